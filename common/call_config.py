@@ -70,9 +70,7 @@ def normalize_language(value: object) -> str:
     """Return the catalogue code for `value` (case-insensitive) or raise ValueError."""
     if isinstance(value, str) and value.strip().lower() in LANGUAGES:
         return value.strip().lower()
-    raise ValueError(
-        f"unsupported tts_language {value!r}; allowed: {', '.join(sorted(LANGUAGES))}"
-    )
+    raise ValueError(f"unsupported tts_language {value!r}; allowed: {', '.join(sorted(LANGUAGES))}")
 
 
 _EMOTIONS_BY_LOWER = {name.lower(): name for name in EMOTIONS}

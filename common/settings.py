@@ -154,7 +154,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     if livekit_url is not None and not livekit_url.startswith(
         ("ws://", "wss://", "http://", "https://")
     ):
-        raise SettingsError(f"LIVEKIT_URL must start with wss://, ws://, https:// or http://")
+        raise SettingsError("LIVEKIT_URL must start with wss://, ws://, https:// or http://")
     webhook_path = _str(env, "WEBHOOK_PATH", "/webhooks/livekit")
     if not webhook_path.startswith("/"):
         raise SettingsError(f"WEBHOOK_PATH must start with '/', got {webhook_path!r}")
@@ -219,9 +219,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -1,0 +1,615 @@
+"""The seed's dynamic-configuration API over a per-call config store.
+
+`config.json` is one JSON object. Its top level is the seed's flat document for the most
+recent call (`caller_name`, `agent_instructions`, `tts_language`, `tts_emotion`,
+`last_updated`, extra parameters flattened in), so `load_dynamic_config().get("caller_name")`
+behaves as the seed says. Under the reserved key `calls` it keeps one complete record per live
+call, keyed by call id, with `written_at`: the agent reads its own call's record, never the
+"latest" document, so concurrent calls cannot see each other's settings.
+
+Writes are atomic and durable (temp file in the same directory, fsync, `os.replace`, fsync of
+the directory) and serialised across threads (`threading.Lock`) and processes (`fcntl.flock` on
+a sibling `<name>.lock`). The async functions do their file I/O with aiofiles and never block
+the event loop; concurrent async writers in one process share one durable write (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import fcntl
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiofiles
+import aiofiles.os
+
+from common.call_config import (
+    DEFAULT_EMOTION,
+    DEFAULT_LANGUAGE,
+    CallConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+CALLS_KEY = "calls"
+_LOG_TEXT_CHARS = 80
+
+Document = dict[str, Any]
+Mutation = Callable[[Document, float], Any]
+T = TypeVar("T")
+
+
+class ConfigWriteError(OSError):
+    """config.json could not be written; the previous file is left as it was."""
+
+
+class UnknownCallError(KeyError):
+    """There is no config record for this call id (never answered with another call's)."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(call_id)
+        self.call_id = call_id
+
+    def __str__(self) -> str:
+        return f"no config record for call {self.call_id!r}"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _LOG_TEXT_CHARS else text[: _LOG_TEXT_CHARS - 1] + "…"
+
+
+def _log_updated(record: Mapping[str, Any]) -> None:
+    call = record.get("call_id")
+    logger.info(
+        "✓ Configuration updated successfully%s\n"
+        "  - Caller Name: %s\n  - TTS Language: %s\n  - TTS Emotion: %s",
+        f" (call {call})" if call else "",
+        record.get("caller_name"),
+        record.get("tts_language"),
+        record.get("tts_emotion"),
+    )
+    logger.debug("  - Instructions: %s", _short(str(record.get("agent_instructions", ""))))
+
+
+def _encode(doc: Document) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, indent=2).encode()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Batch:
+    """Pending async mutations of one event loop, written together by one drain task."""
+
+    pending: list[tuple[Mutation, asyncio.Future[Any]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class _ReadCacheEntry:
+    key: tuple[int, int, int, int]
+    doc: Document | None  # None: the file was unparseable
+
+
+class ConfigStore:
+    """A config.json at `path`, with the seed's operations and per-call records."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        record_ttl_s: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.record_ttl_s = record_ttl_s
+        self._clock = clock
+        self._thread_lock = threading.Lock()
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._read_cache: _ReadCacheEntry | None = None
+        self._temp_prefix = f".{self.path.name}.tmp-"
+
+    # ---------------------------------------------------------------- public API (sync)
+
+    def update(
+        self,
+        caller_name: str | None = None,
+        agent_instructions: str | None = None,
+        tts_language: str = DEFAULT_LANGUAGE,
+        tts_emotion: str = DEFAULT_EMOTION,
+        additional_params: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Write one complete config (defaults for what is not given); return what was stored."""
+        config = CallConfig.create(
+            caller_name,
+            agent_instructions,
+            tts_language,
+            tts_emotion,
+            additional_params,
+            call_id=call_id,
+        )
+        result: dict[str, Any] = self._mutate_sync([self._put(config)])[0]
+        _log_updated(result)
+        return result
+
+    def load(self, *, call_id: str | None = None) -> dict[str, Any]:
+        """The flat latest document, or with `call_id` that call's record (or UnknownCallError)."""
+        doc = self._read_sync()
+        if doc is None and not self.path.exists():
+            self._mutate_sync([])  # auto-initialise with defaults, as the seed promises
+            doc = self._read_sync()
+        return self._view(doc, call_id)
+
+    def get(self, key: str, default: Any = None, *, call_id: str | None = None) -> Any:
+        return self.load(call_id=call_id).get(key, default)
+
+    def remove_call(self, call_id: str) -> bool:
+        """Drop a finished call's record; True if there was one."""
+        removed: bool = self._mutate_sync([self._drop(call_id)])[0]
+        return removed
+
+    # --------------------------------------------------------------- public API (async)
+
+    async def update_async(
+        self,
+        caller_name: str | None = None,
+        agent_instructions: str | None = None,
+        tts_language: str = DEFAULT_LANGUAGE,
+        tts_emotion: str = DEFAULT_EMOTION,
+        additional_params: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> dict[str, Any]:
+        config = CallConfig.create(
+            caller_name,
+            agent_instructions,
+            tts_language,
+            tts_emotion,
+            additional_params,
+            call_id=call_id,
+        )
+        result: dict[str, Any] = await self._submit(self._put(config))
+        _log_updated(result)
+        return result
+
+    async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
+        doc = await self._read_async()
+        if doc is None and not await aiofiles.os.path.exists(self.path):
+            await self._submit(lambda _doc, _now: None)
+            doc = await self._read_async()
+        return self._view(doc, call_id)
+
+    async def get_async(self, key: str, default: Any = None, *, call_id: str | None = None) -> Any:
+        return (await self.load_async(call_id=call_id)).get(key, default)
+
+    async def remove_call_async(self, call_id: str) -> bool:
+        removed: bool = await self._submit(self._drop(call_id))
+        return removed
+
+    # ------------------------------------------------------------------- mutations
+
+    @staticmethod
+    def _put(config: CallConfig) -> Mutation:
+        def apply(doc: Document, now: float) -> dict[str, Any]:
+            calls = doc.get(CALLS_KEY, {})
+            flat = config.to_flat(now)
+            doc.clear()
+            doc.update(flat)
+            doc[CALLS_KEY] = calls
+            if config.call_id is None:
+                return flat
+            record = config.to_record(now)
+            calls[config.call_id] = record
+            return dict(record)
+
+        return apply
+
+    @staticmethod
+    def _drop(call_id: str) -> Mutation:
+        def apply(doc: Document, _now: float) -> bool:
+            return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
+
+        return apply
+
+    def _prune(self, doc: Document, now: float) -> None:
+        calls = doc.get(CALLS_KEY)
+        if not isinstance(calls, dict):
+            doc[CALLS_KEY] = {}
+            return
+        cutoff = now - self.record_ttl_s
+        stale = [
+            cid
+            for cid, rec in calls.items()
+            if not isinstance(rec, dict)
+            or not isinstance(rec.get("written_at"), int | float)
+            or rec["written_at"] < cutoff
+        ]
+        for cid in stale:
+            del calls[cid]
+        if stale:
+            logger.info(
+                "pruned %d config record(s) older than %.0f s", len(stale), self.record_ttl_s
+            )
+
+    # ------------------------------------------------------------------- views
+
+    @staticmethod
+    def _defaults() -> Document:
+        return CallConfig().to_flat(0.0)
+
+    def _view(self, doc: Document | None, call_id: str | None) -> dict[str, Any]:
+        if call_id is not None:
+            calls = doc.get(CALLS_KEY) if doc else None
+            record = calls.get(call_id) if isinstance(calls, dict) else None
+            if not isinstance(record, dict):
+                raise UnknownCallError(call_id)
+            return copy.deepcopy(record)
+        if doc is None:
+            return self._defaults()
+        return copy.deepcopy({k: v for k, v in doc.items() if k != CALLS_KEY})
+
+    # ------------------------------------------------------------------- reading
+
+    def _parse(self, data: bytes, key: tuple[int, int, int, int]) -> Document | None:
+        cached = self._read_cache
+        if cached is not None and cached.key == key:
+            return cached.doc
+        doc: Document | None
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error("✗ %s is not valid JSON (%s); using defaults", self.path, exc)
+            doc = None
+        else:
+            if isinstance(parsed, dict):
+                doc = parsed
+            else:
+                logger.error("✗ %s is not a JSON object; using defaults", self.path)
+                doc = None
+        self._read_cache = _ReadCacheEntry(key, doc)
+        return doc
+
+    @staticmethod
+    def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+        # os.replace gives every version a new inode, so this identifies a version.
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _read_sync(self) -> Document | None:
+        try:
+            with open(self.path, "rb") as fh:
+                key = self._stat_key(os.fstat(fh.fileno()))
+                cached = self._read_cache
+                if cached is not None and cached.key == key:
+                    return cached.doc
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        return self._parse(data, key)
+
+    async def _read_async(self) -> Document | None:
+        try:
+            async with aiofiles.open(self.path, "rb") as fh:
+                key = self._stat_key(os.fstat(fh.fileno()))
+                cached = self._read_cache
+                if cached is not None and cached.key == key:
+                    return cached.doc
+                data = await fh.read()
+        except FileNotFoundError:
+            return None
+        return self._parse(data, key)
+
+    # ------------------------------------------------------------------- locking
+
+    def _acquire(self) -> int:
+        """Take the thread lock, then the cross-process lock; return the lock file's fd."""
+        self._thread_lock.acquire()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def _release(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        finally:
+            self._thread_lock.release()
+
+    # ------------------------------------------------------------------- writing (shared)
+
+    def _clean_temp_files(self) -> None:
+        """Remove temp files a crashed writer left behind (we hold the lock: none is live)."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.path.parent):
+                if entry.name.startswith(self._temp_prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        logger.warning("removed leftover temp file %s", entry.path)
+
+    def _start_document(self, data: bytes | None) -> Document:
+        """The document to mutate: the current one, or a fresh one (bad file kept aside)."""
+        if data is None:
+            return self._defaults() | {CALLS_KEY: {}}
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        os.replace(self.path, aside)
+        logger.error(
+            "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
+        )
+        return self._defaults() | {CALLS_KEY: {}}
+
+    def _apply(self, doc: Document, mutations: list[Mutation]) -> tuple[list[Any], float]:
+        now = self._clock()
+        results = [m(doc, now) for m in mutations]
+        self._prune(doc, now)
+        return results, now
+
+    def _temp_path(self) -> Path:
+        return self.path.with_name(f"{self._temp_prefix}{os.getpid()}-{secrets.token_hex(4)}")
+
+    @staticmethod
+    def _fail(exc: OSError, action: str) -> ConfigWriteError:
+        logger.error("✗ Configuration update failed (%s): %s", action, exc)
+        err = ConfigWriteError(exc.errno, f"could not write config ({action}): {exc.strerror}")
+        err.__cause__ = exc
+        return err
+
+    # ------------------------------------------------------------------- writing (sync)
+
+    def _mutate_sync(self, mutations: list[Mutation]) -> list[Any]:
+        fd = self._acquire()
+        tmp: Path | None = None
+        try:
+            self._clean_temp_files()
+            try:
+                data: bytes | None = self.path.read_bytes()
+            except FileNotFoundError:
+                data = None
+            doc = self._start_document(data)
+            results, _ = self._apply(doc, mutations)
+            tmp = self._temp_path()
+            with open(tmp, "wb") as fh:
+                fh.write(_encode(doc))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            tmp = None
+            _fsync_dir(self.path.parent)
+            return results
+        except OSError as exc:
+            raise self._fail(exc, "write") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            self._release(fd)
+
+    # ------------------------------------------------------------------- writing (async)
+
+    async def _submit(self, mutation: Mutation) -> Any:
+        """Queue a mutation for this loop's next group write; wait until it is durable."""
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch()
+        future: asyncio.Future[Any] = loop.create_future()
+        batch.pending.append((mutation, future))
+        if batch.task is None or batch.task.done():
+            batch.task = loop.create_task(self._drain(batch))
+        return await asyncio.shield(future)
+
+    async def _drain(self, batch: _Batch) -> None:
+        while batch.pending:
+            items, batch.pending = batch.pending, []
+            mutations = [self._guard(m) for m, _ in items]
+            try:
+                results = await self._mutate_async(mutations)
+            except BaseException as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), result in zip(items, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, _MutationFailed):
+                    fut.set_exception(result.exc)
+                else:
+                    fut.set_result(result)
+
+    @staticmethod
+    def _guard(mutation: Mutation) -> Mutation:
+        """One bad mutation fails only its own caller, not the whole group."""
+
+        def apply(doc: Document, now: float) -> Any:
+            try:
+                return mutation(doc, now)
+            except Exception as exc:
+                return _MutationFailed(exc)
+
+        return apply
+
+    async def _acquire_async(self) -> int:
+        acquiring = asyncio.ensure_future(asyncio.to_thread(self._acquire))
+        try:
+            return await asyncio.shield(acquiring)
+        except asyncio.CancelledError:
+            # The thread still takes the locks: hand them back once it has them.
+            acquiring.add_done_callback(
+                lambda t: (
+                    self._release(t.result())
+                    if not t.cancelled() and t.exception() is None
+                    else None
+                )
+            )
+            raise
+
+    async def _mutate_async(self, mutations: list[Mutation]) -> list[Any]:
+        fd = await self._acquire_async()
+        tmp: Path | None = None
+        try:
+            await asyncio.to_thread(self._clean_temp_files)
+            try:
+                async with aiofiles.open(self.path, "rb") as fh:
+                    data: bytes | None = await fh.read()
+            except FileNotFoundError:
+                data = None
+            doc = self._start_document(data)
+            results, _ = self._apply(doc, mutations)
+            encoded = _encode(doc)
+            tmp = self._temp_path()
+            async with aiofiles.open(tmp, "wb") as out:
+                await out.write(encoded)
+                await out.flush()
+                await asyncio.to_thread(os.fsync, out.fileno())
+            await aiofiles.os.replace(tmp, self.path)
+            tmp = None
+            await asyncio.to_thread(_fsync_dir, self.path.parent)
+            return results
+        except OSError as exc:
+            raise self._fail(exc, "write") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    await aiofiles.os.remove(tmp)
+            self._release(fd)
+
+
+@dataclass(frozen=True)
+class _MutationFailed:
+    exc: Exception
+
+
+# ----------------------------------------------------------------------- module-level API
+
+_default_store: ConfigStore | None = None
+_default_lock = threading.Lock()
+
+
+def configure_store(path: str | os.PathLike[str], *, record_ttl_s: float = 86400.0) -> ConfigStore:
+    """Point the module-level functions at `path` (the server and agent call this once)."""
+    global _default_store
+    with _default_lock:
+        _default_store = ConfigStore(path, record_ttl_s=record_ttl_s)
+        return _default_store
+
+
+def get_store() -> ConfigStore:
+    """The store behind the module functions: CONFIG_PATH from settings unless configured."""
+    global _default_store
+    with _default_lock:
+        if _default_store is None:
+            from common.settings import load_settings
+
+            settings = load_settings()
+            _default_store = ConfigStore(
+                settings.config_path, record_ttl_s=settings.config_record_ttl_s
+            )
+        return _default_store
+
+
+def update_config(
+    caller_name: str | None = None,
+    agent_instructions: str | None = None,
+    tts_language: str = DEFAULT_LANGUAGE,
+    tts_emotion: str = DEFAULT_EMOTION,
+    additional_params: dict[str, Any] | None = None,
+    *,
+    call_id: str | None = None,
+) -> dict[str, Any]:
+    """Update the dynamic configuration (seed API); `call_id=` also stores a per-call record."""
+    return get_store().update(
+        caller_name,
+        agent_instructions,
+        tts_language,
+        tts_emotion,
+        additional_params,
+        call_id=call_id,
+    )
+
+
+async def update_config_async(
+    caller_name: str | None = None,
+    agent_instructions: str | None = None,
+    tts_language: str = DEFAULT_LANGUAGE,
+    tts_emotion: str = DEFAULT_EMOTION,
+    additional_params: dict[str, Any] | None = None,
+    *,
+    call_id: str | None = None,
+) -> dict[str, Any]:
+    """Async `update_config`: returns once the write is durable; never blocks the loop."""
+    return await get_store().update_async(
+        caller_name,
+        agent_instructions,
+        tts_language,
+        tts_emotion,
+        additional_params,
+        call_id=call_id,
+    )
+
+
+def load_dynamic_config(*, call_id: str | None = None) -> dict[str, Any]:
+    """The latest flat config (seed API), or with `call_id` that call's own record."""
+    return get_store().load(call_id=call_id)
+
+
+async def load_dynamic_config_async(*, call_id: str | None = None) -> dict[str, Any]:
+    return await get_store().load_async(call_id=call_id)
+
+
+def get_config_value(key: str, default: Any = None, *, call_id: str | None = None) -> Any:
+    """One value of the latest config (or of `call_id`'s record), else `default`."""
+    return get_store().get(key, default, call_id=call_id)
+
+
+async def get_config_value_async(
+    key: str, default: Any = None, *, call_id: str | None = None
+) -> Any:
+    return await get_store().get_async(key, default, call_id=call_id)
+
+
+def remove_call_config(call_id: str) -> bool:
+    """Remove a finished call's record from config.json; True if it was there."""
+    return get_store().remove_call(call_id)
+
+
+async def remove_call_config_async(call_id: str) -> bool:
+    return await get_store().remove_call_async(call_id)

@@ -1,0 +1,259 @@
+"""The seed's config API over real files: defaults, completeness, validation, corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.update_config import (
+    ConfigStore,
+    ConfigWriteError,
+    UnknownCallError,
+    get_config_value,
+    get_config_value_async,
+    load_dynamic_config,
+    load_dynamic_config_async,
+    remove_call_config,
+    update_config,
+    update_config_async,
+)
+
+
+def read(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+@pytest.mark.usefixtures("default_store")
+def test_seed_unit_test_as_written() -> None:
+    # The seed's own unit test; only its import line differs.
+    config = update_config(
+        caller_name="Test User",
+        agent_instructions="Test instructions",
+        tts_language="en",
+        tts_emotion="Calm",
+    )
+
+    assert config["caller_name"] == "Test User"
+
+    loaded = load_dynamic_config()
+    assert loaded["caller_name"] == "Test User"
+
+
+@pytest.mark.usefixtures("default_store")
+async def test_seed_async_api_and_get_config_value() -> None:
+    config = await update_config_async(
+        caller_name="John Doe",
+        agent_instructions="You are a sales assistant.",
+        tts_language="en",
+        tts_emotion="Excited",
+        additional_params={"campaign_id": "CAMP123"},
+    )
+    assert config["tts_emotion"] == "Excited"
+    assert get_config_value("tts_emotion", default="Calm") == "Excited"
+    assert await get_config_value_async("campaign_id") == "CAMP123"
+    assert get_config_value("missing", default="x") == "x"
+    loaded = await load_dynamic_config_async()
+    assert loaded["campaign_id"] == "CAMP123"  # flattened, as the seed's advanced usage reads it
+    assert "calls" not in loaded
+
+
+def test_missing_file_created_with_defaults(store: ConfigStore, config_path: Path) -> None:
+    assert not config_path.exists()
+    loaded = store.load()
+    assert loaded["caller_name"] == "Guest"
+    assert loaded["agent_instructions"] == "You are a helpful assistant."
+    assert loaded["tts_language"] == "en"
+    assert loaded["tts_emotion"] == "Calm"
+    on_disk = read(config_path)
+    assert on_disk["caller_name"] == "Guest"
+    assert on_disk["calls"] == {}
+
+
+def test_file_format_flat_latest_plus_calls(store: ConfigStore, config_path: Path) -> None:
+    store.update("Alice", "Coach cricket.", "EN", "excited", call_id="call-a")
+    store.update("Carlos", None, "es", "Calm", {"tier": "Premium"}, call_id="call-b")
+    doc = read(config_path)
+    assert doc["caller_name"] == "Carlos"
+    assert doc["tier"] == "Premium"
+    assert isinstance(doc["last_updated"], float)
+    assert set(doc["calls"]) == {"call-a", "call-b"}
+    a = doc["calls"]["call-a"]
+    assert (a["caller_name"], a["tts_language"], a["tts_emotion"]) == ("Alice", "en", "Excited")
+    assert a["call_id"] == "call-a" and isinstance(a["written_at"], float)
+
+
+def test_records_complete_and_independent(store: ConfigStore) -> None:
+    store.update("Alice", "Custom instructions", "fr", "Serious", {"x": 1}, call_id="call-a")
+    b = store.update("Bob", call_id="call-b")
+    # Bob's fields that were not given take the defaults, never Alice's values.
+    assert b["agent_instructions"] == "You are a helpful assistant."
+    assert b["tts_language"] == "en" and b["tts_emotion"] == "Calm"
+    assert "x" not in b and b["additional_params"] == {}
+    assert store.load(call_id="call-a")["caller_name"] == "Alice"
+    assert store.load(call_id="call-a")["tts_language"] == "fr"
+    latest = store.load()
+    assert latest["caller_name"] == "Bob" and "x" not in latest
+
+
+def test_unknown_call_raises_never_other_values(store: ConfigStore) -> None:
+    store.update("Alice", call_id="call-a")
+    with pytest.raises(UnknownCallError) as err:
+        store.load(call_id="call-zzz")
+    assert isinstance(err.value, KeyError)
+    assert "call-zzz" in str(err.value)
+    with pytest.raises(UnknownCallError):
+        store.get("caller_name", call_id="call-zzz")
+
+
+@pytest.mark.parametrize(
+    ("language", "emotion", "needle"),
+    [("xx", "Calm", "tts_language"), ("en", "Furious", "tts_emotion"), ("", "Calm", "allowed")],
+)
+def test_bad_language_or_emotion_rejected_nothing_written(
+    store: ConfigStore, config_path: Path, language: str, emotion: str, needle: str
+) -> None:
+    store.update("Alice", call_id="call-a")
+    before = config_path.read_bytes()
+    with pytest.raises(ValueError, match=needle) as err:
+        store.update("Bob", None, language, emotion, call_id="call-b")
+    assert "allowed" in str(err.value)
+    assert config_path.read_bytes() == before
+
+
+def test_reserved_additional_params_rejected(store: ConfigStore) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        store.update("Bob", additional_params={"caller_name": "Mallory"})
+    with pytest.raises(ValueError, match="reserved"):
+        store.update("Bob", additional_params={"calls": {}})
+
+
+def test_corrupt_file_kept_aside(
+    store: ConfigStore, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_path.write_text("{not json")
+    with caplog.at_level(logging.ERROR):
+        assert store.load()["caller_name"] == "Guest"
+    assert any(str(config_path) in r.getMessage() for r in caplog.records)
+    store.update("Alice", call_id="call-a")
+    aside = list(config_path.parent.glob("config.json.corrupt-*"))
+    assert len(aside) == 1
+    assert aside[0].read_text() == "{not json"
+    assert read(config_path)["caller_name"] == "Alice"
+
+
+def test_non_object_json_kept_aside(store: ConfigStore, config_path: Path) -> None:
+    config_path.write_text("[1, 2, 3]")
+    assert store.load()["tts_emotion"] == "Calm"
+    store.update("Alice")
+    assert len(list(config_path.parent.glob("config.json.corrupt-*"))) == 1
+
+
+def test_prune_by_ttl_and_removal(config_path: Path) -> None:
+    now = [1000.0]
+    store = ConfigStore(config_path, record_ttl_s=60, clock=lambda: now[0])
+    store.update("Old", call_id="call-old")
+    now[0] += 61
+    store.update("New", call_id="call-new")
+    assert set(read(config_path)["calls"]) == {"call-new"}
+    assert store.remove_call("call-new") is True
+    assert store.remove_call("call-new") is False
+    assert read(config_path)["calls"] == {}
+
+
+@pytest.mark.usefixtures("default_store")
+def test_module_remove_call_config() -> None:
+    update_config("A", call_id="call-a")
+    assert remove_call_config("call-a")
+    with pytest.raises(UnknownCallError):
+        load_dynamic_config(call_id="call-a")
+
+
+async def test_async_group_commit_each_caller_gets_its_own_record(
+    store: ConfigStore, config_path: Path
+) -> None:
+    names = [f"Caller {i}" for i in range(40)]
+    results = await asyncio.gather(
+        *(store.update_async(n, call_id=f"call-{i}") for i, n in enumerate(names))
+    )
+    assert [r["caller_name"] for r in results] == names
+    calls = read(config_path)["calls"]
+    assert {calls[f"call-{i}"]["caller_name"] for i in range(40)} == set(names)
+    assert (await store.load_async(call_id="call-7"))["caller_name"] == "Caller 7"
+    assert await store.remove_call_async("call-7")
+
+
+async def test_async_write_does_not_block_the_loop(
+    store: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.3)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    await store.update_async("Slow", call_id="call-slow")
+    elapsed = time.monotonic() - started
+    task.cancel()
+    assert elapsed >= 0.3  # the slow fsync really ran
+    # The loop kept ticking while the write waited on the disk (a blocked loop ticks ~0 times).
+    assert ticks >= 10
+
+
+async def test_write_failure_raises_and_leaves_old_file(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    store.update("Alice", call_id="call-a")
+    before = config_path.read_bytes()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(ConfigWriteError, match="No space left"):
+        await store.update_async("Bob", call_id="call-b")
+    with pytest.raises(ConfigWriteError):
+        store.update("Bob", call_id="call-b")
+    monkeypatch.undo()
+    assert config_path.read_bytes() == before
+    assert [p.name for p in config_path.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_info_logs_seed_lines_and_no_long_instructions(
+    store: ConfigStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    long_text = "Secret plan " * 50
+    with caplog.at_level(logging.INFO, logger="common.update_config"):
+        store.update("John Doe", long_text, "en", "Calm", call_id="call-x")
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    for line in (
+        "✓ Configuration updated successfully",
+        "  - Caller Name: John Doe",
+        "  - TTS Language: en",
+        "  - TTS Emotion: Calm",
+        "call-x",
+    ):
+        assert line in text
+    assert "Secret plan" not in text
