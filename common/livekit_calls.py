@@ -1,0 +1,160 @@
+"""Placing and ending calls through LiveKit's server API (livekit-api).
+
+A call is an explicit agent dispatch into a room named after the call id, then an outbound SIP
+participant in that room. The dispatch never restarts its job (a crashed agent must not cause
+a second call) and the client never retries a request (a retried CreateSIPParticipant would
+ring the callee twice), so LiveKitAPI is built with `failover=False`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from google.protobuf.duration_pb2 import Duration
+from livekit import api
+from livekit.protocol.agent_dispatch import JRP_NEVER
+
+from common.masking import mask_phone
+from common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 10.0
+
+
+class LiveKitError(Exception):
+    """LiveKit could not place or end a call. `http_status` is what our client is answered."""
+
+    http_status = 502
+
+    def __init__(self, reason: str, *, sip_status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sip_status = sip_status
+
+
+class LiveKitRefused(LiveKitError):
+    """LiveKit answered with an error (bad trunk, permission, SIP failure...)."""
+
+    http_status = 502
+
+
+class LiveKitUnavailable(LiveKitError):
+    """LiveKit could not be reached."""
+
+    http_status = 503
+
+
+class LiveKitTimeout(LiveKitError):
+    """LiveKit did not answer in time."""
+
+    http_status = 504
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    dispatch_id: str
+    participant_id: str
+    sip_call_id: str
+
+
+def create_client(settings: Settings, url: str, session: aiohttp.ClientSession) -> api.LiveKitAPI:
+    """One LiveKitAPI for the app, on the app's client session, with no automatic retries."""
+    return api.LiveKitAPI(
+        url,
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        session=session,
+        failover=False,
+    )
+
+
+def dispatch_metadata(call_id: str, phone_number: str, record: dict[str, Any]) -> str:
+    """What the agent job receives: its call id and a snapshot of its config."""
+    return json.dumps(
+        {"call_id": call_id, "phone_number": phone_number, "config": record}, ensure_ascii=False
+    )
+
+
+def _translate(exc: BaseException, action: str) -> LiveKitError:
+    if isinstance(exc, api.SipCallError) and exc.sip_status_code is not None:
+        reason = f"{action}: SIP {exc.sip_status_code} {exc.sip_status or ''}".strip()
+        return LiveKitRefused(reason, sip_status=exc.sip_status_code)
+    if isinstance(exc, api.ServerError):
+        cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
+        return cls(f"{action}: LiveKit answered {exc.status} {exc.code}: {exc.message}")
+    if isinstance(exc, TimeoutError):
+        return LiveKitTimeout(f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:.0f} s")
+    return LiveKitUnavailable(f"{action}: LiveKit unreachable ({type(exc).__name__})")
+
+
+async def place_call(
+    lkapi: api.LiveKitAPI,
+    settings: Settings,
+    *,
+    call_id: str,
+    phone_number: str,
+    record: dict[str, Any],
+) -> PlacedCall:
+    """Dispatch the agent to room `call_id`, then dial `phone_number` into it."""
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    try:
+        dispatch = await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(
+                agent_name=settings.agent_name,
+                room=call_id,
+                metadata=dispatch_metadata(call_id, phone_number, record),
+                restart_policy=JRP_NEVER,
+            )
+        )
+    except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
+        raise _translate(exc, "agent dispatch") from exc
+    try:
+        participant = await lkapi.sip.create_sip_participant(
+            api.CreateSIPParticipantRequest(
+                sip_trunk_id=settings.sip_outbound_trunk_id,
+                sip_call_to=phone_number,
+                room_name=call_id,
+                participant_identity=f"sip-{call_id}",
+                participant_name="Callee",
+                ringing_timeout=Duration(seconds=settings.call_ringing_timeout_s),
+                max_call_duration=Duration(seconds=settings.call_max_duration_s),
+                wait_until_answered=False,
+            ),
+            timeout=timeout.total,
+        )
+    except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
+        raise _translate(exc, "SIP dial") from exc
+    logger.info(
+        "call %s dialing %s (dispatch %s, participant %s)",
+        call_id,
+        mask_phone(phone_number),
+        dispatch.id,
+        participant.participant_id,
+    )
+    return PlacedCall(dispatch.id, participant.participant_id, participant.sip_call_id)
+
+
+async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
+    """Delete the call's room (hangs up every participant); False if it no longer exists."""
+    try:
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+    except api.ServerError as exc:
+        if exc.code == "not_found" or exc.status == 404:
+            return False
+        raise _translate(exc, "hang up") from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise _translate(exc, "hang up") from exc
+    return True
+
+
+async def check_reachable(lkapi: api.LiveKitAPI) -> None:
+    """A cheap authenticated round trip for readiness; raises LiveKitError when it fails."""
+    try:
+        await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
+    except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
+        raise _translate(exc, "readiness probe") from exc

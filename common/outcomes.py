@@ -1,0 +1,174 @@
+"""Call statuses and the pure mapping from LiveKit webhook events to status changes.
+
+A call moves `dialing -> ringing -> in_progress` and ends in exactly one final status.
+Everything LiveKit tells us about the SIP participant (its `sip.callStatus` attribute, its
+disconnect reason, a SIP status code) and about the room (`room_finished`, the room metadata
+the agent sets for voicemail) is reduced to a `Signal`; `next_state` is one pure function from
+(current state, signal) to the change to make, or None. A final status never moves again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+from livekit.protocol import models, webhook
+
+
+class Status(StrEnum):
+    DIALING = "dialing"
+    RINGING = "ringing"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    VOICEMAIL = "voicemail"
+    CANCELED = "canceled"
+
+
+FINAL_STATUSES = frozenset(
+    {
+        Status.COMPLETED,
+        Status.BUSY,
+        Status.NO_ANSWER,
+        Status.FAILED,
+        Status.VOICEMAIL,
+        Status.CANCELED,
+    }
+)
+LIVE_STATUSES = frozenset({Status.DIALING, Status.RINGING, Status.IN_PROGRESS})
+
+# Participant attributes LiveKit sets on SIP participants.
+ATTR_CALL_STATUS = "sip.callStatus"
+ATTR_PHONE_NUMBER = "sip.phoneNumber"
+# A SIP final response code, where the SIP bridge (or our sandbox) reports one.
+ATTR_STATUS_CODE = "sip.callStatusCode"
+
+_BUSY_CODES = frozenset({486, 600, 603})
+_NO_ANSWER_CODES = frozenset({408, 480, 487})
+_REASON_STATUS = {
+    "USER_REJECTED": Status.BUSY,
+    "USER_UNAVAILABLE": Status.NO_ANSWER,
+    "SIP_TRUNK_FAILURE": Status.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class CallState:
+    """What the mapping needs to know about a call."""
+
+    status: Status
+    answered: bool = False
+    hangup_requested: bool = False
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One webhook event, reduced to what decides a call's status."""
+
+    event: str
+    room: str
+    sip_participant: bool = False
+    sip_call_status: str | None = None
+    disconnect_reason: str | None = None
+    sip_status_code: int | None = None
+    room_outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """The status to move to, why, and whether the callee has now answered."""
+
+    status: Status
+    reason: str | None = None
+    answered: bool = False
+
+
+def status_for_sip_code(code: int) -> Status | None:
+    """486/600/603 busy; 408/480/487 no answer; any other 4xx-6xx failed; else unknown."""
+    if code in _BUSY_CODES:
+        return Status.BUSY
+    if code in _NO_ANSWER_CODES:
+        return Status.NO_ANSWER
+    if 400 <= code <= 699:
+        return Status.FAILED
+    return None
+
+
+def _room_outcome(metadata: str) -> str | None:
+    if not metadata:
+        return None
+    try:
+        parsed = json.loads(metadata)
+    except ValueError:
+        return None
+    outcome = parsed.get("outcome") if isinstance(parsed, dict) else None
+    return outcome if isinstance(outcome, str) else None
+
+
+def signal_from_event(event: webhook.WebhookEvent) -> Signal:
+    """Reduce a verified LiveKit webhook event to a Signal (pure)."""
+    participant = event.participant if event.HasField("participant") else None
+    sip = participant is not None and participant.kind == models.ParticipantInfo.Kind.SIP
+    code: int | None = None
+    call_status: str | None = None
+    reason: str | None = None
+    if participant is not None and sip:
+        attrs = participant.attributes
+        call_status = attrs.get(ATTR_CALL_STATUS) or None
+        raw_code = attrs.get(ATTR_STATUS_CODE, "")
+        code = int(raw_code) if raw_code.isdigit() else None
+        if participant.disconnect_reason:
+            reason = models.DisconnectReason.Name(participant.disconnect_reason)
+    return Signal(
+        event=event.event,
+        room=event.room.name,
+        sip_participant=sip,
+        sip_call_status=call_status,
+        disconnect_reason=reason,
+        sip_status_code=code,
+        room_outcome=_room_outcome(event.room.metadata),
+    )
+
+
+def _left_unanswered(signal: Signal) -> Change | None:
+    """The callee's leg ended before anyone answered: say why, if LiveKit told us."""
+    if signal.sip_status_code is not None:
+        status = status_for_sip_code(signal.sip_status_code)
+        if status is not None:
+            return Change(status, f"SIP {signal.sip_status_code}")
+    if signal.disconnect_reason in _REASON_STATUS:
+        return Change(_REASON_STATUS[signal.disconnect_reason], signal.disconnect_reason.lower())
+    if signal.event == "participant_connection_aborted":
+        return Change(Status.FAILED, "connection aborted")
+    return None  # room_finished will settle it
+
+
+def next_state(state: CallState, signal: Signal) -> Change | None:
+    """The change `signal` makes to a call in `state`, or None (pure, table-tested)."""
+    if state.status in FINAL_STATUSES:
+        return None
+    if signal.event == "room_finished":
+        if signal.room_outcome == Status.VOICEMAIL:
+            return Change(Status.VOICEMAIL, "answering machine", answered=state.answered)
+        if state.hangup_requested:
+            return Change(Status.CANCELED, "hung up through the API")
+        if state.answered:
+            return Change(Status.COMPLETED)
+        return Change(Status.NO_ANSWER, "room finished before an answer")
+    if not signal.sip_participant:
+        return None
+    # The callee's audio track, or an "active" call status, is the evidence of an answer.
+    if signal.event == "track_published" or signal.sip_call_status == "active":
+        return None if state.answered else Change(Status.IN_PROGRESS, answered=True)
+    if signal.event == "participant_joined":
+        if signal.sip_call_status == "ringing" and state.status == Status.DIALING:
+            return Change(Status.RINGING)
+        return None
+    if signal.event in ("participant_left", "participant_connection_aborted"):
+        if state.answered or state.hangup_requested:
+            return None  # room_finished settles completed / voicemail / canceled
+        return _left_unanswered(signal)
+    return None

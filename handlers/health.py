@@ -1,0 +1,49 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics (no token needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from common.calls_db import DatabaseError
+from common.livekit_calls import LiveKitError, check_reachable
+from handlers.context import CALLS, DB, METRICS, json_error
+
+logger = logging.getLogger(__name__)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and LiveKit (or the sandbox) accepts our key."""
+    failures: list[dict[str, str]] = []
+    try:
+        await asyncio.wait_for(request.app[DB].count_live(), timeout=5)
+    except (DatabaseError, TimeoutError) as exc:
+        failures.append({"component": "database", "error": str(exc) or "timeout"})
+    try:
+        await check_reachable(request.app[CALLS].lkapi)
+    except LiveKitError as exc:
+        failures.append({"component": "livekit", "error": exc.reason})
+    if failures:
+        return json_error(503, "not ready", failures)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    try:
+        by_status = await request.app[DB].count_by_status()
+    except DatabaseError:
+        by_status = {}
+    body = request.app[METRICS].render(by_status)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,89 @@
+"""`POST /webhooks/livekit`: LiveKit's signed room events, verified, deduplicated, applied.
+
+Verification is LiveKit's scheme: the `Authorization` header (with or without `Bearer `) is a
+JWT signed with our API secret, issued by our API key, whose `sha256` claim is the base64
+SHA-256 of the exact body bytes. Anything that does not verify gets 401 and changes nothing.
+A well-signed event never gets a 5xx, except 503 when the database is down, so LiveKit retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+
+from aiohttp import web
+from google.protobuf.json_format import Parse, ParseError
+from livekit.api import TokenVerifier
+from livekit.protocol.webhook import WebhookEvent
+
+from common.calls_db import DatabaseError
+from handlers.context import CALLS, METRICS, SETTINGS, BodyTooLarge, json_error, read_body
+
+logger = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 1024 * 1024
+VERIFIER = web.AppKey("webhook_verifier", TokenVerifier)
+
+
+class Unverified(Exception):
+    pass
+
+
+def verify(verifier: TokenVerifier, header: str, body: bytes) -> None:
+    """Raise Unverified unless `header` is a valid LiveKit token for exactly `body`."""
+    token = header.removeprefix("Bearer ").strip()
+    if not token:
+        raise Unverified("no Authorization header")
+    try:
+        claims = verifier.verify(token)
+    except Exception as exc:  # PyJWT raises many types; any of them means "not verified"
+        raise Unverified(f"token rejected ({type(exc).__name__})") from None
+    if not claims.sha256:
+        raise Unverified("token has no sha256 claim")
+    try:
+        expected = base64.b64decode(claims.sha256, validate=True)
+    except ValueError:
+        raise Unverified("sha256 claim is not base64") from None
+    if not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
+        raise Unverified("body does not match the signed hash")
+
+
+async def livekit_webhook(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    try:
+        body = await read_body(request, MAX_WEBHOOK_BYTES)
+    except BodyTooLarge:
+        metrics.webhooks.labels(result="too_large").inc()
+        return json_error(413, f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
+    try:
+        verify(request.app[VERIFIER], request.headers.get("Authorization", ""), body)
+    except Unverified as exc:
+        metrics.webhook_verification_failures.inc()
+        metrics.webhooks.labels(result="unverified").inc()
+        logger.warning("webhook refused from %s: %s", request.remote, exc)
+        return json_error(401, "webhook signature did not verify")
+    try:
+        event = Parse(body.decode("utf-8"), WebhookEvent(), ignore_unknown_fields=True)
+    except (ParseError, UnicodeDecodeError, ValueError) as exc:
+        metrics.webhooks.labels(result="malformed").inc()
+        logger.warning("signed webhook is not a LiveKit event: %s", str(exc)[:200])
+        return json_error(400, "webhook body is not a LiveKit event")
+    try:
+        applied = await request.app[CALLS].handle_event(event)
+    except DatabaseError:
+        metrics.webhooks.labels(result="db_error").inc()
+        return json_error(503, "calls database unavailable; retry")
+    except OSError as exc:  # config record removal is best effort; never 5xx for it
+        logger.error("webhook %s: %s", event.id, exc)
+        applied = None
+    result = "ignored" if applied is None else "duplicate" if applied.duplicate else "applied"
+    metrics.webhooks.labels(result=result).inc()
+    return web.json_response({"status": "success", "result": result})
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    app[VERIFIER] = TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret)
+    app.router.add_post(settings.webhook_path, livekit_webhook)
