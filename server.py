@@ -23,7 +23,7 @@ from common.ratelimit import RateLimiter
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.update_config import configure_store
 from handlers import calls, health, webhooks
-from handlers.context import CALLS, DB, LIVEKIT_URL, LIMITER, METRICS, SETTINGS, STORE, json_error
+from handlers.context import CALLS, DB, LIMITER, LIVEKIT_URL, METRICS, SETTINGS, STORE, json_error
 from sandbox import Sandbox
 
 logger = logging.getLogger("server")

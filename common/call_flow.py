@@ -47,6 +47,14 @@ def new_call_id() -> str:
     return f"{CALL_ID_PREFIX}{secrets.token_hex(6)}"
 
 
+class TooManyLiveCalls(Exception):
+    """CALLS_MAX_ACTIVE calls are live already; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"too many live calls: at most {limit} at once")
+        self.limit = limit
+
+
 class HangupResult(Enum):
     UNKNOWN = "unknown"
     ALREADY_FINAL = "already_final"
@@ -72,49 +80,24 @@ class CallService:
     metrics: Metrics
     clock: Callable[[], float] = time.time
     _admission: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _reserved: int = 0
-
-    # ------------------------------------------------------------------ admission
-
-    async def reserve_slot(self) -> bool:
-        """Hold one of CALLS_MAX_ACTIVE live-call slots; False when all are taken."""
-        async with self._admission:
-            live = await self.db.count_live()
-            if live + self._reserved >= self.settings.calls_max_active:
-                return False
-            self._reserved += 1
-            return True
-
-    def release_slot(self) -> None:
-        self._reserved -= 1
+    _admitted: int = 0
 
     # ------------------------------------------------------------------ placing
 
     async def place(self, call: OutboundCall) -> CallRecord:
         """Write the config durably, record the call, dispatch the agent, dial.
 
-        Raises ConfigWriteError / DatabaseError (nothing placed) or LiveKitError (the call is
-        recorded as failed with the reason and its config record removed).
+        Raises TooManyLiveCalls, ConfigWriteError or DatabaseError (nothing placed), or
+        LiveKitError (the call is recorded as failed and its config record removed).
         """
-        call_id = new_call_id()
-        started = time.perf_counter()
-        record = await self.store.update_async(
-            call.name,
-            call.dynamic_instruction,
-            call.language,
-            call.emotion,
-            call.additional_params or None,
-            call_id=call_id,
-        )
-        self.metrics.config_write_seconds.observe(time.perf_counter() - started)
+        async with self._admission:  # live calls + admitted calls not yet in the database
+            if await self.db.count_live() + self._admitted >= self.settings.calls_max_active:
+                raise TooManyLiveCalls(self.settings.calls_max_active)
+            self._admitted += 1
         try:
-            await self.db.insert_call(
-                NewCall(call_id, call.phone_number, call.name, call.language, call.emotion),
-                {"phone": mask_phone(call.phone_number)},
-            )
-        except DatabaseError:
-            await self._forget_config(call_id)
-            raise
+            call_id, record = await self._record_call(call)
+        finally:
+            self._admitted -= 1
         try:
             placed = await place_call(
                 self.lkapi,
@@ -144,6 +127,28 @@ class CallService:
         if applied.after is None:  # the row was inserted above; only a lost database gets here
             raise DatabaseError(f"call {call_id} vanished from the calls database")
         return applied.after
+
+    async def _record_call(self, call: OutboundCall) -> tuple[str, dict[str, Any]]:
+        call_id = new_call_id()
+        started = time.perf_counter()
+        record = await self.store.update_async(
+            call.name,
+            call.dynamic_instruction,
+            call.language,
+            call.emotion,
+            call.additional_params or None,
+            call_id=call_id,
+        )
+        self.metrics.config_write_seconds.observe(time.perf_counter() - started)
+        try:
+            await self.db.insert_call(
+                NewCall(call_id, call.phone_number, call.name, call.language, call.emotion),
+                {"phone": mask_phone(call.phone_number)},
+            )
+        except DatabaseError:
+            await self._forget_config(call_id)
+            raise
+        return call_id, record
 
     # ------------------------------------------------------------------ events
 

@@ -247,6 +247,8 @@ class CallsDB:
         except sqlite3.Error as exc:
             logger.error("calls database error: %s", exc)
             raise DatabaseError(str(exc)) from exc
+        except RuntimeError as exc:  # the executor is shut down: the database was closed
+            raise DatabaseError("calls database is closed") from exc
 
     @property
     def conn(self) -> sqlite3.Connection:

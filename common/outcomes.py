@@ -43,6 +43,8 @@ LIVE_STATUSES = frozenset({Status.DIALING, Status.RINGING, Status.IN_PROGRESS})
 # Participant attributes LiveKit sets on SIP participants.
 ATTR_CALL_STATUS = "sip.callStatus"
 ATTR_PHONE_NUMBER = "sip.phoneNumber"
+# Values of sip.callStatus once the callee has answered.
+ANSWERED_CALL_STATUSES = frozenset({"active", "hangup"})
 # A SIP final response code, where the SIP bridge (or our sandbox) reports one.
 ATTR_STATUS_CODE = "sip.callStatusCode"
 
@@ -160,15 +162,24 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
         return Change(Status.NO_ANSWER, "room finished before an answer")
     if not signal.sip_participant:
         return None
-    # The callee's audio track, or an "active" call status, is the evidence of an answer.
-    if signal.event == "track_published" or signal.sip_call_status == "active":
-        return None if state.answered else Change(Status.IN_PROGRESS, answered=True)
     if signal.event == "participant_joined":
-        if signal.sip_call_status == "ringing" and state.status == Status.DIALING:
-            return Change(Status.RINGING)
-        return None
+        return _progress(state, signal.sip_call_status)
     if signal.event in ("participant_left", "participant_connection_aborted"):
-        if state.answered or state.hangup_requested:
-            return None  # room_finished settles completed / voicemail / canceled
+        # LiveKit sends no webhook when a call is answered; the SIP participant's last
+        # `sip.callStatus` tells: "active"/"hangup" after an answer, "dialing"/"ringing" if not.
+        if state.answered or signal.sip_call_status in ANSWERED_CALL_STATUSES:
+            return None if state.answered else Change(Status.IN_PROGRESS, answered=True)
+        if state.hangup_requested:
+            return None  # room_finished settles canceled
         return _left_unanswered(signal)
+    if signal.sip_call_status == "active":  # any other event that shows an answered call
+        return _progress(state, "active")
+    return None
+
+
+def _progress(state: CallState, call_status: str | None) -> Change | None:
+    if call_status == "active" and not state.answered:
+        return Change(Status.IN_PROGRESS, answered=True)
+    if call_status == "ringing" and state.status == Status.DIALING:
+        return Change(Status.RINGING)
     return None

@@ -36,3 +36,9 @@ class RateLimiter:
         if len(self._hits) > 10_000:
             for key in [k for k, v in self._hits.items() if not v]:
                 del self._hits[key]
+
+    def forget_last(self, client: str) -> None:
+        """Undo the latest `record` for `client` (the call was refused after all)."""
+        hits = self._hits.get(client)
+        if hits:
+            hits.pop()

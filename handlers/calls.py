@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from common.call_flow import HangupResult
+from common.call_flow import HangupResult, TooManyLiveCalls
 from common.call_request import InvalidCall, parse_outbound_call
 from common.calls_db import DatabaseError
 from common.livekit_calls import LiveKitError
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
+LIVE_CAP_RETRY_AFTER_S = 5
 _IN_FLIGHT = web.AppKey("idempotent_in_flight", dict[tuple[str, str], asyncio.Future[web.Response]])
 
 
@@ -68,23 +69,10 @@ async def outbound_call(request: web.Request) -> web.Response:
     in_flight = request.app[_IN_FLIGHT]
     if scoped in in_flight:  # the same request is being placed right now: share its answer
         return _clone(await asyncio.shield(in_flight[scoped]))
-    db = request.app[DB]
-    try:
-        stored = await db.get_idempotent(*scoped)
-    except DatabaseError:
-        return json_error(503, "calls database unavailable")
-    if stored is not None:
-        return web.json_response(stored[1], status=stored[0], headers={"Idempotent-Replay": "1"})
     future: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
-    in_flight[scoped] = future
+    in_flight[scoped] = future  # before any await, so a concurrent duplicate waits for us
     try:
-        response = await _outbound_call(request)
-        if response.status == 200 and response.body is not None:
-            body = json.loads(bytes(response.body))  # type: ignore[arg-type]
-            try:
-                await db.put_idempotent(*scoped, 200, body)
-            except DatabaseError:
-                logger.error("could not store the idempotent answer for call %s", body["call_id"])
+        response = await _idempotent_call(request, scoped)
         future.set_result(response)
         return response
     except BaseException as exc:
@@ -93,6 +81,25 @@ async def outbound_call(request: web.Request) -> web.Response:
         raise
     finally:
         del in_flight[scoped]
+
+
+async def _idempotent_call(request: web.Request, scoped: tuple[str, str]) -> web.Response:
+    """Replay the stored answer for this key, or place the call and store its answer."""
+    db = request.app[DB]
+    try:
+        stored = await db.get_idempotent(*scoped)
+    except DatabaseError:
+        return json_error(503, "calls database unavailable")
+    if stored is not None:
+        return web.json_response(stored[1], status=stored[0], headers={"Idempotent-Replay": "1"})
+    response = await _outbound_call(request)
+    if response.status == 200 and isinstance(response.body, bytes):
+        body = json.loads(response.body)
+        try:
+            await db.put_idempotent(*scoped, 200, body)
+        except DatabaseError:
+            logger.error("could not store the idempotent answer for call %s", body["call_id"])
+    return response
 
 
 def _clone(response: web.Response) -> web.Response:
@@ -129,28 +136,18 @@ async def _outbound_call(request: web.Request) -> web.Response:
             f"rate limit: at most {limiter.per_minute} calls per minute",
             headers={"Retry-After": str(retry_after)},
         )
-    service = request.app[CALLS]
+    limiter.record(client)
     try:
-        admitted = await service.reserve_slot()
-    except DatabaseError:
-        return json_error(503, "calls database unavailable")
-    if not admitted:
-        return json_error(
-            429,
-            f"too many live calls: at most {settings.calls_max_active} at once",
-            headers={"Retry-After": "5"},
-        )
-    try:
-        limiter.record(client)
-        placed = await service.place(call)
+        placed = await request.app[CALLS].place(call)
+    except TooManyLiveCalls as exc:
+        limiter.forget_last(client)  # refused calls do not count against the rate
+        return json_error(429, str(exc), headers={"Retry-After": str(LIVE_CAP_RETRY_AFTER_S)})
     except ConfigWriteError as exc:
         return json_error(503, f"could not store the call's configuration: {exc.strerror}")
     except DatabaseError:
         return json_error(503, "calls database unavailable")
     except LiveKitError as exc:
         return json_error(exc.http_status, f"LiveKit did not place the call: {exc.reason}")
-    finally:
-        service.release_slot()
     return web.json_response(
         {
             "status": "success",

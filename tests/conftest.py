@@ -28,3 +28,62 @@ def default_store(config_path: Path) -> Iterator[ConfigStore]:
     configured = update_config.configure_store(config_path)
     yield configured
     update_config._default_store = previous
+
+
+# ---------------------------------------------------------------------------------------------
+# The real app on the embedded sandbox, for integration tests.
+
+import dataclasses  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from aiohttp.test_utils import TestClient  # noqa: E402
+
+from common.settings import Settings  # noqa: E402
+
+AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on temp files, the sandbox on an ephemeral port, 100x faster than real time."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "config_path": tmp_path / "config.json",
+            "calls_db_path": tmp_path / "calls.db",
+            "sandbox_port": 0,
+            "sandbox_time_scale": 0.01,
+            "reaper_interval_s": 3600.0,
+        }
+        base.update(overrides)
+        return dataclasses.replace(Settings(), **base)
+
+    return make
+
+
+@pytest.fixture
+async def start_app(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[AppFactory]:
+    """Start the real app (create_app) with the sandbox posting webhooks back to it."""
+    from server import SANDBOX, create_app
+
+    previous = update_config._default_store
+
+    async def start(**overrides: Any) -> TestClient[Any, Any]:
+        settings = make_settings(**overrides)
+        app = create_app(settings)
+        client = await aiohttp_client(app)
+        if SANDBOX in app:
+            app[SANDBOX].webhook_url = str(client.make_url(settings.webhook_path))
+        return client
+
+    yield start
+    update_config._default_store = previous
+
+
+@pytest.fixture
+async def client(start_app: AppFactory) -> TestClient[Any, Any]:
+    return await start_app()

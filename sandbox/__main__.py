@@ -1,0 +1,68 @@
+"""Run the sandbox alone: ``python -m sandbox [--port 7880] [--webhook-url URL] [--time-scale 1]``.
+
+The API key and secret come from ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, defaulting to the
+project's development pair. Runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from common.settings import DEV_API_KEY, DEV_API_SECRET
+from sandbox.server import Sandbox
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox", description="Loopback LiveKit stand-in (no phone is called)."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7880, help="port (default 7880, 0 = any)")
+    parser.add_argument("--webhook-url", default=None, help="where to POST LiveKit webhooks")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every simulated delay (0 = no delays; default 1.0)",
+    )
+    args = parser.parse_args(argv)
+    if args.time_scale < 0:
+        parser.error("--time-scale must be >= 0")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    sandbox = Sandbox(
+        api_key=os.environ.get("LIVEKIT_API_KEY") or DEV_API_KEY,
+        api_secret=os.environ.get("LIVEKIT_API_SECRET") or DEV_API_SECRET,
+        webhook_url=args.webhook_url,
+        time_scale=args.time_scale,
+        host=args.host,
+        port=args.port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await sandbox.start()
+    try:
+        await stop.wait()
+    finally:
+        await sandbox.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The sandbox: a loopback stand-in for a LiveKit server.
+
+It speaks LiveKit's Twirp API for the calls this project makes (so ``livekit.api.LiveKitAPI``
+works against it unchanged), simulates each outbound SIP call from its dialled number (see
+:mod:`sandbox.scenarios`) and posts LiveKit's signed webhooks to ``webhook_url``.
+
+    sandbox = Sandbox(api_key=KEY, api_secret=SECRET, webhook_url="http://127.0.0.1:8000/...")
+    await sandbox.start()
+    lkapi = LiveKitAPI(url=sandbox.url, api_key=KEY, api_secret=SECRET)
+    ...
+    await sandbox.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict
+from livekit.api.access_token import TokenVerifier
+
+from sandbox import twirp
+from sandbox.rooms import RoomRegistry, SandboxRoom
+from sandbox.services import REQUEST_ID_HEADER, CallContext, LiveKitServices, Route
+from sandbox.twirp import Encoding, TwirpError
+from sandbox.webhooks import WebhookSender
+
+logger = logging.getLogger(__name__)
+
+TWIRP_PREFIX = "/twirp/"
+SHUTDOWN_TIMEOUT_S = 1.0  # in-flight requests get this long when the sandbox stops
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One Twirp call the sandbox received.
+
+    ``body`` is the decoded request as ``MessageToDict(..., preserving_proto_field_name=True)``
+    (e.g. ``body["sip_call_to"]``), empty when it could not be decoded. ``authorized`` is True
+    when the token was valid and carried the method's grant.
+    """
+
+    service: str
+    method: str
+    body: dict[str, Any]
+    authorized: bool
+    status: int
+    error_code: str | None
+    encoding: Encoding | None
+    request_id: str | None
+
+    @property
+    def auth_ok(self) -> bool:
+        """Alias of ``authorized``."""
+        return self.authorized
+
+
+class Sandbox:
+    """A LiveKit stand-in on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_secret: str,
+        webhook_url: str | None,
+        time_scale: float = 1.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if time_scale < 0:
+            raise ValueError("time_scale must be >= 0")
+        self.host = host
+        self.port = port
+        self.time_scale = time_scale
+        self.requests: list[RecordedRequest] = []
+        self._verifier = TokenVerifier(api_key, api_secret)
+        self._webhooks = WebhookSender(
+            url=webhook_url, api_key=api_key, api_secret=api_secret, time_scale=time_scale
+        )
+        self._registry = RoomRegistry(self._webhooks.send)
+        self._services = LiveKitServices(self._registry, time_scale=time_scale)
+        self._routes: dict[str, Route[Any]] = self._services.routes()
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``: pass it to ``livekit.api.LiveKitAPI(url=...)``."""
+        if self._bound_port is None:
+            raise RuntimeError("Sandbox.start() has not been awaited")
+        return f"http://{self.host}:{self._bound_port}"
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where webhooks go; may be set after start (e.g. once the app's port is known)."""
+        return self._webhooks.url
+
+    @webhook_url.setter
+    def webhook_url(self, url: str | None) -> None:
+        self._webhooks.url = url
+
+    @property
+    def rooms(self) -> dict[str, SandboxRoom]:
+        """Live rooms by name."""
+        return self._registry.rooms
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        await self._webhooks.start()
+        app = web.Application()
+        app.router.add_get("/", self._handle_root)
+        app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            await self._webhooks.close()
+            raise
+        self._runner = runner
+        self._bound_port = int(runner.addresses[0][1])
+        logger.warning(
+            "SANDBOX MODE: no real phone is called; LiveKit stand-in on %s, webhooks to %s",
+            self.url,
+            self.webhook_url or "(nowhere)",
+        )
+
+    async def stop(self) -> None:
+        """Cancel all calls and pending webhook deliveries and close the server (idempotent)."""
+        tasks = self._services.cancel_all()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._webhooks.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            logger.info("sandbox on port %s stopped", self._bound_port)
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until every call simulation and webhook delivery is done.
+
+        Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while pending := self._services.pending() | self._webhooks.pending():
+                await asyncio.wait(pending)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _handle_root(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def _handle_twirp(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        service, _, method = path.partition("/")
+        ctx = CallContext(claims=None, request_id=request.headers.get(REQUEST_ID_HEADER))
+        encoding: Encoding | None = None
+        body: dict[str, Any] = {}
+        error: TwirpError | None = None
+        try:
+            # As in livekit-server, the auth middleware runs before twirp routes the request.
+            ctx.claims = twirp.authenticate(request.headers.get("Authorization"), self._verifier)
+            if request.method != "POST":
+                raise TwirpError(
+                    "bad_route", f"unsupported method {request.method} (only POST is allowed)"
+                )
+            route = self._routes.get(path)
+            if route is None:
+                raise TwirpError("bad_route", f'no handler for path "{TWIRP_PREFIX}{path}"')
+            encoding = twirp.encoding_for(request.headers.get("Content-Type"))
+            message = route.request_type()
+            twirp.decode_body(await request.read(), encoding, message)
+            body = MessageToDict(message, preserving_proto_field_name=True)
+            reply = await route.handler(ctx, message)
+            response = twirp.encode_response(reply, encoding)
+        except TwirpError as exc:
+            error = exc
+            response = exc.to_response()
+        except Exception:
+            logger.exception("sandbox: %s/%s failed", service, method)
+            error = TwirpError("internal", "internal error")
+            response = error.to_response()
+        self.requests.append(
+            RecordedRequest(
+                service=service,
+                method=method,
+                body=body,
+                authorized=ctx.authorized,
+                status=response.status,
+                error_code=error.code if error else None,
+                encoding=encoding,
+                request_id=ctx.request_id,
+            )
+        )
+        if error is None:
+            logger.debug("sandbox %s/%s -> %d", service, method, response.status)
+        else:
+            logger.info(
+                "sandbox %s/%s -> %d %s: %s",
+                service,
+                method,
+                response.status,
+                error.code,
+                error.msg,
+            )
+        return response

@@ -1,0 +1,186 @@
+"""The life of one simulated outbound SIP call, played out in a room of the registry.
+
+What LiveKit's SIP service does, as read from livekit/sip ``pkg/sip/outbound.go``: the SIP
+participant joins the room before dialing, with ``sip.callStatus`` = ``dialing``; the status
+attribute then moves to ``ringing`` and ``active`` (attribute changes post no webhook). When the
+callee hangs up the status becomes ``hangup`` and the participant leaves with
+``CLIENT_INITIATED``. When the call fails before it is answered (busy, no answer, trunk failure)
+the status attribute is left as it was (``ringing`` or ``dialing``) and the participant leaves
+with the failure's disconnect reason. LiveKit reports no SIP status code in webhooks; the sandbox
+adds it as the ``sip.callStatusCode`` attribute on the participant_left event of failed calls.
+
+Once the last participant has left, the room finishes after a short departure delay (LiveKit
+waits ``departure_timeout``, 20 s by default; the sandbox waits 1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import Final
+
+from livekit.protocol.models import DisconnectReason
+
+from sandbox.rooms import RoomRegistry, SandboxRoom
+from sandbox.scenarios import (
+    REQUEST_TERMINATED,
+    RINGING_AFTER_S,
+    TEMPORARILY_UNAVAILABLE,
+    Scenario,
+    SipStatus,
+)
+from sandbox.util import mask_number
+
+logger = logging.getLogger(__name__)
+
+# Participant attribute names, from livekit/protocol ``livekit/attrs.go``.
+ATTR_SIP_CALL_ID: Final = "sip.callID"
+ATTR_SIP_TRUNK_ID: Final = "sip.trunkID"
+ATTR_SIP_PHONE_NUMBER: Final = "sip.phoneNumber"
+ATTR_SIP_CALL_STATUS: Final = "sip.callStatus"
+# Not a LiveKit attribute: the sandbox's way to expose the SIP final response of a failed call.
+ATTR_SIP_CALL_STATUS_CODE: Final = "sip.callStatusCode"
+
+CALL_STATUS_DIALING: Final = "dialing"
+CALL_STATUS_RINGING: Final = "ringing"
+CALL_STATUS_ACTIVE: Final = "active"
+CALL_STATUS_HANGUP: Final = "hangup"
+
+DEPARTURE_S: Final = 1.0
+VOICEMAIL_METADATA: Final = json.dumps({"outcome": "voicemail"})
+
+
+class CallSimulation:
+    """Plays ``scenario`` for the SIP participant ``identity`` already joined to ``room``.
+
+    ``answered`` resolves once the call is answered (None) or has failed (its SIP status), which
+    is what a ``wait_until_answered`` request waits for.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: RoomRegistry,
+        room: SandboxRoom,
+        identity: str,
+        call_id: str,
+        number: str,
+        scenario: Scenario,
+        ringing_timeout_s: float,
+        max_call_duration_s: float | None,
+        time_scale: float,
+    ) -> None:
+        self.registry = registry
+        self.room = room
+        self.identity = identity
+        self.call_id = call_id
+        self.scenario = scenario
+        self._masked = mask_number(number)
+        self._ringing_timeout_s = ringing_timeout_s
+        self._max_call_duration_s = max_call_duration_s
+        self._time_scale = time_scale
+        self._elapsed = 0.0
+        self.answered: asyncio.Future[SipStatus | None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        """Simulated (unscaled) seconds since the participant joined, as far as the call got."""
+        return self._elapsed
+
+    def start(self) -> asyncio.Task[None]:
+        logger.info(
+            "sandbox call %s to %s in room %s: playing scenario %s",
+            self.call_id,
+            self._masked,
+            self.room.name,
+            self.scenario.name,
+        )
+        self.task = asyncio.create_task(self._play(), name=f"sandbox-call-{self.call_id}")
+        # Cancelled before an answer (room deleted, sandbox stopped): the INVITE is cancelled.
+        self.task.add_done_callback(lambda _: self._resolve(REQUEST_TERMINATED))
+        return self.task
+
+    async def _wait_until(self, t: float) -> None:
+        """Sleep until ``t`` seconds (scaled) after the participant joined."""
+        delay = max(t - self._elapsed, 0.0)
+        self._elapsed = max(self._elapsed, t)
+        await asyncio.sleep(delay * self._time_scale)
+
+    def _resolve(self, result: SipStatus | None) -> None:
+        if not self.answered.done():
+            self.answered.set_result(result)
+
+    def _set_status(self, status: str) -> None:
+        self.registry.set_attributes(self.room, self.identity, {ATTR_SIP_CALL_STATUS: status})
+
+    async def _play(self) -> None:
+        scenario = self.scenario
+        if scenario.answer_after_s is not None:
+            ring_ends_at, ending = scenario.answer_after_s, "answer"
+        elif scenario.fail_after_s is not None:
+            ring_ends_at, ending = scenario.fail_after_s, "fail"
+        else:
+            ring_ends_at, ending = math.inf, "timeout"
+        if self._ringing_timeout_s < ring_ends_at:
+            ring_ends_at, ending = self._ringing_timeout_s, "timeout"
+
+        if RINGING_AFTER_S < ring_ends_at:
+            await self._wait_until(RINGING_AFTER_S)
+            self._set_status(CALL_STATUS_RINGING)
+            logger.info("sandbox call %s ringing", self.call_id)
+        await self._wait_until(ring_ends_at)
+
+        if ending == "fail" and scenario.failure is not None:
+            await self._fail(scenario.failure, scenario.failure_reason)
+        elif ending != "answer":
+            await self._fail(TEMPORARILY_UNAVAILABLE, DisconnectReason.USER_UNAVAILABLE)
+        else:
+            await self._converse(answered_at=ring_ends_at)
+
+    async def _converse(self, answered_at: float) -> None:
+        self._set_status(CALL_STATUS_ACTIVE)
+        self._resolve(None)
+        logger.info("sandbox call %s answered", self.call_id)
+        talk_s = self.scenario.talk_s
+        if self._max_call_duration_s is not None:
+            talk_s = min(talk_s, max(self._max_call_duration_s - answered_at, 0.0))
+        voicemail_after_s = self.scenario.voicemail_after_s
+        if voicemail_after_s is not None and voicemail_after_s < talk_s:
+            await self._wait_until(answered_at + voicemail_after_s)
+            # What our agent does when it reaches a voicemail box.
+            self.registry.set_metadata(self.room, VOICEMAIL_METADATA)
+            logger.info("sandbox call %s reached voicemail", self.call_id)
+        await self._wait_until(answered_at + talk_s)
+        ended_by = "callee hung up" if talk_s == self.scenario.talk_s else "max_call_duration hit"
+        logger.info("sandbox call %s: %s after %.0f s", self.call_id, ended_by, talk_s)
+        self.registry.leave(
+            self.room,
+            self.identity,
+            DisconnectReason.CLIENT_INITIATED,
+            {ATTR_SIP_CALL_STATUS: CALL_STATUS_HANGUP},
+        )
+        await self._finish_room_if_empty()
+
+    async def _fail(self, status: SipStatus, reason: DisconnectReason) -> None:
+        self._resolve(status)
+        logger.info(
+            "sandbox call %s failed: SIP %d %s (%s)",
+            self.call_id,
+            status.code,
+            status.reason,
+            DisconnectReason.Name(reason),
+        )
+        self.registry.leave(
+            self.room, self.identity, reason, {ATTR_SIP_CALL_STATUS_CODE: str(status.code)}
+        )
+        await self._finish_room_if_empty()
+
+    async def _finish_room_if_empty(self) -> None:
+        if self.room.participants:
+            return
+        await self._wait_until(self._elapsed + DEPARTURE_S)
+        if not self.room.participants:
+            self.registry.finish(self.room)

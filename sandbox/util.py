@@ -1,0 +1,28 @@
+"""Small helpers shared by the sandbox modules: LiveKit-style ids, clocks, masked numbers."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 12  # LiveKit's guid.New: prefix + 12 base62 characters, e.g. "RM_xK3q9ZpL0aBc"
+
+
+def new_id(prefix: str) -> str:
+    """A random LiveKit-style id such as ``RM_…``, ``PA_…``, ``SCL_…``, ``AD_…``, ``EV_…``."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def mask_number(number: str) -> str:
+    """Keep a leading ``+`` and the last 4 digits: ``+34612345678`` -> ``+•••••••5678``."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    prefix = "+" if number.startswith("+") else ""
+    if len(digits) <= 4:
+        return prefix + "•" * len(digits)
+    return prefix + "•" * (len(digits) - 4) + digits[-4:]

@@ -1,0 +1,83 @@
+"""Whole calls through the sandbox: each documented test number ends in its outcome, with
+its timeline, driven only by the signed webhooks the sandbox posts back to the real app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AppFactory
+
+Client = TestClient[Any, Any]
+FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
+
+
+async def place(client: Client, number: str) -> str:
+    resp = await client.post(
+        "/calls/outbound",
+        json={"phone_number": number, "name": "Test User", "language": "en", "emotion": "Calm"},
+    )
+    assert resp.status == 200, await resp.text()
+    call_id: str = (await resp.json())["call_id"]
+    return call_id
+
+
+async def wait_final(client: Client, call_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+        if call["status"] in FINAL or time.monotonic() > deadline:
+            return call
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("number", "status", "path"),
+    [
+        ("+1234567890", "completed", ["dialing", "ringing", "in_progress", "completed"]),
+        ("+14155557702", "completed", ["dialing", "ringing", "in_progress", "completed"]),
+        ("+14155550486", "busy", ["dialing", "busy"]),
+        ("+14155550480", "no_answer", ["dialing", "no_answer"]),
+        ("+14155550503", "failed", ["dialing", "failed"]),
+        ("+14155550999", "voicemail", ["dialing", "ringing", "in_progress", "voicemail"]),
+    ],
+)
+async def test_test_numbers_reach_their_outcome(
+    start_app: AppFactory, tmp_path: Path, number: str, status: str, path: list[str]
+) -> None:
+    client = await start_app(sandbox_time_scale=0.01)
+    call_id = await place(client, number)
+    call = await wait_final(client, call_id)
+    assert call["status"] == status
+    assert call["outcome"] == status and call["ended_at"] is not None
+    statuses = [e["to"] for e in call["timeline"] if e["to"]]
+    assert [s for s in statuses if s in path] == [s for s in path if s in statuses]
+    assert statuses[0] == "dialing" and statuses[-1] == status
+    events = [e["event"] for e in call["timeline"]]
+    assert "room_finished" in events or status in ("busy", "no_answer", "failed")
+    # After room_finished the call's record has left config.json (the row stays).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        calls = json.loads((tmp_path / "config.json").read_text())["calls"]
+        if call_id not in calls:
+            break
+        await asyncio.sleep(0.02)
+    assert call_id not in calls
+
+
+async def test_hangup_cancels_a_live_call(start_app: AppFactory, tmp_path: Path) -> None:
+    client = await start_app(sandbox_time_scale=1.0)
+    call_id = await place(client, "+1234567890")
+    resp = await client.post(f"/calls/{call_id}/hangup")
+    assert resp.status == 200
+    call = await wait_final(client, call_id, timeout=5)
+    assert call["status"] == "canceled"
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 409
+    assert (await client.post("/calls/call-000000000000/hangup")).status == 404
+    assert call_id not in json.loads((tmp_path / "config.json").read_text())["calls"]

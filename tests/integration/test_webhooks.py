@@ -1,0 +1,197 @@
+"""POST /webhooks/livekit with events signed the way LiveKit signs them (livekit-api's
+AccessToken.with_sha256), forged variants, retries, and out-of-order delivery."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import io
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from google.protobuf.json_format import MessageToJson
+from livekit.api import AccessToken
+from livekit.protocol import models
+from livekit.protocol.webhook import WebhookEvent
+
+from common.settings import DEV_API_KEY, DEV_API_SECRET
+from server import SANDBOX
+from tests.conftest import AppFactory
+
+Client = TestClient[Any, Any]
+PATH = "/webhooks/livekit"
+CALL = {"phone_number": "+1234567890", "name": "Test User", "language": "en", "emotion": "Calm"}
+
+
+def event_json(kind: str, room: str, **participant: Any) -> bytes:
+    event = WebhookEvent(
+        event=kind,
+        id=f"EV_{secrets.token_hex(6)}",
+        created_at=1_700_000_000,
+        room=models.Room(name=room, sid="RM_test"),
+    )
+    if participant:
+        event.participant.CopyFrom(
+            models.ParticipantInfo(
+                identity=f"sip-{room}",
+                kind=models.ParticipantInfo.Kind.SIP,
+                attributes=participant.get("attributes", {}),
+                disconnect_reason=participant.get("reason", 0),
+            )
+        )
+    if "metadata" in participant:
+        event.room.metadata = participant["metadata"]
+    return MessageToJson(event).encode()
+
+
+def sign(body: bytes, key: str = DEV_API_KEY, secret: str = DEV_API_SECRET) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return AccessToken(key, secret).with_sha256(digest).to_jwt()
+
+
+async def quiet_app(start_app: AppFactory) -> Client:
+    """The real app whose sandbox posts no webhooks of its own: the test posts them all."""
+    client = await start_app(sandbox_time_scale=100.0)
+    client.app[SANDBOX].webhook_url = None
+    return client
+
+
+async def post(client: Client, body: bytes, auth: str | None) -> int:
+    headers = {"Content-Type": "application/webhook+json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    resp = await client.post(PATH, data=io.BytesIO(body), headers=headers)
+    return resp.status
+
+
+async def place(client: Client, number: str = "+1234567890") -> str:
+    resp = await client.post("/calls/outbound", json=dict(CALL, phone_number=number))
+    assert resp.status == 200
+    call_id: str = (await resp.json())["call_id"]
+    return call_id
+
+
+async def timeline(client: Client, call_id: str) -> list[dict[str, Any]]:
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    entries: list[dict[str, Any]] = call["timeline"]
+    return entries
+
+
+def _alg_none(body: bytes) -> str:
+    def b64(doc: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    claims = {"iss": DEV_API_KEY, "exp": 4_000_000_000, "sha256": digest}
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+
+
+def _expired(body: bytes) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    return (
+        AccessToken(DEV_API_KEY, DEV_API_SECRET)
+        .with_ttl(datetime.timedelta(hours=-2))
+        .with_sha256(digest)
+        .to_jwt()
+    )
+
+
+FORGERIES = {
+    "no header": lambda body: None,
+    "garbage header": lambda body: "Bearer not.a.jwt",
+    "other secret": lambda body: sign(body, secret="another-secret-that-is-long-enough-000000"),
+    "other key id": lambda body: sign(body, key="APIotherkey"),
+    "body changed by one byte": lambda body: sign(body[:-2] + b" }"),
+    "expired": _expired,
+    "alg none": _alg_none,
+}
+
+
+@pytest.mark.parametrize("forgery", list(FORGERIES), ids=list(FORGERIES))
+async def test_forged_webhooks_401_and_no_change(
+    start_app: AppFactory, forgery: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    before = await timeline(client, call_id)
+    body = event_json("room_finished", call_id)
+    auth = FORGERIES[forgery](body)
+    with caplog.at_level(logging.WARNING):
+        assert await post(client, body, auth) == 401
+    assert await timeline(client, call_id) == before
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("webhook refused" in w for w in warnings)
+    if auth:
+        assert all(auth.removeprefix("Bearer ") not in w for w in caplog.text.splitlines())
+
+
+async def test_bearer_prefix_accepted_and_retries_deduplicated(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    body = event_json("participant_joined", call_id, attributes={"sip.callStatus": "ringing"})
+    assert await post(client, body, sign(body)) == 200
+    for _ in range(9):
+        assert await post(client, body, "Bearer " + sign(body)) == 200
+    entries = [e for e in await timeline(client, call_id) if e["event"] == "participant_joined"]
+    assert len(entries) == 1 and entries[0]["to"] == "ringing"
+
+
+async def test_oversized_and_non_json_bodies(client: Client) -> None:
+    big = b"{" + b" " * (1024 * 1024) + b"}"
+    assert await post(client, big, sign(big)) == 413
+    junk = b"this is not json"
+    assert await post(client, junk, sign(junk)) == 400
+
+
+async def test_unknown_rooms_and_event_types_are_ignored(client: Client) -> None:
+    for body in (
+        event_json("room_finished", "someone-elses-room"),
+        event_json("egress_started", "call-000000000000"),
+        event_json("room_finished", "call-000000000000"),
+    ):
+        assert await post(client, body, sign(body)) == 200
+
+
+async def test_out_of_order_events_settle_correctly(start_app: AppFactory, tmp_path: Path) -> None:
+    client = await quiet_app(start_app)
+    busy = await place(client)
+    completed = await place(client)
+    rejected = int(models.DisconnectReason.USER_REJECTED)
+    hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
+    events = [
+        # busy: left (rejected) arrives before joined
+        event_json(
+            "participant_left", busy, attributes={"sip.callStatus": "ringing"}, reason=rejected
+        ),
+        event_json("participant_joined", busy, attributes={"sip.callStatus": "dialing"}),
+        event_json("room_finished", busy),
+        # completed: left arrives before the answer evidence
+        event_json(
+            "participant_left", completed, attributes={"sip.callStatus": "hangup"}, reason=hung_up
+        ),
+        event_json("track_published", completed, attributes={"sip.callStatus": "active"}),
+        event_json("room_finished", completed),
+        event_json("participant_joined", completed, attributes={"sip.callStatus": "ringing"}),
+    ]
+    for body in events:
+        assert await post(client, body, sign(body)) == 200
+    assert (await (await client.get(f"/calls/{busy}")).json())["status"] == "busy"
+    shown = await (await client.get(f"/calls/{completed}")).json()
+    assert shown["status"] == "completed" and shown["answered_at"] is not None
+    calls = json.loads((tmp_path / "config.json").read_text())["calls"]
+    assert busy not in calls and completed not in calls  # room_finished removed the records
+
+
+async def test_database_failure_answers_503(client: Client) -> None:
+    from handlers.context import DB
+
+    call_id = await place(client)
+    await client.app[DB].close()
+    body = event_json("room_finished", call_id)
+    assert await post(client, body, sign(body)) == 503
