@@ -51,6 +51,7 @@ from livekit.protocol.room import (
 )
 from livekit.protocol.sip import CreateSIPParticipantRequest, SIPParticipantInfo
 
+from common.masking import mask_phone
 from sandbox import twirp
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.scenarios import DEFAULT_RINGING_TIMEOUT_S, SipStatus, scenario_for_number
@@ -63,7 +64,7 @@ from sandbox.simulation import (
     CallSimulation,
 )
 from sandbox.twirp import TwirpError
-from sandbox.util import mask_number, new_id, now_ms
+from sandbox.util import new_id, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +380,7 @@ def _validate_sip_request(req: CreateSIPParticipantRequest) -> None:
         )
     if not req.room_name:
         raise TwirpError("invalid_argument", "missing room name")
-    logger.debug("sandbox: CreateSIPParticipant to %s", mask_number(req.sip_call_to))
+    logger.debug("sandbox: CreateSIPParticipant to %s", mask_phone(req.sip_call_to))
 
 
 def _seconds(duration: Duration, is_set: bool) -> float | None:

@@ -23,6 +23,7 @@ from typing import Final
 
 from livekit.protocol.models import DisconnectReason
 
+from common.masking import mask_phone
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.scenarios import (
     REQUEST_TERMINATED,
@@ -31,7 +32,6 @@ from sandbox.scenarios import (
     Scenario,
     SipStatus,
 )
-from sandbox.util import mask_number
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class CallSimulation:
         self.identity = identity
         self.call_id = call_id
         self.scenario = scenario
-        self._masked = mask_number(number)
+        self._masked = mask_phone(number)
         self._ringing_timeout_s = ringing_timeout_s
         self._max_call_duration_s = max_call_duration_s
         self._time_scale = time_scale

@@ -1,4 +1,4 @@
-"""Small helpers shared by the sandbox modules: LiveKit-style ids, clocks, masked numbers."""
+"""Small helpers shared by the sandbox modules: LiveKit-style ids and clocks."""
 
 from __future__ import annotations
 
@@ -17,12 +17,3 @@ def new_id(prefix: str) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def mask_number(number: str) -> str:
-    """Keep a leading ``+`` and the last 4 digits: ``+34612345678`` -> ``+•••••••5678``."""
-    digits = "".join(ch for ch in number if ch.isdigit())
-    prefix = "+" if number.startswith("+") else ""
-    if len(digits) <= 4:
-        return prefix + "•" * len(digits)
-    return prefix + "•" * (len(digits) - 4) + digits[-4:]

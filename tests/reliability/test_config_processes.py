@@ -91,7 +91,9 @@ def test_concurrent_writer_processes_and_reader(tmp_path: Path) -> None:
     calls = json.loads(path.read_text())["calls"]
     expected = {f"call-{w}-{i}" for w in range(writers) for i in range(per_writer)}
     assert set(calls) == expected  # not one record lost
-    assert all(calls[c]["caller_name"] == f"Writer {c.split('-')[1]} #{c.split('-')[2]}" for c in calls)
+    assert all(
+        calls[c]["caller_name"] == f"Writer {c.split('-')[1]} #{c.split('-')[2]}" for c in calls
+    )
 
 
 def test_sigkill_mid_write_leaves_old_or_new_document(tmp_path: Path) -> None:

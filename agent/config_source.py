@@ -1,0 +1,200 @@
+"""Which configuration a job uses: its call's config.json record or the dispatch snapshot.
+
+The server writes each call's config to config.json (keyed by call id) *before* it creates the
+agent dispatch, and also puts a snapshot of the same config in the dispatch metadata. The agent
+prefers the record, but only when it provably predates the room: a record written after the
+room was created is not the one this call was placed with. Without a usable record (agent on
+another host, file pruned, clocks disagreeing) the snapshot is used; it is the same config,
+bound to this dispatch. Never the flat "latest" document and never another call's record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiofiles.os
+
+from common.call_config import CallConfig
+from common.update_config import ConfigStore, UnknownCallError
+
+logger = logging.getLogger(__name__)
+
+ConfigSource = Literal["config.json", "dispatch-metadata"]
+
+# A creation time above this many seconds since the epoch (year 5138) can only be milliseconds.
+_MAX_PLAUSIBLE_EPOCH_S = 100_000_000_000
+
+
+class NoCallConfigError(LookupError):
+    """Neither a usable config.json record nor a dispatch snapshot exists for the call."""
+
+    def __init__(self, call_id: str, reasons: list[str]) -> None:
+        super().__init__(call_id, reasons)
+        self.call_id = call_id
+        self.reasons = list(reasons)
+
+    def __str__(self) -> str:
+        return f"no usable config for call {self.call_id!r}: {'; '.join(self.reasons)}"
+
+
+@dataclass(frozen=True)
+class SelectedConfig:
+    source: ConfigSource
+    config: CallConfig
+    reason: str
+    """Why this source won (and, for the snapshot, why the record was not used)."""
+
+
+@dataclass(frozen=True)
+class DispatchMetadata:
+    """What the server puts in the agent dispatch: `{"call_id", "config", "phone_number"}`."""
+
+    call_id: str | None = None
+    config: dict[str, Any] | None = None
+    phone_number: str | None = None
+
+
+@dataclass(frozen=True)
+class RoomCreationTime:
+    """When the room was created, as precisely as the server reported it.
+
+    `at` is the reported instant in epoch seconds (None when unknown) and `granularity_s` is
+    the unit it was truncated to, so the true instant lies in `[at, at + granularity_s)`.
+    """
+
+    at: float | None
+    granularity_s: float
+
+
+def parse_dispatch_metadata(raw: str) -> DispatchMetadata:
+    """Parse the job's metadata; anything unreadable counts as absent, never as a failure."""
+    if not raw.strip():
+        return DispatchMetadata()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        logger.warning("dispatch metadata is not JSON; ignoring it")
+        return DispatchMetadata()
+    if not isinstance(doc, dict):
+        logger.warning("dispatch metadata is not a JSON object; ignoring it")
+        return DispatchMetadata()
+    call_id, config, phone = doc.get("call_id"), doc.get("config"), doc.get("phone_number")
+    return DispatchMetadata(
+        call_id=call_id if isinstance(call_id, str) and call_id else None,
+        config=dict(config) if isinstance(config, dict) else None,
+        phone_number=phone if isinstance(phone, str) and phone else None,
+    )
+
+
+def resolve_call_id(metadata: DispatchMetadata, room_name: str) -> str:
+    """The call id: from the dispatch metadata, else the room name (the server uses both)."""
+    return metadata.call_id or room_name
+
+
+def room_creation_time(creation_time: int, creation_time_ms: int = 0) -> RoomCreationTime:
+    """Interpret `livekit.Room.creation_time` / `creation_time_ms` from the job's room.
+
+    LiveKit sets `creation_time = time.Now().Unix()` (whole seconds, truncated) and newer
+    servers also `creation_time_ms = time.Now().UnixMilli()`. Prefer milliseconds; with whole
+    seconds only, the room may have been created up to 1 s after the reported value.
+    """
+    if creation_time_ms > 0:
+        return RoomCreationTime(creation_time_ms / 1000.0, 0.001)
+    if creation_time > _MAX_PLAUSIBLE_EPOCH_S:
+        # Defensive: a server filling the seconds field with milliseconds.
+        return RoomCreationTime(creation_time / 1000.0, 0.001)
+    if creation_time > 0:
+        return RoomCreationTime(float(creation_time), 1.0)
+    return RoomCreationTime(None, 0.0)
+
+
+def _record_problem(
+    call_id: str,
+    record: Mapping[str, Any],
+    room_created_at: float | None,
+    granularity_s: float,
+) -> str | None:
+    """Why the record cannot be used for this job, or None if it can."""
+    owner = record.get("call_id")
+    if owner is not None and owner != call_id:
+        return f"config.json record belongs to call {owner!r}"
+    written_at = record.get("written_at")
+    if isinstance(written_at, bool) or not isinstance(written_at, int | float):
+        return "config.json record has no written_at"
+    if room_created_at is None:
+        return "room creation time unknown, so the record cannot be checked"
+    # The room was created no later than room_created_at + granularity_s (truncation), so a
+    # record written up to then may predate it. No allowance for clock skew: if the clocks
+    # disagree, the snapshot (the same config) is used instead, which is always safe.
+    latest_creation = room_created_at + granularity_s
+    if written_at > latest_creation:
+        return (
+            f"config.json record written {written_at - room_created_at:.3f} s after "
+            "the room was created"
+        )
+    return None
+
+
+def select_config(
+    call_id: str,
+    record: Mapping[str, Any] | None,
+    metadata_snapshot: Mapping[str, Any] | None,
+    room_created_at: float | None,
+    *,
+    granularity_s: float = 0.0,
+) -> SelectedConfig:
+    """Pick the job's config: the call's record if it predates the room, else the snapshot.
+
+    Raises NoCallConfigError (with every reason) when neither can be used.
+    """
+    reasons: list[str] = []
+    if record is None:
+        reasons.append("no config.json record")
+    else:
+        problem = _record_problem(call_id, record, room_created_at, granularity_s)
+        if problem is None:
+            try:
+                config = CallConfig.from_record(record)
+            except ValueError as exc:
+                problem = f"config.json record is invalid: {exc}"
+            else:
+                return SelectedConfig(
+                    "config.json", config, "record written before the room was created"
+                )
+        reasons.append(problem)
+
+    if metadata_snapshot is None:
+        reasons.append("no config snapshot in the dispatch metadata")
+    else:
+        owner = metadata_snapshot.get("call_id")
+        if owner is not None and owner != call_id:
+            reasons.append(f"dispatch snapshot belongs to call {owner!r}")
+        else:
+            try:
+                config = CallConfig.from_record(metadata_snapshot)
+            except ValueError as exc:
+                reasons.append(f"dispatch snapshot is invalid: {exc}")
+            else:
+                return SelectedConfig("dispatch-metadata", config, "; ".join(reasons))
+    raise NoCallConfigError(call_id, reasons)
+
+
+async def load_call_record(store: ConfigStore, call_id: str) -> dict[str, Any] | None:
+    """This call's config.json record, or None if there is none (or it cannot be read).
+
+    A missing file means "no record": the agent must not create config.json (the store's
+    auto-initialisation) on a host where the server does not run.
+    """
+    try:
+        if not await aiofiles.os.path.exists(store.path):
+            return None
+        return await store.load_async(call_id=call_id)
+    except UnknownCallError:
+        return None
+    except OSError as exc:
+        logger.warning("call %s: cannot read %s (%s); record ignored", call_id, store.path, exc)
+        return None

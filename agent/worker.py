@@ -1,0 +1,246 @@
+"""The LiveKit agent worker: one job per outbound call, configured from that call alone.
+
+`python -m agent dev|start|console` runs `build_server(settings)` through livekit-agents' CLI.
+Each job runs `entrypoint` in its own process: it finds its call id, selects the call's config
+(`agent.config_source`), builds the session from it (`agent.session`), waits for the callee to
+pick up and greets them by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+
+from livekit import api, rtc
+from livekit.agents import AgentServer, JobContext, room_io
+from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
+from livekit.rtc.room import EventTypes as RoomEvent
+
+from agent.caller import room_metadata_with_outcome
+from agent.config_source import (
+    NoCallConfigError,
+    SelectedConfig,
+    load_call_record,
+    parse_dispatch_metadata,
+    resolve_call_id,
+    room_creation_time,
+    select_config,
+)
+from agent.session import SessionPlan, build_session, plan_session
+from common.call_config import CallConfig
+from common.masking import mask_phone
+from common.settings import Settings, load_settings
+from common.update_config import ConfigStore
+
+# The plugins above are imported here, not where they are used: livekit-agents requires
+# plugins to register on the main thread, and `console` runs jobs in a worker thread.
+
+logger = logging.getLogger(__name__)
+
+SIP_CALL_STATUS = "sip.callStatus"
+SIP_CALL_ACTIVE = "active"
+SIP_CALL_HANGUP = "hangup"
+# On top of the ringing timeout: the SIP participant joins a moment after the dispatch.
+CALLEE_WAIT_GRACE_S = 15.0
+_LOG_TEXT_CHARS = 80
+
+# Listen to the phone line only, and end the room (the call) when the session closes.
+CALL_ROOM_OPTIONS = room_io.RoomOptions(
+    participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_SIP],
+    delete_room_on_close=True,
+)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _LOG_TEXT_CHARS else text[: _LOG_TEXT_CHARS - 1] + "…"
+
+
+def export_for_job_processes(settings: Settings, environ: MutableMapping[str, str]) -> None:
+    """Make job processes read the same config.json as this one.
+
+    Jobs run in child processes that load settings again (environment + `.env`). An absolute
+    CONFIG_PATH in the inherited environment pins them to the file this process resolved,
+    whatever their working directory.
+    """
+    environ["CONFIG_PATH"] = str(Path(settings.config_path).resolve())
+
+
+@functools.cache
+def job_settings() -> Settings:
+    """Settings in the job process, loaded once per process."""
+    return load_settings()
+
+
+@functools.cache
+def job_config_store() -> ConfigStore:
+    settings = job_settings()
+    return ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
+
+
+class JobCallControl:
+    """`CallControl` for a real job: room metadata and room deletion through livekit.api."""
+
+    def __init__(self, ctx: JobContext, room_name: str) -> None:
+        self._ctx = ctx
+        self._room_name = room_name
+
+    async def set_outcome(self, outcome: str) -> None:
+        if self._ctx.is_fake_job():
+            logger.info("console: outcome %s not recorded (no room)", outcome)
+            return
+        metadata = room_metadata_with_outcome(self._ctx.room.metadata, outcome)
+        await self._ctx.api.room.update_room_metadata(
+            api.UpdateRoomMetadataRequest(room=self._room_name, metadata=metadata)
+        )
+        logger.info("call %s: room metadata outcome=%s", self._room_name, outcome)
+
+    async def hang_up(self) -> None:
+        # delete_room is a no-op for console (fake) jobs and tolerates an already-gone room.
+        await self._ctx.delete_room(self._room_name)
+        self._ctx.shutdown(reason="call ended by the agent")
+
+
+def _is_sip(participant: rtc.Participant) -> bool:
+    return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+
+
+async def wait_for_callee(room: rtc.Room, timeout_s: float) -> rtc.RemoteParticipant | None:
+    """The SIP participant once the callee picks up (`sip.callStatus` = active), else None.
+
+    The SIP participant joins while still dialing/ringing; only "active" means a person (or a
+    machine) answered. None when the call is hung up or never answered within `timeout_s`.
+    """
+    answered: asyncio.Future[rtc.RemoteParticipant | None] = (
+        asyncio.get_running_loop().create_future()
+    )
+
+    def settle(result: rtc.RemoteParticipant | None, why: str) -> None:
+        if not answered.done():
+            logger.info("callee %s", why)
+            answered.set_result(result)
+
+    def check(participant: rtc.RemoteParticipant) -> None:
+        if not _is_sip(participant):
+            return
+        status = participant.attributes.get(SIP_CALL_STATUS)
+        if status == SIP_CALL_ACTIVE:
+            settle(participant, "answered")
+        elif status == SIP_CALL_HANGUP:
+            settle(None, "hung up before answering")
+
+    def on_attributes_changed(_changed: object, participant: rtc.RemoteParticipant) -> None:
+        check(participant)
+
+    def on_disconnected(participant: rtc.RemoteParticipant) -> None:
+        if _is_sip(participant):
+            settle(None, "left the call before answering")
+
+    def on_connection_state(state: int) -> None:
+        if state == rtc.ConnectionState.CONN_DISCONNECTED:
+            settle(None, "unreachable: the agent left the room")
+
+    handlers: dict[RoomEvent, Callable[..., None]] = {
+        "participant_connected": check,
+        "participant_attributes_changed": on_attributes_changed,
+        "participant_disconnected": on_disconnected,
+        "connection_state_changed": on_connection_state,
+    }
+    for event, handler in handlers.items():
+        room.on(event, handler)
+    try:
+        for participant in list(room.remote_participants.values()):
+            check(participant)
+        return await asyncio.wait_for(answered, timeout_s)
+    except TimeoutError:
+        logger.info("callee did not answer within %.0f s", timeout_s)
+        return None
+    finally:
+        for event, handler in handlers.items():
+            room.off(event, handler)
+
+
+def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> None:
+    logger.info("call %s: using config from %s (%s)", call_id, selected.source, selected.reason)
+    logger.info(
+        "call %s: caller=%s language=%s emotion=%s (cartesia %s) llm=%s",
+        call_id,
+        plan.caller_name,
+        plan.language,
+        plan.emotion,
+        plan.tts.emotion,
+        plan.llm.model,
+    )
+    logger.info("call %s: instructions: %s", call_id, _short(plan.instructions))
+
+
+async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> None:
+    logger.error("call %s: refusing job and hanging up: %s", call_id, error)
+    await ctx.delete_room(ctx.job.room.name)
+    ctx.shutdown(reason="no config for this call")
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """One call: select its config, build its session, greet the callee once they answer."""
+    settings = job_settings()
+    room_name = ctx.job.room.name
+    metadata = parse_dispatch_metadata(ctx.job.metadata)
+    call_id = resolve_call_id(metadata, room_name)
+    ctx.log_context_fields = {"call_id": call_id}
+    if metadata.phone_number:
+        logger.info("call %s: job for %s", call_id, mask_phone(metadata.phone_number))
+
+    record = await load_call_record(job_config_store(), call_id)
+    created = room_creation_time(ctx.job.room.creation_time, ctx.job.room.creation_time_ms)
+    try:
+        selected = select_config(
+            call_id, record, metadata.config, created.at, granularity_s=created.granularity_s
+        )
+    except NoCallConfigError as exc:
+        if not ctx.is_fake_job():
+            await _refuse(ctx, call_id, exc)
+            return
+        # `console` runs a local fake job with no dispatch and no call: use the defaults.
+        logger.warning("console: %s; talking with the default config", exc)
+        plan = plan_session(CallConfig(), settings, call_id=call_id, source="console-defaults")
+    else:
+        plan = plan_session(selected.config, settings, call_id=call_id, source=selected.source)
+        _log_selected(call_id, selected, plan)
+
+    await ctx.connect()
+    session, agent = build_session(plan, settings, JobCallControl(ctx, room_name))
+    # The session closes when the callee hangs up; the call (room) and the job end with it.
+    session.on("close", lambda _event: ctx.shutdown(reason="session closed"))
+    await session.start(agent=agent, room=ctx.room, room_options=CALL_ROOM_OPTIONS)
+
+    if not ctx.is_fake_job():
+        timeout_s = settings.call_ringing_timeout_s + CALLEE_WAIT_GRACE_S
+        if await wait_for_callee(ctx.room, timeout_s) is None:
+            logger.info("call %s: not answered; ending the job", call_id)
+            await ctx.delete_room(room_name)
+            ctx.shutdown(reason="callee did not answer")
+            return
+    session.generate_reply(instructions=plan.greeting)
+
+
+def build_server(settings: Settings) -> AgentServer:
+    """The worker: explicit dispatch under AGENT_NAME, credentials from settings."""
+    server = AgentServer(
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+    )
+    server.rtc_session(entrypoint, agent_name=settings.agent_name)
+    return server
+
+
+def run_worker(settings: Settings) -> None:
+    """Hand over to livekit-agents' CLI (it reads the command from sys.argv)."""
+    from livekit.agents import cli
+
+    export_for_job_processes(settings, os.environ)
+    cli.run_app(build_server(settings))

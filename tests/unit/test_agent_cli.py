@@ -1,0 +1,164 @@
+"""`python -m agent`: the operator's `describe` view and the start-up settings check.
+
+Run as real subprocesses with a minimal environment: no API keys, CONFIG_PATH in tmp_path,
+working directory tmp_path (so no developer `.env` is picked up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import missing_settings
+from common.settings import Settings
+from common.update_config import ConfigStore
+
+REPO = Path(__file__).resolve().parents[2]
+CALL = "call-ab12cd34ef56"
+
+
+def run_agent(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.json"
+    ConfigStore(path).update(
+        "Carlos García",
+        "Eres un asistente de ventas. Ayuda al cliente con su pedido.",
+        "es",
+        "Calm",
+        {"customer_tier": "Premium"},
+        call_id=CALL,
+    )
+    return path
+
+
+def test_describe_a_known_call(tmp_path: Path, config_file: Path) -> None:
+    proc = run_agent(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(config_file))
+
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["source"] == "config.json"
+    assert plan["call_id"] == CALL
+    assert plan["caller_name"] == "Carlos García"
+    assert plan["instructions"].startswith("Eres un asistente de ventas.")
+    assert "Call context: customer_tier: Premium" in plan["instructions"]
+    assert plan["stt"] == {"provider": "deepgram", "model": "nova-3", "language": "es"}
+    assert plan["llm"] == {"provider": "openai", "model": "gpt-4o-mini"}
+    assert plan["tts"]["provider"] == "cartesia" and plan["tts"]["model"] == "sonic-3"
+    assert (plan["tts"]["language"], plan["tts"]["emotion"]) == ("es", "calm")
+    assert plan["tts"]["voice"]
+
+
+def test_describe_an_unknown_call(tmp_path: Path, config_file: Path) -> None:
+    proc = run_agent(
+        ["describe", "--call-id", "call-000000000000"], tmp_path, CONFIG_PATH=str(config_file)
+    )
+
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "unknown call" in proc.stderr and "call-000000000000" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_describe_with_dispatch_metadata_for_a_call_not_on_this_host(tmp_path: Path) -> None:
+    metadata = {
+        "call_id": CALL,
+        "config": {"caller_name": "Emma Watson", "tts_emotion": "Serious", "call_id": CALL},
+        "phone_number": "+441234567890",
+    }
+    proc = run_agent(
+        ["describe", "--call-id", CALL, "--metadata", json.dumps(metadata)],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "absent.json"),
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert (plan["source"], plan["caller_name"], plan["tts"]["emotion"]) == (
+        "dispatch-metadata",
+        "Emma Watson",
+        "confident",
+    )
+    assert not (tmp_path / "absent.json").exists()
+
+
+def test_describe_rejects_bad_metadata(tmp_path: Path) -> None:
+    proc = run_agent(["describe", "--call-id", CALL, "--metadata", "{nope"], tmp_path)
+    assert proc.returncode == 2
+    assert "--metadata is not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
+    proc = run_agent(
+        ["start"],
+        tmp_path,
+        LIVEKIT_URL="wss://example.livekit.cloud",
+        LIVEKIT_API_KEY="APIkey",
+        LIVEKIT_API_SECRET="secret",
+        OPENAI_API_KEY="sk-test",
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "agent: cannot run 'start': missing DEEPGRAM_API_KEY, CARTESIA_API_KEY "
+        "(set in the environment or .env)"
+    )
+
+
+def test_help_needs_no_keys(tmp_path: Path) -> None:
+    proc = run_agent(["start", "--help"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
+
+
+def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    proc = run_agent(["start"], tmp_path, LIVEKIT_URL="ftp://nowhere")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("agent: LIVEKIT_URL must start with")
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_settings_per_command() -> None:
+    bare = Settings()
+    assert missing_settings(bare, "start") == [
+        "LIVEKIT_URL",
+        "LIVEKIT_API_KEY",
+        "LIVEKIT_API_SECRET",
+        "OPENAI_API_KEY",
+        "DEEPGRAM_API_KEY",
+        "CARTESIA_API_KEY",
+    ]
+    assert missing_settings(bare, "console") == [
+        "OPENAI_API_KEY",
+        "DEEPGRAM_API_KEY",
+        "CARTESIA_API_KEY",
+    ]
+    assert missing_settings(bare, "--help") == []
+    full = Settings(
+        livekit_url="wss://example.livekit.cloud",
+        livekit_api_key="APIkey",
+        livekit_api_secret="secret",
+        openai_api_key="sk",
+        deepgram_api_key="dg",
+        cartesia_api_key="ca",
+    )
+    assert missing_settings(full, "dev") == []

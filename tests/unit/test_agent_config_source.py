@@ -1,0 +1,165 @@
+"""Which config a job uses: record vs dispatch snapshot vs refusal, with a real ConfigStore."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config_source import (
+    DispatchMetadata,
+    NoCallConfigError,
+    load_call_record,
+    parse_dispatch_metadata,
+    resolve_call_id,
+    room_creation_time,
+    select_config,
+)
+from common.call_config import CallConfig
+from common.update_config import ConfigStore
+
+CALL = "call-ab12cd34ef56"
+ROOM_CREATED = 1_700_000_000.0
+
+
+def record(
+    name: str = "Alice Smith", *, call_id: str = CALL, written_at: float = ROOM_CREATED - 0.5
+) -> dict[str, Any]:
+    config = CallConfig.create(name, "You are a cricket coach.", "en", "Excited", call_id=call_id)
+    return config.to_record(written_at)
+
+
+def snapshot(name: str = "Alice Snapshot", *, call_id: str = CALL) -> dict[str, Any]:
+    return record(name, call_id=call_id, written_at=ROOM_CREATED - 0.5)
+
+
+def test_record_older_than_the_room_is_used() -> None:
+    selected = select_config(CALL, record(), snapshot(), ROOM_CREATED)
+    assert selected.source == "config.json"
+    assert selected.config.caller_name == "Alice Smith"
+
+
+def test_record_newer_than_the_room_falls_back_to_the_snapshot() -> None:
+    late = record("Someone Else", written_at=ROOM_CREATED + 2.0)
+    selected = select_config(CALL, late, snapshot(), ROOM_CREATED)
+    assert selected.source == "dispatch-metadata"
+    assert selected.config.caller_name == "Alice Snapshot"
+    assert "2.000 s after the room was created" in selected.reason
+
+
+def test_missing_record_falls_back_to_the_snapshot() -> None:
+    selected = select_config(CALL, None, snapshot(), ROOM_CREATED)
+    assert selected.source == "dispatch-metadata"
+    assert selected.config.caller_name == "Alice Snapshot"
+    assert "no config.json record" in selected.reason
+
+
+def test_neither_record_nor_snapshot_is_refused() -> None:
+    with pytest.raises(NoCallConfigError) as info:
+        select_config(CALL, None, None, ROOM_CREATED)
+    assert info.value.call_id == CALL
+    assert "no config.json record" in str(info.value)
+    assert "no config snapshot in the dispatch metadata" in str(info.value)
+
+
+def test_late_record_without_snapshot_is_refused() -> None:
+    with pytest.raises(NoCallConfigError, match="after the room was created"):
+        select_config(CALL, record(written_at=ROOM_CREATED + 5), None, ROOM_CREATED)
+
+
+def test_another_calls_record_or_snapshot_is_never_used() -> None:
+    other = record("Bob Other", call_id="call-ffffffffffff")
+    selected = select_config(CALL, other, snapshot(), ROOM_CREATED)
+    assert selected.source == "dispatch-metadata"
+    assert "belongs to call 'call-ffffffffffff'" in selected.reason
+    with pytest.raises(NoCallConfigError, match="dispatch snapshot belongs to call"):
+        select_config(CALL, None, snapshot(call_id="call-ffffffffffff"), ROOM_CREATED)
+
+
+def test_unknown_room_creation_time_cannot_vouch_for_the_record() -> None:
+    selected = select_config(CALL, record(), snapshot(), None)
+    assert selected.source == "dispatch-metadata"
+    assert "creation time unknown" in selected.reason
+
+
+def test_record_without_written_at_or_invalid_is_not_used() -> None:
+    undated = record()
+    del undated["written_at"]
+    assert select_config(CALL, undated, snapshot(), ROOM_CREATED).source == "dispatch-metadata"
+    invalid = record() | {"tts_language": "xx"}
+    selected = select_config(CALL, invalid, snapshot(), ROOM_CREATED)
+    assert selected.source == "dispatch-metadata"
+    assert "invalid" in selected.reason
+
+
+def test_whole_second_creation_time_allows_its_truncation() -> None:
+    # LiveKit reports creation_time = Unix() (truncated): a room reported as T was created in
+    # [T, T+1), so a record written at T+0.6 may precede it.
+    created = room_creation_time(int(ROOM_CREATED))
+    assert (created.at, created.granularity_s) == (ROOM_CREATED, 1.0)
+    rec = record(written_at=ROOM_CREATED + 0.6)
+    selected = select_config(CALL, rec, snapshot(), created.at, granularity_s=created.granularity_s)
+    assert selected.source == "config.json"
+    # ... but never more than that one second.
+    rec = record(written_at=ROOM_CREATED + 1.2)
+    selected = select_config(CALL, rec, snapshot(), created.at, granularity_s=created.granularity_s)
+    assert selected.source == "dispatch-metadata"
+
+
+def test_millisecond_creation_time_is_preferred() -> None:
+    created = room_creation_time(int(ROOM_CREATED), int(ROOM_CREATED * 1000) + 500)
+    assert created.at == pytest.approx(ROOM_CREATED + 0.5)
+    assert created.granularity_s == 0.001
+    rec = record(written_at=ROOM_CREATED + 0.6)  # after the room, within the same second
+    selected = select_config(CALL, rec, snapshot(), created.at, granularity_s=created.granularity_s)
+    assert selected.source == "dispatch-metadata"
+
+
+def test_room_creation_time_units() -> None:
+    assert room_creation_time(0, 0).at is None
+    # A seconds field holding milliseconds (year 55 000) is read as milliseconds.
+    assert room_creation_time(int(ROOM_CREATED * 1000)).at == pytest.approx(ROOM_CREATED)
+
+
+def test_dispatch_metadata_parsing() -> None:
+    raw = json.dumps({"call_id": CALL, "config": snapshot(), "phone_number": "+1234567890"})
+    meta = parse_dispatch_metadata(raw)
+    assert meta.call_id == CALL and meta.phone_number == "+1234567890"
+    assert meta.config is not None and meta.config["caller_name"] == "Alice Snapshot"
+    for bad in ("", "not json", "[1, 2]", '{"call_id": 5, "config": "x"}'):
+        assert parse_dispatch_metadata(bad) == DispatchMetadata()
+
+
+def test_call_id_comes_from_metadata_else_the_room_name() -> None:
+    assert resolve_call_id(DispatchMetadata(call_id=CALL), "room-x") == CALL
+    assert resolve_call_id(DispatchMetadata(), "call-000000000000") == "call-000000000000"
+
+
+async def test_two_calls_back_to_back_each_get_their_own_config(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path / "config.json")
+    first, second = "call-aaaaaaaaaaaa", "call-bbbbbbbbbbbb"
+    await store.update_async("Alice Smith", "Coach cricket.", "en", "Excited", call_id=first)
+    await store.update_async("Carlos García", "Vende.", "es", "Calm", call_id=second)
+    room_created = time.time() + 0.001  # both rooms are created after both writes
+
+    for call_id, name, language in ((first, "Alice Smith", "en"), (second, "Carlos García", "es")):
+        rec = await load_call_record(store, call_id)
+        selected = select_config(call_id, rec, None, room_created)
+        assert selected.source == "config.json"
+        assert selected.config.caller_name == name
+        assert selected.config.tts_language == language
+        assert selected.config.call_id == call_id
+
+    # The flat "latest" document is the second call's; the first job must not see it.
+    assert (await store.load_async())["caller_name"] == "Carlos García"
+
+
+async def test_load_call_record_never_creates_or_guesses(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path / "config.json")
+    assert await load_call_record(store, CALL) is None
+    assert not store.path.exists()  # an agent on another host must not create config.json
+    await store.update_async("Alice Smith", call_id="call-aaaaaaaaaaaa")
+    assert await load_call_record(store, CALL) is None  # another call's record is not ours

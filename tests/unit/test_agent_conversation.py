@@ -1,0 +1,226 @@
+"""Conversations with the real agent and AgentSession, a scripted LLM and a fake call control.
+
+Uses livekit-agents' testing surface (`AgentSession.run` and `RunResult.expect`), text-only:
+no room, no STT/TTS, no network (sockets are refused for the whole test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, Never, NoReturn
+
+import pytest
+from livekit.agents import AgentSession, RunResult
+from livekit.agents.llm import (
+    LLM,
+    ChatChunk,
+    ChatContext,
+    ChoiceDelta,
+    FunctionToolCall,
+    LLMStream,
+    Tool,
+    ToolChoice,
+)
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
+
+from agent.caller import OutboundCaller
+from agent.session import SessionPlan, build_agent, plan_session
+from common.call_config import CallConfig
+from common.settings import Settings
+
+Reply = tuple[str, list[FunctionToolCall]]
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+class ScriptedLLM(LLM[Never]):  # no events beyond the base LLM's
+    """An LLM that answers from a script keyed by the last user message or tool output.
+
+    Keys: the user's text, or `tool:<name>` after a tool ran. Every chat context it is given
+    is kept, so tests can check what the model was told.
+    """
+
+    def __init__(self, script: dict[str, Reply]) -> None:
+        super().__init__()
+        self.script = script
+        self.contexts: list[ChatContext] = []
+
+    def chat(
+        self,
+        *,
+        chat_ctx: ChatContext,
+        tools: list[Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> LLMStream:
+        self.contexts.append(chat_ctx.copy())
+        return ScriptedStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+
+
+class ScriptedStream(LLMStream):
+    def __init__(
+        self,
+        llm: ScriptedLLM,
+        *,
+        chat_ctx: ChatContext,
+        tools: list[Tool],
+        conn_options: APIConnectOptions,
+    ) -> None:
+        super().__init__(llm, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._script = llm.script
+
+    async def _run(self) -> None:
+        last = self._chat_ctx.items[-1]
+        if last.type == "message":
+            key = last.text_content or ""
+        elif last.type == "function_call_output":
+            key = f"tool:{last.name}"
+        else:
+            key = ""
+        text, calls = self._script.get(key, ("", []))
+        if text:
+            self._event_ch.send_nowait(
+                ChatChunk(id="scripted", delta=ChoiceDelta(role="assistant", content=text))
+            )
+        if calls:
+            self._event_ch.send_nowait(
+                ChatChunk(id="scripted", delta=ChoiceDelta(role="assistant", tool_calls=calls))
+            )
+
+
+class FakeCallControl:
+    """Records what the agent did to the call instead of calling LiveKit."""
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[str, ...]] = []
+
+    async def set_outcome(self, outcome: str) -> None:
+        self.actions.append(("set_outcome", outcome))
+
+    async def hang_up(self) -> None:
+        self.actions.append(("hang_up",))
+
+
+def tool_call(name: str) -> list[FunctionToolCall]:
+    return [FunctionToolCall(name=name, arguments="{}", call_id=f"call_{name}")]
+
+
+def alice_plan() -> SessionPlan:
+    config = CallConfig.create(
+        "Alice Smith",
+        "You are a cricket coach. Help the caller improve their batting technique.",
+        "en",
+        "Excited",
+        {"customer_tier": "Premium"},
+        call_id="call-ab12cd34ef56",
+    )
+    return plan_session(config, Settings(), source="config.json")
+
+
+async def hung_up(agent: OutboundCaller) -> None:
+    """Wait (bounded) for the hang-up the tool scheduled after its reply."""
+    for _ in range(200):
+        if agent.hangup_task is not None:
+            await agent.hangup_task
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the agent never hung up")
+
+
+async def test_agent_is_told_the_callers_name_and_the_calls_instructions() -> None:
+    plan = alice_plan()
+    llm = ScriptedLLM({"Hi, who is this?": ("Hi Alice, it's your cricket coach!", [])})
+    agent = build_agent(plan, FakeCallControl())
+
+    assert "Alice Smith" in str(agent.instructions)
+    assert "You are a cricket coach." in str(agent.instructions)
+
+    async with llm, AgentSession[None](llm=llm) as session:
+        await session.start(agent)
+        result: RunResult[None] = await session.run(user_input="Hi, who is this?")
+
+    result.expect.next_event().is_message(role="assistant")
+    result.expect.no_more_events()
+    system = llm.contexts[-1].items[0]
+    assert system.type == "message" and system.role == "system"
+    told = system.text_content or ""
+    assert "You are a cricket coach. Help the caller improve their batting technique." in told
+    assert "Alice Smith" in told
+    assert "Call context: customer_tier: Premium" in told
+
+
+async def test_goodbye_turn_ends_the_call_after_the_goodbye() -> None:
+    plan = alice_plan()
+    control = FakeCallControl()
+    llm = ScriptedLLM(
+        {
+            "Thanks, that's all. Goodbye!": ("", tool_call("end_call")),
+            "tool:end_call": ("Goodbye Alice, keep practising!", []),
+        }
+    )
+    agent = build_agent(plan, control)
+
+    async with llm, AgentSession[None](llm=llm) as session:
+        await session.start(agent)
+        result: RunResult[None] = await session.run(user_input="Thanks, that's all. Goodbye!")
+        await hung_up(agent)
+
+    result.expect.next_event().is_function_call(name="end_call")
+    result.expect.next_event().is_function_call_output()
+    result.expect.next_event().is_message(role="assistant")
+    result.expect.no_more_events()
+    assert control.actions == [("hang_up",)]
+
+
+async def test_answering_machine_records_voicemail_before_hanging_up() -> None:
+    plan = alice_plan()
+    control = FakeCallControl()
+    llm = ScriptedLLM(
+        {
+            "Please leave a message after the tone.": ("", tool_call("detected_answering_machine")),
+            "tool:detected_answering_machine": ("Hi Alice, your coach here; I'll call back.", []),
+        }
+    )
+    agent = build_agent(plan, control)
+
+    async with llm, AgentSession[None](llm=llm) as session:
+        await session.start(agent)
+        result: RunResult[None] = await session.run(
+            user_input="Please leave a message after the tone."
+        )
+        await hung_up(agent)
+
+    result.expect.next_event().is_function_call(name="detected_answering_machine")
+    result.expect.next_event().is_function_call_output()
+    result.expect.next_event().is_message(role="assistant")
+    assert control.actions == [("set_outcome", "voicemail"), ("hang_up",)]
+
+
+async def test_a_failing_hang_up_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenControl(FakeCallControl):
+        async def hang_up(self) -> None:
+            raise RuntimeError("livekit unreachable")
+
+    llm = ScriptedLLM({"bye": ("", tool_call("end_call")), "tool:end_call": ("Bye!", [])})
+    agent = build_agent(alice_plan(), BrokenControl())
+    async with llm, AgentSession[None](llm=llm) as session:
+        await session.start(agent)
+        await session.run(user_input="bye")
+        await hung_up(agent)
+    assert "hang-up failed" in caplog.text

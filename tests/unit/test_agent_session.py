@@ -1,0 +1,230 @@
+"""The session plan: seed examples, the language and emotion tables, the real plugin objects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any, NoReturn, get_args
+
+import pytest
+from livekit.plugins import cartesia, deepgram, openai
+from livekit.plugins.cartesia.models import TTSLanguages, TTSVoiceEmotion
+from livekit.plugins.cartesia.tts import _to_cartesia_options
+from livekit.plugins.deepgram.models import DeepgramLanguages
+
+from agent.session import (
+    CARTESIA_EMOTIONS,
+    DEEPGRAM_LANGUAGES,
+    build_llm,
+    build_session,
+    build_stt,
+    build_tts,
+    call_context_line,
+    plan_session,
+)
+from common.call_config import EMOTIONS, LANGUAGES, CallConfig
+from common.settings import Settings
+
+SETTINGS = Settings(
+    openai_api_key="dummy-openai",
+    deepgram_api_key="dummy-deepgram",
+    cartesia_api_key="dummy-cartesia",
+    openai_model="gpt-4o-mini",
+)
+
+# The seed's three request examples: name, instructions, language, emotion.
+SEED_EXAMPLES = [
+    (
+        "Alice Smith",
+        "You are a cricket coach. Help the caller improve their batting technique.",
+        "en",
+        "Excited",
+    ),
+    (
+        "Carlos García",
+        "Eres un asistente de ventas. Ayuda al cliente con su pedido.",
+        "es",
+        "Calm",
+    ),
+    (
+        "Emma Watson",
+        "You are a customer support agent helping with a technical issue.",
+        "en",
+        "Serious",
+    ),
+]
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to resolve or connect fails the test: construction must stay offline."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_the_network_guard_is_armed() -> None:
+    with pytest.raises(AssertionError, match="network access attempted"):
+        socket.create_connection(("127.0.0.1", 9))
+    with socket.socket() as sock, pytest.raises(AssertionError):
+        sock.connect(("127.0.0.1", 9))
+
+
+@pytest.mark.parametrize(("name", "instructions", "language", "emotion"), SEED_EXAMPLES)
+def test_seed_examples_plan(name: str, instructions: str, language: str, emotion: str) -> None:
+    config = CallConfig.create(name, instructions, language, emotion, call_id="call-0123456789ab")
+    plan = plan_session(config, SETTINGS, source="config.json")
+
+    assert plan.call_id == "call-0123456789ab"
+    assert plan.caller_name == name
+    assert plan.stt.provider == "deepgram" and plan.stt.model == "nova-3"
+    assert plan.llm.provider == "openai" and plan.llm.model == "gpt-4o-mini"
+    assert plan.tts.provider == "cartesia" and plan.tts.model == "sonic-3"
+    assert plan.tts.language == language
+    assert plan.stt.language == {"en": "en-US", "es": "es"}[language]
+    assert (
+        plan.tts.emotion == {"Excited": "excited", "Calm": "calm", "Serious": "confident"}[emotion]
+    )
+    assert plan.tts.voice == SETTINGS.cartesia_voice_id
+    assert plan.instructions.startswith(instructions)
+    assert name in plan.instructions and name in plan.greeting
+    assert LANGUAGES[language] in plan.instructions
+
+
+def test_spanish_call_uses_spanish_for_stt_and_tts() -> None:
+    config = CallConfig.create("Carlos García", "Eres un asistente de ventas.", "es", "Calm")
+    plan = plan_session(config, SETTINGS)
+    assert (plan.stt.language, plan.tts.language, plan.tts.emotion) == ("es", "es", "calm")
+    assert "Speak Spanish" in plan.instructions
+    assert "in Spanish" in plan.greeting
+
+
+def test_emotion_table_covers_exactly_the_seed_emotions() -> None:
+    assert set(CARTESIA_EMOTIONS) == set(EMOTIONS)
+    cartesia_lower = {e.lower() for e in get_args(TTSVoiceEmotion)}
+    for seed, cartesia_emotion in CARTESIA_EMOTIONS.items():
+        assert cartesia_emotion == cartesia_emotion.lower(), seed
+        assert cartesia_emotion in cartesia_lower, seed
+
+
+def test_every_catalogue_language_is_served_by_both_plugins() -> None:
+    assert set(DEEPGRAM_LANGUAGES) == set(LANGUAGES)
+    for code in LANGUAGES:
+        assert code in get_args(TTSLanguages), code
+        assert DEEPGRAM_LANGUAGES[code] in get_args(DeepgramLanguages), code
+
+
+@pytest.mark.usefixtures("no_network")
+@pytest.mark.parametrize("language", sorted(LANGUAGES))
+def test_real_plugins_accept_every_language(language: str) -> None:
+    plan = plan_session(CallConfig.create(tts_language=language), SETTINGS)
+
+    stt = build_stt(plan, SETTINGS)
+    tts = build_tts(plan, SETTINGS)
+
+    assert isinstance(stt, deepgram.STT) and stt.model == "nova-3"
+    assert stt._opts.language == DEEPGRAM_LANGUAGES[language]
+    assert isinstance(tts, cartesia.TTS) and tts.model == "sonic-3"
+    assert tts._opts.language == language
+    assert _to_cartesia_options(tts._opts, streaming=True)["language"] == language
+
+
+@pytest.mark.usefixtures("no_network")
+@pytest.mark.parametrize("emotion", list(EMOTIONS))
+def test_real_tts_sends_the_mapped_emotion(emotion: str) -> None:
+    plan = plan_session(CallConfig.create(tts_emotion=emotion), SETTINGS)
+    tts = build_tts(plan, SETTINGS)
+
+    assert tts._opts.emotion == [CARTESIA_EMOTIONS[emotion]]
+    assert tts._opts.voice == SETTINGS.cartesia_voice_id
+    # What goes on the wire for sonic-3: generation_config.emotion, lowercase.
+    wire = _to_cartesia_options(tts._opts, streaming=True)
+    assert wire["generation_config"]["emotion"] == CARTESIA_EMOTIONS[emotion]
+    assert wire["model_id"] == "sonic-3"
+
+
+@pytest.mark.usefixtures("no_network")
+def test_real_llm_uses_the_configured_model() -> None:
+    settings = Settings(openai_api_key="dummy", openai_model="gpt-4.1-mini")
+    llm = build_llm(plan_session(CallConfig(), settings), settings)
+    assert isinstance(llm, openai.LLM)
+    assert llm.model == "gpt-4.1-mini"
+
+
+def test_additional_params_reach_the_instructions_as_context() -> None:
+    params = {"customer_tier": "Premium", "campaign_id": "SUMMER2024", "previous_interactions": 3}
+    plan = plan_session(CallConfig.create("John Doe", additional_params=params), SETTINGS)
+    assert (
+        "Call context: customer_tier: Premium; campaign_id: SUMMER2024; previous_interactions: 3"
+        in plan.instructions
+    )
+    assert plan.additional_params == params
+
+
+def test_call_context_keeps_each_value_on_one_line() -> None:
+    line = call_context_line({"note": "first\nIgnore the above", "tags": ["a", "b"]})
+    assert line == 'Call context: note: first Ignore the above; tags: ["a", "b"]'
+    assert call_context_line({}) is None
+
+
+def test_defaults_when_the_config_has_no_values() -> None:
+    plan = plan_session(CallConfig(), SETTINGS)
+    assert plan.caller_name == "Guest"
+    assert plan.instructions.startswith("You are a helpful assistant.")
+    assert (plan.language, plan.emotion, plan.tts.emotion) == ("en", "Calm", "calm")
+    assert "Call context" not in plan.instructions
+
+
+def test_word_timestamps_only_where_cartesia_has_them() -> None:
+    on = {
+        code
+        for code in LANGUAGES
+        if plan_session(CallConfig.create(tts_language=code), SETTINGS).tts.word_timestamps
+    }
+    assert on == {"en", "de", "es", "fr"}
+
+
+def test_plan_is_json_ready() -> None:
+    plan = plan_session(CallConfig.create("Zoë", additional_params={"k": 1}), SETTINGS)
+    doc = json.loads(json.dumps(plan.to_dict()))
+    assert doc["tts"]["emotion"] == "calm"
+    assert doc["stt"]["language"] == "en-US"
+    assert doc["caller_name"] == "Zoë"
+
+
+@pytest.mark.usefixtures("no_network")
+async def test_build_session_wires_the_planned_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    prewarmed: list[str] = []
+
+    async def no_prewarm(self: openai.LLM) -> None:
+        # AgentSession pre-warms the LLM connection (a real request): keep it offline.
+        prewarmed.append(self.model)
+
+    monkeypatch.setattr(openai.LLM, "_prewarm_impl", no_prewarm)
+    config = CallConfig.create("Carlos García", "Eres un asistente de ventas.", "es", "Calm")
+    plan = plan_session(config, SETTINGS, call_id="call-0123456789ab")
+
+    session, agent = build_session(plan, SETTINGS, NullControl())
+    await asyncio.sleep(0)  # let the (stubbed) prewarm task run
+
+    assert isinstance(session.stt, deepgram.STT) and session.stt._opts.language == "es"
+    assert isinstance(session.llm, openai.LLM) and session.llm.model == "gpt-4o-mini"
+    assert isinstance(session.tts, cartesia.TTS) and session.tts._opts.emotion == ["calm"]
+    assert agent.instructions == plan.instructions
+    assert prewarmed == ["gpt-4o-mini"]
+    await session.aclose()
+
+
+class NullControl:
+    async def set_outcome(self, outcome: str) -> None:
+        raise AssertionError("not expected")
+
+    async def hang_up(self) -> None:
+        raise AssertionError("not expected")

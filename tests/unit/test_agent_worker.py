@@ -1,0 +1,280 @@
+"""The job entrypoint and call control, driven with a stand-in JobContext (no LiveKit, no net)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+import pytest
+from livekit import api, rtc
+from livekit.agents import JobContext
+from livekit.protocol import agent as agent_proto
+from livekit.protocol import models
+
+from agent import worker
+from agent.caller import room_metadata_with_outcome
+from agent.session import SessionPlan
+from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
+from common.settings import Settings
+from common.update_config import ConfigStore
+
+
+class _Stop(Exception):
+    """Raised by the patched session builder: the test has seen what it needs."""
+
+
+class FakeRoomService:
+    def __init__(self) -> None:
+        self.metadata_updates: list[api.UpdateRoomMetadataRequest] = []
+
+    async def update_room_metadata(self, update: api.UpdateRoomMetadataRequest) -> models.Room:
+        self.metadata_updates.append(update)
+        return models.Room(name=update.room, metadata=update.metadata)
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.room = FakeRoomService()
+
+
+class FakeRtcRoom:
+    metadata = '{"campaign": "SUMMER2024"}'
+
+
+class FakeJobContext:
+    """The parts of JobContext the entrypoint and JobCallControl use."""
+
+    def __init__(self, job: agent_proto.Job, *, fake: bool = False) -> None:
+        self.job = job
+        self.log_context_fields: dict[str, Any] = {}
+        self.deleted_rooms: list[str | None] = []
+        self.shutdown_reasons: list[str] = []
+        self.connected = False
+        self.api = FakeApi()
+        self.room = FakeRtcRoom()
+        self._fake = fake
+
+    def is_fake_job(self) -> bool:
+        return self._fake
+
+    def delete_room(self, room_name: str | None = None) -> asyncio.Future[None]:
+        self.deleted_rooms.append(room_name)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def shutdown(self, reason: str = "") -> None:
+        self.shutdown_reasons.append(reason)
+
+    async def connect(self) -> None:
+        self.connected = True
+
+
+def make_job(
+    call_id: str, *, config: dict[str, Any] | None = None, created_ms: int | None = None
+) -> agent_proto.Job:
+    metadata: dict[str, Any] = {"call_id": call_id, "phone_number": "+1234567890"}
+    if config is not None:
+        metadata["config"] = config
+    now_ms = int(time.time() * 1000) + 1 if created_ms is None else created_ms
+    room = models.Room(name=call_id, creation_time=now_ms // 1000, creation_time_ms=now_ms)
+    return agent_proto.Job(id=f"job-{call_id}", room=room, metadata=json.dumps(metadata))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Point the job process helpers at a temp config.json."""
+    settings = Settings(config_path=tmp_path / "config.json")
+    store = ConfigStore(settings.config_path)
+    monkeypatch.setattr(worker, "job_settings", lambda: settings)
+    monkeypatch.setattr(worker, "job_config_store", lambda: store)
+    return settings
+
+
+@pytest.fixture
+def built_plans(monkeypatch: pytest.MonkeyPatch) -> list[SessionPlan]:
+    """Capture the plan each job builds its session from, then stop the job there."""
+    plans: list[SessionPlan] = []
+
+    def capture(plan: SessionPlan, *_args: Any) -> NoReturn:
+        plans.append(plan)
+        raise _Stop
+
+    monkeypatch.setattr(worker, "build_session", capture)
+    return plans
+
+
+async def run_job(ctx: FakeJobContext) -> None:
+    with pytest.raises(_Stop):
+        await entrypoint(cast(JobContext, ctx))
+
+
+async def test_each_job_gets_its_own_calls_config(
+    settings: Settings, built_plans: list[SessionPlan], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ConfigStore(settings.config_path)
+    await store.update_async("Alice Smith", "Coach cricket.", "en", "Excited", call_id="call-a")
+    await store.update_async("Carlos García", "Vende.", "es", "Calm", call_id="call-b")
+    caplog.set_level(logging.INFO, logger="agent.worker")
+
+    ctx_a, ctx_b = FakeJobContext(make_job("call-a")), FakeJobContext(make_job("call-b"))
+    await run_job(ctx_a)
+    await run_job(ctx_b)
+
+    assert [(p.call_id, p.caller_name, p.language) for p in built_plans] == [
+        ("call-a", "Alice Smith", "en"),
+        ("call-b", "Carlos García", "es"),
+    ]
+    assert all(p.source == "config.json" for p in built_plans)
+    assert ctx_a.connected and ctx_a.deleted_rooms == []
+    assert ctx_a.log_context_fields == {"call_id": "call-a"}
+    assert "call call-a: using config from config.json" in caplog.text
+    assert "+1234567890" not in caplog.text and "+1•••••7890" in caplog.text
+
+
+async def test_record_written_after_the_room_uses_the_snapshot(
+    settings: Settings, built_plans: list[SessionPlan], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ConfigStore(settings.config_path)
+    created_ms = int(time.time() * 1000) - 5_000  # the room is older than the record
+    snapshot = {"caller_name": "Alice Snapshot", "tts_language": "fr", "call_id": "call-a"}
+    await store.update_async("Rewritten Later", call_id="call-a")
+    caplog.set_level(logging.INFO, logger="agent.worker")
+
+    await run_job(FakeJobContext(make_job("call-a", config=snapshot, created_ms=created_ms)))
+
+    assert [(p.source, p.caller_name, p.language) for p in built_plans] == [
+        ("dispatch-metadata", "Alice Snapshot", "fr")
+    ]
+    assert "using config from dispatch-metadata" in caplog.text
+
+
+async def test_missing_record_uses_the_snapshot(
+    settings: Settings, built_plans: list[SessionPlan]
+) -> None:
+    snapshot = {"caller_name": "Emma Watson", "tts_emotion": "Serious", "call_id": "call-e"}
+    await run_job(FakeJobContext(make_job("call-e", config=snapshot)))
+    assert built_plans[0].source == "dispatch-metadata"
+    assert (built_plans[0].caller_name, built_plans[0].tts.emotion) == ("Emma Watson", "confident")
+    assert not settings.config_path.exists()
+
+
+async def test_no_config_at_all_refuses_and_hangs_up(
+    settings: Settings, built_plans: list[SessionPlan], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another call's record and a flat "latest" document exist: neither may be used.
+    await ConfigStore(settings.config_path).update_async("Bob Other", call_id="call-other")
+    ctx = FakeJobContext(make_job("call-lost"))
+
+    await entrypoint(cast(JobContext, ctx))
+
+    assert built_plans == []
+    assert not ctx.connected
+    assert ctx.deleted_rooms == ["call-lost"]
+    assert ctx.shutdown_reasons == ["no config for this call"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "call call-lost: refusing job" in errors[0].getMessage()
+
+
+async def test_console_job_without_config_talks_with_defaults(
+    settings: Settings, built_plans: list[SessionPlan]
+) -> None:
+    job = agent_proto.Job(id="mock-job", room=models.Room(name="console-room"))
+    await run_job(FakeJobContext(job, fake=True))
+    assert (built_plans[0].source, built_plans[0].caller_name) == ("console-defaults", "Guest")
+
+
+async def test_call_control_sets_outcome_and_deletes_the_room() -> None:
+    ctx = FakeJobContext(make_job("call-v"))
+    control = JobCallControl(cast(JobContext, ctx), "call-v")
+
+    await control.set_outcome("voicemail")
+    await control.hang_up()
+
+    (update,) = ctx.api.room.metadata_updates
+    assert update.room == "call-v"
+    assert json.loads(update.metadata) == {"campaign": "SUMMER2024", "outcome": "voicemail"}
+    assert ctx.deleted_rooms == ["call-v"]
+    assert ctx.shutdown_reasons == ["call ended by the agent"]
+
+
+def test_room_metadata_with_outcome() -> None:
+    assert json.loads(room_metadata_with_outcome("", "voicemail")) == {"outcome": "voicemail"}
+    assert json.loads(room_metadata_with_outcome("not json", "voicemail")) == {
+        "outcome": "voicemail"
+    }
+    assert json.loads(room_metadata_with_outcome('{"a": 1}', "voicemail")) == {
+        "a": 1,
+        "outcome": "voicemail",
+    }
+
+
+def test_job_processes_get_an_absolute_config_path(tmp_path: Path) -> None:
+    environ: dict[str, str] = {}
+    export_for_job_processes(Settings(config_path=Path("relative/config.json")), environ)
+    assert Path(environ["CONFIG_PATH"]).is_absolute()
+    assert environ["CONFIG_PATH"].endswith("relative/config.json")
+
+
+def test_server_registers_the_entrypoint_under_the_agent_name() -> None:
+    server = build_server(Settings(agent_name="outbound-caller-test"))
+    assert server._agent_name == "outbound-caller-test"
+    assert server._entrypoint_fnc is entrypoint
+
+
+class FakeParticipant:
+    def __init__(self, identity: str, kind: int, status: str | None = None) -> None:
+        self.identity = identity
+        self.kind = kind
+        self.attributes: dict[str, str] = {} if status is None else {"sip.callStatus": status}
+
+
+class FakeRoom(rtc.EventEmitter[str]):
+    """Just what wait_for_callee uses: remote participants and room events."""
+
+    def __init__(self, *participants: FakeParticipant) -> None:
+        super().__init__()
+        self.remote_participants = {p.identity: p for p in participants}
+
+
+SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+
+
+async def test_callee_is_greeted_only_once_the_call_is_active() -> None:
+    phone = FakeParticipant("sip_+1234567890", SIP, "ringing")
+    room = FakeRoom(FakeParticipant("observer", rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD))
+    waiting = asyncio.create_task(worker.wait_for_callee(cast(rtc.Room, room), 5.0))
+
+    await asyncio.sleep(0)
+    room.remote_participants[phone.identity] = phone
+    room.emit("participant_connected", phone)
+    await asyncio.sleep(0)
+    assert not waiting.done()  # ringing: nobody to greet yet
+
+    phone.attributes["sip.callStatus"] = "active"
+    room.emit("participant_attributes_changed", ["sip.callStatus"], phone)
+    answered = await waiting
+    assert answered is not None and answered.identity == phone.identity
+    assert not room._events["participant_attributes_changed"]  # handlers removed
+
+
+async def test_already_active_callee_is_returned_at_once() -> None:
+    phone = FakeParticipant("sip_1", SIP, "active")
+    answered = await worker.wait_for_callee(cast(rtc.Room, FakeRoom(phone)), 5.0)
+    assert answered is not None and answered.identity == "sip_1"
+
+
+async def test_callee_who_never_answers() -> None:
+    phone = FakeParticipant("sip_1", SIP, "dialing")
+    room = FakeRoom(phone)
+    waiting = asyncio.create_task(worker.wait_for_callee(cast(rtc.Room, room), 5.0))
+    await asyncio.sleep(0)
+    room.emit("participant_disconnected", phone)
+    assert await waiting is None
+
+    assert await worker.wait_for_callee(cast(rtc.Room, FakeRoom(phone)), 0.01) is None
