@@ -101,6 +101,11 @@ def _optional_text(
     if not isinstance(value, str):
         errors.append(FieldError(name, "must be a string"))
         return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates such as JSON "\ud800"
+        errors.append(FieldError(name, "must be valid Unicode text"))
+        return None
     if len(value) > limit:
         errors.append(FieldError(name, f"must be at most {limit} characters"))
         return None
@@ -108,6 +113,11 @@ def _optional_text(
         errors.append(FieldError(name, "must not contain control characters"))
         return None
     return value
+
+
+def _or_default(value: object, default: str) -> object:
+    """JSON null means "not given", as for every other optional field."""
+    return default if value is None else value
 
 
 def parse_outbound_call(body: object, allowed_countries: tuple[str, ...] = ()) -> OutboundCall:
@@ -133,11 +143,11 @@ def parse_outbound_call(body: object, allowed_countries: tuple[str, ...] = ()) -
     )
     language, emotion = DEFAULT_LANGUAGE, DEFAULT_EMOTION
     try:
-        language = normalize_language(body.get("language", DEFAULT_LANGUAGE))
+        language = normalize_language(_or_default(body.get("language"), DEFAULT_LANGUAGE))
     except ValueError as exc:
         errors.append(FieldError("language", str(exc).replace("tts_language ", "language ")))
     try:
-        emotion = normalize_emotion(body.get("emotion", DEFAULT_EMOTION))
+        emotion = normalize_emotion(_or_default(body.get("emotion"), DEFAULT_EMOTION))
     except ValueError as exc:
         errors.append(FieldError("emotion", str(exc).replace("tts_emotion ", "emotion ")))
     params: dict[str, Any] = {}

@@ -214,6 +214,14 @@ class CallsDB:
         if self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -221,14 +229,12 @@ class CallsDB:
         conn.execute("PRAGMA foreign_keys=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            conn.close()
             raise DatabaseError(
                 f"{self.path} has schema version {version}, newer than this code ({SCHEMA_VERSION})"
             )
         if version < SCHEMA_VERSION:
             conn.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
             logger.info("calls database %s at schema version %d", self.path, SCHEMA_VERSION)
-        self._conn = conn
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -243,12 +249,14 @@ class CallsDB:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            future = loop.run_in_executor(self._executor, fn, *args)
+        except RuntimeError as exc:  # the executor is shut down: the database was closed
+            raise DatabaseError("calls database is closed") from exc
+        try:
+            return await future
         except sqlite3.Error as exc:
             logger.error("calls database error: %s", exc)
             raise DatabaseError(str(exc)) from exc
-        except RuntimeError as exc:  # the executor is shut down: the database was closed
-            raise DatabaseError("calls database is closed") from exc
 
     @property
     def conn(self) -> sqlite3.Connection:

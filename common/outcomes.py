@@ -121,9 +121,11 @@ def signal_from_event(event: webhook.WebhookEvent) -> Signal:
         attrs = participant.attributes
         call_status = attrs.get(ATTR_CALL_STATUS) or None
         raw_code = attrs.get(ATTR_STATUS_CODE, "")
-        code = int(raw_code) if raw_code.isdigit() else None
-        if participant.disconnect_reason:
-            reason = models.DisconnectReason.Name(participant.disconnect_reason)
+        code = int(raw_code) if raw_code.isascii() and raw_code.isdigit() else None
+        if participant.disconnect_reason in models.DisconnectReason.values():
+            # proto3 enums are open: a reason newer than our protocol package stays unknown
+            reason = models.DisconnectReason.Name(participant.disconnect_reason) or None
+            reason = None if reason == "UNKNOWN_REASON" else reason
     return Signal(
         event=event.event,
         room=event.room.name,

@@ -34,7 +34,8 @@ class RateLimiter:
         """Count one accepted call; forget idle clients so memory follows active ones."""
         self._window(client).append(self._clock())
         if len(self._hits) > 10_000:
-            for key in [k for k, v in self._hits.items() if not v]:
+            cutoff = self._clock() - WINDOW_S
+            for key in [k for k, v in self._hits.items() if not v or v[-1] <= cutoff]:
                 del self._hits[key]
 
     def forget_last(self, client: str) -> None:

@@ -1,0 +1,484 @@
+"""Validation of `POST /calls/outbound` bodies, and phone-number masking for logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.call_config import EMOTIONS, LANGUAGES, MAX_ADDITIONAL_PARAMS_BYTES
+from common.call_request import (
+    FIELDS,
+    FieldError,
+    InvalidCall,
+    OutboundCall,
+    normalize_phone,
+    parse_outbound_call,
+)
+from common.masking import mask_phone
+
+# The seed's three examples, verbatim, and its integration test's body (no dynamic_instruction).
+SEED_EXAMPLES: list[dict[str, str]] = [
+    {
+        "phone_number": "+1234567890",
+        "name": "Alice Smith",
+        "dynamic_instruction": (
+            "You are a cricket coach. Help the caller improve their batting technique."
+        ),
+        "language": "en",
+        "emotion": "Excited",
+    },
+    {
+        "phone_number": "+34612345678",
+        "name": "Carlos García",
+        "dynamic_instruction": "Eres un asistente de ventas. Ayuda al cliente con su pedido.",
+        "language": "es",
+        "emotion": "Calm",
+    },
+    {
+        "phone_number": "+441234567890",
+        "name": "Emma Watson",
+        "dynamic_instruction": "You are a customer support agent helping with a technical issue.",
+        "language": "en",
+        "emotion": "Serious",
+    },
+]
+SEED_TEST_BODY = {
+    "phone_number": "+1234567890",
+    "name": "Test User",
+    "language": "en",
+    "emotion": "Calm",
+}
+
+
+def errors_of(body: object, allowed: tuple[str, ...] = ()) -> dict[str, str]:
+    """The field -> message map of the InvalidCall that `body` must raise."""
+    with pytest.raises(InvalidCall) as info:
+        parse_outbound_call(body, allowed)
+    fields = [e.field for e in info.value.errors]
+    assert len(fields) == len(set(fields)), "one error per field"
+    return {e.field: e.error for e in info.value.errors}
+
+
+def with_(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = dict(SEED_EXAMPLES[0])
+    body.update(changes)
+    return body
+
+
+# ------------------------------------------------------------------ accepted bodies
+
+
+@pytest.mark.parametrize("body", SEED_EXAMPLES, ids=["cricket", "spanish", "requests"])
+def test_seed_examples_are_accepted_unchanged(body: dict[str, str]) -> None:
+    call = parse_outbound_call(body)
+    assert call == OutboundCall(
+        phone_number=body["phone_number"],
+        name=body["name"],
+        dynamic_instruction=body["dynamic_instruction"],
+        language=body["language"],
+        emotion=body["emotion"],
+        additional_params={},
+    )
+
+
+def test_seed_integration_body_without_instruction() -> None:
+    call = parse_outbound_call(SEED_TEST_BODY)
+    assert call.phone_number == "+1234567890"
+    assert call.name == "Test User"
+    assert call.dynamic_instruction is None
+    assert (call.language, call.emotion) == ("en", "Calm")
+
+
+def test_only_phone_number_takes_defaults() -> None:
+    assert parse_outbound_call({"phone_number": "+34612345678"}) == OutboundCall(
+        phone_number="+34612345678",
+        name="Guest",
+        dynamic_instruction=None,
+        language="en",
+        emotion="Calm",
+        additional_params={},
+    )
+
+
+def test_null_optional_texts_take_defaults() -> None:
+    body = {"phone_number": "+1234567890", "name": None, "dynamic_instruction": None}
+    call = parse_outbound_call({**body, "additional_params": None})
+    assert (call.name, call.dynamic_instruction, call.additional_params) == ("Guest", None, {})
+
+
+def test_additional_params_are_kept() -> None:
+    call = parse_outbound_call(with_(additional_params={"campaign_id": "CAMP123", "n": [1, 2]}))
+    assert call.additional_params == {"campaign_id": "CAMP123", "n": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("+1 (234) 567-890", "+1234567890"),
+        ("+34 612 34 56 78", "+34612345678"),
+        ("+44.1234.567890", "+441234567890"),
+        ("+12345678", "+12345678"),  # 8 digits
+        ("+123456789012345", "+123456789012345"),  # 15 digits
+    ],
+)
+def test_phone_separators_are_removed(raw: str, normalised: str) -> None:
+    assert parse_outbound_call({"phone_number": raw}).phone_number == normalised
+
+
+def test_name_is_stripped() -> None:
+    assert parse_outbound_call(with_(name="  Alice  ")).name == "Alice"
+
+
+def test_limits_are_inclusive() -> None:
+    call = parse_outbound_call(with_(name="n" * 200, dynamic_instruction="i" * 4000))
+    assert len(call.name) == 200
+    assert call.dynamic_instruction is not None and len(call.dynamic_instruction) == 4000
+
+
+def test_instruction_may_span_lines() -> None:
+    text = "Line one.\nLine two.\tTabbed."
+    assert parse_outbound_call(with_(dynamic_instruction=text)).dynamic_instruction == text
+
+
+@pytest.mark.parametrize(
+    ("language", "canonical"), [("ES", "es"), ("En", "en"), (" fr ", "fr"), ("JA", "ja")]
+)
+def test_language_is_case_insensitive_and_canonicalised(language: str, canonical: str) -> None:
+    assert parse_outbound_call(with_(language=language)).language == canonical
+
+
+@pytest.mark.parametrize(
+    ("emotion", "canonical"),
+    [("excited", "Excited"), ("CALM", "Calm"), ("empathetic ", "Empathetic")],
+)
+def test_emotion_is_case_insensitive_and_canonicalised(emotion: str, canonical: str) -> None:
+    assert parse_outbound_call(with_(emotion=emotion)).emotion == canonical
+
+
+# ------------------------------------------------------------------ phone number errors
+
+
+def test_missing_phone_number() -> None:
+    body = dict(SEED_EXAMPLES[0])
+    del body["phone_number"]
+    assert errors_of(body) == {"phone_number": "is required"}
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "1234567890",  # no plus
+        "+1234567",  # 7 digits
+        "+1234567890123456",  # 16 digits
+        "+1234567abc",  # letters
+        "+12345six890",
+        "+0123456789",  # country codes never start with 0
+        "",
+        "+",
+        "++1234567890",
+        "+1234567890 ext 5",
+    ],
+)
+def test_phone_not_e164(phone: str) -> None:
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
+    }
+
+
+@pytest.mark.parametrize("phone", [1234567890, None, ["+1234567890"], {"n": "+1"}, 1.5, True])
+def test_phone_not_a_string(phone: object) -> None:
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": "must be a string in E.164 form, e.g. +14155550123"
+    }
+
+
+def test_phone_with_unknown_country_code() -> None:
+    message = errors_of(with_(phone_number="+99912345678"))["phone_number"]
+    assert message.startswith("is not a phone number")
+
+
+@pytest.mark.parametrize(
+    ("phone", "kind"),
+    [
+        ("+19005551234", "premium-rate"),
+        ("+449012345678", "premium-rate"),
+        ("+34803123456", "premium-rate"),
+        ("+34901123456", "shared-cost"),
+        ("+33884012345", "shared-cost"),
+    ],
+)
+def test_premium_and_shared_cost_numbers_refused(phone: str, kind: str) -> None:
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": f"{kind} numbers are not called"
+    }
+
+
+def test_country_allow_list_refuses_other_countries() -> None:
+    message = errors_of(with_(phone_number="+1234567890"), ("ES",))["phone_number"]
+    assert message == "country US is not allowed; allowed: ES"
+    message = errors_of(with_(phone_number="+441234567890"), ("ES", "FR"))["phone_number"]
+    assert message == "country GB is not allowed; allowed: ES, FR"
+
+
+def test_country_allow_list_accepts_its_countries() -> None:
+    call = parse_outbound_call(with_(phone_number="+34612345678"), ("ES",))
+    assert call.phone_number == "+34612345678"
+    assert normalize_phone("+1234567890", ("US", "ES")) == "+1234567890"
+
+
+# ------------------------------------------------------------------ name and instruction errors
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\u3000"])
+def test_blank_name(name: str) -> None:
+    assert errors_of(with_(name=name)) == {"name": "must be 1 to 200 characters"}
+
+
+def test_name_too_long() -> None:
+    assert errors_of(with_(name="n" * 201)) == {"name": "must be at most 200 characters"}
+
+
+@pytest.mark.parametrize("name", ["Bob\nSmith", "Bob\x00", "Bob\x1b[31m", "Bob\rSmith", "\x7f"])
+def test_name_with_control_characters(name: str) -> None:
+    assert errors_of(with_(name=name)) == {"name": "must not contain control characters"}
+
+
+@pytest.mark.parametrize("name", [42, ["Bob"], {"first": "Bob"}, True])
+def test_name_not_a_string(name: object) -> None:
+    assert errors_of(with_(name=name)) == {"name": "must be a string"}
+
+
+def test_instruction_too_long() -> None:
+    assert errors_of(with_(dynamic_instruction="i" * 4001)) == {
+        "dynamic_instruction": "must be at most 4000 characters"
+    }
+
+
+def test_instruction_not_a_string() -> None:
+    assert errors_of(with_(dynamic_instruction=["be nice"])) == {
+        "dynamic_instruction": "must be a string"
+    }
+
+
+@pytest.mark.parametrize("field", ["name", "dynamic_instruction"])
+def test_lone_surrogate_text_is_refused(field: str) -> None:
+    body = json.loads('{"phone_number": "+1234567890", "%s": "Bob\\ud800"}' % field)  # noqa: UP031
+    assert set(errors_of(body)) == {field}
+
+
+# ------------------------------------------------------------------ language and emotion errors
+
+
+@pytest.mark.parametrize("language", ["xx", "english", "en-US", "", 5])
+def test_unknown_language_lists_allowed_values(language: object) -> None:
+    message = errors_of(with_(language=language))["language"]
+    assert message.startswith(f"unsupported language {language!r}; allowed: ")
+    allowed = message.split("allowed: ", 1)[1].split(", ")
+    assert allowed == sorted(LANGUAGES)
+    assert {"en", "es", "fr", "de", "it", "pt", "nl", "pl", "ja", "zh"} <= set(allowed)
+
+
+@pytest.mark.parametrize("emotion", ["Angry", "", "calm!", 3])
+def test_unknown_emotion_lists_allowed_values(emotion: object) -> None:
+    message = errors_of(with_(emotion=emotion))["emotion"]
+    assert message.startswith(f"unsupported emotion {emotion!r}; allowed: ")
+    assert message.split("allowed: ", 1)[1].split(", ") == list(EMOTIONS)
+
+
+# ------------------------------------------------------------------ additional_params errors
+
+
+@pytest.mark.parametrize("params", [[1, 2], "campaign=1", 5, True])
+def test_additional_params_not_an_object(params: object) -> None:
+    assert errors_of(with_(additional_params=params)) == {
+        "additional_params": "additional_params must be a JSON object"
+    }
+
+
+@pytest.mark.parametrize("key", ["caller_name", "tts_language", "calls", "call_id", "last_updated"])
+def test_additional_params_reserved_key(key: str) -> None:
+    message = errors_of(with_(additional_params={key: "x", "fine": 1}))["additional_params"]
+    assert message == f"additional_params may not use reserved keys: {key}"
+
+
+def test_additional_params_too_large() -> None:
+    # {"k": "..."} is 9 bytes of JSON around the value.
+    just_fits = {"k": "v" * (MAX_ADDITIONAL_PARAMS_BYTES - 9)}
+    assert len(json.dumps(just_fits)) == MAX_ADDITIONAL_PARAMS_BYTES
+    assert parse_outbound_call(with_(additional_params=just_fits)).additional_params == just_fits
+    too_big = {"k": "v" * (MAX_ADDITIONAL_PARAMS_BYTES - 8)}
+    assert errors_of(with_(additional_params=too_big)) == {
+        "additional_params": "additional_params is larger than 8192 bytes as JSON"
+    }
+
+
+def test_additional_params_size_counts_utf8_bytes() -> None:
+    params = {"k": "é" * (MAX_ADDITIONAL_PARAMS_BYTES // 2)}  # 2 bytes each in UTF-8
+    assert "additional_params" in errors_of(with_(additional_params=params))
+
+
+def test_additional_params_nan_refused() -> None:
+    message = errors_of(with_(additional_params={"score": float("nan")}))["additional_params"]
+    assert message.startswith("additional_params must be JSON-serialisable")
+
+
+# ------------------------------------------------------------------ body-level errors
+
+
+def test_unknown_top_level_field() -> None:
+    assert errors_of(with_(phone="+1234567890")) == {"phone": "unknown field"}
+
+
+@pytest.mark.parametrize("body", [[SEED_EXAMPLES[0]], "hello", 42, None, True])
+def test_body_not_an_object(body: object) -> None:
+    assert errors_of(body) == {"body": "must be a JSON object"}
+
+
+def test_all_errors_reported_together() -> None:
+    body = {
+        "name": 42,
+        "dynamic_instruction": "i" * 4001,
+        "language": "klingon",
+        "emotion": "Angry",
+        "additional_params": {"caller_name": "x"},
+        "extra": 1,
+    }
+    with pytest.raises(InvalidCall) as info:
+        parse_outbound_call(body)
+    errors = info.value.errors
+    assert [e.field for e in errors] == [
+        "extra",
+        "phone_number",
+        "name",
+        "dynamic_instruction",
+        "language",
+        "emotion",
+        "additional_params",
+    ]
+    assert FieldError("phone_number", "is required") in errors
+    assert errors[0].to_json() == {"field": "extra", "error": "unknown field"}
+    message = str(info.value)
+    assert message.startswith("extra: unknown field; phone_number: is required; name: ")
+    assert all(f"{e.field}: {e.error}" in message for e in errors)
+    assert isinstance(info.value, ValueError)
+
+
+def test_fields_constant_matches_the_accepted_body() -> None:
+    assert FIELDS == set(SEED_EXAMPLES[0]) | {"additional_params"}
+
+
+# ------------------------------------------------------------------ property
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # json.loads accepts NaN and Infinity, so the handler can see them
+    st.text(max_size=30),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+valid_phones = st.sampled_from(["+1234567890", "+34612345678", "+441234567890", "+33612345678"])
+phone_like = st.one_of(
+    valid_phones,
+    st.from_regex(r"\+[0-9 ()\-.]{5,18}", fullmatch=True),
+    st.sampled_from(["+19005551234", "+99912345678", "+0123456789"]),
+    json_values,
+)
+texts = st.one_of(
+    st.text(max_size=50), st.text(min_size=195, max_size=205), st.text(max_size=5).map(str.upper)
+)
+body_fields = {
+    "name": st.one_of(texts, json_values),
+    "dynamic_instruction": st.one_of(texts, json_values),
+    "language": st.one_of(st.sampled_from([*LANGUAGES, "EN", " es ", "xx"]), json_values),
+    "emotion": st.one_of(st.sampled_from([*EMOTIONS, "calm", "Angry"]), json_values),
+    "additional_params": st.one_of(
+        st.dictionaries(st.text(max_size=12), json_values, max_size=4), json_values
+    ),
+}
+plain_text = st.from_regex(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ .'-]{0,40}", fullmatch=True)
+good_fields = {
+    "name": plain_text,
+    "dynamic_instruction": st.text(max_size=200),
+    "language": st.sampled_from([*LANGUAGES, "EN", " es "]),
+    "emotion": st.sampled_from([*EMOTIONS, "calm", "EXCITED"]),
+    "additional_params": st.dictionaries(st.text(max_size=12), json_values, max_size=4),
+}
+bodies = st.one_of(
+    json_values,
+    # Well-formed bodies with some fields wrong, so that both outcomes are exercised.
+    st.fixed_dictionaries(
+        {"phone_number": valid_phones},
+        optional={k: st.one_of(v, v, v, body_fields[k]) for k, v in good_fields.items()},
+    ),
+    st.fixed_dictionaries(
+        {}, optional={**body_fields, "phone_number": phone_like, "unexpected": json_values}
+    ),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(body=bodies, allowed=st.sampled_from([(), ("ES",), ("US", "GB")]))
+def test_parse_returns_a_call_or_raises_invalid_call(
+    body: object, allowed: tuple[str, ...]
+) -> None:
+    try:
+        call = parse_outbound_call(body, allowed)
+    except InvalidCall as exc:
+        assert exc.errors
+        assert all(isinstance(e.field, str) and e.error for e in exc.errors)
+    else:
+        assert isinstance(call, OutboundCall)
+        assert call.phone_number.startswith("+") and call.phone_number[1:].isdigit()
+        assert call.language in LANGUAGES and call.emotion in EMOTIONS
+        assert 1 <= len(call.name) <= 200
+
+
+# ------------------------------------------------------------------ masking
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+1234567890", "+1•••••7890"),
+        ("+34612345678", "+3••••••5678"),
+        ("+441234567890", "+4•••••••7890"),
+        ("+12345678", "+1•••5678"),
+    ],
+)
+def test_mask_phone(number: str, masked: str) -> None:
+    assert mask_phone(number) == masked
+
+
+@pytest.mark.parametrize("number", ["", "+1", "+123456", "1234567"])
+def test_mask_short_strings_entirely(number: str) -> None:
+    assert mask_phone(number) == "•" * len(number)
+
+
+@settings(database=None)
+@given(st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True))
+def test_mask_keeps_last_four_digits_and_nothing_else(number: str) -> None:
+    masked = mask_phone(number)
+    assert len(masked) == len(number)
+    assert masked.endswith(number[-4:])
+    # Beyond the last four, only the '+' and the leading country digit survive.
+    assert masked[:2] == number[:2]
+    assert set(masked[2:-4]) == {"•"}
+    assert sum(ch.isdigit() for ch in masked) == 5
+
+
+def test_null_language_and_emotion_take_the_defaults() -> None:
+    call = parse_outbound_call({"phone_number": "+1234567890", "language": None, "emotion": None})
+    assert (call.language, call.emotion) == ("en", "Calm")

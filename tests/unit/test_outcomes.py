@@ -1,0 +1,665 @@
+"""The pure mapping from LiveKit webhook events to call status changes (DESIGN.md "Outcomes")."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+
+import pytest
+from google.protobuf.json_format import Parse
+from livekit.protocol import models, webhook
+
+from common.outcomes import (
+    ATTR_CALL_STATUS,
+    ATTR_STATUS_CODE,
+    FINAL_STATUSES,
+    LIVE_STATUSES,
+    CallState,
+    Change,
+    Signal,
+    Status,
+    next_state,
+    signal_from_event,
+    status_for_sip_code,
+)
+
+ROOM = "call-0123456789ab"
+
+# ------------------------------------------------------------------ signal builders
+
+
+def finished(outcome: str | None = None) -> Signal:
+    return Signal("room_finished", ROOM, room_outcome=outcome)
+
+
+def joined(call_status: str | None, *, sip: bool = True) -> Signal:
+    return Signal("participant_joined", ROOM, sip_participant=sip, sip_call_status=call_status)
+
+
+def published(call_status: str | None = "active", *, sip: bool = True) -> Signal:
+    return Signal("track_published", ROOM, sip_participant=sip, sip_call_status=call_status)
+
+
+def left(
+    reason: str | None = None,
+    code: int | None = None,
+    *,
+    event: str = "participant_left",
+    # LiveKit leaves sip.callStatus at "dialing"/"ringing" on a leg that was never answered
+    # (a rejected or unanswered INVITE sets no "hangup" attribute); "hangup" follows an answer.
+    call_status: str | None = "ringing",
+    sip: bool = True,
+) -> Signal:
+    return Signal(
+        event,
+        ROOM,
+        sip_participant=sip,
+        sip_call_status=call_status,
+        disconnect_reason=reason,
+        sip_status_code=code,
+    )
+
+
+def aborted(
+    reason: str | None = None, code: int | None = None, call_status: str | None = None
+) -> Signal:
+    return left(reason, code, event="participant_connection_aborted", call_status=call_status)
+
+
+DIALING = CallState(Status.DIALING)
+RINGING = CallState(Status.RINGING)
+ANSWERED = CallState(Status.IN_PROGRESS, answered=True)
+HANGUP_UNANSWERED = CallState(Status.RINGING, hangup_requested=True)
+HANGUP_ANSWERED = CallState(Status.IN_PROGRESS, answered=True, hangup_requested=True)
+
+# ------------------------------------------------------------------ the table
+
+TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
+    # room_finished settles the outcome
+    (
+        "finished-voicemail-answered",
+        ANSWERED,
+        finished("voicemail"),
+        Change(Status.VOICEMAIL, "answering machine", answered=True),
+    ),
+    (
+        "finished-voicemail-unanswered",
+        RINGING,
+        finished("voicemail"),
+        Change(Status.VOICEMAIL, "answering machine", answered=False),
+    ),
+    (
+        "finished-voicemail-beats-hangup",
+        HANGUP_ANSWERED,
+        finished("voicemail"),
+        Change(Status.VOICEMAIL, "answering machine", answered=True),
+    ),
+    (
+        "finished-hangup-answered",
+        HANGUP_ANSWERED,
+        finished(),
+        Change(Status.CANCELED, "hung up through the API"),
+    ),
+    (
+        "finished-hangup-unanswered",
+        HANGUP_UNANSWERED,
+        finished(),
+        Change(Status.CANCELED, "hung up through the API"),
+    ),
+    ("finished-answered", ANSWERED, finished(), Change(Status.COMPLETED)),
+    (
+        "finished-other-outcome-answered",
+        ANSWERED,
+        finished("something-else"),
+        Change(Status.COMPLETED),
+    ),
+    (
+        "finished-unanswered-dialing",
+        DIALING,
+        finished(),
+        Change(Status.NO_ANSWER, "room finished before an answer"),
+    ),
+    (
+        "finished-unanswered-ringing",
+        RINGING,
+        finished(),
+        Change(Status.NO_ANSWER, "room finished before an answer"),
+    ),
+    # the SIP participant joins with its sip.callStatus
+    ("joined-dialing", DIALING, joined("dialing"), None),
+    ("joined-ringing-from-dialing", DIALING, joined("ringing"), Change(Status.RINGING)),
+    ("joined-ringing-already-ringing", RINGING, joined("ringing"), None),
+    ("joined-ringing-after-answer", ANSWERED, joined("ringing"), None),
+    (
+        "joined-active-from-dialing",
+        DIALING,
+        joined("active"),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    (
+        "joined-active-from-ringing",
+        RINGING,
+        joined("active"),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    ("joined-active-already-answered", ANSWERED, joined("active"), None),
+    ("joined-no-status", DIALING, joined(None), None),
+    # the callee's audio track is the evidence of an answer
+    (
+        "track-from-ringing",
+        RINGING,
+        published(),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    (
+        "track-from-dialing",
+        DIALING,
+        published(),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    ("track-already-answered", ANSWERED, published(), None),
+    # the SIP bridge publishes its track while still dialing: that alone is no answer
+    ("track-while-dialing-status", DIALING, published("dialing"), None),
+    ("track-while-ringing-status", RINGING, published("ringing"), None),
+    ("track-without-status", RINGING, published(None), None),
+    # LiveKit sends no webhook on answer: the leaving participant's last status tells
+    (
+        "left-hangup-status-means-answered",
+        RINGING,
+        left("CLIENT_INITIATED", call_status="hangup"),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    (
+        "left-active-status-means-answered",
+        DIALING,
+        left(call_status="active"),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    (
+        "aborted-active-status-means-answered",
+        RINGING,
+        aborted(call_status="active"),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    (
+        "left-hangup-status-after-api-hangup",
+        HANGUP_UNANSWERED,
+        left("CLIENT_INITIATED", call_status="hangup"),
+        Change(Status.IN_PROGRESS, answered=True),
+    ),
+    ("left-hangup-status-already-answered", ANSWERED, left(call_status="hangup"), None),
+    ("left-dialing-status-no-reason", DIALING, left(call_status="dialing"), None),
+    # disconnect reasons of an unanswered leg
+    ("left-user-rejected", RINGING, left("USER_REJECTED"), Change(Status.BUSY, "user_rejected")),
+    (
+        "left-user-unavailable",
+        RINGING,
+        left("USER_UNAVAILABLE"),
+        Change(Status.NO_ANSWER, "user_unavailable"),
+    ),
+    (
+        "left-trunk-failure",
+        DIALING,
+        left("SIP_TRUNK_FAILURE"),
+        Change(Status.FAILED, "sip_trunk_failure"),
+    ),
+    ("left-client-initiated-unanswered", RINGING, left("CLIENT_INITIATED"), None),
+    ("left-no-reason-unanswered", RINGING, left(), None),
+    (
+        "aborted-user-rejected",
+        RINGING,
+        aborted("USER_REJECTED"),
+        Change(Status.BUSY, "user_rejected"),
+    ),
+    (
+        "aborted-user-unavailable",
+        RINGING,
+        aborted("USER_UNAVAILABLE"),
+        Change(Status.NO_ANSWER, "user_unavailable"),
+    ),
+    (
+        "aborted-trunk-failure",
+        RINGING,
+        aborted("SIP_TRUNK_FAILURE"),
+        Change(Status.FAILED, "sip_trunk_failure"),
+    ),
+    # an aborted connection with no better explanation is a failure, not a silent None
+    (
+        "aborted-client-initiated",
+        RINGING,
+        aborted("CLIENT_INITIATED"),
+        Change(Status.FAILED, "connection aborted"),
+    ),
+    ("aborted-no-reason", DIALING, aborted(), Change(Status.FAILED, "connection aborted")),
+    # after an answer or an API hangup, leaving never decides: room_finished does
+    ("left-rejected-after-answer", ANSWERED, left("USER_REJECTED"), None),
+    ("left-486-after-answer", ANSWERED, left(code=486), None),
+    ("left-client-initiated-after-answer", ANSWERED, left("CLIENT_INITIATED"), None),
+    ("aborted-after-answer", ANSWERED, aborted(), None),
+    ("left-rejected-after-hangup", HANGUP_UNANSWERED, left("USER_REJECTED"), None),
+    ("aborted-after-hangup", HANGUP_UNANSWERED, aborted(), None),
+    # the SIP status code wins over the disconnect reason
+    (
+        "left-code-wins-over-reason",
+        RINGING,
+        left("USER_UNAVAILABLE", 486),
+        Change(Status.BUSY, "SIP 486"),
+    ),
+    (
+        "left-code-200-falls-back-to-reason",
+        RINGING,
+        left("USER_REJECTED", 200),
+        Change(Status.BUSY, "user_rejected"),
+    ),
+    ("left-code-200-no-reason", RINGING, left(code=200), None),
+    (
+        "aborted-code-200-still-aborted",
+        RINGING,
+        aborted(code=200),
+        Change(Status.FAILED, "connection aborted"),
+    ),
+    # non-SIP participants (the agent, a monitor) never move a call
+    ("agent-joined-active", DIALING, joined("active", sip=False), None),
+    ("agent-joined-ringing", DIALING, joined("ringing", sip=False), None),
+    ("agent-track", RINGING, published(sip=False), None),
+    ("agent-left-rejected", RINGING, left("USER_REJECTED", sip=False), None),
+    ("agent-aborted", RINGING, left(event="participant_connection_aborted", sip=False), None),
+    ("agent-left-486", RINGING, left(code=486, sip=False), None),
+    # events that say nothing about the callee
+    ("room-started", DIALING, Signal("room_started", ROOM), None),
+    ("sip-unknown-event", RINGING, Signal("egress_started", ROOM, sip_participant=True), None),
+]
+
+# SIP final responses of an unanswered leg: 486/600/603 busy, 408/480/487 no answer, others failed.
+SIP_CODES: list[tuple[int, Status | None]] = [
+    (486, Status.BUSY),
+    (600, Status.BUSY),
+    (603, Status.BUSY),
+    (408, Status.NO_ANSWER),
+    (480, Status.NO_ANSWER),
+    (487, Status.NO_ANSWER),
+    (404, Status.FAILED),
+    (500, Status.FAILED),
+    (503, Status.FAILED),
+    (400, Status.FAILED),
+    (699, Status.FAILED),
+    (200, None),
+    (183, None),
+    (700, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "signal", "expected"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE]
+)
+def test_next_state_table(state: CallState, signal: Signal, expected: Change | None) -> None:
+    assert next_state(state, signal) == expected
+
+
+@pytest.mark.parametrize(("code", "expected"), SIP_CODES)
+def test_status_for_sip_code(code: int, expected: Status | None) -> None:
+    assert status_for_sip_code(code) is expected
+
+
+@pytest.mark.parametrize(("code", "expected"), SIP_CODES)
+@pytest.mark.parametrize("event", ["participant_left", "participant_connection_aborted"])
+def test_sip_code_decides_unanswered_leg(code: int, expected: Status | None, event: str) -> None:
+    change = next_state(RINGING, left(code=code, event=event))
+    if expected is not None:
+        assert change == Change(expected, f"SIP {code}")
+    elif event == "participant_left":
+        assert change is None  # room_finished will settle it
+    else:
+        assert change == Change(Status.FAILED, "connection aborted")
+
+
+# ------------------------------------------------------------------ final states never move
+
+EVERY_SIGNAL: list[Signal] = [row[2] for row in TABLE] + [left(code=code) for code, _ in SIP_CODES]
+
+
+@pytest.mark.parametrize("status", sorted(FINAL_STATUSES))
+@pytest.mark.parametrize("answered", [False, True])
+@pytest.mark.parametrize("hangup", [False, True])
+def test_final_status_never_moves(status: Status, answered: bool, hangup: bool) -> None:
+    state = CallState(status, answered=answered, hangup_requested=hangup)
+    moved = {signal: change for signal in EVERY_SIGNAL if (change := next_state(state, signal))}
+    assert moved == {}
+
+
+def test_every_signal_moves_some_live_call() -> None:
+    # Guards the test above: the signal list is not just inert signals.
+    live_states = [DIALING, RINGING, ANSWERED, HANGUP_UNANSWERED]
+    moving = [s for s in EVERY_SIGNAL if any(next_state(st, s) for st in live_states)]
+    assert len(moving) >= 20
+    assert {s.event for s in moving} >= {
+        "room_finished",
+        "participant_joined",
+        "participant_left",
+        "participant_connection_aborted",
+        "track_published",
+    }
+
+
+def test_status_sets_partition_all_statuses() -> None:
+    assert FINAL_STATUSES | LIVE_STATUSES == set(Status)
+    assert not FINAL_STATUSES & LIVE_STATUSES
+    assert LIVE_STATUSES == {Status.DIALING, Status.RINGING, Status.IN_PROGRESS}
+
+
+# ------------------------------------------------------------------ out-of-order sequences
+
+
+def apply(state: CallState, change: Change) -> CallState:
+    return dataclasses.replace(
+        state, status=change.status, answered=state.answered or change.answered
+    )
+
+
+def fold(signals: Iterable[Signal], state: CallState = DIALING) -> CallState:
+    for signal in signals:
+        change = next_state(state, signal)
+        if change is not None:
+            state = apply(state, change)
+    return state
+
+
+SEQUENCES: list[tuple[str, list[Signal], CallState, Status]] = [
+    (
+        "happy-path",
+        [
+            joined("dialing"),
+            joined("ringing"),
+            published(),
+            left("CLIENT_INITIATED", call_status="hangup"),
+            finished(),
+        ],
+        DIALING,
+        Status.COMPLETED,
+    ),
+    (
+        "rejected-before-joined",
+        [left("USER_REJECTED"), joined("ringing"), published(), finished()],
+        DIALING,
+        Status.BUSY,
+    ),
+    (
+        "hangup-left-before-track",
+        [left("CLIENT_INITIATED", call_status="hangup"), published(), finished()],
+        DIALING,
+        Status.COMPLETED,
+    ),
+    (
+        "early-track-then-rejected",
+        [joined("dialing"), published("dialing"), left("USER_REJECTED"), finished()],
+        DIALING,
+        Status.BUSY,
+    ),
+    (
+        "answer-seen-only-when-leaving",
+        [joined("dialing"), left("CLIENT_INITIATED", call_status="hangup"), finished()],
+        DIALING,
+        Status.COMPLETED,
+    ),
+    (
+        "finished-before-everything",
+        [finished(), joined("ringing"), published(), left("USER_REJECTED")],
+        DIALING,
+        Status.NO_ANSWER,
+    ),
+    (
+        "voicemail-after-answer",
+        [joined("active"), left("CLIENT_INITIATED", call_status="hangup"), finished("voicemail")],
+        DIALING,
+        Status.VOICEMAIL,
+    ),
+    (
+        "ringing-then-unavailable",
+        [joined("ringing"), left("USER_UNAVAILABLE"), finished()],
+        DIALING,
+        Status.NO_ANSWER,
+    ),
+    (
+        "busy-code-then-finished",
+        [joined("ringing"), left(code=486), finished()],
+        DIALING,
+        Status.BUSY,
+    ),
+    (
+        "api-hangup-while-ringing",
+        [joined("ringing"), left("USER_REJECTED"), finished()],
+        HANGUP_UNANSWERED,
+        Status.CANCELED,
+    ),
+    (
+        "late-ringing-after-answer-stays-answered",
+        [published(), joined("ringing"), finished()],
+        DIALING,
+        Status.COMPLETED,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("signals", "start", "final"),
+    [row[1:] for row in SEQUENCES],
+    ids=[row[0] for row in SEQUENCES],
+)
+def test_out_of_order_sequences(signals: list[Signal], start: CallState, final: Status) -> None:
+    assert fold(signals, start).status is final
+
+
+def test_answered_sticks_through_a_sequence() -> None:
+    state = fold([joined("ringing"), published()])
+    assert state == CallState(Status.IN_PROGRESS, answered=True)
+    # A second answer signal changes nothing.
+    assert next_state(state, joined("active")) is None
+    assert fold([finished()], state) == CallState(Status.COMPLETED, answered=True)
+
+
+def test_final_state_stays_after_any_later_signal() -> None:
+    busy = fold([left("USER_REJECTED")])
+    assert busy.status is Status.BUSY
+    assert fold(EVERY_SIGNAL, busy) == busy
+
+
+# ------------------------------------------------------------------ signal_from_event
+
+
+def sip_participant(
+    attributes: dict[str, str] | None = None,
+    reason: int = models.DisconnectReason.UNKNOWN_REASON,
+    kind: int = models.ParticipantInfo.Kind.SIP,
+) -> models.ParticipantInfo:
+    return models.ParticipantInfo(
+        sid="PA_sip",
+        identity="sip-callee",
+        kind=kind,  # type: ignore[arg-type]
+        attributes=attributes or {},
+        disconnect_reason=reason,  # type: ignore[arg-type]
+    )
+
+
+def event(
+    name: str,
+    participant: models.ParticipantInfo | None = None,
+    metadata: str = "",
+) -> webhook.WebhookEvent:
+    ev = webhook.WebhookEvent(event=name, id="EV_1", room=models.Room(name=ROOM, metadata=metadata))
+    if participant is not None:
+        ev.participant.CopyFrom(participant)
+    return ev
+
+
+def test_signal_from_sip_participant_event() -> None:
+    participant = sip_participant(
+        {ATTR_CALL_STATUS: "ringing", ATTR_STATUS_CODE: "486", "sip.phoneNumber": "+1234567890"},
+        models.DisconnectReason.USER_REJECTED,
+    )
+    signal = signal_from_event(event("participant_left", participant))
+    assert signal == Signal(
+        event="participant_left",
+        room=ROOM,
+        sip_participant=True,
+        sip_call_status="ringing",
+        disconnect_reason="USER_REJECTED",
+        sip_status_code=486,
+        room_outcome=None,
+    )
+    assert next_state(RINGING, signal) == Change(Status.BUSY, "SIP 486")
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        (models.DisconnectReason.USER_REJECTED, Change(Status.BUSY, "user_rejected")),
+        (models.DisconnectReason.USER_UNAVAILABLE, Change(Status.NO_ANSWER, "user_unavailable")),
+        (models.DisconnectReason.SIP_TRUNK_FAILURE, Change(Status.FAILED, "sip_trunk_failure")),
+        (models.DisconnectReason.CLIENT_INITIATED, None),
+    ],
+)
+def test_disconnect_reason_from_protobuf(reason: int, expected: Change | None) -> None:
+    signal = signal_from_event(event("participant_left", sip_participant(reason=reason)))
+    assert signal.disconnect_reason == models.DisconnectReason.Name(reason)
+    assert next_state(RINGING, signal) == expected
+
+
+@pytest.mark.parametrize("call_status", ["dialing", "ringing", "active", "hangup"])
+def test_call_status_attribute_is_read(call_status: str) -> None:
+    signal = signal_from_event(
+        event("participant_joined", sip_participant({ATTR_CALL_STATUS: call_status}))
+    )
+    assert signal.sip_participant is True
+    assert signal.sip_call_status == call_status
+
+
+def test_missing_attributes_and_unknown_reason_are_none() -> None:
+    signal = signal_from_event(event("participant_joined", sip_participant()))
+    assert signal.sip_participant is True
+    assert signal.sip_call_status is None
+    assert signal.sip_status_code is None
+    assert signal.disconnect_reason is None  # UNKNOWN_REASON (0) is "no reason"
+
+
+def test_empty_call_status_attribute_is_none() -> None:
+    signal = signal_from_event(
+        event("participant_joined", sip_participant({ATTR_CALL_STATUS: "", ATTR_STATUS_CODE: ""}))
+    )
+    assert signal.sip_call_status is None
+    assert signal.sip_status_code is None
+
+
+@pytest.mark.parametrize("raw", ["abc", "-486", "486 ", "4.86", ""])
+def test_non_numeric_status_code_is_ignored(raw: str) -> None:
+    signal = signal_from_event(event("participant_left", sip_participant({ATTR_STATUS_CODE: raw})))
+    assert signal.sip_status_code is None
+
+
+def test_unicode_digit_status_code_does_not_raise() -> None:
+    signal = signal_from_event(
+        event("participant_left", sip_participant({ATTR_STATUS_CODE: "\u00b2"}))
+    )
+    assert signal.sip_status_code is None
+
+
+def test_unknown_disconnect_reason_number_does_not_raise() -> None:
+    body = json.dumps(
+        {
+            "event": "participant_left",
+            "id": "EV_2",
+            "room": {"name": ROOM},
+            "participant": {"kind": "SIP", "disconnectReason": 99},
+        }
+    )
+    ev = Parse(body, webhook.WebhookEvent(), ignore_unknown_fields=True)
+    signal = signal_from_event(ev)
+    assert signal.sip_participant is True
+    assert next_state(RINGING, signal) is None  # room_finished settles it
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        models.ParticipantInfo.Kind.STANDARD,
+        models.ParticipantInfo.Kind.AGENT,
+        models.ParticipantInfo.Kind.EGRESS,
+    ],
+)
+def test_non_sip_participant_attributes_are_not_read(kind: int) -> None:
+    participant = sip_participant(
+        {ATTR_CALL_STATUS: "active", ATTR_STATUS_CODE: "486"},
+        models.DisconnectReason.USER_REJECTED,
+        kind=kind,
+    )
+    for name in ("participant_joined", "track_published", "participant_left"):
+        signal = signal_from_event(event(name, participant))
+        assert signal == Signal(name, ROOM)
+        assert next_state(RINGING, signal) is None
+
+
+@pytest.mark.parametrize(
+    ("call_status", "expected"),
+    [("dialing", None), ("active", Change(Status.IN_PROGRESS, answered=True))],
+)
+def test_track_published_protobuf(call_status: str, expected: Change | None) -> None:
+    ev = event("track_published", sip_participant({ATTR_CALL_STATUS: call_status}))
+    ev.track.CopyFrom(models.TrackInfo(sid="TR_1", type=models.TrackType.AUDIO))
+    assert next_state(DIALING, signal_from_event(ev)) == expected
+
+
+def test_event_without_participant() -> None:
+    signal = signal_from_event(event("room_started"))
+    assert signal == Signal("room_started", ROOM)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "outcome"),
+    [
+        ('{"outcome": "voicemail"}', "voicemail"),
+        ('{"outcome": "voicemail", "other": 1}', "voicemail"),
+        ("", None),
+        ("{not json", None),
+        ('"voicemail"', None),
+        ('["voicemail"]', None),
+        ('{"outcome": 5}', None),
+        ('{"outcome": null}', None),
+        ('{"result": "voicemail"}', None),
+    ],
+)
+def test_room_metadata_outcome(metadata: str, outcome: str | None) -> None:
+    signal = signal_from_event(event("room_finished", metadata=metadata))
+    assert signal.room_outcome == outcome
+
+
+def test_room_finished_with_voicemail_metadata_settles_voicemail() -> None:
+    signal = signal_from_event(event("room_finished", metadata='{"outcome": "voicemail"}'))
+    assert next_state(ANSWERED, signal) == Change(
+        Status.VOICEMAIL, "answering machine", answered=True
+    )
+
+
+def test_room_finished_with_bad_metadata_still_settles() -> None:
+    signal = signal_from_event(event("room_finished", metadata="{oops"))
+    assert next_state(ANSWERED, signal) == Change(Status.COMPLETED)
+    assert next_state(RINGING, signal) == Change(Status.NO_ANSWER, "room finished before an answer")
+
+
+def test_signal_from_json_webhook_body() -> None:
+    # The wire form LiveKit posts (protobuf JSON with enum names), parsed as the handler does.
+    body = json.dumps(
+        {
+            "event": "participant_joined",
+            "id": "EV_3",
+            "room": {"name": ROOM},
+            "participant": {
+                "identity": "sip-callee",
+                "kind": "SIP",
+                "attributes": {"sip.callStatus": "ringing"},
+            },
+        }
+    )
+    ev = Parse(body, webhook.WebhookEvent(), ignore_unknown_fields=True)
+    signal = signal_from_event(ev)
+    assert signal == Signal("participant_joined", ROOM, True, "ringing")
+    assert next_state(DIALING, signal) == Change(Status.RINGING)

@@ -1,0 +1,378 @@
+"""Settings from the environment and `.env`: defaults, clear errors, secrets kept out of repr."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.settings import (
+    DEFAULT_CARTESIA_VOICE_ID,
+    DEV_API_KEY,
+    DEV_API_SECRET,
+    Settings,
+    SettingsError,
+    configure_logging,
+    load_settings,
+    settings_from_env,
+)
+
+# Every variable settings_from_env reads.
+VARIABLES = (
+    "HOST",
+    "PORT",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "CONFIG_PATH",
+    "CONFIG_RECORD_TTL_S",
+    "CALLS_DB_PATH",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "SIP_OUTBOUND_TRUNK_ID",
+    "AGENT_NAME",
+    "CALLS_API_TOKEN",
+    "CALLS_ALLOWED_COUNTRIES",
+    "CALLS_RATE_LIMIT_PER_MIN",
+    "CALLS_MAX_ACTIVE",
+    "CALL_RINGING_TIMEOUT_S",
+    "CALL_MAX_DURATION_S",
+    "REAPER_INTERVAL_S",
+    "WEBHOOK_PATH",
+    "SANDBOX_PORT",
+    "SANDBOX_TIME_SCALE",
+    "OPENAI_API_KEY",
+    "OPENAI_MODEL",
+    "DEEPGRAM_API_KEY",
+    "CARTESIA_API_KEY",
+    "CARTESIA_VOICE_ID",
+)
+
+REAL_LIVEKIT = {
+    "LIVEKIT_URL": "wss://example.livekit.cloud",
+    "LIVEKIT_API_KEY": "APIrealkey",
+    "LIVEKIT_API_SECRET": "real-secret-value-0123456789abcdef",
+    "SIP_OUTBOUND_TRUNK_ID": "ST_abc123",
+}
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No setting comes from the developer's own shell."""
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+# ------------------------------------------------------------------ defaults
+
+
+def test_defaults_from_empty_mapping() -> None:
+    settings = settings_from_env({})
+    assert settings == Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert (settings.log_level, settings.log_format) == ("INFO", "text")
+    assert settings.config_path == Path("config.json")
+    assert settings.calls_db_path == Path("calls.db")
+    assert settings.config_record_ttl_s == 86400.0
+    assert settings.livekit_url is None
+    assert settings.uses_sandbox
+    assert (settings.livekit_api_key, settings.livekit_api_secret) == (DEV_API_KEY, DEV_API_SECRET)
+    assert settings.sip_outbound_trunk_id == ""
+    assert settings.agent_name == "outbound-caller"
+    assert settings.calls_api_token is None
+    assert settings.calls_allowed_countries == ()
+    assert settings.calls_rate_limit_per_min == 60
+    assert settings.calls_max_active == 50
+    assert settings.call_ringing_timeout_s == 30
+    assert settings.call_max_duration_s == 600
+    assert settings.reaper_interval_s == 30.0
+    assert settings.webhook_path == "/webhooks/livekit"
+    assert (settings.sandbox_port, settings.sandbox_time_scale) == (7880, 1.0)
+    assert settings.openai_model == "gpt-4o-mini"
+    assert settings.openai_api_key == settings.deepgram_api_key == settings.cartesia_api_key == ""
+    assert settings.cartesia_voice_id == DEFAULT_CARTESIA_VOICE_ID
+    assert settings.is_loopback
+    assert settings.webhook_url == "http://127.0.0.1:8000/webhooks/livekit"
+    settings.require_livekit()  # the sandbox needs nothing
+
+
+def test_blank_values_take_defaults() -> None:
+    settings = settings_from_env(dict.fromkeys(VARIABLES, "  "))
+    assert settings == Settings()
+
+
+def test_every_setting_has_its_variable() -> None:
+    assert {f.name.upper() for f in dataclasses.fields(Settings)} == set(VARIABLES)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings_from_env({}).port = 1  # type: ignore[misc]
+
+
+def test_values_are_read_and_normalised() -> None:
+    settings = settings_from_env(
+        {
+            "HOST": " 0.0.0.0 ",
+            "PORT": " 9000 ",
+            "LOG_LEVEL": "debug",
+            "LOG_FORMAT": "JSON",
+            "CONFIG_PATH": "/var/lib/caller/config.json",
+            "CALLS_DB_PATH": "/var/lib/caller/calls.db",
+            "CALLS_ALLOWED_COUNTRIES": " es, us ,GB,",
+            "CALLS_API_TOKEN": "tok",
+            "CALLS_RATE_LIMIT_PER_MIN": "5",
+            "SANDBOX_TIME_SCALE": "0",
+            "REAPER_INTERVAL_S": "0.5",
+            "WEBHOOK_PATH": "/hooks/lk",
+            "AGENT_NAME": "my-agent",
+        }
+    )
+    assert (settings.host, settings.port) == ("0.0.0.0", 9000)  # noqa: S104
+    assert (settings.log_level, settings.log_format) == ("DEBUG", "json")
+    assert settings.config_path == Path("/var/lib/caller/config.json")
+    assert settings.calls_db_path == Path("/var/lib/caller/calls.db")
+    assert settings.calls_allowed_countries == ("ES", "US", "GB")
+    assert settings.calls_api_token == "tok"
+    assert settings.calls_rate_limit_per_min == 5
+    assert settings.sandbox_time_scale == 0.0
+    assert settings.reaper_interval_s == 0.5
+    assert settings.agent_name == "my-agent"
+    assert not settings.is_loopback
+    # A wildcard bind is reached on loopback from this machine.
+    assert settings.webhook_url == "http://127.0.0.1:9000/hooks/lk"
+
+
+def test_ipv6_host_is_bracketed_in_webhook_url() -> None:
+    settings = settings_from_env({"HOST": "::1", "PORT": "8080"})
+    assert settings.is_loopback
+    assert settings.webhook_url == "http://[::1]:8080/webhooks/livekit"
+
+
+@pytest.mark.parametrize(
+    "url", ["wss://x.livekit.cloud", "ws://localhost:7880", "https://h", "http://h"]
+)
+def test_livekit_url_schemes(url: str) -> None:
+    settings = settings_from_env({"LIVEKIT_URL": url})
+    assert settings.livekit_url == url
+    assert not settings.uses_sandbox
+
+
+@pytest.mark.parametrize("port", ["0", "65535"])
+def test_port_bounds_inclusive(port: str) -> None:
+    assert settings_from_env({"PORT": port}).port == int(port)
+
+
+# ------------------------------------------------------------------ malformed values
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORT", "abc", "PORT must be an integer, got 'abc'"),
+        ("PORT", "70000", "PORT must be between 0 and 65535, got 70000"),
+        ("PORT", "-1", "PORT must be between 0 and 65535, got -1"),
+        ("PORT", "80.5", "PORT must be an integer, got '80.5'"),
+        ("SANDBOX_PORT", "65536", "SANDBOX_PORT must be between 0 and 65535, got 65536"),
+        ("CALLS_RATE_LIMIT_PER_MIN", "0", "CALLS_RATE_LIMIT_PER_MIN must be between"),
+        ("CALLS_MAX_ACTIVE", "many", "CALLS_MAX_ACTIVE must be an integer"),
+        ("CALL_RINGING_TIMEOUT_S", "601", "CALL_RINGING_TIMEOUT_S must be between 1 and 600"),
+        ("CALL_MAX_DURATION_S", "0", "CALL_MAX_DURATION_S must be between 1 and 86400"),
+        (
+            "LOG_LEVEL",
+            "LOUD",
+            "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'",
+        ),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json, got 'xml'"),
+        (
+            "CALLS_ALLOWED_COUNTRIES",
+            "USA",
+            "CALLS_ALLOWED_COUNTRIES must be two-letter ISO regions, got USA",
+        ),
+        (
+            "CALLS_ALLOWED_COUNTRIES",
+            "ES,1X,FRA",
+            "CALLS_ALLOWED_COUNTRIES must be two-letter ISO regions, got 1X, FRA",
+        ),
+        ("SANDBOX_TIME_SCALE", "-1", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
+        ("SANDBOX_TIME_SCALE", "nan", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
+        ("SANDBOX_TIME_SCALE", "inf", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
+        ("SANDBOX_TIME_SCALE", "fast", "SANDBOX_TIME_SCALE must be a number, got 'fast'"),
+        ("CONFIG_RECORD_TTL_S", "0.5", "CONFIG_RECORD_TTL_S must be a finite number >= 1.0"),
+        ("REAPER_INTERVAL_S", "0", "REAPER_INTERVAL_S must be a finite number >= 0.01"),
+        (
+            "LIVEKIT_URL",
+            "ftp://x",
+            "LIVEKIT_URL must start with wss://, ws://, https:// or http://",
+        ),
+        ("LIVEKIT_URL", "example.livekit.cloud", "LIVEKIT_URL must start with"),
+        ("WEBHOOK_PATH", "x", "WEBHOOK_PATH must start with '/', got 'x'"),
+        ("WEBHOOK_PATH", "webhooks/livekit", "WEBHOOK_PATH must start with '/'"),
+    ],
+)
+def test_malformed_value_names_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({name: value})
+    assert str(info.value).startswith(message)
+    assert str(info.value).startswith(name)
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+# ------------------------------------------------------------------ require_livekit
+
+
+def test_require_livekit_accepts_complete_real_settings() -> None:
+    settings = settings_from_env(REAL_LIVEKIT)
+    assert not settings.uses_sandbox
+    settings.require_livekit()
+
+
+def test_require_livekit_ignores_missing_values_on_the_sandbox() -> None:
+    settings_from_env({"SIP_OUTBOUND_TRUNK_ID": ""}).require_livekit()
+    settings_from_env({"LIVEKIT_API_KEY": "APIx"}).require_livekit()
+
+
+@pytest.mark.parametrize(
+    "missing", ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SIP_OUTBOUND_TRUNK_ID"]
+)
+def test_require_livekit_demands_each_value(missing: str) -> None:
+    env = {k: v for k, v in REAL_LIVEKIT.items() if k != missing}
+    settings = settings_from_env(env)  # reading succeeds; starting does not
+    with pytest.raises(SettingsError, match=f"^{missing} must be set when LIVEKIT_URL is set$"):
+        settings.require_livekit()
+
+
+@pytest.mark.parametrize(
+    ("name", "dev_value"),
+    [("LIVEKIT_API_KEY", DEV_API_KEY), ("LIVEKIT_API_SECRET", DEV_API_SECRET)],
+)
+def test_require_livekit_refuses_dev_credentials(name: str, dev_value: str) -> None:
+    settings = settings_from_env({**REAL_LIVEKIT, name: dev_value})
+    with pytest.raises(SettingsError, match=f"^{name} must be set"):
+        settings.require_livekit()
+
+
+# ------------------------------------------------------------------ load_settings
+
+
+def test_load_settings_reads_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n"
+        "PORT=9100\n"
+        "LOG_LEVEL=warning\n"
+        'AGENT_NAME="quoted agent"\n'
+        "CALLS_ALLOWED_COUNTRIES=es,fr\n"
+        "EMPTY_KEY\n"
+    )
+    settings = load_settings(dotenv)
+    assert settings.port == 9100
+    assert settings.log_level == "WARNING"
+    assert settings.agent_name == "quoted agent"
+    assert settings.calls_allowed_countries == ("ES", "FR")
+
+
+def test_real_environment_wins_over_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PORT=9100\nAGENT_NAME=from-dotenv\nOPENAI_MODEL=gpt-dotenv\n")
+    clean_env.setenv("PORT", "9200")
+    clean_env.setenv("AGENT_NAME", "from-env")
+    settings = load_settings(str(dotenv))
+    assert settings.port == 9200
+    assert settings.agent_name == "from-env"
+    assert settings.openai_model == "gpt-dotenv"  # not overridden: .env still counts
+
+
+def test_load_settings_without_dotenv_uses_environment(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_env.setenv("PORT", "9300")
+    assert load_settings(tmp_path / "missing.env").port == 9300
+    assert load_settings(None).port == 9300
+    assert load_settings(tmp_path).port == 9300  # a directory is not a .env file
+
+
+def test_load_settings_defaults(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert load_settings(tmp_path / "missing.env") == Settings()
+
+
+def test_load_settings_bad_dotenv_value(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("LOG_FORMAT=xml\n")
+    with pytest.raises(SettingsError, match="^LOG_FORMAT"):
+        load_settings(dotenv)
+    clean_env.setenv("LOG_FORMAT", "json")  # the environment fixes it
+    assert load_settings(dotenv).log_format == "json"
+
+
+def test_load_settings_real_livekit_from_dotenv(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("".join(f"{k}={v}\n" for k, v in REAL_LIVEKIT.items()))
+    settings = load_settings(dotenv)
+    assert settings.livekit_url == REAL_LIVEKIT["LIVEKIT_URL"]
+    settings.require_livekit()
+
+
+# ------------------------------------------------------------------ secrets
+
+
+SECRETS = {
+    "LIVEKIT_API_SECRET": "lk-secret-Zq8w7e6r5t4y3u2i1o0p",
+    "CALLS_API_TOKEN": "calls-token-Aa1Bb2Cc3Dd4Ee5",
+    "OPENAI_API_KEY": "sk-openai-Ff6Gg7Hh8Ii9Jj0",
+    "DEEPGRAM_API_KEY": "dg-Kk1Ll2Mm3Nn4Oo5",
+    "CARTESIA_API_KEY": "sk_car_Pp6Qq7Rr8Ss9Tt0",
+}
+
+
+def test_repr_and_str_never_contain_secrets() -> None:
+    settings = settings_from_env({**REAL_LIVEKIT, **SECRETS})
+    assert settings.livekit_api_secret == SECRETS["LIVEKIT_API_SECRET"]
+    assert settings.calls_api_token == SECRETS["CALLS_API_TOKEN"]
+    assert settings.openai_api_key == SECRETS["OPENAI_API_KEY"]
+    for text in (repr(settings), str(settings), f"{settings}", "%s" % (settings,)):  # noqa: UP031
+        assert "Settings(" in text
+        for secret in SECRETS.values():
+            assert secret not in text
+    assert "livekit_api_key='APIrealkey'" in repr(settings)  # the key is an identifier, not secret
+
+
+def test_repr_hides_dev_secret_too() -> None:
+    assert DEV_API_SECRET not in repr(Settings())
+
+
+# ------------------------------------------------------------------ logging
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_configure_logging(root_logger: logging.Logger, log_format: str) -> None:
+    configure_logging(settings_from_env({"LOG_LEVEL": "warning", "LOG_FORMAT": log_format}))
+    assert root_logger.level == logging.WARNING
+    (handler,) = root_logger.handlers
+    record = logging.LogRecord("x.y", logging.WARNING, __file__, 1, "call %s", ("c-1",), None)
+    line = handler.format(record)
+    assert "call c-1" in line
+    if log_format == "json":
+        assert line.startswith("{") and '"level": "WARNING"' in line and '"logger": "x.y"' in line
+    else:
+        assert "WARNING" in line and "x.y" in line
