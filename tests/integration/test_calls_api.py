@@ -14,35 +14,9 @@ from aiohttp.test_utils import TestClient
 from common.update_config import load_dynamic_config
 from server import SANDBOX
 from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
 
 Client = TestClient[Any, Any]
-
-# The seed's three examples, verbatim.
-SEED_EXAMPLES: list[dict[str, str]] = [
-    {
-        "phone_number": "+1234567890",
-        "name": "Alice Smith",
-        "dynamic_instruction": (
-            "You are a cricket coach. Help the caller improve their batting technique."
-        ),
-        "language": "en",
-        "emotion": "Excited",
-    },
-    {
-        "phone_number": "+34612345678",
-        "name": "Carlos García",
-        "dynamic_instruction": "Eres un asistente de ventas. Ayuda al cliente con su pedido.",
-        "language": "es",
-        "emotion": "Calm",
-    },
-    {
-        "phone_number": "+441234567890",
-        "name": "Emma Watson",
-        "dynamic_instruction": "You are a customer support agent helping with a technical issue.",
-        "language": "en",
-        "emotion": "Serious",
-    },
-]
 
 
 def sandbox_requests(client: Client, method: str) -> list[dict[str, Any]]:

@@ -7,8 +7,7 @@ no room, no STT/TTS, no network (sockets are refused for the whole test).
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import Any, Never, NoReturn
+from typing import Any, Never
 
 import pytest
 from livekit.agents import AgentSession, RunResult
@@ -37,14 +36,7 @@ from common.settings import Settings
 Reply = tuple[str, list[FunctionToolCall]]
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 class ScriptedLLM(LLM[Never]):  # no events beyond the base LLM's

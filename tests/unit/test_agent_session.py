@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any, NoReturn, get_args
+from typing import get_args
 
 import pytest
 from livekit.plugins import cartesia, deepgram, openai
@@ -54,19 +54,6 @@ SEED_EXAMPLES = [
         "Serious",
     ),
 ]
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to resolve or connect fails the test: construction must stay offline."""
-
-    def refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
 @pytest.mark.usefixtures("no_network")

@@ -18,39 +18,7 @@ from common.call_request import (
     parse_outbound_call,
 )
 from common.masking import mask_phone
-
-# The seed's three examples, verbatim, and its integration test's body (no dynamic_instruction).
-SEED_EXAMPLES: list[dict[str, str]] = [
-    {
-        "phone_number": "+1234567890",
-        "name": "Alice Smith",
-        "dynamic_instruction": (
-            "You are a cricket coach. Help the caller improve their batting technique."
-        ),
-        "language": "en",
-        "emotion": "Excited",
-    },
-    {
-        "phone_number": "+34612345678",
-        "name": "Carlos García",
-        "dynamic_instruction": "Eres un asistente de ventas. Ayuda al cliente con su pedido.",
-        "language": "es",
-        "emotion": "Calm",
-    },
-    {
-        "phone_number": "+441234567890",
-        "name": "Emma Watson",
-        "dynamic_instruction": "You are a customer support agent helping with a technical issue.",
-        "language": "en",
-        "emotion": "Serious",
-    },
-]
-SEED_TEST_BODY = {
-    "phone_number": "+1234567890",
-    "name": "Test User",
-    "language": "en",
-    "emotion": "Calm",
-}
+from tests.helpers import SEED_EXAMPLES, SEED_TEST_BODY
 
 
 def errors_of(body: object, allowed: tuple[str, ...] = ()) -> dict[str, str]:

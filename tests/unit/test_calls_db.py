@@ -20,17 +20,7 @@ from common.calls_db import (
     TimelineEntry,
 )
 from common.outcomes import CallState, Change, Signal, Status, next_state
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.helpers import FakeClock
 
 
 @pytest.fixture

@@ -5,22 +5,12 @@ from __future__ import annotations
 import pytest
 
 from common.ratelimit import WINDOW_S, RateLimiter
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.helpers import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def place(limiter: RateLimiter, client: str) -> bool:

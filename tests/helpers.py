@@ -1,0 +1,49 @@
+"""Test data and doubles shared across the suite."""
+
+from __future__ import annotations
+
+# The seed's three examples, verbatim, and its integration test's body (no dynamic_instruction).
+SEED_EXAMPLES: list[dict[str, str]] = [
+    {
+        "phone_number": "+1234567890",
+        "name": "Alice Smith",
+        "dynamic_instruction": (
+            "You are a cricket coach. Help the caller improve their batting technique."
+        ),
+        "language": "en",
+        "emotion": "Excited",
+    },
+    {
+        "phone_number": "+34612345678",
+        "name": "Carlos García",
+        "dynamic_instruction": "Eres un asistente de ventas. Ayuda al cliente con su pedido.",
+        "language": "es",
+        "emotion": "Calm",
+    },
+    {
+        "phone_number": "+441234567890",
+        "name": "Emma Watson",
+        "dynamic_instruction": "You are a customer support agent helping with a technical issue.",
+        "language": "en",
+        "emotion": "Serious",
+    },
+]
+SEED_TEST_BODY = {
+    "phone_number": "+1234567890",
+    "name": "Test User",
+    "language": "en",
+    "emotion": "Calm",
+}
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
