@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,39 @@ async def test_hangup_cancels_a_live_call(start_app: AppFactory, tmp_path: Path)
     assert (await client.post(f"/calls/{call_id}/hangup")).status == 409
     assert (await client.post("/calls/call-000000000000/hangup")).status == 404
     assert call_id not in json.loads((tmp_path / "config.json").read_text())["calls"]
+
+
+async def test_reaper_settles_calls_without_a_final_event(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from handlers.context import CALLS
+
+    client = await start_app(sandbox_time_scale=100.0)  # the call stays live
+    call_id = await place(client, "+1234567890")
+    service = client.app[CALLS]
+    assert await service.reap() == 0  # nothing is stale yet
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + service.stale_after_s + 1
+    with caplog.at_level(logging.INFO, logger="common.call_flow"):
+        assert await service.reap() == 1
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert (call["status"], call["reason"]) == ("failed", "no final event")
+    assert call["timeline"][-1]["event"] == "reaped"
+    assert call_id not in json.loads((tmp_path / "config.json").read_text())["calls"]
+    (line,) = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
+    assert line.startswith(f"call {call_id} +1•••••7890 dialing -> failed (")
+    assert "+1234567890" not in caplog.text
+
+
+async def test_each_status_change_logs_one_masked_line(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start_app(sandbox_time_scale=0.01)
+    with caplog.at_level(logging.INFO, logger="common.call_flow"):
+        call_id = await place(client, "+14155550486")
+        call = await wait_final(client, call_id)
+    assert call["status"] == "busy"
+    changes = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
+    assert len(changes) == 1
+    assert changes[0].startswith(f"call {call_id} +1••••••0486 dialing -> busy (")
+    assert changes[0].endswith("[SIP 486]")
