@@ -22,11 +22,17 @@ from common.metrics import Metrics
 from common.ratelimit import RateLimiter
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.update_config import configure_store
-from handlers import calls, health, webhooks
+from handlers import access_log, calls, health, openapi, webhooks
 from handlers.context import CALLS, DB, LIMITER, LIVEKIT_URL, METRICS, SETTINGS, STORE, json_error
 from sandbox import Sandbox
 
 logger = logging.getLogger("server")
+
+# On SIGTERM the server stops listening, then waits this long for requests in flight. A call
+# being placed may wait on LiveKit twice (dispatch, then SIP), each up to REQUEST_TIMEOUT_S.
+# (aiohttp ignores bytes arriving after the signal, so a request still uploading its body when
+# it comes is cancelled once this runs out; it never reached our handler's side effects.)
+SHUTDOWN_TIMEOUT_S = 2 * REQUEST_TIMEOUT_S + 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SANDBOX = web.AppKey("sandbox", Sandbox)
@@ -110,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[errors_as_json, count_requests, calls.require_token],
         client_max_size=webhooks.MAX_WEBHOOK_BYTES,
     )
+    access_log.install()
     app[SETTINGS] = settings
     app[STORE] = configure_store(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
     app[METRICS] = Metrics()
@@ -118,6 +125,7 @@ def create_app(settings: Settings) -> web.Application:
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)
+    openapi.setup(app)
     return app
 
 
@@ -148,7 +156,13 @@ def main() -> None:
         settings.port,
         settings.webhook_path,
     )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
 
 
 if __name__ == "__main__":

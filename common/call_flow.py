@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import aiofiles.os
 from livekit import api
 from livekit.protocol import webhook
 
@@ -35,7 +36,7 @@ from common.outcomes import (
     signal_from_event,
 )
 from common.settings import Settings
-from common.update_config import ConfigStore
+from common.update_config import ConfigStore, ConfigWriteError, UnknownCallError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,10 @@ class CallService:
         """Write the config durably, record the call, dispatch the agent, dial.
 
         Raises TooManyLiveCalls, ConfigWriteError or DatabaseError (nothing placed), or
-        LiveKitError (the call is recorded as failed and its config record removed).
+        LiveKitError (the call is recorded as failed and its config record removed). Once
+        LiveKit has accepted the call it is never reported as failed: a database error after
+        that point is logged and the call answered as dialing, so no client retries a call
+        that is already ringing.
         """
         async with self._admission:  # live calls + admitted calls not yet in the database
             if await self.db.count_live() + self._admitted >= self.settings.calls_max_active:
@@ -109,36 +113,75 @@ class CallService:
         except LiveKitError as exc:
             self.metrics.calls_placed.labels(result="failed").inc()
             logger.error("call %s could not be placed: %s", call_id, exc.reason)
-            await self._settle(
-                call_id,
-                "placement_failed",
-                _fixed(Change(Status.FAILED, exc.reason)),
-                detail={"reason": exc.reason, "sip_status": exc.sip_status},
-            )
+            try:
+                await self._settle(
+                    call_id,
+                    "placement_failed",
+                    _fixed(Change(Status.FAILED, exc.reason)),
+                    detail={"reason": exc.reason, "sip_status": exc.sip_status},
+                )
+            except DatabaseError as db_exc:  # the reaper settles the row once the db is back
+                logger.error("call %s: could not record the failure: %s", call_id, db_exc)
             await self._forget_config(call_id)
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
-        applied = await self.db.apply(
-            call_id,
-            "dialed",
-            lambda _state: None,
-            detail={"dispatch_id": placed.dispatch_id, "participant_id": placed.participant_id},
-        )
+        try:
+            applied = await self.db.apply(
+                call_id,
+                "dialed",
+                lambda _state: None,
+                detail={
+                    "dispatch_id": placed.dispatch_id,
+                    "participant_id": placed.participant_id,
+                },
+            )
+        except DatabaseError as exc:
+            logger.error(
+                "call %s is dialing but its dial details were not recorded: %s", call_id, exc
+            )
+            return self._dialing_record(call_id, call)
         if applied.after is None:  # the row was inserted above; only a lost database gets here
-            raise DatabaseError(f"call {call_id} vanished from the calls database")
+            logger.error("call %s is dialing but vanished from the calls database", call_id)
+            return self._dialing_record(call_id, call)
         return applied.after
+
+    def _dialing_record(self, call_id: str, call: OutboundCall) -> CallRecord:
+        """What we know of a call LiveKit is dialing when the database cannot tell us more."""
+        now = self.clock()
+        return CallRecord(
+            call_id=call_id,
+            phone_number=call.phone_number,
+            caller_name=call.name,
+            language=call.language,
+            emotion=call.emotion,
+            status=Status.DIALING,
+            outcome=None,
+            reason=None,
+            answered=False,
+            hangup_requested=False,
+            created_at=now,
+            answered_at=None,
+            ended_at=None,
+            updated_at=now,
+        )
 
     async def _record_call(self, call: OutboundCall) -> tuple[str, dict[str, Any]]:
         call_id = new_call_id()
         started = time.perf_counter()
-        record = await self.store.update_async(
-            call.name,
-            call.dynamic_instruction,
-            call.language,
-            call.emotion,
-            call.additional_params or None,
-            call_id=call_id,
-        )
+        try:
+            record = await self.store.update_async(
+                call.name,
+                call.dynamic_instruction,
+                call.language,
+                call.emotion,
+                call.additional_params or None,
+                call_id=call_id,
+            )
+        except ConfigWriteError:
+            # A write that failed after its file replaced config.json (fsync of the
+            # directory) left this refused call's record in it: take it out again.
+            await self._forget_config_if_present(call_id)
+            raise
         self.metrics.config_write_seconds.observe(time.perf_counter() - started)
         try:
             await self.db.insert_call(
@@ -198,6 +241,17 @@ class CallService:
                 f" [{applied.change.reason}]" if applied.change.reason else "",
             )
         return applied
+
+    async def _forget_config_if_present(self, call_id: str) -> None:
+        if not await aiofiles.os.path.exists(self.store.path):  # loading would create it
+            return
+        try:
+            await self.store.load_async(call_id=call_id)
+        except UnknownCallError:
+            return
+        except OSError:  # cannot tell: try the removal, which logs its own failure
+            pass
+        await self._forget_config(call_id)
 
     async def _forget_config(self, call_id: str) -> None:
         """Remove a call's config record; a failure here is logged, never fatal."""

@@ -4,10 +4,14 @@ A call is an explicit agent dispatch into a room named after the call id, then a
 participant in that room. The dispatch never restarts its job (a crashed agent must not cause
 a second call) and the client never retries a request (a retried CreateSIPParticipant would
 ring the callee twice), so LiveKitAPI is built with `failover=False`.
+
+Every request is bounded by REQUEST_TIMEOUT_S here: livekit-api passes `timeout=None` to
+aiohttp for the methods without a timeout argument, which switches the session's timeout off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -18,7 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from livekit import api
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
-from common.masking import mask_phone
+from common.masking import mask_digits, mask_phone
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,13 +86,15 @@ def dispatch_metadata(call_id: str, phone_number: str, record: dict[str, Any]) -
 
 def _translate(exc: BaseException, action: str) -> LiveKitError:
     if isinstance(exc, api.SipCallError) and exc.sip_status_code is not None:
-        reason = f"{action}: SIP {exc.sip_status_code} {exc.sip_status or ''}".strip()
+        status = mask_digits(exc.sip_status or "")
+        reason = f"{action}: SIP {exc.sip_status_code} {status}".strip()
         return LiveKitRefused(reason, sip_status=exc.sip_status_code)
     if isinstance(exc, api.ServerError):
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
-        return cls(f"{action}: LiveKit answered {exc.status} {exc.code}: {exc.message}")
+        message = mask_digits(f"{exc.code}: {exc.message}")
+        return cls(f"{action}: LiveKit answered {exc.status} {message}")
     if isinstance(exc, TimeoutError):
-        return LiveKitTimeout(f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:.0f} s")
+        return LiveKitTimeout(f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s")
     return LiveKitUnavailable(f"{action}: LiveKit unreachable ({type(exc).__name__})")
 
 
@@ -103,14 +109,15 @@ async def place_call(
     """Dispatch the agent to room `call_id`, then dial `phone_number` into it."""
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     try:
-        dispatch = await lkapi.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(
-                agent_name=settings.agent_name,
-                room=call_id,
-                metadata=dispatch_metadata(call_id, phone_number, record),
-                restart_policy=JRP_NEVER,
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            dispatch = await lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(
+                    agent_name=settings.agent_name,
+                    room=call_id,
+                    metadata=dispatch_metadata(call_id, phone_number, record),
+                    restart_policy=JRP_NEVER,
+                )
             )
-        )
     except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
         raise _translate(exc, "agent dispatch") from exc
     try:
@@ -142,7 +149,8 @@ async def place_call(
 async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
     """Delete the call's room (hangs up every participant); False if it no longer exists."""
     try:
-        await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
     except api.ServerError as exc:
         if exc.code == "not_found" or exc.status == 404:
             return False
@@ -155,6 +163,7 @@ async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
 async def check_reachable(lkapi: api.LiveKitAPI) -> None:
     """A cheap authenticated round trip for readiness; raises LiveKitError when it fails."""
     try:
-        await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
     except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
         raise _translate(exc, "readiness probe") from exc

@@ -122,6 +122,8 @@ async def _outbound_call(request: web.Request) -> web.Response:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return json_error(400, f"request body is not valid JSON: {exc}")
+    except RecursionError:  # e.g. 30,000 nested "[" fit in 64 KiB
+        return json_error(400, "request body is not valid JSON: nested too deeply")
     try:
         call = parse_outbound_call(body, settings.calls_allowed_countries)
     except InvalidCall as exc:

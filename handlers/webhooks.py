@@ -19,6 +19,7 @@ from livekit.api import TokenVerifier
 from livekit.protocol.webhook import WebhookEvent
 
 from common.calls_db import DatabaseError
+from common.masking import mask_digits
 from handlers.context import CALLS, METRICS, SETTINGS, BodyTooLarge, json_error, read_body
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         event = Parse(body.decode("utf-8"), WebhookEvent(), ignore_unknown_fields=True)
     except (ParseError, UnicodeDecodeError, ValueError) as exc:
         metrics.webhooks.labels(result="malformed").inc()
-        logger.warning("signed webhook is not a LiveKit event: %s", str(exc)[:200])
+        # Parse errors quote the body's values, which may be phone numbers (sip.phoneNumber).
+        logger.warning("signed webhook is not a LiveKit event: %s", mask_digits(str(exc)[:200]))
         return json_error(400, "webhook body is not a LiveKit event")
     try:
         applied = await request.app[CALLS].handle_event(event)

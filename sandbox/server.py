@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from livekit.api.access_token import TokenVerifier
 
+from common.masking import mask_digits
 from sandbox import twirp
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.services import REQUEST_ID_HEADER, CallContext, LiveKitServices, Route
@@ -58,6 +60,28 @@ class RecordedRequest:
         return self.authorized
 
 
+@dataclass
+class Fault:
+    """A fault the sandbox plays on requests to one method, for tests of our error handling.
+
+    The request is authenticated, routed and decoded as usual, then the sandbox waits
+    ``delay_s`` (a slow LiveKit: the method still runs afterwards, as a real server finishes a
+    request whose client gave up) and, with ``error``, answers that Twirp error instead of
+    running the method. ``times`` limits how many requests it applies to (None: all), and
+    ``when`` picks them by their decoded body (proto field names), e.g. by ``sip_call_to``.
+    """
+
+    delay_s: float = 0.0
+    error: TwirpError | None = None
+    times: int | None = None
+    when: Callable[[dict[str, Any]], bool] | None = None
+    applied: int = field(default=0, init=False)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.applied >= self.times
+
+
 class Sandbox:
     """A LiveKit stand-in on ``host:port`` (port 0 picks a free one)."""
 
@@ -77,6 +101,7 @@ class Sandbox:
         self.port = port
         self.time_scale = time_scale
         self.requests: list[RecordedRequest] = []
+        self.faults: dict[str, Fault] = {}  # by method name, e.g. "CreateSIPParticipant"
         self._verifier = TokenVerifier(api_key, api_secret)
         self._webhooks = WebhookSender(
             url=webhook_url, api_key=api_key, api_secret=api_secret, time_scale=time_scale
@@ -104,6 +129,46 @@ class Sandbox:
     @webhook_url.setter
     def webhook_url(self, url: str | None) -> None:
         self._webhooks.url = url
+
+    @property
+    def webhooks_delivered(self) -> int:
+        """Webhook posts our server answered (any status below 500 but 429)."""
+        return self._webhooks.delivered
+
+    @property
+    def webhooks_refused(self) -> int:
+        """Webhook posts answered with a 4xx (counted in ``webhooks_delivered`` too)."""
+        return self._webhooks.refused
+
+    @property
+    def webhooks_dropped(self) -> int:
+        """Webhooks given up after every retry failed."""
+        return self._webhooks.dropped
+
+    def inject(
+        self,
+        method: str,
+        *,
+        delay_s: float = 0.0,
+        error: TwirpError | None = None,
+        times: int | None = None,
+        when: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> Fault:
+        """Play a :class:`Fault` on requests to ``method`` (e.g. ``"CreateDispatch"``)."""
+        fault = Fault(delay_s=delay_s, error=error, times=times, when=when)
+        self.faults[method] = fault
+        return fault
+
+    async def _play_fault(self, method: str, body: dict[str, Any]) -> None:
+        fault = self.faults.get(method)
+        if fault is None or fault.exhausted or (fault.when is not None and not fault.when(body)):
+            return
+        fault.applied += 1
+        if fault.delay_s > 0:
+            await asyncio.sleep(fault.delay_s)
+        if fault.error is not None:
+            error = fault.error
+            raise TwirpError(error.code, error.msg, error.meta)
 
     @property
     def rooms(self) -> dict[str, SandboxRoom]:
@@ -180,6 +245,7 @@ class Sandbox:
             message = route.request_type()
             twirp.decode_body(await request.read(), encoding, message)
             body = MessageToDict(message, preserving_proto_field_name=True)
+            await self._play_fault(method, body)
             reply = await route.handler(ctx, message)
             response = twirp.encode_response(reply, encoding)
         except TwirpError as exc:
@@ -210,6 +276,6 @@ class Sandbox:
                 method,
                 response.status,
                 error.code,
-                error.msg,
+                mask_digits(error.msg),
             )
         return response

@@ -74,6 +74,7 @@ class WebhookSender:
         self._queues: dict[str, _RoomQueue] = {}
         self._session: aiohttp.ClientSession | None = None
         self.delivered = 0
+        self.refused = 0
         self.dropped = 0
 
     async def start(self) -> None:
@@ -141,6 +142,7 @@ class WebhookSender:
             else:
                 if status < 500 and status != 429:
                     if status >= 400:
+                        self.refused += 1
                         logger.warning(
                             "sandbox webhook %s %s refused with HTTP %d; not retried",
                             event.event,

@@ -1,0 +1,148 @@
+"""LiveKit (the sandbox) down, slow or answering errors: the client gets a clear 502/503/504
+JSON error, the call's row is `failed` with the reason, its config record is gone, and nothing
+is dialled twice (no retry by us or by livekit-api)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+import server
+from common import livekit_calls
+from sandbox import TwirpError
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.reliability.conftest import Figures
+
+Client = TestClient[Any, Any]
+CALL = {"phone_number": "+14155550177", "name": "Lk Fault", "language": "en", "emotion": "Calm"}
+TIMEOUT_S = 0.5
+SLOW_S = 1.5  # longer than TIMEOUT_S: the sandbox still finishes the request afterwards
+
+# (method, fault, expected HTTP status, words the call's reason must contain)
+FAULTS: dict[str, tuple[str, dict[str, Any], int, str]] = {
+    "dispatch internal error": (
+        "CreateDispatch",
+        {"error": TwirpError("internal", "dispatcher crashed")},
+        503,
+        "agent dispatch: LiveKit answered 500 internal",
+    ),
+    "dispatch permission denied": (
+        "CreateDispatch",
+        {"error": TwirpError("permission_denied", "no agent grant")},
+        502,
+        "agent dispatch: LiveKit answered 403 permission_denied",
+    ),
+    "sip unavailable": (
+        "CreateSIPParticipant",
+        {"error": TwirpError("unavailable", "sip service is restarting")},
+        503,
+        "SIP dial: LiveKit answered 503 unavailable",
+    ),
+    "sip invalid argument": (
+        "CreateSIPParticipant",
+        {"error": TwirpError("invalid_argument", "trunk not found")},
+        502,
+        "SIP dial: LiveKit answered 400 invalid_argument",
+    ),
+    "sip call error 486": (
+        "CreateSIPParticipant",
+        {
+            "error": TwirpError(
+                "resource_exhausted",
+                "sip status 486: Busy Here",
+                {"sip_status_code": "486", "sip_status": "Busy Here"},
+            )
+        },
+        502,
+        "SIP dial: SIP 486 Busy Here",
+    ),
+    "dispatch slow": ("CreateDispatch", {"delay_s": SLOW_S}, 504, "agent dispatch: LiveKit did"),
+    "sip slow": ("CreateSIPParticipant", {"delay_s": SLOW_S}, 504, "SIP dial: LiveKit did not"),
+}
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's LiveKit timeouts (10 s) shortened, so a slow LiveKit takes a test 1 s."""
+    monkeypatch.setattr(livekit_calls, "REQUEST_TIMEOUT_S", TIMEOUT_S)
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT_S", TIMEOUT_S)
+
+
+def _count(client: Client, method: str) -> int:
+    return sum(r.method == method for r in client.app[SANDBOX].requests)
+
+
+async def _only_call(client: Client) -> dict[str, Any]:
+    (summary,) = (await (await client.get("/calls")).json())["calls"]
+    call: dict[str, Any] = await (await client.get(f"/calls/{summary['call_id']}")).json()
+    return call
+
+
+def _config_calls(tmp_path: Path) -> dict[str, Any]:
+    calls: dict[str, Any] = json.loads((tmp_path / "config.json").read_text())["calls"]
+    return calls
+
+
+async def _refused(client: Client, status: int) -> dict[str, Any]:
+    resp = await client.post("/calls/outbound", json=CALL)
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    answer: dict[str, Any] = await resp.json()
+    assert answer["status"] == "error"
+    assert answer["error"].startswith("LiveKit did not place the call: ")
+    return answer
+
+
+@pytest.mark.usefixtures("short_timeouts")
+@pytest.mark.parametrize("fault", list(FAULTS), ids=list(FAULTS))
+async def test_livekit_fault(
+    start_app: AppFactory, tmp_path: Path, fault: str, figures: Figures
+) -> None:
+    method, spec, status, reason = FAULTS[fault]
+    client = await start_app(sandbox_time_scale=0.01)
+    sandbox = client.app[SANDBOX]
+    sandbox.inject(method, **spec)
+    answer = await _refused(client, status)
+    call = await _only_call(client)
+    assert call["status"] == "failed" and call["outcome"] == "failed"
+    assert call["reason"].startswith(reason)
+    assert answer["error"].endswith(call["reason"])
+    assert _config_calls(tmp_path) == {}
+    # A slow LiveKit still finishes what it was asked; whatever it then reports, the call
+    # stays failed and nothing is sent again.
+    async with asyncio.timeout(SLOW_S + 5):
+        while not any(r.method == method for r in sandbox.requests):
+            await asyncio.sleep(0.02)
+    await sandbox.wait_idle(5)
+    assert _count(client, "CreateDispatch") == 1
+    assert _count(client, "CreateSIPParticipant") == (0 if method == "CreateDispatch" else 1)
+    call_after = await _only_call(client)
+    assert call_after["status"] == "failed" and call_after["reason"] == call["reason"]
+    assert _config_calls(tmp_path) == {}
+
+    sandbox.faults.clear()  # LiveKit is back: the same app places calls again
+    assert (await client.post("/calls/outbound", json=CALL)).status == 200
+    figures.add(f"{status} '{answer['error']}'")
+
+
+async def test_livekit_down(start_app: AppFactory, tmp_path: Path, figures: Figures) -> None:
+    client = await start_app()
+    sandbox = client.app[SANDBOX]
+    await sandbox.stop()
+    answer = await _refused(client, 503)
+    call = await _only_call(client)
+    assert call["status"] == "failed"
+    assert call["reason"].startswith("agent dispatch: LiveKit unreachable")
+    assert _config_calls(tmp_path) == {}
+    assert sandbox.requests == []  # nothing reached LiveKit, nothing was retried
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["details"][0]["component"] == "livekit"
+    assert (await client.get("/calls")).status == 200  # the rest of the API keeps serving
+    figures.add(f"503 '{answer['error']}'; /readyz 503 names livekit")

@@ -1,0 +1,96 @@
+"""Load: 500 calls (RELIABILITY_SCALE=1) through the sandbox from 50 concurrent clients, every
+outcome in the mix, all their webhooks delivered. Every call reaches the outcome its test number
+stands for, config.json ends with no live record, the calls table holds every call, and nothing
+is logged at ERROR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from sandbox import scenario_for_number
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.reliability.conftest import Figures, LogGuard, scaled
+
+CLIENTS = 50
+# Endings of the sandbox's test numbers: completed (twice as often), busy, no answer, trunk
+# failure, voicemail, and a callee hanging up after 2 s.
+ENDINGS = ["0123", "4567", "0486", "0480", "0503", "0999", "7702"]
+EVENTS_PER_CALL = 6  # room_started, participant_joined, track_(un)published, left, finished
+
+
+def number_for(i: int) -> str:
+    return f"+1415{200 + i % 700:03d}{ENDINGS[i % len(ENDINGS)]}"
+
+
+async def test_500_calls_from_50_clients(
+    start_app: AppFactory, tmp_path: Path, log_guard: LogGuard, figures: Figures
+) -> None:
+    calls = scaled(500, minimum=len(ENDINGS))
+    client = await start_app(
+        sandbox_time_scale=0.01,
+        calls_rate_limit_per_min=1_000_000,
+        calls_max_active=calls,
+        call_ringing_timeout_s=10,
+    )
+    sandbox = client.app[SANDBOX]
+    url = str(client.make_url("/calls/outbound"))
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(calls):
+        queue.put_nowait(i)
+    placed: dict[str, str] = {}
+    statuses: Counter[int] = Counter()
+
+    async def caller() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            while not queue.empty():
+                i = queue.get_nowait()
+                body = {"phone_number": number_for(i), "name": f"Load {i}", "language": "en"}
+                async with session.post(url, json=body) as resp:
+                    statuses[resp.status] += 1
+                    if resp.status == 200:
+                        placed[(await resp.json())["call_id"]] = body["phone_number"]
+
+    started = time.monotonic()
+    await asyncio.gather(*(caller() for _ in range(CLIENTS)))
+    placing_s = time.monotonic() - started
+    assert statuses == {200: calls}
+    await sandbox.wait_idle(120)  # every simulation over, every webhook delivered
+    total_s = time.monotonic() - started
+
+    assert sandbox.webhooks_dropped == 0 and sandbox.webhooks_refused == 0
+    assert sandbox.webhooks_delivered == EVENTS_PER_CALL * calls
+    rows: list[dict[str, Any]] = []
+    before: float | None = None
+    while True:  # page through GET /calls like a client would
+        query = f"/calls?limit=500{'' if before is None else f'&before={before}'}"
+        page = await (await client.get(query)).json()
+        rows += page["calls"]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert len(rows) == calls and {r["call_id"] for r in rows} == set(placed)
+    wrong = [
+        (r["status"], scenario_for_number(placed[r["call_id"]]).outcome)
+        for r in rows
+        if r["status"] != scenario_for_number(placed[r["call_id"]]).outcome
+    ]
+    assert wrong == []
+    assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
+    assert log_guard.at_least(logging.ERROR) == []
+    outcomes = Counter(r["status"] for r in rows)
+    figures.add(
+        f"{calls} calls from {CLIENTS} clients: {calls}/{calls} answered 200 "
+        f"({calls / placing_s:.0f} calls/s), {sandbox.webhooks_delivered} webhooks delivered "
+        f"(0 dropped, 0 refused), {len(rows)} rows, outcomes "
+        + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items()))
+        + f" (all as expected), 0 live config records, 0 error logs; {total_s:.1f} s"
+    )

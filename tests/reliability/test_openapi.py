@@ -1,0 +1,126 @@
+"""The OpenAPI document at /openapi.json, and schemathesis driving the live app from it: every
+operation, positive and negative data, checked for server errors and for answers that the
+document does not describe (status codes, content types, headers, response bodies)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import schemathesis
+from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from schemathesis import APIOperation, BaseSchema, Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.reliability.conftest import Figures, scaled
+from tests.reliability.fuzz import fuzz_settings
+
+Client = TestClient[Any, Any]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def _operations(schema: BaseSchema) -> list[APIOperation[Any, Any, Any, Any]]:
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # every operation of the document loads
+        operations.append(result.ok())
+    return operations
+
+
+async def _live_app(start_app: AppFactory) -> Client:
+    client = await start_app(
+        sandbox_time_scale=0.01,
+        calls_rate_limit_per_min=1_000_000,
+        calls_max_active=1_000_000,
+    )
+    return client
+
+
+async def test_openapi_document_describes_every_route(start_app: AppFactory) -> None:
+    client = await _live_app(start_app)
+    resp = await client.get("/openapi.json")
+    assert resp.status == 200 and resp.content_type == "application/json"
+    spec = await resp.json()
+    assert spec["openapi"].startswith("3.1")
+    routes = {
+        (route.resource.canonical, route.method.lower())
+        for route in client.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert documented == routes
+    schema = schemathesis.openapi.from_dict(spec)  # a document schemathesis can load
+    assert len(_operations(schema)) == len(routes)
+
+
+@pytest.mark.parametrize("token", [None, "openapi-test-token-0123456789"], ids=["open", "token"])
+async def test_schemathesis_finds_no_server_error(
+    start_app: AppFactory, token: str | None, figures: Figures
+) -> None:
+    client = (
+        await _live_app(start_app)
+        if token is None
+        else await start_app(calls_api_token=token, calls_rate_limit_per_min=1_000_000)
+    )
+    spec = await (await client.get("/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    base_url = str(client.make_url("")).rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    operations = _operations(schema)
+    per_operation = scaled(40 if token is None else 10, minimum=5)
+    per_outbound = scaled(150 if token is None else 10, minimum=5)  # the endpoint that matters
+    seen: dict[str, dict[int, int]] = {}
+
+    def run(operation: APIOperation[Any, Any, Any, Any]) -> None:
+        label = f"{operation.method.upper()} {operation.path}"
+        statuses = seen.setdefault(label, {})
+        cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(
+            GenerationMode.NEGATIVE
+        )
+
+        @fuzz_settings(per_outbound if operation.path == "/calls/outbound" else per_operation)
+        @given(case=cases, authorized=st.booleans())
+        def check(case: Case[Any], authorized: bool) -> None:
+            response = case.call(
+                base_url=base_url, headers=headers if authorized else None, timeout=30
+            )
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            case.validate_response(response, checks=CHECKS)
+
+        check()
+
+    started = time.monotonic()
+    for operation in operations:
+        await asyncio.to_thread(run, operation)
+    await client.app[SANDBOX].wait_idle(10)
+    tried = sum(sum(s.values()) for s in seen.values())
+    server_errors = sum(n for s in seen.values() for code, n in s.items() if code >= 500)
+    assert server_errors == 0
+    codes: dict[int, int] = {}
+    for statuses in seen.values():
+        for code, n in statuses.items():
+            codes[code] = codes.get(code, 0) + n
+    figures.add(
+        f"{tried} requests over {len(operations)} operations "
+        f"({', '.join(f'{n} x {c}' for c, n in sorted(codes.items()))}); 0 server errors, "
+        f"0 non-conforming answers; {time.monotonic() - started:.1f} s"
+    )

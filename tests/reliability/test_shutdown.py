@@ -1,0 +1,211 @@
+"""Graceful shutdown of the real server process (`server.main()`) on SIGTERM: the request in
+flight finishes, new connections are refused, the reaper and the sandbox's call simulations
+stop, the database closes cleanly, and a second start reads everything back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.reliability.conftest import Figures, LogGuard
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "shutdown-test-token-0123456789"
+SECRET = "shutdown-test-livekit-secret-0123456789abcdef"
+NUMBERS = ["+14155550101", "+14155550480", "+14155557730", "+34612345678", "+441234567890"]
+IN_FLIGHT_NUMBER = "+14155550102"
+SLOW_DIAL_S = 1.5
+FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
+
+# `python server.py`, except that the embedded sandbox dials IN_FLIGHT_NUMBER slowly: a call to
+# it is a request in flight for SLOW_DIAL_S, waiting on LiveKit, when the signal comes.
+LAUNCHER = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import server
+from sandbox import Sandbox
+start = Sandbox.start
+async def slow_start(self):
+    await start(self)
+    self.inject("CreateSIPParticipant", delay_s={SLOW_DIAL_S},
+                when=lambda body: body.get("sip_call_to") == {IN_FLIGHT_NUMBER!r})
+Sandbox.start = slow_start
+server.main()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """`python server.py` on a free loopback port, its stderr (the logs) kept in a file."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        self.port = _free_port()
+        self.log_path = tmp_path / f"{name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))} | {
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "CONFIG_PATH": str(tmp_path / "config.json"),
+            "CALLS_DB_PATH": str(tmp_path / "calls.db"),
+            "CALLS_API_TOKEN": TOKEN,
+            "LIVEKIT_API_SECRET": SECRET,
+            "SANDBOX_PORT": "0",
+            "SANDBOX_TIME_SCALE": "1",  # calls last 13 to 33 s: all live at shutdown
+            "REAPER_INTERVAL_S": "0.05",  # the reaper is busy when the signal comes
+            "LOG_LEVEL": "INFO",
+        }
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # cwd: a directory with no .env, so only this environment configures the server.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER],
+            cwd=tmp_path,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self.proc.poll() is None, self.logs()
+                try:
+                    async with session.get(f"{self.url}/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def _place(
+    session: aiohttp.ClientSession, url: str, number: str, name: str = "Shutdown Test"
+) -> str:
+    body = {"phone_number": number, "name": name, "language": "en"}
+    async with session.post(f"{url}/calls/outbound", json=body, headers=HEADERS) as resp:
+        assert resp.status == 200, await resp.text()
+        call_id: str = (await resp.json())["call_id"]
+        return call_id
+
+
+async def _refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
+def _check_clean_logs(logs: str) -> None:
+    for bad in ("Traceback", "Task was destroyed", "Unclosed", "ERROR", "never retrieved"):
+        assert bad not in logs, f"{bad!r} in the server's logs:\n{logs[-3000:]}"
+
+
+async def test_sigterm_graceful_shutdown_and_restart(
+    tmp_path: Path, servers: list[ServerProcess], log_guard: LogGuard, figures: Figures
+) -> None:
+    log_guard.hide(TOKEN, SECRET)
+    log_guard.hide_numbers(*NUMBERS, IN_FLIGHT_NUMBER)
+    first = ServerProcess(tmp_path, "first")
+    servers.append(first)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await first.wait_ready(session)
+        placed = [await _place(session, first.url, number) for number in NUMBERS]
+        await asyncio.sleep(1.2)  # the sandbox has posted room/participant webhooks by now
+        async with session.get(f"{first.url}/calls/{placed[0]}", headers=HEADERS) as resp:
+            before = await resp.json()
+        assert before["status"] in ("dialing", "ringing")  # live: its simulation is running
+
+        sent = time.monotonic()
+        request = asyncio.create_task(_place(session, first.url, IN_FLIGHT_NUMBER, "In Flight"))
+        await asyncio.sleep(0.5)  # its config is written and LiveKit is slowly dialing it
+        assert not request.done()
+        signalled = time.monotonic()
+        first.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            while not await _refuses_connections(first.port):
+                await asyncio.sleep(0.02)
+        refused_after = time.monotonic() - signalled
+        in_flight = await request  # answered 200 after the signal, once LiveKit answered
+        assert time.monotonic() - sent >= SLOW_DIAL_S
+
+        assert first.proc.wait(timeout=20) == 0
+        stopped_in = time.monotonic() - signalled
+        logs = first.logs()
+        log_guard.scan(logs)
+        _check_clean_logs(logs)
+        assert "sandbox on port" in logs and "stopped" in logs  # its simulations were ended
+        # Every call was live: had the simulations or the reaper kept running, the process
+        # would not have exited before the calls ended (13 s and more).
+        assert stopped_in < 10
+        # A clean close checkpoints the WAL and removes it; the file is consistent.
+        assert not (tmp_path / "calls.db-wal").exists()
+        with sqlite3.connect(tmp_path / "calls.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+        second = ServerProcess(tmp_path, "second")
+        servers.append(second)
+        await second.wait_ready(session)
+        async with session.get(f"{second.url}/calls?limit=500", headers=HEADERS) as resp:
+            listed = (await resp.json())["calls"]
+        assert sorted(c["call_id"] for c in listed) == sorted([*placed, in_flight])
+        async with session.get(f"{second.url}/calls/{placed[0]}", headers=HEADERS) as resp:
+            after = await resp.json()
+        assert after["timeline"][: len(before["timeline"])] == before["timeline"]
+        async with session.get(f"{second.url}/calls/{in_flight}", headers=HEADERS) as resp:
+            shown = await resp.json()
+        assert shown["status"] not in FINAL  # placed, not failed by the shutdown
+        assert {"created", "dialed"} <= {e["event"] for e in shown["timeline"]}
+        records = json.loads((tmp_path / "config.json").read_text())["calls"]
+        live = {c["call_id"] for c in listed if c["status"] not in FINAL}
+        assert set(records) == live  # each call still live has its config record
+        assert records[in_flight]["caller_name"] == "In Flight"
+
+        second.proc.send_signal(signal.SIGTERM)
+        assert second.proc.wait(timeout=20) == 0
+        log_guard.scan(second.logs())
+        _check_clean_logs(second.logs())
+    figures.add(
+        f"{len(placed)} live calls + 1 request in flight at SIGTERM: new connections refused "
+        f"after {refused_after:.2f} s, in-flight answered 200, exit 0 after {stopped_in:.1f} s, "
+        "WAL closed, restart read back "
+        f"{len(listed)}/{len(placed) + 1} calls and {len(records)} live config records"
+    )

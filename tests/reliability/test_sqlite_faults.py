@@ -1,0 +1,284 @@
+"""Calls-database faults: a locked database, a full disk, a statement failing half-way through a
+transaction, and the database failing around a LiveKit call. Each request answers 503 (or, once
+LiveKit has the call, the truth), nothing is half-written, and the server keeps serving."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from common.calls_db import CallsDB
+from handlers.context import DB
+from sandbox import TwirpError
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.integration.test_webhooks import event_json, sign
+from tests.reliability.conftest import Figures
+from tests.reliability.test_disk_faults import _fill, _tmpfs
+
+Client = TestClient[Any, Any]
+CALL = {"phone_number": "+14155550142", "name": "Db Fault", "language": "en", "emotion": "Calm"}
+DISK_FULL = "database or disk is full"
+
+
+class FailingConnection:
+    """Wraps the app's sqlite3 connection; statements `fails(sql, params)` picks raise `error`.
+
+    Transactions (BEGIN/COMMIT/ROLLBACK) pass through, so a failure in the middle of one shows
+    whether the store rolls everything back.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        fails: Callable[[str, tuple[Any, ...]], bool],
+        error: str = DISK_FULL,
+        times: int | None = None,
+    ) -> None:
+        self._conn = conn
+        self._fails = fails
+        self._error = error
+        self._times = times
+        self.failures = 0
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        more = self._times is None or self.failures < self._times
+        if more and self._fails(sql, tuple(params)):
+            self.failures += 1
+            raise sqlite3.OperationalError(self._error)
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _fail_on(
+    db: CallsDB, fails: Callable[[str, tuple[Any, ...]], bool], times: int | None = None
+) -> FailingConnection:
+    real = db.conn
+    failing = FailingConnection(real, fails, times=times)
+    db._conn = failing  # type: ignore[assignment]
+    return failing
+
+
+def _heal(db: CallsDB, failing: FailingConnection) -> None:
+    db._conn = failing._conn
+
+
+def event_kind(kind: str) -> Callable[[str, tuple[Any, ...]], bool]:
+    """The INSERT of a timeline event of this kind: the last statement of its transaction."""
+    return lambda sql, params: sql.startswith("INSERT INTO events") and params[2] == kind
+
+
+def _config_calls(path: Path) -> dict[str, Any]:
+    calls: dict[str, Any] = json.loads(path.read_text())["calls"]
+    return calls
+
+
+def _dials(client: Client) -> int:
+    return sum(r.method == "CreateSIPParticipant" for r in client.app[SANDBOX].requests)
+
+
+async def _place(client: Client, **changes: str) -> Any:
+    return await client.post("/calls/outbound", json=dict(CALL, **changes))
+
+
+async def _call(client: Client, call_id: str) -> dict[str, Any]:
+    call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+    return call
+
+
+async def _webhook(client: Client, body: bytes) -> int:
+    resp = await client.post(
+        "/webhooks/livekit",
+        data=body,
+        headers={"Authorization": sign(body), "Content-Type": "application/webhook+json"},
+    )
+    return resp.status
+
+
+async def _still_serving(client: Client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    resp = await _place(client, name="After")
+    assert resp.status == 200, await resp.text()
+
+
+async def _quiet_app(start_app: AppFactory, **overrides: Any) -> Client:
+    """The app with a sandbox that posts no webhooks: the test posts the ones it needs."""
+    client = await start_app(sandbox_time_scale=100.0, **overrides)
+    client.app[SANDBOX].webhook_url = None
+    return client
+
+
+async def test_database_locked_by_another_writer(
+    start_app: AppFactory, tmp_path: Path, figures: Figures
+) -> None:
+    client = await _quiet_app(start_app)
+    db = client.app[DB]
+    # The app waits 5 s for a lock; a test need not wait that long to see it give up.
+    await db._run(db.conn.execute, "PRAGMA busy_timeout=200")
+    first = (await (await _place(client)).json())["call_id"]
+    before = await _call(client, first)
+    dials = _dials(client)
+
+    other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        resp = await _place(client, name="Locked Out")
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "calls database unavailable"
+        finished = event_json("room_finished", first)
+        assert await _webhook(client, finished) == 503  # LiveKit retries it later
+        # Reads still work while a writer holds the lock (WAL): the server keeps serving.
+        assert await _call(client, first) == before
+        listed = (await (await client.get("/calls")).json())["calls"]
+        assert [c["call_id"] for c in listed] == [first]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert _dials(client) == dials
+    assert list(_config_calls(tmp_path / "config.json")) == [first]  # no record for the refused
+    assert await _webhook(client, finished) == 200  # LiveKit's retry, once the lock is gone
+    assert (await _call(client, first))["status"] == "no_answer"
+    await _still_serving(client)
+    figures.add("locked: POST 503, webhook 503 then applied on retry, reads served meanwhile")
+
+
+@pytest.mark.parametrize("error", [DISK_FULL, "database is locked"])
+async def test_insert_failing_half_way_writes_nothing(
+    start_app: AppFactory, tmp_path: Path, error: str
+) -> None:
+    """The call row is inserted, then its first timeline event fails: both must roll back."""
+    client = await _quiet_app(start_app)
+    db = client.app[DB]
+    failing = _fail_on(db, event_kind("created"))
+    failing._error = error
+    resp = await _place(client)
+    assert resp.status == 503
+    assert failing.failures == 1
+    _heal(db, failing)
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    assert _dials(client) == 0
+    assert _config_calls(tmp_path / "config.json") == {}
+    await _still_serving(client)
+
+
+async def test_webhook_failing_half_way_changes_nothing(start_app: AppFactory) -> None:
+    """The status UPDATE runs, then the event INSERT fails: the status must not move."""
+    client = await _quiet_app(start_app)
+    db = client.app[DB]
+    call_id = (await (await _place(client)).json())["call_id"]
+    before = await _call(client, call_id)
+    failing = _fail_on(db, event_kind("room_finished"))
+    body = event_json("room_finished", call_id)
+    assert await _webhook(client, body) == 503
+    assert failing.failures == 1
+    assert await _call(client, call_id) == before
+    _heal(db, failing)
+    assert await _webhook(client, body) == 200  # the retry applies it exactly once
+    after = await _call(client, call_id)
+    assert after["status"] == "no_answer"
+    assert [e["event"] for e in after["timeline"]].count("room_finished") == 1
+    await _still_serving(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (common/calls_db.py, _Transaction.__exit__): when COMMIT itself fails and SQLite"
+    " has not rolled the transaction back (SQLite documents that it may or may not), nothing"
+    " issues ROLLBACK, so the connection stays inside the failed transaction and every later"
+    " BEGIN IMMEDIATE fails with 'cannot start a transaction within a transaction': the app"
+    " answers 503 to every write until it restarts. Fix: on a COMMIT error, run ROLLBACK"
+    " (ignoring sqlite3.Error) before re-raising; and in the error branch, ignore a failing"
+    " ROLLBACK so the original error is the one reported.",
+)
+async def test_failed_commit_does_not_wedge_the_database(start_app: AppFactory) -> None:
+    client = await _quiet_app(start_app)
+    db = client.app[DB]
+    failing = _fail_on(db, lambda sql, _params: sql == "COMMIT", times=1)
+    resp = await _place(client, name="Commit Fails")
+    assert resp.status == 503
+    assert failing.failures == 1
+    _heal(db, failing)
+    assert (await client.get("/calls")).status == 200
+    await _still_serving(client)  # the next write must work again
+
+
+async def test_database_failing_after_livekit_dialed_answers_the_call(
+    start_app: AppFactory, tmp_path: Path, figures: Figures
+) -> None:
+    """Once LiveKit is dialing, a 503 would make the client retry and ring the callee twice:
+    the answer is the placed call, and its row settles from the webhooks as usual."""
+    client = await start_app(sandbox_time_scale=0.01)
+    db = client.app[DB]
+    failing = _fail_on(db, event_kind("dialed"))
+    resp = await _place(client)
+    _heal(db, failing)
+    assert failing.failures == 1
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer["status"] == "success" and answer["call_status"] == "dialing"
+    assert _dials(client) == 1
+    await client.app[SANDBOX].wait_idle(10)
+    call = await _call(client, answer["call_id"])
+    assert call["status"] == "completed"
+    assert _config_calls(tmp_path / "config.json") == {}
+    figures.add("db fails after the dial: 200 with the call id, 1 dial, settles completed")
+
+
+async def test_database_failing_when_livekit_refuses(start_app: AppFactory, tmp_path: Path) -> None:
+    """LiveKit refuses and the failure cannot be recorded: the client still learns it was
+    LiveKit, and the call's config record is removed all the same."""
+    client = await _quiet_app(start_app)
+    client.app[SANDBOX].inject(
+        "CreateSIPParticipant", error=TwirpError("unavailable", "sip service down")
+    )
+    db = client.app[DB]
+    failing = _fail_on(db, event_kind("placement_failed"))
+    resp = await _place(client)
+    _heal(db, failing)
+    assert failing.failures == 1
+    assert resp.status == 503
+    assert "LiveKit did not place the call" in (await resp.json())["error"]
+    assert _config_calls(tmp_path / "config.json") == {}
+    assert _dials(client) == 1
+    client.app[SANDBOX].faults.clear()
+    await _still_serving(client)
+
+
+async def test_real_full_disk_under_the_database(
+    start_app: AppFactory, tmp_path: Path, figures: Figures
+) -> None:
+    with _tmpfs(tmp_path / "mnt", "1m") as mount:
+        client = await _quiet_app(start_app, calls_db_path=mount / "calls.db")
+        first = (await (await _place(client)).json())["call_id"]
+        before = await _call(client, first)
+        filler = _fill(mount)
+        refused = 0
+        for _ in range(5):  # SQLite may still find room in pages it already has
+            resp = await _place(client, name="No Room")
+            if resp.status == 503:
+                refused += 1
+                assert (await resp.json())["error"] == "calls database unavailable"
+        assert refused > 0
+        finished = event_json("room_finished", first)
+        assert await _webhook(client, finished) in (200, 503)
+        filler.unlink()
+        assert await _webhook(client, finished) == 200
+        assert (await _call(client, first))["status"] == "no_answer"
+        assert before["status"] == "dialing"
+        rows = (await (await client.get("/calls?limit=500")).json())["calls"]
+        placed = [r for r in rows if r["name"] == "No Room"]
+        assert len(placed) == 5 - refused
+        records = _config_calls(tmp_path / "config.json")
+        assert sorted(records) == sorted(r["call_id"] for r in placed)  # none for the refused
+        await _still_serving(client)
+        await client.close()
+    figures.add(f"real full disk under calls.db: {refused}/5 calls refused with 503, rest placed")
