@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -80,7 +80,6 @@ class CallService:
     lkapi: api.LiveKitAPI
     metrics: Metrics
     clock: Callable[[], float] = time.time
-    _admission: asyncio.Lock = field(default_factory=asyncio.Lock)
     _admitted: int = 0
 
     # ------------------------------------------------------------------ placing
@@ -94,11 +93,14 @@ class CallService:
         that point is logged and the call answered as dialing, so no client retries a call
         that is already ringing.
         """
-        async with self._admission:  # live calls + admitted calls not yet in the database
-            if await self.db.count_live() + self._admitted >= self.settings.calls_max_active:
-                raise TooManyLiveCalls(self.settings.calls_max_active)
-            self._admitted += 1
+        # Reserve first, then count, with no lock: every call is counted at all times, in
+        # `_admitted` until its row exists and in the database after (read in that order), so
+        # concurrent requests may be refused at the margin but never exceed the cap.
+        self._admitted += 1
         try:
+            admitted = self._admitted
+            if await self.db.count_live() + admitted > self.settings.calls_max_active:
+                raise TooManyLiveCalls(self.settings.calls_max_active)
             call_id, record = await self._record_call(call)
         finally:
             self._admitted -= 1

@@ -72,7 +72,7 @@ class RoomRegistry:
             return room, False
         room = SandboxRoom(name=name)
         self.rooms[name] = room
-        logger.info("sandbox room %s started (%s)", name, room.sid)
+        logger.debug("sandbox room %s started (%s)", name, room.sid)
         self._emit("room_started", room)
         return room, True
 
@@ -128,7 +128,7 @@ class RoomRegistry:
         if self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]
-        logger.info("sandbox room %s finished (%s)", room.name, room.sid)
+        logger.debug("sandbox room %s finished (%s)", room.name, room.sid)
         self._emit("room_finished", room)
 
     def _emit(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from sandbox.webhooks import WebhookSender
 logger = logging.getLogger(__name__)
 
 TWIRP_PREFIX = "/twirp/"
+MAX_RECORDED_REQUESTS = 10_000
 SHUTDOWN_TIMEOUT_S = 1.0  # in-flight requests get this long when the sandbox stops
 
 
@@ -100,7 +102,8 @@ class Sandbox:
         self.host = host
         self.port = port
         self.time_scale = time_scale
-        self.requests: list[RecordedRequest] = []
+        # Bounded: a long `make run` keeps the latest requests, not every one since start.
+        self.requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.faults: dict[str, Fault] = {}  # by method name, e.g. "CreateSIPParticipant"
         self._verifier = TokenVerifier(api_key, api_secret)
         self._webhooks = WebhookSender(

@@ -232,7 +232,7 @@ class LiveKitServices:
         )
         room.dispatches.append(dispatch)
         self._dispatch_by_request_id.put(ctx.request_id, dispatch)
-        logger.info(
+        logger.debug(
             "sandbox dispatch %s: agent %r to room %s (no agent runs in the sandbox)",
             dispatch.id,
             req.agent_name,

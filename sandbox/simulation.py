@@ -130,7 +130,7 @@ class CallSimulation:
         if RINGING_AFTER_S < ring_ends_at:
             await self._wait_until(RINGING_AFTER_S)
             self._set_status(CALL_STATUS_RINGING)
-            logger.info("sandbox call %s ringing", self.call_id)
+            logger.debug("sandbox call %s ringing", self.call_id)
         await self._wait_until(ring_ends_at)
 
         if ending == "fail" and scenario.failure is not None:
@@ -143,7 +143,7 @@ class CallSimulation:
     async def _converse(self, answered_at: float) -> None:
         self._set_status(CALL_STATUS_ACTIVE)
         self._resolve(None)
-        logger.info("sandbox call %s answered", self.call_id)
+        logger.debug("sandbox call %s answered", self.call_id)
         talk_s = self.scenario.talk_s
         if self._max_call_duration_s is not None:
             talk_s = min(talk_s, max(self._max_call_duration_s - answered_at, 0.0))
@@ -152,7 +152,7 @@ class CallSimulation:
             await self._wait_until(answered_at + voicemail_after_s)
             # What our agent does when it reaches a voicemail box.
             self.registry.set_metadata(self.room, VOICEMAIL_METADATA)
-            logger.info("sandbox call %s reached voicemail", self.call_id)
+            logger.debug("sandbox call %s reached voicemail", self.call_id)
         await self._wait_until(answered_at + talk_s)
         ended_by = "callee hung up" if talk_s == self.scenario.talk_s else "max_call_duration hit"
         logger.info("sandbox call %s: %s after %.0f s", self.call_id, ended_by, talk_s)

@@ -102,7 +102,7 @@ async def test_validation_errors_write_nothing(
     assert answer["status"] == "error"
     assert sorted(d["field"] for d in answer["details"]) == sorted(fields)
     assert not (tmp_path / "config.json").exists()
-    assert client.app[SANDBOX].requests == []
+    assert list(client.app[SANDBOX].requests) == []
     assert (await (await client.get("/calls")).json())["calls"] == []
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiofiles
+import aiofiles.base
 import aiofiles.os
 import pytest
 from aiohttp.test_utils import TestClient
@@ -197,6 +198,7 @@ class DiskFault:
                 update_config,
                 "aiofiles",
                 types.SimpleNamespace(
+                    base=aiofiles.base,
                     open=async_open,
                     os=types.SimpleNamespace(
                         replace=async_replace, remove=aiofiles.os.remove, path=aiofiles.os.path
@@ -286,15 +288,6 @@ async def test_failure_after_replace_leaves_no_temp(
     assert _temp_files(path.parent) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (common/update_config.py, ConfigStore._mutate_sync): ConfigWriteError promises"
-    " 'the previous file is left as it was', but a failed fsync of the directory raises it"
-    " after os.replace has already put the new document in place, so readers (the agent) see"
-    " a write its caller was told failed. Fix: once os.replace has succeeded, do not turn a"
-    " directory-fsync failure into ConfigWriteError (log it as a durability warning and return"
-    " the results), or restore the previous bytes before raising.",
-)
 def test_directory_fsync_failure_leaves_previous_file(
     seeded: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -140,7 +140,7 @@ async def test_livekit_down(start_app: AppFactory, tmp_path: Path, figures: Figu
     assert call["status"] == "failed"
     assert call["reason"].startswith("agent dispatch: LiveKit unreachable")
     assert _config_calls(tmp_path) == {}
-    assert sandbox.requests == []  # nothing reached LiveKit, nothing was retried
+    assert list(sandbox.requests) == []  # nothing reached LiveKit, nothing was retried
     ready = await client.get("/readyz")
     assert ready.status == 503
     assert (await ready.json())["details"][0]["component"] == "livekit"

@@ -189,16 +189,6 @@ async def test_webhook_failing_half_way_changes_nothing(start_app: AppFactory) -
     await _still_serving(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (common/calls_db.py, _Transaction.__exit__): when COMMIT itself fails and SQLite"
-    " has not rolled the transaction back (SQLite documents that it may or may not), nothing"
-    " issues ROLLBACK, so the connection stays inside the failed transaction and every later"
-    " BEGIN IMMEDIATE fails with 'cannot start a transaction within a transaction': the app"
-    " answers 503 to every write until it restarts. Fix: on a COMMIT error, run ROLLBACK"
-    " (ignoring sqlite3.Error) before re-raising; and in the error branch, ignore a failing"
-    " ROLLBACK so the original error is the one reported.",
-)
 async def test_failed_commit_does_not_wedge_the_database(start_app: AppFactory) -> None:
     client = await _quiet_app(start_app)
     db = client.app[DB]
