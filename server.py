@@ -95,6 +95,7 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
         lkapi = create_client(settings, url, session)
         app[CALLS] = CallService(settings, app[STORE], app[DB], lkapi, app[METRICS])
         yield
+        await app[CALLS].aclose()
         await lkapi.aclose()
     finally:
         if sandbox is not None:

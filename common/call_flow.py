@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -81,6 +81,7 @@ class CallService:
     metrics: Metrics
     clock: Callable[[], float] = time.time
     _admitted: int = 0
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     # ------------------------------------------------------------------ placing
 
@@ -125,6 +126,7 @@ class CallService:
             except DatabaseError as db_exc:  # the reaper settles the row once the db is back
                 logger.error("call %s: could not record the failure: %s", call_id, db_exc)
             await self._forget_config(call_id)
+            self._close_room_soon(call_id)
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
         try:
@@ -254,6 +256,30 @@ class CallService:
         except OSError:  # cannot tell: try the removal, which logs its own failure
             pass
         await self._forget_config(call_id)
+
+    def _close_room_soon(self, call_id: str) -> None:
+        """Best effort, off the request's path: delete the room of a call that failed to place.
+
+        The dispatch may have started an agent, and after a dial timeout LiveKit may still be
+        ringing the callee: deleting the room ends both. Failing here changes nothing.
+        """
+
+        async def close() -> None:
+            try:
+                await end_room(self.lkapi, call_id)
+            except LiveKitError as exc:
+                logger.warning("call %s: could not delete its room: %s", call_id, exc.reason)
+
+        task = asyncio.get_running_loop().create_task(close(), name=f"close-room-{call_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Wait (briefly) for background room deletions before the LiveKit client closes."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
+        for task in set(self._background):
+            task.cancel()
 
     async def _forget_config(self, call_id: str) -> None:
         """Remove a call's config record; a failure here is logged, never fatal."""

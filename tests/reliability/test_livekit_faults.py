@@ -125,6 +125,19 @@ async def test_livekit_fault(
     call_after = await _only_call(client)
     assert call_after["status"] == "failed" and call_after["reason"] == call["reason"]
     assert _config_calls(tmp_path) == {}
+    # Its room is deleted afterwards (best effort, off the request's path): no agent lingers
+    # in it, and a dial that LiveKit completes late is hung up. (A dispatch that LiveKit
+    # completes after our timeout can recreate the room; its agent then hangs up by itself
+    # after the ringing timeout, which is the agent's own test.)
+    if not ("delay_s" in spec and method == "CreateDispatch"):
+        async with asyncio.timeout(SLOW_S + 5):
+            while not any(
+                r.method == "DeleteRoom" and r.body.get("room") == call["call_id"]
+                for r in sandbox.requests
+            ):
+                await asyncio.sleep(0.02)
+        await sandbox.wait_idle(5)
+        assert call["call_id"] not in sandbox.rooms
 
     sandbox.faults.clear()  # LiveKit is back: the same app places calls again
     assert (await client.post("/calls/outbound", json=CALL)).status == 200
