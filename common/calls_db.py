@@ -28,7 +28,7 @@ from common.outcomes import FINAL_STATUSES, LIVE_STATUSES, CallState, Change, St
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -69,15 +69,29 @@ CREATE TABLE IF NOT EXISTS idempotency (
     status INTEGER NOT NULL,
     body TEXT NOT NULL,
     created_at REAL NOT NULL,
+    request_hash TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (client, key)
 );
 """
+# Steps from one schema version to the next, for databases made by older code.
+_MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE idempotency ADD COLUMN request_hash TEXT NOT NULL DEFAULT '';",
+}
 
 _LIVE = tuple(s.value for s in LIVE_STATUSES)
 
 
 class DatabaseError(Exception):
     """The calls database could not do what was asked; callers answer 503."""
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The first answer given under an Idempotency-Key, and a hash of the request it answered."""
+
+    status: int
+    body: dict[str, Any]
+    request_hash: str
 
 
 @dataclass(frozen=True)
@@ -317,9 +331,18 @@ class CallsDB:
             raise DatabaseError(
                 f"{self.path} has schema version {version}, newer than this code ({SCHEMA_VERSION})"
             )
+        if version == 0:  # a new database: the current schema at once
+            steps = _SCHEMA
+        else:
+            steps = "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
         if version < SCHEMA_VERSION:
-            conn.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
-            logger.info("calls database %s at schema version %d", self.path, SCHEMA_VERSION)
+            conn.executescript(f"BEGIN;{steps}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+            logger.info(
+                "calls database %s at schema version %d (was %d)",
+                self.path,
+                SCHEMA_VERSION,
+                version,
+            )
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -558,26 +581,37 @@ class CallsDB:
 
     # ----------------------------------------------------------------- idempotency
 
-    async def get_idempotent(self, client: str, key: str) -> tuple[int, dict[str, Any]] | None:
+    async def get_idempotent(self, client: str, key: str) -> StoredAnswer | None:
         return await self._run(self._get_idem_sync, client, key)
 
-    def _get_idem_sync(self, client: str, key: str) -> tuple[int, dict[str, Any]] | None:
+    def _get_idem_sync(self, client: str, key: str) -> StoredAnswer | None:
         row = self.conn.execute(
-            "SELECT status, body FROM idempotency WHERE client = ? AND key = ?", (client, key)
+            "SELECT status, body, request_hash FROM idempotency WHERE client = ? AND key = ?",
+            (client, key),
         ).fetchone()
-        return None if row is None else (int(row[0]), json.loads(row[1]))
+        if row is None:
+            return None
+        return StoredAnswer(int(row[0]), json.loads(row[1]), str(row[2]))
 
     async def put_idempotent(
-        self, client: str, key: str, status: int, body: dict[str, Any]
+        self,
+        client: str,
+        key: str,
+        status: int,
+        body: dict[str, Any],
+        request_hash: str = "",
     ) -> None:
-        await self._run(self._put_idem_sync, client, key, status, body)
+        await self._run(self._put_idem_sync, client, key, status, body, request_hash)
 
-    def _put_idem_sync(self, client: str, key: str, status: int, body: dict[str, Any]) -> None:
+    def _put_idem_sync(
+        self, client: str, key: str, status: int, body: dict[str, Any], request_hash: str
+    ) -> None:
         with self._transaction():
             self.conn.execute(
-                "INSERT OR REPLACE INTO idempotency (client, key, status, body, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (client, key, status, json.dumps(body), self._clock()),
+                "INSERT OR REPLACE INTO idempotency"
+                " (client, key, status, body, created_at, request_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (client, key, status, json.dumps(body), self._clock(), request_hash),
             )
 
     # ----------------------------------------------------------------- helpers

@@ -25,7 +25,8 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
 LIVE_CAP_RETRY_AFTER_S = 5
-_IN_FLIGHT = web.AppKey("idempotent_in_flight", dict[tuple[str, str], asyncio.Future[web.Response]])
+InFlight = dict[tuple[str, str], tuple[str, asyncio.Future[web.Response]]]
+_IN_FLIGHT = web.AppKey("idempotent_in_flight", InFlight)
 
 
 def client_identity(request: web.Request) -> str:
@@ -57,22 +58,30 @@ async def require_token(request: web.Request, handler: Any) -> web.StreamRespons
 
 async def outbound_call(request: web.Request) -> web.Response:
     """POST /calls/outbound: the seed's request body; 200 {"status": "success", ...}."""
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        return json_error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return await _outbound_call(request)
+        return await _outbound_call(request, raw)
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         return json_error(
             400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
         )
     client = client_identity(request)
     scoped = (client, hashlib.sha256(key.encode()).hexdigest())
+    request_hash = hashlib.sha256(raw).hexdigest()
     in_flight = request.app[_IN_FLIGHT]
     if scoped in in_flight:  # the same request is being placed right now: share its answer
-        return _clone(await asyncio.shield(in_flight[scoped]))
+        first_hash, first = in_flight[scoped]
+        if first_hash != request_hash:
+            return _key_reused()
+        return _clone(await asyncio.shield(first))
     future: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
-    in_flight[scoped] = future  # before any await, so a concurrent duplicate waits for us
+    in_flight[scoped] = (request_hash, future)  # before any await: a duplicate waits for us
     try:
-        response = await _idempotent_call(request, scoped)
+        response = await _idempotent_call(request, raw, scoped, request_hash)
         future.set_result(response)
         return response
     except BaseException as exc:
@@ -83,7 +92,15 @@ async def outbound_call(request: web.Request) -> web.Response:
         del in_flight[scoped]
 
 
-async def _idempotent_call(request: web.Request, scoped: tuple[str, str]) -> web.Response:
+def _key_reused() -> web.Response:
+    return json_error(
+        409, "Idempotency-Key was already used with a different request body; use a new key"
+    )
+
+
+async def _idempotent_call(
+    request: web.Request, raw: bytes, scoped: tuple[str, str], request_hash: str
+) -> web.Response:
     """Replay the stored answer for this key, or place the call and store its answer."""
     db = request.app[DB]
     try:
@@ -91,12 +108,16 @@ async def _idempotent_call(request: web.Request, scoped: tuple[str, str]) -> web
     except DatabaseError:
         return json_error(503, "calls database unavailable")
     if stored is not None:
-        return web.json_response(stored[1], status=stored[0], headers={"Idempotent-Replay": "1"})
-    response = await _outbound_call(request)
+        if stored.request_hash and stored.request_hash != request_hash:
+            return _key_reused()
+        return web.json_response(
+            stored.body, status=stored.status, headers={"Idempotent-Replay": "1"}
+        )
+    response = await _outbound_call(request, raw)
     if response.status == 200 and isinstance(response.body, bytes):
         body = json.loads(response.body)
         try:
-            await db.put_idempotent(*scoped, 200, body)
+            await db.put_idempotent(*scoped, 200, body, request_hash)
         except DatabaseError:
             logger.error("could not store the idempotent answer for call %s", body["call_id"])
     return response
@@ -112,12 +133,8 @@ def _clone(response: web.Response) -> web.Response:
     )
 
 
-async def _outbound_call(request: web.Request) -> web.Response:
+async def _outbound_call(request: web.Request, raw: bytes) -> web.Response:
     settings = request.app[SETTINGS]
-    try:
-        raw = await read_body(request, MAX_BODY_BYTES)
-    except BodyTooLarge:
-        return json_error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

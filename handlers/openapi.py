@@ -229,7 +229,10 @@ def _paths(webhook_path: str) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "description": "Repeats with the same key get the first answer",
+                        "description": (
+                            "Repeats of the same body with the same key get the first answer; "
+                            "another body with a used key gets 409"
+                        ),
                         "schema": {
                             "type": "string",
                             "minLength": 1,
@@ -245,6 +248,7 @@ def _paths(webhook_path: str) -> dict[str, Any]:
                     },
                     "400": _error("The body is not JSON, or a bad Idempotency-Key"),
                     "401": _UNAUTHORIZED,
+                    "409": _error("The Idempotency-Key was already used with another body"),
                     "413": _error("The body is larger than 64 KiB"),
                     "422": _error("The body is invalid; `details` lists every field's problem"),
                     "429": _error("Rate limit or live-call cap reached", _RETRY_AFTER),

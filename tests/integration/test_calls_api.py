@@ -182,6 +182,20 @@ async def test_idempotency_key_returns_first_answer(client: Client) -> None:
     assert (await other.json())["call_id"] != answers[0]["call_id"]
 
 
+async def test_idempotency_key_reused_with_another_body_is_409(client: Client) -> None:
+    headers = {"Idempotency-Key": "order-77"}
+    first, clash = await asyncio.gather(
+        client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers),
+        client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers),
+    )
+    later = await client.post("/calls/outbound", json=SEED_EXAMPLES[2], headers=headers)
+    assert first.status == 200
+    for resp in (clash, later):
+        assert resp.status == 409
+        assert "different request body" in (await resp.json())["error"]
+    assert len(sandbox_requests(client, "CreateSIPParticipant")) == 1  # only the first rang
+
+
 async def test_livekit_down_502_or_503_and_failed_row(client: Client, tmp_path: Path) -> None:
     await client.app[SANDBOX].stop()
     resp = await client.post("/calls/outbound", json=SEED_EXAMPLES[0])

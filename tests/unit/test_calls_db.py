@@ -17,6 +17,7 @@ from common.calls_db import (
     DatabaseError,
     Decide,
     NewCall,
+    StoredAnswer,
     TimelineEntry,
 )
 from common.outcomes import CallState, Change, Signal, Status, next_state
@@ -75,7 +76,7 @@ def nothing(_state: CallState) -> None:
 async def test_open_creates_schema(db: CallsDB, db_path: Path) -> None:
     assert db_path.is_file()  # the missing parent directory was created
     assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     tables = {r[0] for r in raw_rows(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"calls", "events", "idempotency"} <= tables
     assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
@@ -101,7 +102,9 @@ async def test_reopen_reads_back_everything(db_path: Path, clock: FakeClock) -> 
         assert after.status is Status.RINGING and after.hangup_requested
         assert [e.kind for e in after.timeline] == ["created", "participant_joined"]
         assert after.timeline[0].detail == {"source": "api"}
-        assert await second.get_idempotent("alice", "key-1") == (200, {"status": "success"})
+        assert await second.get_idempotent("alice", "key-1") == StoredAnswer(
+            200, {"status": "success"}, ""
+        )
         # The event id is still known: a retried webhook stays a duplicate after a restart.
         applied = await second.apply(
             "call-000000000001", "participant_joined", set_status(Status.FAILED), event_id="EV_1"
@@ -109,7 +112,7 @@ async def test_reopen_reads_back_everything(db_path: Path, clock: FakeClock) -> 
         assert applied.duplicate
     finally:
         await second.close()
-    assert raw_rows(db_path, "PRAGMA user_version") == [(1,)]
+    assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_not_a_database_file(tmp_path: Path) -> None:
@@ -123,9 +126,9 @@ async def test_not_a_database_file(tmp_path: Path) -> None:
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "calls.db"
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute("PRAGMA user_version = 3")
     conn.close()
-    with pytest.raises(DatabaseError, match="schema version 2, newer than this code"):
+    with pytest.raises(DatabaseError, match="schema version 3, newer than this code"):
         await CallsDB.open(path)
 
 
@@ -446,15 +449,38 @@ async def test_webhook_sequence_through_next_state(db: CallsDB, clock: FakeClock
 
 async def test_idempotency_put_and_get(db: CallsDB) -> None:
     assert await db.get_idempotent("alice", "k1") is None
-    await db.put_idempotent("alice", "k1", 200, {"status": "success", "call_id": "call-1"})
-    assert await db.get_idempotent("alice", "k1") == (
-        200,
-        {"status": "success", "call_id": "call-1"},
+    await db.put_idempotent(
+        "alice", "k1", 200, {"status": "success", "call_id": "call-1"}, request_hash="h1"
+    )
+    assert await db.get_idempotent("alice", "k1") == StoredAnswer(
+        200, {"status": "success", "call_id": "call-1"}, "h1"
     )
     assert await db.get_idempotent("bob", "k1") is None  # keys are per client
     assert await db.get_idempotent("alice", "k2") is None
     await db.put_idempotent("alice", "k1", 502, {"status": "error"})
-    assert await db.get_idempotent("alice", "k1") == (502, {"status": "error"})
+    assert await db.get_idempotent("alice", "k1") == StoredAnswer(502, {"status": "error"}, "")
+
+
+async def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """A calls.db made by schema version 1 keeps its rows and gains request_hash."""
+    path = tmp_path / "calls.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE idempotency (client TEXT NOT NULL, key TEXT NOT NULL,"
+        " status INTEGER NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,"
+        " PRIMARY KEY (client, key));"
+        "INSERT INTO idempotency VALUES ('alice', 'k1', 200, '{\"call_id\": \"call-1\"}', 1.0);"
+        "PRAGMA user_version = 1;"
+    )
+    conn.close()
+    db = await CallsDB.open(path)
+    try:
+        assert await db.get_idempotent("alice", "k1") == StoredAnswer(
+            200, {"call_id": "call-1"}, ""
+        )
+    finally:
+        await db.close()
+    assert raw_rows(path, "PRAGMA user_version") == [(2,)]
 
 
 # ------------------------------------------------------------------ CallRecord
