@@ -38,6 +38,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SANDBOX = web.AppKey("sandbox", Sandbox)
 
 
+class StartupError(Exception):
+    """A resource the app needs could not be set up; the message says which and what to do."""
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is JSON; no stack trace ever reaches a client."""
@@ -86,7 +90,13 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
                 time_scale=settings.sandbox_time_scale,
                 port=settings.sandbox_port,
             )
-            await sandbox.start()
+            try:
+                await sandbox.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
+                    f"{exc.strerror} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+                ) from exc
             app[SANDBOX] = sandbox
             url = sandbox.url
         else:
@@ -152,18 +162,27 @@ def main() -> None:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logger.info(
-        "listening on http://%s:%d (webhooks at %s)",
+        "starting on http://%s:%d (webhooks at %s)",
         settings.host,
         settings.port,
         settings.webhook_path,
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
+    except OSError as exc:  # most often: PORT already in use
+        logger.error(
+            "cannot listen on %s:%d: %s (set HOST/PORT)", settings.host, settings.port, exc.strerror
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""`python server.py` start-up failures: one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def run_server(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
+    environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py")],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "abc"}, "configuration error: PORT must be an integer, got 'abc'"),
+        ({"HOST": "0.0.0.0"}, "CALLS_API_TOKEN must be set to listen on HOST=0.0.0.0"),  # noqa: S104
+        ({"LIVEKIT_URL": "wss://example.invalid"}, "LIVEKIT_API_KEY must be set"),
+    ],
+)
+def test_bad_settings_stop_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    done = run_server(tmp_path, **env)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_sandbox_port_in_use(tmp_path: Path, busy_port: int) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    done = run_server(tmp_path, PORT=str(port), SANDBOX_PORT=str(busy_port))
+    assert done.returncode == 2
+    assert f"the embedded sandbox cannot listen on 127.0.0.1:{busy_port}" in done.stderr
+    assert "set SANDBOX_PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_http_port_in_use(tmp_path: Path, busy_port: int) -> None:
+    done = run_server(tmp_path, PORT=str(busy_port), SANDBOX_PORT="0")
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
+    assert "Traceback" not in done.stderr
