@@ -32,7 +32,7 @@ from agent.config_source import (
 )
 from agent.session import SessionPlan, build_session, plan_session
 from common.call_config import CallConfig
-from common.masking import mask_phone
+from common.masking import clip_for_log, mask_phone
 from common.settings import Settings, load_settings
 from common.update_config import ConfigStore
 
@@ -46,18 +46,12 @@ SIP_CALL_ACTIVE = "active"
 SIP_CALL_HANGUP = "hangup"
 # On top of the ringing timeout: the SIP participant joins a moment after the dispatch.
 CALLEE_WAIT_GRACE_S = 15.0
-_LOG_TEXT_CHARS = 80
 
 # Listen to the phone line only, and end the room (the call) when the session closes.
 CALL_ROOM_OPTIONS = room_io.RoomOptions(
     participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_SIP],
     delete_room_on_close=True,
 )
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _LOG_TEXT_CHARS else text[: _LOG_TEXT_CHARS - 1] + "…"
 
 
 def export_for_job_processes(settings: Settings, environ: MutableMapping[str, str]) -> None:
@@ -175,7 +169,7 @@ def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> 
         plan.tts.emotion,
         plan.llm.model,
     )
-    logger.info("call %s: instructions: %s", call_id, _short(plan.instructions))
+    logger.info("call %s: instructions: %s", call_id, clip_for_log(plan.instructions))
 
 
 async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> None:

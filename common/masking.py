@@ -12,6 +12,15 @@ def mask_phone(number: str) -> str:
     return number[:2] + "•" * (len(number) - 6) + number[-4:]
 
 
+LOG_TEXT_CHARS = 80
+
+
+def clip_for_log(text: str) -> str:
+    """Free text (instructions) folded to one line of at most 80 characters, for INFO logs."""
+    text = " ".join(text.split())
+    return text if len(text) <= LOG_TEXT_CHARS else text[: LOG_TEXT_CHARS - 1] + "…"
+
+
 _LONG_DIGITS = re.compile(r"[0-9]{7,}")
 
 

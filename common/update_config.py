@@ -47,11 +47,11 @@ from common.call_config import (
     DEFAULT_LANGUAGE,
     CallConfig,
 )
+from common.masking import clip_for_log
 
 logger = logging.getLogger(__name__)
 
 CALLS_KEY = "calls"
-_LOG_TEXT_CHARS = 80
 
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]
@@ -83,10 +83,6 @@ class UnknownCallError(KeyError):
         return f"no config record for call {self.call_id!r}"
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= _LOG_TEXT_CHARS else text[: _LOG_TEXT_CHARS - 1] + "…"
-
-
 def _log_updated(record: Mapping[str, Any]) -> None:
     call = record.get("call_id")
     logger.info(
@@ -97,7 +93,7 @@ def _log_updated(record: Mapping[str, Any]) -> None:
         record.get("tts_language"),
         record.get("tts_emotion"),
     )
-    logger.debug("  - Instructions: %s", _short(str(record.get("agent_instructions", ""))))
+    logger.debug("  - Instructions: %s", clip_for_log(str(record.get("agent_instructions", ""))))
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode  # no indent: the C encoder

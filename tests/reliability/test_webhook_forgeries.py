@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 from typing import Any
 
@@ -20,29 +19,14 @@ from livekit.protocol import models
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from handlers.context import METRICS
 from handlers.webhooks import MAX_WEBHOOK_BYTES
-from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.integration.test_webhooks import FORGERIES, event_json, sign
+from tests.integration.test_webhooks import FORGERIES, event_json, post, quiet_app, sign
 from tests.reliability.conftest import Figures, LogGuard, scaled
 from tests.reliability.fuzz import LoopBridge, fuzz_settings
 
 Client = TestClient[Any, Any]
 PATH = "/webhooks/livekit"
 NUMBER = "+14155550188"
-
-
-async def _quiet_app(start_app: AppFactory) -> Client:
-    client = await start_app(sandbox_time_scale=100.0)
-    client.app[SANDBOX].webhook_url = None  # only the test posts webhooks
-    return client
-
-
-async def _post(client: Client, body: bytes, auth: str | None) -> int:
-    headers = {"Content-Type": "application/webhook+json"}
-    if auth is not None:
-        headers["Authorization"] = auth
-    resp = await client.post(PATH, data=io.BytesIO(body), headers=headers)
-    return resp.status
 
 
 async def _place(client: Client) -> str:
@@ -78,7 +62,7 @@ def _verification_failures(client: Client) -> float:
 async def test_every_forgery_refused_and_nothing_leaked(
     start_app: AppFactory, log_guard: LogGuard, figures: Figures
 ) -> None:
-    client = await _quiet_app(start_app)
+    client = await quiet_app(start_app)
     call_id = await _place(client)
     before = await _state(client, call_id)
     tried = 0
@@ -86,14 +70,14 @@ async def test_every_forgery_refused_and_nothing_leaked(
         for kind, body in _events(call_id).items():
             token = forge(body)
             for auth in {token, None if token is None else f"Bearer {token}"}:
-                assert await _post(client, body, auth) == 401, (name, kind)
+                assert await post(client, body, auth) == 401, (name, kind)
                 tried += 1
     assert await _state(client, call_id) == before  # not one event applied
     assert _verification_failures(client) == tried
     assert not log_guard.problems()  # no token, secret or number in any refusal's log line
 
     body = _events(call_id)["room_finished"]
-    assert await _post(client, body, sign(body)) == 200  # the genuine article still works
+    assert await post(client, body, sign(body)) == 200  # the genuine article still works
     assert (await _state(client, call_id))["status"] == "no_answer"
     figures.add(
         f"{tried} forged posts ({len(FORGERIES)} kinds x 3 events, bare and Bearer): "
@@ -102,14 +86,14 @@ async def test_every_forgery_refused_and_nothing_leaked(
 
 
 async def test_oversized_bodies_413_before_any_check(start_app: AppFactory) -> None:
-    client = await _quiet_app(start_app)
+    client = await quiet_app(start_app)
     call_id = await _place(client)
     before = await _state(client, call_id)
     finished = json.loads(_events(call_id)["room_finished"])
     finished["padding"] = " " * MAX_WEBHOOK_BYTES  # ignored field, valid event, too big
     big = json.dumps(finished).encode()
     for auth in (sign(big), None, "Bearer garbage"):
-        assert await _post(client, big, auth) == 413
+        assert await post(client, big, auth) == 413
     assert await _state(client, call_id) == before
 
 
@@ -142,7 +126,7 @@ forged_headers = st.none() | forged_tokens | forged_tokens.map(lambda t: f"Beare
 
 
 async def test_fuzzed_headers_never_pass_or_fail(start_app: AppFactory, figures: Figures) -> None:
-    client = await _quiet_app(start_app)
+    client = await quiet_app(start_app)
     call_id = await _place(client)
     before = await _state(client, call_id)
     bodies = list(_events(call_id).values())
@@ -153,7 +137,7 @@ async def test_fuzzed_headers_never_pass_or_fail(start_app: AppFactory, figures:
     @given(auth=forged_headers, which=st.integers(0, len(bodies) - 1))
     def check(auth: str | None, which: int) -> None:
         body = bodies[which]
-        status = bridge.run(_post(client, body, auth))
+        status = bridge.run(post(client, body, auth))
         statuses[status] = statuses.get(status, 0) + 1
         assert status == 401
 
@@ -188,7 +172,7 @@ async def test_signed_junk_never_5xx(
 ) -> None:
     """A body signed with our secret that is not a LiveKit event: 400 (or 200 if it parses as
     one about no call of ours), never a 5xx, never its content in the logs."""
-    client = await _quiet_app(start_app)
+    client = await quiet_app(start_app)
     bridge = LoopBridge(asyncio.get_running_loop())
     statuses: dict[int, int] = {}
     log_guard.hide_numbers(NUMBER)
@@ -200,7 +184,7 @@ async def test_signed_junk_never_5xx(
     @example(body=b'{"event": "x", "participant": {"kind": "' + NUMBER.encode() + b'"}}')
     @example(body=b"\xff\xfe not utf-8")
     def check(body: bytes) -> None:
-        status = bridge.run(_post(client, body, sign(body)))
+        status = bridge.run(post(client, body, sign(body)))
         statuses[status] = statuses.get(status, 0) + 1
         assert status in (200, 400)
 
