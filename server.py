@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[errors_as_json, count_requests, calls.require_token],
         client_max_size=webhooks.MAX_WEBHOOK_BYTES,
     )
-    access_log.install()
+    access_log.install(drop_sandbox=settings.uses_sandbox)
     app[SETTINGS] = settings
     app[STORE] = configure_store(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
     app[METRICS] = Metrics()

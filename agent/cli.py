@@ -16,11 +16,13 @@ from typing import Any
 
 from agent.config_source import (
     NoCallConfigError,
+    SelectedConfig,
     load_call_record,
     parse_dispatch_metadata,
     select_config,
 )
 from agent.session import plan_session
+from common.call_config import CallConfig
 from common.settings import (
     DEV_API_KEY,
     DEV_API_SECRET,
@@ -87,9 +89,40 @@ def describe_call(
     try:
         selected = select_config(call_id, record, snapshot, created_at)
     except NoCallConfigError as exc:
-        raise DescribeError(f"unknown call: {exc} (config file {settings.config_path})") from None
+        stored = asyncio.run(_stored_config(settings, call_id))
+        if stored is None:
+            raise DescribeError(
+                f"unknown call: {exc} (config file {settings.config_path},"
+                f" calls database {settings.calls_db_path})"
+            ) from None
+        selected = stored
     plan = plan_session(selected.config, settings, call_id=call_id, source=selected.source)
     return {"reason": selected.reason, **plan.to_dict()}
+
+
+async def _stored_config(settings: Settings, call_id: str) -> SelectedConfig | None:
+    """The config kept with the call in the calls database (its config.json record is gone
+    once the call is over), or None when the database does not know the call."""
+    from common.calls_db import CallsDB, DatabaseError
+
+    if not settings.calls_db_path.is_file():
+        return None
+    try:
+        db = await CallsDB.open(settings.calls_db_path)
+    except DatabaseError as exc:
+        raise DescribeError(f"cannot read {settings.calls_db_path}: {exc}") from None
+    try:
+        call = await db.get_call(call_id, with_timeline=False)
+    finally:
+        await db.close()
+    if call is None or call.config is None:
+        return None
+    return SelectedConfig(
+        "calls-db",
+        CallConfig.from_record(call.config),
+        f"the call is {call.status.value}: its config.json record is gone, so this is the"
+        " configuration stored with the call when it was placed",
+    )
 
 
 def describe_main(argv: list[str]) -> int:
@@ -117,10 +150,20 @@ def describe_main(argv: list[str]) -> int:
     return 0
 
 
+OWN_COMMANDS_HELP = """\
+Commands of this project (besides livekit-agents' own, listed below):
+  describe   Print the session plan the agent would build for a call, as JSON, offline:
+             python -m agent describe --call-id <call id>   (--help for its options)
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["describe"]:
         return describe_main(args[1:])
+    if not args or args[0] in ("-h", "--help"):
+        print(OWN_COMMANDS_HELP)
+        args = ["--help"]
     try:
         settings = load_settings()
     except SettingsError as exc:

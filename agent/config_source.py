@@ -23,7 +23,8 @@ from common.update_config import ConfigStore, UnknownCallError
 
 logger = logging.getLogger(__name__)
 
-ConfigSource = Literal["config.json", "dispatch-metadata"]
+# Where a job's config came from; `calls-db` only for `describe` of a call that is over.
+ConfigSource = Literal["config.json", "dispatch-metadata", "calls-db"]
 
 # A creation time above this many seconds since the epoch (year 5138) can only be milliseconds.
 _MAX_PLAUSIBLE_EPOCH_S = 100_000_000_000
@@ -56,6 +57,7 @@ class DispatchMetadata:
     call_id: str | None = None
     config: dict[str, Any] | None = None
     phone_number: str | None = None
+    ringing_timeout_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,12 @@ def parse_dispatch_metadata(raw: str) -> DispatchMetadata:
         logger.warning("dispatch metadata is not a JSON object; ignoring it")
         return DispatchMetadata()
     call_id, config, phone = doc.get("call_id"), doc.get("config"), doc.get("phone_number")
+    ringing = doc.get("ringing_timeout_s")
     return DispatchMetadata(
         call_id=call_id if isinstance(call_id, str) and call_id else None,
         config=dict(config) if isinstance(config, dict) else None,
         phone_number=phone if isinstance(phone, str) and phone else None,
+        ringing_timeout_s=ringing if type(ringing) is int and ringing > 0 else None,
     )
 
 

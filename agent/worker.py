@@ -212,7 +212,8 @@ async def entrypoint(ctx: JobContext) -> None:
     await session.start(agent=agent, room=ctx.room, room_options=CALL_ROOM_OPTIONS)
 
     if not ctx.is_fake_job():
-        timeout_s = settings.call_ringing_timeout_s + CALLEE_WAIT_GRACE_S
+        ringing_s = metadata.ringing_timeout_s or settings.call_ringing_timeout_s
+        timeout_s = ringing_s + CALLEE_WAIT_GRACE_S
         if await wait_for_callee(ctx.room, timeout_s) is None:
             logger.info("call %s: not answered; ending the job", call_id)
             await ctx.delete_room(room_name)

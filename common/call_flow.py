@@ -12,22 +12,33 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import aiofiles.os
 from livekit import api
 from livekit.protocol import webhook
 
+from common.call_config import DEFAULT_INSTRUCTIONS
 from common.call_request import OutboundCall
-from common.calls_db import Applied, CallRecord, CallsDB, DatabaseError, Decide, NewCall
-from common.livekit_calls import LiveKitError, end_room, place_call
+from common.calls_db import (
+    Applied,
+    CallRecord,
+    CallsDB,
+    DatabaseError,
+    Decide,
+    IdempotencyClaim,
+    NewCall,
+    StoredAnswer,
+)
+from common.livekit_calls import LiveKitError, dial, dispatch_agent, end_room
 from common.masking import mask_phone
 from common.metrics import Metrics
 from common.outcomes import (
     FINAL_STATUSES,
+    GRACE_OVER,
     CallState,
     Change,
     Signal,
@@ -42,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 CALL_ID_PREFIX = "call-"
 REAPER_MARGIN_S = 60.0
+# A placement lasts at most a config write, a database write and one LiveKit request before
+# its dial starts (each request bounded by REQUEST_TIMEOUT_S): older undialled calls are dead.
+PLACEMENT_BOUND_S = 60.0
+# A config record written this long ago whose call the database does not know is an orphan
+# (the row follows the record within a request: LiveKit's timeouts bound that request).
+UNRECORDED_CONFIG_GRACE_S = 60.0
 
 
 def new_call_id() -> str:
@@ -54,6 +71,26 @@ class TooManyLiveCalls(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"too many live calls: at most {limit} at once")
         self.limit = limit
+
+
+class KeyAlreadyUsed(Exception):
+    """The request's Idempotency-Key is bound to a call already; nothing new was placed."""
+
+    def __init__(self, stored: StoredAnswer) -> None:
+        super().__init__(f"Idempotency-Key already bound to call {stored.call_id}")
+        self.stored = stored
+
+
+class RateSlot(Protocol):
+    """The caller's rate limit, taken once a call is admitted and given back if refused."""
+
+    def take(self) -> None:
+        """Count the call, or raise (e.g. RateLimited) when the rate is used up."""
+        ...
+
+    def give_back(self) -> None:
+        """The call was not placed after all: it does not count."""
+        ...
 
 
 class HangupResult(Enum):
@@ -72,6 +109,37 @@ def _fixed(change: Change) -> Decide:
     return decide
 
 
+def _failed(reason: str) -> Decide:
+    """The call could not be placed: failed, or canceled if a hang-up came first."""
+
+    def decide(state: CallState) -> Change | None:
+        if state.status in FINAL_STATUSES:
+            return None
+        if state.hangup_requested:
+            return Change(Status.CANCELED, "hung up through the API")
+        return Change(Status.FAILED, reason)
+
+    return decide
+
+
+_CANCELED_BY_API = _fixed(Change(Status.CANCELED, "hung up through the API"))
+_NEVER_DIALLED = _failed("the server stopped before dialling; nobody was called")
+_GRACE_OVER = Signal(event=GRACE_OVER, room="")
+
+
+def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
+    """The configuration a call is placed with, as GET /calls/{id} shows it for good."""
+    return {
+        "caller_name": call.name,
+        "agent_instructions": call.dynamic_instruction or DEFAULT_INSTRUCTIONS,
+        "tts_language": call.language,
+        "tts_emotion": call.emotion,
+        "additional_params": dict(call.additional_params),
+        "ringing_timeout_s": call.ringing_timeout_s or settings.call_ringing_timeout_s,
+        "max_duration_s": call.max_duration_s or settings.call_max_duration_s,
+    }
+
+
 @dataclass
 class CallService:
     settings: Settings
@@ -85,14 +153,24 @@ class CallService:
 
     # ------------------------------------------------------------------ placing
 
-    async def place(self, call: OutboundCall) -> CallRecord:
+    async def place(
+        self,
+        call: OutboundCall,
+        *,
+        claim: IdempotencyClaim | None = None,
+        rate: RateSlot | None = None,
+    ) -> CallRecord:
         """Write the config durably, record the call, dispatch the agent, dial.
 
-        Raises TooManyLiveCalls, ConfigWriteError or DatabaseError (nothing placed), or
-        LiveKitError (the call is recorded as failed and its config record removed). Once
-        LiveKit has accepted the call it is never reported as failed: a database error after
-        that point is logged and the call answered as dialing, so no client retries a call
-        that is already ringing.
+        Admission: the live-call cap first, then `rate` (so requests the cap refuses never
+        hold a share of the rate). `claim` binds an Idempotency-Key to the call in the same
+        transaction as its row, before anything is dialled; KeyAlreadyUsed if it is taken.
+
+        Raises TooManyLiveCalls, the rate's error, KeyAlreadyUsed, ConfigWriteError or
+        DatabaseError (nothing placed), or LiveKitError (the call is recorded as failed and
+        its config record removed; a key that was never dialled is freed). Once LiveKit has
+        accepted the dial, the call is never reported as failed. A hang-up that comes while
+        the call is being placed wins: the number is not dialled, or the room is deleted.
         """
         # Reserve first, then count, with no lock: every call is counted at all times, in
         # `_admitted` until its row exists and in the database after (read in that order), so
@@ -102,31 +180,56 @@ class CallService:
             admitted = self._admitted
             if await self.db.count_live() + admitted > self.settings.calls_max_active:
                 raise TooManyLiveCalls(self.settings.calls_max_active)
-            call_id, record = await self._record_call(call)
+            if rate is not None:
+                rate.take()
+            try:
+                call_id, record = await self._record_call(call, claim)
+            except BaseException:
+                if rate is not None:
+                    rate.give_back()
+                raise
         finally:
             self._admitted -= 1
         try:
-            placed = await place_call(
+            return await self._dispatch_and_dial(call, call_id, record)
+        except LiveKitError as exc:
+            if rate is not None:
+                rate.give_back()
+            if claim is not None and not exc.maybe_done:  # never dialled: a retry may place it
+                await self._release_key(claim, call_id)
+            raise
+
+    async def _dispatch_and_dial(
+        self, call: OutboundCall, call_id: str, record: dict[str, Any]
+    ) -> CallRecord:
+        snapshot = config_snapshot(call, self.settings)
+        try:
+            dispatch_id = await dispatch_agent(
                 self.lkapi,
                 self.settings,
                 call_id=call_id,
                 phone_number=call.phone_number,
                 record=record,
+                ringing_timeout_s=snapshot["ringing_timeout_s"],
             )
         except LiveKitError as exc:
-            self.metrics.calls_placed.labels(result="failed").inc()
-            logger.error("call %s could not be placed: %s", call_id, exc.reason)
-            try:
-                await self._settle(
-                    call_id,
-                    "placement_failed",
-                    _fixed(Change(Status.FAILED, exc.reason)),
-                    detail={"reason": exc.reason, "sip_status": exc.sip_status},
-                )
-            except DatabaseError as db_exc:  # the reaper settles the row once the db is back
-                logger.error("call %s: could not record the failure: %s", call_id, db_exc)
-            await self._forget_config(call_id)
-            self._close_room_soon(call_id)
+            exc.maybe_done = False  # a dispatch never dials
+            await self._placement_failed(call_id, exc)
+            raise
+        current = await self._start_dial(call_id)
+        if current is not None and (current.hangup_requested or current.is_final):
+            return await self._hung_up_while_placing(call_id, current)
+        try:
+            placed = await dial(
+                self.lkapi,
+                self.settings,
+                call_id=call_id,
+                phone_number=call.phone_number,
+                ringing_timeout_s=snapshot["ringing_timeout_s"],
+                max_duration_s=snapshot["max_duration_s"],
+            )
+        except LiveKitError as exc:
+            await self._placement_failed(call_id, exc)
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
         try:
@@ -134,20 +237,65 @@ class CallService:
                 call_id,
                 "dialed",
                 lambda _state: None,
-                detail={
-                    "dispatch_id": placed.dispatch_id,
-                    "participant_id": placed.participant_id,
-                },
+                detail={"dispatch_id": dispatch_id, "participant_id": placed.participant_id},
             )
         except DatabaseError as exc:
             logger.error(
                 "call %s is dialing but its dial details were not recorded: %s", call_id, exc
             )
             return self._dialing_record(call_id, call)
+        if applied.before is not None and applied.before.hangup_requested:
+            # The hang-up came while we dialled, and its room deletion may have come before the
+            # dial created the room again: delete it now, so the phone stops ringing.
+            logger.info("call %s was hung up while being placed; ending it", call_id)
+            self._close_room_soon(call_id)
         if applied.after is None:  # the row was inserted above; only a lost database gets here
             logger.error("call %s is dialing but vanished from the calls database", call_id)
             return self._dialing_record(call_id, call)
         return applied.after
+
+    async def _start_dial(self, call_id: str) -> CallRecord | None:
+        """Mark the dial as started and read the call: a hang-up may have come meanwhile.
+
+        None when the database cannot say; the dial goes ahead (the row exists, and the
+        webhooks settle it), as any call whose database fails after the row was written.
+        """
+        try:
+            return await self.db.start_dial(call_id)
+        except DatabaseError as exc:
+            logger.error("call %s: could not mark its dial as started: %s", call_id, exc)
+            return None
+
+    async def _hung_up_while_placing(self, call_id: str, current: CallRecord) -> CallRecord:
+        """The API hung up before we dialled: do not dial; end the room the dispatch made."""
+        logger.info("call %s was hung up before it was dialled; not dialling", call_id)
+        self._close_room_soon(call_id)
+        await self._forget_config(call_id)
+        if current.is_final:
+            return current
+        applied = await self._settle(call_id, "hangup", _CANCELED_BY_API)
+        return applied.after or current
+
+    async def _placement_failed(self, call_id: str, exc: LiveKitError) -> None:
+        self.metrics.calls_placed.labels(result="failed").inc()
+        logger.error("call %s could not be placed: %s", call_id, exc.reason)
+        try:
+            await self._settle(
+                call_id,
+                "placement_failed",
+                _failed(exc.reason),
+                detail={"reason": exc.reason, "sip_status": exc.sip_status},
+            )
+        except DatabaseError as db_exc:  # the reaper settles the row once the db is back
+            logger.error("call %s: could not record the failure: %s", call_id, db_exc)
+        await self._forget_config(call_id)
+        self._close_room_soon(call_id)
+
+    async def _release_key(self, claim: IdempotencyClaim, call_id: str) -> None:
+        try:
+            await self.db.release_idempotent(claim.client, claim.key, call_id)
+        except DatabaseError as exc:  # the key stays bound to the failed call: no harm done
+            logger.error("call %s: could not free its Idempotency-Key: %s", call_id, exc)
 
     def _dialing_record(self, call_id: str, call: OutboundCall) -> CallRecord:
         """What we know of a call LiveKit is dialing when the database cannot tell us more."""
@@ -169,7 +317,9 @@ class CallService:
             updated_at=now,
         )
 
-    async def _record_call(self, call: OutboundCall) -> tuple[str, dict[str, Any]]:
+    async def _record_call(
+        self, call: OutboundCall, claim: IdempotencyClaim | None
+    ) -> tuple[str, dict[str, Any]]:
         call_id = new_call_id()
         started = time.perf_counter()
         try:
@@ -187,14 +337,25 @@ class CallService:
             await self._forget_config_if_present(call_id)
             raise
         self.metrics.config_write_seconds.observe(time.perf_counter() - started)
+        snapshot = config_snapshot(call, self.settings)
+        new = NewCall(
+            call_id,
+            call.phone_number,
+            call.name,
+            call.language,
+            call.emotion,
+            ringing_timeout_s=snapshot["ringing_timeout_s"],
+            max_duration_s=snapshot["max_duration_s"],
+            config=snapshot,
+        )
         try:
-            await self.db.insert_call(
-                NewCall(call_id, call.phone_number, call.name, call.language, call.emotion),
-                {"phone": mask_phone(call.phone_number)},
-            )
+            taken = await self.db.insert_call(new, {"phone": mask_phone(call.phone_number)}, claim)
         except DatabaseError:
             await self._forget_config(call_id)
             raise
+        if taken is not None:  # another request (or server) placed this key's call already
+            await self._forget_config(call_id)
+            raise KeyAlreadyUsed(taken)
         return call_id, record
 
     # ------------------------------------------------------------------ events
@@ -206,12 +367,14 @@ class CallService:
             logger.debug("webhook %s %s is not about a call of ours", event.event, event.id)
             return None
         signal = signal_from_event(event)
+        finished = event.event == "room_finished"
         applied = await self._settle(
             room,
             event.event,
             lambda state: next_state(state, signal),
             event_id=event.id or None,
             detail=_signal_detail(signal),
+            room_finished=finished,
         )
         if applied.unknown_call:
             logger.debug("webhook %s for unknown room %s ignored", event.event, room)
@@ -219,9 +382,32 @@ class CallService:
         if applied.duplicate:
             logger.debug("webhook %s (%s) already applied", event.id, event.event)
             return applied
-        if event.event == "room_finished":
+        if finished:
             await self._forget_config(room)
+            if applied.after is not None and not applied.after.is_final:
+                if self.settings.calls_settle_grace_s > 0:
+                    self._settle_after_grace(room)
+                else:  # no grace configured: settle now, as the event is handled
+                    return await self._settle(room, GRACE_OVER, _grace_over)
         return applied
+
+    def _settle_after_grace(self, call_id: str) -> None:
+        """An unanswered room_finished settles once late evidence of an answer had its chance.
+
+        The timer is a shortcut: the reaper settles the same calls from the database (after a
+        restart, or on another instance), and settling twice changes nothing.
+        """
+        grace = self.settings.calls_settle_grace_s
+        logger.debug("call %s: room finished unanswered; settling in %.1f s", call_id, grace)
+
+        async def settle() -> None:
+            await asyncio.sleep(grace)
+            try:
+                await self._settle(call_id, GRACE_OVER, _grace_over)
+            except DatabaseError as exc:
+                logger.error("call %s: could not settle after the grace: %s", call_id, exc)
+
+        self._spawn(settle(), f"grace-{call_id}")
 
     async def _settle(
         self,
@@ -231,8 +417,11 @@ class CallService:
         *,
         event_id: str | None = None,
         detail: dict[str, Any] | None = None,
+        room_finished: bool = False,
     ) -> Applied:
-        applied = await self.db.apply(call_id, kind, decide, event_id=event_id, detail=detail)
+        applied = await self.db.apply(
+            call_id, kind, decide, event_id=event_id, detail=detail, room_finished=room_finished
+        )
         if applied.change is not None and applied.before and applied.after:
             after = applied.after
             logger.info(
@@ -243,6 +432,7 @@ class CallService:
                 after.status.value,
                 after.duration_s(self.clock()),
                 f" [{applied.change.reason}]" if applied.change.reason else "",
+                extra={"call_id": call_id, "status": after.status.value},
             )
         return applied
 
@@ -270,12 +460,20 @@ class CallService:
             except LiveKitError as exc:
                 logger.warning("call %s: could not delete its room: %s", call_id, exc.reason)
 
-        task = asyncio.get_running_loop().create_task(close(), name=f"close-room-{call_id}")
+        self._spawn(close(), f"close-room-{call_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
-        """Wait (briefly) for background room deletions before the LiveKit client closes."""
+        """Wait (briefly) for background room deletions before the LiveKit client closes.
+
+        Grace timers are cancelled at once: the reaper settles their calls after a restart.
+        """
+        for task in [t for t in self._background if t.get_name().startswith("grace-")]:
+            task.cancel()
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
         for task in set(self._background):
@@ -291,6 +489,8 @@ class CallService:
     # ------------------------------------------------------------------ hanging up
 
     async def hangup(self, call_id: str) -> tuple[HangupResult, CallRecord | None]:
+        """End a live call. It may still be being placed: the placement sees the mark this
+        sets, and does not dial (or deletes the room it dialled into), so hang-up wins."""
         call = await self.db.get_call(call_id)
         if call is None:
             return HangupResult.UNKNOWN, None
@@ -298,12 +498,10 @@ class CallService:
             return HangupResult.ALREADY_FINAL, call
         await self.db.request_hangup(call_id)
         if await end_room(self.lkapi, call_id):
-            logger.info("call %s hang-up requested", call_id)
+            logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
             return HangupResult.HANGING_UP, await self.db.get_call(call_id)
-        # The room is already gone: no room_finished will come, settle now.
-        await self._settle(
-            call_id, "hangup", _fixed(Change(Status.CANCELED, "hung up through the API"))
-        )
+        # The room is gone (or not made yet): no room_finished will come, settle now.
+        await self._settle(call_id, "hangup", _CANCELED_BY_API)
         await self._forget_config(call_id)
         return HangupResult.CANCELED, await self.db.get_call(call_id)
 
@@ -311,24 +509,59 @@ class CallService:
 
     @property
     def stale_after_s(self) -> float:
+        """How old a call with the default limits is when the reaper settles it as failed."""
         s = self.settings
         return s.call_ringing_timeout_s + s.call_max_duration_s + REAPER_MARGIN_S
 
     async def reap(self) -> int:
-        """Settle calls stuck in a live status past any possible end as failed."""
-        stale = await self.db.stale_live_calls(self.clock() - self.stale_after_s)
+        """One pass: settle calls stuck past any possible end as failed, settle unanswered
+        calls whose room finished more than the grace ago, and prune config.json."""
+        now = self.clock()
+        stale = await self.db.stale_live_calls(now, REAPER_MARGIN_S)
         for call_id in stale:
             await self._settle(call_id, "reaped", _fixed(Change(Status.FAILED, "no final event")))
-            await self._forget_config(call_id)
+        for call_id in await self.db.graceless_finished(now - self.settings.calls_settle_grace_s):
+            await self._settle(call_id, GRACE_OVER, _grace_over)
+        for call_id in await self.db.never_dialled(now - PLACEMENT_BOUND_S):
+            await self._settle(call_id, "reaped", _NEVER_DIALLED)
+        await self.prune_config()
         return len(stale)
+
+    async def prune_config(self) -> int:
+        """Drop config.json records of calls that are over or unknown to the database.
+
+        A record whose call is unknown is kept while young: a call being placed writes its
+        record before its row. Records past the TTL go too (the store's own rule).
+        """
+        if not await aiofiles.os.path.exists(self.store.path):
+            return 0
+        records = await self.store.records_written_async()
+        live = await self.db.live_among(list(records))
+        now = self.clock()
+        young, expired = now - UNRECORDED_CONFIG_GRACE_S, now - self.store.record_ttl_s
+        known = await self.db.known_among([c for c in records if c not in live])
+        finished = [
+            call_id
+            for call_id, written_at in records.items()
+            if written_at < expired
+            or (call_id not in live and (call_id in known or written_at < young))
+        ]
+        removed = await self.store.remove_calls_async(finished)
+        if removed:
+            logger.info("pruned %d config record(s) of calls that are over", removed)
+        return removed
 
     async def run_reaper(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.reaper_interval_s)
             try:
                 await self.reap()
             except (DatabaseError, OSError) as exc:
                 logger.error("reaper pass failed: %s", exc)
+            await asyncio.sleep(self.settings.reaper_interval_s)
+
+
+def _grace_over(state: CallState) -> Change | None:
+    return next_state(state, _GRACE_OVER)
 
 
 def _signal_detail(signal: Signal) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import sqlite3
@@ -28,10 +29,12 @@ from common.outcomes import FINAL_STATUSES, LIVE_STATUSES, CallState, Change, St
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
-_SCHEMA = """
+# Every schema version as the step from the one before it; a new database runs them all.
+_MIGRATIONS: dict[int, str] = {
+    1: """
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
     phone_number TEXT NOT NULL,
@@ -69,13 +72,38 @@ CREATE TABLE IF NOT EXISTS idempotency (
     status INTEGER NOT NULL,
     body TEXT NOT NULL,
     created_at REAL NOT NULL,
-    request_hash TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (client, key)
 );
-"""
-# Steps from one schema version to the next, for databases made by older code.
-_MIGRATIONS: dict[int, str] = {
+""",
     2: "ALTER TABLE idempotency ADD COLUMN request_hash TEXT NOT NULL DEFAULT '';",
+    # Per-call limits and config snapshot; room_finished awaiting its grace; the idempotency
+    # key recorded with its call before anything is dialled (the answer comes later).
+    3: """
+ALTER TABLE calls ADD COLUMN ringing_timeout_s INTEGER;
+ALTER TABLE calls ADD COLUMN max_duration_s INTEGER;
+ALTER TABLE calls ADD COLUMN config TEXT;
+ALTER TABLE calls ADD COLUMN room_finished_at REAL;
+ALTER TABLE calls ADD COLUMN dial_started_at REAL;
+CREATE INDEX IF NOT EXISTS calls_room_finished ON calls (room_finished_at)
+    WHERE room_finished_at IS NOT NULL;
+CREATE TABLE idempotency_v3 (
+    client TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    status INTEGER,
+    body TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (client, key)
+);
+INSERT INTO idempotency_v3
+    SELECT client, key, request_hash, COALESCE(json_extract(body, '$.call_id'), ''),
+           status, body, created_at
+    FROM idempotency;
+DROP TABLE idempotency;
+ALTER TABLE idempotency_v3 RENAME TO idempotency;
+CREATE TABLE readiness (instance TEXT PRIMARY KEY, at REAL NOT NULL);
+""",
 }
 
 _LIVE = tuple(s.value for s in LIVE_STATUSES)
@@ -86,12 +114,26 @@ class DatabaseError(Exception):
 
 
 @dataclass(frozen=True)
-class StoredAnswer:
-    """The first answer given under an Idempotency-Key, and a hash of the request it answered."""
+class IdempotencyClaim:
+    """An Idempotency-Key to record with a new call: whose it is and what it was sent with."""
 
-    status: int
-    body: dict[str, Any]
+    client: str
+    key: str
     request_hash: str
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What an Idempotency-Key is bound to: its call, and the answer once one was given.
+
+    `status` and `body` are None while the call is being placed (or when the server died
+    before answering): a retry then gets the call as it is, never a second call.
+    """
+
+    call_id: str
+    request_hash: str
+    status: int | None = None
+    body: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +143,17 @@ class NewCall:
     caller_name: str
     language: str
     emotion: str
+    ringing_timeout_s: int = 30
+    max_duration_s: int = 600
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def iso_time(at: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC string with milliseconds (None stays None)."""
+    if at is None:
+        return None
+    stamp = datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -117,7 +170,7 @@ class TimelineEntry:
             "event": self.kind,
             "from": self.from_status,
             "to": self.to_status,
-            "at": self.at,
+            "at": iso_time(self.at),
             "event_id": self.event_id,
             "detail": self.detail,
         }
@@ -140,10 +193,16 @@ class CallRecord:
     ended_at: float | None
     updated_at: float
     timeline: tuple[TimelineEntry, ...] = field(default=())
+    ringing_timeout_s: int | None = None
+    max_duration_s: int | None = None
+    config: dict[str, Any] | None = None
+    room_finished_at: float | None = None
 
     @property
     def state(self) -> CallState:
-        return CallState(self.status, self.answered, self.hangup_requested)
+        return CallState(
+            self.status, self.answered, self.hangup_requested, self.room_finished_at is not None
+        )
 
     @property
     def is_final(self) -> bool:
@@ -152,6 +211,21 @@ class CallRecord:
     def duration_s(self, now: float | None = None) -> float:
         end = self.ended_at if self.ended_at is not None else (now or time.time())
         return max(0.0, end - self.created_at)
+
+    @property
+    def ring_s(self) -> float | None:
+        """From placing the call to the answer (or to its end, if never answered)."""
+        end = self.answered_at if self.answered_at is not None else self.ended_at
+        return None if end is None else round(max(0.0, end - self.created_at), 3)
+
+    @property
+    def talk_s(self) -> float | None:
+        """From the answer to the end; 0 for a call that ended unanswered, None while live."""
+        if self.ended_at is None:
+            return None
+        if self.answered_at is None:
+            return 0.0
+        return round(max(0.0, self.ended_at - self.answered_at), 3)
 
     def to_json(self, *, with_timeline: bool = True) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -164,13 +238,17 @@ class CallRecord:
             "status": self.status.value,
             "outcome": self.outcome,
             "reason": self.reason,
-            "created_at": self.created_at,
-            "answered_at": self.answered_at,
-            "ended_at": self.ended_at,
-            "updated_at": self.updated_at,
-            "duration_s": round(self.duration_s(), 3) if self.ended_at else None,
+            "created_at": iso_time(self.created_at),
+            "answered_at": iso_time(self.answered_at),
+            "ended_at": iso_time(self.ended_at),
+            "updated_at": iso_time(self.updated_at),
+            "ring_s": self.ring_s,
+            "talk_s": self.talk_s,
+            "ringing_timeout_s": self.ringing_timeout_s,
+            "max_duration_s": self.max_duration_s,
         }
         if with_timeline:
+            doc["config"] = self.config
             doc["timeline"] = [entry.to_json() for entry in self.timeline]
         return doc
 
@@ -190,6 +268,7 @@ Decide = Callable[[CallState], Change | None]
 
 
 def _row_to_call(row: sqlite3.Row, timeline: tuple[TimelineEntry, ...] = ()) -> CallRecord:
+    config = row["config"]
     return CallRecord(
         call_id=row["call_id"],
         phone_number=row["phone_number"],
@@ -206,6 +285,10 @@ def _row_to_call(row: sqlite3.Row, timeline: tuple[TimelineEntry, ...] = ()) -> 
         ended_at=row["ended_at"],
         updated_at=row["updated_at"],
         timeline=timeline,
+        ringing_timeout_s=row["ringing_timeout_s"],
+        max_duration_s=row["max_duration_s"],
+        config=json.loads(config) if config else None,
+        room_finished_at=row["room_finished_at"],
     )
 
 
@@ -331,10 +414,7 @@ class CallsDB:
             raise DatabaseError(
                 f"{self.path} has schema version {version}, newer than this code ({SCHEMA_VERSION})"
             )
-        if version == 0:  # a new database: the current schema at once
-            steps = _SCHEMA
-        else:
-            steps = "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
+        steps = "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
         if version < SCHEMA_VERSION:
             conn.executescript(f"BEGIN;{steps}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
             logger.info(
@@ -373,15 +453,37 @@ class CallsDB:
 
     # ----------------------------------------------------------------- calls
 
-    async def insert_call(self, call: NewCall, detail: dict[str, Any] | None = None) -> None:
-        await self._run(self._insert_sync, call, detail or {})
+    async def insert_call(
+        self,
+        call: NewCall,
+        detail: dict[str, Any] | None = None,
+        claim: IdempotencyClaim | None = None,
+    ) -> StoredAnswer | None:
+        """Record a new call (status dialing) and, in the same transaction, its key.
 
-    def _insert_sync(self, call: NewCall, detail: dict[str, Any]) -> None:
+        Returns None when the call was recorded; when `claim`'s key is already bound to a call,
+        records nothing and returns what the key is bound to.
+        """
+        result: StoredAnswer | None = await self._run(self._insert_sync, call, detail or {}, claim)
+        return result
+
+    def _insert_sync(
+        self, call: NewCall, detail: dict[str, Any], claim: IdempotencyClaim | None
+    ) -> StoredAnswer | None:
         now = self._clock()
         with self._transaction():
+            if claim is not None:
+                taken = self.conn.execute(
+                    "INSERT INTO idempotency (client, key, request_hash, call_id, created_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (claim.client, claim.key, claim.request_hash, call.call_id, now),
+                ).rowcount
+                if not taken:
+                    return self._get_idem_sync(claim.client, claim.key)
             self.conn.execute(
                 "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
-                " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     call.call_id,
                     call.phone_number,
@@ -391,12 +493,16 @@ class CallsDB:
                     Status.DIALING.value,
                     now,
                     now,
+                    call.ringing_timeout_s,
+                    call.max_duration_s,
+                    json.dumps(call.config, ensure_ascii=False),
                 ),
             )
             self._add_event(call.call_id, None, "created", None, Status.DIALING, detail, now)
+        return None
 
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        return await self._run(self._get_sync, call_id, True)
+    async def get_call(self, call_id: str, *, with_timeline: bool = True) -> CallRecord | None:
+        return await self._run(self._get_sync, call_id, with_timeline)
 
     def _get_sync(self, call_id: str, with_timeline: bool) -> CallRecord | None:
         row = self.conn.execute("SELECT * FROM calls WHERE call_id = ?", (call_id,)).fetchone()
@@ -459,14 +565,95 @@ class CallsDB:
         rows = self.conn.execute("SELECT status, COUNT(*) FROM calls GROUP BY status")
         return {str(r[0]): int(r[1]) for r in rows}
 
-    async def stale_live_calls(self, created_before: float) -> list[str]:
-        return await self._run(self._stale_sync, created_before)
+    async def stale_live_calls(self, now: float, margin_s: float) -> list[str]:
+        """Live calls older than their own ringing timeout + max duration + `margin_s`."""
+        return await self._run(self._stale_sync, now, margin_s)
 
-    def _stale_sync(self, created_before: float) -> list[str]:
+    def _stale_sync(self, now: float, margin_s: float) -> list[str]:
         marks = ",".join("?" * len(_LIVE))
         rows = self.conn.execute(
-            f"SELECT call_id FROM calls WHERE status IN ({marks}) AND created_at < ?",  # noqa: S608
-            (*_LIVE, created_before),
+            f"SELECT call_id FROM calls WHERE status IN ({marks})"  # noqa: S608
+            " AND created_at + COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)"
+            " + ? < ?",
+            (*_LIVE, margin_s, now),
+        )
+        return [str(r[0]) for r in rows]
+
+    async def graceless_finished(self, finished_before: float) -> list[str]:
+        """Live calls whose room finished before `finished_before` (their grace is over)."""
+        return await self._run(self._graceless_sync, finished_before)
+
+    def _graceless_sync(self, finished_before: float) -> list[str]:
+        marks = ",".join("?" * len(_LIVE))
+        rows = self.conn.execute(
+            f"SELECT call_id FROM calls WHERE room_finished_at < ?"  # noqa: S608
+            f" AND status IN ({marks})",
+            (finished_before, *_LIVE),
+        )
+        return [str(r[0]) for r in rows]
+
+    async def live_among(self, call_ids: list[str]) -> set[str]:
+        """Which of `call_ids` are calls in a live status (unknown ids are not)."""
+        return await self._run(self._live_among_sync, call_ids)
+
+    async def known_among(self, call_ids: list[str]) -> set[str]:
+        """Which of `call_ids` the database has a row for."""
+        return await self._run(self._among_sync, call_ids, ())
+
+    def _live_among_sync(self, call_ids: list[str]) -> set[str]:
+        return self._among_sync(call_ids, _LIVE)
+
+    def _among_sync(self, call_ids: list[str], statuses: tuple[str, ...]) -> set[str]:
+        found: set[str] = set()
+        where = f" AND status IN ({','.join('?' * len(statuses))})" if statuses else ""
+        for start in range(0, len(call_ids), 500):  # SQLite caps bound parameters
+            chunk = call_ids[start : start + 500]
+            ids = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT call_id FROM calls WHERE call_id IN ({ids}){where}",  # noqa: S608
+                (*chunk, *statuses),
+            )
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    async def probe_write(self, instance: str) -> None:
+        """Commit a one-row write, as readiness must: a write that is rolled back never
+        reaches the disk, so it passes on a full disk where every call's insert fails."""
+        await self._run(self._probe_sync, instance)
+
+    def _probe_sync(self, instance: str) -> None:
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO readiness (instance, at) VALUES (?, ?)"
+                " ON CONFLICT (instance) DO UPDATE SET at = excluded.at",
+                (instance, self._clock()),
+            )
+
+    async def start_dial(self, call_id: str) -> CallRecord | None:
+        """Mark that the dial request is about to go out; returns the call as it now is.
+
+        Committed before the request is sent, so a call without the mark was never dialled
+        (a server that died before dialling leaves such calls for the reaper to settle).
+        """
+        return await self._run(self._start_dial_sync, call_id)
+
+    def _start_dial_sync(self, call_id: str) -> CallRecord | None:
+        with self._transaction():
+            rows = self.conn.execute(
+                "UPDATE calls SET dial_started_at = ? WHERE call_id = ? RETURNING *",
+                (self._clock(), call_id),
+            ).fetchall()
+        return _row_to_call(rows[0]) if rows else None
+
+    async def never_dialled(self, created_before: float) -> list[str]:
+        """Calls still dialing, created before `created_before`, whose dial never went out."""
+        return await self._run(self._never_dialled_sync, created_before)
+
+    def _never_dialled_sync(self, created_before: float) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT call_id FROM calls WHERE status = ? AND dial_started_at IS NULL"
+            " AND created_at < ?",
+            (Status.DIALING.value, created_before),
         )
         return [str(r[0]) for r in rows]
 
@@ -492,9 +679,16 @@ class CallsDB:
         *,
         event_id: str | None = None,
         detail: dict[str, Any] | None = None,
+        room_finished: bool = False,
     ) -> Applied:
-        """In one transaction: dedupe by event id, decide the change, store it and the event."""
-        return await self._run(self._apply_sync, call_id, kind, decide, event_id, detail or {})
+        """In one transaction: dedupe by event id, decide the change, store it and the event.
+
+        `room_finished`: the event says the room is gone; recorded before deciding, so the
+        decision (and any later one) knows.
+        """
+        return await self._run(
+            self._apply_sync, call_id, kind, decide, event_id, detail or {}, room_finished
+        )
 
     def _apply_sync(
         self,
@@ -503,6 +697,7 @@ class CallsDB:
         decide: Decide,
         event_id: str | None,
         detail: dict[str, Any],
+        room_finished: bool,
     ) -> Applied:
         now = self._clock()
         with self._transaction():
@@ -513,6 +708,12 @@ class CallsDB:
                 ).fetchone()
             ):
                 return Applied(duplicate=True)
+            if room_finished:
+                self.conn.execute(
+                    "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?)"
+                    " WHERE call_id = ?",
+                    (now, call_id),
+                )
             before = self._get_sync(call_id, False)
             if before is None:
                 return Applied(unknown_call=True)
@@ -586,32 +787,37 @@ class CallsDB:
 
     def _get_idem_sync(self, client: str, key: str) -> StoredAnswer | None:
         row = self.conn.execute(
-            "SELECT status, body, request_hash FROM idempotency WHERE client = ? AND key = ?",
+            "SELECT call_id, request_hash, status, body FROM idempotency"
+            " WHERE client = ? AND key = ?",
             (client, key),
         ).fetchone()
         if row is None:
             return None
-        return StoredAnswer(int(row[0]), json.loads(row[1]), str(row[2]))
+        body = json.loads(row["body"]) if row["body"] is not None else None
+        return StoredAnswer(str(row["call_id"]), str(row["request_hash"]), row["status"], body)
 
-    async def put_idempotent(
-        self,
-        client: str,
-        key: str,
-        status: int,
-        body: dict[str, Any],
-        request_hash: str = "",
+    async def answer_idempotent(
+        self, client: str, key: str, status: int, body: dict[str, Any]
     ) -> None:
-        await self._run(self._put_idem_sync, client, key, status, body, request_hash)
+        """Store the answer given under a key recorded with `insert_call`."""
+        await self._run(self._answer_idem_sync, client, key, status, body)
 
-    def _put_idem_sync(
-        self, client: str, key: str, status: int, body: dict[str, Any], request_hash: str
-    ) -> None:
+    def _answer_idem_sync(self, client: str, key: str, status: int, body: dict[str, Any]) -> None:
         with self._transaction():
             self.conn.execute(
-                "INSERT OR REPLACE INTO idempotency"
-                " (client, key, status, body, created_at, request_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (client, key, status, json.dumps(body), self._clock(), request_hash),
+                "UPDATE idempotency SET status = ?, body = ? WHERE client = ? AND key = ?",
+                (status, json.dumps(body, ensure_ascii=False), client, key),
+            )
+
+    async def release_idempotent(self, client: str, key: str, call_id: str) -> None:
+        """Free a key whose call was never dialled, so a retry may place the call anew."""
+        await self._run(self._release_idem_sync, client, key, call_id)
+
+    def _release_idem_sync(self, client: str, key: str, call_id: str) -> None:
+        with self._transaction():
+            self.conn.execute(
+                "DELETE FROM idempotency WHERE client = ? AND key = ? AND call_id = ?",
+                (client, key, call_id),
             )
 
     # ----------------------------------------------------------------- helpers

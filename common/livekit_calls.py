@@ -35,10 +35,15 @@ class LiveKitError(Exception):
 
     http_status = 502
 
-    def __init__(self, reason: str, *, sip_status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, *, sip_status: int | None = None, maybe_done: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sip_status = sip_status
+        # True when the request may have reached LiveKit and been carried out all the same
+        # (a timeout, a dropped connection): for a dial, the phone may be ringing.
+        self.maybe_done = maybe_done
 
 
 class LiveKitRefused(LiveKitError):
@@ -61,7 +66,6 @@ class LiveKitTimeout(LiveKitError):
 
 @dataclass(frozen=True)
 class PlacedCall:
-    dispatch_id: str
     participant_id: str
     sip_call_id: str
 
@@ -77,11 +81,17 @@ def create_client(settings: Settings, url: str, session: aiohttp.ClientSession) 
     )
 
 
-def dispatch_metadata(call_id: str, phone_number: str, record: dict[str, Any]) -> str:
-    """What the agent job receives: its call id and a snapshot of its config."""
-    return json.dumps(
-        {"call_id": call_id, "phone_number": phone_number, "config": record}, ensure_ascii=False
-    )
+def dispatch_metadata(
+    call_id: str,
+    phone_number: str,
+    record: dict[str, Any],
+    ringing_timeout_s: int | None = None,
+) -> str:
+    """What the agent job receives: its call id, a snapshot of its config, how long it rings."""
+    doc: dict[str, Any] = {"call_id": call_id, "phone_number": phone_number, "config": record}
+    if ringing_timeout_s is not None:
+        doc["ringing_timeout_s"] = ringing_timeout_s
+    return json.dumps(doc, ensure_ascii=False)
 
 
 def _translate(exc: BaseException, action: str) -> LiveKitError:
@@ -94,32 +104,51 @@ def _translate(exc: BaseException, action: str) -> LiveKitError:
         message = mask_digits(f"{exc.code}: {exc.message}")
         return cls(f"{action}: LiveKit answered {exc.status} {message}")
     if isinstance(exc, TimeoutError):
-        return LiveKitTimeout(f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s")
-    return LiveKitUnavailable(f"{action}: LiveKit unreachable ({type(exc).__name__})")
+        return LiveKitTimeout(
+            f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s", maybe_done=True
+        )
+    # No connection at all means LiveKit never saw the request; anything later may have.
+    maybe = not isinstance(exc, aiohttp.ClientConnectorError)
+    return LiveKitUnavailable(
+        f"{action}: LiveKit unreachable ({type(exc).__name__})", maybe_done=maybe
+    )
 
 
-async def place_call(
+async def dispatch_agent(
     lkapi: api.LiveKitAPI,
     settings: Settings,
     *,
     call_id: str,
     phone_number: str,
     record: dict[str, Any],
-) -> PlacedCall:
-    """Dispatch the agent to room `call_id`, then dial `phone_number` into it."""
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    ringing_timeout_s: int,
+) -> str:
+    """Dispatch the agent to room `call_id` (creating the room); returns the dispatch id."""
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
             dispatch = await lkapi.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(
                     agent_name=settings.agent_name,
                     room=call_id,
-                    metadata=dispatch_metadata(call_id, phone_number, record),
+                    metadata=dispatch_metadata(call_id, phone_number, record, ringing_timeout_s),
                     restart_policy=JRP_NEVER,
                 )
             )
     except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
         raise _translate(exc, "agent dispatch") from exc
+    return str(dispatch.id)
+
+
+async def dial(
+    lkapi: api.LiveKitAPI,
+    settings: Settings,
+    *,
+    call_id: str,
+    phone_number: str,
+    ringing_timeout_s: int,
+    max_duration_s: int,
+) -> PlacedCall:
+    """Dial `phone_number` into room `call_id` (never retried: a retry is a second call)."""
     try:
         participant = await lkapi.sip.create_sip_participant(
             api.CreateSIPParticipantRequest(
@@ -128,22 +157,21 @@ async def place_call(
                 room_name=call_id,
                 participant_identity=f"sip-{call_id}",
                 participant_name="Callee",
-                ringing_timeout=Duration(seconds=settings.call_ringing_timeout_s),
-                max_call_duration=Duration(seconds=settings.call_max_duration_s),
+                ringing_timeout=Duration(seconds=ringing_timeout_s),
+                max_call_duration=Duration(seconds=max_duration_s),
                 wait_until_answered=False,
             ),
-            timeout=timeout.total,
+            timeout=REQUEST_TIMEOUT_S,
         )
     except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
         raise _translate(exc, "SIP dial") from exc
     logger.info(
-        "call %s dialing %s (dispatch %s, participant %s)",
+        "call %s dialing %s (participant %s)",
         call_id,
         mask_phone(phone_number),
-        dispatch.id,
         participant.participant_id,
     )
-    return PlacedCall(dispatch.id, participant.participant_id, participant.sip_call_id)
+    return PlacedCall(participant.participant_id, participant.sip_call_id)
 
 
 async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:

@@ -48,6 +48,9 @@ ANSWERED_CALL_STATUSES = frozenset({"active", "hangup"})
 # A SIP final response code, where the SIP bridge (or our sandbox) reports one.
 ATTR_STATUS_CODE = "sip.callStatusCode"
 
+# Not a LiveKit event: the grace after an unanswered room_finished has run out.
+GRACE_OVER = "room_finished_grace_over"
+
 _BUSY_CODES = frozenset({486, 600, 603})
 _NO_ANSWER_CODES = frozenset({408, 480, 487})
 _REASON_STATUS = {
@@ -64,6 +67,8 @@ class CallState:
     status: Status
     answered: bool = False
     hangup_requested: bool = False
+    room_finished: bool = False
+    """The room is gone; the outcome waits only for late evidence of an answer (a grace)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def _room_outcome(metadata: str) -> str | None:
         return None
     try:
         parsed = json.loads(metadata)
-    except ValueError:
+    except (ValueError, RecursionError):  # signed, yet any text: even 100,000 nested "["
         return None
     outcome = parsed.get("outcome") if isinstance(parsed, dict) else None
     return outcome if isinstance(outcome, str) else None
@@ -151,17 +156,25 @@ def _left_unanswered(signal: Signal) -> Change | None:
 
 
 def next_state(state: CallState, signal: Signal) -> Change | None:
-    """The change `signal` makes to a call in `state`, or None (pure, table-tested)."""
+    """The change `signal` makes to a call in `state`, or None (pure, table-tested).
+
+    `room_finished` settles a call at once when its end is known (voicemail, hung up through
+    the API, answered). An unanswered one waits: the event that shows the answer may be late
+    or lost and retried, so the call settles `no_answer` only on GRACE_OVER, and an answer
+    signal arriving before that wins.
+    """
     if state.status in FINAL_STATUSES:
         return None
-    if signal.event == "room_finished":
+    if signal.event in ("room_finished", GRACE_OVER):
         if signal.room_outcome == Status.VOICEMAIL:
             return Change(Status.VOICEMAIL, "answering machine", answered=state.answered)
         if state.hangup_requested:
             return Change(Status.CANCELED, "hung up through the API")
         if state.answered:
             return Change(Status.COMPLETED)
-        return Change(Status.NO_ANSWER, "room finished before an answer")
+        if signal.event == GRACE_OVER:
+            return Change(Status.NO_ANSWER, "room finished before an answer")
+        return None
     if not signal.sip_participant:
         return None
     if signal.event == "participant_joined":
@@ -170,7 +183,7 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
         # LiveKit sends no webhook when a call is answered; the SIP participant's last
         # `sip.callStatus` tells: "active"/"hangup" after an answer, "dialing"/"ringing" if not.
         if state.answered or signal.sip_call_status in ANSWERED_CALL_STATUSES:
-            return None if state.answered else Change(Status.IN_PROGRESS, answered=True)
+            return None if state.answered else _answered(state)
         if state.hangup_requested:
             return None  # room_finished settles canceled
         return _left_unanswered(signal)
@@ -179,9 +192,16 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
     return None
 
 
+def _answered(state: CallState) -> Change:
+    """The callee answered; if the room has already finished, the call is over too."""
+    if state.room_finished:
+        return Change(Status.COMPLETED, "answer reported after the room finished", answered=True)
+    return Change(Status.IN_PROGRESS, answered=True)
+
+
 def _progress(state: CallState, call_status: str | None) -> Change | None:
     if call_status == "active" and not state.answered:
-        return Change(Status.IN_PROGRESS, answered=True)
+        return _answered(state)
     if call_status == "ringing" and state.status == Status.DIALING:
         return Change(Status.RINGING)
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Settings:
     call_ringing_timeout_s: int = 30
     call_max_duration_s: int = 600
     reaper_interval_s: float = 30.0
+    calls_settle_grace_s: float = 10.0
     webhook_path: str = "/webhooks/livekit"
 
     sandbox_port: int = 7880
@@ -72,6 +74,11 @@ class Settings:
     @property
     def is_loopback(self) -> bool:
         return self.host in LOOPBACK_HOSTS
+
+    @property
+    def instance_name(self) -> str:
+        """This server among others on one database: host name and port."""
+        return f"{socket.gethostname()}:{self.port}"
 
     @property
     def webhook_url(self) -> str:
@@ -178,6 +185,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         call_ringing_timeout_s=_int(env, "CALL_RINGING_TIMEOUT_S", 30, 1, 600),
         call_max_duration_s=_int(env, "CALL_MAX_DURATION_S", 600, 1, 86400),
         reaper_interval_s=_float(env, "REAPER_INTERVAL_S", 30.0, 0.01),
+        calls_settle_grace_s=_float(env, "CALLS_SETTLE_GRACE_S", 10.0, 0.0),
         webhook_path=webhook_path,
         sandbox_port=_int(env, "SANDBOX_PORT", 7880, 0, 65535),
         sandbox_time_scale=_float(env, "SANDBOX_TIME_SCALE", 1.0, 0.0),
@@ -198,6 +206,10 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
     return settings_from_env(merged)
 
 
+# Fields our log calls pass as `extra=` that JSON logs carry as fields of their own.
+_JSON_FIELDS = ("call_id", "status")
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         import json
@@ -208,6 +220,10 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for name in _JSON_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                doc[name] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)

@@ -34,7 +34,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,14 +84,16 @@ class UnknownCallError(KeyError):
 
 
 def _log_updated(record: Mapping[str, Any]) -> None:
+    """The seed's success line and fields, as one line (one event, one log record)."""
     call = record.get("call_id")
     logger.info(
-        "✓ Configuration updated successfully%s\n"
-        "  - Caller Name: %s\n  - TTS Language: %s\n  - TTS Emotion: %s",
+        "✓ Configuration updated successfully%s - Caller Name: %s - TTS Language: %s"
+        " - TTS Emotion: %s",
         f" (call {call})" if call else "",
         record.get("caller_name"),
         record.get("tts_language"),
         record.get("tts_emotion"),
+        extra={"call_id": call} if call else None,
     )
     logger.debug("  - Instructions: %s", clip_for_log(str(record.get("agent_instructions", ""))))
 
@@ -339,6 +341,43 @@ class ConfigStore:
         removed: bool = await self._submit(self._drop(call_id))
         return removed
 
+    async def remove_calls_async(self, call_ids: Iterable[str]) -> int:
+        """Drop several records in one write (none if there is nothing to drop)."""
+        ids = list(call_ids)
+        if not ids:
+            return 0
+        removed: int = await self._submit(self._drop_all(ids))
+        return removed
+
+    async def records_written_async(self) -> dict[str, float]:
+        """Each call record's call id and written_at (0 where it has none), as on disk now."""
+        doc = await self._read_async()
+        calls = doc.get(CALLS_KEY) if doc else None
+        if not isinstance(calls, dict):
+            return {}
+        return {
+            str(call_id): float(rec["written_at"])
+            if isinstance(rec, dict) and isinstance(rec.get("written_at"), int | float)
+            else 0.0
+            for call_id, rec in calls.items()
+        }
+
+    async def probe_writable_async(self) -> None:
+        """Raise OSError unless a small file can be written and synced next to config.json.
+
+        What a call's config write needs (directory writable, space on the device), proved
+        with a temp file of the writer's own naming, so a crash here leaves nothing behind.
+        """
+        await _in_executor(self._probe_sync)
+
+    def _probe_sync(self) -> None:
+        tmp = self._temp_path()
+        try:
+            _write_durably(tmp, b"\n" * 4096)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
     # ------------------------------------------------------------------- mutations
 
     @staticmethod
@@ -361,6 +400,14 @@ class ConfigStore:
     def _drop(call_id: str) -> Mutation:
         def apply(doc: Document, _now: float) -> bool:
             return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
+
+        return apply
+
+    @staticmethod
+    def _drop_all(call_ids: list[str]) -> Mutation:
+        def apply(doc: Document, _now: float) -> int:
+            calls = doc.get(CALLS_KEY, {})
+            return sum(calls.pop(call_id, None) is not None for call_id in call_ids)
 
         return apply
 
@@ -508,8 +555,10 @@ class ConfigStore:
             parsed = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             parsed = None
-        if isinstance(parsed, dict):
+        if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
             return parsed
+        # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
+        # string): not a document we can add a record to, so it is kept aside, not patched.
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         os.replace(self.path, aside)
@@ -547,7 +596,10 @@ class ConfigStore:
         return self._start_document(data), None
 
     def _mutate_sync(self, mutations: list[Mutation]) -> list[Any]:
-        fd = self._acquire()
+        try:
+            fd = self._acquire()
+        except OSError as exc:  # e.g. the directory is not one, or not ours to write
+            raise self._fail(exc, "lock") from exc
         tmp: Path | None = None
         try:
             self._clean_temp_files()

@@ -1,6 +1,13 @@
-"""Redaction of aiohttp's access log: request lines are client text, and a client may put a
-phone number in a URL (`GET /calls/+14155550123`, a query value). Every run of 7+ digits in
-the logged request line keeps only its last 4, as `mask_phone` does for our own log lines."""
+"""Redaction and trimming of aiohttp's access log.
+
+Request lines and headers are client text, and a client may put a phone number in a URL
+(`GET /calls/+14155550123`, a query value) or in its User-Agent. Every run of 7+ digits in the
+logged line keeps only its last 4, as `mask_phone` does for our own log lines; call ids
+(`call-<12 hex>`) are left whole, so a line can be grepped for its call.
+
+The embedded sandbox posts every webhook of every simulated call to us: its successful posts
+would be most of the log, so they are dropped (failures stay). Real traffic is always logged.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +17,49 @@ import re
 from common.masking import mask_digits
 
 ACCESS_LOGGER = "aiohttp.access"
-_REQUEST_LINE = re.compile(r'"[A-Z]+ [^"]*"')
+SANDBOX_USER_AGENTS = frozenset({"LiveKit-Sandbox"})
+_CALL_ID = re.compile(r"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
 
 
-class RedactRequestLine(logging.Filter):
+def redact(message: str) -> str:
+    """`message` with phone-like digit runs masked, call ids kept whole."""
+    parts = _CALL_ID.split(message)
+    ids = _CALL_ID.findall(message)
+    out = [mask_digits(parts[0])]
+    for call_id, rest in zip(ids, parts[1:], strict=True):
+        out += [call_id, mask_digits(rest)]
+    return "".join(out)
+
+
+def _is_sandbox_success(record: logging.LogRecord) -> bool:
+    headers = getattr(record, "request_header", None)
+    status = getattr(record, "response_status", None)
+    if not isinstance(headers, dict) or not isinstance(status, int):
+        return False
+    return headers.get("User-Agent") in SANDBOX_USER_AGENTS and 200 <= status < 300
+
+
+class RedactAccessLog(logging.Filter):
+    def __init__(self, drop_sandbox: bool) -> None:
+        super().__init__()
+        self.drop_sandbox = drop_sandbox
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.drop_sandbox and _is_sandbox_success(record):
+            return False
         message = record.getMessage()
-        redacted = _REQUEST_LINE.sub(lambda m: mask_digits(m.group()), message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+        headers = getattr(record, "request_header", None)
+        if isinstance(headers, dict):  # JSON logs may carry the headers as fields
+            record.request_header = {k: redact(str(v)) for k, v in headers.items()}
         return True
 
 
-def install() -> None:
-    """Add the filter to aiohttp's access logger (once per process)."""
+def install(*, drop_sandbox: bool = False) -> None:
+    """Put the filter on aiohttp's access logger (one per process; the latest settings win)."""
     logger = logging.getLogger(ACCESS_LOGGER)
-    if not any(isinstance(f, RedactRequestLine) for f in logger.filters):
-        logger.addFilter(RedactRequestLine())
+    for existing in [f for f in logger.filters if isinstance(f, RedactAccessLog)]:
+        logger.removeFilter(existing)
+    logger.addFilter(RedactAccessLog(drop_sandbox))

@@ -7,15 +7,17 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
 
-from common.call_flow import HangupResult, TooManyLiveCalls
+from common.call_flow import HangupResult, KeyAlreadyUsed, TooManyLiveCalls
 from common.call_request import InvalidCall, parse_outbound_call
-from common.calls_db import DatabaseError
+from common.calls_db import CallsDB, DatabaseError, IdempotencyClaim, StoredAnswer
 from common.livekit_calls import LiveKitError
 from common.outcomes import Status
+from common.ratelimit import RateLimiter
 from common.update_config import ConfigWriteError
 from handlers.context import CALLS, DB, LIMITER, SETTINGS, BodyTooLarge, json_error, read_body
 
@@ -64,24 +66,27 @@ async def outbound_call(request: web.Request) -> web.Response:
         return json_error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return await _outbound_call(request, raw)
+        return await _outbound_call(request, raw, None)
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         return json_error(
             400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
         )
-    client = client_identity(request)
-    scoped = (client, hashlib.sha256(key.encode()).hexdigest())
-    request_hash = hashlib.sha256(raw).hexdigest()
+    claim = IdempotencyClaim(
+        client_identity(request),
+        hashlib.sha256(key.encode()).hexdigest(),
+        hashlib.sha256(raw).hexdigest(),
+    )
+    scoped = (claim.client, claim.key)
     in_flight = request.app[_IN_FLIGHT]
     if scoped in in_flight:  # the same request is being placed right now: share its answer
         first_hash, first = in_flight[scoped]
-        if first_hash != request_hash:
+        if first_hash != claim.request_hash:
             return _key_reused()
         return _clone(await asyncio.shield(first))
     future: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
-    in_flight[scoped] = (request_hash, future)  # before any await: a duplicate waits for us
+    in_flight[scoped] = (claim.request_hash, future)  # before any await: a duplicate waits
     try:
-        response = await _idempotent_call(request, raw, scoped, request_hash)
+        response = await _idempotent_call(request, raw, claim)
         future.set_result(response)
         return response
     except BaseException as exc:
@@ -99,28 +104,42 @@ def _key_reused() -> web.Response:
 
 
 async def _idempotent_call(
-    request: web.Request, raw: bytes, scoped: tuple[str, str], request_hash: str
+    request: web.Request, raw: bytes, claim: IdempotencyClaim
 ) -> web.Response:
-    """Replay the stored answer for this key, or place the call and store its answer."""
-    db = request.app[DB]
+    """Answer what this key is bound to, or place the call with the key recorded on its row.
+
+    The key is stored with the call before anything is dialled, so a retry after a crash gets
+    that call (never a second one); the answer is stored once given, and replayed.
+    """
     try:
-        stored = await db.get_idempotent(*scoped)
+        stored = await request.app[DB].get_idempotent(claim.client, claim.key)
     except DatabaseError:
         return json_error(503, "calls database unavailable")
     if stored is not None:
-        if stored.request_hash and stored.request_hash != request_hash:
-            return _key_reused()
-        return web.json_response(
-            stored.body, status=stored.status, headers={"Idempotent-Replay": "1"}
-        )
-    response = await _outbound_call(request, raw)
-    if response.status == 200 and isinstance(response.body, bytes):
-        body = json.loads(response.body)
-        try:
-            await db.put_idempotent(*scoped, 200, body, request_hash)
-        except DatabaseError:
-            logger.error("could not store the idempotent answer for call %s", body["call_id"])
-    return response
+        return await _bound_answer(request, stored, claim)
+    return await _outbound_call(request, raw, claim)
+
+
+async def _bound_answer(
+    request: web.Request, stored: StoredAnswer, claim: IdempotencyClaim
+) -> web.Response:
+    """The answer for a key that is bound to a call already."""
+    if stored.request_hash != claim.request_hash:
+        return _key_reused()
+    replay = {"Idempotent-Replay": "1"}
+    if stored.status is not None and stored.body is not None:
+        return web.json_response(stored.body, status=stored.status, headers=replay)
+    # Placed (or being placed) but never answered, e.g. the server died mid-placement.
+    try:
+        call = await request.app[DB].get_call(stored.call_id, with_timeline=False)
+    except DatabaseError:
+        return json_error(503, "calls database unavailable")
+    status = call.status if call is not None else Status.DIALING
+    return web.json_response(_placed_body(stored.call_id, status), headers=replay)
+
+
+def _placed_body(call_id: str, status: Status) -> dict[str, Any]:
+    return {"status": "success", "call_id": call_id, "room": call_id, "call_status": status.value}
 
 
 def _clone(response: web.Response) -> web.Response:
@@ -133,48 +152,92 @@ def _clone(response: web.Response) -> web.Response:
     )
 
 
-async def _outbound_call(request: web.Request, raw: bytes) -> web.Response:
+def decode_json(raw: bytes) -> object:
+    """The request's JSON, read as UTF-8 only; ValueError with a message for the client.
+
+    `json.loads` would also take UTF-16 and UTF-32 bytes; RFC 8259 bodies are UTF-8.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"request body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except ValueError as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 30,000 nested "[" fit in 64 KiB
+        raise ValueError("request body is not valid JSON: nested too deeply") from None
+
+
+class _RateSlot:
+    """The client's share of CALLS_RATE_LIMIT_PER_MIN, as CallService.place takes it."""
+
+    def __init__(self, limiter: RateLimiter, client: str) -> None:
+        self._limiter = limiter
+        self._client = client
+
+    def take(self) -> None:
+        retry_after = self._limiter.retry_after(self._client)
+        if retry_after:
+            raise RateLimited(self._limiter.per_minute, retry_after)
+        self._limiter.record(self._client)
+
+    def give_back(self) -> None:
+        self._limiter.forget_last(self._client)
+
+
+class RateLimited(Exception):
+    def __init__(self, per_minute: int, retry_after: int) -> None:
+        super().__init__(f"rate limit: at most {per_minute} calls per minute")
+        self.retry_after = retry_after
+
+
+async def _outbound_call(
+    request: web.Request, raw: bytes, claim: IdempotencyClaim | None
+) -> web.Response:
     settings = request.app[SETTINGS]
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return json_error(400, f"request body is not valid JSON: {exc}")
-    except RecursionError:  # e.g. 30,000 nested "[" fit in 64 KiB
-        return json_error(400, "request body is not valid JSON: nested too deeply")
+        body = decode_json(raw)
+    except ValueError as exc:
+        return json_error(400, str(exc))
     try:
-        call = parse_outbound_call(body, settings.calls_allowed_countries)
+        call = parse_outbound_call(
+            body, settings.calls_allowed_countries, strict_numbers=not settings.uses_sandbox
+        )
     except InvalidCall as exc:
         return json_error(422, "invalid request", [e.to_json() for e in exc.errors])
-
-    limiter = request.app[LIMITER]
-    client = client_identity(request)
-    retry_after = limiter.retry_after(client)
-    if retry_after:
-        return json_error(
-            429,
-            f"rate limit: at most {limiter.per_minute} calls per minute",
-            headers={"Retry-After": str(retry_after)},
-        )
-    limiter.record(client)
+    rate = _RateSlot(request.app[LIMITER], client_identity(request))
+    db = request.app[DB]
     try:
-        placed = await request.app[CALLS].place(call)
+        placed = await request.app[CALLS].place(call, claim=claim, rate=rate)
     except TooManyLiveCalls as exc:
-        limiter.forget_last(client)  # refused calls do not count against the rate
         return json_error(429, str(exc), headers={"Retry-After": str(LIVE_CAP_RETRY_AFTER_S)})
+    except RateLimited as exc:
+        return json_error(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    except KeyAlreadyUsed as exc:  # another server took this key while we were writing
+        assert claim is not None  # noqa: S101 - only a claim can be taken
+        return await _bound_answer(request, exc.stored, claim)
     except ConfigWriteError as exc:
         return json_error(503, f"could not store the call's configuration: {exc.strerror}")
     except DatabaseError:
         return json_error(503, "calls database unavailable")
     except LiveKitError as exc:
-        return json_error(exc.http_status, f"LiveKit did not place the call: {exc.reason}")
-    return web.json_response(
-        {
-            "status": "success",
-            "call_id": placed.call_id,
-            "room": placed.call_id,
-            "call_status": placed.status.value,
-        }
-    )
+        response = json_error(exc.http_status, f"LiveKit did not place the call: {exc.reason}")
+        if claim is not None and exc.maybe_done:  # the key stays bound: replay, never redial
+            await _store_answer(db, claim, response)
+        return response
+    response = web.json_response(_placed_body(placed.call_id, placed.status))
+    if claim is not None:
+        await _store_answer(db, claim, response)
+    return response
+
+
+async def _store_answer(db: CallsDB, claim: IdempotencyClaim, response: web.Response) -> None:
+    body = response.body if isinstance(response.body, bytes) else b"{}"
+    try:
+        await db.answer_idempotent(claim.client, claim.key, response.status, json.loads(body))
+    except DatabaseError as exc:  # the key is bound to its call already: retries get it
+        logger.error("could not store the answer under an Idempotency-Key: %s", exc)
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -208,7 +271,9 @@ def _list_params(request: web.Request) -> tuple[Status | None, int, float | None
         try:
             before = float(query["before"])
         except ValueError:
-            raise ValueError("before must be a unix timestamp") from None
+            before = math.nan
+        if not math.isfinite(before):
+            raise ValueError("before must be a unix timestamp (a finite number)")
     return status, limit, before
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from common.calls_db import DatabaseError
 from common.livekit_calls import LiveKitError, check_reachable
-from handlers.context import CALLS, DB, METRICS, json_error
+from handlers.context import CALLS, DB, METRICS, SETTINGS, STORE, json_error
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +19,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers and LiveKit (or the sandbox) accepts our key."""
+    """Ready when a call could be placed: the database takes a write, config.json's directory
+    takes a file, and LiveKit (or the sandbox) accepts our key."""
     failures: list[dict[str, str]] = []
+    settings = request.app[SETTINGS]
     try:
-        await asyncio.wait_for(request.app[DB].count_live(), timeout=5)
+        await asyncio.wait_for(request.app[DB].probe_write(settings.instance_name), timeout=5)
     except (DatabaseError, TimeoutError) as exc:
         failures.append({"component": "database", "error": str(exc) or "timeout"})
+    try:
+        await asyncio.wait_for(request.app[STORE].probe_writable_async(), timeout=5)
+    except (OSError, TimeoutError) as exc:
+        error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
+        failures.append({"component": "config", "error": f"{settings.config_path}: {error}"})
     try:
         await check_reachable(request.app[CALLS].lkapi)
     except LiveKitError as exc:

@@ -14,6 +14,7 @@ from common.call_config import (
     MAX_INSTRUCTIONS_CHARS,
     MAX_NAME_CHARS,
 )
+from common.call_request import MAX_DURATION_RANGE, RINGING_TIMEOUT_RANGE
 from common.outcomes import Status
 from common.settings import Settings
 from handlers.calls import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_IDEMPOTENCY_KEY_CHARS
@@ -42,6 +43,13 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 
 def _nullable(type_: str) -> dict[str, Any]:
     return {"type": [type_, "null"]}
+
+
+_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
+
+
+def _nullable_time() -> dict[str, Any]:
+    return {"type": ["string", "null"], "format": "date-time", "description": "ISO 8601, UTC"}
 
 
 _RETRY_AFTER = {
@@ -97,6 +105,18 @@ _SCHEMAS: dict[str, Any] = {
                 "enum": [*EMOTIONS, None],
                 "description": "TTS emotion (case-insensitive); default Calm",
             },
+            "ringing_timeout_s": {
+                "type": ["integer", "null"],
+                "minimum": RINGING_TIMEOUT_RANGE[0],
+                "maximum": RINGING_TIMEOUT_RANGE[1],
+                "description": "How long the phone rings; default CALL_RINGING_TIMEOUT_S",
+            },
+            "max_duration_s": {
+                "type": ["integer", "null"],
+                "minimum": MAX_DURATION_RANGE[0],
+                "maximum": MAX_DURATION_RANGE[1],
+                "description": "The longest the call may last; default CALL_MAX_DURATION_S",
+            },
             "additional_params": {
                 "type": ["object", "null"],
                 "description": f"Extra context for the agent, at most {MAX_ADDITIONAL_PARAMS_BYTES}"
@@ -132,7 +152,10 @@ _SCHEMAS: dict[str, Any] = {
             "answered_at",
             "ended_at",
             "updated_at",
-            "duration_s",
+            "ring_s",
+            "talk_s",
+            "ringing_timeout_s",
+            "max_duration_s",
         ],
         "properties": {
             "call_id": {"type": "string"},
@@ -144,11 +167,14 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"enum": [s.value for s in Status]},
             "outcome": _nullable("string"),
             "reason": _nullable("string"),
-            "created_at": {"type": "number"},
-            "answered_at": _nullable("number"),
-            "ended_at": _nullable("number"),
-            "updated_at": {"type": "number"},
-            "duration_s": _nullable("number"),
+            "created_at": _TIME,
+            "answered_at": _nullable_time(),
+            "ended_at": _nullable_time(),
+            "updated_at": _TIME,
+            "ring_s": _nullable("number"),
+            "talk_s": _nullable("number"),
+            "ringing_timeout_s": _nullable("integer"),
+            "max_duration_s": _nullable("integer"),
         },
     },
     "Call": {
@@ -156,8 +182,12 @@ _SCHEMAS: dict[str, Any] = {
             _ref("CallSummary"),
             {
                 "type": "object",
-                "required": ["timeline"],
+                "required": ["config", "timeline"],
                 "properties": {
+                    "config": {
+                        "type": ["object", "null"],
+                        "description": "The configuration the call was placed with",
+                    },
                     "timeline": {"type": "array", "items": _ref("TimelineEntry")},
                 },
             },
@@ -170,7 +200,7 @@ _SCHEMAS: dict[str, Any] = {
             "event": {"type": "string"},
             "from": _nullable("string"),
             "to": _nullable("string"),
-            "at": {"type": "number"},
+            "at": _TIME,
             "event_id": _nullable("string"),
             "detail": {"type": "object"},
         },

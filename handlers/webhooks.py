@@ -34,15 +34,16 @@ class Unverified(Exception):
 
 def verify(verifier: TokenVerifier, header: str, body: bytes) -> None:
     """Raise Unverified unless `header` is a valid LiveKit token for exactly `body`."""
-    token = header.removeprefix("Bearer ").strip()
+    scheme, _, rest = header.strip().partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else header.strip()
     if not token:
         raise Unverified("no Authorization header")
     try:
         claims = verifier.verify(token)
     except Exception as exc:  # PyJWT raises many types; any of them means "not verified"
         raise Unverified(f"token rejected ({type(exc).__name__})") from None
-    if not claims.sha256:
-        raise Unverified("token has no sha256 claim")
+    if not isinstance(claims.sha256, str) or not claims.sha256:
+        raise Unverified("token has no sha256 claim (or not a string)")
     try:
         expected = base64.b64decode(claims.sha256, validate=True)
     except ValueError:

@@ -69,6 +69,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "sandbox_port": 0,
             "sandbox_time_scale": 0.01,
             "reaper_interval_s": 3600.0,
+            # Unanswered calls settle as room_finished is handled; grace tests set their own.
+            "calls_settle_grace_s": 0.0,
         }
         base.update(overrides)
         return dataclasses.replace(Settings(), **base)

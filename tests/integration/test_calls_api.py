@@ -56,7 +56,8 @@ async def test_seed_examples_place_calls(
     shown = await (await client.get(f"/calls/{call_id}")).json()
     assert shown["name"] == body["name"] and shown["phone_number"] == body["phone_number"]
     assert shown["status"] in ("dialing", "ringing", "in_progress")
-    assert [e["event"] for e in shown["timeline"]][:2] == ["created", "dialed"]
+    events = [e["event"] for e in shown["timeline"]]
+    assert events[0] == "created" and "dialed" in events  # webhooks may come in between
 
 
 async def test_seed_integration_body_without_instruction(client: Client) -> None:

@@ -162,3 +162,52 @@ def test_missing_settings_per_command() -> None:
         cartesia_api_key="ca",
     )
     assert missing_settings(full, "dev") == []
+
+
+def test_top_level_help_lists_describe(tmp_path: Path) -> None:
+    """Regression: `python -m agent --help` listed only livekit-agents' own commands."""
+    for args in (["--help"], []):
+        proc = run_agent(args, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "describe" in proc.stdout and "--call-id" in proc.stdout
+        assert "start" in proc.stdout and "console" in proc.stdout  # livekit's, still listed
+
+
+def test_describe_a_finished_call_from_the_calls_database(tmp_path: Path) -> None:
+    """A call that is over has no config.json record any more: describe uses the config
+    stored with the call, and says so."""
+    import asyncio
+
+    from common.calls_db import CallsDB, NewCall
+
+    snapshot = {
+        "caller_name": "Emma Watson",
+        "agent_instructions": "You are a customer support agent.",
+        "tts_language": "en",
+        "tts_emotion": "Serious",
+        "additional_params": {"ticket": "T-1"},
+        "ringing_timeout_s": 30,
+        "max_duration_s": 600,
+    }
+
+    async def record() -> None:
+        db = await CallsDB.open(tmp_path / "calls.db")
+        try:
+            call = NewCall(CALL, "+441234567890", "Emma Watson", "en", "Serious", config=snapshot)
+            await db.insert_call(call)
+        finally:
+            await db.close()
+
+    asyncio.run(record())
+    proc = run_agent(
+        ["describe", "--call-id", CALL],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "config.json"),
+        CALLS_DB_PATH=str(tmp_path / "calls.db"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["source"] == "calls-db"
+    assert "stored with the call" in plan["reason"]
+    assert plan["caller_name"] == "Emma Watson" and plan["tts"]["emotion"] == "confident"
+    assert "Call context: ticket: T-1" in plan["instructions"]

@@ -185,7 +185,7 @@ def test_premium_and_shared_cost_numbers_refused(phone: str, kind: str) -> None:
 
 
 def test_country_allow_list_refuses_other_countries() -> None:
-    message = errors_of(with_(phone_number="+1234567890"), ("ES",))["phone_number"]
+    message = errors_of(with_(phone_number="+14155550123"), ("ES",))["phone_number"]
     assert message == "country US is not allowed; allowed: ES"
     message = errors_of(with_(phone_number="+441234567890"), ("ES", "FR"))["phone_number"]
     assert message == "country GB is not allowed; allowed: ES, FR"
@@ -194,7 +194,110 @@ def test_country_allow_list_refuses_other_countries() -> None:
 def test_country_allow_list_accepts_its_countries() -> None:
     call = parse_outbound_call(with_(phone_number="+34612345678"), ("ES",))
     assert call.phone_number == "+34612345678"
-    assert normalize_phone("+1234567890", ("US", "ES")) == "+1234567890"
+    assert normalize_phone("+14155550123", ("US", "ES")) == "+14155550123"
+
+
+UNDETERMINED = "the number's country cannot be determined; it is not allowed; allowed: US"
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+1234567890",  # the seed's example: too short for NANP, so no region at all
+        "+12465551234",  # Barbados area code, not a valid number: +1 alone says nothing
+        "+4477009001234",  # over-long UK mobile: +44 is also Jersey, Guernsey, Man
+    ],
+)
+def test_a_number_without_a_determined_region_is_never_inside_an_allow_list(phone: str) -> None:
+    """Regression: an invalid number took its region from the country code alone, so an
+    invalid Caribbean NANP number counted as US."""
+    assert errors_of(with_(phone_number=phone), ("US",)) == {"phone_number": UNDETERMINED}
+
+
+def test_a_valid_caribbean_number_is_not_us() -> None:
+    message = errors_of(with_(phone_number="+18765551234"), ("US",))["phone_number"]
+    assert message == "country JM is not allowed; allowed: US"
+
+
+@pytest.mark.parametrize(
+    ("phone", "kind"),
+    [
+        ("+190055512345", "premium-rate"),  # a US 900 number plus a digit
+        ("+1900555123456", "premium-rate"),  # plus two
+        ("+19005551", "premium-rate"),  # cut short: the trunk may complete it
+        ("+4490123456789", "premium-rate"),  # a UK 09 number plus a digit
+        ("+348031234567", "premium-rate"),  # Spanish 803 plus a digit
+        ("+349011234567", "shared-cost"),  # Spanish 901 plus a digit
+    ],
+)
+def test_blocked_prefixes_hold_for_invalid_numbers(phone: str, kind: str) -> None:
+    """Regression: numbers phonenumbers cannot validate skipped the premium check."""
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": f"{kind} numbers are not called"
+    }
+
+
+def test_strict_numbers_refuse_what_cannot_be_validated() -> None:
+    """With a real LiveKit, an invalid number is refused; the sandbox keeps the seed's."""
+    for phone in ("+1234567890", "+34612345678", "+441234567890"):
+        assert parse_outbound_call(with_(phone_number=phone)).phone_number == phone
+    with pytest.raises(InvalidCall) as raised:
+        parse_outbound_call(with_(phone_number="+1234567890"), strict_numbers=True)
+    assert [e.to_json() for e in raised.value.errors] == [
+        {"field": "phone_number", "error": "is not a valid phone number for its country"}
+    ]
+    assert parse_outbound_call(
+        with_(phone_number="+14155550123"), strict_numbers=True
+    ).phone_number == ("+14155550123")
+
+
+@pytest.mark.parametrize("phone", ["+44999999999", "+19115550123", "+4911212345678"])
+def test_invalid_numbers_starting_with_an_emergency_code_are_refused(phone: str) -> None:
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": "emergency numbers are not called"
+    }
+
+
+def test_a_valid_subscriber_number_is_not_an_emergency_code() -> None:
+    assert parse_outbound_call(with_(phone_number="+33112000000")).phone_number == "+33112000000"
+
+
+@pytest.mark.parametrize(
+    "name", ["\u200b", "\u202e\u202d", "\u2066\u2069", "\u200b \u200e", "\u0301"]
+)
+def test_names_with_nothing_visible_are_refused(name: str) -> None:
+    """Regression: a name of only zero-width or bidi-control characters was accepted."""
+    assert errors_of(with_(name=name)) == {"name": "must contain at least one visible character"}
+
+
+def test_names_with_marks_and_letters_are_fine() -> None:
+    assert parse_outbound_call(with_(name="\u200fنور")).name == "\u200fنور"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("ringing_timeout_s", 5, True),
+        ("ringing_timeout_s", 120, True),
+        ("ringing_timeout_s", 4, False),
+        ("ringing_timeout_s", 121, False),
+        ("ringing_timeout_s", 30.5, False),
+        ("ringing_timeout_s", True, False),
+        ("ringing_timeout_s", "30", False),
+        ("max_duration_s", 30, True),
+        ("max_duration_s", 3600, True),
+        ("max_duration_s", 29, False),
+        ("max_duration_s", 3601, False),
+    ],
+)
+def test_per_call_limits(field: str, value: object, ok: bool) -> None:
+    if ok:
+        assert getattr(parse_outbound_call(with_(**{field: value})), field) == value
+    else:
+        low, high = (5, 120) if field == "ringing_timeout_s" else (30, 3600)
+        assert errors_of(with_(**{field: value})) == {
+            field: f"must be a whole number of seconds from {low} to {high}"
+        }
 
 
 # ------------------------------------------------------------------ name and instruction errors
@@ -335,7 +438,11 @@ def test_all_errors_reported_together() -> None:
 
 
 def test_fields_constant_matches_the_accepted_body() -> None:
-    assert FIELDS == set(SEED_EXAMPLES[0]) | {"additional_params"}
+    assert FIELDS == set(SEED_EXAMPLES[0]) | {
+        "additional_params",
+        "ringing_timeout_s",
+        "max_duration_s",
+    }
 
 
 # ------------------------------------------------------------------ property

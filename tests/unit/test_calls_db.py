@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +17,11 @@ from common.calls_db import (
     CallsDB,
     DatabaseError,
     Decide,
+    IdempotencyClaim,
     NewCall,
     StoredAnswer,
     TimelineEntry,
+    iso_time,
 )
 from common.outcomes import CallState, Change, Signal, Status, next_state
 from tests.helpers import FakeClock
@@ -76,21 +79,22 @@ def nothing(_state: CallState) -> None:
 async def test_open_creates_schema(db: CallsDB, db_path: Path) -> None:
     assert db_path.is_file()  # the missing parent directory was created
     assert raw_rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     tables = {r[0] for r in raw_rows(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"calls", "events", "idempotency"} <= tables
+    assert {"calls", "events", "idempotency", "readiness"} <= tables
     assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 
 async def test_reopen_reads_back_everything(db_path: Path, clock: FakeClock) -> None:
     first = await CallsDB.open(db_path, clock)
-    await first.insert_call(new_call(), {"source": "api"})
+    claim = IdempotencyClaim("alice", "key-1", "h1")
+    assert await first.insert_call(new_call(), {"source": "api"}, claim) is None
     clock.advance(3)
     await first.apply(
         "call-000000000001", "participant_joined", set_status(Status.RINGING), event_id="EV_1"
     )
     await first.request_hangup("call-000000000001")
-    await first.put_idempotent("alice", "key-1", 200, {"status": "success"})
+    await first.answer_idempotent("alice", "key-1", 200, {"status": "success"})
     before = await first.get_call("call-000000000001")
     await first.close()
 
@@ -103,7 +107,7 @@ async def test_reopen_reads_back_everything(db_path: Path, clock: FakeClock) -> 
         assert [e.kind for e in after.timeline] == ["created", "participant_joined"]
         assert after.timeline[0].detail == {"source": "api"}
         assert await second.get_idempotent("alice", "key-1") == StoredAnswer(
-            200, {"status": "success"}, ""
+            "call-000000000001", "h1", 200, {"status": "success"}
         )
         # The event id is still known: a retried webhook stays a duplicate after a restart.
         applied = await second.apply(
@@ -126,9 +130,11 @@ async def test_not_a_database_file(tmp_path: Path) -> None:
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "calls.db"
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(DatabaseError, match="schema version 3, newer than this code"):
+    with pytest.raises(
+        DatabaseError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this code"
+    ):
         await CallsDB.open(path)
 
 
@@ -221,12 +227,22 @@ async def test_stale_live_calls(db: CallsDB, clock: FakeClock) -> None:
     await db.insert_call(new_call("call-old-live"))
     await db.insert_call(new_call("call-old-final"))
     await db.apply("call-old-final", "room_finished", set_status(Status.COMPLETED))
-    clock.advance(100)
+    clock.advance(700)
     await db.insert_call(new_call("call-new-live"))
-    cutoff = clock.now - 50
-    assert await db.stale_live_calls(cutoff) == ["call-old-live"]
-    assert sorted(await db.stale_live_calls(clock.now + 1)) == ["call-new-live", "call-old-live"]
-    assert await db.stale_live_calls(clock.now - 1000) == []
+    # A call is stale past its own ringing timeout + max duration (30 + 600 here) + margin.
+    assert await db.stale_live_calls(clock.now, 50) == ["call-old-live"]
+    assert sorted(await db.stale_live_calls(clock.now + 631, 0)) == [
+        "call-new-live",
+        "call-old-live",
+    ]
+    assert await db.stale_live_calls(clock.now, 1000) == []
+
+
+async def test_stale_uses_each_calls_own_limits(db: CallsDB, clock: FakeClock) -> None:
+    await db.insert_call(dataclasses.replace(new_call("call-short"), max_duration_s=30))
+    await db.insert_call(dataclasses.replace(new_call("call-long"), max_duration_s=3600))
+    clock.advance(200)
+    assert await db.stale_live_calls(clock.now, 60) == ["call-short"]
 
 
 async def test_request_hangup(db: CallsDB, clock: FakeClock) -> None:
@@ -274,7 +290,7 @@ async def test_apply_changes_status_and_timeline(db: CallsDB, clock: FakeClock) 
         "event": "participant_joined",
         "from": "dialing",
         "to": "ringing",
-        "at": clock.now,
+        "at": iso_time(clock.now),
         "event_id": "EV_1",
         "detail": {"a": 1},
     }
@@ -303,7 +319,8 @@ async def test_apply_answer_and_final_outcome(db: CallsDB, clock: FakeClock) -> 
     assert call.created_at == start
     doc = call.to_json(with_timeline=False)
     assert doc["status"] == doc["outcome"] == "completed"
-    assert doc["duration_s"] == 42.0
+    assert (doc["ring_s"], doc["talk_s"]) == (5.0, 37.0)
+    assert doc["answered_at"] == iso_time(answered_at)
     assert doc["room"] == doc["call_id"] == "call-000000000001"
     assert "timeline" not in doc
 
@@ -447,28 +464,63 @@ async def test_webhook_sequence_through_next_state(db: CallsDB, clock: FakeClock
 # ------------------------------------------------------------------ idempotency
 
 
-async def test_idempotency_put_and_get(db: CallsDB) -> None:
+async def test_idempotency_key_is_recorded_with_its_call(db: CallsDB) -> None:
     assert await db.get_idempotent("alice", "k1") is None
-    await db.put_idempotent(
-        "alice", "k1", 200, {"status": "success", "call_id": "call-1"}, request_hash="h1"
-    )
-    assert await db.get_idempotent("alice", "k1") == StoredAnswer(
-        200, {"status": "success", "call_id": "call-1"}, "h1"
-    )
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    assert await db.insert_call(new_call("call-a"), None, claim) is None
+    # Bound before any answer: a retry learns the call, with no answer yet.
+    assert await db.get_idempotent("alice", "k1") == StoredAnswer("call-a", "h1")
     assert await db.get_idempotent("bob", "k1") is None  # keys are per client
     assert await db.get_idempotent("alice", "k2") is None
-    await db.put_idempotent("alice", "k1", 502, {"status": "error"})
-    assert await db.get_idempotent("alice", "k1") == StoredAnswer(502, {"status": "error"}, "")
+    await db.answer_idempotent("alice", "k1", 200, {"status": "success", "call_id": "call-a"})
+    assert await db.get_idempotent("alice", "k1") == StoredAnswer(
+        "call-a", "h1", 200, {"status": "success", "call_id": "call-a"}
+    )
+
+
+async def test_a_taken_key_records_nothing(db: CallsDB) -> None:
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    assert await db.insert_call(new_call("call-a"), None, claim) is None
+    taken = await db.insert_call(new_call("call-b"), None, claim)
+    assert taken == StoredAnswer("call-a", "h1")
+    assert await db.get_call("call-b") is None  # the second call was never recorded
+
+
+async def test_release_frees_a_key_only_for_its_own_call(db: CallsDB) -> None:
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    await db.insert_call(new_call("call-a"), None, claim)
+    await db.release_idempotent("alice", "k1", "call-other")
+    assert await db.get_idempotent("alice", "k1") is not None
+    await db.release_idempotent("alice", "k1", "call-a")
+    assert await db.get_idempotent("alice", "k1") is None
+    assert await db.insert_call(new_call("call-b"), None, claim) is None
+
+
+# Schema version 1 as the first release of this service created it.
+V1_SCHEMA = """
+CREATE TABLE calls (call_id TEXT PRIMARY KEY, phone_number TEXT NOT NULL,
+    caller_name TEXT NOT NULL, language TEXT NOT NULL, emotion TEXT NOT NULL,
+    status TEXT NOT NULL, outcome TEXT, reason TEXT,
+    answered INTEGER NOT NULL DEFAULT 0, hangup_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, answered_at REAL, ended_at REAL, updated_at REAL NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL REFERENCES calls (call_id), event_id TEXT, kind TEXT NOT NULL,
+    from_status TEXT, to_status TEXT, detail TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE idempotency (client TEXT NOT NULL, key TEXT NOT NULL,
+    status INTEGER NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (client, key));
+"""
 
 
 async def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
-    """A calls.db made by schema version 1 keeps its rows and gains request_hash."""
+    """A calls.db made by schema version 1 keeps its rows and reaches the current version."""
     path = tmp_path / "calls.db"
     conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
     conn.executescript(
-        "CREATE TABLE idempotency (client TEXT NOT NULL, key TEXT NOT NULL,"
-        " status INTEGER NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,"
-        " PRIMARY KEY (client, key));"
+        "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion, status,"
+        " created_at, updated_at) VALUES ('call-1', '+1234567890', 'A', 'en', 'Calm',"
+        " 'completed', 1.0, 2.0);"
         "INSERT INTO idempotency VALUES ('alice', 'k1', 200, '{\"call_id\": \"call-1\"}', 1.0);"
         "PRAGMA user_version = 1;"
     )
@@ -476,11 +528,14 @@ async def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     db = await CallsDB.open(path)
     try:
         assert await db.get_idempotent("alice", "k1") == StoredAnswer(
-            200, {"call_id": "call-1"}, ""
+            "call-1", "", 200, {"call_id": "call-1"}
         )
+        call = await db.get_call("call-1")
+        assert call is not None and call.status is Status.COMPLETED
+        assert call.config is None and call.max_duration_s is None
     finally:
         await db.close()
-    assert raw_rows(path, "PRAGMA user_version") == [(2,)]
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 # ------------------------------------------------------------------ CallRecord
@@ -506,6 +561,7 @@ def test_call_record_duration_and_json() -> None:
     assert record.duration_s(now=130.0) == 30.0
     assert record.duration_s(now=50.0) == 0.0  # never negative
     doc = record.to_json()
-    assert doc["duration_s"] is None  # not ended yet
+    assert (doc["ring_s"], doc["talk_s"]) == (10.0, None)  # not ended yet
+    assert doc["created_at"] == "1970-01-01T00:01:40.000Z"
     assert doc["timeline"] == []
     assert doc["name"] == "Alice" and doc["status"] == "in_progress"

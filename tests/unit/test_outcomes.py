@@ -14,6 +14,7 @@ from common.outcomes import (
     ATTR_CALL_STATUS,
     ATTR_STATUS_CODE,
     FINAL_STATUSES,
+    GRACE_OVER,
     LIVE_STATUSES,
     CallState,
     Change,
@@ -31,6 +32,10 @@ ROOM = "call-0123456789ab"
 
 def finished(outcome: str | None = None) -> Signal:
     return Signal("room_finished", ROOM, room_outcome=outcome)
+
+
+def grace_over() -> Signal:
+    return Signal(GRACE_OVER, ROOM)
 
 
 def joined(call_status: str | None, *, sip: bool = True) -> Signal:
@@ -71,6 +76,7 @@ DIALING = CallState(Status.DIALING)
 RINGING = CallState(Status.RINGING)
 ANSWERED = CallState(Status.IN_PROGRESS, answered=True)
 HANGUP_UNANSWERED = CallState(Status.RINGING, hangup_requested=True)
+FINISHED_RINGING = CallState(Status.RINGING, room_finished=True)
 HANGUP_ANSWERED = CallState(Status.IN_PROGRESS, answered=True, hangup_requested=True)
 
 # ------------------------------------------------------------------ the table
@@ -114,17 +120,34 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
         finished("something-else"),
         Change(Status.COMPLETED),
     ),
+    # unanswered: no guess yet; late evidence of an answer gets a grace (GRACE_OVER settles)
+    ("finished-unanswered-dialing", DIALING, finished(), None),
+    ("finished-unanswered-ringing", RINGING, finished(), None),
     (
-        "finished-unanswered-dialing",
+        "grace-over-unanswered-dialing",
         DIALING,
-        finished(),
+        grace_over(),
         Change(Status.NO_ANSWER, "room finished before an answer"),
     ),
     (
-        "finished-unanswered-ringing",
+        "grace-over-unanswered-ringing",
         RINGING,
-        finished(),
+        grace_over(),
         Change(Status.NO_ANSWER, "room finished before an answer"),
+    ),
+    ("grace-over-answered", ANSWERED, grace_over(), Change(Status.COMPLETED)),
+    (
+        "late-answer-after-room-finished",
+        FINISHED_RINGING,
+        left("CLIENT_INITIATED", call_status="hangup"),
+        Change(Status.COMPLETED, "answer reported after the room finished", answered=True),
+    ),
+    ("late-unanswered-left-after-room-finished", FINISHED_RINGING, left(), None),
+    (
+        "late-busy-after-room-finished",
+        FINISHED_RINGING,
+        left("USER_REJECTED"),
+        Change(Status.BUSY, "user_rejected"),
     ),
     # the SIP participant joins with its sip.callStatus
     ("joined-dialing", DIALING, joined("dialing"), None),
@@ -359,6 +382,8 @@ def apply(state: CallState, change: Change) -> CallState:
 
 def fold(signals: Iterable[Signal], state: CallState = DIALING) -> CallState:
     for signal in signals:
+        if signal.event == "room_finished":  # the store records it before deciding
+            state = dataclasses.replace(state, room_finished=True)
         change = next_state(state, signal)
         if change is not None:
             state = apply(state, change)
@@ -403,10 +428,28 @@ SEQUENCES: list[tuple[str, list[Signal], CallState, Status]] = [
         Status.COMPLETED,
     ),
     (
+        # an answer seen after the room finished (within the grace) wins over a guess
         "finished-before-everything",
         [finished(), joined("ringing"), published(), left("USER_REJECTED")],
         DIALING,
+        Status.COMPLETED,
+    ),
+    (
+        "finished-then-lost-events-then-grace",
+        [joined("ringing"), finished(), grace_over()],
+        DIALING,
         Status.NO_ANSWER,
+    ),
+    (
+        "finished-then-late-answer-then-grace",
+        [
+            joined("ringing"),
+            finished(),
+            left("CLIENT_INITIATED", call_status="hangup"),
+            grace_over(),
+        ],
+        DIALING,
+        Status.COMPLETED,
     ),
     (
         "voicemail-after-answer",
@@ -455,13 +498,16 @@ def test_answered_sticks_through_a_sequence() -> None:
     assert state == CallState(Status.IN_PROGRESS, answered=True)
     # A second answer signal changes nothing.
     assert next_state(state, joined("active")) is None
-    assert fold([finished()], state) == CallState(Status.COMPLETED, answered=True)
+    assert fold([finished()], state) == CallState(
+        Status.COMPLETED, answered=True, room_finished=True
+    )
 
 
 def test_final_state_stays_after_any_later_signal() -> None:
     busy = fold([left("USER_REJECTED")])
     assert busy.status is Status.BUSY
-    assert fold(EVERY_SIGNAL, busy) == busy
+    after = fold(EVERY_SIGNAL, busy)
+    assert (after.status, after.answered) == (busy.status, busy.answered)
 
 
 # ------------------------------------------------------------------ signal_from_event
@@ -642,7 +688,7 @@ def test_room_finished_with_voicemail_metadata_settles_voicemail() -> None:
 def test_room_finished_with_bad_metadata_still_settles() -> None:
     signal = signal_from_event(event("room_finished", metadata="{oops"))
     assert next_state(ANSWERED, signal) == Change(Status.COMPLETED)
-    assert next_state(RINGING, signal) == Change(Status.NO_ANSWER, "room finished before an answer")
+    assert next_state(RINGING, signal) is None  # waits for the grace
 
 
 def test_signal_from_json_webhook_body() -> None:

@@ -1,0 +1,519 @@
+"""Regression tests for defects found by trying to break the service (issue: hardening).
+
+Each test drives the real app (create_app) on the embedded sandbox, over HTTP, and fails on the
+code before the fix: a hang-up while the call is being placed, an unanswered room_finished
+frozen on a guess, false readiness, config records that outlive their calls, hostile input
+that answered 500, false rate-limit refusals, and the newcomer's first-hour gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient
+from livekit.protocol import models
+
+from common.calls_db import CallsDB, NewCall
+from common.settings import DEV_API_KEY, DEV_API_SECRET, Settings, configure_logging
+from common.update_config import ConfigStore
+from handlers.context import CALLS
+from sandbox import TwirpError
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+from tests.integration.test_webhooks import event_json, place, post, quiet_app, sign
+
+Client = TestClient[Any, Any]
+LONG_CALL = "+14155557760"  # answered after 2 s, talks 60 s (x time scale)
+
+
+async def call_json(client: Client, call_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/calls/{call_id}")
+    assert resp.status == 200
+    doc: dict[str, Any] = await resp.json()
+    return doc
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0, poll_s: float = 0.02) -> None:
+    """Poll an async predicate until it holds (bounded)."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(poll_s)
+
+
+def dials(client: Client) -> int:
+    return sum(1 for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant")
+
+
+# ------------------------------------------------------------------ 1. hang-up wins
+
+
+async def test_hangup_during_dispatch_means_the_number_is_never_dialled(
+    start_app: AppFactory,
+) -> None:
+    client = await start_app(sandbox_time_scale=100.0)
+    sandbox = client.app[SANDBOX]
+    sandbox.inject("CreateDispatch", delay_s=0.3)
+    placing = asyncio.create_task(
+        client.post("/calls/outbound", json={"phone_number": LONG_CALL, "name": "Ann"})
+    )
+    listed: list[dict[str, Any]] = []
+
+    async def row_exists() -> bool:
+        listed[:] = (await (await client.get("/calls")).json())["calls"]
+        return bool(listed)
+
+    await wait_for(row_exists)
+    call_id = listed[0]["call_id"]
+    hung_up = await client.post(f"/calls/{call_id}/hangup")
+    assert hung_up.status == 200
+    assert (await hung_up.json())["call_status"] == "canceled"
+    placed = await placing
+    assert placed.status == 200
+    assert (await placed.json())["call_status"] == "canceled"
+    await sandbox.wait_idle(5)
+    assert dials(client) == 0  # hang-up won: nobody was rung
+    assert call_id not in sandbox.rooms  # and the room the dispatch made is gone
+    assert (await call_json(client, call_id))["status"] == "canceled"
+
+
+async def test_hangup_during_the_dial_ends_the_ringing_phone(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=100.0)
+    sandbox = client.app[SANDBOX]
+    arrived = asyncio.Event()
+
+    def dial_arrives(_body: dict[str, Any]) -> bool:
+        arrived.set()
+        return True
+
+    # LiveKit is slow to answer the dial, and dials all the same (creating the room again).
+    sandbox.inject("CreateSIPParticipant", delay_s=0.3, when=dial_arrives)
+    placing = asyncio.create_task(client.post("/calls/outbound", json={"phone_number": LONG_CALL}))
+    await asyncio.wait_for(arrived.wait(), 5)
+    call_id = next(iter(sandbox.rooms))
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200  # while dialling
+    assert (await placing).status == 200
+    assert dials(client) == 1
+
+    async def over() -> bool:
+        shown = await call_json(client, call_id)
+        return call_id not in sandbox.rooms and shown["status"] == "canceled"
+
+    await wait_for(over)  # without the fix the phone rang on, for the whole scenario
+    await asyncio.sleep(0.2)
+    assert call_id not in sandbox.rooms  # and it stays down
+
+
+async def test_a_second_hangup_ends_a_live_call_when_the_first_failed(
+    start_app: AppFactory,
+) -> None:
+    client = await start_app(sandbox_time_scale=100.0)
+    sandbox = client.app[SANDBOX]
+    call_id = await place(client, LONG_CALL)
+    sandbox.inject("DeleteRoom", error=TwirpError("unavailable", "restarting"), times=1)
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 503
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+
+    async def canceled() -> bool:
+        return bool((await call_json(client, call_id))["status"] == "canceled")
+
+    await wait_for(canceled)
+    assert call_id not in sandbox.rooms
+
+
+async def test_calls_whose_dial_never_went_out_are_settled_failed(
+    start_app: AppFactory,
+) -> None:
+    """A server that died between recording a call and dialling it left it `dialing`."""
+    client = await quiet_app(start_app)
+    service = client.app[CALLS]
+    from common.calls_db import IdempotencyClaim
+
+    claim = IdempotencyClaim("127.0.0.1", "k", "h")
+    await service.db.insert_call(
+        NewCall("call-0000000dead1", LONG_CALL, "A", "en", "Calm"), None, claim
+    )
+    dialled = await place(client, LONG_CALL)
+    await service.reap()
+    assert (await call_json(client, "call-0000000dead1"))["status"] == "dialing"
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + 61
+    await service.reap()
+    shown = await call_json(client, "call-0000000dead1")
+    assert shown["status"] == "failed" and "before dialling" in shown["reason"]
+    assert (await call_json(client, dialled))["status"] != "failed"  # its dial went out
+
+
+# ------------------------------------------------------------------ 3. no outcome frozen on a guess
+
+
+async def test_an_answer_arriving_after_room_finished_wins_within_the_grace(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app_with(start_app, calls_settle_grace_s=5.0)
+    call_id = await place(client)
+    finished = event_json("room_finished", call_id)
+    assert await post(client, finished, sign(finished)) == 200
+    assert (await call_json(client, call_id))["status"] == "dialing"  # not frozen as no_answer
+    hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
+    left = event_json(
+        "participant_left", call_id, attributes={"sip.callStatus": "hangup"}, reason=hung_up
+    )
+    assert await post(client, left, sign(left)) == 200
+    shown = await call_json(client, call_id)
+    assert shown["status"] == "completed" and shown["answered_at"] is not None
+
+
+async def test_an_unanswered_room_finished_settles_after_the_grace(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app_with(start_app, calls_settle_grace_s=0.3)
+    call_id = await place(client)
+    finished = event_json("room_finished", call_id)
+    assert await post(client, finished, sign(finished)) == 200
+    assert (await call_json(client, call_id))["status"] == "dialing"
+
+    async def settled() -> bool:
+        return bool((await call_json(client, call_id))["status"] == "no_answer")
+
+    await wait_for(settled, timeout=5)
+
+
+async def test_the_reaper_settles_the_grace_when_its_timer_is_lost(
+    start_app: AppFactory,
+) -> None:
+    """After a restart no timer is left: the reaper settles from the database."""
+    client = await quiet_app_with(start_app, calls_settle_grace_s=60.0)
+    call_id = await place(client)
+    finished = event_json("room_finished", call_id)
+    assert await post(client, finished, sign(finished)) == 200
+    service = client.app[CALLS]
+    await service.reap()
+    assert (await call_json(client, call_id))["status"] == "dialing"  # grace not over yet
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + 61
+    await service.reap()
+    shown = await call_json(client, call_id)
+    assert (shown["status"], shown["reason"]) == ("no_answer", "room finished before an answer")
+
+
+async def quiet_app_with(start_app: AppFactory, **overrides: Any) -> Client:
+    client = await start_app(sandbox_time_scale=100.0, **overrides)
+    client.app[SANDBOX].webhook_url = None
+    return client
+
+
+# ------------------------------------------------------------------ 5. honest readiness
+
+
+async def test_readyz_fails_when_config_json_cannot_be_written(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where config.json's directory should be")
+    client = await start_app(config_path=blocker / "config.json")
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    details = (await resp.json())["details"]
+    assert [d["component"] for d in details] == ["config"]
+    # ... and indeed a call cannot be placed:
+    assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
+
+
+async def test_readyz_fails_when_the_database_takes_no_writes(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    client = await start_app()
+    assert (await client.get("/readyz")).status == 200
+    # Another process holds the write lock (reads still work, every call would get 503).
+    import sqlite3
+
+    locker = sqlite3.connect(tmp_path / "calls.db", timeout=0.1, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        assert [d["component"] for d in (await resp.json())["details"]] == ["database"]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert (await client.get("/readyz")).status == 200
+
+
+# ------------------------------------------------------------------ 6. config.json holds live calls
+
+
+async def test_config_records_of_finished_and_unknown_calls_are_pruned_at_start(
+    start_app: AppFactory, make_settings: Any, tmp_path: Path
+) -> None:
+    """After a crash config.json keeps records whose calls are over; start-up drops them."""
+    settings: Settings = make_settings()
+    now = time.time()
+    old = ConfigStore(settings.config_path, clock=lambda: now - 3600)
+    fresh = ConfigStore(settings.config_path)
+    ancient = ConfigStore(settings.config_path, clock=lambda: now - 2 * 86400)
+    db = await CallsDB.open(settings.calls_db_path)
+    try:
+        for call_id in ("call-00000000f1a1", "call-00000000117e", "call-00000000a9ed"):
+            await db.insert_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
+        await db.apply("call-00000000f1a1", "x", lambda _s: _final())
+    finally:
+        await db.close()
+    old.update("Finished", call_id="call-00000000f1a1")  # final in the database
+    old.update("Orphan", call_id="call-00000000dead")  # unknown to the database, old
+    fresh.update("Being placed", call_id="call-000000000e1d")  # unknown, but just written
+    old.update("Live", call_id="call-00000000117e")  # live
+    ancient.update("Stuck", call_id="call-00000000a9ed")  # live, but past the TTL
+
+    await start_app(reaper_interval_s=3600.0)
+
+    async def pruned() -> bool:
+        calls = json.loads(settings.config_path.read_text())["calls"]
+        return set(calls) == {"call-000000000e1d", "call-00000000117e"}
+
+    await wait_for(pruned)
+
+
+async def test_config_records_are_pruned_on_every_reaper_pass(
+    start_app: AppFactory, make_settings: Any
+) -> None:
+    client = await start_app(reaper_interval_s=0.05)
+    settings: Settings = make_settings()
+    orphan = ConfigStore(settings.config_path, clock=lambda: time.time() - 3600)
+    orphan.update("Orphan", call_id="call-00000000dead")
+
+    async def pruned() -> bool:
+        calls = json.loads(settings.config_path.read_text())["calls"]
+        return "call-00000000dead" not in calls
+
+    await wait_for(pruned)
+    assert (await client.get("/readyz")).status == 200
+
+
+def _final() -> Any:
+    from common.outcomes import Change, Status
+
+    return Change(Status.COMPLETED)
+
+
+# ------------------------------------------------------------------ 7. hostile input, no 500
+
+
+def _token(claims: dict[str, Any]) -> str:
+    base = {"iss": DEV_API_KEY, "exp": int(time.time()) + 300, "nbf": 0, "video": {}}
+    return jwt.encode(base | claims, DEV_API_SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize("claim", [123, ["x"], {"a": 1}, True])
+async def test_a_signed_token_with_a_non_string_sha256_claim_is_401(
+    client: Client, claim: object
+) -> None:
+    body = event_json("room_finished", "call-000000000000")
+    assert await post(client, body, _token({"sha256": claim})) == 401
+
+
+async def test_signed_room_metadata_nested_100000_deep_is_not_a_500(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    body = event_json("room_finished", call_id, metadata="[" * 100_000 + "]" * 100_000)
+    assert await post(client, body, sign(body)) == 200
+    assert (await call_json(client, call_id))["status"] == "no_answer"
+
+
+@pytest.mark.parametrize("calls", [[], None, "calls", 7])
+async def test_a_config_json_whose_calls_is_not_an_object_is_kept_aside(
+    client: Client, tmp_path: Path, calls: object
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"caller_name": "x", "calls": calls}))
+    resp = await client.post("/calls/outbound", json=SEED_EXAMPLES[0])
+    assert resp.status == 200
+    call_id = (await resp.json())["call_id"]
+    assert call_id in json.loads(config.read_text())["calls"]
+    aside = list(tmp_path.glob("config.json.corrupt-*"))
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["calls"] == calls
+
+
+# ------------------------------------------------------------------ 8. only accepted calls count
+
+
+async def test_the_live_cap_refuses_before_the_rate_limit_counts(start_app: AppFactory) -> None:
+    client = await start_app(
+        sandbox_time_scale=100.0, calls_max_active=10, calls_rate_limit_per_min=60
+    )
+
+    async def one(n: int) -> tuple[int, str]:
+        resp = await client.post(
+            "/calls/outbound", json={"phone_number": LONG_CALL, "name": f"Caller {n}"}
+        )
+        return resp.status, (await resp.json()).get("error", "")
+
+    answers = await asyncio.gather(*(one(n) for n in range(100)))
+    accepted = [a for a in answers if a[0] == 200]
+    rate_refusals = [a for a in answers if "rate limit" in a[1]]
+    assert len(accepted) == 10
+    assert rate_refusals == []  # 90 refusals, all by the live-call cap
+    assert all(status == 429 and "too many live calls" in error for status, error in answers[10:])
+
+
+async def test_refused_calls_give_their_rate_share_back(start_app: AppFactory) -> None:
+    client = await start_app(calls_rate_limit_per_min=2)
+    client.app[SANDBOX].inject("CreateDispatch", error=TwirpError("unavailable", "x"), times=5)
+    for _ in range(5):  # LiveKit refuses: these calls were never placed
+        assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
+    for _ in range(2):
+        assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 200
+    third = await client.post("/calls/outbound", json=SEED_EXAMPLES[0])
+    assert third.status == 429 and "rate limit" in (await third.json())["error"]
+
+
+# ------------------------------------------------------------------ 9. smaller ones
+
+
+async def test_webhooks_accept_any_case_of_bearer(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    for prefix in ("bearer ", "BEARER ", "Bearer "):
+        body = event_json("participant_joined", call_id, attributes={"sip.callStatus": "ringing"})
+        assert await post(client, body, prefix + sign(body)) == 200
+    assert (await call_json(client, call_id))["status"] == "ringing"
+
+
+@pytest.mark.parametrize("before", ["nan", "NaN", "inf", "-inf", "1e999"])
+async def test_list_refuses_non_finite_before(client: Client, before: str) -> None:
+    resp = await client.get("/calls", params={"before": before})
+    assert resp.status == 400
+    assert "before" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "latin-1"])
+async def test_non_utf8_bodies_are_refused(client: Client, encoding: str) -> None:
+    body = json.dumps(dict(SEED_EXAMPLES[1]), ensure_ascii=False).encode(encoding)
+    resp = await client.post(
+        "/calls/outbound", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    # UTF-16-LE without a BOM is valid UTF-8 (NULs and ASCII): then it is simply not JSON.
+    error = (await resp.json())["error"]
+    assert "not UTF-8" in error or "not valid JSON" in error
+    assert (await (await client.get("/calls")).json())["calls"] == []
+
+
+async def test_access_log_keeps_call_ids_and_masks_user_agents(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    call_id = (await (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).json())[
+        "call_id"
+    ]
+    await client.get(f"/calls/{call_id}", headers={"User-Agent": "crm/+14155550123"})
+    await client.get("/calls/+14155550188")
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any(f"/calls/{call_id} " in line for line in lines)  # greppable
+    assert not any("14155550123" in line or "14155550188" in line for line in lines)
+    assert any("crm/+•••••••0123" in line for line in lines)
+
+
+async def test_access_log_drops_the_sandboxs_successful_webhooks(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    client = await start_app()
+    resp = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Lo"))
+    await client.app[SANDBOX].wait_idle(10)
+    body = event_json("room_finished", "call-000000000000")
+    await post(client, body, "Bearer " + sign(body))  # real traffic: logged
+    assert resp.status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert client.app[SANDBOX].webhooks_delivered >= 5
+    webhook_lines = [line for line in lines if "/webhooks/livekit" in line]
+    assert len(webhook_lines) == 1  # ours, not the sandbox's own posts
+    assert any("/calls/outbound" in line for line in lines)
+
+
+async def test_json_logs_carry_call_id_and_status_as_fields(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging(dataclasses.replace(Settings(), log_format="json"))
+    try:
+        resp = await client.post("/calls/outbound", json=SEED_EXAMPLES[0])
+        call_id = (await resp.json())["call_id"]
+        await client.app[SANDBOX].wait_idle(10)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    docs = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    changes = [d for d in docs if d.get("call_id") == call_id and "status" in d]
+    assert [d["status"] for d in changes][-1] == "completed"
+    assert any(d["msg"].startswith("✓ Configuration updated") for d in docs if "call_id" in d)
+
+
+# ------------------------------------------------------------------ a newcomer's first hour
+
+
+async def test_per_call_ringing_timeout_and_max_duration(client: Client) -> None:
+    body = dict(SEED_EXAMPLES[0], ringing_timeout_s=45, max_duration_s=90)
+    resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 200
+    call_id = (await resp.json())["call_id"]
+    (dial,) = [r.body for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
+    assert (dial["ringing_timeout"], dial["max_call_duration"]) == ("45s", "90s")
+    (dispatch,) = [r.body for r in client.app[SANDBOX].requests if r.method == "CreateDispatch"]
+    assert json.loads(dispatch["metadata"])["ringing_timeout_s"] == 45  # the agent waits as long
+    shown = await call_json(client, call_id)
+    assert (shown["ringing_timeout_s"], shown["max_duration_s"]) == (45, 90)
+    assert shown["config"]["ringing_timeout_s"] == 45
+    refused = await client.post("/calls/outbound", json=dict(body, ringing_timeout_s=121))
+    assert refused.status == 422
+
+
+async def test_a_finished_call_shows_its_config_times_and_ring_talk_split(
+    client: Client, tmp_path: Path
+) -> None:
+    body = dict(SEED_EXAMPLES[1], additional_params={"tier": "gold"})
+    call_id = (await (await client.post("/calls/outbound", json=body)).json())["call_id"]
+    await client.app[SANDBOX].wait_idle(10)
+    shown = await call_json(client, call_id)
+    assert shown["status"] == "completed"
+    assert call_id not in json.loads((tmp_path / "config.json").read_text())["calls"]
+    assert shown["config"] == {
+        "caller_name": body["name"],
+        "agent_instructions": body["dynamic_instruction"],
+        "tts_language": "es",
+        "tts_emotion": "Calm",
+        "additional_params": {"tier": "gold"},
+        "ringing_timeout_s": 30,
+        "max_duration_s": 600,
+    }
+    for field in ("created_at", "answered_at", "ended_at", "updated_at"):
+        assert shown[field].endswith("Z") and "T" in shown[field]
+    assert all(e["at"].endswith("Z") for e in shown["timeline"])
+    assert shown["ring_s"] >= 0 and shown["talk_s"] >= 0
+    assert "duration_s" not in shown
+    listed = (await (await client.get("/calls")).json())["calls"][0]
+    assert listed["created_at"] == shown["created_at"]
+
+
+def test_sha256_claim_helper_matches_livekit() -> None:
+    """The test token helper signs the way LiveKit does (a sanity check of the helper)."""
+    body = b"{}"
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    claims = jwt.decode(
+        _token({"sha256": digest}), DEV_API_SECRET, algorithms=["HS256"], issuer=DEV_API_KEY
+    )
+    assert claims["sha256"] == digest

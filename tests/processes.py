@@ -1,0 +1,86 @@
+"""Real server processes for tests: `server.main()` on a free loopback port, logs in a file.
+
+Several reliability and multi-instance tests run the server as users do (its own process,
+configured only by environment variables, killable with SIGKILL); this is their one helper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+# The variables tests set themselves; none may leak in from the developer's shell.
+_OWN_PREFIXES = ("LIVEKIT_", "CALLS_", "SANDBOX_", "DATABASE_", "CONFIG_", "SIP_", "PUBLIC_")
+SERVER_LAUNCHER = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import server; server.main()"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """`python server.py` (or `launcher`, Python source) with `env` on a free loopback port.
+
+    It runs in `workdir` (a directory with no .env, so only `env` configures it).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        env: dict[str, str],
+        *,
+        launcher: str = SERVER_LAUNCHER,
+        port: int | None = None,
+    ) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
+        full_env = base | {"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "INFO"}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", launcher],
+            cwd=workdir,
+            env=full_env | env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(
+        self, session: aiohttp.ClientSession, timeout: float = 30, path: str = "/readyz"
+    ) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self.proc.poll() is None, f"{self.name} exited:\n{self.logs()}"
+                try:
+                    async with session.get(f"{self.url}{path}") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind, as a crash or an OOM kill."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill()
+        self._log.close()

@@ -1,0 +1,154 @@
+"""An Idempotency-Key survives a crash: the server is SIGKILLed at the moment its dial reaches
+LiveKit, restarted, and the client's retry (same key, same body) gets the call that was placed,
+never a second call to the same person.
+
+LiveKit is a sandbox in this test's own process (so it outlives the server and the test can
+kill the server from inside the dial request); the server runs as `server.main()` configured
+for a "real" LiveKit at the sandbox's URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sandbox import Sandbox
+from tests.processes import ServerProcess
+from tests.reliability.conftest import Figures, LogGuard
+
+KEY = "APIcrashtest"
+SECRET = "crash-test-livekit-secret-0123456789abcdef"
+TOKEN = "crash-test-api-token-0123456789"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "order-42-reminder"}
+BODY = {"phone_number": "+14155557705", "name": "Dana", "language": "en", "emotion": "Calm"}
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    box = Sandbox(api_key=KEY, api_secret=SECRET, webhook_url=None, time_scale=0.01)
+    await box.start()
+    yield box
+    await box.stop()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def server_env(tmp_path: Path, sandbox: Sandbox) -> dict[str, str]:
+    return {
+        "LIVEKIT_URL": sandbox.url,
+        "LIVEKIT_API_KEY": KEY,
+        "LIVEKIT_API_SECRET": SECRET,
+        "SIP_OUTBOUND_TRUNK_ID": "ST_crashtest",
+        "CALLS_API_TOKEN": TOKEN,
+        "CONFIG_PATH": str(tmp_path / "config.json"),
+        "CALLS_DB_PATH": str(tmp_path / "calls.db"),
+        "REAPER_INTERVAL_S": "3600",
+    }
+
+
+def dials(sandbox: Sandbox) -> list[dict[str, Any]]:
+    return [r.body for r in sandbox.requests if r.method == "CreateSIPParticipant"]
+
+
+async def test_a_retry_after_a_crash_mid_dial_never_dials_again(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    servers: list[ServerProcess],
+    figures: Figures,
+    log_guard: LogGuard,
+) -> None:
+    log_guard.hide(TOKEN, SECRET)
+    env = server_env(tmp_path, sandbox)
+    first = ServerProcess(tmp_path, "first", env)
+    servers.append(first)
+    sandbox.webhook_url = f"{first.url}/webhooks/livekit"
+
+    def crash_now(_body: dict[str, Any]) -> bool:
+        first.kill()  # SIGKILL while LiveKit is handling the dial: it still rings the phone
+        return True
+
+    sandbox.inject("CreateSIPParticipant", when=crash_now, times=1)
+    async with aiohttp.ClientSession() as session:
+        await first.wait_ready(session)
+        with pytest.raises(aiohttp.ClientError):
+            await session.post(f"{first.url}/calls/outbound", json=BODY, headers=HEADERS)
+        (dial,) = dials(sandbox)  # the phone is ringing, and the client saw no answer
+        assert first.proc.returncode is not None
+
+        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        servers.append(second)
+        log_guard.scan(first.logs())
+        await second.wait_ready(session)
+        answers = []
+        for _ in range(3):  # the client retries, as it should, with the same key and body
+            async with session.post(
+                f"{second.url}/calls/outbound", json=BODY, headers=HEADERS
+            ) as resp:
+                answers.append(
+                    (resp.status, await resp.json(), resp.headers.get("Idempotent-Replay"))
+                )
+        other_body = dict(BODY, name="Someone Else")
+        async with session.post(
+            f"{second.url}/calls/outbound", json=other_body, headers=HEADERS
+        ) as resp:
+            reused = resp.status
+        log_guard.scan(second.logs())
+
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert {doc["call_id"] for _, doc, _ in answers} == {dial["room_name"]}
+    assert all(replay == "1" for _, _, replay in answers)
+    assert len(dials(sandbox)) == 1  # never a second call to the same person
+    assert reused == 409
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert set(config["calls"]) <= {dial["room_name"]}  # no record for a call never placed
+    figures.add(
+        "SIGKILL inside the dial, restart, 3 retries with the same key: "
+        f"{[s for s, _, _ in answers]}, same call id, {len(dials(sandbox))} dial in all; "
+        f"another body under the key: {reused}"
+    )
+
+
+async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_nothing(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    servers: list[ServerProcess],
+    figures: Figures,
+    log_guard: LogGuard,
+) -> None:
+    """Killed after the call was recorded but before its dial: the retry still gets that call
+    (another server might be placing it right now) and nothing is dialled; the reaper settles
+    such calls as failed (tests/integration/test_hardening.py)."""
+    log_guard.hide(TOKEN, SECRET)
+    env = server_env(tmp_path, sandbox)
+    first = ServerProcess(tmp_path, "first", env)
+    servers.append(first)
+
+    def crash_now(_body: dict[str, Any]) -> bool:
+        first.kill()
+        return True
+
+    sandbox.inject("CreateDispatch", when=crash_now, times=1)
+    async with aiohttp.ClientSession() as session:
+        await first.wait_ready(session)
+        with pytest.raises(aiohttp.ClientError):
+            await session.post(f"{first.url}/calls/outbound", json=BODY, headers=HEADERS)
+        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        servers.append(second)
+        await second.wait_ready(session)
+        async with session.post(f"{second.url}/calls/outbound", json=BODY, headers=HEADERS) as resp:
+            assert resp.status == 200
+            call_id = (await resp.json())["call_id"]
+        log_guard.scan(first.logs() + second.logs())
+    assert dials(sandbox) == []
+    figures.add(f"SIGKILL inside the dispatch: the retry answers the recorded call {call_id[:9]}…")

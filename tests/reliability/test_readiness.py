@@ -1,0 +1,92 @@
+"""/readyz tells the truth: when every call would get 503 (a full disk under the database or
+under config.json, a file system remounted read-only), readiness says so and names the part.
+
+Regression: /readyz answered 200 in all of these, since it only read from the database.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+from tests.reliability.conftest import Figures
+from tests.reliability.test_disk_faults import _fill, _tmpfs
+
+Client = TestClient[Any, Any]
+
+
+async def _readiness(client: Client) -> tuple[int, list[str]]:
+    resp = await client.get("/readyz")
+    doc = await resp.json()
+    return resp.status, [d["component"] for d in doc.get("details", [])]
+
+
+async def _call_status(client: Client) -> int:
+    return (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status
+
+
+async def test_a_full_disk_under_the_database_is_not_ready(
+    start_app: AppFactory, tmp_path: Path, figures: Figures
+) -> None:
+    with _tmpfs(tmp_path / "mnt", "1m") as mount:
+        client = await start_app(calls_db_path=mount / "calls.db")
+        assert await _readiness(client) == (200, [])
+        filler = _fill(mount)
+        not_ready = await _readiness(client)
+        refused = await _call_status(client)
+        filler.unlink()
+        again = await _readiness(client)
+    assert not_ready == (503, ["database"])
+    assert refused == 503  # what readiness now predicts
+    assert again == (200, [])
+    figures.add(f"full disk under calls.db: /readyz {not_ready}, a call {refused}; freed: {again}")
+
+
+async def test_a_full_disk_under_config_json_is_not_ready(
+    start_app: AppFactory, tmp_path: Path, figures: Figures
+) -> None:
+    with _tmpfs(tmp_path / "mnt", "512k") as mount:
+        client = await start_app(config_path=mount / "config.json")
+        assert await _readiness(client) == (200, [])
+        filler = _fill(mount)
+        not_ready = await _readiness(client)
+        refused = await _call_status(client)
+        filler.unlink()
+        again = await _readiness(client)
+    assert not_ready == (503, ["config"])
+    assert refused == 503
+    assert again == (200, [])
+    figures.add(f"full disk under config.json: /readyz {not_ready}, a call {refused}")
+
+
+async def test_config_json_on_a_read_only_file_system_is_not_ready(
+    start_app: AppFactory, tmp_path: Path, figures: Figures
+) -> None:
+    with _tmpfs(tmp_path / "mnt", "4m") as mount:
+        client = await start_app(config_path=mount / "config.json")
+        assert await _call_status(client) == 200
+        assert await _readiness(client) == (200, [])
+        _mount(mount, "remount,ro")  # config.json keeps no file open: the remount goes through
+        try:
+            not_ready = await _readiness(client)
+            refused = await _call_status(client)
+        finally:
+            _mount(mount, "remount,rw")
+        again = await _readiness(client)
+    assert not_ready == (503, ["config"])
+    assert refused == 503
+    assert again == (200, [])
+    figures.add(
+        f"config.json's file system remounted read-only: /readyz {not_ready}, a call {refused}"
+    )
+
+
+def _mount(where: Path, options: str) -> None:
+    subprocess.run(
+        ["mount", "-o", options, str(where)], check=True, capture_output=True, timeout=10
+    )
