@@ -1,4 +1,4 @@
-"""The outbound-calling HTTP service: `create_app(settings)` and `main()`.
+"""The outbound-calling HTTP service: `create_app(settings, ...)` and `main()`. Wiring only.
 
 Run it with `make run`. Without LIVEKIT_URL it starts the embedded loopback LiveKit sandbox
 next to itself, so it works with no credentials and no phone is ever called.
@@ -10,21 +10,26 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
-from common.call_flow import CallService
-from common.calls_db import CallsDB
-from common.livekit_calls import REQUEST_TIMEOUT_S, create_client
+from common.calls.events import EventDispatcher
+from common.calls.service import CallService, count_events, log_status_change
+from common.config_store.store import ConfigStore
+from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
-from common.ratelimit import RateLimiter
 from common.settings import Settings, SettingsError, configure_logging, load_settings
-from common.update_config import configure_store
+from common.storage.base import CallStore, DatabaseError
 from handlers import access_log, calls, health, openapi, webhooks
-from handlers.context import CALLS, DB, LIMITER, LIVEKIT_URL, METRICS, SETTINGS, STORE, json_error
-from sandbox import Sandbox
+from handlers.errors import errors_as_json
+from handlers.keys import CALLS, CONFIG, EVENTS, LIVEKIT_URL, METRICS, SETTINGS, STORE
+
+if TYPE_CHECKING:
+    from sandbox import Sandbox
 
 logger = logging.getLogger("server")
 
@@ -34,8 +39,8 @@ logger = logging.getLogger("server")
 # it comes is cancelled once this runs out; it never reached our handler's side effects.)
 SHUTDOWN_TIMEOUT_S = 2 * REQUEST_TIMEOUT_S + 5
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SANDBOX = web.AppKey("sandbox", Sandbox)
+SANDBOX: web.AppKey[Any] = web.AppKey("sandbox")
+STORE_GIVEN = web.AppKey("store_given", bool)
 
 
 class StartupError(Exception):
@@ -43,37 +48,60 @@ class StartupError(Exception):
 
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error is JSON; no stack trace ever reaches a client."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return json_error(exc.status, exc.reason, headers=_allow_header(exc))
-    except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal error")
-
-
-def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
-    allow = exc.headers.get("Allow")
-    return {"Allow": allow} if allow else None
-
-
-@web.middleware
-async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+async def count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     request.app[METRICS].requests.labels(route, request.method, str(response.status)).inc()
     return response
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    app[DB] = await CallsDB.open(app[SETTINGS].calls_db_path)
+async def open_store(settings: Settings) -> CallStore:
+    """The call store the settings select (the embedded SQLite file by default)."""
+    from common.storage.sqlite import SqliteCallStore
+
+    return await SqliteCallStore.open(settings.calls_db_path)
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    if STORE not in app:
+        try:
+            app[STORE] = await open_store(app[SETTINGS])
+        except DatabaseError as exc:
+            raise StartupError(f"the calls database cannot be opened: {exc}") from exc
     yield
-    await app[DB].close()
+    if not app[STORE_GIVEN]:
+        await app[STORE].close()
+
+
+async def _events(app: web.Application) -> AsyncIterator[None]:
+    events = EventDispatcher(app[STORE], clock=time.time)
+    events.subscribe("log", log_status_change)
+    events.subscribe("metrics", count_events(app[METRICS]))
+    app[EVENTS] = events
+    events.start()
+    yield
+    await events.stop()
+
+
+async def _start_sandbox(settings: Settings) -> Sandbox:
+    from sandbox import Sandbox  # only loaded when it is used
+
+    sandbox = Sandbox(
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        webhook_url=settings.webhook_url,
+        time_scale=settings.sandbox_time_scale,
+        port=settings.sandbox_port,
+    )
+    try:
+        await sandbox.start()
+    except OSError as exc:
+        raise StartupError(
+            f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
+            f"{exc.strerror} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+        ) from exc
+    return sandbox
 
 
 async def _livekit(app: web.Application) -> AsyncIterator[None]:
@@ -83,27 +111,16 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
     sandbox: Sandbox | None = None
     try:
         if settings.livekit_url is None:
-            sandbox = Sandbox(
-                api_key=settings.livekit_api_key,
-                api_secret=settings.livekit_api_secret,
-                webhook_url=settings.webhook_url,
-                time_scale=settings.sandbox_time_scale,
-                port=settings.sandbox_port,
-            )
-            try:
-                await sandbox.start()
-            except OSError as exc:
-                raise StartupError(
-                    f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
-                    f"{exc.strerror} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
-                ) from exc
+            sandbox = await _start_sandbox(settings)
             app[SANDBOX] = sandbox
             url = sandbox.url
         else:
             url = settings.livekit_url
         app[LIVEKIT_URL] = url
         lkapi = create_client(settings, url, session)
-        app[CALLS] = CallService(settings, app[STORE], app[DB], lkapi, app[METRICS])
+        app[CALLS] = CallService(
+            settings, app[CONFIG], app[STORE], lkapi, app[METRICS], app[EVENTS]
+        )
         yield
         await app[CALLS].aclose()
         await lkapi.aclose()
@@ -114,6 +131,9 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _reaper(app: web.Application) -> AsyncIterator[None]:
+    # A first pass before serving: after a crash, config.json is pruned and the events the
+    # last run left undispatched are taken over before anything new happens.
+    await app[CALLS].reap_logged()
     task = asyncio.create_task(app[CALLS].run_reaper(), name="call-reaper")
     yield
     task.cancel()
@@ -121,22 +141,36 @@ async def _reaper(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The application: routes, middlewares, and its long-lived resources in cleanup_ctx."""
+def create_app(
+    settings: Settings,
+    *,
+    config: ConfigStore | None = None,
+    store: CallStore | None = None,
+) -> web.Application:
+    """The application: routes, middlewares, and its long-lived resources in cleanup_ctx.
+
+    `config` (the config.json store) and `store` (the call store) default to the ones the
+    settings describe; a given `store` is left open when the app stops (its owner closes it).
+    """
+    from handlers.webhooks import MAX_WEBHOOK_BYTES
+
     app = web.Application(
-        middlewares=[errors_as_json, count_requests, calls.require_token],
-        client_max_size=webhooks.MAX_WEBHOOK_BYTES,
+        middlewares=[errors_as_json, count_requests], client_max_size=MAX_WEBHOOK_BYTES
     )
     access_log.install(drop_sandbox=settings.uses_sandbox)
     app[SETTINGS] = settings
-    app[STORE] = configure_store(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
+    app[CONFIG] = config or ConfigStore(
+        settings.config_path, record_ttl_s=settings.config_record_ttl_s
+    )
     app[METRICS] = Metrics()
-    app[LIMITER] = RateLimiter(settings.calls_rate_limit_per_min)
-    app.cleanup_ctx.extend([_database, _livekit, _reaper])
+    app[STORE_GIVEN] = store is not None
+    if store is not None:
+        app[STORE] = store
+    app.cleanup_ctx.extend([_storage, _events, _livekit, _reaper])
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)
-    openapi.setup(app)
+    openapi.setup(app)  # last: it documents the routes the others declared
     return app
 
 

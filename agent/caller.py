@@ -8,19 +8,17 @@ so the tools run offline.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Protocol
 
 from livekit.agents import Agent, RunContext, function_tool
 from livekit.agents.voice import SpeechHandle
 
-from agent.session import SessionPlan
-from common.call_config import LANGUAGES
+from agent.plan import SessionPlan
+from common.config_store.model import LANGUAGES
+from common.contracts import OUTCOME_VOICEMAIL
 
 logger = logging.getLogger(__name__)
-
-OUTCOME_VOICEMAIL = "voicemail"
 
 
 class CallControl(Protocol):
@@ -33,18 +31,6 @@ class CallControl(Protocol):
     async def hang_up(self) -> None:
         """End the call for everyone (the room is deleted, the phone line drops)."""
         ...
-
-
-def room_metadata_with_outcome(current: str, outcome: str) -> str:
-    """The room metadata JSON with `outcome` set, keeping other keys of a JSON object."""
-    try:
-        doc = json.loads(current) if current.strip() else {}
-    except ValueError:
-        doc = {}
-    if not isinstance(doc, dict):
-        doc = {}
-    doc["outcome"] = outcome
-    return json.dumps(doc, separators=(",", ":"))
 
 
 class OutboundCaller(Agent):

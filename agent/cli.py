@@ -18,11 +18,12 @@ from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
     load_call_record,
-    parse_dispatch_metadata,
     select_config,
 )
-from agent.session import plan_session
-from common.call_config import CallConfig
+from agent.plan import plan_session
+from common.config_store.model import CallConfig
+from common.config_store.store import ConfigStore
+from common.contracts import DispatchMetadata
 from common.settings import (
     DEV_API_KEY,
     DEV_API_SECRET,
@@ -30,7 +31,6 @@ from common.settings import (
     SettingsError,
     load_settings,
 )
-from common.update_config import ConfigStore
 
 EXIT_USAGE = 2
 
@@ -82,7 +82,7 @@ def describe_call(
             raise DescribeError(f"--metadata is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise DescribeError("--metadata must be a JSON object")
-        snapshot = parse_dispatch_metadata(metadata_json).config
+        snapshot = DispatchMetadata.parse(metadata_json).config
     store = ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
     record = asyncio.run(load_call_record(store, call_id))
     created_at = time.time() if room_created_at is None else room_created_at
@@ -103,12 +103,13 @@ def describe_call(
 async def _stored_config(settings: Settings, call_id: str) -> SelectedConfig | None:
     """The config kept with the call in the calls database (its config.json record is gone
     once the call is over), or None when the database does not know the call."""
-    from common.calls_db import CallsDB, DatabaseError
+    from common.storage.base import DatabaseError
+    from common.storage.sqlite import SqliteCallStore
 
     if not settings.calls_db_path.is_file():
         return None
     try:
-        db = await CallsDB.open(settings.calls_db_path)
+        db = await SqliteCallStore.open(settings.calls_db_path)
     except DatabaseError as exc:
         raise DescribeError(f"cannot read {settings.calls_db_path}: {exc}") from None
     try:

@@ -10,7 +10,6 @@ bound to this dispatch. Never the flat "latest" document and never another call'
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from typing import Any, Literal
 
 import aiofiles.os
 
-from common.call_config import CallConfig
-from common.update_config import ConfigStore, UnknownCallError
+from common.config_store.model import CallConfig
+from common.config_store.store import ConfigStore, UnknownCallError
+from common.contracts import DispatchMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +51,6 @@ class SelectedConfig:
 
 
 @dataclass(frozen=True)
-class DispatchMetadata:
-    """What the server puts in the agent dispatch: `{"call_id", "config", "phone_number"}`."""
-
-    call_id: str | None = None
-    config: dict[str, Any] | None = None
-    phone_number: str | None = None
-    ringing_timeout_s: int | None = None
-
-
-@dataclass(frozen=True)
 class RoomCreationTime:
     """When the room was created, as precisely as the server reported it.
 
@@ -70,28 +60,6 @@ class RoomCreationTime:
 
     at: float | None
     granularity_s: float
-
-
-def parse_dispatch_metadata(raw: str) -> DispatchMetadata:
-    """Parse the job's metadata; anything unreadable counts as absent, never as a failure."""
-    if not raw.strip():
-        return DispatchMetadata()
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        logger.warning("dispatch metadata is not JSON; ignoring it")
-        return DispatchMetadata()
-    if not isinstance(doc, dict):
-        logger.warning("dispatch metadata is not a JSON object; ignoring it")
-        return DispatchMetadata()
-    call_id, config, phone = doc.get("call_id"), doc.get("config"), doc.get("phone_number")
-    ringing = doc.get("ringing_timeout_s")
-    return DispatchMetadata(
-        call_id=call_id if isinstance(call_id, str) and call_id else None,
-        config=dict(config) if isinstance(config, dict) else None,
-        phone_number=phone if isinstance(phone, str) and phone else None,
-        ringing_timeout_s=ringing if type(ringing) is int and ringing > 0 else None,
-    )
 
 
 def resolve_call_id(metadata: DispatchMetadata, room_name: str) -> str:

@@ -20,30 +20,33 @@ from livekit.agents import AgentServer, JobContext, room_io
 from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
 from livekit.rtc.room import EventTypes as RoomEvent
 
-from agent.caller import room_metadata_with_outcome
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
     load_call_record,
-    parse_dispatch_metadata,
     resolve_call_id,
     room_creation_time,
     select_config,
 )
-from agent.session import SessionPlan, build_session, plan_session
-from common.call_config import CallConfig
+from agent.plan import SessionPlan, plan_session
+from agent.session import build_session
+from common.config_store.model import CallConfig
+from common.config_store.store import ConfigStore
+from common.contracts import (
+    ATTR_SIP_CALL_STATUS,
+    SIP_STATUS_ACTIVE,
+    SIP_STATUS_HANGUP,
+    DispatchMetadata,
+    RoomMetadata,
+)
 from common.masking import clip_for_log, mask_phone
 from common.settings import Settings, load_settings
-from common.update_config import ConfigStore
 
 # The plugins above are imported here, not where they are used: livekit-agents requires
 # plugins to register on the main thread, and `console` runs jobs in a worker thread.
 
 logger = logging.getLogger(__name__)
 
-SIP_CALL_STATUS = "sip.callStatus"
-SIP_CALL_ACTIVE = "active"
-SIP_CALL_HANGUP = "hangup"
 # On top of the ringing timeout: the SIP participant joins a moment after the dispatch.
 CALLEE_WAIT_GRACE_S = 15.0
 
@@ -87,7 +90,7 @@ class JobCallControl:
         if self._ctx.is_fake_job():
             logger.info("console: outcome %s not recorded (no room)", outcome)
             return
-        metadata = room_metadata_with_outcome(self._ctx.room.metadata, outcome)
+        metadata = RoomMetadata.with_outcome(self._ctx.room.metadata, outcome)
         await self._ctx.api.room.update_room_metadata(
             api.UpdateRoomMetadataRequest(room=self._room_name, metadata=metadata)
         )
@@ -121,10 +124,10 @@ async def wait_for_callee(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
     def check(participant: rtc.RemoteParticipant) -> None:
         if not _is_sip(participant):
             return
-        status = participant.attributes.get(SIP_CALL_STATUS)
-        if status == SIP_CALL_ACTIVE:
+        status = participant.attributes.get(ATTR_SIP_CALL_STATUS)
+        if status == SIP_STATUS_ACTIVE:
             settle(participant, "answered")
-        elif status == SIP_CALL_HANGUP:
+        elif status == SIP_STATUS_HANGUP:
             settle(None, "hung up before answering")
 
     def on_attributes_changed(_changed: object, participant: rtc.RemoteParticipant) -> None:
@@ -182,7 +185,7 @@ async def entrypoint(ctx: JobContext) -> None:
     """One call: select its config, build its session, greet the callee once they answer."""
     settings = job_settings()
     room_name = ctx.job.room.name
-    metadata = parse_dispatch_metadata(ctx.job.metadata)
+    metadata = DispatchMetadata.parse(ctx.job.metadata)
     call_id = resolve_call_id(metadata, room_name)
     ctx.log_context_fields = {"call_id": call_id}
     if metadata.phone_number:

@@ -31,14 +31,15 @@ from livekit.plugins import openai as lk_openai
 
 from agent.config_source import (
     load_call_record,
-    parse_dispatch_metadata,
     resolve_call_id,
     room_creation_time,
     select_config,
 )
-from agent.session import SessionPlan, build_agent, build_stt, build_tts, plan_session
+from agent.plan import SessionPlan, plan_session
+from agent.session import build_agent, build_stt, build_tts
 from bench.harness import Goal, Spread, emit, note, percentile, section, table, workdir
-from common.livekit_calls import dispatch_metadata
+from common.contracts import DispatchMetadata
+from common.livekit.client import dispatch_metadata
 from common.settings import Settings
 from common.update_config import ConfigStore
 
@@ -122,7 +123,7 @@ def default_llm(plan: SessionPlan, settings: Settings) -> Any:
 async def start_job(path: Path, job: Job, build_llm: LlmBuilder) -> tuple[float, float]:
     """One job start; returns (seconds to the plan, seconds to the plugin objects)."""
     started = time.perf_counter()
-    metadata = parse_dispatch_metadata(job.metadata)
+    metadata = DispatchMetadata.parse(job.metadata)
     call_id = resolve_call_id(metadata, job.room_name)
     record = await load_call_record(ConfigStore(path), call_id)
     created = room_creation_time(0, job.creation_time_ms)

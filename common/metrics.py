@@ -29,6 +29,15 @@ class Metrics:
         self.webhooks = Counter(
             "webhooks", "LiveKit webhooks received by result", ["result"], registry=self.registry
         )
+        self.call_events = Counter(
+            "call_events",
+            "Call events dispatched from the outbox",
+            ["type"],
+            registry=self.registry,
+        )
+        self.calls_ended = Counter(
+            "calls_ended", "Calls that reached a final status", ["status"], registry=self.registry
+        )
         self.webhook_verification_failures = Counter(
             "webhook_verification_failures",
             "Webhooks refused because their signature did not verify",

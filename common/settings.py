@@ -8,11 +8,13 @@ start with no `.env` at all (on the embedded sandbox). A wrong value stops start
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -30,41 +32,155 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+# ----------------------------------------------------------------------------- parsers
+# Each takes the variable's name and its non-blank, stripped value (blank means "default").
+
+Parser = Callable[[str, str], Any]
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _integer(low: int, high: int) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(low: float) -> Parser:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= low or not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number >= {low}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        for choice in choices:
+            if raw.lower() == choice.lower():
+                return choice
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+
+    return parse
+
+
+def _regions(name: str, raw: str) -> tuple[str, ...]:
+    regions = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
+    bad = [r for r in regions if len(r) != 2 or not r.isalpha()]
+    if bad:
+        raise SettingsError(f"{name} must be two-letter ISO regions, got {', '.join(bad)}")
+    return regions
+
+
+def _livekit_url(name: str, raw: str) -> str:
+    if not raw.startswith(("ws://", "wss://", "http://", "https://")):
+        raise SettingsError(f"{name} must start with wss://, ws://, https:// or http://")
+    return raw
+
+
+def _url_path(name: str, raw: str) -> str:
+    if not raw.startswith("/"):
+        raise SettingsError(f"{name} must start with '/', got {raw!r}")
+    return raw
+
+
+def setting(default: Any, parse: Parser, doc: str, *, secret: bool = False) -> Any:
+    """A setting: its default, how its variable (the field's name in upper case) is read, and
+    what it means. Secrets are left out of repr()."""
+    return field(default=default, repr=not secret, metadata={"parse": parse, "doc": doc})
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "INFO"
-    log_format: str = "text"
+    host: str = setting(
+        "127.0.0.1", _text, "Listen address. Anything but loopback requires CALLS_API_TOKEN."
+    )
+    port: int = setting(8000, _integer(0, 65535), "Listen port.")
+    log_level: str = setting("INFO", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+    log_format: str = setting("text", _choice(LOG_FORMATS), "text, or json (one object per line).")
 
-    config_path: Path = Path("config.json")
-    config_record_ttl_s: float = 86400.0
-    calls_db_path: Path = Path("calls.db")
+    config_path: Path = setting(
+        Path("config.json"), _path, "The dynamic config file (seed format + per-call records)."
+    )
+    config_record_ttl_s: float = setting(
+        86400.0, _number(1.0), "Records of calls that never finished are pruned after this long."
+    )
+    calls_db_path: Path = setting(
+        Path("calls.db"), _path, "SQLite database of calls, outcomes and timelines."
+    )
 
-    livekit_url: str | None = None
-    livekit_api_key: str = DEV_API_KEY
-    livekit_api_secret: str = field(default=DEV_API_SECRET, repr=False)
-    sip_outbound_trunk_id: str = ""
-    agent_name: str = "outbound-caller"
+    livekit_url: str | None = setting(
+        None, _livekit_url, "Unset: the embedded sandbox. Set (wss://...): the real LiveKit."
+    )
+    livekit_api_key: str = setting(
+        DEV_API_KEY, _text, "Required with LIVEKIT_URL; also verifies webhooks."
+    )
+    livekit_api_secret: str = setting(
+        DEV_API_SECRET, _text, "Required with LIVEKIT_URL; also verifies webhooks.", secret=True
+    )
+    sip_outbound_trunk_id: str = setting(
+        "", _text, "Outbound SIP trunk (ST_...); required with LIVEKIT_URL."
+    )
+    agent_name: str = setting(
+        "outbound-caller", _text, "The agent worker's name; calls are dispatched to it."
+    )
 
-    calls_api_token: str | None = field(default=None, repr=False)
-    calls_allowed_countries: tuple[str, ...] = ()
-    calls_rate_limit_per_min: int = 60
-    calls_max_active: int = 50
-    call_ringing_timeout_s: int = 30
-    call_max_duration_s: int = 600
-    reaper_interval_s: float = 30.0
-    calls_settle_grace_s: float = 10.0
-    webhook_path: str = "/webhooks/livekit"
+    calls_api_token: str | None = setting(
+        None, _text, "Bearer token required on the /calls API (constant-time compare).", secret=True
+    )
+    calls_allowed_countries: tuple[str, ...] = setting(
+        (), _regions, "Comma list of ISO regions that may be called, e.g. US,CA,GB (empty: all)."
+    )
+    calls_rate_limit_per_min: int = setting(
+        60, _integer(1, 1_000_000), "Placed calls per minute per token (or client address)."
+    )
+    calls_max_active: int = setting(
+        50, _integer(1, 1_000_000), "Calls not yet in a final state at once."
+    )
+    call_ringing_timeout_s: int = setting(
+        30, _integer(1, 600), "How long the phone rings (a request may set ringing_timeout_s)."
+    )
+    call_max_duration_s: int = setting(
+        600, _integer(1, 86400), "Longest call (a request may set max_duration_s)."
+    )
+    reaper_interval_s: float = setting(
+        30.0, _number(0.01), "How often stuck calls are settled and config.json is pruned."
+    )
+    calls_settle_grace_s: float = setting(
+        10.0,
+        _number(0.0),
+        "After an unanswered room_finished, how long late events may still show an answer.",
+    )
+    webhook_path: str = setting("/webhooks/livekit", _url_path, "Where LiveKit posts webhooks.")
 
-    sandbox_port: int = 7880
-    sandbox_time_scale: float = 1.0
+    sandbox_port: int = setting(7880, _integer(0, 65535), "The embedded sandbox's port.")
+    sandbox_time_scale: float = setting(
+        1.0, _number(0.0), "Multiplies every simulated delay (0.01 = 100x faster, 0 = instant)."
+    )
 
-    openai_api_key: str = field(default="", repr=False)
-    openai_model: str = "gpt-4o-mini"
-    deepgram_api_key: str = field(default="", repr=False)
-    cartesia_api_key: str = field(default="", repr=False)
-    cartesia_voice_id: str = DEFAULT_CARTESIA_VOICE_ID
+    openai_api_key: str = setting("", _text, "Agent LLM key.", secret=True)
+    openai_model: str = setting("gpt-4o-mini", _text, "Agent LLM model.")
+    deepgram_api_key: str = setting("", _text, "Agent STT key (nova-3).", secret=True)
+    cartesia_api_key: str = setting("", _text, "Agent TTS key (sonic-3).", secret=True)
+    cartesia_voice_id: str = setting(DEFAULT_CARTESIA_VOICE_ID, _text, "Cartesia voice id.")
 
     @property
     def uses_sandbox(self) -> bool:
@@ -100,101 +216,19 @@ class Settings:
             raise SettingsError("SIP_OUTBOUND_TRUNK_ID must be set when LIVEKIT_URL is set")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= low or value != value or value == float("inf"):
-        raise SettingsError(f"{name} must be a finite number >= {low}, got {raw!r}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    for choice in choices:
-        if raw.lower() == choice.lower():
-            return choice
-    raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-
-
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, "").strip() or default
-
-
-def _optional(env: Mapping[str, str], name: str) -> str | None:
-    return env.get(name, "").strip() or None
-
-
-def _countries(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("CALLS_ALLOWED_COUNTRIES", "")
-    regions = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
-    bad = [r for r in regions if len(r) != 2 or not r.isalpha()]
-    if bad:
-        raise SettingsError(
-            f"CALLS_ALLOWED_COUNTRIES must be two-letter ISO regions, got {', '.join(bad)}"
-        )
-    return regions
+def variable(name: str) -> str:
+    """The environment variable of a Settings field."""
+    return name.upper()
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build Settings from a plain mapping (pure; `load_settings` adds the process env)."""
-    livekit_url = _optional(env, "LIVEKIT_URL")
-    if livekit_url is not None and not livekit_url.startswith(
-        ("ws://", "wss://", "http://", "https://")
-    ):
-        raise SettingsError("LIVEKIT_URL must start with wss://, ws://, https:// or http://")
-    webhook_path = _str(env, "WEBHOOK_PATH", "/webhooks/livekit")
-    if not webhook_path.startswith("/"):
-        raise SettingsError(f"WEBHOOK_PATH must start with '/', got {webhook_path!r}")
-    return Settings(
-        host=_str(env, "HOST", "127.0.0.1"),
-        port=_int(env, "PORT", 8000, 0, 65535),
-        log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS),
-        log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
-        config_path=Path(_str(env, "CONFIG_PATH", "config.json")),
-        config_record_ttl_s=_float(env, "CONFIG_RECORD_TTL_S", 86400.0, 1.0),
-        calls_db_path=Path(_str(env, "CALLS_DB_PATH", "calls.db")),
-        livekit_url=livekit_url,
-        livekit_api_key=_str(env, "LIVEKIT_API_KEY", DEV_API_KEY),
-        livekit_api_secret=_str(env, "LIVEKIT_API_SECRET", DEV_API_SECRET),
-        sip_outbound_trunk_id=_str(env, "SIP_OUTBOUND_TRUNK_ID", ""),
-        agent_name=_str(env, "AGENT_NAME", "outbound-caller"),
-        calls_api_token=_optional(env, "CALLS_API_TOKEN"),
-        calls_allowed_countries=_countries(env),
-        calls_rate_limit_per_min=_int(env, "CALLS_RATE_LIMIT_PER_MIN", 60, 1, 1_000_000),
-        calls_max_active=_int(env, "CALLS_MAX_ACTIVE", 50, 1, 1_000_000),
-        call_ringing_timeout_s=_int(env, "CALL_RINGING_TIMEOUT_S", 30, 1, 600),
-        call_max_duration_s=_int(env, "CALL_MAX_DURATION_S", 600, 1, 86400),
-        reaper_interval_s=_float(env, "REAPER_INTERVAL_S", 30.0, 0.01),
-        calls_settle_grace_s=_float(env, "CALLS_SETTLE_GRACE_S", 10.0, 0.0),
-        webhook_path=webhook_path,
-        sandbox_port=_int(env, "SANDBOX_PORT", 7880, 0, 65535),
-        sandbox_time_scale=_float(env, "SANDBOX_TIME_SCALE", 1.0, 0.0),
-        openai_api_key=_str(env, "OPENAI_API_KEY", ""),
-        openai_model=_str(env, "OPENAI_MODEL", "gpt-4o-mini"),
-        deepgram_api_key=_str(env, "DEEPGRAM_API_KEY", ""),
-        cartesia_api_key=_str(env, "CARTESIA_API_KEY", ""),
-        cartesia_voice_id=_str(env, "CARTESIA_VOICE_ID", DEFAULT_CARTESIA_VOICE_ID),
-    )
+    values: dict[str, Any] = {}
+    for item in fields(Settings):
+        raw = env.get(variable(item.name), "").strip()
+        if raw:
+            values[item.name] = item.metadata["parse"](variable(item.name), raw)
+    return Settings(**values)
 
 
 def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from aiohttp import web
 
-from common.calls_db import DatabaseError
-from common.livekit_calls import LiveKitError, check_reachable
-from handlers.context import CALLS, DB, METRICS, SETTINGS, STORE, json_error
+from common.livekit.client import LiveKitError, check_reachable
+from common.storage.base import DatabaseError
+from handlers.errors import json_error
+from handlers.http import Reply, RouteDoc, add_route, json_answer
+from handlers.keys import CALLS, CONFIG, METRICS, SETTINGS, STORE
+from handlers.schemas import Ok
 
-logger = logging.getLogger(__name__)
+PROBE_TIMEOUT_S = 5.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_answer(Ok())
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -24,11 +26,12 @@ async def readyz(request: web.Request) -> web.Response:
     failures: list[dict[str, str]] = []
     settings = request.app[SETTINGS]
     try:
-        await asyncio.wait_for(request.app[DB].probe_write(settings.instance_name), timeout=5)
+        probe = request.app[STORE].probe_write(settings.instance_name)
+        await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
     except (DatabaseError, TimeoutError) as exc:
         failures.append({"component": "database", "error": str(exc) or "timeout"})
     try:
-        await asyncio.wait_for(request.app[STORE].probe_writable_async(), timeout=5)
+        await asyncio.wait_for(request.app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
         error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
         failures.append({"component": "config", "error": f"{settings.config_path}: {error}"})
@@ -38,12 +41,12 @@ async def readyz(request: web.Request) -> web.Response:
         failures.append({"component": "livekit", "error": exc.reason})
     if failures:
         return json_error(503, "not ready", failures)
-    return web.json_response({"status": "ok"})
+    return json_answer(Ok())
 
 
 async def metrics(request: web.Request) -> web.Response:
     try:
-        by_status = await request.app[DB].count_by_status()
+        by_status = await request.app[STORE].count_by_status()
     except DatabaseError:
         by_status = {}
     body = request.app[METRICS].render(by_status)
@@ -51,6 +54,33 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_route(
+        app,
+        RouteDoc("GET", "/healthz", "healthz", "Liveness", replies={200: Reply("Alive", Ok)}),
+        healthz,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/readyz",
+            "readyz",
+            "Readiness: a call could be placed (database write, config.json directory, LiveKit)",
+            replies={
+                200: Reply("Ready", Ok),
+                503: Reply("Not ready; `details` names the failing components"),
+            },
+        ),
+        readyz,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/metrics",
+            "metrics",
+            "Prometheus metrics",
+            replies={200: Reply("Prometheus text format", content_type="text/plain")},
+        ),
+        metrics,
+    )

@@ -12,19 +12,24 @@ import base64
 import hashlib
 import hmac
 import logging
+from typing import Literal
 
 from aiohttp import web
 from google.protobuf.json_format import Parse, ParseError
 from livekit.api import TokenVerifier
 from livekit.protocol.webhook import WebhookEvent
 
-from common.calls_db import DatabaseError
 from common.masking import mask_digits
-from handlers.context import CALLS, METRICS, SETTINGS, BodyTooLarge, json_error, read_body
+from common.storage.base import DatabaseError
+from handlers.errors import HttpError
+from handlers.http import Reply, RouteDoc, add_route, json_answer, read_body
+from handlers.keys import CALLS, METRICS, SETTINGS
+from handlers.schemas import WebhookAnswer
 
 logger = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+Result = Literal["applied", "duplicate", "ignored"]
 VERIFIER = web.AppKey("webhook_verifier", TokenVerifier)
 
 
@@ -32,10 +37,15 @@ class Unverified(Exception):
     pass
 
 
+def bearer_token(header: str) -> str:
+    """The token of an Authorization header, with or without a `Bearer` scheme (any case)."""
+    scheme, _, rest = header.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else header.strip()
+
+
 def verify(verifier: TokenVerifier, header: str, body: bytes) -> None:
     """Raise Unverified unless `header` is a valid LiveKit token for exactly `body`."""
-    scheme, _, rest = header.strip().partition(" ")
-    token = rest.strip() if scheme.lower() == "bearer" else header.strip()
+    token = bearer_token(header)
     if not token:
         raise Unverified("no Authorization header")
     try:
@@ -55,38 +65,57 @@ def verify(verifier: TokenVerifier, header: str, body: bytes) -> None:
 async def livekit_webhook(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     try:
-        body = await read_body(request, MAX_WEBHOOK_BYTES)
-    except BodyTooLarge:
+        body = await read_body(request, MAX_WEBHOOK_BYTES, "webhook body")
+    except HttpError:
         metrics.webhooks.labels(result="too_large").inc()
-        return json_error(413, f"webhook body is larger than {MAX_WEBHOOK_BYTES} bytes")
+        raise
     try:
         verify(request.app[VERIFIER], request.headers.get("Authorization", ""), body)
     except Unverified as exc:
         metrics.webhook_verification_failures.inc()
         metrics.webhooks.labels(result="unverified").inc()
         logger.warning("webhook refused from %s: %s", request.remote, exc)
-        return json_error(401, "webhook signature did not verify")
+        raise HttpError(401, "webhook signature did not verify") from None
     try:
         event = Parse(body.decode("utf-8"), WebhookEvent(), ignore_unknown_fields=True)
     except (ParseError, UnicodeDecodeError, ValueError) as exc:
         metrics.webhooks.labels(result="malformed").inc()
         # Parse errors quote the body's values, which may be phone numbers (sip.phoneNumber).
         logger.warning("signed webhook is not a LiveKit event: %s", mask_digits(str(exc)[:200]))
-        return json_error(400, "webhook body is not a LiveKit event")
+        raise HttpError(400, "webhook body is not a LiveKit event") from None
     try:
         applied = await request.app[CALLS].handle_event(event)
     except DatabaseError:
         metrics.webhooks.labels(result="db_error").inc()
-        return json_error(503, "calls database unavailable; retry")
+        raise HttpError(503, "calls database unavailable; retry") from None
     except OSError as exc:  # config record removal is best effort; never 5xx for it
         logger.error("webhook %s: %s", event.id, exc)
         applied = None
-    result = "ignored" if applied is None else "duplicate" if applied.duplicate else "applied"
+    result: Result = (
+        "ignored" if applied is None else "duplicate" if applied.duplicate else "applied"
+    )
     metrics.webhooks.labels(result=result).inc()
-    return web.json_response({"status": "success", "result": result})
+    return json_answer(WebhookAnswer(result=result))
 
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[VERIFIER] = TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret)
-    app.router.add_post(settings.webhook_path, livekit_webhook)
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            settings.webhook_path,
+            "livekitWebhook",
+            "LiveKit's signed webhooks (Authorization: a JWT over the body)",
+            body_content_type="application/webhook+json",
+            replies={
+                200: Reply("Accepted", WebhookAnswer),
+                400: Reply("Signed, but not a LiveKit event"),
+                401: Reply("The signature did not verify; nothing changed"),
+                413: Reply("The body is larger than 1 MiB"),
+                503: Reply("The calls database is unavailable; LiveKit retries"),
+            },
+        ),
+        livekit_webhook,
+    )

@@ -1,9 +1,9 @@
 """Loopback stand-in for a LiveKit server: real Twirp API, simulated calls, signed webhooks."""
 
+from common.contracts import ATTR_SIP_CALL_STATUS_CODE
 from sandbox.rooms import SandboxRoom
 from sandbox.scenarios import TEST_NUMBERS_MARKDOWN, Scenario, scenario_for_number
 from sandbox.server import Fault, RecordedRequest, Sandbox
-from sandbox.simulation import ATTR_SIP_CALL_STATUS_CODE
 from sandbox.twirp import TwirpError
 
 __all__ = [

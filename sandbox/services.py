@@ -51,18 +51,17 @@ from livekit.protocol.room import (
 )
 from livekit.protocol.sip import CreateSIPParticipantRequest, SIPParticipantInfo
 
-from common.masking import mask_phone
-from sandbox import twirp
-from sandbox.rooms import RoomRegistry, SandboxRoom
-from sandbox.scenarios import DEFAULT_RINGING_TIMEOUT_S, SipStatus, scenario_for_number
-from sandbox.simulation import (
+from common.contracts import (
     ATTR_SIP_CALL_ID,
     ATTR_SIP_CALL_STATUS,
     ATTR_SIP_PHONE_NUMBER,
     ATTR_SIP_TRUNK_ID,
-    CALL_STATUS_DIALING,
-    CallSimulation,
 )
+from common.masking import mask_phone
+from sandbox import twirp
+from sandbox.rooms import RoomRegistry, SandboxRoom
+from sandbox.scenarios import DEFAULT_RINGING_TIMEOUT_S, SipStatus, scenario_for_number
+from sandbox.simulation import CALL_STATUS_DIALING, CallSimulation
 from sandbox.twirp import TwirpError
 from sandbox.util import new_id, now_ms
 

@@ -16,13 +16,22 @@ waits ``departure_timeout``, 20 s by default; the sandbox waits 1 s).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from typing import Final
 
 from livekit.protocol.models import DisconnectReason
 
+from common.contracts import (
+    ATTR_SIP_CALL_STATUS,
+    ATTR_SIP_CALL_STATUS_CODE,
+    OUTCOME_VOICEMAIL,
+    SIP_STATUS_ACTIVE,
+    SIP_STATUS_DIALING,
+    SIP_STATUS_HANGUP,
+    SIP_STATUS_RINGING,
+    RoomMetadata,
+)
 from common.masking import mask_phone
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.scenarios import (
@@ -35,21 +44,14 @@ from sandbox.scenarios import (
 
 logger = logging.getLogger(__name__)
 
-# Participant attribute names, from livekit/protocol ``livekit/attrs.go``.
-ATTR_SIP_CALL_ID: Final = "sip.callID"
-ATTR_SIP_TRUNK_ID: Final = "sip.trunkID"
-ATTR_SIP_PHONE_NUMBER: Final = "sip.phoneNumber"
-ATTR_SIP_CALL_STATUS: Final = "sip.callStatus"
-# Not a LiveKit attribute: the sandbox's way to expose the SIP final response of a failed call.
-ATTR_SIP_CALL_STATUS_CODE: Final = "sip.callStatusCode"
-
-CALL_STATUS_DIALING: Final = "dialing"
-CALL_STATUS_RINGING: Final = "ringing"
-CALL_STATUS_ACTIVE: Final = "active"
-CALL_STATUS_HANGUP: Final = "hangup"
+# Participant attribute names and values: common.contracts (what LiveKit's SIP service sets).
+CALL_STATUS_DIALING: Final = SIP_STATUS_DIALING
+CALL_STATUS_RINGING: Final = SIP_STATUS_RINGING
+CALL_STATUS_ACTIVE: Final = SIP_STATUS_ACTIVE
+CALL_STATUS_HANGUP: Final = SIP_STATUS_HANGUP
 
 DEPARTURE_S: Final = 1.0
-VOICEMAIL_METADATA: Final = json.dumps({"outcome": "voicemail"})
+VOICEMAIL_METADATA: Final = RoomMetadata.with_outcome("", OUTCOME_VOICEMAIL)
 
 
 class CallSimulation:

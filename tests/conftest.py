@@ -83,14 +83,21 @@ async def start_app(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
     make_settings: Callable[..., Settings],
 ) -> AsyncIterator[AppFactory]:
-    """Start the real app (create_app) with the sandbox posting webhooks back to it."""
+    """Start the real app (create_app) with the sandbox posting webhooks back to it.
+
+    The seed's module-level functions are pointed at the app's config.json, as CONFIG_PATH
+    does for a server and the code around it in one process.
+    """
     from server import SANDBOX, create_app
 
     previous = update_config._default_store
 
     async def start(**overrides: Any) -> TestClient[Any, Any]:
         settings = make_settings(**overrides)
-        app = create_app(settings)
+        config = update_config.configure_store(
+            settings.config_path, record_ttl_s=settings.config_record_ttl_s
+        )
+        app = create_app(settings, config=config)
         client = await aiohttp_client(app)
         if SANDBOX in app:
             app[SANDBOX].webhook_url = str(client.make_url(settings.webhook_path))

@@ -88,7 +88,7 @@ async def test_hangup_cancels_a_live_call(start_app: AppFactory, tmp_path: Path)
 async def test_reaper_settles_calls_without_a_final_event(
     start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from handlers.context import CALLS
+    from handlers.keys import CALLS
 
     client = await start_app(sandbox_time_scale=100.0)  # the call stays live
     client.app[SANDBOX].webhook_url = None  # and no late webhook races the reaper
@@ -97,7 +97,7 @@ async def test_reaper_settles_calls_without_a_final_event(
     assert await service.reap() == 0  # nothing is stale yet
     real_clock = service.clock
     service.clock = lambda: real_clock() + service.stale_after_s + 1
-    with caplog.at_level(logging.INFO, logger="common.call_flow"):
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
         assert await service.reap() == 1
     call = await (await client.get(f"/calls/{call_id}")).json()
     assert (call["status"], call["reason"]) == ("failed", "no final event")
@@ -112,7 +112,7 @@ async def test_each_status_change_logs_one_masked_line(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = await start_app(sandbox_time_scale=0.01)
-    with caplog.at_level(logging.INFO, logger="common.call_flow"):
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
         call_id = await place(client, "+14155550486")
         call = await wait_final(client, call_id)
     assert call["status"] == "busy"

@@ -24,10 +24,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from livekit.protocol import models
 
-from common.calls_db import CallsDB, NewCall
+from common.calls.models import IdempotencyClaim, NewCall
 from common.settings import DEV_API_KEY, DEV_API_SECRET, Settings, configure_logging
+from common.storage.sqlite import SqliteCallStore
 from common.update_config import ConfigStore
-from handlers.context import CALLS
+from handlers.keys import CALLS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -138,11 +139,9 @@ async def test_calls_whose_dial_never_went_out_are_settled_failed(
     """A server that died between recording a call and dialling it left it `dialing`."""
     client = await quiet_app(start_app)
     service = client.app[CALLS]
-    from common.calls_db import IdempotencyClaim
-
     claim = IdempotencyClaim("127.0.0.1", "k", "h")
-    await service.db.insert_call(
-        NewCall("call-0000000dead1", LONG_CALL, "A", "en", "Calm"), None, claim
+    await service.store.create_call(
+        NewCall("call-0000000dead1", LONG_CALL, "A", "en", "Calm"), claim=claim
     )
     dialled = await place(client, LONG_CALL)
     await service.reap()
@@ -263,10 +262,10 @@ async def test_config_records_of_finished_and_unknown_calls_are_pruned_at_start(
     old = ConfigStore(settings.config_path, clock=lambda: now - 3600)
     fresh = ConfigStore(settings.config_path)
     ancient = ConfigStore(settings.config_path, clock=lambda: now - 2 * 86400)
-    db = await CallsDB.open(settings.calls_db_path)
+    db = await SqliteCallStore.open(settings.calls_db_path)
     try:
         for call_id in ("call-00000000f1a1", "call-00000000117e", "call-00000000a9ed"):
-            await db.insert_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
+            await db.create_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
         await db.apply("call-00000000f1a1", "x", lambda _s: _final())
     finally:
         await db.close()
@@ -302,7 +301,7 @@ async def test_config_records_are_pruned_on_every_reaper_pass(
 
 
 def _final() -> Any:
-    from common.outcomes import Change, Status
+    from common.calls.outcomes import Change, Status
 
     return Change(Status.COMPLETED)
 

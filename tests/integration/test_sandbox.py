@@ -404,7 +404,8 @@ async def test_call_webhooks(
         "sip.trunkID": TRUNK,
     }
     assert gone.state == ParticipantInfo.DISCONNECTED and sip_state(events[4]) == left
-    expected_metadata = '{"outcome": "voicemail"}' if number.endswith("0999") else ""
+    # What our agent writes on reaching voicemail (common.contracts.RoomMetadata).
+    expected_metadata = '{"outcome":"voicemail"}' if number.endswith("0999") else ""
     assert events[5].room.metadata == expected_metadata
     assert events[5].room.num_participants == 0
     # Track events name only the participant, as LiveKit's do.

@@ -189,9 +189,9 @@ async def test_out_of_order_events_settle_correctly(start_app: AppFactory, tmp_p
 
 
 async def test_database_failure_answers_503(client: Client) -> None:
-    from handlers.context import DB
+    from handlers.keys import STORE
 
     call_id = await place(client)
-    await client.app[DB].close()
+    await client.app[STORE].close()
     body = event_json("room_finished", call_id)
     assert await post(client, body, sign(body)) == 503

@@ -54,7 +54,7 @@ class Errors(logging.Handler):
     count = 0
     def emit(self, record):
         Errors.count += 1
-logging.getLogger("common.update_config").addHandler(Errors(logging.ERROR))
+logging.getLogger("common.config_store.store").addHandler(Errors(logging.ERROR))
 configure_store(path)
 end = time.monotonic() + deadline
 print("ready", flush=True)

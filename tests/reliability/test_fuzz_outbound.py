@@ -18,9 +18,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from common.call_config import EMOTIONS, LANGUAGES, RESERVED_KEYS
-from common.call_request import InvalidCall, parse_outbound_call
-from handlers.context import DB
+from common.calls.errors import InvalidCall
+from common.calls.request import parse_outbound_call
+from common.config_store.model import EMOTIONS, LANGUAGES, RESERVED_KEYS
+from handlers.keys import STORE
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -140,7 +141,7 @@ async def test_fuzzed_outbound_bodies(
         calls_max_active=1_000_000,
     )
     client.app[SANDBOX].webhook_url = None  # nothing writes config.json behind the test's back
-    sandbox, db, config = client.app[SANDBOX], client.app[DB], tmp_path / "config.json"
+    sandbox, db, config = client.app[SANDBOX], client.app[STORE], tmp_path / "config.json"
     bridge = LoopBridge(asyncio.get_running_loop())
     counts: dict[str, int] = {}
 

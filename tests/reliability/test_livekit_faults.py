@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import server
-from common import livekit_calls
+from common.livekit import client as livekit_client
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -70,7 +70,7 @@ FAULTS: dict[str, tuple[str, dict[str, Any], int, str]] = {
 @pytest.fixture
 def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The app's LiveKit timeouts (10 s) shortened, so a slow LiveKit takes a test 1 s."""
-    monkeypatch.setattr(livekit_calls, "REQUEST_TIMEOUT_S", TIMEOUT_S)
+    monkeypatch.setattr(livekit_client, "REQUEST_TIMEOUT_S", TIMEOUT_S)
     monkeypatch.setattr(server, "REQUEST_TIMEOUT_S", TIMEOUT_S)
 
 

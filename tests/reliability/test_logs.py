@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from common.masking import mask_phone
-from handlers.context import DB
+from handlers.keys import STORE
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -95,8 +95,8 @@ async def test_no_secret_jwt_or_number_in_debug_logs(
         assert (await client.post("/webhooks/livekit", data=event, headers=headers)).status == 401
 
     # The database locked under a call.
-    db = client.app[DB]
-    await db._run(db.conn.execute, "PRAGMA busy_timeout=100")
+    db = client.app[STORE]
+    await db._submit(db.conn.execute, "PRAGMA busy_timeout=100")
     other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     assert (await place("+14155550144")).status == 503

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from common.calls_db import CallsDB
-from handlers.context import DB
+from common.storage.sqlite import SqliteCallStore
+from handlers.keys import STORE
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -59,7 +59,7 @@ class FailingConnection:
 
 
 def _fail_on(
-    db: CallsDB, fails: Callable[[str, tuple[Any, ...]], bool], times: int | None = None
+    db: SqliteCallStore, fails: Callable[[str, tuple[Any, ...]], bool], times: int | None = None
 ) -> FailingConnection:
     real = db.conn
     failing = FailingConnection(real, fails, times=times)
@@ -67,7 +67,7 @@ def _fail_on(
     return failing
 
 
-def _heal(db: CallsDB, failing: FailingConnection) -> None:
+def _heal(db: SqliteCallStore, failing: FailingConnection) -> None:
     db._conn = failing._conn
 
 
@@ -121,9 +121,9 @@ async def test_database_locked_by_another_writer(
     start_app: AppFactory, tmp_path: Path, figures: Figures
 ) -> None:
     client = await _quiet_app(start_app)
-    db = client.app[DB]
+    db = client.app[STORE]
     # The app waits 5 s for a lock; a test need not wait that long to see it give up.
-    await db._run(db.conn.execute, "PRAGMA busy_timeout=200")
+    await db._submit(db.conn.execute, "PRAGMA busy_timeout=200")
     first = (await (await _place(client)).json())["call_id"]
     before = await _call(client, first)
     dials = _dials(client)
@@ -157,7 +157,7 @@ async def test_insert_failing_half_way_writes_nothing(
 ) -> None:
     """The call row is inserted, then its first timeline event fails: both must roll back."""
     client = await _quiet_app(start_app)
-    db = client.app[DB]
+    db = client.app[STORE]
     failing = _fail_on(db, event_kind("created"))
     failing._error = error
     resp = await _place(client)
@@ -173,7 +173,7 @@ async def test_insert_failing_half_way_writes_nothing(
 async def test_webhook_failing_half_way_changes_nothing(start_app: AppFactory) -> None:
     """The status UPDATE runs, then the event INSERT fails: the status must not move."""
     client = await _quiet_app(start_app)
-    db = client.app[DB]
+    db = client.app[STORE]
     call_id = (await (await _place(client)).json())["call_id"]
     before = await _call(client, call_id)
     failing = _fail_on(db, event_kind("room_finished"))
@@ -191,7 +191,7 @@ async def test_webhook_failing_half_way_changes_nothing(start_app: AppFactory) -
 
 async def test_failed_commit_does_not_wedge_the_database(start_app: AppFactory) -> None:
     client = await _quiet_app(start_app)
-    db = client.app[DB]
+    db = client.app[STORE]
     failing = _fail_on(db, lambda sql, _params: sql == "COMMIT", times=1)
     resp = await _place(client, name="Commit Fails")
     assert resp.status == 503
@@ -207,7 +207,7 @@ async def test_database_failing_after_livekit_dialed_answers_the_call(
     """Once LiveKit is dialing, a 503 would make the client retry and ring the callee twice:
     the answer is the placed call, and its row settles from the webhooks as usual."""
     client = await start_app(sandbox_time_scale=0.01)
-    db = client.app[DB]
+    db = client.app[STORE]
     failing = _fail_on(db, event_kind("dialed"))
     resp = await _place(client)
     _heal(db, failing)
@@ -230,7 +230,7 @@ async def test_database_failing_when_livekit_refuses(start_app: AppFactory, tmp_
     client.app[SANDBOX].inject(
         "CreateSIPParticipant", error=TwirpError("unavailable", "sip service down")
     )
-    db = client.app[DB]
+    db = client.app[STORE]
     failing = _fail_on(db, event_kind("placement_failed"))
     resp = await _place(client)
     _heal(db, failing)

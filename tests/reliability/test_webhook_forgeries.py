@@ -17,7 +17,7 @@ from livekit.api import AccessToken
 from livekit.protocol import models
 
 from common.settings import DEV_API_KEY, DEV_API_SECRET
-from handlers.context import METRICS
+from handlers.keys import METRICS
 from handlers.webhooks import MAX_WEBHOOK_BYTES
 from tests.conftest import AppFactory
 from tests.integration.test_webhooks import FORGERIES, event_json, post, quiet_app, sign

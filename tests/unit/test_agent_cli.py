@@ -178,7 +178,8 @@ def test_describe_a_finished_call_from_the_calls_database(tmp_path: Path) -> Non
     stored with the call, and says so."""
     import asyncio
 
-    from common.calls_db import CallsDB, NewCall
+    from common.calls.models import NewCall
+    from common.storage.sqlite import SqliteCallStore
 
     snapshot = {
         "caller_name": "Emma Watson",
@@ -191,10 +192,10 @@ def test_describe_a_finished_call_from_the_calls_database(tmp_path: Path) -> Non
     }
 
     async def record() -> None:
-        db = await CallsDB.open(tmp_path / "calls.db")
+        db = await SqliteCallStore.open(tmp_path / "calls.db")
         try:
             call = NewCall(CALL, "+441234567890", "Emma Watson", "en", "Serious", config=snapshot)
-            await db.insert_call(call)
+            await db.create_call(call)
         finally:
             await db.close()
 

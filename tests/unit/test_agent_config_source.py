@@ -10,15 +10,14 @@ from typing import Any
 import pytest
 
 from agent.config_source import (
-    DispatchMetadata,
     NoCallConfigError,
     load_call_record,
-    parse_dispatch_metadata,
     resolve_call_id,
     room_creation_time,
     select_config,
 )
-from common.call_config import CallConfig
+from common.config_store.model import CallConfig
+from common.contracts import DispatchMetadata
 from common.update_config import ConfigStore
 
 CALL = "call-ab12cd34ef56"
@@ -126,11 +125,11 @@ def test_room_creation_time_units() -> None:
 
 def test_dispatch_metadata_parsing() -> None:
     raw = json.dumps({"call_id": CALL, "config": snapshot(), "phone_number": "+1234567890"})
-    meta = parse_dispatch_metadata(raw)
+    meta = DispatchMetadata.parse(raw)
     assert meta.call_id == CALL and meta.phone_number == "+1234567890"
     assert meta.config is not None and meta.config["caller_name"] == "Alice Snapshot"
     for bad in ("", "not json", "[1, 2]", '{"call_id": 5, "config": "x"}'):
-        assert parse_dispatch_metadata(bad) == DispatchMetadata()
+        assert DispatchMetadata.parse(bad) == DispatchMetadata()
 
 
 def test_call_id_comes_from_metadata_else_the_room_name() -> None:

@@ -29,8 +29,9 @@ from livekit.agents.types import (
 )
 
 from agent.caller import OutboundCaller
-from agent.session import SessionPlan, build_agent, plan_session
-from common.call_config import CallConfig
+from agent.plan import SessionPlan, plan_session
+from agent.session import build_agent
+from common.config_store.model import CallConfig
 from common.settings import Settings
 
 Reply = tuple[str, list[FunctionToolCall]]

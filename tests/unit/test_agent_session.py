@@ -13,17 +13,9 @@ from livekit.plugins.cartesia.models import TTSLanguages, TTSVoiceEmotion
 from livekit.plugins.cartesia.tts import _to_cartesia_options
 from livekit.plugins.deepgram.models import DeepgramLanguages
 
-from agent.session import (
-    CARTESIA_EMOTIONS,
-    DEEPGRAM_LANGUAGES,
-    build_llm,
-    build_session,
-    build_stt,
-    build_tts,
-    call_context_line,
-    plan_session,
-)
-from common.call_config import EMOTIONS, LANGUAGES, CallConfig
+from agent.plan import CARTESIA_EMOTIONS, DEEPGRAM_LANGUAGES, call_context_line, plan_session
+from agent.session import build_llm, build_session, build_stt, build_tts
+from common.config_store.model import EMOTIONS, LANGUAGES, CallConfig
 from common.settings import Settings
 
 SETTINGS = Settings(

@@ -16,9 +16,9 @@ from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 
 from agent import worker
-from agent.caller import room_metadata_with_outcome
-from agent.session import SessionPlan
+from agent.plan import SessionPlan
 from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
+from common.contracts import RoomMetadata
 from common.settings import Settings
 from common.update_config import ConfigStore
 
@@ -204,11 +204,11 @@ async def test_call_control_sets_outcome_and_deletes_the_room() -> None:
 
 
 def test_room_metadata_with_outcome() -> None:
-    assert json.loads(room_metadata_with_outcome("", "voicemail")) == {"outcome": "voicemail"}
-    assert json.loads(room_metadata_with_outcome("not json", "voicemail")) == {
+    assert json.loads(RoomMetadata.with_outcome("", "voicemail")) == {"outcome": "voicemail"}
+    assert json.loads(RoomMetadata.with_outcome("not json", "voicemail")) == {
         "outcome": "voicemail"
     }
-    assert json.loads(room_metadata_with_outcome('{"a": 1}', "voicemail")) == {
+    assert json.loads(RoomMetadata.with_outcome('{"a": 1}', "voicemail")) == {
         "a": 1,
         "outcome": "voicemail",
     }

@@ -11,7 +11,7 @@ import pytest
 from livekit.plugins.cartesia import models as cartesia_models
 from livekit.plugins.deepgram import models as deepgram_models
 
-from common.call_config import (
+from common.config_store.model import (
     CORE_KEYS,
     DEFAULT_CALLER_NAME,
     DEFAULT_EMOTION,

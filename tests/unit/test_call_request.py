@@ -8,15 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.call_config import EMOTIONS, LANGUAGES, MAX_ADDITIONAL_PARAMS_BYTES
-from common.call_request import (
-    FIELDS,
-    FieldError,
-    InvalidCall,
-    OutboundCall,
-    normalize_phone,
-    parse_outbound_call,
-)
+from common.calls.errors import FieldError, InvalidCall
+from common.calls.phone import normalize_phone
+from common.calls.request import FIELDS, OutboundCall, parse_outbound_call
+from common.config_store.model import EMOTIONS, LANGUAGES, MAX_ADDITIONAL_PARAMS_BYTES
 from common.masking import mask_phone
 from tests.helpers import SEED_EXAMPLES, SEED_TEST_BODY
 

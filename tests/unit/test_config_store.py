@@ -245,7 +245,7 @@ def test_info_logs_seed_lines_and_no_long_instructions(
     store: ConfigStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     long_text = "Secret plan " * 50
-    with caplog.at_level(logging.INFO, logger="common.update_config"):
+    with caplog.at_level(logging.INFO, logger="common.config_store.store"):
         store.update("John Doe", long_text, "en", "Calm", call_id="call-x")
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     # One event, one line (JSON logs included): the seed's fields on it, call id as a field.

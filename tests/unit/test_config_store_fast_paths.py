@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.update_config import CALLS_KEY, ConfigStore, UnknownCallError, _record_from_line
+from common.config_store.store import CALLS_KEY, ConfigStore, UnknownCallError, _record_from_line
 
 
 def on_disk(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf.json_format import Parse
 from livekit.protocol import models, webhook
 
-from common.outcomes import (
+from common.calls.outcomes import (
     ATTR_CALL_STATUS,
     ATTR_STATUS_CODE,
     FINAL_STATUSES,

@@ -9,11 +9,19 @@ the agent sets for voicemail) is reduced to a `Signal`; `next_state` is one pure
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 
 from livekit.protocol import models, webhook
+
+from common.contracts import (
+    ANSWERED_SIP_STATUSES,
+    ATTR_SIP_CALL_STATUS,
+    ATTR_SIP_CALL_STATUS_CODE,
+    SIP_STATUS_ACTIVE,
+    SIP_STATUS_RINGING,
+    RoomMetadata,
+)
 
 
 class Status(StrEnum):
@@ -40,13 +48,11 @@ FINAL_STATUSES = frozenset(
 )
 LIVE_STATUSES = frozenset({Status.DIALING, Status.RINGING, Status.IN_PROGRESS})
 
-# Participant attributes LiveKit sets on SIP participants.
-ATTR_CALL_STATUS = "sip.callStatus"
-ATTR_PHONE_NUMBER = "sip.phoneNumber"
-# Values of sip.callStatus once the callee has answered.
-ANSWERED_CALL_STATUSES = frozenset({"active", "hangup"})
+# The SIP participant's attributes (common/contracts.py), under the names this module uses.
+ATTR_CALL_STATUS = ATTR_SIP_CALL_STATUS
+ANSWERED_CALL_STATUSES = ANSWERED_SIP_STATUSES
 # A SIP final response code, where the SIP bridge (or our sandbox) reports one.
-ATTR_STATUS_CODE = "sip.callStatusCode"
+ATTR_STATUS_CODE = ATTR_SIP_CALL_STATUS_CODE
 
 # Not a LiveKit event: the grace after an unanswered room_finished has run out.
 GRACE_OVER = "room_finished_grace_over"
@@ -104,17 +110,6 @@ def status_for_sip_code(code: int) -> Status | None:
     return None
 
 
-def _room_outcome(metadata: str) -> str | None:
-    if not metadata:
-        return None
-    try:
-        parsed = json.loads(metadata)
-    except (ValueError, RecursionError):  # signed, yet any text: even 100,000 nested "["
-        return None
-    outcome = parsed.get("outcome") if isinstance(parsed, dict) else None
-    return outcome if isinstance(outcome, str) else None
-
-
 def signal_from_event(event: webhook.WebhookEvent) -> Signal:
     """Reduce a verified LiveKit webhook event to a Signal (pure)."""
     participant = event.participant if event.HasField("participant") else None
@@ -138,7 +133,7 @@ def signal_from_event(event: webhook.WebhookEvent) -> Signal:
         sip_call_status=call_status,
         disconnect_reason=reason,
         sip_status_code=code,
-        room_outcome=_room_outcome(event.room.metadata),
+        room_outcome=RoomMetadata.parse(event.room.metadata).outcome,
     )
 
 
@@ -187,8 +182,8 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
         if state.hangup_requested:
             return None  # room_finished settles canceled
         return _left_unanswered(signal)
-    if signal.sip_call_status == "active":  # any other event that shows an answered call
-        return _progress(state, "active")
+    if signal.sip_call_status == SIP_STATUS_ACTIVE:  # any other event showing an answer
+        return _progress(state, SIP_STATUS_ACTIVE)
     return None
 
 
@@ -200,8 +195,8 @@ def _answered(state: CallState) -> Change:
 
 
 def _progress(state: CallState, call_status: str | None) -> Change | None:
-    if call_status == "active" and not state.answered:
+    if call_status == SIP_STATUS_ACTIVE and not state.answered:
         return _answered(state)
-    if call_status == "ringing" and state.status == Status.DIALING:
+    if call_status == SIP_STATUS_RINGING and state.status == Status.DIALING:
         return Change(Status.RINGING)
     return None

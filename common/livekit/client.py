@@ -12,7 +12,6 @@ aiohttp for the methods without a timeout argument, which switches the session's
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 from livekit import api
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
+from common.contracts import DispatchMetadata
 from common.masking import mask_digits, mask_phone
 from common.settings import Settings
 
@@ -44,6 +44,10 @@ class LiveKitError(Exception):
         # True when the request may have reached LiveKit and been carried out all the same
         # (a timeout, a dropped connection): for a dial, the phone may be ringing.
         self.maybe_done = maybe_done
+        self.goal = "place the call"  # what LiveKit did not do, as a client is told
+
+    def __str__(self) -> str:
+        return f"LiveKit did not {self.goal}: {self.reason}"
 
 
 class LiveKitRefused(LiveKitError):
@@ -87,14 +91,31 @@ def dispatch_metadata(
     record: dict[str, Any],
     ringing_timeout_s: int | None = None,
 ) -> str:
-    """What the agent job receives: its call id, a snapshot of its config, how long it rings."""
-    doc: dict[str, Any] = {"call_id": call_id, "phone_number": phone_number, "config": record}
-    if ringing_timeout_s is not None:
-        doc["ringing_timeout_s"] = ringing_timeout_s
-    return json.dumps(doc, ensure_ascii=False)
+    """What the agent job receives (common.contracts.DispatchMetadata)."""
+    return DispatchMetadata(
+        call_id=call_id,
+        phone_number=phone_number,
+        config=record,
+        ringing_timeout_s=ringing_timeout_s,
+    ).to_json()
+
+
+# What each request does, in the words of the error a client is given.
+_GOALS = {
+    "agent dispatch": "place the call",
+    "SIP dial": "place the call",
+    "hang up": "end the call",
+    "readiness probe": "answer the readiness probe",
+}
 
 
 def _translate(exc: BaseException, action: str) -> LiveKitError:
+    error = _translated(exc, action)
+    error.goal = _GOALS[action]
+    return error
+
+
+def _translated(exc: BaseException, action: str) -> LiveKitError:
     if isinstance(exc, api.SipCallError) and exc.sip_status_code is not None:
         status = mask_digits(exc.sip_status or "")
         reason = f"{action}: SIP {exc.sip_status_code} {status}".strip()

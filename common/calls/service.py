@@ -1,9 +1,9 @@
-"""The life of a call on our side: place it, follow LiveKit's events, hang up, reap strays.
+"""The life of a call on our side: admit and place it, follow LiveKit's events, hang up, reap.
 
-`CallService` ties the config store, the calls database and the LiveKit client together; the
-HTTP handlers only parse and shape responses around it. Every status change goes through
-`_settle`, which logs one line per change and removes the call's config record once the call
-is over.
+`CallService` ties the config store, the call store, the LiveKit client and the event
+dispatcher together; the HTTP handlers (and the campaign scheduler) only parse and shape
+around it. Every status change goes through `_settle`, whose transaction writes the change's
+events to the outbox; once it commits, the events go to the dispatcher's subscribers.
 """
 
 from __future__ import annotations
@@ -12,31 +12,19 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 import aiofiles.os
 from livekit import api
 from livekit.protocol import webhook
 
-from common.call_config import DEFAULT_INSTRUCTIONS
-from common.call_request import OutboundCall
-from common.calls_db import (
-    Applied,
-    CallRecord,
-    CallsDB,
-    DatabaseError,
-    Decide,
-    IdempotencyClaim,
-    NewCall,
-    StoredAnswer,
-)
-from common.livekit_calls import LiveKitError, dial, dispatch_agent, end_room
-from common.masking import mask_phone
-from common.metrics import Metrics
-from common.outcomes import (
+from common.calls.admission import Admission, Placement, refusal_error
+from common.calls.errors import CallAlreadyOver, UnknownCall
+from common.calls.events import EventDispatcher
+from common.calls.models import Applied, CallEvent, CallRecord, Decide, NewCall, StoredAnswer
+from common.calls.outcomes import (
     FINAL_STATUSES,
     GRACE_OVER,
     CallState,
@@ -46,8 +34,14 @@ from common.outcomes import (
     next_state,
     signal_from_event,
 )
+from common.calls.request import OutboundCall
+from common.config_store.model import DEFAULT_INSTRUCTIONS
+from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
+from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
+from common.masking import mask_phone
+from common.metrics import Metrics
 from common.settings import Settings
-from common.update_config import ConfigStore, ConfigWriteError, UnknownCallError
+from common.storage.base import CallStore, DatabaseError, KeyTaken, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -59,45 +53,20 @@ PLACEMENT_BOUND_S = 60.0
 # A config record written this long ago whose call the database does not know is an orphan
 # (the row follows the record within a request: LiveKit's timeouts bound that request).
 UNRECORDED_CONFIG_GRACE_S = 60.0
+# Dispatched outbox events are kept this long (for inspection), then purged by the reaper.
+EVENT_RETENTION_S = 86400.0
 
 
 def new_call_id() -> str:
     return f"{CALL_ID_PREFIX}{secrets.token_hex(6)}"
 
 
-class TooManyLiveCalls(Exception):
-    """CALLS_MAX_ACTIVE calls are live already; nothing was written."""
+@dataclass(frozen=True)
+class Placed:
+    """The outcome of `place`: a call placed now, or the call an Idempotency-Key is bound to."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"too many live calls: at most {limit} at once")
-        self.limit = limit
-
-
-class KeyAlreadyUsed(Exception):
-    """The request's Idempotency-Key is bound to a call already; nothing new was placed."""
-
-    def __init__(self, stored: StoredAnswer) -> None:
-        super().__init__(f"Idempotency-Key already bound to call {stored.call_id}")
-        self.stored = stored
-
-
-class RateSlot(Protocol):
-    """The caller's rate limit, taken once a call is admitted and given back if refused."""
-
-    def take(self) -> None:
-        """Count the call, or raise (e.g. RateLimited) when the rate is used up."""
-        ...
-
-    def give_back(self) -> None:
-        """The call was not placed after all: it does not count."""
-        ...
-
-
-class HangupResult(Enum):
-    UNKNOWN = "unknown"
-    ALREADY_FINAL = "already_final"
-    HANGING_UP = "hanging_up"
-    CANCELED = "canceled"
+    call: CallRecord | None = None
+    bound: StoredAnswer | None = None
 
 
 def _fixed(change: Change) -> Decide:
@@ -122,9 +91,14 @@ def _failed(reason: str) -> Decide:
     return decide
 
 
+def _grace_over(state: CallState) -> Change | None:
+    return next_state(state, _GRACE_OVER)
+
+
+_GRACE_OVER = Signal(event=GRACE_OVER, room="")
 _CANCELED_BY_API = _fixed(Change(Status.CANCELED, "hung up through the API"))
 _NEVER_DIALLED = _failed("the server stopped before dialling; nobody was called")
-_GRACE_OVER = Signal(event=GRACE_OVER, room="")
+_NO_FINAL_EVENT = _fixed(Change(Status.FAILED, "no final event"))
 
 
 def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
@@ -143,61 +117,96 @@ def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
 @dataclass
 class CallService:
     settings: Settings
-    store: ConfigStore
-    db: CallsDB
+    config: ConfigStore
+    store: CallStore
     lkapi: api.LiveKitAPI
     metrics: Metrics
+    events: EventDispatcher
     clock: Callable[[], float] = time.time
-    _admitted: int = 0
+    admission: Admission = field(init=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.store, self.settings, self.clock)
 
     # ------------------------------------------------------------------ placing
 
-    async def place(
-        self,
-        call: OutboundCall,
-        *,
-        claim: IdempotencyClaim | None = None,
-        rate: RateSlot | None = None,
-    ) -> CallRecord:
-        """Write the config durably, record the call, dispatch the agent, dial.
+    async def place(self, call: OutboundCall, placement: Placement) -> Placed:
+        """Admit, write the config durably, record the call, dispatch the agent, dial.
 
-        Admission: the live-call cap first, then `rate` (so requests the cap refuses never
-        hold a share of the rate). `claim` binds an Idempotency-Key to the call in the same
-        transaction as its row, before anything is dialled; KeyAlreadyUsed if it is taken.
-
-        Raises TooManyLiveCalls, the rate's error, KeyAlreadyUsed, ConfigWriteError or
-        DatabaseError (nothing placed), or LiveKitError (the call is recorded as failed and
-        its config record removed; a key that was never dialled is freed). Once LiveKit has
-        accepted the dial, the call is never reported as failed. A hang-up that comes while
-        the call is being placed wins: the number is not dialled, or the room is deleted.
+        Raises the admission's refusals, KeyReused, ConfigWriteError or DatabaseError
+        (nothing placed), or LiveKitError (the call is recorded as failed and its config
+        record removed; a call never dialled stops counting against the rate and frees its
+        key). Once LiveKit has accepted the dial, the call is never reported as failed. A
+        hang-up that comes while the call is being placed wins: the number is not dialled,
+        or the room is deleted.
         """
-        # Reserve first, then count, with no lock: every call is counted at all times, in
-        # `_admitted` until its row exists and in the database after (read in that order), so
-        # concurrent requests may be refused at the margin but never exceed the cap.
-        self._admitted += 1
+        bound = await self.admission.check(placement)
+        if bound is not None:
+            return Placed(bound=bound)
+        recorded = await self._record_call(call, placement)
+        if isinstance(recorded, StoredAnswer):
+            return Placed(bound=recorded)
+        call_id, record = recorded
         try:
-            admitted = self._admitted
-            if await self.db.count_live() + admitted > self.settings.calls_max_active:
-                raise TooManyLiveCalls(self.settings.calls_max_active)
-            if rate is not None:
-                rate.take()
-            try:
-                call_id, record = await self._record_call(call, claim)
-            except BaseException:
-                if rate is not None:
-                    rate.give_back()
-                raise
-        finally:
-            self._admitted -= 1
-        try:
-            return await self._dispatch_and_dial(call, call_id, record)
+            return Placed(call=await self._dispatch_and_dial(call, call_id, record))
         except LiveKitError as exc:
-            if rate is not None:
-                rate.give_back()
-            if claim is not None and not exc.maybe_done:  # never dialled: a retry may place it
-                await self._release_key(claim, call_id)
+            if not exc.maybe_done:
+                await self._release(call_id, placement)
             raise
+
+    async def _record_call(
+        self, call: OutboundCall, placement: Placement
+    ) -> tuple[str, dict[str, Any]] | StoredAnswer:
+        """The config record, then the row (admission checked again in its transaction)."""
+        call_id = new_call_id()
+        started = time.perf_counter()
+        try:
+            record = await self.config.update_async(
+                call.name,
+                call.dynamic_instruction,
+                call.language,
+                call.emotion,
+                call.additional_params or None,
+                call_id=call_id,
+            )
+        except ConfigWriteError:
+            # A write that failed after its file replaced config.json (fsync of the
+            # directory) left this refused call's record in it: take it out again.
+            await self._forget_config_if_present(call_id)
+            raise
+        self.metrics.config_write_seconds.observe(time.perf_counter() - started)
+        snapshot = config_snapshot(call, self.settings)
+        new = NewCall(
+            call_id,
+            call.phone_number,
+            call.name,
+            call.language,
+            call.emotion,
+            ringing_timeout_s=snapshot["ringing_timeout_s"],
+            max_duration_s=snapshot["max_duration_s"],
+            config=snapshot,
+            client=placement.client,
+        )
+        try:
+            applied = await self.store.create_call(
+                new,
+                {"phone": mask_phone(call.phone_number)},
+                claim=placement.claim,
+                limits=self.admission.limits,
+            )
+        except KeyTaken as taken:  # another request (or server) bound the key meanwhile
+            await self._forget_config(call_id)
+            assert placement.claim is not None  # noqa: S101 - only a claim can be taken
+            return self.admission.verify(taken.stored, placement.claim)
+        except Refused as refused:  # concurrent requests used the limit up meanwhile
+            await self._forget_config(call_id)
+            raise refusal_error(refused.refusal, self.admission.limits) from None
+        except DatabaseError:
+            await self._forget_config(call_id)
+            raise
+        self.events.publish(applied.events)
+        return call_id, record
 
     async def _dispatch_and_dial(
         self, call: OutboundCall, call_id: str, record: dict[str, Any]
@@ -232,13 +241,9 @@ class CallService:
             await self._placement_failed(call_id, exc)
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
+        detail = {"dispatch_id": dispatch_id, "participant_id": placed.participant_id}
         try:
-            applied = await self.db.apply(
-                call_id,
-                "dialed",
-                lambda _state: None,
-                detail={"dispatch_id": dispatch_id, "participant_id": placed.participant_id},
-            )
+            applied = await self._settle(call_id, "dialed", lambda _state: None, detail=detail)
         except DatabaseError as exc:
             logger.error(
                 "call %s is dialing but its dial details were not recorded: %s", call_id, exc
@@ -261,7 +266,7 @@ class CallService:
         webhooks settle it), as any call whose database fails after the row was written.
         """
         try:
-            return await self.db.start_dial(call_id)
+            return await self.store.start_dial(call_id)
         except DatabaseError as exc:
             logger.error("call %s: could not mark its dial as started: %s", call_id, exc)
             return None
@@ -291,11 +296,11 @@ class CallService:
         await self._forget_config(call_id)
         self._close_room_soon(call_id)
 
-    async def _release_key(self, claim: IdempotencyClaim, call_id: str) -> None:
+    async def _release(self, call_id: str, placement: Placement) -> None:
         try:
-            await self.db.release_idempotent(claim.client, claim.key, call_id)
-        except DatabaseError as exc:  # the key stays bound to the failed call: no harm done
-            logger.error("call %s: could not free its Idempotency-Key: %s", call_id, exc)
+            await self.store.release_placement(call_id, placement.claim)
+        except DatabaseError as exc:  # the call keeps counting, its key stays bound: no harm
+            logger.error("call %s: could not release its rate share and key: %s", call_id, exc)
 
     def _dialing_record(self, call_id: str, call: OutboundCall) -> CallRecord:
         """What we know of a call LiveKit is dialing when the database cannot tell us more."""
@@ -317,46 +322,14 @@ class CallService:
             updated_at=now,
         )
 
-    async def _record_call(
-        self, call: OutboundCall, claim: IdempotencyClaim | None
-    ) -> tuple[str, dict[str, Any]]:
-        call_id = new_call_id()
-        started = time.perf_counter()
+    async def remember(self, placement: Placement, status: int, body: dict[str, Any]) -> None:
+        """Store the answer given under the placement's Idempotency-Key, for its retries."""
+        if placement.claim is None:
+            return
         try:
-            record = await self.store.update_async(
-                call.name,
-                call.dynamic_instruction,
-                call.language,
-                call.emotion,
-                call.additional_params or None,
-                call_id=call_id,
-            )
-        except ConfigWriteError:
-            # A write that failed after its file replaced config.json (fsync of the
-            # directory) left this refused call's record in it: take it out again.
-            await self._forget_config_if_present(call_id)
-            raise
-        self.metrics.config_write_seconds.observe(time.perf_counter() - started)
-        snapshot = config_snapshot(call, self.settings)
-        new = NewCall(
-            call_id,
-            call.phone_number,
-            call.name,
-            call.language,
-            call.emotion,
-            ringing_timeout_s=snapshot["ringing_timeout_s"],
-            max_duration_s=snapshot["max_duration_s"],
-            config=snapshot,
-        )
-        try:
-            taken = await self.db.insert_call(new, {"phone": mask_phone(call.phone_number)}, claim)
-        except DatabaseError:
-            await self._forget_config(call_id)
-            raise
-        if taken is not None:  # another request (or server) placed this key's call already
-            await self._forget_config(call_id)
-            raise KeyAlreadyUsed(taken)
-        return call_id, record
+            await self.admission.remember(placement.claim, status, body)
+        except DatabaseError as exc:  # the key is bound to its call already: retries get it
+            logger.error("could not store the answer under an Idempotency-Key: %s", exc)
 
     # ------------------------------------------------------------------ events
 
@@ -419,28 +392,18 @@ class CallService:
         detail: dict[str, Any] | None = None,
         room_finished: bool = False,
     ) -> Applied:
-        applied = await self.db.apply(
+        """Apply one decision in one transaction; its events go out once it committed."""
+        applied = await self.store.apply(
             call_id, kind, decide, event_id=event_id, detail=detail, room_finished=room_finished
         )
-        if applied.change is not None and applied.before and applied.after:
-            after = applied.after
-            logger.info(
-                "call %s %s %s -> %s (%.0f s)%s",
-                call_id,
-                mask_phone(after.phone_number),
-                applied.before.status.value,
-                after.status.value,
-                after.duration_s(self.clock()),
-                f" [{applied.change.reason}]" if applied.change.reason else "",
-                extra={"call_id": call_id, "status": after.status.value},
-            )
+        self.events.publish(applied.events)
         return applied
 
     async def _forget_config_if_present(self, call_id: str) -> None:
-        if not await aiofiles.os.path.exists(self.store.path):  # loading would create it
+        if not await aiofiles.os.path.exists(self.config.path):  # loading would create it
             return
         try:
-            await self.store.load_async(call_id=call_id)
+            await self.config.load_async(call_id=call_id)
         except UnknownCallError:
             return
         except OSError:  # cannot tell: try the removal, which logs its own failure
@@ -482,28 +445,38 @@ class CallService:
     async def _forget_config(self, call_id: str) -> None:
         """Remove a call's config record; a failure here is logged, never fatal."""
         try:
-            await self.store.remove_call_async(call_id)
+            await self.config.remove_call_async(call_id)
         except OSError as exc:
             logger.error("could not remove config record of %s: %s", call_id, exc)
 
+    # ------------------------------------------------------------------ reading
+
+    async def get(self, call_id: str) -> CallRecord:
+        call = await self.store.get_call(call_id)
+        if call is None:
+            raise UnknownCall(call_id)
+        return call
+
     # ------------------------------------------------------------------ hanging up
 
-    async def hangup(self, call_id: str) -> tuple[HangupResult, CallRecord | None]:
+    async def hangup(self, call_id: str) -> CallRecord:
         """End a live call. It may still be being placed: the placement sees the mark this
-        sets, and does not dial (or deletes the room it dialled into), so hang-up wins."""
-        call = await self.db.get_call(call_id)
+        sets, and does not dial (or deletes the room it dialled into), so hang-up wins.
+
+        Raises UnknownCall, CallAlreadyOver, or LiveKitError (the mark stays: try again).
+        """
+        call = await self.store.get_call(call_id, with_timeline=False)
         if call is None:
-            return HangupResult.UNKNOWN, None
+            raise UnknownCall(call_id)
         if call.is_final:
-            return HangupResult.ALREADY_FINAL, call
-        await self.db.request_hangup(call_id)
+            raise CallAlreadyOver(call.status.value)
+        await self.store.request_hangup(call_id)
         if await end_room(self.lkapi, call_id):
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
-            return HangupResult.HANGING_UP, await self.db.get_call(call_id)
-        # The room is gone (or not made yet): no room_finished will come, settle now.
-        await self._settle(call_id, "hangup", _CANCELED_BY_API)
-        await self._forget_config(call_id)
-        return HangupResult.CANCELED, await self.db.get_call(call_id)
+        else:  # the room is gone (or not made yet): no room_finished will come, settle now
+            await self._settle(call_id, "hangup", _CANCELED_BY_API)
+            await self._forget_config(call_id)
+        return await self.get(call_id)
 
     # ------------------------------------------------------------------ reaping
 
@@ -514,18 +487,24 @@ class CallService:
         return s.call_ringing_timeout_s + s.call_max_duration_s + REAPER_MARGIN_S
 
     async def reap(self) -> int:
-        """One pass: settle calls stuck past any possible end as failed, settle unanswered
-        calls whose room finished more than the grace ago, and prune config.json."""
+        """One pass: settle calls stuck past any possible end as failed, calls whose room
+        finished unanswered more than the grace ago, and calls never dialled; prune
+        config.json; take over events a stopped server left undispatched."""
         now = self.clock()
-        stale = await self.db.stale_live_calls(now, REAPER_MARGIN_S)
-        for call_id in stale:
-            await self._settle(call_id, "reaped", _fixed(Change(Status.FAILED, "no final event")))
-        for call_id in await self.db.graceless_finished(now - self.settings.calls_settle_grace_s):
-            await self._settle(call_id, GRACE_OVER, _grace_over)
-        for call_id in await self.db.never_dialled(now - PLACEMENT_BOUND_S):
-            await self._settle(call_id, "reaped", _NEVER_DIALLED)
+        stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
+        await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
+        finished = await self.store.graceless_finished(now - self.settings.calls_settle_grace_s)
+        await self._settle_all(finished, GRACE_OVER, _grace_over)
+        undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
+        await self._settle_all(undialled, "reaped", _NEVER_DIALLED)
         await self.prune_config()
+        await self.events.recover()
+        await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
         return len(stale)
+
+    async def _settle_all(self, call_ids: Iterable[str], kind: str, decide: Decide) -> None:
+        for call_id in call_ids:
+            await self._settle(call_id, kind, decide)
 
     async def prune_config(self) -> int:
         """Drop config.json records of calls that are over or unknown to the database.
@@ -533,35 +512,36 @@ class CallService:
         A record whose call is unknown is kept while young: a call being placed writes its
         record before its row. Records past the TTL go too (the store's own rule).
         """
-        if not await aiofiles.os.path.exists(self.store.path):
+        if not await aiofiles.os.path.exists(self.config.path):
             return 0
-        records = await self.store.records_written_async()
-        live = await self.db.live_among(list(records))
+        records = await self.config.records_written_async()
+        live = await self.store.live_among(list(records))
         now = self.clock()
-        young, expired = now - UNRECORDED_CONFIG_GRACE_S, now - self.store.record_ttl_s
-        known = await self.db.known_among([c for c in records if c not in live])
+        young, expired = now - UNRECORDED_CONFIG_GRACE_S, now - self.config.record_ttl_s
+        known = await self.store.known_among([c for c in records if c not in live])
         finished = [
             call_id
             for call_id, written_at in records.items()
             if written_at < expired
             or (call_id not in live and (call_id in known or written_at < young))
         ]
-        removed = await self.store.remove_calls_async(finished)
+        removed = await self.config.remove_calls_async(finished)
         if removed:
             logger.info("pruned %d config record(s) of calls that are over", removed)
         return removed
 
+    async def reap_logged(self) -> None:
+        """One reaper pass; a failure is logged (the next pass tries again)."""
+        try:
+            await self.reap()
+        except (DatabaseError, OSError) as exc:
+            logger.error("reaper pass failed: %s", exc)
+
     async def run_reaper(self) -> None:
+        """A pass every REAPER_INTERVAL_S (the first one runs as the server starts)."""
         while True:
-            try:
-                await self.reap()
-            except (DatabaseError, OSError) as exc:
-                logger.error("reaper pass failed: %s", exc)
             await asyncio.sleep(self.settings.reaper_interval_s)
-
-
-def _grace_over(state: CallState) -> Change | None:
-    return next_state(state, _GRACE_OVER)
+            await self.reap_logged()
 
 
 def _signal_detail(signal: Signal) -> dict[str, Any]:
@@ -575,3 +555,43 @@ def _signal_detail(signal: Signal) -> dict[str, Any]:
     if signal.room_outcome:
         detail["room_outcome"] = signal.room_outcome
     return detail
+
+
+# ----------------------------------------------------------------------------- subscribers
+
+
+def _seconds_between(start_iso: str | None, end: float) -> float:
+    from datetime import datetime
+
+    if not start_iso:
+        return 0.0
+    return max(0.0, end - datetime.fromisoformat(start_iso).timestamp())
+
+
+async def log_status_change(event: CallEvent) -> None:
+    """One log line per status change: `call call-ab12 +1•••7890 ringing -> completed (42 s)`."""
+    data = event.data
+    if event.from_status is None or (
+        event.type == "call.answered" and data["status"] != "in_progress"
+    ):
+        return  # a new call is logged as it is placed; a late answer is logged with its end
+    reason = data.get("reason")
+    logger.info(
+        "call %s %s %s -> %s (%.0f s)%s",
+        event.call_id,
+        mask_phone(str(data.get("phone_number", ""))),
+        event.from_status,
+        data["status"],
+        _seconds_between(data.get("created_at"), event.created_at),
+        f" [{reason}]" if reason and data["status"] in {s.value for s in FINAL_STATUSES} else "",
+        extra={"call_id": event.call_id, "status": data["status"]},
+    )
+
+
+def count_events(metrics: Metrics) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    async def count(event: CallEvent) -> None:
+        metrics.call_events.labels(type=event.type).inc()
+        if event.type == "call.ended":
+            metrics.calls_ended.labels(status=str(event.data["status"])).inc()
+
+    return count

@@ -1,0 +1,166 @@
+"""From one call's config to the plan of the agent's session (pure).
+
+`plan_session` decides everything (providers, models, language codes, emotion, voice, the
+instructions and the greeting) from a `CallConfig` and `Settings` alone, so it can be tested and
+shown to operators (`python -m agent describe`) without keys or network. `agent.session` turns
+a plan into the real Deepgram / OpenAI / Cartesia plugins, `AgentSession` and `OutboundCaller`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from common.config_store.model import EMOTIONS, LANGUAGES, CallConfig
+from common.settings import Settings
+
+STT_PROVIDER = "deepgram"
+STT_MODEL = "nova-3"
+LLM_PROVIDER = "openai"
+TTS_PROVIDER = "cartesia"
+TTS_MODEL = "sonic-3"
+
+# Catalogue language -> Deepgram language code for nova-3. Identity except where Deepgram
+# wants a region: English defaults to en-US (the plugin's default), Chinese to Mandarin
+# Simplified. A test checks every catalogue language maps to a `DeepgramLanguages` member.
+DEEPGRAM_LANGUAGES: dict[str, str] = {code: code for code in LANGUAGES} | {
+    "en": "en-US",
+    "zh": "zh-CN",
+}
+
+# The seed's six emotions -> Cartesia sonic-3 `generation_config.emotion` values (lowercase
+# names from the plugin's `TTSVoiceEmotion`). Where the seed's word is not a Cartesia emotion,
+# the closest one Cartesia lists as well supported: Serious ("formal and authoritative") ->
+# confident, Friendly ("warm and approachable") -> content, Empathetic -> sympathetic.
+CARTESIA_EMOTIONS: dict[str, str] = {
+    "Calm": "calm",
+    "Excited": "excited",
+    "Serious": "confident",
+    "Friendly": "content",
+    "Empathetic": "sympathetic",
+    "Neutral": "neutral",
+}
+
+# The Cartesia plugin warns that word timestamps exist only for these languages on sonic
+# models; asking for them elsewhere would only produce that warning on every call.
+CARTESIA_WORD_TIMESTAMP_LANGUAGES = frozenset({"en", "de", "es", "fr"})
+
+
+@dataclass(frozen=True)
+class SttPlan:
+    provider: str
+    model: str
+    language: str
+
+
+@dataclass(frozen=True)
+class LlmPlan:
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True)
+class TtsPlan:
+    provider: str
+    model: str
+    language: str
+    emotion: str
+    voice: str
+    word_timestamps: bool
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """Everything the agent will use for one call, decided from that call's config alone."""
+
+    call_id: str | None
+    source: str
+    caller_name: str
+    language: str
+    emotion: str
+    instructions: str
+    greeting: str
+    additional_params: dict[str, Any]
+    stt: SttPlan
+    llm: LlmPlan
+    tts: TtsPlan
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (what `python -m agent describe` prints)."""
+        return asdict(self)
+
+
+def _context_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # One line per call context: newlines in a value must not start new "instructions".
+    return " ".join(text.split())
+
+
+def call_context_line(additional_params: dict[str, Any]) -> str | None:
+    """`Call context: customer_tier: Premium; campaign_id: SUMMER2024`, or None if empty."""
+    if not additional_params:
+        return None
+    parts = [f"{key}: {_context_value(value)}" for key, value in additional_params.items()]
+    return "Call context: " + "; ".join(parts)
+
+
+def build_instructions(config: CallConfig) -> str:
+    """The agent's system instructions: the call's own instructions plus how to behave."""
+    language = LANGUAGES[config.tts_language]
+    lines = [
+        config.agent_instructions.strip(),
+        "",
+        f"You are on an outbound phone call with {config.caller_name}. "
+        f"Address them as {config.caller_name}.",
+        f"Speak {language} for the whole call, even if they switch languages.",
+        f"Tone: {config.tts_emotion.lower()} ({EMOTIONS[config.tts_emotion].lower()}).",
+        "This is a voice call: keep each reply brief (one or two short sentences) and polite; "
+        "no lists, markdown, emojis or symbols read aloud.",
+        "If you reach voicemail or an answering machine, call detected_answering_machine.",
+        f"When the conversation is over or {config.caller_name} wants to hang up, call end_call.",
+    ]
+    context = call_context_line(config.additional_params)
+    if context:
+        lines += ["", context]
+    return "\n".join(lines)
+
+
+def build_greeting(config: CallConfig) -> str:
+    """Instructions for the first turn, spoken once the callee has picked up."""
+    return (
+        f"The call has just been answered. Greet {config.caller_name} by name in "
+        f"{LANGUAGES[config.tts_language]}, say briefly why you are calling, and ask whether "
+        "now is a good time."
+    )
+
+
+def plan_session(
+    config: CallConfig,
+    settings: Settings,
+    *,
+    call_id: str | None = None,
+    source: str = "unspecified",
+) -> SessionPlan:
+    """Decide the whole session for one call from its config and the static settings."""
+    language = config.tts_language
+    return SessionPlan(
+        call_id=call_id if call_id is not None else config.call_id,
+        source=source,
+        caller_name=config.caller_name,
+        language=language,
+        emotion=config.tts_emotion,
+        instructions=build_instructions(config),
+        greeting=build_greeting(config),
+        additional_params=dict(config.additional_params),
+        stt=SttPlan(STT_PROVIDER, STT_MODEL, DEEPGRAM_LANGUAGES[language]),
+        llm=LlmPlan(LLM_PROVIDER, settings.openai_model),
+        tts=TtsPlan(
+            provider=TTS_PROVIDER,
+            model=TTS_MODEL,
+            language=language,
+            emotion=CARTESIA_EMOTIONS[config.tts_emotion],
+            voice=settings.cartesia_voice_id,
+            word_timestamps=language in CARTESIA_WORD_TIMESTAMP_LANGUAGES,
+        ),
+    )

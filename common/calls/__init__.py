@@ -1,0 +1,1 @@
+"""Calls: the request model, admission, the service, outcomes and events."""

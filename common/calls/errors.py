@@ -1,0 +1,69 @@
+"""Domain errors of calls: what went wrong, in terms a caller can act on.
+
+They say nothing about HTTP; handlers/errors.py maps each to a status, message and headers in
+one table, and the campaign scheduler reads the same errors to decide what to do with a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CallError(Exception):
+    """Base of the errors a request about calls can meet."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"field": self.field, "error": self.error}
+
+
+class InvalidCall(CallError, ValueError):
+    """The request is not a call we can place; every field's problem is listed."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.error}" for e in errors))
+        self.errors = errors
+
+
+class TooManyLiveCalls(CallError):
+    """CALLS_MAX_ACTIVE calls are live already; nothing was written."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"too many live calls: at most {limit} at once")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(CallError):
+    """The client placed CALLS_RATE_LIMIT_PER_MIN calls in the last minute already."""
+
+    def __init__(self, per_minute: int, retry_after_s: int) -> None:
+        super().__init__(f"rate limit: at most {per_minute} calls per minute")
+        self.per_minute = per_minute
+        self.retry_after_s = retry_after_s
+
+
+class KeyReused(CallError):
+    """The Idempotency-Key was used before with another request body."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key was already used with a different request body; use a new key"
+        )
+
+
+class UnknownCall(CallError, LookupError):
+    def __init__(self, call_id: str) -> None:
+        super().__init__("unknown call")
+        self.call_id = call_id
+
+
+class CallAlreadyOver(CallError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"call already ended ({status})")
+        self.status = status

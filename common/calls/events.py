@@ -1,0 +1,147 @@
+"""Call events: which events a change makes (pure), and the dispatcher of the outbox.
+
+Every status change writes its events to the outbox table in the same transaction as the
+change (see common/storage/programs.py). Once that transaction commits, the service hands the
+events to this process's `EventDispatcher`, which gives each to every subscriber in order
+(logging, metrics, and later customer webhooks, campaigns, live views) and then marks them
+dispatched. Events whose server died before marking them are taken over (`recover`) when that
+server's lease on them runs out, by any server on the database. Delivery is therefore
+at least once: subscribers must tolerate seeing an event twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from common.calls.models import CallEvent, CallRecord
+from common.calls.outcomes import FINAL_STATUSES, Status
+
+logger = logging.getLogger(__name__)
+
+CALL_DIALING = "call.dialing"
+CALL_RINGING = "call.ringing"
+CALL_ANSWERED = "call.answered"
+CALL_ENDED = "call.ended"
+EVENT_TYPES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED)
+
+# How long the server that wrote an event holds it before others may dispatch it.
+LEASE_S = 60.0
+RECOVER_BATCH = 500
+
+
+def events_for_new_call(call: CallRecord) -> tuple[str, ...]:
+    return (CALL_DIALING,)
+
+
+def events_for_change(before: CallRecord, after: CallRecord) -> tuple[str, ...]:
+    """The events of one committed change, in the order they happened."""
+    types = []
+    if after.status is Status.RINGING and before.status is not Status.RINGING:
+        types.append(CALL_RINGING)
+    if after.answered and not before.answered:
+        types.append(CALL_ANSWERED)
+    if after.status in FINAL_STATUSES and before.status not in FINAL_STATUSES:
+        types.append(CALL_ENDED)
+    return tuple(types)
+
+
+Subscriber = Callable[[CallEvent], Awaitable[None]]
+
+
+class EventLog(Protocol):
+    """The outbox operations the dispatcher needs (a CallStore has them)."""
+
+    async def ack_events(self, event_ids: list[int], now: float) -> None: ...
+
+    async def claim_stale_events(
+        self, now: float, lease_s: float, limit: int
+    ) -> list[CallEvent]: ...
+
+
+class EventDispatcher:
+    """Hands committed events to subscribers, in order, one batch at a time, then acks them."""
+
+    def __init__(self, log: EventLog, clock: Callable[[], float]) -> None:
+        self._log = log
+        self._clock = clock
+        self._subscribers: list[tuple[str, Subscriber]] = []
+        self._queue: list[CallEvent] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, name: str, subscriber: Subscriber) -> None:
+        self._subscribers.append((name, subscriber))
+
+    def publish(self, events: Iterable[CallEvent]) -> None:
+        """Queue committed events (call only after their transaction committed)."""
+        added = False
+        for event in events:
+            self._queue.append(event)
+            added = True
+        if added:
+            self._idle.clear()
+            self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="events")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Dispatch what is queued (within `timeout`), then stop; the rest is recovered later."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until every queued event was dispatched (for tests and benchmarks)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def recover(self) -> int:
+        """Take over events whose writer's lease ran out (it died) and dispatch them."""
+        events = await self._log.claim_stale_events(self._clock(), LEASE_S, RECOVER_BATCH)
+        if events:
+            logger.warning(
+                "dispatching %d event(s) left undispatched by a stopped server", len(events)
+            )
+            self.publish(events)
+        return len(events)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                delivered = [event.id for event in batch if await self._deliver(event)]
+                if delivered:
+                    try:
+                        await self._log.ack_events(delivered, self._clock())
+                    except Exception as exc:  # re-dispatched after the lease: at least once
+                        logger.error(
+                            "could not mark %d event(s) dispatched: %s", len(delivered), exc
+                        )
+            self._idle.set()
+
+    async def _deliver(self, event: CallEvent) -> bool:
+        """Give `event` to every subscriber; False if one failed (it is retried later)."""
+        ok = True
+        for name, subscriber in self._subscribers:
+            try:
+                await subscriber(event)
+            except Exception:
+                logger.exception(
+                    "event %s (%s) failed in subscriber %s", event.id, event.type, name
+                )
+                ok = False
+        return ok

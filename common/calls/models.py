@@ -1,0 +1,165 @@
+"""What a call is on our side, as the service, the storage backends and the API share it.
+
+Plain frozen dataclasses: the storage backends build them from rows, the service reasons
+about them, and `to_json` is what `GET /calls/{id}` shows (and customer webhooks carry).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.calls.outcomes import FINAL_STATUSES, CallState, Change, Status
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """An Idempotency-Key to record with a new call: whose it is and what it was sent with."""
+
+    client: str
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What an Idempotency-Key is bound to: its call, and the answer once one was given.
+
+    `status` and `body` are None while the call is being placed (or when the server died
+    before answering): a retry then gets the call as it is, never a second call.
+    """
+
+    call_id: str
+    request_hash: str
+    status: int | None = None
+    body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NewCall:
+    call_id: str
+    phone_number: str
+    caller_name: str
+    language: str
+    emotion: str
+    ringing_timeout_s: int = 30
+    max_duration_s: int = 600
+    config: dict[str, Any] = field(default_factory=dict)
+    client: str = ""
+    """Whose call it is (the API token's holder, or the client address): the rate limit's key."""
+
+
+def iso_time(at: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC string with milliseconds (None stays None)."""
+    if at is None:
+        return None
+    stamp = datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    detail: dict[str, Any]
+    at: float
+    event_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        from common.calls.views import TimelineEntryView, dump
+
+        return dump(TimelineEntryView.of(self))
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    phone_number: str
+    caller_name: str
+    language: str
+    emotion: str
+    status: Status
+    outcome: str | None
+    reason: str | None
+    answered: bool
+    hangup_requested: bool
+    created_at: float
+    answered_at: float | None
+    ended_at: float | None
+    updated_at: float
+    timeline: tuple[TimelineEntry, ...] = field(default=())
+    ringing_timeout_s: int | None = None
+    max_duration_s: int | None = None
+    config: dict[str, Any] | None = None
+    room_finished_at: float | None = None
+
+    @property
+    def state(self) -> CallState:
+        return CallState(
+            self.status, self.answered, self.hangup_requested, self.room_finished_at is not None
+        )
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def duration_s(self, now: float | None = None) -> float:
+        end = self.ended_at if self.ended_at is not None else (now or time.time())
+        return max(0.0, end - self.created_at)
+
+    @property
+    def ring_s(self) -> float | None:
+        """From placing the call to the answer (or to its end, if never answered)."""
+        end = self.answered_at if self.answered_at is not None else self.ended_at
+        return None if end is None else round(max(0.0, end - self.created_at), 3)
+
+    @property
+    def talk_s(self) -> float | None:
+        """From the answer to the end; 0 for a call that ended unanswered, None while live."""
+        if self.ended_at is None:
+            return None
+        if self.answered_at is None:
+            return 0.0
+        return round(max(0.0, self.ended_at - self.answered_at), 3)
+
+    def to_json(self, *, with_timeline: bool = True) -> dict[str, Any]:
+        """As `GET /calls/{id}` shows it (without the timeline and config: as lists do)."""
+        from common.calls.views import CallSummary, CallView, dump
+
+        return dump(CallView.of(self) if with_timeline else CallSummary.of(self))
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One committed change of a call, as the transactional outbox holds it.
+
+    `type` is `call.dialing`, `call.ringing`, `call.answered` or `call.ended`; `data` is the
+    call as `GET /calls/{id}` shows it (without the timeline) right after the change.
+    """
+
+    id: int
+    call_id: str
+    type: str
+    data: dict[str, Any]
+    created_at: float
+    from_status: str | None = None
+    """The status before the change (None for a new call)."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one event did, and the outbox events it wrote (in the same transaction)."""
+
+    duplicate: bool = False
+    unknown_call: bool = False
+    change: Change | None = None
+    before: CallRecord | None = None
+    after: CallRecord | None = None
+    events: tuple[CallEvent, ...] = ()
+
+
+Decide = Callable[[CallState], Change | None]

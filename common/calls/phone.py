@@ -1,0 +1,136 @@
+"""Phone numbers: E.164 normalisation and the rules that keep calls away from toll fraud (pure)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+E164_PATTERN = r"^\+[1-9][0-9]{7,14}$"
+_E164 = re.compile(E164_PATTERN.strip("^$"))
+_SEPARATORS = re.compile(r"[\s().\-]")
+_REFUSED_TYPES = {
+    PhoneNumberType.PREMIUM_RATE: "premium-rate",
+    PhoneNumberType.SHARED_COST: "shared-cost",
+}
+
+
+def normalize_phone(
+    raw: object, allowed_countries: tuple[str, ...] = (), *, strict: bool = False
+) -> str:
+    """E.164 (`+` and 8-15 digits), normalised by phonenumbers; raise ValueError if refused.
+
+    `strict` (a real LiveKit is configured): numbers phonenumbers cannot validate are refused.
+    Without it (the sandbox) they are accepted, so the seed's made-up examples keep working,
+    but never to get around a rule: the premium/shared-cost block holds for every number that
+    starts with (or is the start of) a blocked number, and a number whose region cannot be
+    determined is never inside `allowed_countries`.
+    """
+    if not isinstance(raw, str):
+        raise ValueError("must be a string in E.164 form, e.g. +14155550123")
+    compact = _SEPARATORS.sub("", raw)
+    if not _E164.fullmatch(compact):
+        raise ValueError("must be E.164: '+' then 8 to 15 digits, e.g. +14155550123")
+    try:
+        parsed = phonenumbers.parse(compact, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"is not a phone number ({exc})") from None
+    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    valid = phonenumbers.is_valid_number(parsed)
+    kind = _refused_kind(parsed) if valid else _refused_kind_nearby(parsed)
+    if kind is not None:
+        raise ValueError(f"{kind} numbers are not called")
+    if not valid and _may_reach_emergency(parsed):
+        raise ValueError("emergency numbers are not called")
+    if strict and not valid:
+        raise ValueError("is not a valid phone number for its country")
+    if allowed_countries:
+        region = _region(parsed, valid)
+        if region not in allowed_countries:
+            where = (
+                f"country {region}" if region else "the number's country cannot be determined; it"
+            )
+            raise ValueError(f"{where} is not allowed; allowed: {', '.join(allowed_countries)}")
+    return number
+
+
+def _refused_kind(parsed: phonenumbers.PhoneNumber) -> str | None:
+    return _REFUSED_TYPES.get(phonenumbers.number_type(parsed))
+
+
+# Digits tried to lengthen a short invalid number into a valid one of a blocked type.
+_FILLERS = "0123456789"
+
+
+def _refused_kind_nearby(parsed: phonenumbers.PhoneNumber) -> str | None:
+    """The blocked type of a valid number that `parsed` (invalid) starts with or begins.
+
+    An over-long premium number (a blocked one plus digits) is still routed to the premium
+    line by many carriers, and a cut-short one may be completed by the trunk: both are refused.
+    Only the national lengths the country's numbers can have are tried.
+    """
+    country = parsed.country_code or 0
+    national = phonenumbers.national_significant_number(parsed)
+    prefix = f"+{country}"
+    for length in sorted(_national_lengths(country), reverse=True):
+        if length < len(national):
+            candidates: Iterable[str] = (national[:length],)
+        elif length > len(national):
+            candidates = (national + f * (length - len(national)) for f in _FILLERS)
+        else:
+            continue
+        for candidate in candidates:
+            kind = _kind_of(prefix + candidate)
+            if kind is not None:
+                return kind
+    return None
+
+
+@functools.cache
+def _national_lengths(country_code: int) -> frozenset[int]:
+    """Every national number length any region of `country_code` uses."""
+    lengths: set[int] = set()
+    for region in phonenumbers.region_codes_for_country_code(country_code):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            country_code, region
+        )
+        if metadata is not None and metadata.general_desc is not None:
+            lengths.update(metadata.general_desc.possible_length)
+    return frozenset(n for n in lengths if n > 0)
+
+
+def _kind_of(candidate: str) -> str | None:
+    try:
+        parsed = phonenumbers.parse(candidate, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return _refused_kind(parsed) if phonenumbers.is_valid_number(parsed) else None
+
+
+def _may_reach_emergency(parsed: phonenumbers.PhoneNumber) -> bool:
+    """Whether an invalid number starts with an emergency code of its country (+1 911...).
+
+    Valid numbers are subscriber numbers (a French +33 1 12... is a Paris line, not 112), so
+    this is asked only of numbers phonenumbers cannot vouch for.
+    """
+    national = phonenumbers.national_significant_number(parsed)
+    return any(
+        phonenumbers.connects_to_emergency_number(national, region)
+        for region in phonenumbers.region_codes_for_country_code(parsed.country_code or 0)
+    )
+
+
+def _region(parsed: phonenumbers.PhoneNumber, valid: bool) -> str | None:
+    """The number's ISO region, or None when it cannot be determined.
+
+    A valid number's region is known. An invalid one's only when its country code belongs to
+    one region alone: "+1" is shared by the US, Canada and the Caribbean, "+44" by the UK and
+    the Crown Dependencies, and leading digits of an invalid number prove nothing.
+    """
+    if valid:
+        return phonenumbers.region_code_for_number(parsed)
+    regions = phonenumbers.region_codes_for_country_code(parsed.country_code or 0)
+    return regions[0] if len(regions) == 1 and regions[0] != "001" else None

@@ -1,0 +1,226 @@
+"""`POST /calls/outbound` bodies: the `OutboundCall` model and its validation (pure).
+
+The seed's body is `{phone_number, name, dynamic_instruction, language, emotion}`; we add
+optional `additional_params`, `ringing_timeout_s` and `max_duration_s`. The model is the one
+place the fields, limits and messages are written: the handler validates with it, the OpenAPI
+document is generated from it, and campaign rows are validated with it too. Every problem is
+reported field by field, so a client can fix them all at once.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from common.calls.errors import FieldError, InvalidCall
+from common.calls.phone import E164_PATTERN, normalize_phone
+from common.config_store.model import (
+    DEFAULT_CALLER_NAME,
+    DEFAULT_EMOTION,
+    DEFAULT_LANGUAGE,
+    EMOTIONS,
+    LANGUAGES,
+    MAX_ADDITIONAL_PARAMS_BYTES,
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_NAME_CHARS,
+    RESERVED_KEYS,
+    normalize_emotion,
+    normalize_language,
+    validate_additional_params,
+)
+
+# Per-call limits a request may set (seconds); the settings give the defaults.
+RINGING_TIMEOUT_RANGE = (5, 120)
+MAX_DURATION_RANGE = (30, 3600)
+
+# Format characters (zero-width, bidi controls), separators and combining marks show nothing
+# on their own: a name made only of them is no name to greet anybody by.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me", "Co", "Cn"})
+
+
+def _text(value: object, limit: int, *, single_line: bool) -> str:
+    """A text field's checks, in the order a client should fix them."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates such as JSON "\ud800"
+        raise ValueError("must be valid Unicode text") from None
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters")
+    if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _seconds(value: object, bounds: tuple[int, int]) -> int | None:
+    if value is None:
+        return None
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"must be a whole number of seconds from {low} to {high}")
+    return value
+
+
+class OutboundCall(BaseModel):
+    """One call to place. JSON null in an optional field means "not given"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone_number: Annotated[
+        str,
+        Field(
+            description="E.164: '+' then 8 to 15 digits (spaces, dots, dashes and parentheses "
+            "are ignored). Premium-rate and shared-cost numbers are refused.",
+            json_schema_extra={"pattern": E164_PATTERN, "examples": ["+1234567890"]},
+        ),
+    ]
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_NAME_CHARS,
+            description=f"How the agent addresses the callee; default {DEFAULT_CALLER_NAME}",
+        ),
+    ] = DEFAULT_CALLER_NAME
+    dynamic_instruction: Annotated[
+        str | None,
+        Field(max_length=MAX_INSTRUCTIONS_CHARS, description="The agent's instructions"),
+    ] = None
+    language: Annotated[
+        str,
+        Field(
+            description="TTS/STT language (ISO 639-1, case-insensitive); default en",
+            json_schema_extra={"enum": sorted(LANGUAGES)},
+        ),
+    ] = DEFAULT_LANGUAGE
+    emotion: Annotated[
+        str,
+        Field(
+            description="TTS emotion (case-insensitive); default Calm",
+            json_schema_extra={"enum": list(EMOTIONS)},
+        ),
+    ] = DEFAULT_EMOTION
+    additional_params: Annotated[
+        dict[str, Any],
+        Field(
+            description=f"Extra context for the agent, at most {MAX_ADDITIONAL_PARAMS_BYTES} "
+            f"bytes as JSON; may not use the reserved keys {', '.join(sorted(RESERVED_KEYS))}",
+        ),
+    ] = Field(default_factory=dict)
+    ringing_timeout_s: Annotated[
+        int | None,
+        Field(
+            ge=RINGING_TIMEOUT_RANGE[0],
+            le=RINGING_TIMEOUT_RANGE[1],
+            description="How long the phone rings; default CALL_RINGING_TIMEOUT_S",
+        ),
+    ] = None
+    max_duration_s: Annotated[
+        int | None,
+        Field(
+            ge=MAX_DURATION_RANGE[0],
+            le=MAX_DURATION_RANGE[1],
+            description="The longest the call may last; default CALL_MAX_DURATION_S",
+        ),
+    ] = None
+
+    @field_validator("phone_number", mode="before")
+    @classmethod
+    def _phone(cls, value: object, info: ValidationInfo) -> str:
+        context = info.context or {}
+        return normalize_phone(
+            value,
+            context.get("allowed_countries", ()),
+            strict=context.get("strict_numbers", False),
+        )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> str:
+        if value is None:
+            return DEFAULT_CALLER_NAME
+        name = _text(value, MAX_NAME_CHARS, single_line=True)
+        if not name.strip():
+            raise ValueError(f"must be 1 to {MAX_NAME_CHARS} characters")
+        if not any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in name):
+            raise ValueError("must contain at least one visible character")
+        return name.strip()
+
+    @field_validator("dynamic_instruction", mode="before")
+    @classmethod
+    def _instruction(cls, value: object) -> str | None:
+        return None if value is None else _text(value, MAX_INSTRUCTIONS_CHARS, single_line=False)
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language(cls, value: object) -> str:
+        try:
+            return normalize_language(DEFAULT_LANGUAGE if value is None else value)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("tts_language ", "language ")) from None
+
+    @field_validator("emotion", mode="before")
+    @classmethod
+    def _emotion(cls, value: object) -> str:
+        try:
+            return normalize_emotion(DEFAULT_EMOTION if value is None else value)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("tts_emotion ", "emotion ")) from None
+
+    @field_validator("additional_params", mode="before")
+    @classmethod
+    def _params(cls, value: object) -> dict[str, Any]:
+        return validate_additional_params(value)
+
+    @field_validator("ringing_timeout_s", mode="before")
+    @classmethod
+    def _ringing(cls, value: object) -> int | None:
+        return _seconds(value, RINGING_TIMEOUT_RANGE)
+
+    @field_validator("max_duration_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> int | None:
+        return _seconds(value, MAX_DURATION_RANGE)
+
+
+FIELDS = frozenset(OutboundCall.model_fields)
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """Our field-by-field details from pydantic's: unknown fields first, then in field order."""
+    unknown, known = [], []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        if item["type"] == "extra_forbidden":
+            unknown.append(FieldError(where, "unknown field"))
+        elif item["type"] == "missing":
+            known.append(FieldError(where, "is required"))
+        else:
+            known.append(FieldError(where, str(item["msg"]).removeprefix("Value error, ")))
+    return unknown + known
+
+
+def parse_outbound_call(
+    body: object, allowed_countries: tuple[str, ...] = (), *, strict_numbers: bool = False
+) -> OutboundCall:
+    """Validate a decoded JSON body; raise InvalidCall listing every problem.
+
+    `strict_numbers`: refuse numbers phonenumbers cannot validate (a real LiveKit is in use).
+    """
+    if not isinstance(body, dict):
+        raise InvalidCall([FieldError("body", "must be a JSON object")])
+    context = {"allowed_countries": allowed_countries, "strict_numbers": strict_numbers}
+    try:
+        return OutboundCall.model_validate(body, context=context)
+    except ValidationError as exc:
+        raise InvalidCall(field_errors(exc)) from None

@@ -1,0 +1,116 @@
+"""How a call is shown: `GET /calls/{id}`, `GET /calls`, and the data of every call event.
+
+These models are the one place the fields of those answers are written: the answers are
+dumped from them and the OpenAPI document is generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.calls.outcomes import Status
+
+if TYPE_CHECKING:
+    from common.calls.models import CallRecord, TimelineEntry
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, description="UTC")]
+
+
+class TimelineEntryView(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    event: str
+    from_: Annotated[str | None, Field(alias="from")]
+    to: str | None
+    at: Timestamp
+    event_id: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, entry: TimelineEntry) -> TimelineEntryView:
+        from common.calls.models import iso_time
+
+        return cls.model_construct(
+            event=entry.kind,
+            from_=entry.from_status,
+            to=entry.to_status,
+            at=iso_time(entry.at),
+            event_id=entry.event_id,
+            detail=entry.detail,
+        )
+
+
+class CallSummary(BaseModel):
+    """A call in lists and in call events: status, outcome, times, ring and talk time."""
+
+    call_id: str
+    room: Annotated[str, Field(description="The LiveKit room: the call id")]
+    phone_number: str
+    name: str
+    language: str
+    emotion: str
+    status: Status
+    outcome: str | None
+    reason: str | None
+    created_at: Timestamp
+    answered_at: Timestamp | None
+    ended_at: Timestamp | None
+    updated_at: Timestamp
+    ring_s: Annotated[
+        float | None, Field(description="Placing to answer (or to the end, if unanswered)")
+    ]
+    talk_s: Annotated[float | None, Field(description="Answer to end; 0 if never answered")]
+    ringing_timeout_s: int | None
+    max_duration_s: int | None
+
+    @staticmethod
+    def fields_of(call: CallRecord) -> dict[str, Any]:
+        from common.calls.models import iso_time
+
+        return {
+            "call_id": call.call_id,
+            "room": call.call_id,
+            "phone_number": call.phone_number,
+            "name": call.caller_name,
+            "language": call.language,
+            "emotion": call.emotion,
+            "status": call.status,
+            "outcome": call.outcome,
+            "reason": call.reason,
+            "created_at": iso_time(call.created_at),
+            "answered_at": iso_time(call.answered_at),
+            "ended_at": iso_time(call.ended_at),
+            "updated_at": iso_time(call.updated_at),
+            "ring_s": call.ring_s,
+            "talk_s": call.talk_s,
+            "ringing_timeout_s": call.ringing_timeout_s,
+            "max_duration_s": call.max_duration_s,
+        }
+
+    @classmethod
+    def of(cls, call: CallRecord) -> CallSummary:
+        return cls.model_construct(**cls.fields_of(call))
+
+
+class CallView(CallSummary):
+    """One call in full: what it was placed with, and every event it went through."""
+
+    config: Annotated[
+        dict[str, Any] | None, Field(description="The configuration the call was placed with")
+    ]
+    timeline: list[TimelineEntryView]
+
+    @classmethod
+    def of(cls, call: CallRecord) -> CallView:
+        return cls.model_construct(
+            **CallSummary.fields_of(call),
+            config=call.config,
+            timeline=[TimelineEntryView.of(e) for e in call.timeline],
+        )
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A view as JSON-ready data (field aliases, enums as values)."""
+    return model.model_dump(mode="json", by_alias=True)

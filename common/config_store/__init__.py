@@ -1,0 +1,1 @@
+"""config.json: the per-call configuration model and its durable store (see store.py)."""

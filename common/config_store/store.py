@@ -1,0 +1,689 @@
+"""The per-call config store behind the seed's API (`common.update_config`): config.json.
+
+`config.json` is one JSON object. Its top level is the seed's flat document for the most
+recent call (`caller_name`, `agent_instructions`, `tts_language`, `tts_emotion`,
+`last_updated`, extra parameters flattened in), so `load_dynamic_config().get("caller_name")`
+behaves as the seed says. Under the reserved key `calls` it keeps one complete record per live
+call, keyed by call id, with `written_at`: the agent reads its own call's record, never the
+"latest" document, so concurrent calls cannot see each other's settings.
+
+Writes are atomic and durable (temp file in the same directory, fsync, `os.replace`, fsync of
+the directory) and serialised across threads (`threading.Lock`) and processes (`fcntl.flock` on
+a sibling `<name>.lock`). The async functions run their file I/O through aiofiles on the
+loop's executor and never block the event loop; concurrent async writers in one process share
+one durable write (group commit).
+
+Costs (see bench/RESULTS.md): a group write is one executor call, not one per file operation
+(each thread hop costs ~0.1 ms of CPU on a small VM, and a write made a dozen); the document is
+re-parsed only when another writer changed the file since our last write; and the file is
+encoded by the C JSON encoder, one line per call record, reusing the lines of records it did
+not change, instead of `indent=2` (the pure-Python encoder: ~17 µs per live call per write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import fcntl
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiofiles.base
+import aiofiles.os
+
+from common.config_store.model import (
+    DEFAULT_EMOTION,
+    DEFAULT_LANGUAGE,
+    CallConfig,
+)
+from common.masking import clip_for_log
+
+logger = logging.getLogger(__name__)
+
+CALLS_KEY = "calls"
+
+Document = dict[str, Any]
+Mutation = Callable[[Document, float], Any]
+T = TypeVar("T")
+
+
+async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) as one aiofiles call on the loop's executor, never on the loop itself.
+
+    A whole durable write (read, encode, temp file, fsync, rename, directory fsync) is one
+    aiofiles-wrapped call rather than one aiofiles call per file operation: each thread hop
+    costs ~0.1 ms of CPU here and a write made a dozen (bench/RESULTS.md).
+    """
+    return await aiofiles.base.wrap(fn)(*args)
+
+
+class ConfigWriteError(OSError):
+    """config.json could not be written; the previous file is left as it was."""
+
+
+class UnknownCallError(KeyError):
+    """There is no config record for this call id (never answered with another call's)."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(call_id)
+        self.call_id = call_id
+
+    def __str__(self) -> str:
+        return f"no config record for call {self.call_id!r}"
+
+
+def _log_updated(record: Mapping[str, Any]) -> None:
+    """The seed's success line and fields, as one line (one event, one log record)."""
+    call = record.get("call_id")
+    logger.info(
+        "✓ Configuration updated successfully%s - Caller Name: %s - TTS Language: %s"
+        " - TTS Emotion: %s",
+        f" (call {call})" if call else "",
+        record.get("caller_name"),
+        record.get("tts_language"),
+        record.get("tts_emotion"),
+        extra={"call_id": call} if call else None,
+    )
+    logger.debug("  - Instructions: %s", clip_for_log(str(record.get("agent_instructions", ""))))
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode  # no indent: the C encoder
+_encode_string = json.encoder.encode_basestring  # what _dumps does for a str
+
+
+def _scalar(value: object) -> str:
+    """`_dumps(value)`, skipping the encoder's set-up for the common scalars."""
+    if type(value) is str:
+        return _encode_string(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)  # what the encoder writes for a finite float
+    return _dumps(value)
+
+
+RecordLines = dict[str, tuple[object, bytes]]
+"""Each call record's encoded line, by call id, with the record object it was encoded from."""
+
+
+def _encode(doc: Document, known: RecordLines | None = None) -> tuple[bytes, RecordLines]:
+    """The file's bytes: one top-level key per line, and one line per call record.
+
+    The top level reads as the seed's indented document; each value (and each call record) is
+    one compact line from the C encoder. JSON strings never hold a raw newline, so every line
+    break in the file is structural. Records are replaced, never changed in place, so a record
+    that is the very object of `known` reuses its line: a write encodes only what it changed.
+    """
+    lines = []
+    encoded: RecordLines = {}
+    for key, value in doc.items():
+        if key == CALLS_KEY and isinstance(value, dict) and value:
+            for call_id, record in value.items():
+                hit = known.get(call_id) if known else None
+                if hit is not None and hit[0] is record:
+                    encoded[call_id] = hit
+                else:
+                    line = f"    {_dumps(call_id)}: {_dumps(record)}".encode()
+                    encoded[call_id] = (record, line)
+            records = b",\n".join(line for _, line in encoded.values())
+            lines.append(b'  "%s": {\n%s\n  }' % (CALLS_KEY.encode(), records))
+        else:
+            lines.append(f"  {_dumps(key)}: {_scalar(value)}".encode())
+    return b"{\n" + b",\n".join(lines) + b"\n}\n", encoded
+
+
+def _detached(value: dict[str, Any]) -> dict[str, Any]:
+    """A copy sharing nothing with the caller, equal to what parsing the written file gives.
+
+    The writer keeps its document between writes, so nothing in it may be an object a caller
+    still holds (and could change) and it must be exactly what `json.loads` would rebuild:
+    scalars are immutable and kept, containers are rebuilt through JSON (tuples become lists).
+    """
+    return {
+        k: json.loads(_dumps(v)) if isinstance(v, dict | list | tuple) else v
+        for k, v in value.items()
+    }
+
+
+def _record_from_line(data: bytes, call_id: str) -> dict[str, Any] | None:
+    """`call_id`'s record parsed from its own line of a file `_encode` wrote, else None.
+
+    Only the writer's framing is trusted (whole file: `{` line first, `}` line last; records
+    are the only lines indented by four spaces, one per line), and the line must parse to a
+    record of that very call; anything else (None) means: parse the whole document.
+    """
+    if not (data.startswith(b"{\n") and data.endswith(b"\n}\n")):
+        return None
+    needle = b"\n    " + _dumps(call_id).encode() + b": "
+    start = data.find(needle)
+    if start < 0:
+        return None
+    start += len(needle)
+    end = data.find(b"\n", start)
+    try:
+        record = json.loads(data[start:end].removesuffix(b","))
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get("call_id") == call_id:
+        return record
+    return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        chunks = []
+        while chunk := os.read(fd, max(size + 1, 65536)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Create `path` with `data` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Batch:
+    """Pending async mutations of one event loop, written together by one drain task."""
+
+    pending: list[tuple[Mutation, asyncio.Future[Any]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class _Written:
+    data: bytes
+    doc: Document
+    lines: RecordLines
+    oldest: float  # no record in doc was written before this
+
+
+@dataclass(frozen=True)
+class _ReadCacheEntry:
+    key: tuple[int, int, int, int]
+    doc: Document | None  # None: the file was unparseable
+
+
+class ConfigStore:
+    """A config.json at `path`, with the seed's operations and per-call records."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        record_ttl_s: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.record_ttl_s = record_ttl_s
+        self._clock = clock
+        self._thread_lock = threading.Lock()
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._read_cache: _ReadCacheEntry | None = None
+        # Our last completed write (guarded by the thread lock): its bytes, the document they
+        # encode and its records' lines. While the file still holds exactly those bytes, the
+        # next write reuses the document instead of parsing the file again.
+        self._written: _Written | None = None
+        self._temp_prefix = f".{self.path.name}.tmp-"
+        self._temp_stem = str(self.path.with_name(self._temp_prefix))
+
+    # ---------------------------------------------------------------- public API (sync)
+
+    def update(
+        self,
+        caller_name: str | None = None,
+        agent_instructions: str | None = None,
+        tts_language: str = DEFAULT_LANGUAGE,
+        tts_emotion: str = DEFAULT_EMOTION,
+        additional_params: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Write one complete config (defaults for what is not given); return what was stored."""
+        config = CallConfig.create(
+            caller_name,
+            agent_instructions,
+            tts_language,
+            tts_emotion,
+            additional_params,
+            call_id=call_id,
+        )
+        result: dict[str, Any] = self._mutate_sync([self._put(config)])[0]
+        _log_updated(result)
+        return result
+
+    def load(self, *, call_id: str | None = None) -> dict[str, Any]:
+        """The flat latest document, or with `call_id` that call's record (or UnknownCallError)."""
+        doc = self._read_sync(call_id)
+        if doc is None and not self.path.exists():
+            self._mutate_sync([])  # auto-initialise with defaults, as the seed promises
+            doc = self._read_sync(call_id)
+        return self._view(doc, call_id)
+
+    def get(self, key: str, default: Any = None, *, call_id: str | None = None) -> Any:
+        return self.load(call_id=call_id).get(key, default)
+
+    def remove_call(self, call_id: str) -> bool:
+        """Drop a finished call's record; True if there was one."""
+        removed: bool = self._mutate_sync([self._drop(call_id)])[0]
+        return removed
+
+    # --------------------------------------------------------------- public API (async)
+
+    async def update_async(
+        self,
+        caller_name: str | None = None,
+        agent_instructions: str | None = None,
+        tts_language: str = DEFAULT_LANGUAGE,
+        tts_emotion: str = DEFAULT_EMOTION,
+        additional_params: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> dict[str, Any]:
+        config = CallConfig.create(
+            caller_name,
+            agent_instructions,
+            tts_language,
+            tts_emotion,
+            additional_params,
+            call_id=call_id,
+        )
+        result: dict[str, Any] = await self._submit(self._put(config))
+        _log_updated(result)
+        return result
+
+    async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
+        doc = await self._read_async(call_id)
+        if doc is None and not await aiofiles.os.path.exists(self.path):
+            await self._submit(lambda _doc, _now: None)
+            doc = await self._read_async(call_id)
+        return self._view(doc, call_id)
+
+    async def get_async(self, key: str, default: Any = None, *, call_id: str | None = None) -> Any:
+        return (await self.load_async(call_id=call_id)).get(key, default)
+
+    async def remove_call_async(self, call_id: str) -> bool:
+        removed: bool = await self._submit(self._drop(call_id))
+        return removed
+
+    async def remove_calls_async(self, call_ids: Iterable[str]) -> int:
+        """Drop several records in one write (none if there is nothing to drop)."""
+        ids = list(call_ids)
+        if not ids:
+            return 0
+        removed: int = await self._submit(self._drop_all(ids))
+        return removed
+
+    async def records_written_async(self) -> dict[str, float]:
+        """Each call record's call id and written_at (0 where it has none), as on disk now."""
+        doc = await self._read_async()
+        calls = doc.get(CALLS_KEY) if doc else None
+        if not isinstance(calls, dict):
+            return {}
+        return {
+            str(call_id): float(rec["written_at"])
+            if isinstance(rec, dict) and isinstance(rec.get("written_at"), int | float)
+            else 0.0
+            for call_id, rec in calls.items()
+        }
+
+    async def probe_writable_async(self) -> None:
+        """Raise OSError unless a small file can be written and synced next to config.json.
+
+        What a call's config write needs (directory writable, space on the device), proved
+        with a temp file of the writer's own naming, so a crash here leaves nothing behind.
+        """
+        await _in_executor(self._probe_sync)
+
+    def _probe_sync(self) -> None:
+        tmp = self._temp_path()
+        try:
+            _write_durably(tmp, b"\n" * 4096)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    # ------------------------------------------------------------------- mutations
+
+    @staticmethod
+    def _put(config: CallConfig) -> Mutation:
+        def apply(doc: Document, now: float) -> dict[str, Any]:
+            calls = doc.get(CALLS_KEY, {})
+            flat = config.to_flat(now)
+            doc.clear()
+            doc.update(_detached(flat))
+            doc[CALLS_KEY] = calls
+            if config.call_id is None:
+                return flat
+            record = config.to_record(now)
+            calls[config.call_id] = _detached(record)
+            return record
+
+        return apply
+
+    @staticmethod
+    def _drop(call_id: str) -> Mutation:
+        def apply(doc: Document, _now: float) -> bool:
+            return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
+
+        return apply
+
+    @staticmethod
+    def _drop_all(call_ids: list[str]) -> Mutation:
+        def apply(doc: Document, _now: float) -> int:
+            calls = doc.get(CALLS_KEY, {})
+            return sum(calls.pop(call_id, None) is not None for call_id in call_ids)
+
+        return apply
+
+    def _prune(self, doc: Document, now: float, oldest: float | None = None) -> float:
+        """Drop records older than the TTL (or malformed); return a lower bound of what is left.
+
+        `oldest`: a lower bound of every record's written_at before this write's mutations
+        (which stamp `now`), known from the previous write; while it is within the TTL there is
+        nothing to look for, so the scan over all live records is skipped.
+        """
+        calls = doc.get(CALLS_KEY)
+        if not isinstance(calls, dict):
+            doc[CALLS_KEY] = {}
+            return now
+        cutoff = now - self.record_ttl_s
+        if oldest is not None and oldest >= cutoff:
+            return min(oldest, now)
+        stale = [
+            cid
+            for cid, rec in calls.items()
+            if not isinstance(rec, dict)
+            or not isinstance(rec.get("written_at"), int | float)
+            or rec["written_at"] < cutoff
+        ]
+        for cid in stale:
+            del calls[cid]
+        if stale:
+            logger.info(
+                "pruned %d config record(s) older than %.0f s", len(stale), self.record_ttl_s
+            )
+        return min((rec["written_at"] for rec in calls.values()), default=now)
+
+    # ------------------------------------------------------------------- views
+
+    @staticmethod
+    def _defaults() -> Document:
+        return CallConfig().to_flat(0.0)
+
+    def _view(self, doc: Document | None, call_id: str | None) -> dict[str, Any]:
+        if call_id is not None:
+            calls = doc.get(CALLS_KEY) if doc else None
+            record = calls.get(call_id) if isinstance(calls, dict) else None
+            if not isinstance(record, dict):
+                raise UnknownCallError(call_id)
+            return copy.deepcopy(record)
+        if doc is None:
+            return self._defaults()
+        return copy.deepcopy({k: v for k, v in doc.items() if k != CALLS_KEY})
+
+    # ------------------------------------------------------------------- reading
+
+    def _parse(self, data: bytes, key: tuple[int, int, int, int]) -> Document | None:
+        cached = self._read_cache
+        if cached is not None and cached.key == key:
+            return cached.doc
+        doc: Document | None
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error("✗ %s is not valid JSON (%s); using defaults", self.path, exc)
+            doc = None
+        else:
+            if isinstance(parsed, dict):
+                doc = parsed
+            else:
+                logger.error("✗ %s is not a JSON object; using defaults", self.path)
+                doc = None
+        self._read_cache = _ReadCacheEntry(key, doc)
+        return doc
+
+    @staticmethod
+    def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+        # os.replace gives every version a new inode, so this identifies a version.
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _read_sync(self, call_id: str | None = None) -> Document | None:
+        """The document (None: missing or unparseable).
+
+        With `call_id`, when the file is one we wrote, a document holding just that call's
+        record, parsed from the record's own line: an agent reading its call's config does
+        not parse every other live call's (about 1 ms per 300 live calls).
+        """
+        try:
+            with open(self.path, "rb") as fh:
+                key = self._stat_key(os.fstat(fh.fileno()))
+                cached = self._read_cache
+                if cached is not None and cached.key == key:
+                    return cached.doc
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        if call_id is not None and (record := _record_from_line(data, call_id)) is not None:
+            return {CALLS_KEY: {call_id: record}}
+        return self._parse(data, key)
+
+    async def _read_async(self, call_id: str | None = None) -> Document | None:
+        # open, fstat, read and parse in one executor call: each hop costs more than the read.
+        doc: Document | None = await _in_executor(self._read_sync, call_id)
+        return doc
+
+    # ------------------------------------------------------------------- locking
+
+    def _acquire(self) -> int:
+        """Take the thread lock, then the cross-process lock; return the lock file's fd."""
+        self._thread_lock.acquire()
+        try:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def _release(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        finally:
+            self._thread_lock.release()
+
+    # ------------------------------------------------------------------- writing (shared)
+
+    def _clean_temp_files(self) -> None:
+        """Remove temp files a crashed writer left behind (we hold the lock: none is live)."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.path.parent):
+                if entry.name.startswith(self._temp_prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        logger.warning("removed leftover temp file %s", entry.path)
+
+    def _start_document(self, data: bytes | None) -> Document:
+        """The document to mutate: the current one, or a fresh one (bad file kept aside)."""
+        if data is None:
+            return self._defaults() | {CALLS_KEY: {}}
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
+            return parsed
+        # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
+        # string): not a document we can add a record to, so it is kept aside, not patched.
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        os.replace(self.path, aside)
+        logger.error(
+            "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
+        )
+        return self._defaults() | {CALLS_KEY: {}}
+
+    def _apply(
+        self, doc: Document, mutations: list[Mutation], oldest: float | None = None
+    ) -> tuple[list[Any], float]:
+        """Apply the mutations and prune; return their results and the oldest-record bound."""
+        now = self._clock()
+        results = [m(doc, now) for m in mutations]
+        return results, self._prune(doc, now, oldest)
+
+    def _temp_path(self) -> Path:
+        return Path(f"{self._temp_stem}{os.getpid()}-{secrets.token_hex(4)}")
+
+    @staticmethod
+    def _fail(exc: OSError, action: str) -> ConfigWriteError:
+        logger.error("✗ Configuration update failed (%s): %s", action, exc)
+        err = ConfigWriteError(exc.errno, f"could not write config ({action}): {exc.strerror}")
+        err.__cause__ = exc
+        return err
+
+    # ------------------------------------------------------------------- writing (sync)
+
+    def _current_document(self) -> tuple[Document, _Written | None]:
+        """The document on disk, to mutate, and our last write if it is that document."""
+        data = _read_bytes(self.path)
+        written, self._written = self._written, None  # re-armed only by a completed write
+        if data is not None and written is not None and data == written.data:
+            return written.doc, written  # nobody wrote since we did: no need to parse again
+        return self._start_document(data), None
+
+    def _mutate_sync(self, mutations: list[Mutation]) -> list[Any]:
+        try:
+            fd = self._acquire()
+        except OSError as exc:  # e.g. the directory is not one, or not ours to write
+            raise self._fail(exc, "lock") from exc
+        tmp: Path | None = None
+        try:
+            self._clean_temp_files()
+            doc, last = self._current_document()
+            results, oldest = self._apply(doc, mutations, last.oldest if last else None)
+            encoded, lines = _encode(doc, last.lines if last else None)
+            tmp = self._temp_path()
+            _write_durably(tmp, encoded)
+            os.replace(tmp, self.path)
+            tmp = None
+            self._written = _Written(encoded, doc, lines, oldest)
+        except OSError as exc:
+            raise self._fail(exc, "write") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            self._release(fd)
+        try:
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            # The new document is in place and every reader sees it: calling the write failed
+            # now would be a lie. Only its survival of a power cut is in doubt; say so loudly.
+            logger.error("✗ %s written, but its directory could not be synced: %s", self.path, exc)
+        return results
+
+    # ------------------------------------------------------------------- writing (async)
+
+    async def _submit(self, mutation: Mutation) -> Any:
+        """Queue a mutation for this loop's next group write; wait until it is durable."""
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch()
+        future: asyncio.Future[Any] = loop.create_future()
+        batch.pending.append((mutation, future))
+        if batch.task is None or batch.task.done():
+            batch.task = loop.create_task(self._drain(batch))
+        # No shield: a cancelled caller only gives up its answer; the batch writes regardless.
+        return await future
+
+    async def _drain(self, batch: _Batch) -> None:
+        while batch.pending:
+            items, batch.pending = batch.pending, []
+            mutations = [self._guard(m) for m, _ in items]
+            try:
+                results = await self._mutate_async(mutations)
+            except BaseException as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), result in zip(items, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, _MutationFailed):
+                    fut.set_exception(result.exc)
+                else:
+                    fut.set_result(result)
+
+    @staticmethod
+    def _guard(mutation: Mutation) -> Mutation:
+        """One bad mutation fails only its own caller, not the whole group."""
+
+        def apply(doc: Document, now: float) -> Any:
+            try:
+                return mutation(doc, now)
+            except Exception as exc:
+                return _MutationFailed(exc)
+
+        return apply
+
+    async def _mutate_async(self, mutations: list[Mutation]) -> list[Any]:
+        """The whole locked write in one executor call (the locks are taken in that thread).
+
+        If the caller is cancelled meanwhile, the thread still finishes the write and releases
+        the locks itself.
+        """
+        results: list[Any] = await _in_executor(self._mutate_sync, mutations)
+        return results
+
+
+@dataclass(frozen=True)
+class _MutationFailed:
+    exc: Exception

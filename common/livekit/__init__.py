@@ -1,0 +1,1 @@
+"""LiveKit's server API as this service uses it: dispatch, SIP dial, rooms (see client.py)."""

@@ -1,0 +1,154 @@
+"""The storage seam: `CallStore` is the only way to the database.
+
+Nothing outside `common/storage/` imports a database driver or writes SQL. Backends (SQLite,
+PostgreSQL) implement this protocol; one contract suite (tests/contract/) runs against each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from common.calls.models import (
+    Applied,
+    CallEvent,
+    CallRecord,
+    Decide,
+    IdempotencyClaim,
+    NewCall,
+    StoredAnswer,
+)
+from common.calls.outcomes import Status
+
+
+class DatabaseError(Exception):
+    """The database could not do what was asked; callers answer 503 (and retry later)."""
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """What a new call must fit in, checked in the transaction that records it.
+
+    Held in the database, not in a process, so they hold across every server on one database.
+    """
+
+    max_live: int
+    per_minute: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call the limits refused: which limit, and when trying again may work."""
+
+    limit: str  # "live" or "rate"
+    retry_after_s: int
+
+
+class Refused(Exception):
+    """`create_call` recorded nothing: a limit of `AdmissionLimits` was reached."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.limit)
+        self.refusal = refusal
+
+
+class KeyTaken(Exception):
+    """`create_call` recorded nothing: the Idempotency-Key is bound to a call already."""
+
+    def __init__(self, stored: StoredAnswer) -> None:
+        super().__init__(stored.call_id)
+        self.stored = stored
+
+
+class CallStore(Protocol):
+    """Calls, their timelines, idempotency keys, the admission limits and the event outbox."""
+
+    async def close(self) -> None: ...
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def create_call(
+        self,
+        call: NewCall,
+        detail: dict[str, object] | None = None,
+        *,
+        claim: IdempotencyClaim | None = None,
+        limits: AdmissionLimits | None = None,
+        now: float | None = None,
+    ) -> Applied:
+        """Record a new call (status dialing) with its `call.dialing` event, in one
+        transaction with its Idempotency-Key; raise KeyTaken or Refused (nothing recorded)."""
+        ...
+
+    async def get_call(self, call_id: str, *, with_timeline: bool = True) -> CallRecord | None: ...
+
+    async def list_calls(
+        self, *, status: Status | None = None, limit: int = 50, before: float | None = None
+    ) -> list[CallRecord]: ...
+
+    async def count_live(self) -> int: ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    async def apply(
+        self,
+        call_id: str,
+        kind: str,
+        decide: Decide,
+        *,
+        event_id: str | None = None,
+        detail: dict[str, object] | None = None,
+        room_finished: bool = False,
+    ) -> Applied:
+        """In one transaction: dedupe by event id, decide the change, store it, its timeline
+        entry and its outbox events."""
+        ...
+
+    async def start_dial(self, call_id: str) -> CallRecord | None: ...
+
+    async def request_hangup(self, call_id: str) -> CallRecord | None: ...
+
+    async def release_placement(self, call_id: str, claim: IdempotencyClaim | None) -> None:
+        """The call was never dialled: it stops counting against the rate, and its key is
+        freed so a retry may place it anew."""
+        ...
+
+    # -- the reaper ----------------------------------------------------------------------
+
+    async def stale_live_calls(self, now: float, margin_s: float) -> list[str]: ...
+
+    async def graceless_finished(self, finished_before: float) -> list[str]: ...
+
+    async def never_dialled(self, created_before: float) -> list[str]: ...
+
+    async def live_among(self, call_ids: list[str]) -> set[str]: ...
+
+    async def known_among(self, call_ids: list[str]) -> set[str]: ...
+
+    async def probe_write(self, instance: str) -> None: ...
+
+    # -- idempotency ---------------------------------------------------------------------
+
+    async def get_idempotent(self, client: str, key: str) -> StoredAnswer | None: ...
+
+    async def answer_idempotent(
+        self, client: str, key: str, status: int, body: dict[str, object]
+    ) -> None: ...
+
+    # -- admission -----------------------------------------------------------------------
+
+    async def admission_refusal(
+        self, client: str, limits: AdmissionLimits, now: float
+    ) -> Refusal | None:
+        """What `create_call` would refuse right now (a cheap check before writing config)."""
+        ...
+
+    # -- the outbox ----------------------------------------------------------------------
+
+    async def ack_events(self, event_ids: list[int], now: float) -> None: ...
+
+    async def claim_stale_events(
+        self, now: float, lease_s: float, limit: int
+    ) -> list[CallEvent]: ...
+
+    async def purge_dispatched_events(self, before: float) -> int: ...

@@ -1,0 +1,542 @@
+"""Every database operation, written once, as a transaction program both backends run.
+
+A program is a generator: it yields `Query`s, receives each one's rows, and returns the
+operation's result (or raises, which rolls the transaction back). The SQLite backend runs a
+whole program on its database thread in one hop (a thread hop costs more than most of our
+statements); the PostgreSQL backend awaits each query on a pooled connection. The SQL text is
+the same for both: `?` placeholders (rewritten to `$n` once per text for PostgreSQL), and
+`RETURNING` wherever a count or a new row is needed. The few differences are a `Dialect`.
+
+Rows are read by column name, which `sqlite3.Row` and `asyncpg.Record` both support.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from common.calls.events import events_for_change, events_for_new_call
+from common.calls.models import (
+    Applied,
+    CallEvent,
+    CallRecord,
+    Decide,
+    IdempotencyClaim,
+    NewCall,
+    StoredAnswer,
+    TimelineEntry,
+)
+from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status
+from common.storage.base import AdmissionLimits, DatabaseError, KeyTaken, Refusal, Refused
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Query:
+    sql: str
+    args: tuple[Any, ...] = ()
+
+
+Program = Generator[Query, list[Row], T]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends' SQL."""
+
+    name: str
+    for_update: str = ""  # lock the rows read, where the backend has concurrent writers
+    skip_locked: str = ""  # ... and skip rows another transaction holds
+    # Serialises admission (count, then insert) across servers; SQLite's writer lock does it.
+    admission_lock: Query | None = None
+
+
+SQLITE = Dialect("sqlite")
+POSTGRES = Dialect(
+    "postgres",
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    admission_lock=Query("SELECT pg_advisory_xact_lock(7246001)"),
+)
+
+LIVE = tuple(s.value for s in LIVE_STATUSES)
+_LIVE_MARKS = ",".join("?" * len(LIVE))
+RATE_WINDOW_S = 60.0
+CHUNK = 500  # ids per IN (...) list: well under either backend's parameter limit
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def row_to_call(row: Row, timeline: tuple[TimelineEntry, ...] = ()) -> CallRecord:
+    config = row["config"]
+    return CallRecord(
+        call_id=row["call_id"],
+        phone_number=row["phone_number"],
+        caller_name=row["caller_name"],
+        language=row["language"],
+        emotion=row["emotion"],
+        status=Status(row["status"]),
+        outcome=row["outcome"],
+        reason=row["reason"],
+        answered=bool(row["answered"]),
+        hangup_requested=bool(row["hangup_requested"]),
+        created_at=row["created_at"],
+        answered_at=row["answered_at"],
+        ended_at=row["ended_at"],
+        updated_at=row["updated_at"],
+        timeline=timeline,
+        ringing_timeout_s=row["ringing_timeout_s"],
+        max_duration_s=row["max_duration_s"],
+        config=json.loads(config) if config else None,
+        room_finished_at=row["room_finished_at"],
+    )
+
+
+def _row_to_entry(row: Row) -> TimelineEntry:
+    return TimelineEntry(
+        kind=row["kind"],
+        from_status=row["from_status"],
+        to_status=row["to_status"],
+        detail=json.loads(row["detail"]),
+        at=row["at"],
+        event_id=row["event_id"],
+    )
+
+
+def _row_to_event(row: Row) -> CallEvent:
+    return CallEvent(
+        id=int(row["id"]),
+        call_id=row["call_id"],
+        type=row["type"],
+        data=json.loads(row["data"]),
+        created_at=row["created_at"],
+        from_status=row["from_status"],
+    )
+
+
+def _ids(rows: list[Row], column: str = "call_id") -> list[str]:
+    return [str(r[column]) for r in rows]
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+def create_call(
+    d: Dialect,
+    call: NewCall,
+    detail: dict[str, Any],
+    claim: IdempotencyClaim | None,
+    limits: AdmissionLimits | None,
+    now: float,
+    lease_s: float,
+) -> Program[Applied]:
+    if claim is not None:  # first: a retry of a placed call is never refused by the limits
+        yield from _bind_key(claim, call.call_id, now)
+    if limits is not None:
+        if d.admission_lock is not None:
+            yield d.admission_lock
+        refusal = yield from admission_refusal(call.client, limits, now)
+        if refusal is not None:
+            raise Refused(refusal)
+    rows = yield Query(
+        "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
+        " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        (
+            call.call_id,
+            call.phone_number,
+            call.caller_name,
+            call.language,
+            call.emotion,
+            Status.DIALING.value,
+            now,
+            now,
+            call.ringing_timeout_s,
+            call.max_duration_s,
+            dumps(call.config),
+            call.client,
+        ),
+    )
+    after = row_to_call(rows[0])
+    yield from _add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
+    events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s)
+    return Applied(after=after, events=events)
+
+
+def _bind_key(claim: IdempotencyClaim, call_id: str, now: float) -> Program[None]:
+    """Bind the key to the new call, or raise KeyTaken with the call it is bound to."""
+    for _ in range(2):  # a key freed between our insert and our read is bound on the retry
+        taken = yield Query(
+            "INSERT INTO idempotency (client, key, request_hash, call_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING call_id",
+            (claim.client, claim.key, claim.request_hash, call_id, now),
+        )
+        if taken:
+            return
+        stored = yield from get_idempotent(claim.client, claim.key)
+        if stored is not None:
+            raise KeyTaken(stored)
+    raise DatabaseError("the Idempotency-Key changed hands twice while binding it; retry")
+
+
+def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecord | None]:
+    rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+    if not rows:
+        return None
+    timeline: tuple[TimelineEntry, ...] = ()
+    if with_timeline:
+        entries = yield Query("SELECT * FROM events WHERE call_id = ? ORDER BY id", (call_id,))
+        timeline = tuple(_row_to_entry(e) for e in entries)
+    return row_to_call(rows[0], timeline)
+
+
+def list_calls(
+    d: Dialect, status: Status | None, limit: int, before: float | None
+) -> Program[list[CallRecord]]:
+    clauses, args = [], []  # type: list[str], list[Any]
+    if status is not None:
+        clauses.append("status = ?")
+        args.append(status.value)
+    if before is not None:
+        clauses.append("created_at < ?")
+        args.append(before)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = yield Query(
+        f"SELECT * FROM calls {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+        (*args, limit),
+    )
+    return [row_to_call(r) for r in rows]
+
+
+def count_live(d: Dialect) -> Program[int]:
+    rows = yield Query(
+        f"SELECT COUNT(*) AS n FROM calls WHERE status IN ({_LIVE_MARKS})",  # noqa: S608
+        LIVE,
+    )
+    return int(rows[0]["n"])
+
+
+def count_by_status(d: Dialect) -> Program[dict[str, int]]:
+    rows = yield Query("SELECT status, COUNT(*) AS n FROM calls GROUP BY status")
+    return {str(r["status"]): int(r["n"]) for r in rows}
+
+
+def apply(
+    d: Dialect,
+    call_id: str,
+    kind: str,
+    decide: Decide,
+    event_id: str | None,
+    detail: dict[str, Any],
+    room_finished: bool,
+    now: float,
+    lease_s: float,
+) -> Program[Applied]:
+    if event_id is not None:
+        seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
+        if seen:
+            return Applied(duplicate=True)
+    if room_finished:
+        yield Query(
+            "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?) WHERE call_id = ?",
+            (now, call_id),
+        )
+    rows = yield Query(
+        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
+        (call_id,),
+    )
+    if not rows:
+        return Applied(unknown_call=True)
+    before = row_to_call(rows[0])
+    change = decide(before.state)
+    after = before
+    events: tuple[CallEvent, ...] = ()
+    if change is not None:
+        final = change.status in FINAL_STATUSES
+        updated = yield Query(
+            "UPDATE calls SET status = ?, updated_at = ?,"
+            " reason = COALESCE(?, reason),"
+            " outcome = CASE WHEN ? = 1 THEN ? ELSE outcome END,"
+            " ended_at = CASE WHEN ? = 1 THEN ? ELSE ended_at END,"
+            " answered = CASE WHEN ? = 1 THEN 1 ELSE answered END,"
+            " answered_at = CASE WHEN ? = 1 AND answered_at IS NULL THEN ? ELSE answered_at END"
+            " WHERE call_id = ? RETURNING *",
+            (
+                change.status.value,
+                now,
+                change.reason,
+                int(final),
+                change.status.value,
+                int(final),
+                now,
+                int(change.answered),
+                int(change.answered),
+                now,
+                call_id,
+            ),
+        )
+        after = row_to_call(updated[0])
+        events = yield from _add_events(
+            events_for_change(before, after), before.status, after, now, lease_s
+        )
+    if event_id is not None:
+        # Two servers applying one event at once: the unique index lets one insert it; the
+        # other's transaction sees a duplicate and must change nothing.
+        inserted = yield Query(
+            "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            _entry_args(call_id, event_id, kind, before, change, detail, now),
+        )
+        if not inserted:
+            raise DuplicateEvent
+    else:
+        yield from _add_entry(
+            call_id,
+            None,
+            kind,
+            before.status if change else None,
+            change.status if change else None,
+            detail,
+            now,
+        )
+    return Applied(change=change, before=before, after=after, events=events)
+
+
+class DuplicateEvent(Exception):
+    """Raised inside `apply` to roll back: the event was applied concurrently elsewhere."""
+
+
+def _entry_args(
+    call_id: str,
+    event_id: str | None,
+    kind: str,
+    before: CallRecord,
+    change: Any,
+    detail: dict[str, Any],
+    at: float,
+) -> tuple[Any, ...]:
+    return (
+        call_id,
+        event_id,
+        kind,
+        before.status.value if change else None,
+        change.status.value if change else None,
+        dumps(detail),
+        at,
+    )
+
+
+def _add_entry(
+    call_id: str,
+    event_id: str | None,
+    kind: str,
+    from_status: Status | None,
+    to_status: Status | None,
+    detail: dict[str, Any],
+    at: float,
+) -> Program[None]:
+    yield Query(
+        "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            call_id,
+            event_id,
+            kind,
+            from_status.value if from_status else None,
+            to_status.value if to_status else None,
+            dumps(detail),
+            at,
+        ),
+    )
+
+
+def _add_events(
+    types: Sequence[str],
+    from_status: Status | None,
+    after: CallRecord,
+    now: float,
+    lease_s: float,
+) -> Program[tuple[CallEvent, ...]]:
+    """The outbox rows for `types`, held by this transaction's server for `lease_s`."""
+    if not types:
+        return ()
+    data = after.to_json(with_timeline=False)
+    encoded = dumps(data)
+    previous = from_status.value if from_status else None
+    events = []
+    for event_type in types:
+        rows = yield Query(
+            "INSERT INTO outbox (call_id, type, from_status, data, created_at, claimed_until)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (after.call_id, event_type, previous, encoded, now, now + lease_s),
+        )
+        events.append(CallEvent(int(rows[0]["id"]), after.call_id, event_type, data, now, previous))
+    return tuple(events)
+
+
+def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
+    rows = yield Query(
+        "UPDATE calls SET dial_started_at = ? WHERE call_id = ? RETURNING *", (now, call_id)
+    )
+    return row_to_call(rows[0]) if rows else None
+
+
+def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
+    rows = yield Query(
+        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",
+        (now, call_id),
+    )
+    return row_to_call(rows[0]) if rows else None
+
+
+def release_placement(d: Dialect, call_id: str, claim: IdempotencyClaim | None) -> Program[None]:
+    yield Query("UPDATE calls SET counts_for_rate = 0 WHERE call_id = ?", (call_id,))
+    if claim is not None:
+        yield Query(
+            "DELETE FROM idempotency WHERE client = ? AND key = ? AND call_id = ?",
+            (claim.client, claim.key, call_id),
+        )
+
+
+# ----------------------------------------------------------------------------- the reaper
+
+
+def stale_live_calls(d: Dialect, now: float, margin_s: float) -> Program[list[str]]:
+    rows = yield Query(
+        f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        " AND created_at + COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)"
+        " + ? < ?",
+        (*LIVE, margin_s, now),
+    )
+    return _ids(rows)
+
+
+def graceless_finished(d: Dialect, finished_before: float) -> Program[list[str]]:
+    rows = yield Query(
+        f"SELECT call_id FROM calls WHERE room_finished_at < ?"  # noqa: S608
+        f" AND status IN ({_LIVE_MARKS})",
+        (finished_before, *LIVE),
+    )
+    return _ids(rows)
+
+
+def never_dialled(d: Dialect, created_before: float) -> Program[list[str]]:
+    rows = yield Query(
+        "SELECT call_id FROM calls WHERE status = ? AND dial_started_at IS NULL AND created_at < ?",
+        (Status.DIALING.value, created_before),
+    )
+    return _ids(rows)
+
+
+def among(d: Dialect, call_ids: list[str], statuses: tuple[str, ...]) -> Program[set[str]]:
+    """Which of `call_ids` have a row (in one of `statuses`, if any are given)."""
+    found: set[str] = set()
+    where = f" AND status IN ({','.join('?' * len(statuses))})" if statuses else ""
+    for start in range(0, len(call_ids), CHUNK):
+        chunk = call_ids[start : start + CHUNK]
+        rows = yield Query(
+            f"SELECT call_id FROM calls WHERE call_id IN ({','.join('?' * len(chunk))}){where}",  # noqa: S608
+            (*chunk, *statuses),
+        )
+        found.update(_ids(rows))
+    return found
+
+
+def probe_write(d: Dialect, instance: str, now: float) -> Program[None]:
+    yield Query(
+        "INSERT INTO readiness (instance, at) VALUES (?, ?)"
+        " ON CONFLICT (instance) DO UPDATE SET at = excluded.at",
+        (instance, now),
+    )
+
+
+# ----------------------------------------------------------------------------- idempotency
+
+
+def get_idempotent(client: str, key: str) -> Program[StoredAnswer | None]:
+    rows = yield Query(
+        "SELECT call_id, request_hash, status, body FROM idempotency WHERE client = ? AND key = ?",
+        (client, key),
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    body = json.loads(row["body"]) if row["body"] is not None else None
+    return StoredAnswer(str(row["call_id"]), str(row["request_hash"]), row["status"], body)
+
+
+def answer_idempotent(
+    d: Dialect, client: str, key: str, status: int, body: dict[str, Any]
+) -> Program[None]:
+    yield Query(
+        "UPDATE idempotency SET status = ?, body = ? WHERE client = ? AND key = ?",
+        (status, dumps(body), client, key),
+    )
+
+
+# ----------------------------------------------------------------------------- admission
+
+
+def admission_refusal(client: str, limits: AdmissionLimits, now: float) -> Program[Refusal | None]:
+    """Which limit a new call of `client` would exceed now, or None.
+
+    The live cap counts every call not yet over; the rate counts `client`'s calls of the last
+    minute that were placed (a call LiveKit refused before dialling gives its share back).
+    """
+    rows = yield Query(
+        f"SELECT COUNT(*) AS n FROM calls WHERE status IN ({_LIVE_MARKS})",  # noqa: S608
+        LIVE,
+    )
+    if int(rows[0]["n"]) >= limits.max_live:
+        return Refusal("live", 5)
+    window_start = now - RATE_WINDOW_S
+    rows = yield Query(
+        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM calls"
+        " WHERE client = ? AND created_at > ? AND counts_for_rate = 1",
+        (client, window_start),
+    )
+    if int(rows[0]["n"]) >= limits.per_minute:
+        oldest = float(rows[0]["oldest"])
+        return Refusal("rate", max(1, math.ceil(oldest + RATE_WINDOW_S - now)))
+    return None
+
+
+# ----------------------------------------------------------------------------- the outbox
+
+
+def ack_events(d: Dialect, event_ids: list[int], now: float) -> Program[None]:
+    for start in range(0, len(event_ids), CHUNK):
+        chunk = event_ids[start : start + CHUNK]
+        yield Query(
+            f"UPDATE outbox SET dispatched_at = ? WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+            (now, *chunk),
+        )
+
+
+def claim_stale_events(
+    d: Dialect, now: float, lease_s: float, limit: int
+) -> Program[list[CallEvent]]:
+    """Undispatched events whose holder's lease ran out (it died): take them, oldest first."""
+    rows = yield Query(
+        "UPDATE outbox SET claimed_until = ? WHERE id IN ("  # noqa: S608 - dialect text
+        " SELECT id FROM outbox WHERE dispatched_at IS NULL AND claimed_until < ?"
+        f" ORDER BY id LIMIT ?{d.skip_locked})"
+        " RETURNING *",
+        (now + lease_s, now, limit),
+    )
+    return sorted((_row_to_event(r) for r in rows), key=lambda e: e.id)
+
+
+def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
+    rows = yield Query("DELETE FROM outbox WHERE dispatched_at < ? RETURNING id", (before,))
+    return len(rows)

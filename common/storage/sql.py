@@ -1,0 +1,170 @@
+"""`SqlCallStore`: the CallStore operations, once, over any backend that can run a program.
+
+A backend supplies `_run(program, write=...)`: run the transaction program (common/storage/
+programs.py) to its end and return its result, rolling back if it raises. Everything else,
+including the clock and the outbox lease, is here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from common.calls.events import LEASE_S
+from common.calls.models import (
+    Applied,
+    CallEvent,
+    CallRecord,
+    Decide,
+    IdempotencyClaim,
+    NewCall,
+    StoredAnswer,
+)
+from common.calls.outcomes import Status
+from common.storage import programs
+from common.storage.base import AdmissionLimits, Refusal
+from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
+
+T = TypeVar("T")
+
+
+class SqlCallStore:
+    """Implements `CallStore` (common/storage/base.py) given `_run`."""
+
+    dialect: Dialect
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    async def _run(self, program: Program[T], *, write: bool) -> T:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def create_call(
+        self,
+        call: NewCall,
+        detail: dict[str, Any] | None = None,
+        *,
+        claim: IdempotencyClaim | None = None,
+        limits: AdmissionLimits | None = None,
+        now: float | None = None,
+    ) -> Applied:
+        at = self._clock() if now is None else now
+        return await self._run(
+            programs.create_call(self.dialect, call, detail or {}, claim, limits, at, LEASE_S),
+            write=True,
+        )
+
+    async def get_call(self, call_id: str, *, with_timeline: bool = True) -> CallRecord | None:
+        return await self._run(programs.get_call(self.dialect, call_id, with_timeline), write=False)
+
+    async def list_calls(
+        self, *, status: Status | None = None, limit: int = 50, before: float | None = None
+    ) -> list[CallRecord]:
+        return await self._run(
+            programs.list_calls(self.dialect, status, limit, before), write=False
+        )
+
+    async def count_live(self) -> int:
+        return await self._run(programs.count_live(self.dialect), write=False)
+
+    async def count_by_status(self) -> dict[str, int]:
+        return await self._run(programs.count_by_status(self.dialect), write=False)
+
+    async def apply(
+        self,
+        call_id: str,
+        kind: str,
+        decide: Decide,
+        *,
+        event_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        room_finished: bool = False,
+    ) -> Applied:
+        program = programs.apply(
+            self.dialect,
+            call_id,
+            kind,
+            decide,
+            event_id,
+            detail or {},
+            room_finished,
+            self._clock(),
+            LEASE_S,
+        )
+        try:
+            return await self._run(program, write=True)
+        except DuplicateEvent:  # applied by another server at the same moment
+            return Applied(duplicate=True)
+
+    async def start_dial(self, call_id: str) -> CallRecord | None:
+        return await self._run(
+            programs.start_dial(self.dialect, call_id, self._clock()), write=True
+        )
+
+    async def request_hangup(self, call_id: str) -> CallRecord | None:
+        return await self._run(
+            programs.request_hangup(self.dialect, call_id, self._clock()), write=True
+        )
+
+    async def release_placement(self, call_id: str, claim: IdempotencyClaim | None) -> None:
+        await self._run(programs.release_placement(self.dialect, call_id, claim), write=True)
+
+    # -- the reaper ----------------------------------------------------------------------
+
+    async def stale_live_calls(self, now: float, margin_s: float) -> list[str]:
+        return await self._run(programs.stale_live_calls(self.dialect, now, margin_s), write=False)
+
+    async def graceless_finished(self, finished_before: float) -> list[str]:
+        return await self._run(
+            programs.graceless_finished(self.dialect, finished_before), write=False
+        )
+
+    async def never_dialled(self, created_before: float) -> list[str]:
+        return await self._run(programs.never_dialled(self.dialect, created_before), write=False)
+
+    async def live_among(self, call_ids: list[str]) -> set[str]:
+        return await self._run(programs.among(self.dialect, call_ids, LIVE), write=False)
+
+    async def known_among(self, call_ids: list[str]) -> set[str]:
+        return await self._run(programs.among(self.dialect, call_ids, ()), write=False)
+
+    async def probe_write(self, instance: str) -> None:
+        await self._run(programs.probe_write(self.dialect, instance, self._clock()), write=True)
+
+    # -- idempotency ---------------------------------------------------------------------
+
+    async def get_idempotent(self, client: str, key: str) -> StoredAnswer | None:
+        return await self._run(programs.get_idempotent(client, key), write=False)
+
+    async def answer_idempotent(
+        self, client: str, key: str, status: int, body: dict[str, Any]
+    ) -> None:
+        await self._run(
+            programs.answer_idempotent(self.dialect, client, key, status, body), write=True
+        )
+
+    # -- admission -----------------------------------------------------------------------
+
+    async def admission_refusal(
+        self, client: str, limits: AdmissionLimits, now: float
+    ) -> Refusal | None:
+        return await self._run(programs.admission_refusal(client, limits, now), write=False)
+
+    # -- the outbox ----------------------------------------------------------------------
+
+    async def ack_events(self, event_ids: list[int], now: float) -> None:
+        await self._run(programs.ack_events(self.dialect, event_ids, now), write=True)
+
+    async def claim_stale_events(self, now: float, lease_s: float, limit: int) -> list[CallEvent]:
+        return await self._run(
+            programs.claim_stale_events(self.dialect, now, lease_s, limit), write=True
+        )
+
+    async def purge_dispatched_events(self, before: float) -> int:
+        return await self._run(programs.purge_dispatched_events(self.dialect, before), write=True)

@@ -1,0 +1,258 @@
+"""The SQLite backend (the embedded default): one connection on one dedicated thread.
+
+The event loop never waits on SQLite: a whole transaction program (common/storage/programs.py)
+runs on the database thread in one hop, and the thread runs every queued program each time it
+wakes, handing the batch's results back to the loop at once (a thread hop costs ~0.03-0.1 ms
+of CPU on a small VM, more than most of our statements; see bench/RESULTS.md). Writes are
+`BEGIN IMMEDIATE ... COMMIT` (rolled back on any error); reads run in autocommit.
+
+The schema comes from the numbered files in migrations/sqlite/, applied at open, in order, in
+one `BEGIN IMMEDIATE` transaction (SQLite's writer lock: a second process opening the same
+file at the same moment waits, then finds them applied), tracked in `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.storage.base import DatabaseError
+from common.storage.migrations import migrations_for
+from common.storage.programs import SQLITE, Program, Row
+from common.storage.sql import SqlCallStore
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MIGRATIONS = migrations_for("sqlite")
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+@dataclass(frozen=True)
+class _Call:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+Outcome = tuple[_Call, Any, BaseException | None]
+
+
+class _Worker:
+    """One thread that runs submitted calls in order, all that are queued per wake-up.
+
+    Each batch's results go back to their event loop in one `call_soon_threadsafe`, instead of
+    one wake-up of the loop per call (handing each result back on its own measured 2.4x the CPU
+    per call under load). After `shutdown` nothing more is accepted; what was queued still
+    runs.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._queue: deque[_Call] = deque()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue fn(*args); raises RuntimeError once shut down."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._ready:
+            if self._stopping:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._queue.append(_Call(loop, future, fn, args))
+            self._ready.notify()
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._stopping:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            done: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+            for call in batch:
+                outcome: Outcome
+                try:
+                    outcome = (call, call.fn(*call.args), None)
+                except BaseException as exc:  # handed to the caller, like an executor does
+                    outcome = (call, None, exc)
+                done.setdefault(call.loop, []).append(outcome)
+            for loop, outcomes in done.items():
+                try:
+                    loop.call_soon_threadsafe(_deliver, outcomes)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    for call, result, exc in outcomes:
+        if call.future.cancelled():
+            continue
+        if exc is None:
+            call.future.set_result(result)
+        else:
+            call.future.set_exception(exc)
+
+
+class SqliteCallStore(SqlCallStore):
+    """CallStore on one SQLite file (WAL), owned by one worker thread."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self.path = path
+        self._worker = _Worker("calls-db")
+        self._conn: sqlite3.Connection | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(cls, path: Path, clock: Callable[[], float] = time.time) -> SqliteCallStore:
+        store = cls(path, clock)
+        try:
+            await store._submit(store._open_sync)
+        except BaseException:
+            store._worker.shutdown(wait=False)
+            raise
+        return store
+
+    def _open_sync(self) -> None:
+        if self.path.parent != Path():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with _Transaction(conn):  # the writer lock: one process migrates at a time
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"{self.path} has schema version {version}, newer than this code"
+                    f" ({SCHEMA_VERSION})"
+                )
+            pending = [m for m in MIGRATIONS if m.version > version]
+            for migration in pending:
+                for statement in migration.statements:
+                    conn.execute(statement)
+            if pending:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if pending:
+            logger.info(
+                "calls database %s at schema version %d (was %d)",
+                self.path,
+                SCHEMA_VERSION,
+                version,
+            )
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._submit(self._close_sync)
+        self._worker.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ----------------------------------------------------------------- running programs
+
+    async def _run(self, program: Program[T], *, write: bool) -> T:
+        result: T = await self._submit(self._run_sync, program, write)
+        return result
+
+    def _run_sync(self, program: Program[T], write: bool) -> T:
+        conn = self.conn
+        if not write:
+            return _drive(conn, program)
+        with _Transaction(conn):
+            return _drive(conn, program)
+
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            future = self._worker.submit(fn, *args)
+        except RuntimeError as exc:  # the worker is shut down: the database was closed
+            raise DatabaseError("calls database is closed") from exc
+        try:
+            return await future
+        except sqlite3.Error as exc:
+            logger.error("calls database error: %s", exc)
+            raise DatabaseError(str(exc)) from exc
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise DatabaseError("calls database is closed")
+        return self._conn
+
+
+def _drive(conn: sqlite3.Connection, program: Program[T]) -> T:
+    """Run `program` to its end on `conn`: each query's rows are sent back into it."""
+    try:
+        query = next(program)
+        while True:
+            # fetchall: a statement still stepping would block the COMMIT
+            rows: list[Row] = conn.execute(query.sql, query.args).fetchall()
+            query = program.send(rows)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (nothing half-written)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self._rollback()  # the original error is the one reported
+            return
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error:
+            # SQLite may or may not have rolled back a failed COMMIT; make sure, or every
+            # later BEGIN fails with "cannot start a transaction within a transaction".
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")

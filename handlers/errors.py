@@ -1,0 +1,116 @@
+"""One table from domain errors to HTTP answers, and the middleware that applies it.
+
+Handlers raise what went wrong (common/calls/errors.py, storage, config store, LiveKit); this
+module alone decides the status, the message and headers such as Retry-After. Every error is
+JSON `{"status": "error", "error": ..., "details": [...]}`; no stack trace reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from common.calls.errors import (
+    CallAlreadyOver,
+    InvalidCall,
+    KeyReused,
+    RateLimited,
+    TooManyLiveCalls,
+    UnknownCall,
+)
+from common.config_store.store import ConfigWriteError
+from common.livekit.client import LiveKitError
+from common.storage.base import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpError(Exception):
+    """An error that is already an HTTP answer (bad body, bad parameter, unauthorized)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    message: str
+    details: list[dict[str, Any]]
+    headers: dict[str, str] | None = None
+
+
+def _retry(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
+
+
+# The table: each domain error, the answer it gets. Subclasses match their base's row.
+ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
+    (HttpError, lambda e: Answer(e.status, e.message, [], e.headers)),
+    (InvalidCall, lambda e: Answer(422, "invalid request", [f.to_json() for f in e.errors])),
+    (TooManyLiveCalls, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
+    (RateLimited, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
+    (KeyReused, lambda e: Answer(409, str(e), [])),
+    (UnknownCall, lambda e: Answer(404, "unknown call", [])),
+    (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
+    (
+        ConfigWriteError,
+        lambda e: Answer(503, f"could not store the call's configuration: {e.strerror}", []),
+    ),
+    (DatabaseError, lambda e: Answer(503, "calls database unavailable", [])),
+    (LiveKitError, lambda e: Answer(e.http_status, str(e), [])),
+]
+
+
+def answer_for(exc: BaseException) -> Answer | None:
+    for kind, render in ANSWERS:
+        if isinstance(exc, kind):
+            return render(exc)
+    return None
+
+
+def json_error(
+    status: int,
+    error: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The one error shape: {"status": "error", "error": ..., "details": [...]}."""
+    return web.json_response(
+        {"status": "error", "error": error, "details": details or []},
+        status=status,
+        headers=headers,
+    )
+
+
+def error_response(exc: BaseException) -> web.Response | None:
+    answer = answer_for(exc)
+    if answer is None:
+        return None
+    return json_error(answer.status, answer.message, answer.details, answer.headers)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = exc.headers.get("Allow")
+        return json_error(exc.status, exc.reason, headers={"Allow": allow} if allow else None)
+    except Exception as exc:
+        response = error_response(exc)
+        if response is not None:
+            return response
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error")

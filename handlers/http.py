@@ -1,0 +1,126 @@
+"""What every handler module shares: reading bodies, the API token, and declaring routes.
+
+A route is declared once, with `add_route`: its handler, whether it needs the API token, and
+its OpenAPI description (parameters, request and response models), from which
+`/openapi.json` is generated.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from handlers.errors import HttpError
+from handlers.keys import ROUTES, SETTINGS
+
+View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One documented answer of a route: why, and the model of its body (None: an error)."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    content_type: str = JSON
+    headers: tuple[str, ...] = ()  # documented response headers, e.g. "Retry-After"
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    replies: dict[int, Reply]
+    body: type[BaseModel] | None = None
+    body_content_type: str = JSON
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    protected: bool = False
+
+
+def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
+    """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
+    app.router.add_route(doc.method, doc.path, requires_token(view) if doc.protected else view)
+    app.setdefault(ROUTES, []).append(doc)
+
+
+def requires_token(view: View) -> View:
+    """With CALLS_API_TOKEN set, the request needs `Authorization: Bearer <token>`
+    (compared in constant time); without it the server listens on loopback only."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = request.app[SETTINGS].calls_api_token
+        if token:
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            valid = scheme.lower() == "bearer" and hmac.compare_digest(
+                value.strip().encode(), token.encode()
+            )
+            if not valid:
+                raise HttpError(
+                    401,
+                    "missing or invalid API token",
+                    {"WWW-Authenticate": 'Bearer realm="calls"'},
+                )
+        return await view(request)
+
+    return guarded
+
+
+def client_identity(request: web.Request) -> str:
+    """Who the limits apply to: the API token's holder, else the client address."""
+    if request.app[SETTINGS].calls_api_token:
+        return "token"
+    return request.remote or "unknown"
+
+
+async def read_body(request: web.Request, limit: int, what: str = "request body") -> bytes:
+    """The raw body, refused with 413 (before reading it all) when over `limit` bytes."""
+    too_large = HttpError(413, f"{what} is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes) -> object:
+    """The body's JSON, read as UTF-8 only; 400 with a message for the client otherwise.
+
+    `json.loads` would also take UTF-16 and UTF-32 bytes; RFC 8259 bodies are UTF-8.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(
+            400, f"request body is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except ValueError as exc:
+        raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 30,000 nested "[" fit in 64 KiB
+        raise HttpError(400, "request body is not valid JSON: nested too deeply") from None
+
+
+def json_answer(
+    model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(by_alias=True),
+        status=status,
+        content_type=JSON,
+        headers=headers,
+    )

@@ -1,0 +1,24 @@
+"""Typed application keys: the long-lived resources handlers reach through `request.app`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from common.calls.events import EventDispatcher
+from common.calls.service import CallService
+from common.config_store.store import ConfigStore
+from common.metrics import Metrics
+from common.settings import Settings
+from common.storage.base import CallStore
+
+SETTINGS = web.AppKey("settings", Settings)
+CONFIG = web.AppKey("config", ConfigStore)
+METRICS = web.AppKey("metrics", Metrics)
+STORE = web.AppKey("store", CallStore)
+EVENTS = web.AppKey("events", EventDispatcher)
+CALLS = web.AppKey("calls", CallService)
+LIVEKIT_URL = web.AppKey("livekit_url", str)
+# Every route's OpenAPI description, added by the handler modules as they register routes.
+ROUTES = web.AppKey("routes", list[Any])

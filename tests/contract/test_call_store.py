@@ -1,0 +1,647 @@
+"""The CallStore contract: calls, timelines, idempotency, admission and the outbox, the same on
+every backend (tests/contract/conftest.py picks them)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from common.calls.models import (
+    Applied,
+    Decide,
+    IdempotencyClaim,
+    NewCall,
+    StoredAnswer,
+    TimelineEntry,
+    iso_time,
+)
+from common.calls.outcomes import CallState, Change, Signal, Status, next_state
+from common.storage.base import (
+    AdmissionLimits,
+    CallStore,
+    DatabaseError,
+    KeyTaken,
+    Refusal,
+    Refused,
+)
+from tests.contract.conftest import Backend
+from tests.helpers import FakeClock
+
+CALL = "call-000000000001"
+
+
+def new_call(call_id: str = CALL, phone: str = "+1234567890", client: str = "") -> NewCall:
+    return NewCall(call_id, phone, "Alice Smith", "en", "Excited", client=client)
+
+
+def set_status(status: Status, reason: str | None = None, answered: bool = False) -> Decide:
+    def decide(_state: CallState) -> Change:
+        return Change(status, reason, answered)
+
+    return decide
+
+
+def decide_by(signal: Signal) -> Decide:
+    """What the webhook path does: the pure mapping, for one signal."""
+    return lambda state: next_state(state, signal)
+
+
+def nothing(_state: CallState) -> None:
+    return None
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+async def test_reopen_reads_back_everything(backend: Backend, clock: FakeClock) -> None:
+    first = await backend.open()
+    claim = IdempotencyClaim("alice", "key-1", "h1")
+    created = await first.create_call(new_call(), {"source": "api"}, claim=claim)
+    assert created.after is not None and created.after.call_id == CALL
+    clock.advance(3)
+    await first.apply(CALL, "participant_joined", set_status(Status.RINGING), event_id="EV_1")
+    await first.request_hangup(CALL)
+    await first.answer_idempotent("alice", "key-1", 200, {"status": "success"})
+    before = await first.get_call(CALL)
+    await first.close()
+
+    second = await backend.open()
+    try:
+        after = await second.get_call(CALL)
+        assert after == before
+        assert after is not None
+        assert after.status is Status.RINGING and after.hangup_requested
+        assert [e.kind for e in after.timeline] == ["created", "participant_joined"]
+        assert after.timeline[0].detail == {"source": "api"}
+        assert await second.get_idempotent("alice", "key-1") == StoredAnswer(
+            CALL, "h1", 200, {"status": "success"}
+        )
+        # The event id is still known: a retried webhook stays a duplicate after a restart.
+        applied = await second.apply(
+            CALL, "participant_joined", set_status(Status.FAILED), event_id="EV_1"
+        )
+        assert applied.duplicate
+    finally:
+        await second.close()
+
+
+async def test_closed_store_raises_database_error(backend: Backend) -> None:
+    store = await backend.open()
+    await store.close()
+    with pytest.raises(DatabaseError):
+        await store.get_call(CALL)
+    with pytest.raises(DatabaseError):
+        await store.create_call(new_call())
+
+
+# ------------------------------------------------------------------ calls
+
+
+async def test_create_and_get(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call(), {"dispatch": "pending"})
+    call = await store.get_call(CALL)
+    assert call is not None
+    assert (call.call_id, call.phone_number, call.caller_name) == (
+        CALL,
+        "+1234567890",
+        "Alice Smith",
+    )
+    assert (call.language, call.emotion) == ("en", "Excited")
+    assert call.status is Status.DIALING
+    assert (call.outcome, call.reason) == (None, None)
+    assert not call.answered and not call.hangup_requested
+    assert call.created_at == call.updated_at == clock.now
+    assert call.answered_at is None and call.ended_at is None
+    assert not call.is_final
+    assert call.state == CallState(Status.DIALING)
+    assert call.timeline == (
+        TimelineEntry("created", None, "dialing", {"dispatch": "pending"}, clock.now, None),
+    )
+    assert (call.ringing_timeout_s, call.max_duration_s, call.config) == (30, 600, {})
+    assert await store.get_call(CALL, with_timeline=False) == dataclasses.replace(call, timeline=())
+
+
+async def test_get_unknown_call(store: CallStore) -> None:
+    assert await store.get_call("call-nope") is None
+
+
+async def test_duplicate_call_id_is_a_database_error(store: CallStore) -> None:
+    await store.create_call(new_call())
+    with pytest.raises(DatabaseError):
+        await store.create_call(new_call())
+    call = await store.get_call(CALL)
+    assert call is not None and len(call.timeline) == 1  # no stray "created" entry
+
+
+async def test_list_calls_newest_first_with_filters(store: CallStore, clock: FakeClock) -> None:
+    ids = [f"call-00000000000{n}" for n in range(5)]
+    created: dict[str, float] = {}
+    for call_id in ids:
+        clock.advance(10)
+        await store.create_call(new_call(call_id))
+        created[call_id] = clock.now
+    await store.apply(ids[1], "room_finished", set_status(Status.NO_ANSWER, "no answer"))
+    await store.apply(ids[3], "room_finished", set_status(Status.BUSY))
+
+    everything = await store.list_calls()
+    assert [c.call_id for c in everything] == ids[::-1]
+    assert all(c.timeline == () for c in everything)  # lists carry no timelines
+
+    assert [c.call_id for c in await store.list_calls(limit=2)] == [ids[4], ids[3]]
+    dialing = await store.list_calls(status=Status.DIALING)
+    assert [c.call_id for c in dialing] == [ids[4], ids[2], ids[0]]
+    assert [c.call_id for c in await store.list_calls(status=Status.BUSY)] == [ids[3]]
+    assert await store.list_calls(status=Status.COMPLETED) == []
+    # `before` pages on created_at, strictly.
+    assert [c.call_id for c in await store.list_calls(before=created[ids[2]])] == [ids[1], ids[0]]
+    page = await store.list_calls(status=Status.DIALING, before=created[ids[4]], limit=1)
+    assert [c.call_id for c in page] == [ids[2]]
+
+
+async def test_count_live_and_by_status(store: CallStore) -> None:
+    assert await store.count_live() == 0
+    for n in range(4):
+        await store.create_call(new_call(f"call-00000000000{n}"))
+    await store.apply("call-000000000001", "x", set_status(Status.RINGING))
+    await store.apply("call-000000000002", "x", set_status(Status.IN_PROGRESS, answered=True))
+    await store.apply("call-000000000003", "x", set_status(Status.FAILED, "trunk"))
+    assert await store.count_live() == 3
+    assert await store.count_by_status() == {
+        "dialing": 1,
+        "ringing": 1,
+        "in_progress": 1,
+        "failed": 1,
+    }
+
+
+async def test_request_hangup(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call())
+    clock.advance(5)
+    call = await store.request_hangup(CALL)
+    assert call is not None
+    assert call.hangup_requested
+    assert call.state == CallState(Status.DIALING, hangup_requested=True)
+    assert call.updated_at == clock.now
+    assert call.status is Status.DIALING  # asking is not ending
+    assert await store.request_hangup("call-unknown") is None
+
+
+async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call("call-a"))
+    await store.create_call(new_call("call-b"))
+    await store.request_hangup("call-b")
+    marked = await store.start_dial("call-b")
+    assert marked is not None and marked.hangup_requested  # what placement checks
+    assert await store.start_dial("call-unknown") is None
+    clock.advance(61)
+    assert await store.never_dialled(clock.now - 60) == ["call-a"]
+
+
+# ------------------------------------------------------------------ the reaper
+
+
+async def test_stale_live_calls(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call("call-old-live"))
+    await store.create_call(new_call("call-old-final"))
+    await store.apply("call-old-final", "room_finished", set_status(Status.COMPLETED))
+    clock.advance(700)
+    await store.create_call(new_call("call-new-live"))
+    # A call is stale past its own ringing timeout + max duration (30 + 600 here) + margin.
+    assert await store.stale_live_calls(clock.now, 50) == ["call-old-live"]
+    assert sorted(await store.stale_live_calls(clock.now + 631, 0)) == [
+        "call-new-live",
+        "call-old-live",
+    ]
+    assert await store.stale_live_calls(clock.now, 1000) == []
+
+
+async def test_stale_uses_each_calls_own_limits(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(dataclasses.replace(new_call("call-short"), max_duration_s=30))
+    await store.create_call(dataclasses.replace(new_call("call-long"), max_duration_s=3600))
+    clock.advance(200)
+    assert await store.stale_live_calls(clock.now, 60) == ["call-short"]
+
+
+async def test_graceless_finished(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call("call-a"))
+    await store.create_call(new_call("call-b"))
+    await store.apply("call-a", "room_finished", nothing, room_finished=True)
+    await store.apply("call-b", "room_finished", set_status(Status.BUSY), room_finished=True)
+    applied = await store.apply("call-a", "x", nothing, room_finished=True)
+    assert applied.after is not None and applied.after.room_finished_at == clock.now
+    assert applied.after.state.room_finished
+    clock.advance(10)
+    assert await store.graceless_finished(clock.now - 20) == []
+    assert await store.graceless_finished(clock.now - 5) == ["call-a"]  # b is final
+
+
+async def test_live_and_known_among(store: CallStore) -> None:
+    await store.create_call(new_call("call-live"))
+    await store.create_call(new_call("call-over"))
+    await store.apply("call-over", "x", set_status(Status.COMPLETED))
+    ids = ["call-live", "call-over", "call-unknown"] + [f"call-x{n}" for n in range(1200)]
+    assert await store.live_among(ids) == {"call-live"}
+    assert await store.known_among(ids) == {"call-live", "call-over"}
+    assert await store.live_among([]) == set()
+
+
+async def test_probe_write(store: CallStore) -> None:
+    await store.probe_write("host:8000")
+    await store.probe_write("host:8000")  # an upsert: the table stays one row per instance
+
+
+# ------------------------------------------------------------------ apply
+
+
+async def test_apply_changes_status_and_timeline(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call())
+    seen: list[CallState] = []
+
+    def decide(state: CallState) -> Change:
+        seen.append(state)
+        return Change(Status.RINGING, "ringing now")
+
+    clock.advance(2)
+    applied = await store.apply(
+        CALL, "participant_joined", decide, event_id="EV_1", detail={"a": 1}
+    )
+    assert seen == [CallState(Status.DIALING)]
+    assert applied.change == Change(Status.RINGING, "ringing now")
+    assert not applied.duplicate and not applied.unknown_call
+    assert applied.before is not None and applied.before.status is Status.DIALING
+    assert applied.after is not None and applied.after.status is Status.RINGING
+    assert applied.after.reason == "ringing now"
+    assert applied.after.updated_at == clock.now
+    assert applied.after.outcome is None and applied.after.ended_at is None
+
+    call = await store.get_call(CALL)
+    assert call is not None
+    assert call.timeline[-1] == TimelineEntry(
+        "participant_joined", "dialing", "ringing", {"a": 1}, clock.now, "EV_1"
+    )
+    assert call.timeline[-1].to_json() == {
+        "event": "participant_joined",
+        "from": "dialing",
+        "to": "ringing",
+        "at": iso_time(clock.now),
+        "event_id": "EV_1",
+        "detail": {"a": 1},
+    }
+
+
+async def test_apply_answer_and_final_outcome(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call())
+    start = clock.now
+    clock.advance(5)
+    await store.apply(CALL, "track_published", set_status(Status.IN_PROGRESS, None, True))
+    answered_at = clock.now
+    clock.advance(5)
+    # A later change that does not say "answered" never un-answers the call.
+    await store.apply(CALL, "x", set_status(Status.IN_PROGRESS, None, False))
+    clock.advance(32)
+    applied = await store.apply(CALL, "room_finished", set_status(Status.COMPLETED))
+    call = applied.after
+    assert call is not None
+    assert call.status is Status.COMPLETED and call.is_final
+    assert call.outcome == "completed"
+    assert call.answered and call.answered_at == answered_at
+    assert call.ended_at == clock.now
+    assert call.duration_s() == 42.0
+    assert call.created_at == start
+    doc = call.to_json(with_timeline=False)
+    assert doc["status"] == doc["outcome"] == "completed"
+    assert (doc["ring_s"], doc["talk_s"]) == (5.0, 37.0)
+    assert doc["answered_at"] == iso_time(answered_at)
+    assert doc["room"] == doc["call_id"] == CALL
+    assert "timeline" not in doc
+
+
+async def test_apply_keeps_earlier_reason_when_change_has_none(store: CallStore) -> None:
+    await store.create_call(new_call())
+    await store.apply(CALL, "x", set_status(Status.RINGING, "first reason"))
+    applied = await store.apply(CALL, "x", set_status(Status.NO_ANSWER))
+    assert applied.after is not None and applied.after.reason == "first reason"
+    assert applied.after.outcome == "no_answer"
+
+
+async def test_apply_without_change_records_the_event(store: CallStore) -> None:
+    await store.create_call(new_call())
+    applied = await store.apply(CALL, "room_started", nothing, event_id="EV_9")
+    assert applied.change is None and applied.events == ()
+    assert applied.before == applied.after
+    assert applied.after is not None and applied.after.status is Status.DIALING
+    call = await store.get_call(CALL)
+    assert call is not None
+    assert [(e.kind, e.from_status, e.to_status, e.event_id) for e in call.timeline] == [
+        ("created", None, "dialing", None),
+        ("room_started", None, None, "EV_9"),
+    ]
+
+
+async def test_duplicate_event_id_is_applied_once(store: CallStore) -> None:
+    await store.create_call(new_call())
+    first = await store.apply(
+        CALL, "participant_joined", set_status(Status.RINGING), event_id="EV_1"
+    )
+    assert first.change is not None and not first.duplicate
+    asked: list[CallState] = []
+
+    def decide(state: CallState) -> Change:
+        asked.append(state)
+        return Change(Status.FAILED)
+
+    again = await store.apply(CALL, "participant_joined", decide, event_id="EV_1")
+    assert again == Applied(duplicate=True)
+    assert asked == []  # the decision is not even asked for
+    call = await store.get_call(CALL)
+    assert call is not None and call.status is Status.RINGING
+    assert [e.event_id for e in call.timeline].count("EV_1") == 1
+
+
+async def test_one_event_applied_concurrently_changes_the_call_once(store: CallStore) -> None:
+    """Two deliveries of one webhook at the same moment (two servers, or LiveKit's retry)."""
+    await store.create_call(new_call())
+    results = await asyncio.gather(
+        *(
+            store.apply(CALL, "participant_joined", set_status(Status.RINGING), event_id="EV_C")
+            for _ in range(8)
+        )
+    )
+    assert sum(1 for r in results if not r.duplicate) == 1
+    call = await store.get_call(CALL)
+    assert call is not None and [e.event_id for e in call.timeline].count("EV_C") == 1
+
+
+async def test_events_without_id_are_never_duplicates(store: CallStore) -> None:
+    await store.create_call(new_call())
+    for _ in range(3):
+        applied = await store.apply(CALL, "note", nothing)
+        assert not applied.duplicate
+    call = await store.get_call(CALL)
+    assert call is not None and len(call.timeline) == 4
+
+
+async def test_apply_to_unknown_call(store: CallStore) -> None:
+    applied = await store.apply(
+        "call-unknown", "room_finished", set_status(Status.FAILED), event_id="E"
+    )
+    assert applied == Applied(unknown_call=True)
+    # Nothing was stored for it: a later call with that id sees no such event.
+    await store.create_call(new_call("call-unknown"))
+    call = await store.get_call("call-unknown")
+    assert call is not None and [e.kind for e in call.timeline] == ["created"]
+
+
+class DecideFailed(Exception):
+    pass
+
+
+async def test_failing_decide_rolls_back_and_surfaces(store: CallStore) -> None:
+    await store.create_call(new_call())
+    before = await store.get_call(CALL)
+
+    def decide(_state: CallState) -> Change:
+        raise DecideFailed("boom")
+
+    with pytest.raises(DecideFailed, match="boom"):
+        await store.apply(CALL, "room_finished", decide, event_id="EV_X", room_finished=True)
+    assert await store.get_call(CALL) == before  # room_finished_at was rolled back too
+    # The event id was not consumed: a retry is applied, and the store is usable.
+    applied = await store.apply(
+        CALL, "room_finished", set_status(Status.COMPLETED), event_id="EV_X"
+    )
+    assert applied.after is not None and applied.after.status is Status.COMPLETED
+
+
+async def test_failure_after_the_update_leaves_nothing_half_written(store: CallStore) -> None:
+    # decide succeeds and the UPDATE runs; storing the event then fails (detail is not JSON).
+    await store.create_call(new_call())
+    before = await store.get_call(CALL)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        await store.apply(
+            CALL,
+            "room_finished",
+            set_status(Status.COMPLETED),
+            event_id="EV_Y",
+            detail={"bad": object()},
+        )
+    after = await store.get_call(CALL)
+    assert after == before
+    assert after is not None and after.status is Status.DIALING and after.ended_at is None
+    assert await store.count_live() == 1
+    events = await store.claim_stale_events(1e12, 60, 100)
+    assert [e.type for e in events] == ["call.dialing"]  # the rolled-back change left none
+
+
+async def test_runtime_error_in_decide_is_not_reported_as_closed(store: CallStore) -> None:
+    await store.create_call(new_call())
+
+    def decide(_state: CallState) -> Change:
+        raise RuntimeError("decision failed")
+
+    with pytest.raises(RuntimeError, match="decision failed"):
+        await store.apply(CALL, "room_finished", decide)
+
+
+async def test_webhook_sequence_through_next_state(store: CallStore, clock: FakeClock) -> None:
+    await store.create_call(new_call())
+    signals = [
+        Signal("participant_joined", CALL, True, "ringing"),
+        Signal("track_published", CALL, True, "active"),
+        Signal("participant_left", CALL, True, "hangup", "CLIENT_INITIATED"),
+        Signal("room_finished", CALL),
+    ]
+    for n, signal in enumerate(signals):
+        clock.advance(1)
+        await store.apply(
+            signal.room,
+            signal.event,
+            decide_by(signal),
+            event_id=f"EV_{n}",
+            room_finished=signal.event == "room_finished",
+        )
+    call = await store.get_call(CALL)
+    assert call is not None
+    assert call.status is Status.COMPLETED and call.answered
+    assert [(e.kind, e.to_status) for e in call.timeline] == [
+        ("created", "dialing"),
+        ("participant_joined", "ringing"),
+        ("track_published", "in_progress"),
+        ("participant_left", None),
+        ("room_finished", "completed"),
+    ]
+
+
+# ------------------------------------------------------------------ idempotency
+
+
+async def test_idempotency_key_is_recorded_with_its_call(store: CallStore) -> None:
+    assert await store.get_idempotent("alice", "k1") is None
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    await store.create_call(new_call("call-a"), claim=claim)
+    # Bound before any answer: a retry learns the call, with no answer yet.
+    assert await store.get_idempotent("alice", "k1") == StoredAnswer("call-a", "h1")
+    assert await store.get_idempotent("bob", "k1") is None  # keys are per client
+    assert await store.get_idempotent("alice", "k2") is None
+    await store.answer_idempotent("alice", "k1", 200, {"status": "success", "call_id": "call-a"})
+    assert await store.get_idempotent("alice", "k1") == StoredAnswer(
+        "call-a", "h1", 200, {"status": "success", "call_id": "call-a"}
+    )
+
+
+async def test_a_taken_key_records_nothing(store: CallStore) -> None:
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    await store.create_call(new_call("call-a"), claim=claim)
+    with pytest.raises(KeyTaken) as taken:
+        await store.create_call(new_call("call-b"), claim=claim)
+    assert taken.value.stored == StoredAnswer("call-a", "h1")
+    assert await store.get_call("call-b") is None  # the second call was never recorded
+
+
+async def test_one_key_sent_concurrently_binds_one_call(store: CallStore) -> None:
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    results = await asyncio.gather(
+        *(store.create_call(new_call(f"call-{n:012d}"), claim=claim) for n in range(8)),
+        return_exceptions=True,
+    )
+    placed = [r for r in results if isinstance(r, Applied)]
+    assert len(placed) == 1
+    assert all(isinstance(r, KeyTaken) for r in results if not isinstance(r, Applied))
+    assert await store.count_live() == 1
+
+
+async def test_release_frees_the_key_and_the_rate_share(store: CallStore, clock: FakeClock) -> None:
+    limits = AdmissionLimits(max_live=100, per_minute=1)
+    claim = IdempotencyClaim("alice", "k1", "h1")
+    await store.create_call(new_call("call-a", client="alice"), claim=claim, limits=limits)
+    other = IdempotencyClaim("alice", "k1", "other-hash")
+    await store.release_placement("call-other", other)  # another call's release: no effect
+    assert await store.get_idempotent("alice", "k1") is not None
+    await store.release_placement("call-a", claim)
+    assert await store.get_idempotent("alice", "k1") is None
+    # The rate share came back too: alice may place her one call of this minute.
+    await store.create_call(new_call("call-b", client="alice"), claim=claim, limits=limits)
+
+
+# ------------------------------------------------------------------ admission
+
+
+async def test_the_live_cap_holds(store: CallStore, clock: FakeClock) -> None:
+    limits = AdmissionLimits(max_live=2, per_minute=100)
+    for n in range(2):
+        await store.create_call(new_call(f"call-{n:012d}", client="a"), limits=limits)
+    with pytest.raises(Refused) as refused:
+        await store.create_call(new_call("call-x", client="b"), limits=limits)
+    assert refused.value.refusal.limit == "live"
+    assert await store.admission_refusal("b", limits, clock.now) == refused.value.refusal
+    await store.apply("call-000000000000", "x", set_status(Status.COMPLETED))
+    await store.create_call(new_call("call-x", client="b"), limits=limits)  # a slot freed
+
+
+async def test_the_rate_holds_per_client_over_a_minute(store: CallStore, clock: FakeClock) -> None:
+    limits = AdmissionLimits(max_live=100, per_minute=2)
+    await store.create_call(new_call("call-1", client="a"), limits=limits)
+    clock.advance(20)
+    await store.create_call(new_call("call-2", client="a"), limits=limits)
+    with pytest.raises(Refused) as refused:
+        await store.create_call(new_call("call-3", client="a"), limits=limits)
+    assert refused.value.refusal == Refusal("rate", 40)  # the first of the minute ages out
+    await store.create_call(new_call("call-b1", client="b"), limits=limits)  # others are free
+    clock.advance(41)
+    await store.create_call(new_call("call-3", client="a"), limits=limits)
+
+
+async def test_concurrent_admissions_never_exceed_the_cap(store: CallStore) -> None:
+    limits = AdmissionLimits(max_live=5, per_minute=1000)
+    results = await asyncio.gather(
+        *(store.create_call(new_call(f"call-{n:012d}"), limits=limits) for n in range(40)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Applied) for r in results) == 5
+    assert all(isinstance(r, Refused) for r in results if not isinstance(r, Applied))
+    assert await store.count_live() == 5
+
+
+async def test_a_bound_key_is_answered_before_the_limits(store: CallStore) -> None:
+    """A retry of a placed call is never refused by a limit the call itself used up."""
+    limits = AdmissionLimits(max_live=1, per_minute=1)
+    claim = IdempotencyClaim("a", "k", "h")
+    await store.create_call(new_call("call-a", client="a"), claim=claim, limits=limits)
+    with pytest.raises(KeyTaken):
+        await store.create_call(new_call("call-b", client="a"), claim=claim, limits=limits)
+
+
+# ------------------------------------------------------------------ the outbox
+
+
+async def test_every_change_writes_its_events(store: CallStore, clock: FakeClock) -> None:
+    created = await store.create_call(new_call())
+    assert [e.type for e in created.events] == ["call.dialing"]
+    assert created.events[0].data["status"] == "dialing"
+    assert created.events[0].from_status is None
+    ringing = await store.apply(CALL, "x", set_status(Status.RINGING))
+    answered = await store.apply(CALL, "x", set_status(Status.IN_PROGRESS, answered=True))
+    ended = await store.apply(CALL, "x", set_status(Status.COMPLETED))
+    assert [e.type for e in ringing.events] == ["call.ringing"]
+    assert [e.type for e in answered.events] == ["call.answered"]
+    assert [e.type for e in ended.events] == ["call.ended"]
+    assert ended.events[0].from_status == "in_progress"
+    assert ended.events[0].data["status"] == "completed"
+    ids = [e.id for a in (created, ringing, answered, ended) for e in a.events]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+
+
+async def test_a_late_answer_after_the_room_finished_writes_answered_then_ended(
+    store: CallStore,
+) -> None:
+    await store.create_call(new_call())
+    await store.apply(CALL, "x", set_status(Status.RINGING))
+    applied = await store.apply(CALL, "x", set_status(Status.COMPLETED, answered=True))
+    assert [e.type for e in applied.events] == ["call.answered", "call.ended"]
+
+
+async def test_unacked_events_are_taken_over_after_the_lease(
+    store: CallStore, clock: FakeClock
+) -> None:
+    created = await store.create_call(new_call())
+    await store.apply(CALL, "x", set_status(Status.RINGING))
+    # Within the lease, the server that wrote them holds them.
+    assert await store.claim_stale_events(clock.now + 1, 60, 100) == []
+    later = clock.now + 120  # that server died: its lease ran out
+    taken = await store.claim_stale_events(later, 60, 100)
+    assert [e.type for e in taken] == ["call.dialing", "call.ringing"]
+    assert taken[0] == created.events[0]
+    assert await store.claim_stale_events(later, 60, 100) == []  # taken: held for another lease
+    await store.ack_events([taken[0].id], later)
+    again = await store.claim_stale_events(later + 120, 60, 100)
+    assert [e.type for e in again] == ["call.ringing"]  # acked events never come back
+
+
+async def test_claims_are_batched_oldest_first(store: CallStore, clock: FakeClock) -> None:
+    for n in range(5):
+        await store.create_call(new_call(f"call-{n:012d}"))
+    first = await store.claim_stale_events(clock.now + 120, 60, 2)
+    second = await store.claim_stale_events(clock.now + 120, 60, 10)
+    assert [e.call_id for e in first] == ["call-000000000000", "call-000000000001"]
+    assert len(second) == 3 and min(e.id for e in second) > max(e.id for e in first)
+
+
+async def test_dispatched_events_are_purged(store: CallStore, clock: FakeClock) -> None:
+    created = await store.create_call(new_call())
+    await store.ack_events([e.id for e in created.events], clock.now)
+    assert await store.purge_dispatched_events(clock.now - 1) == 0
+    assert await store.purge_dispatched_events(clock.now + 1) == 1
+
+
+async def test_rate_retry_after_rounds_up_and_the_window_slides(
+    store: CallStore, clock: FakeClock
+) -> None:
+    limits = AdmissionLimits(max_live=100, per_minute=1)
+    await store.create_call(new_call("call-1", client="a"), limits=limits)
+    clock.advance(59.2)
+    assert await store.admission_refusal("a", limits, clock.now) == Refusal("rate", 1)
+    clock.advance(0.9)  # the first call is now older than a minute
+    assert await store.admission_refusal("a", limits, clock.now) is None
+    await store.create_call(new_call("call-2", client="a"), limits=limits)

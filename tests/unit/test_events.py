@@ -1,0 +1,156 @@
+"""Call events: which events a change makes, and the dispatcher over a real outbox (SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from common.calls.events import LEASE_S, EventDispatcher, events_for_change
+from common.calls.models import CallEvent, CallRecord, NewCall
+from common.calls.outcomes import Change, Status
+from common.storage.sqlite import SqliteCallStore
+from tests.helpers import FakeClock
+
+
+def record(status: Status, answered: bool = False) -> CallRecord:
+    return CallRecord(
+        "call-x", "+1", "A", "en", "Calm", status, None, None, answered, False, 0, None, None, 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "types"),
+    [
+        (record(Status.DIALING), record(Status.RINGING), ("call.ringing",)),
+        (record(Status.RINGING), record(Status.IN_PROGRESS, True), ("call.answered",)),
+        (record(Status.DIALING), record(Status.IN_PROGRESS, True), ("call.answered",)),
+        (record(Status.IN_PROGRESS, True), record(Status.COMPLETED, True), ("call.ended",)),
+        (record(Status.RINGING), record(Status.BUSY), ("call.ended",)),
+        (
+            record(Status.RINGING),
+            record(Status.COMPLETED, True),
+            ("call.answered", "call.ended"),
+        ),
+        (record(Status.RINGING), record(Status.RINGING), ()),
+    ],
+)
+def test_events_for_change(before: CallRecord, after: CallRecord, types: tuple[str, ...]) -> None:
+    assert events_for_change(before, after) == types
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteCallStore]:
+    opened = await SqliteCallStore.open(tmp_path / "calls.db", clock)
+    yield opened
+    await opened.close()
+
+
+async def _placed_and_ended(store: SqliteCallStore, call_id: str) -> list[CallEvent]:
+    created = await store.create_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
+    ended = await store.apply(call_id, "x", lambda _s: Change(Status.BUSY))
+    return [*created.events, *ended.events]
+
+
+async def test_subscribers_get_every_event_in_order_then_it_is_acked(
+    store: SqliteCallStore, clock: FakeClock
+) -> None:
+    seen: dict[str, list[tuple[str, str]]] = {"a": [], "b": []}
+
+    def subscriber(name: str):  # type: ignore[no-untyped-def]
+        async def take(event: CallEvent) -> None:
+            seen[name].append((event.call_id, event.type))
+
+        return take
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("a", subscriber("a"))
+    dispatcher.subscribe("b", subscriber("b"))
+    dispatcher.start()
+    try:
+        for call_id in ("call-1", "call-2"):
+            dispatcher.publish(await _placed_and_ended(store, call_id))
+        await dispatcher.wait_idle()
+    finally:
+        await dispatcher.stop()
+    expected = [(c, t) for c in ("call-1", "call-2") for t in ("call.dialing", "call.ended")]
+    assert seen == {"a": expected, "b": expected}
+    # Acked: nothing is left for a later server to take over, even long after the lease.
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 100) == []
+
+
+async def test_a_failing_subscriber_gets_the_event_again_after_the_lease(
+    store: SqliteCallStore, clock: FakeClock
+) -> None:
+    attempts: list[str] = []
+
+    async def flaky(event: CallEvent) -> None:
+        attempts.append(event.type)
+        if len(attempts) == 1:
+            raise RuntimeError("receiver down")
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("flaky", flaky)
+    dispatcher.start()
+    try:
+        created = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
+        dispatcher.publish(created.events)
+        await dispatcher.wait_idle()
+        assert attempts == ["call.dialing"]
+        assert await dispatcher.recover() == 0  # still within its lease
+        clock.advance(LEASE_S + 1)
+        assert await dispatcher.recover() == 1
+        await dispatcher.wait_idle()
+    finally:
+        await dispatcher.stop()
+    assert attempts == ["call.dialing", "call.dialing"]  # at least once: delivered again
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
+
+
+async def test_events_a_crashed_server_never_dispatched_are_taken_over(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "calls.db"
+    crashed = await SqliteCallStore.open(path, clock)
+    events = await _placed_and_ended(crashed, "call-1")  # committed, never published
+    await crashed.close()
+
+    clock.advance(LEASE_S + 1)
+    restarted = await SqliteCallStore.open(path, clock)
+    got: list[CallEvent] = []
+
+    async def take(event: CallEvent) -> None:
+        got.append(event)
+
+    dispatcher = EventDispatcher(restarted, clock)
+    dispatcher.subscribe("take", take)
+    dispatcher.start()
+    try:
+        assert await dispatcher.recover() == 2
+        await dispatcher.wait_idle()
+    finally:
+        await dispatcher.stop()
+        await restarted.close()
+    assert got == events
+
+
+async def test_stop_dispatches_what_is_queued(store: SqliteCallStore, clock: FakeClock) -> None:
+    slow: list[str] = []
+
+    async def take(event: CallEvent) -> None:
+        await asyncio.sleep(0.01)
+        slow.append(event.type)
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("slow", take)
+    dispatcher.start()
+    dispatcher.publish(await _placed_and_ended(store, "call-1"))
+    await dispatcher.stop()
+    assert slow == ["call.dialing", "call.ended"]

@@ -1,0 +1,211 @@
+"""The SQLite backend's own behaviour: its file, schema migrations, and its batching worker.
+
+(What every backend does is the contract suite, tests/contract/.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.calls.models import CallRecord, NewCall, StoredAnswer
+from common.calls.outcomes import CallState, Change, Status
+from common.storage.base import DatabaseError
+from common.storage.migrations import migrations_for, split_statements
+from common.storage.sqlite import SCHEMA_VERSION, SqliteCallStore
+
+
+def new_call(n: int) -> NewCall:
+    return NewCall(f"call-{n:012d}", "+1234567890", f"Caller {n}", "en", "Calm")
+
+
+def raw_rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Read the file with a separate connection, as another process would."""
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.execute(sql, args).fetchall())
+    finally:
+        conn.close()
+
+
+async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "calls.db"
+    store = await SqliteCallStore.open(path)
+    await store.close()
+    assert path.is_file()  # the missing parent directory was created
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == len(migrations_for("sqlite")) == 4
+    tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"calls", "events", "idempotency", "readiness", "outbox"} <= tables
+    assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_not_a_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    path.write_bytes(b"this is not an SQLite database, just text\n" * 200)
+    with pytest.raises(DatabaseError, match="not a database"):
+        await SqliteCallStore.open(path)
+    assert path.read_bytes().startswith(b"this is not")  # left as it was
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(
+        DatabaseError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this code"
+    ):
+        await SqliteCallStore.open(path)
+
+
+async def test_two_stores_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    stores = await asyncio.gather(*(SqliteCallStore.open(path) for _ in range(4)))
+    for store in stores:
+        await store.close()
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_migration_files_split_into_statements() -> None:
+    assert split_statements("-- a comment; with a semicolon\nCREATE TABLE t (a);\n\nSELECT 1;") == (
+        "CREATE TABLE t (a)",
+        "SELECT 1",
+    )
+    for backend in ("sqlite",):
+        migrations = migrations_for(backend)
+        assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+        assert all(m.statements for m in migrations)
+
+
+# Schema version 1 as the first release of this service created it.
+V1_SCHEMA = """
+CREATE TABLE calls (call_id TEXT PRIMARY KEY, phone_number TEXT NOT NULL,
+    caller_name TEXT NOT NULL, language TEXT NOT NULL, emotion TEXT NOT NULL,
+    status TEXT NOT NULL, outcome TEXT, reason TEXT,
+    answered INTEGER NOT NULL DEFAULT 0, hangup_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, answered_at REAL, ended_at REAL, updated_at REAL NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL REFERENCES calls (call_id), event_id TEXT, kind TEXT NOT NULL,
+    from_status TEXT, to_status TEXT, detail TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE idempotency (client TEXT NOT NULL, key TEXT NOT NULL,
+    status INTEGER NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (client, key));
+"""
+
+
+async def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """A calls.db made by schema version 1 keeps its rows and reaches the current version."""
+    path = tmp_path / "calls.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.executescript(
+        "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion, status,"
+        " created_at, updated_at) VALUES ('call-1', '+1234567890', 'A', 'en', 'Calm',"
+        " 'completed', 1.0, 2.0);"
+        "INSERT INTO idempotency VALUES ('alice', 'k1', 200, '{\"call_id\": \"call-1\"}', 1.0);"
+        "PRAGMA user_version = 1;"
+    )
+    conn.close()
+    db = await SqliteCallStore.open(path)
+    try:
+        assert await db.get_idempotent("alice", "k1") == StoredAnswer(
+            "call-1", "", 200, {"call_id": "call-1"}
+        )
+        call = await db.get_call("call-1")
+        assert call is not None and call.status is Status.COMPLETED
+        assert call.config is None and call.max_duration_s is None
+    finally:
+        await db.close()
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+# ------------------------------------------------------------------ the worker's batches
+
+
+async def test_concurrent_calls_each_get_their_own_answer(tmp_path: Path) -> None:
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    try:
+        await asyncio.gather(*(db.create_call(new_call(n)) for n in range(60)))
+        calls = await asyncio.gather(*(db.get_call(f"call-{n:012d}") for n in range(60)))
+        assert [c.caller_name if c else None for c in calls] == [f"Caller {n}" for n in range(60)]
+        assert await db.count_live() == 60
+    finally:
+        await db.close()
+
+
+async def test_a_failing_call_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    try:
+        await db.create_call(new_call(1))
+
+        def boom(_state: CallState) -> Change:
+            raise ValueError("no decision")
+
+        results = await asyncio.gather(
+            db.apply("call-000000000001", "a", lambda _s: Change(Status.RINGING), event_id="e1"),
+            db.apply("call-000000000001", "b", boom, event_id="e2"),
+            db.create_call(new_call(1)),  # duplicate key: a sqlite error
+            db.apply("call-000000000001", "c", lambda _s: None, event_id="e3"),
+            return_exceptions=True,
+        )
+        assert not isinstance(results[0], BaseException) and results[0].change is not None
+        assert isinstance(results[1], ValueError)
+        assert isinstance(results[2], DatabaseError)
+        assert not isinstance(results[3], BaseException) and results[3].change is None
+        call = await db.get_call("call-000000000001")
+        assert call is not None and call.status is Status.RINGING
+        assert [e.kind for e in call.timeline] == ["created", "a", "c"]
+    finally:
+        await db.close()
+
+
+async def test_a_cancelled_caller_leaves_the_others_alone(tmp_path: Path) -> None:
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    try:
+        first = asyncio.ensure_future(db.create_call(new_call(1)))
+        second = asyncio.ensure_future(db.create_call(new_call(2)))
+        await asyncio.sleep(0)
+        first.cancel()
+        await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await db.get_call("call-000000000002") is not None
+        assert await db.count_live() in (1, 2)  # the cancelled insert may have run already
+    finally:
+        await db.close()
+    with pytest.raises(DatabaseError):
+        await db.count_live()
+
+
+# ------------------------------------------------------------------ CallRecord
+
+
+def test_call_record_duration_and_json() -> None:
+    record = CallRecord(
+        call_id="call-1",
+        phone_number="+1234567890",
+        caller_name="Alice",
+        language="en",
+        emotion="Calm",
+        status=Status.IN_PROGRESS,
+        outcome=None,
+        reason=None,
+        answered=True,
+        hangup_requested=False,
+        created_at=100.0,
+        answered_at=110.0,
+        ended_at=None,
+        updated_at=110.0,
+    )
+    assert record.duration_s(now=130.0) == 30.0
+    assert record.duration_s(now=50.0) == 0.0  # never negative
+    doc = record.to_json()
+    assert (doc["ring_s"], doc["talk_s"]) == (10.0, None)  # not ended yet
+    assert doc["created_at"] == "1970-01-01T00:01:40.000Z"
+    assert doc["timeline"] == []
+    assert doc["name"] == "Alice" and doc["status"] == "in_progress"
