@@ -1,0 +1,232 @@
+"""Uploaded recipient lists (CSV) into rows of call fields, with row-numbered errors (pure).
+
+The format is what spreadsheets export: UTF-8 with or without a BOM, CRLF or LF line ends,
+RFC 4180 quoting (commas, newlines and doubled quotes inside quoted fields), read by the
+stdlib `csv` module in strict mode so that an unterminated quote is an error rather than
+the rest of the file silently swallowed into one cell.
+
+Row numbers are what a spreadsheet user sees: the header is row 1, the first data row is
+row 2, and every CSV record counts as one row, blank ones included (a spreadsheet shows
+them) and a quoted cell spanning several lines counting once. So "row 17" is row 17 in
+Excel, not line 17 of the file.
+
+Two kinds of problems:
+  * the whole file is refused (`CsvRejected`): not UTF-8, no header, a header without
+    `phone_number` or naming a column twice, malformed quoting, more than `max_rows`;
+  * a row is refused (`RowError` in `CsvRows.errors`, the row left out of `rows`): a
+    non-blank cell beyond the named columns (typically an unquoted comma that shifted
+    the row), or a blank `phone_number`. Values themselves are validated by the caller.
+
+Cells are trimmed and a CRLF inside a quoted cell becomes LF; a blank cell is a missing
+value (None for a call field, left out of additional_params). Blank cells past the last
+named column (trailing commas a spreadsheet adds) are ignored, so are rows whose cells are
+all blank.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+CALL_FIELDS: frozenset[str] = frozenset(
+    {
+        "phone_number",
+        "name",
+        "dynamic_instruction",
+        "language",
+        "emotion",
+        "first_message",
+        "webhook_url",
+    }
+)
+PHONE_FIELD = "phone_number"
+MAX_ROWS = 100_000
+HEADER_ROW = 1
+
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A problem in spreadsheet row `row` (header = 1), about column `field`."""
+
+    row: int
+    field: str
+    error: str
+
+    def to_json(self) -> dict[str, str | int]:
+        return {"row": self.row, "field": self.field, "error": self.error}
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    """One recipient: `fields` has a key for each call-field column of the header (None
+    when blank or missing); `additional_params` holds the other non-blank cells."""
+
+    number: int
+    fields: dict[str, str | None]
+    additional_params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CsvRows:
+    """The usable rows, and the rows refused (each refused row is in errors, not in rows)."""
+
+    rows: list[CsvRow]
+    errors: list[RowError]
+
+
+class CsvRejected(ValueError):
+    """The whole file is refused; `errors` says where and why."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__("; ".join(f"row {e.row}: {e.field}: {e.error}" for e in errors))
+        self.errors = errors
+
+
+def parse_csv(
+    data: bytes,
+    *,
+    max_rows: int = MAX_ROWS,
+    call_fields: Collection[str] = CALL_FIELDS,
+) -> CsvRows:
+    """Parse an uploaded recipient list; raise CsvRejected if the file as a whole is unusable.
+
+    `call_fields` names the columns that become call fields (matched case-insensitively);
+    `phone_number` is always one. Every other named column goes to additional_params under
+    its header name as written (trimmed).
+    """
+    text = _decode(data)
+    known = {name.strip().lower() for name in call_fields} | {PHONE_FIELD}
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records = _numbered(reader)
+    header = next(records, None)
+    if header is None or not any(cell.strip() for cell in header[1]):
+        what = "the file is empty" if header is None else "row 1 is blank"
+        raise CsvRejected([RowError(HEADER_ROW, "header", f"{what}; row 1 must name the columns")])
+    columns = _columns(header[1])
+    rows: list[CsvRow] = []
+    errors: list[RowError] = []
+    count = 0
+    for number, cells in records:
+        cells = [cell.strip() for cell in cells]
+        if not any(cells):
+            continue
+        count += 1
+        if count > max_rows:
+            raise CsvRejected([RowError(number, "file", f"more than {max_rows} data rows")])
+        row = _row(number, cells, columns, known, errors)
+        if row is not None:
+            rows.append(row)
+    return CsvRows(rows, errors)
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 text without its BOM; anything else refused with the offending byte's offset
+    (and row), since "not UTF-8" alone does not help anyone find the cell to fix."""
+    if data.startswith(_UTF16_BOMS):
+        raise CsvRejected(
+            [
+                RowError(
+                    HEADER_ROW,
+                    "file",
+                    "is UTF-16 (it starts with a UTF-16 BOM); save it as CSV UTF-8",
+                )
+            ]
+        )
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    nul = data.find(b"\x00", start)
+    if nul >= 0:
+        raise CsvRejected([_byte_error(data, nul, "contains a NUL byte (UTF-16 or binary?)")])
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        raise CsvRejected(
+            [_byte_error(data, offset, f"is not UTF-8: byte 0x{data[offset]:02X}")]
+        ) from None
+
+
+def _byte_error(data: bytes, offset: int, what: str) -> RowError:
+    """The error for a bad byte, numbered by the spreadsheet row that holds it."""
+    before = data[:offset].decode("utf-8", errors="replace").removeprefix("\ufeff")
+    # A lenient reader over the text before the byte plus one character: its record count
+    # is the number of the record the byte falls in, even inside an open quoted cell.
+    row = sum(1 for _ in csv.reader(io.StringIO(before + "x", newline="")))
+    return RowError(row, "file", f"{what} at byte offset {offset}; save it as CSV UTF-8")
+
+
+def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    """Records with their spreadsheet row numbers; malformed quoting refuses the file."""
+    number = 0
+    while True:
+        number += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise CsvRejected([RowError(number, "file", f"malformed CSV: {exc}")]) from None
+        yield number, cells
+
+
+def _columns(header: list[str]) -> list[str]:
+    """Trimmed header names, '' for an unnamed column; refuse a header that lacks
+    phone_number or names a column twice (which cell would win is anyone's guess)."""
+    columns = [name.strip() for name in header]
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    for index, name in enumerate(columns, start=1):
+        if not name:
+            continue
+        key = name.lower()
+        if key in seen:
+            errors.append(RowError(HEADER_ROW, name, f"column {index} repeats column {seen[key]}"))
+        else:
+            seen[key] = index
+    if PHONE_FIELD not in seen:
+        errors.append(RowError(HEADER_ROW, PHONE_FIELD, "the header must have this column"))
+    if errors:
+        raise CsvRejected(errors)
+    return columns
+
+
+def _row(
+    number: int,
+    cells: list[str],
+    columns: list[str],
+    known: set[str],
+    errors: list[RowError],
+) -> CsvRow | None:
+    """One data row (cells trimmed), or None after recording why it is refused."""
+    fields: dict[str, str | None] = {}
+    params: dict[str, str] = {}
+    refused = False
+    for index, name in enumerate(columns):
+        value = cells[index] if index < len(cells) else ""
+        if not name:
+            if value:
+                errors.append(RowError(number, f"column {index + 1}", "has a value but no header"))
+                refused = True
+        elif name.lower() in known:
+            fields[name.lower()] = value.replace("\r\n", "\n") or None
+        elif value:
+            params[name] = value.replace("\r\n", "\n")
+    extra = [i for i in range(len(columns), len(cells)) if cells[i]]
+    if extra:
+        errors.append(
+            RowError(
+                number,
+                f"column {extra[0] + 1}",
+                f"has {len(cells)} fields but the header names {len(columns)} columns;"
+                " quote cells that contain commas",
+            )
+        )
+        refused = True
+    if not fields[PHONE_FIELD]:
+        errors.append(RowError(number, PHONE_FIELD, "is empty"))
+        refused = True
+    return None if refused else CsvRow(number, fields, params)

@@ -1,0 +1,400 @@
+"""When a campaign may call a recipient: calling windows, recipient time zones, TCPA floor.
+
+A `CallingWindow` is a daily local-time range on some weekdays, read either in the
+recipient's own time zone(s) (`timezone="recipient"`) or in one named IANA zone. A call is
+allowed at an instant when the window holds in EVERY zone that applies: a number whose
+prefix spans several zones (a US toll-free number, a Russian or Australian mobile) is only
+called when it is a decent hour everywhere it might ring.
+
+With `enforce_calling_hours=True` the TCPA floor also applies: never before 08:00 nor at or
+after 21:00 in the recipient's local time, whatever the window says. The floor is always
+read in the recipient's zones, even when the window names another zone (the window is the
+campaign's business hours; the floor protects the person called).
+
+Unknown zones. `recipient_zones` returns the number's zones; for a number phonenumbers
+cannot classify (well-formed but not valid in its metadata, which `normalize_phone` still
+accepts) it returns every zone of the number's country calling code, the strictest reading;
+it returns `()` only when not even the country has zone data (non-geographic codes such as
++800 or +888, or an unparsable string). Then:
+  * `timezone="recipient"`: nothing is known to check, so `next_allowed` returns None
+    ("never callable"): the caller skips the row and reports it, rather than guess.
+  * a named zone: the window is read there and, if enforcing, so is the floor (the
+    campaign said where its recipients are).
+
+Algorithm. Per zone, the UTC offset is piecewise constant; within each constant stretch
+the allowed set for one local date is a single interval, so gaps (spring forward) and
+repeated hours (fall back) come out exactly, with no minute scanning. The per-zone interval
+lists are intersected across zones. Results are cached per (zones, window, UTC day), so a
+campaign of 100,000 rows costs a handful of zone computations plus a bisect per row.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+from phonenumbers import timezone as pn_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+RECIPIENT = "recipient"
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALL_DAYS = frozenset(range(7))
+DEFAULT_START = time(9, 0)
+DEFAULT_END = time(20, 0)
+# TCPA: no telephone solicitation before 8 a.m. or after 9 p.m. at the called party's location.
+CALLING_HOURS_START = time(8, 0)
+CALLING_HOURS_END = time(21, 0)
+# How far ahead next_allowed looks before it declares a window never open.
+HORIZON = timedelta(days=8)
+
+_DAY_S = 86_400
+_HORIZON_S = int(HORIZON.total_seconds())
+_SPAN_DAYS = HORIZON.days + 2  # computed range: whole UTC days covering [now, now + HORIZON]
+_PROBE_S = 6 * 3600  # offset sampling step; zones never change offset twice within 6 hours
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_WINDOW_KEYS = ("start", "end", "days", "timezone")
+_NOT_PLACES = frozenset({"localtime", "Factory"})  # files in TZPATH that name no place
+
+Interval = tuple[int, int]  # [start, end) in POSIX seconds
+
+
+# ------------------------------------------------------------------ the window
+
+
+class InvalidWindow(ValueError):
+    """A window object refused, with every problem as (field, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{name}: {error}" for name, error in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class CallingWindow:
+    """Local times [start, end) on `days` (0=Mon..6=Sun), read in `timezone`: "recipient"
+    (the number's own zones) or an IANA zone name."""
+
+    start: time = DEFAULT_START
+    end: time = DEFAULT_END
+    days: frozenset[int] = field(default=ALL_DAYS)
+    timezone: str = RECIPIENT
+
+    def __post_init__(self) -> None:
+        """Refuse windows that parse_window would refuse, so a hand-built one is as safe."""
+        for value in (self.start, self.end):
+            if value.tzinfo is not None or value.microsecond:
+                raise ValueError("window times must be naive and whole seconds")
+        if self.start >= self.end:
+            raise ValueError("window start must be before its end")
+        if not self.days or not self.days <= ALL_DAYS:
+            raise ValueError("window days must be a non-empty subset of 0..6")
+        if self.timezone != RECIPIENT and not is_zone(self.timezone):
+            raise ValueError(f"unknown time zone {self.timezone!r}")
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """The IANA names zoneinfo can load, read once: a whitelist, so that user text never
+    reaches the filesystem lookup and names like "zone.tab" or "../x" never load."""
+    return frozenset(available_timezones()) - _NOT_PLACES
+
+
+def is_zone(name: str) -> bool:
+    """True for a loadable IANA zone name (case-sensitive, as zoneinfo is)."""
+    return name in _zone_names()
+
+
+def parse_window(obj: object) -> CallingWindow:
+    """The JSON shape `{"start": "09:00", "end": "20:00", "days": ["mon", ...],
+    "timezone": "recipient" | "Europe/Madrid"}` into a CallingWindow.
+
+    Every key is optional (defaults: 09:00-20:00, all days, "recipient"); None means all
+    defaults. Unknown keys are refused, since a misspelt key would otherwise silently fall
+    back to a default window. Raises InvalidWindow (a ValueError) listing every problem.
+    """
+    if obj is None:
+        return CallingWindow()
+    if not isinstance(obj, dict):
+        raise InvalidWindow([("window", "must be an object")])
+    errors: list[tuple[str, str]] = []
+    for key in obj:
+        if key not in _WINDOW_KEYS:
+            errors.append((str(key), f"unknown field; expected one of {', '.join(_WINDOW_KEYS)}"))
+    start = _parse_hh_mm(obj.get("start"), "start", DEFAULT_START, errors)
+    end = _parse_hh_mm(obj.get("end"), "end", DEFAULT_END, errors)
+    if start is not None and end is not None and start >= end:
+        errors.append(("end", f"must be after start ({start:%H:%M}); windows cannot span midnight"))
+    days = _parse_days(obj.get("days"), errors)
+    timezone = _parse_timezone(obj.get("timezone"), errors)
+    if errors or start is None or end is None or days is None or timezone is None:
+        raise InvalidWindow(errors)
+    return CallingWindow(start, end, days, timezone)
+
+
+def _parse_hh_mm(
+    value: object, name: str, default: time, errors: list[tuple[str, str]]
+) -> time | None:
+    if value is None:
+        return default
+    if not isinstance(value, str) or not (match := _HH_MM.fullmatch(value)):
+        errors.append((name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {value!r}"))
+        return None
+    return time(int(match[1]), int(match[2]))
+
+
+def _parse_days(value: object, errors: list[tuple[str, str]]) -> frozenset[int] | None:
+    if value is None:
+        return ALL_DAYS
+    if not isinstance(value, list):
+        errors.append(("days", 'must be a list of day names, e.g. ["mon", "tue"]'))
+        return None
+    if not value:
+        errors.append(("days", "must name at least one day"))
+        return None
+    days: set[int] = set()
+    ok = True
+    for i, item in enumerate(value):
+        name = item.strip().lower() if isinstance(item, str) else None
+        if name not in DAY_NAMES:
+            errors.append((f"days[{i}]", f"unknown day {item!r}; use {', '.join(DAY_NAMES)}"))
+            ok = False
+        else:
+            days.add(DAY_NAMES.index(name))
+    return frozenset(days) if ok else None
+
+
+def _parse_timezone(value: object, errors: list[tuple[str, str]]) -> str | None:
+    if value is None:
+        return RECIPIENT
+    if not isinstance(value, str):
+        errors.append(("timezone", '"recipient" or an IANA zone name such as "Europe/Madrid"'))
+        return None
+    if value == RECIPIENT or is_zone(value):
+        return value
+    hint = next((z for z in sorted(_zone_names()) if z.lower() == value.strip().lower()), None)
+    message = f"unknown time zone {value!r}"
+    message += f"; did you mean {hint!r}?" if hint else '; use "recipient" or an IANA name'
+    errors.append(("timezone", message))
+    return None
+
+
+# ------------------------------------------------------------------ recipient zones
+
+
+def recipient_zones(e164: str) -> tuple[str, ...]:
+    """The IANA zones the number may ring in (see the module docstring on unknown zones).
+
+    A zone that zoneinfo cannot load is dropped rather than failing every later check; a
+    test keeps phonenumbers' zone names and the installed tzdata in step, so none is.
+    """
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return ()
+    zones = pn_timezone.time_zones_for_number(number)
+    if pn_timezone.UNKNOWN_TIMEZONE in zones and (
+        phonenumbers.number_type(number) == PhoneNumberType.UNKNOWN
+    ):
+        # Invalid per the metadata (a new range, say): the whole country, the strictest.
+        zones = TIMEZONE_DATA.get(str(number.country_code), ())
+    return tuple(z for z in zones if z != pn_timezone.UNKNOWN_TIMEZONE and is_zone(z))
+
+
+# ------------------------------------------------------------------ allowed instants
+
+# One zone's rule: (zone, local start s, local end s, weekday bitmask 1<<0=Mon..1<<6=Sun).
+_Rule = tuple[str, int, int, int]
+
+
+def next_allowed(
+    now_utc: datetime,
+    window: CallingWindow,
+    zones: Sequence[str],
+    *,
+    enforce_calling_hours: bool,
+) -> datetime | None:
+    """The earliest instant >= now_utc (in UTC) at which a call is allowed, or None if there
+    is none within HORIZON (8 days): zones whose windows never overlap, or unknown zones.
+
+    `zones` are the recipient's (from `recipient_zones`); they are ignored for the window
+    when it names a zone, but still carry the calling-hours floor.
+    """
+    found = _lookup(now_utc, window, zones, enforce_calling_hours)
+    if found is None:
+        return None
+    start, now_s = found
+    if start <= now_s:
+        return now_utc.astimezone(UTC)
+    return datetime.fromtimestamp(start, UTC)
+
+
+def is_allowed(
+    now_utc: datetime,
+    window: CallingWindow,
+    zones: Sequence[str],
+    *,
+    enforce_calling_hours: bool,
+) -> bool:
+    """True if a call may be placed at now_utc (see next_allowed)."""
+    found = _lookup(now_utc, window, zones, enforce_calling_hours)
+    return found is not None and found[0] <= found[1]
+
+
+def _lookup(
+    now_utc: datetime, window: CallingWindow, zones: Sequence[str], enforce: bool
+) -> tuple[int, int] | None:
+    """(start of the first allowed interval ending after now, now in whole seconds), or None.
+
+    Intervals have whole-second bounds, so comparing them with floor(now) is exact: now is
+    inside [a, b) iff a <= floor(now) < b.
+    """
+    if now_utc.utcoffset() is None:
+        raise ValueError("now_utc must be timezone-aware")
+    rules = _rules(window, zones, enforce)
+    if not rules:
+        return None
+    now_s = (now_utc - _EPOCH) // timedelta(seconds=1)
+    starts, ends = _allowed(rules, now_s // _DAY_S)
+    i = bisect_right(ends, now_s)
+    if i == len(ends) or starts[i] - now_s > _HORIZON_S:
+        return None
+    return starts[i], now_s
+
+
+def _seconds(value: time) -> int:
+    return value.hour * 3600 + value.minute * 60 + value.second
+
+
+_FLOOR_START = _seconds(CALLING_HOURS_START)
+_FLOOR_END = _seconds(CALLING_HOURS_END)
+_ALL_DAYS_MASK = 0b1111111
+
+
+def _rules(window: CallingWindow, zones: Sequence[str], enforce: bool) -> tuple[_Rule, ...]:
+    """The per-zone rules that must all hold, in a canonical order (a cache key); () when
+    nothing can ever be allowed."""
+    for zone in zones:
+        if not is_zone(zone):
+            raise ValueError(f"unknown time zone {zone!r}")
+    start, end = _seconds(window.start), _seconds(window.end)
+    mask = sum(1 << day for day in window.days)
+    if window.timezone == RECIPIENT:
+        if enforce:
+            start, end = max(start, _FLOOR_START), min(end, _FLOOR_END)
+        if not zones or start >= end:
+            return ()
+        return tuple((zone, start, end, mask) for zone in sorted(set(zones)))
+    rules = {(window.timezone, start, end, mask)}
+    if enforce:
+        rules.update(
+            (z, _FLOOR_START, _FLOOR_END, _ALL_DAYS_MASK) for z in zones or [window.timezone]
+        )
+    return tuple(sorted(rules))
+
+
+@lru_cache(maxsize=4096)
+def _allowed(rules: tuple[_Rule, ...], day0: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(starts, ends) of the instants in UTC days [day0, day0 + _SPAN_DAYS) where every rule
+    holds. Keyed by UTC day so that all rows of a campaign checked on one day share it."""
+    lo, hi = day0 * _DAY_S, (day0 + _SPAN_DAYS) * _DAY_S
+    result: Sequence[Interval] | None = None
+    for zone, start, end, mask in rules:
+        intervals = _zone_intervals(zone, start, end, mask, lo, hi)
+        result = intervals if result is None else _intersect(result, intervals)
+        if not result:
+            return (), ()
+    result = result or ()
+    return tuple(a for a, _ in result), tuple(b for _, b in result)
+
+
+@lru_cache(maxsize=4096)
+def _zone_intervals(
+    zone: str, start: int, end: int, mask: int, lo: int, hi: int
+) -> tuple[Interval, ...]:
+    """UTC intervals within [lo, hi) where the wall clock in `zone` reads within
+    [start, end) seconds of a day whose weekday is in `mask`."""
+    tz = ZoneInfo(zone)
+    found: list[Interval] = []
+    for a, b, offset in _offset_segments(tz, lo, hi):
+        # Within [a, b) local wall time is u + offset; one local date gives one interval.
+        for local_day in range((a + offset) // _DAY_S, (b - 1 + offset) // _DAY_S + 1):
+            if not mask >> _weekday(local_day) & 1:
+                continue
+            base = local_day * _DAY_S - offset
+            lo_s, hi_s = max(a, base + start), min(b, base + end)
+            if lo_s < hi_s:
+                found.append((lo_s, hi_s))
+    return _merge(found)
+
+
+def _weekday(epoch_day: int) -> int:
+    """Monday=0 weekday of a day counted from 1970-01-01, which was a Thursday."""
+    return (epoch_day + 3) % 7
+
+
+def _offset(tz: ZoneInfo, instant: int) -> int:
+    delta = datetime.fromtimestamp(instant, tz).utcoffset()
+    return 0 if delta is None else int(delta.total_seconds())  # ZoneInfo always has one
+
+
+def _offset_segments(tz: ZoneInfo, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """[lo, hi) cut where the zone's UTC offset changes: (start, end, offset) pieces.
+
+    zoneinfo does not expose its transitions, so the offset is sampled every 6 hours and
+    each change is located to the second by bisection (transitions are whole seconds).
+    """
+    segments: list[tuple[int, int, int]] = []
+    seg_start, offset = lo, _offset(tz, lo)
+    probe = lo
+    while probe < hi:
+        step = min(probe + _PROBE_S, hi)
+        if _offset(tz, step) == offset:
+            probe = step
+            continue
+        same, changed = probe, step  # offset(same) == offset != offset(changed)
+        while changed - same > 1:
+            mid = (same + changed) // 2
+            if _offset(tz, mid) == offset:
+                same = mid
+            else:
+                changed = mid
+        if changed < hi:
+            segments.append((seg_start, changed, offset))
+            seg_start, offset = changed, _offset(tz, changed)
+        probe = changed
+    segments.append((seg_start, hi, offset))
+    return segments
+
+
+def _merge(intervals: list[Interval]) -> tuple[Interval, ...]:
+    """Sorted, with overlapping or touching intervals joined (a segment cut is no gap)."""
+    merged: list[Interval] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
+
+
+def _intersect(left: Sequence[Interval], right: Sequence[Interval]) -> list[Interval]:
+    """Intersection of two sorted, disjoint interval lists (a linear merge)."""
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(left) and j < len(right):
+        a, b = max(left[i][0], right[j][0]), min(left[i][1], right[j][1])
+        if a < b:
+            out.append((a, b))
+        if left[i][1] < right[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out

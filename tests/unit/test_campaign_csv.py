@@ -1,0 +1,200 @@
+"""Uploaded recipient lists: encodings, line ends, quoting, headers, row numbers, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.campaigns.csv_rows import (
+    CALL_FIELDS,
+    CsvRejected,
+    CsvRow,
+    RowError,
+    parse_csv,
+)
+
+BOM = b"\xef\xbb\xbf"
+
+
+def rejected(data: bytes, max_rows: int = 100_000) -> list[RowError]:
+    with pytest.raises(CsvRejected) as caught:
+        parse_csv(data, max_rows=max_rows)
+    return caught.value.errors
+
+
+def test_call_fields() -> None:
+    assert {
+        "phone_number",
+        "name",
+        "dynamic_instruction",
+        "language",
+        "emotion",
+        "first_message",
+        "webhook_url",
+    } == CALL_FIELDS
+
+
+def test_plain_file_with_row_numbers_as_a_spreadsheet_shows_them() -> None:
+    result = parse_csv(b"phone_number,name\n+14155550123,Alice\n+14155550124,Bob\n")
+    assert result.errors == []
+    assert result.rows == [
+        CsvRow(2, {"phone_number": "+14155550123", "name": "Alice"}, {}),
+        CsvRow(3, {"phone_number": "+14155550124", "name": "Bob"}, {}),
+    ]
+
+
+def test_bom_and_crlf() -> None:
+    result = parse_csv(BOM + b"phone_number,name\r\n+14155550123,Alice\r\n")
+    assert result.rows == [CsvRow(2, {"phone_number": "+14155550123", "name": "Alice"}, {})]
+
+
+def test_quoted_commas_newlines_and_doubled_quotes() -> None:
+    data = (
+        b"phone_number,name,dynamic_instruction\r\n"
+        b'+14155550123,"Smith, Jane","Say ""hi"".\r\nThen ask, politely."\r\n'
+        b"+14155550124,Bob,\r\n"
+    )
+    result = parse_csv(data)
+    assert result.errors == []
+    first, second = result.rows
+    assert first.fields == {
+        "phone_number": "+14155550123",
+        "name": "Smith, Jane",
+        "dynamic_instruction": 'Say "hi".\nThen ask, politely.',
+    }
+    # The quoted cell spanned two lines but is one spreadsheet row: Bob is row 3.
+    assert second.number == 3
+    assert second.fields["dynamic_instruction"] is None
+
+
+def test_header_names_are_trimmed_and_case_insensitive() -> None:
+    result = parse_csv(b" Phone_Number ,NAME , Language\n +14155550123 , Alice ,fr\n")
+    assert result.rows[0].fields == {
+        "phone_number": "+14155550123",
+        "name": "Alice",
+        "language": "fr",
+    }
+
+
+def test_other_columns_go_to_additional_params() -> None:
+    data = b"phone_number,Customer Tier,campaign_id,first_message\n+14155550123,Gold,,Hello!\n"
+    (row,) = parse_csv(data).rows
+    assert row.fields == {"phone_number": "+14155550123", "first_message": "Hello!"}
+    assert row.additional_params == {"Customer Tier": "Gold"}  # the empty cell is omitted
+
+
+def test_call_fields_can_be_overridden() -> None:
+    data = b"phone_number,name,tier\n+14155550123,Alice,gold\n"
+    (row,) = parse_csv(data, call_fields={"Tier"}).rows
+    assert row.fields == {"phone_number": "+14155550123", "tier": "gold"}
+    assert row.additional_params == {"name": "Alice"}
+
+
+def test_fewer_fields_are_missing_values() -> None:
+    (row,) = parse_csv(b"phone_number,name,language,tier\n+14155550123,Alice\n").rows
+    assert row.fields == {"phone_number": "+14155550123", "name": "Alice", "language": None}
+    assert row.additional_params == {}
+
+
+def test_blank_lines_are_skipped_but_keep_their_row_numbers() -> None:
+    data = b"phone_number\n\n+14155550123\n ,  \n\n+14155550124\n"
+    assert [row.number for row in parse_csv(data).rows] == [3, 6]
+
+
+def test_too_many_fields_is_a_row_error() -> None:
+    data = b"phone_number,name\n+14155550123,Smith, Jane\n+14155550124,Bob\n"
+    result = parse_csv(data)
+    assert [row.number for row in result.rows] == [3]
+    assert result.errors == [
+        RowError(
+            2,
+            "column 3",
+            "has 3 fields but the header names 2 columns; quote cells that contain commas",
+        )
+    ]
+
+
+def test_trailing_empty_cells_are_not_extra_fields() -> None:
+    result = parse_csv(b"phone_number,name,\n+14155550123,Alice,,\n")
+    assert result.errors == []
+    assert result.rows[0].fields == {"phone_number": "+14155550123", "name": "Alice"}
+
+
+def test_value_under_an_unnamed_column_is_a_row_error() -> None:
+    result = parse_csv(b"phone_number,,name\n+14155550123,oops,Alice\n")
+    assert result.rows == []
+    assert result.errors == [RowError(2, "column 2", "has a value but no header")]
+
+
+def test_blank_phone_number_is_a_row_error() -> None:
+    result = parse_csv(b"name,phone_number\nAlice,\nBob,+14155550124\n")
+    assert result.errors == [RowError(2, "phone_number", "is empty")]
+    assert [row.number for row in result.rows] == [3]
+
+
+def test_missing_phone_number_header() -> None:
+    assert rejected(b"name,number\nAlice,+14155550123\n") == [
+        RowError(1, "phone_number", "the header must have this column")
+    ]
+
+
+def test_duplicate_header_names() -> None:
+    errors = rejected(b"phone_number,Name,name \n+14155550123,A,B\n")
+    assert errors == [RowError(1, "name", "column 3 repeats column 2")]
+
+
+def test_row_limit() -> None:
+    data = b"phone_number\n" + b"".join(b"+1415555%04d\n" % i for i in range(5))
+    assert len(parse_csv(data, max_rows=5).rows) == 5
+    assert rejected(data + b"+14155559999\n", max_rows=5) == [
+        RowError(7, "file", "more than 5 data rows")
+    ]
+    # Blank lines are not data rows.
+    assert len(parse_csv(data + b"\n\n", max_rows=5).rows) == 5
+
+
+def test_latin1_is_refused_with_the_byte_offset() -> None:
+    data = "phone_number,name\n+14155550123,José\n".encode("latin-1")
+    (error,) = rejected(data)
+    assert error.row == 2
+    assert "not UTF-8" in error.error
+    assert "0xE9" in error.error
+    assert f"byte offset {data.index(0xE9)}" in error.error
+
+
+def test_bad_byte_inside_a_multiline_cell_is_numbered_by_its_row() -> None:
+    data = b'phone_number,name\n+14155550123,"line one\nline two \xff"\n'
+    (error,) = rejected(BOM + data)
+    assert error.row == 2
+    assert f"byte offset {len(BOM) + data.index(0xFF)}" in error.error
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_is_refused(encoding: str) -> None:
+    (error,) = rejected("phone_number\n+14155550123\n".encode(encoding))
+    assert error.field == "file"
+    assert "UTF-16" in error.error
+    assert "UTF-8" in error.error
+
+
+def test_unterminated_quote_is_refused_rather_than_swallowing_the_file() -> None:
+    (error,) = rejected(b'phone_number,name\n+14155550123,"Alice\n+14155550124,Bob\n')
+    assert error.row == 2
+    assert "malformed CSV" in error.error
+
+
+@pytest.mark.parametrize("data", [b"", BOM, b"\n", b" , \n+14155550123\n"])
+def test_empty_file_or_blank_header(data: bytes) -> None:
+    (error,) = rejected(data)
+    assert (error.row, error.field) == (1, "header")
+
+
+def test_header_only() -> None:
+    result = parse_csv(b"phone_number,name\r\n")
+    assert result.rows == []
+    assert result.errors == []
+
+
+def test_rejection_message_names_row_and_field() -> None:
+    with pytest.raises(ValueError, match="^row 1: phone_number: the header must have"):
+        parse_csv(b"name\nAlice\n")
+    assert RowError(17, "name", "x").to_json() == {"row": 17, "field": "name", "error": "x"}

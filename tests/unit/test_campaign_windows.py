@@ -1,0 +1,390 @@
+"""Campaign calling windows: parsing, recipient zones, the TCPA floor and next_allowed,
+checked at fixed UTC instants and against a brute-force minute scan (hypothesis)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+from common.campaigns.windows import (
+    ALL_DAYS,
+    HORIZON,
+    CallingWindow,
+    InvalidWindow,
+    is_allowed,
+    is_zone,
+    next_allowed,
+    parse_window,
+    recipient_zones,
+)
+
+NY = "America/New_York"
+LA = "America/Los_Angeles"
+NY_NUMBER = "+12125550123"
+LA_NUMBER = "+13105550123"
+US_TOLL_FREE = "+18005550123"
+RU_MOBILE = "+79161234567"
+AU_MOBILE = "+61412345678"
+WEEKDAYS = frozenset(range(5))
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def window(
+    start: str = "09:00",
+    end: str = "20:00",
+    days: frozenset[int] = ALL_DAYS,
+    timezone: str = "recipient",
+) -> CallingWindow:
+    return CallingWindow(time.fromisoformat(start), time.fromisoformat(end), days, timezone)
+
+
+def nxt(
+    now: datetime, w: CallingWindow, zones: Sequence[str], *, enforce: bool = True
+) -> datetime | None:
+    return next_allowed(now, w, zones, enforce_calling_hours=enforce)
+
+
+def allowed(now: datetime, w: CallingWindow, zones: Sequence[str], *, enforce: bool = True) -> bool:
+    return is_allowed(now, w, zones, enforce_calling_hours=enforce)
+
+
+# ------------------------------------------------------------------ parse_window
+
+
+def test_defaults() -> None:
+    expected = CallingWindow(time(9), time(20), ALL_DAYS, "recipient")
+    assert parse_window(None) == expected
+    assert parse_window({}) == expected
+    assert CallingWindow() == expected
+
+
+def test_full_window() -> None:
+    parsed = parse_window(
+        {
+            "start": "08:30",
+            "end": "17:45",
+            "days": ["Mon", " tue ", "fri"],
+            "timezone": "Europe/Madrid",
+        }
+    )
+    assert parsed == CallingWindow(time(8, 30), time(17, 45), frozenset({0, 1, 4}), "Europe/Madrid")
+
+
+@pytest.mark.parametrize("value", ["9:00", "24:00", "12:60", "09:00:00", "0900", "", 900, None])
+def test_bad_start_is_refused_by_field(value: object) -> None:
+    if value is None:  # null means "default", not an error
+        assert parse_window({"start": value}).start == time(9)
+        return
+    with pytest.raises(InvalidWindow) as caught:
+        parse_window({"start": value})
+    assert [name for name, _ in caught.value.errors] == ["start"]
+    assert "HH:MM" in str(caught.value)
+
+
+@pytest.mark.parametrize(("start", "end"), [("10:00", "10:00"), ("20:00", "09:00")])
+def test_start_must_be_before_end(start: str, end: str) -> None:
+    with pytest.raises(InvalidWindow, match="end: must be after start"):
+        parse_window({"start": start, "end": end})
+    with pytest.raises(ValueError, match="before its end"):
+        window(start, end)
+
+
+def test_bad_days() -> None:
+    with pytest.raises(InvalidWindow) as caught:
+        parse_window({"days": ["mon", "tues", 3]})
+    assert [name for name, _ in caught.value.errors] == ["days[1]", "days[2]"]
+    assert "'tues'" in str(caught.value)
+    values: list[object] = [[], "mon", {"mon": True}]
+    for value in values:
+        with pytest.raises(InvalidWindow, match="^days: "):
+            parse_window({"days": value})
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "Etc/Unknown", "../../etc/passwd", "/etc/x", ""])
+def test_unknown_zone(name: str) -> None:
+    with pytest.raises(InvalidWindow, match="^timezone: unknown time zone"):
+        parse_window({"timezone": name})
+
+
+def test_zone_with_wrong_case_gets_a_hint() -> None:
+    with pytest.raises(InvalidWindow, match="did you mean 'Europe/Madrid'"):
+        parse_window({"timezone": "europe/madrid"})
+
+
+def test_every_problem_is_reported_and_unknown_keys_refused() -> None:
+    with pytest.raises(InvalidWindow) as caught:
+        parse_window({"start": "x", "days": ["funday"], "timezone": 5, "time_zone": "UTC"})
+    assert sorted(name for name, _ in caught.value.errors) == [
+        "days[0]",
+        "start",
+        "time_zone",
+        "timezone",
+    ]
+    with pytest.raises(InvalidWindow, match="^window: must be an object"):
+        parse_window(["09:00", "20:00"])
+
+
+def test_hand_built_windows_are_checked() -> None:
+    with pytest.raises(ValueError, match="subset"):
+        window(days=frozenset({7}))
+    with pytest.raises(ValueError, match="subset"):
+        window(days=frozenset())
+    with pytest.raises(ValueError, match="unknown time zone"):
+        window(timezone="Nowhere/City")
+
+
+# ------------------------------------------------------------------ recipient_zones
+
+
+def test_single_zone_numbers() -> None:
+    assert recipient_zones(NY_NUMBER) == (NY,)
+    assert recipient_zones(LA_NUMBER) == (LA,)
+    assert recipient_zones("+34911234567") == ("Europe/Madrid",)
+
+
+def test_multi_zone_numbers() -> None:
+    toll_free = recipient_zones(US_TOLL_FREE)  # non-geographic: all of NANP
+    assert {NY, LA, "Pacific/Honolulu", "Pacific/Guam", "America/St_Johns"} <= set(toll_free)
+    russia = recipient_zones(RU_MOBILE)
+    assert {"Europe/Moscow", "Asia/Vladivostok", "Asia/Anadyr"} <= set(russia)
+    australia = recipient_zones(AU_MOBILE)
+    assert {"Australia/Perth", "Australia/Sydney", "Australia/Lord_Howe"} <= set(australia)
+
+
+def test_invalid_number_gets_its_whole_country() -> None:
+    # +1 555 555 0123 is well formed (normalize_phone accepts it) but in no NANP range.
+    assert set(recipient_zones("+15555550123")) == set(recipient_zones(US_TOLL_FREE))
+
+
+def test_every_phonenumbers_zone_is_known_to_zoneinfo() -> None:
+    names = {zone for zones in TIMEZONE_DATA.values() for zone in zones} - {"Etc/Unknown"}
+    assert {name for name in names if not is_zone(name)} == set()
+
+
+@pytest.mark.parametrize("number", ["+888123456789", "+80012345678", "not a number", ""])
+def test_unknown_zones_are_empty(number: str) -> None:
+    assert recipient_zones(number) == ()
+
+
+# ------------------------------------------------------------------ next_allowed
+
+# Wednesday 2025-03-12, 14:00 UTC: 10:00 in New York (EDT), 07:00 in Los Angeles (PDT).
+WED_1400 = utc(2025, 3, 12, 14, 0)
+
+
+def test_only_some_zones_open() -> None:
+    w = window()
+    assert allowed(WED_1400, w, [NY])
+    assert nxt(WED_1400, w, [NY]) == WED_1400
+    assert not allowed(WED_1400, w, [LA])
+    assert nxt(WED_1400, w, [LA]) == utc(2025, 3, 12, 16, 0)  # 09:00 PDT
+    # Both must hold: LA opens at 16:00 UTC, NY closes at 00:00 UTC (20:00 EDT).
+    assert nxt(WED_1400, w, [NY, LA]) == utc(2025, 3, 12, 16, 0)
+    assert nxt(utc(2025, 3, 13, 0, 0), w, [NY, LA]) == utc(2025, 3, 13, 16, 0)
+    assert allowed(utc(2025, 3, 12, 23, 59), w, [NY, LA])
+
+
+def test_russian_mobile_needs_the_overlap_from_bucharest_to_anadyr() -> None:
+    zones = recipient_zones(RU_MOBILE)
+    # Winter: Bucharest (UTC+2) opens 07:00 UTC; Anadyr (UTC+12) closes 08:00 UTC.
+    assert nxt(utc(2025, 1, 15, 12, 0), window(), zones) == utc(2025, 1, 16, 7, 0)
+    assert allowed(utc(2025, 1, 16, 7, 59), window(), zones)
+    assert not allowed(utc(2025, 1, 16, 8, 0), window(), zones)
+
+
+def test_australian_mobile_opens_when_cocos_does() -> None:
+    zones = recipient_zones(AU_MOBILE)
+    # March: Cocos (UTC+6:30) opens at 02:30 UTC, Lord Howe (UTC+11 in summer) closes 09:00.
+    assert nxt(WED_1400, window(), zones) == utc(2025, 3, 13, 2, 30)
+    assert not allowed(utc(2025, 3, 13, 9, 0), window(), zones)
+
+
+def test_toll_free_spanning_guam_to_samoa_is_never_callable() -> None:
+    zones = recipient_zones(US_TOLL_FREE)
+    assert nxt(WED_1400, window(), zones) is None
+    assert nxt(WED_1400, window("00:00", "23:59"), zones, enforce=False) is not None
+    assert not allowed(WED_1400, window(), zones)
+
+
+def test_unknown_zones_are_never_callable_in_recipient_time() -> None:
+    assert nxt(WED_1400, window(), []) is None
+    assert nxt(WED_1400, window(), [], enforce=False) is None
+    assert not allowed(WED_1400, window(), [])
+
+
+def test_weekends_are_skipped() -> None:
+    weekdays = window(days=WEEKDAYS)
+    friday_evening = utc(2025, 3, 15, 0, 30)  # Friday 20:30 EDT
+    assert nxt(friday_evening, weekdays, [NY]) == utc(2025, 3, 17, 13, 0)  # Monday 09:00 EDT
+    assert not allowed(utc(2025, 3, 15, 15, 0), weekdays, [NY])  # Saturday 11:00
+    # The weekday is the recipient's: Friday 22:00 in LA is Saturday in UTC.
+    assert allowed(utc(2025, 3, 15, 2, 0), window("09:00", "23:00", WEEKDAYS), [LA], enforce=False)
+
+
+def test_calling_hours_floor_cuts_a_wide_window() -> None:
+    wide = window("07:00", "22:00")
+    early = utc(2025, 3, 12, 11, 30)  # 07:30 EDT
+    assert nxt(early, wide, [NY], enforce=False) == early
+    assert nxt(early, wide, [NY]) == utc(2025, 3, 12, 12, 0)  # 08:00 EDT
+    late = utc(2025, 3, 13, 1, 30)  # 21:30 EDT
+    assert allowed(late, wide, [NY], enforce=False)
+    assert nxt(late, wide, [NY]) == utc(2025, 3, 13, 12, 0)
+    assert not allowed(utc(2025, 3, 13, 1, 0), wide, [NY])  # 21:00 itself is out
+
+
+def test_window_entirely_outside_the_floor_never_opens() -> None:
+    assert nxt(WED_1400, window("21:00", "23:00"), [NY]) is None
+    assert nxt(WED_1400, window("21:00", "23:00"), [NY], enforce=False) == utc(2025, 3, 13, 1, 0)
+
+
+def test_spring_forward_in_new_york() -> None:
+    # 2025-03-09: 02:00 EST jumps to 03:00 EDT (07:00 UTC).
+    saturday_night = utc(2025, 3, 9, 1, 0)  # Saturday 20:00 EST
+    assert nxt(saturday_night, window(), [NY]) == utc(2025, 3, 9, 13, 0)  # 09:00 EDT, not EST
+    # A window starting inside the skipped hour opens when the clocks jump.
+    gap = window("02:30", "04:00")
+    assert nxt(saturday_night, gap, [NY], enforce=False) == utc(2025, 3, 9, 7, 0)
+    assert not allowed(utc(2025, 3, 9, 8, 0), gap, [NY], enforce=False)  # 04:00 EDT
+    # A window wholly inside the skipped hour does not exist that day.
+    inside = window("02:10", "02:50")
+    assert nxt(saturday_night, inside, [NY], enforce=False) == utc(2025, 3, 10, 6, 10)
+
+
+def test_fall_back_in_new_york() -> None:
+    # 2025-11-02: 02:00 EDT goes back to 01:00 EST (06:00 UTC); 01:xx happens twice.
+    assert nxt(utc(2025, 11, 2, 1, 0), window(), [NY]) == utc(2025, 11, 2, 14, 0)  # 09:00 EST
+    repeated = window("01:00", "01:30")
+    assert nxt(utc(2025, 11, 2, 4, 0), repeated, [NY], enforce=False) == utc(2025, 11, 2, 5, 0)
+    assert nxt(utc(2025, 11, 2, 5, 40), repeated, [NY], enforce=False) == utc(2025, 11, 2, 6, 0)
+    assert not allowed(utc(2025, 11, 2, 6, 30), repeated, [NY], enforce=False)
+
+
+def test_explicit_zone_window_keeps_the_recipient_floor() -> None:
+    madrid = window("09:00", "18:00", timezone="Europe/Madrid")
+    at_1300 = utc(2025, 3, 12, 13, 0)  # 14:00 Madrid (CET), 09:00 New York
+    assert allowed(at_1300, madrid, [NY])
+    at_1100 = utc(2025, 3, 12, 11, 0)  # 12:00 Madrid, 07:00 New York
+    assert allowed(at_1100, madrid, [NY], enforce=False)
+    assert nxt(at_1100, madrid, [NY]) == utc(2025, 3, 12, 12, 0)  # 08:00 in New York
+    # The recipient's zones do not move the window itself.
+    assert nxt(utc(2025, 3, 12, 17, 0), madrid, [LA], enforce=False) == utc(2025, 3, 13, 8, 0)
+    # Unknown recipient zones: window and floor are both read in the named zone.
+    assert nxt(utc(2025, 3, 12, 6, 0), window("07:00", "12:00", timezone="Europe/Madrid"), []) == (
+        utc(2025, 3, 12, 7, 0)  # 08:00 Madrid
+    )
+
+
+def test_now_is_returned_as_given_when_open() -> None:
+    now = datetime(2025, 3, 12, 10, 0, 0, 123456, tzinfo=ZoneInfo(NY))
+    result = nxt(now, window(), [NY])
+    assert result == now
+    assert result is not None and result.tzinfo is UTC
+
+
+def test_naive_now_and_unknown_zones_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        nxt(datetime(2025, 3, 12, 14), window(), [NY])
+    with pytest.raises(ValueError, match="unknown time zone"):
+        nxt(WED_1400, window(), ["Nowhere/City"])
+
+
+def test_one_day_a_week_is_within_the_horizon() -> None:
+    mondays = window(days=frozenset({0}))
+    just_closed = utc(2025, 3, 11, 0, 0)  # Monday 20:00 EDT
+    assert nxt(just_closed, mondays, [NY]) == utc(2025, 3, 17, 13, 0)
+    assert utc(2025, 3, 17, 13, 0) - just_closed < HORIZON
+
+
+# ------------------------------------------------------------------ against a brute-force scan
+
+ZONE_SETS: list[tuple[str, ...]] = [
+    (NY,),
+    (LA,),
+    (NY, LA),
+    ("Australia/Lord_Howe", "Australia/Perth"),  # half-hour DST shift
+    ("Europe/London", "Asia/Kathmandu"),  # +05:45
+    ("America/St_Johns",),  # -03:30 with DST
+    ("Europe/Moscow", "Asia/Anadyr"),
+    (),
+]
+# Instants around DST changes in the zones above, where mistakes would show.
+TRANSITIONS = [
+    utc(2024, 3, 10, 7),
+    utc(2024, 11, 3, 6),
+    utc(2025, 3, 9, 7),
+    utc(2025, 11, 2, 6),
+    utc(2025, 3, 30, 1),
+    utc(2025, 10, 26, 1),
+    utc(2025, 4, 5, 15),
+    utc(2025, 10, 4, 15, 30),
+    utc(2025, 3, 9, 5, 30),
+]
+
+
+def oracle(instant: datetime, w: CallingWindow, zones: Sequence[str], enforce: bool) -> bool:
+    """The definition, checked directly: local times via zoneinfo, zone by zone."""
+    recipient = w.timezone == "recipient"
+    window_zones = list(zones) if recipient else [w.timezone]
+    if not window_zones:
+        return False
+    for zone in window_zones:
+        local = instant.astimezone(ZoneInfo(zone))
+        if local.weekday() not in w.days or not w.start <= local.time() < w.end:
+            return False
+    if enforce:
+        for zone in zones if recipient or zones else [w.timezone]:
+            if not time(8) <= instant.astimezone(ZoneInfo(zone)).time() < time(21):
+                return False
+    return True
+
+
+minutes = st.integers(0, 23 * 60 + 45)
+instants = st.one_of(
+    st.integers(int(utc(2020, 1, 1).timestamp()), int(utc(2030, 12, 31).timestamp())).map(
+        lambda s: datetime.fromtimestamp(s, UTC)
+    ),
+    st.tuples(st.sampled_from(TRANSITIONS), st.integers(-3 * 86400, 3 * 86400)).map(
+        lambda pair: pair[0] + timedelta(seconds=pair[1])
+    ),
+)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> CallingWindow:
+    start = draw(st.integers(0, 23 * 4 - 1)) * 15
+    end = draw(st.integers(start // 15 + 1, 23 * 4 + 3)) * 15
+    days = draw(st.frozensets(st.integers(0, 6), min_size=1))
+    timezone = draw(
+        st.sampled_from(["recipient", "recipient", "Europe/Madrid", "Pacific/Auckland"])
+    )
+    return CallingWindow(time(*divmod(start, 60)), time(*divmod(end, 60)), days, timezone)
+
+
+@settings(max_examples=60, deadline=None)
+@given(instants, windows(), st.sampled_from(ZONE_SETS), st.booleans())
+def test_next_allowed_matches_a_minute_scan(
+    now: datetime, w: CallingWindow, zones: tuple[str, ...], enforce: bool
+) -> None:
+    result = nxt(now, w, zones, enforce=enforce)
+    assert allowed(now, w, zones, enforce=enforce) == oracle(now, w, zones, enforce)
+    limit = now + HORIZON if result is None else result
+    if result is not None:
+        assert now <= result <= now + HORIZON
+        assert oracle(result, w, zones, enforce)
+        if result > now:
+            assert not oracle(result - timedelta(seconds=1), w, zones, enforce)
+    # Nothing earlier: every boundary is on a whole minute, so scanning minutes is complete.
+    assert result == now or not oracle(now, w, zones, enforce)
+    minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while minute < limit:
+        assert not oracle(minute, w, zones, enforce), minute
+        minute += timedelta(minutes=1)
