@@ -24,7 +24,7 @@ from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
-from handlers import access_log, calls, health, openapi, webhooks
+from handlers import access_log, calls, health, openapi, reports, webhooks
 from handlers.errors import errors_as_json
 from handlers.keys import CALLS, CONFIG, EVENTS, LIVEKIT_URL, METRICS, SETTINGS, STORE
 
@@ -170,6 +170,7 @@ def create_app(
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)
+    reports.setup(app)
     openapi.setup(app)  # last: it documents the routes the others declared
     return app
 

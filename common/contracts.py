@@ -1,7 +1,9 @@
 """Everything that crosses a process boundary, written once, read and written through here.
 
 - The agent dispatch metadata: what the server sends each agent job (its call id, a snapshot
-  of its config, how long the phone rings).
+  of its config, how long the phone rings, where to report).
+- The agent's reports to the server (`AgentReport`): the answer, each transcript turn, the
+  answering-machine verdict, and the final report with the post-call analysis.
 - The room metadata an agent sets to tell how a call ended (voicemail), which the
   `room_finished` webhook carries back to the server.
 - The participant attributes LiveKit's SIP service sets on the callee's participant.
@@ -14,9 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class DispatchMetadata(BaseModel):
     phone_number: str | None = None
     config: dict[str, Any] | None = None
     ringing_timeout_s: int | None = None
+    report_url: str | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -77,6 +80,7 @@ class DispatchMetadata(BaseModel):
             phone_number=_nonempty_str(doc.get("phone_number")),
             config=dict(config) if isinstance(config, dict) else None,
             ringing_timeout_s=_positive_int(doc.get("ringing_timeout_s")),
+            report_url=_nonempty_str(doc.get("report_url")),
         )
 
 
@@ -106,3 +110,93 @@ class RoomMetadata(BaseModel):
         doc = _json_object(current, "room metadata") or {}
         doc["outcome"] = outcome
         return json.dumps(doc, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------- agent reports
+
+REPORTS_PATH: Final = "/agent/reports"
+MAX_REPORT_BYTES: Final = 1024 * 1024
+MAX_TURN_CHARS: Final = 8000
+MAX_TURNS: Final = 2000
+
+AmdCategory = Literal["human", "machine-vm", "machine-ivr", "machine-unavailable", "uncertain"]
+MACHINE_VERDICTS: Final = frozenset({"machine-vm", "machine-ivr", "machine-unavailable"})
+EndedBy = Literal["callee", "agent", "api", "system"]
+
+
+class TranscriptTurn(BaseModel):
+    """One finished turn of the conversation; `at_s` counts from the answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["agent", "callee"]
+    text: Annotated[str, Field(max_length=MAX_TURN_CHARS)]
+    at_s: Annotated[float, Field(ge=0, le=86400)]
+    interrupted: bool = False
+
+
+class AmdVerdict(BaseModel):
+    """The answering-machine detection's verdict, and why (livekit-agents' AMD)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: AmdCategory
+    reason: Annotated[str, Field(max_length=200)] = ""
+
+
+class SuccessVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    achieved: bool
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+class CallReport(BaseModel):
+    """The agent's final report: the conversation and its analysis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transcript: Annotated[list[TranscriptTurn], Field(max_length=MAX_TURNS)] = Field(
+        default_factory=list
+    )
+    summary: Annotated[str | None, Field(max_length=8000)] = None
+    success: SuccessVerdict | None = None
+    extracted: dict[str, Any] | None = None
+    analysis_errors: Annotated[list[str], Field(max_length=100)] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)
+    ended_by: EndedBy | None = None
+    simulated: Annotated[
+        bool, Field(description="Made by the sandbox from a scripted conversation, no LLM")
+    ] = False
+
+
+ReportKind = Literal["answered", "turn", "amd", "final"]
+_KIND_FIELD: Final = {"answered": None, "turn": "turn", "amd": "amd", "final": "final"}
+
+
+class AgentReport(BaseModel):
+    """One report of an agent about its own call, POSTed to the server signed like a LiveKit
+    webhook (common/signing.py, with a room grant naming the call). `seq` orders a call's
+    reports and makes them idempotent: a report the server has seen is not applied again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    call_id: Annotated[str, Field(min_length=1, max_length=100)]
+    seq: Annotated[int, Field(ge=0, le=1_000_000)]
+    kind: ReportKind
+    at: Annotated[float, Field(ge=0, description="When it happened (unix seconds)")]
+    turn: TranscriptTurn | None = None
+    amd: AmdVerdict | None = None
+    final: CallReport | None = None
+
+    @model_validator(mode="after")
+    def _carries_its_kind(self) -> AgentReport:
+        wanted = _KIND_FIELD[self.kind]
+        for name in ("turn", "amd", "final"):
+            present = getattr(self, name) is not None
+            if present != (name == wanted):
+                raise ValueError(f"a {self.kind} report carries {wanted or 'no body'}, not {name}")
+        return self
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()

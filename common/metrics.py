@@ -38,6 +38,9 @@ class Metrics:
         self.calls_ended = Counter(
             "calls_ended", "Calls that reached a final status", ["status"], registry=self.registry
         )
+        self.reports = Counter(
+            "agent_reports", "Agent reports received by result", ["result"], registry=self.registry
+        )
         self.webhook_verification_failures = Counter(
             "webhook_verification_failures",
             "Webhooks refused because their signature did not verify",

@@ -18,6 +18,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from common.contracts import REPORTS_PATH
+
 # Clearly-marked development credentials, accepted only by the embedded sandbox.
 DEV_API_KEY = "devkey-sandbox-only"
 DEV_API_SECRET = "sandbox-secret-not-for-production-use-0123456789"  # noqa: S105
@@ -96,6 +98,12 @@ def _livekit_url(name: str, raw: str) -> str:
     return raw
 
 
+def _http_url(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must start with https:// or http://, got {raw!r}")
+    return raw.rstrip("/")
+
+
 def _url_path(name: str, raw: str) -> str:
     if not raw.startswith("/"):
         raise SettingsError(f"{name} must start with '/', got {raw!r}")
@@ -170,6 +178,17 @@ class Settings:
         "After an unanswered room_finished, how long late events may still show an answer.",
     )
     webhook_path: str = setting("/webhooks/livekit", _url_path, "Where LiveKit posts webhooks.")
+    public_base_url: str | None = setting(
+        None,
+        _http_url,
+        "This server's address as agents reach it (their reports go to <it>/agent/reports); "
+        "default http://HOST:PORT.",
+    )
+    call_data_retention_days: float = setting(
+        30.0,
+        _number(0.0),
+        "Transcripts, summaries and extracted fields are erased this long after a call ends.",
+    )
 
     sandbox_port: int = setting(7880, _integer(0, 65535), "The embedded sandbox's port.")
     sandbox_time_scale: float = setting(
@@ -197,12 +216,22 @@ class Settings:
         return f"{socket.gethostname()}:{self.port}"
 
     @property
-    def webhook_url(self) -> str:
-        """Where this server receives webhooks, as seen from this machine."""
+    def local_base_url(self) -> str:
+        """This server's address as seen from this machine."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}{self.webhook_path}"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """Where this server receives webhooks, as seen from this machine."""
+        return f"{self.local_base_url}{self.webhook_path}"
+
+    @property
+    def report_url(self) -> str:
+        """Where agents post their reports (PUBLIC_BASE_URL, else this machine's address)."""
+        return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
 
     def require_livekit(self) -> None:
         """With a real LIVEKIT_URL, refuse to start without a trunk and real credentials."""

@@ -93,8 +93,9 @@ async def _bound_answer(request: web.Request, stored: StoredAnswer) -> web.Respo
 
 
 async def get_call(request: web.Request) -> web.Response:
-    call = await request.app[CALLS].get(request.match_info["call_id"])
-    return web.json_response(dump(CallView.of(call)))
+    calls = request.app[CALLS]
+    call = await calls.get(request.match_info["call_id"])
+    return web.json_response(dump(CallView.of(call, calls.clock())))
 
 
 def _list_params(request: web.Request) -> tuple[Status | None, int, float | None]:

@@ -42,6 +42,11 @@ class Ok(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class ReportAnswer(BaseModel):
+    status: Literal["success"] = "success"
+    result: Literal["applied", "duplicate"]
+
+
 class WebhookAnswer(BaseModel):
     status: Literal["success"] = "success"
     result: Literal["applied", "duplicate", "ignored"]

@@ -8,9 +8,6 @@ A well-signed event never gets a 5xx, except 503 when the database is down, so L
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 from typing import Literal
 
@@ -20,6 +17,7 @@ from livekit.api import TokenVerifier
 from livekit.protocol.webhook import WebhookEvent
 
 from common.masking import mask_digits
+from common.signing import Unverified, verify_body
 from common.storage.base import DatabaseError
 from handlers.errors import HttpError
 from handlers.http import Reply, RouteDoc, add_route, json_answer, read_body
@@ -33,35 +31,6 @@ Result = Literal["applied", "duplicate", "ignored"]
 VERIFIER = web.AppKey("webhook_verifier", TokenVerifier)
 
 
-class Unverified(Exception):
-    pass
-
-
-def bearer_token(header: str) -> str:
-    """The token of an Authorization header, with or without a `Bearer` scheme (any case)."""
-    scheme, _, rest = header.strip().partition(" ")
-    return rest.strip() if scheme.lower() == "bearer" else header.strip()
-
-
-def verify(verifier: TokenVerifier, header: str, body: bytes) -> None:
-    """Raise Unverified unless `header` is a valid LiveKit token for exactly `body`."""
-    token = bearer_token(header)
-    if not token:
-        raise Unverified("no Authorization header")
-    try:
-        claims = verifier.verify(token)
-    except Exception as exc:  # PyJWT raises many types; any of them means "not verified"
-        raise Unverified(f"token rejected ({type(exc).__name__})") from None
-    if not isinstance(claims.sha256, str) or not claims.sha256:
-        raise Unverified("token has no sha256 claim (or not a string)")
-    try:
-        expected = base64.b64decode(claims.sha256, validate=True)
-    except ValueError:
-        raise Unverified("sha256 claim is not base64") from None
-    if not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
-        raise Unverified("body does not match the signed hash")
-
-
 async def livekit_webhook(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     try:
@@ -70,7 +39,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         metrics.webhooks.labels(result="too_large").inc()
         raise
     try:
-        verify(request.app[VERIFIER], request.headers.get("Authorization", ""), body)
+        verify_body(request.app[VERIFIER], request.headers.get("Authorization", ""), body)
     except Unverified as exc:
         metrics.webhook_verification_failures.inc()
         metrics.webhooks.labels(result="unverified").inc()

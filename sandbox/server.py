@@ -29,7 +29,7 @@ from sandbox import twirp
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.services import REQUEST_ID_HEADER, CallContext, LiveKitServices, Route
 from sandbox.twirp import Encoding, TwirpError
-from sandbox.webhooks import WebhookSender
+from sandbox.webhooks import SignedPoster, WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,14 @@ class Sandbox:
         self._webhooks = WebhookSender(
             url=webhook_url, api_key=api_key, api_secret=api_secret, time_scale=time_scale
         )
+        # Reports of our agent on the calls the sandbox plays (sandbox/agent.py).
+        self._reports = SignedPoster(
+            api_key=api_key, api_secret=api_secret, time_scale=time_scale, what="report"
+        )
         self._registry = RoomRegistry(self._webhooks.send)
-        self._services = LiveKitServices(self._registry, time_scale=time_scale)
+        self._services = LiveKitServices(
+            self._registry, time_scale=time_scale, reports=self._reports
+        )
         self._routes: dict[str, Route[Any]] = self._services.routes()
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
@@ -142,6 +148,15 @@ class Sandbox:
     def webhooks_refused(self) -> int:
         """Webhook posts answered with a 4xx (counted in ``webhooks_delivered`` too)."""
         return self._webhooks.refused
+
+    @property
+    def reports_delivered(self) -> int:
+        """Agent reports our server answered (any status below 500 but 429)."""
+        return self._reports.delivered
+
+    @property
+    def reports_refused(self) -> int:
+        return self._reports.refused
 
     @property
     def webhooks_dropped(self) -> int:
@@ -182,6 +197,7 @@ class Sandbox:
         if self._runner is not None:
             return
         await self._webhooks.start()
+        await self._reports.start()
         app = web.Application()
         app.router.add_get("/", self._handle_root)
         app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)
@@ -194,6 +210,7 @@ class Sandbox:
         except BaseException:
             await runner.cleanup()
             await self._webhooks.close()
+            await self._reports.close()
             raise
         self._runner = runner
         self._bound_port = int(runner.addresses[0][1])
@@ -208,6 +225,7 @@ class Sandbox:
         tasks = self._services.cancel_all()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._webhooks.close()
+        await self._reports.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -219,7 +237,9 @@ class Sandbox:
         Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.
         """
         async with asyncio.timeout(timeout):
-            while pending := self._services.pending() | self._webhooks.pending():
+            while pending := (
+                self._services.pending() | self._webhooks.pending() | self._reports.pending()
+            ):
                 await asyncio.wait(pending)
 
     # -- HTTP ------------------------------------------------------------------------------

@@ -56,14 +56,17 @@ from common.contracts import (
     ATTR_SIP_CALL_STATUS,
     ATTR_SIP_PHONE_NUMBER,
     ATTR_SIP_TRUNK_ID,
+    DispatchMetadata,
 )
 from common.masking import mask_phone
 from sandbox import twirp
+from sandbox.agent import SimulatedAgent
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.scenarios import DEFAULT_RINGING_TIMEOUT_S, SipStatus, scenario_for_number
 from sandbox.simulation import CALL_STATUS_DIALING, CallSimulation
 from sandbox.twirp import TwirpError
 from sandbox.util import new_id, now_ms
+from sandbox.webhooks import SignedPoster
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +156,12 @@ class Route(Generic[RequestT]):
 class LiveKitServices:
     """Room, agent dispatch and SIP methods over a :class:`RoomRegistry`."""
 
-    def __init__(self, registry: RoomRegistry, *, time_scale: float) -> None:
+    def __init__(
+        self, registry: RoomRegistry, *, time_scale: float, reports: SignedPoster | None = None
+    ) -> None:
         self.registry = registry
         self.time_scale = time_scale
+        self.reports = reports
         self.simulations: set[CallSimulation] = set()
         self._sip_by_request_id: _BoundedCache[SIPParticipantInfo] = _BoundedCache()
         self._dispatch_by_request_id: _BoundedCache[AgentDispatch] = _BoundedCache()
@@ -203,10 +209,21 @@ class LiveKitServices:
         """
         for simulation in list(self.simulations):
             if simulation.room is room and simulation.task is not None:
+                if simulation.agent is not None and reason == DisconnectReason.ROOM_DELETED:
+                    simulation.agent.ended("api")  # the room was deleted through the API
                 simulation.task.cancel()
         for identity in list(room.participants):
             self.registry.leave(room, identity, reason)
         self.registry.finish(room)
+
+    def _agent_for(self, room: SandboxRoom) -> SimulatedAgent | None:
+        """What our agent would report, if it was dispatched to `room` and may report."""
+        if self.reports is None or not room.dispatches:
+            return None
+        metadata = DispatchMetadata.parse(room.dispatches[-1].metadata)
+        if metadata.report_url is None or metadata.call_id != room.name:
+            return None
+        return SimulatedAgent(metadata, self.reports)
 
     # -- AgentDispatchService --------------------------------------------------------------
 
@@ -301,6 +318,7 @@ class LiveKitServices:
             ),
             max_call_duration_s=_seconds(req.max_call_duration, req.HasField("max_call_duration")),
             time_scale=self.time_scale,
+            agent=self._agent_for(room),
         )
         self.simulations.add(simulation)
         simulation.start().add_done_callback(lambda _: self.simulations.discard(simulation))

@@ -16,8 +16,10 @@ waits ``departure_timeout``, 20 s by default; the sandbox waits 1 s).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+from collections.abc import Callable
 from typing import Final
 
 from livekit.protocol.models import DisconnectReason
@@ -33,6 +35,7 @@ from common.contracts import (
     RoomMetadata,
 )
 from common.masking import mask_phone
+from sandbox.agent import AMD_AFTER_S, SimulatedAgent, conversation, voicemail_turns
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.scenarios import (
     REQUEST_TERMINATED,
@@ -73,8 +76,10 @@ class CallSimulation:
         ringing_timeout_s: float,
         max_call_duration_s: float | None,
         time_scale: float,
+        agent: SimulatedAgent | None = None,
     ) -> None:
         self.registry = registry
+        self.agent = agent  # what our agent would report about this call (None: no dispatch)
         self.room = room
         self.identity = identity
         self.call_id = call_id
@@ -149,14 +154,12 @@ class CallSimulation:
         talk_s = self.scenario.talk_s
         if self._max_call_duration_s is not None:
             talk_s = min(talk_s, max(self._max_call_duration_s - answered_at, 0.0))
-        voicemail_after_s = self.scenario.voicemail_after_s
-        if voicemail_after_s is not None and voicemail_after_s < talk_s:
-            await self._wait_until(answered_at + voicemail_after_s)
-            # What our agent does when it reaches a voicemail box.
-            self.registry.set_metadata(self.room, VOICEMAIL_METADATA)
-            logger.debug("sandbox call %s reached voicemail", self.call_id)
+        for at_s, action in self._call_actions(talk_s):
+            await self._wait_until(answered_at + at_s)
+            action()
         await self._wait_until(answered_at + talk_s)
-        ended_by = "callee hung up" if talk_s == self.scenario.talk_s else "max_call_duration hit"
+        full = talk_s == self.scenario.talk_s
+        ended_by = "callee hung up" if full else "max_call_duration hit"
         logger.info("sandbox call %s: %s after %.0f s", self.call_id, ended_by, talk_s)
         self.registry.leave(
             self.room,
@@ -164,10 +167,41 @@ class CallSimulation:
             DisconnectReason.CLIENT_INITIATED,
             {ATTR_SIP_CALL_STATUS: CALL_STATUS_HANGUP},
         )
+        if self.agent is not None:
+            voicemail = self.scenario.voicemail_after_s is not None
+            self.agent.ended(
+                "agent" if voicemail else "callee" if full else "system", voicemail=voicemail
+            )
         await self._finish_room_if_empty()
+
+    def _call_actions(self, talk_s: float) -> list[tuple[float, Callable[[], None]]]:
+        """What happens during the conversation, by seconds after the answer."""
+        actions: list[tuple[float, Callable[[], None]]] = []
+        voicemail_after_s = self.scenario.voicemail_after_s
+        if voicemail_after_s is not None and voicemail_after_s < talk_s:
+            actions.append((voicemail_after_s, self._reached_voicemail))
+        agent = self.agent
+        if agent is not None:
+            agent.answered()
+            machine = voicemail_after_s is not None
+            actions.append((AMD_AFTER_S, lambda: agent.amd("machine-vm" if machine else "human")))
+            script = (
+                voicemail_turns(agent.config, talk_s)
+                if machine
+                else conversation(agent.config, talk_s)
+            )
+            actions += [(t.at_s, functools.partial(agent.said, t)) for t in script]
+        return sorted(actions, key=lambda item: item[0])
+
+    def _reached_voicemail(self) -> None:
+        # What our agent does when it reaches a voicemail box.
+        self.registry.set_metadata(self.room, VOICEMAIL_METADATA)
+        logger.debug("sandbox call %s reached voicemail", self.call_id)
 
     async def _fail(self, status: SipStatus, reason: DisconnectReason) -> None:
         self._resolve(status)
+        if self.agent is not None:
+            self.agent.ended("system")
         logger.info(
             "sandbox call %s failed: SIP %d %s (%s)",
             self.call_id,

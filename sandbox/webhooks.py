@@ -1,37 +1,37 @@
-"""Signed webhook delivery, as livekit/protocol's ``webhook.URLNotifier`` does it.
+"""Signed deliveries: LiveKit's webhooks (as livekit/protocol's ``webhook.URLNotifier`` posts
+them) and, for the calls the sandbox plays, the reports our agent would post.
 
-- Body: the ``WebhookEvent`` protobuf as protojson with default options, i.e. lowerCamelCase
-  field names, enums by name, 64-bit integers as strings, unpopulated fields left out.
-- ``Content-Type: application/webhook+json``.
+- Webhook body: the ``WebhookEvent`` protobuf as protojson with default options, i.e.
+  lowerCamelCase field names, enums by name, 64-bit integers as strings, unpopulated fields left
+  out; ``Content-Type: application/webhook+json``.
 - ``Authorization: <JWT>`` (no ``Bearer``): an access token signed with the API secret, ``iss`` =
-  API key, valid 5 minutes, whose ``sha256`` claim is the base64 SHA-256 of the exact body bytes.
-- Retried (same body, same event id) on connection errors, 5xx and 429, up to 5 attempts in all,
-  with exponential back-off; any other answer ends the delivery.
-- One ordered queue per room: the events of a room arrive in the order they happened.
+  API key, valid 5 minutes, whose ``sha256`` claim is the base64 SHA-256 of the exact body bytes
+  (a report's token also grants its call's room: common/signing.py).
+- Retried (same body) on connection errors, 5xx and 429, up to 5 attempts in all, with
+  exponential back-off; any other answer ends the delivery.
+- One ordered queue per key (a room, a call's reports): they arrive in the order they happened.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
-import datetime
-import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
 from google.protobuf.json_format import MessageToDict
-from livekit.api.access_token import AccessToken
 from livekit.protocol.webhook import WebhookEvent
+
+from common.signing import sign_body
 
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE: Final = "application/webhook+json"
 USER_AGENT: Final = "LiveKit-Sandbox"
-TOKEN_TTL: Final = datetime.timedelta(minutes=5)
 MAX_ATTEMPTS: Final = 5
 BACKOFF_BASE_S: Final = 1.0  # go-retryablehttp's RetryWaitMin, doubled after each failure
 BACKOFF_FLOOR_S: Final = 0.01
@@ -44,34 +44,32 @@ def encode_event(event: WebhookEvent) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def sign_body(body: bytes, api_key: str, api_secret: str) -> str:
-    """The ``Authorization`` header value for ``body`` (a bare JWT, as LiveKit sends it)."""
-    digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-    return AccessToken(api_key, api_secret).with_ttl(TOKEN_TTL).with_sha256(digest).to_jwt()
+@dataclass(frozen=True)
+class Delivery:
+    """One signed POST: where (read at delivery time: None drops it), what, and its label."""
+
+    url: Callable[[], str | None]
+    body: bytes
+    authorization: str
+    content_type: str
+    label: str
 
 
 @dataclass
-class _RoomQueue:
-    events: collections.deque[WebhookEvent] = field(default_factory=collections.deque)
+class _Queue:
+    items: collections.deque[Delivery] = field(default_factory=collections.deque)
     worker: asyncio.Task[None] | None = None
 
 
-class WebhookSender:
-    """Queues events per room and posts them, in order, with retries."""
+class SignedPoster:
+    """Queues signed POSTs per key and sends them, in order, with retries."""
 
-    def __init__(
-        self,
-        *,
-        url: str | None,
-        api_key: str,
-        api_secret: str,
-        time_scale: float,
-    ) -> None:
-        self.url = url  # may be changed at any time; each delivery reads it
-        self._api_key = api_key
-        self._api_secret = api_secret
+    def __init__(self, *, api_key: str, api_secret: str, time_scale: float, what: str) -> None:
+        self.api_key = api_key
+        self.api_secret = api_secret
         self._time_scale = time_scale
-        self._queues: dict[str, _RoomQueue] = {}
+        self._what = what
+        self._queues: dict[str, _Queue] = {}
         self._session: aiohttp.ClientSession | None = None
         self.delivered = 0
         self.refused = 0
@@ -98,43 +96,44 @@ class WebhookSender:
         """Delivery workers still running."""
         return {q.worker for q in self._queues.values() if q.worker and not q.worker.done()}
 
-    def send(self, key: str, event: WebhookEvent) -> None:
-        """Queue ``event`` behind the earlier events of the same ``key`` (the room sid)."""
-        if self.url is None:
-            logger.debug("sandbox: no webhook URL, not posting %s %s", event.event, event.id)
+    def enqueue(self, key: str, delivery: Delivery) -> None:
+        """Queue `delivery` behind the earlier ones of the same `key`."""
+        if self._session is None:  # stopped (or never started): nobody is listening
+            logger.debug("sandbox: not running, not posting %s %s", self._what, delivery.label)
             return
-        queue = self._queues.setdefault(key, _RoomQueue())
-        queue.events.append(event)
+        queue = self._queues.setdefault(key, _Queue())
+        queue.items.append(delivery)
         if queue.worker is None or queue.worker.done():
-            queue.worker = asyncio.create_task(self._drain(key, queue), name=f"webhooks-{key}")
+            name = f"{self._what}-{key}"
+            queue.worker = asyncio.create_task(self._drain(key, queue), name=name)
 
-    async def _drain(self, key: str, queue: _RoomQueue) -> None:
-        while queue.events:
-            await self._deliver(queue.events[0])
-            queue.events.popleft()
-        # Deciding to stop and finishing happen in the same step, so send() sees a done worker.
+    async def _drain(self, key: str, queue: _Queue) -> None:
+        while queue.items:
+            await self._deliver(queue.items[0])
+            queue.items.popleft()
+        # Deciding to stop and finishing happen in the same step, so enqueue() sees a done worker.
         if self._queues.get(key) is queue:
             del self._queues[key]
 
     def _backoff(self, failures: int) -> float:
         return max(BACKOFF_BASE_S * 2.0 ** (failures - 1) * self._time_scale, BACKOFF_FLOOR_S)
 
-    async def _deliver(self, event: WebhookEvent) -> None:
+    async def _deliver(self, delivery: Delivery) -> None:
         if self._session is None:
-            raise RuntimeError("WebhookSender.start() was not called")
-        body = encode_event(event)
+            return
+        what, label = self._what, delivery.label
         headers = {
-            "Authorization": sign_body(body, self._api_key, self._api_secret),
-            "Content-Type": CONTENT_TYPE,
+            "Authorization": delivery.authorization,
+            "Content-Type": delivery.content_type,
             "User-Agent": USER_AGENT,
         }
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            url = self.url
+            url = delivery.url()
             if url is None:
-                logger.debug("sandbox: webhook URL unset, dropping %s %s", event.event, event.id)
+                logger.debug("sandbox: no URL for %s %s, dropping it", what, label)
                 return
             try:
-                async with self._session.post(url, data=body, headers=headers) as resp:
+                async with self._session.post(url, data=delivery.body, headers=headers) as resp:
                     await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -144,22 +143,19 @@ class WebhookSender:
                     if status >= 400:
                         self.refused += 1
                         logger.warning(
-                            "sandbox webhook %s %s refused with HTTP %d; not retried",
-                            event.event,
-                            event.id,
-                            status,
+                            "sandbox %s %s refused with HTTP %d; not retried", what, label, status
                         )
                     else:
-                        logger.debug("sandbox webhook %s %s delivered", event.event, event.id)
+                        logger.debug("sandbox %s %s delivered", what, label)
                     self.delivered += 1
                     return
                 problem = f"HTTP {status}"
             if attempt < MAX_ATTEMPTS:
                 delay = self._backoff(attempt)
                 logger.info(
-                    "sandbox webhook %s %s attempt %d failed (%s), retrying in %.2f s",
-                    event.event,
-                    event.id,
+                    "sandbox %s %s attempt %d failed (%s), retrying in %.2f s",
+                    what,
+                    label,
                     attempt,
                     problem,
                     delay,
@@ -167,10 +163,39 @@ class WebhookSender:
                 await asyncio.sleep(delay)
             else:
                 logger.warning(
-                    "sandbox webhook %s %s dropped after %d attempts (%s)",
-                    event.event,
-                    event.id,
+                    "sandbox %s %s dropped after %d attempts (%s)",
+                    what,
+                    label,
                     MAX_ATTEMPTS,
                     problem,
                 )
         self.dropped += 1
+
+
+class WebhookSender(SignedPoster):
+    """LiveKit's webhooks: one ordered queue per room, to a URL that may change at any time."""
+
+    def __init__(
+        self, *, url: str | None, api_key: str, api_secret: str, time_scale: float
+    ) -> None:
+        super().__init__(
+            api_key=api_key, api_secret=api_secret, time_scale=time_scale, what="webhook"
+        )
+        self.url = url  # may be changed at any time; each delivery reads it
+
+    def send(self, key: str, event: WebhookEvent) -> None:
+        """Queue ``event`` behind the earlier events of the same ``key`` (the room sid)."""
+        if self.url is None:
+            logger.debug("sandbox: no webhook URL, not posting %s %s", event.event, event.id)
+            return
+        body = encode_event(event)
+        self.enqueue(
+            key,
+            Delivery(
+                url=lambda: self.url,
+                body=body,
+                authorization=sign_body(body, self.api_key, self.api_secret),
+                content_type=CONTENT_TYPE,
+                label=f"{event.event} {event.id}",
+            ),
+        )

@@ -54,6 +54,7 @@ from typing import Any  # noqa: E402
 from aiohttp.test_utils import TestClient  # noqa: E402
 
 from common.settings import Settings  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -88,20 +89,20 @@ async def start_app(
     The seed's module-level functions are pointed at the app's config.json, as CONFIG_PATH
     does for a server and the code around it in one process.
     """
-    from server import SANDBOX, create_app
+    from server import create_app
 
     previous = update_config._default_store
 
     async def start(**overrides: Any) -> TestClient[Any, Any]:
-        settings = make_settings(**overrides)
+        # The port is chosen first, so the addresses the server gives out (the sandbox's
+        # webhook URL, the agents' report URL) are where it listens.
+        port = overrides.pop("port", None) or free_port()
+        settings = make_settings(port=port, **overrides)
         config = update_config.configure_store(
             settings.config_path, record_ttl_s=settings.config_record_ttl_s
         )
         app = create_app(settings, config=config)
-        client = await aiohttp_client(app)
-        if SANDBOX in app:
-            app[SANDBOX].webhook_url = str(client.make_url(settings.webhook_path))
-        return client
+        return await aiohttp_client(app, server_kwargs={"port": port})
 
     yield start
     update_config._default_store = previous

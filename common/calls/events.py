@@ -26,7 +26,9 @@ CALL_DIALING = "call.dialing"
 CALL_RINGING = "call.ringing"
 CALL_ANSWERED = "call.answered"
 CALL_ENDED = "call.ended"
-EVENT_TYPES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED)
+CALL_REPORT = "call.report"  # the agent's final report (transcript, analysis) arrived
+EVENT_TYPES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED, CALL_REPORT)
+STATUS_EVENTS = frozenset({CALL_RINGING, CALL_ANSWERED, CALL_ENDED})
 
 # How long the server that wrote an event holds it before others may dispatch it.
 LEASE_S = 60.0

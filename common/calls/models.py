@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.calls.outcomes import FINAL_STATUSES, CallState, Change, Status
+from common.contracts import CallReport, TranscriptTurn
+
+# How long after a call ended its agent's final report may still come (post-call analysis
+# runs after the call); after that, a call with none shows report_status "unavailable".
+REPORT_WAIT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,37 @@ class CallRecord:
     max_duration_s: int | None = None
     config: dict[str, Any] | None = None
     room_finished_at: float | None = None
+    amd: str | None = None
+    ended_by: str | None = None
+    report: CallReport | None = None
+    """The agent's final report (None until it arrives)."""
+    turns: tuple[TranscriptTurn, ...] = ()
+    """The transcript turns reported so far (read with the timeline, before the final report)."""
+    data_erased_at: float | None = None
 
     @property
     def state(self) -> CallState:
         return CallState(
-            self.status, self.answered, self.hangup_requested, self.room_finished_at is not None
+            self.status,
+            self.answered,
+            self.hangup_requested,
+            self.room_finished_at is not None,
+            self.amd,
         )
+
+    @property
+    def transcript(self) -> tuple[TranscriptTurn, ...]:
+        """The conversation: the final report's, else the turns reported so far."""
+        return tuple(self.report.transcript) if self.report is not None else self.turns
+
+    def report_status(self, now: float) -> str:
+        """complete (the final report arrived), unavailable (the call ended over REPORT_WAIT_S
+        ago and the agent never reported), else pending."""
+        if self.report is not None:
+            return "complete"
+        if self.ended_at is not None and self.ended_at < now - REPORT_WAIT_S:
+            return "unavailable"
+        return "pending"
 
     @property
     def is_final(self) -> bool:

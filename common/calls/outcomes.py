@@ -18,6 +18,7 @@ from common.contracts import (
     ANSWERED_SIP_STATUSES,
     ATTR_SIP_CALL_STATUS,
     ATTR_SIP_CALL_STATUS_CODE,
+    MACHINE_VERDICTS,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_RINGING,
     RoomMetadata,
@@ -75,6 +76,8 @@ class CallState:
     hangup_requested: bool = False
     room_finished: bool = False
     """The room is gone; the outcome waits only for late evidence of an answer (a grace)."""
+    amd: str | None = None
+    """The agent's answering-machine verdict (human, machine-vm, ...), once it reported one."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
     if state.status in FINAL_STATUSES:
         return None
     if signal.event in ("room_finished", GRACE_OVER):
+        if state.amd in MACHINE_VERDICTS:
+            return Change(Status.VOICEMAIL, state.amd, answered=state.answered)
         if signal.room_outcome == Status.VOICEMAIL:
             return Change(Status.VOICEMAIL, "answering machine", answered=state.answered)
         if state.hangup_requested:
@@ -185,6 +190,13 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
     if signal.sip_call_status == SIP_STATUS_ACTIVE:  # any other event showing an answer
         return _progress(state, SIP_STATUS_ACTIVE)
     return None
+
+
+def answer_reported(state: CallState) -> Change | None:
+    """The agent reported the answer (the moment sip.callStatus became active)."""
+    if state.status in FINAL_STATUSES or state.answered:
+        return None
+    return _answered(state)
 
 
 def _answered(state: CallState) -> Change:

@@ -30,9 +30,13 @@ from common.config_store.model import (
     EMOTIONS,
     LANGUAGES,
     MAX_ADDITIONAL_PARAMS_BYTES,
+    MAX_FIRST_MESSAGE_CHARS,
     MAX_INSTRUCTIONS_CHARS,
     MAX_NAME_CHARS,
     RESERVED_KEYS,
+    AnalysisRequest,
+    CallOptions,
+    VoicemailPolicy,
     normalize_emotion,
     normalize_language,
     validate_additional_params,
@@ -133,6 +137,30 @@ class OutboundCall(BaseModel):
             description="The longest the call may last; default CALL_MAX_DURATION_S",
         ),
     ] = None
+    first_message: Annotated[
+        str | None,
+        Field(
+            max_length=MAX_FIRST_MESSAGE_CHARS,
+            description="Said first when the callee answers, without waiting for the LLM; "
+            "default: a greeting by name",
+        ),
+    ] = None
+    voicemail: Annotated[
+        VoicemailPolicy | None,
+        Field(description="On an answering machine: hang_up (default) or leave_message"),
+    ] = None
+    analysis: Annotated[
+        AnalysisRequest | None,
+        Field(description="Post-call analysis: summary, success verdict, extracted fields"),
+    ] = None
+
+    def options(self) -> CallOptions:
+        """What the agent does around the conversation, as the call's config holds it."""
+        return CallOptions(
+            first_message=self.first_message,
+            voicemail=self.voicemail or VoicemailPolicy(),
+            analysis=self.analysis,
+        )
 
     @field_validator("phone_number", mode="before")
     @classmethod
@@ -176,6 +204,16 @@ class OutboundCall(BaseModel):
             return normalize_emotion(DEFAULT_EMOTION if value is None else value)
         except ValueError as exc:
             raise ValueError(str(exc).replace("tts_emotion ", "emotion ")) from None
+
+    @field_validator("first_message", mode="before")
+    @classmethod
+    def _first_message(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        text = _text(value, MAX_FIRST_MESSAGE_CHARS, single_line=False)
+        if not text.strip():
+            raise ValueError(f"must be 1 to {MAX_FIRST_MESSAGE_CHARS} characters")
+        return text
 
     @field_validator("additional_params", mode="before")
     @classmethod

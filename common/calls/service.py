@@ -22,7 +22,7 @@ from livekit.protocol import webhook
 
 from common.calls.admission import Admission, Placement, refusal_error
 from common.calls.errors import CallAlreadyOver, UnknownCall
-from common.calls.events import EventDispatcher
+from common.calls.events import CALL_ANSWERED, STATUS_EVENTS, EventDispatcher
 from common.calls.models import Applied, CallEvent, CallRecord, Decide, NewCall, StoredAnswer
 from common.calls.outcomes import (
     FINAL_STATUSES,
@@ -37,6 +37,7 @@ from common.calls.outcomes import (
 from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
+from common.contracts import AgentReport
 from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
 from common.masking import mask_phone
 from common.metrics import Metrics
@@ -111,6 +112,7 @@ def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
         "additional_params": dict(call.additional_params),
         "ringing_timeout_s": call.ringing_timeout_s or settings.call_ringing_timeout_s,
         "max_duration_s": call.max_duration_s or settings.call_max_duration_s,
+        **call.options().to_record(),
     }
 
 
@@ -169,6 +171,7 @@ class CallService:
                 call.emotion,
                 call.additional_params or None,
                 call_id=call_id,
+                options=call.options(),
             )
         except ConfigWriteError:
             # A write that failed after its file replaced config.json (fsync of the
@@ -449,6 +452,18 @@ class CallService:
         except OSError as exc:
             logger.error("could not remove config record of %s: %s", call_id, exc)
 
+    # ------------------------------------------------------------------ agent reports
+
+    async def record_report(self, report: AgentReport) -> Applied:
+        """Apply an agent's (verified) report about its own call; UnknownCall if unknown."""
+        applied = await self.store.record_report(report)
+        if applied.unknown_call:
+            raise UnknownCall(report.call_id)
+        self.events.publish(applied.events)
+        if applied.change is not None:
+            logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
+        return applied
+
     # ------------------------------------------------------------------ reading
 
     async def get(self, call_id: str) -> CallRecord:
@@ -498,6 +513,10 @@ class CallService:
         undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
         await self._settle_all(undialled, "reaped", _NEVER_DIALLED)
         await self.prune_config()
+        retention_s = self.settings.call_data_retention_days * 86400
+        erased = await self.store.erase_call_data(now - retention_s)
+        if erased:
+            logger.info("erased the conversations of %d call(s) past their retention", erased)
         await self.events.recover()
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
         return len(stale)
@@ -571,8 +590,8 @@ def _seconds_between(start_iso: str | None, end: float) -> float:
 async def log_status_change(event: CallEvent) -> None:
     """One log line per status change: `call call-ab12 +1•••7890 ringing -> completed (42 s)`."""
     data = event.data
-    if event.from_status is None or (
-        event.type == "call.answered" and data["status"] != "in_progress"
+    if event.type not in STATUS_EVENTS or (
+        event.type == CALL_ANSWERED and data["status"] != "in_progress"
     ):
         return  # a new call is logged as it is placed; a late answer is logged with its end
     reason = data.get("reason")

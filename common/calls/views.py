@@ -6,11 +6,13 @@ dumped from them and the OpenAPI document is generated from them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.calls.outcomes import Status
+from common.contracts import AmdCategory, EndedBy, SuccessVerdict, TranscriptTurn
 
 if TYPE_CHECKING:
     from common.calls.models import CallRecord, TimelineEntry
@@ -95,18 +97,63 @@ class CallSummary(BaseModel):
 
 
 class CallView(CallSummary):
-    """One call in full: what it was placed with, and every event it went through."""
+    """One call in full: what it was placed with, what its agent reported (the conversation
+    and its analysis), and every event it went through."""
 
     config: Annotated[
         dict[str, Any] | None, Field(description="The configuration the call was placed with")
     ]
+    ended_by: Annotated[
+        EndedBy | None,
+        Field(description="Who ended the call, when known (callee, agent, api, system)"),
+    ]
+    amd: Annotated[AmdCategory | None, Field(description="The agent's answering-machine verdict")]
+    transcript: Annotated[
+        list[TranscriptTurn],
+        Field(description="The conversation; at_s counts from the answer"),
+    ]
+    summary: str | None
+    success: SuccessVerdict | None
+    extracted: Annotated[
+        dict[str, Any] | None, Field(description="The fields the request's analysis asked for")
+    ]
+    analysis_errors: list[str]
+    usage: Annotated[dict[str, Any] | None, Field(description="What the agent's models used")]
+    simulated: Annotated[
+        bool, Field(description="The report came from the sandbox's scripted conversation")
+    ]
+    report_status: Annotated[
+        Literal["pending", "complete", "unavailable"],
+        Field(
+            description="complete once the agent's final report arrived; unavailable when it "
+            "never did"
+        ),
+    ]
+    personal_data_erased_at: Annotated[
+        Timestamp | None,
+        Field(description="When the conversation was erased (CALL_DATA_RETENTION_DAYS)"),
+    ]
     timeline: list[TimelineEntryView]
 
     @classmethod
-    def of(cls, call: CallRecord) -> CallView:
+    def of(cls, call: CallRecord, now: float | None = None) -> CallView:
+        from common.calls.models import iso_time
+
+        report = call.report
         return cls.model_construct(
             **CallSummary.fields_of(call),
             config=call.config,
+            ended_by=call.ended_by or ("api" if call.status is Status.CANCELED else None),
+            amd=call.amd,
+            transcript=list(call.transcript),
+            summary=report.summary if report else None,
+            success=report.success if report else None,
+            extracted=report.extracted if report else None,
+            analysis_errors=list(report.analysis_errors) if report else [],
+            usage=report.usage if report else None,
+            simulated=report.simulated if report else False,
+            report_status=call.report_status(time.time() if now is None else now),
+            personal_data_erased_at=iso_time(call.data_erased_at),
             timeline=[TimelineEntryView.of(e) for e in call.timeline],
         )
 

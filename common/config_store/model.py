@@ -2,16 +2,21 @@
 
 One `CallConfig` is everything that makes one call different from another: who is called
 (caller_name), what the agent is told (agent_instructions), how it speaks (tts_language,
-tts_emotion) and any extra context (additional_params). It is shared by the server (which
-writes it) and the agent (which builds its session from it).
+tts_emotion), any extra context (additional_params), and what the agent does around the
+conversation (`CallOptions`: the first message, what to do on voicemail, the post-call
+analysis). It is shared by the server (which writes it) and the agent (which builds its
+session from it).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_CALLER_NAME = "Guest"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
@@ -59,11 +64,132 @@ EMOTIONS: dict[str, str] = {
 }
 
 CORE_KEYS = ("caller_name", "agent_instructions", "tts_language", "tts_emotion")
-# Keys that additional_params may not use: they would shadow the core fields or the
-# bookkeeping that config.json keeps next to them.
+OPTION_KEYS = ("first_message", "voicemail", "analysis")
+# Keys that additional_params may not use: they would shadow the core fields, the options or
+# the bookkeeping that config.json keeps next to them.
 RESERVED_KEYS = frozenset(
-    (*CORE_KEYS, "last_updated", "written_at", "call_id", "calls", "additional_params")
+    (
+        *CORE_KEYS,
+        *OPTION_KEYS,
+        "last_updated",
+        "written_at",
+        "call_id",
+        "calls",
+        "additional_params",
+    )
 )
+
+MAX_FIRST_MESSAGE_CHARS = 1000
+MAX_VOICEMAIL_MESSAGE_CHARS = 1000
+MAX_SUCCESS_CRITERIA_CHARS = 2000
+MAX_FIELD_DESCRIPTION_CHARS = 500
+MAX_ANALYSIS_FIELDS = 20
+MAX_ENUM_VALUES = 50
+FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+class VoicemailPolicy(BaseModel):
+    """What the agent does when an answering machine picks up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Literal["hang_up", "leave_message"] = "hang_up"
+    message: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=MAX_VOICEMAIL_MESSAGE_CHARS,
+            description="What to say after the beep (required to leave a message)",
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _message_when_leaving_one(self) -> VoicemailPolicy:
+        if self.action == "leave_message" and not (self.message and self.message.strip()):
+            raise ValueError("a message is required to leave one")
+        return self
+
+
+class AnalysisField(BaseModel):
+    """One value to extract from the conversation after the call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["string", "number", "integer", "boolean", "enum"]
+    description: Annotated[str, Field(max_length=MAX_FIELD_DESCRIPTION_CHARS)] = ""
+    enum: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
+        Field(min_length=1, max_length=MAX_ENUM_VALUES, description="The values, for enum"),
+    ] = None
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _enum_with_enum(self) -> AnalysisField:
+        if self.type == "enum" and not self.enum:
+            raise ValueError("an enum field needs its values in `enum`")
+        if self.type != "enum" and self.enum is not None:
+            raise ValueError("`enum` is only for fields of type enum")
+        return self
+
+
+class AnalysisRequest(BaseModel):
+    """The post-call analysis the caller wants: a summary, a success verdict, fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    summary: bool = True
+    success_criteria: Annotated[
+        str | None,
+        Field(
+            max_length=MAX_SUCCESS_CRITERIA_CHARS,
+            description="What a successful call achieves; the verdict is judged against it",
+        ),
+    ] = None
+    fields: Annotated[
+        dict[str, AnalysisField],
+        Field(
+            max_length=MAX_ANALYSIS_FIELDS,
+            description=f"At most {MAX_ANALYSIS_FIELDS}; names match {FIELD_NAME.pattern}",
+        ),
+    ] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _field_names(self) -> AnalysisRequest:
+        bad = [name for name in self.fields if not FIELD_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"field names must match {FIELD_NAME.pattern}: {', '.join(map(repr, bad))}"
+            )
+        return self
+
+
+class CallOptions(BaseModel):
+    """What the agent does around the conversation; part of the call's config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_message: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=MAX_FIRST_MESSAGE_CHARS,
+            description="Said first when the callee answers, without waiting for the LLM",
+        ),
+    ] = None
+    voicemail: VoicemailPolicy = Field(default_factory=VoicemailPolicy)
+    analysis: AnalysisRequest | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CallOptions:
+        """The options of a record (lenient: options a record cannot give are defaults)."""
+        values = {k: record[k] for k in OPTION_KEYS if record.get(k) is not None}
+        try:
+            return cls.model_validate(values)
+        except ValidationError:
+            return cls()
 
 
 def normalize_language(value: object) -> str:
@@ -125,6 +251,7 @@ class CallConfig:
     additional_params: dict[str, Any] = field(default_factory=dict)
     call_id: str | None = None
     written_at: float | None = None
+    options: CallOptions = field(default_factory=CallOptions)
 
     @classmethod
     def create(
@@ -137,6 +264,7 @@ class CallConfig:
         *,
         call_id: str | None = None,
         written_at: float | None = None,
+        options: CallOptions | None = None,
     ) -> CallConfig:
         """Validate and complete: a field not given takes its default, never another call's."""
         return cls(
@@ -151,6 +279,7 @@ class CallConfig:
             additional_params=validate_additional_params(additional_params),
             call_id=call_id,
             written_at=written_at,
+            options=options or CallOptions(),
         )
 
     @classmethod
@@ -169,6 +298,7 @@ class CallConfig:
             extra,
             call_id=call_id if isinstance(call_id, str) else None,
             written_at=float(written_at) if isinstance(written_at, int | float) else None,
+            options=CallOptions.from_record(record),
         )
 
     def to_flat(self, last_updated: float) -> dict[str, Any]:
@@ -189,4 +319,5 @@ class CallConfig:
         record["call_id"] = self.call_id
         record["written_at"] = written_at
         record["additional_params"] = dict(self.additional_params)
+        record.update(self.options.to_record())
         return record

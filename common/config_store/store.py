@@ -46,6 +46,7 @@ from common.config_store.model import (
     DEFAULT_EMOTION,
     DEFAULT_LANGUAGE,
     CallConfig,
+    CallOptions,
 )
 from common.masking import clip_for_log
 
@@ -273,6 +274,7 @@ class ConfigStore:
         additional_params: dict[str, Any] | None = None,
         *,
         call_id: str | None = None,
+        options: CallOptions | None = None,
     ) -> dict[str, Any]:
         """Write one complete config (defaults for what is not given); return what was stored."""
         config = CallConfig.create(
@@ -282,6 +284,7 @@ class ConfigStore:
             tts_emotion,
             additional_params,
             call_id=call_id,
+            options=options,
         )
         result: dict[str, Any] = self._mutate_sync([self._put(config)])[0]
         _log_updated(result)
@@ -314,6 +317,7 @@ class ConfigStore:
         additional_params: dict[str, Any] | None = None,
         *,
         call_id: str | None = None,
+        options: CallOptions | None = None,
     ) -> dict[str, Any]:
         config = CallConfig.create(
             caller_name,
@@ -322,6 +326,7 @@ class ConfigStore:
             tts_emotion,
             additional_params,
             call_id=call_id,
+            options=options,
         )
         result: dict[str, Any] = await self._submit(self._put(config))
         _log_updated(result)

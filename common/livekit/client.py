@@ -90,6 +90,7 @@ def dispatch_metadata(
     phone_number: str,
     record: dict[str, Any],
     ringing_timeout_s: int | None = None,
+    report_url: str | None = None,
 ) -> str:
     """What the agent job receives (common.contracts.DispatchMetadata)."""
     return DispatchMetadata(
@@ -97,6 +98,7 @@ def dispatch_metadata(
         phone_number=phone_number,
         config=record,
         ringing_timeout_s=ringing_timeout_s,
+        report_url=report_url,
     ).to_json()
 
 
@@ -151,7 +153,9 @@ async def dispatch_agent(
                 api.CreateAgentDispatchRequest(
                     agent_name=settings.agent_name,
                     room=call_id,
-                    metadata=dispatch_metadata(call_id, phone_number, record, ringing_timeout_s),
+                    metadata=dispatch_metadata(
+                        call_id, phone_number, record, ringing_timeout_s, settings.report_url
+                    ),
                     restart_policy=JRP_NEVER,
                 )
             )

@@ -19,6 +19,7 @@ from common.calls.models import (
     StoredAnswer,
 )
 from common.calls.outcomes import Status
+from common.contracts import AgentReport
 
 
 class DatabaseError(Exception):
@@ -111,6 +112,14 @@ class CallStore(Protocol):
     async def release_placement(self, call_id: str, claim: IdempotencyClaim | None) -> None:
         """The call was never dialled: it stops counting against the rate, and its key is
         freed so a retry may place it anew."""
+        ...
+
+    async def record_report(self, report: AgentReport) -> Applied:
+        """Store an agent's report once and apply what it says (see programs.record_report)."""
+        ...
+
+    async def erase_call_data(self, ended_before: float) -> int:
+        """Erase the conversations of calls that ended before `ended_before`."""
         ...
 
     # -- the reaper ----------------------------------------------------------------------

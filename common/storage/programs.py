@@ -18,7 +18,7 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from common.calls.events import events_for_change, events_for_new_call
+from common.calls.events import CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
     Applied,
     CallEvent,
@@ -29,7 +29,8 @@ from common.calls.models import (
     StoredAnswer,
     TimelineEntry,
 )
-from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status
+from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
+from common.contracts import AgentReport, CallReport, TranscriptTurn
 from common.storage.base import AdmissionLimits, DatabaseError, KeyTaken, Refusal, Refused
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ POSTGRES = Dialect(
 LIVE = tuple(s.value for s in LIVE_STATUSES)
 _LIVE_MARKS = ",".join("?" * len(LIVE))
 RATE_WINDOW_S = 60.0
+
 CHUNK = 500  # ids per IN (...) list: well under either backend's parameter limit
 
 
@@ -77,8 +79,10 @@ def dumps(value: object) -> str:
 # ----------------------------------------------------------------------------- rows
 
 
-def row_to_call(row: Row, timeline: tuple[TimelineEntry, ...] = ()) -> CallRecord:
-    config = row["config"]
+def row_to_call(
+    row: Row, timeline: tuple[TimelineEntry, ...] = (), turns: tuple[TranscriptTurn, ...] = ()
+) -> CallRecord:
+    config, report = row["config"], row["report"]
     return CallRecord(
         call_id=row["call_id"],
         phone_number=row["phone_number"],
@@ -99,6 +103,11 @@ def row_to_call(row: Row, timeline: tuple[TimelineEntry, ...] = ()) -> CallRecor
         max_duration_s=row["max_duration_s"],
         config=json.loads(config) if config else None,
         room_finished_at=row["room_finished_at"],
+        amd=row["amd"],
+        ended_by=row["ended_by"],
+        report=CallReport.model_validate_json(report) if report else None,
+        turns=turns,
+        data_erased_at=row["data_erased_at"],
     )
 
 
@@ -194,10 +203,18 @@ def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecor
     if not rows:
         return None
     timeline: tuple[TimelineEntry, ...] = ()
+    turns: tuple[TranscriptTurn, ...] = ()
     if with_timeline:
         entries = yield Query("SELECT * FROM events WHERE call_id = ? ORDER BY id", (call_id,))
         timeline = tuple(_row_to_entry(e) for e in entries)
-    return row_to_call(rows[0], timeline)
+        if rows[0]["report"] is None:  # before the final report: the turns reported so far
+            reported = yield Query(
+                "SELECT body FROM reports WHERE call_id = ? AND kind = 'turn' ORDER BY seq",
+                (call_id,),
+            )
+            parsed = (AgentReport.model_validate_json(r["body"]).turn for r in reported)
+            turns = tuple(turn for turn in parsed if turn is not None)
+    return row_to_call(rows[0], timeline, turns)
 
 
 def list_calls(
@@ -241,7 +258,10 @@ def apply(
     room_finished: bool,
     now: float,
     lease_s: float,
+    answered_at: float | None = None,
 ) -> Program[Applied]:
+    """One decision about one call. `answered_at`: when the callee answered, if the decision
+    is the answer and its moment is known (an agent's report); else the time of the change."""
     if event_id is not None:
         seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
         if seen:
@@ -281,7 +301,7 @@ def apply(
                 now,
                 int(change.answered),
                 int(change.answered),
-                now,
+                now if answered_at is None else answered_at,
                 call_id,
             ),
         )
@@ -540,3 +560,110 @@ def claim_stale_events(
 def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
     rows = yield Query("DELETE FROM outbox WHERE dispatched_at < ? RETURNING id", (before,))
     return len(rows)
+
+
+# ----------------------------------------------------------------------------- agent reports
+
+
+def record_report(d: Dialect, report: AgentReport, now: float, lease_s: float) -> Program[Applied]:
+    """Store an agent's report once (by its sequence number) and apply what it says.
+
+    `answered` moves the call to in_progress with `answered_at` the moment it reports
+    (bounded by the call's own times); `amd` records the verdict (a machine one settles the
+    call as voicemail when it ends); `final` keeps the final report. A report about a call the
+    database does not know stores nothing. Nothing moves a final status.
+    """
+    rows = yield Query(
+        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
+        (report.call_id,),
+    )
+    if not rows:
+        return Applied(unknown_call=True)
+    stored = yield Query(
+        "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+        (report.call_id, report.seq, report.kind, report.to_json().decode(), report.at, now),
+    )
+    if not stored:
+        return Applied(duplicate=True)
+    call = row_to_call(rows[0])
+    kind = f"agent_{report.kind}"
+    detail: dict[str, Any] = {"seq": report.seq}
+    if report.kind == "answered":
+        answered_at = min(max(report.at, call.created_at), now)
+        return (
+            yield from apply(
+                d,
+                call.call_id,
+                kind,
+                answer_reported,
+                None,
+                detail,
+                False,
+                now,
+                lease_s,
+                answered_at=answered_at,
+            )
+        )
+    if report.kind == "amd" and report.amd is not None:
+        yield Query(
+            "UPDATE calls SET amd = ? WHERE call_id = ?", (report.amd.category, call.call_id)
+        )
+        detail["amd"] = report.amd.category
+        return (
+            yield from apply(d, call.call_id, kind, _no_change, None, detail, False, now, lease_s)
+        )
+    if report.kind == "final" and report.final is not None:
+        final = report.final
+        yield Query(
+            "UPDATE calls SET report = ?, report_at = ?, ended_by = COALESCE(?, ended_by)"
+            " WHERE call_id = ?",
+            (final.model_dump_json(), now, final.ended_by, call.call_id),
+        )
+        detail["turns"] = len(final.transcript)
+        applied = yield from apply(
+            d, call.call_id, kind, _no_change, None, detail, False, now, lease_s
+        )
+        events = yield from _add_events(
+            (CALL_REPORT,), call.status, applied.after or call, now, lease_s
+        )
+        return Applied(before=applied.before, after=applied.after, events=events)
+    return Applied(before=call, after=call)  # a turn: stored, read back with the call
+
+
+def _no_change(_state: Any) -> None:
+    return None
+
+
+def erase_call_data(d: Dialect, ended_before: float, now: float) -> Program[int]:
+    """Erase what the conversation said (transcript, summary, extracted fields, reasons) of
+    calls that ended before `ended_before`; status, timings, verdicts and usage stay."""
+    rows = yield Query(
+        "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL",
+        (ended_before,),
+    )
+    for row in rows:
+        report = row["report"]
+        kept = _without_personal_data(CallReport.model_validate_json(report)) if report else None
+        yield Query(
+            "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
+            (kept.model_dump_json() if kept else None, now, row["call_id"]),
+        )
+        yield Query(
+            "DELETE FROM reports WHERE call_id = ? AND kind IN ('turn', 'final')",
+            (row["call_id"],),
+        )
+    return len(rows)
+
+
+def _without_personal_data(report: CallReport) -> CallReport:
+    success = report.success.model_copy(update={"reason": ""}) if report.success else None
+    return report.model_copy(
+        update={
+            "transcript": [],
+            "summary": None,
+            "extracted": None,
+            "analysis_errors": [],
+            "success": success,
+        }
+    )

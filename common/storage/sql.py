@@ -22,6 +22,7 @@ from common.calls.models import (
     StoredAnswer,
 )
 from common.calls.outcomes import Status
+from common.contracts import AgentReport
 from common.storage import programs
 from common.storage.base import AdmissionLimits, Refusal
 from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
@@ -114,6 +115,16 @@ class SqlCallStore:
 
     async def release_placement(self, call_id: str, claim: IdempotencyClaim | None) -> None:
         await self._run(programs.release_placement(self.dialect, call_id, claim), write=True)
+
+    async def record_report(self, report: AgentReport) -> Applied:
+        return await self._run(
+            programs.record_report(self.dialect, report, self._clock(), LEASE_S), write=True
+        )
+
+    async def erase_call_data(self, ended_before: float) -> int:
+        return await self._run(
+            programs.erase_call_data(self.dialect, ended_before, self._clock()), write=True
+        )
 
     # -- the reaper ----------------------------------------------------------------------
 

@@ -498,6 +498,7 @@ async def test_a_finished_call_shows_its_config_times_and_ring_talk_split(
         "additional_params": {"tier": "gold"},
         "ringing_timeout_s": 30,
         "max_duration_s": 600,
+        "voicemail": {"action": "hang_up"},
     }
     for field in ("created_at", "answered_at", "ended_at", "updated_at"):
         assert shown[field].endswith("Z") and "T" in shown[field]

@@ -254,6 +254,9 @@ def test_reserved_keys() -> None:
         "call_id",
         "calls",
         "additional_params",
+        "first_message",
+        "voicemail",
+        "analysis",
     }
 
 

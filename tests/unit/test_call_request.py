@@ -437,6 +437,9 @@ def test_fields_constant_matches_the_accepted_body() -> None:
         "additional_params",
         "ringing_timeout_s",
         "max_duration_s",
+        "first_message",
+        "voicemail",
+        "analysis",
     }
 
 

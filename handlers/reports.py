@@ -1,0 +1,81 @@
+"""`POST /agent/reports`: what an agent reports about its own call, signed like LiveKit's
+webhooks (common/signing.py) with a room grant naming the call.
+
+401 when the signature does not hold (nothing changes); 409 when the token covers another
+call than the report names; 404 for a call the server does not know; a report seen before
+(same call and sequence number) changes nothing again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from aiohttp import web
+from livekit.api import TokenVerifier
+from pydantic import ValidationError
+
+from common.calls.request import field_errors
+from common.contracts import MAX_REPORT_BYTES, REPORTS_PATH, AgentReport
+from common.signing import Unverified, verify_body
+from handlers.errors import HttpError, json_error
+from handlers.http import Reply, RouteDoc, add_route, decode_json, json_answer, read_body
+from handlers.keys import CALLS, METRICS, SETTINGS
+from handlers.schemas import ReportAnswer
+
+logger = logging.getLogger(__name__)
+
+VERIFIER = web.AppKey("report_verifier", TokenVerifier)
+
+
+async def agent_report(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    body = await read_body(request, MAX_REPORT_BYTES, "report body")
+    try:
+        claims = verify_body(request.app[VERIFIER], request.headers.get("Authorization", ""), body)
+    except Unverified as exc:
+        metrics.reports.labels(result="unverified").inc()
+        logger.warning("agent report refused from %s: %s", request.remote, exc)
+        raise HttpError(401, "report signature did not verify") from None
+    try:
+        report = AgentReport.model_validate(decode_json(body))
+    except ValidationError as exc:
+        metrics.reports.labels(result="malformed").inc()
+        details = [e.to_json() for e in field_errors(exc)]
+        return json_error(400, "not an agent report", details)
+    covered = claims.video.room if claims.video is not None else None
+    if covered != report.call_id:
+        metrics.reports.labels(result="other_call").inc()
+        logger.warning(
+            "agent report for call %s refused: its token covers %s", report.call_id, covered
+        )
+        raise HttpError(409, f"the report's token does not cover call {report.call_id}")
+    applied = await request.app[CALLS].record_report(report)
+    result: Literal["applied", "duplicate"] = "duplicate" if applied.duplicate else "applied"
+    metrics.reports.labels(result=result).inc()
+    return json_answer(ReportAnswer(result=result))
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    app[VERIFIER] = TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret)
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            REPORTS_PATH,
+            "agentReport",
+            "An agent's report about its own call (signed like LiveKit webhooks)",
+            body=AgentReport,
+            replies={
+                200: Reply("Stored (or seen before)", ReportAnswer),
+                400: Reply("Signed, but not an agent report; `details` says why"),
+                401: Reply("The signature did not verify; nothing changed"),
+                404: Reply("No such call"),
+                409: Reply("The token covers another call"),
+                413: Reply("The body is larger than 1 MiB"),
+                503: Reply("The calls database is unavailable; the agent retries"),
+            },
+        ),
+        agent_report,
+    )

@@ -1,0 +1,301 @@
+"""Call results in GET /calls/{id}: the live answer, the transcript, the analysis and the
+answering-machine verdict, from the agent's signed reports (POST /agent/reports).
+
+The sandbox plays our agent for each simulated call (sandbox/agent.py), posting the same
+signed reports a real agent would; other tests post reports themselves, signed the way LiveKit
+signs (an independent signer here, not the production code's), forged, replayed and
+cross-call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from livekit.api import AccessToken, VideoGrants
+
+from common.contracts import REPORTS_PATH
+from common.settings import DEV_API_KEY, DEV_API_SECRET
+from handlers.keys import CALLS, EVENTS
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+from tests.integration.test_webhooks import event_json, place, post, quiet_app, sign
+
+Client = TestClient[Any, Any]
+SCALE = 0.05  # the sandbox at 20x: an answered call lasts ~0.7 s
+ANALYSIS = {
+    "summary": True,
+    "success_criteria": "The callee confirms the appointment",
+    "fields": {
+        "caller_name": {"type": "string", "description": "who answered"},
+        "appointment_confirmed": {"type": "boolean"},
+        "party_size": {"type": "integer"},
+        "preferred_time": {"type": "enum", "enum": ["morning", "afternoon"]},
+    },
+}
+
+
+def report_token(body: bytes, room: str | None, secret: str = DEV_API_SECRET) -> str:
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    token = AccessToken(DEV_API_KEY, secret).with_sha256(digest)
+    if room is not None:
+        token = token.with_grants(VideoGrants(room=room))
+    return token.to_jwt()
+
+
+async def post_report(
+    client: Client, report: dict[str, Any], room: str | None = "<same>", **kw: Any
+) -> int:
+    body = json.dumps(report).encode()
+    covered = report["call_id"] if room == "<same>" else room
+    headers = {"Authorization": "Bearer " + report_token(body, covered, **kw)}
+    resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
+    return resp.status
+
+
+async def shown(client: Client, call_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/calls/{call_id}")
+    assert resp.status == 200
+    doc: dict[str, Any] = await resp.json()
+    return doc
+
+
+async def settled_call(client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 200, await resp.text()
+    call_id = (await resp.json())["call_id"]
+    await client.app[SANDBOX].wait_idle(15)
+    await client.app[EVENTS].wait_idle()
+    return await shown(client, call_id)
+
+
+def seconds_between(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(end).timestamp() - datetime.fromisoformat(start).timestamp()
+
+
+# ------------------------------------------------------------------ through the sandbox
+
+
+async def test_an_answered_call_shows_its_conversation_and_analysis(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=SCALE)
+    call = await settled_call(client, dict(SEED_EXAMPLES[0], analysis=ANALYSIS))
+    assert call["status"] == "completed"
+    assert call["report_status"] == "complete" and call["simulated"] is True
+    assert call["amd"] == "human" and call["ended_by"] == "callee"
+    # The answer came from the agent's report, when sip.callStatus became active: ~3 s
+    # after the dial (1 s dialing + 2 s ringing), scaled; not at the hang-up.
+    answered_after = seconds_between(call["created_at"], call["answered_at"])
+    assert 2.0 * SCALE <= answered_after <= 3.0 * SCALE + 0.4
+    assert call["ring_s"] == pytest.approx(answered_after, abs=0.002)
+    assert call["talk_s"] >= 9.0 * SCALE  # 10 s of conversation, scaled
+    transcript = call["transcript"]
+    assert transcript[0]["role"] == "agent" and "Alice Smith" in transcript[0]["text"]
+    assert [t["role"] for t in transcript] == ["agent", "callee", "agent", "callee", "agent"]
+    assert [t["at_s"] for t in transcript] == sorted(t["at_s"] for t in transcript)
+    assert call["summary"].startswith("Simulated call with Alice Smith")
+    assert call["success"] == {"achieved": True, "reason": "simulated: the scripted callee agreed"}
+    assert call["extracted"] == {
+        "caller_name": "Alice Smith",
+        "appointment_confirmed": True,
+        "party_size": 1,
+        "preferred_time": "morning",
+    }
+    assert call["config"]["analysis"]["fields"]["party_size"] == {
+        "type": "integer",
+        "description": "",
+        "required": False,
+    }
+
+
+async def test_the_first_message_opens_the_conversation(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=SCALE)
+    first = "Hi Carlos, this is Ana from the clinic about tomorrow's appointment."
+    call = await settled_call(client, dict(SEED_EXAMPLES[1], first_message=first))
+    assert call["transcript"][0] == {
+        "role": "agent",
+        "text": first,
+        "at_s": call["transcript"][0]["at_s"],
+        "interrupted": False,
+    }
+    assert call["summary"] is None and call["extracted"] is None  # no analysis was asked for
+
+
+@pytest.mark.parametrize(
+    ("number", "status"),
+    [("+14155550486", "busy"), ("+14155550480", "no_answer"), ("+14155550503", "failed")],
+)
+async def test_unanswered_calls_report_no_conversation(
+    start_app: AppFactory, number: str, status: str
+) -> None:
+    client = await start_app(sandbox_time_scale=SCALE)
+    call = await settled_call(
+        client, {"phone_number": number, "analysis": ANALYSIS, "ringing_timeout_s": 5}
+    )
+    assert call["status"] == status
+    assert call["report_status"] == "complete" and call["ended_by"] == "system"
+    assert call["transcript"] == [] and call["amd"] is None and call["answered_at"] is None
+    assert call["talk_s"] == 0.0 and call["extracted"] is None
+
+
+async def test_voicemail_is_detected_and_the_message_left(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=SCALE)
+    message = "Hi, this is the clinic. Please call us back at your convenience."
+    call = await settled_call(
+        client,
+        {
+            "phone_number": "+14155550999",
+            "name": "Dana",
+            "voicemail": {"action": "leave_message", "message": message},
+        },
+    )
+    assert call["status"] == "voicemail" and call["amd"] == "machine-vm"
+    assert call["reason"] == "machine-vm" and call["ended_by"] == "agent"
+    assert [t["text"] for t in call["transcript"]] == [message]
+
+
+# ------------------------------------------------------------------ reports posted by hand
+
+
+def answered(call_id: str, seq: int = 0, at: float | None = None) -> dict[str, Any]:
+    return {"call_id": call_id, "seq": seq, "kind": "answered", "at": at or time.time()}
+
+
+async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)  # no webhooks at all: the report alone shows it
+    call_id = await place(client, "+14155557760")
+    at = time.time()
+    assert await post_report(client, answered(call_id, at=at)) == 200
+    call = await shown(client, call_id)
+    assert call["status"] == "in_progress"
+    from datetime import datetime
+
+    assert datetime.fromisoformat(call["answered_at"]).timestamp() == pytest.approx(at, abs=0.001)
+    turn = {"role": "callee", "text": "Hello?", "at_s": 0.4}
+    report = {"call_id": call_id, "seq": 1, "kind": "turn", "at": at + 0.4, "turn": turn}
+    assert await post_report(client, report) == 200
+    assert (await shown(client, call_id))["transcript"] == [dict(turn, interrupted=False)]
+    assert (await shown(client, call_id))["report_status"] == "pending"
+
+
+async def test_reports_are_idempotent(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    report = {
+        "call_id": call_id,
+        "seq": 3,
+        "kind": "turn",
+        "at": time.time(),
+        "turn": {"role": "agent", "text": "Hello", "at_s": 0.5},
+    }
+    for _ in range(3):  # the agent retried: the same report, seen once
+        assert await post_report(client, report) == 200
+    assert len((await shown(client, call_id))["transcript"]) == 1
+    resp = await client.post(
+        REPORTS_PATH,
+        data=io.BytesIO(json.dumps(report).encode()),
+        headers={"Authorization": report_token(json.dumps(report).encode(), call_id)},
+    )
+    assert (await resp.json())["result"] == "duplicate"
+
+
+async def test_forged_cross_call_and_unknown_call_reports_change_nothing(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)
+    mine, other = await place(client), await place(client)
+    before = await shown(client, mine)
+    forged = "another-secret-that-is-long-enough-0000000000"
+    assert await post_report(client, answered(mine), secret=forged) == 401
+    assert await post_report(client, answered(mine), room=None) == 409  # no room grant
+    assert await post_report(client, answered(mine), room=other) == 409  # another call's token
+    assert await post_report(client, answered("call-000000000000")) == 404
+    body = json.dumps(answered(mine)).encode()
+    for auth in (None, "Bearer not.a.jwt", report_token(body[:-1] + b" ", mine)):
+        headers = {"Authorization": auth} if auth else {}
+        resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
+        assert resp.status == 401
+    after = await shown(client, mine)
+    assert after["status"] == before["status"] == "dialing"
+    assert after["timeline"] == before["timeline"]
+    assert (await shown(client, other))["status"] == "dialing"
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        {
+            "seq": 0,
+            "kind": "answered",
+            "at": 1.0,
+            "turn": {"role": "agent", "text": "x", "at_s": 0},
+        },
+        {"seq": 0, "kind": "turn", "at": 1.0},
+        {"seq": -1, "kind": "answered", "at": 1.0},
+        {"seq": 0, "kind": "gossip", "at": 1.0},
+        {"seq": 0, "kind": "amd", "at": 1.0, "amd": {"category": "robot"}},
+    ],
+)
+async def test_malformed_reports_are_400(start_app: AppFactory, report: dict[str, Any]) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    assert await post_report(client, {"call_id": call_id, **report}) == 400
+
+
+async def test_no_report_moves_a_final_status(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    for event in (
+        event_json(
+            "participant_left", call_id, attributes={"sip.callStatus": "ringing"}, reason=12
+        ),
+        event_json("room_finished", call_id),
+    ):
+        assert await post(client, event, sign(event)) == 200
+    assert (await shown(client, call_id))["status"] == "busy"
+    assert await post_report(client, answered(call_id)) == 200
+    amd = {"call_id": call_id, "seq": 1, "kind": "amd", "at": time.time()}
+    assert await post_report(client, dict(amd, amd={"category": "machine-vm"})) == 200
+    call = await shown(client, call_id)
+    assert call["status"] == "busy" and call["answered_at"] is None
+
+
+async def test_an_agent_that_never_reports_shows_unavailable(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    event = event_json("room_finished", call_id)
+    assert await post(client, event, sign(event)) == 200
+    assert (await shown(client, call_id))["report_status"] == "pending"
+    service = client.app[CALLS]
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + 601
+    assert (await shown(client, call_id))["report_status"] == "unavailable"
+
+
+async def test_conversations_are_erased_after_the_retention(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=SCALE, call_data_retention_days=1.0)
+    call = await settled_call(client, dict(SEED_EXAMPLES[2], analysis=ANALYSIS))
+    assert call["transcript"] and call["extracted"]
+    service = client.app[CALLS]
+    await service.reap()
+    assert (await shown(client, call["call_id"]))["transcript"]  # a day has not passed
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + 86400 + 1
+    await service.reap()
+    erased = await shown(client, call["call_id"])
+    assert erased["transcript"] == [] and erased["summary"] is None
+    assert erased["extracted"] is None and erased["success"] == {"achieved": True, "reason": ""}
+    assert erased["personal_data_erased_at"] is not None
+    # Status, times and verdicts stay.
+    for field in ("status", "answered_at", "ended_at", "ring_s", "talk_s", "amd", "ended_by"):
+        assert erased[field] == call[field]
