@@ -3,15 +3,22 @@
 `OutboundCaller` talks; `CallControl` is everything it may do to the call itself (record an
 outcome on the room, hang up). The worker passes a LiveKit-backed control; tests pass a fake,
 so the tools run offline.
+
+The caller does not answer the callee before it has greeted them: while the answering-machine
+detection listens, the callee's "Hello?" would otherwise get an LLM reply that plays before
+(or instead of) the greeting. Until `greet` runs, a finished user turn is kept in the
+agent's context (so the LLM sees it later) and its reply is stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
-from livekit.agents import Agent, RunContext, function_tool
+from livekit.agents import Agent, RunContext, StopResponse, function_tool
+from livekit.agents.llm import ChatContext, ChatMessage
 from livekit.agents.voice import SpeechHandle
 
 from agent.plan import SessionPlan
@@ -36,12 +43,48 @@ class CallControl(Protocol):
 class OutboundCaller(Agent):
     """Speaks for one call: its instructions, the callee's name and language come from a plan."""
 
-    def __init__(self, plan: SessionPlan, control: CallControl) -> None:
+    def __init__(
+        self,
+        plan: SessionPlan,
+        control: CallControl,
+        *,
+        on_held_turn: Callable[[ChatMessage], None] | None = None,
+    ) -> None:
         super().__init__(instructions=plan.instructions)
         self._plan = plan
         self._control = control
         self._hangup_task: asyncio.Task[None] | None = None
         self._hangup_scheduled = False
+        self._greeted = False
+        self._on_held_turn = on_held_turn
+
+    @property
+    def greeted(self) -> bool:
+        return self._greeted
+
+    def greet(self) -> SpeechHandle:
+        """Open the conversation: the call's first message as is (TTS only, no LLM round
+        trip), else an LLM greeting; from now on the callee's turns get replies."""
+        if self._plan.first_message:
+            handle = self.session.say(self._plan.first_message)
+        else:
+            handle = self.session.generate_reply(instructions=self._plan.greeting)
+        self._greeted = True
+        return handle
+
+    async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
+        """Before the greeting, keep what the callee said but do not answer it."""
+        if self._greeted:
+            return
+        # StopResponse drops the turn from the session's history: put it in the agent's own
+        # context (the LLM sees it once the conversation starts) and hand it to the
+        # transcript, which would otherwise never hear of it.
+        ctx = self.chat_ctx.copy()
+        ctx.items.append(new_message)
+        await self.update_chat_ctx(ctx)
+        if self._on_held_turn is not None:
+            self._on_held_turn(new_message)
+        raise StopResponse()
 
     @property
     def plan(self) -> SessionPlan:

@@ -1,18 +1,27 @@
 """From one call's config to the plan of the agent's session (pure).
 
 `plan_session` decides everything (providers, models, language codes, emotion, voice, the
-instructions and the greeting) from a `CallConfig` and `Settings` alone, so it can be tested and
-shown to operators (`python -m agent describe`) without keys or network. `agent.session` turns
-a plan into the real Deepgram / OpenAI / Cartesia plugins, `AgentSession` and `OutboundCaller`.
+instructions and the greeting, the first message, the voicemail policy and the post-call
+analysis) from a `CallConfig` and `Settings` alone, so it can be tested and shown to operators
+(`python -m agent describe`) without keys or network. `agent.session` turns a plan into the
+real Deepgram / OpenAI / Cartesia plugins, `AgentSession` and `OutboundCaller`.
+`answer_action` is the (equally pure) decision once the answering-machine detection has spoken.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
-from common.config_store.model import EMOTIONS, LANGUAGES, CallConfig
+from common.config_store.model import (
+    EMOTIONS,
+    LANGUAGES,
+    AnalysisRequest,
+    CallConfig,
+    VoicemailPolicy,
+)
+from common.contracts import MACHINE_VERDICTS
 from common.settings import Settings
 
 STT_PROVIDER = "deepgram"
@@ -85,10 +94,19 @@ class SessionPlan:
     stt: SttPlan
     llm: LlmPlan
     tts: TtsPlan
+    first_message: str | None = None
+    """Said as is when a person answers (no LLM round trip); None: the LLM greets."""
+    voicemail: VoicemailPolicy = field(default_factory=VoicemailPolicy)
+    analysis: AnalysisRequest | None = None
+    """The post-call analysis the call asks for, or None for none."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (what `python -m agent describe` prints)."""
-        return asdict(self)
+        doc = asdict(self)
+        # asdict leaves pydantic models as objects; describe prints JSON.
+        doc["voicemail"] = self.voicemail.model_dump(mode="json")
+        doc["analysis"] = None if self.analysis is None else self.analysis.model_dump(mode="json")
+        return doc
 
 
 def _context_value(value: Any) -> str:
@@ -163,4 +181,25 @@ def plan_session(
             voice=settings.cartesia_voice_id,
             word_timestamps=language in CARTESIA_WORD_TIMESTAMP_LANGUAGES,
         ),
+        first_message=config.options.first_message,
+        voicemail=config.options.voicemail,
+        analysis=config.options.analysis,
     )
+
+
+AnswerAction = Literal["greet", "leave_message", "hang_up"]
+
+
+def answer_action(category: str, voicemail: VoicemailPolicy) -> AnswerAction:
+    """What to do once the answering-machine detection has a verdict.
+
+    A person, or a verdict the detector is unsure of, is greeted: hanging up on a person is
+    worse than greeting a machine. A voicemail box gets the call's message if it asks for one
+    to be left; an IVR menu or an unavailable line (nobody to leave a message with) and a
+    voicemail box without a message are hung up on.
+    """
+    if category == "machine-vm" and voicemail.action == "leave_message" and voicemail.message:
+        return "leave_message"
+    if category in MACHINE_VERDICTS:
+        return "hang_up"
+    return "greet"

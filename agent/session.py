@@ -7,6 +7,7 @@ worker imports them up front because they must register on the main thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.caller import CallControl, OutboundCaller
@@ -15,6 +16,7 @@ from common.settings import Settings
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
+    from livekit.agents.llm import ChatMessage
     from livekit.plugins import cartesia, deepgram, openai
 
 
@@ -45,16 +47,26 @@ def build_tts(plan: SessionPlan, settings: Settings) -> cartesia.TTS:
     )
 
 
-def build_agent(plan: SessionPlan, control: CallControl) -> OutboundCaller:
-    return OutboundCaller(plan, control)
+def build_agent(
+    plan: SessionPlan,
+    control: CallControl,
+    *,
+    on_held_turn: Callable[[ChatMessage], None] | None = None,
+) -> OutboundCaller:
+    return OutboundCaller(plan, control, on_held_turn=on_held_turn)
 
 
 def build_session(
-    plan: SessionPlan, settings: Settings, control: CallControl
+    plan: SessionPlan,
+    settings: Settings,
+    control: CallControl,
+    *,
+    on_held_turn: Callable[[ChatMessage], None] | None = None,
 ) -> tuple[AgentSession[None], OutboundCaller]:
     """The real session and agent for a plan (needs the API keys).
 
     Building it already starts pre-warming the LLM connection (livekit-agents does this).
+    `on_held_turn` gets the callee's turns the agent holds back before its greeting.
     """
     from livekit.agents import AgentSession
 
@@ -63,4 +75,4 @@ def build_session(
         llm=build_llm(plan, settings),
         tts=build_tts(plan, settings),
     )
-    return session, build_agent(plan, control)
+    return session, build_agent(plan, control, on_held_turn=on_held_turn)

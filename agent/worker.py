@@ -3,7 +3,10 @@
 `python -m agent dev|start|console` runs `build_server(settings)` through livekit-agents' CLI.
 Each job runs `entrypoint` in its own process: it finds its call id, selects the call's config
 (`agent.config_source`), builds the session from it (`agent.session`), waits for the callee to
-pick up and greets them by name.
+pick up, tells a person from a machine (`agent.answer`) and greets them, leaves a message or
+hangs up. Along the way it reports to the server (`agent.reporting`): the answer, the
+verdict, each transcript turn (`agent.results`); when the job ends, however it ends, a
+shutdown callback runs the post-call analysis (`agent.analysis`) and sends the final report.
 """
 
 from __future__ import annotations
@@ -12,14 +15,19 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from livekit import api, rtc
-from livekit.agents import AgentServer, JobContext, room_io
+from livekit.agents import AgentServer, AgentSession, JobContext, room_io
+from livekit.agents.llm import LLM
+from livekit.agents.voice.amd.detector import DetectionOptions
 from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
 from livekit.rtc.room import EventTypes as RoomEvent
 
+from agent.answer import handle_answer
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
@@ -29,6 +37,8 @@ from agent.config_source import (
     select_config,
 )
 from agent.plan import SessionPlan, plan_session
+from agent.reporting import ReportSender
+from agent.results import CallEnd, TranscriptRecorder, finish_call
 from agent.session import build_session
 from common.config_store.model import CallConfig
 from common.config_store.store import ConfigStore
@@ -49,6 +59,16 @@ logger = logging.getLogger(__name__)
 
 # On top of the ringing timeout: the SIP participant joins a moment after the dispatch.
 CALLEE_WAIT_GRACE_S = 15.0
+
+# After the call: the analysis, then delivering the reports (retried for up to 240 s each),
+# both inside the time the worker gives a job process to exit (`build_server`).
+ANALYSIS_TIMEOUT_S = 60.0
+REPORT_FLUSH_TIMEOUT_S = 220.0
+SHUTDOWN_PROCESS_TIMEOUT_S = 300.0
+
+# A callee who picks up and says nothing for 5 s is greeted (verdict "uncertain") rather than
+# left in silence for the detector's default 10 s.
+AMD_OPTIONS = DetectionOptions(no_speech_threshold=5.0)
 
 # Listen to the phone line only, and end the room (the call) when the session closes.
 CALL_ROOM_OPTIONS = room_io.RoomOptions(
@@ -82,9 +102,10 @@ def job_config_store() -> ConfigStore:
 class JobCallControl:
     """`CallControl` for a real job: room metadata and room deletion through livekit.api."""
 
-    def __init__(self, ctx: JobContext, room_name: str) -> None:
+    def __init__(self, ctx: JobContext, room_name: str, end: CallEnd | None = None) -> None:
         self._ctx = ctx
         self._room_name = room_name
+        self._end = end
 
     async def set_outcome(self, outcome: str) -> None:
         if self._ctx.is_fake_job():
@@ -97,6 +118,10 @@ class JobCallControl:
         logger.info("call %s: room metadata outcome=%s", self._room_name, outcome)
 
     async def hang_up(self) -> None:
+        # Before the room goes: the callee then leaves with ROOM_DELETED, which without this
+        # flag would read as a hang-up through the API.
+        if self._end is not None:
+            self._end.agent_hung_up = True
         # delete_room is a no-op for console (fake) jobs and tolerates an already-gone room.
         await self._ctx.delete_room(self._room_name)
         self._ctx.shutdown(reason="call ended by the agent")
@@ -181,6 +206,62 @@ async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> No
     ctx.shutdown(reason="no config for this call")
 
 
+@dataclass
+class _Job:
+    """What the shutdown callback needs, filled in as the job gets that far."""
+
+    call_id: str
+    sender: ReportSender
+    recorder: TranscriptRecorder
+    end: CallEnd = field(default_factory=CallEnd)
+    plan: SessionPlan | None = None
+    session: AgentSession[None] | None = None
+
+
+async def _finish(job: _Job) -> None:
+    """The post-call analysis and the final report, then every report delivered (bounded)."""
+    session, plan = job.session, job.plan
+    llm = session.llm if session is not None else None
+    try:
+        report = await finish_call(
+            job.sender,
+            job.recorder.turns,
+            ended_by=job.end.ended_by(),
+            session_usage=session.usage if session is not None else None,
+            analysis_request=plan.analysis if plan is not None else None,
+            llm=llm if isinstance(llm, openai.LLM) else None,
+            instructions=plan.instructions if plan is not None else "",
+            analysis_timeout_s=ANALYSIS_TIMEOUT_S,
+            flush_timeout_s=REPORT_FLUSH_TIMEOUT_S,
+        )
+    except Exception:
+        logger.exception("call %s: the final report failed", job.call_id)
+        await job.sender.aclose(REPORT_FLUSH_TIMEOUT_S)
+        return
+    logger.info(
+        "call %s: final report: %d turns, ended by %s%s",
+        job.call_id,
+        len(report.transcript),
+        report.ended_by,
+        f", analysis errors: {len(report.analysis_errors)}" if report.analysis_errors else "",
+    )
+
+
+def _start_job(ctx: JobContext, call_id: str, metadata: DispatchMetadata) -> _Job:
+    settings = job_settings()
+    sender = ReportSender(
+        metadata.report_url, call_id, settings.livekit_api_key, settings.livekit_api_secret
+    )
+    job = _Job(call_id, sender, TranscriptRecorder(sender.turn))
+
+    async def on_shutdown(_reason: str) -> None:
+        await _finish(job)
+
+    # However the job ends (hang-up, room deleted, refusal, crash), the final report goes out.
+    ctx.add_shutdown_callback(on_shutdown)
+    return job
+
+
 async def entrypoint(ctx: JobContext) -> None:
     """One call: select its config, build its session, greet the callee once they answer."""
     settings = job_settings()
@@ -190,6 +271,7 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {"call_id": call_id}
     if metadata.phone_number:
         logger.info("call %s: job for %s", call_id, mask_phone(metadata.phone_number))
+    job = _start_job(ctx, call_id, metadata)
 
     record = await load_call_record(job_config_store(), call_id)
     created = room_creation_time(ctx.job.room.creation_time, ctx.job.room.creation_time_ms)
@@ -207,22 +289,44 @@ async def entrypoint(ctx: JobContext) -> None:
     else:
         plan = plan_session(selected.config, settings, call_id=call_id, source=selected.source)
         _log_selected(call_id, selected, plan)
+    job.plan = plan
 
     await ctx.connect()
-    session, agent = build_session(plan, settings, JobCallControl(ctx, room_name))
+    control = JobCallControl(ctx, room_name, job.end)
+    session, agent = build_session(plan, settings, control, on_held_turn=job.recorder.add_message)
+    job.session = session
+    session.on("conversation_item_added", job.recorder.on_item_added)
     # The session closes when the callee hangs up; the call (room) and the job end with it.
     session.on("close", lambda _event: ctx.shutdown(reason="session closed"))
+    ctx.room.on("participant_disconnected", job.end.on_participant_disconnected)
+    ctx.room.on("disconnected", job.end.on_room_disconnected)
     await session.start(agent=agent, room=ctx.room, room_options=CALL_ROOM_OPTIONS)
 
-    if not ctx.is_fake_job():
-        ringing_s = metadata.ringing_timeout_s or settings.call_ringing_timeout_s
-        timeout_s = ringing_s + CALLEE_WAIT_GRACE_S
-        if await wait_for_callee(ctx.room, timeout_s) is None:
-            logger.info("call %s: not answered; ending the job", call_id)
-            await ctx.delete_room(room_name)
-            ctx.shutdown(reason="callee did not answer")
-            return
-    session.generate_reply(instructions=plan.greeting)
+    if ctx.is_fake_job():  # console: the terminal "answers" at once, and is a person
+        job.end.answered = True
+        job.recorder.start(time.time())
+        agent.greet()
+        return
+    ringing_s = metadata.ringing_timeout_s or settings.call_ringing_timeout_s
+    callee = await wait_for_callee(ctx.room, ringing_s + CALLEE_WAIT_GRACE_S)
+    if callee is None:
+        logger.info("call %s: not answered; ending the job", call_id)
+        await ctx.delete_room(room_name)
+        ctx.shutdown(reason="callee did not answer")
+        return
+    answered_at = time.time()
+    job.end.answered = True
+    job.recorder.start(answered_at)
+    job.sender.answered(answered_at)
+    await handle_answer(
+        session,
+        agent,
+        control,
+        on_verdict=job.sender.amd,
+        llm=session.llm if isinstance(session.llm, LLM) else None,
+        participant_identity=callee.identity,
+        detection_options=AMD_OPTIONS,
+    )
 
 
 def build_server(settings: Settings) -> AgentServer:
@@ -231,6 +335,9 @@ def build_server(settings: Settings) -> AgentServer:
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,
+        # The job's shutdown callback analyses the call and retries its reports: give the
+        # process that long before it is killed (the default is 10 s).
+        shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT_S,
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name)
     return server

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import missing_settings
+from common.config_store.model import AnalysisField, AnalysisRequest, CallOptions, VoicemailPolicy
 from common.settings import Settings
 from common.update_config import ConfigStore
 
@@ -64,6 +65,40 @@ def test_describe_a_known_call(tmp_path: Path, config_file: Path) -> None:
     assert plan["tts"]["provider"] == "cartesia" and plan["tts"]["model"] == "sonic-3"
     assert (plan["tts"]["language"], plan["tts"]["emotion"]) == ("es", "calm")
     assert plan["tts"]["voice"]
+
+
+def test_describe_shows_what_the_agent_does_around_the_conversation(tmp_path: Path) -> None:
+    options = CallOptions(
+        first_message="Hola Carlos, le llamo de la tienda.",
+        voicemail=VoicemailPolicy(action="leave_message", message="Le llamaremos mañana."),
+        analysis=AnalysisRequest(
+            success_criteria="El cliente confirma el pedido.",
+            fields={"order_id": AnalysisField(type="string", required=True)},
+        ),
+    )
+    path = tmp_path / "config.json"
+    ConfigStore(path).update("Carlos García", tts_language="es", call_id=CALL, options=options)
+
+    proc = run_agent(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(path))
+
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["first_message"] == "Hola Carlos, le llamo de la tienda."
+    assert plan["voicemail"] == {"action": "leave_message", "message": "Le llamaremos mañana."}
+    assert plan["analysis"] == {
+        "summary": True,
+        "success_criteria": "El cliente confirma el pedido.",
+        "fields": {
+            "order_id": {"type": "string", "description": "", "enum": None, "required": True}
+        },
+    }
+
+
+def test_describe_a_call_without_options(tmp_path: Path, config_file: Path) -> None:
+    proc = run_agent(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(config_file))
+    plan = json.loads(proc.stdout)
+    assert plan["first_message"] is None and plan["analysis"] is None
+    assert plan["voicemail"] == {"action": "hang_up", "message": None}
 
 
 def test_describe_an_unknown_call(tmp_path: Path, config_file: Path) -> None:

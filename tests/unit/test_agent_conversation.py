@@ -16,6 +16,7 @@ from livekit.agents.llm import (
     ChatChunk,
     ChatContext,
     ChoiceDelta,
+    CompletionUsage,
     FunctionToolCall,
     LLMStream,
     Tool,
@@ -43,14 +44,27 @@ pytestmark = pytest.mark.usefixtures("no_network")
 class ScriptedLLM(LLM[Never]):  # no events beyond the base LLM's
     """An LLM that answers from a script keyed by the last user message or tool output.
 
-    Keys: the user's text, or `tool:<name>` after a tool ran. Every chat context it is given
-    is kept, so tests can check what the model was told.
+    Keys: the user's text, or `tool:<name>` after a tool ran, or `amd:<text>` for the
+    answering-machine detector's request (the one offering the `save_prediction` tool).
+    Every chat context it is given is kept (`contexts`, and `amd_contexts` for the
+    detector's), so tests can check what the model was told. With `usage`, each answer ends
+    with a usage chunk of (prompt, completion) tokens, which feeds `session.usage`.
     """
 
-    def __init__(self, script: dict[str, Reply]) -> None:
+    def __init__(self, script: dict[str, Reply], usage: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.script = script
+        self.usage = usage
         self.contexts: list[ChatContext] = []
+        self.amd_contexts: list[ChatContext] = []
+
+    @property
+    def model(self) -> str:
+        return "scripted-model"
+
+    @property
+    def provider(self) -> str:
+        return "scripted"
 
     def chat(
         self,
@@ -62,7 +76,8 @@ class ScriptedLLM(LLM[Never]):  # no events beyond the base LLM's
         tool_choice: NotGivenOr[ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> LLMStream:
-        self.contexts.append(chat_ctx.copy())
+        for_amd = any(tool.id == "save_prediction" for tool in tools or [])
+        (self.amd_contexts if for_amd else self.contexts).append(chat_ctx.copy())
         return ScriptedStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
 
@@ -77,6 +92,7 @@ class ScriptedStream(LLMStream):
     ) -> None:
         super().__init__(llm, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
         self._script = llm.script
+        self._usage = llm.usage
 
     async def _run(self) -> None:
         last = self._chat_ctx.items[-1]
@@ -86,6 +102,8 @@ class ScriptedStream(LLMStream):
             key = f"tool:{last.name}"
         else:
             key = ""
+        if any(tool.id == "save_prediction" for tool in self._tools):
+            key = f"amd:{key}"
         text, calls = self._script.get(key, ("", []))
         if text:
             self._event_ch.send_nowait(
@@ -95,6 +113,14 @@ class ScriptedStream(LLMStream):
             self._event_ch.send_nowait(
                 ChatChunk(id="scripted", delta=ChoiceDelta(role="assistant", tool_calls=calls))
             )
+        if self._usage is not None:
+            prompt, completion = self._usage
+            usage = CompletionUsage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+            )
+            self._event_ch.send_nowait(ChatChunk(id="scripted", usage=usage))
 
 
 class FakeCallControl:

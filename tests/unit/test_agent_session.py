@@ -15,7 +15,15 @@ from livekit.plugins.deepgram.models import DeepgramLanguages
 
 from agent.plan import CARTESIA_EMOTIONS, DEEPGRAM_LANGUAGES, call_context_line, plan_session
 from agent.session import build_llm, build_session, build_stt, build_tts
-from common.config_store.model import EMOTIONS, LANGUAGES, CallConfig
+from common.config_store.model import (
+    EMOTIONS,
+    LANGUAGES,
+    AnalysisField,
+    AnalysisRequest,
+    CallConfig,
+    CallOptions,
+    VoicemailPolicy,
+)
 from common.settings import Settings
 
 SETTINGS = Settings(
@@ -176,6 +184,26 @@ def test_plan_is_json_ready() -> None:
     assert doc["tts"]["emotion"] == "calm"
     assert doc["stt"]["language"] == "en-US"
     assert doc["caller_name"] == "Zoë"
+
+
+def test_plan_carries_the_calls_options_json_ready() -> None:
+    options = CallOptions(
+        first_message="Hi Zoë!",
+        voicemail=VoicemailPolicy(action="leave_message", message="Call me back."),
+        analysis=AnalysisRequest(
+            fields={"plan": AnalysisField(type="enum", enum=["basic", "pro"], required=True)}
+        ),
+    )
+    plan = plan_session(CallConfig.create("Zoë", options=options), SETTINGS)
+    assert plan.first_message == "Hi Zoë!"
+    assert plan.voicemail == options.voicemail and plan.analysis == options.analysis
+    doc = json.loads(json.dumps(plan.to_dict()))
+    assert doc["voicemail"] == {"action": "leave_message", "message": "Call me back."}
+    assert doc["analysis"]["fields"]["plan"]["enum"] == ["basic", "pro"]
+
+    bare = json.loads(json.dumps(plan_session(CallConfig(), SETTINGS).to_dict()))
+    assert (bare["first_message"], bare["analysis"]) == (None, None)
+    assert bare["voicemail"]["action"] == "hang_up"
 
 
 @pytest.mark.usefixtures("no_network")

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import pytest
+from aiohttp import web
 from livekit import api, rtc
-from livekit.agents import JobContext
+from livekit.agents import AgentSession, JobContext
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
+from pytest_aiohttp import AiohttpServer
 
 from agent import worker
+from agent.caller import CallControl, OutboundCaller
 from agent.plan import SessionPlan
+from agent.results import CallEnd
+from agent.session import build_agent
 from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
-from common.contracts import RoomMetadata
+from common.config_store.model import AnalysisRequest, CallOptions
+from common.contracts import REPORTS_PATH, RoomMetadata
 from common.settings import Settings
 from common.update_config import ConfigStore
+from tests.unit.test_agent_answer import FAST_AMD, amd_says, end_user_turn, eventually
+from tests.unit.test_agent_conversation import ScriptedLLM, tool_call
+from tests.unit.test_agent_reporting import CALL, KEY, SECRET, ReportServer
 
 
 class _Stop(Exception):
@@ -56,7 +67,11 @@ class FakeJobContext:
         self.connected = False
         self.api = FakeApi()
         self.room = FakeRtcRoom()
+        self.shutdown_callbacks: list[Callable[[str], Awaitable[None]]] = []
         self._fake = fake
+
+    def add_shutdown_callback(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        self.shutdown_callbacks.append(callback)
 
     def is_fake_job(self) -> bool:
         return self._fake
@@ -75,11 +90,17 @@ class FakeJobContext:
 
 
 def make_job(
-    call_id: str, *, config: dict[str, Any] | None = None, created_ms: int | None = None
+    call_id: str,
+    *,
+    config: dict[str, Any] | None = None,
+    created_ms: int | None = None,
+    report_url: str | None = None,
 ) -> agent_proto.Job:
     metadata: dict[str, Any] = {"call_id": call_id, "phone_number": "+1234567890"}
     if config is not None:
         metadata["config"] = config
+    if report_url is not None:
+        metadata["report_url"] = report_url
     now_ms = int(time.time() * 1000) + 1 if created_ms is None else created_ms
     room = models.Room(name=call_id, creation_time=now_ms // 1000, creation_time_ms=now_ms)
     return agent_proto.Job(id=f"job-{call_id}", room=room, metadata=json.dumps(metadata))
@@ -100,7 +121,7 @@ def built_plans(monkeypatch: pytest.MonkeyPatch) -> list[SessionPlan]:
     """Capture the plan each job builds its session from, then stop the job there."""
     plans: list[SessionPlan] = []
 
-    def capture(plan: SessionPlan, *_args: Any) -> NoReturn:
+    def capture(plan: SessionPlan, *_args: Any, **_kwargs: Any) -> NoReturn:
         plans.append(plan)
         raise _Stop
 
@@ -225,6 +246,51 @@ def test_server_registers_the_entrypoint_under_the_agent_name() -> None:
     server = build_server(Settings(agent_name="outbound-caller-test"))
     assert server._agent_name == "outbound-caller-test"
     assert server._entrypoint_fnc is entrypoint
+    # The shutdown callback analyses the call and retries its reports: not killed at 10 s.
+    assert server._shutdown_process_timeout == 300
+    assert worker.ANALYSIS_TIMEOUT_S + worker.REPORT_FLUSH_TIMEOUT_S < 300
+
+
+async def test_the_agents_hang_up_is_known_before_the_room_goes() -> None:
+    ctx = FakeJobContext(make_job("call-h"))
+    end = CallEnd()
+    end.answered = True
+    flag_when_deleted: list[bool] = []
+    delete = ctx.delete_room
+
+    def watch(room_name: str | None = None) -> asyncio.Future[None]:
+        flag_when_deleted.append(end.agent_hung_up)
+        return delete(room_name)
+
+    ctx.delete_room = watch  # type: ignore[method-assign]
+    await JobCallControl(cast(JobContext, ctx), "call-h", end).hang_up()
+
+    assert flag_when_deleted == [True]
+    assert end.ended_by() == "agent"
+
+
+async def test_a_refused_job_still_sends_its_final_report(
+    settings: Settings, aiohttp_server: AiohttpServer
+) -> None:
+    reports = ReportServer()
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, reports.handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    job = make_job(CALL, report_url=str(server.make_url(REPORTS_PATH)))
+    ctx = FakeJobContext(job)
+    signing = dataclasses.replace(settings, livekit_api_key=KEY, livekit_api_secret=SECRET)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(worker, "job_settings", lambda: signing)
+        await entrypoint(cast(JobContext, ctx))
+        assert ctx.shutdown_reasons == ["no config for this call"]
+        (on_shutdown,) = ctx.shutdown_callbacks
+        await asyncio.wait_for(on_shutdown("no config for this call"), 10)
+
+    (final,) = reports.reports
+    assert (final.call_id, final.seq, final.kind) == (CALL, 0, "final")
+    assert final.final is not None
+    assert (final.final.transcript, final.final.ended_by) == ([], "system")
 
 
 class FakeParticipant:
@@ -278,3 +344,99 @@ async def test_callee_who_never_answers() -> None:
     assert await waiting is None
 
     assert await worker.wait_for_callee(cast(rtc.Room, FakeRoom(phone)), 0.01) is None
+
+
+async def test_an_answered_call_from_start_to_final_report(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entrypoint's wiring, with a text-only session in place of the room: the answer,
+    the verdict, every turn as it happens, the agent's hang-up, then the final report from
+    the shutdown callback."""
+    reports = ReportServer()
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, reports.handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    signing = dataclasses.replace(settings, livekit_api_key=KEY, livekit_api_secret=SECRET)
+    monkeypatch.setattr(worker, "job_settings", lambda: signing)
+    options = CallOptions(first_message="Hi Alice, it's your coach.", analysis=AnalysisRequest())
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL, options=options)
+
+    llm = ScriptedLLM(
+        {
+            **amd_says("human", "Hello?"),
+            "Who is this?": ("Your cricket coach!", []),
+            "Bye!": ("", tool_call("end_call")),
+            "tool:end_call": ("Goodbye Alice!", []),
+        },
+        usage=(50, 5),
+    )
+    sessions: list[AgentSession[None]] = []
+
+    def text_only_session(
+        plan: SessionPlan, _settings: Settings, control: CallControl, **kwargs: Any
+    ) -> tuple[AgentSession[None], OutboundCaller]:
+        session = AgentSession[None](llm=llm)
+        start = session.start
+
+        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
+            await start(agent)
+
+        session.start = start_without_room  # type: ignore[assignment,method-assign]
+        sessions.append(session)
+        return session, build_agent(plan, control, **kwargs)
+
+    async def answered(_room: object, _timeout_s: float) -> FakeParticipant:
+        return FakeParticipant("sip-" + CALL, SIP, "active")
+
+    monkeypatch.setattr(worker, "build_session", text_only_session)
+    monkeypatch.setattr(worker, "wait_for_callee", answered)
+    monkeypatch.setattr(worker, "AMD_OPTIONS", FAST_AMD)
+    ctx = FakeJobContext(make_job(CALL, report_url=str(server.make_url(REPORTS_PATH))))
+    ctx.room = FakeRoom()  # type: ignore[assignment]
+
+    async with llm:
+        entry = asyncio.create_task(entrypoint(cast(JobContext, ctx)))
+        await eventually(lambda: sessions and sessions[0].amd is not None, "the detector")
+        session = sessions[0]
+        end_user_turn(session, "Hello?")
+        await asyncio.wait_for(entry, 10)  # greeted: the entrypoint is done
+        await eventually(lambda: session.history.messages(), "the first message")
+        end_user_turn(session, "Who is this?")
+        await eventually(lambda: len(llm.contexts) == 1, "the reply")
+        end_user_turn(session, "Bye!")
+        await eventually(lambda: ctx.shutdown_reasons, "the hang-up")
+        await session.aclose()  # what the framework does before the shutdown callbacks
+        for callback in ctx.shutdown_callbacks:
+            await asyncio.wait_for(callback("call ended by the agent"), 10)
+
+    assert ctx.shutdown_reasons == ["call ended by the agent", "session closed"]
+    assert ctx.deleted_rooms == [CALL]
+    kinds = [(r.kind, r.turn.role if r.turn else None) for r in reports.reports]
+    assert kinds == [
+        ("answered", None),
+        ("turn", "callee"),  # "Hello?", held back from the LLM until the greeting
+        ("amd", None),
+        ("turn", "agent"),
+        ("turn", "callee"),
+        ("turn", "agent"),
+        ("turn", "callee"),
+        ("turn", "agent"),
+        ("final", None),
+    ]
+    assert [r.seq for r in reports.reports] == list(range(9))
+    amd = reports.reports[2].amd
+    assert amd is not None and amd.category == "human"
+    final = reports.reports[-1].final
+    assert final is not None
+    assert final.ended_by == "agent"
+    assert [t.text for t in final.transcript] == [
+        "Hello?",
+        "Hi Alice, it's your coach.",
+        "Who is this?",
+        "Your cricket coach!",
+        "Bye!",
+        "Goodbye Alice!",
+    ]
+    assert final.usage["llm"][0]["model"] == "scripted-model"
+    # The scripted LLM cannot do structured output; with the real plugin see test_agent_analysis.
+    assert final.analysis_errors == ["analysis failed: no LLM for this call"]

@@ -1,0 +1,276 @@
+"""What a call produced: its transcript, who ended it, its usage, and the final report.
+
+The transcript is captured from the session's `conversation_item_added` events (finished
+turns only, both sides) and each turn is reported as it happens, so the server has the
+conversation even if the job dies before the end. When the job shuts down, `finish_call`
+runs the post-call analysis the call asked for and sends the final report, then waits
+(bounded) for every report to be delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from livekit import rtc
+from livekit.agents import ConversationItemAddedEvent
+from livekit.agents.llm import ChatMessage
+from livekit.agents.metrics import (
+    AgentSessionUsage,
+    LLMModelUsage,
+    STTModelUsage,
+    TTSModelUsage,
+)
+
+from agent.analysis import NO_CONVERSATION, AnalysisResult, analyze
+from agent.reporting import ReportSender
+from common.config_store.model import AnalysisRequest
+from common.contracts import (
+    MAX_REPORT_BYTES,
+    MAX_TURN_CHARS,
+    MAX_TURNS,
+    CallReport,
+    EndedBy,
+    TranscriptTurn,
+)
+
+if TYPE_CHECKING:
+    from livekit.plugins.openai import LLM
+
+logger = logging.getLogger(__name__)
+
+ROLES: Final = {"assistant": "agent", "user": "callee"}
+# Room for the report's envelope (call id, seq, kind, at) around the final report.
+_ENVELOPE_BYTES: Final = 1024
+
+
+class TranscriptRecorder:
+    """Finished turns, in the order they finished, each handed to `on_turn` as it comes.
+
+    `at_s` counts from the answer (`start`); a turn that finished before it (the callee's
+    "Hello?" may be committed a moment early) counts as 0. Messages are taken once each (by
+    id): the agent's first-turn gate hands over the callee's words itself, because a turn it
+    stops never reaches the session's history or its events.
+    """
+
+    def __init__(self, on_turn: Callable[[TranscriptTurn], None]) -> None:
+        self._on_turn = on_turn
+        self._answered_at: float | None = None
+        self._seen: set[str] = set()
+        self._turns: list[TranscriptTurn] = []
+        self._full_logged = False
+
+    @property
+    def turns(self) -> list[TranscriptTurn]:
+        return list(self._turns)
+
+    def start(self, answered_at: float) -> None:
+        """The call was answered at `answered_at` (unix seconds): turns count from here."""
+        self._answered_at = answered_at
+
+    def on_item_added(self, event: ConversationItemAddedEvent) -> None:
+        """`session.on("conversation_item_added", ...)`: chat messages only."""
+        if isinstance(event.item, ChatMessage):
+            self.add_message(event.item)
+
+    def add_message(self, message: ChatMessage) -> None:
+        role = ROLES.get(message.role)
+        if role is None or message.id in self._seen:
+            return
+        self._seen.add(message.id)
+        text = (message.text_content or "").strip()
+        if not text:  # a reply cut off before a word was spoken: nothing was said
+            return
+        if len(self._turns) >= MAX_TURNS:
+            if not self._full_logged:
+                logger.warning("transcript is full (%d turns); later turns are dropped", MAX_TURNS)
+                self._full_logged = True
+            return
+        if self._answered_at is None:
+            self._answered_at = message.created_at
+        turn = TranscriptTurn(
+            role="agent" if role == "agent" else "callee",
+            text=text[:MAX_TURN_CHARS],
+            at_s=min(max(0.0, message.created_at - self._answered_at), 86400.0),
+            interrupted=message.interrupted,
+        )
+        self._turns.append(turn)
+        self._on_turn(turn)
+
+
+# ----------------------------------------------------------------------------- who ended it
+
+
+class CallEnd:
+    """The facts that tell who ended the call, gathered while it runs.
+
+    `agent_hung_up` is set by our own hang-up *before* it deletes the room, because the
+    callee's participant then leaves with ROOM_DELETED, which alone would read as "the API".
+    """
+
+    def __init__(self) -> None:
+        self.answered = False
+        self.agent_hung_up = False
+        self.sip_disconnect_reason: int | None = None
+        self.room_disconnect_reason: int | None = None
+
+    def on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        """`room.on("participant_disconnected", ...)`: the phone line's first leave counts."""
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+            return
+        reason = participant.disconnect_reason
+        if self.sip_disconnect_reason is None and reason is not None:
+            self.sip_disconnect_reason = int(reason)
+
+    def on_room_disconnected(self, reason: int) -> None:
+        """`room.on("disconnected", ...)`: our own connection's end. When the room is deleted
+        the phone line's leave may never reach us, but this does."""
+        if self.room_disconnect_reason is None:
+            self.room_disconnect_reason = int(reason)
+
+    def ended_by(self) -> EndedBy:
+        return decide_ended_by(
+            self.answered,
+            self.agent_hung_up,
+            self.sip_disconnect_reason,
+            self.room_disconnect_reason,
+        )
+
+
+def decide_ended_by(
+    answered: bool, agent_hung_up: bool, sip_reason: int | None, room_reason: int | None = None
+) -> EndedBy:
+    """agent: our hang-up ran; callee: they hung up; api: the room was deleted by someone
+    else (the server's hang-up); system: anything else (not answered, errors, timeouts)."""
+    if not answered:
+        return "system"
+    if agent_hung_up:
+        return "agent"
+    if sip_reason == rtc.DisconnectReason.CLIENT_INITIATED:
+        return "callee"
+    deleted = rtc.DisconnectReason.ROOM_DELETED
+    if sip_reason == deleted or (sip_reason is None and room_reason == deleted):
+        return "api"
+    return "system"
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+def usage_to_json(
+    usage: AgentSessionUsage | None, analysis: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`session.usage` (one entry per provider and model) as plain JSON, by kind."""
+    doc: dict[str, Any] = {}
+    for entry in usage.model_usage if usage is not None else []:
+        if isinstance(entry, LLMModelUsage):
+            doc.setdefault("llm", []).append(
+                {
+                    "provider": entry.provider,
+                    "model": entry.model,
+                    "input_tokens": entry.input_tokens,
+                    "output_tokens": entry.output_tokens,
+                }
+            )
+        elif isinstance(entry, STTModelUsage):
+            doc.setdefault("stt", []).append(
+                {
+                    "provider": entry.provider,
+                    "model": entry.model,
+                    "audio_duration_s": round(entry.audio_duration, 3),
+                }
+            )
+        elif isinstance(entry, TTSModelUsage):
+            doc.setdefault("tts", []).append(
+                {
+                    "provider": entry.provider,
+                    "model": entry.model,
+                    "characters": entry.characters_count,
+                    "audio_duration_s": round(entry.audio_duration, 3),
+                }
+            )
+    if analysis:
+        doc["analysis"] = dict(analysis)
+    return doc
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def build_call_report(
+    transcript: Sequence[TranscriptTurn],
+    analysis: AnalysisResult | None,
+    usage: dict[str, Any],
+    ended_by: EndedBy,
+) -> CallReport:
+    """The final report, its transcript shortened (latest turns first) if the whole would
+    exceed the server's body limit; every turn was reported on its own already."""
+    found = analysis or AnalysisResult()
+    report = CallReport(
+        transcript=list(transcript)[:MAX_TURNS],
+        summary=found.summary,
+        success=found.success,
+        extracted=found.extracted,
+        analysis_errors=found.errors[:100],
+        usage=usage,
+        ended_by=ended_by,
+    )
+    return _fit(report)
+
+
+def _size(report: CallReport) -> int:
+    return len(report.model_dump_json(exclude_none=True).encode()) + _ENVELOPE_BYTES
+
+
+def _fit(report: CallReport) -> CallReport:
+    if _size(report) <= MAX_REPORT_BYTES:
+        return report
+    turns = report.transcript
+    low, high = 0, len(turns)  # the longest prefix that fits lies in [low, high)
+    while low < high - 1:
+        mid = (low + high) // 2
+        if _size(report.model_copy(update={"transcript": turns[:mid]})) <= MAX_REPORT_BYTES:
+            low = mid
+        else:
+            high = mid
+    note = (
+        f"transcript: only the first {low} of {len(turns)} turns fit in the final report;"
+        " all were reported one by one"
+    )
+    errors = [*report.analysis_errors[:99], note]
+    return report.model_copy(update={"transcript": turns[:low], "analysis_errors": errors})
+
+
+async def finish_call(
+    sender: ReportSender,
+    transcript: Sequence[TranscriptTurn],
+    *,
+    ended_by: EndedBy,
+    session_usage: AgentSessionUsage | None,
+    analysis_request: AnalysisRequest | None,
+    llm: LLM | None,
+    instructions: str,
+    analysis_timeout_s: float,
+    flush_timeout_s: float,
+) -> CallReport:
+    """Analyse (if asked), send the final report, wait for delivery and close the sender."""
+    analysis: AnalysisResult | None = None
+    if analysis_request is not None:
+        if not transcript:
+            analysis = AnalysisResult(errors=[NO_CONVERSATION])
+        elif llm is None:
+            analysis = AnalysisResult(errors=["analysis failed: no LLM for this call"])
+        else:
+            analysis = await analyze(
+                llm,
+                analysis_request,
+                transcript,
+                context_instructions=instructions,
+                timeout_s=analysis_timeout_s,
+            )
+    usage = usage_to_json(session_usage, analysis.usage if analysis else None)
+    report = build_call_report(transcript, analysis, usage, ended_by)
+    sender.final(report)
+    await sender.aclose(flush_timeout_s)
+    return report
