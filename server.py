@@ -11,22 +11,24 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from common.calls.events import EventDispatcher
+from common.calls.models import CallEvent
 from common.calls.service import CallService, count_events, log_status_change
 from common.config_store.store import ConfigStore
 from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
+from common.notify.deliveries import WebhookSender
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
-from handlers import access_log, calls, health, openapi, reports, webhooks
+from handlers import access_log, calls, deliveries, health, openapi, reports, webhooks
 from handlers.errors import errors_as_json
-from handlers.keys import CALLS, CONFIG, EVENTS, LIVEKIT_URL, METRICS, SETTINGS, STORE
+from handlers.keys import CALLS, CONFIG, EVENTS, LIVEKIT_URL, METRICS, SETTINGS, STORE, WEBHOOKS
 
 if TYPE_CHECKING:
     from sandbox import Sandbox
@@ -60,7 +62,7 @@ async def open_store(settings: Settings) -> CallStore:
     """The call store the settings select (the embedded SQLite file by default)."""
     from common.storage.sqlite import SqliteCallStore
 
-    return await SqliteCallStore.open(settings.calls_db_path)
+    return await SqliteCallStore.open(settings.calls_db_path, instance=settings.instance_name)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -75,13 +77,32 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _events(app: web.Application) -> AsyncIterator[None]:
+    """The event dispatcher and its subscribers; the customer webhook sender when enabled."""
+    settings = app[SETTINGS]
     events = EventDispatcher(app[STORE], clock=time.time)
     events.subscribe("log", log_status_change)
     events.subscribe("metrics", count_events(app[METRICS]))
+    sender: WebhookSender | None = None
+    if settings.calls_webhook_secret is not None:
+        sender = WebhookSender(app[STORE], settings, app[METRICS])
+        app[WEBHOOKS] = sender
+        events.subscribe("webhooks", _wake(sender))
+        await sender.start()
     app[EVENTS] = events
     events.start()
     yield
     await events.stop()
+    if sender is not None:
+        await sender.stop()
+
+
+def _wake(sender: WebhookSender) -> Callable[[CallEvent], Awaitable[None]]:
+    """Events committed with their deliveries: the sender looks for them at once."""
+
+    async def wake(_event: CallEvent) -> None:
+        sender.wake()
+
+    return wake
 
 
 async def _start_sandbox(settings: Settings) -> Sandbox:
@@ -133,7 +154,7 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
 async def _reaper(app: web.Application) -> AsyncIterator[None]:
     # A first pass before serving: after a crash, config.json is pruned and the events the
     # last run left undispatched are taken over before anything new happens.
-    await app[CALLS].reap_logged()
+    await app[CALLS].reap_logged(starting=True)
     task = asyncio.create_task(app[CALLS].run_reaper(), name="call-reaper")
     yield
     task.cancel()
@@ -171,6 +192,7 @@ def create_app(
     calls.setup(app)
     webhooks.setup(app)
     reports.setup(app)
+    deliveries.setup(app)
     openapi.setup(app)  # last: it documents the routes the others declared
     return app
 
@@ -191,6 +213,7 @@ def main() -> None:
     try:
         settings = load_settings()
         settings.require_livekit()
+        settings.require_webhook_secret()
         configure_logging(settings)
         check_bind(settings)
     except SettingsError as exc:

@@ -41,6 +41,18 @@ class Metrics:
         self.reports = Counter(
             "agent_reports", "Agent reports received by result", ["result"], registry=self.registry
         )
+        self.webhook_deliveries = Counter(
+            "customer_webhook_deliveries",
+            "Customer webhook delivery attempts by result (delivered, retrying, failed, stopped)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_latency = Histogram(
+            "customer_webhook_latency_seconds",
+            "From a call event to its customer webhook's delivery",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
+            registry=self.registry,
+        )
         self.webhook_verification_failures = Counter(
             "webhook_verification_failures",
             "Webhooks refused because their signature did not verify",

@@ -104,6 +104,33 @@ def _http_url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _boolean(name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
+
+
+def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise SettingsError(f"{name} must be one or more finite seconds >= 0, got {raw!r}")
+    return values
+
+
+def _webhook_secret(name: str, raw: str) -> str:
+    from common.notify.signing import parse_secret
+
+    try:
+        return parse_secret(raw)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _url_path(name: str, raw: str) -> str:
     if not raw.startswith("/"):
         raise SettingsError(f"{name} must start with '/', got {raw!r}")
@@ -184,6 +211,27 @@ class Settings:
         "This server's address as agents reach it (their reports go to <it>/agent/reports); "
         "default http://HOST:PORT.",
     )
+    calls_webhook_url: str | None = setting(
+        None,
+        _text,
+        "Customer webhooks: where every call's events are POSTed (a call's webhook_url wins).",
+    )
+    calls_webhook_secret: str | None = setting(
+        None,
+        _webhook_secret,
+        "Signs customer webhooks (Standard Webhooks): whsec_ + base64 of >= 24 bytes.",
+        secret=True,
+    )
+    calls_webhook_allow_private: bool = setting(
+        False,
+        _boolean,
+        "1: webhook URLs may be plain http and private/loopback addresses (local testing).",
+    )
+    calls_webhook_retry_schedule: tuple[float, ...] = setting(
+        (0.0, 5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0, 86400.0),
+        _seconds_list,
+        "Seconds before each attempt of a webhook delivery (the first is 0: at once).",
+    )
     call_data_retention_days: float = setting(
         30.0,
         _number(0.0),
@@ -232,6 +280,23 @@ class Settings:
     def report_url(self) -> str:
         """Where agents post their reports (PUBLIC_BASE_URL, else this machine's address)."""
         return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
+
+    def require_webhook_secret(self) -> None:
+        """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL
+        the SSRF guard refuses (plain http or a private address, unless allowed)."""
+        if self.calls_webhook_url is None:
+            return
+        if self.calls_webhook_secret is None:
+            raise SettingsError(
+                "CALLS_WEBHOOK_SECRET must be set when CALLS_WEBHOOK_URL is set "
+                "(whsec_ + base64 of at least 24 random bytes)"
+            )
+        from common.notify.guard import UnsafeWebhookUrl, check_url
+
+        try:
+            check_url(self.calls_webhook_url, allow_private=self.calls_webhook_allow_private)
+        except UnsafeWebhookUrl as exc:
+            raise SettingsError(f"CALLS_WEBHOOK_URL: {exc}") from None
 
     def require_livekit(self) -> None:
         """With a real LIVEKIT_URL, refuse to start without a trunk and real credentials."""

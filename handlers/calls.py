@@ -56,6 +56,8 @@ async def outbound_call(request: web.Request) -> web.Response:
         decode_json(raw),
         settings.calls_allowed_countries,
         strict_numbers=not settings.uses_sandbox,
+        webhooks_enabled=settings.calls_webhook_secret is not None,
+        allow_private_webhooks=settings.calls_webhook_allow_private,
     )
     calls = request.app[CALLS]
     try:

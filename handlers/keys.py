@@ -10,6 +10,7 @@ from common.calls.events import EventDispatcher
 from common.calls.service import CallService
 from common.config_store.store import ConfigStore
 from common.metrics import Metrics
+from common.notify.deliveries import WebhookSender
 from common.settings import Settings
 from common.storage.base import CallStore
 
@@ -19,6 +20,7 @@ METRICS = web.AppKey("metrics", Metrics)
 STORE = web.AppKey("store", CallStore)
 EVENTS = web.AppKey("events", EventDispatcher)
 CALLS = web.AppKey("calls", CallService)
+WEBHOOKS = web.AppKey("webhooks", WebhookSender)
 LIVEKIT_URL = web.AppKey("livekit_url", str)
 # Every route's OpenAPI description, added by the handler modules as they register routes.
 ROUTES = web.AppKey("routes", list[Any])

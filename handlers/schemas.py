@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from yarl import URL
 
+from common.calls.models import WebhookDelivery, iso_time
 from common.calls.outcomes import Status
-from common.calls.views import CallSummary
+from common.calls.views import CallSummary, Timestamp
 
 
 class ErrorBody(BaseModel):
@@ -58,3 +60,46 @@ class OpenApiDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     openapi: str
+
+
+class DeliveryView(BaseModel):
+    """A customer webhook delivery: one event for one URL."""
+
+    id: int
+    event: str = Field(description="call.dialing, call.ringing, call.answered, call.ended, ...")
+    webhook_id: str = Field(description="The webhook-id header: the same on every attempt")
+    url_host: str
+    state: Literal["pending", "delivered", "failed", "stopped"]
+    attempts: int
+    last_status: int | None = Field(description="The receiver's last HTTP status, if any")
+    last_error: str | None
+    next_attempt_at: Timestamp | None = Field(description="When it is tried again (pending)")
+    delivered_at: Timestamp | None
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> DeliveryView:
+        return cls(
+            id=delivery.id,
+            event=delivery.event_type,
+            webhook_id=delivery.webhook_id,
+            url_host=URL(delivery.url).host or "",
+            state=delivery.state,  # type: ignore[arg-type]
+            attempts=delivery.attempts,
+            last_status=delivery.last_status,
+            last_error=delivery.last_error,
+            next_attempt_at=iso_time(delivery.next_attempt_at)
+            if delivery.state == "pending"
+            else None,
+            delivered_at=iso_time(delivery.delivered_at),
+            created_at=iso_time(delivery.created_at) or "",
+        )
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryView]
+
+
+class RedeliverAnswer(BaseModel):
+    status: Literal["success"] = "success"
+    delivery: DeliveryView

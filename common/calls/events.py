@@ -60,7 +60,7 @@ class EventLog(Protocol):
     async def ack_events(self, event_ids: list[int], now: float) -> None: ...
 
     async def claim_stale_events(
-        self, now: float, lease_s: float, limit: int
+        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
     ) -> list[CallEvent]: ...
 
 
@@ -109,9 +109,12 @@ class EventDispatcher:
         """Until every queued event was dispatched (for tests and benchmarks)."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
-    async def recover(self) -> int:
-        """Take over events whose writer's lease ran out (it died) and dispatch them."""
-        events = await self._log.claim_stale_events(self._clock(), LEASE_S, RECOVER_BATCH)
+    async def recover(self, *, restarted: bool = False) -> int:
+        """Take over events whose writer's lease ran out (it died) and dispatch them; as the
+        server starts (`restarted`), also those it wrote itself before it stopped."""
+        events = await self._log.claim_stale_events(
+            self._clock(), LEASE_S, RECOVER_BATCH, take_own=restarted
+        )
         if events:
             logger.warning(
                 "dispatching %d event(s) left undispatched by a stopped server", len(events)

@@ -55,6 +55,8 @@ class NewCall:
     config: dict[str, Any] = field(default_factory=dict)
     client: str = ""
     """Whose call it is (the API token's holder, or the client address): the rate limit's key."""
+    webhook_url: str | None = None
+    """Where its events are pushed (customer webhooks), if anywhere."""
 
 
 def iso_time(at: float | None) -> str | None:
@@ -108,6 +110,7 @@ class CallRecord:
     turns: tuple[TranscriptTurn, ...] = ()
     """The transcript turns reported so far (read with the timeline, before the final report)."""
     data_erased_at: float | None = None
+    webhook_url: str | None = None
 
     @property
     def state(self) -> CallState:
@@ -193,3 +196,35 @@ class Applied:
 
 
 Decide = Callable[[CallState], Change | None]
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One customer webhook delivery: an event for one URL, its attempts so far."""
+
+    id: int
+    event_id: int
+    call_id: str
+    url: str
+    webhook_id: str
+    state: str  # pending, delivered, failed, stopped
+    attempts: int
+    next_attempt_at: float
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    delivered_at: float | None
+    event_type: str = ""
+    event_data: dict[str, Any] = field(default_factory=dict)
+    event_created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What one attempt came to: delivered, retry at `next_attempt_at`, failed, or stopped
+    (410 Gone: no more deliveries to this URL for this call)."""
+
+    state: str  # delivered, pending (retry), failed, stopped
+    status: int | None = None
+    error: str | None = None
+    next_attempt_at: float | None = None

@@ -41,6 +41,7 @@ from common.config_store.model import (
     normalize_language,
     validate_additional_params,
 )
+from common.notify.guard import MAX_URL_LENGTH, check_url
 
 # Per-call limits a request may set (seconds); the settings give the defaults.
 RINGING_TIMEOUT_RANGE = (5, 120)
@@ -153,6 +154,14 @@ class OutboundCall(BaseModel):
         AnalysisRequest | None,
         Field(description="Post-call analysis: summary, success verdict, extracted fields"),
     ] = None
+    webhook_url: Annotated[
+        str | None,
+        Field(
+            max_length=MAX_URL_LENGTH,
+            description="Where this call's events are POSTed (overrides CALLS_WEBHOOK_URL): "
+            "https, on a public address",
+        ),
+    ] = None
 
     def options(self) -> CallOptions:
         """What the agent does around the conversation, as the call's config holds it."""
@@ -215,6 +224,20 @@ class OutboundCall(BaseModel):
             raise ValueError(f"must be 1 to {MAX_FIRST_MESSAGE_CHARS} characters")
         return text
 
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_url(cls, value: object, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        context = info.context or {}
+        if not context.get("webhooks_enabled", False):
+            raise ValueError(
+                "customer webhooks are not enabled on this server (CALLS_WEBHOOK_SECRET is unset)"
+            )
+        return check_url(value, allow_private=context.get("allow_private_webhooks", False))
+
     @field_validator("additional_params", mode="before")
     @classmethod
     def _params(cls, value: object) -> dict[str, Any]:
@@ -249,15 +272,26 @@ def field_errors(error: ValidationError) -> list[FieldError]:
 
 
 def parse_outbound_call(
-    body: object, allowed_countries: tuple[str, ...] = (), *, strict_numbers: bool = False
+    body: object,
+    allowed_countries: tuple[str, ...] = (),
+    *,
+    strict_numbers: bool = False,
+    webhooks_enabled: bool = False,
+    allow_private_webhooks: bool = False,
 ) -> OutboundCall:
     """Validate a decoded JSON body; raise InvalidCall listing every problem.
 
     `strict_numbers`: refuse numbers phonenumbers cannot validate (a real LiveKit is in use).
+    `webhooks_enabled`: a call may name its own webhook_url (the server signs webhooks).
     """
     if not isinstance(body, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])
-    context = {"allowed_countries": allowed_countries, "strict_numbers": strict_numbers}
+    context = {
+        "allowed_countries": allowed_countries,
+        "strict_numbers": strict_numbers,
+        "webhooks_enabled": webhooks_enabled,
+        "allow_private_webhooks": allow_private_webhooks,
+    }
     try:
         return OutboundCall.model_validate(body, context=context)
     except ValidationError as exc:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiofiles.os
+import aiohttp
 from livekit import api
 from livekit.protocol import webhook
+from yarl import URL
 
 from common.calls.admission import Admission, Placement, refusal_error
-from common.calls.errors import CallAlreadyOver, UnknownCall
+from common.calls.errors import CallAlreadyOver, FieldError, InvalidCall, UnknownCall
 from common.calls.events import CALL_ANSWERED, STATUS_EVENTS, EventDispatcher
 from common.calls.models import Applied, CallEvent, CallRecord, Decide, NewCall, StoredAnswer
 from common.calls.outcomes import (
@@ -41,6 +43,7 @@ from common.contracts import AgentReport
 from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
 from common.masking import mask_phone
 from common.metrics import Metrics
+from common.notify.guard import UnsafeWebhookUrl, resolve_public
 from common.settings import Settings
 from common.storage.base import CallStore, DatabaseError, KeyTaken, Refused
 
@@ -54,8 +57,10 @@ PLACEMENT_BOUND_S = 60.0
 # A config record written this long ago whose call the database does not know is an orphan
 # (the row follows the record within a request: LiveKit's timeouts bound that request).
 UNRECORDED_CONFIG_GRACE_S = 60.0
-# Dispatched outbox events are kept this long (for inspection), then purged by the reaper.
-EVENT_RETENTION_S = 86400.0
+# Dispatched outbox events are kept this long (for inspection and redelivery: the webhook
+# retry ladder lasts about a day and a half), then purged by the reaper.
+EVENT_RETENTION_S = 7 * 86400.0
+WEBHOOK_DNS_TIMEOUT_S = 3.0
 
 
 def new_call_id() -> str:
@@ -102,6 +107,29 @@ _NEVER_DIALLED = _failed("the server stopped before dialling; nobody was called"
 _NO_FINAL_EVENT = _fixed(Change(Status.FAILED, "no final event"))
 
 
+async def check_webhook_address(url: str, settings: Settings) -> None:
+    """The call's webhook_url must resolve to public addresses only (checked again at each
+    connection: DNS may change); InvalidCall if not."""
+    target = URL(url)
+    resolver = aiohttp.ThreadedResolver()
+    try:
+        async with asyncio.timeout(WEBHOOK_DNS_TIMEOUT_S):
+            await resolve_public(
+                target.host or "",
+                target.port or 443,
+                allow_private=settings.calls_webhook_allow_private,
+                resolver=resolver,
+            )
+    except UnsafeWebhookUrl as exc:
+        raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
+    except (OSError, TimeoutError):
+        raise InvalidCall(
+            [FieldError("webhook_url", f"{target.host} does not resolve to an address")]
+        ) from None
+    finally:
+        await resolver.close()
+
+
 def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
     """The configuration a call is placed with, as GET /calls/{id} shows it for good."""
     return {
@@ -146,6 +174,8 @@ class CallService:
         bound = await self.admission.check(placement)
         if bound is not None:
             return Placed(bound=bound)
+        if call.webhook_url is not None:
+            await check_webhook_address(call.webhook_url, self.settings)
         recorded = await self._record_call(call, placement)
         if isinstance(recorded, StoredAnswer):
             return Placed(bound=recorded)
@@ -190,6 +220,7 @@ class CallService:
             max_duration_s=snapshot["max_duration_s"],
             config=snapshot,
             client=placement.client,
+            webhook_url=call.webhook_url or self.settings.calls_webhook_url,
         )
         try:
             applied = await self.store.create_call(
@@ -501,7 +532,7 @@ class CallService:
         s = self.settings
         return s.call_ringing_timeout_s + s.call_max_duration_s + REAPER_MARGIN_S
 
-    async def reap(self) -> int:
+    async def reap(self, *, starting: bool = False) -> int:
         """One pass: settle calls stuck past any possible end as failed, calls whose room
         finished unanswered more than the grace ago, and calls never dialled; prune
         config.json; take over events a stopped server left undispatched."""
@@ -517,7 +548,7 @@ class CallService:
         erased = await self.store.erase_call_data(now - retention_s)
         if erased:
             logger.info("erased the conversations of %d call(s) past their retention", erased)
-        await self.events.recover()
+        await self.events.recover(restarted=starting)
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
         return len(stale)
 
@@ -549,10 +580,10 @@ class CallService:
             logger.info("pruned %d config record(s) of calls that are over", removed)
         return removed
 
-    async def reap_logged(self) -> None:
+    async def reap_logged(self, *, starting: bool = False) -> None:
         """One reaper pass; a failure is logged (the next pass tries again)."""
         try:
-            await self.reap()
+            await self.reap(starting=starting)
         except (DatabaseError, OSError) as exc:
             logger.error("reaper pass failed: %s", exc)
 

@@ -14,9 +14,11 @@ from common.calls.models import (
     CallEvent,
     CallRecord,
     Decide,
+    DeliveryOutcome,
     IdempotencyClaim,
     NewCall,
     StoredAnswer,
+    WebhookDelivery,
 )
 from common.calls.outcomes import Status
 from common.contracts import AgentReport
@@ -122,6 +124,26 @@ class CallStore(Protocol):
         """Erase the conversations of calls that ended before `ended_before`."""
         ...
 
+    # -- customer webhooks ---------------------------------------------------------------
+
+    async def claim_due_deliveries(
+        self, now: float, lease_s: float, limit: int
+    ) -> list[WebhookDelivery]: ...
+
+    async def record_delivery(self, delivery_id: int, outcome: DeliveryOutcome) -> None: ...
+
+    async def release_claims(self) -> int:
+        """After a restart: give back the deliveries this server (its instance) held."""
+        ...
+
+    async def defer_deliveries(self, delivery_ids: list[int], until: float) -> None: ...
+
+    async def next_delivery_at(self) -> float | None: ...
+
+    async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]: ...
+
+    async def redeliver(self, delivery_id: int) -> WebhookDelivery | None: ...
+
     # -- the reaper ----------------------------------------------------------------------
 
     async def stale_live_calls(self, now: float, margin_s: float) -> list[str]: ...
@@ -157,7 +179,10 @@ class CallStore(Protocol):
     async def ack_events(self, event_ids: list[int], now: float) -> None: ...
 
     async def claim_stale_events(
-        self, now: float, lease_s: float, limit: int
-    ) -> list[CallEvent]: ...
+        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+    ) -> list[CallEvent]:
+        """Undispatched events of dead servers (lease over); with `take_own`, as this server
+        starts, also those it held itself before a restart."""
+        ...
 
     async def purge_dispatched_events(self, before: float) -> int: ...

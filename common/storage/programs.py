@@ -24,10 +24,12 @@ from common.calls.models import (
     CallEvent,
     CallRecord,
     Decide,
+    DeliveryOutcome,
     IdempotencyClaim,
     NewCall,
     StoredAnswer,
     TimelineEntry,
+    WebhookDelivery,
 )
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
 from common.contracts import AgentReport, CallReport, TranscriptTurn
@@ -108,6 +110,7 @@ def row_to_call(
         report=CallReport.model_validate_json(report) if report else None,
         turns=turns,
         data_erased_at=row["data_erased_at"],
+        webhook_url=row["webhook_url"],
     )
 
 
@@ -148,6 +151,7 @@ def create_call(
     limits: AdmissionLimits | None,
     now: float,
     lease_s: float,
+    holder: str = "",
 ) -> Program[Applied]:
     if claim is not None:  # first: a retry of a placed call is never refused by the limits
         yield from _bind_key(claim, call.call_id, now)
@@ -159,8 +163,8 @@ def create_call(
             raise Refused(refusal)
     rows = yield Query(
         "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
-        " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client,"
+        " webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             call.call_id,
             call.phone_number,
@@ -174,11 +178,12 @@ def create_call(
             call.max_duration_s,
             dumps(call.config),
             call.client,
+            call.webhook_url,
         ),
     )
     after = row_to_call(rows[0])
     yield from _add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
-    events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s)
+    events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s, holder)
     return Applied(after=after, events=events)
 
 
@@ -259,6 +264,7 @@ def apply(
     now: float,
     lease_s: float,
     answered_at: float | None = None,
+    holder: str = "",
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change."""
@@ -307,7 +313,7 @@ def apply(
         )
         after = row_to_call(updated[0])
         events = yield from _add_events(
-            events_for_change(before, after), before.status, after, now, lease_s
+            events_for_change(before, after), before.status, after, now, lease_s, holder
         )
     if event_id is not None:
         # Two servers applying one event at once: the unique index lets one insert it; the
@@ -386,22 +392,55 @@ def _add_events(
     after: CallRecord,
     now: float,
     lease_s: float,
+    holder: str,
 ) -> Program[tuple[CallEvent, ...]]:
-    """The outbox rows for `types`, held by this transaction's server for `lease_s`."""
+    """The outbox rows for `types`, held by this transaction's server (`holder`) for `lease_s`."""
     if not types:
         return ()
-    data = after.to_json(with_timeline=False)
+    data = event_data(after)
     encoded = dumps(data)
     previous = from_status.value if from_status else None
     events = []
     for event_type in types:
         rows = yield Query(
-            "INSERT INTO outbox (call_id, type, from_status, data, created_at, claimed_until)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (after.call_id, event_type, previous, encoded, now, now + lease_s),
+            "INSERT INTO outbox (call_id, type, from_status, data, created_at, claimed_until,"
+            " claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (after.call_id, event_type, previous, encoded, now, now + lease_s, holder),
         )
-        events.append(CallEvent(int(rows[0]["id"]), after.call_id, event_type, data, now, previous))
+        event_id = int(rows[0]["id"])
+        events.append(CallEvent(event_id, after.call_id, event_type, data, now, previous))
+        if after.webhook_url:  # its customer delivery, in the same transaction as the event
+            # After a 410 Gone from this URL for this call, its later events are not sent.
+            yield Query(
+                "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state,"
+                " next_attempt_at, created_at) SELECT ?, ?, ?, ?, CASE WHEN EXISTS ("
+                " SELECT 1 FROM deliveries WHERE call_id = ? AND url = ? AND state = 'stopped')"
+                " THEN 'stopped' ELSE 'pending' END, ?, ?",
+                (
+                    event_id,
+                    after.call_id,
+                    after.webhook_url,
+                    webhook_id(event_id),
+                    after.call_id,
+                    after.webhook_url,
+                    now,
+                    now,
+                ),
+            )
     return tuple(events)
+
+
+def event_data(call: CallRecord) -> dict[str, Any]:
+    """What an event says about its call: the call as GET /calls/{id} shows it, without the
+    timeline (the event is one of its entries)."""
+    data = call.to_json()
+    del data["timeline"]
+    return data
+
+
+def webhook_id(event_id: int) -> str:
+    """The Standard Webhooks `webhook-id` of an event: the same on every retry."""
+    return f"msg_{event_id}"
 
 
 def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
@@ -544,28 +583,47 @@ def ack_events(d: Dialect, event_ids: list[int], now: float) -> Program[None]:
 
 
 def claim_stale_events(
-    d: Dialect, now: float, lease_s: float, limit: int
+    d: Dialect, now: float, lease_s: float, limit: int, holder: str = "", take_own: bool = False
 ) -> Program[list[CallEvent]]:
-    """Undispatched events whose holder's lease ran out (it died): take them, oldest first."""
+    """Undispatched events whose holder's lease ran out (it died) and, with `take_own` (as a
+    server starts), those `holder` itself held before a restart: take them, oldest first."""
+    own = holder if take_own and holder else "\x00"  # never a holder's name
     rows = yield Query(
-        "UPDATE outbox SET claimed_until = ? WHERE id IN ("  # noqa: S608 - dialect text
-        " SELECT id FROM outbox WHERE dispatched_at IS NULL AND claimed_until < ?"
+        "UPDATE outbox SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
+        " SELECT id FROM outbox WHERE dispatched_at IS NULL"
+        " AND (claimed_until < ? OR claimed_by = ?)"
         f" ORDER BY id LIMIT ?{d.skip_locked})"
         " RETURNING *",
-        (now + lease_s, now, limit),
+        (now + lease_s, holder, now, own, limit),
     )
     return sorted((_row_to_event(r) for r in rows), key=lambda e: e.id)
 
 
 def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
-    rows = yield Query("DELETE FROM outbox WHERE dispatched_at < ? RETURNING id", (before,))
-    return len(rows)
+    """Drop events dispatched before `before` whose customer deliveries are all over (and
+    those deliveries): what the retry ladder may still need is kept."""
+    rows = yield Query(
+        "DELETE FROM outbox WHERE dispatched_at < ? AND NOT EXISTS ("
+        " SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id AND d.state = 'pending')"
+        " RETURNING id",
+        (before,),
+    )
+    ids = [int(r["id"]) for r in rows]
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        yield Query(
+            f"DELETE FROM deliveries WHERE event_id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+            tuple(chunk),
+        )
+    return len(ids)
 
 
 # ----------------------------------------------------------------------------- agent reports
 
 
-def record_report(d: Dialect, report: AgentReport, now: float, lease_s: float) -> Program[Applied]:
+def record_report(
+    d: Dialect, report: AgentReport, now: float, lease_s: float, holder: str = ""
+) -> Program[Applied]:
     """Store an agent's report once (by its sequence number) and apply what it says.
 
     `answered` moves the call to in_progress with `answered_at` the moment it reports
@@ -603,6 +661,7 @@ def record_report(d: Dialect, report: AgentReport, now: float, lease_s: float) -
                 now,
                 lease_s,
                 answered_at=answered_at,
+                holder=holder,
             )
         )
     if report.kind == "amd" and report.amd is not None:
@@ -611,7 +670,9 @@ def record_report(d: Dialect, report: AgentReport, now: float, lease_s: float) -
         )
         detail["amd"] = report.amd.category
         return (
-            yield from apply(d, call.call_id, kind, _no_change, None, detail, False, now, lease_s)
+            yield from apply(
+                d, call.call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+            )
         )
     if report.kind == "final" and report.final is not None:
         final = report.final
@@ -622,10 +683,10 @@ def record_report(d: Dialect, report: AgentReport, now: float, lease_s: float) -
         )
         detail["turns"] = len(final.transcript)
         applied = yield from apply(
-            d, call.call_id, kind, _no_change, None, detail, False, now, lease_s
+            d, call.call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
         )
         events = yield from _add_events(
-            (CALL_REPORT,), call.status, applied.after or call, now, lease_s
+            (CALL_REPORT,), call.status, applied.after or call, now, lease_s, holder
         )
         return Applied(before=applied.before, after=applied.after, events=events)
     return Applied(before=call, after=call)  # a turn: stored, read back with the call
@@ -667,3 +728,141 @@ def _without_personal_data(report: CallReport) -> CallReport:
             "success": success,
         }
     )
+
+
+# ----------------------------------------------------------------------------- customer webhooks
+
+_DELIVERY_COLUMNS = (
+    "d.id, d.event_id, d.call_id, d.url, d.webhook_id, d.state, d.attempts, d.next_attempt_at,"
+    " d.last_status, d.last_error, d.created_at, d.delivered_at,"
+    " o.type AS event_type, o.data AS event_data, o.created_at AS event_created_at"
+)
+
+
+def _row_to_delivery(row: Row) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=int(row["id"]),
+        event_id=int(row["event_id"]),
+        call_id=row["call_id"],
+        url=row["url"],
+        webhook_id=row["webhook_id"],
+        state=row["state"],
+        attempts=int(row["attempts"]),
+        next_attempt_at=row["next_attempt_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+        event_type=row["event_type"] or "",
+        event_data=json.loads(row["event_data"]) if row["event_data"] else {},
+        event_created_at=row["event_created_at"] or 0.0,
+    )
+
+
+def _deliveries_by_id(ids: list[int]) -> Program[list[WebhookDelivery]]:
+    if not ids:
+        return []
+    rows = yield Query(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN outbox o ON o.id = d.event_id"  # noqa: S608
+        f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.id",
+        tuple(ids),
+    )
+    return [_row_to_delivery(r) for r in rows]
+
+
+def claim_due_deliveries(
+    d: Dialect, now: float, lease_s: float, limit: int, holder: str = ""
+) -> Program[list[WebhookDelivery]]:
+    """Deliveries due now, held by `holder` for `lease_s`: of one call and one URL, only the
+    earliest pending one (a later event waits while an earlier one is retrying). Claims whose
+    lease ran out (a dead server's) are taken over."""
+    rows = yield Query(
+        "UPDATE deliveries SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
+        " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+        " AND d.claimed_until < ? AND NOT EXISTS (SELECT 1 FROM deliveries e"
+        " WHERE e.call_id = d.call_id AND e.url = d.url AND e.state = 'pending' AND e.id < d.id)"
+        f" ORDER BY d.next_attempt_at, d.id LIMIT ?{d.skip_locked}) RETURNING id",
+        (now + lease_s, holder, now, now, limit),
+    )
+    return (yield from _deliveries_by_id(sorted(int(r["id"]) for r in rows)))
+
+
+def record_delivery(
+    d: Dialect, delivery_id: int, outcome: DeliveryOutcome, now: float
+) -> Program[None]:
+    rows = yield Query(
+        "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?,"
+        " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at), claimed_until = 0,"
+        " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+        " WHERE id = ? AND state = 'pending' RETURNING call_id, url",
+        (
+            outcome.state,
+            outcome.status,
+            outcome.error,
+            outcome.next_attempt_at,
+            outcome.state,
+            now,
+            delivery_id,
+        ),
+    )
+    if rows and outcome.state == "stopped":  # 410 Gone: this URL wants no more of this call
+        yield Query(
+            "UPDATE deliveries SET state = 'stopped', last_error = ?"
+            " WHERE call_id = ? AND url = ? AND state = 'pending'",
+            (
+                "the receiver answered 410 Gone to an earlier event",
+                rows[0]["call_id"],
+                rows[0]["url"],
+            ),
+        )
+
+
+def release_claims(d: Dialect, holder: str) -> Program[int]:
+    """A restarted server gives back what it held before it stopped (it is not sending it)."""
+    if not holder:
+        return 0
+    rows = yield Query(
+        "UPDATE deliveries SET claimed_until = 0 WHERE claimed_by = ? AND state = 'pending'"
+        " AND claimed_until > 0 RETURNING id",
+        (holder,),
+    )
+    return len(rows)
+
+
+def defer_deliveries(d: Dialect, ids: list[int], until: float) -> Program[None]:
+    """Give claimed deliveries back unattempted, due again at `until`."""
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        yield Query(
+            "UPDATE deliveries SET claimed_until = 0, next_attempt_at = ?"  # noqa: S608
+            f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'pending'",
+            (until, *chunk),
+        )
+
+
+def next_delivery_at(d: Dialect) -> Program[float | None]:
+    rows = yield Query("SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'")
+    at = rows[0]["at"]
+    return None if at is None else float(at)
+
+
+def list_deliveries(d: Dialect, call_id: str) -> Program[list[WebhookDelivery]]:
+    rows = yield Query(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN outbox o ON o.id = d.event_id"  # noqa: S608
+        " WHERE d.call_id = ? ORDER BY d.id",
+        (call_id,),
+    )
+    return [_row_to_delivery(r) for r in rows]
+
+
+def redeliver(d: Dialect, delivery_id: int, now: float) -> Program[WebhookDelivery | None]:
+    """Send a delivery again (same webhook-id), whatever became of it."""
+    rows = yield Query(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, claimed_until = 0"
+        " WHERE id = ? RETURNING id",
+        (now, delivery_id),
+    )
+    if not rows:
+        return None
+    found = yield from _deliveries_by_id([delivery_id])
+    return found[0] if found else None

@@ -17,9 +17,11 @@ from common.calls.models import (
     CallEvent,
     CallRecord,
     Decide,
+    DeliveryOutcome,
     IdempotencyClaim,
     NewCall,
     StoredAnswer,
+    WebhookDelivery,
 )
 from common.calls.outcomes import Status
 from common.contracts import AgentReport
@@ -35,8 +37,11 @@ class SqlCallStore:
 
     dialect: Dialect
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, instance: str = "") -> None:
         self._clock = clock
+        # This server among others on one database: it holds the events it writes and the
+        # deliveries it claims under this name (see `release_claims`).
+        self.instance = instance
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError
@@ -57,7 +62,9 @@ class SqlCallStore:
     ) -> Applied:
         at = self._clock() if now is None else now
         return await self._run(
-            programs.create_call(self.dialect, call, detail or {}, claim, limits, at, LEASE_S),
+            programs.create_call(
+                self.dialect, call, detail or {}, claim, limits, at, LEASE_S, self.instance
+            ),
             write=True,
         )
 
@@ -97,6 +104,7 @@ class SqlCallStore:
             room_finished,
             self._clock(),
             LEASE_S,
+            holder=self.instance,
         )
         try:
             return await self._run(program, write=True)
@@ -118,12 +126,46 @@ class SqlCallStore:
 
     async def record_report(self, report: AgentReport) -> Applied:
         return await self._run(
-            programs.record_report(self.dialect, report, self._clock(), LEASE_S), write=True
+            programs.record_report(self.dialect, report, self._clock(), LEASE_S, self.instance),
+            write=True,
         )
 
     async def erase_call_data(self, ended_before: float) -> int:
         return await self._run(
             programs.erase_call_data(self.dialect, ended_before, self._clock()), write=True
+        )
+
+    # -- customer webhooks ---------------------------------------------------------------
+
+    async def claim_due_deliveries(
+        self, now: float, lease_s: float, limit: int
+    ) -> list[WebhookDelivery]:
+        return await self._run(
+            programs.claim_due_deliveries(self.dialect, now, lease_s, limit, self.instance),
+            write=True,
+        )
+
+    async def record_delivery(self, delivery_id: int, outcome: DeliveryOutcome) -> None:
+        await self._run(
+            programs.record_delivery(self.dialect, delivery_id, outcome, self._clock()),
+            write=True,
+        )
+
+    async def release_claims(self) -> int:
+        return await self._run(programs.release_claims(self.dialect, self.instance), write=True)
+
+    async def defer_deliveries(self, delivery_ids: list[int], until: float) -> None:
+        await self._run(programs.defer_deliveries(self.dialect, delivery_ids, until), write=True)
+
+    async def next_delivery_at(self) -> float | None:
+        return await self._run(programs.next_delivery_at(self.dialect), write=False)
+
+    async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]:
+        return await self._run(programs.list_deliveries(self.dialect, call_id), write=False)
+
+    async def redeliver(self, delivery_id: int) -> WebhookDelivery | None:
+        return await self._run(
+            programs.redeliver(self.dialect, delivery_id, self._clock()), write=True
         )
 
     # -- the reaper ----------------------------------------------------------------------
@@ -172,9 +214,12 @@ class SqlCallStore:
     async def ack_events(self, event_ids: list[int], now: float) -> None:
         await self._run(programs.ack_events(self.dialect, event_ids, now), write=True)
 
-    async def claim_stale_events(self, now: float, lease_s: float, limit: int) -> list[CallEvent]:
+    async def claim_stale_events(
+        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+    ) -> list[CallEvent]:
         return await self._run(
-            programs.claim_stale_events(self.dialect, now, lease_s, limit), write=True
+            programs.claim_stale_events(self.dialect, now, lease_s, limit, self.instance, take_own),
+            write=True,
         )
 
     async def purge_dispatched_events(self, before: float) -> int:

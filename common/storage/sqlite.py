@@ -121,8 +121,10 @@ class SqliteCallStore(SqlCallStore):
 
     dialect = SQLITE
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(clock)
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, instance: str = ""
+    ) -> None:
+        super().__init__(clock, instance)
         self.path = path
         self._worker = _Worker("calls-db")
         self._conn: sqlite3.Connection | None = None
@@ -130,8 +132,10 @@ class SqliteCallStore(SqlCallStore):
     # ----------------------------------------------------------------- lifecycle
 
     @classmethod
-    async def open(cls, path: Path, clock: Callable[[], float] = time.time) -> SqliteCallStore:
-        store = cls(path, clock)
+    async def open(
+        cls, path: Path, clock: Callable[[], float] = time.time, instance: str = ""
+    ) -> SqliteCallStore:
+        store = cls(path, clock, instance)
         try:
             await store._submit(store._open_sync)
         except BaseException:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAx"  # 30 bytes, base64
 
 
 @pytest.fixture
@@ -43,6 +44,15 @@ def run_server(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"PORT": "abc"}, "configuration error: PORT must be an integer, got 'abc'"),
         ({"HOST": "0.0.0.0"}, "CALLS_API_TOKEN must be set to listen on HOST=0.0.0.0"),  # noqa: S104
         ({"LIVEKIT_URL": "wss://example.invalid"}, "LIVEKIT_API_KEY must be set"),
+        (
+            {"CALLS_WEBHOOK_URL": "https://hooks.example.com/calls"},
+            "CALLS_WEBHOOK_SECRET must be set when CALLS_WEBHOOK_URL is set",
+        ),
+        ({"CALLS_WEBHOOK_SECRET": "hunter2"}, "CALLS_WEBHOOK_SECRET must start with 'whsec_'"),
+        (
+            {"CALLS_WEBHOOK_URL": "http://10.0.0.7/calls", "CALLS_WEBHOOK_SECRET": WHSEC},
+            "CALLS_WEBHOOK_URL: URL scheme must be https",
+        ),
     ],
 )
 def test_bad_settings_stop_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:

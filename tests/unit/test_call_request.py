@@ -440,6 +440,7 @@ def test_fields_constant_matches_the_accepted_body() -> None:
         "first_message",
         "voicemail",
         "analysis",
+        "webhook_url",
     }
 
 

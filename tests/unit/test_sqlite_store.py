@@ -38,9 +38,17 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == len(migrations_for("sqlite")) == 5
+    assert SCHEMA_VERSION == len(migrations_for("sqlite")) == 6
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"calls", "events", "idempotency", "readiness", "outbox", "reports"} <= tables
+    assert {
+        "calls",
+        "events",
+        "idempotency",
+        "readiness",
+        "outbox",
+        "reports",
+        "deliveries",
+    } <= tables
     assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 

@@ -1,0 +1,245 @@
+"""Customer webhooks: the deliveries the outbox wrote, signed, sent, retried for a day.
+
+Every call event bound for a customer URL has a delivery row, written in the same transaction
+as the event (common/storage/programs.py), so nothing is lost by a crash at any moment. This
+sender claims due deliveries from the database (a lease, so several servers never send one
+twice while each is alive, and a dead server's claims expire), signs each with the Standard
+Webhooks scheme (common/notify/signing.py: `webhook-id` is the same on every retry), POSTs it
+through the SSRF guard (common/notify/guard.py: public addresses only, checked at connect
+time; no redirects; the answer read up to a small cap), and records the attempt:
+
+- 2xx: delivered.  410 Gone: stopped, and so are this call's later events to that URL.
+- anything else (other status, timeout after 15 s, connection error, refused address):
+  retried on the ladder (CALLS_WEBHOOK_RETRY_SCHEDULE), then failed.
+
+Of one call and one URL only the earliest pending delivery is ever sent (the claim says so),
+so events arrive in order and a later one waits while an earlier one is retrying. Each
+receiver (scheme, host, port) gets at most PER_RECEIVER_CONCURRENCY requests at once and all of
+them MAX_CONCURRENCY, so one
+slow or dead receiver never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aiohttp
+from yarl import URL
+
+from common.calls.models import DeliveryOutcome, WebhookDelivery, iso_time
+from common.metrics import Metrics
+from common.notify.guard import guard_refusal, make_connector, read_capped
+from common.notify.signing import sign
+from common.settings import Settings
+from common.storage.base import CallStore, DatabaseError
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 15.0
+MAX_CONCURRENCY = 50
+PER_RECEIVER_CONCURRENCY = 4
+LEASE_S = 60.0  # a claim outlives one request (15 s) with room to record its outcome
+IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woken)
+HOST_BUSY_DEFER_S = 0.5  # a delivery to a receiver at its concurrency cap waits this long
+USER_AGENT = "outbound-caller-webhooks/1"
+
+
+def _origin(url: str) -> str:
+    """Who receives: scheme, host and port (the unit of the per-receiver limit)."""
+    parsed = URL(url)
+    return f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+
+
+def webhook_body(delivery: WebhookDelivery) -> bytes:
+    """The exact bytes sent (and signed): the same on every attempt of one delivery."""
+    doc = {
+        "type": delivery.event_type,
+        "timestamp": iso_time(delivery.event_created_at),
+        "data": delivery.event_data,
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def next_outcome(
+    delivery: WebhookDelivery,
+    status: int | None,
+    error: str | None,
+    schedule: tuple[float, ...],
+    now: float,
+) -> DeliveryOutcome:
+    """What one attempt comes to (pure): delivered, stopped (410), a retry, or failed."""
+    if status is not None and 200 <= status < 300:
+        return DeliveryOutcome("delivered", status)
+    if status == 410:
+        return DeliveryOutcome("stopped", status, "410 Gone: no more events of this call")
+    attempt = delivery.attempts + 1  # this one, counted
+    if attempt < len(schedule):
+        return DeliveryOutcome("pending", status, error, now + schedule[attempt])
+    return DeliveryOutcome("failed", status, error)
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        store: CallStore,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if settings.calls_webhook_secret is None:
+            raise ValueError("customer webhooks need CALLS_WEBHOOK_SECRET")
+        self._store = store
+        self._secret = settings.calls_webhook_secret
+        self._schedule = settings.calls_webhook_retry_schedule
+        self._allow_private = settings.calls_webhook_allow_private
+        self._metrics = metrics
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._per_receiver: defaultdict[str, int] = defaultdict(int)
+
+    def wake(self) -> None:
+        """New deliveries were committed (or one became due): look now."""
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        # After a restart, what this server held when it stopped is sent again at once.
+        released = await self._store.release_claims()
+        if released:
+            logger.info("taking back %d webhook delivery(ies) held before a restart", released)
+        connector = make_connector(
+            allow_private=self._allow_private,
+            limit=MAX_CONCURRENCY,
+            limit_per_host=PER_RECEIVER_CONCURRENCY,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            trust_env=False,  # a proxy would be checked instead of the receiver
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming; let sends in flight finish briefly (unfinished ones are re-sent)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=timeout)
+        for task in set(self._sending):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until no delivery is pending: all delivered, failed or stopped (tests, benchmarks)."""
+        async with asyncio.timeout(timeout):
+            while self._sending or await self._store.next_delivery_at() is not None:
+                await asyncio.sleep(0.01)
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            try:
+                claimed = await self._claim()
+            except DatabaseError as exc:
+                logger.error("could not claim webhook deliveries: %s", exc)
+                claimed = 0
+            if not claimed:
+                await self._sleep_until_due()
+
+    async def _claim(self) -> int:
+        free = MAX_CONCURRENCY - len(self._sending)
+        if free <= 0:
+            return 0
+        now = self._clock()
+        due = await self._store.claim_due_deliveries(now, LEASE_S, free)
+        busy: list[int] = []
+        for delivery in due:
+            receiver = _origin(delivery.url)
+            if self._per_receiver[receiver] >= PER_RECEIVER_CONCURRENCY:
+                busy.append(delivery.id)  # that receiver has its share in flight already
+                continue
+            self._per_receiver[receiver] += 1
+            task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+        if busy:  # not an attempt: they wait a moment, and the claims move on to others
+            await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
+        return len(due) - len(busy)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._wakeup.set()  # the next event of that call may be due, or a slot freed
+
+    async def _sleep_until_due(self) -> None:
+        wait = IDLE_WAKE_S
+        with contextlib.suppress(DatabaseError):
+            due = await self._store.next_delivery_at()
+            if due is not None:
+                wait = min(max(due - self._clock(), 0.0), IDLE_WAKE_S)
+        if wait <= 0 and not self._sending:
+            wait = 0.05  # due but not claimable (an earlier event of its call is in flight)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.001))
+
+    async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
+        try:
+            status, error = await self._post(delivery)
+        finally:
+            self._per_receiver[receiver] -= 1
+        now = self._clock()
+        outcome = next_outcome(delivery, status, error, self._schedule, now)
+        self._count(delivery, outcome, receiver, now)
+        try:
+            await self._store.record_delivery(delivery.id, outcome)
+        except DatabaseError as exc:  # its lease runs out and it is sent again: at least once
+            logger.error("could not record webhook delivery %d: %s", delivery.id, exc)
+
+    async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None]:
+        if self._session is None:
+            return None, "sender stopped"
+        body = webhook_body(delivery)
+        headers = sign(self._secret, delivery.webhook_id, datetime.now(UTC), body)
+        headers |= {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        try:
+            async with self._session.post(
+                delivery.url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                await read_capped(resp)
+                return resp.status, None if resp.status < 300 else f"HTTP {resp.status}"
+        except TimeoutError:
+            return None, f"no answer within {REQUEST_TIMEOUT_S:g} s"
+        except aiohttp.ClientError as exc:
+            refused = guard_refusal(exc)
+            if refused is not None:
+                return None, f"address refused: {refused}"
+            return None, f"connection failed ({type(exc).__name__})"
+
+    def _count(
+        self, delivery: WebhookDelivery, outcome: DeliveryOutcome, receiver: str, now: float
+    ) -> None:
+        result = {"pending": "retrying"}.get(outcome.state, outcome.state)
+        self._metrics.webhook_deliveries.labels(result=result).inc()
+        if outcome.state == "delivered":
+            self._metrics.webhook_latency.observe(max(0.0, now - delivery.event_created_at))
+            return
+        logger.warning(
+            "webhook %s (%s) to %s: %s; %s",
+            delivery.webhook_id,
+            delivery.event_type,
+            receiver,
+            outcome.error or f"HTTP {outcome.status}",
+            "retrying" if outcome.state == "pending" else outcome.state,
+            extra={"call_id": delivery.call_id},
+        )

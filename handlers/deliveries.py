@@ -1,0 +1,86 @@
+"""Customer webhook deliveries: see them per call, and send one again."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers.errors import HttpError
+from handlers.http import Reply, RouteDoc, add_route, json_answer
+from handlers.keys import CALLS, STORE, WEBHOOKS
+from handlers.schemas import DeliveryList, DeliveryView, RedeliverAnswer
+
+UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
+
+
+async def call_deliveries(request: web.Request) -> web.Response:
+    """GET /calls/{call_id}/deliveries: each event's delivery to the call's webhook URL."""
+    call = await request.app[CALLS].get(request.match_info["call_id"])
+    deliveries = await request.app[STORE].list_deliveries(call.call_id)
+    return json_answer(DeliveryList(deliveries=[DeliveryView.of(d) for d in deliveries]))
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    """POST /deliveries/{delivery_id}/redeliver: a new attempt, with the same webhook-id."""
+    try:
+        delivery_id = int(request.match_info["delivery_id"])
+    except ValueError:
+        raise HttpError(404, "unknown delivery") from None
+    delivery = await request.app[STORE].redeliver(delivery_id)
+    if delivery is None:
+        raise HttpError(404, "unknown delivery")
+    if WEBHOOKS in request.app:
+        request.app[WEBHOOKS].wake()
+    return json_answer(RedeliverAnswer(delivery=DeliveryView.of(delivery)), status=202)
+
+
+def setup(app: web.Application) -> None:
+    call_id = {
+        "name": "call_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The call id answered by POST /calls/outbound",
+    }
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/calls/{call_id}/deliveries",
+            "callDeliveries",
+            "The call's customer webhook deliveries: event, attempts, last answer, next try",
+            protected=True,
+            parameters=[call_id],
+            replies={
+                200: Reply("The deliveries, oldest first", DeliveryList),
+                401: UNAUTHORIZED,
+                404: Reply("No such call"),
+                503: Reply("The calls database is unavailable"),
+            },
+        ),
+        call_deliveries,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            "/deliveries/{delivery_id}/redeliver",
+            "redeliver",
+            "Send a delivery again now (same webhook-id)",
+            protected=True,
+            parameters=[
+                {
+                    "name": "delivery_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                }
+            ],
+            replies={
+                202: Reply("Queued", RedeliverAnswer),
+                401: UNAUTHORIZED,
+                404: Reply("No such delivery"),
+                503: Reply("The calls database is unavailable"),
+            },
+        ),
+        redeliver,
+    )

@@ -1,0 +1,110 @@
+"""A customer webhook receiver for trying the service out: verifies each request's Standard
+Webhooks signature and prints the event, one line each.
+
+    .venv/bin/python -m sandbox.receiver --secret whsec_... [--port 9000]
+
+Point the server at it (plain http on loopback needs CALLS_WEBHOOK_ALLOW_PRIVATE=1):
+
+    CALLS_WEBHOOK_URL=http://127.0.0.1:9000/ CALLS_WEBHOOK_SECRET=whsec_... \\
+        CALLS_WEBHOOK_ALLOW_PRIVATE=1 make run
+
+A request whose signature does not verify (wrong secret, changed body, older than 5 minutes)
+gets 401 and is printed as refused. Repeats of one event (same webhook-id) are marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import TextIO
+
+from aiohttp import web
+
+from common.notify.signing import WebhookVerificationError, parse_secret, verify
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def describe(event: dict[str, object]) -> str:
+    """One line for an event: its type, call, status, and what the call said if it ended."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
+    parts = [str(event.get("type")), str(data.get("call_id")), f"status={data.get('status')}"]
+    if event.get("type") == "call.report":
+        transcript = data.get("transcript") or []
+        parts.append(f"turns={len(transcript) if isinstance(transcript, list) else '?'}")
+        if data.get("summary"):
+            parts.append(f"summary={data.get('summary')!r}")
+        if data.get("extracted"):
+            parts.append(f"extracted={json.dumps(data.get('extracted'), ensure_ascii=False)}")
+    return " ".join(parts)
+
+
+class Receiver:
+    """The receiving app: verify, remember ids, print."""
+
+    def __init__(self, secret: str, out: TextIO = sys.stdout) -> None:
+        self.secret = parse_secret(secret)
+        self.out = out
+        self.seen: set[str] = set()
+        self.events: list[dict[str, object]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.content.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            return web.Response(status=413)
+        try:
+            verify(self.secret, request.headers, body)
+        except WebhookVerificationError as exc:
+            print(f"refused: {exc}", file=self.out, flush=True)
+            return web.Response(status=401)
+        webhook_id = request.headers.get("webhook-id", "")
+        again = " (again)" if webhook_id in self.seen else ""
+        self.seen.add(webhook_id)
+        event = json.loads(body)
+        self.events.append(event)
+        print(f"{webhook_id}{again} {describe(event)}", file=self.out, flush=True)
+        return web.Response(status=204)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        return app
+
+
+async def serve(secret: str, host: str, port: int) -> None:
+    runner = web.AppRunner(Receiver(secret).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"receiving webhooks on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.receiver", description=__doc__)
+    parser.add_argument("--secret", required=True, help="the server's CALLS_WEBHOOK_SECRET")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
+    try:
+        parse_secret(args.secret)
+    except ValueError as exc:
+        parser.error(str(exc))
+    asyncio.run(serve(args.secret, args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Customer webhooks: every call event pushed to the user's URL, signed (Standard Webhooks),
+durable, retried, in order per call, refused for unsafe URLs, visible and replayable.
+
+The receiver is a real aiohttp server on 127.0.0.1 that verifies every request with the
+`standardwebhooks` package itself (not our signing module), so the signature is checked the
+way a customer checks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from common.notify import deliveries
+from handlers.keys import EVENTS, WEBHOOKS
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+from tests.processes import free_port
+
+Client = TestClient[Any, Any]
+SECRET = "whsec_" + base64.b64encode(b"customer-webhook-secret-for-tests-0123").decode()
+LADDER = (0.0, 0.05, 0.1, 0.2)  # the retry schedule, shortened for tests
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    type: str
+    call_id: str
+    status: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class Receiver:
+    """A customer's endpoint. `answer` decides each response (status, delay)."""
+
+    port: int
+    answer: Callable[[Received, int], tuple[int, float]] = lambda _r, _n: (204, 0.0)
+    got: list[Received] = field(default_factory=list)
+    refused: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            Webhook(SECRET).verify(body, headers)
+        except WebhookVerificationError:
+            self.refused += 1
+            return web.Response(status=401)
+        event = json.loads(body)
+        received = Received(
+            headers["webhook-id"],
+            event["type"],
+            event["data"]["call_id"],
+            event["data"]["status"],
+            body,
+            headers,
+        )
+        n = self.attempts.get(received.webhook_id, 0) + 1
+        self.attempts[received.webhook_id] = n
+        status, delay = self.answer(received, n)
+        if delay:
+            await asyncio.sleep(delay)
+        if 200 <= status < 300:
+            self.got.append(received)
+        return web.Response(status=status)
+
+    def types(self, call_id: str) -> list[str]:
+        return [r.type for r in self.got if r.call_id == call_id]
+
+
+async def start_receiver(receiver: Receiver) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_post("/hooks", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", receiver.port).start()
+    return runner
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Any]]:
+    runners: list[web.AppRunner] = []
+
+    async def make(**kw: Any) -> Receiver:
+        receiver = Receiver(free_port(), **kw)
+        runners.append(await start_receiver(receiver))
+        return receiver
+
+    yield make
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def webhook_app(start_app: AppFactory, url: str | None, **overrides: Any) -> Client:
+    return await start_app(
+        sandbox_time_scale=0.02,
+        calls_webhook_url=url,
+        calls_webhook_secret=SECRET,
+        calls_webhook_allow_private=True,
+        calls_webhook_retry_schedule=LADDER,
+        **overrides,
+    )
+
+
+async def settle(client: Client, timeout: float = 10.0) -> None:
+    await client.app[SANDBOX].wait_idle(timeout)
+    await client.app[EVENTS].wait_idle(timeout)
+    await client.app[WEBHOOKS].wait_idle(timeout)
+
+
+async def place(client: Client, body: dict[str, Any]) -> str:
+    resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 200, await resp.text()
+    call_id: str = (await resp.json())["call_id"]
+    return call_id
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------ events, signed, in order
+
+
+async def test_every_event_of_a_call_arrives_signed_and_in_order(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    types = receiver.types(call_id)
+    assert types[:2] == ["call.dialing", "call.answered"]
+    assert sorted(types[2:]) == ["call.ended", "call.report"]  # the report may precede the end
+    ended = next(r for r in receiver.got if r.type == "call.ended")
+    event = json.loads(ended.body)
+    assert set(event) == {"type", "timestamp", "data"} and event["timestamp"].endswith("Z")
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert event["data"]["status"] == "completed" == shown["status"]
+    assert event["data"]["answered_at"] == shown["answered_at"]
+    report = json.loads(next(r for r in receiver.got if r.type == "call.report").body)
+    assert report["data"]["transcript"] == shown["transcript"]
+    assert receiver.refused == 0 and len({r.webhook_id for r in receiver.got}) == 4
+
+
+async def test_a_calls_own_webhook_url_wins(start_app: AppFactory, receivers: Any) -> None:
+    default, own = await receivers(), await receivers()
+    client = await webhook_app(start_app, default.url)
+    mine = await place(client, dict(SEED_EXAMPLES[1], webhook_url=own.url))
+    theirs = await place(client, SEED_EXAMPLES[2])
+    await settle(client)
+    assert own.types(mine) and not default.types(mine)
+    assert default.types(theirs) and not own.types(theirs)
+
+
+async def test_no_url_no_deliveries(start_app: AppFactory) -> None:
+    client = await webhook_app(start_app, None)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    deliveries_ = await (await client.get(f"/calls/{call_id}/deliveries")).json()
+    assert deliveries_ == {"deliveries": []}
+
+
+async def test_the_signature_covers_the_body_the_id_and_the_time(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    sample = receiver.got[0]
+    verifier = Webhook(SECRET)
+    verifier.verify(sample.body, sample.headers)  # as received: valid
+    changed = sample.body.replace(b'"dialing"', b'"completed"')
+    for body, headers in (
+        (changed, sample.headers),  # another body under the same signature
+        (sample.body, sample.headers | {"webhook-id": "msg_999999"}),
+        (sample.body, sample.headers | {"webhook-timestamp": str(int(time.time()) - 3600)}),
+    ):
+        with pytest.raises(WebhookVerificationError):
+            verifier.verify(body, headers)
+    other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(sample.body, sample.headers)
+
+
+# ------------------------------------------------------------------ retries
+
+
+async def test_a_failing_receiver_gets_retries_with_the_same_id_then_succeeds(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    receiver = await receivers(answer=lambda r, n: (500, 0.0) if n < 3 else (204, 0.0))
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    assert set(receiver.attempts.values()) == {3}  # each event: two 500s, then delivered
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    assert {d["state"] for d in listed} == {"delivered"}
+    assert all(d["attempts"] == 3 and d["last_status"] == 204 for d in listed)
+    assert [d["event"] for d in listed][0] == "call.dialing"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'customer_webhook_deliveries_total{result="retrying"} 8.0' in metrics
+
+
+async def test_a_later_event_waits_while_an_earlier_one_is_retrying(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    def slow_first(r: Received, n: int) -> tuple[int, float]:
+        return (503, 0.0) if r.type == "call.dialing" and n < 4 else (204, 0.0)
+
+    receiver = await receivers(answer=slow_first)
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    assert receiver.types(call_id)[0] == "call.dialing"  # delivered first despite its retries
+    assert receiver.attempts[receiver.got[0].webhook_id] == 4
+
+
+async def test_a_dead_receiver_fails_after_the_ladder_and_delays_no_one(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    healthy = await receivers()
+    dead = f"http://127.0.0.1:{free_port()}/hooks"  # nothing listens there
+    client = await webhook_app(start_app, healthy.url)
+    lost = await place(client, dict(SEED_EXAMPLES[0], webhook_url=dead))
+    fine = await place(client, SEED_EXAMPLES[1])
+    await settle(client)
+    assert len(healthy.types(fine)) == 4
+    listed = (await (await client.get(f"/calls/{lost}/deliveries")).json())["deliveries"]
+    assert listed[0]["state"] == "failed" and listed[0]["attempts"] == len(LADDER)
+    assert "connection failed" in listed[0]["last_error"]
+    # The later events of that call wait behind the failed first? No: a failed delivery is
+    # over, so the next one goes (and fails) in turn; all of them end failed.
+    assert {d["state"] for d in listed} == {"failed"}
+
+
+async def test_a_slow_receiver_does_not_delay_the_others(
+    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deliveries, "REQUEST_TIMEOUT_S", 0.3)
+    slow = await receivers(answer=lambda _r, _n: (204, 5.0))  # answers after the timeout
+    quick = await receivers()
+    client = await webhook_app(start_app, quick.url)
+    for _ in range(6):
+        await place(client, dict(SEED_EXAMPLES[0], webhook_url=slow.url))
+    fast = await place(client, SEED_EXAMPLES[1])
+    started = time.monotonic()
+    await wait_until(lambda: len(quick.types(fast)) == 4, timeout=10)
+    assert time.monotonic() - started < 5.0  # not behind the slow receiver's timeouts
+
+
+async def test_410_gone_stops_that_calls_deliveries(start_app: AppFactory, receivers: Any) -> None:
+    receiver = await receivers(
+        answer=lambda r, _n: (410, 0.0) if r.type == "call.answered" else (204, 0.0)
+    )
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    assert receiver.types(call_id) == ["call.dialing"]  # answered got 410; nothing after it
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    assert [d["state"] for d in listed] == ["delivered", "stopped", "stopped", "stopped"]
+    assert listed[1]["last_status"] == 410
+    other = await place(client, SEED_EXAMPLES[1])  # another call to the same URL still goes
+    await settle(client)
+    assert receiver.types(other)[0] == "call.dialing"
+
+
+async def test_redeliver_sends_the_same_webhook_id_again(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    first = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"][0]
+    resp = await client.post(f"/deliveries/{first['id']}/redeliver")
+    assert resp.status == 202
+    await settle(client)
+    again = [r for r in receiver.got if r.webhook_id == first["webhook_id"]]
+    assert len(again) == 2 and again[0].body == again[1].body
+    assert (await client.post("/deliveries/999999/redeliver")).status == 404
+    assert (await client.post("/deliveries/nope/redeliver")).status == 404
+
+
+# ------------------------------------------------------------------ unsafe URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:9/hooks", "https"),
+        ("https://127.0.0.1/hooks", "public"),
+        ("https://10.1.2.3/hooks", "public"),
+        ("https://169.254.169.254/latest/meta-data", "public"),
+        ("https://[::1]/hooks", "public"),
+        ("https://localhost/hooks", "localhost"),
+        ("https://user:pw@example.com/hooks", "credentials"),
+        ("ftp://example.com/hooks", "https"),
+    ],
+)
+async def test_unsafe_webhook_urls_are_refused(start_app: AppFactory, url: str, why: str) -> None:
+    client = await start_app(calls_webhook_secret=SECRET)  # private addresses not allowed
+    resp = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], webhook_url=url))
+    assert resp.status == 422
+    (detail,) = (await resp.json())["details"]
+    assert detail["field"] == "webhook_url" and why in detail["error"].lower()
+    assert (await (await client.get("/calls")).json())["calls"] == []
+
+
+async def test_a_name_resolving_to_loopback_is_refused(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def loopback(self: Any, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": 2,
+                "proto": 0,
+                "flags": 0,
+            }
+        ]
+
+    from aiohttp import ThreadedResolver
+
+    monkeypatch.setattr(ThreadedResolver, "resolve", loopback)  # DNS says loopback
+    client = await start_app(calls_webhook_secret=SECRET)
+    body = dict(SEED_EXAMPLES[0], webhook_url="https://hooks.example.com/x")
+    resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 422
+    assert "127.0.0.1" in (await resp.json())["details"][0]["error"]
+
+
+async def test_a_webhook_url_needs_the_server_to_sign(start_app: AppFactory) -> None:
+    client = await start_app()  # no CALLS_WEBHOOK_SECRET
+    body = dict(SEED_EXAMPLES[0], webhook_url="https://hooks.example.com/x")
+    resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 422
+    assert "CALLS_WEBHOOK_SECRET" in (await resp.json())["details"][0]["error"]
