@@ -1,0 +1,59 @@
+"""The agent's report sender (agent/reporting.py) against the real server handler: what an
+agent reports is what GET /calls/{id} shows, and a report for another call is refused."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from agent.reporting import ReportSender
+from common.contracts import REPORTS_PATH, AmdVerdict, CallReport, SuccessVerdict, TranscriptTurn
+from common.settings import DEV_API_KEY, DEV_API_SECRET
+from tests.conftest import AppFactory
+from tests.integration.test_webhooks import place, quiet_app
+
+Client = TestClient[Any, Any]
+
+
+async def test_an_agents_reports_reach_the_call(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client, "+14155557760")
+    url = str(client.make_url(REPORTS_PATH))
+    sender = ReportSender(url, call_id, DEV_API_KEY, DEV_API_SECRET)
+    answered = time.time()
+    hello = TranscriptTurn(role="agent", text="Hello Ann, this is the clinic.", at_s=0.4)
+    sender.answered(answered)
+    sender.amd(AmdVerdict(category="human", reason="llm"))
+    sender.turn(hello)
+    sender.final(
+        CallReport(
+            transcript=[hello],
+            summary="The agent greeted Ann.",
+            success=SuccessVerdict(achieved=True, reason="greeted"),
+            extracted={"greeted": True},
+            usage={"llm": [{"provider": "openai", "model": "gpt-4o-mini", "input_tokens": 9}]},
+            ended_by="agent",
+        )
+    )
+    assert await sender.flush(10)
+    await sender.aclose(1)
+    assert sender.delivered == [0, 1, 2, 3]
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["status"] == "in_progress" and call["amd"] == "human"
+    assert call["report_status"] == "complete" and call["ended_by"] == "agent"
+    assert call["transcript"] == [hello.model_dump()]
+    assert call["extracted"] == {"greeted": True} and call["usage"]["llm"][0]["input_tokens"] == 9
+
+
+async def test_a_sender_for_another_call_is_refused(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    mine = await place(client)
+    url = str(client.make_url(REPORTS_PATH))
+    sender = ReportSender(url, "call-000000000000", DEV_API_KEY, DEV_API_SECRET)
+    sender.answered(time.time())
+    await sender.flush(10)
+    await sender.aclose(1)
+    assert sender.delivered == []  # 404: the server knows no such call; nothing retried
+    assert (await (await client.get(f"/calls/{mine}")).json())["status"] == "dialing"
