@@ -26,6 +26,7 @@ from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
+from common.storage.sql import SqlCallStore
 from handlers import access_log, calls, deliveries, health, openapi, reports, webhooks
 from handlers.errors import errors_as_json
 from handlers.keys import CALLS, CONFIG, EVENTS, LIVEKIT_URL, METRICS, SETTINGS, STORE, WEBHOOKS
@@ -59,10 +60,22 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
 
 
 async def open_store(settings: Settings) -> CallStore:
-    """The call store the settings select (the embedded SQLite file by default)."""
-    from common.storage.sqlite import SqliteCallStore
+    """The call store the settings select: PostgreSQL with DATABASE_URL, else SQLite."""
+    store: SqlCallStore
+    if settings.database_url is not None:
+        from common.storage.postgres import PostgresCallStore
 
-    return await SqliteCallStore.open(settings.calls_db_path, instance=settings.instance_name)
+        store = await PostgresCallStore.open(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            instance=settings.instance_name,
+        )
+    else:
+        from common.storage.sqlite import SqliteCallStore
+
+        store = await SqliteCallStore.open(settings.calls_db_path, instance=settings.instance_name)
+    store.lease_s = settings.claim_lease_s
+    return store
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -70,7 +83,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         try:
             app[STORE] = await open_store(app[SETTINGS])
         except DatabaseError as exc:
-            raise StartupError(f"the calls database cannot be opened: {exc}") from exc
+            raise StartupError(f"the calls database cannot be used: {exc}") from exc
     yield
     if not app[STORE_GIVEN]:
         await app[STORE].close()
@@ -79,7 +92,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 async def _events(app: web.Application) -> AsyncIterator[None]:
     """The event dispatcher and its subscribers; the customer webhook sender when enabled."""
     settings = app[SETTINGS]
-    events = EventDispatcher(app[STORE], clock=time.time)
+    events = EventDispatcher(app[STORE], clock=time.time, lease_s=settings.claim_lease_s)
     events.subscribe("log", log_status_change)
     events.subscribe("metrics", count_events(app[METRICS]))
     sender: WebhookSender | None = None

@@ -131,6 +131,12 @@ def _webhook_secret(name: str, raw: str) -> str:
         raise SettingsError(str(exc)) from None
 
 
+def _database_url(name: str, raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"{name} must start with postgresql://")
+    return raw
+
+
 def _url_path(name: str, raw: str) -> str:
     if not raw.startswith("/"):
         raise SettingsError(f"{name} must start with '/', got {raw!r}")
@@ -160,6 +166,21 @@ class Settings:
     )
     calls_db_path: Path = setting(
         Path("calls.db"), _path, "SQLite database of calls, outcomes and timelines."
+    )
+    database_url: str | None = setting(
+        None,
+        _database_url,
+        "postgresql://user:pass@host:5432/db: PostgreSQL, for several servers; unset: SQLite.",
+        secret=True,
+    )
+    database_pool_size: int = setting(
+        10, _integer(1, 1000), "PostgreSQL connections per server at most."
+    )
+    claim_lease_s: float = setting(
+        60.0,
+        _number(1.0),
+        "How long a server holds work it claimed (events, deliveries) before others may "
+        "take it over, should it die.",
     )
 
     livekit_url: str | None = setting(

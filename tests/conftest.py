@@ -12,6 +12,10 @@ import pytest
 from common import update_config
 from common.update_config import ConfigStore
 
+# A throwaway PostgreSQL cluster (one per test session) and a fresh database per test.
+from tests.pg_cluster import postgres_cluster as postgres_cluster
+from tests.pg_cluster import postgres_dsn as postgres_dsn
+
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,8 +30,6 @@ CALL_REPORT = "call.report"  # the agent's final report (transcript, analysis) a
 EVENT_TYPES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED, CALL_REPORT)
 STATUS_EVENTS = frozenset({CALL_RINGING, CALL_ANSWERED, CALL_ENDED})
 
-# How long the server that wrote an event holds it before others may dispatch it.
-LEASE_S = 60.0
 RECOVER_BATCH = 500
 
 
@@ -67,9 +65,10 @@ class EventLog(Protocol):
 class EventDispatcher:
     """Hands committed events to subscribers, in order, one batch at a time, then acks them."""
 
-    def __init__(self, log: EventLog, clock: Callable[[], float]) -> None:
+    def __init__(self, log: EventLog, clock: Callable[[], float], lease_s: float = 60.0) -> None:
         self._log = log
         self._clock = clock
+        self._lease_s = lease_s  # how long a claim on events taken over lasts
         self._subscribers: list[tuple[str, Subscriber]] = []
         self._queue: list[CallEvent] = []
         self._wakeup = asyncio.Event()
@@ -113,7 +112,7 @@ class EventDispatcher:
         """Take over events whose writer's lease ran out (it died) and dispatch them; as the
         server starts (`restarted`), also those it wrote itself before it stopped."""
         events = await self._log.claim_stale_events(
-            self._clock(), LEASE_S, RECOVER_BATCH, take_own=restarted
+            self._clock(), self._lease_s, RECOVER_BATCH, take_own=restarted
         )
         if events:
             logger.warning(

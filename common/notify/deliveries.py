@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 15.0
 MAX_CONCURRENCY = 50
 PER_RECEIVER_CONCURRENCY = 4
-LEASE_S = 60.0  # a claim outlives one request (15 s) with room to record its outcome
 IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woken)
 HOST_BUSY_DEFER_S = 0.5  # a delivery to a receiver at its concurrency cap waits this long
 USER_AGENT = "outbound-caller-webhooks/1"
@@ -98,6 +97,8 @@ class WebhookSender:
         self._store = store
         self._secret = settings.calls_webhook_secret
         self._schedule = settings.calls_webhook_retry_schedule
+        # A claim outlives one request (15 s) with room to record its outcome.
+        self._lease_s = max(settings.claim_lease_s, REQUEST_TIMEOUT_S + 5)
         self._allow_private = settings.calls_webhook_allow_private
         self._metrics = metrics
         self._clock = clock
@@ -163,7 +164,7 @@ class WebhookSender:
         if free <= 0:
             return 0
         now = self._clock()
-        due = await self._store.claim_due_deliveries(now, LEASE_S, free)
+        due = await self._store.claim_due_deliveries(now, self._lease_s, free)
         busy: list[int] = []
         for delivery in due:
             receiver = _origin(delivery.url)

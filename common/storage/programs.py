@@ -587,14 +587,13 @@ def claim_stale_events(
 ) -> Program[list[CallEvent]]:
     """Undispatched events whose holder's lease ran out (it died) and, with `take_own` (as a
     server starts), those `holder` itself held before a restart: take them, oldest first."""
-    own = holder if take_own and holder else "\x00"  # never a holder's name
     rows = yield Query(
         "UPDATE outbox SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
         " SELECT id FROM outbox WHERE dispatched_at IS NULL"
-        " AND (claimed_until < ? OR claimed_by = ?)"
+        " AND (claimed_until < ? OR (claimed_by = ? AND ? = 1))"
         f" ORDER BY id LIMIT ?{d.skip_locked})"
         " RETURNING *",
-        (now + lease_s, holder, now, own, limit),
+        (now + lease_s, holder, now, holder, int(take_own and bool(holder)), limit),
     )
     return sorted((_row_to_event(r) for r in rows), key=lambda e: e.id)
 

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from common.calls.events import LEASE_S
 from common.calls.models import (
     Applied,
     CallEvent,
@@ -30,6 +29,7 @@ from common.storage.base import AdmissionLimits, Refusal
 from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
 
 T = TypeVar("T")
+DEFAULT_LEASE_S = 60.0
 
 
 class SqlCallStore:
@@ -37,8 +37,15 @@ class SqlCallStore:
 
     dialect: Dialect
 
-    def __init__(self, clock: Callable[[], float] = time.time, instance: str = "") -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        instance: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
         self._clock = clock
+        # How long this server holds the events it writes before others may dispatch them.
+        self.lease_s = lease_s
         # This server among others on one database: it holds the events it writes and the
         # deliveries it claims under this name (see `release_claims`).
         self.instance = instance
@@ -63,7 +70,7 @@ class SqlCallStore:
         at = self._clock() if now is None else now
         return await self._run(
             programs.create_call(
-                self.dialect, call, detail or {}, claim, limits, at, LEASE_S, self.instance
+                self.dialect, call, detail or {}, claim, limits, at, self.lease_s, self.instance
             ),
             write=True,
         )
@@ -103,7 +110,7 @@ class SqlCallStore:
             detail or {},
             room_finished,
             self._clock(),
-            LEASE_S,
+            self.lease_s,
             holder=self.instance,
         )
         try:
@@ -126,7 +133,9 @@ class SqlCallStore:
 
     async def record_report(self, report: AgentReport) -> Applied:
         return await self._run(
-            programs.record_report(self.dialect, report, self._clock(), LEASE_S, self.instance),
+            programs.record_report(
+                self.dialect, report, self._clock(), self.lease_s, self.instance
+            ),
             write=True,
         )
 

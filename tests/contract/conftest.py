@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from common.storage.base import CallStore
+from common.storage.postgres import PostgresCallStore
 from common.storage.sqlite import SqliteCallStore
 from tests.helpers import FakeClock
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @dataclass
@@ -34,6 +35,14 @@ def clock() -> FakeClock:
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Backend]:
+    if request.param == "postgres":
+        dsn: str = request.getfixturevalue("postgres_dsn")  # a fresh database per test
+
+        async def open_postgres() -> CallStore:
+            return await PostgresCallStore.open(dsn, clock=clock, pool_size=10)
+
+        yield Backend("postgres", open_postgres)
+        return
     path = tmp_path / "data" / "calls.db"
 
     async def open_sqlite() -> CallStore:

@@ -77,3 +77,23 @@ def test_http_port_in_use(tmp_path: Path, busy_port: int) -> None:
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_database_stops_start_up_with_its_password_masked(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing will listen there
+    url = f"postgresql://caller:s3cret-pw@127.0.0.1:{port}/calls"
+    done = run_server(tmp_path, DATABASE_URL=url, SANDBOX_PORT="0", PORT="0")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    assert len(lines) == 1
+    assert f"cannot connect to postgresql://caller:***@127.0.0.1:{port}/calls" in lines[0]
+    assert "s3cret-pw" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> None:
+    done = run_server(tmp_path, DATABASE_URL="mysql://x@y/z")
+    assert done.returncode == 2
+    assert "DATABASE_URL must start with postgresql://" in done.stderr
+    assert "x@y" not in done.stderr  # the value (it may hold a password) is not echoed

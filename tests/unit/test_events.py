@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from common.calls.events import LEASE_S, EventDispatcher, events_for_change
+from common.calls.events import EventDispatcher, events_for_change
 from common.calls.models import CallEvent, CallRecord, NewCall
 from common.calls.outcomes import Change, Status
+from common.storage.sql import DEFAULT_LEASE_S as LEASE_S
 from common.storage.sqlite import SqliteCallStore
 from tests.helpers import FakeClock
 

@@ -1,0 +1,187 @@
+"""The PostgreSQL backend (DATABASE_URL=postgresql://...): several servers on one database.
+
+The transaction programs of common/storage/programs.py run on a pooled asyncpg connection,
+one awaited query at a time; a write runs in one transaction (READ COMMITTED; the programs
+lock the call row they change with FOR UPDATE, claim work with FOR UPDATE SKIP LOCKED and
+serialise admission with an advisory lock, so limits hold across servers). Each SQL text's
+`?` placeholders become `$n` once, and asyncpg prepares (and caches) the statement.
+
+A lost connection (the database restarted, a network cut) fails the request it was serving
+with DatabaseError (answered 503) and the pool replaces the connection on its next use: the
+server keeps running and recovers when the database is back.
+
+The schema comes from migrations/postgres/, applied at start under an advisory lock in one
+transaction, tracked in `schema_migrations`: two servers starting at once migrate once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from common.storage.base import DatabaseError
+from common.storage.migrations import migrations_for
+from common.storage.programs import POSTGRES, Program, Row
+from common.storage.sql import SqlCallStore
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MIGRATIONS = migrations_for("postgres")
+SCHEMA_VERSION = MIGRATIONS[-1].version
+MIGRATION_LOCK = 7246000  # pg_advisory_xact_lock key: one migrating server at a time
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 15.0
+# What a broken or refused connection raises; the request fails, the pool heals.
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def masked(dsn: str) -> str:
+    """`dsn` with its password replaced by ***, for logs and error lines."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...` (our SQL has no `?` in literals)."""
+    pieces = sql.split("?")
+    out = [pieces[0]]
+    for n, piece in enumerate(pieces[1:], start=1):
+        out.append(f"${n}{piece}")
+    return "".join(out)
+
+
+class PostgresCallStore(SqlCallStore):
+    """CallStore on PostgreSQL, shared by any number of servers."""
+
+    dialect = POSTGRES
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        clock: Callable[[], float] = time.time,
+        instance: str = "",
+    ) -> None:
+        super().__init__(clock, instance)
+        self._pool = pool
+        self.dsn = dsn
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        clock: Callable[[], float] = time.time,
+        instance: str = "",
+    ) -> PostgresCallStore:
+        """Connect (bounded), migrate, and return the store; DatabaseError with the URL's
+        password masked when the database cannot be reached or used."""
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=pool_size,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=COMMAND_TIMEOUT_S,
+            )
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS, ValueError) as exc:
+            raise DatabaseError(f"cannot connect to {masked(dsn)}: {_why(exc)}") from None
+        store = cls(pool, dsn, clock, instance)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                version = await conn.fetchval(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+                )
+                if version > SCHEMA_VERSION:
+                    raise DatabaseError(
+                        f"{masked(self.dsn)} has schema version {version}, newer than this code"
+                        f" ({SCHEMA_VERSION})"
+                    )
+                for migration in MIGRATIONS:
+                    if migration.version <= version:
+                        continue
+                    for statement in migration.statements:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at)"
+                        " VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        time.time(),
+                    )
+                    logger.info(
+                        "database at schema version %d (%s)", migration.version, migration.name
+                    )
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {_why(exc)}") from None
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _run(self, program: Program[T], *, write: bool) -> T:
+        try:
+            async with self._pool.acquire() as conn:
+                if not write:
+                    return await _drive(conn, program)
+                async with conn.transaction():
+                    return await _drive(conn, program)
+        except asyncpg.UniqueViolationError as exc:
+            raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
+        except asyncpg.PostgresError as exc:
+            logger.error("calls database error: %s", _why(exc))
+            raise DatabaseError(_why(exc)) from None
+        except _CONNECTION_ERRORS as exc:
+            logger.error("calls database unreachable: %s", _why(exc))
+            raise DatabaseError(f"database unreachable ({type(exc).__name__})") from None
+
+
+async def _drive(conn: Any, program: Program[T]) -> T:
+    """Run `program` to its end on `conn`: each query's rows are sent back into it."""
+    try:
+        query = next(program)
+        while True:
+            rows: list[Row] = await conn.fetch(numbered(query.sql), *query.args)
+            query = program.send(rows)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
