@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from handlers.errors import HttpError
@@ -19,12 +21,20 @@ async def call_deliveries(request: web.Request) -> web.Response:
     return json_answer(DeliveryList(deliveries=[DeliveryView.of(d) for d in deliveries]))
 
 
+MAX_DELIVERY_ID = 2**63 - 1  # the largest id either database can hold
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def parse_delivery_id(text: str) -> int:
+    """A delivery id from the path; anything that cannot name a row is unknown (404)."""
+    if _DIGITS.fullmatch(text) is None or not 1 <= int(text) <= MAX_DELIVERY_ID:
+        raise HttpError(404, "unknown delivery")
+    return int(text)
+
+
 async def redeliver(request: web.Request) -> web.Response:
     """POST /deliveries/{delivery_id}/redeliver: a new attempt, with the same webhook-id."""
-    try:
-        delivery_id = int(request.match_info["delivery_id"])
-    except ValueError:
-        raise HttpError(404, "unknown delivery") from None
+    delivery_id = parse_delivery_id(request.match_info["delivery_id"])
     delivery = await request.app[STORE].redeliver(delivery_id)
     if delivery is None:
         raise HttpError(404, "unknown delivery")
@@ -72,7 +82,7 @@ def setup(app: web.Application) -> None:
                     "name": "delivery_id",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "integer"},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DELIVERY_ID},
                 }
             ],
             replies={

@@ -84,3 +84,65 @@ class ServerProcess:
     def stop(self) -> None:
         self.kill()
         self._log.close()
+
+
+class SandboxProcess:
+    """`python -m sandbox` on a free loopback port: a LiveKit stand-in several servers share."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        webhook_url: str,
+        *,
+        api_key: str,
+        api_secret: str,
+        time_scale: float = 0.01,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "sandbox.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
+        env = base | {"LIVEKIT_API_KEY": api_key, "LIVEKIT_API_SECRET": api_secret}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--port",
+                str(self.port),
+                "--webhook-url",
+                webhook_url,
+                "--time-scale",
+                str(time_scale),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self.proc.poll() is None, self.log_path.read_text(errors="replace")
+                try:
+                    async with session.get(self.url) as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()

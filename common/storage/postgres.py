@@ -156,16 +156,22 @@ class PostgresCallStore(SqlCallStore):
     async def _run(self, program: Program[T], *, write: bool) -> T:
         try:
             async with self._pool.acquire() as conn:
-                if not write:
-                    return await _drive(conn, program)
-                async with conn.transaction():
-                    return await _drive(conn, program)
+                try:
+                    if not write:
+                        return await _drive(conn, program)
+                    async with conn.transaction():
+                        return await _drive(conn, program)
+                except (*_CONNECTION_ERRORS, asyncpg.InternalClientError):
+                    # The connection is broken or out of step (a query cut off by a restart):
+                    # never hand it out again; the pool opens a fresh one.
+                    conn.terminate()
+                    raise
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
         except asyncpg.PostgresError as exc:
             logger.error("calls database error: %s", _why(exc))
             raise DatabaseError(_why(exc)) from None
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
             logger.error("calls database unreachable: %s", _why(exc))
             raise DatabaseError(f"database unreachable ({type(exc).__name__})") from None
 

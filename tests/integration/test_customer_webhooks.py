@@ -303,6 +303,8 @@ async def test_redeliver_sends_the_same_webhook_id_again(
     assert len(again) == 2 and again[0].body == again[1].body
     assert (await client.post("/deliveries/999999/redeliver")).status == 404
     assert (await client.post("/deliveries/nope/redeliver")).status == 404
+    for beyond in ("2380853294556029438927531147264", str(2**63), "0", "-1", "\u0663"):
+        assert (await client.post(f"/deliveries/{beyond}/redeliver")).status == 404, beyond
 
 
 # ------------------------------------------------------------------ unsafe URLs

@@ -1,0 +1,380 @@
+"""Several servers on one PostgreSQL: limits, idempotency, webhooks, reports, reaping and
+deliveries hold across them, and they survive one of them dying and the database restarting.
+
+Real processes throughout: a throwaway PostgreSQL cluster (tests/pg_cluster.py), one
+standalone sandbox (`python -m sandbox`) posting every LiveKit webhook to instance A, and two
+servers (`server.main()`) A and B with their own config.json. The agents' reports (played by
+the sandbox) go to whichever instance placed the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from tests.pg_cluster import PostgresCluster
+from tests.processes import SandboxProcess, ServerProcess, free_port
+from tests.reliability.conftest import Figures, LogGuard, scaled
+
+KEY = "APImultiinstance"
+SECRET = "multi-instance-livekit-secret-0123456789abcdef"
+WHSEC = "whsec_" + base64.b64encode(b"multi-instance-webhook-secret-012345").decode()
+FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
+NUMBERS = {  # sandbox test numbers and the outcome each must end in
+    "+14155557701": "completed",
+    "+14155550486": "busy",
+    "+14155550503": "failed",
+    "+14155550999": "voicemail",
+    "+34612345678": "completed",
+}
+
+
+@dataclass
+class Cluster:
+    """Two servers, a sandbox, one database."""
+
+    a: ServerProcess
+    b: ServerProcess
+    sandbox: SandboxProcess
+    dsn: str
+    tmp: Path
+
+    @property
+    def servers(self) -> list[ServerProcess]:
+        return [self.a, self.b]
+
+
+def instance_env(tmp: Path, name: str, dsn: str, sandbox_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": dsn,
+        "LIVEKIT_URL": sandbox_url,
+        "LIVEKIT_API_KEY": KEY,
+        "LIVEKIT_API_SECRET": SECRET,
+        "SIP_OUTBOUND_TRUNK_ID": "ST_multi",
+        "CONFIG_PATH": str(tmp / f"{name}-config.json"),
+        "CALLS_SETTLE_GRACE_S": "0.2",
+        "REAPER_INTERVAL_S": "0.5",
+        "CLAIM_LEASE_S": "2",
+        "CALLS_RATE_LIMIT_PER_MIN": "100000",
+        "CALLS_MAX_ACTIVE": "100000",
+        **extra,
+    }
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    started: list[Any] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def make_cluster(
+    tmp_path: Path, postgres_dsn: str, processes: list[Any], log_guard: LogGuard
+) -> Callable[..., Any]:
+    log_guard.hide(SECRET, WHSEC)
+
+    async def make(
+        session: aiohttp.ClientSession,
+        webhooks_to: str = "a",
+        reports_to: str | None = None,
+        **extra: str,
+    ) -> Cluster:
+        """`reports_to` stands for a load balancer that sends the agents' reports to one
+        instance (PUBLIC_BASE_URL); by default each instance names itself."""
+        ports = {"a": free_port(), "b": free_port()}
+        target = f"http://127.0.0.1:{ports[webhooks_to]}/webhooks/livekit"
+        if reports_to is not None:
+            extra = {**extra, "PUBLIC_BASE_URL": f"http://127.0.0.1:{ports[reports_to]}"}
+        sandbox = SandboxProcess(tmp_path, target, api_key=KEY, api_secret=SECRET)
+        processes.append(sandbox)
+        await sandbox.wait_ready(session)
+        servers = {}
+        for name in ("a", "b"):  # started together: they migrate the new database at once
+            env = instance_env(tmp_path, name, postgres_dsn, sandbox.url, **extra)
+            servers[name] = ServerProcess(tmp_path, name, env, port=ports[name])
+            processes.append(servers[name])
+        await asyncio.gather(*(s.wait_ready(session) for s in servers.values()))
+        return Cluster(servers["a"], servers["b"], sandbox, postgres_dsn, tmp_path)
+
+    return make
+
+
+async def place(
+    session: aiohttp.ClientSession, server: ServerProcess, body: dict[str, Any], **headers: str
+) -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{server.url}/calls/outbound", json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def call_of(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> Any:
+    async with session.get(f"{server.url}/calls/{call_id}") as resp:
+        return await resp.json()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.1)
+
+
+def config_records(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    calls: dict[str, Any] = json.loads(path.read_text())["calls"]
+    return calls
+
+
+async def test_calls_on_both_instances_all_settle_right(
+    make_cluster: Callable[..., Any], figures: Figures, log_guard: LogGuard
+) -> None:
+    count = scaled(300, minimum=30)
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(session)
+        numbers = list(NUMBERS)
+        bodies = [
+            {"phone_number": numbers[n % len(numbers)], "name": f"Caller {n}"} for n in range(count)
+        ]
+        semaphore = asyncio.Semaphore(20)
+
+        async def one(n: int) -> tuple[str, str]:
+            async with semaphore:
+                server = cluster.servers[n % 2]  # alternately on A and B
+                status, answer = await place(session, server, bodies[n])
+                assert status == 200, answer
+                return answer["call_id"], bodies[n]["phone_number"]
+
+        placed = await asyncio.gather(*(one(n) for n in range(count)))
+
+        async def all_final() -> bool:
+            calls = []
+            for call_id, _ in placed:
+                calls.append(await call_of(session, cluster.b, call_id))  # B sees them all
+            return all(c["status"] in FINAL and c["report_status"] == "complete" for c in calls)
+
+        await wait_for(all_final, timeout=120)
+        outcomes: Counter[str] = Counter()
+        for call_id, number in placed:
+            call = await call_of(session, cluster.a, call_id)
+            assert call["status"] == NUMBERS[number], (number, call["status"], call["reason"])
+            outcomes[call["status"]] += 1
+
+        async def configs_empty() -> bool:  # B's records are pruned by B, asking the database
+            return all(not config_records(cluster.tmp / f"{n}-config.json") for n in "ab")
+
+        await wait_for(configs_empty, timeout=30)
+    for process in (cluster.a, cluster.b):
+        log_guard.scan(process.logs())
+    figures.add(
+        f"{count} calls alternately on A and B, every webhook to A: outcomes "
+        + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items()))
+        + ", all as expected; 0 config records left on either host"
+    )
+
+
+async def test_one_idempotency_key_on_both_instances_places_one_call(
+    make_cluster: Callable[..., Any], figures: Figures
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(session)
+        body = {"phone_number": "+14155557760", "name": "Once"}
+        results = await asyncio.gather(
+            *(
+                place(session, cluster.servers[n % 2], body, **{"Idempotency-Key": "order-7"})
+                for n in range(10)
+            )
+        )
+        ids = {answer.get("call_id") for status, answer in results if status == 200}
+        assert [status for status, _ in results] == [200] * 10
+        assert len(ids) == 1
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+            rows = await conn.fetchval("SELECT COUNT(*) FROM calls")
+        finally:
+            await conn.close()
+        assert rows == 1  # one call, so one dial
+    figures.add("10 requests with one Idempotency-Key, alternately on A and B: 1 call placed")
+
+
+async def test_the_live_cap_holds_across_instances(
+    make_cluster: Callable[..., Any], figures: Figures
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(session, CALLS_MAX_ACTIVE="10")
+        body = {"phone_number": "+14155557760", "name": "Capped"}  # answered, talks 60 s
+        results = await asyncio.gather(
+            *(place(session, cluster.servers[n % 2], body) for n in range(40))
+        )
+        statuses = Counter(status for status, _ in results)
+        assert statuses == {200: 10, 429: 30}
+        assert all("too many live calls" in a["error"] for s, a in results if s == 429)
+    figures.add(f"40 concurrent calls over A and B with CALLS_MAX_ACTIVE=10: {dict(statuses)}")
+
+
+async def test_the_rate_limit_holds_across_instances(
+    make_cluster: Callable[..., Any], figures: Figures
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(session, CALLS_RATE_LIMIT_PER_MIN="7")
+        body = {"phone_number": "+14155557701", "name": "Paced"}
+        results = await asyncio.gather(
+            *(place(session, cluster.servers[n % 2], body) for n in range(20))
+        )
+        statuses = Counter(status for status, _ in results)
+        assert statuses == {200: 7, 429: 13}
+        assert all("rate limit" in a["error"] for s, a in results if s == 429)
+    figures.add(
+        f"20 concurrent calls over A and B with CALLS_RATE_LIMIT_PER_MIN=7: {dict(statuses)}"
+    )
+
+
+async def test_migrations_run_once_when_both_start_at_once(
+    make_cluster: Callable[..., Any],
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(session)
+    conn = await asyncpg.connect(cluster.dsn)
+    try:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+    finally:
+        await conn.close()
+    assert sorted(versions) == list(range(1, len(versions) + 1))  # each once
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self.ids: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.ids.append(request.headers["webhook-id"])
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    box = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", box.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", box.port).start()
+    yield box
+    await runner.cleanup()
+
+
+async def test_when_one_instance_dies_the_other_finishes_its_work(
+    make_cluster: Callable[..., Any], receiver: Receiver, figures: Figures
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(
+            session,
+            webhooks_to="b",  # LiveKit reaches the survivor
+            reports_to="b",  # and so do the agents, through the load balancer
+            CALLS_WEBHOOK_URL=receiver.url,
+            CALLS_WEBHOOK_SECRET=WHSEC,
+            CALLS_WEBHOOK_ALLOW_PRIVATE="1",
+        )
+        placed = []
+        for n in range(scaled(20, minimum=6)):
+            status, answer = await place(
+                session, cluster.a, {"phone_number": "+14155557702", "name": f"A {n}"}
+            )
+            assert status == 200
+            placed.append(answer["call_id"])
+        cluster.a.kill()  # A dies with calls in the air, events and deliveries unfinished
+
+        async def all_over() -> bool:
+            calls = [await call_of(session, cluster.b, c) for c in placed]
+            return all(
+                c["status"] == "completed" and c["report_status"] == "complete" for c in calls
+            )
+
+        await wait_for(all_over, timeout=60)
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+
+            async def delivered() -> bool:
+                pending = await conn.fetchval(
+                    "SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'"
+                )
+                return bool(pending == 0)
+
+            await wait_for(delivered, timeout=60)
+            total = await conn.fetchval("SELECT COUNT(*) FROM deliveries")
+            undispatched = await conn.fetchval(
+                "SELECT COUNT(*) FROM outbox WHERE dispatched_at IS NULL"
+            )
+        finally:
+            await conn.close()
+        assert total == 4 * len(placed)  # dialing, answered, report, ended: every event
+        assert undispatched == 0
+        assert len(set(receiver.ids)) == total  # every one reached the customer
+    figures.add(
+        f"A killed with {len(placed)} calls in the air: B settled them all and delivered "
+        f"{total} webhooks ({len(receiver.ids)} requests, {len(set(receiver.ids))} ids)"
+    )
+
+
+async def test_a_database_restart_mid_load_is_503s_then_service(
+    make_cluster: Callable[..., Any], postgres_cluster: PostgresCluster, figures: Figures
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(session)
+        answers: list[tuple[int, dict[str, Any]]] = []
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:  # bounded
+                server = cluster.servers[n % 2]
+                try:
+                    answers.append(await place(session, server, {"phone_number": "+14155557701"}))
+                except aiohttp.ClientError as exc:  # a server must keep answering
+                    raise AssertionError(f"no answer: {exc}") from exc
+                n += 1
+                await asyncio.sleep(0.01)
+
+        loader = asyncio.create_task(load())
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(postgres_cluster.restart)
+        await asyncio.sleep(2.0)
+        stop.set()
+        await loader
+        statuses = Counter(status for status, _ in answers)
+        assert set(statuses) <= {200, 503} and statuses[503] > 0
+        assert answers[-1][0] == 200  # service resumed after the restart
+
+        placed = [a["call_id"] for s, a in answers if s == 200]
+
+        async def all_final() -> bool:
+            for call_id in placed:
+                if (await call_of(session, cluster.a, call_id))["status"] not in FINAL:
+                    return False
+            return True
+
+        await wait_for(all_final, timeout=60)
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+            rows = await conn.fetchval("SELECT COUNT(*) FROM calls")
+        finally:
+            await conn.close()
+        assert rows == len(placed)  # a 503 left no call behind; every 200 is a call
+    figures.add(
+        f"PostgreSQL restarted under load: {statuses[200]} x 200, {statuses[503]} x 503, "
+        f"{rows} calls recorded, all settled"
+    )
