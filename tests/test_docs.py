@@ -1,0 +1,154 @@
+"""README.md and .env.example document every setting and every route, as the code has them.
+
+The names come from the code, never from a list kept here: the settings from the `Settings`
+declaration (common/settings.py, one `setting(...)` per variable), the routes from the app that
+`create_app` builds (its router and the OpenAPI document generated from its route
+declarations). A setting or a route added without its documentation fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dotenv import dotenv_values
+
+from common.settings import Settings, settings_from_env, variable
+from handlers.openapi import SPEC
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+ENV_EXAMPLE = ROOT / ".env.example"
+
+_BACKTICKED = re.compile(r"`([^`]+)`")
+_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*")
+_ROUTE = re.compile(r"(GET|POST|PUT|PATCH|DELETE) (/\S*)")
+
+
+def settings_variables() -> dict[str, bool]:
+    """Every setting's environment variable, and whether it is a secret (left out of repr)."""
+    return {variable(f.name): not f.repr for f in dataclasses.fields(Settings)}
+
+
+def section(markdown: str, title: str) -> str:
+    """The text under the level-2 heading `title`, up to the next heading of any level."""
+    match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^#{{2,}} |\Z)", markdown, re.M | re.S)
+    assert match is not None, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row in `text` (separator rows left out)."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|") or re.fullmatch(r"[|\s:-]+", line):
+            continue
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip("|"))])
+    return rows
+
+
+def configuration_table() -> dict[str, str]:
+    """README's configuration table: each variable named in a row's first cell -> that row."""
+    table: dict[str, str] = {}
+    for cells in table_rows(section(README.read_text(), "Configuration")):
+        for name in _BACKTICKED.findall(cells[0]):
+            if _VARIABLE.fullmatch(name):
+                table[name] = " | ".join(cells)
+    return table
+
+
+def readme_routes() -> set[tuple[str, str]]:
+    """The routes README's API table lists: `METHOD /path` in a row's first cell."""
+    routes = set()
+    for cells in table_rows(section(README.read_text(), "API")):
+        for text in _BACKTICKED.findall(cells[0]):
+            match = _ROUTE.fullmatch(text)
+            if match is not None:
+                routes.add((match.group(1), match.group(2)))
+    return routes
+
+
+def env_example_lines() -> dict[str, str]:
+    """.env.example's assignments, commented out or not: variable -> value as written."""
+    lines = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        if match is not None:
+            lines[match.group(1)] = match.group(2)
+    return lines
+
+
+def app_routes(tmp_path: Path) -> set[tuple[str, str]]:
+    """Every route the app registers, from its router and from its OpenAPI document."""
+    from server import create_app
+
+    settings = dataclasses.replace(
+        Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
+    )
+    app = create_app(settings)
+    routes = set()
+    for route in app.router.routes():
+        if route.method in ("HEAD", "OPTIONS", "*") or route.resource is None:
+            continue
+        routes.add((route.method, route.resource.canonical))
+    spec: dict[str, Any] = app[SPEC]
+    for path, operations in spec["paths"].items():
+        routes.update((method.upper(), path) for method in operations)
+    return routes
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    missing = sorted(set(settings_variables()) - set(configuration_table()))
+    assert not missing, f"README.md's configuration table lacks {', '.join(missing)}"
+
+
+def test_the_readme_configuration_table_names_only_settings() -> None:
+    unknown = sorted(set(configuration_table()) - set(settings_variables()))
+    assert not unknown, f"README.md's configuration table names unknown settings: {unknown}"
+
+
+def test_secrets_are_marked_in_the_readme() -> None:
+    table = configuration_table()
+    unmarked = sorted(
+        name
+        for name, secret in settings_variables().items()
+        if secret and name in table and "secret" not in table[name].lower()
+    )
+    assert not unmarked, f"README.md does not mark these secrets as secret: {unmarked}"
+
+
+def test_every_setting_is_in_env_example() -> None:
+    missing = sorted(set(settings_variables()) - set(env_example_lines()))
+    assert not missing, f".env.example lacks {', '.join(missing)}"
+
+
+def test_env_example_changes_nothing_as_copied() -> None:
+    """Every line is commented out: a copied .env.example gives the defaults."""
+    values = {k: v for k, v in dotenv_values(ENV_EXAMPLE).items() if v is not None}
+    assert settings_from_env(values) == Settings()
+
+
+@pytest.mark.parametrize("name", [name for name, secret in settings_variables().items() if secret])
+def test_env_example_holds_no_secret_value(name: str) -> None:
+    value = env_example_lines().get(name, "")
+    assert value == "" or "password" in value, f".env.example gives {name} a value"
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def test_every_route_is_in_the_readme(tmp_path: Path) -> None:
+    missing = sorted(app_routes(tmp_path) - readme_routes())
+    assert not missing, "README.md's API table lacks " + ", ".join(f"{m} {p}" for m, p in missing)
+
+
+def test_the_readme_lists_only_routes_that_exist(tmp_path: Path) -> None:
+    stale = sorted(readme_routes() - app_routes(tmp_path))
+    assert not stale, "README.md's API table lists " + ", ".join(f"{m} {p}" for m, p in stale)
