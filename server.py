@@ -19,7 +19,10 @@ from aiohttp import web
 
 from common.calls.events import EventDispatcher
 from common.calls.models import CallEvent
+from common.calls.request import RequestRules
 from common.calls.service import CallService, count_events, log_status_change
+from common.campaigns.scheduler import CampaignScheduler
+from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
 from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
@@ -27,9 +30,29 @@ from common.notify.deliveries import WebhookSender
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
 from common.storage.sql import SqlCallStore
-from handlers import access_log, calls, deliveries, health, openapi, reports, webhooks
+from handlers import (
+    access_log,
+    calls,
+    campaigns,
+    deliveries,
+    dnc,
+    health,
+    openapi,
+    reports,
+    webhooks,
+)
 from handlers.errors import errors_as_json
-from handlers.keys import CALLS, CONFIG, EVENTS, LIVEKIT_URL, METRICS, SETTINGS, STORE, WEBHOOKS
+from handlers.keys import (
+    CALLS,
+    CAMPAIGNS,
+    CONFIG,
+    EVENTS,
+    LIVEKIT_URL,
+    METRICS,
+    SETTINGS,
+    STORE,
+    WEBHOOKS,
+)
 
 if TYPE_CHECKING:
     from sandbox import Sandbox
@@ -44,6 +67,7 @@ SHUTDOWN_TIMEOUT_S = 2 * REQUEST_TIMEOUT_S + 5
 
 SANDBOX: web.AppKey[Any] = web.AppKey("sandbox")
 STORE_GIVEN = web.AppKey("store_given", bool)
+CAMPAIGN_CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("campaign_clock")
 
 
 class StartupError(Exception):
@@ -164,6 +188,25 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+async def _campaigns(app: web.Application) -> AsyncIterator[None]:
+    """The campaign scheduler (on every server; each campaign is driven by one at a time)."""
+    settings = app[SETTINGS]
+    clock = app[CAMPAIGN_CLOCK]
+    scheduler = CampaignScheduler(
+        app[STORE],
+        app[CALLS],
+        app[EVENTS],
+        RequestRules.of(settings),
+        enforce_calling_hours=settings.campaign_enforce_calling_hours,
+        lease_s=settings.claim_lease_s,
+        clock=clock,
+    )
+    app[CAMPAIGNS] = CampaignService(settings, app[STORE], app[EVENTS], scheduler, clock)
+    scheduler.start()
+    yield
+    await scheduler.stop()
+
+
 async def _reaper(app: web.Application) -> AsyncIterator[None]:
     # A first pass before serving: after a crash, config.json is pruned and the events the
     # last run left undispatched are taken over before anything new happens.
@@ -180,11 +223,13 @@ def create_app(
     *,
     config: ConfigStore | None = None,
     store: CallStore | None = None,
+    campaign_clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The application: routes, middlewares, and its long-lived resources in cleanup_ctx.
 
     `config` (the config.json store) and `store` (the call store) default to the ones the
     settings describe; a given `store` is left open when the app stops (its owner closes it).
+    `campaign_clock` is the campaign scheduler's idea of now (tests move it through the day).
     """
     from handlers.webhooks import MAX_WEBHOOK_BYTES
 
@@ -200,12 +245,15 @@ def create_app(
     app[STORE_GIVEN] = store is not None
     if store is not None:
         app[STORE] = store
-    app.cleanup_ctx.extend([_storage, _events, _livekit, _reaper])
+    app[CAMPAIGN_CLOCK] = campaign_clock
+    app.cleanup_ctx.extend([_storage, _events, _livekit, _campaigns, _reaper])
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)
     reports.setup(app)
     deliveries.setup(app)
+    campaigns.setup(app)
+    dnc.setup(app)
     openapi.setup(app)  # last: it documents the routes the others declared
     return app
 

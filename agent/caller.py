@@ -39,6 +39,10 @@ class CallControl(Protocol):
         """End the call for everyone (the room is deleted, the phone line drops)."""
         ...
 
+    def do_not_call(self) -> None:
+        """Put the callee's number on the do-not-call list (reported to the server)."""
+        ...
+
 
 class OutboundCaller(Agent):
     """Speaks for one call: its instructions, the callee's name and language come from a plan."""
@@ -125,6 +129,23 @@ class OutboundCaller(Agent):
         return (
             f"Now say a brief, polite goodbye to {self._plan.caller_name} in "
             f"{LANGUAGES[self._plan.language]}. Do not ask anything else."
+        )
+
+    @function_tool
+    async def add_to_do_not_call(self, ctx: RunContext[None]) -> str:
+        """Put this person on the do-not-call list: they will not be called again.
+
+        Call this when the person asks not to be called again, to be removed from the list,
+        or to stop calling them. Then apologise briefly and say goodbye; the line is closed
+        right after it.
+        """
+        logger.info("call %s: callee asked not to be called again", self._plan.call_id)
+        self._control.do_not_call()
+        self._hang_up_after(ctx.speech_handle)
+        return (
+            f"The number is on the do-not-call list now. Tell {self._plan.caller_name} in "
+            f"{LANGUAGES[self._plan.language]} that they will not be called again, apologise "
+            "for the disturbance, and say goodbye. Do not ask anything else."
         )
 
     @function_tool

@@ -125,6 +125,10 @@ class ReportSender:
     def amd(self, verdict: AmdVerdict) -> None:
         self._enqueue("amd", amd=verdict)
 
+    def do_not_call(self, at: float) -> None:
+        """The callee asked not to be called again: the server puts the number on its list."""
+        self._enqueue("do_not_call", at=at)
+
     def final(self, report: CallReport) -> None:
         self._enqueue("final", final=report)
 

@@ -102,10 +102,27 @@ def job_config_store() -> ConfigStore:
 class JobCallControl:
     """`CallControl` for a real job: room metadata and room deletion through livekit.api."""
 
-    def __init__(self, ctx: JobContext, room_name: str, end: CallEnd | None = None) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        room_name: str,
+        end: CallEnd | None = None,
+        sender: ReportSender | None = None,
+    ) -> None:
         self._ctx = ctx
         self._room_name = room_name
         self._end = end
+        self._sender = sender
+
+    def do_not_call(self) -> None:
+        if self._sender is None or not self._sender.enabled:
+            logger.warning(
+                "call %s: the callee asked not to be called again, but this job has no report "
+                "URL to tell the server; add the number with POST /dnc",
+                self._room_name,
+            )
+            return
+        self._sender.do_not_call(time.time())
 
     async def set_outcome(self, outcome: str) -> None:
         if self._ctx.is_fake_job():
@@ -292,7 +309,7 @@ async def entrypoint(ctx: JobContext) -> None:
     job.plan = plan
 
     await ctx.connect()
-    control = JobCallControl(ctx, room_name, job.end)
+    control = JobCallControl(ctx, room_name, job.end, job.sender)
     session, agent = build_session(plan, settings, control, on_held_turn=job.recorder.add_message)
     job.session = session
     session.on("conversation_item_added", job.recorder.on_item_added)

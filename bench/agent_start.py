@@ -78,6 +78,9 @@ class NoControl:
     async def hang_up(self) -> None:
         return None
 
+    def do_not_call(self) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class Job:

@@ -170,8 +170,15 @@ class CallReport(BaseModel):
     ] = False
 
 
-ReportKind = Literal["answered", "turn", "amd", "final"]
-_KIND_FIELD: Final = {"answered": None, "turn": "turn", "amd": "amd", "final": "final"}
+# do_not_call: the callee asked not to be called again (the server puts the number on the list)
+ReportKind = Literal["answered", "turn", "amd", "final", "do_not_call"]
+_KIND_FIELD: Final = {
+    "answered": None,
+    "turn": "turn",
+    "amd": "amd",
+    "final": "final",
+    "do_not_call": None,
+}
 
 
 class AgentReport(BaseModel):

@@ -248,6 +248,11 @@ class Settings:
         _boolean,
         "1: webhook URLs may be plain http and private/loopback addresses (local testing).",
     )
+    campaign_enforce_calling_hours: bool = setting(
+        True,
+        _boolean,
+        "Campaigns never call outside 08:00-21:00 recipient local time (TCPA); 0 turns it off.",
+    )
     calls_webhook_retry_schedule: tuple[float, ...] = setting(
         (0.0, 5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0, 86400.0),
         _seconds_list,

@@ -11,7 +11,7 @@ from aiohttp import web
 from common.calls.admission import Placement
 from common.calls.models import IdempotencyClaim, StoredAnswer
 from common.calls.outcomes import Status
-from common.calls.request import OutboundCall, parse_outbound_call
+from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView, dump
 from common.livekit.client import LiveKitError
 from handlers.errors import HttpError, error_response
@@ -51,14 +51,7 @@ async def outbound_call(request: web.Request) -> web.Response:
     """POST /calls/outbound: the seed's request body; 200 {"status": "success", ...}."""
     raw = await read_body(request, MAX_BODY_BYTES)
     placement = placement_of(request, raw)
-    settings = request.app[SETTINGS]
-    call = parse_outbound_call(
-        decode_json(raw),
-        settings.calls_allowed_countries,
-        strict_numbers=not settings.uses_sandbox,
-        webhooks_enabled=settings.calls_webhook_secret is not None,
-        allow_private_webhooks=settings.calls_webhook_allow_private,
-    )
+    call = RequestRules.of(request.app[SETTINGS]).parse(decode_json(raw))
     calls = request.app[CALLS]
     try:
         placed = await calls.place(call, placement)

@@ -22,9 +22,11 @@ from common.calls.errors import (
     TooManyLiveCalls,
     UnknownCall,
 )
+from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
 from common.storage.base import DatabaseError
+from common.storage.campaign_programs import CampaignConflict
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (RateLimited, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
     (KeyReused, lambda e: Answer(409, str(e), [])),
     (UnknownCall, lambda e: Answer(404, "unknown call", [])),
+    (InvalidRows, lambda e: Answer(422, str(e), e.details)),
+    (UnknownCampaign, lambda e: Answer(404, "unknown campaign", [])),
+    (CampaignConflict, lambda e: Answer(409, str(e), [])),
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
     (
         ConfigWriteError,

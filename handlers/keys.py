@@ -8,6 +8,7 @@ from aiohttp import web
 
 from common.calls.events import EventDispatcher
 from common.calls.service import CallService
+from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
@@ -21,6 +22,7 @@ STORE = web.AppKey("store", CallStore)
 EVENTS = web.AppKey("events", EventDispatcher)
 CALLS = web.AppKey("calls", CallService)
 WEBHOOKS = web.AppKey("webhooks", WebhookSender)
+CAMPAIGNS = web.AppKey("campaigns", CampaignService)
 LIVEKIT_URL = web.AppKey("livekit_url", str)
 # Every route's OpenAPI description, added by the handler modules as they register routes.
 ROUTES = web.AppKey("routes", list[Any])

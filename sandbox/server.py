@@ -27,7 +27,7 @@ from livekit.api.access_token import TokenVerifier
 from common.masking import mask_digits
 from sandbox import twirp
 from sandbox.rooms import RoomRegistry, SandboxRoom
-from sandbox.services import REQUEST_ID_HEADER, CallContext, LiveKitServices, Route
+from sandbox.services import REQUEST_ID_HEADER, CallContext, Dial, LiveKitServices, Route
 from sandbox.twirp import Encoding, TwirpError
 from sandbox.webhooks import SignedPoster, WebhookSender
 
@@ -129,6 +129,11 @@ class Sandbox:
         if self._bound_port is None:
             raise RuntimeError("Sandbox.start() has not been awaited")
         return f"http://{self.host}:{self._bound_port}"
+
+    @property
+    def dials(self) -> list[Dial]:
+        """Every SIP call placed so far (the last DIAL_LOG_SIZE), oldest first."""
+        return list(self._services.dials)
 
     @property
     def webhook_url(self) -> str | None:

@@ -153,6 +153,20 @@ class Route(Generic[RequestT]):
     handler: Callable[[CallContext, RequestT], Awaitable[Message]]
 
 
+@dataclass
+class Dial:
+    """One SIP call the sandbox placed: to whom, in which room, when it started and ended
+    (monotonic seconds). Tests count pacing and concurrency from these, not from ours."""
+
+    number: str
+    room: str
+    started: float
+    ended: float | None = None
+
+
+DIAL_LOG_SIZE = 200_000
+
+
 class LiveKitServices:
     """Room, agent dispatch and SIP methods over a :class:`RoomRegistry`."""
 
@@ -163,6 +177,7 @@ class LiveKitServices:
         self.time_scale = time_scale
         self.reports = reports
         self.simulations: set[CallSimulation] = set()
+        self.dials: collections.deque[Dial] = collections.deque(maxlen=DIAL_LOG_SIZE)
         self._sip_by_request_id: _BoundedCache[SIPParticipantInfo] = _BoundedCache()
         self._dispatch_by_request_id: _BoundedCache[AgentDispatch] = _BoundedCache()
 
@@ -321,7 +336,14 @@ class LiveKitServices:
             agent=self._agent_for(room),
         )
         self.simulations.add(simulation)
-        simulation.start().add_done_callback(lambda _: self.simulations.discard(simulation))
+        dial = Dial(req.sip_call_to, req.room_name, time.monotonic())
+        self.dials.append(dial)
+
+        def ended(_: object) -> None:
+            self.simulations.discard(simulation)
+            dial.ended = simulation.left_at or time.monotonic()
+
+        simulation.start().add_done_callback(ended)
 
         info = SIPParticipantInfo(
             participant_id=participant.sid,

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -91,6 +92,7 @@ class CallSimulation:
         self._elapsed = 0.0
         self.answered: asyncio.Future[SipStatus | None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        self.left_at: float | None = None  # when the callee left (monotonic seconds)
 
     @property
     def elapsed_s(self) -> float:
@@ -161,6 +163,7 @@ class CallSimulation:
         full = talk_s == self.scenario.talk_s
         ended_by = "callee hung up" if full else "max_call_duration hit"
         logger.info("sandbox call %s: %s after %.0f s", self.call_id, ended_by, talk_s)
+        self.left_at = time.monotonic()
         self.registry.leave(
             self.room,
             self.identity,
@@ -209,6 +212,7 @@ class CallSimulation:
             status.reason,
             DisconnectReason.Name(reason),
         )
+        self.left_at = time.monotonic()
         self.registry.leave(
             self.room, self.identity, reason, {ATTR_SIP_CALL_STATUS_CODE: str(status.code)}
         )

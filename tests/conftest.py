@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -101,11 +102,12 @@ async def start_app(
         # The port is chosen first, so the addresses the server gives out (the sandbox's
         # webhook URL, the agents' report URL) are where it listens.
         port = overrides.pop("port", None) or free_port()
+        campaign_clock = overrides.pop("campaign_clock", time.time)
         settings = make_settings(port=port, **overrides)
         config = update_config.configure_store(
             settings.config_path, record_ttl_s=settings.config_record_ttl_s
         )
-        app = create_app(settings, config=config)
+        app = create_app(settings, config=config, campaign_clock=campaign_clock)
         return await aiohttp_client(app, server_kwargs={"port": port})
 
     yield start

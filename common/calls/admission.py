@@ -6,6 +6,8 @@ It decides, in this order, before anything is written:
    never take a share of the rate.
 3. The client's rate (CALLS_RATE_LIMIT_PER_MIN over the last minute), counting only calls
    that were placed.
+4. The do-not-call list, in the transaction that records the call (a refused number costs
+   one config write that is taken back; every other call costs no extra round trip).
 
 Those checks are cheap reads, so a refused request costs no config write. The authoritative
 check is repeated inside the transaction that records the call (`CallStore.create_call`), so
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.calls.errors import KeyReused, RateLimited, TooManyLiveCalls
+from common.calls.errors import KeyReused, OnDoNotCallList, RateLimited, TooManyLiveCalls
 from common.calls.models import IdempotencyClaim, StoredAnswer
 from common.settings import Settings
 from common.storage.base import AdmissionLimits, CallStore, Refusal
@@ -32,7 +34,11 @@ class Placement:
     claim: IdempotencyClaim | None = None
 
 
-def refusal_error(refusal: Refusal, limits: AdmissionLimits) -> TooManyLiveCalls | RateLimited:
+def refusal_error(
+    refusal: Refusal, limits: AdmissionLimits
+) -> TooManyLiveCalls | RateLimited | OnDoNotCallList:
+    if refusal.limit == "dnc":
+        return OnDoNotCallList()
     if refusal.limit == "live":
         return TooManyLiveCalls(limits.max_live, refusal.retry_after_s)
     return RateLimited(limits.per_minute, refusal.retry_after_s)

@@ -30,6 +30,13 @@ class InvalidCall(CallError, ValueError):
         self.errors = errors
 
 
+class OnDoNotCallList(InvalidCall):
+    """The number is on the do-not-call list (POST /dnc, or the callee asked the agent)."""
+
+    def __init__(self) -> None:
+        super().__init__([FieldError("phone_number", "on the do-not-call list")])
+
+
 class TooManyLiveCalls(CallError):
     """CALLS_MAX_ACTIVE calls are live already; nothing was written."""
 

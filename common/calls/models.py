@@ -57,6 +57,36 @@ class NewCall:
     """Whose call it is (the API token's holder, or the client address): the rate limit's key."""
     webhook_url: str | None = None
     """Where its events are pushed (customer webhooks), if anywhere."""
+    campaign: AttemptRef | None = None
+    """The campaign attempt this call is, linked to it in the transaction that records it."""
+
+
+@dataclass(frozen=True)
+class DncEntry:
+    """A number on the do-not-call list: who put it there (api, agent) and, from an agent,
+    during which call."""
+
+    number: str
+    source: str
+    call_id: str | None
+    added_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phone_number": self.number,
+            "source": self.source,
+            "call_id": self.call_id,
+            "added_at": iso_time(self.added_at),
+        }
+
+
+@dataclass(frozen=True)
+class AttemptRef:
+    """One attempt of a campaign at one recipient: unique, written before it is placed."""
+
+    campaign_id: str
+    idx: int
+    attempt: int
 
 
 def iso_time(at: float | None) -> str | None:
@@ -111,6 +141,7 @@ class CallRecord:
     """The transcript turns reported so far (read with the timeline, before the final report)."""
     data_erased_at: float | None = None
     webhook_url: str | None = None
+    campaign_id: str | None = None
 
     @property
     def state(self) -> CallState:

@@ -18,6 +18,25 @@ _REFUSED_TYPES = {
 }
 
 
+def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
+    """A well-formed E.164 number (separators ignored), with no judgement on where it goes;
+    ValueError if it is not one."""
+    if not isinstance(raw, str):
+        raise ValueError("must be a string in E.164 form, e.g. +14155550123")
+    compact = _SEPARATORS.sub("", raw)
+    if not _E164.fullmatch(compact):
+        raise ValueError("must be E.164: '+' then 8 to 15 digits, e.g. +14155550123")
+    try:
+        return phonenumbers.parse(compact, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"is not a phone number ({exc})") from None
+
+
+def e164(raw: object) -> str:
+    """`raw` as E.164 (how the do-not-call list keys numbers); ValueError if malformed."""
+    return phonenumbers.format_number(parse_e164(raw), phonenumbers.PhoneNumberFormat.E164)
+
+
 def normalize_phone(
     raw: object, allowed_countries: tuple[str, ...] = (), *, strict: bool = False
 ) -> str:
@@ -29,15 +48,7 @@ def normalize_phone(
     starts with (or is the start of) a blocked number, and a number whose region cannot be
     determined is never inside `allowed_countries`.
     """
-    if not isinstance(raw, str):
-        raise ValueError("must be a string in E.164 form, e.g. +14155550123")
-    compact = _SEPARATORS.sub("", raw)
-    if not _E164.fullmatch(compact):
-        raise ValueError("must be E.164: '+' then 8 to 15 digits, e.g. +14155550123")
-    try:
-        parsed = phonenumbers.parse(compact, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"is not a phone number ({exc})") from None
+    parsed = parse_e164(raw)
     number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     valid = phonenumbers.is_valid_number(parsed)
     kind = _refused_kind(parsed) if valid else _refused_kind_nearby(parsed)

@@ -10,7 +10,8 @@ reported field by field, so a client can fix them all at once.
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -42,6 +43,9 @@ from common.config_store.model import (
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 # Per-call limits a request may set (seconds); the settings give the defaults.
 RINGING_TIMEOUT_RANGE = (5, 120)
@@ -296,3 +300,32 @@ def parse_outbound_call(
         return OutboundCall.model_validate(body, context=context)
     except ValidationError as exc:
         raise InvalidCall(field_errors(exc)) from None
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    """The server's rules for a call body: the one way a body becomes an `OutboundCall`, for
+    `POST /calls/outbound` and for every campaign row alike."""
+
+    allowed_countries: tuple[str, ...] = ()
+    strict_numbers: bool = False
+    webhooks_enabled: bool = False
+    allow_private_webhooks: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> RequestRules:
+        return cls(
+            settings.calls_allowed_countries,
+            strict_numbers=not settings.uses_sandbox,
+            webhooks_enabled=settings.calls_webhook_secret is not None,
+            allow_private_webhooks=settings.calls_webhook_allow_private,
+        )
+
+    def parse(self, body: object) -> OutboundCall:
+        return parse_outbound_call(
+            body,
+            self.allowed_countries,
+            strict_numbers=self.strict_numbers,
+            webhooks_enabled=self.webhooks_enabled,
+            allow_private_webhooks=self.allow_private_webhooks,
+        )

@@ -25,7 +25,15 @@ from yarl import URL
 from common.calls.admission import Admission, Placement, refusal_error
 from common.calls.errors import CallAlreadyOver, FieldError, InvalidCall, UnknownCall
 from common.calls.events import CALL_ANSWERED, STATUS_EVENTS, EventDispatcher
-from common.calls.models import Applied, CallEvent, CallRecord, Decide, NewCall, StoredAnswer
+from common.calls.models import (
+    Applied,
+    AttemptRef,
+    CallEvent,
+    CallRecord,
+    Decide,
+    NewCall,
+    StoredAnswer,
+)
 from common.calls.outcomes import (
     FINAL_STATUSES,
     GRACE_OVER,
@@ -161,7 +169,9 @@ class CallService:
 
     # ------------------------------------------------------------------ placing
 
-    async def place(self, call: OutboundCall, placement: Placement) -> Placed:
+    async def place(
+        self, call: OutboundCall, placement: Placement, campaign: AttemptRef | None = None
+    ) -> Placed:
         """Admit, write the config durably, record the call, dispatch the agent, dial.
 
         Raises the admission's refusals, KeyReused, ConfigWriteError or DatabaseError
@@ -176,7 +186,7 @@ class CallService:
             return Placed(bound=bound)
         if call.webhook_url is not None:
             await check_webhook_address(call.webhook_url, self.settings)
-        recorded = await self._record_call(call, placement)
+        recorded = await self._record_call(call, placement, campaign)
         if isinstance(recorded, StoredAnswer):
             return Placed(bound=recorded)
         call_id, record = recorded
@@ -188,7 +198,7 @@ class CallService:
             raise
 
     async def _record_call(
-        self, call: OutboundCall, placement: Placement
+        self, call: OutboundCall, placement: Placement, campaign: AttemptRef | None
     ) -> tuple[str, dict[str, Any]] | StoredAnswer:
         """The config record, then the row (admission checked again in its transaction)."""
         call_id = new_call_id()
@@ -221,6 +231,7 @@ class CallService:
             config=snapshot,
             client=placement.client,
             webhook_url=call.webhook_url or self.settings.calls_webhook_url,
+            campaign=campaign,
         )
         try:
             applied = await self.store.create_call(

@@ -66,6 +66,7 @@ class CallSummary(BaseModel):
     talk_s: Annotated[float | None, Field(description="Answer to end; 0 if never answered")]
     ringing_timeout_s: int | None
     max_duration_s: int | None
+    campaign_id: Annotated[str | None, Field(description="The campaign that placed the call")]
 
     @staticmethod
     def fields_of(call: CallRecord) -> dict[str, Any]:
@@ -89,6 +90,7 @@ class CallSummary(BaseModel):
             "talk_s": call.talk_s,
             "ringing_timeout_s": call.ringing_timeout_s,
             "max_duration_s": call.max_duration_s,
+            "campaign_id": call.campaign_id,
         }
 
     @classmethod

@@ -7,14 +7,16 @@ PostgreSQL) implement this protocol; one contract suite (tests/contract/) runs a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common.calls.models import (
     Applied,
+    AttemptRef,
     CallEvent,
     CallRecord,
     Decide,
     DeliveryOutcome,
+    DncEntry,
     IdempotencyClaim,
     NewCall,
     StoredAnswer,
@@ -22,6 +24,15 @@ from common.calls.models import (
 )
 from common.calls.outcomes import Status
 from common.contracts import AgentReport
+
+if TYPE_CHECKING:
+    from common.campaigns.model import (
+        AttemptPlan,
+        CampaignRecord,
+        NewCampaign,
+        RecipientRecord,
+    )
+    from common.storage.campaign_programs import OnList
 
 
 class DatabaseError(Exception):
@@ -43,7 +54,7 @@ class AdmissionLimits:
 class Refusal:
     """A call the limits refused: which limit, and when trying again may work."""
 
-    limit: str  # "live" or "rate"
+    limit: str  # "live", "rate", or "dnc" (the number is on the do-not-call list)
     retry_after_s: int
 
 
@@ -63,7 +74,75 @@ class KeyTaken(Exception):
         self.stored = stored
 
 
-class CallStore(Protocol):
+class CampaignStore(Protocol):
+    """Campaigns (their scheduler state: claims, recipients, attempts) and the do-not-call
+    list; see common/storage/campaign_programs.py for what each does."""
+
+    async def create_campaign(self, campaign: NewCampaign, now: float | None = None) -> None: ...
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRecord | None: ...
+
+    async def list_campaigns(
+        self, *, limit: int = 50, before: float | None = None
+    ) -> list[CampaignRecord]: ...
+
+    async def claim_campaigns(
+        self, now: float, lease_s: float, limit: int
+    ) -> tuple[list[CampaignRecord], list[CallEvent]]: ...
+
+    async def release_campaigns(self) -> None: ...
+
+    async def control_campaign(
+        self, campaign_id: str, action: str, now: float | None = None
+    ) -> tuple[CampaignRecord | None, list[CallEvent]]: ...
+
+    async def complete_if_done(self, campaign_id: str, now: float) -> list[CallEvent]: ...
+
+    async def due_recipients(
+        self, campaign_id: str, now: float, limit: int
+    ) -> list[RecipientRecord]: ...
+
+    async def defer_recipient(
+        self, campaign_id: str, idx: int, state: str, until: float, now: float
+    ) -> None: ...
+
+    async def list_recipients(
+        self, campaign_id: str, *, state: str | None, limit: int, after: int | None
+    ) -> list[RecipientRecord]: ...
+
+    async def begin_attempt(
+        self, campaign_id: str, idx: int, next_dial_at: float, now: float
+    ) -> AttemptPlan | OnList | None: ...
+
+    async def open_attempts(self, campaign_id: str) -> tuple[int, list[AttemptPlan]]: ...
+
+    async def attempt_refused(self, ref: AttemptRef, retry_at: float, now: float) -> None: ...
+
+    async def end_attempt(
+        self,
+        ref: AttemptRef,
+        status: str,
+        now: float,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> list[CallEvent]: ...
+
+    async def attempt_of_call(self, call_id: str) -> AttemptRef | None: ...
+
+    async def finish_call_attempt(
+        self, call_id: str, status: str, now: float
+    ) -> list[CallEvent]: ...
+
+    async def add_dnc(self, numbers: list[str], source: str, call_id: str | None = None) -> int: ...
+
+    async def remove_dnc(self, number: str) -> bool: ...
+
+    async def get_dnc(self, number: str) -> DncEntry | None: ...
+
+    async def list_dnc(self, *, limit: int = 100, after: str | None = None) -> list[DncEntry]: ...
+
+
+class CallStore(CampaignStore, Protocol):
     """Calls, their timelines, idempotency keys, the admission limits and the event outbox."""
 
     async def close(self) -> None: ...

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from common.calls.events import CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
     Applied,
+    AttemptRef,
     CallEvent,
     CallRecord,
     Decide,
@@ -111,6 +112,7 @@ def row_to_call(
         turns=turns,
         data_erased_at=row["data_erased_at"],
         webhook_url=row["webhook_url"],
+        campaign_id=row["campaign_id"],
     )
 
 
@@ -155,6 +157,8 @@ def create_call(
 ) -> Program[Applied]:
     if claim is not None:  # first: a retry of a placed call is never refused by the limits
         yield from _bind_key(claim, call.call_id, now)
+    if (yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", (call.phone_number,))):
+        raise Refused(Refusal("dnc", 0))
     if limits is not None:
         if d.admission_lock is not None:
             yield d.admission_lock
@@ -164,7 +168,7 @@ def create_call(
     rows = yield Query(
         "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
         " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client,"
-        " webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " webhook_url, campaign_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             call.call_id,
             call.phone_number,
@@ -179,8 +183,11 @@ def create_call(
             dumps(call.config),
             call.client,
             call.webhook_url,
+            call.campaign.campaign_id if call.campaign else None,
         ),
     )
+    if call.campaign is not None:  # the attempt learns its call with the call's own row
+        yield from link_attempt(call.campaign, call.call_id)
     after = row_to_call(rows[0])
     yield from _add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
     events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s, holder)
@@ -201,6 +208,18 @@ def _bind_key(claim: IdempotencyClaim, call_id: str, now: float) -> Program[None
         if stored is not None:
             raise KeyTaken(stored)
     raise DatabaseError("the Idempotency-Key changed hands twice while binding it; retry")
+
+
+def link_attempt(ref: AttemptRef, call_id: str) -> Program[None]:
+    """The campaign attempt `ref` is placed as `call_id` (its row was written before)."""
+    rows = yield Query(
+        "UPDATE campaign_attempts SET state = 'placed', call_id = ?"
+        " WHERE campaign_id = ? AND idx = ? AND attempt = ? AND state = 'placing'"
+        " RETURNING attempt",
+        (call_id, ref.campaign_id, ref.idx, ref.attempt),
+    )
+    if not rows:  # canceled or taken over meanwhile: no call for it, nothing recorded
+        raise DatabaseError(f"campaign attempt {ref} is no longer being placed")
 
 
 def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecord | None]:
@@ -661,6 +680,17 @@ def record_report(
                 lease_s,
                 answered_at=answered_at,
                 holder=holder,
+            )
+        )
+    if report.kind == "do_not_call":
+        yield Query(
+            "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, 'agent', ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (call.phone_number, call.call_id, now),
+        )
+        return (
+            yield from apply(
+                d, call.call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
             )
         )
     if report.kind == "amd" and report.amd is not None:

@@ -26,13 +26,14 @@ from common.calls.outcomes import Status
 from common.contracts import AgentReport
 from common.storage import programs
 from common.storage.base import AdmissionLimits, Refusal
+from common.storage.campaign_store import CampaignMethods
 from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
 
 T = TypeVar("T")
 DEFAULT_LEASE_S = 60.0
 
 
-class SqlCallStore:
+class SqlCallStore(CampaignMethods):
     """Implements `CallStore` (common/storage/base.py) given `_run`."""
 
     dialect: Dialect

@@ -135,6 +135,9 @@ class FakeCallControl:
     async def hang_up(self) -> None:
         self.actions.append(("hang_up",))
 
+    def do_not_call(self) -> None:
+        self.actions.append(("do_not_call",))
+
 
 def tool_call(name: str) -> list[FunctionToolCall]:
     return [FunctionToolCall(name=name, arguments="{}", call_id=f"call_{name}")]
@@ -205,6 +208,29 @@ async def test_goodbye_turn_ends_the_call_after_the_goodbye() -> None:
     result.expect.next_event().is_message(role="assistant")
     result.expect.no_more_events()
     assert control.actions == [("hang_up",)]
+
+
+async def test_asking_not_to_be_called_again_is_recorded_then_the_call_ends() -> None:
+    plan = alice_plan()
+    control = FakeCallControl()
+    llm = ScriptedLLM(
+        {
+            "Please stop calling me.": ("", tool_call("add_to_do_not_call")),
+            "tool:add_to_do_not_call": ("Sorry Alice, we won't call again. Goodbye.", []),
+        }
+    )
+    agent = build_agent(plan, control)
+
+    async with llm, AgentSession[None](llm=llm) as session:
+        await session.start(agent)
+        result: RunResult[None] = await session.run(user_input="Please stop calling me.")
+        await hung_up(agent)
+
+    result.expect.next_event().is_function_call(name="add_to_do_not_call")
+    result.expect.next_event().is_function_call_output()
+    result.expect.next_event().is_message(role="assistant")
+    result.expect.no_more_events()
+    assert control.actions == [("do_not_call",), ("hang_up",)]
 
 
 async def test_answering_machine_records_voicemail_before_hanging_up() -> None:

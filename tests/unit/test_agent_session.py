@@ -235,3 +235,6 @@ class NullControl:
 
     async def hang_up(self) -> None:
         raise AssertionError("not expected")
+
+    def do_not_call(self) -> None:
+        raise AssertionError("not expected")

@@ -1,0 +1,381 @@
+"""`POST /campaigns`: the options and the recipients, validated into a `NewCampaign` (pure).
+
+Every row is validated as the single call it will become: the campaign's `defaults` with the
+row's own fields over them, through the same `OutboundCall` model as `POST /calls/outbound`
+(same rules, same messages), and a row's problems carry its number: the index in
+`recipients` for JSON, the spreadsheet row for CSV. Two more row rules: a number given twice
+is called once (the later row is refused), and a number that is never inside the calling
+window (its time zones never overlap the window within a week, or no zone is known for it)
+is refused rather than left waiting for ever.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common.calls.errors import FieldError, InvalidCall
+from common.calls.request import FIELDS, OutboundCall, RequestRules
+from common.campaigns.csv_rows import CALL_FIELDS, CsvRow, RowError
+from common.campaigns.model import (
+    INVALID,
+    RETRYABLE,
+    CampaignSpec,
+    NewRecipient,
+    Pacing,
+    RetryPolicy,
+)
+from common.campaigns.windows import (
+    RECIPIENT,
+    CallingWindow,
+    InvalidWindow,
+    next_allowed,
+    parse_window,
+    recipient_zones,
+)
+
+MAX_NAME_CHARS = 200
+MAX_RECIPIENTS = 100_000
+CPS_RANGE = (0.01, 100.0)
+CONCURRENT_RANGE = (1, 1000)
+ATTEMPTS_RANGE = (1, 10)
+DELAY_RANGE = (0.0, 7 * 86400.0)
+MAX_START_AHEAD_S = 365 * 86400.0
+MAX_LISTED_ERRORS = 1000  # row errors listed in an answer (all are counted)
+INVALID_ROWS = ("reject", "skip")
+OPTION_KEYS = ("name", "defaults", "pacing", "window", "retry", "start_at", "invalid_rows")
+_PROBE_NUMBER = "+14155550100"  # stands in for the rows' numbers when checking the defaults
+
+
+@dataclass(frozen=True)
+class CampaignOptions:
+    name: str
+    spec: CampaignSpec
+    start_at: float | None
+    skip_invalid: bool
+
+
+@dataclass(frozen=True)
+class ValidatedRows:
+    recipients: list[NewRecipient]  # valid rows, and (with skip) the invalid ones as INVALID
+    errors: list[RowError]
+    valid: int
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def parse_options(body: Mapping[str, Any], rules: RequestRules, now: float) -> CampaignOptions:
+    """The campaign's options (every key but `recipients`); InvalidCall lists every problem."""
+    errors: list[FieldError] = []
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+        errors.append(FieldError("name", f"is required: 1 to {MAX_NAME_CHARS} characters"))
+        name = ""
+    defaults = _defaults(body.get("defaults"), rules, errors)
+    pacing = _pacing(body.get("pacing"), errors)
+    window = _window(body.get("window"), errors)
+    retry = _retry(body.get("retry"), errors)
+    start_at = _start_at(body.get("start_at"), now, errors)
+    invalid_rows = body.get("invalid_rows", "reject")
+    if invalid_rows not in INVALID_ROWS:
+        errors.append(FieldError("invalid_rows", 'must be "reject" or "skip"'))
+    if errors:
+        raise InvalidCall(errors)
+    assert window is not None  # noqa: S101 - no errors: every part parsed
+    return CampaignOptions(
+        name=name.strip(),
+        spec=CampaignSpec(defaults, pacing, window, retry),
+        start_at=start_at,
+        skip_invalid=invalid_rows == "skip",
+    )
+
+
+def _object(value: object, where: str, errors: list[FieldError]) -> dict[str, Any] | None:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(FieldError(where, "must be an object"))
+        return None
+    return value
+
+
+def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> dict[str, Any]:
+    """The call fields every row starts from, checked once here (not once per row)."""
+    defaults = _object(value, "defaults", errors)
+    if defaults is None:
+        return {}
+    if "phone_number" in defaults:
+        errors.append(FieldError("defaults.phone_number", "each recipient has its own number"))
+        return {}
+    try:
+        rules.parse({**defaults, "phone_number": _PROBE_NUMBER})
+    except InvalidCall as exc:
+        errors.extend(
+            FieldError(f"defaults.{e.field}", e.error)
+            for e in exc.errors
+            if e.field != "phone_number"
+        )
+    return defaults
+
+
+def _number(
+    value: object, where: str, bounds: tuple[float, float], default: float, errors: list[FieldError]
+) -> float:
+    if value is None:
+        return default
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        errors.append(FieldError(where, f"must be a number from {low:g} to {high:g}"))
+        return default
+    return float(value)
+
+
+def _whole(
+    value: object, where: str, bounds: tuple[int, int], default: int, errors: list[FieldError]
+) -> int:
+    if value is None:
+        return default
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append(FieldError(where, f"must be a whole number from {low} to {high}"))
+        return default
+    return value
+
+
+def _unknown(
+    obj: dict[str, Any], where: str, known: Iterable[str], errors: list[FieldError]
+) -> None:
+    names = tuple(known)
+    for key in obj:
+        if key not in names:
+            errors.append(
+                FieldError(f"{where}.{key}", f"unknown field; expected {', '.join(names)}")
+            )
+
+
+def _pacing(value: object, errors: list[FieldError]) -> Pacing:
+    obj = _object(value, "pacing", errors)
+    if obj is None:
+        return Pacing()
+    _unknown(obj, "pacing", ("calls_per_second", "max_concurrent"), errors)
+    return Pacing(
+        _number(obj.get("calls_per_second"), "pacing.calls_per_second", CPS_RANGE, 1.0, errors),
+        _whole(obj.get("max_concurrent"), "pacing.max_concurrent", CONCURRENT_RANGE, 10, errors),
+    )
+
+
+def _window(value: object, errors: list[FieldError]) -> CallingWindow | None:
+    try:
+        return parse_window(value)
+    except InvalidWindow as exc:
+        errors.extend(
+            FieldError("window" if name == "window" else f"window.{name}", message)
+            for name, message in exc.errors
+        )
+        return None
+
+
+def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
+    obj = _object(value, "retry", errors)
+    if obj is None:
+        return RetryPolicy()
+    _unknown(obj, "retry", ("on", "max_attempts", "delay_s"), errors)
+    on = obj.get("on", list(RetryPolicy().on))
+    if not isinstance(on, list) or any(item not in RETRYABLE for item in on):
+        errors.append(FieldError("retry.on", f"must be a list of {', '.join(RETRYABLE)}"))
+        on = []
+    return RetryPolicy(
+        tuple(dict.fromkeys(on)),
+        _whole(obj.get("max_attempts"), "retry.max_attempts", ATTEMPTS_RANGE, 3, errors),
+        _number(obj.get("delay_s"), "retry.delay_s", DELAY_RANGE, 600.0, errors),
+    )
+
+
+def _start_at(value: object, now: float, errors: list[FieldError]) -> float | None:
+    if value is None:
+        return None
+    problem = "must be an ISO-8601 time with a UTC offset, e.g. 2026-12-24T09:00:00Z"
+    if not isinstance(value, str):
+        errors.append(FieldError("start_at", problem))
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        errors.append(FieldError("start_at", problem))
+        return None
+    if stamp.utcoffset() is None:
+        errors.append(FieldError("start_at", problem))
+        return None
+    at = stamp.timestamp()
+    if at > now + MAX_START_AHEAD_S:
+        errors.append(FieldError("start_at", "must be within a year"))
+    return at
+
+
+def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
+    """CSV uploads carry their options in the query: `options=<the JSON options>`, or one
+    parameter each (name, invalid_rows, start_at, calls_per_second, max_concurrent,
+    window_start, window_end, window_days=mon,tue, timezone, retry_on=busy,no_answer,
+    max_attempts, delay_s). Values are parsed as the JSON body's would be."""
+    options: dict[str, Any] = {}
+    if "options" in query:
+        try:
+            decoded = json.loads(query["options"])
+        except ValueError:
+            raise InvalidCall([FieldError("options", "must be a JSON object")]) from None
+        if not isinstance(decoded, dict):
+            raise InvalidCall([FieldError("options", "must be a JSON object")])
+        options.update(decoded)
+    for key in ("name", "invalid_rows", "start_at"):
+        if key in query:
+            options[key] = query[key]
+    section_of: dict[str, tuple[str, str, Callable[[str], object]]] = {
+        "calls_per_second": ("pacing", "calls_per_second", _to_number),
+        "max_concurrent": ("pacing", "max_concurrent", _to_number),
+        "window_start": ("window", "start", str),
+        "window_end": ("window", "end", str),
+        "window_days": ("window", "days", _to_list),
+        "timezone": ("window", "timezone", str),
+        "retry_on": ("retry", "on", _to_list),
+        "max_attempts": ("retry", "max_attempts", _to_number),
+        "delay_s": ("retry", "delay_s", _to_number),
+    }
+    for param, (section, key, convert) in section_of.items():
+        if param in query:
+            part = options.setdefault(section, {})
+            if isinstance(part, dict):
+                part[key] = convert(query[param])
+    return options
+
+
+def _to_number(text: str) -> object:
+    try:
+        number = float(text)
+    except ValueError:
+        return text  # refused with the field's own message
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def _to_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recipient as given: its number for the user (`row_number`), where its fields are
+    named in error details (`prefix`), and its call fields."""
+
+    row_number: int
+    prefix: str
+    fields: dict[str, Any]
+
+
+def json_rows(recipients: object) -> Iterator[Row]:
+    """`recipients` of a JSON body (checked to be a list by the caller)."""
+    assert isinstance(recipients, list)  # noqa: S101
+    for index, item in enumerate(recipients):
+        yield Row(index, f"recipients[{index}].", item if isinstance(item, dict) else {"": item})
+
+
+def csv_rows(rows: Iterable[CsvRow]) -> Iterator[Row]:
+    for row in rows:
+        fields: dict[str, Any] = {k: v for k, v in row.fields.items() if v is not None}
+        if row.additional_params:
+            fields["additional_params"] = dict(row.additional_params)
+        yield Row(row.number, "", fields)
+
+
+CSV_COLUMNS = CALL_FIELDS
+
+
+def merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's call body: its fields over the defaults (additional_params merged key by key)."""
+    body = {**defaults, **fields}
+    if isinstance(defaults.get("additional_params"), dict) and isinstance(
+        fields.get("additional_params"), dict
+    ):
+        body["additional_params"] = {
+            **defaults["additional_params"],
+            **fields["additional_params"],
+        }
+    return body
+
+
+class RowChecker:
+    """Validates rows one by one (the caller may yield to the event loop between chunks)."""
+
+    def __init__(
+        self, spec: CampaignSpec, rules: RequestRules, now: float, *, enforce_hours: bool
+    ) -> None:
+        self._spec = spec
+        self._rules = rules
+        self._enforce_hours = enforce_hours
+        self._now = dt.datetime.fromtimestamp(now, dt.UTC)
+        self._seen: dict[str, int] = {}
+        self.recipients: list[NewRecipient] = []
+        self.errors: list[RowError] = []
+        self.valid = 0
+
+    def check(self, row: Row, *, keep_invalid: bool) -> None:
+        idx = len(self.recipients)
+        problems = self._problems(row)
+        if not problems:
+            call, fields = self._call, self._fields
+            self.recipients.append(NewRecipient(idx, row.row_number, call.phone_number, fields))
+            self.valid += 1
+            return
+        self.errors.extend(problems)
+        if keep_invalid:
+            number = row.fields.get("phone_number")
+            self.recipients.append(
+                NewRecipient(
+                    idx,
+                    row.row_number,
+                    number if isinstance(number, str) else "",
+                    {},
+                    state=INVALID,
+                    errors=[{"field": e.field, "error": e.error} for e in problems],
+                )
+            )
+
+    def _problems(self, row: Row) -> list[RowError]:
+        if "" in row.fields:
+            return [RowError(row.row_number, row.prefix.rstrip(".") or "row", "must be an object")]
+        try:
+            call = self._rules.parse(merged(self._spec.defaults, row.fields))
+        except InvalidCall as exc:
+            return [RowError(row.row_number, row.prefix + e.field, e.error) for e in exc.errors]
+        first = self._seen.setdefault(call.phone_number, row.row_number)
+        if first != row.row_number:
+            return [RowError(row.row_number, f"{row.prefix}phone_number", f"repeats row {first}")]
+        never = self._never_callable(call.phone_number)
+        if never is not None:
+            return [RowError(row.row_number, f"{row.prefix}phone_number", never)]
+        self._call = call
+        self._fields = {**{k: v for k, v in row.fields.items() if k in FIELDS}}
+        self._fields.pop("phone_number", None)
+        return []
+
+    def _never_callable(self, number: str) -> str | None:
+        window = self._spec.window
+        zones = recipient_zones(number)
+        if window.timezone == RECIPIENT and not zones:
+            return "no time zone is known for this number; name one in window.timezone"
+        if next_allowed(self._now, window, zones, enforce_calling_hours=self._enforce_hours):
+            return None
+        return f"is never inside the calling window in its time zones ({', '.join(zones)})"
+
+    _call: OutboundCall
+    _fields: dict[str, Any]
+
+
+def listed(errors: list[RowError]) -> list[dict[str, Any]]:
+    """Row errors as answer details (the first MAX_LISTED_ERRORS of them)."""
+    return [e.to_json() for e in errors[:MAX_LISTED_ERRORS]]

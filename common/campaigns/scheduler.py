@@ -1,0 +1,378 @@
+"""The campaign scheduler: runs on every server, drives each running campaign from one of them.
+
+Every `tick_s` a server claims the due campaigns (its own, scheduled ones whose start came,
+and those whose driver's lease ran out: a dead server's) and starts a driver for each. A
+driver places its campaign's calls one by one:
+
+* pacing: one call per `1 / calls_per_second`, counted from when the previous one went (so
+  the rate is never above the asked one), and never more than `max_concurrent` attempts live
+  (being placed, or placed and not ended). The pacing slot is kept in the campaign row, so a
+  server taking over carries on at the same pace;
+* calling hours: a due recipient outside its window (in every zone its number may ring in,
+  and the 08:00-21:00 floor unless CAMPAIGN_ENFORCE_CALLING_HOURS=0) waits for the window's
+  next opening (`waiting_window`);
+* single-shot: each attempt is a row (campaign, recipient, attempt) written before the call is
+  placed, and the call is placed under an Idempotency-Key made of that triple, bound in the
+  call's own transaction. An attempt found still `placing` after a crash is placed again
+  under the same key: the admission answers with the call it already made, if any, so nobody
+  is dialled twice for one attempt;
+* every call goes through the admission service like any other (rate limit, live-call cap,
+  do-not-call list): a refusal by a limit gives the attempt back and waits Retry-After.
+
+A call's end reaches the scheduler as its `call.ended` event (the outbox, on whichever server
+settled it): the attempt ends, and the recipient is due again (a retry `delay_s` later) or
+final; the campaign completes when no recipient is left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from common.calls.admission import Placement
+from common.calls.errors import (
+    InvalidCall,
+    KeyReused,
+    OnDoNotCallList,
+    RateLimited,
+    TooManyLiveCalls,
+)
+from common.calls.events import CALL_ENDED, EventDispatcher
+from common.calls.models import AttemptRef, CallEvent, IdempotencyClaim
+from common.calls.request import RequestRules
+from common.calls.service import CallService
+from common.campaigns.model import (
+    DNC,
+    INVALID,
+    WAITING_WINDOW,
+    AttemptPlan,
+    CampaignRecord,
+    CampaignStatus,
+    RecipientRecord,
+)
+from common.campaigns.request import merged
+from common.campaigns.windows import is_allowed, next_allowed, recipient_zones
+from common.config_store.store import ConfigWriteError
+from common.livekit.client import LiveKitError
+from common.storage.base import CallStore, DatabaseError
+from common.storage.campaign_programs import OnList
+
+logger = logging.getLogger(__name__)
+
+DUE_BATCH = 50  # due recipients read at once
+IDLE_WAIT_S = 1.0  # a driver with nothing due looks again this often (or when woken)
+RECOVER_EVERY_S = 30.0  # attempts left `placing` by a failure are placed again this often
+NO_WINDOW_RETRY_S = 86400.0  # a number with no window opening within a week looks again
+CLAIM_BATCH = 100
+
+
+def attempt_claim(client: str, ref: AttemptRef, body: dict[str, object]) -> IdempotencyClaim:
+    """The Idempotency-Key of one attempt: the same for every try at placing it."""
+    key = f"campaign:{ref.campaign_id}:{ref.idx}:{ref.attempt}"
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return IdempotencyClaim(
+        client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(encoded).hexdigest()
+    )
+
+
+@dataclass
+class _Driver:
+    campaign: CampaignRecord
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class CampaignScheduler:
+    def __init__(
+        self,
+        store: CallStore,
+        calls: CallService,
+        events: EventDispatcher,
+        rules: RequestRules,
+        *,
+        enforce_calling_hours: bool,
+        lease_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._calls = calls
+        self._events = events
+        self._rules = rules
+        self._enforce = enforce_calling_hours
+        self._lease_s = lease_s
+        self.tick_s = min(1.0, lease_s / 3)
+        self.clock = clock
+        self._drivers: dict[str, _Driver] = {}
+        self._inflight: set[tuple[str, int, int]] = set()
+        self._placing: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._events.subscribe("campaigns", self.on_event)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="campaigns")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop placing; let placements in flight finish (bounded); hand the campaigns over."""
+        tasks = [t for t in (self._task, *(d.task for d in self._drivers.values())) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._placing:
+            await asyncio.wait(self._placing, timeout=timeout)
+        self._drivers.clear()
+        try:
+            await self._store.release_campaigns()
+        except DatabaseError as exc:
+            logger.warning("could not hand campaigns over at stop: %s", exc)
+
+    def wake(self) -> None:
+        """Look for due campaigns now (one was created or resumed)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._claim()
+            except DatabaseError as exc:
+                logger.error("campaign scheduler: %s", exc)
+            except Exception:
+                logger.exception("campaign scheduler failed; going on")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+
+    async def _claim(self) -> None:
+        claimed, events = await self._store.claim_campaigns(
+            self.clock(), self._lease_s, CLAIM_BATCH
+        )
+        self._events.publish(events)
+        current = {c.campaign_id: c for c in claimed}
+        for campaign_id in list(self._drivers):
+            if campaign_id not in current:  # paused, over, or another server drives it now
+                self._stop_driver(campaign_id)
+        for campaign in claimed:
+            driver = self._drivers.get(campaign.campaign_id)
+            if driver is None or driver.task is None or driver.task.done():
+                driver = _Driver(campaign)
+                self._drivers[campaign.campaign_id] = driver
+                driver.task = asyncio.get_running_loop().create_task(
+                    self._drive(driver), name=f"campaign-{campaign.campaign_id}"
+                )
+                logger.info(
+                    "campaign %s (%s): driving it on this server (%d recipients)",
+                    campaign.campaign_id,
+                    campaign.name,
+                    campaign.total,
+                )
+            else:
+                driver.campaign = campaign
+
+    def _stop_driver(self, campaign_id: str) -> None:
+        driver = self._drivers.pop(campaign_id, None)
+        if driver is not None and driver.task is not None:
+            driver.task.cancel()
+
+    # ------------------------------------------------------------------ events
+
+    async def on_event(self, event: CallEvent) -> None:
+        """A campaign call ended: end its attempt (raising makes the outbox retry it)."""
+        if event.type != CALL_ENDED or not event.data.get("campaign_id"):
+            return
+        events = await self._store.finish_call_attempt(
+            event.call_id, str(event.data["status"]), self.clock()
+        )
+        self._events.publish(events)
+        driver = self._drivers.get(str(event.data["campaign_id"]))
+        if driver is not None:
+            driver.wake.set()
+
+    # ------------------------------------------------------------------ a driver
+
+    async def _drive(self, driver: _Driver) -> None:
+        campaign_id = driver.campaign.campaign_id
+        last_recovery = -RECOVER_EVERY_S
+        queue: list[RecipientRecord] = []
+        while True:
+            try:
+                if time.monotonic() - last_recovery >= RECOVER_EVERY_S:
+                    await self._recover(driver.campaign)
+                    last_recovery = time.monotonic()
+                wait = await self._step(driver, queue)
+            except asyncio.CancelledError:
+                raise
+            except DatabaseError as exc:
+                logger.error("campaign %s: %s; trying again", campaign_id, exc)
+                wait = IDLE_WAIT_S
+            except Exception:
+                logger.exception("campaign %s: driver step failed; trying again", campaign_id)
+                wait = IDLE_WAIT_S
+            if wait is None:
+                return
+            if wait > 0:
+                driver.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(driver.wake.wait(), wait)
+
+    async def _step(self, driver: _Driver, queue: list[RecipientRecord]) -> float | None:
+        """Place at most one call; the seconds to wait before the next step (None: stop)."""
+        campaign = driver.campaign
+        if campaign.status is not CampaignStatus.RUNNING:
+            return None
+        pacing = campaign.spec.pacing
+        live, _ = await self._store.open_attempts(campaign.campaign_id)
+        if live >= pacing.max_concurrent:
+            return IDLE_WAIT_S  # woken as soon as one of its calls ends
+        now = self.clock()
+        if now < campaign.next_dial_at:
+            return campaign.next_dial_at - now
+        if not queue:
+            queue.extend(await self._store.due_recipients(campaign.campaign_id, now, DUE_BATCH))
+            if not queue:
+                events = await self._store.complete_if_done(campaign.campaign_id, now)
+                self._events.publish(events)
+                return None if events else IDLE_WAIT_S
+        recipient = queue.pop(0)
+        if not await self._in_window(campaign, recipient, now):
+            return 0
+        next_dial_at = now + pacing.interval_s
+        plan = await self._store.begin_attempt(
+            campaign.campaign_id, recipient.idx, next_dial_at, now
+        )
+        if isinstance(plan, OnList):
+            logger.info(
+                "campaign %s: recipient %d is on the do-not-call list; skipped",
+                campaign.campaign_id,
+                recipient.idx,
+            )
+            return 0
+        if plan is None:  # not due any more, or the campaign stopped: read it again
+            queue.clear()
+            fresh = await self._store.get_campaign(campaign.campaign_id)
+            if fresh is None:
+                return None
+            driver.campaign = fresh
+            return 0
+        driver.campaign = _with_slot(campaign, next_dial_at)
+        self._spawn(campaign, plan)
+        return 0
+
+    async def _in_window(
+        self, campaign: CampaignRecord, recipient: RecipientRecord, now: float
+    ) -> bool:
+        """True if the recipient may be called now; else it waits for its window."""
+        window = campaign.spec.window
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        zones = recipient_zones(recipient.phone_number)
+        if is_allowed(at, window, zones, enforce_calling_hours=self._enforce):
+            return True
+        opens = next_allowed(at, window, zones, enforce_calling_hours=self._enforce)
+        until = opens.timestamp() if opens is not None else now + NO_WINDOW_RETRY_S
+        await self._store.defer_recipient(
+            campaign.campaign_id, recipient.idx, WAITING_WINDOW, until, now
+        )
+        return False
+
+    # ------------------------------------------------------------------ placing
+
+    def _spawn(self, campaign: CampaignRecord, plan: AttemptPlan) -> None:
+        key = (plan.campaign_id, plan.idx, plan.attempt)
+        self._inflight.add(key)
+
+        async def place() -> None:
+            try:
+                await self._place(campaign, plan)
+            finally:
+                self._inflight.discard(key)
+
+        self._track(place())
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._placing.add(task)
+        task.add_done_callback(self._placing.discard)
+
+    async def _place(self, campaign: CampaignRecord, plan: AttemptPlan) -> None:
+        ref = AttemptRef(plan.campaign_id, plan.idx, plan.attempt)
+        body = merged(campaign.spec.defaults, {**plan.fields, "phone_number": plan.phone_number})
+        try:
+            call = self._rules.parse(body)
+            placement = Placement(campaign.client, attempt_claim(campaign.client, ref, body))
+            placed = await self._calls.place(call, placement, campaign=ref)
+        except OnDoNotCallList:
+            await self._end(ref, DNC)
+        except InvalidCall as exc:  # the server's rules changed since the campaign was made
+            await self._end(ref, INVALID, [e.to_json() for e in exc.errors])
+        except KeyReused:
+            await self._end(ref, INVALID, [{"field": "row", "error": "changed since placed"}])
+        except (TooManyLiveCalls, RateLimited) as exc:
+            now = self.clock()
+            await self._store.attempt_refused(ref, now + exc.retry_after_s, now)
+            logger.info(
+                "campaign %s: %s; recipient %d waits %d s",
+                ref.campaign_id,
+                exc,
+                ref.idx,
+                exc.retry_after_s,
+            )
+        except LiveKitError:
+            pass  # the call is recorded failed: its call.ended event ends the attempt
+        except (DatabaseError, ConfigWriteError) as exc:
+            logger.error(
+                "campaign %s: recipient %d attempt %d not placed yet (%s); will try again",
+                ref.campaign_id,
+                ref.idx,
+                ref.attempt,
+                exc,
+            )
+        else:
+            if placed.bound is not None:
+                logger.info(
+                    "campaign %s: attempt %d of recipient %d was placed before as %s",
+                    ref.campaign_id,
+                    ref.attempt,
+                    ref.idx,
+                    placed.bound.call_id,
+                )
+
+    async def _end(
+        self, ref: AttemptRef, status: str, errors: list[dict[str, str]] | None = None
+    ) -> None:
+        events = await self._store.end_attempt(ref, status, self.clock(), errors=errors)
+        self._events.publish(events)
+
+    async def _recover(self, campaign: CampaignRecord) -> None:
+        """Attempts left `placing` (a crash, a failed write): place them again, same key."""
+        _, placing = await self._store.open_attempts(campaign.campaign_id)
+        for plan in placing:
+            if (plan.campaign_id, plan.idx, plan.attempt) in self._inflight:
+                continue
+            logger.warning(
+                "campaign %s: attempt %d of recipient %d was left being placed; placing it "
+                "again under the same key",
+                plan.campaign_id,
+                plan.attempt,
+                plan.idx,
+            )
+            self._spawn(campaign, plan)
+
+    async def wait_idle(self) -> None:
+        """Until the placements in flight are over (tests, benchmarks)."""
+        while self._placing:
+            await asyncio.wait(set(self._placing))
+
+
+def _with_slot(campaign: CampaignRecord, next_dial_at: float) -> CampaignRecord:
+    return replace(campaign, next_dial_at=next_dial_at)

@@ -1,0 +1,138 @@
+"""Campaigns on our side: create one from validated options and rows, show it, control it.
+
+The HTTP handlers only read the body (JSON or CSV) and shape the answers around this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from common.calls.events import EventDispatcher
+from common.calls.request import RequestRules
+from common.calls.service import check_webhook_address
+from common.campaigns.csv_rows import RowError
+from common.campaigns.errors import InvalidRows, UnknownCampaign
+from common.campaigns.model import CampaignRecord, NewCampaign, RecipientRecord
+from common.campaigns.request import (
+    MAX_RECIPIENTS,
+    CampaignOptions,
+    Row,
+    RowChecker,
+    listed,
+)
+from common.campaigns.scheduler import CampaignScheduler
+from common.settings import Settings
+from common.storage.base import CallStore
+
+logger = logging.getLogger(__name__)
+
+CAMPAIGN_ID_PREFIX = "cmp-"
+CHECK_CHUNK = 500  # rows validated between two yields to the event loop
+
+
+def new_campaign_id() -> str:
+    return f"{CAMPAIGN_ID_PREFIX}{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True)
+class Created:
+    campaign: CampaignRecord
+    invalid_rows: list[RowError]
+
+
+@dataclass
+class CampaignService:
+    settings: Settings
+    store: CallStore
+    events: EventDispatcher
+    scheduler: CampaignScheduler
+    clock: Callable[[], float] = time.time
+
+    async def create(
+        self,
+        options: CampaignOptions,
+        rows: Iterable[Row],
+        client: str,
+        parse_errors: list[RowError] | None = None,
+    ) -> Created:
+        """Validate every row (as the single call it becomes), then store the campaign and
+        its recipients in one transaction. InvalidRows when rows were refused and the
+        options reject them, or when no row is valid."""
+        now = self.clock()
+        rules = RequestRules.of(self.settings)
+        checker = RowChecker(
+            options.spec,
+            rules,
+            now,
+            enforce_hours=self.settings.campaign_enforce_calling_hours,
+        )
+        count = 0
+        for row in rows:
+            count += 1
+            if count > MAX_RECIPIENTS:
+                raise InvalidRows([], f"more than {MAX_RECIPIENTS} recipients", [])
+            checker.check(row, keep_invalid=options.skip_invalid)
+            if count % CHECK_CHUNK == 0:
+                await asyncio.sleep(0)  # a large list never stalls the calls in flight
+        errors = sorted([*(parse_errors or []), *checker.errors], key=lambda e: e.row)
+        if errors and not options.skip_invalid:
+            raise InvalidRows(
+                errors,
+                f"{len(errors)} invalid row(s); fix them, or send invalid_rows=skip",
+                listed(errors),
+            )
+        if checker.valid == 0:
+            raise InvalidRows(errors, "no valid recipient", listed(errors))
+        webhook_url = options.spec.defaults.get("webhook_url") or self.settings.calls_webhook_url
+        if options.spec.defaults.get("webhook_url"):
+            await check_webhook_address(str(webhook_url), self.settings)
+        campaign_id = new_campaign_id()
+        await self.store.create_campaign(
+            NewCampaign(
+                campaign_id=campaign_id,
+                name=options.name,
+                client=client,
+                spec=options.spec,
+                start_at=options.start_at if options.start_at is not None else now,
+                webhook_url=webhook_url,
+                recipients=checker.recipients,
+            ),
+            now,
+        )
+        logger.info(
+            "campaign %s (%s) created: %d recipients, %d invalid row(s) %s",
+            campaign_id,
+            options.name,
+            checker.valid,
+            len(errors),
+            "skipped" if errors else "",
+        )
+        self.scheduler.wake()
+        return Created(await self.get(campaign_id), errors)
+
+    async def get(self, campaign_id: str) -> CampaignRecord:
+        campaign = await self.store.get_campaign(campaign_id)
+        if campaign is None:
+            raise UnknownCampaign(campaign_id)
+        return campaign
+
+    async def control(self, campaign_id: str, action: str) -> CampaignRecord:
+        """pause, resume or cancel (CampaignConflict if its status does not allow it)."""
+        campaign, events = await self.store.control_campaign(campaign_id, action, self.clock())
+        if campaign is None:
+            raise UnknownCampaign(campaign_id)
+        self.events.publish(events)
+        logger.info("campaign %s: %s -> %s", campaign_id, action, campaign.status.value)
+        self.scheduler.wake()
+        return campaign
+
+    async def recipients(
+        self, campaign_id: str, *, state: str | None, limit: int, after: int | None
+    ) -> list[RecipientRecord]:
+        await self.get(campaign_id)
+        return await self.store.list_recipients(campaign_id, state=state, limit=limit, after=after)

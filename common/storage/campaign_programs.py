@@ -1,0 +1,554 @@
+"""Campaign and do-not-call transaction programs (see programs.py for how programs run).
+
+The scheduler's state is here, in rows, so that any server may carry a campaign on: the
+campaign row holds its pacing slot (`next_dial_at`) and which server drives it (a lease);
+each recipient row its state and when it is due; each attempt is a row with the unique key
+(campaign, recipient, attempt), written before the call is placed and linked to the call in
+the call's own transaction (programs.link_attempt).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from common.calls.models import AttemptRef, CallEvent, DncEntry
+from common.campaigns.model import (
+    CALLING,
+    CAMPAIGN_CANCELED,
+    CAMPAIGN_COMPLETED,
+    CAMPAIGN_PAUSED,
+    CAMPAIGN_RESUMED,
+    CAMPAIGN_STARTED,
+    CANCELED,
+    DNC,
+    DUE_STATES,
+    OPEN_STATES,
+    OVER_STATUSES,
+    PENDING,
+    Attempt,
+    AttemptPlan,
+    CampaignRecord,
+    CampaignSpec,
+    CampaignStatus,
+    NewCampaign,
+    RecipientRecord,
+    after_attempt,
+)
+from common.storage.programs import Dialect, Program, Query, Row, dumps, webhook_id
+
+INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
+_DUE = ",".join(f"'{s}'" for s in DUE_STATES)
+_OPEN = ",".join(f"'{s}'" for s in OPEN_STATES)
+
+
+class CampaignConflict(Exception):
+    """The campaign cannot do what was asked in its status (pause a completed one...)."""
+
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"campaign is {status}; cannot {action} it")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class OnList:
+    """begin_attempt found the recipient's number on the do-not-call list: it is skipped."""
+
+    idx: int
+
+
+class _Stale(Exception):
+    """The campaign is no longer this server's to drive: roll the attempt back."""
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _row_to_campaign(row: Row, counts: dict[str, int], next_due: float | None) -> CampaignRecord:
+    return CampaignRecord(
+        campaign_id=row["campaign_id"],
+        name=row["name"],
+        client=row["client"],
+        status=CampaignStatus(row["status"]),
+        spec=CampaignSpec.from_json(json.loads(row["spec"])),
+        webhook_url=row["webhook_url"],
+        total=int(row["total"]),
+        start_at=row["start_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        next_dial_at=row["next_dial_at"],
+        placed=int(row["placed"]),
+        first_dial_at=row["first_dial_at"],
+        last_dial_at=row["last_dial_at"],
+        counts=counts,
+        next_due_at=next_due,
+    )
+
+
+def _row_to_recipient(row: Row, history: tuple[Attempt, ...] = ()) -> RecipientRecord:
+    return RecipientRecord(
+        idx=int(row["idx"]),
+        row_number=int(row["row_number"]),
+        phone_number=row["phone_number"],
+        fields=json.loads(row["fields"]),
+        state=row["state"],
+        attempts=int(row["attempts"]),
+        next_at=row["next_at"],
+        last_call_id=row["last_call_id"],
+        errors=json.loads(row["errors"]) if row["errors"] else None,
+        history=history,
+    )
+
+
+def _row_to_attempt(row: Row) -> Attempt:
+    return Attempt(
+        attempt=int(row["attempt"]),
+        state=row["state"],
+        call_id=row["call_id"],
+        status=row["status"],
+        created_at=row["created_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+# ----------------------------------------------------------------------------- campaigns
+
+
+def create_campaign(d: Dialect, new: NewCampaign, now: float) -> Program[None]:
+    start_at = max(new.start_at, now)
+    yield Query(
+        "INSERT INTO campaigns (campaign_id, name, client, status, spec, webhook_url, total,"
+        " start_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.campaign_id,
+            new.name,
+            new.client,
+            CampaignStatus.SCHEDULED.value,
+            dumps(new.spec.to_json()),
+            new.webhook_url,
+            len(new.recipients),
+            start_at,
+            now,
+            now,
+        ),
+    )
+    for start in range(0, len(new.recipients), INSERT_ROWS):
+        chunk = new.recipients[start : start + INSERT_ROWS]
+        args: list[Any] = []
+        for r in chunk:
+            errors = dumps(r.errors) if r.errors else None
+            fields = dumps(r.fields)
+            args += (new.campaign_id, r.idx, r.row_number, r.phone_number, fields, r.state)
+            args += (start_at, errors, now)
+        yield Query(
+            "INSERT INTO campaign_recipients (campaign_id, idx, row_number, phone_number,"  # noqa: S608 - constant text
+            " fields, state, next_at, errors, updated_at) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+            tuple(args),
+        )
+
+
+def get_campaign(
+    d: Dialect, campaign_id: str, lock: bool = False
+) -> Program[CampaignRecord | None]:
+    rows = yield Query(
+        f"SELECT * FROM campaigns WHERE campaign_id = ?{d.for_update if lock else ''}",  # noqa: S608
+        (campaign_id,),
+    )
+    if not rows:
+        return None
+    counted = yield Query(
+        "SELECT state, COUNT(*) AS n FROM campaign_recipients WHERE campaign_id = ? GROUP BY state",
+        (campaign_id,),
+    )
+    due = yield Query(
+        "SELECT MIN(next_at) AS at FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
+        f" AND state IN ({_DUE})",  # noqa: S608 - constant text
+        (campaign_id,),
+    )
+    counts = {r["state"]: int(r["n"]) for r in counted}
+    return _row_to_campaign(rows[0], counts, due[0]["at"] if due else None)
+
+
+def list_campaigns(d: Dialect, limit: int, before: float | None) -> Program[list[CampaignRecord]]:
+    rows = yield Query(
+        "SELECT campaign_id FROM campaigns WHERE created_at < ? ORDER BY created_at DESC LIMIT ?",
+        (float("inf") if before is None else before, limit),
+    )
+    found = []
+    for row in rows:
+        campaign = yield from get_campaign(d, row["campaign_id"])
+        if campaign is not None:
+            found.append(campaign)
+    return found
+
+
+def claim_campaigns(
+    d: Dialect, now: float, lease_s: float, holder: str, limit: int
+) -> Program[tuple[list[CampaignRecord], list[CallEvent]]]:
+    """The due campaigns this server drives for `lease_s` (its own, and those whose driver's
+    lease ran out); a scheduled one starts now, with its campaign.started event."""
+    rows = yield Query(
+        "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("  # noqa: S608
+        " SELECT campaign_id FROM campaigns WHERE status IN ('scheduled', 'running')"
+        " AND start_at <= ? AND (claimed_until < ? OR claimed_by = ?)"
+        f" ORDER BY created_at LIMIT ?{d.skip_locked}) RETURNING campaign_id, status",
+        (holder, now + lease_s, now, now, holder, limit),
+    )
+    claimed: list[CampaignRecord] = []
+    events: list[CallEvent] = []
+    for row in rows:
+        if row["status"] == CampaignStatus.SCHEDULED.value:
+            yield Query(
+                "UPDATE campaigns SET status = 'running', started_at = ?, updated_at = ?"
+                " WHERE campaign_id = ?",
+                (now, now, row["campaign_id"]),
+            )
+            events.append(
+                (yield from _event(d, row["campaign_id"], CAMPAIGN_STARTED, now, lease_s, holder))
+            )
+        campaign = yield from get_campaign(d, row["campaign_id"])
+        if campaign is not None:
+            claimed.append(campaign)
+    return claimed, events
+
+
+def release_campaigns(d: Dialect, holder: str) -> Program[None]:
+    """A stopping server lets others drive its campaigns at once."""
+    yield Query("UPDATE campaigns SET claimed_until = 0 WHERE claimed_by = ?", (holder,))
+
+
+def control_campaign(
+    d: Dialect, campaign_id: str, action: str, now: float, lease_s: float, holder: str
+) -> Program[tuple[CampaignRecord | None, list[CallEvent]]]:
+    """pause, resume or cancel; CampaignConflict when its status does not allow it."""
+    current = yield from get_campaign(d, campaign_id, lock=True)
+    if current is None:
+        return None, []
+    status = current.status
+    allowed = {
+        "pause": {CampaignStatus.SCHEDULED, CampaignStatus.RUNNING},
+        "resume": {CampaignStatus.PAUSED},
+        "cancel": {CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED},
+    }[action]
+    if status not in allowed:
+        raise CampaignConflict(status.value, action)
+    if action == "pause":
+        new, event_type, ended = CampaignStatus.PAUSED, CAMPAIGN_PAUSED, None
+    elif action == "resume":
+        started = current.started_at is not None
+        new = CampaignStatus.RUNNING if started else CampaignStatus.SCHEDULED
+        event_type, ended = CAMPAIGN_RESUMED, None
+    else:
+        new, event_type, ended = CampaignStatus.CANCELED, CAMPAIGN_CANCELED, now
+        yield Query(
+            "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"  # noqa: S608 - constant text
+            f" AND state IN ({_DUE})",  # noqa: S608 - constant text
+            (CANCELED, now, campaign_id),
+        )
+    yield Query(
+        "UPDATE campaigns SET status = ?, ended_at = ?, updated_at = ? WHERE campaign_id = ?",
+        (new.value, ended, now, campaign_id),
+    )
+    event = yield from _event(d, campaign_id, event_type, now, lease_s, holder)
+    after = yield from get_campaign(d, campaign_id)
+    return after, [event]
+
+
+def _event(
+    d: Dialect, campaign_id: str, event_type: str, now: float, lease_s: float, holder: str
+) -> Program[CallEvent]:
+    """A campaign event in the outbox (keyed by the campaign id), and its customer delivery."""
+    campaign = yield from get_campaign(d, campaign_id)
+    assert campaign is not None  # noqa: S101 - read in this transaction
+    data = campaign.to_json(now)
+    rows = yield Query(
+        "INSERT INTO outbox (call_id, type, from_status, data, created_at, claimed_until,"
+        " claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (campaign_id, event_type, None, dumps(data), now, now + lease_s, holder),
+    )
+    event_id = int(rows[0]["id"])
+    if campaign.webhook_url:
+        yield Query(
+            "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state,"
+            " next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            (event_id, campaign_id, campaign.webhook_url, webhook_id(event_id), now, now),
+        )
+    return CallEvent(event_id, campaign_id, event_type, data, now, None)
+
+
+def _complete_if_done(
+    d: Dialect, campaign_id: str, now: float, lease_s: float, holder: str
+) -> Program[list[CallEvent]]:
+    rows = yield Query(
+        "SELECT 1 AS x FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
+        f" AND state IN ({_OPEN}) LIMIT 1",  # noqa: S608 - constant text
+        (campaign_id,),
+    )
+    if rows:
+        return []
+    done = yield Query(
+        "UPDATE campaigns SET status = 'completed', ended_at = ?, updated_at = ?"
+        " WHERE campaign_id = ? AND status = 'running' RETURNING campaign_id",
+        (now, now, campaign_id),
+    )
+    if not done:
+        return []
+    return [(yield from _event(d, campaign_id, CAMPAIGN_COMPLETED, now, lease_s, holder))]
+
+
+def complete_if_done(
+    d: Dialect, campaign_id: str, now: float, lease_s: float, holder: str
+) -> Program[list[CallEvent]]:
+    return (yield from _complete_if_done(d, campaign_id, now, lease_s, holder))
+
+
+# ----------------------------------------------------------------------------- recipients
+
+
+def due_recipients(
+    d: Dialect, campaign_id: str, now: float, limit: int
+) -> Program[list[RecipientRecord]]:
+    rows = yield Query(
+        "SELECT * FROM campaign_recipients WHERE campaign_id = ? AND next_at <= ?"  # noqa: S608 - constant text
+        f" AND state IN ({_DUE}) ORDER BY next_at, idx LIMIT ?",  # noqa: S608 - constant text
+        (campaign_id, now, limit),
+    )
+    return [_row_to_recipient(r) for r in rows]
+
+
+def defer_recipient(
+    d: Dialect, campaign_id: str, idx: int, state: str, until: float, now: float
+) -> Program[None]:
+    yield Query(
+        "UPDATE campaign_recipients SET state = ?, next_at = ?, updated_at = ?"  # noqa: S608 - constant text
+        f" WHERE campaign_id = ? AND idx = ? AND state IN ({_DUE})",  # noqa: S608
+        (state, until, now, campaign_id, idx),
+    )
+
+
+def list_recipients(
+    d: Dialect, campaign_id: str, state: str | None, limit: int, after: int | None
+) -> Program[list[RecipientRecord]]:
+    where, args = "campaign_id = ? AND idx > ?", [campaign_id, -1 if after is None else after]
+    if state is not None:
+        where += " AND state = ?"
+        args.append(state)
+    rows = yield Query(
+        f"SELECT * FROM campaign_recipients WHERE {where} ORDER BY idx LIMIT ?",  # noqa: S608
+        (*args, limit),
+    )
+    if not rows:
+        return []
+    idxs = [int(r["idx"]) for r in rows]
+    attempts = yield Query(
+        "SELECT * FROM campaign_attempts WHERE campaign_id = ? AND idx >= ? AND idx <= ?"
+        " ORDER BY idx, attempt",
+        (campaign_id, idxs[0], idxs[-1]),
+    )
+    history: dict[int, list[Attempt]] = {}
+    for a in attempts:
+        history.setdefault(int(a["idx"]), []).append(_row_to_attempt(a))
+    return [_row_to_recipient(r, tuple(history.get(int(r["idx"]), ()))) for r in rows]
+
+
+# ----------------------------------------------------------------------------- attempts
+
+
+def begin_attempt(
+    d: Dialect, campaign_id: str, idx: int, holder: str, next_dial_at: float, now: float
+) -> Program[AttemptPlan | OnList | None]:
+    """The recipient's next attempt, written before its call is placed (None: the recipient is
+    no longer due, or the campaign is no longer running on this server). A number on the
+    do-not-call list ends the recipient as dnc instead."""
+    rows = yield Query(
+        "SELECT r.phone_number, r.attempts, r.fields FROM campaign_recipients r"  # noqa: S608 - constant text
+        " WHERE r.campaign_id = ? AND r.idx = ?"
+        f" AND r.state IN ({_DUE}){d.for_update}",  # noqa: S608 - constant text
+        (campaign_id, idx),
+    )
+    if not rows:
+        return None
+    number = rows[0]["phone_number"]
+    listed = yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", (number,))
+    if listed:
+        yield Query(
+            "UPDATE campaign_recipients SET state = ?, updated_at = ?"
+            " WHERE campaign_id = ? AND idx = ?",
+            (DNC, now, campaign_id, idx),
+        )
+        return OnList(idx)
+    running = yield Query(
+        "UPDATE campaigns SET next_dial_at = ?, placed = placed + 1, first_dial_at ="
+        " COALESCE(first_dial_at, ?), last_dial_at = ?, updated_at = ?"
+        " WHERE campaign_id = ? AND status = 'running' AND claimed_by = ? RETURNING campaign_id",
+        (next_dial_at, now, now, now, campaign_id, holder),
+    )
+    if not running:
+        return None
+    attempt = int(rows[0]["attempts"]) + 1
+    yield Query(
+        "UPDATE campaign_recipients SET state = ?, attempts = ?, updated_at = ?"
+        " WHERE campaign_id = ? AND idx = ?",
+        (CALLING, attempt, now, campaign_id, idx),
+    )
+    yield Query(
+        "INSERT INTO campaign_attempts (campaign_id, idx, attempt, state, created_at)"
+        " VALUES (?, ?, ?, 'placing', ?)",
+        (campaign_id, idx, attempt, now),
+    )
+    return AttemptPlan(campaign_id, idx, attempt, number, json.loads(rows[0]["fields"]))
+
+
+def open_attempts(d: Dialect, campaign_id: str) -> Program[tuple[int, list[AttemptPlan]]]:
+    """How many attempts are live (being placed, or placed and not ended), and those still
+    being placed (after a crash: to place again under the same key)."""
+    rows = yield Query(
+        "SELECT a.idx, a.attempt, a.state, r.phone_number, r.fields FROM campaign_attempts a"
+        " JOIN campaign_recipients r ON r.campaign_id = a.campaign_id AND r.idx = a.idx"
+        " WHERE a.campaign_id = ? AND a.state != 'ended'",
+        (campaign_id,),
+    )
+    placing = [
+        AttemptPlan(
+            campaign_id,
+            int(r["idx"]),
+            int(r["attempt"]),
+            r["phone_number"],
+            json.loads(r["fields"]),
+        )
+        for r in rows
+        if r["state"] == "placing"
+    ]
+    return len(rows), placing
+
+
+def attempt_refused(d: Dialect, ref: AttemptRef, retry_at: float, now: float) -> Program[None]:
+    """The limits refused the attempt: nothing was placed; the recipient is due again at
+    `retry_at`, with the attempt given back."""
+    gone = yield Query(
+        "DELETE FROM campaign_attempts WHERE campaign_id = ? AND idx = ? AND attempt = ?"
+        " AND state = 'placing' RETURNING attempt",
+        (ref.campaign_id, ref.idx, ref.attempt),
+    )
+    if gone:
+        yield Query(
+            "UPDATE campaign_recipients SET state = ?, attempts = attempts - 1, next_at = ?,"
+            " updated_at = ? WHERE campaign_id = ? AND idx = ? AND state = ?",
+            (PENDING, retry_at, now, ref.campaign_id, ref.idx, CALLING),
+        )
+        yield Query(
+            "UPDATE campaigns SET placed = placed - 1 WHERE campaign_id = ?", (ref.campaign_id,)
+        )
+
+
+def end_attempt(
+    d: Dialect,
+    ref: AttemptRef,
+    status: str,
+    now: float,
+    lease_s: float,
+    holder: str,
+    *,
+    call_id: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> Program[list[CallEvent]]:
+    """The attempt is over with `status` (a call status, or dnc / invalid when it could not
+    be placed): the recipient is due again (a retry) or final; the campaign completes when
+    no recipient is left open."""
+    ended = yield Query(
+        "UPDATE campaign_attempts SET state = 'ended', status = ?, ended_at = ?,"
+        " call_id = COALESCE(call_id, ?) WHERE campaign_id = ? AND idx = ? AND attempt = ?"
+        " AND state != 'ended' RETURNING call_id",
+        (status, now, call_id, ref.campaign_id, ref.idx, ref.attempt),
+    )
+    if not ended:
+        return []  # a repeated event
+    campaign = yield Query(
+        f"SELECT status, spec FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
+        (ref.campaign_id,),
+    )
+    if not campaign:
+        return []
+    retry = CampaignSpec.from_json(json.loads(campaign[0]["spec"])).retry
+    over = CampaignStatus(campaign[0]["status"]) in OVER_STATUSES
+    state, next_at = after_attempt(status, ref.attempt, retry, now, campaign_over=over)
+    if state == PENDING and campaign[0]["status"] == CampaignStatus.CANCELED.value:
+        state = CANCELED
+    yield Query(
+        "UPDATE campaign_recipients SET state = ?, next_at = COALESCE(?, next_at),"
+        " last_call_id = COALESCE(?, last_call_id), errors = COALESCE(?, errors),"
+        " updated_at = ? WHERE campaign_id = ? AND idx = ? AND state = ?",
+        (
+            state,
+            next_at,
+            ended[0]["call_id"],
+            dumps(errors) if errors else None,
+            now,
+            ref.campaign_id,
+            ref.idx,
+            CALLING,
+        ),
+    )
+    return (yield from _complete_if_done(d, ref.campaign_id, now, lease_s, holder))
+
+
+def attempt_of_call(d: Dialect, call_id: str) -> Program[AttemptRef | None]:
+    rows = yield Query(
+        "SELECT campaign_id, idx, attempt FROM campaign_attempts WHERE call_id = ?", (call_id,)
+    )
+    if not rows:
+        return None
+    r = rows[0]
+    return AttemptRef(r["campaign_id"], int(r["idx"]), int(r["attempt"]))
+
+
+def finish_call_attempt(
+    d: Dialect, call_id: str, status: str, now: float, lease_s: float, holder: str
+) -> Program[list[CallEvent]]:
+    """A campaign call ended (its call.ended event): end its attempt."""
+    ref = yield from attempt_of_call(d, call_id)
+    if ref is None:
+        return []
+    return (yield from end_attempt(d, ref, status, now, lease_s, holder, call_id=call_id))
+
+
+# ----------------------------------------------------------------------------- do not call
+
+
+def _row_to_dnc(row: Row) -> DncEntry:
+    return DncEntry(row["number"], row["source"], row["call_id"], row["added_at"])
+
+
+def add_dnc(
+    d: Dialect, numbers: list[str], source: str, call_id: str | None, now: float
+) -> Program[int]:
+    added = 0
+    for number in dict.fromkeys(numbers):
+        rows = yield Query(
+            "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING number",
+            (number, source, call_id, now),
+        )
+        added += len(rows)
+    return added
+
+
+def remove_dnc(d: Dialect, number: str) -> Program[bool]:
+    rows = yield Query("DELETE FROM dnc WHERE number = ? RETURNING number", (number,))
+    return bool(rows)
+
+
+def get_dnc(d: Dialect, number: str) -> Program[DncEntry | None]:
+    rows = yield Query("SELECT * FROM dnc WHERE number = ?", (number,))
+    return _row_to_dnc(rows[0]) if rows else None
+
+
+def list_dnc(d: Dialect, limit: int, after: str | None) -> Program[list[DncEntry]]:
+    rows = yield Query(
+        "SELECT * FROM dnc WHERE number > ? ORDER BY number LIMIT ?", (after or "", limit)
+    )
+    return [_row_to_dnc(r) for r in rows]

@@ -1,0 +1,141 @@
+"""The campaign and do-not-call operations of `SqlCallStore`, over its `_run` (see sql.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from common.calls.models import AttemptRef, CallEvent, DncEntry
+from common.campaigns.model import AttemptPlan, CampaignRecord, NewCampaign, RecipientRecord
+from common.storage import campaign_programs as cp
+from common.storage.campaign_programs import OnList
+from common.storage.programs import Dialect, Program
+
+T = TypeVar("T")
+
+
+class CampaignMethods:
+    """Mixed into SqlCallStore: implements `CampaignStore` (common/storage/base.py)."""
+
+    dialect: Dialect
+    instance: str
+    lease_s: float
+    _clock: Callable[[], float]
+
+    async def _run(self, program: Program[T], *, write: bool) -> T:
+        raise NotImplementedError
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    async def create_campaign(self, campaign: NewCampaign, now: float | None = None) -> None:
+        await self._run(cp.create_campaign(self.dialect, campaign, self._now(now)), write=True)
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
+        return await self._run(cp.get_campaign(self.dialect, campaign_id), write=False)
+
+    async def list_campaigns(
+        self, *, limit: int = 50, before: float | None = None
+    ) -> list[CampaignRecord]:
+        return await self._run(cp.list_campaigns(self.dialect, limit, before), write=False)
+
+    async def claim_campaigns(
+        self, now: float, lease_s: float, limit: int
+    ) -> tuple[list[CampaignRecord], list[CallEvent]]:
+        return await self._run(
+            cp.claim_campaigns(self.dialect, now, lease_s, self.instance, limit), write=True
+        )
+
+    async def release_campaigns(self) -> None:
+        await self._run(cp.release_campaigns(self.dialect, self.instance), write=True)
+
+    async def control_campaign(
+        self, campaign_id: str, action: str, now: float | None = None
+    ) -> tuple[CampaignRecord | None, list[CallEvent]]:
+        return await self._run(
+            cp.control_campaign(
+                self.dialect, campaign_id, action, self._now(now), self.lease_s, self.instance
+            ),
+            write=True,
+        )
+
+    async def complete_if_done(self, campaign_id: str, now: float) -> list[CallEvent]:
+        return await self._run(
+            cp.complete_if_done(self.dialect, campaign_id, now, self.lease_s, self.instance),
+            write=True,
+        )
+
+    async def due_recipients(
+        self, campaign_id: str, now: float, limit: int
+    ) -> list[RecipientRecord]:
+        return await self._run(
+            cp.due_recipients(self.dialect, campaign_id, now, limit), write=False
+        )
+
+    async def defer_recipient(
+        self, campaign_id: str, idx: int, state: str, until: float, now: float
+    ) -> None:
+        await self._run(
+            cp.defer_recipient(self.dialect, campaign_id, idx, state, until, now), write=True
+        )
+
+    async def list_recipients(
+        self, campaign_id: str, *, state: str | None, limit: int, after: int | None
+    ) -> list[RecipientRecord]:
+        return await self._run(
+            cp.list_recipients(self.dialect, campaign_id, state, limit, after), write=False
+        )
+
+    async def begin_attempt(
+        self, campaign_id: str, idx: int, next_dial_at: float, now: float
+    ) -> AttemptPlan | OnList | None:
+        return await self._run(
+            cp.begin_attempt(self.dialect, campaign_id, idx, self.instance, next_dial_at, now),
+            write=True,
+        )
+
+    async def open_attempts(self, campaign_id: str) -> tuple[int, list[AttemptPlan]]:
+        return await self._run(cp.open_attempts(self.dialect, campaign_id), write=False)
+
+    async def attempt_refused(self, ref: AttemptRef, retry_at: float, now: float) -> None:
+        await self._run(cp.attempt_refused(self.dialect, ref, retry_at, now), write=True)
+
+    async def end_attempt(
+        self,
+        ref: AttemptRef,
+        status: str,
+        now: float,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> list[CallEvent]:
+        return await self._run(
+            cp.end_attempt(
+                self.dialect, ref, status, now, self.lease_s, self.instance, errors=errors
+            ),
+            write=True,
+        )
+
+    async def attempt_of_call(self, call_id: str) -> AttemptRef | None:
+        return await self._run(cp.attempt_of_call(self.dialect, call_id), write=False)
+
+    async def finish_call_attempt(self, call_id: str, status: str, now: float) -> list[CallEvent]:
+        return await self._run(
+            cp.finish_call_attempt(self.dialect, call_id, status, now, self.lease_s, self.instance),
+            write=True,
+        )
+
+    # -- do not call ---------------------------------------------------------------------
+
+    async def add_dnc(self, numbers: list[str], source: str, call_id: str | None = None) -> int:
+        return await self._run(
+            cp.add_dnc(self.dialect, numbers, source, call_id, self._now(None)), write=True
+        )
+
+    async def remove_dnc(self, number: str) -> bool:
+        return await self._run(cp.remove_dnc(self.dialect, number), write=True)
+
+    async def get_dnc(self, number: str) -> DncEntry | None:
+        return await self._run(cp.get_dnc(self.dialect, number), write=False)
+
+    async def list_dnc(self, *, limit: int = 100, after: str | None = None) -> list[DncEntry]:
+        return await self._run(cp.list_dnc(self.dialect, limit, after), write=False)

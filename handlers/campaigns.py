@@ -1,0 +1,364 @@
+"""`/campaigns` routes: create a campaign (JSON, CSV, or multipart with both), see it and its
+recipients, pause, resume or cancel it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.calls.errors import FieldError, InvalidCall
+from common.calls.request import RequestRules
+from common.campaigns.csv_rows import CsvRejected, parse_csv
+from common.campaigns.model import RECIPIENT_STATES
+from common.campaigns.request import (
+    CSV_COLUMNS,
+    MAX_RECIPIENTS,
+    OPTION_KEYS,
+    csv_rows,
+    json_rows,
+    listed,
+    options_from_query,
+    parse_options,
+)
+from handlers.errors import HttpError
+from handlers.http import Reply, RouteDoc, add_route, client_identity, decode_json, read_body
+from handlers.keys import CAMPAIGNS, SETTINGS
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
+CSV_TYPES = ("text/csv", "application/csv")
+
+
+class CampaignBody(BaseModel):
+    """POST /campaigns as JSON (CSV: the rows as text/csv, these options in the query)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    recipients: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_RECIPIENTS,
+        description="Each row: phone_number and any POST /calls/outbound field over defaults",
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="POST /calls/outbound fields every row starts from"
+    )
+    pacing: dict[str, Any] = Field(
+        default_factory=dict,
+        description="calls_per_second (default 1.0, up to 100), max_concurrent (default 10)",
+    )
+    window: dict[str, Any] | None = Field(
+        default=None,
+        description='start/end "HH:MM" (default 09:00-20:00), days ["mon", ...], timezone '
+        '"recipient" (default) or an IANA name',
+    )
+    retry: dict[str, Any] = Field(
+        default_factory=dict,
+        description='on (default ["busy", "no_answer"]), max_attempts (default 3), '
+        "delay_s (default 600)",
+    )
+    start_at: str | None = Field(default=None, description="ISO-8601 with a UTC offset")
+    invalid_rows: str = Field(default="reject", description='"reject" (default) or "skip"')
+
+
+class CampaignAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    campaign: dict[str, Any]
+
+
+class CampaignListAnswer(BaseModel):
+    campaigns: list[dict[str, Any]]
+    next_before: float | None
+
+
+class RecipientsAnswer(BaseModel):
+    recipients: list[dict[str, Any]]
+    next_after: int | None
+
+
+def _campaign_answer(
+    request: web.Request, campaign: Any, status: int = 200, **extra: Any
+) -> web.Response:
+    now = request.app[CAMPAIGNS].clock()
+    body = {"status": "success", "campaign_id": campaign.campaign_id, **extra}
+    body["campaign"] = campaign.to_json(now)
+    return web.json_response(body, status=status)
+
+
+async def create_campaign(request: web.Request) -> web.Response:
+    """POST /campaigns: 201 with the campaign and the rows refused (with invalid_rows=skip)."""
+    service = request.app[CAMPAIGNS]
+    settings = request.app[SETTINGS]
+    rules = RequestRules.of(settings)
+    body, rows, parse_errors = await _read_campaign(request)
+    options = parse_options(body, rules, service.clock())
+    created = await service.create(options, rows, client_identity(request), parse_errors)
+    return _campaign_answer(
+        request,
+        created.campaign,
+        201,
+        invalid_row_count=len(created.invalid_rows),
+        invalid_rows=listed(created.invalid_rows),
+    )
+
+
+async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, list[Any]]:
+    """(options, rows, rows refused while reading) from a JSON, CSV or multipart body."""
+    content_type = request.content_type
+    if content_type.startswith("multipart/"):
+        return await _read_multipart(request)
+    raw = await read_body(request, MAX_BODY_BYTES)
+    if content_type in CSV_TYPES:
+        options = options_from_query(request.query)
+        return options, *_csv(raw)
+    doc = decode_json(raw)
+    if not isinstance(doc, dict):
+        raise InvalidCall([FieldError("body", "must be a JSON object")])
+    unknown = [k for k in doc if k not in (*OPTION_KEYS, "recipients")]
+    if unknown:
+        raise InvalidCall([FieldError(k, "unknown field") for k in unknown])
+    recipients = doc.get("recipients")
+    if not isinstance(recipients, list) or not recipients:
+        raise InvalidCall([FieldError("recipients", "is required: a non-empty list of rows")])
+    if len(recipients) > MAX_RECIPIENTS:
+        raise InvalidCall([FieldError("recipients", f"at most {MAX_RECIPIENTS} rows")])
+    return doc, json_rows(recipients), []
+
+
+def _csv(raw: bytes) -> tuple[Any, list[Any]]:
+    try:
+        parsed = parse_csv(raw, max_rows=MAX_RECIPIENTS, call_fields=CSV_COLUMNS)
+    except CsvRejected as exc:
+        details = [FieldError(f"row {e.row}: {e.field}", e.error) for e in exc.errors]
+        raise InvalidCall(details) from None
+    return csv_rows(parsed.rows), parsed.errors
+
+
+async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, list[Any]]:
+    """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`)."""
+    reader = await request.multipart()
+    options: dict[str, Any] = options_from_query(request.query)
+    csv: bytes | None = None
+    size = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue  # a nested multipart: not ours
+        chunks = []
+        while chunk := await part.read_chunk():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        name = part.name
+        if name == "options":
+            doc = decode_json(data)
+            if not isinstance(doc, dict):
+                raise InvalidCall([FieldError("options", "must be a JSON object")])
+            options.update(doc)
+        elif name in ("recipients", "file"):
+            csv = data
+    if csv is None:
+        raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])
+    return options, *_csv(csv)
+
+
+async def list_campaigns(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    before = None
+    if request.query.get("before"):
+        try:
+            before = float(request.query["before"])
+        except ValueError:
+            before = math.nan
+        if not math.isfinite(before):
+            raise HttpError(400, "before must be a unix timestamp (a finite number)")
+    service = request.app[CAMPAIGNS]
+    found = await service.store.list_campaigns(limit=limit, before=before)
+    now = service.clock()
+    return web.json_response(
+        {
+            "campaigns": [c.to_json(now) for c in found],
+            "next_before": found[-1].created_at if len(found) == limit else None,
+        }
+    )
+
+
+async def get_campaign(request: web.Request) -> web.Response:
+    campaign = await request.app[CAMPAIGNS].get(request.match_info["campaign_id"])
+    return _campaign_answer(request, campaign)
+
+
+async def recipients(request: web.Request) -> web.Response:
+    state = request.query.get("status") or None
+    if state is not None and state not in RECIPIENT_STATES:
+        raise HttpError(400, f"status must be one of {', '.join(RECIPIENT_STATES)}")
+    limit = _int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    after = (
+        _int_param(request, "after", -1, -1, MAX_RECIPIENTS) if "after" in request.query else None
+    )
+    found = await request.app[CAMPAIGNS].recipients(
+        request.match_info["campaign_id"], state=state, limit=limit, after=after
+    )
+    return web.json_response(
+        {
+            "recipients": [r.to_json() for r in found],
+            "next_after": found[-1].idx if len(found) == limit else None,
+        }
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HttpError(400, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise HttpError(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+def _control(action: str) -> Any:
+    async def control(request: web.Request) -> web.Response:
+        campaign = await request.app[CAMPAIGNS].control(request.match_info["campaign_id"], action)
+        return _campaign_answer(request, campaign)
+
+    control.__name__ = f"{action}_campaign"
+    return control
+
+
+UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
+DB_DOWN = Reply("The calls database is unavailable")
+CAMPAIGN_ID = {
+    "name": "campaign_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The campaign id answered by POST /campaigns",
+}
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX},
+}
+
+
+def setup(app: web.Application) -> None:
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            "/campaigns",
+            "createCampaign",
+            "Call a list of people: paced, within their calling hours, with retries",
+            body=CampaignBody,
+            protected=True,
+            replies={
+                201: Reply("Created; invalid_rows lists the rows skipped", CampaignAnswer),
+                400: Reply("The body is not UTF-8 JSON or CSV"),
+                401: UNAUTHORIZED,
+                413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
+                422: Reply("Invalid options or rows; `details` lists each (with its row)"),
+                503: DB_DOWN,
+            },
+        ),
+        create_campaign,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/campaigns",
+            "listCampaigns",
+            "Campaigns, newest first",
+            protected=True,
+            parameters=[LIMIT, {"name": "before", "in": "query", "schema": {"type": "number"}}],
+            replies={
+                200: Reply("Campaigns", CampaignListAnswer),
+                400: Reply("A bad query parameter"),
+                401: UNAUTHORIZED,
+                503: DB_DOWN,
+            },
+        ),
+        list_campaigns,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/campaigns/{campaign_id}",
+            "getCampaign",
+            "A campaign: counts by state, attempts, achieved rate, next call, estimated end",
+            protected=True,
+            parameters=[CAMPAIGN_ID],
+            replies={
+                200: Reply("The campaign", CampaignAnswer),
+                401: UNAUTHORIZED,
+                404: Reply("No such campaign"),
+                503: DB_DOWN,
+            },
+        ),
+        get_campaign,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/campaigns/{campaign_id}/recipients",
+            "campaignRecipients",
+            "A campaign's recipients with their attempts and call ids",
+            protected=True,
+            parameters=[
+                CAMPAIGN_ID,
+                {"name": "status", "in": "query", "schema": {"enum": list(RECIPIENT_STATES)}},
+                LIMIT,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "next_after of the previous page",
+                    "schema": {"type": "integer", "minimum": -1, "maximum": MAX_RECIPIENTS},
+                },
+            ],
+            replies={
+                200: Reply("Recipients, in list order", RecipientsAnswer),
+                400: Reply("A bad query parameter"),
+                401: UNAUTHORIZED,
+                404: Reply("No such campaign"),
+                503: DB_DOWN,
+            },
+        ),
+        recipients,
+    )
+    for action, summary in (
+        ("pause", "Stop placing new calls (live ones go on) until resumed"),
+        ("resume", "Go on placing calls"),
+        ("cancel", "Stop for good: no new calls; live ones finish"),
+    ):
+        add_route(
+            app,
+            RouteDoc(
+                "POST",
+                f"/campaigns/{{campaign_id}}/{action}",
+                f"{action}Campaign",
+                summary,
+                protected=True,
+                parameters=[CAMPAIGN_ID],
+                replies={
+                    200: Reply("Done", CampaignAnswer),
+                    401: UNAUTHORIZED,
+                    404: Reply("No such campaign"),
+                    409: Reply("Not possible in the campaign's status"),
+                    503: DB_DOWN,
+                },
+            ),
+            _control(action),
+        )

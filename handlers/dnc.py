@@ -1,0 +1,166 @@
+"""`/dnc` routes: the do-not-call list. A number on it is refused by POST /calls/outbound
+(422) and skipped by campaigns; the agent adds a callee who asks not to be called again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from common.calls.errors import FieldError, InvalidCall
+from common.calls.phone import e164
+from handlers.errors import HttpError
+from handlers.http import Reply, RouteDoc, add_route, decode_json, read_body
+from handlers.keys import STORE
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_NUMBERS = 10_000
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
+
+
+class DncBody(BaseModel):
+    numbers: list[str] = Field(min_length=1, max_length=MAX_NUMBERS, description="E.164 numbers")
+
+
+class DncAdded(BaseModel):
+    status: str
+    added: int = Field(description="Numbers that were not on the list before")
+    numbers: list[str] = Field(description="The numbers, normalized to E.164")
+
+
+class DncList(BaseModel):
+    numbers: list[dict[str, Any]]
+    next_after: str | None
+
+
+def normalized(value: object, where: str) -> str:
+    """A number as the list keeps it (E.164); InvalidCall with the field otherwise. The
+    list takes any well-formed number, even ones calls may not go to."""
+    try:
+        return e164(value)
+    except ValueError as exc:
+        raise InvalidCall([FieldError(where, str(exc))]) from None
+
+
+async def add_numbers(request: web.Request) -> web.Response:
+    """POST /dnc {"numbers": [...]}: add them (all or none: every bad one is listed)."""
+    doc = decode_json(await read_body(request, MAX_BODY_BYTES))
+    numbers = doc.get("numbers") if isinstance(doc, dict) else None
+    if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
+        raise InvalidCall([FieldError("numbers", f"must be a list of 1 to {MAX_NUMBERS} numbers")])
+    clean, errors = [], []
+    for i, value in enumerate(numbers):
+        try:
+            clean.append(normalized(value, f"numbers[{i}]"))
+        except InvalidCall as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidCall(errors)
+    added = await request.app[STORE].add_dnc(clean, "api")
+    return web.json_response({"status": "success", "added": added, "numbers": clean})
+
+
+async def remove_number(request: web.Request) -> web.Response:
+    """DELETE /dnc/{number}: the number may be called again."""
+    number = normalized(request.match_info["number"], "number")
+    if not await request.app[STORE].remove_dnc(number):
+        raise HttpError(404, "number is not on the do-not-call list")
+    return web.json_response({"status": "success", "phone_number": number})
+
+
+async def list_numbers(request: web.Request) -> web.Response:
+    """GET /dnc?limit=&after=: the list, by number."""
+    try:
+        limit = int(request.query.get("limit", LIST_LIMIT_DEFAULT))
+    except ValueError:
+        raise HttpError(400, "limit must be an integer") from None
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise HttpError(400, f"limit must be between 1 and {LIST_LIMIT_MAX}")
+    after = request.query.get("after") or None
+    entries = await request.app[STORE].list_dnc(limit=limit, after=after)
+    return web.json_response(
+        {
+            "numbers": [e.to_json() for e in entries],
+            "next_after": entries[-1].number if len(entries) == limit else None,
+        }
+    )
+
+
+UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
+DB_DOWN = Reply("The calls database is unavailable")
+
+
+def setup(app: web.Application) -> None:
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            "/dnc",
+            "addDoNotCall",
+            "Put numbers on the do-not-call list",
+            body=DncBody,
+            protected=True,
+            replies={
+                200: Reply("Added", DncAdded),
+                400: Reply("The body is not UTF-8 JSON"),
+                401: UNAUTHORIZED,
+                413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
+                422: Reply("A number is not a phone number; `details` lists each"),
+                503: DB_DOWN,
+            },
+        ),
+        add_numbers,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "GET",
+            "/dnc",
+            "listDoNotCall",
+            "The do-not-call list, by number",
+            protected=True,
+            parameters=[
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX},
+                },
+                {"name": "after", "in": "query", "schema": {"type": "string"}},
+            ],
+            replies={
+                200: Reply("Numbers", DncList),
+                400: Reply("A bad query parameter"),
+                401: UNAUTHORIZED,
+                503: DB_DOWN,
+            },
+        ),
+        list_numbers,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "DELETE",
+            "/dnc/{number}",
+            "removeDoNotCall",
+            "Take a number off the do-not-call list",
+            protected=True,
+            parameters=[
+                {
+                    "name": "number",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "E.164, URL-encoded (%2B for the +)",
+                }
+            ],
+            replies={
+                200: Reply("Removed", DncAdded),
+                401: UNAUTHORIZED,
+                404: Reply("Not on the list"),
+                422: Reply("Not a phone number"),
+                503: DB_DOWN,
+            },
+        ),
+        remove_number,
+    )
