@@ -38,6 +38,9 @@ from common.campaigns.model import (
 )
 from common.storage.programs import Dialect, Program, Query, Row, dumps, webhook_id
 
+NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dialled
+NOT_DIALLED_RETRY_S = 5.0
+MAX_NOT_DIALLED = 5
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
 _DUE = ",".join(f"'{s}'" for s in DUE_STATES)
 _OPEN = ",".join(f"'{s}'" for s in OPEN_STATES)
@@ -475,9 +478,25 @@ def end_attempt(
         return []
     retry = CampaignSpec.from_json(json.loads(campaign[0]["spec"])).retry
     over = CampaignStatus(campaign[0]["status"]) in OVER_STATUSES
-    state, next_at = after_attempt(status, ref.attempt, retry, now, campaign_over=over)
-    if state == PENDING and campaign[0]["status"] == CampaignStatus.CANCELED.value:
-        state = CANCELED
+    if status == NOT_DIALLED:  # nobody was called: it does not count, the recipient waits
+        undialled = yield Query(
+            "SELECT COUNT(*) AS n FROM campaign_attempts WHERE campaign_id = ? AND idx = ?"
+            " AND status = ?",
+            (ref.campaign_id, ref.idx, NOT_DIALLED),
+        )
+        if over:
+            state, next_at = CANCELED, None
+        elif int(undialled[0]["n"]) >= MAX_NOT_DIALLED:  # LiveKit keeps refusing: give up
+            state, next_at = "failed", None
+        else:
+            state, next_at = PENDING, now + NOT_DIALLED_RETRY_S
+    else:
+        made = yield Query(
+            "SELECT COUNT(*) AS n FROM campaign_attempts WHERE campaign_id = ? AND idx = ?"
+            " AND status != ?",
+            (ref.campaign_id, ref.idx, NOT_DIALLED),
+        )
+        state, next_at = after_attempt(status, int(made[0]["n"]), retry, now, campaign_over=over)
     yield Query(
         "UPDATE campaign_recipients SET state = ?, next_at = COALESCE(?, next_at),"
         " last_call_id = COALESCE(?, last_call_id), errors = COALESCE(?, errors),"
@@ -509,10 +528,14 @@ def attempt_of_call(d: Dialect, call_id: str) -> Program[AttemptRef | None]:
 def finish_call_attempt(
     d: Dialect, call_id: str, status: str, now: float, lease_s: float, holder: str
 ) -> Program[list[CallEvent]]:
-    """A campaign call ended (its call.ended event): end its attempt."""
+    """A campaign call ended (its call.ended event): end its attempt. A call that was never
+    dialled (its server died between recording and dialling it) ends it as not_dialled."""
     ref = yield from attempt_of_call(d, call_id)
     if ref is None:
         return []
+    dial = yield Query("SELECT dial_started_at FROM calls WHERE call_id = ?", (call_id,))
+    if dial and dial[0]["dial_started_at"] is None:
+        status = NOT_DIALLED
     return (yield from end_attempt(d, ref, status, now, lease_s, holder, call_id=call_id))
 
 

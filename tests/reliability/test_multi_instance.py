@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -378,3 +379,83 @@ async def test_a_database_restart_mid_load_is_503s_then_service(
         f"PostgreSQL restarted under load: {statuses[200]} x 200, {statuses[503]} x 503, "
         f"{rows} calls recorded, all settled"
     )
+
+
+async def test_a_campaign_goes_on_when_its_driver_dies(
+    make_cluster: Callable[..., Any], figures: Figures
+) -> None:
+    """The server driving a campaign is SIGKILLed mid-way: the other takes it over when the
+    lease runs out, and nobody is dialled twice for one attempt (counted in the sandbox)."""
+    async with aiohttp.ClientSession() as session:
+        cluster = await make_cluster(
+            session, webhooks_to="b", reports_to="b", CAMPAIGN_ENFORCE_CALLING_HOURS="0"
+        )
+        size = scaled(200, minimum=40)
+        suffixes = ("7701", "0486")  # answered (1 s, scaled), busy (retried once)
+        recipients = [
+            {"phone_number": f"+1{(415, 650)[i // 700]}{200 + i % 700}{suffixes[i % 2]}"}
+            for i in range(size)
+        ]
+        body = {
+            "name": "survivor",
+            "recipients": recipients,
+            "pacing": {"calls_per_second": 40, "max_concurrent": 20},
+            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 0},
+        }
+        async with session.post(f"{cluster.a.url}/campaigns", json=body) as resp:
+            assert resp.status == 201, await resp.text()
+            campaign_id = (await resp.json())["campaign_id"]
+
+        def dialled_rooms() -> list[str]:
+            return re.findall(r"in room (call-[0-9a-f]+): playing", cluster.sandbox.logs())
+
+        await wait_for(lambda: _true(len(dialled_rooms()) >= size // 3))
+        conn = await asyncpg.connect(cluster.dsn)
+        try:
+            driver = await conn.fetchval(
+                "SELECT claimed_by FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+            killed, survivor = (
+                (cluster.a, cluster.b)
+                if driver.endswith(f":{cluster.a.port}")
+                else (cluster.b, cluster.a)
+            )
+            killed.kill()
+            before = len(dialled_rooms())
+
+            async def over() -> bool:
+                async with session.get(f"{survivor.url}/campaigns/{campaign_id}") as r:
+                    return bool((await r.json())["campaign"]["status"] == "completed")
+
+            await wait_for(over, timeout=120)
+            attempts = await conn.fetch(
+                "SELECT idx, attempt, call_id, status FROM campaign_attempts"
+                " WHERE campaign_id = $1",
+                campaign_id,
+            )
+            rows = await conn.fetch(
+                "SELECT state, COUNT(*) AS n FROM campaign_recipients WHERE campaign_id = $1"
+                " GROUP BY state",
+                campaign_id,
+            )
+            states = {r["state"]: r["n"] for r in rows}
+        finally:
+            await conn.close()
+        rooms = Counter(dialled_rooms())
+        assert max(rooms.values()) == 1  # no call dialled twice
+        # A call recorded but never dialled (its server died in between) is not an attempt
+        # made: the recipient is called on a later one.
+        made = [a for a in attempts if a["status"] != "not_dialled"]
+        assert set(rooms) == {a["call_id"] for a in made}  # each dial is one attempt's
+        per_recipient = Counter(a["idx"] for a in made)
+        assert all(per_recipient[i] == (2 if i % 2 else 1) for i in range(size))
+        assert states == {"completed": size // 2, "busy": size // 2}
+    figures.add(
+        f"campaign of {size} on two servers, its driver SIGKILLed after {before} dials: the "
+        f"other finished it; {len(rooms)} dials for {len(attempts)} attempts, none twice"
+    )
+
+
+async def _true(value: bool) -> bool:
+    return value

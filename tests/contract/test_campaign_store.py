@@ -1,0 +1,211 @@
+"""The campaign and do-not-call part of the storage contract, on every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from common.calls.models import AttemptRef, NewCall
+from common.calls.outcomes import CallState, Change, Status
+from common.campaigns.model import (
+    CampaignSpec,
+    NewCampaign,
+    NewRecipient,
+    Pacing,
+    RetryPolicy,
+)
+from common.campaigns.windows import CallingWindow
+from common.storage.base import CallStore, Refused
+from common.storage.campaign_programs import CampaignConflict, OnList
+from tests.contract.conftest import Backend
+from tests.helpers import FakeClock
+
+SPEC = CampaignSpec(
+    defaults={"language": "en"},
+    pacing=Pacing(2.0, 5),
+    window=CallingWindow(),
+    retry=RetryPolicy(("busy",), 2, 60.0),
+)
+
+
+def campaign(size: int = 3, invalid: int = 0, campaign_id: str = "cmp-1") -> NewCampaign:
+    rows = [NewRecipient(i, i, f"+1415555{i:04d}", {"name": f"R{i}"}) for i in range(size)]
+    rows += [
+        NewRecipient(size + i, size + i, "nope", {}, "invalid", [{"field": "f", "error": "e"}])
+        for i in range(invalid)
+    ]
+    return NewCampaign(campaign_id, "test", "client-a", SPEC, 0.0, None, rows)
+
+
+def settle(status: Status) -> object:
+    def decide(_state: CallState) -> Change:
+        return Change(status, "test")
+
+    return decide
+
+
+async def place(store: CallStore, plan: object, call_id: str, *, dialled: bool = True) -> None:
+    """What CallService.place records: the call linked to its attempt, then the dial mark."""
+    assert not isinstance(plan, OnList) and plan is not None
+    ref = AttemptRef(plan.campaign_id, plan.idx, plan.attempt)  # type: ignore[attr-defined]
+    await store.create_call(
+        NewCall(call_id, plan.phone_number, "R", "en", "Calm", campaign=ref)  # type: ignore[attr-defined]
+    )
+    if dialled:
+        await store.start_dial(call_id)
+
+
+async def end_call(store: CallStore, clock: FakeClock, call_id: str, status: Status) -> list[str]:
+    await store.apply(call_id, "test", settle(status))  # type: ignore[arg-type]
+    events = await store.finish_call_attempt(call_id, status.value, clock.now)
+    return [e.type for e in events]
+
+
+async def test_create_read_and_page(store: CallStore, clock: FakeClock) -> None:
+    await store.create_campaign(campaign(5, invalid=2), clock.now)
+    got = await store.get_campaign("cmp-1")
+    assert got is not None
+    assert got.total == 7 and got.status.value == "scheduled"
+    assert got.counts == {"pending": 5, "invalid": 2}
+    assert got.spec == SPEC
+    first = await store.list_recipients("cmp-1", state=None, limit=4, after=None)
+    rest = await store.list_recipients("cmp-1", state=None, limit=4, after=first[-1].idx)
+    assert [r.idx for r in first + rest] == list(range(7))
+    assert rest[-1].errors == [{"field": "f", "error": "e"}]
+    assert [
+        r.idx for r in await store.list_recipients("cmp-1", state="invalid", limit=9, after=None)
+    ] == [5, 6]
+    assert [c.campaign_id for c in await store.list_campaigns()] == ["cmp-1"]
+    assert await store.get_campaign("cmp-nope") is None
+
+
+async def test_one_server_drives_a_campaign_until_its_lease_runs_out(
+    backend: Backend, clock: FakeClock
+) -> None:
+    a, b = await backend.open(), await backend.open()
+    a.instance, b.instance = "a", "b"  # type: ignore[attr-defined]
+    try:
+        await a.create_campaign(campaign(), clock.now)
+        claimed, events = await a.claim_campaigns(clock.now, 10.0, 10)
+        assert [c.campaign_id for c in claimed] == ["cmp-1"]
+        assert [e.type for e in events] == ["campaign.started"]
+        assert events[0].data["status"] == "running"
+        assert (await b.claim_campaigns(clock.now, 10.0, 10)) == ([], [])
+        again, events = await a.claim_campaigns(clock.now, 10.0, 10)  # renewing: no event
+        assert len(again) == 1 and events == []
+        clock.advance(11)
+        taken, events = await b.claim_campaigns(clock.now, 10.0, 10)
+        assert [c.campaign_id for c in taken] == ["cmp-1"] and events == []
+        # The old driver may not start attempts any more.
+        assert await a.begin_attempt("cmp-1", 0, clock.now + 1, clock.now) is None
+        assert await b.begin_attempt("cmp-1", 0, clock.now + 1, clock.now) is not None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_attempts_retries_and_completion(store: CallStore, clock: FakeClock) -> None:
+    await store.create_campaign(campaign(2), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now + 0.5, clock.now)
+    assert not isinstance(plan, OnList) and plan is not None
+    assert (plan.attempt, plan.phone_number, plan.fields) == (1, "+14155550000", {"name": "R0"})
+    assert await store.begin_attempt("cmp-1", 0, clock.now, clock.now) is None  # not due
+    assert (await store.open_attempts("cmp-1"))[0] == 1
+    await place(store, plan, "call-a")
+    assert (await store.open_attempts("cmp-1")) == (1, [])  # placed, not placing
+    assert await end_call(store, clock, "call-a", Status.BUSY) == []
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert row.state == "pending" and row.next_at == clock.now + 60.0  # a retry, delay_s later
+    assert await end_call(store, clock, "call-a", Status.BUSY) == []  # a repeat: no change
+    clock.advance(60)
+    second = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    assert second is not None and not isinstance(second, OnList) and second.attempt == 2
+    await place(store, second, "call-b")
+    other = await store.begin_attempt("cmp-1", 1, clock.now, clock.now)
+    await place(store, other, "call-c")
+    assert await end_call(store, clock, "call-c", Status.COMPLETED) == []
+    assert await end_call(store, clock, "call-b", Status.BUSY) == ["campaign.completed"]
+    done = await store.get_campaign("cmp-1")
+    assert done is not None and done.status.value == "completed"
+    assert done.counts == {"busy": 1, "completed": 1} and done.placed == 3
+    history = (await store.list_recipients("cmp-1", state="busy", limit=1, after=None))[0]
+    assert [(a.attempt, a.call_id, a.status) for a in history.history] == [
+        (1, "call-a", "busy"),
+        (2, "call-b", "busy"),
+    ]
+
+
+async def test_a_refused_or_undialled_attempt_does_not_count(
+    store: CallStore, clock: FakeClock
+) -> None:
+    await store.create_campaign(campaign(1), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    assert plan is not None and not isinstance(plan, OnList)
+    await store.attempt_refused(AttemptRef("cmp-1", 0, 1), clock.now + 7, clock.now)
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert (row.state, row.attempts, row.next_at, row.history) == ("pending", 0, clock.now + 7, ())
+    clock.advance(7)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    assert plan is not None and not isinstance(plan, OnList) and plan.attempt == 1
+    await place(store, plan, "call-x", dialled=False)  # its server died before dialling
+    await end_call(store, clock, "call-x", Status.FAILED)
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert row.state == "pending" and row.history[0].status == "not_dialled"
+    clock.advance(10)
+    for attempt, call_id in ((2, "call-y"), (3, "call-z")):  # busy twice: max_attempts is 2
+        plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+        assert plan is not None and not isinstance(plan, OnList) and plan.attempt == attempt
+        await place(store, plan, call_id)
+        await end_call(store, clock, call_id, Status.BUSY)
+        clock.advance(60)
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert row.state == "busy"
+
+
+async def test_do_not_call(store: CallStore, clock: FakeClock) -> None:
+    assert await store.add_dnc(["+14155550001", "+14155550001"], "api") == 1
+    assert await store.add_dnc(["+14155550001"], "agent", "call-q") == 0
+    entry = await store.get_dnc("+14155550001")
+    assert entry is not None and entry.source == "api"
+    await store.create_campaign(campaign(2), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    assert await store.begin_attempt("cmp-1", 1, clock.now, clock.now) == OnList(1)
+    with pytest.raises(Refused) as refused:
+        await store.create_call(NewCall("call-d", "+14155550001", "R", "en", "Calm"))
+    assert refused.value.refusal.limit == "dnc"
+    assert [e.number for e in await store.list_dnc()] == ["+14155550001"]
+    assert await store.remove_dnc("+14155550001") is True
+    assert await store.remove_dnc("+14155550001") is False
+    await store.create_call(NewCall("call-d", "+14155550001", "R", "en", "Calm"))
+
+
+async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
+    await store.create_campaign(campaign(3), clock.now)
+    paused, events = await store.control_campaign("cmp-1", "pause", clock.now)
+    assert paused is not None and paused.status.value == "paused"
+    assert [e.type for e in events] == ["campaign.paused"]
+    with pytest.raises(CampaignConflict):
+        await store.control_campaign("cmp-1", "pause", clock.now)
+    assert (await store.claim_campaigns(clock.now, 10.0, 10))[0] == []  # paused: not driven
+    resumed, _ = await store.control_campaign("cmp-1", "resume", clock.now)
+    assert resumed is not None and resumed.status.value == "scheduled"  # never started
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    await place(store, plan, "call-1")
+    canceled, events = await store.control_campaign("cmp-1", "cancel", clock.now)
+    assert canceled is not None and canceled.status.value == "canceled"
+    assert canceled.counts == {"calling": 1, "canceled": 2}
+    assert await end_call(store, clock, "call-1", Status.BUSY) == []  # no retry, no event
+    over = await store.get_campaign("cmp-1")
+    assert over is not None and over.counts == {"busy": 1, "canceled": 2}
+    with pytest.raises(CampaignConflict):
+        await store.control_campaign("cmp-1", "resume", clock.now)
+    assert await store.control_campaign("cmp-nope", "cancel", clock.now) == (None, [])
+
+
+def test_spec_round_trips() -> None:
+    assert CampaignSpec.from_json(SPEC.to_json()) == SPEC
+    assert dataclasses.replace(SPEC, defaults={}).to_json()["defaults"] == {}
