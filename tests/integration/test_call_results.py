@@ -299,3 +299,25 @@ async def test_conversations_are_erased_after_the_retention(start_app: AppFactor
     # Status, times and verdicts stay.
     for field in ("status", "answered_at", "ended_at", "ring_s", "talk_s", "amd", "ended_by"):
         assert erased[field] == call[field]
+
+
+async def test_a_do_not_call_report_puts_the_number_on_the_list(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=1.0)  # the call stays live while we report
+    resp = await client.post("/calls/outbound", json={"phone_number": "+14155557730"})
+    call_id = (await resp.json())["call_id"]
+    report = {"call_id": call_id, "seq": 1000, "kind": "do_not_call", "at": time.time()}
+    assert await post_report(client, report) == 200
+    assert await post_report(client, report) == 200  # a repeat changes nothing
+    listing = await (await client.get("/dnc")).json()
+    assert listing["numbers"] == [
+        {
+            "phone_number": "+14155557730",
+            "source": "agent",
+            "call_id": call_id,
+            "added_at": listing["numbers"][0]["added_at"],
+        }
+    ]
+    again = await client.post("/calls/outbound", json={"phone_number": "+14155557730"})
+    assert again.status == 422
+    timeline = (await shown(client, call_id))["timeline"]
+    assert [e["event"] for e in timeline].count("agent_do_not_call") == 1

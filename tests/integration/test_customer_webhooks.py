@@ -70,7 +70,7 @@ class Receiver:
         received = Received(
             headers["webhook-id"],
             event["type"],
-            event["data"]["call_id"],
+            event["data"].get("call_id") or event["data"]["campaign_id"],
             event["data"]["status"],
             body,
             headers,
@@ -112,8 +112,8 @@ async def receivers() -> AsyncIterator[Callable[..., Any]]:
 
 
 async def webhook_app(start_app: AppFactory, url: str | None, **overrides: Any) -> Client:
+    overrides.setdefault("sandbox_time_scale", 0.02)
     return await start_app(
-        sandbox_time_scale=0.02,
         calls_webhook_url=url,
         calls_webhook_secret=SECRET,
         calls_webhook_allow_private=True,
@@ -363,3 +363,32 @@ async def test_a_webhook_url_needs_the_server_to_sign(start_app: AppFactory) -> 
     resp = await client.post("/calls/outbound", json=body)
     assert resp.status == 422
     assert "CALLS_WEBHOOK_SECRET" in (await resp.json())["details"][0]["error"]
+
+
+async def test_campaign_events_and_its_calls_events_carry_the_campaign(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    receiver = await receivers()
+    client = await webhook_app(
+        start_app, receiver.url, campaign_enforce_calling_hours=False, sandbox_time_scale=0.0
+    )
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "hooks",
+            "recipients": [{"phone_number": "+14155557700"}, {"phone_number": "+14155550486"}],
+            "pacing": {"calls_per_second": 50},
+            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+            "retry": {"on": []},
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    await wait_until(lambda: "campaign.completed" in receiver.types(campaign_id), timeout=20)
+    assert receiver.types(campaign_id) == ["campaign.started", "campaign.completed"]
+    done = json.loads(next(r for r in receiver.got if r.type == "campaign.completed").body)
+    assert done["data"]["counts"]["completed"] == 1 and done["data"]["counts"]["busy"] == 1
+    await settle(client)
+    ended = [json.loads(r.body) for r in receiver.got if r.type == "call.ended"]
+    assert len(ended) == 2
+    assert {e["data"]["campaign_id"] for e in ended} == {campaign_id}
