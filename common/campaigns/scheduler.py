@@ -4,8 +4,10 @@ Every `tick_s` a server claims the due campaigns (its own, scheduled ones whose 
 and those whose driver's lease ran out: a dead server's) and starts a driver for each. A
 driver places its campaign's calls one by one:
 
-* pacing: one call per `1 / calls_per_second`, counted from when the previous one went (so
-  the rate is never above the asked one), and never more than `max_concurrent` attempts live
+* pacing: calls go out on a grid of `1 / calls_per_second` slots, never before their slot (so
+  no second holds more than calls_per_second + 1), a late one not shifting the grid and a
+  campaign that fell behind never bursting to catch up (`next_slot`); and never more than
+  `max_concurrent` attempts live
   (being placed, or placed and not ended). The pacing slot is kept in the campaign row, so a
   server taking over carries on at the same pace;
 * calling hours: a due recipient outside its window (in every zone its number may ring in,
@@ -232,12 +234,12 @@ class CampaignScheduler:
         if campaign.status is not CampaignStatus.RUNNING:
             return None
         pacing = campaign.spec.pacing
-        live, _ = await self._store.open_attempts(campaign.campaign_id)
-        if live >= pacing.max_concurrent:
-            return IDLE_WAIT_S  # woken as soon as one of its calls ends
         now = self.clock()
         if now < campaign.next_dial_at:
             return campaign.next_dial_at - now
+        live, _ = await self._store.open_attempts(campaign.campaign_id)
+        if live >= pacing.max_concurrent:
+            return IDLE_WAIT_S  # woken as soon as one of its calls ends
         if not queue:
             queue.extend(await self._store.due_recipients(campaign.campaign_id, now, DUE_BATCH))
             if not queue:
@@ -247,7 +249,7 @@ class CampaignScheduler:
         recipient = queue.pop(0)
         if not await self._in_window(campaign, recipient, now):
             return 0
-        next_dial_at = now + pacing.interval_s
+        next_dial_at = next_slot(campaign.next_dial_at, now, pacing.interval_s)
         plan = await self._store.begin_attempt(
             campaign.campaign_id, recipient.idx, next_dial_at, now
         )
@@ -372,6 +374,14 @@ class CampaignScheduler:
         """Until the placements in flight are over (tests, benchmarks)."""
         while self._placing:
             await asyncio.wait(set(self._placing))
+
+
+def next_slot(slot: float, now: float, interval_s: float) -> float:
+    """The slot after a call placed now in `slot`: calls go on a grid of `interval_s`, never
+    before their slot, so a call a little late does not slow the campaign down; one that fell
+    a whole interval behind (waiting for a free line, a window, a restart) starts a new grid
+    from now rather than catching up in a burst."""
+    return (slot if slot > now - interval_s else now) + interval_s
 
 
 def _with_slot(campaign: CampaignRecord, next_dial_at: float) -> CampaignRecord:

@@ -163,17 +163,19 @@ async def test_pacing_and_max_concurrent_hold_in_the_sandbox_log(start_app: AppF
     await wait_status(client, created["campaign_id"], "completed", timeout=60)
     dials = list(client.app[SANDBOX].dials)
     assert len(dials) == 40
-    # Never faster than 20/s: the attempts start at least 50 ms apart...
+    # Never faster than 20/s: attempts start on a 50 ms grid, never early, so no second
+    # holds more than 21 of them...
     rows = await all_recipients(client, created["campaign_id"])
     placed = sorted(
         dt.datetime.fromisoformat(a["placed_at"]).timestamp() for r in rows for a in r["attempts"]
     )
-    assert min(b - a for a, b in zip(placed, placed[1:], strict=False)) >= 0.049
+    for i, start in enumerate(placed):
+        assert sum(1 for s in placed[i:] if s < start + 1.0) <= 21
     # ...and the sandbox, which sees them with the jitter of placing (a config write, a
-    # database write, a dispatch), never gets more than 20 in any second (+1 for that jitter).
+    # database write, a dispatch), never gets more than 22 in any second.
     starts = sorted(d.started for d in dials)
     for i, start in enumerate(starts):
-        assert sum(1 for s in starts[i:] if s < start + 1.0) <= 21
+        assert sum(1 for s in starts[i:] if s < start + 1.0) <= 22
     # Never more than 4 at once in the sandbox (our count ends later than its, never sooner).
     events = sorted([(d.started, 1) for d in dials] + [(d.ended or 0.0, -1) for d in dials])
     live = peak = 0
