@@ -655,6 +655,11 @@ def record_report(
     )
     if not rows:
         return Applied(unknown_call=True)
+    if rows[0]["data_erased_at"] is not None and report.kind in ("turn", "final"):
+        # The retention already erased this call's conversation: keep none of it now.
+        if report.kind == "turn" or report.final is None:
+            return Applied(duplicate=True)
+        report = report.model_copy(update={"final": _without_personal_data(report.final)})
     stored = yield Query(
         "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
@@ -743,7 +748,23 @@ def erase_call_data(d: Dialect, ended_before: float, now: float) -> Program[int]
             "DELETE FROM reports WHERE call_id = ? AND kind IN ('turn', 'final')",
             (row["call_id"],),
         )
+        # The call's events carried the conversation too (kept for redelivery): erase it there.
+        events = yield Query("SELECT id, data FROM outbox WHERE call_id = ?", (row["call_id"],))
+        for event in events:
+            yield Query(
+                "UPDATE outbox SET data = ? WHERE id = ?",
+                (dumps(_event_without_personal_data(json.loads(event["data"]))), event["id"]),
+            )
     return len(rows)
+
+
+def _event_without_personal_data(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's call data with the conversation erased (as GET /calls/{id} shows it then)."""
+    erased = {**data, "transcript": [], "summary": None, "extracted": None}
+    erased["analysis_errors"] = []
+    if isinstance(data.get("success"), dict):
+        erased["success"] = {**data["success"], "reason": ""}
+    return erased
 
 
 def _without_personal_data(report: CallReport) -> CallReport:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from livekit.api import AccessToken, VideoGrants
 
 from common.contracts import REPORTS_PATH
 from common.settings import DEV_API_KEY, DEV_API_SECRET
-from handlers.keys import CALLS, EVENTS
+from handlers.keys import CALLS, EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -299,6 +300,29 @@ async def test_conversations_are_erased_after_the_retention(start_app: AppFactor
     # Status, times and verdicts stay.
     for field in ("status", "answered_at", "ended_at", "ring_s", "talk_s", "amd", "ended_by"):
         assert erased[field] == call[field]
+    # The call's events (kept for redelivery) no longer carry the conversation either...
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        events = [json.loads(d) for (d,) in db.execute("SELECT data FROM outbox")]
+    assert events and all(e["transcript"] == [] and e["summary"] is None for e in events)
+    # ...and a final report arriving after the erasure keeps none of it.
+    late = {
+        "call_id": call["call_id"],
+        "seq": 999,
+        "kind": "final",
+        "at": time.time(),
+        "final": {"transcript": [{"role": "callee", "text": "my card is 4111", "at_s": 1.0}]},
+    }
+    assert await post_report(client, late) == 200
+    assert (await shown(client, call["call_id"]))["transcript"] == []
+    turn = {
+        "call_id": call["call_id"],
+        "seq": 998,
+        "kind": "turn",
+        "at": time.time(),
+        "turn": {"role": "callee", "text": "my card is 4111", "at_s": 2.0},
+    }
+    assert await post_report(client, turn) == 200
+    assert (await shown(client, call["call_id"]))["transcript"] == []
 
 
 async def test_a_do_not_call_report_puts_the_number_on_the_list(start_app: AppFactory) -> None:
