@@ -213,10 +213,16 @@ def claim_campaigns(
             events.append(
                 (yield from _event(d, row["campaign_id"], CAMPAIGN_STARTED, now, lease_s, holder))
             )
-        campaign = yield from get_campaign(d, row["campaign_id"])
+        campaign = yield from driving_state(d, row["campaign_id"])
         if campaign is not None:
             claimed.append(campaign)
     return claimed, events
+
+
+def driving_state(d: Dialect, campaign_id: str) -> Program[CampaignRecord | None]:
+    """The campaign row alone (no counts): what a driver needs, cheap at any size."""
+    rows = yield Query("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,))
+    return _row_to_campaign(rows[0], {}, None) if rows else None
 
 
 def release_campaigns(d: Dialect, holder: str) -> Program[None]:
