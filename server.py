@@ -270,6 +270,17 @@ def check_bind(settings: Settings) -> None:
     logger.warning("CALLS_API_TOKEN is not set: /calls is open to anyone on this machine")
 
 
+def warn_report_url(settings: Settings) -> None:
+    """With a real LiveKit the agents usually run elsewhere: say where their reports go."""
+    if settings.livekit_url is not None and settings.public_base_url is None:
+        logger.warning(
+            "PUBLIC_BASE_URL is not set: agents will send their reports to %s, which only an "
+            "agent on this machine can reach; set PUBLIC_BASE_URL to this server's (or the load "
+            "balancer's) address as the agents see it",
+            settings.report_url,
+        )
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -277,6 +288,7 @@ def main() -> None:
         settings.require_webhook_secret()
         configure_logging(settings)
         check_bind(settings)
+        warn_report_url(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
