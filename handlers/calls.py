@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 from aiohttp import web
 
@@ -21,8 +20,10 @@ from handlers.http import (
     add_route,
     client_identity,
     decode_json,
+    int_param,
     json_answer,
     read_body,
+    time_param,
 )
 from handlers.keys import CALLS, SETTINGS, STORE
 from handlers.schemas import CallList, CallPlaced, HangupAnswer
@@ -103,21 +104,8 @@ def _list_params(request: web.Request) -> tuple[Status | None, int, float | None
             raise HttpError(
                 400, f"status must be one of {', '.join(s.value for s in Status)}"
             ) from None
-    try:
-        limit = int(query.get("limit", LIST_LIMIT_DEFAULT))
-    except ValueError:
-        raise HttpError(400, "limit must be an integer") from None
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise HttpError(400, f"limit must be between 1 and {LIST_LIMIT_MAX}")
-    before = None
-    if query.get("before"):
-        try:
-            before = float(query["before"])
-        except ValueError:
-            before = math.nan
-        if not math.isfinite(before):
-            raise HttpError(400, "before must be a unix timestamp (a finite number)")
-    return status, limit, before
+    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    return status, limit, time_param(request, "before")
 
 
 async def list_calls(request: web.Request) -> web.Response:

@@ -3,7 +3,6 @@ recipients, pause, resume or cancel it."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -24,7 +23,16 @@ from common.campaigns.request import (
     parse_options,
 )
 from handlers.errors import HttpError
-from handlers.http import Reply, RouteDoc, add_route, client_identity, decode_json, read_body
+from handlers.http import (
+    Reply,
+    RouteDoc,
+    add_route,
+    client_identity,
+    decode_json,
+    int_param,
+    read_body,
+    time_param,
+)
 from handlers.keys import CAMPAIGNS, SETTINGS
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
@@ -169,15 +177,8 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, li
 
 
 async def list_campaigns(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
-    before = None
-    if request.query.get("before"):
-        try:
-            before = float(request.query["before"])
-        except ValueError:
-            before = math.nan
-        if not math.isfinite(before):
-            raise HttpError(400, "before must be a unix timestamp (a finite number)")
+    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    before = time_param(request, "before")
     service = request.app[CAMPAIGNS]
     found = await service.store.list_campaigns(limit=limit, before=before)
     now = service.clock()
@@ -198,9 +199,9 @@ async def recipients(request: web.Request) -> web.Response:
     state = request.query.get("status") or None
     if state is not None and state not in RECIPIENT_STATES:
         raise HttpError(400, f"status must be one of {', '.join(RECIPIENT_STATES)}")
-    limit = _int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
     after = (
-        _int_param(request, "after", -1, -1, MAX_RECIPIENTS) if "after" in request.query else None
+        int_param(request, "after", -1, -1, MAX_RECIPIENTS) if "after" in request.query else None
     )
     found = await request.app[CAMPAIGNS].recipients(
         request.match_info["campaign_id"], state=state, limit=limit, after=after
@@ -211,19 +212,6 @@ async def recipients(request: web.Request) -> web.Response:
             "next_after": found[-1].idx if len(found) == limit else None,
         }
     )
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise HttpError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise HttpError(400, f"{name} must be between {low} and {high}")
-    return value
 
 
 def _control(action: str) -> Any:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from common.calls.errors import FieldError, InvalidCall
 from common.calls.phone import e164
 from handlers.errors import HttpError
-from handlers.http import Reply, RouteDoc, add_route, decode_json, read_body
+from handlers.http import Reply, RouteDoc, add_route, decode_json, int_param, read_body
 from handlers.keys import STORE
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -71,12 +71,7 @@ async def remove_number(request: web.Request) -> web.Response:
 
 async def list_numbers(request: web.Request) -> web.Response:
     """GET /dnc?limit=&after=: the list, by number."""
-    try:
-        limit = int(request.query.get("limit", LIST_LIMIT_DEFAULT))
-    except ValueError:
-        raise HttpError(400, "limit must be an integer") from None
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise HttpError(400, f"limit must be between 1 and {LIST_LIMIT_MAX}")
+    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
     after = request.query.get("after") or None
     entries = await request.app[STORE].list_dnc(limit=limit, after=after)
     return web.json_response(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,3 +125,31 @@ def json_answer(
         content_type=JSON,
         headers=headers,
     )
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in [low, high]; 400 with a message otherwise."""
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HttpError(400, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise HttpError(400, f"{name} must be between {low} and {high}")
+    return value
+
+
+def time_param(request: web.Request, name: str) -> float | None:
+    """A unix-time query parameter (paging's before=); 400 unless a finite number."""
+    text = request.query.get(name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise HttpError(400, f"{name} must be a unix timestamp (a finite number)")
+    return value

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 # The seed's three examples, verbatim, and its integration test's body (no dynamic_instruction).
 SEED_EXAMPLES: list[dict[str, str]] = [
     {
@@ -47,3 +50,12 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[object]], timeout: float = 60.0, poll_s: float = 0.05
+) -> None:
+    """Until `predicate()` is truthy; TimeoutError after `timeout` seconds (a bounded loop)."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(poll_s)

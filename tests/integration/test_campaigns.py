@@ -8,13 +8,13 @@ import asyncio
 import datetime as dt
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from server import SANDBOX
 from tests.conftest import AppFactory
+from tests.helpers import wait_for
 
 # A Wednesday 18:00 UTC: 10:00 in California, 13:00 in New York, 19:00 in Madrid.
 OPEN_EVERYWHERE = dt.datetime(2026, 12, 2, 18, 0, tzinfo=dt.UTC).timestamp()
@@ -56,12 +56,6 @@ async def wait_status(
             campaign = await campaign_of(client, campaign_id)
             if campaign["status"] == status:
                 return campaign
-            await asyncio.sleep(0.05)
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
             await asyncio.sleep(0.05)
 
 

@@ -144,3 +144,12 @@ def log_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogGuard]:
         root.setLevel(level)
     problems = guard.problems()
     assert problems == [], f"logs leaked: {sorted(set(problems))}"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    """Processes a test starts (servers, sandboxes): each stopped at the end, whatever happens."""
+    started: list[Any] = []
+    yield started
+    for process in started:
+        process.stop()

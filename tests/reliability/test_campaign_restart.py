@@ -4,36 +4,20 @@ LiveKit stand-in's own log, in its own process)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
+from tests.helpers import wait_for
 from tests.processes import SandboxProcess, ServerProcess, free_port
 from tests.reliability.conftest import Figures, LogGuard, scaled
 
 KEY = "APIcampaignrestart"
 SECRET = "campaign-restart-livekit-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.1)
 
 
 async def test_sigkill_mid_campaign_then_restart(
@@ -63,13 +47,20 @@ async def test_sigkill_mid_campaign_then_restart(
             {"phone_number": f"+1{(415, 650)[i // 700]}{200 + i % 700}{suffixes[i % 2]}"}
             for i in range(size)
         ],
+        # A call whose end webhooks were lost in the restart stays live until the reaper's
+        # bound (ringing + max duration + 60 s): keep that bound short.
+        "defaults": {"ringing_timeout_s": 5, "max_duration_s": 30},
         "pacing": {"calls_per_second": 40, "max_concurrent": 20},
         "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
         "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 0},
     }
     async with aiohttp.ClientSession() as session:
         sandbox = SandboxProcess(
-            tmp_path, f"http://127.0.0.1:{port}/webhooks/livekit", api_key=KEY, api_secret=SECRET
+            tmp_path,
+            f"http://127.0.0.1:{port}/webhooks/livekit",
+            api_key=KEY,
+            api_secret=SECRET,
+            time_scale=0.1,  # its webhook retries then span about 1.5 s: most outlive the restart
         )
         processes.append(sandbox)
         await sandbox.wait_ready(session)
@@ -98,7 +89,7 @@ async def test_sigkill_mid_campaign_then_restart(
             async with session.get(f"{second.url}/campaigns/{campaign_id}") as r:
                 return bool((await r.json())["campaign"]["status"] == "completed")
 
-        await wait_for(completed, timeout=120)
+        await wait_for(completed, timeout=180)
     with sqlite3.connect(tmp_path / "calls.db") as db:
         attempts = db.execute(
             "SELECT idx, attempt, call_id, status FROM campaign_attempts WHERE campaign_id = ?",

@@ -14,7 +14,7 @@ import base64
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from tests.helpers import wait_for
 from tests.pg_cluster import PostgresCluster
 from tests.processes import SandboxProcess, ServerProcess, free_port
 from tests.reliability.conftest import Figures, LogGuard, scaled
@@ -74,14 +75,6 @@ def instance_env(tmp: Path, name: str, dsn: str, sandbox_url: str, **extra: str)
 
 
 @pytest.fixture
-def processes() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
 def make_cluster(
     tmp_path: Path, postgres_dsn: str, processes: list[Any], log_guard: LogGuard
 ) -> Callable[..., Any]:
@@ -123,12 +116,6 @@ async def place(
 async def call_of(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> Any:
     async with session.get(f"{server.url}/calls/{call_id}") as resp:
         return await resp.json()
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.1)
 
 
 def config_records(path: Path) -> dict[str, Any]:
@@ -399,6 +386,9 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
         body = {
             "name": "survivor",
             "recipients": recipients,
+            # A call whose end webhooks went to the killed server stays live until the
+            # reaper's bound (ringing + max duration + 60 s): keep that bound short.
+            "defaults": {"ringing_timeout_s": 5, "max_duration_s": 30},
             "pacing": {"calls_per_second": 40, "max_concurrent": 20},
             "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
             "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 0},
@@ -428,7 +418,7 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
                 async with session.get(f"{survivor.url}/campaigns/{campaign_id}") as r:
                     return bool((await r.json())["campaign"]["status"] == "completed")
 
-            await wait_for(over, timeout=120)
+            await wait_for(over, timeout=180)
             attempts = await conn.fetch(
                 "SELECT idx, attempt, call_id, status FROM campaign_attempts"
                 " WHERE campaign_id = $1",

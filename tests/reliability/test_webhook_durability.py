@@ -14,13 +14,13 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from tests.helpers import wait_for
 from tests.processes import ServerProcess, free_port
 from tests.reliability.conftest import Figures, LogGuard, scaled
 
@@ -96,12 +96,6 @@ async def place_calls(session: aiohttp.ClientSession, url: str, count: int) -> l
             assert resp.status == 200
             ids.append((await resp.json())["call_id"])
     return ids
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
 
 
 def delivered_types(receiver: Receiver) -> dict[str, set[str]]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import pytest
 
 from common.settings import Settings
 from server import warn_report_url
 
-REAL = {"livekit_url": "wss://example.livekit.cloud", "port": 8123}
+REAL: dict[str, Any] = {"livekit_url": "wss://example.livekit.cloud", "port": 8123}
 
 
 def test_a_real_livekit_without_public_base_url_is_warned(
@@ -28,7 +29,7 @@ def test_a_real_livekit_without_public_base_url_is_warned(
     ids=["sandbox", "public-base-url-set"],
 )
 def test_no_warning_when_the_address_is_known_or_local(
-    caplog: pytest.LogCaptureFixture, overrides: dict[str, object]
+    caplog: pytest.LogCaptureFixture, overrides: dict[str, Any]
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_report_url(dataclasses.replace(Settings(), **overrides))
