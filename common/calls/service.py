@@ -535,7 +535,8 @@ class CallService:
     async def reap(self, *, starting: bool = False) -> int:
         """One pass: settle calls stuck past any possible end as failed, calls whose room
         finished unanswered more than the grace ago, and calls never dialled; prune
-        config.json; take over events a stopped server left undispatched."""
+        config.json; take over events a stopped server left undispatched; drop old rate
+        counts."""
         now = self.clock()
         stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
         await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
@@ -550,6 +551,7 @@ class CallService:
             logger.info("erased the conversations of %d call(s) past their retention", erased)
         await self.events.recover(restarted=starting)
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
+        await self.store.purge_rate_buckets(now)
         return len(stale)
 
     async def _settle_all(self, call_ids: Iterable[str], kind: str, decide: Decide) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from common.calls.models import CallRecord, NewCall, StoredAnswer
 from common.calls.outcomes import CallState, Change, Status
-from common.storage.base import DatabaseError
+from common.storage.base import AdmissionLimits, DatabaseError
 from common.storage.migrations import migrations_for, split_statements
 from common.storage.sqlite import SCHEMA_VERSION, SqliteCallStore
 
@@ -38,7 +39,9 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == len(migrations_for("sqlite")) == 6
+    # 7 files, numbered up to 8: number 7 is reserved for another branch's migration.
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 8
+    assert len(migrations_for("sqlite")) == 7
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -48,6 +51,7 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
         "outbox",
         "reports",
         "deliveries",
+        "rate_buckets",
     } <= tables
     assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
 
@@ -84,9 +88,10 @@ def test_migration_files_split_into_statements() -> None:
         "CREATE TABLE t (a)",
         "SELECT 1",
     )
-    for backend in ("sqlite",):
+    for backend in ("sqlite", "postgres"):
         migrations = migrations_for(backend)
-        assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+        versions = [m.version for m in migrations]
+        assert versions == sorted(set(versions)) and versions[0] == 1  # a gap is allowed
         assert all(m.statements for m in migrations)
 
 
@@ -127,6 +132,32 @@ async def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
         call = await db.get_call("call-1")
         assert call is not None and call.status is Status.COMPLETED
         assert call.config is None and call.max_duration_s is None
+    finally:
+        await db.close()
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_calls_of_the_last_minute_count_for_the_rate_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Migration 8 counts the calls placed in the minute before it into the rate buckets."""
+    path = tmp_path / "calls.db"
+    db = await SqliteCallStore.open(path)
+    try:
+        await db.create_call(new_call(1))
+    finally:
+        await db.close()
+    conn = sqlite3.connect(path)  # back to schema version 6, as before the upgrade
+    conn.executescript(
+        "DROP TABLE rate_buckets; CREATE INDEX calls_client_created ON calls (client, created_at);"
+        "PRAGMA user_version = 6;"
+    )
+    conn.close()
+    db = await SqliteCallStore.open(path)
+    try:
+        limits = AdmissionLimits(max_live=100, per_minute=1)
+        refusal = await db.admission_refusal("", limits, time.time())
+        assert refusal is not None and refusal.limit == "rate"
     finally:
         await db.close()
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
