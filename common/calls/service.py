@@ -19,7 +19,6 @@ from typing import Any
 import aiofiles.os
 import aiohttp
 from livekit import api
-from livekit.protocol import webhook
 from yarl import URL
 
 from common.calls.admission import Admission, Placement, refusal_error
@@ -41,6 +40,7 @@ from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
 from common.contracts import AgentReport
 from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
+from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import UnsafeWebhookUrl, resolve_public
@@ -367,9 +367,9 @@ class CallService:
 
     # ------------------------------------------------------------------ events
 
-    async def handle_event(self, event: webhook.WebhookEvent) -> Applied | None:
+    async def handle_event(self, event: RoomEvent) -> Applied | None:
         """Apply one verified webhook event to its call; None if it is not about our calls."""
-        room = event.room.name if event.HasField("room") else ""
+        room = event.room_name
         if not room.startswith(CALL_ID_PREFIX):
             logger.debug("webhook %s %s is not about a call of ours", event.event, event.id)
             return None
