@@ -313,7 +313,11 @@ async def test_when_one_instance_dies_the_other_finishes_its_work(
                 pending = await conn.fetchval(
                     "SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'"
                 )
-                return bool(pending == 0)
+                # Events are marked dispatched shortly after (many in one write).
+                undispatched = await conn.fetchval(
+                    "SELECT COUNT(*) FROM outbox WHERE dispatched_at IS NULL"
+                )
+                return bool(pending == 0 and undispatched == 0)
 
             await wait_for(delivered, timeout=60)
             total = await conn.fetchval("SELECT COUNT(*) FROM deliveries")
