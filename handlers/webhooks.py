@@ -12,11 +12,10 @@ import logging
 from typing import Literal
 
 from aiohttp import web
-from livekit.api import TokenVerifier
 
 from common.livekit.events import MalformedEvent, RoomEvent
 from common.masking import mask_digits
-from common.signing import Unverified, verify_body
+from common.signing import BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import HttpError
 from handlers.http import Reply, RouteDoc, add_route, json_answer, read_body
@@ -27,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
 Result = Literal["applied", "duplicate", "ignored"]
-VERIFIER = web.AppKey("webhook_verifier", TokenVerifier)
+VERIFIER = web.AppKey("webhook_verifier", BodyVerifier)
 
 
 async def livekit_webhook(request: web.Request) -> web.Response:
@@ -38,7 +37,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         metrics.webhooks.labels(result="too_large").inc()
         raise
     try:
-        verify_body(request.app[VERIFIER], request.headers.get("Authorization", ""), body)
+        request.app[VERIFIER].verify(request.headers.get("Authorization", ""), body)
     except Unverified as exc:
         metrics.webhook_verification_failures.inc()
         metrics.webhooks.labels(result="unverified").inc()
@@ -67,7 +66,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    app[VERIFIER] = TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret)
+    app[VERIFIER] = BodyVerifier(settings.livekit_api_key, settings.livekit_api_secret)
     add_route(
         app,
         RouteDoc(
