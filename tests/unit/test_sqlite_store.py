@@ -203,6 +203,80 @@ async def test_a_failing_call_in_a_batch_fails_alone(tmp_path: Path) -> None:
         await db.close()
 
 
+class Watched:
+    """The store's connection, counting COMMITs; `fail(sql)` picks statements that fail."""
+
+    def __init__(self, conn: sqlite3.Connection, fail: Any = None, lose: bool = False) -> None:
+        self._conn = conn
+        self._fail = fail
+        self._lose = lose  # a failing statement first rolls the transaction back, as SQLite may
+        self.commits = 0
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if self._fail is not None and self._fail(sql, params):
+            self._fail = None
+            if self._lose:
+                self._conn.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        self.commits += sql == "COMMIT"
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def watched(path: Path, **options: Any) -> tuple[SqliteCallStore, Watched]:
+    db = await SqliteCallStore.open(path)
+    watch = Watched(db.conn, **options)
+    db._conn = watch  # type: ignore[assignment]
+    return db, watch
+
+
+async def test_writes_queued_together_share_one_commit(tmp_path: Path) -> None:
+    db, watch = await watched(tmp_path / "calls.db")
+    try:
+        await asyncio.gather(*(db.create_call(new_call(n)) for n in range(40)))
+        assert await db.count_live() == 40
+        assert watch.commits < 40  # the calls queued while the thread was busy went together
+    finally:
+        await db.close()
+
+
+async def test_a_failed_commit_fails_every_write_that_shared_it(tmp_path: Path) -> None:
+    db, _ = await watched(tmp_path / "calls.db", fail=lambda sql, _a: sql == "COMMIT")
+    try:
+        results = await asyncio.gather(
+            *(db.create_call(new_call(n)) for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, DatabaseError) for r in results)
+        assert await db.count_live() == 0  # none was written
+        await db.create_call(new_call(9))  # and the next write works
+    finally:
+        await db.close()
+
+
+async def test_writes_after_one_that_lost_the_transaction_are_written(tmp_path: Path) -> None:
+    """SQLite may roll a whole transaction back on an error (disk full): the writes before
+    the failing one fail with it (they were not written), the ones after it are run anew."""
+
+    def third_insert(sql: str, args: tuple[Any, ...]) -> bool:
+        return sql.startswith("INSERT INTO calls") and args[0] == "call-000000000002"
+
+    db, _ = await watched(tmp_path / "calls.db", fail=third_insert, lose=True)
+    try:
+        results = await asyncio.gather(
+            *(db.create_call(new_call(n)) for n in range(5)), return_exceptions=True
+        )
+        failed = [n for n, r in enumerate(results) if isinstance(r, BaseException)]
+        assert 2 in failed and all(isinstance(results[n], DatabaseError) for n in failed)
+        assert failed == list(range(failed[0], 3))  # those it was grouped with, up to it
+        assert await db.count_live() == 5 - len(failed)
+        for n in range(5):
+            assert (await db.get_call(f"call-{n:012d}") is None) == (n in failed)
+    finally:
+        await db.close()
+
+
 async def test_a_cancelled_caller_leaves_the_others_alone(tmp_path: Path) -> None:
     db = await SqliteCallStore.open(tmp_path / "calls.db")
     try:
