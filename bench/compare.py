@@ -48,7 +48,8 @@ Variants (the first one is the reference of the "vs" column; "current" is always
     the seed did (pure-Python encoder, whole document, every write); reads still work
     (`_record_from_line` does not trust that framing and parses the whole document).
   - `no_db_batching`: the SQLite worker thread wakes the event loop once per result (its own
-    `call_soon_threadsafe`) instead of once per batch of results.
+    `call_soon_threadsafe`) instead of once per batch of results, and runs each write in a
+    transaction of its own (no shared COMMIT).
   - `no_agent_reports` (not a fast path; a like-for-like check against older revisions): the
     dispatch metadata carries no `report_url`, so the sandbox, playing our agent, posts no
     agent reports (since b80321d about 7 per answered call): the server gets the traffic

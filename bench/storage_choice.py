@@ -1102,9 +1102,9 @@ class _CountingSqliteStore(SqliteCallStore):
         super().__init__(path, clock)
         self.counts = Counts()
 
-    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _submit(self, fn: Callable[..., T], *args: Any, together: bool = False) -> T:
         self.counts.hops += 1
-        return await super()._submit(fn, *args)
+        return await super()._submit(fn, *args, together=together)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """Variant: the SQLite worker thread hands back each result with its own call_soon_threadsafe.
 
-`_Worker._serve` normally runs every queued call per wake-up and hands the whole batch's results
-back to their loop in one `call_soon_threadsafe` (one wake-up of the loop per batch). Here it
-still runs all queued calls per wake-up, in order, but wakes the loop once per result.
+`_Worker._serve` normally runs every queued call per wake-up (neighbouring writes in one
+transaction) and hands the whole batch's results back to their loop in one
+`call_soon_threadsafe` (one wake-up of the loop per batch). Here it still runs all queued calls
+per wake-up, in order, but each write in a transaction of its own, and wakes the loop once per
+result.
 """
 
 from __future__ import annotations

@@ -31,6 +31,11 @@ EVENT_TYPES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED, CALL_REPOR
 STATUS_EVENTS = frozenset({CALL_RINGING, CALL_ANSWERED, CALL_ENDED})
 
 RECOVER_BATCH = 500
+# Dispatched events are marked so in the database at most this long after their dispatch,
+# many in one write (a call's events come milliseconds apart), instead of one write per
+# batch. Until then a crash would dispatch them again, as at-least-once delivery allows; the
+# lease that keeps other servers off them is far longer. `stop` marks what is left.
+ACK_DELAY_S = 0.05
 
 
 def events_for_new_call(call: CallRecord) -> tuple[str, ...]:
@@ -63,18 +68,29 @@ class EventLog(Protocol):
 
 
 class EventDispatcher:
-    """Hands committed events to subscribers, in order, one batch at a time, then acks them."""
+    """Hands committed events to subscribers, in order, one batch at a time, and acks them
+    (within ACK_DELAY_S, many at once)."""
 
-    def __init__(self, log: EventLog, clock: Callable[[], float], lease_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        clock: Callable[[], float],
+        lease_s: float = 60.0,
+        ack_delay_s: float = ACK_DELAY_S,
+    ) -> None:
         self._log = log
         self._clock = clock
         self._lease_s = lease_s  # how long a claim on events taken over lasts
+        self._ack_delay_s = ack_delay_s
         self._subscribers: list[tuple[str, Subscriber]] = []
         self._queue: list[CallEvent] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._unacked: list[int] = []  # dispatched, not yet marked so
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_due = False
 
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
         self._subscribers.append((name, subscriber))
@@ -103,6 +119,7 @@ class EventDispatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._ack()
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until every queued event was dispatched (for tests and benchmarks)."""
@@ -127,15 +144,32 @@ class EventDispatcher:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
-                delivered = [event.id for event in batch if await self._deliver(event)]
-                if delivered:
-                    try:
-                        await self._log.ack_events(delivered, self._clock())
-                    except Exception as exc:  # re-dispatched after the lease: at least once
-                        logger.error(
-                            "could not mark %d event(s) dispatched: %s", len(delivered), exc
-                        )
-            self._idle.set()
+                self._unacked += [event.id for event in batch if await self._deliver(event)]
+            if self._ack_due:
+                await self._ack()
+            elif self._unacked and self._ack_timer is None:
+                loop = asyncio.get_running_loop()
+                self._ack_timer = loop.call_later(self._ack_delay_s, self._ack_soon)
+            if not self._queue:
+                self._idle.set()
+
+    def _ack_soon(self) -> None:
+        self._ack_due = True
+        self._wakeup.set()
+
+    async def _ack(self) -> None:
+        """Mark the events dispatched so far as dispatched, in one write."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        self._ack_due = False
+        delivered, self._unacked = self._unacked, []
+        if not delivered:
+            return
+        try:
+            await self._log.ack_events(delivered, self._clock())
+        except Exception as exc:  # re-dispatched after the lease: at least once
+            logger.error("could not mark %d event(s) dispatched: %s", len(delivered), exc)
 
     async def _deliver(self, event: CallEvent) -> bool:
         """Give `event` to every subscriber; False if one failed (it is retried later)."""

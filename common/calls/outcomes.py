@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from livekit.protocol import models, webhook
+from livekit.protocol import models
 
 from common.contracts import (
     ANSWERED_SIP_STATUSES,
@@ -23,6 +23,7 @@ from common.contracts import (
     SIP_STATUS_RINGING,
     RoomMetadata,
 )
+from common.livekit.events import RoomEvent
 
 
 class Status(StrEnum):
@@ -113,9 +114,9 @@ def status_for_sip_code(code: int) -> Status | None:
     return None
 
 
-def signal_from_event(event: webhook.WebhookEvent) -> Signal:
+def signal_from_event(event: RoomEvent) -> Signal:
     """Reduce a verified LiveKit webhook event to a Signal (pure)."""
-    participant = event.participant if event.HasField("participant") else None
+    participant = event.participant
     sip = participant is not None and participant.kind == models.ParticipantInfo.Kind.SIP
     code: int | None = None
     call_status: str | None = None
@@ -131,12 +132,12 @@ def signal_from_event(event: webhook.WebhookEvent) -> Signal:
             reason = None if reason == "UNKNOWN_REASON" else reason
     return Signal(
         event=event.event,
-        room=event.room.name,
+        room=event.room_name,
         sip_participant=sip,
         sip_call_status=call_status,
         disconnect_reason=reason,
         sip_status_code=code,
-        room_outcome=RoomMetadata.parse(event.room.metadata).outcome,
+        room_outcome=RoomMetadata.parse(event.room_metadata).outcome,
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import aiofiles.os
 import aiohttp
 from livekit import api
-from livekit.protocol import webhook
 from yarl import URL
 
 from common.calls.admission import Admission, Placement, refusal_error
@@ -49,6 +48,7 @@ from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
 from common.contracts import AgentReport
 from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
+from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import UnsafeWebhookUrl, resolve_public
@@ -378,9 +378,9 @@ class CallService:
 
     # ------------------------------------------------------------------ events
 
-    async def handle_event(self, event: webhook.WebhookEvent) -> Applied | None:
+    async def handle_event(self, event: RoomEvent) -> Applied | None:
         """Apply one verified webhook event to its call; None if it is not about our calls."""
-        room = event.room.name if event.HasField("room") else ""
+        room = event.room_name
         if not room.startswith(CALL_ID_PREFIX):
             logger.debug("webhook %s %s is not about a call of ours", event.event, event.id)
             return None
@@ -546,7 +546,8 @@ class CallService:
     async def reap(self, *, starting: bool = False) -> int:
         """One pass: settle calls stuck past any possible end as failed, calls whose room
         finished unanswered more than the grace ago, and calls never dialled; prune
-        config.json; take over events a stopped server left undispatched."""
+        config.json; take over events a stopped server left undispatched; drop old rate
+        counts."""
         now = self.clock()
         stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
         await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
@@ -561,6 +562,7 @@ class CallService:
             logger.info("erased the conversations of %d call(s) past their retention", erased)
         await self.events.recover(restarted=starting)
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
+        await self.store.purge_rate_buckets(now)
         return len(stale)
 
     async def _settle_all(self, call_ids: Iterable[str], kind: str, decide: Decide) -> None:

@@ -253,6 +253,10 @@ class CallStore(CampaignStore, Protocol):
         """What `create_call` would refuse right now (a cheap check before writing config)."""
         ...
 
+    async def purge_rate_buckets(self, now: float) -> int:
+        """Drop the per-second rate counts that no longer count at `now` (the reaper)."""
+        ...
+
     # -- the outbox ----------------------------------------------------------------------
 
     async def ack_events(self, event_ids: list[int], now: float) -> None: ...

@@ -189,6 +189,11 @@ def create_call(
     if call.campaign is not None:  # the attempt learns its call with the call's own row
         yield from link_attempt(call.campaign, call.call_id)
     after = row_to_call(rows[0])
+    yield Query(
+        "INSERT INTO rate_buckets (client, second, n) VALUES (?, ?, 1)"
+        " ON CONFLICT (client, second) DO UPDATE SET n = rate_buckets.n + 1",
+        (call.client, rate_second(now)),
+    )
     yield from _add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
     events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s, holder)
     return Applied(after=after, events=events)
@@ -478,7 +483,16 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
 
 
 def release_placement(d: Dialect, call_id: str, claim: IdempotencyClaim | None) -> Program[None]:
-    yield Query("UPDATE calls SET counts_for_rate = 0 WHERE call_id = ?", (call_id,))
+    released = yield Query(
+        "UPDATE calls SET counts_for_rate = 0 WHERE call_id = ? AND counts_for_rate = 1"
+        " RETURNING client, created_at",
+        (call_id,),
+    )
+    if released:  # once only: its share of its second's bucket goes back
+        yield Query(
+            "UPDATE rate_buckets SET n = n - 1 WHERE client = ? AND second = ? AND n > 0",
+            (released[0]["client"], rate_second(released[0]["created_at"])),
+        )
     if claim is not None:
         yield Query(
             "DELETE FROM idempotency WHERE client = ? AND key = ? AND call_id = ?",
@@ -565,11 +579,18 @@ def answer_idempotent(
 # ----------------------------------------------------------------------------- admission
 
 
+def rate_second(at: float) -> int:
+    """The rate bucket of a call created at `at`: its whole second."""
+    return math.floor(at)
+
+
 def admission_refusal(client: str, limits: AdmissionLimits, now: float) -> Program[Refusal | None]:
     """Which limit a new call of `client` would exceed now, or None.
 
     The live cap counts every call not yet over; the rate counts `client`'s calls of the last
-    minute that were placed (a call LiveKit refused before dialling gives its share back).
+    minute that were placed (a call LiveKit refused before dialling gives its share back), by
+    whole seconds: `rate_buckets` holds the count of each second, and a second counts while
+    it began less than RATE_WINDOW_S ago (a call made at 0.9 s counts until 60 s).
     """
     rows = yield Query(
         f"SELECT COUNT(*) AS n FROM calls WHERE status IN ({_LIVE_MARKS})",  # noqa: S608
@@ -577,16 +598,24 @@ def admission_refusal(client: str, limits: AdmissionLimits, now: float) -> Progr
     )
     if int(rows[0]["n"]) >= limits.max_live:
         return Refusal("live", 5)
-    window_start = now - RATE_WINDOW_S
     rows = yield Query(
-        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM calls"
-        " WHERE client = ? AND created_at > ? AND counts_for_rate = 1",
-        (client, window_start),
+        "SELECT SUM(n) AS n, MIN(second) AS oldest FROM rate_buckets"
+        " WHERE client = ? AND second > ? AND n > 0",
+        (client, rate_second(now - RATE_WINDOW_S)),
     )
-    if int(rows[0]["n"]) >= limits.per_minute:
-        oldest = float(rows[0]["oldest"])
+    if int(rows[0]["n"] or 0) >= limits.per_minute:
+        oldest = int(rows[0]["oldest"])  # the oldest counted second leaves the window then
         return Refusal("rate", max(1, math.ceil(oldest + RATE_WINDOW_S - now)))
     return None
+
+
+def purge_rate_buckets(d: Dialect, now: float) -> Program[int]:
+    """Drop the buckets the rate no longer counts at `now`."""
+    rows = yield Query(
+        "DELETE FROM rate_buckets WHERE second <= ? RETURNING second",
+        (rate_second(now - RATE_WINDOW_S),),
+    )
+    return len(rows)
 
 
 # ----------------------------------------------------------------------------- the outbox

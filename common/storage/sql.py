@@ -234,3 +234,6 @@ class SqlCallStore(CampaignMethods):
 
     async def purge_dispatched_events(self, before: float) -> int:
         return await self._run(programs.purge_dispatched_events(self.dialect, before), write=True)
+
+    async def purge_rate_buckets(self, now: float) -> int:
+        return await self._run(programs.purge_rate_buckets(self.dialect, now), write=True)

@@ -553,6 +553,48 @@ async def test_the_rate_holds_per_client_over_a_minute(store: CallStore, clock: 
     await store.create_call(new_call("call-3", client="a"), limits=limits)
 
 
+async def test_a_release_gives_one_share_back_however_often_it_comes(
+    store: CallStore, clock: FakeClock
+) -> None:
+    limits = AdmissionLimits(max_live=100, per_minute=2)
+    for call_id in ("call-a", "call-b"):
+        await store.create_call(new_call(call_id, client="alice"), limits=limits)
+    await store.release_placement("call-a", None)
+    await store.release_placement("call-a", None)  # again (a retry): no second share
+    await store.create_call(new_call("call-c", client="alice"), limits=limits)
+    with pytest.raises(Refused):
+        await store.create_call(new_call("call-d", client="alice"), limits=limits)
+
+
+async def test_the_rate_retry_after_follows_the_oldest_call_still_counted(
+    store: CallStore, clock: FakeClock
+) -> None:
+    limits = AdmissionLimits(max_live=100, per_minute=2)
+    await store.create_call(new_call("call-1", client="a"), limits=limits)
+    clock.advance(10)
+    await store.create_call(new_call("call-2", client="a"), limits=limits)
+    await store.release_placement("call-1", None)  # never dialled: it counts no more
+    clock.advance(10)
+    await store.create_call(new_call("call-3", client="a"), limits=limits)
+    # Full again; the oldest call counted is call-2, placed 10 s ago.
+    assert await store.admission_refusal("a", limits, clock.now) == Refusal("rate", 50)
+
+
+async def test_the_reaper_purges_only_rate_counts_out_of_the_window(
+    store: CallStore, clock: FakeClock
+) -> None:
+    limits = AdmissionLimits(max_live=100, per_minute=2)
+    await store.create_call(new_call("call-1", client="a"), limits=limits)
+    clock.advance(30)
+    await store.create_call(new_call("call-2", client="a"), limits=limits)
+    assert await store.purge_rate_buckets(clock.now) == 0  # both still count
+    clock.advance(31)
+    assert await store.purge_rate_buckets(clock.now) == 1  # the first left the window
+    await store.create_call(new_call("call-3", client="a"), limits=limits)  # call-2 and this
+    with pytest.raises(Refused):
+        await store.create_call(new_call("call-4", client="a"), limits=limits)
+
+
 async def test_concurrent_admissions_never_exceed_the_cap(store: CallStore) -> None:
     limits = AdmissionLimits(max_live=5, per_minute=1000)
     results = await asyncio.gather(

@@ -1,5 +1,5 @@
 """ReportSender against a real HTTP server on 127.0.0.1 that checks every report as the
-server does: the signature (`verify_body`), the room grant naming the call, the model.
+server does: the signature (`BodyVerifier`), the room grant naming the call, the model.
 
 Loopback only (the server is in the test), so these tests do not use `no_network`.
 """
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from livekit.api import TokenVerifier
 from pytest_aiohttp import AiohttpServer
 
 from agent.reporting import ReportSender, RetryPolicy
@@ -28,7 +27,7 @@ from common.contracts import (
     CallReport,
     TranscriptTurn,
 )
-from common.signing import Unverified, verify_body
+from common.signing import BodyVerifier, Unverified
 
 KEY, SECRET = "APItestkey", "test-secret-that-is-long-enough-for-hs256-0123456789"
 CALL = "call-0123456789ab"
@@ -46,18 +45,18 @@ class ReportServer:
     reports: list[AgentReport] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     hang: asyncio.Event | None = None
-    verifier: TokenVerifier = field(default_factory=lambda: TokenVerifier(KEY, SECRET))
+    verifier: BodyVerifier = field(default_factory=lambda: BodyVerifier(KEY, SECRET))
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         header = request.headers.get("Authorization", "")
         self.tokens.append(header.removeprefix("Bearer "))
         try:
-            claims = verify_body(self.verifier, header, body)
+            signed = self.verifier.verify(header, body)
         except Unverified as exc:
             return web.json_response({"status": "error", "error": str(exc)}, status=401)
         report = AgentReport.model_validate_json(body)
-        assert claims.video is not None and claims.video.room == report.call_id == CALL
+        assert signed.room == report.call_id == CALL
         if self.hang is not None:
             await self.hang.wait()
         statuses = self.script.get(report.seq, [])

@@ -145,6 +145,16 @@ def test_real_llm_uses_the_configured_model() -> None:
     assert llm.model == "gpt-4.1-mini"
 
 
+@pytest.mark.usefixtures("no_network")
+async def test_the_jobs_of_a_process_share_one_openai_client() -> None:
+    settings = Settings(openai_api_key="dummy")
+    plan = plan_session(CallConfig(), settings)
+    first, second = build_llm(plan, settings), build_llm(plan, settings)
+    assert first._client is second._client
+    await first.aclose()  # one job ends: the next one still has the client
+    assert not second._client.is_closed()
+
+
 def test_additional_params_reach_the_instructions_as_context() -> None:
     params = {"customer_tier": "Premium", "campaign_id": "SUMMER2024", "previous_interactions": 3}
     plan = plan_session(CallConfig.create("John Doe", additional_params=params), SETTINGS)

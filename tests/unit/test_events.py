@@ -87,6 +87,41 @@ async def test_subscribers_get_every_event_in_order_then_it_is_acked(
     assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 100) == []
 
 
+async def test_events_dispatched_close_together_are_marked_in_one_write(
+    store: SqliteCallStore, clock: FakeClock
+) -> None:
+    writes: list[list[int]] = []
+
+    class CountingLog:
+        async def ack_events(self, event_ids: list[int], now: float) -> None:
+            writes.append(list(event_ids))
+            await store.ack_events(event_ids, now)
+
+        async def claim_stale_events(
+            self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+        ) -> list[CallEvent]:
+            return await store.claim_stale_events(now, lease_s, limit, take_own=take_own)
+
+    async def take(_event: CallEvent) -> None:
+        return None
+
+    dispatcher = EventDispatcher(CountingLog(), clock, ack_delay_s=60.0)
+    dispatcher.subscribe("take", take)
+    dispatcher.start()
+    published = []
+    try:
+        for call_id in ("call-1", "call-2", "call-3"):  # dispatched one call at a time
+            events = await _placed_and_ended(store, call_id)
+            published += [e.id for e in events]
+            dispatcher.publish(events)
+            await dispatcher.wait_idle()
+        assert writes == []  # within the delay: not marked yet
+    finally:
+        await dispatcher.stop()  # marks what was dispatched
+    assert writes == [published]
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 100) == []
+
+
 async def test_a_failing_subscriber_gets_the_event_again_after_the_lease(
     store: SqliteCallStore, clock: FakeClock
 ) -> None:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 
 import pytest
-from google.protobuf.json_format import Parse
+from google.protobuf.json_format import MessageToJson
 from livekit.protocol import models, webhook
 
 from common.calls.outcomes import (
@@ -24,6 +24,7 @@ from common.calls.outcomes import (
     signal_from_event,
     status_for_sip_code,
 )
+from common.livekit.events import RoomEvent
 
 ROOM = "call-0123456789ab"
 
@@ -538,12 +539,17 @@ def event(
     return ev
 
 
+def signal_of(ev: webhook.WebhookEvent) -> Signal:
+    """The signal of `ev` as LiveKit posts it (protobuf JSON), parsed as the handler does."""
+    return signal_from_event(RoomEvent.from_json(MessageToJson(ev).encode()))
+
+
 def test_signal_from_sip_participant_event() -> None:
     participant = sip_participant(
         {ATTR_CALL_STATUS: "ringing", ATTR_STATUS_CODE: "486", "sip.phoneNumber": "+1234567890"},
         models.DisconnectReason.USER_REJECTED,
     )
-    signal = signal_from_event(event("participant_left", participant))
+    signal = signal_of(event("participant_left", participant))
     assert signal == Signal(
         event="participant_left",
         room=ROOM,
@@ -566,14 +572,14 @@ def test_signal_from_sip_participant_event() -> None:
     ],
 )
 def test_disconnect_reason_from_protobuf(reason: int, expected: Change | None) -> None:
-    signal = signal_from_event(event("participant_left", sip_participant(reason=reason)))
+    signal = signal_of(event("participant_left", sip_participant(reason=reason)))
     assert signal.disconnect_reason == models.DisconnectReason.Name(reason)
     assert next_state(RINGING, signal) == expected
 
 
 @pytest.mark.parametrize("call_status", ["dialing", "ringing", "active", "hangup"])
 def test_call_status_attribute_is_read(call_status: str) -> None:
-    signal = signal_from_event(
+    signal = signal_of(
         event("participant_joined", sip_participant({ATTR_CALL_STATUS: call_status}))
     )
     assert signal.sip_participant is True
@@ -581,7 +587,7 @@ def test_call_status_attribute_is_read(call_status: str) -> None:
 
 
 def test_missing_attributes_and_unknown_reason_are_none() -> None:
-    signal = signal_from_event(event("participant_joined", sip_participant()))
+    signal = signal_of(event("participant_joined", sip_participant()))
     assert signal.sip_participant is True
     assert signal.sip_call_status is None
     assert signal.sip_status_code is None
@@ -589,7 +595,7 @@ def test_missing_attributes_and_unknown_reason_are_none() -> None:
 
 
 def test_empty_call_status_attribute_is_none() -> None:
-    signal = signal_from_event(
+    signal = signal_of(
         event("participant_joined", sip_participant({ATTR_CALL_STATUS: "", ATTR_STATUS_CODE: ""}))
     )
     assert signal.sip_call_status is None
@@ -598,14 +604,12 @@ def test_empty_call_status_attribute_is_none() -> None:
 
 @pytest.mark.parametrize("raw", ["abc", "-486", "486 ", "4.86", ""])
 def test_non_numeric_status_code_is_ignored(raw: str) -> None:
-    signal = signal_from_event(event("participant_left", sip_participant({ATTR_STATUS_CODE: raw})))
+    signal = signal_of(event("participant_left", sip_participant({ATTR_STATUS_CODE: raw})))
     assert signal.sip_status_code is None
 
 
 def test_unicode_digit_status_code_does_not_raise() -> None:
-    signal = signal_from_event(
-        event("participant_left", sip_participant({ATTR_STATUS_CODE: "\u00b2"}))
-    )
+    signal = signal_of(event("participant_left", sip_participant({ATTR_STATUS_CODE: "\u00b2"})))
     assert signal.sip_status_code is None
 
 
@@ -618,8 +622,7 @@ def test_unknown_disconnect_reason_number_does_not_raise() -> None:
             "participant": {"kind": "SIP", "disconnectReason": 99},
         }
     )
-    ev = Parse(body, webhook.WebhookEvent(), ignore_unknown_fields=True)
-    signal = signal_from_event(ev)
+    signal = signal_from_event(RoomEvent.from_json(body.encode()))
     assert signal.sip_participant is True
     assert next_state(RINGING, signal) is None  # room_finished settles it
 
@@ -639,7 +642,7 @@ def test_non_sip_participant_attributes_are_not_read(kind: int) -> None:
         kind=kind,
     )
     for name in ("participant_joined", "track_published", "participant_left"):
-        signal = signal_from_event(event(name, participant))
+        signal = signal_of(event(name, participant))
         assert signal == Signal(name, ROOM)
         assert next_state(RINGING, signal) is None
 
@@ -651,11 +654,11 @@ def test_non_sip_participant_attributes_are_not_read(kind: int) -> None:
 def test_track_published_protobuf(call_status: str, expected: Change | None) -> None:
     ev = event("track_published", sip_participant({ATTR_CALL_STATUS: call_status}))
     ev.track.CopyFrom(models.TrackInfo(sid="TR_1", type=models.TrackType.AUDIO))
-    assert next_state(DIALING, signal_from_event(ev)) == expected
+    assert next_state(DIALING, signal_of(ev)) == expected
 
 
 def test_event_without_participant() -> None:
-    signal = signal_from_event(event("room_started"))
+    signal = signal_of(event("room_started"))
     assert signal == Signal("room_started", ROOM)
 
 
@@ -674,19 +677,19 @@ def test_event_without_participant() -> None:
     ],
 )
 def test_room_metadata_outcome(metadata: str, outcome: str | None) -> None:
-    signal = signal_from_event(event("room_finished", metadata=metadata))
+    signal = signal_of(event("room_finished", metadata=metadata))
     assert signal.room_outcome == outcome
 
 
 def test_room_finished_with_voicemail_metadata_settles_voicemail() -> None:
-    signal = signal_from_event(event("room_finished", metadata='{"outcome": "voicemail"}'))
+    signal = signal_of(event("room_finished", metadata='{"outcome": "voicemail"}'))
     assert next_state(ANSWERED, signal) == Change(
         Status.VOICEMAIL, "answering machine", answered=True
     )
 
 
 def test_room_finished_with_bad_metadata_still_settles() -> None:
-    signal = signal_from_event(event("room_finished", metadata="{oops"))
+    signal = signal_of(event("room_finished", metadata="{oops"))
     assert next_state(ANSWERED, signal) == Change(Status.COMPLETED)
     assert next_state(RINGING, signal) is None  # waits for the grace
 
@@ -705,7 +708,6 @@ def test_signal_from_json_webhook_body() -> None:
             },
         }
     )
-    ev = Parse(body, webhook.WebhookEvent(), ignore_unknown_fields=True)
-    signal = signal_from_event(ev)
+    signal = signal_from_event(RoomEvent.from_json(body.encode()))
     assert signal == Signal("participant_joined", ROOM, True, "ringing")
     assert next_state(DIALING, signal) == Change(Status.RINGING)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from common.calls.models import CallRecord, NewCall, StoredAnswer
 from common.calls.outcomes import CallState, Change, Status
-from common.storage.base import DatabaseError
+from common.storage.base import AdmissionLimits, DatabaseError
 from common.storage.migrations import migrations_for, split_statements
 from common.storage.sqlite import SCHEMA_VERSION, SqliteCallStore
 
@@ -38,7 +39,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == len(migrations_for("sqlite")) == 7
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 8
+    assert len(migrations_for("sqlite")) == 8
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -48,6 +50,7 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
         "outbox",
         "reports",
         "deliveries",
+        "rate_buckets",
     } <= tables
     assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
 
@@ -84,9 +87,10 @@ def test_migration_files_split_into_statements() -> None:
         "CREATE TABLE t (a)",
         "SELECT 1",
     )
-    for backend in ("sqlite",):
+    for backend in ("sqlite", "postgres"):
         migrations = migrations_for(backend)
-        assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+        versions = [m.version for m in migrations]
+        assert versions == sorted(set(versions)) and versions[0] == 1  # a gap is allowed
         assert all(m.statements for m in migrations)
 
 
@@ -132,6 +136,32 @@ async def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+async def test_calls_of_the_last_minute_count_for_the_rate_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Migration 8 counts the calls placed in the minute before it into the rate buckets."""
+    path = tmp_path / "calls.db"
+    db = await SqliteCallStore.open(path)
+    try:
+        await db.create_call(new_call(1))
+    finally:
+        await db.close()
+    conn = sqlite3.connect(path)  # back to schema version 7, as before the upgrade
+    conn.executescript(
+        "DROP TABLE rate_buckets; CREATE INDEX calls_client_created ON calls (client, created_at);"
+        "PRAGMA user_version = 7;"
+    )
+    conn.close()
+    db = await SqliteCallStore.open(path)
+    try:
+        limits = AdmissionLimits(max_live=100, per_minute=1)
+        refusal = await db.admission_refusal("", limits, time.time())
+        assert refusal is not None and refusal.limit == "rate"
+    finally:
+        await db.close()
+    assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
 # ------------------------------------------------------------------ the worker's batches
 
 
@@ -168,6 +198,80 @@ async def test_a_failing_call_in_a_batch_fails_alone(tmp_path: Path) -> None:
         call = await db.get_call("call-000000000001")
         assert call is not None and call.status is Status.RINGING
         assert [e.kind for e in call.timeline] == ["created", "a", "c"]
+    finally:
+        await db.close()
+
+
+class Watched:
+    """The store's connection, counting COMMITs; `fail(sql)` picks statements that fail."""
+
+    def __init__(self, conn: sqlite3.Connection, fail: Any = None, lose: bool = False) -> None:
+        self._conn = conn
+        self._fail = fail
+        self._lose = lose  # a failing statement first rolls the transaction back, as SQLite may
+        self.commits = 0
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if self._fail is not None and self._fail(sql, params):
+            self._fail = None
+            if self._lose:
+                self._conn.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        self.commits += sql == "COMMIT"
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def watched(path: Path, **options: Any) -> tuple[SqliteCallStore, Watched]:
+    db = await SqliteCallStore.open(path)
+    watch = Watched(db.conn, **options)
+    db._conn = watch  # type: ignore[assignment]
+    return db, watch
+
+
+async def test_writes_queued_together_share_one_commit(tmp_path: Path) -> None:
+    db, watch = await watched(tmp_path / "calls.db")
+    try:
+        await asyncio.gather(*(db.create_call(new_call(n)) for n in range(40)))
+        assert await db.count_live() == 40
+        assert watch.commits < 40  # the calls queued while the thread was busy went together
+    finally:
+        await db.close()
+
+
+async def test_a_failed_commit_fails_every_write_that_shared_it(tmp_path: Path) -> None:
+    db, _ = await watched(tmp_path / "calls.db", fail=lambda sql, _a: sql == "COMMIT")
+    try:
+        results = await asyncio.gather(
+            *(db.create_call(new_call(n)) for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, DatabaseError) for r in results)
+        assert await db.count_live() == 0  # none was written
+        await db.create_call(new_call(9))  # and the next write works
+    finally:
+        await db.close()
+
+
+async def test_writes_after_one_that_lost_the_transaction_are_written(tmp_path: Path) -> None:
+    """SQLite may roll a whole transaction back on an error (disk full): the writes before
+    the failing one fail with it (they were not written), the ones after it are run anew."""
+
+    def third_insert(sql: str, args: tuple[Any, ...]) -> bool:
+        return sql.startswith("INSERT INTO calls") and args[0] == "call-000000000002"
+
+    db, _ = await watched(tmp_path / "calls.db", fail=third_insert, lose=True)
+    try:
+        results = await asyncio.gather(
+            *(db.create_call(new_call(n)) for n in range(5)), return_exceptions=True
+        )
+        failed = [n for n, r in enumerate(results) if isinstance(r, BaseException)]
+        assert 2 in failed and all(isinstance(results[n], DatabaseError) for n in failed)
+        assert failed == list(range(failed[0], 3))  # those it was grouped with, up to it
+        assert await db.count_live() == 5 - len(failed)
+        for n in range(5):
+            assert (await db.get_call(f"call-{n:012d}") is None) == (n in failed)
     finally:
         await db.close()
 

@@ -3,7 +3,8 @@
 Each backend applies the files whose number is above the database's version, in order, in
 one transaction under its own lock at start-up (SQLite: the writer lock; PostgreSQL: an
 advisory lock), so two servers starting at once migrate once. A file is never edited once
-released: a change is a new file.
+released: a change is a new file. Numbers only grow; a gap is allowed (a number reserved for
+another branch's migration), and the database's version is the last number applied.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def split_statements(sql: str) -> tuple[str, ...]:
 
 @functools.cache
 def migrations_for(backend: str) -> tuple[Migration, ...]:
-    """Every migration of `backend` ("sqlite" or "postgres"), in order, numbered 1, 2, ..."""
+    """Every migration of `backend` ("sqlite" or "postgres"), in order of their numbers."""
     found = []
     for entry in resources.files(__package__).joinpath(backend).iterdir():
         match = _NAME.fullmatch(entry.name)
@@ -39,6 +40,7 @@ def migrations_for(backend: str) -> tuple[Migration, ...]:
             statements = split_statements(entry.read_text(encoding="utf-8"))
             found.append(Migration(int(match.group(1)), match.group(2), statements))
     found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"{backend} migrations are not numbered 1..n: {found}")
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
+        raise RuntimeError(f"{backend} migrations are not numbered 1, 2, ... once each: {found}")
     return tuple(found)

@@ -1,0 +1,129 @@
+"""LiveKit's webhook events, as much of them as we read, from the JSON body LiveKit posts.
+
+LiveKit posts a `WebhookEvent` in protobuf's JSON form (lowerCamel names, enums by name). We
+read six of its fields, so we take them from the (already verified) body with `json.loads`
+instead of protobuf's pure-Python `json_format.Parse`, which builds the whole message and
+cost about as much as the signature check. What we read is checked as strictly as protobuf
+would: a field of the wrong type makes the event malformed (400); fields we do not read are
+not looked at, as `ignore_unknown_fields` did for fields we did not know.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.protocol import models
+
+
+class MalformedEvent(ValueError):
+    """The body is not a LiveKit webhook event; the message says which field (no values)."""
+
+
+@dataclass(frozen=True)
+class EventParticipant:
+    """The participant an event is about: its kind, attributes and why it left (enum numbers)."""
+
+    kind: int = models.ParticipantInfo.Kind.STANDARD
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    disconnect_reason: int = models.DisconnectReason.UNKNOWN_REASON
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """One webhook event: what happened (`event`), its id, its room, and its participant."""
+
+    event: str
+    id: str = ""
+    room_name: str = ""
+    room_metadata: str = ""
+    participant: EventParticipant | None = None
+
+    @classmethod
+    def from_json(cls, body: bytes) -> RoomEvent:
+        """The event in `body` (UTF-8 JSON); MalformedEvent if it is not one."""
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedEvent(f"not UTF-8 JSON ({type(exc).__name__})") from None
+        except RecursionError:  # e.g. 30,000 nested "[" fit in a small body
+            raise MalformedEvent("nested too deeply") from None
+        return cls.from_dict(_object(doc, "event"))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> RoomEvent:
+        room = _message(doc, "room")
+        participant = _message(doc, "participant")
+        return cls(
+            event=_string(doc, "event"),
+            id=_string(doc, "id"),
+            room_name=_string(room, "name"),
+            room_metadata=_string(room, "metadata"),
+            participant=None if participant is None else _participant(participant),
+        )
+
+
+def _participant(doc: Mapping[str, Any]) -> EventParticipant:
+    attributes = _field(doc, "attributes")
+    if attributes is None:
+        attributes = {}
+    elif not isinstance(attributes, dict) or not all(
+        isinstance(v, str) for v in attributes.values()
+    ):
+        raise MalformedEvent("participant.attributes is not a map of strings")
+    return EventParticipant(
+        kind=_enum(doc, "kind", models.ParticipantInfo.Kind),
+        attributes=attributes,
+        disconnect_reason=_enum(doc, "disconnectReason", models.DisconnectReason),
+    )
+
+
+def _object(value: object, name: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"{name} is not a JSON object")
+    return value
+
+
+def _field(doc: Mapping[str, Any], name: str) -> Any:
+    """A field by its JSON name, or by its proto name (protobuf's parser takes both)."""
+    value = doc.get(name)
+    if value is None and name in _PROTO_NAMES:
+        value = doc.get(_PROTO_NAMES[name])
+    return value
+
+
+_PROTO_NAMES = {"disconnectReason": "disconnect_reason"}  # the one two-word field we read
+
+
+def _message(doc: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    value = _field(doc, name)
+    return None if value is None else _object(value, name)
+
+
+def _string(doc: Mapping[str, Any] | None, name: str) -> str:
+    value = None if doc is None else _field(doc, name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{name} is not a string")
+    return value
+
+
+def _enum(doc: Mapping[str, Any], name: str, enum: Any) -> int:
+    """An enum field, by name or number. proto3 enums are open: an unknown number is kept
+    (and means nothing to us); an unknown name is left unset, as protobuf's parser does with
+    `ignore_unknown_fields`."""
+    value = _field(doc, name)
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        try:
+            number: int = enum.Value(value)
+        except ValueError:
+            number = int(value) if value.isascii() and value.lstrip("-").isdigit() else 0
+        return number
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
+        return value
+    raise MalformedEvent(f"{name} is not an enum name or number")

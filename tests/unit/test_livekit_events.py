@@ -1,0 +1,96 @@
+"""Reading LiveKit's webhook events from the JSON body: the fields we use, checked as strictly
+as protobuf's parser checks them, and the same event whichever way protobuf writes it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf.json_format import MessageToJson
+from livekit.protocol import models, webhook
+
+from common.livekit.events import EventParticipant, MalformedEvent, RoomEvent
+
+ROOM = "call-0123456789ab"
+
+
+def full_event() -> webhook.WebhookEvent:
+    return webhook.WebhookEvent(
+        event="participant_left",
+        id="EV_1",
+        created_at=1_700_000_000,
+        room=models.Room(sid="RM_1", name=ROOM, metadata='{"outcome": "voicemail"}'),
+        participant=models.ParticipantInfo(
+            sid="PA_1",
+            identity="sip-callee",
+            kind=models.ParticipantInfo.Kind.SIP,
+            attributes={"sip.callStatus": "hangup", "sip.phoneNumber": "+14155550100"},
+            disconnect_reason=models.DisconnectReason.USER_REJECTED,
+        ),
+        track=models.TrackInfo(sid="TR_1", type=models.TrackType.AUDIO),
+    )
+
+
+EXPECTED = RoomEvent(
+    event="participant_left",
+    id="EV_1",
+    room_name=ROOM,
+    room_metadata='{"outcome": "voicemail"}',
+    participant=EventParticipant(
+        kind=models.ParticipantInfo.Kind.SIP,
+        attributes={"sip.callStatus": "hangup", "sip.phoneNumber": "+14155550100"},
+        disconnect_reason=models.DisconnectReason.USER_REJECTED,
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # as LiveKit posts it: lowerCamel names, enums by name
+        {"use_integers_for_enums": True},
+        {"preserving_proto_field_name": True},
+        {"indent": None, "use_integers_for_enums": True, "preserving_proto_field_name": True},
+    ],
+)
+def test_the_fields_we_read_whichever_way_protobuf_writes_them(options: dict[str, object]) -> None:
+    body = MessageToJson(full_event(), **options).encode()  # type: ignore[arg-type]
+    assert RoomEvent.from_json(body) == EXPECTED
+
+
+def test_absent_fields_are_protobufs_defaults() -> None:
+    assert RoomEvent.from_json(b'{"event": "room_started"}') == RoomEvent("room_started")
+    bare = RoomEvent.from_json(b'{"event": "x", "room": null, "participant": {}}')
+    assert bare == RoomEvent("x", participant=EventParticipant())
+
+
+def test_unknown_enum_names_are_unset_and_unknown_numbers_kept() -> None:
+    body = {"event": "x", "participant": {"kind": "NEW_KIND", "disconnectReason": 99}}
+    event = RoomEvent.from_json(json.dumps(body).encode())
+    assert event.participant == EventParticipant(kind=0, disconnect_reason=99)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b'"event"',
+        b"not json",
+        b"\xff\xfe not utf-8",
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"event": 5}',
+        b'{"event": "x", "id": ["EV_1"]}',
+        b'{"event": "x", "room": "call-0123456789ab"}',
+        b'{"event": "x", "room": {"name": 1}}',
+        b'{"event": "x", "room": {"name": "r", "metadata": {}}}',
+        b'{"event": "x", "participant": []}',
+        b'{"event": "x", "participant": {"kind": 1.5}}',
+        b'{"event": "x", "participant": {"kind": true}}',
+        b'{"event": "x", "participant": {"attributes": {"sip.callStatus": 1}}}',
+        b'{"event": "x", "participant": {"attributes": ["a"]}}',
+        b'{"event": "x", "participant": {"disconnectReason": {}}}',
+    ],
+)
+def test_a_field_we_read_with_the_wrong_type_is_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedEvent):
+        RoomEvent.from_json(body)

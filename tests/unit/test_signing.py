@@ -1,0 +1,111 @@
+"""The body signature check (common/signing.py) accepts exactly what livekit-api's
+TokenVerifier plus the body-hash check accepted, and says which room a token covers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from livekit.api import TokenVerifier
+
+from common.signing import BodyVerifier, SignedBody, Unverified, body_digest, sign_body
+
+KEY, SECRET = "APIsigning", "signing-secret-" + "s" * 64  # long enough for HS512 too
+BODY = b'{"event": "room_finished"}'
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {"iss": KEY, "sub": "", "nbf": now, "exp": now + 300, "sha256": body_digest(BODY)}
+    return {k: v for k, v in (base | changes).items() if v is not None}
+
+
+def token(alg: str = "HS256", secret: str = SECRET, **changes: Any) -> str:
+    return jwt.encode(claims(**changes), secret, algorithm=alg)
+
+
+def unsigned(**changes: Any) -> str:
+    def b64(doc: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims(**changes))}."
+
+
+HOUR = 3600
+TOKENS: dict[str, Callable[[], str]] = {
+    "ours": lambda: sign_body(BODY, KEY, SECRET),
+    "ours, for a room": lambda: sign_body(BODY, KEY, SECRET, room="call-0123456789ab"),
+    "hand-made": token,
+    "Bearer": lambda: "Bearer " + token(),
+    "empty": lambda: "",
+    "garbage": lambda: "not.a.jwt",
+    "alg none": unsigned,
+    "HS512": lambda: token(alg="HS512"),
+    "other secret": lambda: token(secret="another-secret-" + "x" * 64),
+    "other issuer": lambda: token(iss="APIother"),
+    "no issuer": lambda: token(iss=None),
+    "no exp": lambda: token(exp=None),
+    "expired an hour ago": lambda: token(exp=int(time.time()) - HOUR),
+    "expired within the leeway": lambda: token(exp=int(time.time()) - 30),
+    "not yet valid": lambda: token(nbf=int(time.time()) + HOUR),
+    "nbf within the leeway": lambda: token(nbf=int(time.time()) + 30),
+    "no sha256": lambda: token(sha256=None),
+    "sha256 not a string": lambda: token(sha256=5),
+    "sha256 not base64": lambda: token(sha256="%%%"),
+    "another body's sha256": lambda: token(sha256=body_digest(BODY + b" ")),
+}
+
+
+def old_check(header: str, body: bytes) -> str | None:
+    """What the server did before: TokenVerifier, then the body hash; the room it covers."""
+    from common.signing import bearer_token
+
+    try:
+        verified = TokenVerifier(KEY, SECRET).verify(bearer_token(header))
+    except Exception:
+        raise Unverified("token rejected") from None
+    digest = verified.sha256
+    if not isinstance(digest, str) or not digest:
+        raise Unverified("no sha256")
+    try:
+        expected = base64.b64decode(digest, validate=True)
+    except ValueError:
+        raise Unverified("not base64") from None
+    if hashlib.sha256(body).digest() != expected:
+        raise Unverified("other body")
+    return verified.video.room if verified.video is not None else None
+
+
+@pytest.mark.parametrize("name", list(TOKENS), ids=list(TOKENS))
+def test_the_same_verdict_as_livekit_apis_token_verifier(name: str) -> None:
+    header = TOKENS[name]()
+    verifier = BodyVerifier(KEY, SECRET)
+    try:
+        expected: SignedBody | None = SignedBody(room=old_check(header, BODY) or None)
+    except Unverified:
+        expected = None
+    if expected is None:
+        with pytest.raises(Unverified):
+            verifier.verify(header, BODY)
+    else:
+        assert verifier.verify(header, BODY) == expected
+
+
+def test_the_room_a_token_covers() -> None:
+    verifier = BodyVerifier(KEY, SECRET)
+    signed = verifier.verify(sign_body(BODY, KEY, SECRET, room="call-0123456789ab"), BODY)
+    assert signed.room == "call-0123456789ab"
+    assert verifier.verify(sign_body(BODY, KEY, SECRET), BODY).room is None
+    with pytest.raises(Unverified, match="video grant"):
+        verifier.verify(token(video="call-0123456789ab"), BODY)
+
+
+def test_a_verifier_needs_the_key_and_secret() -> None:
+    with pytest.raises(ValueError, match="must be set"):
+        BodyVerifier("", SECRET)
