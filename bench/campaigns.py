@@ -86,9 +86,7 @@ def overhead(root: Path, calls: int, repeats: int) -> tuple[list[list[str]], flo
             note(f"campaigns: overhead, repeat {r + 1}/{repeats}")
             cpu0 = cpu_seconds(server.pid)
             result = run_load(
-                load_spec(
-                    server.url + "/calls/outbound", 1, calls, body=body, headers=JSON_HEADERS
-                )
+                load_spec(server.url + "/calls/outbound", 1, calls, body=body, headers=JSON_HEADERS)
             )
             wait_settled(server)
             single = (cpu_seconds(server.pid) - cpu0) * 1000 / max(result.ok, 1)
