@@ -6,13 +6,12 @@
         --patch no_group_commit=bench/variants/no_group_commit.py \\
         --patch no_document_reuse=bench/variants/no_document_reuse.py \\
         --patch no_line_reuse=bench/variants/no_line_reuse.py \\
-        --patch no_ttl_skip=bench/variants/no_ttl_skip.py \\
         --patch indent_json=bench/variants/indent_json.py \\
         --patch no_db_batching=bench/variants/no_db_batching.py \\
         --patch no_agent_reports=bench/variants/no_agent_reports.py
     python -m bench.compare --quick ...                       # about 2 minutes
 
-With those 9 variants a full run takes about 6.5 minutes here (2 cores), `--quick` about 2.
+With those 8 variants a full run takes about 6.5 minutes here (2 cores), `--quick` about 2.
 `--repeats N` overrides the plan's repeats, `--no-live` skips the many-live-calls table,
 `--keep` keeps the work directory (every process's log) and names it on stderr.
 
@@ -42,8 +41,6 @@ Variants (the first one is the reference of the "vs" column; "current" is always
     reused either then (that needs the very same record objects).
   - `no_line_reuse`: `_encode` never reuses the lines of unchanged records (known=None): every
     live call's record is encoded on every write.
-  - `no_ttl_skip`: the TTL prune scans every record on every write (the `oldest` bound is
-    ignored).
   - `indent_json`: config.json encoded with `json.dumps(doc, indent=2, ensure_ascii=False)`, as
     the seed did (pure-Python encoder, whole document, every write); reads still work
     (`_record_from_line` does not trust that framing and parses the whole document).
