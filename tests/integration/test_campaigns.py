@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections import Counter
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 
 from server import SANDBOX
@@ -442,3 +444,27 @@ async def test_do_not_call_list(start_app: AppFactory) -> None:
     assert (await client.delete("/dnc/%2B14155550100")).status == 404
     placed = await client.post("/calls/outbound", json={"phone_number": "+14155550100"})
     assert placed.status == 200
+
+
+async def test_csv_with_its_options_as_a_multipart_json_part(start_app: AppFactory) -> None:
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    form = aiohttp.FormData()
+    form.add_field(
+        "options",
+        json.dumps(
+            {"name": "multipart", "pacing": {"calls_per_second": 50}, "invalid_rows": "skip"}
+        ),
+        content_type="application/json",
+    )
+    form.add_field("recipients", CSV.encode(), filename="list.csv", content_type="text/csv")
+    resp = await client.post("/campaigns", data=form)
+    assert resp.status == 201, await resp.text()
+    answer = await resp.json()
+    assert answer["campaign"]["name"] == "multipart" and answer["invalid_row_count"] == 4
+    assert answer["campaign"]["pacing"]["calls_per_second"] == 50
+    await wait_status(client, answer["campaign_id"], "completed")
+    missing = aiohttp.FormData()
+    missing.add_field("options", "{}", content_type="application/json")
+    assert (await client.post("/campaigns", data=missing)).status == 422
