@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.harness import PYTHON, ROOT, machine, subprocess_env
 
-BENCHMARKS = ("config_write", "http", "agent_start", "memory")
+BENCHMARKS = ("config_write", "http", "agent_start", "memory", "webhooks", "postgres", "campaigns")
 BEGIN = "<!-- bench:begin: written by `python -m bench --results`; edit outside the markers -->"
 END = "<!-- bench:end -->"
 TIMEOUT_S = 600

@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -46,7 +46,12 @@ REQUEST_TIMEOUT_S = 15.0
 MAX_CONCURRENCY = 50
 PER_RECEIVER_CONCURRENCY = 4
 IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woken)
-HOST_BUSY_DEFER_S = 0.5  # a delivery to a receiver at its concurrency cap waits this long
+# A receiver at its concurrency cap: this many more of its deliveries wait in memory (claimed)
+# and start the moment one of its sends ends; beyond them, deliveries are given back for a
+# moment, so that one slow receiver never holds the claims the others need.
+PER_RECEIVER_WAITING = 8
+HOST_BUSY_DEFER_S = 0.2
+UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
 
 
@@ -105,6 +110,8 @@ class WebhookSender:
         self._wakeup = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waiting: defaultdict[str, deque[WebhookDelivery]] = defaultdict(deque)
+        self._stopping = False
         self._sending: set[asyncio.Task[None]] = set()
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
 
@@ -130,7 +137,9 @@ class WebhookSender:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop claiming; let sends in flight finish briefly (unfinished ones are re-sent)."""
+        """Stop claiming; let sends in flight finish briefly (unfinished ones are re-sent, as
+        are those waiting for a slot: this server takes its claims back when it restarts)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,7 +154,11 @@ class WebhookSender:
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no delivery is pending: all delivered, failed or stopped (tests, benchmarks)."""
         async with asyncio.timeout(timeout):
-            while self._sending or await self._store.next_delivery_at() is not None:
+            while (
+                self._sending
+                or any(self._waiting.values())
+                or await self._store.next_delivery_at() is not None
+            ):
                 await asyncio.sleep(0.01)
 
     async def _run(self) -> None:
@@ -160,7 +173,8 @@ class WebhookSender:
                 await self._sleep_until_due()
 
     async def _claim(self) -> int:
-        free = MAX_CONCURRENCY - len(self._sending)
+        held = sum(len(queue) for queue in self._waiting.values())
+        free = MAX_CONCURRENCY - len(self._sending) - held
         if free <= 0:
             return 0
         now = self._clock()
@@ -168,37 +182,47 @@ class WebhookSender:
         busy: list[int] = []
         for delivery in due:
             receiver = _origin(delivery.url)
-            if self._per_receiver[receiver] >= PER_RECEIVER_CONCURRENCY:
-                busy.append(delivery.id)  # that receiver has its share in flight already
-                continue
-            self._per_receiver[receiver] += 1
-            task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
+            if self._per_receiver[receiver] < PER_RECEIVER_CONCURRENCY:
+                self._start(delivery, receiver)
+            elif len(self._waiting[receiver]) < PER_RECEIVER_WAITING:
+                self._waiting[receiver].append(delivery)  # starts as a slot of it frees
+            else:
+                busy.append(delivery.id)
         if busy:  # not an attempt: they wait a moment, and the claims move on to others
             await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
         return len(due) - len(busy)
+
+    def _start(self, delivery: WebhookDelivery, receiver: str) -> None:
+        self._per_receiver[receiver] += 1
+        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._wakeup.set()  # the next event of that call may be due, or a slot freed
 
     async def _sleep_until_due(self) -> None:
+        """Until the next delivery no server holds comes due, or a send ends, or a new event
+        comes (`wake`). One due now was not claimable (an earlier event of its call is in
+        flight): a send ending wakes us, else look again shortly; never a busy loop."""
         wait = IDLE_WAKE_S
         with contextlib.suppress(DatabaseError):
-            due = await self._store.next_delivery_at()
+            now = self._clock()
+            due = await self._store.next_delivery_at(unclaimed_at=now)
             if due is not None:
-                wait = min(max(due - self._clock(), 0.0), IDLE_WAKE_S)
-        if wait <= 0 and not self._sending:
-            wait = 0.05  # due but not claimable (an earlier event of its call is in flight)
+                wait = min(max(due - now, UNCLAIMABLE_WAIT_S), IDLE_WAKE_S)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.001))
+            await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
 
     async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
         try:
             status, error = await self._post(delivery)
         finally:
             self._per_receiver[receiver] -= 1
+            waiting = self._waiting.get(receiver)
+            if waiting and not self._stopping:
+                self._start(waiting.popleft(), receiver)  # its slot, at once
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)

@@ -919,8 +919,19 @@ def defer_deliveries(d: Dialect, ids: list[int], until: float) -> Program[None]:
         )
 
 
-def next_delivery_at(d: Dialect) -> Program[float | None]:
-    rows = yield Query("SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'")
+def next_delivery_at(d: Dialect, unclaimed_at: float | None) -> Program[float | None]:
+    """When the next pending delivery is due; with `unclaimed_at`, only among those no server
+    holds at that time (what a sender could claim)."""
+    if unclaimed_at is None:
+        rows = yield Query(
+            "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'"
+        )
+    else:
+        rows = yield Query(
+            "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'"
+            " AND claimed_until < ?",
+            (unclaimed_at,),
+        )
     at = rows[0]["at"]
     return None if at is None else float(at)
 

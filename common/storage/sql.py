@@ -167,8 +167,8 @@ class SqlCallStore(CampaignMethods):
     async def defer_deliveries(self, delivery_ids: list[int], until: float) -> None:
         await self._run(programs.defer_deliveries(self.dialect, delivery_ids, until), write=True)
 
-    async def next_delivery_at(self) -> float | None:
-        return await self._run(programs.next_delivery_at(self.dialect), write=False)
+    async def next_delivery_at(self, unclaimed_at: float | None = None) -> float | None:
+        return await self._run(programs.next_delivery_at(self.dialect, unclaimed_at), write=False)
 
     async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]:
         return await self._run(programs.list_deliveries(self.dialect, call_id), write=False)

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.notify import deliveries
-from handlers.keys import EVENTS, WEBHOOKS
+from handlers.keys import EVENTS, STORE, WEBHOOKS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -270,6 +270,28 @@ async def test_a_slow_receiver_does_not_delay_the_others(
     started = time.monotonic()
     await wait_until(lambda: len(quick.types(fast)) == 4, timeout=10)
     assert time.monotonic() - started < 5.0  # not behind the slow receiver's timeouts
+
+
+async def test_a_send_in_flight_is_waited_for_not_polled(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    slow = await receivers(answer=lambda _r, _n: (204, 1.5))
+    client = await webhook_app(start_app, slow.url)
+    store = client.app[STORE]
+    claims = 0
+    claim = store.claim_due_deliveries
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim(*args, **kw)
+
+    store.claim_due_deliveries = counted
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await wait_until(lambda: len(slow.types(call_id)) == 4, timeout=20)
+    # Four deliveries of one call, in order, 1.5 s each: the sender claims when an event
+    # comes, a send ends or something falls due, never every millisecond meanwhile.
+    assert claims < 100, claims
 
 
 async def test_410_gone_stops_that_calls_deliveries(start_app: AppFactory, receivers: Any) -> None:
