@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,6 @@ def campaign(
 
 
 def wait_completed(url: str, campaign_id: str, timeout: float = 300.0) -> dict[str, Any]:
-    import json
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, raw = http_get(f"{url}/campaigns/{campaign_id}")
@@ -79,7 +78,7 @@ def overhead(root: Path, calls: int, repeats: int) -> tuple[list[list[str]], flo
     )
     rows, ratios = [], []
     try:
-        body = {"phone_number": "+14155550123", "name": "Bench"}
+        body = json.dumps({"phone_number": "+14155550123", "name": "Bench"})
         run_load(load_spec(server.url + "/calls/outbound", 10, 50, body=body, headers=JSON_HEADERS))
         wait_settled(server)
         for r in range(repeats):
@@ -89,7 +88,11 @@ def overhead(root: Path, calls: int, repeats: int) -> tuple[list[list[str]], flo
                 load_spec(server.url + "/calls/outbound", 1, calls, body=body, headers=JSON_HEADERS)
             )
             wait_settled(server)
-            single = (cpu_seconds(server.pid) - cpu0) * 1000 / max(result.ok, 1)
+            if result.ok != calls:
+                raise RuntimeError(
+                    f"one by one: {result.ok} of {calls} placed: {result.error_samples[:1]}"
+                )
+            single = (cpu_seconds(server.pid) - cpu0) * 1000 / result.ok
             cpu0 = cpu_seconds(server.pid)
             created = campaign(server.url, f"overhead {r}", r * calls, calls, 100.0)
             wait_completed(server.url, created["campaign_id"])

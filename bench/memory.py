@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,16 @@ def config_records(path: Path) -> int:
     return len(calls) if isinstance(calls, dict) else -1
 
 
+RECORDS_DRAIN_S = 10.0
+
+
 def point(server: Served, config: Path, placed: int, errors: int) -> Point:
-    """Where the server stands now (call once no call is live)."""
+    """Where the server stands now (call once no call is live). A busy or unanswered call is
+    final at participant_left; its config record leaves at the room_finished that follows, so
+    give those a moment (bounded) before counting the records."""
+    deadline = time.monotonic() + RECORDS_DRAIN_S
+    while config_records(config) > live_calls(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return Point(
         placed,
         rss_bytes(server.pid),
