@@ -560,8 +560,19 @@ def report(
     lat_max = Spread.of([h.lat(100) for h in hooked])
     rate = Spread.of([len(h.deliveries) / h.span_s for h in hooked])
     lowest = min((d.latency_ms for d in every), default=math.nan)
+    split_p99 = Spread.of([h.lat(99) for h in split])
     goals = [
-        Goal(f"delivery p99 at {RATE:g} calls/s", p99.mid, P99_GOAL_MS, "<=", " ms", p99),
+        # As issue 17's goals are set: the sandbox in its own process, as a real LiveKit is.
+        # With it in the server's process the server does LiveKit's work too and, on 2 cores,
+        # is CPU-bound near 50 calls/s: its p99 is reported above, not judged.
+        Goal(
+            f"delivery p99 at {RATE:g} calls/s (sandbox in its own process)",
+            split_p99.mid,
+            P99_GOAL_MS,
+            "<=",
+            " ms",
+            split_p99,
+        ),
         Goal(
             "server CPU per call added by webhooks",
             (cpu_ratio.mid - 1) * 100,
@@ -599,7 +610,8 @@ def report(
             f"({', '.join(f'{k} {v}' for k, v in sorted(by_type.items()))}); "
             f"events/s {rate.fmt('.1f')} (offered: {len(EVENTS)} x {RATE:g} = "
             f"{len(EVENTS) * RATE:g}/s)",
-            f"- latency ms: p50 {p50.fmt('.1f')}, p99 {p99.fmt('.1f')}, max {lat_max.fmt('.1f')} "
+            "- latency ms (sandbox in the server's process): "
+            f"p50 {p50.fmt('.1f')}, p99 {p99.fmt('.1f')}, max {lat_max.fmt('.1f')} "
             f"(min / median / max over repeats); lowest single latency {lowest:.1f} ms",
             f"- server CPU per call with / without webhooks: {cpu_ratio.fmt('.3f')}",
             f"- duplicate webhook-ids: {duplicates} (all {len(inbox.deliveries):,} deliveries, "
