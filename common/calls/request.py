@@ -156,7 +156,10 @@ class OutboundCall(BaseModel):
     ] = None
     analysis: Annotated[
         AnalysisRequest | None,
-        Field(description="Post-call analysis: summary, success verdict, extracted fields"),
+        Field(
+            description="Post-call analysis: summary, success verdict, extracted fields; "
+            'default {"summary": true}'
+        ),
     ] = None
     webhook_url: Annotated[
         str | None,
@@ -172,7 +175,8 @@ class OutboundCall(BaseModel):
         return CallOptions(
             first_message=self.first_message,
             voicemail=self.voicemail or VoicemailPolicy(),
-            analysis=self.analysis,
+            # Every call gets a summary unless it asks otherwise ({"summary": false}).
+            analysis=self.analysis if self.analysis is not None else AnalysisRequest(),
         )
 
     @field_validator("phone_number", mode="before")

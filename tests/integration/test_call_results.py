@@ -127,7 +127,15 @@ async def test_the_first_message_opens_the_conversation(start_app: AppFactory) -
         "at_s": call["transcript"][0]["at_s"],
         "interrupted": False,
     }
-    assert call["summary"] is None and call["extracted"] is None  # no analysis was asked for
+    # No analysis was asked for: the default is a summary, nothing extracted.
+    assert call["summary"].startswith("Simulated call with Carlos")
+    assert call["extracted"] == {}
+
+
+async def test_a_call_may_opt_out_of_the_summary(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=SCALE)
+    call = await settled_call(client, dict(SEED_EXAMPLES[1], analysis={"summary": False}))
+    assert call["transcript"] and call["summary"] is None
 
 
 @pytest.mark.parametrize(

@@ -499,6 +499,7 @@ async def test_a_finished_call_shows_its_config_times_and_ring_talk_split(
         "ringing_timeout_s": 30,
         "max_duration_s": 600,
         "voicemail": {"action": "hang_up"},
+        "analysis": {"summary": True, "fields": {}},  # a summary unless asked otherwise
     }
     for field in ("created_at", "answered_at", "ended_at", "updated_at"):
         assert shown[field].endswith("Z") and "T" in shown[field]
