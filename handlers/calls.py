@@ -15,6 +15,8 @@ from common.calls.views import CallSummary, CallView, dump
 from common.livekit.client import LiveKitError
 from handlers.errors import HttpError, error_response
 from handlers.http import (
+    DB_DOWN,
+    UNAUTHORIZED,
     Reply,
     RouteDoc,
     add_route,
@@ -131,8 +133,6 @@ CALL_ID = {
     "schema": {"type": "string"},
     "description": "The call id answered by POST /calls/outbound (also the LiveKit room)",
 }
-UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
-DB_DOWN = Reply("The calls database is unavailable")
 
 
 def setup(app: web.Application) -> None:

@@ -24,6 +24,8 @@ from common.campaigns.request import (
 )
 from handlers.errors import HttpError
 from handlers.http import (
+    DB_DOWN,
+    UNAUTHORIZED,
     Reply,
     RouteDoc,
     add_route,
@@ -223,8 +225,6 @@ def _control(action: str) -> Any:
     return control
 
 
-UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
-DB_DOWN = Reply("The calls database is unavailable")
 CAMPAIGN_ID = {
     "name": "campaign_id",
     "in": "path",

@@ -7,11 +7,9 @@ import re
 from aiohttp import web
 
 from handlers.errors import HttpError
-from handlers.http import Reply, RouteDoc, add_route, json_answer
+from handlers.http import UNAUTHORIZED, Reply, RouteDoc, add_route, json_answer
 from handlers.keys import CALLS, STORE, WEBHOOKS
 from handlers.schemas import DeliveryList, DeliveryView, RedeliverAnswer
-
-UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
 
 
 async def call_deliveries(request: web.Request) -> web.Response:

@@ -11,7 +11,16 @@ from pydantic import BaseModel, Field
 from common.calls.errors import FieldError, InvalidCall
 from common.calls.phone import e164
 from handlers.errors import HttpError
-from handlers.http import Reply, RouteDoc, add_route, decode_json, int_param, read_body
+from handlers.http import (
+    DB_DOWN,
+    UNAUTHORIZED,
+    Reply,
+    RouteDoc,
+    add_route,
+    decode_json,
+    int_param,
+    read_body,
+)
 from handlers.keys import STORE
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -80,10 +89,6 @@ async def list_numbers(request: web.Request) -> web.Response:
             "next_after": entries[-1].number if len(entries) == limit else None,
         }
     )
-
-
-UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
-DB_DOWN = Reply("The calls database is unavailable")
 
 
 def setup(app: web.Application) -> None:

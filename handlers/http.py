@@ -47,6 +47,11 @@ class RouteDoc:
     protected: bool = False
 
 
+# Replies most protected routes document alike.
+UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
+DB_DOWN = Reply("The calls database is unavailable")
+
+
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
     app.router.add_route(doc.method, doc.path, requires_token(view) if doc.protected else view)

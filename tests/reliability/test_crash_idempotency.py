@@ -10,7 +10,7 @@ for a "real" LiveKit at the sandbox's URL.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,6 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     await box.stop()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def server_env(tmp_path: Path, sandbox: Sandbox) -> dict[str, str]:
     return {
         "LIVEKIT_URL": sandbox.url,
@@ -64,14 +56,14 @@ def dials(sandbox: Sandbox) -> list[dict[str, Any]]:
 async def test_a_retry_after_a_crash_mid_dial_never_dials_again(
     tmp_path: Path,
     sandbox: Sandbox,
-    servers: list[ServerProcess],
+    processes: list[ServerProcess],
     figures: Figures,
     log_guard: LogGuard,
 ) -> None:
     log_guard.hide(TOKEN, SECRET)
     env = server_env(tmp_path, sandbox)
     first = ServerProcess(tmp_path, "first", env)
-    servers.append(first)
+    processes.append(first)
     sandbox.webhook_url = f"{first.url}/webhooks/livekit"
 
     def crash_now(_body: dict[str, Any]) -> bool:
@@ -87,7 +79,7 @@ async def test_a_retry_after_a_crash_mid_dial_never_dials_again(
         assert first.proc.returncode is not None
 
         second = ServerProcess(tmp_path, "second", env, port=first.port)
-        servers.append(second)
+        processes.append(second)
         log_guard.scan(first.logs())
         await second.wait_ready(session)
         answers = []
@@ -122,7 +114,7 @@ async def test_a_retry_after_a_crash_mid_dial_never_dials_again(
 async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_nothing(
     tmp_path: Path,
     sandbox: Sandbox,
-    servers: list[ServerProcess],
+    processes: list[ServerProcess],
     figures: Figures,
     log_guard: LogGuard,
 ) -> None:
@@ -132,7 +124,7 @@ async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_no
     log_guard.hide(TOKEN, SECRET)
     env = server_env(tmp_path, sandbox)
     first = ServerProcess(tmp_path, "first", env)
-    servers.append(first)
+    processes.append(first)
 
     def crash_now(_body: dict[str, Any]) -> bool:
         first.kill()
@@ -144,7 +136,7 @@ async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_no
         with pytest.raises(aiohttp.ClientError):
             await session.post(f"{first.url}/calls/outbound", json=BODY, headers=HEADERS)
         second = ServerProcess(tmp_path, "second", env, port=first.port)
-        servers.append(second)
+        processes.append(second)
         await second.wait_ready(session)
         async with session.post(f"{second.url}/calls/outbound", json=BODY, headers=HEADERS) as resp:
             assert resp.status == 200

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -67,14 +67,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def server_env(tmp_path: Path, receiver: Receiver) -> dict[str, str]:
     return {
         "CONFIG_PATH": str(tmp_path / "config.json"),
@@ -108,13 +100,13 @@ def delivered_types(receiver: Receiver) -> dict[str, set[str]]:
 async def test_sigkill_between_commit_and_delivery_loses_no_event(
     tmp_path: Path,
     receiver: Receiver,
-    servers: list[ServerProcess],
+    processes: list[ServerProcess],
     figures: Figures,
     log_guard: LogGuard,
 ) -> None:
     env = server_env(tmp_path, receiver)
     first = ServerProcess(tmp_path, "first", env)
-    servers.append(first)
+    processes.append(first)
     receiver.status = 503  # the receiver is down: every event waits in the database
     count = scaled(5)
     async with aiohttp.ClientSession() as session:
@@ -134,7 +126,7 @@ async def test_sigkill_between_commit_and_delivery_loses_no_event(
         assert receiver.got == []
         receiver.status = 204
         second = ServerProcess(tmp_path, "second", env, port=first.port)
-        servers.append(second)
+        processes.append(second)
         await second.wait_ready(session)
 
         async def all_delivered() -> bool:
@@ -151,13 +143,13 @@ async def test_sigkill_between_commit_and_delivery_loses_no_event(
 async def test_sigkill_during_a_delivery_redelivers_with_the_same_id(
     tmp_path: Path,
     receiver: Receiver,
-    servers: list[ServerProcess],
+    processes: list[ServerProcess],
     figures: Figures,
     log_guard: LogGuard,
 ) -> None:
     env = server_env(tmp_path, receiver)
     first = ServerProcess(tmp_path, "first", env)
-    servers.append(first)
+    processes.append(first)
 
     def kill_now() -> None:
         first.kill()  # the server dies while its POST waits for our answer
@@ -173,7 +165,7 @@ async def test_sigkill_during_a_delivery_redelivers_with_the_same_id(
             pass  # the server may die before it answers
         await wait_for(lambda: _true(first.proc.poll() is not None))
         second = ServerProcess(tmp_path, "second", env, port=first.port)
-        servers.append(second)
+        processes.append(second)
         await second.wait_ready(session)
 
         async def all_delivered() -> bool:
