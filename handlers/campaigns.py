@@ -13,7 +13,6 @@ from common.calls.request import RequestRules
 from common.campaigns.csv_rows import CsvRejected, parse_csv
 from common.campaigns.model import RECIPIENT_STATES
 from common.campaigns.request import (
-    CSV_COLUMNS,
     MAX_RECIPIENTS,
     OPTION_KEYS,
     csv_rows,
@@ -142,7 +141,7 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
 
 def _csv(raw: bytes) -> tuple[Any, list[Any]]:
     try:
-        parsed = parse_csv(raw, max_rows=MAX_RECIPIENTS, call_fields=CSV_COLUMNS)
+        parsed = parse_csv(raw, max_rows=MAX_RECIPIENTS)
     except CsvRejected as exc:
         details = [FieldError(f"row {e.row}: {e.field}", e.error) for e in exc.errors]
         raise InvalidCall(details) from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from common.calls.errors import FieldError, InvalidCall
 from common.calls.request import FIELDS, OutboundCall, RequestRules
-from common.campaigns.csv_rows import CALL_FIELDS, CsvRow, RowError
+from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
     INVALID,
     RETRYABLE,
@@ -290,9 +290,6 @@ def csv_rows(rows: Iterable[CsvRow]) -> Iterator[Row]:
         if row.additional_params:
             fields["additional_params"] = dict(row.additional_params)
         yield Row(row.number, "", fields)
-
-
-CSV_COLUMNS = CALL_FIELDS
 
 
 def merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:

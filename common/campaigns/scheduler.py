@@ -370,11 +370,6 @@ class CampaignScheduler:
             )
             self._spawn(campaign, plan)
 
-    async def wait_idle(self) -> None:
-        """Until the placements in flight are over (tests, benchmarks)."""
-        while self._placing:
-            await asyncio.wait(set(self._placing))
-
 
 def next_slot(slot: float, now: float, interval_s: float) -> float:
     """The slot after a call placed now in `slot`: calls go on a grid of `interval_s`, never

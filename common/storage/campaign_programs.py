@@ -61,10 +61,6 @@ class OnList:
     idx: int
 
 
-class _Stale(Exception):
-    """The campaign is no longer this server's to drive: roll the attempt back."""
-
-
 # ----------------------------------------------------------------------------- rows
 
 
@@ -289,7 +285,7 @@ def _event(
     return CallEvent(event_id, campaign_id, event_type, data, now, None)
 
 
-def _complete_if_done(
+def complete_if_done(
     d: Dialect, campaign_id: str, now: float, lease_s: float, holder: str
 ) -> Program[list[CallEvent]]:
     rows = yield Query(
@@ -307,12 +303,6 @@ def _complete_if_done(
     if not done:
         return []
     return [(yield from _event(d, campaign_id, CAMPAIGN_COMPLETED, now, lease_s, holder))]
-
-
-def complete_if_done(
-    d: Dialect, campaign_id: str, now: float, lease_s: float, holder: str
-) -> Program[list[CallEvent]]:
-    return (yield from _complete_if_done(d, campaign_id, now, lease_s, holder))
 
 
 # ----------------------------------------------------------------------------- recipients
@@ -518,7 +508,7 @@ def end_attempt(
             CALLING,
         ),
     )
-    return (yield from _complete_if_done(d, ref.campaign_id, now, lease_s, holder))
+    return (yield from complete_if_done(d, ref.campaign_id, now, lease_s, holder))
 
 
 def attempt_of_call(d: Dialect, call_id: str) -> Program[AttemptRef | None]:

@@ -115,9 +115,6 @@ class CampaignMethods:
             write=True,
         )
 
-    async def attempt_of_call(self, call_id: str) -> AttemptRef | None:
-        return await self._run(cp.attempt_of_call(self.dialect, call_id), write=False)
-
     async def finish_call_attempt(self, call_id: str, status: str, now: float) -> list[CallEvent]:
         return await self._run(
             cp.finish_call_attempt(self.dialect, call_id, status, now, self.lease_s, self.instance),
