@@ -182,6 +182,7 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[CALLS].aclose()
         await lkapi.aclose()
+        await app[CONFIG].flush_async()  # the finished calls' records held back
     finally:
         if sandbox is not None:
             await sandbox.stop()

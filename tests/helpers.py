@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 # The seed's three examples, verbatim, and its integration test's body (no dynamic_instruction).
 SEED_EXAMPLES: list[dict[str, str]] = [
@@ -59,3 +61,20 @@ async def wait_for(
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(poll_s)
+
+
+async def config_forgets(path: Path, *call_ids: str, timeout: float = 5.0) -> dict[str, object]:
+    """Until config.json at `path` holds none of `call_ids` (with none given: no call record
+    at all); its call records then. A finished call's record goes with the next write, or on
+    its own within FORGET_WITHIN_S (common/config_store/store.py)."""
+
+    def records() -> dict[str, object]:
+        calls: dict[str, object] = json.loads(path.read_text())["calls"]
+        return calls
+
+    async def gone() -> bool:
+        left = records()
+        return not left if not call_ids else not any(c in left for c in call_ids)
+
+    await wait_for(gone, timeout=timeout, poll_s=0.02)
+    return records()

@@ -400,8 +400,8 @@ class CallService:
         if applied.duplicate:
             logger.debug("webhook %s (%s) already applied", event.id, event.event)
             return applied
-        if finished:
-            await self._forget_config(room)
+        if finished:  # its record leaves config.json with the next write (nobody waits)
+            self.config.forget_call_soon(room)
             if applied.after is not None and not applied.after.is_final:
                 if self.settings.calls_settle_grace_s > 0:
                     self._settle_after_grace(room)

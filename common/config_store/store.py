@@ -53,6 +53,8 @@ from common.masking import clip_for_log
 logger = logging.getLogger(__name__)
 
 CALLS_KEY = "calls"
+# A finished call's record leaves config.json with the next write, or this long after its end.
+FORGET_WITHIN_S = 1.0
 
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]
@@ -217,10 +219,16 @@ def _fsync_dir(directory: Path) -> None:
 
 @dataclass
 class _Batch:
-    """Pending async mutations of one event loop, written together by one drain task."""
+    """Pending async mutations of one event loop, written together by one drain task.
 
-    pending: list[tuple[Mutation, asyncio.Future[Any]]] = field(default_factory=list)
+    `later` holds removals nobody waits for (`forget_call_soon`): they join the next write,
+    or get one of their own once `timer` fires.
+    """
+
+    pending: list[tuple[Mutation, asyncio.Future[Any] | None]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    later: list[str] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True)
@@ -344,6 +352,29 @@ class ConfigStore:
     async def remove_call_async(self, call_id: str) -> bool:
         removed: bool = await self._submit(self._drop(call_id))
         return removed
+
+    def forget_call_soon(self, call_id: str, within_s: float = FORGET_WITHIN_S) -> None:
+        """Drop a finished call's record with the next write, or on its own within `within_s`.
+
+        For a call that ended normally nobody waits for the removal: its agent has read its
+        record long ago, and a record left behind by a crash is pruned at start-up. Joining the
+        next call's write saves a durable write per call. A failed removal is logged; the
+        reaper's next pass prunes the record.
+        """
+        loop = asyncio.get_running_loop()
+        batch = self._batch(loop)
+        batch.later.append(call_id)
+        if batch.timer is None:
+            batch.timer = loop.call_later(within_s, self._flush_later, batch)
+
+    async def flush_async(self) -> None:
+        """Write the removals `forget_call_soon` holds back now (as the server stops)."""
+        batch = self._batches.get(asyncio.get_running_loop())
+        if batch is None:
+            return
+        self._flush_later(batch)
+        if batch.task is not None:
+            await asyncio.shield(batch.task)
 
     async def remove_calls_async(self, call_ids: Iterable[str]) -> int:
         """Drop several records in one write (none if there is nothing to drop)."""
@@ -628,31 +659,55 @@ class ConfigStore:
     async def _submit(self, mutation: Mutation) -> Any:
         """Queue a mutation for this loop's next group write; wait until it is durable."""
         loop = asyncio.get_running_loop()
-        batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = _Batch()
+        batch = self._batch(loop)
         future: asyncio.Future[Any] = loop.create_future()
         batch.pending.append((mutation, future))
-        if batch.task is None or batch.task.done():
-            batch.task = loop.create_task(self._drain(batch))
+        self._start_drain(batch, loop)
         # No shield: a cancelled caller only gives up its answer; the batch writes regardless.
         return await future
 
+    def _batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch()
+        return batch
+
+    def _start_drain(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+        if batch.task is None or batch.task.done():
+            batch.task = loop.create_task(self._drain(batch))
+
+    def _flush_later(self, batch: _Batch) -> None:
+        """The held-back removals' own write, unless another write took them meanwhile."""
+        if batch.later:
+            self._start_drain(batch, asyncio.get_running_loop())
+
+    def _take_later(self, batch: _Batch) -> list[tuple[Mutation, asyncio.Future[Any] | None]]:
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        if not batch.later:
+            return []
+        call_ids, batch.later = batch.later, []
+        return [(self._drop_all(call_ids), None)]
+
     async def _drain(self, batch: _Batch) -> None:
-        while batch.pending:
+        while batch.pending or batch.later:
             items, batch.pending = batch.pending, []
+            items += self._take_later(batch)
             mutations = [self._guard(m) for m, _ in items]
             try:
                 results = await self._mutate_async(mutations)
             except BaseException as exc:
                 for _, fut in items:
-                    if not fut.done():
+                    if fut is not None and not fut.done():
                         fut.set_exception(exc)
-                if not isinstance(exc, Exception):
+                if not isinstance(exc, Exception):  # cancelled: the thread still writes
                     raise
+                if any(fut is None for _, fut in items):  # the reaper's prune tries again
+                    logger.error("could not remove finished calls' config records: %s", exc)
                 continue
             for (_, fut), result in zip(items, results, strict=True):
-                if fut.done():
+                if fut is None or fut.done():
                     continue
                 if isinstance(result, _MutationFailed):
                     fut.set_exception(result.exc)

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from server import SANDBOX
 from tests.conftest import AppFactory
+from tests.helpers import config_forgets
 
 Client = TestClient[Any, Any]
 FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
@@ -82,7 +83,34 @@ async def test_hangup_cancels_a_live_call(start_app: AppFactory, tmp_path: Path)
     assert call["status"] == "canceled"
     assert (await client.post(f"/calls/{call_id}/hangup")).status == 409
     assert (await client.post("/calls/call-000000000000/hangup")).status == 404
-    assert call_id not in json.loads((tmp_path / "config.json").read_text())["calls"]
+    await config_forgets(tmp_path / "config.json", call_id)
+
+
+async def test_a_stopping_server_removes_the_records_it_held_back(
+    start_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished call's record waits for the next write (or FORGET_WITHIN_S; a minute here);
+    a server stopping before then writes the removal as it stops."""
+    from handlers.keys import CONFIG
+
+    client = await start_app()
+    store = client.app[CONFIG]
+    held: list[str] = []
+    forget = store.forget_call_soon
+
+    def hold_a_minute(call_id: str, within_s: float = 60.0) -> None:
+        held.append(call_id)
+        forget(call_id, 60.0)
+
+    monkeypatch.setattr(store, "forget_call_soon", hold_a_minute)
+    call_id = await place(client, "+1234567890")
+    await client.app[SANDBOX].wait_idle(10)
+    assert (await wait_final(client, call_id))["status"] == "completed"
+    assert (
+        held == [call_id] and call_id in json.loads((tmp_path / "config.json").read_text())["calls"]
+    )
+    await client.close()
+    assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
 
 
 async def test_reaper_settles_calls_without_a_final_event(

@@ -32,7 +32,7 @@ from handlers.keys import CALLS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, config_forgets
 from tests.integration.test_webhooks import event_json, place, post, quiet_app, sign
 
 Client = TestClient[Any, Any]
@@ -489,7 +489,7 @@ async def test_a_finished_call_shows_its_config_times_and_ring_talk_split(
     await client.app[SANDBOX].wait_idle(10)
     shown = await call_json(client, call_id)
     assert shown["status"] == "completed"
-    assert call_id not in json.loads((tmp_path / "config.json").read_text())["calls"]
+    await config_forgets(tmp_path / "config.json", call_id)
     assert shown["config"] == {
         "caller_name": body["name"],
         "agent_instructions": body["dynamic_instruction"],

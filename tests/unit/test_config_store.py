@@ -189,6 +189,84 @@ async def test_async_group_commit_each_caller_gets_its_own_record(
     assert await store.remove_call_async("call-7")
 
 
+def _count_writes(store: ConfigStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many durable writes the store makes from now on (each entry: mutations in it)."""
+    writes: list[int] = []
+    real = store._mutate_sync
+
+    def counted(mutations: list[Any]) -> list[Any]:
+        writes.append(len(mutations))
+        return real(mutations)
+
+    monkeypatch.setattr(store, "_mutate_sync", counted)
+    return writes
+
+
+async def test_forget_call_soon_joins_the_next_write(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.update_async("Ended", call_id="call-ended")
+    writes = _count_writes(store, monkeypatch)
+    store.forget_call_soon("call-ended", within_s=30.0)
+    assert "call-ended" in read(config_path)["calls"]  # nothing written yet
+    await store.update_async("Next", call_id="call-next")
+    assert sorted(read(config_path)["calls"]) == ["call-next"]
+    assert writes == [2]  # one write: the new record and the removal together
+    await asyncio.sleep(0.05)
+    assert writes == [2]  # and its timer was cancelled: no write of its own later
+
+
+async def test_forget_call_soon_writes_alone_within_its_bound(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for call_id in ("call-a", "call-b", "call-c"):
+        await store.update_async("Someone", call_id=call_id)
+    writes = _count_writes(store, monkeypatch)
+    store.forget_call_soon("call-a", within_s=0.2)
+    store.forget_call_soon("call-b", within_s=0.2)
+    await asyncio.sleep(0.1)
+    assert writes == [] and len(read(config_path)["calls"]) == 3
+    for _ in range(100):  # bounded: 2 s
+        if len(read(config_path)["calls"]) < 3:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(read(config_path)["calls"]) == ["call-c"]
+    assert writes == [1]  # both removals in one write
+
+
+async def test_flush_writes_held_back_removals_now(store: ConfigStore, config_path: Path) -> None:
+    await store.update_async("Ended", call_id="call-ended")
+    store.forget_call_soon("call-ended", within_s=60.0)
+    await store.flush_async()
+    assert read(config_path)["calls"] == {}
+    await store.flush_async()  # nothing held: nothing to do
+
+
+async def test_a_failed_held_back_removal_is_logged_not_raised(
+    store: ConfigStore,
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+    import os
+
+    await store.update_async("Ended", call_id="call-ended")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    store.forget_call_soon("call-ended", within_s=0.0)
+    with caplog.at_level(logging.ERROR):
+        await store.flush_async()
+    assert "could not remove finished calls' config records" in caplog.text
+    monkeypatch.undo()
+    assert "call-ended" in read(config_path)["calls"]  # left for the reaper's prune
+    await store.update_async("Next", call_id="call-next")  # the store still writes
+    assert sorted(read(config_path)["calls"]) == ["call-ended", "call-next"]
+
+
 async def test_async_write_does_not_block_the_loop(
     store: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
