@@ -306,6 +306,7 @@ def main() -> None:
             port=settings.port,
             print=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            access_log_class=access_log.CallsAccessLogger,
         )
     except StartupError as exc:
         logger.error("cannot start: %s", exc)

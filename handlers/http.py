@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from handlers.errors import HttpError
-from handlers.keys import ROUTES, SETTINGS
+from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
@@ -45,6 +45,9 @@ class RouteDoc:
     body_content_type: str = JSON
     parameters: list[dict[str, Any]] = field(default_factory=list)
     protected: bool = False
+    # False: a machine's request (LiveKit's webhooks, agents' reports) whose success the call's
+    # own log lines tell; its access-log line is written only at LOG_LEVEL=DEBUG.
+    log_success: bool = True
 
 
 # Replies most protected routes document alike.
@@ -54,8 +57,12 @@ DB_DOWN = Reply("The calls database is unavailable")
 
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
-    app.router.add_route(doc.method, doc.path, requires_token(view) if doc.protected else view)
+    route = app.router.add_route(
+        doc.method, doc.path, requires_token(view) if doc.protected else view
+    )
     app.setdefault(ROUTES, []).append(doc)
+    if not doc.log_success:
+        app.setdefault(QUIET_ROUTES, set()).add(route)
 
 
 def requires_token(view: View) -> View:

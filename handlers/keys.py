@@ -26,3 +26,5 @@ CAMPAIGNS = web.AppKey("campaigns", CampaignService)
 LIVEKIT_URL = web.AppKey("livekit_url", str)
 # Every route's OpenAPI description, added by the handler modules as they register routes.
 ROUTES = web.AppKey("routes", list[Any])
+# Routes whose successful requests the access log writes only at DEBUG (RouteDoc.log_success).
+QUIET_ROUTES = web.AppKey("quiet_routes", set[Any])

@@ -66,6 +66,7 @@ def setup(app: web.Application) -> None:
             "agentReport",
             "An agent's report about its own call (signed like LiveKit webhooks)",
             body=AgentReport,
+            log_success=False,
             replies={
                 200: Reply("Stored (or seen before)", ReportAnswer),
                 400: Reply("Signed, but not an agent report; `details` says why"),

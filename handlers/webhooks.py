@@ -75,6 +75,7 @@ def setup(app: web.Application) -> None:
             "livekitWebhook",
             "LiveKit's signed webhooks (Authorization: a JWT over the body)",
             body_content_type="application/webhook+json",
+            log_success=False,
             replies={
                 200: Reply("Accepted", WebhookAnswer),
                 400: Reply("Signed, but not a LiveKit event"),

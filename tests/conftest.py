@@ -56,7 +56,7 @@ import dataclasses  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from aiohttp.test_utils import TestClient  # noqa: E402
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from common.settings import Settings  # noqa: E402
 from tests.processes import free_port  # noqa: E402
@@ -94,6 +94,7 @@ async def start_app(
     The seed's module-level functions are pointed at the app's config.json, as CONFIG_PATH
     does for a server and the code around it in one process.
     """
+    from handlers.access_log import CallsAccessLogger
     from server import create_app
 
     previous = update_config._default_store
@@ -108,7 +109,9 @@ async def start_app(
             settings.config_path, record_ttl_s=settings.config_record_ttl_s
         )
         app = create_app(settings, config=config, campaign_clock=campaign_clock)
-        return await aiohttp_client(app, server_kwargs={"port": port})
+        server = TestServer(app, port=port)  # started here: TestServer drops runner options
+        await server.start_server(access_log_class=CallsAccessLogger)
+        return await aiohttp_client(server)
 
     yield start
     update_config._default_store = previous

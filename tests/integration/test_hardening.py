@@ -426,20 +426,34 @@ async def test_access_log_keeps_call_ids_and_masks_user_agents(
     assert any("crm/+•••••••0123" in line for line in lines)
 
 
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
 async def test_access_log_drops_the_sandboxs_successful_webhooks(
-    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, level: int
 ) -> None:
-    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    """The sandbox's successful posts are never logged; real LiveKit webhooks and agent
+    reports that succeed only at DEBUG (the call's own lines tell their effect); failures and
+    the client's requests always."""
+    caplog.set_level(level, logger="aiohttp.access")  # before the first connection
     client = await start_app()
     resp = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Lo"))
     await client.app[SANDBOX].wait_idle(10)
     body = event_json("room_finished", "call-000000000000")
-    await post(client, body, "Bearer " + sign(body))  # real traffic: logged
-    assert resp.status == 200
+    assert await post(client, body, "Bearer " + sign(body)) == 200  # real traffic
+    assert (
+        await post(
+            client, body, "Bearer " + sign(body, secret="a-wrong-secret-that-is-long-enough-0123")
+        )
+        == 401
+    )
+    report = await client.post("/agent/reports", data=b"{}", headers={"Authorization": "x"})
+    assert resp.status == 200 and report.status == 401
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert client.app[SANDBOX].webhooks_delivered >= 5
     webhook_lines = [line for line in lines if "/webhooks/livekit" in line]
-    assert len(webhook_lines) == 1  # ours, not the sandbox's own posts
+    ok = [line for line in webhook_lines if '" 200 ' in line]
+    assert len(ok) == (1 if level == logging.DEBUG else 0)  # ours; never the sandbox's
+    assert len([line for line in webhook_lines if '" 401 ' in line]) == 1
+    assert len([line for line in lines if "/agent/reports" in line]) == 1  # the 401
     assert any("/calls/outbound" in line for line in lines)
 
 
