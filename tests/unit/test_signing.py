@@ -109,3 +109,27 @@ def test_the_room_a_token_covers() -> None:
 def test_a_verifier_needs_the_key_and_secret() -> None:
     with pytest.raises(ValueError, match="must be set"):
         BodyVerifier("", SECRET)
+    with pytest.raises(ValueError, match="cannot be an HMAC secret"):
+        BodyVerifier(KEY, "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----")
+
+
+def test_the_secret_is_prepared_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT prepares (inspects) the HMAC key on every check; ours is prepared as the
+    verifier is made, and checks of our tokens do not prepare it again."""
+    from jwt.algorithms import HMACAlgorithm
+
+    verifier = BodyVerifier(KEY, SECRET)
+    ours, theirs = sign_body(BODY, KEY, SECRET), token(secret="another-secret-" + "x" * 64)
+    prepared: list[object] = []
+    real = HMACAlgorithm.prepare_key
+
+    def counted(self: HMACAlgorithm, key: str | bytes) -> bytes:
+        prepared.append(key)
+        return real(self, key)
+
+    monkeypatch.setattr(HMACAlgorithm, "prepare_key", counted)
+    for _ in range(3):
+        verifier.verify(ours, BODY)
+    with pytest.raises(Unverified):
+        verifier.verify(theirs, BODY)
+    assert prepared == []
