@@ -678,13 +678,16 @@ def record_report(
     call as voicemail when it ends); `final` keeps the final report. A report about a call the
     database does not know stores nothing. Nothing moves a final status.
     """
+    # What the report needs of its call (`apply` reads the whole row when it changes it).
+    columns = "call_id, status, created_at, phone_number, data_erased_at"
     rows = yield Query(
-        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
+        f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
         (report.call_id,),
     )
     if not rows:
         return Applied(unknown_call=True)
-    if rows[0]["data_erased_at"] is not None and report.kind in ("turn", "final"):
+    call = rows[0]
+    if call["data_erased_at"] is not None and report.kind in ("turn", "final"):
         # The retention already erased this call's conversation: keep none of it now.
         if report.kind == "turn" or report.final is None:
             return Applied(duplicate=True)
@@ -696,15 +699,15 @@ def record_report(
     )
     if not stored:
         return Applied(duplicate=True)
-    call = row_to_call(rows[0])
+    call_id = report.call_id
     kind = f"agent_{report.kind}"
     detail: dict[str, Any] = {"seq": report.seq}
     if report.kind == "answered":
-        answered_at = min(max(report.at, call.created_at), now)
+        answered_at = min(max(report.at, call["created_at"]), now)
         return (
             yield from apply(
                 d,
-                call.call_id,
+                call_id,
                 kind,
                 answer_reported,
                 None,
@@ -720,21 +723,19 @@ def record_report(
         yield Query(
             "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, 'agent', ?, ?)"
             " ON CONFLICT DO NOTHING",
-            (call.phone_number, call.call_id, now),
+            (call["phone_number"], call_id, now),
         )
         return (
             yield from apply(
-                d, call.call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+                d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
             )
         )
     if report.kind == "amd" and report.amd is not None:
-        yield Query(
-            "UPDATE calls SET amd = ? WHERE call_id = ?", (report.amd.category, call.call_id)
-        )
+        yield Query("UPDATE calls SET amd = ? WHERE call_id = ?", (report.amd.category, call_id))
         detail["amd"] = report.amd.category
         return (
             yield from apply(
-                d, call.call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+                d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
             )
         )
     if report.kind == "final" and report.final is not None:
@@ -742,17 +743,19 @@ def record_report(
         yield Query(
             "UPDATE calls SET report = ?, report_at = ?, ended_by = COALESCE(?, ended_by)"
             " WHERE call_id = ?",
-            (final.model_dump_json(), now, final.ended_by, call.call_id),
+            (final.model_dump_json(), now, final.ended_by, call_id),
         )
         detail["turns"] = len(final.transcript)
         applied = yield from apply(
-            d, call.call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+            d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
         )
+        if applied.after is None:  # the row is locked since the first read: never
+            return applied
         events = yield from _add_events(
-            (CALL_REPORT,), call.status, applied.after or call, now, lease_s, holder
+            (CALL_REPORT,), Status(call["status"]), applied.after, now, lease_s, holder
         )
         return Applied(before=applied.before, after=applied.after, events=events)
-    return Applied(before=call, after=call)  # a turn: stored, read back with the call
+    return Applied()  # a turn: stored, read back with the call
 
 
 def _no_change(_state: Any) -> None:
