@@ -578,10 +578,13 @@ class CallService:
         if not await aiofiles.os.path.exists(self.config.path):
             return 0
         records = await self.config.records_written_async()
-        live = await self.store.live_among(list(records))
+        # Known first, live second: a row may appear between the two reads (the call being
+        # placed) and a live call may end, never the other way round; in the other order, a
+        # call recorded between them would be "known and not live" and lose its record.
+        known = await self.store.known_among(list(records))
+        live = await self.store.live_among([c for c in records if c in known])
         now = self.clock()
         young, expired = now - UNRECORDED_CONFIG_GRACE_S, now - self.config.record_ttl_s
-        known = await self.store.known_among([c for c in records if c not in live])
         finished = [
             call_id
             for call_id, written_at in records.items()

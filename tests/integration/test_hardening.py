@@ -28,7 +28,7 @@ from common.calls.models import IdempotencyClaim, NewCall
 from common.settings import DEV_API_KEY, DEV_API_SECRET, Settings, configure_logging
 from common.storage.sqlite import SqliteCallStore
 from common.update_config import ConfigStore
-from handlers.keys import CALLS
+from handlers.keys import CALLS, CONFIG, STORE
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -298,6 +298,34 @@ async def test_config_records_are_pruned_on_every_reaper_pass(
 
     await wait_for(pruned)
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_call_recorded_while_the_reaper_prunes_keeps_its_record(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The prune asks the database which records' calls exist and which are live; a call whose
+    row is written between those two reads (it was being placed) keeps its record."""
+    client = await start_app(reaper_interval_s=3600.0)
+    store, service = client.app[STORE], client.app[CALLS]
+    call_id = "call-0000000be1d0"
+    await client.app[CONFIG].update_async("Being placed", call_id=call_id)
+    reads: list[str] = []
+
+    def after_first_read(name: str, read: Any) -> Any:
+        async def wrapped(call_ids: list[str]) -> set[str]:
+            found: set[str] = await read(call_ids)
+            reads.append(name)
+            if len(reads) == 1:  # the placement records its row now
+                await store.create_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
+            return found
+
+        return wrapped
+
+    monkeypatch.setattr(store, "live_among", after_first_read("live", store.live_among))
+    monkeypatch.setattr(store, "known_among", after_first_read("known", store.known_among))
+    assert await service.prune_config() == 0
+    assert len(reads) == 2
+    assert call_id in json.loads((tmp_path / "config.json").read_text())["calls"]
 
 
 def _final() -> Any:
