@@ -373,7 +373,7 @@ class ConfigStore:
         if batch is None:
             return
         self._flush_later(batch)
-        if batch.task is not None:
+        if batch.task is not None and not batch.task.done():
             await asyncio.shield(batch.task)
 
     async def remove_calls_async(self, call_ids: Iterable[str]) -> int:
