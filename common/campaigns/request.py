@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from common.calls.errors import FieldError, InvalidCall
 from common.calls.request import FIELDS, OutboundCall, RequestRules
@@ -122,28 +122,24 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
     return defaults
 
 
-def _number(
-    value: object, where: str, bounds: tuple[float, float], default: float, errors: list[FieldError]
-) -> float:
+N = TypeVar("N", int, float)
+
+
+def _bounded(
+    value: object, where: str, bounds: tuple[N, N], default: N, errors: list[FieldError]
+) -> N:
+    """`value` within `bounds` (None: `default`), of the default's kind: a whole number for an
+    int default, any number for a float one; else an error and the default."""
     if value is None:
         return default
     low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        errors.append(FieldError(where, f"must be a number from {low:g} to {high:g}"))
+    whole = isinstance(default, int)
+    kinds = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        what = "a whole number" if whole else "a number"
+        errors.append(FieldError(where, f"must be {what} from {low:g} to {high:g}"))
         return default
-    return float(value)
-
-
-def _whole(
-    value: object, where: str, bounds: tuple[int, int], default: int, errors: list[FieldError]
-) -> int:
-    if value is None:
-        return default
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors.append(FieldError(where, f"must be a whole number from {low} to {high}"))
-        return default
-    return value
+    return type(default)(value)
 
 
 def _unknown(
@@ -162,9 +158,22 @@ def _pacing(value: object, errors: list[FieldError]) -> Pacing:
     if obj is None:
         return Pacing()
     _unknown(obj, "pacing", ("calls_per_second", "max_concurrent"), errors)
+    default = Pacing()
     return Pacing(
-        _number(obj.get("calls_per_second"), "pacing.calls_per_second", CPS_RANGE, 1.0, errors),
-        _whole(obj.get("max_concurrent"), "pacing.max_concurrent", CONCURRENT_RANGE, 10, errors),
+        _bounded(
+            obj.get("calls_per_second"),
+            "pacing.calls_per_second",
+            CPS_RANGE,
+            default.calls_per_second,
+            errors,
+        ),
+        _bounded(
+            obj.get("max_concurrent"),
+            "pacing.max_concurrent",
+            CONCURRENT_RANGE,
+            default.max_concurrent,
+            errors,
+        ),
     )
 
 
@@ -188,10 +197,17 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
     if not isinstance(on, list) or any(item not in RETRYABLE for item in on):
         errors.append(FieldError("retry.on", f"must be a list of {', '.join(RETRYABLE)}"))
         on = []
+    default = RetryPolicy()
     return RetryPolicy(
         tuple(dict.fromkeys(on)),
-        _whole(obj.get("max_attempts"), "retry.max_attempts", ATTEMPTS_RANGE, 3, errors),
-        _number(obj.get("delay_s"), "retry.delay_s", DELAY_RANGE, 600.0, errors),
+        _bounded(
+            obj.get("max_attempts"),
+            "retry.max_attempts",
+            ATTEMPTS_RANGE,
+            default.max_attempts,
+            errors,
+        ),
+        _bounded(obj.get("delay_s"), "retry.delay_s", DELAY_RANGE, default.delay_s, errors),
     )
 
 
