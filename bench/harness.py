@@ -229,9 +229,15 @@ class Served:
 
 
 def start_server(
-    workdir: Path, *, time_scale: float = 0.0, port: int | None = None, **env: str
+    workdir: Path,
+    *,
+    time_scale: float = 0.0,
+    port: int | None = None,
+    livekit: Served | None = None,
+    **env: str,
 ) -> Served:
-    """`server.py` main with its own temp files and (unless LIVEKIT_URL is given) the sandbox."""
+    """`server.py` main with its own temp files and the sandbox in its process, or, with
+    `livekit` (from `start_livekit`), configured for that as a real LiveKit."""
     port, sandbox_port = port or free_port(), free_port()
     settings = {
         "HOST": HOST,
@@ -247,6 +253,13 @@ def start_server(
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "text",
     }
+    if livekit is not None:
+        settings |= {
+            "LIVEKIT_URL": livekit.url,
+            "LIVEKIT_API_KEY": LIVEKIT_KEY,
+            "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
+            "SIP_OUTBOUND_TRUNK_ID": "ST_bench",
+        }
     settings.update(env)
     # cwd is the temp dir, so a developer's .env in the repository cannot change the run.
     served = Served(
@@ -254,6 +267,30 @@ def start_server(
     )
     served.wait_ready()
     return served
+
+
+# The API key and secret of a bench's "real" LiveKit: the sandbox in its own process.
+LIVEKIT_KEY, LIVEKIT_SECRET = "APIbench", "bench-secret-" + "x" * 32
+
+
+def start_livekit(workdir: Path, server_port: int) -> Served:
+    """The sandbox in its own process as a real LiveKit, posting its webhooks to the server
+    that will listen on `server_port` (started with `livekit=` this)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    webhook_url = f"http://{HOST}:{server_port}/webhooks/livekit"
+    return start_sandbox(workdir, webhook_url, LIVEKIT_KEY, LIVEKIT_SECRET)
+
+
+def start_split(workdir: Path, **env: Any) -> tuple[Served, Served]:
+    """A server and its LiveKit, the sandbox, each in its own process (in `workdir`); `env`:
+    more of `start_server`'s settings."""
+    port = free_port()
+    sandbox = start_livekit(workdir, port)
+    try:
+        return sandbox, start_server(workdir, port=port, livekit=sandbox, **env)
+    except BaseException:
+        sandbox.stop()
+        raise
 
 
 def start_sandbox(workdir: Path, webhook_url: str, api_key: str, api_secret: str) -> Served:

@@ -35,7 +35,6 @@ from bench.harness import (
     Spread,
     cpu_seconds,
     emit,
-    free_port,
     http_post_json,
     note,
     num,
@@ -43,8 +42,8 @@ from bench.harness import (
     run_load,
     section,
     start_hello,
-    start_sandbox,
     start_server,
+    start_split,
     table,
     wait_settled,
     workdir,
@@ -179,45 +178,29 @@ def calls_phase(
     return series, server.log_problems(), points
 
 
-SPLIT_KEY, SPLIT_SECRET = "APIbench", "bench-secret-" + "x" * 32
-
-
 def split_phase(root: Path, hello: Served, plan: Plan) -> Series:
     """The same calls with the sandbox in its own process (not counted against the server):
     what the server itself costs per call, as against a real LiveKit (issue 17's goals)."""
     split = Series()
-    port = free_port()
-    sandbox = start_sandbox(
-        root, f"http://127.0.0.1:{port}/webhooks/livekit", SPLIT_KEY, SPLIT_SECRET
-    )
+    sandbox, server = start_split(root / "split")
     try:
-        server = start_server(
-            root / "split",
-            port=port,
-            LIVEKIT_URL=sandbox.url,
-            LIVEKIT_API_KEY=SPLIT_KEY,
-            LIVEKIT_API_SECRET=SPLIT_SECRET,
-            SIP_OUTBOUND_TRUNK_ID="ST_bench",
+        run_load(
+            load_spec(server.url + "/calls/outbound", 10, 50, body=CALL_BODY, headers=JSON_HEADERS)
         )
-        try:
-            run_load(
-                load_spec(
-                    server.url + "/calls/outbound", 10, 50, body=CALL_BODY, headers=JSON_HEADERS
-                )
-            )
-            wait_settled(server)
-            for r in range(plan.repeats):
-                for c in (1, 50):
-                    note(f"http: calls, sandbox in its own process, repeat {r + 1}, {c} clients")
-                    h, h_cpu = measure_hello(hello, c, plan.hello[c])
-                    sandbox_cpu0 = cpu_seconds(sandbox.pid)
-                    k, settled, cpu_ms = measure_calls(server, c, plan.calls[c])
-                    sandbox_ms = (cpu_seconds(sandbox.pid) - sandbox_cpu0) * 1000 / max(k.ok, 1)
-                    split.add(c, Sample(h, k, settled, cpu_ms, h_cpu, sandbox_ms))
-        finally:
-            server.stop()
+        wait_settled(server)
+        for r in range(plan.repeats):
+            for c in (1, 50):
+                note(f"http: calls, sandbox in its own process, repeat {r + 1}, {c} clients")
+                h, h_cpu = measure_hello(hello, c, plan.hello[c])
+                sandbox_cpu0 = cpu_seconds(sandbox.pid)
+                k, settled, cpu_ms = measure_calls(server, c, plan.calls[c])
+                sandbox_ms = (cpu_seconds(sandbox.pid) - sandbox_cpu0) * 1000 / max(k.ok, 1)
+                split.add(c, Sample(h, k, settled, cpu_ms, h_cpu, sandbox_ms))
     finally:
-        sandbox.stop()
+        try:
+            server.stop()
+        finally:
+            sandbox.stop()
     return split
 
 

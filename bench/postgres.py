@@ -52,7 +52,7 @@ from bench.harness import (
     note,
     percentile,
     section,
-    start_sandbox,
+    start_livekit,
     start_server,
     table,
     wait_settled,
@@ -62,7 +62,6 @@ from bench.harness import (
 )
 from tests.pg_cluster import PostgresCluster
 
-KEY, SECRET = "APIbenchpg", "bench-pg-secret-" + "x" * 32
 CALL = {"phone_number": "+14155550123", "name": "Bench"}
 GOAL_RATIO = 1.6
 MAX_S = 60.0
@@ -306,7 +305,7 @@ def start_setup(
     base.mkdir()
     ports = [free_port() for _ in range(instances)]
     started: list[Served] = []
-    sandbox = start_sandbox(base, f"http://127.0.0.1:{ports[0]}/webhooks/livekit", KEY, SECRET)
+    sandbox = start_livekit(base, ports[0])
     started.append(sandbox)
     try:
         servers = []
@@ -317,10 +316,7 @@ def start_setup(
                 start_server(
                     home,
                     port=port,
-                    LIVEKIT_URL=sandbox.url,
-                    LIVEKIT_API_KEY=KEY,
-                    LIVEKIT_API_SECRET=SECRET,
-                    SIP_OUTBOUND_TRUNK_ID="ST_bench",
+                    livekit=sandbox,
                     CALLS_RATE_LIMIT_PER_MIN="1000000",
                     CALLS_MAX_ACTIVE="1000000",
                     DATABASE_URL=dsn or "",  # empty: unset, SQLite

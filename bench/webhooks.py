@@ -53,8 +53,8 @@ from bench.harness import (
     note,
     percentile,
     section,
-    start_sandbox,
     start_server,
+    start_split,
     subprocess_env,
     table,
     wait_settled,
@@ -83,7 +83,6 @@ class Plan:
 
 FULL = Plan(calls=500, repeats=5, warmup=50, split_repeats=2)
 QUICK = Plan(calls=150, repeats=3, warmup=30, split_repeats=1)
-SPLIT_KEY, SPLIT_SECRET = "APIbenchhooks", "bench-hooks-secret-" + "x" * 32
 
 
 # ----------------------------------------------------------------------------- the receiver
@@ -732,24 +731,13 @@ def run(plan: Plan) -> str:
                         plains.append(run_plain(plain, plan.calls))
                     else:
                         hookeds.append(run_hooked(hooked, receiver, inbox, plan.calls))
-            (root / "split").mkdir()
-            port = free_port()
-            sandbox = start_sandbox(
-                root / "split", f"http://{HOST}:{port}/webhooks/livekit", SPLIT_KEY, SPLIT_SECRET
-            )
-            started.append(sandbox)
-            split = start_server(
+            sandbox, split = start_split(
                 root / "split",
-                port=port,
-                LIVEKIT_URL=sandbox.url,
-                LIVEKIT_API_KEY=SPLIT_KEY,
-                LIVEKIT_API_SECRET=SPLIT_SECRET,
-                SIP_OUTBOUND_TRUNK_ID="ST_bench",
                 CALLS_WEBHOOK_URL=f"{receiver.url}/hooks/split",
                 CALLS_WEBHOOK_SECRET=secret,
                 CALLS_WEBHOOK_ALLOW_PRIVATE="1",
             )
-            started.append(split)
+            started += [sandbox, split]
             note(f"webhooks: sandbox in its own process, warming up ({plan.warmup} calls)")
             run_hooked(split, receiver, inbox, plan.warmup)
             splits: list[Run] = []
