@@ -17,12 +17,12 @@ from handlers.errors import HttpError, error_response
 from handlers.http import (
     DB_DOWN,
     UNAUTHORIZED,
+    PageLimit,
     Reply,
     RouteDoc,
     add_route,
     client_identity,
     decode_json,
-    int_param,
     json_answer,
     read_body,
     time_param,
@@ -32,7 +32,7 @@ from handlers.schemas import CallList, CallPlaced, HangupAnswer
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 200
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
+LIST_LIMIT = PageLimit(default=50, maximum=500)
 REPLAY = {"Idempotent-Replay": "1"}
 
 
@@ -106,8 +106,7 @@ def _list_params(request: web.Request) -> tuple[Status | None, int, float | None
             raise HttpError(
                 400, f"status must be one of {', '.join(s.value for s in Status)}"
             ) from None
-    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
-    return status, limit, time_param(request, "before")
+    return status, LIST_LIMIT.of(request), time_param(request, "before")
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -190,17 +189,7 @@ def setup(app: web.Application) -> None:
                     "required": False,
                     "schema": {"enum": [s.value for s in Status]},
                 },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": LIST_LIMIT_MAX,
-                        "default": LIST_LIMIT_DEFAULT,
-                    },
-                },
+                LIST_LIMIT.doc,
                 {
                     "name": "before",
                     "in": "query",

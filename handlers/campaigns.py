@@ -25,6 +25,7 @@ from handlers.errors import HttpError
 from handlers.http import (
     DB_DOWN,
     UNAUTHORIZED,
+    PageLimit,
     Reply,
     RouteDoc,
     add_route,
@@ -37,7 +38,7 @@ from handlers.http import (
 from handlers.keys import CAMPAIGNS, SETTINGS
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
+LIST_LIMIT = PageLimit(default=100, maximum=1000)
 CSV_TYPES = ("text/csv", "application/csv")
 
 
@@ -178,7 +179,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, li
 
 
 async def list_campaigns(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    limit = LIST_LIMIT.of(request)
     before = time_param(request, "before")
     service = request.app[CAMPAIGNS]
     found = await service.store.list_campaigns(limit=limit, before=before)
@@ -200,7 +201,7 @@ async def recipients(request: web.Request) -> web.Response:
     state = request.query.get("status") or None
     if state is not None and state not in RECIPIENT_STATES:
         raise HttpError(400, f"status must be one of {', '.join(RECIPIENT_STATES)}")
-    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    limit = LIST_LIMIT.of(request)
     after = (
         int_param(request, "after", -1, -1, MAX_RECIPIENTS) if "after" in request.query else None
     )
@@ -230,12 +231,6 @@ CAMPAIGN_ID = {
     "required": True,
     "schema": {"type": "string"},
     "description": "The campaign id answered by POST /campaigns",
-}
-LIMIT = {
-    "name": "limit",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX},
 }
 
 
@@ -268,7 +263,10 @@ def setup(app: web.Application) -> None:
             "listCampaigns",
             "Campaigns, newest first",
             protected=True,
-            parameters=[LIMIT, {"name": "before", "in": "query", "schema": {"type": "number"}}],
+            parameters=[
+                LIST_LIMIT.doc,
+                {"name": "before", "in": "query", "schema": {"type": "number"}},
+            ],
             replies={
                 200: Reply("Campaigns", CampaignListAnswer),
                 400: Reply("A bad query parameter"),
@@ -307,7 +305,7 @@ def setup(app: web.Application) -> None:
             parameters=[
                 CAMPAIGN_ID,
                 {"name": "status", "in": "query", "schema": {"enum": list(RECIPIENT_STATES)}},
-                LIMIT,
+                LIST_LIMIT.doc,
                 {
                     "name": "after",
                     "in": "query",

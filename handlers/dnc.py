@@ -14,18 +14,18 @@ from handlers.errors import HttpError
 from handlers.http import (
     DB_DOWN,
     UNAUTHORIZED,
+    PageLimit,
     Reply,
     RouteDoc,
     add_route,
     decode_json,
-    int_param,
     read_body,
 )
 from handlers.keys import STORE
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_NUMBERS = 10_000
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
+LIST_LIMIT = PageLimit(default=100, maximum=1000)
 
 
 class DncBody(BaseModel):
@@ -80,7 +80,7 @@ async def remove_number(request: web.Request) -> web.Response:
 
 async def list_numbers(request: web.Request) -> web.Response:
     """GET /dnc?limit=&after=: the list, by number."""
-    limit = int_param(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    limit = LIST_LIMIT.of(request)
     after = request.query.get("after") or None
     entries = await request.app[STORE].list_dnc(limit=limit, after=after)
     return web.json_response(
@@ -121,11 +121,7 @@ def setup(app: web.Application) -> None:
             "The do-not-call list, by number",
             protected=True,
             parameters=[
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX},
-                },
+                LIST_LIMIT.doc,
                 {"name": "after", "in": "query", "schema": {"type": "string"}},
             ],
             replies={

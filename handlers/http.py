@@ -153,6 +153,31 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
+@dataclass(frozen=True)
+class PageLimit:
+    """A list's `limit` query parameter: how it is read and how /openapi.json shows it."""
+
+    default: int
+    maximum: int
+
+    def of(self, request: web.Request) -> int:
+        return int_param(request, "limit", self.default, 1, self.maximum)
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": self.maximum,
+                "default": self.default,
+            },
+        }
+
+
 def time_param(request: web.Request, name: str) -> float | None:
     """A unix-time query parameter (paging's before=); 400 unless a finite number."""
     text = request.query.get(name)
