@@ -53,7 +53,7 @@ from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import UnsafeWebhookUrl, resolve_public
 from common.settings import Settings
-from common.storage.base import CallStore, DatabaseError, KeyTaken, Refused
+from common.storage.base import CallStore, CommitUnknown, DatabaseError, KeyTaken, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ UNRECORDED_CONFIG_GRACE_S = 60.0
 # retry ladder lasts about a day and a half), then purged by the reaper.
 EVENT_RETENTION_S = 7 * 86400.0
 WEBHOOK_DNS_TIMEOUT_S = 3.0
+# A call's row whose COMMIT lost its answer (the connection broke): how long to ask the
+# database whether it was written, and how often, before the request is refused.
+COMMIT_CHECK_S = 5.0
+COMMIT_CHECK_POLL_S = 0.25
 
 
 def new_call_id() -> str:
@@ -247,11 +251,36 @@ class CallService:
         except Refused as refused:  # concurrent requests used the limit up meanwhile
             await self._forget_config(call_id)
             raise refusal_error(refused.refusal, self.admission.limits) from None
+        except CommitUnknown:
+            if not await self._recorded_after_all(call_id):
+                await self._forget_config(call_id)
+                raise
+            # Written after all: place it. Its call.dialing event waits in the outbox; the
+            # reaper dispatches it once this server's lease on it runs out.
+            logger.warning(
+                "call %s: its row was written though the commit's answer was lost; placing it",
+                call_id,
+                extra={"call_id": call_id},
+            )
+            return call_id, record
         except DatabaseError:
             await self._forget_config(call_id)
             raise
         self.events.publish(applied.events)
         return call_id, record
+
+    async def _recorded_after_all(self, call_id: str) -> bool:
+        """After a commit whose answer was lost: is the call's row there? Asked until the
+        database answers, for COMMIT_CHECK_S at most; False if it never does (the call is
+        refused; a row written after all is settled failed by the reaper, never dialled)."""
+        deadline = time.monotonic() + COMMIT_CHECK_S
+        while True:
+            try:
+                return await self.store.get_call(call_id, with_timeline=False) is not None
+            except DatabaseError:
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(COMMIT_CHECK_POLL_S)
 
     async def _dispatch_and_dial(
         self, call: OutboundCall, call_id: str, record: dict[str, Any]

@@ -39,6 +39,10 @@ class DatabaseError(Exception):
     """The database could not do what was asked; callers answer 503 (and retry later)."""
 
 
+class CommitUnknown(DatabaseError):
+    """The connection broke while a transaction committed: it may or may not be written."""
+
+
 @dataclass(frozen=True)
 class AdmissionLimits:
     """What a new call must fit in, checked in the transaction that records it.

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from common.storage.base import DatabaseError
+from common.storage.base import CommitUnknown, DatabaseError
 from common.storage.migrations import migrations_for
 from common.storage.programs import POSTGRES, Program, Row
 from common.storage.sql import SqlCallStore
@@ -154,13 +154,16 @@ class PostgresCallStore(SqlCallStore):
         await self._pool.close()
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
+        committing = False  # the program ran to its end: a broken connection now hides the COMMIT
         try:
             async with self._pool.acquire() as conn:
                 try:
                     if not write:
                         return await _drive(conn, program)
                     async with conn.transaction():
-                        return await _drive(conn, program)
+                        result = await _drive(conn, program)
+                        committing = True
+                    return result
                 except (*_CONNECTION_ERRORS, asyncpg.InternalClientError):
                     # The connection is broken or out of step (a query cut off by a restart):
                     # never hand it out again; the pool opens a fresh one.
@@ -168,12 +171,17 @@ class PostgresCallStore(SqlCallStore):
                     raise
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
-        except asyncpg.PostgresError as exc:
+        except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
+            # Before PostgresError: some of these are PostgresErrors too (the connection's).
+            logger.error("calls database unreachable: %s", _why(exc))
+            if committing:
+                raise CommitUnknown(
+                    f"connection lost while committing ({type(exc).__name__})"
+                ) from None
+            raise DatabaseError(f"database unreachable ({type(exc).__name__})") from None
+        except asyncpg.PostgresError as exc:  # the server refused: nothing was written
             logger.error("calls database error: %s", _why(exc))
             raise DatabaseError(_why(exc)) from None
-        except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
-            logger.error("calls database unreachable: %s", _why(exc))
-            raise DatabaseError(f"database unreachable ({type(exc).__name__})") from None
 
 
 async def _drive(conn: Any, program: Program[T]) -> T:

@@ -1,0 +1,147 @@
+"""A COMMIT whose answer is lost (the connection to PostgreSQL breaks as it commits): the
+call's row may be written or not. The backend says so (CommitUnknown, never a plain failure),
+and the placement asks the database before it answers: a call written after all is placed
+(200, dialled once); one that was not is refused (503) with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from common.calls import service as service_module
+from common.calls.models import NewCall
+from common.storage import postgres as postgres_module
+from common.storage.base import CommitUnknown, DatabaseError
+from common.storage.postgres import PostgresCallStore
+from handlers.keys import CALLS, STORE
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_TEST_BODY
+
+Client = TestClient[Any, Any]
+
+
+def _call(n: int) -> NewCall:
+    return NewCall(f"call-{n:012d}", "+1234567890", "Lost Commit", "en", "Calm")
+
+
+async def test_postgres_tells_a_lost_commit_from_a_failed_transaction(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
+    try:
+        real_exit = asyncpg.transaction.Transaction.__aexit__
+
+        async def commit_then_break(self: Any, *exc_info: Any) -> None:
+            await real_exit(self, *exc_info)  # written
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+        monkeypatch.setattr(asyncpg.transaction.Transaction, "__aexit__", commit_then_break)
+        with pytest.raises(CommitUnknown):
+            await store.create_call(_call(1))
+        monkeypatch.undo()
+        assert await store.get_call("call-000000000001") is not None  # it was written
+
+        real_drive = postgres_module._drive
+        calls = 0
+
+        async def break_midway(conn: Any, program: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+        monkeypatch.setattr(postgres_module, "_drive", break_midway)
+        with pytest.raises(DatabaseError) as raised:
+            await store.create_call(_call(2))
+        assert not isinstance(raised.value, CommitUnknown)  # it never got to COMMIT
+        monkeypatch.setattr(postgres_module, "_drive", real_drive)
+        assert calls == 1 and await store.get_call("call-000000000002") is None
+    finally:
+        await store.close()
+
+
+def _dials(client: Client) -> int:
+    return sum(r.method == "CreateSIPParticipant" for r in client.app[SANDBOX].requests)
+
+
+def _lose_the_commit(client: Client, monkeypatch: pytest.MonkeyPatch, *, written: bool) -> None:
+    store = client.app[STORE]
+    real = store.create_call
+
+    async def create_call(*args: Any, **kwargs: Any) -> Any:
+        if written:
+            await real(*args, **kwargs)
+        raise CommitUnknown("connection lost while committing (test)")
+
+    monkeypatch.setattr(store, "create_call", create_call)
+
+
+async def test_a_call_written_after_all_is_placed_once(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = await start_app(sandbox_time_scale=100.0)
+    _lose_the_commit(client, monkeypatch, written=True)
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    assert resp.status == 200, await resp.text()
+    call_id = (await resp.json())["call_id"]
+    assert _dials(client) == 1
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] == "dialing" and shown["name"] == "Test User"
+    records = json.loads((tmp_path / "config.json").read_text())["calls"]
+    assert records[call_id]["caller_name"] == "Test User"  # its agent finds its config
+
+
+async def test_a_call_not_written_is_refused_and_leaves_nothing(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = await start_app(sandbox_time_scale=100.0)
+    _lose_the_commit(client, monkeypatch, written=False)
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    assert resp.status == 503
+    assert (await resp.json())["error"] == "calls database unavailable"
+    assert _dials(client) == 0
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
+
+
+async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database stays unreachable for the whole check: 503, nobody is dialled; the row
+    written after all is settled failed by the reaper (a call never dialled)."""
+    monkeypatch.setattr(service_module, "COMMIT_CHECK_S", 0.3)
+    client = await start_app(sandbox_time_scale=100.0)
+    store = client.app[STORE]
+    _lose_the_commit(client, monkeypatch, written=True)
+    real_get = store.get_call
+    asked = 0
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        nonlocal asked
+        asked += 1
+        raise DatabaseError("database unreachable (test)")
+
+    monkeypatch.setattr(store, "get_call", unreachable)
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    assert resp.status == 503
+    assert asked >= 2  # asked again until the bound
+    assert _dials(client) == 0
+    monkeypatch.setattr(store, "get_call", real_get)
+    (row,) = (await (await client.get("/calls")).json())["calls"]
+    assert row["status"] == "dialing"  # written after all, never dialled
+    service = client.app[CALLS]
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + service_module.PLACEMENT_BOUND_S + 1
+    await service.reap()
+    call = await (await client.get(f"/calls/{row['call_id']}")).json()
+    assert (call["status"], call["reason"]) == (
+        "failed",
+        "the server stopped before dialling; nobody was called",
+    )
+    assert _dials(client) == 0
