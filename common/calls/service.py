@@ -198,7 +198,7 @@ class CallService:
             return Placed(call=await self._dispatch_and_dial(call, call_id, record))
         except LiveKitError as exc:
             if not exc.maybe_done:
-                await self._release(call_id, placement)
+                await self._release(call_id)
             raise
 
     async def _record_call(
@@ -370,9 +370,9 @@ class CallService:
         await self._forget_config(call_id)
         self._close_room_soon(call_id)
 
-    async def _release(self, call_id: str, placement: Placement) -> None:
+    async def _release(self, call_id: str) -> None:
         try:
-            await self.store.release_placement(call_id, placement.claim)
+            await self.store.release_placement(call_id)
         except DatabaseError as exc:  # the call keeps counting, its key stays bound: no harm
             logger.error("call %s: could not release its rate share and key: %s", call_id, exc)
 
@@ -583,7 +583,9 @@ class CallService:
         finished = await self.store.graceless_finished(now - self.settings.calls_settle_grace_s)
         await self._settle_all(finished, GRACE_OVER, _grace_over)
         undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
-        await self._settle_all(undialled, "reaped", _NEVER_DIALLED)
+        for call_id in undialled:  # nobody was called: its key and rate share are free again
+            await self._settle(call_id, "reaped", _NEVER_DIALLED)
+            await self.store.release_placement(call_id)
         await self.prune_config()
         retention_s = self.settings.call_data_retention_days * 86400
         erased = await self.store.erase_call_data(now - retention_s)

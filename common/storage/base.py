@@ -192,9 +192,9 @@ class CallStore(CampaignStore, Protocol):
 
     async def request_hangup(self, call_id: str) -> CallRecord | None: ...
 
-    async def release_placement(self, call_id: str, claim: IdempotencyClaim | None) -> None:
-        """The call was never dialled: it stops counting against the rate, and its key is
-        freed so a retry may place it anew."""
+    async def release_placement(self, call_id: str) -> None:
+        """The call was never dialled: it stops counting against the rate, and the
+        Idempotency-Key bound to it (if any) is freed so a retry may place it anew."""
         ...
 
     async def record_report(self, report: AgentReport) -> Applied:

@@ -482,7 +482,7 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
     return row_to_call(rows[0]) if rows else None
 
 
-def release_placement(d: Dialect, call_id: str, claim: IdempotencyClaim | None) -> Program[None]:
+def release_placement(d: Dialect, call_id: str) -> Program[None]:
     released = yield Query(
         "UPDATE calls SET counts_for_rate = 0 WHERE call_id = ? AND counts_for_rate = 1"
         " RETURNING client, created_at",
@@ -493,11 +493,7 @@ def release_placement(d: Dialect, call_id: str, claim: IdempotencyClaim | None) 
             "UPDATE rate_buckets SET n = n - 1 WHERE client = ? AND second = ? AND n > 0",
             (released[0]["client"], rate_second(released[0]["created_at"])),
         )
-    if claim is not None:
-        yield Query(
-            "DELETE FROM idempotency WHERE client = ? AND key = ? AND call_id = ?",
-            (claim.client, claim.key, call_id),
-        )
+    yield Query("DELETE FROM idempotency WHERE call_id = ?", (call_id,))
 
 
 # ----------------------------------------------------------------------------- the reaper

@@ -129,8 +129,8 @@ class SqlCallStore(CampaignMethods):
             programs.request_hangup(self.dialect, call_id, self._clock()), write=True
         )
 
-    async def release_placement(self, call_id: str, claim: IdempotencyClaim | None) -> None:
-        await self._run(programs.release_placement(self.dialect, call_id, claim), write=True)
+    async def release_placement(self, call_id: str) -> None:
+        await self._run(programs.release_placement(self.dialect, call_id), write=True)
 
     async def record_report(self, report: AgentReport) -> Applied:
         return await self._run(

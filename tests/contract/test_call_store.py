@@ -516,11 +516,13 @@ async def test_release_frees_the_key_and_the_rate_share(store: CallStore, clock:
     limits = AdmissionLimits(max_live=100, per_minute=1)
     claim = IdempotencyClaim("alice", "k1", "h1")
     await store.create_call(new_call("call-a", client="alice"), claim=claim, limits=limits)
-    other = IdempotencyClaim("alice", "k1", "other-hash")
-    await store.release_placement("call-other", other)  # another call's release: no effect
+    bob = IdempotencyClaim("bob", "k1", "h1")  # the same key, another client's
+    await store.create_call(new_call("call-bob", client="bob"), claim=bob, limits=limits)
+    await store.release_placement("call-other")  # another call's release: no effect
     assert await store.get_idempotent("alice", "k1") is not None
-    await store.release_placement("call-a", claim)
+    await store.release_placement("call-a")  # the key bound to call-a, found by its call id
     assert await store.get_idempotent("alice", "k1") is None
+    assert await store.get_idempotent("bob", "k1") is not None  # call-bob's key stays
     # The rate share came back too: alice may place her one call of this minute.
     await store.create_call(new_call("call-b", client="alice"), claim=claim, limits=limits)
 
@@ -559,8 +561,8 @@ async def test_a_release_gives_one_share_back_however_often_it_comes(
     limits = AdmissionLimits(max_live=100, per_minute=2)
     for call_id in ("call-a", "call-b"):
         await store.create_call(new_call(call_id, client="alice"), limits=limits)
-    await store.release_placement("call-a", None)
-    await store.release_placement("call-a", None)  # again (a retry): no second share
+    await store.release_placement("call-a")
+    await store.release_placement("call-a")  # again (a retry): no second share
     await store.create_call(new_call("call-c", client="alice"), limits=limits)
     with pytest.raises(Refused):
         await store.create_call(new_call("call-d", client="alice"), limits=limits)
@@ -573,7 +575,7 @@ async def test_the_rate_retry_after_follows_the_oldest_call_still_counted(
     await store.create_call(new_call("call-1", client="a"), limits=limits)
     clock.advance(10)
     await store.create_call(new_call("call-2", client="a"), limits=limits)
-    await store.release_placement("call-1", None)  # never dialled: it counts no more
+    await store.release_placement("call-1")  # never dialled: it counts no more
     clock.advance(10)
     await store.create_call(new_call("call-3", client="a"), limits=limits)
     # Full again; the oldest call counted is call-2, placed 10 s ago.

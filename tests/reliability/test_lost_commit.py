@@ -114,7 +114,8 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The database stays unreachable for the whole check: 503, nobody is dialled; the row
-    written after all is settled failed by the reaper (a call never dialled)."""
+    written after all is settled failed by the reaper (a call never dialled), which frees its
+    Idempotency-Key: the client's retry under the same key then places the call."""
     monkeypatch.setattr(service_module, "COMMIT_CHECK_S", 0.3)
     client = await start_app(sandbox_time_scale=100.0)
     store = client.app[STORE]
@@ -128,7 +129,8 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
         raise DatabaseError("database unreachable (test)")
 
     monkeypatch.setattr(store, "get_call", unreachable)
-    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    key = {"Idempotency-Key": "lost-commit-1"}
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)
     assert resp.status == 503
     assert asked >= 2  # asked again until the bound
     assert _dials(client) == 0
@@ -145,3 +147,13 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
         "the server stopped before dialling; nobody was called",
     )
     assert _dials(client) == 0
+    monkeypatch.undo()  # the database answers again
+    service.clock = real_clock
+    retry = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)
+    assert retry.status == 200, await retry.text()
+    placed = await retry.json()
+    assert placed["call_id"] != row["call_id"]  # a new call, not the one nobody dialled
+    assert _dials(client) == 1
+    again = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)
+    assert (await again.json())["call_id"] == placed["call_id"]  # now bound to the new call
+    assert _dials(client) == 1
