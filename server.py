@@ -235,7 +235,7 @@ def create_app(
     from handlers.webhooks import MAX_WEBHOOK_BYTES
 
     app = web.Application(
-        middlewares=[errors_as_json, count_requests], client_max_size=MAX_WEBHOOK_BYTES
+        middlewares=[count_requests, errors_as_json], client_max_size=MAX_WEBHOOK_BYTES
     )
     access_log.install(drop_sandbox=settings.uses_sandbox)
     app[SETTINGS] = settings

@@ -44,8 +44,12 @@ def placement_of(request: web.Request, raw: bytes) -> Placement:
         return Placement(client)
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    try:
+        key_bytes = key.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        raise HttpError(400, "Idempotency-Key must be UTF-8 text") from None
     claim = IdempotencyClaim(
-        client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(raw).hexdigest()
+        client, hashlib.sha256(key_bytes).hexdigest(), hashlib.sha256(raw).hexdigest()
     )
     return Placement(client, claim)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.calls.errors import (
     CallAlreadyOver,
@@ -51,6 +52,9 @@ class Answer:
     headers: dict[str, str] | None = None
 
 
+_UNREADABLE_BODY = "request body could not be read (its Content-Encoding or framing is broken)"
+
+
 def _retry(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
 
@@ -58,6 +62,10 @@ def _retry(seconds: int) -> dict[str, str]:
 # The table: each domain error, the answer it gets. Subclasses match their base's row.
 ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (HttpError, lambda e: Answer(e.status, e.message, [], e.headers)),
+    # A body aiohttp could not read: a Content-Encoding that is not what it says, chunked or
+    # Content-Length framing cut short.
+    (web.RequestPayloadError, lambda e: Answer(400, _UNREADABLE_BODY, [])),
+    (HttpProcessingError, lambda e: Answer(400, _UNREADABLE_BODY, [])),
     (InvalidCall, lambda e: Answer(422, "invalid request", [f.to_json() for f in e.errors])),
     (TooManyLiveCalls, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
     (RateLimited, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
@@ -104,10 +112,31 @@ def error_response(exc: BaseException) -> web.Response | None:
     return json_error(answer.status, answer.message, answer.details, answer.headers)
 
 
+def _unreadable(text: str) -> bool:
+    """A NUL, or bytes that were not UTF-8 (they arrive as lone surrogates): no id, number or
+    parameter of ours holds one, and PostgreSQL refuses them as a database error."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _unreadable(request.path) or _unreadable(request.query_string):
+        return json_error(
+            400, "the request's path or query holds a NUL or bytes that are not UTF-8"
+        )
     try:
         return await handler(request)
+    except ConnectionResetError:  # the client left mid-request: nobody to answer, nothing wrong
+        logger.debug("client closed the connection during %s %s", request.method, request.path)
+        return json_error(400, "the client closed the connection")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

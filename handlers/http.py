@@ -57,9 +57,11 @@ DB_DOWN = Reply("The calls database is unavailable")
 
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
-    route = app.router.add_route(
-        doc.method, doc.path, requires_token(view) if doc.protected else view
-    )
+    handler = requires_token(view) if doc.protected else view
+    if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
+        route = app.router.add_get(doc.path, handler)
+    else:
+        route = app.router.add_route(doc.method, doc.path, handler)
     app.setdefault(ROUTES, []).append(doc)
     if not doc.log_success:
         app.setdefault(QUIET_ROUTES, set()).add(route)
@@ -73,8 +75,10 @@ def requires_token(view: View) -> View:
         token = request.app[SETTINGS].calls_api_token
         if token:
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            # Header bytes that are not UTF-8 arrive as lone surrogates: surrogateescape gives
+            # the bytes back (they never match the token) instead of raising.
             valid = scheme.lower() == "bearer" and hmac.compare_digest(
-                value.strip().encode(), token.encode()
+                value.strip().encode("utf-8", "surrogateescape"), token.encode()
             )
             if not valid:
                 raise HttpError(
@@ -145,6 +149,9 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     if text is None or text == "":
         return default
     try:
+        # ASCII digits only: int() also reads other scripts' digits, "1_000" and " 12 ".
+        if not (text.isascii() and text.removeprefix("-").isdigit()):
+            raise ValueError(text)
         value = int(text)
     except ValueError:
         raise HttpError(400, f"{name} must be an integer") from None
@@ -184,7 +191,7 @@ def time_param(request: web.Request, name: str) -> float | None:
     if not text:
         return None
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else math.nan
     except ValueError:
         value = math.nan
     if not math.isfinite(value):

@@ -73,6 +73,9 @@ def _participant(doc: Mapping[str, Any]) -> EventParticipant:
         isinstance(v, str) for v in attributes.values()
     ):
         raise MalformedEvent("participant.attributes is not a map of strings")
+    for key, value in attributes.items():
+        _utf8(key, "participant.attributes")
+        _utf8(value, "participant.attributes")
     return EventParticipant(
         kind=_enum(doc, "kind", models.ParticipantInfo.Kind),
         attributes=attributes,
@@ -108,6 +111,17 @@ def _string(doc: Mapping[str, Any] | None, name: str) -> str:
         return ""
     if not isinstance(value, str):
         raise MalformedEvent(f"{name} is not a string")
+    return _utf8(value, name)
+
+
+def _utf8(value: str, name: str) -> str:
+    """`value`, unless it holds a lone surrogate (a "\\ud800" escape): protobuf strings are
+    UTF-8, and nothing downstream (the database, the logs) can store one."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedEvent(f"{name} is not valid UTF-8") from None
     return value
 
 

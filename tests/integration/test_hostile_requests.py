@@ -1,0 +1,209 @@
+"""Requests an outsider can send that once got a 500 (or a misleading 503), or flooded the log:
+bytes that are not UTF-8 in headers, a path or a query; a body whose Content-Encoding lies; a
+client that leaves mid-body; a signed event with a lone surrogate. Each now gets a clear 4xx
+(or, for the client that left, a quiet log), and the server serves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AppFactory
+from tests.helpers import SEED_TEST_BODY
+from tests.integration.test_webhooks import quiet_app, sign
+from tests.processes import ServerProcess
+
+Client = TestClient[Any, Any]
+
+SEED_BODY = json.dumps(SEED_TEST_BODY).encode()
+
+
+async def raw_request(client: Client, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send `head` (request line and headers, as bytes) and `body` over a socket of our own;
+    the status and the body of the answer (the connection is closed by the request)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n" + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def post_head(path: str, body: bytes, *extra: bytes) -> bytes:
+    lines = [
+        f"POST {path} HTTP/1.1".encode(),
+        b"Host: localhost",
+        b"Content-Type: application/json",
+        f"Content-Length: {len(body)}".encode(),
+        *extra,
+    ]
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+async def still_serving(client: Client) -> None:
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.parametrize("key", [b"caf\xe9", b"\xff\xfe"])
+async def test_an_idempotency_key_that_is_not_utf8_is_a_400(
+    start_app: AppFactory, key: bytes
+) -> None:
+    client = await start_app()
+    head = post_head("/calls/outbound", SEED_BODY, b"Idempotency-Key: " + key)
+    status, body = await raw_request(client, head, SEED_BODY)
+    assert status == 400, body
+    assert json.loads(body)["error"] == "Idempotency-Key must be UTF-8 text"
+    await still_serving(client)
+
+
+@pytest.mark.parametrize("value", [b"Bearer \xff", b"Bearer caf\xe9", b"\xff"])
+async def test_a_token_that_is_not_utf8_is_a_401(start_app: AppFactory, value: bytes) -> None:
+    client = await start_app(calls_api_token="s3cr3t-token-abcdef")
+    head = post_head("/calls/outbound", SEED_BODY, b"Authorization: " + value)
+    status, body = await raw_request(client, head, SEED_BODY)
+    assert status == 401, body
+    assert json.loads(body)["error"] == "missing or invalid API token"
+
+
+@pytest.mark.parametrize("path", ["/calls/outbound", "/webhooks/livekit"])
+async def test_a_body_that_is_not_the_gzip_it_claims_is_a_400(
+    start_app: AppFactory, path: str
+) -> None:
+    client = await start_app()
+    head = post_head(path, b"abcd", b"Content-Encoding: gzip")
+    status, body = await raw_request(client, head, b"abcd")
+    assert status == 400, body
+    assert json.loads(body)["error"].startswith("request body could not be read")
+    await still_serving(client)
+
+
+async def test_a_client_leaving_mid_body_is_no_error(tmp_path: Path) -> None:
+    """A real server process (as users run it): each client that left was an ERROR with a
+    traceback, a cheap way to flood the log; now one DEBUG line, and nothing else."""
+    env = {
+        "CONFIG_PATH": str(tmp_path / "config.json"),
+        "CALLS_DB_PATH": str(tmp_path / "calls.db"),
+        "LOG_LEVEL": "DEBUG",
+    }
+    server = ServerProcess(tmp_path, "server", env)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await server.wait_ready(session)
+            for _ in range(5):
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(post_head("/calls/outbound", b"x" * 1000) + b"\r\n" + b'{"phone')
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.close()
+            async with session.post(f"{server.url}/calls/outbound", json=SEED_TEST_BODY) as resp:
+                assert resp.status == 200, await resp.text()
+        logs = server.logs()
+        assert logs.count("client closed the connection during POST /calls/outbound") == 5, logs
+        assert "ERROR" not in logs and "Traceback" not in logs, logs
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/calls/%00",
+        "/calls/%00/hangup",
+        "/campaigns/%00",
+        "/dnc?after=%00",
+        "/calls?status=%00",
+    ],
+)
+async def test_a_nul_or_non_utf8_in_a_path_or_query_is_a_400(
+    start_app: AppFactory, target: str
+) -> None:
+    client = await start_app()
+    method = "POST" if target.endswith("/hangup") else "GET"
+    status, body = await raw_request(client, f"{method} {target} HTTP/1.1\r\nHost: x\r\n".encode())
+    assert status == 400, body
+    assert "NUL or bytes that are not UTF-8" in json.loads(body)["error"]
+
+
+async def test_error_answers_are_counted(start_app: AppFactory) -> None:
+    client = await start_app(calls_api_token="s3cr3t-token-abcdef")
+    assert (await client.get("/calls/call-000000000000")).status == 401
+    auth = {"Authorization": "Bearer s3cr3t-token-abcdef"}
+    assert (await client.get("/calls/call-000000000000", headers=auth)).status == 404
+    bad = await client.post("/calls/outbound", json={"phone_number": "nope"}, headers=auth)
+    assert bad.status == 422
+    metrics = await (await client.get("/metrics")).text()
+
+    def counted(route: str, method: str, code: int) -> float:
+        pattern = (
+            rf'http_requests_total\{{code="{code}",method="{method}",route="{re.escape(route)}"\}}'
+            r" (\S+)"
+        )
+        found = re.search(pattern, metrics)
+        return float(found.group(1)) if found else 0.0
+
+    assert counted("/calls/{call_id}", "GET", 401) == 1
+    assert counted("/calls/{call_id}", "GET", 404) == 1
+    assert counted("/calls/outbound", "POST", 422) == 1
+
+
+async def test_a_signed_event_with_a_lone_surrogate_is_a_400(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    for body in (
+        b'{"event":"room_finished","id":"\\ud800","room":{"name":"call-000000000000"}}',
+        b'{"event":"room_started","id":"EV_1","room":{"name":"call-\\udc00"}}',
+        b'{"event":"participant_joined","id":"EV_2","room":{"name":"call-000000000000"},'
+        b'"participant":{"attributes":{"sip.callStatus":"\\ud800"}}}',
+    ):
+        resp = await client.post(
+            "/webhooks/livekit", data=body, headers={"Authorization": sign(body)}
+        )
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"] == "webhook body is not a LiveKit event"
+    await still_serving(client)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/calls", "/metrics", "/openapi.json"])
+async def test_head_answers_on_get_routes(start_app: AppFactory, path: str) -> None:
+    client = await start_app()
+    resp = await client.head(path)
+    assert resp.status == 200
+    assert await resp.read() == b""
+
+
+@pytest.mark.parametrize("query", ["limit=١٢", "limit=１２", "limit=1_0", "before=١٧٠٠٠٠٠٠٠٠"])
+async def test_numbers_in_a_query_are_ascii_digits(start_app: AppFactory, query: str) -> None:
+    """int() and float() also read Arabic-Indic or full-width digits; a parameter is ASCII."""
+    client = await start_app()
+    resp = await client.get(f"/calls?{query}")
+    assert resp.status == 400, await resp.text()
+
+
+async def test_a_signed_report_with_a_lone_surrogate_is_a_400(start_app: AppFactory) -> None:
+    """The agent's token signs its body, but a lone surrogate (a JSON "\\ud800" escape) in
+    a transcript cannot be stored: 400 `not an agent report`, not a 500."""
+    from tests.integration.test_call_results import REPORTS_PATH, report_token
+
+    client = await start_app(sandbox_time_scale=100.0)
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    call_id = (await resp.json())["call_id"]
+    body = (
+        b'{"call_id": "%s", "seq": 1, "kind": "turn", "at": 1.0,'
+        b' "turn": {"role": "callee", "text": "hi \\ud800", "at_s": 0.4}}' % call_id.encode()
+    )
+    headers = {"Authorization": "Bearer " + report_token(body, call_id)}
+    resp = await client.post(REPORTS_PATH, data=body, headers=headers)
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"] == "not an agent report"
+    await still_serving(client)
