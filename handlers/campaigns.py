@@ -3,9 +3,12 @@ recipients, pause, resume or cancel it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.calls.errors import FieldError, InvalidCall
@@ -17,6 +20,7 @@ from common.campaigns.request import (
     OPTION_KEYS,
     csv_rows,
     json_rows,
+    known_options,
     listed,
     options_from_query,
     parse_options,
@@ -40,6 +44,7 @@ from handlers.keys import CAMPAIGNS, SETTINGS
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
 CSV_TYPES = ("text/csv", "application/csv")
+MAX_PARSE_ERROR_CHARS = 200  # of aiohttp's message, which may quote the client's bytes
 
 
 class CampaignBody(BaseModel):
@@ -149,17 +154,43 @@ def _csv(raw: bytes) -> tuple[Any, list[Any]]:
     return csv_rows(parsed.rows), parsed.errors
 
 
+@contextmanager
+def _multipart_parsing() -> Iterator[None]:
+    """aiohttp's multipart parser refuses a bad body (no boundary, broken part headers, a body
+    cut short) with ValueError, RuntimeError or a BadHttpMessage: a 400 for the client. Wraps
+    the parser's own calls only (our InvalidCall is a ValueError too)."""
+    try:
+        yield
+    except (ValueError, RuntimeError, HttpProcessingError) as exc:
+        reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+        if isinstance(exc, RecursionError):  # multipart nested in multipart, hundreds deep
+            reason = "nested too deeply"
+        reason = reason.strip() or type(exc).__name__
+        if len(reason) > MAX_PARSE_ERROR_CHARS:
+            reason = reason[:MAX_PARSE_ERROR_CHARS] + "..."
+        raise HttpError(400, f"malformed multipart body: {reason}") from None
+
+
 async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, list[Any]]:
     """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`)."""
-    reader = await request.multipart()
+    with _multipart_parsing():
+        reader = await request.multipart()
     options: dict[str, Any] = options_from_query(request.query)
     csv: bytes | None = None
     size = 0
-    while (part := await reader.next()) is not None:
+    while True:
+        with _multipart_parsing():
+            part = await reader.next()
+        if part is None:
+            break
         if not isinstance(part, BodyPartReader):
             continue  # a nested multipart: not ours
         chunks = []
-        while chunk := await part.read_chunk():
+        while True:
+            with _multipart_parsing():
+                chunk = await part.read_chunk()
+            if not chunk:
+                break
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 raise HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
@@ -170,7 +201,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, li
             doc = decode_json(data)
             if not isinstance(doc, dict):
                 raise InvalidCall([FieldError("options", "must be a JSON object")])
-            options.update(doc)
+            options.update(known_options(doc))
         elif name in ("recipients", "file"):
             csv = data
     if csv is None:
@@ -246,7 +277,7 @@ def setup(app: web.Application) -> None:
             protected=True,
             replies={
                 201: Reply("Created; invalid_rows lists the rows skipped", CampaignAnswer),
-                400: Reply("The body is not UTF-8 JSON or CSV"),
+                400: Reply("The body is not UTF-8 JSON or CSV, or a malformed multipart body"),
                 401: UNAUTHORIZED,
                 413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
                 422: Reply("Invalid options or rows; `details` lists each (with its row)"),

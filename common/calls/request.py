@@ -56,6 +56,12 @@ MAX_DURATION_RANGE = (30, 3600)
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me", "Co", "Cn"})
 
 
+# What a single line of text must not hold besides control characters: Unicode's line and
+# paragraph separators (a log viewer breaks the line there) and the bidi embeddings, overrides
+# and isolates (they reorder what a log line shows). Joiners and marks stay: scripts need them.
+_LINE_OR_BIDI = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _text(value: object, limit: int, *, single_line: bool) -> str:
     """A text field's checks, in the order a client should fix them."""
     if not isinstance(value, str):
@@ -68,7 +74,20 @@ def _text(value: object, limit: int, *, single_line: bool) -> str:
         raise ValueError(f"must be at most {limit} characters")
     if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValueError("must not contain control characters")
+    if single_line and not _LINE_OR_BIDI.isdisjoint(value):
+        raise ValueError("must not contain line separators or bidi override characters")
     return value
+
+
+def visible_name(value: object, limit: int = MAX_NAME_CHARS) -> str:
+    """A name that is shown and logged as one line (a caller's, a campaign's), stripped;
+    ValueError says what is wrong with it."""
+    name = _text(value, limit, single_line=True)
+    if not name.strip():
+        raise ValueError(f"must be 1 to {limit} characters")
+    if not any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in name):
+        raise ValueError("must contain at least one visible character")
+    return name.strip()
 
 
 def _seconds(value: object, bounds: tuple[int, int]) -> int | None:
@@ -192,14 +211,7 @@ class OutboundCall(BaseModel):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: object) -> str:
-        if value is None:
-            return DEFAULT_CALLER_NAME
-        name = _text(value, MAX_NAME_CHARS, single_line=True)
-        if not name.strip():
-            raise ValueError(f"must be 1 to {MAX_NAME_CHARS} characters")
-        if not any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in name):
-            raise ValueError("must contain at least one visible character")
-        return name.strip()
+        return DEFAULT_CALLER_NAME if value is None else visible_name(value)
 
     @field_validator("dynamic_instruction", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from common.calls.errors import FieldError, InvalidCall
-from common.calls.request import FIELDS, OutboundCall, RequestRules
+from common.calls.request import FIELDS, OutboundCall, RequestRules, visible_name
 from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
     INVALID,
@@ -71,10 +71,7 @@ class ValidatedRows:
 def parse_options(body: Mapping[str, Any], rules: RequestRules, now: float) -> CampaignOptions:
     """The campaign's options (every key but `recipients`); InvalidCall lists every problem."""
     errors: list[FieldError] = []
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
-        errors.append(FieldError("name", f"is required: 1 to {MAX_NAME_CHARS} characters"))
-        name = ""
+    name = _name(body.get("name"), errors)
     defaults = _defaults(body.get("defaults"), rules, errors)
     pacing = _pacing(body.get("pacing"), errors)
     window = _window(body.get("window"), errors)
@@ -87,11 +84,24 @@ def parse_options(body: Mapping[str, Any], rules: RequestRules, now: float) -> C
         raise InvalidCall(errors)
     assert window is not None  # noqa: S101 - no errors: every part parsed
     return CampaignOptions(
-        name=name.strip(),
+        name=name,
         spec=CampaignSpec(defaults, pacing, window, retry),
         start_at=start_at,
         skip_invalid=invalid_rows == "skip",
     )
+
+
+def _name(value: object, errors: list[FieldError]) -> str:
+    """The campaign's name, held to the rules of a call's `name` (no control characters, valid
+    Unicode, something visible): it is shown and logged like one. Stripped."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS:
+        errors.append(FieldError("name", f"is required: 1 to {MAX_NAME_CHARS} characters"))
+        return ""
+    try:
+        return visible_name(value, MAX_NAME_CHARS)
+    except ValueError as exc:
+        errors.append(FieldError("name", str(exc)))
+        return ""
 
 
 def _object(value: object, where: str, errors: list[FieldError]) -> dict[str, Any] | None:
@@ -236,36 +246,45 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
     """CSV uploads carry their options in the query: `options=<the JSON options>`, or one
     parameter each (name, invalid_rows, start_at, calls_per_second, max_concurrent,
     window_start, window_end, window_days=mon,tue, timezone, retry_on=busy,no_answer,
-    max_attempts, delay_s). Values are parsed as the JSON body's would be."""
+    max_attempts, delay_s). Values are parsed as the JSON body's would be. A parameter or an
+    option that is none of these is refused (a typo must not be dropped silently)."""
+    unknown = [key for key in query if key not in _QUERY_PARAMS]
+    if unknown:
+        expected = ", ".join(_QUERY_PARAMS)
+        raise InvalidCall(
+            [FieldError(key, f"unknown query parameter; expected {expected}") for key in unknown]
+        )
     options: dict[str, Any] = {}
     if "options" in query:
         try:
             decoded = json.loads(query["options"])
         except ValueError:
             raise InvalidCall([FieldError("options", "must be a JSON object")]) from None
+        except RecursionError:  # e.g. 5,000 "[" fit in a query string
+            raise InvalidCall(
+                [FieldError("options", "must be a JSON object: nested too deeply")]
+            ) from None
         if not isinstance(decoded, dict):
             raise InvalidCall([FieldError("options", "must be a JSON object")])
-        options.update(decoded)
-    for key in ("name", "invalid_rows", "start_at"):
+        options.update(known_options(decoded))
+    for key in _TOP_PARAMS:
         if key in query:
             options[key] = query[key]
-    section_of: dict[str, tuple[str, str, Callable[[str], object]]] = {
-        "calls_per_second": ("pacing", "calls_per_second", _to_number),
-        "max_concurrent": ("pacing", "max_concurrent", _to_number),
-        "window_start": ("window", "start", str),
-        "window_end": ("window", "end", str),
-        "window_days": ("window", "days", _to_list),
-        "timezone": ("window", "timezone", str),
-        "retry_on": ("retry", "on", _to_list),
-        "max_attempts": ("retry", "max_attempts", _to_number),
-        "delay_s": ("retry", "delay_s", _to_number),
-    }
-    for param, (section, key, convert) in section_of.items():
+    for param, (section, key, convert) in _SECTION_PARAMS.items():
         if param in query:
             part = options.setdefault(section, {})
             if isinstance(part, dict):
                 part[key] = convert(query[param])
     return options
+
+
+def known_options(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` (options given apart from a JSON body: `options=`, a multipart part), refused
+    (422) if it holds a key that is not an option, as the JSON body would be."""
+    unknown = [key for key in doc if key not in OPTION_KEYS]
+    if unknown:
+        raise InvalidCall([FieldError(f"options.{key}", "unknown field") for key in unknown])
+    return doc
 
 
 def _to_number(text: str) -> object:
@@ -278,6 +297,21 @@ def _to_number(text: str) -> object:
 
 def _to_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+_TOP_PARAMS = ("name", "invalid_rows", "start_at")
+_SECTION_PARAMS: dict[str, tuple[str, str, Callable[[str], object]]] = {
+    "calls_per_second": ("pacing", "calls_per_second", _to_number),
+    "max_concurrent": ("pacing", "max_concurrent", _to_number),
+    "window_start": ("window", "start", str),
+    "window_end": ("window", "end", str),
+    "window_days": ("window", "days", _to_list),
+    "timezone": ("window", "timezone", str),
+    "retry_on": ("retry", "on", _to_list),
+    "max_attempts": ("retry", "max_attempts", _to_number),
+    "delay_s": ("retry", "delay_s", _to_number),
+}
+_QUERY_PARAMS = ("options", *_TOP_PARAMS, *_SECTION_PARAMS)
 
 
 # ----------------------------------------------------------------------------- rows

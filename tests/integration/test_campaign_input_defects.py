@@ -1,0 +1,233 @@
+"""POST /campaigns refuses malformed input with a 4xx in the usual error shape, never a 500:
+options nested too deeply in the query, malformed or truncated multipart bodies, and campaign
+names that break the caller-name rules (control characters, lone surrogates)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from handlers import campaigns as campaigns_handler
+
+CSV_BODY = b"phone_number\n+14155550131\n"
+CSV_HEADERS = {"Content-Type": "text/csv"}
+
+
+async def _error(resp: Any, status: int) -> dict[str, Any]:
+    body: dict[str, Any] = await resp.json()
+    assert resp.status == status, body
+    assert body["status"] == "error" and isinstance(body["error"], str), body
+    return body
+
+
+# ----------------------------------------------------------------------------- 1: options
+
+
+async def test_csv_options_nested_too_deeply_are_refused(client: TestClient[Any, Any]) -> None:
+    # 2,000 "[" (6,000 bytes URL-encoded, within the request line limit) pass the C JSON
+    # parser's recursion limit.
+    resp = await client.post(
+        "/campaigns", params={"options": "[" * 2000}, data=CSV_BODY, headers=CSV_HEADERS
+    )
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {"field": "options", "error": "must be a JSON object: nested too deeply"}
+    ]
+    # Invalid JSON there is still refused as before, and good options still work.
+    resp = await client.post(
+        "/campaigns", params={"options": "[1"}, data=CSV_BODY, headers=CSV_HEADERS
+    )
+    body = await _error(resp, 422)
+    assert body["details"] == [{"field": "options", "error": "must be a JSON object"}]
+
+
+# ----------------------------------------------------------------------------- 2: multipart
+
+PART_HEAD = (
+    b"--b\r\n"
+    b'Content-Disposition: form-data; name="recipients"; filename="list.csv"\r\n'
+    b"Content-Type: text/csv\r\n\r\n"
+)
+
+
+def _nested_multipart(depth: int) -> bytes:
+    """Multipart parts that are each a multipart, `depth` deep (released recursively)."""
+    opening = b"".join(
+        f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode()
+        for i in range(depth)
+    )
+    return opening + f"--b{depth}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [
+        pytest.param("multipart/form-data", b"xx", id="no-boundary"),
+        pytest.param("multipart/form-data; boundary=b", b"--b\r\nbroken", id="broken-headers"),
+        pytest.param("multipart/form-data; boundary=b", b"", id="empty-body"),
+        pytest.param("multipart/form-data; boundary=b", b"no boundary here", id="no-start"),
+        pytest.param("multipart/form-data; boundary=" + "b" * 71, b"xx", id="long-boundary"),
+        pytest.param(
+            "multipart/form-data; boundary=b", PART_HEAD + CSV_BODY, id="truncated-mid-part"
+        ),
+        pytest.param(
+            "multipart/form-data; boundary=b",
+            PART_HEAD + CSV_BODY + b"\r\n--b\r\n",
+            id="truncated-after-boundary",
+        ),
+        pytest.param(
+            "multipart/form-data; boundary=b",
+            PART_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 500\r\n\r\n") + CSV_BODY,
+            id="truncated-with-length",
+        ),
+        pytest.param(
+            "multipart/form-data; boundary=b0", _nested_multipart(3000), id="nested-too-deeply"
+        ),
+    ],
+)
+async def test_malformed_multipart_is_a_400(
+    client: TestClient[Any, Any], content_type: str, data: bytes
+) -> None:
+    resp = await client.post("/campaigns", data=data, headers={"Content-Type": content_type})
+    body = await _error(resp, 400)
+    assert body["error"].startswith("malformed multipart body: "), body
+    assert len(body["error"]) <= 300, body
+    assert body["details"] == []
+
+
+async def test_well_formed_multipart_still_reads_and_is_size_limited(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guard (passes before the fix too): a whole body is read, its options part is still
+    checked as options, and the size limit still answers 413."""
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    whole = PART_HEAD + CSV_BODY + b"\r\n--b--\r\n"
+    resp = await client.post("/campaigns?name=ok", data=whole, headers=headers)
+    assert resp.status == 201, await resp.text()
+    # Options that are not a JSON object are still a 422 on "options", not a 400.
+    options = (
+        b'--b\r\nContent-Disposition: form-data; name="options"\r\n\r\n[1]\r\n'
+        + PART_HEAD
+        + CSV_BODY
+        + b"\r\n--b--\r\n"
+    )
+    resp = await client.post("/campaigns?name=ok", data=options, headers=headers)
+    body = await _error(resp, 422)
+    assert body["details"] == [{"field": "options", "error": "must be a JSON object"}]
+    # The size limit still answers 413.
+    monkeypatch.setattr(campaigns_handler, "MAX_BODY_BYTES", 10)
+    resp = await client.post("/campaigns?name=ok", data=whole, headers=headers)
+    body = await _error(resp, 413)
+    assert body["error"] == "request body is larger than 10 bytes"
+
+
+# ----------------------------------------------------------------------------- 3: name
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        pytest.param("ok\nINFO forged log line", "must not contain control characters", id="lf"),
+        pytest.param("ok\r", "must not contain control characters", id="cr"),
+        pytest.param("\x1b[31mred\x1b[0m", "must not contain control characters", id="ansi"),
+        pytest.param("nul\x00", "must not contain control characters", id="nul"),
+        pytest.param("x\ud800", "must be valid Unicode text", id="lone-surrogate"),
+        pytest.param("\u200b\u200b", "must contain at least one visible character", id="zwsp"),
+        pytest.param(
+            "ok\u2028INFO forged",
+            "must not contain line separators or bidi override characters",
+            id="line-separator",
+        ),
+        pytest.param(
+            "sale \u202egnp.exe",
+            "must not contain line separators or bidi override characters",
+            id="bidi-override",
+        ),
+    ],
+)
+async def test_campaign_name_follows_the_caller_name_rules(
+    client: TestClient[Any, Any], name: str, error: str
+) -> None:
+    recipients = [{"phone_number": "+14155550131"}]
+    resp = await client.post("/campaigns", json={"name": name, "recipients": recipients})
+    body = await _error(resp, 422)
+    assert {"field": "name", "error": error} in body["details"], body
+    # The same name in a CSV upload's query is refused alike (a URL cannot carry a lone
+    # surrogate, and a NUL in a query may be refused before any handler sees it).
+    if "\ud800" not in name and "\x00" not in name:
+        resp = await client.post(
+            "/campaigns", params={"name": name}, data=CSV_BODY, headers=CSV_HEADERS
+        )
+        body = await _error(resp, 422)
+        assert {"field": "name", "error": error} in body["details"], body
+
+
+async def test_good_campaign_names_are_kept(client: TestClient[Any, Any]) -> None:
+    """A guard (passes before the fix too): ordinary names still pass, blank or too long ones
+    keep their message."""
+    for name, kept in (("  Spring drive  ", "Spring drive"), ("Café — été 2026 🎉", None)):
+        resp = await client.post(
+            "/campaigns", json={"name": name, "recipients": [{"phone_number": "+14155550131"}]}
+        )
+        body: dict[str, Any] = await resp.json()
+        assert resp.status == 201, body
+        assert body["campaign"]["name"] == (kept or name)
+        await client.post(f"/campaigns/{body['campaign_id']}/cancel")
+    bad: object
+    for bad in ("", "   ", "x" * 201, 5, None):
+        resp = await client.post(
+            "/campaigns", json={"name": bad, "recipients": [{"phone_number": "+14155550131"}]}
+        )
+        body = await _error(resp, 422)
+        assert {"field": "name", "error": "is required: 1 to 200 characters"} in body["details"]
+
+
+# ------------------------------------------------------------------ unknown options and fields
+
+
+async def test_unknown_query_parameters_and_options_are_refused(
+    client: TestClient[Any, Any],
+) -> None:
+    """A typo (`calls_per_secnd=50`) was dropped silently on CSV uploads and in `options`
+    given apart from a JSON body, where the JSON body refuses it."""
+    resp = await client.post(
+        "/campaigns?name=list&calls_per_secnd=50", data=CSV_BODY, headers=CSV_HEADERS
+    )
+    body = await _error(resp, 422)
+    assert [d["field"] for d in body["details"]] == ["calls_per_secnd"]
+    assert body["details"][0]["error"].startswith("unknown query parameter; expected options,")
+    options = json.dumps({"name": "list", "zzz": 1, "recipients": 5})
+    resp = await client.post(
+        "/campaigns", params={"options": options}, data=CSV_BODY, headers=CSV_HEADERS
+    )
+    body = await _error(resp, 422)
+    assert {d["field"] for d in body["details"]} == {"options.zzz", "options.recipients"}
+    form = aiohttp.FormData()
+    form.add_field(
+        "options", json.dumps({"name": "list", "pacng": {}}), content_type="application/json"
+    )
+    form.add_field("recipients", CSV_BODY, filename="r.csv", content_type="text/csv")
+    resp = await client.post("/campaigns", data=form)
+    body = await _error(resp, 422)
+    assert [d["field"] for d in body["details"]] == ["options.pacng"]
+    # Every documented parameter is still taken.
+    resp = await client.post(
+        "/campaigns?name=list&invalid_rows=skip&calls_per_second=2&max_concurrent=3"
+        "&window_days=mon,tue&retry_on=busy&max_attempts=2&delay_s=60",
+        data=CSV_BODY,
+        headers=CSV_HEADERS,
+    )
+    assert resp.status == 201, await resp.text()
+
+
+async def test_dnc_refuses_unknown_fields(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/dnc", json={"numbers": ["+14155550131"], "x": 1})
+    body = await _error(resp, 422)
+    assert body["details"] == [{"field": "x", "error": "unknown field"}]
+    assert (await client.get("/dnc")).status == 200
+    listed = await (await client.get("/dnc")).json()
+    assert listed["numbers"] == []  # all or none
