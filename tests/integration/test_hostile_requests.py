@@ -193,7 +193,8 @@ async def test_numbers_in_a_query_are_ascii_digits(start_app: AppFactory, query:
 async def test_a_signed_report_with_a_lone_surrogate_is_a_400(start_app: AppFactory) -> None:
     """The agent's token signs its body, but a lone surrogate (a JSON "\\ud800" escape) in
     a transcript cannot be stored: 400 `not an agent report`, not a 500."""
-    from tests.integration.test_call_results import REPORTS_PATH, report_token
+    from common.contracts import REPORTS_PATH
+    from tests.integration.test_call_results import report_token
 
     client = await start_app(sandbox_time_scale=100.0)
     resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
