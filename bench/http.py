@@ -38,6 +38,7 @@ from bench.harness import (
     http_post_json,
     note,
     num,
+    percentile,
     rss_bytes,
     run_load,
     section,
@@ -66,6 +67,7 @@ class Plan:
     calls: dict[int, int]  # requests per measurement, by concurrency
     hello: dict[int, int]
     webhooks: dict[int, int]
+    idle_calls: int  # calls placed one at a time, each once the one before it settled
 
 
 FULL = Plan(
@@ -73,12 +75,14 @@ FULL = Plan(
     calls={1: 300, 10: 500, 50: 800},
     hello={1: 2500, 10: 7000, 50: 8000},
     webhooks={1: 600, 10: 1500, 50: 2000},
+    idle_calls=200,
 )
 QUICK = Plan(
     repeats=2,
     calls={1: 120, 10: 200, 50: 300},
     hello={1: 600, 10: 1500, 50: 2000},
     webhooks={1: 300, 10: 600, 50: 800},
+    idle_calls=60,
 )
 
 
@@ -97,6 +101,7 @@ class Sample:
 @dataclass
 class Series:
     samples: dict[int, list[Sample]] = field(default_factory=dict)
+    idle_ms: list[float] = field(default_factory=list)  # POST latency, server idle before each
 
     def add(self, concurrency: int, sample: Sample) -> None:
         self.samples.setdefault(concurrency, []).append(sample)
@@ -124,6 +129,18 @@ def measure_calls(server: Served, concurrency: int, count: int) -> tuple[LoadRes
     settled_at = wait_settled(server)
     cpu_ms = (cpu_seconds(server.pid) - cpu0) * 1000 / max(result.ok, 1)
     return result, result.ok / (settled_at - result.t_start), cpu_ms
+
+
+def measure_idle(server: Served, count: int) -> list[float]:
+    """POST latency (ms) of calls placed one at a time, each once every call before it
+    settled: the server has nothing else to do (a new connection per request, as curl)."""
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        http_post_json(server.url + "/calls/outbound", json.loads(CALL_BODY))
+        latencies.append((time.perf_counter() - started) * 1000)
+        wait_settled(server, poll_s=0.005)
+    return latencies
 
 
 def measure_webhooks(
@@ -196,6 +213,8 @@ def split_phase(root: Path, hello: Served, plan: Plan) -> Series:
                 k, settled, cpu_ms = measure_calls(server, c, plan.calls[c])
                 sandbox_ms = (cpu_seconds(sandbox.pid) - sandbox_cpu0) * 1000 / max(k.ok, 1)
                 split.add(c, Sample(h, k, settled, cpu_ms, h_cpu, sandbox_ms))
+        note(f"http: {plan.idle_calls} calls one at a time, sandbox in its own process")
+        split.idle_ms = measure_idle(server, plan.idle_calls)
     finally:
         try:
             server.stop()
@@ -316,6 +335,19 @@ def split_goals(split: Series) -> list[Goal]:
     ]
 
 
+def idle_line(split: Series) -> str:
+    """A call's latency when the server has nothing else to do, next to how busy the server
+    is when 1 client places calls back to back (is the 1-client p99 queueing, or the path?)."""
+    idle = sorted(split.idle_ms)
+    busy = _med([s.settled_rps * s.cpu_ms / 1000 for s in split.samples[1]])
+    return (
+        f"One call at a time ({len(idle)} calls, each placed once the one before it settled, "
+        f"a new connection each, as curl): POST p50 {percentile(idle, 50):.1f} ms, p99 "
+        f"{percentile(idle, 99):.1f} ms. Back to back at 1 client the server is {busy:.2f} "
+        "of a core busy (settled calls/s x server CPU per call)."
+    )
+
+
 def split_table(together: Series, split: Series) -> str:
     rows = []
     for c in (1, 50):
@@ -426,6 +458,8 @@ def run(plan: Plan, memory: MemoryPlan | None = None) -> str:
             "per request measured just before, at the same concurrency.",
             "",
             split_text,
+            "",
+            idle_line(split),
             "",
             *(g.line() for g in split_goals(split)),
             "",
