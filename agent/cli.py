@@ -80,6 +80,8 @@ def describe_call(
             parsed = json.loads(metadata_json)
         except ValueError as exc:
             raise DescribeError(f"--metadata is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise DescribeError("--metadata is not valid JSON: nested too deeply") from None
         if not isinstance(parsed, dict):
             raise DescribeError("--metadata must be a JSON object")
         snapshot = DispatchMetadata.parse(metadata_json).config

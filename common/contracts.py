@@ -201,8 +201,10 @@ class AgentReport(BaseModel):
         wanted = _KIND_FIELD[self.kind]
         for name in ("turn", "amd", "final"):
             present = getattr(self, name) is not None
-            if present != (name == wanted):
+            if present and name != wanted:
                 raise ValueError(f"a {self.kind} report carries {wanted or 'no body'}, not {name}")
+            if not present and name == wanted:
+                raise ValueError(f"a {self.kind} report carries {name}; it is missing")
         return self
 
     def to_json(self) -> bytes:

@@ -22,9 +22,29 @@ def clip_for_log(text: str) -> str:
 
 
 _LONG_DIGITS = re.compile(r"[0-9]{7,}")
+# A number as a client may write it: `+` (or `%2B` in a URL), then digits with separators in
+# between: - . ( ) space, and their URL encodings (%20 %2D %2E %28 %29, or + for a space).
+_PLUS_NUMBER = re.compile(r"(?:\+|%2[Bb])(?:[0-9]|[-.() +]|%2[0DdEe89])*[0-9]")
+_DIGIT = re.compile(r"[0-9]")
+
+
+def _mask_separated(match: re.Match[str]) -> str:
+    text = match.group()
+    # The digits of the percent-escapes (%20, %2D, ...) are not the number's: keep them.
+    escapes = [(m.start(), m.end()) for m in re.finditer(r"%2[0-9A-Fa-f]", text)]
+    digits = [
+        m.start() for m in _DIGIT.finditer(text) if not any(a <= m.start() < b for a, b in escapes)
+    ]
+    if len(digits) < 7:
+        return text
+    masked = set(digits[:-4])
+    return "".join("•" if i in masked else ch for i, ch in enumerate(text))
 
 
 def mask_digits(text: str) -> str:
-    """Free text (an error message, a request line) with every run of 7+ digits masked to its
-    last 4, so a phone number quoted anywhere in it never reaches a log whole."""
+    """Free text (an error message, a request line) with every phone-like number masked to
+    its last 4 digits, so a number quoted anywhere in it never reaches a log whole: runs of 7+
+    digits, and numbers after a `+` written with separators (`+1-415-555-0199`,
+    `%2B1(415)555.0100`)."""
+    text = _PLUS_NUMBER.sub(_mask_separated, text)
     return _LONG_DIGITS.sub(lambda m: "•" * (len(m.group()) - 4) + m.group()[-4:], text)

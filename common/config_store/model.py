@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,9 @@ DEFAULT_EMOTION = "Calm"
 MAX_NAME_CHARS = 200
 MAX_INSTRUCTIONS_CHARS = 4000
 MAX_ADDITIONAL_PARAMS_BYTES = 8 * 1024
+# How deep additional_params may nest (objects and lists): deeper is no context an agent reads,
+# and a few hundred levels break JSON encoders downstream (pydantic stops at 255).
+MAX_ADDITIONAL_PARAMS_DEPTH = 32
 
 # Languages that both installed speech plugins declare: Cartesia TTS (`TTSLanguages`) and
 # Deepgram STT (`DeepgramLanguages`). A test keeps this table in step with the plugins.
@@ -221,15 +224,42 @@ def validate_additional_params(value: object) -> dict[str, Any]:
         raise ValueError(f"additional_params may not use reserved keys: {', '.join(reserved)}")
     if any(not isinstance(k, str) for k in params):
         raise ValueError("additional_params keys must be strings")
+    if _depth(params) > MAX_ADDITIONAL_PARAMS_DEPTH:
+        raise ValueError(
+            f"additional_params nests deeper than {MAX_ADDITIONAL_PARAMS_DEPTH} levels"
+        )
     try:
-        encoded = json.dumps(params, ensure_ascii=False, allow_nan=False)
+        encoded = json.dumps(params, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800"
+        raise ValueError("additional_params must be valid Unicode text") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"additional_params must be JSON-serialisable: {exc}") from None
-    if len(encoded.encode()) > MAX_ADDITIONAL_PARAMS_BYTES:
+    if len(encoded) > MAX_ADDITIONAL_PARAMS_BYTES:
         raise ValueError(
             f"additional_params is larger than {MAX_ADDITIONAL_PARAMS_BYTES} bytes as JSON"
         )
     return params
+
+
+def _depth(value: object) -> int:
+    """How deep `value` nests objects and lists (a scalar: 0), without recursion, stopping
+    once past MAX_ADDITIONAL_PARAMS_DEPTH."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(item, Mapping):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_ADDITIONAL_PARAMS_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _text(value: object, name: str, default: str) -> str:
@@ -237,7 +267,22 @@ def _text(value: object, name: str, default: str) -> str:
         return default
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: config.json could not hold it
+            raise ValueError(f"{name} must be valid Unicode text") from None
     return value
+
+
+def _call_id(value: object) -> str | None:
+    """A record's key in config.json: a non-empty string (an int would write `5: {...}`,
+    which is not JSON, and the next writer would set the whole file aside)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError("call_id must be a non-empty string")
+    return _text(value, "call_id", "")
 
 
 @dataclass(frozen=True)
@@ -277,7 +322,7 @@ class CallConfig:
             ),
             tts_emotion=normalize_emotion(DEFAULT_EMOTION if tts_emotion is None else tts_emotion),
             additional_params=validate_additional_params(additional_params),
-            call_id=call_id,
+            call_id=_call_id(call_id),
             written_at=written_at,
             options=options or CallOptions(),
         )

@@ -174,7 +174,7 @@ def _record_from_line(data: bytes, call_id: str) -> dict[str, Any] | None:
     end = data.find(b"\n", start)
     try:
         record = json.loads(data[start:end].removesuffix(b","))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(record, dict) and record.get("call_id") == call_id:
         return record
@@ -301,7 +301,10 @@ class ConfigStore:
         """The flat latest document, or with `call_id` that call's record (or UnknownCallError)."""
         doc = self._read_sync(call_id)
         if doc is None and not self.path.exists():
-            self._mutate_sync([])  # auto-initialise with defaults, as the seed promises
+            try:
+                self._mutate_sync([])  # auto-initialise with defaults, as the seed promises
+            except ConfigWriteError:  # logged; a read still answers (a read-only directory)
+                return self._view(None, call_id)
             doc = self._read_sync(call_id)
         return self._view(doc, call_id)
 
@@ -342,7 +345,10 @@ class ConfigStore:
     async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
         doc = await self._read_async(call_id)
         if doc is None and not await aiofiles.os.path.exists(self.path):
-            await self._submit(lambda _doc, _now: None)
+            try:
+                await self._submit(lambda _doc, _now: None)
+            except ConfigWriteError:  # logged; a read still answers (a read-only directory)
+                return self._view(None, call_id)
             doc = await self._read_async(call_id)
         return self._view(doc, call_id)
 
@@ -481,10 +487,18 @@ class ConfigStore:
             record = calls.get(call_id) if isinstance(calls, dict) else None
             if not isinstance(record, dict):
                 raise UnknownCallError(call_id)
-            return copy.deepcopy(record)
+            try:
+                return copy.deepcopy(record)
+            except RecursionError:  # written by hand or by an old writer: not a usable record
+                logger.error("✗ the record of %s in %s nests too deeply", call_id, self.path)
+                raise UnknownCallError(call_id) from None
         if doc is None:
             return self._defaults()
-        return copy.deepcopy({k: v for k, v in doc.items() if k != CALLS_KEY})
+        try:
+            return copy.deepcopy({k: v for k, v in doc.items() if k != CALLS_KEY})
+        except RecursionError:
+            logger.error("✗ %s nests too deeply to read; using defaults", self.path)
+            return self._defaults()
 
     # ------------------------------------------------------------------- reading
 
@@ -497,6 +511,9 @@ class ConfigStore:
             parsed = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             logger.error("✗ %s is not valid JSON (%s); using defaults", self.path, exc)
+            doc = None
+        except RecursionError:
+            logger.error("✗ %s nests too deeply to read; using defaults", self.path)
             doc = None
         else:
             if isinstance(parsed, dict):
@@ -582,7 +599,7 @@ class ConfigStore:
             return self._defaults() | {CALLS_KEY: {}}
         try:
             parsed = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
             return parsed

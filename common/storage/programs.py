@@ -671,11 +671,12 @@ def record_report(
 
     `answered` moves the call to in_progress with `answered_at` the moment it reports
     (bounded by the call's own times); `amd` records the verdict (a machine one settles the
-    call as voicemail when it ends); `final` keeps the final report. A report about a call the
+    call as voicemail when it ends); `final` keeps the final report. Once the final report is
+    in, a later `amd` or `final` changes nothing (a duplicate). A report about a call the
     database does not know stores nothing. Nothing moves a final status.
     """
     # What the report needs of its call (`apply` reads the whole row when it changes it).
-    columns = "call_id, status, created_at, phone_number, data_erased_at"
+    columns = "call_id, status, created_at, phone_number, data_erased_at, report_at"
     rows = yield Query(
         f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
         (report.call_id,),
@@ -683,6 +684,10 @@ def record_report(
     if not rows:
         return Applied(unknown_call=True)
     call = rows[0]
+    if call["report_at"] is not None and report.kind in ("amd", "final"):
+        # The call's final report is in: it stands, with the verdict it was made with. A
+        # later one (another seq) would rewrite what the customer was already sent.
+        return Applied(duplicate=True)
     if call["data_erased_at"] is not None and report.kind in ("turn", "final"):
         # The retention already erased this call's conversation: keep none of it now.
         if report.kind == "turn" or report.final is None:
@@ -945,11 +950,14 @@ def list_deliveries(d: Dialect, call_id: str) -> Program[list[WebhookDelivery]]:
 
 
 def redeliver(d: Dialect, delivery_id: int, now: float) -> Program[WebhookDelivery | None]:
-    """Send a delivery again (same webhook-id), whatever became of it."""
+    """Send a delivery again (same webhook-id), whatever became of it. A send in flight (its
+    claim still held) is that send: the claim stays, so no second copy goes out beside it."""
     rows = yield Query(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, claimed_until = 0"
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
+        " claimed_until = CASE WHEN state = 'pending' AND claimed_until > ?"
+        " THEN claimed_until ELSE 0 END"
         " WHERE id = ? RETURNING id",
-        (now, delivery_id),
+        (now, now, delivery_id),
     )
     if not rows:
         return None

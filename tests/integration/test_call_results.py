@@ -353,3 +353,37 @@ async def test_a_do_not_call_report_puts_the_number_on_the_list(start_app: AppFa
     assert again.status == 422
     timeline = (await shown(client, call_id))["timeline"]
     assert [e["event"] for e in timeline].count("agent_do_not_call") == 1
+
+
+async def test_the_final_report_stands(start_app: AppFactory) -> None:
+    """A later final report (another seq) or verdict does not rewrite a call whose final
+    report is in (and was sent to the customer as call.report)."""
+    client = await start_app(sandbox_time_scale=SCALE)
+    call = await settled_call(client, dict(SEED_EXAMPLES[0]))
+    assert call["status"] == "completed" and call["amd"] == "human"
+    transcript = call["transcript"]
+    later_final = {
+        "call_id": call["call_id"],
+        "seq": 900,
+        "kind": "final",
+        "at": time.time(),
+        "final": {"transcript": [{"role": "callee", "text": "rewritten", "at_s": 1.0}]},
+    }
+    later_amd = {
+        "call_id": call["call_id"],
+        "seq": 901,
+        "kind": "amd",
+        "at": time.time(),
+        "amd": {"category": "machine-vm"},
+    }
+    for late in (later_final, later_amd):
+        assert await post_report(client, late) == 200
+    await client.app[EVENTS].wait_idle()
+    after = await shown(client, call["call_id"])
+    assert after["transcript"] == transcript and after["amd"] == "human"
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        (reports,) = db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE call_id = ? AND type = 'call.report'",
+            (call["call_id"],),
+        ).fetchone()
+    assert reports == 1

@@ -329,6 +329,28 @@ async def test_redeliver_sends_the_same_webhook_id_again(
         assert (await client.post(f"/deliveries/{beyond}/redeliver")).status == 404, beyond
 
 
+async def test_redeliver_while_a_send_is_in_flight_sends_no_second_copy_beside_it(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """The send in flight is the redelivery: no concurrent copies of one webhook-id."""
+    slow = await receivers(answer=lambda r, n: (204, 1.0 if r.type == "call.dialing" else 0.0))
+    client = await webhook_app(start_app, slow.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+
+    async def first_delivery() -> dict[str, Any]:
+        url = f"/calls/{call_id}/deliveries"
+        listed = (await (await client.get(url)).json())["deliveries"]
+        return dict(listed[0])
+
+    first = await first_delivery()
+    await wait_until(lambda: slow.attempts.get(first["webhook_id"], 0) == 1)  # in flight
+    for _ in range(2):
+        assert (await client.post(f"/deliveries/{first['id']}/redeliver")).status == 202
+    await settle(client)
+    assert slow.attempts[first["webhook_id"]] == 1
+    assert (await first_delivery())["state"] == "delivered"
+
+
 # ------------------------------------------------------------------ unsafe URLs
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,35 @@ async def test_a_signed_report_with_a_lone_surrogate_is_a_400(start_app: AppFact
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["error"] == "not an agent report"
     await still_serving(client)
+
+
+async def test_additional_params_nested_deeply_are_a_422_not_a_500(start_app: AppFactory) -> None:
+    """~600 bytes of nested lists broke the event encoder after the config was written."""
+    client = await start_app()
+    deep = "[" * 300 + "]" * 300
+    body = b'{"phone_number": "+14155557720", "additional_params": {"a": %s}}' % deep.encode()
+    resp = await client.post(
+        "/calls/outbound", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 422, await resp.text()
+    (detail,) = (await resp.json())["details"]
+    assert detail["field"] == "additional_params"
+    assert "nests deeper than 32 levels" in detail["error"]
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    await still_serving(client)
+
+
+async def test_separated_phone_numbers_are_masked_in_the_access_log(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start_app()
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    for target in ("/dnc/+1-415-555-0199", "/dnc/%2B34%20612%2000%200111"):
+        await client.delete(target)
+    await client.get("/dnc?after=%2B1(415)555.0100")
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 3, lines
+    text = "\n".join(lines)
+    for whole in ("415-555", "612%2000", "(415)555"):
+        assert whole not in text, text
+    assert "0199" in text and "0111" in text and "0100" in text  # the last four stay

@@ -247,3 +247,13 @@ def test_describe_a_finished_call_from_the_calls_database(tmp_path: Path) -> Non
     assert "stored with the call" in plan["reason"]
     assert plan["caller_name"] == "Emma Watson" and plan["tts"]["emotion"] == "confident"
     assert "Call context: ticket: T-1" in plan["instructions"]
+
+
+def test_describe_with_metadata_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    proc = run_agent(
+        ["describe", "--call-id", CALL, "--metadata", "[" * 5000 + "]" * 5000],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "absent.json"),
+    )
+    assert proc.returncode == 2
+    assert "nested too deeply" in proc.stderr and "Traceback" not in proc.stderr

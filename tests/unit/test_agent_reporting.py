@@ -285,3 +285,22 @@ async def test_an_invalid_report_is_logged_not_raised(
     await sender.aclose(1)
     assert "answered report #0 not sent: it is invalid" in caplog.text
     assert server.seen == []
+
+
+def test_a_report_missing_its_body_says_so() -> None:
+    from pydantic import ValidationError
+
+    from common.contracts import AgentReport
+
+    with pytest.raises(ValidationError, match="a turn report carries turn; it is missing"):
+        AgentReport.model_validate({"call_id": "call-1", "seq": 1, "kind": "turn", "at": 1.0})
+    with pytest.raises(ValidationError, match="a answered report carries no body, not turn"):
+        AgentReport.model_validate(
+            {
+                "call_id": "call-1",
+                "seq": 1,
+                "kind": "answered",
+                "at": 1.0,
+                "turn": {"role": "agent", "text": "x", "at_s": 0},
+            }
+        )

@@ -1,0 +1,117 @@
+"""The seed's Python API given what it must refuse, and config.json files it must survive
+(found by probing): a call id that is no string, text that is no Unicode, nesting deep enough
+to break encoders, and one bad writer among a group of good ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from common.config_store.model import MAX_ADDITIONAL_PARAMS_DEPTH
+from common.update_config import ConfigStore, UnknownCallError
+
+
+def nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("call_id", [5, True, 1.5, "", b"call-1"])
+async def test_a_call_id_that_is_no_string_is_refused_and_the_file_stays_json(
+    tmp_path: Path, call_id: object
+) -> None:
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("A", call_id="call-1")
+    with pytest.raises(ValueError, match="call_id must be a non-empty string"):
+        store.update("B", call_id=call_id)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="call_id must be a non-empty string"):
+        await store.update_async("B", call_id=call_id)  # type: ignore[arg-type]
+    doc = json.loads((tmp_path / "config.json").read_text())  # still JSON: nothing set aside
+    assert list(doc["calls"]) == ["call-1"]
+    assert ConfigStore(tmp_path / "config.json").load(call_id="call-1")["caller_name"] == "A"
+
+
+async def test_one_bad_writer_does_not_fail_its_group(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path / "config.json")
+    results = await asyncio.gather(
+        store.update_async("Good One", call_id="call-good"),
+        store.update_async("Bad\ud800", call_id="call-bad"),
+        store.update_async("Good Two", call_id="call-good2"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    assert "caller_name must be valid Unicode text" in str(results[1])
+    good = [r for r in (results[0], results[2]) if isinstance(r, dict)]
+    assert [r["caller_name"] for r in good] == ["Good One", "Good Two"]
+    assert set(json.loads((tmp_path / "config.json").read_text())["calls"]) == {
+        "call-good",
+        "call-good2",
+    }
+    with pytest.raises(ValueError, match="must be valid Unicode text"):
+        store.update("ok", additional_params={"note": "x\udc00"})
+
+
+async def test_additional_params_nested_too_deeply_are_refused(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("Fine", additional_params={"a": nested(MAX_ADDITIONAL_PARAMS_DEPTH - 1)})
+    for depth in (MAX_ADDITIONAL_PARAMS_DEPTH, 600):
+        with pytest.raises(ValueError, match="nests deeper than"):
+            store.update("Deep", additional_params={"a": nested(depth)}, call_id="call-deep")
+        with pytest.raises(ValueError, match="nests deeper than"):
+            await store.update_async("Deep", additional_params={"a": nested(depth)})
+    assert store.load()["caller_name"] == "Fine"
+
+
+def test_a_config_json_nested_too_deeply_is_read_as_defaults_and_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    store = ConfigStore(path)
+    assert store.load()["caller_name"] == "Guest"  # the defaults, as for invalid JSON
+    assert store.get("caller_name") == "Guest"
+    assert "nests too deeply" in caplog.text
+    store.update("After", call_id="call-1")  # the file is set aside, a fresh one written
+    assert store.load(call_id="call-1")["caller_name"] == "After"
+    assert list(tmp_path.glob("config.json.corrupt-*"))
+
+
+def test_a_record_nested_too_deeply_on_disk_is_no_record(tmp_path: Path) -> None:
+    """Written by hand (or by an older writer): the agent finds no record, never a crash."""
+    path = tmp_path / "config.json"
+    record = {"call_id": "call-1", "caller_name": "X", "additional_params": {"a": nested(900)}}
+    path.write_text(json.dumps({"caller_name": "Guest", "calls": {"call-1": record}}))
+    store = ConfigStore(path)
+    with pytest.raises(UnknownCallError):
+        store.load(call_id="call-1")
+
+
+async def test_reads_answer_defaults_where_config_json_cannot_be_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only directory (an agent host, a read-only mount): reads answer the defaults, as
+    for a missing file, instead of raising the failed auto-initialisation."""
+    import errno
+    import os
+
+    store = ConfigStore(tmp_path / "config.json")
+    real_open = os.open
+
+    def read_only(path: object, flags: int, *args: object) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert store.load()["caller_name"] == "Guest"
+    assert store.get("tts_emotion") == "Calm"
+    assert (await store.load_async())["caller_name"] == "Guest"
+    with pytest.raises(UnknownCallError):
+        store.load(call_id="call-1")
+    monkeypatch.undo()
+    assert not (tmp_path / "config.json").exists()
