@@ -7,6 +7,7 @@ its OpenAPI description (parameters, request and response models), from which
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
@@ -22,6 +23,8 @@ from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
+# How long a request's body may take to arrive once its headers have.
+BODY_READ_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,16 +102,30 @@ def client_identity(request: web.Request) -> str:
 
 
 async def read_body(request: web.Request, limit: int, what: str = "request body") -> bytes:
-    """The raw body, refused with 413 (before reading it all) when over `limit` bytes."""
-    too_large = HttpError(413, f"{what} is larger than {limit} bytes")
+    """The raw body, refused with 413 (before reading it all) when over `limit` bytes, and
+    with 408 when it has not all come within BODY_READ_TIMEOUT_S: a client that sends its
+    headers and then trickles (or never sends) its body must not hold a connection forever
+    (enough of them would use up the server's file descriptors)."""
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise HttpError(413, f"{what} is larger than {limit} bytes")
+    if request.content_length is not None and request.content.total_bytes >= request.content_length:
+        return await _read_all(request, limit, what)  # all here already (most requests)
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            return await _read_all(request, limit, what)
+    except TimeoutError:
+        raise HttpError(
+            408, f"{what} did not arrive within {BODY_READ_TIMEOUT_S:g} s", {"Connection": "close"}
+        ) from None
+
+
+async def _read_all(request: web.Request, limit: int, what: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(64 * 1024):
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise HttpError(413, f"{what} is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -280,7 +280,14 @@ def _event(
         yield Query(
             "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state,"
             " next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-            (event_id, campaign_id, campaign.webhook_url, webhook_id(event_id), now, now),
+            (
+                event_id,
+                campaign_id,
+                campaign.webhook_url,
+                webhook_id(campaign_id, event_id),
+                now,
+                now,
+            ),
         )
     return CallEvent(event_id, campaign_id, event_type, data, now, None)
 

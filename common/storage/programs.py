@@ -444,7 +444,7 @@ def _add_events(
                     event_id,
                     after.call_id,
                     after.webhook_url,
-                    webhook_id(event_id),
+                    webhook_id(after.call_id, event_id),
                     after.call_id,
                     after.webhook_url,
                     now,
@@ -462,9 +462,13 @@ def event_data(call: CallRecord) -> dict[str, Any]:
     return data
 
 
-def webhook_id(event_id: int) -> str:
-    """The Standard Webhooks `webhook-id` of an event: the same on every retry."""
-    return f"msg_{event_id}"
+def webhook_id(owner: str, event_id: int) -> str:
+    """The Standard Webhooks `webhook-id` of an event (stored with its delivery: the same on
+    every retry). The event's call or campaign id (random) keeps it unique beyond this
+    database: a bare sequence number would repeat once the server moves to another database
+    (SQLite to PostgreSQL, a restored backup) or a second deployment posts to the same
+    receiver, and a receiver that drops repeats, as it should, would drop new events."""
+    return f"msg_{owner}_{event_id}"
 
 
 def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:

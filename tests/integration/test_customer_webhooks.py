@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,6 +164,31 @@ async def test_every_event_of_a_call_arrives_signed_and_in_order(
     report = json.loads(next(r for r in receiver.got if r.type == "call.report").body)
     assert report["data"]["transcript"] == shown["transcript"]
     assert receiver.refused == 0 and len({r.webhook_id for r in receiver.got}) == 4
+
+
+async def test_webhook_ids_do_not_repeat_across_databases(
+    start_app: AppFactory, receivers: Any, tmp_path: Path
+) -> None:
+    """Two servers on two databases (a move from SQLite to PostgreSQL, a restored backup, a
+    second deployment) posting to one receiver: each database numbers its events from 1, and
+    `msg_<n>` made the receiver drop the second server's events as repeats."""
+    receiver = await receivers()
+    first = await webhook_app(start_app, receiver.url)
+    second = await webhook_app(
+        start_app,
+        receiver.url,
+        calls_db_path=tmp_path / "second.db",
+        config_path=tmp_path / "second-config.json",
+    )
+    calls = [await place(first, SEED_EXAMPLES[0]), await place(second, SEED_EXAMPLES[1])]
+    for client in (first, second):
+        await settle(client)
+    ids = [r.webhook_id for r in receiver.got]
+    assert len(ids) == 8 and len(set(ids)) == 8, ids
+    for call_id in calls:
+        assert all(
+            r.webhook_id.startswith(f"msg_{call_id}_") for r in receiver.got if r.call_id == call_id
+        )
 
 
 async def test_a_calls_own_webhook_url_wins(start_app: AppFactory, receivers: Any) -> None:

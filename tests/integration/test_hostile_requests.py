@@ -241,3 +241,29 @@ async def test_separated_phone_numbers_are_masked_in_the_access_log(
     for whole in ("415-555", "612%2000", "(415)555"):
         assert whole not in text, text
     assert "0199" in text and "0111" in text and "0100" in text  # the last four stay
+
+
+@pytest.mark.parametrize("path", ["/calls/outbound", "/webhooks/livekit", "/agent/reports"])
+async def test_a_body_that_never_comes_is_a_408(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Headers, then 5 of 100 body bytes, then nothing: the connection was held for good (a
+    few thousand such clients used up the server's file descriptors)."""
+    from handlers import http
+
+    monkeypatch.setattr(http, "BODY_READ_TIMEOUT_S", 0.3)
+    client = await start_app()
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(post_head(path, b"x" * 100) + b"\r\n" + b'{"ph')
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+    finally:
+        writer.close()
+    assert head.split()[1] == b"408", head
+    assert b"connection: close" in head.lower()
+    assert b"did not arrive within 0.3 s" in body
+    await still_serving(client)

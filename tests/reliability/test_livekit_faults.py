@@ -159,3 +159,29 @@ async def test_livekit_down(start_app: AppFactory, tmp_path: Path, figures: Figu
     assert (await ready.json())["details"][0]["component"] == "livekit"
     assert (await client.get("/calls")).status == 200  # the rest of the API keeps serving
     figures.add(f"503 '{answer['error']}'; /readyz 503 names livekit")
+
+
+@pytest.mark.usefixtures("short_timeouts")
+async def test_a_dial_landing_after_its_timeout_is_hung_up(start_app: AppFactory) -> None:
+    """LiveKit answers the dial after our timeout and dials all the same, re-creating the room
+    we deleted: the call is settled failed, so its room is ended again as soon as LiveKit says
+    it is up. Before, the callee was rung and left with nobody for the whole scenario."""
+    client = await start_app(sandbox_time_scale=1.0)  # the callee would stay on for 30 s
+    sandbox = client.app[SANDBOX]
+    sandbox.inject("CreateSIPParticipant", delay_s=SLOW_S)
+    await _refused(client, 504)
+    call_id = (await _only_call(client))["call_id"]
+
+    def deletions() -> int:
+        return sum(
+            r.method == "DeleteRoom" and r.body.get("room") == call_id for r in sandbox.requests
+        )
+
+    # Deleted once as the placement failed, then again once the late dial re-created it.
+    async with asyncio.timeout(SLOW_S + 5):
+        while deletions() < 2:
+            await asyncio.sleep(0.02)
+    async with asyncio.timeout(3):
+        while call_id in sandbox.rooms:
+            await asyncio.sleep(0.02)
+    assert (await _only_call(client))["status"] == "failed"
