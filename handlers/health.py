@@ -13,7 +13,9 @@ from handlers.http import Reply, RouteDoc, add_route, json_answer
 from handlers.keys import CALLS, CONFIG, METRICS, SETTINGS, STORE
 from handlers.schemas import Ok
 
-PROBE_TIMEOUT_S = 5.0
+# Each probe's bound; the three run at once, so /readyz answers within it (a load balancer's
+# probe gives up after a few seconds; a LiveKit request's own bound is 10 s).
+PROBE_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,23 +24,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when a call could be placed: the database takes a write, config.json's directory
-    takes a file, and LiveKit (or the sandbox) accepts our key."""
-    failures: list[dict[str, str]] = []
+    takes a file, and LiveKit (or the sandbox) accepts our key. The probes run at once."""
     settings = request.app[SETTINGS]
-    try:
-        probe = request.app[STORE].probe_write(settings.instance_name)
-        await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
-    except (DatabaseError, TimeoutError) as exc:
-        failures.append({"component": "database", "error": str(exc) or "timeout"})
-    try:
-        await asyncio.wait_for(request.app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
-        error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
-        failures.append({"component": "config", "error": f"{settings.config_path}: {error}"})
-    try:
-        await check_reachable(request.app[CALLS].lkapi)
-    except LiveKitError as exc:
-        failures.append({"component": "livekit", "error": exc.reason})
+
+    async def database() -> dict[str, str] | None:
+        try:
+            probe = request.app[STORE].probe_write(settings.instance_name)
+            await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
+        except (DatabaseError, TimeoutError) as exc:
+            return {"component": "database", "error": str(exc) or "timeout"}
+        return None
+
+    async def config() -> dict[str, str] | None:
+        try:
+            await asyncio.wait_for(request.app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
+            return {"component": "config", "error": f"{settings.config_path}: {error}"}
+        return None
+
+    async def livekit() -> dict[str, str] | None:
+        try:
+            await asyncio.wait_for(check_reachable(request.app[CALLS].lkapi), PROBE_TIMEOUT_S)
+        except LiveKitError as exc:
+            return {"component": "livekit", "error": exc.reason}
+        except TimeoutError:
+            return {
+                "component": "livekit",
+                "error": f"readiness probe: LiveKit did not answer within {PROBE_TIMEOUT_S:g} s",
+            }
+        return None
+
+    failures = [f for f in await asyncio.gather(database(), config(), livekit()) if f]
     if failures:
         return json_error(503, "not ready", failures)
     return json_answer(Ok())

@@ -296,6 +296,14 @@ class CampaignScheduler:
         async def place() -> None:
             try:
                 await self._place(campaign, plan)
+            except Exception:  # a defect: said now, with its context (the attempt stays placing
+                # and is placed again by the recovery pass under the same key)
+                logger.exception(
+                    "campaign %s: recipient %d attempt %d: unexpected error while placing",
+                    plan.campaign_id,
+                    plan.idx,
+                    plan.attempt,
+                )
             finally:
                 self._inflight.discard(key)
 

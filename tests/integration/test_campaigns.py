@@ -12,8 +12,10 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
@@ -468,3 +470,35 @@ async def test_csv_with_its_options_as_a_multipart_json_part(start_app: AppFacto
     missing = aiohttp.FormData()
     missing.add_field("options", "{}", content_type="application/json")
     assert (await client.post("/campaigns", data=missing)).status == 422
+
+
+async def test_an_unexpected_error_while_placing_is_logged_with_its_attempt(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A defect in placing (here: place() raising what it never raises) is an ERROR naming the
+    campaign, recipient and attempt, with its traceback; before, the task's exception was
+    only "never retrieved", if ever printed."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    calls = client.app[CALLS]
+    real_place = calls.place
+    failures = 0
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        failures += 1
+        if failures == 1:
+            raise RuntimeError("a defect (test)")
+        return await real_place(*args, **kwargs)
+
+    calls.place = broken
+    created = await create(
+        client, {"name": "defect", "recipients": [{"phone_number": us(1, "7700")}]}
+    )
+    async with asyncio.timeout(10):
+        while "unexpected error while placing" not in caplog.text:
+            await asyncio.sleep(0.02)
+    record = next(r for r in caplog.records if "unexpected error while placing" in r.getMessage())
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    assert f"campaign {created['campaign_id']}: recipient 0 attempt 1" in record.getMessage()

@@ -185,3 +185,20 @@ async def test_a_dial_landing_after_its_timeout_is_hung_up(start_app: AppFactory
         while call_id in sandbox.rooms:
             await asyncio.sleep(0.02)
     assert (await _only_call(client))["status"] == "failed"
+
+
+async def test_readyz_answers_within_its_bound_when_livekit_is_slow(start_app: AppFactory) -> None:
+    """A load balancer's probe gives up after a few seconds: /readyz took LiveKit's 10 s
+    request bound (plus the other probes, one after the other) to say it was not ready."""
+    from handlers import health
+
+    client = await start_app(sandbox_time_scale=0.01)
+    client.app[SANDBOX].inject("ListRooms", delay_s=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await client.get("/readyz")
+    took = loop.time() - started
+    assert resp.status == 503
+    (failure,) = (await resp.json())["details"]
+    assert failure["component"] == "livekit" and "did not answer within" in failure["error"]
+    assert took < health.PROBE_TIMEOUT_S + 1.0, took
