@@ -16,6 +16,7 @@ transaction, tracked in `schema_migrations`: two servers starting at once migrat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -166,8 +167,11 @@ class PostgresCallStore(SqlCallStore):
                     return result
                 except (*_CONNECTION_ERRORS, asyncpg.InternalClientError):
                     # The connection is broken or out of step (a query cut off by a restart):
-                    # never hand it out again; the pool opens a fresh one.
-                    conn.terminate()
+                    # never hand it out again; the pool opens a fresh one. (A connection the
+                    # pool already took back refuses terminate(): the first error is the one
+                    # to report, not that one.)
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
                     raise
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None

@@ -66,6 +66,33 @@ async def test_postgres_tells_a_lost_commit_from_a_failed_transaction(
         await store.close()
 
 
+async def test_a_refused_terminate_does_not_hide_the_first_error(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During a PostgreSQL restart the pool may already have taken a broken connection back;
+    its terminate() then raises InterfaceError, which replaced the real error in the log
+    ("cannot call Connection.terminate(): connection has been released back to the pool")."""
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
+    try:
+
+        async def break_midway(conn: Any, program: Any) -> Any:
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+        def released(self: Any) -> None:
+            raise asyncpg.InterfaceError("cannot call Connection.terminate(): released (test)")
+
+        monkeypatch.setattr(postgres_module, "_drive", break_midway)
+        monkeypatch.setattr(asyncpg.pool.PoolConnectionProxy, "terminate", released)
+        with pytest.raises(DatabaseError) as raised:
+            await store.create_call(_call(3))
+        assert "ConnectionDoesNotExistError" in str(raised.value)
+        assert "connection was closed in the middle" in caplog.text
+        assert "released (test)" not in caplog.text
+    finally:
+        monkeypatch.undo()
+        await store.close()
+
+
 def _dials(client: Client) -> int:
     return sum(r.method == "CreateSIPParticipant" for r in client.app[SANDBOX].requests)
 
