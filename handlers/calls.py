@@ -13,6 +13,7 @@ from common.calls.outcomes import Status
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView, dump
 from common.livekit.client import LiveKitError
+from common.text import is_unicode
 from handlers.errors import HttpError, error_response
 from handlers.http import (
     DB_DOWN,
@@ -44,12 +45,10 @@ def placement_of(request: web.Request, raw: bytes) -> Placement:
         return Placement(client)
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    try:
-        key_bytes = key.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
-        raise HttpError(400, "Idempotency-Key must be UTF-8 text") from None
+    if not is_unicode(key):  # bytes that are not UTF-8 arrive as lone surrogates
+        raise HttpError(400, "Idempotency-Key must be UTF-8 text")
     claim = IdempotencyClaim(
-        client, hashlib.sha256(key_bytes).hexdigest(), hashlib.sha256(raw).hexdigest()
+        client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(raw).hexdigest()
     )
     return Placement(client, claim)
 

@@ -28,6 +28,7 @@ from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
 from common.storage.base import DatabaseError
 from common.storage.campaign_programs import CampaignConflict
+from common.text import is_unicode
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +116,7 @@ def error_response(exc: BaseException) -> web.Response | None:
 def _unreadable(text: str) -> bool:
     """A NUL, or bytes that were not UTF-8 (they arrive as lone surrogates): no id, number or
     parameter of ours holds one, and PostgreSQL refuses them as a database error."""
-    if "\x00" in text:
-        return True
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    return "\x00" in text or not is_unicode(text)
 
 
 @web.middleware

@@ -43,6 +43,7 @@ from common.config_store.model import (
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
+from common.text import is_unicode
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -66,10 +67,8 @@ def _text(value: object, limit: int, *, single_line: bool) -> str:
     """A text field's checks, in the order a client should fix them."""
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates such as JSON "\ud800"
-        raise ValueError("must be valid Unicode text") from None
+    if not is_unicode(value):  # lone surrogates such as JSON "\ud800"
+        raise ValueError("must be valid Unicode text")
     if len(value) > limit:
         raise ValueError(f"must be at most {limit} characters")
     if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):

@@ -431,19 +431,19 @@ class CallService:
         if applied.duplicate:
             logger.debug("webhook %s (%s) already applied", event.id, event.event)
             return applied
-        if event.event in ROOM_ALIVE_EVENTS and applied.before is not None:
-            if applied.before.is_final:
-                # A LiveKit request that timed out still ran (a dial landing after the call was
-                # settled failed, re-creating the room we deleted): the callee must not be
-                # rung, or left talking to nobody, for a call that is over in our books.
-                logger.warning(
-                    "call %s is %s but its room is alive (%s); ending it",
-                    room,
-                    applied.before.status.value,
-                    event.event,
-                    extra={"call_id": room},
-                )
-                self._close_room_soon(room)
+        before = applied.before
+        if event.event in ROOM_ALIVE_EVENTS and before is not None and before.is_final:
+            # A LiveKit request that timed out still ran (a dial landing after the call was
+            # settled failed, re-creating the room we deleted): the callee must not be rung,
+            # or left talking to nobody, for a call that is over in our books.
+            logger.warning(
+                "call %s is %s but its room is alive (%s); ending it",
+                room,
+                before.status.value,
+                event.event,
+                extra={"call_id": room},
+            )
+            self._close_room_soon(room)
         if finished:  # its record leaves config.json with the next write (nobody waits)
             self.config.forget_call_soon(room)
             if applied.after is not None and not applied.after.is_final:

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.text import is_unicode
+
 DEFAULT_CALLER_NAME = "Guest"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 DEFAULT_LANGUAGE = "en"
@@ -267,11 +269,8 @@ def _text(value: object, name: str, default: str) -> str:
         return default
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: config.json could not hold it
-            raise ValueError(f"{name} must be valid Unicode text") from None
+    if not is_unicode(value):  # a lone surrogate: config.json could not hold it
+        raise ValueError(f"{name} must be valid Unicode text")
     return value
 
 

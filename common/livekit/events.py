@@ -17,6 +17,8 @@ from typing import Any
 
 from livekit.protocol import models
 
+from common.text import is_unicode
+
 
 class MalformedEvent(ValueError):
     """The body is not a LiveKit webhook event; the message says which field (no values)."""
@@ -117,11 +119,8 @@ def _string(doc: Mapping[str, Any] | None, name: str) -> str:
 def _utf8(value: str, name: str) -> str:
     """`value`, unless it holds a lone surrogate (a "\\ud800" escape): protobuf strings are
     UTF-8, and nothing downstream (the database, the logs) can store one."""
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedEvent(f"{name} is not valid UTF-8") from None
+    if not is_unicode(value):
+        raise MalformedEvent(f"{name} is not valid UTF-8")
     return value
 
 
