@@ -106,9 +106,16 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
     with 408 when it has not all come within BODY_READ_TIMEOUT_S: a client that sends its
     headers and then trickles (or never sends) its body must not hold a connection forever
     (enough of them would use up the server's file descriptors)."""
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise HttpError(413, f"{what} is larger than {limit} bytes")
-    if request.content_length is not None and request.content.total_bytes >= request.content_length:
+    # Content-Length counts the bytes on the wire, total_bytes what came out of the decoder:
+    # only without a Content-Encoding are they the same (half a gzip body can unpack to more).
+    if (
+        length is not None
+        and "Content-Encoding" not in request.headers
+        and request.content.total_bytes >= length
+    ):
         return await _read_all(request, limit, what)  # all here already (most requests)
     try:
         async with asyncio.timeout(BODY_READ_TIMEOUT_S):

@@ -267,3 +267,32 @@ async def test_a_body_that_never_comes_is_a_408(
     assert b"connection: close" in head.lower()
     assert b"did not arrive within 0.3 s" in body
     await still_serving(client)
+
+
+async def test_a_gzip_body_that_stops_halfway_is_a_408(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content-Length counts the bytes on the wire: half a gzip body can already decompress
+    to more than that, and must not pass for a body that has all arrived."""
+    import gzip
+
+    from handlers import http
+
+    monkeypatch.setattr(http, "BODY_READ_TIMEOUT_S", 0.3)
+    client = await start_app()
+    body = json.dumps({"phone_number": "+14155557720", "name": "Z" + "z" * 30000}).encode()
+    packed = gzip.compress(body)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(
+            post_head("/calls/outbound", packed, b"Content-Encoding: gzip")
+            + b"\r\n"
+            + packed[: len(packed) * 3 // 4]  # already more than Content-Length, unpacked
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert head.split()[1] == b"408", head
+    await still_serving(client)
