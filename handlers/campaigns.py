@@ -11,7 +11,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.calls.errors import FieldError, InvalidCall
+from common.calls.errors import FieldError, InvalidCall, refuse_unknown
 from common.calls.request import RequestRules
 from common.campaigns.csv_rows import CsvRejected, parse_csv
 from common.campaigns.model import RECIPIENT_STATES
@@ -134,9 +134,7 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
     doc = decode_json(raw)
     if not isinstance(doc, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])
-    unknown = [k for k in doc if k not in (*OPTION_KEYS, "recipients")]
-    if unknown:
-        raise InvalidCall([FieldError(k, "unknown field") for k in unknown])
+    refuse_unknown(doc, (*OPTION_KEYS, "recipients"))
     recipients = doc.get("recipients")
     if not isinstance(recipients, list) or not recipients:
         raise InvalidCall([FieldError("recipients", "is required: a non-empty list of rows")])

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from common.calls.errors import FieldError, InvalidCall
+from common.calls.errors import FieldError, InvalidCall, refuse_unknown
 from common.calls.phone import e164
 from handlers.errors import HttpError
 from handlers.http import (
@@ -55,8 +55,8 @@ def normalized(value: object, where: str) -> str:
 async def add_numbers(request: web.Request) -> web.Response:
     """POST /dnc {"numbers": [...]}: add them (all or none: every bad one is listed)."""
     doc = decode_json(await read_body(request, MAX_BODY_BYTES))
-    if isinstance(doc, dict) and (unknown := [k for k in doc if k != "numbers"]):
-        raise InvalidCall([FieldError(k, "unknown field") for k in unknown])
+    if isinstance(doc, dict):
+        refuse_unknown(doc, ("numbers",))
     numbers = doc.get("numbers") if isinstance(doc, dict) else None
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
         raise InvalidCall([FieldError("numbers", f"must be a list of 1 to {MAX_NUMBERS} numbers")])

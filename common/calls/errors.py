@@ -6,6 +6,7 @@ one table, and the campaign scheduler reads the same errors to decide what to do
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 
@@ -28,6 +29,14 @@ class InvalidCall(CallError, ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__("; ".join(f"{e.field}: {e.error}" for e in errors))
         self.errors = errors
+
+
+def refuse_unknown(doc: Mapping[str, object], known: Collection[str], where: str = "") -> None:
+    """InvalidCall listing every key of `doc` that is not `known` ("unknown field"), each
+    named after `where` (the place `doc` sits in the request, e.g. "options.")."""
+    unknown = [key for key in doc if key not in known]
+    if unknown:
+        raise InvalidCall([FieldError(f"{where}{key}", "unknown field") for key in unknown])
 
 
 class OnDoNotCallList(InvalidCall):

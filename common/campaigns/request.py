@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from common.calls.errors import FieldError, InvalidCall
+from common.calls.errors import FieldError, InvalidCall, refuse_unknown
 from common.calls.request import FIELDS, OutboundCall, RequestRules, visible_name
 from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
@@ -281,9 +281,7 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
 def known_options(doc: dict[str, Any]) -> dict[str, Any]:
     """`doc` (options given apart from a JSON body: `options=`, a multipart part), refused
     (422) if it holds a key that is not an option, as the JSON body would be."""
-    unknown = [key for key in doc if key not in OPTION_KEYS]
-    if unknown:
-        raise InvalidCall([FieldError(f"options.{key}", "unknown field") for key in unknown])
+    refuse_unknown(doc, OPTION_KEYS, "options.")
     return doc
 
 
