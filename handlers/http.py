@@ -108,7 +108,7 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
     (enough of them would use up the server's file descriptors)."""
     length = request.content_length
     if length is not None and length > limit:
-        raise HttpError(413, f"{what} is larger than {limit} bytes")
+        raise _too_large(what, limit)
     # Content-Length counts the bytes on the wire, total_bytes what came out of the decoder:
     # only without a Content-Encoding are they the same (half a gzip body can unpack to more).
     if (
@@ -126,13 +126,17 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
         ) from None
 
 
+def _too_large(what: str, limit: int) -> HttpError:
+    return HttpError(413, f"{what} is larger than {limit} bytes")
+
+
 async def _read_all(request: web.Request, limit: int, what: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(64 * 1024):
         size += len(chunk)
         if size > limit:
-            raise HttpError(413, f"{what} is larger than {limit} bytes")
+            raise _too_large(what, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
