@@ -599,8 +599,10 @@ class CallService:
         await self._settle_all(finished, GRACE_OVER, _grace_over)
         undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
         for call_id in undialled:  # nobody was called: its key and rate share are free again
-            await self._settle(call_id, "reaped", _NEVER_DIALLED)
+            # Released first: a pass cut short after it finds the call still undialled next
+            # time (settled first, a release that failed would never be tried again).
             await self.store.release_placement(call_id)
+            await self._settle(call_id, "reaped", _NEVER_DIALLED)
         await self.prune_config()
         retention_s = self.settings.call_data_retention_days * 86400
         erased = await self.store.erase_call_data(now - retention_s)

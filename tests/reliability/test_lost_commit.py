@@ -167,6 +167,14 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
     service = client.app[CALLS]
     real_clock = service.clock
     service.clock = lambda: real_clock() + service_module.PLACEMENT_BOUND_S + 1
+    real_release = store.release_placement
+
+    async def release_fails(call_id: str) -> None:
+        raise DatabaseError("database unreachable (test)")
+
+    monkeypatch.setattr(store, "release_placement", release_fails)
+    await service.reap_logged()  # the pass fails on the release: the next one does it all
+    monkeypatch.setattr(store, "release_placement", real_release)
     await service.reap()
     call = await (await client.get(f"/calls/{row['call_id']}")).json()
     assert (call["status"], call["reason"]) == (
