@@ -33,6 +33,7 @@ from handlers.http import (
     Reply,
     RouteDoc,
     add_route,
+    arriving_in_time,
     client_identity,
     decode_json,
     int_param,
@@ -170,7 +171,16 @@ def _multipart_parsing() -> Iterator[None]:
 
 
 async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, list[Any]]:
-    """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`)."""
+    """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`), all of which
+    must arrive within the same bound as any other body."""
+    async with arriving_in_time():
+        options, csv = await _multipart_parts(request)
+    if csv is None:
+        raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])
+    return options, *_csv(csv)
+
+
+async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
     with _multipart_parsing():
         reader = await request.multipart()
     options: dict[str, Any] = options_from_query(request.query)
@@ -202,9 +212,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, li
             options.update(known_options(doc))
         elif name in ("recipients", "file"):
             csv = data
-    if csv is None:
-        raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])
-    return options, *_csv(csv)
+    return options, csv
 
 
 async def list_campaigns(request: web.Request) -> web.Response:

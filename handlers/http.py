@@ -8,10 +8,11 @@ its OpenAPI description (parameters, request and response models), from which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,10 +118,21 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
         and request.content.total_bytes >= length
     ):
         return await _read_all(request, limit, what)  # all here already (most requests)
+    async with arriving_in_time(what):
+        return await _read_all(request, limit, what)
+
+
+@contextlib.asynccontextmanager
+async def arriving_in_time(what: str = "request body") -> AsyncIterator[None]:
+    """Bounds reading a body (however it is read: whole, or part by part) to
+    BODY_READ_TIMEOUT_S: 408, and the connection closed, when it runs out."""
+    bound = asyncio.timeout(BODY_READ_TIMEOUT_S)
     try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-            return await _read_all(request, limit, what)
+        async with bound:
+            yield
     except TimeoutError:
+        if not bound.expired():
+            raise
         raise HttpError(
             408, f"{what} did not arrive within {BODY_READ_TIMEOUT_S:g} s", {"Connection": "close"}
         ) from None

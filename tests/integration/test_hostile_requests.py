@@ -243,7 +243,9 @@ async def test_separated_phone_numbers_are_masked_in_the_access_log(
     assert "0199" in text and "0111" in text and "0100" in text  # the last four stay
 
 
-@pytest.mark.parametrize("path", ["/calls/outbound", "/webhooks/livekit", "/agent/reports"])
+@pytest.mark.parametrize(
+    "path", ["/calls/outbound", "/webhooks/livekit", "/agent/reports", "/campaigns", "/dnc"]
+)
 async def test_a_body_that_never_comes_is_a_408(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
@@ -266,6 +268,36 @@ async def test_a_body_that_never_comes_is_a_408(
     assert head.split()[1] == b"408", head
     assert b"connection: close" in head.lower()
     assert b"did not arrive within 0.3 s" in body
+    await still_serving(client)
+
+
+@pytest.mark.parametrize("stop", ["in the first part", "between the parts"])
+async def test_a_multipart_campaign_that_stops_coming_is_a_408(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """A campaign upload read part by part had no bound at all: headers and half a part,
+    then nothing, held the connection for good."""
+    from handlers import http
+
+    monkeypatch.setattr(http, "BODY_READ_TIMEOUT_S", 0.3)
+    client = await start_app()
+    options = b'--b\r\nContent-Disposition: form-data; name="options"\r\n\r\n{"name": "x"}\r\n'
+    rows = b'--b\r\nContent-Disposition: form-data; name="recipients"\r\n\r\nphone_number\r\n'
+    whole = options + rows + b"+14155557720\r\n--b--\r\n"
+    sent = options + rows if stop == "between the parts" else options[:60]
+    head = post_head("/campaigns", whole).replace(
+        b"application/json", b"multipart/form-data; boundary=b"
+    )
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head + b"\r\n" + sent)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert answer.split()[1] == b"408", answer
+    assert b"connection: close" in answer.lower()
     await still_serving(client)
 
 
