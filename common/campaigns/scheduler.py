@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 DUE_BATCH = 50  # due recipients read at once
 IDLE_WAIT_S = 1.0  # a driver with nothing due looks again this often (or when woken)
 RECOVER_EVERY_S = 30.0  # attempts left `placing` by a failure are placed again this often
+MAX_DEFECT_TRIES = 3  # an attempt whose placing raised the unexpected this often is ended
 NO_WINDOW_RETRY_S = 86400.0  # a number with no window opening within a week looks again
 CLAIM_BATCH = 100
 
@@ -114,6 +115,7 @@ class CampaignScheduler:
         self.clock = clock
         self._drivers: dict[str, _Driver] = {}
         self._inflight: set[tuple[str, int, int]] = set()
+        self._defects: dict[tuple[str, int, int], int] = {}  # unexpected errors per attempt
         self._placing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -296,18 +298,50 @@ class CampaignScheduler:
         async def place() -> None:
             try:
                 await self._place(campaign, plan)
-            except Exception:  # a defect: said now, with its context (the attempt stays placing
-                # and is placed again by the recovery pass under the same key)
+                self._defects.pop(key, None)
+            except Exception as exc:  # a defect: said now, with its context (the attempt stays
+                # placing and is placed again by the recovery pass under the same key)
                 logger.exception(
                     "campaign %s: recipient %d attempt %d: unexpected error while placing",
                     plan.campaign_id,
                     plan.idx,
                     plan.attempt,
                 )
+                await self._after_defect(key, exc)
             finally:
                 self._inflight.discard(key)
 
         self._track(place())
+
+    async def _after_defect(self, key: tuple[str, int, int], exc: Exception) -> None:
+        """An attempt whose placing keeps raising the unexpected is ended (its recipient
+        `invalid`, the error in its row) after MAX_DEFECT_TRIES: left `placing`, it held one
+        of the campaign's concurrent slots for good and the campaign never completed."""
+        tries = self._defects[key] = self._defects.get(key, 0) + 1
+        if tries < MAX_DEFECT_TRIES:
+            return
+        ref = AttemptRef(*key)
+        error = f"could not be placed: {type(exc).__name__} on {tries} tries (see the server log)"
+        try:
+            await self._end(ref, INVALID, [{"field": "row", "error": error}])
+        except Exception as end_exc:  # the next recovery pass tries again
+            logger.error(
+                "campaign %s: recipient %d attempt %d could not be ended: %s",
+                ref.campaign_id,
+                ref.idx,
+                ref.attempt,
+                end_exc,
+            )
+            return
+        del self._defects[key]
+        logger.error(
+            "campaign %s: recipient %d attempt %d: gave up after %d unexpected errors; "
+            "the recipient is invalid",
+            ref.campaign_id,
+            ref.idx,
+            ref.attempt,
+            tries,
+        )
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

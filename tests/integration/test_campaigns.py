@@ -502,3 +502,47 @@ async def test_an_unexpected_error_while_placing_is_logged_with_its_attempt(
     record = next(r for r in caplog.records if "unexpected error while placing" in r.getMessage())
     assert record.levelname == "ERROR" and record.exc_info is not None
     assert f"campaign {created['campaign_id']}: recipient 0 attempt 1" in record.getMessage()
+
+
+async def test_an_attempt_that_keeps_failing_unexpectedly_is_ended(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placing one recipient always raises the unexpected. Left `placing`, its attempt was
+    placed again on every recovery pass for good and held the campaign's only concurrent
+    slot, so the next recipient was never called and the campaign never completed."""
+    from common.campaigns import scheduler
+
+    monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    calls = client.app[CALLS]
+    real_place = calls.place
+    cursed = us(1, "7700")
+    tries = 0
+
+    async def broken(call: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        if call.phone_number == cursed:
+            tries += 1
+            raise RuntimeError("a defect (test)")
+        return await real_place(call, *args, **kwargs)
+
+    calls.place = broken
+    created = await create(
+        client,
+        {
+            "name": "defect",
+            "pacing": {"calls_per_second": 50, "max_concurrent": 1},
+            "recipients": [{"phone_number": cursed}, {"phone_number": us(2, "7700")}],
+        },
+    )
+    campaign = await wait_status(client, created["campaign_id"], "completed", timeout=20)
+    assert tries == scheduler.MAX_DEFECT_TRIES
+    rows = {r["phone_number"]: r for r in await all_recipients(client, created["campaign_id"])}
+    assert rows[cursed]["state"] == "invalid"
+    error = "could not be placed: RuntimeError on 3 tries (see the server log)"
+    assert rows[cursed]["errors"] == [{"field": "row", "error": error}]
+    assert rows[us(2, "7700")]["state"] == "completed"
+    assert campaign["counts"]["invalid"] == 1, campaign
+    assert "gave up after 3 unexpected errors" in caplog.text
