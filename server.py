@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -282,6 +283,27 @@ def warn_report_url(settings: Settings) -> None:
         )
 
 
+OPEN_FILES_CEILING = 1 << 20  # when the hard limit is "unlimited"
+
+
+def raise_open_files_limit() -> None:
+    """Every connection (clients, LiveKit, agents, webhook receivers) holds a descriptor, and
+    the usual soft limit of 1024 runs out long before the hard one: a few hundred live calls
+    with their clients, or a thousand idle connections, and every accept and config write
+    fails. Raised to the hard limit at start, as Go's runtime does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning(
+                "open files limit stays %d (could not raise it to %d: %s)", soft, target, exc
+            )
+            return
+        logger.info("open files limit raised from %d to %d", soft, target)
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -290,6 +312,7 @@ def main() -> None:
         configure_logging(settings)
         check_bind(settings)
         warn_report_url(settings)
+        raise_open_files_limit()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

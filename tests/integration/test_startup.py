@@ -97,3 +97,28 @@ def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "DATABASE_URL must start with postgresql://" in done.stderr
     assert "x@y" not in done.stderr  # the value (it may hold a password) is not echoed
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
+    """With the common soft limit (here 256 under a hard 4096), a thousand connections were
+    enough to make every accept and config write fail."""
+    import resource
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+    probe = (
+        "import logging, resource, server; logging.basicConfig(level=logging.INFO);"
+        " server.raise_open_files_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        preexec_fn=low_soft_limit,  # only sets a limit in the child
+    )
+    assert done.stdout.strip() == "(4096, 4096)"
+    assert "open files limit raised from 256 to 4096" in done.stderr
