@@ -48,7 +48,14 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"{name}.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-        full_env = base | {"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "INFO"}
+        # SANDBOX_PORT 0: the embedded sandbox (when used) on a port of its own, never 7880,
+        # which a `make run` on the same machine holds.
+        full_env = base | {
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "INFO",
+            "SANDBOX_PORT": "0",
+        }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", launcher],

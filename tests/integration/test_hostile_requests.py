@@ -57,6 +57,20 @@ async def still_serving(client: Client) -> None:
     assert resp.status == 200, await resp.text()
 
 
+async def answer_to(client: Client, raw: bytes) -> tuple[bytes, bytes]:
+    """Sends `raw` on a connection of its own and keeps it open: the answer's head and body."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            return head, await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize("key", [b"caf\xe9", b"\xff\xfe"])
 async def test_an_idempotency_key_that_is_not_utf8_is_a_400(
     start_app: AppFactory, key: bytes
@@ -255,16 +269,7 @@ async def test_a_body_that_never_comes_is_a_408(
 
     monkeypatch.setattr(http, "BODY_READ_TIMEOUT_S", 0.3)
     client = await start_app()
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(post_head(path, b"x" * 100) + b"\r\n" + b'{"ph')
-        await writer.drain()
-        async with asyncio.timeout(5):
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            body = await reader.readexactly(length)
-    finally:
-        writer.close()
+    head, body = await answer_to(client, post_head(path, b"x" * 100) + b"\r\n" + b'{"ph')
     assert head.split()[1] == b"408", head
     assert b"connection: close" in head.lower()
     assert b"did not arrive within 0.3 s" in body
@@ -288,14 +293,7 @@ async def test_a_multipart_campaign_that_stops_coming_is_a_408(
     head = post_head("/campaigns", whole).replace(
         b"application/json", b"multipart/form-data; boundary=b"
     )
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(head + b"\r\n" + sent)
-        await writer.drain()
-        async with asyncio.timeout(5):
-            answer = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    answer, _ = await answer_to(client, head + b"\r\n" + sent)
     assert answer.split()[1] == b"408", answer
     assert b"connection: close" in answer.lower()
     await still_serving(client)
@@ -314,17 +312,11 @@ async def test_a_gzip_body_that_stops_halfway_is_a_408(
     client = await start_app()
     body = json.dumps({"phone_number": "+14155557720", "name": "Z" + "z" * 30000}).encode()
     packed = gzip.compress(body)
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(
-            post_head("/calls/outbound", packed, b"Content-Encoding: gzip")
-            + b"\r\n"
-            + packed[: len(packed) * 3 // 4]  # already more than Content-Length, unpacked
-        )
-        await writer.drain()
-        async with asyncio.timeout(5):
-            head = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    head, _ = await answer_to(
+        client,
+        post_head("/calls/outbound", packed, b"Content-Encoding: gzip")
+        + b"\r\n"
+        + packed[: len(packed) * 3 // 4],  # already more than Content-Length, unpacked
+    )
     assert head.split()[1] == b"408", head
     await still_serving(client)

@@ -26,6 +26,7 @@ def busy_port() -> Iterator[int]:
 def run_server(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
     environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
+    environ.update(SANDBOX_PORT="0")  # not 7880, which a `make run` on this machine may hold
     environ.update(env)
     return subprocess.run(
         [sys.executable, str(ROOT / "server.py")],
