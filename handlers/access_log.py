@@ -21,12 +21,14 @@ import logging
 import re
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
 from common.masking import mask_digits
 from handlers.keys import QUIET_ROUTES
 
 ACCESS_LOGGER = "aiohttp.access"
+SERVER_LOGGER = "aiohttp.server"
 SANDBOX_USER_AGENTS = frozenset({"LiveKit-Sandbox"})
 _CALL_ID = re.compile(r"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
 
@@ -67,12 +69,35 @@ class RedactAccessLog(logging.Filter):
         return True
 
 
-def install(*, drop_sandbox: bool = False) -> None:
-    """Put the filter on aiohttp's access logger (one per process; the latest settings win)."""
-    logger = logging.getLogger(ACCESS_LOGGER)
-    for existing in [f for f in logger.filters if isinstance(f, RedactAccessLog)]:
+class QuietMalformedRequests(logging.Filter):
+    """A request aiohttp's HTTP parser refuses (a request line or header too long, a method
+    that is not one, a body that is not the Content-Encoding it claims) gets its plain-text
+    400 from aiohttp, which logs it as an ERROR with a traceback: any client could fill the
+    log with them. Such a record becomes one DEBUG line, written only at LOG_LEVEL=DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True  # our own defects stay ERRORs with their tracebacks
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "malformed request from %s refused: %s"
+        record.args = (remote, redact(" ".join(str(error.message).split())[:200]))
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _replace_filter(name: str, new: logging.Filter) -> None:
+    logger = logging.getLogger(name)
+    for existing in [f for f in logger.filters if type(f) is type(new)]:
         logger.removeFilter(existing)
-    logger.addFilter(RedactAccessLog(drop_sandbox))
+    logger.addFilter(new)
+
+
+def install(*, drop_sandbox: bool = False) -> None:
+    """Put the filters on aiohttp's loggers (one each per process; the latest settings win)."""
+    _replace_filter(ACCESS_LOGGER, RedactAccessLog(drop_sandbox))
+    _replace_filter(SERVER_LOGGER, QuietMalformedRequests())
 
 
 class CallsAccessLogger(AccessLogger):

@@ -63,10 +63,6 @@ def _retry(seconds: int) -> dict[str, str]:
 # The table: each domain error, the answer it gets. Subclasses match their base's row.
 ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (HttpError, lambda e: Answer(e.status, e.message, [], e.headers)),
-    # A body aiohttp could not read: a Content-Encoding that is not what it says, chunked or
-    # Content-Length framing cut short.
-    (web.RequestPayloadError, lambda e: Answer(400, _UNREADABLE_BODY, [])),
-    (HttpProcessingError, lambda e: Answer(400, _UNREADABLE_BODY, [])),
     (InvalidCall, lambda e: Answer(422, "invalid request", [f.to_json() for f in e.errors])),
     (TooManyLiveCalls, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
     (RateLimited, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
@@ -127,6 +123,13 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         )
     try:
         return await handler(request)
+    except (web.RequestPayloadError, HttpProcessingError):
+        # A body aiohttp could not read: a Content-Encoding that is not what it says, chunked
+        # or Content-Length framing cut short. What is left of it cannot be read either: had
+        # aiohttp drained it after the answer (as it does an unread body), it would meet the
+        # error again and log an ERROR with its tracebacks for every such request.
+        request.content.feed_eof()
+        return json_error(400, _UNREADABLE_BODY, headers={"Connection": "close"})
     except ConnectionResetError:  # the client left mid-request: nobody to answer, nothing wrong
         logger.debug("client closed the connection during %s %s", request.method, request.path)
         return json_error(400, "the client closed the connection")
