@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -115,9 +116,25 @@ def _unreadable(text: str) -> bool:
     return "\x00" in text or not is_unicode(text)
 
 
+def _escapes_not_utf8(raw_path: str) -> bool:
+    """Percent-escapes that are not UTF-8 (`%FF`, `%C0%AF`): the URL parser decodes them to
+    U+FFFD, so the path or query would silently name something else."""
+    if "%" not in raw_path:
+        return False
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if _unreadable(request.path) or _unreadable(request.query_string):
+    if (
+        _unreadable(request.path)
+        or _unreadable(request.query_string)
+        or _escapes_not_utf8(request.raw_path)
+    ):
         return json_error(
             400, "the request's path or query holds a NUL or bytes that are not UTF-8"
         )

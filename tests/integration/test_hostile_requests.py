@@ -146,6 +146,13 @@ async def test_a_client_leaving_mid_body_is_no_error(tmp_path: Path) -> None:
         "/campaigns/%00",
         "/dnc?after=%00",
         "/calls?status=%00",
+        # escapes that are not UTF-8: decoded to U+FFFD, they named something else (404s,
+        # an empty page of /dnc, a 422)
+        "/calls/%C0%AF",
+        "/calls/%FF",
+        "/dnc?after=%FF",
+        "/calls?before=%FF",
+        "/campaigns/cmp-%E9",
     ],
 )
 async def test_a_nul_or_non_utf8_in_a_path_or_query_is_a_400(
