@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
@@ -111,6 +112,12 @@ _GOALS = {
 }
 
 
+# What a LiveKit request may fail with: no answer in time, a Twirp error, the connection,
+# or a 200 whose body is not the protobuf asked for (LIVEKIT_URL points at something else:
+# a proxy's page, another service).
+FAILURES = (TimeoutError, api.ServerError, aiohttp.ClientError, DecodeError)
+
+
 def _translate(exc: BaseException, action: str) -> LiveKitError:
     error = _translated(exc, action)
     error.goal = _GOALS[action]
@@ -129,6 +136,11 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
     if isinstance(exc, TimeoutError):
         return LiveKitTimeout(
             f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s", maybe_done=True
+        )
+    if isinstance(exc, DecodeError):
+        return LiveKitUnavailable(
+            f"{action}: the answer is not LiveKit's (is LIVEKIT_URL a LiveKit server?)",
+            maybe_done=True,
         )
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
@@ -159,7 +171,7 @@ async def dispatch_agent(
                     restart_policy=JRP_NEVER,
                 )
             )
-    except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
+    except FAILURES as exc:
         raise _translate(exc, "agent dispatch") from exc
     return str(dispatch.id)
 
@@ -188,7 +200,7 @@ async def dial(
             ),
             timeout=REQUEST_TIMEOUT_S,
         )
-    except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
+    except FAILURES as exc:
         raise _translate(exc, "SIP dial") from exc
     logger.info(
         "call %s dialing %s (participant %s)",
@@ -208,7 +220,7 @@ async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
         if exc.code == "not_found" or exc.status == 404:
             return False
         raise _translate(exc, "hang up") from exc
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except FAILURES as exc:
         raise _translate(exc, "hang up") from exc
     return True
 
@@ -218,5 +230,5 @@ async def check_reachable(lkapi: api.LiveKitAPI) -> None:
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
             await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
-    except (TimeoutError, api.ServerError, aiohttp.ClientError) as exc:
+    except FAILURES as exc:
         raise _translate(exc, "readiness probe") from exc

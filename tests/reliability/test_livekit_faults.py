@@ -202,3 +202,40 @@ async def test_readyz_answers_within_its_bound_when_livekit_is_slow(start_app: A
     (failure,) = (await resp.json())["details"]
     assert failure["component"] == "livekit" and "did not answer within" in failure["error"]
     assert took < health.PROBE_TIMEOUT_S + 1.0, took
+
+
+async def test_a_livekit_url_that_is_not_livekit_fails_calls_cleanly(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LIVEKIT_URL pointing at something that answers 200 with a page (a proxy, another
+    service): protobuf's DecodeError was a 500 without a call id, a call left `dialing`, and
+    a /readyz 500 with a traceback for every probe."""
+    from aiohttp import web
+
+    async def a_page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>Welcome to nginx!</html>", content_type="text/html")
+
+    other = web.Application()
+    other.router.add_route("*", "/{tail:.*}", a_page)
+    runner = web.AppRunner(other)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        client = await start_app(
+            livekit_url=f"http://127.0.0.1:{port}",
+            livekit_api_key="APInotlivekit",
+            livekit_api_secret="not-livekit-secret-0123456789abcdef0123",
+            sip_outbound_trunk_id="ST_nginx",
+        )
+        answer = await _refused(client, 503)
+        assert "the answer is not LiveKit's (is LIVEKIT_URL a LiveKit server?)" in answer["error"]
+        call = await _only_call(client)
+        assert call["status"] == "failed" and call["reason"].startswith("agent dispatch: ")
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert [d["component"] for d in (await ready.json())["details"]] == ["livekit"]
+        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    finally:
+        await runner.cleanup()
