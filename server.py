@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import resource
 import sys
@@ -108,7 +109,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         try:
             app[STORE] = await open_store(app[SETTINGS])
         except DatabaseError as exc:
-            raise StartupError(f"the calls database cannot be used: {exc}") from exc
+            settings = app[SETTINGS]
+            where = "DATABASE_URL" if settings.database_url else f"{settings.calls_db_path}"
+            raise StartupError(
+                f"the calls database ({where}) cannot be used: {exc}"
+                + ("" if settings.database_url else " (set CALLS_DB_PATH)")
+            ) from exc
     yield
     if not app[STORE_GIVEN]:
         await app[STORE].close()
@@ -283,6 +289,8 @@ def warn_report_url(settings: Settings) -> None:
         )
 
 
+# What binding the listening socket fails with: in use, not this machine's, a privileged port.
+LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 OPEN_FILES_CEILING = 1 << 20  # when the hard limit is "unlimited"
 
 
@@ -309,6 +317,7 @@ def main() -> None:
         settings = load_settings()
         settings.require_livekit()
         settings.require_webhook_secret()
+        settings.require_config_file()
         configure_logging(settings)
         check_bind(settings)
         warn_report_url(settings)
@@ -332,12 +341,18 @@ def main() -> None:
             access_log_class=access_log.CallsAccessLogger,
         )
     except StartupError as exc:
-        logger.error("cannot start: %s", exc)
+        logger.critical("cannot start: %s", exc)  # shown even at LOG_LEVEL=CRITICAL
         raise SystemExit(2) from None
-    except OSError as exc:  # most often: PORT already in use
-        logger.error(
-            "cannot listen on %s:%d: %s (set HOST/PORT)", settings.host, settings.port, exc.strerror
-        )
+    except OSError as exc:
+        if exc.errno in LISTEN_ERRNOS:  # most often: PORT already in use
+            logger.critical(
+                "cannot listen on %s:%d: %s (set HOST/PORT)",
+                settings.host,
+                settings.port,
+                exc.strerror,
+            )
+        else:
+            logger.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -92,16 +93,27 @@ def _regions(name: str, raw: str) -> tuple[str, ...]:
     return regions
 
 
-def _livekit_url(name: str, raw: str) -> str:
-    if not raw.startswith(("ws://", "wss://", "http://", "https://")):
-        raise SettingsError(f"{name} must start with wss://, ws://, https:// or http://")
+def _checked_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    """`raw` if it is a URL with one of `schemes`, a host and a valid port (if any)."""
+    wanted = " or ".join(f"{s}://" for s in schemes)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid URL ({exc}), got {raw!r}") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(f"{name} must start with {wanted}, got {raw!r}")
+    if not parts.hostname or any(ch.isspace() for ch in raw):
+        raise SettingsError(f"{name} must name a host (and hold no spaces), got {raw!r}")
     return raw
 
 
+def _livekit_url(name: str, raw: str) -> str:
+    return _checked_url(name, raw, ("wss", "ws", "https", "http"))
+
+
 def _http_url(name: str, raw: str) -> str:
-    if not raw.startswith(("http://", "https://")):
-        raise SettingsError(f"{name} must start with https:// or http://, got {raw!r}")
-    return raw.rstrip("/")
+    return _checked_url(name, raw, ("https", "http")).rstrip("/")
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -134,12 +146,35 @@ def _webhook_secret(name: str, raw: str) -> str:
 def _database_url(name: str, raw: str) -> str:
     if not raw.startswith(("postgresql://", "postgres://")):
         raise SettingsError(f"{name} must start with postgresql://")
+    try:
+        urlsplit(raw).port  # noqa: B018 - raises ValueError for a bad port or IPv6 address
+    except ValueError as exc:  # the message never quotes the URL: it may hold a password
+        raise SettingsError(f"{name} is not a valid URL ({exc})") from None
     return raw
+
+
+# The service's own routes: LiveKit's webhooks must not land on them (nor they on it).
+API_PREFIXES = (
+    "/calls",
+    "/campaigns",
+    "/dnc",
+    "/deliveries",
+    "/agent",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+)
 
 
 def _url_path(name: str, raw: str) -> str:
     if not raw.startswith("/"):
         raise SettingsError(f"{name} must start with '/', got {raw!r}")
+    if any(ch in raw for ch in "{}?#%") or any(ch.isspace() for ch in raw):
+        raise SettingsError(f"{name} must be a plain path (no {{ }} ? # % or spaces), got {raw!r}")
+    taken = [p for p in API_PREFIXES if raw == p or raw.startswith(p + "/")]
+    if taken:
+        raise SettingsError(f"{name} must not be one of the API's paths ({taken[0]}), got {raw!r}")
     return raw
 
 
@@ -154,7 +189,7 @@ class Settings:
     host: str = setting(
         "127.0.0.1", _text, "Listen address. Anything but loopback requires CALLS_API_TOKEN."
     )
-    port: int = setting(8000, _integer(0, 65535), "Listen port.")
+    port: int = setting(8000, _integer(1, 65535), "Listen port.")
     log_level: str = setting("INFO", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING, ERROR, CRITICAL.")
     log_format: str = setting("text", _choice(LOG_FORMATS), "text, or json (one object per line).")
 
@@ -307,6 +342,15 @@ class Settings:
         """Where agents post their reports (PUBLIC_BASE_URL, else this machine's address)."""
         return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
 
+    def require_config_file(self) -> None:
+        """CONFIG_PATH, if it exists, must be a regular file: each write replaces it (a
+        directory failed every call; a device was moved aside and replaced)."""
+        if self.config_path.exists() and not self.config_path.is_file():
+            raise SettingsError(
+                f"CONFIG_PATH must be a regular file, {self.config_path} is "
+                f"{'a directory' if self.config_path.is_dir() else 'not one'}"
+            )
+
     def require_webhook_secret(self) -> None:
         """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL
         the SSRF guard refuses (plain http or a private address, unless allowed)."""
@@ -325,8 +369,11 @@ class Settings:
             raise SettingsError(f"CALLS_WEBHOOK_URL: {exc}") from None
 
     def require_livekit(self) -> None:
-        """With a real LIVEKIT_URL, refuse to start without a trunk and real credentials."""
+        """With a real LIVEKIT_URL, refuse to start without a trunk and real credentials;
+        with the sandbox, refuse it the server's own port."""
         if self.uses_sandbox:
+            if self.sandbox_port == self.port:
+                raise SettingsError(f"SANDBOX_PORT must differ from PORT ({self.port})")
             return
         if self.livekit_api_key == DEV_API_KEY:
             raise SettingsError("LIVEKIT_API_KEY must be set when LIVEKIT_URL is set")
@@ -355,7 +402,12 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
     """Settings from `.env` (if present) overlaid by the real environment."""
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        try:
+            values = dotenv_values(dotenv_path)
+        except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not UTF-8 text
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise SettingsError(f"{dotenv_path} cannot be read: {reason}") from None
+        merged.update({k: v for k, v in values.items() if v is not None})
     merged.update(os.environ)
     return settings_from_env(merged)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import fcntl
 import json
 import logging
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 CALLS_KEY = "calls"
 # A finished call's record leaves config.json with the next write, or this long after its end.
 FORGET_WITHIN_S = 1.0
+NOT_A_FILE = "not a regular file (a directory or a device)"
 
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]
@@ -412,6 +414,11 @@ class ConfigStore:
         await _in_executor(self._probe_sync)
 
     def _probe_sync(self) -> None:
+        """config.json's directory takes a synced file (created if missing, as a write
+        would), and config.json, if there, is a regular file a write can replace."""
+        if self.path.exists() and not self.path.is_file():
+            raise OSError(errno.EISDIR if self.path.is_dir() else errno.EINVAL, NOT_A_FILE)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._temp_path()
         try:
             _write_durably(tmp, b"\n" * 4096)

@@ -189,7 +189,10 @@ class SqliteCallStore(SqlCallStore):
 
     def _open_sync(self) -> None:
         if self.path.parent != Path():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._prepare(conn)

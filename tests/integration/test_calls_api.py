@@ -260,3 +260,23 @@ async def test_unknown_route_is_json(client: Client) -> None:
     resp = await client.get("/nope")
     assert resp.status == 404
     assert (await resp.json())["status"] == "error"
+
+
+async def test_readyz_names_a_config_path_that_is_no_file(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """config.json turned into a directory under a running server: every call failed with
+    503 while /readyz said ok. A missing directory is created by the probe, as by a write
+    (it said 503 until a call, which the load balancer would never send, created it)."""
+    missing = tmp_path / "sub" / "dir" / "config.json"
+    client = await start_app(config_path=missing)
+    assert (await client.get("/readyz")).status == 200
+    assert missing.parent.is_dir()
+    missing.mkdir()  # config.json is now a directory
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    (detail,) = (await ready.json())["details"]
+    assert detail == {
+        "component": "config",
+        "error": f"{missing}: not a regular file (a directory or a device)",
+    }

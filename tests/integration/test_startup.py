@@ -85,7 +85,7 @@ def test_an_unreachable_database_stops_start_up_with_its_password_masked(tmp_pat
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing will listen there
     url = f"postgresql://caller:s3cret-pw@127.0.0.1:{port}/calls"
-    done = run_server(tmp_path, DATABASE_URL=url, SANDBOX_PORT="0", PORT="0")
+    done = run_server(tmp_path, DATABASE_URL=url, SANDBOX_PORT="0", PORT=str(port))
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if "cannot start" in line]
     assert len(lines) == 1
@@ -123,3 +123,15 @@ def test_the_open_files_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
     )
     assert done.stdout.strip() == "(4096, 4096)"
     assert "open files limit raised from 256 to 4096" in done.stderr
+
+
+def test_start_up_failures_are_said_even_at_log_level_critical(
+    tmp_path: Path, busy_port: int
+) -> None:
+    done = run_server(tmp_path, PORT=str(busy_port), LOG_LEVEL="CRITICAL")
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr  # it was exit 2, silent
+    done = run_server(tmp_path, CALLS_DB_PATH="/proc/nope/calls.db", LOG_LEVEL="CRITICAL")
+    assert done.returncode == 2
+    assert "the calls database (/proc/nope/calls.db) cannot be used" in done.stderr
+    assert "set CALLS_DB_PATH" in done.stderr and "Traceback" not in done.stderr

@@ -174,7 +174,7 @@ def test_livekit_url_schemes(url: str) -> None:
     assert not settings.uses_sandbox
 
 
-@pytest.mark.parametrize("port", ["0", "65535"])
+@pytest.mark.parametrize("port", ["1", "65535"])
 def test_port_bounds_inclusive(port: str) -> None:
     assert settings_from_env({"PORT": port}).port == int(port)
 
@@ -186,8 +186,11 @@ def test_port_bounds_inclusive(port: str) -> None:
     ("name", "value", "message"),
     [
         ("PORT", "abc", "PORT must be an integer, got 'abc'"),
-        ("PORT", "70000", "PORT must be between 0 and 65535, got 70000"),
-        ("PORT", "-1", "PORT must be between 0 and 65535, got -1"),
+        ("PORT", "70000", "PORT must be between 1 and 65535, got 70000"),
+        ("PORT", "-1", "PORT must be between 1 and 65535, got -1"),
+        # 0 (a port of the kernel's choosing) gave LiveKit and the agents a webhook and
+        # report address they could not reach
+        ("PORT", "0", "PORT must be between 1 and 65535, got 0"),
         ("PORT", "80.5", "PORT must be an integer, got '80.5'"),
         ("SANDBOX_PORT", "65536", "SANDBOX_PORT must be between 0 and 65535, got 65536"),
         ("CALLS_RATE_LIMIT_PER_MIN", "0", "CALLS_RATE_LIMIT_PER_MIN must be between"),
@@ -219,9 +222,23 @@ def test_port_bounds_inclusive(port: str) -> None:
         (
             "LIVEKIT_URL",
             "ftp://x",
-            "LIVEKIT_URL must start with wss://, ws://, https:// or http://",
+            "LIVEKIT_URL must start with wss:// or ws:// or https:// or http://",
         ),
         ("LIVEKIT_URL", "example.livekit.cloud", "LIVEKIT_URL must start with"),
+        ("LIVEKIT_URL", "http://", "LIVEKIT_URL must name a host"),
+        ("LIVEKIT_URL", "wss://exa mple.livekit.cloud", "LIVEKIT_URL must name a host"),
+        ("LIVEKIT_URL", "https://x:99999", "LIVEKIT_URL is not a valid URL"),
+        ("LIVEKIT_URL", "ws://[::1", "LIVEKIT_URL is not a valid URL"),
+        ("PUBLIC_BASE_URL", "http://", "PUBLIC_BASE_URL must name a host"),
+        ("PUBLIC_BASE_URL", "http://[x", "PUBLIC_BASE_URL is not a valid URL"),
+        ("DATABASE_URL", "postgresql://u:pw@127.0.0.1:notaport/db", "DATABASE_URL is not a valid"),
+        ("DATABASE_URL", "postgresql://u:pw@[::1:5432/db", "DATABASE_URL is not a valid URL"),
+        # a path of the API: every webhook landed on the calls API (or a traceback)
+        ("WEBHOOK_PATH", "/calls/outbound", "WEBHOOK_PATH must not be one of the API's paths"),
+        ("WEBHOOK_PATH", "/agent/reports", "WEBHOOK_PATH must not be one of the API's paths"),
+        ("WEBHOOK_PATH", "/healthz", "WEBHOOK_PATH must not be one of the API's paths"),
+        ("WEBHOOK_PATH", "/{x}", "WEBHOOK_PATH must be a plain path"),  # a catch-all route
+        ("WEBHOOK_PATH", "/hooks?x=1", "WEBHOOK_PATH must be a plain path"),
         ("WEBHOOK_PATH", "x", "WEBHOOK_PATH must start with '/', got 'x'"),
         ("WEBHOOK_PATH", "webhooks/livekit", "WEBHOOK_PATH must start with '/'"),
     ],
@@ -232,6 +249,38 @@ def test_malformed_value_names_the_variable(name: str, value: str, message: str)
     assert str(info.value).startswith(message)
     assert str(info.value).startswith(name)
     assert "\n" not in str(info.value)  # one line
+
+
+def test_a_database_url_error_never_quotes_the_password() -> None:
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({"DATABASE_URL": "postgresql://u:s3cret@127.0.0.1:x/db"})
+    assert "s3cret" not in str(info.value)
+
+
+def test_the_sandbox_may_not_take_the_servers_port() -> None:
+    with pytest.raises(SettingsError, match=r"SANDBOX_PORT must differ from PORT \(8000\)"):
+        settings_from_env({"PORT": "8000", "SANDBOX_PORT": "8000"}).require_livekit()
+
+
+def test_a_config_path_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    settings = settings_from_env({"CONFIG_PATH": str(tmp_path / "adir")})
+    with pytest.raises(SettingsError, match="CONFIG_PATH must be a regular file, .* a directory"):
+        settings.require_config_file()
+    settings_from_env({"CONFIG_PATH": str(tmp_path / "c.json")}).require_config_file()  # absent
+    device = settings_from_env({"CONFIG_PATH": "/dev/null"})
+    with pytest.raises(SettingsError, match="is not one"):
+        device.require_config_file()
+
+
+@pytest.mark.parametrize("content", [b"AGENT_NAME=caf\xe9\n"])
+def test_a_dotenv_that_cannot_be_read_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(content)
+    with pytest.raises(SettingsError, match=r"\.env cannot be read: not UTF-8 text"):
+        load_settings(dotenv)
 
 
 def test_settings_error_is_a_value_error() -> None:
