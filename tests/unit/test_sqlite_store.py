@@ -342,3 +342,26 @@ def test_call_record_duration_and_json() -> None:
     assert doc["created_at"] == "1970-01-01T00:01:40.000Z"
     assert doc["timeline"] == []
     assert doc["name"] == "Alice" and doc["status"] == "in_progress"
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+async def test_a_database_file_removed_under_the_store_refuses_writes(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite goes on writing to an unlinked file: every call recorded after `rm calls.db`
+    was accepted, and gone at the next start. Now writes (and the readiness probe) fail."""
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path)
+    try:
+        await store.probe_write("a")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        if how == "replaced":
+            path.write_bytes(b"")
+        for _ in range(2):
+            with pytest.raises(DatabaseError, match=f"was {how} under the running server"):
+                await store.probe_write("a")
+        assert len([r for r in caplog.records if "under the running server" in r.message]) == 1
+        assert (await store.count_by_status()) is not None  # reads still answer
+    finally:
+        await store.close()
