@@ -64,6 +64,7 @@ from common.campaigns.request import merged
 from common.campaigns.windows import is_allowed, next_allowed, recipient_zones
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
+from common.repeats import Repeats
 from common.storage.base import CallStore, DatabaseError
 from common.storage.campaign_programs import OnList
 
@@ -116,6 +117,7 @@ class CampaignScheduler:
         self._drivers: dict[str, _Driver] = {}
         self._inflight: set[tuple[str, int, int]] = set()
         self._defects: dict[tuple[str, int, int], int] = {}  # unexpected errors per attempt
+        self._repeats = Repeats()  # a database outage fails every poll: said once a minute
         self._placing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -151,7 +153,8 @@ class CampaignScheduler:
             try:
                 await self._claim()
             except DatabaseError as exc:
-                logger.error("campaign scheduler: %s", exc)
+                if (more := self._repeats.due("scheduler")) is not None:
+                    logger.error("campaign scheduler: %s%s", exc, more)
             except Exception:
                 logger.exception("campaign scheduler failed; going on")
             self._wake.clear()
@@ -218,7 +221,8 @@ class CampaignScheduler:
             except asyncio.CancelledError:
                 raise
             except DatabaseError as exc:
-                logger.error("campaign %s: %s; trying again", campaign_id, exc)
+                if (more := self._repeats.due(f"driver {campaign_id}")) is not None:
+                    logger.error("campaign %s: %s; trying again%s", campaign_id, exc, more)
                 wait = IDLE_WAIT_S
             except Exception:
                 logger.exception("campaign %s: driver step failed; trying again", campaign_id)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from common.repeats import OneLineRepeats
 from common.storage.base import CommitUnknown, DatabaseError
 from common.storage.migrations import migrations_for
 from common.storage.programs import POSTGRES, Program, Row
@@ -50,14 +51,26 @@ _CONNECTION_ERRORS = (
 )
 
 
+def _quiet_pool_log() -> None:
+    """asyncpg's pool, refilling itself while the database is down, logs a 40-line traceback
+    every few seconds: one line a minute says the same (one filter per process)."""
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineRepeats) for f in pool_logger.filters):
+        pool_logger.addFilter(OneLineRepeats())
+
+
 def masked(dsn: str) -> str:
     """`dsn` with its password replaced by ***, for logs and error lines."""
     parts = urlsplit(dsn)
     if parts.password is None:
         return dsn
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # not a URL after all: say nothing of it
+        return "DATABASE_URL"
+    if port is not None:
+        host = f"{host}:{port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
@@ -99,6 +112,7 @@ class PostgresCallStore(SqlCallStore):
     ) -> PostgresCallStore:
         """Connect (bounded), migrate, and return the store; DatabaseError with the URL's
         password masked when the database cannot be reached or used."""
+        _quiet_pool_log()
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -177,14 +191,16 @@ class PostgresCallStore(SqlCallStore):
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
         except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
             # Before PostgresError: some of these are PostgresErrors too (the connection's).
-            logger.error("calls database unreachable: %s", _why(exc))
+            if (more := self.repeats.due("unreachable")) is not None:
+                logger.error("calls database unreachable: %s%s", _why(exc), more)
             if committing:
                 raise CommitUnknown(
                     f"connection lost while committing ({type(exc).__name__})"
                 ) from None
             raise DatabaseError(f"database unreachable ({type(exc).__name__})") from None
         except asyncpg.PostgresError as exc:  # the server refused: nothing was written
-            logger.error("calls database error: %s", _why(exc))
+            if (more := self.repeats.due("error")) is not None:
+                logger.error("calls database error: %s%s", _why(exc), more)
             raise DatabaseError(_why(exc)) from None
 
 

@@ -24,6 +24,7 @@ from common.calls.models import (
 )
 from common.calls.outcomes import Status
 from common.contracts import AgentReport
+from common.repeats import Repeats
 from common.storage import programs
 from common.storage.base import AdmissionLimits, Refusal
 from common.storage.campaign_store import CampaignMethods
@@ -45,6 +46,7 @@ class SqlCallStore(CampaignMethods):
         lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self._clock = clock
+        self.repeats = Repeats()  # an outage fails every query: said once a minute
         # How long this server holds the events it writes before others may dispatch them.
         self.lease_s = lease_s
         # This server among others on one database: it holds the events it writes and the

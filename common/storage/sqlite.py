@@ -317,7 +317,8 @@ class SqliteCallStore(SqlCallStore):
         try:
             return await future
         except sqlite3.Error as exc:
-            logger.error("calls database error: %s", exc)
+            if (more := self.repeats.due("error")) is not None:
+                logger.error("calls database error: %s%s", exc, more)
             raise DatabaseError(str(exc)) from exc
 
     @property

@@ -1,0 +1,56 @@
+"""Repeated failures, said once a minute: an outage must not write a log line per attempt.
+
+A database that is down fails every query: the campaign scheduler's poll (every second), each
+driver's step, each request, and asyncpg's pool refilling itself (a 40-line traceback each
+time). `Repeats.due(key)` says whether a failure of that kind is to be logged now: the first
+one is, then at most one per `every_s`, and that line says how many were held back since.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+EVERY_S = 60.0
+
+
+class Repeats:
+    def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.every_s = every_s
+        self.clock = clock
+        self._said: dict[str, tuple[float, int]] = {}  # key -> (said at, held back since)
+
+    def due(self, key: str) -> str | None:
+        """None: hold this one back. Else log it now, with the returned suffix appended
+        ("" the first time, else how many were held back since the last line)."""
+        now = self.clock()
+        said = self._said.get(key)
+        if said is not None and now - said[0] < self.every_s:
+            self._said[key] = (said[0], said[1] + 1)
+            return None
+        held = said[1] if said is not None else 0
+        self._said[key] = (now, 0)
+        return f" ({held} more like it in the last {now - said[0]:.0f} s)" if said and held else ""
+
+
+class OneLineRepeats(logging.Filter):
+    """For a library's logger (asyncpg's pool): each kind of message at most once per
+    `every_s`, its traceback folded into one line (the exception's type and message)."""
+
+    def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.repeats = Repeats(every_s, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suffix = self.repeats.due(str(record.msg))
+        if suffix is None:
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}{suffix}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        elif suffix:
+            record.msg, record.args = f"{record.getMessage()}{suffix}", ()
+        return True
