@@ -19,6 +19,7 @@ from handlers.http import (
     RouteDoc,
     add_route,
     decode_json,
+    json_answer,
     read_body,
 )
 from handlers.keys import STORE
@@ -36,6 +37,11 @@ class DncAdded(BaseModel):
     status: str
     added: int = Field(description="Numbers that were not on the list before")
     numbers: list[str] = Field(description="The numbers, normalized to E.164")
+
+
+class DncRemoved(BaseModel):
+    status: str
+    phone_number: str = Field(description="The number taken off the list, in E.164")
 
 
 class DncList(BaseModel):
@@ -77,7 +83,7 @@ async def remove_number(request: web.Request) -> web.Response:
     number = normalized(request.match_info["number"], "number")
     if not await request.app[STORE].remove_dnc(number):
         raise HttpError(404, "number is not on the do-not-call list")
-    return web.json_response({"status": "success", "phone_number": number})
+    return json_answer(DncRemoved(status="success", phone_number=number))
 
 
 async def list_numbers(request: web.Request) -> web.Response:
@@ -153,7 +159,7 @@ def setup(app: web.Application) -> None:
                 }
             ],
             replies={
-                200: Reply("Removed", DncAdded),
+                200: Reply("Removed", DncRemoved),
                 401: UNAUTHORIZED,
                 404: Reply("Not on the list"),
                 422: Reply("Not a phone number"),

@@ -41,17 +41,33 @@ def _response(reply: Reply) -> dict[str, Any]:
     return answer
 
 
+# Answers any route may give, before or beside its own (errors_as_json, read_body).
+UNREADABLE_TARGET = Reply("The path or query holds a NUL or bytes that are not UTF-8")
+BODY_TOO_SLOW = Reply("The body did not all arrive within 30 s of the headers")
+
+
+def _has_body(doc: RouteDoc) -> bool:
+    return doc.body is not None or doc.body_content_type != JSON
+
+
+def _replies(doc: RouteDoc) -> dict[int, Reply]:
+    replies = {400: UNREADABLE_TARGET, **doc.replies}
+    if _has_body(doc):
+        replies.setdefault(408, BODY_TOO_SLOW)
+    return dict(sorted(replies.items()))
+
+
 def _operation(doc: RouteDoc) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": doc.summary,
         "operationId": doc.operation_id,
-        "responses": {str(code): _response(reply) for code, reply in doc.replies.items()},
+        "responses": {str(code): _response(reply) for code, reply in _replies(doc).items()},
     }
     if doc.protected:
         operation["security"] = [{}, {"bearerAuth": []}]
     if doc.parameters:
         operation["parameters"] = doc.parameters
-    if doc.body is not None or doc.body_content_type != JSON:
+    if _has_body(doc):
         schema = _ref(doc.body) if doc.body is not None else {"type": "object"}
         operation["requestBody"] = {
             "required": True,

@@ -68,6 +68,10 @@ async def test_openapi_document_describes_every_route(start_app: AppFactory) -> 
     }
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert documented == routes
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():  # a NUL or %FF in any path or query is a 400
+            assert "400" in op["responses"], (method, path)
+            assert ("408" in op["responses"]) == ("requestBody" in op), (method, path)
     schema = schemathesis.openapi.from_dict(spec)  # a document schemathesis can load
     assert len(_operations(schema)) == len(routes)
 
@@ -124,3 +128,32 @@ async def test_schemathesis_finds_no_server_error(
         f"({', '.join(f'{n} x {c}' for c, n in sorted(codes.items()))}); 0 server errors, "
         f"0 non-conforming answers; {time.monotonic() - started:.1f} s"
     )
+
+
+async def test_answers_random_data_rarely_reaches_conform(start_app: AppFactory) -> None:
+    """Paths random data seldom takes (a number that is on the list, a call that exists),
+    each answer validated against the document: DELETE /dnc/{number} answered a body the
+    document did not describe."""
+    client = await _live_app(start_app)
+    spec = await (await client.get("/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    base_url = str(client.make_url("")).rstrip("/")
+    placed = await client.post("/calls/outbound", json={"phone_number": "+14155557701"})
+    call_id = (await placed.json())["call_id"]
+    assert (await client.post("/dnc", json={"numbers": ["+14155550100"]})).status == 200
+    cases = [
+        ("/dnc/{number}", "DELETE", {"number": "+14155550100"}, 200),
+        ("/calls/{call_id}", "GET", {"call_id": call_id}, 200),
+        ("/calls/{call_id}/deliveries", "GET", {"call_id": call_id}, 200),
+        ("/calls/{call_id}/hangup", "POST", {"call_id": call_id}, 200),
+    ]
+
+    def run() -> None:
+        for path, method, parameters, status in cases:
+            case = schema[path][method].Case(path_parameters=parameters)
+            response = case.call(base_url=base_url, timeout=30)
+            assert response.status_code == status, (path, response.text)
+            case.validate_response(response, checks=CHECKS)
+
+    await asyncio.to_thread(run)
+    await client.app[SANDBOX].wait_idle(10)
