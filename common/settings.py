@@ -7,6 +7,7 @@ start with no `.env` at all (on the embedded sandbox). A wrong value stops start
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -28,7 +29,6 @@ DEV_API_SECRET = "sandbox-secret-not-for-production-use-0123456789"  # noqa: S10
 DEFAULT_CARTESIA_VOICE_ID = "f786b574-daa5-4673-aa0c-cbe3e8534c02"  # Cartesia "Katie"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class SettingsError(ValueError):
@@ -317,7 +317,12 @@ class Settings:
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback  # 127.0.0.0/8, ::1
+        except ValueError:
+            return False
 
     @property
     def instance_name(self) -> str:
@@ -408,7 +413,9 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise SettingsError(f"{dotenv_path} cannot be read: {reason}") from None
         merged.update({k: v for k, v in values.items() if v is not None})
-    merged.update(os.environ)
+    # An empty variable means "the default" to us, so an empty one in the environment (`X=`
+    # in a compose file) does not undo what .env sets: LIVEKIT_URL= silently meant the sandbox.
+    merged.update({k: v for k, v in os.environ.items() if v.strip() or k not in merged})
     return settings_from_env(merged)
 
 

@@ -32,10 +32,12 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 def describe(event: dict[str, object]) -> str:
-    """One line for an event: its type, call, status, and what the call said if it ended."""
+    """One line for an event: its type, call (or campaign), status, and what the call said
+    if it ended."""
     data = event.get("data")
     data = data if isinstance(data, dict) else {}
-    parts = [str(event.get("type")), str(data.get("call_id")), f"status={data.get('status')}"]
+    about = data.get("call_id") or data.get("campaign_id")
+    parts = [str(event.get("type")), str(about), f"status={data.get('status')}"]
     if event.get("type") == "call.report":
         transcript = data.get("transcript") or []
         parts.append(f"turns={len(transcript) if isinstance(transcript, list) else '?'}")

@@ -352,6 +352,28 @@ def test_real_environment_wins_over_dotenv(clean_env: pytest.MonkeyPatch, tmp_pa
     assert settings.openai_model == "gpt-dotenv"  # not overridden: .env still counts
 
 
+def test_an_empty_variable_does_not_undo_dotenv(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`LIVEKIT_URL=` from a compose file silently put a production server in sandbox mode."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("LIVEKIT_URL=wss://x.livekit.cloud\nAGENT_NAME=from-dotenv\n")
+    clean_env.setenv("LIVEKIT_URL", "")
+    clean_env.setenv("AGENT_NAME", "  ")
+    settings = load_settings(dotenv)
+    assert settings.livekit_url == "wss://x.livekit.cloud" and not settings.uses_sandbox
+    assert settings.agent_name == "from-dotenv"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.2", True), ("127.1.2.3", True), ("::1", True), ("localhost", True)]
+    + [("10.0.0.1", False), ("0.0.0.0", False), ("example.com", False)],  # noqa: S104
+)
+def test_every_loopback_address_is_loopback(host: str, loopback: bool) -> None:
+    assert settings_from_env({"HOST": host}).is_loopback is loopback
+
+
 def test_load_settings_without_dotenv_uses_environment(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
