@@ -80,6 +80,6 @@ class UnknownCall(CallError, LookupError):
 
 
 class CallAlreadyOver(CallError):
-    def __init__(self, status: str) -> None:
-        super().__init__(f"call already ended ({status})")
+    def __init__(self, status: str, why: str | None = None) -> None:
+        super().__init__(f"call already ending: {why}" if why else f"call already ended ({status})")
         self.status = status

@@ -133,6 +133,8 @@ class CallRecord:
     max_duration_s: int | None = None
     config: dict[str, Any] | None = None
     room_finished_at: float | None = None
+    callee_left_at: float | None = None
+    """When the callee's leg left the room (the call is ending, whatever comes next)."""
     amd: str | None = None
     ended_by: str | None = None
     report: CallReport | None = None

@@ -75,6 +75,8 @@ COMMIT_CHECK_S = 5.0
 COMMIT_CHECK_POLL_S = 0.25
 # LiveKit events that say a call's room is up; for a call that is over, its room is ended.
 ROOM_ALIVE_EVENTS = frozenset({"room_started", "participant_joined", "track_published"})
+# LiveKit events that say a participant's leg is over (for the SIP participant: the callee's).
+CALLEE_GONE_EVENTS = frozenset({"participant_left", "participant_connection_aborted"})
 
 
 def new_call_id() -> str:
@@ -109,6 +111,11 @@ def _failed(reason: str) -> Decide:
         return Change(Status.FAILED, reason)
 
     return decide
+
+
+def _no_change(state: CallState) -> Change | None:
+    """A line of the timeline only (a hang-up requested)."""
+    return None
 
 
 def _grace_over(state: CallState) -> Change | None:
@@ -424,6 +431,7 @@ class CallService:
             event_id=event.id or None,
             detail=_signal_detail(signal),
             room_finished=finished,
+            callee_left=signal.sip_participant and event.event in CALLEE_GONE_EVENTS,
         )
         if applied.unknown_call:
             logger.debug("webhook %s for unknown room %s ignored", event.event, room)
@@ -480,10 +488,17 @@ class CallService:
         event_id: str | None = None,
         detail: dict[str, Any] | None = None,
         room_finished: bool = False,
+        callee_left: bool = False,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
-            call_id, kind, decide, event_id=event_id, detail=detail, room_finished=room_finished
+            call_id,
+            kind,
+            decide,
+            event_id=event_id,
+            detail=detail,
+            room_finished=room_finished,
+            callee_left=callee_left,
         )
         self.events.publish(applied.events)
         return applied
@@ -564,14 +579,17 @@ class CallService:
         """End a live call. It may still be being placed: the placement sees the mark this
         sets, and does not dial (or deletes the room it dialled into), so hang-up wins.
 
-        Raises UnknownCall, CallAlreadyOver, or LiveKitError (the mark stays: try again).
+        Raises UnknownCall, CallAlreadyOver (also once the callee has hung up: the call is
+        ending, and stays theirs, not canceled), or LiveKitError (the mark stays: try again).
         """
         call = await self.store.get_call(call_id, with_timeline=False)
         if call is None:
             raise UnknownCall(call_id)
         if call.is_final:
             raise CallAlreadyOver(call.status.value)
-        await self.store.request_hangup(call_id)
+        if await self.store.request_hangup(call_id) is None:  # its callee left meanwhile
+            raise CallAlreadyOver(call.status.value, "the callee has hung up")
+        await self._settle(call_id, "hangup_requested", _no_change, detail={"by": "api"})
         if await end_room(self.lkapi, call_id):
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
         else:  # the room is gone (or not made yet): no room_finished will come, settle now

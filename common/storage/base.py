@@ -183,14 +183,18 @@ class CallStore(CampaignStore, Protocol):
         event_id: str | None = None,
         detail: dict[str, object] | None = None,
         room_finished: bool = False,
+        callee_left: bool = False,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
-        entry and its outbox events."""
+        entry and its outbox events. `room_finished` / `callee_left`: the event says the room
+        / the callee's leg is gone (kept as a time, the first one)."""
         ...
 
     async def start_dial(self, call_id: str) -> CallRecord | None: ...
 
-    async def request_hangup(self, call_id: str) -> CallRecord | None: ...
+    async def request_hangup(self, call_id: str) -> CallRecord | None:
+        """Mark the call to be hung up; None if unknown or its callee already left."""
+        ...
 
     async def release_placement(self, call_id: str) -> None:
         """The call was never dialled: it stops counting against the rate, and the

@@ -106,6 +106,7 @@ def row_to_call(
         max_duration_s=row["max_duration_s"],
         config=json.loads(config) if config else None,
         room_finished_at=row["room_finished_at"],
+        callee_left_at=row["callee_left_at"],
         amd=row["amd"],
         ended_by=row["ended_by"],
         report=CallReport.model_validate_json(report) if report else None,
@@ -289,6 +290,7 @@ def apply(
     lease_s: float,
     answered_at: float | None = None,
     holder: str = "",
+    callee_left: bool = False,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change."""
@@ -299,6 +301,11 @@ def apply(
     if room_finished:
         yield Query(
             "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?) WHERE call_id = ?",
+            (now, call_id),
+        )
+    if callee_left:
+        yield Query(
+            "UPDATE calls SET callee_left_at = COALESCE(callee_left_at, ?) WHERE call_id = ?",
             (now, call_id),
         )
     rows = yield Query(
@@ -480,7 +487,8 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
 
 def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
     rows = yield Query(
-        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",
+        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ?"
+        " AND callee_left_at IS NULL RETURNING *",
         (now, call_id),
     )
     return row_to_call(rows[0]) if rows else None

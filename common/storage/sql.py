@@ -103,6 +103,7 @@ class SqlCallStore(CampaignMethods):
         event_id: str | None = None,
         detail: dict[str, Any] | None = None,
         room_finished: bool = False,
+        callee_left: bool = False,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -115,6 +116,7 @@ class SqlCallStore(CampaignMethods):
             self._clock(),
             self.lease_s,
             holder=self.instance,
+            callee_left=callee_left,
         )
         try:
             return await self._run(program, write=True)

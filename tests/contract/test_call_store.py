@@ -188,6 +188,21 @@ async def test_request_hangup(store: CallStore, clock: FakeClock) -> None:
     assert await store.request_hangup("call-unknown") is None
 
 
+async def test_once_the_callee_left_a_hangup_is_not_marked(
+    store: CallStore, clock: FakeClock
+) -> None:
+    await store.create_call(new_call())
+    clock.advance(3)
+    await store.apply(CALL, "participant_left", nothing, event_id="EV_L", callee_left=True)
+    left_at = clock.now
+    clock.advance(1)
+    await store.apply(CALL, "participant_left", nothing, event_id="EV_L2", callee_left=True)
+    assert await store.request_hangup(CALL) is None  # the call is the callee's to end
+    call = await store.get_call(CALL)
+    assert call is not None and not call.hangup_requested
+    assert call.callee_left_at == left_at  # the first time it was said
+
+
 async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock: FakeClock) -> None:
     await store.create_call(new_call("call-a"))
     await store.create_call(new_call("call-b"))

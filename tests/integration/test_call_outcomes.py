@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import config_forgets
+from tests.helpers import config_forgets, wait_for
 
 Client = TestClient[Any, Any]
 FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
@@ -148,3 +148,38 @@ async def test_each_status_change_logs_one_masked_line(
     assert len(changes) == 1
     assert changes[0].startswith(f"call {call_id} +1••••••0486 dialing -> busy (")
     assert changes[0].endswith("[SIP 486]")
+
+
+async def test_a_hangup_after_the_callee_hung_up_leaves_the_call_theirs(
+    start_app: AppFactory,
+) -> None:
+    """Between the callee's leg leaving and room_finished (about 1 s in the sandbox, up to
+    LiveKit's departure timeout, 20 s, in production), a hang-up through the API turned a
+    call the callee had ended into `canceled`, with `ended_by: callee` beside it."""
+    client = await start_app(sandbox_time_scale=1.0)
+    call_id = await place(client, "+14155557701")  # answered; the callee hangs up after 1 s
+
+    async def callee_left() -> bool:
+        call = await (await client.get(f"/calls/{call_id}")).json()
+        return any(
+            e["event"] == "participant_left" and e["detail"].get("sip_call_status")
+            for e in call["timeline"]
+        )
+
+    await wait_for(callee_left, timeout=15, poll_s=0.01)
+    resp = await client.post(f"/calls/{call_id}/hangup")
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["error"] == "call already ending: the callee has hung up"
+    call = await wait_final(client, call_id)
+    assert call["status"] == "completed", call["reason"]
+    assert "hangup_requested" not in [e["event"] for e in call["timeline"]]
+
+
+async def test_a_hangup_is_a_line_of_the_timeline(start_app: AppFactory) -> None:
+    client = await start_app(sandbox_time_scale=1.0)
+    call_id = await place(client, "+1234567890")
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+    call = await wait_final(client, call_id, timeout=5)
+    events = [e["event"] for e in call["timeline"]]
+    assert "hangup_requested" in events, events
+    assert events.index("hangup_requested") < events.index("room_finished")
