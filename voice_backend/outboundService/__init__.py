@@ -1,0 +1,1 @@
+"""See voice_backend/__init__.py."""
