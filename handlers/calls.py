@@ -13,20 +13,22 @@ from common.calls.outcomes import Status
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView, dump
 from common.livekit.client import LiveKitError
+from common.storage.paging import Before
 from common.text import is_unicode
 from handlers.errors import HttpError, error_response
 from handlers.http import (
+    BEFORE_PARAM,
     DB_DOWN,
     UNAUTHORIZED,
     PageLimit,
     Reply,
     RouteDoc,
     add_route,
+    before_param,
     client_identity,
     decode_json,
     json_answer,
     read_body,
-    time_param,
 )
 from handlers.keys import CALLS, SETTINGS, STORE
 from handlers.schemas import CallList, CallPlaced, HangupAnswer
@@ -99,7 +101,7 @@ async def get_call(request: web.Request) -> web.Response:
     return web.json_response(dump(CallView.of(call, calls.clock())))
 
 
-def _list_params(request: web.Request) -> tuple[Status | None, int, float | None]:
+def _list_params(request: web.Request) -> tuple[Status | None, int, Before | None]:
     query = request.query
     status = None
     if query.get("status"):
@@ -109,14 +111,15 @@ def _list_params(request: web.Request) -> tuple[Status | None, int, float | None
             raise HttpError(
                 400, f"status must be one of {', '.join(s.value for s in Status)}"
             ) from None
-    return status, LIST_LIMIT.of(request), time_param(request, "before")
+    return status, LIST_LIMIT.of(request), before_param(request)
 
 
 async def list_calls(request: web.Request) -> web.Response:
     """GET /calls?status=&limit=&before=: newest first."""
     status, limit, before = _list_params(request)
     calls = await request.app[STORE].list_calls(status=status, limit=limit, before=before)
-    next_before = calls[-1].created_at if len(calls) == limit else None
+    last = calls[-1] if len(calls) == limit else None
+    next_before = Before.after(last.created_at, last.call_id).token if last else None
     return json_answer(CallList(calls=[CallSummary.of(c) for c in calls], next_before=next_before))
 
 
@@ -193,13 +196,7 @@ def setup(app: web.Application) -> None:
                     "schema": {"enum": [s.value for s in Status]},
                 },
                 LIST_LIMIT.doc,
-                {
-                    "name": "before",
-                    "in": "query",
-                    "required": False,
-                    "description": "Only calls created before this unix time (next_before)",
-                    "schema": {"type": "number"},
-                },
+                BEFORE_PARAM,
             ],
             replies={
                 200: Reply("Calls", CallList),

@@ -25,8 +25,10 @@ from common.campaigns.request import (
     options_from_query,
     parse_options,
 )
+from common.storage.paging import Before
 from handlers.errors import HttpError
 from handlers.http import (
+    BEFORE_PARAM,
     DB_DOWN,
     UNAUTHORIZED,
     PageLimit,
@@ -34,11 +36,11 @@ from handlers.http import (
     RouteDoc,
     add_route,
     arriving_in_time,
+    before_param,
     client_identity,
     decode_json,
     int_param,
     read_body,
-    time_param,
 )
 from handlers.keys import CAMPAIGNS, SETTINGS
 
@@ -89,7 +91,7 @@ class CampaignAnswer(BaseModel):
 
 class CampaignListAnswer(BaseModel):
     campaigns: list[dict[str, Any]]
-    next_before: float | None
+    next_before: str | None
 
 
 class RecipientsAnswer(BaseModel):
@@ -217,14 +219,18 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
 
 async def list_campaigns(request: web.Request) -> web.Response:
     limit = LIST_LIMIT.of(request)
-    before = time_param(request, "before")
+    before = before_param(request)
     service = request.app[CAMPAIGNS]
     found = await service.store.list_campaigns(limit=limit, before=before)
     now = service.clock()
     return web.json_response(
         {
             "campaigns": [c.to_json(now) for c in found],
-            "next_before": found[-1].created_at if len(found) == limit else None,
+            "next_before": (
+                Before.after(found[-1].created_at, found[-1].campaign_id).token
+                if len(found) == limit
+                else None
+            ),
         }
     )
 
@@ -302,7 +308,7 @@ def setup(app: web.Application) -> None:
             protected=True,
             parameters=[
                 LIST_LIMIT.doc,
-                {"name": "before", "in": "query", "schema": {"type": "number"}},
+                BEFORE_PARAM,
             ],
             replies={
                 200: Reply("Campaigns", CampaignListAnswer),

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from common.storage.paging import Before
 from handlers.errors import HttpError
 from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
 
@@ -225,15 +225,23 @@ class PageLimit:
         }
 
 
-def time_param(request: web.Request, name: str) -> float | None:
-    """A unix-time query parameter (paging's before=); 400 unless a finite number."""
+# before=, as every list that pages newest first documents it.
+BEFORE_PARAM: dict[str, Any] = {
+    "name": "before",
+    "in": "query",
+    "required": False,
+    "description": "Where the previous page ended: its next_before (or a unix time: all older)",
+    "schema": {"type": "string", "pattern": r"^[0-9]{1,17}(\.[0-9]{1,20})?(:[A-Za-z0-9-]{1,64})?$"},
+}
+
+
+def before_param(request: web.Request, name: str = "before") -> Before | None:
+    """Where the previous page ended (paging's before=: the `next_before` it gave, or a unix
+    time); 400 otherwise."""
     text = request.query.get(name)
     if not text:
         return None
-    try:
-        value = float(text) if text.isascii() else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise HttpError(400, f"{name} must be a unix timestamp (a finite number)")
-    return value
+    before = Before.parse(text)
+    if before is None:
+        raise HttpError(400, f"{name} must be a next_before token or a unix time (seconds)")
+    return before

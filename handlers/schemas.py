@@ -29,8 +29,9 @@ class CallPlaced(BaseModel):
 
 class CallList(BaseModel):
     calls: list[CallSummary]
-    next_before: float | None = Field(
-        description="Pass as before= for the next page (unix seconds); null on the last page"
+    next_before: str | None = Field(
+        description="Pass as before= for the next page (`<created_at>:<call_id>`); null on the"
+        " last page"
     )
 
 

@@ -24,6 +24,7 @@ from common.calls.models import (
 )
 from common.calls.outcomes import Status
 from common.contracts import AgentReport
+from common.storage.paging import Before
 
 if TYPE_CHECKING:
     from common.campaigns.model import (
@@ -87,7 +88,7 @@ class CampaignStore(Protocol):
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None: ...
 
     async def list_campaigns(
-        self, *, limit: int = 50, before: float | None = None
+        self, *, limit: int = 50, before: Before | None = None
     ) -> list[CampaignRecord]: ...
 
     async def claim_campaigns(
@@ -167,7 +168,7 @@ class CallStore(CampaignStore, Protocol):
     async def get_call(self, call_id: str, *, with_timeline: bool = True) -> CallRecord | None: ...
 
     async def list_calls(
-        self, *, status: Status | None = None, limit: int = 50, before: float | None = None
+        self, *, status: Status | None = None, limit: int = 50, before: Before | None = None
     ) -> list[CallRecord]: ...
 
     async def count_live(self) -> int: ...

@@ -36,6 +36,7 @@ from common.campaigns.model import (
     RecipientRecord,
     after_attempt,
 )
+from common.storage.paging import Before, before_clause
 from common.storage.programs import Dialect, Program, Query, Row, dumps, webhook_id
 
 NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dialled
@@ -172,10 +173,12 @@ def get_campaign(
     return _row_to_campaign(rows[0], counts, due[0]["at"] if due else None)
 
 
-def list_campaigns(d: Dialect, limit: int, before: float | None) -> Program[list[CampaignRecord]]:
+def list_campaigns(d: Dialect, limit: int, before: Before | None) -> Program[list[CampaignRecord]]:
+    clause, args = before_clause(before or Before(float("inf")), "campaign_id")
     rows = yield Query(
-        "SELECT campaign_id FROM campaigns WHERE created_at < ? ORDER BY created_at DESC LIMIT ?",
-        (float("inf") if before is None else before, limit),
+        f"SELECT campaign_id FROM campaigns WHERE {clause}"  # noqa: S608 - our own text
+        " ORDER BY created_at DESC, campaign_id DESC LIMIT ?",
+        (*args, limit),
     )
     found = []
     for row in rows:

@@ -9,6 +9,7 @@ from common.calls.models import AttemptRef, CallEvent, DncEntry
 from common.campaigns.model import AttemptPlan, CampaignRecord, NewCampaign, RecipientRecord
 from common.storage import campaign_programs as cp
 from common.storage.campaign_programs import OnList
+from common.storage.paging import Before
 from common.storage.programs import Dialect, Program
 
 T = TypeVar("T")
@@ -35,7 +36,7 @@ class CampaignMethods:
         return await self._run(cp.get_campaign(self.dialect, campaign_id), write=False)
 
     async def list_campaigns(
-        self, *, limit: int = 50, before: float | None = None
+        self, *, limit: int = 50, before: Before | None = None
     ) -> list[CampaignRecord]:
         return await self._run(cp.list_campaigns(self.dialect, limit, before), write=False)
 

@@ -35,6 +35,7 @@ from common.calls.models import (
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
 from common.contracts import AgentReport, CallReport, TranscriptTurn
 from common.storage.base import AdmissionLimits, DatabaseError, KeyTaken, Refusal, Refused
+from common.storage.paging import Before, before_clause
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -248,18 +249,19 @@ def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecor
 
 
 def list_calls(
-    d: Dialect, status: Status | None, limit: int, before: float | None
+    d: Dialect, status: Status | None, limit: int, before: Before | None
 ) -> Program[list[CallRecord]]:
     clauses, args = [], []  # type: list[str], list[Any]
     if status is not None:
         clauses.append("status = ?")
         args.append(status.value)
     if before is not None:
-        clauses.append("created_at < ?")
-        args.append(before)
+        clause, values = before_clause(before, "call_id")
+        clauses.append(clause)
+        args.extend(values)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = yield Query(
-        f"SELECT * FROM calls {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+        f"SELECT * FROM calls {where} ORDER BY created_at DESC, call_id DESC LIMIT ?",  # noqa: S608
         (*args, limit),
     )
     return [row_to_call(r) for r in rows]

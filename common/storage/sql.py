@@ -28,6 +28,7 @@ from common.repeats import Repeats
 from common.storage import programs
 from common.storage.base import AdmissionLimits, Refusal
 from common.storage.campaign_store import CampaignMethods
+from common.storage.paging import Before
 from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ class SqlCallStore(CampaignMethods):
         return await self._run(programs.get_call(self.dialect, call_id, with_timeline), write=False)
 
     async def list_calls(
-        self, *, status: Status | None = None, limit: int = 50, before: float | None = None
+        self, *, status: Status | None = None, limit: int = 50, before: Before | None = None
     ) -> list[CallRecord]:
         return await self._run(
             programs.list_calls(self.dialect, status, limit, before), write=False

@@ -26,6 +26,7 @@ from common.storage.base import (
     Refusal,
     Refused,
 )
+from common.storage.paging import Before
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock
 
@@ -155,9 +156,34 @@ async def test_list_calls_newest_first_with_filters(store: CallStore, clock: Fak
     assert [c.call_id for c in await store.list_calls(status=Status.BUSY)] == [ids[3]]
     assert await store.list_calls(status=Status.COMPLETED) == []
     # `before` pages on created_at, strictly.
-    assert [c.call_id for c in await store.list_calls(before=created[ids[2]])] == [ids[1], ids[0]]
-    page = await store.list_calls(status=Status.DIALING, before=created[ids[4]], limit=1)
+    assert [c.call_id for c in await store.list_calls(before=Before(created[ids[2]]))] == [
+        ids[1],
+        ids[0],
+    ]
+    page = await store.list_calls(status=Status.DIALING, before=Before(created[ids[4]]), limit=1)
     assert [c.call_id for c in page] == [ids[2]]
+
+
+async def test_paging_calls_created_in_one_instant_skips_none(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Pages ended at their last call's created_at, and the next one began strictly before
+    it: calls created in the same instant as that one (two servers, a coarse clock) were
+    never listed."""
+    ids = [f"call-0000000000{n:02d}" for n in range(7)]
+    for n, call_id in enumerate(ids):
+        if n in (1, 4):  # three calls at one instant, then another three at another
+            clock.advance(1)
+        await store.create_call(new_call(call_id))
+    seen: list[str] = []
+    before: Before | None = None
+    for _ in range(10):
+        page = await store.list_calls(limit=2, before=before)
+        seen += [c.call_id for c in page]
+        if len(page) < 2:
+            break
+        before = Before.after(page[-1].created_at, page[-1].call_id)
+    assert seen == ids[::-1]  # every call once, newest first, ties by id
 
 
 async def test_count_live_and_by_status(store: CallStore) -> None:

@@ -18,6 +18,7 @@ from common.campaigns.model import (
 from common.campaigns.windows import CallingWindow
 from common.storage.base import CallStore, Refused
 from common.storage.campaign_programs import CampaignConflict, OnList
+from common.storage.paging import Before
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock
 
@@ -209,3 +210,20 @@ async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
 def test_spec_round_trips() -> None:
     assert CampaignSpec.from_json(SPEC.to_json()) == SPEC
     assert dataclasses.replace(SPEC, defaults={}).to_json()["defaults"] == {}
+
+
+async def test_paging_campaigns_created_in_one_instant_skips_none(
+    store: CallStore, clock: FakeClock
+) -> None:
+    ids = [f"cmp-{n}" for n in range(5)]
+    for call_id in ids:
+        await store.create_campaign(campaign(1, campaign_id=call_id), clock.now)  # one instant
+    seen: list[str] = []
+    before: Before | None = None
+    for _ in range(10):
+        page = await store.list_campaigns(limit=2, before=before)
+        seen += [c.campaign_id for c in page]
+        if len(page) < 2:
+            break
+        before = Before.after(page[-1].created_at, page[-1].campaign_id)
+    assert seen == ids[::-1]

@@ -239,8 +239,15 @@ async def test_get_and_list_calls(client: Client) -> None:
     assert [c["call_id"] for c in listed["calls"]] == ids[::-1][:2]  # newest first
     older = await (await client.get(f"/calls?limit=2&before={listed['next_before']}")).json()
     assert [c["call_id"] for c in older["calls"]] == [ids[0]]
+    assert listed["next_before"].endswith(f":{ids[1]}")  # <created_at>:<its call id>
     assert (await client.get("/calls?limit=501")).status == 400
     assert (await client.get("/calls?status=bogus")).status == 400
+    everything_older = await (await client.get("/calls?before=4102444800")).json()  # 2100
+    assert len(everything_older["calls"]) == len(ids)  # a plain unix time still works
+    for bad in ("1_000", "%201000", "-1", "1e9", "nan", "1000:call%20x", "1000:"):
+        resp = await client.get(f"/calls?before={bad}")
+        assert resp.status == 400, bad
+        assert "before must be a next_before token or a unix time" in (await resp.json())["error"]
     dialing = await (await client.get("/calls?status=dialing")).json()
     assert all(c["status"] == "dialing" for c in dialing["calls"])
 
