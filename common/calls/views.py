@@ -122,7 +122,11 @@ class CallView(CallSummary):
     analysis_errors: list[str]
     usage: Annotated[dict[str, Any] | None, Field(description="What the agent's models used")]
     simulated: Annotated[
-        bool, Field(description="The report came from the sandbox's scripted conversation")
+        bool | None,
+        Field(
+            description="The report came from the sandbox's scripted conversation; null until "
+            "the final report arrives"
+        ),
     ]
     report_status: Annotated[
         Literal["pending", "complete", "unavailable"],
@@ -153,7 +157,7 @@ class CallView(CallSummary):
             extracted=report.extracted if report else None,
             analysis_errors=list(report.analysis_errors) if report else [],
             usage=report.usage if report else None,
-            simulated=report.simulated if report else False,
+            simulated=report.simulated if report else None,
             report_status=call.report_status(time.time() if now is None else now),
             personal_data_erased_at=iso_time(call.data_erased_at),
             timeline=[TimelineEntryView.of(e) for e in call.timeline],

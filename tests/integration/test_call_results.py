@@ -194,7 +194,9 @@ async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
     report = {"call_id": call_id, "seq": 1, "kind": "turn", "at": at + 0.4, "turn": turn}
     assert await post_report(client, report) == 200
     assert (await shown(client, call_id))["transcript"] == [dict(turn, interrupted=False)]
-    assert (await shown(client, call_id))["report_status"] == "pending"
+    pending = await shown(client, call_id)
+    assert pending["report_status"] == "pending"
+    assert pending["simulated"] is None  # not known before the final report (it said false)
 
 
 async def test_reports_are_idempotent(start_app: AppFactory) -> None:
