@@ -355,6 +355,9 @@ def build_server(settings: Settings) -> AgentServer:
         # The job's shutdown callback analyses the call and retries its reports: give the
         # process that long before it is killed (the default is 10 s).
         shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT_S,
+        # livekit-agents' health/status server (port 8081 in production) listens on every
+        # interface by default; like the server, loopback unless told otherwise.
+        host=settings.agent_http_host,
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name)
     return server

@@ -309,6 +309,12 @@ class Settings:
     deepgram_api_key: str = setting("", _text, "Agent STT key (nova-3).", secret=True)
     cartesia_api_key: str = setting("", _text, "Agent TTS key (sonic-3).", secret=True)
     cartesia_voice_id: str = setting(DEFAULT_CARTESIA_VOICE_ID, _text, "Cartesia voice id.")
+    agent_http_host: str = setting(
+        "127.0.0.1",
+        _text,
+        "Where the agent worker's health/status HTTP server listens (0.0.0.0 for a container's "
+        "health checks).",
+    )
 
     @property
     def uses_sandbox(self) -> bool:

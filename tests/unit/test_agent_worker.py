@@ -249,6 +249,9 @@ def test_server_registers_the_entrypoint_under_the_agent_name() -> None:
     # The shutdown callback analyses the call and retries its reports: not killed at 10 s.
     assert server._shutdown_process_timeout == 300
     assert worker.ANALYSIS_TIMEOUT_S + worker.REPORT_FLUSH_TIMEOUT_S < 300
+    # Its health/status HTTP server listened on every interface (livekit-agents' default).
+    assert server._host == "127.0.0.1"
+    assert build_server(Settings(agent_http_host="0.0.0.0"))._host == "0.0.0.0"  # noqa: S104
 
 
 async def test_the_agents_hang_up_is_known_before_the_room_goes() -> None:
