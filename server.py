@@ -107,7 +107,12 @@ async def open_store(settings: Settings) -> CallStore:
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     if STORE not in app:
         try:
-            app[STORE] = await open_store(app[SETTINGS])
+            app[STORE] = store = await open_store(app[SETTINGS])
+            try:  # a database that opens but takes no write (a read-only file) stops start-up
+                await store.probe_write(app[SETTINGS].instance_name)
+            except DatabaseError:
+                await store.close()
+                raise
         except DatabaseError as exc:
             settings = app[SETTINGS]
             where = "DATABASE_URL" if settings.database_url else f"{settings.calls_db_path}"

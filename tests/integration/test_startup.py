@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -10,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from common.storage.sqlite import SqliteCallStore
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAx"  # 30 bytes, base64
@@ -23,13 +27,13 @@ def busy_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def run_server(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
     environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
     environ.update(SANDBOX_PORT="0")  # not 7880, which a `make run` on this machine may hold
     environ.update(env)
     return subprocess.run(
-        [sys.executable, str(ROOT / "server.py")],
+        [*_prefix.split(), sys.executable, str(ROOT / "server.py")],
         cwd=tmp_path,
         env=environ,
         capture_output=True,
@@ -135,3 +139,25 @@ def test_start_up_failures_are_said_even_at_log_level_critical(
     assert done.returncode == 2
     assert "the calls database (/proc/nope/calls.db) cannot be used" in done.stderr
     assert "set CALLS_DB_PATH" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_database_that_takes_no_write_stops_start_up(tmp_path: Path) -> None:
+    """A calls.db whose file is read-only (its directory writable) opened, and the server
+    served /healthz while every call got 503. Root ignores file modes, so the server runs
+    without that capability here, as a service user would."""
+    db = tmp_path / "c.db"
+
+    async def migrate() -> None:
+        await (await SqliteCallStore.open(db)).close()
+
+    asyncio.run(migrate())
+    db.chmod(0o444)
+    done = run_server(
+        tmp_path,
+        PORT=str(free_port()),
+        SANDBOX_PORT="0",
+        _prefix="setpriv --inh-caps=-all --bounding-set=-dac_override,-dac_read_search",
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"the calls database ({db}) cannot be used" in done.stderr
+    assert "readonly database" in done.stderr and "Traceback" not in done.stderr
