@@ -118,9 +118,8 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
     defaults = _object(value, "defaults", errors)
     if defaults is None:
         return {}
-    if "phone_number" in defaults:
+    if "phone_number" in defaults:  # said, and the other fields still checked
         errors.append(FieldError("defaults.phone_number", "each recipient has its own number"))
-        return {}
     try:
         rules.parse({**defaults, "phone_number": _PROBE_NUMBER})
     except InvalidCall as exc:

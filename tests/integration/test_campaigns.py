@@ -366,6 +366,7 @@ async def test_bad_options_are_refused_field_by_field(client: TestClient[Any, An
     assert {
         "name",
         "defaults.phone_number",
+        "defaults.language",  # was hidden by defaults.phone_number
         "pacing.calls_per_second",
         "pacing.max_concurrent",
         "window.start",
