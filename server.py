@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import resource
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -317,6 +318,26 @@ def raise_open_files_limit() -> None:
         logger.info("open files limit raised from %d to %d", soft, target)
 
 
+async def _announce_stop(app: web.Application) -> None:
+    """The first SIGTERM/SIGINT began the stop (aiohttp's handler). Say so, and make a second
+    one say that it is under way: it raised aiohttp's exit again inside the stop, which broke
+    off the requests in flight with a page of tracebacks."""
+    logger.info(
+        "stopping: no new connections; requests in flight get up to %d s", SHUTDOWN_TIMEOUT_S
+    )
+
+    def again() -> None:
+        logger.warning(
+            "already stopping (requests in flight get up to %d s); SIGKILL stops at once",
+            SHUTDOWN_TIMEOUT_S,
+        )
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, again)
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -336,9 +357,11 @@ def main() -> None:
         settings.port,
         settings.webhook_path,
     )
+    app = create_app(settings)
+    app.on_shutdown.append(_announce_stop)
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             print=None,
@@ -359,6 +382,7 @@ def main() -> None:
         else:
             logger.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
+    logger.info("stopped")
 
 
 if __name__ == "__main__":

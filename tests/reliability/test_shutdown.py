@@ -164,6 +164,10 @@ async def test_sigterm_graceful_shutdown_and_restart(
             while not await _refuses_connections(first.port):
                 await asyncio.sleep(0.02)
         refused_after = time.monotonic() - signalled
+        # A second signal while stopping (an impatient operator): it broke off the requests
+        # in flight with a page of tracebacks; now it is said to be under way, and changes
+        # nothing.
+        first.proc.send_signal(signal.SIGTERM)
         in_flight = await request  # answered 200 after the signal, once LiveKit answered
         assert time.monotonic() - sent >= SLOW_DIAL_S
 
@@ -173,6 +177,8 @@ async def test_sigterm_graceful_shutdown_and_restart(
         log_guard.scan(logs)
         _check_clean_logs(logs)
         assert "sandbox on port" in logs and "stopped" in logs  # its simulations were ended
+        assert "stopping: no new connections" in logs and "already stopping" in logs
+        assert logs.rstrip().endswith("server: stopped"), logs[-500:]
         # Every call was live: had the simulations or the reaper kept running, the process
         # would not have exited before the calls ended (13 s and more).
         assert stopped_in < 10
