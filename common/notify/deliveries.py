@@ -37,6 +37,7 @@ from common.calls.models import DeliveryOutcome, WebhookDelivery, iso_time
 from common.metrics import Metrics
 from common.notify.guard import guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
+from common.repeats import Repeats
 from common.settings import Settings
 from common.storage.base import CallStore, DatabaseError
 
@@ -113,6 +114,7 @@ class WebhookSender:
         self._waiting: defaultdict[str, deque[WebhookDelivery]] = defaultdict(deque)
         self._stopping = False
         self._sending: set[asyncio.Task[None]] = set()
+        self._repeats = Repeats()  # a receiver or the database down fails every attempt
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
 
     def wake(self) -> None:
@@ -167,7 +169,8 @@ class WebhookSender:
             try:
                 claimed = await self._claim()
             except DatabaseError as exc:
-                logger.error("could not claim webhook deliveries: %s", exc)
+                if (more := self._repeats.due("claim")) is not None:
+                    logger.error("could not claim webhook deliveries: %s%s", exc, more)
                 claimed = 0
             if not claimed:
                 await self._sleep_until_due()
@@ -259,12 +262,18 @@ class WebhookSender:
         if outcome.state == "delivered":
             self._metrics.webhook_latency.observe(max(0.0, now - delivery.event_created_at))
             return
+        more = ""
+        if outcome.state == "pending":  # a receiver down fails every event: once a minute
+            if (held := self._repeats.due(f"retrying {receiver}")) is None:
+                return
+            more = held
         logger.warning(
-            "webhook %s (%s) to %s: %s; %s",
+            "webhook %s (%s) to %s: %s; %s%s",
             delivery.webhook_id,
             delivery.event_type,
             receiver,
             outcome.error or f"HTTP {outcome.status}",
             "retrying" if outcome.state == "pending" else outcome.state,
+            more,
             extra={"call_id": delivery.call_id},
         )

@@ -236,7 +236,7 @@ async def test_the_signature_covers_the_body_the_id_and_the_time(
 
 
 async def test_a_failing_receiver_gets_retries_with_the_same_id_then_succeeds(
-    start_app: AppFactory, receivers: Any
+    start_app: AppFactory, receivers: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver = await receivers(answer=lambda r, n: (500, 0.0) if n < 3 else (204, 0.0))
     client = await webhook_app(start_app, receiver.url)
@@ -249,6 +249,9 @@ async def test_a_failing_receiver_gets_retries_with_the_same_id_then_succeeds(
     assert [d["event"] for d in listed][0] == "call.dialing"
     metrics = await (await client.get("/metrics")).text()
     assert 'customer_webhook_deliveries_total{result="retrying"} 8.0' in metrics
+    # 8 failed attempts, one line: a receiver that is down fails every event (once a minute)
+    retrying = [r for r in caplog.records if r.getMessage().endswith("; retrying")]
+    assert len(retrying) == 1, [r.getMessage() for r in retrying]
 
 
 async def test_a_later_event_waits_while_an_earlier_one_is_retrying(
