@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -429,20 +430,26 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
 _JSON_FIELDS = ("call_id", "status")
 
 
+_CALL_ID_IN_TEXT = re.compile(r"\bcall-[0-9a-f]{12}\b")
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         import json
 
-        doc = {
+        message = record.getMessage()
+        doc: dict[str, object] = {
             "ts": round(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message,
         }
         for name in _JSON_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 doc[name] = value
+        if "call_id" not in doc and (named := _CALL_ID_IN_TEXT.search(message)) is not None:
+            doc["call_id"] = named.group()  # a line about one call, logged without the field
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)

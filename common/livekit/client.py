@@ -207,6 +207,7 @@ async def dial(
         call_id,
         mask_phone(phone_number),
         participant.participant_id,
+        extra={"call_id": call_id},
     )
     return PlacedCall(participant.participant_id, participant.sip_call_id)
 

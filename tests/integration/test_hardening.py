@@ -502,6 +502,10 @@ async def test_json_logs_carry_call_id_and_status_as_fields(
     changes = [d for d in docs if d.get("call_id") == call_id and "status" in d]
     assert [d["status"] for d in changes][-1] == "completed"
     assert any(d["msg"].startswith("✓ Configuration updated") for d in docs if "call_id" in d)
+    # Every line that names the call carries it as a field (the dial line did not).
+    naming = [d for d in docs if call_id in d["msg"]]
+    assert naming and all(d.get("call_id") == call_id for d in naming), naming
+    assert any(" dialing " in d["msg"] for d in naming)
 
 
 # ------------------------------------------------------------------ a newcomer's first hour
