@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+from common.storage.paging import Before
+
+T = TypeVar("T")
 
 # The seed's three examples, verbatim, and its integration test's body (no dynamic_instruction).
 SEED_EXAMPLES: list[dict[str, str]] = [
@@ -78,3 +83,21 @@ async def config_forgets(path: Path, *call_ids: str, timeout: float = 5.0) -> di
 
     await wait_for(gone, timeout=timeout, poll_s=0.02)
     return records()
+
+
+async def every_page(
+    fetch: Callable[[Before | None], Awaitable[Sequence[T]]],
+    where_it_ends: Callable[[T], Before],
+    limit: int,
+) -> list[T]:
+    """Walks a newest-first list page by page (`fetch(before)` gives one page of `limit`)
+    until a short page; bounded to 100 pages."""
+    seen: list[T] = []
+    before: Before | None = None
+    for _ in range(100):
+        page = await fetch(before)
+        seen += page
+        if len(page) < limit:
+            return seen
+        before = where_it_ends(page[-1])
+    raise AssertionError("more than 100 pages")

@@ -28,7 +28,7 @@ from common.storage.base import (
 )
 from common.storage.paging import Before
 from tests.contract.conftest import Backend
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, every_page
 
 CALL = "call-000000000001"
 
@@ -175,15 +175,12 @@ async def test_paging_calls_created_in_one_instant_skips_none(
         if n in (1, 4):  # three calls at one instant, then another three at another
             clock.advance(1)
         await store.create_call(new_call(call_id))
-    seen: list[str] = []
-    before: Before | None = None
-    for _ in range(10):
-        page = await store.list_calls(limit=2, before=before)
-        seen += [c.call_id for c in page]
-        if len(page) < 2:
-            break
-        before = Before.after(page[-1].created_at, page[-1].call_id)
-    assert seen == ids[::-1]  # every call once, newest first, ties by id
+    seen = await every_page(
+        lambda before: store.list_calls(limit=2, before=before),
+        lambda call: Before.after(call.created_at, call.call_id),
+        limit=2,
+    )
+    assert [c.call_id for c in seen] == ids[::-1]  # every call once, newest first, ties by id
 
 
 async def test_count_live_and_by_status(store: CallStore) -> None:

@@ -20,7 +20,7 @@ from common.storage.base import CallStore, Refused
 from common.storage.campaign_programs import CampaignConflict, OnList
 from common.storage.paging import Before
 from tests.contract.conftest import Backend
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, every_page
 
 SPEC = CampaignSpec(
     defaults={"language": "en"},
@@ -218,12 +218,9 @@ async def test_paging_campaigns_created_in_one_instant_skips_none(
     ids = [f"cmp-{n}" for n in range(5)]
     for call_id in ids:
         await store.create_campaign(campaign(1, campaign_id=call_id), clock.now)  # one instant
-    seen: list[str] = []
-    before: Before | None = None
-    for _ in range(10):
-        page = await store.list_campaigns(limit=2, before=before)
-        seen += [c.campaign_id for c in page]
-        if len(page) < 2:
-            break
-        before = Before.after(page[-1].created_at, page[-1].campaign_id)
-    assert seen == ids[::-1]
+    seen = await every_page(
+        lambda before: store.list_campaigns(limit=2, before=before),
+        lambda campaign: Before.after(campaign.created_at, campaign.campaign_id),
+        limit=2,
+    )
+    assert [c.campaign_id for c in seen] == ids[::-1]
