@@ -226,7 +226,14 @@ class CallService:
                 call_id=call_id,
                 options=call.options(),
             )
-        except ConfigWriteError:
+        except ConfigWriteError as exc:
+            # The store's own line tells the write; this one, which call it refused.
+            logger.error(
+                "call %s refused: its configuration could not be stored (%s)",
+                call_id,
+                exc.strerror,
+                extra={"call_id": call_id},
+            )
             # A write that failed after its file replaced config.json (fsync of the
             # directory) left this refused call's record in it: take it out again.
             await self._forget_config_if_present(call_id)

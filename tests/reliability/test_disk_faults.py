@@ -315,12 +315,22 @@ async def _rows(client: Client) -> list[str]:
 
 
 async def _refused_without_side_effects(
-    client: Client, path: Path, before: bytes, keep_file: bool = True
+    client: Client,
+    path: Path,
+    before: bytes,
+    keep_file: bool = True,
+    caplog: pytest.LogCaptureFixture | None = None,
 ) -> dict[str, Any]:
     rows, dials = await _rows(client), _dials(client)
     resp = await _place(client, name="Refused")
     assert resp.status == 503
     answer: dict[str, Any] = await resp.json()
+    if caplog is not None:  # the refused call is named in the log (the store's line is not)
+        assert any(
+            r.getMessage().startswith("call call-")
+            and "refused: its configuration could not be stored" in r.getMessage()
+            for r in caplog.records
+        ), [r.getMessage() for r in caplog.records]
     assert answer["status"] == "error"
     assert answer["error"].startswith("could not store the call's configuration")
     if keep_file:
@@ -332,14 +342,18 @@ async def _refused_without_side_effects(
 
 
 async def test_outbound_call_503_on_disk_fault(
-    start_app: AppFactory, tmp_path: Path, disk_fault: DiskFault, figures: Figures
+    start_app: AppFactory,
+    tmp_path: Path,
+    disk_fault: DiskFault,
+    figures: Figures,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = await start_app(sandbox_time_scale=100.0)
     disk_fault.active = False
     assert (await _place(client)).status == 200
     disk_fault.active = True
     path = tmp_path / "config.json"
-    answer = await _refused_without_side_effects(client, path, path.read_bytes())
+    answer = await _refused_without_side_effects(client, path, path.read_bytes(), caplog=caplog)
     assert os.strerror(disk_fault.code) in answer["error"]
     disk_fault.active = False
     resp = await _place(client, name="After")
