@@ -95,17 +95,22 @@ def _regions(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _checked_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    """`raw` if it is a URL with one of `schemes`, a host and a valid port (if any)."""
+    """`raw` if it is a URL with one of `schemes`, a host and a valid port (if any). The
+    errors quote it only when it holds no user info (a password may be in it, whole or cut
+    at a `/`, `#` or `?` that the parser took for the end of the host)."""
     wanted = " or ".join(f"{s}://" for s in schemes)
+    shown = f", got {raw!r}" if "@" not in raw else ""
     try:
         parts = urlsplit(raw)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-    except ValueError as exc:
-        raise SettingsError(f"{name} is not a valid URL ({exc}), got {raw!r}") from None
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name} is not a valid URL (its host or port){shown}") from None
     if parts.scheme not in schemes:
-        raise SettingsError(f"{name} must start with {wanted}, got {raw!r}")
+        raise SettingsError(f"{name} must start with {wanted}{shown}")
     if not parts.hostname or any(ch.isspace() for ch in raw):
-        raise SettingsError(f"{name} must name a host (and hold no spaces), got {raw!r}")
+        raise SettingsError(f"{name} must name a host (and hold no spaces){shown}")
+    if port == 0:
+        raise SettingsError(f"{name} may not name port 0{shown}")
     return raw
 
 
@@ -147,10 +152,9 @@ def _webhook_secret(name: str, raw: str) -> str:
 def _database_url(name: str, raw: str) -> str:
     if not raw.startswith(("postgresql://", "postgres://")):
         raise SettingsError(f"{name} must start with postgresql://")
-    try:
-        urlsplit(raw).port  # noqa: B018 - raises ValueError for a bad port or IPv6 address
-    except ValueError as exc:  # the message never quotes the URL: it may hold a password
-        raise SettingsError(f"{name} is not a valid URL ({exc})") from None
+    # Nothing more is checked here: libpq's URLs take forms urlsplit does not (several hosts,
+    # `host1:5432,host2:5433`); asyncpg reads it at start-up, and an error says so without
+    # quoting it (it may hold a password).
     return raw
 
 

@@ -121,7 +121,12 @@ class PostgresCallStore(SqlCallStore):
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
             )
-        except (asyncpg.PostgresError, *_CONNECTION_ERRORS, ValueError) as exc:
+        except ValueError:  # the URL does not parse: its text may quote the password
+            raise DatabaseError(
+                "DATABASE_URL does not parse (percent-encode / # ? @ : in the user name and "
+                "password)"
+            ) from None
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             raise DatabaseError(f"cannot connect to {masked(dsn)}: {_why(exc)}") from None
         store = cls(pool, dsn, clock, instance)
         try:

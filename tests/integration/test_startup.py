@@ -161,3 +161,11 @@ def test_a_database_that_takes_no_write_stops_start_up(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"the calls database ({db}) cannot be used" in done.stderr
     assert "readonly database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_database_url_that_does_not_parse_never_shows_its_password(tmp_path: Path) -> None:
+    # A `/` in the password ends the host for the URL parser; the rest is a "port".
+    done = run_server(tmp_path, DATABASE_URL="postgresql://app:Sup3rS3cret/xyz@db.internal/calls")
+    assert done.returncode == 2, done.stderr
+    assert "DATABASE_URL does not parse" in done.stderr
+    assert "S3cret" not in done.stderr and "Traceback" not in done.stderr
