@@ -318,24 +318,31 @@ def raise_open_files_limit() -> None:
         logger.info("open files limit raised from %d to %d", soft, target)
 
 
-async def _announce_stop(app: web.Application) -> None:
-    """The first SIGTERM/SIGINT began the stop (aiohttp's handler). Say so, and make a second
-    one say that it is under way: it raised aiohttp's exit again inside the stop, which broke
-    off the requests in flight with a page of tracebacks."""
-    logger.info(
-        "stopping: no new connections; requests in flight get up to %d s", SHUTDOWN_TIMEOUT_S
-    )
-
-    def again() -> None:
-        logger.warning(
-            "already stopping (requests in flight get up to %d s); SIGKILL stops at once",
-            SHUTDOWN_TIMEOUT_S,
-        )
-
+async def _stop_signals(app: web.Application) -> None:
+    """Takes SIGTERM/SIGINT over from aiohttp (whose handler is in place by now): the first
+    begins the stop, as aiohttp's does; another one while it runs is said to be under way and
+    changes nothing. aiohttp's raised its exit again, however soon it came (back to back, or
+    in the stop itself), which broke off the requests in flight with a page of tracebacks."""
     loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if stopping:
+            logger.warning(
+                "already stopping (requests in flight get up to %d s); SIGKILL stops at once",
+                SHUTDOWN_TIMEOUT_S,
+            )
+            return
+        stopping = True
+        logger.info(
+            "stopping: no new connections; requests in flight get up to %d s", SHUTDOWN_TIMEOUT_S
+        )
+        raise web.GracefulExit()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, again)
+            loop.add_signal_handler(signum, on_signal)
 
 
 def main() -> None:
@@ -358,7 +365,7 @@ def main() -> None:
         settings.webhook_path,
     )
     app = create_app(settings)
-    app.on_shutdown.append(_announce_stop)
+    app.on_startup.append(_stop_signals)
     try:
         web.run_app(
             app,

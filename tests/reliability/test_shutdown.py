@@ -159,14 +159,15 @@ async def test_sigterm_graceful_shutdown_and_restart(
         await asyncio.sleep(0.5)  # its config is written and LiveKit is slowly dialing it
         assert not request.done()
         signalled = time.monotonic()
+        # Two signals back to back, and a third once the stop is under way (an impatient
+        # operator): each later one broke off the requests in flight with a page of
+        # tracebacks; now they are said to be under way, and change nothing.
+        first.proc.send_signal(signal.SIGTERM)
         first.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(5):
             while not await _refuses_connections(first.port):
                 await asyncio.sleep(0.02)
         refused_after = time.monotonic() - signalled
-        # A second signal while stopping (an impatient operator): it broke off the requests
-        # in flight with a page of tracebacks; now it is said to be under way, and changes
-        # nothing.
         first.proc.send_signal(signal.SIGTERM)
         in_flight = await request  # answered 200 after the signal, once LiveKit answered
         assert time.monotonic() - sent >= SLOW_DIAL_S
