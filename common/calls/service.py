@@ -113,11 +113,6 @@ def _failed(reason: str) -> Decide:
     return decide
 
 
-def _no_change(state: CallState) -> Change | None:
-    """A line of the timeline only (a hang-up requested)."""
-    return None
-
-
 def _grace_over(state: CallState) -> Change | None:
     return next_state(state, _GRACE_OVER)
 
@@ -595,8 +590,7 @@ class CallService:
         if call.is_final:
             raise CallAlreadyOver(call.status.value)
         if await self.store.request_hangup(call_id) is None:  # its callee left meanwhile
-            raise CallAlreadyOver(call.status.value, "the callee has hung up")
-        await self._settle(call_id, "hangup_requested", _no_change, detail={"by": "api"})
+            raise CallAlreadyOver(call.status.value, "the callee has left the call")
         if await end_room(self.lkapi, call_id):
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
         else:  # the room is gone (or not made yet): no room_finished will come, settle now

@@ -488,12 +488,26 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
 
 
 def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
+    """Mark the call to be hung up, with its timeline line, in one transaction (so the
+    timeline's order is the order things happened in). None if the call is unknown, or its
+    callee left before any hang-up was asked; asked again, the call as it is (no new line)."""
     rows = yield Query(
-        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ?"
-        " AND callee_left_at IS NULL RETURNING *",
+        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
+        (call_id,),
+    )
+    if not rows:
+        return None
+    call = row_to_call(rows[0])
+    if call.hangup_requested:
+        return call
+    if call.callee_left_at is not None:
+        return None
+    updated = yield Query(
+        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",
         (now, call_id),
     )
-    return row_to_call(rows[0]) if rows else None
+    yield from _add_entry(call_id, None, "hangup_requested", None, None, {"by": "api"}, now)
+    return row_to_call(updated[0])
 
 
 def release_placement(d: Dialect, call_id: str) -> Program[None]:

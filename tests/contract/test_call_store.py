@@ -211,6 +211,21 @@ async def test_request_hangup(store: CallStore, clock: FakeClock) -> None:
     assert await store.request_hangup("call-unknown") is None
 
 
+async def test_a_hangup_asked_twice_is_one_mark_and_one_line(
+    store: CallStore, clock: FakeClock
+) -> None:
+    await store.create_call(new_call())
+    first = await store.request_hangup(CALL)
+    clock.advance(1)
+    # Our own hang-up makes the callee's leg leave: a second request still finds the call.
+    await store.apply(CALL, "participant_left", nothing, event_id="EV_L", callee_left=True)
+    again = await store.request_hangup(CALL)
+    assert first is not None and again is not None and again.hangup_requested
+    call = await store.get_call(CALL)
+    assert call is not None
+    assert [e.kind for e in call.timeline] == ["created", "hangup_requested", "participant_left"]
+
+
 async def test_once_the_callee_left_a_hangup_is_not_marked(
     store: CallStore, clock: FakeClock
 ) -> None:
