@@ -52,6 +52,8 @@ def _path(name: str, raw: str) -> Path:
 
 def _integer(low: int, high: int) -> Parser:
     def parse(name: str, raw: str) -> int:
+        if not raw.isascii() or "_" in raw:  # int() also takes 8_000 and other scripts' digits
+            raise SettingsError(f"{name} must be an integer, got {raw!r}")
         try:
             value = int(raw)
         except ValueError:
@@ -177,6 +179,9 @@ def _url_path(name: str, raw: str) -> str:
         raise SettingsError(f"{name} must start with '/', got {raw!r}")
     if any(ch in raw for ch in "{}?#%") or any(ch.isspace() for ch in raw):
         raise SettingsError(f"{name} must be a plain path (no {{ }} ? # % or spaces), got {raw!r}")
+    if any(part in (".", "..") for part in raw.split("/")) or "//" in raw:
+        # clients (LiveKit's too) normalise those away: the webhooks would go elsewhere
+        raise SettingsError(f"{name} must not hold '.', '..' or empty segments, got {raw!r}")
     taken = [p for p in API_PREFIXES if raw == p or raw.startswith(p + "/")]
     if taken:
         raise SettingsError(f"{name} must not be one of the API's paths ({taken[0]}), got {raw!r}")

@@ -52,6 +52,7 @@ from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import UnsafeWebhookUrl, resolve_public
+from common.repeats import Repeats
 from common.settings import Settings
 from common.storage.base import CallStore, CommitUnknown, DatabaseError, KeyTaken, Refused
 
@@ -171,6 +172,7 @@ class CallService:
     clock: Callable[[], float] = time.time
     admission: Admission = field(init=False)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
@@ -668,7 +670,8 @@ class CallService:
         try:
             await self.reap(starting=starting)
         except (DatabaseError, OSError) as exc:
-            logger.error("reaper pass failed: %s", exc)
+            if (more := self._repeats.due("reaper")) is not None:  # an outage: once a minute
+                logger.error("reaper pass failed: %s%s", exc, more)
 
     async def run_reaper(self) -> None:
         """A pass every REAPER_INTERVAL_S (the first one runs as the server starts)."""

@@ -192,3 +192,23 @@ async def test_a_hangup_is_a_line_of_the_timeline(start_app: AppFactory) -> None
     events = [e["event"] for e in call["timeline"]]
     assert events.count("hangup_requested") == 1, events
     assert events.index("hangup_requested") < events.index("room_finished")
+
+
+async def test_a_failing_reaper_is_said_once_a_minute(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database outage failed every pass (every 30 s by default) with an ERROR each."""
+    from common.storage.base import DatabaseError
+    from handlers.keys import CALLS
+
+    client = await start_app()
+    calls = client.app[CALLS]
+
+    async def down(*, starting: bool = False) -> int:
+        raise DatabaseError("database unreachable (test)")
+
+    monkeypatch.setattr(calls, "reap", down)
+    for _ in range(5):
+        await calls.reap_logged()
+    failed = [r for r in caplog.records if r.getMessage().startswith("reaper pass failed")]
+    assert len(failed) == 1, [r.getMessage() for r in failed]

@@ -238,6 +238,11 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("WEBHOOK_PATH", "/agent/reports", "WEBHOOK_PATH must not be one of the API's paths"),
         ("WEBHOOK_PATH", "/healthz", "WEBHOOK_PATH must not be one of the API's paths"),
         ("WEBHOOK_PATH", "/{x}", "WEBHOOK_PATH must be a plain path"),  # a catch-all route
+        ("WEBHOOK_PATH", "/x/../calls", "WEBHOOK_PATH must not hold '.', '..' or empty"),
+        ("WEBHOOK_PATH", "/a/./b", "WEBHOOK_PATH must not hold '.', '..' or empty"),
+        ("WEBHOOK_PATH", "//hooks", "WEBHOOK_PATH must not hold '.', '..' or empty"),
+        ("PORT", "8_000", "PORT must be an integer, got '8_000'"),
+        ("PORT", "\u0668\u0660\u0660\u0660", "PORT must be an integer"),  # Arabic-Indic 8000
         ("WEBHOOK_PATH", "/hooks?x=1", "WEBHOOK_PATH must be a plain path"),
         ("WEBHOOK_PATH", "x", "WEBHOOK_PATH must start with '/', got 'x'"),
         ("WEBHOOK_PATH", "webhooks/livekit", "WEBHOOK_PATH must start with '/'"),
