@@ -126,6 +126,20 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].close()
 
 
+async def _config_writable(app: web.Application) -> AsyncIterator[None]:
+    """config.json's directory must take a synced file before the server serves: a
+    CONFIG_PATH whose directory cannot be created failed every call."""
+    path = app[SETTINGS].config_path
+    try:
+        await app[CONFIG].probe_writable_async()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(
+            f"config.json ({path}) cannot be written: {reason} (set CONFIG_PATH)"
+        ) from exc
+    yield
+
+
 async def _events(app: web.Application) -> AsyncIterator[None]:
     """The event dispatcher and its subscribers; the customer webhook sender when enabled."""
     settings = app[SETTINGS]
@@ -260,7 +274,7 @@ def create_app(
     if store is not None:
         app[STORE] = store
     app[CAMPAIGN_CLOCK] = campaign_clock
-    app.cleanup_ctx.extend([_storage, _events, _livekit, _campaigns, _reaper])
+    app.cleanup_ctx.extend([_storage, _config_writable, _events, _livekit, _campaigns, _reaper])
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)

@@ -169,3 +169,12 @@ def test_a_database_url_that_does_not_parse_never_shows_its_password(tmp_path: P
     assert done.returncode == 2, done.stderr
     assert "DATABASE_URL does not parse" in done.stderr
     assert "S3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_config_path_that_cannot_be_written_stops_start_up(tmp_path: Path) -> None:
+    """Its directory could not be created (under /proc): the server started, and every call
+    failed with 503."""
+    done = run_server(tmp_path, CONFIG_PATH="/proc/self/nope/config.json", SANDBOX_PORT="0")
+    assert done.returncode == 2, done.stderr
+    assert "config.json (/proc/self/nope/config.json) cannot be written" in done.stderr
+    assert "set CONFIG_PATH" in done.stderr and "Traceback" not in done.stderr

@@ -348,8 +348,8 @@ async def test_outbound_call_503_on_disk_fault(
     figures: Figures,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    disk_fault.active = False  # the server starts only on a config.json that takes a write
     client = await start_app(sandbox_time_scale=100.0)
-    disk_fault.active = False
     assert (await _place(client)).status == 200
     disk_fault.active = True
     path = tmp_path / "config.json"
