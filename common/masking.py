@@ -24,19 +24,20 @@ def clip_for_log(text: str) -> str:
 # A digit, or a digit's URL escape (%30-%39): a number in a URL may be written either way.
 _DIGIT = r"(?:[0-9]|%3[0-9])"
 _LONG_DIGITS = re.compile(f"{_DIGIT}{{7,}}")
-# A number as a client may write it: `+` (or `%2B` in a URL), then digits with separators in
-# between: - . ( ) space, and their URL encodings (%20 %2D %2E %28 %29, or + for a space).
-_PLUS_NUMBER = re.compile(rf"(?:\+|%2[Bb])(?:{_DIGIT}|[-.() +]|%2[0DdEe89])*{_DIGIT}")
-# In a match: separators' escapes (%2X, whose digits are not the number's), digits' escapes,
-# and digits.
-_TOKEN = re.compile(r"%2[0-9A-Fa-f]|%3[0-9]|[0-9]")
+# What may stand between a number's digits, as a client may write it: - . ( ) + and any
+# space (a tab, a no-break or thin space), plain or URL-escaped (UTF-8).
+_SEPARATOR = r"(?:[-.()+\s]|%2[0BDE89]|%09|%C2%A0|%E2%80%8[0-9AB]|%E2%80%AF|%E3%80%80)"
+# A number: `+` (or `%2B` in a URL), then digits and separators, ending on a digit.
+_PLUS_NUMBER = re.compile(rf"(?:\+|%2B){_SEPARATOR}*(?:{_DIGIT}{_SEPARATOR}*)*{_DIGIT}", re.I)
+# In a match: any escape (whose hex digits are not the number's) or a digit.
+_TOKEN = re.compile(r"%[0-9A-Fa-f]{2}|[0-9]")
 
 
 def _mask_number(match: re.Match[str]) -> str:
     """Every digit of the match but the last four (a digit's escape counts as its digit)
     becomes one `•`; fewer than seven digits are not a phone number: left alone."""
     text = match.group()
-    digits = [m for m in _TOKEN.finditer(text) if not m.group().startswith("%2")]
+    digits = [m for m in _TOKEN.finditer(text) if len(m.group()) == 1 or m.group()[1] == "3"]
     if len(digits) < 7:
         return text
     out: list[str] = []
