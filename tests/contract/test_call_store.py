@@ -74,7 +74,11 @@ async def test_reopen_reads_back_everything(backend: Backend, clock: FakeClock) 
         assert after == before
         assert after is not None
         assert after.status is Status.RINGING and after.hangup_requested
-        assert [e.kind for e in after.timeline] == ["created", "participant_joined"]
+        assert [e.kind for e in after.timeline] == [
+            "created",
+            "participant_joined",
+            "hangup_requested",
+        ]
         assert after.timeline[0].detail == {"source": "api"}
         assert await second.get_idempotent("alice", "key-1") == StoredAnswer(
             CALL, "h1", 200, {"status": "success"}

@@ -220,8 +220,14 @@ async def test_readyz_fails_when_config_json_cannot_be_written(
     start_app: AppFactory, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where config.json's directory should be")
     client = await start_app(config_path=blocker / "config.json")
+    assert (await client.get("/readyz")).status == 200
+    # Under the running server, config.json's directory becomes a file (start-up would
+    # refuse such a CONFIG_PATH: tests/integration/test_startup.py).
+    import shutil
+
+    shutil.rmtree(blocker)
+    blocker.write_text("a file where config.json's directory should be")
     resp = await client.get("/readyz")
     assert resp.status == 503
     details = (await resp.json())["details"]
