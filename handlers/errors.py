@@ -110,31 +110,24 @@ def error_response(exc: BaseException) -> web.Response | None:
     return json_error(answer.status, answer.message, answer.details, answer.headers)
 
 
-def _unreadable(text: str) -> bool:
-    """A NUL, or bytes that were not UTF-8 (they arrive as lone surrogates): no id, number or
-    parameter of ours holds one, and PostgreSQL refuses them as a database error."""
-    return "\x00" in text or not is_unicode(text)
-
-
-def _escapes_not_utf8(raw_path: str) -> bool:
-    """Percent-escapes that are not UTF-8 (`%FF`, `%C0%AF`): the URL parser decodes them to
-    U+FFFD, so the path or query would silently name something else."""
-    if "%" not in raw_path:
-        return False
-    try:
-        unquote_to_bytes(raw_path).decode("utf-8")
-    except UnicodeDecodeError:
+def _unreadable(target: str) -> bool:
+    """The request's path and query as sent (`raw_path`), once its escapes are undone: a NUL,
+    or bytes that are not UTF-8. Sent raw, those arrive as lone surrogates; escaped (`%FF`,
+    `%C0%AF`), the URL parser would decode them to U+FFFD and the path would name something
+    else. No id, number or parameter of ours holds either, and PostgreSQL refuses them."""
+    if not is_unicode(target):
         return True
-    return False
+    if "%" in target:
+        try:
+            target = unquote_to_bytes(target).decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return "\x00" in target
 
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if (
-        _unreadable(request.path)
-        or _unreadable(request.query_string)
-        or _escapes_not_utf8(request.raw_path)
-    ):
+    if _unreadable(request.raw_path):
         return json_error(
             400, "the request's path or query holds a NUL or bytes that are not UTF-8"
         )
