@@ -127,8 +127,9 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _config_writable(app: web.Application) -> AsyncIterator[None]:
-    """config.json's directory must take a synced file before the server serves: a
-    CONFIG_PATH whose directory cannot be created failed every call."""
+    """config.json must be writable before the server serves (the readiness probe's check):
+    a CONFIG_PATH whose directory cannot be created failed every call, one that is a
+    directory did too, and a device was moved aside and replaced."""
     path = app[SETTINGS].config_path
     try:
         await app[CONFIG].probe_writable_async()
@@ -364,7 +365,6 @@ def main() -> None:
         settings = load_settings()
         settings.require_livekit()
         settings.require_webhook_secret()
-        settings.require_config_file()
         configure_logging(settings)
         check_bind(settings)
         warn_report_url(settings)

@@ -363,15 +363,6 @@ class Settings:
         """Where agents post their reports (PUBLIC_BASE_URL, else this machine's address)."""
         return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
 
-    def require_config_file(self) -> None:
-        """CONFIG_PATH, if it exists, must be a regular file: each write replaces it (a
-        directory failed every call; a device was moved aside and replaced)."""
-        if self.config_path.exists() and not self.config_path.is_file():
-            raise SettingsError(
-                f"CONFIG_PATH must be a regular file, {self.config_path} is "
-                f"{'a directory' if self.config_path.is_dir() else 'not one'}"
-            )
-
     def require_webhook_secret(self) -> None:
         """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL
         the SSRF guard refuses (plain http or a private address, unless allowed)."""

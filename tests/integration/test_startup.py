@@ -178,3 +178,22 @@ def test_a_config_path_that_cannot_be_written_stops_start_up(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert "config.json (/proc/self/nope/config.json) cannot be written" in done.stderr
     assert "set CONFIG_PATH" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a device"])
+def test_a_config_path_that_is_not_a_file_stops_start_up(tmp_path: Path, kind: str) -> None:
+    """A directory failed every call; a device was moved aside and replaced (as root with
+    /dev/null, the system's own)."""
+    if kind == "a directory":
+        path = tmp_path / "adir"
+        path.mkdir()
+    else:
+        path = Path("/dev/null")
+    done = run_server(tmp_path, CONFIG_PATH=str(path), SANDBOX_PORT="0")
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"config.json ({path}) cannot be written: not a regular file (a directory or a device)"
+        in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert Path("/dev/null").is_char_device()
