@@ -13,6 +13,9 @@ def mask_phone(number: str) -> str:
 
 
 LOG_TEXT_CHARS = 80
+# A call id in log text (`call-<12 hex>`): kept whole by the masking, and the call a line is
+# about when it was logged without the field.
+CALL_ID_IN_TEXT = re.compile(r"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
 
 
 def clip_for_log(text: str) -> str:

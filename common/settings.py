@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import math
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from common.contracts import REPORTS_PATH
+from common.masking import CALL_ID_IN_TEXT
 
 # Clearly-marked development credentials, accepted only by the embedded sandbox.
 DEV_API_KEY = "devkey-sandbox-only"
@@ -430,9 +430,6 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
 _JSON_FIELDS = ("call_id", "status")
 
 
-_CALL_ID_IN_TEXT = re.compile(r"\bcall-[0-9a-f]{12}\b")
-
-
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         import json
@@ -448,7 +445,7 @@ class _JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 doc[name] = value
-        if "call_id" not in doc and (named := _CALL_ID_IN_TEXT.search(message)) is not None:
+        if "call_id" not in doc and (named := CALL_ID_IN_TEXT.search(message)) is not None:
             doc["call_id"] = named.group()  # a line about one call, logged without the field
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)

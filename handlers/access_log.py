@@ -18,25 +18,23 @@ other request, are logged as before.
 from __future__ import annotations
 
 import logging
-import re
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
-from common.masking import mask_digits
+from common.masking import CALL_ID_IN_TEXT, mask_digits
 from handlers.keys import QUIET_ROUTES
 
 ACCESS_LOGGER = "aiohttp.access"
 SERVER_LOGGER = "aiohttp.server"
 SANDBOX_USER_AGENTS = frozenset({"LiveKit-Sandbox"})
-_CALL_ID = re.compile(r"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
 
 
 def redact(message: str) -> str:
     """`message` with phone-like digit runs masked, call ids kept whole."""
-    parts = _CALL_ID.split(message)
-    ids = _CALL_ID.findall(message)
+    parts = CALL_ID_IN_TEXT.split(message)
+    ids = CALL_ID_IN_TEXT.findall(message)
     out = [mask_digits(parts[0])]
     for call_id, rest in zip(ids, parts[1:], strict=True):
         out += [call_id, mask_digits(rest)]
