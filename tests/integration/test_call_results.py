@@ -52,10 +52,10 @@ def report_token(body: bytes, room: str | None, secret: str = DEV_API_SECRET) ->
 
 
 async def post_report(
-    client: Client, report: dict[str, Any], room: str | None = "<same>", **kw: Any
+    client: Client, sent: dict[str, Any], room: str | None = "<same>", **kw: Any
 ) -> int:
-    body = json.dumps(report).encode()
-    covered = report["call_id"] if room == "<same>" else room
+    body = json.dumps(sent).encode()
+    covered = sent["call_id"] if room == "<same>" else room
     headers = {"Authorization": "Bearer " + report_token(body, covered, **kw)}
     resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
     return resp.status
@@ -174,8 +174,15 @@ async def test_voicemail_is_detected_and_the_message_left(start_app: AppFactory)
 # ------------------------------------------------------------------ reports posted by hand
 
 
+def report(
+    call_id: str, seq: int, kind: str, at: float | None = None, **body: Any
+) -> dict[str, Any]:
+    """An agent report's JSON: `kind`, numbered `seq`, made at `at` (now), with its body."""
+    return {"call_id": call_id, "seq": seq, "kind": kind, "at": at or time.time(), **body}
+
+
 def answered(call_id: str, seq: int = 0, at: float | None = None) -> dict[str, Any]:
-    return {"call_id": call_id, "seq": seq, "kind": "answered", "at": at or time.time()}
+    return report(call_id, seq, "answered", at)
 
 
 async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
@@ -191,8 +198,7 @@ async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
 
     assert datetime.fromisoformat(call["answered_at"]).timestamp() == pytest.approx(at, abs=0.001)
     turn = {"role": "callee", "text": "Hello?", "at_s": 0.4}
-    report = {"call_id": call_id, "seq": 1, "kind": "turn", "at": at + 0.4, "turn": turn}
-    assert await post_report(client, report) == 200
+    assert await post_report(client, report(call_id, 1, "turn", at + 0.4, turn=turn)) == 200
     assert (await shown(client, call_id))["transcript"] == [dict(turn, interrupted=False)]
     pending = await shown(client, call_id)
     assert pending["report_status"] == "pending"
@@ -202,20 +208,14 @@ async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
 async def test_reports_are_idempotent(start_app: AppFactory) -> None:
     client = await quiet_app(start_app)
     call_id = await place(client)
-    report = {
-        "call_id": call_id,
-        "seq": 3,
-        "kind": "turn",
-        "at": time.time(),
-        "turn": {"role": "agent", "text": "Hello", "at_s": 0.5},
-    }
+    turn = report(call_id, 3, "turn", turn={"role": "agent", "text": "Hello", "at_s": 0.5})
     for _ in range(3):  # the agent retried: the same report, seen once
-        assert await post_report(client, report) == 200
+        assert await post_report(client, turn) == 200
     assert len((await shown(client, call_id))["transcript"]) == 1
     resp = await client.post(
         REPORTS_PATH,
-        data=io.BytesIO(json.dumps(report).encode()),
-        headers={"Authorization": report_token(json.dumps(report).encode(), call_id)},
+        data=io.BytesIO(json.dumps(turn).encode()),
+        headers={"Authorization": report_token(json.dumps(turn).encode(), call_id)},
     )
     assert (await resp.json())["result"] == "duplicate"
 
@@ -243,7 +243,7 @@ async def test_forged_cross_call_and_unknown_call_reports_change_nothing(
 
 
 @pytest.mark.parametrize(
-    "report",
+    "malformed",
     [
         {
             "seq": 0,
@@ -257,10 +257,10 @@ async def test_forged_cross_call_and_unknown_call_reports_change_nothing(
         {"seq": 0, "kind": "amd", "at": 1.0, "amd": {"category": "robot"}},
     ],
 )
-async def test_malformed_reports_are_400(start_app: AppFactory, report: dict[str, Any]) -> None:
+async def test_malformed_reports_are_400(start_app: AppFactory, malformed: dict[str, Any]) -> None:
     client = await quiet_app(start_app)
     call_id = await place(client)
-    assert await post_report(client, {"call_id": call_id, **report}) == 400
+    assert await post_report(client, {"call_id": call_id, **malformed}) == 400
 
 
 async def test_no_report_moves_a_final_status(start_app: AppFactory) -> None:
@@ -275,8 +275,8 @@ async def test_no_report_moves_a_final_status(start_app: AppFactory) -> None:
         assert await post(client, event, sign(event)) == 200
     assert (await shown(client, call_id))["status"] == "busy"
     assert await post_report(client, answered(call_id)) == 200
-    amd = {"call_id": call_id, "seq": 1, "kind": "amd", "at": time.time()}
-    assert await post_report(client, dict(amd, amd={"category": "machine-vm"})) == 200
+    amd = report(call_id, 1, "amd", amd={"category": "machine-vm"})
+    assert await post_report(client, amd) == 200
     call = await shown(client, call_id)
     assert call["status"] == "busy" and call["answered_at"] is None
 
@@ -315,22 +315,11 @@ async def test_conversations_are_erased_after_the_retention(start_app: AppFactor
         events = [json.loads(d) for (d,) in db.execute("SELECT data FROM outbox")]
     assert events and all(e["transcript"] == [] and e["summary"] is None for e in events)
     # ...and a final report arriving after the erasure keeps none of it.
-    late = {
-        "call_id": call["call_id"],
-        "seq": 999,
-        "kind": "final",
-        "at": time.time(),
-        "final": {"transcript": [{"role": "callee", "text": "my card is 4111", "at_s": 1.0}]},
-    }
+    said = {"role": "callee", "text": "my card is 4111", "at_s": 1.0}
+    late = report(call["call_id"], 999, "final", final={"transcript": [said]})
     assert await post_report(client, late) == 200
     assert (await shown(client, call["call_id"]))["transcript"] == []
-    turn = {
-        "call_id": call["call_id"],
-        "seq": 998,
-        "kind": "turn",
-        "at": time.time(),
-        "turn": {"role": "callee", "text": "my card is 4111", "at_s": 2.0},
-    }
+    turn = report(call["call_id"], 998, "turn", turn=dict(said, at_s=2.0))
     assert await post_report(client, turn) == 200
     assert (await shown(client, call["call_id"]))["transcript"] == []
 
@@ -339,9 +328,9 @@ async def test_a_do_not_call_report_puts_the_number_on_the_list(start_app: AppFa
     client = await start_app(sandbox_time_scale=1.0)  # the call stays live while we report
     resp = await client.post("/calls/outbound", json={"phone_number": "+14155557730"})
     call_id = (await resp.json())["call_id"]
-    report = {"call_id": call_id, "seq": 1000, "kind": "do_not_call", "at": time.time()}
-    assert await post_report(client, report) == 200
-    assert await post_report(client, report) == 200  # a repeat changes nothing
+    asked = report(call_id, 1000, "do_not_call")
+    assert await post_report(client, asked) == 200
+    assert await post_report(client, asked) == 200  # a repeat changes nothing
     listing = await (await client.get("/dnc")).json()
     assert listing["numbers"] == [
         {
@@ -364,20 +353,9 @@ async def test_the_final_report_stands(start_app: AppFactory) -> None:
     call = await settled_call(client, dict(SEED_EXAMPLES[0]))
     assert call["status"] == "completed" and call["amd"] == "human"
     transcript = call["transcript"]
-    later_final = {
-        "call_id": call["call_id"],
-        "seq": 900,
-        "kind": "final",
-        "at": time.time(),
-        "final": {"transcript": [{"role": "callee", "text": "rewritten", "at_s": 1.0}]},
-    }
-    later_amd = {
-        "call_id": call["call_id"],
-        "seq": 901,
-        "kind": "amd",
-        "at": time.time(),
-        "amd": {"category": "machine-vm"},
-    }
+    rewritten = {"transcript": [{"role": "callee", "text": "rewritten", "at_s": 1.0}]}
+    later_final = report(call["call_id"], 900, "final", final=rewritten)
+    later_amd = report(call["call_id"], 901, "amd", amd={"category": "machine-vm"})
     for late in (later_final, later_amd):
         assert await post_report(client, late) == 200
     await client.app[EVENTS].wait_idle()
