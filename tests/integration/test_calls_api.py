@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.update_config import load_dynamic_config
+from handlers.keys import SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -287,3 +288,18 @@ async def test_readyz_names_a_config_path_that_is_no_file(
         "component": "config",
         "error": f"{missing}: not a regular file (a directory or a device)",
     }
+
+
+async def test_webhook_path_refuses_every_route_the_api_has(client: Client) -> None:
+    """WEBHOOK_PATH is refused under API_PREFIXES; a route added outside them would let a
+    WEBHOOK_PATH land on it again (every webhook answered by the API, no call settling)."""
+    from common.settings import API_PREFIXES
+
+    webhook_path = client.app[SETTINGS].webhook_path
+    paths = {
+        route.resource.canonical
+        for route in client.app.router.routes()
+        if route.resource is not None and route.resource.canonical != webhook_path
+    }
+    outside = [p for p in paths if not any(p == a or p.startswith(a + "/") for a in API_PREFIXES)]
+    assert paths and not outside, outside
