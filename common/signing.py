@@ -10,13 +10,18 @@ secret beyond LiveKit's is needed.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
+from jwt.utils import base64url_decode, base64url_encode
 from livekit.api import AccessToken, VideoGrants
 
 TOKEN_TTL = datetime.timedelta(minutes=5)
@@ -71,6 +76,34 @@ class _PreparedHS256(HMACAlgorithm):
         return self._prepared if key == self._secret else super().prepare_key(key)
 
 
+# A token segment as PyJWT accepts it: the base64url alphabet, then at most two '='.
+_SEGMENT = re.compile(rb"([A-Za-z0-9_-]*)(={0,2})")
+
+
+def decode_segment(segment: bytes, name: str) -> bytes:
+    """PyJWS._decode_base64url_segment's verdict, with the alphabet checked by one regex.
+
+    PyJWT checks each character of the token in a Python generator (GHSA-hxm8-2xgr-2p9m):
+    about 15 µs of a 36 µs check of our tokens, 13 checks per call. The rules are the same:
+    at most two '=', only where the length is a multiple of 4; no other character outside
+    the alphabet; no length of 1 mod 4; the one canonical encoding of the bytes it decodes
+    to. tests/unit/test_signing.py holds the two to the same verdict on random segments.
+    """
+    match = _SEGMENT.fullmatch(segment)
+    if match is None:
+        raise DecodeError(f"Invalid {name} padding")
+    stripped, padding = match.group(1), match.group(2)
+    if (padding and len(segment) % 4 != 0) or len(stripped) % 4 == 1:
+        raise DecodeError(f"Invalid {name} padding")
+    try:
+        decoded = base64url_decode(stripped)
+    except (TypeError, binascii.Error) as err:
+        raise DecodeError(f"Invalid {name} padding") from err
+    if base64url_encode(decoded) != stripped:
+        raise DecodeError(f"Invalid {name} padding")
+    return decoded
+
+
 class BodyVerifier:
     """Checks `Authorization` headers against our API key and secret.
 
@@ -93,6 +126,8 @@ class BodyVerifier:
             self._jwt._jws.register_algorithm("HS256", _PreparedHS256(api_secret))
         except jwt.InvalidKeyError as exc:  # no token could ever be verified with it
             raise ValueError(f"the API secret cannot be an HMAC secret: {exc}") from None
+        if hasattr(PyJWS, "_decode_base64url_segment"):  # a PyJWT with the per-character check
+            self._jwt._jws._decode_base64url_segment = decode_segment  # type: ignore[method-assign]
 
     def verify(self, header: str, body: bytes) -> SignedBody:
         """What `header` says if it is a valid token for exactly `body`; else Unverified."""

@@ -12,9 +12,20 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
 from livekit.api import TokenVerifier
 
-from common.signing import BodyVerifier, SignedBody, Unverified, body_digest, sign_body
+from common.signing import (
+    BodyVerifier,
+    SignedBody,
+    Unverified,
+    body_digest,
+    decode_segment,
+    sign_body,
+)
 
 KEY, SECRET = "APIsigning", "signing-secret-" + "s" * 64  # long enough for HS512 too
 BODY = b'{"event": "room_finished"}'
@@ -133,3 +144,54 @@ def test_the_secret_is_prepared_once(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Unverified):
         verifier.verify(theirs, BODY)
     assert prepared == []
+
+
+# Mostly the alphabet, with the characters and lengths the rules are about.
+SEGMENT_BYTES = st.lists(
+    st.sampled_from(list(b"AQgw_-09az=") + list(b"+/!. \n\x00\xff")), max_size=14
+).map(bytes)
+
+
+@pytest.mark.skipif(
+    not hasattr(PyJWS, "_decode_base64url_segment"), reason="this PyJWT decodes segments inline"
+)
+@given(SEGMENT_BYTES)
+@example(b"")
+@example(b"QQ")
+@example(b"QQ==")
+@example(b"QQ=")
+@example(b"QR")  # not the canonical encoding of its byte
+@example(b"Q===")
+@example(b"QUFB=")
+@example(b"A")
+@example(b"QQ=\n")
+def test_a_segment_gets_pyjwts_verdict(segment: bytes) -> None:
+    """decode_segment (one regex for the alphabet) decodes what PyJWT decodes, to the same
+    bytes, and refuses what it refuses."""
+    try:
+        expected: bytes | None = PyJWS._decode_base64url_segment(segment, "payload")
+    except DecodeError:
+        expected = None
+    if expected is None:
+        with pytest.raises(DecodeError):
+            decode_segment(segment, "payload")
+    else:
+        assert decode_segment(segment, "payload") == expected
+
+
+def test_the_verifier_decodes_segments_with_the_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BodyVerifier's checks go through decode_segment where PyJWT has the slow check."""
+    if not hasattr(PyJWS, "_decode_base64url_segment"):
+        pytest.skip("this PyJWT decodes segments inline")
+    seen: list[str] = []
+    verifier = BodyVerifier(KEY, SECRET)
+    real = verifier._jwt._jws._decode_base64url_segment
+
+    def counted(segment: bytes, name: str) -> bytes:
+        seen.append(name)
+        return real(segment, name)
+
+    monkeypatch.setattr(verifier._jwt._jws, "_decode_base64url_segment", counted)
+    assert real is decode_segment
+    verifier.verify(sign_body(BODY, KEY, SECRET), BODY)
+    assert seen == ["header", "payload", "crypto"]
