@@ -9,6 +9,8 @@ objects of the last write, so a parsed document never reuses lines: the two go t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bench.variants._check import require
 from common.config_store import store
 
@@ -17,12 +19,12 @@ require(store, "_read_bytes")
 
 
 def _always_parse(
-    self: store.ConfigStore,
+    self: store.ConfigStore, target: Path
 ) -> tuple[store.Document, store._Written | None]:
-    data = store._read_bytes(self.path)
+    data = store._read_bytes(target)
     written, self._written = self._written, None  # re-armed only by a completed write
     same = data is not None and written is not None and data == written.data
-    return self._start_document(data), written if same else None
+    return self._start_document(data, target), written if same else None
 
 
 store.ConfigStore._current_document = _always_parse  # type: ignore[method-assign]

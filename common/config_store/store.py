@@ -257,7 +257,6 @@ class ConfigStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.record_ttl_s = record_ttl_s
         self._clock = clock
         self._thread_lock = threading.Lock()
@@ -269,8 +268,19 @@ class ConfigStore:
         # encode and its records' lines. While the file still holds exactly those bytes, the
         # next write reuses the document instead of parsing the file again.
         self._written: _Written | None = None
-        self._temp_prefix = f".{self.path.name}.tmp-"
-        self._temp_stem = str(self.path.with_name(self._temp_prefix))
+
+    @property
+    def target(self) -> Path:
+        """The file writes replace: `path`, or where it leads if it is a symbolic link (a
+        config.json linked into a mounted volume stays a link; its file is rewritten)."""
+        return Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
+
+    @property
+    def lock_path(self) -> Path:
+        """The writers' lock, beside the target: processes given the link and the file
+        itself take the same one."""
+        target = self.target
+        return target.with_name(target.name + ".lock")
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -416,10 +426,11 @@ class ConfigStore:
     def _probe_sync(self) -> None:
         """config.json's directory takes a synced file (created if missing, as a write
         would), and config.json, if there, is a regular file a write can replace."""
-        if self.path.exists() and not self.path.is_file():
-            raise OSError(errno.EISDIR if self.path.is_dir() else errno.EINVAL, NOT_A_FILE)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._temp_path()
+        target = self.target
+        if target.exists() and not target.is_file():
+            raise OSError(errno.EISDIR if target.is_dir() else errno.EINVAL, NOT_A_FILE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._temp_path(target)
         try:
             _write_durably(tmp, b"\n" * 4096)
         finally:
@@ -563,15 +574,17 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- locking
 
-    def _acquire(self) -> int:
-        """Take the thread lock, then the cross-process lock; return the lock file's fd."""
+    def _acquire(self, target: Path) -> int:
+        """Take the thread lock, then the cross-process lock of `target` (the file writes
+        replace); return the lock file's fd."""
+        lock_path = target.with_name(target.name + ".lock")
         self._thread_lock.acquire()
         try:
             try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except BaseException:
@@ -591,16 +604,21 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- writing (shared)
 
-    def _clean_temp_files(self) -> None:
+    @staticmethod
+    def _temp_prefix(target: Path) -> str:
+        return f".{target.name}.tmp-"
+
+    def _clean_temp_files(self, target: Path) -> None:
         """Remove temp files a crashed writer left behind (we hold the lock: none is live)."""
+        prefix = self._temp_prefix(target)
         with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.path.parent):
-                if entry.name.startswith(self._temp_prefix):
+            for entry in os.scandir(target.parent):
+                if entry.name.startswith(prefix):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
                         logger.warning("removed leftover temp file %s", entry.path)
 
-    def _start_document(self, data: bytes | None) -> Document:
+    def _start_document(self, data: bytes | None, target: Path) -> Document:
         """The document to mutate: the current one, or a fresh one (bad file kept aside)."""
         if data is None:
             return self._defaults() | {CALLS_KEY: {}}
@@ -613,8 +631,8 @@ class ConfigStore:
         # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
         # string): not a document we can add a record to, so it is kept aside, not patched.
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        os.replace(self.path, aside)
+        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
+        os.replace(target, aside)
         logger.error(
             "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
         )
@@ -627,8 +645,9 @@ class ConfigStore:
         self._prune(doc, now)
         return results
 
-    def _temp_path(self) -> Path:
-        return Path(f"{self._temp_stem}{os.getpid()}-{secrets.token_hex(4)}")
+    def _temp_path(self, target: Path) -> Path:
+        name = f"{self._temp_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
+        return target.with_name(name)
 
     @staticmethod
     def _fail(exc: OSError, action: str) -> ConfigWriteError:
@@ -639,28 +658,29 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- writing (sync)
 
-    def _current_document(self) -> tuple[Document, _Written | None]:
+    def _current_document(self, target: Path) -> tuple[Document, _Written | None]:
         """The document on disk, to mutate, and our last write if it is that document."""
-        data = _read_bytes(self.path)
+        data = _read_bytes(target)
         written, self._written = self._written, None  # re-armed only by a completed write
         if data is not None and written is not None and data == written.data:
             return written.doc, written  # nobody wrote since we did: no need to parse again
-        return self._start_document(data), None
+        return self._start_document(data, target), None
 
     def _mutate_sync(self, mutations: list[Mutation]) -> list[Any]:
+        target = self.target
         try:
-            fd = self._acquire()
+            fd = self._acquire(target)
         except OSError as exc:  # e.g. the directory is not one, or not ours to write
             raise self._fail(exc, "lock") from exc
         tmp: Path | None = None
         try:
-            self._clean_temp_files()
-            doc, last = self._current_document()
+            self._clean_temp_files(target)
+            doc, last = self._current_document(target)
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
-            tmp = self._temp_path()
+            tmp = self._temp_path(target)
             _write_durably(tmp, encoded)
-            os.replace(tmp, self.path)
+            os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)
         except OSError as exc:
@@ -671,11 +691,11 @@ class ConfigStore:
                     os.unlink(tmp)
             self._release(fd)
         try:
-            _fsync_dir(self.path.parent)
+            _fsync_dir(target.parent)
         except OSError as exc:
             # The new document is in place and every reader sees it: calling the write failed
             # now would be a lie. Only its survival of a power cut is in doubt; say so loudly.
-            logger.error("✗ %s written, but its directory could not be synced: %s", self.path, exc)
+            logger.error("✗ %s written, but its directory could not be synced: %s", target, exc)
         return results
 
     # ------------------------------------------------------------------- writing (async)

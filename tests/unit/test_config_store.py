@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,71 @@ def test_info_logs_seed_lines_and_no_long_instructions(
     ]
     assert [getattr(r, "call_id", None) for r in caplog.records] == ["call-x"]
     assert "Secret plan" not in "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- symbolic links
+
+
+def linked_store(tmp_path: Path, *, dangling: bool = False) -> tuple[ConfigStore, Path, Path]:
+    """A store given `config.json` as a link to a file in another directory (a volume)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    target = volume / "real-config.json"
+    if not dangling:
+        ConfigStore(target).update(caller_name="Before")
+    link = tmp_path / "app" / "config.json"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    return ConfigStore(link), link, target
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["target exists", "dangling link"])
+def test_a_linked_config_json_stays_a_link_and_its_file_is_written(
+    tmp_path: Path, dangling: bool
+) -> None:
+    """A write replaces the file the link leads to, not the link: before, the first write
+    put a plain file in the link's place and the volume's file was never written again."""
+    store, link, target = linked_store(tmp_path, dangling=dangling)
+    store.update(caller_name="Linked", call_id="call-0123456789ab")
+    store.update(caller_name="Again")
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert read(target)["caller_name"] == "Again"
+    assert read(target)["calls"]["call-0123456789ab"]["caller_name"] == "Linked"
+    assert store.load()["caller_name"] == "Again"
+    # The lock and temp files are the target's, beside it; nothing is left beside the link.
+    assert sorted(p.name for p in link.parent.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "real-config.json",
+        "real-config.json.lock",
+    ]
+
+
+def test_writers_given_the_link_and_the_file_share_one_lock(tmp_path: Path) -> None:
+    """Two writers, one given the link and one the file, each adding records at once from
+    its own thread: no record is lost (they take the same lock beside the file)."""
+    via_link, _link, target = linked_store(tmp_path)
+    direct = ConfigStore(target)
+    assert via_link.lock_path == direct.lock_path
+
+    def write(store: ConfigStore, prefix: str) -> None:
+        for n in range(40):
+            store.update(caller_name=prefix, call_id=f"call-{prefix}{n:011d}")
+
+    threads = [
+        threading.Thread(target=write, args=(via_link, "a")),
+        threading.Thread(target=write, args=(direct, "b")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(read(target)["calls"]) == 80
+
+
+def test_a_link_to_a_directory_is_refused_by_the_probe(tmp_path: Path) -> None:
+    link = tmp_path / "config.json"
+    (tmp_path / "dir").mkdir()
+    link.symlink_to(tmp_path / "dir")
+    with pytest.raises(OSError):
+        asyncio.run(ConfigStore(link).probe_writable_async())
+    assert link.is_symlink()
