@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiofiles.os
-import aiohttp
 from livekit import api
 from yarl import URL
 
@@ -51,7 +50,7 @@ from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
 from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
-from common.notify.guard import UnsafeWebhookUrl, resolve_public
+from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
 from common.repeats import Repeats
 from common.settings import Settings
 from common.storage.base import CallStore, CommitUnknown, DatabaseError, KeyTaken, Refused
@@ -128,7 +127,7 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
     """The call's webhook_url must resolve to public addresses only (checked again at each
     connection: DNS may change); InvalidCall if not."""
     target = URL(url)
-    resolver = aiohttp.ThreadedResolver()
+    resolver = PooledResolver()
     try:
         async with asyncio.timeout(WEBHOOK_DNS_TIMEOUT_S):
             await resolve_public(

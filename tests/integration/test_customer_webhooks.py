@@ -420,9 +420,9 @@ async def test_a_name_resolving_to_loopback_is_refused(
             }
         ]
 
-    from aiohttp import ThreadedResolver
+    from common.notify.guard import PooledResolver
 
-    monkeypatch.setattr(ThreadedResolver, "resolve", loopback)  # DNS says loopback
+    monkeypatch.setattr(PooledResolver, "resolve", loopback)  # DNS says loopback
     client = await start_app(calls_webhook_secret=SECRET)
     body = dict(SEED_EXAMPLES[0], webhook_url="https://hooks.example.com/x")
     resp = await client.post("/calls/outbound", json=body)
@@ -465,3 +465,46 @@ async def test_campaign_events_and_its_calls_events_carry_the_campaign(
     ended = [json.loads(r.body) for r in receiver.got if r.type == "call.ended"]
     assert len(ended) == 2
     assert {e["data"]["campaign_id"] for e in ended} == {campaign_id}
+
+
+async def test_webhook_hosts_that_never_resolve_hold_up_no_other_call(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name server that never answers holds a lookup thread for its whole timeout, past
+    the request's 3 s. Such names, more of them than the loop's default executor has threads,
+    stalled every call (config.json is written on that executor) and failed /readyz; webhook
+    lookups now have threads of their own, so calls without such a URL go through."""
+    import socket
+    import threading
+
+    from common.notify import guard
+
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".slow.test"):
+            released.wait(60)  # the name server that never answers (until the test ends)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    client = await start_app(calls_webhook_secret=SECRET)
+    try:
+        stalled = guard.DNS_THREADS + 8  # more than every thread of the default executor
+        attacks = [
+            client.post(
+                "/calls/outbound",
+                json=dict(SEED_EXAMPLES[0], webhook_url=f"https://h{n}.slow.test/x"),
+            )
+            for n in range(stalled)
+        ]
+        answers = await asyncio.gather(*attacks)
+        assert [a.status for a in answers] == [422] * stalled
+        # Every lookup thread is still blocked now; nothing else may wait on them.
+        call = await asyncio.wait_for(client.post("/calls/outbound", json=SEED_EXAMPLES[0]), 30)
+        assert call.status == 200, await call.text()
+        ready = await asyncio.wait_for(client.get("/readyz"), 30)
+        assert ready.status == 200, await ready.text()
+    finally:
+        released.set()
