@@ -110,10 +110,15 @@ def parse_csv(
     columns = _columns(header[1])
     rows: list[CsvRow] = []
     errors: list[RowError] = []
-    count = 0
+    count = blank = 0
     for number, cells in records:
         cells = [cell.strip() for cell in cells]
         if not any(cells):
+            # Skipped, but counted: a body of blank lines alone was read to its end, 60 MiB
+            # of newlines in 18 s, while every other request waited.
+            blank += 1
+            if blank > max_rows:
+                raise CsvRejected([RowError(number, "file", f"more than {max_rows} blank rows")])
             continue
         count += 1
         if count > max_rows:

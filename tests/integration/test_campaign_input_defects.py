@@ -231,3 +231,55 @@ async def test_dnc_refuses_unknown_fields(client: TestClient[Any, Any]) -> None:
     assert (await client.get("/dnc")).status == 200
     listed = await (await client.get("/dnc")).json()
     assert listed["numbers"] == []  # all or none
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/csv", CSV_BODY),
+        (
+            "application/json",
+            json.dumps({"name": "x", "recipients": [{"phone_number": "+14155550131"}]}),
+        ),
+    ],
+    ids=["csv", "json"],
+)
+async def test_other_requests_are_answered_while_a_recipient_list_is_parsed(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch, content_type: str, body: Any
+) -> None:
+    """A list of 100,000 recipients takes a second or more to parse (60 MiB of blank lines
+    took 18 s): parsed on the loop, no other request was answered meanwhile. The parse here
+    waits until a /healthz request was answered; on the loop it would wait in vain."""
+    import asyncio
+    import threading
+
+    answered = threading.Event()
+    waited: list[bool] = []
+    parse = "_csv" if content_type == "text/csv" else "json_rows"
+    real = getattr(campaigns_handler, parse)
+
+    def slow(*args: Any) -> Any:
+        waited.append(answered.wait(15))
+        return real(*args)
+
+    monkeypatch.setattr(campaigns_handler, parse, slow)
+
+    async def probe() -> None:
+        resp = await client.get("/healthz")
+        assert resp.status == 200
+        answered.set()
+
+    created, _ = await asyncio.gather(
+        client.post(
+            "/campaigns",
+            params={"name": "x"} if content_type == "text/csv" else None,
+            data=body,
+            headers={"Content-Type": content_type},
+        ),
+        probe(),
+    )
+    assert created.status == 201, await created.text()
+    assert waited == [True]

@@ -198,3 +198,13 @@ def test_rejection_message_names_row_and_field() -> None:
     with pytest.raises(ValueError, match="^row 1: phone_number: the header must have"):
         parse_csv(b"name\nAlice\n")
     assert RowError(17, "name", "x").to_json() == {"row": 17, "field": "name", "error": "x"}
+
+
+def test_blank_rows_count_against_their_own_bound() -> None:
+    """Skipped, but not without end: a body of blank lines alone was read to its end."""
+    assert [
+        row.number for row in parse_csv(b"phone_number\n\n\n\n+14155550123\n", max_rows=3).rows
+    ] == [5]
+    with pytest.raises(CsvRejected) as refused:
+        parse_csv(b"phone_number\n" + b" , \n" * 4 + b"+14155550123\n", max_rows=3)
+    assert refused.value.errors == [RowError(5, "file", "more than 3 blank rows")]
