@@ -8,7 +8,7 @@ import json
 from aiohttp import web
 
 from common.calls.admission import Placement
-from common.calls.models import IdempotencyClaim, StoredAnswer
+from common.calls.models import CAMPAIGN_KEY_PREFIX, IdempotencyClaim, StoredAnswer
 from common.calls.outcomes import Status
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView, dump
@@ -49,6 +49,10 @@ def placement_of(request: web.Request, raw: bytes) -> Placement:
         raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
     if not is_unicode(key):  # bytes that are not UTF-8 arrive as lone surrogates
         raise HttpError(400, "Idempotency-Key must be UTF-8 text")
+    if key.startswith(CAMPAIGN_KEY_PREFIX):
+        raise HttpError(
+            400, f"Idempotency-Key may not start with {CAMPAIGN_KEY_PREFIX!r} (campaigns' keys)"
+        )
     claim = IdempotencyClaim(
         client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(raw).hexdigest()
     )

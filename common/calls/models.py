@@ -20,6 +20,12 @@ from common.contracts import CallReport, TranscriptTurn
 REPORT_WAIT_S = 600.0
 
 
+# Campaign attempts are placed under Idempotency-Keys of this prefix, for the client that
+# created the campaign: a client's own key may not start with it, or it could take an
+# attempt's key before the attempt does (and the attempt would never be placed).
+CAMPAIGN_KEY_PREFIX = "campaign:"
+
+
 @dataclass(frozen=True)
 class IdempotencyClaim:
     """An Idempotency-Key to record with a new call: whose it is and what it was sent with."""

@@ -48,7 +48,7 @@ from common.calls.errors import (
     TooManyLiveCalls,
 )
 from common.calls.events import CALL_ENDED, EventDispatcher
-from common.calls.models import AttemptRef, CallEvent, IdempotencyClaim
+from common.calls.models import CAMPAIGN_KEY_PREFIX, AttemptRef, CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
 from common.calls.service import CallService
 from common.campaigns.model import (
@@ -80,7 +80,7 @@ CLAIM_BATCH = 100
 
 def attempt_claim(client: str, ref: AttemptRef, body: dict[str, object]) -> IdempotencyClaim:
     """The Idempotency-Key of one attempt: the same for every try at placing it."""
-    key = f"campaign:{ref.campaign_id}:{ref.idx}:{ref.attempt}"
+    key = f"{CAMPAIGN_KEY_PREFIX}{ref.campaign_id}:{ref.idx}:{ref.attempt}"
     encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return IdempotencyClaim(
         client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(encoded).hexdigest()

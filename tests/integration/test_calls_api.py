@@ -184,6 +184,23 @@ async def test_idempotency_key_returns_first_answer(client: Client) -> None:
     assert (await other.json())["call_id"] != answers[0]["call_id"]
 
 
+async def test_campaigns_keys_are_not_a_clients_to_take(client: Client) -> None:
+    """A campaign places each attempt under the key `campaign:<id>:<row>:<attempt>` for the
+    client that created it; that client taking the key first made the attempt fail as
+    "changed since placed", its recipient `invalid` with nobody called."""
+    for key in ("campaign:cmp-07eb9a434705:0:1", "campaign:"):
+        resp = await client.post(
+            "/calls/outbound", json=SEED_EXAMPLES[0], headers={"Idempotency-Key": key}
+        )
+        assert resp.status == 400
+        assert "may not start with 'campaign:'" in (await resp.json())["error"]
+    assert sandbox_requests(client, "CreateSIPParticipant") == []
+    ok = await client.post(
+        "/calls/outbound", json=SEED_EXAMPLES[0], headers={"Idempotency-Key": "my-campaign:1"}
+    )
+    assert ok.status == 200
+
+
 async def test_idempotency_key_reused_with_another_body_is_409(client: Client) -> None:
     headers = {"Idempotency-Key": "order-77"}
     first, clash = await asyncio.gather(
