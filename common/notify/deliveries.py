@@ -15,8 +15,9 @@ time; no redirects; the answer read up to a small cap), and records the attempt:
 Of one call and one URL only the earliest pending delivery is ever sent (the claim says so),
 so events arrive in order and a later one waits while an earlier one is retrying. Each
 receiver (scheme, host, port) gets at most PER_RECEIVER_CONCURRENCY requests at once and all of
-them MAX_CONCURRENCY, so one
-slow or dead receiver never delays the others.
+them MAX_CONCURRENCY, so one slow or dead receiver never delays the others. Receivers that have
+not answered in time lately share at most UNPROVEN_CONCURRENCY of them, so many slow receivers
+(one per host name costs an attacker nothing) cannot take every slot from the ones that answer.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ logger = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 15.0
 MAX_CONCURRENCY = 50
 PER_RECEIVER_CONCURRENCY = 4
+# Receivers without an answer (any status) within PROMPT_S in the last PROVEN_FOR_S share at
+# most this many of MAX_CONCURRENCY; the rest is kept for receivers that answer. 60 receivers
+# that never answered, one per host, held all 50 and a healthy one's event waited 14 s.
+UNPROVEN_CONCURRENCY = 40
+PROMPT_S = 5.0
+PROVEN_FOR_S = 3600.0
+MAX_PROVEN_KEPT = 10_000  # receivers remembered as prompt (older ones are forgotten first)
 IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woken)
 # A receiver at its concurrency cap: this many more of its deliveries wait in memory (claimed)
 # and start the moment one of its sends ends; beyond them, deliveries are given back for a
@@ -116,6 +124,8 @@ class WebhookSender:
         self._sending: set[asyncio.Task[None]] = set()
         self._repeats = Repeats()  # a receiver or the database down fails every attempt
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
+        self._prompt: dict[str, float] = {}  # receiver -> when it last answered within PROMPT_S
+        self._unproven_sending = 0
 
     def wake(self) -> None:
         """New deliveries were committed (or one became due): look now."""
@@ -186,7 +196,10 @@ class WebhookSender:
         for delivery in due:
             receiver = _origin(delivery.url)
             if self._per_receiver[receiver] < PER_RECEIVER_CONCURRENCY:
-                self._start(delivery, receiver)
+                if self._proven(receiver) or self._unproven_sending < UNPROVEN_CONCURRENCY:
+                    self._start(delivery, receiver)
+                else:
+                    busy.append(delivery.id)
             elif len(self._waiting[receiver]) < PER_RECEIVER_WAITING:
                 self._waiting[receiver].append(delivery)  # starts as a slot of it frees
             else:
@@ -195,9 +208,25 @@ class WebhookSender:
             await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
         return len(due) - len(busy)
 
+    def _proven(self, receiver: str) -> bool:
+        """The receiver answered within PROMPT_S in the last PROVEN_FOR_S."""
+        at = self._prompt.get(receiver)
+        return at is not None and time.monotonic() - at < PROVEN_FOR_S
+
+    def _answered(self, receiver: str, took_s: float) -> None:
+        if took_s >= PROMPT_S:
+            return
+        self._prompt.pop(receiver, None)  # re-inserted last: the dict is oldest first
+        self._prompt[receiver] = time.monotonic()
+        while len(self._prompt) > MAX_PROVEN_KEPT:
+            del self._prompt[next(iter(self._prompt))]
+
     def _start(self, delivery: WebhookDelivery, receiver: str) -> None:
         self._per_receiver[receiver] += 1
-        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
+        proven = self._proven(receiver)
+        if not proven:
+            self._unproven_sending += 1
+        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver, proven))
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
@@ -218,14 +247,19 @@ class WebhookSender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
 
-    async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
+    async def _send(self, delivery: WebhookDelivery, receiver: str, proven: bool) -> None:
+        started = time.monotonic()
         try:
             status, error = await self._post(delivery)
         finally:
             self._per_receiver[receiver] -= 1
+            if not proven:
+                self._unproven_sending -= 1
             waiting = self._waiting.get(receiver)
             if waiting and not self._stopping:
                 self._start(waiting.popleft(), receiver)  # its slot, at once
+        if status is not None:
+            self._answered(receiver, time.monotonic() - started)
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)

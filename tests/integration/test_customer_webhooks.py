@@ -301,6 +301,40 @@ async def test_a_slow_receiver_does_not_delay_the_others(
     assert time.monotonic() - started < 5.0  # not behind the slow receiver's timeouts
 
 
+async def test_many_receivers_that_never_answer_leave_slots_to_those_that_do(
+    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One receiver per host that never answers costs an attacker nothing; as many of them
+    as the sender has slots held every slot for the whole request timeout, and a healthy
+    receiver's events waited behind them (14 s in a probe). Receivers that have not answered
+    lately now share only part of the slots."""
+    monkeypatch.setattr(deliveries, "REQUEST_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(deliveries, "MAX_CONCURRENCY", 6)
+    monkeypatch.setattr(deliveries, "UNPROVEN_CONCURRENCY", 4)
+    hold = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await hold.wait()
+        writer.close()
+
+    tarpits = [await asyncio.start_server(never_answer, "127.0.0.1", 0) for _ in range(6)]
+    try:
+        quick = await receivers()
+        client = await webhook_app(start_app, None)
+        known = await place(client, dict(SEED_EXAMPLES[1], webhook_url=quick.url))
+        await wait_until(lambda: len(quick.types(known)) == 4)  # it answers: proven
+        for tarpit in tarpits:
+            port = tarpit.sockets[0].getsockname()[1]
+            await place(client, dict(SEED_EXAMPLES[0], webhook_url=f"http://127.0.0.1:{port}/h"))
+        fast = await place(client, dict(SEED_EXAMPLES[1], webhook_url=quick.url))
+        # Well before the tarpits' 60 s timeout: not behind them.
+        await wait_until(lambda: len(quick.types(fast)) == 4, timeout=20)
+    finally:
+        hold.set()
+        for tarpit in tarpits:
+            tarpit.close()
+
+
 async def test_a_send_in_flight_is_waited_for_not_polled(
     start_app: AppFactory, receivers: Any
 ) -> None:
