@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from common.settings import DEV_API_SECRET
 from common.storage.paging import Before
 from handlers.errors import HttpError
 from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
@@ -56,6 +58,9 @@ class RouteDoc:
 
 # Replies most protected routes document alike.
 UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
+PUBLIC_SECRET = Reply(
+    "The embedded sandbox's API secret is public: what it signs is taken from this machine only"
+)
 DB_DOWN = Reply("The calls database is unavailable")
 
 
@@ -93,6 +98,41 @@ def requires_token(view: View) -> View:
         return await view(request)
 
     return guarded
+
+
+def signed_by_whom_it_may_be(request: web.Request) -> None:
+    """LiveKit's signature proves who sent a request only if the secret is one: the embedded
+    sandbox's is in the source. With it, webhooks and agent reports are taken from loopback
+    peers only (the sandbox runs in the server's process; a local agent is on this machine),
+    or anyone reaching a server listening on HOST=0.0.0.0 could forge them: settle calls, add
+    numbers to the do-not-call list, make the server post events to customers' receivers."""
+    if request.app[SETTINGS].livekit_api_secret != DEV_API_SECRET:
+        return
+    if not _from_this_machine(request):
+        raise HttpError(403, PUBLIC_SECRET.description)
+
+
+def _from_this_machine(request: web.Request) -> bool:
+    """The peer is loopback, or the very address it connected to (this machine talking to
+    one of its own addresses: the sandbox posting to HOST=192.0.2.7 comes from 192.0.2.7)."""
+    peer = _address(request.remote)
+    if peer is None:  # no address (a Unix socket has none)
+        return False
+    if peer.is_loopback:
+        return True
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    local = _address(str(sockname[0])) if isinstance(sockname, tuple) and sockname else None
+    return peer == local
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address((text or "").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def client_identity(request: web.Request) -> str:

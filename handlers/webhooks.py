@@ -18,7 +18,15 @@ from common.masking import mask_digits
 from common.signing import BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import HttpError
-from handlers.http import Reply, RouteDoc, add_route, json_answer, read_body
+from handlers.http import (
+    PUBLIC_SECRET,
+    Reply,
+    RouteDoc,
+    add_route,
+    json_answer,
+    read_body,
+    signed_by_whom_it_may_be,
+)
 from handlers.keys import CALLS, METRICS, SETTINGS
 from handlers.schemas import WebhookAnswer
 
@@ -31,6 +39,7 @@ VERIFIER = web.AppKey("webhook_verifier", BodyVerifier)
 
 async def livekit_webhook(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
+    signed_by_whom_it_may_be(request)
     try:
         body = await read_body(request, MAX_WEBHOOK_BYTES, "webhook body")
     except HttpError:
@@ -80,6 +89,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("Accepted", WebhookAnswer),
                 400: Reply("Signed, but not a LiveKit event"),
                 401: Reply("The signature did not verify; nothing changed"),
+                403: PUBLIC_SECRET,
                 413: Reply("The body is larger than 1 MiB"),
                 503: Reply("The calls database is unavailable; LiveKit retries"),
             },

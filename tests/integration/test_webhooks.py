@@ -132,6 +132,25 @@ async def test_forged_webhooks_401_and_no_change(
         assert all(auth.removeprefix("Bearer ") not in w for w in caplog.text.splitlines())
 
 
+async def test_the_public_sandbox_secret_signs_for_this_machine_only(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed with the embedded sandbox's secret (it is in the source), a webhook from
+    another machine is refused (403) and changes nothing; from this one it is applied."""
+    from handlers import http
+
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    before = await timeline(client, call_id)
+    body = event_json("room_finished", call_id)
+    monkeypatch.setattr(http, "_from_this_machine", lambda _request: False)
+    assert await post(client, body, sign(body)) == 403
+    assert await timeline(client, call_id) == before
+    monkeypatch.undo()
+    assert await post(client, body, sign(body)) == 200
+    assert await timeline(client, call_id) != before
+
+
 async def test_bearer_prefix_accepted_and_retries_deduplicated(start_app: AppFactory) -> None:
     client = await quiet_app(start_app)
     call_id = await place(client)
