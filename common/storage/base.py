@@ -238,6 +238,14 @@ class CallStore(CampaignStore, Protocol):
 
     async def never_dialled(self, created_before: float) -> list[str]: ...
 
+    async def lost_sandbox_calls(
+        self, instance: str, created_before: float
+    ) -> list[tuple[str, bool]]:
+        """Live calls placed into `instance`'s embedded sandbox before `created_before` (an
+        earlier run of that server: their rooms went with it) whose rooms never reported
+        finishing, oldest first: each call id, and whether its dial had started."""
+        ...
+
     async def live_among(self, call_ids: list[str]) -> set[str]: ...
 
     async def known_among(self, call_ids: list[str]) -> set[str]: ...

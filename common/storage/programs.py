@@ -170,7 +170,8 @@ def create_call(
     rows = yield Query(
         "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
         " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client,"
-        " webhook_url, campaign_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " webhook_url, campaign_id, sandbox_instance)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             call.call_id,
             call.phone_number,
@@ -186,6 +187,7 @@ def create_call(
             call.client,
             call.webhook_url,
             call.campaign.campaign_id if call.campaign else None,
+            call.sandbox_instance,
         ),
     )
     if call.campaign is not None:  # the attempt learns its call with the call's own row
@@ -552,6 +554,21 @@ def never_dialled(d: Dialect, created_before: float) -> Program[list[str]]:
         (Status.DIALING.value, created_before),
     )
     return _ids(rows)
+
+
+def lost_sandbox_calls(
+    d: Dialect, instance: str, created_before: float
+) -> Program[list[tuple[str, bool]]]:
+    """Live calls whose room was in `instance`'s embedded sandbox, created before
+    `created_before`, and whose room never said it finished (those settle by the grace rule):
+    each call id, with whether its dial had started."""
+    rows = yield Query(
+        "SELECT call_id, dial_started_at FROM calls WHERE sandbox_instance = ?"  # noqa: S608
+        f" AND status IN ({_LIVE_MARKS}) AND created_at < ? AND room_finished_at IS NULL"
+        " ORDER BY created_at, call_id",
+        (instance, *LIVE, created_before),
+    )
+    return [(str(r["call_id"]), r["dial_started_at"] is not None) for r in rows]
 
 
 def among(d: Dialect, call_ids: list[str], statuses: tuple[str, ...]) -> Program[set[str]]:

@@ -196,6 +196,13 @@ class SqlCallStore(CampaignMethods):
     async def never_dialled(self, created_before: float) -> list[str]:
         return await self._run(programs.never_dialled(self.dialect, created_before), write=False)
 
+    async def lost_sandbox_calls(
+        self, instance: str, created_before: float
+    ) -> list[tuple[str, bool]]:
+        return await self._run(
+            programs.lost_sandbox_calls(self.dialect, instance, created_before), write=False
+        )
+
     async def live_among(self, call_ids: list[str]) -> set[str]:
         return await self._run(programs.among(self.dialect, call_ids, LIVE), write=False)
 

@@ -304,6 +304,54 @@ async def test_live_and_known_among(store: CallStore) -> None:
     assert await store.live_among([]) == set()
 
 
+async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """The calls a server left in its embedded sandbox: its own (another server's, or one on
+    a real LiveKit, never), live, created before the bound, their rooms never finished."""
+    me, other = "host-a:8000", "host-a:8001"
+
+    def mine(call_id: str, instance: str | None = me) -> NewCall:
+        return dataclasses.replace(new_call(call_id), sandbox_instance=instance)
+
+    first = await backend.open()
+    for call_id in ("call-ringing", "call-answered", "call-over", "call-finishing"):
+        await first.create_call(mine(call_id))
+        await first.start_dial(call_id)
+        clock.advance(1)
+    await first.create_call(mine("call-undialled"))
+    await first.create_call(mine("call-other", other))
+    await first.start_dial("call-other")
+    await first.create_call(mine("call-real-livekit", None))
+    await first.start_dial("call-real-livekit")
+    await first.apply("call-ringing", "participant_joined", set_status(Status.RINGING))
+    await first.apply("call-answered", "answered", set_status(Status.IN_PROGRESS, answered=True))
+    await first.apply("call-over", "room_finished", set_status(Status.BUSY), room_finished=True)
+    await first.apply("call-finishing", "room_finished", nothing, room_finished=True)
+    await first.close()
+
+    store = await backend.open()  # as the server starting again would
+    try:
+        clock.advance(5)
+        started = clock.now
+        await store.create_call(mine("call-this-run"))  # this run's sandbox holds it
+        await store.start_dial("call-this-run")
+        assert await store.lost_sandbox_calls(me, started) == [
+            ("call-ringing", True),
+            ("call-answered", True),
+            ("call-undialled", False),
+        ]
+        assert await store.lost_sandbox_calls(other, started) == [("call-other", True)]
+        assert await store.lost_sandbox_calls("host-b:8000", started) == []
+        await store.apply("call-ringing", "sandbox_restarted", set_status(Status.FAILED))
+        assert [c for c, _ in await store.lost_sandbox_calls(me, started)] == [
+            "call-answered",
+            "call-undialled",
+        ]
+    finally:
+        await store.close()
+
+
 async def test_probe_write(store: CallStore) -> None:
     await store.probe_write("host:8000")
     await store.probe_write("host:8000")  # an upsert: the table stays one row per instance
