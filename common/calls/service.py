@@ -121,6 +121,8 @@ _GRACE_OVER = Signal(event=GRACE_OVER, room="")
 _CANCELED_BY_API = _fixed(Change(Status.CANCELED, "hung up through the API"))
 _NEVER_DIALLED = _failed("the server stopped before dialling; nobody was called")
 _NO_FINAL_EVENT = _fixed(Change(Status.FAILED, "no final event"))
+SANDBOX_RESTARTED = "the embedded sandbox was restarted: the call's room is gone"
+_SANDBOX_ROOM_GONE = _failed(SANDBOX_RESTARTED)  # a hang-up asked for wins: canceled
 
 
 async def check_webhook_address(url: str, settings: Settings) -> None:
@@ -170,11 +172,19 @@ class CallService:
     events: EventDispatcher
     clock: Callable[[], float] = time.time
     admission: Admission = field(init=False)
+    instance: str = field(init=False)
+    """This server among others on one database (host:port), read once."""
+    started_at: float = field(init=False)
+    """When this service was made, before it placed any call: calls its embedded sandbox
+    holds were all created after it (see `settle_lost_sandbox_calls`)."""
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
+    _lost_sandbox_settled: bool = False  # by a reaper pass of this run
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
+        self.instance = self.settings.instance_name
+        self.started_at = self.clock()
 
     # ------------------------------------------------------------------ placing
 
@@ -248,6 +258,7 @@ class CallService:
             client=placement.client,
             webhook_url=call.webhook_url or self.settings.calls_webhook_url,
             campaign=campaign,
+            sandbox_instance=self.instance if self.settings.uses_sandbox else None,
         )
         try:
             applied = await self.store.create_call(
@@ -608,10 +619,14 @@ class CallService:
         return s.call_ringing_timeout_s + s.call_max_duration_s + REAPER_MARGIN_S
 
     async def reap(self, *, starting: bool = False) -> int:
-        """One pass: settle calls stuck past any possible end as failed, calls whose room
-        finished unanswered more than the grace ago, and calls never dialled; prune
-        config.json; take over events a stopped server left undispatched; drop old rate
-        counts."""
+        """One pass: (the first time) settle the calls an earlier run of this server left in
+        its embedded sandbox; settle calls stuck past any possible end as failed, calls whose
+        room finished unanswered more than the grace ago, and calls never dialled; prune
+        config.json (the settled calls' records too); take over events a stopped server left
+        undispatched; drop old rate counts."""
+        if not self._lost_sandbox_settled:  # once: the first pass, before serving
+            await self.settle_lost_sandbox_calls()
+            self._lost_sandbox_settled = True
         now = self.clock()
         stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
         await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
@@ -632,6 +647,39 @@ class CallService:
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
         await self.store.purge_rate_buckets(now)
         return len(stale)
+
+    async def settle_lost_sandbox_calls(self) -> int:
+        """Settle the calls an earlier run of this server placed into its embedded sandbox
+        and left live: their rooms ended with that process, so no webhook or agent report
+        will ever come for them, and the reaper's bound would keep them live (and counting
+        against CALLS_MAX_ACTIVE) for minutes. They settle failed (canceled if a hang-up was
+        asked), with their events; a call whose room had finished waits for the grace rule,
+        and one never dialled is released and settled as the never-dialled rule does.
+
+        Only this server's own (by instance name: host and port), and only calls created
+        before this service was made: the calls this run's sandbox holds are never touched
+        (the campaign scheduler may place some while the first pass runs), nor those of
+        other servers on the same database. A server on a real LiveKit has none of its own
+        unless it ran on the sandbox before. The reaper runs this once, in its first pass
+        (before the server serves), or in the next pass if that one failed: no later pass
+        compares creation times with a wall clock that may have been stepped back since.
+        """
+        lost = await self.store.lost_sandbox_calls(self.instance, self.started_at)
+        if not lost:
+            return 0
+        logger.warning(
+            "settling %d call(s) this server (%s) left live when it stopped: their rooms were "
+            "in its embedded sandbox, which stopped with it",
+            len(lost),
+            self.instance,
+        )
+        for call_id, dialled in lost:
+            if dialled:
+                await self._settle(call_id, "sandbox_restarted", _SANDBOX_ROOM_GONE)
+            else:  # nobody was called: its key and rate share are free again (as in `reap`)
+                await self.store.release_placement(call_id)
+                await self._settle(call_id, "reaped", _NEVER_DIALLED)
+        return len(lost)
 
     async def _settle_all(self, call_ids: Iterable[str], kind: str, decide: Decide) -> None:
         for call_id in call_ids:

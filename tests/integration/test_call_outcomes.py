@@ -136,6 +136,63 @@ async def test_reaper_settles_calls_without_a_final_event(
     assert "+1234567890" not in caplog.text
 
 
+async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """The server stops with calls live in its embedded sandbox and starts again on the same
+    port and database: before it serves, the calls whose rooms went with the sandbox settle
+    (failed; canceled if a hang-up was asked), a call whose room had finished settles by the
+    grace rule, and one never dialled is released as the never-dialled rule does. The calls
+    of the new run's own sandbox are never settled that way."""
+    from common.calls.models import IdempotencyClaim, NewCall
+    from common.calls.service import SANDBOX_RESTARTED
+    from handlers.keys import CALLS, SETTINGS, STORE
+    from tests.processes import free_port
+
+    port = free_port()
+    first = await start_app(port=port, sandbox_time_scale=100.0)  # its calls stay live
+    first.app[SANDBOX].webhook_url = None  # nothing of theirs comes back: as if it died now
+    dialing, hung_up, finishing = [await place(first, "+1234567890") for _ in range(3)]
+    assert (await first.post(f"/calls/{hung_up}/hangup")).status == 200  # room_finished lost
+    store = first.app[STORE]
+    await store.apply(finishing, "room_finished", lambda _state: None, room_finished=True)
+    instance = first.app[SETTINGS].instance_name
+    claim = IdempotencyClaim("client-a", "key-1", "hash-1")
+    undialled = NewCall(
+        "call-0000undialled", "+1234567890", "U", "en", "Calm", sandbox_instance=instance
+    )
+    await store.create_call(undialled, claim=claim)  # its server stopped before dialling
+    await first.close()
+
+    second = await start_app(port=port, sandbox_time_scale=100.0)
+    assert second.app[SETTINGS].instance_name == instance
+
+    async def shown(call_id: str) -> tuple[str, str, list[str]]:
+        call = await (await second.get(f"/calls/{call_id}")).json()
+        return call["status"], call["reason"], [e["event"] for e in call["timeline"]]
+
+    status, reason, events = await shown(dialing)
+    assert (status, reason, events[-1]) == ("failed", SANDBOX_RESTARTED, "sandbox_restarted")
+    status, reason, events = await shown(hung_up)
+    assert (status, reason, events[-1]) == (
+        "canceled",
+        "hung up through the API",
+        "sandbox_restarted",
+    )
+    status, _, events = await shown(finishing)
+    assert status == "no_answer" and "sandbox_restarted" not in events
+    status, reason, _ = await shown(undialled.call_id)
+    assert (status, reason) == ("failed", "the server stopped before dialling; nobody was called")
+    assert await second.app[STORE].get_idempotent("client-a", "key-1") is None  # key freed
+    records = json.loads((tmp_path / "config.json").read_text())["calls"]
+    assert not {dialing, hung_up, finishing} & set(records)
+
+    kept = await place(second, "+1234567890")  # this run's sandbox holds it
+    assert await second.app[CALLS].settle_lost_sandbox_calls() == 0
+    status, _, events = await shown(kept)
+    assert status not in FINAL and "sandbox_restarted" not in events
+
+
 async def test_each_status_change_logs_one_masked_line(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

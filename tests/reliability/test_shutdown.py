@@ -188,6 +188,10 @@ async def test_sigterm_graceful_shutdown_and_restart(
         with sqlite3.connect(tmp_path / "calls.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
+        # On another port, so another server by name (host:port): the first one's calls, whose
+        # rooms went with its embedded sandbox, are not the second's to settle, and stay live
+        # here as they would on a real LiveKit. (A restart on the same port settles them:
+        # test_sandbox_restart.py.)
         second = ServerProcess(tmp_path, "second")
         servers.append(second)
         await second.wait_ready(session)

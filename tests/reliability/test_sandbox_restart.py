@@ -1,0 +1,287 @@
+"""A server on its embedded sandbox that stops with calls live (SIGKILL or SIGTERM) settles them
+as it starts again: their rooms were in the sandbox, which stopped with it, so no webhook will
+ever come for them. They must not stay live (and count against CALLS_MAX_ACTIVE) until the
+reaper's bound, minutes later.
+
+Real processes throughout (`server.main()`, restarted on the same port, calls.db and
+config.json), a call kept live by a long sandbox scenario, and a customer webhook receiver in
+this test's process. On a real LiveKit (here a standalone sandbox process) a restart settles
+nothing: the rooms live on there, and their webhooks settle the calls. Servers sharing one
+PostgreSQL, each on its own embedded sandbox, settle only their own calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from common.calls.service import SANDBOX_RESTARTED
+from tests.helpers import wait_for
+from tests.processes import SandboxProcess, ServerProcess, free_port
+from tests.reliability.conftest import Figures, LogGuard
+
+WHSEC = "whsec_" + base64.b64encode(b"sandbox-restart-webhook-secret-0123").decode()
+KEY = "APIsandboxrestart"
+SECRET = "sandbox-restart-livekit-secret-0123456789abcdef"
+LONG = "+14155557799"  # answered after 3 s, then 99 s of conversation: live when killed
+NUMBERS = (LONG,)
+FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
+
+
+class Receiver:
+    """Customer webhooks, verified: each event's type and its call as the event shows it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self.got: list[tuple[str, str, dict[str, Any]]] = []  # webhook-id, type, the call
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        Webhook(WHSEC).verify(body, headers)
+        event = json.loads(body)
+        self.got.append((headers["webhook-id"], event["type"], event["data"]))
+        return web.Response(status=204)
+
+    def ended(self, call_id: str) -> dict[str, dict[str, Any]]:
+        """The call's call.ended events by webhook-id (a delivery may be repeated)."""
+        return {
+            webhook_id: data
+            for webhook_id, kind, data in self.got
+            if kind == "call.ended" and data["call_id"] == call_id
+        }
+
+    async def wait_ended(self, call_id: str) -> None:
+        async def told() -> bool:
+            return bool(self.ended(call_id))
+
+        await wait_for(told, timeout=10)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    box = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", box.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", box.port).start()
+    yield box
+    await runner.cleanup()
+
+
+def sandbox_env(tmp_path: Path, name: str = "", **extra: str) -> dict[str, str]:
+    """A server on its embedded sandbox, in real time (the long call stays live)."""
+    return {
+        "CONFIG_PATH": str(tmp_path / f"{name}config.json"),
+        "CALLS_DB_PATH": str(tmp_path / "calls.db"),
+        "SANDBOX_TIME_SCALE": "1",
+        # The reaper's own passes never come during the test: what settles, settles at start.
+        "REAPER_INTERVAL_S": "3600",
+        **extra,
+    }
+
+
+async def place(session: aiohttp.ClientSession, server: ServerProcess) -> tuple[int, Any]:
+    body = {"phone_number": LONG, "name": "Kept Live", "language": "en"}
+    async with session.post(f"{server.url}/calls/outbound", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def call_of(
+    session: aiohttp.ClientSession, server: ServerProcess, call_id: str
+) -> dict[str, Any]:
+    async with session.get(f"{server.url}/calls/{call_id}") as resp:
+        assert resp.status == 200, await resp.text()
+        call: dict[str, Any] = await resp.json()
+        return call
+
+
+async def answered(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> None:
+    async def in_progress() -> bool:
+        return bool((await call_of(session, server, call_id))["status"] == "in_progress")
+
+    await wait_for(in_progress, timeout=20)
+
+
+def config_records(path: Path) -> dict[str, Any]:
+    records: dict[str, Any] = json.loads(path.read_text()).get("calls", {})
+    return records
+
+
+def settled_by_restart(call: dict[str, Any]) -> bool:
+    return any(entry["event"] == "sandbox_restarted" for entry in call["timeline"])
+
+
+async def test_a_restart_settles_the_calls_its_embedded_sandbox_lost(
+    tmp_path: Path,
+    receiver: Receiver,
+    processes: list[ServerProcess],
+    log_guard: LogGuard,
+    figures: Figures,
+) -> None:
+    log_guard.hide(WHSEC)
+    log_guard.hide_numbers(*NUMBERS)
+    env = sandbox_env(
+        tmp_path,
+        CALLS_MAX_ACTIVE="1",
+        CALLS_WEBHOOK_URL=receiver.url,
+        CALLS_WEBHOOK_SECRET=WHSEC,
+        CALLS_WEBHOOK_ALLOW_PRIVATE="1",
+    )
+    config = tmp_path / "config.json"
+    first = ServerProcess(tmp_path, "first", env)
+    processes.append(first)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await first.wait_ready(session)
+        status, placed = await place(session, first)
+        assert status == 200, placed
+        lost = placed["call_id"]
+        await answered(session, first, lost)
+        status, _ = await place(session, first)
+        assert status == 429  # the live call takes the one place CALLS_MAX_ACTIVE allows
+        assert lost in config_records(config)
+
+        first.kill()  # a crash: the sandbox's room for the call goes with the process
+        restarted = time.monotonic()
+        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        processes.append(second)
+        await second.wait_ready(session)
+        ready_in = time.monotonic() - restarted
+
+        # Settled before the server served: its first request already sees it over.
+        call = await call_of(session, second, lost)
+        assert call["status"] == "failed" and call["reason"] == SANDBOX_RESTARTED
+        assert call["ended_at"] is not None and call["answered_at"] is not None
+        entry = call["timeline"][-1]
+        assert (entry["event"], entry["from"], entry["to"]) == (
+            "sandbox_restarted",
+            "in_progress",
+            "failed",
+        )
+        assert lost not in config_records(config)  # its config.json record is gone
+        async with session.get(f"{second.url}/calls?status=in_progress") as resp:
+            assert (await resp.json())["calls"] == []
+
+        await receiver.wait_ended(lost)
+        [ended] = receiver.ended(lost).values()
+        assert (ended["status"], ended["reason"]) == ("failed", SANDBOX_RESTARTED)
+
+        # The place it held is free again; this run's own call is never touched by the settle.
+        status, placed = await place(session, second)
+        assert status == 200, placed
+        kept = placed["call_id"]
+        await answered(session, second, kept)
+        assert not settled_by_restart(await call_of(session, second, kept))
+
+        second.proc.send_signal(signal.SIGTERM)  # a clean stop ends the sandbox's rooms too
+        assert second.proc.wait(timeout=20) == 0
+        third = ServerProcess(tmp_path, "third", env, port=first.port)
+        processes.append(third)
+        await third.wait_ready(session)
+        call = await call_of(session, third, kept)
+        assert (call["status"], call["reason"]) == ("failed", SANDBOX_RESTARTED)
+        assert kept not in config_records(config)
+        await receiver.wait_ended(kept)
+
+        # Once: the lost call's end was not told again by the third start.
+        again = await call_of(session, third, lost)
+        assert [e["event"] for e in again["timeline"]].count("sandbox_restarted") == 1
+        assert len(receiver.ended(lost)) == 1
+        logs = second.logs() + third.logs()
+        assert logs.count("settling 1 call(s) this server") == 2, logs[-3000:]
+        log_guard.scan(first.logs() + logs)
+    figures.add(
+        f"a live call, SIGKILL, restart on the same port: settled failed before serving "
+        f"(ready {ready_in:.1f} s after the kill), one call.ended; then SIGTERM with "
+        "another live call: settled the same way"
+    )
+
+
+async def test_a_restart_on_a_real_livekit_settles_nothing(
+    tmp_path: Path, processes: list[Any], log_guard: LogGuard
+) -> None:
+    log_guard.hide(SECRET)
+    log_guard.hide_numbers(*NUMBERS)
+    port = free_port()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        livekit = SandboxProcess(
+            tmp_path,
+            f"http://127.0.0.1:{port}/webhooks/livekit",
+            api_key=KEY,
+            api_secret=SECRET,
+            time_scale=1.0,
+        )
+        processes.append(livekit)
+        await livekit.wait_ready(session)
+        env = sandbox_env(
+            tmp_path,
+            LIVEKIT_URL=livekit.url,
+            LIVEKIT_API_KEY=KEY,
+            LIVEKIT_API_SECRET=SECRET,
+            SIP_OUTBOUND_TRUNK_ID="ST_restart",
+        )
+        first = ServerProcess(tmp_path, "first", env, port=port)
+        processes.append(first)
+        await first.wait_ready(session)
+        status, placed = await place(session, first)
+        assert status == 200, placed
+        call_id = placed["call_id"]
+        await answered(session, first, call_id)
+
+        first.kill()
+        second = ServerProcess(tmp_path, "second", env, port=port)
+        processes.append(second)
+        await second.wait_ready(session)
+        # The room lives on in LiveKit, whose webhooks will settle the call: it stays live.
+        call = await call_of(session, second, call_id)
+        assert call["status"] == "in_progress" and not settled_by_restart(call)
+        assert call_id in config_records(tmp_path / "config.json")
+        assert "settling" not in second.logs()
+        log_guard.scan(first.logs() + second.logs() + livekit.logs())
+
+
+async def test_servers_on_one_database_settle_only_their_own_lost_calls(
+    tmp_path: Path, postgres_dsn: str, processes: list[ServerProcess], log_guard: LogGuard
+) -> None:
+    log_guard.hide_numbers(*NUMBERS)
+    # Two servers, each on its own embedded sandbox, one PostgreSQL (as several `make run`s
+    # pointed at one DATABASE_URL would be).
+    a_env = sandbox_env(tmp_path, "a-", DATABASE_URL=postgres_dsn)
+    b_env = sandbox_env(tmp_path, "b-", DATABASE_URL=postgres_dsn)
+    a = ServerProcess(tmp_path, "a", a_env)
+    b = ServerProcess(tmp_path, "b", b_env)
+    processes += [a, b]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(a.wait_ready(session), b.wait_ready(session))
+        (a_status, on_a), (b_status, on_b) = await asyncio.gather(
+            place(session, a), place(session, b)
+        )
+        assert (a_status, b_status) == (200, 200), (on_a, on_b)
+        await asyncio.gather(
+            answered(session, a, on_a["call_id"]), answered(session, b, on_b["call_id"])
+        )
+
+        a.kill()
+        restarted = ServerProcess(tmp_path, "a-again", a_env, port=a.port)
+        processes.append(restarted)
+        await restarted.wait_ready(session)
+        mine = await call_of(session, restarted, on_a["call_id"])
+        assert (mine["status"], mine["reason"]) == ("failed", SANDBOX_RESTARTED)
+        # B's call is in B's sandbox, which runs on: A never settles it.
+        theirs = await call_of(session, restarted, on_b["call_id"])
+        assert theirs["status"] == "in_progress" and not settled_by_restart(theirs)
+        assert "settling 1 call(s) this server" in restarted.logs()
+        log_guard.scan(a.logs() + b.logs() + restarted.logs())
