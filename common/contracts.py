@@ -118,6 +118,12 @@ REPORTS_PATH: Final = "/agent/reports"
 MAX_REPORT_BYTES: Final = 1024 * 1024
 MAX_TURN_CHARS: Final = 8000
 MAX_TURNS: Final = 2000
+# The latest moment a report may carry (2100-01-01 UTC): past any real clock, and a time every
+# reader (datetime, ISO 8601 text, the database) can take; 1e300 is a float but no moment.
+MAX_REPORT_AT: Final = 4_102_444_800.0
+# Every float in a report is finite: JSON's `Infinity`, `NaN` and `1e999` (which parsers read as
+# inf) are refused. pydantic would write them as null, and the report would no longer read back.
+_REPORT_MODEL: Final = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 AmdCategory = Literal["human", "machine-vm", "machine-ivr", "machine-unavailable", "uncertain"]
 MACHINE_VERDICTS: Final = frozenset({"machine-vm", "machine-ivr", "machine-unavailable"})
@@ -127,7 +133,7 @@ EndedBy = Literal["callee", "agent", "api", "system"]
 class TranscriptTurn(BaseModel):
     """One finished turn of the conversation; `at_s` counts from the answer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _REPORT_MODEL
 
     role: Literal["agent", "callee"]
     text: Annotated[str, Field(max_length=MAX_TURN_CHARS)]
@@ -138,14 +144,14 @@ class TranscriptTurn(BaseModel):
 class AmdVerdict(BaseModel):
     """The answering-machine detection's verdict, and why (livekit-agents' AMD)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _REPORT_MODEL
 
     category: AmdCategory
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
 class SuccessVerdict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _REPORT_MODEL
 
     achieved: bool
     reason: Annotated[str, Field(max_length=2000)] = ""
@@ -154,7 +160,7 @@ class SuccessVerdict(BaseModel):
 class CallReport(BaseModel):
     """The agent's final report: the conversation and its analysis."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _REPORT_MODEL
 
     transcript: Annotated[list[TranscriptTurn], Field(max_length=MAX_TURNS)] = Field(
         default_factory=list
@@ -186,12 +192,14 @@ class AgentReport(BaseModel):
     webhook (common/signing.py, with a room grant naming the call). `seq` orders a call's
     reports and makes them idempotent: a report the server has seen is not applied again."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _REPORT_MODEL
 
     call_id: Annotated[str, Field(min_length=1, max_length=100)]
     seq: Annotated[int, Field(ge=0, le=1_000_000)]
     kind: ReportKind
-    at: Annotated[float, Field(ge=0, description="When it happened (unix seconds)")]
+    at: Annotated[
+        float, Field(ge=0, le=MAX_REPORT_AT, description="When it happened (unix seconds)")
+    ]
     turn: TranscriptTurn | None = None
     amd: AmdVerdict | None = None
     final: CallReport | None = None

@@ -13,10 +13,13 @@ Rows are read by column name, which `sqlite3.Row` and `asyncpg.Record` both supp
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from common.calls.events import CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
@@ -34,8 +37,11 @@ from common.calls.models import (
 )
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
 from common.contracts import AgentReport, CallReport, TranscriptTurn
+from common.repeats import Repeats
 from common.storage.base import AdmissionLimits, DatabaseError, KeyTaken, Refusal, Refused
 from common.storage.paging import Before, before_clause
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -110,12 +116,80 @@ def row_to_call(
         callee_left_at=row["callee_left_at"],
         amd=row["amd"],
         ended_by=row["ended_by"],
-        report=CallReport.model_validate_json(report) if report else None,
+        report=stored_report(row["call_id"], report) if report else None,
         turns=turns,
         data_erased_at=row["data_erased_at"],
         webhook_url=row["webhook_url"],
         campaign_id=row["campaign_id"],
     )
+
+
+# Rows written before today's rules (a report's `at` stored as null from Infinity, a usage
+# nested 200 levels) must not break the reading of their call: what still reads is shown,
+# the rest is left out with a warning, said at most once a minute per kind.
+_UNREADABLE = Repeats()
+
+
+def stored_turn(call_id: str, seq: int, body: str) -> TranscriptTurn | None:
+    """The turn of a stored `turn` report; None (with a warning) if it no longer reads. A body
+    whose envelope no longer validates (its `at`) still gives its turn, if that does."""
+    try:
+        return AgentReport.model_validate_json(body).turn
+    except (ValidationError, RecursionError):
+        pass
+    try:
+        return TranscriptTurn.model_validate(json.loads(body)["turn"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValidationError too
+        if (more := _UNREADABLE.due("turn")) is not None:
+            logger.warning(
+                "call %s: stored turn report #%s no longer reads; it is left out of the"
+                " transcript (%s)%s",
+                call_id,
+                seq,
+                _why(exc),
+                more,
+            )
+        return None
+
+
+def stored_report(call_id: str, text: str) -> CallReport:
+    """A call's stored final report: each field that no longer reads is left out (with a
+    warning), the others are kept (CallReport has no rule across fields)."""
+    try:
+        return CallReport.model_validate_json(text)
+    except (ValidationError, RecursionError):
+        pass
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        doc = None
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name, value in doc.items() if isinstance(doc, dict) else ():
+        try:
+            CallReport.model_validate({name: value})
+        except (ValidationError, RecursionError):
+            dropped.append(str(name))
+        else:
+            kept[name] = value
+    unread = dropped if isinstance(doc, dict) else ["all of it"]
+    if unread and (more := _UNREADABLE.due("report")) is not None:
+        logger.warning(
+            "call %s: its stored final report no longer reads in full; left out: %s%s",
+            call_id,
+            ", ".join(unread),
+            more,
+        )
+    return CallReport.model_validate(kept)
+
+
+def _why(exc: BaseException) -> str:
+    """One short line: the first problem pydantic found, or the exception's type and text."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "turn"
+        return f"{where}: {first['msg']}"[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def _row_to_entry(row: Row) -> TimelineEntry:
@@ -242,10 +316,10 @@ def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecor
         timeline = tuple(_row_to_entry(e) for e in entries)
         if rows[0]["report"] is None:  # before the final report: the turns reported so far
             reported = yield Query(
-                "SELECT body FROM reports WHERE call_id = ? AND kind = 'turn' ORDER BY seq",
+                "SELECT seq, body FROM reports WHERE call_id = ? AND kind = 'turn' ORDER BY seq",
                 (call_id,),
             )
-            parsed = (AgentReport.model_validate_json(r["body"]).turn for r in reported)
+            parsed = (stored_turn(call_id, r["seq"], r["body"]) for r in reported)
             turns = tuple(turn for turn in parsed if turn is not None)
     return row_to_call(rows[0], timeline, turns)
 
@@ -817,7 +891,7 @@ def erase_call_data(d: Dialect, ended_before: float, now: float) -> Program[int]
     )
     for row in rows:
         report = row["report"]
-        kept = _without_personal_data(CallReport.model_validate_json(report)) if report else None
+        kept = _without_personal_data(stored_report(row["call_id"], report)) if report else None
         yield Query(
             "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
             (kept.model_dump_json() if kept else None, now, row["call_id"]),

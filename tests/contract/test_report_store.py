@@ -1,0 +1,75 @@
+"""The CallStore contract for agent reports, the same on every backend (tests/contract/
+conftest.py picks them): how many turns a call keeps, what the retention erases, and calls
+whose stored reports no longer read under today's rules."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Generator
+from typing import Any, cast
+
+import pytest
+
+from common.calls.models import NewCall
+from common.contracts import AgentReport, TranscriptTurn
+from common.repeats import Repeats
+from common.storage import programs
+from common.storage.base import CallStore
+from common.storage.programs import Query, Row
+from common.storage.sql import SqlCallStore
+
+CALL = "call-00000000000a"
+HELLO = TranscriptTurn(role="agent", text="Hello Ann", at_s=0.5)
+
+
+async def execute(store: CallStore, sql: str, *args: Any) -> list[Row]:
+    """Raw SQL on the store's own database (as a database written by an older server holds)."""
+
+    def program() -> Generator[Query, list[Row], list[Row]]:
+        rows = yield Query(sql, args)
+        return rows
+
+    return await cast(SqlCallStore, store)._run(program(), write=True)
+
+
+def sent(seq: int, kind: str, at: float = 1_700_000_001.0, **body: Any) -> AgentReport:
+    return AgentReport(call_id=CALL, seq=seq, kind=kind, at=at, **body)  # type: ignore[arg-type]
+
+
+async def kinds_stored(store: CallStore) -> list[str]:
+    rows = await execute(store, "SELECT kind FROM reports WHERE call_id = ? ORDER BY seq", CALL)
+    return [str(r["kind"]) for r in rows]
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unreadable-row warnings, none said yet (they are said once a minute per kind)."""
+    monkeypatch.setattr(programs, "_UNREADABLE", Repeats())
+
+
+# ------------------------------------------------------------------ rows written before today
+
+
+async def test_stored_reports_that_no_longer_read_leave_the_call_readable(
+    store: CallStore, caplog: pytest.LogCaptureFixture, fresh_warnings: None
+) -> None:
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await store.record_report(sent(1, "turn", turn=HELLO))
+    # A turn whose `at` was Infinity (pydantic wrote null), and one whose turn is broken.
+    at_null = dict(json.loads(sent(2, "turn", turn=HELLO).to_json()), at=None)
+    broken = json.loads(sent(3, "turn", turn=HELLO).to_json())
+    broken["turn"]["at_s"] = None
+    for seq, body in ((2, at_null), (3, broken)):
+        await execute(
+            store,
+            "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
+            " VALUES (?, ?, 'turn', ?, 0, 0)",
+            CALL,
+            seq,
+            json.dumps(body),
+        )
+    with caplog.at_level(logging.WARNING, logger="common.storage.programs"):
+        call = await store.get_call(CALL)
+    assert call is not None and call.transcript == (HELLO, HELLO)
+    assert any(CALL in r.getMessage() and "#3" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,134 @@
+"""What POST /agent/reports refuses, and what GET /calls/{id} still shows when the database holds
+reports that today's rules would refuse: numbers that are not finite or not a moment, free-form
+objects that no store can hold, more turns than a call keeps. Real signed reports, the real app.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from common.contracts import MAX_REPORT_AT, REPORTS_PATH
+from common.repeats import Repeats
+from common.storage import programs
+from handlers.keys import SETTINGS
+from tests.conftest import AppFactory
+from tests.integration.test_call_results import report, report_token, shown
+from tests.integration.test_webhooks import place, quiet_app
+
+Client = TestClient[Any, Any]
+HELLO = {"role": "agent", "text": "Hello", "at_s": 0.5}
+
+
+async def post_text(client: Client, call_id: str, text: str) -> tuple[int, dict[str, Any]]:
+    """POST a report's exact JSON text, signed for `call_id`: its status and JSON answer."""
+    body = text.encode()
+    headers = {"Authorization": "Bearer " + report_token(body, call_id)}
+    resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
+    answer: dict[str, Any] = await resp.json()
+    return resp.status, answer
+
+
+def with_at(sent: dict[str, Any], literal: str) -> str:
+    """The report's JSON with `"at"` written as `literal` (JSON parsers read 1e999 as inf)."""
+    return json.dumps(dict(sent, at=0.125)).replace('"at": 0.125', f'"at": {literal}')
+
+
+def fields(answer: dict[str, Any]) -> list[str]:
+    return [d["field"] for d in answer["details"]]
+
+
+def stored_reports(client: Client, call_id: str) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        rows = db.execute(
+            "SELECT seq, kind, body FROM reports WHERE call_id = ? ORDER BY seq", (call_id,)
+        ).fetchall()
+    return [(int(seq), str(kind), str(body)) for seq, kind, body in rows]
+
+
+# ------------------------------------------------------------------ numbers
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["Infinity", "1e999", "-Infinity", "-1e999", "NaN", "1e300", str(MAX_REPORT_AT + 1)],
+)
+async def test_a_report_whose_moment_is_no_moment_is_400(
+    start_app: AppFactory, literal: str
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    sent = report(call_id, 1, "turn", turn=HELLO)
+    status, answer = await post_text(client, call_id, with_at(sent, literal))
+    assert status == 400 and answer["error"] == "not an agent report"
+    assert fields(answer) == ["at"]
+    assert stored_reports(client, call_id) == []
+    call = await shown(client, call_id)  # the call still reads, with nothing of it
+    assert call["transcript"] == []
+    # The same turn at a real moment is taken.
+    status, answer = await post_text(client, call_id, json.dumps(sent))
+    assert (status, answer["result"]) == (200, "applied")
+    assert (await shown(client, call_id))["transcript"] == [dict(HELLO, interrupted=False)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "where"),
+    [
+        ("turn", {"turn": dict(HELLO, at_s="NaN")}, "turn.at_s"),
+        ("turn", {"turn": dict(HELLO, at_s="Infinity")}, "turn.at_s"),
+        ("final", {"final": {"transcript": [dict(HELLO, at_s="NaN")]}}, "final.transcript.0.at_s"),
+    ],
+)
+async def test_every_float_of_a_report_is_finite(
+    start_app: AppFactory, kind: str, body: dict[str, Any], where: str
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    text = json.dumps(report(call_id, 1, kind, **body)).replace('"NaN"', "NaN")
+    text = text.replace('"Infinity"', "Infinity")
+    status, answer = await post_text(client, call_id, text)
+    assert status == 400 and fields(answer) == [where]
+    assert stored_reports(client, call_id) == []
+    assert (await shown(client, call_id))["report_status"] == "pending"
+
+
+async def test_a_stored_turn_that_no_longer_reads_leaves_the_call_readable(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows a database may hold from before: a turn whose `at` was Infinity (stored as null),
+    and one whose turn itself no longer reads. The call still reads; the first turn is shown,
+    the second left out with a warning naming the call."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    at_null = dict(report(call_id, 1, "turn", turn=HELLO), at=None)
+    broken = report(call_id, 2, "turn", turn=dict(HELLO, at_s=None))
+    truncated = json.dumps(report(call_id, 3, "turn", turn=HELLO))[:-9]
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        db.executemany(
+            "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
+            " VALUES (?, ?, 'turn', ?, ?, ?)",
+            [
+                (call_id, seq, body, time.time(), time.time())
+                for seq, body in ((1, json.dumps(at_null)), (2, json.dumps(broken)), (3, truncated))
+            ],
+        )
+    monkeypatch.setattr(programs, "_UNREADABLE", Repeats())  # none said yet in this test
+    with caplog.at_level(logging.WARNING, logger="common.storage.programs"):
+        resp = await client.get(f"/calls/{call_id}")
+    assert resp.status == 200
+    assert (await resp.json())["transcript"] == [dict(HELLO, interrupted=False)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(call_id in line and "#2" in line for line in warnings), warnings
+    # The reports after them still arrive and show.
+    later = report(call_id, 4, "turn", turn=dict(HELLO, text="Still there?", at_s=3.0))
+    assert (await post_text(client, call_id, json.dumps(later)))[0] == 200
+    texts = [t["text"] for t in (await shown(client, call_id))["transcript"]]
+    assert texts == ["Hello", "Still there?"]
+    assert (await client.get("/calls")).status == 200
