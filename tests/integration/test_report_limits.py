@@ -56,10 +56,7 @@ def stored_reports(client: Client, call_id: str) -> list[tuple[int, str, str]]:
 # ------------------------------------------------------------------ numbers
 
 
-@pytest.mark.parametrize(
-    "literal",
-    ["Infinity", "1e999", "-Infinity", "-1e999", "NaN", "1e300", str(MAX_REPORT_AT + 1)],
-)
+@pytest.mark.parametrize("literal", ["Infinity", "1e999", "1e300", str(MAX_REPORT_AT + 1)])
 async def test_a_report_whose_moment_is_no_moment_is_400(
     start_app: AppFactory, literal: str
 ) -> None:
@@ -81,6 +78,8 @@ async def test_a_report_whose_moment_is_no_moment_is_400(
 @pytest.mark.parametrize(
     ("kind", "body", "where"),
     [
+        ("turn", {"at": "NaN", "turn": HELLO}, "at"),
+        ("turn", {"at": "-Infinity", "turn": HELLO}, "at"),
         ("turn", {"turn": dict(HELLO, at_s="NaN")}, "turn.at_s"),
         ("turn", {"turn": dict(HELLO, at_s="Infinity")}, "turn.at_s"),
         ("final", {"final": {"transcript": [dict(HELLO, at_s="NaN")]}}, "final.transcript.0.at_s"),
@@ -89,10 +88,12 @@ async def test_a_report_whose_moment_is_no_moment_is_400(
 async def test_every_float_of_a_report_is_finite(
     start_app: AppFactory, kind: str, body: dict[str, Any], where: str
 ) -> None:
+    """These were refused before too (by the bounds of `at` and `at_s`); held here so that
+    no change of a bound lets a number that is not finite into the database."""
     client = await quiet_app(start_app)
     call_id = await place(client)
-    text = json.dumps(report(call_id, 1, kind, **body)).replace('"NaN"', "NaN")
-    text = text.replace('"Infinity"', "Infinity")
+    text = json.dumps(dict(report(call_id, 1, kind), **body)).replace('"NaN"', "NaN")
+    text = text.replace('"Infinity"', "Infinity").replace('"-Infinity"', "-Infinity")
     status, answer = await post_text(client, call_id, text)
     assert status == 400 and fields(answer) == [where]
     assert stored_reports(client, call_id) == []
