@@ -18,7 +18,9 @@ import json
 import logging
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from common.json_values import MAX_DEPTH, check_plain_json
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,11 @@ MAX_REPORT_AT: Final = 4_102_444_800.0
 # Every float in a report is finite: JSON's `Infinity`, `NaN` and `1e999` (which parsers read as
 # inf) are refused. pydantic would write them as null, and the report would no longer read back.
 _REPORT_MODEL: Final = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# The final report's free-form objects, as JSON: `extracted` holds up to 20 values of up to
+# 2,000 characters each (agent/analysis.py); `usage` a few entries per model the call used.
+MAX_EXTRACTED_BYTES: Final = 256 * 1024
+MAX_USAGE_BYTES: Final = 64 * 1024
+_FREE_FORM_BYTES: Final = {"extracted": MAX_EXTRACTED_BYTES, "usage": MAX_USAGE_BYTES}
 
 AmdCategory = Literal["human", "machine-vm", "machine-ivr", "machine-unavailable", "uncertain"]
 MACHINE_VERDICTS: Final = frozenset({"machine-vm", "machine-ivr", "machine-unavailable"})
@@ -167,13 +174,37 @@ class CallReport(BaseModel):
     )
     summary: Annotated[str | None, Field(max_length=8000)] = None
     success: SuccessVerdict | None = None
-    extracted: dict[str, Any] | None = None
+    extracted: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description=f"A JSON object nested at most {MAX_DEPTH} levels deep,"
+            f" at most {MAX_EXTRACTED_BYTES // 1024} KiB"
+        ),
+    ] = None
     analysis_errors: Annotated[list[str], Field(max_length=100)] = Field(default_factory=list)
-    usage: dict[str, Any] = Field(default_factory=dict)
+    usage: Annotated[
+        dict[str, Any],
+        Field(
+            description=f"A JSON object nested at most {MAX_DEPTH} levels deep,"
+            f" at most {MAX_USAGE_BYTES // 1024} KiB"
+        ),
+    ] = Field(default_factory=dict)
     ended_by: EndedBy | None = None
     simulated: Annotated[
         bool, Field(description="Made by the sandbox from a scripted conversation, no LLM")
     ] = False
+
+    @field_validator("extracted", "usage")
+    @classmethod
+    def _plain_json(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        """Free-form, so checked as the call request's additional_params are: finite numbers,
+        valid Unicode, bounded depth and size. Otherwise it could not be stored (a lone
+        surrogate), or stored but not read back (200 levels deep), or would not be JSON."""
+        if value is not None:
+            check_plain_json(value, max_bytes=_FREE_FORM_BYTES[str(info.field_name)])
+        return value
 
 
 # do_not_call: the callee asked not to be called again (the server puts the number on the list)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from aiohttp import web
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from common.calls.request import field_errors
 from common.contracts import MAX_REPORT_BYTES, REPORTS_PATH, AgentReport
@@ -49,7 +50,21 @@ async def agent_report(request: web.Request) -> web.Response:
             "agent report for call %s refused: its token covers %s", report.call_id, covered
         )
         raise HttpError(409, f"the report's token does not cover call {report.call_id}")
-    applied = await request.app[CALLS].record_report(report)
+    try:
+        applied = await request.app[CALLS].record_report(report)
+    except (PydanticSerializationError, UnicodeEncodeError, RecursionError) as exc:
+        # The contract refuses what cannot be stored; should some value still fail to be
+        # written (nothing was: the transaction rolled back), it is the report's, not ours.
+        metrics.reports.labels(result="malformed").inc()
+        logger.warning(
+            "agent report #%d for call %s could not be stored: %s: %s",
+            report.seq,
+            report.call_id,
+            type(exc).__name__,
+            str(exc)[:200],
+        )
+        details = [{"field": "body", "error": "cannot be stored (it is not plain JSON text)"}]
+        return json_error(400, "not an agent report", details)
     result: Literal["applied", "duplicate"] = "duplicate" if applied.duplicate else "applied"
     metrics.reports.labels(result=result).inc()
     return json_answer(ReportAnswer(result=result))

@@ -12,12 +12,13 @@ from typing import Any, cast
 import pytest
 
 from common.calls.models import NewCall
-from common.contracts import AgentReport, TranscriptTurn
+from common.contracts import AgentReport, CallReport, TranscriptTurn
 from common.repeats import Repeats
 from common.storage import programs
 from common.storage.base import CallStore
 from common.storage.programs import Query, Row
 from common.storage.sql import SqlCallStore
+from tests.helpers import FakeClock
 
 CALL = "call-00000000000a"
 HELLO = TranscriptTurn(role="agent", text="Hello Ann", at_s=0.5)
@@ -73,3 +74,35 @@ async def test_stored_reports_that_no_longer_read_leave_the_call_readable(
         call = await store.get_call(CALL)
     assert call is not None and call.transcript == (HELLO, HELLO)
     assert any(CALL in r.getMessage() and "#3" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stored_final_report_that_no_longer_reads_shows_what_does(
+    store: CallStore, clock: FakeClock, caplog: pytest.LogCaptureFixture, fresh_warnings: None
+) -> None:
+    """A usage nested 200 levels was stored once (writing it worked; reading it back made
+    every GET of the call a 500). Its other fields still show, and the retention erases it."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    deep: Any = 1
+    for _ in range(200):
+        deep = {"a": deep}
+    final = CallReport(transcript=[HELLO], summary="Greeted Ann.").model_dump(mode="json")
+    await execute(
+        store,
+        "UPDATE calls SET report = ?, report_at = ? WHERE call_id = ?",
+        json.dumps(dict(final, usage=deep)),
+        clock.now,
+        CALL,
+    )
+    with caplog.at_level(logging.WARNING, logger="common.storage.programs"):
+        call = await store.get_call(CALL)
+        listed = await store.list_calls()
+    assert call is not None and call.report is not None
+    assert call.report.summary == "Greeted Ann." and call.transcript == (HELLO,)
+    assert call.report.usage == {}
+    assert [c.report for c in listed] == [call.report]
+    assert any(CALL in r.getMessage() and "usage" in r.getMessage() for r in caplog.records)
+    await execute(store, "UPDATE calls SET ended_at = ? WHERE call_id = ?", clock.now, CALL)
+    assert await store.erase_call_data(clock.now + 1) == 1
+    erased = await store.get_call(CALL)
+    assert erased is not None and erased.report is not None
+    assert erased.transcript == () and erased.report.summary is None

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pydantic_core import PydanticSerializationError
 
-from common.contracts import MAX_REPORT_AT, REPORTS_PATH
+from common.contracts import MAX_REPORT_AT, REPORTS_PATH, AgentReport
 from common.repeats import Repeats
 from common.storage import programs
 from handlers.keys import SETTINGS
@@ -133,3 +134,82 @@ async def test_a_stored_turn_that_no_longer_reads_leaves_the_call_readable(
     texts = [t["text"] for t in (await shown(client, call_id))["transcript"]]
     assert texts == ["Hello", "Still there?"]
     assert (await client.get("/calls")).status == 200
+
+
+# ------------------------------------------------------------------ free-form objects
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("final", "where", "why"),
+    [
+        ({"usage": nested(200)}, "final.usage", "nests deeper than 32 levels"),
+        ({"usage": nested(300)}, "final.usage", "nests deeper than 32 levels"),
+        ({"usage": {"llm": [nested(40)]}}, "final.usage", "nests deeper than 32 levels"),
+        ({"extracted": nested(200)}, "final.extracted", "nests deeper than 32 levels"),
+        ({"usage": {"a": "\ud800"}}, "final.usage", "must be valid Unicode text"),
+        ({"usage": {"\ud800": 1}}, "final.usage", "must be valid Unicode text"),
+        ({"extracted": {"name": ["x", "\udfff"]}}, "final.extracted", "must be valid Unicode"),
+        ({"usage": {"audio_s": float("nan")}}, "final.usage", "must be JSON-serialisable"),
+        ({"extracted": {"n": float("inf")}}, "final.extracted", "must be JSON-serialisable"),
+        ({"usage": {"a": "x" * (64 * 1024)}}, "final.usage", "is larger than 65536 bytes"),
+    ],
+    ids=[
+        "usage-200-deep",
+        "usage-300-deep",
+        "usage-list-deep",
+        "extracted-200-deep",
+        "usage-surrogate-value",
+        "usage-surrogate-key",
+        "extracted-surrogate-in-list",
+        "usage-nan",
+        "extracted-inf",
+        "usage-too-large",
+    ],
+)
+async def test_a_final_report_whose_free_form_objects_cannot_be_stored_is_400(
+    start_app: AppFactory, final: dict[str, Any], where: str, why: str
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    text = json.dumps(report(call_id, 1, "final", final=dict(final, summary="Said hello.")))
+    status, answer = await post_text(client, call_id, text)
+    assert status == 400, answer
+    assert answer["error"] == "not an agent report" and fields(answer) == [where]
+    assert answer["details"][0]["error"].startswith(why)
+    assert stored_reports(client, call_id) == []
+    call = await shown(client, call_id)
+    assert call["report_status"] == "pending" and call["summary"] is None
+    # The same report within the bounds is taken.
+    fine = report(call_id, 2, "final", final={"usage": nested(31), "extracted": {"a": "é"}})
+    status, answer = await post_text(client, call_id, json.dumps(fine))
+    assert (status, answer["result"]) == (200, "applied")
+    call = await shown(client, call_id)
+    assert call["usage"] == nested(31) and call["extracted"] == {"a": "é"}
+
+
+async def test_a_report_that_cannot_be_stored_is_400_and_leaves_nothing(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the contract may still let through, a report that fails to be written is the
+    report's fault (400, the agent does not retry it), never a 500; nothing of it stays."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    sent = report(call_id, 1, "turn", turn=HELLO)
+
+    def unwritable(_report: AgentReport) -> bytes:
+        raise PydanticSerializationError("Error serializing to JSON: surrogates not allowed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AgentReport, "to_json", unwritable)
+        status, answer = await post_text(client, call_id, json.dumps(sent))
+    assert status == 400 and fields(answer) == ["body"]
+    assert stored_reports(client, call_id) == []
+    status, answer = await post_text(client, call_id, json.dumps(sent))
+    assert (status, answer["result"]) == (200, "applied")  # not a duplicate: nothing was kept

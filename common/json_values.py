@@ -1,0 +1,59 @@
+"""The one check that a free-form value (an object a client or an agent fills as it likes) is
+plain JSON that every reader and writer downstream can take.
+
+A value that decoded from JSON may still break what comes after: `Infinity` and `1e999` decode
+to inf, which pydantic writes as null and stdlib JSON as a bare `Infinity` (not JSON); a lone
+surrogate (`"\\ud800"`) cannot be encoded, so no database or log can hold it; a few hundred
+levels of nesting make encoders and decoders recurse past their limits (pydantic stops at 255,
+reading back sooner). `check_plain_json` refuses all of these, and values too large, before
+anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+# Deeper is no data anyone reads, and a few hundred levels break JSON encoders downstream.
+MAX_DEPTH: Final = 32
+
+
+def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> None:
+    """Raise ValueError (its message fit for a client, without the field's name) unless
+    `value` is JSON with string keys, finite numbers and valid Unicode, nested at most
+    `max_depth` levels and at most `max_bytes` as UTF-8 JSON."""
+    if _depth(value, max_depth) > max_depth:
+        raise ValueError(f"nests deeper than {max_depth} levels")
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800", in a key or a value
+        raise ValueError("must be valid Unicode text") from None
+    except (TypeError, ValueError) as exc:  # inf or NaN, or not a JSON type at all
+        raise ValueError(f"must be JSON-serialisable: {exc}") from None
+    if len(encoded) > max_bytes:
+        raise ValueError(f"is larger than {max_bytes} bytes as JSON")
+
+
+def _depth(value: object, limit: int) -> int:
+    """How deep `value` nests objects and lists (a scalar: 0), without recursion, stopping
+    once past `limit`. Keys that are not strings are refused here (json.dumps would turn
+    1 into "1" and stop at a tuple)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(item, Mapping):
+            if any(not isinstance(key, str) for key in item):
+                raise ValueError("keys must be strings")
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
