@@ -22,6 +22,7 @@ from livekit.agents.metrics import (
     STTModelUsage,
     TTSModelUsage,
 )
+from pydantic import ValidationError
 
 from agent.analysis import NO_CONVERSATION, AnalysisResult, analyze
 from agent.reporting import ReportSender
@@ -207,16 +208,35 @@ def build_call_report(
     """The final report, its transcript shortened (latest turns first) if the whole would
     exceed the server's body limit; every turn was reported on its own already."""
     found = analysis or AnalysisResult()
-    report = CallReport(
-        transcript=list(transcript)[:MAX_TURNS],
-        summary=found.summary,
-        success=found.success,
-        extracted=found.extracted,
-        analysis_errors=found.errors[:100],
-        usage=usage,
-        ended_by=ended_by,
-    )
-    return _fit(report)
+    parts: dict[str, Any] = {
+        "transcript": list(transcript)[:MAX_TURNS],
+        "summary": found.summary,
+        "success": found.success,
+        "extracted": found.extracted,
+        "analysis_errors": found.errors[:100],
+        "usage": usage,
+        "ended_by": ended_by,
+    }
+    return _fit(_acceptable(parts))
+
+
+def _acceptable(parts: dict[str, Any]) -> CallReport:
+    """The report of `parts`, less any part the server would refuse (a NaN in a model's
+    usage, a lone surrogate in what the LLM wrote): that part is left out and named in
+    `analysis_errors`, so that the rest still goes out."""
+    try:
+        return CallReport(**parts)
+    except ValidationError as exc:
+        refused = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]} - {"transcript"})
+    # Names only: a refused value may not even be printable (a lone surrogate).
+    logger.warning("final report: left out what the server would refuse: %s", ", ".join(refused))
+    notes = [f"{name}: left out, the server would refuse it" for name in refused]
+    kept = {name: value for name, value in parts.items() if name not in refused}
+    kept["analysis_errors"] = [*kept.get("analysis_errors", [])[: 100 - len(notes)], *notes]
+    try:
+        return CallReport(**kept)
+    except ValidationError:  # not expected: the turns are TranscriptTurns already
+        return CallReport(ended_by=parts["ended_by"], analysis_errors=notes)
 
 
 def _size(report: CallReport) -> int:

@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from agent.analysis import AnalysisResult
 from agent.reporting import ReportSender
+from agent.results import build_call_report
 from common.contracts import REPORTS_PATH, AmdVerdict, CallReport, SuccessVerdict, TranscriptTurn
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
@@ -57,3 +59,27 @@ async def test_a_sender_for_another_call_is_refused(start_app: AppFactory) -> No
     await sender.aclose(1)
     assert sender.delivered == []  # 404: the server knows no such call; nothing retried
     assert (await (await client.get(f"/calls/{mine}")).json())["status"] == "dialing"
+
+
+async def test_a_final_report_goes_out_without_what_the_server_would_refuse(
+    start_app: AppFactory,
+) -> None:
+    """A model's usage with a NaN in it, a value the LLM wrote with a lone surrogate: the
+    agent leaves those parts out and says so, and the rest of its final report arrives."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    hello = TranscriptTurn(role="agent", text="Hello Ann, this is the clinic.", at_s=0.4)
+    found = AnalysisResult(summary="Greeted Ann.", extracted={"name": "Ann \ud800"})
+    final = build_call_report([hello], found, {"stt": [{"audio_s": float("nan")}]}, "agent")
+    assert final.usage == {} and final.extracted is None
+    sender = ReportSender(str(client.make_url(REPORTS_PATH)), call_id, DEV_API_KEY, DEV_API_SECRET)
+    sender.final(final)
+    await sender.aclose(10)
+    assert sender.delivered == [0]
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["report_status"] == "complete" and call["summary"] == "Greeted Ann."
+    assert call["transcript"] == [hello.model_dump()]
+    assert call["analysis_errors"] == [
+        "extracted: left out, the server would refuse it",
+        "usage: left out, the server would refuse it",
+    ]
