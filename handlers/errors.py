@@ -22,6 +22,7 @@ from common.calls.errors import (
     KeyReused,
     RateLimited,
     TooManyLiveCalls,
+    TooManyTurns,
     UnknownCall,
 )
 from common.campaigns.errors import InvalidRows, UnknownCampaign
@@ -73,6 +74,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (UnknownCampaign, lambda e: Answer(404, "unknown campaign", [])),
     (CampaignConflict, lambda e: Answer(409, str(e), [])),
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
+    (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (
         ConfigWriteError,
         lambda e: Answer(503, f"could not store the call's configuration: {e.strerror}", []),

@@ -2,8 +2,9 @@
 webhooks (common/signing.py) with a room grant naming the call.
 
 401 when the signature does not hold (nothing changes); 409 when the token covers another
-call than the report names; 404 for a call the server does not know; a report seen before
-(same call and sequence number) changes nothing again.
+call than the report names, or for a turn beyond the MAX_TURNS a call keeps; 404 for a call
+the server does not know; a report seen before (same call and sequence number) changes
+nothing again.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from aiohttp import web
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from common.calls.errors import TooManyTurns
 from common.calls.request import field_errors
-from common.contracts import MAX_REPORT_BYTES, REPORTS_PATH, AgentReport
+from common.contracts import MAX_REPORT_BYTES, MAX_TURNS, REPORTS_PATH, AgentReport
 from common.signing import BodyVerifier, Unverified
 from handlers.errors import HttpError, json_error
 from handlers.http import Reply, RouteDoc, add_route, decode_json, json_answer, read_body
@@ -52,6 +54,9 @@ async def agent_report(request: web.Request) -> web.Response:
         raise HttpError(409, f"the report's token does not cover call {report.call_id}")
     try:
         applied = await request.app[CALLS].record_report(report)
+    except TooManyTurns:  # answered 409 by handlers/errors.py
+        metrics.reports.labels(result="too_many_turns").inc()
+        raise
     except (PydanticSerializationError, UnicodeEncodeError, RecursionError) as exc:
         # The contract refuses what cannot be stored; should some value still fail to be
         # written (nothing was: the transaction rolled back), it is the report's, not ours.
@@ -87,7 +92,10 @@ def setup(app: web.Application) -> None:
                 400: Reply("Signed, but not an agent report; `details` says why"),
                 401: Reply("The signature did not verify; nothing changed"),
                 404: Reply("No such call"),
-                409: Reply("The token covers another call"),
+                409: Reply(
+                    "The token covers another call, or the call already holds"
+                    f" {MAX_TURNS:,} transcript turns (a turn beyond them is not kept)"
+                ),
                 413: Reply("The body is larger than 1 MiB"),
                 503: Reply("The calls database is unavailable; the agent retries"),
             },

@@ -39,6 +39,18 @@ def refuse_unknown(doc: Mapping[str, object], known: Collection[str], where: str
         raise InvalidCall([FieldError(f"{where}{key}", "unknown field") for key in unknown])
 
 
+class TooManyTurns(CallError):
+    """The call holds as many transcript turns as a call keeps: a turn report beyond them is
+    not stored (sending it again changes nothing)."""
+
+    def __init__(self, call_id: str, limit: int) -> None:
+        super().__init__(
+            f"call {call_id} already holds {limit:,} transcript turns; no more are kept"
+        )
+        self.call_id = call_id
+        self.limit = limit
+
+
 class OnDoNotCallList(InvalidCall):
     """The number is on the do-not-call list (POST /dnc, or the callee asked the agent)."""
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from common.calls.errors import TooManyTurns
 from common.calls.events import CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
     Applied,
@@ -36,7 +37,7 @@ from common.calls.models import (
     WebhookDelivery,
 )
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
-from common.contracts import AgentReport, CallReport, TranscriptTurn
+from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
 from common.repeats import Repeats
 from common.storage.base import AdmissionLimits, DatabaseError, KeyTaken, Refusal, Refused
 from common.storage.paging import Before, before_clause
@@ -791,8 +792,9 @@ def record_report(
     `answered` moves the call to in_progress with `answered_at` the moment it reports
     (bounded by the call's own times); `amd` records the verdict (a machine one settles the
     call as voicemail when it ends); `final` keeps the final report. Once the final report is
-    in, a later `amd` or `final` changes nothing (a duplicate). A report about a call the
-    database does not know stores nothing. Nothing moves a final status.
+    in, a later `amd` or `final` changes nothing (a duplicate). A `turn` beyond the MAX_TURNS
+    a call keeps raises TooManyTurns. A report about a call the database does not know stores
+    nothing. Nothing moves a final status.
     """
     # What the report needs of its call (`apply` reads the whole row when it changes it).
     columns = "call_id, status, created_at, phone_number, data_erased_at, report_at"
@@ -812,6 +814,20 @@ def record_report(
         if report.kind == "turn" or report.final is None:
             return Applied(duplicate=True)
         report = report.model_copy(update={"final": _without_personal_data(report.final)})
+    if report.kind == "turn":
+        # A call keeps as many turns as its final report may carry, and shows them all.
+        counted = yield Query(
+            "SELECT COUNT(*) AS n FROM reports WHERE call_id = ? AND kind = 'turn'",
+            (report.call_id,),
+        )
+        if int(counted[0]["n"]) >= MAX_TURNS:
+            seen = yield Query(
+                "SELECT 1 AS seen FROM reports WHERE call_id = ? AND seq = ?",
+                (report.call_id, report.seq),
+            )
+            if seen:  # one of the turns kept, sent again
+                return Applied(duplicate=True)
+            raise TooManyTurns(report.call_id, MAX_TURNS)
     stored = yield Query(
         "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",

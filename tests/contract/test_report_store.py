@@ -4,6 +4,7 @@ whose stored reports no longer read under today's rules."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Generator
@@ -11,8 +12,9 @@ from typing import Any, cast
 
 import pytest
 
-from common.calls.models import NewCall
-from common.contracts import AgentReport, CallReport, TranscriptTurn
+from common.calls.errors import TooManyTurns
+from common.calls.models import Applied, NewCall
+from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
 from common.repeats import Repeats
 from common.storage import programs
 from common.storage.base import CallStore
@@ -106,3 +108,30 @@ async def test_a_stored_final_report_that_no_longer_reads_shows_what_does(
     erased = await store.get_call(CALL)
     assert erased is not None and erased.report is not None
     assert erased.transcript == () and erased.report.summary is None
+
+
+# ------------------------------------------------------------------ turns per call
+
+
+async def test_a_call_keeps_at_most_max_turns(store: CallStore) -> None:
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    said = [TranscriptTurn(role="callee", text=f"turn {i}", at_s=float(i)) for i in range(3)]
+    results = await asyncio.gather(  # at once: on PostgreSQL, on many connections
+        *(
+            store.record_report(sent(seq, "turn", turn=said[seq % 3]))
+            for seq in range(MAX_TURNS + 5)
+        ),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, TooManyTurns)]
+    assert len(refused) == 5 and all(isinstance(r, Applied) for r in results if r not in refused)
+    with pytest.raises(TooManyTurns):
+        await store.record_report(sent(MAX_TURNS + 5, "turn", turn=HELLO))
+    call = await store.get_call(CALL)
+    assert call is not None and len(call.transcript) == MAX_TURNS
+    assert HELLO not in call.transcript
+    kept = [seq for seq, r in enumerate(results) if isinstance(r, Applied)]
+    assert (await store.record_report(sent(kept[7], "turn", turn=said[kept[7] % 3]))).duplicate
+    answered = await store.record_report(sent(MAX_TURNS + 6, "answered"))
+    assert answered.after is not None and answered.after.answered
+    assert len(await kinds_stored(store)) == MAX_TURNS + 1

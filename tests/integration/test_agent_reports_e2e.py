@@ -3,9 +3,11 @@ agent reports is what GET /calls/{id} shows, and a report for another call is re
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from agent.analysis import AnalysisResult
@@ -14,6 +16,7 @@ from agent.results import build_call_report
 from common.contracts import REPORTS_PATH, AmdVerdict, CallReport, SuccessVerdict, TranscriptTurn
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
+from tests.integration.test_report_limits import fill_turns
 from tests.integration.test_webhooks import place, quiet_app
 
 Client = TestClient[Any, Any]
@@ -83,3 +86,33 @@ async def test_a_final_report_goes_out_without_what_the_server_would_refuse(
         "extracted: left out, the server would refuse it",
         "usage: left out, the server would refuse it",
     ]
+
+
+async def test_a_turn_beyond_the_calls_limit_is_not_retried(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server keeps MAX_TURNS turns per call; the agent's next one is refused (409) once,
+    with one WARNING line, and the reports after it go on at once (not after 4 minutes)."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    fill_turns(client, call_id)  # numbered from 10,000: the sender's own start at 0
+    sender = ReportSender(str(client.make_url(REPORTS_PATH)), call_id, DEV_API_KEY, DEV_API_SECRET)
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="agent.reporting"):
+        sender.answered(time.time())
+        sender.turn(TranscriptTurn(role="callee", text="Are you still there?", at_s=900.0))
+        sender.final(CallReport(summary="A long call.", ended_by="callee"))
+        assert await sender.flush(10)
+    await sender.aclose(1)
+    assert time.monotonic() - started < 5
+    assert sender.delivered == [0, 2]
+    lines = [r for r in caplog.records if r.name == "agent.reporting"]
+    assert [(r.levelno, r.getMessage()) for r in lines] == [
+        (
+            logging.WARNING,
+            f"call {call_id}: turn report #1 refused by the server, not retried: HTTP 409"
+            f" (call {call_id} already holds 2,000 transcript turns; no more are kept)",
+        )
+    ]
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["summary"] == "A long call." and call["status"] == "in_progress"

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pydantic_core import PydanticSerializationError
 
-from common.contracts import MAX_REPORT_AT, REPORTS_PATH, AgentReport
+from common.contracts import MAX_REPORT_AT, MAX_TURNS, REPORTS_PATH, AgentReport
 from common.repeats import Repeats
 from common.storage import programs
 from handlers.keys import SETTINGS
@@ -213,3 +213,49 @@ async def test_a_report_that_cannot_be_stored_is_400_and_leaves_nothing(
     assert stored_reports(client, call_id) == []
     status, answer = await post_text(client, call_id, json.dumps(sent))
     assert (status, answer["result"]) == (200, "applied")  # not a duplicate: nothing was kept
+
+
+# ------------------------------------------------------------------ turns per call
+
+
+def fill_turns(client: Client, call_id: str, first_seq: int = 10_000) -> None:
+    """MAX_TURNS turns of `call_id` stored, numbered from `first_seq` (as if reported)."""
+    rows = []
+    for i in range(MAX_TURNS):
+        seq = first_seq + i
+        turn = dict(HELLO, text=f"turn {i}", at_s=float(i))
+        rows.append((call_id, seq, json.dumps(report(call_id, seq, "turn", turn=turn))))
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        db.executemany(
+            "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
+            " VALUES (?, ?, 'turn', ?, 0, 0)",
+            rows,
+        )
+
+
+async def test_a_call_keeps_at_most_max_turns(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    fill_turns(client, call_id)
+    before = await shown(client, call_id)
+    assert len(before["transcript"]) == MAX_TURNS
+    one_more = report(call_id, 20_000, "turn", turn=dict(HELLO, at_s=3000.0))
+    status, answer = await post_text(client, call_id, json.dumps(one_more))
+    assert status == 409
+    assert (
+        answer["error"] == f"call {call_id} already holds 2,000 transcript turns; no more are kept"
+    )
+    after = await shown(client, call_id)
+    assert after["transcript"] == before["transcript"] and after["timeline"] == before["timeline"]
+    assert len(stored_reports(client, call_id)) == MAX_TURNS
+    # One of the turns kept, sent again, is still a duplicate; other kinds still count.
+    again = report(call_id, 10_000, "turn", turn=dict(HELLO, text="turn 0", at_s=0.0))
+    assert await post_text(client, call_id, json.dumps(again)) == (
+        200,
+        {"status": "success", "result": "duplicate"},
+    )
+    final = report(call_id, 20_001, "final", final={"summary": "A long call."})
+    assert (await post_text(client, call_id, json.dumps(final)))[0] == 200
+    assert (await shown(client, call_id))["summary"] == "A long call."
+    metrics = await (await client.get("/metrics")).text()
+    assert 'agent_reports_total{result="too_many_turns"} 1.0' in metrics
