@@ -809,11 +809,15 @@ def record_report(
         # The call's final report is in: it stands, with the verdict it was made with. A
         # later one (another seq) would rewrite what the customer was already sent.
         return Applied(duplicate=True)
-    if call["data_erased_at"] is not None and report.kind in ("turn", "final"):
-        # The retention already erased this call's conversation: keep none of it now.
-        if report.kind == "turn" or report.final is None:
+    if call["data_erased_at"] is not None and report.kind in ("turn", "amd", "final"):
+        # The retention already erased this call's conversation: keep none of it now (the
+        # verdicts stay, as the erasure leaves them).
+        if report.kind == "turn":
             return Applied(duplicate=True)
-        report = report.model_copy(update={"final": _without_personal_data(report.final)})
+        if report.amd is not None:
+            report = report.model_copy(update={"amd": report.amd.model_copy(update={"reason": ""})})
+        if report.final is not None:
+            report = report.model_copy(update={"final": _without_personal_data(report.final)})
     if report.kind == "turn":
         # A call keeps as many turns as its final report may carry, and shows them all.
         counted = yield Query(
@@ -899,8 +903,9 @@ def _no_change(_state: Any) -> None:
 
 
 def erase_call_data(d: Dialect, ended_before: float, now: float) -> Program[int]:
-    """Erase what the conversation said (transcript, summary, extracted fields, reasons) of
-    calls that ended before `ended_before`; status, timings, verdicts and usage stay."""
+    """Erase what the conversation said (transcript, summary, extracted fields, the reasons
+    of the success and answering-machine verdicts) of calls that ended before `ended_before`;
+    status, timings, verdicts and usage stay."""
     rows = yield Query(
         "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL",
         (ended_before,),
@@ -912,8 +917,11 @@ def erase_call_data(d: Dialect, ended_before: float, now: float) -> Program[int]
             "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
             (kept.model_dump_json() if kept else None, now, row["call_id"]),
         )
+        # The reports' bodies said it too: the turns, the final report, and the reason of the
+        # answering-machine verdict (what the callee's line said). The verdict itself stays
+        # in the call's `amd`.
         yield Query(
-            "DELETE FROM reports WHERE call_id = ? AND kind IN ('turn', 'final')",
+            "DELETE FROM reports WHERE call_id = ? AND kind IN ('turn', 'amd', 'final')",
             (row["call_id"],),
         )
         # The call's events carried the conversation too (kept for redelivery): erase it there.

@@ -14,7 +14,8 @@ import pytest
 
 from common.calls.errors import TooManyTurns
 from common.calls.models import Applied, NewCall
-from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
+from common.calls.outcomes import Change, Status
+from common.contracts import MAX_TURNS, AgentReport, AmdVerdict, CallReport, TranscriptTurn
 from common.repeats import Repeats
 from common.storage import programs
 from common.storage.base import CallStore
@@ -135,3 +136,44 @@ async def test_a_call_keeps_at_most_max_turns(store: CallStore) -> None:
     answered = await store.record_report(sent(MAX_TURNS + 6, "answered"))
     assert answered.after is not None and answered.after.answered
     assert len(await kinds_stored(store)) == MAX_TURNS + 1
+
+
+# ------------------------------------------------------------------ retention
+
+
+@pytest.mark.parametrize("with_final", [True, False], ids=["final-report", "agent-died"])
+async def test_the_retention_erases_every_report_body_that_held_the_conversation(
+    store: CallStore, clock: FakeClock, with_final: bool
+) -> None:
+    """The turns, the final report and the answering-machine verdict's reason (what the
+    callee's line said) are erased; the verdict itself stays on the call, as README says."""
+    heard = "Callee said: you have reached Ann Lee, 415 555 0100, leave a message"
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await store.record_report(sent(0, "answered"))
+    await store.record_report(sent(1, "amd", amd=AmdVerdict(category="machine-vm", reason=heard)))
+    await store.record_report(sent(2, "turn", turn=HELLO))
+    if with_final:
+        await store.record_report(sent(3, "final", final=CallReport(transcript=[HELLO])))
+    ended = Change(Status.VOICEMAIL, "machine-vm", answered=True)
+    await store.apply(CALL, "room_finished", lambda _state: ended, room_finished=True)
+    clock.advance(10)
+    assert await store.erase_call_data(clock.now) == 1
+
+    assert await kinds_stored(store) == ["answered"]
+    call = await store.get_call(CALL)
+    assert call is not None and call.amd == "machine-vm" and call.status is Status.VOICEMAIL
+    assert call.transcript == ()
+    # Reports sent again after the erasure keep nothing of what was said: a turn is not
+    # stored, a verdict keeps its category (with no final report in, it still counts).
+    again = AmdVerdict(category="machine-vm", reason=heard)
+    assert (await store.record_report(sent(1, "amd", amd=again))).duplicate is with_final
+    assert (await store.record_report(sent(2, "turn", turn=HELLO))).duplicate
+    bodies = await execute(store, "SELECT kind, body FROM reports WHERE call_id = ?", CALL)
+    assert all("Ann Lee" not in r["body"] for r in bodies)
+    assert [r["kind"] for r in bodies] == ["answered"] if with_final else ["answered", "amd"]
+    if not with_final:
+        assert json.loads(bodies[1]["body"])["amd"] == {"category": "machine-vm", "reason": ""}
+    events = await execute(store, "SELECT detail FROM events WHERE call_id = ?", CALL)
+    assert all("Ann Lee" not in r["detail"] for r in events)
+    call = await store.get_call(CALL)
+    assert call is not None and call.amd == "machine-vm" and call.transcript == ()

@@ -314,6 +314,13 @@ async def test_conversations_are_erased_after_the_retention(start_app: AppFactor
     with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
         events = [json.loads(d) for (d,) in db.execute("SELECT data FROM outbox")]
     assert events and all(e["transcript"] == [] and e["summary"] is None for e in events)
+    # ...nor do the agent's reports: the turns, the final report, the verdict's reason.
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        kinds = [
+            k
+            for (k,) in db.execute("SELECT kind FROM reports WHERE call_id = ?", (call["call_id"],))
+        ]
+    assert kinds == ["answered"]
     # ...and a final report arriving after the erasure keeps none of it.
     said = {"role": "callee", "text": "my card is 4111", "at_s": 1.0}
     late = report(call["call_id"], 999, "final", final={"transcript": [said]})
