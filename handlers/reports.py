@@ -21,7 +21,16 @@ from common.calls.request import field_errors
 from common.contracts import MAX_REPORT_BYTES, MAX_TURNS, REPORTS_PATH, AgentReport
 from common.signing import BodyVerifier, Unverified
 from handlers.errors import HttpError, json_error
-from handlers.http import Reply, RouteDoc, add_route, decode_json, json_answer, read_body
+from handlers.http import (
+    PUBLIC_SECRET,
+    Reply,
+    RouteDoc,
+    add_route,
+    decode_json,
+    json_answer,
+    read_body,
+    signed_by_whom_it_may_be,
+)
 from handlers.keys import CALLS, METRICS, SETTINGS
 from handlers.schemas import ReportAnswer
 
@@ -32,6 +41,7 @@ VERIFIER = web.AppKey("report_verifier", BodyVerifier)
 
 async def agent_report(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
+    signed_by_whom_it_may_be(request)
     body = await read_body(request, MAX_REPORT_BYTES, "report body")
     try:
         signed = request.app[VERIFIER].verify(request.headers.get("Authorization", ""), body)
@@ -91,6 +101,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("Stored (or seen before)", ReportAnswer),
                 400: Reply("Signed, but not an agent report; `details` says why"),
                 401: Reply("The signature did not verify; nothing changed"),
+                403: PUBLIC_SECRET,
                 404: Reply("No such call"),
                 409: Reply(
                     "The token covers another call, or the call already holds"

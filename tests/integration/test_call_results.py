@@ -185,6 +185,23 @@ def answered(call_id: str, seq: int = 0, at: float | None = None) -> dict[str, A
     return report(call_id, seq, "answered", at)
 
 
+async def test_the_public_sandbox_secret_signs_reports_for_this_machine_only(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed with the embedded sandbox's secret (it is in the source), a report from another
+    machine is refused (403) and changes nothing; from this one it is applied."""
+    from handlers import http
+
+    client = await quiet_app(start_app)
+    call_id = await place(client, "+14155557761")
+    monkeypatch.setattr(http, "_from_this_machine", lambda _request: False)
+    assert await post_report(client, answered(call_id)) == 403
+    assert (await shown(client, call_id))["status"] == "dialing"
+    monkeypatch.undo()
+    assert await post_report(client, answered(call_id)) == 200
+    assert (await shown(client, call_id))["status"] == "in_progress"
+
+
 async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
     start_app: AppFactory,
 ) -> None:
