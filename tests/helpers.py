@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from aiohttp import web
 
 from common.storage.paging import Before
 
@@ -101,3 +104,20 @@ async def every_page(
             return seen
         before = where_it_ends(page[-1])
     raise AssertionError("more than 100 pages")
+
+
+@contextlib.asynccontextmanager
+async def serving_posts(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int
+) -> AsyncIterator[None]:
+    """An HTTP server on 127.0.0.1:`port` answering `POST path` with `handler` (a customer's
+    webhook receiver), for as long as the block runs."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield
+    finally:
+        await runner.cleanup()

@@ -10,14 +10,14 @@ session from it).
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.json_values import check_plain_json
 from common.text import is_unicode
 
 DEFAULT_CALLER_NAME = "Guest"
@@ -224,44 +224,13 @@ def validate_additional_params(value: object) -> dict[str, Any]:
     reserved = sorted(str(k) for k in params if k in RESERVED_KEYS)
     if reserved:
         raise ValueError(f"additional_params may not use reserved keys: {', '.join(reserved)}")
-    if any(not isinstance(k, str) for k in params):
-        raise ValueError("additional_params keys must be strings")
-    if _depth(params) > MAX_ADDITIONAL_PARAMS_DEPTH:
-        raise ValueError(
-            f"additional_params nests deeper than {MAX_ADDITIONAL_PARAMS_DEPTH} levels"
-        )
     try:
-        encoded = json.dumps(params, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800"
-        raise ValueError("additional_params must be valid Unicode text") from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"additional_params must be JSON-serialisable: {exc}") from None
-    if len(encoded) > MAX_ADDITIONAL_PARAMS_BYTES:
-        raise ValueError(
-            f"additional_params is larger than {MAX_ADDITIONAL_PARAMS_BYTES} bytes as JSON"
+        check_plain_json(
+            params, max_bytes=MAX_ADDITIONAL_PARAMS_BYTES, max_depth=MAX_ADDITIONAL_PARAMS_DEPTH
         )
+    except ValueError as exc:
+        raise ValueError(f"additional_params {exc}") from None
     return params
-
-
-def _depth(value: object) -> int:
-    """How deep `value` nests objects and lists (a scalar: 0), without recursion, stopping
-    once past MAX_ADDITIONAL_PARAMS_DEPTH."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        children: Iterable[object]
-        if isinstance(item, Mapping):
-            children = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        if deepest > MAX_ADDITIONAL_PARAMS_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def _text(value: object, name: str, default: str) -> str:

@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from common.storage.migrations import migrations_for
-from tests.helpers import wait_for
+from tests.helpers import serving_posts, wait_for
 from tests.pg_cluster import PostgresCluster
 from tests.processes import SandboxProcess, ServerProcess, free_port
 from tests.reliability.conftest import Figures, LogGuard, scaled
@@ -257,13 +257,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     box = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks", box.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", box.port).start()
-    yield box
-    await runner.cleanup()
+    async with serving_posts("/hooks", box.handle, box.port):
+        yield box
 
 
 async def test_when_one_instance_dies_the_other_finishes_its_work(

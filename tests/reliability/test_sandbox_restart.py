@@ -27,7 +27,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from common.calls.service import SANDBOX_RESTARTED
-from tests.helpers import wait_for
+from tests.helpers import serving_posts, wait_for
 from tests.processes import SandboxProcess, ServerProcess, free_port
 from tests.reliability.conftest import Figures, LogGuard
 
@@ -73,13 +73,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     box = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks", box.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", box.port).start()
-    yield box
-    await runner.cleanup()
+    async with serving_posts("/hooks", box.handle, box.port):
+        yield box
 
 
 def sandbox_env(tmp_path: Path, name: str = "", **extra: str) -> dict[str, str]:

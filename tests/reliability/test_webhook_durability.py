@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from tests.helpers import wait_for
+from tests.helpers import serving_posts, wait_for
 from tests.processes import ServerProcess, free_port
 from tests.reliability.conftest import Figures, LogGuard, scaled
 
@@ -58,13 +58,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     box = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks", box.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", box.port).start()
-    yield box
-    await runner.cleanup()
+    async with serving_posts("/hooks", box.handle, box.port):
+        yield box
 
 
 def server_env(tmp_path: Path, receiver: Receiver) -> dict[str, str]:
