@@ -357,17 +357,13 @@ class PooledResolver(AbstractResolver):
         )
         results: list[ResolveResult] = []
         for found, _, proto, _, address in await loop.run_in_executor(_dns_threads(), lookup):
-            if found == socket.AF_INET6:
-                if len(address) < 3:  # no IPv6 in this Python or host
-                    continue
-                if address[3]:  # a scope id (link-local): the host as getnameinfo writes it
-                    name = functools.partial(socket.getnameinfo, address, _NAME_FLAGS)
-                    text, port_text = await loop.run_in_executor(_dns_threads(), name)
-                    answer_host, answer_port = text, int(port_text)
-                else:
-                    answer_host, answer_port = str(address[0]), int(address[1])
-            else:
-                answer_host, answer_port = str(address[0]), int(address[1])
+            if found == socket.AF_INET6 and len(address) < 3:  # no IPv6 in this Python or host
+                continue
+            answer_host, answer_port = str(address[0]), int(address[1])
+            if len(address) == 4 and address[3]:  # IPv6 with a scope id (link-local): the
+                name = functools.partial(socket.getnameinfo, address, _NAME_FLAGS)  # host with it
+                text, port_text = await loop.run_in_executor(_dns_threads(), name)
+                answer_host, answer_port = text, int(port_text)
             results.append(
                 ResolveResult(
                     hostname=host,

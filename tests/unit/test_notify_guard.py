@@ -16,6 +16,7 @@ from common.notify.guard import (
     METADATA_ADDRESSES,
     AddressRefused,
     GuardedResolver,
+    PooledResolver,
     UnsafeWebhookUrl,
     check_url,
     guard_refusal,
@@ -463,3 +464,30 @@ async def test_read_capped(server: TestServer) -> None:
             assert await read_capped(response, limit=0) == b""
             with pytest.raises(ValueError, match="negative"):
                 await read_capped(response, limit=-1)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", "0x7f.1"])
+async def test_the_pooled_resolver_answers_as_aiohttps_threaded_one(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same getaddrinfo, the same answers (numeric-host quirks included), only on the
+    webhook lookups' own threads (names only this machine resolves: no network)."""
+    import threading
+
+    threads: list[str] = []
+    real = socket.getaddrinfo
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", recorded)
+    for family in (socket.AF_INET, socket.AF_UNSPEC):
+        try:
+            expected = await aiohttp.ThreadedResolver().resolve(host, 443, family)
+        except OSError:
+            with pytest.raises(OSError):
+                await PooledResolver().resolve(host, 443, family)
+            continue
+        assert await PooledResolver().resolve(host, 443, family) == expected
+    assert any(name.startswith("webhook-dns") for name in threads)
