@@ -442,15 +442,21 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
         # A call recorded but never dialled (its server died in between) is not an attempt
         # made: the recipient is called on a later one.
         made = [a for a in attempts if a["status"] != "not_dialled"]
-        assert set(rooms) == {a["call_id"] for a in made}  # each dial is one attempt's
+        assert set(rooms) <= {a["call_id"] for a in made}  # each dial is one attempt's
+        # A dial marked as started whose request had not reached LiveKit at the kill: nobody
+        # was rung, but no server can know that, so the attempt is never placed again and
+        # settles failed (see test_campaign_restart.py).
+        never_rung = {a["idx"] for a in made if a["call_id"] not in rooms}
         per_recipient = Counter(a["idx"] for a in made)
         assert all(per_recipient[i] in (1, 2 if i % 2 else 1) for i in range(size))
         # If the server LiveKit's webhooks go to was the one killed, a call in the air may
         # have lost its webhooks and settled no_answer (see test_campaign_restart.py).
         lost = states.pop("no_answer", 0)
-        assert lost <= 20
+        failed = states.pop("failed", 0)
+        assert failed == len(never_rung)
+        assert lost + failed <= 20  # at most the calls live at the kill (max_concurrent)
         assert states == {"completed": size // 2 - lost, "busy": size // 2} or (
-            sum(states.values()) + lost == size and set(states) <= {"completed", "busy"}
+            sum(states.values()) + lost + failed == size and set(states) <= {"completed", "busy"}
         )
     figures.add(
         f"campaign of {size} on two servers, its driver SIGKILLed after {before} dials: the "
