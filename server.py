@@ -12,6 +12,7 @@ import errno
 import logging
 import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -312,6 +313,33 @@ def warn_report_url(settings: Settings) -> None:
 
 # What binding the listening socket fails with: in use, not this machine's, a privileged port.
 LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+LISTEN_BACKLOG = 128  # aiohttp's own
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """HOST:PORT bound and listening, as aiohttp would bind them (every address the host
+    names, SO_REUSEADDR, IPv6 sockets IPv6 only), before the app starts. Start-up runs the
+    reaper's first pass, which settles this server's calls a previous run left in its
+    embedded sandbox: a second process given a PORT already served must fail before that,
+    or it would settle the running server's live calls and then exit."""
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 OPEN_FILES_CEILING = 1 << 20  # when the hard limit is "unlimited"
 
 
@@ -383,8 +411,7 @@ def main() -> None:
     try:
         web.run_app(
             app,
-            host=settings.host,
-            port=settings.port,
+            sock=listening_sockets(settings.host, settings.port),
             print=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             access_log_class=access_log.CallsAccessLogger,

@@ -205,6 +205,31 @@ async def test_a_restart_settles_the_calls_its_embedded_sandbox_lost(
     )
 
 
+async def test_a_second_start_on_a_port_in_use_settles_nothing(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """A second process given the PORT a server already serves (its SANDBOX_PORT another,
+    as the error for a busy sandbox port says to do) stops before start-up: it used to run
+    the first reaper pass first, settling the running server's live call as lost, and only
+    then fail to listen."""
+    env = sandbox_env(tmp_path)
+    first = ServerProcess(tmp_path, "first", env)
+    processes.append(first)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await first.wait_ready(session)
+        status, placed = await place(session, first)
+        assert status == 200, placed
+        live = placed["call_id"]
+        await answered(session, first, live)
+        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        processes.append(second)
+        assert second.proc.wait(timeout=30) == 2
+        assert f"cannot listen on 127.0.0.1:{first.port}" in second.logs()
+        assert "settling" not in second.logs()
+        call = await call_of(session, first, live)
+        assert call["status"] == "in_progress" and not settled_by_restart(call)
+
+
 async def test_a_restart_on_a_real_livekit_settles_nothing(
     tmp_path: Path, processes: list[Any], log_guard: LogGuard
 ) -> None:
