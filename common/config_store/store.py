@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 import threading
 import time
 import weakref
@@ -183,20 +184,38 @@ def _record_from_line(data: bytes, call_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _read_bytes(path: Path) -> bytes | None:
-    """The file's bytes, or None if it does not exist."""
+def _read_bytes(path: Path, *, follow: bool = True) -> bytes | None:
+    """The file's bytes, or None if it does not exist. Only a regular file is read (a FIFO
+    would block the reader for good, a device is no config); with follow=False, a symbolic
+    link at `path` is refused too (ELOOP), not read through."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link, not the file") from None
+        raise
     try:
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
+        _refuse_unless_regular(status.st_mode)
+        size = status.st_size
         chunks = []
         while chunk := os.read(fd, max(size + 1, 65536)):
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _refuse_unless_regular(mode: int) -> None:
+    """OSError unless `mode` is a regular file's: a directory, a device, a FIFO or a socket
+    is never read as config, nor moved aside and replaced."""
+    if stat.S_ISLNK(mode):
+        raise OSError(errno.ELOOP, "a symbolic link where the file should be")
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL, NOT_A_FILE)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -257,6 +276,14 @@ class ConfigStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        # The file writes replace: `path`, or where it leads if it is a symbolic link (a
+        # config.json linked into a mounted volume stays a link; its file is rewritten).
+        # Resolved once: a link re-pointed later (by anyone who can write its directory)
+        # cannot send the server's writes to another file.
+        self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
+        # The writers' lock, beside the target: processes given the link and the file itself
+        # take the same one.
+        self.lock_path = self.target.with_name(self.target.name + ".lock")
         self.record_ttl_s = record_ttl_s
         self._clock = clock
         self._thread_lock = threading.Lock()
@@ -268,19 +295,6 @@ class ConfigStore:
         # encode and its records' lines. While the file still holds exactly those bytes, the
         # next write reuses the document instead of parsing the file again.
         self._written: _Written | None = None
-
-    @property
-    def target(self) -> Path:
-        """The file writes replace: `path`, or where it leads if it is a symbolic link (a
-        config.json linked into a mounted volume stays a link; its file is rewritten)."""
-        return Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
-
-    @property
-    def lock_path(self) -> Path:
-        """The writers' lock, beside the target: processes given the link and the file
-        itself take the same one."""
-        target = self.target
-        return target.with_name(target.name + ".lock")
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -427,9 +441,9 @@ class ConfigStore:
         """config.json's directory takes a synced file (created if missing, as a write
         would), and config.json, if there, is a regular file a write can replace."""
         target = self.target
-        if target.exists() and not target.is_file():
-            raise OSError(errno.EISDIR if target.is_dir() else errno.EINVAL, NOT_A_FILE)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            _refuse_unless_regular(os.lstat(target).st_mode)
+        self._make_directory()
         tmp = self._temp_path(target)
         try:
             _write_durably(tmp, b"\n" * 4096)
@@ -555,14 +569,17 @@ class ConfigStore:
         not parse every other live call's (about 1 ms per 300 live calls).
         """
         try:
-            with open(self.path, "rb") as fh:
-                key = self._stat_key(os.fstat(fh.fileno()))
-                cached = self._read_cache
-                if cached is not None and cached.key == key:
-                    return cached.doc
-                data = fh.read()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        with open(fd, "rb") as fh:
+            status = os.fstat(fd)
+            _refuse_unless_regular(status.st_mode)  # a FIFO there would block us for good
+            key = self._stat_key(status)
+            cached = self._read_cache
+            if cached is not None and cached.key == key:
+                return cached.doc
+            data = fh.read()
         if call_id is not None and (record := _record_from_line(data, call_id)) is not None:
             return {CALLS_KEY: {call_id: record}}
         return self._parse(data, key)
@@ -574,17 +591,15 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- locking
 
-    def _acquire(self, target: Path) -> int:
-        """Take the thread lock, then the cross-process lock of `target` (the file writes
-        replace); return the lock file's fd."""
-        lock_path = target.with_name(target.name + ".lock")
+    def _acquire(self) -> int:
+        """Take the thread lock, then the cross-process lock; return the lock file's fd."""
         self._thread_lock.acquire()
         try:
             try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._make_directory()
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except BaseException:
@@ -594,6 +609,18 @@ class ConfigStore:
         except BaseException:
             self._thread_lock.release()
             raise
+
+    def _make_directory(self) -> None:
+        """Create the target's directory if missing, as a write does; never through a link:
+        a link into a volume not mounted would have its directories made on the root file
+        system, and the config written where the volume then hides it."""
+        if self.target != self.path and not self.target.parent.is_dir():
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"{self.path} links to a file in a missing directory",
+                str(self.target),
+            )
+        self.target.parent.mkdir(parents=True, exist_ok=True)
 
     def _release(self, fd: int) -> None:
         try:
@@ -660,7 +687,7 @@ class ConfigStore:
 
     def _current_document(self, target: Path) -> tuple[Document, _Written | None]:
         """The document on disk, to mutate, and our last write if it is that document."""
-        data = _read_bytes(target)
+        data = _read_bytes(target, follow=False)
         written, self._written = self._written, None  # re-armed only by a completed write
         if data is not None and written is not None and data == written.data:
             return written.doc, written  # nobody wrote since we did: no need to parse again
@@ -669,7 +696,7 @@ class ConfigStore:
     def _mutate_sync(self, mutations: list[Mutation]) -> list[Any]:
         target = self.target
         try:
-            fd = self._acquire(target)
+            fd = self._acquire()
         except OSError as exc:  # e.g. the directory is not one, or not ours to write
             raise self._fail(exc, "lock") from exc
         tmp: Path | None = None

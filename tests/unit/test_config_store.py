@@ -415,3 +415,88 @@ def test_a_link_to_a_directory_is_refused_by_the_probe(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         asyncio.run(ConfigStore(link).probe_writable_async())
     assert link.is_symlink()
+
+
+def test_a_link_re_pointed_after_start_up_sends_no_write_elsewhere(tmp_path: Path) -> None:
+    """The link is resolved once: whoever can write its directory and re-points it (to
+    /etc/hosts, say) does not get the server to move that file aside and replace it."""
+    store, link, target = linked_store(tmp_path)
+    elsewhere = tmp_path / "hosts"
+    elsewhere.write_text("127.0.0.1 localhost\n")
+    link.unlink()
+    link.symlink_to(elsewhere)
+    store.update(caller_name="Still Here")
+    assert elsewhere.read_text() == "127.0.0.1 localhost\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "hosts", "volume"]
+    assert read(target)["caller_name"] == "Still Here"
+
+
+def test_a_link_where_the_file_was_is_refused_not_followed(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    store = ConfigStore(path)
+    store.update(caller_name="Mine")
+    elsewhere = tmp_path / "other.txt"
+    elsewhere.write_text("not yours\n")
+    path.unlink()
+    path.symlink_to(elsewhere)
+    with pytest.raises(ConfigWriteError, match="symbolic link"):
+        store.update(caller_name="Again")
+    assert elsewhere.read_text() == "not yours\n" and path.is_symlink()
+    with pytest.raises(OSError):
+        asyncio.run(store.probe_writable_async())
+
+
+def test_a_fifo_as_config_json_blocks_nobody(tmp_path: Path) -> None:
+    """A FIFO would block a reader (and a writer, holding the lock) for good; it was also
+    moved aside and replaced. It is refused, at once, and left where it is."""
+    import os
+    import stat
+
+    path = tmp_path / "config.json"
+    os.mkfifo(path)
+    store = ConfigStore(path)
+
+    def attempts() -> list[str]:
+        seen = []
+        for attempt in (
+            lambda: store.update(caller_name="X"),
+            store.load,
+            lambda: asyncio.run(store.probe_writable_async()),
+        ):
+            try:
+                attempt()
+            except OSError as exc:
+                seen.append(type(exc).__name__)
+        return seen
+
+    done: list[list[str]] = []
+    worker = threading.Thread(target=lambda: done.append(attempts()), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done == [["ConfigWriteError", "OSError", "OSError"]]
+    assert stat.S_ISFIFO(path.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "config.json.lock"]
+
+
+def test_a_link_into_a_missing_directory_makes_no_directories(tmp_path: Path) -> None:
+    """A link into a volume that is not mounted: its directories were made on the root
+    file system, and the config written where the mounted volume would then hide it."""
+    link = tmp_path / "config.json"
+    link.symlink_to(tmp_path / "volume" / "sub" / "config.json")
+    store = ConfigStore(link)
+    with pytest.raises(ConfigWriteError, match="missing directory"):
+        store.update(caller_name="X")
+    with pytest.raises(OSError, match="missing directory"):
+        asyncio.run(store.probe_writable_async())
+    assert not (tmp_path / "volume").exists()
+
+
+def test_a_link_loop_is_not_ready(tmp_path: Path) -> None:
+    link = tmp_path / "config.json"
+    link.symlink_to(link)
+    store = ConfigStore(link)
+    with pytest.raises(OSError):
+        asyncio.run(store.probe_writable_async())
+    with pytest.raises(ConfigWriteError):
+        store.update(caller_name="X")
+    assert link.is_symlink()
