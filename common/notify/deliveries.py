@@ -16,8 +16,9 @@ Of one call and one URL only the earliest pending delivery is ever sent (the cla
 so events arrive in order and a later one waits while an earlier one is retrying. Each
 receiver (scheme, host, port) gets at most PER_RECEIVER_CONCURRENCY requests at once and all of
 them MAX_CONCURRENCY, so one slow or dead receiver never delays the others. Receivers that have
-not answered in time lately share at most UNPROVEN_CONCURRENCY of them, so many slow receivers
-(one per host name costs an attacker nothing) cannot take every slot from the ones that answer.
+not answered promptly lately, and requests waiting long for their answer, share at most
+UNPROVEN_CONCURRENCY of them, so many slow receivers (one per host name costs an attacker
+nothing) cannot take every slot from the ones that answer (`_may_start`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
@@ -47,9 +49,10 @@ logger = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 15.0
 MAX_CONCURRENCY = 50
 PER_RECEIVER_CONCURRENCY = 4
-# Receivers without an answer (any status) within PROMPT_S in the last PROVEN_FOR_S share at
-# most this many of MAX_CONCURRENCY; the rest is kept for receivers that answer. 60 receivers
-# that never answered, one per host, held all 50 and a healthy one's event waited 14 s.
+# Receivers whose last send was not answered (any status) within PROMPT_S, or that have not
+# been sent to in PROVEN_FOR_S, share at most this many of MAX_CONCURRENCY; the rest is kept
+# for receivers that answer. 60 receivers that never answered, one per host, held all 50 and
+# a healthy one's event waited 14 s.
 UNPROVEN_CONCURRENCY = 40
 PROMPT_S = 5.0
 PROVEN_FOR_S = 3600.0
@@ -98,6 +101,31 @@ def next_outcome(
     return DeliveryOutcome("failed", status, error)
 
 
+def _prompt_reserve() -> int:
+    """The slots kept for receivers that answer promptly."""
+    return MAX_CONCURRENCY - UNPROVEN_CONCURRENCY
+
+
+@dataclass(frozen=True)
+class _Send:
+    receiver: str
+    started: float  # monotonic
+    prompt: bool  # its receiver had answered promptly lately when it started
+
+
+@dataclass
+class _Flight:
+    prompt: int = 0
+    suspect: int = 0
+    slow: set[str] = field(default_factory=set)  # receivers with a send waiting past PROMPT_S
+
+    def count(self, prompt: bool) -> None:
+        if prompt:
+            self.prompt += 1
+        else:
+            self.suspect += 1
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -125,7 +153,7 @@ class WebhookSender:
         self._repeats = Repeats()  # a receiver or the database down fails every attempt
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
         self._prompt: dict[str, float] = {}  # receiver -> when it last answered within PROMPT_S
-        self._unproven_sending = 0
+        self._in_flight: dict[int, _Send] = {}  # by delivery id
 
     def wake(self) -> None:
         """New deliveries were committed (or one became due): look now."""
@@ -138,7 +166,7 @@ class WebhookSender:
             logger.info("taking back %d webhook delivery(ies) held before a restart", released)
         connector = make_connector(
             allow_private=self._allow_private,
-            limit=MAX_CONCURRENCY,
+            limit=MAX_CONCURRENCY + _prompt_reserve(),  # see _may_start
             limit_per_host=PER_RECEIVER_CONCURRENCY,
         )
         self._session = aiohttp.ClientSession(
@@ -187,7 +215,8 @@ class WebhookSender:
 
     async def _claim(self) -> int:
         held = sum(len(queue) for queue in self._waiting.values())
-        free = MAX_CONCURRENCY - len(self._sending) - held
+        flight = self._flight()
+        free = max(MAX_CONCURRENCY - len(self._sending) - held, _prompt_reserve() - flight.prompt)
         if free <= 0:
             return 0
         now = self._clock()
@@ -196,8 +225,10 @@ class WebhookSender:
         for delivery in due:
             receiver = _origin(delivery.url)
             if self._per_receiver[receiver] < PER_RECEIVER_CONCURRENCY:
-                if self._proven(receiver) or self._unproven_sending < UNPROVEN_CONCURRENCY:
-                    self._start(delivery, receiver)
+                prompt = self._proven(receiver) and receiver not in flight.slow
+                if self._may_start(prompt, flight):
+                    self._start(delivery, receiver, prompt)
+                    flight.count(prompt)
                 else:
                     busy.append(delivery.id)
             elif len(self._waiting[receiver]) < PER_RECEIVER_WAITING:
@@ -208,25 +239,46 @@ class WebhookSender:
             await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
         return len(due) - len(busy)
 
+    def _flight(self) -> _Flight:
+        """The sends in flight now: a send is suspect if its receiver was not proven when it
+        started, or once it has waited PROMPT_S for its answer (its receiver with it)."""
+        now = time.monotonic()
+        flight = _Flight()
+        for send in self._in_flight.values():
+            aged = now - send.started >= PROMPT_S
+            if aged:
+                flight.slow.add(send.receiver)
+            flight.count(send.prompt and not aged)
+        return flight
+
+    @staticmethod
+    def _may_start(prompt: bool, flight: _Flight) -> bool:
+        """Suspect sends share UNPROVEN_CONCURRENCY of MAX_CONCURRENCY. Prompt receivers
+        always have the rest: beyond MAX_CONCURRENCY if need be (sends started prompt that
+        then hang become suspect, and must not take the reserve with them)."""
+        in_flight = flight.prompt + flight.suspect
+        if prompt:
+            return in_flight < MAX_CONCURRENCY or flight.prompt < _prompt_reserve()
+        return flight.suspect < UNPROVEN_CONCURRENCY and in_flight < MAX_CONCURRENCY
+
     def _proven(self, receiver: str) -> bool:
         """The receiver answered within PROMPT_S in the last PROVEN_FOR_S."""
         at = self._prompt.get(receiver)
         return at is not None and time.monotonic() - at < PROVEN_FOR_S
 
-    def _answered(self, receiver: str, took_s: float) -> None:
-        if took_s >= PROMPT_S:
-            return
+    def _answered(self, receiver: str, took_s: float | None) -> None:
+        """A send to `receiver` ended: answered in `took_s`, or never (None)."""
         self._prompt.pop(receiver, None)  # re-inserted last: the dict is oldest first
+        if took_s is None or took_s >= PROMPT_S:
+            return  # slow now: it shares the unproven slots until it answers promptly again
         self._prompt[receiver] = time.monotonic()
         while len(self._prompt) > MAX_PROVEN_KEPT:
             del self._prompt[next(iter(self._prompt))]
 
-    def _start(self, delivery: WebhookDelivery, receiver: str) -> None:
+    def _start(self, delivery: WebhookDelivery, receiver: str, prompt: bool) -> None:
         self._per_receiver[receiver] += 1
-        proven = self._proven(receiver)
-        if not proven:
-            self._unproven_sending += 1
-        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver, proven))
+        self._in_flight[delivery.id] = _Send(receiver, time.monotonic(), prompt)
+        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
@@ -247,19 +299,17 @@ class WebhookSender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
 
-    async def _send(self, delivery: WebhookDelivery, receiver: str, proven: bool) -> None:
+    async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
         started = time.monotonic()
         try:
             status, error = await self._post(delivery)
         finally:
             self._per_receiver[receiver] -= 1
-            if not proven:
-                self._unproven_sending -= 1
+            self._in_flight.pop(delivery.id, None)
             waiting = self._waiting.get(receiver)
-            if waiting and not self._stopping:
-                self._start(waiting.popleft(), receiver)  # its slot, at once
-        if status is not None:
-            self._answered(receiver, time.monotonic() - started)
+            if waiting and not self._stopping:  # its slot, at once
+                self._start(waiting.popleft(), receiver, self._proven(receiver))
+        self._answered(receiver, None if status is None else time.monotonic() - started)
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)

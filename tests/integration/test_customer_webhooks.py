@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -27,7 +28,7 @@ from common.notify import deliveries
 from handlers.keys import EVENTS, STORE, WEBHOOKS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, serving_posts
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -301,38 +302,49 @@ async def test_a_slow_receiver_does_not_delay_the_others(
     assert time.monotonic() - started < 5.0  # not behind the slow receiver's timeouts
 
 
-async def test_many_receivers_that_never_answer_leave_slots_to_those_that_do(
-    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("first", ["never answers", "answers once, then hangs"])
+async def test_many_receivers_that_hang_leave_slots_to_those_that_answer(
+    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch, first: str
 ) -> None:
     """One receiver per host that never answers costs an attacker nothing; as many of them
     as the sender has slots held every slot for the whole request timeout, and a healthy
     receiver's events waited behind them (14 s in a probe). Receivers that have not answered
-    lately now share only part of the slots."""
+    promptly lately, and sends waiting past PROMPT_S, share only part of the slots; the rest
+    stays with receivers that answer, also when the hanging ones answered promptly once."""
     monkeypatch.setattr(deliveries, "REQUEST_TIMEOUT_S", 60.0)
     monkeypatch.setattr(deliveries, "MAX_CONCURRENCY", 6)
     monkeypatch.setattr(deliveries, "UNPROVEN_CONCURRENCY", 4)
+    monkeypatch.setattr(deliveries, "PROMPT_S", 0.5)
     hold = asyncio.Event()
+    answered: set[int] = set()
 
-    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await hold.wait()
-        writer.close()
+    def tarpit(port: int) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            if first != "never answers" and port not in answered:
+                answered.add(port)
+                return web.Response(status=204)
+            await hold.wait()
+            return web.Response(status=204)
 
-    tarpits = [await asyncio.start_server(never_answer, "127.0.0.1", 0) for _ in range(6)]
-    try:
+        return handle
+
+    async with contextlib.AsyncExitStack() as stack:
+        ports = [free_port() for _ in range(6)]
+        for port in ports:
+            await stack.enter_async_context(serving_posts("/h", tarpit(port), port))
+        stack.callback(hold.set)  # runs first: the hanging handlers end before their servers
         quick = await receivers()
         client = await webhook_app(start_app, None)
         known = await place(client, dict(SEED_EXAMPLES[1], webhook_url=quick.url))
         await wait_until(lambda: len(quick.types(known)) == 4)  # it answers: proven
-        for tarpit in tarpits:
-            port = tarpit.sockets[0].getsockname()[1]
+        for port in ports:
             await place(client, dict(SEED_EXAMPLES[0], webhook_url=f"http://127.0.0.1:{port}/h"))
+        if first != "never answers":
+            await wait_until(lambda: len(answered) == len(ports))  # each proven once
         fast = await place(client, dict(SEED_EXAMPLES[1], webhook_url=quick.url))
         # Well before the tarpits' 60 s timeout: not behind them.
         await wait_until(lambda: len(quick.types(fast)) == 4, timeout=20)
-    finally:
-        hold.set()
-        for tarpit in tarpits:
-            tarpit.close()
 
 
 async def test_a_send_in_flight_is_waited_for_not_polled(
