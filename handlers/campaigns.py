@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -149,10 +150,18 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
     return doc, await _off_loop(json_rows, recipients), []
 
 
+# Lists are parsed on a thread of their own, one at a time: on the loop, a list of 100,000
+# recipients (up to 64 MiB) held every other request for a second or more (60 MiB of blank
+# lines, 18 s); on the loop's default executor, a few uploads at once held the threads
+# config.json's writes need (a call waited 10 s), and each parse its own copy of the text.
+_parsing: ThreadPoolExecutor | None = None
+
+
 async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) on the default executor: a list of 100,000 recipients (up to 64 MiB) takes
-    a second or more to parse, and the loop answers every other request meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    global _parsing
+    if _parsing is None:
+        _parsing = ThreadPoolExecutor(1, thread_name_prefix="campaign-parse")
+    return await asyncio.get_running_loop().run_in_executor(_parsing, fn, *args)
 
 
 def _csv(raw: bytes) -> tuple[Any, list[Any]]:

@@ -283,3 +283,39 @@ async def test_other_requests_are_answered_while_a_recipient_list_is_parsed(
     )
     assert created.status == 201, await created.text()
     assert waited == [True]
+
+
+async def test_lists_being_parsed_hold_up_no_call(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lists are parsed one at a time on a thread of their own: on the loop's default
+    executor, a few uploads at once held every thread config.json's writes need, and a call
+    waited 10 s in a probe. Here the parses wait until a call was placed meanwhile."""
+    import asyncio
+    import threading
+
+    from tests.helpers import SEED_EXAMPLES
+
+    placed = threading.Event()
+    waited: list[bool] = []
+    real = campaigns_handler._csv
+
+    def slow(raw: bytes) -> Any:
+        waited.append(placed.wait(15))
+        return real(raw)
+
+    monkeypatch.setattr(campaigns_handler, "_csv", slow)
+
+    async def upload() -> int:
+        resp = await client.post(
+            "/campaigns", params={"name": "x"}, data=CSV_BODY, headers=CSV_HEADERS
+        )
+        return resp.status
+
+    uploads = [asyncio.ensure_future(upload()) for _ in range(10)]  # more than its threads
+    await asyncio.sleep(0.2)  # all of them sent, the first parse waiting
+    call = await asyncio.wait_for(client.post("/calls/outbound", json=SEED_EXAMPLES[0]), 30)
+    assert call.status == 200, await call.text()
+    placed.set()
+    assert await asyncio.gather(*uploads) == [201] * 10
+    assert waited == [True] * 10
