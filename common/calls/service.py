@@ -140,7 +140,10 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
             )
     except UnsafeWebhookUrl as exc:
         raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
-    except (OSError, TimeoutError):
+    except TimeoutError:  # a name server that does not answer, or lookups queued behind one
+        late = f"{target.host} was not resolved within {WEBHOOK_DNS_TIMEOUT_S:g} s; retry later"
+        raise InvalidCall([FieldError("webhook_url", late)]) from None
+    except OSError:
         raise InvalidCall(
             [FieldError("webhook_url", f"{target.host} does not resolve to an address")]
         ) from None

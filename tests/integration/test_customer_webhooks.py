@@ -547,6 +547,8 @@ async def test_webhook_hosts_that_never_resolve_hold_up_no_other_call(
         ]
         answers = await asyncio.gather(*attacks)
         assert [a.status for a in answers] == [422] * stalled
+        details = (await answers[0].json())["details"]
+        assert "was not resolved within 3 s; retry later" in details[0]["error"]
         # Every lookup thread is still blocked now; nothing else may wait on them.
         call = await asyncio.wait_for(client.post("/calls/outbound", json=SEED_EXAMPLES[0]), 30)
         assert call.status == 200, await call.text()
