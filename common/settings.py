@@ -348,7 +348,10 @@ class Settings:
     @property
     def local_base_url(self) -> str:
         """This server's address as seen from this machine."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        # The wildcard's own loopback: a server on `::` listens on IPv6 only (as asyncio
+        # binds it), so 127.0.0.1 would reach nothing there.
+        wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}  # noqa: S104
+        host = wildcard.get(self.host, self.host)
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"

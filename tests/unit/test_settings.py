@@ -160,6 +160,13 @@ def test_values_are_read_and_normalised() -> None:
     assert settings.webhook_url == "http://127.0.0.1:9000/hooks/lk"
 
 
+def test_the_ipv6_wildcard_is_reached_on_ipv6_loopback() -> None:
+    """HOST=:: listens on IPv6 only: the sandbox's webhooks went to 127.0.0.1, nowhere."""
+    settings = Settings(host="::", port=8080, calls_api_token="t" * 32)
+    assert settings.webhook_url == "http://[::1]:8080/webhooks/livekit"
+    assert settings.report_url == "http://[::1]:8080/agent/reports"
+
+
 def test_ipv6_host_is_bracketed_in_webhook_url() -> None:
     settings = settings_from_env({"HOST": "::1", "PORT": "8080"})
     assert settings.is_loopback
