@@ -309,6 +309,10 @@ class WebhookSender:
             waiting = self._waiting.get(receiver)
             if waiting and not self._stopping:  # its slot, at once
                 self._start(waiting.popleft(), receiver, self._proven(receiver))
+            if not self._waiting.get(receiver, True):  # one entry per receiver ever sent to
+                del self._waiting[receiver]  # would grow for good
+            if self._per_receiver[receiver] == 0:
+                del self._per_receiver[receiver]
         self._answered(receiver, None if status is None else time.monotonic() - started)
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)

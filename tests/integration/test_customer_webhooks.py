@@ -347,6 +347,20 @@ async def test_many_receivers_that_hang_leave_slots_to_those_that_answer(
         await wait_until(lambda: len(quick.types(fast)) == 4, timeout=20)
 
 
+async def test_the_sender_forgets_receivers_it_is_done_with(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """Its per-receiver counts and queues kept an entry for every receiver ever sent to."""
+    hooks = [await receivers() for _ in range(3)]
+    client = await webhook_app(start_app, None)
+    for hook in hooks:
+        await place(client, dict(SEED_EXAMPLES[1], webhook_url=hook.url))
+    await settle(client)
+    assert all(len(hook.got) == 4 for hook in hooks)
+    sender = client.app[WEBHOOKS]
+    assert (dict(sender._per_receiver), dict(sender._waiting), sender._in_flight) == ({}, {}, {})
+
+
 async def test_a_send_in_flight_is_waited_for_not_polled(
     start_app: AppFactory, receivers: Any
 ) -> None:
