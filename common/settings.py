@@ -346,12 +346,16 @@ class Settings:
         return f"{socket.gethostname()}:{self.port}"
 
     @property
+    def sandbox_owner(self) -> str:
+        """Whose embedded sandbox holds a call's room: this server, by host name, listen
+        address and port. Two servers on one host may share a PORT on different addresses
+        (127.0.0.1 and ::1); the one starting must not take the other's calls for its own."""
+        return f"{socket.gethostname()}:{self.port}@{self.host}"
+
+    @property
     def local_base_url(self) -> str:
         """This server's address as seen from this machine."""
-        # The wildcard's own loopback: a server on `::` listens on IPv6 only (as asyncio
-        # binds it), so 127.0.0.1 would reach nothing there.
-        wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}  # noqa: S104
-        host = wildcard.get(self.host, self.host)
+        host = _reachable(self.host)
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
@@ -396,6 +400,24 @@ class Settings:
             raise SettingsError("LIVEKIT_API_SECRET must be set when LIVEKIT_URL is set")
         if not self.sip_outbound_trunk_id:
             raise SettingsError("SIP_OUTBOUND_TRUNK_ID must be set when LIVEKIT_URL is set")
+
+
+def _reachable(host: str) -> str:
+    """Where this machine reaches a server listening on `host`: the wildcard's own loopback
+    (a server on `::` listens on IPv6 only, as asyncio binds it, so 127.0.0.1 would reach
+    nothing there; `0` and `0.0.0.0` are IPv4's wildcard), else `host` itself."""
+    if host == "":
+        return "127.0.0.1"
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # the short IPv4 forms the kernel takes too: "0", "127.1"
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return host  # a name
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return str(address)
 
 
 def variable(name: str) -> str:

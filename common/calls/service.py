@@ -176,7 +176,8 @@ class CallService:
     clock: Callable[[], float] = time.time
     admission: Admission = field(init=False)
     instance: str = field(init=False)
-    """This server among others on one database (host:port), read once."""
+    """This server's embedded sandbox among others on one database (Settings.sandbox_owner:
+    host name, port and listen address), read once."""
     started_at: float = field(init=False)
     """When this service was made, before it placed any call: calls its embedded sandbox
     holds were all created after it (see `settle_lost_sandbox_calls`)."""
@@ -186,7 +187,7 @@ class CallService:
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
-        self.instance = self.settings.instance_name
+        self.instance = self.settings.sandbox_owner
         self.started_at = self.clock()
 
     # ------------------------------------------------------------------ placing
@@ -659,7 +660,7 @@ class CallService:
         asked), with their events; a call whose room had finished waits for the grace rule,
         and one never dialled is released and settled as the never-dialled rule does.
 
-        Only this server's own (by instance name: host and port), and only calls created
+        Only this server's own (by host name, port and listen address), and only calls created
         before this service was made: the calls this run's sandbox holds are never touched
         (the campaign scheduler may place some while the first pass runs), nor those of
         other servers on the same database. A server on a real LiveKit has none of its own

@@ -230,6 +230,31 @@ async def test_a_second_start_on_a_port_in_use_settles_nothing(
         assert call["status"] == "in_progress" and not settled_by_restart(call)
 
 
+async def test_a_server_on_another_address_with_the_same_port_settles_nothing(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """Two servers on one host and one calls.db may share a PORT on different addresses
+    (127.0.0.1 and 127.0.0.2): both bind. The second one started took the first one's live
+    call for one its own earlier run had left, and settled it failed."""
+    env = sandbox_env(tmp_path)
+    first = ServerProcess(tmp_path, "first", env)
+    processes.append(first)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await first.wait_ready(session)
+        status, placed = await place(session, first)
+        assert status == 200, placed
+        live = placed["call_id"]
+        await answered(session, first, live)
+        other_env = dict(env, HOST="127.0.0.2", CONFIG_PATH=str(tmp_path / "other.json"))
+        other = ServerProcess(tmp_path, "other", other_env, port=first.port)
+        processes.append(other)
+        other.url = f"http://127.0.0.2:{first.port}"
+        await other.wait_ready(session)
+        call = await call_of(session, first, live)
+        assert call["status"] == "in_progress" and not settled_by_restart(call)
+        assert "settling" not in other.logs()
+
+
 async def test_a_restart_on_a_real_livekit_settles_nothing(
     tmp_path: Path, processes: list[Any], log_guard: LogGuard
 ) -> None:

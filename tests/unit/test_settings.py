@@ -167,6 +167,29 @@ def test_the_ipv6_wildcard_is_reached_on_ipv6_loopback() -> None:
     assert settings.report_url == "http://[::1]:8080/agent/reports"
 
 
+@pytest.mark.parametrize(
+    ("host", "reached"),
+    [
+        ("", "127.0.0.1"),
+        ("0", "127.0.0.1"),  # the kernel takes it for 0.0.0.0; http://0:8000 is no URL
+        ("0.0.0.0", "127.0.0.1"),  # noqa: S104
+        ("::", "[::1]"),
+        ("0:0:0:0:0:0:0:0", "[::1]"),
+        ("127.1", "127.0.0.1"),
+        ("localhost", "localhost"),
+    ],
+)
+def test_the_address_this_machine_reaches_the_server_on(host: str, reached: str) -> None:
+    settings = Settings(host=host, port=8080, calls_api_token="t" * 32)
+    assert settings.webhook_url == f"http://{reached}:8080/webhooks/livekit"
+
+
+def test_a_sandbox_owner_is_the_host_its_port_and_its_address() -> None:
+    """Two servers on one host may share a PORT on different addresses: each its own."""
+    owners = {Settings(host=h, port=8000).sandbox_owner for h in ("127.0.0.1", "::1")}
+    assert len(owners) == 2
+
+
 def test_ipv6_host_is_bracketed_in_webhook_url() -> None:
     settings = settings_from_env({"HOST": "::1", "PORT": "8080"})
     assert settings.is_loopback
