@@ -311,32 +311,51 @@ def warn_report_url(settings: Settings) -> None:
         )
 
 
-# What binding the listening socket fails with: in use, not this machine's, a privileged port.
-LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+# Addresses a host name may give that this machine cannot bind (IPv6 turned off, ::1 not
+# assigned in a container): skipped, as asyncio skips them, while another one binds.
+UNBINDABLE_ERRNOS = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL})
 LISTEN_BACKLOG = 128  # aiohttp's own
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
-    """HOST:PORT bound and listening, as aiohttp would bind them (every address the host
-    names, SO_REUSEADDR, IPv6 sockets IPv6 only), before the app starts. Start-up runs the
+    """HOST:PORT bound and listening before the app starts, as aiohttp would bind them
+    (every address the host names, SO_REUSEADDR, IPv6 sockets IPv6 only). Start-up runs the
     reaper's first pass, which settles this server's calls a previous run left in its
-    embedded sandbox: a second process given a PORT already served must fail before that,
-    or it would settle the running server's live calls and then exit."""
+    embedded sandbox: a second process given a HOST:PORT already served must fail before
+    that, or it would settle the running server's live calls and then exit. (Listening, not
+    only bound: with SO_REUSEADDR, which a restart needs, two sockets bound but not yet
+    listening do not conflict. A connection made during start-up waits in the backlog.)"""
     found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
+    skipped: OSError | None = None
     try:
         for family, kind, proto, _name, address in dict.fromkeys(found):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                if exc.errno not in UNBINDABLE_ERRNOS:
+                    raise
+                skipped = exc
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
+            try:
+                sock.bind(address)
+                sock.listen(LISTEN_BACKLOG)
+            except OSError as exc:
+                if exc.errno not in UNBINDABLE_ERRNOS:
+                    raise
+                sockets.remove(sock)
+                sock.close()
+                skipped = exc
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise skipped or OSError(errno.EADDRNOTAVAIL, "no address to listen on")
     return sockets
 
 
@@ -406,12 +425,22 @@ def main() -> None:
         settings.port,
         settings.webhook_path,
     )
+    try:
+        sockets = listening_sockets(settings.host, settings.port)
+    except OSError as exc:  # in use, not this machine's, a privileged port, no such host
+        logger.critical(
+            "cannot listen on %s:%d: %s (set HOST/PORT)",
+            settings.host,
+            settings.port,
+            exc.strerror or exc,
+        )
+        raise SystemExit(2) from None
     app = create_app(settings)
     app.on_startup.append(_stop_signals)
     try:
         web.run_app(
             app,
-            sock=listening_sockets(settings.host, settings.port),
+            sock=sockets,
             print=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             access_log_class=access_log.CallsAccessLogger,
@@ -419,16 +448,8 @@ def main() -> None:
     except StartupError as exc:
         logger.critical("cannot start: %s", exc)  # shown even at LOG_LEVEL=CRITICAL
         raise SystemExit(2) from None
-    except OSError as exc:
-        if exc.errno in LISTEN_ERRNOS:  # most often: PORT already in use
-            logger.critical(
-                "cannot listen on %s:%d: %s (set HOST/PORT)",
-                settings.host,
-                settings.port,
-                exc.strerror,
-            )
-        else:
-            logger.critical("cannot start: %s", exc)
+    except OSError as exc:  # the port is bound above: not its errors here
+        logger.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     logger.info("stopped")
 

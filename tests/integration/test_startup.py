@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,3 +198,73 @@ def test_a_config_path_that_is_not_a_file_stops_start_up(tmp_path: Path, kind: s
     )
     assert "Traceback" not in done.stderr
     assert Path("/dev/null").is_char_device()
+
+
+def test_the_port_is_taken_before_start_up() -> None:
+    """A second process on a served HOST:PORT fails before running anything; a restart (its
+    old connections in TIME_WAIT) takes the port again."""
+    import server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sockets = server.listening_sockets("127.0.0.1", port)
+    try:
+        with pytest.raises(OSError):
+            server.listening_sockets("127.0.0.1", port)  # taken
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = sockets[0].accept()  # the server side closes first: TIME_WAIT
+            accepted.close()
+    finally:
+        for sock in sockets:
+            sock.close()
+    for sock in server.listening_sockets("127.0.0.1", port):
+        sock.close()
+
+
+def test_addresses_this_machine_cannot_bind_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`localhost` naming ::1 where IPv6 is off (or ::1 not assigned, in a container): asyncio
+    skipped that address and served on 127.0.0.1; so do we. None bindable: the error."""
+    import errno
+
+    import server
+
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    with real_socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *_a, **_k: [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ],
+    )
+    sockets = server.listening_sockets("localhost", port)
+    assert [sock.getsockname() for sock in sockets] == [("127.0.0.1", port)]
+    for sock in sockets:
+        sock.close()
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *_a, **_k: [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+        ],
+    )
+    with pytest.raises(OSError, match="not supported"):
+        server.listening_sockets("localhost", port)
+
+
+def test_an_address_not_this_machines_is_said_with_host_and_port(tmp_path: Path) -> None:
+    done = run_server(tmp_path, HOST="192.0.2.1", CALLS_API_TOKEN="t" * 32, PORT="8123")
+    assert done.returncode == 2
+    assert "cannot listen on 192.0.2.1:8123" in done.stderr and "set HOST/PORT" in done.stderr
+    assert "Traceback" not in done.stderr
