@@ -209,6 +209,15 @@ def _read_bytes(path: Path, *, follow: bool = True) -> bytes | None:
         os.close(fd)
 
 
+def _link_target(path: Path) -> Path | None:
+    """Where `path` leads if it is a symbolic link (None if it is not one, or cannot be
+    looked at: its name too long, a directory not searchable; the write says why)."""
+    try:
+        return Path(os.path.realpath(path)) if path.is_symlink() else None
+    except OSError:
+        return None
+
+
 def _refuse_unless_regular(mode: int) -> None:
     """OSError unless `mode` is a regular file's: a directory, a device, a FIFO or a socket
     is never read as config, nor moved aside and replaced."""
@@ -280,7 +289,7 @@ class ConfigStore:
         # config.json linked into a mounted volume stays a link; its file is rewritten).
         # Resolved once: a link re-pointed later (by anyone who can write its directory)
         # cannot send the server's writes to another file.
-        self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
+        self.target = _link_target(self.path) or self.path
         # The writers' lock, beside the target: processes given the link and the file itself
         # take the same one.
         self.lock_path = self.target.with_name(self.target.name + ".lock")
@@ -441,6 +450,7 @@ class ConfigStore:
         """config.json's directory takes a synced file (created if missing, as a write
         would), and config.json, if there, is a regular file a write can replace."""
         target = self.target
+        self._still_leads_to_target()
         with contextlib.suppress(FileNotFoundError):
             _refuse_unless_regular(os.lstat(target).st_mode)
         self._make_directory()
@@ -610,10 +620,23 @@ class ConfigStore:
             self._thread_lock.release()
             raise
 
+    def _still_leads_to_target(self) -> None:
+        """A `path` that was a link at start-up still leads to the file writes replace; else
+        OSError (ESTALE) until a restart follows it. A link re-pointed, replaced by an
+        editor's or sed's plain file, or a directory link swapped: writing on to the old file
+        would split the config, writes going to one file and every reader to another."""
+        if self.target != self.path and _link_target(self.path) != self.target:
+            raise OSError(
+                errno.ESTALE,
+                f"{self.path} no longer leads to {self.target} (changed since start-up;"
+                " restart to follow it)",
+            )
+
     def _make_directory(self) -> None:
         """Create the target's directory if missing, as a write does; never through a link:
         a link into a volume not mounted would have its directories made on the root file
         system, and the config written where the volume then hides it."""
+        self._still_leads_to_target()
         if self.target != self.path and not self.target.parent.is_dir():
             raise FileNotFoundError(
                 errno.ENOENT,
@@ -701,6 +724,7 @@ class ConfigStore:
             raise self._fail(exc, "lock") from exc
         tmp: Path | None = None
         try:
+            self._still_leads_to_target()
             self._clean_temp_files(target)
             doc, last = self._current_document(target)
             results = self._apply(doc, mutations)

@@ -425,10 +425,11 @@ def test_a_link_re_pointed_after_start_up_sends_no_write_elsewhere(tmp_path: Pat
     elsewhere.write_text("127.0.0.1 localhost\n")
     link.unlink()
     link.symlink_to(elsewhere)
-    store.update(caller_name="Still Here")
+    with pytest.raises(ConfigWriteError, match="no longer leads to"):
+        store.update(caller_name="Not There")
     assert elsewhere.read_text() == "127.0.0.1 localhost\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "hosts", "volume"]
-    assert read(target)["caller_name"] == "Still Here"
+    assert read(target)["caller_name"] == "Before"
 
 
 def test_a_link_where_the_file_was_is_refused_not_followed(tmp_path: Path) -> None:
@@ -500,3 +501,41 @@ def test_a_link_loop_is_not_ready(tmp_path: Path) -> None:
     with pytest.raises(ConfigWriteError):
         store.update(caller_name="X")
     assert link.is_symlink()
+
+
+@pytest.mark.parametrize("change", ["replaced by a plain file", "its directory link swapped"])
+def test_a_link_changed_since_start_up_stops_writes_loudly(tmp_path: Path, change: str) -> None:
+    """`sed -i` on the link (a plain file in its place), or a directory link swapped to a new
+    release: writing on to the old file split the config, writes going to one file and every
+    reader to another. Writes and the readiness probe now refuse until a restart follows."""
+    releases = tmp_path / "releases"
+    (releases / "v1").mkdir(parents=True)
+    (releases / "v2").mkdir()
+    current = tmp_path / "current"
+    current.symlink_to(releases / "v1")
+    link = tmp_path / "config.json"
+    link.symlink_to(current / "config.json")
+    store = ConfigStore(link)
+    store.update(caller_name="Alice")
+    if change == "replaced by a plain file":
+        link.unlink()
+        link.write_text(json.dumps({"caller_name": "Bob"}))
+    else:
+        current.unlink()
+        current.symlink_to(releases / "v2")
+    with pytest.raises(ConfigWriteError, match="no longer leads to"):
+        store.update(caller_name="Carol")
+    with pytest.raises(OSError, match="no longer leads to"):
+        asyncio.run(store.probe_writable_async())
+    assert read(releases / "v1" / "config.json")["caller_name"] == "Alice"  # untouched
+    assert ConfigStore(link).update(caller_name="Dave")["caller_name"] == "Dave"  # a restart
+
+
+def test_a_path_that_cannot_be_looked_at_fails_its_writes_not_the_store(tmp_path: Path) -> None:
+    """A name too long (or a directory not searchable) made the store's constructor raise,
+    a traceback at start-up; the write and the readiness probe say it instead."""
+    store = ConfigStore(tmp_path / ("x" * 300) / "config.json")
+    with pytest.raises(ConfigWriteError):
+        store.update(caller_name="X")
+    with pytest.raises(OSError):
+        asyncio.run(store.probe_writable_async())
