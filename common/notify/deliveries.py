@@ -106,6 +106,11 @@ def _prompt_reserve() -> int:
     return MAX_CONCURRENCY - UNPROVEN_CONCURRENCY
 
 
+def _connections() -> int:
+    """Sends in flight at most: MAX_CONCURRENCY, and the prompt reserve beyond it."""
+    return MAX_CONCURRENCY + _prompt_reserve()
+
+
 @dataclass(frozen=True)
 class _Send:
     receiver: str
@@ -166,7 +171,7 @@ class WebhookSender:
             logger.info("taking back %d webhook delivery(ies) held before a restart", released)
         connector = make_connector(
             allow_private=self._allow_private,
-            limit=MAX_CONCURRENCY + _prompt_reserve(),  # see _may_start
+            limit=_connections(),  # see _may_start
             limit_per_host=PER_RECEIVER_CONCURRENCY,
         )
         self._session = aiohttp.ClientSession(
@@ -224,7 +229,7 @@ class WebhookSender:
         busy: list[int] = []
         for delivery in due:
             receiver = _origin(delivery.url)
-            if self._per_receiver[receiver] < PER_RECEIVER_CONCURRENCY:
+            if self._per_receiver.get(receiver, 0) < PER_RECEIVER_CONCURRENCY:
                 prompt = self._proven(receiver) and receiver not in flight.slow
                 if self._may_start(prompt, flight):
                     self._start(delivery, receiver, prompt)
@@ -257,8 +262,9 @@ class WebhookSender:
         always have the rest: beyond MAX_CONCURRENCY if need be (sends started prompt that
         then hang become suspect, and must not take the reserve with them)."""
         in_flight = flight.prompt + flight.suspect
-        if prompt:
-            return in_flight < MAX_CONCURRENCY or flight.prompt < _prompt_reserve()
+        if prompt:  # never past the connector's limit: a send would wait there, unseen
+            reserved = flight.prompt < _prompt_reserve()
+            return in_flight < MAX_CONCURRENCY or reserved and in_flight < _connections()
         return flight.suspect < UNPROVEN_CONCURRENCY and in_flight < MAX_CONCURRENCY
 
     def _proven(self, receiver: str) -> bool:
@@ -266,11 +272,16 @@ class WebhookSender:
         at = self._prompt.get(receiver)
         return at is not None and time.monotonic() - at < PROVEN_FOR_S
 
-    def _answered(self, receiver: str, took_s: float | None) -> None:
-        """A send to `receiver` ended: answered in `took_s`, or never (None)."""
+    def _answered(self, receiver: str, status: int | None, took_s: float) -> None:
+        """A send to `receiver` ended after `took_s`: answered with `status`, or not at all.
+        Slow (PROMPT_S or more, answered or not), the receiver shares the unproven slots
+        until it answers promptly again; a connection refused at once says nothing of how
+        promptly it answers, and changes nothing."""
+        if status is None and took_s < PROMPT_S:
+            return
         self._prompt.pop(receiver, None)  # re-inserted last: the dict is oldest first
-        if took_s is None or took_s >= PROMPT_S:
-            return  # slow now: it shares the unproven slots until it answers promptly again
+        if status is None or took_s >= PROMPT_S:
+            return
         self._prompt[receiver] = time.monotonic()
         while len(self._prompt) > MAX_PROVEN_KEPT:
             del self._prompt[next(iter(self._prompt))]
@@ -301,19 +312,23 @@ class WebhookSender:
 
     async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
         started = time.monotonic()
+        status: int | None = None
         try:
             status, error = await self._post(delivery)
         finally:
+            # How promptly it answered counts before its slot goes to the next one waiting:
+            # a send that timed out must not hand its receiver's next one a prompt slot.
+            self._answered(receiver, status, time.monotonic() - started)
             self._per_receiver[receiver] -= 1
             self._in_flight.pop(delivery.id, None)
             waiting = self._waiting.get(receiver)
             if waiting and not self._stopping:  # its slot, at once
-                self._start(waiting.popleft(), receiver, self._proven(receiver))
+                prompt = self._proven(receiver) and receiver not in self._flight().slow
+                self._start(waiting.popleft(), receiver, prompt)
             if not self._waiting.get(receiver, True):  # one entry per receiver ever sent to
                 del self._waiting[receiver]  # would grow for good
             if self._per_receiver[receiver] == 0:
                 del self._per_receiver[receiver]
-        self._answered(receiver, None if status is None else time.monotonic() - started)
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)

@@ -361,6 +361,37 @@ async def test_the_sender_forgets_receivers_it_is_done_with(
     assert (dict(sender._per_receiver), dict(sender._waiting), sender._in_flight) == ({}, {}, {})
 
 
+async def test_what_demotes_a_prompt_receiver(start_app: AppFactory) -> None:
+    """Slow (answered or not) demotes; a connection refused at once says nothing of how
+    promptly a receiver answers (it was demoted, and then starved by hanging receivers)."""
+    client = await webhook_app(start_app, None)
+    sender = client.app[WEBHOOKS]
+    receiver = "https://hooks.example.com:443"
+    sender._answered(receiver, 204, 0.1)
+    assert sender._proven(receiver)
+    sender._answered(receiver, None, 0.01)  # refused at once
+    assert sender._proven(receiver)
+    sender._answered(receiver, 500, 0.1)  # an answer, prompt: still prompt
+    assert sender._proven(receiver)
+    sender._answered(receiver, None, deliveries.PROMPT_S)  # timed out
+    assert not sender._proven(receiver)
+    sender._answered(receiver, 204, 0.1)
+    sender._answered(receiver, 204, deliveries.PROMPT_S + 1)  # answered, slowly
+    assert not sender._proven(receiver)
+
+
+def test_prompt_sends_never_pass_the_connectors_limit() -> None:
+    """Past it, a send waits inside aiohttp for a connection, unseen, and its wait counted
+    as slowness demoted a healthy receiver."""
+    limit = deliveries._connections()
+    may = deliveries.WebhookSender._may_start
+    assert may(True, deliveries._Flight(prompt=0, suspect=limit - 1))
+    assert not may(True, deliveries._Flight(prompt=0, suspect=limit))
+    assert not may(True, deliveries._Flight(prompt=deliveries._prompt_reserve(), suspect=50))
+    assert not may(False, deliveries._Flight(prompt=0, suspect=deliveries.UNPROVEN_CONCURRENCY))
+    assert may(False, deliveries._Flight(prompt=0, suspect=deliveries.UNPROVEN_CONCURRENCY - 1))
+
+
 async def test_a_send_in_flight_is_waited_for_not_polled(
     start_app: AppFactory, receivers: Any
 ) -> None:
