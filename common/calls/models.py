@@ -66,8 +66,9 @@ class NewCall:
     campaign: AttemptRef | None = None
     """The campaign attempt this call is, linked to it in the transaction that records it."""
     sandbox_instance: str | None = None
-    """The server (host:port) whose embedded sandbox the call's room is in; None on a real
-    LiveKit. That room ends with that server's process, and no webhook comes for it."""
+    """The server (Settings.sandbox_owner) whose embedded sandbox the call's room is in; None
+    on a real LiveKit. That room ends with that server's process, and no webhook comes for
+    it."""
 
 
 @dataclass(frozen=True)
