@@ -205,13 +205,15 @@ async def test_a_restart_settles_the_calls_its_embedded_sandbox_lost(
     )
 
 
-async def test_a_second_start_on_a_port_in_use_settles_nothing(
-    tmp_path: Path, processes: list[ServerProcess]
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"], ids=["same address", "another"])
+async def test_a_second_server_on_the_same_port_settles_nothing(
+    tmp_path: Path, processes: list[ServerProcess], host: str
 ) -> None:
-    """A second process given the PORT a server already serves (its SANDBOX_PORT another,
-    as the error for a busy sandbox port says to do) stops before start-up: it used to run
-    the first reaper pass first, settling the running server's live call as lost, and only
-    then fail to listen."""
+    """A second process given the HOST:PORT a server already serves (its SANDBOX_PORT
+    another, as the error for a busy sandbox port says to do) stops before start-up: it ran
+    the reaper's first pass first, settling the running server's live call as lost, and only
+    then failed to listen. On another address of the same host it may serve beside it (both
+    bind): it took the first one's call for one its own earlier run had left."""
     env = sandbox_env(tmp_path)
     first = ServerProcess(tmp_path, "first", env)
     processes.append(first)
@@ -221,38 +223,18 @@ async def test_a_second_start_on_a_port_in_use_settles_nothing(
         assert status == 200, placed
         live = placed["call_id"]
         await answered(session, first, live)
-        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        second_env = dict(env, HOST=host, CONFIG_PATH=str(tmp_path / "second.json"))
+        second = ServerProcess(tmp_path, "second", second_env, port=first.port)
         processes.append(second)
-        assert second.proc.wait(timeout=30) == 2
-        assert f"cannot listen on 127.0.0.1:{first.port}" in second.logs()
+        if host == "127.0.0.1":
+            assert second.proc.wait(timeout=30) == 2
+            assert f"cannot listen on 127.0.0.1:{first.port}" in second.logs()
+        else:
+            second.url = f"http://{host}:{first.port}"
+            await second.wait_ready(session)
         assert "settling" not in second.logs()
         call = await call_of(session, first, live)
         assert call["status"] == "in_progress" and not settled_by_restart(call)
-
-
-async def test_a_server_on_another_address_with_the_same_port_settles_nothing(
-    tmp_path: Path, processes: list[ServerProcess]
-) -> None:
-    """Two servers on one host and one calls.db may share a PORT on different addresses
-    (127.0.0.1 and 127.0.0.2): both bind. The second one started took the first one's live
-    call for one its own earlier run had left, and settled it failed."""
-    env = sandbox_env(tmp_path)
-    first = ServerProcess(tmp_path, "first", env)
-    processes.append(first)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await first.wait_ready(session)
-        status, placed = await place(session, first)
-        assert status == 200, placed
-        live = placed["call_id"]
-        await answered(session, first, live)
-        other_env = dict(env, HOST="127.0.0.2", CONFIG_PATH=str(tmp_path / "other.json"))
-        other = ServerProcess(tmp_path, "other", other_env, port=first.port)
-        processes.append(other)
-        other.url = f"http://127.0.0.2:{first.port}"
-        await other.wait_ready(session)
-        call = await call_of(session, first, live)
-        assert call["status"] == "in_progress" and not settled_by_restart(call)
-        assert "settling" not in other.logs()
 
 
 async def test_a_restart_on_a_real_livekit_settles_nothing(
