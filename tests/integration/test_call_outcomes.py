@@ -156,7 +156,7 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     assert (await first.post(f"/calls/{hung_up}/hangup")).status == 200  # room_finished lost
     store = first.app[STORE]
     await store.apply(finishing, "room_finished", lambda _state: None, room_finished=True)
-    instance = first.app[SETTINGS].instance_name
+    instance = first.app[SETTINGS].sandbox_owner
     claim = IdempotencyClaim("client-a", "key-1", "hash-1")
     undialled = NewCall(
         "call-0000undialled", "+1234567890", "U", "en", "Calm", sandbox_instance=instance
@@ -165,7 +165,7 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     await first.close()
 
     second = await start_app(port=port, sandbox_time_scale=100.0)
-    assert second.app[SETTINGS].instance_name == instance
+    assert second.app[SETTINGS].sandbox_owner == instance
 
     async def shown(call_id: str) -> tuple[str, str, list[str]]:
         call = await (await second.get(f"/calls/{call_id}")).json()
