@@ -31,7 +31,9 @@ def busy_port() -> Iterator[int]:
 def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
     environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
-    environ.update(SANDBOX_PORT="0")  # not 7880, which a `make run` on this machine may hold
+    # Not 7880 nor 8000, which a `make run` on this machine may hold: the port is bound
+    # before start-up, so a taken one would be the error instead of the one under test.
+    environ.update(SANDBOX_PORT="0", PORT=str(free_port()))
     environ.update(env)
     return subprocess.run(
         [*_prefix.split(), sys.executable, str(ROOT / "server.py")],
