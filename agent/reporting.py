@@ -26,7 +26,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from common.contracts import AgentReport, AmdVerdict, CallReport, ReportKind, TranscriptTurn
-from common.masking import mask_digits
+from common.masking import redact
 from common.signing import sign_body
 
 logger = logging.getLogger(__name__)
@@ -310,8 +310,9 @@ class ReportSender:
 
 
 def _clip(text: str, limit: int = 200) -> str:
-    """A server's or library's message on one short line, phone numbers masked."""
-    text = mask_digits(" ".join(text.split()))
+    """A server's or library's message on one short line, phone numbers masked (call ids
+    kept whole)."""
+    text = redact(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

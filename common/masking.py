@@ -58,3 +58,14 @@ def mask_digits(text: str) -> str:
     digits, and numbers after a `+` written with separators (`+1-415-555-0199`,
     `%2B1(415)555.0100`), their digits plain or URL-escaped (`%31%34%31...`)."""
     return _LONG_DIGITS.sub(_mask_number, _PLUS_NUMBER.sub(_mask_number, text))
+
+
+def redact(text: str) -> str:
+    """`text` with phone-like digit runs masked (mask_digits), call ids kept whole: an id
+    such as `call-0e79890193b5` holds a run of 8 digits, and masked it names no call."""
+    parts = CALL_ID_IN_TEXT.split(text)
+    ids = CALL_ID_IN_TEXT.findall(text)
+    out = [mask_digits(parts[0])]
+    for call_id, rest in zip(ids, parts[1:], strict=True):
+        out += [call_id, mask_digits(rest)]
+    return "".join(out)

@@ -23,22 +23,12 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
-from common.masking import CALL_ID_IN_TEXT, mask_digits
+from common.masking import redact
 from handlers.keys import QUIET_ROUTES
 
 ACCESS_LOGGER = "aiohttp.access"
 SERVER_LOGGER = "aiohttp.server"
 SANDBOX_USER_AGENTS = frozenset({"LiveKit-Sandbox"})
-
-
-def redact(message: str) -> str:
-    """`message` with phone-like digit runs masked, call ids kept whole."""
-    parts = CALL_ID_IN_TEXT.split(message)
-    ids = CALL_ID_IN_TEXT.findall(message)
-    out = [mask_digits(parts[0])]
-    for call_id, rest in zip(ids, parts[1:], strict=True):
-        out += [call_id, mask_digits(rest)]
-    return "".join(out)
 
 
 def _is_sandbox_success(record: logging.LogRecord) -> bool:

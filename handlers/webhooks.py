@@ -14,7 +14,7 @@ from typing import Literal
 from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
-from common.masking import mask_digits
+from common.masking import redact
 from common.signing import BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import HttpError
@@ -56,7 +56,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         event = RoomEvent.from_json(body)
     except MalformedEvent as exc:
         metrics.webhooks.labels(result="malformed").inc()
-        logger.warning("signed webhook is not a LiveKit event: %s", mask_digits(str(exc)[:200]))
+        logger.warning("signed webhook is not a LiveKit event: %s", redact(str(exc)[:200]))
         raise HttpError(400, "webhook body is not a LiveKit event") from None
     try:
         applied = await request.app[CALLS].handle_event(event)

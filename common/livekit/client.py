@@ -23,7 +23,7 @@ from livekit import api
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
 from common.contracts import DispatchMetadata
-from common.masking import mask_digits, mask_phone
+from common.masking import mask_digits, mask_phone, redact
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         return LiveKitRefused(reason, sip_status=exc.sip_status_code)
     if isinstance(exc, api.ServerError):
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
-        message = mask_digits(f"{exc.code}: {exc.message}")
+        message = redact(f"{exc.code}: {exc.message}")  # it may name the room: a call id
         return cls(f"{action}: LiveKit answered {exc.status} {message}")
     if isinstance(exc, TimeoutError):
         return LiveKitTimeout(

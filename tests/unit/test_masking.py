@@ -49,3 +49,16 @@ def test_phone_numbers_are_masked(text: str, masked: str) -> None:
 )
 def test_other_numbers_are_left_alone(text: str) -> None:
     assert mask_digits(text) == text
+
+
+def test_redact_keeps_call_ids_whole_and_masks_numbers_around_them() -> None:
+    """A call id may hold a run of 7+ digits (`call-0e79890193b5`: 8): masked as a number, it
+    named no call in the agent's log lines quoting the server's errors."""
+    from common.masking import redact
+
+    text = "call call-0e79890193b5 already holds 2,000 turns; dial +14155550123 call-0123456789ab"
+    assert redact(text) == (
+        "call call-0e79890193b5 already holds 2,000 turns; dial +•••••••0123 call-0123456789ab"
+    )
+    # Not a call id (its 13th character): its digits are masked as any others.
+    assert redact("call-0e79890193b5x 14155550123") == "call-0e••••0193b5x •••••••0123"
