@@ -291,7 +291,7 @@ async def test_a_slow_receiver_does_not_delay_the_others(
     start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(deliveries, "REQUEST_TIMEOUT_S", 0.3)
-    slow = await receivers(answer=lambda _r, _n: (204, 5.0))  # answers after the timeout
+    slow = await receivers(answer=lambda _r, _n: (204, 1.0))  # answers after the timeout
     quick = await receivers()
     client = await webhook_app(start_app, quick.url)
     for _ in range(6):

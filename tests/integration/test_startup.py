@@ -92,7 +92,7 @@ def test_an_unreachable_database_stops_start_up_with_its_password_masked(tmp_pat
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing will listen there
     url = f"postgresql://caller:s3cret-pw@127.0.0.1:{port}/calls"
-    done = run_server(tmp_path, DATABASE_URL=url, SANDBOX_PORT="0", PORT=str(port))
+    done = run_server(tmp_path, DATABASE_URL=url)
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if "cannot start" in line]
     assert len(lines) == 1
