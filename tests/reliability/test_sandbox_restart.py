@@ -111,6 +111,15 @@ async def answered(session: aiohttp.ClientSession, server: ServerProcess, call_i
     await wait_for(in_progress, timeout=20)
 
 
+async def live_call(session: aiohttp.ClientSession, server: ServerProcess) -> str:
+    """A call placed on `server` and answered: live in its sandbox for LONG's whole length."""
+    status, placed = await place(session, server)
+    assert status == 200, placed
+    call_id: str = placed["call_id"]
+    await answered(session, server, call_id)
+    return call_id
+
+
 def config_records(path: Path) -> dict[str, Any]:
     records: dict[str, Any] = json.loads(path.read_text()).get("calls", {})
     return records
@@ -141,10 +150,7 @@ async def test_a_restart_settles_the_calls_its_embedded_sandbox_lost(
     processes.append(first)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         await first.wait_ready(session)
-        status, placed = await place(session, first)
-        assert status == 200, placed
-        lost = placed["call_id"]
-        await answered(session, first, lost)
+        lost = await live_call(session, first)
         status, _ = await place(session, first)
         assert status == 429  # the live call takes the one place CALLS_MAX_ACTIVE allows
         assert lost in config_records(config)
@@ -175,10 +181,7 @@ async def test_a_restart_settles_the_calls_its_embedded_sandbox_lost(
         assert (ended["status"], ended["reason"]) == ("failed", SANDBOX_RESTARTED)
 
         # The place it held is free again; this run's own call is never touched by the settle.
-        status, placed = await place(session, second)
-        assert status == 200, placed
-        kept = placed["call_id"]
-        await answered(session, second, kept)
+        kept = await live_call(session, second)
         assert not settled_by_restart(await call_of(session, second, kept))
 
         second.proc.send_signal(signal.SIGTERM)  # a clean stop ends the sandbox's rooms too
@@ -219,10 +222,7 @@ async def test_a_second_server_on_the_same_port_settles_nothing(
     processes.append(first)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         await first.wait_ready(session)
-        status, placed = await place(session, first)
-        assert status == 200, placed
-        live = placed["call_id"]
-        await answered(session, first, live)
+        live = await live_call(session, first)
         second_env = dict(env, HOST=host, CONFIG_PATH=str(tmp_path / "second.json"))
         second = ServerProcess(tmp_path, "second", second_env, port=first.port)
         processes.append(second)
@@ -263,10 +263,7 @@ async def test_a_restart_on_a_real_livekit_settles_nothing(
         first = ServerProcess(tmp_path, "first", env, port=port)
         processes.append(first)
         await first.wait_ready(session)
-        status, placed = await place(session, first)
-        assert status == 200, placed
-        call_id = placed["call_id"]
-        await answered(session, first, call_id)
+        call_id = await live_call(session, first)
 
         first.kill()
         second = ServerProcess(tmp_path, "second", env, port=port)
