@@ -3,11 +3,9 @@ recipients, pause, resume or cancel it."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -27,6 +25,7 @@ from common.campaigns.request import (
     options_from_query,
     parse_options,
 )
+from common.own_threads import OwnThreads
 from common.storage.paging import Before
 from handlers.errors import HttpError
 from handlers.http import (
@@ -45,8 +44,6 @@ from handlers.http import (
     read_body,
 )
 from handlers.keys import CAMPAIGNS, SETTINGS
-
-T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
@@ -137,8 +134,8 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
     raw = await read_body(request, MAX_BODY_BYTES)
     if content_type in CSV_TYPES:
         options = options_from_query(request.query)
-        return options, *await _off_loop(_csv, raw)
-    doc = await _off_loop(decode_json, raw)
+        return options, *await _PARSING.run(_csv, raw)
+    doc = await _PARSING.run(decode_json, raw)
     if not isinstance(doc, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])
     refuse_unknown(doc, (*OPTION_KEYS, "recipients"))
@@ -147,21 +144,14 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
         raise InvalidCall([FieldError("recipients", "is required: a non-empty list of rows")])
     if len(recipients) > MAX_RECIPIENTS:
         raise InvalidCall([FieldError("recipients", f"at most {MAX_RECIPIENTS} rows")])
-    return doc, await _off_loop(json_rows, recipients), []
+    return doc, await _PARSING.run(json_rows, recipients), []
 
 
 # Lists are parsed on a thread of their own, one at a time: on the loop, a list of 100,000
 # recipients (up to 64 MiB) held every other request for a second or more (60 MiB of blank
 # lines, 18 s); on the loop's default executor, a few uploads at once held the threads
 # config.json's writes need (a call waited 10 s), and each parse its own copy of the text.
-_parsing: ThreadPoolExecutor | None = None
-
-
-async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-    global _parsing
-    if _parsing is None:
-        _parsing = ThreadPoolExecutor(1, thread_name_prefix="campaign-parse")
-    return await asyncio.get_running_loop().run_in_executor(_parsing, fn, *args)
+_PARSING = OwnThreads(1, "campaign-parse")
 
 
 def _csv(raw: bytes) -> tuple[Any, list[Any]]:
@@ -197,7 +187,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, li
         options, csv = await _multipart_parts(request)
     if csv is None:
         raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])
-    return options, *await _off_loop(_csv, csv)
+    return options, *await _PARSING.run(_csv, csv)
 
 
 async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes | None]:

@@ -21,19 +21,17 @@ a `ClientConnectorError` wrapping `AddressRefused`, which `guard_refusal` digs o
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import ipaddress
 import re
 import socket
-import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
+
+from common.own_threads import OwnThreads
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -328,19 +326,10 @@ async def resolve_public(
 # names held every thread config.json's writes and the readiness probe need, and every call
 # waited (19 s against 0.02 in a probe). Here they can only hold each other up.
 DNS_THREADS = 4
+_DNS = OwnThreads(DNS_THREADS, "webhook-dns")
 _AI_ADDRCONFIG = socket.AI_ADDRCONFIG
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 _NAME_FLAGS = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
-_dns_pool: ThreadPoolExecutor | None = None
-_dns_pool_lock = threading.Lock()
-
-
-def _dns_threads() -> ThreadPoolExecutor:
-    global _dns_pool
-    with _dns_pool_lock:
-        if _dns_pool is None:
-            _dns_pool = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="webhook-dns")
-        return _dns_pool
 
 
 class PooledResolver(AbstractResolver):
@@ -351,19 +340,17 @@ class PooledResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        loop = asyncio.get_running_loop()
-        lookup = functools.partial(
+        found_all = await _DNS.run(
             socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0, _AI_ADDRCONFIG
         )
         results: list[ResolveResult] = []
-        for found, _, proto, _, address in await loop.run_in_executor(_dns_threads(), lookup):
+        for found, _, proto, _, address in found_all:
             if found == socket.AF_INET6 and len(address) < 3:  # no IPv6 in this Python or host
                 continue
             answer_host, answer_port = str(address[0]), int(address[1])
             if len(address) == 4 and address[3]:  # IPv6 with a scope id (link-local): the
-                name = functools.partial(socket.getnameinfo, address, _NAME_FLAGS)  # host with it
-                text, port_text = await loop.run_in_executor(_dns_threads(), name)
-                answer_host, answer_port = text, int(port_text)
+                text, port_text = await _DNS.run(socket.getnameinfo, address, _NAME_FLAGS)
+                answer_host, answer_port = text, int(port_text)  # host with it
             results.append(
                 ResolveResult(
                     hostname=host,

@@ -1,0 +1,31 @@
+"""A few threads of their own for one kind of blocking work, apart from the loop's default
+executor: config.json's writes and the readiness probe run there, and work that may hold a
+thread long (a name server that never answers, a 64 MiB recipient list to parse) must not
+hold them up. Only one another."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class OwnThreads:
+    """`count` threads named `name-N`, made when first used (by any event loop)."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = count
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on one of these threads."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._count, thread_name_prefix=self._name)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
