@@ -331,24 +331,10 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     try:
         for family, kind, proto, _name, address in dict.fromkeys(found):
             try:
-                sock = socket.socket(family, kind, proto)
+                sockets.append(_listening(family, kind, proto, address))
             except OSError as exc:
                 if exc.errno not in UNBINDABLE_ERRNOS:
                     raise
-                skipped = exc
-                continue
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-                sock.listen(LISTEN_BACKLOG)
-            except OSError as exc:
-                if exc.errno not in UNBINDABLE_ERRNOS:
-                    raise
-                sockets.remove(sock)
-                sock.close()
                 skipped = exc
     except BaseException:
         for sock in sockets:
@@ -357,6 +343,21 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     if not sockets:
         raise skipped or OSError(errno.EADDRNOTAVAIL, "no address to listen on")
     return sockets
+
+
+def _listening(family: int, kind: int, proto: int, address: Any) -> socket.socket:
+    """One socket bound to `address` and listening, or closed and the error raised."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 OPEN_FILES_CEILING = 1 << 20  # when the hard limit is "unlimited"
