@@ -184,17 +184,16 @@ def _record_from_line(data: bytes, call_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _read_bytes(path: Path, *, follow: bool = True) -> bytes | None:
-    """The file's bytes, or None if it does not exist. Only a regular file is read (a FIFO
-    would block the reader for good, a device is no config); with follow=False, a symbolic
-    link at `path` is refused too (ELOOP), not read through."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+def _read_bytes(path: Path) -> bytes | None:
+    """The bytes of the file writes replace, or None if it does not exist. Only a regular
+    file is read (a FIFO would block the writer for good, a device is no config), and a
+    symbolic link at `path` is refused (ELOOP), not read through."""
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP and not follow:
+        if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, f"{path} is a symbolic link, not the file") from None
         raise
     try:
@@ -710,7 +709,7 @@ class ConfigStore:
 
     def _current_document(self, target: Path) -> tuple[Document, _Written | None]:
         """The document on disk, to mutate, and our last write if it is that document."""
-        data = _read_bytes(target, follow=False)
+        data = _read_bytes(target)
         written, self._written = self._written, None  # re-armed only by a completed write
         if data is not None and written is not None and data == written.data:
             return written.doc, written  # nobody wrote since we did: no need to parse again
