@@ -230,7 +230,7 @@ class WebhookSender:
         for delivery in due:
             receiver = _origin(delivery.url)
             if self._per_receiver.get(receiver, 0) < PER_RECEIVER_CONCURRENCY:
-                prompt = self._proven(receiver) and receiver not in flight.slow
+                prompt = self._prompt_now(receiver, flight)
                 if self._may_start(prompt, flight):
                     self._start(delivery, receiver, prompt)
                     flight.count(prompt)
@@ -266,6 +266,11 @@ class WebhookSender:
             reserved = flight.prompt < _prompt_reserve()
             return in_flight < MAX_CONCURRENCY or reserved and in_flight < _connections()
         return flight.suspect < UNPROVEN_CONCURRENCY and in_flight < MAX_CONCURRENCY
+
+    def _prompt_now(self, receiver: str, flight: _Flight) -> bool:
+        """A send to `receiver` starts as a prompt one: it answered promptly lately, and no
+        send to it is waiting past PROMPT_S now."""
+        return self._proven(receiver) and receiver not in flight.slow
 
     def _proven(self, receiver: str) -> bool:
         """The receiver answered within PROMPT_S in the last PROVEN_FOR_S."""
@@ -323,7 +328,7 @@ class WebhookSender:
             self._in_flight.pop(delivery.id, None)
             waiting = self._waiting.get(receiver)
             if waiting and not self._stopping:  # its slot, at once
-                prompt = self._proven(receiver) and receiver not in self._flight().slow
+                prompt = self._prompt_now(receiver, self._flight())
                 self._start(waiting.popleft(), receiver, prompt)
             if not self._waiting.get(receiver, True):  # one entry per receiver ever sent to
                 del self._waiting[receiver]  # would grow for good
