@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from common.settings import DEV_API_SECRET
-from common.storage.paging import Before
+from common.storage.paging import PAGE_END_PATTERN, Before
 from handlers.errors import HttpError
 from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
 
@@ -271,7 +271,7 @@ BEFORE_PARAM: dict[str, Any] = {
     "in": "query",
     "required": False,
     "description": "Where the previous page ended: its next_before (or a unix time: all older)",
-    "schema": {"type": "string", "pattern": r"^[0-9]{1,17}(\.[0-9]{1,20})?(:[A-Za-z0-9-]{1,64})?$"},
+    "schema": {"type": "string", "pattern": f"^{PAGE_END_PATTERN}$"},
 }
 
 

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_TOKEN = re.compile(r"([0-9]{1,17}(?:\.[0-9]{1,20})?)(?::([A-Za-z0-9-]{1,64}))?")
+# The token's grammar, as it is read here and documented (the OpenAPI `before` parameter).
+PAGE_END_PATTERN = r"[0-9]{1,17}(\.[0-9]{1,20})?(:[A-Za-z0-9-]{1,64})?"
+_TOKEN = re.compile(PAGE_END_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,10 @@ class Before:
     @classmethod
     def parse(cls, text: str) -> Before | None:
         """The token's cursor; None if it is not one (ASCII digits only, no sign)."""
-        match = _TOKEN.fullmatch(text)
-        if match is None:
+        if _TOKEN.fullmatch(text) is None:
             return None
-        return cls(float(match.group(1)), match.group(2))
+        at, _, item_id = text.partition(":")
+        return cls(float(at), item_id or None)
 
     @classmethod
     def after(cls, created_at: float, item_id: str) -> Before:
