@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from aiohttp import web
@@ -39,8 +38,9 @@ LIST_LIMIT = PageLimit(default=50, maximum=500)
 REPLAY = {"Idempotent-Replay": "1"}
 
 
-def placement_of(request: web.Request, raw: bytes) -> Placement:
-    """Who asks, and the Idempotency-Key they send (with the hash of the body it covers)."""
+def placement_of(request: web.Request, document: object, raw: bytes) -> Placement:
+    """Who asks, and the Idempotency-Key they send (with the request it covers: its JSON
+    `document`, whose bytes were `raw`)."""
     client = client_identity(request)
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -53,17 +53,15 @@ def placement_of(request: web.Request, raw: bytes) -> Placement:
         raise HttpError(
             400, f"Idempotency-Key may not start with {CAMPAIGN_KEY_PREFIX!r} (campaigns' keys)"
         )
-    claim = IdempotencyClaim(
-        client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(raw).hexdigest()
-    )
-    return Placement(client, claim)
+    return Placement(client, IdempotencyClaim.of(client, key, document, raw))
 
 
 async def outbound_call(request: web.Request) -> web.Response:
     """POST /calls/outbound: the seed's request body; 200 {"status": "success", ...}."""
     raw = await read_body(request, MAX_BODY_BYTES)
-    placement = placement_of(request, raw)
-    call = RequestRules.of(request.app[SETTINGS]).parse(decode_json(raw))
+    document = decode_json(raw)
+    call = RequestRules.of(request.app[SETTINGS]).parse(document)
+    placement = placement_of(request, document, raw)
     calls = request.app[CALLS]
     try:
         placed = await calls.place(call, placement)

@@ -72,7 +72,7 @@ class Admission:
 
     @staticmethod
     def verify(stored: StoredAnswer, claim: IdempotencyClaim) -> StoredAnswer:
-        if stored.request_hash != claim.request_hash:
+        if not claim.matches(stored.request_hash):
             raise KeyReused
         return stored
 

@@ -7,6 +7,8 @@ about them, and `to_json` is what `GET /calls/{id}` shows (and customer webhooks
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,11 +30,44 @@ CAMPAIGN_KEY_PREFIX = "campaign:"
 
 @dataclass(frozen=True)
 class IdempotencyClaim:
-    """An Idempotency-Key to record with a new call: whose it is and what it was sent with."""
+    """An Idempotency-Key to record with a new call: whose it is and what it was sent with.
+
+    `request_hash` covers the request's JSON document, not its bytes: a retry that sends the
+    same document with its keys in another order, other spacing or other escapes is the
+    same request. `raw_hash` (the bytes' hash, what keys were bound with before) lets a key
+    bound by an older server still match a retry of the very same bytes.
+    """
 
     client: str
     key: str
     request_hash: str
+    raw_hash: str | None = None
+
+    @classmethod
+    def of(
+        cls, client: str, key: str, document: object, raw: bytes | None = None
+    ) -> IdempotencyClaim:
+        """The claim of `key` for a request whose JSON document is `document` (its bytes
+        `raw`, if it came as bytes)."""
+        return cls(
+            client,
+            _sha256(key.encode()),
+            _sha256(canonical_json(document)),
+            None if raw is None else _sha256(raw),
+        )
+
+    def matches(self, stored_hash: str) -> bool:
+        """Whether a key bound with `stored_hash` was bound by this same request."""
+        return stored_hash in (self.request_hash, self.raw_hash)
+
+
+def canonical_json(document: object) -> bytes:
+    """One spelling of a JSON document: keys sorted, no spaces, non-ASCII escaped."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -80,10 +78,8 @@ CLAIM_BATCH = 100
 
 def attempt_claim(client: str, ref: AttemptRef, body: dict[str, object]) -> IdempotencyClaim:
     """The Idempotency-Key of one attempt: the same for every try at placing it."""
-    key = f"{CAMPAIGN_KEY_PREFIX}{ref.campaign_id}:{ref.idx}:{ref.attempt}"
-    encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return IdempotencyClaim(
-        client, hashlib.sha256(key.encode()).hexdigest(), hashlib.sha256(encoded).hexdigest()
+    return IdempotencyClaim.of(
+        client, f"{CAMPAIGN_KEY_PREFIX}{ref.campaign_id}:{ref.idx}:{ref.attempt}", body
     )
 
 

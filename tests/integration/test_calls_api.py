@@ -4,6 +4,7 @@ embedded sandbox speaking LiveKit's Twirp protocol."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.calls.models import IdempotencyClaim, NewCall
 from common.update_config import load_dynamic_config
-from handlers.keys import SETTINGS
+from handlers.keys import CALLS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -213,6 +215,50 @@ async def test_idempotency_key_reused_with_another_body_is_409(client: Client) -
         assert resp.status == 409
         assert "different request body" in (await resp.json())["error"]
     assert len(sandbox_requests(client, "CreateSIPParticipant")) == 1  # only the first rang
+
+
+async def test_idempotency_key_covers_the_document_not_its_spelling(client: Client) -> None:
+    """A retry may serialise the same body anew: keys in another order, other spacing, other
+    escapes. That is the same request, answered again; a body with one value changed is
+    another (409)."""
+    body = SEED_EXAMPLES[1]  # "Carlos García": escaped or not
+    spellings = [
+        json.dumps(body),
+        json.dumps(dict(reversed(list(body.items()))), ensure_ascii=False, indent=2),
+        "\ufeff" + json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+    ]
+    headers = {"Idempotency-Key": "order-88", "Content-Type": "application/json"}
+    answers = []
+    for text in spellings:
+        resp = await client.post("/calls/outbound", data=text.encode(), headers=headers)
+        assert resp.status == 200, await resp.text()
+        answers.append(((await resp.json())["call_id"], resp.headers.get("Idempotent-Replay")))
+    assert len({call_id for call_id, _ in answers}) == 1
+    assert [replay for _, replay in answers] == [None, "1", "1"]
+    changed = {**body, "name": "Carlos Garcia"}
+    clash = await client.post("/calls/outbound", json=changed, headers=headers)
+    assert clash.status == 409
+    assert len(sandbox_requests(client, "CreateSIPParticipant")) == 1
+
+
+async def test_a_key_bound_by_its_bytes_still_matches_those_bytes(client: Client) -> None:
+    """Keys bound before the hash covered the document hold the hash of the body's bytes: a
+    retry of those very bytes after an upgrade is still the same request, not a 409."""
+    raw = json.dumps(SEED_EXAMPLES[0]).encode()
+    legacy = IdempotencyClaim(
+        "127.0.0.1", hashlib.sha256(b"order-99").hexdigest(), hashlib.sha256(raw).hexdigest()
+    )
+    store = client.app[CALLS].store
+    await store.create_call(
+        NewCall("call-00000000old1", "+1234567890", "A", "en", "Calm"), claim=legacy
+    )
+    headers = {"Idempotency-Key": "order-99", "Content-Type": "application/json"}
+    resp = await client.post("/calls/outbound", data=raw, headers=headers)
+    assert resp.status == 200 and resp.headers.get("Idempotent-Replay") == "1"
+    assert (await resp.json())["call_id"] == "call-00000000old1"
+    assert sandbox_requests(client, "CreateSIPParticipant") == []
+    other = json.dumps(SEED_EXAMPLES[1]).encode()
+    assert (await client.post("/calls/outbound", data=other, headers=headers)).status == 409
 
 
 async def test_livekit_down_502_or_503_and_failed_row(client: Client, tmp_path: Path) -> None:
