@@ -10,6 +10,7 @@ session from it).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -230,7 +231,9 @@ def validate_additional_params(value: object) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise ValueError(f"additional_params {exc}") from None
-    return params
+    # A copy of what was checked: the caller may change its own objects before the write.
+    copied: dict[str, Any] = json.loads(json.dumps(params))
+    return copied
 
 
 def _text(value: object, name: str, default: str) -> str:

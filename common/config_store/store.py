@@ -160,6 +160,14 @@ def _detached(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _replace_top(doc: Document, top: dict[str, Any]) -> None:
+    """The seed's flat document replaced by `top`; the per-call records kept."""
+    calls = doc.get(CALLS_KEY, {})
+    doc.clear()
+    doc.update(top)
+    doc[CALLS_KEY] = calls
+
+
 def _record_from_line(data: bytes, call_id: str) -> dict[str, Any] | None:
     """`call_id`'s record parsed from its own line of a file `_encode` wrote, else None.
 
@@ -465,15 +473,17 @@ class ConfigStore:
     @staticmethod
     def _put(config: CallConfig) -> Mutation:
         def apply(doc: Document, now: float) -> dict[str, Any]:
-            calls = doc.get(CALLS_KEY, {})
+            # What may raise comes before `doc` changes: a failed mutation fails its own
+            # caller and leaves the document (and the group's other writes) whole.
             flat = config.to_flat(now)
-            doc.clear()
-            doc.update(_detached(flat))
-            doc[CALLS_KEY] = calls
+            top = _detached(flat)
             if config.call_id is None:
+                _replace_top(doc, top)
                 return flat
             record = config.to_record(now)
-            calls[config.call_id] = _detached(record)
+            stored = _detached(record)
+            _replace_top(doc, top)
+            doc[CALLS_KEY][config.call_id] = stored
             return record
 
         return apply

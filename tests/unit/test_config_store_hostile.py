@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common.config_store import store as store_module
 from common.config_store.model import MAX_ADDITIONAL_PARAMS_DEPTH
 from common.update_config import ConfigStore, UnknownCallError
 
@@ -115,3 +116,49 @@ async def test_reads_answer_defaults_where_config_json_cannot_be_created(
         store.load(call_id="call-1")
     monkeypatch.undo()
     assert not (tmp_path / "config.json").exists()
+
+
+async def test_params_changed_after_validation_write_what_was_checked(tmp_path: Path) -> None:
+    """A caller that changes its additional_params while its write waits for the group (a
+    shared template dict) neither fails nor writes the change: what was checked is written."""
+    store = ConfigStore(tmp_path / "config.json")
+    for n in range(3):
+        store.update(f"Live {n}", call_id=f"call-live{n}")
+    params: dict[str, object] = {"tags": ["a"]}
+    pending = asyncio.ensure_future(
+        store.update_async("New", additional_params=params, call_id="call-new")
+    )
+    await asyncio.sleep(0)  # checked and queued; the write has not run yet
+    params["tags"].append({1, 2})  # type: ignore[attr-defined]
+    params["late"] = "x" * 100_000
+    assert (await pending)["tags"] == ["a"]
+    doc = json.loads((tmp_path / "config.json").read_text())
+    assert sorted(doc["calls"]) == ["call-live0", "call-live1", "call-live2", "call-new"]
+    assert doc["calls"]["call-new"]["tags"] == ["a"] and "late" not in doc["calls"]["call-new"]
+    assert doc["caller_name"] == "New"
+
+
+async def test_a_write_that_fails_midway_leaves_the_document_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mutation of a group that raises changes nothing: the seed's flat document stays the
+    last good writer's, and every record stays."""
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("Before", call_id="call-before")
+    real = store_module._detached
+
+    def failing(value: dict[str, object]) -> dict[str, object]:
+        if value.get("call_id") == "call-bad":
+            raise TypeError("cannot copy")
+        return real(value)
+
+    monkeypatch.setattr(store_module, "_detached", failing)
+    results = await asyncio.gather(
+        store.update_async("Good", call_id="call-good"),
+        store.update_async("Bad", call_id="call-bad"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], TypeError)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    assert sorted(doc["calls"]) == ["call-before", "call-good"]
+    assert doc["caller_name"] == "Good"
