@@ -1,11 +1,27 @@
-"""The one check that text is text: no lone surrogate in it.
+"""Checks of text we keep: that it is text, and the rules for one line of it.
 
-A str that holds one came from a JSON escape such as "\\ud800", or from bytes that were not
-UTF-8 (aiohttp decodes headers and URLs with surrogateescape). It cannot be encoded, so no
-database, log or file can store it; every input we keep is checked with `is_unicode`.
+`is_unicode`: no lone surrogate. A str that holds one came from a JSON escape such as
+"\\ud800", or from bytes that were not UTF-8 (aiohttp decodes headers and URLs with
+surrogateescape). It cannot be encoded, so no database, log or file can store it; every input
+we keep is checked with it.
+
+`checked_text` and `visible_name`: the rules of the API's text fields, the same for a call's
+body, a campaign and the seed's Python API (a caller's name ends up in the agent's prompt and
+in log lines, whichever way it came).
 """
 
 from __future__ import annotations
+
+import unicodedata
+
+# Format characters (zero-width, bidi controls), separators and combining marks show nothing
+# on their own: a name made only of them is no name to greet anybody by.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me", "Co", "Cn"})
+
+# What a single line of text must not hold besides control characters: Unicode's line and
+# paragraph separators (a log viewer breaks the line there) and the bidi embeddings, overrides
+# and isolates (they reorder what a log line shows). Joiners and marks stay: scripts need them.
+_LINE_OR_BIDI = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def is_unicode(text: str) -> bool:
@@ -17,3 +33,29 @@ def is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def checked_text(value: object, limit: int, *, single_line: bool) -> str:
+    """A text field's checks, in the order a client should fix them; ValueError says which
+    failed ("must be ...", for the caller to prefix with the field's name)."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if not is_unicode(value):  # lone surrogates such as JSON "\\ud800"
+        raise ValueError("must be valid Unicode text")
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters")
+    if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    if single_line and not _LINE_OR_BIDI.isdisjoint(value):
+        raise ValueError("must not contain line separators or bidi override characters")
+    return value
+
+
+def visible_name(value: object, limit: int) -> str:
+    """A name that is shown and logged as one line (a caller's, a campaign's), stripped."""
+    name = checked_text(value, limit, single_line=True)
+    if not name.strip():
+        raise ValueError(f"must be 1 to {limit} characters")
+    if not any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in name):
+        raise ValueError("must contain at least one visible character")
+    return name.strip()

@@ -9,7 +9,6 @@ reported field by field, so a client can fix them all at once.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -38,12 +37,13 @@ from common.config_store.model import (
     AnalysisRequest,
     CallOptions,
     VoicemailPolicy,
+    instructions_text,
     normalize_emotion,
     normalize_language,
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
-from common.text import is_unicode
+from common.text import checked_text, visible_name
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -51,42 +51,6 @@ if TYPE_CHECKING:
 # Per-call limits a request may set (seconds); the settings give the defaults.
 RINGING_TIMEOUT_RANGE = (5, 120)
 MAX_DURATION_RANGE = (30, 3600)
-
-# Format characters (zero-width, bidi controls), separators and combining marks show nothing
-# on their own: a name made only of them is no name to greet anybody by.
-_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me", "Co", "Cn"})
-
-
-# What a single line of text must not hold besides control characters: Unicode's line and
-# paragraph separators (a log viewer breaks the line there) and the bidi embeddings, overrides
-# and isolates (they reorder what a log line shows). Joiners and marks stay: scripts need them.
-_LINE_OR_BIDI = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _text(value: object, limit: int, *, single_line: bool) -> str:
-    """A text field's checks, in the order a client should fix them."""
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    if not is_unicode(value):  # lone surrogates such as JSON "\ud800"
-        raise ValueError("must be valid Unicode text")
-    if len(value) > limit:
-        raise ValueError(f"must be at most {limit} characters")
-    if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError("must not contain control characters")
-    if single_line and not _LINE_OR_BIDI.isdisjoint(value):
-        raise ValueError("must not contain line separators or bidi override characters")
-    return value
-
-
-def visible_name(value: object, limit: int = MAX_NAME_CHARS) -> str:
-    """A name that is shown and logged as one line (a caller's, a campaign's), stripped;
-    ValueError says what is wrong with it."""
-    name = _text(value, limit, single_line=True)
-    if not name.strip():
-        raise ValueError(f"must be 1 to {limit} characters")
-    if not any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in name):
-        raise ValueError("must contain at least one visible character")
-    return name.strip()
 
 
 def _seconds(value: object, bounds: tuple[int, int]) -> int | None:
@@ -210,12 +174,12 @@ class OutboundCall(BaseModel):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: object) -> str:
-        return DEFAULT_CALLER_NAME if value is None else visible_name(value)
+        return DEFAULT_CALLER_NAME if value is None else visible_name(value, MAX_NAME_CHARS)
 
     @field_validator("dynamic_instruction", mode="before")
     @classmethod
     def _instruction(cls, value: object) -> str | None:
-        return None if value is None else _text(value, MAX_INSTRUCTIONS_CHARS, single_line=False)
+        return None if value is None else instructions_text(value)
 
     @field_validator("language", mode="before")
     @classmethod
@@ -238,7 +202,7 @@ class OutboundCall(BaseModel):
     def _first_message(cls, value: object) -> str | None:
         if value is None:
             return None
-        text = _text(value, MAX_FIRST_MESSAGE_CHARS, single_line=False)
+        text = checked_text(value, MAX_FIRST_MESSAGE_CHARS, single_line=False)
         if not text.strip():
             raise ValueError(f"must be 1 to {MAX_FIRST_MESSAGE_CHARS} characters")
         return text

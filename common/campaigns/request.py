@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
-from common.calls.request import FIELDS, OutboundCall, RequestRules, visible_name
+from common.calls.request import FIELDS, OutboundCall, RequestRules
 from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
     INVALID,
@@ -36,6 +36,7 @@ from common.campaigns.windows import (
     parse_window,
     recipient_zones,
 )
+from common.text import visible_name
 
 MAX_NAME_CHARS = 200
 MAX_RECIPIENTS = 100_000

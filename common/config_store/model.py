@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.json_values import check_plain_json
-from common.text import is_unicode
+from common.text import checked_text, is_unicode, visible_name
 
 DEFAULT_CALLER_NAME = "Guest"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
@@ -32,6 +32,8 @@ MAX_ADDITIONAL_PARAMS_BYTES = 8 * 1024
 # How deep additional_params may nest (objects and lists): deeper is no context an agent reads,
 # and a few hundred levels break JSON encoders downstream (pydantic stops at 255).
 MAX_ADDITIONAL_PARAMS_DEPTH = 32
+
+T = TypeVar("T")
 
 # Languages that both installed speech plugins declare: Cartesia TTS (`TTSLanguages`) and
 # Deepgram STT (`DeepgramLanguages`). A test keeps this table in step with the plugins.
@@ -236,14 +238,23 @@ def validate_additional_params(value: object) -> dict[str, Any]:
     return copied
 
 
-def _text(value: object, name: str, default: str) -> str:
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string")
-    if not is_unicode(value):  # a lone surrogate: config.json could not hold it
-        raise ValueError(f"{name} must be valid Unicode text")
-    return value
+def instructions_text(value: object) -> str | None:
+    """The agent's instructions, checked; None when blank (the default applies then: an
+    agent with empty instructions would not be the one the API shows)."""
+    text = checked_text(value, MAX_INSTRUCTIONS_CHARS, single_line=False)
+    return text if text.strip() else None
+
+
+def _named(name: str, value: object, check: Callable[[object], T]) -> T:
+    """`check(value)`, its ValueError naming the field."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
+
+
+def _caller_name(value: object) -> str:
+    return visible_name(value, MAX_NAME_CHARS)
 
 
 def _call_id(value: object) -> str | None:
@@ -253,7 +264,9 @@ def _call_id(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise ValueError("call_id must be a non-empty string")
-    return _text(value, "call_id", "")
+    if not is_unicode(value):  # a lone surrogate: config.json could not hold it
+        raise ValueError("call_id must be valid Unicode text")
+    return value
 
 
 @dataclass(frozen=True)
@@ -284,10 +297,15 @@ class CallConfig:
     ) -> CallConfig:
         """Validate and complete: a field not given takes its default, never another call's."""
         return cls(
-            caller_name=_text(caller_name, "caller_name", DEFAULT_CALLER_NAME),
-            agent_instructions=_text(
-                agent_instructions, "agent_instructions", DEFAULT_INSTRUCTIONS
-            ),
+            caller_name=DEFAULT_CALLER_NAME
+            if caller_name is None
+            else _named("caller_name", caller_name, _caller_name),
+            agent_instructions=(
+                None
+                if agent_instructions is None
+                else _named("agent_instructions", agent_instructions, instructions_text)
+            )
+            or DEFAULT_INSTRUCTIONS,
             tts_language=normalize_language(
                 DEFAULT_LANGUAGE if tts_language is None else tts_language
             ),

@@ -80,6 +80,23 @@ async def test_seed_integration_body_without_instruction(client: Client) -> None
     assert config["agent_instructions"] == "You are a helpful assistant."
 
 
+@pytest.mark.parametrize("blank", ["", " \n\t "])
+async def test_blank_instructions_give_the_agent_the_default_ones(
+    client: Client, tmp_path: Path, blank: str
+) -> None:
+    """The agent's record, its dispatch snapshot and GET /calls/{id} agree: an empty
+    instruction is the default one, not an agent with no instructions at all."""
+    body = {"phone_number": "+1234567890", "dynamic_instruction": blank}
+    call_id = (await (await client.post("/calls/outbound", json=body)).json())["call_id"]
+    record = config_calls(tmp_path / "config.json")[call_id]
+    (dispatch,) = sandbox_requests(client, "CreateDispatch")
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    default = "You are a helpful assistant."
+    assert record["agent_instructions"] == default
+    assert json.loads(dispatch["metadata"])["config"]["agent_instructions"] == default
+    assert shown["config"]["agent_instructions"] == default
+
+
 @pytest.mark.parametrize(
     ("body", "fields"),
     [

@@ -80,14 +80,14 @@ def test_ttl_pruning_still_happens_with_the_kept_document(config_path: Path) -> 
 
 def test_file_is_one_line_per_record_and_reads_as_before(config_path: Path) -> None:
     store = ConfigStore(config_path)
-    store.update("Zoë\n\u2028", "x" * 100, "fr", "Calm", {"a": {"b": [1, 2.5]}}, call_id="call-1")
+    store.update("Zoë", "x\n\u2028" * 50, "fr", "Calm", {"a": {"b": [1, 2.5]}}, call_id="call-1")
     store.update("Bob", call_id="call-2")
     lines = config_path.read_text().split("\n")
     assert lines[0] == "{" and lines[-2:] == ["}", ""]
     record_lines = [ln for ln in lines if ln.startswith("    ")]
     assert len(record_lines) == 2
     assert store.load()["caller_name"] == "Bob"
-    assert store.load(call_id="call-1")["caller_name"] == "Zoë\n\u2028"
+    assert store.load(call_id="call-1")["agent_instructions"] == "x\n\u2028" * 50
 
 
 def test_reading_one_record_from_its_line_equals_parsing_the_file(config_path: Path) -> None:
