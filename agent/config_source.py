@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import aiofiles.os
 
-from common.config_store.model import CallConfig
+from common.config_store.model import CallConfig, written_at_of
 from common.config_store.store import ConfigStore, UnknownCallError
 from common.contracts import DispatchMetadata
 
@@ -63,8 +63,17 @@ class RoomCreationTime:
 
 
 def resolve_call_id(metadata: DispatchMetadata, room_name: str) -> str:
-    """The call id: from the dispatch metadata, else the room name (the server uses both)."""
-    return metadata.call_id or room_name
+    """The call id: the room's name (the server names each call's room after the call).
+
+    Dispatch metadata naming another call is refused (NoCallConfigError): taking it would
+    build this room's session from that call's config, and file this room's reports under
+    that call.
+    """
+    if metadata.call_id and metadata.call_id != room_name:
+        raise NoCallConfigError(
+            room_name, [f"the dispatch metadata names call {metadata.call_id!r}, not this room's"]
+        )
+    return room_name
 
 
 def room_creation_time(creation_time: int, creation_time_ms: int = 0) -> RoomCreationTime:
@@ -94,9 +103,9 @@ def _record_problem(
     owner = record.get("call_id")
     if owner is not None and owner != call_id:
         return f"config.json record belongs to call {owner!r}"
-    written_at = record.get("written_at")
-    if isinstance(written_at, bool) or not isinstance(written_at, int | float):
-        return "config.json record has no written_at"
+    written_at = written_at_of(record)
+    if written_at is None:
+        return "config.json record has no written_at (a finite number)"
     if room_created_at is None:
         return "room creation time unknown, so the record cannot be checked"
     # The room was created no later than room_created_at + granularity_s (truncation), so a

@@ -111,7 +111,7 @@ class SessionPlan:
 
 def _context_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    # One line per call context: newlines in a value must not start new "instructions".
+    # One line per call context: newlines in a key or value must not start new "instructions".
     return " ".join(text.split())
 
 
@@ -119,7 +119,10 @@ def call_context_line(additional_params: dict[str, Any]) -> str | None:
     """`Call context: customer_tier: Premium; campaign_id: SUMMER2024`, or None if empty."""
     if not additional_params:
         return None
-    parts = [f"{key}: {_context_value(value)}" for key, value in additional_params.items()]
+    parts = [
+        f"{_context_value(key)}: {_context_value(value)}"
+        for key, value in additional_params.items()
+    ]
     return "Call context: " + "; ".join(parts)
 
 

@@ -284,7 +284,11 @@ async def entrypoint(ctx: JobContext) -> None:
     settings = job_settings()
     room_name = ctx.job.room.name
     metadata = DispatchMetadata.parse(ctx.job.metadata)
-    call_id = resolve_call_id(metadata, room_name)
+    try:
+        call_id = resolve_call_id(metadata, room_name)
+    except NoCallConfigError as exc:
+        await _refuse(ctx, room_name, exc)
+        return
     ctx.log_context_fields = {"call_id": call_id}
     if metadata.phone_number:
         logger.info("call %s: job for %s", call_id, mask_phone(metadata.phone_number))

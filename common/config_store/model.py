@@ -11,6 +11,7 @@ session from it).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -192,12 +193,18 @@ class CallOptions(BaseModel):
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> CallOptions:
-        """The options of a record (lenient: options a record cannot give are defaults)."""
+        """The options of a record; ValueError if they are invalid (a record whose voicemail
+        policy or analysis request does not read is not the call's config: defaults in their
+        place would drop the message to leave, or the analysis asked for)."""
         values = {k: record[k] for k in OPTION_KEYS if record.get(k) is not None}
         try:
             return cls.model_validate(values)
-        except ValidationError:
-            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ValueError(f"invalid options ({problems})") from None
 
 
 def normalize_language(value: object) -> str:
@@ -255,6 +262,20 @@ def _named(name: str, value: object, check: Callable[[object], T]) -> T:
 
 def _caller_name(value: object) -> str:
     return visible_name(value, MAX_NAME_CHARS)
+
+
+def written_at_of(record: object) -> float | None:
+    """A record's `written_at` in seconds, or None where it has none that is a finite number
+    (NaN compares false with everything: such a record would pass for any room, and never
+    grow old enough to be pruned)."""
+    value = record.get("written_at") if isinstance(record, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer of 400 digits
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _call_id(value: object) -> str | None:
@@ -322,7 +343,6 @@ class CallConfig:
         extra = record.get("additional_params")
         if extra is None:
             extra = {k: v for k, v in record.items() if k not in RESERVED_KEYS}
-        written_at = record.get("written_at")
         call_id = record.get("call_id")
         return cls.create(
             record.get("caller_name"),
@@ -331,7 +351,7 @@ class CallConfig:
             record.get("tts_emotion"),
             extra,
             call_id=call_id if isinstance(call_id, str) else None,
-            written_at=float(written_at) if isinstance(written_at, int | float) else None,
+            written_at=written_at_of(record),
             options=CallOptions.from_record(record),
         )
 

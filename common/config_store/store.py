@@ -49,6 +49,7 @@ from common.config_store.model import (
     DEFAULT_LANGUAGE,
     CallConfig,
     CallOptions,
+    written_at_of,
 )
 from common.masking import clip_for_log
 
@@ -438,12 +439,7 @@ class ConfigStore:
         calls = doc.get(CALLS_KEY) if doc else None
         if not isinstance(calls, dict):
             return {}
-        return {
-            str(call_id): float(rec["written_at"])
-            if isinstance(rec, dict) and isinstance(rec.get("written_at"), int | float)
-            else 0.0
-            for call_id, rec in calls.items()
-        }
+        return {str(call_id): written_at_of(rec) or 0.0 for call_id, rec in calls.items()}
 
     async def probe_writable_async(self) -> None:
         """Raise OSError unless a small file can be written and synced next to config.json.
@@ -515,9 +511,7 @@ class ConfigStore:
         stale = [
             cid
             for cid, rec in calls.items()
-            if not isinstance(rec, dict)
-            or not isinstance(rec.get("written_at"), int | float)
-            or rec["written_at"] < cutoff
+            if (written_at := written_at_of(rec)) is None or written_at < cutoff
         ]
         for cid in stale:
             del calls[cid]

@@ -132,9 +132,42 @@ def test_dispatch_metadata_parsing() -> None:
         assert DispatchMetadata.parse(bad) == DispatchMetadata()
 
 
-def test_call_id_comes_from_metadata_else_the_room_name() -> None:
-    assert resolve_call_id(DispatchMetadata(call_id=CALL), "room-x") == CALL
+def test_the_call_id_is_the_rooms_and_metadata_naming_another_call_is_refused() -> None:
+    """A dispatch whose metadata names call A in call B's room would build B's session from
+    A's config and file B's reports under A: the job is refused instead."""
+    assert resolve_call_id(DispatchMetadata(call_id=CALL), CALL) == CALL
     assert resolve_call_id(DispatchMetadata(), "call-000000000000") == "call-000000000000"
+    with pytest.raises(NoCallConfigError, match="metadata names call 'call-aaaaaaaaaaaa'"):
+        resolve_call_id(DispatchMetadata(call_id="call-aaaaaaaaaaaa"), "call-bbbbbbbbbbbb")
+
+
+@pytest.mark.parametrize(
+    "written_at",
+    [float("nan"), float("inf"), -float("inf"), 10**400],
+    ids=["nan", "inf", "-inf", "400 digits"],
+)
+def test_a_record_whose_written_at_is_no_finite_number_is_not_used(written_at: float) -> None:
+    """NaN compares false with everything: such a record passed for any room."""
+    record = {**snapshot(), "call_id": CALL, "written_at": written_at}
+    selected = select_config(CALL, record, snapshot(), 1000.0)
+    assert selected.source == "dispatch-metadata"
+    assert "no written_at" in selected.reason
+
+
+def test_a_record_with_invalid_options_is_not_used() -> None:
+    """Invalid options made the record's options the defaults (no voicemail message, no
+    analysis) instead of falling back to the snapshot that has them."""
+    good = {**snapshot(), "voicemail": {"action": "leave_message", "message": "Call back"}}
+    record = {
+        **good,
+        "call_id": CALL,
+        "written_at": 999.0,
+        "voicemail": {"action": "leave_message"},
+    }
+    selected = select_config(CALL, record, good, 1000.0)
+    assert selected.source == "dispatch-metadata"
+    assert "voicemail" in selected.reason
+    assert selected.config.options.voicemail.message == "Call back"
 
 
 async def test_two_calls_back_to_back_each_get_their_own_config(tmp_path: Path) -> None:

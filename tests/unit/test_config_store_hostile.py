@@ -196,3 +196,17 @@ def test_blank_instructions_are_the_default_ones(tmp_path: Path, blank: str) -> 
     assert written["agent_instructions"] == "You are a helpful assistant."
     assert store.load(call_id="call-1")["agent_instructions"] == "You are a helpful assistant."
     assert store.update("  Ann  ")["caller_name"] == "Ann"  # names are stripped, as the API's
+
+
+async def test_records_whose_written_at_is_no_finite_number_are_pruned(tmp_path: Path) -> None:
+    """A hand-edited `"written_at": NaN` (or a 400-digit one) compared false with every
+    cutoff, so such a record was never pruned; a 400-digit one broke the server's sweep."""
+    path = tmp_path / "config.json"
+    path.write_text(
+        '{"calls": {"call-nan": {"caller_name": "N", "written_at": NaN},'
+        ' "call-big": {"caller_name": "B", "written_at": 1' + "0" * 400 + "}}}"
+    )
+    store = ConfigStore(path)
+    assert await store.records_written_async() == {"call-nan": 0.0, "call-big": 0.0}
+    await store.update_async("Fresh", call_id="call-fresh")
+    assert list(json.loads(path.read_text())["calls"]) == ["call-fresh"]
