@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -82,7 +83,9 @@ def requires_token(view: View) -> View:
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         token = request.app[SETTINGS].calls_api_token
-        if token:
+        if not token:
+            refuse_web_pages(request)
+        else:
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
             # Header bytes that are not UTF-8 arrive as lone surrogates: surrogateescape gives
             # the bytes back (they never match the token) instead of raising.
@@ -98,6 +101,53 @@ def requires_token(view: View) -> View:
         return await view(request)
 
     return guarded
+
+
+# Host names that only ever lead to this machine: a web page cannot point them elsewhere.
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+WEB_PAGE_REFUSED = Reply(
+    "Without CALLS_API_TOKEN, a request a web page made (Origin of another site, or a Host "
+    "that is not this machine's) is refused"
+)
+
+
+def refuse_web_pages(request: web.Request) -> None:
+    """Without an API token, being able to connect is the only credential, and a web page
+    open in a browser on this machine can connect: a form posted to 127.0.0.1 (a "simple"
+    request, no CORS preflight) would place calls, and a page on a name its owner re-points
+    at 127.0.0.1 (DNS rebinding) could read the calls back. Such requests are told apart by
+    their headers, which a page cannot forge: `Host` must name this machine, and `Origin`
+    (which browsers send with every POST) this very server. Clients that are no browser
+    (curl, requests, the SDKs) send no Origin and a Host of what they connected to."""
+    settings = request.app[SETTINGS]
+    host = request.headers.get("Host")
+    if host is not None and not _names_this_machine(_hostname(host), settings.host):
+        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: Host {host[:100]!r}")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in _own_origins(host):
+        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: Origin {origin[:100]!r}")
+    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: a page of another site sent it")
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, lower case, without its port, brackets or final dot."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:  # "[::1" and other junk
+        return ""
+    return name.rstrip(".")
+
+
+def _names_this_machine(name: str, listen_host: str) -> bool:
+    address = _address(name)
+    if address is not None:
+        return address.is_loopback or name == listen_host.lower()
+    return name in _LOOPBACK_NAMES or name.endswith(".localhost") or name == listen_host.lower()
+
+
+def _own_origins(host: str | None) -> tuple[str, ...]:
+    return () if host is None else (f"http://{host}".lower(), f"https://{host}".lower())
 
 
 def signed_by_whom_it_may_be(request: web.Request) -> None:

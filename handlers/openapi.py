@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handlers.http import JSON, Reply, RouteDoc, add_route
+from handlers.http import JSON, WEB_PAGE_REFUSED, Reply, RouteDoc, add_route
 from handlers.keys import ROUTES
 from handlers.schemas import ErrorBody, OpenApiDocument
 
@@ -54,6 +54,8 @@ def _replies(doc: RouteDoc) -> dict[int, Reply]:
     replies = {400: UNREADABLE_TARGET, **doc.replies}
     if _has_body(doc):
         replies.setdefault(408, BODY_TOO_SLOW)
+    if doc.protected:
+        replies.setdefault(403, WEB_PAGE_REFUSED)
     return dict(sorted(replies.items()))
 
 

@@ -1,0 +1,107 @@
+"""Without CALLS_API_TOKEN, reaching the server is the only credential, and a web page open in
+a browser on the same machine can reach 127.0.0.1: a form posted there (no CORS preflight for
+text/plain or multipart) placed calls and created campaigns, and a page on a name re-pointed
+at 127.0.0.1 (DNS rebinding) read the calls back. Browsers mark such requests (Origin, Host,
+Sec-Fetch-Site) and a page cannot change those headers: they are refused (403), while curl,
+requests and SDKs, which send none of them, are served as before.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+
+Client = TestClient[Any, Any]
+
+BODY = json.dumps(SEED_EXAMPLES[0])
+
+
+def dials(client: Client) -> int:
+    return sum(1 for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example", "Content-Type": "text/plain"},
+        {"Origin": "null", "Content-Type": "text/plain"},  # a sandboxed frame, a file:// page
+        {"Origin": "http://127.0.0.1:1", "Content-Type": "text/plain"},  # another local port
+        {"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"},
+        {"Host": "rebound.evil.example:8000"},
+        {"Host": "rebound.evil.example:8000", "Origin": "http://rebound.evil.example:8000"},
+    ],
+    ids=["other-site", "null", "other-port", "sec-fetch-site", "rebinding", "rebinding-origin"],
+)
+async def test_a_web_pages_request_places_no_call(
+    start_app: AppFactory, headers: dict[str, str]
+) -> None:
+    client = await start_app()
+    resp = await client.post("/calls/outbound", data=BODY, headers=headers)
+    assert resp.status == 403
+    assert "CALLS_API_TOKEN" in (await resp.json())["error"]
+    assert dials(client) == 0
+    form = await client.post(
+        "/campaigns",
+        data={"options": json.dumps({"name": "x"}), "recipients": "phone_number\n+14155557705"},
+        headers=headers,
+    )
+    assert form.status == 403
+    assert (await (await client.get("/campaigns")).json())["campaigns"] == []
+
+
+async def test_a_rebound_page_cannot_read_the_calls(start_app: AppFactory) -> None:
+    client = await start_app()
+    assert (await client.post("/calls/outbound", data=BODY)).status == 200
+    stolen = await client.get("/calls", headers={"Host": "rebound.evil.example:8000"})
+    assert stolen.status == 403
+    assert "+1234567890" not in await stolen.text()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Host": "localhost:8000"},
+        {"Host": "LOCALHOST.:8000"},
+        {"Host": "127.0.0.1"},
+        {"Host": "[::1]:8000"},
+        {"Host": "api.localhost:8000"},
+        {"Host": "localhost:8000", "Origin": "http://localhost:8000"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+    ],
+)
+async def test_clients_on_this_machine_are_served(
+    start_app: AppFactory, headers: dict[str, str]
+) -> None:
+    client = await start_app()
+    resp = await client.post(
+        "/calls/outbound", data=BODY, headers={"Content-Type": "application/json", **headers}
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await client.get("/calls", headers=headers)).status == 200
+
+
+async def test_with_a_token_the_token_decides(start_app: AppFactory) -> None:
+    """A browser cannot send an Authorization header cross-site without a preflight (which
+    this server never grants), and a page does not know the token: the token is enough, and
+    servers behind a load balancer see any Host."""
+    client = await start_app(calls_api_token="s3cret-token-for-tests")
+    headers = {"Authorization": "Bearer s3cret-token-for-tests", "Host": "calls.example.com"}
+    resp = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await client.get("/calls", headers={"Host": "calls.example.com"})).status == 401
+
+
+async def test_health_and_machine_routes_are_not_concerned(start_app: AppFactory) -> None:
+    client = await start_app()
+    evil = {"Host": "rebound.evil.example", "Origin": "http://evil.example"}
+    for path in ("/healthz", "/metrics", "/openapi.json"):
+        assert (await client.get(path, headers=evil)).status == 200
