@@ -507,6 +507,7 @@ class CallService:
         detail: dict[str, Any] | None = None,
         room_finished: bool = False,
         callee_left: bool = False,
+        only_if_changed: bool = False,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
@@ -517,6 +518,7 @@ class CallService:
             detail=detail,
             room_finished=room_finished,
             callee_left=callee_left,
+            only_if_changed=only_if_changed,
         )
         self.events.publish(applied.events)
         return applied
@@ -605,12 +607,17 @@ class CallService:
             raise UnknownCall(call_id)
         if call.is_final:
             raise CallAlreadyOver(call.status.value)
-        if await self.store.request_hangup(call_id) is None:  # its callee left meanwhile
+        marked = await self.store.request_hangup(call_id)
+        if marked is None:  # its callee left meanwhile
             raise CallAlreadyOver(call.status.value, "the callee has left the call")
+        if marked.is_final:  # another hang-up (or the call's end) came first
+            raise CallAlreadyOver(marked.status.value)
         if await end_room(self.lkapi, call_id):
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
         else:  # the room is gone (or not made yet): no room_finished will come, settle now
-            await self._settle(call_id, "hangup", _CANCELED_BY_API)
+            settled = await self._settle(call_id, "hangup", _CANCELED_BY_API, only_if_changed=True)
+            if settled.change is None and settled.before is not None and settled.before.is_final:
+                raise CallAlreadyOver(settled.before.status.value)  # a concurrent hang-up's
             await self._forget_config(call_id)
         return await self.get(call_id)
 

@@ -185,10 +185,12 @@ class CallStore(CampaignStore, Protocol):
         detail: dict[str, object] | None = None,
         room_finished: bool = False,
         callee_left: bool = False,
+        only_if_changed: bool = False,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
         entry and its outbox events. `room_finished` / `callee_left`: the event says the room
-        / the callee's leg is gone (kept as a time, the first one)."""
+        / the callee's leg is gone (kept as a time, the first one). `only_if_changed`: no
+        timeline entry when the decision changes nothing (a request that lost a race)."""
         ...
 
     async def start_dial(self, call_id: str) -> CallRecord | None: ...

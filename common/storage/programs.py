@@ -370,6 +370,7 @@ def apply(
     answered_at: float | None = None,
     holder: str = "",
     callee_left: bool = False,
+    only_if_changed: bool = False,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change."""
@@ -435,7 +436,7 @@ def apply(
         )
         if not inserted:
             raise DuplicateEvent
-    else:
+    elif change is not None or not only_if_changed:
         yield from _add_entry(
             call_id,
             None,

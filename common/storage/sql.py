@@ -105,6 +105,7 @@ class SqlCallStore(CampaignMethods):
         detail: dict[str, Any] | None = None,
         room_finished: bool = False,
         callee_left: bool = False,
+        only_if_changed: bool = False,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -118,6 +119,7 @@ class SqlCallStore(CampaignMethods):
             self.lease_s,
             holder=self.instance,
             callee_left=callee_left,
+            only_if_changed=only_if_changed,
         )
         try:
             return await self._run(program, write=True)

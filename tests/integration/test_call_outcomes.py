@@ -86,6 +86,23 @@ async def test_hangup_cancels_a_live_call(start_app: AppFactory, tmp_path: Path)
     await config_forgets(tmp_path / "config.json", call_id)
 
 
+async def test_hangups_at_once_cancel_once(start_app: AppFactory) -> None:
+    """Five hang-ups at once: each found the call live, and those whose DeleteRoom found the
+    room gone settled it again, each with a timeline line that changed nothing (from and to
+    null) and a 200 "canceled". One line says the hang-up; the others are 409 once over."""
+    client = await start_app(sandbox_time_scale=1.0)
+    call_id = await place(client, "+14155550480")  # rings until the ringing timeout
+    answers = await asyncio.gather(*(client.post(f"/calls/{call_id}/hangup") for _ in range(5)))
+    statuses = sorted(r.status for r in answers)
+    assert statuses[0] == 200 and set(statuses) <= {200, 409}, statuses
+    call = await wait_final(client, call_id, timeout=5)
+    assert call["status"] == "canceled"
+    hangups = [e for e in call["timeline"] if e["event"] == "hangup"]
+    assert all(e["from"] and e["to"] for e in hangups), hangups
+    assert len([e for e in hangups if e["to"] == "canceled"]) <= 1
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 409
+
+
 async def test_a_stopping_server_removes_the_records_it_held_back(
     start_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
