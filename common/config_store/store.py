@@ -161,6 +161,22 @@ def _detached(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _refuse_unless_replaceable(target: Path, status: os.stat_result) -> None:
+    """PermissionError when config.json sits in a sticky directory (/tmp's mode 1777) and
+    belongs to another user: only its owner (or the directory's) may replace it there, so
+    every write would fail while the directory itself takes new files."""
+    uid = os.geteuid()
+    if uid == 0 or status.st_uid == uid:
+        return
+    directory = os.stat(target.parent)
+    if directory.st_mode & stat.S_ISVTX and directory.st_uid != uid:
+        raise PermissionError(
+            errno.EPERM,
+            "belongs to another user in a sticky directory: this user cannot replace it",
+            str(target),
+        )
+
+
 def _replace_top(doc: Document, top: dict[str, Any]) -> None:
     """The seed's flat document replaced by `top`; the per-call records kept."""
     calls = doc.get(CALLS_KEY, {})
@@ -450,13 +466,16 @@ class ConfigStore:
         await _in_executor(self._probe_sync)
 
     def _probe_sync(self) -> None:
-        """config.json's directory takes a synced file (created if missing, as a write
-        would), and config.json, if there, is a regular file a write can replace."""
+        """What a write does, short of replacing config.json: the writers' lock taken, the
+        directory takes a synced file (created if missing, as a write would), and
+        config.json, if there, is a regular file this process may replace."""
         target = self.target
         self._still_leads_to_target()
         with contextlib.suppress(FileNotFoundError):
-            _refuse_unless_regular(os.lstat(target).st_mode)
-        self._make_directory()
+            status = os.lstat(target)
+            _refuse_unless_regular(status.st_mode)
+            _refuse_unless_replaceable(target, status)
+        self._release(self._acquire())  # not held for the fsync below: writers wait not
         tmp = self._temp_path(target)
         try:
             _write_durably(tmp, b"\n" * 4096)
@@ -609,10 +628,10 @@ class ConfigStore:
         self._thread_lock.acquire()
         try:
             try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = self._open_lock()
             except FileNotFoundError:
                 self._make_directory()
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = self._open_lock()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except BaseException:
@@ -622,6 +641,15 @@ class ConfigStore:
         except BaseException:
             self._thread_lock.release()
             raise
+
+    def _open_lock(self) -> int:
+        """The lock file, created if missing. flock needs no write access: a lock file made
+        by another user (root running the seed's update_config once) is opened read-only,
+        instead of failing every write with EACCES."""
+        try:
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
 
     def _still_leads_to_target(self) -> None:
         """A `path` that was a link at start-up still leads to the file writes replace; else
