@@ -2,12 +2,13 @@
 
 It decides, in this order, before anything is written:
 1. Idempotency: a key already bound to a call answers with that call (another body: KeyReused).
-2. The live-call cap (CALLS_MAX_ACTIVE), checked before the rate, so calls the cap refuses
+2. The do-not-call list: a number on it is refused whatever the limits (retrying would not
+   help), and before config.json is written (a refused call would become the seed's
+   "latest" config there).
+3. The live-call cap (CALLS_MAX_ACTIVE), checked before the rate, so calls the cap refuses
    never take a share of the rate.
-3. The client's rate (CALLS_RATE_LIMIT_PER_MIN over the last minute), counting only calls
+4. The client's rate (CALLS_RATE_LIMIT_PER_MIN over the last minute), counting only calls
    that were placed.
-4. The do-not-call list, in the transaction that records the call (a refused number costs
-   one config write that is taken back; every other call costs no extra round trip).
 
 Those checks are cheap reads, so a refused request costs no config write. The authoritative
 check is repeated inside the transaction that records the call (`CallStore.create_call`), so
@@ -54,13 +55,16 @@ class Admission:
             max_live=settings.calls_max_active, per_minute=settings.calls_rate_limit_per_min
         )
 
-    async def check(self, placement: Placement) -> StoredAnswer | None:
-        """What the key is bound to (None: place a new call), or raise the refusal."""
+    async def check(self, placement: Placement, number: str) -> StoredAnswer | None:
+        """What the key is bound to (None: place a new call to `number`), or raise the
+        refusal."""
         if placement.claim is not None:
             bound = await self.bound(placement.claim)
             if bound is not None:
                 return bound
-        refusal = await self._store.admission_refusal(placement.client, self.limits, self._clock())
+        refusal = await self._store.admission_refusal(
+            placement.client, self.limits, self._clock(), number
+        )
         if refusal is not None:
             raise refusal_error(refusal, self.limits)
         return None

@@ -204,7 +204,7 @@ class CallService:
         hang-up that comes while the call is being placed wins: the number is not dialled,
         or the room is deleted.
         """
-        bound = await self.admission.check(placement)
+        bound = await self.admission.check(placement, call.phone_number)
         if bound is not None:
             return Placed(bound=bound)
         if call.webhook_url is not None:

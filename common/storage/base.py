@@ -265,9 +265,10 @@ class CallStore(CampaignStore, Protocol):
     # -- admission -----------------------------------------------------------------------
 
     async def admission_refusal(
-        self, client: str, limits: AdmissionLimits, now: float
+        self, client: str, limits: AdmissionLimits, now: float, number: str | None = None
     ) -> Refusal | None:
-        """What `create_call` would refuse right now (a cheap check before writing config)."""
+        """What `create_call` would refuse right now (a cheap check before writing config);
+        with `number`, its do-not-call entry too."""
         ...
 
     async def purge_rate_buckets(self, now: float) -> int:

@@ -234,7 +234,7 @@ def create_call(
 ) -> Program[Applied]:
     if claim is not None:  # first: a retry of a placed call is never refused by the limits
         yield from _bind_key(claim, call.call_id, now)
-    if (yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", (call.phone_number,))):
+    if (yield from _on_dnc_list(call.phone_number)):
         raise Refused(Refusal("dnc", 0))
     if limits is not None:
         if d.admission_lock is not None:
@@ -701,14 +701,19 @@ def rate_second(at: float) -> int:
     return math.floor(at)
 
 
-def admission_refusal(client: str, limits: AdmissionLimits, now: float) -> Program[Refusal | None]:
-    """Which limit a new call of `client` would exceed now, or None.
+def admission_refusal(
+    client: str, limits: AdmissionLimits, now: float, number: str | None = None
+) -> Program[Refusal | None]:
+    """Which limit a new call of `client` (to `number`, if given: the do-not-call list is
+    then checked first) would exceed now, or None.
 
     The live cap counts every call not yet over; the rate counts `client`'s calls of the last
     minute that were placed (a call LiveKit refused before dialling gives its share back), by
     whole seconds: `rate_buckets` holds the count of each second, and a second counts while
     it began less than RATE_WINDOW_S ago (a call made at 0.9 s counts until 60 s).
     """
+    if number is not None and (yield from _on_dnc_list(number)):
+        return Refusal("dnc", 0)
     rows = yield Query(
         f"SELECT COUNT(*) AS n FROM calls WHERE status IN ({_LIVE_MARKS})",  # noqa: S608
         LIVE,
@@ -724,6 +729,11 @@ def admission_refusal(client: str, limits: AdmissionLimits, now: float) -> Progr
         oldest = int(rows[0]["oldest"])  # the oldest counted second leaves the window then
         return Refusal("rate", max(1, math.ceil(oldest + RATE_WINDOW_S - now)))
     return None
+
+
+def _on_dnc_list(number: str) -> Program[bool]:
+    rows = yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", (number,))
+    return bool(rows)
 
 
 def purge_rate_buckets(d: Dialect, now: float) -> Program[int]:

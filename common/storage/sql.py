@@ -229,9 +229,10 @@ class SqlCallStore(CampaignMethods):
     # -- admission -----------------------------------------------------------------------
 
     async def admission_refusal(
-        self, client: str, limits: AdmissionLimits, now: float
+        self, client: str, limits: AdmissionLimits, now: float, number: str | None = None
     ) -> Refusal | None:
-        return await self._run(programs.admission_refusal(client, limits, now), write=False)
+        program = programs.admission_refusal(client, limits, now, number)
+        return await self._run(program, write=False)
 
     # -- the outbox ----------------------------------------------------------------------
 

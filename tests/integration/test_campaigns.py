@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import CALLS
+from handlers.keys import CALLS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
@@ -435,11 +435,18 @@ async def test_do_not_call_list(start_app: AppFactory) -> None:
     assert (await added.json())["numbers"] == ["+14155550100"]
     again = await client.post("/dnc", json={"numbers": ["+14155550100"]})
     assert (await again.json())["added"] == 0
-    refused = await client.post("/calls/outbound", json={"phone_number": "+14155550100"})
+    config_path = client.app[SETTINGS].config_path
+    assert (await client.post("/calls/outbound", json={"phone_number": "+14155557705"})).ok
+    refused = await client.post(
+        "/calls/outbound", json={"phone_number": "+14155550100", "name": "Listed Person"}
+    )
     assert refused.status == 422
     assert (await refused.json())["details"] == [
         {"field": "phone_number", "error": "on the do-not-call list"}
     ]
+    # Refused before config.json is written: the seed's "latest" config is not the refused
+    # call's (only its per-call record used to be taken back).
+    assert json.loads(config_path.read_bytes())["caller_name"] != "Listed Person"
     listing = await (await client.get("/dnc")).json()
     assert [n["phone_number"] for n in listing["numbers"]] == ["+14155550100"]
     assert listing["numbers"][0]["source"] == "api"
