@@ -46,6 +46,24 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+# An API token a person could guess, or try every value of, is no protection on a server that
+# listens beyond loopback: at least this many characters (secrets.token_urlsafe(32) gives 43).
+MIN_TOKEN_CHARS = 16
+
+
+def _token(name: str, raw: str) -> str:
+    """A bearer token: long enough not to be guessed, and of characters a header carries as
+    they are (no spaces or control characters; the value itself is never echoed)."""
+    if len(raw) < MIN_TOKEN_CHARS:
+        raise SettingsError(
+            f"{name} must be at least {MIN_TOKEN_CHARS} characters (it has {len(raw)}); make"
+            " one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise SettingsError(f"{name} must be printable ASCII without spaces")
+    return raw
+
+
 def _path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -245,7 +263,10 @@ class Settings:
     )
 
     calls_api_token: str | None = setting(
-        None, _text, "Bearer token required on the /calls API (constant-time compare).", secret=True
+        None,
+        _token,
+        "Bearer token required on the /calls API (constant-time compare; 16+ characters).",
+        secret=True,
     )
     calls_allowed_countries: tuple[str, ...] = setting(
         (), _regions, "Comma list of ISO regions that may be called, e.g. US,CA,GB (empty: all)."

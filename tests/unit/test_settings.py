@@ -137,7 +137,7 @@ def test_values_are_read_and_normalised() -> None:
             "CONFIG_PATH": "/var/lib/caller/config.json",
             "CALLS_DB_PATH": "/var/lib/caller/calls.db",
             "CALLS_ALLOWED_COUNTRIES": " es, us ,GB,",
-            "CALLS_API_TOKEN": "tok",
+            "CALLS_API_TOKEN": "tok-0123456789abcdef",
             "CALLS_RATE_LIMIT_PER_MIN": "5",
             "SANDBOX_TIME_SCALE": "0",
             "REAPER_INTERVAL_S": "0.5",
@@ -150,7 +150,7 @@ def test_values_are_read_and_normalised() -> None:
     assert settings.config_path == Path("/var/lib/caller/config.json")
     assert settings.calls_db_path == Path("/var/lib/caller/calls.db")
     assert settings.calls_allowed_countries == ("ES", "US", "GB")
-    assert settings.calls_api_token == "tok"
+    assert settings.calls_api_token == "tok-0123456789abcdef"
     assert settings.calls_rate_limit_per_min == 5
     assert settings.sandbox_time_scale == 0.0
     assert settings.reaper_interval_s == 0.5
@@ -217,6 +217,10 @@ def test_port_bounds_inclusive(port: str) -> None:
     ("name", "value", "message"),
     [
         ("PORT", "abc", "PORT must be an integer, got 'abc'"),
+        # a token one could guess; the message never shows it
+        ("CALLS_API_TOKEN", "hunter2", "CALLS_API_TOKEN must be at least 16 characters (it has 7)"),
+        ("CALLS_API_TOKEN", "abcdefgh ijklmnop", "CALLS_API_TOKEN must be printable ASCII"),
+        ("CALLS_API_TOKEN", "abcdefgh\x07ijklmnop", "CALLS_API_TOKEN must be printable ASCII"),
         ("PORT", "70000", "PORT must be between 1 and 65535, got 70000"),
         ("PORT", "-1", "PORT must be between 1 and 65535, got -1"),
         # 0 (a port of the kernel's choosing) gave LiveKit and the agents a webhook and
