@@ -87,6 +87,16 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
     return response
 
 
+# Answers carry phone numbers and transcripts: no cache (a proxy's, a browser's) keeps them,
+# and no browser guesses a type other than the one they say.
+PROTECTIVE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+async def protective_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in PROTECTIVE_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 async def open_store(settings: Settings) -> CallStore:
     """The call store the settings select: PostgreSQL with DATABASE_URL, else SQLite."""
     store: SqlCallStore
@@ -276,6 +286,7 @@ def create_app(
     if store is not None:
         app[STORE] = store
     app[CAMPAIGN_CLOCK] = campaign_clock
+    app.on_response_prepare.append(protective_headers)
     app.cleanup_ctx.extend([_storage, _config_writable, _events, _livekit, _campaigns, _reaper])
     health.setup(app)
     calls.setup(app)

@@ -368,3 +368,46 @@ async def test_a_gzip_body_that_stops_halfway_is_a_408(
     )
     assert head.split()[1] == b"408", head
     await still_serving(client)
+
+
+async def test_a_key_given_twice_is_a_400(start_app: AppFactory) -> None:
+    """`{"phone_number": A, "phone_number": B}`: a proxy that checks the first key and this
+    server, which took the last, disagreed on the number dialled."""
+    client = await start_app()
+    body = b'{"phone_number": "+14155557705", "name": "A", "phone_number": "+14155550503"}'
+    resp = await client.post(
+        "/calls/outbound", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    assert "'phone_number' appears more than once" in (await resp.json())["error"]
+    nested = b'{"phone_number": "+14155557705", "additional_params": {"a": 1, "a": 2}}'
+    resp = await client.post(
+        "/calls/outbound", data=nested, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    assert (await (await client.get("/calls")).json())["calls"] == []
+
+
+async def test_a_number_of_thousands_of_digits_is_a_plain_400(start_app: AppFactory) -> None:
+    client = await start_app()
+    body = b'{"phone_number": "+14155557705", "ringing_timeout_s": ' + b"9" * 5000 + b"}"
+    resp = await client.post(
+        "/calls/outbound", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert "over 4300 digits" in error and "sys." not in error
+
+
+async def test_answers_are_not_cached_or_sniffed(start_app: AppFactory) -> None:
+    """Answers carry phone numbers and transcripts."""
+    client = await start_app()
+    placed = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    for resp in (
+        placed,
+        await client.get("/calls"),
+        await client.get("/calls/call-000000000000"),  # an error answer too
+        await client.get("/healthz"),
+    ):
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
