@@ -8,6 +8,9 @@ we keep is checked with it.
 `checked_text` and `visible_name`: the rules of the API's text fields, the same for a call's
 body, a campaign and the seed's Python API (a caller's name ends up in the agent's prompt and
 in log lines, whichever way it came).
+
+`shown_text`: input that was refused but is kept to say what was refused (an invalid campaign
+row's number), made safe to store and show.
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ def is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def shown_text(text: str, limit: int) -> str:
+    """`text` as it may be kept and shown, whatever it holds: each control character (NUL
+    among them: PostgreSQL's text cannot hold one), lone surrogate (no encoding can), line
+    separator or bidi control (they break or reorder a log line) becomes U+FFFD, and text over
+    `limit` characters is cut with an ellipsis. The rest stays, so a user can still find it."""
+    clipped = text if len(text) <= limit else text[: max(limit - 1, 0)] + "\u2026"
+    if clipped.isascii() and clipped.isprintable():  # the common case: nothing to replace
+        return clipped
+    return "".join("\ufffd" if _unshowable(ch) else ch for ch in clipped)
+
+
+def _unshowable(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cs") or ch in _LINE_OR_BIDI
 
 
 def checked_text(value: object, limit: int, *, single_line: bool) -> str:

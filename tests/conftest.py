@@ -120,3 +120,20 @@ async def start_app(
 @pytest.fixture
 async def client(start_app: AppFactory) -> TestClient[Any, Any]:
     return await start_app()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def start_app_on_each_database(request: pytest.FixtureRequest) -> AppFactory:
+    """`start_app` on each calls database in turn: SQLite (the default), then a fresh
+    PostgreSQL database. For inputs whose fate depends on what the database can hold
+    (PostgreSQL's text refuses NUL, SQLite keeps it). The database is set up first, so the
+    app stops before its database is dropped."""
+    overrides: dict[str, Any] = {}
+    if request.param == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_dsn")
+    start: AppFactory = request.getfixturevalue("start_app")
+
+    async def start_on_database(**more: Any) -> TestClient[Any, Any]:
+        return await start(**overrides, **more)
+
+    return start_on_database

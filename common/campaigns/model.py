@@ -122,7 +122,7 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 class NewRecipient:
     idx: int
     row_number: int  # the row as the user numbers it: spreadsheet row, or list index
-    phone_number: str  # E.164, or the text given when the row is invalid
+    phone_number: str  # E.164, or (an invalid row) the text given, made storable and clipped
     fields: dict[str, Any]  # the row's own call fields (merged over the defaults when placed)
     state: str = PENDING
     errors: list[dict[str, Any]] | None = None

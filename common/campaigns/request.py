@@ -36,7 +36,7 @@ from common.campaigns.windows import (
     parse_window,
     recipient_zones,
 )
-from common.text import visible_name
+from common.text import shown_text, visible_name
 
 MAX_NAME_CHARS = 200
 MAX_RECIPIENTS = 100_000
@@ -47,6 +47,9 @@ DELAY_RANGE = (0.0, 7 * 86400.0)
 MAX_START_AHEAD_S = 365 * 86400.0
 MAX_LISTED_ERRORS = 1000  # row errors listed in an answer (all are counted)
 INVALID_ROWS = ("reject", "skip")
+# An invalid row kept with `skip` keeps what was given, made safe and cut to these lengths.
+MAX_SHOWN_NUMBER_CHARS = 64
+MAX_SHOWN_ERROR_CHARS = 500
 OPTION_KEYS = ("name", "defaults", "pacing", "window", "retry", "start_at", "invalid_rows")
 _PROBE_NUMBER = "+14155550100"  # stands in for the rows' numbers when checking the defaults
 
@@ -378,15 +381,20 @@ class RowChecker:
             return
         self.errors.extend(problems)
         if keep_invalid:
-            number = row.fields.get("phone_number")
             self.recipients.append(
                 NewRecipient(
                     idx,
                     row.row_number,
-                    number if isinstance(number, str) else "",
+                    _given_number(row.fields.get("phone_number")),
                     {},
                     state=INVALID,
-                    errors=[{"field": e.field, "error": e.error} for e in problems],
+                    errors=[
+                        {
+                            "field": shown_text(e.field, MAX_SHOWN_ERROR_CHARS),
+                            "error": shown_text(e.error, MAX_SHOWN_ERROR_CHARS),
+                        }
+                        for e in problems
+                    ],
                 )
             )
 
@@ -419,6 +427,13 @@ class RowChecker:
 
     _call: OutboundCall
     _fields: dict[str, Any]
+
+
+def _given_number(value: object) -> str:
+    """An invalid row's number as it is kept (state `invalid`), for a user to find the row:
+    the text given, with what no store can hold replaced (a lone surrogate cannot be encoded,
+    PostgreSQL's text cannot hold a NUL) and clipped; "" when it is not text at all."""
+    return shown_text(value, MAX_SHOWN_NUMBER_CHARS) if isinstance(value, str) else ""
 
 
 def listed(errors: list[RowError]) -> list[dict[str, Any]]:

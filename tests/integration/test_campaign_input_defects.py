@@ -1,9 +1,11 @@
 """POST /campaigns refuses malformed input with a 4xx in the usual error shape, never a 500:
-options nested too deeply in the query, malformed or truncated multipart bodies, and campaign
-names that break the caller-name rules (control characters, lone surrogates)."""
+options nested too deeply in the query, malformed or truncated multipart bodies, campaign
+names that break the caller-name rules (control characters, lone surrogates), and invalid rows
+kept with invalid_rows=skip whose number no database could store as given."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -12,9 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from handlers import campaigns as campaigns_handler
+from tests.conftest import AppFactory
 
 CSV_BODY = b"phone_number\n+14155550131\n"
 CSV_HEADERS = {"Content-Type": "text/csv"}
+E164_ERROR = "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
 
 
 async def _error(resp: Any, status: int) -> dict[str, Any]:
@@ -319,3 +323,44 @@ async def test_lists_being_parsed_hold_up_no_call(
     placed.set()
     assert await asyncio.gather(*uploads) == [201] * 10
     assert waited == [True] * 10
+
+
+# ----------------------------------------------------------------------------- 5: rows kept
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        pytest.param("\ud800", "\ufffd", id="lone-surrogate"),
+        pytest.param("\x00", "\ufffd", id="nul"),
+        pytest.param("+1 415\x00555 0131\ud800", "+1 415\ufffd555 0131\ufffd", id="inside"),
+        pytest.param("+1" + "5" * 200, "+1" + "5" * 61 + "\u2026", id="long"),
+    ],
+)
+async def test_a_skipped_row_keeps_its_number_as_far_as_any_database_can(
+    start_app_on_each_database: AppFactory, given: str, kept: str
+) -> None:
+    """An invalid row kept with invalid_rows=skip keeps the number it was given, for the
+    user to find the row. Kept raw, a lone surrogate was a 500 on SQLite (it cannot be
+    encoded) and a 503 on PostgreSQL, as was a NUL (PostgreSQL's text cannot hold one)."""
+    client = await start_app_on_each_database()
+    recipients = [{"phone_number": given}, {"phone_number": "+14155550131"}]
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "n",
+            "invalid_rows": "skip",
+            "recipients": recipients,
+            "start_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat(),
+        },
+    )
+    answer = await resp.json()
+    assert resp.status == 201, answer
+    problem = {"field": "recipients[0].phone_number", "error": E164_ERROR}
+    assert answer["invalid_rows"] == [{"row": 0, **problem}]
+    resp = await client.get(f"/campaigns/{answer['campaign_id']}/recipients")
+    rows = (await resp.json())["recipients"]
+    assert [(r["phone_number"], r["state"], r["errors"]) for r in rows] == [
+        (kept, "invalid", [problem]),
+        ("+14155550131", "pending", []),
+    ]

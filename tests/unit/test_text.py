@@ -1,0 +1,24 @@
+"""common/text.py: what input that was refused but is kept (to say what was refused) becomes."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.text import shown_text
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        pytest.param("+1 (415) 555-0131", "+1 (415) 555-0131", id="kept-as-given"),
+        pytest.param("Zoë ☎ 👨\u200d👩", "Zoë ☎ 👨\u200d👩", id="any-script"),
+        pytest.param("\x00+1\ud800", "\ufffd+1\ufffd", id="nul-and-lone-surrogate"),
+        pytest.param("a\tb\nc\x7f", "a\ufffdb\ufffdc\ufffd", id="controls"),
+        pytest.param("a\u2028b\u202ec", "a\ufffdb\ufffdc", id="line-and-bidi"),
+        pytest.param("abcdef", "abcd\u2026", id="clipped"),
+        pytest.param("abcde", "abcde", id="at-the-limit"),
+    ],
+)
+def test_shown_text_can_be_stored_and_shown(given: str, shown: str) -> None:
+    assert shown_text(given, 5 if given.startswith("abc") else 100) == shown
+    shown.encode("utf-8")  # no lone surrogate left
