@@ -18,9 +18,18 @@ import json
 import logging
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from common.json_values import MAX_DEPTH, check_plain_json
+from common.text import text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +141,20 @@ MAX_EXTRACTED_BYTES: Final = 256 * 1024
 MAX_USAGE_BYTES: Final = 64 * 1024
 _FREE_FORM_BYTES: Final = {"extracted": MAX_EXTRACTED_BYTES, "usage": MAX_USAGE_BYTES}
 
+
+def _kept(text: str) -> str:
+    """`text`, if it can be stored: pydantic refuses a lone surrogate in a str already, and
+    this a NUL, which PostgreSQL's text cannot hold (on SQLite the report went through: the
+    same report must get the same answer whichever database the server uses)."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+# A report's text, as every database can keep it.
+KeptText = Annotated[str, AfterValidator(_kept)]
+
 AmdCategory = Literal["human", "machine-vm", "machine-ivr", "machine-unavailable", "uncertain"]
 MACHINE_VERDICTS: Final = frozenset({"machine-vm", "machine-ivr", "machine-unavailable"})
 EndedBy = Literal["callee", "agent", "api", "system"]
@@ -225,7 +248,7 @@ class AgentReport(BaseModel):
 
     model_config = _REPORT_MODEL
 
-    call_id: Annotated[str, Field(min_length=1, max_length=100)]
+    call_id: Annotated[KeptText, Field(min_length=1, max_length=100)]
     seq: Annotated[int, Field(ge=0, le=1_000_000)]
     kind: ReportKind
     at: Annotated[

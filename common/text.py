@@ -5,6 +5,10 @@
 surrogateescape). It cannot be encoded, so no database, log or file can store it; every input
 we keep is checked with it.
 
+`text_problem`: `is_unicode`, and no NUL (U+0000). A NUL is text, but PostgreSQL's text and
+jsonb cannot hold one while SQLite can: kept, it was a 503 on PostgreSQL alone (which LiveKit
+and the agent retry for ever). It is refused on both alike, as the input it is.
+
 `checked_text` and `visible_name`: the rules of the API's text fields, the same for a call's
 body, a campaign and the seed's Python API (a caller's name ends up in the agent's prompt and
 in log lines, whichever way it came).
@@ -36,6 +40,16 @@ def is_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be kept, as "must ..." for the caller to prefix with the field's
+    name (a lone surrogate, a NUL); None when it can."""
+    if not is_unicode(text):
+        return "must be valid Unicode text"
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    return None
 
 
 def shown_text(text: str, limit: int) -> str:

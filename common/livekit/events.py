@@ -5,7 +5,8 @@ read six of its fields, so we take them from the (already verified) body with `j
 instead of protobuf's pure-Python `json_format.Parse`, which builds the whole message and
 cost about as much as the signature check. What we read is checked as strictly as protobuf
 would: a field of the wrong type makes the event malformed (400); fields we do not read are
-not looked at, as `ignore_unknown_fields` did for fields we did not know.
+not looked at, as `ignore_unknown_fields` did for fields we did not know. A string we read
+must also be text every database can keep: no lone surrogate, no NUL (`_storable`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from livekit.protocol import models
 
-from common.text import is_unicode
+from common.text import text_problem
 
 
 class MalformedEvent(ValueError):
@@ -76,8 +77,8 @@ def _participant(doc: Mapping[str, Any]) -> EventParticipant:
     ):
         raise MalformedEvent("participant.attributes is not a map of strings")
     for key, value in attributes.items():
-        _utf8(key, "participant.attributes")
-        _utf8(value, "participant.attributes")
+        _storable(key, "participant.attributes")
+        _storable(value, "participant.attributes")
     return EventParticipant(
         kind=_enum(doc, "kind", models.ParticipantInfo.Kind),
         attributes=attributes,
@@ -113,14 +114,17 @@ def _string(doc: Mapping[str, Any] | None, name: str) -> str:
         return ""
     if not isinstance(value, str):
         raise MalformedEvent(f"{name} is not a string")
-    return _utf8(value, name)
+    return _storable(value, name)
 
 
-def _utf8(value: str, name: str) -> str:
-    """`value`, unless it holds a lone surrogate (a "\\ud800" escape): protobuf strings are
-    UTF-8, and nothing downstream (the database, the logs) can store one."""
-    if not is_unicode(value):
-        raise MalformedEvent(f"{name} is not valid UTF-8")
+def _storable(value: str, name: str) -> str:
+    """`value`, unless it is no text we can keep: a lone surrogate (a "\\ud800" escape) is no
+    protobuf string (they are UTF-8) and nothing downstream can store one; a NUL is one, but
+    PostgreSQL's text cannot hold it (the event's id and room are stored), so kept it was a
+    503 that LiveKit retries, on PostgreSQL alone. Either makes the event malformed (400)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise MalformedEvent(f"{name} {problem}")
     return value
 
 

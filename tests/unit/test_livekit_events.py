@@ -94,3 +94,22 @@ def test_unknown_enum_names_are_unset_and_unknown_numbers_kept() -> None:
 def test_a_field_we_read_with_the_wrong_type_is_malformed(body: bytes) -> None:
     with pytest.raises(MalformedEvent):
         RoomEvent.from_json(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"event": "room_finished\\u0000"}', "event"),
+        (b'{"event": "x", "id": "EV_\\u0000"}', "id"),
+        (b'{"event": "x", "room": {"name": "call-\\u0000"}}', "name"),
+        (b'{"event": "x", "room": {"name": "r", "metadata": "\\u0000"}}', "metadata"),
+        (b'{"event": "x", "participant": {"attributes": {"a\\u0000": "b"}}}', "attributes"),
+        (b'{"event": "x", "participant": {"attributes": {"a": "\\u0000"}}}', "attributes"),
+        (b'{"event": "x", "id": "EV_\\ud800"}', "id"),
+    ],
+)
+def test_a_string_no_database_can_keep_is_malformed(body: bytes, named: str) -> None:
+    """A NUL is a protobuf string, but PostgreSQL's text cannot hold one (the id, the room
+    and the event are stored); a lone surrogate is not even that."""
+    with pytest.raises(MalformedEvent, match=rf"^(participant\.|room\.)?{named} must "):
+        RoomEvent.from_json(body)

@@ -1,10 +1,10 @@
-"""common/text.py: what input that was refused but is kept (to say what was refused) becomes."""
+"""common/text.py: what text can be kept, and what refused input that is kept becomes."""
 
 from __future__ import annotations
 
 import pytest
 
-from common.text import shown_text
+from common.text import shown_text, text_problem
 
 
 @pytest.mark.parametrize(
@@ -22,3 +22,17 @@ from common.text import shown_text
 def test_shown_text_can_be_stored_and_shown(given: str, shown: str) -> None:
     assert shown_text(given, 5 if given.startswith("abc") else 100) == shown
     shown.encode("utf-8")  # no lone surrogate left
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Hola, ¿qué tal? 👋\n\tbye", None),
+        ("", None),
+        ("a\x00b", "must not contain NUL characters"),
+        ("a\ud800", "must be valid Unicode text"),
+        ("\udfff\x00", "must be valid Unicode text"),
+    ],
+)
+def test_text_problem_names_what_no_database_can_keep(text: str, problem: str | None) -> None:
+    assert text_problem(text) == problem
