@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from common.json_values import MAX_DEPTH, check_plain_json
-from common.text import text_problem
+from common.text import is_unicode, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -143,17 +143,32 @@ _FREE_FORM_BYTES: Final = {"extracted": MAX_EXTRACTED_BYTES, "usage": MAX_USAGE_
 
 
 def _kept(text: str) -> str:
-    """`text`, if it can be stored: pydantic refuses a lone surrogate in a str already, and
-    this a NUL, which PostgreSQL's text cannot hold (on SQLite the report went through: the
-    same report must get the same answer whichever database the server uses)."""
+    """`text`, if every database can keep it (`text_problem`: no lone surrogate, no NUL). A
+    NUL in a report's call id was a 503 on PostgreSQL, whose text cannot hold one, and a 404
+    on SQLite: the same report now gets the same 400 whichever database the server uses."""
     problem = text_problem(text)
     if problem is not None:
         raise ValueError(problem)
     return text
 
 
-# A report's text, as every database can keep it.
+# A report's identifier (its call id), as every database can keep it.
 KeptText = Annotated[str, AfterValidator(_kept)]
+
+
+def _reported(text: str) -> str:
+    """What the agent reports in words (what the callee said, what the LLM wrote), with each
+    NUL as U+FFFD: PostgreSQL's text cannot hold one. Not refused: the agent cannot fix what
+    it heard, and it builds these models itself, so a refusal would lose the turn or the
+    report (a NUL in `usage` or `extracted` is refused: the agent then leaves that part out
+    and says so). A lone surrogate is refused, as no encoding can hold it (pydantic checks
+    for one only in a str with a length constraint, and not once a validator is attached)."""
+    if not is_unicode(text):
+        raise ValueError("must be valid Unicode text")
+    return text.replace("\x00", "\ufffd")
+
+
+ReportedText = Annotated[str, AfterValidator(_reported)]
 
 AmdCategory = Literal["human", "machine-vm", "machine-ivr", "machine-unavailable", "uncertain"]
 MACHINE_VERDICTS: Final = frozenset({"machine-vm", "machine-ivr", "machine-unavailable"})
@@ -166,7 +181,7 @@ class TranscriptTurn(BaseModel):
     model_config = _REPORT_MODEL
 
     role: Literal["agent", "callee"]
-    text: Annotated[str, Field(max_length=MAX_TURN_CHARS)]
+    text: Annotated[ReportedText, Field(max_length=MAX_TURN_CHARS)]
     at_s: Annotated[float, Field(ge=0, le=86400)]
     interrupted: bool = False
 
@@ -177,14 +192,14 @@ class AmdVerdict(BaseModel):
     model_config = _REPORT_MODEL
 
     category: AmdCategory
-    reason: Annotated[str, Field(max_length=200)] = ""
+    reason: Annotated[ReportedText, Field(max_length=200)] = ""
 
 
 class SuccessVerdict(BaseModel):
     model_config = _REPORT_MODEL
 
     achieved: bool
-    reason: Annotated[str, Field(max_length=2000)] = ""
+    reason: Annotated[ReportedText, Field(max_length=2000)] = ""
 
 
 class CallReport(BaseModel):
@@ -195,7 +210,7 @@ class CallReport(BaseModel):
     transcript: Annotated[list[TranscriptTurn], Field(max_length=MAX_TURNS)] = Field(
         default_factory=list
     )
-    summary: Annotated[str | None, Field(max_length=8000)] = None
+    summary: Annotated[ReportedText | None, Field(max_length=8000)] = None
     success: SuccessVerdict | None = None
     extracted: Annotated[
         dict[str, Any] | None,
@@ -204,7 +219,9 @@ class CallReport(BaseModel):
             f" at most {MAX_EXTRACTED_BYTES // 1024} KiB"
         ),
     ] = None
-    analysis_errors: Annotated[list[str], Field(max_length=100)] = Field(default_factory=list)
+    analysis_errors: Annotated[list[ReportedText], Field(max_length=100)] = Field(
+        default_factory=list
+    )
     usage: Annotated[
         dict[str, Any],
         Field(

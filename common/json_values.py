@@ -3,10 +3,11 @@ plain JSON that every reader and writer downstream can take.
 
 A value that decoded from JSON may still break what comes after: `Infinity` and `1e999` decode
 to inf, which pydantic writes as null and stdlib JSON as a bare `Infinity` (not JSON); a lone
-surrogate (`"\\ud800"`) cannot be encoded, so no database or log can hold it; a few hundred
-levels of nesting make encoders and decoders recurse past their limits (pydantic stops at 255,
-reading back sooner). `check_plain_json` refuses all of these, and values too large, before
-anything is stored.
+surrogate (`"\\ud800"`) cannot be encoded, so no database or log can hold it; a NUL
+(`"\\u0000"`, in a key or a value) is JSON, but PostgreSQL's jsonb refuses it and so does its
+text once a reader takes the value out of the document; a few hundred levels of nesting make
+encoders and decoders recurse past their limits (pydantic stops at 255, reading back sooner).
+`check_plain_json` refuses all of these, and values too large, before anything is stored.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ MAX_DEPTH: Final = 32
 
 def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> None:
     """Raise ValueError (its message fit for a client, without the field's name) unless
-    `value` is JSON with string keys, finite numbers and valid Unicode, nested at most
-    `max_depth` levels and at most `max_bytes` as UTF-8 JSON."""
-    if _depth(value, max_depth) > max_depth:
+    `value` is JSON with string keys, finite numbers and valid Unicode without NUL, nested at
+    most `max_depth` levels and at most `max_bytes` as UTF-8 JSON."""
+    depth, nul = _shape(value, max_depth)
+    if depth > max_depth:
         raise ValueError(f"nests deeper than {max_depth} levels")
+    if nul:
+        raise ValueError("must not contain NUL characters")
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800", in a key or a value
@@ -35,18 +39,23 @@ def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPT
         raise ValueError(f"is larger than {max_bytes} bytes as JSON")
 
 
-def _depth(value: object, limit: int) -> int:
-    """How deep `value` nests objects and lists (a scalar: 0), without recursion, stopping
-    once past `limit`. Keys that are not strings are refused here (json.dumps would turn
-    1 into "1" and stop at a tuple)."""
+def _shape(value: object, limit: int) -> tuple[int, bool]:
+    """How deep `value` nests objects and lists (a scalar: 0), and whether a string in it (a
+    key or a value) holds a NUL; without recursion, stopping once past `limit`. Keys that are
+    not strings are refused here (json.dumps would turn 1 into "1" and stop at a tuple)."""
     deepest = 0
+    nul = False
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         children: Iterable[object]
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+            continue
         if isinstance(item, Mapping):
             if any(not isinstance(key, str) for key in item):
                 raise ValueError("keys must be strings")
+            nul = nul or any("\x00" in key for key in item)
             children = item.values()
         elif isinstance(item, list | tuple):
             children = item
@@ -56,4 +65,4 @@ def _depth(value: object, limit: int) -> int:
         if deepest > limit:
             break
         stack.extend((child, depth + 1) for child in children)
-    return deepest
+    return deepest, nul

@@ -69,7 +69,8 @@ def _unshowable(ch: str) -> bool:
 
 def checked_text(value: object, limit: int, *, single_line: bool) -> str:
     """A text field's checks, in the order a client should fix them; ValueError says which
-    failed ("must be ...", for the caller to prefix with the field's name)."""
+    failed ("must be ...", for the caller to prefix with the field's name). Text of one line
+    holds no control character; text of several lines holds no NUL (see `text_problem`)."""
     if not isinstance(value, str):
         raise ValueError("must be a string")
     if not is_unicode(value):  # lone surrogates such as JSON "\\ud800"
@@ -78,6 +79,8 @@ def checked_text(value: object, limit: int, *, single_line: bool) -> str:
         raise ValueError(f"must be at most {limit} characters")
     if single_line and any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValueError("must not contain control characters")
+    if "\x00" in value:  # the one control character text of several lines may not hold
+        raise ValueError("must not contain NUL characters")
     if single_line and not _LINE_OR_BIDI.isdisjoint(value):
         raise ValueError("must not contain line separators or bidi override characters")
     return value

@@ -43,7 +43,7 @@ from common.config_store.model import (
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
-from common.text import checked_text, visible_name
+from common.text import checked_text, text_problem, visible_name
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -221,6 +221,18 @@ class OutboundCall(BaseModel):
             )
         return check_url(value, allow_private=context.get("allow_private_webhooks", False))
 
+    @field_validator("voicemail", "analysis", mode="after")
+    @classmethod
+    def _storable_options(cls, value: BaseModel | None) -> BaseModel | None:
+        """The options' texts (the voicemail message, the success criteria, the fields'
+        descriptions and values) are kept with the call as its other texts are, so they are
+        held to the same rule (`text_problem`: no lone surrogate, no NUL)."""
+        found = None if value is None else _text_problem_in(value.model_dump())
+        if found is not None:
+            where, problem = found
+            raise ValueError(f"{where} {problem}")
+        return value
+
     @field_validator("additional_params", mode="before")
     @classmethod
     def _params(cls, value: object) -> dict[str, Any]:
@@ -235,6 +247,25 @@ class OutboundCall(BaseModel):
     @classmethod
     def _duration(cls, value: object) -> int | None:
         return _seconds(value, MAX_DURATION_RANGE)
+
+
+def _text_problem_in(value: object, where: str = "") -> tuple[str, str] | None:
+    """The first text in `value` (an option model's dump: a few levels of objects and lists,
+    with keys the model checked) that cannot be kept: where it is, and why."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return None if problem is None else (where, problem)
+    if isinstance(value, dict):
+        items = [(f"{where}.{key}" if where else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return None
+    for inner, item in items:
+        found = _text_problem_in(item, inner)
+        if found is not None:
+            return found
+    return None
 
 
 FIELDS = frozenset(OutboundCall.model_fields)

@@ -355,6 +355,58 @@ def test_lone_surrogate_text_is_refused(field: str) -> None:
     assert set(errors_of(body)) == {field}
 
 
+NUL_CASES = [
+    pytest.param({"dynamic_instruction": "Hi.\x00"}, "dynamic_instruction", "", id="instruction"),
+    pytest.param({"first_message": "Hi\x00"}, "first_message", "", id="first-message"),
+    pytest.param(
+        {"voicemail": {"action": "leave_message", "message": "Call back\x00"}},
+        "voicemail",
+        "message ",
+        id="voicemail-message",
+    ),
+    pytest.param(
+        {"analysis": {"success_criteria": "\x00"}}, "analysis", "success_criteria ", id="criteria"
+    ),
+    pytest.param(
+        {"analysis": {"fields": {"when": {"type": "string", "description": "a\x00"}}}},
+        "analysis",
+        "fields.when.description ",
+        id="field-description",
+    ),
+    pytest.param(
+        {"analysis": {"fields": {"next": {"type": "enum", "enum": ["ship", "x\x00"]}}}},
+        "analysis",
+        "fields.next.enum[1] ",
+        id="enum-value",
+    ),
+    pytest.param(
+        {"additional_params": {"order\x00": 1}}, "additional_params", "additional_params ", id="key"
+    ),
+    pytest.param(
+        {"additional_params": {"a": [{"b": ["c", "d\x00"]}]}},
+        "additional_params",
+        "additional_params ",
+        id="deep-value",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "field", "where"), NUL_CASES)
+def test_a_nul_in_text_we_keep_is_refused(
+    changes: dict[str, object], field: str, where: str
+) -> None:
+    """PostgreSQL's text cannot hold a NUL while SQLite's can: every text of a call is held
+    to one rule, whichever database the server uses."""
+    assert errors_of(with_(**changes)) == {field: f"{where}must not contain NUL characters"}
+
+
+def test_the_same_texts_without_a_nul_are_kept() -> None:
+    """A guard for NUL_CASES: each body is refused for its NUL alone."""
+    for case in NUL_CASES:
+        changes = json.loads(json.dumps(case.values[0]).replace("\\u0000", ""))
+        parse_outbound_call(with_(**changes))
+
+
 # ------------------------------------------------------------------ language and emotion errors
 
 
