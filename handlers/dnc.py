@@ -86,10 +86,30 @@ async def remove_number(request: web.Request) -> web.Response:
     return json_answer(DncRemoved(status="success", phone_number=number))
 
 
+def after_param(request: web.Request) -> str | None:
+    """Where the previous page ended: its `next_after`, a number (None: from the start).
+
+    A number pasted into a URL unencoded arrives with its "+" as a space (form decoding):
+    a leading space is read as the "+" it was. Anything else that is not an E.164 number is
+    a 400: compared as text, it paged from wherever it sorted (a "+" lost to a space gave
+    page 1 again, and a pager looped for ever; "zzz" gave an empty page)."""
+    text = request.query.get("after")
+    if not text:
+        return None
+    if text.startswith(" "):
+        text = "+" + text[1:]
+    try:
+        return e164(text)
+    except ValueError:
+        raise HttpError(
+            400, "after must be an E.164 number, the next_after of the previous page"
+        ) from None
+
+
 async def list_numbers(request: web.Request) -> web.Response:
     """GET /dnc?limit=&after=: the list, by number."""
     limit = LIST_LIMIT.of(request)
-    after = request.query.get("after") or None
+    after = after_param(request)
     entries = await request.app[STORE].list_dnc(limit=limit, after=after)
     return web.json_response(
         {
@@ -130,11 +150,17 @@ def setup(app: web.Application) -> None:
             protected=True,
             parameters=[
                 LIST_LIMIT.doc,
-                {"name": "after", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "next_after of the previous page: an E.164 number"
+                    " (%2B for the +; a + decoded to a space is read as one)",
+                },
             ],
             replies={
                 200: Reply("Numbers", DncList),
-                400: Reply("A bad query parameter"),
+                400: Reply("A bad query parameter: a limit out of range, an after not a number"),
                 401: UNAUTHORIZED,
                 503: DB_DOWN,
             },

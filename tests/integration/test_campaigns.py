@@ -456,6 +456,37 @@ async def test_do_not_call_list(start_app: AppFactory) -> None:
     assert placed.status == 200
 
 
+async def test_the_do_not_call_list_pages_with_next_after_pasted_as_it_is(
+    start_app_on_each_database: AppFactory,
+) -> None:
+    """next_after is a number: pasted into a URL unencoded, its "+" arrives as a space. Read
+    as given, it sorted before every number and page 1 came again (a pager looped for ever);
+    now the space is read as the "+" it was. An `after` that is no number is a 400, not an
+    empty page."""
+    client = await start_app_on_each_database()
+    numbers = ["+14155550100", "+14155550101", "+34612345678"]
+    assert (await client.post("/dnc", json={"numbers": numbers})).status == 200
+    seen: list[str] = []
+    query = "limit=1"
+    for _ in range(len(numbers) + 1):  # one page more than there are numbers, at most
+        page = await (await client.get(f"/dnc?{query}")).json()
+        seen += [entry["phone_number"] for entry in page["numbers"]]
+        if page["next_after"] is None:
+            break
+        query = f"limit=1&after={page['next_after']}"  # not URL-encoded
+    assert seen == numbers
+    encoded = await client.get("/dnc", params={"after": "+14155550100"})  # %2B
+    assert [n["phone_number"] for n in (await encoded.json())["numbers"]] == numbers[1:]
+    from_start = await client.get("/dnc?after=")
+    assert len((await from_start.json())["numbers"]) == 3
+    for after in ("zzz", "14155550100", "+1", "%2B%2B14155550100", "%2B1415555O100"):
+        resp = await client.get(f"/dnc?after={after}")
+        assert resp.status == 400, after
+        assert (await resp.json())["error"] == (
+            "after must be an E.164 number, the next_after of the previous page"
+        )
+
+
 async def test_csv_with_its_options_as_a_multipart_json_part(start_app: AppFactory) -> None:
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
