@@ -46,7 +46,7 @@ from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
 from common.contracts import AgentReport
-from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room
+from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room, rooms_alive
 from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
@@ -73,6 +73,14 @@ WEBHOOK_DNS_TIMEOUT_S = 3.0
 # database whether it was written, and how often, before the request is refused.
 COMMIT_CHECK_S = 5.0
 COMMIT_CHECK_POLL_S = 0.25
+# A call dialled this long ago whose room_finished never came is looked for in LiveKit by the
+# reaper: LiveKit gives up a webhook after a few retries (about 15 s), so a database outage
+# longer than that lost the event, and the call stayed live until the reaper's bound (ringing
+# timeout + longest call + margin: 11.5 min by default), then settled failed: a completed
+# call reported as failed, and counted against CALLS_MAX_ACTIVE meanwhile.
+ROOM_CHECK_AFTER_S = 60.0
+# The event id of a room found gone: one per call, so servers sweeping at once apply it once.
+ROOM_GONE_EVENT_PREFIX = "room-gone-"
 # LiveKit events that say a call's room is up; for a call that is over, its room is ended.
 ROOM_ALIVE_EVENTS = frozenset({"room_started", "participant_joined", "track_published"})
 # LiveKit events that say a participant's leg is over (for the SIP participant: the callee's).
@@ -649,6 +657,7 @@ class CallService:
             # time (settled first, a release that failed would never be tried again).
             await self.store.release_placement(call_id)
             await self._settle(call_id, "reaped", _NEVER_DIALLED)
+        await self.settle_gone_rooms(now)
         await self.prune_config()
         retention_s = self.settings.call_data_retention_days * 86400
         erased = await self.store.erase_call_data(now - retention_s)
@@ -658,6 +667,34 @@ class CallService:
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
         await self.store.purge_rate_buckets(now)
         return len(stale)
+
+    async def settle_gone_rooms(self, now: float) -> int:
+        """Finish the calls whose room LiveKit no longer has though no room_finished came (see
+        ROOM_CHECK_AFTER_S), as that event would have: answered calls settle by what is
+        known, unanswered ones after the grace. On the embedded sandbox only this server's
+        own rooms are asked about (another server's live in its own sandbox). When LiveKit
+        cannot answer, nothing is settled (once a minute in the log); the next pass asks
+        again."""
+        owner = self.instance if self.settings.uses_sandbox else None
+        candidates = await self.store.unfinished_rooms(now - ROOM_CHECK_AFTER_S, owner)
+        if not candidates:
+            return 0
+        try:
+            alive = await rooms_alive(self.lkapi, candidates)
+        except LiveKitError as exc:
+            if (more := self._repeats.due("rooms")) is not None:
+                logger.warning("could not ask LiveKit which rooms are alive: %s%s", exc, more)
+            return 0
+        gone = [call_id for call_id in candidates if call_id not in alive]
+        for call_id in gone:
+            logger.warning(
+                "call %s: its room is gone but room_finished never came; finishing it",
+                call_id,
+                extra={"call_id": call_id},
+            )
+            event = RoomEvent("room_finished", f"{ROOM_GONE_EVENT_PREFIX}{call_id}", call_id)
+            await self.handle_event(event)
+        return len(gone)
 
     async def settle_lost_sandbox_calls(self) -> int:
         """Settle the calls an earlier run of this server placed into its embedded sandbox

@@ -109,6 +109,7 @@ _GOALS = {
     "SIP dial": "place the call",
     "hang up": "end the call",
     "readiness probe": "answer the readiness probe",
+    "list rooms": "find the rooms that finished unheard",
 }
 
 
@@ -224,6 +225,24 @@ async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
     except FAILURES as exc:
         raise _translate(exc, "hang up") from exc
     return True
+
+
+# Rooms asked about in one ListRooms request.
+ROOMS_PER_REQUEST = 100
+
+
+async def rooms_alive(lkapi: api.LiveKitAPI, names: list[str]) -> set[str]:
+    """Which of the rooms `names` LiveKit has now; raises LiveKitError when it cannot say."""
+    alive: set[str] = set()
+    for start in range(0, len(names), ROOMS_PER_REQUEST):
+        batch = names[start : start + ROOMS_PER_REQUEST]
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                listed = await lkapi.room.list_rooms(api.ListRoomsRequest(names=batch))
+        except FAILURES as exc:
+            raise _translate(exc, "list rooms") from exc
+        alive.update(room.name for room in listed.rooms)
+    return alive
 
 
 async def check_reachable(lkapi: api.LiveKitAPI) -> None:

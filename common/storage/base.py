@@ -240,6 +240,13 @@ class CallStore(CampaignStore, Protocol):
 
     async def never_dialled(self, created_before: float) -> list[str]: ...
 
+    async def unfinished_rooms(
+        self, dialled_before: float, sandbox_instance: str | None = None
+    ) -> list[str]:
+        """Live calls dialled before `dialled_before` whose room never said it finished (in
+        `sandbox_instance`'s embedded sandbox only, if given)."""
+        ...
+
     async def lost_sandbox_calls(
         self, instance: str, created_before: float
     ) -> list[tuple[str, bool]]:

@@ -632,6 +632,20 @@ def never_dialled(d: Dialect, created_before: float) -> Program[list[str]]:
     return _ids(rows)
 
 
+def unfinished_rooms(
+    d: Dialect, dialled_before: float, sandbox_instance: str | None
+) -> Program[list[str]]:
+    """Live calls dialled before `dialled_before` whose room never said it finished (the
+    rooms to ask LiveKit about); with `sandbox_instance`, only those in that sandbox."""
+    where = " AND sandbox_instance = ?" if sandbox_instance is not None else ""
+    rows = yield Query(
+        f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        f" AND dial_started_at < ? AND room_finished_at IS NULL{where} ORDER BY call_id",
+        (*LIVE, dialled_before, *([sandbox_instance] if sandbox_instance is not None else [])),
+    )
+    return _ids(rows)
+
+
 def lost_sandbox_calls(
     d: Dialect, instance: str, created_before: float
 ) -> Program[list[tuple[str, bool]]]:

@@ -198,6 +198,12 @@ class SqlCallStore(CampaignMethods):
     async def never_dialled(self, created_before: float) -> list[str]:
         return await self._run(programs.never_dialled(self.dialect, created_before), write=False)
 
+    async def unfinished_rooms(
+        self, dialled_before: float, sandbox_instance: str | None = None
+    ) -> list[str]:
+        program = programs.unfinished_rooms(self.dialect, dialled_before, sandbox_instance)
+        return await self._run(program, write=False)
+
     async def lost_sandbox_calls(
         self, instance: str, created_before: float
     ) -> list[tuple[str, bool]]:

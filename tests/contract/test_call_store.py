@@ -304,6 +304,33 @@ async def test_live_and_known_among(store: CallStore) -> None:
     assert await store.live_among([]) == set()
 
 
+async def test_unfinished_rooms_are_live_dialled_calls_whose_room_never_finished(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The rooms the reaper asks LiveKit about: calls dialled before the bound, still live,
+    whose room never said it finished; on a sandbox, one server's own only."""
+
+    def call(call_id: str, instance: str | None = None) -> NewCall:
+        return dataclasses.replace(new_call(call_id), sandbox_instance=instance)
+
+    for call_id, instance in [("call-a", None), ("call-b", "me"), ("call-c", "them")]:
+        await store.create_call(call(call_id, instance))
+        await store.start_dial(call_id)
+    await store.create_call(call("call-undialled"))
+    await store.create_call(call("call-finished"))
+    await store.start_dial("call-finished")
+    await store.apply("call-finished", "room_finished", lambda _state: None, room_finished=True)
+    await store.create_call(call("call-over"))
+    await store.start_dial("call-over")
+    await store.apply("call-over", "hangup", set_status(Status.CANCELED))
+    assert await store.unfinished_rooms(clock.now - 1) == []  # dialled too recently
+    clock.advance(61)
+    await store.create_call(call("call-late"))
+    await store.start_dial("call-late")
+    assert await store.unfinished_rooms(clock.now - 60) == ["call-a", "call-b", "call-c"]
+    assert await store.unfinished_rooms(clock.now - 60, "me") == ["call-b"]
+
+
 async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
     backend: Backend, clock: FakeClock
 ) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.calls.models import IdempotencyClaim, NewCall
+from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets, wait_for
@@ -151,6 +153,53 @@ async def test_reaper_settles_calls_without_a_final_event(
     (line,) = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
     assert line.startswith(f"call {call_id} +1•••••7890 dialing -> failed (")
     assert "+1234567890" not in caplog.text
+
+
+async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LiveKit gives a webhook up after a few retries (about 15 s): a database outage longer
+    than that lost room_finished, and the call stayed live for the reaper's bound (11.5 min),
+    then settled failed though it had completed. The reaper asks LiveKit about the rooms of
+    calls dialled over a minute ago and finishes those it no longer has, by the usual rules;
+    when LiveKit cannot answer, it settles nothing."""
+    from sandbox import TwirpError
+
+    client = await start_app(sandbox_time_scale=0.05)
+    sandbox = client.app[SANDBOX]
+    sandbox.webhook_url = None  # every LiveKit webhook lost; the agent's reports still come
+    answered = await place(client, "+14155557702")  # answered, the callee hangs up 2 s later
+    busy = await place(client, "+14155550486")
+
+    async def both_rooms_gone() -> bool:
+        return answered not in sandbox.rooms and busy not in sandbox.rooms
+
+    await wait_for(both_rooms_gone, timeout=10)
+    await sandbox.wait_idle(10)
+    alive = await place(client, "+14155557799")  # talks for 99 s (5 s here)
+    service = client.app[CALLS]
+    # A call in another server's embedded sandbox (on the same database): not ours to ask.
+    foreign = NewCall("call-00000foreign", "+1234567890", "F", "en", "Calm", sandbox_instance="b")
+    await service.store.create_call(foreign, claim=IdempotencyClaim("c", "k", "h"))
+    await service.store.start_dial(foreign.call_id)
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + 61
+    sandbox.inject("ListRooms", error=TwirpError("unavailable", "restarting"), times=1)
+    with caplog.at_level(logging.WARNING, logger="common.calls.service"):
+        await service.reap()
+    assert "could not ask LiveKit which rooms are alive" in caplog.text
+    for call_id in (answered, busy, alive):
+        assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+    await service.reap()
+    done = await (await client.get(f"/calls/{answered}")).json()
+    assert done["status"] == "completed" and done["answered_at"] is not None
+    assert (await (await client.get(f"/calls/{busy}")).json())["status"] == "no_answer"
+    for call_id in (alive, foreign.call_id):
+        assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+    assert f"call {answered}: its room is gone but room_finished never came" in caplog.text
+    await service.reap()  # a second pass, or another server's, applies it once
+    done_again = await (await client.get(f"/calls/{answered}")).json()
+    assert done_again["timeline"] == done["timeline"]
 
 
 async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
