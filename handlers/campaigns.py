@@ -18,6 +18,7 @@ from common.campaigns.model import RECIPIENT_STATES
 from common.campaigns.request import (
     MAX_RECIPIENTS,
     OPTION_KEYS,
+    QUERY_PARAMS,
     csv_rows,
     json_rows,
     known_options,
@@ -48,6 +49,33 @@ from handlers.keys import CAMPAIGNS, SETTINGS
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
 CSV_TYPES = ("text/csv", "application/csv")
+# How the OpenAPI document shows the uploads besides the JSON body.
+UPLOAD_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "CSV and multipart uploads only: `options` is the JSON options, the"
+        " others one option each (name, invalid_rows, start_at, pacing, window, retry), as"
+        " the JSON body has them",
+    }
+    for name in QUERY_PARAMS
+]
+UPLOAD_BODIES: dict[str, dict[str, Any]] = {
+    "text/csv": {
+        "type": "string",
+        "description": "A header row (phone_number required; name, dynamic_instruction,"
+        " language, emotion, first_message, webhook_url map to call fields; other columns"
+        " go to additional_params), then a row per recipient; options in the query",
+    },
+    "multipart/form-data": {
+        "type": "object",
+        "properties": {
+            "options": {"type": "string", "description": "The options, as JSON"},
+            "recipients": {"type": "string", "format": "binary", "description": "The CSV"},
+        },
+    },
+}
 MAX_PARSE_ERROR_CHARS = 200  # of aiohttp's message, which may quote the client's bytes
 
 
@@ -135,6 +163,13 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
     if content_type in CSV_TYPES:
         options = options_from_query(request.query)
         return options, *await _PARSING.run(_csv, raw)
+    if request.query:  # a JSON body carries its own options: these would be dropped
+        raise InvalidCall(
+            [
+                FieldError(key, "query options are for CSV uploads; a JSON body holds its own")
+                for key in request.query
+            ]
+        )
     doc = await _PARSING.run(decode_json, raw)
     if not isinstance(doc, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])
@@ -294,6 +329,8 @@ def setup(app: web.Application) -> None:
             "createCampaign",
             "Call a list of people: paced, within their calling hours, with retries",
             body=CampaignBody,
+            other_bodies=UPLOAD_BODIES,
+            parameters=UPLOAD_PARAMS,
             protected=True,
             replies={
                 201: Reply("Created; invalid_rows lists the rows skipped", CampaignAnswer),

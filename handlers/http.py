@@ -50,6 +50,8 @@ class RouteDoc:
     replies: dict[int, Reply]
     body: type[BaseModel] | None = None
     body_content_type: str = JSON
+    # Other content types the body may come in, each with its schema (a CSV upload).
+    other_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     parameters: list[dict[str, Any]] = field(default_factory=list)
     protected: bool = False
     # False: a machine's request (LiveKit's webhooks, agents' reports) whose success the call's

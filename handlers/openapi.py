@@ -71,10 +71,9 @@ def _operation(doc: RouteDoc) -> dict[str, Any]:
         operation["parameters"] = doc.parameters
     if _has_body(doc):
         schema = _ref(doc.body) if doc.body is not None else {"type": "object"}
-        operation["requestBody"] = {
-            "required": True,
-            "content": {doc.body_content_type: {"schema": schema}},
-        }
+        content = {doc.body_content_type: {"schema": schema}}
+        content.update({kind: {"schema": other} for kind, other in doc.other_bodies.items()})
+        operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 

@@ -251,9 +251,9 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
     window_start, window_end, window_days=mon,tue, timezone, retry_on=busy,no_answer,
     max_attempts, delay_s). Values are parsed as the JSON body's would be. A parameter or an
     option that is none of these is refused (a typo must not be dropped silently)."""
-    unknown = [key for key in query if key not in _QUERY_PARAMS]
+    unknown = [key for key in query if key not in QUERY_PARAMS]
     if unknown:
-        expected = ", ".join(_QUERY_PARAMS)
+        expected = ", ".join(QUERY_PARAMS)
         raise InvalidCall(
             [FieldError(key, f"unknown query parameter; expected {expected}") for key in unknown]
         )
@@ -312,7 +312,7 @@ _SECTION_PARAMS: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "max_attempts": ("retry", "max_attempts", _to_number),
     "delay_s": ("retry", "delay_s", _to_number),
 }
-_QUERY_PARAMS = ("options", *_TOP_PARAMS, *_SECTION_PARAMS)
+QUERY_PARAMS = ("options", *_TOP_PARAMS, *_SECTION_PARAMS)
 
 
 # ----------------------------------------------------------------------------- rows

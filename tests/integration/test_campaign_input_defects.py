@@ -364,3 +364,34 @@ async def test_a_skipped_row_keeps_its_number_as_far_as_any_database_can(
         (kept, "invalid", [problem]),
         ("+14155550131", "pending", []),
     ]
+
+
+async def test_query_options_with_a_json_body_are_refused_not_dropped(
+    client: TestClient[Any, Any],
+) -> None:
+    """Options in the query are a CSV upload's; with a JSON body they were dropped silently
+    (`?calls_per_second=1` with a JSON body paced the campaign at its default)."""
+    body = {"name": "q", "recipients": [{"phone_number": "+14155557705"}]}
+    resp = await client.post("/campaigns?calls_per_second=1", json=body)
+    assert resp.status == 422
+    (detail,) = (await resp.json())["details"]
+    assert detail["field"] == "calls_per_second" and "CSV uploads" in detail["error"]
+
+
+async def test_the_openapi_document_shows_what_the_api_takes(
+    client: TestClient[Any, Any],
+) -> None:
+    """A client generated from the document could not send a CSV upload (only JSON was
+    listed), and refused "+1 (415) 555-0100", which the server takes."""
+    spec = await (await client.get("/openapi.json")).json()
+    create = spec["paths"]["/campaigns"]["post"]
+    assert {"application/json", "text/csv", "multipart/form-data"} <= set(
+        create["requestBody"]["content"]
+    )
+    assert {"name", "options", "calls_per_second"} <= {p["name"] for p in create["parameters"]}
+    phone = spec["components"]["schemas"]["OutboundCall"]["properties"]["phone_number"]
+    assert "pattern" not in phone
+    placed = await client.post(
+        "/calls/outbound", json={"phone_number": phone["examples"][1], "name": "Ann"}
+    )
+    assert placed.status == 200
