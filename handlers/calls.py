@@ -7,13 +7,12 @@ import json
 from aiohttp import web
 
 from common.calls.admission import Placement
-from common.calls.models import CAMPAIGN_KEY_PREFIX, IdempotencyClaim, StoredAnswer
+from common.calls.models import IdempotencyClaim, StoredAnswer
 from common.calls.outcomes import Status
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView, dump
 from common.livekit.client import LiveKitError
 from common.storage.paging import Before
-from common.text import is_unicode
 from handlers.errors import HttpError, error_response
 from handlers.http import (
     BEFORE_PARAM,
@@ -26,6 +25,8 @@ from handlers.http import (
     before_param,
     client_identity,
     decode_json,
+    idempotency_key,
+    idempotency_param,
     json_answer,
     read_body,
 )
@@ -33,7 +34,6 @@ from handlers.keys import CALLS, SETTINGS, STORE
 from handlers.schemas import CallList, CallPlaced, HangupAnswer
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_IDEMPOTENCY_KEY_CHARS = 200
 LIST_LIMIT = PageLimit(default=50, maximum=500)
 REPLAY = {"Idempotent-Replay": "1"}
 
@@ -42,17 +42,9 @@ def placement_of(request: web.Request, document: object, raw: bytes) -> Placemen
     """Who asks, and the Idempotency-Key they send (with the request it covers: its JSON
     `document`, whose bytes were `raw`)."""
     client = client_identity(request)
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key(request)
     if key is None:
         return Placement(client)
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    if not is_unicode(key):  # bytes that are not UTF-8 arrive as lone surrogates
-        raise HttpError(400, "Idempotency-Key must be UTF-8 text")
-    if key.startswith(CAMPAIGN_KEY_PREFIX):
-        raise HttpError(
-            400, f"Idempotency-Key may not start with {CAMPAIGN_KEY_PREFIX!r} (campaigns' keys)"
-        )
     return Placement(client, IdempotencyClaim.of(client, key, document, raw))
 
 
@@ -152,21 +144,7 @@ def setup(app: web.Application) -> None:
             "Place an outbound call with its own configuration",
             body=OutboundCall,
             protected=True,
-            parameters=[
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "description": "Repeats of the same body with the same key get the first "
-                    "answer (also after a server crash), never a second call; another body with "
-                    "a used key gets 409",
-                    "schema": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
-                    },
-                }
-            ],
+            parameters=[idempotency_param("a second call")],
             replies={
                 200: Reply("The call is dialing", CallPlaced),
                 400: Reply("The body is not UTF-8 JSON, or a bad Idempotency-Key"),

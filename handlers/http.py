@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import BaseModel
 
+from common.calls.models import CAMPAIGN_KEY_PREFIX
 from common.settings import DEV_API_SECRET
 from common.storage.paging import PAGE_END_PATTERN, Before
+from common.text import is_unicode
 from handlers.errors import HttpError
 from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
 
@@ -185,6 +187,38 @@ def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's Idempotency-Key (None if it sent none); 400 if it is not one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    if not is_unicode(key):  # bytes that are not UTF-8 arrive as lone surrogates
+        raise HttpError(400, "Idempotency-Key must be UTF-8 text")
+    if key.startswith(CAMPAIGN_KEY_PREFIX):
+        raise HttpError(
+            400, f"Idempotency-Key may not start with {CAMPAIGN_KEY_PREFIX!r} (campaigns' keys)"
+        )
+    return key
+
+
+def idempotency_param(what_repeats_never_do: str) -> dict[str, Any]:
+    """The OpenAPI parameter of the Idempotency-Key header."""
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Repeats of the same body with the same key get the first answer (also"
+        f" after a server crash), never {what_repeats_never_do}; another body with a used key"
+        " gets 409",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+    }
 
 
 def client_identity(request: web.Request) -> str:
