@@ -3,15 +3,19 @@ recipients, pause, resume or cancel it."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.calls.admission import Admission
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
+from common.calls.models import IdempotencyClaim, StoredAnswer, canonical_json
 from common.calls.request import RequestRules
 from common.campaigns.csv_rows import CsvRejected, parse_csv
 from common.campaigns.model import RECIPIENT_STATES
@@ -20,13 +24,14 @@ from common.campaigns.request import (
     OPTION_KEYS,
     QUERY_PARAMS,
     csv_rows,
+    invalid_rows_answer,
     json_rows,
     known_options,
-    listed,
     options_from_query,
     parse_options,
 )
 from common.own_threads import OwnThreads
+from common.storage.base import KeyTaken
 from common.storage.paging import Before
 from handlers.errors import HttpError
 from handlers.http import (
@@ -41,10 +46,12 @@ from handlers.http import (
     before_param,
     client_identity,
     decode_json,
+    idempotency_key,
+    idempotency_param,
     int_param,
     read_body,
 )
-from handlers.keys import CAMPAIGNS, SETTINGS
+from handlers.keys import CAMPAIGNS, SETTINGS, STORE
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
@@ -137,32 +144,73 @@ def _campaign_answer(
     return web.json_response(body, status=status)
 
 
+@dataclass(frozen=True)
+class _Upload:
+    """A campaign as sent: its options, its rows, the rows refused while reading them, and
+    the CSV they came in (None: a JSON body, whose options hold the rows)."""
+
+    options: dict[str, Any]
+    rows: Any
+    parse_errors: list[Any]
+    csv: bytes | None = None
+
+    def digest(self) -> str:
+        """What an Idempotency-Key covers: the options and the rows, however they came (a
+        multipart body's boundary changes with each try; a JSON body's spelling may)."""
+        return hashlib.sha256(canonical_json(self.options) + b"\0" + (self.csv or b"")).hexdigest()
+
+
+# Campaigns' keys are kept beside calls' keys: the same key names a call and a campaign apart.
+CAMPAIGN_KEY_SPACE = "campaigns\0"
+
+
 async def create_campaign(request: web.Request) -> web.Response:
-    """POST /campaigns: 201 with the campaign and the rows refused (with invalid_rows=skip)."""
+    """POST /campaigns: 201 with the campaign and the rows refused (with invalid_rows=skip).
+    With an Idempotency-Key, a retry of the same campaign answers 201 with it again
+    (`Idempotent-Replay: 1`), never a second campaign; another campaign under the key, 409."""
     service = request.app[CAMPAIGNS]
     settings = request.app[SETTINGS]
-    rules = RequestRules.of(settings)
-    body, rows, parse_errors = await _read_campaign(request)
-    options = parse_options(body, rules, service.clock())
-    created = await service.create(options, rows, client_identity(request), parse_errors)
-    return _campaign_answer(
-        request,
-        created.campaign,
-        201,
-        invalid_row_count=len(created.invalid_rows),
-        invalid_rows=listed(created.invalid_rows),
-    )
+    client = client_identity(request)
+    key = idempotency_key(request)
+    upload = await _read_campaign(request)
+    options = parse_options(upload.options, RequestRules.of(settings), service.clock())
+    claim = None
+    if key is not None:
+        digest = await _PARSING.run(upload.digest)
+        claim = IdempotencyClaim.of_digest(client, CAMPAIGN_KEY_SPACE + key, digest)
+        stored = await request.app[STORE].get_idempotent(client, claim.key)
+        if stored is not None:
+            return await _created_before(request, stored, claim)
+    try:
+        created = await service.create(options, upload.rows, client, upload.parse_errors, claim)
+    except KeyTaken as taken:  # a retry sent at the same moment created it
+        assert claim is not None  # noqa: S101 - only a claim can be taken
+        return await _created_before(request, taken.stored, claim)
+    invalid = invalid_rows_answer(created.invalid_rows)
+    return _campaign_answer(request, created.campaign, 201, **invalid)
 
 
-async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, list[Any]]:
-    """(options, rows, rows refused while reading) from a JSON, CSV or multipart body."""
+async def _created_before(
+    request: web.Request, stored: StoredAnswer, claim: IdempotencyClaim
+) -> web.Response:
+    """The campaign a key created, as it is now, with the rows refused then."""
+    Admission.verify(stored, claim)  # KeyReused (409): another campaign under the key
+    campaign = await request.app[CAMPAIGNS].get(stored.call_id)
+    invalid = stored.body or invalid_rows_answer([])  # (bound with its answer: never empty)
+    answer = _campaign_answer(request, campaign, 201, **invalid)
+    answer.headers["Idempotent-Replay"] = "1"
+    return answer
+
+
+async def _read_campaign(request: web.Request) -> _Upload:
+    """A JSON, CSV or multipart body's campaign."""
     content_type = request.content_type
     if content_type.startswith("multipart/"):
         return await _read_multipart(request)
     raw = await read_body(request, MAX_BODY_BYTES)
     if content_type in CSV_TYPES:
         options = options_from_query(request.query)
-        return options, *await _PARSING.run(_csv, raw)
+        return _Upload(options, *await _PARSING.run(_csv, raw), csv=raw)
     if request.query:  # a JSON body carries its own options: these would be dropped
         raise InvalidCall(
             [
@@ -179,7 +227,7 @@ async def _read_campaign(request: web.Request) -> tuple[dict[str, Any], Any, lis
         raise InvalidCall([FieldError("recipients", "is required: a non-empty list of rows")])
     if len(recipients) > MAX_RECIPIENTS:
         raise InvalidCall([FieldError("recipients", f"at most {MAX_RECIPIENTS} rows")])
-    return doc, await _PARSING.run(json_rows, recipients), []
+    return _Upload(doc, await _PARSING.run(json_rows, recipients), [])
 
 
 # Lists are parsed on a thread of their own, one at a time: on the loop, a list of 100,000
@@ -215,14 +263,14 @@ def _multipart_parsing() -> Iterator[None]:
         raise HttpError(400, f"malformed multipart body: {reason}") from None
 
 
-async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Any, list[Any]]:
+async def _read_multipart(request: web.Request) -> _Upload:
     """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`), all of which
     must arrive within the same bound as any other body."""
     async with arriving_in_time():
         options, csv = await _multipart_parts(request)
     if csv is None:
         raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])
-    return options, *await _PARSING.run(_csv, csv)
+    return _Upload(options, *await _PARSING.run(_csv, csv), csv=csv)
 
 
 async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
@@ -330,14 +378,20 @@ def setup(app: web.Application) -> None:
             "Call a list of people: paced, within their calling hours, with retries",
             body=CampaignBody,
             other_bodies=UPLOAD_BODIES,
-            parameters=UPLOAD_PARAMS,
+            parameters=[idempotency_param("a second campaign"), *UPLOAD_PARAMS],
             protected=True,
             replies={
-                201: Reply("Created; invalid_rows lists the rows skipped", CampaignAnswer),
+                201: Reply(
+                    "Created (or, under an Idempotency-Key used before with the same campaign,"
+                    " created then: `Idempotent-Replay: 1`); invalid_rows lists the rows skipped",
+                    CampaignAnswer,
+                    headers=("Idempotent-Replay",),
+                ),
                 400: Reply("The body is not UTF-8 JSON or CSV, or a malformed multipart body"),
                 401: UNAUTHORIZED,
                 413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
                 422: Reply("Invalid options or rows; `details` lists each (with its row)"),
+                409: Reply("The Idempotency-Key was already used with another campaign"),
                 503: DB_DOWN,
             },
         ),

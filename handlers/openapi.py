@@ -21,7 +21,11 @@ HEADERS = {
     "Retry-After": {
         "description": "Seconds to wait before trying again",
         "schema": {"type": "string", "pattern": "^[0-9]+$"},
-    }
+    },
+    "Idempotent-Replay": {
+        "description": "1: the answer given to the first request under this Idempotency-Key",
+        "schema": {"type": "string", "enum": ["1"]},
+    },
 }
 
 

@@ -56,6 +56,11 @@ class IdempotencyClaim:
             None if raw is None else _sha256(raw),
         )
 
+    @classmethod
+    def of_digest(cls, client: str, key: str, request_hash: str) -> IdempotencyClaim:
+        """The claim of `key` for a request its caller digested itself (`request_hash`)."""
+        return cls(client, _sha256(key.encode()), request_hash)
+
     def matches(self, stored_hash: str) -> bool:
         """Whether a key bound with `stored_hash` was bound by this same request."""
         return stored_hash in (self.request_hash, self.raw_hash)

@@ -436,6 +436,11 @@ def _given_number(value: object) -> str:
     return shown_text(value, MAX_SHOWN_NUMBER_CHARS) if isinstance(value, str) else ""
 
 
+def invalid_rows_answer(errors: list[RowError]) -> dict[str, Any]:
+    """What a created campaign's answer says of the rows skipped."""
+    return {"invalid_row_count": len(errors), "invalid_rows": listed(errors)}
+
+
 def listed(errors: list[RowError]) -> list[dict[str, Any]]:
     """Row errors as answer details (the first MAX_LISTED_ERRORS of them)."""
     return [e.to_json() for e in errors[:MAX_LISTED_ERRORS]]

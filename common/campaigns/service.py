@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from common.calls.events import EventDispatcher
+from common.calls.models import IdempotencyClaim
 from common.calls.request import RequestRules
 from common.calls.service import check_webhook_address
 from common.campaigns.csv_rows import RowError
@@ -23,6 +24,7 @@ from common.campaigns.request import (
     CampaignOptions,
     Row,
     RowChecker,
+    invalid_rows_answer,
     listed,
 )
 from common.campaigns.scheduler import CampaignScheduler
@@ -59,9 +61,11 @@ class CampaignService:
         rows: Iterable[Row],
         client: str,
         parse_errors: list[RowError] | None = None,
+        claim: IdempotencyClaim | None = None,
     ) -> Created:
         """Validate every row (as the single call it becomes), then store the campaign and
-        its recipients in one transaction. InvalidRows when rows were refused and the
+        its recipients in one transaction (with `claim`'s Idempotency-Key bound to it:
+        KeyTaken if it is bound already). InvalidRows when rows were refused and the
         options reject them, or when no row is valid."""
         now = self.clock()
         rules = RequestRules.of(self.settings)
@@ -103,6 +107,8 @@ class CampaignService:
                 recipients=checker.recipients,
             ),
             now,
+            claim,
+            invalid_rows_answer(errors),
         )
         logger.info(
             "campaign %s (%s) created: %d recipients, %d invalid row(s) %s",

@@ -83,7 +83,16 @@ class CampaignStore(Protocol):
     """Campaigns (their scheduler state: claims, recipients, attempts) and the do-not-call
     list; see common/storage/campaign_programs.py for what each does."""
 
-    async def create_campaign(self, campaign: NewCampaign, now: float | None = None) -> None: ...
+    async def create_campaign(
+        self,
+        campaign: NewCampaign,
+        now: float | None = None,
+        claim: IdempotencyClaim | None = None,
+        answer: dict[str, Any] | None = None,
+    ) -> None:
+        """The campaign and its recipients, with `claim`'s key bound to it and `answer` kept
+        for its retries (KeyTaken if the key is bound already: nothing is written)."""
+        ...
 
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None: ...
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from common.calls.models import AttemptRef, CallEvent, DncEntry
+from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
 from common.campaigns.model import (
     CALLING,
     CAMPAIGN_CANCELED,
@@ -37,7 +37,16 @@ from common.campaigns.model import (
     after_attempt,
 )
 from common.storage.paging import Before, before_clause
-from common.storage.programs import Dialect, Program, Query, Row, dumps, webhook_id
+from common.storage.programs import (
+    Dialect,
+    Program,
+    Query,
+    Row,
+    answer_idempotent,
+    bind_key,
+    dumps,
+    webhook_id,
+)
 
 NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dialled
 NOT_DIALLED_RETRY_S = 5.0
@@ -117,7 +126,19 @@ def _row_to_attempt(row: Row) -> Attempt:
 # ----------------------------------------------------------------------------- campaigns
 
 
-def create_campaign(d: Dialect, new: NewCampaign, now: float) -> Program[None]:
+def create_campaign(
+    d: Dialect,
+    new: NewCampaign,
+    now: float,
+    claim: IdempotencyClaim | None = None,
+    answer: dict[str, Any] | None = None,
+) -> Program[None]:
+    """The campaign and its recipients; with `claim`, its Idempotency-Key bound to it in the
+    same transaction, with the `answer` its retries get (KeyTaken, and nothing written, if
+    the key is bound already)."""
+    if claim is not None:
+        yield from bind_key(claim, new.campaign_id, now)
+        yield from answer_idempotent(d, claim.client, claim.key, 201, answer or {})
     start_at = max(new.start_at, now)
     yield Query(
         "INSERT INTO campaigns (campaign_id, name, client, status, spec, webhook_url, total,"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from common.calls.models import AttemptRef, CallEvent, DncEntry
+from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
 from common.campaigns.model import AttemptPlan, CampaignRecord, NewCampaign, RecipientRecord
 from common.storage import campaign_programs as cp
 from common.storage.campaign_programs import OnList
@@ -29,8 +29,15 @@ class CampaignMethods:
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
 
-    async def create_campaign(self, campaign: NewCampaign, now: float | None = None) -> None:
-        await self._run(cp.create_campaign(self.dialect, campaign, self._now(now)), write=True)
+    async def create_campaign(
+        self,
+        campaign: NewCampaign,
+        now: float | None = None,
+        claim: IdempotencyClaim | None = None,
+        answer: dict[str, Any] | None = None,
+    ) -> None:
+        program = cp.create_campaign(self.dialect, campaign, self._now(now), claim, answer)
+        await self._run(program, write=True)
 
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
         return await self._run(cp.get_campaign(self.dialect, campaign_id), write=False)

@@ -233,7 +233,7 @@ def create_call(
     holder: str = "",
 ) -> Program[Applied]:
     if claim is not None:  # first: a retry of a placed call is never refused by the limits
-        yield from _bind_key(claim, call.call_id, now)
+        yield from bind_key(claim, call.call_id, now)
     if (yield from _on_dnc_list(call.phone_number)):
         raise Refused(Refusal("dnc", 0))
     if limits is not None:
@@ -278,8 +278,9 @@ def create_call(
     return Applied(after=after, events=events)
 
 
-def _bind_key(claim: IdempotencyClaim, call_id: str, now: float) -> Program[None]:
-    """Bind the key to the new call, or raise KeyTaken with the call it is bound to."""
+def bind_key(claim: IdempotencyClaim, call_id: str, now: float) -> Program[None]:
+    """Bind the key to the new call (or campaign), or raise KeyTaken with what it is bound
+    to."""
     for _ in range(2):  # a key freed between our insert and our read is bound on the retry
         taken = yield Query(
             "INSERT INTO idempotency (client, key, request_hash, call_id, created_at)"

@@ -5,6 +5,7 @@ kept with invalid_rows=skip whose number no database could store as given."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Any
@@ -395,3 +396,43 @@ async def test_the_openapi_document_shows_what_the_api_takes(
         "/calls/outbound", json={"phone_number": phone["examples"][1], "name": "Ann"}
     )
     assert placed.status == 200
+
+
+async def test_an_idempotency_key_creates_one_campaign(client: TestClient[Any, Any]) -> None:
+    """A client retrying after a timeout created the campaign twice (the key was ignored):
+    every recipient called twice. The same campaign under the same key, sent again (at once,
+    later, as another multipart body), is the first one; another campaign under it is 409."""
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)  # nobody is called meanwhile
+    options = {"name": "once", "invalid_rows": "skip", "start_at": later.isoformat()}
+    csv = "phone_number,name\n+14155557705,Ann\nnope,Bob\n"
+
+    def upload() -> aiohttp.FormData:  # each with a boundary of its own
+        form = aiohttp.FormData()
+        form.add_field("options", json.dumps(options), content_type="application/json")
+        form.add_field("recipients", csv.encode(), filename="l.csv", content_type="text/csv")
+        return form
+
+    headers = {"Idempotency-Key": "campaign-order-7"}
+    answers = list(
+        await asyncio.gather(
+            *(client.post("/campaigns", data=upload(), headers=headers) for _ in range(3))
+        )
+    )
+    answers.append(await client.post("/campaigns", data=upload(), headers=headers))
+    bodies = [await a.json() for a in answers]
+    assert [a.status for a in answers] == [201] * 4, bodies[0]
+    assert len({b["campaign_id"] for b in bodies}) == 1
+    replays = sorted(str(a.headers.get("Idempotent-Replay")) for a in answers)
+    assert replays == ["1", "1", "1", "None"]
+    assert all(b["invalid_row_count"] == 1 for b in bodies)
+    assert bodies[-1]["invalid_rows"] == bodies[0]["invalid_rows"]
+    listing = await (await client.get("/campaigns")).json()
+    assert len(listing["campaigns"]) == 1
+    options["name"] = "another"
+    clash = await client.post("/campaigns", data=upload(), headers=headers)
+    assert clash.status == 409
+    # The same key names a call apart from a campaign.
+    call = await client.post(
+        "/calls/outbound", json={"phone_number": "+14155557705"}, headers=headers
+    )
+    assert call.status == 200
