@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import asyncpg
 
@@ -59,20 +60,60 @@ def _quiet_pool_log() -> None:
         pool_logger.addFilter(OneLineRepeats())
 
 
+# The text after `@` in a libpq/asyncpg URL: hosts (a name, an address, `[IPv6]`), each with
+# an optional port, comma-separated (`h1:5432,[::1]:5433`). Anything else there is the rest of
+# a password whose unencoded `/`, `?` or `#` the parser took for the end of the host.
+_HOST = r"(?:\[[^\]/?#@]*\]|[^\[\]:,/?#@]*)(?::\d*)?"
+_HOST_LIST = re.compile(rf"{_HOST}(?:,{_HOST})*")
+_UNPARSED = "DATABASE_URL"
+
+
+def secret_parameter(name: str) -> bool:
+    """A URL query parameter whose value is a secret: asyncpg reads `password` and
+    `sslpassword`, and sends any name it does not know to the server as a setting, so any
+    name about a password, secret or token is one (`passfile` is only a file's path)."""
+    key = unquote_plus(name).strip().lower()
+    return key != "passfile" and any(word in key for word in ("pass", "secret", "token"))
+
+
 def masked(dsn: str) -> str:
-    """`dsn` with its password replaced by ***, for logs and error lines."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
+    """`dsn` for logs and error lines: every password in it as *** (the user info's, and the
+    value of `password=`, `sslpassword=` or any other secret query parameter), the hosts,
+    ports, database, user and other parameters as given. A URL that does not read as one
+    (a password's unencoded `/`, `?`, `#` or `@` moved its pieces) is named, not quoted."""
     try:
-        port = parts.port
-    except ValueError:  # not a URL after all: say nothing of it
-        return "DATABASE_URL"
-    if port is not None:
-        host = f"{host}:{port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+        parts = urlsplit(dsn)
+    except ValueError:
+        return _UNPARSED
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "#" in dsn or "@" in parts.path or not _HOST_LIST.fullmatch(hosts):
+        return _UNPARSED
+    if not at and "@" in parts.query:  # the user info was cut short: it is in the query
+        return _UNPARSED
+    if at:
+        user, colon, _password = userinfo.partition(":")  # asyncpg splits at the first `:`
+        hosts = f"{user}:***@{hosts}" if colon else f"{user}@{hosts}"
+    query = _masked_query(parts.query)
+    if query is None:
+        return _UNPARSED
+    return f"{parts.scheme}://{hosts}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _masked_query(query: str) -> str | None:
+    """The query with each secret parameter's value as ***; None if a piece is no
+    `name=value` (as asyncpg's strict parsing says) or holds a `@` (part of a password)."""
+    pieces = []
+    for piece in query.split("&") if query else []:
+        name, equals, value = piece.partition("=")
+        if not equals or "@" in name:
+            return None
+        if secret_parameter(name):
+            pieces.append(f"{name}=***")
+        elif "@" in value:
+            return None
+        else:
+            pieces.append(piece)
+    return "&".join(pieces)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -270,3 +270,14 @@ def test_an_address_not_this_machines_is_said_with_host_and_port(tmp_path: Path)
     assert done.returncode == 2
     assert "cannot listen on 192.0.2.1:8123" in done.stderr and "set HOST/PORT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_password_in_the_database_urls_query_is_masked(tmp_path: Path) -> None:
+    """libpq's `?password=` (and `sslpassword=`) form was printed in clear."""
+    port = free_port()  # nothing listens there
+    url = f"postgresql://calls@127.0.0.1:{port}/postgres?password=TopSecret9&sslpassword=KeyPw7"
+    done = run_server(tmp_path, DATABASE_URL=url)
+    assert done.returncode == 2
+    shown = f"postgresql://calls@127.0.0.1:{port}/postgres?password=***&sslpassword=***"
+    assert f"cannot connect to {shown}" in done.stderr
+    assert "TopSecret9" not in done.stderr and "KeyPw7" not in done.stderr

@@ -55,3 +55,42 @@ def test_a_librarys_tracebacks_become_one_line_a_minute(caplog: pytest.LogCaptur
 def test_a_database_url_that_does_not_parse_is_never_quoted() -> None:
     assert masked("postgresql://u:s3cret@h:notaport/db") == "DATABASE_URL"
     assert masked("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # libpq's and asyncpg's other places for a password: the query string
+        (
+            "postgresql://calls@127.0.0.1:1/postgres?password=TopSecret9",
+            "postgresql://calls@127.0.0.1:1/postgres?password=***",
+        ),
+        (
+            "postgresql://u:TopSecret9@h/db?sslmode=verify-full&sslpassword=TopSecret9",
+            "postgresql://u:***@h/db?sslmode=verify-full&sslpassword=***",
+        ),
+        # a name asyncpg would read the same (decoded) or send to the server as a setting
+        ("postgres://u@h/db?pass%77ord=TopSecret9", "postgres://u@h/db?pass%77ord=***"),
+        ("postgres://u@h/db?PASSWORD=TopSecret9&x_token=TopSecret9", None),
+        # the unix-socket form, and several hosts: what an operator needs stays
+        (
+            "postgresql:///calls?host=/run/pg&user=app&password=TopSecret9&passfile=/etc/pgpass",
+            "postgresql:///calls?host=/run/pg&user=app&password=***&passfile=/etc/pgpass",
+        ),
+        (
+            "postgresql://app:TopSecret9@h1:5432,[::1]:5433/calls?target_session_attrs=rw",
+            "postgresql://app:***@h1:5432,[::1]:5433/calls?target_session_attrs=rw",
+        ),
+        # unencoded `@`, `/`, `?` in a password: masked whole, or the URL is named, not quoted
+        ("postgresql://app:Top@Secret9@h/db", "postgresql://app:***@h/db"),
+        ("postgresql://app:12/TopSecret9@h/db", "DATABASE_URL"),
+        ("postgresql://app:12?TopSecret9=1@h/db", "DATABASE_URL"),
+        ("postgresql://app@h/db?password=Top&Secret9", "DATABASE_URL"),
+    ],
+)
+def test_a_database_url_shows_no_password_wherever_it_is(url: str, shown: str | None) -> None:
+    """`cannot connect to postgresql://calls@127.0.0.1:1/postgres?password=TopSecret9`: only
+    the user info's password was masked."""
+    assert "TopSecret9" not in masked(url) and "Secret9" not in masked(url)
+    if shown is not None:
+        assert masked(url) == shown
