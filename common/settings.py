@@ -64,7 +64,14 @@ def _token(name: str, raw: str) -> str:
     return raw
 
 
-def _path(name: str, raw: str) -> Path:
+def _file_path(name: str, raw: str) -> Path:
+    """A file's path. `/`, `.`, `..` or a trailing `/` name a directory, which no file can be
+    (config.json and its lock beside it, calls.db): `CONFIG_PATH=/` ended start-up in a
+    traceback. A NUL, which no path holds, would too."""
+    if "\0" in raw:
+        raise SettingsError(f"{name} must not hold a NUL character")
+    if raw.rsplit("/", 1)[-1] in ("", ".", ".."):
+        raise SettingsError(f"{name} must be a file's path, not a directory's, got {raw!r}")
     return Path(raw)
 
 
@@ -222,13 +229,13 @@ class Settings:
     log_format: str = setting("text", _choice(LOG_FORMATS), "text, or json (one object per line).")
 
     config_path: Path = setting(
-        Path("config.json"), _path, "The dynamic config file (seed format + per-call records)."
+        Path("config.json"), _file_path, "The dynamic config file (seed format + per-call records)."
     )
     config_record_ttl_s: float = setting(
         86400.0, _number(1.0), "Records of calls that never finished are pruned after this long."
     )
     calls_db_path: Path = setting(
-        Path("calls.db"), _path, "SQLite database of calls, outcomes and timelines."
+        Path("calls.db"), _file_path, "SQLite database of calls, outcomes and timelines."
     )
     database_url: str | None = setting(
         None,

@@ -281,3 +281,18 @@ def test_a_password_in_the_database_urls_query_is_masked(tmp_path: Path) -> None
     shown = f"postgresql://calls@127.0.0.1:{port}/postgres?password=***&sslpassword=***"
     assert f"cannot connect to {shown}" in done.stderr
     assert "TopSecret9" not in done.stderr and "KeyPw7" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("CONFIG_PATH", "/"), ("CONFIG_PATH", "."), ("CALLS_DB_PATH", "/")]
+)
+def test_a_directory_for_a_file_setting_is_one_configuration_error(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """CONFIG_PATH=/ or . was a 17-line traceback (`PosixPath('/') has an empty name`), in the
+    middle of LOG_FORMAT=json's lines too."""
+    done = run_server(tmp_path, LOG_FORMAT="json", **{name: value})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"configuration error: {name} must be a file's path, not a directory's, got {value!r}"
+    ]

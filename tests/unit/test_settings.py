@@ -280,6 +280,15 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("WEBHOOK_PATH", "/hooks?x=1", "WEBHOOK_PATH must be a plain path"),
         ("WEBHOOK_PATH", "x", "WEBHOOK_PATH must start with '/', got 'x'"),
         ("WEBHOOK_PATH", "webhooks/livekit", "WEBHOOK_PATH must start with '/'"),
+        # a directory's path: config.json's lock beside it was a traceback at start-up
+        ("CONFIG_PATH", "/", "CONFIG_PATH must be a file's path, not a directory's, got '/'"),
+        ("CONFIG_PATH", ".", "CONFIG_PATH must be a file's path, not a directory's, got '.'"),
+        ("CONFIG_PATH", "..", "CONFIG_PATH must be a file's path, not a directory's"),
+        ("CONFIG_PATH", "state/", "CONFIG_PATH must be a file's path, not a directory's"),
+        ("CONFIG_PATH", "state/.", "CONFIG_PATH must be a file's path, not a directory's"),
+        ("CONFIG_PATH", "a\0b.json", "CONFIG_PATH must not hold a NUL character"),
+        ("CALLS_DB_PATH", "/", "CALLS_DB_PATH must be a file's path, not a directory's"),
+        ("CALLS_DB_PATH", "/var/lib/calls/", "CALLS_DB_PATH must be a file's path, not a"),
     ],
 )
 def test_malformed_value_names_the_variable(name: str, value: str, message: str) -> None:
