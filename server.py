@@ -126,15 +126,20 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
                 await store.close()
                 raise
         except DatabaseError as exc:
-            settings = app[SETTINGS]
-            where = "DATABASE_URL" if settings.database_url else f"{settings.calls_db_path}"
-            raise StartupError(
-                f"the calls database ({where}) cannot be used: {exc}"
-                + ("" if settings.database_url else " (set CALLS_DB_PATH)")
-            ) from exc
+            raise StartupError(_unusable_database(app[SETTINGS], exc)) from exc
     yield
     if not app[STORE_GIVEN]:
         await app[STORE].close()
+
+
+def _unusable_database(settings: Settings, exc: DatabaseError) -> str:
+    """Why start-up stops, naming the setting to change: the operator's fix is there."""
+    if settings.database_url:
+        return f"the calls database (DATABASE_URL) cannot be used: {exc}"
+    return (
+        f"the calls database (CALLS_DB_PATH={settings.calls_db_path}) cannot be used: {exc}"
+        " (set CALLS_DB_PATH to a file this server can create and write)"
+    )
 
 
 async def _config_writable(app: web.Application) -> AsyncIterator[None]:

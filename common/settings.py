@@ -75,6 +75,17 @@ def _file_path(name: str, raw: str) -> Path:
     return Path(raw)
 
 
+def _sqlite_path(name: str, raw: str) -> Path:
+    """A file's path that SQLite takes as one: `:memory:` is no file (and a `file:` name is
+    a URI to this SQLite), so every call kept there would be lost when the server stops."""
+    if raw == ":memory:" or raw.startswith("file:"):
+        raise SettingsError(
+            f"{name} must be a file's path, got {raw!r} (SQLite's in-memory database or a URI:"
+            " the calls would not outlive the server)"
+        )
+    return _file_path(name, raw)
+
+
 def _integer(low: int, high: int) -> Parser:
     def parse(name: str, raw: str) -> int:
         if not raw.isascii() or "_" in raw:  # int() also takes 8_000 and other scripts' digits
@@ -235,7 +246,7 @@ class Settings:
         86400.0, _number(1.0), "Records of calls that never finished are pruned after this long."
     )
     calls_db_path: Path = setting(
-        Path("calls.db"), _file_path, "SQLite database of calls, outcomes and timelines."
+        Path("calls.db"), _sqlite_path, "SQLite database of calls, outcomes and timelines."
     )
     database_url: str | None = setting(
         None,

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections import deque
@@ -57,6 +58,15 @@ def _enter_wal(conn: sqlite3.Connection, timeout_s: float = WAL_SWITCH_TIMEOUT_S
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+def _is_not_a_file(path: Path) -> bool:
+    """`path` is there, and is no regular file: SQLite says only "unable to open database
+    file" of a directory and "disk I/O error" of /dev/null."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # not there (yet): SQLite creates it, or says why not
+        return False
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
@@ -196,6 +206,19 @@ class SqliteCallStore(SqlCallStore):
         return store
 
     def _open_sync(self) -> None:
+        """Open (creating the file and its directory) and migrate. A failure is one
+        DatabaseError saying why, not logged here: whoever opens says it once, with the
+        setting to change (an OSError escaped as `[Errno 2] ... ':memory:'`, naming nothing)."""
+        try:
+            self._connect_sync()
+        except sqlite3.Error as exc:
+            raise DatabaseError(str(exc)) from exc
+        except OSError as exc:
+            raise DatabaseError(exc.strerror or str(exc)) from exc
+
+    def _connect_sync(self) -> None:
+        if _is_not_a_file(self.path):
+            raise DatabaseError("not a regular file (a directory or a device)")
         if self.path.parent != Path():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,7 @@ def test_start_up_failures_are_said_even_at_log_level_critical(
     assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr  # it was exit 2, silent
     done = run_server(tmp_path, CALLS_DB_PATH="/proc/nope/calls.db", LOG_LEVEL="CRITICAL")
     assert done.returncode == 2
-    assert "the calls database (/proc/nope/calls.db) cannot be used" in done.stderr
+    assert "the calls database (CALLS_DB_PATH=/proc/nope/calls.db) cannot be used" in done.stderr
     assert "set CALLS_DB_PATH" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -162,7 +162,7 @@ def test_a_database_that_takes_no_write_stops_start_up(tmp_path: Path) -> None:
         _prefix="setpriv --inh-caps=-all --bounding-set=-dac_override,-dac_read_search",
     )
     assert done.returncode == 2, done.stderr
-    assert f"the calls database ({db}) cannot be used" in done.stderr
+    assert f"the calls database (CALLS_DB_PATH={db}) cannot be used" in done.stderr
     assert "readonly database" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -296,3 +296,33 @@ def test_a_directory_for_a_file_setting_is_one_configuration_error(
     assert done.stderr.splitlines() == [
         f"configuration error: {name} must be a file's path, not a directory's, got {value!r}"
     ]
+
+
+def test_an_in_memory_database_is_a_configuration_error(tmp_path: Path) -> None:
+    """CALLS_DB_PATH=:memory: opened SQLite's in-memory database, then stopped start-up with
+    `cannot start: [Errno 2] No such file or directory: ':memory:'`, naming no setting."""
+    done = run_server(tmp_path, CALLS_DB_PATH=":memory:")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "configuration error: CALLS_DB_PATH must be a file's path, got ':memory:' (SQLite's"
+        " in-memory database or a URI: the calls would not outlive the server)"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a device"])
+def test_a_calls_db_path_that_is_not_a_file_names_the_setting(tmp_path: Path, kind: str) -> None:
+    """SQLite said only `unable to open database file` (a directory) or `disk I/O error`
+    (/dev/null), on two lines."""
+    if kind == "a directory":
+        path = tmp_path / "adir"
+        path.mkdir()
+    else:
+        path = Path("/dev/null")
+    done = run_server(tmp_path, CALLS_DB_PATH=str(path))
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "database" in line]
+    assert line.endswith(
+        f"cannot start: the calls database (CALLS_DB_PATH={path}) cannot be used: not a regular"
+        " file (a directory or a device) (set CALLS_DB_PATH to a file this server can create"
+        " and write)"
+    )

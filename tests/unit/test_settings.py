@@ -289,6 +289,9 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("CONFIG_PATH", "a\0b.json", "CONFIG_PATH must not hold a NUL character"),
         ("CALLS_DB_PATH", "/", "CALLS_DB_PATH must be a file's path, not a directory's"),
         ("CALLS_DB_PATH", "/var/lib/calls/", "CALLS_DB_PATH must be a file's path, not a"),
+        # SQLite's in-memory database: the calls would not outlive the server
+        ("CALLS_DB_PATH", ":memory:", "CALLS_DB_PATH must be a file's path, got ':memory:'"),
+        ("CALLS_DB_PATH", "file:calls.db?mode=memory", "CALLS_DB_PATH must be a file's path"),
     ],
 )
 def test_malformed_value_names_the_variable(name: str, value: str, message: str) -> None:

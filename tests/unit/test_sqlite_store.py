@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -61,6 +62,21 @@ async def test_not_a_database_file(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="not a database"):
         await SqliteCallStore.open(path)
     assert path.read_bytes().startswith(b"this is not")  # left as it was
+
+
+@pytest.mark.parametrize("name", ["a directory", "a device", ":memory:"])
+async def test_a_path_that_is_no_database_file_is_one_database_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """Whoever opens says why, once, naming its setting: SQLite's own words were an ERROR
+    line first ("unable to open database file", "disk I/O error"), and `:memory:` an OSError
+    (`[Errno 2] No such file or directory: ':memory:'`) that named nothing."""
+    path = {"a directory": tmp_path, "a device": Path("/dev/null")}.get(name, Path(name))
+    with pytest.raises(DatabaseError) as info:
+        await SqliteCallStore.open(path)
+    if name != ":memory:":
+        assert str(info.value) == "not a regular file (a directory or a device)"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
