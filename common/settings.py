@@ -7,10 +7,12 @@ start with no `.env` at all (on the embedded sandbox). A wrong value stops start
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import math
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import Original, parse_stream
 
 from common.contracts import REPORTS_PATH
 from common.masking import CALL_ID_IN_TEXT
@@ -474,16 +477,49 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     return Settings(**values)
 
 
+# The variable a `.env` line sets, when it says so before what went wrong in it.
+_DOTENV_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The variables `path` (a .env file) sets. A line python-dotenv cannot parse stops
+    start-up, naming the file, the line and its variable, never its text (a secret may be
+    in it): python-dotenv skipped it, and every line an unclosed quote ran on into, with a
+    stderr line naming neither, and the server started without them (an unclosed
+    `CALLS_ALLOWED_COUNTRIES="US` let calls go to every country)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not UTF-8 text
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(f"{path} cannot be read: {reason}") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            number, line = _statement_line(binding.original)
+            named = _DOTENV_NAME.match(line)
+            raise SettingsError(
+                f"{path} line {number}"
+                + (f" ({named.group(1)})" if named else "")
+                + " cannot be parsed (an unclosed quote, or not NAME=value); fix or remove it"
+            )
+    values = dotenv_values(stream=io.StringIO(text))
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _statement_line(original: Original) -> tuple[int, str]:
+    """The number and text of a statement's first line: python-dotenv counts from the blank
+    lines before it."""
+    lines = original.string.splitlines()
+    for offset, line in enumerate(lines):
+        if line.strip():
+            return original.line + offset, line
+    return original.line, ""
+
+
 def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:
     """Settings from `.env` (if present) overlaid by the real environment."""
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
-        try:
-            values = dotenv_values(dotenv_path)
-        except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not UTF-8 text
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise SettingsError(f"{dotenv_path} cannot be read: {reason}") from None
-        merged.update({k: v for k, v in values.items() if v is not None})
+        merged.update(read_dotenv(dotenv_path))
     # An empty variable means "the default" to us, so an empty one in the environment (`X=`
     # in a compose file) does not undo what .env sets: LIVEKIT_URL= silently meant the sandbox.
     merged.update({k: v for k, v in os.environ.items() if v.strip() or k not in merged})

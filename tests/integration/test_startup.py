@@ -326,3 +326,15 @@ def test_a_calls_db_path_that_is_not_a_file_names_the_setting(tmp_path: Path, ki
         " file (a directory or a device) (set CALLS_DB_PATH to a file this server can create"
         " and write)"
     )
+
+
+def test_a_dotenv_line_that_does_not_parse_is_one_configuration_error(tmp_path: Path) -> None:
+    """The server started without the line (and the ones an unclosed quote ran on into):
+    here calls to every country were allowed."""
+    (tmp_path / ".env").write_text('CALLS_ALLOWED_COUNTRIES="US\nCALLS_MAX_ACTIVE=5\n')
+    done = run_server(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "configuration error: .env line 1 (CALLS_ALLOWED_COUNTRIES) cannot be parsed (an"
+        " unclosed quote, or not NAME=value); fix or remove it"
+    ]

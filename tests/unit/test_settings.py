@@ -338,6 +338,36 @@ def test_a_dotenv_that_cannot_be_read_is_one_line(
         load_settings(dotenv)
 
 
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        # an unclosed quote: python-dotenv skipped it and the lines it ran on into
+        ('PORT=1\nCALLS_ALLOWED_COUNTRIES="US\nAGENT_NAME=a\n', "line 2 (CALLS_ALLOWED_COUNTRIES)"),
+        ("export CALLS_API_TOKEN='s3cret-token-0123456789\n", "line 1 (CALLS_API_TOKEN)"),
+        ('PORT=9100\n\nLIVEKIT_API_SECRET="s3cret" trailing\n', "line 3 (LIVEKIT_API_SECRET)"),
+        ("# a comment\ns3cret words here\n", "line 2"),  # no variable: none named
+    ],
+)
+def test_a_dotenv_line_that_does_not_parse_stops_start_up(
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: str,
+    line: str,
+) -> None:
+    """python-dotenv skipped it (with a stderr line naming neither file nor variable) and the
+    server started without it: `CALLS_ALLOWED_COUNTRIES="US` allowed every country."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(content)
+    with pytest.raises(SettingsError) as info:
+        load_settings(dotenv)
+    assert str(info.value) == (
+        f"{dotenv} {line} cannot be parsed (an unclosed quote, or not NAME=value); fix or remove it"
+    )
+    assert "s3cret" not in str(info.value) and '"US' not in str(info.value)
+    assert [r for r in caplog.records if r.name.startswith("dotenv")] == []
+
+
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
 
