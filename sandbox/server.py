@@ -29,7 +29,7 @@ from sandbox import twirp
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.services import REQUEST_ID_HEADER, CallContext, Dial, LiveKitServices, Route
 from sandbox.twirp import Encoding, TwirpError
-from sandbox.webhooks import SignedPoster, WebhookSender
+from sandbox.webhooks import Retries, SignedPoster, WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +109,10 @@ class Sandbox:
         self._webhooks = WebhookSender(
             url=webhook_url, api_key=api_key, api_secret=api_secret, time_scale=time_scale
         )
-        # Reports of our agent on the calls the sandbox plays (sandbox/agent.py).
+        # Reports of our agent on the calls the sandbox plays (sandbox/agent.py), retried as
+        # the agent retries them.
         self._reports = SignedPoster(
-            api_key=api_key, api_secret=api_secret, time_scale=time_scale, what="report"
+            api_key=api_key, api_secret=api_secret, retries=Retries.agent(), what="report"
         )
         self._registry = RoomRegistry(self._webhooks.send)
         self._services = LiveKitServices(
@@ -167,6 +168,11 @@ class Sandbox:
     def webhooks_dropped(self) -> int:
         """Webhooks given up after every retry failed."""
         return self._webhooks.dropped
+
+    @property
+    def reports_dropped(self) -> int:
+        """Agent reports given up after every retry failed."""
+        return self._reports.dropped
 
     def inject(
         self,

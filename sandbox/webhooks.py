@@ -7,8 +7,14 @@ them) and, for the calls the sandbox plays, the reports our agent would post.
 - ``Authorization: <JWT>`` (no ``Bearer``): an access token signed with the API secret, ``iss`` =
   API key, valid 5 minutes, whose ``sha256`` claim is the base64 SHA-256 of the exact body bytes
   (a report's token also grants its call's room: common/signing.py).
-- Retried (same body) on connection errors, 5xx and 429, up to 5 attempts in all, with
-  exponential back-off; any other answer ends the delivery.
+- Retried (same body) on connection errors, timeouts, 5xx and 429, up to 5 attempts in all,
+  with exponential back-off scaled by the time scale (`Retries.livekit`); any other answer
+  ends the delivery.
+- Our agent's reports are retried as the real agent retries them (`Retries.agent`, from
+  agent/reporting.py's `RetryPolicy`: 0.5 s doubling to 30 s, for up to 4 minutes per report,
+  also on 408), in real time: a database outage lasts as long whatever the sandbox's pace,
+  and LiveKit's 5 attempts (15 s at scale 1, 1.5 s at 0.1) lost a call's answer and final
+  report to a 15 s one.
 - One ordered queue per key (a room, a call's reports): they arrive in the order they happened.
 """
 
@@ -18,6 +24,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -26,16 +33,65 @@ import aiohttp
 from google.protobuf.json_format import MessageToDict
 from livekit.protocol.webhook import WebhookEvent
 
+from agent.reporting import RETRYABLE_STATUSES, RetryPolicy
 from common.signing import sign_body
 
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE: Final = "application/webhook+json"
 USER_AGENT: Final = "LiveKit-Sandbox"
-MAX_ATTEMPTS: Final = 5
+MAX_ATTEMPTS: Final = 5  # LiveKit's webhook notifier
 BACKOFF_BASE_S: Final = 1.0  # go-retryablehttp's RetryWaitMin, doubled after each failure
 BACKOFF_FLOOR_S: Final = 0.01
 REQUEST_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Retries:
+    """When a failed post is sent again: after `first_delay_s`, doubling up to `max_delay_s`,
+    for `max_attempts` attempts in all, or (None) until `deadline_s` after the first; each
+    attempt bounded by `attempt_timeout_s`. Answers retried: 5xx and `statuses`."""
+
+    first_delay_s: float
+    max_delay_s: float
+    max_attempts: int | None
+    deadline_s: float
+    attempt_timeout_s: float
+    statuses: frozenset[int]
+
+    @classmethod
+    def livekit(cls, time_scale: float) -> Retries:
+        """LiveKit's webhook notifier: 5 attempts, 1 s doubling (on the sandbox's clock)."""
+        return cls(
+            first_delay_s=BACKOFF_BASE_S * time_scale,
+            max_delay_s=math.inf,
+            max_attempts=MAX_ATTEMPTS,
+            deadline_s=math.inf,
+            attempt_timeout_s=REQUEST_TIMEOUT_S,
+            statuses=frozenset({429}),
+        )
+
+    @classmethod
+    def agent(cls) -> Retries:
+        """Our agent's reports (agent/reporting.py), in real time: an outage of the server
+        or its database is no shorter when the sandbox plays its calls faster."""
+        policy = RetryPolicy()
+        return cls(
+            first_delay_s=policy.first_delay_s,
+            max_delay_s=policy.max_delay_s,
+            max_attempts=None,
+            deadline_s=policy.deadline_s,
+            attempt_timeout_s=policy.attempt_timeout_s,
+            statuses=RETRYABLE_STATUSES,
+        )
+
+    def delay(self, failures: int) -> float:
+        """The pause after the `failures`-th failed attempt."""
+        backoff = self.first_delay_s * 2.0 ** (failures - 1)
+        return max(min(backoff, self.max_delay_s), BACKOFF_FLOOR_S)
+
+    def retried(self, status: int) -> bool:
+        return status >= 500 or status in self.statuses
 
 
 def encode_event(event: WebhookEvent) -> bytes:
@@ -64,10 +120,10 @@ class _Queue:
 class SignedPoster:
     """Queues signed POSTs per key and sends them, in order, with retries."""
 
-    def __init__(self, *, api_key: str, api_secret: str, time_scale: float, what: str) -> None:
+    def __init__(self, *, api_key: str, api_secret: str, retries: Retries, what: str) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
-        self._time_scale = time_scale
+        self.retries = retries
         self._what = what
         self._queues: dict[str, _Queue] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -115,61 +171,77 @@ class SignedPoster:
         if self._queues.get(key) is queue:
             del self._queues[key]
 
-    def _backoff(self, failures: int) -> float:
-        return max(BACKOFF_BASE_S * 2.0 ** (failures - 1) * self._time_scale, BACKOFF_FLOOR_S)
-
     async def _deliver(self, delivery: Delivery) -> None:
-        if self._session is None:
+        session = self._session
+        if session is None:
             return
-        what, label = self._what, delivery.label
+        what, label, retries = self._what, delivery.label, self.retries
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retries.deadline_s
+        attempt = 0
+        while True:
+            attempt += 1
+            url = delivery.url()
+            if url is None:
+                logger.debug("sandbox: no URL for %s %s, dropping it", what, label)
+                return
+            timeout = max(0.1, min(retries.attempt_timeout_s, deadline - loop.time()))
+            problem = await self._attempt(session, url, delivery, timeout)
+            if problem is None:
+                return
+            remaining = deadline - loop.time()
+            if attempt == retries.max_attempts or remaining <= 0:
+                logger.warning(
+                    "sandbox %s %s dropped after %d attempts (%s)", what, label, attempt, problem
+                )
+                self.dropped += 1
+                return
+            delay = min(retries.delay(attempt), remaining)
+            logger.info(
+                "sandbox %s %s attempt %d failed (%s), retrying in %.2f s",
+                what,
+                label,
+                attempt,
+                problem,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, url: str, delivery: Delivery, timeout: float
+    ) -> str | None:
+        """One POST: None when it is done with (taken, or refused for good), else what
+        failed, worth another attempt."""
         headers = {
             "Authorization": delivery.authorization,
             "Content-Type": delivery.content_type,
             "User-Agent": USER_AGENT,
         }
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            url = delivery.url()
-            if url is None:
-                logger.debug("sandbox: no URL for %s %s, dropping it", what, label)
-                return
-            try:
-                async with self._session.post(url, data=delivery.body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = type(exc).__name__
-            else:
-                if status < 500 and status != 429:
-                    if status >= 400:
-                        self.refused += 1
-                        logger.warning(
-                            "sandbox %s %s refused with HTTP %d; not retried", what, label, status
-                        )
-                    else:
-                        logger.debug("sandbox %s %s delivered", what, label)
-                    self.delivered += 1
-                    return
-                problem = f"HTTP {status}"
-            if attempt < MAX_ATTEMPTS:
-                delay = self._backoff(attempt)
-                logger.info(
-                    "sandbox %s %s attempt %d failed (%s), retrying in %.2f s",
-                    what,
-                    label,
-                    attempt,
-                    problem,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            else:
-                logger.warning(
-                    "sandbox %s %s dropped after %d attempts (%s)",
-                    what,
-                    label,
-                    MAX_ATTEMPTS,
-                    problem,
-                )
-        self.dropped += 1
+        try:
+            async with session.post(
+                url,
+                data=delivery.body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return type(exc).__name__
+        if self.retries.retried(status):
+            return f"HTTP {status}"
+        if status >= 400:
+            self.refused += 1
+            logger.warning(
+                "sandbox %s %s refused with HTTP %d; not retried",
+                self._what,
+                delivery.label,
+                status,
+            )
+        else:
+            logger.debug("sandbox %s %s delivered", self._what, delivery.label)
+        self.delivered += 1
+        return None
 
 
 class WebhookSender(SignedPoster):
@@ -179,7 +251,10 @@ class WebhookSender(SignedPoster):
         self, *, url: str | None, api_key: str, api_secret: str, time_scale: float
     ) -> None:
         super().__init__(
-            api_key=api_key, api_secret=api_secret, time_scale=time_scale, what="webhook"
+            api_key=api_key,
+            api_secret=api_secret,
+            retries=Retries.livekit(time_scale),
+            what="webhook",
         )
         self.url = url  # may be changed at any time; each delivery reads it
 

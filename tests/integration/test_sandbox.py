@@ -3,6 +3,7 @@ JSON bodies and bad tokens, and livekit-api's WebhookReceiver for every webhook 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from livekit.protocol.sip import CreateSIPParticipantRequest, SIPParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 from pytest_aiohttp import AiohttpServer
 
+from common.contracts import DispatchMetadata
 from sandbox import ATTR_SIP_CALL_STATUS_CODE, TEST_NUMBERS_MARKDOWN, Sandbox, scenario_for_number
 from sandbox.rooms import RoomRegistry
 from sandbox.scenarios import BUSY, COMPLETED, NO_ANSWER, TRUNK_FAILURE, VOICEMAIL
@@ -129,6 +131,15 @@ async def place_call(api: LiveKitAPI, room: str, number: str, **extra: Any) -> S
             room_name=room,
             participant_identity="callee",
             **extra,
+        )
+    )
+
+
+async def place_call_in(api: LiveKitAPI, room: str, number: str) -> SIPParticipantInfo:
+    """Dial `number` into `room`, whose dispatch was created already."""
+    return await api.sip.create_sip_participant(
+        CreateSIPParticipantRequest(
+            sip_trunk_id=TRUNK, sip_call_to=number, room_name=room, participant_identity="callee"
         )
     )
 
@@ -435,6 +446,57 @@ async def test_webhooks_are_retried_with_the_same_id(
     assert hook.attempts[:3] == [first_id] * 3
     assert hook.names() == CALL_EVENTS
     assert len(hook.attempts) == len(CALL_EVENTS) + 2
+
+
+async def test_livekit_webhooks_keep_livekits_five_attempts(
+    make_sandbox: SandboxFactory, sink: tuple[WebhookSink, str]
+) -> None:
+    hook = sink[0]
+    hook.fail_first = 1000
+    sandbox = await make_sandbox(time_scale=0.001)
+    async with LiveKitAPI(url=sandbox.url, api_key=KEY, api_secret=SECRET) as api:
+        await place_call(api, "call-down", "+14155550486")
+    await sandbox.wait_idle(5)
+    assert len(hook.attempts) == 5 * len(CALL_EVENTS)
+    assert sandbox.webhooks_dropped == len(CALL_EVENTS)
+
+
+async def test_the_agents_reports_outlast_an_outage_as_the_agents_do(
+    make_sandbox: SandboxFactory, aiohttp_server: AiohttpServer
+) -> None:
+    """The simulated agent retries its reports with the agent's own policy (0.5 s doubling,
+    for up to 4 minutes), in real time. With LiveKit's 5 attempts, scaled by the time scale
+    (0.15 s in all at 0.01, 15 s at 1), an outage of the server's database a little longer
+    lost a call's `answered` and `final` reports."""
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 2.0
+    received: list[dict[str, Any]] = []
+
+    async def reports(request: web.Request) -> web.Response:
+        if loop.time() < down_until:
+            return web.json_response({"error": "calls database unavailable"}, status=503)
+        received.append(await request.json())
+        return web.json_response({"status": "applied"})
+
+    app = web.Application()
+    app.router.add_post("/agent/reports", reports)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    sandbox = await make_sandbox(time_scale=0.01)
+    metadata = DispatchMetadata(
+        call_id="call-out", report_url=str(server.make_url("/agent/reports"))
+    )
+    async with LiveKitAPI(url=sandbox.url, api_key=KEY, api_secret=SECRET) as api:
+        await api.agent_dispatch.create_dispatch(
+            CreateAgentDispatchRequest(
+                agent_name="outbound-caller", room="call-out", metadata=metadata.to_json()
+            )
+        )
+        await place_call_in(api, "call-out", "+34612345678")
+    await sandbox.wait_idle(10)
+    kinds = [report["kind"] for report in received]
+    assert kinds[0] == "answered" and kinds[-1] == "final"
+    assert [report["seq"] for report in received] == list(range(len(received)))
+    assert sandbox.reports_dropped == 0 and sandbox.reports_delivered == len(received)
 
 
 async def test_webhook_url_can_be_set_after_start(
