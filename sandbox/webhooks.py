@@ -177,7 +177,8 @@ class SignedPoster:
             return
         what, label, retries = self._what, delivery.label, self.retries
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + retries.deadline_s
+        started = loop.time()
+        deadline = started + retries.deadline_s
         attempt = 0
         while True:
             attempt += 1
@@ -192,12 +193,19 @@ class SignedPoster:
             remaining = deadline - loop.time()
             if attempt == retries.max_attempts or remaining <= 0:
                 logger.warning(
-                    "sandbox %s %s dropped after %d attempts (%s)", what, label, attempt, problem
+                    "sandbox %s %s dropped after %d attempts over %.1f s (last: %s)",
+                    what,
+                    label,
+                    attempt,
+                    loop.time() - started,
+                    problem,
                 )
                 self.dropped += 1
                 return
             delay = min(retries.delay(attempt), remaining)
-            logger.info(
+            # At DEBUG: during an outage every post of every call fails again and again (84
+            # lines for 10 calls in 17 s); the server says the outage itself, once a minute.
+            logger.debug(
                 "sandbox %s %s attempt %d failed (%s), retrying in %.2f s",
                 what,
                 label,

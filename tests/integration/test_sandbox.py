@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,6 +461,28 @@ async def test_livekit_webhooks_keep_livekits_five_attempts(
     await sandbox.wait_idle(5)
     assert len(hook.attempts) == 5 * len(CALL_EVENTS)
     assert sandbox.webhooks_dropped == len(CALL_EVENTS)
+
+
+async def test_retries_are_debug_lines_and_giving_up_one_warning(
+    make_sandbox: SandboxFactory, sink: tuple[WebhookSink, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every failed attempt was an INFO line: 84 lines for 10 calls in a 17 s outage."""
+    caplog.set_level(logging.DEBUG, logger="sandbox")
+    sink[0].fail_first = 5 + 2  # the first event is given up, the second gets through
+    sandbox = await make_sandbox(time_scale=0.001)
+    async with LiveKitAPI(url=sandbox.url, api_key=KEY, api_secret=SECRET) as api:
+        await place_call(api, "call-log", "+14155550486")
+    await sandbox.wait_idle(5)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "sandbox.webhooks"]
+    shown = [(level, line) for level, line in lines if level >= logging.INFO]
+    assert len(shown) == 1 and shown[0][0] == logging.WARNING
+    assert re.fullmatch(
+        r"sandbox webhook room_started \S+ dropped after 5 attempts over [0-9.]+ s \(last: HTTP"
+        r" 503\)",
+        shown[0][1],
+    )
+    retried = [line for level, line in lines if level == logging.DEBUG and "failed" in line]
+    assert len(retried) == 4 + 2
 
 
 async def test_the_agents_reports_outlast_an_outage_as_the_agents_do(
