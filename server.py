@@ -313,7 +313,10 @@ def check_bind(settings: Settings) -> None:
             f"CALLS_API_TOKEN must be set to listen on HOST={settings.host} "
             "(without a token the server binds loopback only)"
         )
-    logger.warning("CALLS_API_TOKEN is not set: /calls is open to anyone on this machine")
+    logger.warning(
+        "CALLS_API_TOKEN is not set: the API is open to every program on this machine"
+        " (requests from web pages are refused)"
+    )
 
 
 def warn_report_url(settings: Settings) -> None:
