@@ -12,7 +12,9 @@ A call is one request from the client and 13 or so from machines (LiveKit's webh
 agent's reports), whose success the call's own lines already tell (`call ... dialing ->
 ringing`, ...). `CallsAccessLogger` writes those machines' successful requests only at
 LOG_LEVEL=DEBUG, before aiohttp formats them (a line costs ~20 µs); their failures, and every
-other request, are logged as before.
+other request, are logged as before. While the database is down, LiveKit and the agents retry
+every post and each gets a 503: those machines' 5xx answers are written at most once a minute
+per route and status, with how many were held back (the server's own error line tells why).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
 from common.masking import redact
+from common.repeats import Repeats
 from handlers.keys import QUIET_ROUTES
 
 ACCESS_LOGGER = "aiohttp.access"
@@ -88,15 +91,46 @@ def install(*, drop_sandbox: bool = False) -> None:
     _replace_filter(SERVER_LOGGER, QuietMalformedRequests())
 
 
+def _from_machine(request: web.BaseRequest) -> bool:
+    """Whether `request` came to a machines' route (LiveKit's webhooks, agents' reports)."""
+    if not isinstance(request, web.Request):
+        return False
+    try:
+        route = request.match_info.route
+    except AssertionError:  # never routed: the HTTP parser refused it
+        return False
+    return route in request.app.get(QUIET_ROUTES, ())
+
+
 class CallsAccessLogger(AccessLogger):
-    """aiohttp's access logger, quiet about machines' successful requests below DEBUG."""
+    """aiohttp's access logger, quiet about machines' successful requests below DEBUG, and
+    about their repeated failures (see the module's docstring)."""
+
+    def __init__(self, logger: logging.Logger, log_format: str = AccessLogger.LOG_FORMAT):
+        super().__init__(logger, log_format)
+        # Machines' failed requests (5xx): at most once a minute per route and status.
+        self.machine_failures = Repeats()
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        status = response.status
         if (
-            isinstance(request, web.Request)
-            and 200 <= response.status < 300
-            and request.match_info.route in request.app.get(QUIET_ROUTES, ())
-            and not self.logger.isEnabledFor(logging.DEBUG)
+            not (200 <= status < 300 or status >= 500)
+            or self.logger.isEnabledFor(logging.DEBUG)
+            or not _from_machine(request)
         ):
-            return
-        super().log(request, response, time)
+            super().log(request, response, time)
+        elif status >= 500:
+            suffix = self.machine_failures.due(f"{request.path} {status}")
+            if suffix is not None:
+                self._log_with(suffix, request, response, time)
+
+    def _log_with(
+        self, suffix: str, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> None:
+        """The line, with `suffix` (how many like it were held back) at its end."""
+        line_format = self._log_format
+        self._log_format = line_format + suffix.replace("%", "%%")
+        try:
+            super().log(request, response, time)
+        finally:
+            self._log_format = line_format

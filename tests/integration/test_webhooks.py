@@ -3,6 +3,7 @@ AccessToken.with_sha256), forged variants, retries, and out-of-order delivery.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import hashlib
@@ -214,3 +215,26 @@ async def test_database_failure_answers_503(client: Client) -> None:
     await client.app[STORE].close()
     body = event_json("room_finished", call_id)
     assert await post(client, body, sign(body)) == 503
+
+
+async def test_an_outage_is_one_access_line_a_minute_per_route(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database is down, LiveKit retries every webhook and each gets a 503: one
+    access line per attempt flooded the log (about 20 lines per live call per outage)."""
+    from handlers.keys import STORE
+
+    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    await client.app[STORE].close()
+    for _ in range(5):
+        body = event_json("participant_joined", call_id)
+        assert await post(client, body, sign(body)) == 503
+    for _ in range(2):  # other failures of machines: each one
+        assert (await client.post(PATH, data=b"{}", headers={"Authorization": "x"})).status == 401
+    await client.get("/healthz")  # a line is written once its answer has gone out
+    await asyncio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len([line for line in lines if '" 503 ' in line]) == 1, lines
+    assert len([line for line in lines if '" 401 ' in line]) == 2, lines
