@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
-from common.settings import DEV_API_SECRET
+from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
 from common.text import is_unicode
 from handlers.errors import HttpError
@@ -123,15 +123,23 @@ def refuse_web_pages(request: web.Request) -> None:
     their headers, which a page cannot forge: `Host` must name this machine, and `Origin`
     (which browsers send with every POST) this very server. Clients that are no browser
     (curl, requests, the SDKs) send no Origin and a Host of what they connected to."""
+    sign = web_page_sign(request)
+    if sign is not None:
+        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: {sign}")
+
+
+def web_page_sign(request: web.Request) -> str | None:
+    """What shows `request` came from a web page (see `refuse_web_pages`), or None."""
     settings = request.app[SETTINGS]
     host = request.headers.get("Host")
-    if host is not None and not _names_this_machine(_hostname(host), settings.host):
-        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: Host {host[:100]!r}")
+    if host is not None and not _names_this_machine(_hostname(host), settings):
+        return f"Host {host[:100]!r}"
     origin = request.headers.get("Origin")
     if origin is not None and origin.lower() not in _own_origins(host):
-        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: Origin {origin[:100]!r}")
+        return f"Origin {origin[:100]!r}"
     if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
-        raise HttpError(403, f"{WEB_PAGE_REFUSED.description}: a page of another site sent it")
+        return "a page of another site sent it"
+    return None
 
 
 def _hostname(host: str) -> str:
@@ -143,11 +151,14 @@ def _hostname(host: str) -> str:
     return name.rstrip(".")
 
 
-def _names_this_machine(name: str, listen_host: str) -> bool:
+def _names_this_machine(name: str, settings: Settings) -> bool:
+    """`name` is loopback, HOST, or PUBLIC_BASE_URL's host (where agents post reports)."""
+    if name in (settings.host.lower(), _hostname(urlsplit(settings.public_base_url or "").netloc)):
+        return bool(name)
     address = _address(name)
     if address is not None:
-        return address.is_loopback or name == listen_host.lower()
-    return name in _LOOPBACK_NAMES or name.endswith(".localhost") or name == listen_host.lower()
+        return address.is_loopback
+    return name in _LOOPBACK_NAMES or name.endswith(".localhost")
 
 
 def _own_origins(host: str | None) -> tuple[str, ...]:
@@ -164,6 +175,11 @@ def signed_by_whom_it_may_be(request: web.Request) -> None:
         return
     if not _from_this_machine(request):
         raise HttpError(403, PUBLIC_SECRET.description)
+    # A web page on a name re-pointed at 127.0.0.1 (DNS rebinding) posts from this machine
+    # too, and can sign with the public secret: told apart as for the API's routes.
+    sign = web_page_sign(request)
+    if sign is not None:
+        raise HttpError(403, f"{PUBLIC_SECRET.description}; a web page sent this: {sign}")
 
 
 def _from_this_machine(request: web.Request) -> bool:

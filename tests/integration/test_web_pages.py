@@ -105,3 +105,37 @@ async def test_health_and_machine_routes_are_not_concerned(start_app: AppFactory
     evil = {"Host": "rebound.evil.example", "Origin": "http://evil.example"}
     for path in ("/healthz", "/metrics", "/openapi.json"):
         assert (await client.get(path, headers=evil)).status == 200
+
+
+async def test_a_rebound_page_cannot_post_signed_events_with_the_public_secret(
+    start_app: AppFactory,
+) -> None:
+    """The embedded sandbox's signing secret is in the source: after DNS rebinding, a page is
+    on this machine and may set Authorization, so the signed routes refuse web pages too."""
+    from tests.integration.test_webhooks import PATH, event_json, sign
+
+    client = await start_app(sandbox_time_scale=100.0)  # the call rings on
+    client.app[SANDBOX].webhook_url = None
+    call_id = (await (await client.post("/calls/outbound", data=BODY)).json())["call_id"]
+    body = event_json("room_finished", call_id)
+    for headers in (
+        {"Host": "rebound.evil.example:8000"},
+        {"Origin": "http://evil.example"},
+    ):
+        resp = await client.post(
+            PATH,
+            data=body,
+            headers={"Authorization": sign(body), "Content-Type": "application/json", **headers},
+        )
+        assert resp.status == 403
+        assert "a web page sent this" in (await resp.json())["error"]
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] not in ("no_answer", "completed", "failed")
+    resp = await client.post(PATH, data=body, headers={"Authorization": sign(body)})
+    assert resp.status == 200  # LiveKit's own post (the sandbox's) is taken
+
+
+async def test_the_public_base_url_names_this_server(start_app: AppFactory) -> None:
+    client = await start_app(public_base_url="http://calls.internal:8000")
+    assert (await client.get("/calls", headers={"Host": "calls.internal:8000"})).status == 200
+    assert (await client.get("/calls", headers={"Host": "other.internal:8000"})).status == 403
