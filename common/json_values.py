@@ -66,3 +66,21 @@ def _shape(value: object, limit: int) -> tuple[int, bool]:
             break
         stack.extend((child, depth + 1) for child in children)
     return deepest, nul
+
+
+class RepeatedKey(ValueError):
+    """A JSON object names one key twice."""
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """`json.loads`' object_pairs_hook for what clients send: an object whose keys are all
+    different. With `{"phone_number": A, "phone_number": B}` a proxy checking the first and
+    this server taking the last would disagree on the number; RepeatedKey otherwise."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedKey(f"the key {key[:50]!r} appears more than once in an object")
+            seen.add(key)
+    return document

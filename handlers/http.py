@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
+from common.json_values import unique_keys
 from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
 from common.text import is_unicode
@@ -307,26 +308,13 @@ def decode_json(raw: bytes) -> object:
             400, f"request body is not UTF-8 ({exc.reason} at byte {exc.start})"
         ) from None
     try:
-        return json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys)
+        return json.loads(text.removeprefix("\ufeff"), object_pairs_hook=unique_keys)
     except ValueError as exc:
         if "integer string conversion" in str(exc):  # Python's own advice is not the client's
             raise HttpError(400, "request body holds a number of over 4300 digits") from None
         raise HttpError(400, f"request body is not valid JSON: {exc}") from None
     except RecursionError:  # e.g. 30,000 nested "[" fit in 64 KiB
         raise HttpError(400, "request body is not valid JSON: nested too deeply") from None
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    """An object whose keys are all different: with `{"phone_number": A, "phone_number": B}`
-    a proxy checking the first and this server taking the last would disagree on the number."""
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"the key {key[:50]!r} appears more than once in an object")
-            seen.add(key)
-    return document
 
 
 def json_answer(

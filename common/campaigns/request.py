@@ -36,6 +36,7 @@ from common.campaigns.windows import (
     parse_window,
     recipient_zones,
 )
+from common.json_values import RepeatedKey, unique_keys
 from common.text import shown_text, visible_name
 
 MAX_NAME_CHARS = 200
@@ -260,7 +261,9 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if "options" in query:
         try:
-            decoded = json.loads(query["options"])
+            decoded = json.loads(query["options"], object_pairs_hook=unique_keys)
+        except RepeatedKey as exc:
+            raise InvalidCall([FieldError("options", str(exc))]) from None
         except ValueError:
             raise InvalidCall([FieldError("options", "must be a JSON object")]) from None
         except RecursionError:  # e.g. 5,000 "[" fit in a query string

@@ -436,3 +436,16 @@ async def test_an_idempotency_key_creates_one_campaign(client: TestClient[Any, A
         "/calls/outbound", json={"phone_number": "+14155557705"}, headers=headers
     )
     assert call.status == 200
+
+
+async def test_a_key_twice_in_query_options_is_refused(client: TestClient[Any, Any]) -> None:
+    """`?options=` was read with plain json.loads: its last `invalid_rows` won (skip), where
+    the same options in a JSON body are a 400."""
+    options = '{"name": "q", "invalid_rows": "reject", "invalid_rows": "skip"}'
+    resp = await client.post(
+        "/campaigns", params={"options": options}, data=CSV_BODY, headers=CSV_HEADERS
+    )
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {"field": "options", "error": "the key 'invalid_rows' appears more than once in an object"}
+    ]
