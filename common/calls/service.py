@@ -672,7 +672,8 @@ class CallService:
         """Finish the calls whose room LiveKit no longer has though no room_finished came (see
         ROOM_CHECK_AFTER_S), as that event would have: answered calls settle by what is
         known, unanswered ones after the grace. On the embedded sandbox only this server's
-        own rooms are asked about (another server's live in its own sandbox). When LiveKit
+        own rooms are asked about (another server's live in its own sandbox); on a real
+        LiveKit, only calls placed through one (never a sandbox's). When LiveKit
         cannot answer, nothing is settled (once a minute in the log); the next pass asks
         again."""
         owner = self.instance if self.settings.uses_sandbox else None

@@ -252,8 +252,8 @@ class CallStore(CampaignStore, Protocol):
     async def unfinished_rooms(
         self, dialled_before: float, sandbox_instance: str | None = None
     ) -> list[str]:
-        """Live calls dialled before `dialled_before` whose room never said it finished (in
-        `sandbox_instance`'s embedded sandbox only, if given)."""
+        """Live calls dialled before `dialled_before` whose room never said it finished: in
+        `sandbox_instance`'s embedded sandbox, or (None) on a real LiveKit."""
         ...
 
     async def lost_sandbox_calls(

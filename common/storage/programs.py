@@ -637,11 +637,12 @@ def unfinished_rooms(
     d: Dialect, dialled_before: float, sandbox_instance: str | None
 ) -> Program[list[str]]:
     """Live calls dialled before `dialled_before` whose room never said it finished (the
-    rooms to ask LiveKit about); with `sandbox_instance`, only those in that sandbox."""
-    where = " AND sandbox_instance = ?" if sandbox_instance is not None else ""
+    rooms to ask LiveKit about): those in `sandbox_instance`'s embedded sandbox, or with None,
+    those on a real LiveKit (a sandbox's rooms are known to that sandbox only)."""
+    owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
-        f" AND dial_started_at < ? AND room_finished_at IS NULL{where} ORDER BY call_id",
+        f" AND dial_started_at < ? AND room_finished_at IS NULL AND {owner} ORDER BY call_id",
         (*LIVE, dialled_before, *([sandbox_instance] if sandbox_instance is not None else [])),
     )
     return _ids(rows)

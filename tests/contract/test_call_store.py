@@ -327,7 +327,7 @@ async def test_unfinished_rooms_are_live_dialled_calls_whose_room_never_finished
     clock.advance(61)
     await store.create_call(call("call-late"))
     await store.start_dial("call-late")
-    assert await store.unfinished_rooms(clock.now - 60) == ["call-a", "call-b", "call-c"]
+    assert await store.unfinished_rooms(clock.now - 60) == ["call-a"]  # on a real LiveKit
     assert await store.unfinished_rooms(clock.now - 60, "me") == ["call-b"]
 
 
