@@ -155,8 +155,10 @@ class _Upload:
     csv: bytes | None = None
 
     def digest(self) -> str:
-        """What an Idempotency-Key covers: the options and the rows, however they came (a
-        multipart body's boundary changes with each try; a JSON body's spelling may)."""
+        """What an Idempotency-Key covers: the options as given (a JSON body's with its rows,
+        spelled in any key order or spacing) and a CSV's bytes, whether the options came in
+        the query or a multipart part (whose boundary changes with each try). The same list
+        in another form (CSV against JSON, CRLF against LF) is another request: 409."""
         return hashlib.sha256(canonical_json(self.options) + b"\0" + (self.csv or b"")).hexdigest()
 
 
