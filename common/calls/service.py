@@ -643,6 +643,9 @@ class CallService:
         room finished unanswered more than the grace ago, and calls never dialled; prune
         config.json (the settled calls' records too); take over events a stopped server left
         undispatched; drop old rate counts."""
+        if starting:  # first what the last run left undispatched, before this pass writes
+            # events of its own (taken over after it, they were dispatched twice)
+            await self.events.recover(restarted=True)
         if not self._lost_sandbox_settled:  # once: the first pass, before serving
             await self.settle_lost_sandbox_calls()
             self._lost_sandbox_settled = True
@@ -663,7 +666,7 @@ class CallService:
         erased = await self.store.erase_call_data(now - retention_s)
         if erased:
             logger.info("erased the conversations of %d call(s) past their retention", erased)
-        await self.events.recover(restarted=starting)
+        await self.events.recover()
         await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
         await self.store.purge_rate_buckets(now)
         return len(stale)

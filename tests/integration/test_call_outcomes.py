@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.calls.models import IdempotencyClaim, NewCall
-from handlers.keys import CALLS
+from handlers.keys import CALLS, EVENTS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets, wait_for
@@ -203,7 +203,7 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
 
 
 async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
-    start_app: AppFactory, tmp_path: Path
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server stops with calls live in its embedded sandbox and starts again on the same
     port and database: before it serves, the calls whose rooms went with the sandbox settle
@@ -230,7 +230,13 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     await store.create_call(undialled, claim=claim)  # its server stopped before dialling
     await first.close()
 
-    second = await start_app(port=port, sandbox_time_scale=100.0)
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
+        second = await start_app(port=port, sandbox_time_scale=100.0)
+        await second.app[EVENTS].wait_idle(5)
+    # Each settled once, and said once: the start-up pass took over the last run's events
+    # after writing its own, and dispatched those twice.
+    said = [r.getMessage() for r in caplog.records if f"call {dialing} " in r.getMessage()]
+    assert len([line for line in said if "-> failed" in line]) == 1, said
     assert second.app[SETTINGS].sandbox_owner == instance
 
     async def shown(call_id: str) -> tuple[str, str, list[str]]:
