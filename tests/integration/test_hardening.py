@@ -256,6 +256,32 @@ async def test_readyz_fails_when_the_database_takes_no_writes(
     assert (await client.get("/readyz")).status == 200
 
 
+async def test_readyz_fails_when_the_database_device_is_all_but_full(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the probe's one-row upsert still fitted where a call's inserts did not
+    (a probe saw /readyz 200 while every call got 503): the free space is looked at too."""
+    import os
+
+    client = await start_app()
+    assert (await client.get("/readyz")).status == 200
+    real = os.statvfs
+
+    def nearly_full(path: object) -> os.statvfs_result:
+        status = real(path)  # type: ignore[arg-type]
+        fields = list(status)
+        fields[4] = 10  # f_bavail: 10 blocks
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    (detail,) = (await resp.json())["details"]
+    assert detail["component"] == "database" and "KiB free on its device" in detail["error"]
+    monkeypatch.undo()
+    assert (await client.get("/readyz")).status == 200
+
+
 # ------------------------------------------------------------------ 6. config.json holds live calls
 
 
