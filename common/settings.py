@@ -16,6 +16,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -393,6 +394,14 @@ class Settings:
         address and port. Two servers on one host may share a PORT on different addresses
         (127.0.0.1 and ::1); the one starting must not take the other's calls for its own."""
         return f"{socket.gethostname()}:{self.port}@{self.host}"
+
+    @cached_property
+    def own_names(self) -> frozenset[str]:
+        """The names this server is reached by besides loopback ones, lower case: HOST, and
+        PUBLIC_BASE_URL's host (where agents post their reports). Read once: every API request
+        without a token is checked against them."""
+        public = urlsplit(self.public_base_url or "").hostname or ""
+        return frozenset(name for name in (self.host.lower(), public.rstrip(".")) if name)
 
     @property
     def local_base_url(self) -> str:

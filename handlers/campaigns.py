@@ -51,7 +51,7 @@ from handlers.http import (
     int_param,
     read_body,
 )
-from handlers.keys import CAMPAIGNS, SETTINGS, STORE
+from handlers.keys import CALLS, CAMPAIGNS, SETTINGS
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
@@ -180,23 +180,22 @@ async def create_campaign(request: web.Request) -> web.Response:
     if key is not None:
         digest = await _PARSING.run(upload.digest)
         claim = IdempotencyClaim.of_digest(client, CAMPAIGN_KEY_SPACE + key, digest)
-        stored = await request.app[STORE].get_idempotent(client, claim.key)
-        if stored is not None:
-            return await _created_before(request, stored, claim)
+        # KeyReused (409) if another campaign (or request) holds the key
+        bound = await request.app[CALLS].admission.bound(claim)
+        if bound is not None:
+            return await _created_before(request, bound)
     try:
         created = await service.create(options, upload.rows, client, upload.parse_errors, claim)
     except KeyTaken as taken:  # a retry sent at the same moment created it
         assert claim is not None  # noqa: S101 - only a claim can be taken
-        return await _created_before(request, taken.stored, claim)
+        return await _created_before(request, Admission.verify(taken.stored, claim))
     invalid = invalid_rows_answer(created.invalid_rows)
     return _campaign_answer(request, created.campaign, 201, **invalid)
 
 
-async def _created_before(
-    request: web.Request, stored: StoredAnswer, claim: IdempotencyClaim
-) -> web.Response:
-    """The campaign a key created, as it is now, with the rows refused then."""
-    Admission.verify(stored, claim)  # KeyReused (409): another campaign under the key
+async def _created_before(request: web.Request, stored: StoredAnswer) -> web.Response:
+    """The campaign a key created (for this same request), as it is now, with the rows
+    refused then."""
     campaign = await request.app[CAMPAIGNS].get(stored.call_id)
     invalid = stored.body or invalid_rows_answer([])  # (bound with its answer: never empty)
     answer = _campaign_answer(request, campaign, 201, **invalid)

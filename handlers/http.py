@@ -154,8 +154,8 @@ def _hostname(host: str) -> str:
 
 def _names_this_machine(name: str, settings: Settings) -> bool:
     """`name` is loopback, HOST, or PUBLIC_BASE_URL's host (where agents post reports)."""
-    if name in (settings.host.lower(), _hostname(urlsplit(settings.public_base_url or "").netloc)):
-        return bool(name)
+    if name in settings.own_names:
+        return True
     address = _address(name)
     if address is not None:
         return address.is_loopback
