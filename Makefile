@@ -27,8 +27,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One worker per core, at most 4 (each worker starts its own PostgreSQL cluster when it needs
+# one). `$(BIN)/pytest path/to/test.py` alone runs in one process.
+PYTEST_WORKERS ?= auto
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
