@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import phonenumbers
 from dotenv import dotenv_values
 from dotenv.parser import Original, parse_stream
 
@@ -128,11 +129,25 @@ def _choice(choices: tuple[str, ...]) -> Parser:
     return parse
 
 
+# Codes people write for a region whose ISO code is another one.
+_REGION_ALIASES = {"UK": "GB", "EL": "GR"}
+
+
 def _regions(name: str, raw: str) -> tuple[str, ...]:
+    """Regions a number's country is compared with: only ones phone numbers can belong to.
+    A code no number has (`UK` for GB, a typo) would refuse every call to the country meant,
+    with a message naming a country nobody asked about."""
     regions = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
     bad = [r for r in regions if len(r) != 2 or not r.isalpha()]
     if bad:
         raise SettingsError(f"{name} must be two-letter ISO regions, got {', '.join(bad)}")
+    unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown:
+        meant = {r: _REGION_ALIASES[r] for r in unknown if r in _REGION_ALIASES}
+        hints = [f" ({r}: did you mean {iso}?)" for r, iso in meant.items()]
+        raise SettingsError(
+            f"{name}: no phone number belongs to {', '.join(unknown)}{''.join(hints)}"
+        )
     return regions
 
 
@@ -488,6 +503,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
 
 # The variable a `.env` line sets, when it says so before what went wrong in it.
 _DOTENV_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_VARIABLES = frozenset(variable(item.name) for item in fields(Settings))
+# A line starting with one of our settings' names and a space (`CALLS_ALLOWED_COUNTRIES US`).
+_SETTING_FIRST = re.compile(
+    r"\s*(?:export\s+)?(" + "|".join(sorted(_VARIABLES, key=len, reverse=True)) + r")\s"
+)
 
 
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -504,11 +524,20 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             number, line = _statement_line(binding.original)
-            named = _DOTENV_NAME.match(line)
+            named = _DOTENV_NAME.match(line) or _SETTING_FIRST.match(line)
             raise SettingsError(
                 f"{path} line {number}"
                 + (f" ({named.group(1)})" if named else "")
                 + " cannot be parsed (an unclosed quote, or not NAME=value); fix or remove it"
+            )
+        if binding.key in _VARIABLES and binding.value is None:
+            # python-dotenv reads a name alone as "no value" and dotenv_values drops it: a
+            # bare `CALLS_ALLOWED_COUNTRIES` silently allowed every country. Other names
+            # alone are left to whatever else reads the file, as other variables are.
+            number, _line = _statement_line(binding.original)
+            raise SettingsError(
+                f"{path} line {number} ({binding.key}) is a setting without `=`: write"
+                f" {binding.key}=value, or {binding.key}= for the default"
             )
     values = dotenv_values(stream=io.StringIO(text))
     return {k: v for k, v in values.items() if v is not None}

@@ -248,6 +248,13 @@ def test_port_bounds_inclusive(port: str) -> None:
             "ES,1X,FRA",
             "CALLS_ALLOWED_COUNTRIES must be two-letter ISO regions, got 1X, FRA",
         ),
+        # Two letters, but no number is in them: UK refused every call to the United Kingdom
+        # ("country GG is not allowed; allowed: US, UK"), XX every call to anywhere else.
+        (
+            "CALLS_ALLOWED_COUNTRIES",
+            "US,UK,XX",
+            "CALLS_ALLOWED_COUNTRIES: no phone number belongs to UK, XX (UK: did you mean GB?)",
+        ),
         ("SANDBOX_TIME_SCALE", "-1", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
         ("SANDBOX_TIME_SCALE", "nan", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
         ("SANDBOX_TIME_SCALE", "inf", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
@@ -346,6 +353,7 @@ def test_a_dotenv_that_cannot_be_read_is_one_line(
         ("export CALLS_API_TOKEN='s3cret-token-0123456789\n", "line 1 (CALLS_API_TOKEN)"),
         ('PORT=9100\n\nLIVEKIT_API_SECRET="s3cret" trailing\n', "line 3 (LIVEKIT_API_SECRET)"),
         ("# a comment\ns3cret words here\n", "line 2"),  # no variable: none named
+        ("CALLS_ALLOWED_COUNTRIES US\n", "line 1 (CALLS_ALLOWED_COUNTRIES)"),  # a setting's name
     ],
 )
 def test_a_dotenv_line_that_does_not_parse_stops_start_up(
@@ -366,6 +374,29 @@ def test_a_dotenv_line_that_does_not_parse_stops_start_up(
     )
     assert "s3cret" not in str(info.value) and '"US' not in str(info.value)
     assert [r for r in caplog.records if r.name.startswith("dotenv")] == []
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "name"),
+    [
+        ("PORT=9100\nCALLS_ALLOWED_COUNTRIES\n", 2, "CALLS_ALLOWED_COUNTRIES"),
+        ("\nexport CALLS_API_TOKEN\n", 2, "CALLS_API_TOKEN"),
+    ],
+)
+def test_a_setting_without_a_value_in_dotenv_stops_start_up(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, content: str, line: int, name: str
+) -> None:
+    """python-dotenv reads a name alone as "no value", which was dropped without a word: a
+    bare `CALLS_ALLOWED_COUNTRIES` let calls go to every country. (Other names alone are
+    left alone, as other variables are: test_load_settings_reads_dotenv.)"""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(content)
+    with pytest.raises(SettingsError) as info:
+        load_settings(dotenv)
+    assert str(info.value) == (
+        f"{dotenv} line {line} ({name}) is a setting without `=`: write {name}=value, or"
+        f" {name}= for the default"
+    )
 
 
 def test_settings_error_is_a_value_error() -> None:
