@@ -127,12 +127,29 @@ def _unreadable(target: str) -> bool:
     return "\x00" in target
 
 
+def _repeated_parameter(request: web.Request) -> str | None:
+    """A query parameter given more than once. No route of ours takes a list that way (lists
+    are comma-separated), and each read the first: `status=completed&status=busy` listed
+    completed calls alone, and a proxy checking the last `calls_per_second` of a campaign
+    upload would pass what the server then read from the first."""
+    if not request.query_string:
+        return None
+    query = request.query
+    for name in query:  # each name once; getall has every value of it
+        if len(query.getall(name)) > 1:
+            return name
+    return None
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _unreadable(request.raw_path):
         return json_error(
             400, "the request's path or query holds a NUL or bytes that are not UTF-8"
         )
+    if (repeated := _repeated_parameter(request)) is not None:
+        shown = repeated if len(repeated) <= 40 else repeated[:40] + "…"
+        return json_error(400, f"query parameter {shown!r} is given more than once")
     try:
         return await handler(request)
     except (web.RequestPayloadError, HttpProcessingError):

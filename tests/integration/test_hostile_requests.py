@@ -388,6 +388,27 @@ async def test_a_key_given_twice_is_a_400(start_app: AppFactory) -> None:
     assert (await (await client.get("/calls")).json())["calls"] == []
 
 
+async def test_a_query_parameter_given_twice_is_a_400(start_app: AppFactory) -> None:
+    """Every route read the first of them: `status=completed&status=busy` listed completed
+    calls alone, and a proxy checking the last `calls_per_second` of an upload passed a
+    campaign the server paced by the first."""
+    client = await start_app()
+    resp = await client.get("/calls?status=completed&limit=5&status=busy")
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "query parameter 'status' is given more than once"
+    csv = b"phone_number\n+14155557705\n"
+    resp = await client.post(
+        "/campaigns?name=x&calls_per_second=100&calls_per_second=1",
+        data=csv,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert resp.status == 400
+    assert "'calls_per_second' is given more than once" in (await resp.json())["error"]
+    assert (await (await client.get("/campaigns")).json())["campaigns"] == []
+    # once each, or a list in one parameter, is what every route takes
+    assert (await client.get("/calls?status=completed&limit=5")).status == 200
+
+
 async def test_a_number_of_thousands_of_digits_is_a_plain_400(start_app: AppFactory) -> None:
     client = await start_app()
     body = b'{"phone_number": "+14155557705", "ringing_timeout_s": ' + b"9" * 5000 + b"}"
