@@ -441,7 +441,7 @@ def main() -> None:
         raise SystemExit(2) from None
     logger.info(
         "starting on http://%s:%d (webhooks at %s)",
-        settings.host,
+        f"[{settings.host}]" if ":" in settings.host else settings.host,  # IPv6: a URL's form
         settings.port,
         settings.webhook_path,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -149,7 +150,13 @@ def describe_main(argv: list[str]) -> int:
     except (SettingsError, DescribeError) as exc:
         print(f"agent describe: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    try:
+        print(json.dumps(doc, indent=2, ensure_ascii=False), flush=True)
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): no traceback for that. Python flushes stdout
+        # once more at exit, which would raise again: it goes to /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

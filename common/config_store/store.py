@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 CALLS_KEY = "calls"
 # A finished call's record leaves config.json with the next write, or this long after its end.
 FORGET_WITHIN_S = 1.0
-NOT_A_FILE = "not a regular file (a directory or a device)"
+NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
 
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.config_store.store import NOT_A_FILE
 from common.storage.base import DatabaseError
 from common.storage.migrations import migrations_for
 from common.storage.programs import SQLITE, Program, Row
@@ -221,7 +222,7 @@ class SqliteCallStore(SqlCallStore):
 
     def _connect_sync(self) -> None:
         if _is_not_a_file(self.path):
-            raise DatabaseError("not a regular file (a directory or a device)")
+            raise DatabaseError(NOT_A_FILE)
         if self.path.parent != Path():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

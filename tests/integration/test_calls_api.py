@@ -366,7 +366,7 @@ async def test_readyz_names_a_config_path_that_is_no_file(
     (detail,) = (await ready.json())["details"]
     assert detail == {
         "component": "config",
-        "error": f"{missing}: not a regular file (a directory or a device)",
+        "error": f"{missing}: not a regular file (a directory, a device, a FIFO or a socket)",
     }
 
 

@@ -195,8 +195,8 @@ def test_a_config_path_that_is_not_a_file_stops_start_up(tmp_path: Path, kind: s
     done = run_server(tmp_path, CONFIG_PATH=str(path), SANDBOX_PORT="0")
     assert done.returncode == 2, done.stderr
     assert (
-        f"config.json ({path}) cannot be written: not a regular file (a directory or a device)"
-        in done.stderr
+        f"config.json ({path}) cannot be written: not a regular file (a directory, a device,"
+        " a FIFO or a socket)" in done.stderr
     )
     assert "Traceback" not in done.stderr
     assert Path("/dev/null").is_char_device()
@@ -323,8 +323,8 @@ def test_a_calls_db_path_that_is_not_a_file_names_the_setting(tmp_path: Path, ki
     [line] = [line for line in done.stderr.splitlines() if "database" in line]
     assert line.endswith(
         f"cannot start: the calls database (CALLS_DB_PATH={path}) cannot be used: not a regular"
-        " file (a directory or a device) (set CALLS_DB_PATH to a file this server can create"
-        " and write)"
+        " file (a directory, a device, a FIFO or a socket) (set CALLS_DB_PATH to a file this"
+        " server can create and write)"
     )
 
 
@@ -338,3 +338,11 @@ def test_a_dotenv_line_that_does_not_parse_is_one_configuration_error(tmp_path: 
         "configuration error: .env line 1 (CALLS_ALLOWED_COUNTRIES) cannot be parsed (an"
         " unclosed quote, or not NAME=value); fix or remove it"
     ]
+
+
+def test_the_start_line_writes_an_ipv6_host_as_a_url_does(tmp_path: Path) -> None:
+    """`starting on http://::1:8000` was no URL (a browser or curl took it apart wrongly)."""
+    port = free_port()
+    done = run_server(tmp_path, HOST="::1", PORT=str(port), CALLS_DB_PATH="/dev/null")
+    assert done.returncode == 2, done.stderr  # stopped by the database, after the line
+    assert f"starting on http://[::1]:{port} (webhooks at /webhooks/livekit)" in done.stderr

@@ -67,6 +67,28 @@ def test_describe_a_known_call(tmp_path: Path, config_file: Path) -> None:
     assert plan["tts"]["voice"]
 
 
+def test_describe_into_a_reader_that_stopped_is_no_traceback(
+    tmp_path: Path, config_file: Path
+) -> None:
+    """`python -m agent describe ... | head -8` ended in a BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}
+    with os.fdopen(write, "wb") as stdout:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent", "describe", "--call-id", CALL],
+            cwd=tmp_path,
+            env=environ | {"CONFIG_PATH": str(config_file)},
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+
+
 def test_describe_shows_what_the_agent_does_around_the_conversation(tmp_path: Path) -> None:
     options = CallOptions(
         first_message="Hola Carlos, le llamo de la tienda.",

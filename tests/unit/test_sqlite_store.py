@@ -75,7 +75,7 @@ async def test_a_path_that_is_no_database_file_is_one_database_error(
     with pytest.raises(DatabaseError) as info:
         await SqliteCallStore.open(path)
     if name != ":memory:":
-        assert str(info.value) == "not a regular file (a directory or a device)"
+        assert str(info.value) == "not a regular file (a directory, a device, a FIFO or a socket)"
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
