@@ -187,13 +187,21 @@ def _boolean(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
 
 
+# A delivery's retry no later than this after the one before it: each is shown as a date
+# (`next_attempt_at`), and 1e300 s is none (GET /calls/{id}/deliveries answered 500).
+MAX_RETRY_DELAY_S = 30 * 86400.0
+
+
 def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in raw.split(",") if part.strip())
     except ValueError:
         raise SettingsError(f"{name} must be comma-separated seconds, got {raw!r}") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise SettingsError(f"{name} must be one or more finite seconds >= 0, got {raw!r}")
+    if not values or any(not 0 <= v <= MAX_RETRY_DELAY_S for v in values):  # NaN fails too
+        raise SettingsError(
+            f"{name} must be one or more seconds between 0 and {MAX_RETRY_DELAY_S:.0f}"
+            f" (30 days), got {raw!r}"
+        )
     return values
 
 

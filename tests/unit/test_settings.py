@@ -255,6 +255,19 @@ def test_port_bounds_inclusive(port: str) -> None:
             "US,UK,XX",
             "CALLS_ALLOWED_COUNTRIES: no phone number belongs to UK, XX (UK: did you mean GB?)",
         ),
+        # 1e300 s after the last attempt is no date: GET /calls/{id}/deliveries answered 500
+        (
+            "CALLS_WEBHOOK_RETRY_SCHEDULE",
+            "0,1e300",
+            "CALLS_WEBHOOK_RETRY_SCHEDULE must be one or more seconds between 0 and 2592000"
+            " (30 days), got '0,1e300'",
+        ),
+        (
+            "CALLS_WEBHOOK_RETRY_SCHEDULE",
+            "0,nan",
+            "CALLS_WEBHOOK_RETRY_SCHEDULE must be one or more seconds between 0 and 2592000"
+            " (30 days), got '0,nan'",
+        ),
         ("SANDBOX_TIME_SCALE", "-1", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
         ("SANDBOX_TIME_SCALE", "nan", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
         ("SANDBOX_TIME_SCALE", "inf", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
