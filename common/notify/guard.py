@@ -32,6 +32,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from common.own_threads import OwnThreads
+from common.text import is_unicode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -261,6 +262,8 @@ def check_url(url: str, *, allow_private: bool) -> str:
         raise UnsafeWebhookUrl(f"URL is longer than {MAX_URL_LENGTH} characters")
     if _has_forbidden_chars(url):
         raise UnsafeWebhookUrl("URL contains whitespace, control characters or backslashes")
+    if not is_unicode(url):  # yarl dropped a lone surrogate: the URL stored was another one
+        raise UnsafeWebhookUrl("URL must be valid Unicode text")
     if "#" in url:
         raise UnsafeWebhookUrl("URL must not have a fragment")
     try:

@@ -61,6 +61,9 @@ def test_check_url_accepts_and_normalises(no_network: None, url: str, expected: 
         ("https://exa mple.com/", "whitespace"),
         ("https://example.com\t/", "whitespace"),
         ("https://example.com\\@evil.example/", "backslashes"),
+        # a lone surrogate: yarl dropped it, and the URL stored was not the one given
+        ("https://1.1.1.1/?a=\ud800", "valid Unicode"),
+        ("https://example.com/\udcff/hook", "valid Unicode"),
         ("https://ex%41mple.com/", "invalid host name"),
         ("https://-bad.example/", "invalid host name"),
         ("https://a..b/", "invalid host name"),
