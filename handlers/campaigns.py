@@ -26,7 +26,7 @@ from common.campaigns.request import (
     csv_rows,
     invalid_rows_answer,
     json_rows,
-    known_options,
+    merged_options,
     options_from_query,
     parse_options,
 )
@@ -279,6 +279,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         reader = await request.multipart()
     options: dict[str, Any] = options_from_query(request.query)
     csv: bytes | None = None
+    seen: set[str] = set()
     size = 0
     while True:
         with _multipart_parsing():
@@ -299,12 +300,18 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             chunks.append(chunk)
         data = b"".join(chunks)
         name = part.name
+        if name in seen and name in ("options", "recipients", "file"):
+            # The last one won: of two lists attached, the first was never called.
+            raise InvalidCall([FieldError(name, "only one part of this name is read")])
+        seen.add(name or "")
         if name == "options":
             doc = decode_json(data)
             if not isinstance(doc, dict):
                 raise InvalidCall([FieldError("options", "must be a JSON object")])
-            options.update(known_options(doc))
+            options = merged_options(options, doc)
         elif name in ("recipients", "file"):
+            if csv is not None:
+                raise InvalidCall([FieldError(name, "one list per campaign: recipients or file")])
             csv = data
     return options, csv
 

@@ -273,6 +273,16 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
         if not isinstance(decoded, dict):
             raise InvalidCall([FieldError("options", "must be a JSON object")])
         options.update(known_options(decoded))
+    given_twice = [key for key in _TOP_PARAMS if key in query and key in options]
+    given_twice += [
+        param
+        for param, (section, key, _convert) in _SECTION_PARAMS.items()
+        if param in query and isinstance(options.get(section), dict) and key in options[section]
+    ]
+    if given_twice:  # the parameter won: an options= value was dropped without a word
+        raise InvalidCall(
+            [FieldError(p, "is given both in options= and as a parameter") for p in given_twice]
+        )
     for key in _TOP_PARAMS:
         if key in query:
             options[key] = query[key]
@@ -282,6 +292,18 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
             if isinstance(part, dict):
                 part[key] = convert(query[param])
     return options
+
+
+def merged_options(query: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """The query's options and a multipart `options` part's, which must not name the same
+    option (or section: a part's `pacing` replaced the query's whole, dropping its
+    calls_per_second)."""
+    both = [key for key in part if key in query]
+    if both:
+        raise InvalidCall(
+            [FieldError(key, "is given both in the query and in the options part") for key in both]
+        )
+    return query | known_options(part)
 
 
 def known_options(doc: dict[str, Any]) -> dict[str, Any]:

@@ -449,3 +449,58 @@ async def test_a_key_twice_in_query_options_is_refused(client: TestClient[Any, A
     assert body["details"] == [
         {"field": "options", "error": "the key 'invalid_rows' appears more than once in an object"}
     ]
+
+
+async def test_an_option_or_a_list_given_twice_is_refused(client: TestClient[Any, Any]) -> None:
+    """Where an upload gave an option twice, or two lists, one silently won: `?name=` over
+    `options=`, a multipart part over the query (its `pacing` replaced the query's whole),
+    and of two attached lists only the last was called."""
+
+    async def refused(params: dict[str, str], form: aiohttp.FormData | None = None) -> Any:
+        if form is None:
+            resp = await client.post(
+                "/campaigns", params=params, data=CSV_BODY, headers=CSV_HEADERS
+            )
+        else:
+            resp = await client.post("/campaigns", params=params, data=form)
+        return (await _error(resp, 422))["details"]
+
+    both = {"options": '{"name": "in options", "pacing": {"calls_per_second": 2}}'}
+    assert await refused(both | {"name": "in the query", "calls_per_second": "5"}) == [
+        {"field": "name", "error": "is given both in options= and as a parameter"},
+        {"field": "calls_per_second", "error": "is given both in options= and as a parameter"},
+    ]
+
+    def upload(*parts: tuple[str, str]) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        for name, value in parts:
+            if name == "options":
+                form.add_field(name, value, content_type="application/json")
+            else:
+                form.add_field(
+                    name, value.encode(), filename=f"{name}.csv", content_type="text/csv"
+                )
+        return form
+
+    one_list = ("recipients", "phone_number\n+14155550131\n")
+    assert await refused(
+        {"calls_per_second": "5"},
+        upload(("options", '{"pacing": {"max_concurrent": 3}}'), one_list),
+    ) == [{"field": "pacing", "error": "is given both in the query and in the options part"}]
+    assert await refused(
+        {}, upload(("options", '{"name": "a"}'), ("options", '{"name": "b"}'), one_list)
+    ) == [{"field": "options", "error": "only one part of this name is read"}]
+    second = ("recipients", "phone_number\n+14155550132\n")
+    assert await refused({"name": "x"}, upload(one_list, second)) == [
+        {"field": "recipients", "error": "only one part of this name is read"}
+    ]
+    assert await refused({"name": "x"}, upload(one_list, ("file", "phone_number\n+1415555\n"))) == [
+        {"field": "file", "error": "one list per campaign: recipients or file"}
+    ]
+    assert (await (await client.get("/campaigns")).json())["campaigns"] == []
+    # apart, the same options are taken
+    form = upload(("options", '{"pacing": {"max_concurrent": 3}}'), one_list)
+    resp = await client.post("/campaigns", params={"name": "apart"}, data=form)
+    assert resp.status == 201, await resp.text()
+    campaign = (await resp.json())["campaign"]
+    assert campaign["name"] == "apart" and campaign["pacing"]["max_concurrent"] == 3
