@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiofiles.os
@@ -130,7 +130,17 @@ _CANCELED_BY_API = _fixed(Change(Status.CANCELED, "hung up through the API"))
 _NEVER_DIALLED = _failed("the server stopped before dialling; nobody was called")
 _NO_FINAL_EVENT = _fixed(Change(Status.FAILED, "no final event"))
 SANDBOX_RESTARTED = "the embedded sandbox was restarted: the call's room is gone"
-_SANDBOX_ROOM_GONE = _failed(SANDBOX_RESTARTED)  # a hang-up asked for wins: canceled
+_ROOM_GONE = Signal(event="room_finished", room="")
+
+
+def _sandbox_room_gone(state: CallState) -> Change | None:
+    """A call whose room died with the server's embedded sandbox. Answered, it ends as its
+    room_finished would have ended it (completed, voicemail, canceled): somebody talked to
+    the agent, and as `failed` a campaign retrying failures called them again. Unanswered,
+    it failed (canceled if a hang-up was asked)."""
+    if state.answered and (change := next_state(state, _ROOM_GONE)) is not None:
+        return replace(change, reason=change.reason or SANDBOX_RESTARTED)
+    return _failed(SANDBOX_RESTARTED)(state)
 
 
 async def check_webhook_address(url: str, settings: Settings) -> None:
@@ -704,9 +714,10 @@ class CallService:
         """Settle the calls an earlier run of this server placed into its embedded sandbox
         and left live: their rooms ended with that process, so no webhook or agent report
         will ever come for them, and the reaper's bound would keep them live (and counting
-        against CALLS_MAX_ACTIVE) for minutes. They settle failed (canceled if a hang-up was
-        asked), with their events; a call whose room had finished waits for the grace rule,
-        and one never dialled is released and settled as the never-dialled rule does.
+        against CALLS_MAX_ACTIVE) for minutes. An answered one settles as its room_finished
+        would have, an unanswered one failed (canceled if a hang-up was asked), with their
+        events (`_sandbox_room_gone`); a call whose room had finished waits for the grace
+        rule, and one never dialled is released and settled as the never-dialled rule does.
 
         Only this server's own (by host name, port and listen address), and only calls created
         before this service was made: the calls this run's sandbox holds are never touched
@@ -727,7 +738,7 @@ class CallService:
         )
         for call_id, dialled in lost:
             if dialled:
-                await self._settle(call_id, "sandbox_restarted", _SANDBOX_ROOM_GONE)
+                await self._settle(call_id, "sandbox_restarted", _sandbox_room_gone)
             else:  # nobody was called: its key and rate share are free again (as in `reap`)
                 await self.store.release_placement(call_id)
                 await self._settle(call_id, "reaped", _NEVER_DIALLED)

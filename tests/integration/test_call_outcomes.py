@@ -211,6 +211,7 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     grace rule, and one never dialled is released as the never-dialled rule does. The calls
     of the new run's own sandbox are never settled that way."""
     from common.calls.models import IdempotencyClaim, NewCall
+    from common.calls.outcomes import answer_reported
     from common.calls.service import SANDBOX_RESTARTED
     from handlers.keys import CALLS, SETTINGS, STORE
     from tests.processes import free_port
@@ -218,10 +219,11 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     port = free_port()
     first = await start_app(port=port, sandbox_time_scale=100.0)  # its calls stay live
     first.app[SANDBOX].webhook_url = None  # nothing of theirs comes back: as if it died now
-    dialing, hung_up, finishing = [await place(first, "+1234567890") for _ in range(3)]
+    dialing, hung_up, finishing, talking = [await place(first, "+1234567890") for _ in range(4)]
     assert (await first.post(f"/calls/{hung_up}/hangup")).status == 200  # room_finished lost
     store = first.app[STORE]
     await store.apply(finishing, "room_finished", lambda _state: None, room_finished=True)
+    await store.apply(talking, "agent_answered", answer_reported)
     instance = first.app[SETTINGS].sandbox_owner
     claim = IdempotencyClaim("client-a", "key-1", "hash-1")
     undialled = NewCall(
@@ -253,11 +255,15 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     )
     status, _, events = await shown(finishing)
     assert status == "no_answer" and "sandbox_restarted" not in events
+    # Answered: somebody talked to the agent; as `failed`, a campaign retrying failures
+    # called them again. It ends as its room_finished would have.
+    status, reason, events = await shown(talking)
+    assert (status, reason, events[-1]) == ("completed", SANDBOX_RESTARTED, "sandbox_restarted")
     status, reason, _ = await shown(undialled.call_id)
     assert (status, reason) == ("failed", "the server stopped before dialling; nobody was called")
     assert await second.app[STORE].get_idempotent("client-a", "key-1") is None  # key freed
     records = json.loads((tmp_path / "config.json").read_text())["calls"]
-    assert not {dialing, hung_up, finishing} & set(records)
+    assert not {dialing, hung_up, finishing, talking} & set(records)
 
     kept = await place(second, "+1234567890")  # this run's sandbox holds it
     assert await second.app[CALLS].settle_lost_sandbox_calls() == 0
