@@ -232,8 +232,8 @@ def _start_at(value: object, now: float, errors: list[FieldError]) -> float | No
     if not isinstance(value, str):
         errors.append(FieldError("start_at", problem))
         return None
-    try:
-        stamp = dt.datetime.fromisoformat(value)
+    try:  # RFC 3339 lets the zone be a lower-case z, which fromisoformat does not read
+        stamp = dt.datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
     except ValueError:
         errors.append(FieldError("start_at", problem))
         return None

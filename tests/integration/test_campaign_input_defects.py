@@ -504,3 +504,21 @@ async def test_an_option_or_a_list_given_twice_is_refused(client: TestClient[Any
     assert resp.status == 201, await resp.text()
     campaign = (await resp.json())["campaign"]
     assert campaign["name"] == "apart" and campaign["pacing"]["max_concurrent"] == 3
+
+
+@pytest.mark.parametrize("zone", ["Z", "z", "+00:00"])
+async def test_start_at_takes_every_utc_spelling_rfc_3339_allows(
+    client: TestClient[Any, Any], zone: str
+) -> None:
+    """`...T09:00:00z` (RFC 3339 lets the z be lower case) was a 422."""
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).replace(microsecond=0)
+    start_at = later.strftime("%Y-%m-%dT%H:%M:%S") + zone
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "later", "start_at": start_at},
+        data=CSV_BODY,
+        headers=CSV_HEADERS,
+    )
+    assert resp.status == 201, await resp.text()
+    shown = (await resp.json())["campaign"]["start_at"]
+    assert shown == later.strftime("%Y-%m-%dT%H:%M:%S.000Z")
