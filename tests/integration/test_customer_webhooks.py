@@ -557,6 +557,22 @@ async def test_campaign_events_and_its_calls_events_carry_the_campaign(
     assert len(ended) == 2
     assert {e["data"]["campaign_id"] for e in ended} == {campaign_id}
 
+    # The campaign's own deliveries are listed (no route showed them: a receiver that missed
+    # campaign.completed had no delivery id to ask for it again by).
+    resp = await client.get(f"/campaigns/{campaign_id}/deliveries")
+    assert resp.status == 200
+    listed = (await resp.json())["deliveries"]
+    assert [(d["event"], d["state"]) for d in listed] == [
+        ("campaign.started", "delivered"),
+        ("campaign.completed", "delivered"),
+    ]
+    sent = {r.headers["webhook-id"] for r in receiver.got if r.type.startswith("campaign.")}
+    assert {d["webhook_id"] for d in listed} == sent
+    again = await client.post(f"/deliveries/{listed[1]['id']}/redeliver")
+    assert again.status == 202
+    await wait_until(lambda: receiver.types(campaign_id).count("campaign.completed") == 2, 20)
+    assert (await client.get("/campaigns/cmp-000000000000/deliveries")).status == 404
+
 
 async def test_webhook_hosts_that_never_resolve_hold_up_no_other_call(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
