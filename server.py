@@ -20,17 +20,25 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from common.calls.events import EventDispatcher
 from common.calls.models import CallEvent
 from common.calls.request import RequestRules
-from common.calls.service import CallService, count_events, log_status_change
+from common.calls.service import (
+    WEBHOOK_DNS_TIMEOUT_S,
+    CallService,
+    count_events,
+    log_status_change,
+)
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
 from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
+from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
 from common.storage.sql import SqlCallStore
@@ -330,6 +338,44 @@ def warn_report_url(settings: Settings) -> None:
         )
 
 
+async def webhook_host_refusal(
+    url: str, resolver: AbstractResolver, timeout: float = WEBHOOK_DNS_TIMEOUT_S
+) -> str | None:
+    """Why CALLS_WEBHOOK_URL's host may not be sent to, by what it resolves to now (None if
+    it may, or if it cannot be resolved now: DNS may not be up yet at boot, and each
+    connection checks again; said as a warning)."""
+    host = URL(url).host or ""
+    try:
+        async with asyncio.timeout(timeout):
+            await resolve_public(host, URL(url).port or 443, allow_private=False, resolver=resolver)
+    except UnsafeWebhookUrl as exc:  # before OSError: a refused address is both
+        return str(exc)
+    except (TimeoutError, OSError) as exc:
+        logger.warning(
+            "CALLS_WEBHOOK_URL's host %s cannot be resolved now (%s); its deliveries wait and"
+            " are retried",
+            host,
+            exc or f"no answer within {timeout:g} s",
+        )
+    finally:
+        await resolver.close()
+    return None
+
+
+def check_webhook_host(settings: Settings) -> None:
+    """CALLS_WEBHOOK_URL naming a host that resolves to a private address stops start-up, as
+    a call's webhook_url does with 422: the server started, and every event was refused at
+    connect time and retried for a day."""
+    if settings.calls_webhook_url is None or settings.calls_webhook_allow_private:
+        return
+    refusal = asyncio.run(webhook_host_refusal(settings.calls_webhook_url, PooledResolver()))
+    if refusal is not None:
+        raise SettingsError(
+            f"CALLS_WEBHOOK_URL: {refusal} (customer webhooks go to public addresses only;"
+            " CALLS_WEBHOOK_ALLOW_PRIVATE=1 lifts that for local testing)"
+        )
+
+
 # Addresses a host name may give that this machine cannot bind (IPv6 turned off, ::1 not
 # assigned in a container): skipped, as asyncio skips them, while another one binds.
 UNBINDABLE_ERRNOS = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL})
@@ -434,6 +480,7 @@ def main() -> None:
         settings.require_webhook_secret()
         configure_logging(settings)
         check_bind(settings)
+        check_webhook_host(settings)
         warn_report_url(settings)
         raise_open_files_limit()
     except SettingsError as exc:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from common.settings import Settings
-from server import warn_report_url
+import server
+from common.settings import Settings, SettingsError
+from server import check_webhook_host, warn_report_url
 
 REAL: dict[str, Any] = {"livekit_url": "wss://example.livekit.cloud", "port": 8123}
 
@@ -34,3 +35,59 @@ def test_no_warning_when_the_address_is_known_or_local(
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_report_url(dataclasses.replace(Settings(), **overrides))
     assert caplog.text == ""
+
+
+# ------------------------------------------------------------------ CALLS_WEBHOOK_URL's host
+
+WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAx"
+
+
+def _with_hook(url: str, **more: Any) -> Settings:
+    return dataclasses.replace(
+        Settings(), calls_webhook_url=url, calls_webhook_secret=WHSEC, **more
+    )
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """What the server's resolver answers, by host (a host not in it does not resolve)."""
+    from tests.unit.test_notify_guard import FakeResolver
+
+    table: dict[str, list[str]] = {}
+    monkeypatch.setattr(server, "PooledResolver", lambda: FakeResolver(table))
+    return table
+
+
+def test_a_webhook_host_resolving_to_a_private_address_stops_start_up(
+    dns: dict[str, list[str]],
+) -> None:
+    """A call's webhook_url resolving there is a 422; CALLS_WEBHOOK_URL's started the server,
+    and every event was refused at connect time and retried for a day."""
+    dns["hooks.internal.example"] = ["93.184.216.34", "10.0.0.7"]  # any private answer counts
+    with pytest.raises(SettingsError) as info:
+        check_webhook_host(_with_hook("https://hooks.internal.example/calls"))
+    assert str(info.value).startswith("CALLS_WEBHOOK_URL: hooks.internal.example resolves to")
+    assert "10.0.0.7" in str(info.value) and "CALLS_WEBHOOK_ALLOW_PRIVATE=1" in str(info.value)
+
+
+def test_a_public_webhook_host_or_one_allowed_private_starts(
+    dns: dict[str, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    dns["hooks.example.com"] = ["93.184.216.34"]
+    dns["hooks.internal.example"] = ["10.0.0.7"]
+    with caplog.at_level(logging.WARNING, logger="server"):
+        check_webhook_host(_with_hook("https://hooks.example.com/calls"))
+        check_webhook_host(
+            _with_hook("http://hooks.internal.example/", calls_webhook_allow_private=True)
+        )
+        check_webhook_host(Settings())  # no URL: nothing to look up
+    assert caplog.text == ""
+
+
+def test_a_webhook_host_that_does_not_resolve_yet_is_a_warning(
+    dns: dict[str, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """DNS may not be up at boot, and each connection checks the address again."""
+    with caplog.at_level(logging.WARNING, logger="server"):
+        check_webhook_host(_with_hook("https://not-yet.example/calls"))
+    assert "CALLS_WEBHOOK_URL's host not-yet.example cannot be resolved now" in caplog.text
