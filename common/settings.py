@@ -472,8 +472,19 @@ class Settings:
             raise SettingsError("LIVEKIT_API_KEY must be set when LIVEKIT_URL is set")
         if self.livekit_api_secret == DEV_API_SECRET:
             raise SettingsError("LIVEKIT_API_SECRET must be set when LIVEKIT_URL is set")
+        if len(self.livekit_api_secret) < MIN_LIVEKIT_SECRET_CHARS:
+            # LiveKit refuses shorter secrets itself: this is a key pasted in its place, or a
+            # value cut short, and every request and webhook would fail its signature.
+            raise SettingsError(
+                f"LIVEKIT_API_SECRET is {len(self.livekit_api_secret)} characters; LiveKit's"
+                f" are at least {MIN_LIVEKIT_SECRET_CHARS} (is it the API key, or cut short?)"
+            )
         if not self.sip_outbound_trunk_id:
             raise SettingsError("SIP_OUTBOUND_TRUNK_ID must be set when LIVEKIT_URL is set")
+
+
+# LiveKit's servers refuse API secrets shorter than this ("secret is too short").
+MIN_LIVEKIT_SECRET_CHARS = 32
 
 
 def _reachable(host: str) -> str:

@@ -425,6 +425,20 @@ def test_require_livekit_accepts_complete_real_settings() -> None:
     settings.require_livekit()
 
 
+@pytest.mark.parametrize("secret", ["secret", "APIrealkey", "real-secret-value-0123456789abc"])
+def test_require_livekit_refuses_a_secret_livekit_would_not_have(secret: str) -> None:
+    """Shorter than 32 characters, no LiveKit takes it: the API key pasted in its place, or
+    a value cut short, and every request and webhook failed its signature at run time."""
+    settings = settings_from_env({**REAL_LIVEKIT, "LIVEKIT_API_SECRET": secret})
+    with pytest.raises(SettingsError) as info:
+        settings.require_livekit()
+    assert str(info.value) == (
+        f"LIVEKIT_API_SECRET is {len(secret)} characters; LiveKit's are at least 32 (is it the"
+        " API key, or cut short?)"
+    )
+    assert secret not in str(info.value)
+
+
 def test_require_livekit_ignores_missing_values_on_the_sandbox() -> None:
     settings_from_env({"SIP_OUTBOUND_TRUNK_ID": ""}).require_livekit()
     settings_from_env({"LIVEKIT_API_KEY": "APIx"}).require_livekit()
