@@ -184,6 +184,7 @@ class CallRecord:
     config: dict[str, Any] | None = None
     room_finished_at: float | None = None
     callee_left_at: float | None = None
+    dial_started_at: float | None = None
     """When the callee's leg left the room (the call is ending, whatever comes next)."""
     amd: str | None = None
     ended_by: str | None = None
@@ -203,6 +204,7 @@ class CallRecord:
             self.hangup_requested,
             self.room_finished_at is not None,
             self.amd,
+            self.dial_started_at is not None,
         )
 
     @property

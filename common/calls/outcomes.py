@@ -79,6 +79,9 @@ class CallState:
     """The room is gone; the outcome waits only for late evidence of an answer (a grace)."""
     amd: str | None = None
     """The agent's answering-machine verdict (human, machine-vm, ...), once it reported one."""
+    dialled: bool = True
+    """The dial was recorded as started. A call never dialled is settled by the reaper, as
+    such ("nobody was called", its Idempotency-Key freed), whatever its room does."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             return Change(Status.CANCELED, "hung up through the API")
         if state.answered:
             return Change(Status.COMPLETED)
+        if not state.dialled:  # its room (the agent's dispatch) ended: nobody was rung
+            return None
         if signal.event == GRACE_OVER:
             return Change(Status.NO_ANSWER, "room finished before an answer")
         return None

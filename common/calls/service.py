@@ -381,14 +381,24 @@ class CallService:
     async def _start_dial(self, call_id: str) -> CallRecord | None:
         """Mark the dial as started and read the call: a hang-up may have come meanwhile.
 
-        None when the database cannot say; the dial goes ahead (the row exists, and the
-        webhooks settle it), as any call whose database fails after the row was written.
+        When the database cannot record it, the number is not dialled: DatabaseError (503,
+        retry). A dial the database does not know of looked, a minute later, like a call the
+        server stopped before dialling: the reaper settled it "nobody was called" and freed
+        its Idempotency-Key, and the client's retry called the person again (and a lost
+        room_finished left the call live for the reaper's whole bound, since only dialled
+        calls are asked about). Not dialled, that is what the reaper finds, and it is true.
         """
         try:
             return await self.store.start_dial(call_id)
         except DatabaseError as exc:
-            logger.error("call %s: could not mark its dial as started: %s", call_id, exc)
-            return None
+            logger.error(
+                "call %s: could not mark its dial as started, so it is not dialled: %s",
+                call_id,
+                exc,
+            )
+            self._close_room_soon(call_id)  # the agent's dispatch made it
+            await self._forget_config(call_id)
+            raise
 
     async def _hung_up_while_placing(self, call_id: str, current: CallRecord) -> CallRecord:
         """The API hung up before we dialled: do not dial; end the room the dispatch made."""

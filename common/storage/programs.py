@@ -115,6 +115,7 @@ def row_to_call(
         config=json.loads(config) if config else None,
         room_finished_at=row["room_finished_at"],
         callee_left_at=row["callee_left_at"],
+        dial_started_at=row["dial_started_at"],
         amd=row["amd"],
         ended_by=row["ended_by"],
         report=stored_report(row["call_id"], report) if report else None,

@@ -6,6 +6,7 @@ and the placement asks the database before it answers: a call written after all 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -191,4 +192,58 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
     assert _dials(client) == 1
     again = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)
     assert (await again.json())["call_id"] == placed["call_id"]  # now bound to the new call
+    assert _dials(client) == 1
+
+
+async def test_a_dial_the_database_cannot_record_is_not_made(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The row is written, then the database fails as the dial is marked started. The dial
+    went ahead: a minute later the reaper took the call for one never dialled ("nobody was
+    called"), freed its Idempotency-Key, and the client's retry called the person again. Now
+    the number is not dialled (503); the reaper's "nobody was called" is true, and the retry
+    under the same key is the one dial."""
+    client = await start_app(sandbox_time_scale=100.0)
+    store = client.app[STORE]
+    real_start = store.start_dial
+
+    async def unreachable(call_id: str) -> Any:
+        raise DatabaseError("database unreachable (test)")
+
+    monkeypatch.setattr(store, "start_dial", unreachable)
+    key = {"Idempotency-Key": "start-dial-1"}
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)
+    assert resp.status == 503
+    assert (await resp.json())["error"] == "calls database unavailable"
+    assert _dials(client) == 0
+    monkeypatch.setattr(store, "start_dial", real_start)
+    (row,) = (await (await client.get("/calls")).json())["calls"]
+    assert row["status"] == "dialing"  # recorded, never dialled
+    assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
+    # Its room (the agent's dispatch) is deleted; the room_finished that follows leaves the
+    # call to the reaper, not "no_answer" (nobody was rung) with its key bound for good.
+    for _ in range(100):  # the room is deleted in the background; its webhook follows
+        shown = await (await client.get(f"/calls/{row['call_id']}")).json()
+        if "room_finished" in [e["event"] for e in shown["timeline"]]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"no room_finished: {shown['timeline']}")
+    await client.app[CALLS].reap()  # its grace, with CALLS_SETTLE_GRACE_S over
+    shown = await (await client.get(f"/calls/{row['call_id']}")).json()
+    assert shown["status"] == "dialing", shown
+
+    service = client.app[CALLS]
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + service_module.PLACEMENT_BOUND_S + 1
+    await service.reap()
+    call = await (await client.get(f"/calls/{row['call_id']}")).json()
+    assert (call["status"], call["reason"]) == (
+        "failed",
+        "the server stopped before dialling; nobody was called",
+    )
+    service.clock = real_clock
+    retry = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)
+    assert retry.status == 200, await retry.text()
+    assert (await retry.json())["call_id"] != row["call_id"]
     assert _dials(client) == 1

@@ -74,6 +74,7 @@ def aborted(
 
 
 DIALING = CallState(Status.DIALING)
+NEVER_DIALLED = CallState(Status.DIALING, dialled=False)
 RINGING = CallState(Status.RINGING)
 ANSWERED = CallState(Status.IN_PROGRESS, answered=True)
 HANGUP_UNANSWERED = CallState(Status.RINGING, hangup_requested=True)
@@ -120,6 +121,17 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
         ANSWERED,
         finished("something-else"),
         Change(Status.COMPLETED),
+    ),
+    # never dialled (the dial could not be recorded, so it was not made): its room (the
+    # agent's dispatch) ending rings nobody; the reaper settles it "nobody was called" and
+    # frees its key. As no_answer, the key stayed bound to it for good.
+    ("finished-never-dialled", NEVER_DIALLED, finished(), None),
+    ("grace-over-never-dialled", NEVER_DIALLED, grace_over(), None),
+    (
+        "grace-over-never-dialled-hung-up",
+        dataclasses.replace(NEVER_DIALLED, hangup_requested=True),
+        grace_over(),
+        Change(Status.CANCELED, "hung up through the API"),
     ),
     # unanswered: no guess yet; late evidence of an answer gets a grace (GRACE_OVER settles)
     ("finished-unanswered-dialing", DIALING, finished(), None),
