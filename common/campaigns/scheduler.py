@@ -65,6 +65,7 @@ from common.livekit.client import LiveKitError
 from common.repeats import Repeats
 from common.storage.base import CallStore, DatabaseError
 from common.storage.campaign_programs import OnList
+from common.waiting import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,7 @@ class CampaignScheduler:
             except Exception:
                 logger.exception("campaign scheduler failed; going on")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+            await wait_set(self._wake, self.tick_s)
 
     async def _claim(self) -> None:
         claimed, events = await self._store.claim_campaigns(
@@ -227,8 +227,7 @@ class CampaignScheduler:
                 return
             if wait > 0:
                 driver.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(driver.wake.wait(), wait)
+                await wait_set(driver.wake, wait)
 
     async def _step(self, driver: _Driver, queue: list[RecipientRecord]) -> float | None:
         """Place at most one call; the seconds to wait before the next step (None: stop)."""

@@ -43,6 +43,7 @@ from common.notify.signing import sign
 from common.repeats import Repeats
 from common.settings import Settings
 from common.storage.base import CallStore, DatabaseError
+from common.waiting import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -312,8 +313,7 @@ class WebhookSender:
             due = await self._store.next_delivery_at(unclaimed_at=now)
             if due is not None:
                 wait = min(max(due - now, UNCLAIMABLE_WAIT_S), IDLE_WAKE_S)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+        await wait_set(self._wakeup, wait)
 
     async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
         started = time.monotonic()
