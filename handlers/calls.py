@@ -218,7 +218,9 @@ def setup(app: web.Application) -> None:
                 200: Reply("Hanging up", HangupAnswer),
                 401: UNAUTHORIZED,
                 404: Reply("No such call"),
-                409: Reply("The call has already ended"),
+                409: Reply(
+                    "The call has already ended, or its room is in another server's sandbox"
+                ),
                 502: Reply("LiveKit refused to end the call"),
                 503: Reply("Calls database or LiveKit unavailable"),
                 504: Reply("LiveKit did not answer in time"),

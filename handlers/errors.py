@@ -18,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common.calls.errors import (
     CallAlreadyOver,
+    CallOnAnotherSandbox,
     InvalidCall,
     KeyReused,
     RateLimited,
@@ -74,6 +75,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (UnknownCampaign, lambda e: Answer(404, "unknown campaign", [])),
     (CampaignConflict, lambda e: Answer(409, str(e), [])),
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
+    (CallOnAnotherSandbox, lambda e: Answer(409, str(e), [])),
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (
         ConfigWriteError,

@@ -95,3 +95,13 @@ class CallAlreadyOver(CallError):
     def __init__(self, status: str, why: str | None = None) -> None:
         super().__init__(f"call already ending: {why}" if why else f"call already ended ({status})")
         self.status = status
+
+
+class CallOnAnotherSandbox(CallError):
+    """The call's room is in another server's embedded sandbox: only that server reaches it."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(
+            f"the call's room is in the embedded sandbox of the server at {owner}; hang it up"
+            " through that server"
+        )

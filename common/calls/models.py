@@ -185,6 +185,8 @@ class CallRecord:
     room_finished_at: float | None = None
     callee_left_at: float | None = None
     dial_started_at: float | None = None
+    sandbox_instance: str | None = None
+    """The server whose embedded sandbox holds the call's room (None: a real LiveKit)."""
     """When the callee's leg left the room (the call is ending, whatever comes next)."""
     amd: str | None = None
     ended_by: str | None = None

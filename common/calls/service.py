@@ -21,7 +21,13 @@ from livekit import api
 from yarl import URL
 
 from common.calls.admission import Admission, Placement, refusal_error
-from common.calls.errors import CallAlreadyOver, FieldError, InvalidCall, UnknownCall
+from common.calls.errors import (
+    CallAlreadyOver,
+    CallOnAnotherSandbox,
+    FieldError,
+    InvalidCall,
+    UnknownCall,
+)
 from common.calls.events import CALL_ANSWERED, STATUS_EVENTS, EventDispatcher
 from common.calls.models import (
     Applied,
@@ -635,6 +641,11 @@ class CallService:
             raise UnknownCall(call_id)
         if call.is_final:
             raise CallAlreadyOver(call.status.value)
+        owner = call.sandbox_instance
+        if self.settings.uses_sandbox and owner is not None and owner != self.instance:
+            # Its room is in that server's sandbox: ours would find none and settle the call
+            # canceled at once, while it went on there.
+            raise CallOnAnotherSandbox(owner)
         marked = await self.store.request_hangup(call_id)
         if marked is None:  # its callee left meanwhile
             raise CallAlreadyOver(call.status.value, "the callee has left the call")

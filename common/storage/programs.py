@@ -116,6 +116,7 @@ def row_to_call(
         room_finished_at=row["room_finished_at"],
         callee_left_at=row["callee_left_at"],
         dial_started_at=row["dial_started_at"],
+        sandbox_instance=row["sandbox_instance"],
         amd=row["amd"],
         ended_by=row["ended_by"],
         report=stored_report(row["call_id"], report) if report else None,

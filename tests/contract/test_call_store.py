@@ -120,7 +120,7 @@ async def test_create_and_get(store: CallStore, clock: FakeClock) -> None:
     assert call.created_at == call.updated_at == clock.now
     assert call.answered_at is None and call.ended_at is None
     assert not call.is_final
-    assert call.state == CallState(Status.DIALING)
+    assert call.state == CallState(Status.DIALING, dialled=False)  # not dialled yet
     assert call.timeline == (
         TimelineEntry("created", None, "dialing", {"dispatch": "pending"}, clock.now, None),
     )
@@ -209,7 +209,7 @@ async def test_request_hangup(store: CallStore, clock: FakeClock) -> None:
     call = await store.request_hangup(CALL)
     assert call is not None
     assert call.hangup_requested
-    assert call.state == CallState(Status.DIALING, hangup_requested=True)
+    assert call.state == CallState(Status.DIALING, hangup_requested=True, dialled=False)
     assert call.updated_at == clock.now
     assert call.status is Status.DIALING  # asking is not ending
     assert await store.request_hangup("call-unknown") is None
@@ -251,6 +251,9 @@ async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock:
     await store.request_hangup("call-b")
     marked = await store.start_dial("call-b")
     assert marked is not None and marked.hangup_requested  # what placement checks
+    assert marked.state.dialled and marked.sandbox_instance is None
+    unmarked = await store.get_call("call-a")
+    assert unmarked is not None and not unmarked.state.dialled
     assert await store.start_dial("call-unknown") is None
     clock.advance(61)
     assert await store.never_dialled(clock.now - 60) == ["call-a"]
@@ -399,7 +402,7 @@ async def test_apply_changes_status_and_timeline(store: CallStore, clock: FakeCl
     applied = await store.apply(
         CALL, "participant_joined", decide, event_id="EV_1", detail={"a": 1}
     )
-    assert seen == [CallState(Status.DIALING)]
+    assert seen == [CallState(Status.DIALING, dialled=False)]
     assert applied.change == Change(Status.RINGING, "ringing now")
     assert not applied.duplicate and not applied.unknown_call
     assert applied.before is not None and applied.before.status is Status.DIALING

@@ -299,6 +299,14 @@ async def test_servers_on_one_database_settle_only_their_own_lost_calls(
         await asyncio.gather(
             answered(session, a, on_a["call_id"]), answered(session, b, on_b["call_id"])
         )
+        # A hang-up through the other server: its sandbox has no such room. It settled the
+        # call canceled at once while the call went on in A's sandbox; it says where to go.
+        async with session.post(f"{b.url}/calls/{on_a['call_id']}/hangup") as resp:
+            assert resp.status == 409
+            error = (await resp.json())["error"]
+        assert error.startswith("the call's room is in the embedded sandbox of the server at")
+        assert f":{a.port}@" in error
+        assert (await call_of(session, a, on_a["call_id"]))["status"] == "in_progress"
 
         a.kill()
         restarted = ServerProcess(tmp_path, "a-again", a_env, port=a.port)
