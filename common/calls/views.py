@@ -149,7 +149,8 @@ class CallView(CallSummary):
         return cls.model_construct(
             **CallSummary.fields_of(call),
             config=call.config,
-            ended_by=call.ended_by or ("api" if call.status is Status.CANCELED else None),
+            # Canceled is a hang-up through the API, whatever the agent's report says.
+            ended_by="api" if call.status is Status.CANCELED else call.ended_by,
             amd=call.amd,
             transcript=list(call.transcript),
             summary=report.summary if report else None,

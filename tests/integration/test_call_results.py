@@ -370,6 +370,20 @@ async def test_a_do_not_call_report_puts_the_number_on_the_list(start_app: AppFa
     assert [e["event"] for e in timeline].count("agent_do_not_call") == 1
 
 
+async def test_a_call_hung_up_through_the_api_was_ended_by_the_api(start_app: AppFactory) -> None:
+    """A final report saying the agent (or the callee) ended a call the API canceled showed
+    `canceled`, "hung up through the API", `ended_by: agent`."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+    event = event_json("room_finished", call_id)
+    assert await post(client, event, sign(event)) == 200
+    final = report(call_id, 1, "final", final={"transcript": [], "ended_by": "agent"})
+    assert await post_report(client, final) == 200
+    call = await shown(client, call_id)
+    assert (call["status"], call["ended_by"]) == ("canceled", "api")
+
+
 async def test_the_final_report_stands(start_app: AppFactory) -> None:
     """A later final report (another seq) or verdict does not rewrite a call whose final
     report is in (and was sent to the customer as call.report)."""
