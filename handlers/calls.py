@@ -91,6 +91,8 @@ async def _bound_answer(request: web.Request, stored: StoredAnswer) -> web.Respo
 
 async def get_call(request: web.Request) -> web.Response:
     calls = request.app[CALLS]
+    if request.match_info["call_id"] == "outbound":  # a GET of the POST route, not a call id
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     call = await calls.get(request.match_info["call_id"])
     return web.json_response(dump(CallView.of(call, calls.clock())))
 
@@ -200,6 +202,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("The call", CallView),
                 401: UNAUTHORIZED,
                 404: Reply("No such call"),
+                405: Reply("GET /calls/outbound: that route takes POST (Allow: POST)"),
                 503: DB_DOWN,
             },
         ),
