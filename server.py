@@ -327,6 +327,11 @@ def check_bind(settings: Settings) -> None:
     )
 
 
+def warn_short_secret(settings: Settings) -> None:
+    if (warning := settings.short_secret_warning()) is not None:
+        logger.warning("%s", warning)
+
+
 def warn_report_url(settings: Settings) -> None:
     """With a real LiveKit the agents usually run elsewhere: say where their reports go."""
     if settings.livekit_url is not None and settings.public_base_url is None:
@@ -355,7 +360,7 @@ async def webhook_host_refusal(
             "CALLS_WEBHOOK_URL's host %s cannot be resolved now (%s); its deliveries wait and"
             " are retried",
             host,
-            exc or f"no answer within {timeout:g} s",
+            str(exc) or f"no answer within {timeout:g} s",
         )
     finally:
         await resolver.close()
@@ -482,6 +487,7 @@ def main() -> None:
         check_bind(settings)
         check_webhook_host(settings)
         warn_report_url(settings)
+        warn_short_secret(settings)
         raise_open_files_limit()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -444,6 +444,19 @@ class Settings:
         """Where agents post their reports (PUBLIC_BASE_URL, else this machine's address)."""
         return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
 
+    def short_secret_warning(self) -> str | None:
+        """With a real LiveKit, a secret shorter than LiveKit's usual: often the API key pasted
+        in its place or a value cut short (every request and webhook would then fail its
+        signature). A warning, not a refusal: `livekit-server --dev`'s secret is `secret`."""
+        length = len(self.livekit_api_secret)
+        if self.uses_sandbox or length >= MIN_LIVEKIT_SECRET_CHARS:
+            return None
+        return (
+            f"LIVEKIT_API_SECRET is {length} characters; LiveKit's are at least"
+            f" {MIN_LIVEKIT_SECRET_CHARS} but for livekit-server --dev's (is it the API key, or"
+            " cut short?)"
+        )
+
     def require_webhook_secret(self) -> None:
         """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL
         the SSRF guard refuses (plain http or a private address, unless allowed)."""
@@ -472,18 +485,12 @@ class Settings:
             raise SettingsError("LIVEKIT_API_KEY must be set when LIVEKIT_URL is set")
         if self.livekit_api_secret == DEV_API_SECRET:
             raise SettingsError("LIVEKIT_API_SECRET must be set when LIVEKIT_URL is set")
-        if len(self.livekit_api_secret) < MIN_LIVEKIT_SECRET_CHARS:
-            # LiveKit refuses shorter secrets itself: this is a key pasted in its place, or a
-            # value cut short, and every request and webhook would fail its signature.
-            raise SettingsError(
-                f"LIVEKIT_API_SECRET is {len(self.livekit_api_secret)} characters; LiveKit's"
-                f" are at least {MIN_LIVEKIT_SECRET_CHARS} (is it the API key, or cut short?)"
-            )
         if not self.sip_outbound_trunk_id:
             raise SettingsError("SIP_OUTBOUND_TRUNK_ID must be set when LIVEKIT_URL is set")
 
 
-# LiveKit's servers refuse API secrets shorter than this ("secret is too short").
+# LiveKit Cloud's secrets are longer, and livekit-server logs an error for a shorter one
+# ("secret is too short") but for its --dev pair (devkey / secret).
 MIN_LIVEKIT_SECRET_CHARS = 32
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -91,3 +92,19 @@ def test_a_webhook_host_that_does_not_resolve_yet_is_a_warning(
     with caplog.at_level(logging.WARNING, logger="server"):
         check_webhook_host(_with_hook("https://not-yet.example/calls"))
     assert "CALLS_WEBHOOK_URL's host not-yet.example cannot be resolved now" in caplog.text
+
+
+async def test_a_webhook_host_that_does_not_answer_in_time_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning said "cannot be resolved now ()": a TimeoutError prints as nothing."""
+    from tests.unit.test_notify_guard import FakeResolver
+
+    class Silent(FakeResolver):
+        async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+            await asyncio.sleep(10)
+
+    with caplog.at_level(logging.WARNING, logger="server"):
+        refusal = await server.webhook_host_refusal("https://slow.example/", Silent({}), 0.05)
+    assert refusal is None
+    assert "host slow.example cannot be resolved now (no answer within 0.05 s)" in caplog.text
