@@ -530,10 +530,18 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
 # The variable a `.env` line sets, when it says so before what went wrong in it.
 _DOTENV_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 _VARIABLES = frozenset(variable(item.name) for item in fields(Settings))
+_NAMES = "|".join(sorted(_VARIABLES, key=len, reverse=True))
 # A line starting with one of our settings' names and a space (`CALLS_ALLOWED_COUNTRIES US`).
-_SETTING_FIRST = re.compile(
-    r"\s*(?:export\s+)?(" + "|".join(sorted(_VARIABLES, key=len, reverse=True)) + r")\s"
-)
+_SETTING_FIRST = re.compile(r"\s*(?:export\s+)?(" + _NAMES + r")\s")
+# A name python-dotenv read whole that starts with a setting's and a separator other than
+# `=` (`CALLS_ALLOWED_COUNTRIES:US` is one name with no value to it).
+_SETTING_JOINED = re.compile(r"(" + _NAMES + r")[^A-Za-z0-9_]")
+
+
+def _setting_named(key: str) -> str:
+    """The setting a bare .env name is (or starts with); nothing else of it is shown."""
+    joined = _SETTING_JOINED.match(key)
+    return joined.group(1) if joined else key
 
 
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -556,14 +564,17 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
                 + (f" ({named.group(1)})" if named else "")
                 + " cannot be parsed (an unclosed quote, or not NAME=value); fix or remove it"
             )
-        if binding.key in _VARIABLES and binding.value is None:
+        if binding.value is None and (
+            binding.key in _VARIABLES or _SETTING_JOINED.match(binding.key or "")
+        ):
             # python-dotenv reads a name alone as "no value" and dotenv_values drops it: a
             # bare `CALLS_ALLOWED_COUNTRIES` silently allowed every country. Other names
             # alone are left to whatever else reads the file, as other variables are.
             number, _line = _statement_line(binding.original)
+            name = _setting_named(binding.key or "")
             raise SettingsError(
-                f"{path} line {number} ({binding.key}) is a setting without `=`: write"
-                f" {binding.key}=value, or {binding.key}= for the default"
+                f"{path} line {number} ({name}) is a setting without `=`: write"
+                f" {name}=value, or {name}= for the default"
             )
     values = dotenv_values(stream=io.StringIO(text))
     return {k: v for k, v in values.items() if v is not None}

@@ -274,10 +274,12 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
             raise InvalidCall([FieldError("options", "must be a JSON object")])
         options.update(known_options(decoded))
     given_twice = [key for key in _TOP_PARAMS if key in query and key in options]
-    given_twice += [
+    given_twice += [  # a section options= gave as other than an object took the parameter too
         param
         for param, (section, key, _convert) in _SECTION_PARAMS.items()
-        if param in query and isinstance(options.get(section), dict) and key in options[section]
+        if param in query
+        and section in options
+        and (not isinstance(options[section], dict) or key in options[section])
     ]
     if given_twice:  # the parameter won: an options= value was dropped without a word
         raise InvalidCall(

@@ -465,6 +465,11 @@ async def test_an_option_or_a_list_given_twice_is_refused(client: TestClient[Any
             resp = await client.post("/campaigns", params=params, data=form)
         return (await _error(resp, 422))["details"]
 
+    # options= giving the section as no object took the parameter with it (the asked
+    # 0.01 calls/s became the default 1)
+    assert await refused({"options": '{"pacing": null}', "calls_per_second": "0.01"}) == [
+        {"field": "calls_per_second", "error": "is given both in options= and as a parameter"}
+    ]
     both = {"options": '{"name": "in options", "pacing": {"calls_per_second": 2}}'}
     assert await refused(both | {"name": "in the query", "calls_per_second": "5"}) == [
         {"field": "name", "error": "is given both in options= and as a parameter"},

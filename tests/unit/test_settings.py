@@ -394,6 +394,8 @@ def test_a_dotenv_line_that_does_not_parse_stops_start_up(
     [
         ("PORT=9100\nCALLS_ALLOWED_COUNTRIES\n", 2, "CALLS_ALLOWED_COUNTRIES"),
         ("\nexport CALLS_API_TOKEN\n", 2, "CALLS_API_TOKEN"),
+        # one name to python-dotenv, with no value: every country was allowed
+        ("CALLS_ALLOWED_COUNTRIES:US\n", 1, "CALLS_ALLOWED_COUNTRIES"),
     ],
 )
 def test_a_setting_without_a_value_in_dotenv_stops_start_up(
