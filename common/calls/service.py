@@ -324,13 +324,18 @@ class CallService:
         """After a commit whose answer was lost: is the call's row there? Asked until the
         database answers, for COMMIT_CHECK_S at most; False if it never does (the call is
         refused; a row written after all is settled failed by the reaper, never dialled)."""
+        return await self._read_after_lost_commit(call_id) is not None
+
+    async def _read_after_lost_commit(self, call_id: str) -> CallRecord | None:
+        """The call's row after a commit whose answer was lost, asked until the database
+        answers, for COMMIT_CHECK_S at most; None if it is not there or never answers."""
         deadline = time.monotonic() + COMMIT_CHECK_S
         while True:
             try:
-                return await self.store.get_call(call_id, with_timeline=False) is not None
+                return await self.store.get_call(call_id, with_timeline=False)
             except DatabaseError:
                 if time.monotonic() >= deadline:
-                    return False
+                    return None
                 await asyncio.sleep(COMMIT_CHECK_POLL_S)
 
     async def _dispatch_and_dial(
@@ -396,15 +401,23 @@ class CallService:
         """
         try:
             return await self.store.start_dial(call_id)
+        except CommitUnknown as exc:
+            # Written or not: as not written, the call would end no_answer with nobody rung
+            # and its key bound for good (the reaper frees only calls never marked).
+            written = await self._read_after_lost_commit(call_id)
+            if written is not None and written.dial_started_at is not None:
+                return written
+            failure: DatabaseError = exc
         except DatabaseError as exc:
-            logger.error(
-                "call %s: could not mark its dial as started, so it is not dialled: %s",
-                call_id,
-                exc,
-            )
-            self._close_room_soon(call_id)  # the agent's dispatch made it
-            await self._forget_config(call_id)
-            raise
+            failure = exc
+        logger.error(
+            "call %s: could not mark its dial as started, so it is not dialled: %s",
+            call_id,
+            failure,
+        )
+        self._close_room_soon(call_id)  # the agent's dispatch made it
+        await self._forget_config(call_id)
+        raise failure
 
     async def _hung_up_while_placing(self, call_id: str, current: CallRecord) -> CallRecord:
         """The API hung up before we dialled: do not dial; end the room the dispatch made."""

@@ -247,3 +247,25 @@ async def test_a_dial_the_database_cannot_record_is_not_made(
     assert retry.status == 200, await retry.text()
     assert (await retry.json())["call_id"] != row["call_id"]
     assert _dials(client) == 1
+
+
+@pytest.mark.parametrize("written", [True, False])
+async def test_a_dial_start_whose_commit_answer_is_lost_is_dialled_only_if_written(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, written: bool
+) -> None:
+    """Taken as not written, a mark written after all made the call end no_answer with
+    nobody rung, and its Idempotency-Key bound to it for good (the reaper frees only calls
+    never marked). The placement asks the database, as it does for the row."""
+    client = await start_app(sandbox_time_scale=100.0)
+    store = client.app[STORE]
+    real_start = store.start_dial
+
+    async def lost(call_id: str) -> Any:
+        if written:
+            await real_start(call_id)
+        raise CommitUnknown("connection lost while committing (test)")
+
+    monkeypatch.setattr(store, "start_dial", lost)
+    resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
+    assert resp.status == (200 if written else 503), await resp.text()
+    assert _dials(client) == (1 if written else 0)
