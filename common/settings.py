@@ -429,7 +429,7 @@ class Settings:
     @property
     def local_base_url(self) -> str:
         """This server's address as seen from this machine."""
-        host = _reachable(self.host)
+        host = reachable(self.host)
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
@@ -494,7 +494,7 @@ class Settings:
 MIN_LIVEKIT_SECRET_CHARS = 32
 
 
-def _reachable(host: str) -> str:
+def reachable(host: str) -> str:
     """Where this machine reaches a server listening on `host`: the wildcard's own loopback
     (a server on `::` listens on IPv6 only, as asyncio binds it, so 127.0.0.1 would reach
     nothing there; `0` and `0.0.0.0` are IPv4's wildcard), else `host` itself."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
@@ -58,7 +59,7 @@ from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
 from common.repeats import Repeats
-from common.settings import Settings
+from common.settings import Settings, reachable
 from common.storage.base import CallStore, CommitUnknown, DatabaseError, KeyTaken, Refused
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,29 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
         ) from None
     finally:
         await resolver.close()
+
+
+OWNER_PROBE_S = 0.5
+
+
+async def other_sandbox_alive(owner: str, own_port: int) -> bool:
+    """Whether `owner` (a Settings.sandbox_owner: host name, port, listen address) is another
+    server of this machine, listening now: its embedded sandbox holds the calls it placed.
+    False for this server (the same port, whatever HOST spelling it had) and for a server
+    not listening any more or of another machine (its rooms are out of reach from here, and
+    gone with it if it went: refused, the hang-up of a call left by a server that stopped
+    or was redeployed under another host name could never be made)."""
+    where, _, listen = owner.rpartition("@")
+    name, _, port_text = where.rpartition(":")
+    if name != socket.gethostname() or not port_text.isdigit() or int(port_text) == own_port:
+        return False
+    try:
+        async with asyncio.timeout(OWNER_PROBE_S):
+            _reader, writer = await asyncio.open_connection(reachable(listen), int(port_text))
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
@@ -655,7 +679,11 @@ class CallService:
         if call.is_final:
             raise CallAlreadyOver(call.status.value)
         owner = call.sandbox_instance
-        if self.settings.uses_sandbox and owner is not None and owner != self.instance:
+        if (
+            self.settings.uses_sandbox
+            and owner is not None
+            and await other_sandbox_alive(owner, self.settings.port)
+        ):
             # Its room is in that server's sandbox: ours would find none and settle the call
             # canceled at once, while it went on there.
             raise CallOnAnotherSandbox(owner)
