@@ -31,6 +31,7 @@ from common.calls.service import (
     CallService,
     count_events,
     log_status_change,
+    resolve_webhook_host,
 )
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import CampaignService
@@ -38,7 +39,7 @@ from common.config_store.store import ConfigStore
 from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
-from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
+from common.notify.guard import PooledResolver, UnsafeWebhookUrl
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
 from common.storage.sql import SqlCallStore
@@ -349,21 +350,17 @@ async def webhook_host_refusal(
     """Why CALLS_WEBHOOK_URL's host may not be sent to, by what it resolves to now (None if
     it may, or if it cannot be resolved now: DNS may not be up yet at boot, and each
     connection checks again; said as a warning)."""
-    host = URL(url).host or ""
     try:
-        async with asyncio.timeout(timeout):
-            await resolve_public(host, URL(url).port or 443, allow_private=False, resolver=resolver)
+        await resolve_webhook_host(url, allow_private=False, resolver=resolver, timeout=timeout)
     except UnsafeWebhookUrl as exc:  # before OSError: a refused address is both
         return str(exc)
     except (TimeoutError, OSError) as exc:
         logger.warning(
             "CALLS_WEBHOOK_URL's host %s cannot be resolved now (%s); its deliveries wait and"
             " are retried",
-            host,
+            URL(url).host,
             str(exc) or f"no answer within {timeout:g} s",
         )
-    finally:
-        await resolver.close()
     return None
 
 

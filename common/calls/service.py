@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiofiles.os
+from aiohttp.abc import AbstractResolver
 from livekit import api
 from yarl import URL
 
@@ -150,19 +151,37 @@ def _sandbox_room_gone(state: CallState) -> Change | None:
     return _failed(SANDBOX_RESTARTED)(state)
 
 
+async def resolve_webhook_host(
+    url: str,
+    *,
+    allow_private: bool,
+    resolver: AbstractResolver,
+    timeout: float = WEBHOOK_DNS_TIMEOUT_S,
+) -> None:
+    """Resolve `url`'s host with `resolver` (closed afterwards) within `timeout`: every
+    address it gives must be public unless `allow_private`. Raises UnsafeWebhookUrl for a
+    refused address, TimeoutError when no answer came, OSError when it names no address."""
+    target = URL(url)
+    try:
+        async with asyncio.timeout(timeout):
+            await resolve_public(
+                target.host or "",
+                target.port or 443,
+                allow_private=allow_private,
+                resolver=resolver,
+            )
+    finally:
+        await resolver.close()
+
+
 async def check_webhook_address(url: str, settings: Settings) -> None:
     """The call's webhook_url must resolve to public addresses only (checked again at each
     connection: DNS may change); InvalidCall if not."""
     target = URL(url)
-    resolver = PooledResolver()
     try:
-        async with asyncio.timeout(WEBHOOK_DNS_TIMEOUT_S):
-            await resolve_public(
-                target.host or "",
-                target.port or 443,
-                allow_private=settings.calls_webhook_allow_private,
-                resolver=resolver,
-            )
+        await resolve_webhook_host(
+            url, allow_private=settings.calls_webhook_allow_private, resolver=PooledResolver()
+        )
     except UnsafeWebhookUrl as exc:
         raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
     except TimeoutError:  # a name server that does not answer, or lookups queued behind one
@@ -172,8 +191,6 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
         raise InvalidCall(
             [FieldError("webhook_url", f"{target.host} does not resolve to an address")]
         ) from None
-    finally:
-        await resolver.close()
 
 
 OWNER_PROBE_S = 0.5
