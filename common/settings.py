@@ -530,18 +530,14 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
 # The variable a `.env` line sets, when it says so before what went wrong in it.
 _DOTENV_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 _VARIABLES = frozenset(variable(item.name) for item in fields(Settings))
-_NAMES = "|".join(sorted(_VARIABLES, key=len, reverse=True))
-# A line starting with one of our settings' names and a space (`CALLS_ALLOWED_COUNTRIES US`).
-_SETTING_FIRST = re.compile(r"\s*(?:export\s+)?(" + _NAMES + r")\s")
-# A name python-dotenv read whole that starts with a setting's and a separator other than
-# `=` (`CALLS_ALLOWED_COUNTRIES:US` is one name with no value to it).
-_SETTING_JOINED = re.compile(r"(" + _NAMES + r")[^A-Za-z0-9_]")
-
-
-def _setting_named(key: str) -> str:
-    """The setting a bare .env name is (or starts with); nothing else of it is shown."""
-    joined = _SETTING_JOINED.match(key)
-    return joined.group(1) if joined else key
+# One of our settings' names where a line (or a name python-dotenv read whole) starts, not
+# run on into a longer name: `CALLS_ALLOWED_COUNTRIES US`, and `CALLS_ALLOWED_COUNTRIES:US`,
+# which python-dotenv reads as one name with no value. Only that name is ever shown.
+_SETTING_AT_START = re.compile(
+    r"\s*(?:export\s+)?("
+    + "|".join(sorted(_VARIABLES, key=len, reverse=True))
+    + r")(?![A-Za-z0-9_])"
+)
 
 
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -558,20 +554,19 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             number, line = _statement_line(binding.original)
-            named = _DOTENV_NAME.match(line) or _SETTING_FIRST.match(line)
+            named = _DOTENV_NAME.match(line) or _SETTING_AT_START.match(line)
             raise SettingsError(
                 f"{path} line {number}"
                 + (f" ({named.group(1)})" if named else "")
                 + " cannot be parsed (an unclosed quote, or not NAME=value); fix or remove it"
             )
-        if binding.value is None and (
-            binding.key in _VARIABLES or _SETTING_JOINED.match(binding.key or "")
-        ):
+        setting = _SETTING_AT_START.match(binding.key or "")
+        if binding.value is None and setting is not None:
             # python-dotenv reads a name alone as "no value" and dotenv_values drops it: a
             # bare `CALLS_ALLOWED_COUNTRIES` silently allowed every country. Other names
             # alone are left to whatever else reads the file, as other variables are.
             number, _line = _statement_line(binding.original)
-            name = _setting_named(binding.key or "")
+            name = setting.group(1)
             raise SettingsError(
                 f"{path} line {number} ({name}) is a setting without `=`: write"
                 f" {name}=value, or {name}= for the default"
