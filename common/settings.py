@@ -494,6 +494,13 @@ class Settings:
 MIN_LIVEKIT_SECRET_CHARS = 32
 
 
+def owner_parts(owner: str) -> tuple[str, int, str] | None:
+    """A `Settings.sandbox_owner`'s host name, port and listen address (None if it is none)."""
+    where, _, listen = owner.rpartition("@")
+    name, _, port = where.rpartition(":")
+    return (name, int(port), listen) if name and port.isascii() and port.isdigit() else None
+
+
 def reachable(host: str) -> str:
     """Where this machine reaches a server listening on `host`: the wildcard's own loopback
     (a server on `::` listens on IPv6 only, as asyncio binds it, so 127.0.0.1 would reach

@@ -60,7 +60,7 @@ from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
 from common.repeats import Repeats
-from common.settings import Settings, reachable
+from common.settings import Settings, owner_parts, reachable
 from common.storage.base import CallStore, CommitUnknown, DatabaseError, KeyTaken, Refused
 
 logger = logging.getLogger(__name__)
@@ -203,13 +203,15 @@ async def other_sandbox_alive(owner: str, own_port: int) -> bool:
     not listening any more or of another machine (its rooms are out of reach from here, and
     gone with it if it went: refused, the hang-up of a call left by a server that stopped
     or was redeployed under another host name could never be made)."""
-    where, _, listen = owner.rpartition("@")
-    name, _, port_text = where.rpartition(":")
-    if name != socket.gethostname() or not port_text.isdigit() or int(port_text) == own_port:
+    parts = owner_parts(owner)
+    if parts is None:
+        return False
+    name, port, listen = parts
+    if name != socket.gethostname() or port == own_port:
         return False
     try:
         async with asyncio.timeout(OWNER_PROBE_S):
-            _reader, writer = await asyncio.open_connection(reachable(listen), int(port_text))
+            _reader, writer = await asyncio.open_connection(reachable(listen), port)
     except (OSError, TimeoutError):
         return False
     writer.close()
