@@ -80,7 +80,9 @@ def _json(body: bytes) -> dict[str, object]:
 
 async def _bound_answer(request: web.Request, stored: StoredAnswer) -> web.Response:
     """A retry under a key bound to a call: the answer given then, or the call as it is now."""
-    if stored.status is not None and stored.body is not None:
+    if stored.status == 200 and stored.body is not None:  # the very bytes of the first 200
+        return json_answer(CallPlaced.model_validate(stored.body), headers=REPLAY)
+    if stored.status is not None and stored.body is not None:  # an error, as json_error wrote it
         return web.json_response(stored.body, status=stored.status, headers=REPLAY)
     # Placed (or being placed) but never answered, e.g. the server died mid-placement.
     call = await request.app[STORE].get_call(stored.call_id, with_timeline=False)

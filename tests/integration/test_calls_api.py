@@ -258,6 +258,21 @@ async def test_idempotency_key_covers_the_document_not_its_spelling(client: Clie
     assert len(sandbox_requests(client, "CreateSIPParticipant")) == 1
 
 
+async def test_a_replayed_200_is_the_first_answer_byte_for_byte(client: Client) -> None:
+    """A retry under the key gets the very bytes and content type of the first 200 (a client
+    comparing or hashing answers sees one answer), marked `Idempotent-Replay: 1`."""
+    headers = {"Idempotency-Key": "order-77"}
+    first = await client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers)
+    again = await client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers)
+    assert (first.status, again.status) == (200, 200)
+    assert await again.read() == await first.read()
+    assert again.headers["Content-Type"] == first.headers["Content-Type"]
+    assert (first.headers.get("Idempotent-Replay"), again.headers.get("Idempotent-Replay")) == (
+        None,
+        "1",
+    )
+
+
 async def test_a_key_bound_by_its_bytes_still_matches_those_bytes(client: Client) -> None:
     """Keys bound before the hash covered the document hold the hash of the body's bytes: a
     retry of those very bytes after an upgrade is still the same request, not a 409."""
