@@ -216,7 +216,7 @@ def _webhook_secret(name: str, raw: str) -> str:
 
 def _database_url(name: str, raw: str) -> str:
     if not raw.startswith(("postgresql://", "postgres://")):
-        raise SettingsError(f"{name} must start with postgresql://")
+        raise SettingsError(f"{name} must start with postgresql:// (or postgres://)")
     # Nothing more is checked here: libpq's URLs take forms urlsplit does not (several hosts,
     # `host1:5432,host2:5433`); asyncpg reads it at start-up, and an error says so without
     # quoting it (it may hold a password).

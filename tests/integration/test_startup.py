@@ -103,7 +103,7 @@ def test_an_unreachable_database_stops_start_up_with_its_password_masked(tmp_pat
 def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> None:
     done = run_server(tmp_path, DATABASE_URL="mysql://x@y/z")
     assert done.returncode == 2
-    assert "DATABASE_URL must start with postgresql://" in done.stderr
+    assert "DATABASE_URL must start with postgresql:// (or postgres://)" in done.stderr
     assert "x@y" not in done.stderr  # the value (it may hold a password) is not echoed
 
 
