@@ -24,7 +24,9 @@ def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPT
     """Raise ValueError (its message fit for a client, without the field's name) unless
     `value` is JSON with string keys, finite numbers and valid Unicode without NUL, nested at
     most `max_depth` levels and at most `max_bytes` as UTF-8 JSON."""
-    depth, nul = _shape(value, max_depth)
+    depth, nul, at_least = _shape(value, max_depth, max_bytes)
+    if at_least > max_bytes:  # known before the walk (or the encoding) took it all in
+        raise ValueError(f"is larger than {max_bytes} bytes as JSON")
     if depth > max_depth:
         raise ValueError(f"nests deeper than {max_depth} levels")
     if nul:
@@ -39,33 +41,46 @@ def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPT
         raise ValueError(f"is larger than {max_bytes} bytes as JSON")
 
 
-def _shape(value: object, limit: int) -> tuple[int, bool]:
-    """How deep `value` nests objects and lists (a scalar: 0), and whether a string in it (a
-    key or a value) holds a NUL; without recursion, stopping once past `limit`. Keys that are
-    not strings are refused here (json.dumps would turn 1 into "1" and stop at a tuple)."""
+def _shape(value: object, depth_limit: int, size_limit: int) -> tuple[int, bool, int]:
+    """How deep `value` nests objects and lists (a scalar: 0), whether a string in it (a key or
+    a value) holds a NUL, and a lower bound of its size as json.dumps writes it in UTF-8 (a
+    string is at least its characters and quotes, any other scalar a character, separators as
+    written); without recursion, stopping once past either limit, so that a huge value costs
+    no more than a small one past the limit. Keys that are not strings are refused here
+    (json.dumps would turn 1 into "1" and stop at a tuple)."""
     deepest = 0
     nul = False
+    at_least = 0
     stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
+    while stack and at_least <= size_limit:
         item, depth = stack.pop()
         children: Iterable[object]
         if isinstance(item, str):
             nul = nul or "\x00" in item
+            at_least += len(item) + 2
             continue
+        if isinstance(item, Mapping | list | tuple) and len(item) > size_limit:
+            at_least += len(item)  # a byte each at least, whatever the members are
+            break
         if isinstance(item, Mapping):
             if any(not isinstance(key, str) for key in item):
                 raise ValueError("keys must be strings")
             nul = nul or any("\x00" in key for key in item)
+            at_least += sum(len(key) + 4 for key in item)  # '"key": '
+            at_least += 2 * max(len(item) - 1, 0)  # ', ' between members
             children = item.values()
         elif isinstance(item, list | tuple):
+            at_least += 2 * max(len(item) - 1, 0)
             children = item
         else:
+            at_least += 1
             continue
+        at_least += 2  # the brackets
         deepest = max(deepest, depth + 1)
-        if deepest > limit:
+        if deepest > depth_limit or at_least > size_limit:
             break
         stack.extend((child, depth + 1) for child in children)
-    return deepest, nul
+    return deepest, nul, at_least
 
 
 class RepeatedKey(ValueError):

@@ -83,6 +83,12 @@ UPLOAD_BODIES: dict[str, dict[str, Any]] = {
         },
     },
 }
+# A multipart upload's parts: `options` and `recipients` (or `file`) are read, a form may add a
+# few of its own; each part costs the loop a parse of its headers (200,000 tiny parts held
+# every other request for 13 s).
+MAX_PARTS = 16
+# The options are a call's fields and the campaign's settings: a call's whole body is 64 KiB.
+MAX_OPTIONS_BYTES = 256 * 1024
 MAX_PARSE_ERROR_CHARS = 200  # of aiohttp's message, which may quote the client's bytes
 
 
@@ -175,7 +181,8 @@ async def create_campaign(request: web.Request) -> web.Response:
     client = client_identity(request)
     key = idempotency_key(request)
     upload = await _read_campaign(request)
-    options = parse_options(upload.options, RequestRules.of(settings), service.clock())
+    rules = RequestRules.of(settings)
+    options = await _PARSING.run(parse_options, upload.options, rules, service.clock())
     claim = None
     if key is not None:
         digest = await _PARSING.run(upload.digest)
@@ -281,14 +288,19 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
     csv: bytes | None = None
     seen: set[str] = set()
     size = 0
+    parts = 0
     while True:
         with _multipart_parsing():
             part = await reader.next()
         if part is None:
             break
+        parts += 1
+        if parts > MAX_PARTS:
+            raise HttpError(400, f"a multipart upload holds at most {MAX_PARTS} parts")
         if not isinstance(part, BodyPartReader):
             continue  # a nested multipart: not ours
         chunks = []
+        part_size = 0
         while True:
             with _multipart_parsing():
                 chunk = await part.read_chunk()
@@ -298,6 +310,9 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             if size > MAX_BODY_BYTES:
                 raise HttpError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
             chunks.append(chunk)
+            part_size += len(chunk)
+            if part.name == "options" and part_size > MAX_OPTIONS_BYTES:
+                raise HttpError(413, f"the options part is larger than {MAX_OPTIONS_BYTES} bytes")
         data = b"".join(chunks)
         name = part.name
         if name in seen and name in ("options", "recipients", "file"):
@@ -395,9 +410,15 @@ def setup(app: web.Application) -> None:
                     CampaignAnswer,
                     headers=("Idempotent-Replay",),
                 ),
-                400: Reply("The body is not UTF-8 JSON or CSV, or a malformed multipart body"),
+                400: Reply(
+                    "The body is not UTF-8 JSON or CSV, or a malformed multipart body (or one"
+                    f" of more than {MAX_PARTS} parts)"
+                ),
                 401: UNAUTHORIZED,
-                413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
+                413: Reply(
+                    f"The body is larger than {MAX_BODY_BYTES} bytes, or a multipart"
+                    f" options part larger than {MAX_OPTIONS_BYTES}"
+                ),
                 422: Reply("Invalid options or rows; `details` lists each (with its row)"),
                 409: Reply("The Idempotency-Key was already used with another campaign"),
                 503: DB_DOWN,
