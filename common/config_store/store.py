@@ -59,6 +59,10 @@ CALLS_KEY = "calls"
 # A finished call's record leaves config.json with the next write, or this long after its end.
 FORGET_WITHIN_S = 1.0
 NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
+# How long a write waits for the writers' lock (config.json.lock): a script holding it (the
+# seed's update_config stopped in a debugger, `flock config.json.lock sleep`) held every
+# call's placement for as long, with no line saying why; past this, the write fails (503).
+LOCK_WAIT_S = 5.0
 
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]
@@ -624,8 +628,11 @@ class ConfigStore:
     # ------------------------------------------------------------------- locking
 
     def _acquire(self) -> int:
-        """Take the thread lock, then the cross-process lock; return the lock file's fd."""
-        self._thread_lock.acquire()
+        """Take the thread lock, then the cross-process lock, both within LOCK_WAIT_S (else
+        TimeoutError); return the lock file's fd."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        if not self._thread_lock.acquire(timeout=LOCK_WAIT_S):
+            raise self._lock_timeout("a write of this process")
         try:
             try:
                 fd = self._open_lock()
@@ -633,7 +640,7 @@ class ConfigStore:
                 self._make_directory()
                 fd = self._open_lock()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._flock_by(fd, deadline)
             except BaseException:
                 os.close(fd)
                 raise
@@ -642,14 +649,38 @@ class ConfigStore:
             self._thread_lock.release()
             raise
 
+    def _flock_by(self, fd: int, deadline: float) -> None:
+        """The cross-process lock on `fd`, polled until `deadline` (flock has no timeout)."""
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._lock_timeout("another process") from None
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+
+    def _lock_timeout(self, holder: str) -> TimeoutError:
+        return TimeoutError(
+            errno.ETIMEDOUT,
+            f"{self.lock_path} is held by {holder} (waited {LOCK_WAIT_S:g} s)",
+        )
+
     def _open_lock(self) -> int:
         """The lock file, created if missing. flock needs no write access: a lock file made
         by another user (root running the seed's update_config once) is opened read-only,
-        instead of failing every write with EACCES."""
+        instead of failing every write with EACCES. A directory we may not write, with no
+        lock file in it, is that EACCES (not the ENOENT of the read-only try)."""
         try:
             return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except PermissionError:
-            return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError as denied:
+            try:
+                return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise denied from None
 
     def _still_leads_to_target(self) -> None:
         """A `path` that was a link at start-up still leads to the file writes replace; else

@@ -4,8 +4,10 @@ embedded sandbox speaking LiveKit's Twirp protocol."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.calls.models import IdempotencyClaim, NewCall
+from common.config_store import store as config_store_module
 from common.update_config import load_dynamic_config
 from handlers.keys import CALLS, SETTINGS
 from server import SANDBOX
@@ -398,3 +401,23 @@ async def test_webhook_path_refuses_every_route_the_api_has(client: Client) -> N
     }
     outside = [p for p in paths if not any(p == a or p.startswith(a + "/") for a in API_PREFIXES)]
     assert paths and not outside, outside
+
+
+async def test_a_config_lock_held_elsewhere_is_a_503_not_a_wait_without_end(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`flock config.json.lock sleep 25` held a placement 24.5 s (and 40 of them 19 s each),
+    the client's retry then placing a second call. A bounded wait, then 503 naming the lock,
+    nothing dialled; the next placement, with the lock free, is placed."""
+    monkeypatch.setattr(config_store_module, "LOCK_WAIT_S", 0.2)
+    held = os.open(tmp_path / "config.json.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        resp = await client.post("/calls/outbound", json=SEED_EXAMPLES[0])
+        body = await resp.json()
+    finally:
+        os.close(held)
+    assert resp.status == 503, body
+    assert "config.json.lock is held by another process (waited 0.2 s)" in body["error"]
+    assert sandbox_requests(client, "CreateSIPParticipant") == []
+    assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 200

@@ -210,3 +210,53 @@ async def test_records_whose_written_at_is_no_finite_number_are_pruned(tmp_path:
     assert await store.records_written_async() == {"call-nan": 0.0, "call-big": 0.0}
     await store.update_async("Fresh", call_id="call-fresh")
     assert list(json.loads(path.read_text())["calls"]) == ["call-fresh"]
+
+
+async def test_a_lock_held_elsewhere_fails_the_write_within_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script holding config.json.lock (`flock config.json.lock sleep 25`, the seed's
+    update_config stopped in a debugger) held every write, and so every call's placement, for
+    as long: now a write waits LOCK_WAIT_S, then fails naming the lock; the next one, once
+    the lock is free, succeeds."""
+    import fcntl
+    import os
+
+    monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.2)
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("Before", call_id="call-1")
+    held = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another open file: as another process would
+    try:
+        with pytest.raises(store_module.ConfigWriteError, match="held by another process"):
+            store.update("Blocked", call_id="call-2")
+        with pytest.raises(store_module.ConfigWriteError, match=r"waited 0\.2 s"):
+            await store.update_async("Blocked", call_id="call-3")
+    finally:
+        os.close(held)
+    store.update("After", call_id="call-4")
+    assert sorted(json.loads((tmp_path / "config.json").read_text())["calls"]) == [
+        "call-1",
+        "call-4",
+    ]
+
+
+def test_a_directory_not_ours_to_write_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no lock file in a directory we may not write, the write failed with the ENOENT of
+    its read-only retry ("No such file or directory"); it is the EACCES now."""
+    import errno
+    import os
+
+    store = ConfigStore(tmp_path / "config.json")
+    real_open = os.open
+
+    def not_ours(path: object, flags: int, *args: object) -> int:
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", not_ours)
+    with pytest.raises(store_module.ConfigWriteError, match="Permission denied"):
+        store.update("A", call_id="call-1")
