@@ -42,7 +42,7 @@ from common.notify.deliveries import WebhookSender
 from common.notify.guard import PooledResolver, UnsafeWebhookUrl
 from common.settings import Settings, SettingsError, configure_logging, load_settings
 from common.storage.base import CallStore, DatabaseError
-from common.storage.sql import SqlCallStore
+from common.storage.selected import open_store
 from handlers import (
     access_log,
     calls,
@@ -104,25 +104,6 @@ PROTECTIVE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "no
 async def protective_headers(_request: web.Request, response: web.StreamResponse) -> None:
     for name, value in PROTECTIVE_HEADERS.items():
         response.headers.setdefault(name, value)
-
-
-async def open_store(settings: Settings) -> CallStore:
-    """The call store the settings select: PostgreSQL with DATABASE_URL, else SQLite."""
-    store: SqlCallStore
-    if settings.database_url is not None:
-        from common.storage.postgres import PostgresCallStore
-
-        store = await PostgresCallStore.open(
-            settings.database_url,
-            pool_size=settings.database_pool_size,
-            instance=settings.instance_name,
-        )
-    else:
-        from common.storage.sqlite import SqliteCallStore
-
-        store = await SqliteCallStore.open(settings.calls_db_path, instance=settings.instance_name)
-    store.lease_s = settings.claim_lease_s
-    return store
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

@@ -19,10 +19,11 @@ from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
     load_call_record,
+    resolve_call_id,
     select_config,
 )
 from agent.plan import plan_session
-from common.config_store.model import CallConfig
+from common.calls.models import CallRecord
 from common.config_store.store import ConfigStore
 from common.contracts import DispatchMetadata
 from common.settings import (
@@ -70,63 +71,84 @@ def describe_call(
     metadata_json: str | None = None,
     room_created_at: float | None = None,
 ) -> dict[str, Any]:
-    """The plan the agent would build for `call_id`, as a JSON-ready dict.
+    """The plan the agent would build for `call_id`, as a JSON-ready dict, chosen as the
+    worker chooses (`select_config`).
 
-    `metadata_json` is the dispatch metadata (as the server sends it); `room_created_at`
-    defaults to now, i.e. a room created at the moment of asking.
+    `metadata_json` is the dispatch metadata (as the server sends it); without it, the config
+    stored with the call in the calls database stands for the dispatch's snapshot (the server
+    stores the very snapshot it dispatches). `room_created_at` defaults to the call's creation
+    in that database (its room is created after it), else to now.
     """
     snapshot = None
     if metadata_json is not None:
-        try:
-            parsed = json.loads(metadata_json)
-        except ValueError as exc:
-            raise DescribeError(f"--metadata is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise DescribeError("--metadata is not valid JSON: nested too deeply") from None
-        if not isinstance(parsed, dict):
-            raise DescribeError("--metadata must be a JSON object")
-        snapshot = DispatchMetadata.parse(metadata_json).config
+        snapshot = _dispatched_snapshot(metadata_json, call_id)
     store = ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
     record = asyncio.run(load_call_record(store, call_id))
-    created_at = time.time() if room_created_at is None else room_created_at
+    call = asyncio.run(_call_in_database(settings, call_id))
+    if room_created_at is None:
+        room_created_at = call.created_at if call is not None else time.time()
+    from_database = snapshot is None and call is not None and call.config is not None
+    if from_database:
+        assert call is not None and call.config is not None  # noqa: S101 - from_database
+        snapshot = call.config
     try:
-        selected = select_config(call_id, record, snapshot, created_at)
+        selected = select_config(call_id, record, snapshot, room_created_at)
     except NoCallConfigError as exc:
-        stored = asyncio.run(_stored_config(settings, call_id))
-        if stored is None:
-            raise DescribeError(
-                f"unknown call: {exc} (config file {settings.config_path},"
-                f" calls database {settings.calls_db_path})"
-            ) from None
-        selected = stored
+        raise DescribeError(f"unknown call: {exc} ({_where(settings)})") from None
+    if from_database and selected.source == "dispatch-metadata":
+        assert call is not None  # noqa: S101 - from_database
+        selected = SelectedConfig(
+            "calls-db",
+            selected.config,
+            f"{selected.reason}: the call is {call.status.value}, and this is the configuration"
+            " stored with the call when it was placed, the snapshot its dispatch carried",
+        )
     plan = plan_session(selected.config, settings, call_id=call_id, source=selected.source)
     return {"reason": selected.reason, **plan.to_dict()}
 
 
-async def _stored_config(settings: Settings, call_id: str) -> SelectedConfig | None:
-    """The config kept with the call in the calls database (its config.json record is gone
-    once the call is over), or None when the database does not know the call."""
-    from common.storage.base import DatabaseError
-    from common.storage.sqlite import SqliteCallStore
+def _dispatched_snapshot(metadata_json: str, call_id: str) -> dict[str, Any] | None:
+    """--metadata's config snapshot, refused as the worker refuses a dispatch naming another
+    call (it would build this room's session from that call's config)."""
+    try:
+        parsed = json.loads(metadata_json)
+    except ValueError as exc:
+        raise DescribeError(f"--metadata is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DescribeError("--metadata is not valid JSON: nested too deeply") from None
+    if not isinstance(parsed, dict):
+        raise DescribeError("--metadata must be a JSON object")
+    metadata = DispatchMetadata.parse(metadata_json)
+    try:
+        resolve_call_id(metadata, call_id)
+    except NoCallConfigError as exc:
+        raise DescribeError(f"the agent would refuse this job: {exc}") from None
+    return metadata.config
 
-    if not settings.calls_db_path.is_file():
+
+def _where(settings: Settings) -> str:
+    database = (
+        "DATABASE_URL" if settings.database_url else f"calls database {settings.calls_db_path}"
+    )
+    return f"config file {settings.config_path}, calls database {database}"
+
+
+async def _call_in_database(settings: Settings, call_id: str) -> CallRecord | None:
+    """The call as the calls database has it (PostgreSQL with DATABASE_URL, else SQLite),
+    or None when there is none (a missing calls.db is not created) or it does not know it."""
+    from common.storage.base import DatabaseError  # not imported by the worker's commands
+    from common.storage.selected import open_store
+
+    if settings.database_url is None and not settings.calls_db_path.is_file():
         return None
     try:
-        db = await SqliteCallStore.open(settings.calls_db_path)
+        db = await open_store(settings)
     except DatabaseError as exc:
-        raise DescribeError(f"cannot read {settings.calls_db_path}: {exc}") from None
+        raise DescribeError(f"cannot read the calls database: {exc}") from None
     try:
-        call = await db.get_call(call_id, with_timeline=False)
+        return await db.get_call(call_id, with_timeline=False)
     finally:
         await db.close()
-    if call is None or call.config is None:
-        return None
-    return SelectedConfig(
-        "calls-db",
-        CallConfig.from_record(call.config),
-        f"the call is {call.status.value}: its config.json record is gone, so this is the"
-        " configuration stored with the call when it was placed",
-    )
 
 
 def describe_main(argv: list[str]) -> int:

@@ -230,45 +230,122 @@ def test_top_level_help_lists_describe(tmp_path: Path) -> None:
         assert "start" in proc.stdout and "console" in proc.stdout  # livekit's, still listed
 
 
-def test_describe_a_finished_call_from_the_calls_database(tmp_path: Path) -> None:
-    """A call that is over has no config.json record any more: describe uses the config
-    stored with the call, and says so."""
+STORED_SNAPSHOT = {
+    "caller_name": "Emma Watson",
+    "agent_instructions": "You are a customer support agent.",
+    "tts_language": "en",
+    "tts_emotion": "Serious",
+    "additional_params": {"ticket": "T-1"},
+    "ringing_timeout_s": 30,
+    "max_duration_s": 600,
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def calls_database(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The settings naming a calls database: calls.db, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        return {"DATABASE_URL": request.getfixturevalue("postgres_dsn")}
+    return {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
+
+
+def record_call(database: dict[str, str]) -> None:
+    """CALL in the calls database, placed with STORED_SNAPSHOT as the server places calls."""
     import asyncio
 
     from common.calls.models import NewCall
+    from common.storage.postgres import PostgresCallStore
+    from common.storage.sql import SqlCallStore
     from common.storage.sqlite import SqliteCallStore
 
-    snapshot = {
-        "caller_name": "Emma Watson",
-        "agent_instructions": "You are a customer support agent.",
-        "tts_language": "en",
-        "tts_emotion": "Serious",
-        "additional_params": {"ticket": "T-1"},
-        "ringing_timeout_s": 30,
-        "max_duration_s": 600,
-    }
-
     async def record() -> None:
-        db = await SqliteCallStore.open(tmp_path / "calls.db")
+        db: SqlCallStore
+        if "DATABASE_URL" in database:
+            db = await PostgresCallStore.open(database["DATABASE_URL"])
+        else:
+            db = await SqliteCallStore.open(Path(database["CALLS_DB_PATH"]))
         try:
-            call = NewCall(CALL, "+441234567890", "Emma Watson", "en", "Serious", config=snapshot)
+            call = NewCall(
+                CALL, "+441234567890", "Emma Watson", "en", "Serious", config=STORED_SNAPSHOT
+            )
             await db.create_call(call)
         finally:
             await db.close()
 
     asyncio.run(record())
+
+
+def test_describe_a_finished_call_from_the_calls_database(
+    tmp_path: Path, calls_database: dict[str, str]
+) -> None:
+    """A call that is over has no config.json record any more: describe uses the config
+    stored with the call, and says so; with DATABASE_URL, from PostgreSQL (it read calls.db
+    only, and answered "unknown call" for every call of a server on PostgreSQL)."""
+    record_call(calls_database)
     proc = run_agent(
         ["describe", "--call-id", CALL],
         tmp_path,
         CONFIG_PATH=str(tmp_path / "config.json"),
-        CALLS_DB_PATH=str(tmp_path / "calls.db"),
+        **calls_database,
     )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["source"] == "calls-db"
+    assert plan["reason"].startswith("no config.json record: the call is dialing")
     assert "stored with the call" in plan["reason"]
     assert plan["caller_name"] == "Emma Watson" and plan["tts"]["emotion"] == "confident"
     assert "Call context: ticket: T-1" in plan["instructions"]
+
+
+def test_describe_a_live_call_whose_record_was_rewritten_after_its_room_started(
+    tmp_path: Path,
+) -> None:
+    """update_config(call_id=...) after the call was placed: the worker refuses that record
+    (written after the room) and takes the dispatch's snapshot. describe took "now" for the
+    room's creation, so any record passed, and it showed the late writer's config."""
+    database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
+    record_call(database)
+    ConfigStore(tmp_path / "config.json").update("Late Writer", tts_language="fr", call_id=CALL)
+    proc = run_agent(
+        ["describe", "--call-id", CALL],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "config.json"),
+        **database,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["source"] == "calls-db", plan
+    assert plan["caller_name"] == "Emma Watson" and plan["tts"]["language"] == "en"
+    assert "after the room was created" in plan["reason"]
+
+
+def test_describe_a_live_call_from_its_record_written_before_the_call(tmp_path: Path) -> None:
+    ConfigStore(tmp_path / "config.json").update("From The Record", call_id=CALL)
+    database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
+    record_call(database)
+    proc = run_agent(
+        ["describe", "--call-id", CALL],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "config.json"),
+        **database,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert (plan["source"], plan["caller_name"]) == ("config.json", "From The Record")
+
+
+def test_describe_refuses_metadata_naming_another_call_as_the_worker_does(
+    tmp_path: Path,
+) -> None:
+    metadata = json.dumps({"call_id": "call-000000000000", "config": STORED_SNAPSHOT})
+    proc = run_agent(
+        ["describe", "--call-id", CALL, "--metadata", metadata],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "absent.json"),
+    )
+    assert proc.returncode == 2, proc.stdout
+    assert "the agent would refuse this job" in proc.stderr
+    assert "call-000000000000" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_describe_with_metadata_nested_too_deeply_is_one_line(tmp_path: Path) -> None:

@@ -1,0 +1,26 @@
+"""The call store the settings select: PostgreSQL with DATABASE_URL, else SQLite."""
+
+from __future__ import annotations
+
+from common.settings import Settings
+from common.storage.sql import SqlCallStore
+
+
+async def open_store(settings: Settings) -> SqlCallStore:
+    """Open (and migrate) the call store the settings select; DatabaseError if it cannot be
+    opened or used."""
+    store: SqlCallStore
+    if settings.database_url is not None:
+        from common.storage.postgres import PostgresCallStore
+
+        store = await PostgresCallStore.open(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            instance=settings.instance_name,
+        )
+    else:
+        from common.storage.sqlite import SqliteCallStore
+
+        store = await SqliteCallStore.open(settings.calls_db_path, instance=settings.instance_name)
+    store.lease_s = settings.claim_lease_s
+    return store
