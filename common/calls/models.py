@@ -254,6 +254,15 @@ class CallRecord:
 
 
 @dataclass(frozen=True)
+class LostCall:
+    """A live call whose room went with an earlier run of its server's embedded sandbox."""
+
+    call_id: str
+    dialled: bool  # its dial had started
+    last_seen: float  # the last the server heard of it: its last change, event or report
+
+
+@dataclass(frozen=True)
 class CallEvent:
     """One committed change of a call, as the transactional outbox holds it.
 

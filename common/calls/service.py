@@ -598,6 +598,7 @@ class CallService:
         room_finished: bool = False,
         callee_left: bool = False,
         only_if_changed: bool = False,
+        ended_at: float | None = None,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
@@ -609,6 +610,7 @@ class CallService:
             room_finished=room_finished,
             callee_left=callee_left,
             only_if_changed=only_if_changed,
+            ended_at=ended_at,
         )
         self.events.publish(applied.events)
         return applied
@@ -817,12 +819,14 @@ class CallService:
             len(lost),
             self.instance,
         )
-        for call_id, dialled in lost:
-            if dialled:
-                await self._settle(call_id, "sandbox_restarted", _sandbox_room_gone)
+        for call in lost:
+            if call.dialled:  # it ended with the old run: its end is its last sign of life
+                await self._settle(
+                    call.call_id, "sandbox_restarted", _sandbox_room_gone, ended_at=call.last_seen
+                )
             else:  # nobody was called: its key and rate share are free again (as in `reap`)
-                await self.store.release_placement(call_id)
-                await self._settle(call_id, "reaped", _NEVER_DIALLED)
+                await self.store.release_placement(call.call_id)
+                await self._settle(call.call_id, "reaped", _NEVER_DIALLED)
         return len(lost)
 
     async def _settle_all(self, call_ids: Iterable[str], kind: str, decide: Decide) -> None:

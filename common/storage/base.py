@@ -18,6 +18,7 @@ from common.calls.models import (
     DeliveryOutcome,
     DncEntry,
     IdempotencyClaim,
+    LostCall,
     NewCall,
     StoredAnswer,
     WebhookDelivery,
@@ -195,11 +196,13 @@ class CallStore(CampaignStore, Protocol):
         room_finished: bool = False,
         callee_left: bool = False,
         only_if_changed: bool = False,
+        ended_at: float | None = None,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
         entry and its outbox events. `room_finished` / `callee_left`: the event says the room
         / the callee's leg is gone (kept as a time, the first one). `only_if_changed`: no
-        timeline entry when the decision changes nothing (a request that lost a race)."""
+        timeline entry when the decision changes nothing (a request that lost a race).
+        `ended_at`: when a final decision's call ended, if known to be before now."""
         ...
 
     async def start_dial(self, call_id: str) -> CallRecord | None: ...
@@ -256,12 +259,10 @@ class CallStore(CampaignStore, Protocol):
         `sandbox_instance`'s embedded sandbox, or (None) on a real LiveKit."""
         ...
 
-    async def lost_sandbox_calls(
-        self, instance: str, created_before: float
-    ) -> list[tuple[str, bool]]:
+    async def lost_sandbox_calls(self, instance: str, created_before: float) -> list[LostCall]:
         """Live calls placed into `instance`'s embedded sandbox before `created_before` (an
         earlier run of that server: their rooms went with it) whose rooms never reported
-        finishing, oldest first: each call id, and whether its dial had started."""
+        finishing, oldest first."""
         ...
 
     async def live_among(self, call_ids: list[str]) -> set[str]: ...

@@ -31,6 +31,7 @@ from common.calls.models import (
     Decide,
     DeliveryOutcome,
     IdempotencyClaim,
+    LostCall,
     NewCall,
     StoredAnswer,
     TimelineEntry,
@@ -374,9 +375,11 @@ def apply(
     holder: str = "",
     callee_left: bool = False,
     only_if_changed: bool = False,
+    ended_at: float | None = None,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
-    is the answer and its moment is known (an agent's report); else the time of the change."""
+    is the answer and its moment is known (an agent's report); else the time of the change.
+    `ended_at`, likewise, when a final decision's moment is known to be earlier than now."""
     if event_id is not None:
         seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
         if seen:
@@ -418,7 +421,7 @@ def apply(
                 int(final),
                 change.status.value,
                 int(final),
-                now,
+                now if ended_at is None else min(ended_at, now),
                 int(change.answered),
                 int(change.answered),
                 now if answered_at is None else answered_at,
@@ -650,19 +653,28 @@ def unfinished_rooms(
     return _ids(rows)
 
 
-def lost_sandbox_calls(
-    d: Dialect, instance: str, created_before: float
-) -> Program[list[tuple[str, bool]]]:
+def lost_sandbox_calls(d: Dialect, instance: str, created_before: float) -> Program[list[LostCall]]:
     """Live calls whose room was in `instance`'s embedded sandbox, created before
     `created_before`, and whose room never said it finished (those settle by the grace rule):
-    each call id, with whether its dial had started."""
+    each with whether its dial had started and when the server last heard of it."""
     rows = yield Query(
-        "SELECT call_id, dial_started_at FROM calls WHERE sandbox_instance = ?"  # noqa: S608
+        "SELECT call_id, dial_started_at, updated_at,"  # noqa: S608 - dialect text
+        " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id) AS last_event,"
+        " (SELECT MAX(r.received_at) FROM reports r WHERE r.call_id = calls.call_id)"
+        " AS last_report"
+        " FROM calls WHERE sandbox_instance = ?"
         f" AND status IN ({_LIVE_MARKS}) AND created_at < ? AND room_finished_at IS NULL"
         " ORDER BY created_at, call_id",
         (instance, *LIVE, created_before),
     )
-    return [(str(r["call_id"]), r["dial_started_at"] is not None) for r in rows]
+    return [
+        LostCall(
+            str(r["call_id"]),
+            r["dial_started_at"] is not None,
+            max(float(t) for t in (r["updated_at"], r["last_event"], r["last_report"]) if t),
+        )
+        for r in rows
+    ]
 
 
 def among(d: Dialect, call_ids: list[str], statuses: tuple[str, ...]) -> Program[set[str]]:

@@ -18,6 +18,7 @@ from common.calls.models import (
     Decide,
     DeliveryOutcome,
     IdempotencyClaim,
+    LostCall,
     NewCall,
     StoredAnswer,
     WebhookDelivery,
@@ -106,6 +107,7 @@ class SqlCallStore(CampaignMethods):
         room_finished: bool = False,
         callee_left: bool = False,
         only_if_changed: bool = False,
+        ended_at: float | None = None,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -120,6 +122,7 @@ class SqlCallStore(CampaignMethods):
             holder=self.instance,
             callee_left=callee_left,
             only_if_changed=only_if_changed,
+            ended_at=ended_at,
         )
         try:
             return await self._run(program, write=True)
@@ -204,9 +207,7 @@ class SqlCallStore(CampaignMethods):
         program = programs.unfinished_rooms(self.dialect, dialled_before, sandbox_instance)
         return await self._run(program, write=False)
 
-    async def lost_sandbox_calls(
-        self, instance: str, created_before: float
-    ) -> list[tuple[str, bool]]:
+    async def lost_sandbox_calls(self, instance: str, created_before: float) -> list[LostCall]:
         return await self._run(
             programs.lost_sandbox_calls(self.dialect, instance, created_before), write=False
         )

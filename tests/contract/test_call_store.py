@@ -354,7 +354,11 @@ async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
     await first.start_dial("call-other")
     await first.create_call(mine("call-real-livekit", None))
     await first.start_dial("call-real-livekit")
+    undialled_at = clock.now
+    clock.advance(2)
     await first.apply("call-ringing", "participant_joined", set_status(Status.RINGING))
+    clock.advance(3)
+    answered_at = clock.now
     await first.apply("call-answered", "answered", set_status(Status.IN_PROGRESS, answered=True))
     await first.apply("call-over", "room_finished", set_status(Status.BUSY), room_finished=True)
     await first.apply("call-finishing", "room_finished", nothing, room_finished=True)
@@ -366,15 +370,19 @@ async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
         started = clock.now
         await store.create_call(mine("call-this-run"))  # this run's sandbox holds it
         await store.start_dial("call-this-run")
-        assert await store.lost_sandbox_calls(me, started) == [
+        lost = await store.lost_sandbox_calls(me, started)
+        assert [(c.call_id, c.dialled) for c in lost] == [
             ("call-ringing", True),
             ("call-answered", True),
             ("call-undialled", False),
         ]
-        assert await store.lost_sandbox_calls(other, started) == [("call-other", True)]
+        # The last the server heard of each: its last change or timeline entry.
+        assert [c.last_seen for c in lost] == [answered_at - 3, answered_at, undialled_at]
+        other_lost = await store.lost_sandbox_calls(other, started)
+        assert [(c.call_id, c.dialled) for c in other_lost] == [("call-other", True)]
         assert await store.lost_sandbox_calls("host-b:8000", started) == []
         await store.apply("call-ringing", "sandbox_restarted", set_status(Status.FAILED))
-        assert [c for c, _ in await store.lost_sandbox_calls(me, started)] == [
+        assert [c.call_id for c in await store.lost_sandbox_calls(me, started)] == [
             "call-answered",
             "call-undialled",
         ]

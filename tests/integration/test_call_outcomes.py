@@ -231,6 +231,7 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     )
     await store.create_call(undialled, claim=claim)  # its server stopped before dialling
     await first.close()
+    await asyncio.sleep(1.0)  # the server is down a while: no talk or ring time of the calls
 
     with caplog.at_level(logging.INFO, logger="common.calls.service"):
         second = await start_app(port=port, sandbox_time_scale=100.0)
@@ -259,6 +260,12 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     # called them again. It ends as its room_finished would have.
     status, reason, events = await shown(talking)
     assert (status, reason, events[-1]) == ("completed", SANDBOX_RESTARTED, "sandbox_restarted")
+    # They ended with the last run, whose last sign of them is their end (the restart's time
+    # counted the downtime as talk and ring time: hours, after a night down).
+    talked = await (await second.get(f"/calls/{talking}")).json()
+    assert talked["talk_s"] < 0.5, talked
+    rang = await (await second.get(f"/calls/{dialing}")).json()
+    assert rang["ring_s"] < 0.5, rang
     status, reason, _ = await shown(undialled.call_id)
     assert (status, reason) == ("failed", "the server stopped before dialling; nobody was called")
     assert await second.app[STORE].get_idempotent("client-a", "key-1") is None  # key freed
