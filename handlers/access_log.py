@@ -91,15 +91,24 @@ def install(*, drop_sandbox: bool = False) -> None:
     _replace_filter(SERVER_LOGGER, QuietMalformedRequests())
 
 
+def _never_routed(request: web.BaseRequest) -> bool:
+    """Whether the HTTP parser refused `request` before the app saw it (its DEBUG line, from
+    QuietMalformedRequests, says why; an INFO access line would say only `UNKNOWN / 400`)."""
+    if not isinstance(request, web.Request):
+        return True
+    try:
+        request.match_info.route  # noqa: B018 - set once the app routed the request
+    except AssertionError:
+        return True
+    return False
+
+
 def _from_machine(request: web.BaseRequest) -> bool:
     """Whether `request` came to a machines' route (LiveKit's webhooks, agents' reports)."""
-    if not isinstance(request, web.Request):
+    if _never_routed(request):
         return False
-    try:
-        route = request.match_info.route
-    except AssertionError:  # never routed: the HTTP parser refused it
-        return False
-    return route in request.app.get(QUIET_ROUTES, ())
+    assert isinstance(request, web.Request)  # noqa: S101 - routed requests are
+    return request.match_info.route in request.app.get(QUIET_ROUTES, ())
 
 
 class CallsAccessLogger(AccessLogger):
@@ -113,6 +122,8 @@ class CallsAccessLogger(AccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         status = response.status
+        if not self.logger.isEnabledFor(logging.DEBUG) and _never_routed(request):
+            return  # the parser refused it: at DEBUG only, as its own line is
         if (
             not (200 <= status < 300 or status >= 500)
             or self.logger.isEnabledFor(logging.DEBUG)

@@ -285,7 +285,8 @@ async def test_requests_the_http_parser_refuses_are_no_errors_in_the_log(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, level: int
 ) -> None:
     """aiohttp answers these itself (plain-text 400) and logged each as an ERROR with its
-    traceback: a cheap log flood. Now one DEBUG line each, with digits masked."""
+    traceback: a cheap log flood. Now one DEBUG line each, with digits masked; their access
+    lines too (at INFO they said only `"UNKNOWN / HTTP/1.0" 400`, without the reason)."""
     client = await start_app()
     caplog.set_level(level)
     for raw in MALFORMED.values():
@@ -303,6 +304,12 @@ async def test_requests_the_http_parser_refuses_are_no_errors_in_the_log(
     refused = [r.getMessage() for r in records if "malformed request" in r.getMessage()]
     assert len(refused) == (len(MALFORMED) if level == logging.DEBUG else 0), refused
     assert not any("14155550000" in line for line in refused), refused
+    access = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "aiohttp.access" and '" 400 ' in r.getMessage()
+    ]
+    assert len(access) == (len(MALFORMED) if level == logging.DEBUG else 0), access
 
 
 @pytest.mark.parametrize(
