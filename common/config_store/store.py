@@ -59,6 +59,10 @@ CALLS_KEY = "calls"
 # A finished call's record leaves config.json with the next write, or this long after its end.
 FORGET_WITHIN_S = 1.0
 NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
+# config.json holds names, instructions and numbers: a new one is its owner's alone. A file
+# that exists keeps its permissions through every rewrite (an operator's `chmod 640` for an
+# agent of another user in the group stays).
+NEW_FILE_MODE = 0o600
 # How long a write waits for the writers' lock (config.json.lock): a script holding it (the
 # seed's update_config stopped in a debugger, `flock config.json.lock sleep`) held every
 # call's placement for as long, with no line saying why; past this, the write fails (503).
@@ -255,16 +259,26 @@ def _refuse_unless_regular(mode: int) -> None:
         raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL, NOT_A_FILE)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Create `path` with `data` and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def _write_durably(path: Path, data: bytes, mode: int = NEW_FILE_MODE) -> None:
+    """Create `path` with `data` and permissions `mode`, and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
     try:
+        if mode != NEW_FILE_MODE:
+            os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _mode_of(path: Path) -> int:
+    """The permissions of the file at `path` (not followed), or NEW_FILE_MODE if none."""
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return NEW_FILE_MODE
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -792,7 +806,7 @@ class ConfigStore:
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
             tmp = self._temp_path(target)
-            _write_durably(tmp, encoded)
+            _write_durably(tmp, encoded, _mode_of(target))
             os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)

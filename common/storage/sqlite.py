@@ -64,6 +64,17 @@ def _enter_wal(conn: sqlite3.Connection, timeout_s: float = WAL_SWITCH_TIMEOUT_S
         pause = min(pause * 2, 0.1)
 
 
+def _create_owner_only(path: Path) -> None:
+    """Create a missing database file readable by its owner alone: it holds numbers,
+    transcripts and summaries, and SQLite gives its -wal and -shm files the database's
+    permissions (it would create it 0644 under the usual umask). An existing file keeps its
+    own; `:memory:` is no file."""
+    if str(path) == ":memory:":
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 def _is_not_a_file(path: Path) -> bool:
     """`path` is there, and is no regular file: SQLite says only "unable to open database
     file" of a directory and "disk I/O error" of /dev/null."""
@@ -228,6 +239,7 @@ class SqliteCallStore(SqlCallStore):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DatabaseError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        _create_owner_only(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._prepare(conn)

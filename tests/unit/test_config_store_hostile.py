@@ -260,3 +260,17 @@ def test_a_directory_not_ours_to_write_is_named_as_such(
     monkeypatch.setattr(os, "open", not_ours)
     with pytest.raises(store_module.ConfigWriteError, match="Permission denied"):
         store.update("A", call_id="call-1")
+
+
+def test_a_new_config_json_is_its_owners_alone_and_a_chosen_mode_stays(tmp_path: Path) -> None:
+    """config.json holds names, instructions and numbers: it was created 0644 (any local user
+    could read what the API token guards). New: 0600; an operator's chmod survives rewrites."""
+    import stat
+
+    path = tmp_path / "config.json"
+    store = ConfigStore(path)
+    store.update("A", call_id="call-1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o640)
+    store.update("B", call_id="call-2")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

@@ -56,6 +56,24 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     assert raw_rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
+async def test_a_new_database_and_its_wal_are_their_owners_alone(tmp_path: Path) -> None:
+    """calls.db holds numbers, transcripts and summaries: it (and its -wal and -shm) were
+    created 0644. An existing file keeps its own permissions."""
+    import stat
+
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path)
+    try:
+        await store.create_call(NewCall("call-00000000mode", "+14155550100", "A", "en", "Calm"))
+        for name in ("calls.db", "calls.db-wal", "calls.db-shm"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        await store.close()
+    path.chmod(0o640)
+    await (await SqliteCallStore.open(path)).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
 async def test_not_a_database_file(tmp_path: Path) -> None:
     path = tmp_path / "calls.db"
     path.write_bytes(b"this is not an SQLite database, just text\n" * 200)
