@@ -15,6 +15,9 @@ _SEPARATORS = re.compile(r"[\s().\-]")
 _REFUSED_TYPES = {
     PhoneNumberType.PREMIUM_RATE: "premium-rate",
     PhoneNumberType.SHARED_COST: "shared-cost",
+    # "Follow-me" numbers (UK 070, ...): charged like premium lines, a classic target of
+    # revenue-share fraud, and no customer's own phone.
+    PhoneNumberType.PERSONAL_NUMBER: "personal (follow-me)",
 }
 
 
@@ -50,6 +53,11 @@ def normalize_phone(
     """
     parsed = parse_e164(raw)
     number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if _global_service(parsed.country_code or 0):
+        raise ValueError(
+            f"numbers of international networks and satellite services (+{parsed.country_code})"
+            " are not called"
+        )
     valid = phonenumbers.is_valid_number(parsed)
     kind = _refused_kind(parsed) if valid else _refused_kind_nearby(parsed)
     if kind is not None:
@@ -66,6 +74,14 @@ def normalize_phone(
             )
             raise ValueError(f"{where} is not allowed; allowed: {', '.join(allowed_countries)}")
     return number
+
+
+def _global_service(country_code: int) -> bool:
+    """Whether `country_code` belongs to no country: satellite phones (+870, +881),
+    international networks (+882, +883), international freephone, shared-cost and premium
+    lines (+800, +808, +979). Their per-minute rates are the highest there are, which is why
+    revenue-share fraud dials them; no customer list needs them. Valid or not."""
+    return phonenumbers.region_codes_for_country_code(country_code) == ("001",)
 
 
 def _refused_kind(parsed: phonenumbers.PhoneNumber) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -171,12 +172,37 @@ def test_phone_with_unknown_country_code() -> None:
         ("+34803123456", "premium-rate"),
         ("+34901123456", "shared-cost"),
         ("+33884012345", "shared-cost"),
+        ("+447012345678", "personal (follow-me)"),  # UK 070: charged like a premium line
+        ("+44701234567", "personal (follow-me)"),  # cut short: the trunk may complete it
     ],
 )
 def test_premium_and_shared_cost_numbers_refused(phone: str, kind: str) -> None:
     assert errors_of(with_(phone_number=phone)) == {
         "phone_number": f"{kind} numbers are not called"
     }
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+881234567890",  # satellite (Iridium): valid, a MOBILE to phonenumbers
+        "+870123456789",  # Inmarsat
+        "+8821234567",  # an international network, invalid
+        "+883123456789",
+        "+80012345678",  # international freephone
+        "+979123456789",  # international premium rate
+    ],
+)
+def test_numbers_of_no_country_are_refused_valid_or_not(phone: str) -> None:
+    """Satellite and international-network numbers have the highest per-minute rates there
+    are, the ones revenue-share fraud dials; with no allow-list they were called."""
+    code = phone[1:4]
+    expected = f"numbers of international networks and satellite services (+{code}) are not called"
+    assert errors_of(with_(phone_number=phone)) == {"phone_number": expected}
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        normalize_phone(phone, strict=True)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        normalize_phone(phone, ("US",))
 
 
 def test_country_allow_list_refuses_other_countries() -> None:
