@@ -28,6 +28,7 @@ from handlers.http import (
     idempotency_key,
     idempotency_param,
     json_answer,
+    page_of,
     read_body,
 )
 from handlers.keys import CALLS, SETTINGS, STORE
@@ -115,8 +116,8 @@ def _list_params(request: web.Request) -> tuple[Status | None, int, Before | Non
 async def list_calls(request: web.Request) -> web.Response:
     """GET /calls?status=&limit=&before=: newest first."""
     status, limit, before = _list_params(request)
-    calls = await request.app[STORE].list_calls(status=status, limit=limit, before=before)
-    last = calls[-1] if len(calls) == limit else None
+    found = await request.app[STORE].list_calls(status=status, limit=limit + 1, before=before)
+    calls, last = page_of(found, limit)
     next_before = Before.after(last.created_at, last.call_id).token if last else None
     return json_answer(CallList(calls=[CallSummary.of(c) for c in calls], next_before=next_before))
 

@@ -49,6 +49,7 @@ from handlers.http import (
     idempotency_key,
     idempotency_param,
     int_param,
+    page_of,
     read_body,
 )
 from handlers.keys import CALLS, CAMPAIGNS, SETTINGS
@@ -335,16 +336,12 @@ async def list_campaigns(request: web.Request) -> web.Response:
     limit = LIST_LIMIT.of(request)
     before = before_param(request)
     service = request.app[CAMPAIGNS]
-    found = await service.store.list_campaigns(limit=limit, before=before)
+    found, last = page_of(await service.store.list_campaigns(limit=limit + 1, before=before), limit)
     now = service.clock()
     return web.json_response(
         {
             "campaigns": [c.to_json(now) for c in found],
-            "next_before": (
-                Before.after(found[-1].created_at, found[-1].campaign_id).token
-                if len(found) == limit
-                else None
-            ),
+            "next_before": Before.after(last.created_at, last.campaign_id).token if last else None,
         }
     )
 
@@ -362,13 +359,16 @@ async def recipients(request: web.Request) -> web.Response:
     after = (
         int_param(request, "after", -1, -1, MAX_RECIPIENTS) if "after" in request.query else None
     )
-    found = await request.app[CAMPAIGNS].recipients(
-        request.match_info["campaign_id"], state=state, limit=limit, after=after
+    found, last = page_of(
+        await request.app[CAMPAIGNS].recipients(
+            request.match_info["campaign_id"], state=state, limit=limit + 1, after=after
+        ),
+        limit,
     )
     return web.json_response(
         {
             "recipients": [r.to_json() for r in found],
-            "next_after": found[-1].idx if len(found) == limit else None,
+            "next_after": last.idx if last else None,
         }
     )
 

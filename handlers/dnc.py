@@ -20,6 +20,7 @@ from handlers.http import (
     add_route,
     decode_json,
     json_answer,
+    page_of,
     read_body,
 )
 from handlers.keys import STORE
@@ -110,11 +111,11 @@ async def list_numbers(request: web.Request) -> web.Response:
     """GET /dnc?limit=&after=: the list, by number."""
     limit = LIST_LIMIT.of(request)
     after = after_param(request)
-    entries = await request.app[STORE].list_dnc(limit=limit, after=after)
+    entries, last = page_of(await request.app[STORE].list_dnc(limit=limit + 1, after=after), limit)
     return web.json_response(
         {
             "numbers": [e.to_json() for e in entries],
-            "next_after": entries[-1].number if len(entries) == limit else None,
+            "next_after": last.number if last else None,
         }
     )
 

@@ -14,7 +14,7 @@ import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
+T = TypeVar("T")
 # How long a request's body may take to arrive once its headers have.
 BODY_READ_TIMEOUT_S = 30.0
 
@@ -368,6 +369,15 @@ class PageLimit:
                 "default": self.default,
             },
         }
+
+
+def page_of(found: list[T], limit: int) -> tuple[list[T], T | None]:
+    """The page of a list read with `limit + 1` rows: its first `limit`, and the last of them
+    when more follow, where the next page starts (None on the last page; with `limit` rows
+    read, a page exactly full gave a cursor to an empty page)."""
+    if len(found) > limit:
+        return found[:limit], found[limit - 1]
+    return found, None
 
 
 # before=, as every list that pages newest first documents it.

@@ -338,7 +338,11 @@ async def test_get_and_list_calls(client: Client) -> None:
     assert [c["call_id"] for c in listed["calls"]] == ids[::-1][:2]  # newest first
     older = await (await client.get(f"/calls?limit=2&before={listed['next_before']}")).json()
     assert [c["call_id"] for c in older["calls"]] == [ids[0]]
+    assert older["next_before"] is None  # the last page
     assert listed["next_before"].endswith(f":{ids[1]}")  # <created_at>:<its call id>
+    # A last page exactly full says it is the last (it gave a cursor to an empty page).
+    everything = await (await client.get("/calls?limit=3")).json()
+    assert len(everything["calls"]) == 3 and everything["next_before"] is None
     assert (await client.get("/calls?limit=501")).status == 400
     assert (await client.get("/calls?status=bogus")).status == 400
     everything_older = await (await client.get("/calls?before=4102444800")).json()  # 2100

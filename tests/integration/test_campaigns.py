@@ -424,8 +424,11 @@ async def test_start_at_waits_and_scheduled_shows(start_app: AppFactory) -> None
     assert client.app[SANDBOX].dials == []
     clock.move_to(OPEN_EVERYWHERE + 3601)
     await wait_status(client, created["campaign_id"], "completed")
-    listed = await (await client.get("/campaigns")).json()
+    listed = await (await client.get("/campaigns?limit=1")).json()
     assert [c["campaign_id"] for c in listed["campaigns"]] == [created["campaign_id"]]
+    assert listed["next_before"] is None  # a last page exactly full says it is the last
+    rows = await client.get(f"/campaigns/{created['campaign_id']}/recipients?limit=1")
+    assert (await rows.json())["next_after"] is None
 
 
 async def test_do_not_call_list(start_app: AppFactory) -> None:
@@ -477,6 +480,7 @@ async def test_the_do_not_call_list_pages_with_next_after_pasted_as_it_is(
             break
         query = f"limit=1&after={page['next_after']}"  # not URL-encoded
     assert seen == numbers
+    assert (await (await client.get("/dnc?limit=3")).json())["next_after"] is None  # exactly full
     encoded = await client.get("/dnc", params={"after": "+14155550100"})  # %2B
     assert [n["phone_number"] for n in (await encoded.json())["numbers"]] == numbers[1:]
     from_start = await client.get("/dnc?after=")
