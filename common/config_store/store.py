@@ -622,9 +622,13 @@ class ConfigStore:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        with open(fd, "rb") as fh:
+        try:  # before open(): a directory's fd is its IsADirectoryError "...: 3", no path
             status = os.fstat(fd)
             _refuse_unless_regular(status.st_mode)  # a FIFO there would block us for good
+        except OSError as exc:
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+        with open(fd, "rb") as fh:
             key = self._stat_key(status)
             cached = self._read_cache
             if cached is not None and cached.key == key:

@@ -479,6 +479,23 @@ def test_a_fifo_as_config_json_blocks_nobody(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "config.json.lock"]
 
 
+@pytest.mark.parametrize("read", ["load", "get", "load_async"])
+def test_a_directory_as_config_json_is_named_on_read(tmp_path: Path, read: str) -> None:
+    """Reads raised a bare `IsADirectoryError: [Errno 21] Is a directory: 3` (a descriptor,
+    not the path); now the store's own "not a regular file" error, naming the file."""
+    path = tmp_path / "config.json"
+    path.mkdir()
+    store = ConfigStore(path)
+    calls = {
+        "load": store.load,
+        "get": lambda: store.get("caller_name", "default"),
+        "load_async": lambda: asyncio.run(store.load_async()),
+    }
+    with pytest.raises(OSError, match="not a regular file") as raised:
+        calls[read]()
+    assert raised.value.filename == str(path)
+
+
 def test_a_link_into_a_missing_directory_makes_no_directories(tmp_path: Path) -> None:
     """A link into a volume that is not mounted: its directories were made on the root
     file system, and the config written where the mounted volume would then hide it."""
