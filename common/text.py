@@ -24,6 +24,9 @@ import unicodedata
 # Format characters (zero-width, bidi controls), separators and combining marks show nothing
 # on their own: a name made only of them is no name to greet anybody by.
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zs", "Zl", "Zp", "Mn", "Me", "Co", "Cn"})
+# Letters and symbols that draw nothing: the Hangul fillers, the blank braille pattern, the
+# musical null notehead. A name of them alone looks empty wherever it is shown.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\U0001d159")
 
 # What a single line of text must not hold besides control characters: Unicode's line and
 # paragraph separators (a log viewer breaks the line there) and the bidi embeddings, overrides
@@ -91,6 +94,9 @@ def visible_name(value: object, limit: int) -> str:
     name = checked_text(value, limit, single_line=True)
     if not name.strip():
         raise ValueError(f"must be 1 to {limit} characters")
-    if not any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in name):
+    if not any(
+        unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _BLANK_LETTERS
+        for ch in name
+    ):
         raise ValueError("must contain at least one visible character")
     return name.strip()

@@ -283,9 +283,13 @@ def test_a_valid_subscriber_number_is_not_an_emergency_code() -> None:
     assert parse_outbound_call(with_(phone_number="+33112000000")).phone_number == "+33112000000"
 
 
-@pytest.mark.parametrize("name", ["\u200b", "\u200b \u200e", "\u0301"])
+@pytest.mark.parametrize(
+    "name",
+    ["\u200b", "\u200b \u200e", "\u0301", "\u3164", "\u2800\u2800", "\u115f\u1160", "\uffa0"],
+)
 def test_names_with_nothing_visible_are_refused(name: str) -> None:
-    """Regression: a name of only zero-width or bidi-control characters was accepted."""
+    """Regression: a name of only zero-width or bidi-control characters was accepted, and
+    one of Hangul fillers or blank braille (letters and symbols that draw nothing)."""
     assert errors_of(with_(name=name)) == {"name": "must contain at least one visible character"}
 
 
