@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -486,7 +487,7 @@ def test_a_directory_as_config_json_is_named_on_read(tmp_path: Path, read: str) 
     path = tmp_path / "config.json"
     path.mkdir()
     store = ConfigStore(path)
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "load": store.load,
         "get": lambda: store.get("caller_name", "default"),
         "load_async": lambda: asyncio.run(store.load_async()),
