@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from common.json_values import check_plain_json
 from common.text import checked_text, is_unicode, visible_name
@@ -97,7 +97,19 @@ MAX_ENUM_VALUES = 50
 FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
-class VoicemailPolicy(BaseModel):
+class _NullIsUnset(BaseModel):
+    """An object of the request whose keys given as JSON null mean "not given", as they do
+    for the call's own fields (`{"voicemail": {"action": null}}` was a 422)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+class VoicemailPolicy(_NullIsUnset):
     """What the agent does when an answering machine picks up."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -119,7 +131,7 @@ class VoicemailPolicy(BaseModel):
         return self
 
 
-class AnalysisField(BaseModel):
+class AnalysisField(_NullIsUnset):
     """One value to extract from the conversation after the call."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -130,7 +142,7 @@ class AnalysisField(BaseModel):
         list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
         Field(min_length=1, max_length=MAX_ENUM_VALUES, description="The values, for enum"),
     ] = None
-    required: bool = False
+    required: StrictBool = False  # "no" is no boolean (pydantic's lax mode read it as false)
 
     @model_validator(mode="after")
     def _enum_with_enum(self) -> AnalysisField:
@@ -138,15 +150,17 @@ class AnalysisField(BaseModel):
             raise ValueError("an enum field needs its values in `enum`")
         if self.type != "enum" and self.enum is not None:
             raise ValueError("`enum` is only for fields of type enum")
+        if self.enum is not None and len(set(self.enum)) != len(self.enum):
+            raise ValueError("`enum` values must all be different")
         return self
 
 
-class AnalysisRequest(BaseModel):
+class AnalysisRequest(_NullIsUnset):
     """The post-call analysis the caller wants: a summary, a success verdict, fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    summary: bool = True
+    summary: StrictBool = True
     success_criteria: Annotated[
         str | None,
         Field(
@@ -161,6 +175,15 @@ class AnalysisRequest(BaseModel):
             description=f"At most {MAX_ANALYSIS_FIELDS}; names match {FIELD_NAME.pattern}",
         ),
     ] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields_given(cls, data: Any) -> Any:
+        """A field given as null is not given, like any other null of the request."""
+        if isinstance(data, dict) and isinstance(data.get("fields"), dict):
+            fields = {name: spec for name, spec in data["fields"].items() if spec is not None}
+            return {**data, "fields": fields}
+        return data
 
     @model_validator(mode="after")
     def _field_names(self) -> AnalysisRequest:

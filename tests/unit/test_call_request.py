@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -658,3 +659,45 @@ def test_mask_keeps_last_four_digits_and_nothing_else(number: str) -> None:
 def test_null_language_and_emotion_take_the_defaults() -> None:
     call = parse_outbound_call({"phone_number": "+1234567890", "language": None, "emotion": None})
     assert (call.language, call.emotion) == ("en", "Calm")
+
+
+def test_nulls_inside_voicemail_and_analysis_mean_not_given() -> None:
+    """JSON null means "not given" in the call's fields; inside `voicemail` and `analysis` it
+    was a 422 (`fields.a: null` with pydantic's "valid dictionary or instance of
+    AnalysisField")."""
+    call = parse_outbound_call(
+        with_(
+            voicemail={"action": None, "message": None},
+            analysis={
+                "summary": None,
+                "success_criteria": None,
+                "fields": {"a": None, "b": {"type": "string", "description": None}},
+            },
+        )
+    )
+    options = call.options()
+    assert options.voicemail.action == "hang_up"
+    assert options.analysis is not None and options.analysis.summary is True
+    assert list(options.analysis.fields) == ["b"]
+    assert parse_outbound_call(with_(analysis={"fields": None})).options().analysis is not None
+
+
+@pytest.mark.parametrize(
+    ("analysis", "field"),
+    [
+        ({"summary": "yes"}, "analysis.summary"),
+        ({"summary": 0}, "analysis.summary"),
+        ({"fields": {"a": {"type": "string", "required": "no"}}}, "analysis.fields.a.required"),
+    ],
+)
+def test_analysis_booleans_are_booleans(analysis: dict[str, Any], field: str) -> None:
+    """`"summary": "yes"` and `"required": "no"` were read as booleans (pydantic's lax mode),
+    where integers are strict and the OpenAPI document says boolean."""
+    assert errors_of(with_(analysis=analysis)) == {field: "Input should be a valid boolean"}
+
+
+def test_enum_values_are_all_different() -> None:
+    analysis = {"fields": {"next": {"type": "enum", "enum": ["ship", "ship"]}}}
+    assert errors_of(with_(analysis=analysis)) == {
+        "analysis.fields.next": "`enum` values must all be different"
+    }
