@@ -107,7 +107,8 @@ async def load_dynamic_config_async(*, call_id: str | None = None) -> dict[str, 
 
 
 def get_config_value(key: str, default: Any = None, *, call_id: str | None = None) -> Any:
-    """One value of the latest config (or of `call_id`'s record), else `default`."""
+    """One value of the latest config (or of `call_id`'s record: UnknownCallError if it has
+    none), `default` when the key is not in it."""
     return get_store().get(key, default, call_id=call_id)
 
 

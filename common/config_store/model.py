@@ -301,7 +301,7 @@ def written_at_of(record: object) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
-def _call_id(value: object) -> str | None:
+def checked_call_id(value: object) -> str | None:
     """A record's key in config.json: a non-empty string (an int would write `5: {...}`,
     which is not JSON, and the next writer would set the whole file aside)."""
     if value is None:
@@ -355,7 +355,7 @@ class CallConfig:
             ),
             tts_emotion=normalize_emotion(DEFAULT_EMOTION if tts_emotion is None else tts_emotion),
             additional_params=validate_additional_params(additional_params),
-            call_id=_call_id(call_id),
+            call_id=checked_call_id(call_id),
             written_at=written_at,
             options=options or CallOptions(),
         )

@@ -49,6 +49,7 @@ from common.config_store.model import (
     DEFAULT_LANGUAGE,
     CallConfig,
     CallOptions,
+    checked_call_id,
     written_at_of,
 )
 from common.masking import clip_for_log
@@ -375,7 +376,9 @@ class ConfigStore:
         return result
 
     def load(self, *, call_id: str | None = None) -> dict[str, Any]:
-        """The flat latest document, or with `call_id` that call's record (or UnknownCallError)."""
+        """The flat latest document, or with `call_id` that call's record (or UnknownCallError;
+        ValueError for a `call_id` that is no non-empty string, as every function says)."""
+        checked_call_id(call_id)
         doc = self._read_sync(call_id)
         if doc is None and not self.path.exists():
             try:
@@ -386,10 +389,13 @@ class ConfigStore:
         return self._view(doc, call_id)
 
     def get(self, key: str, default: Any = None, *, call_id: str | None = None) -> Any:
+        """One value of `load`'s answer, `default` when the key is not in it (a call without
+        a record is still UnknownCallError: another call's value is never the answer)."""
         return self.load(call_id=call_id).get(key, default)
 
     def remove_call(self, call_id: str) -> bool:
         """Drop a finished call's record; True if there was one."""
+        checked_call_id(call_id)
         removed: bool = self._mutate_sync([self._drop(call_id)])[0]
         return removed
 
@@ -420,6 +426,7 @@ class ConfigStore:
         return result
 
     async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
+        checked_call_id(call_id)
         doc = await self._read_async(call_id)
         if doc is None and not await aiofiles.os.path.exists(self.path):
             try:
@@ -433,6 +440,7 @@ class ConfigStore:
         return (await self.load_async(call_id=call_id)).get(key, default)
 
     async def remove_call_async(self, call_id: str) -> bool:
+        checked_call_id(call_id)
         removed: bool = await self._submit(self._drop(call_id))
         return removed
 

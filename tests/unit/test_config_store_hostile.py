@@ -274,3 +274,25 @@ def test_a_new_config_json_is_its_owners_alone_and_a_chosen_mode_stays(tmp_path:
     path.chmod(0o640)
     store.update("B", call_id="call-2")
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("call_id", [5, "", ["call-1"]])
+async def test_every_function_refuses_a_call_id_that_is_no_string_alike(
+    tmp_path: Path, call_id: object
+) -> None:
+    """update_config(call_id=5) was a ValueError, load_dynamic_config(call_id=5) an
+    UnknownCallError and remove_call_config(5) a plain False."""
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("A", call_id="call-1")
+    message = "call_id must be a non-empty string"
+    with pytest.raises(ValueError, match=message):
+        store.load(call_id=call_id)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        store.get("caller_name", "default", call_id=call_id)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        store.remove_call(call_id)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        await store.load_async(call_id=call_id)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        await store.remove_call_async(call_id)  # type: ignore[arg-type]
+    assert store.load(call_id="call-1")["caller_name"] == "A"
