@@ -25,7 +25,7 @@ from yarl import URL
 
 from common.calls.events import EventDispatcher
 from common.calls.models import CallEvent
-from common.calls.request import RequestRules
+from common.calls.request import MAX_DURATION_RANGE, RINGING_TIMEOUT_RANGE, RequestRules
 from common.calls.service import (
     WEBHOOK_DNS_TIMEOUT_S,
     CallService,
@@ -314,6 +314,19 @@ def warn_short_secret(settings: Settings) -> None:
         logger.warning("%s", warning)
 
 
+def warn_short_record_ttl(settings: Settings) -> None:
+    """CONFIG_RECORD_TTL_S below the longest a call may last prunes the records of live calls
+    (their agents then use the dispatch's snapshot): legal, but rarely meant."""
+    longest = RINGING_TIMEOUT_RANGE[1] + MAX_DURATION_RANGE[1]
+    if settings.config_record_ttl_s < longest:
+        logger.warning(
+            "CONFIG_RECORD_TTL_S is %g s, less than a call may last (%d s of ringing and"
+            " talking at most): records of calls still live will be pruned",
+            settings.config_record_ttl_s,
+            longest,
+        )
+
+
 def warn_report_url(settings: Settings) -> None:
     """With a real LiveKit the agents usually run elsewhere: say where their reports go."""
     if settings.livekit_url is not None and settings.public_base_url is None:
@@ -466,6 +479,7 @@ def main() -> None:
         check_webhook_host(settings)
         warn_report_url(settings)
         warn_short_secret(settings)
+        warn_short_record_ttl(settings)
         raise_open_files_limit()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -849,14 +849,22 @@ class CallService:
         live = await self.store.live_among([c for c in records if c in known])
         now = self.clock()
         young, expired = now - UNRECORDED_CONFIG_GRACE_S, now - self.config.record_ttl_s
-        finished = [
+        over = {
             call_id
             for call_id, written_at in records.items()
-            if written_at < expired
-            or (call_id not in live and (call_id in known or written_at < young))
-        ]
-        removed = await self.config.remove_calls_async(finished)
-        if removed:
+            if call_id not in live and (call_id in known or written_at < young)
+        }
+        aged = [c for c, written_at in records.items() if written_at < expired and c not in over]
+        removed = await self.config.remove_calls_async([*over, *aged])
+        if removed and aged:
+            logger.warning(
+                "pruned %d config record(s): %d of calls still live, past CONFIG_RECORD_TTL_S"
+                " (%.0f s; their agents use the dispatch's snapshot), the rest of calls over",
+                removed,
+                len(aged),
+                self.config.record_ttl_s,
+            )
+        elif removed:
             logger.info("pruned %d config record(s) of calls that are over", removed)
         return removed
 

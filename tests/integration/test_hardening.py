@@ -596,3 +596,24 @@ def test_sha256_claim_helper_matches_livekit() -> None:
         _token({"sha256": digest}), DEV_API_SECRET, algorithms=["HS256"], issuer=DEV_API_KEY
     )
     assert claims["sha256"] == digest
+
+
+async def test_records_of_live_calls_past_the_ttl_are_pruned_and_said_so(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live call's record past CONFIG_RECORD_TTL_S goes, as the setting says; the line said
+    "of calls that are over" for it, which it is not."""
+    client = await start_app(reaper_interval_s=3600.0, config_record_ttl_s=1.0)
+    store, service = client.app[STORE], client.app[CALLS]
+    live, over = "call-00000000a11e", "call-000000000ded"
+    for call_id in (live, over):
+        await client.app[CONFIG].update_async("A", call_id=call_id)
+        await store.create_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
+    await store.apply(over, "room_finished", lambda _state: _final(), room_finished=True)
+    await asyncio.sleep(1.1)
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
+        assert await service.prune_config() == 2
+    lines = [r for r in caplog.records if "pruned" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "1 of calls still live, past CONFIG_RECORD_TTL_S (1 s" in lines[0].getMessage()
+    assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}

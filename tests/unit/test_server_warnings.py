@@ -108,3 +108,12 @@ async def test_a_webhook_host_that_does_not_answer_in_time_says_so(
         refusal = await server.webhook_host_refusal("https://slow.example/", Silent({}), 0.05)
     assert refusal is None
     assert "host slow.example cannot be resolved now (no answer within 0.05 s)" in caplog.text
+
+
+@pytest.mark.parametrize(("ttl", "warned"), [(1.0, True), (3719.0, True), (3720.0, False)])
+def test_a_record_ttl_shorter_than_a_call_is_warned(
+    caplog: pytest.LogCaptureFixture, ttl: float, warned: bool
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="server"):
+        server.warn_short_record_ttl(dataclasses.replace(Settings(), config_record_ttl_s=ttl))
+    assert ("records of calls still live will be pruned" in caplog.text) is warned
