@@ -584,8 +584,10 @@ class ConfigStore:
                 raise UnknownCallError(call_id) from None
         if doc is None:
             return self._defaults()
-        try:
-            return copy.deepcopy({k: v for k, v in doc.items() if k != CALLS_KEY})
+        try:  # a file written by hand may lack some: the seed's defaults stand in for them
+            return self._defaults() | copy.deepcopy(
+                {k: v for k, v in doc.items() if k != CALLS_KEY}
+            )
         except RecursionError:
             logger.error("✗ %s nests too deeply to read; using defaults", self.path)
             return self._defaults()
@@ -606,11 +608,16 @@ class ConfigStore:
             logger.error("✗ %s nests too deeply to read; using defaults", self.path)
             doc = None
         else:
-            if isinstance(parsed, dict):
-                doc = parsed
-            else:
+            if not isinstance(parsed, dict):
                 logger.error("✗ %s is not a JSON object; using defaults", self.path)
                 doc = None
+            elif not isinstance(parsed.get(CALLS_KEY, {}), dict):  # as the next write sees it
+                logger.error(
+                    "✗ %s has a %r that is not an object; using defaults", self.path, CALLS_KEY
+                )
+                doc = None
+            else:
+                doc = parsed
         self._read_cache = _ReadCacheEntry(key, doc)
         return doc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,26 @@ async def test_every_function_refuses_a_call_id_that_is_no_string_alike(
     with pytest.raises(ValueError, match=message):
         await store.remove_call_async(call_id)  # type: ignore[arg-type]
     assert store.load(call_id="call-1")["caller_name"] == "A"
+
+
+def test_a_hand_written_partial_file_reads_with_the_defaults_filled_in(tmp_path: Path) -> None:
+    """`{"caller_name": "X"}` read as itself: load_dynamic_config()["tts_language"] was a
+    KeyError, though the seed's reads always answer every field."""
+    path = tmp_path / "config.json"
+    path.write_text('{"caller_name": "X", "ticket": "T-1"}')
+    config = ConfigStore(path).load()
+    assert config["caller_name"] == "X" and config["ticket"] == "T-1"
+    assert (config["tts_language"], config["tts_emotion"]) == ("en", "Calm")
+    assert config["agent_instructions"] == "You are a helpful assistant."
+
+
+def test_calls_that_is_no_object_is_unreadable_to_reads_as_to_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reads took `{"caller_name": "X", "calls": 7}` as it was, and the next write called it
+    unreadable and set it aside: one verdict now, and the line says why."""
+    path = tmp_path / "config.json"
+    path.write_text('{"caller_name": "X", "calls": 7}')
+    with caplog.at_level(logging.ERROR):
+        assert ConfigStore(path).load()["caller_name"] == "Guest"
+    assert "has a 'calls' that is not an object; using defaults" in caplog.text
