@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
-import math
 import os
 import re
 import socket
@@ -48,6 +47,14 @@ Parser = Callable[[str, str], Any]
 
 
 def _text(name: str, raw: str) -> str:
+    """One line of text. A line break in a value is a quote opened on its line and closed on
+    a later one: python-dotenv reads the lines between as part of the value, and the settings
+    on them are gone (LIVEKIT_URL with them: the server started on the sandbox)."""
+    if any(ch in raw for ch in "\n\r") or not raw.isprintable():
+        raise SettingsError(
+            f"{name} must be one line of text without control characters (in .env, a quote"
+            " opened on its line and closed on a later one takes the lines between into it)"
+        )
     return raw
 
 
@@ -77,7 +84,17 @@ def _file_path(name: str, raw: str) -> Path:
         raise SettingsError(f"{name} must not hold a NUL character")
     if raw.rsplit("/", 1)[-1] in ("", ".", ".."):
         raise SettingsError(f"{name} must be a file's path, not a directory's, got {raw!r}")
+    if raw.startswith("~") or "$" in raw:
+        # No shell reads .env: `~/calls.db` made a directory named `~` in the working one.
+        raise SettingsError(
+            f"{name} is not expanded ('~' and '$' are taken as they are): give the path itself,"
+            f" got {raw!r}"
+        )
     return Path(raw)
+
+
+# The files SQLite keeps beside a database in WAL mode.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _sqlite_path(name: str, raw: str) -> Path:
@@ -106,14 +123,19 @@ def _integer(low: int, high: int) -> Parser:
     return parse
 
 
-def _number(low: float) -> Parser:
+def _number(low: float, high: float) -> Parser:
+    """A number in [low, high]: past its bound, a duration means "never" (a reaper that never
+    runs again, a lease never taken over), which no setting is for."""
+
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-        if not value >= low or not math.isfinite(value):
-            raise SettingsError(f"{name} must be a finite number >= {low}, got {raw!r}")
+        if not low <= value <= high:  # NaN fails too
+            raise SettingsError(
+                f"{name} must be a number from {low:.10g} to {high:.10g}, got {raw!r}"
+            )
         return value
 
     return parse
@@ -177,6 +199,19 @@ def _livekit_url(name: str, raw: str) -> str:
 
 def _http_url(name: str, raw: str) -> str:
     return _checked_url(name, raw, ("https", "http")).rstrip("/")
+
+
+def _base_url(name: str, raw: str) -> str:
+    """A base URL paths are appended to: with user info, a query or a fragment, reports
+    went to `/?x=1/agent/reports` (404, never retried: every transcript lost)."""
+    url = _http_url(name, raw)
+    parts = urlsplit(url)
+    if "@" in parts.netloc or "?" in url or "#" in url:
+        raise SettingsError(
+            f"{name} must be scheme://host[:port][/path], without user info, ? or #"
+            + ("" if "@" in raw else f", got {raw!r}")
+        )
+    return url
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -270,7 +305,9 @@ class Settings:
         Path("config.json"), _file_path, "The dynamic config file (seed format + per-call records)."
     )
     config_record_ttl_s: float = setting(
-        86400.0, _number(1.0), "Records of calls that never finished are pruned after this long."
+        86400.0,
+        _number(1.0, 365 * 86400.0),
+        "Records of calls that never finished are pruned after this long.",
     )
     calls_db_path: Path = setting(
         Path("calls.db"), _sqlite_path, "SQLite database of calls, outcomes and timelines."
@@ -286,7 +323,7 @@ class Settings:
     )
     claim_lease_s: float = setting(
         60.0,
-        _number(1.0),
+        _number(1.0, 3600.0),
         "How long a server holds work it claimed (events, deliveries) before others may "
         "take it over, should it die.",
     )
@@ -329,17 +366,17 @@ class Settings:
         600, _integer(1, 86400), "Longest call (a request may set max_duration_s)."
     )
     reaper_interval_s: float = setting(
-        30.0, _number(0.01), "How often stuck calls are settled and config.json is pruned."
+        30.0, _number(0.01, 3600.0), "How often stuck calls are settled and config.json is pruned."
     )
     calls_settle_grace_s: float = setting(
         10.0,
-        _number(0.0),
+        _number(0.0, 600.0),
         "After an unanswered room_finished, how long late events may still show an answer.",
     )
     webhook_path: str = setting("/webhooks/livekit", _url_path, "Where LiveKit posts webhooks.")
     public_base_url: str | None = setting(
         None,
-        _http_url,
+        _base_url,
         "This server's address as agents reach it (their reports go to <it>/agent/reports); "
         "default http://HOST:PORT.",
     )
@@ -371,13 +408,15 @@ class Settings:
     )
     call_data_retention_days: float = setting(
         30.0,
-        _number(0.0),
+        _number(0.0, 36500.0),
         "Transcripts, summaries and extracted fields are erased this long after a call ends.",
     )
 
     sandbox_port: int = setting(7880, _integer(0, 65535), "The embedded sandbox's port.")
     sandbox_time_scale: float = setting(
-        1.0, _number(0.0), "Multiplies every simulated delay (0.01 = 100x faster, 0 = instant)."
+        1.0,
+        _number(0.0, 1000.0),
+        "Multiplies every simulated delay (0.01 = 100x faster, 0 = instant).",
     )
 
     openai_api_key: str = setting("", _text, "Agent LLM key.", secret=True)
@@ -531,7 +570,24 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raw = env.get(variable(item.name), "").strip()
         if raw:
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
-    return Settings(**values)
+    settings = Settings(**values)
+    _refuse_one_file_for_two(settings)
+    return settings
+
+
+def _refuse_one_file_for_two(settings: Settings) -> None:
+    """CONFIG_PATH naming the calls database (`CONFIG_PATH=calls.db`): the first call's config
+    write set the database aside as a corrupt config.json and wrote JSON in its place."""
+    if settings.database_url is not None:
+        return
+    config = settings.config_path.resolve()
+    database = settings.calls_db_path.resolve()
+    sqlite_files = {database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)}
+    if config in sqlite_files or config.with_name(config.name + ".lock") in sqlite_files:
+        raise SettingsError(
+            f"CONFIG_PATH ({settings.config_path}) and CALLS_DB_PATH ({settings.calls_db_path})"
+            " name the same file: config.json would replace the calls database"
+        )
 
 
 # The variable a `.env` line sets, when it says so before what went wrong in it.
@@ -593,9 +649,16 @@ def _statement_line(original: Original) -> tuple[int, str]:
 
 
 def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:
-    """Settings from `.env` (if present) overlaid by the real environment."""
+    """Settings from `.env` (if present) overlaid by the real environment. A `.env` that is
+    there but no file (a link to nothing, a directory) is an error: read as absent, the
+    server started on every default, the sandbox among them, and said nothing."""
     merged: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
+    if dotenv_path is not None and os.path.lexists(dotenv_path):
+        if not Path(dotenv_path).is_file():
+            raise SettingsError(
+                f"{dotenv_path} is there but is no file to read (a link to nothing, or a"
+                " directory): fix it or remove it"
+            )
         merged.update(read_dotenv(dotenv_path))
     # An empty variable means "the default" to us, so an empty one in the environment (`X=`
     # in a compose file) does not undo what .env sets: LIVEKIT_URL= silently meant the sandbox.

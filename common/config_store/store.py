@@ -60,6 +60,8 @@ CALLS_KEY = "calls"
 # A finished call's record leaves config.json with the next write, or this long after its end.
 FORGET_WITHIN_S = 1.0
 NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
+# The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 # config.json holds names, instructions and numbers: a new one is its owner's alone. A file
 # that exists keeps its permissions through every rewrite (an operator's `chmod 640` for an
 # agent of another user in the group stays).
@@ -773,6 +775,10 @@ class ConfigStore:
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
             return parsed
+        if data.startswith(SQLITE_HEADER):  # a database is never set aside and replaced
+            raise OSError(
+                errno.EINVAL, f"{self.path} is an SQLite database, not a config file", str(target)
+            )
         # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
         # string): not a document we can add a record to, so it is kept aside, not patched.
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"

@@ -320,3 +320,20 @@ def test_calls_that_is_no_object_is_unreadable_to_reads_as_to_writes(
     with caplog.at_level(logging.ERROR):
         assert ConfigStore(path).load()["caller_name"] == "Guest"
     assert "has a 'calls' that is not an object; using defaults" in caplog.text
+
+
+def test_an_sqlite_database_where_config_json_should_be_is_never_replaced(
+    tmp_path: Path,
+) -> None:
+    """An unreadable config.json is set aside and replaced; a database there (CONFIG_PATH
+    naming calls.db) was too, and the server lost its calls database. It is refused."""
+    import sqlite3
+
+    path = tmp_path / "calls.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE calls (call_id TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(store_module.ConfigWriteError, match="is an SQLite database"):
+        ConfigStore(path).update("A", call_id="call-1")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.db", "calls.db.lock"]

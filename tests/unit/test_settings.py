@@ -268,12 +268,36 @@ def test_port_bounds_inclusive(port: str) -> None:
             "CALLS_WEBHOOK_RETRY_SCHEDULE must be one or more seconds between 0 and 2592000"
             " (30 days), got '0,nan'",
         ),
-        ("SANDBOX_TIME_SCALE", "-1", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
-        ("SANDBOX_TIME_SCALE", "nan", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
-        ("SANDBOX_TIME_SCALE", "inf", "SANDBOX_TIME_SCALE must be a finite number >= 0.0"),
+        ("SANDBOX_TIME_SCALE", "-1", "SANDBOX_TIME_SCALE must be a number from 0 to 1000"),
+        ("SANDBOX_TIME_SCALE", "nan", "SANDBOX_TIME_SCALE must be a number from 0 to 1000"),
+        ("SANDBOX_TIME_SCALE", "inf", "SANDBOX_TIME_SCALE must be a number from 0 to 1000"),
+        ("SANDBOX_TIME_SCALE", "1e308", "SANDBOX_TIME_SCALE must be a number from 0 to 1000"),
         ("SANDBOX_TIME_SCALE", "fast", "SANDBOX_TIME_SCALE must be a number, got 'fast'"),
-        ("CONFIG_RECORD_TTL_S", "0.5", "CONFIG_RECORD_TTL_S must be a finite number >= 1.0"),
-        ("REAPER_INTERVAL_S", "0", "REAPER_INTERVAL_S must be a finite number >= 0.01"),
+        ("CONFIG_RECORD_TTL_S", "0.5", "CONFIG_RECORD_TTL_S must be a number from 1 to 31536000"),
+        ("REAPER_INTERVAL_S", "0", "REAPER_INTERVAL_S must be a number from 0.01 to 3600"),
+        ("REAPER_INTERVAL_S", "1e308", "REAPER_INTERVAL_S must be a number from 0.01 to 3600"),
+        ("CLAIM_LEASE_S", "1e308", "CLAIM_LEASE_S must be a number from 1 to 3600"),
+        ("CALLS_SETTLE_GRACE_S", "601", "CALLS_SETTLE_GRACE_S must be a number from 0 to 600"),
+        ("CALL_DATA_RETENTION_DAYS", "1e9", "CALL_DATA_RETENTION_DAYS must be a number from 0"),
+        ("CALLS_DB_PATH", "~/calls.db", "CALLS_DB_PATH is not expanded"),
+        ("CONFIG_PATH", "$HOME/config.json", "CONFIG_PATH is not expanded"),
+        (
+            "PUBLIC_BASE_URL",
+            "http://h:1/?x=1",
+            "PUBLIC_BASE_URL must be scheme://host[:port][/path]",
+        ),
+        ("PUBLIC_BASE_URL", "http://h/#f", "PUBLIC_BASE_URL must be scheme://host[:port][/path]"),
+        (
+            "PUBLIC_BASE_URL",
+            "http://u:pw@h/",
+            "PUBLIC_BASE_URL must be scheme://host[:port][/path]",
+        ),
+        (
+            "SIP_OUTBOUND_TRUNK_ID",
+            "ST_abc\nLIVEKIT_URL=wss://x",
+            "SIP_OUTBOUND_TRUNK_ID must be one line of text",
+        ),
+        ("AGENT_NAME", "agent\x07", "AGENT_NAME must be one line of text"),
         (
             "LIVEKIT_URL",
             "ftp://x",
@@ -526,7 +550,11 @@ def test_load_settings_without_dotenv_uses_environment(
     clean_env.setenv("PORT", "9300")
     assert load_settings(tmp_path / "missing.env").port == 9300
     assert load_settings(None).port == 9300
-    assert load_settings(tmp_path).port == 9300  # a directory is not a .env file
+    with pytest.raises(SettingsError, match="is there but is no file to read"):
+        load_settings(tmp_path)  # a directory is no .env: not read as if absent
+    (tmp_path / "link.env").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SettingsError, match="is there but is no file to read"):
+        load_settings(tmp_path / "link.env")  # a link to nothing
 
 
 def test_load_settings_defaults(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -604,3 +632,24 @@ def test_configure_logging(root_logger: logging.Logger, log_format: str) -> None
         assert line.startswith("{") and '"level": "WARNING"' in line and '"logger": "x.y"' in line
     else:
         assert "WARNING" in line and "x.y" in line
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CONFIG_PATH": "calls.db"},
+        {"CONFIG_PATH": "./calls.db"},
+        {"CONFIG_PATH": "data/../calls.db-wal"},
+        {"CONFIG_PATH": "x/store", "CALLS_DB_PATH": "x/store.lock"},
+    ],
+)
+def test_config_path_naming_the_calls_database_stops_start_up(env: dict[str, str]) -> None:
+    """`CONFIG_PATH=calls.db` started: the first call's write set the database aside as a
+    corrupt config file and wrote JSON in its place, and every request was a 503 after."""
+    with pytest.raises(SettingsError, match="name the same file"):
+        settings_from_env(env)
+
+
+def test_config_path_beside_a_postgresql_database_may_be_anything() -> None:
+    env = {"CONFIG_PATH": "calls.db", "DATABASE_URL": "postgresql://u@h/db"}
+    assert settings_from_env(env).config_path.name == "calls.db"
