@@ -314,6 +314,22 @@ def warn_short_secret(settings: Settings) -> None:
         logger.warning("%s", warning)
 
 
+def warn_disabled_safeguards(settings: Settings) -> None:
+    """Safeguards meant off for local testing only, on a server that rings real phones."""
+    if settings.uses_sandbox:
+        return
+    if settings.calls_webhook_allow_private:
+        logger.warning(
+            "CALLS_WEBHOOK_ALLOW_PRIVATE is on with a real LiveKit: webhooks may go to private"
+            " and loopback addresses and over plain http (meant for local testing)"
+        )
+    if not settings.campaign_enforce_calling_hours:
+        logger.warning(
+            "CAMPAIGN_ENFORCE_CALLING_HOURS is off with a real LiveKit: campaigns may ring"
+            " people outside 08:00-21:00 their time"
+        )
+
+
 def warn_short_record_ttl(settings: Settings) -> None:
     """CONFIG_RECORD_TTL_S below the longest a call may last prunes the records of live calls
     (their agents then use the dispatch's snapshot): legal, but rarely meant."""
@@ -443,14 +459,15 @@ def raise_open_files_limit() -> None:
 
 
 async def _stop_signals(app: web.Application) -> None:
-    """Takes SIGTERM/SIGINT over from aiohttp (whose handler is in place by now): the first
-    begins the stop, as aiohttp's does; another one while it runs is said to be under way and
-    changes nothing. aiohttp's raised its exit again, however soon it came (back to back, or
-    in the stop itself), which broke off the requests in flight with a page of tracebacks."""
+    """Takes SIGTERM/SIGINT (and SIGHUP) over from aiohttp (whose handler is in place by now):
+    the first begins the stop, as aiohttp's does; another one while it runs is said to be
+    under way and changes nothing. aiohttp's raised its exit again, however soon it came
+    (back to back, or in the stop itself), which broke off the requests in flight with a page
+    of tracebacks."""
     loop = asyncio.get_running_loop()
     stopping = False
 
-    def on_signal() -> None:
+    def on_signal(signum: signal.Signals) -> None:
         nonlocal stopping
         if stopping:
             logger.warning(
@@ -460,13 +477,20 @@ async def _stop_signals(app: web.Application) -> None:
             return
         stopping = True
         logger.info(
-            "stopping: no new connections; requests in flight get up to %d s", SHUTDOWN_TIMEOUT_S
+            "stopping (%s%s): no new connections; requests in flight get up to %d s",
+            signum.name,
+            ": settings are not reloaded, start it again to apply them"
+            if signum == signal.SIGHUP
+            else "",
+            SHUTDOWN_TIMEOUT_S,
         )
         raise web.GracefulExit()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too (a closed terminal, a reload asked of a server that has none): it killed the
+    # server outright, calls in flight and all.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, on_signal)
+            loop.add_signal_handler(signum, on_signal, signum)
 
 
 def main() -> None:
@@ -480,6 +504,7 @@ def main() -> None:
         warn_report_url(settings)
         warn_short_secret(settings)
         warn_short_record_ttl(settings)
+        warn_disabled_safeguards(settings)
         raise_open_files_limit()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -178,7 +178,7 @@ async def test_sigterm_graceful_shutdown_and_restart(
         log_guard.scan(logs)
         _check_clean_logs(logs)
         assert "sandbox on port" in logs and "stopped" in logs  # its simulations were ended
-        assert "stopping: no new connections" in logs and "already stopping" in logs
+        assert "stopping (SIGTERM): no new connections" in logs and "already stopping" in logs
         assert logs.rstrip().endswith("server: stopped"), logs[-500:]
         # Every call was live: had the simulations or the reaper kept running, the process
         # would not have exited before the calls ended (13 s and more).
@@ -220,3 +220,22 @@ async def test_sigterm_graceful_shutdown_and_restart(
         "WAL closed, restart read back "
         f"{len(listed)}/{len(placed) + 1} calls and {len(records)} live config records"
     )
+
+
+async def test_sighup_stops_the_server_gracefully(
+    tmp_path: Path, servers: list[ServerProcess], log_guard: LogGuard
+) -> None:
+    """A closed terminal or a reload asked of it sends SIGHUP: the server died at once (exit
+    129, no stop, calls in flight broken off). It stops as on SIGTERM, and says it does not
+    reload its settings."""
+    server = ServerProcess(tmp_path, "hup")
+    servers.append(server)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await server.wait_ready(session)
+        await _place(session, server.url, NUMBERS[0])
+    server.proc.send_signal(signal.SIGHUP)
+    assert server.proc.wait(timeout=20) == 0
+    logs = server.logs()
+    log_guard.scan(logs)
+    assert "stopping (SIGHUP: settings are not reloaded" in logs
+    assert logs.rstrip().endswith("server: stopped"), logs[-500:]

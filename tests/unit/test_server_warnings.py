@@ -117,3 +117,19 @@ def test_a_record_ttl_shorter_than_a_call_is_warned(
     with caplog.at_level(logging.WARNING, logger="server"):
         server.warn_short_record_ttl(dataclasses.replace(Settings(), config_record_ttl_s=ttl))
     assert ("records of calls still live will be pruned" in caplog.text) is warned
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_safeguards_turned_off_are_warned_with_a_real_livekit(
+    caplog: pytest.LogCaptureFixture, sandbox: bool
+) -> None:
+    off: dict[str, Any] = {
+        "calls_webhook_allow_private": True,
+        "campaign_enforce_calling_hours": False,
+    }
+    settings = dataclasses.replace(Settings(), **off, **({} if sandbox else REAL))
+    with caplog.at_level(logging.WARNING, logger="server"):
+        server.warn_disabled_safeguards(settings)
+    warned = "CALLS_WEBHOOK_ALLOW_PRIVATE is on" in caplog.text
+    assert warned is not sandbox
+    assert ("CAMPAIGN_ENFORCE_CALLING_HOURS is off" in caplog.text) is not sandbox
