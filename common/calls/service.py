@@ -616,7 +616,9 @@ class CallService:
         return applied
 
     async def _forget_config_if_present(self, call_id: str) -> None:
-        if not await aiofiles.os.path.exists(self.config.path):  # loading would create it
+        # Missing (loading would create it), or no file (a directory: nothing was written to
+        # it, and a removal would log one more failure for a call that never had a record).
+        if not await aiofiles.os.path.isfile(self.config.path):
             return
         try:
             await self.config.load_async(call_id=call_id)

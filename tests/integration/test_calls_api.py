@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -373,7 +374,7 @@ async def test_unknown_route_is_json(client: Client) -> None:
 
 
 async def test_readyz_names_a_config_path_that_is_no_file(
-    start_app: AppFactory, tmp_path: Path
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """config.json turned into a directory under a running server: every call failed with
     503 while /readyz said ok. A missing directory is created by the probe, as by a write
@@ -390,6 +391,13 @@ async def test_readyz_names_a_config_path_that_is_no_file(
         "component": "config",
         "error": f"{missing}: not a regular file (a directory, a device, a FIFO or a socket)",
     }
+    # A call refused for it says so in its lines, and no removal of a record it never had
+    # fails after them (four ERROR lines for one call).
+    with caplog.at_level(logging.INFO):
+        assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not any("remove" in line for line in errors), errors
+    assert len(errors) == 2, errors  # the store's line and the call's
 
 
 async def test_webhook_path_refuses_every_route_the_api_has(client: Client) -> None:
