@@ -540,6 +540,7 @@ class CallService:
             detail=_signal_detail(signal),
             room_finished=finished,
             callee_left=signal.sip_participant and event.event in CALLEE_GONE_EVENTS,
+            event_at=event.created_at,
         )
         if applied.unknown_call:
             logger.debug("webhook %s for unknown room %s ignored", event.event, room)
@@ -599,6 +600,7 @@ class CallService:
         callee_left: bool = False,
         only_if_changed: bool = False,
         ended_at: float | None = None,
+        event_at: float | None = None,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
@@ -611,6 +613,7 @@ class CallService:
             callee_left=callee_left,
             only_if_changed=only_if_changed,
             ended_at=ended_at,
+            event_at=event_at,
         )
         self.events.publish(applied.events)
         return applied
@@ -779,19 +782,25 @@ class CallService:
         if not candidates:
             return 0
         try:
-            alive = await rooms_alive(self.lkapi, candidates)
+            alive = await rooms_alive(self.lkapi, [c.call_id for c in candidates])
         except LiveKitError as exc:
             if (more := self._repeats.due("rooms")) is not None:
                 logger.warning("could not ask LiveKit which rooms are alive: %s%s", exc, more)
             return 0
-        gone = [call_id for call_id in candidates if call_id not in alive]
-        for call_id in gone:
+        gone = [c for c in candidates if c.call_id not in alive]
+        for call in gone:
             logger.warning(
                 "call %s: its room is gone but room_finished never came; finishing it",
-                call_id,
-                extra={"call_id": call_id},
+                call.call_id,
+                extra={"call_id": call.call_id},
             )
-            event = RoomEvent("room_finished", f"{ROOM_GONE_EVENT_PREFIX}{call_id}", call_id)
+            # It went unseen: the last the server heard of the call stands for its end.
+            event = RoomEvent(
+                "room_finished",
+                f"{ROOM_GONE_EVENT_PREFIX}{call.call_id}",
+                call.call_id,
+                created_at=call.last_seen,
+            )
             await self.handle_event(event)
         return len(gone)
 

@@ -43,6 +43,7 @@ class RoomEvent:
     room_name: str = ""
     room_metadata: str = ""
     participant: EventParticipant | None = None
+    created_at: float | None = None  # when LiveKit made the event (unix seconds, whole)
 
     @classmethod
     def from_json(cls, body: bytes) -> RoomEvent:
@@ -65,6 +66,7 @@ class RoomEvent:
             room_name=_string(room, "name"),
             room_metadata=_string(room, "metadata"),
             participant=None if participant is None else _participant(participant),
+            created_at=_unix_seconds(_field(doc, "createdAt")),
         )
 
 
@@ -100,7 +102,17 @@ def _field(doc: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-_PROTO_NAMES = {"disconnectReason": "disconnect_reason"}  # the one two-word field we read
+_PROTO_NAMES = {"disconnectReason": "disconnect_reason", "createdAt": "created_at"}
+
+
+def _unix_seconds(value: object) -> float | None:
+    """An int64 of protobuf's JSON (a string of digits, or a number): None if it is none, or
+    not a plausible time (it only ever refines when something happened, never decides)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**11:
+        return float(value)
+    return None
 
 
 def _message(doc: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:

@@ -197,12 +197,14 @@ class CallStore(CampaignStore, Protocol):
         callee_left: bool = False,
         only_if_changed: bool = False,
         ended_at: float | None = None,
+        event_at: float | None = None,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
         entry and its outbox events. `room_finished` / `callee_left`: the event says the room
         / the callee's leg is gone (kept as a time, the first one). `only_if_changed`: no
         timeline entry when the decision changes nothing (a request that lost a race).
-        `ended_at`: when a final decision's call ended, if known to be before now."""
+        `ended_at`: when a final decision's call ended, if known to be before now.
+        `event_at`: when the event happened by its sender (a late webhook's createdAt)."""
         ...
 
     async def start_dial(self, call_id: str) -> CallRecord | None: ...
@@ -254,9 +256,10 @@ class CallStore(CampaignStore, Protocol):
 
     async def unfinished_rooms(
         self, dialled_before: float, sandbox_instance: str | None = None
-    ) -> list[str]:
+    ) -> list[LostCall]:
         """Live calls dialled before `dialled_before` whose room never said it finished: in
-        `sandbox_instance`'s embedded sandbox, or (None) on a real LiveKit."""
+        `sandbox_instance`'s embedded sandbox, or (None) on a real LiveKit; with when the
+        server last heard of each."""
         ...
 
     async def lost_sandbox_calls(self, instance: str, created_before: float) -> list[LostCall]:

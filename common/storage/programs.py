@@ -376,23 +376,28 @@ def apply(
     callee_left: bool = False,
     only_if_changed: bool = False,
     ended_at: float | None = None,
+    event_at: float | None = None,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change.
-    `ended_at`, likewise, when a final decision's moment is known to be earlier than now."""
+    `ended_at`, likewise, when a final decision's moment is known to be earlier than now;
+    without it a final decision's call ended when its callee left or its room finished, if
+    that was said before now. `event_at`: when the event happened, by its sender's clock in
+    whole seconds (LiveKit's createdAt), for an event that arrives late."""
     if event_id is not None:
         seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
         if seen:
             return Applied(duplicate=True)
+    happened = happened_at(now, event_at)
     if room_finished:
         yield Query(
             "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?) WHERE call_id = ?",
-            (now, call_id),
+            (happened, call_id),
         )
     if callee_left:
         yield Query(
             "UPDATE calls SET callee_left_at = COALESCE(callee_left_at, ?) WHERE call_id = ?",
-            (now, call_id),
+            (happened, call_id),
         )
     rows = yield Query(
         f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
@@ -406,6 +411,9 @@ def apply(
     events: tuple[CallEvent, ...] = ()
     if change is not None:
         final = change.status in FINAL_STATUSES
+        answer = before.answered_at
+        if answer is None and change.answered:
+            answer = now if answered_at is None else answered_at
         updated = yield Query(
             "UPDATE calls SET status = ?, updated_at = ?,"
             " reason = COALESCE(?, reason),"
@@ -421,7 +429,7 @@ def apply(
                 int(final),
                 change.status.value,
                 int(final),
-                now if ended_at is None else min(ended_at, now),
+                end_of(before, now, ended_at, answer),
                 int(change.answered),
                 int(change.answered),
                 now if answered_at is None else answered_at,
@@ -453,6 +461,33 @@ def apply(
             now,
         )
     return Applied(change=change, before=before, after=after, events=events)
+
+
+# How late an event's own time may be and still stand for when it happened: LiveKit retries
+# a webhook for minutes; a time further back is a clock to distrust, not a late delivery.
+MAX_EVENT_DELAY_S = 3600.0
+
+
+def happened_at(now: float, event_at: float | None) -> float:
+    """When an event that arrives `now` happened: its own time in whole seconds (LiveKit's)
+    is a second wide, so `event_at + 1` bounds it from above, and an event on time is `now`
+    (finer); a time with a fraction (the server's own, for a room found gone) is exact."""
+    if event_at is None or not now - MAX_EVENT_DELAY_S <= event_at <= now:
+        return now
+    return min(now, event_at + 1.0 if event_at.is_integer() else event_at)
+
+
+def end_of(before: CallRecord, now: float, ended_at: float | None, answer: float | None) -> float:
+    """When a call that ends now ended: `ended_at` if known, else the first sign of its end
+    (its callee left, its room finished: a late webhook, a room_finished waiting out the
+    grace period), never before it was placed or answered."""
+    if ended_at is not None:
+        return min(ended_at, now)
+    signs = [t for t in (before.callee_left_at, before.room_finished_at) if t is not None]
+    if not signs:
+        return now
+    floor = answer if answer is not None else before.created_at
+    return min(now, max(min(signs), floor))
 
 
 class DuplicateEvent(Exception):
@@ -638,19 +673,36 @@ def never_dialled(d: Dialect, created_before: float) -> Program[list[str]]:
     return _ids(rows)
 
 
+# When the server last heard of a call: its last change, timeline entry or agent report.
+_LAST_SEEN = (
+    "call_id, dial_started_at, updated_at,"
+    " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id) AS last_event,"
+    " (SELECT MAX(r.received_at) FROM reports r WHERE r.call_id = calls.call_id) AS last_report"
+)
+
+
+def _lost(row: Row) -> LostCall:
+    times = (row["updated_at"], row["last_event"], row["last_report"])
+    return LostCall(
+        str(row["call_id"]),
+        row["dial_started_at"] is not None,
+        max(float(t) for t in times if t is not None),
+    )
+
+
 def unfinished_rooms(
     d: Dialect, dialled_before: float, sandbox_instance: str | None
-) -> Program[list[str]]:
+) -> Program[list[LostCall]]:
     """Live calls dialled before `dialled_before` whose room never said it finished (the
     rooms to ask LiveKit about): those in `sandbox_instance`'s embedded sandbox, or with None,
     those on a real LiveKit (a sandbox's rooms are known to that sandbox only)."""
     owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
     rows = yield Query(
-        f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        f"SELECT {_LAST_SEEN} FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         f" AND dial_started_at < ? AND room_finished_at IS NULL AND {owner} ORDER BY call_id",
         (*LIVE, dialled_before, *([sandbox_instance] if sandbox_instance is not None else [])),
     )
-    return _ids(rows)
+    return [_lost(r) for r in rows]
 
 
 def lost_sandbox_calls(d: Dialect, instance: str, created_before: float) -> Program[list[LostCall]]:
@@ -658,23 +710,12 @@ def lost_sandbox_calls(d: Dialect, instance: str, created_before: float) -> Prog
     `created_before`, and whose room never said it finished (those settle by the grace rule):
     each with whether its dial had started and when the server last heard of it."""
     rows = yield Query(
-        "SELECT call_id, dial_started_at, updated_at,"  # noqa: S608 - dialect text
-        " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id) AS last_event,"
-        " (SELECT MAX(r.received_at) FROM reports r WHERE r.call_id = calls.call_id)"
-        " AS last_report"
-        " FROM calls WHERE sandbox_instance = ?"
+        f"SELECT {_LAST_SEEN} FROM calls WHERE sandbox_instance = ?"  # noqa: S608
         f" AND status IN ({_LIVE_MARKS}) AND created_at < ? AND room_finished_at IS NULL"
         " ORDER BY created_at, call_id",
         (instance, *LIVE, created_before),
     )
-    return [
-        LostCall(
-            str(r["call_id"]),
-            r["dial_started_at"] is not None,
-            max(float(t) for t in (r["updated_at"], r["last_event"], r["last_report"]) if t),
-        )
-        for r in rows
-    ]
+    return [_lost(r) for r in rows]
 
 
 def among(d: Dialect, call_ids: list[str], statuses: tuple[str, ...]) -> Program[set[str]]:

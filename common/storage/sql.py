@@ -108,6 +108,7 @@ class SqlCallStore(CampaignMethods):
         callee_left: bool = False,
         only_if_changed: bool = False,
         ended_at: float | None = None,
+        event_at: float | None = None,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -123,6 +124,7 @@ class SqlCallStore(CampaignMethods):
             callee_left=callee_left,
             only_if_changed=only_if_changed,
             ended_at=ended_at,
+            event_at=event_at,
         )
         try:
             return await self._run(program, write=True)
@@ -203,7 +205,7 @@ class SqlCallStore(CampaignMethods):
 
     async def unfinished_rooms(
         self, dialled_before: float, sandbox_instance: str | None = None
-    ) -> list[str]:
+    ) -> list[LostCall]:
         program = programs.unfinished_rooms(self.dialect, dialled_before, sandbox_instance)
         return await self._run(program, write=False)
 

@@ -330,8 +330,10 @@ async def test_unfinished_rooms_are_live_dialled_calls_whose_room_never_finished
     clock.advance(61)
     await store.create_call(call("call-late"))
     await store.start_dial("call-late")
-    assert await store.unfinished_rooms(clock.now - 60) == ["call-a"]  # on a real LiveKit
-    assert await store.unfinished_rooms(clock.now - 60, "me") == ["call-b"]
+    real = await store.unfinished_rooms(clock.now - 60)
+    assert [c.call_id for c in real] == ["call-a"]  # on a real LiveKit
+    assert real[0].last_seen == clock.now - 61  # its dial's start, the last heard of it
+    assert [c.call_id for c in await store.unfinished_rooms(clock.now - 60, "me")] == ["call-b"]
 
 
 async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
@@ -396,6 +398,52 @@ async def test_probe_write(store: CallStore) -> None:
 
 
 # ------------------------------------------------------------------ apply
+
+
+async def test_a_call_ends_at_the_first_sign_of_its_end_not_when_it_is_settled(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The callee left at t+10 (LiveKit's createdAt, whole seconds), the webhook came a minute
+    later (retried while the database was down): talk time was the minute. An unanswered
+    room_finished settled after the grace period ended the call at its end, not the grace's."""
+    await store.create_call(new_call())
+    start = clock.now
+    clock.advance(5)
+    await store.apply(CALL, "answered", set_status(Status.IN_PROGRESS, answered=True))
+    clock.advance(65)
+    left = await store.apply(
+        CALL,
+        "participant_left",
+        lambda _state: None,
+        callee_left=True,
+        event_at=start + 15,  # 10 s after the answer, by LiveKit's clock
+    )
+    assert left.after is not None and left.after.callee_left_at == start + 16
+    applied = await store.apply(
+        CALL, "room_finished", set_status(Status.COMPLETED), room_finished=True
+    )
+    assert applied.after is not None
+    assert applied.after.ended_at == start + 16  # the end's second bounds it from above
+    assert applied.after.talk_s == 11.0
+
+    other = "call-000000000002"
+    await store.create_call(new_call(other))
+    placed = clock.now
+    clock.advance(3)
+    await store.apply(other, "room_finished", lambda _state: None, room_finished=True)
+    clock.advance(10)  # the grace period: late evidence of an answer may still come
+    settled = await store.apply(other, "grace_over", set_status(Status.NO_ANSWER))
+    assert settled.after is not None and settled.after.ring_s == 3.0
+    assert settled.after.ended_at == placed + 3
+
+    # An event time from a clock far off (or no time) is not believed: the time it came is.
+    third = "call-000000000003"
+    await store.create_call(new_call(third))
+    clock.advance(2)
+    late = await store.apply(
+        third, "room_finished", set_status(Status.FAILED), room_finished=True, event_at=1.0
+    )
+    assert late.after is not None and late.after.ended_at == clock.now
 
 
 async def test_apply_changes_status_and_timeline(store: CallStore, clock: FakeClock) -> None:

@@ -176,6 +176,7 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
 
     await wait_for(both_rooms_gone, timeout=10)
     await sandbox.wait_idle(10)
+    await asyncio.sleep(1.0)  # the reaper finds the rooms gone a while after they went
     alive = await place(client, "+14155557799")  # talks for 99 s (5 s here)
     service = client.app[CALLS]
     # A call in another server's embedded sandbox (on the same database): not ours to ask.
@@ -193,6 +194,9 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
     await service.reap()
     done = await (await client.get(f"/calls/{answered}")).json()
     assert done["status"] == "completed" and done["answered_at"] is not None
+    # It ended unseen: the last the server heard of it (the agent's final report) is its
+    # end, not the reaper's pass (0.1 s of talk here, which counted the second waited above).
+    assert done["talk_s"] < 0.6, done
     assert (await (await client.get(f"/calls/{busy}")).json())["status"] == "no_answer"
     for call_id in (alive, foreign.call_id):
         assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL

@@ -41,6 +41,7 @@ EXPECTED = RoomEvent(
         attributes={"sip.callStatus": "hangup", "sip.phoneNumber": "+14155550100"},
         disconnect_reason=models.DisconnectReason.USER_REJECTED,
     ),
+    created_at=1_700_000_000.0,
 )
 
 
@@ -56,6 +57,29 @@ EXPECTED = RoomEvent(
 def test_the_fields_we_read_whichever_way_protobuf_writes_them(options: dict[str, object]) -> None:
     body = MessageToJson(full_event(), **options).encode()  # type: ignore[arg-type]
     assert RoomEvent.from_json(body) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("created_at", "read"),
+    [
+        ('"1700000000"', 1_700_000_000.0),  # protobuf's JSON writes an int64 as a string
+        ("1700000000", 1_700_000_000.0),
+        ('"0"', None),
+        ('"-5"', None),
+        ('"1e9"', None),
+        ('"99999999999999999999"', None),
+        ("true", None),
+        ("1.5", None),
+        ('"\u0661\u0662"', None),  # other scripts' digits
+    ],
+)
+def test_an_events_time_is_read_when_plausible_and_never_refuses_it(
+    created_at: str, read: float | None
+) -> None:
+    """The time only refines when something happened (a late webhook's end), never decides:
+    a value that is no time is no time, not a refused event."""
+    body = f'{{"event": "room_finished", "createdAt": {created_at}}}'.encode()
+    assert RoomEvent.from_json(body).created_at == read
 
 
 def test_absent_fields_are_protobufs_defaults() -> None:
