@@ -159,12 +159,29 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
         app[WEBHOOKS] = sender
         events.subscribe("webhooks", _wake(sender))
         await sender.start()
+    else:
+        await _warn_unsent_deliveries(app[STORE])
     app[EVENTS] = events
     events.start()
     yield
     await events.stop()
     if sender is not None:
         await sender.stop()
+
+
+async def _warn_unsent_deliveries(store: CallStore) -> None:
+    """Customer webhooks turned off (no CALLS_WEBHOOK_SECRET) with deliveries still pending
+    from when they were on: nothing sends them, and they showed `pending` for good, unsaid."""
+    try:
+        pending = await store.count_pending_deliveries()
+    except DatabaseError:
+        return  # the database's own errors are said where they matter
+    if pending:
+        logger.warning(
+            "%d customer webhook deliveries are pending, but CALLS_WEBHOOK_SECRET is not set:"
+            " nothing sends them (set it again to send them)",
+            pending,
+        )
 
 
 def _wake(sender: WebhookSender) -> Callable[[CallEvent], Awaitable[None]]:

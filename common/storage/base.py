@@ -244,6 +244,10 @@ class CallStore(CampaignStore, Protocol):
 
     async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]: ...
 
+    async def count_pending_deliveries(self) -> int:
+        """Customer webhook deliveries not yet delivered nor given up."""
+        ...
+
     async def redeliver(self, delivery_id: int) -> WebhookDelivery | None: ...
 
     # -- the reaper ----------------------------------------------------------------------

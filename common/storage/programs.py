@@ -356,6 +356,11 @@ def count_live(d: Dialect) -> Program[int]:
     return int(rows[0]["n"])
 
 
+def count_pending_deliveries(d: Dialect) -> Program[int]:
+    rows = yield Query("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'pending'")
+    return int(rows[0]["n"])
+
+
 def count_by_status(d: Dialect) -> Program[dict[str, int]]:
     rows = yield Query("SELECT status, COUNT(*) AS n FROM calls GROUP BY status")
     return {str(r["status"]): int(r["n"]) for r in rows}

@@ -93,6 +93,9 @@ class SqlCallStore(CampaignMethods):
     async def count_live(self) -> int:
         return await self._run(programs.count_live(self.dialect), write=False)
 
+    async def count_pending_deliveries(self) -> int:
+        return await self._run(programs.count_pending_deliveries(self.dialect), write=False)
+
     async def count_by_status(self) -> dict[str, int]:
         return await self._run(programs.count_by_status(self.dialect), write=False)
 

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -617,3 +618,31 @@ async def test_webhook_hosts_that_never_resolve_hold_up_no_other_call(
         assert ready.status == 200, await ready.text()
     finally:
         released.set()
+
+
+async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Restarted without CALLS_WEBHOOK_SECRET, a server sends no delivery: those still pending
+    showed `pending` for good, and nothing said so."""
+    nobody = f"http://127.0.0.1:{free_port()}/hooks"  # refuses every connection
+    first = await start_app(
+        sandbox_time_scale=0.02,
+        calls_webhook_url=nobody,
+        calls_webhook_secret=SECRET,
+        calls_webhook_allow_private=True,
+        calls_webhook_retry_schedule=(0.0, 3600.0),  # the retry is an hour away
+    )
+    await place(first, {"phone_number": "+14155550486"})
+    await first.app[SANDBOX].wait_idle(10)
+    await first.app[EVENTS].wait_idle(10)
+    await asyncio.sleep(0.5)  # the first attempts fail (connection refused)
+    pending = await first.app[STORE].count_pending_deliveries()
+    assert pending > 0
+    await first.close()
+    with caplog.at_level(logging.WARNING, logger="server"):
+        await start_app()  # the same database, webhooks off
+    assert (
+        f"{pending} customer webhook deliveries are pending, but CALLS_WEBHOOK_SECRET is not set"
+        in caplog.text
+    )
