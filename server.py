@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -40,7 +41,13 @@ from common.livekit.client import REQUEST_TIMEOUT_S, create_client
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.notify.guard import PooledResolver, UnsafeWebhookUrl
-from common.settings import Settings, SettingsError, configure_logging, load_settings
+from common.settings import (
+    Settings,
+    SettingsError,
+    configure_logging,
+    dotenv_warnings,
+    load_settings,
+)
 from common.storage.base import CallStore, DatabaseError
 from common.storage.selected import open_store
 from handlers import (
@@ -331,6 +338,24 @@ def warn_short_secret(settings: Settings) -> None:
         logger.warning("%s", warning)
 
 
+def log_where(settings: Settings, dotenv: str = ".env") -> None:
+    """Which .env, database and config.json this server uses, as absolute paths: a server
+    started from another directory finds no .env and makes a new calls.db there, and the
+    line a fresh database writes ("schema version 11 (was 0)") does not say why."""
+    found = Path(dotenv).resolve() if Path(dotenv).is_file() else f"none in {Path.cwd()}"
+    database = (
+        "PostgreSQL (DATABASE_URL)"
+        if settings.database_url is not None
+        else settings.calls_db_path.resolve()
+    )
+    logger.info(
+        "settings: .env %s; calls database %s; config %s",
+        found,
+        database,
+        settings.config_path.resolve(),
+    )
+
+
 def warn_disabled_safeguards(settings: Settings) -> None:
     """Safeguards meant off for local testing only, on a server that rings real phones."""
     if settings.uses_sandbox:
@@ -522,10 +547,13 @@ def main() -> None:
         warn_short_secret(settings)
         warn_short_record_ttl(settings)
         warn_disabled_safeguards(settings)
+        for warning in dotenv_warnings():
+            logger.warning("%s", warning)
         raise_open_files_limit()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    log_where(settings)
     logger.info(
         "starting on http://%s:%d (webhooks at %s)",
         f"[{settings.host}]" if ":" in settings.host else settings.host,  # IPv6: a URL's form

@@ -7,6 +7,7 @@ start with no `.env` at all (on the embedded sandbox). A wrong value stops start
 
 from __future__ import annotations
 
+import difflib
 import io
 import ipaddress
 import logging
@@ -646,6 +647,34 @@ def _statement_line(original: Original) -> tuple[int, str]:
         if line.strip():
             return original.line + offset, line
     return original.line, ""
+
+
+def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
+    """What in a readable `.env` is likely a mistake though it parses (values never shown):
+    a setting given twice (the last one wins), and a name this server does not read that is
+    close to one it does (`CALL_MAX_ACTIV`, `port`): silently ignored, the default applied."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []  # load_settings says why it cannot be read
+    lines: dict[str, list[int]] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.key is not None and not binding.error:
+            lines.setdefault(binding.key, []).append(binding.original.line)
+    warnings = []
+    for name, at in lines.items():
+        where = ", ".join(str(n) for n in at)
+        if name in _VARIABLES:
+            if len(at) > 1:
+                warnings.append(f"{name} is set on {path} lines {where}: line {at[-1]}'s is used")
+            continue
+        close = difflib.get_close_matches(name.upper(), _VARIABLES, n=1, cutoff=0.85)
+        if close:
+            warnings.append(
+                f"{name} ({path} line {where}) is no setting of this server: did you mean"
+                f" {close[0]}? (it is read as unset)"
+            )
+    return warnings
 
 
 def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:

@@ -320,7 +320,7 @@ def test_a_calls_db_path_that_is_not_a_file_names_the_setting(tmp_path: Path, ki
         path = Path("/dev/null")
     done = run_server(tmp_path, CALLS_DB_PATH=str(path))
     assert done.returncode == 2, done.stderr
-    [line] = [line for line in done.stderr.splitlines() if "database" in line]
+    [line] = [line for line in done.stderr.splitlines() if "cannot start" in line]
     assert line.endswith(
         f"cannot start: the calls database (CALLS_DB_PATH={path}) cannot be used: not a regular"
         " file (a directory, a device, a FIFO or a socket) (set CALLS_DB_PATH to a file this"
@@ -346,3 +346,19 @@ def test_the_start_line_writes_an_ipv6_host_as_a_url_does(tmp_path: Path) -> Non
     done = run_server(tmp_path, HOST="::1", PORT=str(port), CALLS_DB_PATH="/dev/null")
     assert done.returncode == 2, done.stderr  # stopped by the database, after the line
     assert f"starting on http://[::1]:{port} (webhooks at /webhooks/livekit)" in done.stderr
+
+
+def test_the_start_says_which_env_database_and_config_it_uses(tmp_path: Path) -> None:
+    """A server started from another directory found no .env and made a new calls.db there;
+    nothing said so. Mistakes in a .env that parses are warned, without their values."""
+    done = run_server(tmp_path, CALLS_DB_PATH="/dev/null")
+    assert done.returncode == 2, done.stderr  # stopped by the database, after the lines
+    assert (
+        f"settings: .env none in {tmp_path}; calls database /dev/null; config"
+        f" {tmp_path / 'config.json'}" in done.stderr
+    )
+    (tmp_path / ".env").write_text("CALLS_MAX_ACTIV=9\nSANDBOX_PORT=0\nSANDBOX_PORT=0\n")
+    done = run_server(tmp_path, CALLS_DB_PATH="/dev/null")
+    assert f"settings: .env {tmp_path / '.env'};" in done.stderr
+    assert "CALLS_MAX_ACTIV (.env line 1) is no setting of this server: did you mean" in done.stderr
+    assert "SANDBOX_PORT is set on .env lines 2, 3" in done.stderr

@@ -653,3 +653,26 @@ def test_config_path_naming_the_calls_database_stops_start_up(env: dict[str, str
 def test_config_path_beside_a_postgresql_database_may_be_anything() -> None:
     env = {"CONFIG_PATH": "calls.db", "DATABASE_URL": "postgresql://u@h/db"}
     assert settings_from_env(env).config_path.name == "calls.db"
+
+
+def test_dotenv_mistakes_that_parse_are_warned_without_values(tmp_path: Path) -> None:
+    """A setting given twice (the last wins) and a name close to a setting (read as unset:
+    its default applies) started without a word."""
+    from common.settings import dotenv_warnings
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "PORT=8420\nCALL_MAX_ACTIV=5\nport=8499\n# PORT=1\nPORT=8422\nUNRELATED_TOOL=x\n"
+        "LIVEKIT_API_SECRET=s3cret-value\nLIVEKIT_API_SECRET=s3cret-other\n"
+    )
+    warnings = dotenv_warnings(dotenv)
+    assert warnings == [
+        f"PORT is set on {dotenv} lines 1, 5: line 5's is used",
+        f"CALL_MAX_ACTIV ({dotenv} line 2) is no setting of this server: did you mean"
+        " CALLS_MAX_ACTIVE? (it is read as unset)",
+        f"port ({dotenv} line 3) is no setting of this server: did you mean PORT? (it is read"
+        " as unset)",
+        f"LIVEKIT_API_SECRET is set on {dotenv} lines 7, 8: line 8's is used",
+    ]
+    assert not any("s3cret" in w or "8499" in w for w in warnings)
+    assert dotenv_warnings(tmp_path / "missing.env") == []
