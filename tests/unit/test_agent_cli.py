@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -275,6 +276,19 @@ def record_call(database: dict[str, str]) -> None:
     asyncio.run(record())
 
 
+def describe_plan(tmp_path: Path, database: dict[str, str]) -> dict[str, Any]:
+    """`python -m agent describe --call-id CALL` with tmp_path's config.json: its plan."""
+    proc = run_agent(
+        ["describe", "--call-id", CALL],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "config.json"),
+        **database,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan: dict[str, Any] = json.loads(proc.stdout)
+    return plan
+
+
 def test_describe_a_finished_call_from_the_calls_database(
     tmp_path: Path, calls_database: dict[str, str]
 ) -> None:
@@ -282,14 +296,7 @@ def test_describe_a_finished_call_from_the_calls_database(
     stored with the call, and says so; with DATABASE_URL, from PostgreSQL (it read calls.db
     only, and answered "unknown call" for every call of a server on PostgreSQL)."""
     record_call(calls_database)
-    proc = run_agent(
-        ["describe", "--call-id", CALL],
-        tmp_path,
-        CONFIG_PATH=str(tmp_path / "config.json"),
-        **calls_database,
-    )
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = describe_plan(tmp_path, calls_database)
     assert plan["source"] == "calls-db"
     assert plan["reason"].startswith("no config.json record: the call is dialing")
     assert "stored with the call" in plan["reason"]
@@ -306,14 +313,7 @@ def test_describe_a_live_call_whose_record_was_rewritten_after_its_room_started(
     database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
     record_call(database)
     ConfigStore(tmp_path / "config.json").update("Late Writer", tts_language="fr", call_id=CALL)
-    proc = run_agent(
-        ["describe", "--call-id", CALL],
-        tmp_path,
-        CONFIG_PATH=str(tmp_path / "config.json"),
-        **database,
-    )
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = describe_plan(tmp_path, database)
     assert plan["source"] == "calls-db", plan
     assert plan["caller_name"] == "Emma Watson" and plan["tts"]["language"] == "en"
     assert "after the room was created" in plan["reason"]
@@ -323,14 +323,7 @@ def test_describe_a_live_call_from_its_record_written_before_the_call(tmp_path: 
     ConfigStore(tmp_path / "config.json").update("From The Record", call_id=CALL)
     database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
     record_call(database)
-    proc = run_agent(
-        ["describe", "--call-id", CALL],
-        tmp_path,
-        CONFIG_PATH=str(tmp_path / "config.json"),
-        **database,
-    )
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = describe_plan(tmp_path, database)
     assert (plan["source"], plan["caller_name"]) == ("config.json", "From The Record")
 
 
