@@ -212,15 +212,11 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
         errors.append(FieldError("retry.on", f"must be a list of {', '.join(RETRYABLE)}"))
         on = []
     default = RetryPolicy()
+    # Retrying on nothing, a recipient has one attempt: shown as 3, it read as three.
+    attempts = default.max_attempts if on else 1
     return RetryPolicy(
         tuple(dict.fromkeys(on)),
-        _bounded(
-            obj.get("max_attempts"),
-            "retry.max_attempts",
-            ATTEMPTS_RANGE,
-            default.max_attempts,
-            errors,
-        ),
+        _bounded(obj.get("max_attempts"), "retry.max_attempts", ATTEMPTS_RANGE, attempts, errors),
         _bounded(obj.get("delay_s"), "retry.delay_s", DELAY_RANGE, default.delay_s, errors),
     )
 

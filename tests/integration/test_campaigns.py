@@ -591,3 +591,17 @@ async def test_an_attempt_that_keeps_failing_unexpectedly_is_ended(
     assert rows[us(2, "7700")]["state"] == "completed"
     assert campaign["counts"]["invalid"] == 1, campaign
     assert "gave up after 3 unexpected errors" in caplog.text
+
+
+async def test_retrying_on_nothing_shows_one_attempt(client: TestClient[Any, Any]) -> None:
+    """`retry.on: []` showed `max_attempts: 3` (the default), which read as three attempts."""
+    body = {"name": "once", "recipients": [{"phone_number": "+14155557700"}]}
+    created = await client.post("/campaigns", json={**body, "retry": {"on": []}})
+    assert created.status == 201, await created.text()
+    assert (await created.json())["campaign"]["retry"] == {
+        "on": [],
+        "max_attempts": 1,
+        "delay_s": 600,
+    }
+    given = await client.post("/campaigns", json={**body, "retry": {"on": [], "max_attempts": 2}})
+    assert (await given.json())["campaign"]["retry"]["max_attempts"] == 2  # as asked
