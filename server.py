@@ -529,8 +529,12 @@ async def _stop_signals(app: web.Application) -> None:
         raise web.GracefulExit()
 
     # SIGHUP too (a closed terminal, a reload asked of a server that has none): it killed the
-    # server outright, calls in flight and all.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # server outright, calls in flight and all. Unless it came ignored (`nohup`): then a
+    # closed terminal must go on not stopping the server.
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    for signum in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal, signum)
 

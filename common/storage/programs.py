@@ -477,9 +477,11 @@ def happened_at(now: float, event_at: float | None) -> float:
     """When an event that arrives `now` happened: its own time in whole seconds (LiveKit's)
     is a second wide, so `event_at + 1` bounds it from above, and an event on time is `now`
     (finer); a time with a fraction (the server's own, for a room found gone) is exact."""
-    if event_at is None or not now - MAX_EVENT_DELAY_S <= event_at <= now:
+    if event_at is None or not 0 < event_at <= now:
         return now
-    return min(now, event_at + 1.0 if event_at.is_integer() else event_at)
+    if not event_at.is_integer():  # the server's own clock: exact, however far back
+        return event_at
+    return min(now, event_at + 1.0) if now - event_at <= MAX_EVENT_DELAY_S else now
 
 
 def end_of(before: CallRecord, now: float, ended_at: float | None, answer: float | None) -> float:
@@ -662,10 +664,14 @@ def stale_live_calls(d: Dialect, now: float, margin_s: float) -> Program[list[st
 
 
 def graceless_finished(d: Dialect, finished_before: float) -> Program[list[str]]:
+    """Live calls whose room_finished came before `finished_before`: by when it came (its
+    timeline entry), not by the room's own end, which a late webhook dates back. The grace
+    is for the other late events (the answer) to come too, and they come with it."""
     rows = yield Query(
-        f"SELECT call_id FROM calls WHERE room_finished_at < ?"  # noqa: S608
-        f" AND status IN ({_LIVE_MARKS})",
-        (finished_before, *LIVE),
+        "SELECT call_id FROM calls WHERE room_finished_at IS NOT NULL"  # noqa: S608
+        f" AND status IN ({_LIVE_MARKS}) AND COALESCE((SELECT MIN(e.at) FROM events e"
+        " WHERE e.call_id = calls.call_id AND e.kind = 'room_finished'), room_finished_at) < ?",
+        (*LIVE, finished_before),
     )
     return _ids(rows)
 

@@ -446,6 +446,25 @@ async def test_a_call_ends_at_the_first_sign_of_its_end_not_when_it_is_settled(
     assert late.after is not None and late.after.ended_at == clock.now
 
 
+async def test_the_grace_counts_from_when_a_late_room_finished_came(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A room_finished delivered late is dated back to the room's end, but the grace after it
+    (for the answer, held back by the same outage) counts from when it came: counted from
+    the room's end, an answered call was settled no_answer as the webhook arrived."""
+    await store.create_call(new_call())
+    start = clock.now
+    clock.advance(30)  # 29 s late: LiveKit retried it through a database outage
+    await store.apply(
+        CALL, "room_finished", lambda _state: None, room_finished=True, event_at=start + 1
+    )
+    call = await store.get_call(CALL, with_timeline=False)
+    assert call is not None and call.room_finished_at == start + 2  # the room's end
+    assert await store.graceless_finished(clock.now - 10) == []  # it came just now
+    clock.advance(11)
+    assert await store.graceless_finished(clock.now - 10) == [CALL]
+
+
 async def test_apply_changes_status_and_timeline(store: CallStore, clock: FakeClock) -> None:
     await store.create_call(new_call())
     seen: list[CallState] = []

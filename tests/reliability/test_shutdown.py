@@ -56,7 +56,7 @@ def _free_port() -> int:
 class ServerProcess:
     """`python server.py` on a free loopback port, its stderr (the logs) kept in a file."""
 
-    def __init__(self, tmp_path: Path, name: str) -> None:
+    def __init__(self, tmp_path: Path, name: str, *, nohup: bool = False) -> None:
         self.port = _free_port()
         self.log_path = tmp_path / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))} | {
@@ -79,6 +79,8 @@ class ServerProcess:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # As `nohup` starts it: SIGHUP ignored, which exec keeps.
+            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
         )
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -239,3 +241,20 @@ async def test_sighup_stops_the_server_gracefully(
     log_guard.scan(logs)
     assert "stopping (SIGHUP: settings are not reloaded" in logs
     assert logs.rstrip().endswith("server: stopped"), logs[-500:]
+
+
+async def test_sighup_leaves_a_server_started_under_nohup_running(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    """`nohup` starts a server with SIGHUP ignored so that a closed terminal does not stop it;
+    the handler that stops on SIGHUP must not undo that."""
+    server = ServerProcess(tmp_path, "nohup", nohup=True)
+    servers.append(server)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await server.wait_ready(session)
+        server.proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        assert server.proc.poll() is None, server.logs()
+        async with session.get(f"{server.url}/healthz") as resp:
+            assert resp.status == 200
+    assert "stopping" not in server.logs()
