@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import resource
 import signal
 import socket
@@ -342,17 +343,18 @@ def log_where(settings: Settings, dotenv: str = ".env") -> None:
     """Which .env, database and config.json this server uses, as absolute paths: a server
     started from another directory finds no .env and makes a new calls.db there, and the
     line a fresh database writes ("schema version 11 (was 0)") does not say why."""
-    found = Path(dotenv).resolve() if Path(dotenv).is_file() else f"none in {Path.cwd()}"
+    found = os.path.realpath(dotenv) if Path(dotenv).is_file() else f"none in {Path.cwd()}"
     database = (
         "PostgreSQL (DATABASE_URL)"
         if settings.database_url is not None
-        else settings.calls_db_path.resolve()
+        else os.path.abspath(settings.calls_db_path)
     )
+    # abspath, not resolve(): a link loop there is start-up's to say, not a traceback here
     logger.info(
         "settings: .env %s; calls database %s; config %s",
         found,
         database,
-        settings.config_path.resolve(),
+        os.path.abspath(settings.config_path),
     )
 
 

@@ -581,8 +581,8 @@ def _refuse_one_file_for_two(settings: Settings) -> None:
     write set the database aside as a corrupt config.json and wrote JSON in its place."""
     if settings.database_url is not None:
         return
-    config = settings.config_path.resolve()
-    database = settings.calls_db_path.resolve()
+    config = Path(os.path.realpath(settings.config_path))  # resolve() raises on a link loop
+    database = Path(os.path.realpath(settings.calls_db_path))
     sqlite_files = {database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)}
     if config in sqlite_files or config.with_name(config.name + ".lock") in sqlite_files:
         raise SettingsError(

@@ -362,3 +362,16 @@ def test_the_start_says_which_env_database_and_config_it_uses(tmp_path: Path) ->
     assert f"settings: .env {tmp_path / '.env'};" in done.stderr
     assert "CALLS_MAX_ACTIV (.env line 1) is no setting of this server: did you mean" in done.stderr
     assert "SANDBOX_PORT is set on .env lines 2, 3" in done.stderr
+
+
+@pytest.mark.parametrize("setting", ["CONFIG_PATH", "CALLS_DB_PATH"])
+def test_a_link_loop_for_a_file_setting_is_one_line_not_a_traceback(
+    tmp_path: Path, setting: str
+) -> None:
+    """Path.resolve() raises on a link loop: the check that the two settings name two files
+    ended start-up in a RuntimeError traceback."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    done = run_server(tmp_path, **{setting: str(tmp_path / "loop")})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len([line for line in done.stderr.splitlines() if "cannot start" in line]) == 1
