@@ -84,7 +84,11 @@ def describe_call(
         snapshot = _dispatched_snapshot(metadata_json, call_id)
     store = ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
     record = asyncio.run(load_call_record(store, call_id))
-    call = asyncio.run(_call_in_database(settings, call_id))
+    unreachable = None  # the database is only a help: config.json may answer without it
+    try:
+        call = asyncio.run(_call_in_database(settings, call_id))
+    except DescribeError as exc:
+        call, unreachable = None, str(exc)
     if room_created_at is None:
         room_created_at = call.created_at if call is not None else time.time()
     from_database = snapshot is None and call is not None and call.config is not None
@@ -94,7 +98,10 @@ def describe_call(
     try:
         selected = select_config(call_id, record, snapshot, room_created_at)
     except NoCallConfigError as exc:
-        raise DescribeError(f"unknown call: {exc} ({_where(settings)})") from None
+        raise DescribeError(
+            f"unknown call: {exc} ({_where(settings)})"
+            + (f"; {unreachable}" if unreachable else "")
+        ) from None
     if from_database and selected.source == "dispatch-metadata":
         assert call is not None  # noqa: S101 - from_database
         selected = SelectedConfig(
@@ -103,8 +110,11 @@ def describe_call(
             f"{selected.reason}: the call is {call.status.value}, and this is the configuration"
             " stored with the call when it was placed, the snapshot its dispatch carried",
         )
+    reason = selected.reason
+    if unreachable is not None:
+        reason += f" ({unreachable}: the room's creation was taken as now)"
     plan = plan_session(selected.config, settings, call_id=call_id, source=selected.source)
-    return {"reason": selected.reason, **plan.to_dict()}
+    return {"reason": reason, **plan.to_dict()}
 
 
 def _dispatched_snapshot(metadata_json: str, call_id: str) -> dict[str, Any] | None:
@@ -163,7 +173,8 @@ def describe_main(argv: list[str]) -> int:
     parser.add_argument(
         "--room-created-at",
         type=float,
-        help="room creation time, epoch seconds (default: now)",
+        help="room creation time, epoch seconds (default: the call's creation in the calls"
+        " database, else now)",
     )
     args = parser.parse_args(argv)
     try:

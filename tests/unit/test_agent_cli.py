@@ -349,3 +349,20 @@ def test_describe_with_metadata_nested_too_deeply_is_one_line(tmp_path: Path) ->
     )
     assert proc.returncode == 2
     assert "nested too deeply" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_describe_answers_from_config_json_when_the_database_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    """The worker never needs the calls database: describe answered "cannot read the calls
+    database" for a call config.json has, whenever PostgreSQL was down."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ConfigStore(tmp_path / "config.json").update("Bob", call_id=CALL)
+    plan = describe_plan(tmp_path, {"DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{port}/db"})
+    assert (plan["source"], plan["caller_name"]) == ("config.json", "Bob")
+    assert "cannot read the calls database" in plan["reason"]
+    assert "taken as now" in plan["reason"] and "pw" not in plan["reason"]
