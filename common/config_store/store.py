@@ -276,6 +276,15 @@ def _write_durably(path: Path, data: bytes, mode: int = NEW_FILE_MODE) -> None:
         os.close(fd)
 
 
+def _head(path: Path) -> bytes:
+    """The first bytes of the regular file at `path` (enough to know a database by)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        return os.read(fd, len(SQLITE_HEADER))
+    finally:
+        os.close(fd)
+
+
 def _mode_of(path: Path) -> int:
     """The permissions of the file at `path` (not followed), or NEW_FILE_MODE if none."""
     try:
@@ -496,13 +505,15 @@ class ConfigStore:
     def _probe_sync(self) -> None:
         """What a write does, short of replacing config.json: the writers' lock taken, the
         directory takes a synced file (created if missing, as a write would), and
-        config.json, if there, is a regular file this process may replace."""
+        config.json, if there, is a regular file this process may replace, and no database
+        (which a write refuses to set aside)."""
         target = self.target
         self._still_leads_to_target()
         with contextlib.suppress(FileNotFoundError):
             status = os.lstat(target)
             _refuse_unless_regular(status.st_mode)
             _refuse_unless_replaceable(target, status)
+            self._refuse_a_database(_head(target), target)
         self._release(self._acquire())  # not held for the fsync below: writers wait not
         tmp = self._temp_path(target)
         try:
@@ -775,10 +786,7 @@ class ConfigStore:
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
             return parsed
-        if data.startswith(SQLITE_HEADER):  # a database is never set aside and replaced
-            raise OSError(
-                errno.EINVAL, f"{self.path} is an SQLite database, not a config file", str(target)
-            )
+        self._refuse_a_database(data, target)
         # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
         # string): not a document we can add a record to, so it is kept aside, not patched.
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
@@ -788,6 +796,14 @@ class ConfigStore:
             "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
         )
         return self._defaults() | {CALLS_KEY: {}}
+
+    def _refuse_a_database(self, data: bytes, target: Path) -> None:
+        """A database where config.json should be (CONFIG_PATH naming calls.db) is never set
+        aside and replaced as an unreadable config file would be."""
+        if data.startswith(SQLITE_HEADER):
+            raise OSError(
+                errno.EINVAL, f"{self.path} is an SQLite database, not a config file", str(target)
+            )
 
     def _apply(self, doc: Document, mutations: list[Mutation]) -> list[Any]:
         """Apply the mutations and prune; return their results."""

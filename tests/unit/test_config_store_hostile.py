@@ -336,4 +336,7 @@ def test_an_sqlite_database_where_config_json_should_be_is_never_replaced(
     with pytest.raises(store_module.ConfigWriteError, match="is an SQLite database"):
         ConfigStore(path).update("A", call_id="call-1")
     assert path.read_bytes() == before
+    # /readyz's probe says so too: every call is refused, the server is not ready.
+    with pytest.raises(OSError, match="is an SQLite database"):
+        asyncio.run(ConfigStore(path).probe_writable_async())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.db", "calls.db.lock"]
