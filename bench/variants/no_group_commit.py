@@ -8,6 +8,7 @@ in executor threads, each paying a whole durable write.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bench.variants._check import require
@@ -18,7 +19,8 @@ require(store, "_MutationFailed")
 
 
 async def _submit_alone(self: store.ConfigStore, mutation: store.Mutation) -> Any:
-    results = await self._mutate_async([self._guard(mutation)])
+    deadline = time.monotonic() + store.LOCK_WAIT_S
+    results = await self._mutate_async([self._guard(mutation)], deadline)
     result = results[0]
     if isinstance(result, store._MutationFailed):
         raise result.exc

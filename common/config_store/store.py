@@ -310,6 +310,7 @@ class _Batch:
     """
 
     pending: list[tuple[Mutation, asyncio.Future[Any] | None]] = field(default_factory=list)
+    since: float | None = None  # when the oldest of `pending` came (time.monotonic)
     task: asyncio.Task[None] | None = None
     later: list[str] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
@@ -673,11 +674,13 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- locking
 
-    def _acquire(self) -> int:
-        """Take the thread lock, then the cross-process lock, both within LOCK_WAIT_S (else
-        TimeoutError); return the lock file's fd."""
-        deadline = time.monotonic() + LOCK_WAIT_S
-        if not self._thread_lock.acquire(timeout=LOCK_WAIT_S):
+    def _acquire(self, deadline: float | None = None) -> int:
+        """Take the thread lock, then the cross-process lock, both by `deadline` (a
+        time.monotonic; default LOCK_WAIT_S from now), else TimeoutError; return the lock
+        file's fd."""
+        if deadline is None:
+            deadline = time.monotonic() + LOCK_WAIT_S
+        if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise self._lock_timeout("a write of this process")
         try:
             try:
@@ -833,10 +836,10 @@ class ConfigStore:
             return written.doc, written  # nobody wrote since we did: no need to parse again
         return self._start_document(data, target), None
 
-    def _mutate_sync(self, mutations: list[Mutation]) -> list[Any]:
+    def _mutate_sync(self, mutations: list[Mutation], deadline: float | None = None) -> list[Any]:
         target = self.target
         try:
-            fd = self._acquire()
+            fd = self._acquire(deadline)
         except OSError as exc:  # e.g. the directory is not one, or not ours to write
             raise self._fail(exc, "lock") from exc
         tmp: Path | None = None
@@ -873,6 +876,8 @@ class ConfigStore:
         loop = asyncio.get_running_loop()
         batch = self._batch(loop)
         future: asyncio.Future[Any] = loop.create_future()
+        if not batch.pending:
+            batch.since = time.monotonic()
         batch.pending.append((mutation, future))
         self._start_drain(batch, loop)
         # No shield: a cancelled caller only gives up its answer; the batch writes regardless.
@@ -905,10 +910,13 @@ class ConfigStore:
     async def _drain(self, batch: _Batch) -> None:
         while batch.pending or batch.later:
             items, batch.pending = batch.pending, []
+            # Its writers' wait for the lock counts from when the first of them came: a group
+            # queued behind one that waited out the lock would wait as long again.
+            since, batch.since = batch.since or time.monotonic(), None
             items += self._take_later(batch)
             mutations = [self._guard(m) for m, _ in items]
             try:
-                results = await self._mutate_async(mutations)
+                results = await self._mutate_async(mutations, since + LOCK_WAIT_S)
             except BaseException as exc:
                 for _, fut in items:
                     if fut is not None and not fut.done():
@@ -938,13 +946,14 @@ class ConfigStore:
 
         return apply
 
-    async def _mutate_async(self, mutations: list[Mutation]) -> list[Any]:
-        """The whole locked write in one executor call (the locks are taken in that thread).
+    async def _mutate_async(self, mutations: list[Mutation], deadline: float) -> list[Any]:
+        """The whole locked write in one executor call (the locks are taken in that thread,
+        by `deadline`, a time.monotonic).
 
         If the caller is cancelled meanwhile, the thread still finishes the write and releases
         the locks itself.
         """
-        results: list[Any] = await _in_executor(self._mutate_sync, mutations)
+        results: list[Any] = await _in_executor(self._mutate_sync, mutations, deadline)
         return results
 
 

@@ -209,9 +209,9 @@ def _count_writes(store: ConfigStore, monkeypatch: pytest.MonkeyPatch) -> list[i
     writes: list[int] = []
     real = store._mutate_sync
 
-    def counted(mutations: list[Any]) -> list[Any]:
+    def counted(mutations: list[Any], deadline: float | None = None) -> list[Any]:
         writes.append(len(mutations))
-        return real(mutations)
+        return real(mutations, deadline)
 
     monkeypatch.setattr(store, "_mutate_sync", counted)
     return writes

@@ -340,3 +340,42 @@ def test_an_sqlite_database_where_config_json_should_be_is_never_replaced(
     with pytest.raises(OSError, match="is an SQLite database"):
         asyncio.run(ConfigStore(path).probe_writable_async())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.db", "calls.db.lock"]
+
+
+async def test_writers_queued_behind_a_blocked_group_wait_no_longer_than_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the lock held elsewhere, 6 calls at once: 1 waited 5 s, 5 waited 10 s (their group
+    queued behind the first, then waited the lock's 5 s again). Every group's wait for the
+    lock ends LOCK_WAIT_S after its first writer came."""
+    import fcntl
+    import os
+    import time
+
+    monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.3)
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("Before", call_id="call-0")
+    deadlines: list[float] = []
+    real_acquire = store._acquire
+
+    def acquire(deadline: float | None = None) -> int:
+        deadlines.append(deadline if deadline is not None else float("inf"))
+        return real_acquire(deadline)
+
+    monkeypatch.setattr(store, "_acquire", acquire)
+    held = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        first = asyncio.ensure_future(store.update_async("Blocked", call_id="call-1"))
+        await asyncio.sleep(0.05)  # its group is waiting for the lock: the next ones queue
+        came = time.monotonic()
+        results = await asyncio.gather(
+            first,
+            *(store.update_async("Blocked", call_id=f"call-{n}") for n in range(2, 7)),
+            return_exceptions=True,
+        )
+    finally:
+        os.close(held)
+    assert all(isinstance(r, store_module.ConfigWriteError) for r in results), results
+    assert len(deadlines) == 2  # the first group, then the one queued behind it
+    assert deadlines[1] <= came + 0.3 + 0.01, [d - came for d in deadlines]
