@@ -377,7 +377,9 @@ def warn_disabled_safeguards(settings: Settings) -> None:
 def warn_short_record_ttl(settings: Settings) -> None:
     """CONFIG_RECORD_TTL_S below the longest a call may last prunes the records of live calls
     (their agents then use the dispatch's snapshot): legal, but rarely meant."""
-    longest = RINGING_TIMEOUT_RANGE[1] + MAX_DURATION_RANGE[1]
+    longest = max(RINGING_TIMEOUT_RANGE[1], settings.call_ringing_timeout_s) + max(
+        MAX_DURATION_RANGE[1], settings.call_max_duration_s
+    )
     if settings.config_record_ttl_s < longest:
         logger.warning(
             "CONFIG_RECORD_TTL_S is %g s, less than a call may last (%d s of ringing and"

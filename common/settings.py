@@ -53,8 +53,9 @@ def _text(name: str, raw: str) -> str:
     on them are gone (LIVEKIT_URL with them: the server started on the sandbox)."""
     if any(ch in raw for ch in "\n\r") or not raw.isprintable():
         raise SettingsError(
-            f"{name} must be one line of text without control characters (in .env, a quote"
-            " opened on its line and closed on a later one takes the lines between into it)"
+            f"{name} must be one line of printable text: no line break, control character or"
+            " invisible space such as U+00A0 (in .env, a quote opened on its line and closed"
+            " on a later one takes the lines between into it)"
         )
     return raw
 

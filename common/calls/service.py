@@ -910,11 +910,15 @@ def _signal_detail(signal: Signal) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- subscribers
 
 
-def _seconds_between(start_iso: str | None, end: float) -> float:
+def _seconds_between(start_iso: str | None, end: float, end_iso: str | None = None) -> float:
+    """From `start_iso` to `end_iso` (the call's end, when it has one: what talk and ring
+    times are counted to), else to `end`."""
     from datetime import datetime
 
     if not start_iso:
         return 0.0
+    if end_iso:
+        end = datetime.fromisoformat(end_iso).timestamp()
     return max(0.0, end - datetime.fromisoformat(start_iso).timestamp())
 
 
@@ -932,7 +936,7 @@ async def log_status_change(event: CallEvent) -> None:
         mask_phone(str(data.get("phone_number", ""))),
         event.from_status,
         data["status"],
-        _seconds_between(data.get("created_at"), event.created_at),
+        _seconds_between(data.get("created_at"), event.created_at, data.get("ended_at")),
         f" [{reason}]" if reason and data["status"] in {s.value for s in FINAL_STATUSES} else "",
         extra={"call_id": event.call_id, "status": data["status"]},
     )

@@ -591,8 +591,8 @@ class ConfigStore:
             record = calls.get(call_id) if isinstance(calls, dict) else None
             if not isinstance(record, dict):
                 raise UnknownCallError(call_id)
-            try:
-                return copy.deepcopy(record)
+            try:  # a record written by hand may lack some fields: the defaults stand in
+                return self._defaults() | copy.deepcopy(record)
             except RecursionError:  # written by hand or by an old writer: not a usable record
                 logger.error("✗ the record of %s in %s nests too deeply", call_id, self.path)
                 raise UnknownCallError(call_id) from None

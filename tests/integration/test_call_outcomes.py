@@ -268,6 +268,8 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     # counted the downtime as talk and ring time: hours, after a night down).
     talked = await (await second.get(f"/calls/{talking}")).json()
     assert talked["talk_s"] < 0.5, talked
+    lines = [r.getMessage() for r in caplog.records if f"call {talking} " in r.getMessage()]
+    assert any("-> completed (0 s)" in line for line in lines), lines  # as long as ended_at says
     rang = await (await second.get(f"/calls/{dialing}")).json()
     assert rang["ring_s"] < 0.5, rang
     status, reason, _ = await shown(undialled.call_id)

@@ -308,6 +308,9 @@ def test_a_hand_written_partial_file_reads_with_the_defaults_filled_in(tmp_path:
     assert config["caller_name"] == "X" and config["ticket"] == "T-1"
     assert (config["tts_language"], config["tts_emotion"]) == ("en", "Calm")
     assert config["agent_instructions"] == "You are a helpful assistant."
+    path.write_text('{"calls": {"call-1": {"caller_name": "A"}}}')  # a record, likewise
+    record = ConfigStore(path).load(call_id="call-1")
+    assert (record["caller_name"], record["tts_language"]) == ("A", "en")
 
 
 def test_calls_that_is_no_object_is_unreadable_to_reads_as_to_writes(

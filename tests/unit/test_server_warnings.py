@@ -110,12 +110,20 @@ async def test_a_webhook_host_that_does_not_answer_in_time_says_so(
     assert "host slow.example cannot be resolved now (no answer within 0.05 s)" in caplog.text
 
 
-@pytest.mark.parametrize(("ttl", "warned"), [(1.0, True), (3719.0, True), (3720.0, False)])
+@pytest.mark.parametrize(
+    ("ttl", "longest_call", "warned"),
+    [(1.0, 600, True), (3719.0, 600, True), (3720.0, 600, False), (7200.0, 86400, True)],
+)
 def test_a_record_ttl_shorter_than_a_call_is_warned(
-    caplog: pytest.LogCaptureFixture, ttl: float, warned: bool
+    caplog: pytest.LogCaptureFixture, ttl: float, longest_call: int, warned: bool
 ) -> None:
+    """Requests may ask for 120 s of ringing and 3600 s of talk; CALL_MAX_DURATION_S may make
+    the default longer still (86400 s: a TTL of 2 h was not warned)."""
+    settings = dataclasses.replace(
+        Settings(), config_record_ttl_s=ttl, call_max_duration_s=longest_call
+    )
     with caplog.at_level(logging.WARNING, logger="server"):
-        server.warn_short_record_ttl(dataclasses.replace(Settings(), config_record_ttl_s=ttl))
+        server.warn_short_record_ttl(settings)
     assert ("records of calls still live will be pruned" in caplog.text) is warned
 
 

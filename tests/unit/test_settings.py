@@ -295,9 +295,9 @@ def test_port_bounds_inclusive(port: str) -> None:
         (
             "SIP_OUTBOUND_TRUNK_ID",
             "ST_abc\nLIVEKIT_URL=wss://x",
-            "SIP_OUTBOUND_TRUNK_ID must be one line of text",
+            "SIP_OUTBOUND_TRUNK_ID must be one line of printable text",
         ),
-        ("AGENT_NAME", "agent\x07", "AGENT_NAME must be one line of text"),
+        ("AGENT_NAME", "agent\x07", "AGENT_NAME must be one line of printable text"),
         (
             "LIVEKIT_URL",
             "ftp://x",
