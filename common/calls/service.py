@@ -722,8 +722,12 @@ class CallService:
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
         else:  # the room is gone (or not made yet): no room_finished will come, settle now
             settled = await self._settle(call_id, "hangup", _CANCELED_BY_API, only_if_changed=True)
-            if settled.change is None and settled.before is not None and settled.before.is_final:
-                raise CallAlreadyOver(settled.before.status.value)  # a concurrent hang-up's
+            ended = settled.before if settled.change is None else None
+            # Settled meanwhile: canceled, by this mark (its room_finished read it) or a
+            # concurrent hang-up's: the hang-up was accepted, as both requests were (two at
+            # once were both 409 for the cancel they made). Anything else: the call's own end.
+            if ended is not None and ended.is_final and ended.status is not Status.CANCELED:
+                raise CallAlreadyOver(ended.status.value)
             await self._forget_config(call_id)
         return await self.get(call_id)
 

@@ -105,6 +105,32 @@ async def test_hangups_at_once_cancel_once(start_app: AppFactory) -> None:
     assert (await client.post(f"/calls/{call_id}/hangup")).status == 409
 
 
+async def test_a_hangup_whose_mark_the_rooms_end_read_first_is_accepted(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The room closed (the callee's phone rejected the call) between the hang-up's mark and
+    its DeleteRoom; its room_finished read the mark and settled the call canceled. Both
+    hang-ups sent at that moment answered 409 "already ended (canceled)" for the cancel
+    they made."""
+    from common.calls import service as service_module
+    from common.livekit.events import RoomEvent
+
+    client = await start_app(sandbox_time_scale=100.0)  # the call stays live meanwhile
+    call_id = await place(client, "+14155550480")
+    service = client.app[CALLS]
+
+    async def room_already_gone(_lkapi: Any, room: str) -> bool:
+        await service.handle_event(RoomEvent("room_finished", f"EV_gone_{room}", room))
+        return False
+
+    monkeypatch.setattr(service_module, "end_room", room_already_gone)
+    resp = await client.post(f"/calls/{call_id}/hangup")
+    assert resp.status == 200, await resp.text()
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert (call["status"], call["ended_by"]) == ("canceled", "api")
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 409  # over: as before
+
+
 async def test_a_stopping_server_removes_the_records_it_held_back(
     start_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
