@@ -489,11 +489,14 @@ def end_attempt(
     """The attempt is over with `status` (a call status, or dnc / invalid when it could not
     be placed): the recipient is due again (a retry) or final; the campaign completes when
     no recipient is left open."""
+    # The attempt ended when its call did (a call settled late, after a restart say, ended
+    # earlier than now), else now (it could not be placed).
     ended = yield Query(
-        "UPDATE campaign_attempts SET state = 'ended', status = ?, ended_at = ?,"
-        " call_id = COALESCE(call_id, ?) WHERE campaign_id = ? AND idx = ? AND attempt = ?"
-        " AND state != 'ended' RETURNING call_id",
-        (status, now, call_id, ref.campaign_id, ref.idx, ref.attempt),
+        "UPDATE campaign_attempts SET state = 'ended', status = ?, call_id = COALESCE(call_id, ?),"
+        " ended_at = COALESCE((SELECT c.ended_at FROM calls c"
+        " WHERE c.call_id = COALESCE(campaign_attempts.call_id, ?)), ?)"
+        " WHERE campaign_id = ? AND idx = ? AND attempt = ? AND state != 'ended' RETURNING call_id",
+        (status, call_id, call_id, now, ref.campaign_id, ref.idx, ref.attempt),
     )
     if not ended:
         return []  # a repeated event

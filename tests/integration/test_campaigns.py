@@ -141,6 +141,9 @@ async def test_a_thousand_rows_end_with_exact_counts(start_app: AppFactory) -> N
     assert all(a["call_id"] and a["status"] == "busy" for a in busy["attempts"])
     call = await (await client.get(f"/calls/{busy['attempts'][0]['call_id']}")).json()
     assert call["campaign_id"] == created["campaign_id"]
+    # The attempt ended when its call did (it said when the call was settled: a restart's
+    # downtime later, for a call its sandbox lost).
+    assert busy["attempts"][0]["ended_at"] == call["ended_at"]
     assert call["config"]["agent_instructions"] == "Remind them of the appointment."
 
 
