@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -625,7 +626,11 @@ async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
 ) -> None:
     """Restarted without CALLS_WEBHOOK_SECRET, a server sends no delivery: those still pending
     showed `pending` for good, and nothing said so."""
-    nobody = f"http://127.0.0.1:{free_port()}/hooks"  # refuses every connection
+    # A port bound for the test and never listened on refuses every connection (a port only
+    # found free could be taken by another worker's server meanwhile).
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/hooks"
     first = await start_app(
         sandbox_time_scale=0.02,
         calls_webhook_url=nobody,
@@ -640,6 +645,7 @@ async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
     pending = await first.app[STORE].count_pending_deliveries()
     assert pending > 0
     await first.close()
+    closed.close()
     with caplog.at_level(logging.WARNING, logger="server"):
         await start_app()  # the same database, webhooks off
     assert (
