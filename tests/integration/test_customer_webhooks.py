@@ -16,7 +16,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,15 @@ async def receivers() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for runner in runners:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port held bound and never listened on: it refuses every connection (a port
+    only found free could be taken by another test worker's server meanwhile)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 async def webhook_app(start_app: AppFactory, url: str | None, **overrides: Any) -> Client:
@@ -275,11 +284,12 @@ async def test_a_dead_receiver_fails_after_the_ladder_and_delays_no_one(
     start_app: AppFactory, receivers: Any
 ) -> None:
     healthy = await receivers()
-    dead = f"http://127.0.0.1:{free_port()}/hooks"  # nothing listens there
     client = await webhook_app(start_app, healthy.url)
-    lost = await place(client, dict(SEED_EXAMPLES[0], webhook_url=dead))
-    fine = await place(client, SEED_EXAMPLES[1])
-    await settle(client)
+    with refusing_port() as port:
+        dead = f"http://127.0.0.1:{port}/hooks"  # nothing listens there
+        lost = await place(client, dict(SEED_EXAMPLES[0], webhook_url=dead))
+        fine = await place(client, SEED_EXAMPLES[1])
+        await settle(client)
     assert len(healthy.types(fine)) == 4
     listed = (await (await client.get(f"/calls/{lost}/deliveries")).json())["deliveries"]
     assert listed[0]["state"] == "failed" and listed[0]["attempts"] == len(LADDER)
@@ -626,26 +636,21 @@ async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
 ) -> None:
     """Restarted without CALLS_WEBHOOK_SECRET, a server sends no delivery: those still pending
     showed `pending` for good, and nothing said so."""
-    # A port bound for the test and never listened on refuses every connection (a port only
-    # found free could be taken by another worker's server meanwhile).
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/hooks"
-    first = await start_app(
-        sandbox_time_scale=0.02,
-        calls_webhook_url=nobody,
-        calls_webhook_secret=SECRET,
-        calls_webhook_allow_private=True,
-        calls_webhook_retry_schedule=(0.0, 3600.0),  # the retry is an hour away
-    )
-    await place(first, {"phone_number": "+14155550486"})
-    await first.app[SANDBOX].wait_idle(10)
-    await first.app[EVENTS].wait_idle(10)
-    await asyncio.sleep(0.5)  # the first attempts fail (connection refused)
-    pending = await first.app[STORE].count_pending_deliveries()
-    assert pending > 0
-    await first.close()
-    closed.close()
+    with refusing_port() as port:
+        first = await start_app(
+            sandbox_time_scale=0.02,
+            calls_webhook_url=f"http://127.0.0.1:{port}/hooks",
+            calls_webhook_secret=SECRET,
+            calls_webhook_allow_private=True,
+            calls_webhook_retry_schedule=(0.0, 3600.0),  # the retry is an hour away
+        )
+        await place(first, {"phone_number": "+14155550486"})
+        await first.app[SANDBOX].wait_idle(10)
+        await first.app[EVENTS].wait_idle(10)
+        await asyncio.sleep(0.5)  # the first attempts fail (connection refused)
+        pending = await first.app[STORE].count_pending_deliveries()
+        assert pending > 0
+        await first.close()
     with caplog.at_level(logging.WARNING, logger="server"):
         await start_app()  # the same database, webhooks off
     assert (
