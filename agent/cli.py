@@ -137,9 +137,7 @@ def _dispatched_snapshot(metadata_json: str, call_id: str) -> dict[str, Any] | N
 
 
 def _where(settings: Settings) -> str:
-    database = (
-        "DATABASE_URL" if settings.database_url else f"calls database {settings.calls_db_path}"
-    )
+    database = settings.calls_db_path if settings.database_url is None else "DATABASE_URL"
     return f"config file {settings.config_path}, calls database {database}"
 
 

@@ -132,6 +132,7 @@ def test_describe_an_unknown_call(tmp_path: Path, config_file: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "unknown call" in proc.stderr and "call-000000000000" in proc.stderr
+    assert f"(config file {config_file}, calls database calls.db)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
