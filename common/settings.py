@@ -51,7 +51,7 @@ def _text(name: str, raw: str) -> str:
     """One line of text. A line break in a value is a quote opened on its line and closed on
     a later one: python-dotenv reads the lines between as part of the value, and the settings
     on them are gone (LIVEKIT_URL with them: the server started on the sandbox)."""
-    if any(ch in raw for ch in "\n\r") or not raw.isprintable():
+    if not raw.isprintable():  # line breaks and control characters are not printable
         raise SettingsError(
             f"{name} must be one line of printable text: no line break, control character or"
             " invisible space such as U+00A0 (in .env, a quote opened on its line and closed"
