@@ -5,8 +5,16 @@ answering-machine verdict, the final report with the analysis). The server appli
 (call id, seq), so a report may be sent again safely; it must never be skipped silently and a
 later one must never overtake an earlier one. Hence one background task posts them strictly
 in order, retrying what may succeed later (5xx, 429, network errors, timeouts) with
-exponential backoff up to a deadline per report, and moving on from what never will (400,
+exponential backoff up to a deadline per POST, and moving on from what never will (400,
 401, 404, 409, 413: one WARNING line). What could not be delivered is logged at ERROR.
+
+Reports go several to a POST (a JSON array, common/contracts.py `batch_body`): each POST
+takes what queued while the one before was out, and a turn or a verdict is held back up to
+`REPORT_LINGER_S` for what follows it; the answer, a do-not-call request and the final report
+go at once, with whatever waits before them, as does everything when `flush` or `aclose` is
+called. A call of 30 turns is then about ten POSTs, not 33, and what the server shows of a
+live call is at most that late. A batch the server refuses as malformed or too large (400,
+413) is sent again one report at a time, so one bad report never takes the others with it.
 
 Each attempt is signed afresh (`common.signing.sign_body`, a room grant naming the call):
 tokens live five minutes and a report may be retried for four.
@@ -15,17 +23,27 @@ tokens live five minutes and a report may be retried for four.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from pydantic import ValidationError
 
-from common.contracts import AgentReport, AmdVerdict, CallReport, ReportKind, TranscriptTurn
+from common.contracts import (
+    MAX_REPORT_BYTES,
+    MAX_REPORTS_PER_POST,
+    AgentReport,
+    AmdVerdict,
+    CallReport,
+    ReportKind,
+    TranscriptTurn,
+    batch_body,
+)
 from common.masking import redact
 from common.signing import sign_body
 
@@ -33,16 +51,22 @@ logger = logging.getLogger(__name__)
 
 # Answers that will not change however often the report is sent again.
 PERMANENT_STATUSES: Final = frozenset({400, 401, 404, 409, 413})
+# Refusals of a batch that may be one report's doing: its reports are sent again one by one.
+SPLIT_ON: Final = frozenset({400, 413})
 # Answers worth another attempt besides 5xx: rate limited, request timeout.
 RETRYABLE_STATUSES: Final = frozenset({408, 429})
 # How long flush/aclose wait by default for the queue to drain.
 DEFAULT_FLUSH_TIMEOUT_S: Final = 30.0
+# How long a turn or a verdict may wait for the reports after it, to share their POST.
+REPORT_LINGER_S: Final = 5.0
+# Reports that go at once (with whatever waits before them).
+URGENT_KINDS: Final[frozenset[ReportKind]] = frozenset({"answered", "do_not_call", "final"})
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for one report: `first_delay_s` doubling up to `max_delay_s`, each attempt
-    bounded by `attempt_timeout_s`, giving up `deadline_s` after the report's first attempt."""
+    """Backoff for one POST: `first_delay_s` doubling up to `max_delay_s`, each attempt
+    bounded by `attempt_timeout_s`, giving up `deadline_s` after the POST's first attempt."""
 
     first_delay_s: float = 0.5
     max_delay_s: float = 30.0
@@ -54,6 +78,7 @@ class RetryPolicy:
 class _Queued:
     report: AgentReport
     body: bytes
+    queued_at: float  # the event loop's clock
 
 
 class _Retry(Exception):
@@ -61,7 +86,11 @@ class _Retry(Exception):
 
 
 class _Refused(Exception):
-    """The server refused the report for good; the message says how."""
+    """The server refused the POST for good; the message says how."""
+
+    def __init__(self, why: str, status: int) -> None:
+        super().__init__(why)
+        self.status = status
 
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
@@ -75,7 +104,8 @@ class ReportSender:
     report URL in the dispatch, e.g. `console`) the sender does nothing but say so once.
 
     `session` is borrowed (not closed); otherwise `session_factory` (default: a plain
-    `aiohttp.ClientSession`) makes one that `aclose` closes.
+    `aiohttp.ClientSession`) makes one that `aclose` closes. `linger_s`: how long a turn or
+    a verdict waits for company (0: every POST takes just what queued meanwhile).
     """
 
     def __init__(
@@ -89,6 +119,7 @@ class ReportSender:
         session_factory: SessionFactory | None = None,
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
+        linger_s: float = REPORT_LINGER_S,
     ) -> None:
         self._url = url
         self._call_id = call_id
@@ -99,13 +130,24 @@ class ReportSender:
         self._session_factory = session_factory or aiohttp.ClientSession
         self._clock = clock
         self._retry = retry or RetryPolicy()
+        self._linger_s = linger_s
         self._next_seq = 0
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
-        self._current: _Queued | None = None
+        self._waiting: collections.deque[_Queued] = collections.deque()
+        self._current: list[_Queued] = []
+        self._wake = asyncio.Event()  # a report queued, or a flush asks for everything now
+        self._idle = asyncio.Event()  # nothing waits and nothing is being sent
+        self._idle.set()
+        self._flushing = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.delivered: list[int] = []
         """Sequence numbers the server accepted (2xx), in order; for tests and logs."""
+        self.refused: list[int] = []
+        """Sequence numbers the server refused for good (a 4xx, too_many_turns)."""
+        self.dropped: list[int] = []
+        """Sequence numbers given up: every attempt failed, or still pending at close."""
+        self.posts = 0
+        """POSTs answered 2xx (a POST may carry several reports); for tests and logs."""
         if url is None:
             logger.info("call %s: no report URL in the dispatch; reports are not sent", call_id)
 
@@ -168,105 +210,151 @@ class ReportSender:
             )
             return
         self._next_seq += 1
-        self._queue.put_nowait(_Queued(report, report.to_json()))
+        loop = asyncio.get_running_loop()
+        self._waiting.append(_Queued(report, report.to_json(), loop.time()))
+        self._idle.clear()
+        self._wake.set()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(self._url), name=f"reports-{self._call_id}"
-            )
+            self._task = loop.create_task(self._run(self._url), name=f"reports-{self._call_id}")
 
     # ------------------------------------------------------------------------- delivery
 
     async def _run(self, url: str) -> None:
         while True:
-            item = await self._queue.get()
-            self._current = item
+            if not self._waiting:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._linger()
+            self._current = take_batch(self._waiting)
             try:
-                await self._deliver(url, item)
+                await self._send(url, self._current)
             except Exception:  # a bug here must not stop the reports after it
-                logger.exception(
-                    "call %s: %s report #%d not delivered",
-                    self._call_id,
-                    item.report.kind,
-                    item.report.seq,
-                )
+                logger.exception("call %s: %s not delivered", self._call_id, _what(self._current))
             finally:
-                self._current = None
-                self._queue.task_done()
+                self._current = []
 
-    async def _deliver(self, url: str, item: _Queued) -> None:
+    async def _linger(self) -> None:
+        """Hold a turn or a verdict back, up to `linger_s` after it queued, until something
+        that goes at once queues or a flush asks for everything."""
+        loop = asyncio.get_running_loop()
+        while not self._flushing and not any(q.report.kind in URGENT_KINDS for q in self._waiting):
+            left = self._waiting[0].queued_at + self._linger_s - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    async def _send(self, url: str, batch: list[_Queued]) -> None:
+        """Deliver one POST; a batch refused as malformed or too large goes again one by one."""
+        status = await self._deliver(url, batch)
+        if status is None:
+            return
+        if status in SPLIT_ON and len(batch) > 1:
+            for item in batch:
+                await self._send(url, [item])
+        else:
+            self.refused.extend(q.report.seq for q in batch)
+
+    async def _deliver(self, url: str, batch: list[_Queued]) -> int | None:
+        """POST `batch` until the server takes it, or refuses it (then its status, or 0 when
+        it is no HTTP answer), or the deadline passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry.deadline_s
         delay = self._retry.first_delay_s
         attempts = 0
+        body = batch[0].body if len(batch) == 1 else batch_body([q.body for q in batch])
         while True:
             attempts += 1
             timeout = max(0.1, min(self._retry.attempt_timeout_s, deadline - loop.time()))
             try:
-                await self._attempt(url, item, timeout)
+                answer = await self._attempt(url, body, timeout)
             except _Refused as exc:
                 logger.warning(
-                    "call %s: %s report #%d refused by the server, not retried: %s",
+                    "call %s: %s refused by the server, not retried: %s",
                     self._call_id,
-                    item.report.kind,
-                    item.report.seq,
+                    _what(batch),
                     exc,
                 )
-                return
+                return exc.status
             except _Retry as exc:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     logger.error(
-                        "call %s: %s report #%d not delivered: gave up after %d attempts"
+                        "call %s: %s not delivered: gave up after %d attempts"
                         " over %.0f s (last: %s)",
                         self._call_id,
-                        item.report.kind,
-                        item.report.seq,
+                        _what(batch),
                         attempts,
                         self._retry.deadline_s,
                         exc,
                     )
-                    return
+                    self.dropped.extend(q.report.seq for q in batch)
+                    return None
                 logger.log(
                     logging.INFO if attempts == 1 else logging.DEBUG,
-                    "call %s: %s report #%d not delivered yet (%s); retrying",
+                    "call %s: %s not delivered yet (%s); retrying",
                     self._call_id,
-                    item.report.kind,
-                    item.report.seq,
+                    _what(batch),
                     exc,
                 )
                 await asyncio.sleep(min(delay, remaining))
                 delay = min(delay * 2, self._retry.max_delay_s)
             else:
-                self.delivered.append(item.report.seq)
-                return
+                self.posts += 1
+                self._taken(batch, answer)
+                return None
 
-    async def _attempt(self, url: str, item: _Queued, timeout: float) -> None:
-        """One POST; returns when the server took it, else raises _Retry or _Refused."""
-        token = sign_body(item.body, self._api_key, self._api_secret, room=self._call_id)
+    def _taken(self, batch: list[_Queued], answer: Any) -> None:
+        """The server took the POST: note what it kept (of a batch, each report's result)."""
+        results = answer.get("results") if isinstance(answer, dict) and len(batch) > 1 else None
+        if not isinstance(results, list) or len(results) != len(batch):
+            self.delivered.extend(q.report.seq for q in batch)
+            return
+        for item, result in zip(batch, results, strict=True):
+            outcome = result.get("result") if isinstance(result, dict) else None
+            if outcome in ("applied", "duplicate"):
+                self.delivered.append(item.report.seq)
+            else:  # too_many_turns: the call keeps no more turns; sending it again won't help
+                self.refused.append(item.report.seq)
+                logger.warning(
+                    "call %s: %s refused by the server, not retried: %s %s",
+                    self._call_id,
+                    _what([item]),
+                    _clip(str(outcome)),
+                    _error_text(result),
+                )
+
+    async def _attempt(self, url: str, body: bytes, timeout: float) -> Any:
+        """One POST; returns the server's JSON answer (None if it has none) when it took it,
+        else raises _Retry or _Refused."""
+        token = sign_body(body, self._api_key, self._api_secret, room=self._call_id)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         try:
             async with self._http().post(
                 url,
-                data=item.body,
+                data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
-                    return
-                why = await _error_text(response)
+                    return await _json_of(response)
+                why = _error_text(await _json_of(response))
         except TimeoutError:
             raise _Retry(f"no answer within {timeout:.1f} s") from None
         except aiohttp.InvalidURL:
-            raise _Refused("the report URL is not a valid URL") from None
+            raise _Refused("the report URL is not a valid URL", 0) from None
         except aiohttp.ClientError as exc:
             raise _Retry(f"{type(exc).__name__}: {_clip(str(exc))}") from None
         if status >= 500 or status in RETRYABLE_STATUSES:
             raise _Retry(f"HTTP {status} {why}".rstrip())
         # The rest of 4xx (and 3xx: a report URL that redirects is misconfigured) will not
         # change by sending the same report again.
-        raise _Refused(f"HTTP {status} {why}".rstrip())
+        raise _Refused(f"HTTP {status} {why}".rstrip(), status)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -276,13 +364,18 @@ class ReportSender:
     # ------------------------------------------------------------------------- draining
 
     async def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT_S) -> bool:
-        """Wait until every queued report is delivered or given up; False on timeout."""
+        """Send what waits now, and wait until every queued report is delivered or given
+        up; False on timeout."""
         if self._task is None:
             return True
+        self._flushing += 1
+        self._wake.set()
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
+        finally:
+            self._flushing -= 1
         return True
 
     async def aclose(self, timeout: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
@@ -291,11 +384,13 @@ class ReportSender:
             return
         drained = await self.flush(timeout)
         self._closed = True
-        pending = [] if drained else [*filter(None, [self._current]), *_drain(self._queue)]
+        pending = [] if drained else [*self._current, *self._waiting]
+        self._waiting.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.dropped.extend(q.report.seq for q in pending)
         for item in pending:
             logger.error(
                 "call %s: %s report #%d not delivered: still pending after %.0f s at shutdown",
@@ -308,6 +403,40 @@ class ReportSender:
             await self._session.close()
         self._session = None
 
+    def abandon(self) -> None:
+        """Stop now, sending nothing more and logging nothing (the sandbox stopping); what
+        waits counts as dropped. A borrowed session stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        self.dropped.extend(q.report.seq for q in [*self._current, *self._waiting])
+        self._waiting.clear()
+        if self._task is not None:
+            self._task.cancel()
+
+
+def take_batch(waiting: collections.deque[_Queued]) -> list[_Queued]:
+    """The next POST's reports: the oldest waiting, and those after it while they fit
+    (MAX_REPORTS_PER_POST, MAX_REPORT_BYTES with the array's brackets and commas)."""
+    batch = [waiting.popleft()]
+    size = len(batch[0].body) + 2
+    while waiting and len(batch) < MAX_REPORTS_PER_POST:
+        size += len(waiting[0].body) + 1
+        if size > MAX_REPORT_BYTES:
+            break
+        batch.append(waiting.popleft())
+    return batch
+
+
+def _what(batch: list[_Queued]) -> str:
+    """How the logs name a POST's reports: `turn report #3`, `3 reports #3-#5 (turn, amd,
+    final)`."""
+    first = batch[0].report
+    if len(batch) == 1:
+        return f"{first.kind} report #{first.seq}"
+    kinds = ", ".join(q.report.kind for q in batch)
+    return f"{len(batch)} reports #{first.seq}-#{batch[-1].report.seq} ({_clip(kinds, 80)})"
+
 
 def _clip(text: str, limit: int = 200) -> str:
     """A server's or library's message on one short line, phone numbers masked (call ids
@@ -316,18 +445,15 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _drain(queue: asyncio.Queue[_Queued]) -> list[_Queued]:
-    items: list[_Queued] = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
-
-
-async def _error_text(response: aiohttp.ClientResponse) -> str:
-    """The server's short reason (`error` of its JSON answer), in parentheses, or ''."""
+async def _json_of(response: aiohttp.ClientResponse) -> Any:
+    """The answer's JSON, or None."""
     try:
-        doc = await response.json(content_type=None)
+        return await response.json(content_type=None)
     except (ValueError, aiohttp.ClientError, TimeoutError):
-        return ""
+        return None
+
+
+def _error_text(doc: Any) -> str:
+    """The server's short reason (`error` of its JSON answer), in parentheses, or ''."""
     error = doc.get("error") if isinstance(doc, dict) else None
     return f"({_clip(error)})" if isinstance(error, str) and error else ""

@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -288,3 +289,17 @@ class AgentReport(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+# Several reports of one call may go in one POST: a JSON array of them, in order (at most
+# MAX_REPORTS_PER_POST, the whole body at most MAX_REPORT_BYTES). agent/reporting.py sends so
+# what queued while its last POST was out, and the turns it holds back up to REPORT_LINGER_S.
+MAX_REPORTS_PER_POST: Final = 64
+REPORT_BATCH: Final = TypeAdapter(
+    Annotated[list[AgentReport], Field(min_length=1, max_length=MAX_REPORTS_PER_POST)]
+)
+
+
+def batch_body(bodies: list[bytes]) -> bytes:
+    """The body of one POST of several reports (each `AgentReport.to_json()`), in order."""
+    return b"[" + b",".join(bodies) + b"]"

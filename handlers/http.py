@@ -42,6 +42,7 @@ class Reply:
     description: str
     model: type[BaseModel] | None = None
     content_type: str = JSON
+    or_model: type[BaseModel] | None = None  # the body's other form (a batch's answer)
     headers: tuple[str, ...] = ()  # documented response headers, e.g. "Retry-After"
 
 
@@ -53,6 +54,8 @@ class RouteDoc:
     summary: str
     replies: dict[int, Reply]
     body: type[BaseModel] | None = None
+    # More than 0: the body may also be a JSON array of 1 to this many `body`s.
+    batch_of: int = 0
     body_content_type: str = JSON
     # Other content types the body may come in, each with its schema (a CSV upload).
     other_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -37,7 +37,10 @@ def _response(reply: Reply) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": reply.description}
     model = reply.model if reply.model is not None else ErrorBody
     if reply.content_type == JSON:
-        answer["content"] = {JSON: {"schema": _ref(model)}}
+        schema: dict[str, Any] = _ref(model)
+        if reply.or_model is not None:
+            schema = {"oneOf": [schema, _ref(reply.or_model)]}
+        answer["content"] = {JSON: {"schema": schema}}
     else:
         answer["content"] = {reply.content_type: {"schema": {"type": "string"}}}
     if reply.headers:
@@ -74,7 +77,10 @@ def _operation(doc: RouteDoc) -> dict[str, Any]:
     if doc.parameters:
         operation["parameters"] = doc.parameters
     if _has_body(doc):
-        schema = _ref(doc.body) if doc.body is not None else {"type": "object"}
+        schema: dict[str, Any] = _ref(doc.body) if doc.body is not None else {"type": "object"}
+        if doc.batch_of:
+            batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": doc.batch_of}
+            schema = {"oneOf": [schema, batch]}
         content = {doc.body_content_type: {"schema": schema}}
         content.update({kind: {"schema": other} for kind, other in doc.other_bodies.items()})
         operation["requestBody"] = {"required": True, "content": content}
@@ -87,7 +93,8 @@ def build_spec(routes: list[RouteDoc]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for doc in routes:
         paths.setdefault(doc.path, {})[doc.method.lower()] = _operation(doc)
-        models.update(r.model for r in doc.replies.values() if r.model is not None)
+        for reply in doc.replies.values():
+            models.update(m for m in (reply.model, reply.or_model) if m is not None)
         if doc.body is not None:
             models.add(doc.body)
     ordered = sorted(models, key=lambda m: m.__name__)

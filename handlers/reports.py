@@ -1,10 +1,12 @@
 """`POST /agent/reports`: what an agent reports about its own call, signed like LiveKit's
 webhooks (common/signing.py) with a room grant naming the call.
 
+The body is one report, or a JSON array of up to MAX_REPORTS_PER_POST reports of the call,
+applied in order in one transaction (the agent sends what queued meanwhile in one POST).
 401 when the signature does not hold (nothing changes); 409 when the token covers another
-call than the report names, or for a turn beyond the MAX_TURNS a call keeps; 404 for a call
-the server does not know; a report seen before (same call and sequence number) changes
-nothing again.
+call than a report names, or for a single turn beyond the MAX_TURNS a call keeps (in an array,
+that turn's result is `too_many_turns` and the others count); 404 for a call the server does
+not know; a report seen before (same call and sequence number) changes nothing again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from common.calls.errors import TooManyTurns
+from common.calls.models import Applied
 from common.calls.request import field_errors
-from common.contracts import MAX_REPORT_BYTES, MAX_TURNS, REPORTS_PATH, AgentReport
+from common.contracts import (
+    MAX_REPORT_BYTES,
+    MAX_REPORTS_PER_POST,
+    MAX_TURNS,
+    REPORT_BATCH,
+    REPORTS_PATH,
+    AgentReport,
+)
 from common.signing import BodyVerifier, Unverified
 from handlers.errors import HttpError, json_error
 from handlers.http import (
@@ -32,7 +42,7 @@ from handlers.http import (
     signed_by_whom_it_may_be,
 )
 from handlers.keys import CALLS, METRICS, SETTINGS
-from handlers.schemas import ReportAnswer
+from handlers.schemas import ReportAnswer, ReportResult, ReportsAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -49,40 +59,60 @@ async def agent_report(request: web.Request) -> web.Response:
         metrics.reports.labels(result="unverified").inc()
         logger.warning("agent report refused from %s: %s", request.remote, exc)
         raise HttpError(401, "report signature did not verify") from None
+    doc = decode_json(body)
+    batch = isinstance(doc, list)
     try:
-        report = AgentReport.model_validate(decode_json(body))
+        reports = REPORT_BATCH.validate_python(doc) if batch else [AgentReport.model_validate(doc)]
     except ValidationError as exc:
         metrics.reports.labels(result="malformed").inc()
         details = [e.to_json() for e in field_errors(exc)]
-        return json_error(400, "not an agent report", details)
-    covered = signed.room
-    if covered != report.call_id:
-        metrics.reports.labels(result="other_call").inc()
-        logger.warning(
-            "agent report for call %s refused: its token covers %s", report.call_id, covered
+        return json_error(
+            400, "not a list of agent reports" if batch else "not an agent report", details
         )
-        raise HttpError(409, f"the report's token does not cover call {report.call_id}")
+    covered = signed.room
+    stray = next((r.call_id for r in reports if r.call_id != covered), None)
+    if stray is not None:
+        metrics.reports.labels(result="other_call").inc()
+        logger.warning("agent report for call %s refused: its token covers %s", stray, covered)
+        raise HttpError(409, f"the report's token does not cover call {stray}")
     try:
-        applied = await request.app[CALLS].record_report(report)
-    except TooManyTurns:  # answered 409 by handlers/errors.py
-        metrics.reports.labels(result="too_many_turns").inc()
-        raise
+        results = await request.app[CALLS].record_reports(reports)
     except (PydanticSerializationError, UnicodeEncodeError, RecursionError) as exc:
         # The contract refuses what cannot be stored; should some value still fail to be
         # written (nothing was: the transaction rolled back), it is the report's, not ours.
         metrics.reports.labels(result="malformed").inc()
         logger.warning(
-            "agent report #%d for call %s could not be stored: %s: %s",
-            report.seq,
-            report.call_id,
+            "agent report #%s for call %s could not be stored: %s: %s",
+            ",".join(str(r.seq) for r in reports),
+            reports[0].call_id,
             type(exc).__name__,
             str(exc)[:200],
         )
         details = [{"field": "body", "error": "cannot be stored (it is not plain JSON text)"}]
         return json_error(400, "not an agent report", details)
-    result: Literal["applied", "duplicate"] = "duplicate" if applied.duplicate else "applied"
-    metrics.reports.labels(result=result).inc()
-    return json_answer(ReportAnswer(result=result))
+    outcomes = [_outcome(applied) for applied in results]
+    for outcome in outcomes:
+        metrics.reports.labels(result=outcome).inc()
+    if batch:
+        answers = [
+            ReportResult(seq=r.seq, result=o, error=_why(r, o))
+            for r, o in zip(reports, outcomes, strict=True)
+        ]
+        return json_answer(ReportsAnswer(results=answers))
+    if results[0].too_many_turns:
+        raise TooManyTurns(reports[0].call_id, MAX_TURNS)  # answered 409 by handlers/errors.py
+    return json_answer(ReportAnswer(result="duplicate" if results[0].duplicate else "applied"))
+
+
+def _why(report: AgentReport, outcome: str) -> str | None:
+    """The reason a report of a batch was not kept (what a lone one's 409 says)."""
+    return str(TooManyTurns(report.call_id, MAX_TURNS)) if outcome == "too_many_turns" else None
+
+
+def _outcome(applied: Applied) -> Literal["applied", "duplicate", "too_many_turns"]:
+    if applied.too_many_turns:
+        return "too_many_turns"
+    return "duplicate" if applied.duplicate else "applied"
 
 
 def setup(app: web.Application) -> None:
@@ -94,11 +124,17 @@ def setup(app: web.Application) -> None:
             "POST",
             REPORTS_PATH,
             "agentReport",
-            "An agent's report about its own call (signed like LiveKit webhooks)",
+            "An agent's report about its own call, or several in order (signed like LiveKit"
+            " webhooks)",
             body=AgentReport,
+            batch_of=MAX_REPORTS_PER_POST,
             log_success=False,
             replies={
-                200: Reply("Stored (or seen before)", ReportAnswer),
+                200: Reply(
+                    "Stored (or seen before); for several reports, what became of each",
+                    ReportAnswer,
+                    or_model=ReportsAnswer,
+                ),
                 400: Reply("Signed, but not an agent report; `details` says why"),
                 401: Reply("The signature did not verify; nothing changed"),
                 403: PUBLIC_SECRET,

@@ -50,6 +50,21 @@ class ReportAnswer(BaseModel):
     result: Literal["applied", "duplicate"]
 
 
+class ReportResult(BaseModel):
+    seq: int
+    result: Literal["applied", "duplicate", "too_many_turns"]
+    error: str | None = Field(default=None, description="Why a report was not kept")
+
+
+class ReportsAnswer(BaseModel):
+    """The answer to several reports in one POST: what became of each, in order. A turn
+    beyond the transcript turns a call keeps is `too_many_turns` (not kept); the others
+    count."""
+
+    status: Literal["success"] = "success"
+    results: list[ReportResult]
+
+
 class WebhookAnswer(BaseModel):
     status: Literal["success"] = "success"
     result: Literal["applied", "duplicate", "ignored"]

@@ -3,7 +3,9 @@
 A real agent reports (common/contracts.py `AgentReport`, signed as common/signing.py says) the
 moment the callee answers, each finished turn, the answering-machine verdict and a final report
 with its post-call analysis. The sandbox posts the same reports, to the URL the server put in
-the dispatch metadata, as its simulated call unfolds:
+the dispatch metadata, as its simulated call unfolds, with the agent's own sender
+(agent/reporting.py: several reports to a POST, turns held back up to its linger, scaled by the
+time scale):
 
 - answered calls: `answered`; `amd` (human, or machine-vm for the voicemail number); a short
   conversation that opens with the call's `first_message` (or a greeting by name) and ends
@@ -18,15 +20,18 @@ and every final report says `"simulated": true`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import aiohttp
+
+from agent.reporting import REPORT_LINGER_S, ReportSender
 from common.config_store.model import AnalysisField, CallConfig
 from common.contracts import (
-    AgentReport,
     AmdCategory,
     AmdVerdict,
     CallReport,
@@ -35,12 +40,13 @@ from common.contracts import (
     SuccessVerdict,
     TranscriptTurn,
 )
-from common.signing import sign_body
-from sandbox.webhooks import Delivery, SignedPoster
+from sandbox.webhooks import USER_AGENT
 
 logger = logging.getLogger(__name__)
 
-REPORT_CONTENT_TYPE: Final = "application/json"
+# How long a sandbox call's last reports may still be retried once it is over (the agent's
+# own retry deadline is 4 minutes per POST).
+RETIRE_TIMEOUT_S: Final = 600.0
 AMD_AFTER_S: Final = 0.5  # after the answer: when the verdict is reported
 GOODBYE_BEFORE_END_S: Final = 1.0
 
@@ -123,21 +129,111 @@ def simulated_report(
     )
 
 
+class AgentReports:
+    """Our agent's report senders (agent/reporting.py `ReportSender`) for the calls the
+    sandbox plays, on one HTTP session: the reports go as our agent sends them, several to a
+    POST, turns held back up to the linger (on the sandbox's clock: none at time scale 0),
+    retried in real time (an outage of the server is no shorter when the sandbox plays its
+    calls faster). A call's sender is flushed and closed when its simulation is over."""
+
+    def __init__(self, *, api_key: str, api_secret: str, time_scale: float) -> None:
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.linger_s = REPORT_LINGER_S * time_scale
+        self._session: aiohttp.ClientSession | None = None
+        self._open: set[ReportSender] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._delivered = self._refused = self._dropped = 0
+
+    async def start(self) -> None:
+        if self._session is None:
+            # Signed like the sandbox's webhooks, and left out of the access log like them.
+            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+
+    async def close(self) -> None:
+        """Stop every sender now (nothing more is posted) and close the HTTP session."""
+        for sender in self._open:
+            sender.abandon()
+        for task in self._closing:
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        for sender in list(self._open):
+            self._count(sender)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def pending(self) -> set[asyncio.Task[None]]:
+        """Senders still flushing the reports of calls that are over."""
+        return {task for task in self._closing if not task.done()}
+
+    def sender(self, call_id: str, url: str) -> ReportSender | None:
+        """A sender for `call_id`'s reports (None while the sandbox is stopped)."""
+        if self._session is None:
+            return None
+        sender = ReportSender(
+            url,
+            call_id,
+            self.api_key,
+            self.api_secret,
+            session=self._session,
+            linger_s=self.linger_s,
+        )
+        self._open.add(sender)
+        return sender
+
+    def retire(self, sender: ReportSender) -> None:
+        """The call is over: send what waits, then close its sender."""
+        if sender not in self._open:
+            return
+        task = asyncio.get_running_loop().create_task(sender.aclose(RETIRE_TIMEOUT_S))
+        self._closing.add(task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._closing.discard(task)
+            self._count(sender)
+
+        task.add_done_callback(done)
+
+    def _count(self, sender: ReportSender) -> None:
+        if sender in self._open:
+            self._open.discard(sender)
+            self._delivered += len(sender.delivered) + len(sender.refused)
+            self._refused += len(sender.refused)
+            self._dropped += len(sender.dropped)
+
+    @property
+    def delivered(self) -> int:
+        """Reports our server answered (any status below 500 but 429, or a 2xx's result)."""
+        return self._delivered + sum(len(s.delivered) + len(s.refused) for s in self._open)
+
+    @property
+    def refused(self) -> int:
+        return self._refused + sum(len(s.refused) for s in self._open)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped + sum(len(s.dropped) for s in self._open)
+
+
 @dataclass
 class SimulatedAgent:
-    """The reports of one dispatched call, posted in order through `poster`."""
+    """The reports of one dispatched call, through its own `ReportSender`."""
 
     metadata: DispatchMetadata
-    poster: SignedPoster
+    reports: AgentReports
     clock: Callable[[], float] = time.time
     config: CallConfig = field(init=False)
-    _seq: int = 0
+    _sender: ReportSender | None = field(init=False, default=None)
     _answered_at: float | None = None
     _turns: list[TranscriptTurn] = field(default_factory=list)
     _finished: bool = False
 
     def __post_init__(self) -> None:
         self.config = CallConfig.from_record(self.metadata.config or {})
+        url = self.metadata.report_url
+        if url is not None and self.call_id:
+            self._sender = self.reports.sender(self.call_id, url)
 
     @property
     def call_id(self) -> str:
@@ -145,42 +241,31 @@ class SimulatedAgent:
 
     def answered(self) -> None:
         self._answered_at = self.clock()
-        self._post(AgentReport(call_id=self.call_id, seq=0, kind="answered", at=0.0))
+        if self._sender is not None:
+            self._sender.answered(self._answered_at)
 
     def amd(self, category: AmdCategory) -> None:
-        verdict = AmdVerdict(category=category, reason="simulated")
-        self._post(AgentReport(call_id=self.call_id, seq=0, kind="amd", at=0.0, amd=verdict))
+        if self._sender is not None:
+            self._sender.amd(AmdVerdict(category=category, reason="simulated"))
 
     def said(self, turn: ScriptedTurn) -> None:
         at_s = 0.0 if self._answered_at is None else self.clock() - self._answered_at
         spoken = TranscriptTurn(role=turn.role, text=turn.text, at_s=round(max(at_s, 0.0), 3))
         self._turns.append(spoken)
-        self._post(AgentReport(call_id=self.call_id, seq=0, kind="turn", at=0.0, turn=spoken))
+        if self._sender is not None:
+            self._sender.turn(spoken)
 
     def ended(self, ended_by: EndedBy, *, voicemail: bool = False) -> None:
         """The call is over: the final report (once, whoever ends it)."""
         if self._finished:
             return
         self._finished = True
-        report = simulated_report(self.config, list(self._turns), ended_by, voicemail)
-        self._post(AgentReport(call_id=self.call_id, seq=0, kind="final", at=0.0, final=report))
+        if self._sender is not None:
+            self._sender.final(
+                simulated_report(self.config, list(self._turns), ended_by, voicemail)
+            )
 
-    def _post(self, report: AgentReport) -> None:
-        """Number, time-stamp, sign and queue a report (one queue per call: in order)."""
-        url = self.metadata.report_url
-        if url is None or not self.call_id:
-            return
-        numbered = report.model_copy(update={"seq": self._seq, "at": self.clock()})
-        self._seq += 1
-        body = numbered.to_json()
-        auth = sign_body(body, self.poster.api_key, self.poster.api_secret, room=self.call_id)
-        self.poster.enqueue(
-            f"reports-{self.call_id}",
-            Delivery(
-                url=lambda: url,
-                body=body,
-                authorization=auth,
-                content_type=REPORT_CONTENT_TYPE,
-                label=f"{report.kind} report {numbered.seq} of {self.call_id}",
-            ),
-        )
+    def retire(self) -> None:
+        """The call's simulation is over (however it ended): what waits is sent, then no more."""
+        if self._sender is not None:
+            self.reports.retire(self._sender)

@@ -26,10 +26,11 @@ from livekit.api.access_token import TokenVerifier
 
 from common.masking import mask_digits
 from sandbox import twirp
+from sandbox.agent import AgentReports
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.services import REQUEST_ID_HEADER, CallContext, Dial, LiveKitServices, Route
 from sandbox.twirp import Encoding, TwirpError
-from sandbox.webhooks import Retries, SignedPoster, WebhookSender
+from sandbox.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,9 @@ class Sandbox:
         self._webhooks = WebhookSender(
             url=webhook_url, api_key=api_key, api_secret=api_secret, time_scale=time_scale
         )
-        # Reports of our agent on the calls the sandbox plays (sandbox/agent.py), retried as
-        # the agent retries them.
-        self._reports = SignedPoster(
-            api_key=api_key, api_secret=api_secret, retries=Retries.agent(), what="report"
-        )
+        # Reports of our agent on the calls the sandbox plays (sandbox/agent.py), sent as the
+        # agent sends them.
+        self._reports = AgentReports(api_key=api_key, api_secret=api_secret, time_scale=time_scale)
         self._registry = RoomRegistry(self._webhooks.send)
         self._services = LiveKitServices(
             self._registry, time_scale=time_scale, reports=self._reports

@@ -60,13 +60,12 @@ from common.contracts import (
 )
 from common.masking import mask_phone
 from sandbox import twirp
-from sandbox.agent import SimulatedAgent
+from sandbox.agent import AgentReports, SimulatedAgent
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.scenarios import DEFAULT_RINGING_TIMEOUT_S, SipStatus, scenario_for_number
 from sandbox.simulation import CALL_STATUS_DIALING, CallSimulation
 from sandbox.twirp import TwirpError
 from sandbox.util import new_id, now_ms
-from sandbox.webhooks import SignedPoster
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +170,7 @@ class LiveKitServices:
     """Room, agent dispatch and SIP methods over a :class:`RoomRegistry`."""
 
     def __init__(
-        self, registry: RoomRegistry, *, time_scale: float, reports: SignedPoster | None = None
+        self, registry: RoomRegistry, *, time_scale: float, reports: AgentReports | None = None
     ) -> None:
         self.registry = registry
         self.time_scale = time_scale

@@ -110,6 +110,8 @@ class CallSimulation:
         self.task = asyncio.create_task(self._play(), name=f"sandbox-call-{self.call_id}")
         # Cancelled before an answer (room deleted, sandbox stopped): the INVITE is cancelled.
         self.task.add_done_callback(lambda _: self._resolve(REQUEST_TERMINATED))
+        if self.agent is not None:  # however it ended: the agent's last reports go, then none
+            self.task.add_done_callback(lambda _: self.agent.retire() if self.agent else None)
         return self.task
 
     async def _wait_until(self, t: float) -> None:

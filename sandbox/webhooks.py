@@ -1,5 +1,5 @@
-"""Signed deliveries: LiveKit's webhooks (as livekit/protocol's ``webhook.URLNotifier`` posts
-them) and, for the calls the sandbox plays, the reports our agent would post.
+"""Signed deliveries: LiveKit's webhooks, as livekit/protocol's ``webhook.URLNotifier`` posts
+them (the reports our agent would post go through the agent's own sender: sandbox/agent.py).
 
 - Webhook body: the ``WebhookEvent`` protobuf as protojson with default options, i.e.
   lowerCamelCase field names, enums by name, 64-bit integers as strings, unpopulated fields left
@@ -10,12 +10,7 @@ them) and, for the calls the sandbox plays, the reports our agent would post.
 - Retried (same body) on connection errors, timeouts, 5xx and 429, up to 5 attempts in all,
   with exponential back-off scaled by the time scale (`Retries.livekit`); any other answer
   ends the delivery.
-- Our agent's reports are retried as the real agent retries them (`Retries.agent`, from
-  agent/reporting.py's `RetryPolicy`: 0.5 s doubling to 30 s, for up to 4 minutes per report,
-  also on 408), in real time: a database outage lasts as long whatever the sandbox's pace,
-  and LiveKit's 5 attempts (15 s at scale 1, 1.5 s at 0.1) lost a call's answer and final
-  report to a 15 s one.
-- One ordered queue per key (a room, a call's reports): they arrive in the order they happened.
+- One ordered queue per key (a room): they arrive in the order they happened.
 """
 
 from __future__ import annotations
@@ -33,7 +28,6 @@ import aiohttp
 from google.protobuf.json_format import MessageToDict
 from livekit.protocol.webhook import WebhookEvent
 
-from agent.reporting import RETRYABLE_STATUSES, RetryPolicy
 from common.signing import sign_body
 
 logger = logging.getLogger(__name__)
@@ -69,20 +63,6 @@ class Retries:
             deadline_s=math.inf,
             attempt_timeout_s=REQUEST_TIMEOUT_S,
             statuses=frozenset({429}),
-        )
-
-    @classmethod
-    def agent(cls) -> Retries:
-        """Our agent's reports (agent/reporting.py), in real time: an outage of the server
-        or its database is no shorter when the sandbox plays its calls faster."""
-        policy = RetryPolicy()
-        return cls(
-            first_delay_s=policy.first_delay_s,
-            max_delay_s=policy.max_delay_s,
-            max_attempts=None,
-            deadline_s=policy.deadline_s,
-            attempt_timeout_s=policy.attempt_timeout_s,
-            statuses=RETRYABLE_STATUSES,
         )
 
     def delay(self, failures: int) -> float:

@@ -285,6 +285,7 @@ class Applied:
 
     duplicate: bool = False
     unknown_call: bool = False
+    too_many_turns: bool = False  # an agent's turn beyond the MAX_TURNS a call keeps: not kept
     change: Change | None = None
     before: CallRecord | None = None
     after: CallRecord | None = None

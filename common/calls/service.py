@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -672,15 +672,17 @@ class CallService:
 
     # ------------------------------------------------------------------ agent reports
 
-    async def record_report(self, report: AgentReport) -> Applied:
-        """Apply an agent's (verified) report about its own call; UnknownCall if unknown."""
-        applied = await self.store.record_report(report)
-        if applied.unknown_call:
-            raise UnknownCall(report.call_id)
-        self.events.publish(applied.events)
-        if applied.change is not None:
-            logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
-        return applied
+    async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
+        """Apply an agent's (verified) reports about its own call, in order, in one
+        transaction; UnknownCall if the call is unknown (nothing was stored)."""
+        results = await self.store.record_reports(reports)
+        for report, applied in zip(reports, results, strict=True):
+            if applied.unknown_call:
+                raise UnknownCall(report.call_id)
+            self.events.publish(applied.events)
+            if applied.change is not None:
+                logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
+        return results
 
     # ------------------------------------------------------------------ reading
 

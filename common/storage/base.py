@@ -6,6 +6,7 @@ PostgreSQL) implement this protocol; one contract suite (tests/contract/) runs a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -218,8 +219,9 @@ class CallStore(CampaignStore, Protocol):
         Idempotency-Key bound to it (if any) is freed so a retry may place it anew."""
         ...
 
-    async def record_report(self, report: AgentReport) -> Applied:
-        """Store an agent's report once and apply what it says (see programs.record_report)."""
+    async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
+        """Store an agent's reports about one call, each once, and apply what they say, in
+        order, in one transaction (see programs.record_reports)."""
         ...
 
     async def erase_call_data(self, ended_before: float) -> int:

@@ -877,6 +877,22 @@ def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
 # ----------------------------------------------------------------------------- agent reports
 
 
+def record_reports(
+    d: Dialect, reports: Sequence[AgentReport], now: float, lease_s: float, holder: str = ""
+) -> Program[list[Applied]]:
+    """An agent's reports about one call, stored and applied in order (`record_report`), in
+    one transaction. A turn beyond the MAX_TURNS a call keeps is refused alone
+    (`too_many_turns`; it wrote nothing): the reports around it still count."""
+    results: list[Applied] = []
+    for report in reports:
+        try:
+            applied = yield from record_report(d, report, now, lease_s, holder)
+        except TooManyTurns:
+            applied = Applied(too_many_turns=True)
+        results.append(applied)
+    return results
+
+
 def record_report(
     d: Dialect, report: AgentReport, now: float, lease_s: float, holder: str = ""
 ) -> Program[Applied]:

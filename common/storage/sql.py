@@ -8,7 +8,7 @@ including the clock and the outbox lease, is here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from common.calls.models import (
@@ -147,10 +147,10 @@ class SqlCallStore(CampaignMethods):
     async def release_placement(self, call_id: str) -> None:
         await self._run(programs.release_placement(self.dialect, call_id), write=True)
 
-    async def record_report(self, report: AgentReport) -> Applied:
+    async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
         return await self._run(
-            programs.record_report(
-                self.dialect, report, self._clock(), self.lease_s, self.instance
+            programs.record_reports(
+                self.dialect, reports, self._clock(), self.lease_s, self.instance
             ),
             write=True,
         )

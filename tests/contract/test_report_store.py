@@ -41,6 +41,15 @@ def sent(seq: int, kind: str, at: float = 1_700_000_001.0, **body: Any) -> Agent
     return AgentReport(call_id=CALL, seq=seq, kind=kind, at=at, **body)  # type: ignore[arg-type]
 
 
+async def record_report(store: CallStore, report: AgentReport) -> Applied:
+    """One report on its own, as POST /agent/reports takes one: a turn beyond the call's
+    MAX_TURNS raises TooManyTurns, as the handler answers 409."""
+    [applied] = await store.record_reports([report])
+    if applied.too_many_turns:
+        raise TooManyTurns(report.call_id, MAX_TURNS)
+    return applied
+
+
 async def kinds_stored(store: CallStore) -> list[str]:
     rows = await execute(store, "SELECT kind FROM reports WHERE call_id = ? ORDER BY seq", CALL)
     return [str(r["kind"]) for r in rows]
@@ -59,7 +68,7 @@ async def test_stored_reports_that_no_longer_read_leave_the_call_readable(
     store: CallStore, caplog: pytest.LogCaptureFixture, fresh_warnings: None
 ) -> None:
     await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
-    await store.record_report(sent(1, "turn", turn=HELLO))
+    await record_report(store, sent(1, "turn", turn=HELLO))
     # A turn whose `at` was Infinity (pydantic wrote null), and one whose turn is broken.
     at_null = dict(json.loads(sent(2, "turn", turn=HELLO).to_json()), at=None)
     broken = json.loads(sent(3, "turn", turn=HELLO).to_json())
@@ -119,7 +128,7 @@ async def test_a_call_keeps_at_most_max_turns(store: CallStore) -> None:
     said = [TranscriptTurn(role="callee", text=f"turn {i}", at_s=float(i)) for i in range(3)]
     results = await asyncio.gather(  # at once: on PostgreSQL, on many connections
         *(
-            store.record_report(sent(seq, "turn", turn=said[seq % 3]))
+            record_report(store, sent(seq, "turn", turn=said[seq % 3]))
             for seq in range(MAX_TURNS + 5)
         ),
         return_exceptions=True,
@@ -127,13 +136,13 @@ async def test_a_call_keeps_at_most_max_turns(store: CallStore) -> None:
     refused = [r for r in results if isinstance(r, TooManyTurns)]
     assert len(refused) == 5 and all(isinstance(r, Applied) for r in results if r not in refused)
     with pytest.raises(TooManyTurns):
-        await store.record_report(sent(MAX_TURNS + 5, "turn", turn=HELLO))
+        await record_report(store, sent(MAX_TURNS + 5, "turn", turn=HELLO))
     call = await store.get_call(CALL)
     assert call is not None and len(call.transcript) == MAX_TURNS
     assert HELLO not in call.transcript
     kept = [seq for seq, r in enumerate(results) if isinstance(r, Applied)]
-    assert (await store.record_report(sent(kept[7], "turn", turn=said[kept[7] % 3]))).duplicate
-    answered = await store.record_report(sent(MAX_TURNS + 6, "answered"))
+    assert (await record_report(store, sent(kept[7], "turn", turn=said[kept[7] % 3]))).duplicate
+    answered = await record_report(store, sent(MAX_TURNS + 6, "answered"))
     assert answered.after is not None and answered.after.answered
     assert len(await kinds_stored(store)) == MAX_TURNS + 1
 
@@ -149,11 +158,11 @@ async def test_the_retention_erases_every_report_body_that_held_the_conversation
     callee's line said) are erased; the verdict itself stays on the call, as README says."""
     heard = "Callee said: you have reached Ann Lee, 415 555 0100, leave a message"
     await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
-    await store.record_report(sent(0, "answered"))
-    await store.record_report(sent(1, "amd", amd=AmdVerdict(category="machine-vm", reason=heard)))
-    await store.record_report(sent(2, "turn", turn=HELLO))
+    await record_report(store, sent(0, "answered"))
+    await record_report(store, sent(1, "amd", amd=AmdVerdict(category="machine-vm", reason=heard)))
+    await record_report(store, sent(2, "turn", turn=HELLO))
     if with_final:
-        await store.record_report(sent(3, "final", final=CallReport(transcript=[HELLO])))
+        await record_report(store, sent(3, "final", final=CallReport(transcript=[HELLO])))
     ended = Change(Status.VOICEMAIL, "machine-vm", answered=True)
     await store.apply(CALL, "room_finished", lambda _state: ended, room_finished=True)
     clock.advance(10)
@@ -166,8 +175,8 @@ async def test_the_retention_erases_every_report_body_that_held_the_conversation
     # Reports sent again after the erasure keep nothing of what was said: a turn is not
     # stored, a verdict keeps its category (with no final report in, it still counts).
     again = AmdVerdict(category="machine-vm", reason=heard)
-    assert (await store.record_report(sent(1, "amd", amd=again))).duplicate is with_final
-    assert (await store.record_report(sent(2, "turn", turn=HELLO))).duplicate
+    assert (await record_report(store, sent(1, "amd", amd=again))).duplicate is with_final
+    assert (await record_report(store, sent(2, "turn", turn=HELLO))).duplicate
     bodies = await execute(store, "SELECT kind, body FROM reports WHERE call_id = ?", CALL)
     assert all("Ann Lee" not in r["body"] for r in bodies)
     assert [r["kind"] for r in bodies] == ["answered"] if with_final else ["answered", "amd"]

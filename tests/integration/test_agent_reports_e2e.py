@@ -91,8 +91,8 @@ async def test_a_final_report_goes_out_without_what_the_server_would_refuse(
 async def test_a_turn_beyond_the_calls_limit_is_not_retried(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The server keeps MAX_TURNS turns per call; the agent's next one is refused (409) once,
-    with one WARNING line, and the reports after it go on at once (not after 4 minutes)."""
+    """The server keeps MAX_TURNS turns per call; the agent's next one is refused once, with
+    one WARNING line, and the reports of its POST still count (not retried for 4 minutes)."""
     client = await quiet_app(start_app)
     call_id = await place(client)
     fill_turns(client, call_id)  # numbered from 10,000: the sender's own start at 0
@@ -110,7 +110,7 @@ async def test_a_turn_beyond_the_calls_limit_is_not_retried(
     assert [(r.levelno, r.getMessage()) for r in lines] == [
         (
             logging.WARNING,
-            f"call {call_id}: turn report #1 refused by the server, not retried: HTTP 409"
+            f"call {call_id}: turn report #1 refused by the server, not retried: too_many_turns"
             f" (call {call_id} already holds 2,000 transcript turns; no more are kept)",
         )
     ]

@@ -7,7 +7,9 @@ Loopback only (the server is in the test), so these tests do not use `no_network
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import json
 import logging
 import socket
 import time
@@ -19,8 +21,10 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from agent.reporting import ReportSender, RetryPolicy
+from agent.reporting import REPORT_LINGER_S, ReportSender, RetryPolicy, _Queued, take_batch
 from common.contracts import (
+    MAX_REPORT_BYTES,
+    MAX_REPORTS_PER_POST,
     REPORTS_PATH,
     AgentReport,
     AmdVerdict,
@@ -37,14 +41,19 @@ SECRET_WORDS = "my card number is 4111"
 
 @dataclass
 class ReportServer:
-    """Verifies like POST /agent/reports; answers from `script` (seq -> statuses in turn)."""
+    """Verifies like POST /agent/reports (one report, or an array of them); answers from
+    `script` (a POST's first seq -> statuses in turn), or `refuse` (seq -> the status of
+    every POST that holds it)."""
 
     url: str = ""
     script: dict[int, list[int]] = field(default_factory=dict)
+    refuse: dict[int, int] = field(default_factory=dict)
     seen: list[tuple[int, str, int]] = field(default_factory=list)
+    posts: list[list[int]] = field(default_factory=list)
     reports: list[AgentReport] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     hang: asyncio.Event | None = None
+    full_at: int | None = None  # from this seq on, a turn is `too_many_turns`
     verifier: BodyVerifier = field(default_factory=lambda: BodyVerifier(KEY, SECRET))
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -55,21 +64,35 @@ class ReportServer:
             signed = self.verifier.verify(header, body)
         except Unverified as exc:
             return web.json_response({"status": "error", "error": str(exc)}, status=401)
-        report = AgentReport.model_validate_json(body)
-        assert signed.room == report.call_id == CALL
+        doc = json.loads(body)
+        batch = isinstance(doc, list)
+        reports = [AgentReport.model_validate(d) for d in (doc if batch else [doc])]
+        assert batch is (len(reports) > 1)  # a lone report goes as an object
+        assert all(signed.room == r.call_id == CALL for r in reports)
         if self.hang is not None:
             await self.hang.wait()
-        statuses = self.script.get(report.seq, [])
+        first = reports[0]
+        statuses = self.script.get(first.seq, [])
         status = statuses.pop(0) if statuses else 200
-        self.seen.append((report.seq, report.kind, status))
+        status = next((self.refuse[r.seq] for r in reports if r.seq in self.refuse), status)
+        self.seen.append((first.seq, first.kind, status))
+        self.posts.append([r.seq for r in reports])
         if status != 200:
             return web.json_response(
                 {"status": "error", "error": f"scripted {status}"}, status=status
             )
-        duplicate = any(r.seq == report.seq for r in self.reports)
-        self.reports.append(report)
-        result = "duplicate" if duplicate else "applied"
-        return web.json_response({"status": "success", "result": result})
+        results = []
+        for report in reports:
+            full = self.full_at is not None and report.seq >= self.full_at
+            if full and report.kind == "turn":
+                results.append({"seq": report.seq, "result": "too_many_turns", "error": "full"})
+                continue
+            duplicate = any(r.seq == report.seq for r in self.reports)
+            self.reports.append(report)
+            results.append({"seq": report.seq, "result": "duplicate" if duplicate else "applied"})
+        if batch:
+            return web.json_response({"status": "success", "results": results})
+        return web.json_response({"status": "success", "result": results[0]["result"]})
 
 
 @pytest.fixture
@@ -90,9 +113,22 @@ def ticking_clock() -> Callable[[], float]:
 
 
 def make_sender(
-    url: str | None, *, retry: RetryPolicy = FAST, session: aiohttp.ClientSession | None = None
+    url: str | None,
+    *,
+    retry: RetryPolicy = FAST,
+    session: aiohttp.ClientSession | None = None,
+    linger_s: float = REPORT_LINGER_S,
 ) -> ReportSender:
-    return ReportSender(url, CALL, KEY, SECRET, clock=ticking_clock(), retry=retry, session=session)
+    return ReportSender(
+        url,
+        CALL,
+        KEY,
+        SECRET,
+        clock=ticking_clock(),
+        retry=retry,
+        session=session,
+        linger_s=linger_s,
+    )
 
 
 def final_report() -> CallReport:
@@ -132,12 +168,16 @@ async def test_reports_arrive_signed_in_order_with_consecutive_seq(server: Repor
     assert turn2.turn is not None and turn2.turn.interrupted
     assert final.final == final_report()
     assert sender.delivered == [0, 1, 2, 3, 4]
+    assert server.posts == [[0, 1, 2, 3, 4]] and sender.posts == 1  # queued at once: one POST
 
 
 async def test_server_errors_are_retried_and_later_reports_wait(server: ReportServer) -> None:
+    """A POST is retried as a whole; what queues meanwhile waits, and goes in the next POST."""
     server.script = {0: [503, 503], 1: [429]}
     sender = make_sender(server.url)
     sender.answered(1_700_000_000.0)
+    while not server.seen:  # the answer is out (and refused once)
+        await asyncio.sleep(0.005)
     sender.turn(TranscriptTurn(role="callee", text="Hello?", at_s=0.0))
     sender.turn(TranscriptTurn(role="agent", text="Hi!", at_s=0.5))
     assert await within(sender.flush(10))
@@ -149,9 +189,97 @@ async def test_server_errors_are_retried_and_later_reports_wait(server: ReportSe
         (0, "answered", 200),
         (1, "turn", 429),
         (1, "turn", 200),
-        (2, "turn", 200),
     ]
-    assert sender.delivered == [0, 1, 2]
+    assert server.posts == [[0], [0], [0], [1, 2], [1, 2]]
+    assert sender.delivered == [0, 1, 2] and sender.posts == 2
+
+
+async def test_a_refused_batch_goes_again_one_report_at_a_time(
+    server: ReportServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One report the server cannot take (400) never takes the others of its POST with it."""
+    server.refuse = {2: 400}
+    sender = make_sender(server.url)
+    sender.answered(1_700_000_000.0)
+    for text in ("one", "two", "three"):
+        sender.turn(TranscriptTurn(role="callee", text=text, at_s=1.0))
+    sender.final(final_report())
+    assert await within(sender.flush(10))
+    await sender.aclose()
+
+    assert server.posts == [[0, 1, 2, 3, 4], [0], [1], [2], [3], [4]]
+    assert sender.delivered == [0, 1, 3, 4]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"call {CALL}: 5 reports #0-#4 (answered, turn, turn, turn, final) refused by the"
+        " server, not retried: HTTP 400 (scripted 400)",
+        f"call {CALL}: turn report #2 refused by the server, not retried: HTTP 400 (scripted 400)",
+    ]
+
+
+async def test_a_turn_the_call_cannot_keep_is_named_and_the_rest_count(
+    server: ReportServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.full_at = 1
+    sender = make_sender(server.url)
+    sender.answered(1_700_000_000.0)
+    sender.turn(TranscriptTurn(role="callee", text="one", at_s=1.0))
+    sender.final(final_report())
+    assert await within(sender.flush(10))
+    await sender.aclose()
+    assert server.posts == [[0, 1, 2]] and sender.delivered == [0, 2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"call {CALL}: turn report #1 refused by the server, not retried: too_many_turns (full)"
+    ]
+
+
+async def test_turns_wait_for_company_up_to_the_linger(server: ReportServer) -> None:
+    """A turn is held back up to `linger_s` for the reports after it; an answer or a final
+    report goes at once and takes what waits with it."""
+    sender = make_sender(server.url, linger_s=0.3)
+    sender.turn(TranscriptTurn(role="callee", text="one", at_s=1.0))
+    await asyncio.sleep(0.05)
+    sender.turn(TranscriptTurn(role="agent", text="two", at_s=2.0))
+    await asyncio.sleep(0.1)
+    assert server.posts == []  # still within the linger of the first turn
+    started = time.monotonic()
+    while not server.posts:  # sent once the first turn's linger is over, without a flush
+        assert time.monotonic() - started < 5
+        await asyncio.sleep(0.01)
+    assert server.posts == [[0, 1]]
+
+    long_sender = make_sender(server.url, linger_s=60)
+    long_sender.turn(TranscriptTurn(role="callee", text="three", at_s=3.0))
+    await asyncio.sleep(0.05)
+    long_sender.final(final_report())  # goes at once, with the turn before it
+    started = time.monotonic()
+    while len(server.posts) < 2:
+        assert time.monotonic() - started < 5
+        await asyncio.sleep(0.01)
+    assert server.posts == [[0, 1], [0, 1]]
+    assert [r.kind for r in server.reports[2:]] == ["turn", "final"]
+    await sender.aclose()
+    await long_sender.aclose()
+
+
+def queued(*sizes: int) -> collections.deque[_Queued]:
+    report = AgentReport(call_id=CALL, seq=0, kind="answered", at=1.0)
+    return collections.deque(_Queued(report, b"x" * size, 0.0) for size in sizes)
+
+
+def test_a_post_holds_at_most_its_count_and_bytes_and_always_one() -> None:
+    waiting = queued(*[10] * (MAX_REPORTS_PER_POST + 3))
+    assert len(take_batch(waiting)) == MAX_REPORTS_PER_POST and len(waiting) == 3
+    half = MAX_REPORT_BYTES // 2
+    waiting = queued(half, half - 2, 1, MAX_REPORT_BYTES + 5, 1)
+    # The array's brackets and comma make two halves one byte too many; the lone big one
+    # still goes (on its own: the server refuses it with 413, and only it).
+    assert [len(q.body) for q in take_batch(waiting)] == [half]
+    assert [len(q.body) for q in take_batch(waiting)] == [half - 2, 1]
+    assert [len(q.body) for q in take_batch(waiting)] == [MAX_REPORT_BYTES + 5]
+    assert [len(q.body) for q in take_batch(waiting)] == [1]
+    assert not waiting
 
 
 async def test_refused_reports_are_logged_once_and_skipped(
@@ -160,8 +288,10 @@ async def test_refused_reports_are_logged_once_and_skipped(
     server.script = {0: [409], 1: [401], 2: [400], 3: [404], 4: [413]}
     sender = make_sender(server.url)
     sender.answered(1_700_000_000.0)
-    for text in ("one", "two", "three", SECRET_WORDS):
+    assert await within(sender.flush(10))
+    for text in ("one", "two", "three", SECRET_WORDS):  # each in a POST of its own
         sender.turn(TranscriptTurn(role="callee", text=text, at_s=1.0))
+        assert await within(sender.flush(10))
     sender.final(final_report())
     assert await within(sender.flush(10))
     await sender.aclose()
@@ -213,11 +343,12 @@ async def test_a_dead_server_is_retried_until_the_deadline(
     elapsed = time.monotonic() - started
     await sender.aclose()
 
-    assert 0.8 <= elapsed < 5.0  # each report had its own 0.4 s deadline, one after the other
+    assert 0.4 <= elapsed < 5.0  # the POST of both had its 0.4 s deadline
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 2
-    assert f"call {CALL}: answered report #0 not delivered: gave up after" in errors[0]
-    assert f"call {CALL}: final report #1 not delivered: gave up after" in errors[1]
+    assert len(errors) == 1
+    assert (
+        f"call {CALL}: 2 reports #0-#1 (answered, final) not delivered: gave up after" in errors[0]
+    )
     assert sender.delivered == []
 
 

@@ -1,0 +1,125 @@
+"""POST /agent/reports with several reports of one call in a JSON array (agent/reporting.py
+sends what queued meanwhile in one POST): applied in order in one transaction, each with its
+own result; refused whole, with nothing stored, when any of them could not be taken alone.
+Real signed reports, the real app."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from common.contracts import MAX_REPORTS_PER_POST
+from tests.conftest import AppFactory
+from tests.integration.test_call_results import answered, report, shown
+from tests.integration.test_report_limits import (
+    HELLO,
+    fields,
+    fill_turns,
+    post_text,
+    stored_reports,
+)
+from tests.integration.test_webhooks import place, quiet_app
+
+
+def turn(call_id: str, seq: int, text: str) -> dict[str, Any]:
+    return report(call_id, seq, "turn", turn=dict(HELLO, text=text, at_s=float(seq)))
+
+
+async def test_a_batch_is_applied_in_order_with_a_result_each(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    batch = [
+        answered(call_id, 0),
+        turn(call_id, 1, "Hello Ann"),
+        report(call_id, 2, "amd", amd={"category": "human", "reason": "llm"}),
+        turn(call_id, 3, "Hi"),
+        turn(call_id, 1, "Hello Ann"),  # the same seq again in the batch: a duplicate
+    ]
+    status, answer = await post_text(client, call_id, json.dumps(batch))
+    assert status == 200, answer
+    assert answer == {
+        "status": "success",
+        "results": [
+            {"seq": 0, "result": "applied", "error": None},
+            {"seq": 1, "result": "applied", "error": None},
+            {"seq": 2, "result": "applied", "error": None},
+            {"seq": 3, "result": "applied", "error": None},
+            {"seq": 1, "result": "duplicate", "error": None},
+        ],
+    }
+    call = await shown(client, call_id)
+    assert call["status"] == "in_progress" and call["amd"] == "human"
+    assert [t["text"] for t in call["transcript"]] == ["Hello Ann", "Hi"]
+    # Sent again (the agent's retry after a lost answer): nothing changes.
+    status, again = await post_text(client, call_id, json.dumps(batch[:4]))
+    assert status == 200 and {r["result"] for r in again["results"]} == {"duplicate"}
+    assert [seq for seq, _, _ in stored_reports(client, call_id)] == [0, 1, 2, 3]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'agent_reports_total{result="applied"} 4.0' in metrics
+    assert 'agent_reports_total{result="duplicate"} 5.0' in metrics
+
+
+async def test_a_turn_beyond_the_limit_is_refused_alone_in_a_batch(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    fill_turns(client, call_id)
+    batch = [
+        answered(call_id, 0),
+        turn(call_id, 1, "one more"),
+        report(call_id, 2, "final", final={}),
+    ]
+    status, answer = await post_text(client, call_id, json.dumps(batch))
+    assert status == 200
+    assert [(r["seq"], r["result"]) for r in answer["results"]] == [
+        (0, "applied"),
+        (1, "too_many_turns"),
+        (2, "applied"),
+    ]
+    assert answer["results"][1]["error"] == (
+        f"call {call_id} already holds 2,000 transcript turns; no more are kept"
+    )
+    call = await shown(client, call_id)
+    assert call["status"] == "in_progress" and call["report_status"] == "complete"
+    assert "one more" not in [t["text"] for t in call["transcript"]]
+
+
+async def test_a_batch_any_of_whose_reports_is_refused_stores_nothing(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    other = await place(client)
+    good = [answered(call_id, 0), turn(call_id, 1, "Hello")]
+
+    bad_turn = dict(turn(call_id, 2, "x"), turn={"role": "robot", "text": "x", "at_s": 0})
+    status, answer = await post_text(client, call_id, json.dumps([*good, bad_turn]))
+    assert status == 400 and answer["error"] == "not a list of agent reports"
+    assert fields(answer) == ["2.turn.role"]
+
+    # A token covers one call: a report of another call in its batch refuses the batch.
+    status, answer = await post_text(client, call_id, json.dumps([*good, answered(other, 0)]))
+    assert status == 409 and other in answer["error"]
+
+    for size in (0, MAX_REPORTS_PER_POST + 1):
+        batch = [turn(call_id, seq, f"t{seq}") for seq in range(size)]
+        status, answer = await post_text(client, call_id, json.dumps(batch))
+        assert status == 400 and answer["error"] == "not a list of agent reports"
+
+    status, answer = await post_text(client, call_id, json.dumps([good[0], [good[1]]]))
+    assert status == 400 and fields(answer) == ["1"]
+
+    assert stored_reports(client, call_id) == [] and stored_reports(client, other) == []
+    assert (await shown(client, call_id))["status"] == "dialing"
+    # The most a POST may hold is taken.
+    batch = [turn(call_id, seq, f"t{seq}") for seq in range(MAX_REPORTS_PER_POST)]
+    status, answer = await post_text(client, call_id, json.dumps(batch))
+    assert status == 200 and len(answer["results"]) == MAX_REPORTS_PER_POST
+
+
+async def test_a_batch_for_a_call_the_server_does_not_know_is_404(start_app: AppFactory) -> None:
+    client = await quiet_app(start_app)
+    unknown = "call-000000000000"
+    status, answer = await post_text(client, unknown, json.dumps([answered(unknown, 0)] * 2))
+    assert status == 404 and stored_reports(client, unknown) == []
