@@ -15,6 +15,11 @@ With those 8 variants a full run takes about 6.5 minutes here (2 cores), `--quic
 `--repeats N` overrides the plan's repeats, `--no-live` skips the many-live-calls table,
 `--keep` keeps the work directory (every process's log) and names it on stderr.
 
+`--base-sandbox`: the base's calls are played by the base tree's own sandbox (by default every
+variant's are played by the working tree's): for a change of what our agent sends (since
+264797d the sandbox plays the agent with the agent's own sender, several reports to a POST;
+an older server answers such a POST 400 and the sender sends its reports again one by one).
+
 `--patch NAME` alone means `--patch NAME=bench/variants/NAME.py`; `--all-patches` adds every
 patch of bench/variants/. The tables go to stdout (markdown), progress to stderr. The exit
 status is 1 if any variant's calls got a non-200 answer, did not settle, or ended in another
@@ -291,6 +296,7 @@ class Variant:
     tree: Path
     what: str  # how the tree was made, for the report
     patch: Path | None = None
+    sandbox: Path | None = None  # the tree whose sandbox plays its calls (None: current's)
 
     def describe(self) -> str:
         return f"{self.what} + {_rel(self.patch)}" if self.patch else self.what
@@ -777,7 +783,8 @@ def standard_phase(
     try:
         for i, v in enumerate(variants):
             note(f"standard: starting {v.label} ({v.describe()})")
-            pairs.append(start_pair(v, sandbox_tree, root / f"standard-{i}", time_scale=0.0))
+            tree = v.sandbox or sandbox_tree
+            pairs.append(start_pair(v, tree, root / f"standard-{i}", time_scale=0.0))
         for pair in pairs:
             note(f"standard: warming up {pair.variant.label} ({plan.warmup} calls)")
             try:
@@ -841,7 +848,7 @@ def live_phase(
             pairs.append(
                 start_pair(
                     v,
-                    sandbox_tree,
+                    v.sandbox or sandbox_tree,
                     root / f"live-{i}",
                     time_scale=1.0,
                     CALL_RINGING_TIMEOUT_S=str(LIVE_RINGING_TIMEOUT_S),
@@ -1057,6 +1064,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="override the plan's repeats")
     parser.add_argument("--no-live", action="store_true", help="skip the many-live-calls table")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--base-sandbox",
+        action="store_true",
+        help="the base's own sandbox plays its calls (when what the agent sends changed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -1082,7 +1094,11 @@ def run(args: argparse.Namespace, command: str) -> int:
         variants: list[Variant] = []
         if args.base:
             tree, commit = stack.enter_context(worktree(args.base, root))
-            variants.append(Variant(args.base, tree, f"git worktree of {commit[:12]}"))
+            what = f"git worktree of {commit[:12]}"
+            if args.base_sandbox:
+                what += ", its own sandbox"
+            own = tree if args.base_sandbox else None
+            variants.append(Variant(args.base, tree, what, sandbox=own))
         current = root / "current-tree"
         what = snapshot(current)
         note(f"current = {what}")
