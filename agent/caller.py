@@ -52,7 +52,7 @@ class OutboundCaller(Agent):
         plan: SessionPlan,
         control: CallControl,
         *,
-        on_held_turn: Callable[[ChatMessage], None] | None = None,
+        on_held_turn: Callable[[ChatMessage], bool] | None = None,
     ) -> None:
         super().__init__(instructions=plan.instructions)
         self._plan = plan
@@ -77,17 +77,18 @@ class OutboundCaller(Agent):
         return handle
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
-        """Before the greeting, keep what the callee said but do not answer it."""
+        """Before the greeting, keep what the callee said but do not answer it; what was
+        heard before the call was answered (ringback, a carrier's announcement) is dropped."""
         if self._greeted:
             return
-        # StopResponse drops the turn from the session's history: put it in the agent's own
-        # context (the LLM sees it once the conversation starts) and hand it to the
-        # transcript, which would otherwise never hear of it.
+        # StopResponse drops the turn from the session's history: hand it to the transcript,
+        # which would otherwise never hear of it, and, if it counts, put it in the agent's own
+        # context (the LLM sees it once the conversation starts).
+        if self._on_held_turn is not None and not self._on_held_turn(new_message):
+            raise StopResponse()
         ctx = self.chat_ctx.copy()
         ctx.items.append(new_message)
         await self.update_chat_ctx(ctx)
-        if self._on_held_turn is not None:
-            self._on_held_turn(new_message)
         raise StopResponse()
 
     @property

@@ -83,7 +83,10 @@ def describe_call(
     if metadata_json is not None:
         snapshot = _dispatched_snapshot(metadata_json, call_id)
     store = ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
-    record = asyncio.run(load_call_record(store, call_id))
+    try:
+        record = asyncio.run(load_call_record(store, call_id))
+    except ValueError as exc:  # no call id at all ("", bytes that are not text)
+        raise DescribeError(f"--call-id: {exc}") from None
     unreachable = None  # the database is only a help: config.json may answer without it
     try:
         call = asyncio.run(_call_in_database(settings, call_id))
@@ -150,7 +153,7 @@ async def _call_in_database(settings: Settings, call_id: str) -> CallRecord | No
     if settings.database_url is None and not settings.calls_db_path.is_file():
         return None
     try:
-        db = await open_store(settings)
+        db = await open_store(settings, migrate=False)  # a look: no schema change
     except DatabaseError as exc:
         raise DescribeError(f"cannot read the calls database: {exc}") from None
     try:

@@ -49,10 +49,11 @@ _ENVELOPE_BYTES: Final = 1024
 class TranscriptRecorder:
     """Finished turns, in the order they finished, each handed to `on_turn` as it comes.
 
-    `at_s` counts from the answer (`start`); a turn that finished before it (the callee's
-    "Hello?" may be committed a moment early) counts as 0. Messages are taken once each (by
-    id): the agent's first-turn gate hands over the callee's words itself, because a turn it
-    stops never reaches the session's history or its events.
+    `at_s` counts from the answer (`start`). What was heard before it is no turn: the line
+    carries audio while it rings (ringback, a carrier's "the person you are calling is not
+    available"), and the callee says nothing before they pick up. Messages are taken once each
+    (by id): the agent's first-turn gate hands over the callee's words itself, because a turn
+    it stops never reaches the session's history or its events.
     """
 
     def __init__(self, on_turn: Callable[[TranscriptTurn], None]) -> None:
@@ -75,21 +76,23 @@ class TranscriptRecorder:
         if isinstance(event.item, ChatMessage):
             self.add_message(event.item)
 
-    def add_message(self, message: ChatMessage) -> None:
+    def add_message(self, message: ChatMessage) -> bool:
+        """Take a finished message as a turn; False if it was heard before the answer."""
         role = ROLES.get(message.role)
         if role is None or message.id in self._seen:
-            return
+            return True
         self._seen.add(message.id)
+        if self._answered_at is None:
+            logger.debug("heard before the call was answered; not a turn of it")
+            return False
         text = (message.text_content or "").strip()
         if not text:  # a reply cut off before a word was spoken: nothing was said
-            return
+            return True
         if len(self._turns) >= MAX_TURNS:
             if not self._full_logged:
                 logger.warning("transcript is full (%d turns); later turns are dropped", MAX_TURNS)
                 self._full_logged = True
-            return
-        if self._answered_at is None:
-            self._answered_at = message.created_at
+            return True
         turn = TranscriptTurn(
             role="agent" if role == "agent" else "callee",
             text=text[:MAX_TURN_CHARS],
@@ -98,6 +101,7 @@ class TranscriptRecorder:
         )
         self._turns.append(turn)
         self._on_turn(turn)
+        return True
 
 
 # ----------------------------------------------------------------------------- who ended it
@@ -113,6 +117,7 @@ class CallEnd:
     def __init__(self) -> None:
         self.answered = False
         self.agent_hung_up = False
+        self.failed = False  # the agent failed (an error closed its session, or the job's)
         self.sip_disconnect_reason: int | None = None
         self.room_disconnect_reason: int | None = None
 
@@ -131,6 +136,8 @@ class CallEnd:
             self.room_disconnect_reason = int(reason)
 
     def ended_by(self) -> EndedBy:
+        if self.failed and not self.agent_hung_up:
+            return "system"  # its room deleted on the failure: not the server's hang-up
         return decide_ended_by(
             self.answered,
             self.agent_hung_up,

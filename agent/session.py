@@ -92,7 +92,7 @@ def build_agent(
     plan: SessionPlan,
     control: CallControl,
     *,
-    on_held_turn: Callable[[ChatMessage], None] | None = None,
+    on_held_turn: Callable[[ChatMessage], bool] | None = None,
 ) -> OutboundCaller:
     return OutboundCaller(plan, control, on_held_turn=on_held_turn)
 
@@ -102,12 +102,13 @@ def build_session(
     settings: Settings,
     control: CallControl,
     *,
-    on_held_turn: Callable[[ChatMessage], None] | None = None,
+    on_held_turn: Callable[[ChatMessage], bool] | None = None,
 ) -> tuple[AgentSession[None], OutboundCaller]:
     """The real session and agent for a plan (needs the API keys).
 
     Building it already starts pre-warming the LLM connection (livekit-agents does this).
-    `on_held_turn` gets the callee's turns the agent holds back before its greeting.
+    `on_held_turn` gets the callee's turns the agent holds back before its greeting, and says
+    whether they count (False: heard before the call was answered).
     """
     from livekit.agents import AgentSession
 

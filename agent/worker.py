@@ -20,8 +20,9 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from livekit import api, rtc
-from livekit.agents import AgentServer, AgentSession, JobContext, room_io
+from livekit.agents import AgentServer, AgentSession, CloseEvent, CloseReason, JobContext, room_io
 from livekit.agents.llm import LLM
 from livekit.agents.voice.amd.detector import DetectionOptions
 from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
@@ -56,6 +57,9 @@ from common.settings import Settings, load_settings
 # plugins to register on the main thread, and `console` runs jobs in a worker thread.
 
 logger = logging.getLogger(__name__)
+
+# Pauses between attempts to delete a call's room (hang up) that failed.
+END_ROOM_RETRY_S = (0.5, 2.0)
 
 # On top of the ringing timeout: the SIP participant joins a moment after the dispatch.
 CALLEE_WAIT_GRACE_S = 15.0
@@ -139,9 +143,44 @@ class JobCallControl:
         # flag would read as a hang-up through the API.
         if self._end is not None:
             self._end.agent_hung_up = True
-        # delete_room is a no-op for console (fake) jobs and tolerates an already-gone room.
-        await self._ctx.delete_room(self._room_name)
+        await end_room(self._ctx, self._room_name)
         self._ctx.shutdown(reason="call ended by the agent")
+
+
+async def end_room(ctx: JobContext, room_name: str) -> bool:
+    """Delete the call's room, which hangs up the phone line; False if that failed.
+
+    `JobContext.delete_room` logs a failure at WARNING and goes on, and the job would leave
+    the callee on the line with nobody (until CALL_MAX_DURATION_S): here a failure is tried
+    again, and one that persists is an ERROR naming the call. A room already gone is fine;
+    a console (fake) job has none.
+    """
+    if ctx.is_fake_job():
+        return True
+    last = ""
+    for attempt, pause in enumerate((*END_ROOM_RETRY_S, None), start=1):
+        try:
+            await ctx.api.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        except api.TwirpError as exc:
+            if exc.code == api.TwirpErrorCode.NOT_FOUND:
+                return True
+            last = f"{exc.code}: {clip_for_log(exc.message)}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = f"{type(exc).__name__}: {clip_for_log(str(exc))}"
+        else:
+            return True
+        if pause is None:
+            logger.error(
+                "call %s: could not end the call (its room was not deleted after %d attempts,"
+                " last: %s); the callee may stay on the line until the longest call ends it",
+                room_name,
+                attempt,
+                last,
+            )
+            return False
+        logger.warning("call %s: deleting its room failed (%s); trying again", room_name, last)
+        await asyncio.sleep(pause)
+    return False
 
 
 def _is_sip(participant: rtc.Participant) -> bool:
@@ -219,7 +258,7 @@ def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> 
 
 async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> None:
     logger.error("call %s: refusing job and hanging up: %s", call_id, error)
-    await ctx.delete_room(ctx.job.room.name)
+    await end_room(ctx, ctx.job.room.name)
     ctx.shutdown(reason="no config for this call")
 
 
@@ -281,7 +320,6 @@ def _start_job(ctx: JobContext, call_id: str, metadata: DispatchMetadata) -> _Jo
 
 async def entrypoint(ctx: JobContext) -> None:
     """One call: select its config, build its session, greet the callee once they answer."""
-    settings = job_settings()
     room_name = ctx.job.room.name
     metadata = DispatchMetadata.parse(ctx.job.metadata)
     try:
@@ -293,7 +331,21 @@ async def entrypoint(ctx: JobContext) -> None:
     if metadata.phone_number:
         logger.info("call %s: job for %s", call_id, mask_phone(metadata.phone_number))
     job = _start_job(ctx, call_id, metadata)
+    try:
+        await _run_call(ctx, job, metadata, room_name)
+    except Exception:
+        # The server dialled the callee into this room: whatever failed here (a provider's
+        # key, the session, the network), leave nobody on the line with silence.
+        logger.exception("call %s: the agent failed; hanging up", call_id)
+        job.end.failed = True
+        await end_room(ctx, room_name)
+        ctx.shutdown(reason="the agent failed")
 
+
+async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room_name: str) -> None:
+    """Select the call's config, build its session, wait for the answer and greet."""
+    settings = job_settings()
+    call_id = job.call_id
     record = await load_call_record(job_config_store(), call_id)
     created = room_creation_time(ctx.job.room.creation_time, ctx.job.room.creation_time_ms)
     try:
@@ -318,7 +370,7 @@ async def entrypoint(ctx: JobContext) -> None:
     job.session = session
     session.on("conversation_item_added", job.recorder.on_item_added)
     # The session closes when the callee hangs up; the call (room) and the job end with it.
-    session.on("close", lambda _event: ctx.shutdown(reason="session closed"))
+    session.on("close", functools.partial(_session_closed, ctx, job))
     ctx.room.on("participant_disconnected", job.end.on_participant_disconnected)
     ctx.room.on("disconnected", job.end.on_room_disconnected)
     await session.start(agent=agent, room=ctx.room, room_options=CALL_ROOM_OPTIONS)
@@ -332,7 +384,7 @@ async def entrypoint(ctx: JobContext) -> None:
     callee = await wait_for_callee(ctx.room, ringing_s + CALLEE_WAIT_GRACE_S)
     if callee is None:
         logger.info("call %s: not answered; ending the job", call_id)
-        await ctx.delete_room(room_name)
+        await end_room(ctx, room_name)
         ctx.shutdown(reason="callee did not answer")
         return
     answered_at = time.time()
@@ -348,6 +400,21 @@ async def entrypoint(ctx: JobContext) -> None:
         participant_identity=callee.identity,
         detection_options=AMD_OPTIONS,
     )
+
+
+def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
+    """The session closed: the job ends with it. Closed on a provider's error, the room is
+    deleted next (RoomOptions.delete_room_on_close): that is the agent failing, not the
+    server hanging up."""
+    if event.reason == CloseReason.ERROR:
+        job.end.failed = True
+        error = event.error
+        logger.error(
+            "call %s: the session closed on an error (%s); the call ends",
+            job.call_id,
+            type(error.error).__name__ if error is not None else "unknown",
+        )
+    ctx.shutdown(reason="session closed")
 
 
 def build_server(settings: Settings) -> AgentServer:

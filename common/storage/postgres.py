@@ -150,9 +150,11 @@ class PostgresCallStore(SqlCallStore):
         pool_size: int = 10,
         clock: Callable[[], float] = time.time,
         instance: str = "",
+        migrate: bool = True,
     ) -> PostgresCallStore:
         """Connect (bounded), migrate, and return the store; DatabaseError with the URL's
-        password masked when the database cannot be reached or used."""
+        password masked when the database cannot be reached or used. With `migrate` False
+        (a tool that only reads) a database at another schema version is a DatabaseError."""
         _quiet_pool_log()
         try:
             pool = await asyncpg.create_pool(
@@ -171,11 +173,28 @@ class PostgresCallStore(SqlCallStore):
             raise DatabaseError(f"cannot connect to {masked(dsn)}: {_why(exc)}") from None
         store = cls(pool, dsn, clock, instance)
         try:
-            await store._migrate()
+            await (store._migrate() if migrate else store._check_version())
         except BaseException:
             await pool.close()
             raise
         return store
+
+    async def _check_version(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                known = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+                version = (
+                    await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                    if known
+                    else 0
+                )
+        except asyncpg.PostgresError as exc:
+            raise DatabaseError(f"cannot read {masked(self.dsn)}: {_why(exc)}") from None
+        if version != SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{masked(self.dsn)} has schema version {version}, this code reads"
+                f" {SCHEMA_VERSION}; the server migrates it when it starts"
+            )
 
     async def _migrate(self) -> None:
         try:

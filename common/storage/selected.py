@@ -6,9 +6,10 @@ from common.settings import Settings
 from common.storage.sql import SqlCallStore
 
 
-async def open_store(settings: Settings) -> SqlCallStore:
+async def open_store(settings: Settings, *, migrate: bool = True) -> SqlCallStore:
     """Open (and migrate) the call store the settings select; DatabaseError if it cannot be
-    opened or used."""
+    opened or used. `migrate` False: a tool that only reads (`agent describe`) never changes
+    the schema a running server uses; another version than this code's is a DatabaseError."""
     store: SqlCallStore
     if settings.database_url is not None:
         from common.storage.postgres import PostgresCallStore
@@ -17,10 +18,13 @@ async def open_store(settings: Settings) -> SqlCallStore:
             settings.database_url,
             pool_size=settings.database_pool_size,
             instance=settings.instance_name,
+            migrate=migrate,
         )
     else:
         from common.storage.sqlite import SqliteCallStore
 
-        store = await SqliteCallStore.open(settings.calls_db_path, instance=settings.instance_name)
+        store = await SqliteCallStore.open(
+            settings.calls_db_path, instance=settings.instance_name, migrate=migrate
+        )
     store.lease_s = settings.claim_lease_s
     return store

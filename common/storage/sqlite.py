@@ -205,14 +205,23 @@ class SqliteCallStore(SqlCallStore):
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._gone_said = False
+        self._may_migrate = True
 
     # ----------------------------------------------------------------- lifecycle
 
     @classmethod
     async def open(
-        cls, path: Path, clock: Callable[[], float] = time.time, instance: str = ""
+        cls,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        instance: str = "",
+        *,
+        migrate: bool = True,
     ) -> SqliteCallStore:
+        """Open `path`, migrating it to this code's schema; with `migrate` False (a tool
+        that only reads) a database at another schema version is a DatabaseError."""
         store = cls(path, clock, instance)
+        store._may_migrate = migrate
         try:
             await store._submit(store._open_sync)
         except BaseException:
@@ -269,6 +278,13 @@ class SqliteCallStore(SqlCallStore):
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.row_factory = sqlite3.Row
+        if not self._may_migrate:  # before anything writes (WAL mode is in the header too)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"{self.path} has schema version {version}, older than this code's"
+                    f" ({SCHEMA_VERSION}); the server migrates it when it starts"
+                )
         _enter_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")

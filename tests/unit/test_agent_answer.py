@@ -131,6 +131,28 @@ async def test_the_llm_is_not_asked_to_reply_before_the_greeting() -> None:
     assert [(t.role, t.text) for t in held] == [("callee", "Hello?")]
 
 
+async def test_what_the_line_carried_before_the_answer_is_neither_a_turn_nor_context() -> None:
+    """The SIP line carries audio while it rings (ringback, a carrier's announcement): the
+    session hears it, but it is not the callee's, so it is neither reported nor given to
+    the LLM."""
+    llm = ScriptedLLM({"Who is this?": ("Your cricket coach!", [])})
+    held: list[TranscriptTurn] = []
+    recorder = TranscriptRecorder(held.append)
+    agent = OutboundCaller(alice_plan(), FakeCallControl(), on_held_turn=recorder.add_message)
+
+    async with llm, AgentSession[None](llm=llm) as session:
+        await session.start(agent)
+        end_user_turn(session, "The person you are calling is not available.")
+        await asyncio.sleep(0.3)
+        recorder.start(time.time())  # answered
+        end_user_turn(session, "Hello?")
+        await eventually(lambda: held, "the held turn")
+        assert said(agent.chat_ctx) == [("user", "Hello?")]
+        assert llm.contexts == []
+    assert [(t.role, t.text) for t in held] == [("callee", "Hello?")]
+    assert recorder.turns == held
+
+
 async def run_answer(
     llm: ScriptedLLM, plan: SessionPlan, words: str | None, options: DetectionOptions = FAST_AMD
 ) -> tuple[AnswerAction, list[AmdVerdict], FakeCallControl, OutboundCaller, list[TranscriptTurn]]:

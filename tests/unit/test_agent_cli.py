@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,39 @@ def test_describe_an_unknown_call(tmp_path: Path, config_file: Path) -> None:
     assert f"(config file {config_file}, calls database calls.db)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("call_id", ["", "call-\udcff"], ids=["empty", "not-text"])
+def test_describe_a_call_id_that_is_none_says_so(
+    tmp_path: Path, config_file: Path, call_id: str
+) -> None:
+    proc = run_agent(["describe", "--call-id", call_id], tmp_path, CONFIG_PATH=str(config_file))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("--call-id: call_id must be") or "--call-id: " in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_describe_never_migrates_the_calls_database(tmp_path: Path, config_file: Path) -> None:
+    """A look, not a change: a calls database of another schema version (an agent host on a
+    newer release than its server) is left as it is, and config.json still answers."""
+    older = tmp_path / "calls.db"
+    with sqlite3.connect(older) as db:
+        db.execute("CREATE TABLE kept (a)")
+    before = older.read_bytes()
+    proc = run_agent(
+        ["describe", "--call-id", CALL],
+        tmp_path,
+        CONFIG_PATH=str(config_file),
+        CALLS_DB_PATH=str(older),
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["caller_name"] == "Carlos García"
+    assert "older than this code's" in plan["reason"]
+    assert older.read_bytes() == before
+    with sqlite3.connect(older) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["kept"]
 
 
 def test_describe_with_dispatch_metadata_for_a_call_not_on_this_host(tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 from livekit import api, rtc
-from livekit.agents import AgentSession, JobContext
+from livekit.agents import AgentSession, APIStatusError, CloseEvent, CloseReason, JobContext
+from livekit.agents.tts.tts import TTSError
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 from pytest_aiohttp import AiohttpServer
@@ -22,7 +24,8 @@ from pytest_aiohttp import AiohttpServer
 from agent import worker
 from agent.caller import CallControl, OutboundCaller
 from agent.plan import SessionPlan
-from agent.results import CallEnd
+from agent.reporting import ReportSender
+from agent.results import CallEnd, TranscriptRecorder
 from agent.session import build_agent
 from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
 from common.config_store.model import AnalysisRequest, CallOptions
@@ -34,17 +37,30 @@ from tests.unit.test_agent_conversation import ScriptedLLM, tool_call
 from tests.unit.test_agent_reporting import CALL, KEY, SECRET, ReportServer
 
 
-class _Stop(Exception):
-    """Raised by the patched session builder: the test has seen what it needs."""
+class _Stop(BaseException):
+    """Raised by the patched session builder: the test has seen what it needs (no Exception:
+    the entrypoint hangs up on those)."""
 
 
 class FakeRoomService:
+    """livekit-api's RoomService: deleting a room fails with `failures` first, in turn."""
+
     def __init__(self) -> None:
         self.metadata_updates: list[api.UpdateRoomMetadataRequest] = []
+        self.deleted: list[str] = []
+        self.failures: list[Exception] = []
+        self.on_delete: Callable[[], None] = lambda: None
 
     async def update_room_metadata(self, update: api.UpdateRoomMetadataRequest) -> models.Room:
         self.metadata_updates.append(update)
         return models.Room(name=update.room, metadata=update.metadata)
+
+    async def delete_room(self, delete: api.DeleteRoomRequest) -> api.DeleteRoomResponse:
+        self.on_delete()
+        if self.failures:
+            raise self.failures.pop(0)
+        self.deleted.append(delete.room)
+        return api.DeleteRoomResponse()
 
 
 class FakeApi:
@@ -62,7 +78,6 @@ class FakeJobContext:
     def __init__(self, job: agent_proto.Job, *, fake: bool = False) -> None:
         self.job = job
         self.log_context_fields: dict[str, Any] = {}
-        self.deleted_rooms: list[str | None] = []
         self.shutdown_reasons: list[str] = []
         self.connected = False
         self.api = FakeApi()
@@ -76,11 +91,9 @@ class FakeJobContext:
     def is_fake_job(self) -> bool:
         return self._fake
 
-    def delete_room(self, room_name: str | None = None) -> asyncio.Future[None]:
-        self.deleted_rooms.append(room_name)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    @property
+    def deleted_rooms(self) -> list[str]:
+        return self.api.room.deleted
 
     def shutdown(self, reason: str = "") -> None:
         self.shutdown_reasons.append(reason)
@@ -259,13 +272,7 @@ async def test_the_agents_hang_up_is_known_before_the_room_goes() -> None:
     end = CallEnd()
     end.answered = True
     flag_when_deleted: list[bool] = []
-    delete = ctx.delete_room
-
-    def watch(room_name: str | None = None) -> asyncio.Future[None]:
-        flag_when_deleted.append(end.agent_hung_up)
-        return delete(room_name)
-
-    ctx.delete_room = watch  # type: ignore[method-assign]
+    ctx.api.room.on_delete = lambda: flag_when_deleted.append(end.agent_hung_up)
     await JobCallControl(cast(JobContext, ctx), "call-h", end).hang_up()
 
     assert flag_when_deleted == [True]
@@ -443,3 +450,83 @@ async def test_an_answered_call_from_start_to_final_report(
     assert final.usage["llm"][0]["model"] == "scripted-model"
     # The scripted LLM cannot do structured output; with the real plugin see test_agent_analysis.
     assert final.analysis_errors == ["analysis failed: no LLM for this call"]
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+async def test_an_agent_that_fails_after_joining_hangs_up(
+    settings: Settings,
+    aiohttp_server: AiohttpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server dialled the callee into the room: an error after the agent joined (here a
+    provider's missing key, raised while the session is built) deletes the room rather than
+    leave the callee with silence, and the final report says the system ended the call."""
+    reports = ReportServer()
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, reports.handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    signing = dataclasses.replace(settings, livekit_api_key=KEY, livekit_api_secret=SECRET)
+    monkeypatch.setattr(worker, "job_settings", lambda: signing)
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL)
+
+    def no_key(*_args: Any, **_kwargs: Any) -> NoReturn:
+        raise ValueError("Cartesia API key is required")
+
+    monkeypatch.setattr(worker, "build_session", no_key)
+    ctx = FakeJobContext(make_job(CALL, report_url=str(server.make_url(REPORTS_PATH))))
+    await entrypoint(cast(JobContext, ctx))
+
+    assert ctx.connected and ctx.deleted_rooms == [CALL]
+    assert ctx.shutdown_reasons == ["the agent failed"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [f"call {CALL}: the agent failed; hanging up"]
+    assert errors[0].exc_info is not None
+    (on_shutdown,) = ctx.shutdown_callbacks
+    await asyncio.wait_for(on_shutdown("the agent failed"), 10)
+    (final,) = reports.reports
+    assert final.final is not None and final.final.ended_by == "system"
+
+
+async def test_a_failed_room_deletion_is_tried_again_and_then_an_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(worker, "END_ROOM_RETRY_S", (0.0, 0.0))
+    ctx = FakeJobContext(make_job("call-d"))
+    internal = api.TwirpError("internal", "try later", status=500)
+    ctx.api.room.failures = [internal, aiohttp.ClientConnectionError("reset")]
+    assert await worker.end_room(cast(JobContext, ctx), "call-d")
+    assert ctx.deleted_rooms == ["call-d"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "internal: try later" in warnings[0]
+
+    ctx.api.room.failures = [internal] * 3
+    assert not await worker.end_room(cast(JobContext, ctx), "call-d")
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith("call call-d: could not end the call (its room was not deleted")
+    assert "after 3 attempts" in error
+
+    ctx.api.room.failures = [api.TwirpError("not_found", "no room", status=404)]
+    assert await worker.end_room(cast(JobContext, ctx), "call-d")  # already gone: ended
+
+
+async def test_a_session_closed_by_an_error_is_no_hang_up_by_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The session closes on a provider's error, and deletes the room with it: the callee
+    then leaves with ROOM_DELETED, which alone would read as the server's hang-up."""
+    ctx = FakeJobContext(make_job("call-e"))
+    job = worker._Job(
+        "call-e", ReportSender(None, "call-e", KEY, SECRET), TranscriptRecorder(print)
+    )
+    job.end.answered = True
+    failure = APIStatusError("bad key", status_code=401)
+    error = TTSError(timestamp=0.0, label="tts", error=failure, recoverable=False)
+    closed = CloseEvent(reason=CloseReason.ERROR, error=error)
+    worker._session_closed(cast(JobContext, ctx), job, closed)
+    job.end.on_room_disconnected(rtc.DisconnectReason.ROOM_DELETED)
+    assert job.end.ended_by() == "system"
+    assert ctx.shutdown_reasons == ["session closed"]
+    assert "the session closed on an error (APIStatusError)" in caplog.text
