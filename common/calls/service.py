@@ -61,7 +61,14 @@ from common.metrics import Metrics
 from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
 from common.repeats import Repeats
 from common.settings import Settings, owner_parts, reachable
-from common.storage.base import CallStore, CommitUnknown, DatabaseError, KeyTaken, Refused
+from common.storage.base import (
+    AttemptWithdrawn,
+    CallStore,
+    CommitUnknown,
+    DatabaseError,
+    KeyTaken,
+    Refused,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -264,12 +271,12 @@ class CallService:
     ) -> Placed:
         """Admit, write the config durably, record the call, dispatch the agent, dial.
 
-        Raises the admission's refusals, KeyReused, ConfigWriteError or DatabaseError
-        (nothing placed), or LiveKitError (the call is recorded as failed and its config
-        record removed; a call never dialled stops counting against the rate and frees its
-        key). Once LiveKit has accepted the dial, the call is never reported as failed. A
-        hang-up that comes while the call is being placed wins: the number is not dialled,
-        or the room is deleted.
+        Raises the admission's refusals, KeyReused, ConfigWriteError, DatabaseError or
+        AttemptWithdrawn (its campaign paused or canceled meanwhile): nothing placed; or
+        LiveKitError (the call is recorded as failed and its config record removed; a call
+        never dialled stops counting against the rate and frees its key). Once LiveKit has
+        accepted the dial, the call is never reported as failed. A hang-up that comes while
+        the call is being placed wins: the number is not dialled, or the room is deleted.
         """
         bound = await self.admission.check(placement, call.phone_number)
         if bound is not None:
@@ -345,6 +352,9 @@ class CallService:
         except Refused as refused:  # concurrent requests used the limit up meanwhile
             await self._forget_config(call_id)
             raise refusal_error(refused.refusal, self.admission.limits) from None
+        except AttemptWithdrawn:  # its campaign was paused or canceled meanwhile
+            await self._forget_config(call_id)
+            raise
         except CommitUnknown:
             if not await self._recorded_after_all(call_id):
                 await self._forget_config(call_id)

@@ -63,7 +63,7 @@ from common.campaigns.windows import is_allowed, next_allowed, recipient_zones
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
 from common.repeats import Repeats
-from common.storage.base import CallStore, DatabaseError
+from common.storage.base import AttemptWithdrawn, CallStore, DatabaseError
 from common.storage.campaign_programs import OnList
 from common.waiting import wait_set
 
@@ -369,6 +369,14 @@ class CampaignScheduler:
                 exc,
                 ref.idx,
                 exc.retry_after_s,
+            )
+        except AttemptWithdrawn:
+            logger.info(
+                "campaign %s: recipient %d attempt %d not placed: the campaign was paused or"
+                " canceled meanwhile",
+                ref.campaign_id,
+                ref.idx,
+                ref.attempt,
             )
         except LiveKitError:
             pass  # the call is recorded failed: its call.ended event ends the attempt

@@ -73,6 +73,11 @@ class Refused(Exception):
         self.refusal = refusal
 
 
+class AttemptWithdrawn(Exception):
+    """`create_call` recorded nothing: the campaign attempt it was for is no longer being
+    placed (its campaign was paused or canceled meanwhile)."""
+
+
 class KeyTaken(Exception):
     """`create_call` recorded nothing: the Idempotency-Key is bound to a call already."""
 

@@ -214,13 +214,24 @@ def claim_campaigns(
 ) -> Program[tuple[list[CampaignRecord], list[CallEvent]]]:
     """The due campaigns this server drives for `lease_s` (its own, and those whose driver's
     lease ran out); a scheduled one starts now, with its campaign.started event."""
-    rows = yield Query(
+    # Our own first, waiting for the row if one of our own transactions holds it (a driver's
+    # attempt): skipped, a campaign we drive read as lost, and its driver was stopped and
+    # started again mid-attempt. Then others' whose lease ran out, skipping rows another
+    # server holds.
+    own = yield Query(
+        "UPDATE campaigns SET claimed_until = ? WHERE claimed_by = ?"
+        " AND status IN ('scheduled', 'running') AND start_at <= ?"
+        " RETURNING campaign_id, status, created_at",
+        (now + lease_s, holder, now),
+    )
+    others = yield Query(
         "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("  # noqa: S608
         " SELECT campaign_id FROM campaigns WHERE status IN ('scheduled', 'running')"
-        " AND start_at <= ? AND (claimed_until < ? OR claimed_by = ?)"
-        f" ORDER BY created_at LIMIT ?{d.skip_locked}) RETURNING campaign_id, status",
+        " AND start_at <= ? AND claimed_until < ? AND claimed_by != ?"
+        f" ORDER BY created_at LIMIT ?{d.skip_locked}) RETURNING campaign_id, status, created_at",
         (holder, now + lease_s, now, now, holder, limit),
     )
+    rows = sorted([*own, *others], key=lambda r: (r["created_at"], r["campaign_id"]))
     claimed: list[CampaignRecord] = []
     events: list[CallEvent] = []
     for row in rows:
@@ -267,12 +278,14 @@ def control_campaign(
         raise CampaignConflict(status.value, action)
     if action == "pause":
         new, event_type, ended = CampaignStatus.PAUSED, CAMPAIGN_PAUSED, None
+        yield from _withdraw_placing(campaign_id, PENDING, now)
     elif action == "resume":
         started = current.started_at is not None
         new = CampaignStatus.RUNNING if started else CampaignStatus.SCHEDULED
         event_type, ended = CAMPAIGN_RESUMED, None
     else:
         new, event_type, ended = CampaignStatus.CANCELED, CAMPAIGN_CANCELED, now
+        yield from _withdraw_placing(campaign_id, CANCELED, now)
         yield Query(
             "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"  # noqa: S608 - constant text
             f" AND state IN ({_DUE})",  # noqa: S608 - constant text
@@ -285,6 +298,28 @@ def control_campaign(
     event = yield from _event(d, campaign_id, event_type, now, lease_s, holder)
     after = yield from get_campaign(d, campaign_id)
     return after, [event]
+
+
+def _withdraw_placing(campaign_id: str, state: str, now: float) -> Program[None]:
+    """Paused or canceled: the attempts being placed whose call is not recorded yet are
+    taken back (their placing, here or on another server, then records no call: link_attempt
+    finds no attempt), their recipients `state` (pending: due again on resume). Left, a
+    canceled campaign's were dialled after the cancel, or stayed `calling` for good."""
+    rows = yield Query(
+        "DELETE FROM campaign_attempts WHERE campaign_id = ? AND state = 'placing' RETURNING idx",
+        (campaign_id,),
+    )
+    for row in rows:
+        yield Query(
+            "UPDATE campaign_recipients SET state = ?, attempts = attempts - 1, next_at = ?,"
+            " updated_at = ? WHERE campaign_id = ? AND idx = ? AND state = ?",
+            (state, now, now, campaign_id, row["idx"], CALLING),
+        )
+    if rows:
+        yield Query(
+            "UPDATE campaigns SET placed = placed - ? WHERE campaign_id = ?",
+            (len(rows), campaign_id),
+        )
 
 
 def _event(

@@ -40,7 +40,14 @@ from common.calls.models import (
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
 from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
 from common.repeats import Repeats
-from common.storage.base import AdmissionLimits, DatabaseError, KeyTaken, Refusal, Refused
+from common.storage.base import (
+    AdmissionLimits,
+    AttemptWithdrawn,
+    DatabaseError,
+    KeyTaken,
+    Refusal,
+    Refused,
+)
 from common.storage.paging import Before, before_clause
 
 logger = logging.getLogger(__name__)
@@ -306,8 +313,8 @@ def link_attempt(ref: AttemptRef, call_id: str) -> Program[None]:
         " RETURNING attempt",
         (call_id, ref.campaign_id, ref.idx, ref.attempt),
     )
-    if not rows:  # canceled or taken over meanwhile: no call for it, nothing recorded
-        raise DatabaseError(f"campaign attempt {ref} is no longer being placed")
+    if not rows:  # paused or canceled meanwhile: no call for it, nothing recorded
+        raise AttemptWithdrawn(f"campaign attempt {ref} is no longer being placed")
 
 
 def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecord | None]:

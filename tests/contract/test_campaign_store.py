@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import sqlite3
+from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from common.calls.models import AttemptRef, NewCall
@@ -16,9 +21,11 @@ from common.campaigns.model import (
     RetryPolicy,
 )
 from common.campaigns.windows import CallingWindow
-from common.storage.base import CallStore, Refused
+from common.storage.base import AttemptWithdrawn, CallStore, Refused
 from common.storage.campaign_programs import CampaignConflict, OnList
 from common.storage.paging import Before
+from common.storage.postgres import PostgresCallStore
+from common.storage.sqlite import SqliteCallStore
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
 
@@ -104,6 +111,61 @@ async def test_one_server_drives_a_campaign_until_its_lease_runs_out(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_campaign_whose_row_is_held_a_moment_stays_its_drivers(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """The lease is renewed while one of the driver's own transactions holds the campaign's
+    row (an attempt beginning or ending): on PostgreSQL the claim skipped locked rows, read
+    the campaign as lost, and the server stopped its driver mid-attempt."""
+    store = await backend.open()
+    store.instance = "a"  # type: ignore[attr-defined]
+    try:
+        await store.create_campaign(campaign(), clock.now)
+        assert len((await store.claim_campaigns(clock.now, 10.0, 10))[0]) == 1
+        async with held_row(store, "cmp-1", 0.3):
+            renewed, _ = await store.claim_campaigns(clock.now, 10.0, 10)
+        assert [c.campaign_id for c in renewed] == ["cmp-1"]
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def held_row(store: CallStore, campaign_id: str, seconds: float) -> AsyncIterator[None]:
+    """Another connection holds the campaign's row (PostgreSQL; SQLite: the database) for
+    `seconds` from now, while the body runs."""
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        if isinstance(store, PostgresCallStore):
+            conn = await asyncpg.connect(store.dsn)
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT 1 FROM campaigns WHERE campaign_id = $1 FOR UPDATE", campaign_id
+                    )
+                    started.set()
+                    await asyncio.sleep(seconds)
+            finally:
+                await conn.close()
+        else:
+            assert isinstance(store, SqliteCallStore)
+            db = sqlite3.connect(store.path, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                started.set()
+                await asyncio.sleep(seconds)
+                db.execute("COMMIT")
+            finally:
+                db.close()
+
+    holder = asyncio.create_task(hold())
+    await started.wait()
+    try:
+        yield
+    finally:
+        await holder
 
 
 async def test_attempts_retries_and_completion(store: CallStore, clock: FakeClock) -> None:
@@ -205,6 +267,38 @@ async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
     with pytest.raises(CampaignConflict):
         await store.control_campaign("cmp-1", "resume", clock.now)
     assert await store.control_campaign("cmp-nope", "cancel", clock.now) == (None, [])
+
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+async def test_pause_or_cancel_takes_back_the_attempts_not_placed_yet(
+    store: CallStore, clock: FakeClock, action: str
+) -> None:
+    """An attempt begun but whose call is not recorded (its config write waiting on a lock,
+    another server placing it) is taken back: its call is then refused, so nobody is dialled
+    after the 200, and its recipient is not left `calling` for good."""
+    await store.create_campaign(campaign(3), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    placed = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    await place(store, placed, "call-0")
+    waiting = await store.begin_attempt("cmp-1", 1, clock.now + 2, clock.now)
+    assert waiting is not None and not isinstance(waiting, OnList)
+    clock.advance(1)
+    after, _ = await store.control_campaign("cmp-1", action, clock.now)
+    assert after is not None
+    left = "pending" if action == "pause" else "canceled"
+    assert after.counts == {"calling": 1, left: 2}
+    with pytest.raises(AttemptWithdrawn):
+        await place(store, waiting, "call-1")
+    assert await store.get_call("call-1") is None
+    (recipient,) = await store.list_recipients("cmp-1", state=left, limit=1, after=0)
+    assert recipient.idx == 1 and recipient.attempts == 0
+    if action == "pause":  # resumed: due again at once, as attempt 1
+        await store.control_campaign("cmp-1", "resume", clock.now)
+        await store.claim_campaigns(clock.now, 10.0, 10)
+        again = await store.begin_attempt("cmp-1", 1, clock.now + 2, clock.now)
+        assert again is not None and not isinstance(again, OnList) and again.attempt == 1
+        await place(store, again, "call-1")
+    assert await end_call(store, clock, "call-0", Status.COMPLETED) == []
 
 
 def test_spec_round_trips() -> None:
