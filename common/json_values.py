@@ -23,7 +23,8 @@ MAX_DEPTH: Final = 32
 def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> None:
     """Raise ValueError (its message fit for a client, without the field's name) unless
     `value` is JSON with string keys, finite numbers and valid Unicode without NUL, nested at
-    most `max_depth` levels and at most `max_bytes` as UTF-8 JSON."""
+    most `max_depth` levels and at most `max_bytes` as compact UTF-8 JSON (no spaces: the
+    size a client measures of what it sends compactly)."""
     depth, nul, at_least = _shape(value, max_depth, max_bytes)
     if at_least > max_bytes:  # known before the walk (or the encoding) took it all in
         raise ValueError(f"is larger than {max_bytes} bytes as JSON")
@@ -32,7 +33,9 @@ def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPT
     if nul:
         raise ValueError("must not contain NUL characters")
     try:
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        encoded = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\ud800", in a key or a value
         raise ValueError("must be valid Unicode text") from None
     except (TypeError, ValueError) as exc:  # inf or NaN, or not a JSON type at all
@@ -66,11 +69,11 @@ def _shape(value: object, depth_limit: int, size_limit: int) -> tuple[int, bool,
             if any(not isinstance(key, str) for key in item):
                 raise ValueError("keys must be strings")
             nul = nul or any("\x00" in key for key in item)
-            at_least += sum(len(key) + 4 for key in item)  # '"key": '
-            at_least += 2 * max(len(item) - 1, 0)  # ', ' between members
+            at_least += sum(len(key) + 3 for key in item)  # '"key":'
+            at_least += max(len(item) - 1, 0)  # ',' between members
             children = item.values()
         elif isinstance(item, list | tuple):
-            at_least += 2 * max(len(item) - 1, 0)
+            at_least += max(len(item) - 1, 0)
             children = item
         else:
             at_least += 1

@@ -92,7 +92,7 @@ def checked_text(value: object, limit: int, *, single_line: bool) -> str:
 def visible_name(value: object, limit: int) -> str:
     """A name that is shown and logged as one line (a caller's, a campaign's), stripped."""
     name = checked_text(value, limit, single_line=True)
-    if not name.strip():
+    if not name:
         raise ValueError(f"must be 1 to {limit} characters")
     if not any(
         unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _BLANK_LETTERS

@@ -221,13 +221,14 @@ async def _read_campaign(request: web.Request) -> _Upload:
         options = options_from_query(request.query)
         return _Upload(options, *await _PARSING.run(_csv, raw), csv=raw)
     if request.query:  # a JSON body carries its own options: these would be dropped
-        raise InvalidCall(
-            [
-                FieldError(key, "query options are for CSV uploads; a JSON body holds its own")
-                for key in request.query
-            ]
-        )
-    doc = await _PARSING.run(decode_json, raw)
+        why = "query options are for CSV uploads (Content-Type: text/csv); a JSON body holds"
+        raise InvalidCall([FieldError(key, f"{why} its own") for key in request.query])
+    try:
+        doc = await _PARSING.run(decode_json, raw)
+    except HttpError as exc:
+        if content_type != "application/json":  # a CSV sent as text/plain, or with no type
+            exc.message += f" (read as JSON: send a CSV as text/csv, not {content_type})"
+        raise
     if not isinstance(doc, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])
     refuse_unknown(doc, (*OPTION_KEYS, "recipients"))

@@ -215,9 +215,12 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 
 def idempotency_key(request: web.Request) -> str | None:
     """The request's Idempotency-Key (None if it sent none); 400 if it is not one."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
+    keys = request.headers.getall("Idempotency-Key", [])
+    if not keys:
         return None
+    if len(keys) > 1:  # which one would the client retry with?
+        raise HttpError(400, "Idempotency-Key given more than once")
+    key = keys[0]
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
     if not is_unicode(key):  # bytes that are not UTF-8 arrive as lone surrogates

@@ -32,7 +32,13 @@ def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
     try:
         return phonenumbers.parse(compact, None)
     except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"is not a phone number ({exc})") from None
+        why = {
+            phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "no country has its code",
+            phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short after its country code",
+            phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+            phonenumbers.NumberParseException.TOO_LONG: "too long",
+        }.get(exc.error_type, str(exc._msg).rstrip("."))
+        raise ValueError(f"is not a phone number: {why}") from None
 
 
 def e164(raw: object) -> str:

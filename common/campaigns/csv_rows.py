@@ -193,7 +193,11 @@ def _columns(header: list[str]) -> list[str]:
         else:
             seen[key] = index
     if PHONE_FIELD not in seen:
-        errors.append(RowError(HEADER_ROW, PHONE_FIELD, "the header must have this column"))
+        why = "the header must have this column"
+        other = next((sep for sep in (";", "\t", "|") if any(sep in c for c in columns)), None)
+        if other is not None:  # one column named "phone_number;name": another separator
+            why += f" (columns are separated by commas, not {other!r})"
+        errors.append(RowError(HEADER_ROW, PHONE_FIELD, why))
     if errors:
         raise CsvRejected(errors)
     return columns

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -214,9 +215,16 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
     default = RetryPolicy()
     # Retrying on nothing, a recipient has one attempt: shown as 3, it read as three.
     attempts = default.max_attempts if on else 1
+    max_attempts = _bounded(
+        obj.get("max_attempts"), "retry.max_attempts", ATTEMPTS_RANGE, attempts, errors
+    )
+    if not on and max_attempts > 1 and "on" in obj:
+        errors.append(
+            FieldError("retry.max_attempts", "is more than 1, but retry.on names no status")
+        )
     return RetryPolicy(
         tuple(dict.fromkeys(on)),
-        _bounded(obj.get("max_attempts"), "retry.max_attempts", ATTEMPTS_RANGE, attempts, errors),
+        max_attempts,
         _bounded(obj.get("delay_s"), "retry.delay_s", DELAY_RANGE, default.delay_s, errors),
     )
 
@@ -240,6 +248,15 @@ def _start_at(value: object, now: float, errors: list[FieldError]) -> float | No
     if at > now + MAX_START_AHEAD_S:
         errors.append(FieldError("start_at", "must be within a year"))
     return at
+
+
+_SPACED_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}(?::?[0-9]{2})?)$")
+
+
+def _plus_restored(value: str) -> str:
+    """A `start_at` whose offset's `+` a query string turned into a space (`...09:00:00
+    09:00`, from an unencoded `+09:00`): the `+` it was."""
+    return _SPACED_OFFSET.sub(r"\1+\2", value)
 
 
 def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
@@ -284,6 +301,8 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
     for key in _TOP_PARAMS:
         if key in query:
             options[key] = query[key]
+    if isinstance(options.get("start_at"), str) and "start_at" in query:
+        options["start_at"] = _plus_restored(options["start_at"])
     for param, (section, key, convert) in _SECTION_PARAMS.items():
         if param in query:
             part = options.setdefault(section, {})

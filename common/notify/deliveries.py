@@ -71,7 +71,7 @@ USER_AGENT = "outbound-caller-webhooks/1"
 def _origin(url: str) -> str:
     """Who receives: scheme, host and port (the unit of the per-receiver limit)."""
     parsed = URL(url)
-    return f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+    return f"{parsed.scheme}://{parsed.host_subcomponent}:{parsed.port}"  # [::1] bracketed
 
 
 def webhook_body(delivery: WebhookDelivery) -> bytes:

@@ -170,6 +170,13 @@ def create_campaign(
             + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
             tuple(args),
         )
+    # A number on the do-not-call list now is `dnc` from the start, wherever its window is (one
+    # listed later is caught when its turn comes).
+    yield Query(
+        "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"
+        " AND state = ? AND phone_number IN (SELECT number FROM dnc)",
+        (DNC, now, new.campaign_id, PENDING),
+    )
 
 
 def get_campaign(

@@ -234,8 +234,13 @@ async def test_do_not_call(store: CallStore, clock: FakeClock) -> None:
     entry = await store.get_dnc("+14155550001")
     assert entry is not None and entry.source == "api"
     await store.create_campaign(campaign(2), clock.now)
+    created = await store.get_campaign("cmp-1")  # listed already: dnc from the start
+    assert created is not None and created.counts == {"pending": 1, "dnc": 1}
     await store.claim_campaigns(clock.now, 10.0, 10)
-    assert await store.begin_attempt("cmp-1", 1, clock.now, clock.now) == OnList(1)
+    assert await store.begin_attempt("cmp-1", 1, clock.now, clock.now) is None
+    await store.add_dnc(["+14155550000"], "api")  # listed after: caught at its turn
+    assert await store.begin_attempt("cmp-1", 0, clock.now, clock.now) == OnList(0)
+    await store.remove_dnc("+14155550000")
     with pytest.raises(Refused) as refused:
         await store.create_call(NewCall("call-d", "+14155550001", "R", "en", "Calm"))
     assert refused.value.refusal.limit == "dnc"

@@ -593,3 +593,25 @@ async def test_start_at_takes_every_utc_spelling_rfc_3339_allows(
     assert resp.status == 201, await resp.text()
     shown = (await resp.json())["campaign"]["start_at"]
     assert shown == later.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+# ----------------------------------------------------------------------------- hints
+
+
+async def test_a_csv_sent_without_its_type_or_separated_otherwise_is_told_why(
+    client: TestClient[Any, Any],
+) -> None:
+    resp = await client.post("/campaigns", data=CSV_BODY, headers={"Content-Type": "text/plain"})
+    body = await _error(resp, 400)
+    assert "read as JSON: send a CSV as text/csv, not text/plain" in body["error"]
+    resp = await client.post(
+        "/campaigns?name=x", data=CSV_BODY, headers={"Content-Type": "text/plain"}
+    )
+    body = await _error(resp, 422)
+    assert "(Content-Type: text/csv)" in body["details"][0]["error"]
+    semicolons = b"phone_number;name\n+14155550131;Ann\n"
+    resp = await client.post("/campaigns", data=semicolons, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert any("columns are separated by commas, not ';'" in d["error"] for d in body["details"]), (
+        body
+    )

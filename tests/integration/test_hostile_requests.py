@@ -83,6 +83,20 @@ async def test_an_idempotency_key_that_is_not_utf8_is_a_400(
     await still_serving(client)
 
 
+async def test_two_idempotency_keys_are_a_400_and_place_nothing(start_app: AppFactory) -> None:
+    """Which would a retry send? The first was taken, the second ignored: a retry with the
+    second placed the call again."""
+    client = await start_app()
+    head = post_head(
+        "/calls/outbound", SEED_BODY, b"Idempotency-Key: key-a\r\nIdempotency-Key: key-b"
+    )
+    status, body = await raw_request(client, head, SEED_BODY)
+    assert status == 400, body
+    assert json.loads(body)["error"] == "Idempotency-Key given more than once"
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    await still_serving(client)
+
+
 @pytest.mark.parametrize("value", [b"Bearer \xff", b"Bearer caf\xe9", b"\xff"])
 async def test_a_token_that_is_not_utf8_is_a_401(start_app: AppFactory, value: bytes) -> None:
     client = await start_app(calls_api_token="s3cr3t-token-abcdef")

@@ -162,7 +162,7 @@ def test_phone_not_a_string(phone: object) -> None:
 
 def test_phone_with_unknown_country_code() -> None:
     message = errors_of(with_(phone_number="+99912345678"))["phone_number"]
-    assert message.startswith("is not a phone number")
+    assert message == "is not a phone number: no country has its code"  # not the library's
 
 
 @pytest.mark.parametrize(
@@ -334,9 +334,13 @@ def test_per_call_limits(field: str, value: object, ok: bool) -> None:
 # ------------------------------------------------------------------ name and instruction errors
 
 
-@pytest.mark.parametrize("name", ["", "   ", "\u3000"])
-def test_blank_name(name: str) -> None:
-    assert errors_of(with_(name=name)) == {"name": "must be 1 to 200 characters"}
+def test_blank_name() -> None:
+    assert errors_of(with_(name="")) == {"name": "must be 1 to 200 characters"}
+
+
+@pytest.mark.parametrize("name", ["   ", "\u3000"])
+def test_a_name_of_spaces_says_so(name: str) -> None:
+    assert errors_of(with_(name=name)) == {"name": "must contain at least one visible character"}
 
 
 def test_name_too_long() -> None:
@@ -474,11 +478,11 @@ def test_additional_params_reserved_key(key: str) -> None:
 
 
 def test_additional_params_too_large() -> None:
-    # {"k": "..."} is 9 bytes of JSON around the value.
-    just_fits = {"k": "v" * (MAX_ADDITIONAL_PARAMS_BYTES - 9)}
-    assert len(json.dumps(just_fits)) == MAX_ADDITIONAL_PARAMS_BYTES
+    # {"k":"..."} is 8 bytes of compact JSON around the value.
+    just_fits = {"k": "v" * (MAX_ADDITIONAL_PARAMS_BYTES - 8)}
+    assert len(json.dumps(just_fits, separators=(",", ":"))) == MAX_ADDITIONAL_PARAMS_BYTES
     assert parse_outbound_call(with_(additional_params=just_fits)).additional_params == just_fits
-    too_big = {"k": "v" * (MAX_ADDITIONAL_PARAMS_BYTES - 8)}
+    too_big = {"k": "v" * (MAX_ADDITIONAL_PARAMS_BYTES - 7)}
     assert errors_of(with_(additional_params=too_big)) == {
         "additional_params": "additional_params is larger than 8192 bytes as JSON"
     }

@@ -11,6 +11,7 @@ from common.campaigns.csv_rows import (
     RowError,
     parse_csv,
 )
+from common.campaigns.request import options_from_query
 
 BOM = b"\xef\xbb\xbf"
 
@@ -208,3 +209,18 @@ def test_blank_rows_count_against_their_own_bound() -> None:
     with pytest.raises(CsvRejected) as refused:
         parse_csv(b"phone_number\n" + b" , \n" * 4 + b"+14155550123\n", max_rows=3)
     assert refused.value.errors == [RowError(5, "file", "more than 3 blank rows")]
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("2026-12-05T09:00:00 09:00", "2026-12-05T09:00:00+09:00"),  # an unencoded "+"
+        ("2026-12-05T09:00:00.5 0530", "2026-12-05T09:00:00.5+0530"),
+        ("2026-12-05T09:00:00+09:00", "2026-12-05T09:00:00+09:00"),
+        ("2026-12-05T09:00:00-05:00", "2026-12-05T09:00:00-05:00"),
+        ("2026-12-05T09:00:00Z", "2026-12-05T09:00:00Z"),
+        ("2026-12-05 09:00:00Z", "2026-12-05 09:00:00Z"),  # a space but no offset after it
+    ],
+)
+def test_a_query_start_at_whose_plus_became_a_space_is_read_as_sent(given: str, read: str) -> None:
+    assert options_from_query({"start_at": given})["start_at"] == read

@@ -24,11 +24,24 @@ JSON_VALUES = st.recursive(
 )
 
 
+def compact(value: Any) -> bytes:
+    """The value as a client sends it compactly: what the limit counts."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def test_the_limit_counts_compact_json_as_a_client_measures_it() -> None:
+    """`{"k": "x" * 8184}` is 8,192 bytes as sent compactly; it was refused (Python's default
+    separators count ", " and ": ")."""
+    check_plain_json({"k": "x" * 8184}, max_bytes=8192)
+    with pytest.raises(ValueError, match="larger than 8192 bytes"):
+        check_plain_json({"k": "x" * 8185}, max_bytes=8192)
+
+
 @settings(max_examples=500)
 @given(JSON_VALUES)
 def test_the_size_found_by_the_walk_is_never_more_than_the_encoding(value: Any) -> None:
     """The walk's early "too large" must never refuse a value that fits."""
-    encoded = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    encoded = len(compact(value))
     _, _, at_least = _shape(value, 1000, 10**9)
     assert at_least <= encoded
 
@@ -38,7 +51,7 @@ def test_the_size_found_by_the_walk_is_never_more_than_the_encoding(value: Any) 
 def test_a_value_is_refused_for_its_size_exactly_when_its_encoding_is_larger(
     value: Any, max_bytes: int
 ) -> None:
-    encoded = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    encoded = len(compact(value))
     if encoded > max_bytes:
         with pytest.raises(ValueError, match="larger than"):
             check_plain_json(value, max_bytes=max_bytes)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from common.notify.deliveries import _origin
 from common.notify.signing import parse_secret, sign, verify
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
@@ -213,3 +214,17 @@ def test_several_signatures_one_valid_verifies() -> None:
     headers = sign(SECRET, MSG_ID, now(), BODY)
     headers["webhook-signature"] = f"{old} {headers['webhook-signature']}"
     verify(SECRET, headers, BODY)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("http://[::1]:8793/hook", "http://[::1]:8793"),
+        ("https://Hooks.Example.com/a?b", "https://hooks.example.com:443"),
+        ("http://127.0.0.1/x", "http://127.0.0.1:80"),
+    ],
+)
+def test_a_receiver_is_named_as_its_url_would_be(url: str, origin: str) -> None:
+    """Its logs and its per-receiver limit: an IPv6 host in brackets (`http://::1:8793` was
+    no URL)."""
+    assert _origin(url) == origin
