@@ -289,6 +289,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
     options: dict[str, Any] = options_from_query(request.query)
     csv: bytes | None = None
     seen: set[str] = set()
+    unknown: list[str] = []
     size = 0
     parts = 0
     while True:
@@ -330,6 +331,11 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             if csv is not None:
                 raise InvalidCall([FieldError(name, "one list per campaign: recipients or file")])
             csv = data
+        else:  # a second list, say: said, not dropped unread
+            unknown.append("(no name)" if not name else name[:40])
+    if unknown:
+        why = "unknown part; an upload has recipients (or file) and options"
+        raise InvalidCall([FieldError(name, why) for name in unknown])
     return options, csv
 
 

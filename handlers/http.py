@@ -76,6 +76,9 @@ DB_DOWN = Reply("The calls database is unavailable")
 
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
+    known = [p["name"] for p in doc.parameters if p.get("in") == "query"]
+    if doc.method == "GET" and known:
+        view = _only_query(view, known)
     handler = requires_token(view) if doc.protected else view
     if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
         route = app.router.add_get(doc.path, handler)
@@ -84,6 +87,21 @@ def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     app.setdefault(ROUTES, []).append(doc)
     if not doc.log_success:
         app.setdefault(QUIET_ROUTES, set()).add(route)
+
+
+def _only_query(view: View, known: list[str]) -> View:
+    """A list route refuses a query parameter it does not take: `GET /campaigns?status=running`
+    listed every campaign, the filter dropped without a word."""
+    expected = ", ".join(known)
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        unknown = next((name for name in request.query if name not in known), None)
+        if unknown is not None:
+            shown = unknown if len(unknown) <= 40 else unknown[:40] + "…"
+            raise HttpError(400, f"unknown query parameter {shown!r}; this route takes {expected}")
+        return await view(request)
+
+    return checked
 
 
 def requires_token(view: View) -> View:

@@ -433,3 +433,22 @@ async def test_a_config_lock_held_elsewhere_is_a_503_not_a_wait_without_end(
     assert "config.json.lock is held by another process (waited 0.2 s)" in body["error"]
     assert sandbox_requests(client, "CreateSIPParticipant") == []
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 200
+
+
+async def test_a_list_route_refuses_a_query_parameter_it_does_not_take(
+    start_app: AppFactory,
+) -> None:
+    """`GET /campaigns?status=running` listed every campaign: the filter it does not have was
+    dropped without a word."""
+    client = await start_app()
+    for path, expected in (
+        ("/campaigns?status=running", "limit, before"),
+        ("/calls?stauts=completed", "status, limit, before"),
+        ("/dnc?number=%2B14155550123", "limit, after"),
+    ):
+        resp = await client.get(path)
+        assert resp.status == 400, path
+        error = (await resp.json())["error"]
+        assert error.startswith("unknown query parameter") and error.endswith(expected), error
+    assert (await client.get("/calls?status=completed&limit=5")).status == 200
+    assert (await client.get("/healthz?probe=1")).status == 200  # no list: not checked

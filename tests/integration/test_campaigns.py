@@ -518,6 +518,15 @@ async def test_csv_with_its_options_as_a_multipart_json_part(start_app: AppFacto
     missing = aiohttp.FormData()
     missing.add_field("options", "{}", content_type="application/json")
     assert (await client.post("/campaigns", data=missing)).status == 422
+    # A part of another name (a second list) is said, not dropped unread.
+    extra = aiohttp.FormData()
+    extra.add_field("recipients", CSV.encode(), filename="a.csv", content_type="text/csv")
+    extra.add_field("other", CSV.encode(), filename="b.csv", content_type="text/csv")
+    refused = await client.post("/campaigns", data=extra)
+    assert refused.status == 422
+    assert (await refused.json())["details"] == [
+        {"field": "other", "error": "unknown part; an upload has recipients (or file) and options"}
+    ]
 
 
 async def test_an_unexpected_error_while_placing_is_logged_with_its_attempt(
