@@ -465,7 +465,12 @@ class RowChecker:
             return "no time zone is known for this number; name one in window.timezone"
         if next_allowed(self._now, window, zones, enforce_calling_hours=self._enforce_hours):
             return None
-        return f"is never inside the calling window in its time zones ({', '.join(zones)})"
+        why = f"is never inside the calling window in its time zones ({', '.join(zones)})"
+        if self._enforce_hours and next_allowed(
+            self._now, window, zones, enforce_calling_hours=False
+        ):  # the window opens, but only outside 08:00-21:00 there
+            why += ": calls are kept within 08:00-21:00 local time (CAMPAIGN_ENFORCE_CALLING_HOURS)"
+        return why
 
     _call: OutboundCall
     _fields: dict[str, Any]

@@ -265,6 +265,20 @@ async def test_calling_hours_floor_holds_whatever_the_window(start_app: AppFacto
     rows = await all_recipients(client, created["campaign_id"])
     assert rows[0]["next_attempt_at"] == "2026-12-02T13:00:00.000Z"  # 08:00 in New York
     assert client.app[SANDBOX].dials == []
+    # A window that only the floor closes says so (it named the time zones alone).
+    early = await client.post(
+        "/campaigns",
+        json={
+            "name": "too early",
+            "recipients": [{"phone_number": "+12125557700"}],
+            "window": {"start": "06:00", "end": "07:59", "timezone": "America/New_York"},
+        },
+    )
+    assert early.status == 422
+    (detail,) = (await early.json())["details"]
+    assert detail["error"].endswith(
+        "calls are kept within 08:00-21:00 local time (CAMPAIGN_ENFORCE_CALLING_HOURS)"
+    ), detail
 
 
 async def test_pause_resume_and_cancel(start_app: AppFactory) -> None:
