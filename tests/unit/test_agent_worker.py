@@ -279,23 +279,29 @@ async def test_the_agents_hang_up_is_known_before_the_room_goes() -> None:
     assert end.ended_by() == "agent"
 
 
-async def test_a_refused_job_still_sends_its_final_report(
-    settings: Settings, aiohttp_server: AiohttpServer
-) -> None:
+async def reporting_to(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ReportServer, str]:
+    """A report receiver that verifies as the server does, and job settings that sign for it:
+    the receiver and its URL."""
     reports = ReportServer()
     app = web.Application()
     app.router.add_post(REPORTS_PATH, reports.handle)
     server = await aiohttp_server(app, host="127.0.0.1")
-    job = make_job(CALL, report_url=str(server.make_url(REPORTS_PATH)))
-    ctx = FakeJobContext(job)
     signing = dataclasses.replace(settings, livekit_api_key=KEY, livekit_api_secret=SECRET)
+    monkeypatch.setattr(worker, "job_settings", lambda: signing)
+    return reports, str(server.make_url(REPORTS_PATH))
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(worker, "job_settings", lambda: signing)
-        await entrypoint(cast(JobContext, ctx))
-        assert ctx.shutdown_reasons == ["no config for this call"]
-        (on_shutdown,) = ctx.shutdown_callbacks
-        await asyncio.wait_for(on_shutdown("no config for this call"), 10)
+
+async def test_a_refused_job_still_sends_its_final_report(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports, url = await reporting_to(settings, aiohttp_server, monkeypatch)
+    ctx = FakeJobContext(make_job(CALL, report_url=url))
+    await entrypoint(cast(JobContext, ctx))
+    assert ctx.shutdown_reasons == ["no config for this call"]
+    (on_shutdown,) = ctx.shutdown_callbacks
+    await asyncio.wait_for(on_shutdown("no config for this call"), 10)
 
     (final,) = reports.reports
     assert (final.call_id, final.seq, final.kind) == (CALL, 0, "final")
@@ -362,12 +368,7 @@ async def test_an_answered_call_from_start_to_final_report(
     """The entrypoint's wiring, with a text-only session in place of the room: the answer,
     the verdict, every turn as it happens, the agent's hang-up, then the final report from
     the shutdown callback."""
-    reports = ReportServer()
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, reports.handle)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    signing = dataclasses.replace(settings, livekit_api_key=KEY, livekit_api_secret=SECRET)
-    monkeypatch.setattr(worker, "job_settings", lambda: signing)
+    reports, url = await reporting_to(settings, aiohttp_server, monkeypatch)
     options = CallOptions(first_message="Hi Alice, it's your coach.", analysis=AnalysisRequest())
     await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL, options=options)
 
@@ -401,7 +402,7 @@ async def test_an_answered_call_from_start_to_final_report(
     monkeypatch.setattr(worker, "build_session", text_only_session)
     monkeypatch.setattr(worker, "wait_for_callee", answered)
     monkeypatch.setattr(worker, "AMD_OPTIONS", FAST_AMD)
-    ctx = FakeJobContext(make_job(CALL, report_url=str(server.make_url(REPORTS_PATH))))
+    ctx = FakeJobContext(make_job(CALL, report_url=url))
     ctx.room = FakeRoom()  # type: ignore[assignment]
 
     async with llm:
@@ -464,19 +465,14 @@ async def test_an_agent_that_fails_after_joining_hangs_up(
     """The server dialled the callee into the room: an error after the agent joined (here a
     provider's missing key, raised while the session is built) deletes the room rather than
     leave the callee with silence, and the final report says the system ended the call."""
-    reports = ReportServer()
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, reports.handle)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    signing = dataclasses.replace(settings, livekit_api_key=KEY, livekit_api_secret=SECRET)
-    monkeypatch.setattr(worker, "job_settings", lambda: signing)
+    reports, url = await reporting_to(settings, aiohttp_server, monkeypatch)
     await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL)
 
     def no_key(*_args: Any, **_kwargs: Any) -> NoReturn:
         raise ValueError("Cartesia API key is required")
 
     monkeypatch.setattr(worker, "build_session", no_key)
-    ctx = FakeJobContext(make_job(CALL, report_url=str(server.make_url(REPORTS_PATH))))
+    ctx = FakeJobContext(make_job(CALL, report_url=url))
     await entrypoint(cast(JobContext, ctx))
 
     assert ctx.connected and ctx.deleted_rooms == [CALL]
