@@ -9,12 +9,13 @@ exponential backoff up to a deadline per POST, and moving on from what never wil
 401, 404, 409, 413: one WARNING line). What could not be delivered is logged at ERROR.
 
 Reports go several to a POST (a JSON array, common/contracts.py `batch_body`): each POST
-takes what queued while the one before was out, and a turn or a verdict is held back up to
-`REPORT_LINGER_S` for what follows it; the answer, a do-not-call request and the final report
-go at once, with whatever waits before them, as does everything when `flush` or `aclose` is
-called. A call of 30 turns is then about ten POSTs, not 33, and what the server shows of a
-live call is at most that late. A batch the server refuses as malformed or too large (400,
-413) is sent again one report at a time, so one bad report never takes the others with it.
+takes what queued while the one before was out, and a turn is held back up to
+`REPORT_LINGER_S` for what follows it; the answer, the answering-machine verdict, a
+do-not-call request and the final report go at once, with whatever waits before them, as
+does everything when `flush` or `aclose` is called. A call of 30 turns is then about ten
+POSTs, not 33, and what the server shows of a live call's transcript is at most that late.
+A batch the server refuses as malformed or too large (400, 413) is sent again one report at
+a time, so one bad report never takes the others with it.
 
 Each attempt is signed afresh (`common.signing.sign_body`, a room grant naming the call):
 tokens live five minutes and a report may be retried for four.
@@ -57,10 +58,12 @@ SPLIT_ON: Final = frozenset({400, 413})
 RETRYABLE_STATUSES: Final = frozenset({408, 429})
 # How long flush/aclose wait by default for the queue to drain.
 DEFAULT_FLUSH_TIMEOUT_S: Final = 30.0
-# How long a turn or a verdict may wait for the reports after it, to share their POST.
+# How long a turn may wait for the reports after it, to share their POST.
 REPORT_LINGER_S: Final = 5.0
-# Reports that go at once (with whatever waits before them).
-URGENT_KINDS: Final[frozenset[ReportKind]] = frozenset({"answered", "do_not_call", "final"})
+# Reports that go at once (with whatever waits before them). A verdict too: a machine's may
+# be followed by the agent's hang-up at once, and the call is settled by what the server knows
+# when its room finishes.
+URGENT_KINDS: Final[frozenset[ReportKind]] = frozenset({"answered", "amd", "do_not_call", "final"})
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,8 @@ class ReportSender:
                 self._current = []
 
     async def _linger(self) -> None:
-        """Hold a turn or a verdict back, up to `linger_s` after it queued, until something
-        that goes at once queues or a flush asks for everything."""
+        """Hold a turn back, up to `linger_s` after it queued, until something that goes at
+        once queues or a flush asks for everything."""
         loop = asyncio.get_running_loop()
         while not self._flushing and not any(q.report.kind in URGENT_KINDS for q in self._waiting):
             left = self._waiting[0].queued_at + self._linger_s - loop.time()
@@ -253,7 +256,9 @@ class ReportSender:
         if status is None:
             return
         if status in SPLIT_ON and len(batch) > 1:
-            for item in batch:
+            logger.info("call %s: sending those %d reports one by one", self._call_id, len(batch))
+            for index, item in enumerate(batch):
+                self._current = batch[index:]  # what a close now would leave undelivered
                 await self._send(url, [item])
         else:
             self.refused.extend(q.report.seq for q in batch)
@@ -382,9 +387,13 @@ class ReportSender:
         """Flush (bounded by `timeout`), then stop; what is still pending is logged at ERROR."""
         if self._closed:
             return
-        drained = await self.flush(timeout)
-        self._closed = True
-        pending = [] if drained else [*self._current, *self._waiting]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Until nothing waits: an event's callback may queue a report as the flush ends.
+        while await self.flush(max(0.0, deadline - loop.time())) and self._waiting:
+            pass
+        self._closed = True  # from here (no await since the check) nothing more is queued
+        pending = [*self._current, *self._waiting]
         self._waiting.clear()
         if self._task is not None:
             self._task.cancel()

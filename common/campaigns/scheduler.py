@@ -29,6 +29,7 @@ final; the campaign completes when no recipient is left open.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -112,7 +113,9 @@ class CampaignScheduler:
         self.tick_s = min(1.0, lease_s / 3)
         self.clock = clock
         self._drivers: dict[str, _Driver] = {}
-        self._inflight: set[tuple[str, int, int]] = set()
+        # Placements running, by attempt: a count, as a pause may hand an attempt back and a
+        # resume begin it again (same number, same key) while the first placing still runs.
+        self._inflight: collections.Counter[tuple[str, int, int]] = collections.Counter()
         self._defects: dict[tuple[str, int, int], int] = {}  # unexpected errors per attempt
         self._repeats = Repeats()  # a database outage fails every poll: said once a minute
         self._placing: set[asyncio.Task[None]] = set()
@@ -292,7 +295,7 @@ class CampaignScheduler:
 
     def _spawn(self, campaign: CampaignRecord, plan: AttemptPlan) -> None:
         key = (plan.campaign_id, plan.idx, plan.attempt)
-        self._inflight.add(key)
+        self._inflight[key] += 1
 
         async def place() -> None:
             try:
@@ -308,7 +311,9 @@ class CampaignScheduler:
                 )
                 await self._after_defect(key, exc)
             finally:
-                self._inflight.discard(key)
+                self._inflight[key] -= 1
+                if self._inflight[key] <= 0:
+                    del self._inflight[key]
 
         self._track(place())
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
+from common.calls.outcomes import Status
 from common.campaigns.model import (
     CALLING,
     CAMPAIGN_CANCELED,
@@ -42,6 +43,7 @@ from common.storage.programs import (
     Program,
     Query,
     Row,
+    add_entry,
     answer_idempotent,
     bind_key,
     dumps,
@@ -293,6 +295,7 @@ def control_campaign(
     else:
         new, event_type, ended = CampaignStatus.CANCELED, CAMPAIGN_CANCELED, now
         yield from _withdraw_placing(campaign_id, CANCELED, now)
+        yield from _hang_up_undialled(campaign_id, now)
         yield Query(
             "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"  # noqa: S608 - constant text
             f" AND state IN ({_DUE})",  # noqa: S608 - constant text
@@ -327,6 +330,21 @@ def _withdraw_placing(campaign_id: str, state: str, now: float) -> Program[None]
             "UPDATE campaigns SET placed = placed - ? WHERE campaign_id = ?",
             (len(rows), campaign_id),
         )
+
+
+def _hang_up_undialled(campaign_id: str, now: float) -> Program[None]:
+    """Canceled: its calls recorded but not dialled yet (the agent's dispatch still on its
+    way) are marked to be hung up, as POST /calls/{id}/hangup marks them; their placing then
+    does not dial (the dial mark and this are one order in the database)."""
+    rows = yield Query(
+        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE campaign_id = ?"
+        " AND dial_started_at IS NULL AND hangup_requested = 0 AND status = ?"
+        " RETURNING call_id",
+        (now, campaign_id, Status.DIALING.value),
+    )
+    for row in rows:
+        detail = {"by": "campaign", "campaign_id": campaign_id}
+        yield from add_entry(row["call_id"], None, "hangup_requested", None, None, detail, now)
 
 
 def _event(

@@ -283,7 +283,7 @@ def create_call(
         " ON CONFLICT (client, second) DO UPDATE SET n = rate_buckets.n + 1",
         (call.client, rate_second(now)),
     )
-    yield from _add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
+    yield from add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
     events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s, holder)
     return Applied(after=after, events=events)
 
@@ -463,7 +463,7 @@ def apply(
         if not inserted:
             raise DuplicateEvent
     elif change is not None or not only_if_changed:
-        yield from _add_entry(
+        yield from add_entry(
             call_id,
             None,
             kind,
@@ -528,7 +528,7 @@ def _entry_args(
     )
 
 
-def _add_entry(
+def add_entry(
     call_id: str,
     event_id: str | None,
     kind: str,
@@ -639,7 +639,7 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
         "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",
         (now, call_id),
     )
-    yield from _add_entry(call_id, None, "hangup_requested", None, None, {"by": "api"}, now)
+    yield from add_entry(call_id, None, "hangup_requested", None, None, {"by": "api"}, now)
     return row_to_call(updated[0])
 
 

@@ -287,11 +287,19 @@ async def test_pause_or_cancel_takes_back_the_attempts_not_placed_yet(
     await place(store, placed, "call-0")
     waiting = await store.begin_attempt("cmp-1", 1, clock.now + 2, clock.now)
     assert waiting is not None and not isinstance(waiting, OnList)
+    recorded = await store.begin_attempt("cmp-1", 2, clock.now + 4, clock.now)
+    await place(store, recorded, "call-2", dialled=False)  # its dispatch on its way
     clock.advance(1)
     after, _ = await store.control_campaign("cmp-1", action, clock.now)
     assert after is not None
     left = "pending" if action == "pause" else "canceled"
-    assert after.counts == {"calling": 1, left: 2}
+    assert after.counts == {"calling": 2, left: 1}
+    # Canceled, a call recorded but not dialled is marked to be hung up: its placing does
+    # not dial it (paused, it goes on, as live calls do).
+    undialled = await store.get_call("call-2")
+    assert undialled is not None and undialled.hangup_requested is (action == "cancel")
+    dialled = await store.get_call("call-0")
+    assert dialled is not None and not dialled.hangup_requested
     with pytest.raises(AttemptWithdrawn):
         await place(store, waiting, "call-1")
     assert await store.get_call("call-1") is None
@@ -304,6 +312,7 @@ async def test_pause_or_cancel_takes_back_the_attempts_not_placed_yet(
         assert again is not None and not isinstance(again, OnList) and again.attempt == 1
         await place(store, again, "call-1")
     assert await end_call(store, clock, "call-0", Status.COMPLETED) == []
+    assert await end_call(store, clock, "call-2", Status.CANCELED) == []
 
 
 def test_spec_round_trips() -> None:

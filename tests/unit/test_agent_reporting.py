@@ -435,3 +435,59 @@ def test_a_report_missing_its_body_says_so() -> None:
                 "turn": {"role": "agent", "text": "x", "at_s": 0},
             }
         )
+
+
+@pytest.mark.parametrize("kind", ["answered", "amd", "do_not_call", "final"])
+async def test_what_goes_at_once_takes_the_waiting_turns_with_it(
+    server: ReportServer, kind: str
+) -> None:
+    """A machine's verdict held back 5 s reached the server after the agent's hang-up had
+    settled the call `completed`: every report but a turn goes at once."""
+    sender = make_sender(server.url, linger_s=60)
+    sender.turn(TranscriptTurn(role="callee", text="hello", at_s=1.0))
+    await asyncio.sleep(0.05)
+    assert server.posts == []  # a turn alone waits
+    {
+        "answered": lambda: sender.answered(1_700_000_000.0),
+        "amd": lambda: sender.amd(AmdVerdict(category="machine-vm", reason="beep")),
+        "do_not_call": lambda: sender.do_not_call(1_700_000_001.0),
+        "final": lambda: sender.final(final_report()),
+    }[kind]()
+    started = time.monotonic()
+    while not server.posts:
+        assert time.monotonic() - started < 5
+        await asyncio.sleep(0.01)
+    assert server.posts == [[0, 1]] and server.reports[1].kind == kind
+    await sender.aclose(1)
+
+
+async def test_a_flush_sends_what_waits_at_once(server: ReportServer) -> None:
+    sender = make_sender(server.url, linger_s=60)
+    sender.turn(TranscriptTurn(role="callee", text="hello", at_s=1.0))
+    started = time.monotonic()
+    assert await sender.flush(10)
+    assert time.monotonic() - started < 5 and server.posts == [[0]]
+    await sender.aclose(1)
+
+
+async def test_a_report_queued_as_the_close_flushes_is_delivered_too(
+    server: ReportServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event's callback may queue a report the moment the queue drains, before the close
+    goes on: it was neither sent nor named (the close saw its flush succeed)."""
+    sender = make_sender(server.url)
+    sender.answered(1_700_000_000.0)
+    idle = sender._idle
+    set_idle = idle.set
+    late: list[int] = []
+
+    def drained_then_a_report() -> None:
+        set_idle()
+        if not late:
+            late.append(1)
+            sender.final(final_report())
+
+    idle.set = drained_then_a_report  # type: ignore[method-assign]
+    await sender.aclose(10)
+    assert sender.delivered == [0, 1] and sender.dropped == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
