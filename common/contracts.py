@@ -267,7 +267,7 @@ class AgentReport(BaseModel):
     model_config = _REPORT_MODEL
 
     call_id: Annotated[KeptText, Field(min_length=1, max_length=100)]
-    seq: Annotated[int, Field(ge=0, le=1_000_000)]
+    seq: Annotated[int, Field(ge=0, le=1_000_000, strict=True)]  # not true, "8" nor 7.0
     kind: ReportKind
     at: Annotated[
         float, Field(ge=0, le=MAX_REPORT_AT, description="When it happened (unix seconds)")

@@ -34,7 +34,10 @@ from common.storage.base import CallStore
 logger = logging.getLogger(__name__)
 
 CAMPAIGN_ID_PREFIX = "cmp-"
-CHECK_CHUNK = 500  # rows validated between two yields to the event loop
+# Rows validated between two yields to the event loop: ~0.3 ms each, so a chunk holds it
+# ~7 ms (500 held every request 0.14 s at a time: a 100,000-row upload took placing a call
+# from 16 ms to 4 s).
+CHECK_CHUNK = 25
 
 
 def new_campaign_id() -> str:

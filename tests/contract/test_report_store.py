@@ -177,7 +177,9 @@ async def test_the_retention_erases_every_report_body_that_held_the_conversation
     again = AmdVerdict(category="machine-vm", reason=heard)
     assert (await record_report(store, sent(1, "amd", amd=again))).duplicate is with_final
     assert (await record_report(store, sent(2, "turn", turn=HELLO))).duplicate
-    bodies = await execute(store, "SELECT kind, body FROM reports WHERE call_id = ?", CALL)
+    bodies = await execute(
+        store, "SELECT kind, body FROM reports WHERE call_id = ? ORDER BY seq", CALL
+    )
     assert all("Ann Lee" not in r["body"] for r in bodies)
     assert [r["kind"] for r in bodies] == ["answered"] if with_final else ["answered", "amd"]
     if not with_final:

@@ -123,3 +123,51 @@ async def test_a_batch_for_a_call_the_server_does_not_know_is_404(start_app: App
     unknown = "call-000000000000"
     status, answer = await post_text(client, unknown, json.dumps([answered(unknown, 0)] * 2))
     assert status == 404 and stored_reports(client, unknown) == []
+
+
+async def test_an_answer_a_verdict_or_a_do_not_call_counts_once_a_call(
+    start_app: AppFactory,
+) -> None:
+    """Each is one fact of the call: reported again under other seqs (an agent gone wrong, or
+    a leaked secret), it added a timeline line each time: 51,000 of them made the call's GET
+    7 MB and held the event loop a second."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    verdict = {"category": "human", "reason": "llm"}
+    for kind, body in (("answered", {}), ("amd", {"amd": verdict}), ("do_not_call", {})):
+        first = 100 * (1 + len(kind))
+        batch = [
+            dict(report(call_id, first + i, kind), **body) for i in range(MAX_REPORTS_PER_POST)
+        ]
+        status, answer = await post_text(client, call_id, json.dumps(batch))
+        assert status == 200
+        results = [r["result"] for r in answer["results"]]
+        assert results == ["applied"] + ["duplicate"] * (MAX_REPORTS_PER_POST - 1), kind
+        # The same seq again is still taken as the duplicate it is.
+        status, again = await post_text(client, call_id, json.dumps(batch[0]))
+        assert (status, again["result"]) == (200, "duplicate")
+    timeline = (await shown(client, call_id))["timeline"]
+    agents = [e["event"] for e in timeline if e["event"].startswith("agent_")]
+    assert sorted(agents) == ["agent_amd", "agent_answered", "agent_do_not_call"]
+
+
+async def test_a_seq_is_a_whole_number_not_a_boolean_text_or_float(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    for seq in (True, "8", 7.0):
+        sent = dict(answered(call_id, 0), seq=seq)
+        status, answer = await post_text(client, call_id, json.dumps(sent))
+        assert status == 400 and fields(answer) == ["seq"], (seq, answer)
+    assert stored_reports(client, call_id) == []
+
+
+async def test_the_details_of_an_error_are_bounded(start_app: AppFactory) -> None:
+    """A signed 1 MiB report of 96,000 unknown keys was answered with 5 MB of details."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    sent = dict(answered(call_id, 0), **{f"k{i}": 1 for i in range(3000)})
+    status, answer = await post_text(client, call_id, json.dumps(sent))
+    assert status == 400 and len(answer["details"]) == 1001
+    assert answer["details"][-1] == {"field": "", "error": "and 2,000 more"}
