@@ -300,8 +300,9 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         parts += 1
         if parts > MAX_PARTS:
             raise HttpError(400, f"a multipart upload holds at most {MAX_PARTS} parts")
-        if not isinstance(part, BodyPartReader):
-            continue  # a nested multipart: not ours
+        if not isinstance(part, BodyPartReader):  # a nested multipart (multipart/mixed)
+            unknown.append("(nested multipart)")
+            continue
         chunks = []
         part_size = 0
         while True:

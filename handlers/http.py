@@ -77,7 +77,7 @@ DB_DOWN = Reply("The calls database is unavailable")
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
     known = [p["name"] for p in doc.parameters if p.get("in") == "query"]
-    if doc.method == "GET" and known:
+    if doc.method == "GET" and doc.protected:
         view = _only_query(view, known)
     handler = requires_token(view) if doc.protected else view
     if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
@@ -90,9 +90,9 @@ def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
 
 
 def _only_query(view: View, known: list[str]) -> View:
-    """A list route refuses a query parameter it does not take: `GET /campaigns?status=running`
+    """An API read refuses a query parameter it does not take: `GET /campaigns?status=running`
     listed every campaign, the filter dropped without a word."""
-    expected = ", ".join(known)
+    expected = ", ".join(known) if known else "none"
 
     async def checked(request: web.Request) -> web.StreamResponse:
         unknown = next((name for name in request.query if name not in known), None)
@@ -346,9 +346,10 @@ def json_answer(
     model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        body=model.model_dump_json(by_alias=True),
+        text=model.model_dump_json(by_alias=True),
         status=status,
         content_type=JSON,
+        charset="utf-8",  # the body is UTF-8, not \u-escaped: said, for clients that guess
         headers=headers,
     )
 

@@ -209,7 +209,8 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
         return RetryPolicy()
     _unknown(obj, "retry", ("on", "max_attempts", "delay_s"), errors)
     on = obj.get("on", list(RetryPolicy().on))
-    if not isinstance(on, list) or any(item not in RETRYABLE for item in on):
+    valid_on = isinstance(on, list) and all(item in RETRYABLE for item in on)
+    if not valid_on:
         errors.append(FieldError("retry.on", f"must be a list of {', '.join(RETRYABLE)}"))
         on = []
     default = RetryPolicy()
@@ -218,7 +219,7 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
     max_attempts = _bounded(
         obj.get("max_attempts"), "retry.max_attempts", ATTEMPTS_RANGE, attempts, errors
     )
-    if not on and max_attempts > 1 and "on" in obj:
+    if not on and max_attempts > 1 and "on" in obj and valid_on:
         errors.append(
             FieldError("retry.max_attempts", "is more than 1, but retry.on names no status")
         )

@@ -445,10 +445,24 @@ async def test_a_list_route_refuses_a_query_parameter_it_does_not_take(
         ("/campaigns?status=running", "limit, before"),
         ("/calls?stauts=completed", "status, limit, before"),
         ("/dnc?number=%2B14155550123", "limit, after"),
+        ("/calls/call-000000000000/deliveries?state=failed", "none"),
+        ("/calls/call-000000000000?verbose=1", "none"),
     ):
         resp = await client.get(path)
         assert resp.status == 400, path
         error = (await resp.json())["error"]
         assert error.startswith("unknown query parameter") and error.endswith(expected), error
     assert (await client.get("/calls?status=completed&limit=5")).status == 200
-    assert (await client.get("/healthz?probe=1")).status == 200  # no list: not checked
+    assert (await client.get("/healthz?probe=1")).status == 200  # no API read: not checked
+
+
+async def test_a_call_reads_as_utf8_and_says_so(client: Client) -> None:
+    """Written as UTF-8 (not \\u-escaped), the answer names its charset: clients that guess
+    Latin-1 without one garbled every accented name."""
+    placed = await client.post("/calls/outbound", json=SEED_EXAMPLES[1])
+    call_id = (await placed.json())["call_id"]
+    resp = await client.get(f"/calls/{call_id}")
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    raw = await resp.read()
+    assert "Carlos García".encode() in raw
+    assert json.loads(raw)["name"] == "Carlos García"

@@ -617,3 +617,21 @@ async def test_a_csv_sent_without_its_type_or_separated_otherwise_is_told_why(
     assert any("columns are separated by commas, not ';'" in d["error"] for d in body["details"]), (
         body
     )
+
+
+async def test_a_nested_multipart_part_is_named_not_skipped(client: TestClient[Any, Any]) -> None:
+    """multipart/mixed under one field is the older way to attach several files: such a
+    second list was skipped without a word."""
+    nested = (
+        b"--b\r\n"
+        b'Content-Disposition: form-data; name="more"\r\n'
+        b"Content-Type: multipart/mixed; boundary=c\r\n\r\n"
+        b'--c\r\nContent-Disposition: attachment; filename="b.csv"\r\n\r\n'
+        + CSV_BODY
+        + b"\r\n--c--\r\n\r\n"
+    )
+    body = nested + PART_HEAD + CSV_BODY + b"\r\n--b--\r\n"
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    resp = await client.post("/campaigns?name=nested", data=body, headers=headers)
+    answer = await _error(resp, 422)
+    assert [d["field"] for d in answer["details"]] == ["(nested multipart)"]

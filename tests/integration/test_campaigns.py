@@ -635,3 +635,7 @@ async def test_retrying_on_nothing_shows_one_attempt(client: TestClient[Any, Any
     assert (await given.json())["details"] == [
         {"field": "retry.max_attempts", "error": "is more than 1, but retry.on names no status"}
     ]
+    # A retry.on that is no list of statuses is said once, not twice.
+    bogus = {**body, "retry": {"on": ["bogus"], "max_attempts": 3}}
+    refused = await client.post("/campaigns", json=bogus)
+    assert [d["field"] for d in (await refused.json())["details"]] == ["retry.on"]

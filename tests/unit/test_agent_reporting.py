@@ -53,6 +53,7 @@ class ReportServer:
     reports: list[AgentReport] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     hang: asyncio.Event | None = None
+    hold: dict[int, asyncio.Event] = field(default_factory=dict)  # a lone report's POST waits
     full_at: int | None = None  # from this seq on, a turn is `too_many_turns`
     verifier: BodyVerifier = field(default_factory=lambda: BodyVerifier(KEY, SECRET))
 
@@ -71,6 +72,8 @@ class ReportServer:
         assert all(signed.room == r.call_id == CALL for r in reports)
         if self.hang is not None:
             await self.hang.wait()
+        if not batch and reports[0].seq in self.hold:
+            await self.hold[reports[0].seq].wait()
         first = reports[0]
         statuses = self.script.get(first.seq, [])
         status = statuses.pop(0) if statuses else 200
@@ -491,3 +494,23 @@ async def test_a_report_queued_as_the_close_flushes_is_delivered_too(
     await sender.aclose(10)
     assert sender.delivered == [0, 1] and sender.dropped == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_close_during_a_split_batch_names_only_what_was_not_delivered(
+    server: ReportServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch's reports went again one by one and the close came during the last: the
+    ones the server had taken were counted dropped and logged "not delivered" too."""
+    server.refuse = {1: 400}
+    server.hold = {2: asyncio.Event()}
+    sender = make_sender(server.url)
+    sender.answered(1_700_000_000.0)
+    sender.turn(TranscriptTurn(role="callee", text="one", at_s=1.0))
+    sender.final(final_report())
+    while [2] not in server.posts and len(server.seen) < 3:  # #0 taken, #1 refused, #2 out
+        await asyncio.sleep(0.01)
+    await sender.aclose(0.3)
+    server.hold[2].set()
+    assert (sender.delivered, sender.refused, sender.dropped) == ([0], [1], [2])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "final report #2 not delivered" in errors[0]
