@@ -195,8 +195,8 @@ async def _warn_unsent_deliveries(store: CallStore) -> None:
 def _wake(sender: WebhookSender) -> Callable[[CallEvent], Awaitable[None]]:
     """Events committed with their deliveries: the sender looks for them at once."""
 
-    async def wake(_event: CallEvent) -> None:
-        sender.wake()
+    async def wake(event: CallEvent) -> None:
+        sender.wake(event.call_id)
 
     return wake
 

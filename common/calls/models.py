@@ -317,6 +317,16 @@ class WebhookDelivery:
 
 
 @dataclass(frozen=True)
+class RecordedDelivery:
+    """After an attempt was recorded: its call's next delivery to that URL, claimed for the
+    sender that recorded it (due, and nobody held it), or else when that next one (or this
+    one, retried) can be claimed, if nobody holds it; None: nothing of that call waits."""
+
+    taken: WebhookDelivery | None = None
+    next_at: float | None = None
+
+
+@dataclass(frozen=True)
 class DeliveryOutcome:
     """What one attempt came to: delivered, retry at `next_attempt_at`, failed, or stopped
     (410 Gone: no more deliveries to this URL for this call)."""

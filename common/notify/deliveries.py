@@ -13,7 +13,9 @@ time; no redirects; the answer read up to a small cap), and records the attempt:
   retried on the ladder (CALLS_WEBHOOK_RETRY_SCHEDULE), then failed.
 
 Of one call and one URL only the earliest pending delivery is ever sent (the claim says so),
-so events arrive in order and a later one waits while an earlier one is retrying. Each
+so events arrive in order and a later one waits while an earlier one is retrying; the send
+that records the earlier one claims the next in the same transaction and starts it, so nothing
+polls for it meanwhile. Each
 receiver (scheme, host, port) gets at most PER_RECEIVER_CONCURRENCY requests at once and all of
 them MAX_CONCURRENCY, so one slow or dead receiver never delays the others. Receivers that have
 not answered promptly lately, and requests waiting long for their answer, share at most
@@ -27,8 +29,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -160,10 +163,20 @@ class WebhookSender:
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
         self._prompt: dict[str, float] = {}  # receiver -> when it last answered within PROMPT_S
         self._in_flight: dict[int, _Send] = {}  # by delivery id
+        # When the run loop looks again unless woken; inf while it is looking (what it reads
+        # may predate the news: any news wakes it again once it has looked).
+        self._wake_at = math.inf
+        # Its last look found no free slot: a send that ends must wake it.
+        self._starved = False
+        self._held_calls: Counter[str] = Counter()  # deliveries held here, not yet recorded
 
-    def wake(self) -> None:
-        """New deliveries were committed (or one became due): look now."""
-        self._wakeup.set()
+    def wake(self, call_id: str | None = None) -> None:
+        """New deliveries (of `call_id`) were committed, or one became due: look now. Not for
+        a call with a delivery held here (in flight, or waiting for its receiver's slot): its
+        new one waits behind it, and the send that records it takes the new one then (its
+        record is sent to the database after this commit, so it sees it)."""
+        if call_id is None or call_id not in self._held_calls:
+            self._wakeup.set()
 
     async def start(self) -> None:
         # After a restart, what this server held when it stopped is sent again at once.
@@ -211,39 +224,50 @@ class WebhookSender:
         while True:
             self._wakeup.clear()
             try:
-                claimed = await self._claim()
+                more_due = await self._claim()
             except DatabaseError as exc:
                 if (more := self._repeats.due("claim")) is not None:
                     logger.error("could not claim webhook deliveries: %s%s", exc, more)
-                claimed = 0
-            if not claimed:
+                more_due = False
+            if not more_due:
                 await self._sleep_until_due()
 
-    async def _claim(self) -> int:
+    async def _claim(self) -> bool:
+        """Claim what is due, as much as there are free slots for, and start it. True: the
+        claim got all it asked for, so more may be due."""
         held = sum(len(queue) for queue in self._waiting.values())
         flight = self._flight()
         free = max(MAX_CONCURRENCY - len(self._sending) - held, _prompt_reserve() - flight.prompt)
-        if free <= 0:
-            return 0
+        self._starved = free <= 0
+        if self._starved:
+            return False
         now = self._clock()
         due = await self._store.claim_due_deliveries(now, self._lease_s, free)
+        await self._dispatch(due, flight, now)
+        return len(due) == free
+
+    async def _dispatch(self, claimed: list[WebhookDelivery], flight: _Flight, now: float) -> None:
+        """Start each claimed delivery, or queue it behind its receiver's sends; give back
+        (for HOST_BUSY_DEFER_S) those that may not start now."""
         busy: list[int] = []
-        for delivery in due:
+        for delivery in claimed:
             receiver = _origin(delivery.url)
             if self._per_receiver.get(receiver, 0) < PER_RECEIVER_CONCURRENCY:
                 prompt = self._prompt_now(receiver, flight)
-                if self._may_start(prompt, flight):
-                    self._start(delivery, receiver, prompt)
-                    flight.count(prompt)
-                else:
+                if not self._may_start(prompt, flight):
                     busy.append(delivery.id)
+                    continue
+                self._start(delivery, receiver, prompt)
+                flight.count(prompt)
             elif len(self._waiting[receiver]) < PER_RECEIVER_WAITING:
                 self._waiting[receiver].append(delivery)  # starts as a slot of it frees
             else:
                 busy.append(delivery.id)
+                continue
+            self._held_calls[delivery.call_id] += 1
         if busy:  # not an attempt: they wait a moment, and the claims move on to others
             await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
-        return len(due) - len(busy)
+            self._look_by(now + HOST_BUSY_DEFER_S)
 
     def _flight(self) -> _Flight:
         """The sends in flight now: a send is suspect if its receiver was not proven when it
@@ -301,19 +325,32 @@ class WebhookSender:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        self._wakeup.set()  # the next event of that call may be due, or a slot freed
+        if self._starved:  # a slot freed (the call's next event was taken by the record)
+            self._wakeup.set()
+
+    def _look_by(self, at: float) -> None:
+        """Something becomes claimable at `at`: make sure the run loop looks by then."""
+        if at < self._wake_at:
+            self._wakeup.set()
 
     async def _sleep_until_due(self) -> None:
-        """Until the next delivery no server holds comes due, or a send ends, or a new event
-        comes (`wake`). One due now was not claimable (an earlier event of its call is in
-        flight): a send ending wakes us, else look again shortly; never a busy loop."""
+        """Until the next claimable delivery comes due, or a new event comes (`wake`), or a
+        send's record says its call's next one comes due sooner (`_look_by`), or a slot frees
+        after a look that found none. A later event of a call whose earlier one is in flight
+        is not claimable: the send that records the earlier one takes it. One said due now
+        and still not claimed (another server took it): look again shortly, never a busy
+        loop."""
         wait = IDLE_WAKE_S
+        now = self._clock()
         with contextlib.suppress(DatabaseError):
-            now = self._clock()
             due = await self._store.next_delivery_at(unclaimed_at=now)
             if due is not None:
                 wait = min(max(due - now, UNCLAIMABLE_WAIT_S), IDLE_WAKE_S)
-        await wait_set(self._wakeup, wait)
+        self._wake_at = now + wait
+        try:
+            await wait_set(self._wakeup, wait)
+        finally:
+            self._wake_at = math.inf
 
     async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
         started = time.monotonic()
@@ -334,13 +371,22 @@ class WebhookSender:
                 del self._waiting[receiver]  # would grow for good
             if self._per_receiver[receiver] == 0:
                 del self._per_receiver[receiver]
+            self._held_calls[delivery.call_id] -= 1  # before its record: see `wake`
+            if self._held_calls[delivery.call_id] <= 0:
+                del self._held_calls[delivery.call_id]
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)
+        take_next = None if self._stopping else self._lease_s
         try:
-            await self._store.record_delivery(delivery.id, outcome)
+            recorded = await self._store.record_delivery(delivery.id, outcome, take_next)
         except DatabaseError as exc:  # its lease runs out and it is sent again: at least once
             logger.error("could not record webhook delivery %d: %s", delivery.id, exc)
+            return
+        if recorded.taken is not None and not self._stopping:  # (stopping: given back at start)
+            await self._dispatch([recorded.taken], self._flight(), self._clock())
+        elif recorded.next_at is not None:
+            self._look_by(recorded.next_at)
 
     async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None]:
         if self._session is None:

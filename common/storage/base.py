@@ -21,6 +21,7 @@ from common.calls.models import (
     IdempotencyClaim,
     LostCall,
     NewCall,
+    RecordedDelivery,
     StoredAnswer,
     WebhookDelivery,
 )
@@ -239,7 +240,12 @@ class CallStore(CampaignStore, Protocol):
         self, now: float, lease_s: float, limit: int
     ) -> list[WebhookDelivery]: ...
 
-    async def record_delivery(self, delivery_id: int, outcome: DeliveryOutcome) -> None: ...
+    async def record_delivery(
+        self, delivery_id: int, outcome: DeliveryOutcome, take_next_for_s: float | None = None
+    ) -> RecordedDelivery:
+        """Record an attempt; with `take_next_for_s`, also claim (for that lease) its call's
+        next delivery to that URL if it is due and nobody holds it (see RecordedDelivery)."""
+        ...
 
     async def release_claims(self) -> int:
         """After a restart: give back the deliveries this server (its instance) held."""

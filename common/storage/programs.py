@@ -33,6 +33,7 @@ from common.calls.models import (
     IdempotencyClaim,
     LostCall,
     NewCall,
+    RecordedDelivery,
     StoredAnswer,
     TimelineEntry,
     WebhookDelivery,
@@ -1126,26 +1127,49 @@ def _deliveries_by_id(ids: list[int]) -> Program[list[WebhookDelivery]]:
     return [_row_to_delivery(r) for r in rows]
 
 
+# Of one call and one URL only the earliest pending delivery may be sent (events arrive in
+# order; a later one waits while an earlier one is retrying).
+_HEAD = (
+    " NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.call_id = d.call_id AND e.url = d.url"
+    " AND e.state = 'pending' AND e.id < d.id)"
+)
+
+
+def _claim(
+    d: Dialect, now: float, lease_s: float, limit: int, holder: str, of_call: tuple[str, str] | None
+) -> Program[list[WebhookDelivery]]:
+    """Claim up to `limit` deliveries due now that nobody holds, each its call's and URL's
+    earliest pending one (of `of_call`'s call and URL only, if given)."""
+    only, args = ("", ()) if of_call is None else (" AND d.call_id = ? AND d.url = ?", of_call)
+    rows = yield Query(
+        "UPDATE deliveries SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
+        " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+        f" AND d.claimed_until < ?{only} AND{_HEAD}"
+        f" ORDER BY d.next_attempt_at, d.id LIMIT ?{d.skip_locked}) RETURNING id",
+        (now + lease_s, holder, now, now, *args, limit),
+    )
+    return (yield from _deliveries_by_id(sorted(int(r["id"]) for r in rows)))
+
+
 def claim_due_deliveries(
     d: Dialect, now: float, lease_s: float, limit: int, holder: str = ""
 ) -> Program[list[WebhookDelivery]]:
     """Deliveries due now, held by `holder` for `lease_s`: of one call and one URL, only the
     earliest pending one (a later event waits while an earlier one is retrying). Claims whose
     lease ran out (a dead server's) are taken over."""
-    rows = yield Query(
-        "UPDATE deliveries SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
-        " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
-        " AND d.claimed_until < ? AND NOT EXISTS (SELECT 1 FROM deliveries e"
-        " WHERE e.call_id = d.call_id AND e.url = d.url AND e.state = 'pending' AND e.id < d.id)"
-        f" ORDER BY d.next_attempt_at, d.id LIMIT ?{d.skip_locked}) RETURNING id",
-        (now + lease_s, holder, now, now, limit),
-    )
-    return (yield from _deliveries_by_id(sorted(int(r["id"]) for r in rows)))
+    return (yield from _claim(d, now, lease_s, limit, holder, None))
 
 
 def record_delivery(
-    d: Dialect, delivery_id: int, outcome: DeliveryOutcome, now: float
-) -> Program[None]:
+    d: Dialect,
+    delivery_id: int,
+    outcome: DeliveryOutcome,
+    now: float,
+    take_next: tuple[float, str] | None = None,
+) -> Program[RecordedDelivery]:
+    """Record an attempt. With `take_next` (lease_s, holder), its call's next delivery to that
+    URL, now the earliest pending one, is claimed for `holder` if it is due and nobody holds
+    it, in the same transaction: the sender starts it without a claim of its own."""
     rows = yield Query(
         "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?,"
         " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at), claimed_until = 0,"
@@ -1161,16 +1185,29 @@ def record_delivery(
             delivery_id,
         ),
     )
-    if rows and outcome.state == "stopped":  # 410 Gone: this URL wants no more of this call
+    if not rows:  # no longer pending (redelivered meanwhile and recorded by that send)
+        return RecordedDelivery()
+    of_call = (rows[0]["call_id"], rows[0]["url"])
+    if outcome.state == "stopped":  # 410 Gone: this URL wants no more of this call
         yield Query(
             "UPDATE deliveries SET state = 'stopped', last_error = ?"
             " WHERE call_id = ? AND url = ? AND state = 'pending'",
-            (
-                "the receiver answered 410 Gone to an earlier event",
-                rows[0]["call_id"],
-                rows[0]["url"],
-            ),
+            ("the receiver answered 410 Gone to an earlier event", *of_call),
         )
+        return RecordedDelivery()
+    if take_next is not None:
+        lease_s, holder = take_next
+        taken = yield from _claim(d, now, lease_s, 1, holder, of_call)
+        if taken:
+            return RecordedDelivery(taken=taken[0])
+    head = yield Query(
+        "SELECT next_attempt_at, claimed_until FROM deliveries"
+        " WHERE call_id = ? AND url = ? AND state = 'pending' ORDER BY id LIMIT 1",
+        of_call,
+    )
+    if not head or head[0]["claimed_until"] >= now:  # nothing waits, or a server holds it
+        return RecordedDelivery()
+    return RecordedDelivery(next_at=float(head[0]["next_attempt_at"]))
 
 
 def release_claims(d: Dialect, holder: str) -> Program[int]:
@@ -1197,18 +1234,21 @@ def defer_deliveries(d: Dialect, ids: list[int], until: float) -> Program[None]:
 
 
 def next_delivery_at(d: Dialect, unclaimed_at: float | None) -> Program[float | None]:
-    """When the next pending delivery is due; with `unclaimed_at`, only among those no server
-    holds at that time (what a sender could claim)."""
+    """When the next pending delivery is due; with `unclaimed_at`, only among those a sender
+    could claim then: no server holds it, and it is its call's and URL's earliest pending one
+    (a later one is taken by whoever records the one before it: `record_delivery`)."""
     if unclaimed_at is None:
         rows = yield Query(
             "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'"
         )
     else:
         rows = yield Query(
-            "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'"
-            " AND claimed_until < ?",
+            "SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.state = 'pending'"  # noqa: S608
+            f" AND d.claimed_until < ? AND{_HEAD} ORDER BY d.next_attempt_at LIMIT 1",
             (unclaimed_at,),
         )
+        if not rows:
+            return None
     at = rows[0]["at"]
     return None if at is None else float(at)
 

@@ -20,6 +20,7 @@ from common.calls.models import (
     IdempotencyClaim,
     LostCall,
     NewCall,
+    RecordedDelivery,
     StoredAnswer,
     WebhookDelivery,
 )
@@ -170,9 +171,12 @@ class SqlCallStore(CampaignMethods):
             write=True,
         )
 
-    async def record_delivery(self, delivery_id: int, outcome: DeliveryOutcome) -> None:
-        await self._run(
-            programs.record_delivery(self.dialect, delivery_id, outcome, self._clock()),
+    async def record_delivery(
+        self, delivery_id: int, outcome: DeliveryOutcome, take_next_for_s: float | None = None
+    ) -> RecordedDelivery:
+        take_next = None if take_next_for_s is None else (take_next_for_s, self.instance)
+        return await self._run(
+            programs.record_delivery(self.dialect, delivery_id, outcome, self._clock(), take_next),
             write=True,
         )
 

@@ -11,8 +11,10 @@ import pytest
 from common.calls.models import (
     Applied,
     Decide,
+    DeliveryOutcome,
     IdempotencyClaim,
     NewCall,
+    RecordedDelivery,
     StoredAnswer,
     TimelineEntry,
     iso_time,
@@ -899,3 +901,48 @@ async def test_rate_retry_after_rounds_up_and_the_window_slides(
     clock.advance(0.9)  # the first call is now older than a minute
     assert await store.admission_refusal("a", limits, clock.now) is None
     await store.create_call(new_call("call-2", client="a"), limits=limits)
+
+
+# ------------------------------------------------------------------ customer webhook deliveries
+
+
+async def test_a_record_takes_its_calls_next_delivery(store: CallStore, clock: FakeClock) -> None:
+    """Of one call and URL only the earliest pending delivery is claimable; recording it
+    claims the next one for the recorder in the same transaction, or says when it is due."""
+    url = "https://example.com/hooks"
+    await store.create_call(dataclasses.replace(new_call(), webhook_url=url))  # call.dialing
+    clock.advance(1)
+    (first,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    assert first.event_type == "call.dialing"
+    await store.apply(CALL, "participant_joined", set_status(Status.RINGING), event_id="EV_1")
+    await store.apply(CALL, "answered", set_status(Status.IN_PROGRESS, answered=True))
+    answered_at = clock.now
+    clock.advance(1)
+    # The later ones wait behind the one in flight: nothing to claim, nothing due for a look.
+    assert await store.claim_due_deliveries(clock.now, 20, 10) == []
+    assert await store.next_delivery_at(unclaimed_at=clock.now) is None
+    assert await store.next_delivery_at() is not None  # (but pending)
+
+    recorded = await store.record_delivery(first.id, DeliveryOutcome("delivered", 204), 20)
+    second = recorded.taken
+    assert second is not None and second.event_type == "call.ringing"
+    assert await store.claim_due_deliveries(clock.now, 20, 10) == []  # taken: held
+    # Retried 5 s later: nothing taken (it is still the earliest), and it says when.
+    retry = DeliveryOutcome("pending", 503, "HTTP 503", clock.now + 5)
+    assert await store.record_delivery(second.id, retry, 20) == RecordedDelivery(
+        next_at=clock.now + 5
+    )
+    assert await store.next_delivery_at(unclaimed_at=clock.now) == clock.now + 5
+    clock.advance(5)
+    (again,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    assert again.id == second.id
+    # Without take_next (a sender stopping) the next one stays for any claim.
+    assert await store.record_delivery(again.id, DeliveryOutcome("failed", 500)) == (
+        RecordedDelivery(next_at=answered_at)  # due since it was written
+    )
+    (third,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    assert third.event_type == "call.answered"
+    # 410 Gone: nothing of this call follows.
+    assert await store.record_delivery(third.id, DeliveryOutcome("stopped", 410), 20) == (
+        RecordedDelivery()
+    )

@@ -426,6 +426,45 @@ async def test_a_send_in_flight_is_waited_for_not_polled(
     assert claims < 100, claims
 
 
+async def test_events_behind_a_retrying_one_are_not_polled_for(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """A call's later events wait while its first is retried 2 s later: the sender sleeps
+    until that retry (it was claiming 20 times a second, each claim reading every waiting
+    delivery), and once the first is delivered the rest follow, taken by each record."""
+    receiver = await receivers(
+        answer=lambda r, n: (503, 0.0) if r.type == "call.dialing" and n == 1 else (204, 0.0)
+    )
+    client = await start_app(
+        calls_webhook_url=receiver.url,
+        calls_webhook_secret=SECRET,
+        calls_webhook_allow_private=True,
+        calls_webhook_retry_schedule=(0.0, 2.0),
+        sandbox_time_scale=0.0,
+    )
+    store = client.app[STORE]
+    looks: list[str] = []
+    for name in ("claim_due_deliveries", "next_delivery_at"):
+        original = getattr(store, name)
+
+        async def counted(*args: Any, _name: str = name, _f: Any = original, **kw: Any) -> Any:
+            looks.append(_name)
+            return await _f(*args, **kw)
+
+        setattr(store, name, counted)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await wait_until(lambda: len(receiver.attempts) == 1, timeout=5)  # the 503
+    await client.app[SANDBOX].wait_idle(5)  # every later event written meanwhile
+    looks.clear()
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    events = [d["event"] for d in listed]
+    assert len(events) >= 4 and events[0] == "call.dialing", events
+    await wait_until(lambda: len(receiver.types(call_id)) == len(events), timeout=10)
+    assert receiver.types(call_id) == events
+    # Waiting ~2 s for the retry: a handful of looks, not 2 x 20 a second.
+    assert len(looks) < 10, looks
+
+
 async def test_410_gone_stops_that_calls_deliveries(start_app: AppFactory, receivers: Any) -> None:
     receiver = await receivers(
         answer=lambda r, _n: (410, 0.0) if r.type == "call.answered" else (204, 0.0)
