@@ -570,6 +570,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     values: dict[str, Any] = {}
     for item in fields(Settings):
         raw = env.get(variable(item.name), "").strip()
+        if len(raw.splitlines()) > 1:  # never echoed: the lines a quote took hold secrets
+            _text(variable(item.name), raw)
         if raw:
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
     settings = Settings(**values)

@@ -18,6 +18,7 @@ from common.settings import (
     configure_logging,
     load_settings,
     settings_from_env,
+    variable,
 )
 
 # Every variable settings_from_env reads.
@@ -344,6 +345,20 @@ def test_malformed_value_names_the_variable(name: str, value: str, message: str)
     assert str(info.value).startswith(message)
     assert str(info.value).startswith(name)
     assert "\n" not in str(info.value)  # one line
+
+
+@pytest.mark.parametrize(
+    "name", sorted(variable(item.name) for item in dataclasses.fields(Settings))
+)
+def test_a_value_that_took_later_lines_is_refused_without_echoing_them(name: str) -> None:
+    """A quote left open in .env takes the lines after it into the value: their secrets
+    were printed in the error of every setting that quoted what it got."""
+    swallowed = "x\nLIVEKIT_API_SECRET=LEAKED-secret-0123456789\nOPENAI_API_KEY=sk-LEAKED"
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({name: swallowed})
+    message = str(info.value)
+    assert message.startswith(f"{name} must be one line of printable text"), message
+    assert "LEAKED" not in message.upper() and "\n" not in message
 
 
 @pytest.mark.parametrize(
