@@ -698,6 +698,8 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
     return settings_from_env(merged)
 
 
+_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
 # Fields our log calls pass as `extra=` that JSON logs carry as fields of their own.
 _JSON_FIELDS = ("call_id", "status")
 
@@ -721,7 +723,23 @@ class _JsonFormatter(logging.Formatter):
             doc["call_id"] = named.group()  # a line about one call, logged without the field
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        # JSON escapes the control characters; these three end a line for some readers too.
+        return json.dumps(doc, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
+
+
+# What ends a line in a log reader (str.splitlines' breaks), written as escapes instead.
+_LINE_BREAKS = str.maketrans(
+    {ch: ch.encode("unicode_escape").decode() for ch in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+)
+
+
+class _TextFormatter(logging.Formatter):
+    """One line per message: a line break in what a client sent (an id, a name) is shown
+    escaped, so it cannot start a line that looks like ours. A traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = record.message.translate(_LINE_BREAKS)
+        return super().formatMessage(record)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -730,7 +748,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -647,6 +649,19 @@ def test_configure_logging(root_logger: logging.Logger, log_format: str) -> None
         assert line.startswith("{") and '"level": "WARNING"' in line and '"logger": "x.y"' in line
     else:
         assert "WARNING" in line and "x.y" in line
+    # What a client sent cannot start a line of its own (a forged CRITICAL line)...
+    forged = "c-1\n2026-12-04 12:00:00,000 CRITICAL server: INJECTED\r\u2028x"
+    record = logging.LogRecord("x.y", logging.WARNING, __file__, 1, "call %s", (forged,), None)
+    assert len(handler.format(record).splitlines()) == 1
+    assert "INJECTED" in handler.format(record)
+    # ... while a traceback keeps its lines (in JSON, its field's).
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = handler.format(record)
+    traceback = json.loads(line)["exc"] if log_format == "json" else line
+    assert len(traceback.splitlines()) > 2 and "ValueError: boom" in traceback
 
 
 @pytest.mark.parametrize(
