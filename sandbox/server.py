@@ -25,11 +25,13 @@ from google.protobuf.json_format import MessageToDict
 from livekit.api.access_token import TokenVerifier
 
 from common.masking import mask_digits
+from common.repeats import Repeats
 from sandbox import twirp
 from sandbox.agent import AgentReports
 from sandbox.rooms import RoomRegistry, SandboxRoom
 from sandbox.services import REQUEST_ID_HEADER, CallContext, Dial, LiveKitServices, Route
 from sandbox.twirp import Encoding, TwirpError
+from sandbox.util import web_page_sign
 from sandbox.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class Sandbox:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
         self.host = host
+        self._refusals = Repeats()  # a page can send them in a loop: said once a minute
         self.port = port
         self.time_scale = time_scale
         # Bounded: a long `make run` keeps the latest requests, not every one since start.
@@ -208,7 +211,7 @@ class Sandbox:
             return
         await self._webhooks.start()
         await self._reports.start()
-        app = web.Application()
+        app = web.Application(middlewares=[self._refuse_web_pages])
         app.router.add_get("/", self._handle_root)
         app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)
         runner = web.AppRunner(
@@ -254,6 +257,25 @@ class Sandbox:
 
     # -- HTTP ------------------------------------------------------------------------------
 
+    @web.middleware
+    async def _refuse_web_pages(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """The sandbox's key pair is in the source, so a signature proves nothing here; what
+        keeps others out is that it listens on loopback. A web page open on this machine can
+        reach loopback too: on a name its owner re-points at 127.0.0.1 (DNS rebinding) it
+        could list every live call's config and end or re-settle calls. Its requests carry an
+        `Origin` (browsers send one with every POST) and that name as `Host`; LiveKit's SDKs
+        send neither. So: no Origin, and a Host that is an address, a loopback name, or the
+        host the sandbox was told to listen on."""
+        sign = web_page_sign(request.headers.get("Host"), request.headers.get("Origin"), self.host)
+        if sign is not None:
+            if (more := self._refusals.due("web page")) is not None:
+                logger.warning("sandbox: a web page's request refused (%s)%s", sign, more)
+            return TwirpError("permission_denied", f"a web page's request: {sign}").to_response()
+        result: web.StreamResponse = await handler(request)
+        return result
+
     async def _handle_root(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
 
@@ -284,6 +306,9 @@ class Sandbox:
         except TwirpError as exc:
             error = exc
             response = exc.to_response()
+        except web.HTTPException as exc:  # the body over client_max_size (1 MiB): 413
+            error = TwirpError("malformed", exc.reason)
+            response = web.Response(status=exc.status, text=exc.text, content_type="text/plain")
         except Exception:
             logger.exception("sandbox: %s/%s failed", service, method)
             error = TwirpError("internal", "internal error")

@@ -4,6 +4,7 @@ JSON bodies and bad tokens, and livekit-api's WebhookReceiver for every webhook 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -337,6 +338,50 @@ async def test_json_bodies_and_twirp_errors(sandbox: Sandbox) -> None:
         400,
         {"code": "invalid_argument", "msg": "missing sip callee number"},
     )
+
+
+async def test_a_web_pages_requests_are_refused(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sandbox's key pair is public: a page on a name re-pointed at 127.0.0.1 (DNS
+    rebinding) could sign, list every call's config, and end calls. Its requests carry an
+    Origin, and that name as Host: refused, while the SDK's (an address as Host) are not."""
+    await twirp_post(
+        sandbox,
+        "livekit.SIP/CreateSIPParticipant",
+        {"sipTrunkId": TRUNK, "sipCallTo": "+441234567890", "room_name": "call-w"},
+        f"Bearer {token(VideoGrants(), SIPGrants(call=True))}",
+    )
+    lister = f"Bearer {token(VideoGrants(room_list=True, room_admin=True))}"
+    rooms = "livekit.RoomService/ListRooms"
+    port = sandbox.url.rsplit(":", 1)[1]
+    for headers in (
+        {"Host": f"rebound.example:{port}", "Origin": f"http://rebound.example:{port}"},
+        {"Host": f"rebound.example:{port}"},
+        {"Origin": "null"},
+        {"Host": "[::1"},
+    ):
+        status, answer = await twirp_post(sandbox, rooms, {}, lister, headers)
+        assert (status, answer["code"]) == (403, "permission_denied"), headers
+    deleted = await twirp_post(
+        sandbox, "livekit.RoomService/DeleteRoom", {"room": "call-w"}, lister, {"Origin": "x"}
+    )
+    assert deleted[0] == 403 and "call-w" in sandbox.rooms
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        status, answer = await twirp_post(sandbox, rooms, {}, lister, {"Host": host})
+        assert status == 200 and [r["name"] for r in answer["rooms"]] == ["call-w"], host
+    # A body over 1 MiB: 413, not a 500 and a traceback each time.
+    with caplog.at_level(logging.ERROR):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{sandbox.url}/twirp/{rooms}",
+                data=io.BytesIO(b"x" * (2 << 20)),
+                headers={"Authorization": lister, "Content-Type": "application/protobuf"},
+            ) as resp,
+        ):
+            assert resp.status == 413
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_same_request_id_dials_once(sandbox: Sandbox) -> None:
