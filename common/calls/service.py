@@ -181,9 +181,16 @@ async def resolve_webhook_host(
         await resolver.close()
 
 
+class WebhookHostUnresolved(InvalidCall):
+    """The webhook URL's host gave no address just now (none, or no answer in time): for one
+    call a 422 like any invalid field; for a campaign's attempt, a reason to try again later
+    (a name server's hiccup must not end its recipients for good)."""
+
+
 async def check_webhook_address(url: str, settings: Settings) -> None:
     """The call's webhook_url must resolve to public addresses only (checked again at each
-    connection: DNS may change); InvalidCall if not."""
+    connection: DNS may change); InvalidCall if not (WebhookHostUnresolved if it did not
+    resolve at all)."""
     target = URL(url)
     try:
         await resolve_webhook_host(
@@ -193,9 +200,9 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
         raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
     except TimeoutError:  # a name server that does not answer, or lookups queued behind one
         late = f"{target.host} was not resolved within {WEBHOOK_DNS_TIMEOUT_S:g} s; retry later"
-        raise InvalidCall([FieldError("webhook_url", late)]) from None
+        raise WebhookHostUnresolved([FieldError("webhook_url", late)]) from None
     except OSError:
-        raise InvalidCall(
+        raise WebhookHostUnresolved(
             [FieldError("webhook_url", f"{target.host} does not resolve to an address")]
         ) from None
 

@@ -49,7 +49,7 @@ from common.calls.errors import (
 from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CAMPAIGN_KEY_PREFIX, AttemptRef, CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
-from common.calls.service import CallService
+from common.calls.service import CallService, WebhookHostUnresolved
 from common.campaigns.model import (
     DNC,
     INVALID,
@@ -74,6 +74,10 @@ DUE_BATCH = 50  # due recipients read at once
 IDLE_WAIT_S = 1.0  # a driver with nothing due looks again this often (or when woken)
 RECOVER_EVERY_S = 30.0  # attempts left `placing` by a failure are placed again this often
 MAX_DEFECT_TRIES = 3  # an attempt whose placing raised the unexpected this often is ended
+# A webhook host that does not resolve when an attempt is placed: the attempt waits this long
+# and is placed again, this many times in all, before its recipient is `invalid`.
+UNRESOLVED_RETRY_S = 60.0
+MAX_UNRESOLVED_TRIES = 10
 NO_WINDOW_RETRY_S = 86400.0  # a number with no window opening within a week looks again
 CLAIM_BATCH = 100
 
@@ -117,6 +121,7 @@ class CampaignScheduler:
         # resume begin it again (same number, same key) while the first placing still runs.
         self._inflight: collections.Counter[tuple[str, int, int]] = collections.Counter()
         self._defects: dict[tuple[str, int, int], int] = {}  # unexpected errors per attempt
+        self._unresolved: dict[tuple[str, int, int], int] = {}  # webhook host lookups failed
         self._repeats = Repeats()  # a database outage fails every poll: said once a minute
         self._placing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -355,12 +360,16 @@ class CampaignScheduler:
     async def _place(self, campaign: CampaignRecord, plan: AttemptPlan) -> None:
         ref = AttemptRef(plan.campaign_id, plan.idx, plan.attempt)
         body = merged(campaign.spec.defaults, {**plan.fields, "phone_number": plan.phone_number})
+        key = (plan.campaign_id, plan.idx, plan.attempt)
+        unresolved = self._unresolved.pop(key, 0)
         try:
             call = self._rules.parse(body)
             placement = Placement(campaign.client, attempt_claim(campaign.client, ref, body))
             placed = await self._calls.place(call, placement, campaign=ref)
         except OnDoNotCallList:
             await self._end(ref, DNC)
+        except WebhookHostUnresolved as exc:
+            await self._host_unresolved(ref, exc, unresolved + 1)
         except InvalidCall as exc:  # the server's rules changed since the campaign was made
             await self._end(ref, INVALID, [e.to_json() for e in exc.errors])
         except KeyReused:
@@ -402,6 +411,38 @@ class CampaignScheduler:
                     ref.idx,
                     placed.bound.call_id,
                 )
+
+    async def _host_unresolved(
+        self, ref: AttemptRef, exc: WebhookHostUnresolved, tries: int
+    ) -> None:
+        """The attempt's webhook host gave no address: placed again UNRESOLVED_RETRY_S later
+        (nothing was placed), until MAX_UNRESOLVED_TRIES; then its recipient is invalid."""
+        errors = [e.to_json() for e in exc.errors]
+        if tries >= MAX_UNRESOLVED_TRIES:
+            note = f"; {tries} tries over {(tries - 1) * UNRESOLVED_RETRY_S / 60:g} min"
+            await self._end(ref, INVALID, [{**e, "error": e["error"] + note} for e in errors])
+            logger.warning(
+                "campaign %s: recipient %d is invalid: %s%s",
+                ref.campaign_id,
+                ref.idx,
+                errors[0]["error"] if errors else exc,
+                note,
+            )
+            return
+        now = self.clock()
+        await self._store.attempt_refused(ref, now + UNRESOLVED_RETRY_S, now)
+        self._unresolved[(ref.campaign_id, ref.idx, ref.attempt)] = tries
+        if (more := self._repeats.due(f"unresolved {ref.campaign_id}")) is not None:
+            logger.warning(
+                "campaign %s: recipient %d waits %g s (try %d of %d): %s%s",
+                ref.campaign_id,
+                ref.idx,
+                UNRESOLVED_RETRY_S,
+                tries,
+                MAX_UNRESOLVED_TRIES,
+                errors[0]["error"] if errors else exc,
+                more,
+            )
 
     async def _end(
         self, ref: AttemptRef, status: str, errors: list[dict[str, str]] | None = None

@@ -639,3 +639,55 @@ async def test_retrying_on_nothing_shows_one_attempt(client: TestClient[Any, Any
     bogus = {**body, "retry": {"on": ["bogus"], "max_attempts": 3}}
     refused = await client.post("/campaigns", json=bogus)
     assert [d["field"] for d in (await refused.json())["details"]] == ["retry.on"]
+
+
+async def test_a_webhook_host_that_does_not_resolve_at_dial_time_is_tried_again(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name server's hiccup while an attempt is placed made its recipient `invalid` for
+    good (nobody called). Now the attempt waits and is placed again; a host that never
+    resolves ends the recipient after MAX_UNRESOLVED_TRIES, the tries said in its error."""
+    import socket
+
+    from common.campaigns import scheduler
+
+    monkeypatch.setattr(scheduler, "UNRESOLVED_RETRY_S", 0.05)
+    monkeypatch.setattr(scheduler, "MAX_UNRESOLVED_TRIES", 3)
+    lookups: Counter[str] = Counter()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".dns.test"):
+            lookups[host] += 1
+            if host.startswith("never.") or lookups[host] <= 2:
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    client = await start_app(
+        sandbox_time_scale=0.0,
+        campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
+        calls_webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        calls_webhook_allow_private=True,
+        **FAST,
+    )
+    created = await create(
+        client,
+        {
+            "name": "dns",
+            "recipients": [
+                {"phone_number": us(1, "7700"), "webhook_url": "https://flaky.dns.test/x"},
+                {"phone_number": us(2, "7700"), "webhook_url": "https://never.dns.test/x"},
+            ],
+        },
+    )
+    campaign = await wait_status(client, created["campaign_id"], "completed", timeout=30)
+    assert campaign["counts"]["completed"] == 1 and campaign["counts"]["invalid"] == 1
+    flaky, never = await all_recipients(client, created["campaign_id"])
+    assert flaky["state"] == "completed" and lookups["flaky.dns.test"] >= 3
+    assert never["state"] == "invalid"
+    (error,) = never["errors"]
+    assert error["field"] == "webhook_url" and "3 tries" in error["error"], error
+    dials = Counter(d.number for d in client.app[SANDBOX].dials)
+    assert dials[us(1, "7700")] == 1 and dials[us(2, "7700")] == 0
