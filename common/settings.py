@@ -370,6 +370,11 @@ class Settings:
     reaper_interval_s: float = setting(
         30.0, _number(0.01, 3600.0), "How often stuck calls are settled and config.json is pruned."
     )
+    readyz_reuse_s: float = setting(
+        1.0,
+        _number(0.0, 60.0),
+        "How long a /readyz verdict is reused (0: each request checks).",
+    )
     calls_settle_grace_s: float = setting(
         10.0,
         _number(0.0, 600.0),

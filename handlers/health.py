@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -22,14 +25,53 @@ async def healthz(request: web.Request) -> web.Response:
     return json_answer(Ok())
 
 
+Failures = list[dict[str, str]]
+
+
+class SharedCheck:
+    """One readiness check at a time for every request, its verdict given again for
+    READYZ_REUSE_S after it ends: each check writes to the database, syncs a file and asks
+    LiveKit, and /readyz needs no token (64 looping clients made 600 of each a second)."""
+
+    def __init__(self, reuse_s: float) -> None:
+        self._reuse_s = reuse_s
+        self._running: asyncio.Future[Failures] | None = None
+        self._verdict: Failures = []
+        self._ended_at = -math.inf
+
+    async def run(self, check: Callable[[], Awaitable[Failures]]) -> Failures:
+        if self._running is None:
+            if time.monotonic() - self._ended_at < self._reuse_s:
+                return self._verdict
+            self._running = asyncio.ensure_future(check())
+            self._running.add_done_callback(self._ended)
+        # shielded: a client that goes away does not cancel the check the others wait for
+        return await asyncio.shield(self._running)
+
+    def _ended(self, done: asyncio.Future[Failures]) -> None:
+        self._running = None
+        if not done.cancelled() and done.exception() is None:
+            self._verdict, self._ended_at = done.result(), time.monotonic()
+
+
+READINESS = web.AppKey("readiness", SharedCheck)
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Ready when a call could be placed: the database takes a write, config.json's directory
     takes a file, and LiveKit (or the sandbox) accepts our key. The probes run at once."""
-    settings = request.app[SETTINGS]
+    failures = await request.app[READINESS].run(lambda: _check(request.app))
+    if failures:
+        return json_error(503, "not ready", failures)
+    return json_answer(Ok())
+
+
+async def _check(app: web.Application) -> Failures:
+    settings = app[SETTINGS]
 
     async def database() -> dict[str, str] | None:
         try:
-            probe = request.app[STORE].probe_write(settings.instance_name)
+            probe = app[STORE].probe_write(settings.instance_name)
             await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
         except (DatabaseError, TimeoutError) as exc:
             return {"component": "database", "error": str(exc) or "timeout"}
@@ -37,7 +79,7 @@ async def readyz(request: web.Request) -> web.Response:
 
     async def config() -> dict[str, str] | None:
         try:
-            await asyncio.wait_for(request.app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
             return {"component": "config", "error": f"{settings.config_path}: {error}"}
@@ -45,7 +87,7 @@ async def readyz(request: web.Request) -> web.Response:
 
     async def livekit() -> dict[str, str] | None:
         try:
-            await asyncio.wait_for(check_reachable(request.app[CALLS].lkapi), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(check_reachable(app[CALLS].lkapi), PROBE_TIMEOUT_S)
         except LiveKitError as exc:
             return {"component": "livekit", "error": exc.reason}
         except TimeoutError:
@@ -55,10 +97,7 @@ async def readyz(request: web.Request) -> web.Response:
             }
         return None
 
-    failures = [f for f in await asyncio.gather(database(), config(), livekit()) if f]
-    if failures:
-        return json_error(503, "not ready", failures)
-    return json_answer(Ok())
+    return [f for f in await asyncio.gather(database(), config(), livekit()) if f]
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -71,6 +110,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app[READINESS] = SharedCheck(app[SETTINGS].readyz_reuse_s)
     add_route(
         app,
         RouteDoc("GET", "/healthz", "healthz", "Liveness", replies={200: Reply("Alive", Ok)}),

@@ -77,6 +77,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "reaper_interval_s": 3600.0,
             # Unanswered calls settle as room_finished is handled; grace tests set their own.
             "calls_settle_grace_s": 0.0,
+            # Tests break a component and look at /readyz at once: no verdict reused.
+            "readyz_reuse_s": 0.0,
         }
         base.update(overrides)
         return dataclasses.replace(Settings(), **base)

@@ -6,12 +6,14 @@ Regression: /readyz answered 200 in all of these, since it only read from the da
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from handlers.keys import STORE
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
 from tests.reliability.conftest import Figures
@@ -90,3 +92,47 @@ def _mount(where: Path, options: str) -> None:
     subprocess.run(
         ["mount", "-o", options, str(where)], check=True, capture_output=True, timeout=10
     )
+
+
+async def test_a_flood_of_probes_shares_checks(start_app: AppFactory) -> None:
+    """/readyz needs no token, and each check writes to the database, syncs a file and asks
+    LiveKit: concurrent probes share one check, and a verdict is given again for
+    READYZ_REUSE_S (a flood made a database write and a LiveKit request per request)."""
+    client = await start_app(readyz_reuse_s=60.0)
+    store = client.app[STORE]
+    writes = 0
+    probe = store.probe_write
+
+    async def counted(*args: Any) -> None:
+        nonlocal writes
+        writes += 1
+        await asyncio.sleep(0.1)  # the check is still running when the others come
+        await probe(*args)
+
+    store.probe_write = counted
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(50)))
+    assert [a.status for a in answers] == [200] * 50
+    assert writes == 1
+    assert (await client.get("/readyz")).status == 200 and writes == 1  # reused
+
+
+async def test_a_probe_that_goes_away_does_not_cancel_the_shared_check(
+    start_app: AppFactory,
+) -> None:
+    client = await start_app(readyz_reuse_s=0.0)
+    store = client.app[STORE]
+    probe = store.probe_write
+    started = asyncio.Event()
+
+    async def slow(*args: Any) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        await probe(*args)
+
+    store.probe_write = slow
+    first = asyncio.ensure_future(client.get("/readyz"))
+    await started.wait()
+    second = asyncio.ensure_future(client.get("/readyz"))  # shares the running check
+    await asyncio.sleep(0.05)
+    first.cancel()  # its connection closes: its handler is cancelled
+    assert (await second).status == 200
