@@ -413,6 +413,10 @@ class RowChecker:
         self.recipients: list[NewRecipient] = []
         self.errors: list[RowError] = []
         self.valid = 0
+        # Valid rows with a webhook_url of their own: (recipient idx, where the row names its
+        # fields, the URL); their hosts are resolved once all rows are read (`refuse` ends
+        # those that do not pass).
+        self.row_webhooks: list[tuple[int, str, str]] = []
 
     def check(self, row: Row, *, keep_invalid: bool) -> None:
         idx = len(self.recipients)
@@ -421,25 +425,20 @@ class RowChecker:
             call, fields = self._call, self._fields
             self.recipients.append(NewRecipient(idx, row.row_number, call.phone_number, fields))
             self.valid += 1
+            if isinstance(fields.get("webhook_url"), str) and call.webhook_url:
+                self.row_webhooks.append((idx, row.prefix, call.webhook_url))
             return
         self.errors.extend(problems)
         if keep_invalid:
-            self.recipients.append(
-                NewRecipient(
-                    idx,
-                    row.row_number,
-                    _given_number(row.fields.get("phone_number")),
-                    {},
-                    state=INVALID,
-                    errors=[
-                        {
-                            "field": shown_text(e.field, MAX_SHOWN_ERROR_CHARS),
-                            "error": shown_text(e.error, MAX_SHOWN_ERROR_CHARS),
-                        }
-                        for e in problems
-                    ],
-                )
-            )
+            number = _given_number(row.fields.get("phone_number"))
+            self.recipients.append(_invalid(idx, row.row_number, number, problems))
+
+    def refuse(self, idx: int, problem: RowError) -> None:
+        """A valid row found invalid after all (its webhook_url's host did not pass)."""
+        kept = self.recipients[idx]
+        self.recipients[idx] = _invalid(idx, kept.row_number, kept.phone_number, [problem])
+        self.errors.append(problem)
+        self.valid -= 1
 
     def _problems(self, row: Row) -> list[RowError]:
         if "" in row.fields:
@@ -475,6 +474,18 @@ class RowChecker:
 
     _call: OutboundCall
     _fields: dict[str, Any]
+
+
+def _invalid(idx: int, row_number: int, number: str, problems: list[RowError]) -> NewRecipient:
+    """An invalid row kept (invalid_rows=skip): state `invalid`, its problems in `errors`."""
+    errors = [
+        {
+            "field": shown_text(e.field, MAX_SHOWN_ERROR_CHARS),
+            "error": shown_text(e.error, MAX_SHOWN_ERROR_CHARS),
+        }
+        for e in problems
+    ]
+    return NewRecipient(idx, row_number, number, {}, state=INVALID, errors=errors)
 
 
 def _given_number(value: object) -> str:

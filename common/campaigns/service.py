@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from yarl import URL
+
+from common.calls.errors import InvalidCall
 from common.calls.events import EventDispatcher
 from common.calls.models import IdempotencyClaim
 from common.calls.request import RequestRules
@@ -38,6 +41,10 @@ CAMPAIGN_ID_PREFIX = "cmp-"
 # ~7 ms (500 held every request 0.14 s at a time: a 100,000-row upload took placing a call
 # from 16 ms to 4 s).
 CHECK_CHUNK = 25
+# Rows' own webhook_url hosts are resolved at creation, this many at once, at most this many
+# distinct ones in a campaign (each lookup may take its 3 s bound).
+WEBHOOK_LOOKUPS_AT_ONCE = 8
+MAX_WEBHOOK_HOSTS = 100
 
 
 def new_campaign_id() -> str:
@@ -86,6 +93,7 @@ class CampaignService:
             checker.check(row, keep_invalid=options.skip_invalid)
             if count % CHECK_CHUNK == 0:
                 await asyncio.sleep(0)  # a large list never stalls the calls in flight
+        await self._check_row_webhooks(checker)
         errors = sorted([*(parse_errors or []), *checker.errors], key=lambda e: e.row)
         if errors and not options.skip_invalid:
             raise InvalidRows(
@@ -123,6 +131,34 @@ class CampaignService:
         )
         self.scheduler.wake()
         return Created(await self.get(campaign_id), errors)
+
+    async def _check_row_webhooks(self, checker: RowChecker) -> None:
+        """Rows' own webhook_url hosts resolve to public addresses, as a single call's must
+        (each distinct host once, a few at a time); the rows of a host that does not pass are
+        invalid, with the single call's message."""
+        by_host: dict[str, list[tuple[int, str, str]]] = {}
+        for idx, prefix, url in checker.row_webhooks:
+            by_host.setdefault(URL(url).host or "", []).append((idx, prefix, url))
+        if len(by_host) > MAX_WEBHOOK_HOSTS:
+            raise InvalidRows([], f"rows name more than {MAX_WEBHOOK_HOSTS} webhook_url hosts", [])
+        lookups = asyncio.Semaphore(WEBHOOK_LOOKUPS_AT_ONCE)
+
+        async def refusal(url: str) -> str | None:
+            async with lookups:
+                try:
+                    await check_webhook_address(url, self.settings)
+                except InvalidCall as exc:
+                    return exc.errors[0].error
+                return None
+
+        hosts = list(by_host.values())
+        refusals = await asyncio.gather(*(refusal(rows[0][2]) for rows in hosts))
+        for rows, error in zip(hosts, refusals, strict=True):
+            if error is None:
+                continue
+            for idx, prefix, _url in rows:
+                row_number = checker.recipients[idx].row_number
+                checker.refuse(idx, RowError(row_number, f"{prefix}webhook_url", error))
 
     async def get(self, campaign_id: str) -> CampaignRecord:
         campaign = await self.store.get_campaign(campaign_id)

@@ -658,8 +658,9 @@ async def test_a_webhook_host_that_does_not_resolve_at_dial_time_is_tried_again(
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(host, str) and host.endswith(".dns.test"):
-            lookups[host] += 1
-            if host.startswith("never.") or lookups[host] <= 2:
+            lookups[host] += 1  # the first: at creation; then flaky fails twice, never always
+            failing = lookups[host] > 1 and (host.startswith("never.") or lookups[host] <= 3)
+            if failing:
                 raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
             host = "127.0.0.1"
         return real(host, *args, **kwargs)
@@ -685,9 +686,59 @@ async def test_a_webhook_host_that_does_not_resolve_at_dial_time_is_tried_again(
     campaign = await wait_status(client, created["campaign_id"], "completed", timeout=30)
     assert campaign["counts"]["completed"] == 1 and campaign["counts"]["invalid"] == 1
     flaky, never = await all_recipients(client, created["campaign_id"])
-    assert flaky["state"] == "completed" and lookups["flaky.dns.test"] >= 3
+    assert flaky["state"] == "completed" and lookups["flaky.dns.test"] >= 4
     assert never["state"] == "invalid"
     (error,) = never["errors"]
     assert error["field"] == "webhook_url" and "3 tries" in error["error"], error
     dials = Counter(d.number for d in client.app[SANDBOX].dials)
     assert dials[us(1, "7700")] == 1 and dials[us(2, "7700")] == 0
+
+
+async def test_rows_webhook_hosts_are_checked_when_the_campaign_is_made(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's own webhook_url passes the single call's checks at creation (its host
+    resolves, to public addresses only), not only when its attempt is placed (the rows
+    were accepted, then ended `invalid` with nobody called)."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "inside.example.com":  # a public name pointed at this machine
+            host = "127.0.0.1"
+        elif host == "gone.example.com":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        elif host == "public.example.com":
+            host = "93.184.215.14"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    client = await start_app(
+        sandbox_time_scale=0.0,
+        campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
+        calls_webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        **FAST,
+    )
+    recipients = [
+        {"phone_number": us(1, "7700"), "webhook_url": "https://public.example.com/a"},
+        {"phone_number": us(2, "7700"), "webhook_url": "https://inside.example.com/x"},
+        {"phone_number": us(3, "7700"), "webhook_url": "https://gone.example.com/x"},
+        {"phone_number": us(4, "7700"), "webhook_url": "https://inside.example.com/y"},
+    ]
+    resp = await client.post("/campaigns", json={"name": "hosts", "recipients": recipients})
+    answer = await resp.json()
+    assert resp.status == 422, answer
+    assert [(d["row"], d["field"]) for d in answer["details"]] == [
+        (1, "recipients[1].webhook_url"),
+        (2, "recipients[2].webhook_url"),
+        (3, "recipients[3].webhook_url"),
+    ]
+    assert "does not resolve" in answer["details"][1]["error"]
+    created = await create(
+        client, {"name": "hosts", "recipients": recipients, "invalid_rows": "skip"}
+    )
+    assert created["invalid_row_count"] == 3
+    rows = await all_recipients(client, created["campaign_id"])
+    assert [r["state"] for r in rows[1:]] == ["invalid"] * 3
+    assert rows[1]["errors"][0]["field"] == "recipients[1].webhook_url"
