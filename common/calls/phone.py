@@ -42,8 +42,20 @@ def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
 
 
 def e164(raw: object) -> str:
-    """`raw` as E.164 (how the do-not-call list keys numbers); ValueError if malformed."""
-    return phonenumbers.format_number(parse_e164(raw), phonenumbers.PhoneNumberFormat.E164)
+    """`raw` as E.164 (how the do-not-call list keys numbers); ValueError if malformed. A
+    Mexican mobile in its old form (+52 1 and ten digits, dropped in 2019 but still in many
+    lists) is keyed as the number it is now, which calls are placed to."""
+    parsed = parse_e164(raw)
+    if parsed.country_code == MEXICO and not phonenumbers.is_valid_number(parsed):
+        national = phonenumbers.national_significant_number(parsed)
+        if len(national) == 11 and national.startswith("1"):
+            current = phonenumbers.parse(f"+{MEXICO}{national[1:]}", None)
+            if phonenumbers.is_valid_number(current):
+                parsed = current
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+MEXICO = 52
 
 
 def normalize_phone(

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.calls.errors import FieldError, InvalidCall
-from common.calls.phone import normalize_phone
+from common.calls.phone import e164, normalize_phone
 from common.calls.request import FIELDS, OutboundCall, parse_outbound_call
 from common.config_store.model import EMOTIONS, LANGUAGES, MAX_ADDITIONAL_PARAMS_BYTES
 from common.masking import mask_phone
@@ -705,3 +705,19 @@ def test_enum_values_are_all_different() -> None:
     assert errors_of(with_(analysis=analysis)) == {
         "analysis.fields.next": "`enum` values must all be different"
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "keyed"),
+    [
+        ("+52 1 55 1234 5678", "+525512345678"),  # Mexico's old mobile form: the number now
+        ("+525512345678", "+525512345678"),
+        ("+52 1 999 123 4567", "+529991234567"),
+        ("+5211234567890", "+5211234567890"),  # no valid number without the 1: kept as given
+        ("+14155550123", "+14155550123"),
+    ],
+)
+def test_the_do_not_call_key_of_a_number(given: str, keyed: str) -> None:
+    """A list holding +52 1 ... never matched the call to the same mobile (+52 ...)."""
+    assert e164(given) == keyed
+    assert normalize_phone(keyed) == keyed  # what a call to it is placed as
