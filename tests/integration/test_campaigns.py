@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -641,38 +643,55 @@ async def test_retrying_on_nothing_shows_one_attempt(client: TestClient[Any, Any
     assert [d["field"] for d in (await refused.json())["details"]] == ["retry.on"]
 
 
+WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+async def start_with_dns(
+    start_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Callable[[str], str | None],
+    **overrides: Any,
+) -> TestClient[Any, Any]:
+    """The app, campaigns open everywhere, with name lookups answered by `answer`: the
+    address a host resolves to (None: the real lookup; it raises socket.gaierror for none)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and (address := answer(host)) is not None:
+            host = address
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return await start_app(
+        sandbox_time_scale=0.0,
+        campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
+        calls_webhook_secret=WEBHOOK_SECRET,
+        **FAST,
+        **overrides,
+    )
+
+
 async def test_a_webhook_host_that_does_not_resolve_at_dial_time_is_tried_again(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A name server's hiccup while an attempt is placed made its recipient `invalid` for
     good (nobody called). Now the attempt waits and is placed again; a host that never
     resolves ends the recipient after MAX_UNRESOLVED_TRIES, the tries said in its error."""
-    import socket
-
     from common.campaigns import scheduler
 
     monkeypatch.setattr(scheduler, "UNRESOLVED_RETRY_S", 0.05)
     monkeypatch.setattr(scheduler, "MAX_UNRESOLVED_TRIES", 3)
     lookups: Counter[str] = Counter()
-    real = socket.getaddrinfo
 
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(".dns.test"):
-            lookups[host] += 1  # the first: at creation; then flaky fails twice, never always
-            failing = lookups[host] > 1 and (host.startswith("never.") or lookups[host] <= 3)
-            if failing:
-                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)
+    def answer(host: str) -> str | None:
+        if not host.endswith(".dns.test"):
+            return None
+        lookups[host] += 1  # the first: at creation; then flaky fails twice, never always
+        if lookups[host] > 1 and (host.startswith("never.") or lookups[host] <= 3):
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return "127.0.0.1"
 
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    client = await start_app(
-        sandbox_time_scale=0.0,
-        campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
-        calls_webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        calls_webhook_allow_private=True,
-        **FAST,
-    )
+    client = await start_with_dns(start_app, monkeypatch, answer, calls_webhook_allow_private=True)
     created = await create(
         client,
         {
@@ -700,26 +719,14 @@ async def test_rows_webhook_hosts_are_checked_when_the_campaign_is_made(
     """A row's own webhook_url passes the single call's checks at creation (its host
     resolves, to public addresses only), not only when its attempt is placed (the rows
     were accepted, then ended `invalid` with nobody called)."""
-    import socket
 
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "inside.example.com":  # a public name pointed at this machine
-            host = "127.0.0.1"
-        elif host == "gone.example.com":
+    def answer(host: str) -> str | None:
+        if host == "gone.example.com":
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        elif host == "public.example.com":
-            host = "93.184.215.14"
-        return real(host, *args, **kwargs)
+        # inside: a public name pointed at this machine
+        return {"inside.example.com": "127.0.0.1", "public.example.com": "93.184.215.14"}.get(host)
 
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    client = await start_app(
-        sandbox_time_scale=0.0,
-        campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
-        calls_webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        **FAST,
-    )
+    client = await start_with_dns(start_app, monkeypatch, answer)
     recipients = [
         {"phone_number": us(1, "7700"), "webhook_url": "https://public.example.com/a"},
         {"phone_number": us(2, "7700"), "webhook_url": "https://inside.example.com/x"},
@@ -727,14 +734,14 @@ async def test_rows_webhook_hosts_are_checked_when_the_campaign_is_made(
         {"phone_number": us(4, "7700"), "webhook_url": "https://inside.example.com/y"},
     ]
     resp = await client.post("/campaigns", json={"name": "hosts", "recipients": recipients})
-    answer = await resp.json()
-    assert resp.status == 422, answer
-    assert [(d["row"], d["field"]) for d in answer["details"]] == [
+    refused = await resp.json()
+    assert resp.status == 422, refused
+    assert [(d["row"], d["field"]) for d in refused["details"]] == [
         (1, "recipients[1].webhook_url"),
         (2, "recipients[2].webhook_url"),
         (3, "recipients[3].webhook_url"),
     ]
-    assert "does not resolve" in answer["details"][1]["error"]
+    assert "does not resolve" in refused["details"][1]["error"]
     created = await create(
         client, {"name": "hosts", "recipients": recipients, "invalid_rows": "skip"}
     )
