@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from collections.abc import Iterator
@@ -86,6 +87,19 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
+def _listening_socket(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+    """aiohttp's test socket, closed when its bind fails (aiohttp's leaks it: a warning that
+    failed whichever test was running when it was collected)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 @pytest.fixture
 async def start_app(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
@@ -103,17 +117,28 @@ async def start_app(
 
     async def start(**overrides: Any) -> TestClient[Any, Any]:
         # The port is chosen first, so the addresses the server gives out (the sandbox's
-        # webhook URL, the agents' report URL) are where it listens.
-        port = overrides.pop("port", None) or free_port()
+        # webhook URL, the agents' report URL) are where it listens. Taken meanwhile (by
+        # another worker), the app is made again on another one.
+        chosen = overrides.pop("port", None)
         campaign_clock = overrides.pop("campaign_clock", time.time)
-        settings = make_settings(port=port, **overrides)
-        config = update_config.configure_store(
-            settings.config_path, record_ttl_s=settings.config_record_ttl_s
-        )
-        app = create_app(settings, config=config, campaign_clock=campaign_clock)
-        server = TestServer(app, port=port)  # started here: TestServer drops runner options
-        await server.start_server(access_log_class=CallsAccessLogger)
-        return await aiohttp_client(server)
+        for attempt in range(1, 6):
+            port = chosen or free_port()
+            settings = make_settings(port=port, **overrides)
+            config = update_config.configure_store(
+                settings.config_path, record_ttl_s=settings.config_record_ttl_s
+            )
+            app = create_app(settings, config=config, campaign_clock=campaign_clock)
+            # started here: TestServer drops runner options
+            server = TestServer(app, port=port, socket_factory=_listening_socket)
+            try:
+                await server.start_server(access_log_class=CallsAccessLogger)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or chosen or attempt == 5:
+                    raise
+                await server.close()
+                continue
+            return await aiohttp_client(server)
+        raise AssertionError("unreachable")
 
     yield start
     update_config._default_store = previous

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,11 +22,36 @@ _OWN_PREFIXES = ("LIVEKIT_", "CALLS_", "SANDBOX_", "DATABASE_", "CONFIG_", "SIP_
 SERVER_LAUNCHER = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import server; server.main()"
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel gives out for outgoing connections (and for bind(0))."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+# Ports tests listen on are drawn below the ephemeral range: a port found free there by bind(0)
+# could be given to one of the many outgoing connections before the test bound it (a test
+# failed with "Address already in use" now and then, and leaked the socket it had made).
+_LISTEN_PORTS = range(20000, min(_ephemeral_ports().start, 32768))
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on now, outside the ephemeral range when there is room
+    (several test workers draw at random from it; `start_app` retries a taken one)."""
+    for _ in range(100) if len(_LISTEN_PORTS) >= 1000 else ():
+        port = random.choice(_LISTEN_PORTS)  # noqa: S311 - not a secret
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 class ServerProcess:
