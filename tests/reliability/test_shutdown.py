@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.processes import free_port
 from tests.reliability.conftest import Figures, LogGuard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,18 +46,11 @@ server.main()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class ServerProcess:
     """`python server.py` on a free loopback port, its stderr (the logs) kept in a file."""
 
     def __init__(self, tmp_path: Path, name: str, *, nohup: bool = False) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = tmp_path / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))} | {
             "HOST": "127.0.0.1",
@@ -79,8 +72,11 @@ class ServerProcess:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            # As `nohup` starts it: SIGHUP ignored, which exec keeps.
-            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
+            # As `nohup` starts it: SIGHUP ignored, which exec keeps; else as a terminal does,
+            # whatever this test run inherited (run under nohup, every server was).
+            preexec_fn=lambda: signal.signal(
+                signal.SIGHUP, signal.SIG_IGN if nohup else signal.SIG_DFL
+            ),
         )
         self.url = f"http://127.0.0.1:{self.port}"
 
