@@ -70,6 +70,8 @@ NEW_FILE_MODE = 0o600
 # seed's update_config stopped in a debugger, `flock config.json.lock sleep`) held every
 # call's placement for as long, with no line saying why; past this, the write fails (503).
 LOCK_WAIT_S = 5.0
+# A readiness probe's file older than this was left by a crash (a probe takes seconds at most).
+PROBE_FILE_STALE_S = 60.0
 
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]
@@ -499,7 +501,9 @@ class ConfigStore:
         """Raise OSError unless a small file can be written and synced next to config.json.
 
         What a call's config write needs (directory writable, space on the device), proved
-        with a temp file of the writer's own naming, so a crash here leaves nothing behind.
+        with a file of its own naming (a probe file that a crash left is removed a minute
+        later); with the writers' lock held a moment, the temp files a crashed writer left
+        are removed (at start-up among others: they hold callers' names and instructions).
         """
         await _in_executor(self._probe_sync)
 
@@ -515,8 +519,13 @@ class ConfigStore:
             _refuse_unless_regular(status.st_mode)
             _refuse_unless_replaceable(target, status)
             self._refuse_a_database(_head(target), target)
-        self._release(self._acquire())  # not held for the fsync below: writers wait not
-        tmp = self._temp_path(target)
+        fd = self._acquire()
+        try:
+            self._clean_temp_files(target)
+        finally:
+            self._release(fd)  # not held for the fsync below: writers wait not
+        # Not the writers' naming: one of them would take it for a crashed writer's.
+        tmp = target.with_name(f"{self._probe_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}")
         try:
             _write_durably(tmp, b"\n" * 4096)
         finally:
@@ -769,15 +778,23 @@ class ConfigStore:
     def _temp_prefix(target: Path) -> str:
         return f".{target.name}.tmp-"
 
+    @staticmethod
+    def _probe_prefix(target: Path) -> str:
+        return f".{target.name}.probe-"
+
     def _clean_temp_files(self, target: Path) -> None:
-        """Remove temp files a crashed writer left behind (we hold the lock: none is live)."""
-        prefix = self._temp_prefix(target)
+        """Remove temp files a crashed writer left behind (we hold the lock: none is live),
+        and probe files a crashed probe left (a probe takes seconds at most)."""
+        prefix, probe = self._temp_prefix(target), self._probe_prefix(target)
+        stale = time.time() - PROBE_FILE_STALE_S
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(target.parent):
-                if entry.name.startswith(prefix):
-                    with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.name.startswith(prefix):
                         os.unlink(entry.path)
                         logger.warning("removed leftover temp file %s", entry.path)
+                    elif entry.name.startswith(probe) and entry.stat().st_mtime < stale:
+                        os.unlink(entry.path)
 
     def _start_document(self, data: bytes | None, target: Path) -> Document:
         """The document to mutate: the current one, or a fresh one (bad file kept aside)."""

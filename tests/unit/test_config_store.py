@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -557,3 +558,32 @@ def test_a_path_that_cannot_be_looked_at_fails_its_writes_not_the_store(tmp_path
         store.update(caller_name="X")
     with pytest.raises(OSError):
         asyncio.run(store.probe_writable_async())
+
+
+async def test_the_probe_clears_a_crashed_writers_temp_file_and_leaves_none_to_warn_of(
+    store: ConfigStore, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer killed between its temp file and the rename leaves callers' names and
+    instructions in it: the probe (at start-up, and /readyz) removes it, not only the next
+    write. The probe's own file was named as a writer's: the next writer took it for a
+    crash's leftover and warned (471 false warnings in 15 s under /readyz polling)."""
+    store.update("Alice", call_id="call-a")
+    left = config_path.with_name(f".{config_path.name}.tmp-99999-deadbeef")
+    left.write_text('{"calls": {"call-x": {"caller_name": "Secret"}}}')
+    old_probe = config_path.with_name(f".{config_path.name}.probe-99999-deadbeef")
+    old_probe.write_text("\n")
+    os.utime(old_probe, (time.time() - 3600, time.time() - 3600))
+    fresh_probe = config_path.with_name(f".{config_path.name}.probe-99998-deadbeef")
+    fresh_probe.write_text("\n")  # a probe of another process, running now
+    with caplog.at_level(logging.WARNING):
+        await store.probe_writable_async()
+        assert not left.exists() and not old_probe.exists() and fresh_probe.exists()
+        caplog.clear()
+        fresh_probe.unlink()
+        for n in range(20):  # probes and writes interleaved: no leftover to speak of
+            await asyncio.gather(
+                store.probe_writable_async(), store.update_async(f"C{n}", call_id=f"call-{n}")
+            )
+    assert not [r for r in caplog.records if "leftover" in r.getMessage()]
+    left_over = [p.name for p in config_path.parent.iterdir() if ".tmp-" in p.name]
+    assert left_over + [p.name for p in config_path.parent.iterdir() if ".probe-" in p.name] == []
