@@ -318,13 +318,16 @@ class CallService:
                 options=call.options(),
             )
         except ConfigWriteError as exc:
-            # The store's own line tells the write; this one, which call it refused.
-            logger.error(
-                "call %s refused: its configuration could not be stored (%s)",
-                call_id,
-                exc.strerror,
-                extra={"call_id": call_id},
-            )
+            # The store's own line tells the write; this one, which call it refused (a full
+            # disk or a held lock refuses every call: said once a minute, with how many).
+            if (more := self._repeats.due("config write")) is not None:
+                logger.error(
+                    "call %s refused: its configuration could not be stored (%s)%s",
+                    call_id,
+                    exc.strerror,
+                    more,
+                    extra={"call_id": call_id},
+                )
             # A write that failed after its file replaced config.json (fsync of the
             # directory) left this refused call's record in it: take it out again.
             await self._forget_config_if_present(call_id)

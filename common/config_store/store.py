@@ -53,6 +53,7 @@ from common.config_store.model import (
     written_at_of,
 )
 from common.masking import clip_for_log
+from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
 
@@ -353,6 +354,7 @@ class ConfigStore:
         self.record_ttl_s = record_ttl_s
         self._clock = clock
         self._thread_lock = threading.Lock()
+        self._failures = Repeats()
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
             weakref.WeakKeyDictionary()
         )
@@ -836,9 +838,10 @@ class ConfigStore:
         name = f"{self._temp_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
         return target.with_name(name)
 
-    @staticmethod
-    def _fail(exc: OSError, action: str) -> ConfigWriteError:
-        logger.error("✗ Configuration update failed (%s): %s", action, exc)
+    def _fail(self, exc: OSError, action: str) -> ConfigWriteError:
+        # A full disk or a held lock fails every write: said once a minute, with how many.
+        if (more := self._failures.due(f"{action} {exc.errno}")) is not None:
+            logger.error("✗ Configuration update failed (%s): %s%s", action, exc, more)
         err = ConfigWriteError(exc.errno, f"could not write config ({action}): {exc.strerror}")
         err.__cause__ = exc
         return err

@@ -9,9 +9,11 @@ also come from the kernel itself on a full tmpfs where this machine lets us moun
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import subprocess
 import types
@@ -360,6 +362,25 @@ async def test_outbound_call_503_on_disk_fault(
     assert resp.status == 200  # the server keeps serving once the disk recovers
     assert (await client.get("/readyz")).status == 200
     figures.add(f"503 '{answer['error']}'; nothing placed, old file kept; recovers")
+
+
+async def test_a_disk_that_refuses_every_write_is_said_once_not_per_call(
+    start_app: AppFactory,
+    disk_fault: DiskFault,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk (or a held lock) refuses every call: 20 calls gave 20 ERROR lines of each
+    kind in a second. Now one of each, then once a minute with how many were held back."""
+    disk_fault.active = False
+    client = await start_app(sandbox_time_scale=100.0)
+    disk_fault.active = True
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        answers = await asyncio.gather(*(_place(client, name=f"R{n}") for n in range(20)))
+    assert [a.status for a in answers] == [503] * 20
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("refused: its configuration could not be stored" in m for m in errors) == 1
+    assert sum("Configuration update failed" in m for m in errors) == 1, errors
 
 
 async def test_directory_fsync_failure_answer_matches_the_file(
