@@ -218,11 +218,18 @@ async def other_sandbox_alive(owner: str, own_port: int) -> bool:
     gone with it if it went: refused, the hang-up of a call left by a server that stopped
     or was redeployed under another host name could never be made)."""
     parts = owner_parts(owner)
-    if parts is None:
+    if parts is None or parts[1] == own_port:
         return False
-    name, port, listen = parts
-    if name != socket.gethostname() or port == own_port:
-        return False
+    return await sandbox_listening(owner) is True
+
+
+async def sandbox_listening(owner: str) -> bool | None:
+    """Whether the server `owner` names (a Settings.sandbox_owner) listens now; None if it
+    is of another machine (out of reach from here: its rooms may well be alive)."""
+    parts = owner_parts(owner)
+    if parts is None or parts[0] != socket.gethostname():
+        return None
+    _name, port, listen = parts
     try:
         async with asyncio.timeout(OWNER_PROBE_S):
             _reader, writer = await asyncio.open_connection(reachable(listen), port)
@@ -839,22 +846,30 @@ class CallService:
         events (`_sandbox_room_gone`); a call whose room had finished waits for the grace
         rule, and one never dialled is released and settled as the never-dialled rule does.
 
-        Only this server's own (by host name, port and listen address), and only calls created
-        before this service was made: the calls this run's sandbox holds are never touched
-        (the campaign scheduler may place some while the first pass runs), nor those of
-        other servers on the same database. A server on a real LiveKit has none of its own
-        unless it ran on the sandbox before. The reaper runs this once, in its first pass
-        (before the server serves), or in the next pass if that one failed: no later pass
-        compares creation times with a wall clock that may have been stepped back since.
+        This server's own (by host name, port and listen address), and those of other servers
+        of this machine that do not listen now (started on another PORT, or HOST spelled
+        otherwise: their calls stayed live until the reaper's bound, up to a day), and only
+        calls created before this service was made: the calls this run's sandbox holds are
+        never touched (the campaign scheduler may place some while the first pass runs), nor
+        those of servers that listen, or of other machines, on the same database. A server on
+        a real LiveKit has none of its own unless it ran on the sandbox before. The reaper
+        runs this once, in its first pass (before the server serves), or in the next pass if
+        that one failed: no later pass compares creation times with a wall clock that may have
+        been stepped back since.
         """
         lost = await self.store.lost_sandbox_calls(self.instance, self.started_at)
+        gone: list[str] = []  # other servers of this machine that no longer listen
+        for owner in await self.store.sandbox_owners(self.started_at):
+            if owner != self.instance and await sandbox_listening(owner) is False:
+                gone.append(owner)
+                lost += await self.store.lost_sandbox_calls(owner, self.started_at)
         if not lost:
             return 0
         logger.warning(
-            "settling %d call(s) this server (%s) left live when it stopped: their rooms were "
+            "settling %d call(s) left live when their server stopped (%s): their rooms were "
             "in its embedded sandbox, which stopped with it",
             len(lost),
-            self.instance,
+            ", ".join([self.instance, *gone]) if gone else f"this one, {self.instance}",
         )
         for call in lost:
             if call.dialled:  # it ended with the old run: its end is its last sign of life

@@ -279,6 +279,11 @@ class CallStore(CampaignStore, Protocol):
         server last heard of each."""
         ...
 
+    async def sandbox_owners(self, created_before: float) -> list[str]:
+        """The servers (Settings.sandbox_owner) whose embedded sandbox holds a live call
+        created before `created_before` whose room never reported finishing."""
+        ...
+
     async def lost_sandbox_calls(self, instance: str, created_before: float) -> list[LostCall]:
         """Live calls placed into `instance`'s embedded sandbox before `created_before` (an
         earlier run of that server: their rooms went with it) whose rooms never reported

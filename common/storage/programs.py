@@ -724,6 +724,16 @@ def unfinished_rooms(
     return [_lost(r) for r in rows]
 
 
+def sandbox_owners(d: Dialect, created_before: float) -> Program[list[str]]:
+    rows = yield Query(
+        "SELECT DISTINCT sandbox_instance AS owner FROM calls"  # noqa: S608
+        f" WHERE sandbox_instance IS NOT NULL AND status IN ({_LIVE_MARKS}) AND created_at < ?"
+        " AND room_finished_at IS NULL ORDER BY sandbox_instance",
+        (*LIVE, created_before),
+    )
+    return [str(r["owner"]) for r in rows]
+
+
 def lost_sandbox_calls(d: Dialect, instance: str, created_before: float) -> Program[list[LostCall]]:
     """Live calls whose room was in `instance`'s embedded sandbox, created before
     `created_before`, and whose room never said it finished (those settle by the grace rule):

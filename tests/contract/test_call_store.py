@@ -385,6 +385,8 @@ async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
         other_lost = await store.lost_sandbox_calls(other, started)
         assert [(c.call_id, c.dialled) for c in other_lost] == [("call-other", True)]
         assert await store.lost_sandbox_calls("host-b:8000", started) == []
+        # Whose sandboxes hold such calls (this run's, the over and the real LiveKit's: not)
+        assert await store.sandbox_owners(started) == [me, other]
         await store.apply("call-ringing", "sandbox_restarted", set_status(Status.FAILED))
         assert [c.call_id for c in await store.lost_sandbox_calls(me, started)] == [
             "call-answered",

@@ -310,6 +310,37 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     assert status not in FINAL and "sandbox_restarted" not in events
 
 
+async def test_a_start_settles_the_calls_of_servers_of_this_machine_that_are_gone(
+    start_app: AppFactory,
+) -> None:
+    """Started again on another PORT, or with HOST spelled otherwise (`localhost` for
+    127.0.0.1), a server did not know the calls it had left live for its own: they stayed
+    live (and counted against CALLS_MAX_ACTIVE) until the reaper's bound, up to a day. A
+    server of this machine that listens keeps its calls."""
+    from common.calls.service import SANDBOX_RESTARTED
+    from handlers.keys import CALLS
+    from tests.processes import free_port
+
+    gone_port, moved_port, alive_port = free_port(), free_port(), free_port()
+    gone = await start_app(port=gone_port, host="127.0.0.1", sandbox_time_scale=100.0)
+    moved = await start_app(port=moved_port, sandbox_time_scale=100.0)
+    alive = await start_app(port=alive_port, sandbox_time_scale=100.0)
+    calls = {}
+    for name, client in (("gone", gone), ("moved", moved), ("alive", alive)):
+        client.app[SANDBOX].webhook_url = None  # nothing of theirs comes back
+        calls[name] = await place(client, "+1234567890")
+    await gone.close()
+    await moved.close()
+    # Started again on gone's port, HOST spelled otherwise (moved's port stays closed).
+    again = await start_app(port=gone_port, host="localhost", sandbox_time_scale=100.0)
+    assert await again.app[CALLS].settle_lost_sandbox_calls() == 0  # (its first pass did)
+    for name in ("gone", "moved"):
+        shown = await (await again.get(f"/calls/{calls[name]}")).json()
+        assert shown["status"] == "failed" and shown["reason"] == SANDBOX_RESTARTED, shown
+    kept = await (await again.get(f"/calls/{calls['alive']}")).json()
+    assert kept["status"] not in FINAL, kept
+
+
 async def test_each_status_change_logs_one_masked_line(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
