@@ -858,19 +858,24 @@ class CallService:
         been stepped back since.
         """
         lost = await self.store.lost_sandbox_calls(self.instance, self.started_at)
-        gone: list[str] = []  # other servers of this machine that no longer listen
+        if lost:
+            logger.warning(
+                "settling %d call(s) this server (%s) left live when it stopped: their rooms "
+                "were in its embedded sandbox, which stopped with it",
+                len(lost),
+                self.instance,
+            )
         for owner in await self.store.sandbox_owners(self.started_at):
-            if owner != self.instance and await sandbox_listening(owner) is False:
-                gone.append(owner)
-                lost += await self.store.lost_sandbox_calls(owner, self.started_at)
-        if not lost:
-            return 0
-        logger.warning(
-            "settling %d call(s) left live when their server stopped (%s): their rooms were "
-            "in its embedded sandbox, which stopped with it",
-            len(lost),
-            ", ".join([self.instance, *gone]) if gone else f"this one, {self.instance}",
-        )
+            if owner == self.instance or await sandbox_listening(owner) is not False:
+                continue
+            theirs = await self.store.lost_sandbox_calls(owner, self.started_at)
+            logger.warning(
+                "settling %d call(s) the server %s of this machine left live: it does not "
+                "listen any more, and their rooms were in its embedded sandbox",
+                len(theirs),
+                owner,
+            )
+            lost += theirs
         for call in lost:
             if call.dialled:  # it ended with the old run: its end is its last sign of life
                 await self._settle(
