@@ -15,12 +15,12 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
+from common.host_header import host_name, is_loopback_name
 from common.json_values import unique_keys
 from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
@@ -130,8 +130,6 @@ def requires_token(view: View) -> View:
     return guarded
 
 
-# Host names that only ever lead to this machine: a web page cannot point them elsewhere.
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 WEB_PAGE_REFUSED = Reply(
     "Without CALLS_API_TOKEN, a request a web page made (Origin of another site, or a Host "
     "that is not this machine's) is refused"
@@ -155,7 +153,7 @@ def web_page_sign(request: web.Request) -> str | None:
     """What shows `request` came from a web page (see `refuse_web_pages`), or None."""
     settings = request.app[SETTINGS]
     host = request.headers.get("Host")
-    if host is not None and not _names_this_machine(_hostname(host), settings):
+    if host is not None and not _names_this_machine(host_name(host), settings):
         return f"Host {host[:100]!r}"
     origin = request.headers.get("Origin")
     if origin is not None and origin.lower() not in _own_origins(host):
@@ -165,15 +163,6 @@ def web_page_sign(request: web.Request) -> str | None:
     return None
 
 
-def _hostname(host: str) -> str:
-    """The name in a Host header, lower case, without its port, brackets or final dot."""
-    try:
-        name = urlsplit(f"//{host}").hostname or ""
-    except ValueError:  # "[::1" and other junk
-        return ""
-    return name.rstrip(".")
-
-
 def _names_this_machine(name: str, settings: Settings) -> bool:
     """`name` is loopback, HOST, or PUBLIC_BASE_URL's host (where agents post reports)."""
     if name in settings.own_names:
@@ -181,7 +170,7 @@ def _names_this_machine(name: str, settings: Settings) -> bool:
     address = _address(name)
     if address is not None:
         return address.is_loopback
-    return name in _LOOPBACK_NAMES or name.endswith(".localhost")
+    return is_loopback_name(name)
 
 
 def _own_origins(host: str | None) -> tuple[str, ...]:

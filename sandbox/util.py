@@ -7,7 +7,8 @@ import ipaddress
 import secrets
 import string
 import time
-from urllib.parse import urlsplit
+
+from common.host_header import host_name, is_loopback_name
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 12  # LiveKit's guid.New: prefix + 12 base62 characters, e.g. "RM_xK3q9ZpL0aBc"
@@ -27,9 +28,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
-
-
 def web_page_sign(host: str | None, origin: str | None, listening_on: str) -> str | None:
     """What shows a request came from a web page rather than a LiveKit SDK, or None: any
     `Origin`, or a `Host` naming something other than an address, a loopback name or
@@ -38,15 +36,12 @@ def web_page_sign(host: str | None, origin: str | None, listening_on: str) -> st
         return f"Origin {origin[:100]!r}"
     if host is None:
         return None
-    try:
-        name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
-    except ValueError:  # "[::1" and other junk
-        return f"Host {host[:100]!r}"
+    name = host_name(host)
     try:
         ipaddress.ip_address(name)
         return None
     except ValueError:
         pass
-    if name in _LOOPBACK_NAMES or name.endswith(".localhost") or name == listening_on.lower():
+    if is_loopback_name(name) or name == listening_on.lower():
         return None
     return f"Host {host[:100]!r}"
