@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import time
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,6 +117,7 @@ def _connections() -> int:
 
 @dataclass(frozen=True)
 class _Send:
+    call_id: str
     receiver: str
     started: float  # monotonic
     prompt: bool  # its receiver had answered promptly lately when it started
@@ -168,15 +169,21 @@ class WebhookSender:
         self._wake_at = math.inf
         # Its last look found no free slot: a send that ends must wake it.
         self._starved = False
-        self._held_calls: Counter[str] = Counter()  # deliveries held here, not yet recorded
 
     def wake(self, call_id: str | None = None) -> None:
         """New deliveries (of `call_id`) were committed, or one became due: look now. Not for
         a call with a delivery held here (in flight, or waiting for its receiver's slot): its
         new one waits behind it, and the send that records it takes the new one then (its
         record is sent to the database after this commit, so it sees it)."""
-        if call_id is None or call_id not in self._held_calls:
+        if call_id is None or not self._holds(call_id):
             self._wakeup.set()
+
+    def _holds(self, call_id: str) -> bool:
+        """A delivery of `call_id` is claimed here and not yet recorded: in flight, or
+        waiting for its receiver's slot (a send leaves both before it is recorded)."""
+        return any(send.call_id == call_id for send in self._in_flight.values()) or any(
+            waiting.call_id == call_id for queue in self._waiting.values() for waiting in queue
+        )
 
     async def start(self) -> None:
         # After a restart, what this server held when it stopped is sent again at once.
@@ -254,17 +261,15 @@ class WebhookSender:
             receiver = _origin(delivery.url)
             if self._per_receiver.get(receiver, 0) < PER_RECEIVER_CONCURRENCY:
                 prompt = self._prompt_now(receiver, flight)
-                if not self._may_start(prompt, flight):
+                if self._may_start(prompt, flight):
+                    self._start(delivery, receiver, prompt)
+                    flight.count(prompt)
+                else:
                     busy.append(delivery.id)
-                    continue
-                self._start(delivery, receiver, prompt)
-                flight.count(prompt)
             elif len(self._waiting[receiver]) < PER_RECEIVER_WAITING:
                 self._waiting[receiver].append(delivery)  # starts as a slot of it frees
             else:
                 busy.append(delivery.id)
-                continue
-            self._held_calls[delivery.call_id] += 1
         if busy:  # not an attempt: they wait a moment, and the claims move on to others
             await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
             self._look_by(now + HOST_BUSY_DEFER_S)
@@ -318,7 +323,7 @@ class WebhookSender:
 
     def _start(self, delivery: WebhookDelivery, receiver: str, prompt: bool) -> None:
         self._per_receiver[receiver] += 1
-        self._in_flight[delivery.id] = _Send(receiver, time.monotonic(), prompt)
+        self._in_flight[delivery.id] = _Send(delivery.call_id, receiver, time.monotonic(), prompt)
         task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
         self._sending.add(task)
         task.add_done_callback(self._sent)
@@ -371,9 +376,6 @@ class WebhookSender:
                 del self._waiting[receiver]  # would grow for good
             if self._per_receiver[receiver] == 0:
                 del self._per_receiver[receiver]
-            self._held_calls[delivery.call_id] -= 1  # before its record: see `wake`
-            if self._held_calls[delivery.call_id] <= 0:
-                del self._held_calls[delivery.call_id]
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)
