@@ -527,7 +527,7 @@ class ConfigStore:
         finally:
             self._release(fd)  # not held for the fsync below: writers wait not
         # Not the writers' naming: one of them would take it for a crashed writer's.
-        tmp = target.with_name(f"{self._probe_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = self._temp_path(target, self._probe_prefix(target))
         try:
             _write_durably(tmp, b"\n" * 4096)
         finally:
@@ -834,8 +834,9 @@ class ConfigStore:
         self._prune(doc, now)
         return results
 
-    def _temp_path(self, target: Path) -> Path:
-        name = f"{self._temp_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
+    def _temp_path(self, target: Path, prefix: str | None = None) -> Path:
+        """A file of its own beside `target`: a writer's (`prefix` None) or a probe's."""
+        name = f"{prefix or self._temp_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
         return target.with_name(name)
 
     def _fail(self, exc: OSError, action: str) -> ConfigWriteError:
