@@ -427,19 +427,13 @@ def backlog_cost(server: Served, calls: int) -> float:
     # Every call's first event attempted once (refused: to be retried): 4 at a time to one
     # receiver, the rest given back 0.2 s at a time, so 2,000 calls' take tens of seconds.
     deadline = time.monotonic() + DRAIN_S
-    while _retrying(server) < calls and time.monotonic() < deadline:
+    while (
+        metric(server, "customer_webhook_deliveries_total", result="retrying") < calls
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     time.sleep(0.5)
     return _cores_over_window(server)
-
-
-def _retrying(server: Served) -> float:
-    """Attempts the server has counted as failed, to be retried (its /metrics)."""
-    _status, body = http_get(server.url + "/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith('customer_webhook_deliveries_total{result="retrying"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 # ----------------------------------------------------------------------------- checks
