@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -38,7 +37,7 @@ from common.calls.service import (
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
-from common.livekit.client import REQUEST_TIMEOUT_S, create_client
+from common.livekit.client import REQUEST_TIMEOUT_S, create_client, create_session
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.notify.guard import PooledResolver, UnsafeWebhookUrl
@@ -224,7 +223,7 @@ async def _start_sandbox(settings: Settings) -> Sandbox:
 async def _livekit(app: web.Application) -> AsyncIterator[None]:
     """The client session, the sandbox (when there is no LIVEKIT_URL), LiveKitAPI, the service."""
     settings = app[SETTINGS]
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+    session = create_session()
     sandbox: Sandbox | None = None
     try:
         if settings.livekit_url is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 
 def mask_phone(number: str) -> str:
@@ -69,3 +70,25 @@ def redact(text: str) -> str:
     for call_id, rest in zip(ids, parts[1:], strict=True):
         out += [call_id, mask_digits(rest)]
     return "".join(out)
+
+
+REMOTE_TEXT_CHARS = 300
+# What reads as a credential in another service's words: a JWT (LiveKit's tokens are), or
+# whatever follows "Bearer" (a proxy echoing our request's Authorization header).
+_TOKEN_LIKE = re.compile(
+    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?|\bbearer\s+\S+", re.IGNORECASE
+)
+
+
+def remote_text(text: str, limit: int = REMOTE_TEXT_CHARS) -> str:
+    """Words another service sent back (LiveKit's error message), fit to store and show:
+    anything shaped like a token left out, control characters as spaces and lone surrogates
+    (no UTF-8 can hold them: storing one failed) as U+FFFD, on one line of at most `limit`
+    characters, digits masked as `redact` masks them."""
+    text = _TOKEN_LIKE.sub("[token]", text)
+    text = "".join(
+        " " if unicodedata.category(c) == "Cc" else "\ufffd" if "\ud800" <= c <= "\udfff" else c
+        for c in text
+    )
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

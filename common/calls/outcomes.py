@@ -128,7 +128,12 @@ def signal_from_event(event: RoomEvent) -> Signal:
         attrs = participant.attributes
         call_status = attrs.get(ATTR_CALL_STATUS) or None
         raw_code = attrs.get(ATTR_STATUS_CODE, "")
-        code = int(raw_code) if raw_code.isascii() and raw_code.isdigit() else None
+        # a SIP code has three digits; a longer run is none (int() of 4,301 was a 500)
+        code = (
+            int(raw_code)
+            if raw_code.isascii() and raw_code.isdigit() and len(raw_code) <= 3
+            else None
+        )
         if participant.disconnect_reason in models.DisconnectReason.values():
             # proto3 enums are open: a reason newer than our protocol package stays unknown
             reason = models.DisconnectReason.Name(participant.disconnect_reason) or None

@@ -58,7 +58,13 @@ from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room, 
 from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
-from common.notify.guard import PooledResolver, UnsafeWebhookUrl, resolve_public
+from common.notify.guard import (
+    CHECK_DNS,
+    AddressRefused,
+    PooledResolver,
+    UnsafeWebhookUrl,
+    resolve_public,
+)
 from common.repeats import Repeats
 from common.settings import Settings, owner_parts, reachable
 from common.storage.base import (
@@ -194,8 +200,14 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
     target = URL(url)
     try:
         await resolve_webhook_host(
-            url, allow_private=settings.calls_webhook_allow_private, resolver=PooledResolver()
+            url,
+            allow_private=settings.calls_webhook_allow_private,
+            resolver=PooledResolver(CHECK_DNS),
         )
+    except AddressRefused:  # which address is not said: an API client could map names to
+        # the private addresses they have inside our network, a hundred to a campaign
+        not_public = f"{target.host} resolves to a non-public address"
+        raise InvalidCall([FieldError("webhook_url", not_public)]) from None
     except UnsafeWebhookUrl as exc:
         raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
     except TimeoutError:  # a name server that does not answer, or lookups queued behind one
@@ -932,6 +944,9 @@ class CallService:
         except (DatabaseError, OSError) as exc:
             if (more := self._repeats.due("reaper")) is not None:  # an outage: once a minute
                 logger.error("reaper pass failed: %s%s", exc, more)
+        except Exception:  # a defect: said with its traceback, and the reaper goes on
+            if (more := self._repeats.due("reaper defect")) is not None:
+                logger.exception("reaper pass failed; the next one tries again%s", more)
 
     async def run_reaper(self) -> None:
         """A pass every REAPER_INTERVAL_S (the first one runs as the server starts)."""

@@ -7,6 +7,12 @@ ring the callee twice), so LiveKitAPI is built with `failover=False`.
 
 Every request is bounded by REQUEST_TIMEOUT_S here: livekit-api passes `timeout=None` to
 aiohttp for the methods without a timeout argument, which switches the session's timeout off.
+
+What LIVEKIT_URL answers is read with care (`create_session`): a redirect is not followed (it
+would send the call's number and instructions to another origin, and take that origin's
+answer for LiveKit's), an answer is read up to MAX_ANSWER_BYTES (an endless one took 7.5 GB
+and held the loop 15 s), and an error body that is not Twirp's JSON object is read as no
+error body at all (livekit-api raised AttributeError on `[1]`: a 500, and a dead reaper).
 """
 
 from __future__ import annotations
@@ -23,12 +29,17 @@ from livekit import api
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
 from common.contracts import DispatchMetadata
-from common.masking import mask_digits, mask_phone, redact
+from common.http_body import read_capped
+from common.masking import mask_phone, remote_text
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 10.0
+# The most of an answer read from LiveKit. Ours are small (a dispatch, a participant, at most
+# ROOMS_PER_REQUEST rooms: a few KiB); a proxy's page or an endless stream is not.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class LiveKitError(Exception):
@@ -73,6 +84,79 @@ class LiveKitTimeout(LiveKitError):
 class PlacedCall:
     participant_id: str
     sip_call_id: str
+
+
+class AnswerRefused(aiohttp.ClientError):
+    """What LIVEKIT_URL answered is not read: a redirect, or too long an answer."""
+
+    def __init__(self, why: str, *, maybe_done: bool) -> None:
+        super().__init__(why)
+        self.why = why
+        self.maybe_done = maybe_done
+
+
+class _CarefulResponse(aiohttp.ClientResponse):
+    """A response of LIVEKIT_URL: its body read up to MAX_ANSWER_BYTES, and its JSON (what
+    livekit-api reads of an error) only as Twirp's error object."""
+
+    async def read(self) -> bytes:
+        if self._body is None:  # aiohttp's own cache of the body: read once, here
+            if (self.content_length or 0) > MAX_ANSWER_BYTES:
+                self.close()
+                raise _too_long()
+            body = await read_capped(self, MAX_ANSWER_BYTES + 1)
+            if len(body) > MAX_ANSWER_BYTES:
+                self.close()
+                raise _too_long()
+            self._body = body
+        return await super().read()
+
+    async def json(self, *args: Any, **kwargs: Any) -> Any:
+        return twirp_error_object(await super().json(*args, **kwargs))
+
+
+def _too_long() -> AnswerRefused:
+    return AnswerRefused(
+        f"its answer is longer than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB", maybe_done=True
+    )
+
+
+def twirp_error_object(body: object) -> dict[str, Any]:
+    """Twirp's error JSON as livekit-api reads it (`code`, `msg`, `meta` of text values),
+    whatever `body` is: a body of another shape raises ValueError (livekit-api then reads
+    it as no error body: code `unknown`); values of another type are left out."""
+    if not isinstance(body, dict):
+        raise ValueError("a Twirp error is a JSON object")
+    error: dict[str, Any] = {}
+    for key in ("code", "msg"):
+        if isinstance(body.get(key), str):
+            error[key] = body[key]
+    meta = body.get("meta")
+    if isinstance(meta, dict):
+        error["meta"] = {k: v for k, v in meta.items() if isinstance(v, str)}
+    return error
+
+
+async def _no_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    response = await handler(request)
+    if response.status in _REDIRECTS:
+        response.release()
+        raise AnswerRefused(
+            f"LIVEKIT_URL answered a redirect ({response.status}); set it to where LiveKit is",
+            maybe_done=False,
+        )
+    return response
+
+
+def create_session() -> aiohttp.ClientSession:
+    """The client session of LiveKit's requests (see the module's docstring)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        response_class=_CarefulResponse,
+        middlewares=(_no_redirects,),
+    )
 
 
 def create_client(settings: Settings, url: str, session: aiohttp.ClientSession) -> api.LiveKitAPI:
@@ -126,14 +210,18 @@ def _translate(exc: BaseException, action: str) -> LiveKitError:
 
 
 def _translated(exc: BaseException, action: str) -> LiveKitError:
+    # LiveKit's words go into the call's reason, the API's answer, logs and customer
+    # webhooks: as remote_text makes them (digits masked, tokens and control characters out).
     if isinstance(exc, api.SipCallError) and exc.sip_status_code is not None:
-        status = mask_digits(exc.sip_status or "")
+        status = remote_text(exc.sip_status or "")
         reason = f"{action}: SIP {exc.sip_status_code} {status}".strip()
         return LiveKitRefused(reason, sip_status=exc.sip_status_code)
     if isinstance(exc, api.ServerError):
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
-        message = redact(f"{exc.code}: {exc.message}")  # it may name the room: a call id
+        message = remote_text(f"{exc.code}: {exc.message}")  # it may name the room: a call id
         return cls(f"{action}: LiveKit answered {exc.status} {message}")
+    if isinstance(exc, AnswerRefused):
+        return LiveKitUnavailable(f"{action}: {exc.why}", maybe_done=exc.maybe_done)
     if isinstance(exc, TimeoutError):
         return LiveKitTimeout(
             f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s", maybe_done=True

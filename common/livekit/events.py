@@ -12,6 +12,7 @@ must also be text every database can keep: no lone surrogate, no NUL (`_storable
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,9 @@ def _storable(value: str, name: str) -> str:
     return value
 
 
+_ENUM_NUMBER = re.compile(r"-?[0-9]{1,10}")
+
+
 def _enum(doc: Mapping[str, Any], name: str, enum: Any) -> int:
     """An enum field, by name or number. proto3 enums are open: an unknown number is kept
     (and means nothing to us); an unknown name is left unset, as protobuf's parser does with
@@ -151,7 +155,9 @@ def _enum(doc: Mapping[str, Any], name: str, enum: Any) -> int:
         try:
             number: int = enum.Value(value)
         except ValueError:
-            number = int(value) if value.isascii() and value.lstrip("-").isdigit() else 0
+            # an int32's digits: a longer run was int()'s ValueError (over 4,300 digits), a 500
+            digits = _ENUM_NUMBER.fullmatch(value)
+            number = int(value) if digits and -(2**31) <= int(value) < 2**31 else 0
         return number
     if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
         return value

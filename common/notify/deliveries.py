@@ -51,6 +51,7 @@ from common.waiting import wait_set
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 15.0
+BODY_READ_S = 2.0  # for the first bytes of a receiver's body, once its status is in
 MAX_CONCURRENCY = 50
 PER_RECEIVER_CONCURRENCY = 4
 # Receivers whose last send was not answered (any status) within PROMPT_S, or that have not
@@ -67,6 +68,7 @@ IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woke
 # moment, so that one slow receiver never holds the claims the others need.
 PER_RECEIVER_WAITING = 8
 HOST_BUSY_DEFER_S = 0.2
+DEFECT_WAIT_S = 1.0  # after a pass failed on a defect (logged), before the next
 UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
 
@@ -236,8 +238,19 @@ class WebhookSender:
                 if (more := self._repeats.due("claim")) is not None:
                     logger.error("could not claim webhook deliveries: %s%s", exc, more)
                 more_due = False
+            except Exception:  # a defect: said with its traceback; the sender goes on
+                self._defect()
+                more_due = False
             if not more_due:
-                await self._sleep_until_due()
+                try:
+                    await self._sleep_until_due()
+                except Exception:
+                    self._defect()
+                    await asyncio.sleep(DEFECT_WAIT_S)
+
+    def _defect(self) -> None:
+        if (more := self._repeats.due("sender defect")) is not None:
+            logger.exception("webhook sender pass failed; trying again%s", more)
 
     async def _claim(self) -> bool:
         """Claim what is due, as much as there are free slots for, and start it. True: the
@@ -400,8 +413,16 @@ class WebhookSender:
             async with self._session.post(
                 delivery.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
-                await read_capped(resp)
-                return resp.status, None if resp.status < 300 else f"HTTP {resp.status}"
+                status = resp.status
+                # The status decides; the body is read (a little of it) only so that the
+                # connection can be used again. One that trickles in is not waited for: a
+                # receiver that said 200 and then dripped its body was sent the event again.
+                try:
+                    async with asyncio.timeout(BODY_READ_S):
+                        await read_capped(resp)
+                except (TimeoutError, aiohttp.ClientError):
+                    resp.close()
+                return status, None if status < 300 else f"HTTP {status}"
         except TimeoutError:
             return None, f"no answer within {REQUEST_TIMEOUT_S:g} s"
         except aiohttp.ClientError as exc:

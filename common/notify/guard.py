@@ -31,13 +31,13 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from common.http_body import DEFAULT_BODY_LIMIT, read_capped
 from common.own_threads import OwnThreads
 from common.text import is_unicode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
-DEFAULT_BODY_LIMIT = 4096
 
 __all__ = [
     "DEFAULT_BODY_LIMIT",
@@ -328,8 +328,12 @@ async def resolve_public(
 # (an await's timeout cannot stop getaddrinfo): on the loop's default executor, a few such
 # names held every thread config.json's writes and the readiness probe need, and every call
 # waited (19 s against 0.02 in a probe). Here they can only hold each other up.
+# The checks of a call's or a campaign row's webhook_url, when it is given, have threads of
+# their own too: a client can send names that never resolve at no cost (the call is refused),
+# and on the senders' threads that made every delivery's lookup wait (9.9 s in a probe).
 DNS_THREADS = 4
 _DNS = OwnThreads(DNS_THREADS, "webhook-dns")
+CHECK_DNS = OwnThreads(DNS_THREADS, "webhook-check-dns")
 _AI_ADDRCONFIG = socket.AI_ADDRCONFIG
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 _NAME_FLAGS = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
@@ -337,13 +341,16 @@ _NAME_FLAGS = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 
 class PooledResolver(AbstractResolver):
     """aiohttp's ThreadedResolver (the OS getaddrinfo, whose numeric-host quirks `check_url`
-    is written against), on the DNS_THREADS threads of webhook lookups, not the loop's
-    default executor."""
+    is written against), on the DNS_THREADS threads of webhook lookups (or `threads`), not
+    the loop's default executor."""
+
+    def __init__(self, threads: OwnThreads = _DNS) -> None:
+        self._threads = threads
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        found_all = await _DNS.run(
+        found_all = await self._threads.run(
             socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0, _AI_ADDRCONFIG
         )
         results: list[ResolveResult] = []
@@ -352,7 +359,7 @@ class PooledResolver(AbstractResolver):
                 continue
             answer_host, answer_port = str(address[0]), int(address[1])
             if len(address) == 4 and address[3]:  # IPv6 with a scope id (link-local): the
-                text, port_text = await _DNS.run(socket.getnameinfo, address, _NAME_FLAGS)
+                text, port_text = await self._threads.run(socket.getnameinfo, address, _NAME_FLAGS)
                 answer_host, answer_port = text, int(port_text)  # host with it
             results.append(
                 ResolveResult(
@@ -421,22 +428,3 @@ def make_connector(
         resolver=GuardedResolver(allow_private=allow_private, inner=resolver),
         socket_factory=None if allow_private else guarded_socket_factory,
     )
-
-
-async def read_capped(response: aiohttp.ClientResponse, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
-    """At most `limit` bytes of the body: a receiver cannot make us buffer an endless reply.
-
-    Whatever is left unread makes aiohttp close the connection on release instead of
-    reusing it, so nothing more is downloaded.
-    """
-    if limit < 0:
-        raise ValueError("limit must not be negative")
-    chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        chunk = await response.content.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)

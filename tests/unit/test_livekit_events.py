@@ -94,6 +94,15 @@ def test_unknown_enum_names_are_unset_and_unknown_numbers_kept() -> None:
     assert event.participant == EventParticipant(kind=0, disconnect_reason=99)
 
 
+@pytest.mark.parametrize("number", ["9" * 4301, "--5", "2147483648", "-2147483649", "1e3"])
+def test_an_enum_string_that_is_no_int32_is_unset(number: str) -> None:
+    """A signed event's `disconnectReason` of 4,301 digits was int()'s ValueError: a 500,
+    which LiveKit retries; `--5` passed the check too."""
+    body = {"event": "x", "participant": {"kind": number, "disconnectReason": number}}
+    event = RoomEvent.from_json(json.dumps(body).encode())
+    assert event.participant == EventParticipant(kind=0, disconnect_reason=0)
+
+
 @pytest.mark.parametrize(
     "body",
     [

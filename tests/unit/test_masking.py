@@ -62,3 +62,21 @@ def test_redact_keeps_call_ids_whole_and_masks_numbers_around_them() -> None:
     )
     # Not a call id (its 13th character): its digits are masked as any others.
     assert redact("call-0e79890193b5x 14155550123") == "call-0e••••0193b5x •••••••0123"
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("trunk not found", "trunk not found"),
+        ("auth Bearer abc.def failed", "auth [token] failed"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln expired", "token [token] expired"),
+        ("bad\x00line\r\nbreak\ud800", "bad line break\ufffd"),
+        ("call call-0e79890193b5 to +14155550123", "call call-0e79890193b5 to +•••••••0123"),
+        ("x" * 400, "x" * 299 + "…"),
+    ],
+)
+def test_remote_text(text: str, kept: str) -> None:
+    """Another service's words, as the call's reason, the API's answer and the log keep them."""
+    from common.masking import remote_text
+
+    assert remote_text(text) == kept

@@ -614,7 +614,7 @@ def test_empty_call_status_attribute_is_none() -> None:
     assert signal.sip_status_code is None
 
 
-@pytest.mark.parametrize("raw", ["abc", "-486", "486 ", "4.86", ""])
+@pytest.mark.parametrize("raw", ["abc", "-486", "486 ", "4.86", "", "0486", "4" * 4301])
 def test_non_numeric_status_code_is_ignored(raw: str) -> None:
     signal = signal_of(event("participant_left", sip_participant({ATTR_STATUS_CODE: raw})))
     assert signal.sip_status_code is None
