@@ -20,7 +20,7 @@ from livekit import api
 
 from common.calls.service import ROOM_CHECK_AFTER_S
 from common.livekit import client as livekit_client
-from server import CALLS
+from handlers.keys import CALLS
 from tests.conftest import AppFactory
 
 Client = TestClient[Any, Any]
