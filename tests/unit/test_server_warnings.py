@@ -141,3 +141,26 @@ def test_safeguards_turned_off_are_warned_with_a_real_livekit(
     warned = "CALLS_WEBHOOK_ALLOW_PRIVATE is on" in caplog.text
     assert warned is not sandbox
     assert ("CAMPAIGN_ENFORCE_CALLING_HOURS is off" in caplog.text) is not sandbox
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("wss://proj.livekit.cloud", False),
+        ("https://livekit.example.com", False),
+        ("ws://livekit.example.com:7880", True),
+        ("http://10.0.0.5:7880", True),
+        ("ws://127.0.0.1:7880", False),
+        ("http://[::1]:7880", False),
+        ("ws://LOCALHOST.:7880", False),
+    ],
+)
+def test_a_livekit_url_without_encryption_is_warned(
+    caplog: pytest.LogCaptureFixture, url: str, warned: bool
+) -> None:
+    """Every call's number and instructions go to LiveKit in the dispatch: over ws:// to
+    another machine, in clear, with nothing said."""
+    settings = dataclasses.replace(Settings(), **(REAL | {"livekit_url": url}))
+    with caplog.at_level(logging.WARNING, logger="server"):
+        server.warn_disabled_safeguards(settings)
+    assert ("go unencrypted (use wss:// or https://)" in caplog.text) is warned
