@@ -50,7 +50,7 @@ from common.settings import (
     dotenv_warnings,
     load_settings,
 )
-from common.storage.base import CallStore, DatabaseError
+from common.storage.base import CallStore, DatabaseError, DatabaseNewer
 from common.storage.selected import open_store
 from handlers import (
     access_log,
@@ -133,6 +133,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 def _unusable_database(settings: Settings, exc: DatabaseError) -> str:
     """Why start-up stops, naming the setting to change: the operator's fix is there."""
+    if isinstance(exc, DatabaseNewer):  # a rollback: another file would lose every row
+        return (
+            f"the calls database cannot be used: {exc}: run the release that migrated it, or"
+            " restore the copy taken before the upgrade (another, empty database would hold"
+            " no do-not-call list, no campaigns and no idempotency keys)"
+        )
     if settings.database_url:
         return f"the calls database (DATABASE_URL) cannot be used: {exc}"
     return (

@@ -43,6 +43,10 @@ class DatabaseError(Exception):
     """The database could not do what was asked; callers answer 503 (and retry later)."""
 
 
+class DatabaseNewer(DatabaseError):
+    """The database was migrated by a newer release than this code (a rollback)."""
+
+
 class CommitUnknown(DatabaseError):
     """The connection broke while a transaction committed: it may or may not be written."""
 

@@ -28,7 +28,7 @@ from urllib.parse import unquote_plus, urlsplit
 import asyncpg
 
 from common.repeats import OneLineRepeats
-from common.storage.base import CommitUnknown, DatabaseError
+from common.storage.base import CommitUnknown, DatabaseError, DatabaseNewer
 from common.storage.migrations import migrations_for
 from common.storage.programs import POSTGRES, Program, Row
 from common.storage.sql import SqlCallStore
@@ -208,7 +208,7 @@ class PostgresCallStore(SqlCallStore):
                     "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
                 )
                 if version > SCHEMA_VERSION:
-                    raise DatabaseError(
+                    raise DatabaseNewer(
                         f"{masked(self.dsn)} has schema version {version}, newer than this code"
                         f" ({SCHEMA_VERSION})"
                     )

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.config_store.store import NOT_A_FILE
-from common.storage.base import DatabaseError
+from common.storage.base import DatabaseError, DatabaseNewer
 from common.storage.migrations import migrations_for
 from common.storage.programs import SQLITE, Program, Row
 from common.storage.sql import SqlCallStore
@@ -292,7 +292,7 @@ class SqliteCallStore(SqlCallStore):
         with _Transaction(conn):  # the writer lock: one process migrates at a time
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise DatabaseError(
+                raise DatabaseNewer(
                     f"{self.path} has schema version {version}, newer than this code"
                     f" ({SCHEMA_VERSION})"
                 )

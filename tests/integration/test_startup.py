@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -375,3 +376,26 @@ def test_a_link_loop_for_a_file_setting_is_one_line_not_a_traceback(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if "cannot start" in line]) == 1
+
+
+def test_a_database_a_newer_release_migrated_says_how_to_roll_back(tmp_path: Path) -> None:
+    """A rollback onto a database the newer release had migrated was told to "set
+    CALLS_DB_PATH to a file this server can create": a new, empty database, without the
+    do-not-call list, the campaigns and the idempotency keys."""
+    import sqlite3
+
+    from common.storage.sqlite import SCHEMA_VERSION
+
+    path = tmp_path / "c.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    done = run_server(tmp_path)
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    assert line.endswith(
+        f"cannot start: the calls database cannot be used: {path} has schema version"
+        f" {SCHEMA_VERSION + 1}, newer than this code ({SCHEMA_VERSION}): run the release that"
+        " migrated it, or restore the copy taken before the upgrade (another, empty database"
+        " would hold no do-not-call list, no campaigns and no idempotency keys)"
+    )
+    assert "set CALLS_DB_PATH" not in done.stderr
