@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
 import asyncpg
@@ -30,7 +30,7 @@ import asyncpg
 from common.repeats import OneLineRepeats
 from common.storage.base import CommitUnknown, DatabaseError, DatabaseNewer
 from common.storage.migrations import migrations_for
-from common.storage.programs import POSTGRES, Program, Row
+from common.storage.programs import POSTGRES, Program, Query, Row
 from common.storage.sql import SqlCallStore
 
 logger = logging.getLogger(__name__)
@@ -238,11 +238,22 @@ class PostgresCallStore(SqlCallStore):
         try:
             async with self._pool.acquire() as conn:
                 try:
-                    if not write:
-                        return await _drive(conn, program)
-                    async with conn.transaction():
-                        result = await _drive(conn, program)
-                        committing = True
+                    if not write:  # no transaction: asyncpg retries a stale statement itself
+                        return await _Drive(program).run(conn)
+                    drive = _Drive(program)
+                    try:
+                        async with conn.transaction():
+                            result = await drive.run(conn)
+                            committing = True
+                    except asyncpg.InvalidCachedStatementError:
+                        # Another server migrated the schema (a rolling upgrade): a statement
+                        # prepared before returns other columns now, and the transaction is
+                        # rolled back. asyncpg has cleared the pool's statements; the program
+                        # goes on in a new transaction if what it was told holds there too.
+                        async with conn.transaction():
+                            await drive.replay(conn)
+                            result = await drive.run(conn)
+                            committing = True
                     return result
                 except (*_CONNECTION_ERRORS, asyncpg.InternalClientError):
                     # The connection is broken or out of step (a query cut off by a restart):
@@ -269,16 +280,33 @@ class PostgresCallStore(SqlCallStore):
             raise DatabaseError(_why(exc)) from None
 
 
-async def _drive(conn: Any, program: Program[T]) -> T:
-    """Run `program` to its end on `conn`: each query's rows are sent back into it."""
-    try:
-        query = next(program)
-        while True:
-            rows: list[Row] = await conn.fetch(numbered(query.sql), *query.args)
-            query = program.send(rows)
-    except StopIteration as done:
-        result: T = done.value
-        return result
+class _Drive(Generic[T]):
+    """Runs `program` to its end on a connection: each query's rows are sent back into it.
+    The queries it has been answered are kept: in a transaction begun anew they can be
+    asked again (`replay`), and the program goes on where it was if they answer the same."""
+
+    def __init__(self, program: Program[T]) -> None:
+        self._program = program
+        self._next: Query | None = None  # asked by the program, not answered yet
+        self._answered: list[tuple[Query, list[Row]]] = []
+
+    async def run(self, conn: Any) -> T:
+        try:
+            if self._next is None:
+                self._next = next(self._program)
+            while True:
+                rows: list[Row] = await conn.fetch(numbered(self._next.sql), *self._next.args)
+                self._answered.append((self._next, rows))
+                self._next = self._program.send(rows)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def replay(self, conn: Any) -> None:
+        """Ask the answered queries again; DatabaseError if one answers otherwise now."""
+        for query, rows in self._answered:
+            if await conn.fetch(numbered(query.sql), *query.args) != rows:
+                raise DatabaseError("the database changed under a transaction; try again")
 
 
 def _why(exc: BaseException) -> str:

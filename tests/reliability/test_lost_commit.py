@@ -49,19 +49,19 @@ async def test_postgres_tells_a_lost_commit_from_a_failed_transaction(
         monkeypatch.undo()
         assert await store.get_call("call-000000000001") is not None  # it was written
 
-        real_drive = postgres_module._drive
+        real_drive = postgres_module._Drive.run
         calls = 0
 
-        async def break_midway(conn: Any, program: Any) -> Any:
+        async def break_midway(self: Any, conn: Any) -> Any:
             nonlocal calls
             calls += 1
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
 
-        monkeypatch.setattr(postgres_module, "_drive", break_midway)
+        monkeypatch.setattr(postgres_module._Drive, "run", break_midway)
         with pytest.raises(DatabaseError) as raised:
             await store.create_call(_call(2))
         assert not isinstance(raised.value, CommitUnknown)  # it never got to COMMIT
-        monkeypatch.setattr(postgres_module, "_drive", real_drive)
+        monkeypatch.setattr(postgres_module._Drive, "run", real_drive)
         assert calls == 1 and await store.get_call("call-000000000002") is None
     finally:
         await store.close()
@@ -76,13 +76,13 @@ async def test_a_refused_terminate_does_not_hide_the_first_error(
     store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
     try:
 
-        async def break_midway(conn: Any, program: Any) -> Any:
+        async def break_midway(self: Any, conn: Any) -> Any:
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
 
         def released(self: Any) -> None:
             raise asyncpg.InterfaceError("cannot call Connection.terminate(): released (test)")
 
-        monkeypatch.setattr(postgres_module, "_drive", break_midway)
+        monkeypatch.setattr(postgres_module._Drive, "run", break_midway)
         monkeypatch.setattr(asyncpg.pool.PoolConnectionProxy, "terminate", released)
         with pytest.raises(DatabaseError) as raised:
             await store.create_call(_call(3))
@@ -269,3 +269,64 @@ async def test_a_dial_start_whose_commit_answer_is_lost_is_dialled_only_if_writt
     resp = await client.post("/calls/outbound", json=SEED_TEST_BODY)
     assert resp.status == (200 if written else 503), await resp.text()
     assert _dials(client) == (1 if written else 0)
+
+
+async def _table(postgres_dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(postgres_dsn)  # another server's connection: a migration
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _read_then_write(table: str) -> Any:
+    from common.storage.programs import Query
+
+    rows = yield Query(f"SELECT * FROM {table} ORDER BY a", ())  # noqa: S608 - the test's table
+    yield Query(f"INSERT INTO {table} (a) VALUES (?)", (len(rows) + 1,))  # noqa: S608
+    return [tuple(row) for row in rows]
+
+
+async def test_a_transaction_goes_on_after_another_server_migrated_the_schema(
+    postgres_dsn: str,
+) -> None:
+    """In a rolling upgrade the newer server migrates the schema: a statement the running
+    server had prepared returns other columns now, and asyncpg refuses it inside a
+    transaction ("cached statement plan is invalid"). That was a 503 for a call, a LiveKit
+    webhook or a campaign attempt; the transaction goes on in a new one now."""
+    await _table(postgres_dsn, "CREATE TABLE migrated (a INTEGER)")
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        assert await store._run(_read_then_write("migrated"), write=True) == []
+        await _table(postgres_dsn, "ALTER TABLE migrated ADD COLUMN b TEXT")  # the upgrade
+        assert await store._run(_read_then_write("migrated"), write=True) == [(1, None)]
+        assert await store._run(_read_then_write("migrated"), write=True) == [
+            (1, None),
+            (2, None),
+        ]
+    finally:
+        await store.close()
+
+
+def _count_then_read(table: str) -> Any:
+    from common.storage.programs import Query
+
+    yield Query("SELECT nextval('moving')", ())  # answers otherwise when asked again
+    rows = yield Query(f"SELECT * FROM {table}", ())  # noqa: S608 - the test's table
+    yield Query(f"INSERT INTO {table} (a) VALUES (?)", (len(rows) + 1,))  # noqa: S608
+    return len(rows)
+
+
+async def test_a_transaction_whose_answers_changed_is_not_gone_on_with(
+    postgres_dsn: str,
+) -> None:
+    await _table(postgres_dsn, "CREATE TABLE changing (a INTEGER); CREATE SEQUENCE moving")
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        assert await store._run(_count_then_read("changing"), write=True) == 0
+        await _table(postgres_dsn, "ALTER TABLE changing ADD COLUMN b TEXT")
+        with pytest.raises(DatabaseError, match="the database changed under a transaction"):
+            await store._run(_count_then_read("changing"), write=True)
+        assert await store._run(_count_then_read("changing"), write=True) == 1  # nothing written
+    finally:
+        await store.close()
