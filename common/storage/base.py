@@ -229,6 +229,13 @@ class CallStore(CampaignStore, Protocol):
         Idempotency-Key bound to it (if any) is freed so a retry may place it anew."""
         ...
 
+    async def settle_never_dialled(self, call_id: str, decide: Decide) -> Applied:
+        """The reaper's `apply` (kind `reaped`, only if it changes the call) of a call found
+        never dialled, and, when it settled it, `release_placement`, in one transaction. A
+        server that marked the dial meanwhile (stalled past the bound, then going on) keeps
+        its call and key: `decide` sees the dial."""
+        ...
+
     async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
         """Store an agent's reports about one call, each once, and apply what they say, in
         order, in one transaction (see programs.record_reports)."""

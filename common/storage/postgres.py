@@ -41,6 +41,11 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 MIGRATION_LOCK = 7246000  # pg_advisory_xact_lock key: one migrating server at a time
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0
+# A session idle this long inside a transaction is ended by PostgreSQL, and its locks with it.
+# Ours run their statements back to back; one that idles is a server stalled mid-transaction
+# (a VM frozen, a network cut): it held the admission lock, and every server's calls waited
+# for it, then failed, for as long as the stall lasted (ten minutes in a probe).
+IDLE_IN_TRANSACTION_S = 10.0
 # What a broken or refused connection raises; the request fails, the pool heals.
 _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
@@ -163,6 +168,9 @@ class PostgresCallStore(SqlCallStore):
                 max_size=pool_size,
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
+                server_settings={
+                    "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000))
+                },
             )
         except ValueError:  # the URL does not parse: its text may quote the password
             raise DatabaseError(
@@ -267,13 +275,23 @@ class PostgresCallStore(SqlCallStore):
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
         except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
             # Before PostgresError: some of these are PostgresErrors too (the connection's).
-            if (more := self.repeats.due("unreachable")) is not None:
-                logger.error("calls database unreachable: %s%s", _why(exc), more)
+            slow = isinstance(exc, TimeoutError)  # it answers, but not in time: not "unreachable"
+            what = "did not answer in time" if slow else "unreachable"
+            if (more := self.repeats.due(what)) is not None:
+                if slow:
+                    logger.error(
+                        "calls database %s (overloaded, or a statement waiting for a lock"
+                        " another server holds)%s",
+                        what,
+                        more,
+                    )
+                else:
+                    logger.error("calls database unreachable: %s%s", _why(exc), more)
             if committing:
                 raise CommitUnknown(
                     f"connection lost while committing ({type(exc).__name__})"
                 ) from None
-            raise DatabaseError(f"database unreachable ({type(exc).__name__})") from None
+            raise DatabaseError(f"database {what} ({type(exc).__name__})") from None
         except asyncpg.PostgresError as exc:  # the server refused: nothing was written
             if (more := self.repeats.due("error")) is not None:
                 logger.error("calls database error: %s%s", _why(exc), more)

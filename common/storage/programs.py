@@ -658,6 +658,29 @@ def release_placement(d: Dialect, call_id: str) -> Program[None]:
     yield Query("DELETE FROM idempotency WHERE call_id = ?", (call_id,))
 
 
+def settle_never_dialled(
+    d: Dialect, call_id: str, decide: Decide, now: float, lease_s: float, holder: str
+) -> Program[Applied]:
+    """See CallStore.settle_never_dialled: `apply`, then the release if it settled the call
+    (the row is locked by `apply` until the commit, so a dial marked meanwhile is seen)."""
+    applied = yield from apply(
+        d,
+        call_id,
+        "reaped",
+        decide,
+        None,
+        {},
+        False,
+        now,
+        lease_s,
+        holder=holder,
+        only_if_changed=True,
+    )
+    if applied.change is not None:
+        yield from release_placement(d, call_id)
+    return applied
+
+
 # ----------------------------------------------------------------------------- the reaper
 
 

@@ -741,6 +741,36 @@ async def test_release_frees_the_key_and_the_rate_share(store: CallStore, clock:
     await store.create_call(new_call("call-b", client="alice"), claim=claim, limits=limits)
 
 
+def _nobody_called(state: CallState) -> Change | None:
+    undialled = state.status is Status.DIALING and not state.dialled
+    return Change(Status.FAILED, "nobody was called") if undialled else None
+
+
+async def test_the_reaper_settles_a_call_never_dialled_unless_its_dial_was_marked(
+    store: CallStore,
+) -> None:
+    """The reaper found both calls undialled; call-b's server, stalled past the bound, went
+    on and marked its dial before the reaper settled it. It was settled "nobody was called"
+    all the same and its key freed: a retry called the person again."""
+    await store.create_call(new_call("call-a"), claim=IdempotencyClaim("alice", "k1", "h1"))
+    await store.create_call(new_call("call-b"), claim=IdempotencyClaim("alice", "k2", "h2"))
+    await store.start_dial("call-b")
+    settled = await store.settle_never_dialled("call-a", _nobody_called)
+    kept = await store.settle_never_dialled("call-b", _nobody_called)
+    assert settled.change == Change(Status.FAILED, "nobody was called") and settled.events
+    assert kept.change is None and kept.events == ()
+    a, b = await store.get_call("call-a"), await store.get_call("call-b")
+    assert a is not None and b is not None
+    assert (a.status, b.status) == (Status.FAILED, Status.DIALING)
+    assert await store.get_idempotent("alice", "k1") is None  # released with the settling
+    assert await store.get_idempotent("alice", "k2") is not None  # its call is being placed
+    assert [e.kind for e in b.timeline] == ["created"]  # no "reaped" line for nothing
+    again = await store.settle_never_dialled("call-a", _nobody_called)  # another server's pass
+    assert again.change is None
+    a_again = await store.get_call("call-a")
+    assert a_again is not None and [e.kind for e in a_again.timeline] == ["created", "reaped"]
+
+
 # ------------------------------------------------------------------ admission
 
 

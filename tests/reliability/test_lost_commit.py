@@ -168,14 +168,14 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
     service = client.app[CALLS]
     real_clock = service.clock
     service.clock = lambda: real_clock() + service_module.PLACEMENT_BOUND_S + 1
-    real_release = store.release_placement
+    real_settle = store.settle_never_dialled
 
-    async def release_fails(call_id: str) -> None:
+    async def settle_fails(*args: Any) -> None:
         raise DatabaseError("database unreachable (test)")
 
-    monkeypatch.setattr(store, "release_placement", release_fails)
-    await service.reap_logged()  # the pass fails on the release: the next one does it all
-    monkeypatch.setattr(store, "release_placement", real_release)
+    monkeypatch.setattr(store, "settle_never_dialled", settle_fails)
+    await service.reap_logged()  # the pass fails on the settling: the next one does it all
+    monkeypatch.setattr(store, "settle_never_dialled", real_settle)
     await service.reap()
     call = await (await client.get(f"/calls/{row['call_id']}")).json()
     assert (call["status"], call["reason"]) == (
@@ -330,3 +330,32 @@ async def test_a_transaction_whose_answers_changed_is_not_gone_on_with(
         assert await store._run(_count_then_read("changing"), write=True) == 1  # nothing written
     finally:
         await store.close()
+
+
+async def test_a_server_stalled_inside_a_transaction_holds_no_other_servers_calls_for_long(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server frozen (SIGSTOP in a probe: a VM's pause, a network cut) while its
+    transaction held the admission lock: every server's calls waited for it, then failed
+    (15 s, 503), for the whole ten minutes it was stopped. PostgreSQL now ends a session
+    idle in a transaction after IDLE_IN_TRANSACTION_S, and its locks with it."""
+    from common.storage.base import AdmissionLimits
+
+    monkeypatch.setattr(postgres_module, "IDLE_IN_TRANSACTION_S", 1.0)
+    stalled = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    other = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        async with stalled._pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.execute("SELECT pg_advisory_xact_lock(7246001)")  # the admission lock
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            limits = AdmissionLimits(max_live=100, per_minute=100)
+            await asyncio.wait_for(other.create_call(_call(40), limits=limits), 10)
+            assert loop.time() - started < 5  # the stalled session's lock went with it
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):  # ended
+                await conn.execute("SELECT 1")
+    finally:
+        await stalled.close()
+        await other.close()

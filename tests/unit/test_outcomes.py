@@ -723,3 +723,19 @@ def test_signal_from_json_webhook_body() -> None:
     signal = signal_from_event(RoomEvent.from_json(body.encode()))
     assert signal == Signal("participant_joined", ROOM, True, "ringing")
     assert next_state(DIALING, signal) == Change(Status.RINGING)
+
+
+def test_the_reaper_never_settles_a_dialled_call_as_nobody_called() -> None:
+    """A server stalled past the placement bound goes on and dials; the reaper, which found
+    the call undialled a moment before, must leave it (it was settled "nobody was called"
+    and its key freed: a retry rang the person again)."""
+    from common.calls.service import _never_dialled
+
+    assert _never_dialled(CallState(Status.DIALING, dialled=True)) is None
+    assert _never_dialled(CallState(Status.DIALING, dialled=False)) == Change(
+        Status.FAILED, "the server stopped before dialling; nobody was called"
+    )
+    assert _never_dialled(CallState(Status.DIALING, hangup_requested=True, dialled=False)) == (
+        Change(Status.CANCELED, "hung up through the API")
+    )
+    assert _never_dialled(CallState(Status.FAILED, dialled=False)) is None
