@@ -166,6 +166,8 @@ class WebhookSender:
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
         self._prompt: dict[str, float] = {}  # receiver -> when it last answered within PROMPT_S
         self._in_flight: dict[int, _Send] = {}  # by delivery id
+        # When the claim of each delivery started or waiting here runs out (this clock's time)
+        self._lease_until: dict[int, float] = {}
         # When the run loop looks again unless woken; inf while it is looking (what it reads
         # may predate the news: any news wakes it again once it has looked).
         self._wake_at = math.inf
@@ -271,6 +273,7 @@ class WebhookSender:
         (for HOST_BUSY_DEFER_S) those that may not start now."""
         busy: list[int] = []
         for delivery in claimed:
+            self._lease_until[delivery.id] = now + self._lease_s
             receiver = _origin(delivery.url)
             if self._per_receiver.get(receiver, 0) < PER_RECEIVER_CONCURRENCY:
                 prompt = self._prompt_now(receiver, flight)
@@ -283,6 +286,8 @@ class WebhookSender:
                 self._waiting[receiver].append(delivery)  # starts as a slot of it frees
             else:
                 busy.append(delivery.id)
+        for given_back in busy:
+            del self._lease_until[given_back]
         if busy:  # not an attempt: they wait a moment, and the claims move on to others
             await self._store.defer_deliveries(busy, now + HOST_BUSY_DEFER_S)
             self._look_by(now + HOST_BUSY_DEFER_S)
@@ -371,6 +376,20 @@ class WebhookSender:
             self._wake_at = math.inf
 
     async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
+        if self._lease_until.pop(delivery.id, math.inf) - self._clock() < REQUEST_TIMEOUT_S:
+            # Its claim runs out before the send could end (this server was stalled, or the
+            # delivery waited long behind its receiver's sends): another server may claim
+            # and send it meanwhile. A stalled server sent an event another had delivered,
+            # after that call's later ones. Not sent here; the next claim takes it.
+            self._free_slot(delivery, receiver)
+            logger.info(
+                "webhook %s (%s): its claim ran out before it was sent; left to the next claim",
+                delivery.webhook_id,
+                delivery.event_type,
+                extra={"call_id": delivery.call_id},
+            )
+            self._wakeup.set()  # claimable again once its claim is over: now, or nearly
+            return
         started = time.monotonic()
         status: int | None = None
         try:
@@ -379,16 +398,7 @@ class WebhookSender:
             # How promptly it answered counts before its slot goes to the next one waiting:
             # a send that timed out must not hand its receiver's next one a prompt slot.
             self._answered(receiver, status, time.monotonic() - started)
-            self._per_receiver[receiver] -= 1
-            self._in_flight.pop(delivery.id, None)
-            waiting = self._waiting.get(receiver)
-            if waiting and not self._stopping:  # its slot, at once
-                prompt = self._prompt_now(receiver, self._flight())
-                self._start(waiting.popleft(), receiver, prompt)
-            if not self._waiting.get(receiver, True):  # one entry per receiver ever sent to
-                del self._waiting[receiver]  # would grow for good
-            if self._per_receiver[receiver] == 0:
-                del self._per_receiver[receiver]
+            self._free_slot(delivery, receiver)
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)
@@ -402,6 +412,19 @@ class WebhookSender:
             await self._dispatch([recorded.taken], self._flight(), self._clock())
         elif recorded.next_at is not None:
             self._look_by(recorded.next_at)
+
+    def _free_slot(self, delivery: WebhookDelivery, receiver: str) -> None:
+        """The send of `delivery` is over: its receiver's slot goes to the next one waiting."""
+        self._per_receiver[receiver] -= 1
+        self._in_flight.pop(delivery.id, None)
+        waiting = self._waiting.get(receiver)
+        if waiting and not self._stopping:  # its slot, at once
+            prompt = self._prompt_now(receiver, self._flight())
+            self._start(waiting.popleft(), receiver, prompt)
+        if not self._waiting.get(receiver, True):  # one entry per receiver ever sent to
+            del self._waiting[receiver]  # would grow for good
+        if self._per_receiver[receiver] == 0:
+            del self._per_receiver[receiver]
 
     async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None]:
         if self._session is None:

@@ -741,3 +741,38 @@ async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
         f"{pending} customer webhook deliveries are pending, but CALLS_WEBHOOK_SECRET is not set"
         in caplog.text
     )
+
+
+async def test_a_delivery_whose_claim_ran_out_before_its_send_is_left_to_the_next_claim(
+    start_app: AppFactory, receivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server stalled between its claim and its send (SIGSTOP in a probe) went on and
+    sent an event another server had delivered meanwhile, after that call's later events.
+    A send that cannot end within its claim is not started; the next claim takes it."""
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="common.notify.deliveries")
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    sender = client.app[WEBHOOKS]
+    offset = 0.0
+    sender._clock = lambda: time.time() + offset
+    real_dispatch = sender._dispatch
+
+    async def dispatch_then_stall(claimed: Any, flight: Any, now: float) -> None:
+        nonlocal offset
+        await real_dispatch(claimed, flight, now)
+        if claimed and offset == 0.0:
+            offset = 60.0  # frozen a minute between its claim and its sends
+
+    sender._dispatch = dispatch_then_stall
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    assert {(d["state"], d["attempts"]) for d in listed} == {("delivered", 1)}
+    ids = [r.webhook_id for r in receiver.got]
+    assert len(ids) == len(set(ids)) == len(listed)  # each once, in order
+    assert receiver.types(call_id) == [d["event"] for d in listed]
+    said = [r for r in caplog.records if "its claim ran out before it was sent" in r.getMessage()]
+    assert len(said) == 1
