@@ -59,6 +59,9 @@ class Answer:
 _UNREADABLE_BODY = "request body could not be read (its Content-Encoding or framing is broken)"
 
 
+RETRY_S = 2  # a 503 of ours (the database, config.json) says to try again this much later
+
+
 def _retry(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
 
@@ -79,9 +82,11 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (
         ConfigWriteError,
-        lambda e: Answer(503, f"could not store the call's configuration: {e.strerror}", []),
+        lambda e: Answer(
+            503, f"could not store the call's configuration: {e.strerror}", [], _retry(RETRY_S)
+        ),
     ),
-    (DatabaseError, lambda e: Answer(503, "calls database unavailable", [])),
+    (DatabaseError, lambda e: Answer(503, "calls database unavailable", [], _retry(RETRY_S))),
     (LiveKitError, lambda e: Answer(e.http_status, str(e), [])),
 ]
 

@@ -71,7 +71,7 @@ UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <toke
 PUBLIC_SECRET = Reply(
     "The embedded sandbox's API secret is public: what it signs is taken from this machine only"
 )
-DB_DOWN = Reply("The calls database is unavailable")
+DB_DOWN = Reply("The calls database is unavailable", headers=("Retry-After",))
 
 
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:

@@ -17,7 +17,7 @@ from common.livekit.events import MalformedEvent, RoomEvent
 from common.masking import redact
 from common.signing import BodyVerifier, Unverified
 from common.storage.base import DatabaseError
-from handlers.errors import HttpError
+from handlers.errors import RETRY_S, HttpError
 from handlers.http import (
     PUBLIC_SECRET,
     Reply,
@@ -62,7 +62,9 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         applied = await request.app[CALLS].handle_event(event)
     except DatabaseError:
         metrics.webhooks.labels(result="db_error").inc()
-        raise HttpError(503, "calls database unavailable; retry") from None
+        raise HttpError(
+            503, "calls database unavailable; retry", {"Retry-After": str(RETRY_S)}
+        ) from None
     except OSError as exc:  # config record removal is best effort; never 5xx for it
         logger.error("webhook %s: %s", event.id, exc)
         applied = None

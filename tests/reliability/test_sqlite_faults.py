@@ -135,6 +135,7 @@ async def test_database_locked_by_another_writer(
         resp = await _place(client, name="Locked Out")
         assert resp.status == 503
         assert (await resp.json())["error"] == "calls database unavailable"
+        assert resp.headers["Retry-After"] == "2"  # when to try again, as a 429 says
         finished = event_json("room_finished", first)
         assert await _webhook(client, finished) == 503  # LiveKit retries it later
         # Reads still work while a writer holds the lock (WAL): the server keeps serving.
