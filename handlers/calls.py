@@ -13,7 +13,7 @@ from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView
 from common.livekit.client import LiveKitError
 from common.storage.paging import Before
-from handlers.errors import HttpError, error_response
+from handlers.errors import RETRY_S, HttpError, error_response
 from handlers.http import (
     BEFORE_PARAM,
     DB_DOWN,
@@ -87,6 +87,17 @@ async def _bound_answer(request: web.Request, stored: StoredAnswer) -> web.Respo
         return web.json_response(stored.body, status=stored.status, headers=REPLAY)
     # Placed (or being placed) but never answered, e.g. the server died mid-placement.
     call = await request.app[STORE].get_call(stored.call_id, with_timeline=False)
+    if call is not None and call.status is Status.DIALING and call.dial_started_at is None:
+        # Not dialled yet: a 200 "dialing" said so of calls whose server then stopped, and
+        # nobody was ever called. 409 while the request is outstanding (as the IETF's
+        # Idempotency-Key draft says); later, its answer, or a new placement once the reaper
+        # has settled a call its server left undialled (PLACEMENT_BOUND_S).
+        raise HttpError(
+            409,
+            "the request under this Idempotency-Key is still being placed (nothing dialled"
+            " yet); retry shortly for its answer",
+            {"Retry-After": str(RETRY_S)},
+        )
     status = call.status if call is not None else Status.DIALING
     answer = CallPlaced(call_id=stored.call_id, room=stored.call_id, call_status=status)
     return json_answer(answer, headers=REPLAY)

@@ -288,6 +288,7 @@ async def test_a_key_bound_by_its_bytes_still_matches_those_bytes(client: Client
     await store.create_call(
         NewCall("call-00000000old1", "+1234567890", "A", "en", "Calm"), claim=legacy
     )
+    await store.start_dial("call-00000000old1")  # dialled (undialled, it is still being placed)
     headers = {"Idempotency-Key": "order-99", "Content-Type": "application/json"}
     resp = await client.post("/calls/outbound", data=raw, headers=headers)
     assert resp.status == 200 and resp.headers.get("Idempotent-Replay") == "1"
@@ -466,3 +467,25 @@ async def test_a_call_reads_as_utf8_and_says_so(client: Client) -> None:
     raw = await resp.read()
     assert "Carlos García".encode() in raw
     assert json.loads(raw)["name"] == "Carlos García"
+
+
+async def test_a_retry_while_the_first_request_is_still_placing_its_call_is_told_so(
+    client: Client,
+) -> None:
+    """A retry arriving while the first request waited on LiveKit's dispatch was answered
+    200 "dialing", and, when that request's server then stopped, nobody was ever dialled."""
+    client.app[SANDBOX].inject("CreateDispatch", delay_s=1.0, times=1)
+    headers = {"Idempotency-Key": "order-slow"}
+    first = asyncio.ensure_future(
+        client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
+    )
+    await asyncio.sleep(0.3)
+    early = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
+    assert early.status == 409 and early.headers["Retry-After"] == "2"
+    assert "still being placed" in (await early.json())["error"]
+    placed = await first
+    assert placed.status == 200
+    later = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
+    assert later.status == 200 and later.headers["Idempotent-Replay"] == "1"
+    assert await later.read() == await placed.read()
+    assert len(sandbox_requests(client, "CreateSIPParticipant")) == 1

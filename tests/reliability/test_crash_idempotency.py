@@ -118,9 +118,11 @@ async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_no
     figures: Figures,
     log_guard: LogGuard,
 ) -> None:
-    """Killed after the call was recorded but before its dial: the retry still gets that call
-    (another server might be placing it right now) and nothing is dialled; the reaper settles
-    such calls as failed (tests/integration/test_hardening.py)."""
+    """Killed after the call was recorded but before its dial: the retry is told the request
+    is still being placed (409, Retry-After: another server might be placing it right now)
+    and nothing is dialled; the reaper settles such calls as failed and frees the key
+    (tests/integration/test_hardening.py). It answered 200 "dialing" for a call nobody
+    would ever dial."""
     log_guard.hide(TOKEN, SECRET)
     env = server_env(tmp_path, sandbox)
     first = ServerProcess(tmp_path, "first", env)
@@ -139,8 +141,10 @@ async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_no
         processes.append(second)
         await second.wait_ready(session)
         async with session.post(f"{second.url}/calls/outbound", json=BODY, headers=HEADERS) as resp:
-            assert resp.status == 200
-            call_id = (await resp.json())["call_id"]
+            assert resp.status == 409
+            assert resp.headers["Retry-After"] == "2"
+            error = (await resp.json())["error"]
+            assert error.startswith("the request under this Idempotency-Key is still being placed")
         log_guard.scan(first.logs() + second.logs())
     assert dials(sandbox) == []
-    figures.add(f"SIGKILL inside the dispatch: the retry answers the recorded call {call_id[:9]}…")
+    figures.add("SIGKILL inside the dispatch: the retry is told it is still being placed (409)")
