@@ -107,6 +107,26 @@ async def every_page(
 
 
 @contextlib.asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    route: str = "/{tail:.*}",
+    method: str = "*",
+) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 (a port of the system's choosing) answering `method route`
+    with `handler` for as long as the block runs; yields its base URL."""
+    app = web.Application()
+    app.router.add_route(method, route, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def serving_posts(
     path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int
 ) -> AsyncIterator[None]:

@@ -30,7 +30,7 @@ from common.notify import deliveries
 from handlers.keys import EVENTS, STORE, WEBHOOKS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, serving_posts
+from tests.helpers import SEED_EXAMPLES, serving, serving_posts
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -696,14 +696,8 @@ async def test_a_receiver_that_answers_200_and_then_drips_its_body_got_the_event
                 await asyncio.sleep(0.1)
         return response
 
-    app = web.Application()
-    app.router.add_post("/hooks", drip)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        client = await webhook_app(start_app, f"http://127.0.0.1:{port}/hooks")
+    async with serving(drip, "/hooks", "POST") as url:
+        client = await webhook_app(start_app, f"{url}/hooks")
         call_id = await place(client, SEED_EXAMPLES[0])
         await settle(client, timeout=30)
         listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
@@ -711,8 +705,6 @@ async def test_a_receiver_that_answers_200_and_then_drips_its_body_got_the_event
             ("delivered", 1, 200)
         }
         assert len(posts) == len(set(posts)) == len(listed)  # none sent twice
-    finally:
-        await runner.cleanup()
 
 
 async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(

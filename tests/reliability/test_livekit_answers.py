@@ -22,6 +22,7 @@ from common.calls.service import ROOM_CHECK_AFTER_S
 from common.livekit import client as livekit_client
 from handlers.keys import CALLS
 from tests.conftest import AppFactory
+from tests.helpers import serving
 
 Client = TestClient[Any, Any]
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,17 +69,9 @@ class FakeLiveKit:
 @pytest.fixture
 async def fake_livekit() -> AsyncIterator[FakeLiveKit]:
     fake = FakeLiveKit()
-    app = web.Application()
-    app.router.add_post("/twirp/{service}/{method}", fake._twirp)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(fake._twirp, "/twirp/{service}/{method}", "POST") as url:
+        fake.url = url
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 async def _start(start_app: AppFactory, fake: FakeLiveKit) -> Client:
@@ -225,18 +218,12 @@ async def test_a_redirect_is_not_followed(start_app: AppFactory, fake_livekit: F
         elsewhere.append(await request.read())
         return web.Response(body=b"", content_type="application/protobuf")
 
-    other = web.Application()
-    other.router.add_route("*", "/{tail:.*}", other_origin)
-    runner = web.AppRunner(other)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    target = f"http://127.0.0.1:{runner.addresses[0][1]}/stolen"
+    async with serving(other_origin) as other:
+        target = f"{other}/stolen"
 
-    async def redirect(request: web.Request) -> web.Response:
-        raise web.HTTPTemporaryRedirect(target)
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(target)
 
-    try:
         fake_livekit.answers["CreateDispatch"] = redirect
         client = await _start(start_app, fake_livekit)
         resp = await client.post("/calls/outbound", json=CALL)
@@ -245,8 +232,6 @@ async def test_a_redirect_is_not_followed(start_app: AppFactory, fake_livekit: F
         assert elsewhere == []
         assert "CreateSIPParticipant" not in fake_livekit.hits  # nobody was dialled
         assert (await _only_call(client))["status"] == "failed"
-    finally:
-        await runner.cleanup()
 
 
 async def test_the_reaper_goes_on_after_an_odd_answer(

@@ -17,6 +17,7 @@ from common.livekit import client as livekit_client
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
+from tests.helpers import serving
 from tests.reliability.conftest import Figures
 
 Client = TestClient[Any, Any]
@@ -215,16 +216,9 @@ async def test_a_livekit_url_that_is_not_livekit_fails_calls_cleanly(
     async def a_page(request: web.Request) -> web.Response:
         return web.Response(text="<html>Welcome to nginx!</html>", content_type="text/html")
 
-    other = web.Application()
-    other.router.add_route("*", "/{tail:.*}", a_page)
-    runner = web.AppRunner(other)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(a_page) as url:
         client = await start_app(
-            livekit_url=f"http://127.0.0.1:{port}",
+            livekit_url=url,
             livekit_api_key="APInotlivekit",
             livekit_api_secret="not-livekit-secret-0123456789abcdef0123",
             sip_outbound_trunk_id="ST_nginx",
@@ -237,5 +231,3 @@ async def test_a_livekit_url_that_is_not_livekit_fails_calls_cleanly(
         assert ready.status == 503
         assert [d["component"] for d in (await ready.json())["details"]] == ["livekit"]
         assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
-    finally:
-        await runner.cleanup()
