@@ -13,13 +13,17 @@ agent's reports), whose success the call's own lines already tell (`call ... dia
 ringing`, ...). `CallsAccessLogger` writes those machines' successful requests only at
 LOG_LEVEL=DEBUG, before aiohttp formats them (a line costs ~20 µs); their failures, and every
 other request, are logged as before. While the database is down, LiveKit and the agents retry
-every post and each gets a 503: those machines' 5xx answers are written at most once a minute
-per route and status, with how many were held back (the server's own error line tells why).
+every post and each gets a 503; and anyone may post unsigned requests there by the thousand:
+those routes' failed answers (4xx, 5xx) are written at most once a minute per route and
+status, per server, with how many were held back (the server's own line tells why, once a
+minute too). Each field of an access line (the request line, Referer, User-Agent, a header
+logged as a field) is cut at MAX_HEADER_CHARS.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -27,7 +31,7 @@ from aiohttp.web_log import AccessLogger
 
 from common.masking import redact
 from common.repeats import Repeats
-from handlers.keys import QUIET_ROUTES
+from handlers.keys import QUIET_ROUTES, REFUSALS
 
 ACCESS_LOGGER = "aiohttp.access"
 SERVER_LOGGER = "aiohttp.server"
@@ -51,13 +55,33 @@ class RedactAccessLog(logging.Filter):
         if self.drop_sandbox and _is_sandbox_success(record):
             return False
         message = record.getMessage()
-        redacted = redact(message)
+        redacted = _LONG_FIELD.sub(_clip_field, redact(message))
         if redacted != message:
             record.msg, record.args = redacted, ()
         headers = getattr(record, "request_header", None)
         if isinstance(headers, dict):  # JSON logs may carry the headers as fields
-            record.request_header = {k: redact(str(v)) for k, v in headers.items()}
+            record.request_header = {
+                k: _clipped(redact(str(v)), MAX_HEADER_CHARS) for k, v in headers.items()
+            }
         return True
+
+
+# A request line of 8 KB and as much again in its Referer and User-Agent made each line 24 KB:
+# unsigned requests filled the disk at 24 MB/s. Enough of each is kept to tell what it was:
+# each quoted field of the line (request line, Referer, User-Agent), and each header logged
+# as a field, is cut at MAX_HEADER_CHARS; the status and size between them stay.
+MAX_HEADER_CHARS = 300
+_LONG_FIELD = re.compile(f'[^"]{{{MAX_HEADER_CHARS + 1},}}')
+
+
+def _clip_field(match: re.Match[str]) -> str:
+    return _clipped(match.group(), MAX_HEADER_CHARS)
+
+
+def _clipped(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 class QuietMalformedRequests(logging.Filter):
@@ -117,21 +141,24 @@ class CallsAccessLogger(AccessLogger):
 
     def __init__(self, logger: logging.Logger, log_format: str = AccessLogger.LOG_FORMAT):
         super().__init__(logger, log_format)
-        # Machines' failed requests (5xx): at most once a minute per route and status.
+        # Machines' failed requests: at most once a minute per route and status, per server
+        # (the app's REFUSALS; aiohttp makes a logger per connection, and LiveKit and the
+        # agents open new ones: per logger, that was a line per request).
         self.machine_failures = Repeats()
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         status = response.status
         if not self.logger.isEnabledFor(logging.DEBUG) and _never_routed(request):
             return  # the parser refused it: at DEBUG only, as its own line is
-        if (
-            not (200 <= status < 300 or status >= 500)
-            or self.logger.isEnabledFor(logging.DEBUG)
-            or not _from_machine(request)
-        ):
+        if self.logger.isEnabledFor(logging.DEBUG) or not _from_machine(request):
             super().log(request, response, time)
-        elif status >= 500:
-            suffix = self.machine_failures.due(f"{request.path} {status}")
+        elif not 200 <= status < 300:  # a refusal (forged, by the thousand) or a failure
+            repeats = (
+                request.app.get(REFUSALS, self.machine_failures)
+                if isinstance(request, web.Request)
+                else self.machine_failures
+            )
+            suffix = repeats.due(f"{request.path} {status}")
             if suffix is not None:
                 self._log_with(suffix, request, response, time)
 

@@ -12,6 +12,7 @@ from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
+from common.repeats import Repeats
 from common.settings import Settings
 from common.storage.base import CallStore
 
@@ -28,3 +29,6 @@ LIVEKIT_URL = web.AppKey("livekit_url", str)
 ROUTES = web.AppKey("routes", list[Any])
 # Routes whose successful requests the access log writes only at DEBUG (RouteDoc.log_success).
 QUIET_ROUTES = web.AppKey("quiet_routes", set[Any])
+# Refused machines' requests (LiveKit's webhooks, agents' reports): their log lines, and their
+# access lines, at most once a minute per kind (anyone can send them, unsigned, by the thousand)
+REFUSALS = web.AppKey("refusals", Repeats)

@@ -29,6 +29,7 @@ from common.contracts import (
     REPORTS_PATH,
     AgentReport,
 )
+from common.repeats import Repeats
 from common.signing import BodyVerifier, Unverified
 from handlers.errors import HttpError, json_error
 from handlers.http import (
@@ -41,7 +42,7 @@ from handlers.http import (
     read_body,
     signed_by_whom_it_may_be,
 )
-from handlers.keys import CALLS, METRICS, SETTINGS
+from handlers.keys import CALLS, METRICS, REFUSALS, SETTINGS
 from handlers.schemas import ReportAnswer, ReportResult, ReportsAnswer
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ async def agent_report(request: web.Request) -> web.Response:
         signed = request.app[VERIFIER].verify(request.headers.get("Authorization", ""), body)
     except Unverified as exc:
         metrics.reports.labels(result="unverified").inc()
-        logger.warning("agent report refused from %s: %s", request.remote, exc)
+        if (more := request.app[REFUSALS].due(f"report: {exc}")) is not None:
+            logger.warning("agent report refused from %s: %s%s", request.remote, exc, more)
         raise HttpError(401, "report signature did not verify") from None
     doc = decode_json(body)
     batch = isinstance(doc, list)
@@ -118,6 +120,7 @@ def _outcome(applied: Applied) -> Literal["applied", "duplicate", "too_many_turn
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[VERIFIER] = BodyVerifier(settings.livekit_api_key, settings.livekit_api_secret)
+    app.setdefault(REFUSALS, Repeats())
     add_route(
         app,
         RouteDoc(

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
 from common.masking import redact
+from common.repeats import Repeats
 from common.signing import BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import RETRY_S, HttpError
@@ -27,7 +28,7 @@ from handlers.http import (
     read_body,
     signed_by_whom_it_may_be,
 )
-from handlers.keys import CALLS, METRICS, SETTINGS
+from handlers.keys import CALLS, METRICS, REFUSALS, SETTINGS
 from handlers.schemas import WebhookAnswer
 
 logger = logging.getLogger(__name__)
@@ -50,13 +51,17 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     except Unverified as exc:
         metrics.webhook_verification_failures.inc()
         metrics.webhooks.labels(result="unverified").inc()
-        logger.warning("webhook refused from %s: %s", request.remote, exc)
+        if (more := request.app[REFUSALS].due(f"webhook: {exc}")) is not None:
+            logger.warning("webhook refused from %s: %s%s", request.remote, exc, more)
         raise HttpError(401, "webhook signature did not verify") from None
     try:
         event = RoomEvent.from_json(body)
     except MalformedEvent as exc:
         metrics.webhooks.labels(result="malformed").inc()
-        logger.warning("signed webhook is not a LiveKit event: %s", redact(str(exc)[:200]))
+        if (more := request.app[REFUSALS].due("webhook: malformed")) is not None:
+            logger.warning(
+                "signed webhook is not a LiveKit event: %s%s", redact(str(exc)[:200]), more
+            )
         raise HttpError(400, "webhook body is not a LiveKit event") from None
     try:
         applied = await request.app[CALLS].handle_event(event)
@@ -78,6 +83,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[VERIFIER] = BodyVerifier(settings.livekit_api_key, settings.livekit_api_secret)
+    app.setdefault(REFUSALS, Repeats())
     add_route(
         app,
         RouteDoc(
