@@ -241,8 +241,9 @@ class CallStore(CampaignStore, Protocol):
         order, in one transaction (see programs.record_reports)."""
         ...
 
-    async def erase_call_data(self, ended_before: float) -> int:
-        """Erase the conversations of calls that ended before `ended_before`."""
+    async def erase_call_data(self, ended_before: float, limit: int) -> int:
+        """Erase the conversations of at most `limit` calls that ended before `ended_before`
+        (the oldest first), in one transaction; how many."""
         ...
 
     # -- customer webhooks ---------------------------------------------------------------

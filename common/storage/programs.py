@@ -1066,13 +1066,14 @@ def _no_change(_state: Any) -> None:
     return None
 
 
-def erase_call_data(d: Dialect, ended_before: float, now: float) -> Program[int]:
+def erase_call_data(d: Dialect, ended_before: float, now: float, limit: int) -> Program[int]:
     """Erase what the conversation said (transcript, summary, extracted fields, the reasons
-    of the success and answering-machine verdicts) of calls that ended before `ended_before`;
-    status, timings, verdicts and usage stay."""
+    of the success and answering-machine verdicts) of at most `limit` calls that ended before
+    `ended_before`, the oldest first; status, timings, verdicts and usage stay."""
     rows = yield Query(
-        "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL",
-        (ended_before,),
+        "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL"
+        " ORDER BY ended_at LIMIT ?",
+        (ended_before, limit),
     )
     for row in rows:
         report = row["report"]

@@ -162,9 +162,10 @@ class SqlCallStore(CampaignMethods):
             write=True,
         )
 
-    async def erase_call_data(self, ended_before: float) -> int:
+    async def erase_call_data(self, ended_before: float, limit: int) -> int:
         return await self._run(
-            programs.erase_call_data(self.dialect, ended_before, self._clock()), write=True
+            programs.erase_call_data(self.dialect, ended_before, self._clock(), limit),
+            write=True,
         )
 
     # -- customer webhooks ---------------------------------------------------------------

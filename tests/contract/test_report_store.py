@@ -114,7 +114,7 @@ async def test_a_stored_final_report_that_no_longer_reads_shows_what_does(
     assert [c.report for c in listed] == [call.report]
     assert any(CALL in r.getMessage() and "usage" in r.getMessage() for r in caplog.records)
     await execute(store, "UPDATE calls SET ended_at = ? WHERE call_id = ?", clock.now, CALL)
-    assert await store.erase_call_data(clock.now + 1) == 1
+    assert await store.erase_call_data(clock.now + 1, 10) == 1
     erased = await store.get_call(CALL)
     assert erased is not None and erased.report is not None
     assert erased.transcript == () and erased.report.summary is None
@@ -166,7 +166,7 @@ async def test_the_retention_erases_every_report_body_that_held_the_conversation
     ended = Change(Status.VOICEMAIL, "machine-vm", answered=True)
     await store.apply(CALL, "room_finished", lambda _state: ended, room_finished=True)
     clock.advance(10)
-    assert await store.erase_call_data(clock.now) == 1
+    assert await store.erase_call_data(clock.now, 10) == 1
 
     assert await kinds_stored(store) == ["answered"]
     call = await store.get_call(CALL)
@@ -188,3 +188,21 @@ async def test_the_retention_erases_every_report_body_that_held_the_conversation
     assert all("Ann Lee" not in r["detail"] for r in events)
     call = await store.get_call(CALL)
     assert call is not None and call.amd == "machine-vm" and call.transcript == ()
+
+
+async def test_the_retention_erases_the_oldest_calls_first_and_no_more_than_asked(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """All in one transaction, 200,000 calls past their retention held the server 107 s
+    before it listened, and 227 MB."""
+    for n in range(5):
+        call_id = f"call-00000000001{n}"
+        await store.create_call(NewCall(call_id, "+1234567890", "Ann", "en", "Calm"))
+        ended = clock.now - 100 + n  # call ...10 ended first
+        await execute(store, "UPDATE calls SET ended_at = ? WHERE call_id = ?", ended, call_id)
+    assert await store.erase_call_data(clock.now, 2) == 2
+    erased = [c.call_id for c in await store.list_calls() if c.data_erased_at is not None]
+    assert sorted(erased) == ["call-000000000010", "call-000000000011"]
+    assert await store.erase_call_data(clock.now, 2) == 2
+    assert await store.erase_call_data(clock.now, 2) == 1
+    assert await store.erase_call_data(clock.now, 2) == 0

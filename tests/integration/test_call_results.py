@@ -406,3 +406,23 @@ async def test_the_final_report_stands(start_app: AppFactory) -> None:
             (call["call_id"],),
         ).fetchone()
     assert reports == 1
+
+
+async def test_a_long_history_past_its_retention_is_erased_a_batch_at_a_time(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.calls import service as service_module
+
+    client = await start_app()
+    service = client.app[CALLS]
+    batches: list[int] = []
+
+    async def erase(ended_before: float, limit: int) -> int:
+        batches.append(limit)
+        return limit  # a history without end: every batch is full
+
+    monkeypatch.setattr(service.store, "erase_call_data", erase)
+    monkeypatch.setattr(service_module, "ERASE_BUDGET_S", 0.05)
+    erased = await service.erase_past_retention(service.clock())
+    assert batches and set(batches) == {service_module.ERASE_BATCH}
+    assert erased == len(batches) * service_module.ERASE_BATCH  # the pass stopped by itself
