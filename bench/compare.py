@@ -241,6 +241,8 @@ _SETTING_PREFIXES = (
     "SIP_",
     "AGENT_",
     "REAPER_",
+    "METRICS_",
+    "READYZ_",
     "WEBHOOK_",
     "SANDBOX_",
     "OPENAI_",
@@ -415,6 +417,7 @@ def server_env(workdir: Path, port: int, livekit_url: str, **extra: str) -> dict
         "CALLS_RATE_LIMIT_PER_MIN": "100000",
         "CALLS_SETTLE_GRACE_S": "0",
         "REAPER_INTERVAL_S": "3600",
+        "METRICS_REUSE_S": "0",  # settling is watched on /metrics: its counts as they are
         **extra,
     }
 

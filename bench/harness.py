@@ -252,6 +252,7 @@ def start_server(
         "CALLS_API_TOKEN": "",
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "text",
+        "METRICS_REUSE_S": "0",  # settling is watched on /metrics: its counts as they are
     }
     if livekit is not None:
         settings |= {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from common.calls.outcomes import Status
 
 
 class Metrics:
@@ -59,8 +63,33 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self, calls_by_status: dict[str, int]) -> bytes:
+        self.deliveries_pending = Gauge(
+            "customer_webhook_deliveries_pending",
+            "Customer webhook deliveries not delivered, failed or stopped yet (a backlog)",
+            registry=self.registry,
+        )
+        self.database_read = Gauge(
+            "calls_database_read",
+            "1 if the database counts above were read for this scrape (within a few seconds);"
+            " 0 if the database did not answer and they are the last ones read",
+            registry=self.registry,
+        )
+
+    def render(self, counts: DatabaseCounts | None, fresh: bool) -> bytes:
+        """The registry, with the database's counts (every status, 0 for those with no
+        call: a live-calls panel showed "no data" rather than 0) when there are any."""
         self.calls_by_status.clear()
-        for status, count in calls_by_status.items():
-            self.calls_by_status.labels(status=status).set(count)
+        if counts is not None:
+            for status in Status:
+                self.calls_by_status.labels(status=status.value).set(
+                    counts.by_status.get(status.value, 0)
+                )
+            self.deliveries_pending.set(counts.deliveries_pending)
+        self.database_read.set(1 if fresh else 0)
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class DatabaseCounts:
+    by_status: dict[str, int]
+    deliveries_pending: int

@@ -375,6 +375,11 @@ class Settings:
         _number(0.0, 60.0),
         "How long a /readyz verdict is reused (0: each request checks).",
     )
+    metrics_reuse_s: float = setting(
+        5.0,
+        _number(0.0, 60.0),
+        "How long the database's counts in /metrics are reused (0: each scrape counts).",
+    )
     calls_settle_grace_s: float = setting(
         10.0,
         _number(0.0, 600.0),

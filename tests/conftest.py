@@ -80,6 +80,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "calls_settle_grace_s": 0.0,
             # Tests break a component and look at /readyz at once: no verdict reused.
             "readyz_reuse_s": 0.0,
+            "metrics_reuse_s": 0.0,  # nor the counts of /metrics
         }
         base.update(overrides)
         return dataclasses.replace(Settings(), **base)

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from common.storage.base import DatabaseError
 from handlers.keys import STORE
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -136,3 +137,47 @@ async def test_a_probe_that_goes_away_does_not_cancel_the_shared_check(
     await asyncio.sleep(0.05)
     first.cancel()  # its connection closes: its handler is cancelled
     assert (await second).status == 200
+
+
+async def test_metrics_count_the_calls_table_once_for_concurrent_scrapes_and_reuse_it(
+    start_app: AppFactory,
+) -> None:
+    """Each /metrics (no token) read the whole calls table: 20 clients scraping it with
+    1,000,000 calls made placing a call take 3.2 s."""
+    client = await start_app(metrics_reuse_s=60.0)
+    store = client.app[STORE]
+    counts = 0
+    count_by_status = store.count_by_status
+
+    async def counted() -> dict[str, int]:
+        nonlocal counts
+        counts += 1
+        await asyncio.sleep(0.1)  # still counting when the others come
+        counted_now: dict[str, int] = await count_by_status()
+        return counted_now
+
+    store.count_by_status = counted
+    answers = await asyncio.gather(*(client.get("/metrics") for _ in range(20)))
+    assert [a.status for a in answers] == [200] * 20 and counts == 1
+    text = await (await client.get("/metrics")).text()
+    assert counts == 1  # reused
+    # Every status, 0 for those without a call (a live-calls panel said "no data").
+    assert 'calls{status="in_progress"} 0.0' in text and 'calls{status="canceled"} 0.0' in text
+    assert "customer_webhook_deliveries_pending 0.0" in text
+    assert "calls_database_read 1.0" in text
+
+
+async def test_metrics_say_when_the_database_did_not_answer(start_app: AppFactory) -> None:
+    client = await start_app(metrics_reuse_s=0.0)
+    assert (await client.get("/calls/outbound")).status == 405  # something in the log
+    first = await (await client.get("/metrics")).text()
+    assert 'calls{status="dialing"} 0.0' in first
+    store = client.app[STORE]
+
+    async def down() -> dict[str, int]:
+        raise DatabaseError("database unreachable (test)")
+
+    store.count_by_status = down
+    text = await (await client.get("/metrics")).text()
+    assert "calls_database_read 0.0" in text
+    assert 'calls{status="dialing"} 0.0' in text  # the last counts, said to be the last
