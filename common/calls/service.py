@@ -524,7 +524,16 @@ class CallService:
 
     async def _placement_failed(self, call_id: str, exc: LiveKitError) -> None:
         self.metrics.calls_placed.labels(result="failed").inc()
-        logger.error("call %s could not be placed: %s", call_id, exc.reason)
+        # A LiveKit down fails every call: once a minute per kind of failure, with how many
+        # (each call's reason is in its row, its API answer and the metrics)
+        if (more := self._repeats.due(f"placement {type(exc).__name__}")) is not None:
+            logger.error(
+                "call %s could not be placed: %s%s",
+                call_id,
+                exc.reason,
+                more,
+                extra={"call_id": call_id},
+            )
         try:
             await self._settle(
                 call_id,
@@ -692,7 +701,14 @@ class CallService:
             try:
                 await end_room(self.lkapi, call_id)
             except LiveKitError as exc:
-                logger.warning("call %s: could not delete its room: %s", call_id, exc.reason)
+                if (more := self._repeats.due("room deletion")) is not None:
+                    logger.warning(
+                        "call %s: could not delete its room: %s%s",
+                        call_id,
+                        exc.reason,
+                        more,
+                        extra={"call_id": call_id},
+                    )
 
         self._spawn(close(), f"close-room-{call_id}")
 

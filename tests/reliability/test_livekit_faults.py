@@ -145,12 +145,19 @@ async def test_livekit_fault(
     figures.add(f"{status} '{answer['error']}'")
 
 
-async def test_livekit_down(start_app: AppFactory, tmp_path: Path, figures: Figures) -> None:
+async def test_livekit_down(
+    start_app: AppFactory, tmp_path: Path, figures: Figures, caplog: pytest.LogCaptureFixture
+) -> None:
     client = await start_app()
     sandbox = client.app[SANDBOX]
     await sandbox.stop()
     answer = await _refused(client, 503)
-    call = await _only_call(client)
+    for _ in range(3):  # a LiveKit down fails every call: said once a minute
+        await _refused(client, 503)
+    said = [r for r in caplog.records if "could not be placed" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR"
+    oldest = (await (await client.get("/calls")).json())["calls"][-1]
+    call = await (await client.get(f"/calls/{oldest['call_id']}")).json()
     assert call["status"] == "failed"
     assert call["reason"].startswith("agent dispatch: LiveKit unreachable")
     assert _config_calls(tmp_path) == {}
