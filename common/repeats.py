@@ -25,6 +25,8 @@ class Repeats:
         """None: hold this one back. Else log it now, with the returned suffix appended
         ("" the first time, else how many were held back since the last line)."""
         now = self.clock()
+        if len(self._said) >= MAX_KEYS and key not in self._said:
+            self._forget_old(now)
         said = self._said.get(key)
         if said is not None and now - said[0] < self.every_s:
             self._said[key] = (said[0], said[1] + 1)
@@ -32,6 +34,20 @@ class Repeats:
         held = said[1] if said is not None else 0
         self._said[key] = (now, 0)
         return f" ({held} more like it in the last {now - said[0]:.0f} s)" if said and held else ""
+
+    def _forget_old(self, now: float) -> None:
+        """Keys are a receiver, a campaign, a kind of refusal: without end, one for each a
+        client names. Those said over `every_s` ago go (their next one is said at once, as
+        it would be); if none is that old, the oldest half."""
+        old = [k for k, (at, _) in self._said.items() if now - at >= self.every_s]
+        if not old:
+            by_age = sorted(self._said, key=lambda k: self._said[k][0])
+            old = by_age[: len(by_age) // 2]
+        for key in old:
+            del self._said[key]
+
+
+MAX_KEYS = 10_000
 
 
 class OneLineRepeats(logging.Filter):

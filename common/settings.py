@@ -734,7 +734,9 @@ class _JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         # JSON escapes the control characters; these three end a line for some readers too.
-        return json.dumps(doc, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
+        # default=str: a field of another type (bytes, a set) is written as text, not a
+        # "Logging error" traceback on stderr in place of the line
+        return json.dumps(doc, ensure_ascii=False, default=str).translate(_JSON_LINE_BREAKS)
 
 
 # What ends a line in a log reader (str.splitlines' breaks), written as escapes instead.

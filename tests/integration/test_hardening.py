@@ -540,6 +540,25 @@ async def test_json_logs_carry_call_id_and_status_as_fields(
     assert any(" dialing " in d["msg"] for d in naming)
 
 
+def test_a_json_log_field_of_another_type_is_written_as_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A `status` extra of bytes made the formatter raise: a "Logging error" traceback on
+    stderr in place of the line."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging(dataclasses.replace(Settings(), log_format="json"))
+    try:
+        logging.getLogger("test.json").warning("odd", extra={"status": b"x", "call_id": {1}})
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert "Logging error" not in err
+    (doc,) = [json.loads(line) for line in err.splitlines() if '"odd"' in line]
+    assert (doc["status"], doc["call_id"]) == ("b'x'", "{1}")
+
+
 # ------------------------------------------------------------------ a newcomer's first hour
 
 
