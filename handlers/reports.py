@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from common.calls.errors import TooManyTurns
+from common.calls.errors import TooManyTurns, UnknownCall
 from common.calls.models import Applied
 from common.calls.request import field_errors
 from common.contracts import (
@@ -92,6 +92,9 @@ async def agent_report(request: web.Request) -> web.Response:
         )
         details = [{"field": "body", "error": "cannot be stored (it is not plain JSON text)"}]
         return json_error(400, "not an agent report", details)
+    except UnknownCall:  # answered 404 by handlers/errors.py; counted like the others
+        metrics.reports.labels(result="unknown_call").inc()
+        raise
     outcomes = [_outcome(applied) for applied in results]
     for outcome in outcomes:
         metrics.reports.labels(result=outcome).inc()

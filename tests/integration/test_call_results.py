@@ -248,6 +248,8 @@ async def test_forged_cross_call_and_unknown_call_reports_change_nothing(
     assert await post_report(client, answered(mine), room=None) == 409  # no room grant
     assert await post_report(client, answered(mine), room=other) == 409  # another call's token
     assert await post_report(client, answered("call-000000000000")) == 404
+    metrics = await (await client.get("/metrics")).text()
+    assert 'agent_reports_total{result="unknown_call"} 1.0' in metrics  # counted as the others
     body = json.dumps(answered(mine)).encode()
     for auth in (None, "Bearer not.a.jwt", report_token(body[:-1] + b" ", mine)):
         headers = {"Authorization": auth} if auth else {}
