@@ -106,6 +106,7 @@ class CallSimulation:
             self._masked,
             self.room.name,
             self.scenario.name,
+            extra={"call_id": self.room.name},
         )
         self.task = asyncio.create_task(self._play(), name=f"sandbox-call-{self.call_id}")
         # Cancelled before an answer (room deleted, sandbox stopped): the INVITE is cancelled.
@@ -164,7 +165,14 @@ class CallSimulation:
         await self._wait_until(answered_at + talk_s)
         full = talk_s == self.scenario.talk_s
         ended_by = "callee hung up" if full else "max_call_duration hit"
-        logger.info("sandbox call %s: %s after %.0f s", self.call_id, ended_by, talk_s)
+        logger.info(
+            "sandbox call %s in room %s: %s after %.0f s",
+            self.call_id,
+            self.room.name,
+            ended_by,
+            talk_s,
+            extra={"call_id": self.room.name},
+        )
         self.left_at = time.monotonic()
         self.registry.leave(
             self.room,
@@ -208,11 +216,13 @@ class CallSimulation:
         if self.agent is not None:
             self.agent.ended("system")
         logger.info(
-            "sandbox call %s failed: SIP %d %s (%s)",
+            "sandbox call %s in room %s failed: SIP %d %s (%s)",
             self.call_id,
+            self.room.name,
             status.code,
             status.reason,
             DisconnectReason.Name(reason),
+            extra={"call_id": self.room.name},
         )
         self.left_at = time.monotonic()
         self.registry.leave(
