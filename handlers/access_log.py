@@ -16,14 +16,14 @@ other request, are logged as before. While the database is down, LiveKit and the
 every post and each gets a 503; and anyone may post unsigned requests there by the thousand:
 those routes' failed answers (4xx, 5xx) are written at most once a minute per route and
 status, per server, with how many were held back (the server's own line tells why, once a
-minute too). Each field of an access line (the request line, Referer, User-Agent, a header
-logged as a field) is cut at MAX_HEADER_CHARS.
+minute too). Each field of an access line (the request line, Referer, User-Agent) is cut at
+MAX_FIELD_CHARS.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Iterable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -55,27 +55,20 @@ class RedactAccessLog(logging.Filter):
         if self.drop_sandbox and _is_sandbox_success(record):
             return False
         message = record.getMessage()
-        redacted = _LONG_FIELD.sub(_clip_field, redact(message))
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         headers = getattr(record, "request_header", None)
         if isinstance(headers, dict):  # JSON logs may carry the headers as fields
-            record.request_header = {
-                k: _clipped(redact(str(v)), MAX_HEADER_CHARS) for k, v in headers.items()
-            }
+            record.request_header = {k: redact(str(v)) for k, v in headers.items()}
         return True
 
 
 # A request line of 8 KB and as much again in its Referer and User-Agent made each line 24 KB:
 # unsigned requests filled the disk at 24 MB/s. Enough of each is kept to tell what it was:
-# each quoted field of the line (request line, Referer, User-Agent), and each header logged
-# as a field, is cut at MAX_HEADER_CHARS; the status and size between them stay.
-MAX_HEADER_CHARS = 300
-_LONG_FIELD = re.compile(f'[^"]{{{MAX_HEADER_CHARS + 1},}}')
-
-
-def _clip_field(match: re.Match[str]) -> str:
-    return _clipped(match.group(), MAX_HEADER_CHARS)
+# each field of the line (the request line, Referer, User-Agent), as it goes into the line
+# and into the record's fields, is cut at MAX_FIELD_CHARS (CallsAccessLogger._format_line).
+MAX_FIELD_CHARS = 300
 
 
 def _clipped(text: str, limit: int) -> str:
@@ -145,6 +138,16 @@ class CallsAccessLogger(AccessLogger):
         # (the app's REFUSALS; aiohttp makes a logger per connection, and LiveKit and the
         # agents open new ones: per logger, that was a line per request).
         self.machine_failures = Repeats()
+
+    def _format_line(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> Iterable[tuple[str | tuple[str, str], str]]:
+        """aiohttp's fields of the line, each text cut at MAX_FIELD_CHARS (a field of quotes
+        every 299 characters got past a cut made on the written line)."""
+        return [
+            (key, _clipped(value, MAX_FIELD_CHARS) if isinstance(value, str) else value)
+            for key, value in super()._format_line(request, response, time)
+        ]
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         status = response.status

@@ -61,8 +61,8 @@ async def outbound_call(request: web.Request) -> web.Response:
     except LiveKitError as exc:
         failure = error_response(exc)
         assert failure is not None  # noqa: S101 - the error table answers every LiveKitError
-        if exc.maybe_done and isinstance(failure.body, bytes):  # the key stays bound: replay it
-            await calls.remember(placement, failure.status, _json(failure.body))
+        if exc.maybe_done and exc.call_id and isinstance(failure.body, bytes):  # key bound:
+            await calls.remember(placement, exc.call_id, failure.status, _json(failure.body))
         return failure
     if placed.bound is not None:
         return await _bound_answer(request, placed.bound)
@@ -70,7 +70,7 @@ async def outbound_call(request: web.Request) -> web.Response:
     answer = CallPlaced(
         call_id=placed.call.call_id, room=placed.call.call_id, call_status=placed.call.status
     )
-    await calls.remember(placement, 200, answer.model_dump(mode="json"))
+    await calls.remember(placement, placed.call.call_id, 200, answer.model_dump(mode="json"))
     return json_answer(answer)
 
 

@@ -80,6 +80,9 @@ class Admission:
             raise KeyReused
         return stored
 
-    async def remember(self, claim: IdempotencyClaim, status: int, body: dict[str, object]) -> None:
-        """The answer given under the key, replayed to the key's retries."""
-        await self._store.answer_idempotent(claim.client, claim.key, status, body)
+    async def remember(
+        self, claim: IdempotencyClaim, call_id: str, status: int, body: dict[str, object]
+    ) -> None:
+        """The answer given under the key about `call_id`, replayed to the key's retries (not
+        stored if the key is bound to another call by now)."""
+        await self._store.answer_idempotent(claim.client, claim.key, call_id, status, body)

@@ -327,6 +327,7 @@ class CallService:
         try:
             return Placed(call=await self._dispatch_and_dial(call, call_id, record))
         except LiveKitError as exc:
+            exc.call_id = call_id
             if not exc.maybe_done:
                 await self._release(call_id)
             raise
@@ -572,12 +573,15 @@ class CallService:
             updated_at=now,
         )
 
-    async def remember(self, placement: Placement, status: int, body: dict[str, Any]) -> None:
-        """Store the answer given under the placement's Idempotency-Key, for its retries."""
+    async def remember(
+        self, placement: Placement, call_id: str, status: int, body: dict[str, Any]
+    ) -> None:
+        """Store the answer about `call_id` given under the placement's Idempotency-Key, for
+        its retries."""
         if placement.claim is None:
             return
         try:
-            await self.admission.remember(placement.claim, status, body)
+            await self.admission.remember(placement.claim, call_id, status, body)
         except DatabaseError as exc:  # the key is bound to its call already: retries get it
             logger.error("could not store the answer under an Idempotency-Key: %s", exc)
 

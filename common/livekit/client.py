@@ -57,6 +57,7 @@ class LiveKitError(Exception):
         # (a timeout, a dropped connection): for a dial, the phone may be ringing.
         self.maybe_done = maybe_done
         self.goal = "place the call"  # what LiveKit did not do, as a client is told
+        self.call_id: str | None = None  # the call it was about, once the service knows it
 
     def __str__(self) -> str:
         return f"LiveKit did not {self.goal}: {self.reason}"

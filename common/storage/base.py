@@ -313,8 +313,10 @@ class CallStore(CampaignStore, Protocol):
     async def get_idempotent(self, client: str, key: str) -> StoredAnswer | None: ...
 
     async def answer_idempotent(
-        self, client: str, key: str, status: int, body: dict[str, object]
-    ) -> None: ...
+        self, client: str, key: str, bound_to: str, status: int, body: dict[str, object]
+    ) -> None:
+        """Store the answer given under the key, if the key is still bound to `bound_to`."""
+        ...
 
     # -- admission -----------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ def create_campaign(
     the key is bound already)."""
     if claim is not None:
         yield from bind_key(claim, new.campaign_id, now)
-        yield from answer_idempotent(d, claim.client, claim.key, 201, answer or {})
+        yield from answer_idempotent(d, claim.client, claim.key, new.campaign_id, 201, answer or {})
     start_at = max(new.start_at, now)
     yield Query(
         "INSERT INTO campaigns (campaign_id, name, client, status, spec, webhook_url, total,"

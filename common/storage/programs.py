@@ -808,11 +808,15 @@ def get_idempotent(client: str, key: str) -> Program[StoredAnswer | None]:
 
 
 def answer_idempotent(
-    d: Dialect, client: str, key: str, status: int, body: dict[str, Any]
+    d: Dialect, client: str, key: str, bound_to: str, status: int, body: dict[str, Any]
 ) -> Program[None]:
+    """The answer given under the key, if it is still bound to `bound_to` (its call or
+    campaign): a server stalled past the placement bound answered its call after the reaper
+    had freed the key and a retry had bound it to a new call, and wrote that call's answer
+    over the new one's."""
     yield Query(
-        "UPDATE idempotency SET status = ?, body = ? WHERE client = ? AND key = ?",
-        (status, dumps(body), client, key),
+        "UPDATE idempotency SET status = ?, body = ? WHERE client = ? AND key = ? AND call_id = ?",
+        (status, dumps(body), client, key, bound_to),
     )
 
 

@@ -246,11 +246,10 @@ class SqlCallStore(CampaignMethods):
         return await self._run(programs.get_idempotent(client, key), write=False)
 
     async def answer_idempotent(
-        self, client: str, key: str, status: int, body: dict[str, Any]
+        self, client: str, key: str, bound_to: str, status: int, body: dict[str, Any]
     ) -> None:
-        await self._run(
-            programs.answer_idempotent(self.dialect, client, key, status, body), write=True
-        )
+        program = programs.answer_idempotent(self.dialect, client, key, bound_to, status, body)
+        await self._run(program, write=True)
 
     # -- admission -----------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ async def test_reopen_reads_back_everything(backend: Backend, clock: FakeClock) 
     clock.advance(3)
     await first.apply(CALL, "participant_joined", set_status(Status.RINGING), event_id="EV_1")
     await first.request_hangup(CALL)
-    await first.answer_idempotent("alice", "key-1", 200, {"status": "success"})
+    await first.answer_idempotent("alice", "key-1", CALL, 200, {"status": "success"})
     before = await first.get_call(CALL)
     await first.close()
 
@@ -699,9 +699,20 @@ async def test_idempotency_key_is_recorded_with_its_call(store: CallStore) -> No
     assert await store.get_idempotent("alice", "k1") == StoredAnswer("call-a", "h1")
     assert await store.get_idempotent("bob", "k1") is None  # keys are per client
     assert await store.get_idempotent("alice", "k2") is None
-    await store.answer_idempotent("alice", "k1", 200, {"status": "success", "call_id": "call-a"})
+    await store.answer_idempotent(
+        "alice", "k1", "call-a", 200, {"status": "success", "call_id": "call-a"}
+    )
     assert await store.get_idempotent("alice", "k1") == StoredAnswer(
         "call-a", "h1", 200, {"status": "success", "call_id": "call-a"}
+    )
+    # A stalled server's answer about a call the key is no longer bound to: not stored (it
+    # wrote call-a's "failed" over the answer of the retry's new call).
+    await store.release_placement("call-a")
+    await store.create_call(new_call("call-b"), claim=claim)
+    await store.answer_idempotent("alice", "k1", "call-b", 200, {"call_id": "call-b"})
+    await store.answer_idempotent("alice", "k1", "call-a", 200, {"call_id": "call-a"})
+    assert await store.get_idempotent("alice", "k1") == StoredAnswer(
+        "call-b", "h1", 200, {"call_id": "call-b"}
     )
 
 

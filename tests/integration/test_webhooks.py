@@ -260,8 +260,10 @@ async def test_unsigned_posts_on_new_connections_cannot_fill_the_log(
             headers = {"Authorization": "x", "User-Agent": long_agent, "Referer": long_agent}
             async with session.post(url, data=b"{}", headers=headers) as resp:
                 assert resp.status == 401
+    quoted = ("a" * 299 + '"') * 25  # a quote every 299 characters got past a cut
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/{'p' * 7000}", headers={"User-Agent": long_agent}) as resp:
+        headers = {"User-Agent": quoted, "Referer": quoted}
+        async with session.get(f"{base}/{'p' * 7000}", headers=headers) as resp:
             assert resp.status == 404
     await client.get("/healthz")
     await asyncio.sleep(0.05)
