@@ -95,7 +95,8 @@ async def _bound_answer(request: web.Request, stored: StoredAnswer) -> web.Respo
         raise HttpError(
             409,
             "the request under this Idempotency-Key is still being placed (nothing dialled"
-            " yet); retry shortly for its answer",
+            " yet); retry shortly for its answer (a call its placing left undialled is"
+            " settled failed within about a minute and a half, and the key freed)",
             {"Retry-After": str(RETRY_S)},
         )
     status = call.status if call is not None else Status.DIALING
@@ -167,7 +168,10 @@ def setup(app: web.Application) -> None:
                 200: Reply("The call is dialing", CallPlaced),
                 400: Reply("The body is not UTF-8 JSON, or a bad Idempotency-Key"),
                 401: UNAUTHORIZED,
-                409: Reply("The Idempotency-Key was already used with another body"),
+                409: Reply(
+                    "The Idempotency-Key was already used with another body; or (with"
+                    " Retry-After) its call is recorded but not dialled yet: retry later"
+                ),
                 413: Reply("The body is larger than 64 KiB"),
                 422: Reply("The body is invalid; `details` lists every field's problem"),
                 429: Reply("Live-call cap or rate limit reached", headers=("Retry-After",)),

@@ -276,7 +276,12 @@ class WebhookSender:
         (for HOST_BUSY_DEFER_S) those that may not start now."""
         busy: defaultdict[str, list[int]] = defaultdict(list)  # by receiver
         for delivery in claimed:
+            if delivery.id in self._in_flight:  # claimed again while its send runs: that one
+                continue  # records it (and frees its claim)
+            held = delivery.id in self._lease_until  # waiting here for a slot
             self._lease_until[delivery.id] = now + self._lease_s
+            if held:  # claimed again after its lease ran out: the copy waiting goes on
+                continue
             receiver = _origin(delivery.url)
             if self._per_receiver.get(receiver, 0) < PER_RECEIVER_CONCURRENCY:
                 prompt = self._prompt_now(receiver, flight)
@@ -296,7 +301,7 @@ class WebhookSender:
         for receiver, given_back in busy.items():
             for delivery_id in given_back:
                 del self._lease_until[delivery_id]
-            times = self._given_back[receiver] = self._given_back.get(receiver, 0) + 1
+            times = self._given_back[receiver] = min(self._given_back.get(receiver, 0) + 1, 10)
             until = now + min(HOST_BUSY_DEFER_S * 2 ** (times - 1), REQUEST_TIMEOUT_S)
             await self._store.defer_deliveries(given_back, until)
             self._look_by(until)
@@ -385,19 +390,18 @@ class WebhookSender:
             self._wake_at = math.inf
 
     async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
-        if self._lease_until.pop(delivery.id, math.inf) - self._clock() < REQUEST_TIMEOUT_S:
-            # Its claim runs out before the send could end (this server was stalled, or the
-            # delivery waited long behind its receiver's sends): another server may claim
-            # and send it meanwhile. A stalled server sent an event another had delivered,
-            # after that call's later ones. Not sent here; the next claim takes it.
-            self._free_slot(delivery, receiver)
+        if not await self._still_held(delivery):
+            # Its claim ran out before the send could end (this server was stalled, or the
+            # delivery waited long behind its receiver's sends) and another server claimed it
+            # since: a stalled server sent an event another had delivered, after that call's
+            # later ones. Not sent here.
+            self._free_slot(delivery, receiver, ended=False)
             logger.info(
-                "webhook %s (%s): its claim ran out before it was sent; left to the next claim",
+                "webhook %s (%s): another server claimed it while it waited here; not sent",
                 delivery.webhook_id,
                 delivery.event_type,
                 extra={"call_id": delivery.call_id},
             )
-            self._wakeup.set()  # claimable again once its claim is over: now, or nearly
             return
         started = time.monotonic()
         status: int | None = None
@@ -422,10 +426,22 @@ class WebhookSender:
         elif recorded.next_at is not None:
             self._look_by(recorded.next_at)
 
-    def _free_slot(self, delivery: WebhookDelivery, receiver: str) -> None:
-        """The send of `delivery` is over: its receiver's slot goes to the next one waiting."""
-        self._given_back.pop(receiver, None)
-        self._given_back.pop("", None)
+    async def _still_held(self, delivery: WebhookDelivery) -> bool:
+        """Whether this server may send `delivery` now: its claim covers the send (15 s), or
+        it could be renewed (nobody claimed it since)."""
+        if self._lease_until.pop(delivery.id, math.inf) - self._clock() >= REQUEST_TIMEOUT_S:
+            return True
+        try:
+            return await self._store.renew_delivery_claim(delivery.id, self._lease_s)
+        except DatabaseError:  # not sent now; the lease runs out and it is claimed again
+            return False
+
+    def _free_slot(self, delivery: WebhookDelivery, receiver: str, *, ended: bool = True) -> None:
+        """The send of `delivery` is over (`ended`: it was made): its receiver's slot goes to
+        the next one waiting."""
+        if ended:  # a send of the receiver ended: its give-backs start again from the shortest
+            self._given_back.pop(receiver, None)
+            self._given_back.pop("", None)
         self._per_receiver[receiver] -= 1
         self._in_flight.pop(delivery.id, None)
         waiting = self._waiting.get(receiver)

@@ -1260,6 +1260,16 @@ def release_claims(d: Dialect, holder: str) -> Program[int]:
     return len(rows)
 
 
+def renew_delivery_claim(d: Dialect, delivery_id: int, holder: str, until: float) -> Program[bool]:
+    """See CallStore.renew_delivery_claim: `holder`'s claim, if nobody claimed it since."""
+    rows = yield Query(
+        "UPDATE deliveries SET claimed_until = ? WHERE id = ? AND claimed_by = ?"
+        " AND state = 'pending' RETURNING id",
+        (until, delivery_id, holder),
+    )
+    return bool(rows)
+
+
 def defer_deliveries(d: Dialect, ids: list[int], until: float) -> Program[None]:
     """Give claimed deliveries back unattempted, due again at `until`."""
     for start in range(0, len(ids), CHUNK):

@@ -193,6 +193,11 @@ class SqlCallStore(CampaignMethods):
     async def defer_deliveries(self, delivery_ids: list[int], until: float) -> None:
         await self._run(programs.defer_deliveries(self.dialect, delivery_ids, until), write=True)
 
+    async def renew_delivery_claim(self, delivery_id: int, lease_s: float) -> bool:
+        until = self._clock() + lease_s
+        program = programs.renew_delivery_claim(self.dialect, delivery_id, self.instance, until)
+        return await self._run(program, write=True)
+
     async def next_delivery_at(self, unclaimed_at: float | None = None) -> float | None:
         return await self._run(programs.next_delivery_at(self.dialect, unclaimed_at), write=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import cast
 
 import pytest
 
@@ -29,6 +30,7 @@ from common.storage.base import (
     Refused,
 )
 from common.storage.paging import Before
+from common.storage.sql import SqlCallStore
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
 
@@ -947,6 +949,23 @@ async def test_rate_retry_after_rounds_up_and_the_window_slides(
 
 
 # ------------------------------------------------------------------ customer webhook deliveries
+
+
+async def test_a_claim_is_renewed_only_while_nobody_claimed_the_delivery_since(
+    store: CallStore, clock: FakeClock
+) -> None:
+    from common.storage import programs
+
+    url = "https://example.com/hooks"
+    await store.create_call(dataclasses.replace(new_call(), webhook_url=url))  # call.dialing
+    (first,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    clock.advance(30)  # this server stalled past its lease; nobody claimed it meanwhile
+    assert await store.renew_delivery_claim(first.id, 20)
+    assert await store.claim_due_deliveries(clock.now, 20, 10) == []  # held again
+    clock.advance(30)
+    other = programs.claim_due_deliveries(store.dialect, clock.now, 20, 10, "other:1@host")
+    assert len(await cast(SqlCallStore, store)._run(other, write=True)) == 1
+    assert not await store.renew_delivery_claim(first.id, 20)  # the other server's to send
 
 
 async def test_a_record_takes_its_calls_next_delivery(store: CallStore, clock: FakeClock) -> None:
