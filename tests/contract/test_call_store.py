@@ -963,8 +963,9 @@ async def test_a_claim_is_renewed_only_while_nobody_claimed_the_delivery_since(
     assert await store.renew_delivery_claim(first.id, 20)
     assert await store.claim_due_deliveries(clock.now, 20, 10) == []  # held again
     clock.advance(30)
-    other = programs.claim_due_deliveries(store.dialect, clock.now, 20, 10, "other:1@host")
-    assert len(await cast(SqlCallStore, store)._run(other, write=True)) == 1
+    sql = cast(SqlCallStore, store)
+    other = programs.claim_due_deliveries(sql.dialect, clock.now, 20, 10, "other:1@host")
+    assert len(await sql._run(other, write=True)) == 1
     assert not await store.renew_delivery_claim(first.id, 20)  # the other server's to send
 
 
