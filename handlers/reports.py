@@ -93,7 +93,7 @@ async def agent_report(request: web.Request) -> web.Response:
         details = [{"field": "body", "error": "cannot be stored (it is not plain JSON text)"}]
         return json_error(400, "not an agent report", details)
     except UnknownCall:  # answered 404 by handlers/errors.py; counted like the others
-        metrics.reports.labels(result="unknown_call").inc()
+        metrics.reports.labels(result="unknown_call").inc(len(reports))
         raise
     outcomes = [_outcome(applied) for applied in results]
     for outcome in outcomes:

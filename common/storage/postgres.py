@@ -41,6 +41,7 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 MIGRATION_LOCK = 7246000  # pg_advisory_xact_lock key: one migrating server at a time
 CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0
+MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 # A session idle this long inside a transaction is ended by PostgreSQL, and its locks with it.
 # Ours run their statements back to back; one that idles is a server stalled mid-transaction
 # (a VM frozen, a network cut): it held the admission lock, and every server's calls waited
@@ -224,7 +225,8 @@ class PostgresCallStore(SqlCallStore):
                     if migration.version <= version:
                         continue
                     for statement in migration.statements:
-                        await conn.execute(statement)
+                        # an index built over a large table takes longer than a request may
+                        await conn.execute(statement, timeout=MIGRATION_STATEMENT_TIMEOUT_S)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, applied_at)"
                         " VALUES ($1, $2, $3)",
@@ -280,8 +282,8 @@ class PostgresCallStore(SqlCallStore):
             if (more := self.repeats.due(what)) is not None:
                 if slow:
                     logger.error(
-                        "calls database %s (overloaded, or a statement waiting for a lock"
-                        " another server holds)%s",
+                        "calls database %s (down or cut off, overloaded, or a statement"
+                        " waiting for a lock another server holds)%s",
                         what,
                         more,
                     )
@@ -324,6 +326,10 @@ class _Drive(Generic[T]):
         """Ask the answered queries again; DatabaseError if one answers otherwise now."""
         for query, rows in self._answered:
             if await conn.fetch(numbered(query.sql), *query.args) != rows:
+                logger.warning(
+                    "a transaction refused after a schema change (another server migrated)"
+                    " answered otherwise when asked again; not gone on with"
+                )
                 raise DatabaseError("the database changed under a transaction; try again")
 
 

@@ -615,8 +615,12 @@ def webhook_id(owner: str, event_id: int) -> str:
 
 
 def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
+    """Mark the dial as started, unless the call is over (settled by the reaper while its
+    server stalled: marked, it read as dialled though nobody was); the call as it is."""
     rows = yield Query(
-        "UPDATE calls SET dial_started_at = ? WHERE call_id = ? RETURNING *", (now, call_id)
+        "UPDATE calls SET dial_started_at = CASE WHEN status = ? THEN ? ELSE dial_started_at END"
+        " WHERE call_id = ? RETURNING *",
+        (Status.DIALING.value, now, call_id),
     )
     return row_to_call(rows[0]) if rows else None
 
