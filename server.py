@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import resource
@@ -38,7 +37,7 @@ from common.calls.service import (
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
-from common.host_header import is_loopback_name
+from common.host_header import is_loopback_host
 from common.livekit.client import REQUEST_TIMEOUT_S, create_client, create_session
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
@@ -380,20 +379,13 @@ def warn_disabled_safeguards(settings: Settings) -> None:
             " people outside 08:00-21:00 their time"
         )
     livekit = URL(settings.livekit_url or "")
-    if livekit.scheme in ("ws", "http") and not _this_machine(livekit.host or ""):
+    if livekit.scheme in ("ws", "http") and not is_loopback_host((livekit.host or "").rstrip(".")):
         logger.warning(
             "LIVEKIT_URL is %s:// to %s: every call's number, instructions and signed request"
             " go unencrypted (use wss:// or https://)",
             livekit.scheme,
             livekit.host,
         )
-
-
-def _this_machine(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return is_loopback_name(host.lower().rstrip("."))
 
 
 def warn_short_record_ttl(settings: Settings) -> None:

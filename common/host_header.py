@@ -4,6 +4,7 @@ reaches loopback only under a name its owner re-pointed there (DNS rebinding).""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 # Host names that only ever lead to this machine: a web page cannot point them elsewhere.
@@ -23,3 +24,21 @@ def host_name(host: str) -> str:
 def is_loopback_name(name: str) -> bool:
     """`name` (as `host_name` gives it) can only lead to this machine."""
     return name in LOOPBACK_NAMES or name.endswith(".localhost")
+
+
+def address_of(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`text` as an IP address (without an IPv6 zone id; an IPv4-mapped IPv6 address as the
+    IPv4 address it maps), or None if it is none."""
+    try:
+        address = ipaddress.ip_address((text or "").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_loopback_host(name: str) -> bool:
+    """`name` (as `host_name` gives it) is a loopback address or a loopback name."""
+    address = address_of(name)
+    return address.is_loopback if address is not None else is_loopback_name(name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
-from common.host_header import host_name, is_loopback_name
+from common.host_header import address_of, host_name, is_loopback_host
 from common.json_values import unique_keys
 from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
@@ -165,12 +164,7 @@ def web_page_sign(request: web.Request) -> str | None:
 
 def _names_this_machine(name: str, settings: Settings) -> bool:
     """`name` is loopback, HOST, or PUBLIC_BASE_URL's host (where agents post reports)."""
-    if name in settings.own_names:
-        return True
-    address = _address(name)
-    if address is not None:
-        return address.is_loopback
-    return is_loopback_name(name)
+    return name in settings.own_names or is_loopback_host(name)
 
 
 def _own_origins(host: str | None) -> tuple[str, ...]:
@@ -197,24 +191,14 @@ def signed_by_whom_it_may_be(request: web.Request) -> None:
 def _from_this_machine(request: web.Request) -> bool:
     """The peer is loopback, or the very address it connected to (this machine talking to
     one of its own addresses: the sandbox posting to HOST=192.0.2.7 comes from 192.0.2.7)."""
-    peer = _address(request.remote)
+    peer = address_of(request.remote)
     if peer is None:  # no address (a Unix socket has none)
         return False
     if peer.is_loopback:
         return True
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    local = _address(str(sockname[0])) if isinstance(sockname, tuple) and sockname else None
+    local = address_of(str(sockname[0])) if isinstance(sockname, tuple) and sockname else None
     return peer == local
-
-
-def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address((text or "").split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
