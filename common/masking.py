@@ -19,10 +19,10 @@ LOG_TEXT_CHARS = 80
 CALL_ID_IN_TEXT = re.compile(r"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
 
 
-def clip_for_log(text: str) -> str:
-    """Free text (instructions) folded to one line of at most 80 characters, for INFO logs."""
+def clip_for_log(text: str, limit: int = LOG_TEXT_CHARS) -> str:
+    """Free text (instructions) folded to one line of at most `limit` characters, for logs."""
     text = " ".join(text.split())
-    return text if len(text) <= LOG_TEXT_CHARS else text[: LOG_TEXT_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # A digit, or a digit's URL escape (%30-%39): a number in a URL may be written either way.
@@ -90,5 +90,4 @@ def remote_text(text: str, limit: int = REMOTE_TEXT_CHARS) -> str:
         " " if unicodedata.category(c) == "Cc" else "\ufffd" if "\ud800" <= c <= "\udfff" else c
         for c in text
     )
-    text = redact(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip_for_log(redact(text), limit)
