@@ -30,7 +30,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
 from common.masking import redact
-from common.repeats import Repeats
 from handlers.keys import QUIET_ROUTES, REFUSALS
 
 ACCESS_LOGGER = "aiohttp.access"
@@ -132,13 +131,6 @@ class CallsAccessLogger(AccessLogger):
     """aiohttp's access logger, quiet about machines' successful requests below DEBUG, and
     about their repeated failures (see the module's docstring)."""
 
-    def __init__(self, logger: logging.Logger, log_format: str = AccessLogger.LOG_FORMAT):
-        super().__init__(logger, log_format)
-        # Machines' failed requests: at most once a minute per route and status, per server
-        # (the app's REFUSALS; aiohttp makes a logger per connection, and LiveKit and the
-        # agents open new ones: per logger, that was a line per request).
-        self.machine_failures = Repeats()
-
     def _format_line(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> Iterable[tuple[str | tuple[str, str], str]]:
@@ -156,12 +148,10 @@ class CallsAccessLogger(AccessLogger):
         if self.logger.isEnabledFor(logging.DEBUG) or not _from_machine(request):
             super().log(request, response, time)
         elif not 200 <= status < 300:  # a refusal (forged, by the thousand) or a failure
-            repeats = (
-                request.app.get(REFUSALS, self.machine_failures)
-                if isinstance(request, web.Request)
-                else self.machine_failures
-            )
-            suffix = repeats.due(f"{request.path} {status}")
+            # Once a minute per route and status, per server (the app's REFUSALS): aiohttp
+            # makes a logger per connection, and LiveKit and the agents open new ones.
+            assert isinstance(request, web.Request)  # noqa: S101 - routed, as _from_machine says
+            suffix = request.app[REFUSALS].due(f"{request.path} {status}")
             if suffix is not None:
                 self._log_with(suffix, request, response, time)
 

@@ -21,11 +21,12 @@ from pydantic import BaseModel
 from common.calls.models import CAMPAIGN_KEY_PREFIX
 from common.host_header import address_of, host_name, is_loopback_host
 from common.json_values import unique_keys
+from common.repeats import Repeats
 from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
 from common.text import is_unicode
 from handlers.errors import HttpError
-from handlers.keys import QUIET_ROUTES, ROUTES, SETTINGS
+from handlers.keys import QUIET_ROUTES, REFUSALS, ROUTES, SETTINGS
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
@@ -84,8 +85,9 @@ def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     else:
         route = app.router.add_route(doc.method, doc.path, handler)
     app.setdefault(ROUTES, []).append(doc)
-    if not doc.log_success:
+    if not doc.log_success:  # a machines' route: its refusals are said once a minute
         app.setdefault(QUIET_ROUTES, set()).add(route)
+        app.setdefault(REFUSALS, Repeats())
 
 
 def _only_query(view: View, known: list[str]) -> View:

@@ -29,7 +29,6 @@ from common.contracts import (
     REPORTS_PATH,
     AgentReport,
 )
-from common.repeats import Repeats
 from common.signing import BodyVerifier, Unverified
 from handlers.errors import HttpError, json_error
 from handlers.http import (
@@ -123,7 +122,6 @@ def _outcome(applied: Applied) -> Literal["applied", "duplicate", "too_many_turn
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[VERIFIER] = BodyVerifier(settings.livekit_api_key, settings.livekit_api_secret)
-    app.setdefault(REFUSALS, Repeats())
     add_route(
         app,
         RouteDoc(

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
 from common.masking import redact
-from common.repeats import Repeats
 from common.signing import BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import RETRY_S, HttpError
@@ -83,7 +82,6 @@ async def livekit_webhook(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[VERIFIER] = BodyVerifier(settings.livekit_api_key, settings.livekit_api_secret)
-    app.setdefault(REFUSALS, Repeats())
     add_route(
         app,
         RouteDoc(

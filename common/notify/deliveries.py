@@ -273,7 +273,8 @@ class WebhookSender:
 
     async def _dispatch(self, claimed: list[WebhookDelivery], flight: _Flight, now: float) -> None:
         """Start each claimed delivery, or queue it behind its receiver's sends; give back
-        (for HOST_BUSY_DEFER_S) those that may not start now."""
+        those that may not start now (for HOST_BUSY_DEFER_S, twice as long each time in a row
+        for a receiver whose sends do not end)."""
         busy: defaultdict[str, list[int]] = defaultdict(list)  # by receiver
         for delivery in claimed:
             if delivery.id in self._in_flight:  # claimed again while its send runs: that one
