@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
-from common.calls.phone import e164
+from common.calls.phone import e164, listed_forms, written_e164
 from handlers.errors import HttpError
 from handlers.http import (
     DB_DOWN,
@@ -82,7 +82,11 @@ async def add_numbers(request: web.Request) -> web.Response:
 async def remove_number(request: web.Request) -> web.Response:
     """DELETE /dnc/{number}: the number may be called again."""
     number = normalized(request.match_info["number"], "number")
-    if not await request.app[STORE].remove_dnc(number):
+    store = request.app[STORE]
+    # An entry an older release keyed in the number's old form (a Mexican mobile's +52 1,
+    # from an agent's report) goes too: it could not be removed otherwise.
+    removed = [await store.remove_dnc(form) for form in listed_forms(number)]
+    if not any(removed):
         raise HttpError(404, "number is not on the do-not-call list")
     return json_answer(DncRemoved(status="success", phone_number=number))
 
@@ -100,7 +104,7 @@ def after_param(request: web.Request) -> str | None:
     if text.startswith(" "):
         text = "+" + text[1:]
     try:
-        return e164(text)
+        return written_e164(text)  # the key as listed, whatever form an older release kept
     except ValueError:
         raise HttpError(
             400, "after must be an E.164 number, the next_after of the previous page"

@@ -42,26 +42,51 @@ def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
 
 
 def e164(raw: object) -> str:
-    """`raw` as E.164 (how the do-not-call list keys numbers); ValueError if malformed. A
-    Mexican mobile in its old form (+52 1 and ten digits, dropped in 2019 but still in many
-    lists) is keyed as the number it is now, which calls are placed to."""
-    parsed = parse_e164(raw)
-    if parsed.country_code == MEXICO and not phonenumbers.is_valid_number(parsed):
-        national = phonenumbers.national_significant_number(parsed)
-        if len(national) == 11 and national.startswith("1"):
-            current = phonenumbers.parse(f"+{MEXICO}{national[1:]}", None)
-            if phonenumbers.is_valid_number(current):
-                parsed = current
+    """`raw` as E.164, in its current form (how calls and the do-not-call list key numbers);
+    ValueError if malformed."""
+    return _formatted(current_form(parse_e164(raw)))
+
+
+def written_e164(raw: object) -> str:
+    """`raw` as E.164 exactly as written (no current form): a key stored before numbers were
+    keyed in their current form; ValueError if malformed."""
+    return _formatted(parse_e164(raw))
+
+
+def _formatted(parsed: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 MEXICO = 52
 
 
+def current_form(parsed: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber:
+    """The number as it is dialled today. A Mexican mobile in its old form (+52 1 and ten
+    digits, dropped in 2019 but still in many lists) is the valid number without the 1: one
+    person has one key, so a do-not-call entry in either form holds for calls in either."""
+    if parsed.country_code == MEXICO and not phonenumbers.is_valid_number(parsed):
+        national = phonenumbers.national_significant_number(parsed)
+        if len(national) == 11 and national.startswith("1"):
+            current = phonenumbers.parse(f"+{MEXICO}{national[1:]}", None)
+            if phonenumbers.is_valid_number(current):
+                return current
+    return parsed
+
+
+def listed_forms(number: str) -> tuple[str, str] | tuple[str]:
+    """The do-not-call keys of `number` (E.164, current form): itself, and for a Mexican
+    number its old mobile form (+52 1 ...), which releases before every number was keyed in
+    its current form stored as written (an agent's report on a call placed that way)."""
+    if number.startswith(f"+{MEXICO}") and len(number) == 13:
+        return number, f"+{MEXICO}1{number[3:]}"
+    return (number,)
+
+
 def normalize_phone(
     raw: object, allowed_countries: tuple[str, ...] = (), *, strict: bool = False
 ) -> str:
-    """E.164 (`+` and 8-15 digits), normalised by phonenumbers; raise ValueError if refused.
+    """E.164 (`+` and 8-15 digits), normalised by phonenumbers in its current form (`e164`);
+    raise ValueError if refused.
 
     `strict` (a real LiveKit is configured): numbers phonenumbers cannot validate are refused.
     Without it (the sandbox) they are accepted, so the seed's made-up examples keep working,
@@ -69,8 +94,8 @@ def normalize_phone(
     starts with (or is the start of) a blocked number, and a number whose region cannot be
     determined is never inside `allowed_countries`.
     """
-    parsed = parse_e164(raw)
-    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    parsed = current_form(parse_e164(raw))
+    number = _formatted(parsed)
     if _global_service(parsed.country_code or 0):
         raise ValueError(
             f"numbers of international networks and satellite services (+{parsed.country_code})"

@@ -47,6 +47,7 @@ from common.storage.programs import (
     answer_idempotent,
     bind_key,
     dumps,
+    on_dnc_list,
     webhook_id,
 )
 
@@ -463,8 +464,7 @@ def begin_attempt(
     if not rows:
         return None
     number = rows[0]["phone_number"]
-    listed = yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", (number,))
-    if listed:
+    if (yield from on_dnc_list(number)):
         yield Query(
             "UPDATE campaign_recipients SET state = ?, updated_at = ?"
             " WHERE campaign_id = ? AND idx = ?",

@@ -39,6 +39,7 @@ from common.calls.models import (
     WebhookDelivery,
 )
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
+from common.calls.phone import listed_forms
 from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
 from common.repeats import Repeats
 from common.storage.base import (
@@ -245,7 +246,7 @@ def create_call(
 ) -> Program[Applied]:
     if claim is not None:  # first: a retry of a placed call is never refused by the limits
         yield from bind_key(claim, call.call_id, now)
-    if (yield from _on_dnc_list(call.phone_number)):
+    if (yield from on_dnc_list(call.phone_number)):
         raise Refused(Refusal("dnc", 0))
     if limits is not None:
         if d.admission_lock is not None:
@@ -843,7 +844,7 @@ def admission_refusal(
     whole seconds: `rate_buckets` holds the count of each second, and a second counts while
     it began less than RATE_WINDOW_S ago (a call made at 0.9 s counts until 60 s).
     """
-    if number is not None and (yield from _on_dnc_list(number)):
+    if number is not None and (yield from on_dnc_list(number)):
         return Refusal("dnc", 0)
     rows = yield Query(
         f"SELECT COUNT(*) AS n FROM calls WHERE status IN ({_LIVE_MARKS})",  # noqa: S608
@@ -862,8 +863,10 @@ def admission_refusal(
     return None
 
 
-def _on_dnc_list(number: str) -> Program[bool]:
-    rows = yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", (number,))
+def on_dnc_list(number: str) -> Program[bool]:
+    forms = listed_forms(number)
+    marks = ", ".join("?" * len(forms))
+    rows = yield Query(f"SELECT 1 AS x FROM dnc WHERE number IN ({marks})", forms)  # noqa: S608 - marks only
     return bool(rows)
 
 

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import socket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -478,6 +479,46 @@ async def test_do_not_call_list(start_app: AppFactory) -> None:
     assert (await client.delete("/dnc/%2B14155550100")).status == 404
     placed = await client.post("/calls/outbound", json={"phone_number": "+14155550100"})
     assert placed.status == 200
+
+
+async def test_a_mexican_mobile_in_its_old_form_is_one_number_for_the_list_and_calls(
+    start_app: AppFactory,
+) -> None:
+    """The list keyed +52 1 55... as +52 55... but a call to +52 1 55... was placed as
+    written (the sandbox takes numbers phonenumbers cannot validate): it rang a listed
+    person. An entry an older release stored in the old form (an agent's report on such a
+    call) could not be deleted (404) and broke paging (its key read back in the new form)."""
+    client = await start_app(sandbox_time_scale=1.0)
+    assert (await client.post("/dnc", json={"numbers": ["+5215512340001"]})).status == 200
+    refused = await client.post("/calls/outbound", json={"phone_number": "+5215512340001"})
+    assert refused.status == 422
+    assert (await refused.json())["details"][0]["error"] == "on the do-not-call list"
+    placed = await client.post("/calls/outbound", json={"phone_number": "+52 1 55 1234 0003"})
+    assert placed.status == 200
+    shown = await (await client.get(f"/calls/{(await placed.json())['call_id']}")).json()
+    assert shown["phone_number"] == "+525512340003"  # dialled as the number it is now
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:  # as an older release did
+        db.executemany(
+            "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, 'agent', NULL, 0)",
+            [("+5215512340002",), ("+5215512340004",)],
+        )
+    for number in ("+525512340002", "+5215512340002"):  # an old entry holds for either form
+        legacy = await client.post("/calls/outbound", json={"phone_number": number})
+        assert legacy.status == 422, number
+    listed: list[str] = []
+    query = "limit=1"
+    for _ in range(5):
+        page = await (await client.get(f"/dnc?{query}")).json()
+        listed += [entry["phone_number"] for entry in page["numbers"]]
+        if page["next_after"] is None:
+            break
+        query = f"limit=1&after={page['next_after']}"
+    assert listed == ["+5215512340002", "+5215512340004", "+525512340001"]
+    assert (await client.delete("/dnc/%2B5215512340002")).status == 200
+    assert (await client.delete("/dnc/%2B525512340004")).status == 200  # either form
+    assert (await client.delete("/dnc/%2B5215512340001")).status == 200
+    remaining = await (await client.get("/dnc")).json()
+    assert remaining["numbers"] == []
 
 
 async def test_the_do_not_call_list_pages_with_next_after_pasted_as_it_is(

@@ -720,4 +720,5 @@ def test_enum_values_are_all_different() -> None:
 def test_the_do_not_call_key_of_a_number(given: str, keyed: str) -> None:
     """A list holding +52 1 ... never matched the call to the same mobile (+52 ...)."""
     assert e164(given) == keyed
-    assert normalize_phone(keyed) == keyed  # what a call to it is placed as
+    assert normalize_phone(keyed) == keyed
+    assert normalize_phone(given) == keyed  # what a call to it is placed as
