@@ -190,7 +190,10 @@ class CallStore(CampaignStore, Protocol):
 
     async def list_calls(
         self, *, status: Status | None = None, limit: int = 50, before: Before | None = None
-    ) -> list[CallRecord]: ...
+    ) -> list[CallRecord]:
+        """Newest first, without each call's config and final report (None: lists show
+        neither)."""
+        ...
 
     async def count_live(self) -> int: ...
 
