@@ -3,7 +3,19 @@ call's events and a campaign's alike (a campaign's line said `None` for what it 
 
 from __future__ import annotations
 
-from sandbox.receiver import describe
+import asyncio
+import base64
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from common.notify.signing import sign
+from sandbox.receiver import MAX_BODY_BYTES, Receiver, describe
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
 def test_a_call_event_names_its_call() -> None:
@@ -20,3 +32,25 @@ def test_a_campaign_event_names_its_campaign() -> None:
         "data": {"campaign_id": "cmp-1", "status": "running"},
     }
     assert describe(event) == "campaign.started cmp-1 status=running"
+
+
+async def test_a_large_event_arriving_in_pieces_is_verified_whole() -> None:
+    """It read what had come so far: a 900 KB call.report (a long transcript) failed its
+    signature check (401), and the call's later events waited behind its retries."""
+    event = {"type": "call.report", "data": {"call_id": "call-1", "summary": "x" * 900_000}}
+    body = json.dumps(event).encode()
+    headers = sign(SECRET, "msg_call-1_1", datetime.now(UTC), body)
+    out = io.StringIO()
+
+    async def in_pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+            await asyncio.sleep(0.001)
+
+    async with TestClient(TestServer(Receiver(SECRET, out).app())) as client:
+        resp = await client.post("/hooks", data=in_pieces(), headers=headers)
+        assert resp.status == 204, out.getvalue()
+        too_big = b"x" * (MAX_BODY_BYTES + 1)
+        resp = await client.post("/hooks", data=io.BytesIO(too_big), headers=headers)
+        assert resp.status == 413
+    assert out.getvalue().startswith("msg_call-1_1 call.report call-1")
