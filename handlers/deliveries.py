@@ -30,7 +30,7 @@ async def campaign_deliveries(request: web.Request) -> web.Response:
 async def _deliveries_of(request: web.Request, subject: str) -> web.Response:
     """A call's or a campaign's deliveries (a campaign's events are filed under its id)."""
     deliveries = await request.app[STORE].list_deliveries(subject)
-    return json_answer(DeliveryList(deliveries=[DeliveryView.of(d) for d in deliveries]))
+    return json_answer(DeliveryList(deliveries=DeliveryView.list_of(deliveries)))
 
 
 MAX_DELIVERY_ID = 2**63 - 1  # the largest id either database can hold
@@ -52,7 +52,11 @@ async def redeliver(request: web.Request) -> web.Response:
         raise HttpError(404, "unknown delivery")
     if WEBHOOKS in request.app:
         request.app[WEBHOOKS].wake()
-    return json_answer(RedeliverAnswer(delivery=DeliveryView.of(delivery)), status=202)
+    # As its call's list shows it: whether it waits behind an earlier event's delivery.
+    siblings = await request.app[STORE].list_deliveries(delivery.call_id)
+    shown = {view.id: view for view in DeliveryView.list_of(siblings)}
+    view = shown.get(delivery.id) or DeliveryView.of(delivery)
+    return json_answer(RedeliverAnswer(delivery=view), status=202)
 
 
 def setup(app: web.Application) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,12 +90,37 @@ class DeliveryView(BaseModel):
     attempts: int
     last_status: int | None = Field(description="The receiver's last HTTP status, if any")
     last_error: str | None
-    next_attempt_at: Timestamp | None = Field(description="When it is tried again (pending)")
+    next_attempt_at: Timestamp | None = Field(
+        description="When it is tried again (pending); behind an earlier delivery"
+        " (`waiting_for`), not before that one's"
+    )
+    waiting_for: int | None = Field(
+        description="The earlier pending delivery of the same call to the same URL that this"
+        " one waits for: a call's events reach a URL in order"
+    )
     delivered_at: Timestamp | None
     created_at: Timestamp
 
     @classmethod
-    def of(cls, delivery: WebhookDelivery) -> DeliveryView:
+    def list_of(cls, deliveries: Sequence[WebhookDelivery]) -> list[DeliveryView]:
+        """One call's (or campaign's) deliveries as shown, in id order: a pending one behind
+        an earlier pending one to its URL says which, and goes no sooner than that one (it
+        showed its own time, long past while it waited, as if overdue)."""
+        first_pending: dict[str, WebhookDelivery] = {}
+        views = []
+        for delivery in sorted(deliveries, key=lambda d: d.id):
+            ahead = None
+            if delivery.state == "pending":
+                ahead = first_pending.setdefault(delivery.url, delivery)
+            views.append(cls.of(delivery, None if ahead is delivery else ahead))
+        return views
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery, ahead: WebhookDelivery | None = None) -> DeliveryView:
+        """`ahead`: the earlier pending delivery it waits for, if any."""
+        next_attempt = delivery.next_attempt_at
+        if ahead is not None:
+            next_attempt = max(next_attempt, ahead.next_attempt_at)
         return cls(
             id=delivery.id,
             event=delivery.event_type,
@@ -104,9 +130,8 @@ class DeliveryView(BaseModel):
             attempts=delivery.attempts,
             last_status=delivery.last_status,
             last_error=delivery.last_error,
-            next_attempt_at=iso_time(delivery.next_attempt_at)
-            if delivery.state == "pending"
-            else None,
+            next_attempt_at=iso_time(next_attempt) if delivery.state == "pending" else None,
+            waiting_for=None if ahead is None else ahead.id,
             delivered_at=iso_time(delivery.delivered_at),
             created_at=iso_time(delivery.created_at) or "",
         )
