@@ -220,9 +220,11 @@ async def _read_campaign(request: web.Request) -> _Upload:
     if content_type in CSV_TYPES:
         options = options_from_query(request.query)
         return _Upload(options, *await _PARSING.run(_csv, raw), csv=raw)
-    if request.query:  # a JSON body carries its own options: these would be dropped
+    # A JSON body carries its own options: query values would be dropped (empty ones say
+    # nothing, as a form or a generated client sends them).
+    if given := [key for key, value in request.query.items() if value]:
         why = "query options are for CSV uploads (Content-Type: text/csv); a JSON body holds"
-        raise InvalidCall([FieldError(key, f"{why} its own") for key in request.query])
+        raise InvalidCall([FieldError(key, f"{why} its own") for key in given])
     try:
         doc = await _PARSING.run(decode_json, raw)
     except HttpError as exc:

@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
-from common.calls.phone import e164, listed_forms, written_e164
+from common.calls.phone import (
+    DIGITS_SYNTAX,
+    PHONE_SYNTAX,
+    SEPARATOR,
+    compact_e164,
+    e164,
+    listed_forms,
+    written_e164,
+)
 from handlers.errors import HttpError
 from handlers.http import (
     DB_DOWN,
@@ -30,8 +38,15 @@ MAX_NUMBERS = 10_000
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
 
 
+# `after`: a number, or one whose "+" a URL's form decoding turned into a leading space.
+AFTER_SYNTAX = rf"^(?: {DIGITS_SYNTAX}|(?! ){SEPARATOR}*\+{DIGITS_SYNTAX})?$"
+NUMBER = Annotated[str, Field(json_schema_extra={"pattern": PHONE_SYNTAX})]
+
+
 class DncBody(BaseModel):
-    numbers: list[str] = Field(min_length=1, max_length=MAX_NUMBERS, description="E.164 numbers")
+    model_config = ConfigDict(extra="forbid")  # as add_numbers refuses unknown fields
+
+    numbers: list[NUMBER] = Field(min_length=1, max_length=MAX_NUMBERS, description="E.164 numbers")
 
 
 class DncAdded(BaseModel):
@@ -81,7 +96,14 @@ async def add_numbers(request: web.Request) -> web.Response:
 
 async def remove_number(request: web.Request) -> web.Response:
     """DELETE /dnc/{number}: the number may be called again."""
-    number = normalized(request.match_info["number"], "number")
+    written = request.match_info["number"]
+    try:
+        number = e164(written)
+    except ValueError as exc:
+        if compact_e164(written) is None:
+            raise InvalidCall([FieldError("number", str(exc))]) from None
+        # Well formed but no phone number (no country has its code): never on the list.
+        raise HttpError(404, "number is not on the do-not-call list") from None
     store = request.app[STORE]
     # An entry an older release keyed in the number's old form (a Mexican mobile's +52 1,
     # from an agent's report) goes too: it could not be removed otherwise.
@@ -95,20 +117,21 @@ def after_param(request: web.Request) -> str | None:
     """Where the previous page ended: its `next_after`, a number (None: from the start).
 
     A number pasted into a URL unencoded arrives with its "+" as a space (form decoding):
-    a leading space is read as the "+" it was. Anything else that is not an E.164 number is
-    a 400: compared as text, it paged from wherever it sorted (a "+" lost to a space gave
+    a leading space is read as the "+" it was. Anything else without E.164's syntax is a
+    400: compared as text, it paged from wherever it sorted (a "+" lost to a space gave
     page 1 again, and a pager looped for ever; "zzz" gave an empty page)."""
     text = request.query.get("after")
     if not text:
         return None
     if text.startswith(" "):
         text = "+" + text[1:]
+    key = compact_e164(text)
+    if key is None:
+        raise HttpError(400, "after must be an E.164 number, the next_after of the previous page")
     try:
         return written_e164(text)  # the key as listed, whatever form an older release kept
-    except ValueError:
-        raise HttpError(
-            400, "after must be an E.164 number, the next_after of the previous page"
-        ) from None
+    except ValueError:  # well formed but no number: it sorts where its text does
+        return key
 
 
 async def list_numbers(request: web.Request) -> web.Response:
@@ -158,7 +181,7 @@ def setup(app: web.Application) -> None:
                 {
                     "name": "after",
                     "in": "query",
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": AFTER_SYNTAX},
                     "description": "next_after of the previous page: an E.164 number"
                     " (%2B for the +; a + decoded to a space is read as one)",
                 },
@@ -185,7 +208,7 @@ def setup(app: web.Application) -> None:
                     "name": "number",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": PHONE_SYNTAX},
                     "description": "E.164, URL-encoded (%2B for the +)",
                 }
             ],

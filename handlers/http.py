@@ -362,6 +362,7 @@ class PageLimit:
             "name": "limit",
             "in": "query",
             "required": False,
+            "allowEmptyValue": True,  # limit= is the default
             "schema": {
                 "type": "integer",
                 "minimum": 1,
@@ -385,8 +386,10 @@ BEFORE_PARAM: dict[str, Any] = {
     "name": "before",
     "in": "query",
     "required": False,
-    "description": "Where the previous page ended: its next_before (or a unix time: all older)",
-    "schema": {"type": "string", "pattern": f"^{PAGE_END_PATTERN}$"},
+    "allowEmptyValue": True,
+    "description": "Where the previous page ended: its next_before (or a unix time: all older;"
+    " empty: from the newest)",
+    "schema": {"type": "string", "pattern": f"^(?:{PAGE_END_PATTERN})?$"},
 }
 
 

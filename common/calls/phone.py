@@ -11,7 +11,12 @@ from phonenumbers import PhoneNumberType
 
 E164_PATTERN = r"^\+[1-9][0-9]{7,14}$"
 _E164 = re.compile(E164_PATTERN.strip("^$"))
-_SEPARATORS = re.compile(r"[\s().\-]")
+SEPARATOR = r"[\s().\-]"  # ignored anywhere in a number
+_SEPARATORS = re.compile(SEPARATOR)
+# After the "+": what `parse_e164` takes, separators and all (for documents: a client built
+# from one must not refuse "+1 (415) 555-0100", nor send what the syntax check refuses).
+DIGITS_SYNTAX = rf"{SEPARATOR}*[1-9](?:{SEPARATOR}*[0-9]){{7,14}}{SEPARATOR}*"
+PHONE_SYNTAX = rf"^{SEPARATOR}*\+{DIGITS_SYNTAX}$"
 _REFUSED_TYPES = {
     PhoneNumberType.PREMIUM_RATE: "premium-rate",
     PhoneNumberType.SHARED_COST: "shared-cost",
@@ -21,13 +26,20 @@ _REFUSED_TYPES = {
 }
 
 
+def compact_e164(raw: str) -> str | None:
+    """`raw` without separators if that has E.164's syntax ("+" and 8 to 15 digits, the
+    first not 0), else None; whether it is a phone number is `parse_e164`'s to say."""
+    compact = _SEPARATORS.sub("", raw)
+    return compact if _E164.fullmatch(compact) else None
+
+
 def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
     """A well-formed E.164 number (separators ignored), with no judgement on where it goes;
     ValueError if it is not one."""
     if not isinstance(raw, str):
         raise ValueError("must be a string in E.164 form, e.g. +14155550123")
-    compact = _SEPARATORS.sub("", raw)
-    if not _E164.fullmatch(compact):
+    compact = compact_e164(raw)
+    if compact is None:
         raise ValueError("must be E.164: '+' then 8 to 15 digits, e.g. +14155550123")
     try:
         return phonenumbers.parse(compact, None)

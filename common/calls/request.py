@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from common.calls.errors import FieldError, InvalidCall
-from common.calls.phone import normalize_phone
+from common.calls.phone import PHONE_SYNTAX, normalize_phone
 from common.config_store.model import (
     DEFAULT_CALLER_NAME,
     DEFAULT_EMOTION,
@@ -72,9 +72,13 @@ class OutboundCall(BaseModel):
         Field(
             description="E.164: '+' then 8 to 15 digits (spaces, dots, dashes and parentheses "
             "are ignored). Premium-rate and shared-cost numbers are refused.",
-            # No `pattern`: "+1 (415) 555-0100" is taken, and a client generated from the
-            # document would refuse it. The number the call shows is E.164 (CallView).
-            json_schema_extra={"examples": ["+1234567890", "+1 (415) 555-0100"]},
+            # The document's pattern takes separators ("+1 (415) 555-0100" is taken): it is
+            # not checked by pydantic, whose message would replace ours. The number the call
+            # shows is E.164 (CallView).
+            json_schema_extra={
+                "examples": ["+1234567890", "+1 (415) 555-0100"],
+                "pattern": PHONE_SYNTAX,
+            },
         ),
     ]
     name: Annotated[

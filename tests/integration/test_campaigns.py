@@ -477,6 +477,9 @@ async def test_do_not_call_list(start_app: AppFactory) -> None:
     assert listing["numbers"][0]["source"] == "api"
     assert (await client.delete("/dnc/%2B14155550100")).status == 200
     assert (await client.delete("/dnc/%2B14155550100")).status == 404
+    # Well formed but no number (no country has +28): never listed, so not on the list.
+    assert (await client.delete("/dnc/%2B2888888888")).status == 404
+    assert (await client.delete("/dnc/nope")).status == 422
     placed = await client.post("/calls/outbound", json={"phone_number": "+14155550100"})
     assert placed.status == 200
 
@@ -545,6 +548,9 @@ async def test_the_do_not_call_list_pages_with_next_after_pasted_as_it_is(
     assert [n["phone_number"] for n in (await encoded.json())["numbers"]] == numbers[1:]
     from_start = await client.get("/dnc?after=")
     assert len((await from_start.json())["numbers"]) == 3
+    # Well formed but no number (no country has +28): it pages from where it sorts.
+    after_28 = await client.get("/dnc", params={"after": "+2888888888"})
+    assert [n["phone_number"] for n in (await after_28.json())["numbers"]] == numbers[2:]
     for after in ("zzz", "14155550100", "+1", "%2B%2B14155550100", "%2B1415555O100"):
         resp = await client.get(f"/dnc?after={after}")
         assert resp.status == 400, after
