@@ -347,6 +347,7 @@ class CallService:
                 call.additional_params or None,
                 call_id=call_id,
                 options=call.options(),
+                placing=True,
             )
         except ConfigWriteError as exc:
             # The store's own line tells the write; this one, which call it refused (a full
@@ -387,18 +388,18 @@ class CallService:
                 limits=self.admission.limits,
             )
         except KeyTaken as taken:  # another request (or server) bound the key meanwhile
-            await self._forget_config(call_id)
+            await self._retract_config(call_id)
             assert placement.claim is not None  # noqa: S101 - only a claim can be taken
             return self.admission.verify(taken.stored, placement.claim)
         except Refused as refused:  # concurrent requests used the limit up meanwhile
-            await self._forget_config(call_id)
+            await self._retract_config(call_id)
             raise refusal_error(refused.refusal, self.admission.limits) from None
         except AttemptWithdrawn:  # its campaign was paused or canceled meanwhile
-            await self._forget_config(call_id)
+            await self._retract_config(call_id)
             raise
         except CommitUnknown:
             if not await self._recorded_after_all(call_id):
-                await self._forget_config(call_id)
+                await self._retract_config(call_id)
                 raise
             # Written after all: place it. Its call.dialing event waits in the outbox; the
             # reaper dispatches it once this server's lease on it runs out.
@@ -407,10 +408,15 @@ class CallService:
                 call_id,
                 extra={"call_id": call_id},
             )
+            self.config.placed(call_id)
             return call_id, record
         except DatabaseError:
-            await self._forget_config(call_id)
+            await self._retract_config(call_id)
             raise
+        except BaseException:  # cancelled: left as before (the reaper prunes the record)
+            self.config.placed(call_id)
+            raise
+        self.config.placed(call_id)
         self.events.publish(applied.events)
         return call_id, record
 
@@ -685,14 +691,16 @@ class CallService:
         # Missing (loading would create it), or no file (a directory: nothing was written to
         # it, and a removal would log one more failure for a call that never had a record).
         if not await aiofiles.os.path.isfile(self.config.path):
+            self.config.placed(call_id)  # nothing of its write to take back
             return
         try:
             await self.config.load_async(call_id=call_id)
         except UnknownCallError:
+            self.config.placed(call_id)
             return
         except OSError:  # cannot tell: try the removal, which logs its own failure
             pass
-        await self._forget_config(call_id)
+        await self._retract_config(call_id)
 
     def _close_room_soon(self, call_id: str) -> None:
         """Best effort, off the request's path: delete the room of a call that failed to place.
@@ -732,6 +740,16 @@ class CallService:
             await asyncio.wait(set(self._background), timeout=5)
         for task in set(self._background):
             task.cancel()
+
+    async def _retract_config(self, call_id: str) -> None:
+        """Take back the config write of a call refused before it was recorded: its record,
+        and the seed's flat "latest" document if no later write replaced it (the refused
+        call never was the latest call). A failure here is logged, never fatal."""
+        try:
+            await self.config.retract_call_async(call_id)
+        except OSError as exc:
+            self.config.placed(call_id)
+            logger.error("could not remove config record of %s: %s", call_id, exc)
 
     async def _forget_config(self, call_id: str) -> None:
         """Remove a call's config record; a failure here is logged, never fatal."""

@@ -191,6 +191,11 @@ def _refuse_unless_replaceable(target: Path, status: os.stat_result) -> None:
         )
 
 
+def _top_of(doc: Document) -> dict[str, Any]:
+    """The seed's flat document of `doc`, without the per-call records."""
+    return {key: value for key, value in doc.items() if key != CALLS_KEY}
+
+
 def _replace_top(doc: Document, top: dict[str, Any]) -> None:
     """The seed's flat document replaced by `top`; the per-call records kept."""
     calls = doc.get(CALLS_KEY, {})
@@ -363,6 +368,10 @@ class ConfigStore:
         # encode and its records' lines. While the file still holds exactly those bytes, the
         # next write reuses the document instead of parsing the file again.
         self._written: _Written | None = None
+        # Calls being placed (`update_async(placing=True)`) until `placed` or
+        # `retract_call_async`: the flat document each one's write replaced, and its own.
+        self._tops_before: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._tops_lock = threading.Lock()
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -427,7 +436,10 @@ class ConfigStore:
         *,
         call_id: str | None = None,
         options: CallOptions | None = None,
+        placing: bool = False,
     ) -> dict[str, Any]:
+        """`placing` (with a `call_id`): the call may yet be refused; until `placed(call_id)`,
+        `retract_call_async(call_id)` takes its write back whole, flat document included."""
         config = CallConfig.create(
             caller_name,
             agent_instructions,
@@ -437,9 +449,24 @@ class ConfigStore:
             call_id=call_id,
             options=options,
         )
-        result: dict[str, Any] = await self._submit(self._put(config))
+        result: dict[str, Any] = await self._submit(self._put(config, placing=placing))
         _log_updated(result)
         return result
+
+    def placed(self, call_id: str) -> None:
+        """The call `update_async(placing=True)` wrote for is placed (or nothing of its write
+        is left to take back): its write stays."""
+        with self._tops_lock:
+            self._tops_before.pop(call_id, None)
+
+    async def retract_call_async(self, call_id: str) -> bool:
+        """Take back a refused call's write: its record, and the flat document (the seed's
+        "latest config") if nothing replaced it since: it is again what that write replaced.
+        (It went on naming a call that was refused, 429 or 409, while another was live.)
+        True if there was a record."""
+        checked_call_id(call_id)
+        removed: bool = await self._submit(self._retract(call_id))
+        return removed
 
     async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
         checked_call_id(call_id)
@@ -536,8 +563,7 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- mutations
 
-    @staticmethod
-    def _put(config: CallConfig) -> Mutation:
+    def _put(self, config: CallConfig, *, placing: bool = False) -> Mutation:
         def apply(doc: Document, now: float) -> dict[str, Any]:
             # What may raise comes before `doc` changes: a failed mutation fails its own
             # caller and leaves the document (and the group's other writes) whole.
@@ -548,9 +574,28 @@ class ConfigStore:
                 return flat
             record = config.to_record(now)
             stored = _detached(record)
+            if placing:
+                with self._tops_lock:
+                    self._tops_before[config.call_id] = (_top_of(doc), top)
             _replace_top(doc, top)
             doc[CALLS_KEY][config.call_id] = stored
             return record
+
+        return apply
+
+    def _retract(self, call_id: str) -> Mutation:
+        def apply(doc: Document, _now: float) -> bool:
+            with self._tops_lock:
+                before, top = self._tops_before.pop(call_id, (None, None))
+                if top is not None and _top_of(doc) == top:
+                    _replace_top(doc, before or {})
+                elif top is not None:
+                    # A later write replaced it; a call being placed whose write replaced
+                    # this refused one's document would give that back: it gets this one's.
+                    for other, (replaced, its_top) in self._tops_before.items():
+                        if replaced == top:
+                            self._tops_before[other] = (before or {}, its_top)
+            return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
 
         return apply
 

@@ -190,6 +190,26 @@ async def test_live_call_cap_429(start_app: AppFactory) -> None:
     assert "live calls" in (await resp.json())["error"]
 
 
+async def test_calls_refused_at_once_leave_the_latest_config_to_the_placed_one(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """Ten at once with room for one: those refused in the call's transaction (after their
+    config write) left the seed's flat document naming one of them, a caller nobody called
+    (3 runs of 3 in a probe)."""
+    client = await start_app(calls_max_active=1, sandbox_time_scale=100.0)
+    answers = await asyncio.gather(
+        *(
+            client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name=f"Racer{n}"))
+            for n in range(10)
+        )
+    )
+    placed = [n for n, resp in enumerate(answers) if resp.status == 200]
+    assert len(placed) == 1 and {r.status for r in answers} == {200, 429}
+    doc = json.loads((tmp_path / "config.json").read_bytes())
+    assert doc["caller_name"] == f"Racer{placed[0]}"
+    assert [r["caller_name"] for r in doc["calls"].values()] == [f"Racer{placed[0]}"]
+
+
 async def test_idempotency_key_returns_first_answer(client: Client) -> None:
     headers = {"Idempotency-Key": "order-42"}
     first, second = await asyncio.gather(

@@ -105,6 +105,36 @@ def test_file_format_flat_latest_plus_calls(store: ConfigStore, config_path: Pat
     assert a["call_id"] == "call-a" and isinstance(a["written_at"], float)
 
 
+async def test_a_refused_call_gives_the_latest_config_back(
+    store: ConfigStore, config_path: Path
+) -> None:
+    """A call refused after its write (a limit or an Idempotency-Key another request took
+    meanwhile) left the seed's flat document naming it: `load_dynamic_config()` answered a
+    caller nobody called while another call was live."""
+    await store.update_async("Placed", call_id="call-a", placing=True)
+    store.placed("call-a")
+    latest = {k: v for k, v in read(config_path).items() if k != "calls"}
+    await store.update_async("Refused", call_id="call-b", placing=True)
+    assert read(config_path)["caller_name"] == "Refused"
+    assert await store.retract_call_async("call-b") is True
+    doc = read(config_path)
+    assert set(doc["calls"]) == {"call-a"}
+    assert {k: v for k, v in doc.items() if k != "calls"} == latest  # last_updated included
+    # Two refused in a row, taken back out of order: the placed call's document comes back.
+    await store.update_async("First refused", call_id="call-c", placing=True)
+    await store.update_async("Second refused", call_id="call-d", placing=True)
+    await store.retract_call_async("call-c")
+    assert read(config_path)["caller_name"] == "Second refused"  # still the latest write
+    await store.retract_call_async("call-d")
+    assert read(config_path)["caller_name"] == "Placed"
+    # A write after the refused one stays: the refused call no longer is the latest.
+    await store.update_async("Refused again", call_id="call-e", placing=True)
+    await store.update_async("Seed script")
+    await store.retract_call_async("call-e")
+    assert read(config_path)["caller_name"] == "Seed script"
+    assert store._tops_before == {}
+
+
 def test_records_complete_and_independent(store: ConfigStore) -> None:
     store.update("Alice", "Custom instructions", "fr", "Serious", {"x": 1}, call_id="call-a")
     b = store.update("Bob", call_id="call-b")
