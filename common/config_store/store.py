@@ -71,6 +71,11 @@ NEW_FILE_MODE = 0o600
 # seed's update_config stopped in a debugger, `flock config.json.lock sleep`) held every
 # call's placement for as long, with no line saying why; past this, the write fails (503).
 LOCK_WAIT_S = 5.0
+# Between tries for the lock at most this long: a waiter that slept 50 ms between tries lost
+# to writers that had just come (the lock is held ~1 ms a write), and with 24 writers in 6
+# processes some waited 5 s and failed; at 5 ms none failed, the longest wait was ~1 s, and
+# as many writes went through (probe-AA's contention.py, side by side).
+LOCK_POLL_MAX_S = 0.005
 # A readiness probe's file older than this was left by a crash (a probe takes seconds at most).
 PROBE_FILE_STALE_S = 60.0
 
@@ -766,7 +771,7 @@ class ConfigStore:
                 if left <= 0:
                     raise self._lock_timeout("another process") from None
                 time.sleep(min(delay, left))
-                delay = min(delay * 2, 0.05)
+                delay = min(delay * 2, LOCK_POLL_MAX_S)
 
     def _lock_timeout(self, holder: str) -> TimeoutError:
         return TimeoutError(
