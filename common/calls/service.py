@@ -86,6 +86,9 @@ PLACEMENT_BOUND_S = 60.0
 # A config record written this long ago whose call the database does not know is an orphan
 # (the row follows the record within a request: LiveKit's timeouts bound that request).
 UNRECORDED_CONFIG_GRACE_S = 60.0
+# Nor can one be "being placed" if it is dated this far ahead (config.json's writers share
+# this machine's clock: a hand edit, or a clock stepped back); it was never pruned.
+FUTURE_CONFIG_SKEW_S = 60.0
 # Dispatched outbox events are kept this long (for inspection and redelivery: the webhook
 # retry ladder lasts about a day and a half), then purged by the reaper.
 EVENT_RETENTION_S = 7 * 86400.0
@@ -975,8 +978,9 @@ class CallService:
     async def prune_config(self) -> int:
         """Drop config.json records of calls that are over or unknown to the database.
 
-        A record whose call is unknown is kept while young: a call being placed writes its
-        record before its row. Records past the TTL go too (the store's own rule).
+        A record whose call is unknown is kept while young (not dated ahead of now): a call
+        being placed writes its record before its row. Records past the TTL go too (the
+        store's own rule).
         """
         if not await aiofiles.os.path.exists(self.config.path):
             return 0
@@ -988,10 +992,11 @@ class CallService:
         live = await self.store.live_among([c for c in records if c in known])
         now = self.clock()
         young, expired = now - UNRECORDED_CONFIG_GRACE_S, now - self.config.record_ttl_s
+        ahead = now + FUTURE_CONFIG_SKEW_S
         over = {
             call_id
             for call_id, written_at in records.items()
-            if call_id not in live and (call_id in known or written_at < young)
+            if call_id not in live and (call_id in known or not young <= written_at <= ahead)
         }
         aged = [c for c, written_at in records.items() if written_at < expired and c not in over]
         removed = await self.config.remove_calls_async([*over, *aged])

@@ -294,13 +294,24 @@ async def test_config_records_of_finished_and_unknown_calls_are_pruned_at_start(
     old = ConfigStore(settings.config_path, clock=lambda: now - 3600)
     fresh = ConfigStore(settings.config_path)
     ancient = ConfigStore(settings.config_path, clock=lambda: now - 2 * 86400)
+    ahead = ConfigStore(settings.config_path, clock=lambda: now + 86400)  # a hand edit, say
     db = await SqliteCallStore.open(settings.calls_db_path)
     try:
-        for call_id in ("call-00000000f1a1", "call-00000000117e", "call-00000000a9ed"):
+        for call_id in (
+            "call-00000000f1a1",
+            "call-00000000117e",
+            "call-00000000a9ed",
+            "call-000000a7ead0",
+        ):
             await db.create_call(NewCall(call_id, "+1234567890", "A", "en", "Calm"))
         await db.apply("call-00000000f1a1", "x", lambda _s: _final())
     finally:
         await db.close()
+    # Dated a day ahead: unknown to the database, it was never young enough to go; a live
+    # call's record (a clock stepped back) stays. (First: a write by that clock prunes
+    # every record it finds older than its TTL.)
+    ahead.update("Future", call_id="call-00000000f0a1")
+    ahead.update("Live, ahead", call_id="call-000000a7ead0")
     old.update("Finished", call_id="call-00000000f1a1")  # final in the database
     old.update("Orphan", call_id="call-00000000dead")  # unknown to the database, old
     fresh.update("Being placed", call_id="call-000000000e1d")  # unknown, but just written
@@ -311,7 +322,7 @@ async def test_config_records_of_finished_and_unknown_calls_are_pruned_at_start(
 
     async def pruned() -> bool:
         calls = json.loads(settings.config_path.read_text())["calls"]
-        return set(calls) == {"call-000000000e1d", "call-00000000117e"}
+        return set(calls) == {"call-000000000e1d", "call-00000000117e", "call-000000a7ead0"}
 
     await wait_for(pruned)
 
