@@ -789,8 +789,9 @@ class CallService:
         """End a live call. It may still be being placed: the placement sees the mark this
         sets, and does not dial (or deletes the room it dialled into), so hang-up wins.
 
-        Raises UnknownCall, CallAlreadyOver (also once the callee has hung up: the call is
-        ending, and stays theirs, not canceled), or LiveKitError (the mark stays: try again).
+        Raises UnknownCall, CallAlreadyOver (also once the callee has hung up or the room
+        finished: the call is ending, and stays theirs, not canceled; an unanswered one waits
+        out the settle grace for a late answer), or LiveKitError (the mark stays: try again).
         """
         call = await self.store.get_call(call_id, with_timeline=False)
         if call is None:
@@ -807,10 +808,13 @@ class CallService:
             # canceled at once, while it went on there.
             raise CallOnAnotherSandbox(owner)
         marked = await self.store.request_hangup(call_id)
-        if marked is None:  # its callee left meanwhile
-            raise CallAlreadyOver(call.status.value, "the callee has left the call")
+        if marked is None:
+            raise UnknownCall(call_id)
         if marked.is_final:  # another hang-up (or the call's end) came first
             raise CallAlreadyOver(marked.status.value)
+        if not marked.hangup_requested:  # ending already: it stays the callee's or LiveKit's
+            why = "the callee has left the call" if marked.callee_left_at else "its room finished"
+            raise CallAlreadyOver(marked.status.value, why)
         if await end_room(self.lkapi, call_id):
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
         else:  # the room is gone (or not made yet): no room_finished will come, settle now
@@ -834,8 +838,9 @@ class CallService:
 
     async def reap(self, *, starting: bool = False) -> int:
         """One pass: (the first time) settle the calls an earlier run of this server left in
-        its embedded sandbox; settle calls stuck past any possible end as failed, calls whose
-        room finished unanswered more than the grace ago, and calls never dialled; prune
+        its embedded sandbox; settle calls whose room finished unanswered more than the grace
+        ago, calls never dialled, calls whose room LiveKit no longer has, and last, calls
+        stuck past any possible end as failed; prune
         config.json (the settled calls' records too); take over events a stopped server left
         undispatched; drop old rate counts."""
         if starting:  # first what the last run left undispatched, before this pass writes
@@ -845,14 +850,17 @@ class CallService:
             await self.settle_lost_sandbox_calls()
             self._lost_sandbox_settled = True
         now = self.clock()
-        stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
-        await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
         finished = await self.store.graceless_finished(now - self.settings.calls_settle_grace_s)
         await self._settle_all(finished, GRACE_OVER, _grace_over)
         undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
         for call_id in undialled:  # nobody was called: its key and rate share are free again
             await self._settle_never_dialled(call_id)
         await self.settle_gone_rooms(now)
+        # Last: what the rules above can tell settles by them (answered calls whose room is
+        # gone completed, never-dialled ones released). First, a pass past the bound after an
+        # outage settled them all "failed", and kept a never-dialled call's key bound.
+        stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
+        await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()
         await self.erase_past_retention(now)
         await self.events.recover()

@@ -224,7 +224,8 @@ class CallStore(CampaignStore, Protocol):
     async def start_dial(self, call_id: str) -> CallRecord | None: ...
 
     async def request_hangup(self, call_id: str) -> CallRecord | None:
-        """Mark the call to be hung up; None if unknown or its callee already left."""
+        """Mark the call to be hung up; None if unknown; unmarked (hangup_requested False) if
+        it is ending already: its callee left, or its room finished."""
         ...
 
     async def release_placement(self, call_id: str) -> None:

@@ -641,8 +641,10 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
 
 def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
     """Mark the call to be hung up, with its timeline line, in one transaction (so the
-    timeline's order is the order things happened in). None if the call is unknown, or its
-    callee left before any hang-up was asked; asked again, the call as it is (no new line)."""
+    timeline's order is the order things happened in). None if the call is unknown; the call
+    unmarked if it is ending already (its callee left, or its room finished: an unanswered
+    call waiting out the settle grace, whose late answer must still count); asked again,
+    the call as it is (no new line)."""
     rows = yield Query(
         f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
         (call_id,),
@@ -652,8 +654,8 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
     call = row_to_call(rows[0])
     if call.hangup_requested:
         return call
-    if call.callee_left_at is not None:
-        return None
+    if call.callee_left_at is not None or call.room_finished_at is not None:
+        return call
     updated = yield Query(
         "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",
         (now, call_id),
@@ -703,8 +705,11 @@ def settle_never_dialled(
 
 
 def stale_live_calls(d: Dialect, now: float, margin_s: float) -> Program[list[str]]:
+    """Live calls past any possible end whose room never said it finished (those that did
+    wait out the settle grace: `graceless_finished` settles them by what is known)."""
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        " AND room_finished_at IS NULL"
         " AND created_at + COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)"
         " + ? < ?",
         (*LIVE, margin_s, now),

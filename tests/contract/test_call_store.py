@@ -243,10 +243,22 @@ async def test_once_the_callee_left_a_hangup_is_not_marked(
     left_at = clock.now
     clock.advance(1)
     await store.apply(CALL, "participant_left", nothing, event_id="EV_L2", callee_left=True)
-    assert await store.request_hangup(CALL) is None  # the call is the callee's to end
+    unmarked = await store.request_hangup(CALL)  # the call is the callee's to end
+    assert unmarked is not None and not unmarked.hangup_requested
     call = await store.get_call(CALL)
     assert call is not None and not call.hangup_requested
     assert call.callee_left_at == left_at  # the first time it was said
+
+
+async def test_once_the_room_finished_a_hangup_is_not_marked(store: CallStore) -> None:
+    """An unanswered call waits out the settle grace after room_finished for a late answer:
+    a hang-up then settled it canceled at once, and the answer no longer counted."""
+    await store.create_call(new_call())
+    await store.apply(CALL, "room_finished", nothing, event_id="EV_F", room_finished=True)
+    unmarked = await store.request_hangup(CALL)
+    assert unmarked is not None and not unmarked.hangup_requested
+    call = await store.get_call(CALL)
+    assert call is not None and not call.hangup_requested
 
 
 async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock: FakeClock) -> None:

@@ -1,0 +1,84 @@
+"""What the reaper and a hang-up decide when a call's signs come late or never (review AE):
+each rule that can tell how a call ended settles it before the "no final event" bound does,
+and a hang-up after the room finished does not turn an unanswered call into a canceled one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.calls import service as service_module
+from common.calls.models import IdempotencyClaim, NewCall
+from handlers.keys import CALLS, STORE
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.integration.test_call_results import answered, post_report, shown
+from tests.integration.test_webhooks import event_json, place, post, quiet_app, sign
+
+
+async def test_a_hangup_after_the_room_finished_leaves_the_late_answer_its_due(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """room_finished came unanswered and the call waited out the grace for a late answer: a
+    hang-up then found no room and settled it canceled at once, and the agent's answered
+    report (delayed, retried) no longer completed it."""
+    client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=30.0)
+    client.app[SANDBOX].webhook_url = None
+    call_id = await place(client)
+    body = event_json("room_finished", call_id)
+    assert await post(client, body, sign(body)) == 200
+    assert (await shown(client, call_id))["status"] == "dialing"  # waiting out the grace
+
+    async def gone(_lkapi: Any, _room: str) -> bool:
+        return False  # the room finished: DeleteRoom finds none
+
+    monkeypatch.setattr(service_module, "end_room", gone)
+    resp = await client.post(f"/calls/{call_id}/hangup")
+    assert resp.status == 409
+    assert (await resp.json())["error"] == "call already ending: its room finished"
+    assert await post_report(client, answered(call_id)) == 200
+    assert (await shown(client, call_id))["status"] == "completed"
+
+
+async def test_an_answered_call_whose_room_finished_was_lost_completes_past_the_bound(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its room_finished lost (LiveKit gave up during a database outage) and the first pass
+    after the outage past the stale bound: it settled `failed` "no final event" before
+    LiveKit was asked about its room, which says how it ended."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    assert await post_report(client, answered(call_id)) == 200
+    service = client.app[CALLS]
+
+    async def none_alive(_lkapi: Any, _names: list[str]) -> set[str]:
+        return set()  # LiveKit no longer has the room
+
+    monkeypatch.setattr(service_module, "rooms_alive", none_alive)
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + service.stale_after_s + 1
+    await service.reap()
+    call = await shown(client, call_id)
+    assert (call["status"], call["reason"]) != ("failed", "no final event")
+    assert call["status"] == "completed"
+
+
+async def test_a_never_dialled_call_found_past_the_bound_frees_its_key(
+    start_app: AppFactory,
+) -> None:
+    """Recorded, never dialled (its server died between the row and the dial), and first
+    seen by a pass past the stale bound (the only server was down): the stale rule settled
+    it first, without the never-dialled release, and its Idempotency-Key stayed bound to a
+    call nobody dialled: the client's retry never placed it."""
+    client = await quiet_app(start_app)
+    store, service = client.app[STORE], client.app[CALLS]
+    claim = IdempotencyClaim("someone", "key-1", "hash-1")
+    new = NewCall("call-0000000000aa", "+1234567890", "A", "en", "Calm")
+    await store.create_call(new, {}, claim=claim)
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + service.stale_after_s + 1
+    await service.reap()
+    call = await shown(client, "call-0000000000aa")
+    assert call["status"] == "failed" and call["reason"] != "no final event"
+    assert await store.get_idempotent("someone", "key-1") is None
