@@ -43,12 +43,12 @@ from common.storage.programs import (
     Program,
     Query,
     Row,
+    add_delivery,
     add_entry,
     answer_idempotent,
     bind_key,
     dumps,
     on_dnc_list,
-    webhook_id,
 )
 
 NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dialled
@@ -361,19 +361,8 @@ def _event(
         (campaign_id, event_type, None, dumps(data), now, now + lease_s, holder),
     )
     event_id = int(rows[0]["id"])
-    if campaign.webhook_url:
-        yield Query(
-            "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state,"
-            " next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-            (
-                event_id,
-                campaign_id,
-                campaign.webhook_url,
-                webhook_id(campaign_id, event_id),
-                now,
-                now,
-            ),
-        )
+    if campaign.webhook_url:  # after a 410 Gone to an earlier one, stopped
+        yield from add_delivery(event_id, campaign_id, campaign.webhook_url, now)
     return CallEvent(event_id, campaign_id, event_type, data, now, None)
 
 

@@ -591,24 +591,23 @@ def _add_events(
         event_id = int(rows[0]["id"])
         events.append(CallEvent(event_id, after.call_id, event_type, data, now, previous))
         if after.webhook_url:  # its customer delivery, in the same transaction as the event
-            # After a 410 Gone from this URL for this call, its later events are not sent.
-            yield Query(
-                "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state,"
-                " next_attempt_at, created_at) SELECT ?, ?, ?, ?, CASE WHEN EXISTS ("
-                " SELECT 1 FROM deliveries WHERE call_id = ? AND url = ? AND state = 'stopped')"
-                " THEN 'stopped' ELSE 'pending' END, ?, ?",
-                (
-                    event_id,
-                    after.call_id,
-                    after.webhook_url,
-                    webhook_id(after.call_id, event_id),
-                    after.call_id,
-                    after.webhook_url,
-                    now,
-                    now,
-                ),
-            )
+            yield from add_delivery(event_id, after.call_id, after.webhook_url, now)
     return tuple(events)
+
+
+GONE_EARLIER = "the receiver answered 410 Gone to an earlier event"
+
+
+def add_delivery(event_id: int, owner: str, url: str, now: float) -> Program[None]:
+    """An event's delivery to `url`, pending; stopped (saying why) if that URL answered 410
+    Gone to an earlier event of the same call or campaign (`owner`): it wants no more."""
+    yield Query(
+        "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state, last_error,"
+        " next_attempt_at, created_at) SELECT ?, ?, ?, ?, CASE WHEN gone THEN 'stopped' ELSE"
+        " 'pending' END, CASE WHEN gone THEN ? END, ?, ? FROM (SELECT EXISTS (SELECT 1 FROM"
+        " deliveries WHERE call_id = ? AND url = ? AND state = 'stopped') AS gone) AS earlier",
+        (event_id, owner, url, webhook_id(owner, event_id), GONE_EARLIER, now, now, owner, url),
+    )
 
 
 def event_data(call: CallRecord) -> dict[str, Any]:
@@ -1255,7 +1254,7 @@ def record_delivery(
         yield Query(
             "UPDATE deliveries SET state = 'stopped', last_error = ?"
             " WHERE call_id = ? AND url = ? AND state = 'pending'",
-            ("the receiver answered 410 Gone to an earlier event", *of_call),
+            (GONE_EARLIER, *of_call),
         )
         return RecordedDelivery()
     if take_next is not None:

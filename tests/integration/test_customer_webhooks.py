@@ -280,6 +280,38 @@ async def test_a_later_event_waits_while_an_earlier_one_is_retrying(
     assert receiver.attempts[receiver.got[0].webhook_id] == 4
 
 
+async def test_410_to_a_campaign_event_stops_its_later_events(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """410 Gone stops this delivery and every later event of its call, or campaign, to that
+    URL: a campaign's later events were written 'pending' and sent anyway."""
+    receiver = await receivers(
+        answer=lambda r, _n: (410, 0.0) if r.type == "campaign.started" else (204, 0.0)
+    )
+    client = await webhook_app(start_app, receiver.url, campaign_enforce_calling_hours=False)
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "hooks",
+            "recipients": [{"phone_number": "+14155557700"}, {"phone_number": "+14155550486"}],
+            "pacing": {"calls_per_second": 50},
+            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+            "retry": {"on": []},
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    # campaign.started answered 410 (recorded 'stopped') before the campaign completes
+    await wait_until(lambda: receiver.attempts != {}, timeout=20)
+    await settle(client, timeout=30)
+    listed = (await (await client.get(f"/campaigns/{campaign_id}/deliveries")).json())["deliveries"]
+    states = [(d["event"], d["state"]) for d in listed]
+    assert states[0] == ("campaign.started", "stopped")
+    assert "campaign.completed" not in receiver.types(campaign_id), states
+    assert all(state == "stopped" for _, state in states), states
+    assert all(d["last_error"] for d in listed)  # each says why it was not sent
+
+
 async def test_a_dead_receiver_fails_after_the_ladder_and_delays_no_one(
     start_app: AppFactory, receivers: Any
 ) -> None:
