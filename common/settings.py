@@ -648,7 +648,10 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
                 f"{path} line {number} ({name}) is a setting without `=`: write"
                 f" {name}=value, or {name}= for the default"
             )
-    values = dotenv_values(stream=io.StringIO(text))
+    # As written: python-dotenv expands ${VAR} by default, and an unset one became empty,
+    # which means the default (`CALLS_ALLOWED_COUNTRIES=${REGIONS}` allowed every country,
+    # a secret holding "${" was changed without a word).
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -664,8 +667,9 @@ def _statement_line(original: Original) -> tuple[int, str]:
 
 def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
     """What in a readable `.env` is likely a mistake though it parses (values never shown):
-    a setting given twice (the last one wins), and a name this server does not read that is
-    close to one it does (`CALL_MAX_ACTIV`, `port`): silently ignored, the default applied."""
+    a setting holding `${` (not expanded), a setting given twice (the last one wins), and a
+    name this server does not read that is close to one it does (`CALL_MAX_ACTIV`, `port`):
+    silently ignored, the default applied."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -674,7 +678,12 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
     for binding in parse_stream(io.StringIO(text)):
         if binding.key is not None and not binding.error:
             lines.setdefault(binding.key, []).append(binding.original.line)
-    warnings = []
+    warnings = [
+        f"{binding.key} ({path} line {binding.original.line}) holds ${{: .env is not"
+        " expanded, the value is used as written"
+        for binding in parse_stream(io.StringIO(text))
+        if binding.key in _VARIABLES and binding.value is not None and "${" in binding.value
+    ]
     for name, at in lines.items():
         where = ", ".join(str(n) for n in at)
         if name in _VARIABLES:

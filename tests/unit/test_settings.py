@@ -18,6 +18,7 @@ from common.settings import (
     Settings,
     SettingsError,
     configure_logging,
+    dotenv_warnings,
     load_settings,
     settings_from_env,
     variable,
@@ -528,6 +529,29 @@ def test_load_settings_reads_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Pat
     assert settings.log_level == "WARNING"
     assert settings.agent_name == "quoted agent"
     assert settings.calls_allowed_countries == ("ES", "FR")
+
+
+def test_dotenv_values_are_taken_as_written_never_expanded(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """python-dotenv expanded ${VAR}, an unset one to nothing, which means the default:
+    `CALLS_ALLOWED_COUNTRIES=${REGIONS}` allowed every country, `LIVEKIT_URL=${LK_URL}` ran
+    the sandbox, a token holding "${" was changed. Taken as written, each is refused, or
+    kept, and said at start-up (without its value)."""
+    clean_env.setenv("HOME", "/root")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("CALLS_ALLOWED_COUNTRIES=${REGIONS}\n")
+    with pytest.raises(SettingsError, match="CALLS_ALLOWED_COUNTRIES"):
+        load_settings(dotenv)
+    dotenv.write_text("CONFIG_PATH=${HOME}/x.json\n")
+    with pytest.raises(SettingsError, match="CONFIG_PATH"):
+        load_settings(dotenv)
+    token = "abc${SHLVL}" + "x" * 40
+    dotenv.write_text(f"CALLS_API_TOKEN={token}\n")
+    assert load_settings(dotenv).calls_api_token == token
+    (warning,) = dotenv_warnings(dotenv)
+    assert warning.startswith("CALLS_API_TOKEN (") and "not expanded" in warning
+    assert token not in warning
 
 
 def test_real_environment_wins_over_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
