@@ -43,6 +43,8 @@ _LIVEKIT_KEYS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 REQUIRED_SETTINGS: dict[str, tuple[str, ...]] = {
     "start": _LIVEKIT_KEYS + _MODEL_KEYS,
     "dev": _LIVEKIT_KEYS + _MODEL_KEYS,
+    # One job in a given room: without them it hung for ever, saying nothing.
+    "connect": _LIVEKIT_KEYS + _MODEL_KEYS,
     "console": _MODEL_KEYS,
 }
 

@@ -245,6 +245,7 @@ def test_missing_settings_per_command() -> None:
         "DEEPGRAM_API_KEY",
         "CARTESIA_API_KEY",
     ]
+    assert missing_settings(bare, "connect") == missing_settings(bare, "start")
     assert missing_settings(bare, "--help") == []
     full = Settings(
         livekit_url="wss://example.livekit.cloud",
