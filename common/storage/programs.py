@@ -926,21 +926,24 @@ def claim_stale_events(
 
 def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
     """Drop events dispatched before `before` whose customer deliveries are all over (and
-    those deliveries): what the retry ladder may still need is kept."""
-    rows = yield Query(
-        "DELETE FROM outbox WHERE dispatched_at < ? AND NOT EXISTS ("
-        " SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id AND d.state = 'pending')"
-        " RETURNING id",
+    those deliveries): what the retry ladder may still need is kept.
+
+    Deliveries first, each only if not pending as it is deleted (a row lock's recheck), then
+    the events left with none: a redeliver committed between the two statements kept its
+    delivery, and its event with it. (Events first, their deliveries deleted by event, took
+    such a delivery, pending again and answered 202, with them.)"""
+    yield Query(
+        "DELETE FROM deliveries WHERE state <> 'pending' AND event_id IN ("
+        " SELECT o.id FROM outbox o WHERE o.dispatched_at < ? AND NOT EXISTS ("
+        " SELECT 1 FROM deliveries p WHERE p.event_id = o.id AND p.state = 'pending'))",
         (before,),
     )
-    ids = [int(r["id"]) for r in rows]
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        yield Query(
-            f"DELETE FROM deliveries WHERE event_id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-            tuple(chunk),
-        )
-    return len(ids)
+    rows = yield Query(
+        "DELETE FROM outbox WHERE dispatched_at < ? AND NOT EXISTS ("
+        " SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id) RETURNING id",
+        (before,),
+    )
+    return len(rows)
 
 
 # ----------------------------------------------------------------------------- agent reports

@@ -21,6 +21,7 @@ from common.calls.models import (
     iso_time,
 )
 from common.calls.outcomes import CallState, Change, Signal, Status, next_state
+from common.storage import programs
 from common.storage.base import (
     AdmissionLimits,
     CallStore,
@@ -30,6 +31,7 @@ from common.storage.base import (
     Refused,
 )
 from common.storage.paging import Before
+from common.storage.postgres import PostgresCallStore, numbered
 from common.storage.sql import SqlCallStore
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
@@ -1021,3 +1023,37 @@ async def test_a_record_takes_its_calls_next_delivery(store: CallStore, clock: F
     assert await store.record_delivery(third.id, DeliveryOutcome("stopped", 410), 20) == (
         RecordedDelivery()
     )
+
+
+async def test_the_purge_keeps_a_delivery_redelivered_while_it_runs(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The purge deleted an old event, then its deliveries by event: a redeliver committed
+    between its statements (PostgreSQL runs them side by side) answered 202 "pending", and
+    the delivery was gone. Now a redeliver that comes first keeps the delivery and its
+    event; one that comes during the purge waits for it and finds the delivery gone (404)."""
+    await store.create_call(dataclasses.replace(new_call(), webhook_url="https://e.com/h"))
+    (sent,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    await store.record_delivery(sent.id, DeliveryOutcome("delivered", 204))
+    await store.ack_events([sent.event_id], clock.now)
+    clock.advance(8 * 86400)
+    assert await store.redeliver(sent.id) is not None  # queued again before the purge
+    assert await store.purge_dispatched_events(clock.now - 7 * 86400) == 0
+    (kept,) = await store.list_deliveries(sent.call_id)
+    assert kept.state == "pending" and kept.event_type == "call.dialing"
+    await store.record_delivery(kept.id, DeliveryOutcome("delivered", 204))
+    if not isinstance(store, PostgresCallStore):
+        return  # SQLite runs one write at a time: no redeliver can come in between
+    purge = programs.purge_dispatched_events(store.dialect, clock.now - 7 * 86400)
+    async with store._pool.acquire() as conn, conn.transaction():
+        query = next(purge)
+        await conn.fetch(numbered(query.sql), *query.args)  # the deliveries: gone
+        during = asyncio.create_task(store.redeliver(sent.id))
+        await asyncio.sleep(0.2)  # it waits for the purge's row lock
+        assert not during.done()
+        query = purge.send([])
+        rows = await conn.fetch(numbered(query.sql), *query.args)
+        with pytest.raises(StopIteration):
+            purge.send([dict(row) for row in rows])
+    assert await during is None  # 404: nothing said "pending" that is not there
+    assert await store.list_deliveries(sent.call_id) == []

@@ -16,6 +16,7 @@ import pytest
 
 from common.calls.models import CallRecord, NewCall, StoredAnswer
 from common.calls.outcomes import CallState, Change, Status
+from common.storage import programs
 from common.storage.base import AdmissionLimits, DatabaseError
 from common.storage.migrations import migrations_for, split_statements
 from common.storage.sqlite import SCHEMA_VERSION, SqliteCallStore, _enter_wal
@@ -40,8 +41,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 13
-    assert len(migrations_for("sqlite")) == 13
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 14
+    assert len(migrations_for("sqlite")) == 14
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -401,3 +402,21 @@ async def test_a_database_file_removed_under_the_store_refuses_writes(
         assert (await store.count_by_status()) is not None  # reads still answer
     finally:
         await store.close()
+
+
+async def test_the_retention_purge_finds_an_events_deliveries_by_index(tmp_path: Path) -> None:
+    """Each old event's deliveries were found by reading every delivery: 2,000 old events
+    among 100,000 deliveries held the writer 15.7 s (every write waited)."""
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path)
+    await store.close()
+    program = programs.purge_dispatched_events(store.dialect, time.time())
+    statements = [next(program), program.send([])]
+    with sqlite3.connect(path) as db:
+        for query in statements:
+            plan = " | ".join(
+                row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args)
+            )
+            assert (
+                "SCAN deliveries" not in plan and "SCAN p" not in plan and "SCAN d" not in plan
+            ), plan
