@@ -230,6 +230,10 @@ class ReportSender:
                 await self._wake.wait()
                 continue
             await self._linger()
+            if self._closed:  # closed meanwhile: a cancel can be lost in a wait ending
+                return
+            if not self._waiting:
+                continue
             self._current = take_batch(self._waiting)
             try:
                 await self._send(url, self._current)
@@ -242,7 +246,11 @@ class ReportSender:
         """Hold a turn back, up to `linger_s` after it queued, until something that goes at
         once queues or a flush asks for everything."""
         loop = asyncio.get_running_loop()
-        while not self._flushing and not any(q.report.kind in URGENT_KINDS for q in self._waiting):
+        while (
+            self._waiting
+            and not self._flushing
+            and not any(q.report.kind in URGENT_KINDS for q in self._waiting)
+        ):
             left = self._waiting[0].queued_at + self._linger_s - loop.time()
             if left <= 0:
                 return

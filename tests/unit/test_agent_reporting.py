@@ -514,3 +514,25 @@ async def test_a_close_during_a_split_batch_names_only_what_was_not_delivered(
     assert (sender.delivered, sender.refused, sender.dropped) == ([0], [1], [2])
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "final report #2 not delivered" in errors[0]
+
+
+async def test_abandoned_while_lingering_the_sender_ends_quietly(server: ReportServer) -> None:
+    """The sandbox stopping abandons its senders: the queue cleared, the task cancelled. A
+    cancel can be lost when the linger's wait ends at the same moment (Python 3.11's
+    wait_for), and the task went on to take a batch from the empty queue: "Task exception
+    was never retrieved ... IndexError: pop from an empty deque" in the server's log."""
+    sender = make_sender(server.url, linger_s=60)
+    sender.turn(TranscriptTurn(role="callee", text="one", at_s=1.0))
+    await asyncio.sleep(0.05)  # lingering
+    task = sender._task
+    assert task is not None
+
+    class LostCancel:  # the cancel that did not land
+        def cancel(self) -> bool:
+            return False
+
+    sender._task = LostCancel()  # type: ignore[assignment]
+    sender.abandon()
+    sender._wake.set()  # the wait ends as the cancel would have come
+    await asyncio.wait_for(task, 2.0)  # ends by itself, raising nothing
+    assert server.posts == [] and sender.dropped == [0]
