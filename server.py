@@ -405,6 +405,13 @@ def warn_short_record_ttl(settings: Settings) -> None:
 
 def warn_report_url(settings: Settings) -> None:
     """With a real LiveKit the agents usually run elsewhere: say where their reports go."""
+    if settings.uses_sandbox and settings.public_base_url is not None:
+        logger.warning(
+            "PUBLIC_BASE_URL is set but LIVEKIT_URL is not: the embedded sandbox's agent posts"
+            " its reports to %s; if that address does not reach this server from here, calls"
+            " get no results",
+            settings.report_url,
+        )
     if settings.livekit_url is not None and settings.public_base_url is None:
         logger.warning(
             "PUBLIC_BASE_URL is not set: agents will send their reports to %s, which only an "

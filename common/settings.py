@@ -527,10 +527,19 @@ class Settings:
 
     def require_livekit(self) -> None:
         """With a real LIVEKIT_URL, refuse to start without a trunk and real credentials;
-        with the sandbox, refuse it the server's own port."""
+        with the sandbox, refuse it the server's own port, and a trunk (meant for a real
+        LiveKit)."""
         if self.uses_sandbox:
             if self.sandbox_port == self.port:
                 raise SettingsError(f"SANDBOX_PORT must differ from PORT ({self.port})")
+            if self.sip_outbound_trunk_id:
+                # A real trunk without its LiveKit (LIVEKIT_URL misspelled, or lost from the
+                # environment): every call was "placed" into the sandbox and nobody called.
+                raise SettingsError(
+                    "SIP_OUTBOUND_TRUNK_ID is set but LIVEKIT_URL is not: calls would go to"
+                    " the embedded sandbox and no phone would be called; set LIVEKIT_URL, or"
+                    " unset SIP_OUTBOUND_TRUNK_ID to try the sandbox"
+                )
             return
         if self.livekit_api_key == DEV_API_KEY:
             raise SettingsError("LIVEKIT_API_KEY must be set when LIVEKIT_URL is set")

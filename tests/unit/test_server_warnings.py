@@ -38,6 +38,18 @@ def test_no_warning_when_the_address_is_known_or_local(
     assert caplog.text == ""
 
 
+def test_the_sandbox_with_public_base_url_says_where_its_agent_reports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The embedded sandbox's agent posts its reports to PUBLIC_BASE_URL: set for a real
+    LiveKit whose LIVEKIT_URL went missing, every call's results were lost, said nowhere."""
+    with caplog.at_level(logging.WARNING, logger="server"):
+        sandbox = dataclasses.replace(Settings(), public_base_url="https://calls.example.com")
+        warn_report_url(sandbox)
+    assert "PUBLIC_BASE_URL is set but LIVEKIT_URL is not" in caplog.text
+    assert "https://calls.example.com/agent/reports" in caplog.text
+
+
 # ------------------------------------------------------------------ CALLS_WEBHOOK_URL's host
 
 WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAx"

@@ -491,6 +491,14 @@ def test_require_livekit_ignores_missing_values_on_the_sandbox() -> None:
     settings_from_env({"LIVEKIT_API_KEY": "APIx"}).require_livekit()
 
 
+def test_a_trunk_without_livekit_url_is_refused() -> None:
+    """LIVEKIT_URL misspelled or lost from the environment, the rest of a real setup given:
+    the server ran on the sandbox, every call "completed", nobody was called."""
+    real_but_url = {k: v for k, v in REAL_LIVEKIT.items() if k != "LIVEKIT_URL"}
+    with pytest.raises(SettingsError, match="^SIP_OUTBOUND_TRUNK_ID is set but LIVEKIT_URL"):
+        settings_from_env(real_but_url).require_livekit()
+
+
 @pytest.mark.parametrize(
     "missing", ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SIP_OUTBOUND_TRUNK_ID"]
 )
