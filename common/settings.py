@@ -47,6 +47,31 @@ class SettingsError(ValueError):
 Parser = Callable[[str, str], Any]
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _listen_host(name: str, raw: str) -> str:
+    """An address or host name to listen on (empty: every address). A URL, a port or
+    brackets in it failed only when listening, after a misleading refusal ("CALLS_API_TOKEN
+    must be set to listen on HOST=[::1]")."""
+    text = _text(name, raw).strip()
+    if not text:
+        return text
+    if "/" in text:
+        raise SettingsError(f"{name} is an address or a host name, not a URL: got {text!r}")
+    if "[" in text or "]" in text:
+        raise SettingsError(f"{name} takes an IPv6 address without brackets (::1), got {text!r}")
+    if ":" in text:
+        try:
+            ipaddress.IPv6Address(text.split("%", 1)[0])
+        except ValueError:
+            raise SettingsError(f"{name} takes no port (set PORT): got {text!r}") from None
+        return text
+    if not _HOST_NAME.fullmatch(text):
+        raise SettingsError(f"{name} must be an IP address or a host name, got {text!r}")
+    return text
+
+
 def _text(name: str, raw: str) -> str:
     """One line of text. A line break in a value is a quote opened on its line and closed on
     a later one: python-dotenv reads the lines between as part of the value, and the settings
@@ -297,7 +322,7 @@ def setting(default: Any, parse: Parser, doc: str, *, secret: bool = False) -> A
 @dataclass(frozen=True)
 class Settings:
     host: str = setting(
-        "127.0.0.1", _text, "Listen address. Anything but loopback requires CALLS_API_TOKEN."
+        "127.0.0.1", _listen_host, "Listen address. Anything but loopback requires CALLS_API_TOKEN."
     )
     port: int = setting(8000, _integer(1, 65535), "Listen port.")
     log_level: str = setting("INFO", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING, ERROR, CRITICAL.")
@@ -438,7 +463,7 @@ class Settings:
     cartesia_voice_id: str = setting(DEFAULT_CARTESIA_VOICE_ID, _text, "Cartesia voice id.")
     agent_http_host: str = setting(
         "127.0.0.1",
-        _text,
+        _listen_host,
         "Where the agent worker's health/status HTTP server listens (0.0.0.0 for a container's "
         "health checks).",
     )

@@ -740,3 +740,36 @@ def test_dotenv_mistakes_that_parse_are_warned_without_values(tmp_path: Path) ->
     ]
     assert not any("s3cret" in w or "8499" in w for w in warnings)
     assert dotenv_warnings(tmp_path / "missing.env") == []
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("[::1]", "without brackets"),
+        ("127.0.0.1:8000", "takes no port"),
+        ("http://127.0.0.1", "not a URL"),
+        ("my host", "IP address or a host name"),
+    ],
+)
+def test_a_listen_address_that_cannot_be_one_is_named(host: str, why: str) -> None:
+    """They were refused for want of a CALLS_API_TOKEN ("to listen on HOST=[::1]"), and with
+    one given, failed to listen ("Name or service not known")."""
+    with pytest.raises(SettingsError, match=f"^HOST .*{why}"):
+        settings_from_env({"HOST": host})
+    with pytest.raises(SettingsError, match=f"^AGENT_HTTP_HOST .*{why}"):
+        settings_from_env({"AGENT_HTTP_HOST": host})
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "::1",
+        "::",
+        "0.0.0.0",  # noqa: S104 - only parsed
+        "localhost",
+        "fe80::1%eth0",
+    ],
+)
+def test_listen_addresses_and_names_are_taken(host: str) -> None:
+    assert settings_from_env({"HOST": host, "CALLS_API_TOKEN": "t" * 40}).host == host
