@@ -484,8 +484,12 @@ class Settings:
 
     @property
     def instance_name(self) -> str:
-        """This server among others on one database: host name and port."""
-        return f"{socket.gethostname()}:{self.port}"
+        """This server among others on one database (whose claims on outbox events and
+        customer webhook deliveries are whose): host name, port and listen address, as
+        `sandbox_owner`. Without the address, two servers of one host on one PORT (127.0.0.1
+        and ::1) were one: the one starting gave the other's claims back, and a delivery it
+        was sending went out twice at once."""
+        return self.sandbox_owner
 
     @property
     def sandbox_owner(self) -> str:

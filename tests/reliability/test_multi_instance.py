@@ -431,7 +431,7 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
             )
             killed, survivor = (
                 (cluster.a, cluster.b)
-                if driver.endswith(f":{cluster.a.port}")
+                if f":{cluster.a.port}@" in driver
                 else (cluster.b, cluster.a)
             )
             killed.kill()

@@ -773,3 +773,13 @@ def test_a_listen_address_that_cannot_be_one_is_named(host: str, why: str) -> No
 )
 def test_listen_addresses_and_names_are_taken(host: str) -> None:
     assert settings_from_env({"HOST": host, "CALLS_API_TOKEN": "t" * 40}).host == host
+
+
+def test_servers_of_one_host_on_one_port_have_different_names() -> None:
+    """127.0.0.1 and ::1 on one PORT, one database: one name made them one server for the
+    claims on events and deliveries (the one starting gave the other's back, and a delivery
+    in flight went out twice at once)."""
+    first = settings_from_env({"HOST": "127.0.0.1", "PORT": "8000"})
+    second = settings_from_env({"HOST": "::1", "PORT": "8000", "CALLS_API_TOKEN": "t" * 40})
+    assert first.instance_name != second.instance_name
+    assert first.instance_name == settings_from_env({"PORT": "8000"}).instance_name
