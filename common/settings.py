@@ -492,6 +492,13 @@ class Settings:
         return self.sandbox_owner
 
     @property
+    def sandbox_stretch(self) -> float:
+        """How many times its limits a call may take: the embedded sandbox's time scale when
+        it slows calls down (SANDBOX_TIME_SCALE=50 "to watch slowly": its calls were settled
+        "no final event" while it still played them), else 1."""
+        return max(1.0, self.sandbox_time_scale) if self.uses_sandbox else 1.0
+
+    @property
     def sandbox_owner(self) -> str:
         """Whose embedded sandbox holds a call's room: this server, by host name, listen
         address and port. Two servers on one host may share a PORT on different addresses

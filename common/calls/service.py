@@ -834,7 +834,8 @@ class CallService:
     def stale_after_s(self) -> float:
         """How old a call with the default limits is when the reaper settles it as failed."""
         s = self.settings
-        return s.call_ringing_timeout_s + s.call_max_duration_s + REAPER_MARGIN_S
+        limits = s.call_ringing_timeout_s + s.call_max_duration_s
+        return limits * s.sandbox_stretch + REAPER_MARGIN_S
 
     async def reap(self, *, starting: bool = False) -> int:
         """One pass: (the first time) settle the calls an earlier run of this server left in
@@ -859,7 +860,9 @@ class CallService:
         # Last: what the rules above can tell settles by them (answered calls whose room is
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.
-        stale = await self.store.stale_live_calls(now, REAPER_MARGIN_S)
+        stale = await self.store.stale_live_calls(
+            now, REAPER_MARGIN_S, self.settings.sandbox_stretch
+        )
         await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()
         await self.erase_past_retention(now)

@@ -287,7 +287,12 @@ class CallStore(CampaignStore, Protocol):
 
     # -- the reaper ----------------------------------------------------------------------
 
-    async def stale_live_calls(self, now: float, margin_s: float) -> list[str]: ...
+    async def stale_live_calls(
+        self, now: float, margin_s: float, stretch: float = 1.0
+    ) -> list[str]:
+        """Live calls older than `stretch` times their ringing timeout and longest duration,
+        plus `margin_s`, whose room never said it finished."""
+        ...
 
     async def graceless_finished(self, finished_before: float) -> list[str]: ...
 

@@ -703,15 +703,17 @@ def settle_never_dialled(
 # ----------------------------------------------------------------------------- the reaper
 
 
-def stale_live_calls(d: Dialect, now: float, margin_s: float) -> Program[list[str]]:
+def stale_live_calls(
+    d: Dialect, now: float, margin_s: float, stretch: float = 1.0
+) -> Program[list[str]]:
     """Live calls past any possible end whose room never said it finished (those that did
     wait out the settle grace: `graceless_finished` settles them by what is known)."""
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         " AND room_finished_at IS NULL"
-        " AND created_at + COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)"
+        " AND created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ?"
         " + ? < ?",
-        (*LIVE, margin_s, now),
+        (*LIVE, stretch, margin_s, now),
     )
     return _ids(rows)
 

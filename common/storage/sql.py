@@ -211,8 +211,12 @@ class SqlCallStore(CampaignMethods):
 
     # -- the reaper ----------------------------------------------------------------------
 
-    async def stale_live_calls(self, now: float, margin_s: float) -> list[str]:
-        return await self._run(programs.stale_live_calls(self.dialect, now, margin_s), write=False)
+    async def stale_live_calls(
+        self, now: float, margin_s: float, stretch: float = 1.0
+    ) -> list[str]:
+        return await self._run(
+            programs.stale_live_calls(self.dialect, now, margin_s, stretch), write=False
+        )
 
     async def graceless_finished(self, finished_before: float) -> list[str]:
         return await self._run(

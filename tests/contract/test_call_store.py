@@ -293,6 +293,9 @@ async def test_stale_live_calls(store: CallStore, clock: FakeClock) -> None:
         "call-old-live",
     ]
     assert await store.stale_live_calls(clock.now, 1000) == []
+    # The sandbox playing calls 2x slower: twice the limits (a call takes twice as long).
+    assert await store.stale_live_calls(clock.now, 50, stretch=2.0) == []
+    assert await store.stale_live_calls(clock.now + 631, 0, stretch=2.0) == ["call-old-live"]
 
 
 async def test_stale_uses_each_calls_own_limits(store: CallStore, clock: FakeClock) -> None:

@@ -783,3 +783,11 @@ def test_servers_of_one_host_on_one_port_have_different_names() -> None:
     second = settings_from_env({"HOST": "::1", "PORT": "8000", "CALLS_API_TOKEN": "t" * 40})
     assert first.instance_name != second.instance_name
     assert first.instance_name == settings_from_env({"PORT": "8000"}).instance_name
+
+
+def test_the_sandbox_slowed_down_stretches_how_long_a_call_may_take() -> None:
+    """SANDBOX_TIME_SCALE=50, "to watch slowly": its calls were settled "no final event" by
+    the reaper's bound while the sandbox still played them."""
+    assert settings_from_env({"SANDBOX_TIME_SCALE": "50"}).sandbox_stretch == 50.0
+    assert settings_from_env({"SANDBOX_TIME_SCALE": "0.1"}).sandbox_stretch == 1.0
+    assert settings_from_env({**REAL_LIVEKIT, "SANDBOX_TIME_SCALE": "50"}).sandbox_stretch == 1.0
