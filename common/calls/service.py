@@ -471,6 +471,8 @@ class CallService:
                 max_duration_s=snapshot["max_duration_s"],
             )
         except LiveKitError as exc:
+            if not exc.maybe_done:  # refused before dialling: released before it is settled,
+                await self._release(call_id)  # so its call.ended reads it never dialled
             await self._placement_failed(call_id, exc)
             raise
         self.metrics.calls_placed.labels(result="placed").inc()

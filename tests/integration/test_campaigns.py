@@ -796,3 +796,32 @@ async def test_rows_webhook_hosts_are_checked_when_the_campaign_is_made(
     rows = await all_recipients(client, created["campaign_id"])
     assert [r["state"] for r in rows[1:]] == ["invalid"] * 3
     assert rows[1]["errors"][0]["field"] == "recipients[1].webhook_url"
+
+
+async def test_a_dial_livekit_refused_before_dialling_is_tried_again(
+    start_app: AppFactory,
+) -> None:
+    """CreateSIPParticipant answered 503 (LiveKit dialled nobody): the service freed the
+    call's key and rate share as never dialled, but the campaign counted a `failed` dial,
+    and with no retry on failures the recipient ended `failed`, never called (review AE).
+    As a refused dispatch is, it is `not_dialled` and placed again."""
+    from sandbox import TwirpError
+
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    client.app[SANDBOX].inject(
+        "CreateSIPParticipant", error=TwirpError("unavailable", "sip restarting"), times=1
+    )
+    created = await create(
+        client,
+        {
+            "name": "one",
+            "recipients": [{"phone_number": "+14152007700", "name": "R"}],
+            "retry": {"on": ["busy"], "max_attempts": 3, "delay_s": 0},
+        },
+    )
+    await wait_status(client, created["campaign_id"], "completed", timeout=30)
+    (row,) = await all_recipients(client, created["campaign_id"])
+    assert row["state"] == "completed"
+    assert [d.number for d in client.app[SANDBOX].dials] == ["+14152007700"]
