@@ -314,6 +314,7 @@ class WebhookDelivery:
     event_type: str = ""
     event_data: dict[str, Any] = field(default_factory=dict)
     event_created_at: float = 0.0
+    round_start: int = 0  # its attempts when last redelivered: the retry schedule's start
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def next_outcome(
         return DeliveryOutcome("delivered", status)
     if status == 410:
         return DeliveryOutcome("stopped", status, "410 Gone: no more events of this call")
-    attempt = delivery.attempts + 1  # this one, counted
+    attempt = delivery.attempts - delivery.round_start + 1  # this one, counted (this round)
     if attempt < len(schedule):
         return DeliveryOutcome("pending", status, error, now + schedule[attempt])
     return DeliveryOutcome("failed", status, error)

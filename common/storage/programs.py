@@ -1160,7 +1160,8 @@ def _without_personal_data(report: CallReport) -> CallReport:
 # ----------------------------------------------------------------------------- customer webhooks
 
 _DELIVERY_COLUMNS = (
-    "d.id, d.event_id, d.call_id, d.url, d.webhook_id, d.state, d.attempts, d.next_attempt_at,"
+    "d.id, d.event_id, d.call_id, d.url, d.webhook_id, d.state, d.attempts, d.round_start,"
+    " d.next_attempt_at,"
     " d.last_status, d.last_error, d.created_at, d.delivered_at,"
     " o.type AS event_type, o.data AS event_data, o.created_at AS event_created_at"
 )
@@ -1175,6 +1176,7 @@ def _row_to_delivery(row: Row) -> WebhookDelivery:
         webhook_id=row["webhook_id"],
         state=row["state"],
         attempts=int(row["attempts"]),
+        round_start=int(row["round_start"]),
         next_attempt_at=row["next_attempt_at"],
         last_status=row["last_status"],
         last_error=row["last_error"],
@@ -1346,7 +1348,7 @@ def redeliver(d: Dialect, delivery_id: int, now: float) -> Program[WebhookDelive
     """Send a delivery again (same webhook-id), whatever became of it. A send in flight (its
     claim still held) is that send: the claim stays, so no second copy goes out beside it."""
     rows = yield Query(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, round_start = attempts,"
         " claimed_until = CASE WHEN state = 'pending' AND claimed_until > ?"
         " THEN claimed_until ELSE 0 END"
         " WHERE id = ? RETURNING id",

@@ -312,6 +312,37 @@ async def test_410_to_a_campaign_event_stops_its_later_events(
     assert all(d["last_error"] for d in listed)  # each says why it was not sent
 
 
+async def test_a_redelivered_failed_delivery_is_retried_on_the_ladder(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """A failed delivery redelivered to a receiver back up but with one hiccup: one 500,
+    and the retry 0.05 s later would succeed. It was marked failed after that one attempt:
+    the schedule counted from its first attempt ever; redelivered, it starts again."""
+    failing = True
+
+    def answer(r: Received, n: int) -> tuple[int, float]:
+        if failing or n == len(LADDER) + 1:  # the ladder, then the redelivery's first try
+            return 500, 0.0
+        return 204, 0.0
+
+    receiver = await receivers(answer=answer)
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    first = listed[0]
+    assert first["state"] == "failed" and first["attempts"] == len(LADDER)
+    failing = False
+    resp = await client.post(f"/deliveries/{first['id']}/redeliver")
+    assert resp.status == 202
+    # Its 500, then the retry 0.05 s later (the schedule's first pause), taken.
+    await wait_until(lambda: receiver.attempts[first["webhook_id"]] == len(LADDER) + 2)
+    await settle(client)
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    again = listed[0]
+    assert again["state"] == "delivered" and again["attempts"] == len(LADDER) + 2, again
+
+
 async def test_a_dead_receiver_fails_after_the_ladder_and_delays_no_one(
     start_app: AppFactory, receivers: Any
 ) -> None:

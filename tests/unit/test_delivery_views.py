@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from common.calls.models import WebhookDelivery
+from common.notify.deliveries import next_outcome
 from handlers.schemas import DeliveryView
 
 HOOK, OTHER = "https://hooks.example.com/a", "https://other.example.com/b"
@@ -47,3 +50,14 @@ def test_a_delivery_behind_a_retrying_one_names_it_and_is_not_shown_overdue() ->
         8: (None, "2023-11-14T22:13:22.000Z"),
         9: (5, "2023-11-14T22:23:20.000Z"),  # not before the one it waits for
     }
+
+
+def test_a_redelivered_delivery_starts_the_retry_schedule_again() -> None:
+    """Counted from its first attempt ever, a redelivered failed delivery failed after one
+    attempt, and a delivered one waited the schedule's later pauses for its first retry."""
+    schedule = (0.0, 5.0, 30.0, 120.0)
+    failed_then_redelivered = replace(delivery(1, "pending", 0.0), attempts=4, round_start=4)
+    first_retry = next_outcome(failed_then_redelivered, 500, "HTTP 500", schedule, 100.0)
+    assert (first_retry.state, first_retry.next_attempt_at) == ("pending", 105.0)
+    last = replace(failed_then_redelivered, attempts=7)
+    assert next_outcome(last, 500, "HTTP 500", schedule, 100.0).state == "failed"
