@@ -86,6 +86,9 @@ PLACEMENT_BOUND_S = 60.0
 # A config record written this long ago whose call the database does not know is an orphan
 # (the row follows the record within a request: LiveKit's timeouts bound that request).
 UNRECORDED_CONFIG_GRACE_S = 60.0
+# Stopping, room deletions of calls that failed to place get this long to finish.
+ROOM_CLOSE_WAIT_S = 5.0
+CLOSE_ROOM = "close-room-"  # the name of a room deletion's task, before the call id
 # Nor can one be "being placed" if it is dated this far ahead (config.json's writers share
 # this machine's clock: a hand edit, or a clock stepped back); it was never pruned.
 FUTURE_CONFIG_SKEW_S = 60.0
@@ -727,7 +730,7 @@ class CallService:
                         extra={"call_id": call_id},
                     )
 
-        self._spawn(close(), f"close-room-{call_id}")
+        self._spawn(close(), f"{CLOSE_ROOM}{call_id}")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(work, name=name)
@@ -742,7 +745,23 @@ class CallService:
         for task in [t for t in self._background if t.get_name().startswith("grace-")]:
             task.cancel()
         if self._background:
-            await asyncio.wait(set(self._background), timeout=5)
+            await asyncio.wait(set(self._background), timeout=ROOM_CLOSE_WAIT_S)
+        unclosed = sorted(
+            t.get_name().removeprefix(CLOSE_ROOM)
+            for t in self._background
+            if t.get_name().startswith(CLOSE_ROOM)
+        )
+        if unclosed:
+            # Calls that failed to place, whose dial LiveKit may have made after all (a dial
+            # that timed out): nothing deletes their rooms later (the reaper asks about live
+            # calls only), and a callee who answers would talk to an agent of a failed call.
+            logger.warning(
+                "stopping with %d room deletion(s) unfinished, LiveKit not answering within"
+                " %g s: delete these rooms if they still exist: %s",
+                len(unclosed),
+                ROOM_CLOSE_WAIT_S,
+                ", ".join(unclosed),
+            )
         for task in set(self._background):
             task.cancel()
 

@@ -4,6 +4,8 @@ and a hang-up after the room finished does not turn an unanswered call into a ca
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -82,3 +84,26 @@ async def test_a_never_dialled_call_found_past_the_bound_frees_its_key(
     call = await shown(client, "call-0000000000aa")
     assert call["status"] == "failed" and call["reason"] != "no final event"
     assert await store.get_idempotent("someone", "key-1") is None
+
+
+async def test_stopping_names_the_rooms_whose_deletion_it_gave_up(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call that failed to place (a dial that timed out, which LiveKit may have made after
+    all) has its room deleted in the background; stopping gave up on it after 5 s, said
+    nothing, and nothing deletes it later."""
+    client = await quiet_app(start_app)
+    service = client.app[CALLS]
+    hanging = asyncio.Event()
+
+    async def never(_lkapi: Any, _room: str) -> bool:
+        await hanging.wait()
+        return True
+
+    monkeypatch.setattr(service_module, "end_room", never)
+    monkeypatch.setattr(service_module, "ROOM_CLOSE_WAIT_S", 0.05)
+    service._close_room_soon("call-00000000dead")
+    with caplog.at_level(logging.WARNING, logger="common.calls.service"):
+        await service.aclose()
+    assert "1 room deletion(s) unfinished" in caplog.text
+    assert "call-00000000dead" in caplog.text
