@@ -665,7 +665,8 @@ def requests_by_route(pair: Pair) -> dict[str, float]:
 
 
 def statuses(pair: Pair) -> dict[str, int]:
-    """Calls by status, from the server's /metrics."""
+    """Calls by status, from the server's /metrics (statuses with none left out: /metrics
+    gives every status, 0 when none)."""
     _, body = http_get(pair.server.url + "/metrics")
     counts: dict[str, int] = {}
     for line in body.decode().splitlines():
@@ -673,7 +674,7 @@ def statuses(pair: Pair) -> dict[str, int]:
             labels, _, value = line.rpartition(" ")
             status = labels.split('"')[1]
             counts[status] = counts.get(status, 0) + int(float(value))
-    return counts
+    return {status: n for status, n in counts.items() if n}
 
 
 # ----------------------------------------------------------------------------- samples
