@@ -289,18 +289,7 @@ async def test_410_to_a_campaign_event_stops_its_later_events(
         answer=lambda r, _n: (410, 0.0) if r.type == "campaign.started" else (204, 0.0)
     )
     client = await webhook_app(start_app, receiver.url, campaign_enforce_calling_hours=False)
-    resp = await client.post(
-        "/campaigns",
-        json={
-            "name": "hooks",
-            "recipients": [{"phone_number": "+14155557700"}, {"phone_number": "+14155550486"}],
-            "pacing": {"calls_per_second": 50},
-            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
-            "retry": {"on": []},
-        },
-    )
-    assert resp.status == 201, await resp.text()
-    campaign_id = (await resp.json())["campaign_id"]
+    campaign_id = await two_call_campaign(client)
     # campaign.started answered 410 (recorded 'stopped') before the campaign completes
     await wait_until(lambda: receiver.attempts != {}, timeout=20)
     await settle(client, timeout=30)
@@ -645,13 +634,8 @@ async def test_a_webhook_url_needs_the_server_to_sign(start_app: AppFactory) -> 
     assert "CALLS_WEBHOOK_SECRET" in (await resp.json())["details"][0]["error"]
 
 
-async def test_campaign_events_and_its_calls_events_carry_the_campaign(
-    start_app: AppFactory, receivers: Any
-) -> None:
-    receiver = await receivers()
-    client = await webhook_app(
-        start_app, receiver.url, campaign_enforce_calling_hours=False, sandbox_time_scale=0.0
-    )
+async def two_call_campaign(client: Client) -> str:
+    """A campaign of two calls (answered, busy), open all day, no retries: its id."""
     resp = await client.post(
         "/campaigns",
         json={
@@ -663,7 +647,17 @@ async def test_campaign_events_and_its_calls_events_carry_the_campaign(
         },
     )
     assert resp.status == 201, await resp.text()
-    campaign_id = (await resp.json())["campaign_id"]
+    return str((await resp.json())["campaign_id"])
+
+
+async def test_campaign_events_and_its_calls_events_carry_the_campaign(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    receiver = await receivers()
+    client = await webhook_app(
+        start_app, receiver.url, campaign_enforce_calling_hours=False, sandbox_time_scale=0.0
+    )
+    campaign_id = await two_call_campaign(client)
     await wait_until(lambda: "campaign.completed" in receiver.types(campaign_id), timeout=20)
     assert receiver.types(campaign_id) == ["campaign.started", "campaign.completed"]
     done = json.loads(next(r for r in receiver.got if r.type == "campaign.completed").body)
