@@ -474,8 +474,11 @@ class CallService:
                 max_duration_s=snapshot["max_duration_s"],
             )
         except LiveKitError as exc:
-            if not exc.maybe_done:  # refused before dialling: released before it is settled,
-                await self._release(call_id)  # so its call.ended reads it never dialled
+            if not exc.maybe_done and exc.sip_status is None:
+                # LiveKit refused the dial before making it (a SIP status means the phone
+                # network was reached: it may have rung): unmarked before it is settled, so
+                # a campaign reads it never dialled and places it again, not a failed dial.
+                await self._unmark_dial(call_id)
             await self._placement_failed(call_id, exc)
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
@@ -560,6 +563,12 @@ class CallService:
             logger.error("call %s: could not record the failure: %s", call_id, db_exc)
         await self._forget_config(call_id)
         self._close_room_soon(call_id)
+
+    async def _unmark_dial(self, call_id: str) -> None:
+        try:
+            await self.store.unmark_dial(call_id)
+        except DatabaseError as exc:  # the campaign counts a failed dial: no harm beyond that
+            logger.error("call %s: could not unmark its refused dial: %s", call_id, exc)
 
     async def _release(self, call_id: str) -> None:
         try:

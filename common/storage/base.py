@@ -229,9 +229,13 @@ class CallStore(CampaignStore, Protocol):
         ...
 
     async def release_placement(self, call_id: str) -> None:
-        """The call was never dialled: it stops counting against the rate, the
-        Idempotency-Key bound to it (if any) is freed so a retry may place it anew, and its
-        dial is no longer marked as started (LiveKit refused it before dialling)."""
+        """The call was never dialled: it stops counting against the rate, and the
+        Idempotency-Key bound to it (if any) is freed so a retry may place it anew."""
+        ...
+
+    async def unmark_dial(self, call_id: str) -> None:
+        """LiveKit refused the dial before making it (no SIP status, no doubt it was not
+        carried out): the call's dial no longer counts as started."""
         ...
 
     async def settle_never_dialled(self, call_id: str, decide: Decide) -> Applied:

@@ -663,10 +663,11 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
     return row_to_call(updated[0])
 
 
-def release_placement(d: Dialect, call_id: str) -> Program[None]:
-    # Nobody was called: no dial stands marked either (LiveKit refused the dial before
-    # making it), or a campaign counted the attempt as a failed dial, never retried.
+def unmark_dial(d: Dialect, call_id: str) -> Program[None]:
     yield Query("UPDATE calls SET dial_started_at = NULL WHERE call_id = ?", (call_id,))
+
+
+def release_placement(d: Dialect, call_id: str) -> Program[None]:
     released = yield Query(
         "UPDATE calls SET counts_for_rate = 0 WHERE call_id = ? AND counts_for_rate = 1"
         " RETURNING client, created_at",

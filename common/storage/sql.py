@@ -148,6 +148,9 @@ class SqlCallStore(CampaignMethods):
     async def release_placement(self, call_id: str) -> None:
         await self._run(programs.release_placement(self.dialect, call_id), write=True)
 
+    async def unmark_dial(self, call_id: str) -> None:
+        await self._run(programs.unmark_dial(self.dialect, call_id), write=True)
+
     async def settle_never_dialled(self, call_id: str, decide: Decide) -> Applied:
         program = programs.settle_never_dialled(
             self.dialect, call_id, decide, self._clock(), self.lease_s, self.instance

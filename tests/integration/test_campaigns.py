@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from handlers.keys import CALLS, SETTINGS
+from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
@@ -805,8 +806,6 @@ async def test_a_dial_livekit_refused_before_dialling_is_tried_again(
     call's key and rate share as never dialled, but the campaign counted a `failed` dial,
     and with no retry on failures the recipient ended `failed`, never called (review AE).
     As a refused dispatch is, it is `not_dialled` and placed again."""
-    from sandbox import TwirpError
-
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
@@ -825,3 +824,34 @@ async def test_a_dial_livekit_refused_before_dialling_is_tried_again(
     (row,) = await all_recipients(client, created["campaign_id"])
     assert row["state"] == "completed"
     assert [d.number for d in client.app[SANDBOX].dials] == ["+14152007700"]
+
+
+async def test_a_dial_answered_with_a_sip_status_counts_as_dialled(
+    start_app: AppFactory,
+) -> None:
+    """SIP 486 Busy from CreateSIPParticipant: the callee's line was reached and rung. It
+    counted as never dialled for a while (the refusal's unmarking took every error LiveKit
+    answered), and the campaign rang the busy person five times (review AG)."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    client.app[SANDBOX].inject(
+        "CreateSIPParticipant",
+        error=TwirpError(
+            "resource_exhausted",
+            "sip status 486: Busy Here",
+            {"sip_status_code": "486", "sip_status": "Busy Here"},
+        ),
+    )
+    created = await create(
+        client,
+        {
+            "name": "one",
+            "recipients": [{"phone_number": "+14152007700", "name": "R"}],
+            "retry": {"on": [], "max_attempts": 1},
+        },
+    )
+    await wait_status(client, created["campaign_id"], "completed", timeout=60)
+    (row,) = await all_recipients(client, created["campaign_id"])
+    dials = [r for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
+    assert len(dials) == 1 and row["state"] == "failed"
