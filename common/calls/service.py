@@ -891,7 +891,12 @@ class CallService:
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.
         stale = await self.store.stale_live_calls(
-            now, REAPER_MARGIN_S, self.settings.sandbox_stretch
+            now,
+            REAPER_MARGIN_S,
+            self.settings.sandbox_stretch,
+            # A room that finished lately waits out the grace; one that finished long ago and
+            # is still live (the grace rule left it: never dialled) goes by this bound.
+            finished_before=now - self.settings.calls_settle_grace_s - REAPER_MARGIN_S,
         )
         await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()

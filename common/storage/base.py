@@ -293,10 +293,11 @@ class CallStore(CampaignStore, Protocol):
     # -- the reaper ----------------------------------------------------------------------
 
     async def stale_live_calls(
-        self, now: float, margin_s: float, stretch: float = 1.0
+        self, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
     ) -> list[str]:
         """Live calls older than `stretch` times their ringing timeout and longest duration,
-        plus `margin_s`, whose room never said it finished."""
+        plus `margin_s`, whose room never said it finished, or said so before
+        `finished_before`."""
         ...
 
     async def graceless_finished(self, finished_before: float) -> list[str]: ...

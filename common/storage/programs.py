@@ -708,16 +708,17 @@ def settle_never_dialled(
 
 
 def stale_live_calls(
-    d: Dialect, now: float, margin_s: float, stretch: float = 1.0
+    d: Dialect, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
 ) -> Program[list[str]]:
-    """Live calls past any possible end whose room never said it finished (those that did
-    wait out the settle grace: `graceless_finished` settles them by what is known)."""
+    """Live calls past any possible end whose room never said it finished, or said so before
+    `finished_before` (one that finished since waits out the settle grace: `graceless_finished`
+    settles it by what is known; this rule is the backstop for one that rule leaves live)."""
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
-        " AND room_finished_at IS NULL"
+        " AND (room_finished_at IS NULL OR room_finished_at < ?)"
         " AND created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ?"
         " + ? < ?",
-        (*LIVE, stretch, margin_s, now),
+        (*LIVE, finished_before, stretch, margin_s, now),
     )
     return _ids(rows)
 

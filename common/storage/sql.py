@@ -215,10 +215,11 @@ class SqlCallStore(CampaignMethods):
     # -- the reaper ----------------------------------------------------------------------
 
     async def stale_live_calls(
-        self, now: float, margin_s: float, stretch: float = 1.0
+        self, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
     ) -> list[str]:
         return await self._run(
-            programs.stale_live_calls(self.dialect, now, margin_s, stretch), write=False
+            programs.stale_live_calls(self.dialect, now, margin_s, stretch, finished_before),
+            write=False,
         )
 
     async def graceless_finished(self, finished_before: float) -> list[str]:

@@ -298,6 +298,21 @@ async def test_stale_live_calls(store: CallStore, clock: FakeClock) -> None:
     assert await store.stale_live_calls(clock.now + 631, 0, stretch=2.0) == ["call-old-live"]
 
 
+async def test_a_call_whose_room_finished_long_ago_is_stale_if_still_live(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A room that finished lately waits out the grace (settled by what is known); one whose
+    room finished long ago and that no rule settled (the grace rule leaves a call never
+    dialled as it is, and never_dialled asks for `dialing` only) stayed live for ever."""
+    await store.create_call(new_call())
+    await store.apply(CALL, "participant_joined", set_status(Status.RINGING))
+    await store.apply(CALL, "room_finished", nothing, event_id="EV_F", room_finished=True)
+    finished = clock.now
+    clock.advance(2 * 86400)
+    assert await store.stale_live_calls(clock.now, 30, finished_before=finished) == []
+    assert await store.stale_live_calls(clock.now, 30, finished_before=finished + 1) == [CALL]
+
+
 async def test_stale_uses_each_calls_own_limits(store: CallStore, clock: FakeClock) -> None:
     await store.create_call(dataclasses.replace(new_call("call-short"), max_duration_s=30))
     await store.create_call(dataclasses.replace(new_call("call-long"), max_duration_s=3600))
