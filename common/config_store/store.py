@@ -374,9 +374,14 @@ class ConfigStore:
         # next write reuses the document instead of parsing the file again.
         self._written: _Written | None = None
         # Calls being placed (`update_async(placing=True)`) until `placed` or
-        # `retract_call_async`: the flat document each one's write replaced, and its own.
-        self._tops_before: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        # `retract_call_async`: the flat document each one's write replaced, and whose write
+        # that was (a call being placed, or None).
+        self._tops_before: dict[str, tuple[dict[str, Any], str | None]] = {}
         self._tops_lock = threading.Lock()
+        # The call being placed whose write the flat document is, as far as this process
+        # knows (None: another write's, or config.json was read anew). Writers only (the
+        # thread lock). Values cannot tell: two calls placed alike at once write equal ones.
+        self._top_owner: str | None = None
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -576,14 +581,16 @@ class ConfigStore:
             top = _detached(flat)
             if config.call_id is None:
                 _replace_top(doc, top)
+                self._top_owner = None
                 return flat
             record = config.to_record(now)
             stored = _detached(record)
             if placing:
                 with self._tops_lock:
-                    self._tops_before[config.call_id] = (_top_of(doc), top)
+                    self._tops_before[config.call_id] = (_top_of(doc), self._top_owner)
             _replace_top(doc, top)
             doc[CALLS_KEY][config.call_id] = stored
+            self._top_owner = config.call_id if placing else None
             return record
 
         return apply
@@ -591,15 +598,16 @@ class ConfigStore:
     def _retract(self, call_id: str) -> Mutation:
         def apply(doc: Document, _now: float) -> bool:
             with self._tops_lock:
-                before, top = self._tops_before.pop(call_id, (None, None))
-                if top is not None and _top_of(doc) == top:
-                    _replace_top(doc, before or {})
-                elif top is not None:
+                taken = self._tops_before.pop(call_id, None)
+                if taken is not None and self._top_owner == call_id:
+                    before, self._top_owner = taken
+                    _replace_top(doc, before)
+                elif taken is not None:
                     # A later write replaced it; a call being placed whose write replaced
                     # this refused one's document would give that back: it gets this one's.
-                    for other, (replaced, its_top) in self._tops_before.items():
-                        if replaced == top:
-                            self._tops_before[other] = (before or {}, its_top)
+                    for other, (_replaced, owner) in self._tops_before.items():
+                        if owner == call_id:
+                            self._tops_before[other] = taken
             return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
 
         return apply
@@ -905,6 +913,7 @@ class ConfigStore:
         written, self._written = self._written, None  # re-armed only by a completed write
         if data is not None and written is not None and data == written.data:
             return written.doc, written  # nobody wrote since we did: no need to parse again
+        self._top_owner = None  # someone else's document (or a write of ours that failed)
         return self._start_document(data, target), None
 
     def _mutate_sync(self, mutations: list[Mutation], deadline: float | None = None) -> list[Any]:

@@ -137,6 +137,25 @@ async def test_a_refused_call_gives_the_latest_config_back(
     assert store._tops_before == {}
 
 
+async def test_a_refused_call_placed_alike_with_another_leaves_that_ones_latest(
+    store: ConfigStore, config_path: Path
+) -> None:
+    """Two calls placed at once with the same settings share one group write: their flat
+    documents are equal, last_updated included. Taken back by value, the refused one found
+    "its" document on top and put back the one before both, though the other call is live
+    and its write the latest (review AG)."""
+    await store.update_async("Earlier", call_id="call-0", placing=True)
+    store.placed("call-0")
+    await asyncio.gather(
+        store.update_async("Same", call_id="call-a", placing=True),
+        store.update_async("Same", call_id="call-b", placing=True),
+    )
+    store.placed("call-b")
+    await store.retract_call_async("call-a")
+    assert read(config_path)["caller_name"] == "Same"
+    assert set(read(config_path)["calls"]) == {"call-0", "call-b"}
+
+
 def test_records_complete_and_independent(store: ConfigStore) -> None:
     store.update("Alice", "Custom instructions", "fr", "Serious", {"x": 1}, call_id="call-a")
     b = store.update("Bob", call_id="call-b")
