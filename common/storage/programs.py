@@ -40,6 +40,7 @@ from common.calls.models import (
 )
 from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
 from common.calls.phone import listed_forms
+from common.campaigns.model import OVER_STATUSES
 from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
 from common.repeats import Repeats
 from common.storage.base import (
@@ -931,6 +932,9 @@ def claim_stale_events(
     return sorted((_row_to_event(r) for r in rows), key=lambda e: e.id)
 
 
+_OVER_CAMPAIGNS = ", ".join(f"'{status}'" for status in sorted(OVER_STATUSES))
+
+
 def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
     """Drop events dispatched before `before` whose customer deliveries are all over (and
     those deliveries): what the retry ladder may still need is kept.
@@ -939,11 +943,17 @@ def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
     the events left with none: a redeliver committed between the two statements kept its
     delivery, and its event with it. (Events first, their deliveries deleted by event, took
     such a delivery, pending again and answered 202, with them.)"""
+    # A 410 Gone is remembered by its stopped delivery: kept while its campaign (or call)
+    # can still have events, or the next one (a campaign resumed after a week's pause) went
+    # to the URL that wants no more.
     yield Query(
-        "DELETE FROM deliveries WHERE state <> 'pending' AND event_id IN ("
+        "DELETE FROM deliveries WHERE state <> 'pending' AND event_id IN ("  # noqa: S608
         " SELECT o.id FROM outbox o WHERE o.dispatched_at < ? AND NOT EXISTS ("
-        " SELECT 1 FROM deliveries p WHERE p.event_id = o.id AND p.state = 'pending'))",
-        (before,),
+        " SELECT 1 FROM deliveries p WHERE p.event_id = o.id AND p.state = 'pending'))"
+        " AND NOT (state = 'stopped' AND (call_id IN (SELECT campaign_id FROM campaigns"
+        f" WHERE status NOT IN ({_OVER_CAMPAIGNS})) OR call_id IN (SELECT call_id FROM calls"
+        f" WHERE status IN ({_LIVE_MARKS}))))",
+        (before, *LIVE),
     )
     rows = yield Query(
         "DELETE FROM outbox WHERE dispatched_at < ? AND NOT EXISTS ("

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from common.calls.models import AttemptRef, NewCall
+from common.calls.models import AttemptRef, DeliveryOutcome, NewCall
 from common.calls.outcomes import CallState, Change, Status
 from common.campaigns.model import (
     CampaignSpec,
@@ -332,3 +332,31 @@ async def test_paging_campaigns_created_in_one_instant_skips_none(
         limit=2,
     )
     assert [c.campaign_id for c in seen] == ids[::-1]
+
+
+async def test_the_purge_keeps_the_410_that_stops_an_open_campaigns_events(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A 410 Gone is remembered by its stopped delivery; the retention purge deleted it 7
+    days on, and a campaign resumed after a week's pause sent its next event to the URL
+    that wants no more (review AG). Once the campaign is over, the purge takes it."""
+    url = "https://e.com/hooks"
+    await store.create_campaign(dataclasses.replace(campaign(1), webhook_url=url), clock.now)
+    _, events = await store.claim_campaigns(clock.now, 30, 10)  # campaign.started
+    (first,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    await store.record_delivery(first.id, DeliveryOutcome("stopped", 410), clock.now)
+    await store.ack_events([e.id for e in events], clock.now)
+    _, paused = await store.control_campaign("cmp-1", "pause", clock.now)
+    await store.ack_events([e.id for e in paused], clock.now)
+    clock.advance(8 * 86400)
+    await store.purge_dispatched_events(clock.now - 7 * 86400)
+    _, resumed = await store.control_campaign("cmp-1", "resume", clock.now)
+    assert resumed
+    states = [(d.event_type, d.state) for d in await store.list_deliveries("cmp-1")]
+    assert ("campaign.resumed", "stopped") in states
+    assert all(state == "stopped" for _, state in states), states
+    _, canceled = await store.control_campaign("cmp-1", "cancel", clock.now)
+    await store.ack_events([e.id for e in (*resumed, *canceled)], clock.now)
+    clock.advance(8 * 86400)
+    await store.purge_dispatched_events(clock.now - 7 * 86400)
+    assert await store.list_deliveries("cmp-1") == []
