@@ -61,7 +61,7 @@ async def outbound_call(request: web.Request) -> web.Response:
     except LiveKitError as exc:
         failure = error_response(exc)
         assert failure is not None  # noqa: S101 - the error table answers every LiveKitError
-        if exc.maybe_done and exc.call_id and isinstance(failure.body, bytes):  # key bound:
+        if exc.may_have_rung and exc.call_id and isinstance(failure.body, bytes):  # key bound:
             await calls.remember(placement, exc.call_id, failure.status, _json(failure.body))
         return failure
     if placed.bound is not None:

@@ -334,7 +334,7 @@ class CallService:
             return Placed(call=await self._dispatch_and_dial(call, call_id, record))
         except LiveKitError as exc:
             exc.call_id = call_id
-            if not exc.maybe_done:
+            if not exc.may_have_rung:  # nobody was called: the key and the rate share go
                 await self._release(call_id)
             raise
 
@@ -474,10 +474,9 @@ class CallService:
                 max_duration_s=snapshot["max_duration_s"],
             )
         except LiveKitError as exc:
-            if not exc.maybe_done and exc.sip_status is None:
-                # LiveKit refused the dial before making it (a SIP status means the phone
-                # network was reached: it may have rung): unmarked before it is settled, so
-                # a campaign reads it never dialled and places it again, not a failed dial.
+            if not exc.may_have_rung:
+                # LiveKit refused the dial before making it: unmarked before it is settled,
+                # so a campaign reads it never dialled and places it again, not a failed dial.
                 await self._unmark_dial(call_id)
             await self._placement_failed(call_id, exc)
             raise

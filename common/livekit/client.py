@@ -62,6 +62,12 @@ class LiveKitError(Exception):
     def __str__(self) -> str:
         return f"LiveKit did not {self.goal}: {self.reason}"
 
+    @property
+    def may_have_rung(self) -> bool:
+        """For a dial: the phone may have rung. The request may have been carried out, or
+        LiveKit answered with a SIP status (the callee's network was reached: 486 Busy)."""
+        return self.maybe_done or self.sip_status is not None
+
 
 class LiveKitRefused(LiveKitError):
     """LiveKit answered with an error (bad trunk, permission, SIP failure...)."""

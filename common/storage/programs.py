@@ -714,9 +714,14 @@ def stale_live_calls(
     """Live calls past any possible end whose room never said it finished, or said so before
     `finished_before` (one that finished since waits out the settle grace: `graceless_finished`
     settles it by what is known; this rule is the backstop for one that rule leaves live)."""
+    # By when room_finished came (its event's entry), as `graceless_finished` reads it: the
+    # room's own end is dated back by a late webhook, or by the reaper's stand-in for a room
+    # found gone (the last the server heard of the call), and an unanswered call went from
+    # there straight to "no final event", its grace and a late answer skipped.
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
-        " AND (room_finished_at IS NULL OR room_finished_at < ?)"
+        " AND (room_finished_at IS NULL OR COALESCE((SELECT MIN(e.at) FROM events e"
+        " WHERE e.call_id = calls.call_id AND e.kind = 'room_finished'), room_finished_at) < ?)"
         " AND created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ?"
         " + ? < ?",
         (*LIVE, finished_before, stretch, margin_s, now),

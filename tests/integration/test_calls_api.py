@@ -19,6 +19,7 @@ from common.calls.models import IdempotencyClaim, NewCall
 from common.config_store import store as config_store_module
 from common.update_config import load_dynamic_config
 from handlers.keys import CALLS, SETTINGS
+from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -208,6 +209,36 @@ async def test_calls_refused_at_once_leave_the_latest_config_to_the_placed_one(
     doc = json.loads((tmp_path / "config.json").read_bytes())
     assert doc["caller_name"] == f"Racer{placed[0]}"
     assert [r["caller_name"] for r in doc["calls"].values()] == [f"Racer{placed[0]}"]
+
+
+async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
+    start_app: AppFactory,
+) -> None:
+    """SIP 486 Busy: the callee's line was reached. Its Idempotency-Key was freed as if
+    LiveKit had refused before dialling, and the client's retry rang the busy person again
+    (review AH). It keeps the key: the retry gets the first answer. A refusal before any
+    dial (503) still frees it: the retry places the call."""
+    client = await start_app(sandbox_time_scale=0.0)
+    sandbox = client.app[SANDBOX]
+    busy = {"sip_status_code": "486", "sip_status": "Busy Here"}
+    sandbox.inject(
+        "CreateSIPParticipant",
+        error=TwirpError("resource_exhausted", "sip status 486: Busy Here", busy),
+        times=1,
+    )
+    headers = {"Idempotency-Key": "order-busy"}
+    first = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
+    assert first.status == 502
+    again = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
+    assert again.status == 502 and again.headers["Idempotent-Replay"] == "1"
+    assert await again.read() == await first.read()
+    assert [r.method for r in sandbox.requests].count("CreateSIPParticipant") == 1
+    sandbox.inject("CreateSIPParticipant", error=TwirpError("unavailable", "restarting"), times=1)
+    headers = {"Idempotency-Key": "order-refused"}
+    refused = await client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers)
+    assert refused.status == 503
+    placed = await client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers)
+    assert placed.status == 200 and "Idempotent-Replay" not in placed.headers
 
 
 async def test_idempotency_key_returns_first_answer(client: Client) -> None:

@@ -107,3 +107,28 @@ async def test_stopping_names_the_rooms_whose_deletion_it_gave_up(
         await service.aclose()
     assert "1 room deletion(s) unfinished" in caplog.text
     assert "call-00000000dead" in caplog.text
+
+
+async def test_an_unanswered_call_whose_room_is_found_gone_late_waits_out_the_grace(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its room_finished lost, first seen by a pass past the bound: the room found gone is
+    finished as room_finished would have, dated to when the call was last heard of, and the
+    backstop read that date as "finished long ago": failed "no final event" at once, the
+    grace and a late answer skipped (review AH). It waits out the grace: no_answer."""
+    client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=10.0)
+    client.app[SANDBOX].webhook_url = None
+    call_id = await place(client)
+    service = client.app[CALLS]
+
+    async def none_alive(_lkapi: Any, _names: list[str]) -> set[str]:
+        return set()
+
+    monkeypatch.setattr(service_module, "rooms_alive", none_alive)
+    store, real_clock, later = client.app[STORE], service.clock, service.stale_after_s + 1
+    service.clock = store._clock = lambda: real_clock() + later  # one clock, as in production
+    await service.reap()
+    assert (await shown(client, call_id))["status"] == "dialing"  # waiting out the grace
+    later += 11
+    await service.reap()
+    assert (await shown(client, call_id))["status"] == "no_answer"
