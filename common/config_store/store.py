@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -337,6 +337,16 @@ class _Written:
 
 
 @dataclass(frozen=True)
+class _Replaced:
+    """What a placing call's write replaced: the flat document and whose write it was (a
+    call being placed, or None); and the flat document it wrote."""
+
+    doc: dict[str, Any]
+    owner: str | None
+    written: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class _ReadCacheEntry:
     key: tuple[int, int, int, int]
     doc: Document | None  # None: the file was unparseable
@@ -374,9 +384,9 @@ class ConfigStore:
         # next write reuses the document instead of parsing the file again.
         self._written: _Written | None = None
         # Calls being placed (`update_async(placing=True)`) until `placed` or
-        # `retract_call_async`: the flat document each one's write replaced, and whose write
-        # that was (a call being placed, or None).
-        self._tops_before: dict[str, tuple[dict[str, Any], str | None]] = {}
+        # `retract_call_async`: the flat document each one's write replaced, whose write that
+        # was (a call being placed, or None), and the flat document it wrote.
+        self._tops_before: dict[str, _Replaced] = {}
         self._tops_lock = threading.Lock()
         # The call being placed whose write the flat document is, as far as this process
         # knows (None: another write's, or config.json was read anew). Writers only (the
@@ -587,7 +597,9 @@ class ConfigStore:
             stored = _detached(record)
             if placing:
                 with self._tops_lock:
-                    self._tops_before[config.call_id] = (_top_of(doc), self._top_owner)
+                    self._tops_before[config.call_id] = _Replaced(
+                        _top_of(doc), self._top_owner, top
+                    )
             _replace_top(doc, top)
             doc[CALLS_KEY][config.call_id] = stored
             self._top_owner = config.call_id if placing else None
@@ -599,15 +611,22 @@ class ConfigStore:
         def apply(doc: Document, _now: float) -> bool:
             with self._tops_lock:
                 taken = self._tops_before.pop(call_id, None)
-                if taken is not None and self._top_owner == call_id:
-                    before, self._top_owner = taken
-                    _replace_top(doc, before)
+                # Its write, as far as this process knows; when it cannot tell (config.json
+                # was read anew: another write failed, or another process wrote), by value.
+                if taken is not None and (
+                    self._top_owner == call_id
+                    or (self._top_owner is None and _top_of(doc) == taken.written)
+                ):
+                    _replace_top(doc, taken.doc)
+                    self._top_owner = taken.owner
                 elif taken is not None:
                     # A later write replaced it; a call being placed whose write replaced
                     # this refused one's document would give that back: it gets this one's.
-                    for other, (_replaced, owner) in self._tops_before.items():
-                        if owner == call_id:
-                            self._tops_before[other] = taken
+                    for other, replaced in self._tops_before.items():
+                        if replaced.owner == call_id:
+                            self._tops_before[other] = replace(
+                                replaced, doc=taken.doc, owner=taken.owner
+                            )
             return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
 
         return apply

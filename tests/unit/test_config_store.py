@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from common.config_store import store as config_store_module
 from common.config_store.store import LOCK_POLL_MAX_S
 from common.update_config import (
     ConfigStore,
@@ -154,6 +156,33 @@ async def test_a_refused_call_placed_alike_with_another_leaves_that_ones_latest(
     await store.retract_call_async("call-a")
     assert read(config_path)["caller_name"] == "Same"
     assert set(read(config_path)["calls"]) == {"call-0", "call-b"}
+
+
+async def test_a_refused_call_after_another_write_failed_gives_the_latest_back(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A third call's write failed (the disk full for a moment) before the refused call was
+    taken back: the store read config.json anew and no longer knew whose write the flat
+    document was, and it kept naming the refused call (review AH). It compares by value
+    then."""
+    await store.update_async("Placed A", call_id="call-a", placing=True)
+    store.placed("call-a")
+    await store.update_async("Refused R", call_id="call-r", placing=True)
+    real = config_store_module._write_durably
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def full_once(path: Path, data: bytes, *args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(path, data, *args)
+
+    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+    with pytest.raises(ConfigWriteError):
+        await store.update_async("Failed C", call_id="call-c", placing=True)
+    store.placed("call-c")  # as the service does when its write left no record
+    assert await store.retract_call_async("call-r") is True
+    doc = read(config_path)
+    assert doc["caller_name"] == "Placed A" and set(doc["calls"]) == {"call-a"}
 
 
 def test_records_complete_and_independent(store: ConfigStore) -> None:
