@@ -336,3 +336,7 @@ class DeliveryOutcome:
     status: int | None = None
     error: str | None = None
     next_attempt_at: float | None = None
+    round_start: int | None = None  # the delivery's round it was decided in (None: any)
+    # When it is due again had this attempt been the first of a round (None: a schedule of
+    # one attempt): a redeliver that came while it was out made it so.
+    first_retry_at: float | None = None

@@ -102,9 +102,15 @@ def next_outcome(
     if status == 410:
         return DeliveryOutcome("stopped", status, "410 Gone: no more events of this call")
     attempt = delivery.attempts - delivery.round_start + 1  # this one, counted (this round)
+    first_retry_at = now + schedule[1] if len(schedule) > 1 else None
     if attempt < len(schedule):
-        return DeliveryOutcome("pending", status, error, now + schedule[attempt])
-    return DeliveryOutcome("failed", status, error)
+        retry_at = now + schedule[attempt]
+        return DeliveryOutcome(
+            "pending", status, error, retry_at, delivery.round_start, first_retry_at
+        )
+    return DeliveryOutcome(
+        "failed", status, error, round_start=delivery.round_start, first_retry_at=first_retry_at
+    )
 
 
 def _prompt_reserve() -> int:

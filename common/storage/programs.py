@@ -1259,15 +1259,31 @@ def record_delivery(
     """Record an attempt. With `take_next` (lease_s, holder), its call's next delivery to that
     URL, now the earliest pending one, is claimed for `holder` if it is due and nobody holds
     it, in the same transaction: the sender starts it without a claim of its own."""
+    # A retry or a failure decided in a round a redeliver has since replaced (it came while
+    # this attempt was out: this attempt is the new round's first) goes by the new round: its
+    # first retry. The old round's last rung failed it, or its 6 h pause was kept.
+    again = (
+        "? IN ('pending', 'failed') AND round_start <> COALESCE(?, round_start)"
+        " AND CAST(? AS DOUBLE PRECISION) IS NOT NULL"
+    )
     rows = yield Query(
-        "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_status = ?,"
-        " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at), claimed_until = 0,"
+        f"UPDATE deliveries SET state = CASE WHEN {again} THEN 'pending' ELSE ? END,"  # noqa: S608 - constant text
+        " attempts = attempts + 1, last_status = ?, last_error = ?,"
+        f" next_attempt_at = CASE WHEN {again} THEN ? ELSE COALESCE(?, next_attempt_at) END,"
+        " claimed_until = 0,"
         " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
         " WHERE id = ? AND state = 'pending' RETURNING call_id, url",
         (
             outcome.state,
+            outcome.round_start,
+            outcome.first_retry_at,
+            outcome.state,
             outcome.status,
             outcome.error,
+            outcome.state,
+            outcome.round_start,
+            outcome.first_retry_at,
+            outcome.first_retry_at,
             outcome.next_attempt_at,
             outcome.state,
             now,

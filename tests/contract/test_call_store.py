@@ -21,6 +21,7 @@ from common.calls.models import (
     iso_time,
 )
 from common.calls.outcomes import CallState, Change, Signal, Status, next_state
+from common.notify.deliveries import next_outcome
 from common.storage import programs
 from common.storage.base import (
     AdmissionLimits,
@@ -1075,3 +1076,24 @@ async def test_the_purge_keeps_a_delivery_redelivered_while_it_runs(
             purge.send([dict(row) for row in rows])
     assert await during is None  # 404: nothing said "pending" that is not there
     assert await store.list_deliveries(sent.call_id) == []
+
+
+async def test_a_redeliver_during_a_failing_send_starts_a_new_round(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Redelivered while its last scheduled attempt was out: that attempt's failure, decided
+    in the old round, ended the delivery `failed` (the redeliver, answered 202, got no
+    attempt of its own), or its long pause overrode the redeliver's "now" (review AG)."""
+    schedule = (0.0, 5.0)  # a first try and one retry
+    await store.create_call(dataclasses.replace(new_call(), webhook_url="https://e.com/h"))
+    (first,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    await store.record_delivery(first.id, next_outcome(first, 500, "boom", schedule, clock.now))
+    clock.advance(6)
+    (out,) = await store.claim_due_deliveries(clock.now, 20, 10)  # the last rung, in flight
+    assert await store.redeliver(out.id) is not None
+    await store.record_delivery(out.id, next_outcome(out, 500, "boom", schedule, clock.now))
+    (after,) = await store.list_deliveries(out.call_id)  # that send was the new round's first
+    assert (after.state, after.next_attempt_at) == ("pending", clock.now + 5.0)
+    clock.advance(5)
+    (again,) = await store.claim_due_deliveries(clock.now, 20, 10)  # its retry, the last
+    assert next_outcome(again, 500, "boom", schedule, clock.now).state == "failed"
