@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.storage import campaign_programs
 from handlers.keys import CALLS, SETTINGS
 from sandbox import TwirpError
 from server import SANDBOX
@@ -800,12 +801,13 @@ async def test_rows_webhook_hosts_are_checked_when_the_campaign_is_made(
 
 
 async def test_a_dial_livekit_refused_before_dialling_is_tried_again(
-    start_app: AppFactory,
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CreateSIPParticipant answered 503 (LiveKit dialled nobody): the service freed the
     call's key and rate share as never dialled, but the campaign counted a `failed` dial,
     and with no retry on failures the recipient ended `failed`, never called (review AE).
     As a refused dispatch is, it is `not_dialled` and placed again."""
+    monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
