@@ -608,12 +608,16 @@ def finish_call_attempt(
     d: Dialect, call_id: str, status: str, now: float, lease_s: float, holder: str
 ) -> Program[list[CallEvent]]:
     """A campaign call ended (its call.ended event): end its attempt. A call that was never
-    dialled (its server died between recording and dialling it) ends it as not_dialled."""
+    dialled (its server died between recording and dialling it, or LiveKit refused the dial)
+    ends it as not_dialled, to be placed again; one hung up before its dial ends it with its
+    own status (canceled: the person was called again, though nobody asked for that)."""
     ref = yield from attempt_of_call(d, call_id)
     if ref is None:
         return []
-    dial = yield Query("SELECT dial_started_at FROM calls WHERE call_id = ?", (call_id,))
-    if dial and dial[0]["dial_started_at"] is None:
+    dial = yield Query(
+        "SELECT dial_started_at, hangup_requested FROM calls WHERE call_id = ?", (call_id,)
+    )
+    if dial and dial[0]["dial_started_at"] is None and not dial[0]["hangup_requested"]:
         status = NOT_DIALLED
     return (yield from end_attempt(d, ref, status, now, lease_s, holder, call_id=call_id))
 

@@ -857,3 +857,39 @@ async def test_a_dial_answered_with_a_sip_status_counts_as_dialled(
     (row,) = await all_recipients(client, created["campaign_id"])
     dials = [r for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
     assert len(dials) == 1 and row["state"] == "failed"
+
+
+async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /calls/{id}/hangup on a campaign's call still being placed: the call ended
+    canceled, never dialled, and the attempt counted as `not_dialled` (a server that died
+    before dialling), so the campaign rang the person anyway (review AI). `canceled` is
+    not in retry.on: the recipient ends canceled, nobody rung."""
+    monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    sandbox = client.app[SANDBOX]
+    sandbox.inject("CreateDispatch", delay_s=1.0, times=1)
+    created = await create(
+        client,
+        {
+            "name": "hangup",
+            "recipients": [{"phone_number": "+14152007700"}],
+            "retry": {"on": ["busy"], "max_attempts": 3, "delay_s": 0},
+        },
+    )
+    campaign_id = created["campaign_id"]
+    placing: list[str] = []
+
+    async def has_call() -> bool:
+        (row,) = await all_recipients(client, campaign_id)
+        placing[:] = [a["call_id"] for a in row["attempts"] if a["call_id"]][:1]
+        return bool(placing)
+
+    await wait_for(has_call)
+    assert (await client.post(f"/calls/{placing[0]}/hangup")).status == 200
+    await wait_status(client, campaign_id, "completed", timeout=30)
+    (row,) = await all_recipients(client, campaign_id)
+    assert row["state"] == "canceled" and sandbox.dials == []
