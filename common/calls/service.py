@@ -343,6 +343,18 @@ class CallService:
     ) -> tuple[str, dict[str, Any]] | StoredAnswer:
         """The config record, then the row (admission checked again in its transaction)."""
         call_id = new_call_id()
+        try:
+            return await self._write_and_record(call_id, call, placement, campaign)
+        finally:  # recorded, or refused and its write taken back: nothing more to take back
+            self.config.placed(call_id)
+
+    async def _write_and_record(
+        self,
+        call_id: str,
+        call: OutboundCall,
+        placement: Placement,
+        campaign: AttemptRef | None,
+    ) -> tuple[str, dict[str, Any]] | StoredAnswer:
         started = time.perf_counter()
         try:
             record = await self.config.update_async(
@@ -414,15 +426,10 @@ class CallService:
                 call_id,
                 extra={"call_id": call_id},
             )
-            self.config.placed(call_id)
             return call_id, record
         except DatabaseError:
             await self._retract_config(call_id)
             raise
-        except BaseException:  # cancelled: left as before (the reaper prunes the record)
-            self.config.placed(call_id)
-            raise
-        self.config.placed(call_id)
         self.events.publish(applied.events)
         return call_id, record
 
@@ -707,12 +714,10 @@ class CallService:
         # Missing (loading would create it), or no file (a directory: nothing was written to
         # it, and a removal would log one more failure for a call that never had a record).
         if not await aiofiles.os.path.isfile(self.config.path):
-            self.config.placed(call_id)  # nothing of its write to take back
             return
         try:
             await self.config.load_async(call_id=call_id)
         except UnknownCallError:
-            self.config.placed(call_id)
             return
         except OSError:  # cannot tell: try the removal, which logs its own failure
             pass
@@ -780,7 +785,6 @@ class CallService:
         try:
             await self.config.retract_call_async(call_id)
         except OSError as exc:
-            self.config.placed(call_id)
             logger.error("could not remove config record of %s: %s", call_id, exc)
 
     async def _forget_config(self, call_id: str) -> None:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from common.calls.models import IdempotencyClaim, NewCall
 from common.config_store import store as config_store_module
 from common.update_config import load_dynamic_config
-from handlers.keys import CALLS, SETTINGS
+from handlers.keys import CALLS, CONFIG, SETTINGS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -209,6 +209,7 @@ async def test_calls_refused_at_once_leave_the_latest_config_to_the_placed_one(
     doc = json.loads((tmp_path / "config.json").read_bytes())
     assert doc["caller_name"] == f"Racer{placed[0]}"
     assert [r["caller_name"] for r in doc["calls"].values()] == [f"Racer{placed[0]}"]
+    assert client.app[CONFIG]._tops_before == {}  # placed or refused, nothing kept for them
 
 
 async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
