@@ -708,20 +708,27 @@ def settle_never_dialled(
 # ----------------------------------------------------------------------------- the reaper
 
 
+# When room_finished came: its first event's entry (by this server's clock), not the
+# room's own end, which a late webhook or the reaper's stand-in for a room found gone dates
+# back (to the last the server heard of the call).
+_ROOM_FINISHED_CAME = (
+    "COALESCE((SELECT MIN(e.at) FROM events e WHERE e.call_id = calls.call_id"
+    " AND e.kind = 'room_finished'), room_finished_at)"
+)
+
+
 def stale_live_calls(
     d: Dialect, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
 ) -> Program[list[str]]:
     """Live calls past any possible end whose room never said it finished, or said so before
     `finished_before` (one that finished since waits out the settle grace: `graceless_finished`
     settles it by what is known; this rule is the backstop for one that rule leaves live)."""
-    # By when room_finished came (its event's entry), as `graceless_finished` reads it: the
-    # room's own end is dated back by a late webhook, or by the reaper's stand-in for a room
-    # found gone (the last the server heard of the call), and an unanswered call went from
-    # there straight to "no final event", its grace and a late answer skipped.
+    # By when room_finished came, as `graceless_finished` reads it: by the room's own end,
+    # dated to the last the server heard of the call by the reaper's stand-in for a room
+    # found gone, an unanswered call went straight to "no final event", its grace skipped.
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
-        " AND (room_finished_at IS NULL OR COALESCE((SELECT MIN(e.at) FROM events e"
-        " WHERE e.call_id = calls.call_id AND e.kind = 'room_finished'), room_finished_at) < ?)"
+        f" AND (room_finished_at IS NULL OR {_ROOM_FINISHED_CAME} < ?)"
         " AND created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ?"
         " + ? < ?",
         (*LIVE, finished_before, stretch, margin_s, now),
@@ -730,13 +737,12 @@ def stale_live_calls(
 
 
 def graceless_finished(d: Dialect, finished_before: float) -> Program[list[str]]:
-    """Live calls whose room_finished came before `finished_before`: by when it came (its
-    timeline entry), not by the room's own end, which a late webhook dates back. The grace
-    is for the other late events (the answer) to come too, and they come with it."""
+    """Live calls whose room_finished came before `finished_before` (`_ROOM_FINISHED_CAME`).
+    The grace is for the other late events (the answer) to come too, and they come with
+    it."""
     rows = yield Query(
         "SELECT call_id FROM calls WHERE room_finished_at IS NOT NULL"  # noqa: S608
-        f" AND status IN ({_LIVE_MARKS}) AND COALESCE((SELECT MIN(e.at) FROM events e"
-        " WHERE e.call_id = calls.call_id AND e.kind = 'room_finished'), room_finished_at) < ?",
+        f" AND status IN ({_LIVE_MARKS}) AND {_ROOM_FINISHED_CAME} < ?",
         (*LIVE, finished_before),
     )
     return _ids(rows)
@@ -1262,10 +1268,13 @@ def record_delivery(
     # A retry or a failure decided in a round a redeliver has since replaced (it came while
     # this attempt was out: this attempt is the new round's first) goes by the new round: its
     # first retry. The old round's last rung failed it, or its 6 h pause was kept.
-    again = (
-        "? IN ('pending', 'failed') AND round_start <> COALESCE(?, round_start)"
-        " AND CAST(? AS DOUBLE PRECISION) IS NOT NULL"
+    renewable = (
+        outcome.state in ("pending", "failed")
+        and outcome.round_start is not None
+        and outcome.first_retry_at is not None
     )
+    again = "? = 1 AND round_start <> ?"
+    decided_in = (int(renewable), outcome.round_start or 0)
     rows = yield Query(
         f"UPDATE deliveries SET state = CASE WHEN {again} THEN 'pending' ELSE ? END,"  # noqa: S608 - constant text
         " attempts = attempts + 1, last_status = ?, last_error = ?,"
@@ -1274,15 +1283,11 @@ def record_delivery(
         " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
         " WHERE id = ? AND state = 'pending' RETURNING call_id, url",
         (
-            outcome.state,
-            outcome.round_start,
-            outcome.first_retry_at,
+            *decided_in,
             outcome.state,
             outcome.status,
             outcome.error,
-            outcome.state,
-            outcome.round_start,
-            outcome.first_retry_at,
+            *decided_in,
             outcome.first_retry_at,
             outcome.next_attempt_at,
             outcome.state,
