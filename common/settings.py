@@ -720,15 +720,15 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
     except (OSError, UnicodeDecodeError):
         return []  # load_settings says why it cannot be read
     lines: dict[str, list[int]] = {}
+    warnings = []
     for binding in parse_stream(io.StringIO(text)):
+        if binding.key in _VARIABLES and binding.value is not None and "${" in binding.value:
+            warnings.append(
+                f"{binding.key} ({path} line {binding.original.line}) holds ${{: .env is not"
+                " expanded, the value is used as written"
+            )
         if binding.key is not None and not binding.error:
             lines.setdefault(binding.key, []).append(binding.original.line)
-    warnings = [
-        f"{binding.key} ({path} line {binding.original.line}) holds ${{: .env is not"
-        " expanded, the value is used as written"
-        for binding in parse_stream(io.StringIO(text))
-        if binding.key in _VARIABLES and binding.value is not None and "${" in binding.value
-    ]
     for name, at in lines.items():
         where = ", ".join(str(n) for n in at)
         if name in _VARIABLES:
