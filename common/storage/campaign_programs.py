@@ -443,12 +443,13 @@ def begin_attempt(
 ) -> Program[AttemptPlan | OnList | None]:
     """The recipient's next attempt, written before its call is placed (None: the recipient is
     no longer due, or the campaign is no longer running on this server). A number on the
-    do-not-call list ends the recipient as dnc instead."""
+    do-not-call list ends the recipient as dnc instead. Due means its state and its time: a
+    driver's list of due recipients may be older than a retry another server scheduled."""
     rows = yield Query(
         "SELECT r.phone_number, r.attempts, r.fields FROM campaign_recipients r"  # noqa: S608 - constant text
-        " WHERE r.campaign_id = ? AND r.idx = ?"
+        " WHERE r.campaign_id = ? AND r.idx = ? AND r.next_at <= ?"
         f" AND r.state IN ({_DUE}){d.for_update}",  # noqa: S608 - constant text
-        (campaign_id, idx),
+        (campaign_id, idx, now),
     )
     if not rows:
         return None
