@@ -44,6 +44,10 @@ CALL_FIELDS: frozenset[str] = frozenset(
 )
 PHONE_FIELD = "phone_number"
 MAX_ROWS = 100_000
+# Named columns a header may have: the call fields and a recipient's additional_params
+# (whose whole is bounded in bytes anyway). A header of eight million repeated names took
+# 350 bytes of memory per byte of body, one error each.
+MAX_COLUMNS = 1000
 HEADER_ROW = 1
 
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -108,6 +112,9 @@ def parse_csv(
         what = "the file is empty" if header is None else "row 1 is blank"
         raise CsvRejected([RowError(HEADER_ROW, "header", f"{what}; row 1 must name the columns")])
     columns = _columns(header[1])
+    # Each row starts with every call-field column blank: a row's cost is its own cells,
+    # not the header's width (a header of a million columns over short rows).
+    blank_fields = {name.lower(): None for name in columns if name.lower() in known}
     rows: list[CsvRow] = []
     errors: list[RowError] = []
     count = blank = 0
@@ -123,7 +130,7 @@ def parse_csv(
         count += 1
         if count > max_rows:
             raise CsvRejected([RowError(number, "file", f"more than {max_rows} data rows")])
-        row = _row(number, cells, columns, known, errors)
+        row = _row(number, cells, columns, blank_fields, errors)
         if row is not None:
             rows.append(row)
     return CsvRows(rows, errors)
@@ -182,6 +189,11 @@ def _columns(header: list[str]) -> list[str]:
     """Trimmed header names, '' for an unnamed column; refuse a header that lacks
     phone_number or names a column twice (which cell would win is anyone's guess)."""
     columns = [name.strip() for name in header]
+    named = sum(1 for name in columns if name)
+    if named > MAX_COLUMNS:
+        raise CsvRejected(
+            [RowError(HEADER_ROW, "header", f"names {named} columns; at most {MAX_COLUMNS}")]
+        )
     errors: list[RowError] = []
     seen: dict[str, int] = {}
     for index, name in enumerate(columns, start=1):
@@ -207,29 +219,35 @@ def _row(
     number: int,
     cells: list[str],
     columns: list[str],
-    known: set[str],
+    blank_fields: dict[str, None],
     errors: list[RowError],
 ) -> CsvRow | None:
-    """One data row (cells trimmed), or None after recording why it is refused."""
-    fields: dict[str, str | None] = {}
+    """One data row (cells trimmed), or None after recording why it is refused (at most one
+    error per kind of problem: a row of a million stray cells is one refusal, not a million)."""
+    fields: dict[str, str | None] = dict(blank_fields)
     params: dict[str, str] = {}
-    refused = False
-    for index, name in enumerate(columns):
-        value = cells[index] if index < len(cells) else ""
+    unnamed: int | None = None  # the first column with a value but no header
+    count = 0  # and how many such columns
+    for index, (name, value) in enumerate(zip(columns, cells, strict=False)):
         if not name:
             if value:
-                errors.append(RowError(number, f"column {index + 1}", "has a value but no header"))
-                refused = True
-        elif name.lower() in known:
-            fields[name.lower()] = value.replace("\r\n", "\n") or None
+                unnamed = index if unnamed is None else unnamed
+                count += 1
+        elif (key := name.lower()) in fields:
+            fields[key] = value.replace("\r\n", "\n") or None
         elif value:
             params[name] = value.replace("\r\n", "\n")
-    extra = [i for i in range(len(columns), len(cells)) if cells[i]]
-    if extra:
+    refused = False
+    if unnamed is not None:
+        more = f" (and {count - 1} more columns)" if count > 1 else ""
+        errors.append(RowError(number, f"column {unnamed + 1}", f"has a value but no header{more}"))
+        refused = True
+    extra = next((i for i in range(len(columns), len(cells)) if cells[i]), None)
+    if extra is not None:
         errors.append(
             RowError(
                 number,
-                f"column {extra[0] + 1}",
+                f"column {extra + 1}",
                 f"has {len(cells)} fields but the header names {len(columns)} columns;"
                 " quote cells that contain commas",
             )

@@ -6,6 +6,7 @@ import pytest
 
 from common.campaigns.csv_rows import (
     CALL_FIELDS,
+    MAX_COLUMNS,
     CsvRejected,
     CsvRow,
     RowError,
@@ -124,6 +125,38 @@ def test_value_under_an_unnamed_column_is_a_row_error() -> None:
     result = parse_csv(b"phone_number,,name\n+14155550123,oops,Alice\n")
     assert result.rows == []
     assert result.errors == [RowError(2, "column 2", "has a value but no header")]
+
+
+def test_values_under_several_unnamed_columns_are_one_row_error() -> None:
+    """One per row, however many stray cells (a row of a million was a million errors)."""
+    result = parse_csv(
+        b"phone_number,,,,name\n+14155550123,x,,y,Alice\n" + b"1" + b",z" * 3 + b"\n"
+    )
+    assert result.errors == [
+        RowError(2, "column 2", "has a value but no header (and 1 more columns)"),
+        RowError(3, "column 2", "has a value but no header (and 2 more columns)"),
+    ]
+
+
+def test_a_header_of_too_many_named_columns_is_one_error() -> None:
+    """A header repeating one name eight million times took 5.6 GB, an error per column."""
+    assert rejected(b"phone_number" + b",a" * 100_000 + b"\n+14155550123\n") == [
+        RowError(1, "header", f"names 100001 columns; at most {MAX_COLUMNS}")
+    ]
+    fits = b"phone_number" + b"".join(b",p%d" % n for n in range(MAX_COLUMNS - 1))
+    result = parse_csv(fits + b"\n+14155550123" + b",v" * (MAX_COLUMNS - 1) + b"\n")
+    assert result.errors == [] and len(result.rows[0].additional_params) == MAX_COLUMNS - 1
+
+
+def test_a_wide_blank_header_over_short_rows_reads_each_row_once() -> None:
+    """Rows shorter than the header are read by their own cells: every call field of the
+    header is still there, blank (None)."""
+    data = b"name,phone_number" + b"," * 200_000 + b"\n" + b"Al,+14155550123\n" * 2_000
+    result = parse_csv(data)
+    assert result.errors == [] and len(result.rows) == 2_000
+    assert result.rows[0].fields == {"name": "Al", "phone_number": "+14155550123"}
+    short = parse_csv(b"phone_number,name,language\n+14155550123\n")
+    assert short.rows[0].fields == {"phone_number": "+14155550123", "name": None, "language": None}
 
 
 def test_blank_phone_number_is_a_row_error() -> None:
