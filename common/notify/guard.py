@@ -294,10 +294,12 @@ def check_url(url: str, *, allow_private: bool) -> str:
 
 
 def _check_peer(text: str, context: str) -> None:
-    """Refuse one peer address; an unparsable one cannot be vouched for, so it is refused."""
+    """Refuse one peer address; an unparsable one cannot be vouched for, so it is refused.
+    The message does not say which address: it is kept as a delivery's `last_error`, and a
+    customer re-pointing a name at will would read the server's internal DNS answers there."""
     ip = _parse_address(text)
     if ip is None or not is_public_address(ip):
-        raise AddressRefused(f"{context} non-public address {text}")
+        raise AddressRefused(f"{context} a non-public address")
 
 
 async def resolve_public(

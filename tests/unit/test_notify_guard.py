@@ -303,8 +303,9 @@ async def test_guarded_resolver_returns_public_answers(no_network: None) -> None
 )
 async def test_guarded_resolver_refuses_non_public_answers(no_network: None, host: str) -> None:
     resolver = GuardedResolver(allow_private=False, inner=FakeResolver(FAKE_DNS))
-    with pytest.raises(AddressRefused, match="non-public address") as caught:
+    with pytest.raises(AddressRefused) as caught:
         await resolver.resolve(host, 443)
+    assert str(caught.value) == f"{host} resolves to a non-public address"  # not which
     assert isinstance(caught.value, UnsafeWebhookUrl)
     assert isinstance(caught.value, OSError)
 
