@@ -26,6 +26,7 @@ from livekit.api.access_token import TokenVerifier
 
 from common.masking import mask_digits
 from common.repeats import Repeats
+from common.text import shown_text
 from sandbox import twirp
 from sandbox.agent import AgentReports
 from sandbox.rooms import RoomRegistry, SandboxRoom
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 TWIRP_PREFIX = "/twirp/"
 MAX_RECORDED_REQUESTS = 10_000
 SHUTDOWN_TIMEOUT_S = 1.0  # in-flight requests get this long when the sandbox stops
+MAX_LOGGED_CHARS = 300  # of a refused request's path and message in its line (as the access log)
 
 
 @dataclass(frozen=True)
@@ -327,13 +329,17 @@ class Sandbox:
         )
         if error is None:
             logger.debug("sandbox %s/%s -> %d", service, method, response.status)
-        else:
+            return response
+        # Anyone on this host may post refused requests by the thousand, with paths of
+        # kilobytes: said once a minute per route and status (an unknown route as one), cut.
+        known = path if path in self._routes else "(unknown route)"
+        if (more := self._refusals.due(f"{known} {response.status}")) is not None:
             logger.info(
-                "sandbox %s/%s -> %d %s: %s",
-                service,
-                method,
+                "sandbox %s -> %d %s: %s%s",
+                shown_text(path, MAX_LOGGED_CHARS),
                 response.status,
                 error.code,
-                mask_digits(error.msg),
+                mask_digits(shown_text(error.msg, MAX_LOGGED_CHARS)),
+                more,
             )
         return response

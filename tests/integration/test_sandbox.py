@@ -384,6 +384,28 @@ async def test_a_web_pages_requests_are_refused(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_refused_requests_are_logged_once_a_minute_per_route_and_cut(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 posts to unknown routes of 7 KB each wrote 4 MB of log in 0.2 s, unsigned."""
+    caplog.set_level(logging.INFO, logger="sandbox")
+    for n in range(20):
+        status, answer = await twirp_post(
+            sandbox, f"livekit.{'A' * 4000}{n}/{'B' * 3000}", {}, None
+        )
+        assert (status, answer["code"]) == (404, "bad_route")
+    lister = f"Bearer {token(VideoGrants(room_list=True))}"
+    for _ in range(3):  # another route and status: said once too
+        status, _answer = await twirp_post(sandbox, "livekit.RoomService/ListRooms", {}, None)
+        assert status == 401
+    assert (await twirp_post(sandbox, "livekit.RoomService/ListRooms", {}, lister))[0] == 200
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sandbox ")]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("sandbox livekit.AAAA") and " -> 404 bad_route: " in lines[0]
+    assert len(lines[0]) < 700
+    assert lines[1].startswith("sandbox livekit.RoomService/ListRooms -> 401 unauthenticated")
+
+
 async def test_same_request_id_dials_once(sandbox: Sandbox) -> None:
     dial = CreateSIPParticipantRequest(
         sip_trunk_id=TRUNK, sip_call_to="+34612345678", room_name="call-r"
