@@ -3,13 +3,16 @@
 The server writes each call's config to config.json (keyed by call id) *before* it creates the
 agent dispatch, and also puts a snapshot of the same config in the dispatch metadata. The agent
 prefers the record, but only when it provably predates the room: a record written after the
-room was created is not the one this call was placed with. Without a usable record (agent on
-another host, file pruned, clocks disagreeing) the snapshot is used; it is the same config,
-bound to this dispatch. Never the flat "latest" document and never another call's record.
+room was created is not the one this call was placed with, nor is a record that says otherwise
+than the snapshot (edited by hand, or a file swapped under the server, dated as it pleases).
+Without a usable record (agent on another host, file pruned, clocks disagreeing) the snapshot
+is used; it is the same config, bound to this dispatch. Never the flat "latest" document and
+never another call's record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ class SelectedConfig:
     config: CallConfig
     reason: str
     """Why this source won (and, for the snapshot, why the record was not used)."""
+    record_changed: bool = False
+    """The record was refused for saying otherwise than the snapshot: worth a warning."""
 
 
 @dataclass(frozen=True)
@@ -128,11 +133,25 @@ def select_config(
     *,
     granularity_s: float = 0.0,
 ) -> SelectedConfig:
-    """Pick the job's config: the call's record if it predates the room, else the snapshot.
+    """Pick the job's config: the call's record if it predates the room and says what the
+    dispatch snapshot says (when there is one), else the snapshot.
 
     Raises NoCallConfigError (with every reason) when neither can be used.
     """
     reasons: list[str] = []
+    changed: list[str] = []  # the record's fields that say otherwise than the snapshot
+    placed: CallConfig | None = None  # the dispatch snapshot's, if it reads
+    snapshot_problem = ""  # why it cannot be used
+    if metadata_snapshot is None:
+        snapshot_problem = "no config snapshot in the dispatch metadata"
+    elif (owner := metadata_snapshot.get("call_id")) is not None and owner != call_id:
+        snapshot_problem = f"dispatch snapshot belongs to call {owner!r}"
+    else:
+        try:
+            placed = CallConfig.from_record(metadata_snapshot)
+        except ValueError as exc:
+            snapshot_problem = f"dispatch snapshot is invalid: {exc}"
+
     if record is None:
         reasons.append("no config.json record")
     else:
@@ -143,25 +162,35 @@ def select_config(
             except ValueError as exc:
                 problem = f"config.json record is invalid: {exc}"
             else:
-                return SelectedConfig(
-                    "config.json", config, "record written before the room was created"
+                changed = [] if placed is None else _changed_fields(config, placed)
+                if not changed:
+                    return SelectedConfig(
+                        "config.json", config, "record written before the room was created"
+                    )
+                # The server put the record it wrote in the dispatch: a record that says
+                # otherwise, dated before the room or not, was changed since (a hand edit, a
+                # file swapped under the server) and is not the config this call was placed with.
+                problem = (
+                    "config.json record differs from the config the call was placed with"
+                    f" ({', '.join(changed)}): changed after it was written"
                 )
         reasons.append(problem)
 
-    if metadata_snapshot is None:
-        reasons.append("no config snapshot in the dispatch metadata")
-    else:
-        owner = metadata_snapshot.get("call_id")
-        if owner is not None and owner != call_id:
-            reasons.append(f"dispatch snapshot belongs to call {owner!r}")
-        else:
-            try:
-                config = CallConfig.from_record(metadata_snapshot)
-            except ValueError as exc:
-                reasons.append(f"dispatch snapshot is invalid: {exc}")
-            else:
-                return SelectedConfig("dispatch-metadata", config, "; ".join(reasons))
-    raise NoCallConfigError(call_id, reasons)
+    if placed is None:
+        reasons.append(snapshot_problem)
+        raise NoCallConfigError(call_id, reasons)
+    return SelectedConfig("dispatch-metadata", placed, "; ".join(reasons), bool(changed))
+
+
+def _changed_fields(config: CallConfig, placed: CallConfig) -> list[str]:
+    """The fields in which `config` says otherwise than `placed` (whose call and time of
+    writing are checked on their own)."""
+    return [
+        f.name
+        for f in dataclasses.fields(CallConfig)
+        if f.name not in ("call_id", "written_at")
+        and getattr(config, f.name) != getattr(placed, f.name)
+    ]
 
 
 async def load_call_record(store: ConfigStore, call_id: str) -> dict[str, Any] | None:

@@ -243,7 +243,10 @@ async def wait_for_callee(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
 
 
 def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> None:
-    logger.info("call %s: using config from %s (%s)", call_id, selected.source, selected.reason)
+    level = logging.WARNING if selected.record_changed else logging.INFO
+    logger.log(
+        level, "call %s: using config from %s (%s)", call_id, selected.source, selected.reason
+    )
     logger.info(
         "call %s: caller=%s language=%s emotion=%s (cartesia %s) llm=%s",
         call_id,

@@ -9,14 +9,17 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from agent.config_source import select_config
 from common.calls.models import IdempotencyClaim, NewCall
 from common.config_store import store as config_store_module
+from common.contracts import DispatchMetadata
 from common.update_config import load_dynamic_config
 from handlers.keys import CALLS, CONFIG, SETTINGS
 from sandbox import TwirpError
@@ -382,9 +385,14 @@ async def test_fifty_concurrent_calls_each_with_its_own_config(
     assert {cid: records[cid]["caller_name"] for cid in ids} == ids
     dispatches = sandbox_requests(client, "CreateDispatch")
     assert len(dispatches) == 50
+    now = time.time()  # every room was created by now
     for dispatch in dispatches:
-        metadata = json.loads(dispatch["metadata"])
-        assert metadata["config"]["caller_name"] == ids[dispatch["room"]]
+        metadata = DispatchMetadata.parse(dispatch["metadata"])
+        assert metadata.config is not None
+        assert metadata.config["caller_name"] == ids[dispatch["room"]]
+        # The agent takes the record: the server's record and snapshot say the same.
+        chosen = select_config(dispatch["room"], records[dispatch["room"]], metadata.config, now)
+        assert (chosen.source, chosen.config.caller_name) == ("config.json", ids[dispatch["room"]])
     listed = (await (await client.get("/calls?limit=500")).json())["calls"]
     assert len(listed) == 50
 

@@ -356,11 +356,20 @@ def test_describe_a_live_call_whose_record_was_rewritten_after_its_room_started(
 
 
 def test_describe_a_live_call_from_its_record_written_before_the_call(tmp_path: Path) -> None:
-    ConfigStore(tmp_path / "config.json").update("From The Record", call_id=CALL)
+    store = ConfigStore(tmp_path / "config.json")
+    placed = [STORED_SNAPSHOT[k] for k in ("caller_name", "agent_instructions", "tts_language")]
+    store.update(*placed, "Serious", {"ticket": "T-1"}, call_id=CALL)
     database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
     record_call(database)
     plan = describe_plan(tmp_path, database)
-    assert (plan["source"], plan["caller_name"]) == ("config.json", "From The Record")
+    assert (plan["source"], plan["caller_name"]) == ("config.json", "Emma Watson")
+    # A record edited by hand since (its written_at kept) is not the call's config.
+    document = json.loads((tmp_path / "config.json").read_text())
+    document["calls"][CALL]["caller_name"] = "From The Record"
+    (tmp_path / "config.json").write_text(json.dumps(document))
+    plan = describe_plan(tmp_path, database)
+    assert (plan["source"], plan["caller_name"]) == ("calls-db", "Emma Watson")
+    assert "differs from the config the call was placed with" in plan["reason"]
 
 
 def test_describe_refuses_metadata_naming_another_call_as_the_worker_does(

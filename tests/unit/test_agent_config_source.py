@@ -31,7 +31,8 @@ def record(
     return config.to_record(written_at)
 
 
-def snapshot(name: str = "Alice Snapshot", *, call_id: str = CALL) -> dict[str, Any]:
+def snapshot(name: str = "Alice Smith", *, call_id: str = CALL) -> dict[str, Any]:
+    """The config the server put in the dispatch: the record it wrote, unless `name` differs."""
     return record(name, call_id=call_id, written_at=ROOM_CREATED - 0.5)
 
 
@@ -41,16 +42,33 @@ def test_record_older_than_the_room_is_used() -> None:
     assert selected.config.caller_name == "Alice Smith"
 
 
+def test_a_record_changed_after_it_was_written_is_not_used() -> None:
+    """A hand edit that kept written_at (or a file swapped under the server) was used as the
+    call's config, silently: the dispatch carries the record the server wrote."""
+    edited = {**record(), "caller_name": "Mallory Edited", "tts_language": "ja"}
+    selected = select_config(CALL, edited, snapshot(), ROOM_CREATED)
+    assert selected.source == "dispatch-metadata" and selected.record_changed
+    assert selected.config.caller_name == "Alice Smith"
+    assert "differs from the config the call was placed with" in selected.reason
+    assert "(caller_name, tts_language)" in selected.reason
+    injected = {**record(), "additional_params": {"injected": "yes"}}
+    assert select_config(CALL, injected, snapshot(), ROOM_CREATED).record_changed
+    same = select_config(CALL, record(), snapshot(), ROOM_CREATED)
+    assert same.source == "config.json" and not same.record_changed
+    # Without a snapshot to compare with, a record dated before the room is used as before.
+    assert select_config(CALL, edited, None, ROOM_CREATED).source == "config.json"
+
+
 def test_record_newer_than_the_room_falls_back_to_the_snapshot() -> None:
     late = record("Someone Else", written_at=ROOM_CREATED + 2.0)
-    selected = select_config(CALL, late, snapshot(), ROOM_CREATED)
+    selected = select_config(CALL, late, snapshot("Alice Snapshot"), ROOM_CREATED)
     assert selected.source == "dispatch-metadata"
     assert selected.config.caller_name == "Alice Snapshot"
     assert "2.000 s after the room was created" in selected.reason
 
 
 def test_missing_record_falls_back_to_the_snapshot() -> None:
-    selected = select_config(CALL, None, snapshot(), ROOM_CREATED)
+    selected = select_config(CALL, None, snapshot("Alice Snapshot"), ROOM_CREATED)
     assert selected.source == "dispatch-metadata"
     assert selected.config.caller_name == "Alice Snapshot"
     assert "no config.json record" in selected.reason
@@ -127,7 +145,7 @@ def test_dispatch_metadata_parsing() -> None:
     raw = json.dumps({"call_id": CALL, "config": snapshot(), "phone_number": "+1234567890"})
     meta = DispatchMetadata.parse(raw)
     assert meta.call_id == CALL and meta.phone_number == "+1234567890"
-    assert meta.config is not None and meta.config["caller_name"] == "Alice Snapshot"
+    assert meta.config is not None and meta.config["caller_name"] == "Alice Smith"
     for bad in ("", "not json", "[1, 2]", '{"call_id": 5, "config": "x"}'):
         assert DispatchMetadata.parse(bad) == DispatchMetadata()
 
