@@ -785,7 +785,17 @@ class CallService:
         try:
             await self.config.retract_call_async(call_id)
         except OSError as exc:
-            logger.error("could not remove config record of %s: %s", call_id, exc)
+            logger.error(
+                "could not take back the config write of refused call %s (tried again with the"
+                " next write): %s",
+                call_id,
+                exc,
+                extra={"call_id": call_id},
+            )
+        else:  # its "Configuration updated" line said otherwise
+            logger.info(
+                "call %s refused: its config write taken back", call_id, extra={"call_id": call_id}
+            )
 
     async def _forget_config(self, call_id: str) -> None:
         """Remove a call's config record; a failure here is logged, never fatal."""

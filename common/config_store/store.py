@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 CALLS_KEY = "calls"
 # A finished call's record leaves config.json with the next write, or this long after its end.
 FORGET_WITHIN_S = 1.0
+# A retraction whose write failed (the lock held elsewhere, a full disk) is tried again with
+# the next write, or on its own this long after: the flat document went on naming a refused
+# call for good (a probe held the lock 6 s through a burst of refusals).
+RETRACT_AGAIN_S = 5.0
 NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
 # The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -318,14 +322,16 @@ def _fsync_dir(directory: Path) -> None:
 class _Batch:
     """Pending async mutations of one event loop, written together by one drain task.
 
-    `later` holds removals nobody waits for (`forget_call_soon`): they join the next write,
-    or get one of their own once `timer` fires.
+    `later` holds removals nobody waits for (`forget_call_soon`), and `owed` the retractions
+    whose own write failed (`retract_call_async`): they join the next write, or get one of
+    their own once `timer` fires.
     """
 
     pending: list[tuple[Mutation, asyncio.Future[Any] | None]] = field(default_factory=list)
     since: float | None = None  # when the oldest of `pending` came (time.monotonic)
     task: asyncio.Task[None] | None = None
     later: list[str] = field(default_factory=list)
+    owed: list[str] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -392,6 +398,8 @@ class ConfigStore:
         # knows (None: another write's, or config.json was read anew). Writers only (the
         # thread lock). Values cannot tell: two calls placed alike at once write equal ones.
         self._top_owner: str | None = None
+        # Refused calls whose retraction's write failed, until one succeeds (`_tops_lock`).
+        self._owed: set[str] = set()
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -475,17 +483,24 @@ class ConfigStore:
 
     def placed(self, call_id: str) -> None:
         """The call `update_async(placing=True)` wrote for is placed (or nothing of its write
-        is left to take back): its write stays."""
+        is left to take back): its write stays. Not a retraction still owed: that one needs
+        what the write replaced."""
         with self._tops_lock:
-            self._tops_before.pop(call_id, None)
+            if call_id not in self._owed:
+                self._tops_before.pop(call_id, None)
 
     async def retract_call_async(self, call_id: str) -> bool:
         """Take back a refused call's write: its record, and the flat document (the seed's
         "latest config") if nothing replaced it since: it is again what that write replaced.
         (It went on naming a call that was refused, 429 or 409, while another was live.)
-        True if there was a record."""
+        True if there was a record. If the write fails, the error is raised and the
+        retraction is owed: tried again with the next write, or within RETRACT_AGAIN_S."""
         checked_call_id(call_id)
-        removed: bool = await self._submit(self._retract(call_id))
+        try:
+            removed: bool = await self._submit(self._retract(call_id))
+        except OSError:
+            self._owe(asyncio.get_running_loop(), [call_id])
+            raise
         return removed
 
     async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
@@ -610,6 +625,7 @@ class ConfigStore:
     def _retract(self, call_id: str) -> Mutation:
         def apply(doc: Document, _now: float) -> bool:
             with self._tops_lock:
+                self._owed.discard(call_id)
                 taken = self._tops_before.pop(call_id, None)
                 # Its write, as far as this process knows; when it cannot tell (config.json
                 # was read anew: another write failed, or another process wrote), by value.
@@ -994,24 +1010,41 @@ class ConfigStore:
 
     def _flush_later(self, batch: _Batch) -> None:
         """The held-back removals' own write, unless another write took them meanwhile."""
-        if batch.later:
+        batch.timer = None
+        if batch.later or batch.owed:
             self._start_drain(batch, asyncio.get_running_loop())
+
+    def _owe(self, loop: asyncio.AbstractEventLoop, call_ids: list[str]) -> None:
+        """Retractions whose write failed: tried again with the next write, or on their own
+        within RETRACT_AGAIN_S."""
+        with self._tops_lock:
+            self._owed.update(call_ids)
+        batch = self._batch(loop)
+        batch.owed.extend(c for c in call_ids if c not in batch.owed)
+        if batch.timer is None:
+            batch.timer = loop.call_later(RETRACT_AGAIN_S, self._flush_later, batch)
 
     def _take_later(self, batch: _Batch) -> list[tuple[Mutation, asyncio.Future[Any] | None]]:
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
-        if not batch.later:
-            return []
-        call_ids, batch.later = batch.later, []
-        return [(self._drop_all(call_ids), None)]
+        taken: list[tuple[Mutation, asyncio.Future[Any] | None]] = []
+        if batch.later:
+            call_ids, batch.later = batch.later, []
+            taken.append((self._drop_all(call_ids), None))
+        owed, batch.owed = batch.owed, []
+        taken += [(self._retract(call_id), None) for call_id in owed]
+        return taken
 
     async def _drain(self, batch: _Batch) -> None:
-        while batch.pending or batch.later:
+        # Owed retractions alone are written when their timer has fired, not at once again
+        # after a failure (`_owe` arms the timer): a full disk would have them spin.
+        while batch.pending or batch.later or (batch.owed and batch.timer is None):
             items, batch.pending = batch.pending, []
             # Its writers' wait for the lock counts from when the first of them came: a group
             # queued behind one that waited out the lock would wait as long again.
             since, batch.since = batch.since or time.monotonic(), None
+            removing, owed = bool(batch.later), list(batch.owed)
             items += self._take_later(batch)
             mutations = [self._guard(m) for m, _ in items]
             try:
@@ -1020,11 +1053,23 @@ class ConfigStore:
                 for _, fut in items:
                     if fut is not None and not fut.done():
                         fut.set_exception(exc)
+                if owed:
+                    self._owe(asyncio.get_running_loop(), owed)
                 if not isinstance(exc, Exception):  # cancelled: the thread still writes
                     raise
-                if any(fut is None for _, fut in items):  # the reaper's prune tries again
+                if removing:  # the reaper's prune tries again
                     logger.error("could not remove finished calls' config records: %s", exc)
+                if owed and (more := self._failures.due("owed retractions")) is not None:
+                    logger.error(
+                        "could not take back the config writes of %d refused call(s) (%s);"
+                        " trying again%s",
+                        len(owed),
+                        exc,
+                        more,
+                    )
                 continue
+            if owed:
+                logger.info("took back the config writes of refused calls %s", ", ".join(owed))
             for (_, fut), result in zip(items, results, strict=True):
                 if fut is None or fut.done():
                     continue

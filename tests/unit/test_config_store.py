@@ -185,6 +185,52 @@ async def test_a_refused_call_after_another_write_failed_gives_the_latest_back(
     assert doc["caller_name"] == "Placed A" and set(doc["calls"]) == {"call-a"}
 
 
+async def test_a_retraction_whose_write_failed_is_made_later(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process held config.json's lock through a burst of refusals: each refused
+    call's retraction failed, and the flat document named a refused call for good (probe AK).
+    An owed retraction joins the next write, or gets its own RETRACT_AGAIN_S later."""
+    monkeypatch.setattr(config_store_module, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(config_store_module, "RETRACT_AGAIN_S", 0.3)
+    await store.update_async("Placed A", call_id="call-a", placing=True)
+    store.placed("call-a")
+    placed = {k: v for k, v in read(config_path).items() if k != "calls"}
+    for refused in ("call-r", "call-s"):
+        await store.update_async(f"Refused {refused}", call_id=refused, placing=True)
+    holder = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        for refused in ("call-s", "call-r"):
+            with pytest.raises(ConfigWriteError):
+                await store.retract_call_async(refused)
+            store.placed(refused)  # as the service does, in its finally
+    finally:
+        os.close(holder)  # the lock is free again
+    assert read(config_path)["caller_name"] == "Refused call-s"
+    await asyncio.sleep(0.6)  # no other write came: the retractions' own
+    doc = read(config_path)
+    assert set(doc["calls"]) == {"call-a"}
+    assert {k: v for k, v in doc.items() if k != "calls"} == placed
+    assert store._tops_before == {} and store._owed == set()
+
+    # With another write before the retry: they join it (the seed's "latest" is that write).
+    await store.update_async("Refused T", call_id="call-t", placing=True)
+    holder = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(ConfigWriteError):
+            await store.retract_call_async("call-t")
+        store.placed("call-t")
+    finally:
+        os.close(holder)
+    await store.update_async("Placed B", call_id="call-b", placing=True)
+    store.placed("call-b")
+    doc = read(config_path)
+    assert doc["caller_name"] == "Placed B" and set(doc["calls"]) == {"call-a", "call-b"}
+    assert store._tops_before == {} and store._owed == set()
+
+
 def test_records_complete_and_independent(store: ConfigStore) -> None:
     store.update("Alice", "Custom instructions", "fr", "Serious", {"x": 1}, call_id="call-a")
     b = store.update("Bob", call_id="call-b")
