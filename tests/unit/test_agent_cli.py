@@ -357,8 +357,14 @@ def test_describe_a_live_call_whose_record_was_rewritten_after_its_room_started(
 
 def test_describe_a_live_call_from_its_record_written_before_the_call(tmp_path: Path) -> None:
     store = ConfigStore(tmp_path / "config.json")
-    placed = [STORED_SNAPSHOT[k] for k in ("caller_name", "agent_instructions", "tts_language")]
-    store.update(*placed, "Serious", {"ticket": "T-1"}, call_id=CALL)
+    store.update(
+        "Emma Watson",
+        "You are a customer support agent.",
+        "en",
+        "Serious",
+        {"ticket": "T-1"},
+        call_id=CALL,
+    )  # as STORED_SNAPSHOT, the config the call was placed with
     database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
     record_call(database)
     plan = describe_plan(tmp_path, database)
