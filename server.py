@@ -41,7 +41,7 @@ from common.host_header import is_loopback_host
 from common.livekit.client import REQUEST_TIMEOUT_S, create_client, create_session
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
-from common.notify.guard import PooledResolver, UnsafeWebhookUrl
+from common.notify.guard import AddressRefused, PooledResolver, UnsafeWebhookUrl
 from common.settings import (
     Settings,
     SettingsError,
@@ -429,6 +429,8 @@ async def webhook_host_refusal(
     connection checks again; said as a warning)."""
     try:
         await resolve_webhook_host(url, allow_private=False, resolver=resolver, timeout=timeout)
+    except AddressRefused as exc:  # the operator's own setting: which address, too
+        return f"{exc} ({exc.address})"
     except UnsafeWebhookUrl as exc:  # before OSError: a refused address is both
         return str(exc)
     except (TimeoutError, OSError) as exc:

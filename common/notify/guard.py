@@ -68,9 +68,10 @@ class AddressRefused(OSError, UnsafeWebhookUrl):
     `UnsafeWebhookUrl` so that callers can tell a policy refusal apart from a network fault.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, address: str = "") -> None:
         # errno None + strerror: aiohttp's ClientConnectorError shows strerror in its message.
         super().__init__(None, message)
+        self.address = address  # for the operator; the message does not name it
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -299,7 +300,7 @@ def _check_peer(text: str, context: str) -> None:
     customer re-pointing a name at will would read the server's internal DNS answers there."""
     ip = _parse_address(text)
     if ip is None or not is_public_address(ip):
-        raise AddressRefused(f"{context} a non-public address")
+        raise AddressRefused(f"{context} a non-public address", text)
 
 
 async def resolve_public(
