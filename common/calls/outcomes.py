@@ -211,8 +211,11 @@ def answer_reported(state: CallState) -> Change | None:
 
 
 def _answered(state: CallState) -> Change:
-    """The callee answered; if the room has already finished, the call is over too."""
+    """The callee answered; if the room has already finished, the call is over too (a
+    voicemail if the agent's verdict, in before the answer, said a machine took it)."""
     if state.room_finished:
+        if state.amd in MACHINE_VERDICTS:
+            return Change(Status.VOICEMAIL, state.amd, answered=True)
         return Change(Status.COMPLETED, "answer reported after the room finished", answered=True)
     return Change(Status.IN_PROGRESS, answered=True)
 

@@ -986,16 +986,19 @@ def record_reports(
     d: Dialect, reports: Sequence[AgentReport], now: float, lease_s: float, holder: str = ""
 ) -> Program[list[Applied]]:
     """An agent's reports about one call, stored and applied in order (`record_report`), in
-    one transaction. A turn beyond the MAX_TURNS a call keeps is refused alone
-    (`too_many_turns`; it wrote nothing): the reports around it still count."""
-    results: list[Applied] = []
-    for report in reports:
+    one transaction; the results in the reports' order. A turn beyond the MAX_TURNS a call
+    keeps is refused alone (`too_many_turns`; it wrote nothing): the reports around it still
+    count. An answering-machine verdict goes first: reports that queued while the server
+    was unreachable come together, and the answer of a call whose room has finished settles
+    it at once, `completed`, unless the verdict it came with is in (a machine: `voicemail`)."""
+    results: dict[int, Applied] = {}
+    verdicts_first = sorted(range(len(reports)), key=lambda n: reports[n].kind != "amd")
+    for n in verdicts_first:
         try:
-            applied = yield from record_report(d, report, now, lease_s, holder)
+            results[n] = yield from record_report(d, reports[n], now, lease_s, holder)
         except TooManyTurns:
-            applied = Applied(too_many_turns=True)
-        results.append(applied)
-    return results
+            results[n] = Applied(too_many_turns=True)
+    return [results[n] for n in range(len(reports))]
 
 
 def record_report(

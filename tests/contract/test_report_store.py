@@ -62,6 +62,22 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(programs, "_UNREADABLE", Repeats())
 
 
+async def test_an_answer_and_a_machine_verdict_after_the_room_finished_are_voicemail(
+    store: CallStore,
+) -> None:
+    """Reports that queued during a database outage came after room_finished, together: the
+    answer settled the call `completed` before its `machine-vm` verdict was read (probe AJ:
+    5 of 24 voicemail calls)."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await store.apply(CALL, "room_finished", lambda _s: None, room_finished=True)
+    verdict = AmdVerdict(category="machine-vm", reason="a beep")
+    answered, amd = await store.record_reports([sent(1, "answered"), sent(2, "amd", amd=verdict)])
+    assert answered.change == Change(Status.VOICEMAIL, "machine-vm", answered=True)
+    assert amd.change is None and not amd.duplicate  # results in the reports' order
+    call = await store.get_call(CALL)
+    assert call is not None and (call.status, call.amd) == (Status.VOICEMAIL, "machine-vm")
+
+
 # ------------------------------------------------------------------ rows written before today
 
 

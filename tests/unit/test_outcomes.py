@@ -155,6 +155,12 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
         left("CLIENT_INITIATED", call_status="hangup"),
         Change(Status.COMPLETED, "answer reported after the room finished", answered=True),
     ),
+    (
+        "late-answer-after-room-finished-with-a-machine-verdict",
+        dataclasses.replace(FINISHED_RINGING, amd="machine-vm"),
+        left("CLIENT_INITIATED", call_status="hangup"),
+        Change(Status.VOICEMAIL, "machine-vm", answered=True),
+    ),
     ("late-unanswered-left-after-room-finished", FINISHED_RINGING, left(), None),
     (
         "late-busy-after-room-finished",
