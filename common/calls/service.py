@@ -166,19 +166,29 @@ def _never_dialled(state: CallState) -> Change | None:
     return None if state.dialled else _NOBODY_CALLED(state)
 
 
-_NO_FINAL_EVENT = _fixed(Change(Status.FAILED, "no final event"))
+NO_FINAL_EVENT = "no final event"
 SANDBOX_RESTARTED = "the embedded sandbox was restarted: the call's room is gone"
 _ROOM_GONE = Signal(event="room_finished", room="")
 
 
-def _sandbox_room_gone(state: CallState) -> Change | None:
-    """A call whose room died with the server's embedded sandbox. Answered, it ends as its
-    room_finished would have ended it (completed, voicemail, canceled): somebody talked to
-    the agent, and as `failed` a campaign retrying failures called them again. Unanswered,
-    it failed (canceled if a hang-up was asked)."""
-    if state.answered and (change := next_state(state, _ROOM_GONE)) is not None:
-        return replace(change, reason=change.reason or SANDBOX_RESTARTED)
-    return _failed(SANDBOX_RESTARTED)(state)
+def _over_unheard(reason: str, unanswered: Decide) -> Decide:
+    """A call known to be over without its room_finished (its room died with an embedded
+    sandbox; past any possible end with no final event). Answered, it ends as its
+    room_finished would have ended it (completed, voicemail, canceled), for `reason`:
+    somebody talked to the agent, and as `failed` a campaign retrying failures called them
+    again. Unanswered, as `unanswered` decides."""
+
+    def decide(state: CallState) -> Change | None:
+        if state.answered and (change := next_state(state, _ROOM_GONE)) is not None:
+            return replace(change, reason=change.reason or reason)
+        return unanswered(state)
+
+    return decide
+
+
+_NO_FINAL_EVENT = _over_unheard(NO_FINAL_EVENT, _fixed(Change(Status.FAILED, NO_FINAL_EVENT)))
+# Unanswered: failed, or canceled if a hang-up was asked.
+_sandbox_room_gone = _over_unheard(SANDBOX_RESTARTED, _failed(SANDBOX_RESTARTED))
 
 
 async def resolve_webhook_host(

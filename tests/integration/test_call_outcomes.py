@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.calls.models import IdempotencyClaim, NewCall
+from common.calls.outcomes import Change, Status
 from handlers.keys import CALLS, EVENTS
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -179,6 +180,26 @@ async def test_reaper_settles_calls_without_a_final_event(
     (line,) = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
     assert line.startswith(f"call {call_id} +1•••••7890 dialing -> failed (")
     assert "+1234567890" not in caplog.text
+
+
+async def test_an_answered_call_without_a_final_event_ends_as_its_room_would_have(
+    start_app: AppFactory,
+) -> None:
+    """Its server died with its embedded sandbox and never came back: another server's
+    reaper settled the answered call `failed`, and a campaign retrying failures called
+    someone who had talked to the agent again (probe AJ: 6 of 6)."""
+    client = await start_app(sandbox_time_scale=100.0)  # the call stays live
+    client.app[SANDBOX].webhook_url = None
+    call_id = await place(client, "+1234567890")
+    service = client.app[CALLS]
+    await service.store.apply(
+        call_id, "agent_answered", lambda _s: Change(Status.IN_PROGRESS, answered=True)
+    )
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + service.stale_after_s + 1
+    assert await service.reap() == 1
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert (call["status"], call["reason"]) == ("completed", "no final event")
 
 
 async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
