@@ -4,9 +4,12 @@ Every status change writes its events to the outbox table in the same transactio
 change (see common/storage/programs.py). Once that transaction commits, the service hands the
 events to this process's `EventDispatcher`, which gives each to every subscriber in order
 (logging, metrics, and later customer webhooks, campaigns, live views) and then marks them
-dispatched. Events whose server died before marking them are taken over (`recover`) when that
-server's lease on them runs out, by any server on the database. Delivery is therefore
-at least once: subscribers must tolerate seeing an event twice.
+dispatched. An event a subscriber failed (the database restarting under the customer
+webhooks' writer, say) is dispatched again by this server RETRY_S later, RETRY_TRIES times;
+a failed mark is tried again ACK_RETRY_S later. Events whose server died before marking them
+(or that kept failing) are taken over (`recover`) when that server's lease on them runs
+out, by any server on the database. Delivery is therefore at least once: subscribers must
+tolerate seeing an event twice.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Protocol
 
 from common.calls.models import CallEvent, CallRecord
 from common.calls.outcomes import FINAL_STATUSES, Status
+from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,12 @@ RECOVER_BATCH = 500
 # batch. Until then a crash would dispatch them again, as at-least-once delivery allows; the
 # lease that keeps other servers off them is far longer. `stop` marks what is left.
 ACK_DELAY_S = 0.05
+ACK_RETRY_S = 1.0
+# A failed event was left to its lease (60 s) before: a sub-second database restart held a
+# third of the customer webhooks of a burst back a minute (every later event of the same
+# call waits for it), and the log blamed a stopped server.
+RETRY_S = 2.0
+RETRY_TRIES = 10
 
 
 def events_for_new_call(call: CallRecord) -> tuple[str, ...]:
@@ -77,6 +87,7 @@ class EventDispatcher:
         clock: Callable[[], float],
         lease_s: float = 60.0,
         ack_delay_s: float = ACK_DELAY_S,
+        retry_s: float = RETRY_S,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -91,6 +102,10 @@ class EventDispatcher:
         self._unacked: list[int] = []  # dispatched, not yet marked so
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_due = False
+        self._retry_s = retry_s
+        self._failed: dict[int, tuple[CallEvent, int]] = {}  # by id: the event, its tries
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._repeats = Repeats()
 
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
         self._subscribers.append((name, subscriber))
@@ -119,7 +134,10 @@ class EventDispatcher:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        await self._ack()
+        if self._retry_timer is not None:  # those are taken over once their lease runs out
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        await self._ack(again=False)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until every queued event was dispatched (for tests and benchmarks)."""
@@ -133,7 +151,9 @@ class EventDispatcher:
         )
         if events:
             logger.warning(
-                "dispatching %d event(s) left undispatched by a stopped server", len(events)
+                "dispatching %d event(s) whose claim ran out undispatched (their server"
+                " stopped, or they kept failing)",
+                len(events),
             )
             self.publish(events)
         return len(events)
@@ -144,7 +164,12 @@ class EventDispatcher:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
-                self._unacked += [event.id for event in batch if await self._deliver(event)]
+                for event in batch:
+                    if await self._deliver(event):
+                        self._unacked.append(event.id)
+                        self._failed.pop(event.id, None)
+                    else:
+                        self._retry_later(event)
             if self._ack_due:
                 await self._ack()
             elif self._unacked and self._ack_timer is None:
@@ -153,12 +178,35 @@ class EventDispatcher:
             if not self._queue:
                 self._idle.set()
 
+    def _retry_later(self, event: CallEvent) -> None:
+        """A failed event: dispatched again RETRY_S later, up to RETRY_TRIES times; then left
+        to whoever recovers it once its lease runs out."""
+        tries = self._failed.pop(event.id, (event, 0))[1] + 1
+        if tries >= RETRY_TRIES:
+            logger.error(
+                "event %s (%s) failed %d times; it is dispatched again once its lease runs out",
+                event.id,
+                event.type,
+                tries,
+            )
+            return
+        self._failed[event.id] = (event, tries)
+        if self._retry_timer is None:
+            loop = asyncio.get_running_loop()
+            self._retry_timer = loop.call_later(self._retry_s, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self.publish(sorted((event for event, _ in self._failed.values()), key=lambda e: e.id))
+
     def _ack_soon(self) -> None:
+        self._ack_timer = None
         self._ack_due = True
         self._wakeup.set()
 
-    async def _ack(self) -> None:
-        """Mark the events dispatched so far as dispatched, in one write."""
+    async def _ack(self, *, again: bool = True) -> None:
+        """Mark the events dispatched so far as dispatched, in one write; if it fails, try
+        again ACK_RETRY_S later (`again`; else they are dispatched again after the lease)."""
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
@@ -168,8 +216,19 @@ class EventDispatcher:
             return
         try:
             await self._log.ack_events(delivered, self._clock())
-        except Exception as exc:  # re-dispatched after the lease: at least once
-            logger.error("could not mark %d event(s) dispatched: %s", len(delivered), exc)
+        except Exception as exc:
+            if (more := self._repeats.due("ack")) is not None:
+                logger.error(
+                    "could not mark %d event(s) dispatched: %s%s%s",
+                    len(delivered),
+                    exc,
+                    "; trying again" if again else "",
+                    more,
+                )
+            if again:
+                self._unacked = delivered + self._unacked
+                loop = asyncio.get_running_loop()
+                self._ack_timer = loop.call_later(ACK_RETRY_S, self._ack_soon)
 
     async def _deliver(self, event: CallEvent) -> bool:
         """Give `event` to every subscriber; False if one failed (it is retried later)."""

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from common.calls.events import EventDispatcher, events_for_change
+from common.calls import events as events_module
+from common.calls.events import RETRY_TRIES, EventDispatcher, events_for_change
 from common.calls.models import CallEvent, CallRecord, NewCall
 from common.calls.outcomes import Change, Status
 from common.storage.sql import DEFAULT_LEASE_S as LEASE_S
 from common.storage.sqlite import SqliteCallStore
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, wait_for
 
 
 def record(status: Status, answered: bool = False) -> CallRecord:
@@ -122,31 +123,99 @@ async def test_events_dispatched_close_together_are_marked_in_one_write(
     assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 100) == []
 
 
-async def test_a_failing_subscriber_gets_the_event_again_after_the_lease(
+async def soon(check: Callable[[], bool]) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await wait_for(checked, timeout=5, poll_s=0.005)
+
+
+async def test_a_failing_subscriber_gets_the_event_again_soon(
     store: SqliteCallStore, clock: FakeClock
 ) -> None:
+    """A sub-second database restart failed the customer webhooks' writer: the event waited
+    for its lease (60 s), and every later event of its call behind it."""
     attempts: list[str] = []
 
     async def flaky(event: CallEvent) -> None:
         attempts.append(event.type)
-        if len(attempts) == 1:
-            raise RuntimeError("receiver down")
+        if len(attempts) <= 2:
+            raise RuntimeError("database restarting")
 
-    dispatcher = EventDispatcher(store, clock)
+    dispatcher = EventDispatcher(store, clock, retry_s=0.01)
     dispatcher.subscribe("flaky", flaky)
     dispatcher.start()
     try:
         created = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
         dispatcher.publish(created.events)
+        await soon(lambda: len(attempts) == 3)
         await dispatcher.wait_idle()
-        assert attempts == ["call.dialing"]
+    finally:
+        await dispatcher.stop()
+    assert attempts == ["call.dialing"] * 3  # failed twice, then dispatched and acked
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
+
+
+async def test_an_event_that_keeps_failing_is_left_to_its_lease(
+    store: SqliteCallStore, clock: FakeClock
+) -> None:
+    attempts: list[str] = []
+
+    async def broken(event: CallEvent) -> None:
+        attempts.append(event.type)
+        if len(attempts) <= RETRY_TRIES:
+            raise RuntimeError("a defect")
+
+    dispatcher = EventDispatcher(store, clock, retry_s=0.01)
+    dispatcher.subscribe("broken", broken)
+    dispatcher.start()
+    try:
+        created = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
+        dispatcher.publish(created.events)
+        await soon(lambda: len(attempts) == RETRY_TRIES)
+        await asyncio.sleep(0.1)
+        assert len(attempts) == RETRY_TRIES  # no more tries of its own
         assert await dispatcher.recover() == 0  # still within its lease
         clock.advance(LEASE_S + 1)
         assert await dispatcher.recover() == 1
         await dispatcher.wait_idle()
     finally:
         await dispatcher.stop()
-    assert attempts == ["call.dialing", "call.dialing"]  # at least once: delivered again
+    assert len(attempts) == RETRY_TRIES + 1  # at least once: delivered again
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
+
+
+async def test_a_failed_mark_is_tried_again(
+    store: SqliteCallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks: list[list[int]] = []
+
+    class FlakyLog:
+        async def ack_events(self, event_ids: list[int], now: float) -> None:
+            marks.append(list(event_ids))
+            if len(marks) == 1:
+                raise OSError("database restarting")
+            await store.ack_events(event_ids, now)
+
+        async def claim_stale_events(
+            self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+        ) -> list[CallEvent]:
+            return await store.claim_stale_events(now, lease_s, limit, take_own=take_own)
+
+    async def take(_event: CallEvent) -> None:
+        return None
+
+    dispatcher = EventDispatcher(FlakyLog(), clock, ack_delay_s=0.0)
+    dispatcher.subscribe("take", take)
+    monkeypatch.setattr(events_module, "ACK_RETRY_S", 0.01)
+    dispatcher.start()
+    try:
+        created = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
+        dispatcher.publish(created.events)
+        await soon(lambda: len(marks) == 2)
+    finally:
+        await dispatcher.stop()
+    assert marks == [[created.events[0].id]] * 2
     assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
 
 
