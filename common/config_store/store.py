@@ -332,7 +332,8 @@ class _Batch:
     task: asyncio.Task[None] | None = None
     later: list[str] = field(default_factory=list)
     owed: list[str] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.TimerHandle | None = None  # for `later`
+    owed_timer: asyncio.TimerHandle | None = None  # for `owed`
 
 
 @dataclass(frozen=True)
@@ -501,6 +502,7 @@ class ConfigStore:
         except OSError:
             self._owe(asyncio.get_running_loop(), [call_id])
             raise
+        self._retracted([call_id])
         return removed
 
     async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
@@ -625,8 +627,9 @@ class ConfigStore:
     def _retract(self, call_id: str) -> Mutation:
         def apply(doc: Document, _now: float) -> bool:
             with self._tops_lock:
-                self._owed.discard(call_id)
-                taken = self._tops_before.pop(call_id, None)
+                # Kept until the write is durable (`_retracted`): a write that fails after
+                # this (a full disk) leaves it owed, and its retry needs what it replaced.
+                taken = self._tops_before.get(call_id)
                 # Its write, as far as this process knows; when it cannot tell (config.json
                 # was read anew: another write failed, or another process wrote), by value.
                 if taken is not None and (
@@ -1011,7 +1014,7 @@ class ConfigStore:
     def _flush_later(self, batch: _Batch) -> None:
         """The held-back removals' own write, unless another write took them meanwhile."""
         batch.timer = None
-        if batch.later or batch.owed:
+        if batch.later:
             self._start_drain(batch, asyncio.get_running_loop())
 
     def _owe(self, loop: asyncio.AbstractEventLoop, call_ids: list[str]) -> None:
@@ -1021,13 +1024,26 @@ class ConfigStore:
             self._owed.update(call_ids)
         batch = self._batch(loop)
         batch.owed.extend(c for c in call_ids if c not in batch.owed)
-        if batch.timer is None:
-            batch.timer = loop.call_later(RETRACT_AGAIN_S, self._flush_later, batch)
+        if batch.owed_timer is None:
+            batch.owed_timer = loop.call_later(RETRACT_AGAIN_S, self._flush_owed, batch)
+
+    def _flush_owed(self, batch: _Batch) -> None:
+        batch.owed_timer = None
+        if batch.owed:
+            self._start_drain(batch, asyncio.get_running_loop())
+
+    def _retracted(self, call_ids: list[str]) -> None:
+        """Retractions now durable: nothing of those calls' writes is left to take back."""
+        with self._tops_lock:
+            for call_id in call_ids:
+                self._owed.discard(call_id)
+                self._tops_before.pop(call_id, None)
 
     def _take_later(self, batch: _Batch) -> list[tuple[Mutation, asyncio.Future[Any] | None]]:
-        if batch.timer is not None:
-            batch.timer.cancel()
-            batch.timer = None
+        for timer in (batch.timer, batch.owed_timer):
+            if timer is not None:
+                timer.cancel()
+        batch.timer = batch.owed_timer = None
         taken: list[tuple[Mutation, asyncio.Future[Any] | None]] = []
         if batch.later:
             call_ids, batch.later = batch.later, []
@@ -1039,7 +1055,7 @@ class ConfigStore:
     async def _drain(self, batch: _Batch) -> None:
         # Owed retractions alone are written when their timer has fired, not at once again
         # after a failure (`_owe` arms the timer): a full disk would have them spin.
-        while batch.pending or batch.later or (batch.owed and batch.timer is None):
+        while batch.pending or batch.later or (batch.owed and batch.owed_timer is None):
             items, batch.pending = batch.pending, []
             # Its writers' wait for the lock counts from when the first of them came: a group
             # queued behind one that waited out the lock would wait as long again.
@@ -1069,6 +1085,7 @@ class ConfigStore:
                     )
                 continue
             if owed:
+                self._retracted(owed)
                 logger.info("took back the config writes of refused calls %s", ", ".join(owed))
             for (_, fut), result in zip(items, results, strict=True):
                 if fut is None or fut.done():

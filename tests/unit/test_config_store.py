@@ -231,6 +231,55 @@ async def test_a_retraction_whose_write_failed_is_made_later(
     assert store._tops_before == {} and store._owed == set()
 
 
+async def test_an_owed_retraction_after_a_full_disk_gives_the_latest_back(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk full fails the write after the retraction was applied to the document: what
+    the refused call's write replaced was forgotten then, and the retry only dropped the
+    record (review AM)."""
+    monkeypatch.setattr(config_store_module, "RETRACT_AGAIN_S", 0.1)
+    await store.update_async("Placed A", call_id="call-a", placing=True)
+    store.placed("call-a")
+    placed = {k: v for k, v in read(config_path).items() if k != "calls"}
+    await store.update_async("Refused R", call_id="call-r", placing=True)
+    real = config_store_module._write_durably
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def full_once(path: Path, data: bytes, *args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(path, data, *args)
+
+    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+    with pytest.raises(ConfigWriteError):
+        await store.retract_call_async("call-r")
+    store.placed("call-r")
+    await asyncio.sleep(0.4)
+    doc = read(config_path)
+    assert set(doc["calls"]) == {"call-a"}
+    assert {k: v for k, v in doc.items() if k != "calls"} == placed
+    assert store._tops_before == {} and store._owed == set()
+
+
+async def test_an_owed_retraction_does_not_hold_back_a_finished_calls_removal(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config_store_module, "LOCK_WAIT_S", 0.1)
+    await store.update_async("Done D", call_id="call-d")
+    await store.update_async("Refused R", call_id="call-r", placing=True)
+    holder = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(ConfigWriteError):
+            await store.retract_call_async("call-r")
+        store.placed("call-r")
+    finally:
+        os.close(holder)
+    store.forget_call_soon("call-d", within_s=0.05)  # within its own time, not RETRACT_AGAIN_S
+    await asyncio.sleep(0.5)
+    assert set(read(config_path)["calls"]) == set()  # the owed retraction went with it
+
+
 def test_records_complete_and_independent(store: ConfigStore) -> None:
     store.update("Alice", "Custom instructions", "fr", "Serious", {"x": 1}, call_id="call-a")
     b = store.update("Bob", call_id="call-b")
