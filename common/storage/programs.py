@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -38,7 +38,14 @@ from common.calls.models import (
     TimelineEntry,
     WebhookDelivery,
 )
-from common.calls.outcomes import FINAL_STATUSES, LIVE_STATUSES, Status, answer_reported
+from common.calls.outcomes import (
+    FINAL_STATUSES,
+    LIVE_STATUSES,
+    CallState,
+    Change,
+    Status,
+    answer_reported,
+)
 from common.calls.phone import listed_forms
 from common.campaigns.model import OVER_STATUSES
 from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
@@ -986,23 +993,40 @@ def record_reports(
     d: Dialect, reports: Sequence[AgentReport], now: float, lease_s: float, holder: str = ""
 ) -> Program[list[Applied]]:
     """An agent's reports about one call, stored and applied in order (`record_report`), in
-    one transaction; the results in the reports' order. A turn beyond the MAX_TURNS a call
-    keeps is refused alone (`too_many_turns`; it wrote nothing): the reports around it still
-    count. An answering-machine verdict goes first: reports that queued while the server
-    was unreachable come together, and the answer of a call whose room has finished settles
-    it at once, `completed`, unless the verdict it came with is in (a machine: `voicemail`)."""
-    results: dict[int, Applied] = {}
-    verdicts_first = sorted(range(len(reports)), key=lambda n: reports[n].kind != "amd")
-    for n in verdicts_first:
+    one transaction. A turn beyond the MAX_TURNS a call keeps is refused alone
+    (`too_many_turns`; it wrote nothing): the reports around it still count. An answer is
+    decided knowing the answering-machine verdict that follows it in the batch (before a
+    final report): reports held up by an outage come together after room_finished, and the
+    answer of a call whose room has finished settles it at once (`voicemail` for a machine)."""
+    results: list[Applied] = []
+    for n, report in enumerate(reports):
+        verdict = _verdict_after(reports[n + 1 :]) if report.kind == "answered" else None
         try:
-            results[n] = yield from record_report(d, reports[n], now, lease_s, holder)
+            applied = yield from record_report(d, report, now, lease_s, holder, verdict)
         except TooManyTurns:
-            results[n] = Applied(too_many_turns=True)
-    return [results[n] for n in range(len(reports))]
+            applied = Applied(too_many_turns=True)
+        results.append(applied)
+    return results
+
+
+def _verdict_after(reports: Sequence[AgentReport]) -> str | None:
+    """The category of the first answering-machine verdict in `reports` before a final
+    report (a verdict after the final report counts for nothing)."""
+    for report in reports:
+        if report.kind == "final":
+            return None
+        if report.kind == "amd" and report.amd is not None:
+            return report.amd.category
+    return None
 
 
 def record_report(
-    d: Dialect, report: AgentReport, now: float, lease_s: float, holder: str = ""
+    d: Dialect,
+    report: AgentReport,
+    now: float,
+    lease_s: float,
+    holder: str = "",
+    verdict: str | None = None,
 ) -> Program[Applied]:
     """Store an agent's report once (by its sequence number) and apply what it says.
 
@@ -1075,7 +1099,7 @@ def record_report(
                 d,
                 call_id,
                 kind,
-                answer_reported,
+                answer_reported if verdict is None else _answer_with(verdict),
                 None,
                 detail,
                 False,
@@ -1126,6 +1150,15 @@ def record_report(
 
 def _no_change(_state: Any) -> None:
     return None
+
+
+def _answer_with(verdict: str) -> Decide:
+    """`answer_reported`, knowing the verdict reported with the answer (if none is in yet)."""
+
+    def decide(state: CallState) -> Change | None:
+        return answer_reported(replace(state, amd=state.amd or verdict))
+
+    return decide
 
 
 def erase_call_data(d: Dialect, ended_before: float, now: float, limit: int) -> Program[int]:

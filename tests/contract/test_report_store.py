@@ -73,9 +73,27 @@ async def test_an_answer_and_a_machine_verdict_after_the_room_finished_are_voice
     verdict = AmdVerdict(category="machine-vm", reason="a beep")
     answered, amd = await store.record_reports([sent(1, "answered"), sent(2, "amd", amd=verdict)])
     assert answered.change == Change(Status.VOICEMAIL, "machine-vm", answered=True)
-    assert amd.change is None and not amd.duplicate  # results in the reports' order
+    assert amd.change is None and not amd.duplicate
     call = await store.get_call(CALL)
     assert call is not None and (call.status, call.amd) == (Status.VOICEMAIL, "machine-vm")
+    kinds = [e.kind for e in call.timeline if e.kind.startswith("agent_")]
+    assert kinds == ["agent_answered", "agent_amd"]  # in the order reported
+
+
+async def test_a_verdict_after_the_final_report_counts_for_nothing_in_a_batch_too(
+    store: CallStore,
+) -> None:
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await store.apply(CALL, "room_finished", lambda _s: None, room_finished=True)
+    verdict = AmdVerdict(category="machine-vm", reason="a beep")
+    final = CallReport(transcript=[HELLO])
+    answered, _final, amd = await store.record_reports(
+        [sent(1, "answered"), sent(2, "final", final=final), sent(3, "amd", amd=verdict)]
+    )
+    assert answered.change is not None and answered.change.status is Status.COMPLETED
+    assert amd.duplicate
+    call = await store.get_call(CALL)
+    assert call is not None and (call.status, call.amd) == (Status.COMPLETED, None)
 
 
 # ------------------------------------------------------------------ rows written before today
