@@ -894,7 +894,8 @@ class CallService:
         """One pass: (the first time) settle the calls an earlier run of this server left in
         its embedded sandbox; settle calls whose room finished unanswered more than the grace
         ago, calls never dialled, calls whose room LiveKit no longer has, and last, calls
-        stuck past any possible end as failed; prune
+        stuck past any possible end as failed (answered: as their room_finished would have
+        ended them), ended when last heard of; prune
         config.json (the settled calls' records too); take over events a stopped server left
         undispatched; drop old rate counts."""
         if starting:  # first what the last run left undispatched, before this pass writes
@@ -921,7 +922,14 @@ class CallService:
             # is still live (the grace rule left it: never dialled) goes by this bound.
             finished_before=now - self.settings.calls_settle_grace_s - REAPER_MARGIN_S,
         )
-        await self._settle_all(stale, "reaped", _NO_FINAL_EVENT)
+        for lost in stale:  # ended when last heard of (an answered one's talk_s was the bound)
+            await self._settle(
+                lost.call_id,
+                "reaped",
+                _NO_FINAL_EVENT,
+                only_if_changed=True,
+                ended_at=lost.last_seen,
+            )
         await self.prune_config()
         await self.erase_past_retention(now)
         await self.events.recover()

@@ -294,10 +294,10 @@ class CallStore(CampaignStore, Protocol):
 
     async def stale_live_calls(
         self, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
-    ) -> list[str]:
+    ) -> list[LostCall]:
         """Live calls older than `stretch` times their ringing timeout and longest duration,
         plus `margin_s`, whose room never said it finished, or said so before
-        `finished_before`."""
+        `finished_before`; each with when the server last heard of it."""
         ...
 
     async def graceless_finished(self, finished_before: float) -> list[str]: ...

@@ -726,7 +726,7 @@ _ROOM_FINISHED_CAME = (
 
 def stale_live_calls(
     d: Dialect, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
-) -> Program[list[str]]:
+) -> Program[list[LostCall]]:
     """Live calls past any possible end whose room never said it finished, or said so before
     `finished_before` (one that finished since waits out the settle grace: `graceless_finished`
     settles it by what is known; this rule is the backstop for one that rule leaves live)."""
@@ -734,13 +734,13 @@ def stale_live_calls(
     # dated to the last the server heard of the call by the reaper's stand-in for a room
     # found gone, an unanswered call went straight to "no final event", its grace skipped.
     rows = yield Query(
-        f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        f"SELECT {_LAST_SEEN} FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         f" AND (room_finished_at IS NULL OR {_ROOM_FINISHED_CAME} < ?)"
         " AND created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ?"
         " + ? < ?",
         (*LIVE, finished_before, stretch, margin_s, now),
     )
-    return _ids(rows)
+    return [_lost(r) for r in rows]
 
 
 def graceless_finished(d: Dialect, finished_before: float) -> Program[list[str]]:

@@ -216,7 +216,7 @@ class SqlCallStore(CampaignMethods):
 
     async def stale_live_calls(
         self, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
-    ) -> list[str]:
+    ) -> list[LostCall]:
         return await self._run(
             programs.stale_live_calls(self.dialect, now, margin_s, stretch, finished_before),
             write=False,

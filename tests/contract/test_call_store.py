@@ -14,6 +14,7 @@ from common.calls.models import (
     Decide,
     DeliveryOutcome,
     IdempotencyClaim,
+    LostCall,
     NewCall,
     RecordedDelivery,
     StoredAnswer,
@@ -281,6 +282,10 @@ async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock:
 # ------------------------------------------------------------------ the reaper
 
 
+def stale_ids(calls: list[LostCall]) -> list[str]:
+    return [call.call_id for call in calls]
+
+
 async def test_stale_live_calls(store: CallStore, clock: FakeClock) -> None:
     await store.create_call(new_call("call-old-live"))
     await store.create_call(new_call("call-old-final"))
@@ -288,15 +293,17 @@ async def test_stale_live_calls(store: CallStore, clock: FakeClock) -> None:
     clock.advance(700)
     await store.create_call(new_call("call-new-live"))
     # A call is stale past its own ringing timeout + max duration (30 + 600 here) + margin.
-    assert await store.stale_live_calls(clock.now, 50) == ["call-old-live"]
-    assert sorted(await store.stale_live_calls(clock.now + 631, 0)) == [
+    assert stale_ids(await store.stale_live_calls(clock.now, 50)) == ["call-old-live"]
+    assert sorted(stale_ids(await store.stale_live_calls(clock.now + 631, 0))) == [
         "call-new-live",
         "call-old-live",
     ]
-    assert await store.stale_live_calls(clock.now, 1000) == []
+    assert stale_ids(await store.stale_live_calls(clock.now, 1000)) == []
     # The sandbox playing calls 2x slower: twice the limits (a call takes twice as long).
-    assert await store.stale_live_calls(clock.now, 50, stretch=2.0) == []
-    assert await store.stale_live_calls(clock.now + 631, 0, stretch=2.0) == ["call-old-live"]
+    assert stale_ids(await store.stale_live_calls(clock.now, 50, stretch=2.0)) == []
+    assert stale_ids(await store.stale_live_calls(clock.now + 631, 0, stretch=2.0)) == [
+        "call-old-live"
+    ]
 
 
 async def test_a_call_whose_room_finished_long_ago_is_stale_if_still_live(
@@ -310,15 +317,17 @@ async def test_a_call_whose_room_finished_long_ago_is_stale_if_still_live(
     await store.apply(CALL, "room_finished", nothing, event_id="EV_F", room_finished=True)
     finished = clock.now
     clock.advance(2 * 86400)
-    assert await store.stale_live_calls(clock.now, 30, finished_before=finished) == []
-    assert await store.stale_live_calls(clock.now, 30, finished_before=finished + 1) == [CALL]
+    assert stale_ids(await store.stale_live_calls(clock.now, 30, finished_before=finished)) == []
+    assert stale_ids(await store.stale_live_calls(clock.now, 30, finished_before=finished + 1)) == [
+        CALL
+    ]
 
 
 async def test_stale_uses_each_calls_own_limits(store: CallStore, clock: FakeClock) -> None:
     await store.create_call(dataclasses.replace(new_call("call-short"), max_duration_s=30))
     await store.create_call(dataclasses.replace(new_call("call-long"), max_duration_s=3600))
     clock.advance(200)
-    assert await store.stale_live_calls(clock.now, 60) == ["call-short"]
+    assert stale_ids(await store.stale_live_calls(clock.now, 60)) == ["call-short"]
 
 
 async def test_graceless_finished(store: CallStore, clock: FakeClock) -> None:

@@ -183,7 +183,7 @@ async def test_reaper_settles_calls_without_a_final_event(
 
 
 async def test_an_answered_call_without_a_final_event_ends_as_its_room_would_have(
-    start_app: AppFactory,
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its server died with its embedded sandbox and never came back: another server's
     reaper settled the answered call `failed`, and a campaign retrying failures called
@@ -195,11 +195,15 @@ async def test_an_answered_call_without_a_final_event_ends_as_its_room_would_hav
     await service.store.apply(
         call_id, "agent_answered", lambda _s: Change(Status.IN_PROGRESS, answered=True)
     )
+    heard = time.time()
     real_clock = service.clock
     service.clock = lambda: real_clock() + service.stale_after_s + 1
+    monkeypatch.setattr(service.store, "_clock", service.clock)  # the pass, that much later
     assert await service.reap() == 1
     call = await (await client.get(f"/calls/{call_id}")).json()
     assert (call["status"], call["reason"]) == ("completed", "no final event")
+    # It ended when it was last heard of, not at the reaper's pass: its talk_s was the bound.
+    assert call["talk_s"] is not None and call["talk_s"] < time.time() - heard + 1
 
 
 async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
