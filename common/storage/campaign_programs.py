@@ -403,10 +403,12 @@ def due_recipients(
 def defer_recipient(
     d: Dialect, campaign_id: str, idx: int, state: str, until: float, now: float
 ) -> Program[None]:
+    """A due recipient waits until `until` (its calling window). Only one due now: a driver's
+    list may be older than a retry scheduled since, which this would have brought forward."""
     yield Query(
         "UPDATE campaign_recipients SET state = ?, next_at = ?, updated_at = ?"  # noqa: S608 - constant text
-        f" WHERE campaign_id = ? AND idx = ? AND state IN ({_DUE})",  # noqa: S608
-        (state, until, now, campaign_id, idx),
+        f" WHERE campaign_id = ? AND idx = ? AND next_at <= ? AND state IN ({_DUE})",  # noqa: S608
+        (state, until, now, campaign_id, idx, now),
     )
 
 

@@ -183,6 +183,10 @@ async def test_attempts_retries_and_completion(store: CallStore, clock: FakeCloc
     assert row.state == "pending" and row.next_at == clock.now + 60.0  # a retry, delay_s later
     assert await end_call(store, clock, "call-a", Status.BUSY) == []  # a repeat: no change
     assert await store.begin_attempt("cmp-1", 0, clock.now, clock.now) is None  # too early
+    # A driver's older list deferring it to a window opening sooner: not brought forward.
+    await store.defer_recipient("cmp-1", 0, "waiting_window", clock.now + 10, clock.now)
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert row.state == "pending" and row.next_at == clock.now + 60.0
     clock.advance(60)
     second = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
     assert second is not None and not isinstance(second, OnList) and second.attempt == 2
