@@ -234,8 +234,9 @@ async def _read_campaign(request: web.Request) -> _Upload:
     if containers > MAX_JSON_CONTAINERS:
         raise HttpError(
             413,
-            f"request body holds {containers} JSON objects and arrays; a campaign's at most"
-            f" {MAX_RECIPIENTS} rows need far fewer (at most {MAX_JSON_CONTAINERS} are read)",
+            f"request body holds {containers} '{{' and '[' characters (strings' included), more"
+            f" than the {MAX_JSON_CONTAINERS} a campaign's JSON may hold: {MAX_RECIPIENTS} rows"
+            " at most, of a few objects and arrays each; send a long list as CSV",
         )
     try:
         doc = await _PARSING.run(decode_json, raw)
