@@ -333,7 +333,7 @@ class Sandbox:
         # Anyone on this host may post refused requests by the thousand, with paths of
         # kilobytes: said once a minute per route and status (an unknown route as one), cut.
         known = path if path in self._routes else "(unknown route)"
-        if (more := self._refusals.due(f"{known} {response.status}")) is not None:
+        if (more := self._refusals.due(f"{known} {response.status} {error.code}")) is not None:
             logger.info(
                 "sandbox %s -> %d %s: %s%s",
                 shown_text(path, MAX_LOGGED_CHARS),
