@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 import aiohttp
 from yarl import URL
 
-from common.calls.models import DeliveryOutcome, WebhookDelivery, iso_time
+from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
 from common.metrics import Metrics
 from common.notify.guard import guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 15.0
 BODY_READ_S = 2.0  # for the first bytes of a receiver's body, once its status is in
+# Pauses before asking the database again to record an attempt's outcome (`_record`).
+RECORD_RETRY_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 MAX_CONCURRENCY = 50
 PER_RECEIVER_CONCURRENCY = 4
 # Receivers whose last send was not answered (any status) within PROMPT_S, or that have not
@@ -422,16 +424,37 @@ class WebhookSender:
         now = self._clock()
         outcome = next_outcome(delivery, status, error, self._schedule, now)
         self._count(delivery, outcome, receiver, now)
-        take_next = None if self._stopping else self._lease_s
-        try:
-            recorded = await self._store.record_delivery(delivery.id, outcome, take_next)
-        except DatabaseError as exc:  # its lease runs out and it is sent again: at least once
-            logger.error("could not record webhook delivery %d: %s", delivery.id, exc)
+        recorded = await self._record(delivery, outcome)
+        if recorded is None:
             return
         if recorded.taken is not None and not self._stopping:  # (stopping: given back at start)
             await self._dispatch([recorded.taken], self._flight(), self._clock())
         elif recorded.next_at is not None:
             self._look_by(recorded.next_at)
+
+    async def _record(
+        self, delivery: WebhookDelivery, outcome: DeliveryOutcome
+    ) -> RecordedDelivery | None:
+        """The attempt's outcome, recorded; a database error is tried again for a few seconds
+        (RECORD_RETRY_S). Unrecorded, the delivery stays claimed until its lease runs out, is
+        sent again then, and its call's later events wait behind it: a sub-second PostgreSQL
+        restart held a third of a burst's webhooks back a minute (probe AJ)."""
+        pauses = iter(RECORD_RETRY_S)
+        while True:
+            take_next = None if self._stopping else self._lease_s
+            try:
+                return await self._store.record_delivery(delivery.id, outcome, take_next)
+            except DatabaseError as exc:
+                pause = None if self._stopping else next(pauses, None)
+                if pause is None:  # sent again once its lease runs out: at least once
+                    logger.error(
+                        "could not record webhook delivery %d: %s; it is sent again once its"
+                        " claim runs out",
+                        delivery.id,
+                        exc,
+                    )
+                    return None
+            await asyncio.sleep(pause)
 
     async def _still_held(self, delivery: WebhookDelivery) -> bool:
         """Whether this server may send `delivery` now: its claim covers the send (15 s), or

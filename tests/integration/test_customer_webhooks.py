@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.notify import deliveries
+from common.storage.base import DatabaseError
 from handlers.keys import EVENTS, STORE, WEBHOOKS
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -176,6 +177,33 @@ async def test_every_event_of_a_call_arrives_signed_and_in_order(
     report = json.loads(next(r for r in receiver.got if r.type == "call.report").body)
     assert report["data"]["transcript"] == shown["transcript"]
     assert receiver.refused == 0 and len({r.webhook_id for r in receiver.got}) == 4
+
+
+async def test_an_outcome_the_database_failed_to_record_is_recorded_soon(
+    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sub-second database restart failed the recording of sends already made: each stayed
+    claimed until its lease ran out (60 s), was sent again then, and its call's later events
+    waited behind it (probe AJ: a third of a burst's webhooks a minute late)."""
+    monkeypatch.setattr(deliveries, "RECORD_RETRY_S", (0.05, 0.05))
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    store = client.app[STORE]
+    real_record = store.record_delivery
+    failures = [DatabaseError("connection lost"), DatabaseError("the database is starting up")]
+
+    async def record(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_record(*args)
+
+    monkeypatch.setattr(store, "record_delivery", record)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    assert failures == []
+    assert len(receiver.types(call_id)) == 4  # each once: none waited for its lease
+    listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    assert [d["state"] for d in listed] == ["delivered"] * 4
 
 
 async def test_webhook_ids_do_not_repeat_across_databases(
