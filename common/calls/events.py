@@ -4,12 +4,12 @@ Every status change writes its events to the outbox table in the same transactio
 change (see common/storage/programs.py). Once that transaction commits, the service hands the
 events to this process's `EventDispatcher`, which gives each to every subscriber in order
 (logging, metrics, and later customer webhooks, campaigns, live views) and then marks them
-dispatched. An event a subscriber failed (the database restarting under the customer
-webhooks' writer, say) is dispatched again by this server RETRY_S later, RETRY_TRIES times;
-a failed mark is tried again ACK_RETRY_S later. Events whose server died before marking them
-(or that kept failing) are taken over (`recover`) when that server's lease on them runs
-out, by any server on the database. Delivery is therefore at least once: subscribers must
-tolerate seeing an event twice.
+dispatched. An event a subscriber failed (a campaign's write at a call's end while the
+database restarts, say) is given again to that subscriber alone, by this server, RETRY_S
+later, RETRY_TRIES times; a failed mark is tried again ACK_RETRY_S later. Events whose server
+died before marking them (or that kept failing) are taken over (`recover`) when that server's
+lease on them runs out, by any server on the database, and given to every subscriber. Delivery
+is therefore at least once: subscribers must tolerate seeing an event twice.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ RECOVER_BATCH = 500
 # lease that keeps other servers off them is far longer. `stop` marks what is left.
 ACK_DELAY_S = 0.05
 ACK_RETRY_S = 1.0
-# A failed event was left to its lease (60 s) before: a sub-second database restart held a
-# third of the customer webhooks of a burst back a minute (every later event of the same
-# call waits for it), and the log blamed a stopped server.
+# A failed event was left to its lease (60 s) before, and then given to every subscriber
+# again, and the log blamed a stopped server.
 RETRY_S = 2.0
 RETRY_TRIES = 10
 
@@ -103,7 +102,9 @@ class EventDispatcher:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_due = False
         self._retry_s = retry_s
-        self._failed: dict[int, tuple[CallEvent, int]] = {}  # by id: the event, its tries
+        # Failed events by id: the event, its tries, the subscribers that failed it.
+        self._failed: dict[int, tuple[CallEvent, int, frozenset[str]]] = {}
+        self._due: list[tuple[CallEvent, int, frozenset[str]]] = []  # their retries, now
         self._retry_timer: asyncio.TimerHandle | None = None
         self._repeats = Repeats()
 
@@ -162,26 +163,32 @@ class EventDispatcher:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
+            while self._queue or self._due:
                 batch, self._queue = self._queue, []
                 for event in batch:
-                    if await self._deliver(event):
-                        self._unacked.append(event.id)
-                        self._failed.pop(event.id, None)
-                    else:
-                        self._retry_later(event)
+                    await self._dispatch(event, 0, None)
+                due, self._due = self._due, []
+                for event, tries, names in due:
+                    await self._dispatch(event, tries, names)
             if self._ack_due:
                 await self._ack()
             elif self._unacked and self._ack_timer is None:
                 loop = asyncio.get_running_loop()
                 self._ack_timer = loop.call_later(self._ack_delay_s, self._ack_soon)
-            if not self._queue:
+            if not self._queue and not self._due:
                 self._idle.set()
 
-    def _retry_later(self, event: CallEvent) -> None:
-        """A failed event: dispatched again RETRY_S later, up to RETRY_TRIES times; then left
-        to whoever recovers it once its lease runs out."""
-        tries = self._failed.pop(event.id, (event, 0))[1] + 1
+    async def _dispatch(self, event: CallEvent, tries: int, names: frozenset[str] | None) -> None:
+        """Give `event` to its subscribers (`names`: only those; None: all); acked once none
+        failed, else tried again RETRY_S later by the ones that failed, up to RETRY_TRIES
+        tries in all; then left to whoever recovers it once its lease runs out."""
+        failed = await self._deliver(event, names)
+        if not failed:
+            self._unacked.append(event.id)
+            if names is None:  # given to all (taken over meanwhile): no retry is owed
+                self._failed.pop(event.id, None)
+            return
+        tries += 1
         if tries >= RETRY_TRIES:
             logger.error(
                 "event %s (%s) failed %d times; it is dispatched again once its lease runs out",
@@ -190,14 +197,17 @@ class EventDispatcher:
                 tries,
             )
             return
-        self._failed[event.id] = (event, tries)
+        self._failed[event.id] = (event, tries, failed)
         if self._retry_timer is None:
             loop = asyncio.get_running_loop()
             self._retry_timer = loop.call_later(self._retry_s, self._retry)
 
     def _retry(self) -> None:
         self._retry_timer = None
-        self.publish(sorted((event for event, _ in self._failed.values()), key=lambda e: e.id))
+        self._due += sorted(self._failed.values(), key=lambda failed: failed[0].id)
+        self._failed.clear()
+        self._idle.clear()
+        self._wakeup.set()
 
     def _ack_soon(self) -> None:
         self._ack_timer = None
@@ -230,15 +240,17 @@ class EventDispatcher:
                 loop = asyncio.get_running_loop()
                 self._ack_timer = loop.call_later(ACK_RETRY_S, self._ack_soon)
 
-    async def _deliver(self, event: CallEvent) -> bool:
-        """Give `event` to every subscriber; False if one failed (it is retried later)."""
-        ok = True
+    async def _deliver(self, event: CallEvent, names: frozenset[str] | None) -> frozenset[str]:
+        """Give `event` to every subscriber (of `names`, if given); the ones that failed."""
+        failed: set[str] = set()
         for name, subscriber in self._subscribers:
+            if names is not None and name not in names:
+                continue
             try:
                 await subscriber(event)
             except Exception:
                 logger.exception(
                     "event %s (%s) failed in subscriber %s", event.id, event.type, name
                 )
-                ok = False
-        return ok
+                failed.add(name)
+        return frozenset(failed)
