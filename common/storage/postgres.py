@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import time
@@ -41,8 +42,10 @@ MIGRATIONS = migrations_for("postgres")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 MIGRATION_LOCK = 7246000  # pg_advisory_xact_lock key: one migrating server at a time
 CONNECT_TIMEOUT_S = 10.0
-POOL_WAIT_S = 5.0  # for a connection while PostgreSQL has no slot left (`_connection`)
-POOL_RETRY_S = 0.02
+# How long a request waits for a connection while PostgreSQL has no slot left (`_connection`):
+# under the readiness probe's 2 s, which then says "too many clients", not "timeout".
+POOL_WAIT_S = 1.5
+POOL_RETRY_S = (0.02, 0.05, 0.1, 0.2, 0.4)  # then every 0.4 s: each try is a refused login
 COMMAND_TIMEOUT_S = 15.0
 MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 # A session idle this long inside a transaction is ended by PostgreSQL, and its locks with it.
@@ -249,18 +252,20 @@ class PostgresCallStore(SqlCallStore):
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         """A connection of the pool. PostgreSQL refusing it one more ("too many clients": the
-        servers' pools add up past max_connections) is waited out for POOL_WAIT_S, retried as
-        the pool's own connections come free: requests got 503 while the server held idle
-        connections of its own (a probe: 10-15 of 30 at once, with 3 servers over 20 slots)."""
+        servers' pools add up past max_connections) is waited out for POOL_WAIT_S, tried again
+        ever less often, as the pool's own connections come free: requests got 503 while the
+        server held idle connections of its own (a probe: 10-15 of 30 at once, with 3 servers
+        over 20 slots)."""
         deadline = time.monotonic() + POOL_WAIT_S
-        while True:
+        for tries in itertools.count():
             try:
                 conn = await self._pool.acquire()
                 break
             except asyncpg.TooManyConnectionsError:
-                if time.monotonic() >= deadline:
+                pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
+                if time.monotonic() + pause > deadline:
                     raise
-                await asyncio.sleep(POOL_RETRY_S)
+                await asyncio.sleep(pause)
         try:
             yield conn
         finally:
