@@ -1044,12 +1044,13 @@ class ConfigStore:
             if timer is not None:
                 timer.cancel()
         batch.timer = batch.owed_timer = None
-        taken: list[tuple[Mutation, asyncio.Future[Any] | None]] = []
+        owed, batch.owed = batch.owed, []
+        taken: list[tuple[Mutation, asyncio.Future[Any] | None]] = [
+            (self._retract(call_id), None) for call_id in owed
+        ]
         if batch.later:
             call_ids, batch.later = batch.later, []
             taken.append((self._drop_all(call_ids), None))
-        owed, batch.owed = batch.owed, []
-        taken += [(self._retract(call_id), None) for call_id in owed]
         return taken
 
     async def _drain(self, batch: _Batch) -> None:
@@ -1061,7 +1062,9 @@ class ConfigStore:
             # queued behind one that waited out the lock would wait as long again.
             since, batch.since = batch.since or time.monotonic(), None
             removing, owed = bool(batch.later), list(batch.owed)
-            items += self._take_later(batch)
+            # Owed retractions first: a call placed since must replace what they give back,
+            # not the refused call's document (review AN).
+            items = self._take_later(batch) + items
             mutations = [self._guard(m) for m, _ in items]
             try:
                 results = await self._mutate_async(mutations, since + LOCK_WAIT_S)

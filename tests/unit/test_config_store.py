@@ -261,6 +261,35 @@ async def test_an_owed_retraction_after_a_full_disk_gives_the_latest_back(
     assert store._tops_before == {} and store._owed == set()
 
 
+async def test_an_owed_retraction_made_with_a_placing_calls_write_goes_first(
+    store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owed retraction joined the next placing call's write after it: that call noted the
+    refused call's document as the one it replaced, and when it was refused too it gave that
+    back (review AN)."""
+    monkeypatch.setattr(config_store_module, "RETRACT_AGAIN_S", 60.0)  # the next write takes it
+    await store.update_async("Placed A", call_id="call-a", placing=True)
+    store.placed("call-a")
+    await store.update_async("Refused R", call_id="call-r", placing=True)
+    real = config_store_module._write_durably
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def full_once(path: Path, data: bytes, *args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(path, data, *args)
+
+    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+    with pytest.raises(ConfigWriteError):
+        await store.retract_call_async("call-r")
+    store.placed("call-r")
+    await store.update_async("Refused D", call_id="call-d", placing=True)
+    assert set(read(config_path)["calls"]) == {"call-a", "call-d"}  # R's went first
+    await store.retract_call_async("call-d")
+    store.placed("call-d")
+    assert read(config_path)["caller_name"] == "Placed A"
+
+
 async def test_an_owed_retraction_does_not_hold_back_a_finished_calls_removal(
     store: ConfigStore, config_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
