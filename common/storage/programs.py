@@ -1099,7 +1099,10 @@ def record_report(
                 d,
                 call_id,
                 kind,
-                answer_reported if verdict is None else _answer_with(verdict),
+                # (a verdict after the final report, stored earlier, counts for nothing)
+                answer_reported
+                if verdict is None or call["report_at"] is not None
+                else _answer_with(verdict),
                 None,
                 detail,
                 False,

@@ -96,6 +96,19 @@ async def test_a_verdict_after_the_final_report_counts_for_nothing_in_a_batch_to
     assert call is not None and (call.status, call.amd) == (Status.COMPLETED, None)
 
 
+async def test_a_verdict_after_a_final_report_posted_earlier_counts_for_nothing(
+    store: CallStore,
+) -> None:
+    """Review AN: the batch's verdict decided the answer though it was then refused."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await store.apply(CALL, "room_finished", lambda _s: None, room_finished=True)
+    await store.record_reports([sent(1, "final", final=CallReport(transcript=[HELLO]))])
+    verdict = AmdVerdict(category="machine-vm", reason="a beep")
+    answered, amd = await store.record_reports([sent(2, "answered"), sent(3, "amd", amd=verdict)])
+    assert answered.change is not None and answered.change.status is Status.COMPLETED
+    assert amd.duplicate
+
+
 # ------------------------------------------------------------------ rows written before today
 
 
