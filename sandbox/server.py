@@ -331,7 +331,7 @@ class Sandbox:
             logger.debug("sandbox %s/%s -> %d", service, method, response.status)
             return response
         # Anyone on this host may post refused requests by the thousand, with paths of
-        # kilobytes: said once a minute per route and status (an unknown route as one), cut.
+        # kilobytes: said once a minute per route, status and code (unknown routes as one), cut.
         known = path if path in self._routes else "(unknown route)"
         if (more := self._refusals.due(f"{known} {response.status} {error.code}")) is not None:
             logger.info(
