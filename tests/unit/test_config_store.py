@@ -109,6 +109,32 @@ def test_file_format_flat_latest_plus_calls(store: ConfigStore, config_path: Pat
     assert a["call_id"] == "call-a" and isinstance(a["written_at"], float)
 
 
+async def retraction_fails_while_locked(store: ConfigStore, call_id: str) -> None:
+    """`call_id`'s retraction, while another process holds config.json's lock: it fails (and
+    is owed), and the service's `placed` follows, as in `_record_call`."""
+    holder = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(ConfigWriteError):
+            await store.retract_call_async(call_id)
+        store.placed(call_id)
+    finally:
+        os.close(holder)
+
+
+def full_disk_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next durable write of config.json fails as on a full disk; the ones after work."""
+    real = config_store_module._write_durably
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def full_once(path: Path, data: bytes, *args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(path, data, *args)
+
+    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+
+
 async def test_a_refused_call_gives_the_latest_config_back(
     store: ConfigStore, config_path: Path
 ) -> None:
@@ -168,15 +194,7 @@ async def test_a_refused_call_after_another_write_failed_gives_the_latest_back(
     await store.update_async("Placed A", call_id="call-a", placing=True)
     store.placed("call-a")
     await store.update_async("Refused R", call_id="call-r", placing=True)
-    real = config_store_module._write_durably
-    failures = [OSError(errno.ENOSPC, "No space left on device")]
-
-    def full_once(path: Path, data: bytes, *args: Any) -> None:
-        if failures:
-            raise failures.pop()
-        real(path, data, *args)
-
-    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+    full_disk_once(monkeypatch)
     with pytest.raises(ConfigWriteError):
         await store.update_async("Failed C", call_id="call-c", placing=True)
     store.placed("call-c")  # as the service does when its write left no record
@@ -198,15 +216,8 @@ async def test_a_retraction_whose_write_failed_is_made_later(
     placed = {k: v for k, v in read(config_path).items() if k != "calls"}
     for refused in ("call-r", "call-s"):
         await store.update_async(f"Refused {refused}", call_id=refused, placing=True)
-    holder = os.open(store.lock_path, os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    try:
-        for refused in ("call-s", "call-r"):
-            with pytest.raises(ConfigWriteError):
-                await store.retract_call_async(refused)
-            store.placed(refused)  # as the service does, in its finally
-    finally:
-        os.close(holder)  # the lock is free again
+    for refused in ("call-s", "call-r"):
+        await retraction_fails_while_locked(store, refused)
     assert read(config_path)["caller_name"] == "Refused call-s"
     await asyncio.sleep(0.6)  # no other write came: the retractions' own
     doc = read(config_path)
@@ -216,14 +227,7 @@ async def test_a_retraction_whose_write_failed_is_made_later(
 
     # With another write before the retry: they join it (the seed's "latest" is that write).
     await store.update_async("Refused T", call_id="call-t", placing=True)
-    holder = os.open(store.lock_path, os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    try:
-        with pytest.raises(ConfigWriteError):
-            await store.retract_call_async("call-t")
-        store.placed("call-t")
-    finally:
-        os.close(holder)
+    await retraction_fails_while_locked(store, "call-t")
     await store.update_async("Placed B", call_id="call-b", placing=True)
     store.placed("call-b")
     doc = read(config_path)
@@ -242,15 +246,7 @@ async def test_an_owed_retraction_after_a_full_disk_gives_the_latest_back(
     store.placed("call-a")
     placed = {k: v for k, v in read(config_path).items() if k != "calls"}
     await store.update_async("Refused R", call_id="call-r", placing=True)
-    real = config_store_module._write_durably
-    failures = [OSError(errno.ENOSPC, "No space left on device")]
-
-    def full_once(path: Path, data: bytes, *args: Any) -> None:
-        if failures:
-            raise failures.pop()
-        real(path, data, *args)
-
-    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+    full_disk_once(monkeypatch)
     with pytest.raises(ConfigWriteError):
         await store.retract_call_async("call-r")
     store.placed("call-r")
@@ -271,15 +267,7 @@ async def test_an_owed_retraction_made_with_a_placing_calls_write_goes_first(
     await store.update_async("Placed A", call_id="call-a", placing=True)
     store.placed("call-a")
     await store.update_async("Refused R", call_id="call-r", placing=True)
-    real = config_store_module._write_durably
-    failures = [OSError(errno.ENOSPC, "No space left on device")]
-
-    def full_once(path: Path, data: bytes, *args: Any) -> None:
-        if failures:
-            raise failures.pop()
-        real(path, data, *args)
-
-    monkeypatch.setattr(config_store_module, "_write_durably", full_once)
+    full_disk_once(monkeypatch)
     with pytest.raises(ConfigWriteError):
         await store.retract_call_async("call-r")
     store.placed("call-r")
@@ -296,14 +284,7 @@ async def test_an_owed_retraction_does_not_hold_back_a_finished_calls_removal(
     monkeypatch.setattr(config_store_module, "LOCK_WAIT_S", 0.1)
     await store.update_async("Done D", call_id="call-d")
     await store.update_async("Refused R", call_id="call-r", placing=True)
-    holder = os.open(store.lock_path, os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    try:
-        with pytest.raises(ConfigWriteError):
-            await store.retract_call_async("call-r")
-        store.placed("call-r")
-    finally:
-        os.close(holder)
+    await retraction_fails_while_locked(store, "call-r")
     store.forget_call_soon("call-d", within_s=0.05)  # within its own time, not RETRACT_AGAIN_S
     await asyncio.sleep(0.5)
     assert set(read(config_path)["calls"]) == set()  # the owed retraction went with it

@@ -88,25 +88,34 @@ async def test_subscribers_get_every_event_in_order_then_it_is_acked(
     assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 100) == []
 
 
+class MarkingLog:
+    """The store's outbox, noting each mark (`marks`); the first `failing` marks fail."""
+
+    def __init__(self, store: SqliteCallStore, marks: list[list[int]], failing: int = 0) -> None:
+        self._store, self.marks, self._failing = store, marks, failing
+
+    async def ack_events(self, event_ids: list[int], now: float) -> None:
+        self.marks.append(list(event_ids))
+        if len(self.marks) <= self._failing:
+            raise OSError("database restarting")
+        await self._store.ack_events(event_ids, now)
+
+    async def claim_stale_events(
+        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+    ) -> list[CallEvent]:
+        return await self._store.claim_stale_events(now, lease_s, limit, take_own=take_own)
+
+
+async def take(_event: CallEvent) -> None:
+    return None
+
+
 async def test_events_dispatched_close_together_are_marked_in_one_write(
     store: SqliteCallStore, clock: FakeClock
 ) -> None:
     writes: list[list[int]] = []
 
-    class CountingLog:
-        async def ack_events(self, event_ids: list[int], now: float) -> None:
-            writes.append(list(event_ids))
-            await store.ack_events(event_ids, now)
-
-        async def claim_stale_events(
-            self, now: float, lease_s: float, limit: int, *, take_own: bool = False
-        ) -> list[CallEvent]:
-            return await store.claim_stale_events(now, lease_s, limit, take_own=take_own)
-
-    async def take(_event: CallEvent) -> None:
-        return None
-
-    dispatcher = EventDispatcher(CountingLog(), clock, ack_delay_s=60.0)
+    dispatcher = EventDispatcher(MarkingLog(store, writes), clock, ack_delay_s=60.0)
     dispatcher.subscribe("take", take)
     dispatcher.start()
     published = []
@@ -197,22 +206,7 @@ async def test_a_failed_mark_is_tried_again(
 ) -> None:
     marks: list[list[int]] = []
 
-    class FlakyLog:
-        async def ack_events(self, event_ids: list[int], now: float) -> None:
-            marks.append(list(event_ids))
-            if len(marks) == 1:
-                raise OSError("database restarting")
-            await store.ack_events(event_ids, now)
-
-        async def claim_stale_events(
-            self, now: float, lease_s: float, limit: int, *, take_own: bool = False
-        ) -> list[CallEvent]:
-            return await store.claim_stale_events(now, lease_s, limit, take_own=take_own)
-
-    async def take(_event: CallEvent) -> None:
-        return None
-
-    dispatcher = EventDispatcher(FlakyLog(), clock, ack_delay_s=0.0)
+    dispatcher = EventDispatcher(MarkingLog(store, marks, failing=1), clock, ack_delay_s=0.0)
     dispatcher.subscribe("take", take)
     monkeypatch.setattr(events_module, "ACK_RETRY_S", 0.01)
     dispatcher.start()
