@@ -200,11 +200,14 @@ async def test_huge_options_in_a_json_body_are_refused_by_their_size(
 
 
 async def test_a_json_body_of_millions_of_lists_is_refused_unparsed(
-    client: TestClient[Any, Any],
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """63 MiB of "[]," held the event loop 6 s while json.loads ran (it keeps the GIL) and
-    took 1.7 GB; the containers are counted first. A body at the bound is parsed as before."""
-    limit = campaigns_handler.MAX_JSON_CONTAINERS
+    took 1.7 GB; the containers are counted first. A body at the bound is parsed as before.
+    (The bound made small here: the rule, not its 2,000,000, is what is tested.)"""
+    assert campaigns_handler.MAX_JSON_CONTAINERS == 20 * campaigns_handler.MAX_RECIPIENTS
+    limit = 1000
+    monkeypatch.setattr(campaigns_handler, "MAX_JSON_CONTAINERS", limit)
     headers = {"Content-Type": "application/json"}
 
     def lists(n: int) -> bytes:  # the body's object and recipients list, and n - 2 lists
@@ -215,7 +218,7 @@ async def test_a_json_body_of_millions_of_lists_is_refused_unparsed(
     assert body["error"].startswith(f"request body holds {limit + 1} '{{' and '[' characters")
     resp = await client.post("/campaigns", data=io.BytesIO(lists(limit)), headers=headers)
     body = await _error(resp, 422)  # read, and refused for what it says
-    assert body["details"] == [{"field": "recipients", "error": "at most 100000 rows"}]
+    assert body["details"][0]["field"] == "recipients[0]"
 
 
 # ----------------------------------------------------------------------------- 3: name
