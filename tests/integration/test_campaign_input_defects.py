@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.campaigns.request import MAX_RECIPIENTS
 from handlers import campaigns as campaigns_handler
 from tests.conftest import AppFactory
 
@@ -205,7 +206,7 @@ async def test_a_json_body_of_millions_of_lists_is_refused_unparsed(
     """63 MiB of "[]," held the event loop 6 s while json.loads ran (it keeps the GIL) and
     took 1.7 GB; the containers are counted first. A body at the bound is parsed as before.
     (The bound made small here: the rule, not its 2,000,000, is what is tested.)"""
-    assert campaigns_handler.MAX_JSON_CONTAINERS == 20 * campaigns_handler.MAX_RECIPIENTS
+    assert campaigns_handler.MAX_JSON_CONTAINERS == 20 * MAX_RECIPIENTS
     limit = 1000
     monkeypatch.setattr(campaigns_handler, "MAX_JSON_CONTAINERS", limit)
     headers = {"Content-Type": "application/json"}
