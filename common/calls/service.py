@@ -156,7 +156,10 @@ def _grace_over(state: CallState) -> Change | None:
 
 _GRACE_OVER = Signal(event=GRACE_OVER, room="")
 _CANCELED_BY_API = _fixed(Change(Status.CANCELED, "hung up through the API"))
-_NOBODY_CALLED = _failed("the server stopped before dialling; nobody was called")
+NEVER_DIALLED = (
+    "it was never dialled (its server stopped, or lost the database, first); nobody was called"
+)
+_NOBODY_CALLED = _failed(NEVER_DIALLED)
 
 
 def _never_dialled(state: CallState) -> Change | None:

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import Change, Status
+from common.calls.service import NEVER_DIALLED
 from handlers.keys import CALLS, EVENTS
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -324,7 +325,10 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     rang = await (await second.get(f"/calls/{dialing}")).json()
     assert rang["ring_s"] < 0.5, rang
     status, reason, _ = await shown(undialled.call_id)
-    assert (status, reason) == ("failed", "the server stopped before dialling; nobody was called")
+    assert (status, reason) == (
+        "failed",
+        NEVER_DIALLED,
+    )
     assert await second.app[STORE].get_idempotent("client-a", "key-1") is None  # key freed
     records = json.loads((tmp_path / "config.json").read_text())["calls"]
     assert not {dialing, hung_up, finishing, talking} & set(records)

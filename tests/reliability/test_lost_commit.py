@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from common.calls import service as service_module
 from common.calls.models import NewCall
+from common.calls.service import NEVER_DIALLED
 from common.storage import postgres as postgres_module
 from common.storage.base import CommitUnknown, DatabaseError
 from common.storage.postgres import PostgresCallStore
@@ -180,7 +181,7 @@ async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
     call = await (await client.get(f"/calls/{row['call_id']}")).json()
     assert (call["status"], call["reason"]) == (
         "failed",
-        "the server stopped before dialling; nobody was called",
+        NEVER_DIALLED,
     )
     assert _dials(client) == 0
     monkeypatch.undo()  # the database answers again
@@ -240,7 +241,7 @@ async def test_a_dial_the_database_cannot_record_is_not_made(
     call = await (await client.get(f"/calls/{row['call_id']}")).json()
     assert (call["status"], call["reason"]) == (
         "failed",
-        "the server stopped before dialling; nobody was called",
+        NEVER_DIALLED,
     )
     service.clock = real_clock
     retry = await client.post("/calls/outbound", json=SEED_TEST_BODY, headers=key)

@@ -24,6 +24,7 @@ from common.calls.outcomes import (
     signal_from_event,
     status_for_sip_code,
 )
+from common.calls.service import NEVER_DIALLED as NOBODY_CALLED
 from common.livekit.events import RoomEvent
 
 ROOM = "call-0123456789ab"
@@ -739,7 +740,7 @@ def test_the_reaper_never_settles_a_dialled_call_as_nobody_called() -> None:
 
     assert _never_dialled(CallState(Status.DIALING, dialled=True)) is None
     assert _never_dialled(CallState(Status.DIALING, dialled=False)) == Change(
-        Status.FAILED, "the server stopped before dialling; nobody was called"
+        Status.FAILED, NOBODY_CALLED
     )
     assert _never_dialled(CallState(Status.DIALING, hangup_requested=True, dialled=False)) == (
         Change(Status.CANCELED, "hung up through the API")
