@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from livekit.protocol import models
 
 from common.calls.models import IdempotencyClaim, NewCall
+from common.calls.service import NEVER_DIALLED
 from common.settings import DEV_API_KEY, DEV_API_SECRET, Settings, configure_logging
 from common.storage.sqlite import SqliteCallStore
 from common.update_config import ConfigStore
@@ -150,7 +151,7 @@ async def test_calls_whose_dial_never_went_out_are_settled_failed(
     service.clock = lambda: real_clock() + 61
     await service.reap()
     shown = await call_json(client, "call-0000000dead1")
-    assert shown["status"] == "failed" and "before dialling" in shown["reason"]
+    assert shown["status"] == "failed" and shown["reason"] == NEVER_DIALLED
     assert (await call_json(client, dialled))["status"] != "failed"  # its dial went out
 
 
