@@ -508,6 +508,16 @@ class WebhookSender:
         except aiohttp.ClientError as exc:
             refused = guard_refusal(exc)
             if refused is not None:
+                # The address for the operator's log only: last_error is the customer's to read.
+                if (more := self._repeats.due(f"refused {refused.address}")) is not None:
+                    logger.warning(
+                        "webhook %s: %s (%s), refused%s",
+                        delivery.webhook_id,
+                        refused,
+                        refused.address,
+                        more,
+                        extra={"call_id": delivery.call_id},
+                    )
                 return None, f"address refused: {refused}"
             return None, f"connection failed ({type(exc).__name__})"
 

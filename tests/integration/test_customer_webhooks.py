@@ -31,7 +31,7 @@ from common.storage.base import DatabaseError
 from handlers.keys import EVENTS, STORE, WEBHOOKS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, serving, serving_posts
+from tests.helpers import SEED_EXAMPLES, serving, serving_posts, wait_for
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -652,6 +652,41 @@ async def test_a_name_resolving_to_loopback_is_refused(
     error = (await resp.json())["details"][0]["error"]
     assert error == "hooks.example.com resolves to a non-public address"
     assert "127.0.0.1" not in error  # an API client could map internal names to addresses
+
+
+async def test_a_name_re_pointed_at_loopback_is_refused_without_telling_the_customer_where(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Public when the call is placed, loopback when its events go out (probe AL: the
+    delivery's last_error named the address; a customer's name re-pointed at will read the
+    server's internal DNS answers there). The operator's log says which."""
+    asked: list[str] = []
+
+    async def dns(self: Any, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        asked.append(host)  # the placement's check first, public; the sends' after, loopback
+        address = "93.184.216.34" if len(asked) == 1 else "127.0.0.1"
+        return [{"hostname": host, "host": address, "port": port, "family": 2,
+                 "proto": 0, "flags": 0}]  # fmt: skip
+
+    from common.notify.guard import PooledResolver
+
+    monkeypatch.setattr(PooledResolver, "resolve", dns)
+    client = await start_app(calls_webhook_secret=SECRET, sandbox_time_scale=0.02)
+    with caplog.at_level(logging.WARNING, logger="common.notify.deliveries"):
+        call_id = await place(client, dict(SEED_EXAMPLES[0], webhook_url="https://h.example/x"))
+        listed: list[dict[str, Any]] = []
+
+        async def refused() -> bool:
+            listed[:] = (await (await client.get(f"/calls/{call_id}/deliveries")).json())[
+                "deliveries"
+            ]
+            return bool(listed) and bool(listed[0]["last_error"])
+
+        await wait_for(refused, timeout=10)
+    error = listed[0]["last_error"]
+    assert error == "address refused: h.example resolves to a non-public address"
+    said = [r.getMessage() for r in caplog.records if r.name == "common.notify.deliveries"]
+    assert any("h.example" in m and "(127.0.0.1), refused" in m for m in said), said
 
 
 async def test_a_webhook_url_needs_the_server_to_sign(start_app: AppFactory) -> None:
