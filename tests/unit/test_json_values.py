@@ -37,7 +37,7 @@ def test_the_limit_counts_compact_json_as_a_client_measures_it() -> None:
         check_plain_json({"k": "x" * 8185}, max_bytes=8192)
 
 
-@settings(max_examples=500)
+@settings(max_examples=200)
 @given(JSON_VALUES)
 def test_the_size_found_by_the_walk_is_never_more_than_the_encoding(value: Any) -> None:
     """The walk's early "too large" must never refuse a value that fits."""
@@ -46,7 +46,7 @@ def test_the_size_found_by_the_walk_is_never_more_than_the_encoding(value: Any) 
     assert at_least <= encoded
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(JSON_VALUES, st.integers(min_value=0, max_value=400))
 def test_a_value_is_refused_for_its_size_exactly_when_its_encoding_is_larger(
     value: Any, max_bytes: int
