@@ -56,6 +56,10 @@ NOT_DIALLED_RETRY_S = 5.0
 MAX_NOT_DIALLED = 5
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
 _DUE = ",".join(f"'{s}'" for s in DUE_STATES)
+# A recipient due now (one parameter: now), by its state and its time: the list a driver
+# reads, and the checks of a recipient from that list, which may be older than a retry
+# scheduled since, as it is deferred or its attempt begins.
+_DUE_NOW = f"next_at <= ? AND state IN ({_DUE})"
 _OPEN = ",".join(f"'{s}'" for s in OPEN_STATES)
 
 
@@ -393,8 +397,8 @@ def due_recipients(
     d: Dialect, campaign_id: str, now: float, limit: int
 ) -> Program[list[RecipientRecord]]:
     rows = yield Query(
-        "SELECT * FROM campaign_recipients WHERE campaign_id = ? AND next_at <= ?"  # noqa: S608 - constant text
-        f" AND state IN ({_DUE}) ORDER BY next_at, idx LIMIT ?",  # noqa: S608 - constant text
+        f"SELECT * FROM campaign_recipients WHERE campaign_id = ? AND {_DUE_NOW}"  # noqa: S608 - constant text
+        " ORDER BY next_at, idx LIMIT ?",
         (campaign_id, now, limit),
     )
     return [_row_to_recipient(r) for r in rows]
@@ -403,11 +407,11 @@ def due_recipients(
 def defer_recipient(
     d: Dialect, campaign_id: str, idx: int, state: str, until: float, now: float
 ) -> Program[None]:
-    """A due recipient waits until `until` (its calling window). Only one due now: a driver's
-    list may be older than a retry scheduled since, which this would have brought forward."""
+    """A recipient due now waits until `until` (its calling window); one not due (a retry
+    scheduled since the driver's list was read) keeps its own time."""
     yield Query(
         "UPDATE campaign_recipients SET state = ?, next_at = ?, updated_at = ?"  # noqa: S608 - constant text
-        f" WHERE campaign_id = ? AND idx = ? AND next_at <= ? AND state IN ({_DUE})",  # noqa: S608
+        f" WHERE campaign_id = ? AND idx = ? AND {_DUE_NOW}",  # noqa: S608 - constant text
         (state, until, now, campaign_id, idx, now),
     )
 
@@ -445,12 +449,10 @@ def begin_attempt(
 ) -> Program[AttemptPlan | OnList | None]:
     """The recipient's next attempt, written before its call is placed (None: the recipient is
     no longer due, or the campaign is no longer running on this server). A number on the
-    do-not-call list ends the recipient as dnc instead. Due means its state and its time: a
-    driver's list of due recipients may be older than a retry another server scheduled."""
+    do-not-call list ends the recipient as dnc instead (`_DUE_NOW`)."""
     rows = yield Query(
-        "SELECT r.phone_number, r.attempts, r.fields FROM campaign_recipients r"  # noqa: S608 - constant text
-        " WHERE r.campaign_id = ? AND r.idx = ? AND r.next_at <= ?"
-        f" AND r.state IN ({_DUE}){d.for_update}",  # noqa: S608 - constant text
+        "SELECT phone_number, attempts, fields FROM campaign_recipients"  # noqa: S608 - constant text
+        f" WHERE campaign_id = ? AND idx = ? AND {_DUE_NOW}{d.for_update}",  # noqa: S608
         (campaign_id, idx, now),
     )
     if not rows:
