@@ -37,6 +37,7 @@ from common.calls.models import (
     CallEvent,
     CallRecord,
     Decide,
+    LostCall,
     NewCall,
     StoredAnswer,
 )
@@ -925,14 +926,7 @@ class CallService:
             # is still live (the grace rule left it: never dialled) goes by this bound.
             finished_before=now - self.settings.calls_settle_grace_s - REAPER_MARGIN_S,
         )
-        for lost in stale:  # ended when last heard of (an answered one's talk_s was the bound)
-            await self._settle(
-                lost.call_id,
-                "reaped",
-                _NO_FINAL_EVENT,
-                only_if_changed=True,
-                ended_at=lost.last_seen,
-            )
+        await self._settle_unheard(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()
         await self.erase_past_retention(now)
         await self.events.recover()
@@ -1035,12 +1029,11 @@ class CallService:
                 owner,
             )
             lost += theirs
+        await self._settle_unheard(
+            [c for c in lost if c.dialled], "sandbox_restarted", _sandbox_room_gone
+        )
         for call in lost:
-            if call.dialled:  # it ended with the old run: its end is its last sign of life
-                await self._settle(
-                    call.call_id, "sandbox_restarted", _sandbox_room_gone, ended_at=call.last_seen
-                )
-            else:  # nobody was called: its key and rate share are free again (as in `reap`)
+            if not call.dialled:  # nobody was called: its key and rate share are free (`reap`)
                 await self._settle_never_dialled(call.call_id)
         return len(lost)
 
@@ -1049,6 +1042,14 @@ class CallService:
         on each server added one, 33 in a minute with three servers)."""
         for call_id in call_ids:
             await self._settle(call_id, kind, decide, only_if_changed=True)
+
+    async def _settle_unheard(self, calls: Iterable[LostCall], kind: str, decide: Decide) -> None:
+        """`_settle_all` for calls over without a word of it: each ended when the server last
+        heard of it (dated to the pass, an answered one's talk_s was the reaper's bound)."""
+        for call in calls:
+            await self._settle(
+                call.call_id, kind, decide, only_if_changed=True, ended_at=call.last_seen
+            )
 
     async def _settle_never_dialled(self, call_id: str) -> None:
         """Settled and released in one transaction, unless its dial was marked meanwhile."""
