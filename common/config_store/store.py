@@ -324,7 +324,7 @@ class _Batch:
 
     `later` holds removals nobody waits for (`forget_call_soon`), and `owed` the retractions
     whose own write failed (`retract_call_async`): they join the next write, or get one of
-    their own once `timer` fires.
+    their own once their timer (`timer`, `owed_timer`) fires.
     """
 
     pending: list[tuple[Mutation, asyncio.Future[Any] | None]] = field(default_factory=list)
