@@ -302,7 +302,7 @@ def create_app(
     app = web.Application(
         middlewares=[count_requests, errors_as_json], client_max_size=MAX_WEBHOOK_BYTES
     )
-    access_log.install(drop_sandbox=settings.uses_sandbox)
+    access_log.install(drop_sandbox=settings.uses_sandbox, secrets=settings.secret_texts())
     app[SETTINGS] = settings
     app[CONFIG] = config or ConfigStore(
         settings.config_path, record_ttl_s=settings.config_record_ttl_s

@@ -531,6 +531,11 @@ class Settings:
         """Where agents post their reports (PUBLIC_BASE_URL, else this machine's address)."""
         return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
 
+    def secret_texts(self) -> list[str]:
+        """The values of the settings that are secrets (left out of repr), set ones only."""
+        values = (getattr(self, f.name) for f in fields(self) if not f.repr)
+        return [v for v in values if isinstance(v, str) and v]
+
     def short_secret_warning(self) -> str | None:
         """With a real LiveKit, a secret shorter than LiveKit's usual: often the API key pasted
         in its place or a value cut short (every request and webhook would then fail its

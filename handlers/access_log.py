@@ -18,11 +18,17 @@ those routes' failed answers (4xx, 5xx) are written at most once a minute per ro
 status, per server, with how many were held back (the server's own line tells why, once a
 minute too). Each field of an access line (the request line, Referer, User-Agent) is cut at
 MAX_FIELD_CHARS.
+
+A client may also put its API token where it is logged (`?access_token=...` in a URL, a
+Referer holding one, a User-Agent): the server's secrets (CALLS_API_TOKEN and the others
+the settings mark secret) are cut out of every line, as are the values of query parameters
+named as credentials are (a token of another deployment).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -45,21 +51,40 @@ def _is_sandbox_success(record: logging.LogRecord) -> bool:
     return headers.get("User-Agent") in SANDBOX_USER_AGENTS and 200 <= status < 300
 
 
+HIDDEN = "[redacted]"
+# A query parameter whose name says it holds a credential: its value is not logged.
+_CREDENTIAL_PARAM = re.compile(
+    r"([?&;](?:access_token|api_token|token|api_key|apikey|key|secret|password|passwd|auth"
+    r"|authorization|signature|sig)=)[^&;\s\"]+",
+    re.IGNORECASE,
+)
+# Shorter secrets (livekit-server --dev's is `secret`) would cut ordinary words out of lines.
+MIN_HIDDEN_CHARS = 8
+
+
 class RedactAccessLog(logging.Filter):
-    def __init__(self, drop_sandbox: bool) -> None:
+    def __init__(self, drop_sandbox: bool, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.drop_sandbox = drop_sandbox
+        # Longest first: a secret holding another is cut whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= MIN_HIDDEN_CHARS}, key=len)[::-1]
+
+    def _clean(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, HIDDEN)
+        return redact(_CREDENTIAL_PARAM.sub(rf"\g<1>{HIDDEN}", text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.drop_sandbox and _is_sandbox_success(record):
             return False
         message = record.getMessage()
-        redacted = redact(message)
+        redacted = self._clean(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         headers = getattr(record, "request_header", None)
         if isinstance(headers, dict):  # JSON logs may carry the headers as fields
-            record.request_header = {k: redact(str(v)) for k, v in headers.items()}
+            record.request_header = {k: self._clean(str(v)) for k, v in headers.items()}
         return True
 
 
@@ -101,9 +126,10 @@ def _replace_filter(name: str, new: logging.Filter) -> None:
     logger.addFilter(new)
 
 
-def install(*, drop_sandbox: bool = False) -> None:
-    """Put the filters on aiohttp's loggers (one each per process; the latest settings win)."""
-    _replace_filter(ACCESS_LOGGER, RedactAccessLog(drop_sandbox))
+def install(*, drop_sandbox: bool = False, secrets: Iterable[str] = ()) -> None:
+    """Put the filters on aiohttp's loggers (one each per process; the latest settings win).
+    `secrets`: texts never to log (the settings' secrets)."""
+    _replace_filter(ACCESS_LOGGER, RedactAccessLog(drop_sandbox, secrets))
     _replace_filter(SERVER_LOGGER, QuietMalformedRequests())
 
 

@@ -498,6 +498,26 @@ async def test_access_log_keeps_call_ids_and_masks_user_agents(
     assert any("crm/+•••••••0123" in line for line in lines)
 
 
+async def test_access_log_never_holds_a_token_a_client_put_in_it(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token in the URL, the Referer or the User-Agent (the README's way to make one gives
+    no digit run to mask): cut out, as is any `?access_token=`-like value."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    token = "Zx_-kQpwLmVbNnTrEyUiOaSdFgHjKlQwErTyUiOpAs"  # secrets.token_urlsafe(32)'s shape
+    client = await start_app(calls_api_token=token)
+    auth = {"Authorization": f"Bearer {token}"}
+    other = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-another-deployments"
+    for path in (f"/calls?access_token={token}", f"/calls?limit=5&api_key={other}"):
+        assert (await client.get(path, headers=auth)).status in (200, 400)
+    headers = {**auth, "Referer": f"https://crm.example/x?t={token}", "User-Agent": token}
+    assert (await client.get("/calls", headers=headers)).status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 3
+    assert not any(token in line or "another-deployments" in line for line in lines), lines
+    assert sum(line.count("[redacted]") for line in lines) == 4
+
+
 @pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
 async def test_access_log_drops_the_sandboxs_successful_webhooks(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, level: int
