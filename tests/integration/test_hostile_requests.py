@@ -455,14 +455,15 @@ async def test_answers_are_not_cached_or_sniffed(start_app: AppFactory) -> None:
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
-async def test_reading_the_outbound_route_says_it_takes_post(
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "OPTIONS", "DELETE", "PATCH"])
+async def test_any_other_method_of_the_outbound_route_says_it_takes_post(
     start_app: AppFactory, method: str
 ) -> None:
     """`GET /calls/outbound` (a browser, a misread example) was read as a call id: 404
-    "unknown call"."""
+    "unknown call"; then PUT and OPTIONS said `Allow: GET,HEAD,POST` (probe AP), those of
+    /calls/{call_id} too, while GET said POST."""
     client = await start_app()
     resp = await client.request(method, "/calls/outbound")
     assert resp.status == 405 and resp.headers["Allow"] == "POST"
-    if method == "GET":
+    if method != "HEAD":
         assert (await resp.json())["status"] == "error"

@@ -64,7 +64,8 @@ async def test_openapi_document_describes_every_route(start_app: AppFactory) -> 
     routes = {
         (route.resource.canonical, route.method.lower())
         for route in client.app.router.routes()
-        if route.resource is not None and route.method != "HEAD"
+        # "*": a 405 for every method a path does not take (/calls/outbound), no operation
+        if route.resource is not None and route.method not in ("HEAD", "*")
     }
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert documented == routes
