@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -636,6 +637,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
     settings = Settings(**values)
     _refuse_one_file_for_two(settings)
+    _refuse_a_config_path_not_json(settings.config_path)
     return settings
 
 
@@ -651,6 +653,33 @@ def _refuse_one_file_for_two(settings: Settings) -> None:
         raise SettingsError(
             f"CONFIG_PATH ({settings.config_path}) and CALLS_DB_PATH ({settings.calls_db_path})"
             " name the same file: config.json would replace the calls database"
+        )
+
+
+# How much of an existing CONFIG_PATH is read at start-up to tell it is a JSON object.
+_CONFIG_HEAD_BYTES = 4096
+
+
+def _refuse_a_config_path_not_json(path: Path) -> None:
+    """CONFIG_PATH naming a file that is no JSON object at all (`CONFIG_PATH=.env`, a README,
+    /etc/passwd): the server started, and the first call's config write set the file aside as
+    a corrupt config.json and wrote JSON in its place (the operator's .env renamed, and the
+    next start failed on a .env of JSON). A config.json cut short or mistyped still begins
+    with "{" and starts as before (set aside on the first write, as corrupt). Its text is
+    never shown: it may be a secret's file."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return  # a directory, a FIFO (open() would wait): the config store refuses it
+        with open(path, "rb") as file:
+            head = file.read(_CONFIG_HEAD_BYTES)
+    except OSError:
+        return  # none yet, or unreadable: the config store says why, when it reads it
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text and not text.startswith(b"{"):
+        raise SettingsError(
+            f"CONFIG_PATH ({path}) names a file that is not a JSON object (not config.json):"
+            " the first call's config write would set it aside and write JSON in its place."
+            " Point CONFIG_PATH at config.json, or at a file that does not exist yet"
         )
 
 

@@ -714,6 +714,42 @@ def test_config_path_naming_the_calls_database_stops_start_up(env: dict[str, str
         settings_from_env(env)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "LIVEKIT_API_SECRET=s3cret\nPORT=8000\n",  # CONFIG_PATH=.env
+        "# Outbound calling\n\nA README.\n",
+        "root:x:0:0:root:/root:/bin/bash\n",
+        "[1, 2, 3]",  # JSON, but not config.json's object
+        "\x00\x01binary",
+    ],
+    ids=["dotenv", "readme", "passwd", "array", "binary"],
+)
+def test_config_path_naming_a_file_that_is_no_json_object_stops_start_up(
+    tmp_path: Path, text: str
+) -> None:
+    """Probe AO: `CONFIG_PATH=.env` started, and the first call set the operator's .env aside
+    as a corrupt config.json and wrote JSON in its place (a README copy too, its mode 0600).
+    The file's text is never shown."""
+    path = tmp_path / "some-file"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match="not a JSON object") as refused:
+        settings_from_env({"CONFIG_PATH": str(path)})
+    assert "s3cret" not in str(refused.value) and "root:x" not in str(refused.value)
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize(
+    "text", ["", "  \n", '{"caller_name": "x"}', '\ufeff {"calls": {}}', '{"calls": {"cut sh']
+)
+def test_a_config_json_even_a_corrupt_one_starts(tmp_path: Path, text: str) -> None:
+    """Empty, or an object (cut short or mistyped: set aside on the first write, as
+    before)."""
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    assert settings_from_env({"CONFIG_PATH": str(path)}).config_path == path
+
+
 def test_config_path_beside_a_postgresql_database_may_be_anything() -> None:
     env = {"CONFIG_PATH": "calls.db", "DATABASE_URL": "postgresql://u@h/db"}
     assert settings_from_env(env).config_path.name == "calls.db"
