@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
+from livekit import api
 from yarl import URL
 
 from common.calls.events import EventDispatcher
@@ -38,7 +39,13 @@ from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
 from common.host_header import is_loopback_host
-from common.livekit.client import REQUEST_TIMEOUT_S, create_client, create_session
+from common.livekit.client import (
+    REQUEST_TIMEOUT_S,
+    LiveKitError,
+    check_reachable,
+    create_client,
+    create_session,
+)
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.notify.guard import AddressRefused, PooledResolver, UnsafeWebhookUrl
@@ -227,6 +234,24 @@ async def _start_sandbox(settings: Settings) -> Sandbox:
     return sandbox
 
 
+async def _say_if_livekit_answers(lkapi: api.LiveKitAPI, url: str) -> None:
+    """At start-up, one authenticated request to the real LiveKit: a wrong key, a URL with a
+    path, a host that does not answer (the .env.example placeholder) started without a word,
+    and the first call said it (probe AO). Not a refusal: LiveKit may be down for a while,
+    and /readyz says so meanwhile."""
+    try:
+        await check_reachable(lkapi)
+    except LiveKitError as exc:
+        logger.warning(
+            "LiveKit at %s did not answer as it should at start-up (%s): calls fail until it"
+            " does; check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
+            url,
+            exc,
+        )
+    else:
+        logger.info("LiveKit at %s answers", url)
+
+
 async def _livekit(app: web.Application) -> AsyncIterator[None]:
     """The client session, the sandbox (when there is no LIVEKIT_URL), LiveKitAPI, the service."""
     settings = app[SETTINGS]
@@ -244,7 +269,12 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
         app[CALLS] = CallService(
             settings, app[CONFIG], app[STORE], lkapi, app[METRICS], app[EVENTS]
         )
+        check = None
+        if sandbox is None:
+            check = asyncio.get_running_loop().create_task(_say_if_livekit_answers(lkapi, url))
         yield
+        if check is not None:
+            check.cancel()
         await app[CALLS].aclose()
         await lkapi.aclose()
         await app[CONFIG].flush_async()  # the finished calls' records held back

@@ -9,6 +9,7 @@ does, with the odd answers a proxy or a broken server gives."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -274,3 +275,42 @@ async def test_a_reaper_pass_that_fails_on_a_defect_is_logged_and_the_next_one_r
     assert passes == 2
     said = [r for r in caplog.records if "reaper pass failed" in r.getMessage()]
     assert len(said) == 1 and said[0].exc_info is not None  # once a minute, with its traceback
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (None, "LiveKit at {url} answers"),
+        (_json_error(401, '{"code": "unauthenticated", "msg": "invalid token"}'), "401"),
+        (_json_error(404, '{"code": "not_found", "msg": ""}'), "404"),
+    ],
+    ids=["answers", "wrong key", "a path in the url"],
+)
+async def test_start_up_says_whether_livekit_answers(
+    start_app: AppFactory,
+    fake_livekit: FakeLiveKit,
+    caplog: pytest.LogCaptureFixture,
+    answer: Answer | None,
+    said: str,
+) -> None:
+    """Probe AO: a wrong key, a URL with a path, a host that does not answer started without
+    a word, and the first call said it. One request at start-up says it (a warning, not a
+    refusal: LiveKit may be down a while)."""
+    caplog.set_level(logging.INFO, logger="server")
+    if answer is not None:
+        fake_livekit.answers["ListRooms"] = answer
+    await _start(start_app, fake_livekit)
+    expected = said.format(url=fake_livekit.url)
+
+    async def told() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "server" and "LiveKit at" in r.getMessage()]
+
+    async with asyncio.timeout(5):
+        while not (lines := await told()):
+            await asyncio.sleep(0.02)
+    (line,) = lines
+    assert expected in line.getMessage()
+    assert line.levelno == (logging.INFO if answer is None else logging.WARNING)
+    if answer is not None:
+        assert "check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in line.getMessage()
+    assert fake_livekit.hits == ["ListRooms"]
