@@ -69,8 +69,10 @@ from handlers import (
     reports,
     webhooks,
 )
+from handlers.body_reads import BodyReads
 from handlers.errors import errors_as_json
 from handlers.keys import (
+    BODY_READS,
     CALLS,
     CAMPAIGNS,
     CONFIG,
@@ -89,8 +91,8 @@ logger = logging.getLogger("server")
 
 # On SIGTERM the server stops listening, then waits this long for requests in flight. A call
 # being placed may wait on LiveKit twice (dispatch, then SIP), each up to REQUEST_TIMEOUT_S.
-# (aiohttp ignores bytes arriving after the signal, so a request still uploading its body when
-# it comes is cancelled once this runs out; it never reached our handler's side effects.)
+# (aiohttp ignores bytes arriving after the signal: a request still uploading its body when it
+# comes is answered 503 at once, handlers/body_reads.py; it never reached our side effects.)
 SHUTDOWN_TIMEOUT_S = 2 * REQUEST_TIMEOUT_S + 5
 
 SANDBOX: web.AppKey[Any] = web.AppKey("sandbox")
@@ -338,6 +340,7 @@ def create_app(
         settings.config_path, record_ttl_s=settings.config_record_ttl_s
     )
     app[METRICS] = Metrics()
+    app[BODY_READS] = BodyReads()
     app[STORE_GIVEN] = store is not None
     if store is not None:
         app[STORE] = store
@@ -583,6 +586,7 @@ async def _stop_signals(app: web.Application) -> None:
             else "",
             SHUTDOWN_TIMEOUT_S,
         )
+        app[BODY_READS].stop()  # a request still uploading is answered 503, not left hanging
         raise web.GracefulExit()
 
     # SIGHUP too (a closed terminal, a reload asked of a server that has none): it killed the

@@ -293,7 +293,7 @@ def _multipart_parsing() -> Iterator[None]:
 async def _read_multipart(request: web.Request) -> _Upload:
     """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`), all of which
     must arrive within the same bound as any other body."""
-    async with arriving_in_time():
+    async with arriving_in_time(request):
         options, csv = await _multipart_parts(request)
     if csv is None:
         raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])

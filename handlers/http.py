@@ -26,7 +26,7 @@ from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
 from common.text import is_unicode
 from handlers.errors import HttpError
-from handlers.keys import QUIET_ROUTES, REFUSALS, ROUTES, SETTINGS
+from handlers.keys import BODY_READS, QUIET_ROUTES, REFUSALS, ROUTES, SETTINGS
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
@@ -261,24 +261,41 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
         and request.content.total_bytes >= length
     ):
         return await _read_all(request, limit, what)  # all here already (most requests)
-    async with arriving_in_time(what):
+    async with arriving_in_time(request, what):
         return await _read_all(request, limit, what)
 
 
 @contextlib.asynccontextmanager
-async def arriving_in_time(what: str = "request body") -> AsyncIterator[None]:
+async def arriving_in_time(request: web.Request, what: str = "request body") -> AsyncIterator[None]:
     """Bounds reading a body (however it is read: whole, or part by part) to
-    BODY_READ_TIMEOUT_S: 408, and the connection closed, when it runs out."""
+    BODY_READ_TIMEOUT_S: 408, and the connection closed, when it runs out; 503 when the
+    server stops meanwhile (aiohttp reads nothing more then: see handlers/body_reads.py)."""
     bound = asyncio.timeout(BODY_READ_TIMEOUT_S)
+    reads = request.app.get(BODY_READS)
     try:
         async with bound:
+            if reads is not None:
+                reads.add(bound)
             yield
     except TimeoutError:
         if not bound.expired():
             raise
+        if reads is not None and reads.stopping:
+            # No byte of the rest will be read: aiohttp would linger 10 s for it after the
+            # answer (the stop closes the connection only then).
+            request.content.feed_eof()
+            raise HttpError(
+                503,
+                f"the server is stopping and its {what} had not all arrived: nothing was done;"
+                " send it again",
+                {"Connection": "close", "Retry-After": "1"},
+            ) from None
         raise HttpError(
             408, f"{what} did not arrive within {BODY_READ_TIMEOUT_S:g} s", {"Connection": "close"}
         ) from None
+    finally:
+        if reads is not None:
+            reads.discard(bound)
 
 
 def _too_large(what: str, limit: int) -> HttpError:

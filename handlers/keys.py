@@ -15,6 +15,7 @@ from common.notify.deliveries import WebhookSender
 from common.repeats import Repeats
 from common.settings import Settings
 from common.storage.base import CallStore
+from handlers.body_reads import BodyReads
 
 SETTINGS = web.AppKey("settings", Settings)
 CONFIG = web.AppKey("config", ConfigStore)
@@ -32,3 +33,5 @@ QUIET_ROUTES = web.AppKey("quiet_routes", set[Any])
 # Refused machines' requests (LiveKit's webhooks, agents' reports): their log lines, and their
 # access lines, at most once a minute per kind (anyone can send them, unsigned, by the thousand)
 REFUSALS = web.AppKey("refusals", Repeats)
+# The request bodies being read: a stop ends their reads at once (handlers/body_reads.py).
+BODY_READS = web.AppKey("body_reads", BodyReads)

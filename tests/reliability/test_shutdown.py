@@ -255,3 +255,41 @@ async def test_sighup_leaves_a_server_started_under_nohup_running(
         async with session.get(f"{server.url}/healthz") as resp:
             assert resp.status == 200
     assert "stopping" not in server.logs()
+
+
+@pytest.mark.parametrize("route", ["/calls/outbound", "/campaigns"])
+async def test_a_request_still_uploading_at_sigterm_is_answered_503_at_once(
+    tmp_path: Path, servers: list[ServerProcess], log_guard: LogGuard, route: str
+) -> None:
+    """Probe AO: aiohttp reads no byte after the signal, so a request still sending its body
+    waited out the whole shutdown timeout (25 s) and its connection closed unanswered. It is
+    answered 503 (nothing was done), and the server stops at once."""
+    server = ServerProcess(tmp_path, "uploading")
+    servers.append(server)
+    async with aiohttp.ClientSession() as session:
+        await server.wait_ready(session)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = json.dumps({"phone_number": NUMBERS[0], "name": "Half"}).encode()
+    writer.write(
+        f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the handler is reading the body
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        answer = await reader.read()
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 503 "), head
+    assert b"Retry-After: 1" in head and b"Connection: close" in head
+    error = json.loads(answer)["error"]
+    assert error.startswith("the server is stopping and its request body had not all arrived")
+    assert server.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 8  # not the 25 s shutdown timeout
+    logs = server.logs()
+    log_guard.scan(logs)
+    _check_clean_logs(logs)
+    assert "call call-" not in logs  # nothing was placed
