@@ -45,6 +45,7 @@ from common.config_store.model import CallConfig
 from common.config_store.store import ConfigStore
 from common.contracts import (
     ATTR_SIP_CALL_STATUS,
+    CALLEE_WAIT_GRACE_S,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_HANGUP,
     DispatchMetadata,
@@ -60,9 +61,6 @@ logger = logging.getLogger(__name__)
 
 # Pauses between attempts to delete a call's room (hang up) that failed.
 END_ROOM_RETRY_S = (0.5, 2.0)
-
-# On top of the ringing timeout: the SIP participant joins a moment after the dispatch.
-CALLEE_WAIT_GRACE_S = 15.0
 
 # After the call: the analysis, then delivering the reports (retried for up to 240 s each),
 # both inside the time the worker gives a job process to exit (`build_server`).

@@ -66,6 +66,12 @@ def _json_object(raw: str, what: str) -> dict[str, Any] | None:
     return doc
 
 
+# Dispatched to a call's room, our agent waits this long past the call's ringing timeout for
+# the callee (the SIP participant joins a moment after the dispatch), then ends its job and
+# deletes the room (agent/worker.py); the sandbox, playing the agent, does the same.
+CALLEE_WAIT_GRACE_S = 15.0
+
+
 class DispatchMetadata(BaseModel):
     """What the server puts in each agent dispatch (`ctx.job.metadata` in the agent)."""
 

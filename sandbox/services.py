@@ -56,6 +56,7 @@ from common.contracts import (
     ATTR_SIP_CALL_STATUS,
     ATTR_SIP_PHONE_NUMBER,
     ATTR_SIP_TRUNK_ID,
+    CALLEE_WAIT_GRACE_S,
     DispatchMetadata,
 )
 from common.masking import mask_phone
@@ -164,6 +165,10 @@ class Dial:
 
 
 DIAL_LOG_SIZE = 200_000
+# The agent's wait for its callee (CALLEE_WAIT_GRACE_S past the ringing timeout) lasts at least
+# this long in real time, whatever the time scale: the server dials a moment after it
+# dispatches, within its LiveKit request bound (10 s), and at time scale 0 the scaled wait is 0.
+MIN_CALLEE_WAIT_S = 10.0
 
 
 class LiveKitServices:
@@ -179,6 +184,8 @@ class LiveKitServices:
         self.dials: collections.deque[Dial] = collections.deque(maxlen=DIAL_LOG_SIZE)
         self._sip_by_request_id: _BoundedCache[SIPParticipantInfo] = _BoundedCache()
         self._dispatch_by_request_id: _BoundedCache[AgentDispatch] = _BoundedCache()
+        # Rooms our agent was dispatched to and no callee has joined yet, by name.
+        self._callee_waits: dict[str, asyncio.Task[None]] = {}
 
     def routes(self) -> dict[str, Route[Any]]:
         """Handlers by Twirp path, ``livekit.<Service>/<Method>``."""
@@ -209,8 +216,9 @@ class LiveKitServices:
         return {s.task for s in self.simulations if s.task is not None and not s.task.done()}
 
     def cancel_all(self) -> set[asyncio.Task[None]]:
-        """Stop every simulation without posting anything; returns their tasks to await."""
-        tasks = self.pending()
+        """Stop every simulation (and agent's wait for its callee) without posting anything;
+        returns their tasks to await."""
+        tasks = self.pending() | set(self._callee_waits.values())
         for task in tasks:
             task.cancel()
         return tasks
@@ -229,6 +237,43 @@ class LiveKitServices:
         for identity in list(room.participants):
             self.registry.leave(room, identity, reason)
         self.registry.finish(room)
+
+    def _agent_waits_for_callee(self, room: SandboxRoom) -> None:
+        """Our agent, dispatched to a call's room, ends the call (deletes the room) if no callee
+        joins within the ringing timeout and CALLEE_WAIT_GRACE_S (agent/worker.py): a server
+        that died between its dispatch and its dial left such a room, which otherwise stayed
+        open for good, and the call live until the reaper's bound."""
+        if room.name in self._callee_waits or any(
+            p.kind == ParticipantInfo.SIP for p in room.participants.values()
+        ):
+            return
+        metadata = DispatchMetadata.parse(room.dispatches[-1].metadata)
+        if metadata.call_id != room.name:  # not a call of ours
+            return
+        ringing_s = metadata.ringing_timeout_s or DEFAULT_RINGING_TIMEOUT_S
+        wait_s = max((ringing_s + CALLEE_WAIT_GRACE_S) * self.time_scale, MIN_CALLEE_WAIT_S)
+        task = asyncio.get_running_loop().create_task(self._end_if_no_callee(room, wait_s))
+        self._callee_waits[room.name] = task
+
+        def done(_: object) -> None:
+            if self._callee_waits.get(room.name) is task:
+                del self._callee_waits[room.name]
+
+        task.add_done_callback(done)
+
+    async def _end_if_no_callee(self, room: SandboxRoom, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)
+        if self.registry.rooms.get(room.name) is not room or any(
+            p.kind == ParticipantInfo.SIP for p in room.participants.values()
+        ):
+            return
+        logger.info(
+            "sandbox room %s: no callee joined within %.0f s of the agent's dispatch; the agent"
+            " ends the call, as ours does",
+            room.name,
+            wait_s,
+        )
+        self.end_room(room, DisconnectReason.ROOM_DELETED)
 
     def _agent_for(self, room: SandboxRoom) -> SimulatedAgent | None:
         """What our agent would report, if it was dispatched to `room` and may report."""
@@ -262,6 +307,7 @@ class LiveKitServices:
         )
         room.dispatches.append(dispatch)
         self._dispatch_by_request_id.put(ctx.request_id, dispatch)
+        self._agent_waits_for_callee(room)
         logger.debug(
             "sandbox dispatch %s: agent %r to room %s (no agent runs in the sandbox)",
             dispatch.id,
@@ -293,6 +339,8 @@ class LiveKitServices:
 
         identity = req.participant_identity or f"sip_{req.sip_call_to}"
         room, _ = self.registry.get_or_create(req.room_name)
+        if (wait := self._callee_waits.pop(room.name, None)) is not None:
+            wait.cancel()  # the callee is being dialled
         if identity in room.participants:
             raise TwirpError("already_exists", "participant already exists in the room")
 

@@ -113,6 +113,7 @@ class SqlCallStore(CampaignMethods):
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
+        line_joined: bool = False,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -129,6 +130,7 @@ class SqlCallStore(CampaignMethods):
             only_if_changed=only_if_changed,
             ended_at=ended_at,
             event_at=event_at,
+            line_joined=line_joined,
         )
         try:
             return await self._run(program, write=True)

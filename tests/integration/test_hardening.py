@@ -34,7 +34,7 @@ from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES, config_forgets
-from tests.integration.test_webhooks import event_json, place, post, quiet_app, sign
+from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
 
 Client = TestClient[Any, Any]
 LONG_CALL = "+14155557760"  # answered after 2 s, talks 60 s (x time scale)
@@ -180,6 +180,7 @@ async def test_an_unanswered_room_finished_settles_after_the_grace(
 ) -> None:
     client = await quiet_app_with(start_app, calls_settle_grace_s=0.3)
     call_id = await place(client)
+    await line_joins(client, call_id)
     finished = event_json("room_finished", call_id)
     assert await post(client, finished, sign(finished)) == 200
     assert (await call_json(client, call_id))["status"] == "dialing"
@@ -196,6 +197,7 @@ async def test_the_reaper_settles_the_grace_when_its_timer_is_lost(
     """After a restart no timer is left: the reaper settles from the database."""
     client = await quiet_app_with(start_app, calls_settle_grace_s=60.0)
     call_id = await place(client)
+    await line_joins(client, call_id)
     finished = event_json("room_finished", call_id)
     assert await post(client, finished, sign(finished)) == 200
     service = client.app[CALLS]

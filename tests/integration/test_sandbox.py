@@ -689,3 +689,26 @@ async def test_call_timeline(
     assert events[-2].participant.disconnect_reason == reason
     answer = simulation.answered.result()
     assert (answer is None) == (reason == DisconnectReason.CLIENT_INITIATED)
+
+
+async def test_the_agent_ends_a_dispatched_room_no_callee_joins(
+    make_sandbox: SandboxFactory, sink: tuple[WebhookSink, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that died between its dispatch and its dial: our agent waits the ringing
+    timeout and CALLEE_WAIT_GRACE_S for the callee, then deletes the room (room_finished);
+    a room that is dialled, or not a call of ours, is left alone."""
+    monkeypatch.setattr("sandbox.services.MIN_CALLEE_WAIT_S", 0.3)
+    sandbox = await make_sandbox(time_scale=0.01)  # the wait: (1 + 15) * 0.01 s, at least 0.3
+    ours = DispatchMetadata(call_id="call-lone", ringing_timeout_s=1).to_json()
+    dialled = DispatchMetadata(call_id="call-dialled", ringing_timeout_s=1).to_json()
+    async with LiveKitAPI(url=sandbox.url, api_key=KEY, api_secret=SECRET) as api:
+        for room, metadata in (("call-lone", ours), ("call-dialled", dialled), ("other", "{}")):
+            dispatch = CreateAgentDispatchRequest(agent_name="caller", room=room, metadata=metadata)
+            await api.agent_dispatch.create_dispatch(dispatch)
+        await place_call_in(api, "call-dialled", "+14155557790")  # answered, 90 s (0.9 s here)
+        await asyncio.sleep(0.6)
+        assert set(sandbox.rooms) == {"call-dialled", "other"}
+        await sandbox.wait_idle(5)
+    assert sink[0].names("call-lone") == ["room_started", "room_finished"]
+    assert sink[0].names("call-dialled") == CALL_EVENTS  # its whole call, not cut short
+    assert "other" in sandbox.rooms and sink[0].names("other") == ["room_started"]

@@ -72,6 +72,13 @@ async def post(client: Client, body: bytes, auth: str | None) -> int:
     return resp.status
 
 
+async def line_joins(client: Client, call_id: str) -> None:
+    """LiveKit's SIP participant joins the call's room, as it does before it dials: the
+    callee's line was there (a room that finishes without it rang nobody)."""
+    body = event_json("participant_joined", call_id, attributes={"sip.callStatus": "dialing"})
+    assert await post(client, body, sign(body)) == 200
+
+
 async def place(client: Client, number: str = "+1234567890") -> str:
     resp = await client.post("/calls/outbound", json=dict(CALL, phone_number=number))
     assert resp.status == 200

@@ -19,7 +19,7 @@ from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets
-from tests.integration.test_webhooks import event_json, sign
+from tests.integration.test_webhooks import event_json, line_joins, sign
 from tests.reliability.conftest import Figures
 from tests.reliability.test_disk_faults import _fill, _tmpfs
 
@@ -126,6 +126,7 @@ async def test_database_locked_by_another_writer(
     # The app waits 5 s for a lock; a test need not wait that long to see it give up.
     await db._submit(db.conn.execute, "PRAGMA busy_timeout=200")
     first = (await (await _place(client)).json())["call_id"]
+    await line_joins(client, first)
     before = await _call(client, first)
     dials = _dials(client)
 
@@ -177,6 +178,7 @@ async def test_webhook_failing_half_way_changes_nothing(start_app: AppFactory) -
     client = await _quiet_app(start_app)
     db = client.app[STORE]
     call_id = (await (await _place(client)).json())["call_id"]
+    await line_joins(client, call_id)
     before = await _call(client, call_id)
     failing = _fail_on(db, event_kind("room_finished"))
     body = event_json("room_finished", call_id)
@@ -251,6 +253,7 @@ async def test_real_full_disk_under_the_database(
     with _tmpfs(tmp_path / "mnt", "1m") as mount:
         client = await _quiet_app(start_app, calls_db_path=mount / "calls.db")
         first = (await (await _place(client)).json())["call_id"]
+        await line_joins(client, first)
         before = await _call(client, first)
         filler = _fill(mount)
         refused = 0
