@@ -308,6 +308,18 @@ class WebhookSender:
         # back for twice as long each time, until one of its sends ends: every 0.2 s, a
         # claim and a give-back of its whole backlog kept an idle server 12% busy.
         for receiver, given_back in busy.items():
+            if receiver and (more := self._repeats.due(f"behind {receiver}")) is not None:
+                # Else only the pending gauge showed a backlog growing (probe AQ: 19 -> 619
+                # in two minutes behind a receiver whose sends took their 15 s now and then).
+                logger.warning(
+                    "customer webhooks to %s are falling behind: its %d sends at once are all"
+                    " taken (slow or hanging answers) and %d more wait; see"
+                    " customer_webhook_deliveries_pending%s",
+                    receiver,
+                    PER_RECEIVER_CONCURRENCY,
+                    len(self._waiting[receiver]) + len(given_back),
+                    more,
+                )
             for delivery_id in given_back:
                 del self._lease_until[delivery_id]
             times = self._given_back[receiver] = min(self._given_back.get(receiver, 0) + 1, 10)

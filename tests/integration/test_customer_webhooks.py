@@ -907,7 +907,7 @@ async def test_a_send_whose_claim_ran_out_is_made_only_if_nobody_claimed_it_sinc
 
 
 async def test_a_receiver_that_hangs_has_its_backlog_given_back_ever_more_slowly(
-    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A receiver that accepts connections and never answers: every 0.2 s the sender
     claimed its backlog and gave it back, and an idle server stayed 12% busy writing 6.5 MB/s
@@ -944,3 +944,8 @@ async def test_a_receiver_that_hangs_has_its_backlog_given_back_ever_more_slowly
         await asyncio.sleep(3.0)  # nothing new: only the backlog, given back and claimed again
         quiet = give_backs[before:]
         assert 1 <= before and len(quiet) <= 3, quiet  # was one every 0.2 s: 15
+        # The operator is told, once a minute, not at each give-back (probe AQ: only the
+        # pending gauge showed it).
+        behind = [r for r in caplog.records if "are falling behind" in r.getMessage()]
+        assert len(behind) == 1 and behind[0].levelno == logging.WARNING
+        assert f"customer webhooks to {url} are falling behind" in behind[0].getMessage()
