@@ -394,7 +394,7 @@ class CallService:
                 )
             # A write that failed after its file replaced config.json (fsync of the
             # directory) left this refused call's record in it: take it out again.
-            await self._forget_config_if_present(call_id)
+            await self._forget_config_if_present(call_id, f"its config failed: {exc.strerror}")
             raise
         self.metrics.config_write_seconds.observe(time.perf_counter() - started)
         snapshot = config_snapshot(call, self.settings)
@@ -420,18 +420,19 @@ class CallService:
                 limits=self.admission.limits,
             )
         except KeyTaken as taken:  # another request (or server) bound the key meanwhile
-            await self._retract_config(call_id)
+            await self._retract_config(call_id, "its Idempotency-Key was taken meanwhile")
             assert placement.claim is not None  # noqa: S101 - only a claim can be taken
             return self.admission.verify(taken.stored, placement.claim)
         except Refused as refused:  # concurrent requests used the limit up meanwhile
-            await self._retract_config(call_id)
-            raise refusal_error(refused.refusal, self.admission.limits) from None
+            error = refusal_error(refused.refusal, self.admission.limits)
+            await self._retract_config(call_id, str(error))
+            raise error from None
         except AttemptWithdrawn:  # its campaign was paused or canceled meanwhile
-            await self._retract_config(call_id)
+            await self._retract_config(call_id, "its campaign was paused or canceled meanwhile")
             raise
         except CommitUnknown:
             if not await self._recorded_after_all(call_id):
-                await self._retract_config(call_id)
+                await self._retract_config(call_id, "its row's commit failed")
                 raise
             # Written after all: place it. Its call.dialing event waits in the outbox; the
             # reaper dispatches it once this server's lease on it runs out.
@@ -441,8 +442,8 @@ class CallService:
                 extra={"call_id": call_id},
             )
             return call_id, record
-        except DatabaseError:
-            await self._retract_config(call_id)
+        except DatabaseError as exc:
+            await self._retract_config(call_id, f"the calls database failed: {exc}")
             raise
         self.events.publish(applied.events)
         return call_id, record
@@ -729,7 +730,7 @@ class CallService:
         self.events.publish(applied.events)
         return applied
 
-    async def _forget_config_if_present(self, call_id: str) -> None:
+    async def _forget_config_if_present(self, call_id: str, why: str) -> None:
         # Missing (loading would create it), or no file (a directory: nothing was written to
         # it, and a removal would log one more failure for a call that never had a record).
         if not await aiofiles.os.path.isfile(self.config.path):
@@ -740,7 +741,7 @@ class CallService:
             return
         except OSError:  # cannot tell: try the removal, which logs its own failure
             pass
-        await self._retract_config(call_id)
+        await self._retract_config(call_id, why)
 
     def _close_room_soon(self, call_id: str) -> None:
         """Best effort, off the request's path: delete the room of a call that failed to place.
@@ -797,10 +798,11 @@ class CallService:
         for task in set(self._background):
             task.cancel()
 
-    async def _retract_config(self, call_id: str) -> None:
-        """Take back the config write of a call refused before it was recorded: its record,
-        and the seed's flat "latest" document if no later write replaced it (the refused
-        call never was the latest call). A failure here is logged, never fatal."""
+    async def _retract_config(self, call_id: str, why: str) -> None:
+        """Take back the config write of a call refused before it was recorded (`why`, as the
+        log says it): its record, and the seed's flat "latest" document if no later write
+        replaced it (the refused call never was the latest call). A failure here is logged,
+        never fatal."""
         try:
             await self.config.retract_call_async(call_id)
         except OSError as exc:
@@ -813,7 +815,10 @@ class CallService:
             )
         else:  # its "Configuration updated" line said otherwise
             logger.info(
-                "call %s refused: its config write taken back", call_id, extra={"call_id": call_id}
+                "call %s refused (%s): its config write taken back",
+                call_id,
+                why,
+                extra={"call_id": call_id},
             )
 
     async def _forget_config(self, call_id: str) -> None:

@@ -195,11 +195,12 @@ async def test_live_call_cap_429(start_app: AppFactory) -> None:
 
 
 async def test_calls_refused_at_once_leave_the_latest_config_to_the_placed_one(
-    start_app: AppFactory, tmp_path: Path
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Ten at once with room for one: those refused in the call's transaction (after their
     config write) left the seed's flat document naming one of them, a caller nobody called
     (3 runs of 3 in a probe)."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
     client = await start_app(calls_max_active=1, sandbox_time_scale=100.0)
     answers = await asyncio.gather(
         *(
@@ -213,6 +214,9 @@ async def test_calls_refused_at_once_leave_the_latest_config_to_the_placed_one(
     assert doc["caller_name"] == f"Racer{placed[0]}"
     assert [r["caller_name"] for r in doc["calls"].values()] == [f"Racer{placed[0]}"]
     assert client.app[CONFIG]._tops_before == {}  # placed or refused, nothing kept for them
+    # Each retraction's line says why its call was refused (probe AO: it said only that).
+    taken_back = [r.getMessage() for r in caplog.records if "write taken back" in r.getMessage()]
+    assert taken_back and all("live calls" in line for line in taken_back), taken_back
 
 
 async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
