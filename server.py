@@ -277,6 +277,7 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
         yield
         if check is not None:
             check.cancel()
+        await app[CALLS].settle_at_stop()  # before the sandbox's calls end with it
         await app[CALLS].aclose()
         await lkapi.aclose()
         await app[CONFIG].flush_async()  # the finished calls' records held back

@@ -172,6 +172,7 @@ def _never_dialled(state: CallState) -> Change | None:
 
 NO_FINAL_EVENT = "no final event"
 SANDBOX_RESTARTED = "the embedded sandbox was restarted: the call's room is gone"
+SANDBOX_STOPPED = "the server stopped, its embedded sandbox with it: the call's room is gone"
 _ROOM_GONE = Signal(event="room_finished", room="")
 
 
@@ -193,6 +194,7 @@ def _over_unheard(reason: str, unanswered: Decide) -> Decide:
 _NO_FINAL_EVENT = _over_unheard(NO_FINAL_EVENT, _fixed(Change(Status.FAILED, NO_FINAL_EVENT)))
 # Unanswered: failed, or canceled if a hang-up was asked.
 _sandbox_room_gone = _over_unheard(SANDBOX_RESTARTED, _failed(SANDBOX_RESTARTED))
+_sandbox_stopped = _over_unheard(SANDBOX_STOPPED, _failed(SANDBOX_STOPPED))
 
 
 async def resolve_webhook_host(
@@ -769,6 +771,49 @@ class CallService:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def settle_at_stop(self) -> int:
+        """As the server stops, its calls still live. In its embedded sandbox they end with it:
+        settled now, as `settle_lost_sandbox_calls` would settle them at the next start, but
+        ended now (then, they were dated to the last the server heard of them: a call that
+        had talked a minute showed 9 s), and said now (nothing at the stop told that calls
+        were live). On a real LiveKit they go on and settle through its webhooks: said. A
+        database that fails here leaves them to the next start."""
+        try:
+            if not self.settings.uses_sandbox:
+                if live := await self.store.count_live():
+                    logger.info(
+                        "stopping with %d call(s) live: they go on in LiveKit and settle"
+                        " through its webhooks, when a server takes them",
+                        live,
+                    )
+                return 0
+            now = self.clock()
+            lost = await self.store.lost_sandbox_calls(self.instance, now + 1)
+            if lost:
+                logger.warning(
+                    "stopping with %d call(s) live in the embedded sandbox: they end with it,"
+                    " settled now",
+                    len(lost),
+                )
+            for call in lost:
+                if call.dialled:
+                    await self._settle(
+                        call.call_id,
+                        "sandbox_stopped",
+                        _sandbox_stopped,
+                        only_if_changed=True,
+                        ended_at=now,
+                    )
+                else:  # nobody was called: its key and rate share are free (`reap`)
+                    await self._settle_never_dialled(call.call_id)
+                self.config.forget_call_soon(call.call_id)
+        except DatabaseError as exc:
+            logger.warning(
+                "could not settle the live calls at the stop (%s): the next start does", exc
+            )
+            return 0
+        return len(lost)
 
     async def aclose(self) -> None:
         """Wait (briefly) for background room deletions before the LiveKit client closes.

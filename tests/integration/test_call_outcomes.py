@@ -486,3 +486,32 @@ async def test_a_dial_that_never_reached_livekit_settles_failed_when_its_agent_g
         ("room_finished", None),
         ("room_finished_grace_over", "failed"),
     ]
+
+
+async def test_calls_live_in_the_embedded_sandbox_at_the_stop_are_settled_then(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probe AO: they were left live and settled by the next start, dated to the last the
+    server heard of them (a call that had talked about 57 s showed 9 s), and nothing at the
+    stop said calls were live. They end with the sandbox: settled as it stops, ended then."""
+    from common.calls.service import SANDBOX_STOPPED
+
+    client = await start_app(sandbox_time_scale=0.1)
+    talking = await place(client, "+14155557799")  # answered after 0.3 s, talks 9.9 s here
+    ringing = await place(client, "+14155550480")  # rings until its timeout (3 s here)
+
+    async def answered() -> bool:
+        shown = await (await client.get(f"/calls/{talking}")).json()
+        return bool(shown["status"] == "in_progress")
+
+    await wait_for(answered, timeout=5)
+    await asyncio.sleep(2.0)
+    with caplog.at_level(logging.WARNING, logger="common.calls.service"):
+        assert await client.app[CALLS].settle_at_stop() == 2
+    assert "stopping with 2 call(s) live in the embedded sandbox" in caplog.text
+    done = await (await client.get(f"/calls/{talking}")).json()
+    assert (done["status"], done["reason"]) == ("completed", SANDBOX_STOPPED)
+    assert done["talk_s"] >= 1.9, done  # until the stop, not the last report
+    unanswered = await (await client.get(f"/calls/{ringing}")).json()
+    assert (unanswered["status"], unanswered["reason"]) == ("failed", SANDBOX_STOPPED)
+    assert await client.app[CALLS].settle_at_stop() == 0  # nothing left for the next start

@@ -186,9 +186,11 @@ async def test_sigterm_graceful_shutdown_and_restart(
         with sqlite3.connect(tmp_path / "calls.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
-        # On another port: the first server, which does not listen any more, left its calls
-        # live, and their rooms went with its embedded sandbox; the second settles them as it
-        # starts (sandbox_restarted), each with the history the first wrote.
+        # Their rooms went with the first server's embedded sandbox: it settled them as it
+        # stopped (sandbox_stopped, ended then; they were left live, and settled by the next
+        # start dated to their last event), each with the history it wrote; said in its log.
+        said = f"stopping with {len(placed) + 1} call(s) live in the embedded sandbox"
+        assert said in first.logs()
         second = ServerProcess(tmp_path, "second")
         servers.append(second)
         await second.wait_ready(session)
@@ -200,14 +202,13 @@ async def test_sigterm_graceful_shutdown_and_restart(
         assert after["timeline"][: len(before["timeline"])] == before["timeline"]
         async with session.get(f"{second.url}/calls/{in_flight}", headers=HEADERS) as resp:
             shown = await resp.json()
-        # placed by the first (not failed by its shutdown), settled by the second's start
+        # placed by the first (not failed by its shutdown, answered 200), settled at its stop
         events = [e["event"] for e in shown["timeline"]]
-        assert {"created", "dialed"} <= set(events) and events[-1] == "sandbox_restarted", events
+        assert {"created", "dialed"} <= set(events) and events[-1] == "sandbox_stopped", events
+        assert all(c["status"] in FINAL for c in listed)
         records = json.loads((tmp_path / "config.json").read_text())["calls"]
-        live = {c["call_id"] for c in listed if c["status"] not in FINAL}
-        assert set(records) <= live  # no record of a call that is over outlives a prune
-        assert "left live when it stopped" not in second.logs()  # not its own calls
-        assert "of this machine left live: it does not listen any more" in second.logs()
+        assert records == {}
+        assert "left live" not in second.logs()  # nothing left for the next start
 
         second.proc.send_signal(signal.SIGTERM)
         assert second.proc.wait(timeout=20) == 0
@@ -217,7 +218,8 @@ async def test_sigterm_graceful_shutdown_and_restart(
         f"{len(placed)} live calls + 1 request in flight at SIGTERM: new connections refused "
         f"after {refused_after:.2f} s, in-flight answered 200, exit 0 after {stopped_in:.1f} s, "
         "WAL closed, restart read back "
-        f"{len(listed)}/{len(placed) + 1} calls and {len(records)} live config records"
+        f"{len(listed)}/{len(placed) + 1} calls, all settled at the stop, and"
+        f" {len(records)} config records"
     )
 
 
