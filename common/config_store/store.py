@@ -964,11 +964,15 @@ class ConfigStore:
         try:
             self._still_leads_to_target()
             self._clean_temp_files(target)
+            # Before the read: an unreadable file is set aside by it, and its fresh
+            # replacement kept 0600 (probe AO: an agent reading as another user, by the
+            # README's chmod 640, lost access).
+            mode = _mode_of(target)
             doc, last = self._current_document(target)
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
             tmp = self._temp_path(target)
-            _write_durably(tmp, encoded, _mode_of(target))
+            _write_durably(tmp, encoded, mode)
             os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)

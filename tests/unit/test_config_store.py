@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -339,6 +340,7 @@ def test_corrupt_file_kept_aside(
     store: ConfigStore, config_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config_path.write_text("{not json")
+    config_path.chmod(0o640)  # the README's way to let an agent of another user read it
     with caplog.at_level(logging.ERROR):
         assert store.load()["caller_name"] == "Guest"
     assert any(str(config_path) in r.getMessage() for r in caplog.records)
@@ -347,6 +349,9 @@ def test_corrupt_file_kept_aside(
     assert len(aside) == 1
     assert aside[0].read_text() == "{not json"
     assert read(config_path)["caller_name"] == "Alice"
+    # The fresh file keeps the mode of the one it replaced (probe AO: 0600, the agent locked
+    # out).
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o640
 
 
 def test_non_object_json_kept_aside(store: ConfigStore, config_path: Path) -> None:
