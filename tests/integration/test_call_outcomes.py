@@ -258,6 +258,16 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
     assert done_again["timeline"] == done["timeline"]
 
 
+def _as_a_crash(client: Client) -> None:
+    """Its stop settles nothing, as a crash (SIGKILL) leaves its calls: a clean stop settles
+    those live in its embedded sandbox itself (`settle_at_stop`)."""
+
+    async def nothing() -> int:
+        return 0
+
+    client.app[CALLS].settle_at_stop = nothing
+
+
 async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
     start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -287,6 +297,7 @@ async def test_a_restart_settles_the_calls_its_sandbox_lost_by_the_usual_rules(
         "call-0000undialled", "+1234567890", "U", "en", "Calm", sandbox_instance=instance
     )
     await store.create_call(undialled, claim=claim)  # its server stopped before dialling
+    _as_a_crash(first)
     await first.close()
     await asyncio.sleep(1.0)  # the server is down a while: no talk or ring time of the calls
 
@@ -359,6 +370,8 @@ async def test_a_start_settles_the_calls_of_servers_of_this_machine_that_are_gon
     for name, client in (("gone", gone), ("moved", moved), ("alive", alive)):
         client.app[SANDBOX].webhook_url = None  # nothing of theirs comes back
         calls[name] = await place(client, "+1234567890")
+    _as_a_crash(gone)
+    _as_a_crash(moved)
     await gone.close()
     await moved.close()
     # Started again on gone's port, HOST spelled otherwise (moved's port stays closed).
