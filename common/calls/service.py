@@ -109,6 +109,8 @@ COMMIT_CHECK_POLL_S = 0.25
 ROOM_CHECK_AFTER_S = 60.0
 ERASE_BATCH = 200  # calls whose conversation is erased in one transaction
 ERASE_BUDGET_S = 1.0  # of each reaper pass, at most, for erasing
+PURGE_BATCH = 2000  # old events (and as many deliveries) dropped in one transaction
+PURGE_BUDGET_S = 1.0  # of each reaper pass, at most, for dropping old events
 # The event id of a room found gone: one per call, so servers sweeping at once apply it once.
 ROOM_GONE_EVENT_PREFIX = "room-gone-"
 # LiveKit events that say a call's room is up; for a call that is over, its room is ended.
@@ -985,9 +987,28 @@ class CallService:
         await self.prune_config()
         await self.erase_past_retention(now)
         await self.events.recover()
-        await self.store.purge_dispatched_events(now - EVENT_RETENTION_S)
+        await self.purge_old_events(now)
         await self.store.purge_rate_buckets(now)
         return len(stale)
+
+    async def purge_old_events(self, now: float) -> int:
+        """Drop the events dispatched over EVENT_RETENTION_S ago whose deliveries are over,
+        PURGE_BATCH rows of each a transaction, for PURGE_BUDGET_S a pass at most (the rest in
+        the next pass): all in one, 406,000 of them held the database 11 s (probe AQ)."""
+        deadline = time.monotonic() + PURGE_BUDGET_S
+        purged = batch = 0
+        while time.monotonic() < deadline:
+            batch = await self.store.purge_dispatched_events(now - EVENT_RETENTION_S, PURGE_BATCH)
+            purged += batch
+            if batch < PURGE_BATCH:
+                break
+        if purged:
+            logger.debug(
+                "purged %d old event(s) and deliveries%s",
+                purged,
+                "; more in the next pass" if batch >= PURGE_BATCH else "",
+            )
+        return purged
 
     async def erase_past_retention(self, now: float) -> int:
         """Erase the conversations of calls past CALL_DATA_RETENTION_DAYS, ERASE_BATCH calls a

@@ -966,9 +966,11 @@ def claim_stale_events(
 _OVER_CAMPAIGNS = ", ".join(f"'{status}'" for status in sorted(OVER_STATUSES))
 
 
-def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
+def purge_dispatched_events(d: Dialect, before: float, limit: int | None = None) -> Program[int]:
     """Drop events dispatched before `before` whose customer deliveries are all over (and
-    those deliveries): what the retry ladder may still need is kept.
+    those deliveries): what the retry ladder may still need is kept. At most `limit` of each
+    (probe AQ: 406,000 old events in one transaction held the database 11 s, at start-up);
+    the rows deleted, events and deliveries.
 
     Deliveries first, each only if not pending as it is deleted (a row lock's recheck), then
     the events left with none: a redeliver committed between the two statements kept its
@@ -977,21 +979,29 @@ def purge_dispatched_events(d: Dialect, before: float) -> Program[int]:
     # A 410 Gone is remembered by its stopped delivery: kept while its campaign (or call)
     # can still have events, or the next one (a campaign resumed after a week's pause) went
     # to the URL that wants no more.
-    yield Query(
-        "DELETE FROM deliveries WHERE state <> 'pending' AND event_id IN ("  # noqa: S608
-        " SELECT o.id FROM outbox o WHERE o.dispatched_at < ? AND NOT EXISTS ("
-        " SELECT 1 FROM deliveries p WHERE p.event_id = o.id AND p.state = 'pending'))"
-        " AND NOT (state = 'stopped' AND (call_id IN (SELECT campaign_id FROM campaigns"
-        f" WHERE status NOT IN ({_OVER_CAMPAIGNS})) OR call_id IN (SELECT call_id FROM calls"
-        f" WHERE status IN ({_LIVE_MARKS}))))",
-        (before, *LIVE),
+    # The deliveries picked by the same rules as they are deleted by (a limit on the events
+    # whose deliveries may go would pick, pass after pass, the same events whose stopped
+    # deliveries are kept); the state checked again on the row being deleted.
+    bound, bound_args = (" LIMIT ?", (limit,)) if limit is not None else ("", ())
+    gone = yield Query(
+        "DELETE FROM deliveries WHERE state <> 'pending' AND id IN ("  # noqa: S608
+        " SELECT k.id FROM deliveries k JOIN outbox o ON o.id = k.event_id"
+        " WHERE o.dispatched_at < ? AND k.state <> 'pending' AND NOT EXISTS ("
+        " SELECT 1 FROM deliveries p WHERE p.event_id = o.id AND p.state = 'pending')"
+        " AND NOT (k.state = 'stopped' AND (k.call_id IN (SELECT campaign_id FROM campaigns"
+        f" WHERE status NOT IN ({_OVER_CAMPAIGNS})) OR k.call_id IN (SELECT call_id FROM calls"
+        f" WHERE status IN ({_LIVE_MARKS}))))"
+        f"{bound}) RETURNING id",
+        (before, *LIVE, *bound_args),
     )
     rows = yield Query(
-        "DELETE FROM outbox WHERE dispatched_at < ? AND NOT EXISTS ("
-        " SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id) RETURNING id",
-        (before,),
+        "DELETE FROM outbox WHERE id IN ("  # noqa: S608
+        " SELECT e.id FROM outbox e WHERE e.dispatched_at < ? AND NOT EXISTS ("
+        f" SELECT 1 FROM deliveries d WHERE d.event_id = e.id){bound})"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = outbox.id) RETURNING id",
+        (before, *bound_args),
     )
-    return len(rows)
+    return len(gone) + len(rows)
 
 
 # ----------------------------------------------------------------------------- agent reports

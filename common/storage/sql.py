@@ -287,8 +287,9 @@ class SqlCallStore(CampaignMethods):
             write=True,
         )
 
-    async def purge_dispatched_events(self, before: float) -> int:
-        return await self._run(programs.purge_dispatched_events(self.dialect, before), write=True)
+    async def purge_dispatched_events(self, before: float, limit: int | None = None) -> int:
+        program = programs.purge_dispatched_events(self.dialect, before, limit)
+        return await self._run(program, write=True)
 
     async def purge_rate_buckets(self, now: float) -> int:
         return await self._run(programs.purge_rate_buckets(self.dialect, now), write=True)
