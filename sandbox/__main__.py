@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 
+from common.host_header import is_loopback_host
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from sandbox.server import Sandbox
 
@@ -34,13 +35,23 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.time_scale < 0:
         parser.error("--time-scale must be >= 0")
+    if not 0 <= args.port <= 65535:  # a traceback from the bind, before (probe AO)
+        parser.error("--port must be between 0 and 65535")
     return args
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    api_secret = os.environ.get("LIVEKIT_API_SECRET") or DEV_API_SECRET
+    if api_secret == DEV_API_SECRET and not is_loopback_host(args.host):
+        logger.warning(
+            "listening on %s with the public development keys: anyone who can reach it can"
+            " use it and sign webhooks as it does (set LIVEKIT_API_KEY and LIVEKIT_API_SECRET,"
+            " or keep --host on loopback)",
+            args.host,
+        )
     sandbox = Sandbox(
         api_key=os.environ.get("LIVEKIT_API_KEY") or DEV_API_KEY,
-        api_secret=os.environ.get("LIVEKIT_API_SECRET") or DEV_API_SECRET,
+        api_secret=api_secret,
         webhook_url=args.webhook_url,
         time_scale=args.time_scale,
         host=args.host,
@@ -61,7 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_serve(_parse_args(argv)))
+    args = _parse_args(argv)
+    try:
+        asyncio.run(_serve(args))
+    except OSError as exc:  # the port taken, the address not this machine's
+        logger.critical("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
