@@ -57,6 +57,8 @@ def _seconds(value: object, bounds: tuple[int, int]) -> int | None:
     if value is None:
         return None
     low, high = bounds
+    if isinstance(value, float) and value.is_integer():  # 20.0 (Python's json.dumps of a
+        value = int(value)  # float): an integer, as JSON Schema's "integer" counts it (probe AP)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"must be a whole number of seconds from {low} to {high}")
     return value

@@ -313,6 +313,8 @@ def test_names_with_marks_and_letters_are_fine() -> None:
         ("ringing_timeout_s", 4, False),
         ("ringing_timeout_s", 121, False),
         ("ringing_timeout_s", 30.5, False),
+        ("ringing_timeout_s", 20.0, True),  # json.dumps(20.0): an integer to JSON Schema
+        ("max_duration_s", 1e300, False),
         ("ringing_timeout_s", True, False),
         ("ringing_timeout_s", "30", False),
         ("max_duration_s", 30, True),
@@ -323,7 +325,8 @@ def test_names_with_marks_and_letters_are_fine() -> None:
 )
 def test_per_call_limits(field: str, value: object, ok: bool) -> None:
     if ok:
-        assert getattr(parse_outbound_call(with_(**{field: value})), field) == value
+        parsed = getattr(parse_outbound_call(with_(**{field: value})), field)
+        assert parsed == value and type(parsed) is int
     else:
         low, high = (5, 120) if field == "ringing_timeout_s" else (30, 3600)
         assert errors_of(with_(**{field: value})) == {
