@@ -142,8 +142,19 @@ def _dispatched_snapshot(metadata_json: str, call_id: str) -> dict[str, Any] | N
 
 
 def _where(settings: Settings) -> str:
-    database = settings.calls_db_path if settings.database_url is None else "DATABASE_URL"
-    return f"config file {settings.config_path}, calls database {database}"
+    """Where it looked, as absolute paths, with a hint when neither file is there: run from
+    another directory, the relative defaults named files that do not exist (probe AO)."""
+    config = os.path.abspath(settings.config_path)
+    if settings.database_url is not None:
+        return f"config file {config}, calls database DATABASE_URL"
+    database = os.path.abspath(settings.calls_db_path)
+    where = f"config file {config}, calls database {database}"
+    if not settings.config_path.exists() and not settings.calls_db_path.exists():
+        where += (
+            "; neither exists: run it from the server's directory (where its .env is), or set"
+            " CONFIG_PATH and CALLS_DB_PATH as the server has them"
+        )
+    return where
 
 
 async def _call_in_database(settings: Settings, call_id: str) -> CallRecord | None:

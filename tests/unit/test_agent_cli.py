@@ -133,9 +133,20 @@ def test_describe_an_unknown_call(tmp_path: Path, config_file: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "unknown call" in proc.stderr and "call-000000000000" in proc.stderr
-    assert f"(config file {config_file}, calls database calls.db)" in proc.stderr
+    assert f"(config file {config_file}, calls database {tmp_path / 'calls.db'})" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_describe_from_another_directory_says_where_it_looked_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Probe AO: run from another directory, it said "unknown call" naming config.json and
+    calls.db as relative paths, nothing more."""
+    proc = run_agent(["describe", "--call-id", "call-000000000000"], tmp_path)
+    assert proc.returncode == 2
+    assert f"config file {tmp_path / 'config.json'}" in proc.stderr
+    assert "neither exists: run it from the server's directory" in proc.stderr
 
 
 @pytest.mark.parametrize("call_id", ["", "call-\udcff"], ids=["empty", "not-text"])
