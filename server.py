@@ -374,8 +374,8 @@ def check_bind(settings: Settings) -> None:
     )
 
 
-def warn_short_secret(settings: Settings) -> None:
-    if (warning := settings.short_secret_warning()) is not None:
+def warn_livekit_settings(settings: Settings) -> None:
+    for warning in settings.livekit_warnings():
         logger.warning("%s", warning)
 
 
@@ -610,7 +610,7 @@ def main() -> None:
         check_bind(settings)
         check_webhook_host(settings)
         warn_report_url(settings)
-        warn_short_secret(settings)
+        warn_livekit_settings(settings)
         warn_short_record_ttl(settings)
         warn_disabled_safeguards(settings)
         for warning in dotenv_warnings():

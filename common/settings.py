@@ -550,6 +550,24 @@ class Settings:
             " cut short?)"
         )
 
+    def livekit_warnings(self) -> list[str]:
+        """LiveKit settings that start but are likely mistakes (probe AO: accepted without a
+        word): a short secret, a trunk id not LiveKit's shape, keys set for the sandbox."""
+        warnings = [w for w in (self.short_secret_warning(),) if w is not None]
+        if self.uses_sandbox:
+            if self.livekit_api_key != DEV_API_KEY or self.livekit_api_secret != DEV_API_SECRET:
+                warnings.append(
+                    "LIVEKIT_API_KEY or LIVEKIT_API_SECRET is set but LIVEKIT_URL is not: the"
+                    " embedded sandbox runs with them (no phone is called); set LIVEKIT_URL for"
+                    " a real LiveKit"
+                )
+        elif not self.sip_outbound_trunk_id.startswith("ST_"):
+            warnings.append(
+                "SIP_OUTBOUND_TRUNK_ID does not start with ST_ as LiveKit's trunk ids do (is it"
+                " the trunk's name or number?): every dial will be refused if it is not one"
+            )
+        return warnings
+
     def require_webhook_secret(self) -> None:
         """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL
         the SSRF guard refuses (plain http or a private address, unless allowed)."""

@@ -486,6 +486,22 @@ def test_a_secret_shorter_than_livekits_is_warned_not_refused(secret: str) -> No
     assert settings_from_env({}).short_secret_warning() is None  # the sandbox's own pair
 
 
+def test_livekit_settings_that_look_like_mistakes_are_warned_of() -> None:
+    """Probe AO: a trunk id that is no LiveKit trunk id, keys set with no LIVEKIT_URL (the
+    sandbox runs, with them), started without a word."""
+    assert settings_from_env(REAL_LIVEKIT).livekit_warnings() == []
+    assert settings_from_env({}).livekit_warnings() == []
+    trunk = settings_from_env({**REAL_LIVEKIT, "SIP_OUTBOUND_TRUNK_ID": "my-twilio-trunk"})
+    (said,) = trunk.livekit_warnings()
+    assert said.startswith("SIP_OUTBOUND_TRUNK_ID does not start with ST_")
+    assert "my-twilio-trunk" not in said
+    keys = {"LIVEKIT_API_KEY": "APIrealkey", "LIVEKIT_API_SECRET": "real-secret-value-0123456789ab"}
+    (said,) = settings_from_env(keys).livekit_warnings()
+    assert "is set but LIVEKIT_URL is not: the embedded sandbox runs with them" in said
+    short = settings_from_env({**REAL_LIVEKIT, "LIVEKIT_API_SECRET": "short-one"})
+    assert short.livekit_warnings() == [short.short_secret_warning()]
+
+
 def test_require_livekit_ignores_missing_values_on_the_sandbox() -> None:
     settings_from_env({"SIP_OUTBOUND_TRUNK_ID": ""}).require_livekit()
     settings_from_env({"LIVEKIT_API_KEY": "APIx"}).require_livekit()
