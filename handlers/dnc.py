@@ -90,6 +90,7 @@ async def add_numbers(request: web.Request) -> web.Response:
             errors.extend(exc.errors)
     if errors:
         raise InvalidCall(errors)
+    clean = list(dict.fromkeys(clean))  # each once, in the order given (probe AP: echoed twice)
     added = await request.app[STORE].add_dnc(clean, "api")
     return web.json_response({"status": "success", "added": added, "numbers": clean})
 
