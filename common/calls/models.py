@@ -185,8 +185,6 @@ class CallRecord:
     room_finished_at: float | None = None
     callee_left_at: float | None = None
     dial_started_at: float | None = None
-    line_joined_at: float | None = None
-    """When the callee's line (LiveKit's SIP participant) first showed in the room."""
     sandbox_instance: str | None = None
     """The server whose embedded sandbox holds the call's room (None: a real LiveKit)."""
     """When the callee's leg left the room (the call is ending, whatever comes next)."""
@@ -209,7 +207,6 @@ class CallRecord:
             self.room_finished_at is not None,
             self.amd,
             self.dial_started_at is not None,
-            self.line_joined_at is not None,
         )
 
     @property

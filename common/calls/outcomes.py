@@ -61,12 +61,6 @@ GRACE_OVER = "room_finished_grace_over"
 
 _BUSY_CODES = frozenset({486, 600, 603})
 _NO_ANSWER_CODES = frozenset({408, 480, 487})
-# A dialled call whose room finished with no word of its line: LiveKit's SIP participant
-# joins before it dials, so nobody was rung, unless LiveKit's webhooks about it were lost.
-LINE_NEVER_JOINED = (
-    "its line never showed in the room: the dial did not reach LiveKit (or LiveKit's"
-    " webhooks about it were lost)"
-)
 _REASON_STATUS = {
     "USER_REJECTED": Status.BUSY,
     "USER_UNAVAILABLE": Status.NO_ANSWER,
@@ -88,9 +82,6 @@ class CallState:
     dialled: bool = True
     """The dial was recorded as started. A call never dialled is settled by the reaper, as
     such ("nobody was called", its Idempotency-Key freed), whatever its room does."""
-    line_joined: bool = True
-    """The callee's line (LiveKit's SIP participant, which joins the room before it dials)
-    showed in the room: some webhook was about it."""
 
 
 @dataclass(frozen=True)
@@ -193,8 +184,6 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
         if not state.dialled:  # its room (the agent's dispatch) ended: nobody was rung
             return None
         if signal.event == GRACE_OVER:
-            if not state.line_joined:  # its agent gave up waiting for a callee who never came
-                return Change(Status.FAILED, LINE_NEVER_JOINED)
             return Change(Status.NO_ANSWER, "room finished before an answer")
         return None
     if not signal.sip_participant:

@@ -652,9 +652,6 @@ class CallService:
             room_finished=finished,
             callee_left=signal.sip_participant and event.event in CALLEE_GONE_EVENTS,
             event_at=event.created_at,
-            # A room found gone unheard (`settle_gone_rooms`): its webhooks were lost, the
-            # line's with them, so no word of the line is no evidence that it never joined.
-            line_joined=signal.sip_participant or event.id.startswith(ROOM_GONE_EVENT_PREFIX),
         )
         if applied.unknown_call:
             logger.debug("webhook %s for unknown room %s ignored", event.event, room)
@@ -715,7 +712,6 @@ class CallService:
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
-        line_joined: bool = False,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
@@ -729,7 +725,6 @@ class CallService:
             only_if_changed=only_if_changed,
             ended_at=ended_at,
             event_at=event_at,
-            line_joined=line_joined,
         )
         self.events.publish(applied.events)
         return applied

@@ -212,14 +212,11 @@ class CallStore(CampaignStore, Protocol):
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
-        line_joined: bool = False,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
         entry and its outbox events. `room_finished` / `callee_left`: the event says the room
-        / the callee's leg is gone (kept as a time, the first one); `line_joined`: the event
-        is about the callee's leg (its SIP participant), which is in the room, or was.
-        `only_if_changed`: no timeline entry when the decision changes nothing (a request
-        that lost a race).
+        / the callee's leg is gone (kept as a time, the first one). `only_if_changed`: no
+        timeline entry when the decision changes nothing (a request that lost a race).
         `ended_at`: when a final decision's call ended, if known to be before now.
         `event_at`: when the event happened by its sender (a late webhook's createdAt)."""
         ...

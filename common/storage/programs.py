@@ -140,7 +140,6 @@ def row_to_call(
         room_finished_at=row["room_finished_at"],
         callee_left_at=row["callee_left_at"],
         dial_started_at=row["dial_started_at"],
-        line_joined_at=row["line_joined_at"],
         sandbox_instance=row["sandbox_instance"],
         amd=row["amd"],
         ended_by=row["ended_by"],
@@ -359,8 +358,7 @@ def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecor
 _LISTED_COLUMNS = (
     "call_id, phone_number, caller_name, language, emotion, status, outcome, reason, answered,"
     " hangup_requested, created_at, answered_at, ended_at, updated_at, ringing_timeout_s,"
-    " max_duration_s, room_finished_at, callee_left_at, dial_started_at, line_joined_at,"
-    " sandbox_instance, amd,"
+    " max_duration_s, room_finished_at, callee_left_at, dial_started_at, sandbox_instance, amd,"
     " ended_by, data_erased_at, webhook_url, campaign_id, NULL AS config, NULL AS report"
 )
 
@@ -420,7 +418,6 @@ def apply(
     only_if_changed: bool = False,
     ended_at: float | None = None,
     event_at: float | None = None,
-    line_joined: bool = False,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change.
@@ -438,12 +435,10 @@ def apply(
             "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?) WHERE call_id = ?",
             (happened, call_id),
         )
-    if callee_left or line_joined:  # the callee's leg leaving was in the room too
-        left = ", callee_left_at = COALESCE(callee_left_at, ?)" if callee_left else ""
+    if callee_left:
         yield Query(
-            f"UPDATE calls SET line_joined_at = COALESCE(line_joined_at, ?){left}"  # noqa: S608
-            " WHERE call_id = ?",
-            (happened, *((happened,) if callee_left else ()), call_id),
+            "UPDATE calls SET callee_left_at = COALESCE(callee_left_at, ?) WHERE call_id = ?",
+            (happened, call_id),
         )
     rows = yield Query(
         f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text

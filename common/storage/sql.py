@@ -113,7 +113,6 @@ class SqlCallStore(CampaignMethods):
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
-        line_joined: bool = False,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -130,7 +129,6 @@ class SqlCallStore(CampaignMethods):
             only_if_changed=only_if_changed,
             ended_at=ended_at,
             event_at=event_at,
-            line_joined=line_joined,
         )
         try:
             return await self._run(program, write=True)

@@ -128,9 +128,7 @@ async def test_create_and_get(store: CallStore, clock: FakeClock) -> None:
     assert call.created_at == call.updated_at == clock.now
     assert call.answered_at is None and call.ended_at is None
     assert not call.is_final
-    assert call.state == CallState(
-        Status.DIALING, dialled=False, line_joined=False
-    )  # not dialled yet
+    assert call.state == CallState(Status.DIALING, dialled=False)  # not dialled yet
     assert call.timeline == (
         TimelineEntry("created", None, "dialing", {"dispatch": "pending"}, clock.now, None),
     )
@@ -219,9 +217,7 @@ async def test_request_hangup(store: CallStore, clock: FakeClock) -> None:
     call = await store.request_hangup(CALL)
     assert call is not None
     assert call.hangup_requested
-    assert call.state == CallState(
-        Status.DIALING, hangup_requested=True, dialled=False, line_joined=False
-    )
+    assert call.state == CallState(Status.DIALING, hangup_requested=True, dialled=False)
     assert call.updated_at == clock.now
     assert call.status is Status.DIALING  # asking is not ending
     assert await store.request_hangup("call-unknown") is None
@@ -529,7 +525,7 @@ async def test_apply_changes_status_and_timeline(store: CallStore, clock: FakeCl
     applied = await store.apply(
         CALL, "participant_joined", decide, event_id="EV_1", detail={"a": 1}
     )
-    assert seen == [CallState(Status.DIALING, dialled=False, line_joined=False)]
+    assert seen == [CallState(Status.DIALING, dialled=False)]
     assert applied.change == Change(Status.RINGING, "ringing now")
     assert not applied.duplicate and not applied.unknown_call
     assert applied.before is not None and applied.before.status is Status.DIALING
@@ -1110,32 +1106,6 @@ async def test_a_redeliver_during_a_failing_send_starts_a_new_round(
     clock.advance(5)
     (again,) = await store.claim_due_deliveries(clock.now, 20, 10)  # its retry, the last
     assert next_outcome(again, 500, "boom", schedule, clock.now).state == "failed"
-
-
-async def test_the_line_joined_is_kept_as_its_first_time(
-    store: CallStore, clock: FakeClock
-) -> None:
-    """An event about the callee's leg (its SIP participant) says the line was in the room:
-    the first one's time is kept; one that tells the leg left says so too."""
-    await store.create_call(new_call())
-    assert (await _state(store)).line_joined is False
-    first = clock.now
-    await store.apply(CALL, "participant_joined", nothing, event_id="EV_J", line_joined=True)
-    clock.advance(5)
-    await store.apply(CALL, "participant_joined", nothing, event_id="EV_J2", line_joined=True)
-    call = await store.get_call(CALL)
-    assert call is not None and call.state.line_joined and call.line_joined_at == first
-    other = "call-0000000other"
-    await store.create_call(new_call(other))
-    await store.apply(other, "participant_left", nothing, event_id="EV_L", callee_left=True)
-    left = await store.get_call(other)
-    assert left is not None and left.line_joined_at == left.callee_left_at == clock.now
-
-
-async def _state(store: CallStore) -> CallState:
-    call = await store.get_call(CALL)
-    assert call is not None
-    return call.state
 
 
 async def test_the_purge_goes_by_batches_past_what_it_keeps(

@@ -15,7 +15,6 @@ from common.calls.outcomes import (
     ATTR_STATUS_CODE,
     FINAL_STATUSES,
     GRACE_OVER,
-    LINE_NEVER_JOINED,
     LIVE_STATUSES,
     CallState,
     Change,
@@ -151,27 +150,6 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
         Change(Status.NO_ANSWER, "room finished before an answer"),
     ),
     ("grace-over-answered", ANSWERED, grace_over(), Change(Status.COMPLETED)),
-    # dialled, but no webhook ever told of its line (LiveKit's SIP participant joins before it
-    # dials): the dial never reached LiveKit (its server killed in between), and its agent
-    # gave up on the callee and ended the room. Nobody was rung: not "no answer".
-    (
-        "finished-line-never-joined",
-        dataclasses.replace(DIALING, line_joined=False),
-        finished(),
-        None,
-    ),
-    (
-        "grace-over-line-never-joined",
-        dataclasses.replace(DIALING, line_joined=False),
-        grace_over(),
-        Change(Status.FAILED, LINE_NEVER_JOINED),
-    ),
-    (
-        "grace-over-line-never-joined-hung-up",
-        dataclasses.replace(DIALING, line_joined=False, hangup_requested=True),
-        grace_over(),
-        Change(Status.CANCELED, "hung up through the API"),
-    ),
     (
         "late-answer-after-room-finished",
         FINISHED_RINGING,
