@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -52,28 +53,46 @@ def _is_sandbox_success(record: logging.LogRecord) -> bool:
 
 
 HIDDEN = "[redacted]"
-# A query parameter whose name says it holds a credential: its value is not logged.
+# A query parameter whose name says it holds a credential (access_token, refresh_token,
+# client_secret, X-Amz-Signature, api_key, key, sig, ...): its value is not logged.
 _CREDENTIAL_PARAM = re.compile(
-    r"([?&;](?:access_token|api_token|token|api_key|apikey|key|secret|password|passwd|auth"
-    r"|authorization|signature|sig)=)[^&;\s\"]+",
+    r"([?&;](?:[\w.\-]*(?:token|secret|passw|signature|api[_\-]?key|auth|credential)[\w.\-]*"
+    r"|key|sig)=)[^&;\s\"]+",
     re.IGNORECASE,
 )
 # Shorter secrets (livekit-server --dev's is `secret`) would cut ordinary words out of lines.
 MIN_HIDDEN_CHARS = 8
+# The server's secrets, as install() was given them, each also as a URL writes it (the request
+# line is logged percent-encoded: review AR saw `Tok%2Ben%2F...` logged whole); longest first,
+# so that a secret holding another is cut whole.
+_secrets: list[str] = []
+
+
+def _set_secrets(secrets: Iterable[str]) -> None:
+    forms = set()
+    for secret in secrets:
+        if len(secret) >= MIN_HIDDEN_CHARS:
+            forms.update({secret, quote(secret, safe=""), quote(secret), quote_plus(secret)})
+    _secrets[:] = sorted(forms, key=len, reverse=True)
+
+
+def hide_credentials(text: str) -> str:
+    """`text` without the server's secrets, in any of their URL forms, and without the values
+    of credential-named query parameters."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, HIDDEN)
+    return _CREDENTIAL_PARAM.sub(rf"\g<1>{HIDDEN}", text)
 
 
 class RedactAccessLog(logging.Filter):
-    def __init__(self, drop_sandbox: bool, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, drop_sandbox: bool) -> None:
         super().__init__()
         self.drop_sandbox = drop_sandbox
-        # Longest first: a secret holding another is cut whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= MIN_HIDDEN_CHARS}, key=len)[::-1]
 
-    def _clean(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, HIDDEN)
-        return redact(_CREDENTIAL_PARAM.sub(rf"\g<1>{HIDDEN}", text))
+    @staticmethod
+    def _clean(text: str) -> str:
+        return redact(hide_credentials(text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.drop_sandbox and _is_sandbox_success(record):
@@ -129,7 +148,8 @@ def _replace_filter(name: str, new: logging.Filter) -> None:
 def install(*, drop_sandbox: bool = False, secrets: Iterable[str] = ()) -> None:
     """Put the filters on aiohttp's loggers (one each per process; the latest settings win).
     `secrets`: texts never to log (the settings' secrets)."""
-    _replace_filter(ACCESS_LOGGER, RedactAccessLog(drop_sandbox, secrets))
+    _set_secrets(secrets)
+    _replace_filter(ACCESS_LOGGER, RedactAccessLog(drop_sandbox))
     _replace_filter(SERVER_LOGGER, QuietMalformedRequests())
 
 
@@ -162,8 +182,14 @@ class CallsAccessLogger(AccessLogger):
     ) -> Iterable[tuple[str | tuple[str, str], str]]:
         """aiohttp's fields of the line, each text cut at MAX_FIELD_CHARS (a field of quotes
         every 299 characters got past a cut made on the written line)."""
+        # Credentials out before the cut: cut first, a token across it was logged up to it.
         return [
-            (key, _clipped(value, MAX_FIELD_CHARS) if isinstance(value, str) else value)
+            (
+                key,
+                _clipped(hide_credentials(value), MAX_FIELD_CHARS)
+                if isinstance(value, str)
+                else value,
+            )
             for key, value in super()._format_line(request, response, time)
         ]
 

@@ -520,6 +520,31 @@ async def test_access_log_never_holds_a_token_a_client_put_in_it(
     assert sum(line.count("[redacted]") for line in lines) == 4
 
 
+async def test_access_log_never_holds_a_token_percent_encoded_or_across_its_cut(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review AR: the request line is logged percent-encoded (a token with + / = went whole),
+    and each field was cut at 300 characters before the redaction (a token across the cut was
+    logged up to it); `refresh_token=` and the like were not credential names."""
+    from urllib.parse import quote
+
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    token = "Tok+en/abc=DEF0123xyz-0123456789"
+    client = await start_app(calls_api_token=token)
+    auth = {"Authorization": f"Bearer {token}"}
+    pad = "x" * (300 - len("GET /calls?pad=&t=") - 10)  # the token starts 10 before the cut
+    for path in (
+        f"/calls?t={quote(token, safe='')}",
+        f"/calls?pad={pad}&t={quote(token, safe='')}",
+        "/calls?refresh_token=r3fr3sh-0123456789&client_secret=cl13nt-0123456789",
+    ):
+        await client.get(path, headers=auth)
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 3
+    for piece in ("Tok%2Ben", "Tok+en", "r3fr3sh", "cl13nt"):
+        assert not any(piece in line for line in lines), (piece, lines)
+
+
 @pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
 async def test_access_log_drops_the_sandboxs_successful_webhooks(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, level: int
