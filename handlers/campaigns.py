@@ -58,10 +58,13 @@ MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
 # JSON's parser holds the GIL for a whole body, and its time goes with the values it builds:
 # 63 MiB of "[]," (22 million empty lists) stopped every other request for 6 s and took
 # 1.7 GB; 60 MiB of "1.5e300," in one list, 3 s. A row is an object of a few values; a body
-# with more values than this is refused unparsed. They are counted as the bytes "{", "["
-# and "," (a list of n values holds n - 1 commas), inside strings too: an upper bound, 20
-# per row at the most rows (at the bound, a list of floats is parsed in ~0.7 s).
-MAX_JSON_TOKENS = 20 * MAX_RECIPIENTS
+# with more than this is refused unparsed. Counted as bytes, inside strings too (an upper
+# bound): containers as "{" and "[", 20 a row at the most rows; values as those and ","
+# (a list of n values holds n - 1 commas), 50 a row: names ("Smith, John") and instructions
+# hold commas of their own (review AR: 80,000 such rows, refused at 20). At that bound a
+# list of floats parses in ~1.7 s.
+MAX_JSON_CONTAINERS = 20 * MAX_RECIPIENTS
+MAX_JSON_TOKENS = 50 * MAX_RECIPIENTS
 LIST_LIMIT = PageLimit(default=100, maximum=1000)
 CSV_TYPES = ("text/csv", "application/csv")
 # How the OpenAPI document shows the uploads besides the JSON body.
@@ -232,13 +235,19 @@ async def _read_campaign(request: web.Request) -> _Upload:
     if given := [key for key, value in request.query.items() if value]:
         why = "query options are for CSV uploads (Content-Type: text/csv); a JSON body holds"
         raise InvalidCall([FieldError(key, f"{why} its own") for key in given])
-    tokens = raw.count(b"{") + raw.count(b"[") + raw.count(b",")
-    if tokens > MAX_JSON_TOKENS:
+    containers = raw.count(b"{") + raw.count(b"[")
+    tokens = containers + raw.count(b",")
+    if containers > MAX_JSON_CONTAINERS or tokens > MAX_JSON_TOKENS:
+        over, limit, what = (
+            (containers, MAX_JSON_CONTAINERS, "'{' and '['")
+            if containers > MAX_JSON_CONTAINERS
+            else (tokens, MAX_JSON_TOKENS, "'{', '[' and ','")
+        )
         raise HttpError(
             413,
-            f"request body holds {tokens} '{{', '[' and ',' characters (strings' included),"
-            f" more than the {MAX_JSON_TOKENS} a campaign's JSON may hold: {MAX_RECIPIENTS} rows"
-            " at most, of a few values each; send a long list as CSV",
+            f"request body holds {over} {what} characters (strings' included), more than the"
+            f" {limit} a campaign's JSON may hold: {MAX_RECIPIENTS} rows at most, of a few"
+            " values each; send a long list as CSV",
         )
     try:
         doc = await _PARSING.run(decode_json, raw)
