@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import io
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -692,8 +693,10 @@ def _refuse_a_config_path_not_json(path: Path) -> None:
             head = file.read(_CONFIG_HEAD_BYTES)
     except OSError:
         return  # none yet, or unreadable: the config store says why, when it reads it
-    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if text and not text.startswith(b"{"):
+    # In the encoding json.loads would read it in (UTF-8, -16 or -32: the config store reads
+    # all three; review AR: a UTF-16 config.json was refused), past a BOM and blanks.
+    text = head.decode(json.detect_encoding(head), errors="ignore").lstrip("\ufeff \t\r\n")
+    if text and not text.startswith("{"):
         raise SettingsError(
             f"CONFIG_PATH ({path}) names a file that is not a JSON object (not config.json):"
             " the first call's config write would set it aside and write JSON in its place."

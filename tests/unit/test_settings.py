@@ -760,10 +760,11 @@ def test_config_path_naming_a_file_that_is_no_json_object_stops_start_up(
 )
 def test_a_config_json_even_a_corrupt_one_starts(tmp_path: Path, text: str) -> None:
     """Empty, or an object (cut short or mistyped: set aside on the first write, as
-    before)."""
+    before); in UTF-16 and -32 too, which the config store reads (review AR: refused)."""
     path = tmp_path / "config.json"
-    path.write_text(text)
-    assert settings_from_env({"CONFIG_PATH": str(path)}).config_path == path
+    for encoding in ("utf-8", "utf-16", "utf-16-le", "utf-32"):
+        path.write_bytes(text.encode(encoding))
+        assert settings_from_env({"CONFIG_PATH": str(path)}).config_path == path, encoding
 
 
 def test_config_path_beside_a_postgresql_database_may_be_anything() -> None:
