@@ -785,6 +785,9 @@ class CallService:
                         live,
                     )
                 return 0
+            if not self._lost_sandbox_settled:  # the start's pass failed: an earlier run's
+                await self.settle_lost_sandbox_calls()  # calls, dated as that pass dates them
+                self._lost_sandbox_settled = True
             now = self.clock()
             lost = await self.store.lost_sandbox_calls(self.instance, now + 1)
             if lost:

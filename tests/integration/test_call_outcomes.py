@@ -526,3 +526,32 @@ async def test_calls_live_in_the_embedded_sandbox_at_the_stop_are_settled_then(
     unanswered = await (await client.get(f"/calls/{ringing}")).json()
     assert (unanswered["status"], unanswered["reason"]) == ("failed", SANDBOX_STOPPED)
     assert await client.app[CALLS].settle_at_stop() == 0  # nothing left for the next start
+
+
+async def test_a_stop_after_a_failed_start_pass_dates_an_earlier_runs_calls_as_that_pass_does(
+    start_app: AppFactory,
+) -> None:
+    """Review AR: the stop took every live call of this server's sandbox, an earlier run's
+    too (left when the start's pass failed), and dated them to the stop."""
+    from common.calls.service import SANDBOX_RESTARTED
+    from handlers.keys import SETTINGS
+
+    client = await start_app(sandbox_time_scale=100.0)
+    service = client.app[CALLS]
+    earlier = NewCall(
+        "call-0000earlier1",
+        "+1234567890",
+        "E",
+        "en",
+        "Calm",
+        sandbox_instance=client.app[SETTINGS].sandbox_owner,
+    )
+    await service.store.create_call(earlier, claim=IdempotencyClaim("c", "k-earlier", "h"))
+    await service.store.start_dial(earlier.call_id)
+    service.started_at = time.time() + 1  # it was placed before this run started
+    service._lost_sandbox_settled = False  # the start's pass failed
+    await asyncio.sleep(0.3)
+    await service.settle_at_stop()
+    shown = await (await client.get(f"/calls/{earlier.call_id}")).json()
+    assert (shown["status"], shown["reason"]) == ("failed", SANDBOX_RESTARTED)
+    assert shown["ring_s"] < 0.3, shown  # its last word, not the stop
