@@ -411,8 +411,10 @@ async def test_the_retention_purge_finds_an_events_deliveries_by_index(tmp_path:
     path = tmp_path / "calls.db"
     store = await SqliteCallStore.open(path)
     await store.close()
-    program = programs.purge_dispatched_events(store.dialect, time.time())
-    statements = [next(program), program.send([])]
+    statements = []
+    for limit in (None, 2000):  # whole, and by batches as the reaper runs it (review AR)
+        program = programs.purge_dispatched_events(store.dialect, time.time(), limit)
+        statements += [next(program), program.send([])]
     with sqlite3.connect(path) as db:
         for query in statements:
             plan = " | ".join(
