@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from common.storage.sqlite import SqliteCallStore
-from tests.processes import free_port
+from tests.processes import free_port, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAx"  # 30 bytes, base64
@@ -36,15 +36,8 @@ def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.Comp
     # before start-up, so a taken one would be the error instead of the one under test.
     environ.update(SANDBOX_PORT="0", PORT=str(free_port()))
     environ.update(env)
-    return subprocess.run(
-        [*_prefix.split(), sys.executable, str(ROOT / "server.py")],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    argv = [*_prefix.split(), sys.executable, str(ROOT / "server.py")]
+    return run_to_end(argv, tmp_path, environ, timeout=30)
 
 
 @pytest.mark.parametrize(

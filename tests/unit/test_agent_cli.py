@@ -20,6 +20,7 @@ from agent.cli import missing_settings
 from common.config_store.model import AnalysisField, AnalysisRequest, CallOptions, VoicemailPolicy
 from common.settings import Settings
 from common.update_config import ConfigStore
+from tests.processes import run_to_end
 
 REPO = Path(__file__).resolve().parents[2]
 CALL = "call-ab12cd34ef56"
@@ -27,15 +28,7 @@ CALL = "call-ab12cd34ef56"
 
 def run_agent(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_to_end([sys.executable, "-m", "agent", *args], cwd, environ)
 
 
 @pytest.fixture

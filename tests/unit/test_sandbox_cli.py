@@ -11,20 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import run_to_end
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {"PATH": "/usr/bin:/bin", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox", *args],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_to_end([sys.executable, "-m", "sandbox", *args], ROOT, clean, timeout=30)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1"])
