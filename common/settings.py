@@ -388,8 +388,10 @@ class Settings:
     calls_max_active: int = setting(
         50, _integer(1, 1_000_000), "Calls not yet in a final state at once."
     )
+    # At least a request's least (5 s): a call dials for a second or so before it rings, and
+    # 1 made every call no_answer (probe AO).
     call_ringing_timeout_s: int = setting(
-        30, _integer(1, 600), "How long the phone rings (a request may set ringing_timeout_s)."
+        30, _integer(5, 600), "How long the phone rings (a request may set ringing_timeout_s)."
     )
     call_max_duration_s: int = setting(
         600, _integer(1, 86400), "Longest call (a request may set max_duration_s)."

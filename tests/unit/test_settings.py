@@ -236,7 +236,8 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("SANDBOX_PORT", "65536", "SANDBOX_PORT must be between 0 and 65535, got 65536"),
         ("CALLS_RATE_LIMIT_PER_MIN", "0", "CALLS_RATE_LIMIT_PER_MIN must be between"),
         ("CALLS_MAX_ACTIVE", "many", "CALLS_MAX_ACTIVE must be an integer"),
-        ("CALL_RINGING_TIMEOUT_S", "601", "CALL_RINGING_TIMEOUT_S must be between 1 and 600"),
+        ("CALL_RINGING_TIMEOUT_S", "601", "CALL_RINGING_TIMEOUT_S must be between 5 and 600"),
+        ("CALL_RINGING_TIMEOUT_S", "1", "CALL_RINGING_TIMEOUT_S must be between 5 and 600"),
         ("CALL_MAX_DURATION_S", "0", "CALL_MAX_DURATION_S must be between 1 and 86400"),
         (
             "LOG_LEVEL",
