@@ -347,7 +347,8 @@ def create_app(
         app[STORE] = store
     app[CAMPAIGN_CLOCK] = campaign_clock
     app.on_response_prepare.append(protective_headers)
-    app.cleanup_ctx.extend([_storage, _config_writable, _events, _livekit, _campaigns, _reaper])
+    # config.json first: a CONFIG_PATH that cannot be written left a new, empty calls.db
+    app.cleanup_ctx.extend([_config_writable, _storage, _events, _livekit, _campaigns, _reaper])
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)

@@ -175,6 +175,7 @@ def test_a_config_path_that_cannot_be_written_stops_start_up(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert "config.json (/proc/self/nope/config.json) cannot be written" in done.stderr
     assert "set CONFIG_PATH" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "c.db").exists()  # probe AO: a new, empty calls.db was left
 
 
 @pytest.mark.parametrize("kind", ["a directory", "a device"])
