@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -197,6 +197,22 @@ _NO_FINAL_EVENT = _over_unheard(NO_FINAL_EVENT, _fixed(Change(Status.FAILED, NO_
 # Unanswered: failed, or canceled if a hang-up was asked.
 _sandbox_room_gone = _over_unheard(SANDBOX_RESTARTED, _failed(SANDBOX_RESTARTED))
 _sandbox_stopped = _over_unheard(SANDBOX_STOPPED, _failed(SANDBOX_STOPPED))
+
+
+async def _in_batches(
+    step: Callable[[int], Awaitable[int]], batch: int, budget_s: float
+) -> tuple[int, bool]:
+    """`step(batch)` (one transaction, at most `batch` rows) again while it fills its batch,
+    for `budget_s` at most: the rows it did in all, and whether more may be left for the
+    next pass."""
+    deadline = time.monotonic() + budget_s
+    done = 0
+    while time.monotonic() < deadline:
+        last = await step(batch)
+        done += last
+        if last < batch:
+            return done, False
+    return done, True
 
 
 async def resolve_webhook_host(
@@ -796,17 +812,8 @@ class CallService:
                     " settled now",
                     len(lost),
                 )
+            await self._settle_lost(lost, "sandbox_stopped", _sandbox_stopped, ended_at=now)
             for call in lost:
-                if call.dialled:
-                    await self._settle(
-                        call.call_id,
-                        "sandbox_stopped",
-                        _sandbox_stopped,
-                        only_if_changed=True,
-                        ended_at=now,
-                    )
-                else:  # nobody was called: its key and rate share are free (`reap`)
-                    await self._settle_never_dialled(call.call_id)
                 self.config.forget_call_soon(call.call_id)
         except DatabaseError as exc:
             logger.warning(
@@ -993,18 +1000,17 @@ class CallService:
         """Drop the events dispatched over EVENT_RETENTION_S ago whose deliveries are over,
         PURGE_BATCH rows of each a transaction, for PURGE_BUDGET_S a pass at most (the rest in
         the next pass): all in one, 406,000 of them held the database 11 s (probe AQ)."""
-        deadline = time.monotonic() + PURGE_BUDGET_S
-        purged = batch = 0
-        while time.monotonic() < deadline:
-            batch = await self.store.purge_dispatched_events(now - EVENT_RETENTION_S, PURGE_BATCH)
-            purged += batch
-            if batch < PURGE_BATCH:
-                break
+        before = now - EVENT_RETENTION_S
+        purged, more = await _in_batches(
+            lambda limit: self.store.purge_dispatched_events(before, limit),
+            PURGE_BATCH,
+            PURGE_BUDGET_S,
+        )
         if purged:
             logger.debug(
                 "purged %d old event(s) and deliveries%s",
                 purged,
-                "; more in the next pass" if batch >= PURGE_BATCH else "",
+                "; more in the next pass" if more else "",
             )
         return purged
 
@@ -1014,18 +1020,14 @@ class CallService:
         one transaction, 200,000 calls kept the server from listening for 107 s at start-up
         (and took 227 MB), and would have held every request that needs the database."""
         before = now - self.settings.call_data_retention_days * 86400
-        deadline = time.monotonic() + ERASE_BUDGET_S
-        erased = batch = 0
-        while time.monotonic() < deadline:
-            batch = await self.store.erase_call_data(before, ERASE_BATCH)
-            erased += batch
-            if batch < ERASE_BATCH:
-                break
+        erased, more = await _in_batches(
+            lambda limit: self.store.erase_call_data(before, limit), ERASE_BATCH, ERASE_BUDGET_S
+        )
         if erased:
             logger.info(
                 "erased the conversations of %d call(s) past their retention%s",
                 erased,
-                "; more in the next pass" if batch == ERASE_BATCH else "",
+                "; more in the next pass" if more else "",
             )
         return erased
 
@@ -1103,12 +1105,7 @@ class CallService:
                 owner,
             )
             lost += theirs
-        await self._settle_unheard(
-            [c for c in lost if c.dialled], "sandbox_restarted", _sandbox_room_gone
-        )
-        for call in lost:
-            if not call.dialled:  # nobody was called: its key and rate share are free (`reap`)
-                await self._settle_never_dialled(call.call_id)
+        await self._settle_lost(lost, "sandbox_restarted", _sandbox_room_gone)
         return len(lost)
 
     async def _settle_all(self, call_ids: Iterable[str], kind: str, decide: Decide) -> None:
@@ -1117,13 +1114,26 @@ class CallService:
         for call_id in call_ids:
             await self._settle(call_id, kind, decide, only_if_changed=True)
 
-    async def _settle_unheard(self, calls: Iterable[LostCall], kind: str, decide: Decide) -> None:
+    async def _settle_unheard(
+        self, calls: Iterable[LostCall], kind: str, decide: Decide, ended_at: float | None = None
+    ) -> None:
         """`_settle_all` for calls over without a word of it: each ended when the server last
-        heard of it (dated to the pass, an answered one's talk_s was the reaper's bound)."""
+        heard of it (dated to the pass, an answered one's talk_s was the reaper's bound), or
+        at `ended_at` when that is known (the stop that ended them)."""
         for call in calls:
-            await self._settle(
-                call.call_id, kind, decide, only_if_changed=True, ended_at=call.last_seen
-            )
+            end = call.last_seen if ended_at is None else ended_at
+            await self._settle(call.call_id, kind, decide, only_if_changed=True, ended_at=end)
+
+    async def _settle_lost(
+        self, lost: list[LostCall], kind: str, decide: Decide, ended_at: float | None = None
+    ) -> None:
+        """Calls whose rooms went with an embedded sandbox: the dialled ones as `decide` says
+        (`_settle_unheard`); nobody was called by the others: their keys and rate shares are
+        free again (as in `reap`)."""
+        await self._settle_unheard([c for c in lost if c.dialled], kind, decide, ended_at)
+        for call in lost:
+            if not call.dialled:
+                await self._settle_never_dialled(call.call_id)
 
     async def _settle_never_dialled(self, call_id: str) -> None:
         """Settled and released in one transaction, unless its dial was marked meanwhile."""
