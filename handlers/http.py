@@ -271,16 +271,15 @@ async def arriving_in_time(request: web.Request, what: str = "request body") -> 
     BODY_READ_TIMEOUT_S: 408, and the connection closed, when it runs out; 503 when the
     server stops meanwhile (aiohttp reads nothing more then: see handlers/body_reads.py)."""
     bound = asyncio.timeout(BODY_READ_TIMEOUT_S)
-    reads = request.app.get(BODY_READS)
+    reads = request.app[BODY_READS]
     try:
         async with bound:
-            if reads is not None:
-                reads.add(bound)
+            reads.add(bound)
             yield
     except TimeoutError:
         if not bound.expired():
             raise
-        if reads is not None and reads.stopping:
+        if reads.stopping:
             # No byte of the rest will be read: aiohttp would linger 10 s for it after the
             # answer (the stop closes the connection only then).
             request.content.feed_eof()
@@ -294,8 +293,7 @@ async def arriving_in_time(request: web.Request, what: str = "request body") -> 
             408, f"{what} did not arrive within {BODY_READ_TIMEOUT_S:g} s", {"Connection": "close"}
         ) from None
     finally:
-        if reads is not None:
-            reads.discard(bound)
+        reads.discard(bound)
 
 
 def _too_large(what: str, limit: int) -> HttpError:
