@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -41,8 +42,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 16
-    assert len(migrations_for("sqlite")) == 16
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 17
+    assert len(migrations_for("sqlite")) == 17
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -449,3 +450,21 @@ async def test_erasing_a_conversation_finds_its_events_by_index(tmp_path: Path) 
                 r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args)
             )
             assert "SCAN" not in plan, (query.sql, plan)
+
+
+@pytest.mark.parametrize("take_own", [False, True])
+async def test_taking_over_undispatched_events_reads_only_those(
+    tmp_path: Path, take_own: bool
+) -> None:
+    """Probe AS: the reaper's pass looked for events a stopped server left undispatched by
+    reading the whole outbox in id order (346,000 events: 150-200 ms each 30 s, with nothing
+    left undispatched; every request waited on the database thread)."""
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path)
+    await store.close()
+    program = programs.claim_stale_events(store.dialect, time.time(), 60, 500, "me", take_own)
+    query = next(program)
+    with sqlite3.connect(path) as db:
+        plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
+    assert "SCAN outbox USING INDEX outbox_undispatched" in plan, plan
+    assert not re.search(r"SCAN outbox(?! USING)", plan), plan
