@@ -7,7 +7,9 @@
 2. Rate: achieved calls/s (first to last dial, from the campaign's own attempt times) at 1,
    10 and 50 calls/s requested.
 3. Memory: the server's RSS before and after a 100,000-row campaign is created (scheduled for
-   later, so it is loaded, not running), and how long the creation took.
+   later, so it is loaded, not running), how long the creation took, and how long the other
+   requests took meanwhile (`GET /calls?limit=50` from another client, back to back: each
+   needs the database, whose one thread stores the recipients).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from bench.harness import (
     http_get,
     http_post_json,
     note,
+    percentile,
     rss_bytes,
     run_load,
     section,
@@ -125,20 +129,38 @@ def rates(root: Path, plan: list[tuple[float, int]]) -> tuple[list[list[str]], l
     return rows, errors
 
 
-def memory(root: Path, rows_n: int) -> tuple[float, float, float]:
+def memory(root: Path, rows_n: int) -> tuple[float, float, float, list[float]]:
+    """RSS before and after, the creation's seconds, and the latencies (ms) of the GET /calls
+    sent back to back while it ran."""
     server = start_server(root / "memory", CAMPAIGN_ENFORCE_CALLING_HOURS="0", LOG_LEVEL="WARNING")
+    latencies: list[float] = []
+    creating = threading.Event()
+    creating.set()
+
+    def probe() -> None:
+        while creating.is_set():
+            started = time.monotonic()
+            http_get(server.url + "/calls?limit=50", timeout=60)
+            latencies.append((time.monotonic() - started) * 1000)
+            time.sleep(0.01)
+
     try:
         time.sleep(1.0)
         before = rss_bytes(server.pid)
         later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+        prober = threading.Thread(target=probe, daemon=True)
         started = time.monotonic()
+        prober.start()
         campaign(server.url, "memory", 0, rows_n, 1.0, start_at=later)
         took = time.monotonic() - started
+        creating.clear()
+        prober.join(60)
         time.sleep(2.0)
         after = rss_bytes(server.pid)
     finally:
+        creating.clear()
         server.stop()
-    return before / 2**20, after / 2**20, took
+    return before / 2**20, after / 2**20, took, latencies
 
 
 def main() -> None:
@@ -155,7 +177,7 @@ def main() -> None:
             (root / part).mkdir()
         o_rows, o_ratio = overhead(root, calls, repeats)
         r_rows, r_errors = rates(root, plan)
-        m_before, m_after, m_took = memory(root, rows_n)
+        m_before, m_after, m_took, m_lat = memory(root, rows_n)
     goals = [
         Goal("worst achieved-rate error", max(r_errors) * 100, 5.0, "<=", "%"),
         Goal(f"RSS added by a {rows_n:,}-row campaign", m_after - m_before, 50.0, "<=", " MB"),
@@ -169,7 +191,14 @@ def main() -> None:
                 f"Scheduler overhead: median ratio {o_ratio:.2f}x.",
                 table(["requested calls/s", "calls", "achieved calls/s", "error"], r_rows),
                 table(
-                    ["rows", "RSS before (MB)", "RSS after (MB)", "added (MB)", "create (s)"],
+                    [
+                        "rows",
+                        "RSS before (MB)",
+                        "RSS after (MB)",
+                        "added (MB)",
+                        "create (s)",
+                        "GET /calls meanwhile: n, p50 / p99 / max (ms)",
+                    ],
                     [
                         [
                             f"{rows_n:,}",
@@ -177,6 +206,8 @@ def main() -> None:
                             f"{m_after:.1f}",
                             f"{m_after - m_before:.1f}",
                             f"{m_took:.1f}",
+                            f"{len(m_lat)}, {percentile(m_lat, 50):.0f} / "
+                            f"{percentile(m_lat, 99):.0f} / {max(m_lat):.0f}",
                         ]
                     ],
                 ),

@@ -76,6 +76,7 @@ from common.storage.base import (
     KeyTaken,
     Refused,
 )
+from common.storage.campaign_programs import UPLOAD_GIVEN_UP_S
 
 logger = logging.getLogger(__name__)
 
@@ -963,7 +964,8 @@ class CallService:
         stuck past any possible end as failed (answered: as their room_finished would have
         ended them), ended when last heard of; prune
         config.json (the settled calls' records too); take over events a stopped server left
-        undispatched; drop old rate counts."""
+        undispatched; drop old events, what unfinished campaign uploads stored, old rate
+        counts."""
         if starting:  # first what the last run left undispatched, before this pass writes
             # events of its own (taken over after it, they were dispatched twice)
             await self.events.recover(restarted=True)
@@ -993,8 +995,25 @@ class CallService:
         await self.erase_past_retention(now)
         await self.events.recover()
         await self.purge_old_events(now)
+        await self.discard_given_up_uploads(now)
         await self.store.purge_rate_buckets(now)
         return len(stale)
+
+    async def discard_given_up_uploads(self, now: float) -> int:
+        """Remove the recipients stored by campaign uploads that failed, or whose server
+        stopped mid-way (not touched for UPLOAD_GIVEN_UP_S), PURGE_BATCH a transaction."""
+        discarded, more = await _in_batches(
+            lambda limit: self.store.discard_given_up_upload(now - UPLOAD_GIVEN_UP_S, limit),
+            PURGE_BATCH,
+            PURGE_BUDGET_S,
+        )
+        if discarded:
+            logger.info(
+                "removed %d recipient(s) stored by campaign uploads that did not finish%s",
+                discarded,
+                "; more in the next pass" if more else "",
+            )
+        return discarded
 
     async def purge_old_events(self, now: float) -> int:
         """Drop the events dispatched over EVENT_RETENTION_S ago whose deliveries are over,

@@ -71,9 +71,10 @@ class CampaignService:
         claim: IdempotencyClaim | None = None,
     ) -> Created:
         """Validate every row (as the single call it becomes), then store the campaign and
-        its recipients in one transaction (with `claim`'s Idempotency-Key bound to it:
-        KeyTaken if it is bound already). InvalidRows when rows were refused and the
-        options reject them, or when no row is valid."""
+        its recipients (a batch a transaction, the campaign seen once all are in, with
+        `claim`'s Idempotency-Key bound to it: KeyTaken if it is bound already).
+        InvalidRows when rows were refused and the options reject them, or when no row is
+        valid."""
         now = self.clock()
         rules = RequestRules.of(self.settings)
         checker = RowChecker(

@@ -83,6 +83,11 @@ class AttemptWithdrawn(Exception):
     placed (its campaign was paused or canceled meanwhile)."""
 
 
+class UploadGivenUp(DatabaseError):
+    """A campaign's recipients were being stored when its upload was taken for given up
+    (not touched for UPLOAD_GIVEN_UP_S: a database that slow answers 503 anyway)."""
+
+
 class KeyTaken(Exception):
     """`create_call` recorded nothing: the Idempotency-Key is bound to a call already."""
 
@@ -103,7 +108,14 @@ class CampaignStore(Protocol):
         answer: dict[str, Any] | None = None,
     ) -> None:
         """The campaign and its recipients, with `claim`'s key bound to it and `answer` kept
-        for its retries (KeyTaken if the key is bound already: nothing is written)."""
+        for its retries (KeyTaken if the key is bound already: nothing is written). The
+        recipients are stored a batch a transaction, under a campaign no one sees until its
+        own transaction; if one fails, what was stored is the reaper's to remove."""
+        ...
+
+    async def discard_given_up_upload(self, before: float, limit: int) -> int:
+        """Up to `limit` recipients of a campaign upload that failed or was not touched
+        since `before`, and its mark once none is left: the rows removed."""
         ...
 
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None: ...

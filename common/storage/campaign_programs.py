@@ -37,6 +37,7 @@ from common.campaigns.model import (
     RecipientRecord,
     after_attempt,
 )
+from common.storage.base import UploadGivenUp
 from common.storage.paging import Before, before_clause
 from common.storage.programs import (
     Dialect,
@@ -55,6 +56,12 @@ NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dial
 NOT_DIALLED_RETRY_S = 5.0
 MAX_NOT_DIALLED = 5
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
+# Recipients stored in one transaction while a campaign is created: ~10 ms of the database's
+# one thread (SQLite) each; all 100,000 in one held every other request ~2 s (probe AP).
+STAGE_ROWS = 1000
+# An upload not touched for this long is given up (its server stopped mid-way): the reaper
+# removes what it stored. A batch takes milliseconds; a database this slow answers 503 anyway.
+UPLOAD_GIVEN_UP_S = 600.0
 _DUE = ",".join(f"'{s}'" for s in DUE_STATES)
 # A recipient due now (one parameter: now), by its state and its time: the list a driver
 # reads, and the checks of a recipient from that list, which may be older than a retry
@@ -133,20 +140,81 @@ def _row_to_attempt(row: Row) -> Attempt:
 # ----------------------------------------------------------------------------- campaigns
 
 
+def stage_recipients(
+    d: Dialect,
+    new: NewCampaign,
+    first: int,
+    created: float,
+    touched: float,
+    *,
+    live_after: float,
+) -> Program[None]:
+    """One batch of a campaign's recipients (STAGE_ROWS from `first`), stored before its
+    row, which create_campaign writes when they all are: until then nothing shows them
+    (every reader starts from the campaign's row), and its `campaign_uploads` row says the
+    upload is alive (`touched`; UploadGivenUp if it was taken for given up meanwhile, not
+    touched since `live_after`). A number on the do-not-call list now is `dnc` from the start,
+    wherever its window is (one listed later is caught when its turn comes)."""
+    if first == 0:
+        yield Query(
+            "INSERT INTO campaign_uploads (campaign_id, touched_at) VALUES (?, ?)",
+            (new.campaign_id, touched),
+        )
+    else:
+        alive = yield Query(
+            "UPDATE campaign_uploads SET touched_at = ? WHERE campaign_id = ? AND touched_at >= ?"
+            " RETURNING campaign_id",
+            (touched, new.campaign_id, live_after),
+        )
+        if not alive:
+            raise UploadGivenUp(new.campaign_id)
+    start_at = max(new.start_at, created)
+    batch = new.recipients[first : first + STAGE_ROWS]
+    for start in range(0, len(batch), INSERT_ROWS):
+        chunk = batch[start : start + INSERT_ROWS]
+        args: list[Any] = []
+        for r in chunk:
+            errors = dumps(r.errors) if r.errors else None
+            fields = dumps(r.fields)
+            args += (new.campaign_id, r.idx, r.row_number, r.phone_number, fields, r.state)
+            args += (start_at, errors, created)
+        yield Query(
+            "INSERT INTO campaign_recipients (campaign_id, idx, row_number, phone_number,"  # noqa: S608 - constant text
+            " fields, state, next_at, errors, updated_at) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+            tuple(args),
+        )
+    if batch:
+        yield Query(
+            "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"
+            " AND idx BETWEEN ? AND ? AND state = ? AND phone_number IN (SELECT number FROM dnc)",
+            (DNC, created, new.campaign_id, batch[0].idx, batch[-1].idx, PENDING),
+        )
+
+
 def create_campaign(
     d: Dialect,
     new: NewCampaign,
     now: float,
     claim: IdempotencyClaim | None = None,
     answer: dict[str, Any] | None = None,
+    *,
+    live_after: float,
 ) -> Program[None]:
-    """The campaign and its recipients; with `claim`, its Idempotency-Key bound to it in the
-    same transaction, with the `answer` its retries get (KeyTaken, and nothing written, if
-    the key is bound already)."""
+    """The campaign's row, over the recipients stage_recipients stored (UploadGivenUp if
+    their upload was given up, not touched since `live_after`); with `claim`, its
+    Idempotency-Key bound to it in the same transaction, with the `answer` its retries get
+    (KeyTaken, and nothing written, if the key is bound already)."""
     if claim is not None:
         yield from bind_key(claim, new.campaign_id, now)
         yield from answer_idempotent(d, claim.client, claim.key, new.campaign_id, 201, answer or {})
-    start_at = max(new.start_at, now)
+    taken = yield Query(
+        "DELETE FROM campaign_uploads WHERE campaign_id = ? AND touched_at >= ?"
+        " RETURNING campaign_id",
+        (new.campaign_id, live_after),
+    )
+    if not taken:
+        raise UploadGivenUp(new.campaign_id)
     yield Query(
         "INSERT INTO campaigns (campaign_id, name, client, status, spec, webhook_url, total,"
         " start_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -158,32 +226,38 @@ def create_campaign(
             dumps(new.spec.to_json()),
             new.webhook_url,
             len(new.recipients),
-            start_at,
+            max(new.start_at, now),
             now,
             now,
         ),
     )
-    for start in range(0, len(new.recipients), INSERT_ROWS):
-        chunk = new.recipients[start : start + INSERT_ROWS]
-        args: list[Any] = []
-        for r in chunk:
-            errors = dumps(r.errors) if r.errors else None
-            fields = dumps(r.fields)
-            args += (new.campaign_id, r.idx, r.row_number, r.phone_number, fields, r.state)
-            args += (start_at, errors, now)
-        yield Query(
-            "INSERT INTO campaign_recipients (campaign_id, idx, row_number, phone_number,"  # noqa: S608 - constant text
-            " fields, state, next_at, errors, updated_at) VALUES "
-            + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-            tuple(args),
-        )
-    # A number on the do-not-call list now is `dnc` from the start, wherever its window is (one
-    # listed later is caught when its turn comes).
-    yield Query(
-        "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"
-        " AND state = ? AND phone_number IN (SELECT number FROM dnc)",
-        (DNC, now, new.campaign_id, PENDING),
+
+
+def give_up_upload(d: Dialect, campaign_id: str) -> Program[None]:
+    """A campaign whose creation failed after some of its recipients were stored: they are
+    the reaper's to remove (discard_given_up_upload)."""
+    yield Query("UPDATE campaign_uploads SET touched_at = 0 WHERE campaign_id = ?", (campaign_id,))
+
+
+def discard_given_up_upload(d: Dialect, before: float, limit: int) -> Program[int]:
+    """Up to `limit` recipients of an upload given up (failed, or not touched since
+    `before`), and its row once none is left: the rows removed."""
+    given_up = yield Query(
+        "SELECT campaign_id FROM campaign_uploads WHERE touched_at < ? ORDER BY touched_at LIMIT 1",
+        (before,),
     )
+    if not given_up:
+        return 0
+    campaign_id = given_up[0]["campaign_id"]
+    gone = yield Query(
+        "DELETE FROM campaign_recipients WHERE campaign_id = ? AND idx IN ("
+        " SELECT idx FROM campaign_recipients WHERE campaign_id = ? ORDER BY idx LIMIT ?)"
+        " RETURNING idx",
+        (campaign_id, campaign_id, limit),
+    )
+    if len(gone) < limit:
+        yield Query("DELETE FROM campaign_uploads WHERE campaign_id = ?", (campaign_id,))
+    return len(gone)
 
 
 def get_campaign(

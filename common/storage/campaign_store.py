@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,8 +37,33 @@ class CampaignMethods:
         claim: IdempotencyClaim | None = None,
         answer: dict[str, Any] | None = None,
     ) -> None:
-        program = cp.create_campaign(self.dialect, campaign, self._now(now), claim, answer)
-        await self._run(program, write=True)
+        created = self._now(now)
+        try:
+            for first in range(0, len(campaign.recipients), cp.STAGE_ROWS):
+                touched = self._clock()
+                stage = cp.stage_recipients(
+                    self.dialect,
+                    campaign,
+                    first,
+                    created,
+                    touched,
+                    live_after=touched - cp.UPLOAD_GIVEN_UP_S,
+                )
+                await self._run(stage, write=True)
+            live_after = self._clock() - cp.UPLOAD_GIVEN_UP_S
+            program = cp.create_campaign(
+                self.dialect, campaign, created, claim, answer, live_after=live_after
+            )
+            await self._run(program, write=True)
+        except BaseException:
+            # What was stored is the reaper's to remove; the database failing, it takes them
+            # as given up when UPLOAD_GIVEN_UP_S have passed.
+            with contextlib.suppress(Exception):
+                await self._run(cp.give_up_upload(self.dialect, campaign.campaign_id), write=True)
+            raise
+
+    async def discard_given_up_upload(self, before: float, limit: int) -> int:
+        return await self._run(cp.discard_given_up_upload(self.dialect, before, limit), write=True)
 
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
         return await self._run(cp.get_campaign(self.dialect, campaign_id), write=False)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from common.calls.models import AttemptRef, DeliveryOutcome, NewCall
+from common.calls.models import AttemptRef, DeliveryOutcome, IdempotencyClaim, NewCall
 from common.calls.outcomes import CallState, Change, Status
 from common.campaigns.model import (
     CampaignSpec,
@@ -21,7 +21,15 @@ from common.campaigns.model import (
     RetryPolicy,
 )
 from common.campaigns.windows import CallingWindow
-from common.storage.base import AttemptWithdrawn, CallStore, Refused
+from common.storage import campaign_programs as cp
+from common.storage.base import (
+    AttemptWithdrawn,
+    CallStore,
+    DatabaseError,
+    KeyTaken,
+    Refused,
+    UploadGivenUp,
+)
 from common.storage.campaign_programs import CampaignConflict, OnList
 from common.storage.paging import Before
 from common.storage.postgres import PostgresCallStore
@@ -365,3 +373,86 @@ async def test_the_purge_keeps_the_410_that_stops_an_open_campaigns_events(
     clock.advance(8 * 86400)
     await store.purge_dispatched_events(clock.now - 7 * 86400)
     assert await store.list_deliveries("cmp-1") == []
+
+
+async def staged(store: CallStore, campaign_id: str) -> int:
+    """Recipient rows stored under `campaign_id` (whether or not its campaign exists)."""
+    return len(await store.list_recipients(campaign_id, state=None, limit=10_000, after=None))
+
+
+async def test_recipients_go_in_batches_under_a_campaign_nobody_sees_until_the_last(
+    store: CallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large list is stored STAGE_ROWS a transaction (one of 100,000 rows held SQLite's one
+    thread ~2 s); a creation that fails half-way shows nothing, and the reaper's discard
+    removes what it stored."""
+    monkeypatch.setattr(cp, "STAGE_ROWS", 2)
+    real_stage = cp.stage_recipients
+    batches: list[int] = []
+
+    def stage(*args: object, **kwargs: object) -> object:
+        first = args[2]
+        assert isinstance(first, int)
+        batches.append(first)
+        if first == 4 and args[1].campaign_id == "cmp-broken":  # type: ignore[attr-defined]
+            raise DatabaseError("disk full")
+        return real_stage(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cp, "stage_recipients", stage)
+    await store.create_campaign(campaign(5, invalid=2), clock.now)
+    assert batches == [0, 2, 4, 6]
+    got = await store.get_campaign("cmp-1")
+    assert got is not None and got.total == 7
+    assert got.counts == {"pending": 5, "invalid": 2}
+
+    batches.clear()
+    with pytest.raises(DatabaseError):
+        await store.create_campaign(campaign(7, campaign_id="cmp-broken"), clock.now)
+    assert batches == [0, 2, 4]
+    assert await staged(store, "cmp-broken") == 4  # two batches stored, unseen:
+    assert await store.get_campaign("cmp-broken") is None
+    assert [c.campaign_id for c in await store.list_campaigns()] == ["cmp-1"]
+    claimed, _ = await store.claim_campaigns(clock.now, 10.0, 10)
+    assert [c.campaign_id for c in claimed] == ["cmp-1"]
+    # Removed by batches, the given-up mark last; a live campaign's rows are never touched.
+    before = clock.now - cp.UPLOAD_GIVEN_UP_S
+    assert await store.discard_given_up_upload(before, 3) == 3
+    assert await store.discard_given_up_upload(before, 3) == 1
+    assert await store.discard_given_up_upload(before, 3) == 0
+    assert await staged(store, "cmp-broken") == 0
+    assert await staged(store, "cmp-1") == 7
+
+
+async def test_a_key_taken_while_its_rows_were_stored_leaves_nothing(
+    store: CallStore, clock: FakeClock
+) -> None:
+    claim = IdempotencyClaim("client-a", "key-1", "h1")
+    await store.create_campaign(campaign(3), clock.now, claim, {"invalid_rows": []})
+    with pytest.raises(KeyTaken) as taken:  # a retry sent at the same moment
+        await store.create_campaign(campaign(3, campaign_id="cmp-2"), clock.now, claim, {})
+    assert taken.value.stored.call_id == "cmp-1"
+    assert await store.get_campaign("cmp-2") is None
+    assert await store.discard_given_up_upload(clock.now - cp.UPLOAD_GIVEN_UP_S, 100) == 3
+    assert await staged(store, "cmp-2") == 0
+    assert await staged(store, "cmp-1") == 3
+
+
+async def test_an_upload_its_server_left_is_given_up_after_its_bound(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A server stopped mid-upload never marks it: untouched for UPLOAD_GIVEN_UP_S, it is
+    removed; the creation it was, were it to go on, is refused (503), never half a list."""
+    new = campaign(3, campaign_id="cmp-left")
+    dialect = store.dialect  # type: ignore[attr-defined]
+    first = cp.stage_recipients(
+        dialect, new, 0, clock.now, clock.now, live_after=clock.now - cp.UPLOAD_GIVEN_UP_S
+    )
+    await store._run(first, write=True)  # type: ignore[attr-defined]
+    assert await store.discard_given_up_upload(clock.now - cp.UPLOAD_GIVEN_UP_S, 100) == 0
+    clock.advance(cp.UPLOAD_GIVEN_UP_S + 1)
+    last = cp.create_campaign(dialect, new, clock.now, live_after=clock.now - cp.UPLOAD_GIVEN_UP_S)
+    with pytest.raises(UploadGivenUp):
+        await store._run(last, write=True)  # type: ignore[attr-defined]
+    assert await staged(store, "cmp-left") == 3
+    assert await store.discard_given_up_upload(clock.now - cp.UPLOAD_GIVEN_UP_S, 100) == 3
+    assert await store.get_campaign("cmp-left") is None and await staged(store, "cmp-left") == 0

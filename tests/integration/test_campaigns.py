@@ -925,3 +925,35 @@ async def test_the_database_answers_while_a_large_list_is_checked(
     created = await creating
     assert created.campaign.total == total
     assert read_when < total / 2, f"5 reads waited for {read_when} of {total} rows' check"
+
+
+async def test_an_upload_that_fails_half_way_shows_nothing_and_the_reaper_clears_it(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Recipients are stored a batch a transaction (100,000 in one held the database ~2 s); a
+    creation failing after some batches answers 503, lists nothing, and the reaper's next
+    pass removes what it stored."""
+    monkeypatch.setattr(campaign_programs, "STAGE_ROWS", 4)
+    real_stage = campaign_programs.stage_recipients
+    stored: list[str] = []
+
+    def disk_full() -> Iterator[Any]:  # a program that fails as the database runs it
+        yield from ()
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def stage(*args: Any, **kwargs: Any) -> Any:
+        stored.append(args[1].campaign_id)
+        return disk_full() if args[2] == 8 else real_stage(*args, **kwargs)
+
+    monkeypatch.setattr(campaign_programs, "stage_recipients", stage)
+    recipients = [{"phone_number": f"+1415{2_000_000 + i:07d}"} for i in range(10)]
+    resp = await client.post("/campaigns", json={"name": "half", "recipients": recipients})
+    assert resp.status == 503, await resp.text()
+    assert len(stored) == 3  # two batches stored, the third failed
+    assert (await (await client.get("/campaigns")).json())["campaigns"] == []
+    store = client.app[STORE]
+    assert len(await store.list_recipients(stored[0], state=None, limit=99, after=None)) == 8
+    with caplog.at_level("INFO"):
+        await client.app[CALLS].reap()
+    assert await store.list_recipients(stored[0], state=None, limit=99, after=None) == []
+    assert "removed 8 recipient(s) stored by campaign uploads that did not finish" in caplog.text

@@ -42,8 +42,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 17
-    assert len(migrations_for("sqlite")) == 17
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 18
+    assert len(migrations_for("sqlite")) == 18
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
