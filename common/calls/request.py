@@ -241,6 +241,19 @@ class OutboundCall(BaseModel):
             raise ValueError(f"{where} {problem}")
         return value
 
+    @field_validator("voicemail", mode="after")
+    @classmethod
+    def _message_only_to_leave(cls, value: VoicemailPolicy | None) -> VoicemailPolicy | None:
+        """A message with `hang_up` would be dropped unsaid: the caller meant to leave one,
+        or sent a message by mistake. (Checked on requests only: a record an older server
+        wrote with one still reads.)"""
+        if value is not None and value.action == "hang_up" and value.message is not None:
+            raise ValueError(
+                'a message is left only with action "leave_message"; with "hang_up" (the'
+                " default) the agent hangs up on an answering machine and says nothing"
+            )
+        return value
+
     @field_validator("additional_params", mode="before")
     @classmethod
     def _params(cls, value: object) -> dict[str, Any]:

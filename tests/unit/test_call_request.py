@@ -725,3 +725,19 @@ def test_the_do_not_call_key_of_a_number(given: str, keyed: str) -> None:
     assert e164(given) == keyed
     assert normalize_phone(keyed) == keyed
     assert normalize_phone(given) == keyed  # what a call to it is placed as
+
+
+@pytest.mark.parametrize(
+    "voicemail", [{"action": "hang_up", "message": "Call us back"}, {"message": "Call us back"}]
+)
+def test_a_voicemail_message_that_would_never_be_said_is_refused(
+    voicemail: dict[str, str],
+) -> None:
+    """Taken, it was dropped unsaid: the agent hangs up on an answering machine."""
+    errors = errors_of({"phone_number": "+14155550123", "voicemail": voicemail})
+    assert errors == {
+        "voicemail": 'a message is left only with action "leave_message"; with "hang_up" (the'
+        " default) the agent hangs up on an answering machine and says nothing"
+    }
+    kept = parse_outbound_call({"phone_number": "+14155550123", "voicemail": {"action": "hang_up"}})
+    assert kept.voicemail is not None and kept.voicemail.message is None
