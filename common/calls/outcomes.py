@@ -203,6 +203,29 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
     return None
 
 
+# LiveKit ends a line at its max_call_duration, counted from the dial (ringing included:
+# livekit/sip's DialAsync runs the dial and the call under one timeout), and says of it what
+# it says of a callee's hang-up (CLIENT_INITIATED). An answered call that ended this close to
+# its limit after its dial was cut by it (webhooks' times are whole seconds; LiveKit starts
+# its clock a little after our dial mark).
+LIMIT_SLACK_S = 1.0
+MAX_DURATION_REACHED = "max_duration_s reached"
+
+
+def limit_reason(change: Change, since_dial_s: float | None, max_duration_s: object) -> Change:
+    """`change` with the reason "max_duration_s reached" when it completes a call that ended
+    `since_dial_s` after its dial, at its limit, and nothing else said why."""
+    if (
+        change.status is not Status.COMPLETED
+        or change.reason is not None
+        or since_dial_s is None
+        or not isinstance(max_duration_s, int | float)
+        or since_dial_s < max_duration_s - LIMIT_SLACK_S
+    ):
+        return change
+    return Change(change.status, MAX_DURATION_REACHED, change.answered)
+
+
 def answer_reported(state: CallState) -> Change | None:
     """The agent reported the answer (the moment sip.callStatus became active)."""
     if state.status in FINAL_STATUSES or state.answered:

@@ -45,6 +45,7 @@ from common.calls.outcomes import (
     Change,
     Status,
     answer_reported,
+    limit_reason,
 )
 from common.calls.phone import listed_forms
 from common.campaigns.model import OVER_STATUSES
@@ -455,6 +456,10 @@ def apply(
         answer = before.answered_at
         if answer is None and change.answered:
             answer = now if answered_at is None else answered_at
+        end = end_of(before, now, ended_at, answer)
+        limit = (before.config or {}).get("max_duration_s")
+        dialled = before.dial_started_at
+        change = limit_reason(change, None if dialled is None else end - dialled, limit)
         updated = yield Query(
             "UPDATE calls SET status = ?, updated_at = ?,"
             " reason = COALESCE(?, reason),"
@@ -470,7 +475,7 @@ def apply(
                 int(final),
                 change.status.value,
                 int(final),
-                end_of(before, now, ended_at, answer),
+                end,
                 int(change.answered),
                 int(change.answered),
                 now if answered_at is None else answered_at,

@@ -1130,3 +1130,23 @@ async def test_the_purge_goes_by_batches_past_what_it_keeps(
         assert len(batches) < 20  # bounded
     assert batches == [2, 2, 2, 2]  # a delivery and an event each time: the kept one stalls none
     assert [len(await store.list_deliveries(c)) for c in calls] == [1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(("talked", "reason"), [(27.2, "max_duration_s reached"), (20.0, None)])
+async def test_a_call_cut_at_its_max_duration_says_so(
+    store: CallStore, clock: FakeClock, talked: float, reason: str | None
+) -> None:
+    """LiveKit ends a line at its max_call_duration (from the dial, ringing included) and
+    says no more than of a hang-up: an answered call that ended at its limit completes with
+    the reason, one that ended before with none."""
+    call = dataclasses.replace(new_call(), config={"max_duration_s": 30})
+    await store.create_call(call)
+    await store.start_dial(CALL)
+    clock.advance(3.0)  # rings 3 s
+    await store.apply(CALL, "answered", set_status(Status.IN_PROGRESS, answered=True))
+    clock.advance(talked)
+    await store.apply(CALL, "participant_left", lambda _s: None, callee_left=True)
+    clock.advance(1.0)  # its room finishes a second later
+    applied = await store.apply(CALL, "room_finished", set_status(Status.COMPLETED))
+    assert applied.after is not None and applied.after.status is Status.COMPLETED
+    assert applied.after.reason == reason

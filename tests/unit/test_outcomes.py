@@ -20,6 +20,7 @@ from common.calls.outcomes import (
     Change,
     Signal,
     Status,
+    limit_reason,
     next_state,
     signal_from_event,
     status_for_sip_code,
@@ -746,3 +747,22 @@ def test_the_reaper_never_settles_a_dialled_call_as_nobody_called() -> None:
         Change(Status.CANCELED, "hung up through the API")
     )
     assert _never_dialled(CallState(Status.FAILED, dialled=False)) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "since_dial_s", "limit", "reason"),
+    [
+        (Change(Status.COMPLETED), 599.2, 600, "max_duration_s reached"),
+        (Change(Status.COMPLETED), 601.0, 600, "max_duration_s reached"),
+        (Change(Status.COMPLETED), 598.0, 600, None),  # hung up two seconds before
+        (Change(Status.COMPLETED), None, 600, None),  # never dialled (an older record)
+        (Change(Status.COMPLETED), 600.0, None, None),  # no limit known (an older record)
+        (Change(Status.COMPLETED, "answer reported after the room finished"), 600.0, 600, "k"),
+        (Change(Status.VOICEMAIL, "machine-vm"), 600.0, 600, "machine-vm"),
+    ],
+)
+def test_a_completed_call_that_ended_at_its_limit_after_its_dial_was_cut_by_it(
+    change: Change, since_dial_s: float | None, limit: int | None, reason: str | None
+) -> None:
+    kept = change.reason if reason == "k" else reason
+    assert limit_reason(change, since_dial_s, limit).reason == kept
