@@ -242,13 +242,23 @@ def give_up_upload(d: Dialect, campaign_id: str) -> Program[None]:
 def discard_given_up_upload(d: Dialect, before: float, limit: int) -> Program[int]:
     """Up to `limit` recipients of an upload given up (failed, or not touched since
     `before`), and its row once none is left: the rows removed."""
+    # The upload's row is locked (skipped if another server's reaper, or its uploader in a
+    # batch, holds it): two reapers on one upload saw their DELETEs' rows vanish under each
+    # other (0 < limit) and dropped the mark with rows left, owned by nobody. It is marked
+    # given up (0) as taken: an uploader whose clock disagrees (skew) then fails its next
+    # batch (UploadGivenUp) instead of creating a campaign with rows removed.
     given_up = yield Query(
-        "SELECT campaign_id FROM campaign_uploads WHERE touched_at < ? ORDER BY touched_at LIMIT 1",
+        "SELECT campaign_id, touched_at FROM campaign_uploads WHERE touched_at < ?"  # noqa: S608
+        f" ORDER BY touched_at LIMIT 1{d.skip_locked}",
         (before,),
     )
     if not given_up:
         return 0
     campaign_id = given_up[0]["campaign_id"]
+    if given_up[0]["touched_at"] != 0:
+        yield Query(
+            "UPDATE campaign_uploads SET touched_at = 0 WHERE campaign_id = ?", (campaign_id,)
+        )
     gone = yield Query(
         "DELETE FROM campaign_recipients WHERE campaign_id = ? AND idx IN ("
         " SELECT idx FROM campaign_recipients WHERE campaign_id = ? ORDER BY idx LIMIT ?)"
