@@ -120,3 +120,59 @@ async def test_a_reaper_never_removes_rows_of_a_campaign_that_is_then_created(
         await conn.close()
         await a.close()
         await b.close()
+
+
+async def test_two_servers_creating_under_one_key_at_once(postgres_dsn: str) -> None:
+    """The same Idempotency-Key on two servers at once: one campaign, the other KeyTaken,
+    its staged rows given up and removed."""
+    from common.calls.models import IdempotencyClaim
+    from common.storage.base import KeyTaken
+
+    clock = FakeClock()
+    a = await PostgresCallStore.open(postgres_dsn, clock=clock, pool_size=4)
+    b = await PostgresCallStore.open(postgres_dsn, clock=clock, pool_size=4)
+    conn = await asyncpg.connect(postgres_dsn)
+    claim = IdempotencyClaim("client-a", "key-1", "h1")
+    try:
+        results = await asyncio.gather(
+            a.create_campaign(campaign(2500, campaign_id="cmp-a"), clock.now, claim, {}),
+            b.create_campaign(campaign(2500, campaign_id="cmp-b"), clock.now, claim, {}),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["KeyTaken", "NoneType"], results
+        assert sum(isinstance(r, KeyTaken) for r in results) == 1
+        while await a.discard_given_up_upload(clock.now - cp.UPLOAD_GIVEN_UP_S, 1000):
+            pass
+        left = await conn.fetch(
+            "SELECT campaign_id, COUNT(*) AS n FROM campaign_recipients GROUP BY campaign_id"
+        )
+        assert [tuple(r) for r in left] in ([("cmp-a", 2500)], [("cmp-b", 2500)]), left
+        assert await conn.fetchval("SELECT COUNT(*) FROM campaign_uploads") == 0
+    finally:
+        await conn.close()
+        await a.close()
+        await b.close()
+
+
+async def test_a_commit_unknown_that_committed_keeps_every_recipient(
+    store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The campaign's own transaction commits but its answer is lost (CommitUnknown): the
+    give-up that follows finds no upload to mark; the reaper never touches its rows."""
+    from common.storage.base import CommitUnknown
+
+    real_run = store._run
+
+    async def run(program: Any, *, write: bool) -> Any:
+        result = await real_run(program, write=write)
+        if program.gi_code.co_name == "create_campaign":
+            raise CommitUnknown("connection lost while committing")
+        return result
+
+    monkeypatch.setattr(store, "_run", run)
+    with pytest.raises(CommitUnknown):
+        await store.create_campaign(campaign(2500, campaign_id="cmp-x"), clock.now)
+    clock.advance(cp.UPLOAD_GIVEN_UP_S + 1)
+    assert await store.discard_given_up_upload(clock.now - cp.UPLOAD_GIVEN_UP_S, 5000) == 0
+    got = await store.get_campaign("cmp-x")
+    assert got is not None and got.total == 2500 and sum(got.counts.values()) == 2500
