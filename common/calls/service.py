@@ -201,17 +201,18 @@ _sandbox_stopped = _over_unheard(SANDBOX_STOPPED, _failed(SANDBOX_STOPPED))
 
 
 async def _in_batches(
-    step: Callable[[int], Awaitable[int]], batch: int, budget_s: float
+    step: Callable[[int], Awaitable[int]], batch: int, budget_s: float, *, until_none: bool = False
 ) -> tuple[int, bool]:
-    """`step(batch)` (one transaction, at most `batch` rows) again while it fills its batch,
-    for `budget_s` at most: the rows it did in all, and whether more may be left for the
-    next pass."""
+    """`step(batch)` (one transaction, at most `batch` rows) again while it fills its batch
+    (`until_none`: while it does any row; a step that finishes one thing and may go on to
+    the next), for `budget_s` at most: the rows it did in all, and whether more may be left
+    for the next pass."""
     deadline = time.monotonic() + budget_s
     done = 0
     while time.monotonic() < deadline:
         last = await step(batch)
         done += last
-        if last < batch:
+        if last == 0 or (last < batch and not until_none):
             return done, False
     return done, True
 
@@ -1006,6 +1007,7 @@ class CallService:
             lambda limit: self.store.discard_given_up_upload(now - UPLOAD_GIVEN_UP_S, limit),
             PURGE_BATCH,
             PURGE_BUDGET_S,
+            until_none=True,  # each step removes one upload's rows at most: on to the next
         )
         if discarded:
             logger.info(
