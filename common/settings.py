@@ -802,9 +802,15 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
 
 
 def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:
-    """Settings from `.env` (if present) overlaid by the real environment. A `.env` that is
-    there but no file (a link to nothing, a directory) is an error: read as absent, the
-    server started on every default, the sandbox among them, and said nothing."""
+    """Settings from `.env` (if present) overlaid by the real environment."""
+    return settings_from_env(environment(dotenv_path))
+
+
+def environment(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
+    """The variables as the server reads them: `.env` (if present) overlaid by the real
+    environment. A `.env` that is there but no file (a link to nothing, a directory) is an
+    error: read as absent, the server started on every default, the sandbox among them, and
+    said nothing."""
     merged: dict[str, str] = {}
     if dotenv_path is not None and os.path.lexists(dotenv_path):
         if not Path(dotenv_path).is_file():
@@ -816,7 +822,7 @@ def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settin
     # An empty variable means "the default" to us, so an empty one in the environment (`X=`
     # in a compose file) does not undo what .env sets: LIVEKIT_URL= silently meant the sandbox.
     merged.update({k: v for k, v in os.environ.items() if v.strip() or k not in merged})
-    return settings_from_env(merged)
+    return merged
 
 
 _JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})

@@ -1,6 +1,7 @@
 """Run the sandbox alone: ``python -m sandbox [--port 7880] [--webhook-url URL] [--time-scale 1]``.
 
-The API key and secret come from ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, defaulting to the
+The API key and secret come from ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, read as the server
+reads them (the environment over ``.env`` in the working directory), defaulting to the
 project's development pair. Runs until Ctrl-C.
 """
 
@@ -9,11 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 
 from common.host_header import is_loopback_host
-from common.settings import DEV_API_KEY, DEV_API_SECRET
+from common.settings import DEV_API_KEY, DEV_API_SECRET, SettingsError, environment
 from sandbox.server import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    api_secret = os.environ.get("LIVEKIT_API_SECRET") or DEV_API_SECRET
+async def _serve(args: argparse.Namespace, env: dict[str, str]) -> None:
+    api_secret = env.get("LIVEKIT_API_SECRET") or DEV_API_SECRET
     if api_secret == DEV_API_SECRET and not is_loopback_host(args.host):
         logger.warning(
             "listening on %s with the public development keys: anyone who can reach it can"
@@ -50,7 +50,7 @@ async def _serve(args: argparse.Namespace) -> None:
             args.host,
         )
     sandbox = Sandbox(
-        api_key=os.environ.get("LIVEKIT_API_KEY") or DEV_API_KEY,
+        api_key=env.get("LIVEKIT_API_KEY") or DEV_API_KEY,
         api_secret=api_secret,
         webhook_url=args.webhook_url,
         time_scale=args.time_scale,
@@ -73,8 +73,18 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = _parse_args(argv)
+    try:  # the server's keys where the server reads them: a .env of its own (probe AU)
+        env = environment()
+    except SettingsError as exc:
+        logger.critical("%s", exc)
+        raise SystemExit(2) from None
+    if args.webhook_url is None:
+        logger.warning(
+            "no --webhook-url: this sandbox sends no LiveKit webhook, so calls placed through"
+            " it never settle by them (give the server's http://HOST:PORT/webhooks/livekit)"
+        )
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, env))
     except OSError as exc:  # the port taken, the address not this machine's
         logger.critical("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
         raise SystemExit(2) from None

@@ -16,9 +16,11 @@ from tests.processes import run_to_end
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {"PATH": "/usr/bin:/bin", **(env or {})}
-    return run_to_end([sys.executable, "-m", "sandbox", *args], ROOT, clean, timeout=30)
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    clean = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **(env or {})}
+    return run_to_end([sys.executable, "-m", "sandbox", *args], cwd, clean, timeout=30)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1"])
@@ -58,3 +60,24 @@ def test_the_development_keys_beyond_loopback_are_warned_of() -> None:
         )
     assert "with the public development keys" in done.stderr
     assert "with the public development keys" not in keyed.stderr
+
+
+def test_its_keys_are_read_from_dotenv_as_the_server_reads_them(tmp_path: Path) -> None:
+    """A .env beside it holds the keys the server signs its requests with: read by the server
+    and not by the sandbox, every request was 401 (probe AU)."""
+    (tmp_path / ".env").write_text(
+        "LIVEKIT_API_KEY=APIk\nLIVEKIT_API_SECRET=a-secret-of-this-deployment-0123\n"
+    )
+    with socket.socket() as taken:  # a port it cannot take: it stops right after the warning
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - the case under test
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        keyed = run("--host", "0.0.0.0", "--port", port, cwd=tmp_path)  # noqa: S104
+        (tmp_path / ".env").write_text('LIVEKIT_API_SECRET="never closed\n')
+        broken = run("--port", port, cwd=tmp_path)
+    assert keyed.returncode == 2, keyed.stderr  # the port taken
+    assert "with the public development keys" not in keyed.stderr
+    assert "no --webhook-url: this sandbox sends no LiveKit webhook" in keyed.stderr
+    assert broken.returncode == 2
+    assert "line 1 (LIVEKIT_API_SECRET) cannot be parsed" in broken.stderr
+    assert "never closed" not in broken.stderr and "Traceback" not in broken.stderr
