@@ -170,6 +170,9 @@ class _Upload:
     rows: Any
     parse_errors: list[Any]
     csv: bytes | None = None
+    # A JSON body's `recipients` that is no list of rows: said with the options' problems
+    # (one answer lists them all: a bad rate came only once the list was fixed, probe AU).
+    refused: tuple[FieldError, ...] = ()
 
     def digest(self) -> str:
         """What an Idempotency-Key covers: the options as given (a JSON body's with its rows,
@@ -193,7 +196,12 @@ async def create_campaign(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     upload = await _read_campaign(request)
     rules = RequestRules.of(settings)
-    options = await _PARSING.run(parse_options, upload.options, rules, service.clock())
+    try:
+        options = await _PARSING.run(parse_options, upload.options, rules, service.clock())
+    except InvalidCall as exc:
+        raise InvalidCall([*upload.refused, *exc.errors]) from None
+    if upload.refused:
+        raise InvalidCall(list(upload.refused))
     claim = None
     if key is not None:
         digest = await _PARSING.run(upload.digest)
@@ -260,9 +268,11 @@ async def _read_campaign(request: web.Request) -> _Upload:
     refuse_unknown(doc, (*OPTION_KEYS, "recipients"))
     recipients = doc.get("recipients")
     if not isinstance(recipients, list) or not recipients:
-        raise InvalidCall([FieldError("recipients", "is required: a non-empty list of rows")])
+        refused = FieldError("recipients", "is required: a non-empty list of rows")
+        return _Upload(doc, [], [], refused=(refused,))
     if len(recipients) > MAX_RECIPIENTS:
-        raise InvalidCall([FieldError("recipients", f"at most {MAX_RECIPIENTS} rows")])
+        refused = FieldError("recipients", f"at most {MAX_RECIPIENTS} rows")
+        return _Upload(doc, [], [], refused=(refused,))
     return _Upload(doc, await _PARSING.run(json_rows, recipients), [])
 
 

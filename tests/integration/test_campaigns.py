@@ -404,6 +404,16 @@ async def test_bad_options_are_refused_field_by_field(client: TestClient[Any, An
     } <= fields
     for body in ({}, {"name": "x"}, {"name": "x", "recipients": []}, [1], {"name": "x", "z": 1}):
         assert (await client.post("/campaigns", json=body)).status == 422, body
+    # No list of rows, bad options too: one answer lists them all (probe AU: the options'
+    # came only once the list was fixed).
+    no_rows: tuple[object, ...] = ([], "everyone", [{}] * 100_001)
+    for recipients in no_rows:
+        resp = await client.post(
+            "/campaigns", json={"recipients": recipients, "pacing": {"calls_per_second": 1000}}
+        )
+        assert resp.status == 422
+        named = [d["field"] for d in (await resp.json())["details"]]
+        assert named == ["recipients", "name", "pacing.calls_per_second"], named
 
 
 async def test_rows_are_checked_like_single_calls(client: TestClient[Any, Any]) -> None:
