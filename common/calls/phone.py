@@ -110,8 +110,8 @@ def normalize_phone(
     number = _formatted(parsed)
     if _global_service(parsed.country_code or 0):
         raise ValueError(
-            f"numbers of international networks and satellite services (+{parsed.country_code})"
-            " are not called"
+            f"numbers of no country (+{parsed.country_code}: "
+            f"{_GLOBAL_SERVICES.get(parsed.country_code or 0, 'a global service')}) are not called"
         )
     valid = phonenumbers.is_valid_number(parsed)
     kind = _refused_kind(parsed) if valid else _refused_kind_nearby(parsed)
@@ -129,6 +129,20 @@ def normalize_phone(
             )
             raise ValueError(f"{where} is not allowed; allowed: {', '.join(allowed_countries)}")
     return number
+
+
+# What the global country codes phonenumbers knows are (ITU), for the refusal's message.
+_GLOBAL_SERVICES = {
+    800: "international freephone",
+    808: "international shared-cost service",
+    870: "Inmarsat satellite phones",
+    878: "universal personal telecommunications",
+    881: "global mobile satellite system",
+    882: "international networks",
+    883: "international networks",
+    888: "international humanitarian services",
+    979: "international premium-rate service",
+}
 
 
 def _global_service(country_code: int) -> bool:

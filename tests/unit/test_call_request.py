@@ -184,21 +184,22 @@ def test_premium_and_shared_cost_numbers_refused(phone: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "phone",
+    ("phone", "what"),
     [
-        "+881234567890",  # satellite (Iridium): valid, a MOBILE to phonenumbers
-        "+870123456789",  # Inmarsat
-        "+8821234567",  # an international network, invalid
-        "+883123456789",
-        "+80012345678",  # international freephone
-        "+979123456789",  # international premium rate
+        # satellite (Iridium): valid, a MOBILE to phonenumbers
+        ("+881234567890", "global mobile satellite system"),
+        ("+870123456789", "Inmarsat satellite phones"),
+        ("+8821234567", "international networks"),  # invalid
+        ("+883123456789", "international networks"),
+        ("+80012345678", "international freephone"),  # was called a network (probe AU)
+        ("+979123456789", "international premium-rate service"),
     ],
 )
-def test_numbers_of_no_country_are_refused_valid_or_not(phone: str) -> None:
+def test_numbers_of_no_country_are_refused_valid_or_not(phone: str, what: str) -> None:
     """Satellite and international-network numbers have the highest per-minute rates there
     are, the ones revenue-share fraud dials; with no allow-list they were called."""
     code = phone[1:4]
-    expected = f"numbers of international networks and satellite services (+{code}) are not called"
+    expected = f"numbers of no country (+{code}: {what}) are not called"
     assert errors_of(with_(phone_number=phone)) == {"phone_number": expected}
     with pytest.raises(ValueError, match=re.escape(expected)):
         normalize_phone(phone, strict=True)
