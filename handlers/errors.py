@@ -29,7 +29,7 @@ from common.calls.errors import (
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
-from common.storage.base import DatabaseError
+from common.storage.base import DatabaseError, DatabaseGone
 from common.storage.campaign_programs import CampaignConflict
 from common.text import is_unicode
 
@@ -84,6 +84,16 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
         ConfigWriteError,
         lambda e: Answer(
             503, f"could not store the call's configuration: {e.strerror}", [], _retry(RETRY_S)
+        ),
+    ),
+    # A retry cannot help until the server is restarted: no Retry-After (probe AU).
+    (
+        DatabaseGone,
+        lambda e: Answer(
+            503,
+            "calls database unavailable: its file was removed or replaced under the running"
+            " server; restart the server",
+            [],
         ),
     ),
     (DatabaseError, lambda e: Answer(503, "calls database unavailable", [], _retry(RETRY_S))),

@@ -43,6 +43,11 @@ class DatabaseError(Exception):
     """The database could not do what was asked; callers answer 503 (and retry later)."""
 
 
+class DatabaseGone(DatabaseError):
+    """The database file was removed or replaced under the running server: nothing more is
+    written to it until a restart (no retry of a request can succeed)."""
+
+
 class DatabaseNewer(DatabaseError):
     """The database was migrated by a newer release than this code (a rollback)."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.config_store.store import NOT_A_FILE
-from common.storage.base import DatabaseError, DatabaseNewer
+from common.storage.base import DatabaseError, DatabaseGone, DatabaseNewer
 from common.storage.migrations import migrations_for
 from common.storage.programs import SQLITE, Program, Row
 from common.storage.sql import SqlCallStore
@@ -267,7 +267,7 @@ class SqliteCallStore(SqlCallStore):
         except OSError:
             identity = None
         if identity != self._identity:
-            error = DatabaseError(
+            error = DatabaseGone(
                 f"{self.path} was {'removed' if identity is None else 'replaced'} under the"
                 " running server: nothing more is written to it; restart the server"
             )

@@ -277,3 +277,18 @@ async def test_real_full_disk_under_the_database(
         await _still_serving(client)
         await client.close()
     figures.add(f"real full disk under calls.db: {refused}/5 calls refused with 503, rest placed")
+
+
+async def test_a_database_removed_under_the_server_says_to_restart_it(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """No retry of a request can succeed until the server is restarted: its 503 says so and
+    gives no Retry-After (probe AU: `Retry-After: 2`, while /readyz said to restart)."""
+    client = await _quiet_app(start_app)
+    (tmp_path / "calls.db").unlink()
+    resp = await _place(client, name="Gone Database")
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert error.startswith("calls database unavailable: ") and "restart the server" in error
+    assert str(tmp_path) not in error  # the log names the file, not the answer
+    assert "Retry-After" not in resp.headers
