@@ -1126,6 +1126,19 @@ class CallService:
                 owner,
             )
             lost += theirs
+        if self.settings.uses_sandbox:
+            # Placed by a release from before calls named their sandbox (schema 11): on the
+            # sandbox they can be live nowhere now (a database is never shared with servers
+            # on a real LiveKit), and waited out the reaper's bound, ~12 minutes, holding
+            # CALLS_MAX_ACTIVE and a campaign's slots (probe AV).
+            unnamed = await self.store.lost_sandbox_calls(None, self.started_at)
+            if unnamed:
+                logger.warning(
+                    "settling %d call(s) an earlier release left live on its embedded sandbox"
+                    " (it did not record which server's sandbox held them)",
+                    len(unnamed),
+                )
+            lost += unnamed
         await self._settle_lost(lost, "sandbox_restarted", _sandbox_room_gone)
         return len(lost)
 

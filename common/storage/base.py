@@ -334,7 +334,9 @@ class CallStore(CampaignStore, Protocol):
         created before `created_before` whose room never reported finishing."""
         ...
 
-    async def lost_sandbox_calls(self, instance: str, created_before: float) -> list[LostCall]:
+    async def lost_sandbox_calls(
+        self, instance: str | None, created_before: float
+    ) -> list[LostCall]:
         """Live calls placed into `instance`'s embedded sandbox before `created_before` (an
         earlier run of that server: their rooms went with it) whose rooms never reported
         finishing, oldest first."""

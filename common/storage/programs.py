@@ -816,15 +816,19 @@ def sandbox_owners(d: Dialect, created_before: float) -> Program[list[str]]:
     return [str(r["owner"]) for r in rows]
 
 
-def lost_sandbox_calls(d: Dialect, instance: str, created_before: float) -> Program[list[LostCall]]:
-    """Live calls whose room was in `instance`'s embedded sandbox, created before
-    `created_before`, and whose room never said it finished (those settle by the grace rule):
-    each with whether its dial had started and when the server last heard of it."""
+def lost_sandbox_calls(
+    d: Dialect, instance: str | None, created_before: float
+) -> Program[list[LostCall]]:
+    """Live calls whose room was in `instance`'s embedded sandbox (None: calls that name no
+    sandbox), created before `created_before`, and whose room never said it finished (those
+    settle by the grace rule): each with whether its dial had started and when the server
+    last heard of it."""
+    owner = "sandbox_instance = ?" if instance is not None else "sandbox_instance IS NULL"
     rows = yield Query(
-        f"SELECT {_LAST_SEEN} FROM calls WHERE sandbox_instance = ?"  # noqa: S608
+        f"SELECT {_LAST_SEEN} FROM calls WHERE {owner}"  # noqa: S608
         f" AND status IN ({_LIVE_MARKS}) AND created_at < ? AND room_finished_at IS NULL"
         " ORDER BY created_at, call_id",
-        (instance, *LIVE, created_before),
+        (*([instance] if instance is not None else []), *LIVE, created_before),
     )
     return [_lost(r) for r in rows]
 

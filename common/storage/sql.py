@@ -239,7 +239,9 @@ class SqlCallStore(CampaignMethods):
     async def sandbox_owners(self, created_before: float) -> list[str]:
         return await self._run(programs.sandbox_owners(self.dialect, created_before), write=False)
 
-    async def lost_sandbox_calls(self, instance: str, created_before: float) -> list[LostCall]:
+    async def lost_sandbox_calls(
+        self, instance: str | None, created_before: float
+    ) -> list[LostCall]:
         return await self._run(
             programs.lost_sandbox_calls(self.dialect, instance, created_before), write=False
         )

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import json
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -322,3 +323,30 @@ async def test_servers_on_one_database_settle_only_their_own_lost_calls(
         assert theirs["status"] == "in_progress" and not settled_by_restart(theirs)
         assert "settling 1 call(s) this server" in restarted.logs()
         log_guard.scan(a.logs() + b.logs() + restarted.logs())
+
+
+async def test_a_call_an_older_release_left_live_on_its_sandbox_is_settled_at_start(
+    tmp_path: Path, processes: list[ServerProcess], log_guard: LogGuard
+) -> None:
+    """A release from before calls named their sandbox (schema 11) leaves them with none: on
+    the sandbox they can be live nowhere, and they waited out the reaper's bound, ~12 min,
+    holding CALLS_MAX_ACTIVE and a campaign's slots (probe AV, upgrading from 07e53d8)."""
+    log_guard.hide_numbers(*NUMBERS)
+    env = sandbox_env(tmp_path, CALLS_MAX_ACTIVE="1")
+    first = ServerProcess(tmp_path, "first", env)
+    processes.append(first)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await first.wait_ready(session)
+        left = await live_call(session, first)
+        first.kill()
+        with sqlite3.connect(tmp_path / "calls.db") as db:  # as the older release wrote it
+            db.execute("UPDATE calls SET sandbox_instance = NULL WHERE call_id = ?", (left,))
+        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        processes.append(second)
+        await second.wait_ready(session)
+        call = await call_of(session, second, left)
+        assert (call["status"], call["reason"]) == ("completed", SANDBOX_RESTARTED)
+        assert "settling 1 call(s) an earlier release left live" in second.logs()
+        kept = await live_call(session, second)  # the place it held is free again
+        assert not settled_by_restart(await call_of(session, second, kept))
+        log_guard.scan(first.logs() + second.logs())
