@@ -14,6 +14,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -438,6 +439,29 @@ def warn_short_record_ttl(settings: Settings) -> None:
         )
 
 
+def warn_open_files(settings: Settings) -> None:
+    """config.json and calls.db (with its -wal and -shm) that every user of the machine may
+    read: made 0600 since 15665cb, but files an older release made 0644 (umask 022) keep
+    their mode (probe AV), and so do files an operator opened up. Group access is left alone
+    (`chmod 640` for an agent of another user)."""
+    paths = [settings.config_path]
+    if settings.database_url is None:
+        db = settings.calls_db_path
+        paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    for path in paths:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:  # not there yet (made 0600), or its start-up check says why
+            continue
+        if mode & 0o006:
+            logger.warning(
+                "%s (mode %04o) may be read by every user of this machine; it holds names,"
+                " numbers, instructions and transcripts: chmod o-rwx it",
+                path,
+                mode,
+            )
+
+
 def warn_report_url(settings: Settings) -> None:
     """With a real LiveKit the agents usually run elsewhere: say where their reports go."""
     if settings.uses_sandbox and settings.public_base_url is not None:
@@ -611,6 +635,7 @@ def main() -> None:
         check_bind(settings)
         check_webhook_host(settings)
         warn_report_url(settings)
+        warn_open_files(settings)
         warn_livekit_settings(settings)
         warn_short_record_ttl(settings)
         warn_disabled_safeguards(settings)

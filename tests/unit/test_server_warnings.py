@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import server
 from common.settings import Settings, SettingsError
-from server import check_webhook_host, warn_report_url
+from server import check_webhook_host, warn_open_files, warn_report_url
 
 REAL: dict[str, Any] = {"livekit_url": "wss://example.livekit.cloud", "port": 8123}
 
@@ -176,3 +177,29 @@ def test_a_livekit_url_without_encryption_is_warned(
     with caplog.at_level(logging.WARNING, logger="server"):
         server.warn_disabled_safeguards(settings)
     assert ("go unencrypted (use wss:// or https://)" in caplog.text) is warned
+
+
+def test_files_every_user_may_read_are_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older release made config.json and calls.db 0644 (umask 022), kept on upgrade; the
+    -wal and -shm SQLite makes beside a 0644 database are 0644 too (probe AV). Group access
+    stays silent: `chmod 640` is how an agent of another user reads config.json."""
+    settings = dataclasses.replace(
+        Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
+    )
+    for name, mode in (("config.json", 0o640), ("calls.db", 0o644), ("calls.db-wal", 0o604)):
+        (tmp_path / name).write_text("")
+        (tmp_path / name).chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="server"):
+        warn_open_files(settings)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert warned[0].startswith(f"{tmp_path / 'calls.db'} (mode 0644) may be read by every user")
+    assert warned[1].startswith(f"{tmp_path / 'calls.db-wal'} (mode 0604)")
+    caplog.clear()
+    for name in ("calls.db", "calls.db-wal"):
+        (tmp_path / name).chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="server"):
+        warn_open_files(settings)
+    assert caplog.text == ""
