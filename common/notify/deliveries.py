@@ -313,8 +313,8 @@ class WebhookSender:
                 # in two minutes behind a receiver whose sends took their 15 s now and then).
                 logger.warning(
                     "customer webhooks to %s are falling behind: its %d sends at once are all"
-                    " taken (slow or hanging answers) and %d more wait; see"
-                    " customer_webhook_deliveries_pending%s",
+                    " taken and %d more wait (a backlog after an outage, or a receiver slow to"
+                    " answer); see customer_webhook_deliveries_pending%s",
                     receiver,
                     PER_RECEIVER_CONCURRENCY,
                     len(self._waiting[receiver]) + len(given_back),
