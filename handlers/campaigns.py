@@ -3,8 +3,10 @@ recipients, pause, resume or cancel it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +54,16 @@ from handlers.http import (
     page_of,
     read_body,
 )
-from handlers.keys import CALLS, CAMPAIGNS, SETTINGS
+from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, UPLOAD_TURNS
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # 100,000 rows of a few hundred bytes each
+# Campaign uploads a server reads, checks and stores at once; the others wait their turn
+# (their bodies unread) for UPLOAD_TURN_WAIT_S at most, then 429. One 100,000-row CSV of
+# 50 MiB takes the server from 64 to ~470 MB for its ~11 s; three at once took 800 MB and
+# 28 s each, so a handful sent together could get the server killed for memory.
+UPLOADS_AT_ONCE = 1
+UPLOAD_TURN_WAIT_S = 60.0
+UPLOAD_RETRY_AFTER_S = 10
 # JSON's parser holds the GIL for a whole body, and its time goes with the values it builds:
 # 63 MiB of "[]," (22 million empty lists) stopped every other request for 6 s and took
 # 1.7 GB; 60 MiB of "1.5e300," in one list, 3 s. A row is an object of a few values; a body
@@ -190,10 +199,15 @@ async def create_campaign(request: web.Request) -> web.Response:
     """POST /campaigns: 201 with the campaign and the rows refused (with invalid_rows=skip).
     With an Idempotency-Key, a retry of the same campaign answers 201 with it again
     (`Idempotent-Replay: 1`), never a second campaign; another campaign under the key, 409."""
+    key = idempotency_key(request)
+    async with upload_turn(request):
+        return await _create(request, key)
+
+
+async def _create(request: web.Request, key: str | None) -> web.Response:
     service = request.app[CAMPAIGNS]
     settings = request.app[SETTINGS]
     client = client_identity(request)
-    key = idempotency_key(request)
     upload = await _read_campaign(request)
     rules = RequestRules.of(settings)
     try:
@@ -217,6 +231,42 @@ async def create_campaign(request: web.Request) -> web.Response:
         return await _created_before(request, Admission.verify(taken.stored, claim))
     invalid = invalid_rows_answer(created.invalid_rows)
     return _campaign_answer(request, created.campaign, 201, **invalid)
+
+
+@contextlib.asynccontextmanager
+async def upload_turn(request: web.Request) -> AsyncIterator[None]:
+    """This upload's turn among the server's (UPLOADS_AT_ONCE): waited for UPLOAD_TURN_WAIT_S
+    at most (429 with Retry-After), or until the server stops (503, as a body still arriving
+    then: handlers/body_reads.py)."""
+    turns, reads = request.app[UPLOAD_TURNS], request.app[BODY_READS]
+    bound = asyncio.timeout(UPLOAD_TURN_WAIT_S)
+    try:
+        async with bound:
+            reads.add(bound)
+            try:
+                await turns.acquire()
+            finally:
+                reads.discard(bound)
+    except TimeoutError:
+        if not bound.expired():
+            raise
+        request.content.feed_eof()  # its body is never read: aiohttp would linger for it
+        if reads.stopping:
+            raise HttpError(
+                503,
+                "the server is stopping: the campaign was not read; send it again",
+                {"Connection": "close", "Retry-After": "1"},
+            ) from None
+        raise HttpError(
+            429,
+            f"other campaigns are being created on this server ({UPLOADS_AT_ONCE} at a time,"
+            " ~10 s each for 100,000 rows): this one was not read; send it again",
+            {"Connection": "close", "Retry-After": str(UPLOAD_RETRY_AFTER_S)},
+        ) from None
+    try:
+        yield
+    finally:
+        turns.release()
 
 
 async def _created_before(request: web.Request, stored: StoredAnswer) -> web.Response:
@@ -436,6 +486,7 @@ CAMPAIGN_ID = {
 
 
 def setup(app: web.Application) -> None:
+    app[UPLOAD_TURNS] = asyncio.Semaphore(UPLOADS_AT_ONCE)
     add_route(
         app,
         RouteDoc(
@@ -465,6 +516,12 @@ def setup(app: web.Application) -> None:
                 ),
                 422: Reply("Invalid options or rows; `details` lists each (with its row)"),
                 409: Reply("The Idempotency-Key was already used with another campaign"),
+                429: Reply(
+                    f"Other campaigns were being created on this server for"
+                    f" {UPLOAD_TURN_WAIT_S:g} s ({UPLOADS_AT_ONCE} at a time): this one was"
+                    " not read; send it again after Retry-After",
+                    headers=("Retry-After",),
+                ),
                 503: DB_DOWN,
             },
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -35,3 +36,5 @@ QUIET_ROUTES = web.AppKey("quiet_routes", set[Any])
 REFUSALS = web.AppKey("refusals", Repeats)
 # The request bodies being read: a stop ends their reads at once (handlers/body_reads.py).
 BODY_READS = web.AppKey("body_reads", BodyReads)
+# Campaign uploads read and checked at once (handlers/campaigns.py's upload_turn).
+UPLOAD_TURNS = web.AppKey("upload_turns", asyncio.Semaphore)

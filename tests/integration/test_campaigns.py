@@ -21,7 +21,8 @@ from aiohttp.test_utils import TestClient
 from common.calls.request import RequestRules
 from common.campaigns.request import Row, json_rows, parse_options
 from common.storage import campaign_programs
-from handlers.keys import CALLS, CAMPAIGNS, SETTINGS, STORE
+from handlers import campaigns as campaigns_handlers
+from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, STORE, UPLOAD_TURNS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -970,3 +971,37 @@ async def test_an_upload_that_fails_half_way_shows_nothing_and_the_reaper_clears
     for campaign_id in set(stored):
         assert await store.list_recipients(campaign_id, state=None, limit=99, after=None) == []
     assert "removed 16 recipient(s) stored by campaign uploads that did not finish" in caplog.text
+
+
+async def test_campaign_uploads_take_turns(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One upload at a time is read, checked and stored; the others wait their turn, their
+    bodies unread (a 100,000-row CSV takes the server to ~470 MB: a handful at once could
+    get it killed for memory), for UPLOAD_TURN_WAIT_S at most (429), or until a stop (503)."""
+    turns = client.app[UPLOAD_TURNS]
+    body = {"name": "turns", "recipients": [{"phone_number": "+14155557700"}]}
+    await turns.acquire()  # another upload is being created
+    waiting = asyncio.create_task(client.post("/campaigns", json=body))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    turns.release()
+    assert (await waiting).status == 201  # its turn came
+
+    monkeypatch.setattr(campaigns_handlers, "UPLOAD_TURN_WAIT_S", 0.2)
+    await turns.acquire()
+    try:
+        resp = await client.post("/campaigns", json=body)
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "10"
+        assert "this one was not read; send it again" in (await resp.json())["error"]
+        monkeypatch.setattr(campaigns_handlers, "UPLOAD_TURN_WAIT_S", 60.0)
+        waiting = asyncio.create_task(client.post("/campaigns", json=body))
+        await asyncio.sleep(0.3)
+        client.app[BODY_READS].stop()  # the server stops: the waiting upload is told at once
+        stopped = await waiting
+        assert stopped.status == 503 and stopped.headers["Retry-After"] == "1"
+    finally:
+        turns.release()
+    listed = (await (await client.get("/campaigns")).json())["campaigns"]
+    assert len(listed) == 1  # the refused ones were never created
