@@ -419,6 +419,7 @@ def apply(
     only_if_changed: bool = False,
     ended_at: float | None = None,
     event_at: float | None = None,
+    sandbox_time_scale: float = 1.0,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change.
@@ -459,6 +460,8 @@ def apply(
         end = end_of(before, now, ended_at, answer)
         limit = (before.config or {}).get("max_duration_s")
         dialled = before.dial_started_at
+        if before.sandbox_instance is not None and sandbox_time_scale != 1.0:
+            dialled = None  # a scaled sandbox's wall-clock times say nothing of its limit
         change = limit_reason(change, None if dialled is None else end - dialled, limit)
         updated = yield Query(
             "UPDATE calls SET status = ?, updated_at = ?,"

@@ -55,6 +55,8 @@ class SqlCallStore(CampaignMethods):
         # This server among others on one database: it holds the events it writes and the
         # deliveries it claims under this name (see `release_claims`).
         self.instance = instance
+        # The embedded sandbox's SANDBOX_TIME_SCALE (1: none, or a real LiveKit).
+        self.sandbox_time_scale = 1.0
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError
@@ -127,6 +129,7 @@ class SqlCallStore(CampaignMethods):
             holder=self.instance,
             callee_left=callee_left,
             only_if_changed=only_if_changed,
+            sandbox_time_scale=self.sandbox_time_scale,
             ended_at=ended_at,
             event_at=event_at,
         )

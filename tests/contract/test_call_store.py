@@ -1150,3 +1150,21 @@ async def test_a_call_cut_at_its_max_duration_says_so(
     applied = await store.apply(CALL, "room_finished", set_status(Status.COMPLETED))
     assert applied.after is not None and applied.after.status is Status.COMPLETED
     assert applied.after.reason == reason
+
+
+async def test_a_scaled_sandbox_call_is_not_said_cut_at_its_max_duration(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """SANDBOX_TIME_SCALE=5: a sandbox call that talked 10 simulated seconds of its 30 lasts
+    50 s by the wall clock; it was not cut by its limit (README: no reason at another scale)."""
+    setattr(store, "sandbox_time_scale", 5.0)  # noqa: B010 - as open_store sets it
+    call = dataclasses.replace(new_call(), config={"max_duration_s": 30}, sandbox_instance="h:1")
+    await store.create_call(call)
+    await store.start_dial(CALL)
+    clock.advance(15.0)  # rings 3 simulated seconds
+    await store.apply(CALL, "answered", set_status(Status.IN_PROGRESS, answered=True))
+    clock.advance(50.0)
+    await store.apply(CALL, "participant_left", lambda _s: None, callee_left=True)
+    applied = await store.apply(CALL, "room_finished", set_status(Status.COMPLETED))
+    assert applied.after is not None and applied.after.status is Status.COMPLETED
+    assert applied.after.reason is None
