@@ -48,6 +48,7 @@ from handlers.http import (
     before_param,
     client_identity,
     decode_json,
+    discard_body,
     idempotency_key,
     idempotency_param,
     int_param,
@@ -250,18 +251,21 @@ async def upload_turn(request: web.Request) -> AsyncIterator[None]:
     except TimeoutError:
         if not bound.expired():
             raise
-        request.content.feed_eof()  # its body is never read: aiohttp would linger for it
         if reads.stopping:
+            request.content.feed_eof()  # nothing more is read: aiohttp would linger for it
             raise HttpError(
                 503,
                 "the server is stopping: the campaign was not read; send it again",
                 {"Connection": "close", "Retry-After": "1"},
             ) from None
+        # Its body, read to its end and dropped: closed on it, a client still sending got a
+        # connection reset, not this answer.
+        await discard_body(request, MAX_BODY_BYTES)
         raise HttpError(
             429,
             f"other campaigns are being created on this server ({UPLOADS_AT_ONCE} at a time,"
-            " ~10 s each for 100,000 rows): this one was not read; send it again",
-            {"Connection": "close", "Retry-After": str(UPLOAD_RETRY_AFTER_S)},
+            " ~10 s each for 100,000 rows): this one was not created; send it again",
+            {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
         ) from None
     try:
         yield
@@ -519,7 +523,7 @@ def setup(app: web.Application) -> None:
                 429: Reply(
                     f"Other campaigns were being created on this server for"
                     f" {UPLOAD_TURN_WAIT_S:g} s ({UPLOADS_AT_ONCE} at a time): this one was"
-                    " not read; send it again after Retry-After",
+                    " not created; send it again after Retry-After",
                     headers=("Retry-After",),
                 ),
                 503: DB_DOWN,

@@ -300,6 +300,17 @@ def _too_large(what: str, limit: int) -> HttpError:
     return HttpError(413, f"{what} is larger than {limit} bytes")
 
 
+async def discard_body(request: web.Request, limit: int, what: str = "request body") -> None:
+    """Read the body to its end, keeping nothing (bounded as `read_body`): a request refused
+    before its body was read gets its answer, not a connection reset while it still sends."""
+    async with arriving_in_time(request, what):
+        size = 0
+        while chunk := await request.content.read(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(what, limit)
+
+
 async def _read_all(request: web.Request, limit: int, what: str) -> bytes:
     chunks: list[bytes] = []
     size = 0

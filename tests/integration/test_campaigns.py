@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -994,7 +994,21 @@ async def test_campaign_uploads_take_turns(
         resp = await client.post("/campaigns", json=body)
         assert resp.status == 429
         assert resp.headers["Retry-After"] == "10"
-        assert "this one was not read; send it again" in (await resp.json())["error"]
+        # A large body still being sent gets its 429 too (its body read and dropped), not a
+        # connection closed under it; the connection stays usable.
+        rows = "phone_number\n" + "".join(f"+1415{2_000_000 + i:07d}\n" for i in range(400_000))
+
+        async def sent_slowly() -> AsyncIterator[bytes]:
+            raw = rows.encode()
+            for start in range(0, len(raw), 256 * 1024):
+                yield raw[start : start + 256 * 1024]
+                await asyncio.sleep(0.01)
+
+        big = await client.post(
+            "/campaigns?name=big", data=sent_slowly(), headers={"Content-Type": "text/csv"}
+        )
+        assert big.status == 429 and "Connection" not in big.headers
+        assert "this one was not created; send it again" in (await resp.json())["error"]
         monkeypatch.setattr(campaigns_handlers, "UPLOAD_TURN_WAIT_S", 60.0)
         waiting = asyncio.create_task(client.post("/campaigns", json=body))
         await asyncio.sleep(0.3)
