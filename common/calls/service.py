@@ -201,20 +201,30 @@ _sandbox_stopped = _over_unheard(SANDBOX_STOPPED, _failed(SANDBOX_STOPPED))
 
 
 async def _in_batches(
-    step: Callable[[int], Awaitable[int]], batch: int, budget_s: float, *, until_none: bool = False
-) -> tuple[int, bool]:
+    step: Callable[[int], Awaitable[int]],
+    batch: int,
+    budget_s: float,
+    said: tuple[int, str],
+    *,
+    until_none: bool = False,
+) -> int:
     """`step(batch)` (one transaction, at most `batch` rows) again while it fills its batch
     (`until_none`: while it does any row; a step that finishes one thing and may go on to
-    the next), for `budget_s` at most: the rows it did in all, and whether more may be left
-    for the next pass."""
+    the next), for `budget_s` at most: the rows it did in all, said (`said`: a log level
+    and a message taking the count) with whether more may be left for the next pass."""
     deadline = time.monotonic() + budget_s
     done = 0
+    more = True
     while time.monotonic() < deadline:
         last = await step(batch)
         done += last
         if last == 0 or (last < batch and not until_none):
-            return done, False
-    return done, True
+            more = False
+            break
+    if done:
+        level, message = said
+        logger.log(level, message + "%s", done, "; more in the next pass" if more else "")
+    return done
 
 
 async def resolve_webhook_host(
@@ -1003,37 +1013,28 @@ class CallService:
     async def discard_given_up_uploads(self, now: float) -> int:
         """Remove the recipients stored by campaign uploads that failed, or whose server
         stopped mid-way (not touched for UPLOAD_GIVEN_UP_S), PURGE_BATCH a transaction."""
-        discarded, more = await _in_batches(
+        return await _in_batches(
             lambda limit: self.store.discard_given_up_upload(now - UPLOAD_GIVEN_UP_S, limit),
             PURGE_BATCH,
             PURGE_BUDGET_S,
+            (
+                logging.INFO,
+                "removed %d recipient(s) stored by campaign uploads that did not finish",
+            ),
             until_none=True,  # each step removes one upload's rows at most: on to the next
         )
-        if discarded:
-            logger.info(
-                "removed %d recipient(s) stored by campaign uploads that did not finish%s",
-                discarded,
-                "; more in the next pass" if more else "",
-            )
-        return discarded
 
     async def purge_old_events(self, now: float) -> int:
         """Drop the events dispatched over EVENT_RETENTION_S ago whose deliveries are over,
         PURGE_BATCH rows of each a transaction, for PURGE_BUDGET_S a pass at most (the rest in
         the next pass): all in one, 406,000 of them held the database 11 s (probe AQ)."""
         before = now - EVENT_RETENTION_S
-        purged, more = await _in_batches(
+        return await _in_batches(
             lambda limit: self.store.purge_dispatched_events(before, limit),
             PURGE_BATCH,
             PURGE_BUDGET_S,
+            (logging.DEBUG, "purged %d old event(s) and deliveries"),
         )
-        if purged:
-            logger.debug(
-                "purged %d old event(s) and deliveries%s",
-                purged,
-                "; more in the next pass" if more else "",
-            )
-        return purged
 
     async def erase_past_retention(self, now: float) -> int:
         """Erase the conversations of calls past CALL_DATA_RETENTION_DAYS, ERASE_BATCH calls a
@@ -1041,16 +1042,12 @@ class CallService:
         one transaction, 200,000 calls kept the server from listening for 107 s at start-up
         (and took 227 MB), and would have held every request that needs the database."""
         before = now - self.settings.call_data_retention_days * 86400
-        erased, more = await _in_batches(
-            lambda limit: self.store.erase_call_data(before, limit), ERASE_BATCH, ERASE_BUDGET_S
+        return await _in_batches(
+            lambda limit: self.store.erase_call_data(before, limit),
+            ERASE_BATCH,
+            ERASE_BUDGET_S,
+            (logging.INFO, "erased the conversations of %d call(s) past their retention"),
         )
-        if erased:
-            logger.info(
-                "erased the conversations of %d call(s) past their retention%s",
-                erased,
-                "; more in the next pass" if more else "",
-            )
-        return erased
 
     async def settle_gone_rooms(self, now: float) -> int:
         """Finish the calls whose room LiveKit no longer has though no room_finished came (see
