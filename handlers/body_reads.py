@@ -2,9 +2,10 @@
 
 aiohttp reads no byte that arrives after the stop signal: a request still uploading its body
 then waited out the whole shutdown timeout (25 s) and its connection closed with no answer
-(probe AO). Each read's time bound (`handlers.http.arriving_in_time`) is registered here;
-`stop()` makes every one run out now, and the request is answered 503 (nothing was done: its
-body never arrived whole), as is any read that begins after it.
+(probe AO). Each read's time bound (`handlers.http.arriving_in_time`), and each wait of a
+campaign upload for its turn before its read (`handlers.campaigns.upload_turn`), is
+registered here; `stop()` makes every one run out now, and the request is answered 503
+(nothing was done: its body never arrived whole), as is any read that begins after it.
 """
 
 from __future__ import annotations

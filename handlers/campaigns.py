@@ -54,6 +54,7 @@ from handlers.http import (
     int_param,
     page_of,
     read_body,
+    stopping_unread,
 )
 from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, UPLOAD_TURNS
 
@@ -252,11 +253,8 @@ async def upload_turn(request: web.Request) -> AsyncIterator[None]:
         if not bound.expired():
             raise
         if reads.stopping:
-            request.content.feed_eof()  # nothing more is read: aiohttp would linger for it
-            raise HttpError(
-                503,
-                "the server is stopping: the campaign was not read; send it again",
-                {"Connection": "close", "Retry-After": "1"},
+            raise stopping_unread(
+                request, "the server is stopping: the campaign was not read; send it again"
             ) from None
         # Its body, read to its end and dropped: closed on it, a client still sending got a
         # connection reset, not this answer.

@@ -280,20 +280,24 @@ async def arriving_in_time(request: web.Request, what: str = "request body") -> 
         if not bound.expired():
             raise
         if reads.stopping:
-            # No byte of the rest will be read: aiohttp would linger 10 s for it after the
-            # answer (the stop closes the connection only then).
-            request.content.feed_eof()
-            raise HttpError(
-                503,
+            raise stopping_unread(
+                request,
                 f"the server is stopping and its {what} had not all arrived: nothing was done;"
                 " send it again",
-                {"Connection": "close", "Retry-After": "1"},
             ) from None
         raise HttpError(
             408, f"{what} did not arrive within {BODY_READ_TIMEOUT_S:g} s", {"Connection": "close"}
         ) from None
     finally:
         reads.discard(bound)
+
+
+def stopping_unread(request: web.Request, message: str) -> HttpError:
+    """The 503 for a request whose body the stopping server will never read (aiohttp reads
+    no byte after the signal): its rest marked read, or aiohttp would linger 10 s for it after
+    the answer (the stop closes the connection only then)."""
+    request.content.feed_eof()
+    return HttpError(503, message, {"Connection": "close", "Retry-After": "1"})
 
 
 def _too_large(what: str, limit: int) -> HttpError:
