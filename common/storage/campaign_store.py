@@ -27,6 +27,9 @@ class CampaignMethods:
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError
 
+    async def _count(self, program: Program[T]) -> T:
+        raise NotImplementedError
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
 
@@ -66,12 +69,12 @@ class CampaignMethods:
         return await self._run(cp.discard_given_up_upload(self.dialect, before, limit), write=True)
 
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
-        return await self._run(cp.get_campaign(self.dialect, campaign_id), write=False)
+        return await self._count(cp.get_campaign(self.dialect, campaign_id))
 
     async def list_campaigns(
         self, *, limit: int = 50, before: Before | None = None
     ) -> list[CampaignRecord]:
-        return await self._run(cp.list_campaigns(self.dialect, limit, before), write=False)
+        return await self._count(cp.list_campaigns(self.dialect, limit, before))
 
     async def claim_campaigns(
         self, now: float, lease_s: float, limit: int
