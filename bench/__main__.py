@@ -20,7 +20,16 @@ from pathlib import Path
 
 from bench.harness import PYTHON, ROOT, machine, subprocess_env
 
-BENCHMARKS = ("config_write", "http", "agent_start", "memory", "webhooks", "postgres", "campaigns")
+BENCHMARKS = (
+    "config_write",
+    "http",
+    "agent_start",
+    "memory",
+    "webhooks",
+    "postgres",
+    "campaigns",
+    "counts",
+)
 BEGIN = "<!-- bench:begin: written by `python -m bench --results`; edit outside the markers -->"
 END = "<!-- bench:end -->"
 TIMEOUT_S = 600
