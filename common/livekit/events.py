@@ -63,12 +63,25 @@ class RoomEvent:
         participant = _message(doc, "participant")
         return cls(
             event=_string(doc, "event"),
-            id=_string(doc, "id"),
+            id=_event_id(doc),
             room_name=_string(room, "name"),
             room_metadata=_string(room, "metadata"),
             participant=None if participant is None else _participant(participant),
             created_at=_unix_seconds(_field(doc, "createdAt")),
         )
+
+
+# LiveKit's event ids are "EV_" and 12 characters. The id is kept under a unique index, and
+# PostgreSQL's holds at most 2,704 bytes of a key: a longer id failed the insert, a 503 that
+# LiveKit retries (the database was fine), on PostgreSQL alone. 256 characters fit in any case.
+MAX_EVENT_ID_CHARS = 256
+
+
+def _event_id(doc: Mapping[str, Any]) -> str:
+    event_id = _string(doc, "id")
+    if len(event_id) > MAX_EVENT_ID_CHARS:
+        raise MalformedEvent(f"id is longer than {MAX_EVENT_ID_CHARS} characters")
+    return event_id
 
 
 def _participant(doc: Mapping[str, Any]) -> EventParticipant:

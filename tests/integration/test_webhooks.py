@@ -177,6 +177,26 @@ async def test_oversized_and_non_json_bodies(client: Client) -> None:
     assert await post(client, junk, sign(junk)) == 400
 
 
+async def test_an_event_id_longer_than_livekits_is_malformed_on_each_database(
+    start_app_on_each_database: AppFactory,
+) -> None:
+    """The id is kept under a unique index, whose keys PostgreSQL holds up to 2,704 bytes: a
+    longer id was a 503 ("calls database unavailable") that LiveKit retries, while the
+    database was fine, and taken on SQLite. Now it is the same 400 on both, nothing stored."""
+    client = await quiet_app(start_app_on_each_database)
+    call_id = await place(client)
+    joined = json.loads(
+        event_json("participant_joined", call_id, attributes={"sip.callStatus": "active"})
+    )
+    joined["id"] = "EV_" + secrets.token_urlsafe(3000)
+    body = json.dumps(joined).encode()
+    assert await post(client, body, sign(body)) == 400
+    assert not any(entry["event_id"] == joined["id"] for entry in await timeline(client, call_id))
+    joined["id"] = "EV_" + "x" * 253  # 256 characters: taken
+    body = json.dumps(joined).encode()
+    assert await post(client, body, sign(body)) == 200
+
+
 async def test_unknown_rooms_and_event_types_are_ignored(client: Client) -> None:
     for body in (
         event_json("room_finished", "someone-elses-room"),

@@ -129,6 +129,15 @@ def test_a_field_we_read_with_the_wrong_type_is_malformed(body: bytes) -> None:
         RoomEvent.from_json(body)
 
 
+def test_an_id_longer_than_a_database_index_keeps_is_malformed() -> None:
+    """LiveKit's ids are "EV_" and 12 characters; the id is kept under a unique index."""
+    longest = {"event": "x", "id": "EV_" + "a" * 253}
+    assert RoomEvent.from_json(json.dumps(longest).encode()).id == longest["id"]
+    too_long = {"event": "x", "id": "EV_" + "a" * 254}
+    with pytest.raises(MalformedEvent, match="^id is longer than 256 characters$"):
+        RoomEvent.from_json(json.dumps(too_long).encode())
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [
