@@ -223,7 +223,10 @@ def _checked_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
 
 
 def _livekit_url(name: str, raw: str) -> str:
-    return _checked_url(name, raw, ("wss", "ws", "https", "http"))
+    """LiveKit's address. With user info, every request to LiveKit was a 500 (aiohttp refuses
+    credentials in a URL beside our Authorization header; a call's row was left undialled);
+    a query or a fragment was dropped by livekit-api, and logged at start-up whole."""
+    return _plain_url(name, raw, _checked_url(name, raw, ("wss", "ws", "https", "http")))
 
 
 def _http_url(name: str, raw: str) -> str:
@@ -233,9 +236,13 @@ def _http_url(name: str, raw: str) -> str:
 def _base_url(name: str, raw: str) -> str:
     """A base URL paths are appended to: with user info, a query or a fragment, reports
     went to `/?x=1/agent/reports` (404, never retried: every transcript lost)."""
-    url = _http_url(name, raw)
-    parts = urlsplit(url)
-    if "@" in parts.netloc or "?" in url or "#" in url:
+    return _plain_url(name, raw, _http_url(name, raw))
+
+
+def _plain_url(name: str, raw: str, url: str) -> str:
+    """`url` (`raw` checked) if it has no user info, query or fragment; the error quotes
+    `raw` only when it holds no user info (a password)."""
+    if "@" in urlsplit(url).netloc or "?" in url or "#" in url:
         raise SettingsError(
             f"{name} must be scheme://host[:port][/path], without user info, ? or #"
             + ("" if "@" in raw else f", got {raw!r}")

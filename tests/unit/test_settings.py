@@ -316,6 +316,11 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("LIVEKIT_URL", "https://x:99999", "LIVEKIT_URL is not a valid URL"),
         ("LIVEKIT_URL", "wss://x:0", "LIVEKIT_URL may not name port 0"),
         ("LIVEKIT_URL", "ws://[::1", "LIVEKIT_URL is not a valid URL"),
+        # credentials: every request to LiveKit was a 500 (aiohttp refuses them beside our
+        # Authorization); a query or fragment was dropped by livekit-api and logged whole
+        ("LIVEKIT_URL", "wss://u:pw@lk.example.com", "LIVEKIT_URL must be scheme://host"),
+        ("LIVEKIT_URL", "wss://lk.example.com/?token=x", "LIVEKIT_URL must be scheme://host"),
+        ("LIVEKIT_URL", "wss://lk.example.com#x", "LIVEKIT_URL must be scheme://host"),
         ("PUBLIC_BASE_URL", "http://", "PUBLIC_BASE_URL must name a host"),
         ("PUBLIC_BASE_URL", "http://[x", "PUBLIC_BASE_URL is not a valid URL"),
         # a path of the API: every webhook landed on the calls API (or a traceback)
@@ -372,6 +377,7 @@ def test_a_value_that_took_later_lines_is_refused_without_echoing_them(name: str
     [
         ("LIVEKIT_URL", "wss://app:Sup3rS3cret/x@lk.example.com"),
         ("LIVEKIT_URL", "ftp://app:Sup3rS3cret@lk.example.com"),
+        ("LIVEKIT_URL", "wss://app:Sup3rS3cret@lk.example.com"),
         ("PUBLIC_BASE_URL", "http://app:Sup3rS3cret#x@h:99999"),
     ],
 )
