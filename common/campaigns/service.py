@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from common.calls.errors import InvalidCall
+from common.calls.errors import FieldError, InvalidCall
 from common.calls.events import EventDispatcher
 from common.calls.models import IdempotencyClaim
 from common.calls.request import RequestRules
@@ -103,7 +103,7 @@ class CampaignService:
             raise InvalidRows(errors, "no valid recipient", listed(errors))
         webhook_url = options.spec.defaults.get("webhook_url") or self.settings.calls_webhook_url
         if options.spec.defaults.get("webhook_url"):
-            await check_webhook_address(str(webhook_url), self.settings)
+            await _check_default_webhook(str(webhook_url), self.settings)
         campaign_id = new_campaign_id()
         await self.store.create_campaign(
             NewCampaign(
@@ -179,3 +179,13 @@ class CampaignService:
     ) -> list[RecipientRecord]:
         await self.get(campaign_id)
         return await self.store.list_recipients(campaign_id, state=state, limit=limit, after=after)
+
+
+async def _check_default_webhook(url: str, settings: Settings) -> None:
+    """`defaults.webhook_url` resolves to public addresses only; its errors name it so (the
+    single call's check names `webhook_url`, a field the campaign's body does not have)."""
+    try:
+        await check_webhook_address(url, settings)
+    except InvalidCall as exc:
+        named = [FieldError(f"defaults.{e.field}", e.error) for e in exc.errors]
+        raise type(exc)(named) from None

@@ -654,6 +654,36 @@ async def test_a_name_resolving_to_loopback_is_refused(
     assert "127.0.0.1" not in error  # an API client could map internal names to addresses
 
 
+async def test_a_campaigns_default_webhook_url_resolving_to_loopback_is_named_as_sent(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error named `webhook_url`, a field the campaign's body does not have, for the
+    `defaults.webhook_url` it was about (an IP literal's error named it right)."""
+
+    async def loopback(self: Any, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": 2,
+                 "proto": 0, "flags": 0}]  # fmt: skip
+
+    from common.notify.guard import PooledResolver
+
+    monkeypatch.setattr(PooledResolver, "resolve", loopback)
+    client = await start_app(calls_webhook_secret=SECRET)
+    body = {
+        "name": "hooks",
+        "defaults": {"webhook_url": "https://hooks.example.com/x"},
+        "recipients": [{"phone_number": "+14155557700"}],
+    }
+    resp = await client.post("/campaigns", json=body)
+    assert resp.status == 422
+    assert (await resp.json())["details"] == [
+        {
+            "field": "defaults.webhook_url",
+            "error": "hooks.example.com resolves to a non-public address",
+        }
+    ]
+    assert (await (await client.get("/campaigns")).json())["campaigns"] == []
+
+
 async def test_a_name_re_pointed_at_loopback_is_refused_without_telling_the_customer_where(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
