@@ -284,6 +284,10 @@ def check_url(url: str, *, allow_private: bool) -> str:
     if port is None or not 1 <= port <= 65535:
         raise UnsafeWebhookUrl("URL port must be between 1 and 65535")
     _check_host(host, allow_private=allow_private)
+    try:
+        parsed.host  # noqa: B018 - decodes an IDNA label ("xn--..."), as the DNS checks read it
+    except UnicodeError:  # "xn--a": no punycode; every later read of the host was a 500
+        raise UnsafeWebhookUrl(f"invalid host name: {host!r}") from None
     normalised = str(parsed)
     if len(normalised) > MAX_URL_LENGTH:
         raise UnsafeWebhookUrl(f"URL is longer than {MAX_URL_LENGTH} characters once encoded")

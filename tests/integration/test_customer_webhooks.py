@@ -616,6 +616,7 @@ async def test_redeliver_while_a_send_is_in_flight_sends_no_second_copy_beside_i
         ("https://localhost/hooks", "localhost"),
         ("https://user:pw@example.com/hooks", "credentials"),
         ("ftp://example.com/hooks", "https"),
+        ("https://xn--a.com/hooks", "invalid host name"),  # no punycode: was a 500
     ],
 )
 async def test_unsafe_webhook_urls_are_refused(start_app: AppFactory, url: str, why: str) -> None:
@@ -625,6 +626,31 @@ async def test_unsafe_webhook_urls_are_refused(start_app: AppFactory, url: str, 
     (detail,) = (await resp.json())["details"]
     assert detail["field"] == "webhook_url" and why in detail["error"].lower()
     assert (await (await client.get("/calls")).json())["calls"] == []
+
+
+async def test_a_campaign_webhook_url_whose_host_is_no_idna_name_is_refused(
+    start_app: AppFactory,
+) -> None:
+    """`xn--a` is no punycode: reading the URL's host raised, a 500 for the campaign (a row's
+    or its defaults' webhook_url) as for a single call, and a traceback at start-up for
+    CALLS_WEBHOOK_URL."""
+    client = await start_app(calls_webhook_secret=SECRET)
+    row = {"phone_number": "+14155557700", "webhook_url": "https://xn--a.com/x"}
+    resp = await client.post("/campaigns", json={"name": "hooks", "recipients": [row]})
+    assert resp.status == 422
+    assert (await resp.json())["details"] == [
+        {"row": 0, "field": "recipients[0].webhook_url", "error": "invalid host name: 'xn--a.com'"}
+    ]
+    body = {
+        "name": "hooks",
+        "defaults": {"webhook_url": "https://xn--a.com/x"},
+        "recipients": [{"phone_number": "+14155557700"}],
+    }
+    resp = await client.post("/campaigns", json=body)
+    assert resp.status == 422
+    assert (await resp.json())["details"] == [
+        {"field": "defaults.webhook_url", "error": "invalid host name: 'xn--a.com'"}
+    ]
 
 
 async def test_a_name_resolving_to_loopback_is_refused(

@@ -55,6 +55,10 @@ def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.Comp
             {"CALLS_WEBHOOK_URL": "http://10.0.0.7/calls", "CALLS_WEBHOOK_SECRET": WHSEC},
             "CALLS_WEBHOOK_URL: URL scheme must be https",
         ),
+        (  # no punycode: reading its host for the DNS check was a traceback
+            {"CALLS_WEBHOOK_URL": "https://xn--a.com/calls", "CALLS_WEBHOOK_SECRET": WHSEC},
+            "CALLS_WEBHOOK_URL: invalid host name: 'xn--a.com'",
+        ),
     ],
 )
 def test_bad_settings_stop_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:

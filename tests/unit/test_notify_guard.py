@@ -67,6 +67,9 @@ def test_check_url_accepts_and_normalises(no_network: None, url: str, expected: 
         ("https://ex%41mple.com/", "invalid host name"),
         ("https://-bad.example/", "invalid host name"),
         ("https://a..b/", "invalid host name"),
+        # an IDNA label that is no punycode: reading its host (the DNS checks) was a 500
+        ("https://xn--a.com/", "invalid host name"),
+        ("https://hooks.xn--1ug6928ac.example/", "invalid host name"),
         ("https://localhost/", "is local"),
         ("https://api.localhost/", "is local"),
         # userinfo
@@ -132,6 +135,7 @@ def test_check_url_allow_private_permits_http_and_private_hosts(url: str) -> Non
         ("http://user:pass@127.0.0.1/", "credentials"),
         ("ftp://127.0.0.1/", "scheme must be https or http"),
         ("http://[fe80::1%25eth0]/", "zone identifiers"),
+        ("http://xn--a.localhost:8080/", "invalid host name"),
     ],
 )
 def test_allow_private_still_refuses_malformed_urls(url: str, reason: str) -> None:
