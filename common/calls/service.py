@@ -241,7 +241,9 @@ async def resolve_webhook_host(
     try:
         async with asyncio.timeout(timeout):
             await resolve_public(
-                target.host or "",
+                # the name as sent (IDNA 2008: faß.de is xn--fa-hia.de); the decoded one, the
+                # OS encodes as IDNA 2003 does (fass.de): another domain than the receiver's
+                target.raw_host or "",
                 target.port or 443,
                 allow_private=allow_private,
                 resolver=resolver,

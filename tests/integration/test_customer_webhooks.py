@@ -710,6 +710,29 @@ async def test_a_campaigns_default_webhook_url_resolving_to_loopback_is_named_as
     assert (await (await client.get("/campaigns")).json())["campaigns"] == []
 
 
+async def test_a_webhook_urls_name_is_checked_as_it_is_connected_to(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`faß.de` is sent to as `xn--fa-hia.de` (IDNA 2008, yarl's); the check when the call
+    is placed asked the resolver for `faß.de`, which the OS encodes as IDNA 2003 does:
+    `fass.de`, another domain (another owner) than the one the events go to."""
+    asked: list[str] = []
+
+    async def dns(self: Any, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        asked.append(host)  # public when the call is placed; then refused: nothing is sent
+        address = "93.184.216.34" if len(asked) == 1 else "127.0.0.1"
+        return [{"hostname": host, "host": address, "port": port, "family": 2,
+                 "proto": 0, "flags": 0}]  # fmt: skip
+
+    from common.notify.guard import PooledResolver
+
+    monkeypatch.setattr(PooledResolver, "resolve", dns)
+    client = await start_app(calls_webhook_secret=SECRET)
+    await place(client, dict(SEED_EXAMPLES[0], webhook_url="https://faß.de/x"))
+    await wait_until(lambda: len(asked) >= 2)  # the first send's lookup
+    assert asked[:2] == ["xn--fa-hia.de", "xn--fa-hia.de"]
+
+
 async def test_a_name_re_pointed_at_loopback_is_refused_without_telling_the_customer_where(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
