@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 from dotenv import dotenv_values
 from dotenv.parser import Original, parse_stream
+from yarl import URL
 
 from common.contracts import REPORTS_PATH
 from common.masking import CALL_ID_IN_TEXT
@@ -219,6 +220,10 @@ def _checked_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
         raise SettingsError(f"{name} must name a host (and hold no spaces){shown}")
     if port == 0:
         raise SettingsError(f"{name} may not name port 0{shown}")
+    try:
+        URL(raw).host  # noqa: B018 - decodes an IDNA label ("xn--..."), as aiohttp reads it
+    except (UnicodeError, ValueError):  # "xn--a": no punycode; read at start-up, a traceback
+        raise SettingsError(f"{name} names no valid host name{shown}") from None
     return raw
 
 

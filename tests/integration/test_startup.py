@@ -59,6 +59,10 @@ def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.Comp
             {"CALLS_WEBHOOK_URL": "https://xn--a.com/calls", "CALLS_WEBHOOK_SECRET": WHSEC},
             "CALLS_WEBHOOK_URL: invalid host name: 'xn--a.com'",
         ),
+        (  # the same in LIVEKIT_URL: its plain-ws warning read the host, a traceback
+            {"LIVEKIT_URL": "ws://xn--a.example", "LIVEKIT_API_KEY": "APIx"},
+            "LIVEKIT_URL names no valid host name",
+        ),
     ],
 )
 def test_bad_settings_stop_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:

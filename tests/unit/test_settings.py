@@ -321,6 +321,9 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("LIVEKIT_URL", "wss://u:pw@lk.example.com", "LIVEKIT_URL must be scheme://host"),
         ("LIVEKIT_URL", "wss://lk.example.com/?token=x", "LIVEKIT_URL must be scheme://host"),
         ("LIVEKIT_URL", "wss://lk.example.com#x", "LIVEKIT_URL must be scheme://host"),
+        # an IDNA label that is no punycode: reading its host at start-up was a traceback
+        ("LIVEKIT_URL", "ws://xn--a.example", "LIVEKIT_URL names no valid host name"),
+        ("PUBLIC_BASE_URL", "http://xn--a.example", "PUBLIC_BASE_URL names no valid host name"),
         ("PUBLIC_BASE_URL", "http://", "PUBLIC_BASE_URL must name a host"),
         ("PUBLIC_BASE_URL", "http://[x", "PUBLIC_BASE_URL is not a valid URL"),
         # a path of the API: every webhook landed on the calls API (or a traceback)
