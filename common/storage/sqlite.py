@@ -206,6 +206,7 @@ class SqliteCallStore(SqlCallStore):
         # Counts over whole tables run on a connection and thread of their own (see _count).
         self._counter: _Worker | None = None
         self._counter_conn: sqlite3.Connection | None = None
+        self._closing = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._gone_said = False
         self._may_migrate = True
@@ -332,9 +333,11 @@ class SqliteCallStore(SqlCallStore):
             )
 
     async def close(self) -> None:
-        if self._counter is not None:
-            await self._submit_to(self._counter, self._close_counter_sync)
-            self._counter.shutdown(wait=True)
+        self._closing = True  # no new counts' thread from here on
+        counter, self._counter = self._counter, None  # closing twice closes once
+        if counter is not None:
+            await self._submit_to(counter, self._close_counter_sync)
+            counter.shutdown(wait=True)
         if self._conn is not None:
             await self._submit(self._close_sync)
         self._worker.shutdown(wait=True)
@@ -372,7 +375,7 @@ class SqliteCallStore(SqlCallStore):
         in-memory database has one connection only, and a file removed or replaced under
         the server can no longer be opened again: their counts stay on the first one."""
         if self._counter is None:
-            if self._conn is None or str(self.path) == ":memory:" or not self._same_file():
+            if self._closing or str(self.path) == ":memory:" or not self._same_file():
                 return await self._run(program, write=False)
             self._counter = _Worker("calls-db-counts")
         result: T = await self._submit_to(self._counter, self._count_sync, program)

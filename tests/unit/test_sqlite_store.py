@@ -538,3 +538,13 @@ async def test_a_count_after_the_file_was_removed_makes_no_new_file(tmp_path: Pa
         assert not path.exists()
     finally:
         await store.close()
+
+
+async def test_a_store_that_counted_closes_twice_and_then_counts_no_more(tmp_path: Path) -> None:
+    store = await SqliteCallStore.open(tmp_path / "calls.db")
+    assert await store.count_by_status() == {}
+    await store.close()
+    await store.close()  # the app's cleanup and a test's fixture may both close it
+    with pytest.raises(DatabaseError, match="closed"):
+        await store.count_by_status()
+    assert not [t for t in threading.enumerate() if t.name.startswith("calls-db")]
