@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import openai as openai_sdk
     from livekit.agents import AgentSession
     from livekit.agents.llm import ChatMessage
+    from livekit.agents.voice.agent_session import SessionConnectOptions
     from livekit.plugins import cartesia, deepgram, openai
 
 
@@ -88,6 +89,17 @@ def build_tts(plan: SessionPlan, settings: Settings) -> cartesia.TTS:
     )
 
 
+def session_connect_options() -> SessionConnectOptions:
+    """End the session on a provider's first request that failed for good (after the
+    plugin's own retries): that speech (the greeting, a reply) never reaches the callee.
+    livekit-agents' default tolerates three in a row, and the callee sat in silence while
+    they happened; closed on the error, the session deletes the room and the worker logs
+    why and reports the call ended by the system."""
+    from livekit.agents.voice.agent_session import SessionConnectOptions
+
+    return SessionConnectOptions(max_unrecoverable_errors=0)
+
+
 def build_agent(
     plan: SessionPlan,
     control: CallControl,
@@ -116,5 +128,6 @@ def build_session(
         stt=build_stt(plan, settings),
         llm=build_llm(plan, settings),
         tts=build_tts(plan, settings),
+        conn_options=session_connect_options(),
     )
     return session, build_agent(plan, control, on_held_turn=on_held_turn)

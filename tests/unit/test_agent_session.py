@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import get_args
+from typing import Any, get_args
 
+import aiohttp
 import pytest
+from aiohttp import web
+from livekit import rtc
+from livekit.agents import CloseEvent, CloseReason
+from livekit.agents.tts.tts import TTSError
+from livekit.agents.voice import io
 from livekit.plugins import cartesia, deepgram, openai
 from livekit.plugins.cartesia.models import TTSLanguages, TTSVoiceEmotion
 from livekit.plugins.cartesia.tts import _to_cartesia_options
 from livekit.plugins.deepgram.models import DeepgramLanguages
+from pytest_aiohttp import AiohttpServer
 
+from agent import session as session_module
 from agent.plan import CARTESIA_EMOTIONS, DEEPGRAM_LANGUAGES, call_context_line, plan_session
 from agent.session import build_llm, build_session, build_stt, build_tts
 from common.config_store.model import (
@@ -251,3 +259,67 @@ class NullControl:
 
     def do_not_call(self) -> None:
         raise AssertionError("not expected")
+
+
+class _NullAudio(io.AudioOutput):
+    """Where the session's speech goes in place of the phone line: nowhere."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            label="null", capabilities=io.AudioOutputCapabilities(pause=False), sample_rate=24000
+        )
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        self.on_playback_finished(playback_position=0.0, interrupted=False)
+
+    def clear_buffer(self) -> None:
+        pass
+
+
+async def test_a_provider_that_gives_up_ends_the_session(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cartesia refusing the key (its real plugin, a local stand-in answering 401): the
+    greeting is never heard, so the session closes on that error at once, and with it the
+    call (the worker hangs up), instead of leaving the callee in silence until three more
+    replies have failed as well (livekit-agents' default)."""
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "invalid api key"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/tts/websocket", refuse)
+    server = await aiohttp_server(app)
+    http = aiohttp.ClientSession()
+
+    def local_tts(plan: Any, settings: Settings) -> cartesia.TTS:
+        base = str(server.make_url("")).rstrip("/")
+        return cartesia.TTS(api_key="bad-key", base_url=base, http_session=http)
+
+    async def no_prewarm(self: openai.LLM) -> None:
+        pass
+
+    monkeypatch.setattr(openai.LLM, "_prewarm_impl", no_prewarm)
+    monkeypatch.setattr(session_module, "build_tts", local_tts)
+    options = CallOptions(first_message="Hi Alice, it's your coach.")
+    plan = plan_session(CallConfig.create("Alice", options=options), SETTINGS, call_id="call-f")
+    session, agent = build_session(plan, SETTINGS, NullControl())
+    closed: list[CloseEvent] = []
+    session.on("close", closed.append)
+    session.output.audio = _NullAudio()
+    try:
+        await session.start(agent)
+        agent.greet()
+        for _ in range(200):
+            if closed:
+                break
+            await asyncio.sleep(0.05)
+        assert closed and closed[0].reason == CloseReason.ERROR
+        assert isinstance(closed[0].error, TTSError)
+    finally:
+        await session.aclose()
+        await http.close()
