@@ -273,10 +273,14 @@ class _Job:
     end: CallEnd = field(default_factory=CallEnd)
     plan: SessionPlan | None = None
     session: AgentSession[None] | None = None
+    hang_up: asyncio.Task[bool] | None = None
+    """The hang-up after the session closed on an error (awaited before the final report)."""
 
 
 async def _finish(job: _Job) -> None:
     """The post-call analysis and the final report, then every report delivered (bounded)."""
+    if job.hang_up is not None:  # the call's line first: the report can wait
+        await asyncio.gather(job.hang_up, return_exceptions=True)
     session, plan = job.session, job.plan
     llm = session.llm if session is not None else None
     try:
@@ -405,8 +409,11 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
 
 def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
     """The session closed: the job ends with it. Closed on a provider's error, the room is
-    deleted next (RoomOptions.delete_room_on_close): that is the agent failing, not the
-    server hanging up."""
+    deleted next: that is the agent failing, not the server hanging up.
+
+    RoomOptions.delete_room_on_close makes one attempt, whose failure is only a WARNING,
+    and the callee stayed on the line with nobody: the worker hangs up as for any failure of
+    the agent (`end_room`: tried again, an ERROR naming the call if it cannot)."""
     if event.reason == CloseReason.ERROR:
         job.end.failed = True
         error = event.error
@@ -415,6 +422,8 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
             job.call_id,
             type(error.error).__name__ if error is not None else "unknown",
         )
+        if job.hang_up is None:
+            job.hang_up = asyncio.get_running_loop().create_task(end_room(ctx, job.call_id))
     ctx.shutdown(reason="session closed")
 
 

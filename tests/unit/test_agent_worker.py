@@ -526,3 +526,27 @@ async def test_a_session_closed_by_an_error_is_no_hang_up_by_the_server(
     assert job.end.ended_by() == "system"
     assert ctx.shutdown_reasons == ["session closed"]
     assert "the session closed on an error (APIStatusError)" in caplog.text
+
+
+async def test_a_session_closed_by_an_error_hangs_up_even_if_deleting_fails_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closed on a provider's error, the session's own room deletion (RoomIO's, on close) is
+    one attempt, a failure only a WARNING: the callee stayed on the line in silence. The
+    worker hangs up as for any failure of the agent: tried again, before the final report."""
+    monkeypatch.setattr(worker, "END_ROOM_RETRY_S", (0.0, 0.0))
+    ctx = FakeJobContext(make_job("call-g"))
+    ctx.api.room.failures = [api.TwirpError("unavailable", "try later", status=503)]
+    job = worker._Job(
+        "call-g", ReportSender(None, "call-g", KEY, SECRET), TranscriptRecorder(print)
+    )
+    ctx.add_shutdown_callback(lambda _reason: worker._finish(job))
+    failure = APIStatusError("bad key", status_code=401)
+    error = TTSError(timestamp=0.0, label="tts", error=failure, recoverable=False)
+    worker._session_closed(
+        cast(JobContext, ctx), job, CloseEvent(reason=CloseReason.ERROR, error=error)
+    )
+    for callback in ctx.shutdown_callbacks:
+        await asyncio.wait_for(callback("session closed"), 10)
+    assert ctx.deleted_rooms == ["call-g"]
+    assert "deleting its room failed (unavailable: try later); trying again" in caplog.text
