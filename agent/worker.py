@@ -52,7 +52,7 @@ from common.contracts import (
     RoomMetadata,
 )
 from common.masking import clip_for_log, mask_phone
-from common.settings import Settings, load_settings
+from common.settings import Settings, environment, load_settings
 
 # The plugins above are imported here, not where they are used: livekit-agents requires
 # plugins to register on the main thread, and `console` runs jobs in a worker thread.
@@ -80,19 +80,23 @@ CALL_ROOM_OPTIONS = room_io.RoomOptions(
 
 
 def export_for_job_processes(settings: Settings, environ: MutableMapping[str, str]) -> None:
-    """Make job processes read the same config.json as this one.
+    """Make job processes use the settings this process started with.
 
-    Jobs run in child processes that load settings again (environment + `.env`). An absolute
-    CONFIG_PATH in the inherited environment pins them to the file this process resolved,
-    whatever their working directory.
+    Jobs run in child processes that inherit the environment. Every variable this process
+    read (`.env` overlaid by the environment) goes into it, and job processes read nothing
+    else (`job_settings`): a `.env` edited while the worker runs, meant for its next start,
+    crashed every new job before it could hang up when it had a typo. An absolute CONFIG_PATH
+    pins them to the file this process resolved, whatever their working directory.
     """
+    environ.update(environment())
     environ["CONFIG_PATH"] = str(Path(settings.config_path).resolve())
 
 
 @functools.cache
 def job_settings() -> Settings:
-    """Settings in the job process, loaded once per process."""
-    return load_settings()
+    """Settings in the job process, loaded once per process from the environment the worker
+    exported (`export_for_job_processes`), not from `.env` again."""
+    return load_settings(dotenv_path=None)
 
 
 @functools.cache

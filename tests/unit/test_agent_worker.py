@@ -30,7 +30,7 @@ from agent.session import build_agent
 from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
 from common.config_store.model import AnalysisRequest, CallOptions
 from common.contracts import REPORTS_PATH, RoomMetadata
-from common.settings import Settings
+from common.settings import Settings, load_settings
 from common.update_config import ConfigStore
 from tests.unit.test_agent_answer import FAST_AMD, amd_says, end_user_turn, eventually
 from tests.unit.test_agent_conversation import ScriptedLLM, tool_call
@@ -253,6 +253,22 @@ def test_job_processes_get_an_absolute_config_path(tmp_path: Path) -> None:
     export_for_job_processes(Settings(config_path=Path("relative/config.json")), environ)
     assert Path(environ["CONFIG_PATH"]).is_absolute()
     assert environ["CONFIG_PATH"].endswith("relative/config.json")
+
+
+def test_job_processes_keep_the_settings_the_worker_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each job process loaded .env again: an edit meant for the next restart (here with a
+    typo) crashed every new job before it could hang up, the callee answering to silence."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_MODEL", raising=False)
+    (tmp_path / ".env").write_text("OPENAI_MODEL=gpt-at-start\n")
+    environ: dict[str, str] = {}
+    export_for_job_processes(load_settings(), environ)
+    (tmp_path / ".env").write_text("OPENAI_MODEL=gpt-edited\nCALL_RINGING_TIMEOUT_S=3O\n")
+    for name, value in environ.items():  # what a job process inherits
+        monkeypatch.setenv(name, value)
+    assert worker.job_settings.__wrapped__().openai_model == "gpt-at-start"
 
 
 def test_server_registers_the_entrypoint_under_the_agent_name() -> None:
