@@ -261,7 +261,7 @@ class NullControl:
         raise AssertionError("not expected")
 
 
-class _NullAudio(io.AudioOutput):
+class NullAudio(io.AudioOutput):
     """Where the session's speech goes in place of the phone line: nowhere."""
 
     def __init__(self) -> None:
@@ -310,7 +310,7 @@ async def test_a_provider_that_gives_up_ends_the_session(
     session, agent = build_session(plan, SETTINGS, NullControl())
     closed: list[CloseEvent] = []
     session.on("close", closed.append)
-    session.output.audio = _NullAudio()
+    session.output.audio = NullAudio()
     try:
         await session.start(agent)
         agent.greet()

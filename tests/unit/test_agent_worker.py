@@ -17,10 +17,12 @@ from aiohttp import web
 from livekit import api, rtc
 from livekit.agents import AgentSession, APIStatusError, CloseEvent, CloseReason, JobContext
 from livekit.agents.tts.tts import TTSError
+from livekit.plugins import cartesia
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 from pytest_aiohttp import AiohttpServer
 
+from agent import session as session_module
 from agent import worker
 from agent.caller import CallControl, OutboundCaller
 from agent.plan import SessionPlan
@@ -35,6 +37,7 @@ from common.update_config import ConfigStore
 from tests.unit.test_agent_answer import FAST_AMD, amd_says, end_user_turn, eventually
 from tests.unit.test_agent_conversation import ScriptedLLM, tool_call
 from tests.unit.test_agent_reporting import CALL, KEY, SECRET, ReportServer
+from tests.unit.test_agent_session import NullAudio
 
 
 class _Stop(BaseException):
@@ -566,3 +569,74 @@ async def test_a_session_closed_by_an_error_hangs_up_even_if_deleting_fails_once
         await asyncio.wait_for(callback("session closed"), 10)
     assert ctx.deleted_rooms == ["call-g"]
     assert "deleting its room failed (unavailable: try later); trying again" in caplog.text
+
+
+async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session as `build_session` makes it, with the real Cartesia plugin refused by a
+    local stand-in (401): the callee answers, the first message cannot be spoken, and the
+    call ends at once (room deleted, final report `ended_by: system`) rather than leave the
+    callee in silence."""
+    reports, url = await reporting_to(settings, aiohttp_server, monkeypatch)
+    options = CallOptions(first_message="Hi Alice, it's your coach.")
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL, options=options)
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "invalid api key"}, status=401)
+
+    cartesia_app = web.Application()
+    cartesia_app.router.add_get("/tts/websocket", refuse)
+    cartesia_server = await aiohttp_server(cartesia_app)
+    http = aiohttp.ClientSession()
+    llm = ScriptedLLM(amd_says("human", "Hello?"))
+    sessions: list[AgentSession[None]] = []
+
+    def refused_tts(_plan: SessionPlan, _settings: Settings) -> cartesia.TTS:
+        base = str(cartesia_server.make_url("")).rstrip("/")
+        return cartesia.TTS(api_key="bad-key", base_url=base, http_session=http)
+
+    real_build_session = session_module.build_session
+
+    def session_without_room(
+        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
+    ) -> tuple[AgentSession[None], OutboundCaller]:
+        session, agent = real_build_session(plan, settings, control, **kwargs)
+        session.output.audio = NullAudio()
+        start = session.start
+
+        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
+            await start(agent)
+
+        session.start = start_without_room  # type: ignore[assignment,method-assign]
+        sessions.append(session)
+        return session, agent
+
+    async def answered(_room: object, _timeout_s: float) -> FakeParticipant:
+        return FakeParticipant("sip-" + CALL, SIP, "active")
+
+    monkeypatch.setattr(session_module, "build_stt", lambda *_args: None)
+    monkeypatch.setattr(session_module, "build_llm", lambda *_args: llm)
+    monkeypatch.setattr(session_module, "build_tts", refused_tts)
+    monkeypatch.setattr(worker, "build_session", session_without_room)
+    monkeypatch.setattr(worker, "wait_for_callee", answered)
+    monkeypatch.setattr(worker, "AMD_OPTIONS", FAST_AMD)
+    ctx = FakeJobContext(make_job(CALL, report_url=url))
+    ctx.room = FakeRoom()  # type: ignore[assignment]
+
+    try:
+        async with llm:
+            entry = asyncio.create_task(entrypoint(cast(JobContext, ctx)))
+            await eventually(lambda: sessions and sessions[0].amd is not None, "the detector")
+            end_user_turn(sessions[0], "Hello?")
+            await asyncio.wait_for(entry, 10)
+            await eventually(lambda: "session closed" in ctx.shutdown_reasons, "the end", 10)
+            await sessions[0].aclose()
+            for callback in ctx.shutdown_callbacks:
+                await asyncio.wait_for(callback("session closed"), 10)
+    finally:
+        await http.close()
+
+    assert ctx.deleted_rooms == [CALL]
+    final = reports.reports[-1].final
+    assert final is not None and final.ended_by == "system"
