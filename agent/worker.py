@@ -46,6 +46,7 @@ from common.config_store.store import ConfigStore
 from common.contracts import (
     ATTR_SIP_CALL_STATUS,
     CALLEE_WAIT_GRACE_S,
+    OUTCOME_FAILED,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_HANGUP,
     DispatchMetadata,
@@ -72,10 +73,12 @@ SHUTDOWN_PROCESS_TIMEOUT_S = 300.0
 # left in silence for the detector's default 10 s.
 AMD_OPTIONS = DetectionOptions(no_speech_threshold=5.0)
 
-# Listen to the phone line only, and end the room (the call) when the session closes.
+# Listen to the phone line only. The room (the call) ends with the session, but the worker
+# deletes it itself (`_session_closed`): a failure is recorded on the room first, and
+# RoomOptions.delete_room_on_close would race that with its own deletion.
 CALL_ROOM_OPTIONS = room_io.RoomOptions(
     participant_kinds=[rtc.ParticipantKind.PARTICIPANT_KIND_SIP],
-    delete_room_on_close=True,
+    delete_room_on_close=False,
 )
 
 
@@ -131,14 +134,7 @@ class JobCallControl:
         self._sender.do_not_call(time.time())
 
     async def set_outcome(self, outcome: str) -> None:
-        if self._ctx.is_fake_job():
-            logger.info("console: outcome %s not recorded (no room)", outcome)
-            return
-        metadata = RoomMetadata.with_outcome(self._ctx.room.metadata, outcome)
-        await self._ctx.api.room.update_room_metadata(
-            api.UpdateRoomMetadataRequest(room=self._room_name, metadata=metadata)
-        )
-        logger.info("call %s: room metadata outcome=%s", self._room_name, outcome)
+        await record_outcome(self._ctx, self._room_name, outcome)
 
     async def hang_up(self) -> None:
         # Before the room goes: the callee then leaves with ROOM_DELETED, which without this
@@ -147,6 +143,36 @@ class JobCallControl:
             self._end.agent_hung_up = True
         await end_room(self._ctx, self._room_name)
         self._ctx.shutdown(reason="call ended by the agent")
+
+
+async def record_outcome(
+    ctx: JobContext, room_name: str, outcome: str, reason: str | None = None
+) -> None:
+    """Set the call's outcome (and why) on its room: `room_finished` carries it to the server."""
+    if ctx.is_fake_job():
+        logger.info("console: outcome %s not recorded (no room)", outcome)
+        return
+    metadata = RoomMetadata.with_outcome(ctx.room.metadata, outcome, reason)
+    await ctx.api.room.update_room_metadata(
+        api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata)
+    )
+    logger.info("call %s: room metadata outcome=%s", room_name, outcome)
+
+
+async def fail_call(ctx: JobContext, room_name: str, reason: str) -> bool:
+    """End the call as failed: the reason recorded on the room, then the room deleted
+    (`end_room`). The server settles the call with that reason: `failed` if nobody answered
+    (not `no_answer`), `completed` if somebody did (not without a word of why)."""
+    try:
+        await record_outcome(ctx, room_name, OUTCOME_FAILED, reason)
+    except Exception as exc:  # the hang-up matters more than the outcome
+        logger.warning(
+            "call %s: could not record its failure on the room (%s: %s)",
+            room_name,
+            type(exc).__name__,
+            clip_for_log(str(exc)),
+        )
+    return await end_room(ctx, room_name)
 
 
 async def end_room(ctx: JobContext, room_name: str) -> bool:
@@ -263,7 +289,7 @@ def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> 
 
 async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> None:
     logger.error("call %s: refusing job and hanging up: %s", call_id, error)
-    await end_room(ctx, ctx.job.room.name)
+    await fail_call(ctx, ctx.job.room.name, "the agent had no config for this call")
     ctx.shutdown(reason="no config for this call")
 
 
@@ -342,12 +368,12 @@ async def entrypoint(ctx: JobContext) -> None:
     job = _start_job(ctx, call_id, metadata)
     try:
         await _run_call(ctx, job, metadata, room_name)
-    except Exception:
+    except Exception as exc:
         # The server dialled the callee into this room: whatever failed here (a provider's
         # key, the session, the network), leave nobody on the line with silence.
         logger.exception("call %s: the agent failed; hanging up", call_id)
         job.end.failed = True
-        await end_room(ctx, room_name)
+        await fail_call(ctx, room_name, f"the agent failed: {failure_name(exc)}")
         ctx.shutdown(reason="the agent failed")
 
 
@@ -412,23 +438,43 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
 
 
 def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
-    """The session closed: the job ends with it. Closed on a provider's error, the room is
-    deleted next: that is the agent failing, not the server hanging up.
+    """The session closed: the call and the job end with it (the callee hung up, the agent
+    did, or a provider's error closed it).
 
-    RoomOptions.delete_room_on_close makes one attempt, whose failure is only a WARNING,
-    and the callee stayed on the line with nobody: the worker hangs up as for any failure of
-    the agent (`end_room`: tried again, an ERROR naming the call if it cannot)."""
+    The worker deletes the room itself (`end_room`: tried again, an ERROR naming the call if
+    it cannot; RoomOptions.delete_room_on_close made one attempt, a failure only a WARNING,
+    and the callee stayed on the line with nobody). Closed on an error, that is the agent
+    failing, not the server hanging up: the failure is recorded on the room first, so the
+    call's outcome says why (`fail_call`)."""
     if event.reason == CloseReason.ERROR:
         job.end.failed = True
         error = event.error
-        logger.error(
-            "call %s: the session closed on an error (%s); the call ends",
-            job.call_id,
-            type(error.error).__name__ if error is not None else "unknown",
+        what = (
+            f"{error.type.removesuffix('_error')} {failure_name(error.error)}"
+            if error is not None
+            else "unknown"
         )
-        if job.hang_up is None:
-            job.hang_up = asyncio.get_running_loop().create_task(end_room(ctx, job.call_id))
+        logger.error(
+            "call %s: the session closed on an error (%s); the call ends", job.call_id, what
+        )
+        ending = fail_call(ctx, job.call_id, f"the agent's session failed: {what}")
+    else:
+        ending = end_room(ctx, job.call_id)
+    if job.hang_up is None:
+        job.hang_up = asyncio.get_running_loop().create_task(ending)
+    else:
+        ending.close()
     ctx.shutdown(reason="session closed")
+
+
+def failure_name(error: BaseException | None) -> str:
+    """How a failure is named in the room's outcome reason: its type, and its HTTP status
+    when a provider answered with one (`APIStatusError 401`); never its message (which may
+    quote what was said, or a URL)."""
+    if error is None:
+        return "unknown"
+    status = getattr(error, "status_code", None)
+    return f"{type(error).__name__} {status}" if isinstance(status, int) else type(error).__name__
 
 
 def build_server(settings: Settings) -> AgentServer:

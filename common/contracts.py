@@ -50,6 +50,10 @@ SIP_STATUS_HANGUP: Final = "hangup"
 ANSWERED_SIP_STATUSES: Final = frozenset({SIP_STATUS_ACTIVE, SIP_STATUS_HANGUP})
 
 OUTCOME_VOICEMAIL: Final = "voicemail"
+# The agent failed (a provider's error, no config for the call) and ended the call: the call
+# settles with the room metadata's `reason`, `failed` if unanswered (not no_answer).
+OUTCOME_FAILED: Final = "failed"
+MAX_OUTCOME_REASON_CHARS: Final = 200
 
 
 def _json_object(raw: str, what: str) -> dict[str, Any] | None:
@@ -111,22 +115,31 @@ def _positive_int(value: object) -> int | None:
 
 
 class RoomMetadata(BaseModel):
-    """The room metadata an agent writes; `outcome` is read back from `room_finished`."""
+    """The room metadata an agent writes; `outcome` (and why, `reason`) is read back from
+    `room_finished`."""
 
     model_config = ConfigDict(frozen=True)
 
     outcome: str | None = None
+    reason: str | None = None
 
     @classmethod
     def parse(cls, raw: str) -> RoomMetadata:
-        outcome = (_json_object(raw, "room metadata") or {}).get("outcome")
-        return cls(outcome=outcome if isinstance(outcome, str) else None)
+        doc = _json_object(raw, "room metadata") or {}
+        outcome, reason = doc.get("outcome"), doc.get("reason")
+        return cls(
+            outcome=outcome if isinstance(outcome, str) else None,
+            reason=reason[:MAX_OUTCOME_REASON_CHARS] if isinstance(reason, str) else None,
+        )
 
     @staticmethod
-    def with_outcome(current: str, outcome: str) -> str:
-        """The room metadata JSON with `outcome` set, keeping the other keys of an object."""
+    def with_outcome(current: str, outcome: str, reason: str | None = None) -> str:
+        """The room metadata JSON with `outcome` (and `reason`, if given) set, keeping the
+        other keys of an object."""
         doc = _json_object(current, "room metadata") or {}
         doc["outcome"] = outcome
+        if reason is not None:
+            doc["reason"] = reason[:MAX_OUTCOME_REASON_CHARS]
         return json.dumps(doc, separators=(",", ":"))
 
 

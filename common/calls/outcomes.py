@@ -19,6 +19,7 @@ from common.contracts import (
     ATTR_SIP_CALL_STATUS,
     ATTR_SIP_CALL_STATUS_CODE,
     MACHINE_VERDICTS,
+    OUTCOME_FAILED,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_RINGING,
     RoomMetadata,
@@ -95,6 +96,7 @@ class Signal:
     disconnect_reason: str | None = None
     sip_status_code: int | None = None
     room_outcome: str | None = None
+    room_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def signal_from_event(event: RoomEvent) -> Signal:
             # proto3 enums are open: a reason newer than our protocol package stays unknown
             reason = models.DisconnectReason.Name(participant.disconnect_reason) or None
             reason = None if reason == "UNKNOWN_REASON" else reason
+    room = RoomMetadata.parse(event.room_metadata)
     return Signal(
         event=event.event,
         room=event.room_name,
@@ -145,7 +148,8 @@ def signal_from_event(event: RoomEvent) -> Signal:
         sip_call_status=call_status,
         disconnect_reason=reason,
         sip_status_code=code,
-        room_outcome=RoomMetadata.parse(event.room_metadata).outcome,
+        room_outcome=room.outcome,
+        room_reason=room.reason,
     )
 
 
@@ -179,6 +183,13 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             return Change(Status.VOICEMAIL, "answering machine", answered=state.answered)
         if state.hangup_requested:
             return Change(Status.CANCELED, "hung up through the API")
+        if signal.room_outcome == OUTCOME_FAILED and state.dialled:  # the agent failed
+            # Why, in either case; answered, it stays `completed`: somebody talked to the
+            # agent, and as `failed` a campaign retrying failures would call them again.
+            reason = signal.room_reason or "the agent failed"
+            if state.answered:
+                return Change(Status.COMPLETED, reason, answered=True)
+            return Change(Status.FAILED, reason)
         if state.answered:
             return Change(Status.COMPLETED)
         if not state.dialled:  # its room (the agent's dispatch) ended: nobody was rung

@@ -1238,6 +1238,8 @@ def _signal_detail(signal: Signal) -> dict[str, Any]:
         detail["sip_status"] = signal.sip_status_code
     if signal.room_outcome:
         detail["room_outcome"] = signal.room_outcome
+    if signal.room_reason:
+        detail["room_reason"] = signal.room_reason
     return detail
 
 

@@ -21,6 +21,7 @@ from livekit.api import AccessToken
 from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
+from common.contracts import OUTCOME_FAILED, RoomMetadata
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -300,3 +301,32 @@ async def test_unsigned_posts_on_new_connections_cannot_fill_the_log(
     assert len([line for line in lines if '" 404 ' in line]) == 1  # a client's: each one
     assert max(len(line) for line in lines) < 1200  # each field cut at 300 characters
     assert sum(len(line) for line in lines) < 8000  # was 6 x 22 KB
+
+
+async def test_an_agents_failure_on_the_room_is_the_calls_reason(start_app: AppFactory) -> None:
+    """What the agent records on the room before hanging up on its own failure (a provider's
+    error): the unanswered call is `failed`, not `no_answer`; the answered one stays
+    `completed`; both say why."""
+    client = await quiet_app(start_app)
+    ringing, answered = await place(client), await place(client)
+    reason = "the agent's session failed: tts APIStatusError 401"
+    metadata = RoomMetadata.with_outcome("", OUTCOME_FAILED, reason)
+    deleted = int(models.DisconnectReason.ROOM_DELETED)
+    events = [
+        event_json("participant_joined", ringing, attributes={"sip.callStatus": "ringing"}),
+        event_json(
+            "participant_left", ringing, attributes={"sip.callStatus": "ringing"}, reason=deleted
+        ),
+        event_json("room_finished", ringing, metadata=metadata),
+        event_json("participant_joined", answered, attributes={"sip.callStatus": "active"}),
+        event_json(
+            "participant_left", answered, attributes={"sip.callStatus": "active"}, reason=deleted
+        ),
+        event_json("room_finished", answered, metadata=metadata),
+    ]
+    for body in events:
+        assert await post(client, body, sign(body)) == 200
+    shown = await (await client.get(f"/calls/{ringing}")).json()
+    assert (shown["status"], shown["reason"]) == ("failed", reason)
+    shown = await (await client.get(f"/calls/{answered}")).json()
+    assert (shown["status"], shown["reason"]) == ("completed", reason)

@@ -62,6 +62,8 @@ class FakeRoomService:
         self.on_delete()
         if self.failures:
             raise self.failures.pop(0)
+        if delete.room in self.deleted:  # as LiveKit answers for a room already gone
+            raise api.TwirpError("not_found", "room not found", status=404)
         self.deleted.append(delete.room)
         return api.DeleteRoomResponse()
 
@@ -319,6 +321,9 @@ async def test_a_refused_job_still_sends_its_final_report(
     ctx = FakeJobContext(make_job(CALL, report_url=url))
     await entrypoint(cast(JobContext, ctx))
     assert ctx.shutdown_reasons == ["no config for this call"]
+    (update,) = ctx.api.room.metadata_updates
+    reason = "the agent had no config for this call"
+    assert RoomMetadata.parse(update.metadata) == RoomMetadata(outcome="failed", reason=reason)
     (on_shutdown,) = ctx.shutdown_callbacks
     await asyncio.wait_for(on_shutdown("no config for this call"), 10)
 
@@ -341,6 +346,7 @@ class FakeRoom(rtc.EventEmitter[str]):
     def __init__(self, *participants: FakeParticipant) -> None:
         super().__init__()
         self.remote_participants = {p.identity: p for p in participants}
+        self.metadata = ""
 
 
 SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
@@ -495,6 +501,9 @@ async def test_an_agent_that_fails_after_joining_hangs_up(
     await entrypoint(cast(JobContext, ctx))
 
     assert ctx.connected and ctx.deleted_rooms == [CALL]
+    (update,) = ctx.api.room.metadata_updates
+    reason = "the agent failed: ValueError"
+    assert RoomMetadata.parse(update.metadata) == RoomMetadata(outcome="failed", reason=reason)
     assert ctx.shutdown_reasons == ["the agent failed"]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == [f"call {CALL}: the agent failed; hanging up"]
@@ -544,7 +553,7 @@ async def test_a_session_closed_by_an_error_is_no_hang_up_by_the_server(
     job.end.on_room_disconnected(rtc.DisconnectReason.ROOM_DELETED)
     assert job.end.ended_by() == "system"
     assert ctx.shutdown_reasons == ["session closed"]
-    assert "the session closed on an error (APIStatusError)" in caplog.text
+    assert "the session closed on an error (tts APIStatusError 401)" in caplog.text
 
 
 async def test_a_session_closed_by_an_error_hangs_up_even_if_deleting_fails_once(
@@ -556,6 +565,8 @@ async def test_a_session_closed_by_an_error_hangs_up_even_if_deleting_fails_once
     monkeypatch.setattr(worker, "END_ROOM_RETRY_S", (0.0, 0.0))
     ctx = FakeJobContext(make_job("call-g"))
     ctx.api.room.failures = [api.TwirpError("unavailable", "try later", status=503)]
+    recorded_first: list[bool] = []
+    ctx.api.room.on_delete = lambda: recorded_first.append(bool(ctx.api.room.metadata_updates))
     job = worker._Job(
         "call-g", ReportSender(None, "call-g", KEY, SECRET), TranscriptRecorder(print)
     )
@@ -568,6 +579,7 @@ async def test_a_session_closed_by_an_error_hangs_up_even_if_deleting_fails_once
     for callback in ctx.shutdown_callbacks:
         await asyncio.wait_for(callback("session closed"), 10)
     assert ctx.deleted_rooms == ["call-g"]
+    assert recorded_first == [True, True]  # the failure is on the room before it goes
     assert "deleting its room failed (unavailable: try later); trying again" in caplog.text
 
 
@@ -638,5 +650,9 @@ async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
         await http.close()
 
     assert ctx.deleted_rooms == [CALL]
+    (update,) = ctx.api.room.metadata_updates
+    assert RoomMetadata.parse(update.metadata) == RoomMetadata(
+        outcome="failed", reason="the agent's session failed: tts APIStatusError 401"
+    )
     final = reports.reports[-1].final
     assert final is not None and final.ended_by == "system"

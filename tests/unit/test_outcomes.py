@@ -766,3 +766,33 @@ def test_a_completed_call_that_ended_at_its_limit_after_its_dial_was_cut_by_it(
 ) -> None:
     kept = change.reason if reason == "k" else reason
     assert limit_reason(change, since_dial_s, limit).reason == kept
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        # The agent failed while the phone rang (it hung up): not "no_answer" after the grace.
+        (RINGING, Change(Status.FAILED, "the agent's session failed: tts")),
+        # ... on an answered call: completed (a campaign retrying failures would call again),
+        # but saying why.
+        (ANSWERED, Change(Status.COMPLETED, "the agent's session failed: tts", answered=True)),
+        # A hang-up through the API stays a cancel; a call never dialled, the reaper's.
+        (HANGUP_UNANSWERED, Change(Status.CANCELED, "hung up through the API")),
+        (NEVER_DIALLED, None),
+    ],
+)
+def test_room_finished_with_the_agents_failure_settles_failed(
+    state: CallState, expected: Change | None
+) -> None:
+    metadata = '{"outcome": "failed", "reason": "the agent\'s session failed: tts"}'
+    signal = signal_of(event("room_finished", metadata=metadata))
+    assert (signal.room_outcome, signal.room_reason) == (
+        "failed",
+        "the agent's session failed: tts",
+    )
+    assert next_state(state, signal) == expected
+    no_reason = signal_of(event("room_finished", metadata='{"outcome": "failed"}'))
+    if expected is not None and expected.reason == "the agent's session failed: tts":
+        assert next_state(state, no_reason) == Change(
+            expected.status, "the agent failed", answered=expected.answered
+        )
