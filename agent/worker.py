@@ -248,7 +248,7 @@ async def wait_for_callee(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
 
     def on_connection_state(state: int) -> None:
         if state == rtc.ConnectionState.CONN_DISCONNECTED:
-            settle(None, "unreachable: the agent left the room")
+            settle(None, "no longer awaited: the agent left the room")
 
     handlers: dict[RoomEvent, Callable[..., None]] = {
         "participant_connected": check,
@@ -417,6 +417,8 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
         return
     ringing_s = metadata.ringing_timeout_s or settings.call_ringing_timeout_s
     callee = await wait_for_callee(ctx.room, ringing_s + CALLEE_WAIT_GRACE_S)
+    if callee is None and job.end.failed:  # the session failed meanwhile: that ends the call
+        return
     if callee is None:
         logger.info("call %s: not answered; ending the job", call_id)
         await end_room(ctx, room_name)

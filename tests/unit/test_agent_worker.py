@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from livekit import api, rtc
 from livekit.agents import AgentSession, APIStatusError, CloseEvent, CloseReason, JobContext
+from livekit.agents.stt import STTError
 from livekit.agents.tts.tts import TTSError
 from livekit.plugins import cartesia
 from livekit.protocol import agent as agent_proto
@@ -656,3 +657,47 @@ async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
     )
     final = reports.reports[-1].final
     assert final is not None and final.ended_by == "system"
+
+
+async def test_an_agent_failing_while_the_phone_rings_is_not_logged_as_no_answer(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session closed on a provider's error while the phone rang: the failure ends the
+    call (recorded on the room, then the room deleted); the job says so, not that the callee
+    did not answer."""
+    caplog.set_level(logging.INFO)
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL)
+    sessions: list[AgentSession[None]] = []
+
+    def roomless_session(
+        plan: SessionPlan, _settings: Settings, control: CallControl, **kwargs: Any
+    ) -> tuple[AgentSession[None], OutboundCaller]:
+        session = AgentSession[None]()
+
+        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
+            pass
+
+        session.start = start_without_room  # type: ignore[assignment,method-assign]
+        sessions.append(session)
+        return session, build_agent(plan, control, **kwargs)
+
+    async def provider_fails_while_ringing(_room: object, _timeout_s: float) -> None:
+        failure = APIStatusError("bad key", status_code=401)
+        error = STTError(timestamp=0.0, label="stt", error=failure, recoverable=False)
+        sessions[0].emit("close", CloseEvent(reason=CloseReason.ERROR, error=error))
+        await asyncio.sleep(0)
+        return None  # what wait_for_callee says once the room is gone
+
+    monkeypatch.setattr(worker, "build_session", roomless_session)
+    monkeypatch.setattr(worker, "wait_for_callee", provider_fails_while_ringing)
+    ctx = FakeJobContext(make_job(CALL))
+    ctx.room = FakeRoom()  # type: ignore[assignment]
+    await entrypoint(cast(JobContext, ctx))
+    for callback in ctx.shutdown_callbacks:
+        await asyncio.wait_for(callback("session closed"), 10)
+
+    assert ctx.deleted_rooms == [CALL]
+    (update,) = ctx.api.room.metadata_updates
+    assert RoomMetadata.parse(update.metadata).outcome == "failed"
+    assert "not answered" not in caplog.text
+    assert "the session closed on an error (stt APIStatusError 401)" in caplog.text
