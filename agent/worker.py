@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -303,7 +303,7 @@ class _Job:
     end: CallEnd = field(default_factory=CallEnd)
     plan: SessionPlan | None = None
     session: AgentSession[None] | None = None
-    hang_up: asyncio.Task[bool] | None = None
+    hang_up: asyncio.Task[object] | None = None
     """The hang-up after the session closed on an error (awaited before the final report)."""
 
 
@@ -443,11 +443,14 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
     """The session closed: the call and the job end with it (the callee hung up, the agent
     did, or a provider's error closed it).
 
-    The worker deletes the room itself (`end_room`: tried again, an ERROR naming the call if
-    it cannot; RoomOptions.delete_room_on_close made one attempt, a failure only a WARNING,
-    and the callee stayed on the line with nobody). Closed on an error, that is the agent
-    failing, not the server hanging up: the failure is recorded on the room first, so the
-    call's outcome says why (`fail_call`)."""
+    The worker deletes the room itself. Closed on an error, that is the agent failing, not
+    the server hanging up, and the callee may still be on the line: the failure is recorded
+    on the room first, so the call's outcome says why, then the room is deleted as for any
+    failure (`fail_call`: tried again, an ERROR naming the call if it cannot;
+    RoomOptions.delete_room_on_close made one attempt, racing the record, a failure only a
+    WARNING, and the callee stayed on the line with nobody). Otherwise the callee left or
+    the call was ended already, and the deletion is cleanup: one attempt, as before."""
+    ending: Coroutine[object, object, object]
     if event.reason == CloseReason.ERROR:
         job.end.failed = True
         error = event.error
@@ -460,13 +463,27 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
             "call %s: the session closed on an error (%s); the call ends", job.call_id, what
         )
         ending = fail_call(ctx, job.call_id, f"the agent's session failed: {what}")
-    else:
-        ending = end_room(ctx, job.call_id)
+    else:  # the callee left, or the call was ended already: the room goes, as cleanup
+        ending = _delete_room_once(ctx, job.call_id)
     if job.hang_up is None:
         job.hang_up = asyncio.get_running_loop().create_task(ending)
     else:
         ending.close()
     ctx.shutdown(reason="session closed")
+
+
+async def _delete_room_once(ctx: JobContext, room_name: str) -> None:
+    """Delete a room nobody waits on any more (one attempt, a failure a WARNING): what
+    RoomOptions.delete_room_on_close did when the session closed."""
+    if ctx.is_fake_job():
+        return
+    try:
+        await ctx.api.room.delete_room(api.DeleteRoomRequest(room=room_name))
+    except api.TwirpError as exc:
+        if exc.code != api.TwirpErrorCode.NOT_FOUND:
+            logger.warning("call %s: deleting its room failed (%s)", room_name, exc.code)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("call %s: deleting its room failed (%s)", room_name, type(exc).__name__)
 
 
 def failure_name(error: BaseException | None) -> str:

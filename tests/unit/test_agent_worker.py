@@ -701,3 +701,24 @@ async def test_an_agent_failing_while_the_phone_rings_is_not_logged_as_no_answer
     assert RoomMetadata.parse(update.metadata).outcome == "failed"
     assert "not answered" not in caplog.text
     assert "the session closed on an error (stt APIStatusError 401)" in caplog.text
+
+
+async def test_a_session_closed_by_the_callee_deletes_the_room_once_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The callee hung up: deleting the room is cleanup (nobody is left on the line), one
+    attempt as RoomOptions.delete_room_on_close made, no outcome recorded, and a failure is
+    no ERROR saying the callee may stay on the line."""
+    ctx = FakeJobContext(make_job("call-h"))
+    ctx.api.room.failures = [api.TwirpError("unavailable", "try later", status=503)]
+    job = worker._Job(
+        "call-h", ReportSender(None, "call-h", KEY, SECRET), TranscriptRecorder(print)
+    )
+    closed = CloseEvent(reason=CloseReason.PARTICIPANT_DISCONNECTED)
+    worker._session_closed(cast(JobContext, ctx), job, closed)
+    assert job.hang_up is not None
+    await asyncio.wait_for(job.hang_up, 10)
+    assert ctx.api.room.failures == [] and ctx.deleted_rooms == []
+    assert ctx.api.room.metadata_updates == []
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert ctx.shutdown_reasons == ["session closed"]
