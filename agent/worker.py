@@ -62,6 +62,10 @@ logger = logging.getLogger(__name__)
 
 # Pauses between attempts to delete a call's room (hang up) that failed.
 END_ROOM_RETRY_S = (0.5, 2.0)
+# How long one request to LiveKit's API (delete the room, set its metadata) may take: the
+# job's API client has none of its own but aiohttp's 5 minutes, and a LiveKit that does not
+# answer held the hang-up's retries, and the final report after them, that long each.
+LIVEKIT_REQUEST_TIMEOUT_S = 10.0
 
 # After the call: the analysis, then delivering the reports (retried for up to 240 s each),
 # both inside the time the worker gives a job process to exit (`build_server`).
@@ -153,9 +157,8 @@ async def record_outcome(
         logger.info("console: outcome %s not recorded (no room)", outcome)
         return
     metadata = RoomMetadata.with_outcome(ctx.room.metadata, outcome, reason)
-    await ctx.api.room.update_room_metadata(
-        api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata)
-    )
+    update = api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata)
+    await asyncio.wait_for(ctx.api.room.update_room_metadata(update), LIVEKIT_REQUEST_TIMEOUT_S)
     logger.info("call %s: room metadata outcome=%s", room_name, outcome)
 
 
@@ -175,6 +178,12 @@ async def fail_call(ctx: JobContext, room_name: str, reason: str) -> bool:
     return await end_room(ctx, room_name)
 
 
+async def _delete_room(ctx: JobContext, room_name: str) -> None:
+    """One request to delete the room, bounded by LIVEKIT_REQUEST_TIMEOUT_S."""
+    delete = api.DeleteRoomRequest(room=room_name)
+    await asyncio.wait_for(ctx.api.room.delete_room(delete), LIVEKIT_REQUEST_TIMEOUT_S)
+
+
 async def end_room(ctx: JobContext, room_name: str) -> bool:
     """Delete the call's room, which hangs up the phone line; False if that failed.
 
@@ -188,7 +197,7 @@ async def end_room(ctx: JobContext, room_name: str) -> bool:
     last = ""
     for attempt, pause in enumerate((*END_ROOM_RETRY_S, None), start=1):
         try:
-            await ctx.api.room.delete_room(api.DeleteRoomRequest(room=room_name))
+            await _delete_room(ctx, room_name)
         except api.TwirpError as exc:
             if exc.code == api.TwirpErrorCode.NOT_FOUND:
                 return True
@@ -478,7 +487,7 @@ async def _delete_room_once(ctx: JobContext, room_name: str) -> None:
     if ctx.is_fake_job():
         return
     try:
-        await ctx.api.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        await _delete_room(ctx, room_name)
     except api.TwirpError as exc:
         if exc.code != api.TwirpErrorCode.NOT_FOUND:
             logger.warning("call %s: deleting its room failed (%s)", room_name, exc.code)

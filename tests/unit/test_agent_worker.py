@@ -722,3 +722,32 @@ async def test_a_session_closed_by_the_callee_deletes_the_room_once_quietly(
     assert ctx.api.room.metadata_updates == []
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert ctx.shutdown_reasons == ["session closed"]
+
+
+async def test_a_livekit_that_does_not_answer_holds_no_hang_up_for_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job's API client has no timeout but aiohttp's five minutes: each request to end
+    the call is bounded, so a LiveKit that does not answer is tried again in time (and the
+    final report, which waits for the hang-up, is not held for minutes)."""
+    monkeypatch.setattr(worker, "END_ROOM_RETRY_S", (0.0, 0.0))
+    monkeypatch.setattr(worker, "LIVEKIT_REQUEST_TIMEOUT_S", 0.05)
+    ctx = FakeJobContext(make_job("call-i"))
+    service = ctx.api.room
+    answering = service.delete_room
+    calls: list[int] = []
+
+    async def silent_once(delete: api.DeleteRoomRequest) -> api.DeleteRoomResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(3600)  # no answer
+        return await answering(delete)
+
+    async def silent_metadata(update: api.UpdateRoomMetadataRequest) -> models.Room:
+        await asyncio.sleep(3600)
+        return models.Room()
+
+    service.delete_room = silent_once  # type: ignore[method-assign]
+    service.update_room_metadata = silent_metadata  # type: ignore[method-assign]
+    assert await asyncio.wait_for(worker.fail_call(cast(JobContext, ctx), "call-i", "x"), 5)
+    assert service.deleted == ["call-i"] and len(calls) == 2
