@@ -93,8 +93,8 @@ def session_connect_options() -> SessionConnectOptions:
     """End the session on a provider's first request that failed for good (after the
     plugin's own retries): that speech (the greeting, a reply) never reaches the callee.
     livekit-agents' default tolerates three in a row, and the callee sat in silence while
-    they happened; closed on the error, the session deletes the room and the worker logs
-    why and reports the call ended by the system."""
+    they happened; closed on the error, the session ends the call (the worker records why,
+    hangs up and reports the call ended by the system)."""
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
     return SessionConnectOptions(max_unrecoverable_errors=0)

@@ -313,7 +313,7 @@ class _Job:
     plan: SessionPlan | None = None
     session: AgentSession[None] | None = None
     hang_up: asyncio.Task[object] | None = None
-    """The hang-up after the session closed on an error (awaited before the final report)."""
+    """The room's end once the session closed (awaited before the final report)."""
 
 
 async def _finish(job: _Job) -> None:

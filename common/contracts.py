@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from common.json_values import MAX_DEPTH, check_plain_json
-from common.text import is_unicode, text_problem
+from common.text import is_unicode, shown_text, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ class RoomMetadata(BaseModel):
     def parse(cls, raw: str) -> RoomMetadata:
         doc = _json_object(raw, "room metadata") or {}
         outcome, reason = doc.get("outcome"), doc.get("reason")
-        return cls(
-            outcome=outcome if isinstance(outcome, str) else None,
-            reason=reason[:MAX_OUTCOME_REASON_CHARS] if isinstance(reason, str) else None,
-        )
+        # Shown and stored as the call's reason: whatever the metadata holds (a NUL, a lone
+        # surrogate, a line break), it reads as text every database can keep.
+        shown = shown_text(reason, MAX_OUTCOME_REASON_CHARS) if isinstance(reason, str) else None
+        return cls(outcome=outcome if isinstance(outcome, str) else None, reason=shown)
 
     @staticmethod
     def with_outcome(current: str, outcome: str, reason: str | None = None) -> str:

@@ -796,3 +796,11 @@ def test_room_finished_with_the_agents_failure_settles_failed(
         assert next_state(state, no_reason) == Change(
             expected.status, "the agent failed", answered=expected.answered
         )
+
+
+def test_a_room_reason_is_kept_as_text_every_database_can_hold() -> None:
+    raw = '{"outcome": "failed", "reason": "bad\\u0000\\nline \\ud800' + "x" * 300 + '"}'
+    reason = signal_of(event("room_finished", metadata=raw)).room_reason
+    assert reason is not None and len(reason) == 200
+    assert "\x00" not in reason and "\n" not in reason and reason.startswith("bad")
+    reason.encode()  # no lone surrogate left
