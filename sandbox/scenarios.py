@@ -13,6 +13,11 @@ simulated callee behaves, by the number's last four digits (non-digits are ignor
 - ``…0999`` (e.g. +14155550999): answered after 2 s of ringing; 5 s later the room metadata becomes
   ``{"outcome": "voicemail"}`` (what our agent does on reaching a voicemail box) and 1 s after that
   the call hangs up. Outcome: voicemail.
+- ``…0666`` (e.g. +14155550666): answered after 2 s of ringing; 3 s later our agent's process
+  dies: its participant leaves the room (``SIGNAL_CLOSE``) without ending the call, and sends no
+  more reports. The callee stays on the line, in silence, for a minute, unless the room ends
+  first (the server ends it 5 s after the agent left). Outcome: completed, with the reason that
+  the agent left the call.
 - ``…77NN`` (e.g. +14155557705): answered after 2 s of ringing; the callee hangs up ``NN`` seconds
   later (``CLIENT_INITIATED``). Outcome: completed.
 - any other number (e.g. +34612345678, +441234567890, +1234567890): answered after 2 s of ringing;
@@ -42,6 +47,8 @@ TRUNK_FAILURE_AFTER_S: Final = 0.5
 CONVERSATION_S: Final = 10.0
 VOICEMAIL_DETECTED_AFTER_S: Final = 5.0  # after answering
 VOICEMAIL_HANGUP_AFTER_S: Final = 6.0  # after answering
+AGENT_DIES_AFTER_S: Final = 3.0  # after answering
+CALLEE_WAITS_IN_SILENCE_S: Final = 60.0  # after answering, once the agent died
 DEFAULT_RINGING_TIMEOUT_S: Final = 30.0  # LiveKit's default for outbound calls
 
 
@@ -75,6 +82,7 @@ class Scenario:
     fail_after_s: float | None = None
     failure: SipStatus | None = None
     failure_reason: DisconnectReason = DisconnectReason.UNKNOWN_REASON
+    agent_dies_after_s: float | None = None  # after answering: our agent's process dies
 
 
 COMPLETED: Final = Scenario(name="answered", outcome="completed")
@@ -107,12 +115,19 @@ VOICEMAIL: Final = Scenario(
     talk_s=VOICEMAIL_HANGUP_AFTER_S,
     voicemail_after_s=VOICEMAIL_DETECTED_AFTER_S,
 )
+AGENT_DIES: Final = Scenario(
+    name="agent_dies",
+    outcome="completed",
+    talk_s=CALLEE_WAITS_IN_SILENCE_S,
+    agent_dies_after_s=AGENT_DIES_AFTER_S,
+)
 
 _BY_SUFFIX: Final[dict[str, Scenario]] = {
     "0486": BUSY,
     "0480": NO_ANSWER,
     "0503": TRUNK_FAILURE,
     "0999": VOICEMAIL,
+    "0666": AGENT_DIES,
 }
 _HANGUP_AFTER = re.compile(r"77(\d\d)$")
 _NON_DIGITS = re.compile(r"\D")
@@ -157,6 +172,13 @@ TEST_NUMBERS: Final = (
         "`+14155550999`",
         "answered after 2 s; voicemail detected 5 s later, then hang-up",
         "`voicemail`",
+    ),
+    NumberRow(
+        "`0666`",
+        "`+14155550666`",
+        "answered after 2 s; the agent's process dies 3 s later, the callee stays on the line;"
+        " the server ends the call 5 s after the agent left",
+        "`completed`",
     ),
     NumberRow(
         "`77NN`",

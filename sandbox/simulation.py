@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from livekit.protocol.models import DisconnectReason
+from livekit.protocol.models import DisconnectReason, ParticipantInfo
 
 from common.contracts import (
     ATTR_SIP_CALL_STATUS,
@@ -45,6 +45,7 @@ from sandbox.scenarios import (
     Scenario,
     SipStatus,
 )
+from sandbox.util import new_id, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -198,13 +199,44 @@ class CallSimulation:
             agent.answered()
             machine = voicemail_after_s is not None
             actions.append((AMD_AFTER_S, lambda: agent.amd("machine-vm" if machine else "human")))
+            speaks_s = talk_s
+            dies_after_s = self.scenario.agent_dies_after_s
+            if dies_after_s is not None and dies_after_s < talk_s:
+                self.registry.join(self.room, self._agent_participant())
+                actions.append((dies_after_s, self._agent_dies))
+                speaks_s = dies_after_s
             script = (
-                voicemail_turns(agent.config, talk_s)
+                voicemail_turns(agent.config, speaks_s)
                 if machine
-                else conversation(agent.config, talk_s)
+                else conversation(agent.config, speaks_s)
             )
             actions += [(t.at_s, functools.partial(agent.said, t)) for t in script]
         return sorted(actions, key=lambda item: item[0])
+
+    def _agent_participant(self) -> ParticipantInfo:
+        """Our agent's participant, shown only where it matters (the agent_dies scenario):
+        the other scenarios keep to the six webhooks a call's callee makes happen."""
+        return ParticipantInfo(
+            sid=new_id("PA_"),
+            identity=f"agent-{self.call_id}",
+            kind=ParticipantInfo.AGENT,
+            joined_at=now_ms() // 1000,
+            joined_at_ms=now_ms(),
+        )
+
+    def _agent_dies(self) -> None:
+        """Our agent's process dies: its participant leaves the room, which goes on with the
+        callee in it; its reports already queued go, and no more."""
+        self.registry.leave(self.room, f"agent-{self.call_id}", DisconnectReason.SIGNAL_CLOSE)
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            agent.retire()
+        logger.info(
+            "sandbox call %s in room %s: the agent's process died",
+            self.call_id,
+            self.room.name,
+            extra={"call_id": self.room.name},
+        )
 
     def _reached_voicemail(self) -> None:
         # What our agent does when it reaches a voicemail box.

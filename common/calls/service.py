@@ -20,6 +20,7 @@ from typing import Any
 import aiofiles.os
 from aiohttp.abc import AbstractResolver
 from livekit import api
+from livekit.protocol import models
 from yarl import URL
 
 from common.calls.admission import Admission, Placement, refusal_error
@@ -195,6 +196,30 @@ def _over_unheard(reason: str, unanswered: Decide) -> Decide:
 
 
 _NO_FINAL_EVENT = _over_unheard(NO_FINAL_EVENT, _fixed(Change(Status.FAILED, NO_FINAL_EVENT)))
+AGENT_GONE = "its agent left the call (its process ended without ending the call)"
+AGENT_GONE_KIND = "agent_gone"
+# After the agent's participant left a live room: its own hang-up (the room deleted, just
+# after it left) lands within this; past it, the server ends the call (sandbox time scaled).
+AGENT_GONE_GRACE_S = 5.0
+
+
+def _agent_gone(state: CallState) -> Change | None:
+    """The agent left a room that is still there: ended as its room_finished would end an
+    answered call, for AGENT_GONE; failed if nobody answered (the phone may still ring)."""
+    return None if state.room_finished else _over_unheard(AGENT_GONE, _failed(AGENT_GONE))(state)
+
+
+def _agent_left(event: RoomEvent) -> bool:
+    """The agent's participant left, not because its room was deleted (the call's end)."""
+    who = event.participant
+    return (
+        event.event == "participant_left"
+        and who is not None
+        and who.kind == models.ParticipantInfo.Kind.AGENT
+        and who.disconnect_reason != models.DisconnectReason.ROOM_DELETED
+    )
+
+
 # Unanswered: failed, or canceled if a hang-up was asked.
 _sandbox_room_gone = _over_unheard(SANDBOX_RESTARTED, _failed(SANDBOX_RESTARTED))
 _sandbox_stopped = _over_unheard(SANDBOX_STOPPED, _failed(SANDBOX_STOPPED))
@@ -702,6 +727,8 @@ class CallService:
                 extra={"call_id": room},
             )
             self._close_room_soon(room)
+        if _agent_left(event) and applied.after is not None and not applied.after.is_final:
+            self._end_if_agent_stays_gone(room)
         if finished:  # its record leaves config.json with the next write (nobody waits)
             self.config.forget_call_soon(room)
             if applied.after is not None and not applied.after.is_final:
@@ -728,6 +755,38 @@ class CallService:
                 logger.error("call %s: could not settle after the grace: %s", call_id, exc)
 
         self._spawn(settle(), f"grace-{call_id}")
+
+    def _end_if_agent_stays_gone(self, call_id: str) -> None:
+        """The agent left a live call's room (its process killed, out of memory, its machine
+        gone): nobody will speak to the callee, and LiveKit keeps the line up until the
+        callee hangs up or `max_duration_s`. Unless the room finished, or the callee left,
+        within AGENT_GONE_GRACE_S, the call is settled (AGENT_GONE) and its room deleted.
+        A server that stops meanwhile leaves it to `max_duration_s`, as before."""
+        scale = self.settings.sandbox_time_scale if self.settings.uses_sandbox else 1.0
+
+        async def end() -> None:
+            await asyncio.sleep(AGENT_GONE_GRACE_S * scale)
+            try:
+                call = await self.store.get_call(call_id, with_timeline=False)
+                if call is None or call.is_final or call.callee_left_at is not None:
+                    return
+                applied = await self._settle(
+                    call_id, AGENT_GONE_KIND, _agent_gone, only_if_changed=True
+                )
+            except DatabaseError as exc:
+                logger.error("call %s: could not settle it, its agent gone: %s", call_id, exc)
+                return
+            if applied.change is None or applied.after is None:
+                return
+            logger.warning(
+                "call %s: its agent left the room and the call was still live; ending it (%s)",
+                call_id,
+                applied.after.status.value,
+                extra={"call_id": call_id},
+            )
+            self._close_room_soon(call_id)
+
+        self._spawn(end(), f"agent-gone-{call_id}")
 
     async def _settle(
         self,

@@ -15,8 +15,9 @@ from aiohttp.test_utils import TestClient
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import Change, Status
-from common.calls.service import NEVER_DIALLED
+from common.calls.service import AGENT_GONE, NEVER_DIALLED
 from handlers.keys import CALLS, EVENTS
+from sandbox.scenarios import CALLEE_WAITS_IN_SILENCE_S
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets, wait_for
@@ -555,3 +556,22 @@ async def test_a_stop_after_a_failed_start_pass_dates_an_earlier_runs_calls_as_t
     shown = await (await client.get(f"/calls/{earlier.call_id}")).json()
     assert (shown["status"], shown["reason"]) == ("failed", SANDBOX_RESTARTED)
     assert shown["ring_s"] < 0.3, shown  # its last word, not the stop
+
+
+async def test_a_call_whose_agent_died_is_ended_by_the_server(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent's process died mid-call (0666): its participant left, the room stayed, and
+    LiveKit would keep the callee on the line in silence (here a minute) until they hang up
+    or max_duration_s. The server ends it 5 s (scaled) after the agent left, with a reason."""
+    scale = 0.05
+    client = await start_app(sandbox_time_scale=scale)
+    call_id = await place(client, "+14155550666")
+    call = await wait_final(client, call_id)
+    assert (call["status"], call["reason"]) == ("completed", AGENT_GONE)
+    assert call["talk_s"] < CALLEE_WAITS_IN_SILENCE_S * scale / 2  # not the callee's hang-up
+    events = [e["event"] for e in call["timeline"]]
+    assert events.index("agent_gone") < events.index("room_finished")
+    assert call_id not in client.app[SANDBOX].rooms  # the line is down
+    said = [r for r in caplog.records if "its agent left the room" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]

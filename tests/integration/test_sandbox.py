@@ -36,7 +36,7 @@ from pytest_aiohttp import AiohttpServer
 from common.contracts import DispatchMetadata
 from sandbox import ATTR_SIP_CALL_STATUS_CODE, TEST_NUMBERS_MARKDOWN, Sandbox, scenario_for_number
 from sandbox.rooms import RoomRegistry
-from sandbox.scenarios import BUSY, COMPLETED, NO_ANSWER, TRUNK_FAILURE, VOICEMAIL
+from sandbox.scenarios import AGENT_DIES, BUSY, COMPLETED, NO_ANSWER, TRUNK_FAILURE, VOICEMAIL
 from sandbox.simulation import CallSimulation
 
 KEY = "sandbox-test-key"
@@ -638,6 +638,7 @@ async def test_stop_is_idempotent_and_cancels_calls(make_sandbox: SandboxFactory
         ("+14155550480", NO_ANSWER),
         ("+14155550503", TRUNK_FAILURE),
         ("+14155550999", VOICEMAIL),
+        ("+14155550666", AGENT_DIES),
     ],
 )
 def test_scenario_for_number(number: str, scenario: object) -> None:

@@ -21,6 +21,8 @@ from livekit.api import AccessToken
 from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
+from common.calls import service
+from common.calls.service import AGENT_GONE
 from common.contracts import OUTCOME_FAILED, RoomMetadata
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from server import SANDBOX
@@ -42,8 +44,8 @@ def event_json(kind: str, room: str, **participant: Any) -> bytes:
     if participant:
         event.participant.CopyFrom(
             models.ParticipantInfo(
-                identity=f"sip-{room}",
-                kind=models.ParticipantInfo.Kind.SIP,
+                identity=participant.get("identity", f"sip-{room}"),
+                kind=participant.get("participant_kind", models.ParticipantInfo.Kind.SIP),
                 attributes=participant.get("attributes", {}),
                 disconnect_reason=participant.get("reason", 0),
             )
@@ -330,3 +332,51 @@ async def test_an_agents_failure_on_the_room_is_the_calls_reason(start_app: AppF
     assert (shown["status"], shown["reason"]) == ("failed", reason)
     shown = await (await client.get(f"/calls/{answered}")).json()
     assert (shown["status"], shown["reason"]) == ("completed", reason)
+
+
+def agent_left(room: str, reason: int) -> bytes:
+    agent = models.ParticipantInfo.Kind.AGENT
+    return event_json(
+        "participant_left", room, participant_kind=agent, identity="agent", reason=reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("then", "status", "reason"),
+    [
+        # its process died: nothing else comes, the server ends the call
+        ([], "completed", AGENT_GONE),
+        # it left as its room was deleted: the call's end, which room_finished settles
+        (["deleted"], "in_progress", None),
+        # it left, then hung up (deleted the room) within the grace: room_finished settles it
+        (["room_finished"], "completed", None),
+        # the callee hung up first: the room ends by itself (room_finished settles it)
+        (["callee_left"], "in_progress", None),
+    ],
+)
+async def test_an_agent_leaving_a_live_call_ends_it_unless_the_call_ends_anyway(
+    start_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    then: list[str],
+    status: str,
+    reason: str | None,
+) -> None:
+    monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    active = {"sip.callStatus": "active"}
+    left = int(models.DisconnectReason.CLIENT_INITIATED)
+    events = [event_json("participant_joined", call_id, attributes=active)]
+    if "callee_left" in then:
+        events.append(event_json("participant_left", call_id, attributes=active, reason=left))
+    deleted = "deleted" in then
+    events.append(agent_left(call_id, models.DisconnectReason.ROOM_DELETED if deleted else left))
+    if "room_finished" in then:
+        events.append(event_json("room_finished", call_id))
+    for body in events:
+        assert await post(client, body, sign(body)) == 200
+    await asyncio.sleep(0.6)  # past the grace
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert (shown["status"], shown["reason"]) == (status, reason)
+    gone = [e for e in shown["timeline"] if e["event"] == "agent_gone"]
+    assert len(gone) == (1 if reason == AGENT_GONE else 0)
