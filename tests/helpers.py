@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
 
 from common.storage.paging import Before
 
@@ -141,3 +143,15 @@ async def serving_posts(
         yield
     finally:
         await runner.cleanup()
+
+
+async def cartesia_refusing_the_key(aiohttp_server: AiohttpServer) -> TestServer:
+    """A local stand-in for Cartesia's TTS websocket that refuses the API key (401), for the
+    real plugin to be pointed at."""
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "invalid api key"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/tts/websocket", refuse)
+    return await aiohttp_server(app)

@@ -641,21 +641,27 @@ async def test_a_campaign_webhook_url_whose_host_is_no_idna_name_is_refused(
     assert (await resp.json())["details"] == [
         {"row": 0, "field": "recipients[0].webhook_url", "error": "invalid host name: 'xn--a.com'"}
     ]
-    body = {
-        "name": "hooks",
-        "defaults": {"webhook_url": "https://xn--a.com/x"},
-        "recipients": [{"phone_number": "+14155557700"}],
-    }
-    resp = await client.post("/campaigns", json=body)
-    assert resp.status == 422
-    assert (await resp.json())["details"] == [
+    assert await default_webhook_refused(client, "https://xn--a.com/x") == [
         {"field": "defaults.webhook_url", "error": "invalid host name: 'xn--a.com'"}
     ]
 
 
-async def test_a_name_resolving_to_loopback_is_refused(
-    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def default_webhook_refused(client: Client, url: str) -> list[dict[str, Any]]:
+    """The 422's details for a one-row campaign whose `defaults.webhook_url` is `url`."""
+    body = {
+        "name": "hooks",
+        "defaults": {"webhook_url": url},
+        "recipients": [{"phone_number": "+14155557700"}],
+    }
+    resp = await client.post("/campaigns", json=body)
+    assert resp.status == 422
+    details: list[dict[str, Any]] = (await resp.json())["details"]
+    return details
+
+
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every name the webhook guard resolves is 127.0.0.1 (DNS says loopback)."""
+
     async def loopback(self: Any, host: str, port: int = 0, family: int = 0) -> list[Any]:
         return [
             {
@@ -670,7 +676,13 @@ async def test_a_name_resolving_to_loopback_is_refused(
 
     from common.notify.guard import PooledResolver
 
-    monkeypatch.setattr(PooledResolver, "resolve", loopback)  # DNS says loopback
+    monkeypatch.setattr(PooledResolver, "resolve", loopback)
+
+
+async def test_a_name_resolving_to_loopback_is_refused(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolve_to_loopback(monkeypatch)
     client = await start_app(calls_webhook_secret=SECRET)
     body = dict(SEED_EXAMPLES[0], webhook_url="https://hooks.example.com/x")
     resp = await client.post("/calls/outbound", json=body)
@@ -685,23 +697,9 @@ async def test_a_campaigns_default_webhook_url_resolving_to_loopback_is_named_as
 ) -> None:
     """The error named `webhook_url`, a field the campaign's body does not have, for the
     `defaults.webhook_url` it was about (an IP literal's error named it right)."""
-
-    async def loopback(self: Any, host: str, port: int = 0, family: int = 0) -> list[Any]:
-        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": 2,
-                 "proto": 0, "flags": 0}]  # fmt: skip
-
-    from common.notify.guard import PooledResolver
-
-    monkeypatch.setattr(PooledResolver, "resolve", loopback)
+    resolve_to_loopback(monkeypatch)
     client = await start_app(calls_webhook_secret=SECRET)
-    body = {
-        "name": "hooks",
-        "defaults": {"webhook_url": "https://hooks.example.com/x"},
-        "recipients": [{"phone_number": "+14155557700"}],
-    }
-    resp = await client.post("/campaigns", json=body)
-    assert resp.status == 422
-    assert (await resp.json())["details"] == [
+    assert await default_webhook_refused(client, "https://hooks.example.com/x") == [
         {
             "field": "defaults.webhook_url",
             "error": "hooks.example.com resolves to a non-public address",

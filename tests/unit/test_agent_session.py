@@ -9,7 +9,6 @@ from typing import Any, get_args
 
 import aiohttp
 import pytest
-from aiohttp import web
 from livekit import rtc
 from livekit.agents import CloseEvent, CloseReason
 from livekit.agents.tts.tts import TTSError
@@ -33,6 +32,7 @@ from common.config_store.model import (
     VoicemailPolicy,
 )
 from common.settings import Settings
+from tests.helpers import cartesia_refusing_the_key
 
 SETTINGS = Settings(
     openai_api_key="dummy-openai",
@@ -288,12 +288,7 @@ async def test_a_provider_that_gives_up_ends_the_session(
     call (the worker hangs up), instead of leaving the callee in silence until three more
     replies have failed as well (livekit-agents' default)."""
 
-    async def refuse(_request: web.Request) -> web.Response:
-        return web.json_response({"error": "invalid api key"}, status=401)
-
-    app = web.Application()
-    app.router.add_get("/tts/websocket", refuse)
-    server = await aiohttp_server(app)
+    server = await cartesia_refusing_the_key(aiohttp_server)
     http = aiohttp.ClientSession()
 
     def local_tts(plan: Any, settings: Settings) -> cartesia.TTS:

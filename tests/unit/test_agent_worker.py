@@ -35,6 +35,7 @@ from common.config_store.model import AnalysisRequest, CallOptions
 from common.contracts import REPORTS_PATH, RoomMetadata
 from common.settings import Settings, load_settings
 from common.update_config import ConfigStore
+from tests.helpers import cartesia_refusing_the_key
 from tests.unit.test_agent_answer import FAST_AMD, amd_says, end_user_turn, eventually
 from tests.unit.test_agent_conversation import ScriptedLLM, tool_call
 from tests.unit.test_agent_reporting import CALL, KEY, SECRET, ReportServer
@@ -595,12 +596,7 @@ async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
     options = CallOptions(first_message="Hi Alice, it's your coach.")
     await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL, options=options)
 
-    async def refuse(_request: web.Request) -> web.Response:
-        return web.json_response({"error": "invalid api key"}, status=401)
-
-    cartesia_app = web.Application()
-    cartesia_app.router.add_get("/tts/websocket", refuse)
-    cartesia_server = await aiohttp_server(cartesia_app)
+    cartesia_server = await cartesia_refusing_the_key(aiohttp_server)
     http = aiohttp.ClientSession()
     llm = ScriptedLLM(amd_says("human", "Hello?"))
     sessions: list[AgentSession[None]] = []
