@@ -23,6 +23,7 @@ from typing import Protocol
 from common.calls.models import CallEvent, CallRecord
 from common.calls.outcomes import FINAL_STATUSES, Status
 from common.repeats import Repeats
+from common.storage.base import DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -248,9 +249,25 @@ class EventDispatcher:
                 continue
             try:
                 await subscriber(event)
+            except DatabaseError as exc:  # an outage, not a defect: one line a minute
+                self._say_database_failed(event, name, exc)
+                failed.add(name)
             except Exception:
                 logger.exception(
                     "event %s (%s) failed in subscriber %s", event.id, event.type, name
                 )
                 failed.add(name)
         return frozenset(failed)
+
+    def _say_database_failed(self, event: CallEvent, name: str, exc: DatabaseError) -> None:
+        """A subscriber's write the database failed (restarting, a connection cut): said
+        without a traceback, once a minute per subscriber, as every other database failure."""
+        if (more := self._repeats.due(f"subscriber {name}")) is not None:
+            logger.error(
+                "event %s (%s) failed in subscriber %s: %s; it is given again%s",
+                event.id,
+                event.type,
+                name,
+                exc,
+                more,
+            )

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from common.calls.request import RequestRules
 from common.campaigns.request import Row, json_rows, parse_options
 from common.storage import campaign_programs
+from common.storage.base import DatabaseError
 from handlers import campaigns as campaigns_handlers
 from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, STORE, UPLOAD_TURNS
 from sandbox import TwirpError
@@ -1019,3 +1020,35 @@ async def test_campaign_uploads_take_turns(
         turns.release()
     listed = (await (await client.get("/campaigns")).json())["campaigns"]
     assert len(listed) == 1  # the refused ones were never created
+
+
+async def test_a_database_failing_a_calls_end_for_its_campaign_is_one_line(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database lost as a campaign call's end is written to its attempt (probe AY: a
+    PostgreSQL connection terminated under load) is an outage, not a defect: one ERROR line
+    a minute, with no traceback, and the event is given again until the attempt ends. Before,
+    every failed try logged a traceback of its own."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    store = client.app[STORE]
+    real_finish = store.finish_call_attempt
+    failures = 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 4:
+            failures += 1
+            raise DatabaseError("database unreachable (ConnectionDoesNotExistError)")
+        return await real_finish(*args, **kwargs)
+
+    store.finish_call_attempt = flaky
+    recipients = [{"phone_number": us(n, "7700")} for n in range(3)]
+    created = await create(client, {"name": "flaky end", "recipients": recipients})
+    campaign = await wait_status(client, created["campaign_id"], "completed", timeout=30)
+    assert campaign["counts"]["completed"] == 3 and failures == 4
+    said = [r for r in caplog.records if "in subscriber campaigns" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]  # once a minute, not per try
+    assert said[0].levelname == "ERROR" and said[0].exc_info is None
+    assert "database unreachable" in said[0].getMessage()
