@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import aiofiles.os
 from aiohttp.abc import AbstractResolver
@@ -29,6 +29,7 @@ from common.calls.errors import (
     CallOnAnotherSandbox,
     FieldError,
     InvalidCall,
+    OnDoNotCallList,
     UnknownCall,
 )
 from common.calls.events import CALL_ANSWERED, STATUS_EVENTS, EventDispatcher
@@ -165,6 +166,9 @@ NEVER_DIALLED = (
     "it was never dialled (its server stopped, or lost the database, first); nobody was called"
 )
 _NOBODY_CALLED = _failed(NEVER_DIALLED)
+LISTED_WHILE_PLACING = (
+    "not dialled: its number was put on the do-not-call list while the call was being placed"
+)
 
 
 def _never_dialled(state: CallState) -> Change | None:
@@ -545,6 +549,8 @@ class CallService:
         current = await self._start_dial(call_id)
         if current is not None and (current.hangup_requested or current.is_final):
             return await self._hung_up_while_placing(call_id, current)
+        if current is not None and current.dial_started_at is None:  # listed meanwhile
+            await self._listed_while_placing(call_id)
         try:
             placed = await dial(
                 self.lkapi,
@@ -619,6 +625,26 @@ class CallService:
             return current
         applied = await self._settle(call_id, "hangup", _CANCELED_BY_API)
         return applied.after or current
+
+    async def _listed_while_placing(self, call_id: str) -> NoReturn:
+        """The number was put on the do-not-call list after the call was recorded, before its
+        dial: not dialled. Settled failed, unmarked (a campaign places the attempt again and
+        finds the number listed), its key and rate share freed: nobody was called."""
+        logger.info(
+            "call %s: its number was put on the do-not-call list while it was being placed;"
+            " not dialling",
+            call_id,
+            extra={"call_id": call_id},
+        )
+        self._close_room_soon(call_id)  # the agent's dispatch made it
+        await self._forget_config(call_id)
+        try:
+            await self._settle(call_id, "dnc_listed", _failed(LISTED_WHILE_PLACING))
+        except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
+            logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
+        else:
+            await self._release(call_id)
+        raise OnDoNotCallList
 
     async def _placement_failed(self, call_id: str, exc: LiveKitError) -> None:
         self.metrics.calls_placed.labels(result="failed").inc()

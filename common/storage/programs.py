@@ -651,7 +651,17 @@ def webhook_id(owner: str, event_id: int) -> str:
 
 def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
     """Mark the dial as started, unless the call is over (settled by the reaper while its
-    server stalled: marked, it read as dialled though nobody was); the call as it is."""
+    server stalled: marked, it read as dialled though nobody was) or its number was put on
+    the do-not-call list since it was recorded (its dispatch takes a LiveKit request: a POST
+    /dnc answered meanwhile would be followed by the dial); the call as it is, unmarked in
+    both cases."""
+    rows = yield Query(
+        f"SELECT phone_number FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+        (call_id,),
+    )
+    if rows and (yield from on_dnc_list(rows[0]["phone_number"])):
+        rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+        return row_to_call(rows[0])
     rows = yield Query(
         "UPDATE calls SET dial_started_at = CASE WHEN status = ? THEN ? ELSE dial_started_at END"
         " WHERE call_id = ? RETURNING *",

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.calls.request import RequestRules
+from common.calls.service import LISTED_WHILE_PLACING
 from common.campaigns.request import Row, json_rows, parse_options
 from common.storage import campaign_programs
 from common.storage.base import DatabaseError
@@ -499,6 +500,48 @@ async def test_do_not_call_list(start_app: AppFactory) -> None:
     assert (await client.delete("/dnc/nope")).status == 422
     placed = await client.post("/calls/outbound", json={"phone_number": "+14155550100"})
     assert placed.status == 200
+
+
+async def test_a_number_listed_while_its_call_is_being_placed_is_not_dialled(
+    start_app: AppFactory,
+) -> None:
+    """POST /dnc answered while a call to the number was being placed (LiveKit a moment
+    slow with the agent's dispatch, as over the internet): the number is not dialled after
+    that 200 (probe AY: it was, ~0.2 s later, by a call and by a campaign). The call is
+    refused as one to a listed number, nobody was called, and its key is free."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    sandbox = client.app[SANDBOX]
+    dispatches = sandbox.inject("CreateDispatch", delay_s=0.5)
+    number = us(1, "7705")
+    body = {"phone_number": number}
+    placing = asyncio.create_task(
+        client.post("/calls/outbound", json=body, headers={"Idempotency-Key": "listed-1"})
+    )
+    await asyncio.sleep(0.2)  # recorded, its dispatch on its way
+    assert (await client.post("/dnc", json={"numbers": [number]})).status == 200
+    refused = await placing
+    assert refused.status == 422, await refused.text()
+    assert (await refused.json())["details"] == [
+        {"field": "phone_number", "error": "on the do-not-call list"}
+    ]
+    calls = (await (await client.get("/calls")).json())["calls"]
+    assert [(c["status"], c["reason"]) for c in calls] == [("failed", LISTED_WHILE_PLACING)]
+
+    # A campaign's call: its recipient ends dnc, nobody dialled.
+    other = us(2, "7705")
+    created = await create(client, {"name": "listed", "recipients": [{"phone_number": other}]})
+    await wait_for(lambda: _true(dispatches.applied == 2))  # its dispatch on its way
+    assert (await client.post("/dnc", json={"numbers": [other]})).status == 200
+    campaign = await wait_status(client, created["campaign_id"], "completed", timeout=20)
+    assert campaign["counts"]["dnc"] == 1
+    assert sandbox.dials == []  # nobody: neither the call nor the campaign's
+    # Off the list again, the key places the call anew (nobody was called under it).
+    assert (await client.delete(f"/dnc/{number.replace('+', '%2B')}")).status == 200
+    sandbox.faults.clear()
+    again = await client.post("/calls/outbound", json=body, headers={"Idempotency-Key": "listed-1"})
+    assert again.status == 200 and "Idempotent-Replay" not in again.headers
 
 
 async def test_a_mexican_mobile_in_its_old_form_is_one_number_for_the_list_and_calls(
