@@ -28,7 +28,7 @@ from common.calls.errors import (
 )
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
-from common.livekit.client import LiveKitError
+from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.storage.base import DatabaseError, DatabaseGone
 from common.storage.campaign_programs import CampaignConflict
 from common.text import is_unicode
@@ -97,6 +97,12 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
         ),
     ),
     (DatabaseError, lambda e: Answer(503, "calls database unavailable", [], _retry(RETRY_S))),
+    # LiveKit unreachable: nothing was placed (the key is free), a retry may well succeed;
+    # not said of a dial that may have rung (the connection lost once LiveKit had it).
+    (
+        LiveKitUnavailable,
+        lambda e: Answer(503, str(e), [], None if e.may_have_rung else _retry(RETRY_S)),
+    ),
     (LiveKitError, lambda e: Answer(e.http_status, str(e), [])),
 ]
 

@@ -97,6 +97,9 @@ async def _refused(client: Client, status: int) -> dict[str, Any]:
     answer: dict[str, Any] = await resp.json()
     assert answer["status"] == "error"
     assert answer["error"].startswith("LiveKit did not place the call: ")
+    # LiveKit unavailable and nothing placed (the key is free): the 503 says when to try
+    # again, as the database's does (probe AY: it had no Retry-After).
+    assert resp.headers.get("Retry-After") == ("2" if status == 503 else None)
     return answer
 
 
