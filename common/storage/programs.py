@@ -906,6 +906,14 @@ def rate_second(at: float) -> int:
     return math.floor(at)
 
 
+def last_uncounted_second(now: float) -> int:
+    """The latest second the rate no longer counts at `now`. A second counts until it ended
+    RATE_WINDOW_S ago, so no minute holds more calls than the limit: counted until it began
+    that long ago, calls made at 0.9 s counted for 59.1 s, and as many again were admitted
+    within the minute (probe AY)."""
+    return rate_second(now - RATE_WINDOW_S - 1)
+
+
 def admission_refusal(
     client: str, limits: AdmissionLimits, now: float, number: str | None = None
 ) -> Program[Refusal | None]:
@@ -915,7 +923,7 @@ def admission_refusal(
     The live cap counts every call not yet over; the rate counts `client`'s calls of the last
     minute that were placed (a call LiveKit refused before dialling gives its share back), by
     whole seconds: `rate_buckets` holds the count of each second, and a second counts while
-    it began less than RATE_WINDOW_S ago (a call made at 0.9 s counts until 60 s).
+    it ended less than RATE_WINDOW_S ago (a call made at 0.9 s counts until 61 s).
     """
     if number is not None and (yield from on_dnc_list(number)):
         return Refusal("dnc", 0)
@@ -928,11 +936,11 @@ def admission_refusal(
     rows = yield Query(
         "SELECT SUM(n) AS n, MIN(second) AS oldest FROM rate_buckets"
         " WHERE client = ? AND second > ? AND n > 0",
-        (client, rate_second(now - RATE_WINDOW_S)),
+        (client, last_uncounted_second(now)),
     )
     if int(rows[0]["n"] or 0) >= limits.per_minute:
         oldest = int(rows[0]["oldest"])  # the oldest counted second leaves the window then
-        return Refusal("rate", max(1, math.ceil(oldest + RATE_WINDOW_S - now)))
+        return Refusal("rate", max(1, math.ceil(oldest + 1 + RATE_WINDOW_S - now)))
     return None
 
 
@@ -947,7 +955,7 @@ def purge_rate_buckets(d: Dialect, now: float) -> Program[int]:
     """Drop the buckets the rate no longer counts at `now`."""
     rows = yield Query(
         "DELETE FROM rate_buckets WHERE second <= ? RETURNING second",
-        (rate_second(now - RATE_WINDOW_S),),
+        (last_uncounted_second(now),),
     )
     return len(rows)
 

@@ -848,7 +848,8 @@ async def test_the_rate_holds_per_client_over_a_minute(store: CallStore, clock: 
     await store.create_call(new_call("call-2", client="a"), limits=limits)
     with pytest.raises(Refused) as refused:
         await store.create_call(new_call("call-3", client="a"), limits=limits)
-    assert refused.value.refusal == Refusal("rate", 40)  # the first of the minute ages out
+    # the first of the minute ages out, once its second ended a minute ago
+    assert refused.value.refusal == Refusal("rate", 41)
     await store.create_call(new_call("call-b1", client="b"), limits=limits)  # others are free
     clock.advance(41)
     await store.create_call(new_call("call-3", client="a"), limits=limits)
@@ -877,8 +878,8 @@ async def test_the_rate_retry_after_follows_the_oldest_call_still_counted(
     await store.release_placement("call-1")  # never dialled: it counts no more
     clock.advance(10)
     await store.create_call(new_call("call-3", client="a"), limits=limits)
-    # Full again; the oldest call counted is call-2, placed 10 s ago.
-    assert await store.admission_refusal("a", limits, clock.now) == Refusal("rate", 50)
+    # Full again; the oldest call counted is call-2, placed 10 s ago (its second ends at 11).
+    assert await store.admission_refusal("a", limits, clock.now) == Refusal("rate", 51)
 
 
 async def test_the_reaper_purges_only_rate_counts_out_of_the_window(
@@ -984,10 +985,31 @@ async def test_rate_retry_after_rounds_up_and_the_window_slides(
     limits = AdmissionLimits(max_live=100, per_minute=1)
     await store.create_call(new_call("call-1", client="a"), limits=limits)
     clock.advance(59.2)
-    assert await store.admission_refusal("a", limits, clock.now) == Refusal("rate", 1)
-    clock.advance(0.9)  # the first call is now older than a minute
+    assert await store.admission_refusal("a", limits, clock.now) == Refusal("rate", 2)
+    clock.advance(1.8)  # the first call's second ended a minute ago
     assert await store.admission_refusal("a", limits, clock.now) is None
     await store.create_call(new_call("call-2", client="a"), limits=limits)
+
+
+async def test_the_rate_never_passes_its_limit_in_any_minute(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Calls are counted by whole seconds: those made late in a second counted for 59 s
+    only, so the next ones were admitted 59.1 s after them, up to twice the limit within a
+    minute (probe AY: 42 calls in 60 s at 40 a minute, across three servers). A second
+    counts until it ended a minute ago."""
+    limits = AdmissionLimits(max_live=100, per_minute=3)
+    clock.advance(0.9)  # late in its second
+    burst = clock.now
+    for n in range(3):
+        await store.create_call(new_call(f"call-{n}", client="a"), limits=limits)
+    for later in (59.1, 59.6, 59.99):  # within a minute of the burst: still full
+        clock.now = burst + later
+        refusal = await store.admission_refusal("a", limits, clock.now)
+        assert refusal is not None and refusal.limit == "rate", later
+        assert clock.now + refusal.retry_after_s >= burst + 60
+    clock.now = burst + 60.1  # its second ended a minute ago
+    assert await store.admission_refusal("a", limits, clock.now) is None
 
 
 # ------------------------------------------------------------------ customer webhook deliveries
