@@ -306,6 +306,8 @@ class CampaignScheduler:
             try:
                 await self._place(campaign, plan)
                 self._defects.pop(key, None)
+            except DatabaseError as exc:  # recording what placing did: an outage, no defect
+                self._say_not_recorded(plan, exc)
             except Exception as exc:  # a defect: said now, with its context (the attempt stays
                 # placing and is placed again by the recovery pass under the same key)
                 logger.exception(
@@ -321,6 +323,19 @@ class CampaignScheduler:
                     del self._inflight[key]
 
         self._track(place())
+
+    def _say_not_recorded(self, plan: AttemptPlan, exc: DatabaseError) -> None:
+        """The database failed as what placing did (a refusal, a listed number) was written:
+        the attempt stays placing, and the recovery pass places it again under its key."""
+        if (more := self._repeats.due(f"recording {plan.campaign_id}")) is not None:
+            logger.error(
+                "campaign %s: recipient %d attempt %d: not recorded (%s); it is placed again%s",
+                plan.campaign_id,
+                plan.idx,
+                plan.attempt,
+                exc,
+                more,
+            )
 
     async def _after_defect(self, key: tuple[str, int, int], exc: Exception) -> None:
         """An attempt whose placing keeps raising the unexpected is ended (its recipient

@@ -728,6 +728,44 @@ async def test_an_attempt_that_keeps_failing_unexpectedly_is_ended(
     assert "gave up after 3 unexpected errors" in caplog.text
 
 
+async def test_the_database_failing_after_a_refusal_is_no_defect(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A limit refuses an attempt and the database fails as the refusal is recorded (probe AY:
+    a connection cut at that moment): an outage, not a defect. It was logged as an unexpected
+    error with a traceback, and three in a row gave the recipient up as invalid."""
+    from common.calls.errors import TooManyLiveCalls
+    from common.campaigns import scheduler
+
+    monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    calls, store = client.app[CALLS], client.app[STORE]
+    real_place = calls.place
+    refusals = 0
+
+    async def full(*args: Any, **kwargs: Any) -> Any:
+        nonlocal refusals
+        if refusals < scheduler.MAX_DEFECT_TRIES:
+            refusals += 1
+            raise TooManyLiveCalls(1, 0)
+        return await real_place(*args, **kwargs)
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise DatabaseError("database unreachable (ConnectionDoesNotExistError)")
+
+    calls.place = full
+    monkeypatch.setattr(store, "attempt_refused", down)
+    body = {"name": "flap", "recipients": [{"phone_number": us(1, "7700")}]}
+    created = await create(client, body)
+    campaign = await wait_status(client, created["campaign_id"], "completed", timeout=20)
+    assert campaign["counts"]["completed"] == 1, campaign  # not given up as invalid
+    assert "unexpected error" not in caplog.text
+    said = [r for r in caplog.records if "database unreachable" in r.getMessage()]
+    assert said and all(r.levelname == "ERROR" and r.exc_info is None for r in said)
+
+
 async def test_retrying_on_nothing_shows_one_attempt(client: TestClient[Any, Any]) -> None:
     """`retry.on: []` showed `max_attempts: 3` (the default), which read as three attempts."""
     body = {"name": "once", "recipients": [{"phone_number": "+14155557700"}]}
