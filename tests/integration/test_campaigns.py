@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -652,6 +652,19 @@ async def test_csv_with_its_options_as_a_multipart_json_part(start_app: AppFacto
     ]
 
 
+class FailingFirst:
+    """`real`, but its first `times` calls raise `error` (counted in `failures`)."""
+
+    def __init__(self, real: Callable[..., Awaitable[Any]], times: int, error: Exception):
+        self.real, self.times, self.error, self.failures = real, times, error, 0
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures < self.times:
+            self.failures += 1
+            raise self.error
+        return await self.real(*args, **kwargs)
+
+
 async def test_an_unexpected_error_while_placing_is_logged_with_its_attempt(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -662,17 +675,7 @@ async def test_an_unexpected_error_while_placing_is_logged_with_its_attempt(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
     calls = client.app[CALLS]
-    real_place = calls.place
-    failures = 0
-
-    async def broken(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failures
-        failures += 1
-        if failures == 1:
-            raise RuntimeError("a defect (test)")
-        return await real_place(*args, **kwargs)
-
-    calls.place = broken
+    calls.place = FailingFirst(calls.place, 1, RuntimeError("a defect (test)"))
     created = await create(
         client, {"name": "defect", "recipients": [{"phone_number": us(1, "7700")}]}
     )
@@ -1114,21 +1117,13 @@ async def test_a_database_failing_a_calls_end_for_its_campaign_is_one_line(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
     store = client.app[STORE]
-    real_finish = store.finish_call_attempt
-    failures = 0
-
-    async def flaky(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failures
-        if failures < 4:
-            failures += 1
-            raise DatabaseError("database unreachable (ConnectionDoesNotExistError)")
-        return await real_finish(*args, **kwargs)
-
+    unreachable = DatabaseError("database unreachable (ConnectionDoesNotExistError)")
+    flaky = FailingFirst(store.finish_call_attempt, 4, unreachable)
     store.finish_call_attempt = flaky
     recipients = [{"phone_number": us(n, "7700")} for n in range(3)]
     created = await create(client, {"name": "flaky end", "recipients": recipients})
     campaign = await wait_status(client, created["campaign_id"], "completed", timeout=30)
-    assert campaign["counts"]["completed"] == 3 and failures == 4
+    assert campaign["counts"]["completed"] == 3 and flaky.failures == 4
     said = [r for r in caplog.records if "in subscriber campaigns" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]  # once a minute, not per try
     assert said[0].levelname == "ERROR" and said[0].exc_info is None
