@@ -443,6 +443,7 @@ async def test_lists_being_parsed_hold_up_no_call(
         resp = await client.post(
             "/campaigns", params={"name": "x"}, data=CSV_BODY, headers=CSV_HEADERS
         )
+        await resp.read()  # its connection back to the pool, not left to the teardown
         return resp.status
 
     uploads = [asyncio.ensure_future(upload()) for _ in range(10)]  # more than its threads

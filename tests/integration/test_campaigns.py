@@ -542,6 +542,13 @@ async def test_a_number_listed_while_its_call_is_being_placed_is_not_dialled(
     sandbox.faults.clear()
     again = await client.post("/calls/outbound", json=body, headers={"Idempotency-Key": "listed-1"})
     assert again.status == 200 and "Idempotent-Replay" not in again.headers
+    call_id = (await again.json())["call_id"]
+
+    async def settled() -> bool:  # before the app stops: no webhook in flight at its teardown
+        call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+        return bool(call["status"] == "completed")
+
+    await wait_for(settled, timeout=20)
 
 
 async def test_a_mexican_mobile_in_its_old_form_is_one_number_for_the_list_and_calls(
