@@ -559,17 +559,25 @@ async def test_a_stop_after_a_failed_start_pass_dates_an_earlier_runs_calls_as_t
 
 
 async def test_a_call_whose_agent_died_is_ended_by_the_server(
-    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+    start_app_on_each_database: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The agent's process died mid-call (0666): its participant left, the room stayed, and
     LiveKit would keep the callee on the line in silence (here a minute) until they hang up
     or max_duration_s. The server ends it 5 s (scaled) after the agent left, with a reason."""
     scale = 0.05
-    client = await start_app(sandbox_time_scale=scale)
+    client = await start_app_on_each_database(sandbox_time_scale=scale)
     call_id = await place(client, "+14155550666")
     call = await wait_final(client, call_id)
     assert (call["status"], call["reason"]) == ("completed", AGENT_GONE)
     assert call["talk_s"] < CALLEE_WAITS_IN_SILENCE_S * scale / 2  # not the callee's hang-up
+
+    async def room_finished() -> bool:  # the room deleted after the call was settled
+        shown = await (await client.get(f"/calls/{call_id}")).json()
+        return any(e["event"] == "room_finished" for e in shown["timeline"])
+
+    await wait_for(room_finished, timeout=10)
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert (call["status"], call["reason"]) == ("completed", AGENT_GONE)  # unchanged by it
     events = [e["event"] for e in call["timeline"]]
     assert events.index("agent_gone") < events.index("room_finished")
     assert call_id not in client.app[SANDBOX].rooms  # the line is down

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import secrets
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from common.contracts import OUTCOME_FAILED, RoomMetadata
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import config_forgets
+from tests.helpers import config_forgets, wait_for
 
 Client = TestClient[Any, Any]
 PATH = "/webhooks/livekit"
@@ -375,8 +376,20 @@ async def test_an_agent_leaving_a_live_call_ends_it_unless_the_call_ends_anyway(
         events.append(event_json("room_finished", call_id))
     for body in events:
         assert await post(client, body, sign(body)) == 200
-    await asyncio.sleep(0.6)  # past the grace
-    shown = await (await client.get(f"/calls/{call_id}")).json()
+
+    async def shown_now() -> dict[str, Any]:
+        call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+        return call
+
+    if reason == AGENT_GONE:  # settled once the grace is over
+        await wait_for(lambda: _is_final(shown_now()), timeout=10)
+    else:
+        await asyncio.sleep(0.6)  # well past the grace: nothing done
+    shown = await shown_now()
     assert (shown["status"], shown["reason"]) == (status, reason)
     gone = [e for e in shown["timeline"] if e["event"] == "agent_gone"]
     assert len(gone) == (1 if reason == AGENT_GONE else 0)
+
+
+async def _is_final(shown: Awaitable[dict[str, Any]]) -> bool:
+    return (await shown)["status"] in ("completed", "failed", "voicemail")
