@@ -508,11 +508,17 @@ class Settings:
         return self.sandbox_owner
 
     @property
+    def time_scale(self) -> float:
+        """What the calls' simulated delays are multiplied by: the embedded sandbox's
+        SANDBOX_TIME_SCALE, 1 on a real LiveKit."""
+        return self.sandbox_time_scale if self.uses_sandbox else 1.0
+
+    @property
     def sandbox_stretch(self) -> float:
         """How many times its limits a call may take: the embedded sandbox's time scale when
         it slows calls down (SANDBOX_TIME_SCALE=50 "to watch slowly": its calls were settled
         "no final event" while it still played them), else 1."""
-        return max(1.0, self.sandbox_time_scale) if self.uses_sandbox else 1.0
+        return max(1.0, self.time_scale)
 
     @property
     def sandbox_owner(self) -> str:

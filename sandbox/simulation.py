@@ -213,12 +213,16 @@ class CallSimulation:
             actions += [(t.at_s, functools.partial(agent.said, t)) for t in script]
         return sorted(actions, key=lambda item: item[0])
 
+    @property
+    def _agent_identity(self) -> str:
+        return f"agent-{self.call_id}"
+
     def _agent_participant(self) -> ParticipantInfo:
         """Our agent's participant, shown only where it matters (the agent_dies scenario):
         the other scenarios keep to the six webhooks a call's callee makes happen."""
         return ParticipantInfo(
             sid=new_id("PA_"),
-            identity=f"agent-{self.call_id}",
+            identity=self._agent_identity,
             kind=ParticipantInfo.AGENT,
             joined_at=now_ms() // 1000,
             joined_at_ms=now_ms(),
@@ -227,7 +231,7 @@ class CallSimulation:
     def _agent_dies(self) -> None:
         """Our agent's process dies: its participant leaves the room, which goes on with the
         callee in it; its reports already queued go, and no more."""
-        self.registry.leave(self.room, f"agent-{self.call_id}", DisconnectReason.SIGNAL_CLOSE)
+        self.registry.leave(self.room, self._agent_identity, DisconnectReason.SIGNAL_CLOSE)
         agent, self.agent = self.agent, None
         if agent is not None:
             agent.retire()

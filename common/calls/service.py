@@ -207,10 +207,13 @@ AGENT_GONE_KIND = "agent_gone"
 AGENT_GONE_GRACE_S = 5.0
 
 
+_ended_agent_gone = _over_unheard(AGENT_GONE, _failed(AGENT_GONE))
+
+
 def _agent_gone(state: CallState) -> Change | None:
     """The agent left a room that is still there: ended as its room_finished would end an
     answered call, for AGENT_GONE; failed if nobody answered (the phone may still ring)."""
-    return None if state.room_finished else _over_unheard(AGENT_GONE, _failed(AGENT_GONE))(state)
+    return None if state.room_finished else _ended_agent_gone(state)
 
 
 def _agent_left(event: RoomEvent) -> bool:
@@ -788,10 +791,9 @@ class CallService:
         callee hangs up or `max_duration_s`. Unless the room finished, or the callee left,
         within AGENT_GONE_GRACE_S, the call is settled (AGENT_GONE) and its room deleted.
         A server that stops meanwhile leaves it to `max_duration_s`, as before."""
-        scale = self.settings.sandbox_time_scale if self.settings.uses_sandbox else 1.0
 
         async def end() -> None:
-            await asyncio.sleep(AGENT_GONE_GRACE_S * scale)
+            await asyncio.sleep(AGENT_GONE_GRACE_S * self.settings.time_scale)
             try:
                 call = await self.store.get_call(call_id, with_timeline=False)
                 if call is None or call.is_final or call.callee_left_at is not None:

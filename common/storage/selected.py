@@ -27,5 +27,5 @@ async def open_store(settings: Settings, *, migrate: bool = True) -> SqlCallStor
             settings.calls_db_path, instance=settings.instance_name, migrate=migrate
         )
     store.lease_s = settings.claim_lease_s
-    store.sandbox_time_scale = settings.sandbox_time_scale if settings.uses_sandbox else 1.0
+    store.sandbox_time_scale = settings.time_scale
     return store

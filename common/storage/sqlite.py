@@ -262,14 +262,18 @@ class SqliteCallStore(SqlCallStore):
             raise
         self._conn = conn
 
+    def _identity_now(self) -> tuple[int, int] | None:
+        """The identity of the file at `path` now; None if it is not there."""
+        try:
+            return _file_identity(self.path)
+        except OSError:
+            return None
+
     def _still_ours(self) -> None:
         """The file at `path` is still the one we opened. Deleted (or replaced) under a
         running server, SQLite goes on writing to the unlinked file: every call placed after
         that would be gone at the next start. One stat per write transaction (~1 µs)."""
-        try:
-            identity = _file_identity(self.path)
-        except OSError:
-            identity = None
+        identity = self._identity_now()
         if identity != self._identity:
             error = DatabaseGone(
                 f"{self.path} was {'removed' if identity is None else 'replaced'} under the"
@@ -371,21 +375,16 @@ class SqliteCallStore(SqlCallStore):
         call took 75-145 ms at 1,000,000 calls, and on the one database thread every write
         queued behind it (a call's intake, its webhooks) waited that long. SQLite lets go of
         the GIL while it steps, and WAL lets a reader run beside the writer; the reader sees
-        what was committed when it started, as a read on the first connection would. An
-        in-memory database has one connection only, and a file removed or replaced under
-        the server can no longer be opened again: their counts stay on the first one."""
+        what was committed when it started, as a read on the first connection would. A file
+        removed or replaced under the server can no longer be opened again: its counts stay
+        on the first connection, as its other reads do. (`:memory:` is refused at open.)"""
         if self._counter is None:
-            if self._closing or str(self.path) == ":memory:" or not self._same_file():
+            opened = self._identity
+            if self._closing or opened is None or self._identity_now() != opened:
                 return await self._run(program, write=False)
             self._counter = _Worker("calls-db-counts")
         result: T = await self._submit_to(self._counter, self._count_sync, program)
         return result
-
-    def _same_file(self) -> bool:
-        try:
-            return _file_identity(self.path) == self._identity
-        except OSError:
-            return False
 
     def _count_sync(self, program: Program[T]) -> T:
         if self._counter_conn is None:  # read-only: a file removed meanwhile is not made anew
