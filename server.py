@@ -269,8 +269,15 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
             url = settings.livekit_url
         app[LIVEKIT_URL] = url
         lkapi = create_client(settings, url, session)
+        sender = app.get(WEBHOOKS)
         app[CALLS] = CallService(
-            settings, app[CONFIG], app[STORE], lkapi, app[METRICS], app[EVENTS]
+            settings,
+            app[CONFIG],
+            app[STORE],
+            lkapi,
+            app[METRICS],
+            app[EVENTS],
+            wake_deliveries=None if sender is None else sender.wake,
         )
         check = None
         if sandbox is None:

@@ -109,6 +109,9 @@ class NewCall:
     """The server (Settings.sandbox_owner) whose embedded sandbox the call's room is in; None
     on a real LiveKit. That room ends with that server's process, and no webhook comes for
     it."""
+    hold_deliveries: bool = False
+    """Its customer webhook deliveries wait until its dial has started: a client waits for
+    the answer, and a call refused before its dial is answered an error without its id."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,8 @@ class CallRecord:
     data_erased_at: float | None = None
     webhook_url: str | None = None
     campaign_id: str | None = None
+    deliveries_held: bool = False
+    """Its customer webhook deliveries are not made yet (NewCall.hold_deliveries)."""
 
     @property
     def state(self) -> CallState:
@@ -290,6 +295,7 @@ class Applied:
     before: CallRecord | None = None
     after: CallRecord | None = None
     events: tuple[CallEvent, ...] = ()
+    released: bool = False  # deliveries held until the dial were made (of earlier events)
 
 
 Decide = Callable[[CallState], Change | None]

@@ -371,6 +371,9 @@ class CallService:
     metrics: Metrics
     events: EventDispatcher
     clock: Callable[[], float] = time.time
+    wake_deliveries: Callable[[str], None] | None = None
+    """Tell the customer webhook sender (if any) that a call's deliveries were made outside
+    an event's transaction (held until its dial started; see release_deliveries)."""
     admission: Admission = field(init=False)
     instance: str = field(init=False)
     """This server's embedded sandbox among others on one database (Settings.sandbox_owner:
@@ -477,6 +480,10 @@ class CallService:
             webhook_url=call.webhook_url or self.settings.calls_webhook_url,
             campaign=campaign,
             sandbox_instance=self.instance if self.settings.uses_sandbox else None,
+            # Its client learns its id from the answer: a refusal before the dial answers an
+            # error, and the receiver must not hear of it. A campaign shows each of its calls
+            # (their recipients' attempts), refused ones too: theirs go out as they come.
+            hold_deliveries=campaign is None,
         )
         try:
             applied = await self.store.create_call(
@@ -573,7 +580,9 @@ class CallService:
         self.metrics.calls_placed.labels(result="placed").inc()
         detail = {"dispatch_id": dispatch_id, "participant_id": placed.participant_id}
         try:
-            applied = await self._settle(call_id, "dialed", lambda _state: None, detail=detail)
+            applied = await self._settle(
+                call_id, "dialed", lambda _state: None, detail=detail, dial_taken=True
+            )
         except DatabaseError as exc:
             logger.error(
                 "call %s is dialing but its dial details were not recorded: %s", call_id, exc
@@ -829,6 +838,7 @@ class CallService:
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
+        dial_taken: bool = False,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
@@ -842,9 +852,16 @@ class CallService:
             only_if_changed=only_if_changed,
             ended_at=ended_at,
             event_at=event_at,
+            dial_taken=dial_taken,
         )
-        self.events.publish(applied.events)
+        self._publish(call_id, applied)
         return applied
+
+    def _publish(self, call_id: str, applied: Applied) -> None:
+        """A committed change's events, and the news of deliveries held until its dial."""
+        self.events.publish(applied.events)
+        if applied.released and self.wake_deliveries is not None:
+            self.wake_deliveries(call_id)
 
     async def _forget_config_if_present(self, call_id: str, why: str) -> None:
         # Missing (loading would create it), or no file (a directory: nothing was written to
@@ -990,7 +1007,7 @@ class CallService:
         for report, applied in zip(reports, results, strict=True):
             if applied.unknown_call:
                 raise UnknownCall(report.call_id)
-            self.events.publish(applied.events)
+            self._publish(report.call_id, applied)
             if applied.change is not None:
                 logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
         return results
@@ -1258,7 +1275,7 @@ class CallService:
     async def _settle_never_dialled(self, call_id: str) -> None:
         """Settled and released in one transaction, unless its dial was marked meanwhile."""
         applied = await self.store.settle_never_dialled(call_id, _never_dialled)
-        self.events.publish(applied.events)
+        self._publish(call_id, applied)
 
     async def prune_config(self) -> int:
         """Drop config.json records of calls that are over or unknown to the database.

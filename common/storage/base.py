@@ -229,13 +229,16 @@ class CallStore(CampaignStore, Protocol):
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
+        dial_taken: bool = False,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
         entry and its outbox events. `room_finished` / `callee_left`: the event says the room
         / the callee's leg is gone (kept as a time, the first one). `only_if_changed`: no
         timeline entry when the decision changes nothing (a request that lost a race).
         `ended_at`: when a final decision's call ended, if known to be before now.
-        `event_at`: when the event happened by its sender (a late webhook's createdAt)."""
+        `event_at`: when the event happened by its sender (a late webhook's createdAt).
+        `dial_taken`: LiveKit took the call's dial: the customer deliveries a call placed through
+        the API held until then are made (Applied.released)."""
         ...
 
     async def start_dial(self, call_id: str) -> CallRecord | None: ...

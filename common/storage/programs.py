@@ -149,6 +149,7 @@ def row_to_call(
         data_erased_at=row["data_erased_at"],
         webhook_url=row["webhook_url"],
         campaign_id=row["campaign_id"],
+        deliveries_held=bool(row["deliveries_held"]),
     )
 
 
@@ -272,8 +273,8 @@ def create_call(
     rows = yield Query(
         "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
         " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client,"
-        " webhook_url, campaign_id, sandbox_instance)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " webhook_url, campaign_id, sandbox_instance, deliveries_held)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             call.call_id,
             call.phone_number,
@@ -290,6 +291,7 @@ def create_call(
             call.webhook_url,
             call.campaign.campaign_id if call.campaign else None,
             call.sandbox_instance,
+            int(call.hold_deliveries and call.webhook_url is not None),
         ),
     )
     if call.campaign is not None:  # the attempt learns its call with the call's own row
@@ -360,7 +362,8 @@ _LISTED_COLUMNS = (
     "call_id, phone_number, caller_name, language, emotion, status, outcome, reason, answered,"
     " hangup_requested, created_at, answered_at, ended_at, updated_at, ringing_timeout_s,"
     " max_duration_s, room_finished_at, callee_left_at, dial_started_at, sandbox_instance, amd,"
-    " ended_by, data_erased_at, webhook_url, campaign_id, NULL AS config, NULL AS report"
+    " ended_by, data_erased_at, webhook_url, campaign_id, deliveries_held, NULL AS config,"
+    " NULL AS report"
 )
 
 
@@ -420,13 +423,16 @@ def apply(
     ended_at: float | None = None,
     event_at: float | None = None,
     sandbox_time_scale: float = 1.0,
+    dial_taken: bool = False,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change.
     `ended_at`, likewise, when a final decision's moment is known to be earlier than now;
     without it a final decision's call ended when its callee left or its room finished, if
     that was said before now. `event_at`: when the event happened, by its sender's clock in
-    whole seconds (LiveKit's createdAt), for an event that arrives late."""
+    whole seconds (LiveKit's createdAt), for an event that arrives late. `dial_taken`: LiveKit
+    took the call's dial, so the deliveries it held until then are made (release_deliveries)
+    even if nothing changes."""
     if event_id is not None:
         seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
         if seen:
@@ -449,6 +455,9 @@ def apply(
     if not rows:
         return Applied(unknown_call=True)
     before = row_to_call(rows[0])
+    released = False
+    if dial_taken:
+        before, released = yield from release_deliveries(before, now)
     change = decide(before.state)
     after = before
     events: tuple[CallEvent, ...] = ()
@@ -509,7 +518,7 @@ def apply(
             detail,
             now,
         )
-    return Applied(change=change, before=before, after=after, events=events)
+    return Applied(change=change, before=before, after=after, events=events, released=released)
 
 
 # How late an event's own time may be and still stand for when it happened: LiveKit retries
@@ -600,6 +609,9 @@ def _add_events(
     """The outbox rows for `types`, held by this transaction's server (`holder`) for `lease_s`."""
     if not types:
         return ()
+    # A new event of a dialled call: what its placing held back goes first (in case the
+    # transaction that says it was dialled failed).
+    after, _ = yield from release_deliveries(after, now)
     data = event_data(after)
     encoded = dumps(data)
     previous = from_status.value if from_status else None
@@ -612,9 +624,35 @@ def _add_events(
         )
         event_id = int(rows[0]["id"])
         events.append(CallEvent(event_id, after.call_id, event_type, data, now, previous))
-        if after.webhook_url:  # its customer delivery, in the same transaction as the event
+        if after.webhook_url and not after.deliveries_held:  # in the event's transaction
             yield from add_delivery(event_id, after.call_id, after.webhook_url, now)
     return tuple(events)
+
+
+def release_deliveries(call: CallRecord, now: float) -> Program[tuple[CallRecord, bool]]:
+    """Make the customer deliveries of a call's events so far, held while its placing was
+    undecided (NewCall.hold_deliveries), once LiveKit took its dial (`apply(dial_taken=True)`),
+    or with its first event after its dial started (a dial that may have rung, a hang-up
+    before it): in a transaction that holds its row, so they are made once and precede those
+    of its later events. A call never dialled keeps them unmade for good: its
+    client was answered an error without its id (LiveKit unreachable, its number listed
+    meanwhile, its server stopped before the dial), and a receiver would be told of a call
+    it never placed. The call as it is now, and whether any delivery was made."""
+    if not call.deliveries_held or call.dial_started_at is None:
+        return call, False
+    rows = yield Query(
+        "UPDATE calls SET deliveries_held = 0 WHERE call_id = ? AND deliveries_held = 1"
+        " RETURNING webhook_url",
+        (call.call_id,),
+    )
+    call = replace(call, deliveries_held=False)
+    url = rows[0]["webhook_url"] if rows else None
+    if not url:
+        return call, False
+    events = yield Query("SELECT id FROM outbox WHERE call_id = ? ORDER BY id", (call.call_id,))
+    for event in events:
+        yield from add_delivery(int(event["id"]), call.call_id, url, now)
+    return call, bool(events)
 
 
 GONE_EARLIER = "the receiver answered 410 Gone to an earlier event"
@@ -1195,7 +1233,9 @@ def record_report(
         events = yield from _add_events(
             (CALL_REPORT,), Status(call["status"]), applied.after, now, lease_s, holder
         )
-        return Applied(before=applied.before, after=applied.after, events=events)
+        return Applied(
+            before=applied.before, after=applied.after, events=events, released=applied.released
+        )
     return Applied()  # a turn: stored, read back with the call
 
 

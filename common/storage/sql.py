@@ -120,6 +120,7 @@ class SqlCallStore(CampaignMethods):
         only_if_changed: bool = False,
         ended_at: float | None = None,
         event_at: float | None = None,
+        dial_taken: bool = False,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -137,6 +138,7 @@ class SqlCallStore(CampaignMethods):
             sandbox_time_scale=self.sandbox_time_scale,
             ended_at=ended_at,
             event_at=event_at,
+            dial_taken=dial_taken,
         )
         try:
             return await self._run(program, write=True)

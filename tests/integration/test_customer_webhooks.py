@@ -29,6 +29,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from common.notify import deliveries
 from common.storage.base import DatabaseError
 from handlers.keys import EVENTS, STORE, WEBHOOKS
+from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES, serving, serving_posts, wait_for
@@ -229,6 +230,64 @@ async def test_webhook_ids_do_not_repeat_across_databases(
         assert all(
             r.webhook_id.startswith(f"msg_{call_id}_") for r in receiver.got if r.call_id == call_id
         )
+
+
+async def test_a_call_refused_before_its_dial_tells_the_receiver_nothing(
+    start_app_on_each_database: AppFactory, receivers: Any
+) -> None:
+    """A call recorded and then refused before anyone was dialled (LiveKit unreachable at
+    the dispatch or at the dial: 503; its number listed while it was placed: 422) was
+    answered an error without its id, yet its receiver got its call.dialing and call.ended:
+    a call it never placed. None of its events is delivered or left pending; its row stays
+    for operators. A dial that may have rung (486 Busy: 502) is reported: a person was
+    called. A campaign's refused calls are reported as before (their recipient shows them)."""
+    receiver = await receivers()
+    client = await webhook_app(start_app_on_each_database, receiver.url, sandbox_time_scale=0.0)
+    sandbox = client.app[SANDBOX]
+    down = TwirpError("unavailable", "restarting")
+    sandbox.inject("CreateDispatch", error=down, times=1)
+    assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
+    sandbox.inject("CreateSIPParticipant", error=down, times=1)
+    assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[1])).status == 503
+    sandbox.inject("CreateDispatch", delay_s=0.5, times=1)
+    listed = {"phone_number": "+14155557705"}
+    placing = asyncio.create_task(client.post("/calls/outbound", json=listed))
+    await asyncio.sleep(0.2)  # recorded, its dispatch on its way
+    assert (await client.post("/dnc", json={"numbers": [listed["phone_number"]]})).ok
+    assert (await placing).status == 422
+    refused = [c["call_id"] for c in (await (await client.get("/calls")).json())["calls"]]
+    busy = {"sip_status_code": "486", "sip_status": "Busy Here"}
+    sandbox.inject(
+        "CreateSIPParticipant", error=TwirpError("resource_exhausted", "486", busy), times=1
+    )
+    assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[2])).status == 502
+    rang = (await (await client.get("/calls?limit=1")).json())["calls"][0]["call_id"]
+    placed = await place(client, {"phone_number": "+14155557702"})
+    await settle(client)
+    assert len(refused) == 3 and {rang, placed}.isdisjoint(refused)
+    for call_id in refused:
+        shown = await (await client.get(f"/calls/{call_id}")).json()
+        assert shown["status"] == "failed" and shown["timeline"], shown
+        assert await (await client.get(f"/calls/{call_id}/deliveries")).json() == {"deliveries": []}
+    assert {r.call_id for r in receiver.got} == {rang, placed}
+    assert receiver.types(rang) == ["call.dialing", "call.ended"]
+    assert receiver.types(placed)[0] == "call.dialing"
+    assert await client.app[STORE].count_pending_deliveries() == 0
+
+
+async def test_a_calls_first_event_goes_out_as_soon_as_livekit_took_its_dial(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """call.dialing is held until the dial is taken (above), and then sent at once: not
+    with the call's next event, or the sender's idle look 30 s later."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url, sandbox_time_scale=1.0)
+    call_id = await place(client, {"phone_number": "+14155550480", "ringing_timeout_s": 5})
+    await wait_until(lambda: bool(receiver.types(call_id)))
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] == "dialing"  # the sandbox dials for 1 s before it rings
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+    await settle(client)
 
 
 async def test_a_calls_own_webhook_url_wins(start_app: AppFactory, receivers: Any) -> None:
