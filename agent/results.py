@@ -118,6 +118,9 @@ class CallEnd:
         self.answered = False
         self.agent_hung_up = False
         self.failed = False  # the agent failed (an error closed its session, or the job's)
+        # The outcome the agent decided and put on the room (voicemail): a failure after it
+        # does not overwrite it with `failed`.
+        self.outcome: str | None = None
         self.sip_disconnect_reason: int | None = None
         self.room_disconnect_reason: int | None = None
 

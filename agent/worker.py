@@ -138,6 +138,8 @@ class JobCallControl:
         self._sender.do_not_call(time.time())
 
     async def set_outcome(self, outcome: str) -> None:
+        if self._end is not None:  # decided, even if LiveKit does not take it now
+            self._end.outcome = outcome
         await record_outcome(self._ctx, self._room_name, outcome)
 
     async def hang_up(self) -> None:
@@ -162,12 +164,19 @@ async def record_outcome(
     logger.info("call %s: room metadata outcome=%s", room_name, outcome)
 
 
-async def fail_call(ctx: JobContext, room_name: str, reason: str) -> bool:
+async def fail_call(
+    ctx: JobContext, room_name: str, reason: str, decided: str | None = None
+) -> bool:
     """End the call as failed: the reason recorded on the room, then the room deleted
     (`end_room`). The server settles the call with that reason: `failed` if nobody answered
-    (not `no_answer`), `completed` if somebody did (not without a word of why)."""
+    (not `no_answer`), `completed` if somebody did (not without a word of why). An outcome
+    the agent `decided` before it failed (voicemail: a machine answered) stays the outcome,
+    the failure its reason: recorded as `failed`, the call ended failed (or completed) though
+    the voicemail was reached, and a campaign retrying failures called again."""
+    if decided is not None:
+        logger.info("call %s: keeping the outcome %s it had before it failed", room_name, decided)
     try:
-        await record_outcome(ctx, room_name, OUTCOME_FAILED, reason)
+        await record_outcome(ctx, room_name, decided or OUTCOME_FAILED, reason)
     except Exception as exc:  # the hang-up matters more than the outcome
         logger.warning(
             "call %s: could not record its failure on the room (%s: %s)",
@@ -382,7 +391,8 @@ async def entrypoint(ctx: JobContext) -> None:
         # key, the session, the network), leave nobody on the line with silence.
         logger.exception("call %s: the agent failed; hanging up", call_id)
         job.end.failed = True
-        await fail_call(ctx, room_name, f"the agent failed: {failure_name(exc)}")
+        reason = f"the agent failed: {failure_name(exc)}"
+        await fail_call(ctx, room_name, reason, job.end.outcome)
         ctx.shutdown(reason="the agent failed")
 
 
@@ -471,7 +481,8 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
         logger.error(
             "call %s: the session closed on an error (%s); the call ends", job.call_id, what
         )
-        ending = fail_call(ctx, job.call_id, f"the agent's session failed: {what}")
+        reason = f"the agent's session failed: {what}"
+        ending = fail_call(ctx, job.call_id, reason, job.end.outcome)
     else:  # the callee left, or the call was ended already: the room goes, as cleanup
         ending = _delete_room_once(ctx, job.call_id)
     if job.hang_up is None:

@@ -585,6 +585,32 @@ async def test_a_session_closed_by_an_error_hangs_up_even_if_deleting_fails_once
     assert "deleting its room failed (unavailable: try later); trying again" in caplog.text
 
 
+async def test_an_agent_failing_after_it_found_voicemail_keeps_the_voicemail_outcome() -> None:
+    """A machine answered and the agent said so (its tool, or the detector's verdict: the
+    room's outcome `voicemail`), then a provider's error closed the session while it left
+    its message: the failure wrote `failed` over it, and the call ended failed (or completed)
+    though the voicemail was reached. The outcome stays; the failure is its reason."""
+    ctx = FakeJobContext(make_job("call-m"))
+    job = worker._Job(
+        "call-m", ReportSender(None, "call-m", KEY, SECRET), TranscriptRecorder(print)
+    )
+    job.end.answered = True
+    control = JobCallControl(cast(JobContext, ctx), "call-m", job.end, job.sender)
+    await control.set_outcome("voicemail")
+    failure = APIStatusError("overloaded", status_code=529)
+    error = TTSError(timestamp=0.0, label="tts", error=failure, recoverable=False)
+    worker._session_closed(
+        cast(JobContext, ctx), job, CloseEvent(reason=CloseReason.ERROR, error=error)
+    )
+    assert job.hang_up is not None
+    await asyncio.wait_for(job.hang_up, 10)
+    assert ctx.deleted_rooms == ["call-m"]
+    last = RoomMetadata.parse(ctx.api.room.metadata_updates[-1].metadata)
+    reason = "the agent's session failed: tts APIStatusError 529"
+    assert last == RoomMetadata(outcome="voicemail", reason=reason)
+    assert job.end.ended_by() == "system"
+
+
 async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
     settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
