@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from aiohttp import web
 
 from common.livekit.client import LiveKitError, check_reachable
 from common.metrics import DatabaseCounts
+from common.repeats import Repeats
 from common.storage.base import DatabaseError
 from handlers.errors import json_error
 from handlers.http import Reply, RouteDoc, add_route, json_answer
 from handlers.keys import CALLS, CONFIG, METRICS, SETTINGS, STORE
 from handlers.schemas import Ok
+
+logger = logging.getLogger(__name__)
 
 # Each probe's bound; the three run at once, so /readyz answers within it (a load balancer's
 # probe gives up after a few seconds; a LiveKit request's own bound is 10 s).
@@ -60,6 +67,7 @@ class SharedCheck(Generic[T]):
 
 
 READINESS = web.AppKey("readiness", SharedCheck[Failures])
+NOT_READY_SAID = web.AppKey("not_ready_said", Repeats)  # each component's failure, a minute
 COUNTS = web.AppKey("database_counts", SharedCheck[DatabaseCounts])
 
 
@@ -72,7 +80,38 @@ async def readyz(request: web.Request) -> web.Response:
     return json_answer(Ok())
 
 
+# An absolute path left in a message once the known ones are named (its last part is kept).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/:;,'\"()]+/)*([^\s/:;,'\"()]+)/?")
+
+
+def without_paths(text: str, files: Iterable[Path]) -> str:
+    """`text` as an answer without a token may show it: each of `files` named by its file
+    name (its directory as "<name>'s directory"), any other absolute path by its last part.
+    /readyz named config.json's absolute path (a user's home, a mount), and any web page can
+    read it through a name re-pointed at 127.0.0.1: the log line says it in full."""
+    named: dict[str, str] = {}
+    for file in files:
+        for form in {str(file), os.path.abspath(file), os.path.realpath(file)}:
+            named[form] = file.name
+            named[os.path.dirname(form)] = f"{file.name}'s directory"
+    for path in sorted(named, key=len, reverse=True):  # a file before its directory
+        if path not in ("", "/"):
+            text = text.replace(path, named[path])
+    return _ABSOLUTE_PATH.sub(r"…/\1", text)
+
+
 async def _check(app: web.Application) -> Failures:
+    failures = await _probe(app)
+    settings = app[SETTINGS]
+    files = (settings.config_path, app[CONFIG].target, settings.calls_db_path)
+    for failure in failures:
+        if (more := app[NOT_READY_SAID].due(failure["component"])) is not None:
+            logger.warning("not ready: %s: %s%s", failure["component"], failure["error"], more)
+        failure["error"] = without_paths(failure["error"], files)
+    return failures
+
+
+async def _probe(app: web.Application) -> Failures:
     settings = app[SETTINGS]
 
     async def database() -> dict[str, str] | None:
@@ -88,7 +127,7 @@ async def _check(app: web.Application) -> Failures:
             await asyncio.wait_for(app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
-            return {"component": "config", "error": f"{settings.config_path}: {error}"}
+            return {"component": "config", "error": f"{_config_part(app, exc)}: {error}"}
         return None
 
     async def livekit() -> dict[str, str] | None:
@@ -104,6 +143,16 @@ async def _check(app: web.Application) -> Failures:
         return None
 
     return [f for f in await asyncio.gather(database(), config(), livekit()) if f]
+
+
+def _config_part(app: web.Application, exc: BaseException) -> str:
+    """What the probe's failure is about: config.json, or its directory (the probe's own
+    file, the writers' lock: the directory takes no new file)."""
+    store = app[CONFIG]
+    failed = exc.filename if isinstance(exc, OSError) else None
+    if isinstance(failed, str) and failed not in (str(store.path), str(store.target)):
+        return os.path.dirname(failed) or "."
+    return str(store.path)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -122,6 +171,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[READINESS] = SharedCheck[Failures](app[SETTINGS].readyz_reuse_s)
+    app[NOT_READY_SAID] = Repeats()
     app[COUNTS] = SharedCheck[DatabaseCounts](app[SETTINGS].metrics_reuse_s)
     add_route(
         app,

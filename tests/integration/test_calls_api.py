@@ -460,7 +460,7 @@ async def test_readyz_names_a_config_path_that_is_no_file(
     (detail,) = (await ready.json())["details"]
     assert detail == {
         "component": "config",
-        "error": f"{missing}: not a regular file (a directory, a device, a FIFO or a socket)",
+        "error": "config.json: not a regular file (a directory, a device, a FIFO or a socket)",
     }
     # A call refused for it says so in its lines, and no removal of a record it never had
     # fails after them (four ERROR lines for one call).

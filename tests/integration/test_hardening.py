@@ -220,8 +220,11 @@ async def quiet_app_with(start_app: AppFactory, **overrides: Any) -> Client:
 
 
 async def test_readyz_fails_when_config_json_cannot_be_written(
-    start_app: AppFactory, tmp_path: Path
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """/readyz needs no token, and any web page can read it (a name re-pointed at
+    127.0.0.1): it says what is wrong without the server's absolute paths (it named
+    config.json's); the log line names them in full, for the operator."""
     blocker = tmp_path / "not-a-directory"
     client = await start_app(config_path=blocker / "config.json")
     assert (await client.get("/readyz")).status == 200
@@ -233,8 +236,12 @@ async def test_readyz_fails_when_config_json_cannot_be_written(
     blocker.write_text("a file where config.json's directory should be")
     resp = await client.get("/readyz")
     assert resp.status == 503
+    body = await resp.text()
+    assert str(tmp_path) not in body and "not-a-directory" not in body
     details = (await resp.json())["details"]
-    assert [d["component"] for d in details] == ["config"]
+    assert details == [{"component": "config", "error": "config.json: Not a directory"}]
+    (said,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("not ready")]
+    assert said.startswith(f"not ready: config: {blocker}") and said.endswith("Not a directory")
     # ... and indeed a call cannot be placed:
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
 
@@ -281,6 +288,7 @@ async def test_readyz_fails_when_the_database_device_is_all_but_full(
     assert resp.status == 503
     (detail,) = (await resp.json())["details"]
     assert detail["component"] == "database" and "KiB free on its device" in detail["error"]
+    assert detail["error"].startswith("calls.db: ") and "/" not in detail["error"]
     monkeypatch.undo()
     assert (await client.get("/readyz")).status == 200
 

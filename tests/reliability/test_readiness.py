@@ -77,11 +77,14 @@ async def test_config_json_on_a_read_only_file_system_is_not_ready(
         _mount(mount, "remount,ro")  # config.json keeps no file open: the remount goes through
         try:
             not_ready = await _readiness(client)
+            said = await (await client.get("/readyz")).json()  # the verdict given again
             refused = await _call_status(client)
         finally:
             _mount(mount, "remount,rw")
         again = await _readiness(client)
     assert not_ready == (503, ["config"])
+    # What is wrong, without the server's paths (any web page can read /readyz)
+    assert said["details"][0]["error"] == "config.json's directory: Read-only file system"
     assert refused == 503
     assert again == (200, [])
     figures.add(
