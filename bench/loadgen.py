@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import hashlib
 import json
 import sys
@@ -29,6 +30,7 @@ from livekit.protocol.models import ParticipantInfo, Room, TrackInfo, TrackType
 from livekit.protocol.webhook import WebhookEvent
 
 REQUEST_TIMEOUT_S = 30.0
+LIVEKIT_TTL = datetime.timedelta(minutes=5)
 MAX_ERROR_SAMPLES = 5
 
 Request = tuple[bytes, dict[str, str]]
@@ -84,7 +86,8 @@ def signed_webhooks(spec: dict[str, Any], count: int) -> list[Request]:
         event = webhook_event(call_ids[n % len(call_ids)], f"EV_{prefix}{n:07d}", n, created_ms)
         body = json.dumps(MessageToDict(event), separators=(",", ":")).encode()
         digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        token = AccessToken(key, secret).with_sha256(digest).to_jwt()
+        # for 5 minutes, as LiveKit signs: the server refuses an exp hours ahead (the SDK's 6 h)
+        token = AccessToken(key, secret).with_ttl(LIVEKIT_TTL).with_sha256(digest).to_jwt()
         headers = {"Authorization": token, "Content-Type": "application/webhook+json"}
         requests.append((body, headers))
     return requests

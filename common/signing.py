@@ -15,6 +15,8 @@ import datetime
 import hashlib
 import hmac
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -27,6 +29,14 @@ from livekit.api import AccessToken, VideoGrants
 TOKEN_TTL = datetime.timedelta(minutes=5)
 # The clock skew allowed on `exp` and `nbf`, as livekit-api's TokenVerifier allows it.
 LEEWAY = datetime.timedelta(minutes=1)
+# How far ahead a token's `exp` may be. TokenVerifier takes any: a token with `exp` decades
+# ahead, leaked once (a proxy's log, a captured request), could be replayed with its body
+# for as long. LiveKit signs its webhooks for 5 minutes (livekit/protocol's webhook
+# notifiers: SetValidFor(5 * time.Minute)), whatever its retries: an hour is generous.
+WEBHOOK_MAX_AHEAD = datetime.timedelta(hours=1)
+# Our agents (and the sandbox) sign each report attempt afresh for TOKEN_TTL: 5 minutes more
+# leaves room for an agent's clock ahead of the server's.
+REPORT_MAX_AHEAD = TOKEN_TTL + datetime.timedelta(minutes=5)
 
 
 class Unverified(Exception):
@@ -111,14 +121,26 @@ class BodyVerifier:
     issuer = our API key, `exp` required and checked, `nbf`, a minute of leeway), made with
     PyJWT directly: TokenVerifier also turns every grant type into claims objects, which cost
     a third of a check, and we read one claim besides the body hash (the video grant's room).
+    Beyond TokenVerifier, an `exp` more than `max_ahead` from now is refused: no signer of
+    ours makes one (WEBHOOK_MAX_AHEAD, REPORT_MAX_AHEAD).
     """
 
-    def __init__(self, api_key: str, api_secret: str, leeway: datetime.timedelta = LEEWAY) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        leeway: datetime.timedelta = LEEWAY,
+        *,
+        max_ahead: datetime.timedelta = WEBHOOK_MAX_AHEAD,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not api_key or not api_secret:
             raise ValueError("api_key and api_secret must be set")
         self._api_key = api_key
         self._api_secret = api_secret
         self._leeway_s = leeway.total_seconds()
+        self._max_ahead = max_ahead
+        self._clock = clock
         # PyJWT's own decode, with HS256 swapped for one that prepared our secret already.
         self._jwt = jwt.PyJWT()
         self._jwt._jws.unregister_algorithm("HS256")
@@ -145,6 +167,12 @@ class BodyVerifier:
             )
         except Exception as exc:  # PyJWT raises many types; any of them means "not verified"
             raise Unverified(f"token rejected ({type(exc).__name__})") from None
+        # PyJWT checked that int() takes it, as it reads it
+        if int(claims["exp"]) - self._clock() > self._max_ahead.total_seconds():
+            raise Unverified(
+                f"token expires more than {_duration(self._max_ahead)} ahead (its exp is too"
+                " far in the future for any signer of ours)"
+            )
         digest = claims.get("sha256")
         if not isinstance(digest, str) or not digest:
             raise Unverified("token has no sha256 claim (or not a string)")
@@ -158,3 +186,10 @@ class BodyVerifier:
         if not isinstance(video, dict):
             raise Unverified("token's video grant is not an object")
         return SignedBody(room=video.get("room"))
+
+
+def _duration(span: datetime.timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"

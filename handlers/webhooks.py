@@ -15,7 +15,7 @@ from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
 from common.masking import redact
-from common.signing import BodyVerifier, Unverified
+from common.signing import WEBHOOK_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import RETRY_S, HttpError
 from handlers.http import (
@@ -81,7 +81,9 @@ async def livekit_webhook(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    app[VERIFIER] = BodyVerifier(settings.livekit_api_key, settings.livekit_api_secret)
+    app[VERIFIER] = BodyVerifier(
+        settings.livekit_api_key, settings.livekit_api_secret, max_ahead=WEBHOOK_MAX_AHEAD
+    )
     add_route(
         app,
         RouteDoc(

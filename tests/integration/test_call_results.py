@@ -10,6 +10,7 @@ cross-call.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ from livekit.api import AccessToken, VideoGrants
 
 from common.contracts import REPORTS_PATH
 from common.settings import DEV_API_KEY, DEV_API_SECRET
+from common.signing import TOKEN_TTL
 from handlers.keys import CALLS, EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -43,9 +45,14 @@ ANALYSIS = {
 }
 
 
-def report_token(body: bytes, room: str | None, secret: str = DEV_API_SECRET) -> str:
+def report_token(
+    body: bytes,
+    room: str | None,
+    secret: str = DEV_API_SECRET,
+    ttl: datetime.timedelta = TOKEN_TTL,
+) -> str:
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    token = AccessToken(DEV_API_KEY, secret).with_sha256(digest)
+    token = AccessToken(DEV_API_KEY, secret).with_ttl(ttl).with_sha256(digest)
     if room is not None:
         token = token.with_grants(VideoGrants(room=room))
     return token.to_jwt()
@@ -245,6 +252,8 @@ async def test_forged_cross_call_and_unknown_call_reports_change_nothing(
     before = await shown(client, mine)
     forged = "another-secret-that-is-long-enough-0000000000"
     assert await post_report(client, answered(mine), secret=forged) == 401
+    # Well signed, but valid for 6 h (livekit-api's default): our agents sign for 5 min
+    assert await post_report(client, answered(mine), ttl=datetime.timedelta(hours=6)) == 401
     assert await post_report(client, answered(mine), room=None) == 409  # no room grant
     assert await post_report(client, answered(mine), room=other) == 409  # another call's token
     assert await post_report(client, answered("call-000000000000")) == 404

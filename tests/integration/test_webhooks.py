@@ -57,8 +57,11 @@ def event_json(kind: str, room: str, **participant: Any) -> bytes:
 
 
 def sign(body: bytes, key: str = DEV_API_KEY, secret: str = DEV_API_SECRET) -> str:
+    """As LiveKit signs a webhook: valid for 5 minutes (livekit-api's default is 6 h, which
+    the server refuses: further ahead than WEBHOOK_MAX_AHEAD)."""
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    return AccessToken(key, secret).with_sha256(digest).to_jwt()
+    token = AccessToken(key, secret).with_ttl(datetime.timedelta(minutes=5))
+    return token.with_sha256(digest).to_jwt()
 
 
 async def quiet_app(start_app: AppFactory) -> Client:
@@ -115,6 +118,13 @@ def _expired(body: bytes) -> str:
     )
 
 
+def _exp_decades_ahead(body: bytes) -> str:
+    """Valid but for its exp, 30 years ahead: TokenVerifier took it, LiveKit never signs one."""
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    token = AccessToken(DEV_API_KEY, DEV_API_SECRET).with_ttl(datetime.timedelta(days=30 * 365))
+    return token.with_sha256(digest).to_jwt()
+
+
 FORGERIES = {
     "no header": lambda body: None,
     "garbage header": lambda body: "Bearer not.a.jwt",
@@ -123,6 +133,7 @@ FORGERIES = {
     "body changed by one byte": lambda body: sign(body[:-2] + b" }"),
     "expired": _expired,
     "alg none": _alg_none,
+    "exp decades ahead": _exp_decades_ahead,
 }
 
 
@@ -140,6 +151,8 @@ async def test_forged_webhooks_401_and_no_change(
     assert await timeline(client, call_id) == before
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("webhook refused" in w for w in warnings)
+    if forgery == "exp decades ahead":  # the line says why
+        assert any("token expires more than 1 h ahead" in w for w in warnings), warnings
     if auth:
         assert all(auth.removeprefix("Bearer ") not in w for w in caplog.text.splitlines())
 

@@ -19,6 +19,8 @@ from jwt.exceptions import DecodeError
 from livekit.api import TokenVerifier
 
 from common.signing import (
+    REPORT_MAX_AHEAD,
+    TOKEN_TTL,
     BodyVerifier,
     SignedBody,
     Unverified,
@@ -70,7 +72,13 @@ TOKENS: dict[str, Callable[[], str]] = {
     "sha256 not a string": lambda: token(sha256=5),
     "sha256 not base64": lambda: token(sha256="%%%"),
     "another body's sha256": lambda: token(sha256=body_digest(BODY + b" ")),
+    "exp 50 min ahead": lambda: token(exp=int(time.time()) + 50 * 60),
+    "exp decades ahead": lambda: token(exp=int(time.time()) + 30 * 365 * 86400),
 }
+# Where we differ from TokenVerifier on purpose: it takes any `exp` ahead, and a token
+# leaked once would verify (with its body) for decades. LiveKit signs its webhooks for 5
+# minutes; we refuse an `exp` over WEBHOOK_MAX_AHEAD (1 h) away, as 401.
+REFUSED_THOUGH_TOKEN_VERIFIER_TAKES = {"exp decades ahead"}
 
 
 def old_check(header: str, body: bytes) -> str | None:
@@ -101,11 +109,33 @@ def test_the_same_verdict_as_livekit_apis_token_verifier(name: str) -> None:
         expected: SignedBody | None = SignedBody(room=old_check(header, BODY) or None)
     except Unverified:
         expected = None
+    if name in REFUSED_THOUGH_TOKEN_VERIFIER_TAKES:
+        assert expected is not None  # still a difference: TokenVerifier takes it
+        expected = None
     if expected is None:
         with pytest.raises(Unverified):
             verifier.verify(header, BODY)
     else:
         assert verifier.verify(header, BODY) == expected
+
+
+def test_an_exp_further_ahead_than_any_signer_of_ours_makes_is_refused() -> None:
+    """Webhooks: an exp over an hour ahead (LiveKit signs for 5 minutes). Reports: over
+    REPORT_MAX_AHEAD, and never one our agents make, whose clock may run minutes ahead."""
+    webhooks = BodyVerifier(KEY, SECRET)
+    with pytest.raises(Unverified, match="expires more than 1 h ahead"):
+        webhooks.verify(token(exp=int(time.time()) + 3600 + 120), BODY)
+    assert webhooks.verify(token(exp=int(time.time()) + 3600 - 120), BODY).room is None
+    now = time.time()
+    for agent_ahead_s in (0, 60, 180, 240):  # the agent's clock that far ahead of ours
+        reports = BodyVerifier(KEY, SECRET, max_ahead=REPORT_MAX_AHEAD, clock=lambda: now)
+        signed = token(exp=int(now + agent_ahead_s + TOKEN_TTL.total_seconds()))
+        assert reports.verify(signed, BODY) == SignedBody()
+    reports = BodyVerifier(KEY, SECRET, max_ahead=REPORT_MAX_AHEAD)
+    assert reports.verify(sign_body(BODY, KEY, SECRET, room="call-1"), BODY).room == "call-1"
+    for ahead_s in (REPORT_MAX_AHEAD.total_seconds() + 60, 6 * 3600, 10**10):
+        with pytest.raises(Unverified, match="expires more than 10 min ahead"):
+            reports.verify(token(exp=int(time.time() + ahead_s)), BODY)
 
 
 def test_the_room_a_token_covers() -> None:
