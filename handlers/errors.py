@@ -173,6 +173,23 @@ def _repeated_parameter(request: web.Request) -> str | None:
     return None
 
 
+def _refusal(request: web.Request, exc: web.HTTPException) -> str:
+    """aiohttp's own refusals, said so that a client knows what to send instead: a bare "Not
+    Found" or "Method Not Allowed" named neither the path nor the methods it takes (`POST
+    /calls`, `GET /calls/outbound`, `POST /outbound` as the seed's FastAPI route had it)."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        methods = ", ".join(sorted(exc.allowed_methods))
+        return f"{request.method} is not allowed on {_shown(request.path)}; it takes {methods}"
+    if isinstance(exc, web.HTTPNotFound):
+        return f"no route {_shown(request.path)}; every route is listed at /openapi.json"
+    return exc.reason
+
+
+def _shown(path: str) -> str:
+    """A path the client sent, as an error repeats it: quoted, escaped, cut at 80 characters."""
+    return repr(path if len(path) <= 80 else path[:80] + "…")
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _unreadable(request.raw_path):
@@ -198,7 +215,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         allow = exc.headers.get("Allow")
-        return json_error(exc.status, exc.reason, headers={"Allow": allow} if allow else None)
+        message = _refusal(request, exc)
+        return json_error(exc.status, message, headers={"Allow": allow} if allow else None)
     except Exception as exc:
         response = error_response(exc)
         if response is not None:

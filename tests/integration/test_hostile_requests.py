@@ -467,3 +467,26 @@ async def test_any_other_method_of_the_outbound_route_says_it_takes_post(
     assert resp.status == 405 and resp.headers["Allow"] == "POST"
     if method != "HEAD":
         assert (await resp.json())["status"] == "error"
+
+
+async def test_a_wrong_method_or_path_is_said_with_what_to_send_instead(
+    start_app: AppFactory,
+) -> None:
+    """aiohttp's own "Method Not Allowed" and "Not Found" named neither the methods a route
+    takes nor where the routes are: `POST /calls` (a call placed where calls are listed) and
+    `POST /outbound` (the seed's FastAPI route) left a new user guessing (probe BB)."""
+    client = await start_app()
+    resp = await client.post("/calls", json=SEED_TEST_BODY)
+    assert resp.status == 405 and resp.headers["Allow"] == "GET,HEAD"
+    assert (await resp.json())["error"] == "POST is not allowed on '/calls'; it takes GET, HEAD"
+    resp = await client.get("/calls/outbound")
+    assert (await resp.json())["error"] == "GET is not allowed on '/calls/outbound'; it takes POST"
+    resp = await client.post("/outbound", json=SEED_TEST_BODY)
+    assert resp.status == 404
+    assert (await resp.json())["error"] == (
+        "no route '/outbound'; every route is listed at /openapi.json"
+    )
+    resp = await client.get("/" + "x" * 200)
+    assert (await resp.json())["error"] == (
+        f"no route '/{'x' * 79}…'; every route is listed at /openapi.json"
+    )
