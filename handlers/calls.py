@@ -24,7 +24,7 @@ from handlers.http import (
     add_route,
     before_param,
     client_identity,
-    decode_json,
+    decode_json_object,
     idempotency_key,
     idempotency_param,
     json_answer,
@@ -52,7 +52,7 @@ def placement_of(request: web.Request, document: object, raw: bytes) -> Placemen
 async def outbound_call(request: web.Request) -> web.Response:
     """POST /calls/outbound: the seed's request body; 200 {"status": "success", ...}."""
     raw = await read_body(request, MAX_BODY_BYTES)
-    document = decode_json(raw)
+    document = decode_json_object(request, raw)
     call = RequestRules.of(request.app[SETTINGS]).parse(document)
     placement = placement_of(request, document, raw)
     calls = request.app[CALLS]

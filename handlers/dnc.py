@@ -26,7 +26,7 @@ from handlers.http import (
     Reply,
     RouteDoc,
     add_route,
-    decode_json,
+    decode_json_object,
     json_answer,
     page_of,
     read_body,
@@ -76,7 +76,7 @@ def normalized(value: object, where: str) -> str:
 
 async def add_numbers(request: web.Request) -> web.Response:
     """POST /dnc {"numbers": [...]}: add them (all or none: every bad one is listed)."""
-    doc = decode_json(await read_body(request, MAX_BODY_BYTES))
+    doc = decode_json_object(request, await read_body(request, MAX_BODY_BYTES))
     if isinstance(doc, dict):
         refuse_unknown(doc, ("numbers",))
     numbers = doc.get("numbers") if isinstance(doc, dict) else None

@@ -347,6 +347,30 @@ def decode_json(raw: bytes) -> object:
         raise HttpError(400, "request body is not valid JSON: nested too deeply") from None
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def decode_json_object(request: web.Request, raw: bytes) -> object:
+    """`decode_json` for a route that takes one JSON object (`POST /calls/outbound`, `POST
+    /dnc`), its 400 saying what to send: an empty body, or a form (`requests.post(url,
+    data=...)`, `curl -d phone_number=...`), got Python's "Expecting value: line 1 column 1
+    (char 0)", which named neither. A JSON body is read whatever its Content-Type (curl's
+    `-d` sends one as a form)."""
+    if not raw.strip():
+        raise HttpError(
+            400, "request body is empty: send a JSON object (Content-Type: application/json)"
+        )
+    try:
+        return decode_json(raw)
+    except HttpError as exc:
+        if request.content_type in FORM_TYPES:
+            exc.message += (
+                f" (it was sent as a form, {request.content_type}: send a JSON object,"
+                " with Content-Type: application/json)"
+            )
+        raise
+
+
 def json_answer(
     model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:

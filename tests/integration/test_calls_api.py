@@ -438,6 +438,36 @@ async def test_operations_endpoints(client: Client) -> None:
     assert "sandbox-secret" not in text
 
 
+async def test_an_empty_or_form_body_is_told_to_send_json(client: Client) -> None:
+    """An empty body, or a form (`requests.post(url, data={...})`, `curl -d
+    phone_number=...`), got "request body is not valid JSON: Expecting value: line 1 column 1
+    (char 0)" on /calls/outbound and /dnc, naming neither what came nor what to send (probe
+    BB). JSON sent with a form's Content-Type (curl's `-d` alone) is still read."""
+    form = "application/x-www-form-urlencoded"
+    for path in ("/calls/outbound", "/dnc"):
+        resp = await client.post(path)
+        assert resp.status == 400
+        assert (await resp.json())["error"] == (
+            "request body is empty: send a JSON object (Content-Type: application/json)"
+        )
+        resp = await client.post(path, data={"phone_number": "+14155550123"})
+        assert resp.status == 400
+        assert (await resp.json())["error"] == (
+            "request body is not valid JSON: Expecting value: line 1 column 1 (char 0) (it was"
+            f" sent as a form, {form}: send a JSON object, with Content-Type: application/json)"
+        )
+    resp = await client.post(
+        "/calls/outbound", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert (await resp.json())["error"] == (
+        "request body is not valid JSON: Expecting property name enclosed in double quotes:"
+        " line 1 column 2 (char 1)"
+    )
+    body = json.dumps({"phone_number": "+14155550123"})
+    resp = await client.post("/calls/outbound", data=body, headers={"Content-Type": form})
+    assert resp.status == 200, await resp.text()
+
+
 async def test_unknown_route_is_json(client: Client) -> None:
     resp = await client.get("/nope")
     assert resp.status == 404
