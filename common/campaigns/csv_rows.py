@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
@@ -49,6 +50,12 @@ MAX_ROWS = 100_000
 # 350 bytes of memory per byte of body, one error each.
 MAX_COLUMNS = 1000
 HEADER_ROW = 1
+# A header's names for the number that are not phone_number (a spreadsheet's "Phone Number",
+# "Mobile", "tel"): the refusal names the one to rename.
+_PHONE_ALIKE = re.compile(
+    r"(?:phone|mobile|cell|tel|telephone|number|msisdn)(?:[ _.-]*(?:number|no\.?|#))?",
+    re.IGNORECASE,
+)
 
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
@@ -209,10 +216,24 @@ def _columns(header: list[str]) -> list[str]:
         other = next((sep for sep in (";", "\t", "|") if any(sep in c for c in columns)), None)
         if other is not None:  # one column named "phone_number;name": another separator
             why += f" (columns are separated by commas, not {other!r})"
+        else:  # say what it has: "Phone Number" or "phone" was refused without a word of it
+            why += _header_names(columns)
         errors.append(RowError(HEADER_ROW, PHONE_FIELD, why))
     if errors:
         raise CsvRejected(errors)
     return columns
+
+
+def _header_names(columns: list[str]) -> str:
+    """What a header lacking phone_number names instead (ten names at most, each cut at 40
+    characters), and the one that looks like the number, to rename."""
+    named = [name for name in columns if name]
+    shown = ", ".join(repr(name if len(name) <= 40 else name[:40] + "…") for name in named[:10])
+    if len(named) > 10:
+        shown += f" and {len(named) - 10} more"
+    said = f"; it names {shown}" if named else ""
+    alike = next((name for name in named if _PHONE_ALIKE.fullmatch(name)), None)
+    return said + (f": rename {alike!r} to {PHONE_FIELD}" if alike is not None else "")
 
 
 def _row(

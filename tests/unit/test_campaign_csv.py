@@ -166,9 +166,25 @@ def test_blank_phone_number_is_a_row_error() -> None:
 
 
 def test_missing_phone_number_header() -> None:
+    """The refusal names what the header has, and the column to rename: "Phone Number" (a
+    spreadsheet's) or "phone" got "the header must have this column" alone (probe BB)."""
     assert rejected(b"name,number\nAlice,+14155550123\n") == [
-        RowError(1, "phone_number", "the header must have this column")
+        RowError(
+            1,
+            "phone_number",
+            "the header must have this column; it names 'name', 'number':"
+            " rename 'number' to phone_number",
+        )
     ]
+    (error,) = rejected(b"Phone Number,Name\n+14155550123,Alice\n")
+    assert error.error.endswith(
+        "it names 'Phone Number', 'Name': rename 'Phone Number' to phone_number"
+    )
+    (error,) = rejected(b"who,when\nAlice,9:30\n")
+    assert error.error == "the header must have this column; it names 'who', 'when'"
+    many = ",".join(f"c{i}" for i in range(12)) + "," + "x" * 50
+    (error,) = rejected(many.encode() + b"\n1\n")
+    assert error.error.endswith("'c8', 'c9' and 3 more")
 
 
 def test_duplicate_header_names() -> None:
