@@ -99,6 +99,8 @@ class CampaignService:
                 f"{len(errors)} invalid row(s); fix them, or send invalid_rows=skip",
                 listed(errors),
             )
+        if count == 0:  # a CSV of its header alone (a JSON list is never empty here)
+            raise InvalidRows([], "no recipient: the list has a header but no rows", [])
         if checker.valid == 0:
             raise InvalidRows(errors, "no valid recipient", listed(errors))
         webhook_url = options.spec.defaults.get("webhook_url") or self.settings.calls_webhook_url

@@ -702,3 +702,20 @@ async def test_a_nested_multipart_part_is_named_not_skipped(client: TestClient[A
     resp = await client.post("/campaigns?name=nested", data=body, headers=headers)
     answer = await _error(resp, 422)
     assert [d["field"] for d in answer["details"]] == ["(nested multipart)"]
+
+
+async def test_a_csv_of_its_header_alone_says_it_has_no_rows(
+    client: TestClient[Any, Any],
+) -> None:
+    """A CSV with its header and no row (an export of an empty sheet) got 422 "no valid
+    recipient" with no detail, as if its rows had been refused (probe BB)."""
+    for data in (b"phone_number,name\n", b"phone_number,name\r\n\r\n\r\n"):
+        resp = await client.post("/campaigns?name=empty", data=data, headers=CSV_HEADERS)
+        body = await _error(resp, 422)
+        assert body["error"] == "no recipient: the list has a header but no rows", body
+    resp = await client.post(
+        "/campaigns?name=bad&invalid_rows=skip", data=b"phone_number\n12\n", headers=CSV_HEADERS
+    )
+    body = await _error(resp, 422)
+    assert body["error"] == "no valid recipient"
+    assert body["details"] == [{"row": 2, "field": "phone_number", "error": E164_ERROR}]
