@@ -296,7 +296,8 @@ def field_errors(error: ValidationError) -> list[FieldError]:
     """Our field-by-field details from pydantic's: unknown fields first, then in field order."""
     unknown, known = [], []
     for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "body"
+        loc = item["loc"][:-1] if item["loc"][-1:] == ("[key]",) else item["loc"]  # a dict's key
+        where = ".".join(str(part) for part in loc) or "body"
         if item["type"] == "extra_forbidden":
             unknown.append(FieldError(where, "unknown field"))
         elif item["type"] == "missing":

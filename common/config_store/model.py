@@ -17,7 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from common.json_values import check_plain_json
 from common.text import checked_text, is_unicode, visible_name
@@ -155,6 +163,14 @@ class AnalysisField(_NullIsUnset):
         return self
 
 
+def _field_name(name: str) -> str:
+    """A field's name, checked as its key (beside its spec's other problems: checked once the
+    whole request was valid, a bad name was said only after every other error was fixed)."""
+    if not FIELD_NAME.fullmatch(name):
+        raise ValueError(f"field names must match {FIELD_NAME.pattern}: {name!r}")
+    return name
+
+
 class AnalysisRequest(_NullIsUnset):
     """The post-call analysis the caller wants: a summary, a success verdict, fields."""
 
@@ -169,7 +185,7 @@ class AnalysisRequest(_NullIsUnset):
         ),
     ] = None
     fields: Annotated[
-        dict[str, AnalysisField],
+        dict[Annotated[str, AfterValidator(_field_name)], AnalysisField],
         Field(
             max_length=MAX_ANALYSIS_FIELDS,
             description=f"At most {MAX_ANALYSIS_FIELDS}; names match {FIELD_NAME.pattern}",
@@ -184,15 +200,6 @@ class AnalysisRequest(_NullIsUnset):
             fields = {name: spec for name, spec in data["fields"].items() if spec is not None}
             return {**data, "fields": fields}
         return data
-
-    @model_validator(mode="after")
-    def _field_names(self) -> AnalysisRequest:
-        bad = [name for name in self.fields if not FIELD_NAME.fullmatch(name)]
-        if bad:
-            raise ValueError(
-                f"field names must match {FIELD_NAME.pattern}: {', '.join(map(repr, bad))}"
-            )
-        return self
 
 
 class CallOptions(BaseModel):

@@ -704,6 +704,25 @@ def test_analysis_booleans_are_booleans(analysis: dict[str, Any], field: str) ->
     assert errors_of(with_(analysis=analysis)) == {field: "Input should be a valid boolean"}
 
 
+def test_a_bad_field_name_is_said_with_the_other_errors() -> None:
+    """A field name outside [a-z][a-z0-9_]{0,39} was checked only once everything else in
+    the request was valid: a body with a bad name and a bad type got the type's error alone,
+    and the name's only after it was fixed, against "all problems at once" (probe BB)."""
+    analysis = {"fields": {"Bad Name": {"type": "str"}, "ok": {"type": "string"}}}
+    assert errors_of(with_(analysis=analysis, language="xx")) == {
+        "language": errors_of(with_(language="xx"))["language"],
+        "analysis.fields.Bad Name": "field names must match [a-z][a-z0-9_]{0,39}: 'Bad Name'",
+        "analysis.fields.Bad Name.type": (
+            "Input should be 'string', 'number', 'integer', 'boolean' or 'enum'"
+        ),
+    }
+    specs: dict[str, Any] = {"a": {"type": "string"}, "B": {"type": "string"}, "c d": None}
+    nulled = {"fields": specs}
+    assert errors_of(with_(analysis=nulled)) == {
+        "analysis.fields.B": "field names must match [a-z][a-z0-9_]{0,39}: 'B'"
+    }
+
+
 def test_enum_values_are_all_different() -> None:
     analysis = {"fields": {"next": {"type": "enum", "enum": ["ship", "ship"]}}}
     assert errors_of(with_(analysis=analysis)) == {
