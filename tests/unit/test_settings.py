@@ -777,7 +777,13 @@ def test_a_config_json_even_a_corrupt_one_starts(tmp_path: Path, text: str) -> N
         assert settings_from_env({"CONFIG_PATH": str(path)}).config_path == path, encoding
 
 
-def test_config_path_beside_a_postgresql_database_may_be_anything() -> None:
+def test_config_path_beside_a_postgresql_database_may_be_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name alone, read in a directory of its own: in the project's, where `make run`
+    (README's first step) leaves a calls.db, CONFIG_PATH=calls.db named that SQLite file,
+    rightly refused as no JSON object, and `make test` failed there (probe BB)."""
+    monkeypatch.chdir(tmp_path)
     env = {"CONFIG_PATH": "calls.db", "DATABASE_URL": "postgresql://u@h/db"}
     assert settings_from_env(env).config_path.name == "calls.db"
 
