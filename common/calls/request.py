@@ -292,6 +292,25 @@ def _text_problem_in(value: object, where: str = "") -> tuple[str, str] | None:
 FIELDS = frozenset(OutboundCall.model_fields)
 
 
+# What an option that takes an object looks like, for the error of one given as something else
+# (`"voicemail": "hang_up"` got pydantic's "Input should be a valid dictionary or instance of
+# VoicemailPolicy", naming a class of ours and no shape the client could send).
+_OBJECT_SHAPES = {
+    "voicemail": '{"action": "hang_up"} or {"action": "leave_message", "message": "…"}',
+    "analysis": '{"summary": true, "success_criteria": "…", "fields": {…}}',
+    "fields": '{"<name>": {"type": "string", "description": "…"}}',
+}
+_FIELD_SHAPE = '{"type": "string", "description": "…"}'
+
+
+def _object_expected(loc: tuple[int | str, ...]) -> str:
+    if len(loc) >= 2 and loc[-2] == "fields":  # one analysis field's spec, whatever its name
+        shape: str | None = _FIELD_SHAPE
+    else:
+        shape = _OBJECT_SHAPES.get(str(loc[-1])) if loc else None
+    return "must be a JSON object" + (f", e.g. {shape}" if shape is not None else "")
+
+
 def field_errors(error: ValidationError) -> list[FieldError]:
     """Our field-by-field details from pydantic's: unknown fields first, then in field order."""
     unknown, known = [], []
@@ -302,6 +321,8 @@ def field_errors(error: ValidationError) -> list[FieldError]:
             unknown.append(FieldError(where, "unknown field"))
         elif item["type"] == "missing":
             known.append(FieldError(where, "is required"))
+        elif item["type"] in ("model_type", "dict_type"):
+            known.append(FieldError(where, _object_expected(loc)))
         else:
             known.append(FieldError(where, str(item["msg"]).removeprefix("Value error, ")))
     return unknown + known

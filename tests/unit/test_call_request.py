@@ -723,6 +723,28 @@ def test_a_bad_field_name_is_said_with_the_other_errors() -> None:
     }
 
 
+def test_an_option_given_as_no_object_is_told_its_shape() -> None:
+    """`"voicemail": "hang_up"` (the action alone, as a new user writes it) got pydantic's
+    "Input should be a valid dictionary or instance of VoicemailPolicy": the name of a class
+    of ours, and no shape to send (probe BB)."""
+    assert errors_of(with_(voicemail="hang_up", analysis=True)) == {
+        "voicemail": 'must be a JSON object, e.g. {"action": "hang_up"} or'
+        ' {"action": "leave_message", "message": "…"}',
+        "analysis": 'must be a JSON object, e.g. {"summary": true, "success_criteria": "…",'
+        ' "fields": {…}}',
+    }
+    fields: dict[str, Any] = {"a": "string", "voicemail": ["x"]}
+    shape = 'must be a JSON object, e.g. {"type": "string", "description": "…"}'
+    assert errors_of(with_(analysis={"fields": fields})) == {
+        "analysis.fields.a": shape,
+        "analysis.fields.voicemail": shape,  # a field's spec, whatever its name
+    }
+    assert errors_of(with_(analysis={"fields": "a,b"})) == {
+        "analysis.fields": 'must be a JSON object, e.g. {"<name>": {"type": "string",'
+        ' "description": "…"}}'
+    }
+
+
 def test_enum_values_are_all_different() -> None:
     analysis = {"fields": {"next": {"type": "enum", "enum": ["ship", "ship"]}}}
     assert errors_of(with_(analysis=analysis)) == {
