@@ -326,6 +326,21 @@ async def _read_all(request: web.Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def _trailing_comma(exc: json.JSONDecodeError) -> str | None:
+    """The error of a comma before a closing `}` or `]`, said as such: Python's parser calls
+    it "Expecting property name enclosed in double quotes" (or "Expecting value"), which sent
+    a user looking for quotes in a body whose only fault was the comma."""
+    before = exc.doc[: exc.pos].rstrip()
+    if not before.endswith(",") or exc.doc[exc.pos : exc.pos + 1] not in ("}", "]"):
+        return None
+    at = len(before) - 1
+    line, column = exc.doc.count("\n", 0, at) + 1, at - exc.doc.rfind("\n", 0, at)
+    return (
+        f"a trailing comma at line {line} column {column}, before {exc.doc[exc.pos]!r}"
+        " (JSON allows none: remove it)"
+    )
+
+
 def decode_json(raw: bytes) -> object:
     """The body's JSON, read as UTF-8 only; 400 with a message for the client otherwise.
 
@@ -342,7 +357,8 @@ def decode_json(raw: bytes) -> object:
     except ValueError as exc:
         if "integer string conversion" in str(exc):  # Python's own advice is not the client's
             raise HttpError(400, "request body holds a number of over 4300 digits") from None
-        raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+        comma = _trailing_comma(exc) if isinstance(exc, json.JSONDecodeError) else None
+        raise HttpError(400, f"request body is not valid JSON: {comma or exc}") from None
     except RecursionError:  # e.g. 30,000 nested "[" fit in 64 KiB
         raise HttpError(400, "request body is not valid JSON: nested too deeply") from None
 

@@ -468,6 +468,29 @@ async def test_an_empty_or_form_body_is_told_to_send_json(client: Client) -> Non
     assert resp.status == 200, await resp.text()
 
 
+async def test_a_trailing_comma_is_named_as_such(client: Client) -> None:
+    """`{"phone_number": "+14155550123",}` (a trailing comma, as JavaScript and Python allow)
+    got "Expecting property name enclosed in double quotes: line 1 column 34 (char 33)",
+    which sent the user looking for quotes (probe BB)."""
+    json_type = {"Content-Type": "application/json"}
+    body = '{\n  "phone_number": "+14155550123",\n  "name": "Ann",\n}'
+    resp = await client.post("/calls/outbound", data=body, headers=json_type)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == (
+        "request body is not valid JSON: a trailing comma at line 3 column 16, before '}'"
+        " (JSON allows none: remove it)"
+    )
+    resp = await client.post("/dnc", data='{"numbers": ["+14155550123",]}', headers=json_type)
+    assert (await resp.json())["error"] == (
+        "request body is not valid JSON: a trailing comma at line 1 column 28, before ']'"
+        " (JSON allows none: remove it)"
+    )
+    resp = await client.post("/calls/outbound", data='{"a": 1 "b": 2}', headers=json_type)
+    assert (await resp.json())["error"] == (
+        "request body is not valid JSON: Expecting ',' delimiter: line 1 column 9 (char 8)"
+    )
+
+
 async def test_unknown_route_is_json(client: Client) -> None:
     resp = await client.get("/nope")
     assert resp.status == 404
