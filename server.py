@@ -17,10 +17,12 @@ import socket
 import stat
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jwt
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from livekit import api
@@ -386,6 +388,11 @@ def check_bind(settings: Settings) -> None:
 def warn_livekit_settings(settings: Settings) -> None:
     for warning in settings.livekit_warnings():
         logger.warning("%s", warning)
+    if settings.short_secret_warning() is not None:
+        # Said above, once and as a log line. PyJWT would say it again at the first token
+        # signed and the first verified, as raw stderr lines with a source line between, in
+        # the middle of the log (`livekit-server --dev`'s secret, `secret`, is 6 characters).
+        warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
 
 def log_where(settings: Settings, dotenv: str = ".env") -> None:

@@ -102,6 +102,27 @@ def test_an_unreachable_database_stops_start_up_with_its_password_masked(tmp_pat
     assert "s3cret-pw" not in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_short_livekit_secret_is_warned_of_in_the_log_alone(tmp_path: Path) -> None:
+    """`livekit-server --dev`'s secret (`secret`) started with the server's own WARNING, then
+    PyJWT's InsecureKeyLengthWarning as raw stderr lines (the warning and a source line) in
+    the middle of the log, at the first token signed (probe BB)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing will listen there: start-up only warns
+    done = run_server(
+        tmp_path,
+        "timeout -s INT 4",
+        LIVEKIT_URL=f"http://127.0.0.1:{port}",
+        LIVEKIT_API_KEY="devkey",
+        LIVEKIT_API_SECRET="secret",
+        SIP_OUTBOUND_TRUNK_ID="ST_dev",
+    )
+    assert "LIVEKIT_API_SECRET is 6 characters" in done.stderr, done.stderr
+    assert "did not answer as it should at start-up" in done.stderr  # a token was signed
+    assert "InsecureKeyLengthWarning" not in done.stderr, done.stderr
+    assert "server: stopped" in done.stderr
+
+
 def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> None:
     done = run_server(tmp_path, DATABASE_URL="mysql://x@y/z")
     assert done.returncode == 2
