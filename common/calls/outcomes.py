@@ -101,11 +101,14 @@ class Signal:
 
 @dataclass(frozen=True)
 class Change:
-    """The status to move to, why, and whether the callee has now answered."""
+    """The status to move to, why, and whether the callee has now answered; `ended_by`, who
+    ended the call when the server itself did (an agent's final report, if one still comes,
+    says its own)."""
 
     status: Status
     reason: str | None = None
     answered: bool = False
+    ended_by: str | None = None
 
 
 def status_for_sip_code(code: int) -> Status | None:

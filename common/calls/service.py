@@ -212,8 +212,10 @@ _ended_agent_gone = _over_unheard(AGENT_GONE, _failed(AGENT_GONE))
 
 def _agent_gone(state: CallState) -> Change | None:
     """The agent left a room that is still there: ended as its room_finished would end an
-    answered call, for AGENT_GONE; failed if nobody answered (the phone may still ring)."""
-    return None if state.room_finished else _ended_agent_gone(state)
+    answered call, for AGENT_GONE; failed if nobody answered (the phone may still ring). The
+    server hangs it up itself: ended by `system`."""
+    change = None if state.room_finished else _ended_agent_gone(state)
+    return None if change is None else replace(change, ended_by="system")
 
 
 def _agent_left(event: RoomEvent) -> bool:

@@ -474,7 +474,7 @@ def apply(
         change = limit_reason(change, None if dialled is None else end - dialled, limit)
         updated = yield Query(
             "UPDATE calls SET status = ?, updated_at = ?,"
-            " reason = COALESCE(?, reason),"
+            " reason = COALESCE(?, reason), ended_by = COALESCE(ended_by, ?),"
             " outcome = CASE WHEN ? = 1 THEN ? ELSE outcome END,"
             " ended_at = CASE WHEN ? = 1 THEN ? ELSE ended_at END,"
             " answered = CASE WHEN ? = 1 THEN 1 ELSE answered END,"
@@ -484,6 +484,7 @@ def apply(
                 change.status.value,
                 now,
                 change.reason,
+                change.ended_by,
                 int(final),
                 change.status.value,
                 int(final),

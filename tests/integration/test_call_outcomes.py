@@ -569,6 +569,7 @@ async def test_a_call_whose_agent_died_is_ended_by_the_server(
     call_id = await place(client, "+14155550666")
     call = await wait_final(client, call_id)
     assert (call["status"], call["reason"]) == ("completed", AGENT_GONE)
+    assert call["ended_by"] == "system"  # the server hung up: no agent's report says so
     assert call["talk_s"] < CALLEE_WAITS_IN_SILENCE_S * scale / 2  # not the callee's hang-up
 
     async def room_finished() -> bool:  # the room deleted after the call was settled
