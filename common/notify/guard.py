@@ -56,6 +56,11 @@ __all__ = [
 ]
 
 
+# Said where a receiver a developer tries on their own machine is refused (http, localhost, a
+# private address): the switch that allows them, which production leaves off.
+PRIVATE_HINT = " (http and private hosts are for local testing: CALLS_WEBHOOK_ALLOW_PRIVATE=1)"
+
+
 class UnsafeWebhookUrl(ValueError):
     """The webhook URL, or an address its host resolves to, may not be used."""
 
@@ -241,10 +246,10 @@ def _check_host(host: str, *, allow_private: bool) -> None:
         if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
             raise UnsafeWebhookUrl(f"invalid host name: {host!r}")
         if not allow_private and (name == "localhost" or name.endswith(".localhost")):
-            raise UnsafeWebhookUrl(f"host {host!r} is local")
+            raise UnsafeWebhookUrl(f"host {host!r} is local{PRIVATE_HINT}")
         return
     if not allow_private and not is_public_address(ip):
-        raise UnsafeWebhookUrl(f"host {host!r} is not a public address")
+        raise UnsafeWebhookUrl(f"host {host!r} is not a public address{PRIVATE_HINT}")
 
 
 def _has_forbidden_chars(url: str) -> bool:
@@ -274,7 +279,8 @@ def check_url(url: str, *, allow_private: bool) -> str:
         raise UnsafeWebhookUrl(f"not a valid URL: {exc}") from exc
     allowed_schemes = ("https", "http") if allow_private else ("https",)
     if parsed.scheme not in allowed_schemes:
-        raise UnsafeWebhookUrl(f"URL scheme must be {' or '.join(allowed_schemes)}")
+        hint = PRIVATE_HINT if parsed.scheme == "http" else ""
+        raise UnsafeWebhookUrl(f"URL scheme must be {' or '.join(allowed_schemes)}{hint}")
     # The raw text too: yarl silently drops an empty userinfo ("https://@host").
     if "@" in parsed.raw_authority or "@" in _AUTHORITY_END.split(url.partition("//")[2])[0]:
         raise UnsafeWebhookUrl("URL must not contain credentials (user:password@)")

@@ -128,6 +128,25 @@ def test_check_url_allow_private_permits_http_and_private_hosts(url: str) -> Non
 
 
 @pytest.mark.parametrize(
+    ("url", "names_the_switch"),
+    [
+        ("http://127.0.0.1:9000/", True),  # README's local receiver, without the switch
+        ("http://hooks.example.com/", True),
+        ("https://localhost:9000/", True),
+        ("https://10.0.0.5/hook", True),
+        ("ftp://example.com/hook", False),  # no switch allows it
+        ("https://example.com:0/", False),
+    ],
+)
+def test_a_refusal_the_testing_switch_lifts_names_it(url: str, names_the_switch: bool) -> None:
+    """A developer trying a receiver on their own machine is told how (it said only "URL
+    scheme must be https"); a refusal no setting lifts does not send them to it."""
+    with pytest.raises(UnsafeWebhookUrl) as refused:
+        check_url(url, allow_private=False)
+    assert ("CALLS_WEBHOOK_ALLOW_PRIVATE=1" in str(refused.value)) is names_the_switch
+
+
+@pytest.mark.parametrize(
     ("url", "reason"),
     [
         ("http://0x7f000001/", "canonical dotted-quad"),
