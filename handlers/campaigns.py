@@ -374,7 +374,8 @@ async def _read_multipart(request: web.Request) -> _Upload:
 async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
     with _multipart_parsing():
         reader = await request.multipart()
-    options: dict[str, Any] = options_from_query(request.query)
+    options_part: dict[str, Any] | None = None
+    fields: dict[str, str] = {}  # a form's options, one field each, as the query's parameters
     csv: bytes | None = None
     seen: set[str] = set()
     unknown: list[str] = []
@@ -407,7 +408,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
                 raise HttpError(413, f"the options part is larger than {MAX_OPTIONS_BYTES} bytes")
         data = b"".join(chunks)
         name = part.name
-        if name in seen and name in ("options", "recipients", "file"):
+        if name in seen and name in (*QUERY_PARAMS, "recipients", "file"):
             # The last one won: of two lists attached, the first was never called.
             raise InvalidCall([FieldError(name, "only one part of this name is read")])
         seen.add(name or "")
@@ -415,7 +416,11 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             doc = decode_json(data)
             if not isinstance(doc, dict):
                 raise InvalidCall([FieldError("options", "must be a JSON object")])
-            options = merged_options(options, doc)
+            options_part = doc
+        elif name in QUERY_PARAMS and part.filename is None:
+            # A form's own fields (`requests.post(files=..., data={"name": ...})`): read as
+            # the query's parameters are (a file by such a name is not one).
+            fields[name] = _field_text(name, data)
         elif name in ("recipients", "file"):
             if csv is not None:
                 raise InvalidCall([FieldError(name, "one list per campaign: recipients or file")])
@@ -423,9 +428,25 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         else:  # a second list, say: said, not dropped unread
             unknown.append("(no name)" if not name else name[:40])
     if unknown:
-        why = "unknown part; an upload has recipients (or file) and options"
+        why = (
+            "unknown part; an upload has recipients (or file), and its options as an options"
+            " part or as fields named as the query's parameters"
+        )
         raise InvalidCall([FieldError(name, why) for name in unknown])
-    return options, csv
+    both = [name for name in fields if name in request.query]
+    if both:
+        raise InvalidCall(
+            [FieldError(name, "is given both in the query and as a form field") for name in both]
+        )
+    options = options_from_query({**request.query, **fields})
+    return (options if options_part is None else merged_options(options, options_part)), csv
+
+
+def _field_text(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCall([FieldError(name, "must be UTF-8 text")]) from None
 
 
 async def list_campaigns(request: web.Request) -> web.Response:

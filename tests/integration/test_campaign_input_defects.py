@@ -626,7 +626,12 @@ async def test_an_option_or_a_list_given_twice_is_refused(client: TestClient[Any
     assert await refused(
         {"calls_per_second": "5"},
         upload(("options", '{"pacing": {"max_concurrent": 3}}'), one_list),
-    ) == [{"field": "pacing", "error": "is given both in the query and in the options part"}]
+    ) == [
+        {
+            "field": "pacing",
+            "error": "is given both as a parameter (query or form field) and in the options part",
+        }
+    ]
     assert await refused(
         {}, upload(("options", '{"name": "a"}'), ("options", '{"name": "b"}'), one_list)
     ) == [{"field": "options", "error": "only one part of this name is read"}]

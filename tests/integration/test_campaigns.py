@@ -655,7 +655,63 @@ async def test_csv_with_its_options_as_a_multipart_json_part(start_app: AppFacto
     refused = await client.post("/campaigns", data=extra)
     assert refused.status == 422
     assert (await refused.json())["details"] == [
-        {"field": "other", "error": "unknown part; an upload has recipients (or file) and options"}
+        {
+            "field": "other",
+            "error": "unknown part; an upload has recipients (or file), and its options as an"
+            " options part or as fields named as the query's parameters",
+        }
+    ]
+
+
+async def test_csv_with_its_options_as_form_fields(start_app: AppFactory) -> None:
+    """What `requests.post(url, files={"file": ...}, data={"name": ...})` sends: the options
+    as the form's own fields, read as the query's parameters are (it was a 422 "unknown
+    part" for each, probe BB)."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    form = aiohttp.FormData()
+    for name, value in (("name", "Form fields"), ("invalid_rows", "skip")):
+        form.add_field(name, value)
+    form.add_field("calls_per_second", "40")
+    form.add_field("file", CSV.encode(), filename="list.csv", content_type="text/csv")
+    resp = await client.post("/campaigns", data=form)
+    assert resp.status == 201, await resp.text()
+    answer = await resp.json()
+    assert answer["campaign"]["name"] == "Form fields" and answer["invalid_row_count"] == 4
+    assert answer["campaign"]["pacing"]["calls_per_second"] == 40
+    await wait_status(client, answer["campaign_id"], "completed")
+
+    async def refused(form: aiohttp.FormData, query: str = "") -> list[dict[str, str]]:
+        resp = await client.post(f"/campaigns{query}", data=form)
+        assert resp.status == 422
+        details: list[dict[str, str]] = (await resp.json())["details"]
+        return details
+
+    def with_list(*fields: tuple[str, str]) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        for name, value in fields:
+            form.add_field(name, value)
+        form.add_field("file", CSV.encode(), filename="list.csv", content_type="text/csv")
+        return form
+
+    # checked as the parameters are, and given once
+    assert await refused(with_list(("name", "x"), ("calls_per_second", "fast"))) == [
+        {"field": "pacing.calls_per_second", "error": "must be a number from 0.01 to 100"}
+    ]
+    assert await refused(with_list(("name", "x")), "?name=y") == [
+        {"field": "name", "error": "is given both in the query and as a form field"}
+    ]
+    assert await refused(with_list(("name", "x"), ("name", "y"))) == [
+        {"field": "name", "error": "only one part of this name is read"}
+    ]
+    both = with_list(("name", "x"))
+    both.add_field("options", json.dumps({"name": "z"}), content_type="application/json")
+    assert await refused(both) == [
+        {
+            "field": "name",
+            "error": "is given both as a parameter (query or form field) and in the options part",
+        }
     ]
 
 
