@@ -35,7 +35,8 @@ def build_stt(plan: SessionPlan, settings: Settings) -> deepgram.STT:
 def build_llm(plan: SessionPlan, settings: Settings) -> openai.LLM:
     from livekit.plugins import openai
 
-    return openai.LLM(model=plan.llm.model, client=openai_client(settings.openai_api_key))
+    client = openai_client(settings.openai_api_key, settings.openai_base_url)
+    return openai.LLM(model=plan.llm.model, client=client)
 
 
 # One OpenAI client per agent process (per event loop: an httpx client's connections belong
@@ -43,25 +44,28 @@ def build_llm(plan: SessionPlan, settings: Settings) -> openai.LLM:
 # httpx client for every job, and with it a TLS context that loads the CA bundle: ~20 ms of a
 # job's start. A shared client is not closed with a job's LLM (the LLM does not own it).
 _OPENAI_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[str | None, openai_sdk.AsyncClient]
+    asyncio.AbstractEventLoop, tuple[tuple[str | None, str | None], openai_sdk.AsyncClient]
 ] = weakref.WeakKeyDictionary()
 
 
-def openai_client(api_key: str | None) -> openai_sdk.AsyncClient:
-    """The process's OpenAI client, configured as `openai.LLM` configures its own."""
+def openai_client(api_key: str | None, base_url: str | None = None) -> openai_sdk.AsyncClient:
+    """The process's OpenAI client, configured as `openai.LLM` configures its own, for the
+    endpoint at `base_url` (None: OpenAI's, or the environment's OPENAI_BASE_URL, as the SDK
+    reads it)."""
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:  # no loop (a synchronous caller): nothing to share it with
         loop = None
     if loop is not None and loop in _OPENAI_CLIENTS:
         key, client = _OPENAI_CLIENTS[loop]
-        if key == api_key:
+        if key == (api_key, base_url):
             return client
     import httpx2 as httpx
     import openai as openai_sdk
 
     client = openai_sdk.AsyncClient(
         api_key=api_key,
+        base_url=base_url,
         max_retries=0,
         http_client=httpx.AsyncClient(
             timeout=httpx.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0),
@@ -72,7 +76,7 @@ def openai_client(api_key: str | None) -> openai_sdk.AsyncClient:
         ),
     )
     if loop is not None:
-        _OPENAI_CLIENTS[loop] = (api_key, client)
+        _OPENAI_CLIENTS[loop] = ((api_key, base_url), client)
     return client
 
 

@@ -474,6 +474,12 @@ class Settings:
 
     openai_api_key: str = setting("", _text, "Agent LLM key.", secret=True)
     openai_model: str = setting("gpt-4o-mini", _text, "Agent LLM model.")
+    openai_base_url: str | None = setting(
+        None,
+        _base_url,
+        "Agent LLM endpoint: an OpenAI-compatible API's base URL (default OpenAI's, "
+        "https://api.openai.com/v1).",
+    )
     deepgram_api_key: str = setting("", _text, "Agent STT key (nova-3).", secret=True)
     cartesia_api_key: str = setting("", _text, "Agent TTS key (sonic-3).", secret=True)
     cartesia_voice_id: str = setting(DEFAULT_CARTESIA_VOICE_ID, _text, "Cartesia voice id.")

@@ -63,6 +63,7 @@ VARIABLES = (
     "SANDBOX_TIME_SCALE",
     "OPENAI_API_KEY",
     "OPENAI_MODEL",
+    "OPENAI_BASE_URL",
     "DEEPGRAM_API_KEY",
     "CARTESIA_API_KEY",
     "CARTESIA_VOICE_ID",
@@ -112,6 +113,7 @@ def test_defaults_from_empty_mapping() -> None:
     assert settings.webhook_path == "/webhooks/livekit"
     assert (settings.sandbox_port, settings.sandbox_time_scale) == (7880, 1.0)
     assert settings.openai_model == "gpt-4o-mini"
+    assert settings.openai_base_url is None  # OpenAI's own
     assert settings.openai_api_key == settings.deepgram_api_key == settings.cartesia_api_key == ""
     assert settings.cartesia_voice_id == DEFAULT_CARTESIA_VOICE_ID
     assert settings.is_loopback
@@ -126,6 +128,13 @@ def test_blank_values_take_defaults() -> None:
 
 def test_every_setting_has_its_variable() -> None:
     assert {f.name.upper() for f in dataclasses.fields(Settings)} == set(VARIABLES)
+
+
+def test_openai_base_url_names_an_openai_compatible_endpoint() -> None:
+    settings = settings_from_env({"OPENAI_BASE_URL": "https://llm.internal.example/v1/"})
+    assert settings.openai_base_url == "https://llm.internal.example/v1"
+    with pytest.raises(SettingsError, match="OPENAI_BASE_URL must be scheme://host"):
+        settings_from_env({"OPENAI_BASE_URL": "https://llm.internal.example/v1?key=x"})
 
 
 def test_settings_are_frozen() -> None:
