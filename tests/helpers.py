@@ -155,3 +155,16 @@ async def cartesia_refusing_the_key(aiohttp_server: AiohttpServer) -> TestServer
     app = web.Application()
     app.router.add_get("/tts/websocket", refuse)
     return await aiohttp_server(app)
+
+
+class NullControl:
+    """An agent's call control that no test expects to be used (the session's tools)."""
+
+    async def set_outcome(self, outcome: str) -> None:
+        raise AssertionError("not expected")
+
+    async def hang_up(self) -> None:
+        raise AssertionError("not expected")
+
+    def do_not_call(self) -> None:
+        raise AssertionError("not expected")

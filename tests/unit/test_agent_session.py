@@ -32,7 +32,7 @@ from common.config_store.model import (
     VoicemailPolicy,
 )
 from common.settings import Settings
-from tests.helpers import cartesia_refusing_the_key
+from tests.helpers import NullControl, cartesia_refusing_the_key
 
 SETTINGS = Settings(
     openai_api_key="dummy-openai",
@@ -248,17 +248,6 @@ async def test_build_session_wires_the_planned_plugins(monkeypatch: pytest.Monke
     assert agent.instructions == plan.instructions
     assert prewarmed == ["gpt-4o-mini"]
     await session.aclose()
-
-
-class NullControl:
-    async def set_outcome(self, outcome: str) -> None:
-        raise AssertionError("not expected")
-
-    async def hang_up(self) -> None:
-        raise AssertionError("not expected")
-
-    def do_not_call(self) -> None:
-        raise AssertionError("not expected")
 
 
 class NullAudio(io.AudioOutput):

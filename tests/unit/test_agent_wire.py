@@ -40,6 +40,7 @@ from agent.plan import SessionPlan, plan_session
 from agent.session import build_llm, build_session, build_stt, build_tts
 from common.config_store.model import CallConfig, CallOptions
 from common.settings import Settings
+from tests.helpers import NullControl
 
 TIMEOUT_S = 5.0
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
@@ -546,17 +547,6 @@ async def test_deepgram_gets_the_calls_language_and_model(aiohttp_server: Aiohtt
     finals = [e for e in events if e.type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT]
     assert [e.alternatives[0].text for e in finals] == ["Sí, dígame."]
     assert finals[0].alternatives[0].language == "es"
-
-
-class NullControl:
-    async def set_outcome(self, outcome: str) -> None:
-        raise AssertionError("not expected")
-
-    async def hang_up(self) -> None:
-        raise AssertionError("not expected")
-
-    def do_not_call(self) -> None:
-        raise AssertionError("not expected")
 
 
 class PhoneLine(io.AudioOutput):
