@@ -634,12 +634,14 @@ def release_deliveries(call: CallRecord, now: float) -> Program[tuple[CallRecord
     """Make the customer deliveries of a call's events so far, held while its placing was
     undecided (NewCall.hold_deliveries), once LiveKit took its dial (`apply(dial_taken=True)`),
     or with its first event after its dial started (a dial that may have rung, a hang-up
-    before it): in a transaction that holds its row, so they are made once and precede those
-    of its later events. A call never dialled keeps them unmade for good: its
+    before it), or with its first event after a hang-up through the API (POST
+    /calls/{id}/hangup named it: hang-up wins, and its placer is answered 200 with its id and
+    "canceled"): in a transaction that holds its row, so they are made once and precede those
+    of its later events. A call never dialled nor hung up keeps them unmade for good: its
     client was answered an error without its id (LiveKit unreachable, its number listed
     meanwhile, its server stopped before the dial), and a receiver would be told of a call
     it never placed. The call as it is now, and whether any delivery was made."""
-    if not call.deliveries_held or call.dial_started_at is None:
+    if not call.deliveries_held or (call.dial_started_at is None and not call.hangup_requested):
         return call, False
     rows = yield Query(
         "UPDATE calls SET deliveries_held = 0 WHERE call_id = ? AND deliveries_held = 1"

@@ -290,6 +290,34 @@ async def test_a_calls_first_event_goes_out_as_soon_as_livekit_took_its_dial(
     await settle(client)
 
 
+async def test_a_call_hung_up_before_its_dial_tells_the_receiver_how_it_ended(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """POST /calls/{id}/hangup while the call's dispatch is on its way: it is settled
+    canceled at once (no room yet) and both its hanger-up and its placer are answered 200
+    with its id and "canceled". Its deliveries were held for its dial, which never came: its
+    receiver heard nothing of a call its client was told of."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url, sandbox_time_scale=100.0)
+    client.app[SANDBOX].inject("CreateDispatch", delay_s=0.3, times=1)
+    placing = asyncio.create_task(client.post("/calls/outbound", json=SEED_EXAMPLES[0]))
+    listed: list[dict[str, Any]] = []
+
+    async def row_exists() -> bool:
+        listed[:] = (await (await client.get("/calls")).json())["calls"]
+        return bool(listed)
+
+    await wait_for(row_exists)
+    call_id = listed[0]["call_id"]
+    hung_up = await client.post(f"/calls/{call_id}/hangup")
+    assert (await hung_up.json())["call_status"] == "canceled"
+    placed = await placing
+    assert (await placed.json())["call_id"] == call_id
+    await settle(client)
+    assert receiver.types(call_id) == ["call.dialing", "call.ended"]
+    assert await client.app[STORE].count_pending_deliveries() == 0
+
+
 async def test_a_calls_own_webhook_url_wins(start_app: AppFactory, receivers: Any) -> None:
     default, own = await receivers(), await receivers()
     client = await webhook_app(start_app, default.url)
