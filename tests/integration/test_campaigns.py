@@ -724,6 +724,28 @@ async def test_csv_with_its_options_as_form_fields(start_app: AppFactory) -> Non
     ]
 
 
+async def test_a_form_field_is_bounded_as_a_query_parameter_is(start_app: AppFactory) -> None:
+    """A form field holds one option, as a query parameter (bounded by the request line's
+    8 KiB): unbounded, it took the body's 64 MiB, and 5,000,000 bad window_days were checked
+    one by one for 20 s, a 5 MB time zone quoted back whole in the answer."""
+    client = await start_app(sandbox_time_scale=0.0, **FAST)
+    limit = campaigns_handlers.MAX_FIELD_BYTES
+
+    def with_field(name: str, value: str) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        form.add_field(name, value)
+        form.add_field("file", CSV.encode(), filename="list.csv", content_type="text/csv")
+        return form
+
+    for name, value in (("timezone", "y" * (limit + 1)), ("window_days", "xx," * limit)):
+        resp = await client.post("/campaigns", data=with_field(name, value))
+        assert resp.status == 413
+        assert (await resp.json())["error"] == f"the form field {name} is larger than {limit} bytes"
+    resp = await client.post("/campaigns", data=with_field("timezone", "y" * limit))
+    assert resp.status == 422  # as long as a query's: read, and its value checked
+    assert (await resp.json())["details"][-1]["field"] == "window.timezone"
+
+
 class FailingFirst:
     """`real`, but its first `times` calls raise `error` (counted in `failures`)."""
 
