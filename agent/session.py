@@ -48,10 +48,17 @@ _OPENAI_CLIENTS: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+# OpenAI's own endpoint, given to the SDK when OPENAI_BASE_URL is not set: given None, the SDK
+# reads the environment's OPENAI_BASE_URL itself, and an empty one (`OPENAI_BASE_URL=` in a
+# compose file, which to Settings means the default) became its base URL: every LLM request
+# of every call failed ("missing an 'http://' or 'https://' protocol").
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
 def openai_client(api_key: str | None, base_url: str | None = None) -> openai_sdk.AsyncClient:
     """The process's OpenAI client, configured as `openai.LLM` configures its own, for the
-    endpoint at `base_url` (None: OpenAI's, or the environment's OPENAI_BASE_URL, as the SDK
-    reads it)."""
+    endpoint at `base_url` (Settings.openai_base_url, which read OPENAI_BASE_URL; None:
+    OpenAI's)."""
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:  # no loop (a synchronous caller): nothing to share it with
@@ -65,7 +72,7 @@ def openai_client(api_key: str | None, base_url: str | None = None) -> openai_sd
 
     client = openai_sdk.AsyncClient(
         api_key=api_key,
-        base_url=base_url,
+        base_url=base_url or OPENAI_DEFAULT_BASE_URL,
         max_retries=0,
         http_client=httpx.AsyncClient(
             timeout=httpx.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0),

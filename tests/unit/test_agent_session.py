@@ -163,6 +163,20 @@ async def test_the_jobs_of_a_process_share_one_openai_client() -> None:
     assert not second._client.is_closed()
 
 
+@pytest.mark.usefixtures("no_network")
+async def test_an_empty_openai_base_url_in_the_environment_means_openais(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`OPENAI_BASE_URL=` (a compose file's empty variable) is the default to Settings (None),
+    and the SDK, given None, read the environment itself: its base URL was "", and every
+    LLM request of every call failed."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    settings = Settings(openai_api_key="dummy")
+    assert settings.openai_base_url is None
+    llm = build_llm(plan_session(CallConfig(), settings), settings)
+    assert str(llm._client.base_url) == "https://api.openai.com/v1/"
+
+
 def test_additional_params_reach_the_instructions_as_context() -> None:
     params = {"customer_tier": "Premium", "campaign_id": "SUMMER2024", "previous_interactions": 3}
     plan = plan_session(CallConfig.create("John Doe", additional_params=params), SETTINGS)
