@@ -228,12 +228,16 @@ def _header_names(columns: list[str]) -> str:
     """What a header lacking phone_number names instead (ten names at most, each cut at 40
     characters), and the one that looks like the number, to rename."""
     named = [name for name in columns if name]
-    shown = ", ".join(repr(name if len(name) <= 40 else name[:40] + "…") for name in named[:10])
+    shown = ", ".join(repr(_cut(name)) for name in named[:10])
     if len(named) > 10:
         shown += f" and {len(named) - 10} more"
     said = f"; it names {shown}" if named else ""
     alike = next((name for name in named if _PHONE_ALIKE.fullmatch(name)), None)
-    return said + (f": rename {alike!r} to {PHONE_FIELD}" if alike is not None else "")
+    return said + (f": rename {_cut(alike)!r} to {PHONE_FIELD}" if alike is not None else "")
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= 40 else name[:40] + "…"
 
 
 def _row(

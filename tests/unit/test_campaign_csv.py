@@ -185,6 +185,10 @@ def test_missing_phone_number_header() -> None:
     many = ",".join(f"c{i}" for i in range(12)) + "," + "x" * 50
     (error,) = rejected(many.encode() + b"\n1\n")
     assert error.error.endswith("'c8', 'c9' and 3 more")
+    # the name to rename is cut as the others are: "phone", 100,000 spaces, "number" was
+    # quoted back whole (128 KiB a cell)
+    (error,) = rejected(b"phone" + b" " * 100_000 + b"number\n1\n")
+    assert error.error.endswith(f": rename 'phone{' ' * 35}…' to phone_number")
 
 
 def test_duplicate_header_names() -> None:
