@@ -31,6 +31,7 @@ campaign of 100,000 rows costs a handful of zone computations plus a bisect per 
 from __future__ import annotations
 
 import re
+import reprlib
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -139,13 +140,25 @@ def parse_window(obj: object) -> CallingWindow:
     return CallingWindow(start, end, days, timezone)
 
 
+# A client's value quoted back in an error: cut (a 5 MB time zone came back whole in the 422)
+# and escaped (repr: control and bidi characters as \x.. / \u....).
+_SAYING = reprlib.Repr()
+_SAYING.maxstring = _SAYING.maxother = 60
+_SAYING.maxlist = _SAYING.maxdict = 4
+_SAYING.maxlevel = 2
+
+
+def _said(value: object) -> str:
+    return _SAYING.repr(value)
+
+
 def _parse_hh_mm(
     value: object, name: str, default: time, errors: list[tuple[str, str]]
 ) -> time | None:
     if value is None:
         return default
     if not isinstance(value, str) or not (match := _HH_MM.fullmatch(value)):
-        errors.append((name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {value!r}"))
+        errors.append((name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {_said(value)}"))
         return None
     return time(int(match[1]), int(match[2]))
 
@@ -164,7 +177,7 @@ def _parse_days(value: object, errors: list[tuple[str, str]]) -> frozenset[int] 
     for i, item in enumerate(value):
         name = item.strip().lower() if isinstance(item, str) else None
         if name not in DAY_NAMES:
-            errors.append((f"days[{i}]", f"unknown day {item!r}; use {', '.join(DAY_NAMES)}"))
+            errors.append((f"days[{i}]", f"unknown day {_said(item)}; use {', '.join(DAY_NAMES)}"))
             ok = False
         else:
             days.add(DAY_NAMES.index(name))
@@ -180,7 +193,7 @@ def _parse_timezone(value: object, errors: list[tuple[str, str]]) -> str | None:
     if value == RECIPIENT or is_zone(value):
         return value
     hint = next((z for z in sorted(_zone_names()) if z.lower() == value.strip().lower()), None)
-    message = f"unknown time zone {value!r}"
+    message = f"unknown time zone {_said(value)}"
     message += f"; did you mean {hint!r}?" if hint else '; use "recipient" or an IANA name'
     errors.append(("timezone", message))
     return None

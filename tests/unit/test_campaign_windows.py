@@ -115,6 +115,26 @@ def test_unknown_zone(name: str) -> None:
         parse_window({"timezone": name})
 
 
+@pytest.mark.parametrize(
+    ("window", "field"),
+    [
+        ({"timezone": "Mars/" + "x" * 5_000_000}, "timezone"),
+        ({"start": "9" * 1_000_000}, "start"),
+        ({"end": ["09:00"] * 100_000}, "end"),
+        ({"days": ["m" * 1_000_000]}, "days[0]"),
+    ],
+)
+def test_a_bad_value_is_quoted_back_cut_and_escaped(window: dict[str, object], field: str) -> None:
+    """A 5 MB time zone came back whole in the 422 (and in any log of it)."""
+    with pytest.raises(InvalidWindow) as caught:
+        parse_window(window)
+    [(name, error)] = caught.value.errors
+    assert name == field and len(error) < 200
+    with pytest.raises(InvalidWindow) as bidi:
+        parse_window({"timezone": "Europe/\u202eMadrid\n"})
+    assert "\u202e" not in str(bidi.value) and "\\u202e" in str(bidi.value)
+
+
 def test_zone_with_wrong_case_gets_a_hint() -> None:
     with pytest.raises(InvalidWindow, match="did you mean 'Europe/Madrid'"):
         parse_window({"timezone": "europe/madrid"})
