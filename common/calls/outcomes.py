@@ -9,7 +9,7 @@ the agent sets for voicemail) is reduced to a `Signal`; `next_state` is one pure
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from livekit.protocol import models
@@ -237,7 +237,7 @@ def limit_reason(change: Change, since_dial_s: float | None, max_duration_s: obj
         or since_dial_s < max_duration_s - LIMIT_SLACK_S
     ):
         return change
-    return Change(change.status, MAX_DURATION_REACHED, change.answered)
+    return replace(change, reason=MAX_DURATION_REACHED)
 
 
 def answer_reported(state: CallState) -> Change | None:

@@ -768,6 +768,14 @@ def test_a_completed_call_that_ended_at_its_limit_after_its_dial_was_cut_by_it(
     assert limit_reason(change, since_dial_s, limit).reason == kept
 
 
+def test_the_limits_reason_keeps_who_ended_the_call() -> None:
+    """A decision that says who ended the call (the server, its agent gone) keeps it when
+    the limit names the reason (it was a new Change of status, reason and answer alone)."""
+    change = Change(Status.COMPLETED, None, answered=True, ended_by="system")
+    cut = limit_reason(change, 600.0, 600)
+    assert (cut.reason, cut.answered, cut.ended_by) == ("max_duration_s reached", True, "system")
+
+
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
