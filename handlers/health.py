@@ -80,6 +80,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_answer(Ok())
 
 
+_PATH_ENDS = r"(?=$|[\s/:;,'\"()])"  # where a path named in a message ends
 # An absolute path left in a message once the known ones are named (its last part is kept).
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/:;,'\"()]+/)*([^\s/:;,'\"()]+)/?")
 
@@ -95,9 +96,13 @@ def without_paths(text: str, files: Iterable[Path]) -> str:
             named[form] = file.name
             named[os.path.dirname(form)] = f"{file.name}'s directory"
     for path in sorted(named, key=len, reverse=True):  # a file before its directory
-        if path not in ("", "/"):
-            text = text.replace(path, named[path])
+        if path not in ("", "/"):  # whole: a directory /app is not the start of /application
+            text = re.sub(re.escape(path) + _PATH_ENDS, _literally(named[path]), text)
     return _ABSOLUTE_PATH.sub(r"…/\1", text)
+
+
+def _literally(name: str) -> Callable[[re.Match[str]], str]:
+    return lambda _match: name  # a name's backslashes are no group references
 
 
 async def _check(app: web.Application) -> Failures:

@@ -29,6 +29,7 @@ from common.calls.service import NEVER_DIALLED
 from common.settings import DEV_API_KEY, DEV_API_SECRET, Settings, configure_logging
 from common.storage.sqlite import SqliteCallStore
 from common.update_config import ConfigStore
+from handlers.health import without_paths
 from handlers.keys import CALLS, CONFIG, STORE
 from sandbox import TwirpError
 from server import SANDBOX
@@ -244,6 +245,22 @@ async def test_readyz_fails_when_config_json_cannot_be_written(
     assert said.startswith(f"not ready: config: {blocker}") and said.endswith("Not a directory")
     # ... and indeed a call cannot be placed:
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("/app/config.json: Not a directory", "config.json: Not a directory"),
+        ("/app: Read-only file system", "config.json's directory: Read-only file system"),
+        # another path beside the known directory is not taken for it
+        ("/application/x.db: disk full", "…/x.db: disk full"),
+        ("/app2: gone", "…/app2: gone"),
+    ],
+)
+def test_readyz_names_a_known_path_only_where_it_is_whole(text: str, shown: str) -> None:
+    """A known directory /app was replaced inside /application/x ("config.json's
+    directorylication/x"): a path is named only where it ends (review BD)."""
+    assert without_paths(text, [Path("/app/config.json")]) == shown
 
 
 async def test_readyz_fails_when_the_database_takes_no_writes(
