@@ -7,10 +7,10 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpServer
 
 from common.storage.paging import Before
@@ -168,3 +168,17 @@ class NullControl:
 
     def do_not_call(self) -> None:
         raise AssertionError("not expected")
+
+
+async def first_call_recorded(client: TestClient[Any, Any]) -> str:
+    """The id of the first call `GET /calls` lists, once there is one (a call still being
+    placed: its row is written before its dial)."""
+    listed: list[dict[str, Any]] = []
+
+    async def row_exists() -> bool:
+        listed[:] = (await (await client.get("/calls")).json())["calls"]
+        return bool(listed)
+
+    await wait_for(row_exists)
+    call_id: str = listed[0]["call_id"]
+    return call_id

@@ -32,7 +32,7 @@ from handlers.keys import EVENTS, STORE, WEBHOOKS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, serving, serving_posts, wait_for
+from tests.helpers import SEED_EXAMPLES, first_call_recorded, serving, serving_posts, wait_for
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -301,14 +301,7 @@ async def test_a_call_hung_up_before_its_dial_tells_the_receiver_how_it_ended(
     client = await webhook_app(start_app, receiver.url, sandbox_time_scale=100.0)
     client.app[SANDBOX].inject("CreateDispatch", delay_s=0.3, times=1)
     placing = asyncio.create_task(client.post("/calls/outbound", json=SEED_EXAMPLES[0]))
-    listed: list[dict[str, Any]] = []
-
-    async def row_exists() -> bool:
-        listed[:] = (await (await client.get("/calls")).json())["calls"]
-        return bool(listed)
-
-    await wait_for(row_exists)
-    call_id = listed[0]["call_id"]
+    call_id = await first_call_recorded(client)
     hung_up = await client.post(f"/calls/{call_id}/hangup")
     assert (await hung_up.json())["call_status"] == "canceled"
     placed = await placing

@@ -34,7 +34,7 @@ from handlers.keys import CALLS, CONFIG, STORE
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, config_forgets
+from tests.helpers import SEED_EXAMPLES, config_forgets, first_call_recorded
 from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
 
 Client = TestClient[Any, Any]
@@ -71,14 +71,7 @@ async def test_hangup_during_dispatch_means_the_number_is_never_dialled(
     placing = asyncio.create_task(
         client.post("/calls/outbound", json={"phone_number": LONG_CALL, "name": "Ann"})
     )
-    listed: list[dict[str, Any]] = []
-
-    async def row_exists() -> bool:
-        listed[:] = (await (await client.get("/calls")).json())["calls"]
-        return bool(listed)
-
-    await wait_for(row_exists)
-    call_id = listed[0]["call_id"]
+    call_id = await first_call_recorded(client)
     hung_up = await client.post(f"/calls/{call_id}/hangup")
     assert hung_up.status == 200
     assert (await hung_up.json())["call_status"] == "canceled"
