@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn
+from typing import Any
 
 import aiofiles.os
 from aiohttp.abc import AbstractResolver
@@ -169,6 +169,20 @@ _NOBODY_CALLED = _failed(NEVER_DIALLED)
 LISTED_WHILE_PLACING = (
     "not dialled: its number was put on the do-not-call list while the call was being placed"
 )
+
+
+def _hung_up_first(applied: Applied) -> CallRecord | None:
+    """The call, if a hang-up through the API came before its placement failed (LiveKit
+    refused it, its number was listed meanwhile): the hang-up wins, as it does before a dial.
+    Its hanger-up was answered 200 with its id, and its receiver is told of it (the
+    hang-up releases its deliveries, release_deliveries): its placer is answered 200 and
+    "canceled" too, not an error without its id for a call its receiver hears of. The
+    settle that failed it read the mark in its own transaction: a hang-up after it finds
+    the call over (409), and the call stays unreported."""
+    after = applied.after
+    if after is not None and after.hangup_requested and after.status is Status.CANCELED:
+        return after
+    return None
 
 
 def _never_dialled(state: CallState) -> Change | None:
@@ -556,13 +570,14 @@ class CallService:
             )
         except LiveKitError as exc:
             exc.maybe_done = False  # a dispatch never dials
-            await self._placement_failed(call_id, exc)
+            if (hung_up := await self._placement_failed(call_id, exc)) is not None:
+                return hung_up
             raise
         current = await self._start_dial(call_id)
         if current is not None and (current.hangup_requested or current.is_final):
             return await self._hung_up_while_placing(call_id, current)
         if current is not None and current.dial_started_at is None:  # listed meanwhile
-            await self._listed_while_placing(call_id)
+            return await self._listed_while_placing(call_id)
         try:
             placed = await dial(
                 self.lkapi,
@@ -577,7 +592,8 @@ class CallService:
                 # LiveKit refused the dial before making it: unmarked before it is settled,
                 # so a campaign reads it never dialled and places it again, not a failed dial.
                 await self._unmark_dial(call_id)
-            await self._placement_failed(call_id, exc)
+            if (hung_up := await self._placement_failed(call_id, exc)) is not None:
+                return hung_up
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
         detail = {"dispatch_id": dispatch_id, "participant_id": placed.participant_id}
@@ -640,10 +656,11 @@ class CallService:
         applied = await self._settle(call_id, "hangup", _CANCELED_BY_API)
         return applied.after or current
 
-    async def _listed_while_placing(self, call_id: str) -> NoReturn:
+    async def _listed_while_placing(self, call_id: str) -> CallRecord:
         """The number was put on the do-not-call list after the call was recorded, before its
         dial: not dialled. Settled failed, unmarked (a campaign places the attempt again and
-        finds the number listed), its key and rate share freed: nobody was called."""
+        finds the number listed), its key and rate share freed: nobody was called. Unless a
+        hang-up through the API came first: it wins (see _hung_up_first)."""
         logger.info(
             "call %s: its number was put on the do-not-call list while it was being placed;"
             " not dialling",
@@ -653,15 +670,21 @@ class CallService:
         self._close_room_soon(call_id)  # the agent's dispatch made it
         await self._forget_config(call_id)
         try:
-            await self._settle(call_id, "dnc_listed", _failed(LISTED_WHILE_PLACING))
+            applied = await self._settle(call_id, "dnc_listed", _failed(LISTED_WHILE_PLACING))
         except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
             logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
         else:
+            if (hung_up := _hung_up_first(applied)) is not None:
+                return hung_up
             await self._release(call_id)
         raise OnDoNotCallList
 
-    async def _placement_failed(self, call_id: str, exc: LiveKitError) -> None:
+    async def _placement_failed(self, call_id: str, exc: LiveKitError) -> CallRecord | None:
+        """Settled failed, or canceled if a hang-up through the API came first: then the
+        call, which its placer is answered (200, as its hanger-up was) rather than the error
+        (see _hung_up_first)."""
         self.metrics.calls_placed.labels(result="failed").inc()
+        hung_up = None
         # A LiveKit down fails every call: once a minute per kind of failure, with how many
         # (each call's reason is in its row, its API answer and the metrics)
         if (more := self._repeats.due(f"placement {type(exc).__name__}")) is not None:
@@ -673,7 +696,7 @@ class CallService:
                 extra={"call_id": call_id},
             )
         try:
-            await self._settle(
+            applied = await self._settle(
                 call_id,
                 "placement_failed",
                 _failed(exc.reason),
@@ -681,8 +704,11 @@ class CallService:
             )
         except DatabaseError as db_exc:  # the reaper settles the row once the db is back
             logger.error("call %s: could not record the failure: %s", call_id, db_exc)
+        else:
+            hung_up = _hung_up_first(applied)
         await self._forget_config(call_id)
         self._close_room_soon(call_id)
+        return hung_up
 
     async def _unmark_dial(self, call_id: str) -> None:
         try:

@@ -311,6 +311,34 @@ async def test_a_call_hung_up_before_its_dial_tells_the_receiver_how_it_ended(
     assert await client.app[STORE].count_pending_deliveries() == 0
 
 
+@pytest.mark.parametrize("refused", ["CreateDispatch", "CreateSIPParticipant"])
+async def test_a_call_hung_up_and_then_refused_by_livekit_is_answered_as_its_receiver_hears_it(
+    start_app: AppFactory, receivers: Any, refused: str
+) -> None:
+    """POST /calls/{id}/hangup while LiveKit is taking the call's dispatch (or its dial),
+    which LiveKit then refuses (503): the hanger-up was answered 200 with its id, and the
+    hang-up made its deliveries, so its receiver got call.dialing and call.ended
+    (canceled), while its placer was answered 503 without its id (probe BE: 21 calls of
+    300 under hang-ups racing a LiveKit outage). The hang-up wins, as it does before a dial:
+    its placer is answered 200 with its id and "canceled"."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url, sandbox_time_scale=100.0)
+    down = TwirpError("unavailable", "restarting")
+    fault = client.app[SANDBOX].inject(refused, delay_s=0.5, error=down, times=1)
+    placing = asyncio.create_task(client.post("/calls/outbound", json=SEED_EXAMPLES[0]))
+    call_id = await first_call_recorded(client)
+    await wait_until(lambda: fault.applied == 1)  # LiveKit holds the request
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+    placed = await placing
+    answer = await placed.json()
+    assert placed.status == 200, answer
+    assert (answer["call_id"], answer["call_status"]) == (call_id, "canceled")
+    await settle(client)
+    assert receiver.types(call_id) == ["call.dialing", "call.ended"]
+    assert json.loads(receiver.got[-1].body)["data"]["status"] == "canceled"
+    assert await client.app[STORE].count_pending_deliveries() == 0
+
+
 async def test_a_calls_own_webhook_url_wins(start_app: AppFactory, receivers: Any) -> None:
     default, own = await receivers(), await receivers()
     client = await webhook_app(start_app, default.url)
