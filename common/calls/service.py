@@ -434,6 +434,8 @@ class CallService:
         except LiveKitError as exc:
             exc.call_id = call_id
             if not exc.may_have_rung:  # nobody was called: the key and the rate share go
+                # (with the settle that failed it, release_refused; again here, in case that
+                # settle failed and left the call to the reaper)
                 await self._release(call_id)
             raise
 
@@ -670,13 +672,18 @@ class CallService:
         self._close_room_soon(call_id)  # the agent's dispatch made it
         await self._forget_config(call_id)
         try:
-            applied = await self._settle(call_id, "dnc_listed", _failed(LISTED_WHILE_PLACING))
+            # Its key and rate share freed in the same transaction (release_refused): freed
+            # after it, a stop or a lost connection between the two left its key bound to a
+            # call settled failed, and a retry under it was answered 200 with its id, for a
+            # call its receiver never hears of.
+            applied = await self._settle(
+                call_id, "dnc_listed", _failed(LISTED_WHILE_PLACING), release_refused=True
+            )
         except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
             logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
         else:
             if (hung_up := _hung_up_first(applied)) is not None:
                 return hung_up
-            await self._release(call_id)
         raise OnDoNotCallList
 
     async def _placement_failed(self, call_id: str, exc: LiveKitError) -> CallRecord | None:
@@ -701,6 +708,7 @@ class CallService:
                 "placement_failed",
                 _failed(exc.reason),
                 detail={"reason": exc.reason, "sip_status": exc.sip_status},
+                release_refused=True,  # never dialled: freed with it (_listed_while_placing)
             )
         except DatabaseError as db_exc:  # the reaper settles the row once the db is back
             logger.error("call %s: could not record the failure: %s", call_id, db_exc)
@@ -867,6 +875,7 @@ class CallService:
         ended_at: float | None = None,
         event_at: float | None = None,
         dial_taken: bool = False,
+        release_refused: bool = False,
     ) -> Applied:
         """Apply one decision in one transaction; its events go out once it committed."""
         applied = await self.store.apply(
@@ -881,6 +890,7 @@ class CallService:
             ended_at=ended_at,
             event_at=event_at,
             dial_taken=dial_taken,
+            release_refused=release_refused,
         )
         self._publish(call_id, applied)
         return applied

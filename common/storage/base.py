@@ -230,6 +230,7 @@ class CallStore(CampaignStore, Protocol):
         ended_at: float | None = None,
         event_at: float | None = None,
         dial_taken: bool = False,
+        release_refused: bool = False,
     ) -> Applied:
         """In one transaction: dedupe by event id, decide the change, store it, its timeline
         entry and its outbox events. `room_finished` / `callee_left`: the event says the room
@@ -238,7 +239,8 @@ class CallStore(CampaignStore, Protocol):
         `ended_at`: when a final decision's call ended, if known to be before now.
         `event_at`: when the event happened by its sender (a late webhook's createdAt).
         `dial_taken`: LiveKit took the call's dial: the customer deliveries a call placed through
-        the API held until then are made (Applied.released)."""
+        the API held until then are made (Applied.released). `release_refused`: a decision
+        that fails a call never dialled frees its Idempotency-Key and rate share with it."""
         ...
 
     async def start_dial(self, call_id: str) -> CallRecord | None: ...

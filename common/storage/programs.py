@@ -424,6 +424,7 @@ def apply(
     event_at: float | None = None,
     sandbox_time_scale: float = 1.0,
     dial_taken: bool = False,
+    release_refused: bool = False,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change.
@@ -432,7 +433,9 @@ def apply(
     that was said before now. `event_at`: when the event happened, by its sender's clock in
     whole seconds (LiveKit's createdAt), for an event that arrives late. `dial_taken`: LiveKit
     took the call's dial, so the deliveries it held until then are made (release_deliveries)
-    even if nothing changes."""
+    even if nothing changes. `release_refused`: a decision that fails a call never dialled
+    (its placement refused) frees its Idempotency-Key and rate share in the same transaction
+    (release_placement), as the reaper's settle_never_dialled does."""
     if event_id is not None:
         seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
         if seen:
@@ -519,6 +522,13 @@ def apply(
             detail,
             now,
         )
+    if (
+        release_refused
+        and change is not None
+        and change.status is Status.FAILED
+        and after.dial_started_at is None
+    ):
+        yield from release_placement(d, call_id)
     return Applied(change=change, before=before, after=after, events=events, released=released)
 
 

@@ -121,6 +121,7 @@ class SqlCallStore(CampaignMethods):
         ended_at: float | None = None,
         event_at: float | None = None,
         dial_taken: bool = False,
+        release_refused: bool = False,
     ) -> Applied:
         program = programs.apply(
             self.dialect,
@@ -139,6 +140,7 @@ class SqlCallStore(CampaignMethods):
             ended_at=ended_at,
             event_at=event_at,
             dial_taken=dial_taken,
+            release_refused=release_refused,
         )
         try:
             return await self._run(program, write=True)

@@ -339,6 +339,39 @@ async def test_a_call_hung_up_and_then_refused_by_livekit_is_answered_as_its_rec
     assert await client.app[STORE].count_pending_deliveries() == 0
 
 
+async def test_a_retry_under_the_key_of_a_refused_call_places_it_and_is_told_of_it(
+    start_app_on_each_database: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call refused before its dial (503) was settled failed in one transaction and its
+    Idempotency-Key freed in the next: a server stopped (or the database lost) between the
+    two left the key bound to the failed call, and the client's retry under it was answered
+    200 with that call's id and "failed", a call whose receiver never hears anything (its
+    deliveries held for a dial that never came). The key is freed with the settle: the retry
+    places the call, and its receiver is told of it."""
+    receiver = await receivers()
+    client = await webhook_app(start_app_on_each_database, receiver.url, sandbox_time_scale=0.0)
+    store = client.app[STORE]
+
+    async def lost(_call_id: str) -> None:  # the transaction after the settle never runs
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(store, "release_placement", lost)
+    down = TwirpError("unavailable", "restarting")
+    client.app[SANDBOX].inject("CreateDispatch", error=down, times=1)
+    key = {"Idempotency-Key": "refused-then-retried"}
+    refused = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=key)
+    assert refused.status == 503
+    monkeypatch.undo()
+    retried = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=key)
+    answer = await retried.json()
+    assert retried.status == 200, answer
+    await settle(client)
+    assert receiver.types(answer["call_id"])[:1] == ["call.dialing"]
+    assert "call.ended" in receiver.types(answer["call_id"])
+    assert {r.call_id for r in receiver.got} == {answer["call_id"]}
+    assert await store.count_pending_deliveries() == 0
+
+
 async def test_a_calls_own_webhook_url_wins(start_app: AppFactory, receivers: Any) -> None:
     default, own = await receivers(), await receivers()
     client = await webhook_app(start_app, default.url)
