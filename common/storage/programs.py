@@ -724,7 +724,7 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
 def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
     """Mark the call to be hung up, with its timeline line, in one transaction (so the
     timeline's order is the order things happened in). None if the call is unknown; the call
-    unmarked if it is ending already (its callee left, or its room finished: an unanswered
+    unmarked if it is over or ending already (its callee left, or its room finished: an unanswered
     call waiting out the settle grace, whose late answer must still count); asked again,
     the call as it is (no new line)."""
     rows = yield Query(
@@ -736,7 +736,9 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
     call = row_to_call(rows[0])
     if call.hangup_requested:
         return call
-    if call.callee_left_at is not None or call.room_finished_at is not None:
+    # Over (settled since the caller looked: marked, a refused call's held deliveries would
+    # go out with its next event), or ending already: left as it is.
+    if call.is_final or call.callee_left_at is not None or call.room_finished_at is not None:
         return call
     updated = yield Query(
         "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",

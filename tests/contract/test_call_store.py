@@ -223,6 +223,20 @@ async def test_request_hangup(store: CallStore, clock: FakeClock) -> None:
     assert await store.request_hangup("call-unknown") is None
 
 
+async def test_a_call_already_over_is_not_marked_for_a_hangup(store: CallStore) -> None:
+    """A hang-up that lost the race to the call's end (a placement refused, settled failed
+    between the service's look and the mark) left the mark on a call that was over, answered
+    409; a later event of that call (a final report) read it as hung up through the API and
+    released its held customer deliveries (probe BE)."""
+    await store.create_call(new_call())
+    await store.apply(CALL, "placement_failed", lambda _s: Change(Status.FAILED, "refused"))
+    over = await store.request_hangup(CALL)
+    assert over is not None and over.is_final and not over.hangup_requested
+    call = await store.get_call(CALL)
+    assert call is not None and not call.hangup_requested
+    assert [e.kind for e in call.timeline] == ["created", "placement_failed"]
+
+
 async def test_a_hangup_asked_twice_is_one_mark_and_one_line(
     store: CallStore, clock: FakeClock
 ) -> None:
