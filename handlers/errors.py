@@ -31,7 +31,7 @@ from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.storage.base import DatabaseError, DatabaseGone
 from common.storage.campaign_programs import CampaignConflict
-from common.text import is_unicode
+from common.text import is_unicode, shown_text
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _refusal(request: web.Request, exc: web.HTTPException) -> str:
 
 def _shown(path: str) -> str:
     """A path the client sent, as an error repeats it: quoted, escaped, cut at 80 characters."""
-    return repr(path if len(path) <= 80 else path[:80] + "…")
+    return repr(shown_text(path, 81))
 
 
 @web.middleware

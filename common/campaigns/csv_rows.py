@@ -32,6 +32,8 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
+from common.text import shown_text
+
 CALL_FIELDS: frozenset[str] = frozenset(
     {
         "phone_number",
@@ -237,7 +239,7 @@ def _header_names(columns: list[str]) -> str:
 
 
 def _cut(name: str) -> str:
-    return name if len(name) <= 40 else name[:40] + "…"
+    return shown_text(name, 41)  # 40 characters and an ellipsis, at most
 
 
 def _row(

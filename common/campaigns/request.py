@@ -314,20 +314,12 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
 
 def merged_options(query: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     """The parameters' options (query, form fields) and a multipart `options` part's, which
-    must not name the same
-    option (or section: a part's `pacing` replaced the query's whole, dropping its
-    calls_per_second)."""
+    must not name the same option (or section: a part's `pacing` replaced the query's whole,
+    dropping its calls_per_second)."""
     both = [key for key in part if key in query]
     if both:
-        raise InvalidCall(
-            [
-                FieldError(
-                    key,
-                    "is given both as a parameter (query or form field) and in the options part",
-                )
-                for key in both
-            ]
-        )
+        why = "is given both as a parameter (query or form field) and in the options part"
+        raise InvalidCall([FieldError(key, why) for key in both])
     return query | known_options(part)
 
 
