@@ -724,9 +724,9 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
 def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
     """Mark the call to be hung up, with its timeline line, in one transaction (so the
     timeline's order is the order things happened in). None if the call is unknown; the call
-    unmarked if it is over or ending already (its callee left, or its room finished: an unanswered
-    call waiting out the settle grace, whose late answer must still count); asked again,
-    the call as it is (no new line)."""
+    unmarked if it is over or ending already (its callee left, or its room finished: an
+    unanswered call waiting out the settle grace, whose late answer must still count); asked
+    again, the call as it is (no new line)."""
     rows = yield Query(
         f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
         (call_id,),
