@@ -56,6 +56,11 @@ Variants (the first one is the reference of the "vs" column; "current" is always
     dispatch metadata carries no `report_url`, so the sandbox, playing our agent, posts no
     agent reports (since b80321d about 7 per answered call): the server gets the traffic
     910fe35 got, the intake request and LiveKit's webhooks.
+  - `exchanges_floor`, `exchanges_floor_verified`, `exchanges_floor_durable` (measurements,
+    not fast paths): a bare server that only answers a call's exchanges (the intake with its
+    two Twirp calls, the webhooks, the report POSTs), then with their signature checks, then
+    with the fewest group-committed fsyncs before answering: what a call costs a server that
+    does nothing else under issue 17's rules (see bench/variants/exchanges_floor.py).
 
 What is measured. Every variant runs as `server.py` in its own process with its own fresh work
 directory (config.json, calls.db), configured for a real LiveKit (`LIVEKIT_URL`, non-dev API
