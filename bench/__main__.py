@@ -23,6 +23,7 @@ from bench.harness import PYTHON, ROOT, machine, subprocess_env
 BENCHMARKS = (
     "config_write",
     "http",
+    "floors",
     "agent_start",
     "memory",
     "webhooks",

@@ -582,12 +582,13 @@ def spec(url: str, clients: int, count: int, number: str) -> dict[str, Any]:
     }
 
 
-def hello_cpu_ms(hello: Served, clients: int, count: int) -> float:
+def hello_load(hello: Served, clients: int, count: int) -> tuple[float, float]:
+    """Hello-world's CPU ms per request and requests/s at `clients`."""
     cpu = CpuMark.take(hello.pid)
     result = run_load(spec(hello.url + "/", clients, count, SETTLED_NUMBER))
     if result.errors:
         raise RuntimeError(f"hello-world errors: {result.error_samples}")
-    return cpu.seconds() * 1000 / max(result.ok, 1)
+    return cpu.seconds() * 1000 / max(result.ok, 1), result.rps
 
 
 def place(pair: Pair, clients: int, count: int, number: str) -> LoadResult:
@@ -696,6 +697,7 @@ class Sample:
     polls: int = 0
     records: int = 0  # config.json records before the measurement (many live)
     config_bytes: int = 0
+    hello_rps: float = math.nan  # hello-world requests/s, same measurement as hello_cpu_ms
 
     @property
     def multiple(self) -> float:
@@ -707,7 +709,7 @@ Samples = dict[str, dict[str, dict[int, Sample]]]
 
 
 def standard_sample(pair: Pair, hello: Served, clients: int, plan: Plan) -> Sample:
-    h = hello_cpu_ms(hello, clients, plan.hello[clients])
+    h, hello_rps = hello_load(hello, clients, plan.hello[clients])
     server, sandbox = CpuMark.take(pair.server.pid), CpuMark.take(pair.sandbox.pid)
     result = place(pair, clients, plan.calls[clients], SETTLED_NUMBER)
     settled_at, polls = wait_live(pair, 0, SETTLE_TIMEOUT_S)
@@ -721,13 +723,14 @@ def standard_sample(pair: Pair, hello: Served, clients: int, plan: Plan) -> Samp
         p50=result.p(50),
         p99=result.p(99),
         polls=polls,
+        hello_rps=hello_rps,
     )
 
 
 def live_sample(pair: Pair, hello: Served, plan: Plan) -> Sample:
     records = config_records(pair.config)
     size = pair.config.stat().st_size
-    h = hello_cpu_ms(hello, LIVE_CLIENTS, plan.live_hello)
+    h, hello_rps = hello_load(hello, LIVE_CLIENTS, plan.live_hello)
     server, sandbox = CpuMark.take(pair.server.pid), CpuMark.take(pair.sandbox.pid)
     result = place(pair, LIVE_CLIENTS, plan.live_extra, RINGING_NUMBER)
     time.sleep(LIVE_TRAIL_S)
@@ -741,6 +744,7 @@ def live_sample(pair: Pair, hello: Served, plan: Plan) -> Sample:
         p99=result.p(99),
         records=records,
         config_bytes=size,
+        hello_rps=hello_rps,
     )
     hang_up_extras(pair)
     return sample
