@@ -212,6 +212,7 @@ class CallRecord:
             self.room_finished_at is not None,
             self.amd,
             self.dial_started_at is not None,
+            self.callee_left_at is not None,
         )
 
     @property

@@ -83,6 +83,8 @@ class CallState:
     dialled: bool = True
     """The dial was recorded as started. A call never dialled is settled by the reaper, as
     such ("nobody was called", its Idempotency-Key freed), whatever its room does."""
+    callee_left: bool = False
+    """The callee's participant left the room (the call ends with its room_finished)."""
 
 
 @dataclass(frozen=True)

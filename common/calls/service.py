@@ -227,8 +227,11 @@ _ended_agent_gone = _over_unheard(AGENT_GONE, _failed(AGENT_GONE))
 def _agent_gone(state: CallState) -> Change | None:
     """The agent left a room that is still there: ended as its room_finished would end an
     answered call, for AGENT_GONE; failed if nobody answered (the phone may still ring). The
-    server hangs it up itself: ended by `system`."""
-    change = None if state.room_finished else _ended_agent_gone(state)
+    server hangs it up itself: ended by `system`. Not if the callee left first (read in the
+    decision's transaction, so a callee leaving as the grace ran out is never overwritten):
+    the room ends by itself, and room_finished settles the call as the callee's."""
+    gone = state.room_finished or state.callee_left
+    change = None if gone else _ended_agent_gone(state)
     return None if change is None else replace(change, ended_by="system")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -26,6 +27,7 @@ from common.calls import service
 from common.calls.service import AGENT_GONE
 from common.contracts import OUTCOME_FAILED, RoomMetadata
 from common.settings import DEV_API_KEY, DEV_API_SECRET
+from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets, wait_for
@@ -402,6 +404,39 @@ async def test_an_agent_leaving_a_live_call_ends_it_unless_the_call_ends_anyway(
     assert (shown["status"], shown["reason"]) == (status, reason)
     gone = [e for e in shown["timeline"] if e["event"] == "agent_gone"]
     assert len(gone) == (1 if reason == AGENT_GONE else 0)
+
+
+async def test_a_callee_leaving_as_the_agent_gone_grace_ends_is_not_overwritten(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent-gone check's look at the call comes before its transaction: a callee who
+    left in between (here: the look sees the call as it was before) is the one who ended the
+    call, and the decision, made on the row its transaction holds, leaves the call alone."""
+    monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    store = client.app[CALLS].store
+    looked_before_the_callee_left = store.get_call
+
+    async def stale_look(call_id: str, *, with_timeline: bool = True) -> Any:
+        call = await looked_before_the_callee_left(call_id, with_timeline=with_timeline)
+        return None if call is None else dataclasses.replace(call, callee_left_at=None)
+
+    monkeypatch.setattr(store, "get_call", stale_look)
+    active = {"sip.callStatus": "active"}
+    left = int(models.DisconnectReason.CLIENT_INITIATED)
+    events = [
+        event_json("participant_joined", call_id, attributes=active),
+        agent_left(call_id, left),
+        event_json("participant_left", call_id, attributes=active, reason=left),
+    ]
+    for body in events:
+        assert await post(client, body, sign(body)) == 200
+    await asyncio.sleep(0.6)  # well past the grace
+    monkeypatch.undo()
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert (shown["status"], shown["reason"], shown["ended_by"]) == ("in_progress", None, None)
+    assert not [e for e in shown["timeline"] if e["event"] == "agent_gone"]
 
 
 async def _is_final(shown: Awaitable[dict[str, Any]]) -> bool:
