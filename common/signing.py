@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
@@ -37,6 +38,10 @@ WEBHOOK_MAX_AHEAD = datetime.timedelta(hours=1)
 # Our agents (and the sandbox) sign each report attempt afresh for TOKEN_TTL: 5 minutes more
 # leaves room for an agent's clock ahead of the server's.
 REPORT_MAX_AHEAD = TOKEN_TTL + datetime.timedelta(minutes=5)
+# That room, for the agent's clock ahead of ours, holds for its tokens' `nbf` (its "now") too:
+# with LEEWAY alone, an agent host a minute and a second ahead had every report refused (401,
+# which it does not retry), and the calls it talked on kept no answer, transcript or report.
+REPORT_CLOCK_AHEAD = REPORT_MAX_AHEAD - TOKEN_TTL
 
 
 class Unverified(Exception):
@@ -132,6 +137,7 @@ class BodyVerifier:
         leeway: datetime.timedelta = LEEWAY,
         *,
         max_ahead: datetime.timedelta = WEBHOOK_MAX_AHEAD,
+        not_before_leeway: datetime.timedelta | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not api_key or not api_secret:
@@ -140,6 +146,9 @@ class BodyVerifier:
         self._api_secret = api_secret
         self._leeway_s = leeway.total_seconds()
         self._max_ahead = max_ahead
+        # How far ahead of ours the signer's clock may run (`nbf`, `iat`); None: `leeway`.
+        ahead = leeway if not_before_leeway is None else not_before_leeway
+        self._not_before_leeway_s = max(ahead.total_seconds(), self._leeway_s)
         self._clock = clock
         # PyJWT's own decode, with HS256 swapped for one that prepared our secret already.
         self._jwt = jwt.PyJWT()
@@ -156,6 +165,7 @@ class BodyVerifier:
         token = bearer_token(header)
         if not token:
             raise Unverified("no Authorization header")
+        own_not_before = self._not_before_leeway_s > self._leeway_s  # checked below
         try:
             claims = self._jwt.decode(
                 token,
@@ -163,10 +173,17 @@ class BodyVerifier:
                 issuer=self._api_key,
                 algorithms=["HS256"],
                 leeway=self._leeway_s,
-                options={"verify_signature": True, "require": ["exp"]},
+                options={
+                    "verify_signature": True,
+                    "require": ["exp"],
+                    "verify_nbf": not own_not_before,
+                    "verify_iat": not own_not_before,
+                },
             )
         except Exception as exc:  # PyJWT raises many types; any of them means "not verified"
             raise Unverified(f"token rejected ({type(exc).__name__})") from None
+        if own_not_before:
+            self._check_not_before(claims)
         # PyJWT checked that int() takes it, as it reads it
         if int(claims["exp"]) - self._clock() > self._max_ahead.total_seconds():
             raise Unverified(
@@ -186,6 +203,24 @@ class BodyVerifier:
         if not isinstance(video, dict):
             raise Unverified("token's video grant is not an object")
         return SignedBody(room=video.get("room"))
+
+    def _check_not_before(self, claims: dict[str, Any]) -> None:
+        """`nbf` and `iat`, as PyJWT checks them, with `not_before_leeway` for a signer's
+        clock ahead of ours."""
+        for claim in ("nbf", "iat"):
+            if claim not in claims:
+                continue
+            try:
+                at = int(claims[claim])
+            except (ValueError, TypeError, OverflowError):
+                raise Unverified(f"token rejected ({claim} is not an integer)") from None
+            ahead = at - self._clock()
+            if ahead > self._not_before_leeway_s:
+                allowed = _duration(datetime.timedelta(seconds=self._not_before_leeway_s))
+                raise Unverified(
+                    f"token not valid yet: its {claim} is {ahead:.0f} s ahead of this server's"
+                    f" clock (over {allowed}: is the signer's clock right?)"
+                )
 
 
 def _duration(span: datetime.timedelta) -> str:

@@ -29,7 +29,7 @@ from common.contracts import (
     REPORTS_PATH,
     AgentReport,
 )
-from common.signing import REPORT_MAX_AHEAD, BodyVerifier, Unverified
+from common.signing import REPORT_CLOCK_AHEAD, REPORT_MAX_AHEAD, BodyVerifier, Unverified
 from handlers.errors import HttpError, json_error
 from handlers.http import (
     PUBLIC_SECRET,
@@ -122,7 +122,10 @@ def _outcome(applied: Applied) -> Literal["applied", "duplicate", "too_many_turn
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[VERIFIER] = BodyVerifier(
-        settings.livekit_api_key, settings.livekit_api_secret, max_ahead=REPORT_MAX_AHEAD
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        max_ahead=REPORT_MAX_AHEAD,
+        not_before_leeway=REPORT_CLOCK_AHEAD,
     )
     add_route(
         app,

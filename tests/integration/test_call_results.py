@@ -16,7 +16,7 @@ import io
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -227,6 +227,25 @@ async def test_the_answer_report_moves_the_call_to_in_progress_at_once(
     pending = await shown(client, call_id)
     assert pending["report_status"] == "pending"
     assert pending["simulated"] is None  # not known before the final report (it said false)
+
+
+async def test_an_agent_whose_clock_runs_minutes_ahead_is_heard(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its token's nbf is its own now: an agent host 3 minutes ahead had every report refused
+    (401, which it never retries), and the call it talked on kept no answer, no transcript."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    real = datetime.datetime
+
+    class AgentClock(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> AgentClock:
+            return cast(AgentClock, real.now(tz) + datetime.timedelta(minutes=3))
+
+    monkeypatch.setattr("livekit.api.access_token.datetime.datetime", AgentClock)
+    assert await post_report(client, answered(call_id)) == 200
+    assert (await shown(client, call_id))["status"] == "in_progress"
 
 
 async def test_reports_are_idempotent(start_app: AppFactory) -> None:

@@ -19,6 +19,7 @@ from jwt.exceptions import DecodeError
 from livekit.api import TokenVerifier
 
 from common.signing import (
+    REPORT_CLOCK_AHEAD,
     REPORT_MAX_AHEAD,
     TOKEN_TTL,
     BodyVerifier,
@@ -136,6 +137,30 @@ def test_an_exp_further_ahead_than_any_signer_of_ours_makes_is_refused() -> None
     for ahead_s in (REPORT_MAX_AHEAD.total_seconds() + 60, 6 * 3600, 10**10):
         with pytest.raises(Unverified, match="expires more than 10 min ahead"):
             reports.verify(token(exp=int(time.time() + ahead_s)), BODY)
+
+
+@pytest.mark.parametrize("agent_ahead_s", [0, 61, 180, 290])
+def test_a_report_signed_by_an_agent_whose_clock_runs_ahead_verifies(agent_ahead_s: int) -> None:
+    """The agent's token says nbf = its now: an agent host a minute and a second ahead had
+    every report refused (ImmatureSignatureError, 401, not retried), though REPORT_MAX_AHEAD
+    was made for such clocks. Up to REPORT_CLOCK_AHEAD (5 min) they verify; webhooks keep
+    the minute of leeway, and a report further ahead is refused, saying why."""
+    now = int(time.time())
+    signed = sign_body(BODY, KEY, SECRET, room="call-1")
+    # The same token as the agent made it, its clock `agent_ahead_s` ahead of ours.
+    ahead = jwt.decode(signed, SECRET, algorithms=["HS256"], options={"verify_nbf": False})
+    ahead |= {"nbf": now + agent_ahead_s, "exp": now + agent_ahead_s + 300}
+    header = jwt.encode(ahead, SECRET, algorithm="HS256")
+    reports = BodyVerifier(
+        KEY, SECRET, max_ahead=REPORT_MAX_AHEAD, not_before_leeway=REPORT_CLOCK_AHEAD
+    )
+    assert reports.verify(header, BODY).room == "call-1"
+    if agent_ahead_s > 60:
+        with pytest.raises(Unverified):
+            BodyVerifier(KEY, SECRET).verify(header, BODY)
+    too_far = jwt.encode(ahead | {"nbf": now + 400, "exp": now + 500}, SECRET, algorithm="HS256")
+    with pytest.raises(Unverified, match=r"nbf is \d+ s ahead of this server.s clock"):
+        reports.verify(too_far, BODY)
 
 
 def test_the_room_a_token_covers() -> None:
