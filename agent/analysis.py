@@ -287,7 +287,12 @@ async def analyze(
     result = read_answer(request, response.text)
     usage = usage_of(llm, response.usage)
     if result.errors:
-        logger.warning("post-call analysis: %s", "; ".join(result.errors))
+        # Which parts, not the values: they are what the callee said (a phone number, a
+        # name), which the final report carries to the server and its retention, not the log.
+        parts = ", ".join(error.split(":", 1)[0] for error in result.errors)
+        logger.warning(
+            "post-call analysis: %d value(s) dropped or missing: %s", len(result.errors), parts
+        )
     return AnalysisResult(
         summary=result.summary,
         success=result.success,

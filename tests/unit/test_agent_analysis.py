@@ -277,15 +277,19 @@ async def test_a_good_structured_answer(
 
 
 async def test_a_value_that_fails_its_check_is_dropped_and_named(
-    fake_openai: FakeOpenAI, make_llm: Callable[[str], openai.LLM]
+    fake_openai: FakeOpenAI, make_llm: Callable[[str], openai.LLM], caplog: pytest.LogCaptureFixture
 ) -> None:
     answer = json.loads(json.dumps(GOOD_ANSWER))
-    answer["extracted"]["age"] = "thirty"
+    answer["extracted"]["age"] = "thirty, call me on +1 415 555 0123"
     fake_openai.answer = json.dumps(answer)
 
     result = await run_analysis(fake_openai, make_llm)
 
-    assert result.errors == ["extracted.age: expected an integer, got 'thirty'"]
+    value = "'thirty, call me on +1 415 555 0123'"
+    assert result.errors == [f"extracted.age: expected an integer, got {value}"]
+    # The log names the value, never what the callee said: it outlives the call's retention.
+    assert "post-call analysis: 1 value(s) dropped or missing: extracted.age" in caplog.text
+    assert "thirty" not in caplog.text and "555" not in caplog.text
     assert result.extracted is not None and "age" not in result.extracted
     assert result.extracted["level"] == "club"
     assert result.summary == GOOD_ANSWER["summary"]
