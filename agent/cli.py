@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -175,6 +176,21 @@ async def _call_in_database(settings: Settings, call_id: str) -> CallRecord | No
         await db.close()
 
 
+def _epoch_seconds(text: str) -> float:
+    """--room-created-at: a moment, in seconds since the epoch. `nan` compares false with
+    every record's time (each then read as written before the room, `inf` too), and 0 or
+    less is no room's creation (the worker reads 0 as unknown)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a moment in seconds since the epoch (e.g. 1795676240.2), not {text!r}"
+        )
+    return value
+
+
 def describe_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m agent describe",
@@ -186,7 +202,7 @@ def describe_main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--room-created-at",
-        type=float,
+        type=_epoch_seconds,
         help="room creation time, epoch seconds (default: the call's creation in the calls"
         " database, else now)",
     )

@@ -197,6 +197,25 @@ def test_describe_with_dispatch_metadata_for_a_call_not_on_this_host(tmp_path: P
     assert not (tmp_path / "absent.json").exists()
 
 
+@pytest.mark.parametrize("moment", ["nan", "inf", "-inf", "0", "-1", "yesterday"])
+def test_describe_refuses_a_room_creation_that_is_no_moment(
+    tmp_path: Path, config_file: Path, moment: str
+) -> None:
+    """`nan` (and `inf`) passed every record as written before the room: the answer said
+    config.json and "record written before the room was created", for any record."""
+    proc = run_agent(
+        ["describe", "--call-id", CALL, f"--room-created-at={moment}"],
+        tmp_path,
+        CONFIG_PATH=str(config_file),
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert (
+        "argument --room-created-at: must be a moment in seconds since the epoch"
+        f" (e.g. 1795676240.2), not {moment!r}"
+    ) in proc.stderr
+
+
 def test_describe_rejects_bad_metadata(tmp_path: Path) -> None:
     proc = run_agent(["describe", "--call-id", CALL, "--metadata", "{nope"], tmp_path)
     assert proc.returncode == 2
