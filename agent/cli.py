@@ -32,6 +32,7 @@ from common.settings import (
     DEV_API_SECRET,
     Settings,
     SettingsError,
+    dotenv_warnings,
     load_settings,
 )
 
@@ -62,6 +63,16 @@ def missing_settings(settings: Settings, command: str) -> list[str]:
         "CARTESIA_API_KEY": bool(settings.cartesia_api_key),
     }
     return [name for name in REQUIRED_SETTINGS.get(command, ()) if not present[name]]
+
+
+def start_warnings(settings: Settings) -> list[str]:
+    """The settings that start but are likely mistakes, as the server warns of them: `.env`'s
+    (a name close to a setting's, one given twice, `${` not expanded) and a LiveKit secret
+    shorter than LiveKit's. The server's own (the SIP trunk's) are not the worker's."""
+    warnings = dotenv_warnings()
+    if (short := settings.short_secret_warning()) is not None:
+        warnings.append(short)
+    return warnings
 
 
 class DescribeError(Exception):
@@ -243,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     command = args[0] if args else ""
+    if command in REQUIRED_SETTINGS and "--help" not in args:
+        # What the server warns of at its start, for this worker's own .env (often on a host
+        # with no server): a misspelt name is read as unset, `${...}` is taken as written.
+        for warning in start_warnings(settings):
+            print(f"agent: warning: {warning}", file=sys.stderr)
     # Asking for help needs no keys.
     missing = [] if "--help" in args else missing_settings(settings, command)
     if missing:

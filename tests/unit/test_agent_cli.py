@@ -229,7 +229,7 @@ def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
         tmp_path,
         LIVEKIT_URL="wss://example.livekit.cloud",
         LIVEKIT_API_KEY="APIkey",
-        LIVEKIT_API_SECRET="secret",
+        LIVEKIT_API_SECRET="secret-of-livekits-length-" + "x" * 8,
         OPENAI_API_KEY="sk-test",
     )
 
@@ -238,6 +238,35 @@ def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
         "agent: cannot run 'start': missing DEEPGRAM_API_KEY, CARTESIA_API_KEY "
         "(set in the environment or .env)"
     )
+
+
+def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
+    """On an agent host (no server there to warn at its start), a misspelt name read as
+    unset meant the default model and voice for every call, and a `${...}` secret taken as
+    written failed every connection, without a word from `python -m agent start`."""
+    (tmp_path / ".env").write_text(
+        "OPENAI_MODLE=gpt-4.1\n"
+        "CARTESIA_VOICE_I=a0e99841-438c-4a64-b679-ae501e7d6091\n"
+        "LIVEKIT_API_SECRET=${LK_SECRET}\n"
+    )
+    proc = run_agent(["start"], tmp_path, LIVEKIT_URL="wss://example.livekit.cloud")
+
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[:4] == [
+        "agent: warning: LIVEKIT_API_SECRET (.env line 3) holds ${: .env is not expanded,"
+        " the value is used as written",
+        "agent: warning: OPENAI_MODLE (.env line 1) is no setting of this server: did you"
+        " mean OPENAI_MODEL? (it is read as unset)",
+        "agent: warning: CARTESIA_VOICE_I (.env line 2) is no setting of this server: did you"
+        " mean CARTESIA_VOICE_ID? (it is read as unset)",
+        "agent: warning: LIVEKIT_API_SECRET is 12 characters; LiveKit's are at least 32 but"
+        " for livekit-server --dev's (is it the API key, or cut short?)",
+    ]
+    assert lines[4].startswith("agent: cannot run 'start': missing LIVEKIT_API_KEY")
+    assert "gpt-4.1" not in proc.stderr and "a0e99841" not in proc.stderr  # no values
+    help_proc = run_agent(["start", "--help"], tmp_path)
+    assert help_proc.returncode == 0 and "warning" not in help_proc.stderr
 
 
 def test_help_needs_no_keys(tmp_path: Path) -> None:
