@@ -235,6 +235,22 @@ def _agent_gone(state: CallState) -> Change | None:
     return None if change is None else replace(change, ended_by="system")
 
 
+def _line_ended_unanswered(callee_left: bool, applied: Applied) -> bool:
+    """The callee's leaving (`callee_left`) ended a call nobody answered, in a room that is
+    still there."""
+    before, after = applied.before, applied.after
+    return (
+        callee_left
+        and before is not None
+        and not before.is_final
+        and after is not None
+        and after.is_final
+        and not after.answered
+        and not after.hangup_requested  # the hang-up deleted the room
+        and after.room_finished_at is None
+    )
+
+
 def _agent_left(event: RoomEvent) -> bool:
     """The agent's participant left, not because its room was deleted (the call's end)."""
     who = event.participant
@@ -775,6 +791,7 @@ class CallService:
             return None
         signal = signal_from_event(event)
         finished = event.event == "room_finished"
+        callee_left = signal.sip_participant and event.event in CALLEE_GONE_EVENTS
         applied = await self._settle(
             room,
             event.event,
@@ -782,7 +799,7 @@ class CallService:
             event_id=event.id or None,
             detail=_signal_detail(signal),
             room_finished=finished,
-            callee_left=signal.sip_participant and event.event in CALLEE_GONE_EVENTS,
+            callee_left=callee_left,
             event_at=event.created_at,
         )
         if applied.unknown_call:
@@ -806,6 +823,11 @@ class CallService:
             self._close_room_soon(room)
         if _agent_left(event) and applied.after is not None and not applied.after.is_final:
             self._end_if_agent_stays_gone(room)
+        if _line_ended_unanswered(callee_left, applied):
+            # Busy, unanswered, a trunk failure: our agent, dispatched into the room, waits
+            # for an answer until the ringing timeout and 15 s more (45-135 s), a worker's job
+            # held for nobody, when the line ended before it listened. Let it go now.
+            self._close_room_soon(room)
         if finished:  # its record leaves config.json with the next write (nobody waits)
             self.config.forget_call_soon(room)
             if applied.after is not None and not applied.after.is_final:

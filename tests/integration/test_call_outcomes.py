@@ -79,6 +79,38 @@ async def test_test_numbers_reach_their_outcome(
     assert call_id not in calls
 
 
+@pytest.mark.parametrize(
+    ("number", "status", "deleted"),
+    [
+        ("+14155550486", "busy", True),
+        ("+14155550503", "failed", True),
+        ("+14155550480", "no_answer", True),
+        ("+14155557702", "completed", False),  # answered: the agent heard the callee leave
+    ],
+)
+async def test_a_line_that_ended_unanswered_lets_the_agent_go_at_once(
+    start_app: AppFactory, number: str, status: str, deleted: bool
+) -> None:
+    """Our agent waits in the room for an answer until the ringing timeout and 15 s more: a
+    line that ended before it listened (busy, a trunk failure) held a worker's job for up to
+    two minutes. The call's room is deleted as the call settles."""
+    client = await start_app()
+    sandbox = client.app[SANDBOX]
+    call_id = await place(client, number)
+    assert (await wait_final(client, call_id))["status"] == status
+
+    def deletions() -> int:
+        return sum(
+            r.method == "DeleteRoom" and r.body.get("room") == call_id for r in sandbox.requests
+        )
+
+    if deleted:
+        await wait_for(lambda: asyncio.sleep(0, deletions() == 1), timeout=5)
+    else:
+        await asyncio.sleep(0.3)
+    assert deletions() == (1 if deleted else 0)
+
+
 async def test_hangup_cancels_a_live_call(start_app: AppFactory, tmp_path: Path) -> None:
     client = await start_app(sandbox_time_scale=1.0)
     call_id = await place(client, "+1234567890")
