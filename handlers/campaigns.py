@@ -54,6 +54,7 @@ from handlers.http import (
     int_param,
     page_of,
     read_body,
+    refuse_undecoded_encoding,
     stopping_unread,
 )
 from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, UPLOAD_TURNS
@@ -368,6 +369,7 @@ def _multipart_parsing() -> Iterator[None]:
 async def _read_multipart(request: web.Request) -> _Upload:
     """Parts `options` (JSON) and `recipients` (CSV; also accepted as `file`), all of which
     must arrive within the same bound as any other body."""
+    refuse_undecoded_encoding(request)
     async with arriving_in_time(request):
         options, csv = await _multipart_parts(request)
     if csv is None:

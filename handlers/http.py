@@ -24,7 +24,7 @@ from common.json_values import unique_keys
 from common.repeats import Repeats
 from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
-from common.text import is_unicode
+from common.text import is_unicode, shown_text
 from handlers.errors import HttpError
 from handlers.keys import BODY_READS, QUIET_ROUTES, REFUSALS, ROUTES, SETTINGS
 
@@ -250,6 +250,7 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
     with 408 when it has not all come within BODY_READ_TIMEOUT_S: a client that sends its
     headers and then trickles (or never sends) its body must not hold a connection forever
     (enough of them would use up the server's file descriptors)."""
+    refuse_undecoded_encoding(request, what)
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(what, limit)
@@ -263,6 +264,33 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
         return await _read_all(request, limit, what)  # all here already (most requests)
     async with arriving_in_time(request, what):
         return await _read_all(request, limit, what)
+
+
+# The Content-Encodings aiohttp decodes (br and zstd only with their packages; without, its
+# parser refuses them itself), and identity, which is none.
+DECODED_ENCODINGS = frozenset(("gzip", "deflate", "br", "zstd", "identity", ""))
+
+
+def refuse_undecoded_encoding(request: web.Request, what: str = "request body") -> None:
+    """415 for a body in a Content-Encoding aiohttp leaves as it came (`x-gzip`, `compress`,
+    `gzip, gzip`, or two Content-Encoding headers: it decodes the first alone), and 501 for
+    a Transfer-Encoding other than chunked (`gzip, chunked`: it undoes the chunking alone):
+    their compressed bytes were read as the body, and a gzipped call was refused as "request
+    body is not UTF-8 (invalid start byte at byte 1)"."""
+    encoding = ", ".join(v.strip() for v in request.headers.getall("Content-Encoding", []))
+    if encoding.lower() not in DECODED_ENCODINGS:
+        shown = shown_text(encoding, 41)
+        raise HttpError(
+            415, f"{what}'s Content-Encoding {shown!r} is not supported: send gzip, deflate or none"
+        )
+    transfer = ", ".join(v.strip() for v in request.headers.getall("Transfer-Encoding", []))
+    if transfer and transfer.lower() != "chunked":
+        shown = shown_text(transfer, 41)
+        raise HttpError(
+            501,
+            f"{what}'s Transfer-Encoding {shown!r} is not supported: send chunked, or a"
+            " Content-Length (and gzip as its Content-Encoding)",
+        )
 
 
 @contextlib.asynccontextmanager

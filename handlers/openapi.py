@@ -51,6 +51,8 @@ def _response(reply: Reply) -> dict[str, Any]:
 # Answers any route may give, before or beside its own (errors_as_json, read_body).
 UNREADABLE_TARGET = Reply("The path or query holds a NUL or bytes that are not UTF-8")
 BODY_TOO_SLOW = Reply("The body did not all arrive within 30 s of the headers")
+BODY_ENCODING = Reply("The body's Content-Encoding is not gzip, deflate or none")
+BODY_TRANSFER = Reply("The body's Transfer-Encoding is not chunked")
 
 
 def _has_body(doc: RouteDoc) -> bool:
@@ -61,6 +63,8 @@ def _replies(doc: RouteDoc) -> dict[int, Reply]:
     replies = {400: UNREADABLE_TARGET, **doc.replies}
     if _has_body(doc):
         replies.setdefault(408, BODY_TOO_SLOW)
+        replies.setdefault(415, BODY_ENCODING)
+        replies.setdefault(501, BODY_TRANSFER)
     if doc.protected:
         replies.setdefault(403, WEB_PAGE_REFUSED)
     return dict(sorted(replies.items()))

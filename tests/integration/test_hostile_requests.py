@@ -7,6 +7,7 @@ client that leaves mid-body; a signed event with a lone surrogate. Each now gets
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import re
@@ -123,6 +124,53 @@ async def test_a_body_that_is_not_the_gzip_it_claims_is_a_400(
     await asyncio.sleep(0.1)  # the drain after the answer
     loud = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not loud, [r.getMessage() for r in loud]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "shown"),
+    [
+        (b"x-gzip", "x-gzip"),
+        (b"compress", "compress"),
+        (b"gzip, gzip", "gzip, gzip"),
+        (b"gzip\r\nContent-Encoding: gzip", "gzip, gzip"),  # aiohttp decodes the first
+    ],
+)
+@pytest.mark.parametrize("path", ["/calls/outbound", "/campaigns", "/dnc"])
+async def test_a_body_in_an_encoding_left_undecoded_is_a_415(
+    start_app: AppFactory, path: str, encoding: bytes, shown: str
+) -> None:
+    """aiohttp decodes gzip and deflate and leaves any other Content-Encoding's bytes as they
+    came: a call sent gzipped as x-gzip (an alias of gzip) was read as its compressed bytes
+    and refused as "request body is not UTF-8 (invalid start byte at byte 1)"."""
+    client = await start_app()
+    packed = gzip.compress(gzip.compress(SEED_BODY) if b"," in encoding else SEED_BODY)
+    head = post_head(path, packed, b"Content-Encoding: " + encoding)
+    status, body = await raw_request(client, head, packed)
+    assert status == 415, body
+    assert json.loads(body)["error"] == (
+        f"request body's Content-Encoding {shown!r} is not supported: send gzip, deflate or none"
+    )
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    await still_serving(client)
+
+
+async def test_a_body_in_a_transfer_coding_left_undone_is_a_501(start_app: AppFactory) -> None:
+    """`Transfer-Encoding: gzip, chunked`: aiohttp undoes the chunking alone, and the call's
+    gzipped bytes were refused as "request body is not UTF-8"."""
+    client = await start_app()
+    packed = gzip.compress(SEED_BODY)
+    head = (
+        b"POST /calls/outbound HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n"
+    )
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)
+    status, body = await raw_request(client, head, chunked)
+    assert status == 501, body
+    assert json.loads(body)["error"].startswith(
+        "request body's Transfer-Encoding 'gzip, chunked' is not supported: send chunked,"
+    )
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    await still_serving(client)
 
 
 async def test_a_client_leaving_mid_body_is_no_error(tmp_path: Path) -> None:
