@@ -60,7 +60,9 @@ def _seconds(value: object, bounds: tuple[int, int]) -> int | None:
     if isinstance(value, float) and value.is_integer():  # 20.0 (Python's json.dumps of a
         value = int(value)  # float): an integer, as JSON Schema's "integer" counts it (probe AP)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"must be a whole number of seconds from {low} to {high}")
+        # "20" is in range: told only the range, its sender could not see what was wrong.
+        sent_as = ", a JSON number, not a string" if isinstance(value, str) else ""
+        raise ValueError(f"must be a whole number of seconds from {low} to {high}{sent_as}")
     return value
 
 

@@ -318,6 +318,8 @@ def test_names_with_marks_and_letters_are_fine() -> None:
         ("max_duration_s", 1e300, False),
         ("ringing_timeout_s", True, False),
         ("ringing_timeout_s", "30", False),
+        ("max_duration_s", "600", False),
+        ("max_duration_s", "abc", False),
         ("max_duration_s", 30, True),
         ("max_duration_s", 3600, True),
         ("max_duration_s", 29, False),
@@ -330,8 +332,10 @@ def test_per_call_limits(field: str, value: object, ok: bool) -> None:
         assert parsed == value and type(parsed) is int
     else:
         low, high = (5, 120) if field == "ringing_timeout_s" else (30, 3600)
+        # "30" is in range: its sender is told it is a string (only the range was said).
+        sent_as = ", a JSON number, not a string" if isinstance(value, str) else ""
         assert errors_of(with_(**{field: value})) == {
-            field: f"must be a whole number of seconds from {low} to {high}"
+            field: f"must be a whole number of seconds from {low} to {high}{sent_as}"
         }
 
 
