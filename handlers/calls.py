@@ -168,7 +168,7 @@ def setup(app: web.Application) -> None:
             parameters=[idempotency_param("a second call")],
             replies={
                 200: Reply("The call is dialing", CallPlaced),
-                400: Reply("The body is not UTF-8 JSON, or a bad Idempotency-Key"),
+                400: Reply("The body is not UTF-8 JSON, a bad Idempotency-Key, or any query"),
                 401: UNAUTHORIZED,
                 409: Reply(
                     "The Idempotency-Key was already used with another body; or (with"

@@ -580,6 +580,27 @@ async def test_a_list_route_refuses_a_query_parameter_it_does_not_take(
     assert (await client.get("/healthz?probe=1")).status == 200  # no API read: not checked
 
 
+async def test_a_write_refuses_a_query_parameter_it_does_not_take(
+    start_app: AppFactory,
+) -> None:
+    """`POST /calls/outbound?name=Bob&language=es` placed an English call to "Guest": the
+    call's fields put in the query were dropped without a word."""
+    client = await start_app()
+    body = {"phone_number": "+34612345678"}
+    resp = await client.post("/calls/outbound?name=Bob&language=es", json=body)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == (
+        "unknown query parameter 'name'; this route takes none (its fields go in the JSON body)"
+    )
+    assert (await (await client.get("/calls")).json())["calls"] == []
+    placed = await client.post("/calls/outbound", json=body)
+    call_id = (await placed.json())["call_id"]
+    resp = await client.post(f"/calls/{call_id}/hangup?reason=test")
+    assert resp.status == 400, await resp.text()
+    assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+    assert (await client.post("/dnc?note=x", json=body)).status == 400
+
+
 async def test_a_call_reads_as_utf8_and_says_so(client: Client) -> None:
     """Written as UTF-8 (not \\u-escaped), the answer names its charset: clients that guess
     Latin-1 without one garbled every accented name."""
