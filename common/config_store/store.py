@@ -1058,6 +1058,16 @@ class ConfigStore:
         return taken
 
     async def _drain(self, batch: _Batch) -> None:
+        try:
+            await self._write_batch(batch)
+        finally:
+            # A finished drain lets go of its task, which holds its event loop: the batch is
+            # the value of that loop's weak key, so every loop that ever wrote (a script's
+            # asyncio.run per update, a thread's own loop) was otherwise kept for good.
+            if batch.task is asyncio.current_task():
+                batch.task = None
+
+    async def _write_batch(self, batch: _Batch) -> None:
         # Owed retractions alone are written when their timer has fired, not at once again
         # after a failure (`_owe` arms the timer): a full disk would have them spin.
         while batch.pending or batch.later or (batch.owed and batch.owed_timer is None):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -393,6 +395,22 @@ async def test_async_group_commit_each_caller_gets_its_own_record(
     assert {calls[f"call-{i}"]["caller_name"] for i in range(40)} == set(names)
     assert (await store.load_async(call_id="call-7"))["caller_name"] == "Caller 7"
     assert await store.remove_call_async("call-7")
+
+
+def test_an_event_loop_that_wrote_is_not_kept(store: ConfigStore) -> None:
+    """Each event loop that ever wrote through a store stayed alive with it (its batch's
+    finished drain task held the loop): a script or worker calling
+    `asyncio.run(update_config_async(...))` per update grew by a loop each time, for good."""
+
+    async def write(n: int) -> weakref.ref[asyncio.AbstractEventLoop]:
+        await store.update_async(f"Caller {n}", call_id=f"call-{n}")
+        await store.remove_call_async(f"call-{n}")
+        return weakref.ref(asyncio.get_running_loop())
+
+    loops = [asyncio.run(write(n)) for n in range(3)]
+    gc.collect()
+    assert [loop() for loop in loops] == [None, None, None]
+    assert store.load()["caller_name"] == "Caller 2"
 
 
 def _count_writes(store: ConfigStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
