@@ -66,6 +66,16 @@ def _retry(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
 
 
+def _config_write_answer(exc: ConfigWriteError) -> Answer:
+    """The 503 of a call whose config could not be written, without the server's paths: a
+    lock held elsewhere answered every client "…: /srv/app/data/config.json.lock is held by
+    another process" (the log line says it in full)."""
+    from handlers.health import without_paths  # health answers with json_error: imported late
+
+    why = without_paths(exc.strerror or "", ())
+    return Answer(503, f"could not store the call's configuration: {why}", [], _retry(RETRY_S))
+
+
 # The table: each domain error, the answer it gets. Subclasses match their base's row.
 ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (HttpError, lambda e: Answer(e.status, e.message, [], e.headers)),
@@ -80,12 +90,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
     (CallOnAnotherSandbox, lambda e: Answer(409, str(e), [])),
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
-    (
-        ConfigWriteError,
-        lambda e: Answer(
-            503, f"could not store the call's configuration: {e.strerror}", [], _retry(RETRY_S)
-        ),
-    ),
+    (ConfigWriteError, _config_write_answer),
     # A retry cannot help until the server is restarted: no Retry-After (probe AU).
     (
         DatabaseGone,
