@@ -108,7 +108,9 @@ def describe_call(
         call, unreachable = None, str(exc)
     if room_created_at is None:
         room_created_at = call.created_at if call is not None else time.time()
-    from_database = snapshot is None and call is not None and call.config is not None
+    # Only without --metadata: metadata given without a config that reads is what the worker
+    # would be dispatched with (no snapshot), not the config the calls database stored.
+    from_database = metadata_json is None and call is not None and call.config is not None
     if from_database:
         assert call is not None and call.config is not None  # noqa: S101 - from_database
         snapshot = call.config

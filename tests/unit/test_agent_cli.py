@@ -444,6 +444,26 @@ def test_describe_refuses_metadata_naming_another_call_as_the_worker_does(
     assert "call-000000000000" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("metadata", [{"call_id": CALL}, {"call_id": CALL, "config": "x"}])
+def test_describe_with_metadata_without_a_config_describes_it_as_the_worker_would(
+    tmp_path: Path, metadata: dict[str, Any]
+) -> None:
+    """Dispatch metadata without a config that reads: the worker has no snapshot then (and
+    no record here, no session). describe put the calls database's config in its place and
+    printed a plan, "the snapshot its dispatch carried", for a job the worker would refuse."""
+    database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
+    record_call(database)
+    proc = run_agent(
+        ["describe", "--call-id", CALL, "--metadata", json.dumps(metadata)],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "config.json"),
+        **database,
+    )
+    assert proc.returncode == 2, proc.stdout
+    assert "no config snapshot in the dispatch metadata" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_describe_with_metadata_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
     proc = run_agent(
         ["describe", "--call-id", CALL, "--metadata", "[" * 5000 + "]" * 5000],
