@@ -426,6 +426,12 @@ class Settings:
         _number(0.0, 600.0),
         "After an unanswered room_finished, how long late events may still show an answer.",
     )
+    agent_join_timeout_s: float = setting(
+        20.0,
+        _number(0.0, 600.0),
+        "After a dial, how long a call waits for an agent in its room before it is ended"
+        " (0: never checked).",
+    )
     webhook_path: str = setting("/webhooks/livekit", _url_path, "Where LiveKit posts webhooks.")
     public_base_url: str | None = setting(
         None,

@@ -40,6 +40,9 @@ class SandboxRoom:
     metadata: str = ""
     participants: dict[str, ParticipantInfo] = field(default_factory=dict)
     dispatches: list[AgentDispatch] = field(default_factory=list)
+    agent_present: bool = False
+    """Our agent is in the room (it joins on its dispatch). The sandbox keeps its participant
+    out of the webhooks (a call's six are the callee's) and shows it in ListParticipants."""
 
     @property
     def creation_time(self) -> int:

@@ -18,6 +18,11 @@ simulated callee behaves, by the number's last four digits (non-digits are ignor
   more reports. The callee stays on the line, in silence, for a minute, unless the room ends
   first (the server ends it 5 s after the agent left). Outcome: completed, with the reason that
   the agent left the call.
+- ``…0404`` (e.g. +14155550404): no agent comes to the call (LiveKit found no worker free, or
+  none registered under the dispatch's agent name): the room has no agent participant and
+  nothing reports. Answered after 2 s of ringing, the callee waits in silence for a minute,
+  unless the room ends first (the server ends it once AGENT_JOIN_TIMEOUT_S passed after the
+  dial with no agent in the room). Outcome: failed, with the reason that no agent joined.
 - ``…77NN`` (e.g. +14155557705): answered after 2 s of ringing; the callee hangs up ``NN`` seconds
   later (``CLIENT_INITIATED``). Outcome: completed.
 - any other number (e.g. +34612345678, +441234567890, +1234567890): answered after 2 s of ringing;
@@ -83,6 +88,7 @@ class Scenario:
     failure: SipStatus | None = None
     failure_reason: DisconnectReason = DisconnectReason.UNKNOWN_REASON
     agent_dies_after_s: float | None = None  # after answering: our agent's process dies
+    agent_joins: bool = True  # False: no agent comes to the room (none free, none registered)
 
 
 COMPLETED: Final = Scenario(name="answered", outcome="completed")
@@ -122,12 +128,20 @@ AGENT_DIES: Final = Scenario(
     agent_dies_after_s=AGENT_DIES_AFTER_S,
 )
 
+NO_AGENT: Final = Scenario(
+    name="no_agent",
+    outcome="failed",
+    talk_s=CALLEE_WAITS_IN_SILENCE_S,
+    agent_joins=False,
+)
+
 _BY_SUFFIX: Final[dict[str, Scenario]] = {
     "0486": BUSY,
     "0480": NO_ANSWER,
     "0503": TRUNK_FAILURE,
     "0999": VOICEMAIL,
     "0666": AGENT_DIES,
+    "0404": NO_AGENT,
 }
 _HANGUP_AFTER = re.compile(r"77(\d\d)$")
 _NON_DIGITS = re.compile(r"\D")
@@ -179,6 +193,14 @@ TEST_NUMBERS: Final = (
         "answered after 2 s; the agent's process dies 3 s later, the callee stays on the line;"
         " the server ends the call 5 s after the agent left",
         "`completed`",
+    ),
+    NumberRow(
+        "`0404`",
+        "`+14155550404`",
+        "no agent comes to the call (no worker free): answered after 2 s, the callee waits in"
+        " silence; the server ends the call once `AGENT_JOIN_TIMEOUT_S` passed with no agent"
+        " in the room",
+        "`failed`",
     ),
     NumberRow(
         "`77NN`",

@@ -306,6 +306,7 @@ class LiveKitServices:
             state=AgentDispatchState(created_at=time.time_ns()),
         )
         room.dispatches.append(dispatch)
+        room.agent_present = True
         self._dispatch_by_request_id.put(ctx.request_id, dispatch)
         self._agent_waits_for_callee(room)
         logger.debug(
@@ -367,20 +368,23 @@ class LiveKitServices:
         # LiveKit's SIP bridge publishes the callee's audio track before it even dials.
         self.registry.publish_audio(room, identity)
 
+        scenario = scenario_for_number(req.sip_call_to)
+        if not scenario.agent_joins:
+            room.agent_present = False
         simulation = CallSimulation(
             registry=self.registry,
             room=room,
             identity=identity,
             call_id=call_id,
             number=req.sip_call_to,
-            scenario=scenario_for_number(req.sip_call_to),
+            scenario=scenario,
             ringing_timeout_s=(
                 _seconds(req.ringing_timeout, req.HasField("ringing_timeout"))
                 or DEFAULT_RINGING_TIMEOUT_S
             ),
             max_call_duration_s=_seconds(req.max_call_duration, req.HasField("max_call_duration")),
             time_scale=self.time_scale,
-            agent=self._agent_for(room),
+            agent=self._agent_for(room) if scenario.agent_joins else None,
         )
         self.simulations.add(simulation)
         dial = Dial(req.sip_call_to, req.room_name, time.monotonic())
@@ -445,7 +449,18 @@ class LiveKitServices:
     ) -> ListParticipantsResponse:
         ctx.require_room_admin(req.room)
         room = self.registry.rooms.get(req.room)
-        participants = list(room.participants.values()) if room else []
+        if room is None:
+            raise TwirpError("not_found", "requested room does not exist")
+        participants = list(room.participants.values())
+        if room.agent_present and not any(p.kind == ParticipantInfo.AGENT for p in participants):
+            participants.append(
+                ParticipantInfo(
+                    sid=new_id("PA_"),
+                    identity=f"agent-{room.name}",
+                    kind=ParticipantInfo.AGENT,
+                    state=ParticipantInfo.ACTIVE,
+                )
+            )
         return ListParticipantsResponse(participants=participants)
 
     def _existing_room(self, name: str) -> SandboxRoom:

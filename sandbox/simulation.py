@@ -232,6 +232,7 @@ class CallSimulation:
         """Our agent's process dies: its participant leaves the room, which goes on with the
         callee in it; its reports already queued go, and no more."""
         self.registry.leave(self.room, self._agent_identity, DisconnectReason.SIGNAL_CLOSE)
+        self.room.agent_present = False
         agent, self.agent = self.agent, None
         if agent is not None:
             agent.retire()

@@ -57,7 +57,14 @@ from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
 from common.contracts import AgentReport
-from common.livekit.client import LiveKitError, dial, dispatch_agent, end_room, rooms_alive
+from common.livekit.client import (
+    LiveKitError,
+    agent_in_room,
+    dial,
+    dispatch_agent,
+    end_room,
+    rooms_alive,
+)
 from common.livekit.events import RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
@@ -222,6 +229,27 @@ AGENT_GONE_GRACE_S = 5.0
 
 
 _ended_agent_gone = _over_unheard(AGENT_GONE, _failed(AGENT_GONE))
+NO_AGENT_KIND = "no_agent"
+
+
+def no_agent_reason(timeout_s: float, agent_name: str) -> str:
+    return (
+        f"no agent joined the call within {timeout_s:g} s of its dial (is an agent worker"
+        f" running, registered as AGENT_NAME={agent_name!r}, with room for another job?)"
+    )
+
+
+def _no_agent(reason: str) -> Decide:
+    """No agent came to a live call's room: failed (whoever answered heard nobody; as
+    `failed` a campaign retrying failures calls them again), ended by the system."""
+
+    def decide(state: CallState) -> Change | None:
+        over = state.status in FINAL_STATUSES or state.room_finished or state.callee_left
+        if over or state.hangup_requested:  # ending already (a hang-up deletes the room)
+            return None
+        return Change(Status.FAILED, reason, ended_by="system")
+
+    return decide
 
 
 def _agent_gone(state: CallState) -> Change | None:
@@ -248,6 +276,15 @@ def _line_ended_unanswered(callee_left: bool, applied: Applied) -> bool:
         and not after.answered
         and not after.hangup_requested  # the hang-up deleted the room
         and after.room_finished_at is None
+    )
+
+
+def _agent_joined(event: RoomEvent) -> bool:
+    who = event.participant
+    return (
+        event.event == "participant_joined"
+        and who is not None
+        and who.kind == models.ParticipantInfo.Kind.AGENT
     )
 
 
@@ -419,6 +456,9 @@ class CallService:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
     _lost_sandbox_settled: bool = False  # by a reaper pass of this run
+    # Calls dialled by this server whose agent is awaited (AGENT_JOIN_TIMEOUT_S): True once
+    # it showed itself here (a report, its participant_joined).
+    _agent_awaited: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
@@ -617,6 +657,7 @@ class CallService:
                 return hung_up
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
+        self._await_agent(call_id)
         detail = {"dispatch_id": dispatch_id, "participant_id": placed.participant_id}
         try:
             applied = await self._settle(
@@ -821,6 +862,8 @@ class CallService:
                 extra={"call_id": room},
             )
             self._close_room_soon(room)
+        if _agent_joined(event):
+            self._agent_seen(room)
         if _agent_left(event) and applied.after is not None and not applied.after.is_final:
             self._end_if_agent_stays_gone(room)
         if _line_ended_unanswered(callee_left, applied):
@@ -854,6 +897,60 @@ class CallService:
                 logger.error("call %s: could not settle after the grace: %s", call_id, exc)
 
         self._spawn(settle(), f"grace-{call_id}")
+
+    def _await_agent(self, call_id: str) -> None:
+        """A dialled call's agent must be in its room within AGENT_JOIN_TIMEOUT_S: with no
+        worker registered under AGENT_NAME, or none free, LiveKit keeps the dispatch waiting
+        and the callee answers to silence. Unless the agent has shown itself to this server
+        meanwhile (a report, its participant_joined), LiveKit is asked who is in the room;
+        with no agent there the call is ended (failed) and its room deleted. A server that
+        stops meanwhile leaves the call as it is."""
+        timeout_s = self.settings.agent_join_timeout_s
+        if timeout_s <= 0:
+            return
+        self._agent_awaited[call_id] = False
+
+        async def check() -> None:
+            try:
+                await asyncio.sleep(timeout_s * self.settings.time_scale)
+            finally:
+                seen = self._agent_awaited.pop(call_id, False)
+            if not seen:
+                await self._end_if_no_agent(call_id, timeout_s)
+
+        self._spawn(check(), f"agent-join-{call_id}")
+
+    def _agent_seen(self, call_id: str) -> None:
+        if call_id in self._agent_awaited:
+            self._agent_awaited[call_id] = True
+
+    async def _end_if_no_agent(self, call_id: str, timeout_s: float) -> None:
+        try:
+            call = await self.store.get_call(call_id, with_timeline=False)
+            if call is None or call.is_final:
+                return
+            present = await agent_in_room(self.lkapi, call_id)
+            if present is not False:  # an agent is there, or the room is gone (it settles)
+                return
+            reason = no_agent_reason(timeout_s, self.settings.agent_name)
+            applied = await self._settle(
+                call_id, NO_AGENT_KIND, _no_agent(reason), only_if_changed=True
+            )
+        except (DatabaseError, LiveKitError) as exc:
+            if (more := self._repeats.due("agent check")) is not None:
+                logger.warning(
+                    "call %s: could not see whether its agent joined: %s%s",
+                    call_id,
+                    exc,
+                    more,
+                    extra={"call_id": call_id},
+                )
+            return
+        if applied.change is None:
+            return
+        if (more := self._repeats.due("no agent")) is not None:
+            logger.error("call %s ended: %s%s", call_id, reason, more, extra={"call_id": call_id})
+        self._close_room_soon(call_id)
 
     def _end_if_agent_stays_gone(self, call_id: str) -> None:
         """The agent left a live call's room (its process killed, out of memory, its machine
@@ -1007,8 +1104,10 @@ class CallService:
         """Wait (briefly) for background room deletions before the LiveKit client closes.
 
         Grace timers are cancelled at once: the reaper settles their calls after a restart.
+        So are the waits for an agent (AGENT_JOIN_TIMEOUT_S): those calls are left as they are.
         """
-        for task in [t for t in self._background if t.get_name().startswith("grace-")]:
+        waits = ("grace-", "agent-join-")
+        for task in [t for t in self._background if t.get_name().startswith(waits)]:
             task.cancel()
         if self._background:
             await asyncio.wait(set(self._background), timeout=ROOM_CLOSE_WAIT_S)
@@ -1071,6 +1170,7 @@ class CallService:
             if applied.unknown_call:
                 raise UnknownCall(report.call_id)
             self._publish(report.call_id, applied)
+            self._agent_seen(report.call_id)
             if applied.change is not None:
                 logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
         return results

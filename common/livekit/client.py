@@ -26,6 +26,7 @@ import aiohttp
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 from livekit import api
+from livekit.protocol import models
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
 from common.contracts import DispatchMetadata
@@ -201,6 +202,7 @@ _GOALS = {
     "hang up": "end the call",
     "readiness probe": "answer the readiness probe",
     "list rooms": "find the rooms that finished unheard",
+    "list participants": "see whether an agent joined the call",
 }
 
 
@@ -338,6 +340,21 @@ async def rooms_alive(lkapi: api.LiveKitAPI, names: list[str]) -> set[str]:
             raise _translate(exc, "list rooms") from exc
         alive.update(room.name for room in listed.rooms)
     return alive
+
+
+async def agent_in_room(lkapi: api.LiveKitAPI, room: str) -> bool | None:
+    """Whether an agent's participant is in `room` now; None if the room is gone. Raises
+    LiveKitError when LiveKit cannot say."""
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    except api.ServerError as exc:
+        if exc.code == "not_found" or exc.status == 404:
+            return None
+        raise _translate(exc, "list participants") from exc
+    except FAILURES as exc:
+        raise _translate(exc, "list participants") from exc
+    return any(p.kind == models.ParticipantInfo.Kind.AGENT for p in listed.participants)
 
 
 async def check_reachable(lkapi: api.LiveKitAPI) -> None:

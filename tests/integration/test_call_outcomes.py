@@ -616,3 +616,69 @@ async def test_a_call_whose_agent_died_is_ended_by_the_server(
     assert call_id not in client.app[SANDBOX].rooms  # the line is down
     said = [r for r in caplog.records if "its agent left the room" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING]
+
+
+async def test_a_call_no_agent_comes_to_is_ended_by_the_server(
+    start_app_on_each_database: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No worker took the dispatch (0404): LiveKit keeps it waiting, and the callee, who
+    answered, hears nobody until they hang up (here a minute). The server asks LiveKit who is
+    in the room once AGENT_JOIN_TIMEOUT_S passed since the dial, and ends the call."""
+    scale = 0.05
+    client = await start_app_on_each_database(sandbox_time_scale=scale)
+    numbers = ["+14155550404", "+14155550404", "+14155550404"]
+    call_ids = [await place(client, number) for number in numbers]
+    for call_id in call_ids:
+        call = await wait_final(client, call_id)
+        assert call["status"] == "failed", call
+        assert call["reason"].startswith("no agent joined the call within 20 s of its dial")
+        assert "AGENT_NAME=" in call["reason"]
+        assert call["ended_by"] == "system"
+        assert [e for e in call["timeline"] if e["event"] == "no_agent"]
+
+    async def lines_down() -> bool:  # the rooms deleted: the callees are no longer waiting
+        return not set(call_ids) & set(client.app[SANDBOX].rooms)
+
+    await wait_for(lines_down, timeout=5)
+    said = [r for r in caplog.records if "no agent joined" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.ERROR]  # once a minute, however many
+
+
+@pytest.mark.parametrize(
+    ("number", "status", "asked"),
+    [
+        ("+1234567890", "completed", False),  # its agent reported the answer: nothing asked
+        ("+14155550480", "no_answer", True),  # rang past the wait: asked, an agent is there
+        ("+14155550486", "busy", False),  # over before the wait: nothing asked
+    ],
+)
+async def test_a_call_whose_agent_is_there_is_left_alone(
+    start_app: AppFactory, number: str, status: str, asked: bool
+) -> None:
+    client = await start_app(agent_join_timeout_s=5.0)  # x the time scale 0.01: 0.05 s
+    call_id = await place(client, number)
+    assert (await wait_final(client, call_id))["status"] == status
+    lists = sum(
+        r.method == "ListParticipants" and r.body.get("room") == call_id
+        for r in client.app[SANDBOX].requests
+    )
+    assert lists == (1 if asked else 0)
+
+
+async def test_with_the_agent_wait_off_or_livekit_unable_to_say_the_call_goes_on(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sandbox.twirp import TwirpError
+
+    for overrides, fault in (({"agent_join_timeout_s": 0.0}, False), ({}, True)):
+        client = await start_app(sandbox_time_scale=0.05, **overrides)
+        if fault:
+            client.app[SANDBOX].inject("ListParticipants", error=TwirpError("unavailable", "x"))
+        call_id = await place(client, "+14155550404")
+        await asyncio.sleep(20 * 0.05 + 0.5)  # past the wait, were it on
+        call = await (await client.get(f"/calls/{call_id}")).json()
+        assert call["status"] not in FINAL, call  # the callee is still on the line
+        await client.post(f"/calls/{call_id}/hangup")
+        assert (await wait_final(client, call_id))["status"] == "canceled"
+    said = [r for r in caplog.records if "could not see whether its agent joined" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
