@@ -65,7 +65,7 @@ from common.livekit.client import (
     end_room,
     rooms_alive,
 )
-from common.livekit.events import RoomEvent
+from common.livekit.events import EventParticipant, RoomEvent
 from common.masking import mask_phone
 from common.metrics import Metrics
 from common.notify.guard import (
@@ -279,24 +279,22 @@ def _line_ended_unanswered(callee_left: bool, applied: Applied) -> bool:
     )
 
 
-def _agent_joined(event: RoomEvent) -> bool:
+def _agent_did(event: RoomEvent, what: str) -> EventParticipant | None:
+    """The agent's participant, if `event` is its `what` (participant_joined, ...)."""
     who = event.participant
-    return (
-        event.event == "participant_joined"
-        and who is not None
-        and who.kind == models.ParticipantInfo.Kind.AGENT
-    )
+    if event.event == what and who is not None and who.kind == models.ParticipantInfo.Kind.AGENT:
+        return who
+    return None
+
+
+def _agent_joined(event: RoomEvent) -> bool:
+    return _agent_did(event, "participant_joined") is not None
 
 
 def _agent_left(event: RoomEvent) -> bool:
     """The agent's participant left, not because its room was deleted (the call's end)."""
-    who = event.participant
-    return (
-        event.event == "participant_left"
-        and who is not None
-        and who.kind == models.ParticipantInfo.Kind.AGENT
-        and who.disconnect_reason != models.DisconnectReason.ROOM_DELETED
-    )
+    who = _agent_did(event, "participant_left")
+    return who is not None and who.disconnect_reason != models.DisconnectReason.ROOM_DELETED
 
 
 # Unanswered: failed, or canceled if a hang-up was asked.

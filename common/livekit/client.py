@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from google.protobuf.duration_pb2 import Duration
@@ -35,6 +36,7 @@ from common.masking import mask_phone, remote_text
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUEST_TIMEOUT_S = 10.0
 # The most of an answer read from LiveKit. Ours are small (a dispatch, a participant, at most
@@ -310,18 +312,24 @@ async def dial(
     return PlacedCall(participant.participant_id, participant.sip_call_id)
 
 
-async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
-    """Delete the call's room (hangs up every participant); False if it no longer exists."""
+async def _about_room(request: Awaitable[T], action: str) -> T | None:
+    """LiveKit's answer to `request`, about one room, within REQUEST_TIMEOUT_S; None if
+    LiveKit has no such room. Raises LiveKitError when it cannot say."""
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+            return await request
     except api.ServerError as exc:
         if exc.code == "not_found" or exc.status == 404:
-            return False
-        raise _translate(exc, "hang up") from exc
+            return None
+        raise _translate(exc, action) from exc
     except FAILURES as exc:
-        raise _translate(exc, "hang up") from exc
-    return True
+        raise _translate(exc, action) from exc
+
+
+async def end_room(lkapi: api.LiveKitAPI, room: str) -> bool:
+    """Delete the call's room (hangs up every participant); False if it no longer exists."""
+    deleted = lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+    return await _about_room(deleted, "hang up") is not None
 
 
 # Rooms asked about in one ListRooms request.
@@ -345,15 +353,10 @@ async def rooms_alive(lkapi: api.LiveKitAPI, names: list[str]) -> set[str]:
 async def agent_in_room(lkapi: api.LiveKitAPI, room: str) -> bool | None:
     """Whether an agent's participant is in `room` now; None if the room is gone. Raises
     LiveKitError when LiveKit cannot say."""
-    try:
-        async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
-    except api.ServerError as exc:
-        if exc.code == "not_found" or exc.status == 404:
-            return None
-        raise _translate(exc, "list participants") from exc
-    except FAILURES as exc:
-        raise _translate(exc, "list participants") from exc
+    listing = lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    listed = await _about_room(listing, "list participants")
+    if listed is None:
+        return None
     return any(p.kind == models.ParticipantInfo.Kind.AGENT for p in listed.participants)
 
 
