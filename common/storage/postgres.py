@@ -184,6 +184,10 @@ class PostgresCallStore(SqlCallStore):
                 "DATABASE_URL does not parse (percent-encode / # ? @ : in the user name and "
                 "password)"
             ) from None
+        except OverflowError:  # a port past 65535, which asyncpg passes on to connect()
+            raise DatabaseError(
+                f"cannot connect to {masked(dsn)}: a port in it is past 65535"
+            ) from None
         except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             raise DatabaseError(f"cannot connect to {masked(dsn)}: {_why(exc)}") from None
         store = cls(pool, dsn, clock, instance)

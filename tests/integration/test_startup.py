@@ -197,6 +197,19 @@ def test_a_database_url_that_does_not_parse_never_shows_its_password(tmp_path: P
     assert "S3cret" not in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_database_url_with_a_port_past_65535_stops_start_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """asyncpg takes port 99999 and passes it to connect(): start-up ended in a traceback."""
+    done = run_server(tmp_path, DATABASE_URL="postgresql://app:Sup3rS3cret@127.0.0.1:99999/calls")
+    assert done.returncode == 2, done.stderr
+    assert (
+        "the calls database (DATABASE_URL) cannot be used: cannot connect to"
+        " postgresql://app:***@127.0.0.1:99999/calls: a port in it is past 65535" in done.stderr
+    )
+    assert "S3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_config_path_that_cannot_be_written_stops_start_up(tmp_path: Path) -> None:
     """Its directory could not be created (under /proc): the server started, and every call
     failed with 503."""
