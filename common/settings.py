@@ -68,7 +68,9 @@ def _listen_host(name: str, raw: str) -> str:
         try:
             ipaddress.IPv6Address(text.split("%", 1)[0])
         except ValueError:
-            raise SettingsError(f"{name} takes no port (set PORT): got {text!r}") from None
+            # HOST's port is PORT; the agent's health server's is livekit-agents' own (8081)
+            hint = " (set PORT)" if name == "HOST" else ""
+            raise SettingsError(f"{name} takes no port{hint}: got {text!r}") from None
         return text
     if not _HOST_NAME.fullmatch(text):
         raise SettingsError(f"{name} must be an IP address or a host name, got {text!r}")

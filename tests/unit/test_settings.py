@@ -839,6 +839,16 @@ def test_a_listen_address_that_cannot_be_one_is_named(host: str, why: str) -> No
         settings_from_env({"AGENT_HTTP_HOST": host})
 
 
+def test_the_agent_http_host_with_a_port_is_not_told_to_set_port() -> None:
+    """PORT is the server's: the agent's health server does not listen on it, and setting it
+    changed nothing for AGENT_HTTP_HOST=0.0.0.0:8081."""
+    with pytest.raises(SettingsError) as refused:
+        settings_from_env({"AGENT_HTTP_HOST": "127.0.0.1:8081"})
+    assert str(refused.value) == "AGENT_HTTP_HOST takes no port: got '127.0.0.1:8081'"
+    with pytest.raises(SettingsError, match=r"^HOST takes no port \(set PORT\)"):
+        settings_from_env({"HOST": "127.0.0.1:8000"})
+
+
 @pytest.mark.parametrize(
     "host",
     [
