@@ -686,12 +686,26 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raw = env.get(variable(item.name), "").strip()
         if len(raw.splitlines()) > 1:  # never echoed: the lines a quote took hold secrets
             _text(variable(item.name), raw)
+        _refuse_quoted(variable(item.name), raw)
         if raw:
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
     settings = Settings(**values)
     _refuse_one_file_for_two(settings)
     _refuse_a_config_path_not_json(settings.config_path)
     return settings
+
+
+def _refuse_quoted(name: str, raw: str) -> None:
+    """A value wrapped in quotes: `.env` takes them off, but the process environment keeps
+    them (`docker run --env-file`, a compose or Kubernetes value quoted twice), and no
+    setting's value is one. `CALLS_DB_PATH="calls.db"` opened a new, empty database named
+    with its quotes (no do-not-call list, no calls, no idempotency keys), without a word;
+    a quoted token or secret failed every request. Never echoed: it may be a secret."""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        raise SettingsError(
+            f"{name} is wrapped in quotes ({raw[0]}...{raw[0]}), which would be part of its"
+            " value: only .env takes quotes off; give the value without them"
+        )
 
 
 def _refuse_one_file_for_two(settings: Settings) -> None:

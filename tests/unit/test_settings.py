@@ -20,6 +20,7 @@ from common.settings import (
     configure_logging,
     dotenv_warnings,
     load_settings,
+    read_dotenv,
     settings_from_env,
     variable,
 )
@@ -880,3 +881,33 @@ def test_the_sandbox_slowed_down_stretches_how_long_a_call_may_take() -> None:
     assert settings_from_env({"SANDBOX_TIME_SCALE": "50"}).sandbox_stretch == 50.0
     assert settings_from_env({"SANDBOX_TIME_SCALE": "0.1"}).sandbox_stretch == 1.0
     assert settings_from_env({**REAL_LIVEKIT, "SANDBOX_TIME_SCALE": "50"}).sandbox_stretch == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CALLS_DB_PATH", '"calls.db"'),
+        ("CONFIG_PATH", "'config.json'"),
+        ("CALLS_API_TOKEN", '"s3cret-token-0123456789"'),
+        ("LIVEKIT_API_SECRET", "'s3cret-0123456789abcdef0123456789'"),
+        ("AGENT_NAME", '" outbound-caller "'),
+    ],
+)
+def test_a_value_wrapped_in_quotes_stops_start_up(name: str, value: str) -> None:
+    """The process environment keeps quotes that only .env takes off (docker --env-file):
+    CALLS_DB_PATH="calls.db" opened a new, empty database named `"calls.db"` (no do-not-call
+    list, no calls) without a word, and a quoted token or secret failed every request."""
+    with pytest.raises(SettingsError) as refused:
+        settings_from_env({name: value})
+    message = str(refused.value)
+    assert message.startswith(f"{name} is wrapped in quotes")
+    assert "s3cret" not in message and "calls.db" not in message
+
+
+def test_quotes_inside_a_value_or_taken_off_by_dotenv_are_kept(tmp_path: Path) -> None:
+    settings = settings_from_env({"AGENT_NAME": 'a"b"', "OPENAI_MODEL": "'"})
+    assert (settings.agent_name, settings.openai_model) == ('a"b"', "'")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("CALLS_DB_PATH=\"calls.db\"\nCONFIG_PATH='config.json'\n")
+    settings = settings_from_env(read_dotenv(dotenv))
+    assert (str(settings.calls_db_path), str(settings.config_path)) == ("calls.db", "config.json")
