@@ -407,8 +407,10 @@ class Settings:
     call_ringing_timeout_s: int = setting(
         30, _integer(5, 600), "How long the phone rings (a request may set ringing_timeout_s)."
     )
+    # At least a request's least (30 s) too: it counts from the dial, ringing included, so
+    # 1 (or 10, meant as minutes) cut every call before or just after its answer, unsaid.
     call_max_duration_s: int = setting(
-        600, _integer(1, 86400), "Longest call (a request may set max_duration_s)."
+        600, _integer(30, 86400), "Longest call (a request may set max_duration_s)."
     )
     reaper_interval_s: float = setting(
         30.0, _number(0.01, 3600.0), "How often stuck calls are settled and config.json is pruned."

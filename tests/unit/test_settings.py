@@ -249,7 +249,9 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("CALLS_MAX_ACTIVE", "many", "CALLS_MAX_ACTIVE must be an integer"),
         ("CALL_RINGING_TIMEOUT_S", "601", "CALL_RINGING_TIMEOUT_S must be between 5 and 600"),
         ("CALL_RINGING_TIMEOUT_S", "1", "CALL_RINGING_TIMEOUT_S must be between 5 and 600"),
-        ("CALL_MAX_DURATION_S", "0", "CALL_MAX_DURATION_S must be between 1 and 86400"),
+        ("CALL_MAX_DURATION_S", "0", "CALL_MAX_DURATION_S must be between 30 and 86400"),
+        # counted from the dial, ringing included: every call was cut at 10 s
+        ("CALL_MAX_DURATION_S", "10", "CALL_MAX_DURATION_S must be between 30 and 86400"),
         (
             "LOG_LEVEL",
             "LOUD",
