@@ -86,6 +86,7 @@ from common.storage.base import (
     Refused,
 )
 from common.storage.campaign_programs import UPLOAD_GIVEN_UP_S
+from common.storage.programs import LATE_FINISH_S, REPORTS_RETRY_S, happened_at
 
 logger = logging.getLogger(__name__)
 
@@ -872,19 +873,33 @@ class CallService:
         if finished:  # its record leaves config.json with the next write (nobody waits)
             self.config.forget_call_soon(room)
             if applied.after is not None and not applied.after.is_final:
-                if self.settings.calls_settle_grace_s > 0:
-                    self._settle_after_grace(room)
+                grace = self._grace(event)
+                if grace > 0:
+                    self._settle_after_grace(room, grace)
                 else:  # no grace configured: settle now, as the event is handled
                     return await self._settle(room, GRACE_OVER, _grace_over)
         return applied
 
-    def _settle_after_grace(self, call_id: str) -> None:
+    def _grace(self, event: RoomEvent) -> float:
+        """How long an unanswered room_finished waits for late evidence of an answer: the
+        settle grace, or REPORTS_RETRY_S if it came LATE_FINISH_S or more after the room
+        finished (LiveKit's retry after an outage, or a room found gone): the agent's reports
+        refused by the same outage are still being retried, up to 40 s apart. With the grace
+        alone, an answered call whose answer landed 8 s after it settled no_answer (a server
+        down 40 s under live calls: 2 of 2) was shown no_answer beside its transcript. A grace
+        of 0 waits for nothing."""
+        grace = self.settings.calls_settle_grace_s
+        now = self.clock()
+        if grace > 0 and now - happened_at(now, event.created_at) >= LATE_FINISH_S:
+            return max(grace, REPORTS_RETRY_S)
+        return grace
+
+    def _settle_after_grace(self, call_id: str, grace: float) -> None:
         """An unanswered room_finished settles once late evidence of an answer had its chance.
 
         The timer is a shortcut: the reaper settles the same calls from the database (after a
         restart, or on another instance), and settling twice changes nothing.
         """
-        grace = self.settings.calls_settle_grace_s
         logger.debug("call %s: room finished unanswered; settling in %.1f s", call_id, grace)
 
         async def settle() -> None:
@@ -1251,7 +1266,9 @@ class CallService:
             await self.settle_lost_sandbox_calls()
             self._lost_sandbox_settled = True
         now = self.clock()
-        finished = await self.store.graceless_finished(now - self.settings.calls_settle_grace_s)
+        grace = self.settings.calls_settle_grace_s
+        late_grace = max(grace, REPORTS_RETRY_S) if grace > 0 else grace  # as _grace
+        finished = await self.store.graceless_finished(now - grace, now - late_grace)
         await self._settle_all(finished, GRACE_OVER, _grace_over)
         undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
         for call_id in undialled:  # nobody was called: its key and rate share are free again

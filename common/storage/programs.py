@@ -535,6 +535,13 @@ def apply(
 # How late an event's own time may be and still stand for when it happened: LiveKit retries
 # a webhook for minutes; a time further back is a clock to distrust, not a late delivery.
 MAX_EVENT_DELAY_S = 3600.0
+# A room_finished that came this long after it happened (by LiveKit's whole seconds, or a room
+# found gone: by the last the server heard of its call) came after an outage (this server
+# down or its database): the agent's reports refused meanwhile are still being retried, up to
+# REPORTS_RETRY_S apart, and an answer among them must land before the call settles unanswered.
+LATE_FINISH_S = 5.0
+# agent/reporting.py's RetryPolicy: up to 30 s between a report's attempts, each up to 10 s.
+REPORTS_RETRY_S = 40.0
 
 
 def happened_at(now: float, event_at: float | None) -> float:
@@ -820,14 +827,19 @@ def stale_live_calls(
     return [_lost(r) for r in rows]
 
 
-def graceless_finished(d: Dialect, finished_before: float) -> Program[list[str]]:
-    """Live calls whose room_finished came before `finished_before` (`_ROOM_FINISHED_CAME`).
-    The grace is for the other late events (the answer) to come too, and they come with
-    it."""
+def graceless_finished(
+    d: Dialect, finished_before: float, late_finished_before: float | None = None
+) -> Program[list[str]]:
+    """Live calls whose room_finished came before `finished_before` (`_ROOM_FINISHED_CAME`),
+    and before `late_finished_before` if it came LATE_FINISH_S or more after the room
+    finished. The grace is for the other late events (the answer) to come too, and they come
+    with it; after an outage, the agent's retried reports come later."""
+    late_before = finished_before if late_finished_before is None else late_finished_before
     rows = yield Query(
         "SELECT call_id FROM calls WHERE room_finished_at IS NOT NULL"  # noqa: S608
-        f" AND status IN ({_LIVE_MARKS}) AND {_ROOM_FINISHED_CAME} < ?",
-        (*LIVE, finished_before),
+        f" AND status IN ({_LIVE_MARKS}) AND {_ROOM_FINISHED_CAME} < ?"
+        f" AND ({_ROOM_FINISHED_CAME} - room_finished_at < ? OR {_ROOM_FINISHED_CAME} < ?)",
+        (*LIVE, finished_before, LATE_FINISH_S, late_before),
     )
     return _ids(rows)
 

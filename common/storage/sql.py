@@ -234,9 +234,12 @@ class SqlCallStore(CampaignMethods):
             write=False,
         )
 
-    async def graceless_finished(self, finished_before: float) -> list[str]:
+    async def graceless_finished(
+        self, finished_before: float, late_finished_before: float | None = None
+    ) -> list[str]:
         return await self._run(
-            programs.graceless_finished(self.dialect, finished_before), write=False
+            programs.graceless_finished(self.dialect, finished_before, late_finished_before),
+            write=False,
         )
 
     async def never_dialled(self, created_before: float) -> list[str]:

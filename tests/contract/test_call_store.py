@@ -355,6 +355,8 @@ async def test_graceless_finished(store: CallStore, clock: FakeClock) -> None:
     clock.advance(10)
     assert await store.graceless_finished(clock.now - 20) == []
     assert await store.graceless_finished(clock.now - 5) == ["call-a"]  # b is final
+    # on time: the longer bound for a room_finished that came late is not its own
+    assert await store.graceless_finished(clock.now - 5, clock.now - 40) == ["call-a"]
 
 
 async def test_live_and_known_among(store: CallStore) -> None:
@@ -525,6 +527,11 @@ async def test_the_grace_counts_from_when_a_late_room_finished_came(
     assert await store.graceless_finished(clock.now - 10) == []  # it came just now
     clock.advance(11)
     assert await store.graceless_finished(clock.now - 10) == [CALL]
+    # It came late: it waits out the longer bound given for that (the agent's reports, held
+    # back by the same outage, are retried up to 40 s apart).
+    assert await store.graceless_finished(clock.now - 10, clock.now - 40) == []
+    clock.advance(30)
+    assert await store.graceless_finished(clock.now - 10, clock.now - 40) == [CALL]
 
 
 async def test_apply_changes_status_and_timeline(store: CallStore, clock: FakeClock) -> None:

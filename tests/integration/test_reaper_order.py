@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
 
 from common.calls import service as service_module
 from common.calls.models import IdempotencyClaim, NewCall
+from common.storage.programs import REPORTS_RETRY_S
 from handlers.keys import CALLS, STORE
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -130,5 +132,64 @@ async def test_an_unanswered_call_whose_room_is_found_gone_late_waits_out_the_gr
     await service.reap()
     assert (await shown(client, call_id))["status"] == "dialing"  # waiting out the grace
     later += 11
+    await service.reap()  # found gone: late, it waits for the reports an outage held back
+    assert (await shown(client, call_id))["status"] == "dialing"
+    later += REPORTS_RETRY_S
     await service.reap()
     assert (await shown(client, call_id))["status"] == "no_answer"
+
+
+async def test_a_late_room_finished_waits_for_the_answer_an_outage_held_back(
+    start_app: AppFactory,
+) -> None:
+    """The server down 40 s under live calls on a real LiveKit: LiveKit's retried
+    room_finished of an answered call landed 31 s after the room finished, the call settled
+    no_answer after the 10 s grace, and its agent's answered report, retried up to 30 s
+    apart, landed 8 s after that: no_answer beside its transcript, its receiver told so (2 of
+    2 answered calls in a probe). A room_finished that comes late waits for it."""
+    client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=10.0)
+    client.app[SANDBOX].webhook_url = None
+    call_id = await place(client)
+    service, store = client.app[CALLS], client.app[STORE]
+    real_clock, later = service.clock, 0.0
+    service.clock = store._clock = lambda: real_clock() + later  # one clock, as in production
+    body = event_json("room_finished", call_id)
+    body = body.replace(b'"1700000000"', f'"{int(time.time()) - 31}"'.encode())
+    assert await post(client, body, sign(body)) == 200
+    later += 11  # past the grace
+    await service.reap()
+    assert (await shown(client, call_id))["status"] == "dialing"
+    assert await post_report(client, answered(call_id)) == 200  # the retried report lands
+    later += REPORTS_RETRY_S
+    await service.reap()
+    call = await shown(client, call_id)
+    assert call["status"] == "completed" and call["answered_at"] is not None
+
+
+async def test_a_room_found_gone_waits_for_the_answer_an_outage_held_back(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database outage lost an answered call's webhooks (LiveKit gives up after ~15 s)
+    while its agent's answered report was still being retried. The first pass after the
+    outage found its room gone and finished it: no_answer after the 10 s grace, and the
+    answer landed on a call that was over (5 of 5 calls under a 70 s PostgreSQL stop)."""
+    client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=10.0)
+    client.app[SANDBOX].webhook_url = None
+    call_id = await place(client)
+    service = client.app[CALLS]
+
+    async def none_alive(_lkapi: Any, _names: list[str]) -> set[str]:
+        return set()
+
+    monkeypatch.setattr(service_module, "rooms_alive", none_alive)
+    store, real_clock, later = client.app[STORE], service.clock, 61.0  # dialled a minute ago
+    service.clock = store._clock = lambda: real_clock() + later
+    await service.reap()  # its room found gone
+    later += 11  # past the grace
+    await service.reap()
+    assert (await shown(client, call_id))["status"] == "dialing"
+    assert await post_report(client, answered(call_id)) == 200
+    later += REPORTS_RETRY_S
+    await service.reap()
+    call = await shown(client, call_id)
+    assert call["status"] == "completed" and call["answered_at"] is not None
