@@ -53,8 +53,12 @@ from common.storage.programs import (
 )
 
 NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dialled
+# Placed again 5 s later, then twice as long each time up to 10 min: about 30 min over the
+# tries, so that LiveKit down for a minute or a restart does not end the campaign. 5 tries
+# 5 s apart (25 s) ended every recipient `failed`, nobody called, the campaign `completed`.
 NOT_DIALLED_RETRY_S = 5.0
-MAX_NOT_DIALLED = 5
+NOT_DIALLED_MAX_DELAY_S = 600.0
+MAX_NOT_DIALLED = 10
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
 # Recipients stored in one transaction while a campaign is created: ~10 ms of the database's
 # one thread (SQLite) each; all 100,000 in one held every other request ~2 s (probe AP).
@@ -654,10 +658,11 @@ def end_attempt(
         )
         if over:
             state, next_at = CANCELED, None
-        elif int(undialled[0]["n"]) >= MAX_NOT_DIALLED:  # LiveKit keeps refusing: give up
+        elif (tries := int(undialled[0]["n"])) >= MAX_NOT_DIALLED:  # LiveKit keeps refusing
             state, next_at = "failed", None
         else:
-            state, next_at = PENDING, now + NOT_DIALLED_RETRY_S
+            delay = NOT_DIALLED_RETRY_S * 2.0 ** min(tries - 1, 20)
+            state, next_at = PENDING, now + min(delay, NOT_DIALLED_MAX_DELAY_S)
     else:
         made = yield Query(
             "SELECT COUNT(*) AS n FROM campaign_attempts WHERE campaign_id = ? AND idx = ?"

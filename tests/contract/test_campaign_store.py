@@ -213,6 +213,30 @@ async def test_attempts_retries_and_completion(store: CallStore, clock: FakeCloc
     ]
 
 
+async def test_a_recipient_livekit_will_not_dial_waits_longer_each_time(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """LiveKit down (or restarting) refused every dial: each recipient was placed again 5 s
+    later, 5 times, then ended `failed`: a one-minute LiveKit outage ended the whole campaign
+    `completed`, nobody called (probe BH: 60 of 60 recipients in 60 s). The waits double up
+    to 10 min, 10 tries in all (about 30 min)."""
+    await store.create_campaign(campaign(1), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    waits = []
+    for tries in range(1, 11):
+        plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+        assert plan is not None and not isinstance(plan, OnList)
+        await place(store, plan, f"call-{tries:02d}", dialled=False)  # LiveKit refused it
+        await end_call(store, clock, f"call-{tries:02d}", Status.FAILED)
+        row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+        if tries < 10:
+            assert row.state == "pending" and row.next_at is not None
+            waits.append(row.next_at - clock.now)
+            clock.advance(row.next_at - clock.now)
+    assert waits == [5, 10, 20, 40, 80, 160, 320, 600, 600]  # 1835 s
+    assert row.state == "failed"
+
+
 async def test_a_refused_or_undialled_attempt_does_not_count(
     store: CallStore, clock: FakeClock
 ) -> None:
