@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from common.storage.base import DatabaseError
+from handlers import health
 from handlers.keys import STORE
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -184,3 +187,30 @@ async def test_metrics_say_when_the_database_did_not_answer(start_app: AppFactor
     text = await (await client.get("/metrics")).text()
     assert "calls_database_read 0.0" in text
     assert 'calls{status="dialing"} 0.0' in text  # the last counts, said to be the last
+
+
+async def test_metrics_answer_in_time_when_the_database_hangs(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL frozen (SIGSTOP, a network cut): each scrape waited 10-15 s for the count,
+    past Prometheus' 10 s scrape timeout: the server looked down, every metric lost. It
+    answers within the probes' bound, with the last counts said to be the last."""
+    monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.2)
+    client = await start_app(metrics_reuse_s=0.0)
+    assert "calls_database_read 1.0" in await (await client.get("/metrics")).text()
+    store = client.app[STORE]
+    hang = asyncio.Event()
+
+    async def hangs() -> dict[str, int]:
+        await hang.wait()
+        return {}
+
+    store.count_by_status = hangs
+    started = time.monotonic()
+    try:
+        resp = await asyncio.wait_for(client.get("/metrics"), 5.0)  # it waited for good
+        assert resp.status == 200 and time.monotonic() - started < 2.0
+        text = await resp.text()
+        assert "calls_database_read 0.0" in text and 'calls{status="dialing"} 0.0' in text
+    finally:
+        hang.set()
