@@ -386,8 +386,10 @@ def csv_rows(rows: Iterable[CsvRow]) -> Iterator[Row]:
 
 
 def merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    """A row's call body: its fields over the defaults (additional_params merged key by key)."""
-    body = {**defaults, **fields}
+    """A row's call body: its fields over the defaults (additional_params merged key by key).
+    A row's null is a field not given, as in a single call's body: the default holds (as it
+    does under a CSV's blank cell)."""
+    body = {**defaults, **{k: v for k, v in fields.items() if v is not None}}
     if isinstance(defaults.get("additional_params"), dict) and isinstance(
         fields.get("additional_params"), dict
     ):

@@ -455,6 +455,52 @@ async def test_rows_are_checked_like_single_calls(client: TestClient[Any, Any]) 
     assert "repeats row 0" in details[0]["error"]
 
 
+async def test_a_rows_null_keeps_the_campaigns_default(start_app: AppFactory) -> None:
+    # Rows exported with null for an empty cell (a database, pandas): a null is a field not
+    # given, as in a single call's body, so the campaign's default holds, as under a CSV's
+    # blank cell. It replaced the default: the call spoke English to a Spanish list, to
+    # "Guest", without its additional_params.
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    defaults = {
+        "name": "Customer",
+        "language": "es",
+        "dynamic_instruction": "Remind them of the appointment.",
+        "additional_params": {"clinic": "Centro"},
+    }
+    created = await create(
+        client,
+        {
+            "name": "nulls",
+            "defaults": defaults,
+            "recipients": [
+                {
+                    "phone_number": "+14155557700",
+                    "name": None,
+                    "language": None,
+                    "dynamic_instruction": None,
+                    "additional_params": None,
+                },
+                {"phone_number": "+14155557701", "name": "Bea", "additional_params": {"a": "1"}},
+            ],
+        },
+    )
+    await wait_status(client, created["campaign_id"], "completed")
+    rows = await all_recipients(client, created["campaign_id"])
+    configs = []
+    for row in rows:
+        call = await (await client.get(f"/calls/{row['attempts'][0]['call_id']}")).json()
+        configs.append(call["config"])
+    assert [c["caller_name"] for c in configs] == ["Customer", "Bea"]
+    assert [c["tts_language"] for c in configs] == ["es", "es"]
+    assert [c["agent_instructions"] for c in configs] == [defaults["dynamic_instruction"]] * 2
+    assert [c["additional_params"] for c in configs] == [
+        {"clinic": "Centro"},
+        {"clinic": "Centro", "a": "1"},
+    ]
+
+
 async def test_start_at_waits_and_scheduled_shows(start_app: AppFactory) -> None:
     clock = ShiftedClock(OPEN_EVERYWHERE)
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
