@@ -126,6 +126,7 @@ class NewRecipient:
     fields: dict[str, Any]  # the row's own call fields (merged over the defaults when placed)
     state: str = PENDING
     errors: list[dict[str, Any]] | None = None
+    next_at: float | None = None  # when it is first due (None: at the campaign's start)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
@@ -24,6 +24,7 @@ from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
     INVALID,
     RETRYABLE,
+    WAITING_WINDOW,
     CampaignSpec,
     NewRecipient,
     Pacing,
@@ -404,12 +405,14 @@ class RowChecker:
     """Validates rows one by one (the caller may yield to the event loop between chunks)."""
 
     def __init__(
-        self, spec: CampaignSpec, rules: RequestRules, now: float, *, enforce_hours: bool
+        self, spec: CampaignSpec, rules: RequestRules, start: float, *, enforce_hours: bool
     ) -> None:
+        """`start`: when the campaign starts (its start_at, or now), from which each row's
+        window is read."""
         self._spec = spec
         self._rules = rules
         self._enforce_hours = enforce_hours
-        self._now = dt.datetime.fromtimestamp(now, dt.UTC)
+        self._start_utc = dt.datetime.fromtimestamp(start, dt.UTC)
         self._seen: dict[str, int] = {}
         self.recipients: list[NewRecipient] = []
         self.errors: list[RowError] = []
@@ -424,7 +427,14 @@ class RowChecker:
         problems = self._problems(row)
         if not problems:
             call, fields = self._call, self._fields
-            self.recipients.append(NewRecipient(idx, row.row_number, call.phone_number, fields))
+            opens = self._opens
+            # A row whose window is closed at the start waits for it from the first (as the
+            # scheduler would make it a moment later): pending, the campaign answered 201
+            # with its next call now, while the first came hours later.
+            recipient = NewRecipient(idx, row.row_number, call.phone_number, fields)
+            if opens > self._start_utc:  # (datetimes: the start's float rounds to a µs)
+                recipient = replace(recipient, state=WAITING_WINDOW, next_at=opens.timestamp())
+            self.recipients.append(recipient)
             self.valid += 1
             if isinstance(fields.get("webhook_url"), str) and call.webhook_url:
                 self.row_webhooks.append((idx, row.prefix, call.webhook_url))
@@ -451,30 +461,36 @@ class RowChecker:
         first = self._seen.setdefault(call.phone_number, row.row_number)
         if first != row.row_number:
             return [RowError(row.row_number, f"{row.prefix}phone_number", f"repeats row {first}")]
-        never = self._never_callable(call.phone_number)
-        if never is not None:
-            return [RowError(row.row_number, f"{row.prefix}phone_number", never)]
+        opens = self._opens_at(call.phone_number)
+        if isinstance(opens, str):
+            return [RowError(row.row_number, f"{row.prefix}phone_number", opens)]
+        self._opens = opens
         self._call = call
         self._fields = {**{k: v for k, v in row.fields.items() if k in FIELDS}}
         self._fields.pop("phone_number", None)
         return []
 
-    def _never_callable(self, number: str) -> str | None:
+    def _opens_at(self, number: str) -> dt.datetime | str:
+        """When the number's window is first open from the start, or why it never is."""
         window = self._spec.window
         zones = recipient_zones(number)
         if window.timezone == RECIPIENT and not zones:
             return "no time zone is known for this number; name one in window.timezone"
-        if next_allowed(self._now, window, zones, enforce_calling_hours=self._enforce_hours):
-            return None
+        opens = next_allowed(
+            self._start_utc, window, zones, enforce_calling_hours=self._enforce_hours
+        )
+        if opens is not None:
+            return opens
         why = f"is never inside the calling window in its time zones ({', '.join(zones)})"
         if self._enforce_hours and next_allowed(
-            self._now, window, zones, enforce_calling_hours=False
+            self._start_utc, window, zones, enforce_calling_hours=False
         ):  # the window opens, but only outside 08:00-21:00 there
             why += ": calls are kept within 08:00-21:00 local time (CAMPAIGN_ENFORCE_CALLING_HOURS)"
         return why
 
     _call: OutboundCall
     _fields: dict[str, Any]
+    _opens: dt.datetime
 
 
 def _invalid(idx: int, row_number: int, number: str, problems: list[RowError]) -> NewRecipient:

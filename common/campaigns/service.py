@@ -80,7 +80,7 @@ class CampaignService:
         checker = RowChecker(
             options.spec,
             rules,
-            now,
+            max(options.start_at or now, now),
             enforce_hours=self.settings.campaign_enforce_calling_hours,
         )
         count = 0

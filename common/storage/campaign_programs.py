@@ -28,6 +28,7 @@ from common.campaigns.model import (
     OPEN_STATES,
     OVER_STATUSES,
     PENDING,
+    WAITING_WINDOW,
     Attempt,
     AttemptPlan,
     CampaignRecord,
@@ -181,7 +182,7 @@ def stage_recipients(
             errors = dumps(r.errors) if r.errors else None
             fields = dumps(r.fields)
             args += (new.campaign_id, r.idx, r.row_number, r.phone_number, fields, r.state)
-            args += (start_at, errors, created)
+            args += (max(r.next_at or start_at, start_at), errors, created)
         yield Query(
             "INSERT INTO campaign_recipients (campaign_id, idx, row_number, phone_number,"  # noqa: S608 - constant text
             " fields, state, next_at, errors, updated_at) VALUES "
@@ -191,8 +192,9 @@ def stage_recipients(
     if batch:
         yield Query(
             "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"
-            " AND idx BETWEEN ? AND ? AND state = ? AND phone_number IN (SELECT number FROM dnc)",
-            (DNC, created, new.campaign_id, batch[0].idx, batch[-1].idx, PENDING),
+            " AND idx BETWEEN ? AND ? AND state IN (?, ?)"
+            " AND phone_number IN (SELECT number FROM dnc)",
+            (DNC, created, new.campaign_id, batch[0].idx, batch[-1].idx, PENDING, WAITING_WINDOW),
         )
 
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from common.calls.request import RequestRules
 from common.calls.service import LISTED_WHILE_PLACING
-from common.campaigns.request import Row, json_rows, parse_options
+from common.campaigns.request import Row, RowChecker, json_rows, parse_options
 from common.storage import campaign_programs
 from common.storage.base import DatabaseError
 from handlers import campaigns as campaigns_handlers
@@ -261,6 +261,57 @@ async def test_windows_per_time_zone_with_a_moved_clock(start_app: AppFactory) -
     clock.move_to(dt.datetime(2026, 12, 2, 17, 0, 1, tzinfo=dt.UTC).timestamp())
     campaign = await wait_status(client, campaign_id, "completed")
     assert campaign["counts"]["completed"] == 3
+
+
+async def test_a_list_sent_at_night_is_answered_with_its_first_call_in_the_morning(
+    start_app: AppFactory,
+) -> None:
+    # 07:00 UTC: 23:00 in California, 02:00 in New York, 07:00 in the Canaries. The 201 said
+    # every row pending, the next call now and the end a second later (so did the
+    # campaign.started event), while nobody could be called before 09:00 local time.
+    clock = ShiftedClock(dt.datetime(2026, 12, 2, 7, 0, tzinfo=dt.UTC).timestamp())
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    assert (await client.post("/dnc", json={"numbers": ["+12125557701"]})).status == 200
+    answer = await create(
+        client,
+        {
+            "name": "night",
+            "recipients": [
+                {"phone_number": "+14155557700"},  # California: 09:00 is 17:00 UTC
+                {"phone_number": "+12125557700"},  # New York: 14:00 UTC
+                {"phone_number": "+34612345678"},  # Spain and the Canaries: 09:00 UTC
+                {"phone_number": "+12125557701"},  # listed: dnc at once, whatever its window
+            ],
+        },
+    )
+    campaign = answer["campaign"]
+    assert campaign["counts"]["waiting_window"] == 3
+    assert campaign["counts"]["dnc"] == 1
+    assert campaign["counts"]["pending"] == 0
+    assert campaign["next_call_at"] == "2026-12-02T09:00:00.000Z"
+    rows = await all_recipients(client, answer["campaign_id"])
+    assert [r["next_attempt_at"] for r in rows] == [
+        "2026-12-02T17:00:00.000Z",
+        "2026-12-02T14:00:00.000Z",
+        "2026-12-02T09:00:00.000Z",
+        None,
+    ]
+    assert [r["state"] for r in rows] == ["waiting_window"] * 3 + ["dnc"]
+    # A start_at later in the night: each row's window is read from it.
+    later = await create(
+        client,
+        {
+            "name": "night, started later",
+            "recipients": [{"phone_number": "+14155557700"}],
+            "start_at": "2026-12-02T16:00:00Z",
+        },
+    )
+    assert later["campaign"]["next_call_at"] == "2026-12-02T17:00:00.000Z"
+    # When the window opens, it is called.
+    clock.move_to(dt.datetime(2026, 12, 2, 17, 0, 1, tzinfo=dt.UTC).timestamp())
+    done = await wait_status(client, answer["campaign_id"], "completed")
+    assert done["counts"]["completed"] == 3
+    assert len(client.app[SANDBOX].dials) >= 3
 
 
 async def test_calling_hours_floor_holds_whatever_the_window(start_app: AppFactory) -> None:
@@ -1268,3 +1319,16 @@ async def test_a_database_failing_a_calls_end_for_its_campaign_is_one_line(
     assert len(said) == 1, [r.getMessage() for r in said]  # once a minute, not per try
     assert said[0].levelname == "ERROR" and said[0].exc_info is None
     assert "database unreachable" in said[0].getMessage()
+
+
+def test_a_row_open_at_its_start_is_pending_whatever_its_microsecond() -> None:
+    # A start whose float rounds up to the microsecond (as 1 in 3 do) read its own instant
+    # as the window's later opening: the row was stored waiting_window, due at once.
+    start = 1796234400.2961836  # 18:00 UTC on a Wednesday: 10:00 in California
+    assert dt.datetime.fromtimestamp(start, dt.UTC).timestamp() > start
+    body = {"name": "n", "window": {"start": "09:00", "end": "20:00"}}
+    rules = RequestRules()
+    options = parse_options(body, rules, start)
+    checker = RowChecker(options.spec, rules, start, enforce_hours=True)
+    checker.check(Row(2, "", {"phone_number": "+14155557700"}), keep_invalid=False)
+    assert [(r.state, r.next_at) for r in checker.recipients] == [("pending", None)]
