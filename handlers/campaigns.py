@@ -346,7 +346,7 @@ def _csv(raw: bytes) -> tuple[Any, list[Any]]:
     except CsvRejected as exc:
         details = [FieldError(f"row {e.row}: {e.field}", e.error) for e in exc.errors]
         raise InvalidCall(details) from None
-    return csv_rows(parsed.rows), parsed.errors
+    return csv_rows(parsed.rows, parsed.refused), []  # the refused rows' errors: with them
 
 
 @contextmanager

@@ -82,14 +82,17 @@ class CsvRow:
     number: int
     fields: dict[str, str | None]
     additional_params: dict[str, str] = field(default_factory=dict)
+    errors: tuple[RowError, ...] = ()  # a refused row's (its fields: its phone_number alone)
 
 
 @dataclass(frozen=True)
 class CsvRows:
-    """The usable rows, and the rows refused (each refused row is in errors, not in rows)."""
+    """The usable rows, and the rows refused (each refused row is in errors, not in rows;
+    and in refused, with its number cell, to be kept as an invalid recipient)."""
 
     rows: list[CsvRow]
     errors: list[RowError]
+    refused: list[CsvRow] = field(default_factory=list)
 
 
 class CsvRejected(ValueError):
@@ -126,6 +129,8 @@ def parse_csv(
     blank_fields = {name.lower(): None for name in columns if name.lower() in known}
     rows: list[CsvRow] = []
     errors: list[RowError] = []
+    refused: list[CsvRow] = []
+    phone_at = [name.lower() for name in columns].index(PHONE_FIELD)
     count = blank = 0
     for number, cells in records:
         cells = [cell.strip() for cell in cells]
@@ -139,10 +144,14 @@ def parse_csv(
         count += 1
         if count > max_rows:
             raise CsvRejected([RowError(number, "file", f"more than {max_rows} data rows")])
+        before = len(errors)
         row = _row(number, cells, columns, blank_fields, errors)
         if row is not None:
             rows.append(row)
-    return CsvRows(rows, errors)
+        else:
+            phone = cells[phone_at] if phone_at < len(cells) else ""
+            refused.append(CsvRow(number, {PHONE_FIELD: phone or None}, errors=(*errors[before:],)))
+    return CsvRows(rows, errors, refused)
 
 
 def _decode(data: bytes) -> str:

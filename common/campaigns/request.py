@@ -12,6 +12,7 @@ is refused rather than left waiting for ever.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -369,6 +370,7 @@ class Row:
     row_number: int
     prefix: str
     fields: dict[str, Any]
+    problems: tuple[RowError, ...] = ()  # found as it was read (a CSV's row refused)
 
 
 def json_rows(recipients: object) -> Iterator[Row]:
@@ -378,12 +380,14 @@ def json_rows(recipients: object) -> Iterator[Row]:
         yield Row(index, f"recipients[{index}].", item if isinstance(item, dict) else {"": item})
 
 
-def csv_rows(rows: Iterable[CsvRow]) -> Iterator[Row]:
-    for row in rows:
+def csv_rows(rows: Iterable[CsvRow], refused: Iterable[CsvRow] = ()) -> Iterator[Row]:
+    """A CSV's rows in their order: the usable ones, and those refused as they were read
+    (kept, with invalid_rows=skip, as the invalid recipients they are)."""
+    for row in heapq.merge(rows, refused, key=lambda row: row.number):
         fields: dict[str, Any] = {k: v for k, v in row.fields.items() if v is not None}
         if row.additional_params:
             fields["additional_params"] = dict(row.additional_params)
-        yield Row(row.number, "", fields)
+        yield Row(row.number, "", fields, row.errors)
 
 
 def merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -452,6 +456,8 @@ class RowChecker:
         self.valid -= 1
 
     def _problems(self, row: Row) -> list[RowError]:
+        if row.problems:
+            return list(row.problems)
         if "" in row.fields:
             return [RowError(row.row_number, row.prefix.rstrip(".") or "row", "must be an object")]
         try:

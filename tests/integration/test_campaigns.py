@@ -425,8 +425,36 @@ async def test_csv_upload_rejects_or_skips_bad_rows(start_app: AppFactory) -> No
     assert answer["invalid_row_count"] == 4
     assert answer["campaign"]["window"]["days"] == ["mon", "tue", "wed"]
     campaign = await wait_status(client, answer["campaign_id"], "completed")
-    assert campaign["counts"]["completed"] == 2 and campaign["counts"]["invalid"] == 2
+    # Every row skipped is kept as an invalid recipient, those refused as the CSV was read
+    # (a blank number, cells past the header) too: they were in the 201's invalid_rows only,
+    # and the campaign showed 4 rows, 2 invalid, of a list of 6 with 4 skipped.
+    assert campaign["total"] == 6
+    assert campaign["counts"]["completed"] == 2 and campaign["counts"]["invalid"] == 4
     rows = await all_recipients(client, answer["campaign_id"])
+    assert [(r["row"], r["state"], r["phone_number"]) for r in rows] == [
+        (2, "completed", "+14155557700"),
+        (3, "completed", "+12125557700"),
+        (4, "invalid", "not-a-number"),
+        (5, "invalid", "+34612345678"),
+        (6, "invalid", ""),
+        (7, "invalid", "+441234567890"),
+    ]
+    assert rows[4]["errors"] == [{"field": "phone_number", "error": "is empty"}]
+    assert [e["field"] for e in rows[5]["errors"]] == ["column 6"]
+    # A list whose every row was refused as it was read has rows: "no valid recipient" (it
+    # was "the list has a header but no rows").
+    resp = await client.post(
+        "/campaigns?name=list&invalid_rows=skip",
+        data=b"phone_number,name\n,Ann\n+14155557791,Smith, Bo\n",
+        headers=headers,
+    )
+    refused = await resp.json()
+    assert resp.status == 422, refused
+    assert refused["error"] == "no valid recipient"
+    assert [(d["row"], d["field"]) for d in refused["details"]] == [
+        (2, "phone_number"),
+        (3, "column 3"),
+    ]
     anna = rows[0]
     call = await (await client.get(f"/calls/{anna['attempts'][0]['call_id']}")).json()
     assert call["name"] == "Smith, Anna"
