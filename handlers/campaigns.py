@@ -544,15 +544,19 @@ def setup(app: web.Application) -> None:
                     headers=("Idempotent-Replay",),
                 ),
                 400: Reply(
-                    "The body is not UTF-8 JSON or CSV, or a malformed multipart body (or one"
-                    f" of more than {MAX_PARTS} parts)"
+                    "A JSON body that is not JSON in UTF-8, or a malformed multipart body (or"
+                    f" one of more than {MAX_PARTS} parts)"
                 ),
                 401: UNAUTHORIZED,
                 413: Reply(
-                    f"The body is larger than {MAX_BODY_BYTES} bytes, or a multipart"
-                    f" options part larger than {MAX_OPTIONS_BYTES}"
+                    f"The body is larger than {MAX_BODY_BYTES} bytes, a multipart options part"
+                    f" larger than {MAX_OPTIONS_BYTES}, or a form field larger than"
+                    f" {MAX_FIELD_BYTES}"
                 ),
-                422: Reply("Invalid options or rows; `details` lists each (with its row)"),
+                422: Reply(
+                    "Invalid options or rows, or a CSV that cannot be read (not UTF-8, no"
+                    " phone_number column, broken quoting); `details` lists each (with its row)"
+                ),
                 409: Reply("The Idempotency-Key was already used with another campaign"),
                 429: Reply(
                     f"Other campaigns were being created on this server for"

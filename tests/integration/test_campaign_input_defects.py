@@ -533,6 +533,19 @@ async def test_the_openapi_document_shows_what_the_api_takes(
         "/calls/outbound", json={"phone_number": phone["examples"][1], "name": "Ann"}
     )
     assert placed.status == 200
+    # A CSV that is not UTF-8 is a 422 naming its row, as the document says (its 400 said
+    # "the body is not UTF-8 JSON or CSV"); a form field too large, a 413 it names.
+    latin1 = await client.post(
+        "/campaigns?name=x", data=b"phone_number,name\n+14155550131,Jos\xe9\n", headers=CSV_HEADERS
+    )
+    assert latin1.status == 422
+    assert "UTF-8" in create["responses"]["422"]["description"]
+    assert "CSV" not in create["responses"]["400"]["description"]
+    form = aiohttp.FormData()
+    form.add_field("recipients", CSV_BODY, filename="list.csv")
+    form.add_field("name", "x" * (campaigns_handler.MAX_FIELD_BYTES + 1))
+    assert (await client.post("/campaigns", data=form)).status == 413
+    assert "form field" in create["responses"]["413"]["description"]
 
 
 async def test_an_idempotency_key_creates_one_campaign(client: TestClient[Any, Any]) -> None:
