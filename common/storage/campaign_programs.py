@@ -520,10 +520,13 @@ def list_recipients(
     if not rows:
         return []
     idxs = [int(r["idx"]) for r in rows]
+    # The page's own attempts: by its first and last idx, a page of a state (?status=invalid,
+    # ten rows across 100,000) read every attempt between them, 300,000 in 3.3 s of the
+    # database's one thread (SQLite) while every other request waited.
     attempts = yield Query(
-        "SELECT * FROM campaign_attempts WHERE campaign_id = ? AND idx >= ? AND idx <= ?"
-        " ORDER BY idx, attempt",
-        (campaign_id, idxs[0], idxs[-1]),
+        "SELECT * FROM campaign_attempts WHERE campaign_id = ?"  # noqa: S608 - our own text
+        f" AND idx IN ({','.join('?' * len(idxs))}) ORDER BY idx, attempt",
+        (campaign_id, *idxs),
     )
     history: dict[int, list[Attempt]] = {}
     for a in attempts:
