@@ -203,7 +203,7 @@ class CampaignScheduler:
         if event.type != CALL_ENDED or not event.data.get("campaign_id"):
             return
         events = await self._store.finish_call_attempt(
-            event.call_id, str(event.data["status"]), self.clock()
+            event.call_id, str(event.data["status"]), self.clock(), enforce_hours=self._enforce
         )
         self._events.publish(events)
         driver = self._drivers.get(str(event.data["campaign_id"]))

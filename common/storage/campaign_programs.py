@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
@@ -38,6 +39,7 @@ from common.campaigns.model import (
     RecipientRecord,
     after_attempt,
 )
+from common.campaigns.windows import next_allowed, recipient_zones
 from common.storage.base import UploadGivenUp
 from common.storage.paging import Before, before_clause
 from common.storage.programs import (
@@ -632,10 +634,12 @@ def end_attempt(
     *,
     call_id: str | None = None,
     errors: list[dict[str, Any]] | None = None,
+    enforce_hours: bool = True,
 ) -> Program[list[CallEvent]]:
     """The attempt is over with `status` (a call status, or dnc / invalid when it could not
-    be placed): the recipient is due again (a retry) or final; the campaign completes when
-    no recipient is left open."""
+    be placed): the recipient is due again (a retry: waiting_window if its window is closed
+    then, `enforce_hours` as CAMPAIGN_ENFORCE_CALLING_HOURS) or final; the campaign
+    completes when no recipient is left open."""
     # The attempt ended when its call did (a call settled late, after a restart say, ended
     # earlier than now), else now (it could not be placed).
     ended = yield Query(
@@ -653,7 +657,8 @@ def end_attempt(
     )
     if not campaign:
         return []
-    retry = CampaignSpec.from_json(json.loads(campaign[0]["spec"])).retry
+    spec = CampaignSpec.from_json(json.loads(campaign[0]["spec"]))
+    retry = spec.retry
     over = CampaignStatus(campaign[0]["status"]) in OVER_STATUSES
     if status == NOT_DIALLED:  # nobody was called: it does not count, the recipient waits
         undialled = yield Query(
@@ -675,6 +680,10 @@ def end_attempt(
             (ref.campaign_id, ref.idx, NOT_DIALLED),
         )
         state, next_at = after_attempt(status, int(made[0]["n"]), retry, now, campaign_over=over)
+    if state == PENDING and next_at is not None:
+        # A retry due after its window closes waits for it from now on: shown pending at
+        # 20:05 (next_call_at too), it was called at 09:00 the next day.
+        state, next_at = yield from _retry_in_window(ref, spec, next_at, enforce_hours)
     yield Query(
         "UPDATE campaign_recipients SET state = ?, next_at = COALESCE(?, next_at),"
         " last_call_id = COALESCE(?, last_call_id), errors = COALESCE(?, errors),"
@@ -693,6 +702,24 @@ def end_attempt(
     return (yield from complete_if_done(d, ref.campaign_id, now, lease_s, holder))
 
 
+def _retry_in_window(
+    ref: AttemptRef, spec: CampaignSpec, due: float, enforce_hours: bool
+) -> Program[tuple[str, float]]:
+    """A retry due at `due`: pending then, or waiting_window until its window next opens."""
+    rows = yield Query(
+        "SELECT phone_number FROM campaign_recipients WHERE campaign_id = ? AND idx = ?",
+        (ref.campaign_id, ref.idx),
+    )
+    if not rows:
+        return PENDING, due
+    at = datetime.fromtimestamp(due, UTC)
+    zones = recipient_zones(rows[0]["phone_number"])
+    opens = next_allowed(at, spec.window, zones, enforce_calling_hours=enforce_hours)
+    if opens is None or opens <= at:  # open then (or never: the driver looks again daily)
+        return PENDING, due
+    return WAITING_WINDOW, opens.timestamp()
+
+
 def attempt_of_call(d: Dialect, call_id: str) -> Program[AttemptRef | None]:
     rows = yield Query(
         "SELECT campaign_id, idx, attempt FROM campaign_attempts WHERE call_id = ?", (call_id,)
@@ -704,7 +731,13 @@ def attempt_of_call(d: Dialect, call_id: str) -> Program[AttemptRef | None]:
 
 
 def finish_call_attempt(
-    d: Dialect, call_id: str, status: str, now: float, lease_s: float, holder: str
+    d: Dialect,
+    call_id: str,
+    status: str,
+    now: float,
+    lease_s: float,
+    holder: str,
+    enforce_hours: bool = True,
 ) -> Program[list[CallEvent]]:
     """A campaign call ended (its call.ended event): end its attempt. A call that was never
     dialled (its server died between recording and dialling it, or LiveKit refused the dial)
@@ -718,7 +751,11 @@ def finish_call_attempt(
     )
     if dial and dial[0]["dial_started_at"] is None and not dial[0]["hangup_requested"]:
         status = NOT_DIALLED
-    return (yield from end_attempt(d, ref, status, now, lease_s, holder, call_id=call_id))
+    return (
+        yield from end_attempt(
+            d, ref, status, now, lease_s, holder, call_id=call_id, enforce_hours=enforce_hours
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- do not call

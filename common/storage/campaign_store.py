@@ -152,11 +152,13 @@ class CampaignMethods:
             write=True,
         )
 
-    async def finish_call_attempt(self, call_id: str, status: str, now: float) -> list[CallEvent]:
-        return await self._run(
-            cp.finish_call_attempt(self.dialect, call_id, status, now, self.lease_s, self.instance),
-            write=True,
+    async def finish_call_attempt(
+        self, call_id: str, status: str, now: float, *, enforce_hours: bool = True
+    ) -> list[CallEvent]:
+        program = cp.finish_call_attempt(
+            self.dialect, call_id, status, now, self.lease_s, self.instance, enforce_hours
         )
+        return await self._run(program, write=True)
 
     # -- do not call ---------------------------------------------------------------------
 

@@ -314,6 +314,73 @@ async def test_a_list_sent_at_night_is_answered_with_its_first_call_in_the_morni
     assert len(client.app[SANDBOX].dials) >= 3
 
 
+async def test_a_retry_due_after_the_window_closes_waits_for_it(start_app: AppFactory) -> None:
+    # 19:55 in California (03:55 UTC): busy, retried 600 s later, at 20:05 there, after the
+    # 09:00-20:00 window. It was shown pending at 20:05 (the campaign's next call too), and
+    # called at 09:00 the next day.
+    clock = ShiftedClock(dt.datetime(2026, 12, 2, 3, 55, tzinfo=dt.UTC).timestamp())
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    created = await create(
+        client,
+        {
+            "name": "late retry",
+            "recipients": [{"phone_number": "+14155550486"}],
+            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 600},
+        },
+    )
+    campaign_id = created["campaign_id"]
+
+    async def retry_waiting() -> bool:
+        counts = (await campaign_of(client, campaign_id))["counts"]
+        return bool(counts["waiting_window"] == 1)
+
+    await wait_for(retry_waiting, timeout=10)
+    (row,) = await all_recipients(client, campaign_id)
+    assert [a["status"] for a in row["attempts"]] == ["busy"], row
+    assert row["next_attempt_at"] == "2026-12-02T17:00:00.000Z"  # 09:00 in California
+    campaign = await campaign_of(client, campaign_id)
+    assert campaign["next_call_at"] == "2026-12-02T17:00:00.000Z"
+    clock.move_to(dt.datetime(2026, 12, 2, 17, 0, 1, tzinfo=dt.UTC).timestamp())
+    done = await wait_status(client, campaign_id, "completed")
+    assert done["counts"]["busy"] == 1 and done["attempts"] == 2
+
+
+async def test_a_retry_within_the_window_stays_pending(start_app: AppFactory) -> None:
+    # The same retry at 10:00 in California, and one at 20:05 with the window to 23:59 and
+    # CAMPAIGN_ENFORCE_CALLING_HOURS=0: due as it was, nothing deferred.
+    for at, window, enforce in (
+        (dt.datetime(2026, 12, 2, 18, 0, tzinfo=dt.UTC), None, True),
+        (dt.datetime(2026, 12, 2, 3, 55, tzinfo=dt.UTC), {"start": "00:00", "end": "23:59"}, False),
+    ):
+        clock = ShiftedClock(at.timestamp())
+        client = await start_app(
+            sandbox_time_scale=0.0,
+            campaign_clock=clock,
+            campaign_enforce_calling_hours=enforce,
+            **FAST,
+        )
+        created = await create(
+            client,
+            {
+                "name": "retry",
+                "recipients": [{"phone_number": "+14155550486"}],
+                "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 600},
+                **({"window": window} if window else {}),
+            },
+        )
+
+        async def retry_pending(
+            client: TestClient[Any, Any] = client, campaign_id: str = created["campaign_id"]
+        ) -> bool:
+            rows = await all_recipients(client, campaign_id)
+            return bool(rows[0]["state"] == "pending" and rows[0]["attempts"])
+
+        await wait_for(retry_pending)
+        (row,) = await all_recipients(client, created["campaign_id"])
+        due = dt.datetime.fromisoformat(row["next_attempt_at"]).timestamp()
+        assert abs(due - (clock() + 600)) < 5
+
+
 async def test_calling_hours_floor_holds_whatever_the_window(start_app: AppFactory) -> None:
     # 06:00 in New York: the window says all day, the 08:00-21:00 floor says wait.
     clock = ShiftedClock(dt.datetime(2026, 12, 2, 11, 0, tzinfo=dt.UTC).timestamp())
