@@ -152,3 +152,14 @@ def test_every_route_is_in_the_readme(tmp_path: Path) -> None:
 def test_the_readme_lists_only_routes_that_exist(tmp_path: Path) -> None:
     stale = sorted(readme_routes() - app_routes(tmp_path))
     assert not stale, "README.md's API table lists " + ", ".join(f"{m} {p}" for m, p in stale)
+
+
+def test_the_readme_says_what_a_not_dialled_attempt_is() -> None:
+    """A campaign recipient's attempts may show `not_dialled`, and such an attempt is placed
+    again beyond max_attempts and retry.on: the README said neither."""
+    from common.storage import campaign_programs as cp
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert f"status `{cp.NOT_DIALLED}`" in text
+    assert f"placed again {cp.NOT_DIALLED_RETRY_S:g} s later" in text
+    assert f"after {cp.MAX_NOT_DIALLED} of them the recipient is `failed`" in text
