@@ -422,6 +422,8 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             # The last one won: of two lists attached, the first was never called.
             raise InvalidCall([FieldError(name, "only one part of this name is read")])
         seen.add(name or "")
+        if name == "options" and not data:  # a form's blank field: not given, as the others
+            continue
         if name == "options":
             doc = decode_json(data)
             if not isinstance(doc, dict):

@@ -267,13 +267,18 @@ def options_from_query(query: Mapping[str, str]) -> dict[str, Any]:
     parameter each (name, invalid_rows, start_at, calls_per_second, max_concurrent,
     window_start, window_end, window_days=mon,tue, timezone, retry_on=busy,no_answer,
     max_attempts, delay_s). Values are parsed as the JSON body's would be. A parameter or an
-    option that is none of these is refused (a typo must not be dropped silently)."""
+    option that is none of these is refused (a typo must not be dropped silently). An empty
+    one is not given (a form's blank field, a generated client's unset parameter), but for
+    `retry_on=`, retrying on nothing (as `"on": []`)."""
     unknown = [key for key in query if key not in QUERY_PARAMS]
     if unknown:
         expected = ", ".join(QUERY_PARAMS)
         raise InvalidCall(
             [FieldError(key, f"unknown query parameter; expected {expected}") for key in unknown]
         )
+    # An upload form's blank `timezone` was "unknown time zone ''", its blank `start_at` "must
+    # be an ISO-8601 time", each a 422 for a field nobody filled in.
+    query = {key: value for key, value in query.items() if value or key == "retry_on"}
     options: dict[str, Any] = {}
     if "options" in query:
         try:

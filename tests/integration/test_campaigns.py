@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from common.calls.request import RequestRules
 from common.calls.service import LISTED_WHILE_PLACING
-from common.campaigns.request import Row, RowChecker, json_rows, parse_options
+from common.campaigns.request import QUERY_PARAMS, Row, RowChecker, json_rows, parse_options
 from common.storage import campaign_programs
 from common.storage.base import DatabaseError
 from handlers import campaigns as campaigns_handlers
@@ -914,6 +914,41 @@ async def test_csv_with_its_options_as_form_fields(start_app: AppFactory) -> Non
             "error": "is given both as a parameter (query or form field) and in the options part",
         }
     ]
+
+
+async def test_blank_options_of_a_form_or_a_query_are_not_given(start_app: AppFactory) -> None:
+    """An upload form's blank optional fields (and a generated client's unset parameters)
+    were read as given: "unknown time zone ''", "must be an ISO-8601 time", "must be a
+    number", each a 422 for a field nobody filled in. They are not given: the defaults
+    hold. A blank retry_on= still retries on nothing, as "on": [] does."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    blank = [p for p in QUERY_PARAMS if p not in ("name", "retry_on")]
+    form = aiohttp.FormData()
+    form.add_field("name", "Blank fields")
+    for name in blank:
+        form.add_field(name, "")
+    form.add_field("file", b"phone_number\n+14155557700\n", filename="list.csv")
+    resp = await client.post("/campaigns", data=form)
+    answer = await resp.json()
+    assert resp.status == 201, answer
+    defaults = await create(
+        client, {"name": "Blank fields", "recipients": [{"phone_number": "+14155557701"}]}
+    )
+    for section in ("pacing", "window", "retry"):
+        assert answer["campaign"][section] == defaults["campaign"][section], section
+    query = "&".join(f"{name}=" for name in blank)
+    resp = await client.post(
+        f"/campaigns?name=Blank&{query}&retry_on=",
+        data=b"phone_number\n+14155557702\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    answer = await resp.json()
+    assert resp.status == 201, answer
+    assert answer["campaign"]["retry"]["on"] == []
+    assert answer["campaign"]["retry"]["max_attempts"] == 1
+    assert answer["campaign"]["window"] == defaults["campaign"]["window"]
 
 
 async def test_a_form_field_is_bounded_as_a_query_parameter_is(start_app: AppFactory) -> None:
