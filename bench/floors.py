@@ -37,6 +37,10 @@ from bench.compare import CURRENT, FULL, QUICK, VARIANTS_DIR, Sample, Variant
 from bench.harness import emit, machine, note, table
 
 FLOORS = ("exchanges_floor", "exchanges_floor_verified", "exchanges_floor_durable")
+# The goals' setting (bench.http): the server and hello-world at LOG_LEVEL=INFO, hello-world
+# writing aiohttp's access log line per request as `web.run_app` does (bench.compare runs
+# everything at WARNING). The bare servers log nothing: they are the least a server does.
+GOALS_LOG_LEVEL = "INFO"
 DURABLE = FLOORS[-1]
 TITLES = {
     CURRENT: "the server",
@@ -109,7 +113,9 @@ def report(
         " cells are medians over the repeats. The floors are bare servers that answer the"
         " same requests the same way on the wire and do nothing else (see the module's"
         " docstring); the last one keeps the issue's rules: complete signature checks, fsync"
-        " before answering.",
+        " before answering. As in the goals' setting (bench.http), the server and hello-world"
+        " run at LOG_LEVEL=INFO (hello-world writing its access log); the bare servers log"
+        " nothing.",
         "",
         table(
             ["goal", *(TITLES[label] for label in labels), "verdict"], _goal_rows(samples, labels)
@@ -132,6 +138,7 @@ def report(
 
 def run(quick: bool) -> int:
     plan = QUICK if quick else FULL
+    compare.LOG_LEVEL = GOALS_LOG_LEVEL  # read by compare's launchers as they start each one
     started = time.monotonic()
     samples: compare.Samples = {}
     with contextlib.ExitStack() as stack:
