@@ -888,11 +888,15 @@ class CallService:
         alone, an answered call whose answer landed 8 s after it settled no_answer (a server
         down 40 s under live calls: 2 of 2) was shown no_answer beside its transcript. A grace
         of 0 waits for nothing."""
-        grace = self.settings.calls_settle_grace_s
         now = self.clock()
-        if grace > 0 and now - happened_at(now, event.created_at) >= LATE_FINISH_S:
-            return max(grace, REPORTS_RETRY_S)
-        return grace
+        if now - happened_at(now, event.created_at) >= LATE_FINISH_S:
+            return self._late_grace()
+        return self.settings.calls_settle_grace_s
+
+    def _late_grace(self) -> float:
+        """The grace of a room_finished that came late (see _grace); 0 stays 0."""
+        grace = self.settings.calls_settle_grace_s
+        return max(grace, REPORTS_RETRY_S) if grace > 0 else grace
 
     def _settle_after_grace(self, call_id: str, grace: float) -> None:
         """An unanswered room_finished settles once late evidence of an answer had its chance.
@@ -1266,8 +1270,7 @@ class CallService:
             await self.settle_lost_sandbox_calls()
             self._lost_sandbox_settled = True
         now = self.clock()
-        grace = self.settings.calls_settle_grace_s
-        late_grace = max(grace, REPORTS_RETRY_S) if grace > 0 else grace  # as _grace
+        grace, late_grace = self.settings.calls_settle_grace_s, self._late_grace()
         finished = await self.store.graceless_finished(now - grace, now - late_grace)
         await self._settle_all(finished, GRACE_OVER, _grace_over)
         undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
