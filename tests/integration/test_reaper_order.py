@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -118,24 +119,15 @@ async def test_an_unanswered_call_whose_room_is_found_gone_late_waits_out_the_gr
     finished as room_finished would have, dated to when the call was last heard of, and the
     backstop read that date as "finished long ago": failed "no final event" at once, the
     grace and a late answer skipped (review AH). It waits out the grace: no_answer."""
-    client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=10.0)
-    client.app[SANDBOX].webhook_url = None
-    call_id = await place(client)
-    service = client.app[CALLS]
-
-    async def none_alive(_lkapi: Any, _names: list[str]) -> set[str]:
-        return set()
-
-    monkeypatch.setattr(service_module, "rooms_alive", none_alive)
-    store, real_clock, later = client.app[STORE], service.clock, service.stale_after_s + 1
-    service.clock = store._clock = lambda: real_clock() + later  # one clock, as in production
-    await service.reap()
+    client, call_id, reap_at = await _placed_with_its_room_gone(start_app, monkeypatch)
+    later = client.app[CALLS].stale_after_s + 1
+    await reap_at(later)
     assert (await shown(client, call_id))["status"] == "dialing"  # waiting out the grace
     later += 11
-    await service.reap()  # found gone: late, it waits for the reports an outage held back
+    await reap_at(later)  # found gone: late, it waits for the reports an outage held back
     assert (await shown(client, call_id))["status"] == "dialing"
     later += REPORTS_RETRY_S
-    await service.reap()
+    await reap_at(later)
     assert (await shown(client, call_id))["status"] == "no_answer"
 
 
@@ -173,23 +165,38 @@ async def test_a_room_found_gone_waits_for_the_answer_an_outage_held_back(
     while its agent's answered report was still being retried. The first pass after the
     outage found its room gone and finished it: no_answer after the 10 s grace, and the
     answer landed on a call that was over (5 of 5 calls under a 70 s PostgreSQL stop)."""
+    client, call_id, reap_at = await _placed_with_its_room_gone(start_app, monkeypatch)
+    later = 61.0  # dialled a minute ago
+    await reap_at(later)  # its room found gone
+    later += 11  # past the grace
+    await reap_at(later)
+    assert (await shown(client, call_id))["status"] == "dialing"
+    assert await post_report(client, answered(call_id)) == 200
+    later += REPORTS_RETRY_S
+    await reap_at(later)
+    call = await shown(client, call_id)
+    assert call["status"] == "completed" and call["answered_at"] is not None
+
+
+async def _placed_with_its_room_gone(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, str, Callable[[float], Awaitable[None]]]:
+    """A call placed without webhooks (its room_finished lost), LiveKit listing none of the
+    rooms, and a reaper pass run as if `later` seconds had passed (the service's and the
+    store's clock moved together, as in production)."""
     client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=10.0)
     client.app[SANDBOX].webhook_url = None
     call_id = await place(client)
-    service = client.app[CALLS]
+    service, store = client.app[CALLS], client.app[STORE]
 
     async def none_alive(_lkapi: Any, _names: list[str]) -> set[str]:
         return set()
 
     monkeypatch.setattr(service_module, "rooms_alive", none_alive)
-    store, real_clock, later = client.app[STORE], service.clock, 61.0  # dialled a minute ago
-    service.clock = store._clock = lambda: real_clock() + later
-    await service.reap()  # its room found gone
-    later += 11  # past the grace
-    await service.reap()
-    assert (await shown(client, call_id))["status"] == "dialing"
-    assert await post_report(client, answered(call_id)) == 200
-    later += REPORTS_RETRY_S
-    await service.reap()
-    call = await shown(client, call_id)
-    assert call["status"] == "completed" and call["answered_at"] is not None
+    real_clock = service.clock
+
+    async def reap_at(later: float) -> None:
+        service.clock = store._clock = lambda: real_clock() + later
+        await service.reap()
+
+    return client, call_id, reap_at
