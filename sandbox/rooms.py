@@ -61,6 +61,19 @@ class SandboxRoom:
         )
 
 
+def agent_participant(identity: str) -> ParticipantInfo:
+    """Our agent's participant, as LiveKit shows it (joined now)."""
+    joined_ms = now_ms()
+    return ParticipantInfo(
+        sid=new_id("PA_"),
+        identity=identity,
+        kind=ParticipantInfo.AGENT,
+        state=ParticipantInfo.ACTIVE,
+        joined_at=joined_ms // 1000,
+        joined_at_ms=joined_ms,
+    )
+
+
 class RoomRegistry:
     """The sandbox's rooms. Every change that LiveKit reports by webhook is reported here too."""
 

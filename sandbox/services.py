@@ -62,7 +62,7 @@ from common.contracts import (
 from common.masking import mask_phone
 from sandbox import twirp
 from sandbox.agent import AgentReports, SimulatedAgent
-from sandbox.rooms import RoomRegistry, SandboxRoom
+from sandbox.rooms import RoomRegistry, SandboxRoom, agent_participant
 from sandbox.scenarios import DEFAULT_RINGING_TIMEOUT_S, SipStatus, scenario_for_number
 from sandbox.simulation import CALL_STATUS_DIALING, CallSimulation
 from sandbox.twirp import TwirpError
@@ -448,19 +448,10 @@ class LiveKitServices:
         self, ctx: CallContext, req: ListParticipantsRequest
     ) -> ListParticipantsResponse:
         ctx.require_room_admin(req.room)
-        room = self.registry.rooms.get(req.room)
-        if room is None:
-            raise TwirpError("not_found", "requested room does not exist")
+        room = self._existing_room(req.room)
         participants = list(room.participants.values())
         if room.agent_present and not any(p.kind == ParticipantInfo.AGENT for p in participants):
-            participants.append(
-                ParticipantInfo(
-                    sid=new_id("PA_"),
-                    identity=f"agent-{room.name}",
-                    kind=ParticipantInfo.AGENT,
-                    state=ParticipantInfo.ACTIVE,
-                )
-            )
+            participants.append(agent_participant(f"agent-{room.name}"))
         return ListParticipantsResponse(participants=participants)
 
     def _existing_room(self, name: str) -> SandboxRoom:

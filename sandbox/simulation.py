@@ -37,7 +37,7 @@ from common.contracts import (
 )
 from common.masking import mask_phone
 from sandbox.agent import AMD_AFTER_S, SimulatedAgent, conversation, voicemail_turns
-from sandbox.rooms import RoomRegistry, SandboxRoom
+from sandbox.rooms import RoomRegistry, SandboxRoom, agent_participant
 from sandbox.scenarios import (
     REQUEST_TERMINATED,
     RINGING_AFTER_S,
@@ -45,7 +45,6 @@ from sandbox.scenarios import (
     Scenario,
     SipStatus,
 )
-from sandbox.util import new_id, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -220,13 +219,7 @@ class CallSimulation:
     def _agent_participant(self) -> ParticipantInfo:
         """Our agent's participant, shown only where it matters (the agent_dies scenario):
         the other scenarios keep to the six webhooks a call's callee makes happen."""
-        return ParticipantInfo(
-            sid=new_id("PA_"),
-            identity=self._agent_identity,
-            kind=ParticipantInfo.AGENT,
-            joined_at=now_ms() // 1000,
-            joined_at_ms=now_ms(),
-        )
+        return agent_participant(self._agent_identity)
 
     def _agent_dies(self) -> None:
         """Our agent's process dies: its participant leaves the room, which goes on with the
