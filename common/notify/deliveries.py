@@ -115,6 +115,25 @@ def next_outcome(
     )
 
 
+def give_back_until(moved_at: float, now: float) -> float:
+    """When deliveries that found their receiver's slots (or all slots) taken are claimed
+    again (pure), given when its sends last made progress (one ended, or the first started):
+    at the first of HOST_BUSY_DEFER_S, twice that, four times that, ... after `moved_at` that
+    is HOST_BUSY_DEFER_S from now or later, and within REQUEST_TIMEOUT_S.
+
+    A receiver answering, however busy, has them back in HOST_BUSY_DEFER_S. One whose sends
+    do not end (it hangs: each waits its 15 s) has them back ever more slowly (every 0.2 s, a
+    claim and a give-back of its whole backlog kept an idle server 12% busy), and all at once
+    (the times are the same for each), so a backlog is claimed again in one pass, not one by
+    one. Counting the give-backs in a row instead, a busy receiver answering in milliseconds
+    had events held 15 s: a burst's records and claims gave back several between two of its
+    answers."""
+    step = HOST_BUSY_DEFER_S
+    while moved_at + step < now + HOST_BUSY_DEFER_S:
+        step *= 2
+    return min(moved_at + step, now + REQUEST_TIMEOUT_S)
+
+
 def _prompt_reserve() -> int:
     """The slots kept for receivers that answer promptly."""
     return MAX_CONCURRENCY - UNPROVEN_CONCURRENCY
@@ -176,9 +195,10 @@ class WebhookSender:
         self._in_flight: dict[int, _Send] = {}  # by delivery id
         # When the claim of each delivery started or waiting here runs out (this clock's time)
         self._lease_until: dict[int, float] = {}
-        # How many times in a row a receiver's deliveries were given back, its slots all taken
-        # ("": no slot free at all), since one of its sends last ended
-        self._given_back: dict[str, int] = {}
+        # When each receiver with sends in flight last made progress (this clock's time): one
+        # of its sends ended, or its first one started ("": any receiver's, for no slot free
+        # at all). Its deliveries are given back for about as long as since then (`_dispatch`).
+        self._progress: dict[str, float] = {}
         # When the run loop looks again unless woken; inf while it is looking (what it reads
         # may predate the news: any news wakes it again once it has looked).
         self._wake_at = math.inf
@@ -281,8 +301,7 @@ class WebhookSender:
 
     async def _dispatch(self, claimed: list[WebhookDelivery], flight: _Flight, now: float) -> None:
         """Start each claimed delivery, or queue it behind its receiver's sends; give back
-        those that may not start now (for HOST_BUSY_DEFER_S, twice as long each time in a row
-        for a receiver whose sends do not end)."""
+        those that may not start now (`give_back_until`)."""
         busy: defaultdict[str, list[int]] = defaultdict(list)  # by receiver
         for delivery in claimed:
             if delivery.id in self._in_flight:  # claimed again while its send runs: that one
@@ -303,10 +322,7 @@ class WebhookSender:
                 self._waiting[receiver].append(delivery)  # starts as a slot of it frees
             else:
                 busy[receiver].append(delivery.id)
-        # Not an attempt: they wait a moment, and the claims move on to others. A receiver
-        # whose sends do not end (it hangs: each waits its 15 s) has its deliveries given
-        # back for twice as long each time, until one of its sends ends: every 0.2 s, a
-        # claim and a give-back of its whole backlog kept an idle server 12% busy.
+        # Not an attempt: they wait a moment, and the claims move on to others.
         for receiver, given_back in busy.items():
             if receiver and (more := self._repeats.due(f"behind {receiver}")) is not None:
                 # Else only the pending gauge showed a backlog growing (probe AQ: 19 -> 619
@@ -322,8 +338,8 @@ class WebhookSender:
                 )
             for delivery_id in given_back:
                 del self._lease_until[delivery_id]
-            times = self._given_back[receiver] = min(self._given_back.get(receiver, 0) + 1, 10)
-            until = now + min(HOST_BUSY_DEFER_S * 2 ** (times - 1), REQUEST_TIMEOUT_S)
+            # (its slots are all taken: it has sends, and so a time it moved)
+            until = give_back_until(self._progress.get(receiver, now), now)
             await self._store.defer_deliveries(given_back, until)
             self._look_by(until)
 
@@ -375,6 +391,10 @@ class WebhookSender:
             del self._prompt[next(iter(self._prompt))]
 
     def _start(self, delivery: WebhookDelivery, receiver: str, prompt: bool) -> None:
+        if not self._in_flight:
+            self._progress[""] = self._clock()
+        if not self._per_receiver[receiver]:
+            self._progress[receiver] = self._clock()
         self._per_receiver[receiver] += 1
         self._in_flight[delivery.id] = _Send(delivery.call_id, receiver, time.monotonic(), prompt)
         task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
@@ -482,8 +502,7 @@ class WebhookSender:
         """The send of `delivery` is over (`ended`: it was made): its receiver's slot goes to
         the next one waiting."""
         if ended:  # a send of the receiver ended: its give-backs start again from the shortest
-            self._given_back.pop(receiver, None)
-            self._given_back.pop("", None)
+            self._progress[receiver] = self._progress[""] = self._clock()
         self._per_receiver[receiver] -= 1
         self._in_flight.pop(delivery.id, None)
         waiting = self._waiting.get(receiver)
@@ -494,6 +513,7 @@ class WebhookSender:
             del self._waiting[receiver]  # would grow for good
         if self._per_receiver[receiver] == 0:
             del self._per_receiver[receiver]
+            del self._progress[receiver]
 
     async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None]:
         if self._session is None:

@@ -1124,6 +1124,42 @@ async def test_a_send_whose_claim_ran_out_is_made_only_if_nobody_claimed_it_sinc
     assert len(said) == (meanwhile == "another server claimed it")
 
 
+async def test_a_receiver_stuck_a_moment_has_its_deliveries_back_soon_after(
+    start_app: AppFactory,
+) -> None:
+    """A receiver that stops answering for a second (a GC pause, a deploy) while events keep
+    coming: the deliveries given back, its slots all taken, were held twice as long each time
+    one was given back in a row, and events came in faster than its sends ended: held up to
+    15 s after it answered again (bench.webhooks, a receiver answering in milliseconds to a
+    burst: p99 16 s). They are now held about as long as it has been stuck."""
+    import time
+
+    stuck_s = 1.0
+    answering = asyncio.Event()
+    arrived: list[float] = []
+
+    async def stuck_then_fast(request: web.Request) -> web.Response:
+        await request.read()
+        await answering.wait()
+        arrived.append(time.monotonic())
+        return web.Response(status=204)
+
+    async with serving(stuck_then_fast, "/h", "POST") as url:
+        client = await webhook_app(start_app, f"{url}/h")
+        started = time.monotonic()
+        # A call's first event can be sent (its others wait behind it): the receiver's 4 slots
+        # and the 8 deliveries queued behind them are taken by the 12th call; 30 calls.
+        for _ in range(30):
+            await place(client, SEED_EXAMPLES[0])
+            await asyncio.sleep(stuck_s / 30)
+        assert arrived == [] and time.monotonic() - started >= stuck_s
+        answering.set()
+        released = time.monotonic()
+        await settle(client, 60)
+    assert len(arrived) == 120
+    assert max(arrived) - released <= 3 * stuck_s, max(arrived) - released  # was 15 s
+
+
 async def test_a_receiver_that_hangs_has_its_backlog_given_back_ever_more_slowly(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -61,3 +61,21 @@ def test_a_redelivered_delivery_starts_the_retry_schedule_again() -> None:
     assert (first_retry.state, first_retry.next_attempt_at) == ("pending", 105.0)
     last = replace(failed_then_redelivered, attempts=7)
     assert next_outcome(last, 500, "HTTP 500", schedule, 100.0).state == "failed"
+
+
+def test_deliveries_given_back_wait_for_the_next_doubling_of_their_receivers_stall() -> None:
+    """A receiver answering has its deliveries back in HOST_BUSY_DEFER_S; one stuck has them
+    back at the next of 0.2, 0.4, 0.8, ... s after it last moved that is 0.2 s away or more (so
+    a backlog given back at different moments comes due at one time), within the request
+    timeout; a clock set back does not make them due at once."""
+    from common.notify.deliveries import HOST_BUSY_DEFER_S, REQUEST_TIMEOUT_S, give_back_until
+
+    moved = 1000.0
+    assert give_back_until(moved, moved) == moved + HOST_BUSY_DEFER_S
+    assert give_back_until(moved, moved + 0.1) == moved + 0.4
+    assert give_back_until(moved, moved + 0.3) == give_back_until(moved, moved + 0.5) == moved + 0.8
+    assert give_back_until(moved, moved + 1.0) == moved + 1.6
+    for tenths in range(-50, 2000):
+        now = moved + tenths / 10
+        assert now + HOST_BUSY_DEFER_S <= give_back_until(moved, now) <= now + REQUEST_TIMEOUT_S
+    assert give_back_until(moved, moved + 600.0) == moved + 600.0 + REQUEST_TIMEOUT_S
