@@ -37,6 +37,7 @@ from common.calls.models import (
     StoredAnswer,
     TimelineEntry,
     WebhookDelivery,
+    iso_time,
 )
 from common.calls.outcomes import (
     FINAL_STATUSES,
@@ -1307,14 +1308,16 @@ def erase_call_data(d: Dialect, ended_before: float, now: float, limit: int) -> 
         for event in events:
             yield Query(
                 "UPDATE outbox SET data = ? WHERE id = ?",
-                (dumps(_event_without_personal_data(json.loads(event["data"]))), event["id"]),
+                (dumps(_event_without_personal_data(json.loads(event["data"]), now)), event["id"]),
             )
     return len(rows)
 
 
-def _event_without_personal_data(data: dict[str, Any]) -> dict[str, Any]:
-    """An event's call data with the conversation erased (as GET /calls/{id} shows it then)."""
+def _event_without_personal_data(data: dict[str, Any], erased_at: float) -> dict[str, Any]:
+    """An event's call data with the conversation erased (as GET /calls/{id} shows it then),
+    saying when: an empty transcript reads otherwise as a call in which nothing was said."""
     erased = {**data, "transcript": [], "summary": None, "extracted": None}
+    erased["personal_data_erased_at"] = iso_time(erased_at)
     erased["analysis_errors"] = []
     if isinstance(data.get("success"), dict):
         erased["success"] = {**data["success"], "reason": ""}

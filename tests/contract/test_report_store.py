@@ -249,6 +249,31 @@ async def test_the_retention_erases_every_report_body_that_held_the_conversation
     assert call is not None and call.amd == "machine-vm" and call.transcript == ()
 
 
+async def test_an_erased_event_says_when_its_conversation_was_erased(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """An event kept for redelivery (or still retrying) whose conversation the retention
+    erased went out with an empty transcript and `personal_data_erased_at: null`: its
+    receiver read a call in which nothing was said, not one whose conversation was erased.
+    It now says when, as GET /calls/{id} does."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await record_report(store, sent(0, "answered"))
+    await record_report(store, sent(1, "final", final=CallReport(transcript=[HELLO])))
+    ended = Change(Status.COMPLETED, answered=True)
+    await store.apply(CALL, "room_finished", lambda _state: ended, room_finished=True)
+    clock.advance(10)
+    assert await store.erase_call_data(clock.now, 10) == 1
+
+    call = await store.get_call(CALL)
+    assert call is not None and call.data_erased_at is not None
+    rows = await execute(store, "SELECT type, data FROM outbox WHERE call_id = ?", CALL)
+    assert {r["type"] for r in rows} >= {"call.report", "call.ended"}
+    for row in rows:
+        data = json.loads(row["data"])
+        assert data["transcript"] == [] and "Hello Ann" not in row["data"]
+        assert data["personal_data_erased_at"] == call.to_json()["personal_data_erased_at"]
+
+
 async def test_the_retention_erases_the_oldest_calls_first_and_no_more_than_asked(
     store: CallStore, clock: FakeClock
 ) -> None:
