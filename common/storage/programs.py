@@ -1284,9 +1284,11 @@ def erase_call_data(d: Dialect, ended_before: float, now: float, limit: int) -> 
     """Erase what the conversation said (transcript, summary, extracted fields, the reasons
     of the success and answering-machine verdicts) of at most `limit` calls that ended before
     `ended_before`, the oldest first; status, timings, verdicts and usage stay."""
+    # Locked as read: a final report landing before this transaction's UPDATE was
+    # overwritten with the report read here (none), and lost (PostgreSQL's other writers).
     rows = yield Query(
-        "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL"
-        " ORDER BY ended_at LIMIT ?",
+        "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL"  # noqa: S608
+        f" ORDER BY ended_at LIMIT ?{d.for_update}",
         (ended_before, limit),
     )
     for row in rows:

@@ -20,6 +20,7 @@ from common.contracts import MAX_TURNS, AgentReport, AmdVerdict, CallReport, Tra
 from common.repeats import Repeats
 from common.storage import programs
 from common.storage.base import CallStore
+from common.storage.postgres import PostgresCallStore, numbered
 from common.storage.programs import Query, Row
 from common.storage.sql import SqlCallStore
 from tests.helpers import FakeClock
@@ -272,6 +273,45 @@ async def test_an_erased_event_says_when_its_conversation_was_erased(
         data = json.loads(row["data"])
         assert data["transcript"] == [] and "Hello Ann" not in row["data"]
         assert data["personal_data_erased_at"] == call.to_json()["personal_data_erased_at"]
+
+
+async def test_a_final_report_arriving_as_the_retention_erases_its_call_is_kept_erased(
+    postgres_dsn: str, clock: FakeClock
+) -> None:
+    """PostgreSQL: the erasure read its calls without locking them, so a final report that
+    landed between that read and its UPDATE (another server, or this one's pool: the agent
+    reports as the call ends, and CALL_DATA_RETENTION_DAYS=0 erases at the next pass) was
+    overwritten with the report read before it, none: GET showed report_status unavailable
+    and usage null for a call whose agent had reported. The calls read are now locked: the
+    report waits for the erasure, and is kept without the conversation, as any later one."""
+    store = await PostgresCallStore.open(postgres_dsn, clock=clock, pool_size=4)
+    try:
+        await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+        await record_report(store, sent(0, "answered"))
+        ended = Change(Status.COMPLETED, answered=True)
+        await store.apply(CALL, "room_finished", lambda _state: ended, room_finished=True)
+        clock.advance(10)
+        final = CallReport(transcript=[HELLO], usage={"llm": []}, ended_by="callee")
+        async with store._pool.acquire() as conn, conn.transaction():
+            erasing = programs.erase_call_data(programs.POSTGRES, clock.now, clock.now, 10)
+            query = next(erasing)  # the erasure has read its calls...
+            rows = cast(list[Row], await conn.fetch(numbered(query.sql), *query.args))
+            # ...when the agent's final report comes
+            reporting = asyncio.ensure_future(record_report(store, sent(1, "final", final=final)))
+            await asyncio.wait([reporting], timeout=1.0)
+            try:
+                while True:
+                    query = erasing.send(rows)
+                    rows = cast(list[Row], await conn.fetch(numbered(query.sql), *query.args))
+            except StopIteration:
+                pass
+        await reporting
+        call = await store.get_call(CALL)
+        assert call is not None and call.data_erased_at is not None
+        assert call.transcript == () and call.report is not None
+        assert call.report.usage == {"llm": []} and call.report_status(clock.now) == "complete"
+    finally:
+        await store.close()
 
 
 async def test_the_retention_erases_the_oldest_calls_first_and_no_more_than_asked(
