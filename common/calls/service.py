@@ -231,6 +231,11 @@ AGENT_GONE_GRACE_S = 5.0
 
 _ended_agent_gone = _over_unheard(AGENT_GONE, _failed(AGENT_GONE))
 NO_AGENT_KIND = "no_agent"
+# LiveKit (or the database) could not say whether a call's agent joined: asked again this much
+# later (sandbox time scaled), for this long at most. Asked once, a call no agent came to was
+# left live for good, its callee in silence until they hung up or max_duration_s.
+AGENT_CHECK_RETRY_S = 5.0
+AGENT_CHECK_FOR_S = 60.0
 
 
 def no_agent_reason(timeout_s: float, agent_name: str) -> str:
@@ -932,8 +937,15 @@ class CallService:
                 await asyncio.sleep(timeout_s * self.settings.time_scale)
             finally:
                 seen = self._agent_awaited.pop(call_id, False)
-            if not seen:
-                await self._end_if_no_agent(call_id, timeout_s)
+            if seen:
+                return
+            loop = asyncio.get_running_loop()
+            retry_s = AGENT_CHECK_RETRY_S * self.settings.time_scale
+            until = loop.time() + AGENT_CHECK_FOR_S * self.settings.time_scale
+            while not await self._end_if_no_agent(call_id, timeout_s):
+                if loop.time() + retry_s > until:
+                    return
+                await asyncio.sleep(retry_s)
 
         self._spawn(check(), f"agent-join-{call_id}")
 
@@ -941,14 +953,15 @@ class CallService:
         if call_id in self._agent_awaited:
             self._agent_awaited[call_id] = True
 
-    async def _end_if_no_agent(self, call_id: str, timeout_s: float) -> None:
+    async def _end_if_no_agent(self, call_id: str, timeout_s: float) -> bool:
+        """Whether it could be told (False: LiveKit or the database could not say; ask again)."""
         try:
             call = await self.store.get_call(call_id, with_timeline=False)
             if call is None or call.is_final:
-                return
+                return True
             present = await agent_in_room(self.lkapi, call_id)
             if present is not False:  # an agent is there, or the room is gone (it settles)
-                return
+                return True
             reason = no_agent_reason(timeout_s, self.settings.agent_name)
             applied = await self._settle(
                 call_id, NO_AGENT_KIND, _no_agent(reason), only_if_changed=True
@@ -962,12 +975,13 @@ class CallService:
                     more,
                     extra={"call_id": call_id},
                 )
-            return
+            return False
         if applied.change is None:
-            return
+            return True
         if (more := self._repeats.due("no agent")) is not None:
             logger.error("call %s ended: %s%s", call_id, reason, more, extra={"call_id": call_id})
         self._close_room_soon(call_id)
+        return True
 
     def _end_if_agent_stays_gone(self, call_id: str) -> None:
         """The agent left a live call's room (its process killed, out of memory, its machine

@@ -665,6 +665,24 @@ async def test_a_call_whose_agent_is_there_is_left_alone(
     assert lists == (1 if asked else 0)
 
 
+async def test_a_call_no_agent_came_to_is_asked_about_again_when_livekit_could_not_say(
+    start_app: AppFactory,
+) -> None:
+    """LiveKit failing the one question (a timeout, a 503: as likely as not in the outage
+    that kept the agent away) left a call no agent came to live for good: the callee waited
+    in silence until they hung up or max_duration_s (10 min), and the call then showed
+    `completed`, no reason, no transcript. The server now asks again a few seconds later."""
+    from sandbox.twirp import TwirpError
+
+    client = await start_app(sandbox_time_scale=0.05)
+    client.app[SANDBOX].inject("ListParticipants", error=TwirpError("unavailable", "x"), times=2)
+    call_id = await place(client, "+14155550404")
+    call = await wait_final(client, call_id)
+    assert (call["status"], call["ended_by"]) == ("failed", "system"), call
+    assert call["reason"].startswith("no agent joined the call within 20 s of its dial")
+    assert call["ring_s"] < CALLEE_WAITS_IN_SILENCE_S * 0.05 * 0.75  # not the callee's hang-up
+
+
 async def test_with_the_agent_wait_off_or_livekit_unable_to_say_the_call_goes_on(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
