@@ -549,3 +549,36 @@ async def test_a_store_that_counted_closes_twice_and_then_counts_no_more(tmp_pat
     with pytest.raises(DatabaseError, match="closed"):
         await store.count_by_status()
     assert not [t for t in threading.enumerate() if t.name.startswith("calls-db")]
+
+
+async def test_an_erased_conversation_leaves_the_database_files(tmp_path: Path) -> None:
+    """The erasure deleted a conversation from the tables, but its bytes stayed in the files
+    of a running server: in calls.db-wal (every page the call's reports were written in)
+    and in calls.db itself until a checkpoint, which an idle server makes hours later. A
+    copy of the directory, or anyone who could read the files, still read what the callee
+    said. Once erased, the write-ahead log is checkpointed and emptied, and freed space is
+    overwritten (secure_delete), whatever the SQLite build's default."""
+    from common.contracts import AgentReport, CallReport, TranscriptTurn
+
+    said = "my card number is 4111 1111 1111 1111, Ann Lee, born 1970"
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path)
+    try:
+        call = new_call(1)
+        await store.create_call(call)
+        turn = TranscriptTurn(role="callee", text=said, at_s=1.0)
+        final = CallReport(transcript=[turn], summary=f"The callee said {said}")
+        reports = [
+            AgentReport(call_id=call.call_id, seq=0, kind="turn", at=time.time(), turn=turn),
+            AgentReport(call_id=call.call_id, seq=1, kind="final", at=time.time(), final=final),
+        ]
+        await store.record_reports(reports)
+        ended = Change(Status.COMPLETED, answered=True)
+        await store.apply(call.call_id, "room_finished", lambda _s: ended, room_finished=True)
+        assert any(said.encode() in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        assert await store.erase_call_data(time.time() + 1, 10) == 1
+        for file in (p for p in tmp_path.iterdir() if p.is_file()):
+            assert said.encode() not in file.read_bytes(), file.name
+            assert b"Ann Lee" not in file.read_bytes(), file.name
+    finally:
+        await store.close()
