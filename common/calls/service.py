@@ -59,10 +59,10 @@ from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCall
 from common.contracts import AgentReport
 from common.livekit.client import (
     LiveKitError,
-    agent_in_room,
     dial,
     dispatch_agent,
     end_room,
+    room_presence,
     rooms_alive,
 )
 from common.livekit.events import EventParticipant, RoomEvent
@@ -238,11 +238,13 @@ AGENT_CHECK_RETRY_S = 5.0
 AGENT_CHECK_FOR_S = 60.0
 
 
-def no_agent_reason(timeout_s: float, agent_name: str) -> str:
+def no_agent_reason(timeout_s: float, agent_name: str, callee_answered: bool = False) -> str:
+    """Why; and, when the callee's line was answered, that a person heard silence (the call
+    shows no answer time: nobody reported it)."""
     return (
         f"no agent joined the call within {timeout_s:g} s of its dial (is an agent worker"
         f" running, registered as AGENT_NAME={agent_name!r}, with room for another job?)"
-    )
+    ) + ("; the callee had answered and heard nobody" if callee_answered else "")
 
 
 def _no_agent(reason: str) -> Decide:
@@ -959,10 +961,10 @@ class CallService:
             call = await self.store.get_call(call_id, with_timeline=False)
             if call is None or call.is_final:
                 return True
-            present = await agent_in_room(self.lkapi, call_id)
-            if present is not False:  # an agent is there, or the room is gone (it settles)
+            present = await room_presence(self.lkapi, call_id)
+            if present is None or present.agent:  # the room is gone (it settles), or an agent
                 return True
-            reason = no_agent_reason(timeout_s, self.settings.agent_name)
+            reason = no_agent_reason(timeout_s, self.settings.agent_name, present.callee_answered)
             applied = await self._settle(
                 call_id, NO_AGENT_KIND, _no_agent(reason), only_if_changed=True
             )

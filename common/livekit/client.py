@@ -30,7 +30,7 @@ from livekit import api
 from livekit.protocol import models
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
-from common.contracts import DispatchMetadata
+from common.contracts import ATTR_SIP_CALL_STATUS, SIP_STATUS_ACTIVE, DispatchMetadata
 from common.http_body import read_capped
 from common.masking import mask_phone, remote_text
 from common.settings import Settings
@@ -350,14 +350,30 @@ async def rooms_alive(lkapi: api.LiveKitAPI, names: list[str]) -> set[str]:
     return alive
 
 
-async def agent_in_room(lkapi: api.LiveKitAPI, room: str) -> bool | None:
-    """Whether an agent's participant is in `room` now; None if the room is gone. Raises
-    LiveKitError when LiveKit cannot say."""
+@dataclass(frozen=True)
+class RoomPresence:
+    """Who is in a call's room: an agent's participant; a phone line that was answered
+    (its SIP participant's `sip.callStatus` active)."""
+
+    agent: bool
+    callee_answered: bool
+
+
+async def room_presence(lkapi: api.LiveKitAPI, room: str) -> RoomPresence | None:
+    """Who is in `room` now; None if the room is gone. Raises LiveKitError when LiveKit
+    cannot say."""
     listing = lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
     listed = await _about_room(listing, "list participants")
     if listed is None:
         return None
-    return any(p.kind == models.ParticipantInfo.Kind.AGENT for p in listed.participants)
+    kinds = models.ParticipantInfo.Kind
+    return RoomPresence(
+        agent=any(p.kind == kinds.AGENT for p in listed.participants),
+        callee_answered=any(
+            p.kind == kinds.SIP and p.attributes.get(ATTR_SIP_CALL_STATUS) == SIP_STATUS_ACTIVE
+            for p in listed.participants
+        ),
+    )
 
 
 async def check_reachable(lkapi: api.LiveKitAPI) -> None:

@@ -665,6 +665,23 @@ async def test_a_call_whose_agent_is_there_is_left_alone(
     assert lists == (1 if asked else 0)
 
 
+@pytest.mark.parametrize(("join_timeout_s", "answered"), [(20.0, True), (1.0, False)])
+async def test_a_call_no_agent_came_to_says_whether_its_callee_had_answered(
+    start_app: AppFactory, join_timeout_s: float, answered: bool
+) -> None:
+    """0404: the callee answered 2 s after the dial and heard nobody until the server ended
+    the call, yet the call showed only "no agent joined" with answered_at null and all its
+    time as ring time: read as a phone that rang out, not as a silent call to a person. The
+    reason now says when the callee had answered (LiveKit's listing shows their line
+    active); when the server ended it first, it says nothing of the kind."""
+    client = await start_app(sandbox_time_scale=0.05, agent_join_timeout_s=join_timeout_s)
+    call_id = await place(client, "+14155550404")
+    call = await wait_final(client, call_id)
+    assert (call["status"], call["ended_by"]) == ("failed", "system"), call
+    assert call["reason"].startswith(f"no agent joined the call within {join_timeout_s:g} s")
+    assert call["reason"].endswith("; the callee had answered and heard nobody") is answered
+
+
 async def test_a_call_no_agent_came_to_is_asked_about_again_when_livekit_could_not_say(
     start_app: AppFactory,
 ) -> None:
