@@ -37,6 +37,7 @@ from handlers.schemas import CallList, CallPlaced, HangupAnswer
 MAX_BODY_BYTES = 64 * 1024
 LIST_LIMIT = PageLimit(default=50, maximum=500)
 REPLAY = {"Idempotent-Replay": "1"}
+REPLAYED = tuple(REPLAY)  # documented on the answers a retry under a key may get again
 
 
 def placement_of(request: web.Request, document: object, raw: bytes) -> Placement:
@@ -167,19 +168,28 @@ def setup(app: web.Application) -> None:
             protected=True,
             parameters=[idempotency_param("a second call")],
             replies={
-                200: Reply("The call is dialing", CallPlaced),
+                200: Reply("The call is dialing", CallPlaced, headers=REPLAYED),
                 400: Reply("The body is not UTF-8 JSON, a bad Idempotency-Key, or any query"),
                 401: UNAUTHORIZED,
                 409: Reply(
                     "The Idempotency-Key was already used with another body; or (with"
-                    " Retry-After) its call is recorded but not dialled yet: retry later"
+                    " Retry-After) its call is recorded but not dialled yet: retry later",
+                    headers=("Retry-After",),
                 ),
                 413: Reply("The body is larger than 64 KiB"),
                 422: Reply("The body is invalid; `details` lists every field's problem"),
                 429: Reply("Live-call cap or rate limit reached", headers=("Retry-After",)),
-                502: Reply("LiveKit refused the call (the call is recorded as failed)"),
-                503: Reply("Config store, calls database or LiveKit unavailable"),
-                504: Reply("LiveKit did not answer in time (the call is recorded as failed)"),
+                502: Reply(
+                    "LiveKit refused the call (the call is recorded as failed)", headers=REPLAYED
+                ),
+                503: Reply(
+                    "Config store, calls database or LiveKit unavailable",
+                    headers=("Retry-After", *REPLAYED),
+                ),
+                504: Reply(
+                    "LiveKit did not answer in time (the call is recorded as failed)",
+                    headers=REPLAYED,
+                ),
             },
         ),
         outbound_call,
@@ -250,7 +260,7 @@ def setup(app: web.Application) -> None:
                     "The call has already ended, or its room is in another server's sandbox"
                 ),
                 502: Reply("LiveKit refused to end the call"),
-                503: Reply("Calls database or LiveKit unavailable"),
+                503: Reply("Calls database or LiveKit unavailable", headers=("Retry-After",)),
                 504: Reply("LiveKit did not answer in time"),
             },
         ),

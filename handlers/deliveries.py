@@ -8,7 +8,7 @@ from aiohttp import web
 
 from handlers.campaigns import CAMPAIGN_ID
 from handlers.errors import HttpError
-from handlers.http import UNAUTHORIZED, Reply, RouteDoc, add_route, json_answer
+from handlers.http import DB_DOWN, UNAUTHORIZED, Reply, RouteDoc, add_route, json_answer
 from handlers.keys import CALLS, CAMPAIGNS, STORE, WEBHOOKS
 from handlers.schemas import DeliveryList, DeliveryView, RedeliverAnswer
 
@@ -80,7 +80,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("The deliveries, oldest first", DeliveryList),
                 401: UNAUTHORIZED,
                 404: Reply("No such call"),
-                503: Reply("The calls database is unavailable"),
+                503: DB_DOWN,
             },
         ),
         call_deliveries,
@@ -98,7 +98,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("The deliveries, oldest first", DeliveryList),
                 401: UNAUTHORIZED,
                 404: Reply("No such campaign"),
-                503: Reply("The calls database is unavailable"),
+                503: DB_DOWN,
             },
         ),
         campaign_deliveries,
@@ -123,7 +123,7 @@ def setup(app: web.Application) -> None:
                 202: Reply("Queued", RedeliverAnswer),
                 401: UNAUTHORIZED,
                 404: Reply("No such delivery"),
-                503: Reply("The calls database is unavailable"),
+                503: DB_DOWN,
             },
         ),
         redeliver,

@@ -153,7 +153,10 @@ def setup(app: web.Application) -> None:
                     f" {MAX_TURNS:,} transcript turns (a turn beyond them is not kept)"
                 ),
                 413: Reply("The body is larger than 1 MiB"),
-                503: Reply("The calls database is unavailable; the agent retries"),
+                503: Reply(
+                    "The calls database is unavailable; the agent retries",
+                    headers=("Retry-After",),
+                ),
             },
         ),
         agent_report,

@@ -99,7 +99,9 @@ def setup(app: web.Application) -> None:
                 401: Reply("The signature did not verify; nothing changed"),
                 403: PUBLIC_SECRET,
                 413: Reply("The body is larger than 1 MiB"),
-                503: Reply("The calls database is unavailable; LiveKit retries"),
+                503: Reply(
+                    "The calls database is unavailable; LiveKit retries", headers=("Retry-After",)
+                ),
             },
         ),
         livekit_webhook,
