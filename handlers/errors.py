@@ -54,6 +54,7 @@ class Answer:
     message: str
     details: list[dict[str, Any]]
     headers: dict[str, str] | None = None
+    call_id: str | None = None  # a call the client is told of in an error (its dial may have rung)
 
 
 _UNREADABLE_BODY = "request body could not be read (its Content-Encoding or framing is broken)"
@@ -64,6 +65,12 @@ RETRY_S = 2  # a 503 of ours (the database, config.json) says to try again this 
 
 def _retry(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
+
+
+def _rung(exc: LiveKitError) -> str | None:
+    """The call of a dial that may have rung: its receiver is told of it (call.dialing,
+    call.ended), so its client is told its id too, to know those events and GET it."""
+    return exc.call_id if exc.may_have_rung else None
 
 
 def _config_write_answer(exc: ConfigWriteError) -> Answer:
@@ -106,9 +113,9 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     # not said of a dial that may have rung (the connection lost once LiveKit had it).
     (
         LiveKitUnavailable,
-        lambda e: Answer(503, str(e), [], None if e.may_have_rung else _retry(RETRY_S)),
+        lambda e: Answer(503, str(e), [], None if e.may_have_rung else _retry(RETRY_S), _rung(e)),
     ),
-    (LiveKitError, lambda e: Answer(e.http_status, str(e), [])),
+    (LiveKitError, lambda e: Answer(e.http_status, str(e), [], None, _rung(e))),
 ]
 
 
@@ -127,6 +134,7 @@ def json_error(
     error: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    call_id: str | None = None,
 ) -> web.Response:
     """The one error shape: {"status": "error", "error": ..., "details": [...]}; at most
     MAX_DETAILS details, and then a last one counting the rest (a signed 1 MiB report of
@@ -135,8 +143,11 @@ def json_error(
     if len(details) > MAX_DETAILS:
         rest = len(details) - MAX_DETAILS
         details = [*details[:MAX_DETAILS], {"field": "", "error": f"and {rest:,} more"}]
+    body: dict[str, Any] = {"status": "error", "error": error, "details": details}
+    if call_id is not None:
+        body["call_id"] = call_id
     return web.json_response(
-        {"status": "error", "error": error, "details": details},
+        body,
         status=status,
         headers=headers,
     )
@@ -146,7 +157,7 @@ def error_response(exc: BaseException) -> web.Response | None:
     answer = answer_for(exc)
     if answer is None:
         return None
-    return json_error(answer.status, answer.message, answer.details, answer.headers)
+    return json_error(answer.status, answer.message, answer.details, answer.headers, answer.call_id)
 
 
 def _unreadable(target: str) -> bool:

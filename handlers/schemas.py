@@ -19,6 +19,11 @@ class ErrorBody(BaseModel):
     details: list[dict[str, Any]] = Field(
         default_factory=list, description="Field-by-field problems, or failing components"
     )
+    call_id: str | None = Field(
+        default=None,
+        description="POST /calls/outbound's 502, 503 or 504 of a dial that may have rung: the"
+        " call, recorded as failed, whose events are sent",
+    )
 
 
 class CallPlaced(BaseModel):

@@ -237,6 +237,9 @@ async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
     headers = {"Idempotency-Key": "order-busy"}
     first = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
     assert first.status == 502
+    # Its receiver is told of the call (it may have rung): so is its client, by its id.
+    listed = (await (await client.get("/calls?limit=1")).json())["calls"][0]
+    assert (await first.json())["call_id"] == listed["call_id"]
     again = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
     assert again.status == 502 and again.headers["Idempotent-Replay"] == "1"
     assert await again.read() == await first.read()
@@ -244,7 +247,7 @@ async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
     sandbox.inject("CreateSIPParticipant", error=TwirpError("unavailable", "restarting"), times=1)
     headers = {"Idempotency-Key": "order-refused"}
     refused = await client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers)
-    assert refused.status == 503
+    assert refused.status == 503 and "call_id" not in await refused.json()  # nobody called
     placed = await client.post("/calls/outbound", json=SEED_EXAMPLES[1], headers=headers)
     assert placed.status == 200 and "Idempotent-Replay" not in placed.headers
 
