@@ -160,3 +160,94 @@ async def test_answers_random_data_rarely_reaches_conform(start_app: AppFactory)
 
     await asyncio.to_thread(run)
     await client.app[SANDBOX].wait_idle(10)
+
+
+# Each outcome the sandbox plays (README's test numbers), and a call hung up through the API.
+OUTCOMES = {
+    "busy": {"phone_number": "+14155550486"},
+    "no_answer": {"phone_number": "+14155550480", "ringing_timeout_s": 5},
+    "failed": {"phone_number": "+14155550503"},
+    "voicemail": {
+        "phone_number": "+14155550999",
+        "voicemail": {"action": "leave_message", "message": "Call us back."},
+    },
+    "agent_died": {"phone_number": "+14155550666"},
+    "no_agent": {"phone_number": "+14155550404"},
+    "completed": {
+        "phone_number": "+14155557701",
+        "analysis": {
+            "success_criteria": "They agree.",
+            "fields": {"slot": {"type": "string"}, "next": {"type": "enum", "enum": ["a", "b"]}},
+        },
+    },
+    "canceled": {"phone_number": "+14155557799"},
+}
+
+
+async def test_the_answers_of_every_outcome_conform(start_app: AppFactory) -> None:
+    """A client written from the document reads real calls, not fuzzed ones: every outcome's
+    call (its list, its deliveries, a hang-up once over), a campaign through its life and the
+    do-not-call list, each answer checked against /openapi.json (status, content type,
+    headers, body)."""
+    client = await start_app(sandbox_time_scale=0.01)
+    spec = await (await client.get("/openapi.json")).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    base_url = str(client.make_url("")).rstrip("/")
+
+    def answer(
+        path: str, method: str, status: int, body: Any = None, **parameters: Any
+    ) -> dict[str, Any]:
+        operation = schema[path][method]
+        if body is None:
+            case = operation.Case(path_parameters=parameters or None)
+        else:
+            case = operation.Case(body=body, media_type="application/json")
+        response = case.call(base_url=base_url, timeout=30)
+        assert response.status_code == status, (method, path, response.text)
+        case.validate_response(response, checks=CHECKS)
+        shown: dict[str, Any] = response.json()
+        return shown
+
+    def place_all() -> dict[str, str]:
+        placed = {
+            outcome: answer("/calls/outbound", "POST", 200, body)["call_id"]
+            for outcome, body in OUTCOMES.items()
+        }
+        answer("/calls/{call_id}/hangup", "POST", 200, call_id=placed["canceled"])
+        answer("/dnc", "POST", 200, {"numbers": ["+34612347702"]})
+        campaign = answer(
+            "/campaigns",
+            "POST",
+            201,
+            {
+                "name": "Contract",
+                "recipients": [{"phone_number": "+34612347701"}, {"phone_number": "+34612347702"}],
+                "window": {"start": "00:00", "end": "23:59"},
+            },
+        )
+        placed["campaign"] = campaign["campaign_id"]
+        return placed
+
+    placed = await asyncio.to_thread(place_all)
+    await client.app[SANDBOX].wait_idle(20)
+
+    def read_all() -> None:
+        shown = {
+            answer("/calls/{call_id}", "GET", 200, call_id=placed[o])["status"] for o in OUTCOMES
+        }
+        assert shown == {"busy", "no_answer", "failed", "voicemail", "completed", "canceled"}
+        for outcome in OUTCOMES:
+            answer("/calls/{call_id}/deliveries", "GET", 200, call_id=placed[outcome])
+        answer("/calls/{call_id}/hangup", "POST", 409, call_id=placed["busy"])
+        answer("/calls", "GET", 200)
+        campaign_id = placed["campaign"]
+        answer("/campaigns/{campaign_id}", "GET", 200, campaign_id=campaign_id)
+        answer("/campaigns/{campaign_id}/recipients", "GET", 200, campaign_id=campaign_id)
+        answer("/campaigns/{campaign_id}/deliveries", "GET", 200, campaign_id=campaign_id)
+        answer("/campaigns/{campaign_id}/cancel", "POST", 409, campaign_id=campaign_id)
+        answer("/campaigns", "GET", 200)
+        answer("/dnc", "GET", 200)
+        answer("/dnc/{number}", "DELETE", 200, number="+34612347702")
+        answer("/dnc/{number}", "DELETE", 404, number="+34612347702")
+
+    await asyncio.to_thread(read_all)
