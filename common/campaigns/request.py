@@ -531,3 +531,9 @@ def invalid_rows_answer(errors: list[RowError]) -> dict[str, Any]:
 def listed(errors: list[RowError]) -> list[dict[str, Any]]:
     """Row errors as answer details (the first MAX_LISTED_ERRORS of them)."""
     return [e.to_json() for e in errors[:MAX_LISTED_ERRORS]]
+
+
+def refused(errors: list[RowError]) -> list[dict[str, Any]]:
+    """Row errors as an error answer's details: all of them, which the answer lists up to its
+    cap and then counts ("and N more", handlers/errors.py json_error), as every error does."""
+    return [e.to_json() for e in errors]

@@ -28,7 +28,7 @@ from common.campaigns.request import (
     Row,
     RowChecker,
     invalid_rows_answer,
-    listed,
+    refused,
 )
 from common.campaigns.scheduler import CampaignScheduler
 from common.settings import Settings
@@ -97,12 +97,12 @@ class CampaignService:
             raise InvalidRows(
                 errors,
                 f"{len(errors)} invalid row(s); fix them, or send invalid_rows=skip",
-                listed(errors),
+                refused(errors),
             )
         if count == 0:  # a CSV of its header alone (a JSON list is never empty here)
             raise InvalidRows([], "no recipient: the list has a header but no rows", [])
         if checker.valid == 0:
-            raise InvalidRows(errors, "no valid recipient", listed(errors))
+            raise InvalidRows(errors, "no valid recipient", refused(errors))
         webhook_url = options.spec.defaults.get("webhook_url") or self.settings.calls_webhook_url
         if options.spec.defaults.get("webhook_url"):
             await _check_default_webhook(str(webhook_url), self.settings)

@@ -453,6 +453,21 @@ async def test_pause_resume_and_cancel(start_app: AppFactory) -> None:
     assert (await client.post("/campaigns/cmp-nope/cancel")).status == 404
 
 
+async def test_more_bad_rows_than_an_answer_lists_are_counted_as_every_error_is(
+    client: TestClient[Any, Any],
+) -> None:
+    """Every error lists at most 1,000 details, then `{"field": "", "error": "and N more"}`
+    (README): a campaign refused for 1,500 bad rows listed the first 1,000 and no more, the
+    rest said of nowhere but the message's count."""
+    for options in ({}, {"invalid_rows": "skip"}):  # "invalid row(s)" / "no valid recipient"
+        rows = [{"phone_number": f"bad-{i}"} for i in range(1500)]
+        resp = await client.post("/campaigns", json={"name": "bad", "recipients": rows, **options})
+        assert resp.status == 422
+        details = (await resp.json())["details"]
+        assert len(details) == 1001 and details[999]["row"] == 999
+        assert details[-1] == {"field": "", "error": "and 500 more"}
+
+
 async def _true(value: bool) -> bool:
     return value
 
