@@ -773,3 +773,26 @@ async def test_a_livekit_that_does_not_answer_holds_no_hang_up_for_minutes(
     service.update_room_metadata = silent_metadata  # type: ignore[method-assign]
     assert await asyncio.wait_for(worker.fail_call(cast(JobContext, ctx), "call-i", "x"), 5)
     assert service.deleted == ["call-i"] and len(calls) == 2
+
+
+def test_the_agent_logs_a_calls_instructions_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """README: no full instructions at INFO. The agent logged the first 80 characters of each
+    call's instructions at INFO: a short one, whole ("remind Ms Lee of the 300 dollars she
+    owes"), on the agent's host. INFO now says how long they are; DEBUG has them."""
+    from agent.config_source import SelectedConfig
+    from agent.plan import plan_session
+    from common.config_store.model import CallConfig
+
+    said = "Remind Ms Lee of the 300 dollars she owes."
+    config = CallConfig.create("Ms Lee", said)
+    plan = plan_session(config, Settings(), call_id="call-ab12cd34ef56")
+    selected = SelectedConfig("config.json", config, "its record")
+    caplog.set_level(logging.DEBUG, logger="agent.worker")
+    worker._log_selected("call-ab12cd34ef56", selected, plan)
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert info and not any("300 dollars" in line for line in info), info
+    assert any(f"instructions={len(plan.instructions)} chars" in line for line in info)
+    assert any("300 dollars" in line for line in debug)
