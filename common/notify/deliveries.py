@@ -10,7 +10,8 @@ time; no redirects; the answer read up to a small cap), and records the attempt:
 
 - 2xx: delivered.  410 Gone: stopped, and so are this call's later events to that URL.
 - anything else (other status, timeout after 15 s, connection error, refused address):
-  retried on the ladder (CALLS_WEBHOOK_RETRY_SCHEDULE), then failed.
+  retried on the ladder (CALLS_WEBHOOK_RETRY_SCHEDULE; a 429 or 503 no sooner than its
+  Retry-After asks, within the longest step), then failed.
 
 Of one call and one URL only the earliest pending delivery is ever sent (the claim says so),
 so events arrive in order and a later one waits while an earlier one is retrying; the send
@@ -35,6 +36,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 from yarl import URL
@@ -97,8 +99,11 @@ def next_outcome(
     error: str | None,
     schedule: tuple[float, ...],
     now: float,
+    asked_wait_s: float | None = None,
 ) -> DeliveryOutcome:
-    """What one attempt comes to (pure): delivered, stopped (410), a retry, or failed."""
+    """What one attempt comes to (pure): delivered, stopped (410), a retry, or failed. A
+    retry waits its step of the schedule, or longer if the receiver asked so (`Retry-After`
+    on a 429 or 503), up to the schedule's longest step."""
     if status is not None and 200 <= status < 300:
         return DeliveryOutcome("delivered", status)
     if status == 410:
@@ -106,13 +111,30 @@ def next_outcome(
     attempt = delivery.attempts - delivery.round_start + 1  # this one, counted (this round)
     first_retry_at = now + schedule[1] if len(schedule) > 1 else None
     if attempt < len(schedule):
-        retry_at = now + schedule[attempt]
+        retry_at = now + max(schedule[attempt], min(asked_wait_s or 0.0, max(schedule)))
         return DeliveryOutcome(
             "pending", status, error, retry_at, delivery.round_start, first_retry_at
         )
     return DeliveryOutcome(
         "failed", status, error, round_start=delivery.round_start, first_retry_at=first_retry_at
     )
+
+
+def asked_wait(status: int, retry_after: str | None, now: float) -> float | None:
+    """The seconds a receiver answering 429 or 503 asked us to wait (pure): its
+    `Retry-After`, seconds or an HTTP date; None if it asked nothing we can read."""
+    if status not in (429, 503) or not retry_after:
+        return None
+    value = retry_after.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def give_back_until(moved_at: float, now: float) -> float:
@@ -447,14 +469,14 @@ class WebhookSender:
         started = time.monotonic()
         status: int | None = None
         try:
-            status, error = await self._post(delivery)
+            status, error, asked_wait_s = await self._post(delivery)
         finally:
             # How promptly it answered counts before its slot goes to the next one waiting:
             # a send that timed out must not hand its receiver's next one a prompt slot.
             self._answered(receiver, status, time.monotonic() - started)
             self._free_slot(delivery, receiver)
         now = self._clock()
-        outcome = next_outcome(delivery, status, error, self._schedule, now)
+        outcome = next_outcome(delivery, status, error, self._schedule, now, asked_wait_s)
         self._count(delivery, outcome, receiver, now)
         recorded = await self._record(delivery, outcome)
         if recorded is None:
@@ -515,9 +537,11 @@ class WebhookSender:
             del self._per_receiver[receiver]
             del self._progress[receiver]
 
-    async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None]:
+    async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None, float | None]:
+        """The receiver's status (None: no answer), the error to record, and how long it
+        asked us to wait before the next attempt (`asked_wait`)."""
         if self._session is None:
-            return None, "sender stopped"
+            return None, "sender stopped", None
         body = webhook_body(delivery)
         headers = sign(self._secret, delivery.webhook_id, datetime.now(UTC), body)
         headers |= {"Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -534,9 +558,13 @@ class WebhookSender:
                         await read_capped(resp)
                 except (TimeoutError, aiohttp.ClientError):
                     resp.close()
-                return status, None if status < 300 else f"HTTP {status}"
+                if status < 300:
+                    return status, None, None
+                wait = asked_wait(status, resp.headers.get("Retry-After"), time.time())
+                asked = "" if wait is None else f" (Retry-After: {wait:.0f} s)"
+                return status, f"HTTP {status}{asked}", wait
         except TimeoutError:
-            return None, f"no answer within {REQUEST_TIMEOUT_S:g} s"
+            return None, f"no answer within {REQUEST_TIMEOUT_S:g} s", None
         except aiohttp.ClientError as exc:
             refused = guard_refusal(exc)
             if refused is not None:
@@ -550,8 +578,8 @@ class WebhookSender:
                         more,
                         extra={"call_id": delivery.call_id},
                     )
-                return None, f"address refused: {refused}"
-            return None, f"connection failed ({type(exc).__name__})"
+                return None, f"address refused: {refused}", None
+            return None, f"connection failed ({type(exc).__name__})", None
 
     def _count(
         self, delivery: WebhookDelivery, outcome: DeliveryOutcome, receiver: str, now: float

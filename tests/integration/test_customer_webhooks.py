@@ -128,11 +128,11 @@ def refusing_port() -> Iterator[int]:
 
 async def webhook_app(start_app: AppFactory, url: str | None, **overrides: Any) -> Client:
     overrides.setdefault("sandbox_time_scale", 0.02)
+    overrides.setdefault("calls_webhook_retry_schedule", LADDER)
     return await start_app(
         calls_webhook_url=url,
         calls_webhook_secret=SECRET,
         calls_webhook_allow_private=True,
-        calls_webhook_retry_schedule=LADDER,
         **overrides,
     )
 
@@ -433,6 +433,40 @@ async def test_a_failing_receiver_gets_retries_with_the_same_id_then_succeeds(
     # 8 failed attempts, one line: a receiver that is down fails every event (once a minute)
     retrying = [r for r in caplog.records if r.getMessage().endswith("; retrying")]
     assert len(retrying) == 1, [r.getMessage() for r in retrying]
+
+
+async def test_a_receiver_asking_to_wait_with_retry_after_is_retried_no_sooner(
+    start_app: AppFactory,
+) -> None:
+    """A receiver answering 429 with `Retry-After: 120` (it is shedding load) was retried on
+    the schedule regardless, 5 s later, and again, using up the delivery's attempts while it
+    said it would not take them. The retry now waits what it asked, up to the schedule's
+    longest step; the delivery says why."""
+    import datetime as dt
+    import time
+
+    async def shedding(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=429, headers={"Retry-After": "120"})
+
+    async with serving(shedding, "/h", "POST") as url:
+        client = await webhook_app(
+            start_app, f"{url}/h", calls_webhook_retry_schedule=(0.0, 5.0, 600.0)
+        )
+        call_id = await place(client, SEED_EXAMPLES[0])
+        path = f"/calls/{call_id}/deliveries"
+
+        for _ in range(200):
+            listed = (await (await client.get(path)).json())["deliveries"]
+            if listed and listed[0]["attempts"]:
+                break
+            await asyncio.sleep(0.05)
+        first = listed[0]
+        await client.app[SANDBOX].wait_idle(10)
+    assert first["state"] == "pending" and first["last_status"] == 429
+    assert first["last_error"] == "HTTP 429 (Retry-After: 120 s)"
+    wait_s = dt.datetime.fromisoformat(first["next_attempt_at"]).timestamp() - time.time()
+    assert 100 < wait_s <= 120, wait_s  # was 5 s
 
 
 async def test_a_later_event_waits_while_an_earlier_one_is_retrying(

@@ -79,3 +79,29 @@ def test_deliveries_given_back_wait_for_the_next_doubling_of_their_receivers_sta
         now = moved + tenths / 10
         assert now + HOST_BUSY_DEFER_S <= give_back_until(moved, now) <= now + REQUEST_TIMEOUT_S
     assert give_back_until(moved, moved + 600.0) == moved + 600.0 + REQUEST_TIMEOUT_S
+
+
+def test_a_receiver_asks_to_wait_with_retry_after_in_seconds_or_as_a_date() -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from common.notify.deliveries import asked_wait
+
+    now = 1_800_000_000.0
+    assert asked_wait(429, "120", now) == 120.0
+    assert asked_wait(503, " 7 ", now) == 7.0
+    later = datetime.fromtimestamp(now + 3600, UTC)
+    assert asked_wait(429, format_datetime(later, usegmt=True), now) == 3600.0
+    assert asked_wait(429, "Thu, 01 Jan 1970 00:00:00 GMT", now) == 0.0  # in the past: none
+    for unreadable in ("", "soon", "-5", "1.5", "١٢٠", None):  # (Arabic-Indic digits)
+        assert asked_wait(429, unreadable, now) is None
+    assert asked_wait(500, "120", now) is None  # only 429 and 503 ask to wait
+
+
+def test_a_retry_waits_what_the_receiver_asked_up_to_the_longest_step() -> None:
+    schedule = (0.0, 5.0, 30.0, 600.0)
+    first = replace(delivery(1, "pending", 100.0), attempts=0)  # its first attempt, made
+    assert next_outcome(first, 429, "HTTP 429", schedule, 100.0).next_attempt_at == 105.0
+    assert next_outcome(first, 429, "HTTP 429", schedule, 100.0, 2.0).next_attempt_at == 105.0
+    assert next_outcome(first, 429, "HTTP 429", schedule, 100.0, 120.0).next_attempt_at == 220.0
+    assert next_outcome(first, 429, "HTTP 429", schedule, 100.0, 1e9).next_attempt_at == 700.0
