@@ -62,6 +62,9 @@ GRACE_OVER = "room_finished_grace_over"
 
 _BUSY_CODES = frozenset({486, 600, 603})
 _NO_ANSWER_CODES = frozenset({408, 480, 487})
+DROPPED_UNANSWERED = (
+    "LiveKit's SIP service dropped the line before an answer (a trunk or network failure)"
+)
 _REASON_STATUS = {
     "USER_REJECTED": Status.BUSY,
     "USER_UNAVAILABLE": Status.NO_ANSWER,
@@ -168,6 +171,13 @@ def _left_unanswered(signal: Signal) -> Change | None:
         return Change(_REASON_STATUS[signal.disconnect_reason], signal.disconnect_reason.lower())
     if signal.event == "participant_connection_aborted":
         return Change(Status.FAILED, "connection aborted")
+    if signal.disconnect_reason == "CLIENT_INITIATED":
+        # LiveKit's SIP bridge gives an unanswered leg a reason only for a SIP rejection
+        # (USER_REJECTED) or no answer (USER_UNAVAILABLE, its ringing timeout included); a leg
+        # it drops (a carrier's 5xx, a network or DNS error) leaves with none, which LiveKit
+        # records as CLIENT_INITIATED (livekit/sip pkg/sip/errors.go classifyInviteError,
+        # participant.go CallStatus.DisconnectReason; livekit/livekit signalhandler.go).
+        return Change(Status.FAILED, DROPPED_UNANSWERED)
     return None  # room_finished will settle it
 
 

@@ -13,6 +13,7 @@ from livekit.protocol import models, webhook
 from common.calls.outcomes import (
     ATTR_CALL_STATUS,
     ATTR_STATUS_CODE,
+    DROPPED_UNANSWERED,
     FINAL_STATUSES,
     GRACE_OVER,
     LIVE_STATUSES,
@@ -248,7 +249,20 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
         left("SIP_TRUNK_FAILURE"),
         Change(Status.FAILED, "sip_trunk_failure"),
     ),
-    ("left-client-initiated-unanswered", RINGING, left("CLIENT_INITIATED"), None),
+    # LiveKit's SIP bridge leaves a leg it dropped (a trunk failure) with no reason, recorded
+    # as CLIENT_INITIATED; a rejection or no answer has its own reason
+    (
+        "left-client-initiated-unanswered",
+        RINGING,
+        left("CLIENT_INITIATED"),
+        Change(Status.FAILED, DROPPED_UNANSWERED),
+    ),
+    (
+        "left-client-initiated-dialing",
+        DIALING,
+        left("CLIENT_INITIATED", call_status="dialing"),
+        Change(Status.FAILED, DROPPED_UNANSWERED),
+    ),
     ("left-no-reason-unanswered", RINGING, left(), None),
     (
         "aborted-user-rejected",
@@ -588,13 +602,45 @@ def test_signal_from_sip_participant_event() -> None:
         (models.DisconnectReason.USER_REJECTED, Change(Status.BUSY, "user_rejected")),
         (models.DisconnectReason.USER_UNAVAILABLE, Change(Status.NO_ANSWER, "user_unavailable")),
         (models.DisconnectReason.SIP_TRUNK_FAILURE, Change(Status.FAILED, "sip_trunk_failure")),
-        (models.DisconnectReason.CLIENT_INITIATED, None),
+        (models.DisconnectReason.CLIENT_INITIATED, Change(Status.FAILED, DROPPED_UNANSWERED)),
     ],
 )
 def test_disconnect_reason_from_protobuf(reason: int, expected: Change | None) -> None:
     signal = signal_of(event("participant_left", sip_participant(reason=reason)))
     assert signal.disconnect_reason == models.DisconnectReason.Name(reason)
     assert next_state(RINGING, signal) == expected
+
+
+# A SIP leg the trunk failed (a carrier's 503), as LiveKit posts its participant_left: protojson
+# (livekit/protocol webhook/url_notifier.go: protojson.Marshal, so lowerCamel names, enums by
+# name, int64s as strings). livekit/sip pkg/sip/errors.go classifyInviteError gives a 5xx the
+# status callDropped, whose DisconnectReason() (participant.go) is UNKNOWN_REASON and which sets
+# no sip.callStatus (it stays "dialing"); livekit/livekit pkg/rtc/signalling/signalhandler.go
+# records any leave reason but USER_UNAVAILABLE, USER_REJECTED and AGENT_ERROR as
+# CLIENT_INITIATED. No SIP status code is in it (sip.callStatusCode is the sandbox's own).
+LIVEKIT_TRUNK_FAILURE_LEFT = b"""{"event":"participant_left",
+"room":{"sid":"RM_tG4fWm2Tq8Ha","name":"call-0123456789ab","emptyTimeout":300,
+"departureTimeout":20,"creationTime":"1764928551","creationTimeMs":"1764928551123",
+"enabledCodecs":[{"mime":"audio/opus"}],"numParticipants":1},
+"participant":{"sid":"PA_x3Yb8Lq2kVwN","identity":"sip-call-0123456789ab","state":"DISCONNECTED",
+"joinedAt":"1764928552","joinedAtMs":"1764928552004","name":"Callee","version":4,
+"permission":{"canSubscribe":true,"canPublish":true,"canPublishData":true},"kind":"SIP",
+"attributes":{"sip.callID":"SCL_9dX2pQ7rLmZa","sip.callStatus":"dialing",
+"sip.phoneNumber":"+14155550503","sip.trunkID":"ST_mK3vR8sQ2nWp",
+"sip.trunkPhoneNumber":"+14155550100"},"disconnectReason":"CLIENT_INITIATED"},
+"id":"EV_k2M9wP4xQz7R","createdAt":"1764928553"}"""
+
+
+def test_a_trunk_failure_as_livekit_reports_it_fails_the_call() -> None:
+    """Before, it waited for room_finished and its grace and settled no_answer ("room finished
+    before an answer"): a broken trunk read as callees who did not pick up."""
+    signal = signal_from_event(RoomEvent.from_json(LIVEKIT_TRUNK_FAILURE_LEFT))
+    assert (signal.sip_participant, signal.sip_call_status, signal.sip_status_code) == (
+        True,
+        "dialing",
+        None,
+    )
+    assert next_state(DIALING, signal) == Change(Status.FAILED, DROPPED_UNANSWERED)
 
 
 @pytest.mark.parametrize("call_status", ["dialing", "ringing", "active", "hangup"])
