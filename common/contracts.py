@@ -39,7 +39,8 @@ ATTR_SIP_CALL_ID: Final = "sip.callID"
 ATTR_SIP_TRUNK_ID: Final = "sip.trunkID"
 ATTR_SIP_PHONE_NUMBER: Final = "sip.phoneNumber"
 ATTR_SIP_CALL_STATUS: Final = "sip.callStatus"
-# Not a LiveKit attribute: the sandbox's way to expose the SIP final response of a failed call.
+# Not a LiveKit attribute (LiveKit's webhooks carry no SIP code; nor does the sandbox's): a SIP
+# final response code, read where a SIP bridge sets it on the participant.
 ATTR_SIP_CALL_STATUS_CODE: Final = "sip.callStatusCode"
 
 SIP_STATUS_DIALING: Final = "dialing"

@@ -9,7 +9,8 @@ simulated callee behaves, by the number's last four digits (non-digits are ignor
   SIP 480 Temporarily Unavailable; the participant leaves with ``USER_UNAVAILABLE``. Outcome:
   no_answer.
 - ``…0503`` (e.g. +14155550503): the trunk fails after 0.5 s with SIP 503 Service Unavailable; the
-  participant leaves with ``SIP_TRUNK_FAILURE``. Outcome: failed.
+  participant leaves as LiveKit's SIP service leaves a call it dropped: ``CLIENT_INITIATED``,
+  ``sip.callStatus`` still ``dialing``. Outcome: failed.
 - ``…0999`` (e.g. +14155550999): answered after 2 s of ringing; 5 s later the room metadata becomes
   ``{"outcome": "voicemail"}`` (what our agent does on reaching a voicemail box) and 1 s after that
   the call hangs up. Outcome: voicemail.
@@ -113,7 +114,7 @@ TRUNK_FAILURE: Final = Scenario(
     answer_after_s=None,
     fail_after_s=TRUNK_FAILURE_AFTER_S,
     failure=SERVICE_UNAVAILABLE,
-    failure_reason=DisconnectReason.SIP_TRUNK_FAILURE,
+    failure_reason=DisconnectReason.CLIENT_INITIATED,
 )
 VOICEMAIL: Final = Scenario(
     name="voicemail",

@@ -6,8 +6,12 @@ attribute then moves to ``ringing`` and ``active`` (attribute changes post no we
 callee hangs up the status becomes ``hangup`` and the participant leaves with
 ``CLIENT_INITIATED``. When the call fails before it is answered (busy, no answer, trunk failure)
 the status attribute is left as it was (``ringing`` or ``dialing``) and the participant leaves
-with the failure's disconnect reason. LiveKit reports no SIP status code in webhooks; the sandbox
-adds it as the ``sip.callStatusCode`` attribute on the participant_left event of failed calls.
+with the failure's disconnect reason: ``USER_REJECTED`` (486 and the like), ``USER_UNAVAILABLE``
+(480, the ringing timeout), and for a call the SIP service drops (a trunk's 5xx) none, which
+LiveKit records as ``CLIENT_INITIATED`` (livekit/sip ``pkg/sip/errors.go``; livekit/livekit
+``pkg/rtc/signalling/signalhandler.go``). LiveKit reports no SIP status code in webhooks, and
+neither does the sandbox (the SIP status shows in its log and in the error of a
+``wait_until_answered`` dial).
 
 Once the last participant has left, the room finishes after a short departure delay (LiveKit
 waits ``departure_timeout``, 20 s by default; the sandbox waits 1 s).
@@ -27,7 +31,6 @@ from livekit.protocol.models import DisconnectReason, ParticipantInfo
 
 from common.contracts import (
     ATTR_SIP_CALL_STATUS,
-    ATTR_SIP_CALL_STATUS_CODE,
     OUTCOME_VOICEMAIL,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_DIALING,
@@ -255,9 +258,7 @@ class CallSimulation:
             extra={"call_id": self.room.name},
         )
         self.left_at = time.monotonic()
-        self.registry.leave(
-            self.room, self.identity, reason, {ATTR_SIP_CALL_STATUS_CODE: str(status.code)}
-        )
+        self.registry.leave(self.room, self.identity, reason)
         await self._finish_room_if_empty()
 
     async def _finish_room_if_empty(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.calls.models import IdempotencyClaim, NewCall
-from common.calls.outcomes import Change, Status
+from common.calls.outcomes import DROPPED_UNANSWERED, Change, Status
 from common.calls.service import AGENT_GONE, NEVER_DIALLED
 from handlers.keys import CALLS, EVENTS
 from sandbox.scenarios import CALLEE_WAITS_IN_SILENCE_S
@@ -67,6 +67,8 @@ async def test_test_numbers_reach_their_outcome(
     statuses = [e["to"] for e in call["timeline"] if e["to"]]
     assert [s for s in statuses if s in path] == [s for s in path if s in statuses]
     assert statuses[0] == "dialing" and statuses[-1] == status
+    if number == "+14155550503":  # left as LiveKit leaves a line its SIP service dropped
+        assert call["reason"] == DROPPED_UNANSWERED
     events = [e["event"] for e in call["timeline"]]
     assert "room_finished" in events or status in ("busy", "no_answer", "failed")
     # After room_finished the call's record has left config.json (the row stays).
@@ -427,7 +429,7 @@ async def test_each_status_change_logs_one_masked_line(
     changes = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
     assert len(changes) == 1
     assert changes[0].startswith(f"call {call_id} +1••••••0486 dialing -> busy (")
-    assert changes[0].endswith("[SIP 486]")
+    assert changes[0].endswith("[user_rejected]")
 
 
 async def test_a_hangup_after_the_callee_hung_up_leaves_the_call_theirs(

@@ -449,9 +449,12 @@ def sip_state(event: WebhookEvent) -> tuple[str, str, str | None]:
     [
         ("+1234567890", ("CLIENT_INITIATED", "hangup", None)),
         ("+14155557703", ("CLIENT_INITIATED", "hangup", None)),
-        ("+14155550486", ("USER_REJECTED", "ringing", "486")),
-        ("+14155550480", ("USER_UNAVAILABLE", "ringing", "480")),
-        ("+14155550503", ("SIP_TRUNK_FAILURE", "dialing", "503")),
+        # as LiveKit's SIP service leaves a failed line: no SIP code; a dropped one (a
+        # trunk's 5xx) with no reason, recorded as CLIENT_INITIATED (livekit/sip
+        # pkg/sip/errors.go classifyInviteError; livekit/livekit signalhandler.go)
+        ("+14155550486", ("USER_REJECTED", "ringing", None)),
+        ("+14155550480", ("USER_UNAVAILABLE", "ringing", None)),
+        ("+14155550503", ("CLIENT_INITIATED", "dialing", None)),
         ("+14155550999", ("CLIENT_INITIATED", "hangup", None)),
     ],
 )
