@@ -448,7 +448,9 @@ class LiveKitServices:
         self, ctx: CallContext, req: ListParticipantsRequest
     ) -> ListParticipantsResponse:
         ctx.require_room_admin(req.room)
-        room = self._existing_room(req.room)
+        room = self.registry.rooms.get(req.room)
+        if room is None:  # as LiveKit lists a room it does not have: empty, not not_found
+            return ListParticipantsResponse()
         participants = list(room.participants.values())
         if room.agent_present and not any(p.kind == ParticipantInfo.AGENT for p in participants):
             participants.append(agent_participant(f"agent-{room.name}"))

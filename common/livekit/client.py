@@ -366,6 +366,10 @@ async def room_presence(lkapi: api.LiveKitAPI, room: str) -> RoomPresence | None
     listed = await _about_room(listing, "list participants")
     if listed is None:
         return None
+    if not listed.participants and not await rooms_alive(lkapi, [room]):
+        # LiveKit lists a room it no longer has as empty, not as not_found (livekit/livekit
+        # pkg/service/localstore.go and redisstore.go ListParticipants): ask for the room
+        return None
     kinds = models.ParticipantInfo.Kind
     return RoomPresence(
         agent=any(p.kind == kinds.AGENT for p in listed.participants),

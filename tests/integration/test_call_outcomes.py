@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from livekit.api import DeleteRoomRequest
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import DROPPED_UNANSWERED, Change, Status
@@ -719,3 +720,30 @@ async def test_with_the_agent_wait_off_or_livekit_unable_to_say_the_call_goes_on
         assert (await wait_final(client, call_id))["status"] == "canceled"
     said = [r for r in caplog.records if "could not see whether its agent joined" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING]
+
+
+async def test_a_call_whose_room_is_gone_is_not_said_to_have_had_no_agent(
+    start_app: AppFactory,
+) -> None:
+    """LiveKit answers ListParticipants for a room it no longer has with an empty list, not
+    not_found (livekit/livekit pkg/service/localstore.go, redisstore.go ListParticipants), as
+    the sandbox now does. The server read that as a room with nobody in it: a call whose room
+    was gone and whose end had not come in yet (its webhooks late or lost) was settled
+    `failed`, "no agent joined the call", on no evidence. It is left to its room's end (the
+    reaper asks about rooms that are gone)."""
+    client = await start_app(agent_join_timeout_s=50.0)  # x the time scale 0.01: 0.5 s
+    client.app[SANDBOX].webhook_url = None  # its end is not heard of (late, lost)
+    call_id = await place(client, "+14155550404")
+    await client.app[CALLS].lkapi.room.delete_room(DeleteRoomRequest(room=call_id))
+    assert call_id not in client.app[SANDBOX].rooms
+    asked = [r for r in client.app[SANDBOX].requests if r.method == "ListParticipants"]
+
+    async def asked_now() -> bool:
+        return any(r.method == "ListParticipants" for r in client.app[SANDBOX].requests)
+
+    await wait_for(asked_now, timeout=5)
+    assert not asked
+    await asyncio.sleep(0.1)
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["status"] not in FINAL, call
+    assert not [e for e in call["timeline"] if e["event"] == "no_agent"]
