@@ -7,6 +7,7 @@ client that leaves mid-body; a signed event with a lone surrogate. Each now gets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -436,6 +437,46 @@ async def test_a_gzip_body_that_stops_halfway_is_a_408(
         + packed[: len(packed) * 3 // 4],  # already more than Content-Length, unpacked
     )
     assert head.split()[1] == b"408", head
+    await still_serving(client)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/webhooks/livekit", b"413"), ("/calls/outbound", b"413"), ("/x", b"404")]
+)
+async def test_a_gzip_bomb_left_unread_is_not_unpacked_after_the_answer(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, path: str, status: bytes
+) -> None:
+    """aiohttp reads an unread body to its end after the answer, unpacking it: 1 MB of gzip
+    sent to any path (no token, no signature) unpacked to 1 GB on the server's one thread,
+    and two such clients made /healthz take seconds. Now the answer closes the connection and
+    what remains is never unpacked."""
+    from aiohttp import compression_utils
+
+    unpacked = [0]
+    decompress = compression_utils.ZLibDecompressor.decompress_sync
+
+    def counted(self: Any, data: bytes, max_length: int = 0) -> bytes:
+        out: bytes = decompress(self, data, max_length)
+        unpacked[0] += len(out)
+        return out
+
+    monkeypatch.setattr(compression_utils.ZLibDecompressor, "decompress_sync", counted)
+    client = await start_app()
+    packed = gzip.compress(b"\0" * (32 * 1024 * 1024))
+    head = post_head(path, packed, b"Content-Encoding: gzip")
+    closed = False
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head + b"\r\n" + packed)
+        async with asyncio.timeout(5):
+            answer = await reader.readuntil(b"\r\n\r\n")
+        with contextlib.suppress(TimeoutError):  # (before, the connection stayed open)
+            closed = await asyncio.wait_for(reader.read(), 3) is not None
+    finally:
+        writer.close()
+    assert answer.split()[1] == status, answer
+    assert unpacked[0] < 8 * 1024 * 1024, f"{unpacked[0]} bytes unpacked"
+    assert closed
     await still_serving(client)
 
 
