@@ -108,12 +108,20 @@ class StartupError(Exception):
     """A resource the app needs could not be set up; the message says which and what to do."""
 
 
+# Methods counted by name in http_requests_total; any other is counted as "other". aiohttp's
+# pure-Python parser (AIOHTTP_NO_EXTENSIONS, a platform without its C one) takes any token as
+# a method: 20,000 requests with made-up methods added 33 MB and 20,000 series for good, and
+# made /metrics 43 MB (0.9 s of the server's one thread per scrape).
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 @web.middleware
 async def count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
     response: web.StreamResponse = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    request.app[METRICS].requests.labels(route, request.method, str(response.status)).inc()
+    method = request.method if request.method in COUNTED_METHODS else "other"
+    request.app[METRICS].requests.labels(route, method, str(response.status)).inc()
     return response
 
 

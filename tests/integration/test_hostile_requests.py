@@ -250,6 +250,25 @@ async def test_error_answers_are_counted(start_app: AppFactory) -> None:
     assert counted("/calls/outbound", "POST", 422) == 1
 
 
+async def test_made_up_methods_are_counted_as_one(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's pure-Python parser (AIOHTTP_NO_EXTENSIONS, or no C parser for the platform)
+    takes any token as a method: each made-up one became a series of http_requests_total of
+    its own, for good (20,000 of them: 33 MB, and a /metrics of 43 MB)."""
+    from aiohttp import http_parser, web_protocol
+
+    monkeypatch.setattr(web_protocol, "HttpRequestParser", http_parser.HttpRequestParserPy)
+    client = await start_app()
+    for n in range(3):
+        status, _ = await raw_request(client, f"M{n} /healthz HTTP/1.1\r\nHost: x\r\n".encode())
+        assert status == 405
+    metrics = await (await client.get("/metrics")).text()
+    assert 'method="M0"' not in metrics
+    assert 'http_requests_total{code="405",method="other",route="unmatched"} 3.0' in metrics
+    assert 'code="200",method="GET",route="/healthz"' not in metrics  # (none was sent)
+
+
 async def test_a_signed_event_with_a_lone_surrogate_is_a_400(start_app: AppFactory) -> None:
     client = await quiet_app(start_app)
     for body in (
