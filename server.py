@@ -74,7 +74,7 @@ from handlers import (
 )
 from handlers.body_reads import BodyReads
 from handlers.errors import errors_as_json
-from handlers.http import unread_compressed_bodies_close
+from handlers.http import answers_sent_in_time, unread_compressed_bodies_close
 from handlers.keys import (
     BODY_READS,
     CALLS,
@@ -352,7 +352,12 @@ def create_app(
     from handlers.webhooks import MAX_WEBHOOK_BYTES
 
     app = web.Application(
-        middlewares=[unread_compressed_bodies_close, count_requests, errors_as_json],
+        middlewares=[
+            answers_sent_in_time,
+            unread_compressed_bodies_close,
+            count_requests,
+            errors_as_json,
+        ],
         client_max_size=MAX_WEBHOOK_BYTES,
     )
     access_log.install(drop_sandbox=settings.uses_sandbox, secrets=settings.secret_texts())

@@ -33,6 +33,8 @@ JSON = "application/json"
 T = TypeVar("T")
 # How long a request's body may take to arrive once its headers have.
 BODY_READ_TIMEOUT_S = 30.0
+# How long an answer may take to be taken by its client, once it is ready.
+ANSWER_SEND_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,29 @@ def stopping_unread(request: web.Request, message: str) -> HttpError:
     the answer (the stop closes the connection only then)."""
     request.content.feed_eof()
     return HttpError(503, message, {"Connection": "close", "Retry-After": "1"})
+
+
+@web.middleware
+async def answers_sent_in_time(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """An answer the client has not taken within ANSWER_SEND_TIMEOUT_S drops its connection.
+    aiohttp waits without end for a client to read: one that sent requests (GET /openapi.json
+    needs no token) and read nothing held its connection, the request's task and its answer
+    for good, however long after the bounds on headers (75 s) and bodies (30 s); enough of
+    them would use up the server's file descriptors."""
+    response = await handler(request)
+    if isinstance(response, web.Response):
+        try:
+            async with asyncio.timeout(ANSWER_SEND_TIMEOUT_S):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()  # close() would wait for the client to read it all
+        except ConnectionError:  # the client left: aiohttp's own write of it says so
+            pass
+    return response
 
 
 @web.middleware

@@ -499,6 +499,43 @@ async def test_a_gzip_bomb_left_unread_is_not_unpacked_after_the_answer(
     await still_serving(client)
 
 
+async def test_a_client_that_reads_no_answer_loses_its_connection(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests sent, answers never read: aiohttp waited for the client without end, and the
+    connection, its request's task and its answer were held for good (no token needed:
+    /openapi.json). Now the connection is dropped once an answer has waited
+    ANSWER_SEND_TIMEOUT_S to be taken."""
+    import socket
+
+    from handlers import http
+
+    monkeypatch.setattr(http, "ANSWER_SEND_TIMEOUT_S", 0.5, raising=False)
+    client = await start_app()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200)  # 13 MB
+        await writer.drain()
+        await asyncio.sleep(1.5)  # nothing read meanwhile
+        dropped = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                try:
+                    while await reader.read(1 << 20):
+                        pass
+                except ConnectionResetError:
+                    pass
+                dropped = True
+    finally:
+        writer.close()
+    assert dropped, "the connection was still open"
+    await still_serving(client)
+
+
 async def test_a_key_given_twice_is_a_400(start_app: AppFactory) -> None:
     """`{"phone_number": A, "phone_number": B}`: a proxy that checks the first key and this
     server, which took the last, disagreed on the number dialled."""
