@@ -4,6 +4,7 @@ a pattern is written in one place: the model the handler validates with."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,9 @@ from handlers.schemas import ErrorBody, OpenApiDocument
 
 OPENAPI_PATH = "/openapi.json"
 SPEC = web.AppKey("openapi_spec", dict[str, Any])
+# The document as answered, encoded once: it is 67 KB, the same for every request, and needs
+# no token (a flood of requests re-encoding it cost the loop for nothing).
+SPEC_BODY = web.AppKey("openapi_body", bytes)
 REF = "#/components/schemas/{model}"
 HEADERS = {
     "Retry-After": {
@@ -132,7 +136,7 @@ def _is_request(model: type[BaseModel], routes: list[RouteDoc]) -> bool:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SPEC])
+    return web.Response(body=request.app[SPEC_BODY], content_type=JSON)
 
 
 def setup(app: web.Application) -> None:
@@ -149,3 +153,4 @@ def setup(app: web.Application) -> None:
         openapi_document,
     )
     app[SPEC] = build_spec(app[ROUTES])
+    app[SPEC_BODY] = json.dumps(app[SPEC]).encode()
