@@ -236,18 +236,24 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
 # its clock a little after our dial mark).
 LIMIT_SLACK_S = 1.0
 MAX_DURATION_REACHED = "max_duration_s reached"
+MAX_DURATION_BEFORE_ANSWER = "max_duration_s reached before an answer"
 
 
 def limit_reason(change: Change, since_dial_s: float | None, max_duration_s: object) -> Change:
     """`change` with the reason "max_duration_s reached" when it completes a call that ended
-    `since_dial_s` after its dial, at its limit, and nothing else said why."""
+    `since_dial_s` after its dial, at its limit, and nothing else said why; and `no_answer`
+    (that limit reached while it rang) for a line dropped unanswered at its limit: LiveKit cuts
+    a ringing line at `max_call_duration` as it cuts an answered one (CLIENT_INITIATED), which
+    alone reads as a trunk failure (a request may ring up to 120 s with a 30 s limit)."""
     if (
-        change.status is not Status.COMPLETED
-        or change.reason is not None
-        or since_dial_s is None
+        since_dial_s is None
         or not isinstance(max_duration_s, int | float)
         or since_dial_s < max_duration_s - LIMIT_SLACK_S
     ):
+        return change
+    if change.status is Status.FAILED and change.reason == DROPPED_UNANSWERED:
+        return replace(change, status=Status.NO_ANSWER, reason=MAX_DURATION_BEFORE_ANSWER)
+    if change.status is not Status.COMPLETED or change.reason is not None:
         return change
     return replace(change, reason=MAX_DURATION_REACHED)
 

@@ -814,6 +814,22 @@ def test_a_completed_call_that_ended_at_its_limit_after_its_dial_was_cut_by_it(
     assert limit_reason(change, since_dial_s, limit).reason == kept
 
 
+def test_a_line_dropped_unanswered_at_its_limit_rang_out_rather_than_failed() -> None:
+    """A request may ring up to 120 s with a 30 s max_duration_s: LiveKit cuts the ringing
+    line at its max_call_duration, leaving CLIENT_INITIATED as for a trunk failure (see the
+    comment above LIMIT_SLACK_S), so the call read `failed`, "dropped the line ... (a trunk
+    or network failure)". At its limit it is `no_answer`; before it, still a drop."""
+    from common.calls.outcomes import DROPPED_UNANSWERED
+
+    dropped = Change(Status.FAILED, DROPPED_UNANSWERED)
+    cut = limit_reason(dropped, 30.4, 30)
+    assert (cut.status, cut.reason) == (Status.NO_ANSWER, "max_duration_s reached before an answer")
+    assert limit_reason(dropped, 12.0, 30) == dropped
+    assert limit_reason(dropped, None, 30) == dropped  # a scaled sandbox: nothing to say
+    busy = Change(Status.BUSY, "user_rejected")
+    assert limit_reason(busy, 30.4, 30) == busy
+
+
 def test_the_limits_reason_keeps_who_ended_the_call() -> None:
     """A decision that says who ended the call (the server, its agent gone) keeps it when
     the limit names the reason (it was a new Change of status, reason and answer alone)."""
