@@ -181,7 +181,7 @@ def plan_session(
             model=TTS_MODEL,
             language=language,
             emotion=CARTESIA_EMOTIONS[config.tts_emotion],
-            voice=settings.cartesia_voice_id,
+            voice=dict(settings.cartesia_voice_ids).get(language, settings.cartesia_voice_id),
             word_timestamps=language in CARTESIA_WORD_TIMESTAMP_LANGUAGES,
         ),
         first_message=config.options.first_message,

@@ -28,6 +28,7 @@ from dotenv import dotenv_values
 from dotenv.parser import Original, parse_stream
 from yarl import URL
 
+from common.config_store.model import LANGUAGES
 from common.contracts import REPORTS_PATH
 from common.masking import CALL_ID_IN_TEXT
 
@@ -171,6 +172,29 @@ def _number(low: float, high: float) -> Parser:
         return value
 
     return parse
+
+
+def _voice_ids(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """`es=<voice id>,fr=<voice id>`: the Cartesia voice for each language named (a catalogue
+    language, case-insensitive), as sorted (language, voice id) pairs."""
+    pairs: dict[str, str] = {}
+    for item in _text(name, raw).split(","):
+        language, sep, voice = (part.strip() for part in item.partition("="))
+        if not item.strip():
+            continue
+        if not sep or not language or not voice:
+            raise SettingsError(
+                f"{name} takes language=voice_id pairs, comma-separated: got {item.strip()!r}"
+            )
+        code = language.lower()
+        if code not in LANGUAGES:
+            raise SettingsError(
+                f"{name}: {language!r} is not a supported language; allowed: {', '.join(LANGUAGES)}"
+            )
+        if code in pairs:
+            raise SettingsError(f"{name} names {code} twice")
+        pairs[code] = voice
+    return tuple(sorted(pairs.items()))
 
 
 def _choice(choices: tuple[str, ...]) -> Parser:
@@ -492,7 +516,17 @@ class Settings:
     )
     deepgram_api_key: str = setting("", _text, "Agent STT key (nova-3).", secret=True)
     cartesia_api_key: str = setting("", _text, "Agent TTS key (sonic-3).", secret=True)
-    cartesia_voice_id: str = setting(DEFAULT_CARTESIA_VOICE_ID, _text, "Cartesia voice id.")
+    cartesia_voice_id: str = setting(
+        DEFAULT_CARTESIA_VOICE_ID,
+        _text,
+        "Cartesia voice id, for every language CARTESIA_VOICE_IDS does not name.",
+    )
+    cartesia_voice_ids: tuple[tuple[str, str], ...] = setting(
+        (),
+        _voice_ids,
+        "Cartesia voice per language (es=<id>,fr=<id>): a voice speaks another language with "
+        "its own accent.",
+    )
     agent_http_host: str = setting(
         "127.0.0.1",
         _listen_host,

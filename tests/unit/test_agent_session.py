@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from typing import Any, get_args
@@ -129,6 +130,28 @@ def test_real_plugins_accept_every_language(language: str) -> None:
     assert isinstance(tts, cartesia.TTS) and tts.model == "sonic-3"
     assert tts._opts.language == language
     assert _to_cartesia_options(tts._opts, streaming=True)["language"] == language
+
+
+KATIE = "f786b574-daa5-4673-aa0c-cbe3e8534c02"
+
+
+def test_a_language_with_its_own_voice_is_spoken_with_it() -> None:
+    """The default voice, Katie, is an American English voice (docs.cartesia.ai, Sonic 3.5:
+    "Example American English voices include Katie (ID: f786b574-...)"), and "an American
+    English voice used to generate Spanish will speak with an American accent"
+    (docs.cartesia.ai, Multilingual Voices). Every call used it, whatever its language:
+    CARTESIA_VOICE_IDS gives a language a voice of its own."""
+    settings = dataclasses.replace(
+        SETTINGS, cartesia_voice_ids=(("es", "voice-es"), ("ja", "voice-ja"))
+    )
+    assert SETTINGS.cartesia_voice_id == KATIE
+    voices = {
+        language: plan_session(CallConfig.create(tts_language=language), settings).tts.voice
+        for language in ("en", "es", "ja", "fr")
+    }
+    assert voices == {"en": KATIE, "es": "voice-es", "ja": "voice-ja", "fr": KATIE}
+    plan = plan_session(CallConfig.create(tts_language="es"), settings)
+    assert build_tts(plan, settings)._opts.voice == "voice-es"
 
 
 @pytest.mark.usefixtures("no_network")

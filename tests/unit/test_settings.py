@@ -69,6 +69,7 @@ VARIABLES = (
     "DEEPGRAM_API_KEY",
     "CARTESIA_API_KEY",
     "CARTESIA_VOICE_ID",
+    "CARTESIA_VOICE_IDS",
     "AGENT_HTTP_HOST",
 )
 
@@ -364,6 +365,10 @@ def test_port_bounds_inclusive(port: str) -> None:
         # SQLite's in-memory database: the calls would not outlive the server
         ("CALLS_DB_PATH", ":memory:", "CALLS_DB_PATH must be a file's path, got ':memory:'"),
         ("CALLS_DB_PATH", "file:calls.db?mode=memory", "CALLS_DB_PATH must be a file's path"),
+        # a voice for a language no call can have would never be used
+        ("CARTESIA_VOICE_IDS", "nb=abc", "CARTESIA_VOICE_IDS: 'nb' is not a supported language"),
+        ("CARTESIA_VOICE_IDS", "es", "CARTESIA_VOICE_IDS takes language=voice_id pairs"),
+        ("CARTESIA_VOICE_IDS", "es=a,ES=b", "CARTESIA_VOICE_IDS names es twice"),
     ],
 )
 def test_malformed_value_names_the_variable(name: str, value: str, message: str) -> None:
@@ -913,3 +918,9 @@ def test_quotes_inside_a_value_or_taken_off_by_dotenv_are_kept(tmp_path: Path) -
     dotenv.write_text("CALLS_DB_PATH=\"calls.db\"\nCONFIG_PATH='config.json'\n")
     settings = settings_from_env(read_dotenv(dotenv))
     assert (str(settings.calls_db_path), str(settings.config_path)) == ("calls.db", "config.json")
+
+
+def test_cartesia_voice_ids_are_read_per_language() -> None:
+    settings = settings_from_env({"CARTESIA_VOICE_IDS": " ES = voice-es , ja=voice-ja,"})
+    assert settings.cartesia_voice_ids == (("es", "voice-es"), ("ja", "voice-ja"))
+    assert settings_from_env({}).cartesia_voice_ids == ()
