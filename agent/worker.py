@@ -294,18 +294,23 @@ def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> 
         level, "call %s: using config from %s (%s)", call_id, selected.source, selected.reason
     )
     logger.info(
-        "call %s: caller=%s language=%s emotion=%s (cartesia %s) llm=%s instructions=%d chars",
+        "call %s: language=%s emotion=%s (cartesia %s) llm=%s instructions=%d chars",
         call_id,
-        plan.caller_name,
         plan.language,
         plan.emotion,
         plan.tts.emotion,
         plan.llm.model,
         len(plan.instructions),
     )
-    # Their words only at DEBUG, as the server logs them: a short instruction ("remind Ms
-    # Lee of the 300 dollars she owes") was logged whole at INFO on the agent's host.
-    logger.debug("call %s: instructions: %s", call_id, clip_for_log(plan.instructions))
+    # The callee's name and the instructions' words only at DEBUG, as the server logs them: a
+    # short instruction ("remind Ms Lee of the 300 dollars she owes") was logged whole at INFO
+    # on the agent's host, and the name on every call.
+    logger.debug(
+        "call %s: caller=%s instructions: %s",
+        call_id,
+        plan.caller_name,
+        clip_for_log(plan.instructions),
+    )
 
 
 async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> None:

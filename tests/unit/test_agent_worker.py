@@ -780,7 +780,8 @@ def test_the_agent_logs_a_calls_instructions_only_at_debug(
 ) -> None:
     """README: no full instructions at INFO. The agent logged the first 80 characters of each
     call's instructions at INFO: a short one, whole ("remind Ms Lee of the 300 dollars she
-    owes"), on the agent's host. INFO now says how long they are; DEBUG has them."""
+    owes"), on the agent's host, and the callee's name on every call (the server logs
+    neither). INFO now says how long the instructions are; DEBUG has them and the name."""
     from agent.config_source import SelectedConfig
     from agent.plan import plan_session
     from common.config_store.model import CallConfig
@@ -793,6 +794,6 @@ def test_the_agent_logs_a_calls_instructions_only_at_debug(
     worker._log_selected("call-ab12cd34ef56", selected, plan)
     info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert info and not any("300 dollars" in line for line in info), info
+    assert info and not any("300 dollars" in line or "Ms Lee" in line for line in info), info
     assert any(f"instructions={len(plan.instructions)} chars" in line for line in info)
-    assert any("300 dollars" in line for line in debug)
+    assert any("300 dollars" in line and "caller=Ms Lee" in line for line in debug)
