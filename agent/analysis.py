@@ -17,11 +17,11 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, APITimeoutError
 from livekit.agents.llm import ChatContext, CompletionUsage
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, WithJsonSchema, create_model
 
 from common.config_store.model import AnalysisField, AnalysisRequest
 from common.contracts import SuccessVerdict, TranscriptTurn
@@ -67,8 +67,12 @@ class _Success(BaseModel):
 
 def _value_type(spec: AnalysisField) -> Any:
     if spec.type == "enum":
-        # A Literal of the request's values: the schema lists exactly them.
-        return Literal.__getitem__(tuple(spec.enum or ()))
+        # A Literal of the request's values: the schema lists exactly them, as an `enum`
+        # even for one value (pydantic writes one as `const`, which OpenAI's structured
+        # outputs do not list and some OpenAI-compatible gateways refuse).
+        values = tuple(spec.enum or ())
+        schema = {"type": "string", "enum": list(values)}
+        return Annotated[Literal.__getitem__(values), WithJsonSchema(schema)]
     return {"string": str, "number": float, "integer": int, "boolean": bool}[spec.type]
 
 

@@ -335,3 +335,19 @@ async def test_no_conversation_no_request(
     result = await analyze(make_llm(fake_openai.base_url), REQUEST, [], context_instructions="")
     assert result == AnalysisResult(errors=[NO_CONVERSATION])
     assert fake_openai.requests == []
+
+
+def test_an_enum_of_one_value_is_sent_as_an_enum_not_a_const() -> None:
+    """pydantic writes a one-value Literal as `const`, which OpenAI's structured outputs do
+    not list among the keywords they support and some OpenAI-compatible gateways
+    (OPENAI_BASE_URL) refuse (googleapis/python-genai#264): an analysis asking for a field
+    with one allowed value could fail the whole analysis there. It is sent as an `enum`."""
+    request = AnalysisRequest.model_validate(
+        {"summary": False, "fields": {"plan": {"type": "enum", "enum": ["gold"]}}}
+    )
+    model = build_response_model(request)
+    assert model is not None
+    wire = to_openai_response_format(model)
+    assert '"const"' not in json.dumps(wire)
+    extracted = wire["json_schema"]["schema"]["$defs"]["ExtractedFields"]
+    assert extracted["properties"]["plan"]["enum"] == ["gold", None]
