@@ -49,6 +49,9 @@ async def detect_machine(
             participant_identity=participant_identity or NOT_GIVEN,
             ivr_detection=False,
             detection_options=detection_options or NOT_GIVEN,
+            # Its "model ... hasn't been evaluated" WARNING came on every call; `agent start`
+            # says it once instead (cli.start_warnings).
+            suppress_compatibility_warning=True,
         ) as detector:
             result = await detector.execute()
     except RuntimeError as exc:  # closed before a verdict: the call ended while listening

@@ -72,7 +72,22 @@ def start_warnings(settings: Settings) -> list[str]:
     warnings = dotenv_warnings()
     if (short := settings.short_secret_warning()) is not None:
         warnings.append(short)
+    if not amd_evaluated(settings.openai_model):
+        warnings.append(
+            "OPENAI_MODEL is not among the models LiveKit evaluated its answering-machine"
+            " detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS): voicemail"
+            " verdicts may be less reliable"
+        )
     return warnings
+
+
+def amd_evaluated(model: str) -> bool:
+    """Whether LiveKit's answering-machine detection was evaluated with `model`, by its own
+    rule (amd.detector._warn_if_not_evaluated: the name, or part of an evaluated one's)."""
+    from livekit.agents.voice.amd.detector import EVALUATED_LLM_MODELS  # (heavy: only here)
+
+    name = model.lower()
+    return any(name == known.lower() or name in known.lower() for known in EVALUATED_LLM_MODELS)
 
 
 class DescribeError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -195,6 +196,23 @@ async def test_a_person_hears_the_first_message_not_an_llm_reply() -> None:
     assert llm.contexts == []  # the first message is said as is; "Hello?" got no reply
     assert [(t.role, t.text) for t in turns] == [("callee", "Hello?"), ("agent", FIRST_MESSAGE)]
     assert control.actions == []
+
+
+async def test_the_detector_does_not_warn_of_the_model_on_every_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """livekit-agents' answering-machine detector logged "llm model gpt-4o-mini hasn't been
+    evaluated with our benchmark" as a WARNING on every call with the default model (BO): a
+    line at 3 a.m. for each call that says nothing about it. The detector keeps it now;
+    `agent start` says it once (test_agent_cli)."""
+    caplog.set_level(logging.WARNING)
+    llm = ScriptedLLM(amd_says("human", "Hello?"))
+
+    action, *_ = await run_answer(llm, alice_plan(), "Hello?")
+
+    assert action == "greet"
+    said = [r.getMessage() for r in caplog.records if "hasn't been evaluated" in r.getMessage()]
+    assert said == []
 
 
 async def test_without_a_first_message_the_llm_greets_after_the_verdict() -> None:

@@ -231,6 +231,7 @@ def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
         LIVEKIT_API_KEY="APIkey",
         LIVEKIT_API_SECRET="secret-of-livekits-length-" + "x" * 8,
         OPENAI_API_KEY="sk-test",
+        OPENAI_MODEL="gpt-4.1-mini",  # one the answering-machine detection knows: no warning
     )
 
     assert proc.returncode == 2
@@ -253,7 +254,7 @@ def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
 
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "agent: warning: LIVEKIT_API_SECRET (.env line 3) holds ${: .env is not expanded,"
         " the value is used as written",
         "agent: warning: OPENAI_MODLE (.env line 1) is no setting of this server: did you"
@@ -262,11 +263,30 @@ def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
         " mean CARTESIA_VOICE_ID? (it is read as unset)",
         "agent: warning: LIVEKIT_API_SECRET is 12 characters; LiveKit's are at least 32 but"
         " for livekit-server --dev's (is it the API key, or cut short?)",
+        "agent: warning: OPENAI_MODEL is not among the models LiveKit evaluated its"
+        " answering-machine detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS):"
+        " voicemail verdicts may be less reliable",  # the default, gpt-4o-mini
     ]
-    assert lines[4].startswith("agent: cannot run 'start': missing LIVEKIT_API_KEY")
+    assert lines[5].startswith("agent: cannot run 'start': missing LIVEKIT_API_KEY")
     assert "gpt-4.1" not in proc.stderr and "a0e99841" not in proc.stderr  # no values
     help_proc = run_agent(["start", "--help"], tmp_path)
     assert help_proc.returncode == 0 and "warning" not in help_proc.stderr
+
+
+def test_a_model_amd_was_not_evaluated_with_is_said_once_at_start_not_on_every_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agent start` says once what livekit-agents' detector said on every call (see
+    test_agent_answer's test of it), only for a model LiveKit did not evaluate."""
+    from agent.cli import amd_evaluated, start_warnings
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    said = "OPENAI_MODEL is not among the models LiveKit evaluated"
+    assert not amd_evaluated("gpt-4o-mini")
+    assert any(said in w for w in start_warnings(Settings(openai_model="gpt-4o-mini")))
+    for evaluated in ("gpt-4.1-mini", "GPT-4o", "openai/gpt-4.1"):
+        assert amd_evaluated(evaluated)
+        assert not any(said in w for w in start_warnings(Settings(openai_model=evaluated)))
 
 
 def test_help_needs_no_keys(tmp_path: Path) -> None:
