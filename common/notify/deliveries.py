@@ -75,6 +75,9 @@ HOST_BUSY_DEFER_S = 0.2
 DEFECT_WAIT_S = 1.0  # after a pass failed on a defect (logged), before the next
 UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
+# A receiver's Retry-After is read up to this (a schedule's step is at most 30 days): hundreds
+# of digits were "inf" in the delivery's last_error.
+MAX_ASKED_WAIT_S = 30 * 86400.0
 
 
 def _origin(url: str) -> str:
@@ -127,14 +130,14 @@ def asked_wait(status: int, retry_after: str | None, now: float) -> float | None
         return None
     value = retry_after.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        return min(float(value), MAX_ASKED_WAIT_S)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # an HTTP date is GMT
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, when.timestamp() - now), MAX_ASKED_WAIT_S)
 
 
 def give_back_until(moved_at: float, now: float) -> float:

@@ -96,6 +96,8 @@ def test_a_receiver_asks_to_wait_with_retry_after_in_seconds_or_as_a_date() -> N
     for unreadable in ("", "soon", "-5", "1.5", "١٢٠", None):  # (Arabic-Indic digits)
         assert asked_wait(429, unreadable, now) is None
     assert asked_wait(500, "120", now) is None  # only 429 and 503 ask to wait
+    assert asked_wait(503, "9" * 400, now) == 30 * 86400.0  # was inf ("Retry-After: inf s")
+    assert asked_wait(503, "Fri, 01 Jan 9999 00:00:00 GMT", now) == 30 * 86400.0
 
 
 def test_a_retry_waits_what_the_receiver_asked_up_to_the_longest_step() -> None:
