@@ -946,6 +946,16 @@ class CallService:
             until = loop.time() + AGENT_CHECK_FOR_S * self.settings.time_scale
             while not await self._end_if_no_agent(call_id, timeout_s):
                 if loop.time() + retry_s > until:
+                    if (more := self._repeats.due("agent check given up")) is not None:
+                        logger.warning(
+                            "call %s: could not see for %g s whether its agent joined; left"
+                            " live (it ends when the callee hangs up, or at its"
+                            " max_duration_s)%s",
+                            call_id,
+                            AGENT_CHECK_FOR_S,
+                            more,
+                            extra={"call_id": call_id},
+                        )
                     return
                 await asyncio.sleep(retry_s)
 

@@ -722,6 +722,29 @@ async def test_with_the_agent_wait_off_or_livekit_unable_to_say_the_call_goes_on
     assert [r.levelno for r in said] == [logging.WARNING]
 
 
+async def test_a_call_livekit_could_not_say_anything_of_for_a_minute_is_said_to_be_left_live(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a minute of failed questions the check gave up without a word of that call:
+    the only line was the once-a-minute "could not see" of every call, and support could not
+    tell a call left to the callee's hang-up from one still being asked about (BQ)."""
+    from sandbox.twirp import TwirpError
+
+    client = await start_app(sandbox_time_scale=0.02)  # 20 s -> 0.4 s, the minute -> 1.2 s
+    # The callee's hang-up (a minute in 0404) is not heard of: the call stays live here.
+    client.app[SANDBOX].webhook_url = None
+    client.app[SANDBOX].inject("ListParticipants", error=TwirpError("unavailable", "x"))
+    call_id = await place(client, "+14155550404")
+    left = f"call {call_id}: could not see for 60 s whether its agent joined; left live"
+
+    async def said() -> bool:
+        return any(r.getMessage().startswith(left) for r in caplog.records)
+
+    await wait_for(said, timeout=10)
+    warned = [r for r in caplog.records if r.getMessage().startswith(left)]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+
+
 async def test_a_call_whose_room_is_gone_is_not_said_to_have_had_no_agent(
     start_app: AppFactory,
 ) -> None:
