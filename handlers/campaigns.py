@@ -174,7 +174,10 @@ def _campaign_answer(
     now = request.app[CAMPAIGNS].clock()
     body = {"status": "success", "campaign_id": campaign.campaign_id, **extra}
     body["campaign"] = campaign.to_json(now)
-    return web.json_response(body, status=status)
+    answer = web.json_response(body, status=status)
+    if status == 201:  # created: where it is (a client following the standard reads it)
+        answer.headers["Location"] = f"/campaigns/{campaign.campaign_id}"
+    return answer
 
 
 @dataclass(frozen=True)
@@ -543,7 +546,7 @@ def setup(app: web.Application) -> None:
                     "Created (or, under an Idempotency-Key used before with the same campaign,"
                     " created then: `Idempotent-Replay: 1`); invalid_rows lists the rows skipped",
                     CampaignAnswer,
-                    headers=("Idempotent-Replay",),
+                    headers=("Location", "Idempotent-Replay"),
                 ),
                 400: Reply(
                     "A JSON body that is not JSON in UTF-8, or a malformed multipart body (or"

@@ -30,6 +30,10 @@ HEADERS = {
         "description": "1: the answer given to the first request under this Idempotency-Key",
         "schema": {"type": "string", "enum": ["1"]},
     },
+    "Location": {
+        "description": "The path of what was created",
+        "schema": {"type": "string"},
+    },
 }
 
 

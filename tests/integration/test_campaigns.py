@@ -52,6 +52,8 @@ async def create(client: TestClient[Any, Any], body: dict[str, Any]) -> dict[str
     resp = await client.post("/campaigns", json=body)
     answer: dict[str, Any] = await resp.json()
     assert resp.status == 201, answer
+    # Where it is, as a 201 says (it had no Location: BM)
+    assert resp.headers["Location"] == f"/campaigns/{answer['campaign_id']}"
     return answer
 
 
