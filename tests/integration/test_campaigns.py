@@ -316,6 +316,13 @@ async def test_a_list_sent_at_night_is_answered_with_its_first_call_in_the_morni
     assert len(client.app[SANDBOX].dials) >= 3
 
 
+# One recipient who is busy (the sandbox's 0486), retried once 600 s later.
+BUSY_RETRIED_IN_600_S = {
+    "recipients": [{"phone_number": "+14155550486"}],
+    "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 600},
+}
+
+
 async def test_a_retry_due_after_the_window_closes_waits_for_it(start_app: AppFactory) -> None:
     # 19:55 in California (03:55 UTC): busy, retried 600 s later, at 20:05 there, after the
     # 09:00-20:00 window. It was shown pending at 20:05 (the campaign's next call too), and
@@ -324,11 +331,7 @@ async def test_a_retry_due_after_the_window_closes_waits_for_it(start_app: AppFa
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
     created = await create(
         client,
-        {
-            "name": "late retry",
-            "recipients": [{"phone_number": "+14155550486"}],
-            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 600},
-        },
+        {"name": "late retry", **BUSY_RETRIED_IN_600_S},
     )
     campaign_id = created["campaign_id"]
 
@@ -363,12 +366,7 @@ async def test_a_retry_within_the_window_stays_pending(start_app: AppFactory) ->
         )
         created = await create(
             client,
-            {
-                "name": "retry",
-                "recipients": [{"phone_number": "+14155550486"}],
-                "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 600},
-                **({"window": window} if window else {}),
-            },
+            {"name": "retry", **BUSY_RETRIED_IN_600_S, **({"window": window} if window else {})},
         )
 
         async def retry_pending(
