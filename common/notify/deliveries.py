@@ -46,7 +46,7 @@ from common.metrics import Metrics
 from common.notify.guard import guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
 from common.repeats import Repeats
-from common.settings import Settings
+from common.settings import MAX_RETRY_DELAY_S, Settings
 from common.storage.base import CallStore, DatabaseError
 from common.waiting import wait_set
 
@@ -75,9 +75,6 @@ HOST_BUSY_DEFER_S = 0.2
 DEFECT_WAIT_S = 1.0  # after a pass failed on a defect (logged), before the next
 UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
-# A receiver's Retry-After is read up to this (a schedule's step is at most 30 days): hundreds
-# of digits were "inf" in the delivery's last_error.
-MAX_ASKED_WAIT_S = 30 * 86400.0
 
 
 def _origin(url: str) -> str:
@@ -125,19 +122,21 @@ def next_outcome(
 
 def asked_wait(status: int, retry_after: str | None, now: float) -> float | None:
     """The seconds a receiver answering 429 or 503 asked us to wait (pure): its
-    `Retry-After`, seconds or an HTTP date; None if it asked nothing we can read."""
+    `Retry-After`, seconds or an HTTP date, read up to the longest step a schedule may have
+    (hundreds of digits were "inf" in the delivery's last_error); None if it asked nothing we
+    can read."""
     if status not in (429, 503) or not retry_after:
         return None
     value = retry_after.strip()
     if value.isascii() and value.isdigit():
-        return min(float(value), MAX_ASKED_WAIT_S)
+        return min(float(value), MAX_RETRY_DELAY_S)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # an HTTP date is GMT
         when = when.replace(tzinfo=UTC)
-    return min(max(0.0, when.timestamp() - now), MAX_ASKED_WAIT_S)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_DELAY_S)
 
 
 def give_back_until(moved_at: float, now: float) -> float:
