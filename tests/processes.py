@@ -31,22 +31,48 @@ def _ephemeral_ports() -> range:
     return range(low, high + 1)
 
 
+def _worker_share(ports: range, worker: str, count: str) -> range:
+    """The part of `ports` that pytest-xdist worker `worker` ("gw1") of `count` draws from:
+    two workers never hand out the same port. The whole range outside xdist."""
+    try:
+        index, total = int(worker.removeprefix("gw")), int(count)
+    except ValueError:
+        return ports
+    if not 0 <= index < total:
+        return ports
+    size = len(ports) // total
+    return ports[index * size : (index + 1) * size]
+
+
 # Ports tests listen on are drawn below the ephemeral range: a port found free there by bind(0)
 # could be given to one of the many outgoing connections before the test bound it (a test
 # failed with "Address already in use" now and then, and leaked the socket it had made).
-_LISTEN_PORTS = range(20000, min(_ephemeral_ports().start, 32768))
+# Each test worker has its own share, and hands out a port once: a port is free when drawn
+# but bound only when the server process has started, a second or two later, and another
+# worker's app once took it in that time. The test's server then failed to bind and exited,
+# while its readiness check and its requests were answered by that other app (CI, stop 35).
+_LISTEN_PORTS = _worker_share(
+    range(20000, min(_ephemeral_ports().start, 32768)),
+    os.environ.get("PYTEST_XDIST_WORKER", ""),
+    os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""),
+)
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now, outside the ephemeral range when there is room
-    (several test workers draw at random from it; `start_app` retries a taken one)."""
+    """A loopback port nothing listens on now and not handed out before in this test process,
+    outside the ephemeral range when there is room (each test worker draws at random from its
+    own share of it; `start_app` retries a taken one)."""
     for _ in range(100) if len(_LISTEN_PORTS) >= 1000 else ():
         port = random.choice(_LISTEN_PORTS)  # noqa: S311 - not a secret
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -37,3 +37,18 @@ def test_listening_ports_are_drawn_below_the_ephemeral_range() -> None:
     from tests.processes import _ephemeral_ports
 
     assert all(free_port() < _ephemeral_ports().start for _ in range(20))
+
+
+def test_test_workers_draw_ports_from_shares_of_their_own_and_never_twice() -> None:
+    """A port is free when drawn but bound only when the server process has started: another
+    worker's app took one in that time, and answered the test's requests (CI, stop 35)."""
+    from tests.processes import _worker_share
+
+    ports = range(20000, 32768)
+    shares = [_worker_share(ports, f"gw{i}", "3") for i in range(3)]
+    assert not set(shares[0]) & set(shares[1]) and not set(shares[1]) & set(shares[2])
+    assert min(len(share) for share in shares) == len(ports) // 3
+    assert _worker_share(ports, "", "") == ports  # outside xdist: the whole range
+    assert _worker_share(ports, "gw5", "2") == ports  # a count that does not fit: the same
+    drawn = [free_port() for _ in range(200)]
+    assert len(set(drawn)) == len(drawn)
