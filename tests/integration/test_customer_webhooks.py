@@ -1165,7 +1165,8 @@ async def test_a_receiver_stuck_a_moment_has_its_deliveries_back_soon_after(
     coming: the deliveries given back, its slots all taken, were held twice as long each time
     one was given back in a row, and events came in faster than its sends ended: held up to
     15 s after it answered again (bench.webhooks, a receiver answering in milliseconds to a
-    burst: p99 16 s). They are now held about as long as it has been stuck."""
+    burst: p99 16 s). They are now held about as long as it has been stuck (1.5-1.6 s here on a
+    quiet machine, the old code 15 s)."""
     import time
 
     stuck_s = 1.0
@@ -1191,7 +1192,10 @@ async def test_a_receiver_stuck_a_moment_has_its_deliveries_back_soon_after(
         released = time.monotonic()
         await settle(client, 60)
     assert len(arrived) == 120
-    assert max(arrived) - released <= 3 * stuck_s, max(arrived) - released  # was 15 s
+    # Held about as long as the receiver was stuck (the next step of 0.2, 0.4, 0.8, ... s
+    # since its first send began); placing the calls keeps it stuck longer on a loaded machine.
+    stuck_for = released - started
+    assert max(arrived) - released <= stuck_for + 1.5, (max(arrived) - released, stuck_for)
 
 
 async def test_a_receiver_that_hangs_has_its_backlog_given_back_ever_more_slowly(
