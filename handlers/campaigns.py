@@ -643,7 +643,7 @@ def setup(app: web.Application) -> None:
         recipients,
     )
     for action, summary in (
-        ("pause", "Stop placing new calls (live ones go on) until resumed"),
+        ("pause", "Stop placing new calls until resumed (calls already dialled go on)"),
         ("resume", "Go on placing calls"),
         ("cancel", "Stop for good: no new calls; live ones finish"),
     ):

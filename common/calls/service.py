@@ -177,6 +177,9 @@ _NOBODY_CALLED = _failed(NEVER_DIALLED)
 LISTED_WHILE_PLACING = (
     "not dialled: its number was put on the do-not-call list while the call was being placed"
 )
+PAUSED_WHILE_PLACING = (
+    "not dialled: its campaign was paused while the call was being placed; nobody was called"
+)
 
 
 def _hung_up_first(applied: Applied) -> CallRecord | None:
@@ -640,7 +643,10 @@ class CallService:
             if (hung_up := await self._placement_failed(call_id, exc)) is not None:
                 return hung_up
             raise
-        current = await self._start_dial(call_id)
+        try:
+            current = await self._start_dial(call_id)
+        except AttemptWithdrawn:
+            return await self._paused_while_placing(call_id)
         if current is not None and (current.hangup_requested or current.is_final):
             return await self._hung_up_while_placing(call_id, current)
         if current is not None and current.dial_started_at is None:  # listed meanwhile
@@ -751,6 +757,29 @@ class CallService:
             if (hung_up := _hung_up_first(applied)) is not None:
                 return hung_up
         raise OnDoNotCallList
+
+    async def _paused_while_placing(self, call_id: str) -> CallRecord:
+        """Its campaign was paused after the call was recorded, before its dial: not dialled
+        (a pause stops every call not dialled yet). Settled failed, unmarked (its attempt ends
+        not_dialled: its recipient is due again on resume), its key and rate share freed:
+        nobody was called. Unless a hang-up through the API came first: it wins."""
+        logger.info(
+            "call %s: its campaign was paused while it was being placed; not dialling",
+            call_id,
+            extra={"call_id": call_id},
+        )
+        self._close_room_soon(call_id)  # the agent's dispatch made it
+        await self._forget_config(call_id)
+        try:
+            applied = await self._settle(
+                call_id, "campaign_paused", _failed(PAUSED_WHILE_PLACING), release_refused=True
+            )
+        except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
+            logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
+        else:
+            if (hung_up := _hung_up_first(applied)) is not None:
+                return hung_up
+        raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
 
     async def _placement_failed(self, call_id: str, exc: LiveKitError) -> CallRecord | None:
         """Settled failed, or canceled if a hang-up through the API came first: then the

@@ -713,11 +713,19 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
     server stalled: marked, it read as dialled though nobody was) or its number was put on
     the do-not-call list since it was recorded (its dispatch takes a LiveKit request: a POST
     /dnc answered meanwhile would be followed by the dial); the call as it is, unmarked in
-    both cases."""
+    both cases. AttemptWithdrawn, unmarked, if its campaign was paused since it was recorded
+    (a pause answered meanwhile would be followed by the dial)."""
     rows = yield Query(
-        f"SELECT phone_number FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+        f"SELECT phone_number, campaign_id FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
         (call_id,),
     )
+    if rows and rows[0]["campaign_id"] is not None:
+        paused = yield Query(
+            "SELECT 1 AS x FROM campaigns WHERE campaign_id = ? AND status = 'paused'",
+            (rows[0]["campaign_id"],),
+        )
+        if paused:
+            raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
     if rows and (yield from on_dnc_list(rows[0]["phone_number"])):
         rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
         return row_to_call(rows[0])

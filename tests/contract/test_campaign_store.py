@@ -335,9 +335,14 @@ async def test_pause_or_cancel_takes_back_the_attempts_not_placed_yet(
     left = "pending" if action == "pause" else "canceled"
     assert after.counts == {"calling": 2, left: 1}
     # Canceled, a call recorded but not dialled is marked to be hung up: its placing does
-    # not dial it (paused, it goes on, as live calls do).
+    # not dial it. Paused, its dial is refused, unmarked (it was dialled after the 200, BS).
     undialled = await store.get_call("call-2")
     assert undialled is not None and undialled.hangup_requested is (action == "cancel")
+    if action == "pause":
+        with pytest.raises(AttemptWithdrawn):
+            await store.start_dial("call-2")
+        undialled = await store.get_call("call-2")
+        assert undialled is not None and undialled.dial_started_at is None
     dialled = await store.get_call("call-0")
     assert dialled is not None and not dialled.hangup_requested
     with pytest.raises(AttemptWithdrawn):

@@ -1515,3 +1515,50 @@ def test_a_row_open_at_its_start_is_pending_whatever_its_microsecond() -> None:
     checker = RowChecker(options.spec, rules, start, enforce_hours=True)
     checker.check(Row(2, "", {"phone_number": "+14155557700"}), keep_invalid=False)
     assert [(r.state, r.next_at) for r in checker.recipients] == [("pending", None)]
+
+
+async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_not_dialled(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /campaigns/{id}/pause answered while one of its calls was recorded, its agent's
+    dispatch on its way (LiveKit a moment slow): the number was dialled after the 200 all the
+    same (BS), though pause says no new call is placed. It is not dialled: nobody is called,
+    the attempt shows not_dialled (it does not count), and the recipient is called on
+    resume."""
+    monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    sandbox = client.app[SANDBOX]
+    sandbox.inject("CreateDispatch", delay_s=1.0, times=1)
+    created = await create(
+        client,
+        {
+            "name": "paused while placing",
+            "recipients": [{"phone_number": "+14152007700"}],
+            "retry": {"on": [], "max_attempts": 1},
+        },
+    )
+    campaign_id = created["campaign_id"]
+
+    async def has_call() -> bool:
+        (row,) = await all_recipients(client, campaign_id)
+        return any(a["call_id"] for a in row["attempts"])
+
+    await wait_for(has_call)  # recorded, its dispatch on its way
+    assert (await client.post(f"/campaigns/{campaign_id}/pause")).status == 200
+
+    async def given_back() -> bool:
+        (row,) = await all_recipients(client, campaign_id)
+        return bool(row["state"] == "pending")
+
+    await wait_for(given_back, timeout=10)
+    await asyncio.sleep(0.5)  # the driver would place it again by now, were it still running
+    assert sandbox.dials == []
+    (row,) = await all_recipients(client, campaign_id)
+    assert [a["status"] for a in row["attempts"]] == ["not_dialled"]
+    assert (await client.post(f"/campaigns/{campaign_id}/resume")).status == 200
+    await wait_status(client, campaign_id, "completed", timeout=30)
+    (row,) = await all_recipients(client, campaign_id)
+    assert row["state"] == "completed"
+    assert [d.number for d in sandbox.dials] == ["+14152007700"]
