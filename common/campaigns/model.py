@@ -8,12 +8,14 @@ rows in common/storage/campaign_programs.py; the loop that places calls in sched
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from common.calls.models import iso_time
-from common.campaigns.windows import CallingWindow
+from common.campaigns.windows import CallingWindow, after_open_time, recipient_zones
 
 
 class CampaignStatus(StrEnum):
@@ -160,6 +162,7 @@ class CampaignRecord:
     last_dial_at: float | None
     counts: dict[str, int] = field(default_factory=dict)
     next_due_at: float | None = None
+    next_due_number: str | None = None  # the next recipient due's (its zones for the window)
 
     @property
     def achieved_calls_per_second(self) -> float | None:
@@ -177,14 +180,22 @@ class CampaignRecord:
 
     def estimated_finish_at(self, now: float) -> float | None:
         """A lower bound: the recipients still waiting, one attempt each at the campaign's
-        pace from the next call on (retries and closed windows make it later)."""
+        pace from the next call on, counting only the time its window is open (read in the
+        next recipient due's time zones when it is the recipients' own; the calling-hours
+        floor and retries make it later)."""
         if self.status in OVER_STATUSES:
             return self.ended_at
         waiting = sum(self.counts.get(s, 0) for s in DUE_STATES)
         start = self.next_call_at(now)
         if start is None:
             return None
-        return start + max(0, waiting - 1) * self.spec.pacing.interval_s
+        return estimated_finish(
+            start,
+            waiting,
+            self.spec.pacing.interval_s,
+            self.spec.window,
+            recipient_zones(self.next_due_number) if self.next_due_number else (),
+        )
 
     def to_json(self, now: float) -> dict[str, Any]:
         counts = {state: self.counts.get(state, 0) for state in RECIPIENT_STATES}
@@ -259,6 +270,21 @@ class AttemptPlan:
     attempt: int
     phone_number: str
     fields: dict[str, Any]
+
+
+def estimated_finish(
+    start: float, calls: int, interval_s: float, window: CallingWindow, zones: Sequence[str]
+) -> float:
+    """When the last of `calls` calls goes out, one every `interval_s` from `start`, placed
+    only while `window` is open (in `zones` when it is the recipients' own): a campaign that
+    calls 9-17 finishes in those hours, not at night. Without the calling-hours floor (a
+    lower bound whatever CAMPAIGN_ENFORCE_CALLING_HOURS); at the pace alone when the window
+    is never open in `zones` (none known)."""
+    busy_s = max(0, calls - 1) * interval_s
+    at = after_open_time(
+        datetime.fromtimestamp(start, UTC), busy_s, window, zones, enforce_calling_hours=False
+    )
+    return start + busy_s if at is None else at.timestamp()
 
 
 def after_attempt(

@@ -411,3 +411,63 @@ def _intersect(left: Sequence[Interval], right: Sequence[Interval]) -> list[Inte
         else:
             j += 1
     return out
+
+
+# ------------------------------------------------------------------ open time ahead
+
+_CHUNK_DAYS = 28  # open time is summed four whole weeks at a time (a window's period)
+
+
+def after_open_time(
+    start_utc: datetime,
+    seconds: float,
+    window: CallingWindow,
+    zones: Sequence[str],
+    *,
+    enforce_calling_hours: bool,
+) -> datetime | None:
+    """The instant at which `seconds` of time inside the window (read as next_allowed reads
+    it) have passed, counted from `start_utc`; for 0, the first allowed instant at or after
+    it. None when the window is never open (no zone known for the recipients' own window).
+
+    Four weeks are read at a time; a long stretch (a slow campaign of many rows) skips whole
+    four-week periods by their open time, so its cost does not grow with the stretch.
+    """
+    if start_utc.utcoffset() is None:
+        raise ValueError("start_utc must be timezone-aware")
+    rules = _rules(window, zones, enforce_calling_hours)
+    if not rules:
+        return None
+    at = start_utc.timestamp()
+    need = max(0.0, seconds)
+    day = int(at // _DAY_S)
+    while True:
+        lo, hi = day * _DAY_S, (day + _CHUNK_DAYS) * _DAY_S
+        intervals = _open_intervals(rules, lo, hi)
+        if not intervals:
+            return None  # four weeks without an open minute: never
+        for a, b in intervals:
+            if b <= at:
+                continue
+            begin = max(a, at)
+            if b - begin > need:
+                return datetime.fromtimestamp(begin + need, UTC)
+            need -= b - begin
+        day += _CHUNK_DAYS
+        at = hi
+        period = sum(b - a for a, b in intervals)  # open time of four whole weeks
+        if (skip := int(need // period) - 1) > 0:
+            day += skip * _CHUNK_DAYS
+            at = day * _DAY_S
+            need -= skip * period
+
+
+def _open_intervals(rules: tuple[_Rule, ...], lo: int, hi: int) -> Sequence[Interval]:
+    """The instants in [lo, hi) where every rule holds (as _allowed, for any span)."""
+    result: Sequence[Interval] | None = None
+    for zone, start, end, mask in rules:
+        intervals = _zone_intervals(zone, start, end, mask, lo, hi)
+        result = intervals if result is None else _intersect(result, intervals)
+        if not result:
+            return ()
+    return result or ()

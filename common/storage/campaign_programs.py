@@ -95,7 +95,9 @@ class OnList:
 # ----------------------------------------------------------------------------- rows
 
 
-def _row_to_campaign(row: Row, counts: dict[str, int], next_due: float | None) -> CampaignRecord:
+def _row_to_campaign(
+    row: Row, counts: dict[str, int], next_due: float | None, next_due_number: str | None = None
+) -> CampaignRecord:
     return CampaignRecord(
         campaign_id=row["campaign_id"],
         name=row["name"],
@@ -115,6 +117,7 @@ def _row_to_campaign(row: Row, counts: dict[str, int], next_due: float | None) -
         last_dial_at=row["last_dial_at"],
         counts=counts,
         next_due_at=next_due,
+        next_due_number=next_due_number,
     )
 
 
@@ -291,13 +294,15 @@ def get_campaign(
         "SELECT state, COUNT(*) AS n FROM campaign_recipients WHERE campaign_id = ? GROUP BY state",
         (campaign_id,),
     )
-    due = yield Query(
-        "SELECT MIN(next_at) AS at FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
-        f" AND state IN ({_DUE})",  # noqa: S608 - constant text
+    due = yield Query(  # the next recipient due: its time, and its number (its time zones)
+        "SELECT next_at, phone_number FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
+        f" AND state IN ({_DUE}) ORDER BY next_at, idx LIMIT 1",  # noqa: S608 - constant text
         (campaign_id,),
     )
     counts = {r["state"]: int(r["n"]) for r in counted}
-    return _row_to_campaign(rows[0], counts, due[0]["at"] if due else None)
+    if not due:
+        return _row_to_campaign(rows[0], counts, None)
+    return _row_to_campaign(rows[0], counts, due[0]["next_at"], due[0]["phone_number"])
 
 
 def list_campaigns(d: Dialect, limit: int, before: Before | None) -> Program[list[CampaignRecord]]:

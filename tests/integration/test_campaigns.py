@@ -1562,3 +1562,30 @@ async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_no
     (row,) = await all_recipients(client, campaign_id)
     assert row["state"] == "completed"
     assert [d.number for d in sandbox.dials] == ["+14152007700"]
+
+
+async def test_the_estimated_finish_counts_only_the_hours_its_window_is_open(
+    start_app: AppFactory,
+) -> None:
+    """200 Californian numbers at 0.01 calls/s (5.5 hours of calls), 09:00-17:00 in their
+    time, from 14:00 there: 3 hours that day, the rest the next morning. The estimate was
+    19:31:40 in California, after the window closed (BS); it is 11:31:40 the next day."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    answer = await create(
+        client,
+        {
+            "name": "nine to five",
+            "recipients": [{"phone_number": us(n, "7750")} for n in range(200)],
+            "pacing": {"calls_per_second": 0.01},
+            "window": {"start": "09:00", "end": "17:00", "timezone": "recipient"},
+            "start_at": "2026-12-03T22:00:00Z",  # Thursday 14:00 in California
+        },
+    )
+    campaign = answer["campaign"]
+    assert campaign["status"] == "scheduled"
+    assert campaign["next_call_at"] == "2026-12-03T22:00:00.000Z"
+    assert campaign["estimated_finish_at"] == "2026-12-04T19:31:40.000Z"
+    shown = await campaign_of(client, answer["campaign_id"])
+    assert shown["estimated_finish_at"] == "2026-12-04T19:31:40.000Z"

@@ -17,6 +17,7 @@ from common.campaigns.windows import (
     HORIZON,
     CallingWindow,
     InvalidWindow,
+    after_open_time,
     is_allowed,
     is_zone,
     next_allowed,
@@ -408,3 +409,115 @@ def test_next_allowed_matches_a_minute_scan(
     while minute < limit:
         assert not oracle(minute, w, zones, enforce), minute
         minute += timedelta(minutes=1)
+
+
+# ------------------------------------------------------------------ open time ahead
+# estimated_finish_at counted every hour of the day: a campaign calling 9-17 showed a finish
+# at night (BS). The time it takes is counted inside its window only.
+
+NINE_TO_FIVE = CallingWindow(time(9), time(17))
+NINE_TO_FIVE_NY_WEEKDAYS = CallingWindow(time(9), time(17), WEEKDAYS, NY)
+TOKYO = "Asia/Tokyo"  # no DST: whole days of open time are exact
+
+
+def finish(start: datetime, seconds: float, w: CallingWindow, zones: Sequence[str]) -> datetime:
+    found = after_open_time(start, seconds, w, zones, enforce_calling_hours=False)
+    assert found is not None
+    return found
+
+
+def test_open_time_spills_into_the_next_days_window() -> None:
+    # Monday 09:00 in New York; 10 hours of calls: 8 on Monday, 2 on Tuesday.
+    start = utc(2026, 12, 7, 14)
+    assert finish(start, 10 * 3600, NINE_TO_FIVE_NY_WEEKDAYS, ()) == utc(2026, 12, 8, 16)
+    # 8 hours exactly: the window closes at 17:00 (not allowed), the last call Tuesday 09:00.
+    assert finish(start, 8 * 3600, NINE_TO_FIVE_NY_WEEKDAYS, ()) == utc(2026, 12, 8, 14)
+    # Friday's window full: Monday.
+    friday = utc(2026, 12, 11, 14)
+    assert finish(friday, 9 * 3600, NINE_TO_FIVE_NY_WEEKDAYS, ()) == utc(2026, 12, 14, 15)
+
+
+def test_a_start_outside_the_window_waits_for_it() -> None:
+    saturday_noon = utc(2026, 12, 5, 12)  # weekend in New York
+    assert finish(saturday_noon, 0, NINE_TO_FIVE_NY_WEEKDAYS, ()) == utc(2026, 12, 7, 14)
+    assert finish(saturday_noon, 3600, NINE_TO_FIVE_NY_WEEKDAYS, ()) == utc(2026, 12, 7, 15)
+    night = utc(2026, 12, 8, 3)  # Monday 22:00 in New York
+    assert finish(night, 1800, NINE_TO_FIVE_NY_WEEKDAYS, ()) == utc(2026, 12, 8, 14, 30)
+
+
+def test_the_recipients_own_window_is_read_in_their_zones() -> None:
+    wednesday = utc(2026, 12, 2, 18)  # 10:00 in Los Angeles, 13:00 in New York
+    assert finish(wednesday, 8 * 3600, NINE_TO_FIVE, (LA,)) == utc(2026, 12, 3, 18)
+    # Open in both only 12:00-17:00 New York (17:00-22:00 UTC): 4 hours on Wednesday, 2 more
+    # on Thursday.
+    assert finish(wednesday, 6 * 3600, NINE_TO_FIVE, (NY, LA)) == utc(2026, 12, 3, 19)
+    # In Madrid (UTC+1) it is 19:00: Thursday 09:00 there, plus the hour.
+    assert finish(wednesday, 3600, NINE_TO_FIVE, ("Europe/Madrid",)) == utc(2026, 12, 3, 9)
+
+
+def test_the_floor_counts_when_asked() -> None:
+    wide = CallingWindow(time(0), time(23, 59), ALL_DAYS, NY)
+    start = utc(2026, 12, 7, 14)  # 09:00 in New York, 06:00 in Los Angeles
+    assert after_open_time(start, 0, wide, (LA,), enforce_calling_hours=False) == start
+    opens = after_open_time(start, 0, wide, (LA,), enforce_calling_hours=True)
+    assert opens == utc(2026, 12, 7, 16)  # 08:00 in Los Angeles
+
+
+def test_a_window_across_a_dst_change_keeps_its_local_hours() -> None:
+    # New York springs forward on Sunday 2026-03-08: 09:00 is 14:00 UTC before, 13:00 after.
+    saturday = utc(2026, 3, 7, 14)
+    assert finish(saturday, 8 * 3600 + 60, NINE_TO_FIVE, (NY,)) == utc(2026, 3, 8, 13, 1)
+
+
+def test_a_long_slow_campaign_skips_whole_weeks_exactly_and_quickly() -> None:
+    import time as clock
+
+    # 100,000 calls at 0.01 a second: 9,999,900 s of calls at 8 open hours a day is 347 whole
+    # days (9,993,600 s) and 6,300 s more: 10:45 in Tokyo, 347 days on.
+    start = datetime(2026, 12, 7, 9, tzinfo=ZoneInfo(TOKYO))
+    began = clock.perf_counter()
+    found = finish(start, 99_999 * 100, CallingWindow(time(9), time(17), ALL_DAYS, TOKYO), ())
+    took = clock.perf_counter() - began
+    assert found == (start + timedelta(days=347, hours=1, minutes=45)).astimezone(UTC)
+    assert took < 0.5
+    # The same at 5 days a week: 347.2 weeks of 40 h; checked against a walk of every day.
+    w = CallingWindow(time(9), time(17), WEEKDAYS, TOKYO)
+    need = 99_999 * 100
+    day = start
+    while need >= 0:
+        if day.weekday() in WEEKDAYS:
+            if need < 8 * 3600:
+                expected = day + timedelta(seconds=need)
+                break
+            need -= 8 * 3600
+        day += timedelta(days=1)
+    assert finish(start, 99_999 * 100, w, ()) == expected.astimezone(UTC)
+
+
+def test_a_window_never_open_has_no_answer() -> None:
+    assert (
+        after_open_time(utc(2026, 12, 7), 60, NINE_TO_FIVE, (), enforce_calling_hours=False) is None
+    )
+    with pytest.raises(ValueError, match="aware"):
+        after_open_time(datetime(2026, 12, 7), 0, NINE_TO_FIVE, (LA,), enforce_calling_hours=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(instants, windows(), st.sampled_from(ZONE_SETS), st.integers(0, 2 * 3600))
+def test_open_time_matches_a_minute_scan(
+    start: datetime, w: CallingWindow, zones: tuple[str, ...], seconds: int
+) -> None:
+    start = start.replace(second=0)
+    seconds -= seconds % 60
+    found = after_open_time(start, seconds, w, zones, enforce_calling_hours=False)
+    if found is None:
+        assert w.timezone == "recipient"  # never open in its zones (or none known)
+        assert nxt(start, w, zones, enforce=False) is None
+        return
+    # Every boundary is on a whole minute: count the open minutes from start to found.
+    assert oracle(found, w, zones, False)
+    minute, open_s = start, 0
+    while minute < found:
+        open_s += 60 if oracle(minute, w, zones, False) else 0
+        minute += timedelta(minutes=1)
+    assert open_s == seconds
