@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -19,6 +19,7 @@ from common.calls.admission import Admission
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
 from common.calls.models import IdempotencyClaim, StoredAnswer, canonical_json
 from common.calls.request import RequestRules
+from common.calls.views import Timestamp
 from common.campaigns.csv_rows import CsvRejected, parse_csv
 from common.campaigns.model import RECIPIENT_STATES
 from common.campaigns.request import (
@@ -151,20 +152,157 @@ class CampaignBody(BaseModel):
     invalid_rows: str = Field(default="reject", description='"reject" (default) or "skip"')
 
 
-class CampaignAnswer(BaseModel):
-    model_config = ConfigDict(extra="allow")
+# The answers' shapes, as CampaignRecord.to_json and RecipientRecord.to_json write them
+# (closed: a field added there and not here fails the document's checks, tests/reliability).
+RecipientState = Literal[
+    "pending",
+    "waiting_window",
+    "calling",
+    "completed",
+    "busy",
+    "no_answer",
+    "voicemail",
+    "failed",
+    "dnc",
+    "invalid",
+    "canceled",
+]
+assert get_args(RecipientState) == RECIPIENT_STATES  # noqa: S101 - one list, read at import
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
-    status: str
-    campaign: dict[str, Any]
+
+class CampaignCounts(BaseModel):
+    """Its recipients by state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pending: int
+    waiting_window: int
+    calling: int
+    completed: int
+    busy: int
+    no_answer: int
+    voicemail: int
+    failed: int
+    dnc: int
+    invalid: int
+    canceled: int
+
+
+class CampaignPacing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calls_per_second: float
+    max_concurrent: int
+
+
+class CampaignWindow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(description="HH:MM, local time")
+    end: str = Field(description="HH:MM, local time (not included)")
+    days: list[DayName]
+    timezone: str = Field(description='"recipient" (the number\'s own zones) or an IANA name')
+
+
+class CampaignRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on: list[str] = Field(description="The call statuses tried again")
+    max_attempts: int
+    delay_s: float
+
+
+class CampaignView(BaseModel):
+    """A campaign: its status, its recipients' counts, its pace and its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str
+    name: str
+    status: Literal["scheduled", "running", "paused", "completed", "canceled"]
+    total: int = Field(description="Recipients, invalid ones included")
+    counts: CampaignCounts
+    attempts: int = Field(description="Attempts placed (a not_dialled one included)")
+    created_at: Timestamp
+    start_at: Timestamp
+    started_at: Timestamp | None
+    ended_at: Timestamp | None
+    achieved_calls_per_second: float | None
+    next_call_at: Timestamp | None
+    estimated_finish_at: Timestamp | None = Field(
+        description="A lower bound (see the README's Campaigns)"
+    )
+    defaults: dict[str, Any]
+    pacing: CampaignPacing
+    window: CampaignWindow
+    retry: CampaignRetry
+
+
+class RowProblem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    row: int = Field(description="The index in recipients, or a CSV's spreadsheet row")
+    field: str
+    error: str
+
+
+class CampaignAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["success"]
+    campaign_id: str
+    campaign: CampaignView
+    invalid_row_count: int | None = Field(
+        default=None, description="POST /campaigns: the rows skipped (invalid_rows=skip)"
+    )
+    invalid_rows: list[RowProblem] | None = Field(
+        default=None, description="POST /campaigns: the first of the rows skipped"
+    )
 
 
 class CampaignListAnswer(BaseModel):
-    campaigns: list[dict[str, Any]]
+    model_config = ConfigDict(extra="forbid")
+
+    campaigns: list[CampaignView]
     next_before: str | None
 
 
+class AttemptView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int
+    call_id: str | None = Field(description="Its call, once recorded")
+    status: str | None = Field(
+        description="How it ended: its call's status, not_dialled, dnc or invalid"
+    )
+    placed_at: Timestamp
+    ended_at: Timestamp | None
+
+
+class RecipientError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    error: str
+
+
+class RecipientView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipient: int = Field(description="Its index in the list (pass as after=)")
+    row: int = Field(description="The index in recipients, or a CSV's spreadsheet row")
+    phone_number: str
+    state: RecipientState
+    attempts: list[AttemptView]
+    next_attempt_at: Timestamp | None
+    errors: list[RecipientError]
+
+
 class RecipientsAnswer(BaseModel):
-    recipients: list[dict[str, Any]]
+    model_config = ConfigDict(extra="forbid")
+
+    recipients: list[RecipientView]
     next_after: int | None
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from common.calls.phone import (
     listed_forms,
     written_e164,
 )
+from common.calls.views import Timestamp
 from common.own_threads import OwnThreads
 from handlers.errors import HttpError
 from handlers.http import (
@@ -61,8 +62,23 @@ class DncRemoved(BaseModel):
     phone_number: str = Field(description="The number taken off the list, in E.164")
 
 
+class DncEntryView(BaseModel):
+    """A number on the list (DncEntry.to_json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone_number: str = Field(description="E.164")
+    source: Literal["api", "agent"] = Field(
+        description="POST /dnc, or the agent during a call (a callee who asked)"
+    )
+    call_id: str | None = Field(description="The call the agent was on")
+    added_at: Timestamp
+
+
 class DncList(BaseModel):
-    numbers: list[dict[str, Any]]
+    model_config = ConfigDict(extra="forbid")
+
+    numbers: list[DncEntryView]
     next_after: str | None
 
 
