@@ -27,7 +27,7 @@ class CampaignMethods:
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError
 
-    async def _count(self, program: Program[T]) -> T:
+    async def _read_aside(self, program: Program[T]) -> T:
         raise NotImplementedError
 
     def _now(self, now: float | None) -> float:
@@ -69,12 +69,12 @@ class CampaignMethods:
         return await self._run(cp.discard_given_up_upload(self.dialect, before, limit), write=True)
 
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
-        return await self._count(cp.get_campaign(self.dialect, campaign_id))
+        return await self._read_aside(cp.get_campaign(self.dialect, campaign_id))
 
     async def list_campaigns(
         self, *, limit: int = 50, before: Before | None = None
     ) -> list[CampaignRecord]:
-        return await self._count(cp.list_campaigns(self.dialect, limit, before))
+        return await self._read_aside(cp.list_campaigns(self.dialect, limit, before))
 
     async def claim_campaigns(
         self, now: float, lease_s: float, limit: int
@@ -119,8 +119,8 @@ class CampaignMethods:
     async def list_recipients(
         self, campaign_id: str, *, state: str | None, limit: int, after: int | None
     ) -> list[RecipientRecord]:
-        return await self._run(
-            cp.list_recipients(self.dialect, campaign_id, state, limit, after), write=False
+        return await self._read_aside(
+            cp.list_recipients(self.dialect, campaign_id, state, limit, after)
         )
 
     async def begin_attempt(
@@ -174,4 +174,4 @@ class CampaignMethods:
         return await self._run(cp.get_dnc(self.dialect, number), write=False)
 
     async def list_dnc(self, *, limit: int = 100, after: str | None = None) -> list[DncEntry]:
-        return await self._run(cp.list_dnc(self.dialect, limit, after), write=False)
+        return await self._read_aside(cp.list_dnc(self.dialect, limit, after))

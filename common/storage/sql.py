@@ -61,9 +61,10 @@ class SqlCallStore(CampaignMethods):
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError
 
-    async def _count(self, program: Program[T]) -> T:
-        """A read whose work grows with its table (counts over every call or recipient):
-        a backend may run it apart from the writes, so they do not wait for it."""
+    async def _read_aside(self, program: Program[T]) -> T:
+        """A read whose work grows with its table or its page (counts over every call or
+        recipient, pages of the API's lists): a backend may run it apart from the writes, so
+        they do not wait for it."""
         return await self._run(program, write=False)
 
     async def close(self) -> None:
@@ -94,18 +95,16 @@ class SqlCallStore(CampaignMethods):
     async def list_calls(
         self, *, status: Status | None = None, limit: int = 50, before: Before | None = None
     ) -> list[CallRecord]:
-        return await self._run(
-            programs.list_calls(self.dialect, status, limit, before), write=False
-        )
+        return await self._read_aside(programs.list_calls(self.dialect, status, limit, before))
 
     async def count_live(self) -> int:
         return await self._run(programs.count_live(self.dialect), write=False)
 
     async def count_pending_deliveries(self) -> int:
-        return await self._count(programs.count_pending_deliveries(self.dialect))
+        return await self._read_aside(programs.count_pending_deliveries(self.dialect))
 
     async def count_by_status(self) -> dict[str, int]:
-        return await self._count(programs.count_by_status(self.dialect))
+        return await self._read_aside(programs.count_by_status(self.dialect))
 
     async def apply(
         self,
@@ -217,7 +216,7 @@ class SqlCallStore(CampaignMethods):
         return await self._run(programs.next_delivery_at(self.dialect, unclaimed_at), write=False)
 
     async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]:
-        return await self._run(programs.list_deliveries(self.dialect, call_id), write=False)
+        return await self._read_aside(programs.list_deliveries(self.dialect, call_id))
 
     async def redeliver(self, delivery_id: int) -> WebhookDelivery | None:
         return await self._run(

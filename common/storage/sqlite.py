@@ -203,7 +203,7 @@ class SqliteCallStore(SqlCallStore):
         self.path = path
         self._worker = _Worker("calls-db", run_together=self._run_writes_together)
         self._conn: sqlite3.Connection | None = None
-        # Counts over whole tables run on a connection and thread of their own (see _count).
+        # Counts and list pages run on a connection and thread of their own (see _read_aside).
         self._counter: _Worker | None = None
         self._counter_conn: sqlite3.Connection | None = None
         self._closing = False
@@ -395,10 +395,12 @@ class SqliteCallStore(SqlCallStore):
         with _Transaction(conn):
             return _drive(conn, program)
 
-    async def _count(self, program: Program[T]) -> T:
+    async def _read_aside(self, program: Program[T]) -> T:
         """On a second connection, read-only, on a thread of its own: a count over every
         call took 75-145 ms at 1,000,000 calls, and on the one database thread every write
-        queued behind it (a call's intake, its webhooks) waited that long. SQLite lets go of
+        queued behind it (a call's intake, its webhooks) waited that long; a client polling
+        the API's pages (`GET /calls?limit=500` back to back) held the writes the same way,
+        page after page. SQLite lets go of
         the GIL while it steps, and WAL lets a reader run beside the writer; the reader sees
         what was committed when it started, as a read on the first connection would. A file
         removed or replaced under the server can no longer be opened again: its counts stay

@@ -478,7 +478,20 @@ COUNTS: dict[str, tuple[Any, Callable[[SqliteCallStore], Awaitable[Any]], Any]] 
     "count_pending_deliveries": (programs, lambda s: s.count_pending_deliveries(), 0),
     "get_campaign": (campaign_programs, lambda s: s.get_campaign("cmp-1"), None),
     "list_campaigns": (campaign_programs, lambda s: s.list_campaigns(), []),
+    # The API's pages: a client polling GET /calls?limit=500 held every write the same way.
+    "list_calls": (programs, lambda s: call_ids(s.list_calls()), ["call-000000000001"]),
+    "list_deliveries": (programs, lambda s: s.list_deliveries("call-000000000001"), []),
+    "list_recipients": (
+        campaign_programs,
+        lambda s: s.list_recipients("cmp-1", state=None, limit=10, after=None),
+        [],
+    ),
+    "list_dnc": (campaign_programs, lambda s: s.list_dnc(), []),
 }
+
+
+async def call_ids(page: Awaitable[list[CallRecord]]) -> list[str]:
+    return [call.call_id for call in await page]
 
 
 @pytest.mark.parametrize("count", list(COUNTS))
