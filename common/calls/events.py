@@ -31,7 +31,9 @@ CALL_DIALING = "call.dialing"
 CALL_RINGING = "call.ringing"
 CALL_ANSWERED = "call.answered"
 CALL_ENDED = "call.ended"
-CALL_REPORT = "call.report"  # the agent's final report (transcript, analysis) arrived
+# the agent's final report (transcript, analysis) arrived, or the call ended with no agent to
+# report on it (report_status "unavailable", with its call.ended)
+CALL_REPORT = "call.report"
 EVENT_TYPES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED, CALL_REPORT)
 STATUS_EVENTS = frozenset({CALL_RINGING, CALL_ANSWERED, CALL_ENDED})
 
@@ -61,6 +63,8 @@ def events_for_change(before: CallRecord, after: CallRecord) -> tuple[str, ...]:
         types.append(CALL_ANSWERED)
     if after.status in FINAL_STATUSES and before.status not in FINAL_STATUSES:
         types.append(CALL_ENDED)
+    if after.no_report and not before.no_report:
+        types.append(CALL_REPORT)
     return tuple(types)
 
 

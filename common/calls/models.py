@@ -18,7 +18,8 @@ from common.calls.outcomes import FINAL_STATUSES, CallState, Change, Status
 from common.contracts import CallReport, TranscriptTurn
 
 # How long after a call ended its agent's final report may still come (post-call analysis
-# runs after the call); after that, a call with none shows report_status "unavailable".
+# runs after the call); after that, a call with none shows report_status "unavailable" (at
+# once, a call no agent was dispatched to or joined: CallRecord.no_report).
 REPORT_WAIT_S = 600.0
 
 
@@ -202,6 +203,8 @@ class CallRecord:
     campaign_id: str | None = None
     deliveries_held: bool = False
     """Its customer webhook deliveries are not made yet (NewCall.hold_deliveries)."""
+    no_report: bool = False
+    """It ended with no agent to report on it (Change.no_report): no report will come."""
 
     @property
     def state(self) -> CallState:
@@ -221,10 +224,12 @@ class CallRecord:
         return tuple(self.report.transcript) if self.report is not None else self.turns
 
     def report_status(self, now: float) -> str:
-        """complete (the final report arrived), unavailable (the call ended over REPORT_WAIT_S
-        ago and the agent never reported), else pending."""
+        """complete (the final report arrived), unavailable (it ended with no agent to report
+        on it, or over REPORT_WAIT_S ago and the agent never reported), else pending."""
         if self.report is not None:
             return "complete"
+        if self.no_report:
+            return "unavailable"
         if self.ended_at is not None and self.ended_at < now - REPORT_WAIT_S:
             return "unavailable"
         return "pending"

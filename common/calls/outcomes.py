@@ -114,6 +114,9 @@ class Change:
     reason: str | None = None
     answered: bool = False
     ended_by: str | None = None
+    no_report: bool = False
+    """No agent can report on the call (none was dispatched to it, or none joined it): a
+    final change shows its report `unavailable` at once rather than after REPORT_WAIT_S."""
 
 
 def status_for_sip_code(code: int) -> Status | None:

@@ -151,15 +151,16 @@ def _fixed(change: Change) -> Decide:
     return decide
 
 
-def _failed(reason: str) -> Decide:
-    """The call could not be placed: failed, or canceled if a hang-up came first."""
+def _failed(reason: str, no_report: bool = False) -> Decide:
+    """The call could not be placed: failed, or canceled if a hang-up came first.
+    `no_report`: no agent was dispatched to it (Change.no_report)."""
 
     def decide(state: CallState) -> Change | None:
         if state.status in FINAL_STATUSES:
             return None
         if state.hangup_requested:
-            return Change(Status.CANCELED, "hung up through the API")
-        return Change(Status.FAILED, reason)
+            return Change(Status.CANCELED, "hung up through the API", no_report=no_report)
+        return Change(Status.FAILED, reason, no_report=no_report)
 
     return decide
 
@@ -258,7 +259,7 @@ def _no_agent(reason: str) -> Decide:
         over = state.status in FINAL_STATUSES or state.room_finished or state.callee_left
         if over or state.hangup_requested:  # ending already (a hang-up deletes the room)
             return None
-        return Change(Status.FAILED, reason, ended_by="system")
+        return Change(Status.FAILED, reason, ended_by="system", no_report=True)
 
     return decide
 
@@ -640,7 +641,8 @@ class CallService:
             )
         except LiveKitError as exc:
             exc.maybe_done = False  # a dispatch never dials
-            if (hung_up := await self._placement_failed(call_id, exc)) is not None:
+            # (no agent was dispatched: none will report on the call)
+            if (hung_up := await self._placement_failed(call_id, exc, no_agent=True)) is not None:
                 return hung_up
             raise
         try:
@@ -781,10 +783,12 @@ class CallService:
                 return hung_up
         raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
 
-    async def _placement_failed(self, call_id: str, exc: LiveKitError) -> CallRecord | None:
+    async def _placement_failed(
+        self, call_id: str, exc: LiveKitError, *, no_agent: bool = False
+    ) -> CallRecord | None:
         """Settled failed, or canceled if a hang-up through the API came first: then the
         call, which its placer is answered (200, as its hanger-up was) rather than the error
-        (see _hung_up_first)."""
+        (see _hung_up_first). `no_agent`: its agent was never dispatched (no report comes)."""
         self.metrics.calls_placed.labels(result="failed").inc()
         hung_up = None
         # A LiveKit down fails every call: once a minute per kind of failure, with how many
@@ -801,7 +805,7 @@ class CallService:
             applied = await self._settle(
                 call_id,
                 "placement_failed",
-                _failed(exc.reason),
+                _failed(exc.reason, no_report=no_agent),
                 detail={"reason": exc.reason, "sip_status": exc.sip_status},
                 release_refused=True,  # never dialled: freed with it (_listed_while_placing)
             )

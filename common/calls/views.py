@@ -132,7 +132,8 @@ class CallView(CallSummary):
         Literal["pending", "complete", "unavailable"],
         Field(
             description="complete once the agent's final report arrived; unavailable when it "
-            "never did"
+            "never did (10 minutes after the end), or at once when the call ended with no agent "
+            "to report on it (its dispatch failed, or no agent joined; `reason` says which)"
         ),
     ]
     personal_data_erased_at: Annotated[

@@ -151,6 +151,7 @@ def row_to_call(
         webhook_url=row["webhook_url"],
         campaign_id=row["campaign_id"],
         deliveries_held=bool(row["deliveries_held"]),
+        no_report=bool(row["no_report"]),
     )
 
 
@@ -363,8 +364,8 @@ _LISTED_COLUMNS = (
     "call_id, phone_number, caller_name, language, emotion, status, outcome, reason, answered,"
     " hangup_requested, created_at, answered_at, ended_at, updated_at, ringing_timeout_s,"
     " max_duration_s, room_finished_at, callee_left_at, dial_started_at, sandbox_instance, amd,"
-    " ended_by, data_erased_at, webhook_url, campaign_id, deliveries_held, NULL AS config,"
-    " NULL AS report"
+    " ended_by, data_erased_at, webhook_url, campaign_id, deliveries_held, no_report,"
+    " NULL AS config, NULL AS report"
 )
 
 
@@ -482,7 +483,8 @@ def apply(
             " outcome = CASE WHEN ? = 1 THEN ? ELSE outcome END,"
             " ended_at = CASE WHEN ? = 1 THEN ? ELSE ended_at END,"
             " answered = CASE WHEN ? = 1 THEN 1 ELSE answered END,"
-            " answered_at = CASE WHEN ? = 1 AND answered_at IS NULL THEN ? ELSE answered_at END"
+            " answered_at = CASE WHEN ? = 1 AND answered_at IS NULL THEN ? ELSE answered_at END,"
+            " no_report = CASE WHEN ? = 1 THEN 1 ELSE no_report END"
             " WHERE call_id = ? RETURNING *",
             (
                 change.status.value,
@@ -496,6 +498,7 @@ def apply(
                 int(change.answered),
                 int(change.answered),
                 now if answered_at is None else answered_at,
+                int(final and change.no_report),
                 call_id,
             ),
         )
@@ -1160,7 +1163,7 @@ def record_report(
     nothing. Nothing moves a final status.
     """
     # What the report needs of its call (`apply` reads the whole row when it changes it).
-    columns = "call_id, status, created_at, phone_number, data_erased_at, report_at"
+    columns = "call_id, status, created_at, phone_number, data_erased_at, report_at, no_report"
     rows = yield Query(
         f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
         (report.call_id,),
@@ -1168,9 +1171,10 @@ def record_report(
     if not rows:
         return Applied(unknown_call=True)
     call = rows[0]
-    if call["report_at"] is not None and report.kind in ("amd", "final"):
+    if (call["report_at"] is not None or call["no_report"]) and report.kind in ("amd", "final"):
         # The call's final report is in: it stands, with the verdict it was made with. A
-        # later one (another seq) would rewrite what the customer was already sent.
+        # later one (another seq) would rewrite what the customer was already sent. So does
+        # a call's end with no agent to report (its call.report said "unavailable").
         return Applied(duplicate=True)
     if call["data_erased_at"] is not None and report.kind in ("turn", "amd", "final"):
         # The retention already erased this call's conversation: keep none of it now (the

@@ -26,9 +26,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from common.contracts import AgentReport
 from common.notify import deliveries
 from common.storage.base import DatabaseError
-from handlers.keys import EVENTS, STORE, WEBHOOKS
+from handlers.keys import CALLS, EVENTS, STORE, WEBHOOKS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -280,6 +281,56 @@ async def test_a_call_refused_before_its_dial_tells_the_receiver_nothing(
     assert receiver.types(rang) == ["call.dialing", "call.ended"]
     assert receiver.types(placed)[0] == "call.dialing"
     assert await client.app[STORE].count_pending_deliveries() == 0
+
+
+async def test_a_call_no_agent_can_report_on_says_so_at_once(
+    start_app_on_each_database: AppFactory, receivers: Any
+) -> None:
+    """A call no agent joined (0404: no worker took its dispatch; the server ended it) or
+    whose agent was never dispatched (LiveKit refused the dispatch) showed report_status
+    `pending` for 10 minutes, then `unavailable` with no event ever: a client polling GET
+    or waiting for call.report waited for nothing. It says `unavailable` as it ends, and its
+    receiver gets call.report once, with it, after its call.ended."""
+    receiver = await receivers()
+    client = await webhook_app(start_app_on_each_database, receiver.url, sandbox_time_scale=0.05)
+    call_id = await place(client, {"phone_number": "+14155550404"})
+
+    async def ended() -> bool:
+        shown = await (await client.get(f"/calls/{call_id}")).json()
+        return bool(shown["status"] == "failed")
+
+    await wait_for(ended, timeout=10)
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["reason"].startswith("no agent joined the call")
+    assert shown["report_status"] == "unavailable"
+    await settle(client)
+    types = receiver.types(call_id)
+    assert types[0] == "call.dialing" and types[-2:] == ["call.ended", "call.report"], types
+    assert types.count("call.report") == 1
+    end, report = (
+        json.loads(next(r for r in receiver.got if r.type == kind and r.call_id == call_id).body)
+        for kind in ("call.ended", "call.report")
+    )
+    assert set(report) == {"type", "timestamp", "data"}
+    assert set(report["data"]) == set(end["data"])  # the call, as call.ended shows it
+    assert report["data"]["report_status"] == end["data"]["report_status"] == "unavailable"
+    assert report["data"]["status"] == "failed" and report["data"]["summary"] is None
+    # A final report that comes anyway changes nothing the receiver was told.
+    late = {"call_id": call_id, "seq": 0, "kind": "final", "at": time.time(), "final": {}}
+    assert (await client.app[CALLS].record_reports([AgentReport.model_validate(late)]))[0].duplicate
+    assert (await (await client.get(f"/calls/{call_id}")).json())["report_status"] == "unavailable"
+
+    client.app[SANDBOX].inject("CreateDispatch", error=TwirpError("unavailable", "x"), times=1)
+    refusal = await client.post("/calls/outbound", json={"phone_number": "+14155557702"})
+    assert refusal.status == 503
+    refused_id = (await (await client.get("/calls?limit=1")).json())["calls"][0]["call_id"]
+    refused = await (await client.get(f"/calls/{refused_id}")).json()
+    assert (refused["status"], refused["report_status"]) == ("failed", "unavailable")
+    answered = await place(client, {"phone_number": "+14155550480", "ringing_timeout_s": 5})
+    await settle(client)
+    shown = await (await client.get(f"/calls/{answered}")).json()
+    assert shown["status"] == "no_answer"  # its agent joined: its report is awaited, as before
+    assert shown["report_status"] in ("pending", "complete")
 
 
 async def test_a_calls_first_event_goes_out_as_soon_as_livekit_took_its_dial(

@@ -44,8 +44,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 19
-    assert len(migrations_for("sqlite")) == 19
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 20
+    assert len(migrations_for("sqlite")) == 20
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -212,6 +212,7 @@ async def test_calls_of_the_last_minute_count_for_the_rate_after_the_upgrade(
         "ALTER TABLE calls DROP COLUMN sandbox_instance;"
         "ALTER TABLE deliveries DROP COLUMN round_start;"
         "ALTER TABLE calls DROP COLUMN deliveries_held;"
+        "ALTER TABLE calls DROP COLUMN no_report;"
         "PRAGMA user_version = 7;"
     )
     conn.close()
