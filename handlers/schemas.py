@@ -103,7 +103,10 @@ class DeliveryView(BaseModel):
         description="The earlier pending delivery of the same call to the same URL that this"
         " one waits for: a call's events reach a URL in order"
     )
-    delivered_at: Timestamp | None
+    delivered_at: Timestamp | None = Field(
+        description="When it was delivered (none while pending: a redelivered one has none"
+        " until it is delivered again)"
+    )
     created_at: Timestamp
 
     @classmethod

@@ -1555,9 +1555,12 @@ def list_deliveries(d: Dialect, call_id: str) -> Program[list[WebhookDelivery]]:
 
 def redeliver(d: Dialect, delivery_id: int, now: float) -> Program[WebhookDelivery | None]:
     """Send a delivery again (same webhook-id), whatever became of it. A send in flight (its
-    claim still held) is that send: the claim stays, so no second copy goes out beside it."""
+    claim still held) is that send: the claim stays, so no second copy goes out beside it.
+    Pending again, it is not delivered: its delivered_at goes until it is delivered again
+    (a redelivered one showed "pending" beside its earlier delivery's time)."""
     rows = yield Query(
         "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, round_start = attempts,"
+        " delivered_at = NULL,"
         " claimed_until = CASE WHEN state = 'pending' AND claimed_until > ?"
         " THEN claimed_until ELSE 0 END"
         " WHERE id = ? RETURNING id",

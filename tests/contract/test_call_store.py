@@ -1130,6 +1130,28 @@ async def test_the_purge_keeps_a_delivery_redelivered_while_it_runs(
     assert await store.list_deliveries(sent.call_id) == []
 
 
+async def test_a_redelivered_delivery_is_not_shown_delivered_until_it_is_again(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A delivered delivery redelivered was answered (and listed) `pending` beside the time
+    of its earlier delivery, as if delivered: pending, it has no delivered_at until its next
+    success, which gives its own time."""
+    await store.create_call(dataclasses.replace(new_call(), webhook_url="https://e.com/h"))
+    (sent,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    await store.record_delivery(sent.id, DeliveryOutcome("delivered", 204))
+    (delivered,) = await store.list_deliveries(sent.call_id)
+    assert (delivered.state, delivered.delivered_at) == ("delivered", clock.now)
+    clock.advance(60)
+    queued = await store.redeliver(sent.id)
+    assert queued is not None and (queued.state, queued.delivered_at) == ("pending", None)
+    assert await store.list_deliveries(sent.call_id) == [queued]
+    (again,) = await store.claim_due_deliveries(clock.now, 20, 10)
+    await store.record_delivery(again.id, DeliveryOutcome("delivered", 204))
+    (redelivered,) = await store.list_deliveries(sent.call_id)
+    assert (redelivered.state, redelivered.delivered_at) == ("delivered", clock.now)
+    assert redelivered.attempts == 2
+
+
 async def test_a_redeliver_during_a_failing_send_starts_a_new_round(
     store: CallStore, clock: FakeClock
 ) -> None:
