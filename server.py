@@ -74,7 +74,7 @@ from handlers import (
 )
 from handlers.body_reads import BodyReads
 from handlers.errors import errors_as_json
-from handlers.http import answers_sent_in_time, unread_compressed_bodies_close
+from handlers.http import answers_sent_in_time, shown_status, unread_compressed_bodies_close
 from handlers.keys import (
     BODY_READS,
     CALLS,
@@ -121,7 +121,8 @@ async def count_requests(request: web.Request, handler: Any) -> web.StreamRespon
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     method = request.method if request.method in COUNTED_METHODS else "other"
-    request.app[METRICS].requests.labels(route, method, str(response.status)).inc()
+    code = shown_status(request, response.status)  # 200-aborted: it never reached its client
+    request.app[METRICS].requests.labels(route, method, code).inc()
     return response
 
 
@@ -353,9 +354,9 @@ def create_app(
 
     app = web.Application(
         middlewares=[
+            count_requests,  # around the send: an answer it aborted is counted so
             answers_sent_in_time,
             unread_compressed_bodies_close,
-            count_requests,
             errors_as_json,
         ],
         client_max_size=MAX_WEBHOOK_BYTES,

@@ -37,6 +37,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
 from common.masking import redact
+from handlers.http import ANSWER_ABORTED, shown_status
 from handlers.keys import QUIET_ROUTES, REFUSALS
 
 ACCESS_LOGGER = "aiohttp.access"
@@ -183,11 +184,14 @@ class CallsAccessLogger(AccessLogger):
         """aiohttp's fields of the line, each text cut at MAX_FIELD_CHARS (a field of quotes
         every 299 characters got past a cut made on the written line)."""
         # Credentials out before the cut: cut first, a token across it was logged up to it.
+        # An answer that never reached its client shows `<status>-aborted` (ANSWER_ABORTED).
         return [
             (
                 key,
                 _clipped(hide_credentials(value), MAX_FIELD_CHARS)
                 if isinstance(value, str)
+                else shown_status(request, value)
+                if key == "response_status" and request.get(ANSWER_ABORTED)
                 else value,
             )
             for key, value in super()._format_line(request, response, time)
@@ -199,11 +203,12 @@ class CallsAccessLogger(AccessLogger):
             return  # the parser refused it: at DEBUG only, as its own line is
         if self.logger.isEnabledFor(logging.DEBUG) or not _from_machine(request):
             super().log(request, response, time)
-        elif not 200 <= status < 300:  # a refusal (forged, by the thousand) or a failure
+        elif not 200 <= status < 300 or request.get(ANSWER_ABORTED):
+            # a refusal (forged, by the thousand), a failure, or an answer never sent
             # Once a minute per route and status, per server (the app's REFUSALS): aiohttp
             # makes a logger per connection, and LiveKit and the agents open new ones.
             assert isinstance(request, web.Request)  # noqa: S101 - routed, as _from_machine says
-            suffix = request.app[REFUSALS].due(f"{request.path} {status}")
+            suffix = request.app[REFUSALS].due(f"{request.path} {shown_status(request, status)}")
             if suffix is not None:
                 self._log_with(suffix, request, response, time)
 

@@ -35,6 +35,15 @@ T = TypeVar("T")
 BODY_READ_TIMEOUT_S = 30.0
 # How long an answer may take to be taken by its client, once it is ready.
 ANSWER_SEND_TIMEOUT_S = 30.0
+# Set on a request whose answer did not reach its client (dropped after ANSWER_SEND_TIMEOUT_S,
+# or the client gone): its access line and http_requests_total say `<status>-aborted`.
+ANSWER_ABORTED = web.RequestKey("answer_aborted", bool)
+
+
+def shown_status(request: web.BaseRequest, status: int) -> str:
+    """`status` as the access log and http_requests_total show it: `200`, or `200-aborted`
+    for an answer that never reached its client (ANSWER_ABORTED)."""
+    return f"{status}-aborted" if request.get(ANSWER_ABORTED) else str(status)
 
 
 @dataclass(frozen=True)
@@ -352,10 +361,11 @@ async def answers_sent_in_time(
                 await response.prepare(request)
                 await response.write_eof()
         except TimeoutError:
+            request[ANSWER_ABORTED] = True
             if request.transport is not None:
                 request.transport.abort()  # close() would wait for the client to read it all
         except ConnectionError:  # the client left: aiohttp's own write of it says so
-            pass
+            request[ANSWER_ABORTED] = True
     return response
 
 

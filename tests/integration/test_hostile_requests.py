@@ -20,7 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import AppFactory
-from tests.helpers import SEED_TEST_BODY
+from tests.helpers import SEED_TEST_BODY, wait_for
 from tests.integration.test_webhooks import quiet_app, sign
 from tests.processes import ServerProcess
 
@@ -534,6 +534,78 @@ async def test_a_client_that_reads_no_answer_loses_its_connection(
         writer.close()
     assert dropped, "the connection was still open"
     await still_serving(client)
+
+
+async def test_an_answer_dropped_unread_is_not_logged_or_counted_as_sent(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer whose connection was dropped after ANSWER_SEND_TIMEOUT_S (above) was
+    access-logged `200` and counted code="200" in http_requests_total, as if its client had
+    it. It is logged and counted `200-aborted`; the answers the client did take stay `200`."""
+    import socket
+
+    from handlers import http
+
+    monkeypatch.setattr(http, "ANSWER_SEND_TIMEOUT_S", 0.5, raising=False)
+    client = await start_app()
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200)
+        await writer.drain()
+
+        async def logged_aborted() -> bool:
+            return any("aborted" in r.getMessage() for r in caplog.records)
+
+        await wait_for(logged_aborted, timeout=10)
+    finally:
+        writer.close()
+    lines = [r.getMessage() for r in caplog.records if "/openapi.json" in r.getMessage()]
+    aborted = [line for line in lines if '" 200-aborted ' in line]
+    assert len(aborted) == 1, lines
+    assert all('" 200 ' in line for line in lines if line not in aborted)
+    metrics = await (await client.get("/metrics")).text()
+    aborted_count = 'http_requests_total{code="200-aborted",method="GET",route="/openapi.json"}'
+    assert f"{aborted_count} 1.0" in metrics.splitlines()
+    await still_serving(client)
+
+
+async def test_an_answer_whose_client_left_is_not_logged_or_counted_as_sent(
+    tmp_path: Path,
+) -> None:
+    """A real server process (the test server cancels a handler whose client left; a server
+    as users run it finishes it): a client that sent its call and left before the answer was
+    access-logged and counted `200`, an answer nobody got. Both say `200-aborted`."""
+    env = {
+        "CONFIG_PATH": str(tmp_path / "config.json"),
+        "CALLS_DB_PATH": str(tmp_path / "calls.db"),
+    }
+    server = ServerProcess(tmp_path, "server", env)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await server.wait_ready(session)
+            body = json.dumps(SEED_TEST_BODY).encode()
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(post_head("/calls/outbound", body) + b"\r\n" + body)
+            await writer.drain()
+            writer.close()  # gone before the call is placed and answered
+
+            async def placed() -> bool:
+                return "POST /calls/outbound" in server.logs()
+
+            await wait_for(placed, timeout=10)
+            async with session.get(f"{server.url}/metrics") as resp:
+                metrics = (await resp.text()).splitlines()
+        (line,) = [x for x in server.logs().splitlines() if "POST /calls/outbound" in x]
+        assert '" 200-aborted ' in line, line
+        counted = 'http_requests_total{code="200-aborted",method="POST",route="/calls/outbound"}'
+        assert f"{counted} 1.0" in metrics, [m for m in metrics if "outbound" in m]
+    finally:
+        server.stop()
 
 
 async def test_a_key_given_twice_is_a_400(start_app: AppFactory) -> None:
