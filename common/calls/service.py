@@ -469,6 +469,9 @@ class CallService:
     # Calls dialled by this server whose agent is awaited (AGENT_JOIN_TIMEOUT_S): True once
     # it showed itself here (a report, its participant_joined).
     _agent_awaited: dict[str, bool] = field(default_factory=dict)
+    # Their waits, stopped as each call settles (a wait held a task up to AGENT_JOIN_TIMEOUT_S
+    # after its call ended, to find it over: many short calls piled them up).
+    _agent_waits: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
@@ -969,6 +972,13 @@ class CallService:
 
         async def check() -> None:
             try:
+                await wait_or_check()
+            finally:
+                if self._agent_waits.get(call_id) is asyncio.current_task():
+                    del self._agent_waits[call_id]
+
+        async def wait_or_check() -> None:
+            try:
                 await asyncio.sleep(timeout_s * self.settings.time_scale)
             finally:
                 seen = self._agent_awaited.pop(call_id, False)
@@ -992,7 +1002,16 @@ class CallService:
                     return
                 await asyncio.sleep(retry_s)
 
-        self._spawn(check(), f"agent-join-{call_id}")
+        self._agent_waits[call_id] = self._spawn(check(), f"agent-join-{call_id}")
+
+    def _stop_awaiting_agent(self, call_id: str) -> None:
+        """The call settled: its wait for an agent (if any, and not this task) ends now."""
+        wait = self._agent_waits.get(call_id)
+        if wait is None or wait is asyncio.current_task():
+            return
+        del self._agent_waits[call_id]
+        self._agent_awaited.pop(call_id, None)
+        wait.cancel()
 
     def _agent_seen(self, call_id: str) -> None:
         if call_id in self._agent_awaited:
@@ -1094,8 +1113,11 @@ class CallService:
         return applied
 
     def _publish(self, call_id: str, applied: Applied) -> None:
-        """A committed change's events, and the news of deliveries held until its dial."""
+        """A committed change's events, and the news of deliveries held until its dial; a
+        call that settled waits for no agent any more."""
         self.events.publish(applied.events)
+        if applied.after is not None and applied.after.is_final:
+            self._stop_awaiting_agent(call_id)
         if applied.released and self.wake_deliveries is not None:
             self.wake_deliveries(call_id)
 
@@ -1134,10 +1156,11 @@ class CallService:
 
         self._spawn(close(), f"{CLOSE_ROOM}{call_id}")
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def settle_at_stop(self) -> int:
         """As the server stops, its calls still live. In its embedded sandbox they end with it:

@@ -668,6 +668,35 @@ async def test_a_call_whose_agent_is_there_is_left_alone(
     assert lists == (1 if asked else 0)
 
 
+async def test_the_wait_for_an_agent_stops_when_its_call_ends(start_app: AppFactory) -> None:
+    """Each dialled call waits AGENT_JOIN_TIMEOUT_S for its agent: the wait of a call that
+    ended sooner (busy, hung up) went on to its end, found the call over and did nothing,
+    holding a task that long per call (20 s each: many short calls piled them up). It stops
+    as the call settles; a live call's wait goes on."""
+    client = await start_app(agent_join_timeout_s=600.0)  # x the time scale 0.01: 6 s
+    service = client.app[CALLS]
+
+    def waits() -> list[str]:
+        return [t.get_name() for t in service._background if t.get_name().startswith("agent-")]
+
+    ended = [await place(client, "+14155550486") for _ in range(5)]
+    live = await place(client, "+14155550480")  # rings for its 30 s (0.3 s) first
+    for call_id in ended:
+        assert (await wait_final(client, call_id))["status"] == "busy"
+
+    async def only_the_live_call_waits() -> bool:
+        return waits() == [f"agent-join-{live}"]
+
+    await wait_for(only_the_live_call_waits, timeout=5)
+    assert set(service._agent_waits) <= {live} and set(service._agent_awaited) <= {live}
+    assert (await wait_final(client, live))["status"] == "no_answer"
+
+    async def none_waits() -> bool:
+        return not waits() and not service._agent_waits and not service._agent_awaited
+
+    await wait_for(none_waits, timeout=5)
+
+
 @pytest.mark.parametrize(("join_timeout_s", "answered"), [(20.0, True), (1.0, False)])
 async def test_a_call_no_agent_came_to_says_whether_its_callee_had_answered(
     start_app: AppFactory, join_timeout_s: float, answered: bool
