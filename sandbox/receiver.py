@@ -105,7 +105,17 @@ def main(argv: list[str] | None = None) -> None:
         parse_secret(args.secret)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(serve(args.secret, args.host, args.port))
+    if not 0 <= args.port <= 65535:  # a traceback from the bind, before
+        parser.error("--port must be between 0 and 65535")
+    try:
+        asyncio.run(serve(args.secret, args.host, args.port))
+    except OSError as exc:  # the port taken (the README's 9000), the address not this machine's
+        reason = exc.strerror or exc
+        print(
+            f"cannot listen on {args.host}:{args.port}: {reason} (give another --port or --host)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""`python -m sandbox.receiver`'s command line, as the README runs it (`--port 9000`): a port
+it cannot take is one line and exit 2, as `python -m sandbox` says it (it was a traceback)."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import run_to_end
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    return run_to_end(
+        [sys.executable, "-m", "sandbox.receiver", "--secret", SECRET, *args], ROOT, env, 30
+    )
+
+
+def test_a_port_in_use_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run("--port", str(port))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
+    done = run("--port", port)
+    assert done.returncode == 2
+    assert "--port must be between 0 and 65535" in done.stderr
+    assert "Traceback" not in done.stderr
