@@ -782,9 +782,11 @@ def _refuse_a_config_path_not_json(path: Path) -> None:
     text = head.decode(json.detect_encoding(head), errors="ignore").lstrip("\ufeff \t\r\n")
     if text and not text.startswith("{"):
         raise SettingsError(
-            f"CONFIG_PATH ({path}) names a file that is not a JSON object (not config.json):"
-            " the first call's config write would set it aside and write JSON in its place."
-            " Point CONFIG_PATH at config.json, or at a file that does not exist yet"
+            f"CONFIG_PATH ({path}) names a file that is not a JSON object: the first call's"
+            " config write would set it aside and write JSON in its place. If it is this"
+            " server's config.json, broken by an edit, fix it or move it aside (a new one is"
+            " written); else point CONFIG_PATH at config.json, or at a file that does not exist"
+            " yet"
         )
 
 

@@ -783,6 +783,26 @@ def test_config_path_naming_a_file_that_is_no_json_object_stops_start_up(
     assert path.read_text() == text
 
 
+@pytest.mark.parametrize("text", ["[]", "null", '// my note\n{"caller_name": "x"}'])
+def test_a_config_json_broken_by_hand_is_told_how_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """The server's own config.json, edited by hand into something that is no JSON object (a
+    note above it, its object replaced): the line said it was "not config.json" and to "point
+    CONFIG_PATH at config.json", which it was, the default."""
+    monkeypatch.chdir(tmp_path)
+    Path("config.json").write_text(text)
+    with pytest.raises(SettingsError) as refused:
+        settings_from_env({})
+    message = str(refused.value)
+    assert message.startswith("CONFIG_PATH (config.json) names a file that is not a JSON object")
+    assert "(not config.json)" not in message
+    assert "If it is this server's config.json, broken by an edit, fix it or move it aside" in (
+        message
+    )
+    assert Path("config.json").read_text() == text
+
+
 @pytest.mark.parametrize(
     "text", ["", "  \n", '{"caller_name": "x"}', '\ufeff {"calls": {}}', '{"calls": {"cut sh']
 )
