@@ -81,3 +81,15 @@ def test_its_keys_are_read_from_dotenv_as_the_server_reads_them(tmp_path: Path) 
     assert broken.returncode == 2
     assert "line 1 (LIVEKIT_API_SECRET) cannot be parsed" in broken.stderr
     assert "never closed" not in broken.stderr and "Traceback" not in broken.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:8000/webhooks/livekit", "127.0.0.1:8000", "ftp://127.0.0.1/x", "http://"]
+)
+def test_a_webhook_url_that_is_no_http_url_is_a_usage_error(url: str) -> None:
+    """It was taken, then every webhook of every call failed and was dropped after 5 attempts
+    (a WARNING each, 'NonHttpUrlClientError'): no call settled by its webhooks."""
+    done = run("--port", "0", "--webhook-url", url)
+    assert done.returncode == 2
+    assert "--webhook-url must be an http:// or https:// URL with a host" in done.stderr
+    assert "Traceback" not in done.stderr
