@@ -80,6 +80,35 @@ _HOST_LIST = re.compile(rf"{_HOST}(?:,{_HOST})*")
 _UNPARSED = "DATABASE_URL"
 
 
+_DOES_NOT_PARSE = (
+    "DATABASE_URL does not parse (percent-encode / # ? @ : in the user name and password)"
+)
+
+
+def _refused(dsn: str, exc: Exception) -> str:
+    """What asyncpg refuses in a URL (`sslmode=required`: "`sslmode` parameter must be one
+    of: disable, ..."), the URL masked; it was said to "not parse", a password's characters
+    to blame. A URL that does not read as one, or a refusal quoting a secret of it, gets the
+    line that says nothing of it."""
+    shown, text = masked(dsn), str(exc)
+    if shown == _UNPARSED or any(secret in text for secret in _secrets(dsn)):
+        return _DOES_NOT_PARSE
+    return f"{shown} is refused: {text}"
+
+
+def _secrets(dsn: str) -> list[str]:
+    """The password and the values of secret query parameters in `dsn`, as written and
+    decoded."""
+    parts = urlsplit(dsn)
+    userinfo, _at, _hosts = parts.netloc.rpartition("@")
+    found = [userinfo.partition(":")[2]]
+    for piece in parts.query.split("&"):
+        name, _equals, value = piece.partition("=")
+        if secret_parameter(name):
+            found.append(value)
+    return [text for secret in found if secret for text in (secret, unquote_plus(secret))]
+
+
 def secret_parameter(name: str) -> bool:
     """A URL query parameter whose value is a secret: asyncpg reads `password` and
     `sslpassword`, and sends any name it does not know to the server as a setting, so any
@@ -179,11 +208,10 @@ class PostgresCallStore(SqlCallStore):
                     "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000))
                 },
             )
+        except asyncpg.ClientConfigurationError as exc:  # `sslmode=required`: a parameter
+            raise DatabaseError(_refused(dsn, exc)) from None
         except ValueError:  # the URL does not parse: its text may quote the password
-            raise DatabaseError(
-                "DATABASE_URL does not parse (percent-encode / # ? @ : in the user name and "
-                "password)"
-            ) from None
+            raise DatabaseError(_DOES_NOT_PARSE) from None
         except OverflowError:  # a port past 65535, which asyncpg passes on to connect()
             raise DatabaseError(
                 f"cannot connect to {masked(dsn)}: a port in it is past 65535"

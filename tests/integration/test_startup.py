@@ -197,6 +197,40 @@ def test_a_database_url_that_does_not_parse_never_shows_its_password(tmp_path: P
     assert "S3cret" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("sslmode=required", "`sslmode` parameter must be one of: disable, allow, prefer, require"),
+        ("target_session_attrs=primary-only", "target_session_attrs is expected to be one of"),
+    ],
+)
+def test_a_database_url_parameter_asyncpg_refuses_is_named(
+    tmp_path: Path, query: str, says: str
+) -> None:
+    """`?sslmode=required` (libpq's is `require`) was said to "not parse", and to
+    percent-encode the user name and password, which were fine."""
+    done = run_server(
+        tmp_path, DATABASE_URL=f"postgresql://app:Sup3rS3cret@127.0.0.1:1/calls?{query}"
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        "the calls database (DATABASE_URL) cannot be used:"
+        f" postgresql://app:***@127.0.0.1:1/calls?{query} is refused: {says}" in done.stderr
+    )
+    assert "does not parse" not in done.stderr
+    assert "S3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_refusal_quoting_a_secret_of_the_url_is_not_shown() -> None:
+    from asyncpg import ClientConfigurationError
+
+    from common.storage.postgres import _refused
+
+    dsn = "postgresql://app@db/calls?sslpassword=S3cret&sslmode=x"
+    refused = _refused(dsn, ClientConfigurationError("cannot use key with S3cret"))
+    assert "S3cret" not in refused and "does not parse" in refused
+
+
 def test_a_database_url_with_a_port_past_65535_stops_start_up_in_one_line(
     tmp_path: Path,
 ) -> None:
