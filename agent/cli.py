@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -63,6 +64,32 @@ def missing_settings(settings: Settings, command: str) -> list[str]:
         "CARTESIA_API_KEY": bool(settings.cartesia_api_key),
     }
     return [name for name in REQUIRED_SETTINGS.get(command, ()) if not present[name]]
+
+
+# The port of livekit-agents' health/status server under `start` (AgentServer's production
+# default; `dev` takes any free one).
+HEALTH_PORT = 8081
+
+
+def health_port_problem(host: str, port: int = HEALTH_PORT) -> str | None:
+    """Why `start`'s health/status server cannot listen on `host`:`port`, or None. Taken (a
+    second worker on the host), livekit-agents logged 'worker failed' with a traceback in a
+    JSON line and exited 0: a supervisor restarting failed workers left it down."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            probe.bind(address)
+    except OSError as exc:
+        return (
+            f"cannot listen on {host or '*'}:{port} (the worker's health/status server):"
+            f" {exc.strerror or exc}; is another agent worker running on this host?"
+            " (AGENT_HTTP_HOST sets its address)"
+        )
+    return None
 
 
 def start_warnings(settings: Settings) -> list[str]:
@@ -285,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+
+    if command == "start" and "--help" not in args:
+        problem = health_port_problem(settings.agent_http_host)
+        if problem is not None:
+            print(f"agent: {problem}", file=sys.stderr)
+            return EXIT_USAGE
 
     # Imported here so `describe` and the checks above never load livekit-agents.
     from agent.worker import run_worker

@@ -6,8 +6,10 @@ working directory tmp_path (so no developer `.env` is picked up).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -287,6 +289,36 @@ def test_a_model_amd_was_not_evaluated_with_is_said_once_at_start_not_on_every_c
     for evaluated in ("gpt-4.1-mini", "GPT-4o", "openai/gpt-4.1"):
         assert amd_evaluated(evaluated)
         assert not any(said in w for w in start_warnings(Settings(openai_model=evaluated)))
+
+
+def test_start_with_its_health_port_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A second worker on the host (8081 taken): livekit-agents logged 'worker failed' with a
+    traceback and exited 0, so a supervisor restarting failed workers left it down."""
+    from agent.cli import HEALTH_PORT
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # taken already by another program: the same case
+            taken.bind(("127.0.0.1", HEALTH_PORT))
+            taken.listen()
+        proc = run_agent(
+            ["start"],
+            tmp_path,
+            LIVEKIT_URL="ws://127.0.0.1:1",
+            LIVEKIT_API_KEY="APIkey",
+            LIVEKIT_API_SECRET="secret-of-livekits-length-" + "x" * 8,
+            OPENAI_API_KEY="sk-test",
+            OPENAI_MODEL="gpt-4.1-mini",
+            DEEPGRAM_API_KEY="dg-test",
+            CARTESIA_API_KEY="ca-test",
+        )
+    assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr)
+    assert proc.stderr.strip() == (
+        f"agent: cannot listen on 127.0.0.1:{HEALTH_PORT} (the worker's health/status server):"
+        " Address already in use; is another agent worker running on this host?"
+        " (AGENT_HTTP_HOST sets its address)"
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_help_needs_no_keys(tmp_path: Path) -> None:
