@@ -469,6 +469,22 @@ def warn_short_record_ttl(settings: Settings) -> None:
         )
 
 
+def warn_unused_first_retry_step(settings: Settings) -> None:
+    """CALLS_WEBHOOK_RETRY_SCHEDULE's first value is the first attempt's, which is always at
+    once: `5,30,120`, written as the retries' delays, silently made the 5 s retry none."""
+    schedule = settings.calls_webhook_retry_schedule
+    if schedule[0] != 0:
+        retries = ", ".join(f"{step:g}" for step in schedule[1:]) or "none"
+        logger.warning(
+            "CALLS_WEBHOOK_RETRY_SCHEDULE starts with %g, not 0: its first value is the first"
+            " attempt's, always at once, so %g is not used (retries after: %s s); start it"
+            " with 0",
+            schedule[0],
+            schedule[0],
+            retries,
+        )
+
+
 def warn_open_files(settings: Settings) -> None:
     """config.json and calls.db (with its -wal and -shm) that every user of the machine may
     read: made 0600 since 15665cb, but files an older release made 0644 (umask 022) keep
@@ -668,6 +684,7 @@ def main() -> None:
         warn_open_files(settings)
         warn_livekit_settings(settings)
         warn_short_record_ttl(settings)
+        warn_unused_first_retry_step(settings)
         warn_disabled_safeguards(settings)
         for warning in dotenv_warnings():
             logger.warning("%s", warning)

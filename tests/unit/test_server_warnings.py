@@ -203,3 +203,22 @@ def test_files_every_user_may_read_are_warned_of(
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_open_files(settings)
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warned"),
+    [((5.0, 30.0, 120.0), "starts with 5, not 0"), ((0.0, 5.0), None), ((0.0,), None)],
+)
+def test_a_retry_schedule_whose_first_value_is_not_used_is_warned(
+    caplog: pytest.LogCaptureFixture, schedule: tuple[float, ...], warned: str | None
+) -> None:
+    """`5,30,120`, the retries' delays as README's Customer webhooks lists them: the 5 was
+    the first attempt's, at once whatever it says, and the 5 s retry was silently none."""
+    settings = dataclasses.replace(Settings(), calls_webhook_retry_schedule=schedule)
+    with caplog.at_level(logging.WARNING, logger="server"):
+        server.warn_unused_first_retry_step(settings)
+    if warned is None:
+        assert caplog.text == ""
+    else:
+        assert warned in caplog.text
+        assert "so 5 is not used (retries after: 30, 120 s); start it with 0" in caplog.text
