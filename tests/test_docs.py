@@ -163,3 +163,19 @@ def test_the_readme_says_what_a_not_dialled_attempt_is() -> None:
     assert f"status `{cp.NOT_DIALLED}`" in text
     assert f"placed again {cp.NOT_DIALLED_RETRY_S:g} s later" in text
     assert f"after {cp.MAX_NOT_DIALLED} of them the recipient is `failed`" in text
+
+
+def test_the_readme_says_the_default_model_is_warned_of_at_agent_start() -> None:
+    """`agent start` warns of the default OPENAI_MODEL (LiveKit did not evaluate its
+    answering-machine detection with it) on every start: the README's OPENAI_MODEL row and
+    its list of what the agent warns of said nothing of it."""
+    from agent.cli import amd_evaluated
+
+    row = configuration_table()["OPENAI_MODEL"]
+    default = Settings().openai_model
+    assert not amd_evaluated(default)
+    assert f"`{default}` is not" in row and "`agent start` warning" in row
+    for named in re.findall(r"`(gpt-[^`]+)` are", row) + ["gpt-4.1-mini", "gpt-4o"]:
+        assert amd_evaluated(named), named
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert "an `OPENAI_MODEL` that LiveKit did not evaluate its answering-machine detection" in text
