@@ -496,10 +496,13 @@ def warn_open_files(settings: Settings) -> None:
         paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
     for path in paths:
         try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+            st_mode = os.stat(path).st_mode
         except OSError:  # not there yet (made 0600), or its start-up check says why
             continue
-        if mode & 0o006:
+        mode = stat.S_IMODE(st_mode)
+        # A directory or a device (CONFIG_PATH=/dev/null, CALLS_DB_PATH=/tmp) is no file of
+        # ours, and its start-up check refuses it: "chmod o-rwx /dev/null" was the advice.
+        if mode & 0o006 and stat.S_ISREG(st_mode):
             logger.warning(
                 "%s (mode %04o) may be read by every user of this machine; it holds names,"
                 " numbers, instructions and transcripts: chmod o-rwx it",

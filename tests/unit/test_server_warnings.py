@@ -205,6 +205,21 @@ def test_files_every_user_may_read_are_warned_of(
     assert caplog.text == ""
 
 
+@pytest.mark.parametrize("path", ["/dev/null", "/tmp"])  # noqa: S108 - what a user may set
+def test_a_directory_or_device_named_as_a_file_is_not_advised_to_be_chmodded(
+    caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """CONFIG_PATH=/dev/null or CALLS_DB_PATH=/tmp, refused at start-up as no regular file,
+    was first warned of as readable by every user: "chmod o-rwx it", of /dev/null or /tmp."""
+    for settings in (
+        dataclasses.replace(Settings(), config_path=Path(path)),
+        dataclasses.replace(Settings(), calls_db_path=Path(path)),
+    ):
+        with caplog.at_level(logging.WARNING, logger="server"):
+            warn_open_files(settings)
+    assert "chmod" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("schedule", "warned"),
     [((5.0, 30.0, 120.0), "starts with 5, not 0"), ((0.0, 5.0), None), ((0.0,), None)],
