@@ -179,3 +179,43 @@ def test_the_readme_says_the_default_model_is_warned_of_at_agent_start() -> None
         assert amd_evaluated(named), named
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert "an `OPENAI_MODEL` that LiveKit did not evaluate its answering-machine detection" in text
+
+
+def _readme_stdlib_verified() -> Any:
+    """The README's `verified`, the customer webhook check with the standard library alone."""
+    text = README.read_text(encoding="utf-8")
+    after = text.split("Without the package, the same check with the standard library:", 1)[1]
+    match = re.search(r"```python\n(.*?)```", after, re.S)
+    assert match is not None
+    namespace: dict[str, Any] = {}
+    exec(match.group(1), namespace)  # noqa: S102 - the README's own snippet
+    return namespace["verified"]
+
+
+def test_the_readmes_stdlib_webhook_check_is_false_for_what_the_package_refuses() -> None:
+    """It raised (KeyError, ValueError, TypeError) on a post without its headers, a timestamp
+    that is no number or a signature that is not ASCII: a 500 and a traceback in the
+    receiver for what anyone may post to it, where the package it is "the same check" as
+    says WebhookVerificationError (401 in the README's receiver)."""
+    import base64
+    import time
+    from datetime import UTC, datetime
+
+    from common.notify.signing import sign
+
+    verified = _readme_stdlib_verified()
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    body = b'{"type":"call.ended"}'
+    good = sign(secret, "msg_call-1_1", datetime.now(UTC), body)
+    assert verified(secret, good, body)
+    assert not verified(secret, good, body + b" ")
+    now = str(int(time.time()))
+    for headers in (
+        {},
+        {**good, "webhook-timestamp": "abc"},
+        {**good, "webhook-timestamp": "\u00b2"},  # a digit to str.isdigit, none to int()
+        {**good, "webhook-signature": "v1,\u00e9"},
+        {**good, "webhook-id": "\udce9"},  # a byte not UTF-8, as aiohttp decodes it
+        {"webhook-id": "m", "webhook-timestamp": now},
+    ):
+        assert verified(secret, headers, body) is False, headers
