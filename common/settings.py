@@ -715,8 +715,11 @@ def variable(name: str) -> str:
     return name.upper()
 
 
-def settings_from_env(env: Mapping[str, str]) -> Settings:
-    """Build Settings from a plain mapping (pure; `load_settings` adds the process env)."""
+def settings_from_env(env: Mapping[str, str], *, config_file_read: bool = True) -> Settings:
+    """Build Settings from a plain mapping (`load_settings` adds the process env).
+    `config_file_read`: CONFIG_PATH's file is read to refuse one that is no JSON object (for
+    a server or an agent starting; the seed's functions in a script read it as the seed says,
+    defaults and an error line for a file they cannot use)."""
     values: dict[str, Any] = {}
     for item in fields(Settings):
         raw = env.get(variable(item.name), "").strip()
@@ -727,7 +730,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
     settings = Settings(**values)
     _refuse_one_file_for_two(settings)
-    _refuse_a_config_path_not_json(settings.config_path)
+    if config_file_read:
+        _refuse_a_config_path_not_json(settings.config_path)
     return settings
 
 
@@ -885,9 +889,12 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
     return warnings
 
 
-def load_settings(dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:
-    """Settings from `.env` (if present) overlaid by the real environment."""
-    return settings_from_env(environment(dotenv_path))
+def load_settings(
+    dotenv_path: str | os.PathLike[str] | None = ".env", *, config_file_read: bool = True
+) -> Settings:
+    """Settings from `.env` (if present) overlaid by the real environment (see
+    settings_from_env for `config_file_read`)."""
+    return settings_from_env(environment(dotenv_path), config_file_read=config_file_read)
 
 
 def environment(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str, str]:

@@ -50,7 +50,9 @@ def get_store() -> ConfigStore:
         if _default_store is None:
             from common.settings import load_settings
 
-            settings = load_settings()
+            # config.json's content is the store's to judge: the seed's "Invalid JSON: logs
+            # error and uses fallback defaults" (a write sets aside only a config.json).
+            settings = load_settings(config_file_read=False)
             _default_store = ConfigStore(
                 settings.config_path, record_ttl_s=settings.config_record_ttl_s
             )

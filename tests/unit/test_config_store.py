@@ -61,6 +61,33 @@ def test_seed_unit_test_as_written() -> None:
     assert loaded["caller_name"] == "Test User"
 
 
+@pytest.mark.parametrize("text", ["this is not json", "[]", "null", "# note\n{}"])
+def test_the_seeds_functions_in_a_script_read_an_unusable_config_json_as_defaults(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    text: str,
+) -> None:
+    """The seed: "Invalid JSON: Logs error and uses fallback defaults". Used in a script (no
+    configure_store: CONFIG_PATH read from the settings at first use), load_dynamic_config()
+    and get_config_value() raised SettingsError for a config.json that did not begin with
+    "{"; a server still refuses to start on one (test_settings)."""
+    from common import update_config as module
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("CONFIG_PATH", str(tmp_path / "config.json"))
+    monkeypatch.setattr(module, "_default_store", None)
+    (tmp_path / "config.json").write_text(text)
+    with caplog.at_level(logging.ERROR):
+        assert load_dynamic_config()["caller_name"] == "Guest"
+        assert get_config_value("tts_emotion", default="Calm") == "Calm"
+    assert any("using defaults" in r.getMessage() for r in caplog.records)
+    update_config(caller_name="Ann", agent_instructions="Hi")  # a fresh file; the old kept
+    assert load_dynamic_config()["caller_name"] == "Ann"
+    (aside,) = tmp_path.glob("config.json.corrupt-*")
+    assert aside.read_text() == text
+
+
 def test_the_seeds_import_path_is_the_same_module() -> None:
     """One module under both names: one config store, whichever name imported it first."""
     from common import update_config as ours
