@@ -420,7 +420,12 @@ class SqliteCallStore(SqlCallStore):
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=5000")
             self._counter_conn = conn
-        return _drive(self._counter_conn, program)
+        # In one read transaction: one snapshot for all of its queries. Each on its own saw
+        # the commits made between them (on the database's one thread no write comes between
+        # a program's queries): a recipient read before its attempt began, its attempts
+        # after, showed `pending` with an attempt and no next_attempt_at.
+        with _Transaction(self._counter_conn, "BEGIN"):
+            return _drive(self._counter_conn, program)
 
     def _run_writes_together(self, calls: list[_Call]) -> list[Outcome]:
         """Write programs queued at once (each call is `_run_sync(program, True)`), in one
@@ -497,13 +502,15 @@ class _TransactionLost(Exception):
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (nothing half-written)."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (nothing half-written); `begin`
+    "BEGIN" for a read (its snapshot taken at its first query)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
         self._conn = conn
+        self._begin = begin
 
     def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute(self._begin)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:

@@ -527,6 +527,31 @@ async def test_writes_do_not_wait_for_a_count_over_every_call(
     assert not [t for t in threading.enumerate() if t.name.startswith("calls-db")]
 
 
+async def test_a_read_aside_sees_one_snapshot_in_all_its_queries(tmp_path: Path) -> None:
+    """A page read beside the writes in several queries (a campaign's recipients, then their
+    attempts) saw the commits made between them: a recipient `pending` with an attempt and
+    no next_attempt_at (a campaign test, now and then). Its queries share one snapshot."""
+    store = await SqliteCallStore.open(tmp_path / "calls.db")
+    gate = threading.Event()
+
+    def two_counts() -> programs.Program[tuple[int, int]]:
+        first = yield programs.Query("SELECT COUNT(*) AS n FROM calls", ())
+        gate.wait(10)  # on the reads' thread, between its two queries
+        second = yield programs.Query("SELECT COUNT(*) AS n FROM calls", ())
+        return first[0]["n"], second[0]["n"]
+
+    try:
+        reading = asyncio.ensure_future(store._read_aside(two_counts()))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(store.create_call(new_call(1)), 5)  # committed meanwhile
+        gate.set()
+        assert await asyncio.wait_for(reading, 5) == (0, 0)
+        assert await store.count_by_status() == {"dialing": 1}  # the next read sees it
+    finally:
+        gate.set()
+        await store.close()
+
+
 async def test_counts_see_every_write_committed_before_them(tmp_path: Path) -> None:
     store = await SqliteCallStore.open(tmp_path / "calls.db")
     try:
