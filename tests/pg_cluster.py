@@ -17,8 +17,10 @@ Why it looks the way it does:
 * TCP uses scram-sha-256 with a random password so DSNs look like real ones (the app's code
   paths for password auth get exercised); the unix socket is ``trust`` and private to the
   cluster's own directory.
-* Durability is switched off (``fsync``, ``synchronous_commit``, ``full_page_writes``,
-  ``initdb --no-sync``): the data is disposable and this keeps start-up around a second.
+* Durability on disk is switched off (``fsync``, ``full_page_writes``, ``initdb --no-sync``):
+  the data is disposable and this keeps start-up around a second. ``synchronous_commit``
+  stays on, as the server asks of a real database (it warns when it is off): a commit is in
+  the kernel's hands before it is answered, so a SIGKILL of PostgreSQL loses none.
 * Every wait is bounded: subprocesses get timeouts, ``pg_ctl`` gets ``-t``, polling loops
   have deadlines.
 """
@@ -346,9 +348,8 @@ class PostgresCluster:
         """SIGKILL the postmaster, as an OOM kill or host crash would. ``start()`` afterwards
         runs crash recovery on the same data directory.
 
-        With ``synchronous_commit=off`` the last few hundred milliseconds of commits may be
-        lost, as on a real server with that setting; issue ``CHECKPOINT`` first if a test
-        needs data written just before the kill to survive it.
+        Every commit answered survives it (``synchronous_commit`` is on; with ``fsync`` off
+        only a crash of the machine would lose them).
         """
         pid = self._postmaster_pid()
         if pid is None or not _is_alive(pid):
@@ -476,7 +477,6 @@ class PostgresCluster:
                 f"-p {self.port}",
                 f"-k {self.socket_dir}",
                 "-c fsync=off",
-                "-c synchronous_commit=off",
                 "-c full_page_writes=off",
                 "-c max_connections=200",
             ]
