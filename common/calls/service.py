@@ -737,13 +737,42 @@ class CallService:
 
     async def _listed_while_placing(self, call_id: str) -> CallRecord:
         """The number was put on the do-not-call list after the call was recorded, before its
-        dial: not dialled. Settled failed, unmarked (a campaign places the attempt again and
-        finds the number listed), its key and rate share freed: nobody was called. Unless a
-        hang-up through the API came first: it wins (see _hung_up_first)."""
+        dial: not dialled (a campaign places the attempt again and finds the number
+        listed)."""
+        if (
+            hung_up := await self._withdrawn_while_placing(
+                call_id,
+                "its number was put on the do-not-call list",
+                "dnc_listed",
+                LISTED_WHILE_PLACING,
+            )
+        ) is not None:
+            return hung_up
+        raise OnDoNotCallList
+
+    async def _paused_while_placing(self, call_id: str) -> CallRecord:
+        """Its campaign was paused after the call was recorded, before its dial: not dialled
+        (a pause stops every call not dialled yet; its attempt ends not_dialled, and its
+        recipient is due again on resume)."""
+        if (
+            hung_up := await self._withdrawn_while_placing(
+                call_id, "its campaign was paused", "campaign_paused", PAUSED_WHILE_PLACING
+            )
+        ) is not None:
+            return hung_up
+        raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
+
+    async def _withdrawn_while_placing(
+        self, call_id: str, what: str, kind: str, reason: str
+    ) -> CallRecord | None:
+        """A call recorded, then withdrawn before its dial (`what` happened meanwhile): not
+        dialled. Settled failed, unmarked, its key and rate share freed: nobody was called.
+        Unless a hang-up through the API came first: it wins, and the call is returned for
+        its placer's answer (see _hung_up_first)."""
         logger.info(
-            "call %s: its number was put on the do-not-call list while it was being placed;"
-            " not dialling",
+            "call %s: %s while it was being placed; not dialling",
             call_id,
+            what,
             extra={"call_id": call_id},
         )
         self._close_room_soon(call_id)  # the agent's dispatch made it
@@ -753,38 +782,12 @@ class CallService:
             # after it, a stop or a lost connection between the two left its key bound to a
             # call settled failed, and a retry under it was answered 200 with its id, for a
             # call its receiver never hears of.
-            applied = await self._settle(
-                call_id, "dnc_listed", _failed(LISTED_WHILE_PLACING), release_refused=True
-            )
+            applied = await self._settle(call_id, kind, _failed(reason), release_refused=True)
         except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
             logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
         else:
-            if (hung_up := _hung_up_first(applied)) is not None:
-                return hung_up
-        raise OnDoNotCallList
-
-    async def _paused_while_placing(self, call_id: str) -> CallRecord:
-        """Its campaign was paused after the call was recorded, before its dial: not dialled
-        (a pause stops every call not dialled yet). Settled failed, unmarked (its attempt ends
-        not_dialled: its recipient is due again on resume), its key and rate share freed:
-        nobody was called. Unless a hang-up through the API came first: it wins."""
-        logger.info(
-            "call %s: its campaign was paused while it was being placed; not dialling",
-            call_id,
-            extra={"call_id": call_id},
-        )
-        self._close_room_soon(call_id)  # the agent's dispatch made it
-        await self._forget_config(call_id)
-        try:
-            applied = await self._settle(
-                call_id, "campaign_paused", _failed(PAUSED_WHILE_PLACING), release_refused=True
-            )
-        except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
-            logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
-        else:
-            if (hung_up := _hung_up_first(applied)) is not None:
-                return hung_up
-        raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
+            return _hung_up_first(applied)
+        return None
 
     async def _placement_failed(
         self, call_id: str, exc: LiveKitError, *, no_agent: bool = False
