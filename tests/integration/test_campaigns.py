@@ -1332,6 +1332,23 @@ async def test_a_dial_answered_with_a_sip_status_counts_as_dialled(
     assert len(dials) == 1 and row["state"] == "failed"
 
 
+async def one_call_slow_to_dispatch(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, retry: dict[str, Any]
+) -> tuple[TestClient[Any, Any], str]:
+    """A campaign of one number (+14152007700) whose first call's agent dispatch takes 1 s
+    (the call recorded, not dialled yet, meanwhile); a not_dialled attempt due again soon."""
+    monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    client.app[SANDBOX].inject("CreateDispatch", delay_s=1.0, times=1)
+    created = await create(
+        client,
+        {"name": "slow dispatch", "recipients": [{"phone_number": "+14152007700"}], "retry": retry},
+    )
+    return client, created["campaign_id"]
+
+
 async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1339,21 +1356,10 @@ async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
     canceled, never dialled, and the attempt counted as `not_dialled` (a server that died
     before dialling), so the campaign rang the person anyway (review AI). `canceled` is
     not in retry.on: the recipient ends canceled, nobody rung."""
-    monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
-    client = await start_app(
-        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    client, campaign_id = await one_call_slow_to_dispatch(
+        start_app, monkeypatch, {"on": ["busy"], "max_attempts": 3, "delay_s": 0}
     )
     sandbox = client.app[SANDBOX]
-    sandbox.inject("CreateDispatch", delay_s=1.0, times=1)
-    created = await create(
-        client,
-        {
-            "name": "hangup",
-            "recipients": [{"phone_number": "+14152007700"}],
-            "retry": {"on": ["busy"], "max_attempts": 3, "delay_s": 0},
-        },
-    )
-    campaign_id = created["campaign_id"]
     placing: list[str] = []
 
     async def has_call() -> bool:
@@ -1525,21 +1531,10 @@ async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_no
     same (BS), though pause says no new call is placed. It is not dialled: nobody is called,
     the attempt shows not_dialled (it does not count), and the recipient is called on
     resume."""
-    monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
-    client = await start_app(
-        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    client, campaign_id = await one_call_slow_to_dispatch(
+        start_app, monkeypatch, {"on": [], "max_attempts": 1}
     )
     sandbox = client.app[SANDBOX]
-    sandbox.inject("CreateDispatch", delay_s=1.0, times=1)
-    created = await create(
-        client,
-        {
-            "name": "paused while placing",
-            "recipients": [{"phone_number": "+14152007700"}],
-            "retry": {"on": [], "max_attempts": 1},
-        },
-    )
-    campaign_id = created["campaign_id"]
 
     async def has_call() -> bool:
         (row,) = await all_recipients(client, campaign_id)
