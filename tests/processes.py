@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -214,3 +215,14 @@ def run_to_end(
     return subprocess.run(
         argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def run_on_a_taken_port(
+    run: Callable[..., subprocess.CompletedProcess[str]],
+) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """`run("--port", <a port something listens on>)` to its end: the port and the result."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port: int = taken.getsockname()[1]
+        return port, run("--port", str(port))

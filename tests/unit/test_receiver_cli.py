@@ -4,14 +4,13 @@ it cannot take is one line and exit 2, as `python -m sandbox` says it (it was a 
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import run_to_end
+from tests.processes import run_on_a_taken_port, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -25,11 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_port_in_use_is_one_line_and_exit_2() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = run("--port", str(port))
+    port, done = run_on_a_taken_port(run)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"cannot listen on 127.0.0.1:{port}: ")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import run_to_end
+from tests.processes import run_on_a_taken_port, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,11 +32,7 @@ def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
 
 
 def test_a_port_in_use_is_one_line_and_exit_2() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = run("--port", str(port))
+    port, done = run_on_a_taken_port(run)
     assert done.returncode == 2, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
