@@ -499,6 +499,23 @@ async def test_a_gzip_bomb_left_unread_is_not_unpacked_after_the_answer(
     await still_serving(client)
 
 
+async def requests_never_read(
+    client: TestClient[Any, Any],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a small receive buffer that sent 200 GET /openapi.json (13 MB of
+    answers) and reads none of them."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((client.server.host, client.server.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200)
+    await writer.drain()
+    return reader, writer
+
+
 async def test_a_client_that_reads_no_answer_loses_its_connection(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -506,20 +523,13 @@ async def test_a_client_that_reads_no_answer_loses_its_connection(
     connection, its request's task and its answer were held for good (no token needed:
     /openapi.json). Now the connection is dropped once an answer has waited
     ANSWER_SEND_TIMEOUT_S to be taken."""
-    import socket
 
     from handlers import http
 
     monkeypatch.setattr(http, "ANSWER_SEND_TIMEOUT_S", 0.5, raising=False)
     client = await start_app()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((client.server.host, client.server.port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await requests_never_read(client)
     try:
-        writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200)  # 13 MB
-        await writer.drain()
         await asyncio.sleep(1.5)  # nothing read meanwhile
         dropped = False
         with contextlib.suppress(TimeoutError):
@@ -542,21 +552,14 @@ async def test_an_answer_dropped_unread_is_not_logged_or_counted_as_sent(
     """The answer whose connection was dropped after ANSWER_SEND_TIMEOUT_S (above) was
     access-logged `200` and counted code="200" in http_requests_total, as if its client had
     it. It is logged and counted `200-aborted`; the answers the client did take stay `200`."""
-    import socket
 
     from handlers import http
 
     monkeypatch.setattr(http, "ANSWER_SEND_TIMEOUT_S", 0.5, raising=False)
     client = await start_app()
     caplog.set_level(logging.INFO, logger="aiohttp.access")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((client.server.host, client.server.port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    _, writer = await requests_never_read(client)
     try:
-        writer.write(b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200)
-        await writer.drain()
 
         async def logged_aborted() -> bool:
             return any("aborted" in r.getMessage() for r in caplog.records)
