@@ -57,11 +57,9 @@ import dataclasses  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from common.settings import Settings  # noqa: E402
-from tests.helpers import close_left_connections  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -140,17 +138,10 @@ async def start_app(
                     raise
                 await server.close()
                 continue
-            test_client: TestClient[Any, Any] = await aiohttp_client(server)
-            assert server.runner is not None and server.runner.server is not None
-            started.append((test_client, server.runner.server))
-            return test_client
+            return await aiohttp_client(server)
         raise AssertionError("unreachable")
 
-    started: list[tuple[TestClient[Any, Any], web.Server]] = []
     yield start
-    for test_client, web_server in started:  # before aiohttp_client would: see stop_runner
-        await test_client.close()
-        await close_left_connections(web_server)
     update_config._default_store = previous
 
 

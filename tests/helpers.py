@@ -108,24 +108,6 @@ async def every_page(
     raise AssertionError("more than 100 pages")
 
 
-async def stop_runner(runner: web.BaseRunner) -> None:
-    """`runner.cleanup()`, then the connections it left closed. aiohttp closes the connections
-    it holds when it stops, but one the loop accepted just before the listening socket closed
-    is made after that, and stays open until its client leaves: under load, one was left after
-    its test and its ResourceWarning failed a later test's setup."""
-    web_server = runner.server
-    await runner.cleanup()
-    if web_server is not None:
-        await close_left_connections(web_server)
-
-
-async def close_left_connections(web_server: web.Server) -> None:
-    """The connections of a stopped server still open (see stop_runner) closed."""
-    await asyncio.sleep(0)
-    for handler in web_server.connections:
-        handler.force_close()
-
-
 @contextlib.asynccontextmanager
 async def serving(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -143,7 +125,7 @@ async def serving(
         await site.start()
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
-        await stop_runner(runner)
+        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
@@ -160,7 +142,7 @@ async def serving_posts(
         await web.TCPSite(runner, "127.0.0.1", port).start()
         yield
     finally:
-        await stop_runner(runner)
+        await runner.cleanup()
 
 
 async def cartesia_refusing_the_key(aiohttp_server: AiohttpServer) -> TestServer:

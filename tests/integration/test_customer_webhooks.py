@@ -33,14 +33,7 @@ from handlers.keys import CALLS, EVENTS, STORE, WEBHOOKS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import (
-    SEED_EXAMPLES,
-    first_call_recorded,
-    serving,
-    serving_posts,
-    stop_runner,
-    wait_for,
-)
+from tests.helpers import SEED_EXAMPLES, first_call_recorded, serving, serving_posts, wait_for
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -122,7 +115,7 @@ async def receivers() -> AsyncIterator[Callable[..., Any]]:
 
     yield make
     for runner in runners:
-        await stop_runner(runner)
+        await runner.cleanup()
 
 
 @contextlib.contextmanager
