@@ -317,14 +317,7 @@ def _rules(window: CallingWindow, zones: Sequence[str], enforce: bool) -> tuple[
 def _allowed(rules: tuple[_Rule, ...], day0: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(starts, ends) of the instants in UTC days [day0, day0 + _SPAN_DAYS) where every rule
     holds. Keyed by UTC day so that all rows of a campaign checked on one day share it."""
-    lo, hi = day0 * _DAY_S, (day0 + _SPAN_DAYS) * _DAY_S
-    result: Sequence[Interval] | None = None
-    for zone, start, end, mask in rules:
-        intervals = _zone_intervals(zone, start, end, mask, lo, hi)
-        result = intervals if result is None else _intersect(result, intervals)
-        if not result:
-            return (), ()
-    result = result or ()
+    result = _open_intervals(rules, day0 * _DAY_S, (day0 + _SPAN_DAYS) * _DAY_S)
     return tuple(a for a, _ in result), tuple(b for _, b in result)
 
 
