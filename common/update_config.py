@@ -51,7 +51,8 @@ def get_store() -> ConfigStore:
             from common.settings import load_settings
 
             # config.json's content is the store's to judge: the seed's "Invalid JSON: logs
-            # error and uses fallback defaults" (a write sets aside only a config.json).
+            # error and uses fallback defaults" (its next write sets the file aside, as a
+            # server's does; a server still refuses to start on a file that is no object).
             settings = load_settings(config_file_read=False)
             _default_store = ConfigStore(
                 settings.config_path, record_ttl_s=settings.config_record_ttl_s

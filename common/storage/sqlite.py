@@ -204,8 +204,8 @@ class SqliteCallStore(SqlCallStore):
         self._worker = _Worker("calls-db", run_together=self._run_writes_together)
         self._conn: sqlite3.Connection | None = None
         # Counts and list pages run on a connection and thread of their own (see _read_aside).
-        self._counter: _Worker | None = None
-        self._counter_conn: sqlite3.Connection | None = None
+        self._reader: _Worker | None = None
+        self._reader_conn: sqlite3.Connection | None = None
         self._closing = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._gone_said = False
@@ -341,19 +341,19 @@ class SqliteCallStore(SqlCallStore):
             )
 
     async def close(self) -> None:
-        self._closing = True  # no new counts' thread from here on
-        counter, self._counter = self._counter, None  # closing twice closes once
-        if counter is not None:
-            await self._submit_to(counter, self._close_counter_sync)
-            counter.shutdown(wait=True)
+        self._closing = True  # no new reads' thread from here on
+        reader, self._reader = self._reader, None  # closing twice closes once
+        if reader is not None:
+            await self._submit_to(reader, self._close_reader_sync)
+            reader.shutdown(wait=True)
         if self._conn is not None:
             await self._submit(self._close_sync)
         self._worker.shutdown(wait=True)
 
-    def _close_counter_sync(self) -> None:
-        if self._counter_conn is not None:
-            self._counter_conn.close()
-            self._counter_conn = None
+    def _close_reader_sync(self) -> None:
+        if self._reader_conn is not None:
+            self._reader_conn.close()
+            self._reader_conn = None
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -400,32 +400,32 @@ class SqliteCallStore(SqlCallStore):
         call took 75-145 ms at 1,000,000 calls, and on the one database thread every write
         queued behind it (a call's intake, its webhooks) waited that long; a client polling
         the API's pages (`GET /calls?limit=500` back to back) held the writes the same way,
-        page after page. SQLite lets go of
-        the GIL while it steps, and WAL lets a reader run beside the writer; the reader sees
-        what was committed when it started, as a read on the first connection would. A file
-        removed or replaced under the server can no longer be opened again: its counts stay
-        on the first connection, as its other reads do. (`:memory:` is refused at open.)"""
-        if self._counter is None:
+        page after page. SQLite lets go of the GIL while it steps, and WAL lets a reader run
+        beside the writer; the reader sees what was committed when it started, as a read on
+        the first connection would. A file removed or replaced under the server can no
+        longer be opened again: these reads stay on the first connection then, as its other
+        reads do. (`:memory:` is refused at open.)"""
+        if self._reader is None:
             opened = self._identity
             if self._closing or opened is None or self._identity_now() != opened:
                 return await self._run(program, write=False)
-            self._counter = _Worker("calls-db-counts")
-        result: T = await self._submit_to(self._counter, self._count_sync, program)
+            self._reader = _Worker("calls-db-reads")
+        result: T = await self._submit_to(self._reader, self._read_aside_sync, program)
         return result
 
-    def _count_sync(self, program: Program[T]) -> T:
-        if self._counter_conn is None:  # read-only: a file removed meanwhile is not made anew
+    def _read_aside_sync(self, program: Program[T]) -> T:
+        if self._reader_conn is None:  # read-only: a file removed meanwhile is not made anew
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=5000")
-            self._counter_conn = conn
+            self._reader_conn = conn
         # In one read transaction: one snapshot for all of its queries. Each on its own saw
         # the commits made between them (on the database's one thread no write comes between
         # a program's queries): a recipient read before its attempt began, its attempts
         # after, showed `pending` with an attempt and no next_attempt_at.
-        with _Transaction(self._counter_conn, "BEGIN"):
-            return _drive(self._counter_conn, program)
+        with _Transaction(self._reader_conn, "BEGIN"):
+            return _drive(self._reader_conn, program)
 
     def _run_writes_together(self, calls: list[_Call]) -> list[Outcome]:
         """Write programs queued at once (each call is `_run_sync(program, True)`), in one
