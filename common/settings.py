@@ -260,14 +260,16 @@ def _livekit_url(name: str, raw: str) -> str:
     return _plain_url(name, raw, _checked_url(name, raw, ("wss", "ws", "https", "http")))
 
 
-def _http_url(name: str, raw: str) -> str:
+def http_url(name: str, raw: str) -> str:
+    """`raw` without its last `/` if it is an http(s) URL with a host (see _checked_url);
+    SettingsError naming `name` if not."""
     return _checked_url(name, raw, ("https", "http")).rstrip("/")
 
 
 def _base_url(name: str, raw: str) -> str:
     """A base URL paths are appended to: with user info, a query or a fragment, reports
     went to `/?x=1/agent/reports` (404, never retried: every transcript lost)."""
-    return _plain_url(name, raw, _http_url(name, raw))
+    return _plain_url(name, raw, http_url(name, raw))
 
 
 def _plain_url(name: str, raw: str, url: str) -> str:

@@ -11,10 +11,9 @@ import argparse
 import asyncio
 import logging
 import signal
-from urllib.parse import urlsplit
 
 from common.host_header import is_loopback_host
-from common.settings import DEV_API_KEY, DEV_API_SECRET, SettingsError, environment
+from common.settings import DEV_API_KEY, DEV_API_SECRET, SettingsError, environment, http_url
 from sandbox.server import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -38,23 +37,17 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--time-scale must be >= 0")
     if not 0 <= args.port <= 65535:  # a traceback from the bind, before (probe AO)
         parser.error("--port must be between 0 and 65535")
-    if args.webhook_url is not None and not _http_url(args.webhook_url):
+    if args.webhook_url is not None:
         # taken, then every webhook of every call failed 5 times and was dropped, a WARNING
         # each ("NonHttpUrlClientError"), and no call settled by them
-        parser.error(
-            "--webhook-url must be an http:// or https:// URL with a host, such as"
-            " http://127.0.0.1:8000/webhooks/livekit"
-        )
+        try:
+            http_url("--webhook-url", args.webhook_url)  # as the server checks its own URLs
+        except SettingsError:
+            parser.error(
+                "--webhook-url must be an http:// or https:// URL with a host, such as"
+                " http://127.0.0.1:8000/webhooks/livekit"
+            )
     return args
-
-
-def _http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not one
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 async def _serve(args: argparse.Namespace, env: dict[str, str]) -> None:
