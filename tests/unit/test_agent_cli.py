@@ -225,15 +225,22 @@ def test_describe_rejects_bad_metadata(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+# `start`'s LiveKit and OpenAI keys, made up; a model the answering-machine detection knows
+# (no warning of it).
+LIVEKIT_AND_OPENAI = {
+    "LIVEKIT_API_KEY": "APIkey",
+    "LIVEKIT_API_SECRET": "secret-of-livekits-length-" + "x" * 8,
+    "OPENAI_API_KEY": "sk-test",
+    "OPENAI_MODEL": "gpt-4.1-mini",
+}
+
+
 def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
     proc = run_agent(
         ["start"],
         tmp_path,
         LIVEKIT_URL="wss://example.livekit.cloud",
-        LIVEKIT_API_KEY="APIkey",
-        LIVEKIT_API_SECRET="secret-of-livekits-length-" + "x" * 8,
-        OPENAI_API_KEY="sk-test",
-        OPENAI_MODEL="gpt-4.1-mini",  # one the answering-machine detection knows: no warning
+        **LIVEKIT_AND_OPENAI,
     )
 
     assert proc.returncode == 2
@@ -305,10 +312,7 @@ def test_start_with_its_health_port_taken_is_one_line_and_exit_2(tmp_path: Path)
             ["start"],
             tmp_path,
             LIVEKIT_URL="ws://127.0.0.1:1",
-            LIVEKIT_API_KEY="APIkey",
-            LIVEKIT_API_SECRET="secret-of-livekits-length-" + "x" * 8,
-            OPENAI_API_KEY="sk-test",
-            OPENAI_MODEL="gpt-4.1-mini",
+            **LIVEKIT_AND_OPENAI,
             DEEPGRAM_API_KEY="dg-test",
             CARTESIA_API_KEY="ca-test",
         )
