@@ -83,6 +83,7 @@ class Dialect:
 
     name: str
     for_update: str = ""  # lock the rows read, where the backend has concurrent writers
+    for_share: str = ""  # ... against their writers only (readers that lock so go on)
     skip_locked: str = ""  # ... and skip rows another transaction holds
     # Serialises admission (count, then insert) across servers; SQLite's writer lock does it.
     admission_lock: Query | None = None
@@ -95,6 +96,7 @@ SQLITE = Dialect("sqlite")
 POSTGRES = Dialect(
     "postgres",
     for_update=" FOR UPDATE",
+    for_share=" FOR SHARE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     admission_lock=Query("SELECT pg_advisory_xact_lock(7246001)"),
     # The lock a call's insert takes, not waited for: a table locked by hand, or by an index
@@ -718,17 +720,21 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
     /dnc answered meanwhile would be followed by the dial); the call as it is, unmarked in
     both cases. AttemptWithdrawn, unmarked, if its campaign was paused since it was recorded
     (a pause answered meanwhile would be followed by the dial)."""
-    rows = yield Query(
-        f"SELECT phone_number, campaign_id FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+    # The campaign's status is read under a share lock, which waits for a pause (it holds
+    # the row FOR UPDATE) to commit and then reads it paused: read plainly, a dial marked a
+    # moment before the pause committed went out after its 200 (PostgreSQL; SQLite's one
+    # writer orders the two already). Its row first, then the call's, as a cancel takes them.
+    campaign = yield Query(
+        "SELECT status FROM campaigns WHERE campaign_id ="  # noqa: S608 - dialect text
+        f" (SELECT campaign_id FROM calls WHERE call_id = ?){d.for_share}",
         (call_id,),
     )
-    if rows and rows[0]["campaign_id"] is not None:
-        paused = yield Query(
-            "SELECT 1 AS x FROM campaigns WHERE campaign_id = ? AND status = 'paused'",
-            (rows[0]["campaign_id"],),
-        )
-        if paused:
-            raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
+    if campaign and campaign[0]["status"] == "paused":
+        raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
+    rows = yield Query(
+        f"SELECT phone_number FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+        (call_id,),
+    )
     if rows and (yield from on_dnc_list(rows[0]["phone_number"])):
         rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
         return row_to_call(rows[0])

@@ -34,7 +34,7 @@ from common.storage.base import (
 )
 from common.storage.campaign_programs import CampaignConflict, OnList
 from common.storage.paging import Before
-from common.storage.postgres import PostgresCallStore
+from common.storage.postgres import PostgresCallStore, numbered
 from common.storage.programs import SQLITE
 from common.storage.sqlite import SqliteCallStore, _drive
 from tests.contract.conftest import Backend
@@ -363,6 +363,59 @@ async def test_pause_or_cancel_takes_back_the_attempts_not_placed_yet(
 def test_spec_round_trips() -> None:
     assert CampaignSpec.from_json(SPEC.to_json()) == SPEC
     assert dataclasses.replace(SPEC, defaults={}).to_json()["defaults"] == {}
+
+
+@contextlib.asynccontextmanager
+async def pausing(store: CallStore, campaign_id: str, now: float) -> AsyncIterator[None]:
+    """Another server's pause of the campaign, its transaction run to its end but not
+    committed while the body runs; committed as it ends."""
+    if isinstance(store, PostgresCallStore):
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            async with conn.transaction():
+                program = cp.control_campaign(store.dialect, campaign_id, "pause", now, 10.0, "b")
+                query = next(program)
+                with contextlib.suppress(StopIteration):
+                    while True:
+                        rows: list[Any] = await conn.fetch(numbered(query.sql), *query.args)
+                        query = program.send(rows)
+                yield
+        finally:
+            await conn.close()
+        return
+    assert isinstance(store, SqliteCallStore)
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        _drive(db, cp.control_campaign(SQLITE, campaign_id, "pause", now, 10.0, "b"))
+        yield
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def test_a_dial_started_while_a_pause_commits_is_refused(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A call's dial marked while a pause's transaction was committing: on PostgreSQL the
+    dial's check read the campaign as it was before the pause (running) and the number was
+    dialled after the pause's 200. The check waits for the pause, reads it paused, and the
+    dial is refused (SQLite's one writer orders the two already)."""
+    await store.create_campaign(campaign(1), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    await place(store, plan, "call-0", dialled=False)  # recorded, its dispatch on its way
+    async with pausing(store, "cmp-1", clock.now):
+        dial = asyncio.create_task(store.start_dial("call-0"))
+        await asyncio.sleep(0.3)  # the dial's transaction runs while the pause's is open
+        assert not dial.done()
+    with pytest.raises(AttemptWithdrawn):
+        await dial
+    call = await store.get_call("call-0")
+    assert call is not None and call.dial_started_at is None
+    shown = await store.get_campaign("cmp-1")
+    assert shown is not None and shown.status.value == "paused"
 
 
 async def test_paging_campaigns_created_in_one_instant_skips_none(
