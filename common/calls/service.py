@@ -85,7 +85,7 @@ from common.storage.base import (
     KeyTaken,
     Refused,
 )
-from common.storage.campaign_programs import UPLOAD_GIVEN_UP_S
+from common.storage.campaign_programs import PAUSED_BEFORE_DIAL, UPLOAD_GIVEN_UP_S
 from common.storage.programs import LATE_FINISH_S, REPORTS_RETRY_S, happened_at
 
 logger = logging.getLogger(__name__)
@@ -756,7 +756,7 @@ class CallService:
         recipient is due again on resume)."""
         if (
             hung_up := await self._withdrawn_while_placing(
-                call_id, "its campaign was paused", "campaign_paused", PAUSED_WHILE_PLACING
+                call_id, "its campaign was paused", PAUSED_BEFORE_DIAL, PAUSED_WHILE_PLACING
             )
         ) is not None:
             return hung_up

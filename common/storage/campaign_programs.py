@@ -62,6 +62,9 @@ NOT_DIALLED = "not_dialled"  # an attempt whose call was recorded but never dial
 NOT_DIALLED_RETRY_S = 5.0
 NOT_DIALLED_MAX_DELAY_S = 600.0
 MAX_NOT_DIALLED = 10
+# The timeline line of a call its campaign's pause withdrew before its dial (CallService):
+# its attempt is not_dialled but no sign of an outage, so it counts towards nothing.
+PAUSED_BEFORE_DIAL = "campaign_paused"
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
 # Recipients stored in one transaction while a campaign is created: ~10 ms of the database's
 # one thread (SQLite) each; all 100,000 in one held every other request ~2 s (probe AP).
@@ -640,11 +643,13 @@ def end_attempt(
     call_id: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     enforce_hours: bool = True,
+    paused: bool = False,
 ) -> Program[list[CallEvent]]:
     """The attempt is over with `status` (a call status, or dnc / invalid when it could not
     be placed): the recipient is due again (a retry: waiting_window if its window is closed
     then, `enforce_hours` as CAMPAIGN_ENFORCE_CALLING_HOURS) or final; the campaign
-    completes when no recipient is left open."""
+    completes when no recipient is left open. `paused`: a not_dialled attempt its campaign's
+    pause withdrew, due again at once (on resume) and counted towards no limit."""
     # The attempt ended when its call did (a call settled late, after a restart say, ended
     # earlier than now), else now (it could not be placed).
     ended = yield Query(
@@ -666,13 +671,18 @@ def end_attempt(
     retry = spec.retry
     over = CampaignStatus(campaign[0]["status"]) in OVER_STATUSES
     if status == NOT_DIALLED:  # nobody was called: it does not count, the recipient waits
+        # Those a pause withdrew are no sign of LiveKit refusing: ten pauses while a call
+        # was being placed ended its recipient failed, nobody ever called.
         undialled = yield Query(
-            "SELECT COUNT(*) AS n FROM campaign_attempts WHERE campaign_id = ? AND idx = ?"
-            " AND status = ?",
-            (ref.campaign_id, ref.idx, NOT_DIALLED),
+            "SELECT COUNT(*) AS n FROM campaign_attempts a WHERE a.campaign_id = ?"
+            " AND a.idx = ? AND a.status = ? AND NOT EXISTS (SELECT 1 FROM events e"
+            " WHERE e.call_id = a.call_id AND e.kind = ?)",
+            (ref.campaign_id, ref.idx, NOT_DIALLED, PAUSED_BEFORE_DIAL),
         )
         if over:
             state, next_at = CANCELED, None
+        elif paused:
+            state, next_at = PENDING, now
         elif (tries := int(undialled[0]["n"])) >= MAX_NOT_DIALLED:  # LiveKit keeps refusing
             state, next_at = "failed", None
         else:
@@ -754,11 +764,25 @@ def finish_call_attempt(
     dial = yield Query(
         "SELECT dial_started_at, hangup_requested FROM calls WHERE call_id = ?", (call_id,)
     )
+    paused = False
     if dial and dial[0]["dial_started_at"] is None and not dial[0]["hangup_requested"]:
         status = NOT_DIALLED
+        withdrawn = yield Query(
+            "SELECT 1 AS x FROM events WHERE call_id = ? AND kind = ? LIMIT 1",
+            (call_id, PAUSED_BEFORE_DIAL),
+        )
+        paused = bool(withdrawn)
     return (
         yield from end_attempt(
-            d, ref, status, now, lease_s, holder, call_id=call_id, enforce_hours=enforce_hours
+            d,
+            ref,
+            status,
+            now,
+            lease_s,
+            holder,
+            call_id=call_id,
+            enforce_hours=enforce_hours,
+            paused=paused,
         )
     )
 

@@ -1559,6 +1559,43 @@ async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_no
     assert [d.number for d in sandbox.dials] == ["+14152007700"]
 
 
+async def test_pausing_again_and_again_before_a_dial_never_fails_the_recipient(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A campaign paused and resumed while its call was recorded and not dialled yet, again
+    and again: each pause's not_dialled counted towards the limit meant for LiveKit refusing
+    (10), and the recipient ended `failed` though nobody was ever called and the user had
+    only paused (here with the limit at 3). It is due again on each resume, and called."""
+    monkeypatch.setattr(campaign_programs, "MAX_NOT_DIALLED", 3)
+    client, campaign_id = await one_call_slow_to_dispatch(
+        start_app, monkeypatch, {"on": [], "max_attempts": 1}
+    )
+    sandbox = client.app[SANDBOX]
+    sandbox.inject("CreateDispatch", delay_s=1.0, times=4)  # each placing held before its dial
+    for n in range(1, 5):
+
+        async def recorded(n: int = n) -> bool:
+            (row,) = await all_recipients(client, campaign_id)
+            return len([a for a in row["attempts"] if a["call_id"]]) == n
+
+        await wait_for(recorded, timeout=30)
+        assert (await client.post(f"/campaigns/{campaign_id}/pause")).status == 200
+
+        async def ended(n: int = n) -> bool:
+            (row,) = await all_recipients(client, campaign_id)
+            return len(row["attempts"]) == n and row["attempts"][-1]["status"] is not None
+
+        await wait_for(ended, timeout=10)
+        (row,) = await all_recipients(client, campaign_id)
+        assert row["state"] == "pending", row
+        assert (await client.post(f"/campaigns/{campaign_id}/resume")).status == 200
+    await wait_status(client, campaign_id, "completed", timeout=30)
+    (row,) = await all_recipients(client, campaign_id)
+    assert row["state"] == "completed"
+    assert [a["status"] for a in row["attempts"]] == ["not_dialled"] * 4 + ["completed"]
+    assert [d.number for d in sandbox.dials] == ["+14152007700"]
+
+
 async def test_the_estimated_finish_counts_only_the_hours_its_window_is_open(
     start_app: AppFactory,
 ) -> None:
