@@ -231,7 +231,8 @@ class CampaignView(BaseModel):
     achieved_calls_per_second: float | None
     next_call_at: Timestamp | None
     estimated_finish_at: Timestamp | None = Field(
-        description="A lower bound (see the README's Campaigns)"
+        description="When the last waiting recipient's call goes out, at the campaign's pace"
+        " inside its window and calling hours (an estimate: see the README's Campaigns)"
     )
     defaults: dict[str, Any]
     pacing: CampaignPacing
@@ -309,9 +310,10 @@ class RecipientsAnswer(BaseModel):
 def _campaign_answer(
     request: web.Request, campaign: Any, status: int = 200, **extra: Any
 ) -> web.Response:
-    now = request.app[CAMPAIGNS].clock()
+    service = request.app[CAMPAIGNS]
+    now = service.clock()
     body = {"status": "success", "campaign_id": campaign.campaign_id, **extra}
-    body["campaign"] = campaign.to_json(now)
+    body["campaign"] = campaign.to_json(now, service.settings.campaign_enforce_calling_hours)
     answer = web.json_response(body, status=status)
     if status == 201:  # created: where it is (a client following the standard reads it)
         answer.headers["Location"] = f"/campaigns/{campaign.campaign_id}"
@@ -613,9 +615,10 @@ async def list_campaigns(request: web.Request) -> web.Response:
     service = request.app[CAMPAIGNS]
     found, last = page_of(await service.store.list_campaigns(limit=limit + 1, before=before), limit)
     now = service.clock()
+    enforce = service.settings.campaign_enforce_calling_hours
     return web.json_response(
         {
-            "campaigns": [c.to_json(now) for c in found],
+            "campaigns": [c.to_json(now, enforce) for c in found],
             "next_before": Before.after(last.created_at, last.campaign_id).token if last else None,
         }
     )

@@ -178,11 +178,11 @@ class CampaignRecord:
             return None
         return max(self.next_dial_at, self.start_at, self.next_due_at, now)
 
-    def estimated_finish_at(self, now: float) -> float | None:
-        """A lower bound: the recipients still waiting, one attempt each at the campaign's
-        pace from the next call on, counting only the time its window is open (read in the
-        next recipient due's time zones when it is the recipients' own; the calling-hours
-        floor and retries make it later)."""
+    def estimated_finish_at(self, now: float, enforce_calling_hours: bool = True) -> float | None:
+        """An estimate: the recipients still waiting, one attempt each at the campaign's
+        pace from the next call on, counting only the time its window (and, enforced, the
+        calling-hours floor) is open, read in the next recipient due's time zones (retries
+        make it later; recipients in other zones later or earlier)."""
         if self.status in OVER_STATUSES:
             return self.ended_at
         waiting = sum(self.counts.get(s, 0) for s in DUE_STATES)
@@ -195,9 +195,11 @@ class CampaignRecord:
             self.spec.pacing.interval_s,
             self.spec.window,
             recipient_zones(self.next_due_number) if self.next_due_number else (),
+            enforce_calling_hours=enforce_calling_hours,
         )
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self, now: float, enforce_calling_hours: bool = True) -> dict[str, Any]:
+        """As the API shows it; `enforce_calling_hours` as CAMPAIGN_ENFORCE_CALLING_HOURS."""
         counts = {state: self.counts.get(state, 0) for state in RECIPIENT_STATES}
         return {
             "campaign_id": self.campaign_id,
@@ -212,7 +214,7 @@ class CampaignRecord:
             "ended_at": iso_time(self.ended_at),
             "achieved_calls_per_second": self.achieved_calls_per_second,
             "next_call_at": iso_time(self.next_call_at(now)),
-            "estimated_finish_at": iso_time(self.estimated_finish_at(now)),
+            "estimated_finish_at": iso_time(self.estimated_finish_at(now, enforce_calling_hours)),
             **self.spec.to_json(),
         }
 
@@ -273,16 +275,26 @@ class AttemptPlan:
 
 
 def estimated_finish(
-    start: float, calls: int, interval_s: float, window: CallingWindow, zones: Sequence[str]
+    start: float,
+    calls: int,
+    interval_s: float,
+    window: CallingWindow,
+    zones: Sequence[str],
+    *,
+    enforce_calling_hours: bool,
 ) -> float:
     """When the last of `calls` calls goes out, one every `interval_s` from `start`, placed
-    only while `window` is open (in `zones` when it is the recipients' own): a campaign that
-    calls 9-17 finishes in those hours, not at night. Without the calling-hours floor (a
-    lower bound whatever CAMPAIGN_ENFORCE_CALLING_HOURS); at the pace alone when the window
-    is never open in `zones` (none known)."""
+    only while `window` is open (in `zones` when it is the recipients' own) and, with
+    `enforce_calling_hours`, while it is 08:00-21:00 in `zones`: a campaign that calls 9-17
+    finishes in those hours, not at night, and one calling 07-22 within 08-21. At the pace
+    alone when the window is never open in `zones` (none known)."""
     busy_s = max(0, calls - 1) * interval_s
     at = after_open_time(
-        datetime.fromtimestamp(start, UTC), busy_s, window, zones, enforce_calling_hours=False
+        datetime.fromtimestamp(start, UTC),
+        busy_s,
+        window,
+        zones,
+        enforce_calling_hours=enforce_calling_hours,
     )
     return start + busy_s if at is None else at.timestamp()
 

@@ -324,7 +324,7 @@ def list_campaigns(d: Dialect, limit: int, before: Before | None) -> Program[lis
 
 
 def claim_campaigns(
-    d: Dialect, now: float, lease_s: float, holder: str, limit: int
+    d: Dialect, now: float, lease_s: float, holder: str, limit: int, enforce_hours: bool = True
 ) -> Program[tuple[list[CampaignRecord], list[CallEvent]]]:
     """The due campaigns this server drives for `lease_s` (its own, and those whose driver's
     lease ran out); a scheduled one starts now, with its campaign.started event."""
@@ -356,7 +356,11 @@ def claim_campaigns(
                 (now, now, row["campaign_id"]),
             )
             events.append(
-                (yield from _event(d, row["campaign_id"], CAMPAIGN_STARTED, now, lease_s, holder))
+                (
+                    yield from _event(
+                        d, row["campaign_id"], CAMPAIGN_STARTED, now, lease_s, holder, enforce_hours
+                    )
+                )
             )
         campaign = yield from driving_state(d, row["campaign_id"])
         if campaign is not None:
@@ -376,7 +380,13 @@ def release_campaigns(d: Dialect, holder: str) -> Program[None]:
 
 
 def control_campaign(
-    d: Dialect, campaign_id: str, action: str, now: float, lease_s: float, holder: str
+    d: Dialect,
+    campaign_id: str,
+    action: str,
+    now: float,
+    lease_s: float,
+    holder: str,
+    enforce_hours: bool = True,
 ) -> Program[tuple[CampaignRecord | None, list[CallEvent]]]:
     """pause, resume or cancel; CampaignConflict when its status does not allow it."""
     current = yield from get_campaign(d, campaign_id, lock=True)
@@ -410,7 +420,7 @@ def control_campaign(
         "UPDATE campaigns SET status = ?, ended_at = ?, updated_at = ? WHERE campaign_id = ?",
         (new.value, ended, now, campaign_id),
     )
-    event = yield from _event(d, campaign_id, event_type, now, lease_s, holder)
+    event = yield from _event(d, campaign_id, event_type, now, lease_s, holder, enforce_hours)
     after = yield from get_campaign(d, campaign_id)
     return after, [event]
 
@@ -453,12 +463,19 @@ def _hang_up_undialled(campaign_id: str, now: float) -> Program[None]:
 
 
 def _event(
-    d: Dialect, campaign_id: str, event_type: str, now: float, lease_s: float, holder: str
+    d: Dialect,
+    campaign_id: str,
+    event_type: str,
+    now: float,
+    lease_s: float,
+    holder: str,
+    enforce_hours: bool,
 ) -> Program[CallEvent]:
-    """A campaign event in the outbox (keyed by the campaign id), and its customer delivery."""
+    """A campaign event in the outbox (keyed by the campaign id), and its customer delivery
+    (the campaign as the API shows it, `enforce_hours` as CAMPAIGN_ENFORCE_CALLING_HOURS)."""
     campaign = yield from get_campaign(d, campaign_id)
     assert campaign is not None  # noqa: S101 - read in this transaction
-    data = campaign.to_json(now)
+    data = campaign.to_json(now, enforce_hours)
     rows = yield Query(
         "INSERT INTO outbox (call_id, type, from_status, data, created_at, claimed_until,"
         " claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -471,7 +488,12 @@ def _event(
 
 
 def complete_if_done(
-    d: Dialect, campaign_id: str, now: float, lease_s: float, holder: str
+    d: Dialect,
+    campaign_id: str,
+    now: float,
+    lease_s: float,
+    holder: str,
+    enforce_hours: bool = True,
 ) -> Program[list[CallEvent]]:
     rows = yield Query(
         "SELECT 1 AS x FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
@@ -487,7 +509,9 @@ def complete_if_done(
     )
     if not done:
         return []
-    return [(yield from _event(d, campaign_id, CAMPAIGN_COMPLETED, now, lease_s, holder))]
+    return [
+        (yield from _event(d, campaign_id, CAMPAIGN_COMPLETED, now, lease_s, holder, enforce_hours))
+    ]
 
 
 # ----------------------------------------------------------------------------- recipients
@@ -714,7 +738,7 @@ def end_attempt(
             CALLING,
         ),
     )
-    return (yield from complete_if_done(d, ref.campaign_id, now, lease_s, holder))
+    return (yield from complete_if_done(d, ref.campaign_id, now, lease_s, holder, enforce_hours))
 
 
 def _retry_in_window(

@@ -22,6 +22,7 @@ class CampaignMethods:
     dialect: Dialect
     instance: str
     lease_s: float
+    enforce_calling_hours: bool  # CAMPAIGN_ENFORCE_CALLING_HOURS: what events' estimates count
     _clock: Callable[[], float]
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
@@ -80,7 +81,10 @@ class CampaignMethods:
         self, now: float, lease_s: float, limit: int
     ) -> tuple[list[CampaignRecord], list[CallEvent]]:
         return await self._run(
-            cp.claim_campaigns(self.dialect, now, lease_s, self.instance, limit), write=True
+            cp.claim_campaigns(
+                self.dialect, now, lease_s, self.instance, limit, self.enforce_calling_hours
+            ),
+            write=True,
         )
 
     async def release_campaigns(self) -> None:
@@ -91,14 +95,27 @@ class CampaignMethods:
     ) -> tuple[CampaignRecord | None, list[CallEvent]]:
         return await self._run(
             cp.control_campaign(
-                self.dialect, campaign_id, action, self._now(now), self.lease_s, self.instance
+                self.dialect,
+                campaign_id,
+                action,
+                self._now(now),
+                self.lease_s,
+                self.instance,
+                self.enforce_calling_hours,
             ),
             write=True,
         )
 
     async def complete_if_done(self, campaign_id: str, now: float) -> list[CallEvent]:
         return await self._run(
-            cp.complete_if_done(self.dialect, campaign_id, now, self.lease_s, self.instance),
+            cp.complete_if_done(
+                self.dialect,
+                campaign_id,
+                now,
+                self.lease_s,
+                self.instance,
+                self.enforce_calling_hours,
+            ),
             write=True,
         )
 
@@ -147,7 +164,14 @@ class CampaignMethods:
     ) -> list[CallEvent]:
         return await self._run(
             cp.end_attempt(
-                self.dialect, ref, status, now, self.lease_s, self.instance, errors=errors
+                self.dialect,
+                ref,
+                status,
+                now,
+                self.lease_s,
+                self.instance,
+                errors=errors,
+                enforce_hours=self.enforce_calling_hours,
             ),
             write=True,
         )

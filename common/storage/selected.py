@@ -28,4 +28,5 @@ async def open_store(settings: Settings, *, migrate: bool = True) -> SqlCallStor
         )
     store.lease_s = settings.claim_lease_s
     store.sandbox_time_scale = settings.time_scale
+    store.enforce_calling_hours = settings.campaign_enforce_calling_hours
     return store

@@ -57,6 +57,8 @@ class SqlCallStore(CampaignMethods):
         self.instance = instance
         # The embedded sandbox's SANDBOX_TIME_SCALE (1: none, or a real LiveKit).
         self.sandbox_time_scale = 1.0
+        # CAMPAIGN_ENFORCE_CALLING_HOURS (the campaigns' events' finish estimates count it).
+        self.enforce_calling_hours = True
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError

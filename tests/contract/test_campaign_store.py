@@ -7,13 +7,14 @@ import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from common.calls.models import AttemptRef, DeliveryOutcome, IdempotencyClaim, NewCall
+from common.calls.models import AttemptRef, DeliveryOutcome, IdempotencyClaim, NewCall, iso_time
 from common.calls.outcomes import CallState, Change, Status
 from common.campaigns.model import (
     CampaignSpec,
@@ -416,6 +417,30 @@ async def test_a_dial_started_while_a_pause_commits_is_refused(
     assert call is not None and call.dial_started_at is None
     shown = await store.get_campaign("cmp-1")
     assert shown is not None and shown.status.value == "paused"
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+async def test_a_campaign_events_estimate_counts_the_calling_hours_as_the_server_does(
+    store: CallStore, clock: FakeClock, enforce: bool
+) -> None:
+    """A campaign's events show it as GET /campaigns/{id} does: its estimated finish counts
+    the 08:00-21:00 floor as CAMPAIGN_ENFORCE_CALLING_HOURS says (1,000 calls at 0.01/s,
+    07:00-22:00 in Los Angeles: 15 open hours a day without the floor, 13 with it)."""
+    store.enforce_calling_hours = enforce  # type: ignore[attr-defined]
+    spec = dataclasses.replace(
+        SPEC, pacing=Pacing(0.01, 5), window=CallingWindow(time(7), time(22))
+    )
+    await store.create_campaign(dataclasses.replace(campaign(1000), spec=spec), clock.now)
+    _, events = await store.claim_campaigns(clock.now, 10.0, 10)
+    shown = await store.get_campaign("cmp-1")
+    assert shown is not None
+    floor, no_floor = (
+        shown.estimated_finish_at(clock.now),
+        shown.estimated_finish_at(clock.now, False),
+    )
+    assert floor is not None and no_floor is not None and floor > no_floor
+    expected = iso_time(floor if enforce else no_floor)
+    assert [e.data["estimated_finish_at"] for e in events] == [expected]
 
 
 async def test_paging_campaigns_created_in_one_instant_skips_none(

@@ -1621,3 +1621,35 @@ async def test_the_estimated_finish_counts_only_the_hours_its_window_is_open(
     assert campaign["estimated_finish_at"] == "2026-12-04T19:31:40.000Z"
     shown = await campaign_of(client, answer["campaign_id"])
     assert shown["estimated_finish_at"] == "2026-12-04T19:31:40.000Z"
+
+
+@pytest.mark.parametrize(("enforce", "finish"), [(True, "19:31:40"), (False, "17:31:40")])
+async def test_the_estimated_finish_counts_the_calling_hours_floor(
+    start_app: AppFactory, enforce: bool, finish: str
+) -> None:
+    """200 Californian numbers at 0.01 calls/s (5.5 hours of calls), window 07:00-22:00 in
+    their time, from 19:00 there. No call goes out after 21:00 nor before 08:00 there
+    (CAMPAIGN_ENFORCE_CALLING_HOURS=1), but the estimate counted the window alone: 09:31:40
+    the next day, two hours before the last call. It is 11:31:40 (09:31:40 with the floor
+    off), in every answer that shows the campaign."""
+    client = await start_app(
+        sandbox_time_scale=0.0,
+        campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
+        campaign_enforce_calling_hours=enforce,
+        **FAST,
+    )
+    answer = await create(
+        client,
+        {
+            "name": "seven to ten",
+            "recipients": [{"phone_number": us(n, "7750")} for n in range(200)],
+            "pacing": {"calls_per_second": 0.01},
+            "window": {"start": "07:00", "end": "22:00", "timezone": "recipient"},
+            "start_at": "2026-12-04T03:00:00Z",  # Thursday 19:00 in California
+        },
+    )
+    expected = f"2026-12-04T{finish}.000Z"
+    assert answer["campaign"]["estimated_finish_at"] == expected
+    assert (await campaign_of(client, answer["campaign_id"]))["estimated_finish_at"] == expected
+    listed = (await (await client.get("/campaigns")).json())["campaigns"]
+    assert [c["estimated_finish_at"] for c in listed] == [expected]
