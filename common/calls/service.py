@@ -85,7 +85,11 @@ from common.storage.base import (
     KeyTaken,
     Refused,
 )
-from common.storage.campaign_programs import PAUSED_BEFORE_DIAL, UPLOAD_GIVEN_UP_S
+from common.storage.campaign_programs import (
+    LISTED_BEFORE_DIAL,
+    PAUSED_BEFORE_DIAL,
+    UPLOAD_GIVEN_UP_S,
+)
 from common.storage.programs import LATE_FINISH_S, REPORTS_RETRY_S, happened_at
 
 logger = logging.getLogger(__name__)
@@ -743,7 +747,7 @@ class CallService:
             hung_up := await self._withdrawn_while_placing(
                 call_id,
                 "its number was put on the do-not-call list",
-                "dnc_listed",
+                LISTED_BEFORE_DIAL,
                 LISTED_WHILE_PLACING,
             )
         ) is not None:

@@ -65,6 +65,8 @@ MAX_NOT_DIALLED = 10
 # The timeline line of a call its campaign's pause withdrew before its dial (CallService):
 # its attempt is not_dialled but no sign of an outage, so it counts towards nothing.
 PAUSED_BEFORE_DIAL = "campaign_paused"
+# ... and of one whose number was put on the do-not-call list meanwhile: its recipient is dnc.
+LISTED_BEFORE_DIAL = "dnc_listed"
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
 # Recipients stored in one transaction while a campaign is created: ~10 ms of the database's
 # one thread (SQLite) each; all 100,000 in one held every other request ~2 s (probe AP).
@@ -792,10 +794,13 @@ def finish_call_attempt(
     if dial and dial[0]["dial_started_at"] is None and not dial[0]["hangup_requested"]:
         status = NOT_DIALLED
         withdrawn = yield Query(
-            "SELECT 1 AS x FROM events WHERE call_id = ? AND kind = ? LIMIT 1",
-            (call_id, PAUSED_BEFORE_DIAL),
+            "SELECT kind FROM events WHERE call_id = ? AND kind IN (?, ?)",
+            (call_id, PAUSED_BEFORE_DIAL, LISTED_BEFORE_DIAL),
         )
-        paused = bool(withdrawn)
+        kinds = {row["kind"] for row in withdrawn}
+        if LISTED_BEFORE_DIAL in kinds:  # not placed again to be found listed: dnc now
+            status = DNC
+        paused = PAUSED_BEFORE_DIAL in kinds
     return (
         yield from end_attempt(
             d,

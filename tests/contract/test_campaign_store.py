@@ -241,6 +241,34 @@ async def test_a_recipient_livekit_will_not_dial_waits_longer_each_time(
     assert row.state == "failed"
 
 
+async def test_a_call_whose_number_was_listed_before_its_dial_ends_its_recipient_dnc(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A campaign call withdrawn before its dial because its number was put on the
+    do-not-call list meanwhile ended its attempt not_dialled, counted as LiveKit refusing:
+    after 9 refusals the recipient ended `failed`, not `dnc` (and before that it was shown
+    pending, to be placed again only to be found listed). It ends `dnc` at once."""
+    await store.create_campaign(campaign(1), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    for tries in range(1, 11):
+        plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+        assert plan is not None and not isinstance(plan, OnList)
+        call_id = f"call-{tries:02d}"
+        await place(store, plan, call_id, dialled=False)
+        if tries < 10:  # LiveKit refused it
+            await end_call(store, clock, call_id, Status.FAILED)
+            row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+            clock.advance(row.next_at - clock.now)
+    await store.add_dnc(["+14155550000"], "api")  # while the 10th call was being placed
+    listed = await store.start_dial("call-10")
+    assert listed is not None and listed.dial_started_at is None
+    await store.apply("call-10", cp.LISTED_BEFORE_DIAL, settle(Status.FAILED))  # type: ignore[arg-type]
+    await store.finish_call_attempt("call-10", Status.FAILED.value, clock.now)
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert row.state == "dnc"
+    assert [a.status for a in row.history] == ["not_dialled"] * 9 + ["dnc"]
+
+
 async def test_a_refused_or_undialled_attempt_does_not_count(
     store: CallStore, clock: FakeClock
 ) -> None:
