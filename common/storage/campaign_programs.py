@@ -826,6 +826,8 @@ def _row_to_dnc(row: Row) -> DncEntry:
 def add_dnc(
     d: Dialect, numbers: list[str], source: str, call_id: str | None, now: float
 ) -> Program[int]:
+    if d.listing_lock is not None:  # a dial checking the list meanwhile waits for this
+        yield d.listing_lock
     added = 0
     for number in dict.fromkeys(numbers):
         rows = yield Query(

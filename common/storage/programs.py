@@ -87,6 +87,11 @@ class Dialect:
     skip_locked: str = ""  # ... and skip rows another transaction holds
     # Serialises admission (count, then insert) across servers; SQLite's writer lock does it.
     admission_lock: Query | None = None
+    # Orders a dial's do-not-call check after a listing committing meanwhile (the listing's
+    # lock exclusive, the dial's shared: dials never wait for each other); SQLite's writer
+    # lock does it.
+    listing_lock: Query | None = None
+    dial_listing_lock: Query | None = None
     # What the readiness probe asks beyond its own write: that a call's row could be written
     # now (SQLite's probe takes the one writer lock there is, as a call's insert does).
     write_check: Query | None = None
@@ -99,6 +104,8 @@ POSTGRES = Dialect(
     for_share=" FOR SHARE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     admission_lock=Query("SELECT pg_advisory_xact_lock(7246001)"),
+    listing_lock=Query("SELECT pg_advisory_xact_lock(7246002)"),
+    dial_listing_lock=Query("SELECT pg_advisory_xact_lock_shared(7246002)"),
     # The lock a call's insert takes, not waited for: a table locked by hand, or by an index
     # built on it, held every call 15 s (then 503) while /readyz said ready (probe AJ).
     write_check=Query("LOCK TABLE calls IN ROW EXCLUSIVE MODE NOWAIT"),
@@ -735,6 +742,10 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
         f"SELECT phone_number FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
         (call_id,),
     )
+    if rows and d.dial_listing_lock is not None:
+        # A POST /dnc committing now is waited for: read before it commits, the number was
+        # dialled after its 200 (PostgreSQL).
+        yield d.dial_listing_lock
     if rows and (yield from on_dnc_list(rows[0]["phone_number"])):
         rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
         return row_to_call(rows[0])

@@ -447,6 +447,52 @@ async def test_a_dial_started_while_a_pause_commits_is_refused(
     assert shown is not None and shown.status.value == "paused"
 
 
+@contextlib.asynccontextmanager
+async def listing(store: CallStore, number: str, now: float) -> AsyncIterator[None]:
+    """Another server's POST /dnc of `number`, its transaction run to its end but not
+    committed while the body runs; committed as it ends."""
+    if isinstance(store, PostgresCallStore):
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            async with conn.transaction():
+                program = cp.add_dnc(store.dialect, [number], "api", None, now)
+                query = next(program)
+                with contextlib.suppress(StopIteration):
+                    while True:
+                        rows: list[Any] = await conn.fetch(numbered(query.sql), *query.args)
+                        query = program.send(rows)
+                yield
+        finally:
+            await conn.close()
+        return
+    assert isinstance(store, SqliteCallStore)
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        _drive(db, cp.add_dnc(SQLITE, [number], "api", None, now))
+        yield
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def test_a_dial_started_while_its_number_is_being_listed_is_not_marked(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A call's dial marked while a POST /dnc of its number was committing: on PostgreSQL
+    the dial's check did not see the number (not committed yet), the dial was marked, and
+    the number was dialled after the /dnc's 200. The check waits for the listing and finds
+    the number (SQLite's one writer orders the two already)."""
+    await store.create_call(NewCall("call-1", "+14155550123", "R", "en", "Calm"))
+    async with listing(store, "+14155550123", clock.now):
+        dial = asyncio.create_task(store.start_dial("call-1"))
+        await asyncio.sleep(0.3)  # the dial's transaction runs while the listing's is open
+        assert not dial.done()
+    listed = await dial
+    assert listed is not None and listed.dial_started_at is None
+
+
 @pytest.mark.parametrize("enforce", [True, False])
 async def test_a_campaign_events_estimate_counts_the_calling_hours_as_the_server_does(
     store: CallStore, clock: FakeClock, enforce: bool
