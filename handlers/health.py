@@ -73,7 +73,8 @@ COUNTS = web.AppKey("database_counts", SharedCheck[DatabaseCounts])
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when a call could be placed: the database takes a write, config.json's directory
-    takes a file, and LiveKit (or the sandbox) accepts our key. The probes run at once."""
+    takes a file (and config.json itself a write, after one failed), and LiveKit (or the
+    sandbox) accepts our key. The probes run at once."""
     failures = await request.app[READINESS].run(lambda: _check(request.app))
     if failures:
         return json_error(503, "not ready", failures)

@@ -401,6 +401,10 @@ class ConfigStore:
         self._top_owner: str | None = None
         # Refused calls whose retraction's write failed, until one succeeds (`_tops_lock`).
         self._owed: set[str] = set()
+        # Whether the last write of config.json failed (until one succeeds): the readiness
+        # probe then tries a write of its own, since config.json itself may refuse what its
+        # directory takes (`chattr +i`: every call 503 while /readyz said ready).
+        self._write_failed = False
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -570,6 +574,8 @@ class ConfigStore:
         with a file of its own naming (a probe file that a crash left is removed a minute
         later); with the writers' lock held a moment, the temp files a crashed writer left
         are removed (at start-up among others: they hold callers' names and instructions).
+        After a write of config.json failed, and until one succeeds, also a write of
+        config.json itself.
         """
         await _in_executor(self._probe_sync)
 
@@ -597,6 +603,21 @@ class ConfigStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        if self._write_failed:
+            self._write_after_failure()
+
+    def _write_after_failure(self) -> None:
+        """After a failed write, a write of config.json itself (none while writes succeed):
+        a file its directory takes says nothing of config.json made immutable (`chattr +i`)
+        or mounted over, which every call's write must replace. OSError naming config.json
+        while it fails; a success makes the server ready again with no call placed (a load
+        balancer sends none to a server that is not ready)."""
+        try:
+            self._mutate_sync([])
+        except ConfigWriteError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            reason = cause.strerror or os.strerror(exc.errno or errno.EIO)
+            raise OSError(exc.errno, f"a write of it fails: {reason}", str(self.path)) from exc
 
     # ------------------------------------------------------------------- mutations
 
@@ -959,6 +980,7 @@ class ConfigStore:
         try:
             fd = self._acquire(deadline)
         except OSError as exc:  # e.g. the directory is not one, or not ours to write
+            self._write_failed = True
             raise self._fail(exc, "lock") from exc
         tmp: Path | None = None
         try:
@@ -976,7 +998,9 @@ class ConfigStore:
             os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)
+            self._write_failed = False
         except OSError as exc:
+            self._write_failed = True
             raise self._fail(exc, "write") from exc
         finally:
             if tmp is not None:

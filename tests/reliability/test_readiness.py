@@ -7,8 +7,12 @@ Regression: /readyz answered 200 in all of these, since it only read from the da
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +97,64 @@ async def test_config_json_on_a_read_only_file_system_is_not_ready(
     figures.add(
         f"config.json's file system remounted read-only: /readyz {not_ready}, a call {refused}"
     )
+
+
+@contextlib.contextmanager
+def _unreplaceable(path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """config.json that cannot be replaced while its directory takes files: made immutable
+    (`chattr +i`, where this machine allows it), or a rename onto it refused as the kernel
+    refuses one onto an immutable file (EPERM)."""
+    if how == "chattr +i":
+        try:
+            subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"cannot make a file immutable here ({type(exc).__name__})")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
+        return
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(dst) == str(path):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), os.fspath(src))
+        real_replace(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", replace)
+        yield
+
+
+@pytest.mark.parametrize("how", ["chattr +i", "rename refused"])
+async def test_a_config_json_that_cannot_be_replaced_is_not_ready(
+    start_app: AppFactory,
+    tmp_path: Path,
+    how: str,
+    monkeypatch: pytest.MonkeyPatch,
+    figures: Figures,
+) -> None:
+    """Its directory takes the probe's file, but no call's write can replace config.json:
+    every call was 503 while /readyz said ready, and a load balancer kept sending calls. Now
+    the failed write makes /readyz 503 naming config, until a write succeeds: the probe's own
+    write of config.json once it can be replaced again (no call needed: none comes to a
+    server that is not ready)."""
+    path = tmp_path / "config.json"
+    client = await start_app(config_path=path)
+    assert await _call_status(client) == 200
+    assert await _readiness(client) == (200, [])
+    with _unreplaceable(path, how, monkeypatch):
+        refused = await _call_status(client)
+        not_ready = await _readiness(client)
+        said = await (await client.get("/readyz")).json()
+    again = await _readiness(client)
+    assert refused == 503
+    assert not_ready == (503, ["config"])
+    error = said["details"][0]["error"]
+    assert error == "config.json: a write of it fails: Operation not permitted"
+    assert again == (200, [])
+    assert await _call_status(client) == 200
+    figures.add(f"config.json not replaceable ({how}): a call {refused}, /readyz {not_ready}")
 
 
 def _mount(where: Path, options: str) -> None:
