@@ -91,6 +91,24 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+# What a LiveKit id is made of: its prefix (`ST_` for a SIP trunk), then letters and digits
+# (livekit/protocol's guid.IsValidID).
+_LIVEKIT_ID_CHARACTERS = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _trunk_id(name: str, raw: str) -> str:
+    """A LiveKit SIP trunk id: a character none has (a space, a `-` of a trunk's name, the
+    `+` of a number) was accepted at start-up, and every call then failed at LiveKit."""
+    text = _text(name, raw)
+    if not _LIVEKIT_ID_CHARACTERS.fullmatch(text):
+        bad = next(c for c in text if not _LIVEKIT_ID_CHARACTERS.fullmatch(c))
+        raise SettingsError(
+            f"{name} holds {bad!r}, which no LiveKit trunk id has: it is ST_ followed by letters"
+            " and digits (is it the trunk's name or number? `lk sip outbound list` shows ids)"
+        )
+    return text
+
+
 # An API token a person could guess, or try every value of, is no protection on a server that
 # listens beyond loopback: at least this many characters (secrets.token_urlsafe(32) gives 43).
 MIN_TOKEN_CHARS = 16
@@ -407,7 +425,7 @@ class Settings:
         DEV_API_SECRET, _text, "Required with LIVEKIT_URL; also verifies webhooks.", secret=True
     )
     sip_outbound_trunk_id: str = setting(
-        "", _text, "Outbound SIP trunk (ST_...); required with LIVEKIT_URL."
+        "", _trunk_id, "Outbound SIP trunk (ST_...); required with LIVEKIT_URL."
     )
     agent_name: str = setting(
         "outbound-caller", _text, "The agent worker's name; calls are dispatched to it."

@@ -519,15 +519,40 @@ def test_livekit_settings_that_look_like_mistakes_are_warned_of() -> None:
     sandbox runs, with them), started without a word."""
     assert settings_from_env(REAL_LIVEKIT).livekit_warnings() == []
     assert settings_from_env({}).livekit_warnings() == []
-    trunk = settings_from_env({**REAL_LIVEKIT, "SIP_OUTBOUND_TRUNK_ID": "my-twilio-trunk"})
+    trunk = settings_from_env({**REAL_LIVEKIT, "SIP_OUTBOUND_TRUNK_ID": "MyTwilioTrunk"})
     (said,) = trunk.livekit_warnings()
     assert said.startswith("SIP_OUTBOUND_TRUNK_ID does not start with ST_")
-    assert "my-twilio-trunk" not in said
+    assert "MyTwilioTrunk" not in said
     keys = {"LIVEKIT_API_KEY": "APIrealkey", "LIVEKIT_API_SECRET": "real-secret-value-0123456789ab"}
     (said,) = settings_from_env(keys).livekit_warnings()
     assert "is set but LIVEKIT_URL is not: the embedded sandbox runs with them" in said
     short = settings_from_env({**REAL_LIVEKIT, "LIVEKIT_API_SECRET": "short-one"})
     assert short.livekit_warnings() == [short.short_secret_warning()]
+
+
+@pytest.mark.parametrize(
+    ("trunk", "bad"),
+    [
+        ("ST_abc def", "' '"),
+        ("my-twilio-trunk", "'-'"),
+        ("+14155550100", "'+'"),
+        ("ST_ab\u00e9", "'\u00e9'"),
+    ],
+)
+def test_a_trunk_id_with_a_character_no_livekit_id_has_stops_start_up(trunk: str, bad: str) -> None:
+    """A space in SIP_OUTBOUND_TRUNK_ID (or a trunk's name, or its number) started the server,
+    and every call failed at LiveKit. Now start-up stops naming the setting and the character."""
+    with pytest.raises(SettingsError) as raised:
+        settings_from_env({**REAL_LIVEKIT, "SIP_OUTBOUND_TRUNK_ID": trunk})
+    assert str(raised.value).startswith(f"SIP_OUTBOUND_TRUNK_ID holds {bad}, which no LiveKit")
+    assert trunk not in str(raised.value)
+
+
+@pytest.mark.parametrize("trunk", ["ST_abc123", "ST_r9EpBGtDfTph", "ST_AbCdEfGhJkLmNoPq"])
+def test_a_trunk_id_of_livekits_shape_is_accepted(trunk: str) -> None:
+    settings = settings_from_env({**REAL_LIVEKIT, "SIP_OUTBOUND_TRUNK_ID": trunk})
+    assert settings.sip_outbound_trunk_id == trunk
+    assert settings.livekit_warnings() == []
 
 
 def test_require_livekit_ignores_missing_values_on_the_sandbox() -> None:
