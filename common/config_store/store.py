@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import stat
 import threading
@@ -80,6 +81,12 @@ LOCK_WAIT_S = 5.0
 # processes some waited 5 s and failed; at 5 ms none failed, the longest wait was ~1 s, and
 # as many writes went through (probe-AA's contention.py, side by side).
 LOCK_POLL_MAX_S = 0.005
+# How many unusable config.json files set aside (`config.json.corrupt-<stamp>`) are kept, the
+# newest: each one set aside was kept for good, and a writer that keeps breaking the file
+# (a script's bug, an editor's) filled the disk with copies of callers' data.
+KEEP_SET_ASIDE = 10
+# A set-aside file's name after `<config.json's name>.corrupt-`: what `_start_document` makes.
+_SET_ASIDE_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{4}")
 # A readiness probe's file older than this was left by a crash (a probe takes seconds at most).
 PROBE_FILE_STALE_S = 60.0
 
@@ -934,7 +941,40 @@ class ConfigStore:
         logger.error(
             "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
         )
+        self._remove_old_set_aside(target)
         return self._defaults() | {CALLS_KEY: {}}
+
+    def _remove_old_set_aside(self, target: Path) -> None:
+        """Keep the newest KEEP_SET_ASIDE files set aside, remove older ones. Only files of
+        the set-aside naming (`<name>.corrupt-<UTC stamp>-<4 hex>`) that are regular files
+        count: nothing else in the directory is touched."""
+        prefix = f"{target.name}.corrupt-"
+        found: list[tuple[str, int, str]] = []
+        with contextlib.suppress(OSError):  # never the write's failure
+            for entry in os.scandir(target.parent):
+                stamp = entry.name.removeprefix(prefix)
+                if stamp == entry.name or not _SET_ASIDE_STAMP.fullmatch(stamp):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        # set aside in the same second: ctime is when it was renamed here
+                        ctime = entry.stat(follow_symlinks=False).st_ctime_ns
+                        found.append((stamp[:15], ctime, entry.name))
+        found.sort(reverse=True)
+        removed = []
+        for _, _, name in found[KEEP_SET_ASIDE:]:
+            with contextlib.suppress(OSError):
+                os.unlink(target.parent / name)
+                removed.append(name)
+        if removed:
+            logger.warning(
+                "removed %d older unreadable config file(s) set aside beside %s, keeping the"
+                " newest %d: %s",
+                len(removed),
+                self.path,
+                KEEP_SET_ASIDE,
+                ", ".join(removed),
+            )
 
     def _refuse_a_database(self, data: bytes, target: Path) -> None:
         """A database where config.json should be (CONFIG_PATH naming calls.db) is never set

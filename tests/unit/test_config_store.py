@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from common.config_store import store as config_store_module
-from common.config_store.store import LOCK_POLL_MAX_S
+from common.config_store.store import KEEP_SET_ASIDE, LOCK_POLL_MAX_S
 from common.update_config import (
     ConfigStore,
     ConfigWriteError,
@@ -847,3 +847,39 @@ def test_a_writer_waiting_for_another_process_tries_again_often(
         os.close(holder)
     assert len(pauses) == 40 and max(pauses) <= LOCK_POLL_MAX_S
     assert store.load()["caller_name"] == "Bob"
+
+
+def test_files_set_aside_are_kept_to_the_newest_few(
+    store: ConfigStore, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every unreadable config.json set aside was kept for good: a writer that kept breaking
+    the file piled up copies of callers' data without limit. Now the newest KEEP_SET_ASIDE
+    are kept, a WARNING names those removed, and no other file is touched."""
+    directory = config_path.parent
+    others = [
+        "config.json.corrupt-notes.txt",  # not our naming
+        "config.json.corrupt-19990101T000000-zzzz",  # not our naming (hex)
+        "other.json.corrupt-19990101T000000-abcd",  # another file's
+        "config.json.lock",
+    ]
+    for name in others:
+        (directory / name).write_text("keep me")
+    (directory / "config.json.corrupt-19990101T000000-abcd").mkdir()  # not a file
+    for n in range(KEEP_SET_ASIDE + 3):
+        config_path.write_text(f"{{broken {n}")
+        with caplog.at_level(logging.WARNING):
+            store.update(f"Caller {n}", call_id=f"call-{n}")
+    kept = sorted(directory.glob("config.json.corrupt-2*"))
+    assert len(kept) == KEEP_SET_ASIDE
+    # the newest ones: the last KEEP_SET_ASIDE files broken
+    assert sorted(p.read_text() for p in kept) == sorted(
+        f"{{broken {n}" for n in range(3, KEEP_SET_ASIDE + 3)
+    )
+    for name in others:
+        assert (directory / name).read_text() == "keep me"
+    assert (directory / "config.json.corrupt-19990101T000000-abcd").is_dir()
+    said = [r.getMessage() for r in caplog.records if "older unreadable config" in r.getMessage()]
+    assert len(said) == 3 and all(
+        m.startswith("removed 1 older unreadable config file(s) set aside") for m in said
+    )
+    assert read(config_path)["caller_name"] == f"Caller {KEEP_SET_ASIDE + 2}"
