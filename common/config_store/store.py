@@ -702,17 +702,28 @@ class ConfigStore:
             doc[CALLS_KEY] = {}
             return
         cutoff = now - self.record_ttl_s
-        stale = [
-            cid
-            for cid, rec in calls.items()
-            if (written_at := written_at_of(rec)) is None or written_at < cutoff
-        ]
-        for cid in stale:
+        aged: list[str] = []
+        malformed: list[str] = []
+        for cid, rec in calls.items():
+            if (written_at := written_at_of(rec)) is None:
+                malformed.append(cid)
+            elif written_at < cutoff:
+                aged.append(cid)
+        if not (aged or malformed):
+            return
+        for cid in (*aged, *malformed):
             del calls[cid]
-        if stale:
-            logger.info(
-                "pruned %d config record(s) older than %.0f s", len(stale), self.record_ttl_s
-            )
+        # What went and why: a malformed record (written by hand, no object or no finite
+        # written_at) was said to be "older than 86400 s" too.
+        reasons = [f"{len(aged)} older than {self.record_ttl_s:.0f} s"] if aged else []
+        if malformed:
+            reasons.append(f"{len(malformed)} malformed (no object with a finite written_at)")
+        logger.log(
+            logging.WARNING if malformed else logging.INFO,
+            "pruned %d config record(s): %s",
+            len(aged) + len(malformed),
+            ", ".join(reasons),
+        )
 
     # ------------------------------------------------------------------- views
 

@@ -883,3 +883,35 @@ def test_files_set_aside_are_kept_to_the_newest_few(
         m.startswith("removed 1 older unreadable config file(s) set aside") for m in said
     )
     assert read(config_path)["caller_name"] == f"Caller {KEEP_SET_ASIDE + 2}"
+
+
+def test_the_prune_line_says_what_was_removed_and_why(
+    config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records removed because they were malformed were said to be "older than 86400 s" too:
+    the line now counts each reason."""
+    now = [1000.0]
+    store = ConfigStore(config_path, record_ttl_s=60, clock=lambda: now[0])
+    store.update("Old", call_id="call-old")
+    doc = read(config_path)
+    doc["calls"]["call-nan"] = {"caller_name": "N", "written_at": "yesterday"}
+    doc["calls"]["call-list"] = ["not", "a", "record"]
+    config_path.write_text(json.dumps(doc))
+    now[0] += 61
+    with caplog.at_level(logging.INFO):
+        store.update("New", call_id="call-new")
+    said = [r for r in caplog.records if r.getMessage().startswith("pruned")]
+    assert [r.getMessage() for r in said] == [
+        "pruned 3 config record(s): 1 older than 60 s,"
+        " 2 malformed (no object with a finite written_at)"
+    ]
+    assert said[0].levelno == logging.WARNING
+    assert set(read(config_path)["calls"]) == {"call-new"}
+    caplog.clear()
+    now[0] += 61
+    with caplog.at_level(logging.INFO):
+        store.update("Newer", call_id="call-newer")
+    said = [r for r in caplog.records if r.getMessage().startswith("pruned")]
+    assert [(r.getMessage(), r.levelno) for r in said] == [
+        ("pruned 1 config record(s): 1 older than 60 s", logging.INFO)
+    ]
