@@ -14,13 +14,13 @@ life of one call, for three ways of running the same operations on the same SQLi
    thread hop), an asyncio.Lock so one transaction at a time uses the connection, and the same
    migrations.
 3. ``sqlalchemy-core+aiosqlite``: the operations a call uses written again with SQLAlchemy
-   Core (`CoreCallStore` below): Table objects mirroring the schema after all migrations (the
-   schema itself comes from the same migration files, and is compared with the Tables at open),
+   Core (`CoreCallStore` below): Table objects read back from the schema the same migration
+   files make (in an in-memory database at import; compared with the opened file's at open),
    `create_async_engine("sqlite+aiosqlite:///...")` with one pooled connection (as 1 and 2
    have one), BEGIN IMMEDIATE for writes (SQLAlchemy's documented `begin` event recipe),
    autocommit reads, insert()/update()/select() with .returning() where the programs use
    RETURNING, the same statements' effects in one transaction per operation, and the same pure
-   helpers (row_to_call, events_for_change, CallRecord.to_json, the outbox's JSON encoding).
+   helpers (row_to_call, events_for_change, event_data, the outbox's JSON encoding).
 
 The workload per settled call mirrors common/calls/service.py for an answered call: place it
 (`create_call` with the admission limits at the server's defaults and an Idempotency-Key
@@ -104,6 +104,7 @@ from common.storage.programs import (
     Query,
     _row_to_entry,
     dumps,
+    event_data,
     row_to_call,
 )
 from common.storage.programs import Row as ProgramRow
@@ -417,89 +418,30 @@ def _migrate_program() -> Program[None]:
 
 # ----------------------------------------------------------------------------- variant 3
 
-metadata = sa.MetaData()
-calls_t = sa.Table(
-    "calls",
-    metadata,
-    sa.Column("call_id", sa.Text, primary_key=True),
-    sa.Column("phone_number", sa.Text, nullable=False),
-    sa.Column("caller_name", sa.Text, nullable=False),
-    sa.Column("language", sa.Text, nullable=False),
-    sa.Column("emotion", sa.Text, nullable=False),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("outcome", sa.Text),
-    sa.Column("reason", sa.Text),
-    sa.Column("answered", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("hangup_requested", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("answered_at", sa.Float),
-    sa.Column("ended_at", sa.Float),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("ringing_timeout_s", sa.Integer),
-    sa.Column("max_duration_s", sa.Integer),
-    sa.Column("config", sa.Text),
-    sa.Column("room_finished_at", sa.Float),
-    sa.Column("dial_started_at", sa.Float),
-    sa.Column("client", sa.Text, nullable=False, server_default=""),
-    sa.Column("counts_for_rate", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("amd", sa.Text),
-    sa.Column("ended_by", sa.Text),
-    sa.Column("report", sa.Text),
-    sa.Column("report_at", sa.Float),
-    sa.Column("data_erased_at", sa.Float),
-)
-events_t = sa.Table(
-    "events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("call_id", sa.Text, sa.ForeignKey("calls.call_id"), nullable=False),
-    sa.Column("event_id", sa.Text),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("from_status", sa.Text),
-    sa.Column("to_status", sa.Text),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-    sqlite_autoincrement=True,
-)
-idempotency_t = sa.Table(
-    "idempotency",
-    metadata,
-    sa.Column("client", sa.Text, primary_key=True),
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("request_hash", sa.Text, nullable=False),
-    sa.Column("call_id", sa.Text, nullable=False),
-    sa.Column("status", sa.Integer),
-    sa.Column("body", sa.Text),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-outbox_t = sa.Table(
-    "outbox",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("call_id", sa.Text, nullable=False),
-    sa.Column("type", sa.Text, nullable=False),
-    sa.Column("from_status", sa.Text),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("claimed_until", sa.Float, nullable=False),
-    sa.Column("dispatched_at", sa.Float),
-    sqlite_autoincrement=True,
-)
-reports_t = sa.Table(
-    "reports",
-    metadata,
-    sa.Column("call_id", sa.Text, sa.ForeignKey("calls.call_id"), primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("received_at", sa.Float, nullable=False),
-)
-readiness_t = sa.Table(
-    "readiness",
-    metadata,
-    sa.Column("instance", sa.Text, primary_key=True),
-    sa.Column("at", sa.Float, nullable=False),
+
+TABLES = ("calls", "events", "idempotency", "outbox", "reports", "readiness")
+
+
+def _migrated_tables() -> sa.MetaData:
+    """The Tables of the schema the server's SQLite migrations make, read back from an
+    in-memory database: a hand-written copy fell behind the migrations (a call's row gained
+    columns it lacked) and the variant stopped at its open."""
+    engine = sa.create_engine("sqlite://")
+    try:
+        with engine.begin() as conn:
+            for migration in MIGRATIONS:
+                for statement in migration.statements:
+                    conn.exec_driver_sql(statement)
+            tables = sa.MetaData()
+            tables.reflect(conn, only=TABLES)
+    finally:
+        engine.dispose()
+    return tables
+
+
+metadata = _migrated_tables()
+calls_t, events_t, idempotency_t, outbox_t, reports_t, readiness_t = (
+    metadata.tables[name] for name in TABLES
 )
 
 # An execution option of the read-only engine: no BEGIN, the statements run in autocommit.
@@ -819,7 +761,7 @@ class CoreCallStore:
     ) -> tuple[CallEvent, ...]:
         if not types:
             return ()
-        data = after.to_json(with_timeline=False)
+        data = event_data(after)
         encoded = dumps(data)
         previous = from_status.value if from_status else None
         written = []
@@ -1098,8 +1040,10 @@ class Counts:
 class _CountingSqliteStore(SqliteCallStore):
     """The real store, counting the jobs it hands to its database thread (probe only)."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(path, clock)
+    def __init__(
+        self, path: Path, clock: Callable[[], float] = time.time, instance: str = ""
+    ) -> None:
+        super().__init__(path, clock, instance)
         self.counts = Counts()
 
     async def _submit(self, fn: Callable[..., T], *args: Any, together: bool = False) -> T:
