@@ -15,6 +15,7 @@ import signal
 from common.host_header import is_loopback_host
 from common.settings import DEV_API_KEY, DEV_API_SECRET, SettingsError, environment, http_url
 from sandbox.server import Sandbox
+from sandbox.util import port_argument
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m sandbox", description="Loopback LiveKit stand-in (no phone is called)."
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7880, help="port (default 7880, 0 = any)")
+    parser.add_argument(
+        "--port", type=port_argument, default=7880, help="port (default 7880, 0 = any)"
+    )
     parser.add_argument("--webhook-url", default=None, help="where to POST LiveKit webhooks")
     parser.add_argument(
         "--time-scale",
@@ -35,8 +38,6 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.time_scale < 0:
         parser.error("--time-scale must be >= 0")
-    if not 0 <= args.port <= 65535:  # a traceback from the bind, before (probe AO)
-        parser.error("--port must be between 0 and 65535")
     if args.webhook_url is not None:
         # taken, then every webhook of every call failed 5 times and was dropped, a WARNING
         # each ("NonHttpUrlClientError"), and no call settled by them

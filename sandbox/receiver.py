@@ -25,6 +25,7 @@ from typing import TextIO
 from aiohttp import web
 
 from common.notify.signing import WebhookVerificationError, parse_secret, verify
+from sandbox.util import port_argument
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.receiver", description=__doc__)
     parser.add_argument("--secret", required=True, help="the server's CALLS_WEBHOOK_SECRET")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--port", type=port_argument, default=9000)
     args = parser.parse_args(argv)
     try:
         parse_secret(args.secret)
     except ValueError as exc:
         parser.error(str(exc))
-    if not 0 <= args.port <= 65535:  # a traceback from the bind, before
-        parser.error("--port must be between 0 and 65535")
     try:
         asyncio.run(serve(args.secret, args.host, args.port))
     except OSError as exc:  # the port taken (the README's 9000), the address not this machine's

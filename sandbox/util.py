@@ -1,8 +1,9 @@
-"""Small helpers shared by the sandbox modules: LiveKit-style ids, clocks, and telling a web
-page's request from an SDK's."""
+"""Small helpers shared by the sandbox modules: LiveKit-style ids, clocks, telling a web
+page's request from an SDK's, and the command lines' --port."""
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import secrets
 import string
@@ -45,3 +46,17 @@ def web_page_sign(host: str | None, origin: str | None, listening_on: str) -> st
     if is_loopback_name(name) or name == listening_on.lower():
         return None
     return f"Host {host[:100]!r}"
+
+
+def port_argument(text: str) -> int:
+    """The `type` of `python -m sandbox`'s and `python -m sandbox.receiver`'s --port: 0 (any
+    free port) to 65535, else a usage error (out of range, the bind failed in a traceback)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and 65535 (0: any free port), got {text!r}"
+        )
+    return port

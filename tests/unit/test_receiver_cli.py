@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.processes import run_on_a_taken_port, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,11 +28,3 @@ def test_a_port_in_use_is_one_line_and_exit_2() -> None:
     assert done.stderr.startswith(f"cannot listen on 127.0.0.1:{port}: ")
     assert "address already in use" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize("port", ["99999", "-1"])
-def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
-    done = run("--port", port)
-    assert done.returncode == 2
-    assert "--port must be between 0 and 65535" in done.stderr
-    assert "Traceback" not in done.stderr

@@ -4,6 +4,7 @@ AO: a traceback each, and no word)."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import sys
@@ -23,11 +24,20 @@ def run(
     return run_to_end([sys.executable, "-m", "sandbox", *args], cwd, clean, timeout=30)
 
 
-@pytest.mark.parametrize("port", ["99999", "-1"])
-def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
-    done = run("--port", port)
+RECEIVER_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.mark.parametrize("module", ["sandbox", "sandbox.receiver"])
+@pytest.mark.parametrize("port", ["99999", "-1", "abc"])
+def test_a_port_out_of_range_is_a_usage_error(module: str, port: str) -> None:
+    """Both command lines check --port with one function (sandbox.util.port_argument): out of
+    range, the bind failed in a traceback."""
+    args = ["--secret", RECEIVER_SECRET] if module == "sandbox.receiver" else []
+    clean = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = run_to_end([sys.executable, "-m", module, *args, "--port", port], ROOT, clean, 30)
     assert done.returncode == 2
-    assert "--port must be between 0 and 65535" in done.stderr
+    said = f"argument --port: must be between 0 and 65535 (0: any free port), got '{port}'"
+    assert said in done.stderr
     assert "Traceback" not in done.stderr
 
 
