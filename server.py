@@ -169,12 +169,14 @@ def _unusable_database(settings: Settings, exc: DatabaseError) -> str:
 
 
 async def _config_writable(app: web.Application) -> AsyncIterator[None]:
-    """config.json must be writable before the server serves (the readiness probe's check):
-    a CONFIG_PATH whose directory cannot be created failed every call, one that is a
-    directory did too, and a device was moved aside and replaced."""
+    """config.json must be writable before the server serves (the readiness probe's check,
+    and a write of config.json if it is there): a CONFIG_PATH whose directory cannot be
+    created failed every call, one that is a directory did too, a device was moved aside and
+    replaced, and one that cannot be replaced (`chattr +i`, a file bind-mounted into a
+    container) started, said it was ready and failed every call."""
     path = app[SETTINGS].config_path
     try:
-        await app[CONFIG].probe_writable_async()
+        await app[CONFIG].probe_writable_async(rewrite=True)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise StartupError(

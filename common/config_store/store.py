@@ -574,7 +574,7 @@ class ConfigStore:
             return {}
         return {str(call_id): written_at_of(rec) or 0.0 for call_id, rec in calls.items()}
 
-    async def probe_writable_async(self) -> None:
+    async def probe_writable_async(self, *, rewrite: bool = False) -> None:
         """Raise OSError unless a small file can be written and synced next to config.json.
 
         What a call's config write needs (directory writable, space on the device), proved
@@ -582,11 +582,12 @@ class ConfigStore:
         later); with the writers' lock held a moment, the temp files a crashed writer left
         are removed (at start-up among others: they hold callers' names and instructions).
         After a write of config.json failed, and until one succeeds, also a write of
-        config.json itself.
+        config.json itself; and with `rewrite` (at start-up), a write of a config.json that
+        is there.
         """
-        await _in_executor(self._probe_sync)
+        await _in_executor(self._probe_sync, rewrite)
 
-    def _probe_sync(self) -> None:
+    def _probe_sync(self, rewrite: bool = False) -> None:
         """What a write does, short of replacing config.json: the writers' lock taken, the
         directory takes a synced file (created if missing, as a write would), and
         config.json, if there, is a regular file this process may replace, and no database
@@ -610,15 +611,16 @@ class ConfigStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        if self._write_failed:
-            self._write_after_failure()
+        if self._write_failed or (rewrite and os.path.lexists(target)):
+            self._write_itself()
 
-    def _write_after_failure(self) -> None:
-        """After a failed write, a write of config.json itself (none while writes succeed):
-        a file its directory takes says nothing of config.json made immutable (`chattr +i`)
-        or mounted over, which every call's write must replace. OSError naming config.json
-        while it fails; a success makes the server ready again with no call placed (a load
-        balancer sends none to a server that is not ready)."""
+    def _write_itself(self) -> None:
+        """A write of config.json itself, after a failed one (none while writes succeed) or
+        at start-up: a file its directory takes says nothing of config.json made immutable
+        (`chattr +i`) or mounted over (a container's file bind mount), which every call's
+        write must replace. OSError naming config.json while it fails; after a failure, a
+        success makes the server ready again with no call placed (a load balancer sends none
+        to a server that is not ready)."""
         try:
             self._mutate_sync([])
         except ConfigWriteError as exc:

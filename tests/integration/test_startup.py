@@ -254,6 +254,29 @@ def test_a_config_path_that_cannot_be_written_stops_start_up(tmp_path: Path) -> 
     assert not (tmp_path / "c.db").exists()  # probe AO: a new, empty calls.db was left
 
 
+def test_a_config_json_that_cannot_be_replaced_stops_start_up(tmp_path: Path) -> None:
+    """Made immutable (`chattr +i`; a file bind-mounted into a container alike): its
+    directory took the probe's file, so the server started, said it was ready, and failed
+    every call with 503. Now start-up writes a config.json that is there, and stops."""
+    config = tmp_path / "config.json"
+    config.write_text('{"calls": {}}\n')
+    try:
+        subprocess.run(["chattr", "+i", str(config)], check=True, capture_output=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot make a file immutable here ({type(exc).__name__})")
+    try:
+        done = run_server(tmp_path)
+    finally:
+        subprocess.run(["chattr", "-i", str(config)], check=True, capture_output=True)
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"config.json ({config}) cannot be written: a write of it fails: Operation not"
+        " permitted (set CONFIG_PATH)" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert config.read_text() == '{"calls": {}}\n'
+
+
 @pytest.mark.parametrize("kind", ["a directory", "a device"])
 def test_a_config_path_that_is_not_a_file_stops_start_up(tmp_path: Path, kind: str) -> None:
     """A directory failed every call; a device was moved aside and replaced (as root with
