@@ -19,6 +19,8 @@ from sandbox.util import port_argument
 
 logger = logging.getLogger(__name__)
 
+MAX_TIME_SCALE = 1000.0  # as SANDBOX_TIME_SCALE's
+
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -36,8 +38,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="multiplies every simulated delay (0 = no delays; default 1.0)",
     )
     args = parser.parse_args(argv)
-    if args.time_scale < 0:
-        parser.error("--time-scale must be >= 0")
+    # SANDBOX_TIME_SCALE's bounds: `nan` was taken, and every call it played stayed `dialing`
+    # for good (its delays never ran out); `inf` alike.
+    if not 0 <= args.time_scale <= MAX_TIME_SCALE:
+        parser.error(f"--time-scale must be a number from 0 to {MAX_TIME_SCALE:g}")
     if args.webhook_url is not None:
         # taken, then every webhook of every call failed 5 times and was dropped, a WARNING
         # each ("NonHttpUrlClientError"), and no call settled by them

@@ -41,6 +41,16 @@ def test_a_port_out_of_range_is_a_usage_error(module: str, port: str) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("scale", ["nan", "inf", "-1", "1001"])
+def test_a_time_scale_out_of_range_is_a_usage_error(scale: str) -> None:
+    """SANDBOX_TIME_SCALE's bounds: `nan` was taken, and every call the sandbox played then
+    stayed `dialing` for good."""
+    done = run("--time-scale", scale)
+    assert done.returncode == 2
+    assert "--time-scale must be a number from 0 to 1000" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_port_in_use_is_one_line_and_exit_2() -> None:
     port, done = run_on_a_taken_port(run)
     assert done.returncode == 2, done.stderr
