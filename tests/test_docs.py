@@ -219,3 +219,15 @@ def test_the_readmes_stdlib_webhook_check_is_false_for_what_the_package_refuses(
         {"webhook-id": "m", "webhook-timestamp": now},
     ):
         assert verified(secret, headers, body) is False, headers
+
+
+def test_the_quickstart_says_which_python_it_needs() -> None:
+    """pyproject.toml requires a Python the README never named: on a machine whose python3
+    is older (Ubuntu 22.04's 3.10), `make run` stopped in pip's "requires a different
+    Python", with no word in the README of what to install or how to name another one."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'^requires-python = ">=(3\.\d+)"$', pyproject, re.M)
+    assert match is not None
+    quickstart = section(README.read_text(), "Quickstart")
+    assert f"Python {match.group(1)} or later" in quickstart
+    assert "make clean && make run PYTHON=" in quickstart
