@@ -9,7 +9,8 @@ Point the server at it (plain http on loopback needs CALLS_WEBHOOK_ALLOW_PRIVATE
         CALLS_WEBHOOK_ALLOW_PRIVATE=1 make run
 
 A request whose signature does not verify (wrong secret, changed body, older than 5 minutes)
-gets 401 and is printed as refused. Repeats of one event (same webhook-id) are marked.
+gets 401 and is printed as refused. Repeats of one event (same webhook-id) are marked, among
+the latest 10,000 ids.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import logging
 import signal
 import sys
+from collections import OrderedDict
 from typing import TextIO
 
 from aiohttp import web
@@ -30,6 +32,9 @@ from sandbox.util import port_argument
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# How many webhook-ids it remembers to mark repeats, the latest: it kept every id and every
+# event's body (up to MAX_BODY_BYTES each) for as long as it ran, through a campaign too.
+SEEN_IDS = 10_000
 
 
 def describe(event: dict[str, object]) -> str:
@@ -55,8 +60,7 @@ class Receiver:
     def __init__(self, secret: str, out: TextIO = sys.stdout) -> None:
         self.secret = parse_secret(secret)
         self.out = out
-        self.seen: set[str] = set()
-        self.events: list[dict[str, object]] = []
+        self.seen: OrderedDict[str, None] = OrderedDict()  # the latest SEEN_IDS, oldest first
 
     async def handle(self, request: web.Request) -> web.Response:
         # The whole body (413 past MAX_BODY_BYTES): `content.read(n)` gives what has come
@@ -69,9 +73,11 @@ class Receiver:
             return web.Response(status=401)
         webhook_id = request.headers.get("webhook-id", "")
         again = " (again)" if webhook_id in self.seen else ""
-        self.seen.add(webhook_id)
+        self.seen[webhook_id] = None
+        self.seen.move_to_end(webhook_id)
+        while len(self.seen) > SEEN_IDS:
+            self.seen.popitem(last=False)
         event = json.loads(body)
-        self.events.append(event)
         print(f"{webhook_id}{again} {describe(event)}", file=self.out, flush=True)
         return web.Response(status=204)
 
