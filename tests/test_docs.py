@@ -231,3 +231,22 @@ def test_the_quickstart_says_which_python_it_needs() -> None:
     quickstart = section(README.read_text(), "Quickstart")
     assert f"Python {match.group(1)} or later" in quickstart
     assert "make clean && make run PYTHON=" in quickstart
+
+
+def test_the_readmes_stdlib_webhook_check_takes_a_secret_without_its_padding() -> None:
+    """The server takes a CALLS_WEBHOOK_SECRET whose base64 has no `=` padding (as the
+    standardwebhooks package does), and signs with it; the README's standard-library check
+    raised binascii.Error ("Incorrect padding") on every post with that secret, a receiver
+    built from it answering each event 500 where the package verified it."""
+    import base64
+    from datetime import UTC, datetime
+
+    from common.notify.signing import parse_secret, sign
+
+    verified = _readme_stdlib_verified()
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode().rstrip("=")
+    assert parse_secret(secret) == secret  # the server takes it
+    body = b'{"type":"call.ended"}'
+    good = sign(secret, "msg_call-1_1", datetime.now(UTC), body)
+    assert verified(secret, good, body)
+    assert not verified(secret, good, body + b" ")
