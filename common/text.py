@@ -89,14 +89,21 @@ def checked_text(value: object, limit: int, *, single_line: bool) -> str:
     return value
 
 
+def has_visible(text: str) -> bool:
+    """Whether `text` shows (or says) anything: a character that is not a format, control,
+    separator or combining one, nor a letter that draws nothing. A zero-width space (U+200B),
+    a byte order mark (U+FEFF) or a soft hyphen alone is as blank as spaces are."""
+    return any(
+        unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _BLANK_LETTERS
+        for ch in text
+    )
+
+
 def visible_name(value: object, limit: int) -> str:
     """A name that is shown and logged as one line (a caller's, a campaign's), stripped."""
     name = checked_text(value, limit, single_line=True)
     if not name:
         raise ValueError(f"must be 1 to {limit} characters")
-    if not any(
-        unicodedata.category(ch) not in _INVISIBLE_CATEGORIES and ch not in _BLANK_LETTERS
-        for ch in name
-    ):
+    if not has_visible(name):
         raise ValueError("must contain at least one visible character")
     return name.strip()

@@ -43,7 +43,7 @@ from common.config_store.model import (
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
-from common.text import checked_text, text_problem, visible_name
+from common.text import checked_text, has_visible, text_problem, visible_name
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -215,6 +215,8 @@ class OutboundCall(BaseModel):
         text = checked_text(value, MAX_FIRST_MESSAGE_CHARS, single_line=False)
         if not text.strip():
             raise ValueError(f"must be 1 to {MAX_FIRST_MESSAGE_CHARS} characters")
+        if not has_visible(text):  # zero-width characters alone: the callee would hear nothing
+            raise ValueError("must contain at least one visible character")
         return text
 
     @field_validator("webhook_url", mode="before")

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from common.json_values import check_plain_json
-from common.text import checked_text, is_unicode, visible_name
+from common.text import checked_text, has_visible, is_unicode, visible_name
 
 DEFAULT_CALLER_NAME = "Guest"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
@@ -134,7 +134,8 @@ class VoicemailPolicy(_NullIsUnset):
 
     @model_validator(mode="after")
     def _message_when_leaving_one(self) -> VoicemailPolicy:
-        if self.action == "leave_message" and not (self.message and self.message.strip()):
+        # (zero-width characters alone are no message: the machine would record silence)
+        if self.action == "leave_message" and not (self.message and has_visible(self.message)):
             raise ValueError("a message is required to leave one")
         return self
 
@@ -279,7 +280,7 @@ def instructions_text(value: object) -> str | None:
     """The agent's instructions, checked; None when blank (the default applies then: an
     agent with empty instructions would not be the one the API shows)."""
     text = checked_text(value, MAX_INSTRUCTIONS_CHARS, single_line=False)
-    return text if text.strip() else None
+    return text if has_visible(text) else None  # zero-width characters alone are blank too
 
 
 def _named(name: str, value: object, check: Callable[[object], T]) -> T:

@@ -386,6 +386,34 @@ def test_instruction_too_long() -> None:
     }
 
 
+@pytest.mark.parametrize("text", ["\u200b", "\ufeff", "\u200b \u2060\n", "\u00ad", "\u0301"])
+def test_texts_of_only_invisible_characters_are_blank(text: str) -> None:
+    """Regression: blank was judged by str.strip() alone, so a zero-width space, a byte order
+    mark or a soft hyphen (pasted from a page or a file) passed for text. The instructions
+    were that instead of the default ones; a first message of it had the callee answer to
+    silence; a voicemail message of it left a silent message. Now they are blank, as spaces
+    are: the default instructions, and 422 for the two messages."""
+    assert parse_outbound_call(with_(dynamic_instruction=text)).dynamic_instruction is None
+    assert errors_of(with_(first_message=text)) == {
+        "first_message": "must contain at least one visible character"
+    }
+    leave = {"action": "leave_message", "message": text}
+    assert errors_of(with_(voicemail=leave)) == {"voicemail": "a message is required to leave one"}
+
+
+def test_texts_with_something_visible_are_kept() -> None:
+    call = parse_outbound_call(
+        with_(
+            dynamic_instruction="\u200bBe brief.",
+            first_message="\ufeffHola",
+            voicemail={"action": "leave_message", "message": "\u00adBye"},
+        )
+    )
+    assert call.dynamic_instruction == "\u200bBe brief."
+    assert call.first_message == "\ufeffHola"
+    assert call.voicemail is not None and call.voicemail.message == "\u00adBye"
+
+
 def test_instruction_not_a_string() -> None:
     assert errors_of(with_(dynamic_instruction=["be nice"])) == {
         "dynamic_instruction": "must be a string"
