@@ -641,10 +641,29 @@ class Settings:
             " cut short?)"
         )
 
+    @property
+    def public_dev_keys_exposed(self) -> bool:
+        """A real LIVEKIT_URL with livekit-server --dev's well-known key pair, on a HOST
+        beyond loopback: its signature (webhooks, agent reports) proves nothing there. (The
+        embedded sandbox's public pair is refused from other machines: handlers/http.py.)"""
+        return (
+            not self.uses_sandbox
+            and (self.livekit_api_key, self.livekit_api_secret) == LIVEKIT_DEV_KEYS
+            and not self.is_loopback
+        )
+
     def livekit_warnings(self) -> list[str]:
         """LiveKit settings that start but are likely mistakes (probe AO: accepted without a
         word): a short secret, a trunk id not LiveKit's shape, keys set for the sandbox."""
         warnings = [w for w in (self.short_secret_warning(),) if w is not None]
+        if self.public_dev_keys_exposed:
+            warnings.append(
+                "LIVEKIT_API_KEY and LIVEKIT_API_SECRET are livekit-server --dev's public pair"
+                f" and HOST={self.host} is not loopback: anyone who reaches"
+                " this server can sign LiveKit webhooks and agent reports with it (settle calls,"
+                " write their reports, put numbers on the do-not-call list, have customer"
+                " webhooks sent); give LiveKit a key pair of its own (livekit-server --keys)"
+            )
         if self.uses_sandbox:
             if self.livekit_api_key != DEV_API_KEY or self.livekit_api_secret != DEV_API_SECRET:
                 warnings.append(
@@ -703,6 +722,8 @@ class Settings:
 # LiveKit Cloud's secrets are longer, and livekit-server logs an error for a shorter one
 # ("secret is too short") but for its --dev pair (devkey / secret).
 MIN_LIVEKIT_SECRET_CHARS = 32
+# livekit-server --dev's key pair: in LiveKit's docs, so anyone may sign with it.
+LIVEKIT_DEV_KEYS = ("devkey", "secret")  # noqa: S105 - a public pair, not a secret of ours
 
 
 def owner_parts(owner: str) -> tuple[str, int, str] | None:

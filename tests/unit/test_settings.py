@@ -514,6 +514,30 @@ def test_a_secret_shorter_than_livekits_is_warned_not_refused(secret: str) -> No
     assert settings_from_env({}).short_secret_warning() is None  # the sandbox's own pair
 
 
+def test_livekit_dev_keys_beyond_loopback_are_warned_of() -> None:
+    """livekit-server --dev's pair (devkey / secret) is in LiveKit's docs: with it and a HOST
+    beyond loopback, anyone reaching the server could sign webhooks and agent reports (the
+    embedded sandbox's public pair is refused from other machines; this one was taken from
+    anywhere without a word)."""
+    dev = {**REAL_LIVEKIT, "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
+    token = {"CALLS_API_TOKEN": "a-token-of-at-least-32-characters-0123"}
+    for host in ("0.0.0.0", "192.0.2.7", "::"):  # noqa: S104
+        settings = settings_from_env({**dev, **token, "HOST": host})
+        said = [w for w in settings.livekit_warnings() if "--dev's public pair" in w]
+        assert "secret" not in said[0].replace("_SECRET", "")  # its value is not logged
+        assert said == [
+            "LIVEKIT_API_KEY and LIVEKIT_API_SECRET are livekit-server --dev's public pair"
+            f" and HOST={host} is not loopback: anyone who reaches this"
+            " server can sign LiveKit webhooks and agent reports with it (settle calls, write"
+            " their reports, put numbers on the do-not-call list, have customer webhooks"
+            " sent); give LiveKit a key pair of its own (livekit-server --keys)"
+        ]
+    everywhere = {**REAL_LIVEKIT, **token, "HOST": "0.0.0.0"}  # noqa: S104
+    for quiet in (dev, everywhere, {**dev, "HOST": "::1"}):
+        warned = settings_from_env(quiet).livekit_warnings()
+        assert not [w for w in warned if "--dev's public pair" in w], quiet
+
+
 def test_livekit_settings_that_look_like_mistakes_are_warned_of() -> None:
     """Probe AO: a trunk id that is no LiveKit trunk id, keys set with no LIVEKIT_URL (the
     sandbox runs, with them), started without a word."""
