@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -192,6 +193,16 @@ class AnalysisRequest(_NullIsUnset):
             description=f"At most {MAX_ANALYSIS_FIELDS}; names match {FIELD_NAME.pattern}",
         ),
     ] = Field(default_factory=dict)
+
+    @field_validator("success_criteria", mode="after")
+    @classmethod
+    def _blank_criteria_are_none(cls, value: str | None) -> str | None:
+        """Blank criteria (spaces, zero-width characters) are none, as empty ones are: the
+        agent asked its LLM for a success verdict "judged against" nothing, and the call
+        showed one. (A NUL stays, to be refused as in any other text of the request.)"""
+        if value is not None and not has_visible(value) and "\x00" not in value:
+            return None
+        return value
 
     @model_validator(mode="before")
     @classmethod

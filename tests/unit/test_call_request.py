@@ -401,6 +401,21 @@ def test_texts_of_only_invisible_characters_are_blank(text: str) -> None:
     assert errors_of(with_(voicemail=leave)) == {"voicemail": "a message is required to leave one"}
 
 
+@pytest.mark.parametrize("criteria", ["", "   ", "\u200b", "\n\u00ad"])
+def test_blank_success_criteria_ask_for_no_verdict(criteria: str) -> None:
+    """Regression: criteria of spaces (or zero-width characters) were kept, and the agent,
+    which asks for a success verdict whenever they are not empty, had its LLM judge the call
+    "against:" nothing; the call showed a verdict nobody asked for."""
+    from agent.analysis import build_response_model
+
+    call = parse_outbound_call(with_(analysis={"success_criteria": criteria}))
+    assert call.analysis is not None and call.analysis.success_criteria is None
+    model = build_response_model(call.analysis)
+    assert model is not None and "success" not in model.model_fields
+    kept = parse_outbound_call(with_(analysis={"success_criteria": " Agrees. "})).analysis
+    assert kept is not None and kept.success_criteria == " Agrees. "
+
+
 def test_texts_with_something_visible_are_kept() -> None:
     call = parse_outbound_call(
         with_(
