@@ -11,7 +11,12 @@ from phonenumbers import PhoneNumberType
 
 E164_PATTERN = r"^\+[1-9][0-9]{7,14}$"
 _E164 = re.compile(E164_PATTERN.strip("^$"))
-SEPARATOR = r"[\s().\-]"  # ignored anywhere in a number
+# Ignored anywhere in a number: spaces, dots, parentheses and dashes, the typographic ones
+# too (a word processor's non-breaking hyphen U+2011, an en dash, a minus sign), and the
+# invisible marks a copy from a document or contact card adds (Outlook's U+202A...U+202C
+# around a number, direction marks, zero-width spaces, a byte order mark). "+34‑612‑345‑678"
+# looked like the README's "+34-612-345-678" and was refused as "must be E.164".
+SEPARATOR = r"[\s().\-\u2010-\u2015\u2212\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
 _SEPARATORS = re.compile(SEPARATOR)
 # After the "+": what `parse_e164` takes, separators and all (for documents: a client built
 # from one must not refuse "+1 (415) 555-0100", nor send what the syntax check refuses).

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.calls.errors import FieldError, InvalidCall
-from common.calls.phone import e164, normalize_phone
+from common.calls.phone import PHONE_SYNTAX, e164, normalize_phone
 from common.calls.request import FIELDS, OutboundCall, parse_outbound_call
 from common.config_store.model import EMOTIONS, LANGUAGES, MAX_ADDITIONAL_PARAMS_BYTES
 from common.masking import mask_phone
@@ -91,6 +91,26 @@ def test_additional_params_are_kept() -> None:
 )
 def test_phone_separators_are_removed(raw: str, normalised: str) -> None:
     assert parse_outbound_call({"phone_number": raw}).phone_number == normalised
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+34\u2011612\u2011345\u2011678",  # non-breaking hyphens (a word processor's)
+        "+34 612\u2013345\u2013678",  # en dashes
+        "+34\u2212612345678",  # a minus sign
+        "\u202a+34 612 345 678\u202c",  # Outlook's embedding around a copied number
+        "\u200e+34 612 345 678",  # a direction mark
+        "\ufeff+34612345678\u200b",  # a byte order mark, a zero-width space
+    ],
+)
+def test_typographic_dashes_and_invisible_marks_are_separators(raw: str) -> None:
+    """Regression: a number copied from a document or a contact card, with typographic
+    dashes or the invisible marks such a copy adds, looks like "+34-612-345-678" and was
+    refused "must be E.164: '+' then 8 to 15 digits", which it seemed to be."""
+    assert parse_outbound_call({"phone_number": raw}).phone_number == "+34612345678"
+    assert e164(raw) == "+34612345678"  # the do-not-call list's key, the same
+    assert re.fullmatch(PHONE_SYNTAX, raw)  # and /openapi.json's pattern says so
 
 
 def test_name_is_stripped() -> None:
