@@ -30,6 +30,18 @@ from common.masking import mask_digits
             "%2b%31%C2%A0%34%31%35%C2%A0%35%35%35%C2%A0%30%31%39%39",
             "%2b•%C2%A0•••%C2%A0•••%C2%A0%30%31%39%39",
         ),
+        # typographic dashes and invisible marks, which the number normaliser takes too
+        (
+            "/dnc/%2B34%E2%80%91612%E2%80%91345%E2%80%91678",
+            "/dnc/%2B••%E2%80%91•••%E2%80%91••5%E2%80%91678",
+        ),
+        (
+            "/dnc/%2B34%E2%88%92612%e2%80%93345%E2%80%8B678",
+            "/dnc/%2B••%E2%88%92•••%e2%80%93••5%E2%80%8B678",
+        ),
+        ("%E2%80%AA%2B34%E2%81%A0612345678%E2%80%AC", "%E2%80%AA%2B••%E2%81%A0•••••5678%E2%80%AC"),
+        ("+34\u2011612\u2011345\u2011678", "+••\u2011•••\u2011••5\u2011678"),
+        ("+34\u202a612\u200e345\ufeff678", "+••\u202a•••\u200e••5\ufeff678"),
     ],
 )
 def test_phone_numbers_are_masked(text: str, masked: str) -> None:
