@@ -14,9 +14,14 @@ import pytest
 from common import update_config
 from common.update_config import ConfigStore
 
+# A stopped test server's connections accepted too late to be closed: closed with the loop.
+from tests import loop_leaks  # noqa: E402
+
 # A throwaway PostgreSQL cluster (one per test session) and a fresh database per test.
 from tests.pg_cluster import postgres_cluster as postgres_cluster
 from tests.pg_cluster import postgres_dsn as postgres_dsn
+
+loop_leaks.install()
 
 
 @pytest.fixture
