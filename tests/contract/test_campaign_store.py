@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from common.storage.base import (
 from common.storage.campaign_programs import CampaignConflict, OnList
 from common.storage.paging import Before
 from common.storage.postgres import PostgresCallStore, numbered
-from common.storage.programs import SQLITE
+from common.storage.programs import SQLITE, Dialect, Program
 from common.storage.sqlite import SqliteCallStore, _drive
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
@@ -395,19 +395,21 @@ def test_spec_round_trips() -> None:
 
 
 @contextlib.asynccontextmanager
-async def pausing(store: CallStore, campaign_id: str, now: float) -> AsyncIterator[None]:
-    """Another server's pause of the campaign, its transaction run to its end but not
+async def uncommitted(
+    store: CallStore, program: Callable[[Dialect], Program[Any]]
+) -> AsyncIterator[None]:
+    """Another server's write `program(dialect)`, its transaction run to its end but not
     committed while the body runs; committed as it ends."""
     if isinstance(store, PostgresCallStore):
         conn = await asyncpg.connect(store.dsn)
         try:
             async with conn.transaction():
-                program = cp.control_campaign(store.dialect, campaign_id, "pause", now, 10.0, "b")
-                query = next(program)
+                running = program(store.dialect)
+                query = next(running)
                 with contextlib.suppress(StopIteration):
                     while True:
                         rows: list[Any] = await conn.fetch(numbered(query.sql), *query.args)
-                        query = program.send(rows)
+                        query = running.send(rows)
                 yield
         finally:
             await conn.close()
@@ -417,11 +419,23 @@ async def pausing(store: CallStore, campaign_id: str, now: float) -> AsyncIterat
     db.row_factory = sqlite3.Row
     try:
         db.execute("BEGIN IMMEDIATE")
-        _drive(db, cp.control_campaign(SQLITE, campaign_id, "pause", now, 10.0, "b"))
+        _drive(db, program(SQLITE))
         yield
         db.execute("COMMIT")
     finally:
         db.close()
+
+
+def pausing(store: CallStore, campaign_id: str, now: float) -> Any:
+    """Another server's pause of the campaign, not committed while the body runs."""
+    return uncommitted(
+        store, lambda d: cp.control_campaign(d, campaign_id, "pause", now, 10.0, "b")
+    )
+
+
+def listing(store: CallStore, number: str, now: float) -> Any:
+    """Another server's POST /dnc of `number`, not committed while the body runs."""
+    return uncommitted(store, lambda d: cp.add_dnc(d, [number], "api", None, now))
 
 
 async def test_a_dial_started_while_a_pause_commits_is_refused(
@@ -445,36 +459,6 @@ async def test_a_dial_started_while_a_pause_commits_is_refused(
     assert call is not None and call.dial_started_at is None
     shown = await store.get_campaign("cmp-1")
     assert shown is not None and shown.status.value == "paused"
-
-
-@contextlib.asynccontextmanager
-async def listing(store: CallStore, number: str, now: float) -> AsyncIterator[None]:
-    """Another server's POST /dnc of `number`, its transaction run to its end but not
-    committed while the body runs; committed as it ends."""
-    if isinstance(store, PostgresCallStore):
-        conn = await asyncpg.connect(store.dsn)
-        try:
-            async with conn.transaction():
-                program = cp.add_dnc(store.dialect, [number], "api", None, now)
-                query = next(program)
-                with contextlib.suppress(StopIteration):
-                    while True:
-                        rows: list[Any] = await conn.fetch(numbered(query.sql), *query.args)
-                        query = program.send(rows)
-                yield
-        finally:
-            await conn.close()
-        return
-    assert isinstance(store, SqliteCallStore)
-    db = sqlite3.connect(store.path, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        _drive(db, cp.add_dnc(SQLITE, [number], "api", None, now))
-        yield
-        db.execute("COMMIT")
-    finally:
-        db.close()
 
 
 async def test_a_dial_started_while_its_number_is_being_listed_is_not_marked(
