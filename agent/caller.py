@@ -21,7 +21,7 @@ from livekit.agents import Agent, RunContext, StopResponse, function_tool
 from livekit.agents.llm import ChatContext, ChatMessage
 from livekit.agents.voice import SpeechHandle
 
-from agent.plan import SessionPlan
+from agent.plan import SessionPlan, answer_action
 from common.config_store.model import LANGUAGES
 from common.contracts import OUTCOME_VOICEMAIL
 
@@ -150,20 +150,25 @@ class OutboundCaller(Agent):
         )
 
     @function_tool
-    async def detected_answering_machine(self, ctx: RunContext[None]) -> str:
+    async def detected_answering_machine(self, ctx: RunContext[None]) -> None:
         """Report that the call reached voicemail or an answering machine, not a person.
 
-        Call this after hearing a voicemail greeting or beep. Then leave one short message;
-        the line is closed right after it.
+        Call this after hearing a voicemail greeting or beep. Say nothing yourself: the
+        call's own voicemail message, if it has one, is left for you, then the line is
+        closed.
         """
         logger.info("call %s: answering machine detected", self._plan.call_id)
         try:
             await self._control.set_outcome(OUTCOME_VOICEMAIL)
         except Exception:
             logger.exception("call %s: could not record the voicemail outcome", self._plan.call_id)
-        self._hang_up_after(ctx.speech_handle)
-        return (
-            f"Leave a one-sentence voicemail for {self._plan.caller_name} in "
-            f"{LANGUAGES[self._plan.language]}: who is calling and that you will try again "
-            "later. Say nothing after it."
-        )
+        # The call's voicemail policy, as for the detector's verdict (agent.answer): its own
+        # message, said as written, or none (hang_up). No reply from the LLM: it improvised
+        # a message on every voicemail box it recognised, one the call said not to leave.
+        voicemail = self._plan.voicemail
+        if answer_action("machine-vm", voicemail) == "leave_message" and voicemail.message:
+            logger.info("call %s: leaving the voicemail message", self._plan.call_id)
+            self._hang_up_after(self.session.say(voicemail.message, allow_interruptions=False))
+        else:
+            self._hang_up_after(ctx.speech_handle)
+        return None

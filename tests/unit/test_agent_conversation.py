@@ -7,14 +7,16 @@ no room, no STT/TTS, no network (sockets are refused for the whole test).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Never
 
 import pytest
-from livekit.agents import AgentSession, RunResult
+from livekit.agents import AgentSession, ConversationItemAddedEvent, RunResult
 from livekit.agents.llm import (
     LLM,
     ChatChunk,
     ChatContext,
+    ChatMessage,
     ChoiceDelta,
     CompletionUsage,
     FunctionToolCall,
@@ -32,7 +34,7 @@ from livekit.agents.types import (
 from agent.caller import OutboundCaller
 from agent.plan import SessionPlan, plan_session
 from agent.session import build_agent
-from common.config_store.model import CallConfig
+from common.config_store.model import CallConfig, CallOptions, VoicemailPolicy
 from common.settings import Settings
 
 Reply = tuple[str, list[FunctionToolCall]]
@@ -233,15 +235,23 @@ async def test_asking_not_to_be_called_again_is_recorded_then_the_call_ends() ->
     assert control.actions == [("do_not_call",), ("hang_up",)]
 
 
-async def test_answering_machine_records_voicemail_before_hanging_up() -> None:
-    plan = alice_plan()
-    control = FakeCallControl()
-    llm = ScriptedLLM(
+def voicemail_script() -> ScriptedLLM:
+    """An LLM that recognises a voicemail greeting, and would improvise a message if asked."""
+    return ScriptedLLM(
         {
             "Please leave a message after the tone.": ("", tool_call("detected_answering_machine")),
             "tool:detected_answering_machine": ("Hi Alice, your coach here; I'll call back.", []),
         }
     )
+
+
+async def test_answering_machine_found_by_the_llm_is_hung_up_on_without_a_message() -> None:
+    """The call's voicemail policy is hang_up (the default): no message is left, as for the
+    detector's verdict. The LLM was asked for one and left it on every voicemail box."""
+    plan = alice_plan()
+    assert plan.voicemail.action == "hang_up"
+    control = FakeCallControl()
+    llm = voicemail_script()
     agent = build_agent(plan, control)
 
     async with llm, AgentSession[None](llm=llm) as session:
@@ -253,7 +263,31 @@ async def test_answering_machine_records_voicemail_before_hanging_up() -> None:
 
     result.expect.next_event().is_function_call(name="detected_answering_machine")
     result.expect.next_event().is_function_call_output()
-    result.expect.next_event().is_message(role="assistant")
+    result.expect.no_more_events()
+    assert control.actions == [("set_outcome", "voicemail"), ("hang_up",)]
+
+
+async def test_answering_machine_found_by_the_llm_gets_the_calls_own_message() -> None:
+    message = "Hi Alice, this is your coach. Practice is moved to Friday."
+    options = CallOptions(voicemail=VoicemailPolicy(action="leave_message", message=message))
+    plan = dataclasses.replace(alice_plan(), voicemail=options.voicemail)
+    control = FakeCallControl()
+    llm = voicemail_script()
+    agent = build_agent(plan, control)
+    said: list[str] = []
+
+    async with llm, AgentSession[None](llm=llm) as session:
+
+        def on_item(event: ConversationItemAddedEvent) -> None:
+            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
+                said.append(event.item.text_content or "")
+
+        session.on("conversation_item_added", on_item)
+        await session.start(agent)
+        await session.run(user_input="Please leave a message after the tone.")
+        await hung_up(agent)
+
+    assert said == [message]
     assert control.actions == [("set_outcome", "voicemail"), ("hang_up",)]
 
 
