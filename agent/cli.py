@@ -323,5 +323,4 @@ def main(argv: list[str] | None = None) -> int:
     from agent.worker import run_worker
 
     sys.argv = [sys.argv[0], *args]  # livekit-agents' CLI parses sys.argv
-    run_worker(settings)
-    return 0
+    return run_worker(settings)

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
@@ -524,9 +525,27 @@ def failure_name(error: BaseException | None) -> str:
     return f"{type(error).__name__} {status}" if isinstance(status, int) else type(error).__name__
 
 
-def build_server(settings: Settings) -> AgentServer:
+class CallAgentServer(AgentServer):
+    """AgentServer that remembers why its run failed.
+
+    livekit-agents' CLI logs a worker that fails (LiveKit unreachable, or refusing the API
+    key, for its 16 attempts) as 'worker failed' and exits 0: a supervisor that restarts
+    failed workers (systemd's Restart=on-failure, Docker's on-failure) left it down, and
+    every call from then on rang with no agent (`run_worker` makes that exit code 1)."""
+
+    failure: str | None = None
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        try:
+            await super().run(devmode=devmode, unregistered=unregistered)
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {clip_for_log(str(exc))}"
+            raise
+
+
+def build_server(settings: Settings) -> CallAgentServer:
     """The worker: explicit dispatch under AGENT_NAME, credentials from settings."""
-    server = AgentServer(
+    server = CallAgentServer(
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,
@@ -541,9 +560,33 @@ def build_server(settings: Settings) -> AgentServer:
     return server
 
 
-def run_worker(settings: Settings) -> None:
-    """Hand over to livekit-agents' CLI (it reads the command from sys.argv)."""
+# The exit code of a worker that stopped because it failed (not on a signal, nor on usage).
+EXIT_WORKER_FAILED = 1
+
+
+def run_worker(settings: Settings) -> int:
+    """Hand over to livekit-agents' CLI (it reads the command from sys.argv); the exit code:
+    its own, or EXIT_WORKER_FAILED, with one line on stderr, when the worker failed."""
     from livekit.agents import cli
 
     export_for_job_processes(settings, os.environ)
-    cli.run_app(build_server(settings))
+    server = build_server(settings)
+    code: object = 0
+    try:
+        cli.run_app(server)
+    except SystemExit as exc:  # the CLI exits, 0 even when the worker failed
+        code = exc.code
+    if server.failure is not None and code in (0, None):
+        hint = (
+            " (check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET)"
+            if "connect to livekit" in server.failure
+            else ""
+        )
+        print(f"agent: the worker stopped: {server.failure}{hint}", file=sys.stderr)
+        return EXIT_WORKER_FAILED
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # as SystemExit("text") does
+    return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,7 +16,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from livekit import api, rtc
-from livekit.agents import AgentSession, APIStatusError, CloseEvent, CloseReason, JobContext
+from livekit.agents import (
+    AgentServer,
+    AgentSession,
+    APIStatusError,
+    CloseEvent,
+    CloseReason,
+    JobContext,
+)
+from livekit.agents import cli as agents_cli
 from livekit.agents.stt import STTError
 from livekit.agents.tts.tts import TTSError
 from livekit.plugins import cartesia
@@ -797,3 +806,43 @@ def test_the_agent_logs_a_calls_instructions_only_at_debug(
     assert info and not any("300 dollars" in line or "Ms Lee" in line for line in info), info
     assert any(f"instructions={len(plan.instructions)} chars" in line for line in info)
     assert any("300 dollars" in line and "caller=Ms Lee" in line for line in debug)
+
+
+def _worker_exiting(monkeypatch: pytest.MonkeyPatch, fails: bool, code: object = 0) -> None:
+    """livekit-agents' CLI as it runs a worker: a failed run is logged ('worker failed'),
+    and the CLI exits with `code` (0 then too)."""
+
+    async def run(self: AgentServer, *, devmode: bool = False, unregistered: bool = False) -> None:
+        if fails:
+            raise RuntimeError("failed to connect to livekit after 16 attempts")
+
+    def run_app(server: AgentServer) -> NoReturn:
+        with contextlib.suppress(RuntimeError):
+            asyncio.run(server.run())
+        raise SystemExit(code)
+
+    monkeypatch.setattr(AgentServer, "run", run)
+    monkeypatch.setattr(agents_cli, "run_app", run_app)
+    monkeypatch.setattr(worker, "export_for_job_processes", lambda *_: None)
+
+
+def test_a_worker_that_cannot_reach_livekit_exits_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LiveKit unreachable or refusing the key for the CLI's 16 attempts: livekit-agents logged
+    'worker failed' and exited 0, and a supervisor restarting failed workers left it down."""
+    _worker_exiting(monkeypatch, fails=True)
+    assert worker.run_worker(Settings()) == 1
+    assert capsys.readouterr().err == (
+        "agent: the worker stopped: RuntimeError: failed to connect to livekit after 16"
+        " attempts (check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET)\n"
+    )
+
+
+@pytest.mark.parametrize(("code", "expected"), [(0, 0), (None, 0), (2, 2)])
+def test_a_worker_that_stops_without_failing_exits_with_the_clis_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: object, expected: int
+) -> None:
+    _worker_exiting(monkeypatch, fails=False, code=code)
+    assert worker.run_worker(Settings()) == expected
+    assert capsys.readouterr().err == ""
