@@ -283,11 +283,18 @@ async def finish_call(
     instructions: str,
     analysis_timeout_s: float,
     flush_timeout_s: float,
+    reached_machine: bool = False,
 ) -> CallReport:
-    """Analyse (if asked), send the final report, wait for delivery and close the sender."""
+    """Analyse (if asked), send the final report, wait for delivery and close the sender.
+
+    `reached_machine`: a machine answered (the call's outcome is voicemail). Unless the agent
+    said something to it (the call's voicemail message), there was no conversation: what the
+    transcript holds is the machine's greeting, which the LLM was asked to summarise, judge
+    and extract fields from."""
     analysis: AnalysisResult | None = None
     if analysis_request is not None:
-        if not transcript:
+        spoken = any(turn.role == "agent" for turn in transcript)
+        if not transcript or (reached_machine and not spoken):
             analysis = AnalysisResult(errors=[NO_CONVERSATION])
         elif llm is None:
             analysis = AnalysisResult(errors=["analysis failed: no LLM for this call"])

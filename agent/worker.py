@@ -48,6 +48,7 @@ from common.contracts import (
     ATTR_SIP_CALL_STATUS,
     CALLEE_WAIT_GRACE_S,
     OUTCOME_FAILED,
+    OUTCOME_VOICEMAIL,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_HANGUP,
     DispatchMetadata,
@@ -351,6 +352,7 @@ async def _finish(job: _Job) -> None:
             instructions=plan.instructions if plan is not None else "",
             analysis_timeout_s=ANALYSIS_TIMEOUT_S,
             flush_timeout_s=REPORT_FLUSH_TIMEOUT_S,
+            reached_machine=job.end.outcome == OUTCOME_VOICEMAIL,
         )
     except Exception:
         logger.exception("call %s: the final report failed", job.call_id)

@@ -25,6 +25,7 @@ from livekit.agents import (
     JobContext,
 )
 from livekit.agents import cli as agents_cli
+from livekit.agents.llm import ChatMessage
 from livekit.agents.stt import STTError
 from livekit.agents.tts.tts import TTSError
 from livekit.plugins import cartesia
@@ -35,12 +36,12 @@ from pytest_aiohttp import AiohttpServer
 from agent import session as session_module
 from agent import worker
 from agent.caller import CallControl, OutboundCaller
-from agent.plan import SessionPlan
+from agent.plan import SessionPlan, plan_session
 from agent.reporting import ReportSender
 from agent.results import CallEnd, TranscriptRecorder
 from agent.session import build_agent
 from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
-from common.config_store.model import AnalysisRequest, CallOptions
+from common.config_store.model import AnalysisRequest, CallConfig, CallOptions, VoicemailPolicy
 from common.contracts import REPORTS_PATH, RoomMetadata
 from common.settings import Settings, load_settings
 from common.update_config import ConfigStore
@@ -846,3 +847,47 @@ def test_a_worker_that_stops_without_failing_exits_with_the_clis_code(
     _worker_exiting(monkeypatch, fails=False, code=code)
     assert worker.run_worker(Settings()) == expected
     assert capsys.readouterr().err == ""
+
+
+def _plan_with_analysis(voicemail: VoicemailPolicy) -> SessionPlan:
+    options = CallOptions(voicemail=voicemail, analysis=AnalysisRequest(summary=True))
+    config = CallConfig.create("Alice", call_id=CALL, options=options)
+    return plan_session(config, Settings(), call_id=CALL)
+
+
+@pytest.mark.parametrize(
+    ("voicemail", "agent_said", "analysed"),
+    [
+        (VoicemailPolicy(), [], False),
+        (VoicemailPolicy(action="leave_message", message="Call us back."), ["Call us back."], True),
+    ],
+)
+async def test_a_voicemail_hung_up_on_is_not_analysed(
+    voicemail: VoicemailPolicy,
+    agent_said: list[str],
+    analysed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README: a summary of every call with a conversation, none for a voicemail hung up on.
+    The machine's greeting is the transcript's one turn: the LLM was asked to summarise it,
+    judge its success and extract the call's fields from it."""
+    sender = ReportSender(None, CALL, KEY, SECRET)
+    job = worker._Job(CALL, sender, TranscriptRecorder(sender.turn))
+    job.plan = _plan_with_analysis(voicemail)
+    job.end.answered = True
+    job.end.outcome = "voicemail"
+    job.recorder.start(time.time())
+    greeting = "Hi, you've reached Alice. Leave a message after the tone."
+    job.recorder.add_message(ChatMessage(role="user", content=[greeting]))
+    for text in agent_said:
+        job.recorder.add_message(ChatMessage(role="assistant", content=[text]))
+    finals: list[Any] = []
+    monkeypatch.setattr(sender, "final", finals.append)
+
+    await worker._finish(job)
+
+    (report,) = finals
+    assert report.transcript[0].text == greeting
+    # A conversation is analysed (here with no LLM, so the analysis fails): a greeting is not.
+    expected = "analysis failed: no LLM for this call" if analysed else "no conversation to analyse"
+    assert report.analysis_errors == [expected]
