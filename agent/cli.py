@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -99,12 +100,35 @@ def start_warnings(settings: Settings) -> list[str]:
     warnings = dotenv_warnings()
     if (short := settings.short_secret_warning()) is not None:
         warnings.append(short)
+    warnings += voice_id_warnings(settings)
     if not amd_evaluated(settings.openai_model):
         warnings.append(
             "OPENAI_MODEL is not among the models LiveKit evaluated its answering-machine"
             " detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS): voicemail"
             " verdicts may be less reliable"
         )
+    return warnings
+
+
+# What Cartesia's voice ids look like (a UUID, as play.cartesia.ai and its API show them).
+_CARTESIA_VOICE_ID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def voice_id_warnings(settings: Settings) -> list[str]:
+    """The voices that are no Cartesia voice id: a voice's name ("Katie") or its page's URL
+    pasted in its place was taken, and every call speaking with it failed at its first words
+    (the callee heard nothing, and the call ended failed). Warnings, without the values."""
+    problem = (
+        "is not a Cartesia voice id (8-4-4-4-12 hexadecimal digits, as play.cartesia.ai shows"
+        " them; not a voice's name or its page's address): calls speaking with it fail at their"
+        " first words"
+    )
+    warnings = []
+    if not _CARTESIA_VOICE_ID.fullmatch(settings.cartesia_voice_id):
+        warnings.append(f"CARTESIA_VOICE_ID {problem}")
+    for language, voice in settings.cartesia_voice_ids:
+        if not _CARTESIA_VOICE_ID.fullmatch(voice):
+            warnings.append(f"CARTESIA_VOICE_IDS: the voice for {language} {problem}")
     return warnings
 
 

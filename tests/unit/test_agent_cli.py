@@ -298,6 +298,32 @@ def test_a_model_amd_was_not_evaluated_with_is_said_once_at_start_not_on_every_c
         assert not any(said in w for w in start_warnings(Settings(openai_model=evaluated)))
 
 
+def test_start_warns_of_a_voice_that_is_no_cartesia_voice_id(tmp_path: Path) -> None:
+    """A voice's name, or its page's address, pasted for its id was taken without a word, and
+    every call speaking with it failed at its first words: the callee heard nothing."""
+    proc = run_agent(
+        ["start"],
+        tmp_path,
+        LIVEKIT_URL="wss://example.livekit.cloud",
+        **LIVEKIT_AND_OPENAI,
+        CARTESIA_VOICE_ID="Katie",
+        CARTESIA_VOICE_IDS="es=https://play.cartesia.ai/voices/5c5ad5e7,fr=A0E99841-438c-4a64-b679-ae501e7d6091",
+    )
+
+    assert proc.returncode == 2  # the Deepgram and Cartesia keys are missing
+    problem = (
+        "is not a Cartesia voice id (8-4-4-4-12 hexadecimal digits, as play.cartesia.ai shows"
+        " them; not a voice's name or its page's address): calls speaking with it fail at their"
+        " first words"
+    )
+    assert proc.stderr.splitlines()[:2] == [
+        f"agent: warning: CARTESIA_VOICE_ID {problem}",
+        f"agent: warning: CARTESIA_VOICE_IDS: the voice for es {problem}",
+    ]
+    assert "Katie" not in proc.stderr and "5c5ad5e7" not in proc.stderr  # no values
+    assert "voice" not in run_agent(["start"], tmp_path, **LIVEKIT_AND_OPENAI).stderr  # default
+
+
 def test_start_with_its_health_port_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """A second worker on the host (8081 taken): livekit-agents logged 'worker failed' with a
     traceback and exited 0, so a supervisor restarting failed workers left it down."""
