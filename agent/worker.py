@@ -104,8 +104,13 @@ def export_for_job_processes(settings: Settings, environ: MutableMapping[str, st
 @functools.cache
 def job_settings() -> Settings:
     """Settings in the job process, loaded once per process from the environment the worker
-    exported (`export_for_job_processes`), not from `.env` again."""
-    return load_settings(dotenv_path=None)
+    exported (`export_for_job_processes`), not from `.env` again.
+
+    Without the start-up check of CONFIG_PATH's file (the worker made it): a config.json that
+    is no JSON object when a job starts (NUL bytes a crash left, a file copied over it) raised
+    here, before the job could hang up, and the callee answered to silence. The job reads
+    its call's record as it can, and uses the dispatch snapshot otherwise."""
+    return load_settings(dotenv_path=None, config_file_read=False)
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -891,3 +892,30 @@ async def test_a_voicemail_hung_up_on_is_not_analysed(
     # A conversation is analysed (here with no LLM, so the analysis fails): a greeting is not.
     expected = "analysis failed: no LLM for this call" if analysed else "no conversation to analyse"
     assert report.analysis_errors == [expected]
+
+
+async def test_a_job_starting_while_config_json_is_no_json_object_uses_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_plans: list[SessionPlan]
+) -> None:
+    """Each job process loads its settings from the environment the worker exported, and
+    that load refused a CONFIG_PATH whose file is no JSON object (a start-up check): a
+    config.json broken so between the call's write and its job (NUL bytes left by a crash, a
+    file copied over it) raised in the job before it could hang up, and the callee who
+    answered heard silence. The worker checked the path at its start; a job uses the
+    dispatch snapshot, as for any unreadable config.json."""
+    environ: dict[str, str] = {}
+    export_for_job_processes(Settings(config_path=tmp_path / "config.json"), environ)
+    for name, value in environ.items():  # what a job process inherits
+        monkeypatch.setenv(name, value)
+    (tmp_path / "config.json").write_bytes(b"\x00" * 64)
+    monkeypatch.setattr(worker, "job_settings", functools.cache(worker.job_settings.__wrapped__))
+    monkeypatch.setattr(
+        worker, "job_config_store", functools.cache(worker.job_config_store.__wrapped__)
+    )
+    snapshot = {"caller_name": "Emma Watson", "call_id": "call-e"}
+
+    await run_job(FakeJobContext(make_job("call-e", config=snapshot)))
+
+    assert [(p.source, p.caller_name) for p in built_plans] == [
+        ("dispatch-metadata", "Emma Watson")
+    ]
