@@ -287,7 +287,9 @@ def describe_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        # Without the start-up check of CONFIG_PATH's file: describe only reads it, and says
+        # what a job would do with a config.json it cannot read (use the snapshot).
+        settings = load_settings(config_file_read=False)
         doc = describe_call(settings, args.call_id, args.metadata, args.room_created_at)
     except (SettingsError, DescribeError) as exc:
         print(f"agent describe: {exc}", file=sys.stderr)

@@ -474,6 +474,20 @@ def test_describe_a_finished_call_from_the_calls_database(
     assert "Call context: ticket: T-1" in plan["instructions"]
 
 
+def test_describe_a_call_while_config_json_is_no_json_object(tmp_path: Path) -> None:
+    """The agent uses the dispatch snapshot when config.json cannot be read, and describe is
+    what the README names for "the agent used the wrong config": it refused to answer at all,
+    with the server's start-up error (CONFIG_PATH "names a file that is not a JSON object:
+    the first call's config write would set it aside")."""
+    database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
+    record_call(database)
+    (tmp_path / "config.json").write_bytes(b"\x00" * 64)  # what a crash may leave
+
+    plan = describe_plan(tmp_path, database)
+
+    assert (plan["source"], plan["caller_name"]) == ("calls-db", "Emma Watson")
+
+
 def test_describe_a_live_call_whose_record_was_rewritten_after_its_room_started(
     tmp_path: Path,
 ) -> None:
