@@ -16,6 +16,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from agent.config_source import (
@@ -311,6 +312,33 @@ Commands of this project (besides livekit-agents' own, listed below):
 """
 
 
+# livekit-agents' options for the LiveKit connection, and the settings they stand for.
+CONNECTION_OPTIONS = {
+    "--url": "LIVEKIT_URL",
+    "--api-key": "LIVEKIT_API_KEY",
+    "--api-secret": "LIVEKIT_API_SECRET",
+}
+
+
+def options_as_environment(args: list[str], environ: MutableMapping[str, str]) -> None:
+    """Put livekit-agents' --url, --api-key and --api-secret into `environ` as the settings
+    they stand for, so that the worker, its checks and its jobs all use them. The options
+    went to livekit-agents alone: the worker registered with them, while its jobs signed
+    their reports with the environment's key and secret (after a rotation, an old .env): the
+    server refused every report (401), and calls kept no answer, transcript or analysis."""
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return
+        name, equals, value = arg.partition("=")
+        if name not in CONNECTION_OPTIONS:
+            continue
+        if not equals:
+            if index + 1 >= len(args):
+                continue  # livekit-agents' CLI says what is missing
+            value = args[index + 1]
+        environ[CONNECTION_OPTIONS[name]] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["describe"]:
@@ -318,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(OWN_COMMANDS_HELP)
         args = ["--help"]
+    options_as_environment(args, os.environ)
     try:
         settings = load_settings()
     except SettingsError as exc:

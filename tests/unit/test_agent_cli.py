@@ -351,6 +351,44 @@ def test_start_with_its_health_port_taken_is_one_line_and_exit_2(tmp_path: Path)
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_start_takes_livekits_connection_options_as_the_settings(tmp_path: Path) -> None:
+    """livekit-agents' --url, --api-key and --api-secret went to it alone: without the
+    variables the check said they were missing, and with other ones (an .env older than a
+    key rotation) the worker registered with the options while its jobs signed their
+    reports with the variables, every report refused by the server (401)."""
+    secret = "rotated-secret-of-livekits-length-0123"
+    proc = run_agent(
+        ["start", "--url", "wss://example.livekit.cloud", "--api-key=APIkey"]
+        + ["--api-secret", secret],
+        tmp_path,
+        LIVEKIT_API_SECRET="secret-before-the-rotation-0123456789",
+        OPENAI_API_KEY="sk-test",
+        OPENAI_MODEL="gpt-4.1-mini",
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "agent: cannot run 'start': missing DEEPGRAM_API_KEY, CARTESIA_API_KEY "
+        "(set in the environment or .env)"
+    )
+    bad = run_agent(["start", "--url", "ftp://nowhere"], tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("agent: LIVEKIT_URL must start with")
+
+
+def test_connection_options_reach_the_jobs_settings() -> None:
+    from agent.cli import options_as_environment
+    from common.settings import settings_from_env
+
+    environ = {"LIVEKIT_API_KEY": "APIold", "LIVEKIT_API_SECRET": "old-secret-" + "x" * 30}
+    args = ["start", "--api-key", "APInew", "--api-secret=new-secret-" + "y" * 30, "--url"]
+    options_as_environment(args, environ)
+    settings = settings_from_env(environ, config_file_read=False)
+    assert (settings.livekit_api_key, settings.livekit_api_secret) == (
+        "APInew",
+        "new-secret-" + "y" * 30,
+    )
+    assert settings.livekit_url is None  # --url without its value: livekit-agents says so
+
+
 def test_help_needs_no_keys(tmp_path: Path) -> None:
     proc = run_agent(["start", "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
