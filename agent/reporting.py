@@ -355,7 +355,16 @@ class ReportSender:
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
-                    return await _json_of(response)
+                    answer = await _json_of(response)
+                    if isinstance(answer, dict) and answer.get("status") == "success":
+                        return answer
+                    # Something else took it (a web site's catch-all, a proxy's page): counted
+                    # delivered, every report was lost without a word.
+                    raise _Refused(
+                        f"HTTP {status}, but not the calls server's answer to a report: is the"
+                        " report URL (PUBLIC_BASE_URL + /agent/reports) the calls server?",
+                        status,
+                    )
                 why = _error_text(await _json_of(response))
         except TimeoutError:
             raise _Retry(f"no answer within {timeout:.1f} s") from None

@@ -319,6 +319,41 @@ async def test_refused_reports_are_logged_once_and_skipped(
     assert SECRET_WORDS not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        web.Response(text="<html>Welcome!</html>", content_type="text/html"),
+        web.Response(status=204),
+        web.json_response({"ok": True}),
+    ],
+)
+async def test_an_answer_that_is_not_the_servers_is_no_delivery(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture, answer: web.Response
+) -> None:
+    """PUBLIC_BASE_URL naming a web site that answers 200 to any POST: every report counted
+    delivered, none stored, and nothing said in the agent's log."""
+    posts: list[bytes] = []
+
+    async def catch_all(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        return answer
+
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, catch_all)
+    site = await aiohttp_server(app, host="127.0.0.1")
+    sender = make_sender(str(site.make_url(REPORTS_PATH)))
+    sender.answered(1_700_000_000.0)
+    sender.final(final_report())
+    await sender.aclose(10)
+
+    assert len(posts) == 1  # not sent again: another POST would be answered alike
+    assert (sender.delivered, sender.refused) == ([], [0, 1])
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"call {CALL}: 2 reports #0-#1 (answered, final) refused" in warning
+    assert "not the calls server's answer to a report" in warning
+    assert "PUBLIC_BASE_URL" in warning
+
+
 async def test_a_forged_signature_is_refused_by_the_verifier(
     server: ReportServer, caplog: pytest.LogCaptureFixture
 ) -> None:
