@@ -366,6 +366,12 @@ class ReportSender:
                         status,
                     )
                 why = _error_text(await _json_of(response))
+                if 300 <= status < 400:  # an http:// URL a load balancer sends to https://
+                    leads_to = response.headers.get("Location", "")
+                    why = (
+                        f"(the report URL redirects{f' to {_clip(leads_to)}' if leads_to else ''};"
+                        " reports do not follow redirects: set PUBLIC_BASE_URL to where it leads)"
+                    )
         except TimeoutError:
             raise _Retry(f"no answer within {timeout:.1f} s") from None
         except aiohttp.InvalidURL:

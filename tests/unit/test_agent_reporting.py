@@ -354,6 +354,30 @@ async def test_an_answer_that_is_not_the_servers_is_no_delivery(
     assert "PUBLIC_BASE_URL" in warning
 
 
+async def test_a_report_url_that_redirects_says_where_to(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PUBLIC_BASE_URL=http://... behind a load balancer that sends http to https: each POST
+    was refused with a bare 'HTTP 301', which said nothing of the setting to fix."""
+
+    async def to_https(_request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently("https://calls.example.com/agent/reports")
+
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, to_https)
+    site = await aiohttp_server(app, host="127.0.0.1")
+    sender = make_sender(str(site.make_url(REPORTS_PATH)))
+    sender.answered(1_700_000_000.0)
+    await sender.aclose(10)
+
+    assert (sender.delivered, sender.refused) == ([], [0])
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.endswith(
+        "HTTP 301 (the report URL redirects to https://calls.example.com/agent/reports;"
+        " reports do not follow redirects: set PUBLIC_BASE_URL to where it leads)"
+    )
+
+
 async def test_a_forged_signature_is_refused_by_the_verifier(
     server: ReportServer, caplog: pytest.LogCaptureFixture
 ) -> None:
