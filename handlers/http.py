@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
@@ -130,6 +130,7 @@ def requires_token(view: View) -> View:
         token = request.app[SETTINGS].calls_api_token
         if not token:
             refuse_web_pages(request)
+            refuse_proxied(request)
         else:
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
             # Header bytes that are not UTF-8 arrive as lone surrogates: surrogateescape gives
@@ -151,6 +152,13 @@ def requires_token(view: View) -> View:
 WEB_PAGE_REFUSED = Reply(
     "Without CALLS_API_TOKEN, a request a web page made (Origin of another site, or a Host "
     "that is not this machine's) is refused"
+)
+
+
+# The 403 /openapi.json documents on the API's routes: either refusal.
+NO_TOKEN_REFUSED = Reply(
+    f"{WEB_PAGE_REFUSED.description}, as is one a reverse proxy passed on (a proxy header such"
+    " as X-Forwarded-For, or HTTP/1.0)"
 )
 
 
@@ -178,6 +186,54 @@ def web_page_sign(request: web.Request) -> str | None:
         return f"Origin {origin[:100]!r}"
     if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
         return "a page of another site sent it"
+    return None
+
+
+PROXIED_REFUSED = (
+    "Without CALLS_API_TOKEN the API is open to whatever can connect to this server, and this"
+    " request came through a proxy, which opens it to the proxy's clients: set CALLS_API_TOKEN"
+    " to serve behind one"
+)
+
+# What reverse proxies add to the requests they pass on: Caddy and Traefik add
+# X-Forwarded-For/-Host/-Proto by default (Traefik X-Real-Ip, X-Forwarded-Server and -Port
+# too), Apache's mod_proxy X-Forwarded-For/-Host/-Server, HAProxy X-Forwarded-For (option
+# forwardfor), nginx whatever its config sets (X-Real-IP and X-Forwarded-For in most),
+# Cloudflare's tunnel CF-Connecting-IP, caches and CDNs Via. No client of this machine (curl,
+# requests, the SDKs) sends any of them.
+PROXY_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Server",
+    "X-Forwarded-Port",
+    "X-Real-IP",
+    "X-Client-IP",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "Via",
+)
+
+
+def refuse_proxied(request: web.Request) -> None:
+    """Without an API token, a request a reverse proxy passed on is refused (403): nginx on
+    this machine proxying to 127.0.0.1 sends its upstream's Host (127.0.0.1:8000), so the web
+    page check never fired, and the whole API was open to every client of the proxy."""
+    sign = proxy_sign(request)
+    if sign is not None:
+        raise HttpError(403, f"{PROXIED_REFUSED} ({sign})")
+
+
+def proxy_sign(request: web.Request) -> str | None:
+    """What shows `request` came through a reverse proxy, or None: a header of PROXY_HEADERS,
+    or HTTP/1.0, which nginx's `proxy_pass` speaks unless told otherwise (and with no header
+    of its own: it sends only Host and `Connection: close` by default)."""
+    found = next((name for name in PROXY_HEADERS if name in request.headers), None)
+    if found is not None:
+        return f"it carries {found}"
+    if request.version < HttpVersion11:
+        return "it is HTTP/1.0, as nginx's proxy_pass sends by default"
     return None
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handlers.http import JSON, WEB_PAGE_REFUSED, Reply, RouteDoc, add_route
+from handlers.http import JSON, NO_TOKEN_REFUSED, Reply, RouteDoc, add_route
 from handlers.keys import ROUTES
 from handlers.schemas import ErrorBody, OpenApiDocument
 
@@ -74,7 +74,7 @@ def _replies(doc: RouteDoc) -> dict[int, Reply]:
         replies.setdefault(415, BODY_ENCODING)
         replies.setdefault(501, BODY_TRANSFER)
     if doc.protected:
-        replies.setdefault(403, WEB_PAGE_REFUSED)
+        replies.setdefault(403, NO_TOKEN_REFUSED)
     return dict(sorted(replies.items()))
 
 

@@ -8,6 +8,7 @@ requests and SDKs, which send none of them, are served as before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -139,3 +140,86 @@ async def test_the_public_base_url_names_this_server(start_app: AppFactory) -> N
     client = await start_app(public_base_url="http://calls.internal:8000")
     assert (await client.get("/calls", headers={"Host": "calls.internal:8000"})).status == 200
     assert (await client.get("/calls", headers={"Host": "other.internal:8000"})).status == 403
+
+
+PROXY_HEADERS = [
+    {"X-Forwarded-For": "203.0.113.9"},  # Caddy, Traefik, Apache, HAProxy, most nginx configs
+    {"X-Real-IP": "203.0.113.9"},
+    {"Forwarded": "for=203.0.113.9;proto=https"},
+    {"X-Forwarded-Host": "calls.example.com"},
+    {"X-Forwarded-Proto": "https"},
+    {"Via": "1.1 proxy.example"},
+    {"CF-Connecting-IP": "203.0.113.9"},
+]
+
+
+@pytest.mark.parametrize("headers", PROXY_HEADERS, ids=lambda h: next(iter(h)))
+async def test_without_a_token_a_proxied_request_is_refused(
+    start_app: AppFactory, headers: dict[str, str]
+) -> None:
+    """A reverse proxy on this machine passing requests to 127.0.0.1 with the upstream's Host
+    (nginx's default) opened the whole API to its clients: the web page check never fired."""
+    client = await start_app()
+    resp = await client.post(
+        "/calls/outbound", data=BODY, headers={"Content-Type": "application/json", **headers}
+    )
+    assert resp.status == 403
+    error = (await resp.json())["error"]
+    assert "proxy" in error and "set CALLS_API_TOKEN" in error
+    assert dials(client) == 0
+    stolen = await client.get("/calls", headers=headers)
+    assert stolen.status == 403
+
+
+async def test_without_a_token_nginxs_default_proxy_pass_is_refused(start_app: AppFactory) -> None:
+    """nginx's bare `proxy_pass http://127.0.0.1:8000;` adds no header: it speaks HTTP/1.0,
+    with `Host: 127.0.0.1:8000` and `Connection: close`."""
+    client = await start_app()
+    assert (await client.post("/calls/outbound", data=BODY)).status == 200
+    port = client.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET /calls HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"403", head
+    assert b"+1234567890" not in body and b"CALLS_API_TOKEN" in body
+
+
+@pytest.mark.parametrize("headers", PROXY_HEADERS[:2], ids=lambda h: next(iter(h)))
+async def test_with_a_token_a_proxied_request_is_served(
+    start_app: AppFactory, headers: dict[str, str]
+) -> None:
+    client = await start_app(calls_api_token="s3cret-token-for-tests")
+    auth = {"Authorization": "Bearer s3cret-token-for-tests", **headers}
+    resp = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=auth)
+    assert resp.status == 200, await resp.text()
+    assert (await client.get("/calls", headers=auth)).status == 200
+
+
+async def test_signed_routes_are_taken_through_a_proxy(start_app: AppFactory) -> None:
+    """LiveKit's webhooks prove who sent them by their signature (a secret of our own, not
+    the sandbox's public one): a proxy in front changes nothing, with or without a token."""
+    from tests.integration.test_webhooks import PATH, event_json, sign
+
+    key, secret = "APIproxytest", "a-private-secret-0123456789abcdef"
+    client = await start_app(livekit_api_key=key, livekit_api_secret=secret)
+    client.app[SANDBOX].webhook_url = None
+    call_id = (await (await client.post("/calls/outbound", data=BODY)).json())["call_id"]
+    body = event_json("room_finished", call_id)
+    resp = await client.post(
+        PATH,
+        data=body,
+        headers={
+            "Authorization": sign(body, key, secret),
+            "Content-Type": "application/json",
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Real-IP": "203.0.113.9",
+        },
+    )
+    assert resp.status == 200, await resp.text()
