@@ -261,6 +261,10 @@ def signed_by_whom_it_may_be(request: web.Request) -> None:
     sign = web_page_sign(request)
     if sign is not None:
         raise HttpError(403, f"{PUBLIC_SECRET.description}; a web page sent this: {sign}")
+    # A reverse proxy on this machine posts from loopback for any of its clients.
+    proxied = proxy_sign(request)
+    if proxied is not None:
+        raise HttpError(403, f"{PUBLIC_SECRET.description}; a proxy passed this on ({proxied})")
 
 
 def _from_this_machine(request: web.Request) -> bool:

@@ -223,3 +223,27 @@ async def test_signed_routes_are_taken_through_a_proxy(start_app: AppFactory) ->
         },
     )
     assert resp.status == 200, await resp.text()
+
+
+async def test_the_public_secret_is_not_taken_through_a_proxy(start_app: AppFactory) -> None:
+    """On the embedded sandbox the signing secret is public, and coming from this machine is
+    what proves a webhook LiveKit's: a proxy on this machine posts from loopback for any of
+    its clients, who could settle calls with that secret."""
+    from tests.integration.test_webhooks import PATH, event_json, sign
+
+    client = await start_app(sandbox_time_scale=100.0)  # the call rings on
+    client.app[SANDBOX].webhook_url = None
+    call_id = (await (await client.post("/calls/outbound", data=BODY)).json())["call_id"]
+    body = event_json("room_finished", call_id)
+    for headers in PROXY_HEADERS:
+        resp = await client.post(
+            PATH,
+            data=body,
+            headers={"Authorization": sign(body), "Content-Type": "application/json", **headers},
+        )
+        assert resp.status == 403
+        assert "a proxy passed this on" in (await resp.json())["error"]
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] not in ("no_answer", "completed", "failed")
+    resp = await client.post(PATH, data=body, headers={"Authorization": sign(body)})
+    assert resp.status == 200
