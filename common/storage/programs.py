@@ -1193,6 +1193,10 @@ def record_report(
         # later one (another seq) would rewrite what the customer was already sent. So does
         # a call's end with no agent to report (its call.report said "unavailable").
         return Applied(duplicate=True)
+    if call["report_at"] is not None and report.kind == "turn":
+        # The final report's transcript is the call's from then on: a turn after it was
+        # answered "applied", kept, and never shown.
+        return Applied(duplicate=True)
     if call["data_erased_at"] is not None and report.kind in ("turn", "amd", "final"):
         # The retention already erased this call's conversation: keep none of it now (the
         # verdicts stay, as the erasure leaves them).

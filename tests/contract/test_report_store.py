@@ -110,6 +110,25 @@ async def test_a_verdict_after_a_final_report_posted_earlier_counts_for_nothing(
     assert amd.duplicate
 
 
+async def test_a_turn_after_the_final_report_is_a_duplicate_and_not_kept(
+    store: CallStore,
+) -> None:
+    """The final report's transcript is the one shown: a turn after it was answered
+    "applied" and stored, and never shown (the answer it got said otherwise)."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await store.apply(CALL, "room_finished", lambda _s: None, room_finished=True)
+    late = TranscriptTurn(role="callee", text="one more thing", at_s=9.0)
+    _final, in_batch = await store.record_reports(
+        [sent(1, "final", final=CallReport(transcript=[HELLO])), sent(2, "turn", turn=late)]
+    )
+    assert in_batch.duplicate
+    assert (await record_report(store, sent(3, "turn", turn=late))).duplicate
+    assert await kinds_stored(store) == ["final"]
+    call = await store.get_call(CALL)
+    assert call is not None and call.report is not None
+    assert [t.text for t in call.report.transcript] == ["Hello Ann"]
+
+
 # ------------------------------------------------------------------ rows written before today
 
 
