@@ -107,20 +107,23 @@ class CampaignService:
         if options.spec.defaults.get("webhook_url"):
             await _check_default_webhook(str(webhook_url), self.settings)
         campaign_id = new_campaign_id()
-        await self.store.create_campaign(
+        start_at = options.start_at if options.start_at is not None else now
+        events = await self.store.create_campaign(
             NewCampaign(
                 campaign_id=campaign_id,
                 name=options.name,
                 client=client,
                 spec=options.spec,
-                start_at=options.start_at if options.start_at is not None else now,
+                start_at=start_at,
                 webhook_url=webhook_url,
                 recipients=checker.recipients,
             ),
             now,
             claim,
             invalid_rows_answer(errors),
+            start_now=start_at <= now,  # running from now: not `scheduled` until a tick
         )
+        self.events.publish(events)
         logger.info(
             "campaign %s (%s) created: %d recipients, %d invalid row(s) %s",
             campaign_id,

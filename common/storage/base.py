@@ -111,11 +111,15 @@ class CampaignStore(Protocol):
         now: float | None = None,
         claim: IdempotencyClaim | None = None,
         answer: dict[str, Any] | None = None,
-    ) -> None:
+        *,
+        start_now: bool = False,
+    ) -> list[CallEvent]:
         """The campaign and its recipients, with `claim`'s key bound to it and `answer` kept
         for its retries (KeyTaken if the key is bound already: nothing is written). The
         recipients are stored a batch a transaction, under a campaign no one sees until its
-        own transaction; if one fails, what was stored is the reaper's to remove."""
+        own transaction; if one fails, what was stored is the reaper's to remove.
+        `start_now`: it is created `running`, its campaign.started event returned (to be
+        published: it is committed)."""
         ...
 
     async def discard_given_up_upload(self, before: float, limit: int) -> int:

@@ -216,11 +216,19 @@ def create_campaign(
     answer: dict[str, Any] | None = None,
     *,
     live_after: float,
-) -> Program[None]:
+    start_now: bool = False,
+    lease_s: float = 0.0,
+    holder: str = "",
+    enforce_hours: bool = True,
+) -> Program[list[CallEvent]]:
     """The campaign's row, over the recipients stage_recipients stored (UploadGivenUp if
     their upload was given up, not touched since `live_after`); with `claim`, its
     Idempotency-Key bound to it in the same transaction, with the `answer` its retries get
-    (KeyTaken, and nothing written, if the key is bound already)."""
+    (KeyTaken, and nothing written, if the key is bound already). `start_now` (no start_at,
+    or one past): the campaign is `running` from its creation, with its campaign.started
+    event (returned), as the scheduler's claim would start it a tick later: it was created
+    `scheduled`, and its create answer (and a GET until that tick) said so, though it had
+    started."""
     if claim is not None:
         yield from bind_key(claim, new.campaign_id, now)
         yield from answer_idempotent(d, claim.client, claim.key, new.campaign_id, 201, answer or {})
@@ -231,22 +239,30 @@ def create_campaign(
     )
     if not taken:
         raise UploadGivenUp(new.campaign_id)
+    status = CampaignStatus.RUNNING if start_now else CampaignStatus.SCHEDULED
     yield Query(
         "INSERT INTO campaigns (campaign_id, name, client, status, spec, webhook_url, total,"
-        " start_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " start_at, started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.campaign_id,
             new.name,
             new.client,
-            CampaignStatus.SCHEDULED.value,
+            status.value,
             dumps(new.spec.to_json()),
             new.webhook_url,
             len(new.recipients),
             max(new.start_at, now),
+            now if start_now else None,
             now,
             now,
         ),
     )
+    if not start_now:
+        return []
+    started = yield from _event(
+        d, new.campaign_id, CAMPAIGN_STARTED, now, lease_s, holder, enforce_hours
+    )
+    return [started]
 
 
 def give_up_upload(d: Dialect, campaign_id: str) -> Program[None]:

@@ -40,7 +40,9 @@ class CampaignMethods:
         now: float | None = None,
         claim: IdempotencyClaim | None = None,
         answer: dict[str, Any] | None = None,
-    ) -> None:
+        *,
+        start_now: bool = False,
+    ) -> list[CallEvent]:
         created = self._now(now)
         try:
             for first in range(0, len(campaign.recipients), cp.STAGE_ROWS):
@@ -56,9 +58,18 @@ class CampaignMethods:
                 await self._run(stage, write=True)
             live_after = self._clock() - cp.UPLOAD_GIVEN_UP_S
             program = cp.create_campaign(
-                self.dialect, campaign, created, claim, answer, live_after=live_after
+                self.dialect,
+                campaign,
+                created,
+                claim,
+                answer,
+                live_after=live_after,
+                start_now=start_now,
+                lease_s=self.lease_s,
+                holder=self.instance,
+                enforce_hours=self.enforce_calling_hours,
             )
-            await self._run(program, write=True)
+            return await self._run(program, write=True)
         except BaseException:
             # What was stored is the reaper's to remove; the database failing, it takes them
             # as given up when UPLOAD_GIVEN_UP_S have passed.

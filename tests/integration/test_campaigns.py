@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -1653,3 +1653,44 @@ async def test_the_estimated_finish_counts_the_calling_hours_floor(
     assert (await campaign_of(client, answer["campaign_id"]))["estimated_finish_at"] == expected
     listed = (await (await client.get("/campaigns")).json())["campaigns"]
     assert [c["estimated_finish_at"] for c in listed] == [expected]
+
+
+async def test_a_campaign_without_start_at_is_running_from_its_creation(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It starts at once: its create answer and a GET said `scheduled` (with no started_at)
+    until the scheduler's next tick. Its campaign.started event is sent once all the same."""
+    from collections.abc import Generator
+
+    from common.storage.programs import Query
+    from common.storage.sql import SqlCallStore
+
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    scheduler = client.app[CAMPAIGNS].scheduler
+    ticks = asyncio.Event()
+    claim = scheduler._claim
+
+    async def held_claim() -> None:  # the scheduler's next tick comes when the test says
+        await ticks.wait()
+        await claim()
+
+    monkeypatch.setattr(scheduler, "_claim", held_claim)
+    await asyncio.sleep(0.05)  # a tick under way when the patch came ends first
+    answer = await create(client, {"name": "now", "recipients": [{"phone_number": us(0, "7760")}]})
+    campaign_id = answer["campaign_id"]
+    assert answer["campaign"]["status"] == "running"
+    assert answer["campaign"]["started_at"] is not None
+    assert (await campaign_of(client, campaign_id))["status"] == "running"
+    ticks.set()
+    await wait_status(client, campaign_id, "completed")
+
+    def started() -> Generator[Query, Any, Any]:
+        rows = yield Query(
+            "SELECT type FROM outbox WHERE call_id = ? AND type = 'campaign.started'",
+            (campaign_id,),
+        )
+        return rows
+
+    assert len(await cast(SqlCallStore, client.app[STORE])._run(started(), write=False)) == 1
