@@ -73,7 +73,7 @@ from handlers import (
     webhooks,
 )
 from handlers.body_reads import BodyReads
-from handlers.errors import errors_as_json
+from handlers.errors import PARSER_ERRORS_AS_JSON, answer_parser_errors_as_json, errors_as_json
 from handlers.http import answers_sent_in_time, shown_status, unread_compressed_bodies_close
 from handlers.keys import (
     BODY_READS,
@@ -365,6 +365,8 @@ def create_app(
     )
     access_log.install(drop_sandbox=settings.uses_sandbox, secrets=settings.secret_texts())
     app[SETTINGS] = settings
+    app[PARSER_ERRORS_AS_JSON] = True
+    answer_parser_errors_as_json()
     app[CONFIG] = config or ConfigStore(
         settings.config_path, record_ttl_s=settings.config_record_ttl_s
     )

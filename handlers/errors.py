@@ -8,13 +8,15 @@ JSON `{"status": "error", "error": ..., "details": [...]}`; no stack trace reach
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from common.calls.errors import (
     CallAlreadyOver,
@@ -239,3 +241,63 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             return response
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal error")
+
+
+# Set on the apps whose HTTP parser's refusals are answered as their other errors are.
+PARSER_ERRORS_AS_JSON = web.AppKey("parser_errors_as_json", bool)
+# A Content-Encoding aiohttp's parser refuses with the request's headers (it decodes br and
+# zstd only with their packages, which this server does not install), as its message names it.
+_UNDECODED = re.compile(r"content-encoding: \w+ \((br|zstd)\)", re.IGNORECASE)
+
+
+def answer_parser_errors_as_json() -> None:
+    """Requests aiohttp's HTTP parser refuses before any app sees them (a request line or
+    header over 8 KiB, a method that is not one, `Content-Encoding: br` or `zstd`) are
+    answered in the API's JSON shape by apps with PARSER_ERRORS_AS_JSON, not with aiohttp's
+    plain text: `Content-Encoding: br` got "400, message: Can not decode content-encoding:
+    brotli (br). Please install `Brotli`", which told a client to install a package on its
+    side and broke every client that reads the JSON error. aiohttp has no hook for these
+    answers (the app's middlewares never run), so its handler's own is wrapped, once per
+    process; other servers of the process (the sandbox's) answer as before."""
+    original = RequestHandler.handle_error
+    if getattr(original, "_answers_json", False):
+        return
+
+    def handle_error(
+        self: RequestHandler,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        plain = original(self, request, status, exc, message)  # its log line, as before
+        if not 400 <= status < 500 or not _answers_json(self):
+            return plain
+        answer = _parser_refusal(status, exc, message)
+        answer.force_close()  # as aiohttp's: what follows on the connection is not read
+        return answer
+
+    handle_error._answers_json = True  # type: ignore[attr-defined]
+    RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+
+def _answers_json(handler: RequestHandler) -> bool:
+    """The app this connection serves has PARSER_ERRORS_AS_JSON."""
+    server = getattr(handler, "_manager", None)
+    app = getattr(getattr(server, "request_handler", None), "__self__", None)
+    return isinstance(app, web.Application) and app.get(PARSER_ERRORS_AS_JSON, False)
+
+
+def _parser_refusal(status: int, exc: BaseException | None, message: str | None) -> web.Response:
+    said = exc.message if isinstance(exc, HttpProcessingError) else message or ""
+    undecoded = _UNDECODED.search(str(said)) if isinstance(exc, ContentEncodingError) else None
+    if undecoded is not None:
+        return json_error(
+            415,
+            f"request body's Content-Encoding {undecoded.group(1).lower()!r} is not supported:"
+            " send gzip, deflate or none",
+        )
+    if isinstance(exc, ContentEncodingError):
+        return json_error(status, _UNREADABLE_BODY)
+    shown = shown_text(" ".join(str(said).split()), 201)  # it may quote the client's bytes
+    return json_error(status, f"the request is not valid HTTP: {shown}" if shown else "bad request")

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_TEST_BODY, wait_for
 from tests.integration.test_webhooks import quiet_app, sign
@@ -366,7 +367,7 @@ MALFORMED = {
 async def test_requests_the_http_parser_refuses_are_no_errors_in_the_log(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, level: int
 ) -> None:
-    """aiohttp answers these itself (plain-text 400) and logged each as an ERROR with its
+    """aiohttp answers these itself (a 400, or 415 for br) and logged each as an ERROR with its
     traceback: a cheap log flood. Now one DEBUG line each, with digits masked; their access
     lines too (at INFO they said only `"UNKNOWN / HTTP/1.0" 400`, without the reason)."""
     client = await start_app()
@@ -379,7 +380,7 @@ async def test_requests_the_http_parser_refuses_are_no_errors_in_the_log(
             answer = await asyncio.wait_for(reader.read(), 5)
         finally:
             writer.close()
-        assert answer.split()[1] == b"400", answer[:200]
+        assert answer.split()[1] in (b"400", b"415"), answer[:200]
     await still_serving(client)
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert all(r.levelno == logging.DEBUG and not r.exc_info for r in records), records
@@ -389,9 +390,52 @@ async def test_requests_the_http_parser_refuses_are_no_errors_in_the_log(
     access = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "aiohttp.access" and '" 400 ' in r.getMessage()
+        if r.name == "aiohttp.access" and ('" 400 ' in r.getMessage() or '" 415 ' in r.getMessage())
     ]
     assert len(access) == (len(MALFORMED) if level == logging.DEBUG else 0), access
+
+
+@pytest.mark.parametrize("encoding", [b"br", b"zstd", b"BR"])
+async def test_a_body_in_brotli_or_zstd_gets_the_apis_json_415(
+    start_app: AppFactory, encoding: bytes
+) -> None:
+    """aiohttp's parser refuses them before the app sees them: the answer was its plain-text
+    400 "Can not decode content-encoding: brotli (br). Please install `Brotli`", not the
+    API's JSON, and it told the client to install a package."""
+    client = await start_app()
+    body = json.dumps(SEED_TEST_BODY).encode()
+    raw = post_head("/calls/outbound", body, b"Content-Encoding: " + encoding) + b"\r\n" + body
+    head, answer = await answer_to(client, raw)
+    assert head.split()[1] == b"415", head
+    assert b"application/json" in head.lower()
+    error = json.loads(answer)
+    assert error["status"] == "error" and error["details"] == []
+    assert error["error"] == (
+        f"request body's Content-Encoding {encoding.decode().lower()!r} is not supported:"
+        " send gzip, deflate or none"
+    )
+    assert "install" not in error["error"]
+    assert client.app[SANDBOX].dials == []
+    await still_serving(client)
+
+
+@pytest.mark.parametrize("name", [n for n in MALFORMED if n != "brotli body"])
+async def test_requests_the_http_parser_refuses_are_answered_in_json(
+    start_app: AppFactory, name: str
+) -> None:
+    client = await start_app()
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(MALFORMED[name])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400", head
+    assert b"application/json" in head.lower(), head
+    error = json.loads(body)
+    assert error["status"] == "error" and error["error"], error
 
 
 @pytest.mark.parametrize(
