@@ -47,11 +47,17 @@ def parse_delivery_id(text: str) -> int:
 async def redeliver(request: web.Request) -> web.Response:
     """POST /deliveries/{delivery_id}/redeliver: a new attempt, with the same webhook-id."""
     delivery_id = parse_delivery_id(request.match_info["delivery_id"])
+    if WEBHOOKS not in request.app:
+        # Nothing on this server sends deliveries: a 202 "sent again now" left it `pending`.
+        raise HttpError(
+            409,
+            "customer webhooks are not enabled on this server (CALLS_WEBHOOK_SECRET is unset):"
+            " nothing would send it",
+        )
     delivery = await request.app[STORE].redeliver(delivery_id)
     if delivery is None:
         raise HttpError(404, "unknown delivery")
-    if WEBHOOKS in request.app:
-        request.app[WEBHOOKS].wake()
+    request.app[WEBHOOKS].wake()
     # As its call's list shows it: whether it waits behind an earlier event's delivery.
     siblings = await request.app[STORE].list_deliveries(delivery.call_id)
     shown = {view.id: view for view in DeliveryView.list_of(siblings)}
@@ -123,6 +129,7 @@ def setup(app: web.Application) -> None:
                 202: Reply("Queued", RedeliverAnswer),
                 401: UNAUTHORIZED,
                 404: Reply("No such delivery"),
+                409: Reply("Customer webhooks are not enabled on this server"),
                 503: DB_DOWN,
             },
         ),

@@ -806,6 +806,26 @@ async def test_redeliver_sends_the_same_webhook_id_again(
         assert (await client.post(f"/deliveries/{beyond}/redeliver")).status == 404, beyond
 
 
+async def test_redeliver_on_a_server_that_sends_no_webhooks_is_refused(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """CALLS_WEBHOOK_SECRET unset (webhooks turned off after deliveries were made): a
+    redeliver was answered 202 "sent again now" and the delivery showed `pending` for good,
+    as nothing on this server sends them."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    first = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"][0]
+    await client.close()
+    plain = await start_app()  # the same database, no CALLS_WEBHOOK_SECRET
+    resp = await plain.post(f"/deliveries/{first['id']}/redeliver")
+    assert resp.status == 409
+    assert "CALLS_WEBHOOK_SECRET" in (await resp.json())["error"]
+    listed = (await (await plain.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+    assert listed[0]["state"] == "delivered"
+
+
 async def test_redeliver_while_a_send_is_in_flight_sends_no_second_copy_beside_it(
     start_app: AppFactory, receivers: Any
 ) -> None:

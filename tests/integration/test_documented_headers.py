@@ -31,7 +31,10 @@ def undocumented(spec: dict[str, Any], method: str, path: str, resp: ClientRespo
 async def test_the_headers_answers_carry_are_documented(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = await start_app(sandbox_time_scale=0.0)
+    from tests.integration.test_customer_webhooks import SECRET
+
+    # (customer webhooks on: a redeliver is otherwise refused before the database is asked)
+    client = await start_app(sandbox_time_scale=0.0, calls_webhook_secret=SECRET)
     spec = await (await client.get("/openapi.json")).json()
     sandbox = client.app[SANDBOX]
     seen: list[tuple[str, str, ClientResponse]] = []
