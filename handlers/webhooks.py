@@ -42,8 +42,8 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     signed_by_whom_it_may_be(request)
     try:
         body = await read_body(request, MAX_WEBHOOK_BYTES, "webhook body")
-    except HttpError:
-        metrics.webhooks.labels(result="too_large").inc()
+    except HttpError as exc:  # over the limit, or no body to read (slow, its encoding)
+        metrics.webhooks.labels(result="too_large" if exc.status == 413 else "unreadable").inc()
         raise
     try:
         request.app[VERIFIER].verify(request.headers.get("Authorization", ""), body)

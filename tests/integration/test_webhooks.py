@@ -441,3 +441,21 @@ async def test_a_callee_leaving_as_the_agent_gone_grace_ends_is_not_overwritten(
 
 async def _is_final(shown: Awaitable[dict[str, Any]]) -> bool:
     return (await shown)["status"] in ("completed", "failed", "voicemail")
+
+
+async def test_a_webhook_body_refused_for_its_encoding_is_not_counted_too_large(
+    start_app: AppFactory,
+) -> None:
+    """Every refusal of the body's read (a 415 for its Content-Encoding, a 408, a 501) was
+    counted webhooks_total{result="too_large"}, sending an operator after a size limit."""
+    client = await quiet_app(start_app)
+    body = b"{}"
+    resp = await client.post(
+        PATH,
+        data=body,
+        headers={"Authorization": sign(body), "Content-Encoding": "x-gzip"},
+    )
+    assert resp.status == 415
+    metrics = await (await client.get("/metrics")).text()
+    assert 'webhooks_total{result="unreadable"} 1.0' in metrics
+    assert 'result="too_large"' not in metrics
