@@ -35,6 +35,10 @@ class Repeats:
         self._said[key] = (now, 0)
         return f" ({held} more like it in the last {now - said[0]:.0f} s)" if said and held else ""
 
+    def forget(self, key: str) -> None:
+        """The failure `key` is over: its next one is said at once."""
+        self._said.pop(key, None)
+
     def _forget_old(self, now: float) -> None:
         """Keys are a receiver, a campaign, a kind of refusal: without end, one for each a
         client names. Those said over `every_s` ago go (their next one is said at once, as

@@ -68,6 +68,11 @@ class SharedCheck(Generic[T]):
 
 READINESS = web.AppKey("readiness", SharedCheck[Failures])
 NOT_READY_SAID = web.AppKey("not_ready_said", Repeats)  # each component's failure, a minute
+# The components that failed, and since when (monotonic), until the log says they pass again
+# (once a minute at most, as their failures: a component failing every other probe would
+# write two lines a probe); then a new failure is said at once, not held back as a repeat.
+NOT_READY_SINCE = web.AppKey("not_ready_since", dict[str, float])
+READY_AGAIN_SAID = web.AppKey("ready_again_said", Repeats)
 COUNTS = web.AppKey("database_counts", SharedCheck[DatabaseCounts])
 
 
@@ -114,6 +119,16 @@ async def _check(app: web.Application) -> Failures:
         if (more := app[NOT_READY_SAID].due(failure["component"])) is not None:
             logger.warning("not ready: %s: %s%s", failure["component"], failure["error"], more)
         failure["error"] = without_paths(failure["error"], files)
+    since = app[NOT_READY_SINCE]
+    failing = {failure["component"] for failure in failures}
+    for component in sorted(since.keys() - failing):
+        if app[READY_AGAIN_SAID].due(component) is None:
+            continue  # said at a later check: the last line must not stay "not ready"
+        failed_s = time.monotonic() - since.pop(component)
+        logger.info("ready again: %s (first failed %.0f s ago)", component, failed_s)
+        app[NOT_READY_SAID].forget(component)
+    for component in failing:
+        since.setdefault(component, time.monotonic())
     return failures
 
 
@@ -183,6 +198,8 @@ async def metrics(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app[READINESS] = SharedCheck[Failures](app[SETTINGS].readyz_reuse_s)
     app[NOT_READY_SAID] = Repeats()
+    app[NOT_READY_SINCE] = {}
+    app[READY_AGAIN_SAID] = Repeats()
     app[COUNTS] = SharedCheck[DatabaseCounts](app[SETTINGS].metrics_reuse_s)
     add_route(
         app,

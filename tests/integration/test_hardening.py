@@ -240,6 +240,58 @@ async def test_readyz_fails_when_config_json_cannot_be_written(
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
 
 
+async def test_readyz_says_when_a_component_is_ready_again(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log said "not ready: config: ..." and nothing when it passed again; and a second
+    outage within the minute (the same component, another cause) was held back as a repeat
+    of the first: the operator's log showed the first failure and nothing after it."""
+    import shutil
+
+    caplog.set_level(logging.INFO, logger="handlers.health")
+    directory = tmp_path / "state"
+    client = await start_app(config_path=directory / "config.json", readyz_reuse_s=0)
+
+    def said() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith(("not ready", "ready again"))
+        ]
+
+    def block() -> None:
+        shutil.rmtree(directory)
+        directory.write_text("a file where config.json's directory should be")
+
+    assert (await client.get("/readyz")).status == 200
+    block()
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/readyz")).status == 503  # a repeat: held back
+    directory.unlink()
+    directory.mkdir()
+    assert (await client.get("/readyz")).status == 200
+    block()
+    assert (await client.get("/readyz")).status == 503
+    lines = said()
+    assert [line.split(":")[0] for line in lines] == ["not ready", "ready again", "not ready"]
+    assert lines[1].startswith("ready again: config (first failed ")
+    for _ in range(3):  # flapping at every probe: no more lines within the minute
+        directory.unlink()
+        directory.mkdir()
+        assert (await client.get("/readyz")).status == 200
+        block()
+        assert (await client.get("/readyz")).status == 503
+    assert said() == lines
+    # ... and once it passes, a minute after the last "ready again", the log says so
+    from handlers import health
+
+    directory.unlink()
+    directory.mkdir()
+    client.app[health.READY_AGAIN_SAID].clock = lambda: time.monotonic() + 61
+    assert (await client.get("/readyz")).status == 200
+    assert said()[len(lines) :][0].startswith("ready again: config (first failed ")
+
+
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
