@@ -45,7 +45,13 @@ REPORT_CLOCK_AHEAD = REPORT_MAX_AHEAD - TOKEN_TTL
 
 
 class Unverified(Exception):
-    """The signature does not hold; the message says why (never the token itself)."""
+    """The signature does not hold; the message says why (never the token itself). `kind` is
+    the reason without its figures (how far a clock is off): what refusals like it share, so
+    that the log says them once a minute, not once per post."""
+
+    def __init__(self, why: str, kind: str | None = None) -> None:
+        super().__init__(why)
+        self.kind = why if kind is None else kind
 
 
 def body_digest(body: bytes) -> str:
@@ -219,7 +225,8 @@ class BodyVerifier:
                 allowed = _duration(datetime.timedelta(seconds=self._not_before_leeway_s))
                 raise Unverified(
                     f"token not valid yet: its {claim} is {ahead:.0f} s ahead of this server's"
-                    f" clock (over {allowed}: is the signer's clock right?)"
+                    f" clock (over {allowed}: is the signer's clock right?)",
+                    kind=f"token not valid yet ({claim} ahead)",
                 )
 
 

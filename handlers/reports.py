@@ -57,7 +57,7 @@ async def agent_report(request: web.Request) -> web.Response:
         signed = request.app[VERIFIER].verify(request.headers.get("Authorization", ""), body)
     except Unverified as exc:
         metrics.reports.labels(result="unverified").inc()
-        if (more := request.app[REFUSALS].due(f"report: {exc}")) is not None:
+        if (more := request.app[REFUSALS].due(f"report: {exc.kind}")) is not None:
             logger.warning("agent report refused from %s: %s%s", request.remote, exc, more)
         raise HttpError(401, "report signature did not verify") from None
     doc = decode_json(body)

@@ -50,7 +50,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     except Unverified as exc:
         metrics.webhook_verification_failures.inc()
         metrics.webhooks.labels(result="unverified").inc()
-        if (more := request.app[REFUSALS].due(f"webhook: {exc}")) is not None:
+        if (more := request.app[REFUSALS].due(f"webhook: {exc.kind}")) is not None:
             logger.warning("webhook refused from %s: %s%s", request.remote, exc, more)
         raise HttpError(401, "webhook signature did not verify") from None
     try:

@@ -259,3 +259,36 @@ async def test_a_call_keeps_at_most_max_turns(start_app: AppFactory) -> None:
     assert (await shown(client, call_id))["summary"] == "A long call."
     metrics = await (await client.get("/metrics")).text()
     assert 'agent_reports_total{result="too_many_turns"} 1.0' in metrics
+
+
+async def test_reports_from_a_clock_far_ahead_are_said_once_a_minute(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent host whose clock runs 10 minutes ahead has every report refused (401) with a
+    WARNING whose reason holds how far ahead (in seconds): each refusal's reason differed,
+    so the once-a-minute limit never held and every retried report wrote its own line."""
+    import base64
+    import hashlib
+
+    import jwt
+
+    from common.settings import DEV_API_KEY, DEV_API_SECRET
+
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    for ahead in (600, 700, 800):
+        body = json.dumps(report(call_id, 0, "answered")).encode()
+        now = int(time.time()) + ahead
+        claims = {
+            "iss": DEV_API_KEY,
+            "nbf": now,
+            "exp": now + 300,
+            "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
+            "video": {"room": call_id},
+        }
+        token = jwt.encode(claims, DEV_API_SECRET, algorithm="HS256")
+        resp = await client.post(REPORTS_PATH, data=body, headers={"Authorization": token})
+        assert resp.status == 401
+    said = [r.getMessage() for r in caplog.records if "report refused from" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "token not valid yet: its nbf is " in said[0]
