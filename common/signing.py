@@ -187,7 +187,8 @@ class BodyVerifier:
                 },
             )
         except Exception as exc:  # PyJWT raises many types; any of them means "not verified"
-            raise Unverified(f"token rejected ({type(exc).__name__})") from None
+            kind = f"token rejected ({type(exc).__name__})"
+            raise Unverified(f"token rejected ({self._why(exc, token)})", kind) from None
         if own_not_before:
             self._check_not_before(claims)
         # PyJWT checked that int() takes it, as it reads it
@@ -209,6 +210,33 @@ class BodyVerifier:
         if not isinstance(video, dict):
             raise Unverified("token's video grant is not an object")
         return SignedBody(room=video.get("room"))
+
+    def _why(self, exc: Exception, token: str) -> str:
+        """PyJWT's refusal in the words an operator acts on: the setting to look at, or the
+        clocks. The bare class name ("InvalidSignatureError") named neither; a key rotated on
+        one side only, or a clock an hour off, refused every webhook or report alike."""
+        name = type(exc).__name__
+        if isinstance(exc, jwt.InvalidSignatureError):
+            return f"{name}: not signed with this server's LIVEKIT_API_SECRET"
+        if isinstance(exc, jwt.InvalidIssuerError):
+            return f"{name}: issued by another API key than this server's LIVEKIT_API_KEY"
+        if isinstance(exc, jwt.ExpiredSignatureError | jwt.ImmatureSignatureError):
+            # its signature held (PyJWT checks it first): its claims are the signer's
+            try:
+                claims = self._jwt.decode(token, options={"verify_signature": False})
+                claim = "exp" if isinstance(exc, jwt.ExpiredSignatureError) else "nbf"
+                claim = claim if claim in claims else "iat"  # PyJWT's "not yet" is either
+                at = int(claims[claim])
+            except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError):
+                return name
+            off = at - self._clock()
+            where = f"{-off:.0f} s behind" if off < 0 else f"{off:.0f} s ahead of"
+            return (
+                f"{name}: its {claim} is {where} this server's clock, over the"
+                f" {_duration(datetime.timedelta(seconds=self._leeway_s))} allowed:"
+                " is the signer's clock, or this server's, wrong?"
+            )
+        return name
 
     def _check_not_before(self, claims: dict[str, Any]) -> None:
         """`nbf` and `iat`, as PyJWT checks them, with `not_before_leeway` for a signer's

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -250,3 +251,28 @@ def test_the_verifier_decodes_segments_with_the_regex(monkeypatch: pytest.Monkey
     assert real is decode_segment
     verifier.verify(sign_body(BODY, KEY, SECRET), BODY)
     assert seen == ["header", "payload", "crypto"]
+
+
+def test_a_refusal_names_the_setting_or_the_clock() -> None:
+    """The log line of a refused webhook or report said "token rejected
+    (InvalidSignatureError)": neither the setting to look at (a secret rotated on one side
+    only, another key) nor, for a clock an hour off, by how much."""
+    now = int(time.time())
+    verifier = BodyVerifier(KEY, SECRET)
+
+    def refusal(header: str) -> str:
+        with pytest.raises(Unverified) as refused:
+            verifier.verify(header, BODY)
+        return str(refused.value)
+
+    other_secret = token(secret="another-secret-" + "x" * 64, nbf=now, exp=now + 300)
+    assert "not signed with this server's LIVEKIT_API_SECRET" in refusal(other_secret)
+    other_key = token(iss="APIother", nbf=now, exp=now + 300)
+    assert "another API key than this server's LIVEKIT_API_KEY" in refusal(other_key)
+    behind = token(nbf=now - 3900, exp=now - 3600)
+    said = r"its exp is 36\d\d s behind this server's clock, over the 1 min allowed: is the"
+    assert re.search(said, refusal(behind))
+    ahead = token(nbf=now + 3600, exp=now + 3900)
+    assert re.search(r"its nbf is 3[56]\d\d s ahead of this server's clock", refusal(ahead))
+    issued_ahead = token(nbf=None, iat=now + 3600, exp=now + 3900)
+    assert re.search(r"its iat is 3[56]\d\d s ahead of this server's clock", refusal(issued_ahead))
