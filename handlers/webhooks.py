@@ -53,6 +53,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         if (more := request.app[REFUSALS].due(f"webhook: {exc.kind}")) is not None:
             logger.warning("webhook refused from %s: %s%s", request.remote, exc, more)
         raise HttpError(401, "webhook signature did not verify") from None
+    request.app[CALLS].webhook_heard_at = request.app[CALLS].clock()
     try:
         event = RoomEvent.from_json(body)
     except MalformedEvent as exc:

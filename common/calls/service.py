@@ -470,6 +470,9 @@ class CallService:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
     _lost_sandbox_settled: bool = False  # by a reaper pass of this run
+    webhook_heard_at: float | None = None
+    """When a LiveKit webhook (signed with our key) last reached this server; None: never
+    since it started. Said when the reaper finishes calls whose room_finished never came."""
     # Calls dialled by this server whose agent is awaited (AGENT_JOIN_TIMEOUT_S): True once
     # it showed itself here (a report, its participant_joined).
     _agent_awaited: dict[str, bool] = field(default_factory=dict)
@@ -1458,6 +1461,20 @@ class CallService:
                 created_at=call.last_seen,
             )
             await self.handle_event(event)
+        if gone and (more := self._repeats.due("rooms gone")) is not None:
+            # Else nothing told the operator why: LiveKit's webhooks may not reach us at all
+            # (its webhook URL wrong, a firewall), and every call stayed live for a minute.
+            heard = self.webhook_heard_at
+            last = "none since it started" if heard is None else f"{now - heard:.0f} s ago"
+            logger.warning(
+                "%d call(s) finished with no room_finished from LiveKit (its last webhook"
+                " here: %s): unless LiveKit gave them up in an outage, check that LiveKit's"
+                " webhook URL is this server's %s (or its load balancer's)%s",
+                len(gone),
+                last,
+                self.settings.webhook_path,
+                more,
+            )
         return len(gone)
 
     async def settle_lost_sandbox_calls(self) -> int:

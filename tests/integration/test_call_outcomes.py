@@ -289,6 +289,13 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
     for call_id in (alive, foreign.call_id):
         assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
     assert f"call {answered}: its room is gone but room_finished never came" in caplog.text
+    # ... and why that may be, once (nothing said it: every call stayed live a minute)
+    (why,) = [r.getMessage() for r in caplog.records if "with no room_finished" in r.getMessage()]
+    assert why == (
+        "2 call(s) finished with no room_finished from LiveKit (its last webhook here: none"
+        " since it started): unless LiveKit gave them up in an outage, check that LiveKit's"
+        " webhook URL is this server's /webhooks/livekit (or its load balancer's)"
+    )
     await service.reap()  # a second pass, or another server's, applies it once
     done_again = await (await client.get(f"/calls/{answered}")).json()
     assert done_again["timeline"] == done["timeline"]

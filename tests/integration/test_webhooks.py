@@ -151,6 +151,7 @@ async def test_forged_webhooks_401_and_no_change(
     with caplog.at_level(logging.WARNING):
         assert await post(client, body, auth) == 401
     assert await timeline(client, call_id) == before
+    assert client.app[CALLS].webhook_heard_at is None  # no LiveKit webhook reached us
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("webhook refused" in w for w in warnings)
     if forgery == "exp decades ahead":  # the line says why
@@ -223,6 +224,8 @@ async def test_unknown_rooms_and_event_types_are_ignored(client: Client) -> None
         event_json("room_finished", "call-000000000000"),
     ):
         assert await post(client, body, sign(body)) == 200
+    heard = client.app[CALLS].webhook_heard_at  # LiveKit's webhooks do reach us
+    assert heard is not None and abs(heard - client.app[CALLS].clock()) < 5
 
 
 async def test_out_of_order_events_settle_correctly(start_app: AppFactory, tmp_path: Path) -> None:
