@@ -139,15 +139,26 @@ async def _probe(app: web.Application) -> Failures:
         try:
             probe = app[STORE].probe_write(settings.instance_name)
             await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
-        except (DatabaseError, TimeoutError) as exc:
-            return {"component": "database", "error": str(exc) or "timeout"}
+        except DatabaseError as exc:
+            return {"component": "database", "error": str(exc)}
+        except TimeoutError:  # was "timeout", alone: of what, and why?
+            return {
+                "component": "database",
+                "error": f"a write did not finish within {PROBE_TIMEOUT_S:g} s (the database"
+                " is locked by another process, overloaded, or its disk stalls)",
+            }
         return None
 
     async def config() -> dict[str, str] | None:
         try:
             await asyncio.wait_for(app[CONFIG].probe_writable_async(), PROBE_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
-            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timeout"
+            error = (
+                exc.strerror
+                if isinstance(exc, OSError) and exc.strerror
+                else f"a write did not finish within {PROBE_TIMEOUT_S:g} s (its lock held"
+                " elsewhere, or its disk stalls)"
+            )
             return {"component": "config", "error": f"{_config_part(app, exc)}: {error}"}
         return None
 

@@ -276,3 +276,39 @@ async def test_metrics_answer_in_time_when_the_database_hangs(
         assert "calls_database_read 0.0" in text and 'calls{status="dialing"} 0.0' in text
     finally:
         hang.set()
+
+
+async def test_readiness_says_what_timed_out(
+    start_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """calls.db locked by another process (a backup tool, sqlite3 in a shell) and
+    config.json's lock held elsewhere: /readyz said "timeout" and "config.json: timeout",
+    naming neither what did not finish nor why it might not."""
+    import fcntl
+    import sqlite3
+
+    monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.3)
+    client = await start_app(
+        calls_db_path=tmp_path / "calls.db",
+        config_path=tmp_path / "config.json",
+        readyz_reuse_s=0.0,
+    )
+    assert (await client.get("/readyz")).status == 200
+    other = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
+    with open(tmp_path / "config.json.lock", "a") as lock:
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            resp = await client.get("/readyz")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            other.execute("ROLLBACK")
+            other.close()
+    assert resp.status == 503
+    errors = {d["component"]: d["error"] for d in (await resp.json())["details"]}
+    assert errors == {
+        "database": "a write did not finish within 0.3 s (the database is locked by another"
+        " process, overloaded, or its disk stalls)",
+        "config": "config.json: a write did not finish within 0.3 s (its lock held"
+        " elsewhere, or its disk stalls)",
+    }
