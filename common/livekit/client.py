@@ -230,6 +230,8 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
     if isinstance(exc, api.ServerError):
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
         message = remote_text(f"{exc.code}: {exc.message}")  # it may name the room: a call id
+        if exc.status == 401:  # our token refused: a key revoked or rotated, or the clocks
+            message += " (check LIVEKIT_API_KEY and LIVEKIT_API_SECRET, and this host's clock)"
         return cls(f"{action}: LiveKit answered {exc.status} {message}")
     if isinstance(exc, AnswerRefused):
         return LiveKitUnavailable(f"{action}: {exc.why}", maybe_done=exc.maybe_done)

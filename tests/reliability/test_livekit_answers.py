@@ -314,3 +314,21 @@ async def test_start_up_says_whether_livekit_answers(
     if answer is not None:
         assert "check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in line.getMessage()
     assert fake_livekit.hits == ["ListRooms"]
+
+
+async def test_livekit_refusing_our_key_names_the_settings(
+    start_app: AppFactory, fake_livekit: FakeLiveKit
+) -> None:
+    """A key revoked or rotated in LiveKit while the server runs: /readyz and a call's answer
+    said "LiveKit answered 401 unauthenticated: invalid token", naming no setting (only the
+    start-up line, long gone, did)."""
+    client = await _start(start_app, fake_livekit)
+    refused = _json_error(401, '{"code": "unauthenticated", "msg": "invalid token"}')
+    fake_livekit.answers["ListRooms"] = refused
+    fake_livekit.answers["CreateDispatch"] = refused
+    hint = "(check LIVEKIT_API_KEY and LIVEKIT_API_SECRET, and this host's clock)"
+    ready = await client.get("/readyz")
+    (detail,) = (await ready.json())["details"]
+    assert ready.status == 503 and detail["error"].endswith(f"invalid token {hint}")
+    placed = await client.post("/calls/outbound", json=CALL)
+    assert placed.status == 502 and hint in (await placed.json())["error"]
