@@ -66,6 +66,7 @@ UNPROVEN_CONCURRENCY = 40
 PROMPT_S = 5.0
 PROVEN_FOR_S = 3600.0
 MAX_PROVEN_KEPT = 10_000  # receivers remembered as prompt (older ones are forgotten first)
+MAX_FAILURES_SAID = 10_000  # receivers whose recovery is owed to the log, at most
 IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woken)
 # A receiver at its concurrency cap: this many more of its deliveries wait in memory (claimed)
 # and start the moment one of its sends ends; beyond them, deliveries are given back for a
@@ -214,6 +215,10 @@ class WebhookSender:
         self._stopping = False
         self._sending: set[asyncio.Task[None]] = set()
         self._repeats = Repeats()  # a receiver or the database down fails every attempt
+        # Receivers whose failure the log said, and not yet that they took a delivery again
+        # (said once a minute at most: a receiver that fails now and then would flap).
+        self._failure_said: set[str] = set()
+        self._recovery = Repeats()
         self._per_receiver: defaultdict[str, int] = defaultdict(int)
         self._prompt: dict[str, float] = {}  # receiver -> when it last answered within PROMPT_S
         self._in_flight: dict[int, _Send] = {}  # by delivery id
@@ -590,12 +595,18 @@ class WebhookSender:
         self._metrics.webhook_deliveries.labels(result=result).inc()
         if outcome.state == "delivered":
             self._metrics.webhook_latency.observe(max(0.0, now - delivery.event_created_at))
+            if receiver in self._failure_said and self._recovery.due(receiver) is not None:
+                self._failure_said.discard(receiver)
+                logger.info("customer webhooks to %s are delivered again", receiver)
             return
         more = ""
         if outcome.state == "pending":  # a receiver down fails every event: once a minute
             if (held := self._repeats.due(f"retrying {receiver}")) is None:
                 return
             more = held
+        if len(self._failure_said) >= MAX_FAILURES_SAID:  # one per receiver a client names
+            self._failure_said.clear()
+        self._failure_said.add(receiver)
         logger.warning(
             "webhook %s (%s) to %s: %s; %s%s",
             delivery.webhook_id,

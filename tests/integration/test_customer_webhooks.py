@@ -470,6 +470,7 @@ async def test_the_signature_covers_the_body_the_id_and_the_time(
 async def test_a_failing_receiver_gets_retries_with_the_same_id_then_succeeds(
     start_app: AppFactory, receivers: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="common.notify.deliveries")
     receiver = await receivers(answer=lambda r, n: (500, 0.0) if n < 3 else (204, 0.0))
     client = await webhook_app(start_app, receiver.url)
     call_id = await place(client, SEED_EXAMPLES[0])
@@ -484,6 +485,9 @@ async def test_a_failing_receiver_gets_retries_with_the_same_id_then_succeeds(
     # 8 failed attempts, one line: a receiver that is down fails every event (once a minute)
     retrying = [r for r in caplog.records if r.getMessage().endswith("; retrying")]
     assert len(retrying) == 1, [r.getMessage() for r in retrying]
+    # ... and that it takes them again (the log said the failure, and then nothing), once
+    again = [r.getMessage() for r in caplog.records if "delivered again" in r.getMessage()]
+    assert again == [f"customer webhooks to {receiver.url.rsplit('/', 1)[0]} are delivered again"]
 
 
 async def test_a_receiver_asking_to_wait_with_retry_after_is_retried_no_sooner(
