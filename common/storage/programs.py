@@ -1260,6 +1260,8 @@ def record_report(
             )
         )
     if report.kind == "do_not_call":
+        if d.listing_lock is not None:  # a dial of the number meanwhile waits, as for POST /dnc
+            yield d.listing_lock
         yield Query(
             "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, 'agent', ?, ?)"
             " ON CONFLICT DO NOTHING",

@@ -24,7 +24,9 @@ from common.campaigns.model import (
     RetryPolicy,
 )
 from common.campaigns.windows import CallingWindow
+from common.contracts import AgentReport
 from common.storage import campaign_programs as cp
+from common.storage import programs
 from common.storage.base import (
     AttemptWithdrawn,
     CallStore,
@@ -472,6 +474,28 @@ async def test_a_dial_started_while_its_number_is_being_listed_is_not_marked(
     async with listing(store, "+14155550123", clock.now):
         dial = asyncio.create_task(store.start_dial("call-1"))
         await asyncio.sleep(0.3)  # the dial's transaction runs while the listing's is open
+        assert not dial.done()
+    listed = await dial
+    assert listed is not None and listed.dial_started_at is None
+
+
+async def test_a_dial_started_while_an_agent_lists_its_number_is_not_marked(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A callee asked not to be called again (the agent's do_not_call report) while another
+    call to the same number was starting its dial: on PostgreSQL the dial's check did not
+    see the agent's listing (not committed yet) and the number was dialled after the
+    report's 200, as it was for POST /dnc. The dial waits for the report and finds it."""
+    number = "+14155550123"
+    await store.create_call(NewCall("call-1", number, "R", "en", "Calm"))
+    await store.create_call(NewCall("call-2", number, "R", "en", "Calm"))
+    asked = AgentReport(call_id="call-1", seq=0, kind="do_not_call", at=clock.now)
+    reporting = uncommitted(
+        store, lambda d: programs.record_reports(d, [asked], clock.now, 10.0, "b")
+    )
+    async with reporting:
+        dial = asyncio.create_task(store.start_dial("call-2"))
+        await asyncio.sleep(0.3)  # the dial's transaction runs while the report's is open
         assert not dial.done()
     listed = await dial
     assert listed is not None and listed.dial_started_at is None
