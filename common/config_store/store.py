@@ -137,6 +137,7 @@ def _log_updated(record: Mapping[str, Any]) -> None:
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode  # no indent: the C encoder
 _encode_string = json.encoder.encode_basestring  # what _dumps does for a str
+_ascii_dumps = json.JSONEncoder().encode  # \u-escapes what is not ASCII
 
 
 def _scalar(value: object) -> str:
@@ -169,13 +170,24 @@ def _encode(doc: Document, known: RecordLines | None = None) -> tuple[bytes, Rec
                 if hit is not None and hit[0] is record:
                     encoded[call_id] = hit
                 else:
-                    line = f"    {_dumps(call_id)}: {_dumps(record)}".encode()
+                    text = f"    {_dumps(call_id)}: {_dumps(record)}"
+                    line = _utf8(text, "    ", call_id, record)
                     encoded[call_id] = (record, line)
             records = b",\n".join(line for _, line in encoded.values())
             lines.append(b'  "%s": {\n%s\n  }' % (CALLS_KEY.encode(), records))
         else:
-            lines.append(f"  {_dumps(key)}: {_scalar(value)}".encode())
+            lines.append(_utf8(f"  {_dumps(key)}: {_scalar(value)}", "  ", key, value))
     return b"{\n" + b",\n".join(lines) + b"\n}\n", encoded
+
+
+def _utf8(line: str, indent: str, key: str, value: object) -> bytes:
+    """`line` (`indent`, `key`: `value`) in UTF-8; with a lone surrogate, which json.loads
+    takes from a hand edit's "\\ud83d" and UTF-8 cannot encode, \\u-escaped as it was read:
+    a config.json holding one stopped start-up with a UnicodeEncodeError traceback."""
+    try:
+        return line.encode()
+    except UnicodeEncodeError:
+        return f"{indent}{_ascii_dumps(key)}: {_ascii_dumps(value)}".encode()
 
 
 def _detached(value: dict[str, Any]) -> dict[str, Any]:

@@ -382,3 +382,17 @@ async def test_writers_queued_behind_a_blocked_group_wait_no_longer_than_it(
     assert all(isinstance(r, store_module.ConfigWriteError) for r in results), results
     assert len(deadlines) == 2  # the first group, then the one queued behind it
     assert deadlines[1] <= came + 0.3 + 0.01, [d - came for d in deadlines]
+
+
+def test_a_config_json_holding_a_lone_surrogate_escape_is_written_again(tmp_path: Path) -> None:
+    """A hand edit's "\\ud83d" (half an emoji's escape) is JSON, and json.loads takes it; UTF-8
+    has no encoding of it, so every write of the file raised UnicodeEncodeError: start-up,
+    which writes a config.json that is there, stopped with a traceback. It is written as it
+    was read (escaped), and start-up's write, a call's write and a reader go on."""
+    path = tmp_path / "config.json"
+    path.write_text('{"dynamic_instruction": "hi \\ud83d", "calls": {}}\n')
+    store = ConfigStore(path)
+    asyncio.run(store.probe_writable_async(rewrite=True))
+    assert json.loads(path.read_bytes())["dynamic_instruction"] == "hi \ud83d"
+    asyncio.run(store.update_async("Ann", call_id="call-1"))
+    assert ConfigStore(path).get("caller_name", call_id="call-1") == "Ann"
