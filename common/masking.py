@@ -31,11 +31,12 @@ _LONG_DIGITS = re.compile(f"{_DIGIT}{{7,}}")
 # What may stand between a number's digits, as a client may write it: - . ( ) + and any
 # space (a tab, a no-break or thin space), and what else the server takes between them
 # (common/calls/phone.py's SEPARATOR: typographic dashes, a minus sign, direction marks and
-# zero-width characters), plain or URL-escaped (UTF-8). A number the server takes is masked.
+# zero-width characters), plain or URL-escaped (UTF-8). A number the server takes is masked:
+# every space `\s` takes is escaped too (line breaks, U+0085, U+1680, U+2028/9, U+205F).
 _SEPARATOR = (
     r"(?:[-.()+\s\u2010-\u2015\u2212\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
-    r"|%2[0BDE89]|%09|%C2%A0|%E2%80%8[0-9A-F]|%E2%80%9[0-5]|%E2%80%A[A-F]|%E2%81%A[06-9]"
-    r"|%E2%88%92|%EF%BB%BF|%E3%80%80)"
+    r"|%2[0BDE89]|%0[9A-D]|%1[C-F]|%C2%A0|%C2%85|%E1%9A%80|%E2%80%8[0-9A-F]|%E2%80%9[0-5]"
+    r"|%E2%80%A[8-9A-F]|%E2%81%9F|%E2%81%A[06-9]|%E2%88%92|%EF%BB%BF|%E3%80%80)"
 )
 # A number: `+` (or `%2B` in a URL), then digits and separators, ending on a digit.
 _PLUS_NUMBER = re.compile(rf"(?:\+|%2B){_SEPARATOR}*(?:{_DIGIT}{_SEPARATOR}*)*{_DIGIT}", re.I)

@@ -3,8 +3,11 @@ other numbers in an access-log line (times, addresses, sizes) are left alone."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
+from common.calls.phone import _SEPARATORS
 from common.masking import mask_digits
 
 
@@ -92,3 +95,24 @@ def test_remote_text(text: str, kept: str) -> None:
     from common.masking import remote_text
 
     assert remote_text(text) == kept
+
+
+def _separators() -> list[str]:
+    """Every character the number normaliser takes between a number's digits (common/calls/
+    phone.py's SEPARATOR): all are in the BMP."""
+    return [
+        chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF and _SEPARATORS.match(chr(c))
+    ]
+
+
+def test_a_number_written_with_any_separator_the_server_takes_is_masked_escaped_too() -> None:
+    """'DELETE /dnc/%2B34%E2%81%9F612%E2%81%9F345%E2%81%9F678' (a medium mathematical space;
+    a line break, a line separator, U+0085 or U+1680 alike) is a number the server takes
+    (any Unicode space is a separator), and the access log had it whole: the escapes the
+    masking knew were listed by hand, and these were left out."""
+    unmasked = []
+    for sep in _separators():
+        escaped = quote(f"+34{sep}612{sep}345{sep}678", safe="")
+        if "612" in mask_digits(f"DELETE /dnc/{escaped} HTTP/1.1"):
+            unmasked.append(escaped)
+    assert unmasked == []
