@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -355,7 +356,10 @@ class ReportSender:
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
-                    answer = await _json_of(response)
+                    # Read whole first: an answer cut off midway (a reset, a timeout) is
+                    # retried as a lost one is (the server keeps each report once, by seq),
+                    # not taken for another site's page.
+                    answer = _json_from(await response.read())
                     if isinstance(answer, dict) and answer.get("status") == "success":
                         return answer
                     # Something else took it (a web site's catch-all, a proxy's page): counted
@@ -480,8 +484,16 @@ def _clip(text: str, limit: int = 200) -> str:
 async def _json_of(response: aiohttp.ClientResponse) -> Any:
     """The answer's JSON, or None."""
     try:
-        return await response.json(content_type=None)
-    except (ValueError, aiohttp.ClientError, TimeoutError):
+        return _json_from(await response.read())
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+def _json_from(body: bytes) -> Any:
+    """`body` as JSON, or None."""
+    try:
+        return json.loads(body)
+    except ValueError:
         return None
 
 

@@ -354,6 +354,42 @@ async def test_an_answer_that_is_not_the_servers_is_no_delivery(
     assert "PUBLIC_BASE_URL" in warning
 
 
+async def test_an_answer_cut_off_midway_is_retried_not_refused(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The calls server's 200 cut off midway (a connection reset, a timeout) was taken for
+    another site's page: the POST's reports refused for good, not sent again, and a warning
+    asking whether the report URL is the calls server. The server may have kept them or not:
+    they are sent again (it keeps each once, by seq)."""
+    state = ReportServer()
+    cut: list[bool] = []
+
+    async def cut_off_once(request: web.Request) -> web.StreamResponse:
+        if cut:
+            return await state.handle(request)
+        cut.append(True)
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 200
+        await response.prepare(request)
+        await response.write(b'{"status": "succ')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, cut_off_once)
+    site = await aiohttp_server(app, host="127.0.0.1")
+    retry = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05, attempt_timeout_s=2, deadline_s=10)
+    sender = make_sender(str(site.make_url(REPORTS_PATH)), retry=retry)
+    sender.answered(1_700_000_000.0)
+    assert await within(sender.flush(10))
+    await sender.aclose()
+
+    assert cut and (sender.delivered, sender.refused) == ([0], [])
+    assert "not the calls server's answer" not in caplog.text
+
+
 async def test_a_report_url_that_redirects_says_where_to(
     aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
