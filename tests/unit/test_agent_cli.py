@@ -1,24 +1,28 @@
 """`python -m agent`: the operator's `describe` view and the start-up settings check.
 
-Run as real subprocesses with a minimal environment: no API keys, CONFIG_PATH in tmp_path,
-working directory tmp_path (so no developer `.env` is picked up).
+Run with a minimal environment: no API keys, CONFIG_PATH in tmp_path, working directory
+tmp_path (so no developer `.env` is picked up); as real subprocesses (run_agent) for each way
+the process ends (a plan printed, a settings error, a taken port, a reader gone) and for
+livekit-agents' help, the other checks by `main()` in this process (run_agent_here).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.cli import missing_settings
+from agent.cli import main, missing_settings
 from common.config_store.model import AnalysisField, AnalysisRequest, CallOptions, VoicemailPolicy
 from common.settings import Settings
 from common.update_config import ConfigStore
@@ -31,6 +35,50 @@ CALL = "call-ab12cd34ef56"
 def run_agent(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), **env}
     return run_to_end([sys.executable, "-m", "agent", *args], cwd, environ)
+
+
+def run_agent_here(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """What run_agent answers, from `agent.cli.main(args)` in this process (a process start,
+    about a second, saved): with exactly run_agent's environment, in `cwd`; its exit code (its
+    return, or argparse's SystemExit), stdout and stderr. The environment (which main also
+    writes: --url, --api-key), the working directory and sys.argv are restored after. For the
+    checks that stop before livekit-agents' CLI: reaching it here is a failure, not a worker
+    started in the test process (help, a start that gets past the checks, an exit code or
+    stream of the process itself stay with run_agent)."""
+    saved_environ, saved_argv = dict(os.environ), list(sys.argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+
+    def livekit_agents_cli(_settings: Settings) -> int:
+        raise AssertionError(f"{args} reached livekit-agents' CLI: run it with run_agent")
+
+    no_worker = types.ModuleType("agent.worker")
+    no_worker.run_worker = livekit_agents_cli  # type: ignore[attr-defined]
+    # Only this entry: patch.dict(sys.modules) would drop the modules main imported (numpy's,
+    # which loads once per process).
+    worker = sys.modules.get("agent.worker")
+    sys.modules["agent.worker"] = no_worker
+    os.environ.clear()
+    os.environ.update({"PATH": saved_environ.get("PATH", ""), "PYTHONPATH": str(REPO), **env})
+    try:
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            try:
+                code = main(args)
+            except SystemExit as exc:  # argparse's usage errors
+                assert isinstance(exc.code, int), exc.code
+                code = exc.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        sys.argv[:] = saved_argv
+        if worker is None:
+            del sys.modules["agent.worker"]
+        else:
+            sys.modules["agent.worker"] = worker
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture
@@ -98,7 +146,7 @@ def test_describe_shows_what_the_agent_does_around_the_conversation(tmp_path: Pa
     path = tmp_path / "config.json"
     ConfigStore(path).update("Carlos García", tts_language="es", call_id=CALL, options=options)
 
-    proc = run_agent(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(path))
+    proc = run_agent_here(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(path))
 
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
@@ -114,14 +162,14 @@ def test_describe_shows_what_the_agent_does_around_the_conversation(tmp_path: Pa
 
 
 def test_describe_a_call_without_options(tmp_path: Path, config_file: Path) -> None:
-    proc = run_agent(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(config_file))
+    proc = run_agent_here(["describe", "--call-id", CALL], tmp_path, CONFIG_PATH=str(config_file))
     plan = json.loads(proc.stdout)
     assert plan["first_message"] is None and plan["analysis"] is None
     assert plan["voicemail"] == {"action": "hang_up", "message": None}
 
 
 def test_describe_an_unknown_call(tmp_path: Path, config_file: Path) -> None:
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", "call-000000000000"], tmp_path, CONFIG_PATH=str(config_file)
     )
 
@@ -138,7 +186,7 @@ def test_describe_from_another_directory_says_where_it_looked_and_what_to_do(
 ) -> None:
     """Probe AO: run from another directory, it said "unknown call" naming config.json and
     calls.db as relative paths, nothing more."""
-    proc = run_agent(["describe", "--call-id", "call-000000000000"], tmp_path)
+    proc = run_agent_here(["describe", "--call-id", "call-000000000000"], tmp_path)
     assert proc.returncode == 2
     assert f"config file {tmp_path / 'config.json'}" in proc.stderr
     assert "neither exists: run it from the server's directory" in proc.stderr
@@ -148,7 +196,9 @@ def test_describe_from_another_directory_says_where_it_looked_and_what_to_do(
 def test_describe_a_call_id_that_is_none_says_so(
     tmp_path: Path, config_file: Path, call_id: str
 ) -> None:
-    proc = run_agent(["describe", "--call-id", call_id], tmp_path, CONFIG_PATH=str(config_file))
+    proc = run_agent_here(
+        ["describe", "--call-id", call_id], tmp_path, CONFIG_PATH=str(config_file)
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("--call-id: call_id must be") or "--call-id: " in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -161,7 +211,7 @@ def test_describe_never_migrates_the_calls_database(tmp_path: Path, config_file:
     with sqlite3.connect(older) as db:
         db.execute("CREATE TABLE kept (a)")
     before = older.read_bytes()
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL],
         tmp_path,
         CONFIG_PATH=str(config_file),
@@ -183,7 +233,7 @@ def test_describe_with_dispatch_metadata_for_a_call_not_on_this_host(tmp_path: P
         "config": {"caller_name": "Emma Watson", "tts_emotion": "Serious", "call_id": CALL},
         "phone_number": "+441234567890",
     }
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL, "--metadata", json.dumps(metadata)],
         tmp_path,
         CONFIG_PATH=str(tmp_path / "absent.json"),
@@ -205,7 +255,7 @@ def test_describe_refuses_a_room_creation_that_is_no_moment(
 ) -> None:
     """`nan` (and `inf`) passed every record as written before the room: the answer said
     config.json and "record written before the room was created", for any record."""
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL, f"--room-created-at={moment}"],
         tmp_path,
         CONFIG_PATH=str(config_file),
@@ -219,7 +269,7 @@ def test_describe_refuses_a_room_creation_that_is_no_moment(
 
 
 def test_describe_rejects_bad_metadata(tmp_path: Path) -> None:
-    proc = run_agent(["describe", "--call-id", CALL, "--metadata", "{nope"], tmp_path)
+    proc = run_agent_here(["describe", "--call-id", CALL, "--metadata", "{nope"], tmp_path)
     assert proc.returncode == 2
     assert "--metadata is not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -236,7 +286,7 @@ LIVEKIT_AND_OPENAI = {
 
 
 def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
-    proc = run_agent(
+    proc = run_agent_here(
         ["start"],
         tmp_path,
         LIVEKIT_URL="wss://example.livekit.cloud",
@@ -259,7 +309,7 @@ def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
         "CARTESIA_VOICE_I=a0e99841-438c-4a64-b679-ae501e7d6091\n"
         "LIVEKIT_API_SECRET=${LK_SECRET}\n"
     )
-    proc = run_agent(["start"], tmp_path, LIVEKIT_URL="wss://example.livekit.cloud")
+    proc = run_agent_here(["start"], tmp_path, LIVEKIT_URL="wss://example.livekit.cloud")
 
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
@@ -301,7 +351,7 @@ def test_a_model_amd_was_not_evaluated_with_is_said_once_at_start_not_on_every_c
 def test_start_warns_of_a_voice_that_is_no_cartesia_voice_id(tmp_path: Path) -> None:
     """A voice's name, or its page's address, pasted for its id was taken without a word, and
     every call speaking with it failed at its first words: the callee heard nothing."""
-    proc = run_agent(
+    proc = run_agent_here(
         ["start"],
         tmp_path,
         LIVEKIT_URL="wss://example.livekit.cloud",
@@ -321,7 +371,9 @@ def test_start_warns_of_a_voice_that_is_no_cartesia_voice_id(tmp_path: Path) -> 
         f"agent: warning: CARTESIA_VOICE_IDS: the voice for es {problem}",
     ]
     assert "Katie" not in proc.stderr and "5c5ad5e7" not in proc.stderr  # no values
-    assert "voice" not in run_agent(["start"], tmp_path, **LIVEKIT_AND_OPENAI).stderr  # default
+    assert (
+        "voice" not in run_agent_here(["start"], tmp_path, **LIVEKIT_AND_OPENAI).stderr
+    )  # default
 
 
 def test_start_with_its_health_port_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -357,7 +409,7 @@ def test_start_takes_livekits_connection_options_as_the_settings(tmp_path: Path)
     key rotation) the worker registered with the options while its jobs signed their
     reports with the variables, every report refused by the server (401)."""
     secret = "rotated-secret-of-livekits-length-0123"
-    proc = run_agent(
+    proc = run_agent_here(
         ["start", "--url", "wss://example.livekit.cloud", "--api-key=APIkey"]
         + ["--api-secret", secret],
         tmp_path,
@@ -370,7 +422,7 @@ def test_start_takes_livekits_connection_options_as_the_settings(tmp_path: Path)
         "agent: cannot run 'start': missing DEEPGRAM_API_KEY, CARTESIA_API_KEY "
         "(set in the environment or .env)"
     )
-    bad = run_agent(["start", "--url", "ftp://nowhere"], tmp_path)
+    bad = run_agent_here(["start", "--url", "ftp://nowhere"], tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("agent: LIVEKIT_URL must start with")
 
 
@@ -486,7 +538,7 @@ def record_call(database: dict[str, str]) -> None:
 
 def describe_plan(tmp_path: Path, database: dict[str, str]) -> dict[str, Any]:
     """`python -m agent describe --call-id CALL` with tmp_path's config.json: its plan."""
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL],
         tmp_path,
         CONFIG_PATH=str(tmp_path / "config.json"),
@@ -568,7 +620,7 @@ def test_describe_refuses_metadata_naming_another_call_as_the_worker_does(
     tmp_path: Path,
 ) -> None:
     metadata = json.dumps({"call_id": "call-000000000000", "config": STORED_SNAPSHOT})
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL, "--metadata", metadata],
         tmp_path,
         CONFIG_PATH=str(tmp_path / "absent.json"),
@@ -587,7 +639,7 @@ def test_describe_with_metadata_without_a_config_describes_it_as_the_worker_woul
     printed a plan, "the snapshot its dispatch carried", for a job the worker would refuse."""
     database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
     record_call(database)
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL, "--metadata", json.dumps(metadata)],
         tmp_path,
         CONFIG_PATH=str(tmp_path / "config.json"),
@@ -599,7 +651,7 @@ def test_describe_with_metadata_without_a_config_describes_it_as_the_worker_woul
 
 
 def test_describe_with_metadata_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
-    proc = run_agent(
+    proc = run_agent_here(
         ["describe", "--call-id", CALL, "--metadata", "[" * 5000 + "]" * 5000],
         tmp_path,
         CONFIG_PATH=str(tmp_path / "absent.json"),
