@@ -1,14 +1,23 @@
 """`python -m sandbox`'s command line: bad values are usage errors, a port it cannot take is
 one line and exit 2, and the public development keys beyond loopback are warned of (probe
-AO: a traceback each, and no word)."""
+AO: a traceback each, and no word).
+
+The usage errors but one of each command line are checked by its `main()` in this process
+(run_here); the others, a real process's exit code and log lines, in processes (run)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib
+import io
+import logging
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -24,6 +33,46 @@ def run(
     return run_to_end([sys.executable, "-m", "sandbox", *args], cwd, clean, timeout=30)
 
 
+def run_here(
+    module: str, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """What `python -m <module> <args>` (as `run`) answers for a usage error, from its
+    `main(args)` in this process (a process start saved): the same arguments, environment and
+    working directory; the exit code of its SystemExit, stdout and stderr. The environment,
+    the working directory and the root logger (main's logging.basicConfig) are restored
+    after; getting as far as serving fails the test instead of serving in it."""
+    cli = importlib.import_module("sandbox.__main__" if module == "sandbox" else module)
+    serving = "_serve" if module == "sandbox" else "serve"
+
+    async def no_serving(*_args: object) -> None:
+        raise AssertionError(f"python -m {module} {' '.join(args)} got as far as serving")
+
+    root = logging.getLogger()
+    saved_environ, saved_handlers, saved_level = dict(os.environ), root.handlers[:], root.level
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **(env or {})})
+    try:
+        with (
+            mock.patch.object(cli, serving, no_serving),
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            pytest.raises(SystemExit) as exited,
+        ):
+            cli.main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert isinstance(exited.value.code, int), exited.value.code
+    argv = [sys.executable, "-m", module, *args]
+    return subprocess.CompletedProcess(
+        argv, exited.value.code, stdout.getvalue(), stderr.getvalue()
+    )
+
+
 RECEIVER_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
@@ -34,7 +83,10 @@ def test_a_port_out_of_range_is_a_usage_error(module: str, port: str) -> None:
     range, the bind failed in a traceback."""
     args = ["--secret", RECEIVER_SECRET] if module == "sandbox.receiver" else []
     clean = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    done = run_to_end([sys.executable, "-m", module, *args, "--port", port], ROOT, clean, 30)
+    if port == "abc":  # one usage error of each command line in a process of its own
+        done = run_to_end([sys.executable, "-m", module, *args, "--port", port], ROOT, clean, 30)
+    else:
+        done = run_here(module, *args, "--port", port)
     assert done.returncode == 2
     said = f"argument --port: must be between 0 and 65535 (0: any free port), got '{port}'"
     assert said in done.stderr
@@ -45,7 +97,7 @@ def test_a_port_out_of_range_is_a_usage_error(module: str, port: str) -> None:
 def test_a_time_scale_out_of_range_is_a_usage_error(scale: str) -> None:
     """SANDBOX_TIME_SCALE's bounds: `nan` was taken, and every call the sandbox played then
     stayed `dialing` for good."""
-    done = run("--time-scale", scale)
+    done = run_here("sandbox", "--time-scale", scale)
     assert done.returncode == 2
     assert "--time-scale must be a number from 0 to 1000" in done.stderr
     assert "Traceback" not in done.stderr
@@ -105,7 +157,7 @@ def test_its_keys_are_read_from_dotenv_as_the_server_reads_them(tmp_path: Path) 
 def test_a_webhook_url_that_is_no_http_url_is_a_usage_error(url: str) -> None:
     """It was taken, then every webhook of every call failed and was dropped after 5 attempts
     (a WARNING each, 'NonHttpUrlClientError'): no call settled by its webhooks."""
-    done = run("--port", "0", "--webhook-url", url)
+    done = run_here("sandbox", "--port", "0", "--webhook-url", url)
     assert done.returncode == 2
     assert "--webhook-url must be an http:// or https:// URL with a host" in done.stderr
     assert "Traceback" not in done.stderr
