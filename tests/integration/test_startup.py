@@ -1,16 +1,25 @@
-"""`python server.py` start-up failures: one clear line and exit code 2, never a traceback."""
+"""`python server.py` start-up failures: one clear line and exit code 2, never a traceback.
+
+Start-ups that stop before the app is made (a setting refused, HOST:PORT taken) are checked
+by `server.main()` in this process (run_server_here) but one; the others, as a process
+(run_server)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -40,6 +49,84 @@ def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.Comp
     return run_to_end(argv, tmp_path, environ, timeout=30)
 
 
+def run_server_until(tmp_path: Path, said: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """run_server's server, stopped by SIGINT (as `timeout -s INT` did after a fixed 4 s) half
+    a second after its stderr says `said` (at most 30 s after its start)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
+    environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
+    environ.update(SANDBOX_PORT="0", PORT=str(free_port()))
+    environ.update(env)
+    argv = [sys.executable, str(ROOT / "server.py")]
+    out, err = tmp_path / "server.stdout", tmp_path / "server.stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=environ, stdout=stdout, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                if said in err.read_text(errors="replace"):
+                    time.sleep(0.5)  # what the server says right after
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, out.read_text(), err.read_text())
+
+
+def run_server_here(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """What run_server answers for a start-up that stops before the app is made (a setting
+    refused, HOST:PORT not to be listened on), from `server.main()` in this process (a
+    process start saved): the same environment and working directory, the exit code of its
+    SystemExit, its stdout and stderr (log lines included: the root logger as in a fresh
+    process, without handlers, WARNING). The environment, working directory, root logger,
+    warning filters and open files limit are restored after; getting as far as making the
+    app fails the test instead of serving in it."""
+    import resource
+    import warnings
+
+    import server
+
+    def no_app(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError(f"server.main() with {env} got as far as making its app")
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
+    environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
+    environ.update(SANDBOX_PORT="0", PORT=str(free_port()))
+    environ.update(env)
+    root = logging.getLogger()
+    saved_environ, saved_handlers, saved_level = dict(os.environ), root.handlers[:], root.level
+    saved_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(environ)
+    root.handlers[:] = []
+    root.setLevel(logging.WARNING)
+    try:
+        with (
+            mock.patch.object(server, "create_app", no_app),
+            warnings.catch_warnings(),
+            contextlib.chdir(tmp_path),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            pytest.raises(SystemExit) as exited,
+        ):
+            server.main()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        resource.setrlimit(resource.RLIMIT_NOFILE, saved_limit)
+    assert isinstance(exited.value.code, int), exited.value.code
+    argv = [sys.executable, str(ROOT / "server.py")]
+    return subprocess.CompletedProcess(
+        argv, exited.value.code, stdout.getvalue(), stderr.getvalue()
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -66,7 +153,8 @@ def run_server(tmp_path: Path, _prefix: str = "", **env: str) -> subprocess.Comp
     ],
 )
 def test_bad_settings_stop_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:
-    done = run_server(tmp_path, **env)
+    # One in a process of its own (the exit code and stderr a supervisor sees), the rest here.
+    done = (run_server if env == {"PORT": "abc"} else run_server_here)(tmp_path, **env)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
@@ -83,7 +171,7 @@ def test_sandbox_port_in_use(tmp_path: Path, busy_port: int) -> None:
 
 
 def test_http_port_in_use(tmp_path: Path, busy_port: int) -> None:
-    done = run_server(tmp_path, PORT=str(busy_port), SANDBOX_PORT="0")
+    done = run_server_here(tmp_path, PORT=str(busy_port), SANDBOX_PORT="0")
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -109,9 +197,9 @@ def test_a_short_livekit_secret_is_warned_of_in_the_log_alone(tmp_path: Path) ->
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing will listen there: start-up only warns
-    done = run_server(
+    done = run_server_until(
         tmp_path,
-        "timeout -s INT 4",
+        "did not answer as it should at start-up",
         LIVEKIT_URL=f"http://127.0.0.1:{port}",
         LIVEKIT_API_KEY="devkey",
         LIVEKIT_API_SECRET="secret",
@@ -124,7 +212,7 @@ def test_a_short_livekit_secret_is_warned_of_in_the_log_alone(tmp_path: Path) ->
 
 
 def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> None:
-    done = run_server(tmp_path, DATABASE_URL="mysql://x@y/z")
+    done = run_server_here(tmp_path, DATABASE_URL="mysql://x@y/z")
     assert done.returncode == 2
     assert "DATABASE_URL must start with postgresql:// (or postgres://)" in done.stderr
     assert "x@y" not in done.stderr  # the value (it may hold a password) is not echoed
@@ -158,7 +246,7 @@ def test_the_open_files_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
 def test_start_up_failures_are_said_even_at_log_level_critical(
     tmp_path: Path, busy_port: int
 ) -> None:
-    done = run_server(tmp_path, PORT=str(busy_port), LOG_LEVEL="CRITICAL")
+    done = run_server_here(tmp_path, PORT=str(busy_port), LOG_LEVEL="CRITICAL")
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr  # it was exit 2, silent
     done = run_server(tmp_path, CALLS_DB_PATH="/proc/nope/calls.db", LOG_LEVEL="CRITICAL")
@@ -360,7 +448,7 @@ def test_addresses_this_machine_cannot_bind_are_skipped(monkeypatch: pytest.Monk
 
 
 def test_an_address_not_this_machines_is_said_with_host_and_port(tmp_path: Path) -> None:
-    done = run_server(tmp_path, HOST="192.0.2.1", CALLS_API_TOKEN="t" * 32, PORT="8123")
+    done = run_server_here(tmp_path, HOST="192.0.2.1", CALLS_API_TOKEN="t" * 32, PORT="8123")
     assert done.returncode == 2
     assert "cannot listen on 192.0.2.1:8123" in done.stderr and "set HOST/PORT" in done.stderr
     assert "Traceback" not in done.stderr
@@ -385,7 +473,7 @@ def test_a_directory_for_a_file_setting_is_one_configuration_error(
 ) -> None:
     """CONFIG_PATH=/ or . was a 17-line traceback (`PosixPath('/') has an empty name`), in the
     middle of LOG_FORMAT=json's lines too."""
-    done = run_server(tmp_path, LOG_FORMAT="json", **{name: value})
+    done = run_server_here(tmp_path, LOG_FORMAT="json", **{name: value})
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"configuration error: {name} must be a file's path, not a directory's, got {value!r}"
@@ -395,7 +483,7 @@ def test_a_directory_for_a_file_setting_is_one_configuration_error(
 def test_an_in_memory_database_is_a_configuration_error(tmp_path: Path) -> None:
     """CALLS_DB_PATH=:memory: opened SQLite's in-memory database, then stopped start-up with
     `cannot start: [Errno 2] No such file or directory: ':memory:'`, naming no setting."""
-    done = run_server(tmp_path, CALLS_DB_PATH=":memory:")
+    done = run_server_here(tmp_path, CALLS_DB_PATH=":memory:")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "configuration error: CALLS_DB_PATH must be a file's path, got ':memory:' (SQLite's"
@@ -426,7 +514,7 @@ def test_a_dotenv_line_that_does_not_parse_is_one_configuration_error(tmp_path: 
     """The server started without the line (and the ones an unclosed quote ran on into):
     here calls to every country were allowed."""
     (tmp_path / ".env").write_text('CALLS_ALLOWED_COUNTRIES="US\nCALLS_MAX_ACTIVE=5\n')
-    done = run_server(tmp_path)
+    done = run_server_here(tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "configuration error: .env line 1 (CALLS_ALLOWED_COUNTRIES) cannot be parsed (an"
