@@ -839,22 +839,6 @@ def _row_to_dnc(row: Row) -> DncEntry:
     return DncEntry(row["number"], row["source"], row["call_id"], row["added_at"])
 
 
-def add_dnc(
-    d: Dialect, numbers: list[str], source: str, call_id: str | None, now: float
-) -> Program[int]:
-    if d.listing_lock is not None:  # a dial checking the list meanwhile waits for this
-        yield d.listing_lock
-    added = 0
-    for number in dict.fromkeys(numbers):
-        rows = yield Query(
-            "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING RETURNING number",
-            (number, source, call_id, now),
-        )
-        added += len(rows)
-    return added
-
-
 def remove_dnc(d: Dialect, number: str) -> Program[bool]:
     rows = yield Query("DELETE FROM dnc WHERE number = ? RETURNING number", (number,))
     return bool(rows)

@@ -11,7 +11,7 @@ from common.campaigns.model import AttemptPlan, CampaignRecord, NewCampaign, Rec
 from common.storage import campaign_programs as cp
 from common.storage.campaign_programs import OnList
 from common.storage.paging import Before
-from common.storage.programs import Dialect, Program
+from common.storage.programs import Dialect, Program, add_dnc
 
 T = TypeVar("T")
 
@@ -199,7 +199,7 @@ class CampaignMethods:
 
     async def add_dnc(self, numbers: list[str], source: str, call_id: str | None = None) -> int:
         return await self._run(
-            cp.add_dnc(self.dialect, numbers, source, call_id, self._now(None)), write=True
+            add_dnc(self.dialect, numbers, source, call_id, self._now(None)), write=True
         )
 
     async def remove_dnc(self, number: str) -> bool:

@@ -1045,6 +1045,24 @@ def on_dnc_list(number: str) -> Program[bool]:
     return bool(rows)
 
 
+def add_dnc(
+    d: Dialect, numbers: list[str], source: str, call_id: str | None, now: float
+) -> Program[int]:
+    """Put `numbers` on the do-not-call list (POST /dnc, an agent's do_not_call report); how
+    many were not on it. A dial checking the list meanwhile waits for this (listing_lock)."""
+    if d.listing_lock is not None:
+        yield d.listing_lock
+    added = 0
+    for number in dict.fromkeys(numbers):
+        rows = yield Query(
+            "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING number",
+            (number, source, call_id, now),
+        )
+        added += len(rows)
+    return added
+
+
 def purge_rate_buckets(d: Dialect, now: float) -> Program[int]:
     """Drop the buckets the rate no longer counts at `now`."""
     rows = yield Query(
@@ -1260,13 +1278,7 @@ def record_report(
             )
         )
     if report.kind == "do_not_call":
-        if d.listing_lock is not None:  # a dial of the number meanwhile waits, as for POST /dnc
-            yield d.listing_lock
-        yield Query(
-            "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, 'agent', ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (call["phone_number"], call_id, now),
-        )
+        yield from add_dnc(d, [call["phone_number"]], "agent", call_id, now)
         return (
             yield from apply(
                 d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder

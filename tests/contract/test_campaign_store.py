@@ -38,7 +38,7 @@ from common.storage.base import (
 from common.storage.campaign_programs import CampaignConflict, OnList
 from common.storage.paging import Before
 from common.storage.postgres import PostgresCallStore, numbered
-from common.storage.programs import SQLITE, Dialect, Program
+from common.storage.programs import SQLITE, Dialect, Program, add_dnc
 from common.storage.sqlite import SqliteCallStore, _drive
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
@@ -437,7 +437,7 @@ def pausing(store: CallStore, campaign_id: str, now: float) -> Any:
 
 def listing(store: CallStore, number: str, now: float) -> Any:
     """Another server's POST /dnc of `number`, not committed while the body runs."""
-    return uncommitted(store, lambda d: cp.add_dnc(d, [number], "api", None, now))
+    return uncommitted(store, lambda d: add_dnc(d, [number], "api", None, now))
 
 
 async def test_a_dial_started_while_a_pause_commits_is_refused(
