@@ -109,6 +109,10 @@ def _trunk_id(name: str, raw: str) -> str:
     return text
 
 
+# SANDBOX_TIME_SCALE's bound, and `python -m sandbox --time-scale`'s.
+MAX_SANDBOX_TIME_SCALE = 1000.0
+
+
 # An API token a person could guess, or try every value of, is no protection on a server that
 # listens beyond loopback: at least this many characters (secrets.token_urlsafe(32) gives 43).
 MIN_TOKEN_CHARS = 16
@@ -522,7 +526,7 @@ class Settings:
     sandbox_port: int = setting(7880, _integer(0, 65535), "The embedded sandbox's port.")
     sandbox_time_scale: float = setting(
         1.0,
-        _number(0.0, 1000.0),
+        _number(0.0, MAX_SANDBOX_TIME_SCALE),
         "Multiplies every simulated delay (0.01 = 100x faster, 0 = instant).",
     )
 

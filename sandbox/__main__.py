@@ -13,13 +13,18 @@ import logging
 import signal
 
 from common.host_header import is_loopback_host
-from common.settings import DEV_API_KEY, DEV_API_SECRET, SettingsError, environment, http_url
+from common.settings import (
+    DEV_API_KEY,
+    DEV_API_SECRET,
+    MAX_SANDBOX_TIME_SCALE,
+    SettingsError,
+    environment,
+    http_url,
+)
 from sandbox.server import Sandbox
 from sandbox.util import port_argument
 
 logger = logging.getLogger(__name__)
-
-MAX_TIME_SCALE = 1000.0  # as SANDBOX_TIME_SCALE's
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +45,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     # SANDBOX_TIME_SCALE's bounds: `nan` was taken, and every call it played stayed `dialing`
     # for good (its delays never ran out); `inf` alike.
-    if not 0 <= args.time_scale <= MAX_TIME_SCALE:
-        parser.error(f"--time-scale must be a number from 0 to {MAX_TIME_SCALE:g}")
+    if not 0 <= args.time_scale <= MAX_SANDBOX_TIME_SCALE:
+        parser.error(f"--time-scale must be a number from 0 to {MAX_SANDBOX_TIME_SCALE:g}")
     if args.webhook_url is not None:
         # taken, then every webhook of every call failed 5 times and was dropped, a WARNING
         # each ("NonHttpUrlClientError"), and no call settled by them
