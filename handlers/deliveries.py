@@ -48,6 +48,8 @@ async def redeliver(request: web.Request) -> web.Response:
     """POST /deliveries/{delivery_id}/redeliver: a new attempt, with the same webhook-id."""
     delivery_id = parse_delivery_id(request.match_info["delivery_id"])
     if WEBHOOKS not in request.app:
+        if await request.app[STORE].get_delivery(delivery_id) is None:
+            raise HttpError(404, "unknown delivery")  # as on a server that sends them
         # Nothing on this server sends deliveries: a 202 "sent again now" left it `pending`.
         raise HttpError(
             409,

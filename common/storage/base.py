@@ -314,6 +314,10 @@ class CallStore(CampaignStore, Protocol):
         """Customer webhook deliveries not yet delivered nor given up."""
         ...
 
+    async def get_delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        """The delivery of this id, or None if there is none (nothing is changed)."""
+        ...
+
     async def redeliver(self, delivery_id: int) -> WebhookDelivery | None: ...
 
     # -- the reaper ----------------------------------------------------------------------

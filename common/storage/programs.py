@@ -1588,6 +1588,12 @@ def list_deliveries(d: Dialect, call_id: str) -> Program[list[WebhookDelivery]]:
     return [_row_to_delivery(r) for r in rows]
 
 
+def get_delivery(delivery_id: int) -> Program[WebhookDelivery | None]:
+    """The delivery of this id, or None (read only)."""
+    found = yield from _deliveries_by_id([delivery_id])
+    return found[0] if found else None
+
+
 def redeliver(d: Dialect, delivery_id: int, now: float) -> Program[WebhookDelivery | None]:
     """Send a delivery again (same webhook-id), whatever became of it. A send in flight (its
     claim still held) is that send: the claim stays, so no second copy goes out beside it.

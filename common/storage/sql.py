@@ -220,6 +220,9 @@ class SqlCallStore(CampaignMethods):
     async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]:
         return await self._read_aside(programs.list_deliveries(self.dialect, call_id))
 
+    async def get_delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        return await self._read_aside(programs.get_delivery(delivery_id))
+
     async def redeliver(self, delivery_id: int) -> WebhookDelivery | None:
         return await self._run(
             programs.redeliver(self.dialect, delivery_id, self._clock()), write=True

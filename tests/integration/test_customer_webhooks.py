@@ -830,6 +830,17 @@ async def test_redeliver_on_a_server_that_sends_no_webhooks_is_refused(
     assert listed[0]["state"] == "delivered"
 
 
+async def test_redeliver_of_an_unknown_delivery_is_a_404_without_webhooks(
+    client: TestClient[Any, Any],
+) -> None:
+    """CALLS_WEBHOOK_SECRET unset: an id that names no delivery was answered 409 "customer
+    webhooks are not enabled", as if it existed; a client expects 404, as anywhere else."""
+    for unknown in ("999999", "1"):
+        resp = await client.post(f"/deliveries/{unknown}/redeliver")
+        assert resp.status == 404, await resp.text()
+        assert (await resp.json())["error"] == "unknown delivery"
+
+
 async def test_redeliver_while_a_send_is_in_flight_sends_no_second_copy_beside_it(
     start_app: AppFactory, receivers: Any
 ) -> None:
