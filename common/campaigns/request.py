@@ -151,6 +151,8 @@ def _bounded(
         return default
     low, high = bounds
     whole = isinstance(default, int)
+    if whole and isinstance(value, float) and value.is_integer():  # 10.0 (Python's json.dumps
+        value = int(value)  # of a float, a query's "10.0"): whole, as a call's seconds take it
     kinds = int if whole else int | float
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         what = "a whole number" if whole else "a number"

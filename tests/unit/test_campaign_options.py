@@ -1,0 +1,40 @@
+"""A campaign's options (pacing, retry) as a JSON body or a query gives them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.calls.errors import InvalidCall
+from common.calls.request import RequestRules
+from common.campaigns.request import CampaignOptions, options_from_query, parse_options
+
+NOW = 1_790_000_000.0
+
+
+def options(**given: Any) -> CampaignOptions:
+    return parse_options({"name": "n", **given}, RequestRules(), NOW)
+
+
+def refused(**given: Any) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidCall) as caught:
+        options(**given)
+    return [(e.field, e.error) for e in caught.value.errors]
+
+
+def test_a_whole_number_written_with_a_point_is_whole() -> None:
+    """{"max_concurrent": 10.0} (Python's json.dumps of a float, a form's "10.0") was refused
+    "must be a whole number from 1 to 1000", which 10.0 is; a call's seconds take it."""
+    spec = options(pacing={"max_concurrent": 10.0}, retry={"max_attempts": 3.0}).spec
+    assert (spec.pacing.max_concurrent, spec.retry.max_attempts) == (10, 3)
+    assert isinstance(spec.pacing.max_concurrent, int)
+    query = options_from_query({"max_concurrent": "20.0", "max_attempts": "2.0"})
+    spec = options(**{k: v for k, v in query.items() if k != "name"}).spec
+    assert (spec.pacing.max_concurrent, spec.retry.max_attempts) == (20, 2)
+    assert refused(pacing={"max_concurrent": 2.5}) == [
+        ("pacing.max_concurrent", "must be a whole number from 1 to 1000")
+    ]
+    assert refused(retry={"max_attempts": 11.0}) == [
+        ("retry.max_attempts", "must be a whole number from 1 to 10")
+    ]
