@@ -156,7 +156,11 @@ def _bounded(
     kinds = int if whole else int | float
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         what = "a whole number" if whole else "a number"
-        errors.append(FieldError(where, f"must be {what} from {low:g} to {high:g}"))
+        # {"calls_per_second": "2"} (a form builder's number): told only the range, which 2 is
+        # in, its sender could not see what to change. (A query's numbers are numbers here.)
+        numeric_text = isinstance(value, str) and not isinstance(_to_number(value), str)
+        sent_as = ", a JSON number, not a string" if numeric_text else ""
+        errors.append(FieldError(where, f"must be {what} from {low:g} to {high:g}{sent_as}"))
         return default
     return type(default)(value)
 

@@ -38,3 +38,27 @@ def test_a_whole_number_written_with_a_point_is_whole() -> None:
     assert refused(retry={"max_attempts": 11.0}) == [
         ("retry.max_attempts", "must be a whole number from 1 to 10")
     ]
+
+
+def test_a_number_sent_as_a_string_is_told_so() -> None:
+    """{"calls_per_second": "2"} was refused "must be a number from 0.01 to 100", which 2 is:
+    its sender could not see what to change (a call's seconds say so already)."""
+    hint = ", a JSON number, not a string"
+    assert refused(pacing={"calls_per_second": "2", "max_concurrent": "10"}) == [
+        ("pacing.calls_per_second", "must be a number from 0.01 to 100" + hint),
+        ("pacing.max_concurrent", "must be a whole number from 1 to 1000" + hint),
+    ]
+    assert refused(retry={"max_attempts": "3", "delay_s": "60"}) == [
+        ("retry.max_attempts", "must be a whole number from 1 to 10" + hint),
+        ("retry.delay_s", "must be a number from 0 to 604800" + hint),
+    ]
+    # Text that is no number, in a body or a query, and other kinds: the range alone.
+    assert refused(pacing={"calls_per_second": "fast", "max_concurrent": True}) == [
+        ("pacing.calls_per_second", "must be a number from 0.01 to 100"),
+        ("pacing.max_concurrent", "must be a whole number from 1 to 1000"),
+    ]
+    query = options_from_query({"calls_per_second": "fast", "max_attempts": "[1]"})
+    assert refused(**{k: v for k, v in query.items() if k != "name"}) == [
+        ("pacing.calls_per_second", "must be a number from 0.01 to 100"),
+        ("retry.max_attempts", "must be a whole number from 1 to 10"),
+    ]
