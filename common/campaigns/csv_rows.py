@@ -32,6 +32,7 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
+from common.config_store.model import RESERVED_KEYS
 from common.text import shown_text
 
 CALL_FIELDS: frozenset[str] = frozenset(
@@ -123,7 +124,7 @@ def parse_csv(
     if header is None or not any(cell.strip() for cell in header[1]):
         what = "the file is empty" if header is None else "row 1 is blank"
         raise CsvRejected([RowError(HEADER_ROW, "header", f"{what}; row 1 must name the columns")])
-    columns = _columns(header[1])
+    columns = _columns(header[1], known)
     # Each row starts with every call-field column blank: a row's cost is its own cells,
     # not the header's width (a header of a million columns over short rows).
     blank_fields = {name.lower(): None for name in columns if name.lower() in known}
@@ -203,9 +204,10 @@ def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
         yield number, cells
 
 
-def _columns(header: list[str]) -> list[str]:
+def _columns(header: list[str], known: Collection[str]) -> list[str]:
     """Trimmed header names, '' for an unnamed column; refuse a header that lacks
-    phone_number or names a column twice (which cell would win is anyone's guess)."""
+    phone_number, names a column twice (which cell would win is anyone's guess), or names
+    one that is not a call field (`known`) by a name additional_params may not use."""
     columns = [name.strip() for name in header]
     named = sum(1 for name in columns if name)
     if named > MAX_COLUMNS:
@@ -222,6 +224,17 @@ def _columns(header: list[str]) -> list[str]:
             errors.append(RowError(HEADER_ROW, name, f"column {index} repeats column {seen[key]}"))
         else:
             seen[key] = index
+        if name in RESERVED_KEYS and key not in known:
+            # Refused in every row's additional_params, each row's error naming that field:
+            # a list with a last_updated column was 100,000 times the same refusal.
+            errors.append(
+                RowError(
+                    HEADER_ROW,
+                    name,
+                    f"column {index} would go to additional_params, which may not use this"
+                    " name (the call's own settings are kept under it); rename the column",
+                )
+            )
     if PHONE_FIELD not in seen:
         why = "the header must have this column"
         other = next((sep for sep in (";", "\t", "|") if any(sep in c for c in columns)), None)

@@ -277,3 +277,17 @@ def test_blank_rows_count_against_their_own_bound() -> None:
 )
 def test_a_query_start_at_whose_plus_became_a_space_is_read_as_sent(given: str, read: str) -> None:
     assert options_from_query({"start_at": given})["start_at"] == read
+
+
+def test_a_column_named_as_a_reserved_key_is_refused_once_by_its_header() -> None:
+    """A column additional_params may not hold (a CRM export's last_updated or call_id) was
+    refused in every row, each error naming additional_params, a column the file does not
+    have: 100,000 rows, 100,000 times the same refusal. The header is refused, naming it."""
+    errors = rejected(b"phone_number,call_id,slot,last_updated\n+14155550123,c1,9,x\n")
+    assert [(e.row, e.field) for e in errors] == [(1, "call_id"), (1, "last_updated")]
+    assert errors[0].error.startswith("column 2 would go to additional_params, which may not")
+    assert errors[0].error.endswith("rename the column")
+    # a call field's column, whatever its case, is the call field it names
+    parsed = parse_csv(b"phone_number,First_Message,Caller_Name\n+14155550123,Hi,x\n")
+    assert parsed.rows[0].fields["first_message"] == "Hi"
+    assert parsed.rows[0].additional_params == {"Caller_Name": "x"}
