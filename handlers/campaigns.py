@@ -97,7 +97,9 @@ UPLOAD_BODIES: dict[str, dict[str, Any]] = {
         "type": "string",
         "description": "A header row (phone_number required; name, dynamic_instruction,"
         " language, emotion, first_message, webhook_url map to call fields; other columns"
-        " go to additional_params), then a row per recipient; options in the query",
+        " go to additional_params, but for ringing_timeout_s, max_duration_s, voicemail and"
+        " analysis, refused: set them in defaults), then a row per recipient; options in the"
+        " query",
     },
     "multipart/form-data": {
         "type": "object",

@@ -12,7 +12,8 @@ Excel, not line 17 of the file.
 
 Two kinds of problems:
   * the whole file is refused (`CsvRejected`): not UTF-8, no header, a header without
-    `phone_number` or naming a column twice, malformed quoting, more than `max_rows`;
+    `phone_number`, naming a column twice or a call field a row cannot set (ringing_timeout_s)
+    or a name additional_params may not use (call_id), malformed quoting, more than `max_rows`;
   * a row is refused (`RowError` in `CsvRows.errors`, the row left out of `rows`): a
     non-blank cell beyond the named columns (typically an unquoted comma that shifted
     the row), or a blank `phone_number`. Values themselves are validated by the caller.
@@ -32,6 +33,7 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
+from common.calls.request import FIELDS
 from common.config_store.model import RESERVED_KEYS
 from common.text import shown_text
 
@@ -47,6 +49,9 @@ CALL_FIELDS: frozenset[str] = frozenset(
     }
 )
 PHONE_FIELD = "phone_number"
+# The call fields no column sets (a column so named is refused: in additional_params it was
+# silently no setting); additional_params holds the other columns.
+_UNMAPPED_FIELDS = FIELDS - CALL_FIELDS - {"additional_params"}
 MAX_ROWS = 100_000
 # Named columns a header may have: the call fields and a recipient's additional_params
 # (whose whole is bounded in bytes anyway). A header of eight million repeated names took
@@ -206,8 +211,9 @@ def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
 
 def _columns(header: list[str], known: Collection[str]) -> list[str]:
     """Trimmed header names, '' for an unnamed column; refuse a header that lacks
-    phone_number, names a column twice (which cell would win is anyone's guess), or names
-    one that is not a call field (`known`) by a name additional_params may not use."""
+    phone_number, names a column twice (which cell would win is anyone's guess), names a
+    call field a row cannot set (one not in `known`), or one by a name additional_params may
+    not use."""
     columns = [name.strip() for name in header]
     named = sum(1 for name in columns if name)
     if named > MAX_COLUMNS:
@@ -224,7 +230,18 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
             errors.append(RowError(HEADER_ROW, name, f"column {index} repeats column {seen[key]}"))
         else:
             seen[key] = index
-        if name in RESERVED_KEYS and key not in known:
+        if key in _UNMAPPED_FIELDS and key not in known:
+            # ringing_timeout_s went to additional_params, where no call reads it: each row's
+            # call rang for the default time, with nothing said.
+            errors.append(
+                RowError(
+                    HEADER_ROW,
+                    name,
+                    f"column {index} names a call field a CSV row cannot set; set it for every"
+                    " row in the options' defaults",
+                )
+            )
+        elif name in RESERVED_KEYS and key not in known:
             # Refused in every row's additional_params, each row's error naming that field:
             # a list with a last_updated column was 100,000 times the same refusal.
             errors.append(

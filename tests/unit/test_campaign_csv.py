@@ -291,3 +291,20 @@ def test_a_column_named_as_a_reserved_key_is_refused_once_by_its_header() -> Non
     parsed = parse_csv(b"phone_number,First_Message,Caller_Name\n+14155550123,Hi,x\n")
     assert parsed.rows[0].fields["first_message"] == "Hi"
     assert parsed.rows[0].additional_params == {"Caller_Name": "x"}
+
+
+def test_a_column_naming_a_call_field_a_row_cannot_set_is_refused() -> None:
+    """A ringing_timeout_s or max_duration_s column went to additional_params, where no call
+    reads it: every call rang (and lasted) the default time, with nothing said."""
+    errors = rejected(b"phone_number,ringing_timeout_s,Max_Duration_S,voicemail\n+14155550123,9\n")
+    assert [(e.row, e.field) for e in errors] == [
+        (1, "ringing_timeout_s"),
+        (1, "Max_Duration_S"),
+        (1, "voicemail"),
+    ]
+    assert errors[0].error == (
+        "column 2 names a call field a CSV row cannot set; set it for every row in the"
+        " options' defaults"
+    )
+    (error,) = rejected(b"phone_number,additional_params\n+14155550123,x\n")
+    assert error.error.startswith("column 2 would go to additional_params")
