@@ -570,7 +570,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         if name == "options" and not data:  # a form's blank field: not given, as the others
             continue
         if name == "options":
-            doc = decode_json(data)
+            doc = _options_part(data)
             if not isinstance(doc, dict):
                 raise InvalidCall([FieldError("options", "must be a JSON object")])
             options_part = doc
@@ -597,6 +597,16 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         )
     options = options_from_query({**request.query, **fields})
     return (options if options_part is None else merged_options(options, options_part)), csv
+
+
+def _options_part(data: bytes) -> object:
+    """The options part's JSON; its 400 names the part ("request body is not valid JSON" sent
+    a client looking at a multipart body it had built right)."""
+    try:
+        return decode_json(data)
+    except HttpError as exc:
+        exc.message = exc.message.replace("request body", "the options part", 1)
+        raise
 
 
 def _is_field(part: BodyPartReader) -> bool:

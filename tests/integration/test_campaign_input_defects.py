@@ -178,6 +178,30 @@ async def test_a_multipart_options_part_is_bounded_before_it_is_parsed(
     assert body["error"] == f"the options part is larger than {limit} bytes"
 
 
+async def test_an_options_part_that_is_not_json_is_named_in_its_400(
+    client: TestClient[Any, Any],
+) -> None:
+    """An options part that is not UTF-8 JSON was refused "request body is not valid JSON",
+    sending a client to look at the multipart body it had built right; the part is named."""
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    for options, said in (
+        (b"{bad", "the options part is not valid JSON: Expecting property name"),
+        (b'{"name": "a", "name": "b"}', "the options part is not valid JSON: the key 'name'"),
+        (b'{"name": "caf\xe9"}', "the options part is not UTF-8 (invalid continuation byte"),
+    ):
+        body = (
+            b'--b\r\nContent-Disposition: form-data; name="options"\r\n\r\n'
+            + options
+            + b"\r\n"
+            + PART_HEAD
+            + CSV_BODY
+            + b"\r\n--b--\r\n"
+        )
+        resp = await client.post("/campaigns", data=body, headers=headers)
+        answer = await _error(resp, 400)
+        assert answer["error"].startswith(said), answer
+
+
 async def test_huge_options_in_a_json_body_are_refused_by_their_size(
     client: TestClient[Any, Any],
 ) -> None:
