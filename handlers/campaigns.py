@@ -36,6 +36,7 @@ from common.campaigns.request import (
 from common.own_threads import OwnThreads
 from common.storage.base import KeyTaken
 from common.storage.paging import Before
+from common.text import shown_text
 from handlers.errors import HttpError
 from handlers.http import (
     BEFORE_PARAM,
@@ -583,7 +584,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
                 raise InvalidCall([FieldError(name, "one list per campaign: recipients or file")])
             csv = data
         else:  # a second list, say: said, not dropped unread
-            unknown.append("(no name)" if not name else name[:40])
+            unknown.append("(no name)" if not name else shown_text(name, 41))
     if unknown:
         why = (
             "unknown part; an upload has recipients (or file), and its options as an options"

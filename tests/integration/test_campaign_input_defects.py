@@ -202,6 +202,30 @@ async def test_an_options_part_that_is_not_json_is_named_in_its_400(
         assert answer["error"].startswith(said), answer
 
 
+async def test_an_unknown_part_is_named_as_it_can_be_shown(client: TestClient[Any, Any]) -> None:
+    """A part's name that is not UTF-8 (a Latin-1 form's "récipients") was quoted back with a
+    lone surrogate ("r\\udce9cipients"), which strict JSON readers refuse to decode, and its
+    bidi controls as given: shown as U+FFFD now, and cut at 40 characters as before."""
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    for name, shown in (
+        (b"r\xe9cipients", "r\ufffdcipients"),
+        ("list\u202egnp.exe".encode(), "list\ufffdgnp.exe"),
+        (b"x" * 100, "x" * 40 + "\u2026"),
+    ):
+        body = (
+            b'--b\r\nContent-Disposition: form-data; name="'
+            + name
+            + b'"\r\n\r\nx\r\n'
+            + PART_HEAD
+            + CSV_BODY
+            + b"\r\n--b--\r\n"
+        )
+        resp = await client.post("/campaigns?name=n", data=body, headers=headers)
+        assert "\\ud" not in await resp.text()
+        answer = await _error(resp, 422)
+        assert [d["field"] for d in answer["details"]] == [shown]
+
+
 async def test_huge_options_in_a_json_body_are_refused_by_their_size(
     client: TestClient[Any, Any],
 ) -> None:
