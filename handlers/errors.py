@@ -129,6 +129,10 @@ def answer_for(exc: BaseException) -> Answer | None:
 
 
 MAX_DETAILS = 1000
+# A detail's field names where the problem is; a key of the client's (an unknown field) is
+# part of it, quoted back as it can be shown: a 60 KB key came back whole in each detail, and
+# a JSON "\ud800" key as a lone surrogate, which strict JSON readers refuse to decode.
+MAX_FIELD_CHARS = 200
 
 
 def json_error(
@@ -145,6 +149,12 @@ def json_error(
     if len(details) > MAX_DETAILS:
         rest = len(details) - MAX_DETAILS
         details = [*details[:MAX_DETAILS], {"field": "", "error": f"and {rest:,} more"}]
+    details = [
+        {**d, "field": shown_text(d["field"], MAX_FIELD_CHARS)}
+        if isinstance(d.get("field"), str)
+        else d
+        for d in details
+    ]
     body: dict[str, Any] = {"status": "error", "error": error, "details": details}
     if call_id is not None:
         body["call_id"] = call_id

@@ -226,6 +226,27 @@ async def test_an_unknown_part_is_named_as_it_can_be_shown(client: TestClient[An
         assert [d["field"] for d in answer["details"]] == [shown]
 
 
+async def test_a_key_quoted_back_in_an_error_is_shown_as_it_can_be(
+    client: TestClient[Any, Any],
+) -> None:
+    """An unknown key was quoted back in the 422's field as sent: a JSON "\\ud800" key as a
+    lone surrogate (strict JSON readers refuse the answer), a 60 KB key whole."""
+    row = '[{"phone_number": "+14155550100"}]'
+    for extra, field in (
+        ('"\\ud800": 1', "\ufffd"),
+        ('"pacing": {"\\ud800x": 1}', "pacing.\ufffdx"),
+        (f'"{"k" * 60_000}": 1', "k" * 199 + "\u2026"),
+        (f'"window": {{"{"k" * 60_000}": 1}}', "window." + "k" * 192 + "\u2026"),
+    ):
+        raw = f'{{"name": "n", "recipients": {row}, {extra}}}'
+        resp = await client.post(
+            "/campaigns", data=raw.encode(), headers={"Content-Type": "application/json"}
+        )
+        assert len(await resp.read()) < 1000 and "\\ud" not in await resp.text()
+        body = await _error(resp, 422)
+        assert body["details"][0]["field"] == field
+
+
 async def test_huge_options_in_a_json_body_are_refused_by_their_size(
     client: TestClient[Any, Any],
 ) -> None:
