@@ -323,6 +323,10 @@ def field_errors(error: ValidationError) -> list[FieldError]:
         where = ".".join(str(part) for part in loc) or "body"
         if item["type"] == "extra_forbidden":
             unknown.append(FieldError(where, "unknown field"))
+        elif item["type"] == "string_unicode" and not loc and isinstance(item["input"], str):
+            # A key with a lone surrogate (JSON "\ud800"): no field's name, so an unknown
+            # one; pydantic stops at it, and said "body: Input should be a valid string".
+            unknown.append(FieldError(item["input"], "unknown field"))
         elif item["type"] == "missing":
             known.append(FieldError(where, "is required"))
         elif item["type"] in ("model_type", "dict_type"):

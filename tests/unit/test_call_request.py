@@ -576,6 +576,13 @@ def test_unknown_top_level_field() -> None:
     assert errors_of(with_(phone="+1234567890")) == {"phone": "unknown field"}
 
 
+def test_a_key_that_is_no_unicode_is_an_unknown_field() -> None:
+    """A key with a lone surrogate (JSON "\\ud800", a campaign row's or a call's) was refused
+    "body: Input should be a valid string, unable to parse raw data as a unicode string",
+    naming no field of the request."""
+    assert errors_of(with_(**{"\ud800x": 1})) == {"\ud800x": "unknown field"}
+
+
 @pytest.mark.parametrize("body", [[SEED_EXAMPLES[0]], "hello", 42, None, True])
 def test_body_not_an_object(body: object) -> None:
     assert errors_of(body) == {"body": "must be a JSON object"}
