@@ -1152,6 +1152,18 @@ async def test_a_redelivered_delivery_is_not_shown_delivered_until_it_is_again(
     assert redelivered.attempts == 2
 
 
+async def test_a_delivery_is_read_by_its_id_without_a_change(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """get_delivery (redeliver's 404 on a server that sends no webhooks) reads it as listed,
+    changes nothing, and says None of an id that names none."""
+    await store.create_call(dataclasses.replace(new_call(), webhook_url="https://e.com/h"))
+    (listed,) = await store.list_deliveries(new_call().call_id)
+    assert await store.get_delivery(listed.id) == listed
+    assert await store.list_deliveries(listed.call_id) == [listed]
+    assert await store.get_delivery(listed.id + 1) is None
+
+
 async def test_a_redeliver_during_a_failing_send_starts_a_new_round(
     store: CallStore, clock: FakeClock
 ) -> None:
