@@ -102,8 +102,16 @@ def parse_options(body: Mapping[str, Any], rules: RequestRules, now: float) -> C
 def _name(value: object, errors: list[FieldError]) -> str:
     """The campaign's name, held to the rules of a call's `name` (no control characters, valid
     Unicode, something visible): it is shown and logged like one. Stripped."""
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS:
+    if value is None or (isinstance(value, str) and not value.strip()):
         errors.append(FieldError("name", f"is required: 1 to {MAX_NAME_CHARS} characters"))
+        return ""
+    if not isinstance(value, str):
+        errors.append(FieldError("name", f"must be a string of 1 to {MAX_NAME_CHARS} characters"))
+        return ""
+    if len(value) > MAX_NAME_CHARS:
+        errors.append(
+            FieldError("name", f"is {len(value)} characters long; at most {MAX_NAME_CHARS}")
+        )
         return ""
     try:
         return visible_name(value, MAX_NAME_CHARS)

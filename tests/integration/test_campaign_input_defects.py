@@ -380,12 +380,19 @@ async def test_good_campaign_names_are_kept(client: TestClient[Any, Any]) -> Non
         assert body["campaign"]["name"] == (kept or name)
         await client.post(f"/campaigns/{body['campaign_id']}/cancel")
     bad: object
-    for bad in ("", "   ", "x" * 201, 5, None):
+    for bad, error in (
+        ("", "is required: 1 to 200 characters"),
+        ("   ", "is required: 1 to 200 characters"),
+        (None, "is required: 1 to 200 characters"),
+        # Given, so not "required": what is wrong with it.
+        ("x" * 201, "is 201 characters long; at most 200"),
+        (5, "must be a string of 1 to 200 characters"),
+    ):
         resp = await client.post(
             "/campaigns", json={"name": bad, "recipients": [{"phone_number": "+14155550131"}]}
         )
         body = await _error(resp, 422)
-        assert {"field": "name", "error": "is required: 1 to 200 characters"} in body["details"]
+        assert {"field": "name", "error": error} in body["details"]
 
 
 # ------------------------------------------------------------------ unknown options and fields
