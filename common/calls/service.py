@@ -52,6 +52,7 @@ from common.calls.outcomes import (
     Status,
     next_state,
     signal_from_event,
+    status_for_sip_code,
 )
 from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
@@ -155,8 +156,9 @@ def _fixed(change: Change) -> Decide:
     return decide
 
 
-def _failed(reason: str, no_report: bool = False) -> Decide:
-    """The call could not be placed: failed, or canceled if a hang-up came first.
+def _failed(reason: str, no_report: bool = False, status: Status = Status.FAILED) -> Decide:
+    """The call could not be placed: failed (or `status`: busy, no_answer, as the SIP status
+    LiveKit answered the dial with says), or canceled if a hang-up came first.
     `no_report`: no agent was dispatched to it (Change.no_report)."""
 
     def decide(state: CallState) -> Change | None:
@@ -164,7 +166,7 @@ def _failed(reason: str, no_report: bool = False) -> Decide:
             return None
         if state.hangup_requested:
             return Change(Status.CANCELED, "hung up through the API", no_report=no_report)
-        return Change(Status.FAILED, reason, no_report=no_report)
+        return Change(status, reason, no_report=no_report)
 
     return decide
 
@@ -814,11 +816,14 @@ class CallService:
                 more,
                 extra={"call_id": call_id},
             )
+        # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,
+        # 480 no answer, as the same status in a webhook says (README's Outcomes).
+        sip = None if exc.sip_status is None else status_for_sip_code(exc.sip_status)
         try:
             applied = await self._settle(
                 call_id,
                 "placement_failed",
-                _failed(exc.reason, no_report=no_agent),
+                _failed(exc.reason, no_report=no_agent, status=sip or Status.FAILED),
                 detail={"reason": exc.reason, "sip_status": exc.sip_status},
                 release_refused=True,  # never dialled: freed with it (_listed_while_placing)
             )

@@ -252,6 +252,35 @@ async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
     assert placed.status == 200 and "Idempotent-Replay" not in placed.headers
 
 
+@pytest.mark.parametrize(
+    ("code", "words", "status"),
+    [
+        ("486", "Busy Here", "busy"),
+        ("480", "Temporarily Unavailable", "no_answer"),
+        ("403", "Forbidden", "failed"),
+        ("503", "Service Unavailable", "failed"),
+    ],
+)
+async def test_a_dial_refused_with_a_sip_status_ends_as_that_status_maps(
+    start_app: AppFactory, code: str, words: str, status: str
+) -> None:
+    """CreateSIPParticipant answered with a SIP status: the call ends as README's mapping of
+    SIP statuses says (486 busy, 480 no answer, others failed), with the status as its
+    reason. Every one of them read `failed`: a busy line too, so a campaign retrying
+    `busy` never called it again, and one retrying `failed` did at its failure's pace."""
+    client = await start_app(sandbox_time_scale=0.0)
+    meta = {"sip_status_code": code, "sip_status": words}
+    client.app[SANDBOX].inject(
+        "CreateSIPParticipant",
+        error=TwirpError("resource_exhausted", f"sip status {code}: {words}", meta),
+        times=1,
+    )
+    placed = await client.post("/calls/outbound", json=SEED_EXAMPLES[0])
+    assert placed.status == 502
+    call = await (await client.get(f"/calls/{(await placed.json())['call_id']}")).json()
+    assert (call["status"], call["reason"]) == (status, f"SIP dial: SIP {code} {words}")
+
+
 async def test_idempotency_key_returns_first_answer(client: Client) -> None:
     headers = {"Idempotency-Key": "order-42"}
     first, second = await asyncio.gather(

@@ -51,17 +51,18 @@ FAULTS: dict[str, tuple[str, dict[str, Any], int, str]] = {
         502,
         "SIP dial: LiveKit answered 400 invalid_argument",
     ),
-    "sip call error 486": (
+    # (a 486 Busy or 480 ends busy or no_answer: test_calls_api's SIP status test)
+    "sip call error 403": (
         "CreateSIPParticipant",
         {
             "error": TwirpError(
-                "resource_exhausted",
-                "sip status 486: Busy Here",
-                {"sip_status_code": "486", "sip_status": "Busy Here"},
+                "permission_denied",
+                "sip status 403: Forbidden",
+                {"sip_status_code": "403", "sip_status": "Forbidden"},
             )
         },
         502,
-        "SIP dial: SIP 486 Busy Here",
+        "SIP dial: SIP 403 Forbidden",
     ),
     "dispatch slow": ("CreateDispatch", {"delay_s": SLOW_S}, 504, "agent dispatch: LiveKit did"),
     "sip slow": ("CreateSIPParticipant", {"delay_s": SLOW_S}, 504, "SIP dial: LiveKit did not"),
