@@ -65,6 +65,14 @@ _NO_ANSWER_CODES = frozenset({408, 480, 487})
 DROPPED_UNANSWERED = (
     "LiveKit's SIP service dropped the line before an answer (a trunk or network failure)"
 )
+NO_ANSWER_HEARD = "room finished before an answer"
+# No participant_left of the callee came (LiveKit's webhooks lost in an outage, a room found
+# gone unheard): busy, a trunk failure and no answer read alike, and no_answer is a guess.
+NO_WORD = (
+    "room finished before an answer, with no word from LiveKit of how its line ended (no"
+    " participant_left of the callee came): no_answer is inferred; it may have been busy or"
+    " failed"
+)
 _REASON_STATUS = {
     "USER_REJECTED": Status.BUSY,
     "USER_UNAVAILABLE": Status.NO_ANSWER,
@@ -213,7 +221,7 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
         if not state.dialled:  # its room (the agent's dispatch) ended: nobody was rung
             return None
         if signal.event == GRACE_OVER:
-            return Change(Status.NO_ANSWER, "room finished before an answer")
+            return Change(Status.NO_ANSWER, NO_ANSWER_HEARD if state.callee_left else NO_WORD)
         return None
     if not signal.sip_participant:
         return None

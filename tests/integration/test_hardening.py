@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from livekit.protocol import models
 
 from common.calls.models import IdempotencyClaim, NewCall
+from common.calls.outcomes import NO_WORD
 from common.calls.service import NEVER_DIALLED
 from common.settings import DEV_API_KEY, DEV_API_SECRET, Settings, configure_logging
 from common.storage.sqlite import SqliteCallStore
@@ -201,7 +202,7 @@ async def test_the_reaper_settles_the_grace_when_its_timer_is_lost(
     service.clock = lambda: real_clock() + 61
     await service.reap()
     shown = await call_json(client, call_id)
-    assert (shown["status"], shown["reason"]) == ("no_answer", "room finished before an answer")
+    assert (shown["status"], shown["reason"]) == ("no_answer", NO_WORD)
 
 
 async def quiet_app_with(start_app: AppFactory, **overrides: Any) -> Client:

@@ -17,6 +17,7 @@ from common.calls.outcomes import (
     FINAL_STATUSES,
     GRACE_OVER,
     LIVE_STATUSES,
+    NO_WORD,
     CallState,
     Change,
     Signal,
@@ -139,18 +140,23 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
     # unanswered: no guess yet; late evidence of an answer gets a grace (GRACE_OVER settles)
     ("finished-unanswered-dialing", DIALING, finished(), None),
     ("finished-unanswered-ringing", RINGING, finished(), None),
+    # the callee's participant_left came (with a reason that settles nothing): no answer
     (
         "grace-over-unanswered-dialing",
-        DIALING,
+        dataclasses.replace(DIALING, callee_left=True),
         grace_over(),
         Change(Status.NO_ANSWER, "room finished before an answer"),
     ),
     (
         "grace-over-unanswered-ringing",
-        RINGING,
+        dataclasses.replace(RINGING, callee_left=True),
         grace_over(),
         Change(Status.NO_ANSWER, "room finished before an answer"),
     ),
+    # none came (lost in an outage): busy or a trunk failure would read alike, and the
+    # reason says no_answer is inferred (it read as a known no answer)
+    ("grace-over-unheard-dialing", DIALING, grace_over(), Change(Status.NO_ANSWER, NO_WORD)),
+    ("grace-over-unheard-ringing", RINGING, grace_over(), Change(Status.NO_ANSWER, NO_WORD)),
     ("grace-over-answered", ANSWERED, grace_over(), Change(Status.COMPLETED)),
     (
         "late-answer-after-room-finished",
