@@ -297,6 +297,13 @@ def _line_ended_unanswered(callee_left: bool, applied: Applied) -> bool:
     )
 
 
+def _before_its_end(event: RoomEvent, call: CallRecord) -> bool:
+    """`event` happened before `call` ended (all of LiveKit's whole second of it): retried
+    or reordered, it came late, and says nothing of a room alive after the call's end."""
+    end, at = call.ended_at, event.created_at
+    return end is not None and at is not None and 0 < at and at + 1.0 <= end
+
+
 def _agent_did(event: RoomEvent, what: str) -> EventParticipant | None:
     """The agent's participant, if `event` is its `what` (participant_joined, ...)."""
     who = event.participant
@@ -907,7 +914,21 @@ class CallService:
             logger.debug("webhook %s (%s) already applied", event.id, event.event)
             return applied
         before = applied.before
-        if event.event in ROOM_ALIVE_EVENTS and before is not None and before.is_final:
+        if (
+            event.event in ROOM_ALIVE_EVENTS
+            and before is not None
+            and before.is_final
+            and _before_its_end(event, before)
+        ):
+            logger.info(
+                "call %s: its %s came late, after its end (%s), though it happened before"
+                " it; the call stands",
+                room,
+                event.event,
+                before.status.value,
+                extra={"call_id": room},
+            )
+        elif event.event in ROOM_ALIVE_EVENTS and before is not None and before.is_final:
             # A LiveKit request that timed out still ran (a dial landing after the call was
             # settled failed, re-creating the room we deleted): the callee must not be rung,
             # or left talking to nobody, for a call that is over in our books.

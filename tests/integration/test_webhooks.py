@@ -257,6 +257,48 @@ async def test_out_of_order_events_settle_correctly(start_app: AppFactory, tmp_p
     await config_forgets(tmp_path / "config.json", busy, completed)  # room_finished removes them
 
 
+def _created(body: bytes, at: int) -> bytes:
+    event = json.loads(body)
+    event["createdAt"] = str(at)
+    return json.dumps(event).encode()
+
+
+async def test_a_late_event_from_before_a_calls_end_does_not_say_its_room_is_alive(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A participant_joined retried (or reordered) after the call's participant_left settled
+    it busy happened before that end: the log said, at WARNING, "call ... is busy but its
+    room is alive (participant_joined); ending it", of a room nobody had seen alive since.
+    It says the event came late and the call stands. One that happened after the call's end
+    (a dial LiveKit made after it was given up) is still said, and its room ended."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    now = int(client.app[CALLS].clock())
+    rejected = int(models.DisconnectReason.USER_REJECTED)
+    left = event_json(
+        "participant_left", call_id, attributes={"sip.callStatus": "ringing"}, reason=rejected
+    )
+    left = _created(left, now)
+    assert await post(client, left, sign(left)) == 200
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "busy"
+    joined = event_json("participant_joined", call_id, attributes={"sip.callStatus": "dialing"})
+    joined = _created(joined, now - 5)
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
+        assert await post(client, joined, sign(joined)) == 200
+    assert "room is alive" not in caplog.text
+    assert f"call {call_id}: its participant_joined came late, after its end (busy)" in (
+        caplog.text
+    )
+    started = _created(event_json("room_started", call_id), now + 2)
+    with caplog.at_level(logging.WARNING, logger="common.calls.service"):
+        assert await post(client, started, sign(started)) == 200
+    assert f"call {call_id} is busy but its room is alive (room_started); ending it" in (
+        caplog.text
+    )
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert (shown["status"], shown["reason"]) == ("busy", "user_rejected")
+
+
 async def test_database_failure_answers_503(client: Client) -> None:
     from handlers.keys import STORE
 
