@@ -488,6 +488,9 @@ class CallService:
     # Their waits, stopped as each call settles (a wait held a task up to AGENT_JOIN_TIMEOUT_S
     # after its call ended, to find it over: many short calls piled them up).
     _agent_waits: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # Calls whose agent this run has waited for, or asked LiveKit about for a wait lost with
+    # the server that held it (check_lost_agent_waits): asked once.
+    _agent_asked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
@@ -1000,11 +1003,12 @@ class CallService:
         and the callee answers to silence. Unless the agent has shown itself to this server
         meanwhile (a report, its participant_joined), LiveKit is asked who is in the room;
         with no agent there the call is ended (failed) and its room deleted. A server that
-        stops meanwhile leaves the call as it is."""
+        stops meanwhile loses the wait: the reaper asks instead (check_lost_agent_waits)."""
         timeout_s = self.settings.agent_join_timeout_s
         if timeout_s <= 0:
             return
         self._agent_awaited[call_id] = False
+        self._agent_asked.add(call_id)
 
         async def check() -> None:
             try:
@@ -1239,7 +1243,8 @@ class CallService:
         """Wait (briefly) for background room deletions before the LiveKit client closes.
 
         Grace timers are cancelled at once: the reaper settles their calls after a restart.
-        So are the waits for an agent (AGENT_JOIN_TIMEOUT_S): those calls are left as they are.
+        So are the waits for an agent (AGENT_JOIN_TIMEOUT_S): the reaper asks about those
+        calls instead (check_lost_agent_waits).
         """
         waits = ("grace-", "agent-join-")
         for task in [t for t in self._background if t.get_name().startswith(waits)]:
@@ -1380,7 +1385,8 @@ class CallService:
         ended them), ended when last heard of; prune
         config.json (the settled calls' records too); take over events a stopped server left
         undispatched; drop old events, what unfinished campaign uploads stored, old rate
-        counts."""
+        counts. Calls whose wait for their agent was lost with its server are asked about
+        (check_lost_agent_waits)."""
         if starting:  # first what the last run left undispatched, before this pass writes
             # events of its own (taken over after it, they were dispatched twice)
             await self.events.recover(restarted=True)
@@ -1395,6 +1401,7 @@ class CallService:
         for call_id in undialled:  # nobody was called: its key and rate share are free again
             await self._settle_never_dialled(call_id)
         await self.settle_gone_rooms(now)
+        await self.check_lost_agent_waits(now)
         # Last: what the rules above can tell settles by them (answered calls whose room is
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.
@@ -1502,6 +1509,28 @@ class CallService:
                 more,
             )
         return len(gone)
+
+    async def check_lost_agent_waits(self, now: float) -> int:
+        """The wait for a call's agent (AGENT_JOIN_TIMEOUT_S, `_await_agent`) is a timer in
+        the server that dialled it: a server stopped or killed in between lost it, and a
+        call no agent came to was left to its callee, who heard silence until they hung up
+        (then read `completed`) or max_duration_s. The calls dialled over the timeout ago
+        that no agent has reported on, and that no wait of this run covered, are asked about
+        here as the wait would have asked, each once (again by the next pass if LiveKit or
+        the database could not say). How many were asked."""
+        timeout_s = self.settings.agent_join_timeout_s
+        if timeout_s <= 0:
+            return 0
+        owner = self.instance if self.settings.uses_sandbox else None
+        since = now - timeout_s * self.settings.time_scale
+        candidates = set(await self.store.unreported_dialled(since, owner))
+        self._agent_asked &= candidates | self._agent_waits.keys()  # bounded by live calls
+        unasked = sorted(candidates - self._agent_asked)
+        for call_id in unasked:
+            if not await self._end_if_no_agent(call_id, timeout_s):
+                break  # LiveKit (or the database) cannot say: the rest wait for the next pass
+            self._agent_asked.add(call_id)
+        return len(unasked)
 
     async def settle_lost_sandbox_calls(self) -> int:
         """Settle the calls an earlier run of this server placed into its embedded sandbox

@@ -344,6 +344,14 @@ class CallStore(CampaignStore, Protocol):
         server last heard of each."""
         ...
 
+    async def unreported_dialled(
+        self, dialled_before: float, sandbox_instance: str | None = None
+    ) -> list[str]:
+        """Live calls dialled before `dialled_before` that no agent has reported on, their
+        line and room not known to have ended: in `sandbox_instance`'s embedded sandbox, or
+        (None) on a real LiveKit."""
+        ...
+
     async def sandbox_owners(self, created_before: float) -> list[str]:
         """The servers (Settings.sandbox_owner) whose embedded sandbox holds a live call
         created before `created_before` whose room never reported finishing."""

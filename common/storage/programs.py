@@ -913,6 +913,23 @@ def unfinished_rooms(
     return [_lost(r) for r in rows]
 
 
+def unreported_dialled(
+    d: Dialect, dialled_before: float, sandbox_instance: str | None
+) -> Program[list[str]]:
+    """Live calls dialled before `dialled_before` that no agent has reported on, whose line
+    and room are not known to have ended (the calls whose agent may never have joined): in
+    `sandbox_instance`'s embedded sandbox, or with None, on a real LiveKit."""
+    owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
+    rows = yield Query(
+        f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        " AND dial_started_at < ? AND room_finished_at IS NULL AND callee_left_at IS NULL"
+        f" AND {owner} AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.call_id ="
+        " calls.call_id) ORDER BY call_id",
+        (*LIVE, dialled_before, *([sandbox_instance] if sandbox_instance is not None else [])),
+    )
+    return _ids(rows)
+
+
 def sandbox_owners(d: Dialect, created_before: float) -> Program[list[str]]:
     rows = yield Query(
         "SELECT DISTINCT sandbox_instance AS owner FROM calls"  # noqa: S608

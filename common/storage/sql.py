@@ -255,6 +255,12 @@ class SqlCallStore(CampaignMethods):
         program = programs.unfinished_rooms(self.dialect, dialled_before, sandbox_instance)
         return await self._run(program, write=False)
 
+    async def unreported_dialled(
+        self, dialled_before: float, sandbox_instance: str | None = None
+    ) -> list[str]:
+        program = programs.unreported_dialled(self.dialect, dialled_before, sandbox_instance)
+        return await self._run(program, write=False)
+
     async def sandbox_owners(self, created_before: float) -> list[str]:
         return await self._run(programs.sandbox_owners(self.dialect, created_before), write=False)
 

@@ -398,6 +398,36 @@ async def test_unfinished_rooms_are_live_dialled_calls_whose_room_never_finished
     assert [c.call_id for c in await store.unfinished_rooms(clock.now - 60, "me")] == ["call-b"]
 
 
+async def test_unreported_dialled_are_the_calls_whose_agent_may_never_have_joined(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The calls the reaper asks LiveKit about when the wait for their agent was lost with
+    its server: dialled before the bound, live, no agent report yet, their line and room not
+    known to have ended; on a sandbox, one server's own only."""
+    from common.contracts import AgentReport
+
+    def call(call_id: str, instance: str | None = None) -> NewCall:
+        return dataclasses.replace(new_call(call_id), sandbox_instance=instance)
+
+    for call_id, instance in [("call-a", None), ("call-b", "me"), ("call-c", "them")]:
+        await store.create_call(call(call_id, instance))
+        await store.start_dial(call_id)
+    await store.create_call(call("call-undialled"))
+    for call_id in ("call-reported", "call-left", "call-finished", "call-over"):
+        await store.create_call(call(call_id))
+        await store.start_dial(call_id)
+    await store.record_reports(
+        [AgentReport(call_id="call-reported", seq=0, kind="answered", at=clock.now)]
+    )
+    await store.apply("call-left", "participant_left", lambda _state: None, callee_left=True)
+    await store.apply("call-finished", "room_finished", lambda _state: None, room_finished=True)
+    await store.apply("call-over", "hangup", set_status(Status.CANCELED))
+    assert await store.unreported_dialled(clock.now - 1) == []  # dialled too recently
+    clock.advance(21)
+    assert await store.unreported_dialled(clock.now - 20) == ["call-a"]  # a real LiveKit
+    assert await store.unreported_dialled(clock.now - 20, "me") == ["call-b"]
+
+
 async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
     backend: Backend, clock: FakeClock
 ) -> None:

@@ -657,6 +657,38 @@ async def test_a_call_no_agent_comes_to_is_ended_by_the_server(
     assert [r.levelno for r in said] == [logging.ERROR]  # once a minute, however many
 
 
+async def test_a_lost_wait_for_an_agent_is_asked_about_once_by_the_reaper(
+    start_app: AppFactory,
+) -> None:
+    """A ringing call whose wait for its agent was lost (its server stopped after the dial;
+    here the wait cancelled, as a stop cancels it): the reaper asks LiveKit about it once,
+    finds the agent there and leaves it ringing, however many passes follow; a pass that
+    finds LiveKit unable to say leaves it to the next."""
+    from sandbox import TwirpError
+
+    client = await start_app(sandbox_time_scale=0.1, agent_join_timeout_s=600.0)
+    service = client.app[CALLS]
+    sandbox = client.app[SANDBOX]
+    call_id = await place(client, "+14155550480")  # rings 30 s (3 s here), its agent there
+    service._stop_awaiting_agent(call_id)  # the wait gone, as with its server
+    service._agent_asked.clear()
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + 61  # past the timeout (600 s x 0.1)
+
+    def asked() -> int:
+        return sum(
+            r.method == "ListParticipants" and r.body.get("room") == call_id
+            for r in sandbox.requests
+        )
+
+    sandbox.inject("ListParticipants", error=TwirpError("unavailable", "restarting"), times=1)
+    assert await service.check_lost_agent_waits(service.clock()) == 1
+    for _ in range(3):
+        await service.check_lost_agent_waits(service.clock())
+    assert asked() == 2  # refused once, then answered: never again
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+
+
 @pytest.mark.parametrize(
     ("number", "status", "asked"),
     [
