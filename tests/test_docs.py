@@ -250,3 +250,18 @@ def test_the_readmes_stdlib_webhook_check_takes_a_secret_without_its_padding() -
     good = sign(secret, "msg_call-1_1", datetime.now(UTC), body)
     assert verified(secret, good, body)
     assert not verified(secret, good, body + b" ")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_to_its_own_sections_resolve() -> None:
+    """Each `[...](#anchor)` names a heading README has: "see [Outcomes](#outcomes)" in the
+    AGENT_JOIN_TIMEOUT_S row led nowhere (the statuses are under `GET /calls/{call_id}`)."""
+    text = README.read_text()
+    anchors = {_anchor(h) for h in re.findall(r"^#+\s+(.*)$", text, re.M)}
+    assert anchors >= {"get-callscall_id", "customer-webhooks"}  # the rule reads them right
+    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - anchors)
+    assert broken == []

@@ -827,7 +827,7 @@ class CallService:
                 extra={"call_id": call_id},
             )
         # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,
-        # 480 no answer, as the same status in a webhook says (README's Outcomes).
+        # 480 no answer, as the same status in a webhook says (README's statuses).
         sip = None if exc.sip_status is None else status_for_sip_code(exc.sip_status)
         try:
             applied = await self._settle(
