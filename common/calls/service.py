@@ -816,9 +816,15 @@ class CallService:
         (see _hung_up_first). `no_agent`: its agent was never dispatched (no report comes)."""
         self.metrics.calls_placed.labels(result="failed").inc()
         hung_up = None
+        # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,
+        # 480 no answer, as the same status in a webhook says (README's statuses).
+        sip = None if exc.sip_status is None else status_for_sip_code(exc.sip_status)
         # A LiveKit down fails every call: once a minute per kind of failure, with how many
-        # (each call's reason is in its row, its API answer and the metrics)
-        if (more := self._repeats.due(f"placement {type(exc).__name__}")) is not None:
+        # (each call's reason is in its row, its API answer and the metrics). A busy or
+        # unanswered line is an outcome, not a fault: its status line (INFO) says it.
+        line_answered = sip in (Status.BUSY, Status.NO_ANSWER)
+        more = None if line_answered else self._repeats.due(f"placement {type(exc).__name__}")
+        if more is not None:
             logger.error(
                 "call %s could not be placed: %s%s",
                 call_id,
@@ -826,9 +832,6 @@ class CallService:
                 more,
                 extra={"call_id": call_id},
             )
-        # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,
-        # 480 no answer, as the same status in a webhook says (README's statuses).
-        sip = None if exc.sip_status is None else status_for_sip_code(exc.sip_status)
         try:
             applied = await self._settle(
                 call_id,

@@ -253,21 +253,29 @@ async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
 
 
 @pytest.mark.parametrize(
-    ("code", "words", "status"),
+    ("code", "words", "status", "level"),
     [
-        ("486", "Busy Here", "busy"),
-        ("480", "Temporarily Unavailable", "no_answer"),
-        ("403", "Forbidden", "failed"),
-        ("503", "Service Unavailable", "failed"),
+        ("486", "Busy Here", "busy", logging.INFO),
+        ("480", "Temporarily Unavailable", "no_answer", logging.INFO),
+        ("403", "Forbidden", "failed", logging.ERROR),
+        ("503", "Service Unavailable", "failed", logging.ERROR),
     ],
 )
 async def test_a_dial_refused_with_a_sip_status_ends_as_that_status_maps(
-    start_app: AppFactory, code: str, words: str, status: str
+    start_app: AppFactory,
+    caplog: pytest.LogCaptureFixture,
+    code: str,
+    words: str,
+    status: str,
+    level: int,
 ) -> None:
     """CreateSIPParticipant answered with a SIP status: the call ends as README's mapping of
     SIP statuses says (486 busy, 480 no answer, others failed), with the status as its
     reason. Every one of them read `failed`: a busy line too, so a campaign retrying
-    `busy` never called it again, and one retrying `failed` did at its failure's pace."""
+    `busy` never called it again, and one retrying `failed` did at its failure's pace.
+    A busy or unanswered line is an outcome, logged at INFO; it was an ERROR "could not be
+    placed", paging the operator for every busy callee."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
     client = await start_app(sandbox_time_scale=0.0)
     meta = {"sip_status_code": code, "sip_status": words}
     client.app[SANDBOX].inject(
@@ -279,6 +287,10 @@ async def test_a_dial_refused_with_a_sip_status_ends_as_that_status_maps(
     assert placed.status == 502
     call = await (await client.get(f"/calls/{(await placed.json())['call_id']}")).json()
     assert (call["status"], call["reason"]) == (status, f"SIP dial: SIP {code} {words}")
+    said = [
+        r for r in caplog.records if call["call_id"] in r.getMessage() and words in r.getMessage()
+    ]
+    assert max(r.levelno for r in said) == level, [r.getMessage() for r in said]
 
 
 async def test_idempotency_key_returns_first_answer(client: Client) -> None:
