@@ -213,9 +213,11 @@ class OutboundCall(BaseModel):
         if value is None:
             return None
         text = checked_text(value, MAX_FIRST_MESSAGE_CHARS, single_line=False)
-        if not text.strip():
+        if not text:
             raise ValueError(f"must be 1 to {MAX_FIRST_MESSAGE_CHARS} characters")
-        if not has_visible(text):  # zero-width characters alone: the callee would hear nothing
+        # spaces or zero-width characters alone: the callee would hear nothing ("   " was
+        # said to be no "1 to 1000 characters", which it is)
+        if not has_visible(text):
             raise ValueError("must contain at least one visible character")
         return text
 

@@ -421,6 +421,17 @@ def test_texts_of_only_invisible_characters_are_blank(text: str) -> None:
     assert errors_of(with_(voicemail=leave)) == {"voicemail": "a message is required to leave one"}
 
 
+@pytest.mark.parametrize("text", ["   ", "\n\t ", "\u00a0"])
+def test_a_first_message_of_spaces_is_said_to_have_nothing_visible(text: str) -> None:
+    """Regression: a first message of spaces was refused as no "1 to 1000 characters" (it
+    has 3), while one of zero-width characters was said to hold nothing visible. Both are
+    the message that says what is wrong; an empty one keeps its length message."""
+    assert errors_of(with_(first_message=text)) == {
+        "first_message": "must contain at least one visible character"
+    }
+    assert errors_of(with_(first_message="")) == {"first_message": "must be 1 to 1000 characters"}
+
+
 @pytest.mark.parametrize("criteria", ["", "   ", "\u200b", "\n\u00ad"])
 def test_blank_success_criteria_ask_for_no_verdict(criteria: str) -> None:
     """Regression: criteria of spaces (or zero-width characters) were kept, and the agent,
