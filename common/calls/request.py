@@ -40,6 +40,7 @@ from common.config_store.model import (
     instructions_text,
     normalize_emotion,
     normalize_language,
+    null_means_unset,
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
@@ -69,7 +70,7 @@ def _seconds(value: object, bounds: tuple[int, int]) -> int | None:
 class OutboundCall(BaseModel):
     """One call to place. JSON null in an optional field means "not given"."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=null_means_unset)
 
     phone_number: Annotated[
         str,

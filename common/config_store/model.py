@@ -106,9 +106,26 @@ MAX_ENUM_VALUES = 50
 FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
+def null_means_unset(schema: dict[str, Any]) -> None:
+    """A model's JSON schema (its `json_schema_extra`) where each optional field also takes
+    JSON null, as the model does ("not given"): /openapi.json gave `name`, `language`,
+    `emotion`, `additional_params` and the voicemail `action` as no-null types, and a client
+    checked against it refused the `null` the server takes."""
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        if name in required or any(alt.get("type") == "null" for alt in prop.get("anyOf", ())):
+            continue
+        meta = {key: prop.pop(key) for key in ("title", "description", "default") if key in prop}
+        inner = dict(prop)
+        prop.clear()
+        prop.update(anyOf=[inner, {"type": "null"}], **meta)
+
+
 class _NullIsUnset(BaseModel):
     """An object of the request whose keys given as JSON null mean "not given", as they do
     for the call's own fields (`{"voicemail": {"action": null}}` was a 422)."""
+
+    model_config = ConfigDict(json_schema_extra=null_means_unset)
 
     @model_validator(mode="before")
     @classmethod

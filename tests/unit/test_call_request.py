@@ -868,3 +868,28 @@ def test_a_voicemail_message_that_would_never_be_said_is_refused(
     }
     kept = parse_outbound_call({"phone_number": "+14155550123", "voicemail": {"action": "hang_up"}})
     assert kept.voicemail is not None and kept.voicemail.message is None
+
+
+def test_openapi_says_null_is_taken_where_the_server_takes_it() -> None:
+    """Regression: the body's schema in /openapi.json gave `name`, `language`, `emotion`,
+    `additional_params` (and inside voicemail and analysis, `action`, `summary`, `fields`,
+    a field's `description` and `required`) as types without null, while the server takes
+    null there as "not given": a client checked against the document refused a body the
+    server places. Every optional property now says null, and the server takes each one."""
+    field = {"type": "string", "description": None, "required": None}
+    nulls: dict[str, Any] = {
+        "OutboundCall": {key: None for key in FIELDS if key != "phone_number"},
+        "VoicemailPolicy": {"voicemail": {"action": None}},
+        "AnalysisRequest": {"analysis": {"summary": None, "fields": None}},
+        "AnalysisField": {"analysis": {"fields": {"x": field}}},
+    }
+    spec = OutboundCall.model_json_schema(mode="validation")
+    schemas = {"OutboundCall": spec, **spec["$defs"]}
+    for name in nulls:
+        schema = schemas[name]
+        optional = set(schema["properties"]) - set(schema.get("required", ()))
+        for key in optional:
+            alternatives = schema["properties"][key].get("anyOf", ())
+            assert {"type": "null"} in alternatives, (name, key)
+    for body in nulls.values():
+        parse_outbound_call({"phone_number": "+14155550123", **body})
