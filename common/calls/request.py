@@ -138,6 +138,7 @@ class OutboundCall(BaseModel):
     first_message: Annotated[
         str | None,
         Field(
+            min_length=1,
             max_length=MAX_FIRST_MESSAGE_CHARS,
             description="Said first when the callee answers, without waiting for the LLM; "
             "default: a greeting by name",

@@ -893,3 +893,13 @@ def test_openapi_says_null_is_taken_where_the_server_takes_it() -> None:
             assert {"type": "null"} in alternatives, (name, key)
     for body in nulls.values():
         parse_outbound_call({"phone_number": "+14155550123", **body})
+
+
+def test_openapi_gives_the_first_message_its_least_length() -> None:
+    """Regression: /openapi.json gave `first_message` a maxLength and no minLength, so "" was
+    a valid body by the document while the server refuses it (422, "must be 1 to 1000
+    characters"), as it refuses an empty voicemail message, whose schema says minLength 1."""
+    schema = OutboundCall.model_json_schema(mode="validation")["properties"]["first_message"]
+    (text,) = [alt for alt in schema["anyOf"] if alt.get("type") == "string"]
+    assert (text["minLength"], text["maxLength"]) == (1, 1000)
+    assert errors_of(with_(first_message="")) == {"first_message": "must be 1 to 1000 characters"}
