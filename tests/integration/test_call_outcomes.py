@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -754,6 +755,10 @@ async def test_a_call_no_agent_came_to_says_whether_its_callee_had_answered(
     assert (call["status"], call["ended_by"]) == ("failed", "system"), call
     assert call["reason"].startswith(f"no agent joined the call within {join_timeout_s:g} s")
     assert call["reason"].endswith("; the callee had answered and heard nobody") is answered
+    # What the README says of 0404's times: no agent told of the answer, so all is ring time.
+    assert call["answered_at"] is None and call["talk_s"] == 0, call
+    whole = datetime.fromisoformat(call["ended_at"]) - datetime.fromisoformat(call["created_at"])
+    assert call["ring_s"] == pytest.approx(whole.total_seconds(), abs=0.01), call
 
 
 async def test_a_call_no_agent_came_to_is_asked_about_again_when_livekit_could_not_say(
