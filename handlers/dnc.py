@@ -188,7 +188,7 @@ def setup(app: web.Application) -> None:
             protected=True,
             replies={
                 200: Reply("Added", DncAdded),
-                400: Reply("The body is not UTF-8 JSON"),
+                400: Reply("The body is not UTF-8 JSON, or any query (the numbers go in the body)"),
                 401: UNAUTHORIZED,
                 413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
                 422: Reply("A number is not a phone number; `details` lists each"),

@@ -85,14 +85,23 @@ PUBLIC_SECRET = Reply(
 DB_DOWN = Reply("The calls database is unavailable", headers=("Retry-After",))
 
 
+def query_names(doc: RouteDoc) -> list[str]:
+    """The query parameters `doc`'s route takes."""
+    return [p["name"] for p in doc.parameters if p.get("in") == "query"]
+
+
+def refuses_unknown_query(doc: RouteDoc) -> bool:
+    """Whether the route answers 400 to a query parameter it does not take: an API read, or
+    an API write that takes no query parameter (a write that takes some, a campaign
+    upload's, checks its own): `POST /calls/outbound?name=Bob` placed a call to "Guest", the
+    name dropped without a word."""
+    return doc.protected and (doc.method == "GET" or not query_names(doc))
+
+
 def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
-    known = [p["name"] for p in doc.parameters if p.get("in") == "query"]
-    # An API read, or an API write that takes no query parameter (a write that takes some,
-    # a campaign upload's, checks its own): `POST /calls/outbound?name=Bob` placed a call to
-    # "Guest", the name dropped without a word.
-    if doc.protected and (doc.method == "GET" or not known):
-        view = _only_query(view, known, in_body=doc.body is not None)
+    if refuses_unknown_query(doc):
+        view = _only_query(view, query_names(doc), in_body=doc.body is not None)
     handler = requires_token(view) if doc.protected else view
     if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
         route = app.router.add_get(doc.path, handler)

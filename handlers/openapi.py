@@ -11,7 +11,14 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handlers.http import JSON, NO_TOKEN_REFUSED, Reply, RouteDoc, add_route
+from handlers.http import (
+    JSON,
+    NO_TOKEN_REFUSED,
+    Reply,
+    RouteDoc,
+    add_route,
+    refuses_unknown_query,
+)
 from handlers.keys import ROUTES
 from handlers.schemas import ErrorBody, OpenApiDocument
 
@@ -58,6 +65,11 @@ def _response(reply: Reply) -> dict[str, Any]:
 
 # Answers any route may give, before or beside its own (errors_as_json, read_body).
 UNREADABLE_TARGET = Reply("The path or query holds a NUL or bytes that are not UTF-8")
+# An API route's, but for those that say their own (handlers/http.py `_only_query`).
+UNKNOWN_QUERY = Reply(
+    "A query parameter the route does not take, or a path or query holding a NUL or bytes"
+    " that are not UTF-8"
+)
 BODY_TOO_SLOW = Reply("The body did not all arrive within 30 s of the headers")
 BODY_ENCODING = Reply("The body's Content-Encoding is not gzip, deflate or none")
 BODY_TRANSFER = Reply("The body's Transfer-Encoding is not chunked")
@@ -68,7 +80,8 @@ def _has_body(doc: RouteDoc) -> bool:
 
 
 def _replies(doc: RouteDoc) -> dict[int, Reply]:
-    replies = {400: UNREADABLE_TARGET, **doc.replies}
+    unreadable = UNKNOWN_QUERY if refuses_unknown_query(doc) else UNREADABLE_TARGET
+    replies = {400: unreadable, **doc.replies}
     if _has_body(doc):
         replies.setdefault(408, BODY_TOO_SLOW)
         replies.setdefault(415, BODY_ENCODING)

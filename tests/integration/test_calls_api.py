@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -627,6 +628,32 @@ async def test_a_list_route_refuses_a_query_parameter_it_does_not_take(
         assert error.startswith("unknown query parameter") and error.endswith(expected), error
     assert (await client.get("/calls?status=completed&limit=5")).status == 200
     assert (await client.get("/healthz?probe=1")).status == 200  # no API read: not checked
+
+
+async def test_openapi_documents_the_400_of_a_query_parameter_a_route_does_not_take(
+    start_app: AppFactory,
+) -> None:
+    """Regression: `GET /calls/{id}?x=1`, `POST /calls/{id}/hangup?x=1`, `POST /dnc?x=1`
+    and every other API route that takes no such parameter answer 400 ("unknown query
+    parameter"), but /openapi.json gave their 400 as "The path or query holds a NUL or bytes
+    that are not UTF-8" (or, for POST /dnc, "The body is not UTF-8 JSON") only. Each route
+    that refuses one now says so in its documented 400."""
+    client = await start_app()
+    spec = await (await client.get("/openapi.json")).json()
+    refusing = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            url = re.sub(r"\{[a-z_]+\}", "x", path) + "?unknown_x=1"
+            resp = await client.request(method.upper(), url)
+            if resp.status != 400:
+                continue
+            error = (await resp.json())["error"]
+            if not error.startswith("unknown query parameter"):
+                continue
+            refusing.append((method, path))
+            described = operation["responses"]["400"]["description"].lower()
+            assert "query parameter" in described or "any query" in described, (method, path)
+    assert len(refusing) >= 15, refusing  # every API route
 
 
 async def test_a_write_refuses_a_query_parameter_it_does_not_take(
