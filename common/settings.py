@@ -900,11 +900,22 @@ def _statement_line(original: Original) -> tuple[int, str]:
     return original.line, ""
 
 
+# The seed's per-call values that its migration moves out of `.env` ("Remove these from
+# .env (now in config.json)"), with the POST /calls/outbound field that now gives each.
+SEED_PER_CALL_NAMES = {
+    "CALLER_NAME": "name",
+    "AGENT_INSTRUCTIONS": "dynamic_instruction",
+    "TTS_LANGUAGE": "language",
+    "TTS_EMOTION": "emotion",
+}
+
+
 def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
     """What in a readable `.env` is likely a mistake though it parses (values never shown):
-    a setting holding `${` (not expanded), a setting given twice (the last one wins), and a
+    a setting holding `${` (not expanded), a setting given twice (the last one wins), a
     name this server does not read that is close to one it does (`CALL_MAX_ACTIV`, `port`):
-    silently ignored, the default applied."""
+    silently ignored, the default applied; and one of the seed's per-call values left in
+    `.env` (`TTS_LANGUAGE=es`: every call spoke English, the default, without a word)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -924,6 +935,12 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
         if name in _VARIABLES:
             if len(at) > 1:
                 warnings.append(f"{name} is set on {path} lines {where}: line {at[-1]}'s is used")
+            continue
+        if (field := SEED_PER_CALL_NAMES.get(name.upper())) is not None:
+            warnings.append(
+                f"{name} ({path} line {where}) is not read: each call gives its own, as"
+                f" POST /calls/outbound's `{field}` (config.json keeps it per call); remove it"
+            )
             continue
         close = difflib.get_close_matches(name.upper(), _VARIABLES, n=1, cutoff=0.85)
         if close:

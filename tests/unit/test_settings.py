@@ -993,3 +993,32 @@ def test_cartesia_voice_ids_are_read_per_language() -> None:
     settings = settings_from_env({"CARTESIA_VOICE_IDS": " ES = voice-es , ja=voice-ja,"})
     assert settings.cartesia_voice_ids == (("es", "voice-es"), ("ja", "voice-ja"))
     assert settings_from_env({}).cartesia_voice_ids == ()
+
+
+def test_the_seeds_per_call_values_left_in_dotenv_are_warned_of(tmp_path: Path) -> None:
+    """The seed's migration says to remove AGENT_INSTRUCTIONS, CALLER_NAME, TTS_LANGUAGE
+    and TTS_EMOTION from .env (they are per call now); left there, they were ignored without
+    a word (`TTS_LANGUAGE=es`: every call spoke English). Each is now a start-up warning
+    naming the request field that gives it, without its value."""
+    from common.settings import dotenv_warnings
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "AGENT_INSTRUCTIONS=Secret plan\nCALLER_NAME=Bob\nTTS_LANGUAGE=es\nTTS_EMOTION=Calm\n"
+        "TWILIO_ACCOUNT_SID=x\n"
+    )
+    warnings = dotenv_warnings(dotenv)
+    assert warnings == [
+        f"{name} ({dotenv} line {line}) is not read: each call gives its own, as"
+        f" POST /calls/outbound's `{field}` (config.json keeps it per call); remove it"
+        for line, (name, field) in enumerate(
+            [
+                ("AGENT_INSTRUCTIONS", "dynamic_instruction"),
+                ("CALLER_NAME", "name"),
+                ("TTS_LANGUAGE", "language"),
+                ("TTS_EMOTION", "emotion"),
+            ],
+            start=1,
+        )
+    ]
+    assert not any("Secret" in w or "Bob" in w for w in warnings)
