@@ -191,7 +191,10 @@ def setup(app: web.Application) -> None:
                 400: Reply("The body is not UTF-8 JSON, or any query (the numbers go in the body)"),
                 401: UNAUTHORIZED,
                 413: Reply(f"The body is larger than {MAX_BODY_BYTES} bytes"),
-                422: Reply("A number is not a phone number; `details` lists each"),
+                422: Reply(
+                    f"An unknown field, `numbers` not a list of 1 to {MAX_NUMBERS}, or numbers"
+                    " that are no phone numbers; `details` lists each"
+                ),
                 503: DB_DOWN,
             },
         ),

@@ -656,6 +656,25 @@ async def test_openapi_documents_the_400_of_a_query_parameter_a_route_does_not_t
     assert len(refusing) >= 15, refusing  # every API route
 
 
+async def test_openapi_says_each_422_post_dnc_gives(start_app: AppFactory) -> None:
+    """Regression: /openapi.json gave POST /dnc's 422 as "A number is not a phone number",
+    but an empty list, over 10,000 numbers, no list and an unknown field are 422 too; a
+    client reading the document took them for a bad number."""
+    client = await start_app()
+    spec = await (await client.get("/openapi.json")).json()
+    described = spec["paths"]["/dnc"]["post"]["responses"]["422"]["description"]
+    for body, named in (
+        ({"numbers": []}, "1 to 10000"),
+        ({"numbers": ["+14155550100"] * 10_001}, "1 to 10000"),
+        ({"numbers": "+14155550100"}, "not a list"),
+        ({"numbers": ["+14155550100"], "note": "x"}, "unknown field"),
+        ({"numbers": ["42"]}, "no phone numbers"),
+    ):
+        resp = await client.post("/dnc", json=body)
+        assert resp.status == 422, body
+        assert named in described, (body, described)
+
+
 async def test_a_write_refuses_a_query_parameter_it_does_not_take(
     start_app: AppFactory,
 ) -> None:
