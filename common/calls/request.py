@@ -76,7 +76,9 @@ class OutboundCall(BaseModel):
         str,
         Field(
             description="E.164: '+' then 8 to 15 digits (spaces, dots, dashes and parentheses "
-            "are ignored). Premium-rate and shared-cost numbers are refused.",
+            "are ignored). Refused (422): premium-rate, shared-cost and personal numbers, "
+            "numbers of no country (+800, +808, +870, +881-+883, +979), emergency numbers, "
+            "numbers on the do-not-call list, and regions outside CALLS_ALLOWED_COUNTRIES.",
             # The document's pattern takes separators ("+1 (415) 555-0100" is taken): it is
             # not checked by pydantic, whose message would replace ours. The number the call
             # shows is E.164 (CallView).

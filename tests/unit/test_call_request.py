@@ -903,3 +903,23 @@ def test_openapi_gives_the_first_message_its_least_length() -> None:
     (text,) = [alt for alt in schema["anyOf"] if alt.get("type") == "string"]
     assert (text["minLength"], text["maxLength"]) == (1, 1000)
     assert errors_of(with_(first_message="")) == {"first_message": "must be 1 to 1000 characters"}
+
+
+@pytest.mark.parametrize(
+    ("number", "named"),
+    [
+        ("+19005550123", "premium-rate"),
+        ("+447012345678", "personal"),
+        ("+80012345678", "no country (+800"),
+        ("+870123456789", "+870"),
+        ("+1911555012", "emergency"),
+    ],
+)
+def test_openapi_names_each_kind_of_number_refused(number: str, named: str) -> None:
+    """Regression: /openapi.json said only "Premium-rate and shared-cost numbers are
+    refused", while personal numbers, numbers of no country (+800 freephone, +870
+    satellite), emergency numbers and listed ones are refused too (422): a client building
+    on the document took them for numbers the API calls."""
+    description = OutboundCall.model_json_schema()["properties"]["phone_number"]["description"]
+    assert "phone_number" in errors_of(with_(phone_number=number))
+    assert named in description
