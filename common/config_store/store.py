@@ -773,6 +773,9 @@ class ConfigStore:
         if cached is not None and cached.key == key:
             return cached.doc
         doc: Document | None
+        if not data.strip():  # empty: no config yet, the defaults (as with no file), no error
+            self._read_cache = _ReadCacheEntry(key, None)
+            return None
         try:
             parsed = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -948,8 +951,10 @@ class ConfigStore:
                         os.unlink(entry.path)
 
     def _start_document(self, data: bytes | None, target: Path) -> Document:
-        """The document to mutate: the current one, or a fresh one (bad file kept aside)."""
-        if data is None:
+        """The document to mutate: the current one, or a fresh one (bad file kept aside). An
+        empty file (`touch config.json`, `: > config.json`) is none yet, as a missing one:
+        it was logged as unreadable and an empty copy of it kept aside."""
+        if data is None or not data.strip():
             return self._defaults() | {CALLS_KEY: {}}
         try:
             parsed = json.loads(data)

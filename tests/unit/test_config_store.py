@@ -383,6 +383,26 @@ def test_corrupt_file_kept_aside(
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o640
 
 
+@pytest.mark.parametrize("text", ["", "\n", "  \r\n\t"])
+def test_an_empty_config_json_is_none_yet(
+    store: ConfigStore, config_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    """Regression: a config.json made empty (`touch config.json`, as the seed's "check that
+    config.json exists" may have a user do, or `: > config.json` to reset it) read with an
+    ERROR "is not valid JSON", and the next write (a server's start-up among them) said
+    "unreadable; kept aside" and kept an empty `config.json.corrupt-*` of it. It is now what
+    a missing file is: the defaults, and the next write writes a fresh document."""
+    config_path.write_text(text)
+    with caplog.at_level(logging.WARNING):
+        assert store.load() == store.load() and store.load()["caller_name"] == "Guest"
+        assert store.get("tts_emotion", "x") == "Calm"
+        store.update("Alice", call_id="call-a")
+    assert read(config_path)["caller_name"] == "Alice"
+    assert store.load(call_id="call-a")["caller_name"] == "Alice"
+    assert list(config_path.parent.glob("config.json.corrupt-*")) == []
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_non_object_json_kept_aside(store: ConfigStore, config_path: Path) -> None:
     config_path.write_text("[1, 2, 3]")
     assert store.load()["tts_emotion"] == "Calm"
