@@ -1647,16 +1647,26 @@ class CallService:
         }
         aged = [c for c, written_at in records.items() if written_at < expired and c not in over]
         removed = await self.config.remove_calls_async([*over, *aged])
+        # Records of ids the database never had (a script's update_config(call_id=...)) were
+        # said to be "of calls that are over": the script's author looked for calls.
+        unknown = len(over - known)
+        of_unknown = (
+            f" ({unknown} of call ids the calls database does not know, written"
+            f" {UNRECORDED_CONFIG_GRACE_S:.0f} s ago or more)"
+            if unknown
+            else ""
+        )
         if removed and aged:
             logger.warning(
                 "pruned %d config record(s): %d of calls still live, past CONFIG_RECORD_TTL_S"
-                " (%.0f s; their agents use the dispatch's snapshot), the rest of calls over",
+                " (%.0f s; their agents use the dispatch's snapshot), the rest of calls over%s",
                 removed,
                 len(aged),
                 self.config.record_ttl_s,
+                of_unknown,
             )
         elif removed:
-            logger.info("pruned %d config record(s) of calls that are over", removed)
+            logger.info("pruned %d config record(s) of calls that are over%s", removed, of_unknown)
         return removed
 
     async def reap_logged(self, *, starting: bool = False) -> None:

@@ -770,3 +770,29 @@ async def test_records_of_live_calls_past_the_ttl_are_pruned_and_said_so(
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
     assert "1 of calls still live, past CONFIG_RECORD_TTL_S (1 s" in lines[0].getMessage()
     assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
+
+
+async def test_records_of_call_ids_the_database_never_had_are_pruned_and_said_so(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record a script wrote with the seed's update_config(call_id=...) while a server ran
+    is pruned a minute after it was written (no call of the database has its id), but the
+    line said "pruned 1 config record(s) of calls that are over": its author looked for a
+    call. The line now says how many were of ids the database does not know."""
+    now = [time.time()]
+    client = await start_app(reaper_interval_s=3600.0)
+    store, service = client.app[STORE], client.app[CALLS]
+    over = "call-000000000ded"
+    await client.app[CONFIG].update_async("A", call_id=over)
+    await store.create_call(NewCall(over, "+1234567890", "A", "en", "Calm"))
+    await store.apply(over, "room_finished", lambda _state: _final(), room_finished=True)
+    await client.app[CONFIG].update_async("B", call_id="from-a-script")
+    service.clock = lambda: now[0] + 61.0  # the script's record is a minute old
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
+        assert await service.prune_config() == 2
+    (line,) = [r.getMessage() for r in caplog.records if "pruned" in r.getMessage()]
+    assert line == (
+        "pruned 2 config record(s) of calls that are over (1 of call ids the calls database"
+        " does not know, written 60 s ago or more)"
+    )
+    assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
