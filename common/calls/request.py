@@ -30,6 +30,7 @@ from common.config_store.model import (
     EMOTIONS,
     LANGUAGES,
     MAX_ADDITIONAL_PARAMS_BYTES,
+    MAX_ADDITIONAL_PARAMS_DEPTH,
     MAX_FIRST_MESSAGE_CHARS,
     MAX_INSTRUCTIONS_CHARS,
     MAX_NAME_CHARS,
@@ -118,7 +119,9 @@ class OutboundCall(BaseModel):
         dict[str, Any],
         Field(
             description=f"Extra context for the agent, at most {MAX_ADDITIONAL_PARAMS_BYTES} "
-            f"bytes as JSON; may not use the reserved keys {', '.join(sorted(RESERVED_KEYS))}",
+            "bytes as compact JSON in UTF-8 (no spaces, no \\u escapes), nested at most "
+            f"{MAX_ADDITIONAL_PARAMS_DEPTH} levels deep; may not use the reserved keys "
+            f"{', '.join(sorted(RESERVED_KEYS))}",
         ),
     ] = Field(default_factory=dict)
     ringing_timeout_s: Annotated[

@@ -923,3 +923,20 @@ def test_openapi_names_each_kind_of_number_refused(number: str, named: str) -> N
     description = OutboundCall.model_json_schema()["properties"]["phone_number"]["description"]
     assert "phone_number" in errors_of(with_(phone_number=number))
     assert named in description
+
+
+def test_openapi_gives_additional_params_limits_as_the_server_counts_them() -> None:
+    """Regression: /openapi.json said "at most 8192 bytes as JSON" and nothing of depth,
+    while the server counts compact UTF-8 JSON (json.dumps' default, with spaces and \\u
+    escapes, is larger) and refuses objects nested over 32 levels (422)."""
+    schema = OutboundCall.model_json_schema()["properties"]["additional_params"]
+    description = schema["description"]
+    assert "8192 bytes as compact JSON in UTF-8" in description
+    assert "nested at most 32 levels deep" in description
+    deep: dict[str, Any] = {"a": 1}
+    for _ in range(31):
+        deep = {"a": deep}
+    parse_outbound_call(with_(additional_params=deep))  # 32 levels
+    assert "additional_params" in errors_of(with_(additional_params={"a": deep}))
+    wide = {"a": "\u00e9" * 4090}  # 8,188 bytes compact in UTF-8; 24,556 by json.dumps
+    parse_outbound_call(with_(additional_params=wide))
