@@ -35,6 +35,7 @@ from common.contracts import (
     EndedBy,
     TranscriptTurn,
 )
+from common.text import repaired_text
 
 if TYPE_CHECKING:
     from livekit.plugins.openai import LLM
@@ -85,7 +86,9 @@ class TranscriptRecorder:
         if self._answered_at is None:
             logger.debug("heard before the call was answered; not a turn of it")
             return False
-        text = (message.text_content or "").strip()
+        # A lone surrogate (half an emoji from a broken STT or LLM string) as U+FFFD: the
+        # turn was refused whole, and lost, for it.
+        text = repaired_text(message.text_content or "").strip()
         if not text:  # a reply cut off before a word was spoken: nothing was said
             return True
         if len(self._turns) >= MAX_TURNS:

@@ -45,6 +45,15 @@ def is_unicode(text: str) -> bool:
     return True
 
 
+def repaired_text(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD (a surrogate pair split in two code points
+    joined again): what a broken STT or LLM string ("\\ud83d", half an emoji) leaves is kept
+    rather than refused with everything around it."""
+    if is_unicode(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def text_problem(text: str) -> str | None:
     """Why `text` cannot be kept, as "must ..." for the caller to prefix with the field's
     name (a lone surrogate, a NUL); None when it can."""

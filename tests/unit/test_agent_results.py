@@ -295,3 +295,21 @@ def test_an_oversized_final_report_keeps_the_turns_that_fit() -> None:
         f"transcript: only the first {len(report.transcript)} of 300 turns fit in the final"
         " report; all were reported one by one"
     ]
+
+
+def test_a_turn_with_a_lone_surrogate_is_kept_with_a_replacement_character() -> None:
+    """Half an emoji from a broken STT or LLM string ("\\ud83d") made the turn invalid: it
+    was refused whole, raised out of the session's event handler, and was neither reported
+    nor in the final report's transcript."""
+    reported: list[TranscriptTurn] = []
+    recorder = TranscriptRecorder(reported.append)
+    recorder.start(100.0)
+    recorder.add_message(message("user", "Great \ud83d thanks", 101.0))
+    recorder.add_message(message("assistant", "Glad \ud83d\ude00 to help", 102.0))
+
+    assert [t.text for t in recorder.turns] == ["Great \ufffd thanks", "Glad \U0001f600 to help"]
+    assert reported == recorder.turns
+    for turn in reported:  # each goes out as a report the server takes
+        AgentReport.model_validate_json(
+            AgentReport(call_id=CALL, seq=1, kind="turn", at=101.0, turn=turn).to_json()
+        )
