@@ -19,6 +19,11 @@ a time, so one bad report never takes the others with it.
 
 Each attempt is signed afresh (`common.signing.sign_body`, a room grant naming the call):
 tokens live five minutes and a report may be retried for four.
+
+With a spool (`agent.spool`, what the worker's jobs use), a POST is retried for as long as
+the sender is open rather than given up after four minutes, and what is still pending when
+it closes is written to the spool, which the worker sends again once the server is back: a
+call's final report outlives an outage longer than its job.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from pydantic import ValidationError
@@ -48,6 +54,9 @@ from common.contracts import (
 )
 from common.masking import redact
 from common.signing import sign_body
+
+if TYPE_CHECKING:
+    from agent.spool import ReportSpool
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +119,9 @@ class ReportSender:
     `session` is borrowed (not closed); otherwise `session_factory` (default: a plain
     `aiohttp.ClientSession`) makes one that `aclose` closes. `linger_s`: how long a turn or
     a verdict waits for company (0: every POST takes just what queued meanwhile).
+    `spool`: retry each POST until `aclose`, then keep what is pending there (`agent.spool`).
+    `give_up_level`: how what was not delivered is logged (the spool's passes, which try
+    again, say it at INFO).
     """
 
     def __init__(
@@ -124,6 +136,8 @@ class ReportSender:
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
         linger_s: float = REPORT_LINGER_S,
+        spool: ReportSpool | None = None,
+        give_up_level: int = logging.ERROR,
     ) -> None:
         self._url = url
         self._call_id = call_id
@@ -135,6 +149,8 @@ class ReportSender:
         self._clock = clock
         self._retry = retry or RetryPolicy()
         self._linger_s = linger_s
+        self._spool = spool
+        self._give_up_level = give_up_level
         self._next_seq = 0
         self._waiting: collections.deque[_Queued] = collections.deque()
         self._current: list[_Queued] = []
@@ -150,6 +166,8 @@ class ReportSender:
         """Sequence numbers the server refused for good (a 4xx, too_many_turns)."""
         self.dropped: list[int] = []
         """Sequence numbers given up: every attempt failed, or still pending at close."""
+        self.spooled: list[int] = []
+        """Sequence numbers still pending at close, kept in the spool to be sent again."""
         self.posts = 0
         """POSTs answered 2xx (a POST may carry several reports); for tests and logs."""
         if url is None:
@@ -177,6 +195,13 @@ class ReportSender:
 
     def final(self, report: CallReport) -> None:
         self._enqueue("final", final=report)
+
+    def resend(self, report: AgentReport) -> None:
+        """Queue a report made before (spooled by a job), keeping its `seq`."""
+        if self._url is None or self._closed:
+            return
+        self._next_seq = max(self._next_seq, report.seq + 1)
+        self._queue(self._url, report)
 
     def _enqueue(
         self,
@@ -214,12 +239,15 @@ class ReportSender:
             )
             return
         self._next_seq += 1
+        self._queue(self._url, report)
+
+    def _queue(self, url: str, report: AgentReport) -> None:
         loop = asyncio.get_running_loop()
         self._waiting.append(_Queued(report, report.to_json(), loop.time()))
         self._idle.clear()
         self._wake.set()
         if self._task is None:
-            self._task = loop.create_task(self._run(self._url), name=f"reports-{self._call_id}")
+            self._task = loop.create_task(self._run(url), name=f"reports-{self._call_id}")
 
     # ------------------------------------------------------------------------- delivery
 
@@ -276,7 +304,8 @@ class ReportSender:
         """POST `batch` until the server takes it, or refuses it (then its status, or 0 when
         it is no HTTP answer), or the deadline passes."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry.deadline_s
+        # With a spool, until the sender closes (what is pending then is spooled).
+        deadline = loop.time() + (math.inf if self._spool else self._retry.deadline_s)
         delay = self._retry.first_delay_s
         attempts = 0
         body = batch[0].body if len(batch) == 1 else batch_body([q.body for q in batch])
@@ -296,7 +325,8 @@ class ReportSender:
             except _Retry as exc:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    logger.error(
+                    logger.log(
+                        self._give_up_level,
                         "call %s: %s not delivered: gave up after %d attempts"
                         " over %.0f s (last: %s)",
                         self._call_id,
@@ -426,9 +456,18 @@ class ReportSender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if (
+            pending
+            and self._spool is not None
+            and self._url is not None
+            and self._spool.save(self._url, self._call_id, [q.body for q in pending])
+        ):
+            self.spooled.extend(q.report.seq for q in pending)
+            pending = []
         self.dropped.extend(q.report.seq for q in pending)
         for item in pending:
-            logger.error(
+            logger.log(
+                self._give_up_level,
                 "call %s: %s report #%d not delivered: still pending after %.0f s at shutdown",
                 self._call_id,
                 item.report.kind,

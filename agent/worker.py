@@ -12,6 +12,7 @@ shutdown callback runs the post-call analysis (`agent.analysis`) and sends the f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -42,6 +43,7 @@ from agent.plan import SessionPlan, plan_session
 from agent.reporting import ReportSender
 from agent.results import CallEnd, TranscriptRecorder, finish_call
 from agent.session import build_session
+from agent.spool import ReportSpool, resend_loop
 from common.config_store.model import CallConfig
 from common.config_store.store import ConfigStore
 from common.contracts import (
@@ -69,8 +71,9 @@ END_ROOM_RETRY_S = (0.5, 2.0)
 # answer held the hang-up's retries, and the final report after them, that long each.
 LIVEKIT_REQUEST_TIMEOUT_S = 10.0
 
-# After the call: the analysis, then delivering the reports (retried for up to 240 s each),
-# both inside the time the worker gives a job process to exit (`build_server`).
+# After the call: the analysis, then delivering the reports (retried until the flush's end,
+# then kept in AGENT_REPORT_SPOOL_DIR for the worker to send), both inside the time the worker
+# gives a job process to exit (`build_server`).
 ANALYSIS_TIMEOUT_S = 60.0
 REPORT_FLUSH_TIMEOUT_S = 220.0
 SHUTDOWN_PROCESS_TIMEOUT_S = 300.0
@@ -99,6 +102,7 @@ def export_for_job_processes(settings: Settings, environ: MutableMapping[str, st
     """
     environ.update(environment())
     environ["CONFIG_PATH"] = str(Path(settings.config_path).resolve())
+    environ["AGENT_REPORT_SPOOL_DIR"] = str(Path(settings.agent_report_spool_dir).resolve())
 
 
 @functools.cache
@@ -375,7 +379,11 @@ async def _finish(job: _Job) -> None:
 def _start_job(ctx: JobContext, call_id: str, metadata: DispatchMetadata) -> _Job:
     settings = job_settings()
     sender = ReportSender(
-        metadata.report_url, call_id, settings.livekit_api_key, settings.livekit_api_secret
+        metadata.report_url,
+        call_id,
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        spool=ReportSpool(settings.agent_report_spool_dir),
     )
     job = _Job(call_id, sender, TranscriptRecorder(sender.turn))
 
@@ -541,13 +549,25 @@ class CallAgentServer(AgentServer):
     every call from then on rang with no agent (`run_worker` makes that exit code 1)."""
 
     failure: str | None = None
+    spool: ReportSpool | None = None
+    """Reports its jobs could not deliver: sent again while the worker runs."""
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        resending = None
+        if self.spool is not None:
+            resending = asyncio.get_running_loop().create_task(
+                resend_loop(self.spool, self._api_key, self._api_secret), name="report-spool"
+            )
         try:
             await super().run(devmode=devmode, unregistered=unregistered)
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {clip_for_log(str(exc))}"
             raise
+        finally:
+            if resending is not None:
+                resending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await resending
 
 
 def build_server(settings: Settings) -> CallAgentServer:
@@ -564,6 +584,7 @@ def build_server(settings: Settings) -> CallAgentServer:
         host=settings.agent_http_host,
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name)
+    server.spool = ReportSpool(settings.agent_report_spool_dir)
     return server
 
 

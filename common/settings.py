@@ -152,6 +152,18 @@ def _file_path(name: str, raw: str) -> Path:
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
+def _directory_path(name: str, raw: str) -> Path:
+    """A directory's path, taken as it is (no `~` or `$` expanded), without a NUL."""
+    if "\0" in raw:
+        raise SettingsError(f"{name} must not hold a NUL character")
+    if raw.startswith("~") or "$" in raw:
+        raise SettingsError(
+            f"{name} is not expanded ('~' and '$' are taken as they are): give the path itself,"
+            f" got {raw!r}"
+        )
+    return Path(raw)
+
+
 def _sqlite_path(name: str, raw: str) -> Path:
     """A file's path that SQLite takes as one: `:memory:` is no file (and a `file:` name is
     a URI to this SQLite), so every call kept there would be lost when the server stops."""
@@ -556,6 +568,12 @@ class Settings:
         _listen_host,
         "Where the agent worker's health/status HTTP server listens (0.0.0.0 for a container's "
         "health checks).",
+    )
+    agent_report_spool_dir: Path = setting(
+        Path("agent-reports"),
+        _directory_path,
+        "Where the agent worker keeps the reports a job could not deliver before it ended "
+        "(the calls server away), and sends them again from.",
     )
 
     @property

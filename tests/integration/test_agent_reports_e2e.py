@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpServer
 
 from agent.analysis import AnalysisResult
-from agent.reporting import ReportSender
+from agent.reporting import ReportSender, RetryPolicy
 from agent.results import build_call_report
+from agent.spool import ReportSpool, resend
 from common.contracts import REPORTS_PATH, AmdVerdict, CallReport, SuccessVerdict, TranscriptTurn
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
@@ -116,3 +121,111 @@ async def test_a_turn_beyond_the_calls_limit_is_not_retried(
     ]
     call = await (await client.get(f"/calls/{call_id}")).json()
     assert call["summary"] == "A long call." and call["status"] == "in_progress"
+
+
+class Outage:
+    """In front of the real app, as a load balancer is: 502 while `down`, else the app's
+    own answer to the same POST."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.down = True
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            self.refused += 1
+            return web.json_response({"error": "bad gateway"}, status=502)
+        headers = {k: request.headers[k] for k in ("Authorization", "Content-Type")}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.target, data=await request.read(), headers=headers) as answer,
+        ):
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/json"
+            )
+
+
+# Today's budget (a POST retried for 4 minutes, the job's flush 220 s), scaled down.
+BUDGET = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05, attempt_timeout_s=1.0, deadline_s=0.2)
+
+
+async def test_a_final_report_outlives_an_outage_longer_than_its_retries(
+    start_app: AppFactory, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """The calls server away for longer than a job retries (4 minutes, then its process
+    ends): the call's answer, turns and final report were dropped with an ERROR, and the call
+    stayed `pending`, then `unavailable`, with no transcript. Now the job keeps them in the
+    spool, and the worker sends them once the server is back."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, outage.handle)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    spool = ReportSpool(tmp_path / "agent-reports")
+    sender = ReportSender(
+        str(front.make_url(REPORTS_PATH)),
+        call_id,
+        DEV_API_KEY,
+        DEV_API_SECRET,
+        retry=BUDGET,
+        linger_s=0,
+        spool=spool,
+    )
+    hello = TranscriptTurn(role="agent", text="Hello Ann, this is the clinic.", at_s=0.4)
+    sender.answered(time.time())
+    sender.turn(hello)
+    sender.final(CallReport(transcript=[hello], summary="Greeted Ann.", ended_by="agent"))
+    await sender.aclose(1.0)  # the job ends, five times its POST's retry budget later
+
+    assert outage.refused > 10
+    assert (sender.delivered, sender.dropped, sender.spooled) == ([], [], [0, 1, 2])
+    assert (spool.directory.stat().st_mode & 0o777) == 0o700
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["report_status"] == "pending" and call["transcript"] == []
+
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=1.0) == 0
+    assert len(list(spool.load())) == 1  # still away: kept for the next pass
+
+    outage.down = False
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 1
+    assert list(spool.directory.iterdir()) == []
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["status"] == "in_progress" and call["report_status"] == "complete"
+    assert call["transcript"] == [hello.model_dump()] and call["summary"] == "Greeted Ann."
+    assert [e["event"] for e in call["timeline"] if e["event"].startswith("agent_")] == [
+        "agent_answered",
+        "agent_final",
+    ]
+
+
+async def test_a_server_back_before_the_job_ends_gets_the_reports_from_the_job(
+    start_app: AppFactory, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """With a spool, a POST is retried past its budget for as long as the job runs: the
+    reports after it were sent while an earlier one was given up, and reached the server out
+    of order (a turn after the final report is a duplicate, never shown)."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, outage.handle)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    spool = ReportSpool(tmp_path / "agent-reports")
+    sender = ReportSender(
+        str(front.make_url(REPORTS_PATH)),
+        call_id,
+        DEV_API_KEY,
+        DEV_API_SECRET,
+        retry=BUDGET,
+        linger_s=0,
+        spool=spool,
+    )
+    sender.answered(time.time())
+    assert not await sender.flush(0.5)  # past the budget, still trying
+    outage.down = False
+    sender.final(CallReport(ended_by="callee"))
+    await sender.aclose(5.0)
+    assert (sender.delivered, sender.dropped, sender.spooled) == ([0, 1], [], [])
+    assert list(spool.load()) == []

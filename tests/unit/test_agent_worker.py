@@ -41,9 +41,10 @@ from agent.plan import SessionPlan, plan_session
 from agent.reporting import ReportSender
 from agent.results import CallEnd, TranscriptRecorder
 from agent.session import build_agent
+from agent.spool import ReportSpool
 from agent.worker import JobCallControl, build_server, entrypoint, export_for_job_processes
 from common.config_store.model import AnalysisRequest, CallConfig, CallOptions, VoicemailPolicy
-from common.contracts import REPORTS_PATH, RoomMetadata
+from common.contracts import REPORTS_PATH, AgentReport, RoomMetadata
 from common.settings import Settings, load_settings
 from common.update_config import ConfigStore
 from tests.helpers import cartesia_refusing_the_key
@@ -140,7 +141,9 @@ def make_job(
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Point the job process helpers at a temp config.json."""
-    settings = Settings(config_path=tmp_path / "config.json")
+    settings = Settings(
+        config_path=tmp_path / "config.json", agent_report_spool_dir=tmp_path / "agent-reports"
+    )
     store = ConfigStore(settings.config_path)
     monkeypatch.setattr(worker, "job_settings", lambda: settings)
     monkeypatch.setattr(worker, "job_config_store", lambda: store)
@@ -344,6 +347,47 @@ async def test_a_refused_job_still_sends_its_final_report(
     assert (final.call_id, final.seq, final.kind) == (CALL, 0, "final")
     assert final.final is not None
     assert (final.final.transcript, final.final.ended_by) == ([], "system")
+
+
+async def test_a_jobs_final_report_the_server_did_not_take_is_kept_in_the_spool(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls server away when the job ends (a 503 until the job's flush ran out): the
+    final report was dropped with an ERROR. Now it is kept in AGENT_REPORT_SPOOL_DIR, from
+    which the worker sends it again (agent.spool, test_agent_reports_e2e)."""
+    reports, url = await reporting_to(settings, aiohttp_server, monkeypatch)
+    reports.refuse = {0: 503}
+    monkeypatch.setattr(worker, "REPORT_FLUSH_TIMEOUT_S", 0.5)
+    ctx = FakeJobContext(make_job(CALL, report_url=url))
+    await entrypoint(cast(JobContext, ctx))
+    (on_shutdown,) = ctx.shutdown_callbacks
+    await asyncio.wait_for(on_shutdown("no config for this call"), 10)
+
+    assert reports.reports == []
+    (kept,) = list(ReportSpool(settings.agent_report_spool_dir).load())
+    assert (kept.url, kept.call_id) == (url, CALL)
+    assert [(r.seq, r.kind) for r in kept.reports] == [(0, "final")]
+
+
+async def test_the_worker_sends_its_spool_again_while_it_runs(
+    tmp_path: Path, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a job left in the spool goes from the worker's own process, from its start."""
+    reports, url = await reporting_to(
+        Settings(config_path=tmp_path / "config.json"), aiohttp_server, monkeypatch
+    )
+    spool = ReportSpool(tmp_path / "agent-reports")
+    body = AgentReport(call_id=CALL, seq=7, kind="answered", at=time.time()).to_json()
+    assert spool.save(url, CALL, [body]) is not None
+
+    async def registered(_self: AgentServer, **_kwargs: Any) -> None:
+        await eventually(lambda: not list(spool.load()), "the spool sent")
+
+    monkeypatch.setattr(AgentServer, "run", registered)
+    signing = Settings(livekit_api_key=KEY, livekit_api_secret=SECRET)
+    server = build_server(dataclasses.replace(signing, agent_report_spool_dir=spool.directory))
+    await asyncio.wait_for(server.run(), 10)
+    assert [(r.call_id, r.seq, r.kind) for r in reports.reports] == [(CALL, 7, "answered")]
 
 
 class FakeParticipant:

@@ -1,0 +1,211 @@
+"""Reports a job could not deliver before it ended, kept on disk and sent again by the worker.
+
+A job retries its reports for as long as it runs (`agent.reporting`), but its process ends
+a few minutes after the call: over a longer outage of the calls server, the final report
+(transcript, analysis, outcome) was dropped. With a spool, what is still pending when the
+job's sender closes is written to `AGENT_REPORT_SPOOL_DIR`, one file per job (written whole,
+then renamed into place: a file there is never half written), and the worker's own process
+sends the files again (`resend_loop`), oldest first, at its start and every
+`RESEND_INTERVAL_S`, until the server takes or refuses them; then the file goes. The server
+keeps each report once by (call, seq), so a report sent twice is harmless.
+
+The spool is bounded (`MAX_FILES`): past it, a job's reports are dropped with an ERROR as
+they were without a spool. Its files hold transcripts: the directory is made private (0700)
+and each file 0600.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+from pydantic import ValidationError
+
+from agent.reporting import ReportSender, RetryPolicy
+from common.contracts import AgentReport
+
+logger = logging.getLogger(__name__)
+
+# How many jobs' undelivered reports the spool keeps at most.
+MAX_FILES: Final = 10_000
+# How often the worker looks for spooled reports to send again, and how long a pass retries
+# the first file before it leaves the rest to the next pass (the server still away): the
+# reports reach a server that is back within about 15 s, inside the 40 s its late
+# room_finished waits for an answer (common/calls/service.py REPORTS_RETRY_S), and a call
+# whose answer is in the spool is not settled no_answer beside its transcript.
+RESEND_INTERVAL_S: Final = 10.0
+RESEND_RETRY: Final = RetryPolicy(first_delay_s=0.5, max_delay_s=2.0, deadline_s=5.0)
+# How long one file may take to be delivered once the server answers.
+RESEND_TIMEOUT_S: Final = 120.0
+_SUFFIX: Final = ".json"
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """One spooled file: where its reports go, whose they are, and the reports."""
+
+    path: Path
+    url: str
+    call_id: str
+    reports: list[AgentReport]
+
+
+class ReportSpool:
+    """A directory of undelivered reports, one file per job that left some."""
+
+    def __init__(self, directory: Path, *, max_files: int = MAX_FILES) -> None:
+        self.directory = directory
+        self._max_files = max_files
+
+    def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> bool:
+        """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later; False
+        (and an ERROR) if they could not be kept."""
+        if not bodies:
+            return True
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if len(self._files()) >= self._max_files:
+                logger.error(
+                    "call %s: %d reports not kept for later: the report spool is full"
+                    " (%d files in AGENT_REPORT_SPOOL_DIR)",
+                    call_id,
+                    len(bodies),
+                    self._max_files,
+                )
+                return False
+            head = json.dumps({"url": url, "call_id": call_id})[:-1].encode()
+            data = head + b', "reports": [' + b",".join(bodies) + b"]}"
+            # Unique, and sorting by name sorts by age: the worker sends the oldest first.
+            digest = hashlib.sha256(call_id.encode()).hexdigest()[:16]
+            name = f"{time.time_ns():020d}-{os.getpid()}-{digest}"
+            temporary = self.directory / f".{name}.tmp"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.rename(self.directory / f"{name}{_SUFFIX}")
+        except OSError as exc:
+            logger.error(
+                "call %s: %d reports not kept for later: the report spool cannot be written (%s)",
+                call_id,
+                len(bodies),
+                exc.strerror or type(exc).__name__,
+            )
+            return False
+        logger.warning(
+            "call %s: %d reports kept in the report spool; the worker sends them again",
+            call_id,
+            len(bodies),
+        )
+        return True
+
+    def _files(self) -> list[Path]:
+        try:
+            return sorted(
+                p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX) and p.name[0] != "."
+            )
+        except FileNotFoundError:
+            return []
+
+    def load(self) -> Iterator[Spooled]:
+        """The spooled files, oldest first, each read as it is reached (a pass that stops
+        at the first, the server still away, reads no other); one that cannot be read is
+        logged and set aside (renamed `.bad`), never sent."""
+        for path in self._files():
+            try:
+                doc = json.loads(path.read_bytes())
+                url, call_id = doc["url"], doc["call_id"]
+                reports = [AgentReport.model_validate(r) for r in doc["reports"]]
+                if not isinstance(url, str) or not isinstance(call_id, str):
+                    raise TypeError("url and call_id must be strings")
+            except FileNotFoundError:  # sent and removed by another worker meanwhile
+                continue
+            except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+                logger.error(
+                    "report spool: %s cannot be read (%s); set aside as %s.bad",
+                    path.name,
+                    type(exc).__name__,
+                    path.name,
+                )
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_name(path.name + ".bad"))
+                continue
+            yield Spooled(path, url, call_id, reports)
+
+
+async def resend(
+    spool: ReportSpool,
+    api_key: str,
+    api_secret: str,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout_s: float = RESEND_TIMEOUT_S,
+) -> int:
+    """One pass over the spool: each file's reports sent again, oldest file first; a file
+    the server took (or refused for good) is removed. The pass stops at the first file that
+    could not be delivered (the server is still away). Returns how many files went."""
+    async with aiohttp.ClientSession() as http:  # closed however the pass ends
+        return await _resend(spool, api_key, api_secret, http, retry or RESEND_RETRY, timeout_s)
+
+
+async def _resend(
+    spool: ReportSpool,
+    api_key: str,
+    api_secret: str,
+    http: aiohttp.ClientSession,
+    policy: RetryPolicy,
+    timeout_s: float,
+) -> int:
+    sent = 0
+    for item in spool.load():
+        sender = ReportSender(
+            item.url,
+            item.call_id,
+            api_key,
+            api_secret,
+            session=http,
+            retry=policy,
+            linger_s=0,
+            give_up_level=logging.INFO,
+        )
+        for report in item.reports:
+            sender.resend(report)
+        try:
+            await sender.aclose(timeout_s)
+        except asyncio.CancelledError:  # the worker stopping: its task stops too
+            sender.abandon()
+            raise
+        if sender.dropped:
+            logger.info(
+                "report spool: call %s's reports not delivered yet; trying again in %.0f s",
+                item.call_id,
+                RESEND_INTERVAL_S,
+            )
+            return sent
+        item.path.unlink(missing_ok=True)
+        sent += 1
+        logger.info("report spool: call %s's %d reports delivered", item.call_id, len(item.reports))
+    return sent
+
+
+async def resend_loop(
+    spool: ReportSpool, api_key: str, api_secret: str, interval_s: float = RESEND_INTERVAL_S
+) -> None:
+    """`resend` at once, then every `interval_s`, until cancelled."""
+    while True:
+        try:
+            await resend(spool, api_key, api_secret)
+        except Exception:  # a bug here must not stop the next pass
+            logger.exception("report spool: a pass failed")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,48 @@
+"""The report spool (agent/spool.py) on its own: files it cannot read, and its bound."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from agent.spool import ReportSpool
+from common.contracts import AgentReport
+
+pytestmark = pytest.mark.usefixtures("no_network")
+
+REPORT = AgentReport(call_id="call-1", seq=0, kind="answered", at=1.0).to_json()
+
+
+def test_a_spooled_file_is_read_back_whole(tmp_path: Path) -> None:
+    spool = ReportSpool(tmp_path / "spool")
+    assert spool.save("http://127.0.0.1:1/agent/reports", "call-1", [REPORT])
+    (item,) = spool.load()
+    assert (item.url, item.call_id, [r.seq for r in item.reports]) == (
+        "http://127.0.0.1:1/agent/reports",
+        "call-1",
+        [0],
+    )
+    assert (item.path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_file_it_cannot_read_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = ReportSpool(tmp_path)
+    (tmp_path / "0001-1-x.json").write_text('{"url": "x", "call_id": "c", "reports": [{}]}')
+    assert spool.save("http://127.0.0.1:1/agent/reports", "call-1", [REPORT])
+    assert [s.call_id for s in spool.load()] == ["call-1"]
+    assert (tmp_path / "0001-1-x.json.bad").exists()
+    assert "0001-1-x.json cannot be read (ValidationError)" in caplog.text
+
+
+def test_a_full_spool_keeps_no_more(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    spool = ReportSpool(tmp_path, max_files=2)
+    assert spool.save("http://h/agent/reports", "call-1", [REPORT])
+    assert spool.save("http://h/agent/reports", "call-1", [REPORT])
+    assert not spool.save("http://h/agent/reports", "call-1", [REPORT])
+    assert len(list(spool.load())) == 2
+    assert "call call-1: 1 reports not kept for later: the report spool is full" in caplog.text
