@@ -47,6 +47,7 @@ from agent.spool import ReportSpool, resend_loop
 from common.config_store.model import CallConfig
 from common.config_store.store import ConfigStore
 from common.contracts import (
+    ATTR_AGENT_NAME,
     ATTR_SIP_CALL_STATUS,
     CALLEE_WAIT_GRACE_S,
     OUTCOME_FAILED,
@@ -299,6 +300,27 @@ async def wait_for_callee(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
             room.off(event, handler)
 
 
+def earlier_agent(room: rtc.Room) -> rtc.RemoteParticipant | None:
+    """Another agent of this one's name in the room that joined before this job's (by join
+    time, then identity: of two jobs that see each other, both name the same one), else
+    None. An agent of another name (one the project dispatches to every room) is not ours."""
+
+    def order(participant: rtc.Participant) -> tuple[float, str]:
+        joined = participant.joined_at
+        return (joined.timestamp() if joined is not None else 0.0, participant.identity)
+
+    me = room.local_participant
+    mine, name = order(me), me.attributes.get(ATTR_AGENT_NAME, "")
+    for participant in room.remote_participants.values():
+        if (
+            participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            and participant.attributes.get(ATTR_AGENT_NAME, name) == name
+            and order(participant) < mine
+        ):
+            return participant
+    return None
+
+
 def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> None:
     level = logging.WARNING if selected.record_changed else logging.INFO
     logger.log(
@@ -342,10 +364,15 @@ class _Job:
     session: AgentSession[None] | None = None
     hang_up: asyncio.Task[object] | None = None
     """The room's end once the session closed (awaited before the final report)."""
+    second: bool = False
+    """Another agent had the call already (LiveKit dispatched it twice): this job left."""
 
 
 async def _finish(job: _Job) -> None:
     """The post-call analysis and the final report, then every report delivered (bounded)."""
+    if job.second:  # the call is the other agent's: its reports are the call's
+        job.sender.abandon()
+        return
     if job.hang_up is not None:  # the call's line first: the report can wait
         await asyncio.gather(job.hang_up, return_exceptions=True)
     session, plan = job.session, job.plan
@@ -443,6 +470,18 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
     job.plan = plan
 
     await ctx.connect()
+    if not ctx.is_fake_job() and (first := earlier_agent(ctx.room)) is not None:
+        # Two agents would both greet the callee and talk over each other, and report the
+        # call twice under the same sequence numbers (a transcript of both, mixed).
+        logger.warning(
+            "call %s: another agent (%s) is already on this call: LiveKit dispatched it twice;"
+            " this job leaves it to that one",
+            call_id,
+            first.identity,
+        )
+        job.second = True
+        ctx.shutdown(reason="another agent has this call")
+        return
     control = JobCallControl(ctx, room_name, job.end, job.sender)
     session, agent = build_session(plan, settings, control, on_held_turn=job.recorder.add_message)
     job.session = session

@@ -39,6 +39,8 @@ ATTR_SIP_CALL_ID: Final = "sip.callID"
 ATTR_SIP_TRUNK_ID: Final = "sip.trunkID"
 ATTR_SIP_PHONE_NUMBER: Final = "sip.phoneNumber"
 ATTR_SIP_CALL_STATUS: Final = "sip.callStatus"
+# The agent name livekit-agents gives its participant (the worker's AGENT_NAME).
+ATTR_AGENT_NAME: Final = "lk.agent.name"
 # Not a LiveKit attribute (LiveKit's webhooks carry no SIP code; nor does the sandbox's): a SIP
 # final response code, read where a SIP bridge sets it on the participant.
 ATTR_SIP_CALL_STATUS_CODE: Final = "sip.callStatusCode"

@@ -1103,6 +1103,8 @@ class CallService:
                 call = await self.store.get_call(call_id, with_timeline=False)
                 if call is None or call.is_final or call.callee_left_at is not None:
                     return
+                if await self._another_agent_stays(call_id):
+                    return
                 applied = await self._settle(
                     call_id, AGENT_GONE_KIND, _agent_gone, only_if_changed=True
                 )
@@ -1120,6 +1122,24 @@ class CallService:
             self._close_room_soon(call_id)
 
         self._spawn(end(), f"agent-gone-{call_id}")
+
+    async def _another_agent_stays(self, call_id: str) -> bool:
+        """Whether LiveKit has an agent in the room still: the one that left was a second
+        job in it (LiveKit dispatched the call twice; the later job leaves at once, see
+        agent/worker.py), and the call goes on with the first. When LiveKit cannot say, the
+        call is ended as before: a callee left in silence is worse than a call cut short."""
+        try:
+            present = await room_presence(self.lkapi, call_id)
+        except LiveKitError:
+            return False
+        if present is not None and present.agent:
+            logger.info(
+                "call %s: an agent left its room, another is still in it; the call goes on",
+                call_id,
+                extra={"call_id": call_id},
+            )
+            return True
+        return False
 
     async def _settle(
         self,

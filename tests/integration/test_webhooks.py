@@ -432,6 +432,7 @@ async def test_an_agent_leaving_a_live_call_ends_it_unless_the_call_ends_anyway(
         events.append(event_json("participant_left", call_id, attributes=active, reason=left))
     deleted = "deleted" in then
     events.append(agent_left(call_id, models.DisconnectReason.ROOM_DELETED if deleted else left))
+    client.app[SANDBOX].rooms[call_id].agent_present = False  # LiveKit lists it no more
     if "room_finished" in then:
         events.append(event_json("room_finished", call_id))
     for body in events:
@@ -449,6 +450,31 @@ async def test_an_agent_leaving_a_live_call_ends_it_unless_the_call_ends_anyway(
     assert (shown["status"], shown["reason"]) == (status, reason)
     gone = [e for e in shown["timeline"] if e["event"] == "agent_gone"]
     assert len(gone) == (1 if reason == AGENT_GONE else 0)
+
+
+async def test_a_second_agent_leaving_does_not_end_the_call_the_first_is_on(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiveKit dispatched the call twice: the second job leaves at once (agent/worker.py),
+    and its participant_left was taken for the call's agent dying: 5 s later the server
+    ended the call ("its agent left the call") and deleted its room while the first agent
+    talked with the callee. Now LiveKit is asked first, and lists the first agent there."""
+    monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    assert client.app[SANDBOX].rooms[call_id].agent_present  # the first agent stays
+    active = {"sip.callStatus": "active"}
+    left = int(models.DisconnectReason.CLIENT_INITIATED)
+    for body in [
+        event_json("participant_joined", call_id, attributes=active),
+        agent_left(call_id, left),
+    ]:
+        assert await post(client, body, sign(body)) == 200
+    await asyncio.sleep(0.6)  # well past the grace
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert (shown["status"], shown["reason"]) == ("in_progress", None)
+    assert not [e for e in shown["timeline"] if e["event"] == "agent_gone"]
+    assert call_id in client.app[SANDBOX].rooms  # the line is still up
 
 
 async def test_a_callee_leaving_as_the_agent_gone_grace_ends_is_not_overwritten(

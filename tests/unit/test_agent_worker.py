@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import functools
 import json
 import logging
@@ -89,6 +90,10 @@ class FakeApi:
 
 class FakeRtcRoom:
     metadata = '{"campaign": "SUMMER2024"}'
+
+    def __init__(self) -> None:
+        self.remote_participants: dict[str, FakeParticipant] = {}
+        self.local_participant = FakeParticipant("agent-this-job", AGENT)
 
 
 class FakeJobContext:
@@ -391,10 +396,17 @@ async def test_the_worker_sends_its_spool_again_while_it_runs(
 
 
 class FakeParticipant:
-    def __init__(self, identity: str, kind: int, status: str | None = None) -> None:
+    def __init__(
+        self,
+        identity: str,
+        kind: int,
+        status: str | None = None,
+        joined_at: datetime.datetime | None = None,
+    ) -> None:
         self.identity = identity
         self.kind = kind
         self.attributes: dict[str, str] = {} if status is None else {"sip.callStatus": status}
+        self.joined_at = joined_at
 
 
 class FakeRoom(rtc.EventEmitter[str]):
@@ -403,10 +415,12 @@ class FakeRoom(rtc.EventEmitter[str]):
     def __init__(self, *participants: FakeParticipant) -> None:
         super().__init__()
         self.remote_participants = {p.identity: p for p in participants}
+        self.local_participant = FakeParticipant("agent-this-job", AGENT)
         self.metadata = ""
 
 
 SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
 async def test_callee_is_greeted_only_once_the_call_is_active() -> None:
@@ -963,3 +977,74 @@ async def test_a_job_starting_while_config_json_is_no_json_object_uses_the_snaps
     assert [(p.source, p.caller_name) for p in built_plans] == [
         ("dispatch-metadata", "Emma Watson")
     ]
+
+
+# ----------------------------------------------------------------------------- a second job
+
+
+def at(seconds_ago: float) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)
+
+
+async def test_a_second_job_for_a_call_leaves_it_to_the_first(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiveKit dispatched the call twice (a CreateDispatch retried, a job reassigned): both
+    jobs joined, greeted the callee and talked over each other, and both reported under the
+    same sequence numbers (the call's transcript a mix of the two; a failure of either hung
+    up on the other). The later one now leaves at once: no session, no hang-up, no report."""
+    reports, url = await reporting_to(settings, aiohttp_server, monkeypatch)
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL)
+
+    def no_session(*_args: Any, **_kwargs: Any) -> NoReturn:
+        raise AssertionError("the second job built a session")
+
+    monkeypatch.setattr(worker, "build_session", no_session)
+    ctx = FakeJobContext(make_job(CALL, report_url=url))
+    ctx.room.local_participant.joined_at = at(0)
+    first = FakeParticipant("agent-first-job", AGENT, joined_at=at(1.5))
+    ctx.room.remote_participants[first.identity] = first
+    await entrypoint(cast(JobContext, ctx))
+
+    assert ctx.connected and ctx.shutdown_reasons == ["another agent has this call"]
+    assert ctx.deleted_rooms == [] and ctx.api.room.metadata_updates == []
+    (on_shutdown,) = ctx.shutdown_callbacks
+    await asyncio.wait_for(on_shutdown("another agent has this call"), 10)
+    assert reports.posts == []
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "identity", "leaves"),
+    [
+        (at(0), at(1), "agent-b", True),  # they joined first
+        (at(1), at(0), "agent-b", False),  # a second job came after: it leaves, not this one
+        (None, None, "agent-a", True),  # no times: both name the smaller identity the first
+        (None, None, "agent-z", False),
+    ],
+)
+def test_which_of_two_agents_keeps_the_call(
+    mine: datetime.datetime | None,
+    theirs: datetime.datetime | None,
+    identity: str,
+    leaves: bool,
+) -> None:
+    room = FakeRoom(
+        FakeParticipant("sip_1", SIP, "active", joined_at=at(3)),
+        FakeParticipant(identity, AGENT, joined_at=theirs),
+    )
+    room.local_participant = FakeParticipant("agent-m", AGENT, joined_at=mine)
+    other = worker.earlier_agent(cast(rtc.Room, room))
+    assert (other is not None) is leaves
+
+
+def test_an_agent_of_another_name_is_not_a_second_job() -> None:
+    """An agent the project dispatches to every room (a recorder, a transcriber) joined
+    first: the call's own agent stays."""
+    theirs = FakeParticipant("agent-recorder", AGENT, joined_at=at(1))
+    theirs.attributes["lk.agent.name"] = "recorder"
+    room = FakeRoom(theirs)
+    room.local_participant = FakeParticipant("agent-m", AGENT, joined_at=at(0))
+    room.local_participant.attributes["lk.agent.name"] = "outbound-caller"
+    assert worker.earlier_agent(cast(rtc.Room, room)) is None
+    theirs.attributes["lk.agent.name"] = "outbound-caller"
+    assert worker.earlier_agent(cast(rtc.Room, room)) is cast(rtc.RemoteParticipant, theirs)
