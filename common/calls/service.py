@@ -57,7 +57,7 @@ from common.calls.outcomes import (
 from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
-from common.contracts import AgentReport
+from common.contracts import ATTR_AGENT_NAME, AgentReport
 from common.livekit.client import (
     LiveKitError,
     dial,
@@ -304,21 +304,28 @@ def _before_its_end(event: RoomEvent, call: CallRecord) -> bool:
     return end is not None and at is not None and 0 < at and at + 1.0 <= end
 
 
-def _agent_did(event: RoomEvent, what: str) -> EventParticipant | None:
-    """The agent's participant, if `event` is its `what` (participant_joined, ...)."""
+def _agent_did(event: RoomEvent, what: str, agent_name: str) -> EventParticipant | None:
+    """The agent's participant, if `event` is its `what` (participant_joined, ...): an agent
+    of `agent_name` (livekit-agents' `lk.agent.name`; one that gives none counts), not one
+    of another name the project dispatches to every room."""
     who = event.participant
-    if event.event == what and who is not None and who.kind == models.ParticipantInfo.Kind.AGENT:
+    if (
+        event.event == what
+        and who is not None
+        and who.kind == models.ParticipantInfo.Kind.AGENT
+        and who.attributes.get(ATTR_AGENT_NAME, agent_name) == agent_name
+    ):
         return who
     return None
 
 
-def _agent_joined(event: RoomEvent) -> bool:
-    return _agent_did(event, "participant_joined") is not None
+def _agent_joined(event: RoomEvent, agent_name: str) -> bool:
+    return _agent_did(event, "participant_joined", agent_name) is not None
 
 
-def _agent_left(event: RoomEvent) -> bool:
+def _agent_left(event: RoomEvent, agent_name: str) -> bool:
     """The agent's participant left, not because its room was deleted (the call's end)."""
-    who = _agent_did(event, "participant_left")
+    who = _agent_did(event, "participant_left", agent_name)
     return who is not None and who.disconnect_reason != models.DisconnectReason.ROOM_DELETED
 
 
@@ -946,9 +953,11 @@ class CallService:
                 extra={"call_id": room},
             )
             self._close_room_soon(room)
-        if _agent_joined(event):
+        agent_name = self.settings.agent_name
+        if _agent_joined(event, agent_name):
             self._agent_seen(room)
-        if _agent_left(event) and applied.after is not None and not applied.after.is_final:
+        live = applied.after is not None and not applied.after.is_final
+        if _agent_left(event, agent_name) and live:
             self._end_if_agent_stays_gone(room)
         if _line_ended_unanswered(callee_left, applied):
             # Busy, unanswered, a trunk failure: our agent, dispatched into the room, waits
@@ -1066,7 +1075,7 @@ class CallService:
             call = await self.store.get_call(call_id, with_timeline=False)
             if call is None or call.is_final:
                 return True
-            present = await room_presence(self.lkapi, call_id)
+            present = await room_presence(self.lkapi, call_id, self.settings.agent_name)
             if present is None or present.agent:  # the room is gone (it settles), or an agent
                 return True
             reason = no_agent_reason(timeout_s, self.settings.agent_name, present.callee_answered)
@@ -1129,7 +1138,7 @@ class CallService:
         agent/worker.py), and the call goes on with the first. When LiveKit cannot say, the
         call is ended as before: a callee left in silence is worse than a call cut short."""
         try:
-            present = await room_presence(self.lkapi, call_id)
+            present = await room_presence(self.lkapi, call_id, self.settings.agent_name)
         except LiveKitError:
             return False
         if present is not None and present.agent:

@@ -30,7 +30,12 @@ from livekit import api
 from livekit.protocol import models
 from livekit.protocol.agent_dispatch import JRP_NEVER
 
-from common.contracts import ATTR_SIP_CALL_STATUS, SIP_STATUS_ACTIVE, DispatchMetadata
+from common.contracts import (
+    ATTR_AGENT_NAME,
+    ATTR_SIP_CALL_STATUS,
+    SIP_STATUS_ACTIVE,
+    DispatchMetadata,
+)
 from common.http_body import read_capped
 from common.masking import mask_phone, remote_text
 from common.settings import Settings
@@ -354,16 +359,19 @@ async def rooms_alive(lkapi: api.LiveKitAPI, names: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class RoomPresence:
-    """Who is in a call's room: an agent's participant; a phone line that was answered
+    """Who is in a call's room: our agent's participant (AGENT_NAME's: livekit-agents names
+    it in `lk.agent.name`; one without that attribute counts); a phone line that was answered
     (its SIP participant's `sip.callStatus` active)."""
 
     agent: bool
     callee_answered: bool
 
 
-async def room_presence(lkapi: api.LiveKitAPI, room: str) -> RoomPresence | None:
+async def room_presence(lkapi: api.LiveKitAPI, room: str, agent_name: str) -> RoomPresence | None:
     """Who is in `room` now; None if the room is gone. Raises LiveKitError when LiveKit
-    cannot say."""
+    cannot say. An agent of another name than `agent_name` (one the project dispatches to
+    every room: a recorder, a transcriber) is not the call's: it neither speaks to the
+    callee nor reports."""
     listing = lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
     listed = await _about_room(listing, "list participants")
     if listed is None:
@@ -374,7 +382,10 @@ async def room_presence(lkapi: api.LiveKitAPI, room: str) -> RoomPresence | None
         return None
     kinds = models.ParticipantInfo.Kind
     return RoomPresence(
-        agent=any(p.kind == kinds.AGENT for p in listed.participants),
+        agent=any(
+            p.kind == kinds.AGENT and p.attributes.get(ATTR_AGENT_NAME, agent_name) == agent_name
+            for p in listed.participants
+        ),
         callee_answered=any(
             p.kind == kinds.SIP and p.attributes.get(ATTR_SIP_CALL_STATUS) == SIP_STATUS_ACTIVE
             for p in listed.participants

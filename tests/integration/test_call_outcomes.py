@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from livekit.api import DeleteRoomRequest
+from livekit.protocol.models import ParticipantInfo
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import DROPPED_UNANSWERED, NO_WORD, Change, Status
@@ -23,6 +24,7 @@ from sandbox.scenarios import CALLEE_WAITS_IN_SILENCE_S
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets, wait_for
+from tests.integration.test_webhooks import event_json, post, sign
 
 Client = TestClient[Any, Any]
 FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
@@ -688,6 +690,32 @@ async def test_a_lost_wait_for_an_agent_is_asked_about_once_by_the_reaper(
         await service.check_lost_agent_waits(service.clock())
     assert asked() == 2  # refused once, then answered: never again
     assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+
+
+async def test_an_agent_of_another_name_is_not_the_agent_the_call_waits_for(
+    start_app: AppFactory,
+) -> None:
+    """No worker took the call's dispatch, but an agent the project dispatches to every room
+    (a recorder, named otherwise than AGENT_NAME) is in it: its participant_joined, and its
+    listing in the room, were taken for the call's agent, and the callee, who answered,
+    heard nobody until they hung up."""
+    client = await start_app(sandbox_time_scale=0.05)
+    call_id = await place(client, "+14155550404")
+    recorder = {"lk.agent.name": "recorder"}
+    client.app[SANDBOX].rooms[call_id].participants["agent-recorder"] = ParticipantInfo(
+        identity="agent-recorder", kind=ParticipantInfo.Kind.AGENT, attributes=recorder
+    )
+    joined = event_json(
+        "participant_joined",
+        call_id,
+        participant_kind=ParticipantInfo.Kind.AGENT,
+        identity="agent-recorder",
+        attributes=recorder,
+    )
+    assert await post(client, joined, sign(joined)) == 200
+    call = await wait_final(client, call_id)
+    assert call["status"] == "failed", call
+    assert call["reason"].startswith("no agent joined the call within 20 s of its dial")
 
 
 @pytest.mark.parametrize(

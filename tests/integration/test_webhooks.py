@@ -477,6 +477,40 @@ async def test_a_second_agent_leaving_does_not_end_the_call_the_first_is_on(
     assert call_id in client.app[SANDBOX].rooms  # the line is still up
 
 
+async def test_an_agent_of_another_name_left_in_the_room_is_not_the_calls_agent(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent the project dispatches to every room (a recorder, named otherwise than
+    AGENT_NAME) stays when the call's agent dies: it was counted as the call's agent, and
+    the callee was left in silence until max_duration_s. Only an agent of AGENT_NAME (or
+    one that gives no name) counts."""
+    monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    room = client.app[SANDBOX].rooms[call_id]
+    room.agent_present = False  # the call's agent died
+    room.participants["agent-recorder"] = models.ParticipantInfo(
+        identity="agent-recorder",
+        kind=models.ParticipantInfo.Kind.AGENT,
+        attributes={"lk.agent.name": "recorder"},
+    )
+    active = {"sip.callStatus": "active"}
+    left = int(models.DisconnectReason.CLIENT_INITIATED)
+    for body in [
+        event_json("participant_joined", call_id, attributes=active),
+        agent_left(call_id, left),
+    ]:
+        assert await post(client, body, sign(body)) == 200
+
+    async def shown_now() -> dict[str, Any]:
+        call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+        return call
+
+    await wait_for(lambda: _is_final(shown_now()), timeout=10)
+    shown = await shown_now()
+    assert (shown["status"], shown["reason"]) == ("completed", AGENT_GONE)
+
+
 async def test_a_callee_leaving_as_the_agent_gone_grace_ends_is_not_overwritten(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
