@@ -37,6 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -68,6 +69,9 @@ SPLIT_ON: Final = frozenset({400, 413})
 RETRYABLE_STATUSES: Final = frozenset({408, 429})
 # How long flush/aclose wait by default for the queue to drain.
 DEFAULT_FLUSH_TIMEOUT_S: Final = 30.0
+# With a spool: how long `aclose` tries before it writes what is pending to the spool (then
+# goes on trying, the file removed if they are delivered after all).
+SPOOL_AFTER_S: Final = 5.0
 # How long a turn may wait for the reports after it, to share their POST.
 REPORT_LINGER_S: Final = 5.0
 # Reports that go at once (with whatever waits before them). A verdict too: a machine's may
@@ -119,7 +123,9 @@ class ReportSender:
     `session` is borrowed (not closed); otherwise `session_factory` (default: a plain
     `aiohttp.ClientSession`) makes one that `aclose` closes. `linger_s`: how long a turn or
     a verdict waits for company (0: every POST takes just what queued meanwhile).
-    `spool`: retry each POST until `aclose`, then keep what is pending there (`agent.spool`).
+    `spool`: retry each POST until `aclose`, then keep what is pending there (`agent.spool`);
+    what `aclose` has not delivered within `spool_after_s` is written there at once, and the
+    file removed should it be delivered after all.
     `give_up_level`: how what was not delivered is logged (the spool's passes, which try
     again, say it at INFO).
     """
@@ -137,6 +143,7 @@ class ReportSender:
         retry: RetryPolicy | None = None,
         linger_s: float = REPORT_LINGER_S,
         spool: ReportSpool | None = None,
+        spool_after_s: float = SPOOL_AFTER_S,
         give_up_level: int = logging.ERROR,
     ) -> None:
         self._url = url
@@ -150,6 +157,7 @@ class ReportSender:
         self._retry = retry or RetryPolicy()
         self._linger_s = linger_s
         self._spool = spool
+        self._spool_after_s = spool_after_s
         self._give_up_level = give_up_level
         self._next_seq = 0
         self._waiting: collections.deque[_Queued] = collections.deque()
@@ -446,9 +454,15 @@ class ReportSender:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        # Until nothing waits: an event's callback may queue a report as the flush ends.
-        while await self.flush(max(0.0, deadline - loop.time())) and self._waiting:
-            pass
+        kept: tuple[Path, set[int]] | None = None
+        if self._spool is not None and not await self._drain(
+            min(deadline, loop.time() + self._spool_after_s)
+        ):
+            # Not delivered within a few seconds (the server away): in the spool already while
+            # they are still retried, so a process killed meanwhile (the worker's stop
+            # timeout, out of memory) leaves them there; the file goes once they are delivered.
+            kept = self._keep([*self._current, *self._waiting])
+        await self._drain(deadline)
         self._closed = True  # from here (no await since the check) nothing more is queued
         pending = [*self._current, *self._waiting]
         self._waiting.clear()
@@ -456,14 +470,25 @@ class ReportSender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if (
-            pending
-            and self._spool is not None
-            and self._url is not None
-            and self._spool.save(self._url, self._call_id, [q.body for q in pending])
-        ):
-            self.spooled.extend(q.report.seq for q in pending)
-            pending = []
+        if pending and self._spool is not None:
+            if kept is None or kept[1] != {q.report.seq for q in pending}:
+                again = self._keep(pending)  # what is left of them, or more
+                if again is not None:
+                    if kept is not None:
+                        kept[0].unlink(missing_ok=True)
+                    kept = again
+            if kept is not None:
+                logger.warning(
+                    "call %s: %d reports not delivered within %.0f s, kept in the report spool;"
+                    " the worker sends them again",
+                    self._call_id,
+                    len(pending),
+                    timeout,
+                )
+                self.spooled.extend(q.report.seq for q in pending)
+                pending = []
+        elif kept is not None:  # delivered after all
+            kept[0].unlink(missing_ok=True)
         self.dropped.extend(q.report.seq for q in pending)
         for item in pending:
             logger.log(
@@ -477,6 +502,22 @@ class ReportSender:
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
+
+    async def _drain(self, until: float) -> bool:
+        """Flush until the loop's time `until`; whether nothing is left to send."""
+        loop = asyncio.get_running_loop()
+        # Until nothing waits: an event's callback may queue a report as the flush ends.
+        while await self.flush(max(0.0, until - loop.time())):
+            if not self._waiting:
+                return True
+        return False
+
+    def _keep(self, items: list[_Queued]) -> tuple[Path, set[int]] | None:
+        """`items` written to the spool: the file, and the reports it holds."""
+        if self._spool is None or self._url is None or not items:
+            return None
+        path = self._spool.save(self._url, self._call_id, [q.body for q in items])
+        return None if path is None else (path, {q.report.seq for q in items})
 
     def abandon(self) -> None:
         """Stop now, sending nothing more and logging nothing (the sandbox stopping); what

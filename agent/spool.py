@@ -67,11 +67,9 @@ class ReportSpool:
         self.directory = directory
         self._max_files = max_files
 
-    def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> bool:
-        """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later; False
-        (and an ERROR) if they could not be kept."""
-        if not bodies:
-            return True
+    def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
+        """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
+        file's path, or None (and an ERROR) if they could not be kept."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             if len(self._files()) >= self._max_files:
@@ -82,7 +80,7 @@ class ReportSpool:
                     len(bodies),
                     self._max_files,
                 )
-                return False
+                return None
             head = json.dumps({"url": url, "call_id": call_id})[:-1].encode()
             data = head + b', "reports": [' + b",".join(bodies) + b"]}"
             # Unique, and sorting by name sorts by age: the worker sends the oldest first.
@@ -94,7 +92,8 @@ class ReportSpool:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            temporary.rename(self.directory / f"{name}{_SUFFIX}")
+            path = self.directory / f"{name}{_SUFFIX}"
+            temporary.rename(path)
         except OSError as exc:
             logger.error(
                 "call %s: %d reports not kept for later: the report spool cannot be written (%s)",
@@ -102,13 +101,8 @@ class ReportSpool:
                 len(bodies),
                 exc.strerror or type(exc).__name__,
             )
-            return False
-        logger.warning(
-            "call %s: %d reports kept in the report spool; the worker sends them again",
-            call_id,
-            len(bodies),
-        )
-        return True
+            return None
+        return path
 
     def _files(self) -> list[Path]:
         try:

@@ -3,6 +3,8 @@ agent reports is what GET /calls/{id} shows, and a report for another call is re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from agent.spool import ReportSpool, resend
 from common.contracts import REPORTS_PATH, AmdVerdict, CallReport, SuccessVerdict, TranscriptTurn
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
+from tests.helpers import wait_for
 from tests.integration.test_report_limits import fill_turns
 from tests.integration.test_webhooks import place, quiet_app
 
@@ -229,3 +232,56 @@ async def test_a_server_back_before_the_job_ends_gets_the_reports_from_the_job(
     await sender.aclose(5.0)
     assert (sender.delivered, sender.dropped, sender.spooled) == ([0, 1], [], [])
     assert list(spool.load()) == []
+
+
+async def test_a_job_killed_while_it_still_retries_leaves_its_reports_in_the_spool(
+    start_app: AppFactory, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """The server away, the job's process killed while it still retried its final report
+    (the worker's stop timeout for its jobs, out of memory): the reports were only in the
+    process's memory, and were lost. They are in the spool a few seconds into the job's
+    last flush; the file goes if they are delivered after all."""
+    client = await quiet_app(start_app)
+    call_ids = [await place(client), await place(client, "+14155557761")]
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, outage.handle)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    spool = ReportSpool(tmp_path / "agent-reports")
+    http = aiohttp.ClientSession()  # the killed process's, closed here rather than by it
+    senders = [
+        ReportSender(
+            str(front.make_url(REPORTS_PATH)),
+            call_id,
+            DEV_API_KEY,
+            DEV_API_SECRET,
+            session=http,
+            retry=BUDGET,
+            linger_s=0,
+            spool=spool,
+            spool_after_s=0.1,
+        )
+        for call_id in call_ids
+    ]
+    for sender in senders:
+        sender.final(CallReport(summary="Greeted Ann.", ended_by="callee"))
+    killed, survivor = (asyncio.create_task(s.aclose(60.0)) for s in senders)
+
+    async def both_kept() -> bool:
+        return len(list(spool.load())) == 2
+
+    await wait_for(both_kept, timeout=5)
+    killed.cancel()  # as the process is killed: nothing more runs in it
+    with contextlib.suppress(asyncio.CancelledError):
+        await killed
+    outage.down = False
+    await asyncio.wait_for(survivor, 10)  # delivered after all: its file goes
+    await http.close()
+    assert senders[1].delivered == [0] and senders[1].spooled == []
+    (left,) = spool.load()
+    assert left.call_id == call_ids[0]
+
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 1
+    for call_id in call_ids:
+        call = await (await client.get(f"/calls/{call_id}")).json()
+        assert call["report_status"] == "complete" and call["summary"] == "Greeted Ann."
