@@ -27,6 +27,7 @@ from agent.config_source import (
     select_config,
 )
 from agent.plan import plan_session
+from agent.spool import ReportSpool
 from common.calls.models import CallRecord
 from common.config_store.store import ConfigStore
 from common.contracts import DispatchMetadata
@@ -108,6 +109,8 @@ def start_warnings(settings: Settings) -> list[str]:
             " detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS): voicemail"
             " verdicts may be less reliable"
         )
+    if (spool := ReportSpool(settings.agent_report_spool_dir).problem()) is not None:
+        warnings.append(spool)
     return warnings
 
 

@@ -104,6 +104,22 @@ class ReportSpool:
             return None
         return path
 
+    def problem(self) -> str | None:
+        """Why reports could not be kept here (`agent start` warns of it), else None; the
+        directory is made if missing."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.directory / f".probe-{os.getpid()}.tmp"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            return (
+                f"AGENT_REPORT_SPOOL_DIR cannot be written ({exc.strerror or type(exc).__name__}):"
+                " the reports a job cannot deliver before it ends (the calls server away) would"
+                " be lost"
+            )
+        return None
+
     def _files(self) -> list[Path]:
         try:
             return sorted(

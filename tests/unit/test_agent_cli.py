@@ -675,3 +675,19 @@ def test_describe_answers_from_config_json_when_the_database_is_unreachable(
     assert (plan["source"], plan["caller_name"]) == ("config.json", "Bob")
     assert "cannot read the calls database" in plan["reason"]
     assert "taken as now" in plan["reason"] and "pw" not in plan["reason"]
+
+
+def test_a_report_spool_that_cannot_be_written_is_said_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AGENT_REPORT_SPOOL_DIR naming a file, or a directory the worker cannot write: the
+    first word of it was an ERROR when a call's reports could not be kept, the reports lost."""
+    from agent.cli import start_warnings
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    said = "AGENT_REPORT_SPOOL_DIR cannot be written (File exists): the reports a job cannot"
+    (tmp_path / "a-file").write_text("")
+    warnings = start_warnings(Settings(agent_report_spool_dir=tmp_path / "a-file"))
+    assert any(w.startswith(said) for w in warnings), warnings
+    assert not any("SPOOL" in w for w in start_warnings(Settings()))
+    assert ((tmp_path / "agent-reports").stat().st_mode & 0o777) == 0o700  # made at start
