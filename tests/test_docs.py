@@ -274,3 +274,20 @@ def test_the_quickstart_says_what_ring_s_a_call_no_agent_came_to_shows() -> None
     a server bug. It now names 0404 among the exceptions, with what it shows."""
     quickstart = " ".join(section(README.read_text(), "Quickstart").split())
     assert "`0404`'s answer is told by no agent, so its `ring_s` is its whole time" in quickstart
+
+
+def test_the_agents_stop_is_described_with_the_times_the_code_has() -> None:
+    """README tells operators how long a stopping worker may take (its supervisor must wait
+    that long, or live calls end mid-sentence): the drain, the job's exit time and when a
+    job's undelivered reports reach the spool are the code's own figures."""
+    from livekit.agents.worker import DRAIN_TIMEOUT
+
+    from agent.reporting import SPOOL_AFTER_S
+    from agent.worker import SHUTDOWN_PROCESS_TIMEOUT_S
+
+    text = " ".join(README.read_text().split())
+    assert DRAIN_TIMEOUT == 3600
+    assert "waits up to an hour (livekit-agents' drain timeout)" in text
+    assert f"gives each call's job up to {SHUTDOWN_PROCESS_TIMEOUT_S:.0f} s" in text
+    assert f"longest call plus {SHUTDOWN_PROCESS_TIMEOUT_S:.0f} s" in text
+    assert f"from {SPOOL_AFTER_S:.0f} s into a job's last flush" in text
