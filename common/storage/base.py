@@ -48,6 +48,11 @@ class DatabaseGone(DatabaseError):
     written to it until a restart (no retry of a request can succeed)."""
 
 
+class DatabaseLocked(DatabaseError):
+    """Another process (a shell's open transaction, a backup tool) holds the database's write
+    lock: writes are refused at once until it lets go (a retry later may succeed)."""
+
+
 class DatabaseNewer(DatabaseError):
     """The database was migrated by a newer release than this code (a rollback)."""
 

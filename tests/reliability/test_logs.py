@@ -114,7 +114,7 @@ async def test_no_secret_jwt_or_number_in_debug_logs(
     text = "\n".join(lines)
     assert all(mask_phone(n) in text for n in NUMBERS)
     assert any(level == logging.DEBUG for level, _, _ in log_guard.capture.lines)
-    assert "webhook refused" in text and "calls database error" in text
+    assert "webhook refused" in text and "is locked by" in text
     assert log_guard.problems() == []
     figures.add(
         f"{len(lines)} log lines at DEBUG over {len(placed) + 3} calls, 3 refused requests, "

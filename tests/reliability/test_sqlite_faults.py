@@ -4,8 +4,13 @@ LiveKit has the call, the truth), nothing is half-written, and the server keeps 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from tests.reliability.test_disk_faults import _fill, _tmpfs
 Client = TestClient[Any, Any]
 CALL = {"phone_number": "+14155550142", "name": "Db Fault", "language": "en", "emotion": "Calm"}
 DISK_FULL = "database or disk is full"
+LOCKED = "calls database unavailable: locked by another process"
 
 
 class FailingConnection:
@@ -135,7 +141,7 @@ async def test_database_locked_by_another_writer(
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         resp = await _place(client, name="Locked Out")
         assert resp.status == 503
-        assert (await resp.json())["error"] == "calls database unavailable"
+        assert (await resp.json())["error"] == LOCKED
         assert resp.headers["Retry-After"] == "2"  # when to try again, as a 429 says
         finished = event_json("room_finished", first)
         assert await _webhook(client, finished) == 503  # LiveKit retries it later
@@ -292,3 +298,64 @@ async def test_a_database_removed_under_the_server_says_to_restart_it(
     assert error.startswith("calls database unavailable: ") and "restart the server" in error
     assert str(tmp_path) not in error  # the log names the file, not the answer
     assert "Retry-After" not in resp.headers
+
+
+def _store_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "common.storage.sqlite"]
+
+
+HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+async def test_a_database_locked_by_another_process_answers_at_once_and_recovers(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calls.db locked by another process (`sqlite3 calls.db` with `BEGIN EXCLUSIVE;` open, a
+    backup tool): once a write has waited the busy timeout, the requests after it are
+    answered 503 at once, not each after the busy timeout of every one before it (6 calls:
+    503 after 5, 15, 15, 20, 25, 25 s); the log says who holds it, and that it is back."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    busy_s = 2.0  # the app's 5 s, shorter: the test sees the difference all the same
+    await db._submit(db.conn.execute, f"PRAGMA busy_timeout={int(busy_s * 1000)}")
+    holder = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "calls.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "held\n"
+        first = await _place(client, name="First")  # waits the busy timeout once
+        assert first.status == 503
+        started = time.monotonic()
+        answers = await asyncio.gather(*(_place(client, name=f"Next {n}") for n in range(6)))
+        elapsed = time.monotonic() - started
+        assert [a.status for a in answers] == [503] * 6
+        for answer in answers:
+            assert (await answer.json())["error"] == LOCKED
+            assert answer.headers["Retry-After"] == "2"
+        assert elapsed < busy_s * 0.75, elapsed  # none waited its turn's busy timeout
+        said = [m for m in _store_lines(caplog) if "is locked by" in m]
+        assert len(said) == 1, said
+        assert f"pid {holder.pid} (python" in said[0]
+        holder.stdin.close()
+        assert await asyncio.to_thread(holder.wait, 10) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
+    await _still_serving(client)  # it recovered by itself
+    back = [m for m in _store_lines(caplog) if "takes writes again" in m]
+    assert len(back) == 1, back
