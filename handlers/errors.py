@@ -31,7 +31,7 @@ from common.calls.errors import (
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError, LiveKitUnavailable
-from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked
+from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked, DatabaseStalled
 from common.storage.campaign_programs import CampaignConflict
 from common.text import is_unicode, shown_text
 
@@ -114,6 +114,12 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
         DatabaseLocked,
         lambda e: Answer(
             503, "calls database unavailable: locked by another process", [], _retry(RETRY_S)
+        ),
+    ),
+    (
+        DatabaseStalled,
+        lambda e: Answer(
+            503, "calls database unavailable: it did not answer in time", [], _retry(RETRY_S)
         ),
     ),
     (DatabaseError, lambda e: Answer(503, "calls database unavailable", [], _retry(RETRY_S))),

@@ -53,6 +53,11 @@ class DatabaseLocked(DatabaseError):
     lock: writes are refused at once until it lets go (a retry later may succeed)."""
 
 
+class DatabaseStalled(DatabaseError):
+    """The request waited its turn on the database too long: what runs before it has not
+    finished (a disk that stalls, a very long transaction). It was not run at all."""
+
+
 class DatabaseNewer(DatabaseError):
     """The database was migrated by a newer release than this code (a rollback)."""
 

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.config_store.store import NOT_A_FILE
-from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked, DatabaseNewer
+from common.storage.base import (
+    DatabaseError,
+    DatabaseGone,
+    DatabaseLocked,
+    DatabaseNewer,
+    DatabaseStalled,
+)
 from common.storage.migrations import migrations_for
 from common.storage.programs import SQLITE, Program, Row
 from common.storage.sql import SqlCallStore
@@ -49,6 +55,11 @@ WAL_SWITCH_TIMEOUT_S = 5.0  # as long as the busy timeout every other statement 
 # request queued on the database's one thread waited 5 s more than the one before (6 calls:
 # 503 after 5 to 25 s).
 LOCKED_BUSY_TIMEOUT_MS = 100
+# How long a request waits for its turn on the database's thread before it is answered 503
+# without being run: a write that never returns (a stalled disk) held every request queued
+# behind it, with no answer at all. Past the busy timeout, as a write waiting for the lock
+# holds the queue that long.
+QUEUE_WAIT_S = 10.0
 
 
 def _enter_wal(conn: sqlite3.Connection, timeout_s: float = WAL_SWITCH_TIMEOUT_S) -> None:
@@ -156,6 +167,7 @@ class _Worker:
         self._ready = threading.Condition(threading.Lock())
         self._queue: deque[_Call] = deque()
         self._stopping = False
+        self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
         self._run_together = run_together
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -170,6 +182,15 @@ class _Worker:
             self._queue.append(_Call(loop, future, fn, args, together))
             self._ready.notify()
         return future
+
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take the call of `future` out of the queue if it has not begun; whether it was."""
+        with self._ready:
+            for call in self._queue:
+                if call.future is future:
+                    self._queue.remove(call)
+                    return True
+        return False
 
     def shutdown(self, wait: bool = True) -> None:
         with self._ready:
@@ -424,7 +445,9 @@ class SqliteCallStore(SqlCallStore):
     # ----------------------------------------------------------------- running programs
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
-        result: T = await self._submit(self._run_sync, program, write, together=write)
+        result: T = await self._submit_to(
+            self._worker, self._run_sync, program, write, together=write, wait_s=QUEUE_WAIT_S
+        )
         return result
 
     def _run_sync(self, program: Program[T], write: bool) -> T:
@@ -487,7 +510,9 @@ class SqliteCallStore(SqlCallStore):
             if self._closing or opened is None or self._identity_now() != opened:
                 return await self._run(program, write=False)
             self._reader = _Worker("calls-db-reads")
-        result: T = await self._submit_to(self._reader, self._read_aside_sync, program)
+        result: T = await self._submit_to(
+            self._reader, self._read_aside_sync, program, wait_s=QUEUE_WAIT_S
+        )
         return result
 
     def _read_aside_sync(self, program: Program[T]) -> T:
@@ -538,18 +563,58 @@ class SqliteCallStore(SqlCallStore):
         return await self._submit_to(self._worker, fn, *args, together=together)
 
     async def _submit_to(
-        self, worker: _Worker, fn: Callable[..., T], *args: Any, together: bool = False
+        self,
+        worker: _Worker,
+        fn: Callable[..., T],
+        *args: Any,
+        together: bool = False,
+        wait_s: float | None = None,
     ) -> T:
+        """fn(*args) on `worker`; with `wait_s`, DatabaseStalled if it has not begun by then."""
         try:
             future = worker.submit(fn, *args, together=together)
         except RuntimeError as exc:  # the worker is shut down: the database was closed
             raise DatabaseError("calls database is closed") from exc
+        timer = None
+        if wait_s is not None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(wait_s, self._overdue, worker, future, wait_s)
         try:
-            return await future
+            result = await future
         except sqlite3.Error as exc:
             if (more := self.repeats.due("error")) is not None:
                 logger.error("calls database error: %s%s", exc, more)
             raise DatabaseError(str(exc)) from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if worker.stalled_since is not None:
+            logger.warning(
+                "calls database %s answers again (held up for %.0f s)",
+                self.path,
+                asyncio.get_running_loop().time() - worker.stalled_since,
+            )
+            worker.stalled_since = None
+        return result
+
+    def _overdue(self, worker: _Worker, future: asyncio.Future[Any], waited_s: float) -> None:
+        """`future`'s call waited `waited_s` for its turn: out of the queue, answered
+        DatabaseStalled (said once, then once it answers again). One already begun is left
+        to finish: its own write is what the disk holds, and it may yet commit."""
+        if not worker.withdraw(future) or future.done():
+            return
+        if worker.stalled_since is None:
+            worker.stalled_since = asyncio.get_running_loop().time() - waited_s
+            logger.error(
+                "calls database %s has not answered for %.0f s (a statement still runs: its"
+                " disk stalls, or a transaction is very long): requests waiting on it are"
+                " answered 503",
+                self.path,
+                waited_s,
+            )
+        future.set_exception(
+            DatabaseStalled(f"the calls database did not answer in {waited_s:.0f} s")
+        )
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.storage import sqlite as sqlite_store
 from common.storage.sqlite import SqliteCallStore
 from handlers.keys import STORE
 from sandbox import TwirpError
@@ -32,6 +34,7 @@ Client = TestClient[Any, Any]
 CALL = {"phone_number": "+14155550142", "name": "Db Fault", "language": "en", "emotion": "Calm"}
 DISK_FULL = "database or disk is full"
 LOCKED = "calls database unavailable: locked by another process"
+STALLED = "calls database unavailable: it did not answer in time"
 
 
 class FailingConnection:
@@ -358,4 +361,67 @@ async def test_a_database_locked_by_another_process_answers_at_once_and_recovers
                 pipe.close()
     await _still_serving(client)  # it recovered by itself
     back = [m for m in _store_lines(caplog) if "takes writes again" in m]
+    assert len(back) == 1, back
+
+
+class StallingConnection:
+    """Wraps the app's sqlite3 connection: its next INSERT of a call blocks until `go` is
+    set, as a write to a stalled disk (an NFS server gone, a dying device) never returns."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.stalled = threading.Event()
+        self.go = threading.Event()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if sql.startswith("INSERT INTO calls ") and not self.stalled.is_set():
+            self.stalled.set()
+            self.go.wait(30)
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_its_deadline(
+    start_app: AppFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that never returns held every request queued behind it on the database's one
+    thread for as long (a client's GET /calls/{id}, a LiveKit webhook, a new call: no answer
+    at all). Those that have not begun are answered 503 once they waited QUEUE_WAIT_S."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    first = (await (await _place(client, name="Placed")).json())["call_id"]
+    stalling = StallingConnection(db.conn)
+    db._conn = stalling
+    try:
+        stalled = asyncio.ensure_future(_place(client, name="Stalled"))
+        assert await asyncio.to_thread(stalling.stalled.wait, 10)
+        started = time.monotonic()
+        behind = await asyncio.gather(*(_place(client, name=f"Behind {n}") for n in range(3)))
+        read = await client.get(f"/calls/{first}")
+        elapsed = time.monotonic() - started
+        assert [r.status for r in behind] == [503] * 3
+        assert read.status == 503
+        for answer in [*behind, read]:
+            assert (await answer.json())["error"] == STALLED
+            assert answer.headers["Retry-After"] == "2"
+        assert elapsed < 5, elapsed
+        assert not stalled.done()  # its own transaction is what the disk holds
+        said = [m for m in _store_lines(caplog) if "has not answered" in m]
+        assert len(said) == 1, said
+    finally:
+        stalling.go.set()
+    assert (await stalled).status == 200  # its write went through once the disk let it
+    db._conn = stalling._conn
+    listed = (await (await client.get("/calls")).json())["calls"]
+    assert sorted(c["name"] for c in listed) == ["Placed", "Stalled"]  # none of those refused
+    assert sorted(_config_calls(tmp_path / "config.json")) == sorted(c["call_id"] for c in listed)
+    await _still_serving(client)
+    back = [m for m in _store_lines(caplog) if "answers again" in m]
     assert len(back) == 1, back
