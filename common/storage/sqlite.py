@@ -268,6 +268,7 @@ class SqliteCallStore(SqlCallStore):
         self._reader_conn: sqlite3.Connection | None = None
         self._closing = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wal_identity: tuple[int, int] | None = None  # and of its -wal, as opened
         self._gone_said = False
         self._may_migrate = True
         self._wal_holds_erased = False  # an erasure's checkpoint was held up by a reader
@@ -319,6 +320,7 @@ class SqliteCallStore(SqlCallStore):
         try:
             self._prepare(conn)
             self._identity = _file_identity(self.path)
+            self._wal_identity = self._wal_identity_now()
         except BaseException:
             conn.close()
             raise
@@ -345,6 +347,43 @@ class SqliteCallStore(SqlCallStore):
                 self._gone_said = True
                 logger.critical("%s", error)
             raise error
+        wal = self._wal_identity_now()
+        if wal != self._wal_identity:
+            if self._wal_identity is None:  # none when opened: SQLite made it since
+                self._wal_identity = wal
+                return
+            self._wal_gone(wal is None)
+
+    def _wal_identity_now(self) -> tuple[int, int] | None:
+        try:
+            return _file_identity(Path(f"{self.path}-wal"))
+        except OSError:
+            return None
+
+    def _wal_gone(self, removed: bool) -> None:
+        """calls.db-wal removed (or replaced) under the running server: SQLite goes on
+        writing to the file it opened, answering every write, while what it holds since the
+        last checkpoint (every call, on a new server) is nowhere on disk by name: a crash
+        loses it, another process opening calls.db reads "disk I/O error". It is copied into
+        calls.db at once, and nothing more is written: the server must reopen the database."""
+        error = DatabaseGone(
+            f"{self.path}-wal was {'removed' if removed else 'replaced'} under the running"
+            " server: nothing more is written to the database; restart the server"
+        )
+        if not self._gone_said:
+            self._gone_said = True
+            try:
+                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                saved = f"what the log held was copied into {self.path}" if busy == 0 else ""
+            except sqlite3.Error as exc:
+                saved = ""
+                logger.error("calls database: copying its removed log failed: %s", exc)
+            logger.critical(
+                "%s (%s)",
+                error,
+                saved or "stop it with SIGTERM, not SIGKILL: it copies the log as it closes",
+            )
+        raise error
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.row_factory = sqlite3.Row

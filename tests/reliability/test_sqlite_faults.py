@@ -425,3 +425,31 @@ async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_i
     await _still_serving(client)
     back = [m for m in _store_lines(caplog) if "answers again" in m]
     assert len(back) == 1, back
+
+
+async def test_a_write_ahead_log_removed_under_the_server_loses_nothing(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calls.db-wal deleted under a running server (a 'cleanup' of a large file): SQLite went
+    on writing to the unlinked log and answering 200, /readyz ok, while nothing since the last
+    checkpoint (every call, on a new server) was in calls.db any more: a crash lost it all,
+    and another process opening calls.db got 'disk I/O error'. Now the next write copies the
+    log into calls.db and refuses itself and every write after it, saying to restart."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    client = await _quiet_app(start_app)
+    first = (await (await _place(client, name="Kept")).json())["call_id"]
+    (tmp_path / "calls.db-wal").unlink()
+    resp = await _place(client, name="After The Log Went")
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert error.startswith("calls database unavailable: ") and "restart the server" in error
+    assert (await client.get("/readyz")).status == 503
+    said = [m for m in _store_lines(caplog) if "-wal was removed" in m]
+    assert len(said) == 1 and "restart the server" in said[0], said
+    # What a crash now would leave: calls.db alone, as another process reads it.
+    other = sqlite3.connect(f"{(tmp_path / 'calls.db').as_uri()}?mode=ro", uri=True)
+    try:
+        kept = [r[0] for r in other.execute("SELECT call_id FROM calls")]
+    finally:
+        other.close()
+    assert kept == [first]
