@@ -36,7 +36,7 @@ from common.storage.base import (
     DatabaseStalled,
 )
 from common.storage.migrations import migrations_for
-from common.storage.programs import SQLITE, Program, Row
+from common.storage.programs import SQLITE, Program, Row, probe_write
 from common.storage.sql import SqlCallStore
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 # Below this much free space on the database's device, /readyz says not ready (a call's
 # transaction writes a few pages to the WAL, and a checkpoint may grow the file).
 MIN_FREE_BYTES = 256 * 1024
+PROBE_ROW = "(probe)"  # the readiness row a probe writes as large as a call, then deletes
 WAL_SWITCH_TIMEOUT_S = 5.0  # as long as the busy timeout every other statement waits
 # Once a write waited the whole busy timeout for another process's lock, each write after it
 # tries the lock this long only (and says the database is locked), until one gets it: every
@@ -104,6 +105,12 @@ def _is_busy(exc: BaseException) -> bool:
     """SQLite's SQLITE_BUSY (any of its extended codes): another connection holds the lock."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _is_disk_error(exc: BaseException) -> bool:
+    """SQLITE_IOERR or SQLITE_FULL: the file could not be written (its disk, a limit)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL)
 
 
 def _lock_holder(path: Path) -> str:
@@ -273,6 +280,9 @@ class SqliteCallStore(SqlCallStore):
         self._may_migrate = True
         self._wal_holds_erased = False  # an erasure's checkpoint was held up by a reader
         self._locked_since: float | None = None  # monotonic: a write found the lock held
+        # A write (not a probe's) failed on the disk, and no probe as large as a call's has
+        # gone through since.
+        self._disk_failure = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -427,7 +437,30 @@ class SqliteCallStore(SqlCallStore):
         still fits on a full disk where a call's inserts do not (probed: /readyz said ready
         while every call got 503)."""
         await self._submit(self._enough_space)
-        await super().probe_write(instance)
+        program = probe_write(SQLITE, instance, self._clock())
+        await self._submit_to(self._worker, self._probe_sync, program, wait_s=QUEUE_WAIT_S)
+
+    def _probe_sync(self, program: Program[None]) -> None:
+        """The probe's write. After a write failed on the disk, with as much written as a
+        call's (and the log emptied first, which a full disk may need): its one row still fit
+        where a call's inserts did not (a log stopped by a file size limit or a quota, with
+        space on the device: /readyz said ready while every call got 503)."""
+        conn = self.conn
+        self._still_ours()
+        large = self._disk_failure
+        if large:
+            with contextlib.suppress(sqlite3.Error):
+                self._empty_wal_sync()
+        with self._lock_watch(conn, probe=True), _Transaction(conn):
+            _drive(conn, program)
+            if large:
+                conn.execute(
+                    "INSERT INTO readiness (instance, at) VALUES (?, zeroblob(?))",
+                    (PROBE_ROW, MIN_FREE_BYTES),
+                )
+                conn.execute("DELETE FROM readiness WHERE instance = ?", (PROBE_ROW,))
+        if large:
+            self._disk_failure = False
 
     def _enough_space(self) -> None:
         try:
@@ -498,11 +531,12 @@ class SqliteCallStore(SqlCallStore):
             return _drive(conn, program)
 
     @contextlib.contextmanager
-    def _lock_watch(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def _lock_watch(self, conn: sqlite3.Connection, probe: bool = False) -> Iterator[None]:
         """Around a write transaction: another process holding the lock past the busy
         timeout is DatabaseLocked, said once with who holds it; from then on each write waits
         LOCKED_BUSY_TIMEOUT_MS for the lock, not the whole busy timeout, until one gets it
-        (said too): the writes queued meanwhile are answered at once, not 5 s each in turn."""
+        (said too): the writes queued meanwhile are answered at once, not 5 s each in turn.
+        A write (not the probe's) failing on the disk is noted for the readiness probe."""
         started = time.monotonic()
         locked = self._locked_since is not None
         if locked:
@@ -510,7 +544,11 @@ class SqliteCallStore(SqlCallStore):
             conn.execute(f"PRAGMA busy_timeout={LOCKED_BUSY_TIMEOUT_MS}")
         try:
             yield
-        except sqlite3.OperationalError as exc:
+        except _TransactionLost as lost:
+            self._disk_failure |= not probe and _is_disk_error(lost.error)
+            raise
+        except sqlite3.Error as exc:
+            self._disk_failure |= not probe and _is_disk_error(exc)
             if not _is_busy(exc):
                 raise
             if self._locked_since is None:

@@ -453,3 +453,59 @@ async def test_a_write_ahead_log_removed_under_the_server_loses_nothing(
     finally:
         other.close()
     assert kept == [first]
+
+
+class BadDiskConnection:
+    """Wraps the app's sqlite3 connection: while `bad`, a transaction that writes a call (or
+    as much as one) fails at its COMMIT with a real SQLITE_IOERR, as a write-ahead log that
+    cannot grow (a file size limit, a quota) fails; the readiness probe's one row still fits."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.bad = True
+        self._large = False
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if sql.startswith("BEGIN"):
+            self._large = False
+        if sql.startswith("INSERT INTO calls ") or "zeroblob" in sql:
+            self._large = True
+        if sql == "COMMIT" and self.bad and self._large:
+            self._conn.execute("ROLLBACK")
+            error = sqlite3.OperationalError("disk I/O error")
+            error.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE
+            raise error
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_readiness_says_not_ready_while_calls_cannot_be_written(
+    start_app: AppFactory,
+) -> None:
+    """A call's write failing on the disk (a write-ahead log stopped by a file size limit
+    (`ulimit -f`) or a quota, where statvfs shows space) while the probe's one-row write still
+    fit: /readyz answered 200 while every call got 503, and the load balancer kept sending
+    them. Now it is 503 naming the database until a write as large as a call's goes through,
+    which the probe itself makes: it is ready again with no call needed."""
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    assert (await _place(client, name="Before")).status == 200
+    bad = BadDiskConnection(db.conn)
+    db._conn = bad
+    try:
+        assert (await _place(client, name="Refused")).status == 503
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        details = (await resp.json())["details"]
+        assert details == [{"component": "database", "error": "disk I/O error"}]
+        bad.bad = False
+        for _ in range(50):  # each verdict is given again for READYZ_REUSE_S
+            if (await client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        db._conn = bad._conn
+    await _still_serving(client)
