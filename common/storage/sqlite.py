@@ -530,6 +530,17 @@ class SqliteCallStore(SqlCallStore):
         with self._lock_watch(conn), _Transaction(conn):
             return _drive(conn, program)
 
+    def _failed_on_disk(self, exc: BaseException, probe: bool) -> None:
+        """After a write failed: one that failed on the disk is noted for the readiness probe,
+        and the log is emptied into calls.db at once. A log that cannot grow (a file size
+        limit, a quota) failed every write from then on, as SQLite empties it only once it
+        is 4 MB; on a full disk, the log's space is what it frees."""
+        if not _is_disk_error(exc):
+            return
+        self._disk_failure |= not probe
+        with contextlib.suppress(sqlite3.Error, DatabaseError):
+            self._empty_wal_sync()
+
     @contextlib.contextmanager
     def _lock_watch(self, conn: sqlite3.Connection, probe: bool = False) -> Iterator[None]:
         """Around a write transaction: another process holding the lock past the busy
@@ -545,10 +556,10 @@ class SqliteCallStore(SqlCallStore):
         try:
             yield
         except _TransactionLost as lost:
-            self._disk_failure |= not probe and _is_disk_error(lost.error)
+            self._failed_on_disk(lost.error, probe)
             raise
         except sqlite3.Error as exc:
-            self._disk_failure |= not probe and _is_disk_error(exc)
+            self._failed_on_disk(exc, probe)
             if not _is_busy(exc):
                 raise
             if self._locked_since is None:

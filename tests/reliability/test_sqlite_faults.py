@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -27,6 +28,7 @@ from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import config_forgets
 from tests.integration.test_webhooks import event_json, line_joins, sign
+from tests.processes import SERVER_LAUNCHER, ServerProcess
 from tests.reliability.conftest import Figures
 from tests.reliability.test_disk_faults import _fill, _tmpfs
 
@@ -509,3 +511,39 @@ async def test_readiness_says_not_ready_while_calls_cannot_be_written(
     finally:
         db._conn = bad._conn
     await _still_serving(client)
+
+
+FILE_SIZE_LIMIT = 2_000_000
+LIMITED_SERVER = (
+    "import resource; resource.setrlimit(resource.RLIMIT_FSIZE,"
+    f" ({FILE_SIZE_LIMIT}, {FILE_SIZE_LIMIT})); {SERVER_LAUNCHER}"
+)
+
+
+async def test_a_log_that_cannot_grow_is_emptied_and_calls_go_on(
+    tmp_path: Path, processes: list[Any]
+) -> None:
+    """A server under a file size limit (`ulimit -f`, as a quota stops a file): once
+    calls.db-wal reached it, every write failed ('disk I/O error') for good, though emptying
+    the log into calls.db (far under the limit) made room: SQLite empties it only once it is
+    4 MB. Now a write failing on the disk empties it, and the calls after it are placed."""
+    env = {"SANDBOX_TIME_SCALE": "0.01", "CALLS_RATE_LIMIT_PER_MIN": "100000"}
+    server = ServerProcess(tmp_path, "limited", env, launcher=LIMITED_SERVER)
+    processes.append(server)
+    body = dict(CALL, phone_number="+14155557701")
+    async with aiohttp.ClientSession() as session:
+        await server.wait_ready(session)
+
+        async def place() -> int:
+            async with session.post(f"{server.url}/calls/outbound", json=body) as resp:
+                return resp.status
+
+        for _ in range(300):
+            if await place() == 503:
+                break
+            await asyncio.sleep(0.02)  # each call's reports and webhooks fill the log too
+        else:
+            pytest.fail("calls.db-wal never reached the file size limit")
+        after = [await place() for _ in range(10)]
+    assert after.count(200) >= 5, after
+    assert (tmp_path / "calls.db").stat().st_size < FILE_SIZE_LIMIT
