@@ -49,6 +49,13 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 # Below this much free space on the database's device, /readyz says not ready (a call's
 # transaction writes a few pages to the WAL, and a checkpoint may grow the file).
 MIN_FREE_BYTES = 256 * 1024
+# calls.db-wal past this much is said (once, naming who holds it): a reader's snapshot keeps
+# it from being emptied into calls.db, and each call adds ~260 KB. SQLite empties it at
+# ~4 MB otherwise; once emptied again, the file is cut back to WAL_KEEP_BYTES (it kept its
+# largest size for good).
+WAL_WARN_BYTES = 64 * 1024 * 1024
+WAL_KEEP_BYTES = 8 * 1024 * 1024
+READ_MARKS = {"123", "124", "125", "126", "127"}  # WAL_READ_LOCK(0..4) in the -shm file
 PROBE_ROW = "(probe)"  # the readiness row a probe writes as large as a call, then deletes
 WAL_SWITCH_TIMEOUT_S = 5.0  # as long as the busy timeout every other statement waits
 # Once a write waited the whole busy timeout for another process's lock, each write after it
@@ -113,15 +120,19 @@ def _is_disk_error(exc: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL)
 
 
-def _lock_holder(path: Path) -> str:
-    """Who holds a write lock on the database (or its -shm file, WAL's write lock), from
+def _lock_holder(path: Path, reading: bool = False) -> str:
+    """Who holds a write lock on the database (or its -shm file, WAL's write lock), or with
+    `reading` a read snapshot of its log (a read mark of the -shm file, bytes 123-127), from
     /proc/locks: "pid 4242 (sqlite3)", or "" where that cannot be told (not Linux, a lock of
     this process's own). Only the process's name: its command line may hold secrets."""
-    files = set()
+    files = []
     for name in (path, Path(f"{path}-shm")):
         with contextlib.suppress(OSError):
             found = os.stat(name)
-            files.add(f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}")
+            files.append(
+                f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+            )
+    shm = files[-1] if files else ""
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as locks:
             lines = locks.read().splitlines()
@@ -129,9 +140,11 @@ def _lock_holder(path: Path) -> str:
         return ""
     for line in lines:
         fields = line.split()
-        if len(fields) < 6 or fields[1] == "->" or fields[3] != "WRITE":
+        if len(fields) < 8 or fields[1] == "->" or fields[3] != ("READ" if reading else "WRITE"):
             continue
-        pid, file = fields[4], fields[5]
+        pid, file, start = fields[4], fields[5], fields[6]
+        if reading and not (file == shm and start in READ_MARKS):
+            continue
         if file in files and pid.isdigit() and int(pid) != os.getpid():
             try:
                 with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
@@ -276,6 +289,7 @@ class SqliteCallStore(SqlCallStore):
         self._closing = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its -wal, as opened
+        self._wal_big_said = False  # its -wal passed WAL_WARN_BYTES (said), not cut back yet
         self._gone_said = False
         self._may_migrate = True
         self._wal_holds_erased = False  # an erasure's checkpoint was held up by a reader
@@ -357,12 +371,39 @@ class SqliteCallStore(SqlCallStore):
                 self._gone_said = True
                 logger.critical("%s", error)
             raise error
-        wal = self._wal_identity_now()
+        try:
+            found: os.stat_result | None = os.stat(f"{self.path}-wal")
+        except OSError:
+            found = None
+        wal = None if found is None else (found.st_dev, found.st_ino)
         if wal != self._wal_identity:
             if self._wal_identity is None:  # none when opened: SQLite made it since
                 self._wal_identity = wal
                 return
             self._wal_gone(wal is None)
+        if found is not None:
+            self._watch_wal_size(found.st_size)
+
+    def _watch_wal_size(self, size: int) -> None:
+        """Say once that the log is past WAL_WARN_BYTES, and who holds it; and once that it
+        was cut back. It grew by every write, unsaid, while a reader held it (16 MB in 62
+        calls), and filled the disk a weekend later."""
+        if size > WAL_WARN_BYTES and not self._wal_big_said:
+            self._wal_big_said = True
+            holder = _lock_holder(self.path, reading=True)
+            logger.warning(
+                "calls database %s-wal is %d MB and grows with every write: it is held by %s"
+                " (a read transaction left open: a backup tool, a `sqlite3` shell inside"
+                " BEGIN), which keeps it from being emptied into %s; it is cut back once the"
+                " reader lets go",
+                self.path,
+                size // 2**20,
+                holder or "a reader",
+                self.path.name,
+            )
+        elif size <= WAL_KEEP_BYTES and self._wal_big_said:
+            self._wal_big_said = False
+            logger.info("calls database %s-wal is back to %d MB", self.path, size // 2**20)
 
     def _wal_identity_now(self) -> tuple[int, int] | None:
         try:
@@ -406,6 +447,7 @@ class SqliteCallStore(SqlCallStore):
                 )
         _enter_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=ON")
         # What is deleted or rewritten is overwritten, not left in free space (an erased
