@@ -59,7 +59,7 @@ from common.settings import (
     dotenv_warnings,
     load_settings,
 )
-from common.storage.base import CallStore, DatabaseError, DatabaseNewer
+from common.storage.base import CallStore, DatabaseError, DatabaseLocked, DatabaseNewer
 from common.storage.selected import open_store
 from handlers import (
     access_log,
@@ -162,6 +162,12 @@ def _unusable_database(settings: Settings, exc: DatabaseError) -> str:
         )
     if settings.database_url:
         return f"the calls database (DATABASE_URL) cannot be used: {exc}"
+    if isinstance(exc, DatabaseLocked):  # the file is fine: another one would hold no calls
+        return (
+            f"the calls database (CALLS_DB_PATH={settings.calls_db_path}) cannot be used:"
+            f" {exc} (another server on the same file, or a `sqlite3` shell or backup tool"
+            " holding a write: stop it, or start again once it is done)"
+        )
     return (
         f"the calls database (CALLS_DB_PATH={settings.calls_db_path}) cannot be used: {exc}"
         " (set CALLS_DB_PATH to a file this server can create and write)"

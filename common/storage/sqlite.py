@@ -327,6 +327,9 @@ class SqliteCallStore(SqlCallStore):
         try:
             self._connect_sync()
         except sqlite3.Error as exc:
+            if _is_busy(exc):  # the file is fine: who holds it is what to look at
+                holder = _lock_holder(self.path) or "another process"
+                raise DatabaseLocked(f"it is locked by {holder}") from exc
             raise DatabaseError(str(exc)) from exc
         except OSError as exc:
             raise DatabaseError(exc.strerror or str(exc)) from exc

@@ -580,3 +580,26 @@ def test_a_database_a_newer_release_migrated_says_how_to_roll_back(tmp_path: Pat
         " would hold no do-not-call list, no campaigns and no idempotency keys)"
     )
     assert "set CALLS_DB_PATH" not in done.stderr
+
+
+def test_a_database_locked_by_another_process_names_it_not_the_setting(tmp_path: Path) -> None:
+    """calls.db locked by another process at start-up (another server on the same file, a
+    `sqlite3` shell inside BEGIN, a backup tool) said 'cannot be used: database is locked (set
+    CALLS_DB_PATH to a file this server can create and write)': the file was fine, and
+    another one would hold none of its calls, do-not-call list or idempotency keys."""
+    import sqlite3
+
+    path = tmp_path / "c.db"
+
+    async def migrate() -> None:
+        await (await SqliteCallStore.open(path)).close()
+
+    asyncio.run(migrate())
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        done = run_server(tmp_path)
+        other.execute("ROLLBACK")
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    assert f"(CALLS_DB_PATH={path}) cannot be used: it is locked by pid {os.getpid()}" in line
+    assert "set CALLS_DB_PATH" not in line and "Traceback" not in done.stderr
