@@ -308,6 +308,10 @@ def create_call(
     if call.campaign is not None:  # the attempt learns its call with the call's own row
         yield from link_attempt(call.campaign, call.call_id)
     after = row_to_call(rows[0])
+    yield Query(  # a clock since stepped back dated these: they would count again later
+        "DELETE FROM rate_buckets WHERE client = ? AND second > ?",
+        (call.client, last_counted_second(now)),
+    )
     yield Query(
         "INSERT INTO rate_buckets (client, second, n) VALUES (?, ?, 1)"
         " ON CONFLICT (client, second) DO UPDATE SET n = rate_buckets.n + 1",
@@ -1025,6 +1029,14 @@ def last_uncounted_second(now: float) -> int:
     return rate_second(now - RATE_WINDOW_S - 1)
 
 
+def last_counted_second(now: float) -> int:
+    """The latest second the rate counts at `now`: another server's clock may run a little
+    ahead (up to RATE_WINDOW_S). A call dated further ahead was dated by a clock stepped back
+    since (NTP): counted, a client's whole last hour of calls counted in every minute's rate
+    after a step back of an hour, and it was refused for that hour."""
+    return rate_second(now + RATE_WINDOW_S)
+
+
 def admission_refusal(
     client: str, limits: AdmissionLimits, now: float, number: str | None = None
 ) -> Program[Refusal | None]:
@@ -1046,8 +1058,8 @@ def admission_refusal(
         return Refusal("live", 5)
     rows = yield Query(
         "SELECT SUM(n) AS n, MIN(second) AS oldest FROM rate_buckets"
-        " WHERE client = ? AND second > ? AND n > 0",
-        (client, last_uncounted_second(now)),
+        " WHERE client = ? AND second > ? AND second <= ? AND n > 0",
+        (client, last_uncounted_second(now), last_counted_second(now)),
     )
     if int(rows[0]["n"] or 0) >= limits.per_minute:
         oldest = int(rows[0]["oldest"])  # the oldest counted second leaves the window then
@@ -1081,10 +1093,10 @@ def add_dnc(
 
 
 def purge_rate_buckets(d: Dialect, now: float) -> Program[int]:
-    """Drop the buckets the rate no longer counts at `now`."""
+    """Drop the buckets the rate no longer counts at `now` (nor would later: dated ahead)."""
     rows = yield Query(
-        "DELETE FROM rate_buckets WHERE second <= ? RETURNING second",
-        (last_uncounted_second(now),),
+        "DELETE FROM rate_buckets WHERE second <= ? OR second > ? RETURNING second",
+        (last_uncounted_second(now), last_counted_second(now)),
     )
     return len(rows)
 

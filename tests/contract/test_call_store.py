@@ -948,6 +948,33 @@ async def test_the_reaper_purges_only_rate_counts_out_of_the_window(
         await store.create_call(new_call("call-4", client="a"), limits=limits)
 
 
+async def test_a_clock_stepped_back_does_not_count_the_calls_dated_ahead_of_it(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The server's clock stepped back an hour (NTP): the calls of the hour before it were
+    dated ahead of now, and every second of that hour counted in the minute's rate, whatever
+    the minute: a client at its limit was refused for an hour, each 429 saying to retry
+    within the minute. Calls dated more than the rate's window ahead count no more."""
+    limits = AdmissionLimits(max_live=100, per_minute=2)
+    for n in range(40):  # about two calls a minute, the limit, for the last 20 minutes
+        for client in ("a", "b"):
+            call = new_call(f"call-{client}{n:011d}", client=client)
+            await store.create_call(call, limits=limits)
+        clock.advance(31)
+    clock.advance(-3600)
+    assert await store.admission_refusal("a", limits, clock.now) is None
+    for n in range(2):  # the whole minute's rate
+        await store.create_call(new_call(f"call-back-{n}", client="a"), limits=limits)
+    with pytest.raises(Refused):
+        await store.create_call(new_call("call-back-3", client="a"), limits=limits)
+    assert await store.purge_rate_buckets(clock.now) == 40  # b's, dated ahead (a's are gone)
+    # 50 minutes on, the clock is where the old calls were dated: they were dropped (a's by
+    # its next call, b's by the reaper), and count no more
+    clock.advance(3600 - 1240 + 620)
+    for client in ("a", "b"):
+        assert await store.admission_refusal(client, limits, clock.now) is None
+
+
 async def test_concurrent_admissions_never_exceed_the_cap(store: CallStore) -> None:
     limits = AdmissionLimits(max_live=5, per_minute=1000)
     results = await asyncio.gather(
