@@ -188,8 +188,9 @@ class CampaignScheduler:
                     campaign.name,
                     campaign.total,
                 )
-            else:
-                driver.campaign = campaign
+            else:  # its slot as the driver has it: one pulled back from a clock's step stays
+                slot = min(campaign.next_dial_at, driver.campaign.next_dial_at)
+                driver.campaign = _with_slot(campaign, slot)
 
     def _stop_driver(self, campaign_id: str) -> None:
         driver = self._drivers.pop(campaign_id, None)
@@ -244,6 +245,10 @@ class CampaignScheduler:
             return None
         pacing = campaign.spec.pacing
         now = self.clock()
+        if campaign.next_dial_at > now + pacing.interval_s:
+            # Set by a clock since stepped back (NTP): a slot is never more than an interval
+            # ahead of the call before it, and waiting for it held the campaign for the step.
+            driver.campaign = campaign = _with_slot(campaign, now + pacing.interval_s)
         if now < campaign.next_dial_at:
             return campaign.next_dial_at - now
         live, _ = await self._store.open_attempts(campaign.campaign_id)

@@ -231,6 +231,37 @@ async def test_rate_is_what_was_asked(start_app: AppFactory) -> None:
     assert campaign["achieved_calls_per_second"] <= 30.0
 
 
+async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
+    start_app: AppFactory,
+) -> None:
+    """The server's clock stepped back an hour (NTP) while a campaign ran: its next call's
+    slot, set by the clock before the step, was an hour ahead, and the campaign placed no
+    call for that hour though its recipients were due. A slot never lies more than one
+    interval ahead: the campaign goes on at its pace."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)  # 10:00 in California
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    created = await create(
+        client,
+        {
+            "name": "stepped back",
+            "recipients": [{"phone_number": us(n, "7700")} for n in range(4)],
+            "pacing": {"calls_per_second": 0.5},
+        },
+    )
+
+    async def dialled(n: int) -> bool:
+        return len(client.app[SANDBOX].dials) >= n
+
+    await wait_for(lambda: dialled(1), timeout=10)
+    clock.move_to(OPEN_EVERYWHERE + 7200)  # noon there: the next call goes then
+    await wait_for(lambda: dialled(2), timeout=10)
+    clock.move_to(OPEN_EVERYWHERE + 3600)  # and the clock steps back an hour
+    await wait_for(lambda: dialled(4), timeout=15)
+    await wait_status(client, created["campaign_id"], "completed", timeout=15)
+    starts = [d.started for d in client.app[SANDBOX].dials]
+    assert all(b - a >= 1.9 for a, b in zip(starts, starts[1:], strict=False)), starts
+
+
 async def test_windows_per_time_zone_with_a_moved_clock(start_app: AppFactory) -> None:
     # 15:00 UTC on a Wednesday: 07:00 in California (closed), 10:00 in New York, 16:00 in
     # Madrid (open with a 09:00-20:00 window).
