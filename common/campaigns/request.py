@@ -5,7 +5,7 @@ row's own fields over them, through the same `OutboundCall` model as `POST /call
 (same rules, same messages), and a row's problems carry its number: the index in
 `recipients` for JSON, the spreadsheet row for CSV. Two more row rules: a number given twice
 is called once (the later row is refused), and a number that is never inside the calling
-window (its time zones never overlap the window within a week, or no zone is known for it)
+window (its time zones never overlap the window within two weeks, or no zone is known for it)
 is refused rather than left waiting for ever.
 """
 

@@ -78,7 +78,7 @@ MAX_DEFECT_TRIES = 3  # an attempt whose placing raised the unexpected this ofte
 # and is placed again, this many times in all, before its recipient is `invalid`.
 UNRESOLVED_RETRY_S = 60.0
 MAX_UNRESOLVED_TRIES = 10
-NO_WINDOW_RETRY_S = 86400.0  # a number with no window opening within a week looks again
+NO_WINDOW_RETRY_S = 86400.0  # no window opening within two weeks: looks again
 CLAIM_BATCH = 100
 
 

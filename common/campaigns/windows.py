@@ -52,8 +52,10 @@ DEFAULT_END = time(20, 0)
 # TCPA: no telephone solicitation before 8 a.m. or after 9 p.m. at the called party's location.
 CALLING_HOURS_START = time(8, 0)
 CALLING_HOURS_END = time(21, 0)
-# How far ahead next_allowed looks before it declares a window never open.
-HORIZON = timedelta(days=8)
+# How far ahead next_allowed looks before it declares a window never open: a week and a day
+# was not enough for a one-day-a-week window whose hours the clocks skip once (spring
+# forward): that day it does not exist, and it opens two weeks on.
+HORIZON = timedelta(days=15)
 
 _DAY_S = 86_400
 _HORIZON_S = int(HORIZON.total_seconds())
@@ -235,7 +237,7 @@ def next_allowed(
     enforce_calling_hours: bool,
 ) -> datetime | None:
     """The earliest instant >= now_utc (in UTC) at which a call is allowed, or None if there
-    is none within HORIZON (8 days): zones whose windows never overlap, or unknown zones.
+    is none within HORIZON (15 days): zones whose windows never overlap, or unknown zones.
 
     `zones` are the recipient's (from `recipient_zones`); they are ignored for the window
     when it names a zone, but still carry the calling-hours floor.

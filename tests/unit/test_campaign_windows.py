@@ -326,6 +326,20 @@ def test_one_day_a_week_is_within_the_horizon() -> None:
     assert utc(2025, 3, 17, 13, 0) - just_closed < HORIZON
 
 
+def test_a_weekly_window_the_clocks_skip_opens_the_week_after() -> None:
+    """Sundays 02:00-02:30 in New York, from the Sunday before the spring-forward one: that
+    Sunday has no 02:00-02:30, the next opening is two weeks on. It was None (past the 8-day
+    horizon): the rows were refused as "never inside the calling window"."""
+    sundays = window("02:00", "02:30", days=frozenset({6}), timezone=NY)
+    just_closed = utc(2026, 3, 1, 8, 0)  # Sunday 03:00 EST
+    assert nxt(just_closed, sundays, [NY], enforce=False) == utc(2026, 3, 15, 6, 0)  # EDT
+    # Lord Howe's clocks jump 02:00 to 02:30 on 2026-10-04: the week after, 02:00 (+11)
+    lord_howe = "Australia/Lord_Howe"
+    half_hour = window("02:00", "02:30", days=frozenset({6}), timezone=lord_howe)
+    after = utc(2026, 9, 27, 0, 0)  # Sunday 10:30 (+10:30)
+    assert nxt(after, half_hour, [lord_howe], enforce=False) == utc(2026, 10, 10, 15, 0)
+
+
 # ------------------------------------------------------------------ against a brute-force scan
 
 ZONE_SETS: list[tuple[str, ...]] = [
