@@ -127,6 +127,9 @@ ERASE_BATCH = 200  # calls whose conversation is erased in one transaction
 ERASE_BUDGET_S = 1.0  # of each reaper pass, at most, for erasing
 PURGE_BATCH = 2000  # old events (and as many deliveries) dropped in one transaction
 PURGE_BUDGET_S = 1.0  # of each reaper pass, at most, for dropping old events
+# The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before it
+# is taken for a step.
+STEP_TOLERANCE_S = 1.0
 # The event id of a room found gone: one per call, so servers sweeping at once apply it once.
 ROOM_GONE_EVENT_PREFIX = "room-gone-"
 # LiveKit events that say a call's room is up; for a call that is over, its room is ended.
@@ -465,6 +468,31 @@ def config_snapshot(call: OutboundCall, settings: Settings) -> dict[str, Any]:
 
 
 @dataclass
+class WallSteps:
+    """The wall clock's forward steps (NTP, a VM resumed) while this server runs: its lead
+    over the monotonic clock, which no step moves, gained since it started."""
+
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    _lead: float = field(init=False)
+    _gained: float = 0.0
+    _seen_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._lead = self.wall() - self.monotonic()
+
+    def seen(self) -> tuple[float, float]:
+        """(when the last step forward was seen, by the clock after it; the seconds all of
+        them gained, less any step back): (0, 0) while the clock never stepped forward."""
+        now = self.wall()
+        gained = max(0.0, now - self.monotonic() - self._lead)
+        if gained > self._gained + STEP_TOLERANCE_S:
+            self._seen_at = now
+        self._gained = gained
+        return (self._seen_at, gained) if gained > STEP_TOLERANCE_S else (0.0, 0.0)
+
+
+@dataclass
 class CallService:
     settings: Settings
     config: ConfigStore
@@ -498,6 +526,10 @@ class CallService:
     # Calls whose agent this run has waited for, or asked LiveKit about for a wait lost with
     # the server that held it (check_lost_agent_waits): asked once.
     _agent_asked: set[str] = field(default_factory=set)
+    # A live call is stale by the time it has run: a step of the wall clock is no time run
+    # (a step forward of an hour made every live call stale, and the reaper settled them).
+    wall_steps: WallSteps = field(default_factory=WallSteps)
+    _step_said_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
@@ -1437,6 +1469,15 @@ class CallService:
         # Last: what the rules above can tell settles by them (answered calls whose room is
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.
+        step = self.wall_steps.seen()
+        if step[0] != self._step_said_at:  # once a step
+            self._step_said_at = step[0]
+            if step[1]:
+                logger.warning(
+                    "this server's clock stepped forward by %.0f s while it ran: the calls"
+                    " placed before are found stale by the time they ran",
+                    step[1],
+                )
         stale = await self.store.stale_live_calls(
             now,
             REAPER_MARGIN_S,
@@ -1444,6 +1485,7 @@ class CallService:
             # A room that finished lately waits out the grace; one that finished long ago and
             # is still live (the grace rule left it: never dialled) goes by this bound.
             finished_before=now - self.settings.calls_settle_grace_s - REAPER_MARGIN_S,
+            step=step,
         )
         await self._settle_unheard(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()

@@ -333,11 +333,18 @@ class CallStore(CampaignStore, Protocol):
     # -- the reaper ----------------------------------------------------------------------
 
     async def stale_live_calls(
-        self, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
+        self,
+        now: float,
+        margin_s: float,
+        stretch: float = 1.0,
+        finished_before: float = 0.0,
+        step: tuple[float, float] = (0.0, 0.0),
     ) -> list[LostCall]:
         """Live calls older than `stretch` times their ringing timeout and longest duration,
         plus `margin_s`, whose room never said it finished, or said so before
-        `finished_before`; each with when the server last heard of it."""
+        `finished_before`; each with when the server last heard of it. `step`: (when, how
+        many seconds) the server's clock stepped forward: calls created before are that much
+        younger."""
         ...
 
     async def graceless_finished(

@@ -842,20 +842,28 @@ _ROOM_FINISHED_CAME = (
 
 
 def stale_live_calls(
-    d: Dialect, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
+    d: Dialect,
+    now: float,
+    margin_s: float,
+    stretch: float = 1.0,
+    finished_before: float = 0.0,
+    step: tuple[float, float] = (0.0, 0.0),
 ) -> Program[list[LostCall]]:
     """Live calls past any possible end whose room never said it finished, or said so before
     `finished_before` (one that finished since waits out the settle grace: `graceless_finished`
-    settles it by what is known; this rule is the backstop for one that rule leaves live)."""
+    settles it by what is known; this rule is the backstop for one that rule leaves live).
+    `step`: (when, seconds) the server's clock stepped forward: a call created before then
+    is that much younger than `now` says."""
+    step_at, step_s = step
+    past_end = "created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ? + ?"
     # By when room_finished came, as `graceless_finished` reads it: by the room's own end,
     # dated to the last the server heard of the call by the reaper's stand-in for a room
     # found gone, an unanswered call went straight to "no final event", its grace skipped.
     rows = yield Query(
         f"SELECT {_LAST_SEEN} FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         f" AND (room_finished_at IS NULL OR {_ROOM_FINISHED_CAME} < ?)"
-        " AND created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ?"
-        " + ? < ?",
-        (*LIVE, finished_before, stretch, margin_s, now),
+        f" AND ({past_end} < ? OR (created_at >= ? AND {past_end} < ?))",
+        (*LIVE, finished_before, stretch, margin_s, now - step_s, step_at, stretch, margin_s, now),
     )
     return [_lost(r) for r in rows]
 

@@ -231,10 +231,15 @@ class SqlCallStore(CampaignMethods):
     # -- the reaper ----------------------------------------------------------------------
 
     async def stale_live_calls(
-        self, now: float, margin_s: float, stretch: float = 1.0, finished_before: float = 0.0
+        self,
+        now: float,
+        margin_s: float,
+        stretch: float = 1.0,
+        finished_before: float = 0.0,
+        step: tuple[float, float] = (0.0, 0.0),
     ) -> list[LostCall]:
         return await self._run(
-            programs.stale_live_calls(self.dialect, now, margin_s, stretch, finished_before),
+            programs.stale_live_calls(self.dialect, now, margin_s, stretch, finished_before, step),
             write=False,
         )
 

@@ -320,6 +320,25 @@ async def test_stale_live_calls(store: CallStore, clock: FakeClock) -> None:
     ]
 
 
+async def test_a_step_of_the_clock_makes_no_call_placed_before_it_stale(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The clock stepped forward an hour after call-before was placed: it is 100 s old, not
+    3700 s; a call placed after the step is judged by the clock as it is."""
+    await store.create_call(new_call("call-before"))
+    clock.advance(3600)  # the step
+    step = (clock.now, 3600.0)
+    await store.create_call(new_call("call-after"))
+    clock.advance(100)
+    assert stale_ids(await store.stale_live_calls(clock.now, 50, step=step)) == []
+    assert stale_ids(await store.stale_live_calls(clock.now, 50)) == ["call-before"]
+    clock.advance(600)  # 700 s after each was placed: both past 30 + 600 + 50
+    assert sorted(stale_ids(await store.stale_live_calls(clock.now, 50, step=step))) == [
+        "call-after",
+        "call-before",
+    ]
+
+
 async def test_a_call_whose_room_finished_long_ago_is_stale_if_still_live(
     store: CallStore, clock: FakeClock
 ) -> None:

@@ -18,7 +18,7 @@ from livekit.protocol.models import ParticipantInfo
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import DROPPED_UNANSWERED, NO_WORD, Change, Status
-from common.calls.service import AGENT_GONE, NEVER_DIALLED
+from common.calls.service import AGENT_GONE, NEVER_DIALLED, WallSteps
 from handlers.keys import CALLS, EVENTS
 from sandbox.scenarios import CALLEE_WAITS_IN_SILENCE_S
 from server import SANDBOX
@@ -220,6 +220,56 @@ async def test_reaper_settles_calls_without_a_final_event(
     (line,) = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
     assert line.startswith(f"call {call_id} +1•••••7890 dialing -> failed (")
     assert "+1234567890" not in caplog.text
+
+
+async def test_a_clock_stepped_forward_does_not_reap_the_calls_still_live(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's clock stepped forward an hour (NTP) under a live call: the reaper's next
+    pass found it past any possible end (ringing timeout + longest call + a minute: 11.5 min
+    by the stepped clock) and settled it failed, "no final event", with the callee still on
+    the line: a hang-up through the API was refused as the call was over, a campaign counted
+    its line free (and retried a failure). The reaper counts the step out, and says it."""
+    client = await start_app(sandbox_time_scale=100.0)  # the call stays live
+    client.app[SANDBOX].webhook_url = None
+    call_id = await place(client, "+1234567890")
+    service = client.app[CALLS]
+    moved = {"wall": 0.0, "monotonic": 0.0}  # what the clocks gained besides real time
+    real_clock = service.clock
+    service.wall_steps = WallSteps(
+        wall=lambda: time.time() + moved["wall"],
+        monotonic=lambda: time.monotonic() + moved["monotonic"],
+    )
+    service.clock = lambda: real_clock() + moved["wall"]
+    # The step: past the bound (an hour is, with the default limits; the sandbox's time
+    # scale stretches them)
+    moved["wall"] = step = service.stale_after_s + 3600
+    with caplog.at_level(logging.WARNING, logger="common.calls.service"):
+        assert await service.reap() == 0
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+    assert f"clock stepped forward by {step:.0f} s" in caplog.text
+    # Past the bound as time ran since the step, it is reaped as ever; the step said once
+    for clock in moved:
+        moved[clock] += service.stale_after_s + 1
+    with caplog.at_level(logging.WARNING, logger="common.calls.service"):
+        assert await service.reap() == 1
+    assert caplog.text.count("clock stepped forward") == 1
+
+
+def test_wall_steps_are_told_from_time_running() -> None:
+    wall, monotonic = [1000.0], [5.0]
+    steps = WallSteps(wall=lambda: wall[0], monotonic=lambda: monotonic[0])
+    wall[0] += 30.4
+    monotonic[0] += 30.0  # slewing, not a step
+    assert steps.seen() == (0.0, 0.0)
+    wall[0] += 3600
+    seen_at, gained = steps.seen()
+    assert seen_at == wall[0] and gained == pytest.approx(3600.4)
+    wall[0] += 10
+    monotonic[0] += 10
+    assert steps.seen()[0] == seen_at  # the same step, time running
+    wall[0] -= 3600  # stepped back: nothing gained any more
+    assert steps.seen() == (0.0, 0.0)
 
 
 async def test_an_answered_call_without_a_final_event_ends_as_its_room_would_have(
