@@ -30,13 +30,17 @@ campaign of 100,000 rows costs a handful of zone computations plus a bisect per 
 
 from __future__ import annotations
 
+import os
 import re
 import reprlib
+import zoneinfo
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
 import phonenumbers
@@ -67,6 +71,55 @@ _WINDOW_KEYS = ("start", "end", "days", "timezone")
 _NOT_PLACES = frozenset({"localtime", "Factory"})  # files in TZPATH that name no place
 
 Interval = tuple[int, int]  # [start, end) in POSIX seconds
+
+
+# ------------------------------------------------------------------ the zone rules
+
+_TZ_VERSION = re.compile(r"# version ([0-9]{4}[a-z]+)")
+
+
+_TZ_RELEASE = re.compile(r"[0-9]{4}[a-z]+")
+
+
+def system_tz_version(tzpath: Sequence[str]) -> str | None:
+    """The release of the first system time zone database in `tzpath` (as its tzdata.zi
+    says, or its +VERSION), or None when there is none or it does not say."""
+    for directory in tzpath:
+        for name, pattern in (("tzdata.zi", _TZ_VERSION), ("+VERSION", _TZ_RELEASE)):
+            try:
+                with (Path(directory) / name).open(encoding="ascii", errors="replace") as f:
+                    first = f.readline().strip()
+            except OSError:
+                continue
+            match = pattern.fullmatch(first)
+            return match[1 if pattern is _TZ_VERSION else 0] if match else None
+    return None
+
+
+def packaged_tz_version() -> str | None:
+    """The release of the tzdata package's database (None without the package)."""
+    try:
+        return system_tz_version([str(resources.files("tzdata") / "zoneinfo")])
+    except ModuleNotFoundError:
+        return None
+
+
+def use_newest_zone_rules() -> None:
+    """zoneinfo reads the system's time zone files first, and the tzdata package (installed
+    with this project) only for a zone the system lacks. When the package is the newer
+    release (the system's was not updated), zones whose rules changed in between (British
+    Columbia's permanent UTC-7, Morocco's) were read an hour off, and calls placed at 07:00
+    or 21:30 local time: then the package alone is read. (Versions compare as text: "2025b"
+    < "2026f".)"""
+    if os.environ.get("PYTHONTZPATH"):  # the operator chose the database: theirs it is
+        return
+    packaged = packaged_tz_version()
+    system = system_tz_version(zoneinfo.TZPATH)
+    if packaged is None or (system is not None and system >= packaged):
+        return
+    zoneinfo.reset_tzpath(to=[])
+    ZoneInfo.clear_cache()
+    _zone_names.cache_clear()
 
 
 # ------------------------------------------------------------------ the window
@@ -108,6 +161,9 @@ def _zone_names() -> frozenset[str]:
     """The IANA names zoneinfo can load, read once: a whitelist, so that user text never
     reaches the filesystem lookup and names like "zone.tab" or "../x" never load."""
     return frozenset(available_timezones()) - _NOT_PLACES
+
+
+use_newest_zone_rules()
 
 
 def is_zone(name: str) -> bool:

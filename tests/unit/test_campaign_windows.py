@@ -3,8 +3,13 @@ checked at fixed UTC instants and against a brute-force minute scan (hypothesis)
 
 from __future__ import annotations
 
+import os
+import sysconfig
+import zoneinfo
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
+from importlib import resources
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,8 +27,11 @@ from common.campaigns.windows import (
     is_allowed,
     is_zone,
     next_allowed,
+    packaged_tz_version,
     parse_window,
     recipient_zones,
+    system_tz_version,
+    use_newest_zone_rules,
 )
 
 NY = "America/New_York"
@@ -338,6 +346,73 @@ def test_a_weekly_window_the_clocks_skip_opens_the_week_after() -> None:
     half_hour = window("02:00", "02:30", days=frozenset({6}), timezone=lord_howe)
     after = utc(2026, 9, 27, 0, 0)  # Sunday 10:30 (+10:30)
     assert nxt(after, half_hour, [lord_howe], enforce=False) == utc(2026, 10, 10, 15, 0)
+
+
+# ------------------------------------------------------------------ the zone rules
+
+
+def test_the_zone_rules_read_are_the_newest_installed() -> None:
+    """zoneinfo read the system's files first: a system database older than the tzdata
+    package installed with the project (2025b beside 2026f) put Vancouver and Casablanca an
+    hour off, and their calls at 21:30 or 07:00 local time."""
+    system = system_tz_version(str(sysconfig.get_config_var("TZPATH") or "").split(os.pathsep))
+    release = packaged_tz_version()
+    assert release is not None  # a dependency of the project
+    if system is not None and system >= release:
+        pytest.skip(f"the system's zone rules ({system}) are the newest here")
+    months = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=30 * n) for n in range(60)]
+    for zone in ("America/Vancouver", "Africa/Casablanca", "America/Havana", NY, LA):
+        with resources.files("tzdata.zoneinfo").joinpath(*zone.split("/")).open("rb") as f:
+            packaged = ZoneInfo.from_file(f, key=zone)
+        read = ZoneInfo(zone)
+        for at in months:
+            assert at.astimezone(read).utcoffset() == at.astimezone(packaged).utcoffset(), (
+                zone,
+                at,
+            )
+
+
+@pytest.mark.parametrize(
+    ("files", "version"),
+    [
+        ({"tzdata.zi": "# version 2025b\n# more\n"}, "2025b"),
+        ({"+VERSION": "2024a\n"}, "2024a"),
+        ({"tzdata.zi": "garbage\n"}, None),
+        ({}, None),
+    ],
+)
+def test_the_system_zone_rules_say_their_release(
+    tmp_path: Path, files: dict[str, str], version: str | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert system_tz_version([str(tmp_path / "absent"), str(tmp_path)]) == version
+
+
+def tzpath() -> tuple[str, ...]:
+    """zoneinfo.TZPATH as it is now (read through a call: each reset changes it)."""
+    return tuple(zoneinfo.TZPATH)
+
+
+def test_newer_system_zone_rules_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONTZPATH", raising=False)
+    before = zoneinfo.TZPATH
+    try:
+        (tmp_path / "tzdata.zi").write_text("# version 9999a\n")
+        zoneinfo.reset_tzpath(to=[str(tmp_path)])
+        use_newest_zone_rules()
+        assert tzpath() == (str(tmp_path),)
+        (tmp_path / "tzdata.zi").write_text("# version 2000a\n")
+        use_newest_zone_rules()
+        assert not tzpath()
+        # A database the operator named (PYTHONTZPATH) is read whatever its release
+        zoneinfo.reset_tzpath(to=[str(tmp_path)])
+        monkeypatch.setenv("PYTHONTZPATH", str(tmp_path))
+        use_newest_zone_rules()
+        assert tzpath() == (str(tmp_path),)
+    finally:
+        zoneinfo.reset_tzpath(to=before)
+        ZoneInfo.clear_cache()
 
 
 # ------------------------------------------------------------------ against a brute-force scan
