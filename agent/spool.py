@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 # How many jobs' undelivered reports the spool keeps at most.
 MAX_FILES: Final = 10_000
 # How often the worker looks for spooled reports to send again, and how long a pass retries
-# the first file before it leaves the rest to the next pass (the server still away): the
+# a file before it leaves the rest of that server's to the next pass (it is still away): the
 # reports reach a server that is back within about 15 s, inside the 40 s its late
 # room_finished waits for an answer (common/calls/service.py REPORTS_RETRY_S), and a call
 # whose answer is in the spool is not settled no_answer beside its transcript.
@@ -66,6 +66,7 @@ class ReportSpool:
     def __init__(self, directory: Path, *, max_files: int = MAX_FILES) -> None:
         self.directory = directory
         self._max_files = max_files
+        self._urls: dict[str, str] = {}  # file name -> its report URL, as read before
 
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
@@ -128,11 +129,16 @@ class ReportSpool:
         except FileNotFoundError:
             return []
 
-    def load(self) -> Iterator[Spooled]:
-        """The spooled files, oldest first, each read as it is reached (a pass that stops
-        at the first, the server still away, reads no other); one that cannot be read is
-        logged and set aside (renamed `.bad`), never sent."""
-        for path in self._files():
+    def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
+        """The spooled files, oldest first, each read as it is reached; one known to go to
+        one of `skip_urls` (a server still away this pass) is passed over unread. One that
+        cannot be read is logged and set aside (renamed `.bad`), never sent."""
+        files = self._files()
+        names = {p.name for p in files}
+        self._urls = {name: url for name, url in self._urls.items() if name in names}
+        for path in files:
+            if self._urls.get(path.name) in skip_urls:
+                continue
             try:
                 doc = json.loads(path.read_bytes())
                 url, call_id = doc["url"], doc["call_id"]
@@ -151,6 +157,7 @@ class ReportSpool:
                 with contextlib.suppress(OSError):
                     path.rename(path.with_name(path.name + ".bad"))
                 continue
+            self._urls[path.name] = url
             yield Spooled(path, url, call_id, reports)
 
 
@@ -163,8 +170,9 @@ async def resend(
     timeout_s: float = RESEND_TIMEOUT_S,
 ) -> int:
     """One pass over the spool: each file's reports sent again, oldest file first; a file
-    the server took (or refused for good) is removed. The pass stops at the first file that
-    could not be delivered (the server is still away). Returns how many files went."""
+    the server took (or refused for good) is removed. A file that could not be delivered
+    (its server is still away) leaves the later files for the same report URL to the next
+    pass; those for another server are still sent. Returns how many files went."""
     async with aiohttp.ClientSession() as http:  # closed however the pass ends
         return await _resend(spool, api_key, api_secret, http, retry or RESEND_RETRY, timeout_s)
 
@@ -178,7 +186,11 @@ async def _resend(
     timeout_s: float,
 ) -> int:
     sent = 0
-    for item in spool.load():
+    away: set[str] = set()  # report URLs that did not take a file this pass
+    for item in spool.load(away):
+        if item.url in away:  # read for its URL only: that server is still away
+            await asyncio.sleep(0)  # (a pass reading many files lets the worker's loop run)
+            continue
         sender = ReportSender(
             item.url,
             item.call_id,
@@ -202,7 +214,8 @@ async def _resend(
                 item.call_id,
                 RESEND_INTERVAL_S,
             )
-            return sent
+            away.add(item.url)
+            continue
         item.path.unlink(missing_ok=True)
         sent += 1
         logger.info("report spool: call %s's %d reports delivered", item.call_id, len(item.reports))

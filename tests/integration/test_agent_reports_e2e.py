@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,7 +21,14 @@ from agent.analysis import AnalysisResult
 from agent.reporting import ReportSender, RetryPolicy
 from agent.results import build_call_report
 from agent.spool import ReportSpool, resend
-from common.contracts import REPORTS_PATH, AmdVerdict, CallReport, SuccessVerdict, TranscriptTurn
+from common.contracts import (
+    REPORTS_PATH,
+    AgentReport,
+    AmdVerdict,
+    CallReport,
+    SuccessVerdict,
+    TranscriptTurn,
+)
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
@@ -285,3 +293,42 @@ async def test_a_job_killed_while_it_still_retries_leaves_its_reports_in_the_spo
     for call_id in call_ids:
         call = await (await client.get(f"/calls/{call_id}")).json()
         assert call["report_status"] == "complete" and call["summary"] == "Greeted Ann."
+
+
+async def test_a_server_still_away_holds_back_only_its_own_spooled_reports(
+    start_app: AppFactory, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """The oldest spooled file's server does not answer (away for good: PUBLIC_BASE_URL
+    changed since, a server taken down): every later file, for a server that answers, waited
+    behind it, pass after pass, and never went. Now only that server's files wait, and a
+    pass tries that server once, not once a file."""
+    client = await quiet_app(start_app)
+    away = [await place(client), await place(client, "+14155557762")]
+    call_id = await place(client, "+14155557761")
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    tried: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        tried.append(json.loads(await request.read())["call_id"])
+        return await outage.handle(request)
+
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, handle)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    spool = ReportSpool(tmp_path / "agent-reports")
+    final = CallReport(summary="Greeted Ann.", ended_by="callee")
+    for url, call in (
+        *((str(front.make_url(REPORTS_PATH)), call) for call in away),
+        (str(client.make_url(REPORTS_PATH)), call_id),
+    ):
+        report = AgentReport(call_id=call, seq=0, kind="final", at=time.time(), final=final)
+        assert spool.save(url, call, [report.to_json()])
+
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 1
+    assert [left.call_id for left in spool.load()] == away
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["report_status"] == "complete" and call["summary"] == "Greeted Ann."
+    assert tried and set(tried) == {away[0]}
+    tried.clear()
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 0
+    assert tried and set(tried) == {away[0]}  # still tried each pass, once
