@@ -303,18 +303,20 @@ async def wait_for_callee(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
 def earlier_agent(room: rtc.Room) -> rtc.RemoteParticipant | None:
     """Another agent of this one's name in the room that joined before this job's (by join
     time, then identity: of two jobs that see each other, both name the same one), else
-    None. An agent of another name (one the project dispatches to every room) is not ours."""
+    None. An agent of another name (one the project dispatches to every room) is not ours,
+    nor one that gives no name while this one does (livekit-agents always names its jobs:
+    that one is another program's, and this job leaving would leave the callee with it)."""
 
     def order(participant: rtc.Participant) -> tuple[float, str]:
         joined = participant.joined_at
         return (joined.timestamp() if joined is not None else 0.0, participant.identity)
 
     me = room.local_participant
-    mine, name = order(me), me.attributes.get(ATTR_AGENT_NAME, "")
+    mine, name = order(me), me.attributes.get(ATTR_AGENT_NAME)
     for participant in room.remote_participants.values():
         if (
             participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-            and participant.attributes.get(ATTR_AGENT_NAME, name) == name
+            and participant.attributes.get(ATTR_AGENT_NAME) == name
             and order(participant) < mine
         ):
             return participant

@@ -1048,3 +1048,15 @@ def test_an_agent_of_another_name_is_not_a_second_job() -> None:
     assert worker.earlier_agent(cast(rtc.Room, room)) is None
     theirs.attributes["lk.agent.name"] = "outbound-caller"
     assert worker.earlier_agent(cast(rtc.Room, room)) is cast(rtc.RemoteParticipant, theirs)
+
+
+def test_an_agent_that_gives_no_name_is_not_a_second_job() -> None:
+    """An agent without livekit-agents' lk.agent.name (another program's: livekit-agents
+    names every job) joined first: this job took it for a second dispatch of its own call and
+    left, and the callee, who answered, heard nobody (the server counts a nameless agent as
+    the call's, so it never ended the call either). The call's own agent stays."""
+    theirs = FakeParticipant("agent-recorder", AGENT, joined_at=at(1))
+    room = FakeRoom(theirs)
+    room.local_participant = FakeParticipant("agent-m", AGENT, joined_at=at(0))
+    room.local_participant.attributes["lk.agent.name"] = "outbound-caller"
+    assert worker.earlier_agent(cast(rtc.Room, room)) is None
