@@ -127,7 +127,9 @@ class ReportSender:
     what `aclose` has not delivered within `spool_after_s` is written there at once, and the
     file removed should it be delivered after all.
     `give_up_level`: how what was not delivered is logged (the spool's passes, which try
-    again, say it at INFO).
+    again, say it at INFO). `hold_back`: once a POST is given up, what waits after it is
+    given up with it, not sent before it (the spool's passes: a final report delivered
+    before the call's answer).
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class ReportSender:
         spool: ReportSpool | None = None,
         spool_after_s: float = SPOOL_AFTER_S,
         give_up_level: int = logging.ERROR,
+        hold_back: bool = False,
     ) -> None:
         self._url = url
         self._call_id = call_id
@@ -159,6 +162,7 @@ class ReportSender:
         self._spool = spool
         self._spool_after_s = spool_after_s
         self._give_up_level = give_up_level
+        self._hold_back = hold_back
         self._next_seq = 0
         self._waiting: collections.deque[_Queued] = collections.deque()
         self._current: list[_Queued] = []
@@ -305,6 +309,9 @@ class ReportSender:
             for index, item in enumerate(batch):
                 self._current = batch[index:]  # what a close now would leave undelivered
                 await self._send(url, [item])
+                if self._hold_back and item.report.seq in self.dropped:
+                    self.dropped.extend(q.report.seq for q in batch[index + 1 :])
+                    return
         else:
             self.refused.extend(q.report.seq for q in batch)
 
@@ -344,6 +351,9 @@ class ReportSender:
                         exc,
                     )
                     self.dropped.extend(q.report.seq for q in batch)
+                    if self._hold_back:  # what follows goes after it, in a later pass
+                        self.dropped.extend(q.report.seq for q in self._waiting)
+                        self._waiting.clear()
                     return None
                 logger.log(
                     logging.INFO if attempts == 1 else logging.DEBUG,

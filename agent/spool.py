@@ -200,6 +200,7 @@ async def _resend(
             retry=policy,
             linger_s=0,
             give_up_level=logging.INFO,
+            hold_back=True,
         )
         for report in item.reports:
             sender.resend(report)

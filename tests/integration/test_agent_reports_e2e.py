@@ -332,3 +332,57 @@ async def test_a_server_still_away_holds_back_only_its_own_spooled_reports(
     tried.clear()
     assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 0
     assert tried and set(tried) == {away[0]}  # still tried each pass, once
+
+
+async def test_a_spooled_call_is_resent_in_order_or_not_at_all(
+    start_app: AppFactory, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """A spooled file of more reports than one POST carries (64: a long call's turns), the
+    server away for its first POST and back for the next: the pass gave the first up and
+    went on, and the final report reached the server before the call's answer (the call
+    read as never answered beside its transcript until the next pass). Now what follows a
+    POST given up waits with it for the next pass, and arrives after it."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    outage.down = False
+    app = web.Application()
+    answered_away = True
+
+    async def handle(request: web.Request) -> web.Response:
+        if answered_away and b'"answered"' in await request.read():
+            outage.refused += 1
+            return web.json_response({"error": "bad gateway"}, status=502)
+        return await outage.handle(request)
+
+    app.router.add_post(REPORTS_PATH, handle)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    now = time.time()
+    turns = [TranscriptTurn(role="agent", text=f"Line {n}.", at_s=float(n)) for n in range(80)]
+    reports = [
+        AgentReport(call_id=call_id, seq=0, kind="answered", at=now),
+        *(
+            AgentReport(call_id=call_id, seq=n + 1, kind="turn", at=now, turn=turn)
+            for n, turn in enumerate(turns)
+        ),
+        AgentReport(
+            call_id=call_id,
+            seq=len(turns) + 1,
+            kind="final",
+            at=now,
+            final=CallReport(transcript=turns, summary="A long call.", ended_by="callee"),
+        ),
+    ]
+    spool = ReportSpool(tmp_path / "agent-reports")
+    assert spool.save(str(front.make_url(REPORTS_PATH)), call_id, [r.to_json() for r in reports])
+
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 0
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["report_status"] == "pending" and call["answered_at"] is None
+
+    answered_away = False
+    assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 1
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert call["status"] == "in_progress" and call["report_status"] == "complete"
+    agent_events = [e["event"] for e in call["timeline"] if e["event"].startswith("agent_")]
+    assert agent_events == ["agent_answered", "agent_final"]

@@ -631,3 +631,28 @@ async def test_abandoned_while_lingering_the_sender_ends_quietly(server: ReportS
     sender._wake.set()  # the wait ends as the cancel would have come
     await asyncio.wait_for(task, 2.0)  # ends by itself, raising nothing
     assert server.posts == [] and sender.dropped == [0]
+
+
+async def test_holding_back_sends_nothing_past_a_report_given_up(server: ReportServer) -> None:
+    """`hold_back` (the spool's passes): a batch refused 413 goes again one by one, and the
+    first of them is given up (the server away again): neither the rest of that batch nor
+    what waits after it is sent before it; all of them wait for the next pass."""
+    server.script = {0: [413] + [502] * 1000}
+    sender = ReportSender(
+        server.url,
+        CALL,
+        KEY,
+        SECRET,
+        clock=ticking_clock(),
+        retry=RetryPolicy(first_delay_s=0.01, max_delay_s=0.02, deadline_s=0.2),
+        linger_s=0,
+        hold_back=True,
+    )
+    count = MAX_REPORTS_PER_POST + 6
+    for n in range(count - 1):
+        sender.turn(TranscriptTurn(role="callee", text=f"line {n}", at_s=float(n)))
+    sender.final(final_report())
+    await sender.aclose(10)
+    assert {seq for post in server.posts for seq in post[:1]} == {0}
+    assert server.posts[0] == list(range(MAX_REPORTS_PER_POST))
+    assert sorted(sender.dropped) == list(range(count)) and sender.delivered == []
