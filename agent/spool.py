@@ -219,7 +219,18 @@ async def _resend(
             continue
         item.path.unlink(missing_ok=True)
         sent += 1
-        logger.info("report spool: call %s's %d reports delivered", item.call_id, len(item.reports))
+        if sender.refused:  # each refusal was logged as it came (a WARNING)
+            logger.warning(
+                "report spool: call %s's reports sent again: %d delivered, %d refused by the"
+                " server for good; its file is removed",
+                item.call_id,
+                len(sender.delivered),
+                len(sender.refused),
+            )
+        else:
+            logger.info(
+                "report spool: call %s's %d reports delivered", item.call_id, len(item.reports)
+            )
     return sent
 
 

@@ -386,3 +386,23 @@ async def test_a_spooled_call_is_resent_in_order_or_not_at_all(
     assert call["status"] == "in_progress" and call["report_status"] == "complete"
     agent_events = [e["event"] for e in call["timeline"] if e["event"].startswith("agent_")]
     assert agent_events == ["agent_answered", "agent_final"]
+
+
+async def test_spooled_reports_the_server_refuses_are_not_said_delivered(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spooled file the server refused for good (404: a call it does not know, its
+    database replaced meanwhile) was removed with the line 'call ...'s 1 reports delivered'
+    after the sender's WARNING that it was refused: the log said both. Now it says refused."""
+    client = await quiet_app(start_app)
+    spool = ReportSpool(tmp_path / "agent-reports")
+    report = AgentReport(call_id="call-000000000000", seq=0, kind="answered", at=time.time())
+    assert spool.save(str(client.make_url(REPORTS_PATH)), report.call_id, [report.to_json()])
+    with caplog.at_level(logging.INFO, logger="agent.spool"):
+        assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 1
+    assert list(spool.load()) == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.spool"]
+    assert lines == [
+        "report spool: call call-000000000000's reports sent again: 0 delivered, 1 refused by"
+        " the server for good; its file is removed"
+    ]
