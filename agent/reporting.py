@@ -488,15 +488,17 @@ class ReportSender:
                         kept[0].unlink(missing_ok=True)
                     kept = again
             if kept is not None:
+                # (the file written early, if the last could not be: only what it holds)
+                held = [q for q in pending if q.report.seq in kept[1]]
                 logger.warning(
                     "call %s: %d reports not delivered within %.0f s, kept in the report spool;"
                     " the worker sends them again",
                     self._call_id,
-                    len(pending),
+                    len(held),
                     timeout,
                 )
-                self.spooled.extend(q.report.seq for q in pending)
-                pending = []
+                self.spooled.extend(q.report.seq for q in held)
+                pending = [q for q in pending if q.report.seq not in kept[1]]
         elif kept is not None:  # delivered after all
             kept[0].unlink(missing_ok=True)
         self.dropped.extend(q.report.seq for q in pending)

@@ -406,3 +406,50 @@ async def test_spooled_reports_the_server_refuses_are_not_said_delivered(
         "report spool: call call-000000000000's reports sent again: 0 delivered, 1 refused by"
         " the server for good; its file is removed"
     ]
+
+
+async def test_a_report_the_spool_could_not_take_is_not_said_kept(
+    start_app: AppFactory,
+    aiohttp_server: AiohttpServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server away, the job's reports written to the spool 5 s into its last flush; a
+    report queued after that, and the spool no longer writable at the flush's end (a full
+    disk): the job logged the ERROR that they were not kept, then a WARNING that all of
+    them were, and counted the newer one spooled though no file held it. Now only what the
+    earlier file holds is said kept; the newer one is named not delivered."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, outage.handle)
+    front = await aiohttp_server(app, host="127.0.0.1")
+    spool = ReportSpool(tmp_path / "agent-reports")
+    sender = ReportSender(
+        str(front.make_url(REPORTS_PATH)),
+        call_id,
+        DEV_API_KEY,
+        DEV_API_SECRET,
+        retry=BUDGET,
+        linger_s=0,
+        spool=spool,
+        spool_after_s=0.1,
+    )
+    sender.answered(time.time())
+    closing = asyncio.create_task(sender.aclose(1.0))
+
+    async def kept() -> bool:
+        return len(list(spool.load())) == 1
+
+    await wait_for(kept, timeout=5)
+    sender.final(CallReport(summary="Greeted Ann.", ended_by="callee"))
+    monkeypatch.setattr(spool, "save", lambda *_args: None)  # as a full disk's ERROR says
+    await asyncio.wait_for(closing, 10)
+    assert (sender.spooled, sender.dropped) == ([0], [1])
+    (left,) = spool.load()
+    assert [r.seq for r in left.reports] == [0]
+    assert f"call {call_id}: 1 reports not delivered within 1 s, kept in the report spool" in (
+        caplog.text
+    )
