@@ -186,6 +186,7 @@ class _Worker:
     ) -> None:
         self._ready = threading.Condition(threading.Lock())
         self._queue: deque[_Call] = deque()
+        self._taken: deque[_Call] = deque()  # of the batch being run, those not begun yet
         self._stopping = False
         self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
         self._run_together = run_together
@@ -204,12 +205,14 @@ class _Worker:
         return future
 
     def withdraw(self, future: asyncio.Future[Any]) -> bool:
-        """Take the call of `future` out of the queue if it has not begun; whether it was."""
+        """Take the call of `future` out of the queue (or of the batch being run) if it has
+        not begun; whether it was."""
         with self._ready:
-            for call in self._queue:
-                if call.future is future:
-                    self._queue.remove(call)
-                    return True
+            for waiting in (self._queue, self._taken):
+                for call in waiting:
+                    if call.future is future:
+                        waiting.remove(call)
+                        return True
         return False
 
     def shutdown(self, wait: bool = True) -> None:
@@ -226,10 +229,9 @@ class _Worker:
                     self._ready.wait()
                 if not self._queue:
                     return
-                batch = list(self._queue)
-                self._queue.clear()
+                self._taken, self._queue = self._queue, self._taken
             done: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
-            for outcome in self._run_batch(batch):
+            for outcome in self._run_taken():
                 done.setdefault(outcome[0].loop, []).append(outcome)
             for loop, outcomes in done.items():
                 try:
@@ -237,21 +239,24 @@ class _Worker:
                 except RuntimeError:  # that loop is closed: nobody is waiting any more
                     pass
 
-    def _run_batch(self, batch: list[_Call]) -> list[Outcome]:
-        """Every call of `batch`, in order; each run of neighbours submitted `together` at once."""
+    def _run_taken(self) -> list[Outcome]:
+        """Every call of the batch taken, in order; each run of neighbours submitted
+        `together` at once. Each is taken out of `_taken` as it begins: until then it can be
+        withdrawn (its request answered), though a call before it in the batch never returns
+        (a stalled disk)."""
         outcomes: list[Outcome] = []
-        start = 0
-        while start < len(batch):
-            end = start + 1
-            if batch[start].together and self._run_together is not None:
-                while end < len(batch) and batch[end].together:
-                    end += 1
-            if end - start > 1 and self._run_together is not None:
-                outcomes += self._run_together(batch[start:end])
+        while True:
+            with self._ready:
+                if not self._taken:
+                    return outcomes
+                run = [self._taken.popleft()]
+                if run[0].together and self._run_together is not None:
+                    while self._taken and self._taken[0].together:
+                        run.append(self._taken.popleft())
+            if len(run) > 1 and self._run_together is not None:
+                outcomes += self._run_together(run)
             else:
-                outcomes.append(_run_one(batch[start]))
-            start = end
-        return outcomes
+                outcomes.append(_run_one(run[0]))
 
 
 def _run_one(call: _Call) -> Outcome:

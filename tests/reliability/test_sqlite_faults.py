@@ -21,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.storage import sqlite as sqlite_store
+from common.storage.base import DatabaseStalled
 from common.storage.sqlite import SqliteCallStore
 from handlers.keys import STORE
 from sandbox import TwirpError
@@ -383,6 +384,43 @@ class StallingConnection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+async def test_a_request_queued_beside_a_stalled_write_is_answered_by_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's thread took every request queued meanwhile at once: those queued with
+    the write that stalled (before the thread came to it) were no longer in the queue to be
+    answered at QUEUE_WAIT_S, and waited as long as the disk did (no answer at all). Now
+    each waits in the queue until its turn, and is answered 503 by its deadline."""
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    busy, free, disk = threading.Event(), threading.Event(), threading.Event()
+    try:
+
+        def hold() -> bool:
+            busy.set()
+            return free.wait(10)
+
+        holding = asyncio.ensure_future(db._submit(hold))
+        assert await asyncio.to_thread(busy.wait, 10)
+        stalled = asyncio.ensure_future(
+            db._submit_to(db._worker, disk.wait, 30, wait_s=sqlite_store.QUEUE_WAIT_S)
+        )
+        read = asyncio.ensure_future(db.get_call("call-000000000000"))
+        await asyncio.sleep(0.1)  # both queued while the thread is busy
+        free.set()
+        await holding
+        started = time.monotonic()
+        with pytest.raises(DatabaseStalled):
+            await asyncio.wait_for(read, 5)
+        assert time.monotonic() - started < 2
+        assert not stalled.done()
+    finally:
+        free.set()
+        disk.set()
+    assert await stalled
+    await db.close()
 
 
 async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_its_deadline(
