@@ -187,6 +187,7 @@ class _Worker:
         self._ready = threading.Condition(threading.Lock())
         self._queue: deque[_Call] = deque()
         self._taken: deque[_Call] = deque()  # of the batch being run, those not begun yet
+        self._finished: list[Outcome] = []  # of the batch being run, those done
         self._stopping = False
         self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
         self._run_together = run_together
@@ -215,6 +216,15 @@ class _Worker:
                         return True
         return False
 
+    def take_finished(self, future: asyncio.Future[Any]) -> Outcome | None:
+        """The outcome of `future`'s call if it is done but not handed back yet (its batch
+        still runs), taken out of the batch's; else None."""
+        with self._ready:
+            for index, outcome in enumerate(self._finished):
+                if outcome[0].future is future:
+                    return self._finished.pop(index)
+        return None
+
     def shutdown(self, wait: bool = True) -> None:
         with self._ready:
             self._stopping = True
@@ -230,8 +240,11 @@ class _Worker:
                 if not self._queue:
                     return
                 self._taken, self._queue = self._queue, self._taken
+            self._run_taken()
+            with self._ready:
+                finished, self._finished = self._finished, []
             done: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
-            for outcome in self._run_taken():
+            for outcome in finished:
                 done.setdefault(outcome[0].loop, []).append(outcome)
             for loop, outcomes in done.items():
                 try:
@@ -239,24 +252,25 @@ class _Worker:
                 except RuntimeError:  # that loop is closed: nobody is waiting any more
                     pass
 
-    def _run_taken(self) -> list[Outcome]:
-        """Every call of the batch taken, in order; each run of neighbours submitted
-        `together` at once. Each is taken out of `_taken` as it begins: until then it can be
-        withdrawn (its request answered), though a call before it in the batch never returns
-        (a stalled disk)."""
-        outcomes: list[Outcome] = []
+    def _run_taken(self) -> None:
+        """Every call of the batch taken, in order, into `_finished`; each run of neighbours
+        submitted `together` at once. Each is taken out of `_taken` as it begins: until then
+        it can be withdrawn (its request answered), and once done its outcome taken (both
+        while a call of the batch never returns: a stalled disk)."""
         while True:
             with self._ready:
                 if not self._taken:
-                    return outcomes
+                    return
                 run = [self._taken.popleft()]
                 if run[0].together and self._run_together is not None:
                     while self._taken and self._taken[0].together:
                         run.append(self._taken.popleft())
             if len(run) > 1 and self._run_together is not None:
-                outcomes += self._run_together(run)
+                outcomes = self._run_together(run)
             else:
-                outcomes.append(_run_one(run[0]))
+                outcomes = [_run_one(run[0])]
+            with self._ready:
+                self._finished += outcomes
 
 
 def _run_one(call: _Call) -> Outcome:
@@ -738,8 +752,13 @@ class SqliteCallStore(SqlCallStore):
     def _overdue(self, worker: _Worker, future: asyncio.Future[Any], waited_s: float) -> None:
         """`future`'s call waited `waited_s` for its turn: out of the queue, answered
         DatabaseStalled (said once, then once it answers again). One already begun is left
-        to finish: its own write is what the disk holds, and it may yet commit."""
-        if not worker.withdraw(future) or future.done():
+        to finish: its own write is what the disk holds, and it may yet commit. One done
+        while a later call of its batch has not returned is handed back now."""
+        if not worker.withdraw(future):
+            if (finished := worker.take_finished(future)) is not None:
+                _deliver([finished])
+            return
+        if future.done():  # its request went meanwhile (cancelled): nothing to answer
             return
         if worker.stalled_since is None:
             worker.stalled_since = asyncio.get_running_loop().time() - waited_s

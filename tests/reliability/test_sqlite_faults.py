@@ -423,6 +423,42 @@ async def test_a_request_queued_beside_a_stalled_write_is_answered_by_its_deadli
     await db.close()
 
 
+async def test_a_request_done_before_a_stalled_write_of_its_batch_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the database's thread had done, in the batch it took, before a write that
+    then never returned (a stalled disk): its answer went back with the batch's, when the
+    disk let go, and the request had none until then. It is answered by its deadline."""
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    busy, free, disk = threading.Event(), threading.Event(), threading.Event()
+    try:
+
+        def hold() -> bool:
+            busy.set()
+            return free.wait(10)
+
+        holding = asyncio.ensure_future(db._submit(hold))
+        assert await asyncio.to_thread(busy.wait, 10)
+        read = asyncio.ensure_future(db.get_call("call-000000000000"))
+        await asyncio.sleep(0.05)
+        stalled = asyncio.ensure_future(
+            db._submit_to(db._worker, disk.wait, 30, wait_s=sqlite_store.QUEUE_WAIT_S)
+        )
+        await asyncio.sleep(0.1)  # both queued while the thread is busy
+        free.set()
+        await holding
+        started = time.monotonic()
+        assert await asyncio.wait_for(read, 5) is None  # no such call: its answer
+        assert time.monotonic() - started < 2
+        assert not stalled.done()
+    finally:
+        free.set()
+        disk.set()
+    assert await stalled
+    await db.close()
+
+
 async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_its_deadline(
     start_app: AppFactory,
     tmp_path: Path,
