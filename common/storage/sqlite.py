@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import stat
@@ -166,6 +167,7 @@ class _Call:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     together: bool = False  # may share one transaction with the calls queued next to it
+    deadline: float = math.inf  # loop time: not begun (or not handed back) by then, overdue
 
 
 Outcome = tuple[_Call, Any, BaseException | None]
@@ -190,40 +192,46 @@ class _Worker:
         self._finished: list[Outcome] = []  # of the batch being run, those done
         self._stopping = False
         self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
+        # The one timer that looks for overdue calls (SqliteCallStore._watch), armed while a
+        # call with a deadline may be pending: a timer of its own per call cost ~7 µs each.
+        self.watchdog: asyncio.TimerHandle | None = None
         self._run_together = run_together
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., T], *args: Any, together: bool = False) -> asyncio.Future[T]:
+    def submit(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        together: bool = False,
+        deadline: float = math.inf,
+    ) -> asyncio.Future[T]:
         """Queue fn(*args); raises RuntimeError once shut down."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._ready:
             if self._stopping:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.append(_Call(loop, future, fn, args, together))
+            self._queue.append(_Call(loop, future, fn, args, together, deadline))
             self._ready.notify()
         return future
 
-    def withdraw(self, future: asyncio.Future[Any]) -> bool:
-        """Take the call of `future` out of the queue (or of the batch being run) if it has
-        not begun; whether it was."""
+    def overdue(self, now: float) -> tuple[list[_Call], list[Outcome], float]:
+        """The calls whose deadline is past: those not begun (in the queue, or in the batch
+        being run), taken out so that they never run; and those done whose batch still runs,
+        their outcomes taken out to be handed back now. Then the earliest deadline of the
+        calls left (inf: none has one)."""
         with self._ready:
-            for waiting in (self._queue, self._taken):
-                for call in waiting:
-                    if call.future is future:
-                        waiting.remove(call)
-                        return True
-        return False
-
-    def take_finished(self, future: asyncio.Future[Any]) -> Outcome | None:
-        """The outcome of `future`'s call if it is done but not handed back yet (its batch
-        still runs), taken out of the batch's; else None."""
-        with self._ready:
-            for index, outcome in enumerate(self._finished):
-                if outcome[0].future is future:
-                    return self._finished.pop(index)
-        return None
+            late = [c for w in (self._queue, self._taken) for c in w if c.deadline <= now]
+            if late:
+                self._queue = deque(c for c in self._queue if c.deadline > now)
+                self._taken = deque(c for c in self._taken if c.deadline > now)
+            done = [o for o in self._finished if o[0].deadline <= now]
+            self._finished = [o for o in self._finished if o[0].deadline > now]
+            left = (c.deadline for w in (self._queue, self._taken) for c in w)
+            soonest = min(left, default=math.inf)
+            soonest = min(soonest, min((o[0].deadline for o in self._finished), default=math.inf))
+        return late, done, soonest
 
     def shutdown(self, wait: bool = True) -> None:
         with self._ready:
@@ -231,6 +239,9 @@ class _Worker:
             self._ready.notify()
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
+            if self.watchdog is not None:  # nothing left for it to look at
+                self.watchdog.cancel()
+                self.watchdog = None
 
     def _serve(self) -> None:
         while True:
@@ -723,23 +734,22 @@ class SqliteCallStore(SqlCallStore):
         wait_s: float | None = None,
     ) -> T:
         """fn(*args) on `worker`; with `wait_s`, DatabaseStalled if it has not begun by then."""
-        try:
-            future = worker.submit(fn, *args, together=together)
-        except RuntimeError as exc:  # the worker is shut down: the database was closed
-            raise DatabaseError("calls database is closed") from exc
-        timer = None
+        deadline = math.inf
         if wait_s is not None:
             loop = asyncio.get_running_loop()
-            timer = loop.call_later(wait_s, self._overdue, worker, future, wait_s)
+            deadline = loop.time() + wait_s
+        try:
+            future = worker.submit(fn, *args, together=together, deadline=deadline)
+        except RuntimeError as exc:  # the worker is shut down: the database was closed
+            raise DatabaseError("calls database is closed") from exc
+        if wait_s is not None and worker.watchdog is None:
+            worker.watchdog = loop.call_at(deadline, self._watch, worker, wait_s)
         try:
             result = await future
         except sqlite3.Error as exc:
             if (more := self.repeats.due("error")) is not None:
                 logger.error("calls database error: %s%s", exc, more)
             raise DatabaseError(str(exc)) from exc
-        finally:
-            if timer is not None:
-                timer.cancel()
         if worker.stalled_since is not None:
             logger.warning(
                 "calls database %s answers again (held up for %.0f s)",
@@ -749,29 +759,33 @@ class SqliteCallStore(SqlCallStore):
             worker.stalled_since = None
         return result
 
-    def _overdue(self, worker: _Worker, future: asyncio.Future[Any], waited_s: float) -> None:
-        """`future`'s call waited `waited_s` for its turn: out of the queue, answered
-        DatabaseStalled (said once, then once it answers again). One already begun is left
-        to finish: its own write is what the disk holds, and it may yet commit. One done
-        while a later call of its batch has not returned is handed back now."""
-        if not worker.withdraw(future):
-            if (finished := worker.take_finished(future)) is not None:
-                _deliver([finished])
-            return
-        if future.done():  # its request went meanwhile (cancelled): nothing to answer
-            return
-        if worker.stalled_since is None:
-            worker.stalled_since = asyncio.get_running_loop().time() - waited_s
-            logger.error(
-                "calls database %s has not answered for %.0f s (a statement still runs: its"
-                " disk stalls, or a transaction is very long): requests waiting on it are"
-                " answered 503",
-                self.path,
-                waited_s,
+    def _watch(self, worker: _Worker, waited_s: float) -> None:
+        """The calls whose deadline passed (each waited `waited_s` for its turn): taken out of
+        the queue and answered DatabaseStalled (said once, then once it answers again). One
+        already begun is left to finish: its own write is what the disk holds, and it may
+        yet commit. One done while a later call of its batch has not returned is handed back
+        now. Then armed again for the next deadline, while a call with one is pending."""
+        loop = asyncio.get_running_loop()
+        worker.watchdog = None
+        late, done, soonest = worker.overdue(loop.time())
+        _deliver(done)
+        for call in late:
+            if call.future.done():  # its request went meanwhile (cancelled): nothing to answer
+                continue
+            if worker.stalled_since is None:
+                worker.stalled_since = loop.time() - waited_s
+                logger.error(
+                    "calls database %s has not answered for %.0f s (a statement still runs:"
+                    " its disk stalls, or a transaction is very long): requests waiting on it"
+                    " are answered 503",
+                    self.path,
+                    waited_s,
+                )
+            call.future.set_exception(
+                DatabaseStalled(f"the calls database did not answer in {waited_s:.0f} s")
             )
-        future.set_exception(
-            DatabaseStalled(f"the calls database did not answer in {waited_s:.0f} s")
-        )
+        if soonest < math.inf:
+            worker.watchdog = loop.call_at(soonest, self._watch, worker, waited_s)
 
     @property
     def conn(self) -> sqlite3.Connection:
