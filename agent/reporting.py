@@ -130,6 +130,9 @@ class ReportSender:
     again, say it at INFO). `hold_back`: once a POST is given up, what waits after it is
     given up with it, not sent before it (the spool's passes: a final report delivered
     before the call's answer).
+    With a spool or `hold_back`, a 401 (the server refused the signature: a key rotated on
+    one side only, a clock far off) is retried, and kept in the spool, rather than refused
+    for good: the reports arrive once the keys agree again, where they were lost.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class ReportSender:
         self._spool_after_s = spool_after_s
         self._give_up_level = give_up_level
         self._hold_back = hold_back
+        self._unauthorized_retried = spool is not None or hold_back
         self._next_seq = 0
         self._waiting: collections.deque[_Queued] = collections.deque()
         self._current: list[_Queued] = []
@@ -432,6 +436,8 @@ class ReportSender:
             raise _Retry(f"{type(exc).__name__}: {_clip(str(exc))}") from None
         if status >= 500 or status in RETRYABLE_STATUSES:
             raise _Retry(f"HTTP {status} {why}".rstrip())
+        if status == 401 and self._unauthorized_retried:  # kept until the keys agree again
+            raise _Retry(f"HTTP 401 {why} (check LIVEKIT_API_KEY and LIVEKIT_API_SECRET)".rstrip())
         # The rest of 4xx (and 3xx: a report URL that redirects is misconfigured) will not
         # change by sending the same report again.
         raise _Refused(f"HTTP {status} {why}".rstrip(), status)

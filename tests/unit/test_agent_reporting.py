@@ -285,6 +285,22 @@ def test_a_post_holds_at_most_its_count_and_bytes_and_always_one() -> None:
     assert not waiting
 
 
+async def test_a_401_is_retried_where_reports_are_kept_for_later(server: ReportServer) -> None:
+    """A 401 (the server refused the signature: a key rotated on one side only, a clock far
+    off) is refused for good by a plain sender, but retried by one whose reports are kept
+    for later (a spool's pass, `hold_back`): the spool removed its file, and the call's
+    reports were lost, though they arrive once the keys agree again."""
+    server.script = {0: [401, 401]}
+    sender = ReportSender(
+        server.url, CALL, KEY, SECRET, clock=ticking_clock(), retry=FAST, hold_back=True
+    )
+    sender.resend(AgentReport(call_id=CALL, seq=0, kind="answered", at=1_700_000_000.0))
+    assert await within(sender.flush(10))
+    await sender.aclose()
+    assert [status for _, _, status in server.seen] == [401, 401, 200]
+    assert (sender.delivered, sender.refused) == ([0], [])
+
+
 async def test_refused_reports_are_logged_once_and_skipped(
     server: ReportServer, caplog: pytest.LogCaptureFixture
 ) -> None:
