@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,37 @@ class Outage:
             )
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 # Today's budget (a POST retried for 4 minutes, the job's flush 220 s), scaled down.
 BUDGET = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05, attempt_timeout_s=1.0, deadline_s=0.2)
+
+
+async def outage_front(
+    client: TestClient[Any, Any],
+    aiohttp_server: AiohttpServer,
+    handler: Callable[[Outage], Handler] | None = None,
+) -> tuple[Outage, str]:
+    """An `Outage` in front of the app (its handler, or `handler` of it), and its report URL."""
+    outage = Outage(str(client.make_url(REPORTS_PATH)))
+    app = web.Application()
+    app.router.add_post(REPORTS_PATH, outage.handle if handler is None else handler(outage))
+    front = await aiohttp_server(app, host="127.0.0.1")
+    return outage, str(front.make_url(REPORTS_PATH))
+
+
+def spooling_sender(url: str, call_id: str, spool: ReportSpool, **options: Any) -> ReportSender:
+    """A job's sender (retrying within BUDGET, keeping what it cannot deliver in `spool`)."""
+    return ReportSender(
+        url,
+        call_id,
+        DEV_API_KEY,
+        DEV_API_SECRET,
+        retry=BUDGET,
+        linger_s=0,
+        spool=spool,
+        **options,
+    )
 
 
 async def test_a_final_report_outlives_an_outage_longer_than_its_retries(
@@ -170,20 +200,9 @@ async def test_a_final_report_outlives_an_outage_longer_than_its_retries(
     spool, and the worker sends them once the server is back."""
     client = await quiet_app(start_app)
     call_id = await place(client)
-    outage = Outage(str(client.make_url(REPORTS_PATH)))
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, outage.handle)
-    front = await aiohttp_server(app, host="127.0.0.1")
+    outage, url = await outage_front(client, aiohttp_server)
     spool = ReportSpool(tmp_path / "agent-reports")
-    sender = ReportSender(
-        str(front.make_url(REPORTS_PATH)),
-        call_id,
-        DEV_API_KEY,
-        DEV_API_SECRET,
-        retry=BUDGET,
-        linger_s=0,
-        spool=spool,
-    )
+    sender = spooling_sender(url, call_id, spool)
     hello = TranscriptTurn(role="agent", text="Hello Ann, this is the clinic.", at_s=0.4)
     sender.answered(time.time())
     sender.turn(hello)
@@ -219,20 +238,9 @@ async def test_a_server_back_before_the_job_ends_gets_the_reports_from_the_job(
     of order (a turn after the final report is a duplicate, never shown)."""
     client = await quiet_app(start_app)
     call_id = await place(client)
-    outage = Outage(str(client.make_url(REPORTS_PATH)))
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, outage.handle)
-    front = await aiohttp_server(app, host="127.0.0.1")
+    outage, url = await outage_front(client, aiohttp_server)
     spool = ReportSpool(tmp_path / "agent-reports")
-    sender = ReportSender(
-        str(front.make_url(REPORTS_PATH)),
-        call_id,
-        DEV_API_KEY,
-        DEV_API_SECRET,
-        retry=BUDGET,
-        linger_s=0,
-        spool=spool,
-    )
+    sender = spooling_sender(url, call_id, spool)
     sender.answered(time.time())
     assert not await sender.flush(0.5)  # past the budget, still trying
     outage.down = False
@@ -251,24 +259,11 @@ async def test_a_job_killed_while_it_still_retries_leaves_its_reports_in_the_spo
     last flush; the file goes if they are delivered after all."""
     client = await quiet_app(start_app)
     call_ids = [await place(client), await place(client, "+14155557761")]
-    outage = Outage(str(client.make_url(REPORTS_PATH)))
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, outage.handle)
-    front = await aiohttp_server(app, host="127.0.0.1")
+    outage, url = await outage_front(client, aiohttp_server)
     spool = ReportSpool(tmp_path / "agent-reports")
     http = aiohttp.ClientSession()  # the killed process's, closed here rather than by it
     senders = [
-        ReportSender(
-            str(front.make_url(REPORTS_PATH)),
-            call_id,
-            DEV_API_KEY,
-            DEV_API_SECRET,
-            session=http,
-            retry=BUDGET,
-            linger_s=0,
-            spool=spool,
-            spool_after_s=0.1,
-        )
+        spooling_sender(url, call_id, spool, session=http, spool_after_s=0.1)
         for call_id in call_ids
     ]
     for sender in senders:
@@ -305,20 +300,20 @@ async def test_a_server_still_away_holds_back_only_its_own_spooled_reports(
     client = await quiet_app(start_app)
     away = [await place(client), await place(client, "+14155557762")]
     call_id = await place(client, "+14155557761")
-    outage = Outage(str(client.make_url(REPORTS_PATH)))
     tried: list[str] = []
 
-    async def handle(request: web.Request) -> web.Response:
-        tried.append(json.loads(await request.read())["call_id"])
-        return await outage.handle(request)
+    def handler(outage: Outage) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            tried.append(json.loads(await request.read())["call_id"])
+            return await outage.handle(request)
 
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, handle)
-    front = await aiohttp_server(app, host="127.0.0.1")
+        return handle
+
+    _, front = await outage_front(client, aiohttp_server, handler)
     spool = ReportSpool(tmp_path / "agent-reports")
     final = CallReport(summary="Greeted Ann.", ended_by="callee")
     for url, call in (
-        *((str(front.make_url(REPORTS_PATH)), call) for call in away),
+        *((front, call) for call in away),
         (str(client.make_url(REPORTS_PATH)), call_id),
     ):
         report = AgentReport(call_id=call, seq=0, kind="final", at=time.time(), final=final)
@@ -344,19 +339,19 @@ async def test_a_spooled_call_is_resent_in_order_or_not_at_all(
     POST given up waits with it for the next pass, and arrives after it."""
     client = await quiet_app(start_app)
     call_id = await place(client)
-    outage = Outage(str(client.make_url(REPORTS_PATH)))
-    outage.down = False
-    app = web.Application()
     answered_away = True
 
-    async def handle(request: web.Request) -> web.Response:
-        if answered_away and b'"answered"' in await request.read():
-            outage.refused += 1
-            return web.json_response({"error": "bad gateway"}, status=502)
-        return await outage.handle(request)
+    def handler(outage: Outage) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            if answered_away and b'"answered"' in await request.read():
+                outage.refused += 1
+                return web.json_response({"error": "bad gateway"}, status=502)
+            return await outage.handle(request)
 
-    app.router.add_post(REPORTS_PATH, handle)
-    front = await aiohttp_server(app, host="127.0.0.1")
+        return handle
+
+    outage, front = await outage_front(client, aiohttp_server, handler)
+    outage.down = False
     now = time.time()
     turns = [TranscriptTurn(role="agent", text=f"Line {n}.", at_s=float(n)) for n in range(80)]
     reports = [
@@ -374,7 +369,7 @@ async def test_a_spooled_call_is_resent_in_order_or_not_at_all(
         ),
     ]
     spool = ReportSpool(tmp_path / "agent-reports")
-    assert spool.save(str(front.make_url(REPORTS_PATH)), call_id, [r.to_json() for r in reports])
+    assert spool.save(front, call_id, [r.to_json() for r in reports])
 
     assert await resend(spool, DEV_API_KEY, DEV_API_SECRET, retry=BUDGET, timeout_s=5.0) == 0
     call = await (await client.get(f"/calls/{call_id}")).json()
@@ -422,21 +417,9 @@ async def test_a_report_the_spool_could_not_take_is_not_said_kept(
     earlier file holds is said kept; the newer one is named not delivered."""
     client = await quiet_app(start_app)
     call_id = await place(client)
-    outage = Outage(str(client.make_url(REPORTS_PATH)))
-    app = web.Application()
-    app.router.add_post(REPORTS_PATH, outage.handle)
-    front = await aiohttp_server(app, host="127.0.0.1")
+    outage, url = await outage_front(client, aiohttp_server)
     spool = ReportSpool(tmp_path / "agent-reports")
-    sender = ReportSender(
-        str(front.make_url(REPORTS_PATH)),
-        call_id,
-        DEV_API_KEY,
-        DEV_API_SECRET,
-        retry=BUDGET,
-        linger_s=0,
-        spool=spool,
-        spool_after_s=0.1,
-    )
+    sender = spooling_sender(url, call_id, spool, spool_after_s=0.1)
     sender.answered(time.time())
     closing = asyncio.create_task(sender.aclose(1.0))
 

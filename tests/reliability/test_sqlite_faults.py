@@ -386,13 +386,15 @@ class StallingConnection:
         return getattr(self._conn, name)
 
 
-async def test_a_request_queued_beside_a_stalled_write_is_answered_by_its_deadline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("read_first", [False, True])
+async def test_a_request_of_a_stalled_writes_batch_is_answered_by_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_first: bool
 ) -> None:
-    """The database's thread took every request queued meanwhile at once: those queued with
-    the write that stalled (before the thread came to it) were no longer in the queue to be
-    answered at QUEUE_WAIT_S, and waited as long as the disk did (no answer at all). Now
-    each waits in the queue until its turn, and is answered 503 by its deadline."""
+    """The database's thread takes every request queued meanwhile at once. Queued after a
+    write that then never returns (a stalled disk), a request was no longer in the queue to
+    be answered at QUEUE_WAIT_S; done before it, its answer went back with the batch's: both
+    waited as long as the disk did (no answer at all). Now the one after it is answered 503
+    by its deadline, and the one done before it gets its answer then."""
     monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
     db = await SqliteCallStore.open(tmp_path / "calls.db")
     busy, free, disk = threading.Event(), threading.Event(), threading.Event()
@@ -404,52 +406,26 @@ async def test_a_request_queued_beside_a_stalled_write_is_answered_by_its_deadli
 
         holding = asyncio.ensure_future(db._submit(hold))
         assert await asyncio.to_thread(busy.wait, 10)
-        stalled = asyncio.ensure_future(
-            db._submit_to(db._worker, disk.wait, 30, wait_s=sqlite_store.QUEUE_WAIT_S)
-        )
-        read = asyncio.ensure_future(db.get_call("call-000000000000"))
-        await asyncio.sleep(0.1)  # both queued while the thread is busy
+        queued = []
+        for read in (read_first, not read_first):  # the read, and the write, in that order
+            queued.append(
+                asyncio.ensure_future(db.get_call("call-000000000000"))
+                if read
+                else asyncio.ensure_future(
+                    db._submit_to(db._worker, disk.wait, 30, wait_s=sqlite_store.QUEUE_WAIT_S)
+                )
+            )
+            await asyncio.sleep(0.05)
+        read_task, stalled = queued if read_first else queued[::-1]
+        await asyncio.sleep(0.05)  # both queued while the thread is busy
         free.set()
         await holding
         started = time.monotonic()
-        with pytest.raises(DatabaseStalled):
-            await asyncio.wait_for(read, 5)
-        assert time.monotonic() - started < 2
-        assert not stalled.done()
-    finally:
-        free.set()
-        disk.set()
-    assert await stalled
-    await db.close()
-
-
-async def test_a_request_done_before_a_stalled_write_of_its_batch_is_answered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A request the database's thread had done, in the batch it took, before a write that
-    then never returned (a stalled disk): its answer went back with the batch's, when the
-    disk let go, and the request had none until then. It is answered by its deadline."""
-    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
-    db = await SqliteCallStore.open(tmp_path / "calls.db")
-    busy, free, disk = threading.Event(), threading.Event(), threading.Event()
-    try:
-
-        def hold() -> bool:
-            busy.set()
-            return free.wait(10)
-
-        holding = asyncio.ensure_future(db._submit(hold))
-        assert await asyncio.to_thread(busy.wait, 10)
-        read = asyncio.ensure_future(db.get_call("call-000000000000"))
-        await asyncio.sleep(0.05)
-        stalled = asyncio.ensure_future(
-            db._submit_to(db._worker, disk.wait, 30, wait_s=sqlite_store.QUEUE_WAIT_S)
-        )
-        await asyncio.sleep(0.1)  # both queued while the thread is busy
-        free.set()
-        await holding
-        started = time.monotonic()
-        assert await asyncio.wait_for(read, 5) is None  # no such call: its answer
+        if read_first:
+            assert await asyncio.wait_for(read_task, 5) is None  # no such call: its answer
+        else:
+            with pytest.raises(DatabaseStalled):
+                await asyncio.wait_for(read_task, 5)
         assert time.monotonic() - started < 2
         assert not stalled.done()
     finally:
