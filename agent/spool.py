@@ -48,9 +48,6 @@ RESEND_RETRY: Final = RetryPolicy(first_delay_s=0.5, max_delay_s=2.0, deadline_s
 # How long one file may take to be delivered once the server answers.
 RESEND_TIMEOUT_S: Final = 120.0
 _SUFFIX: Final = ".json"
-_SET_ASIDE: Final = ".bad"
-# A temporary file (a spool file being written) older than this was left by a killed write.
-TEMPORARY_MAX_AGE_S: Final = 3600.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ class ReportSpool:
         file's path, or None (and an ERROR) if they could not be kept."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if len(self._files(with_set_aside=True)) >= self._max_files:
+            if len(self._files()) >= self._max_files:
                 logger.error(
                     "call %s: %d reports not kept for later: the report spool is full"
                     " (%d files in AGENT_REPORT_SPOOL_DIR)",
@@ -124,34 +121,18 @@ class ReportSpool:
             )
         return None
 
-    def _files(self, with_set_aside: bool = False) -> list[Path]:
-        """The spooled files, oldest first (and those set aside, `.bad`: they count toward
-        the bound, as they hold transcripts too)."""
-        ends = (_SUFFIX, _SUFFIX + _SET_ASIDE) if with_set_aside else (_SUFFIX,)
+    def _files(self) -> list[Path]:
         try:
             return sorted(
-                p for p in self.directory.iterdir() if p.name.endswith(ends) and p.name[0] != "."
+                p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX) and p.name[0] != "."
             )
         except FileNotFoundError:
             return []
-
-    def _sweep_unfinished(self) -> None:
-        """Remove what a write killed midway left (`.<name>.tmp`, never renamed into place:
-        never a report to send), once it is TEMPORARY_MAX_AGE_S old (a write under way now
-        is younger)."""
-        too_old = time.time() - TEMPORARY_MAX_AGE_S
-        with contextlib.suppress(OSError):
-            for path in self.directory.glob(".*.tmp"):
-                with contextlib.suppress(OSError):
-                    if path.is_file() and path.stat().st_mtime < too_old:
-                        path.unlink()
-                        logger.info("report spool: removed %s, a write left unfinished", path.name)
 
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
         one of `skip_urls` (a server still away this pass) is passed over unread. One that
         cannot be read is logged and set aside (renamed `.bad`), never sent."""
-        self._sweep_unfinished()
         files = self._files()
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}
@@ -174,7 +155,7 @@ class ReportSpool:
                     path.name,
                 )
                 with contextlib.suppress(OSError):
-                    path.rename(path.with_name(path.name + _SET_ASIDE))
+                    path.rename(path.with_name(path.name + ".bad"))
                 continue
             self._urls[path.name] = url
             yield Spooled(path, url, call_id, reports)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 from pathlib import Path
 
 import pytest
 
-from agent.spool import TEMPORARY_MAX_AGE_S, ReportSpool
+from agent.spool import ReportSpool
 from common.contracts import AgentReport
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -48,30 +46,3 @@ def test_a_full_spool_keeps_no_more(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert not spool.save("http://h/agent/reports", "call-1", [REPORT])
     assert len(list(spool.load())) == 2
     assert "call call-1: 1 reports not kept for later: the report spool is full" in caplog.text
-
-
-def test_files_set_aside_count_toward_the_bound(tmp_path: Path) -> None:
-    """A file set aside (`.bad`) still holds transcripts: it counts toward the spool's
-    bound, which it did not (set-aside files piled up past it)."""
-    spool = ReportSpool(tmp_path, max_files=2)
-    (tmp_path / "0001-1-x.json.bad").write_text("{}")
-    assert spool.save("http://h/agent/reports", "call-1", [REPORT])
-    assert not spool.save("http://h/agent/reports", "call-1", [REPORT])
-
-
-def test_a_write_left_unfinished_is_removed_once_old(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A write killed midway leaves `.<name>.tmp` (never renamed into place): it was never
-    removed. Once an hour old it goes at the next pass; a younger one (a write under way)
-    stays."""
-    caplog.set_level(logging.INFO)
-    spool = ReportSpool(tmp_path)
-    old, young = tmp_path / ".0001-1-x.tmp", tmp_path / ".0002-1-y.tmp"
-    for path in (old, young):
-        path.write_text('{"url": "http://h/agent/reports", "call_id": "call-1", "reports": [')
-    stale = time.time() - TEMPORARY_MAX_AGE_S - 1
-    os.utime(old, (stale, stale))
-    assert list(spool.load()) == []
-    assert (old.exists(), young.exists()) == (False, True)
-    assert "removed .0001-1-x.tmp, a write left unfinished" in caplog.text
