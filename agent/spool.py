@@ -132,7 +132,7 @@ class ReportSpool:
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
         one of `skip_urls` (a server still away this pass) is passed over unread. One that
-        cannot be read is logged and set aside (renamed `.bad`), never sent."""
+        cannot be read is logged and removed, never sent."""
         files = self._files()
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}
@@ -148,14 +148,16 @@ class ReportSpool:
             except FileNotFoundError:  # sent and removed by another worker meanwhile
                 continue
             except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+                # Removed, not set aside: it holds a call's transcript, which can never be
+                # sent from it, and a `.bad` copy stayed on the host for good (README: spooled
+                # reports stay only until the server takes or refuses them).
                 logger.error(
-                    "report spool: %s cannot be read (%s); set aside as %s.bad",
+                    "report spool: %s cannot be read (%s); removed, its reports are lost",
                     path.name,
                     type(exc).__name__,
-                    path.name,
                 )
                 with contextlib.suppress(OSError):
-                    path.rename(path.with_name(path.name + ".bad"))
+                    path.unlink()
                 continue
             self._urls[path.name] = url
             yield Spooled(path, url, call_id, reports)

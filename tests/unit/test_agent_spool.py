@@ -27,15 +27,19 @@ def test_a_spooled_file_is_read_back_whole(tmp_path: Path) -> None:
     assert (item.path.stat().st_mode & 0o777) == 0o600
 
 
-def test_a_file_it_cannot_read_is_set_aside(
+def test_a_file_it_cannot_read_is_removed_not_kept_aside(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # It may hold a transcript that can never be sent: a `.bad` copy stayed for good.
     spool = ReportSpool(tmp_path)
-    (tmp_path / "0001-1-x.json").write_text('{"url": "x", "call_id": "c", "reports": [{}]}')
+    (tmp_path / "0001-1-x.json").write_text(
+        '{"url": "x", "call_id": "c", "reports": [{"text": "my card is 4111"}]}'
+    )
     assert spool.save("http://127.0.0.1:1/agent/reports", "call-1", [REPORT])
     assert [s.call_id for s in spool.load()] == ["call-1"]
-    assert (tmp_path / "0001-1-x.json.bad").exists()
-    assert "0001-1-x.json cannot be read (ValidationError)" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if "0001" in p.name] == []
+    assert "0001-1-x.json cannot be read (ValidationError); removed" in caplog.text
+    assert "4111" not in caplog.text
 
 
 def test_a_full_spool_keeps_no_more(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
