@@ -48,6 +48,9 @@ RESEND_RETRY: Final = RetryPolicy(first_delay_s=0.5, max_delay_s=2.0, deadline_s
 # How long one file may take to be delivered once the server answers.
 RESEND_TIMEOUT_S: Final = 120.0
 _SUFFIX: Final = ".json"
+# A file being written (`.<name>.tmp`) older than this was left by a process killed while it
+# wrote it (a job the worker stopped, out of memory): a write takes well under a second.
+STALE_TEMP_S: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,28 @@ class ReportSpool:
         except FileNotFoundError:
             return []
 
+    def _remove_stale_temps(self) -> None:
+        """Remove what a process killed mid-save left (its transcript in it, never renamed
+        into place nor sent: it stayed on the host for good)."""
+        before = time.time() - STALE_TEMP_S
+        try:
+            leftovers = [
+                p for p in self.directory.iterdir() if p.name[0] == "." and p.name.endswith(".tmp")
+            ]
+        except OSError:
+            return
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < before:
+                    path.unlink()
+                    logger.info("report spool: removed %s, left half written", path.name)
+
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
         one of `skip_urls` (a server still away this pass) is passed over unread. One that
-        cannot be read is logged and removed, never sent."""
+        cannot be read is logged and removed, never sent. Files left half written are
+        removed first."""
+        self._remove_stale_temps()
         files = self._files()
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,18 @@ def test_a_full_spool_keeps_no_more(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert not spool.save("http://h/agent/reports", "call-1", [REPORT])
     assert len(list(spool.load())) == 2
     assert "call call-1: 1 reports not kept for later: the report spool is full" in caplog.text
+
+
+def test_a_file_left_half_written_by_a_killed_job_is_removed(tmp_path: Path) -> None:
+    # A job killed between writing its `.tmp` and renaming it left the transcript there
+    # for good; one being written now (recent) is left to its writer.
+    spool = ReportSpool(tmp_path)
+    old = tmp_path / ".00000000000000000001-1-abc.tmp"
+    old.write_text('{"url": "x", "call_id": "call-1", "reports": [{"text": "Hi, this is Zelda')
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    fresh = tmp_path / ".00000000000000000002-2-abc.tmp"
+    fresh.write_text("{")
+    assert list(spool.load()) == []
+    assert not old.exists()
+    assert fresh.exists()
