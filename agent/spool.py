@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -66,10 +67,15 @@ class Spooled:
 class ReportSpool:
     """A directory of undelivered reports, one file per job that left some."""
 
-    def __init__(self, directory: Path, *, max_files: int = MAX_FILES) -> None:
+    def __init__(
+        self, directory: Path, *, max_files: int = MAX_FILES, max_age_s: float = math.inf
+    ) -> None:
         self.directory = directory
         self._max_files = max_files
         self._urls: dict[str, str] = {}  # file name -> its report URL, as read before
+        # A file older than this is removed unsent (the worker's CALL_DATA_RETENTION_DAYS,
+        # an hour at least): by then the server keeps none of the conversation it holds.
+        self._max_age_s = max_age_s
 
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
@@ -158,9 +164,19 @@ class ReportSpool:
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}
         for path in files:
-            if self._urls.get(path.name) in skip_urls:
-                continue
             try:
+                if time.time() - path.stat().st_mtime > self._max_age_s:
+                    # Undelivered past the retention (the server away for good, its address
+                    # changed): the transcript stayed on the host as long as the worker did.
+                    path.unlink()
+                    logger.warning(
+                        "report spool: %s removed unsent: its reports were kept longer than"
+                        " CALL_DATA_RETENTION_DAYS",
+                        path.name,
+                    )
+                    continue
+                if self._urls.get(path.name) in skip_urls:
+                    continue
                 doc = json.loads(path.read_bytes())
                 url, call_id = doc["url"], doc["call_id"]
                 reports = [AgentReport.model_validate(r) for r in doc["reports"]]

@@ -625,8 +625,14 @@ def build_server(settings: Settings) -> CallAgentServer:
         host=settings.agent_http_host,
     )
     server.rtc_session(entrypoint, agent_name=settings.agent_name)
-    server.spool = ReportSpool(settings.agent_report_spool_dir)
+    server.spool = ReportSpool(settings.agent_report_spool_dir, max_age_s=spool_max_age_s(settings))
     return server
+
+
+def spool_max_age_s(settings: Settings) -> float:
+    """How long the worker keeps a job's undelivered reports: CALL_DATA_RETENTION_DAYS, at
+    least an hour (a call's final report counts within 10 minutes of its end)."""
+    return max(settings.call_data_retention_days * 86400, 3600.0)
 
 
 # The exit code of a worker that stopped because it failed (not on a signal, nor on usage).

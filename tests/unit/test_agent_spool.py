@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.spool import ReportSpool
+from agent.worker import spool_max_age_s
 from common.contracts import AgentReport
+from common.settings import settings_from_env
 
 pytestmark = pytest.mark.usefixtures("no_network")
 
@@ -67,3 +69,26 @@ def test_a_file_left_half_written_by_a_killed_job_is_removed(tmp_path: Path) -> 
     assert list(spool.load()) == []
     assert not old.exists()
     assert fresh.exists()
+
+
+def test_a_file_older_than_the_retention_is_removed_unsent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server away for good: the transcript stayed on the agent's host as long as the
+    # worker ran, past CALL_DATA_RETENTION_DAYS (by then the server keeps none of it).
+    spool = ReportSpool(tmp_path, max_age_s=86400)
+    old = spool.save("http://127.0.0.1:1/agent/reports", "call-1", [REPORT])
+    young = spool.save("http://127.0.0.1:1/agent/reports", "call-2", [REPORT])
+    assert old is not None and young is not None
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert [s.call_id for s in spool.load()] == ["call-2"]
+    assert not old.exists()
+    assert f"{old.name} removed unsent" in caplog.text
+
+
+def test_the_worker_keeps_spooled_reports_for_the_retention_an_hour_at_least() -> None:
+    settings = settings_from_env({"CALL_DATA_RETENTION_DAYS": "2"}, config_file_read=False)
+    assert spool_max_age_s(settings) == 2 * 86400
+    settings = settings_from_env({"CALL_DATA_RETENTION_DAYS": "0"}, config_file_read=False)
+    assert spool_max_age_s(settings) == 3600
