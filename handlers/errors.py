@@ -31,6 +31,7 @@ from common.calls.errors import (
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError, LiveKitUnavailable
+from common.masking import redact
 from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked, DatabaseStalled
 from common.storage.campaign_programs import CampaignConflict
 from common.text import is_unicode, shown_text
@@ -249,7 +250,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         request.content.feed_eof()
         return json_error(400, _UNREADABLE_BODY, headers={"Connection": "close"})
     except ConnectionResetError:  # the client left mid-request: nobody to answer, nothing wrong
-        logger.debug("client closed the connection during %s %s", request.method, request.path)
+        logger.debug(
+            "client closed the connection during %s %s", request.method, redact(request.path)
+        )
         return json_error(400, "the client closed the connection")
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -261,7 +264,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         response = error_response(exc)
         if response is not None:
             return response
-        logger.exception("unhandled error on %s %s", request.method, request.path)
+        # The path masked as the access log masks it: it may hold a number (/dnc/{number}).
+        logger.exception("unhandled error on %s %s", request.method, redact(request.path))
         return json_error(500, "internal error")
 
 

@@ -796,3 +796,20 @@ async def test_records_of_call_ids_the_database_never_had_are_pruned_and_said_so
         " does not know, written 60 s ago or more)"
     )
     assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
+
+
+async def test_an_internal_error_logs_the_path_with_its_phone_number_masked(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # README: numbers are masked to their last four digits in every log line; the 500's
+    # ERROR wrote the path whole (DELETE /dnc/+14155550123).
+    client = await quiet_app_with(start_app)
+
+    async def broken(_number: str) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client.app[STORE], "remove_dnc", broken)
+    response = await client.delete("/dnc/%2B14155550123")
+    assert response.status == 500
+    assert "unhandled error on DELETE /dnc/+•••••••0123" in caplog.text
+    assert "4155550123" not in caplog.text
