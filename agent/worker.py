@@ -65,6 +65,31 @@ from common.settings import Settings, environment, load_settings
 
 logger = logging.getLogger(__name__)
 
+
+class CalleeWordsOutOfLogs(logging.Filter):
+    """livekit-agents puts what the callee said, and the tools' arguments and outputs, in the
+    `lk.pii.*` fields of its log records, and its formatters print every field: some at INFO
+    and above, on every call (`amd prediction`: the callee's first words, a voicemail
+    greeting's name and number; words said while the agent hangs up, at WARNING). They are
+    left out above DEBUG: the conversation is the calls database's, erased with its retention."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            for key in [k for k in record.__dict__ if k.startswith("lk.pii.")]:
+                del record.__dict__[key]
+        return True
+
+
+def keep_callee_words_out_of_logs() -> None:
+    """On livekit-agents' logger, in this process (the worker's, and each job's: it imports
+    this module to run `entrypoint`); once."""
+    livekit_logger = logging.getLogger("livekit.agents")
+    if not any(isinstance(f, CalleeWordsOutOfLogs) for f in livekit_logger.filters):
+        livekit_logger.addFilter(CalleeWordsOutOfLogs())
+
+
+keep_callee_words_out_of_logs()
+
 # Pauses between attempts to delete a call's room (hang up) that failed.
 END_ROOM_RETRY_S = (0.5, 2.0)
 # How long one request to LiveKit's API (delete the room, set its metadata) may take: the

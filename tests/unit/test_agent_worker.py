@@ -1060,3 +1060,33 @@ def test_an_agent_that_gives_no_name_is_not_a_second_job() -> None:
     room.local_participant = FakeParticipant("agent-m", AGENT, joined_at=at(0))
     room.local_participant.attributes["lk.agent.name"] = "outbound-caller"
     assert worker.earlier_agent(cast(rtc.Room, room)) is None
+
+
+def test_what_the_callee_said_stays_out_of_the_agents_log_above_debug() -> None:
+    """livekit-agents logs the callee's first words at INFO on every answered call (`amd
+    prediction`), in an `lk.pii.transcript` field its formatters print; the agent's log at
+    its default level kept them (a voicemail greeting's name and number) for good."""
+    import io
+
+    from livekit.agents.cli.log import JsonFormatter
+    from livekit.agents.log import logger as livekit_logger
+
+    assert worker.CalleeWordsOutOfLogs in {type(f) for f in livekit_logger.filters}
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    livekit_logger.addHandler(handler)
+    level = livekit_logger.level
+    livekit_logger.setLevel(logging.DEBUG)
+    try:
+        said = {"lk.pii.transcript": "Hi, you reached Zelda Quux at 415 555 0199"}
+        livekit_logger.info("amd prediction", extra={"category": "machine-vm", **said})
+        livekit_logger.warning("skipping user input", extra={"lk.pii.user_input": "Zelda"})
+        info, warning = (json.loads(line) for line in out.getvalue().splitlines())
+        assert info["message"] == "amd prediction" and info["category"] == "machine-vm"
+        assert "Zelda" not in out.getvalue()
+        livekit_logger.debug("received user transcript", extra=said)  # DEBUG: README says so
+        assert "Zelda Quux" in out.getvalue().splitlines()[-1]
+    finally:
+        livekit_logger.removeHandler(handler)
+        livekit_logger.setLevel(level)
