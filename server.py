@@ -500,11 +500,17 @@ def warn_open_files(settings: Settings) -> None:
     read: made 0600 since 15665cb, but files an older release made 0644 (umask 022) keep
     their mode (probe AV), and so do files an operator opened up. Group access is left alone
     (`chmod 640` for an agent of another user)."""
-    paths = [settings.config_path]
+    config = settings.config_path
+    # What each holds: config.json (and its set-aside copies) no numbers nor transcripts.
+    holds = "names, instructions and extra parameters"
+    paths = [(config, holds)]
+    with contextlib.suppress(OSError):  # copies an older release (or a 0644 file) left open
+        paths += [(p, holds) for p in sorted(config.parent.glob(f"{config.name}.corrupt-*"))]
     if settings.database_url is None:
         db = settings.calls_db_path
-        paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
-    for path in paths:
+        holds = "names, numbers, instructions and transcripts"
+        paths += [(db.with_name(db.name + end), holds) for end in ("", "-wal", "-shm")]
+    for path, held in paths:
         try:
             st_mode = os.stat(path).st_mode
         except OSError:  # not there yet (made 0600), or its start-up check says why
@@ -514,10 +520,11 @@ def warn_open_files(settings: Settings) -> None:
         # ours, and its start-up check refuses it: "chmod o-rwx /dev/null" was the advice.
         if mode & 0o006 and stat.S_ISREG(st_mode):
             logger.warning(
-                "%s (mode %04o) may be read by every user of this machine; it holds names,"
-                " numbers, instructions and transcripts: chmod o-rwx it",
+                "%s (mode %04o) may be read by every user of this machine; it holds %s:"
+                " chmod o-rwx it",
                 path,
                 mode,
+                held,
             )
 
 

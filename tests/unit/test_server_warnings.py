@@ -188,17 +188,31 @@ def test_files_every_user_may_read_are_warned_of(
     settings = dataclasses.replace(
         Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
     )
-    for name, mode in (("config.json", 0o640), ("calls.db", 0o644), ("calls.db-wal", 0o604)):
+    copy = "config.json.corrupt-20261205T101010-ab12"  # set aside by an older release: 0644
+    for name, mode in (
+        ("config.json", 0o640),
+        (copy, 0o644),
+        ("calls.db", 0o644),
+        ("calls.db-wal", 0o604),
+    ):
         (tmp_path / name).write_text("")
         (tmp_path / name).chmod(mode)
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_open_files(settings)
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 2, warned
-    assert warned[0].startswith(f"{tmp_path / 'calls.db'} (mode 0644) may be read by every user")
-    assert warned[1].startswith(f"{tmp_path / 'calls.db-wal'} (mode 0604)")
+    assert len(warned) == 3, warned
+    # What each holds: config.json's copies no numbers nor transcripts, said they did.
+    assert warned[0] == (
+        f"{tmp_path / copy} (mode 0644) may be read by every user of this machine; it holds"
+        " names, instructions and extra parameters: chmod o-rwx it"
+    )
+    assert warned[1] == (
+        f"{tmp_path / 'calls.db'} (mode 0644) may be read by every user of this machine; it"
+        " holds names, numbers, instructions and transcripts: chmod o-rwx it"
+    )
+    assert warned[2].startswith(f"{tmp_path / 'calls.db-wal'} (mode 0604)")
     caplog.clear()
-    for name in ("calls.db", "calls.db-wal"):
+    for name in (copy, "calls.db", "calls.db-wal"):
         (tmp_path / name).chmod(0o600)
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_open_files(settings)
