@@ -263,6 +263,9 @@ class WebhookSender:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
             trust_env=False,  # a proxy would be checked instead of the receiver
+            # No cookies: a receiver's Set-Cookie was kept (for good, however many) and sent
+            # to every receiver on its host name or under its Domain, other customers' too.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
 

@@ -1165,6 +1165,30 @@ async def test_a_receiver_that_answers_200_and_then_drips_its_body_got_the_event
         assert len(posts) == len(set(posts)) == len(listed)  # none sent twice
 
 
+async def test_a_cookie_one_receiver_sets_is_sent_to_no_receiver(start_app: AppFactory) -> None:
+    """The sender kept every receiver's Set-Cookie and sent it back, to that receiver and to
+    every other one on its host name (cookies ignore ports) or under the Domain it named:
+    one customer's receiver could hand another's a cookie, and the jar grew with each."""
+    cookies: list[tuple[str, str | None]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        await request.read()
+        cookies.append((request.url.path, request.headers.get("Cookie")))
+        answer = web.Response(status=204)
+        answer.set_cookie(f"session{request.url.path[1:]}", "secret", max_age=86400)
+        return answer
+
+    async with serving(receive, "/{tail:.*}", "POST") as url:
+        on_a_name = url.replace("127.0.0.1", "localhost")  # cookies are not kept for IPs
+        client = await webhook_app(start_app, f"{on_a_name}/a")
+        await place(client, SEED_EXAMPLES[0])
+        await settle(client)
+        await place(client, dict(SEED_EXAMPLES[0], webhook_url=f"{on_a_name}/b"))
+        await settle(client)
+    assert {path for path, _ in cookies} == {"/a", "/b"}
+    assert [cookie for _, cookie in cookies if cookie is not None] == []
+
+
 async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
