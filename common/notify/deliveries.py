@@ -568,7 +568,7 @@ class WebhookSender:
                         await read_capped(resp)
                 except (TimeoutError, aiohttp.ClientError):
                     resp.close()
-                if status < 300:
+                if 200 <= status < 300:  # (a 101 Switching Protocols is no delivery either)
                     return status, None, None
                 wait = asked_wait(status, resp.headers.get("Retry-After"), time.time())
                 asked = "" if wait is None else f" (Retry-After: {wait:.0f} s)"

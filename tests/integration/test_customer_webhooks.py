@@ -1189,6 +1189,36 @@ async def test_a_cookie_one_receiver_sets_is_sent_to_no_receiver(start_app: AppF
     assert [cookie for _, cookie in cookies if cookie is not None] == []
 
 
+async def test_a_receiver_answering_101_is_said_to_have_failed(start_app: AppFactory) -> None:
+    """Any status under 300 was recorded with no error: a delivery retrying after a 101
+    Switching Protocols showed `last_error: null`, as if nothing had gone wrong."""
+
+    async def switch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(switch, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        client = await webhook_app(start_app, f"http://127.0.0.1:{port}/hooks")
+        call_id = await place(client, SEED_EXAMPLES[0])
+        listed: list[dict[str, Any]] = []
+
+        async def attempted() -> bool:
+            answer = await client.get(f"/calls/{call_id}/deliveries")
+            listed[:] = (await answer.json())["deliveries"]
+            return bool(listed) and listed[0]["attempts"] > 0
+
+        await wait_for(attempted, timeout=10)
+    assert listed[0]["state"] in ("pending", "failed") and listed[0]["last_status"] == 101
+    assert listed[0]["last_error"] == "HTTP 101"
+
+
 async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
