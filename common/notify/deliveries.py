@@ -570,6 +570,9 @@ class WebhookSender:
                     resp.close()
                 if 200 <= status < 300:  # (a 101 Switching Protocols is no delivery either)
                     return status, None, None
+                if 300 <= status < 400:  # a bare "HTTP 301" read as the receiver's fault
+                    moved = "redirects are not followed: give the URL it redirects to"
+                    return status, f"HTTP {status} ({moved})", None
                 wait = asked_wait(status, resp.headers.get("Retry-After"), time.time())
                 asked = "" if wait is None else f" (Retry-After: {wait:.0f} s)"
                 return status, f"HTTP {status}{asked}", wait

@@ -1219,6 +1219,33 @@ async def test_a_receiver_answering_101_is_said_to_have_failed(start_app: AppFac
     assert listed[0]["last_error"] == "HTTP 101"
 
 
+async def test_a_receiver_that_redirects_is_told_redirects_are_not_followed(
+    start_app: AppFactory,
+) -> None:
+    """A moved endpoint (http to https, a trailing slash) answers 301/308 to every attempt;
+    the delivery said only "HTTP 308", as if the receiver had failed and a retry might do."""
+
+    async def moved(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=308, headers={"Location": "https://hooks.example.com/new"})
+
+    async with serving(moved, "/hooks", "POST") as url:
+        client = await webhook_app(start_app, f"{url}/hooks")
+        call_id = await place(client, SEED_EXAMPLES[0])
+        listed: list[dict[str, Any]] = []
+
+        async def attempted() -> bool:
+            answer = await client.get(f"/calls/{call_id}/deliveries")
+            listed[:] = (await answer.json())["deliveries"]
+            return bool(listed) and listed[0]["attempts"] > 0
+
+        await wait_for(attempted, timeout=10)
+    assert listed[0]["last_status"] == 308
+    assert listed[0]["last_error"] == (
+        "HTTP 308 (redirects are not followed: give the URL it redirects to)"
+    )
+
+
 async def test_deliveries_left_pending_when_webhooks_are_turned_off_are_said(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
