@@ -22,7 +22,7 @@ from typing import Any
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
-    load_call_record,
+    read_call_record,
     resolve_call_id,
     select_config,
 )
@@ -168,7 +168,7 @@ def describe_call(
         snapshot = _dispatched_snapshot(metadata_json, call_id)
     store = ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
     try:
-        record = asyncio.run(load_call_record(store, call_id))
+        record, no_record = asyncio.run(read_call_record(store, call_id))
     except ValueError as exc:  # no call id at all ("", bytes that are not text)
         raise DescribeError(f"--call-id: {exc}") from None
     unreachable = None  # the database is only a help: config.json may answer without it
@@ -185,7 +185,7 @@ def describe_call(
         assert call is not None and call.config is not None  # noqa: S101 - from_database
         snapshot = call.config
     try:
-        selected = select_config(call_id, record, snapshot, room_created_at)
+        selected = select_config(call_id, record, snapshot, room_created_at, no_record=no_record)
     except NoCallConfigError as exc:
         raise DescribeError(
             f"unknown call: {exc} ({_where(settings)})"

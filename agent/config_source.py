@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 # Where a job's config came from; `calls-db` only for `describe` of a call that is over.
 ConfigSource = Literal["config.json", "dispatch-metadata", "calls-db"]
 
+# Why a job has no record, when nothing more precise is known.
+NO_RECORD = "no config.json record"
+
 # A creation time above this many seconds since the epoch (year 5138) can only be milliseconds.
 _MAX_PLAUSIBLE_EPOCH_S = 100_000_000_000
 
@@ -132,11 +135,13 @@ def select_config(
     room_created_at: float | None,
     *,
     granularity_s: float = 0.0,
+    no_record: str = NO_RECORD,
 ) -> SelectedConfig:
     """Pick the job's config: the call's record if it predates the room and says what the
     dispatch snapshot says (when there is one), else the snapshot.
 
-    Raises NoCallConfigError (with every reason) when neither can be used.
+    `no_record`: why `record` is None, as `read_call_record` says it. Raises
+    NoCallConfigError (with every reason) when neither can be used.
     """
     reasons: list[str] = []
     changed: list[str] = []  # the record's fields that say otherwise than the snapshot
@@ -153,7 +158,7 @@ def select_config(
             snapshot_problem = f"dispatch snapshot is invalid: {exc}"
 
     if record is None:
-        reasons.append("no config.json record")
+        reasons.append(no_record)
     else:
         problem = _record_problem(call_id, record, room_created_at, granularity_s)
         if problem is None:
@@ -194,17 +199,25 @@ def _changed_fields(config: CallConfig, placed: CallConfig) -> list[str]:
 
 
 async def load_call_record(store: ConfigStore, call_id: str) -> dict[str, Any] | None:
-    """This call's config.json record, or None if there is none (or it cannot be read).
+    """This call's config.json record, or None if there is none (or it cannot be read)."""
+    return (await read_call_record(store, call_id))[0]
+
+
+async def read_call_record(store: ConfigStore, call_id: str) -> tuple[dict[str, Any] | None, str]:
+    """This call's config.json record, or None and why there is none (`select_config`'s
+    `no_record`): a job whose config.json could not be read said "no config.json record".
 
     A missing file means "no record": the agent must not create config.json (the store's
     auto-initialisation) on a host where the server does not run.
     """
     try:
         if not await aiofiles.os.path.exists(store.path):
-            return None
-        return await store.load_async(call_id=call_id)
-    except UnknownCallError:
-        return None
+            return None, NO_RECORD
+        return await store.load_async(call_id=call_id), ""
+    except UnknownCallError as exc:
+        if exc.problem is not None:
+            return None, f"config.json record cannot be read: {exc.problem}"
+        return None, NO_RECORD
     except OSError as exc:
         logger.warning("call %s: cannot read %s (%s); record ignored", call_id, store.path, exc)
-        return None
+        return None, f"config.json record cannot be read: {exc.strerror or exc}"

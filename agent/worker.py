@@ -34,7 +34,7 @@ from agent.answer import handle_answer
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
-    load_call_record,
+    read_call_record,
     resolve_call_id,
     room_creation_time,
     select_config,
@@ -478,11 +478,16 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
     """Select the call's config, build its session, wait for the answer and greet."""
     settings = job_settings()
     call_id = job.call_id
-    record = await load_call_record(job_config_store(), call_id)
+    record, no_record = await read_call_record(job_config_store(), call_id)
     created = room_creation_time(ctx.job.room.creation_time, ctx.job.room.creation_time_ms)
     try:
         selected = select_config(
-            call_id, record, metadata.config, created.at, granularity_s=created.granularity_s
+            call_id,
+            record,
+            metadata.config,
+            created.at,
+            granularity_s=created.granularity_s,
+            no_record=no_record,
         )
     except NoCallConfigError as exc:
         if not ctx.is_fake_job():

@@ -110,14 +110,29 @@ class ConfigWriteError(OSError):
 
 
 class UnknownCallError(KeyError):
-    """There is no config record for this call id (never answered with another call's)."""
+    """There is no config record for this call id (never answered with another call's).
 
-    def __init__(self, call_id: str) -> None:
+    `problem`: why none could be read, when config.json (or the record) is there but cannot be
+    read (not JSON, nested too deeply), as opposed to a record that is not in it."""
+
+    def __init__(self, call_id: str, problem: str | None = None) -> None:
         super().__init__(call_id)
         self.call_id = call_id
+        self.problem = problem
 
     def __str__(self) -> str:
+        if self.problem is not None:
+            return f"no config record for call {self.call_id!r} can be read: {self.problem}"
         return f"no config record for call {self.call_id!r}"
+
+
+class _Unreadable(dict[str, Any]):
+    """A config.json that does not read as a document: read as an empty one (the seed's
+    defaults, no record), with why (`problem`, naming the file but not its directory)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__()
+        self.problem = problem
 
 
 def _log_updated(record: Mapping[str, Any]) -> None:
@@ -375,7 +390,7 @@ class _Replaced:
 @dataclass(frozen=True)
 class _ReadCacheEntry:
     key: tuple[int, int, int, int]
-    doc: Document | None  # None: the file was unparseable
+    doc: Document | None  # None: empty; _Unreadable: unparseable
 
 
 class ConfigStore:
@@ -750,12 +765,13 @@ class ConfigStore:
             calls = doc.get(CALLS_KEY) if doc else None
             record = calls.get(call_id) if isinstance(calls, dict) else None
             if not isinstance(record, dict):
-                raise UnknownCallError(call_id)
+                problem = doc.problem if isinstance(doc, _Unreadable) else None
+                raise UnknownCallError(call_id, problem)
             try:  # a record written by hand may lack some fields: the defaults stand in
                 return self._defaults() | copy.deepcopy(record)
             except RecursionError:  # written by hand or by an old writer: not a usable record
                 logger.error("✗ the record of %s in %s nests too deeply", call_id, self.path)
-                raise UnknownCallError(call_id) from None
+                raise UnknownCallError(call_id, "its record nests too deeply") from None
         if doc is None:
             return self._defaults()
         try:  # a file written by hand may lack some: the seed's defaults stand in for them
@@ -768,7 +784,13 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- reading
 
-    def _parse(self, data: bytes, key: tuple[int, int, int, int]) -> Document | None:
+    def _parse(
+        self, data: bytes, key: tuple[int, int, int, int], call_id: str | None = None
+    ) -> Document | None:
+        """The document (None: empty; `_Unreadable`: logged, read as an empty one). With
+        `call_id` (a read of that call's record), the log says that no record can be read:
+        the defaults were said to be used in the log of an agent's job, which used its
+        dispatch's snapshot."""
         cached = self._read_cache
         if cached is not None and cached.key == key:
             return cached.doc
@@ -776,25 +798,24 @@ class ConfigStore:
         if not data.strip():  # empty: no config yet, the defaults (as with no file), no error
             self._read_cache = _ReadCacheEntry(key, None)
             return None
+        problem = None
         try:
             parsed = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            logger.error("✗ %s is not valid JSON (%s); using defaults", self.path, exc)
-            doc = None
+            problem = f"is not valid JSON ({exc})"
         except RecursionError:
-            logger.error("✗ %s nests too deeply to read; using defaults", self.path)
-            doc = None
+            problem = "nests too deeply to read"
         else:
             if not isinstance(parsed, dict):
-                logger.error("✗ %s is not a JSON object; using defaults", self.path)
-                doc = None
+                problem = "is not a JSON object"
             elif not isinstance(parsed.get(CALLS_KEY, {}), dict):  # as the next write sees it
-                logger.error(
-                    "✗ %s has a %r that is not an object; using defaults", self.path, CALLS_KEY
-                )
-                doc = None
-            else:
-                doc = parsed
+                problem = f"has a {CALLS_KEY!r} that is not an object"
+        if problem is None:
+            doc = parsed
+        else:
+            outcome = f"the record of {call_id} is not read" if call_id else "using defaults"
+            logger.error("✗ %s %s; %s", self.path, problem, outcome)
+            doc = _Unreadable(f"{self.path.name} {problem}")
         self._read_cache = _ReadCacheEntry(key, doc)
         return doc
 
@@ -828,7 +849,7 @@ class ConfigStore:
             data = fh.read()
         if call_id is not None and (record := _record_from_line(data, call_id)) is not None:
             return {CALLS_KEY: {call_id: record}}
-        return self._parse(data, key)
+        return self._parse(data, key, call_id)
 
     async def _read_async(self, call_id: str | None = None) -> Document | None:
         # open, fstat, read and parse in one executor call: each hop costs more than the read.

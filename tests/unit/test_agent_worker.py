@@ -1090,3 +1090,29 @@ def test_what_the_callee_said_stays_out_of_the_agents_log_above_debug() -> None:
     finally:
         livekit_logger.removeHandler(handler)
         livekit_logger.setLevel(level)
+
+
+async def test_a_job_whose_config_json_is_half_written_says_so_not_using_defaults(
+    settings: Settings, built_plans: list[SessionPlan], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config.json cut short (a crash mid-copy, a disk full under an editor) while a job
+    read it: the job used its dispatch snapshot, as it should, but its log said the store was
+    "using defaults" (at ERROR: the call spoke as "Guest"?) and that it chose the snapshot
+    for "no config.json record": nothing said the file could not be read."""
+    store = ConfigStore(settings.config_path)
+    snapshot = await store.update_async("Emma Watson", "Vende.", "es", call_id="call-e")
+    data = settings.config_path.read_bytes()
+    settings.config_path.write_bytes(data[: len(data) // 2])
+    caplog.set_level(logging.INFO)
+
+    await run_job(FakeJobContext(make_job("call-e", config=snapshot)))
+
+    assert [(p.source, p.caller_name) for p in built_plans] == [
+        ("dispatch-metadata", "Emma Watson")
+    ]
+    assert "using defaults" not in caplog.text
+    assert "the record of call-e is not read" in caplog.text
+    assert (
+        "call call-e: using config from dispatch-metadata (config.json record cannot be read:"
+        " config.json is not valid JSON (" in caplog.text
+    )
