@@ -291,3 +291,18 @@ def test_the_agents_stop_is_described_with_the_times_the_code_has() -> None:
     assert f"gives each call's job up to {SHUTDOWN_PROCESS_TIMEOUT_S:.0f} s" in text
     assert f"longest call plus {SHUTDOWN_PROCESS_TIMEOUT_S:.0f} s" in text
     assert f"from {SPOOL_AFTER_S:.0f} s into a job's last flush" in text
+
+
+def test_the_readme_says_the_agent_takes_its_call_from_its_room() -> None:
+    """README said the agent "takes the call id from its dispatch metadata": it takes its
+    room's name, and refuses (hangs up) a dispatch whose metadata names another call."""
+    from agent.config_source import NoCallConfigError, resolve_call_id
+    from common.contracts import DispatchMetadata
+
+    assert resolve_call_id(DispatchMetadata(), "call-a") == "call-a"
+    with pytest.raises(NoCallConfigError):
+        resolve_call_id(DispatchMetadata(call_id="call-b"), "call-a")
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert "takes the call id from its dispatch metadata" not in text
+    assert "its call is its room's (the server names each call's room after the call;" in text
+    assert "a dispatch whose metadata names another call is refused, and the job hangs up" in text
