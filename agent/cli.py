@@ -187,9 +187,11 @@ def describe_call(
     try:
         selected = select_config(call_id, record, snapshot, room_created_at, no_record=no_record)
     except NoCallConfigError as exc:
+        # With --metadata, the job that dispatch would start is what is described: the worker
+        # refuses it. It was "unknown call", for a call the calls database has.
+        what = "unknown call" if metadata_json is None else "the agent would refuse this job"
         raise DescribeError(
-            f"unknown call: {exc} ({_where(settings)})"
-            + (f"; {unreachable}" if unreachable else "")
+            f"{what}: {exc} ({_where(settings)})" + (f"; {unreachable}" if unreachable else "")
         ) from None
     if from_database and selected.source == "dispatch-metadata":
         assert call is not None  # noqa: S101 - from_database

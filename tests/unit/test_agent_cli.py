@@ -648,6 +648,10 @@ def test_describe_with_metadata_without_a_config_describes_it_as_the_worker_woul
     assert proc.returncode == 2, proc.stdout
     assert "no config snapshot in the dispatch metadata" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # The call is known (recorded above): what describe says is the worker's refusal. It
+    # said "unknown call".
+    assert "agent describe: the agent would refuse this job: " in proc.stderr
+    assert "unknown call" not in proc.stderr
 
 
 def test_describe_with_metadata_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
