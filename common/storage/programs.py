@@ -308,10 +308,6 @@ def create_call(
     if call.campaign is not None:  # the attempt learns its call with the call's own row
         yield from link_attempt(call.campaign, call.call_id)
     after = row_to_call(rows[0])
-    yield Query(  # a clock since stepped back dated these: they would count again later
-        "DELETE FROM rate_buckets WHERE client = ? AND second > ?",
-        (call.client, last_counted_second(now)),
-    )
     yield Query(
         "INSERT INTO rate_buckets (client, second, n) VALUES (?, ?, 1)"
         " ON CONFLICT (client, second) DO UPDATE SET n = rate_buckets.n + 1",
