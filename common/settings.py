@@ -220,6 +220,11 @@ def _voice_ids(name: str, raw: str) -> tuple[tuple[str, str], ...]:
             raise SettingsError(
                 f"{name} takes language=voice_id pairs, comma-separated: got {item.strip()!r}"
             )
+        if "=" in voice:  # `es=<id>;fr=<id>`: no voice id has one, two pairs ran together
+            raise SettingsError(
+                f"{name} takes language=voice_id pairs, comma-separated: got {item.strip()!r},"
+                " two pairs not separated by a comma"
+            )
         code = language.lower()
         if code not in LANGUAGES:
             raise SettingsError(

@@ -370,6 +370,11 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("CARTESIA_VOICE_IDS", "nb=abc", "CARTESIA_VOICE_IDS: 'nb' is not a supported language"),
         ("CARTESIA_VOICE_IDS", "es", "CARTESIA_VOICE_IDS takes language=voice_id pairs"),
         ("CARTESIA_VOICE_IDS", "es=a,ES=b", "CARTESIA_VOICE_IDS names es twice"),
+        # pairs run together (`;` or a space for the comma): es's voice was "<id>;fr=<id>",
+        # taken with a warning, every Spanish call failed at its first words and French ones
+        # spoke with the default voice
+        ("CARTESIA_VOICE_IDS", "es=a;fr=b", "CARTESIA_VOICE_IDS takes language=voice_id pairs"),
+        ("CARTESIA_VOICE_IDS", "es=a fr=b", "CARTESIA_VOICE_IDS takes language=voice_id pairs"),
     ],
 )
 def test_malformed_value_names_the_variable(name: str, value: str, message: str) -> None:
