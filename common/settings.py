@@ -311,6 +311,25 @@ def _base_url(name: str, raw: str) -> str:
     return _plain_url(name, raw, http_url(name, raw))
 
 
+def _openai_base_url(name: str, raw: str) -> str:
+    """An OpenAI-compatible API's base URL, which the SDK appends `/chat/completions` to:
+    not that endpoint itself, and OpenAI's own host with its `/v1`. Either way every LLM
+    request of every call was refused (404), after the callee had answered."""
+    url = _base_url(name, raw)
+    parts = urlsplit(url)
+    if parts.path.lower().endswith("/chat/completions"):
+        raise SettingsError(
+            f"{name} is the API's base URL, without /chat/completions (the agent adds it),"
+            f" got {raw!r}"
+        )
+    if (parts.hostname or "").lower() == "api.openai.com" and parts.path != "/v1":
+        raise SettingsError(
+            f"{name} for OpenAI's own API is https://api.openai.com/v1 (or leave it unset),"
+            f" got {raw!r}"
+        )
+    return url
+
+
 def _plain_url(name: str, raw: str, url: str) -> str:
     """`url` (`raw` checked) if it has no user info, query or fragment; the error quotes
     `raw` only when it holds no user info (a password)."""
@@ -551,7 +570,7 @@ class Settings:
     openai_model: str = setting("gpt-4o-mini", _text, "Agent LLM model.")
     openai_base_url: str | None = setting(
         None,
-        _base_url,
+        _openai_base_url,
         "Agent LLM endpoint: an OpenAI-compatible API's base URL (default OpenAI's, "
         "https://api.openai.com/v1).",
     )

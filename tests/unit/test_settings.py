@@ -141,6 +141,31 @@ def test_openai_base_url_names_an_openai_compatible_endpoint() -> None:
         settings_from_env({"OPENAI_BASE_URL": "https://llm.internal.example/v1?key=x"})
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # OpenAI's host without /v1: the SDK posted to /chat/completions, 404 on every call
+        ("https://api.openai.com", "OPENAI_BASE_URL for OpenAI's own API is"),
+        ("https://API.openai.com/", "OPENAI_BASE_URL for OpenAI's own API is"),
+        # the endpoint pasted for the base: /chat/completions/chat/completions, 404
+        ("https://api.openai.com/v1/chat/completions", "OPENAI_BASE_URL is the API's base URL"),
+        ("http://127.0.0.1:8080/v1/chat/completions/", "OPENAI_BASE_URL is the API's base URL"),
+    ],
+)
+def test_openai_base_url_that_every_request_would_miss_is_refused(value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({"OPENAI_BASE_URL": value})
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://api.openai.com/v1", "https://api.openai.com/v1/", "http://127.0.0.1:8080"],
+)
+def test_openai_base_urls_that_serve_the_api_are_taken(value: str) -> None:
+    assert settings_from_env({"OPENAI_BASE_URL": value}).openai_base_url == value.rstrip("/")
+
+
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings_from_env({}).port = 1  # type: ignore[misc]
