@@ -311,6 +311,16 @@ def _base_url(name: str, raw: str) -> str:
     return _plain_url(name, raw, http_url(name, raw))
 
 
+def _model_id(name: str, raw: str) -> str:
+    """A model's id: one word. `gpt-4o-mini # the cheap one` (a comment that an env file of
+    docker compose or Kubernetes keeps in the value) was taken whole, and every LLM request
+    of every call asked for a model of that name (404), after the callee had answered."""
+    text = _text(name, raw)
+    if any(character.isspace() for character in text):
+        raise SettingsError(f"{name} is a model id, without spaces: got {raw!r}")
+    return text
+
+
 def _openai_base_url(name: str, raw: str) -> str:
     """An OpenAI-compatible API's base URL, which the SDK appends `/chat/completions` to:
     not that endpoint itself, and OpenAI's own host with its `/v1`. Either way every LLM
@@ -567,7 +577,7 @@ class Settings:
     )
 
     openai_api_key: str = setting("", _text, "Agent LLM key.", secret=True)
-    openai_model: str = setting("gpt-4o-mini", _text, "Agent LLM model.")
+    openai_model: str = setting("gpt-4o-mini", _model_id, "Agent LLM model.")
     openai_base_url: str | None = setting(
         None,
         _openai_base_url,

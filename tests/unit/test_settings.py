@@ -395,6 +395,8 @@ def test_port_bounds_inclusive(port: str) -> None:
         ("CARTESIA_VOICE_IDS", "nb=abc", "CARTESIA_VOICE_IDS: 'nb' is not a supported language"),
         ("CARTESIA_VOICE_IDS", "es", "CARTESIA_VOICE_IDS takes language=voice_id pairs"),
         ("CARTESIA_VOICE_IDS", "es=a,ES=b", "CARTESIA_VOICE_IDS names es twice"),
+        # an env file's comment kept in the value: every call asked OpenAI for that model
+        ("OPENAI_MODEL", "gpt-4o-mini # cheap", "OPENAI_MODEL is a model id, without spaces"),
         # pairs run together (`;` or a space for the comma): es's voice was "<id>;fr=<id>",
         # taken with a warning, every Spanish call failed at its first words and French ones
         # spoke with the default voice
