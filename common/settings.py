@@ -311,6 +311,17 @@ def _base_url(name: str, raw: str) -> str:
     return _plain_url(name, raw, http_url(name, raw))
 
 
+def _api_key(name: str, raw: str) -> str:
+    """A provider's API key: printable ASCII, one word (never echoed). `sk-... # LLM` (a
+    comment an env file of docker or Kubernetes keeps in the value) or a non-ASCII character
+    pasted in was taken, and every call's request to that provider was refused (401) or could
+    not be sent, with the callee on the line."""
+    text = _text(name, raw)
+    if not text.isascii() or any(character.isspace() for character in text):
+        raise SettingsError(f"{name} must be printable ASCII without spaces")
+    return text
+
+
 def _model_id(name: str, raw: str) -> str:
     """A model's id: one word. `gpt-4o-mini # the cheap one` (a comment that an env file of
     docker compose or Kubernetes keeps in the value) was taken whole, and every LLM request
@@ -576,7 +587,7 @@ class Settings:
         "Multiplies every simulated delay (0.01 = 100x faster, 0 = instant).",
     )
 
-    openai_api_key: str = setting("", _text, "Agent LLM key.", secret=True)
+    openai_api_key: str = setting("", _api_key, "Agent LLM key.", secret=True)
     openai_model: str = setting("gpt-4o-mini", _model_id, "Agent LLM model.")
     openai_base_url: str | None = setting(
         None,
@@ -584,8 +595,8 @@ class Settings:
         "Agent LLM endpoint: an OpenAI-compatible API's base URL (default OpenAI's, "
         "https://api.openai.com/v1).",
     )
-    deepgram_api_key: str = setting("", _text, "Agent STT key (nova-3).", secret=True)
-    cartesia_api_key: str = setting("", _text, "Agent TTS key (sonic-3).", secret=True)
+    deepgram_api_key: str = setting("", _api_key, "Agent STT key (nova-3).", secret=True)
+    cartesia_api_key: str = setting("", _api_key, "Agent TTS key (sonic-3).", secret=True)
     cartesia_voice_id: str = setting(
         DEFAULT_CARTESIA_VOICE_ID,
         _text,

@@ -781,6 +781,21 @@ def test_repr_and_str_never_contain_secrets() -> None:
     assert "livekit_api_key='APIrealkey'" in repr(settings)  # the key is an identifier, not secret
 
 
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"])
+@pytest.mark.parametrize("tail", [" # the prod key", "\u2011x"])
+def test_a_provider_key_that_no_request_could_carry_is_refused_unechoed(
+    name: str, tail: str
+) -> None:
+    """A comment that `docker run --env-file` keeps in the value, or a non-ASCII character
+    pasted in: taken, every call's request to that provider failed with the callee on the
+    line (401, or a header that could not be sent)."""
+    value = SECRETS[name] + tail
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({name: value})
+    assert str(info.value) == f"{name} must be printable ASCII without spaces"
+    assert SECRETS[name] not in str(info.value)
+
+
 def test_repr_hides_dev_secret_too() -> None:
     assert DEV_API_SECRET not in repr(Settings())
 
