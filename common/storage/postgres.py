@@ -30,7 +30,7 @@ from urllib.parse import unquote_plus, urlsplit
 import asyncpg
 
 from common.repeats import OneLineRepeats
-from common.storage.base import CommitUnknown, DatabaseError, DatabaseNewer
+from common.storage.base import CommitUnknown, DatabaseError, DatabaseNewer, DatabaseStalled
 from common.storage.migrations import migrations_for
 from common.storage.programs import POSTGRES, Program, Query, Row
 from common.storage.sql import SqlCallStore
@@ -46,6 +46,11 @@ CONNECT_TIMEOUT_S = 10.0
 # under the readiness probe's 2 s, which then says "too many clients", not "timeout".
 POOL_WAIT_S = 1.5
 POOL_RETRY_S = (0.02, 0.05, 0.1, 0.2, 0.4)  # then every 0.4 s: each try is a refused login
+# How long a request waits for one of the pool's connections at all, as SQLite's QUEUE_WAIT_S:
+# while every connection waits on a lock (a table locked by hand) or a stalled PostgreSQL,
+# requests queued behind them were answered 15 s after each other (40 reads of one call: 15,
+# 30, 45, 60 s), a queue with no bound. Past it the request is answered 503 without being run.
+QUEUE_WAIT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0
 MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 # A session idle this long inside a transaction is ended by PostgreSQL, and its locks with it.
@@ -310,11 +315,15 @@ class PostgresCallStore(SqlCallStore):
         ever less often, as the pool's own connections come free: requests got 503 while the
         server held idle connections of its own (a probe: 10-15 of 30 at once, with 3 servers
         over 20 slots)."""
-        deadline = time.monotonic() + POOL_WAIT_S
+        started = time.monotonic()
+        deadline = started + POOL_WAIT_S
         for tries in itertools.count():
             try:
-                conn = await self._pool.acquire()
+                wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
+                conn = await self._pool.acquire(timeout=wait)
                 break
+            except TimeoutError:
+                raise _NotBegun from None
             except asyncpg.TooManyConnectionsError:
                 pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
                 if time.monotonic() + pause > deadline:
@@ -323,7 +332,8 @@ class PostgresCallStore(SqlCallStore):
         try:
             yield conn
         finally:
-            await self._pool.release(conn)
+            # Not the acquire's timeout (asyncpg's default): what was left of QUEUE_WAIT_S.
+            await self._pool.release(conn, timeout=COMMAND_TIMEOUT_S)
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         committing = False  # the program ran to its end: a broken connection now hides the COMMIT
@@ -357,6 +367,16 @@ class PostgresCallStore(SqlCallStore):
                     raise
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
+        except _NotBegun:
+            if (more := self.repeats.due("did not answer in time")) is not None:
+                logger.error(
+                    "calls database did not answer in time: no connection came free within"
+                    " %.0f s (each waits on PostgreSQL: down or cut off, overloaded, or a lock"
+                    " another session holds); requests are answered 503 meanwhile%s",
+                    QUEUE_WAIT_S,
+                    more,
+                )
+            raise DatabaseStalled("database did not answer in time (no connection free)") from None
         except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
             # Before PostgresError: some of these are PostgresErrors too (the connection's).
             slow = isinstance(exc, TimeoutError)  # it answers, but not in time: not "unreachable"
@@ -380,6 +400,10 @@ class PostgresCallStore(SqlCallStore):
             if (more := self.repeats.due("error")) is not None:
                 logger.error("calls database error: %s%s", _why(exc), more)
             raise DatabaseError(_why(exc)) from None
+
+
+class _NotBegun(Exception):
+    """No connection of the pool came free within QUEUE_WAIT_S: nothing was run."""
 
 
 class _Drive(Generic[T]):

@@ -1,16 +1,19 @@
 """PostgreSQL's connection slots, used up by the servers' pools together: a server waits for
-one of its own connections instead of answering 503 while it holds idle ones."""
+one of its own connections instead of answering 503 while it holds idle ones. And a pool whose
+connections all wait (on a lock, a stalled PostgreSQL) answers those queued behind them in time."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from common.storage import postgres as postgres_module
-from common.storage.base import DatabaseError
+from common.storage.base import DatabaseError, DatabaseStalled
 from common.storage.postgres import PostgresCallStore
 from common.storage.programs import Program, Query
 from tests.pg_cluster import PostgresCluster
@@ -64,3 +67,31 @@ async def test_a_pool_over_the_slots_left_waits_for_its_own_connections(
 def _sleeping_read() -> Program[int]:
     rows = yield Query("SELECT 1 AS one FROM pg_sleep(0.05)")
     return int(rows[0]["one"])
+
+
+async def test_requests_queued_behind_connections_waiting_on_a_lock_are_answered_in_time(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls table locked by another session (a DBA's `LOCK TABLE`, a long transaction):
+    every connection of the pool waits on it, and requests queued for one waited behind them
+    with no bound (40 reads of one call at once: answered at 15, 30, 45 and 60 s). A request
+    that gets no connection within QUEUE_WAIT_S is answered 503, not run."""
+    monkeypatch.setattr(postgres_module, "QUEUE_WAIT_S", 0.5)
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
+    locker = await asyncpg.connect(postgres_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+            waiting = [asyncio.create_task(store.get_call(f"call-{n}")) for n in range(2)]
+            await asyncio.sleep(0.2)  # both connections wait on the lock
+            started = time.monotonic()
+            async with asyncio.timeout(5):
+                with pytest.raises(DatabaseStalled, match="did not answer in time"):
+                    await store.get_call("call-queued")
+            assert time.monotonic() - started < 2
+            assert not any(task.done() for task in waiting)
+        assert await asyncio.gather(*waiting) == [None, None]  # they ran once it let go
+        assert await store.get_call("call-after") is None  # and the pool serves again
+    finally:
+        await locker.close()
+        await store.close()
