@@ -106,9 +106,13 @@ POSTGRES = Dialect(
     admission_lock=Query("SELECT pg_advisory_xact_lock(7246001)"),
     listing_lock=Query("SELECT pg_advisory_xact_lock(7246002)"),
     dial_listing_lock=Query("SELECT pg_advisory_xact_lock_shared(7246002)"),
-    # The lock a call's insert takes, not waited for: a table locked by hand, or by an index
-    # built on it, held every call 15 s (then 503) while /readyz said ready (probe AJ).
-    write_check=Query("LOCK TABLE calls IN ROW EXCLUSIVE MODE NOWAIT"),
+    # The lock a call's placement takes on each table it writes, not waited for: a table
+    # locked by hand, or by an index built on it, held every call 15 s (then 503) while
+    # /readyz said ready (probe AJ: calls; the same for its timeline, its events' outbox,
+    # which migration 0011 indexes, the rate limit's buckets and Idempotency-Keys).
+    write_check=Query(
+        "LOCK TABLE calls, events, outbox, rate_buckets, idempotency IN ROW EXCLUSIVE MODE NOWAIT"
+    ),
 )
 
 LIVE = tuple(s.value for s in LIVE_STATUSES)

@@ -31,6 +31,29 @@ async def test_the_probe_fails_at_once_while_the_calls_table_is_locked(postgres_
         await store.close()
 
 
+@pytest.mark.parametrize("table", ["events", "outbox", "rate_buckets", "idempotency"])
+async def test_the_probe_fails_while_another_table_a_call_writes_is_locked(
+    postgres_dsn: str, table: str
+) -> None:
+    """A call's placement also writes its timeline (events), its webhook events (outbox, which
+    migration 0011 indexes), the rate limit's buckets and its Idempotency-Key: one of them
+    locked against writes (SHARE, as CREATE INDEX takes) held every call 15 s for a 503 while
+    /readyz said ready."""
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
+    locker = await asyncpg.connect(postgres_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            started = time.monotonic()
+            with pytest.raises(DatabaseError, match=f'lock on relation "{table}"'):
+                await store.probe_write("one")
+            assert time.monotonic() - started < 1.0  # not waited for
+        await store.probe_write("one")  # ready again once the lock is gone
+    finally:
+        await locker.close()
+        await store.close()
+
+
 @pytest.mark.parametrize("setting", ["off", "on", "remote_apply"])
 async def test_a_database_that_answers_commits_before_writing_them_is_warned_of(
     postgres_dsn: str, caplog: pytest.LogCaptureFixture, setting: str
