@@ -32,12 +32,15 @@ from common.campaigns.request import (
 )
 from common.campaigns.scheduler import CampaignScheduler
 from common.settings import Settings
-from common.storage.base import CallStore
+from common.storage.base import CallStore, CommitUnknown, DatabaseError
 from common.turns import Turns
 
 logger = logging.getLogger(__name__)
 
 CAMPAIGN_ID_PREFIX = "cmp-"
+# After a commit whose answer was lost: how long the campaign's row is asked for, how often.
+COMMIT_CHECK_S = 5.0
+COMMIT_CHECK_POLL_S = 0.25
 # Rows' own webhook_url hosts are resolved at creation, this many at once, at most this many
 # distinct ones in a campaign (each lookup may take its 3 s bound).
 WEBHOOK_LOOKUPS_AT_ONCE = 8
@@ -108,21 +111,32 @@ class CampaignService:
             await _check_default_webhook(str(webhook_url), self.settings)
         campaign_id = new_campaign_id()
         start_at = options.start_at if options.start_at is not None else now
-        events = await self.store.create_campaign(
-            NewCampaign(
-                campaign_id=campaign_id,
-                name=options.name,
-                client=client,
-                spec=options.spec,
-                start_at=start_at,
-                webhook_url=webhook_url,
-                recipients=checker.recipients,
-            ),
-            now,
-            claim,
-            invalid_rows_answer(errors),
-            start_now=start_at <= now,  # running from now: not `scheduled` until a tick
-        )
+        try:
+            events = await self.store.create_campaign(
+                NewCampaign(
+                    campaign_id=campaign_id,
+                    name=options.name,
+                    client=client,
+                    spec=options.spec,
+                    start_at=start_at,
+                    webhook_url=webhook_url,
+                    recipients=checker.recipients,
+                ),
+                now,
+                claim,
+                invalid_rows_answer(errors),
+                start_now=start_at <= now,  # running from now: not `scheduled` until a tick
+            )
+        except CommitUnknown:
+            # Written after all, it runs and dials: answered 503, a retry without an
+            # Idempotency-Key made a second campaign, and every recipient was called twice.
+            if not await self._created_after_all(campaign_id):
+                raise
+            logger.warning(
+                "campaign %s: it was stored though the commit's answer was lost; it runs",
+                campaign_id,
+            )
+            events = []  # its campaign.started waits in the outbox until its claim runs out
         self.events.publish(events)
         logger.info(
             "campaign %s (%s) created: %d recipients, %d invalid row(s) %s",
@@ -162,6 +176,18 @@ class CampaignService:
             for idx, prefix, _url in rows:
                 row_number = checker.recipients[idx].row_number
                 checker.refuse(idx, RowError(row_number, f"{prefix}webhook_url", error))
+
+    async def _created_after_all(self, campaign_id: str) -> bool:
+        """After a commit whose answer was lost: is the campaign's row there? Asked until the
+        database answers, for COMMIT_CHECK_S at most; False if it never does."""
+        deadline = time.monotonic() + COMMIT_CHECK_S
+        while True:
+            try:
+                return await self.store.get_campaign(campaign_id) is not None
+            except DatabaseError:
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(COMMIT_CHECK_POLL_S)
 
     async def get(self, campaign_id: str) -> CampaignRecord:
         campaign = await self.store.get_campaign(campaign_id)

@@ -139,6 +139,35 @@ async def test_a_call_not_written_is_refused_and_leaves_nothing(
     assert json.loads((tmp_path / "config.json").read_text())["calls"] == {}
 
 
+@pytest.mark.parametrize("written", [True, False])
+async def test_a_campaign_whose_commit_answer_is_lost_is_answered_as_it_was_stored(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, written: bool
+) -> None:
+    """A campaign written though its COMMIT's answer was lost (PostgreSQL restarted as it
+    committed) ran and dialled while POST /campaigns answered 503 'calls database
+    unavailable' with Retry-After: the retry, without an Idempotency-Key, made a second
+    campaign and every recipient was called twice. It is now looked up before the answer."""
+    client = await start_app(sandbox_time_scale=100.0)
+    store = client.app[STORE]
+    real = store.create_campaign
+
+    async def create_campaign(*args: Any, **kwargs: Any) -> Any:
+        if written:
+            await real(*args, **kwargs)
+        raise CommitUnknown("connection lost while committing (test)")
+
+    monkeypatch.setattr(store, "create_campaign", create_campaign)
+    body = {"name": "lost commit", "recipients": [{"phone_number": "+14155557701"}]}
+    resp = await client.post("/campaigns", json=body)
+    listed = (await (await client.get("/campaigns")).json())["campaigns"]
+    if written:
+        assert resp.status == 201, await resp.text()
+        assert [c["campaign_id"] for c in listed] == [(await resp.json())["campaign_id"]]
+    else:
+        assert resp.status == 503
+        assert listed == []
+
+
 async def test_a_database_that_cannot_say_refuses_the_call_and_never_dials_it(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
