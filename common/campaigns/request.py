@@ -506,16 +506,25 @@ class RowChecker:
         )
         if opens is not None:
             return opens
-        why = f"is never inside the calling window in its time zones ({', '.join(zones)})"
-        if self._enforce_hours and next_allowed(
-            self._start_utc, window, zones, enforce_calling_hours=False
-        ):  # the window opens, but only outside 08:00-21:00 there
-            why += ": calls are kept within 08:00-21:00 local time (CAMPAIGN_ENFORCE_CALLING_HOURS)"
-        return why
+        return never_open(self._start_utc, window, zones, enforce_hours=self._enforce_hours)
 
     _call: OutboundCall
     _fields: dict[str, Any]
     _opens: dt.datetime
+
+
+def never_open(
+    at: dt.datetime, window: CallingWindow, zones: tuple[str, ...], *, enforce_hours: bool
+) -> str:
+    """Why a number whose window `next_allowed` finds never open from `at` is never called."""
+    if window.timezone == RECIPIENT and not zones:
+        return "no time zone is known for this number; name one in window.timezone"
+    why = f"is never inside the calling window in its time zones ({', '.join(zones)})"
+    if enforce_hours and next_allowed(
+        at, window, zones, enforce_calling_hours=False
+    ):  # the window opens, but only outside 08:00-21:00 there
+        why += ": calls are kept within 08:00-21:00 local time (CAMPAIGN_ENFORCE_CALLING_HOURS)"
+    return why
 
 
 def _invalid(idx: int, row_number: int, number: str, problems: list[RowError]) -> NewRecipient:

@@ -59,7 +59,7 @@ from common.campaigns.model import (
     CampaignStatus,
     RecipientRecord,
 )
-from common.campaigns.request import merged
+from common.campaigns.request import merged, never_open
 from common.campaigns.windows import is_allowed, next_allowed, recipient_zones
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
@@ -78,7 +78,6 @@ MAX_DEFECT_TRIES = 3  # an attempt whose placing raised the unexpected this ofte
 # and is placed again, this many times in all, before its recipient is `invalid`.
 UNRESOLVED_RETRY_S = 60.0
 MAX_UNRESOLVED_TRIES = 10
-NO_WINDOW_RETRY_S = 86400.0  # no window opening within two weeks: looks again
 CLAIM_BATCH = 100
 
 
@@ -295,9 +294,24 @@ class CampaignScheduler:
         if is_allowed(at, window, zones, enforce_calling_hours=self._enforce):
             return True
         opens = next_allowed(at, window, zones, enforce_calling_hours=self._enforce)
-        until = opens.timestamp() if opens is not None else now + NO_WINDOW_RETRY_S
+        if opens is None:  # never (CAMPAIGN_ENFORCE_CALLING_HOURS turned on since, say): it
+            # ends invalid, saying why; left waiting, it was looked at daily for good and its
+            # campaign never completed.
+            why = never_open(at, window, zones, enforce_hours=self._enforce)
+            error = {"field": "phone_number", "error": why}
+            await self._store.defer_recipient(
+                campaign.campaign_id, recipient.idx, INVALID, now, now, [error]
+            )
+            if (more := self._repeats.due(f"never open {campaign.campaign_id}")) is not None:
+                logger.warning(
+                    "campaign %s: recipient %d is invalid: its calling window never opens%s",
+                    campaign.campaign_id,
+                    recipient.idx,
+                    more,
+                )
+            return False
         await self._store.defer_recipient(
-            campaign.campaign_id, recipient.idx, WAITING_WINDOW, until, now
+            campaign.campaign_id, recipient.idx, WAITING_WINDOW, opens.timestamp(), now
         )
         return False
 

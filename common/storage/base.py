@@ -160,7 +160,13 @@ class CampaignStore(Protocol):
     ) -> list[RecipientRecord]: ...
 
     async def defer_recipient(
-        self, campaign_id: str, idx: int, state: str, until: float, now: float
+        self,
+        campaign_id: str,
+        idx: int,
+        state: str,
+        until: float,
+        now: float,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None: ...
 
     async def list_recipients(

@@ -547,14 +547,21 @@ def due_recipients(
 
 
 def defer_recipient(
-    d: Dialect, campaign_id: str, idx: int, state: str, until: float, now: float
+    d: Dialect,
+    campaign_id: str,
+    idx: int,
+    state: str,
+    until: float,
+    now: float,
+    errors: list[dict[str, Any]] | None = None,
 ) -> Program[None]:
-    """A recipient due now waits until `until` (its calling window); one not due (a retry
-    scheduled since the driver's list was read) keeps its own time."""
+    """A recipient due now waits until `until` (its calling window), or ends in `state` with
+    `errors` (a window that never opens); one not due (a retry scheduled since the driver's
+    list was read) keeps its own time."""
     yield Query(
-        "UPDATE campaign_recipients SET state = ?, next_at = ?, updated_at = ?"  # noqa: S608 - constant text
-        f" WHERE campaign_id = ? AND idx = ? AND {_DUE_NOW}",  # noqa: S608 - constant text
-        (state, until, now, campaign_id, idx, now),
+        "UPDATE campaign_recipients SET state = ?, next_at = ?, errors = COALESCE(?, errors),"  # noqa: S608 - constant text
+        f" updated_at = ? WHERE campaign_id = ? AND idx = ? AND {_DUE_NOW}",  # noqa: S608
+        (state, until, dumps(errors) if errors else None, now, campaign_id, idx, now),
     )
 
 
@@ -772,7 +779,7 @@ def _retry_in_window(
     at = datetime.fromtimestamp(due, UTC)
     zones = recipient_zones(rows[0]["phone_number"])
     opens = next_allowed(at, spec.window, zones, enforce_calling_hours=enforce_hours)
-    if opens is None or opens <= at:  # open then (or never: the driver looks again daily)
+    if opens is None or opens <= at:  # open then (or never: the driver ends it invalid)
         return PENDING, due
     return WAITING_WINDOW, opens.timestamp()
 

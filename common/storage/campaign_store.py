@@ -138,10 +138,17 @@ class CampaignMethods:
         )
 
     async def defer_recipient(
-        self, campaign_id: str, idx: int, state: str, until: float, now: float
+        self,
+        campaign_id: str,
+        idx: int,
+        state: str,
+        until: float,
+        now: float,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         await self._run(
-            cp.defer_recipient(self.dialect, campaign_id, idx, state, until, now), write=True
+            cp.defer_recipient(self.dialect, campaign_id, idx, state, until, now, errors),
+            write=True,
         )
 
     async def list_recipients(

@@ -1726,3 +1726,45 @@ async def test_a_campaign_without_start_at_is_running_from_its_creation(
         return rows
 
     assert len(await cast(SqlCallStore, client.app[STORE])._run(started(), write=False)) == 1
+
+
+async def test_a_window_that_can_never_open_any_more_ends_its_recipient_invalid(
+    start_app: AppFactory,
+) -> None:
+    """A campaign calling 06:00-07:59 in New York, made while CAMPAIGN_ENFORCE_CALLING_HOURS
+    was off, its recipient waiting for the next morning; then the server restarts with it on.
+    The window now never opens: the recipient was deferred a day at a time for good and the
+    campaign never completed. It ends `invalid`, saying why, and the campaign completes."""
+    # A Wednesday 15:00 UTC: 10:00 in New York, the window closed until 06:00 tomorrow.
+    clock = ShiftedClock(dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC).timestamp())
+    client = await start_app(
+        sandbox_time_scale=0.0,
+        campaign_clock=clock,
+        campaign_enforce_calling_hours=False,
+        **FAST,
+    )
+    created = await create(
+        client,
+        {
+            "name": "early birds",
+            "recipients": [{"phone_number": "+12125557700"}],
+            "window": {"start": "06:00", "end": "07:59", "timezone": "America/New_York"},
+        },
+    )
+    campaign_id = created["campaign_id"]
+    assert created["campaign"]["counts"]["waiting_window"] == 1
+    await client.close()
+    clock.move_to(dt.datetime(2026, 12, 3, 11, 0, 1, tzinfo=dt.UTC).timestamp())  # 06:00
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    campaign = await wait_status(client, campaign_id, "completed", timeout=10)
+    assert campaign["counts"]["invalid"] == 1, campaign["counts"]
+    (row,) = await all_recipients(client, campaign_id)
+    assert row["state"] == "invalid"
+    assert row["errors"] == [
+        {
+            "field": "phone_number",
+            "error": "is never inside the calling window in its time zones (America/New_York):"
+            " calls are kept within 08:00-21:00 local time (CAMPAIGN_ENFORCE_CALLING_HOURS)",
+        }
+    ]
+    assert client.app[SANDBOX].dials == []
