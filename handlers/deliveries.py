@@ -6,11 +6,20 @@ import re
 
 from aiohttp import web
 
-from handlers.campaigns import CAMPAIGN_ID
+from handlers.campaigns import CAMPAIGN_ID, LIST_LIMIT
 from handlers.errors import HttpError
-from handlers.http import DB_DOWN, UNAUTHORIZED, Reply, RouteDoc, add_route, json_answer
+from handlers.http import (
+    DB_DOWN,
+    UNAUTHORIZED,
+    Reply,
+    RouteDoc,
+    add_route,
+    int_param,
+    json_answer,
+    page_of,
+)
 from handlers.keys import CALLS, CAMPAIGNS, STORE, WEBHOOKS
-from handlers.schemas import DeliveryList, DeliveryView, RedeliverAnswer
+from handlers.schemas import DeliveryList, DeliveryPage, DeliveryView, RedeliverAnswer
 
 
 async def call_deliveries(request: web.Request) -> web.Response:
@@ -24,7 +33,15 @@ async def campaign_deliveries(request: web.Request) -> web.Response:
     .paused, .resumed, .canceled, .completed), whose deliveries no route showed: a receiver
     that missed campaign.completed had no id to redeliver it by."""
     campaign = await request.app[CAMPAIGNS].get(request.match_info["campaign_id"])
-    return await _deliveries_of(request, campaign.campaign_id)
+    limit = LIST_LIMIT.of(request)
+    after = int_param(request, "after", 0, 0, MAX_DELIVERY_ID)
+    found = await request.app[STORE].list_deliveries(
+        campaign.campaign_id, limit=limit + 1, after=after
+    )
+    # Those at or before `after` are earlier pending ones, for `waiting_for` alone.
+    views = [v for v in DeliveryView.list_of(found) if v.id > after]
+    page, last = page_of(views, limit)
+    return json_answer(DeliveryPage(deliveries=page, next_after=last.id if last else None))
 
 
 async def _deliveries_of(request: web.Request, subject: str) -> web.Response:
@@ -60,8 +77,11 @@ async def redeliver(request: web.Request) -> web.Response:
     if delivery is None:
         raise HttpError(404, "unknown delivery")
     request.app[WEBHOOKS].wake()
-    # As its call's list shows it: whether it waits behind an earlier event's delivery.
-    siblings = await request.app[STORE].list_deliveries(delivery.call_id)
+    # As its call's list shows it: whether it waits behind an earlier event's delivery (the
+    # earliest pending to each URL before it, and itself).
+    siblings = await request.app[STORE].list_deliveries(
+        delivery.call_id, limit=1, after=delivery.id - 1
+    )
     shown = {view.id: view for view in DeliveryView.list_of(siblings)}
     view = shown.get(delivery.id) or DeliveryView.of(delivery)
     return json_answer(RedeliverAnswer(delivery=view), status=202)
@@ -99,11 +119,22 @@ def setup(app: web.Application) -> None:
             "GET",
             "/campaigns/{campaign_id}/deliveries",
             "campaignDeliveries",
-            "The campaign's own events' customer webhook deliveries (campaign.started, ...)",
+            "The campaign's own events' customer webhook deliveries (campaign.started, ...),"
+            " a page at a time",
             protected=True,
-            parameters=[CAMPAIGN_ID],
+            parameters=[
+                CAMPAIGN_ID,
+                LIST_LIMIT.doc,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "next_after of the previous page",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_DELIVERY_ID},
+                },
+            ],
             replies={
-                200: Reply("The deliveries, oldest first", DeliveryList),
+                200: Reply("The deliveries, oldest first", DeliveryPage),
+                400: Reply("A bad query parameter"),
                 401: UNAUTHORIZED,
                 404: Reply("No such campaign"),
                 503: DB_DOWN,

@@ -149,6 +149,13 @@ class DeliveryList(BaseModel):
     deliveries: list[DeliveryView]
 
 
+class DeliveryPage(BaseModel):
+    """A page of a campaign's deliveries (pause and resume add two each time: no bound)."""
+
+    deliveries: list[DeliveryView]
+    next_after: int | None = Field(description="Pass as after= for the next page (none: last)")
+
+
 class RedeliverAnswer(BaseModel):
     status: Literal["success"] = "success"
     delivery: DeliveryView

@@ -324,7 +324,11 @@ class CallStore(CampaignStore, Protocol):
 
     async def next_delivery_at(self, unclaimed_at: float | None = None) -> float | None: ...
 
-    async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]: ...
+    async def list_deliveries(
+        self, call_id: str, limit: int | None = None, after: int = 0
+    ) -> list[WebhookDelivery]:
+        """Every delivery of `call_id`; with `limit`, a page of them (programs.py)."""
+        ...
 
     async def count_pending_deliveries(self) -> int:
         """Customer webhook deliveries not yet delivered nor given up."""

@@ -1616,13 +1616,31 @@ def next_delivery_at(d: Dialect, unclaimed_at: float | None) -> Program[float | 
     return None if at is None else float(at)
 
 
-def list_deliveries(d: Dialect, call_id: str) -> Program[list[WebhookDelivery]]:
+def list_deliveries(
+    d: Dialect, call_id: str, limit: int | None = None, after: int = 0
+) -> Program[list[WebhookDelivery]]:
+    """Every delivery of `call_id` (a call, or a campaign's own events); with `limit`, the
+    first `limit` after the id `after`, preceded by the earliest pending delivery to each
+    URL at or before `after` (what a later one waits for: `waiting_for`)."""
+    if limit is None:
+        rows = yield Query(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN outbox o ON o.id = d.event_id"  # noqa: S608
+            " WHERE d.call_id = ? ORDER BY d.id",
+            (call_id,),
+        )
+        return [_row_to_delivery(r) for r in rows]
+    heads = yield Query(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN outbox o ON o.id = d.event_id"  # noqa: S608
+        " WHERE d.call_id = ? AND d.id <= ? AND d.id IN (SELECT MIN(id) FROM deliveries"
+        " WHERE call_id = ? AND state = 'pending' GROUP BY url) ORDER BY d.id",
+        (call_id, after, call_id),
+    )
     rows = yield Query(
         f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN outbox o ON o.id = d.event_id"  # noqa: S608
-        " WHERE d.call_id = ? ORDER BY d.id",
-        (call_id,),
+        " WHERE d.call_id = ? AND d.id > ? ORDER BY d.id LIMIT ?",
+        (call_id, after, limit),
     )
-    return [_row_to_delivery(r) for r in rows]
+    return [_row_to_delivery(r) for r in (*heads, *rows)]
 
 
 def get_delivery(delivery_id: int) -> Program[WebhookDelivery | None]:

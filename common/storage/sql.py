@@ -217,8 +217,10 @@ class SqlCallStore(CampaignMethods):
     async def next_delivery_at(self, unclaimed_at: float | None = None) -> float | None:
         return await self._run(programs.next_delivery_at(self.dialect, unclaimed_at), write=False)
 
-    async def list_deliveries(self, call_id: str) -> list[WebhookDelivery]:
-        return await self._read_aside(programs.list_deliveries(self.dialect, call_id))
+    async def list_deliveries(
+        self, call_id: str, limit: int | None = None, after: int = 0
+    ) -> list[WebhookDelivery]:
+        return await self._read_aside(programs.list_deliveries(self.dialect, call_id, limit, after))
 
     async def get_delivery(self, delivery_id: int) -> WebhookDelivery | None:
         return await self._read_aside(programs.get_delivery(delivery_id))

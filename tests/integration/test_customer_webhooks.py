@@ -1408,3 +1408,46 @@ async def test_a_receiver_that_hangs_has_its_backlog_given_back_ever_more_slowly
         behind = [r for r in caplog.records if "are falling behind" in r.getMessage()]
         assert len(behind) == 1 and behind[0].levelno == logging.WARNING
         assert f"customer webhooks to {url} are falling behind" in behind[0].getMessage()
+
+
+async def test_a_campaigns_deliveries_come_a_page_at_a_time(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """Each pause and resume adds a delivery (the whole campaign in its event): the list had
+    no bound, every one of them read and answered at once. It pages as the recipients do,
+    a later page's pending delivery still naming the earlier one it waits for."""
+    receiver = await receivers(answer=lambda _r, _n: (503, 0.0))  # all stay pending
+    client = await webhook_app(start_app, receiver.url, calls_webhook_retry_schedule=(0.0, 3600.0))
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "toggled",
+            "recipients": [{"phone_number": "+14155557700"}],
+            # scheduled in a month: nobody is called
+            "start_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 30 * 86400)),
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    for _ in range(2):
+        for action in ("pause", "resume"):
+            assert (await client.post(f"/campaigns/{campaign_id}/{action}")).status == 200
+    url = f"/campaigns/{campaign_id}/deliveries"
+    first = await (await client.get(f"{url}?limit=3")).json()
+    assert [d["event"] for d in first["deliveries"]] == [
+        "campaign.paused",
+        "campaign.resumed",
+        "campaign.paused",
+    ]
+    assert first["next_after"] == first["deliveries"][-1]["id"]
+    second = await (await client.get(f"{url}?limit=3&after={first['next_after']}")).json()
+    (last,) = second["deliveries"]
+    assert last["event"] == "campaign.resumed" and second["next_after"] is None
+    assert last["state"] == "pending"
+    assert last["waiting_for"] == first["deliveries"][0]["id"]
+    assert (await client.get(f"{url}?limit=0")).status == 400
+    assert (await client.get(f"{url}?after=-1")).status == 400
+    # A redelivered one is shown as its list shows it.
+    again = await client.post(f"/deliveries/{last['id']}/redeliver")
+    assert again.status == 202
+    assert (await again.json())["delivery"]["waiting_for"] == first["deliveries"][0]["id"]
