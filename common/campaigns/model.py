@@ -176,7 +176,9 @@ class CampaignRecord:
         """When the next call may go out: pacing, start_at and the earliest due recipient."""
         if self.status not in ACTIVE_STATUSES or self.next_due_at is None:
             return None
-        return max(self.next_dial_at, self.start_at, self.next_due_at, now)
+        # A running one's start_at is past (ahead only of a clock stepped back since)
+        start = self.start_at if self.status is CampaignStatus.SCHEDULED else now
+        return max(self.next_dial_at, start, self.next_due_at, now)
 
     def estimated_finish_at(self, now: float, enforce_calling_hours: bool = True) -> float | None:
         """An estimate: the recipients still waiting, one attempt each at the campaign's

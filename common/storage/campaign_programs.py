@@ -353,20 +353,40 @@ def claim_campaigns(
     own = yield Query(
         "UPDATE campaigns SET claimed_until = ? WHERE claimed_by = ?"
         " AND status IN ('scheduled', 'running') AND start_at <= ?"
-        " RETURNING campaign_id, status, created_at",
+        " RETURNING campaign_id, status, created_at, start_at",
         (now + lease_s, holder, now),
     )
     others = yield Query(
         "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("  # noqa: S608
         " SELECT campaign_id FROM campaigns WHERE status IN ('scheduled', 'running')"
         " AND start_at <= ? AND claimed_until < ? AND claimed_by != ?"
-        f" ORDER BY created_at LIMIT ?{d.skip_locked}) RETURNING campaign_id, status, created_at",
+        f" ORDER BY created_at LIMIT ?{d.skip_locked})"
+        " RETURNING campaign_id, status, created_at, start_at",
         (holder, now + lease_s, now, now, holder, limit),
     )
-    rows = sorted([*own, *others], key=lambda r: (r["created_at"], r["campaign_id"]))
+    # A running campaign is due whatever its start_at: one created (or started) just before
+    # the server's clock stepped back has its start_at, and its first recipients' due time,
+    # ahead of the clock, and it placed no call until the clock caught up. (A range of the
+    # same index, empty but after such a step.)
+    stepped = yield Query(
+        "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("
+        " SELECT campaign_id FROM campaigns WHERE status IN ('scheduled', 'running')"
+        " AND start_at > ? AND status = 'running' AND (claimed_by = ? OR claimed_until < ?)"
+        " ORDER BY created_at LIMIT ?) RETURNING campaign_id, status, created_at, start_at",
+        (holder, now + lease_s, now, holder, now, limit),
+    )
+    rows = sorted([*own, *others, *stepped], key=lambda r: (r["created_at"], r["campaign_id"]))
     claimed: list[CampaignRecord] = []
     events: list[CallEvent] = []
     for row in rows:
+        if row["status"] == CampaignStatus.RUNNING.value and row["start_at"] > now:
+            # The clock stepped back since it started: its recipients still due at its start
+            # (their first time, not a retry's nor a refusal's own) are due now.
+            yield Query(
+                "UPDATE campaign_recipients SET next_at = ? WHERE campaign_id = ?"
+                " AND next_at = ? AND state = ?",
+                (now, row["campaign_id"], row["start_at"], PENDING),
+            )
         if row["status"] == CampaignStatus.SCHEDULED.value:
             yield Query(
                 "UPDATE campaigns SET status = 'running', started_at = ?, updated_at = ?"

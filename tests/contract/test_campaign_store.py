@@ -182,6 +182,28 @@ async def held_row(store: CallStore, campaign_id: str, seconds: float) -> AsyncI
         await holder
 
 
+async def test_a_clock_stepped_back_after_the_start_holds_no_first_call(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The clock steps back an hour just after a campaign started: it is claimed still, its
+    recipients' first calls are due now (not when the clock reaches the start again), and a
+    retry scheduled since keeps its delay."""
+    await store.create_campaign(campaign(3), clock.now, start_now=True)
+    clock.advance(-3600)
+    claimed, _ = await store.claim_campaigns(clock.now, 10.0, 10)
+    assert [c.campaign_id for c in claimed] == ["cmp-1"]
+    due = await store.due_recipients("cmp-1", clock.now, 10)
+    assert [r.idx for r in due] == [0, 1, 2]
+    plan = await store.begin_attempt("cmp-1", 0, clock.now + 0.5, clock.now)
+    await place(store, plan, "call-a")
+    assert await end_call(store, clock, "call-a", Status.BUSY) == []
+    clock.advance(1)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    assert [r.idx for r in await store.due_recipients("cmp-1", clock.now, 10)] == [1, 2]
+    row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
+    assert row.state == "pending" and row.next_at == clock.now - 1 + 60.0
+
+
 async def test_attempts_retries_and_completion(store: CallStore, clock: FakeClock) -> None:
     await store.create_campaign(campaign(2), clock.now)
     await store.claim_campaigns(clock.now, 10.0, 10)

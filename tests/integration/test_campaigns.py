@@ -1768,3 +1768,36 @@ async def test_a_window_that_can_never_open_any_more_ends_its_recipient_invalid(
         }
     ]
     assert client.app[SANDBOX].dials == []
+
+
+async def test_a_campaign_created_just_before_the_clock_steps_back_goes_on(
+    start_app: AppFactory,
+) -> None:
+    """The server's clock stepped back an hour (NTP) just after a campaign was created: its
+    start_at and its recipients' first due time, read on the clock before the step, were an
+    hour ahead, and the campaign placed no further call for that hour. It goes on at its
+    pace, and shows its next call now, not an hour on."""
+    clock = ShiftedClock(OPEN_EVERYWHERE + 3600)  # 11:00 in California
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    created = await create(
+        client,
+        {
+            "name": "created, then stepped back",
+            "recipients": [{"phone_number": us(n, "7700")} for n in range(3)],
+            "pacing": {"calls_per_second": 0.5},
+        },
+    )
+
+    async def dialled(n: int) -> bool:
+        return len(client.app[SANDBOX].dials) >= n
+
+    await wait_for(lambda: dialled(1), timeout=10)
+    clock.move_to(OPEN_EVERYWHERE)  # an hour back
+
+    async def next_call_before_its_start() -> bool:
+        campaign = await campaign_of(client, created["campaign_id"])
+        return bool(campaign["next_call_at"] < campaign["start_at"])
+
+    await wait_for(next_call_before_its_start, timeout=10)
+    await wait_for(lambda: dialled(3), timeout=15)
+    await wait_status(client, created["campaign_id"], "completed", timeout=15)
