@@ -130,6 +130,7 @@ PURGE_BUDGET_S = 1.0  # of each reaper pass, at most, for dropping old events
 # The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before it
 # is taken for a step.
 STEP_TOLERANCE_S = 1.0
+MAX_STEPS = 16  # the clock's steps kept apart (each a condition of the reaper's query)
 # The event id of a room found gone: one per call, so servers sweeping at once apply it once.
 ROOM_GONE_EVENT_PREFIX = "room-gone-"
 # LiveKit events that say a call's room is up; for a call that is over, its room is ended.
@@ -476,20 +477,35 @@ class WallSteps:
     monotonic: Callable[[], float] = time.monotonic
     _lead: float = field(init=False)
     _gained: float = 0.0
-    _seen_at: float = 0.0
+    # Each step forward seen: (when, by the clock after it; what the lead had gained before
+    # it). A call placed between two steps is younger by the later ones alone: counting every
+    # step since the server started kept a call stuck live that much longer (days, for a VM
+    # suspended each night).
+    _steps: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lead = self.wall() - self.monotonic()
 
-    def seen(self) -> tuple[float, float]:
-        """(when the last step forward was seen, by the clock after it; the seconds all of
-        them gained, less any step back): (0, 0) while the clock never stepped forward."""
+    def seen(self) -> tuple[tuple[float, float], ...]:
+        """The steps forward that still count, oldest first: (when each was seen, by the clock
+        after it; the seconds it and the later ones gained, less any step back): a call
+        placed before it is that much younger than the clock says. Empty while the clock
+        never stepped forward."""
         now = self.wall()
         gained = max(0.0, now - self.monotonic() - self._lead)
         if gained > self._gained + STEP_TOLERANCE_S:
-            self._seen_at = now
+            # A step back since an earlier step took back what that one gained
+            self._steps = [(at, min(before, self._gained)) for at, before in self._steps]
+            self._steps.append((now, self._gained))
+            if len(self._steps) > MAX_STEPS:  # the two oldest as one: their calls judged late
+                (_, first), (second_at, _) = self._steps[:2]
+                self._steps[:2] = [(second_at, first)]
         self._gained = gained
-        return (self._seen_at, gained) if gained > STEP_TOLERANCE_S else (0.0, 0.0)
+        return tuple(
+            (at, gained - before)
+            for at, before in self._steps
+            if gained - before > STEP_TOLERANCE_S
+        )
 
 
 @dataclass
@@ -1469,14 +1485,15 @@ class CallService:
         # Last: what the rules above can tell settles by them (answered calls whose room is
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.
-        step = self.wall_steps.seen()
-        if step[0] != self._step_said_at:  # once a step
-            self._step_said_at = step[0]
-            if step[1]:
+        steps = self.wall_steps.seen()
+        latest = steps[-1] if steps else (0.0, 0.0)
+        if latest[0] != self._step_said_at:  # once a step
+            self._step_said_at = latest[0]
+            if latest[1]:
                 logger.warning(
                     "this server's clock stepped forward by %.0f s while it ran: the calls"
                     " placed before are found stale by the time they ran",
-                    step[1],
+                    latest[1],
                 )
         stale = await self.store.stale_live_calls(
             now,
@@ -1485,7 +1502,7 @@ class CallService:
             # A room that finished lately waits out the grace; one that finished long ago and
             # is still live (the grace rule left it: never dialled) goes by this bound.
             finished_before=now - self.settings.calls_settle_grace_s - REAPER_MARGIN_S,
-            step=step,
+            steps=steps,
         )
         await self._settle_unheard(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()

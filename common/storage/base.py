@@ -348,13 +348,13 @@ class CallStore(CampaignStore, Protocol):
         margin_s: float,
         stretch: float = 1.0,
         finished_before: float = 0.0,
-        step: tuple[float, float] = (0.0, 0.0),
+        steps: Sequence[tuple[float, float]] = (),
     ) -> list[LostCall]:
         """Live calls older than `stretch` times their ringing timeout and longest duration,
         plus `margin_s`, whose room never said it finished, or said so before
-        `finished_before`; each with when the server last heard of it. `step`: (when, how
-        many seconds) the server's clock stepped forward: calls created before are that much
-        younger."""
+        `finished_before`; each with when the server last heard of it. `steps`: (when, how
+        many seconds it and the later ones gained) the server's clock stepped forward, oldest
+        first: calls created before one are that much younger."""
         ...
 
     async def graceless_finished(

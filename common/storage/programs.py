@@ -847,23 +847,29 @@ def stale_live_calls(
     margin_s: float,
     stretch: float = 1.0,
     finished_before: float = 0.0,
-    step: tuple[float, float] = (0.0, 0.0),
+    steps: Sequence[tuple[float, float]] = (),
 ) -> Program[list[LostCall]]:
     """Live calls past any possible end whose room never said it finished, or said so before
     `finished_before` (one that finished since waits out the settle grace: `graceless_finished`
     settles it by what is known; this rule is the backstop for one that rule leaves live).
-    `step`: (when, seconds) the server's clock stepped forward: a call created before then
-    is that much younger than `now` says."""
-    step_at, step_s = step
+    `steps`: (when, seconds) the server's clock stepped forward, oldest first, the seconds
+    those since gained: a call created before one is that much younger than `now` says."""
     past_end = "created_at + (COALESCE(ringing_timeout_s, 0) + COALESCE(max_duration_s, 0)) * ? + ?"
+    # Created before the first step: younger by all of them; since a step, by the later ones
+    ends = [f"{past_end} < ?"]
+    args: list[Any] = [stretch, margin_s, now - (steps[0][1] if steps else 0.0)]
+    for index, (step_at, _) in enumerate(steps):
+        later = steps[index + 1][1] if index + 1 < len(steps) else 0.0
+        ends.append(f"(created_at >= ? AND {past_end} < ?)")
+        args += [step_at, stretch, margin_s, now - later]
     # By when room_finished came, as `graceless_finished` reads it: by the room's own end,
     # dated to the last the server heard of the call by the reaper's stand-in for a room
     # found gone, an unanswered call went straight to "no final event", its grace skipped.
     rows = yield Query(
         f"SELECT {_LAST_SEEN} FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         f" AND (room_finished_at IS NULL OR {_ROOM_FINISHED_CAME} < ?)"
-        f" AND ({past_end} < ? OR (created_at >= ? AND {past_end} < ?))",
-        (*LIVE, finished_before, stretch, margin_s, now - step_s, step_at, stretch, margin_s, now),
+        f" AND ({' OR '.join(ends)})",
+        (*LIVE, finished_before, *args),
     )
     return [_lost(r) for r in rows]
 

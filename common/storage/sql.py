@@ -238,10 +238,10 @@ class SqlCallStore(CampaignMethods):
         margin_s: float,
         stretch: float = 1.0,
         finished_before: float = 0.0,
-        step: tuple[float, float] = (0.0, 0.0),
+        steps: Sequence[tuple[float, float]] = (),
     ) -> list[LostCall]:
         return await self._run(
-            programs.stale_live_calls(self.dialect, now, margin_s, stretch, finished_before, step),
+            programs.stale_live_calls(self.dialect, now, margin_s, stretch, finished_before, steps),
             write=False,
         )
 

@@ -327,16 +327,37 @@ async def test_a_step_of_the_clock_makes_no_call_placed_before_it_stale(
     3700 s; a call placed after the step is judged by the clock as it is."""
     await store.create_call(new_call("call-before"))
     clock.advance(3600)  # the step
-    step = (clock.now, 3600.0)
+    steps = [(clock.now, 3600.0)]
     await store.create_call(new_call("call-after"))
     clock.advance(100)
-    assert stale_ids(await store.stale_live_calls(clock.now, 50, step=step)) == []
+    assert stale_ids(await store.stale_live_calls(clock.now, 50, steps=steps)) == []
     assert stale_ids(await store.stale_live_calls(clock.now, 50)) == ["call-before"]
     clock.advance(600)  # 700 s after each was placed: both past 30 + 600 + 50
-    assert sorted(stale_ids(await store.stale_live_calls(clock.now, 50, step=step))) == [
+    assert sorted(stale_ids(await store.stale_live_calls(clock.now, 50, steps=steps))) == [
         "call-after",
         "call-before",
     ]
+
+
+async def test_a_call_placed_between_two_steps_is_younger_by_the_later_one_alone(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The clock stepped forward a day (a VM suspended overnight), then call-between was
+    placed, then it stepped an hour: call-between is younger by the hour only. Counting
+    every step since the server started kept such a call live a day past any possible end,
+    taking a line of the live cap and of its campaign."""
+    await store.create_call(new_call("call-first"))
+    clock.advance(86400)  # the night's suspend
+    night_at = clock.now
+    await store.create_call(new_call("call-between"))
+    clock.advance(3600)  # another step
+    steps = [(night_at, 86400.0 + 3600.0), (clock.now, 3600.0)]
+    clock.advance(700)  # 700 s run since each was placed: past 30 + 600 + 50
+    assert sorted(stale_ids(await store.stale_live_calls(clock.now, 50, steps=steps))) == [
+        "call-between",
+        "call-first",
+    ]
+    assert stale_ids(await store.stale_live_calls(clock.now - 100, 50, steps=steps)) == []
 
 
 async def test_a_call_whose_room_finished_long_ago_is_stale_if_still_live(

@@ -18,7 +18,7 @@ from livekit.protocol.models import ParticipantInfo
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import DROPPED_UNANSWERED, NO_WORD, Change, Status
-from common.calls.service import AGENT_GONE, NEVER_DIALLED, WallSteps
+from common.calls.service import AGENT_GONE, MAX_STEPS, NEVER_DIALLED, WallSteps
 from handlers.keys import CALLS, EVENTS
 from sandbox.scenarios import CALLEE_WAITS_IN_SILENCE_S
 from server import SANDBOX
@@ -261,15 +261,44 @@ def test_wall_steps_are_told_from_time_running() -> None:
     steps = WallSteps(wall=lambda: wall[0], monotonic=lambda: monotonic[0])
     wall[0] += 30.4
     monotonic[0] += 30.0  # slewing, not a step
-    assert steps.seen() == (0.0, 0.0)
+    assert steps.seen() == ()
     wall[0] += 3600
-    seen_at, gained = steps.seen()
-    assert seen_at == wall[0] and gained == pytest.approx(3600.4)
+    ((seen_at, gained),) = steps.seen()
+    assert seen_at == wall[0] and gained == pytest.approx(3600.0)  # the step, not the slew
     wall[0] += 10
     monotonic[0] += 10
-    assert steps.seen()[0] == seen_at  # the same step, time running
+    assert steps.seen()[0][0] == seen_at  # the same step, time running
     wall[0] -= 3600  # stepped back: nothing gained any more
-    assert steps.seen() == (0.0, 0.0)
+    assert steps.seen() == ()
+
+
+def test_each_wall_step_counts_for_the_calls_placed_before_it_alone() -> None:
+    """A VM suspended each night: a call placed after the first night's step is younger by
+    the second night's alone. All the steps since the server started were counted for every
+    call placed before the latest, keeping a stuck call live for as long as they summed."""
+    wall, monotonic = [1000.0], [5.0]
+    steps = WallSteps(wall=lambda: wall[0], monotonic=lambda: monotonic[0])
+    night = 8 * 3600.0
+    wall[0] += night
+    ((first_at, _),) = steps.seen()
+    wall[0] += 100
+    monotonic[0] += 100
+    wall[0] += night
+    seen = steps.seen()
+    assert [at for at, _ in seen] == [first_at, wall[0]]
+    assert [gained for _, gained in seen] == [pytest.approx(2 * night), pytest.approx(night)]
+    wall[0] -= 3600  # stepped back an hour: taken from the latest
+    assert [gained for _, gained in steps.seen()] == [
+        pytest.approx(2 * night - 3600),
+        pytest.approx(night - 3600),
+    ]
+    for _ in range(40):  # a server up for weeks: as many conditions as MAX_STEPS at most
+        wall[0] += night
+        steps.seen()
+    kept = steps.seen()
+    assert len(kept) == MAX_STEPS
+    assert kept[-1][1] == pytest.approx(night)
+    assert kept[0][1] == pytest.approx(42 * night - 3600)  # the oldest calls: every step
 
 
 async def test_an_answered_call_without_a_final_event_ends_as_its_room_would_have(
