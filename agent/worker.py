@@ -80,12 +80,24 @@ class CalleeWordsOutOfLogs(logging.Filter):
         return True
 
 
+# The loggers that put lk.pii.* fields in their records: livekit-agents' and its plugins'
+# this agent uses (a logger's filter is not applied to its children's records: Deepgram's
+# STT logs a message it does not know, the callee's words in it, at WARNING).
+PII_LOGGERS = (
+    "livekit.agents",
+    "livekit.plugins.deepgram",
+    "livekit.plugins.cartesia",
+    "livekit.plugins.openai",
+)
+
+
 def keep_callee_words_out_of_logs() -> None:
-    """On livekit-agents' logger, in this process (the worker's, and each job's: it imports
+    """On livekit-agents' loggers, in this process (the worker's, and each job's: it imports
     this module to run `entrypoint`); once."""
-    livekit_logger = logging.getLogger("livekit.agents")
-    if not any(isinstance(f, CalleeWordsOutOfLogs) for f in livekit_logger.filters):
-        livekit_logger.addFilter(CalleeWordsOutOfLogs())
+    for name in PII_LOGGERS:
+        livekit_logger = logging.getLogger(name)
+        if not any(isinstance(f, CalleeWordsOutOfLogs) for f in livekit_logger.filters):
+            livekit_logger.addFilter(CalleeWordsOutOfLogs())
 
 
 keep_callee_words_out_of_logs()

@@ -1092,6 +1092,29 @@ def test_what_the_callee_said_stays_out_of_the_agents_log_above_debug() -> None:
         livekit_logger.setLevel(level)
 
 
+def test_what_the_callee_said_stays_out_of_the_plugins_log_above_debug() -> None:
+    """livekit-agents' plugins log lk.pii.* fields too, on loggers of their own, which the
+    filter on livekit.agents' logger does not reach: Deepgram's STT logs a message it does
+    not know, whole (the callee's words in a transcript), at WARNING."""
+    import io
+
+    from livekit.agents.cli.log import JsonFormatter
+    from livekit.plugins.deepgram.log import logger as deepgram_logger
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    deepgram_logger.addHandler(handler)
+    try:
+        said = {"lk.pii.data": {"transcript": "Hi, you reached Zelda Quux at 415 555 0199"}}
+        deepgram_logger.warning("received unexpected message from deepgram", extra=said)
+        (warning,) = (json.loads(line) for line in out.getvalue().splitlines())
+        assert warning["message"] == "received unexpected message from deepgram"
+        assert "Zelda" not in out.getvalue()
+    finally:
+        deepgram_logger.removeHandler(handler)
+
+
 async def test_a_job_whose_config_json_is_half_written_says_so_not_using_defaults(
     settings: Settings, built_plans: list[SessionPlan], caplog: pytest.LogCaptureFixture
 ) -> None:
