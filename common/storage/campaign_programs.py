@@ -368,12 +368,17 @@ def claim_campaigns(
     # the server's clock stepped back has its start_at, and its first recipients' due time,
     # ahead of the clock, and it placed no call until the clock caught up. (A range of the
     # same index, empty but after such a step.)
+    # The claim's condition stands in the UPDATE itself too: PostgreSQL checks it again on
+    # a row another server claimed meanwhile (it waited for that server's lock), where the
+    # subquery's answer was read before; both servers drove the campaign for a tick.
+    free = "(claimed_by = ? OR claimed_until < ?)"
     stepped = yield Query(
-        "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("
+        "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("  # noqa: S608
         " SELECT campaign_id FROM campaigns WHERE status IN ('scheduled', 'running')"
-        " AND start_at > ? AND status = 'running' AND (claimed_by = ? OR claimed_until < ?)"
-        " ORDER BY created_at LIMIT ?) RETURNING campaign_id, status, created_at, start_at",
-        (holder, now + lease_s, now, holder, now, limit),
+        f" AND start_at > ? AND status = 'running' AND {free}"
+        f" ORDER BY created_at LIMIT ?) AND {free}"
+        " RETURNING campaign_id, status, created_at, start_at",
+        (holder, now + lease_s, now, holder, now, limit, holder, now),
     )
     rows = sorted([*own, *others, *stepped], key=lambda r: (r["created_at"], r["campaign_id"]))
     claimed: list[CampaignRecord] = []

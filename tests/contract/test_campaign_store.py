@@ -204,6 +204,24 @@ async def test_a_clock_stepped_back_after_the_start_holds_no_first_call(
     assert row.state == "pending" and row.next_at == clock.now - 1 + 60.0
 
 
+async def test_a_campaign_after_a_clock_step_back_is_claimed_by_one_server(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Two servers claiming a running campaign whose start_at the clock stepped back before:
+    on PostgreSQL the second waited for the first's claim to commit and then took the
+    campaign too (its subquery had read it free), so both drove it for a tick. It reads the
+    campaign another's once that claim commits (SQLite's one writer orders the two)."""
+    await store.create_campaign(campaign(1), clock.now, start_now=True)
+    clock.advance(-3600)
+    other = uncommitted(store, lambda d: cp.claim_campaigns(d, clock.now, 10.0, "b", 10))
+    async with other:
+        mine = asyncio.create_task(store.claim_campaigns(clock.now, 10.0, 10))
+        await asyncio.sleep(0.3)  # our claim runs while the other server's is open
+        assert not mine.done()
+    claimed, _ = await mine
+    assert claimed == []
+
+
 async def test_attempts_retries_and_completion(store: CallStore, clock: FakeClock) -> None:
     await store.create_campaign(campaign(2), clock.now)
     await store.claim_campaigns(clock.now, 10.0, 10)
