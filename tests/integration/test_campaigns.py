@@ -245,7 +245,7 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
         {
             "name": "stepped back",
             "recipients": [{"phone_number": us(n, "7700")} for n in range(4)],
-            "pacing": {"calls_per_second": 0.5},
+            "pacing": {"calls_per_second": 2},
         },
     )
 
@@ -261,7 +261,7 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
     starts = [d.started for d in client.app[SANDBOX].dials]
     # The pace holds after the step back (the dials are timed by the real clock: the second
     # went at once, the campaign's clock moved two hours on by the test as the first went)
-    assert all(b - a >= 1.9 for a, b in zip(starts[1:], starts[2:], strict=False)), starts
+    assert all(b - a >= 0.45 for a, b in zip(starts[1:], starts[2:], strict=False)), starts
 
 
 async def test_windows_per_time_zone_with_a_moved_clock(start_app: AppFactory) -> None:
@@ -1786,7 +1786,7 @@ async def test_a_campaign_created_just_before_the_clock_steps_back_goes_on(
         {
             "name": "created, then stepped back",
             "recipients": [{"phone_number": us(n, "7700")} for n in range(3)],
-            "pacing": {"calls_per_second": 0.5},
+            "pacing": {"calls_per_second": 2},
         },
     )
 
