@@ -742,7 +742,9 @@ class SqliteCallStore(SqlCallStore):
             future = worker.submit(fn, *args, together=together, deadline=deadline)
         except RuntimeError as exc:  # the worker is shut down: the database was closed
             raise DatabaseError("calls database is closed") from exc
-        if wait_s is not None and worker.watchdog is None:
+        if wait_s is not None and (worker.watchdog is None or deadline < worker.watchdog.when()):
+            if worker.watchdog is not None:  # armed for a later deadline than this one's
+                worker.watchdog.cancel()
             worker.watchdog = loop.call_at(deadline, self._watch, worker, wait_s)
         try:
             result = await future

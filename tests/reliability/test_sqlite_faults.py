@@ -435,6 +435,29 @@ async def test_a_request_of_a_stalled_writes_batch_is_answered_by_its_deadline(
     await db.close()
 
 
+async def test_a_shorter_deadline_is_kept_though_the_watch_waits_for_a_longer_one(
+    tmp_path: Path,
+) -> None:
+    """One timer watches a database thread's deadlines, armed for the earliest pending: a
+    request with a shorter wait than one queued before it is answered by its own deadline,
+    not the other's."""
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    free = threading.Event()
+    try:
+        held = asyncio.ensure_future(db._submit_to(db._worker, free.wait, 30, wait_s=30.0))
+        await asyncio.sleep(0.05)  # the thread runs it: the disk stalls
+        patient = asyncio.ensure_future(db._submit_to(db._worker, time.time, wait_s=20.0))
+        started = time.monotonic()
+        with pytest.raises(DatabaseStalled):
+            await asyncio.wait_for(db._submit_to(db._worker, time.time, wait_s=0.3), 5)
+        assert time.monotonic() - started < 2
+        assert not patient.done()
+    finally:
+        free.set()
+    assert await held and await patient
+    await db.close()
+
+
 async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_its_deadline(
     start_app: AppFactory,
     tmp_path: Path,
