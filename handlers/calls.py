@@ -180,7 +180,10 @@ def setup(app: web.Application) -> None:
                 422: Reply("The body is invalid; `details` lists every field's problem"),
                 429: Reply("Live-call cap or rate limit reached", headers=("Retry-After",)),
                 502: Reply(
-                    "LiveKit refused the call (the call is recorded as failed)", headers=REPLAYED
+                    "LiveKit refused the call (the call is recorded as failed; one its dial"
+                    " reached the line of, refused with a SIP status, as the status maps: 486"
+                    " busy, 480 no_answer)",
+                    headers=REPLAYED,
                 ),
                 503: Reply(
                     "Config store, calls database or LiveKit unavailable",

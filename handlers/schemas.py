@@ -22,7 +22,8 @@ class ErrorBody(BaseModel):
     call_id: str | None = Field(
         default=None,
         description="POST /calls/outbound's 502, 503 or 504 of a dial that may have rung: the"
-        " call, recorded as failed, whose events are sent",
+        " call, recorded as failed (or busy, no_answer: a SIP status of its dial), whose"
+        " events are sent",
     )
 
 

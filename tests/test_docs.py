@@ -306,3 +306,23 @@ def test_the_readme_says_the_agent_takes_its_call_from_its_room() -> None:
     assert "takes the call id from its dispatch metadata" not in text
     assert "its call is its room's (the server names each call's room after the call;" in text
     assert "a dispatch whose metadata names another call is refused, and the job hangs up" in text
+
+
+def test_openapi_says_a_502_dial_refused_with_a_sip_status_ends_as_it_maps(
+    tmp_path: Path,
+) -> None:
+    """POST /calls/outbound's 502 said the call "is recorded as failed": a dial LiveKit
+    refused with SIP 486 or 480 is recorded busy / no_answer (b60b095), as README says."""
+    from common.calls.outcomes import status_for_sip_code
+    from server import create_app
+
+    settings = dataclasses.replace(
+        Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
+    )
+    spec: dict[str, Any] = create_app(settings)[SPEC]
+    said = spec["paths"]["/calls/outbound"]["post"]["responses"]["502"]["description"]
+    for code in (486, 480):
+        status = status_for_sip_code(code)
+        assert status is not None and f"{code} {status.value}" in said, said
+    call_id = spec["components"]["schemas"]["ErrorBody"]["properties"]["call_id"]
+    assert "busy, no_answer" in call_id["description"]
