@@ -326,3 +326,28 @@ def test_openapi_says_a_502_dial_refused_with_a_sip_status_ends_as_it_maps(
         assert status is not None and f"{code} {status.value}" in said, said
     call_id = spec["components"]["schemas"]["ErrorBody"]["properties"]["call_id"]
     assert "busy, no_answer" in call_id["description"]
+
+
+def test_the_readme_says_how_long_a_spooled_report_stays_on_an_agent_host() -> None:
+    """README's retry list said a spooled file is sent again "until the server takes it", its
+    personal-data list that it stays "until delivered": a file is also removed once refused
+    for good, and unsent once older than the worker's CALL_DATA_RETENTION_DAYS (an hour at
+    least, 2eb0d94). The figures are the code's."""
+    from agent.spool import MAX_FILES, RESEND_INTERVAL_S, STALE_TEMP_S
+    from agent.worker import spool_max_age_s
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert spool_max_age_s(dataclasses.replace(Settings(), call_data_retention_days=0)) == 3600
+    assert f"start and every {RESEND_INTERVAL_S:.0f} s, oldest first" in text
+    assert (
+        "until the server takes it (or refuses it for good; a file older than the worker's"
+        " `CALL_DATA_RETENTION_DAYS`, an hour at least, is removed unsent" in text
+    )
+    assert f"a full spool ({MAX_FILES:,} files)" in text
+    assert f"is removed by the worker {STALE_TEMP_S / 60:.0f} minutes later" in text
+    assert "`AGENT_REPORT_SPOOL_DIR`, until delivered (see above)" not in text
+    assert (
+        "`AGENT_REPORT_SPOOL_DIR`, until delivered (or refused for good), and no longer than"
+        " the worker's own `CALL_DATA_RETENTION_DAYS` (an hour at least" in text
+    )
+    assert "agents retry a report for 4 minutes" not in text
