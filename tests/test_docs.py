@@ -351,3 +351,21 @@ def test_the_readme_says_how_long_a_spooled_report_stays_on_an_agent_host() -> N
         " the worker's own `CALL_DATA_RETENTION_DAYS` (an hour at least" in text
     )
     assert "agents retry a report for 4 minutes" not in text
+
+
+def test_the_readme_says_pythontzpath_chooses_the_zone_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Campaign windows read the newer of the system's zone database and the tzdata
+    package's, unless PYTHONTZPATH names one (bfe8463): README said the newer, always."""
+    import zoneinfo
+
+    from common.campaigns import windows
+
+    monkeypatch.setenv("PYTHONTZPATH", "/nowhere")
+    tzpath = zoneinfo.TZPATH
+    monkeypatch.setattr(windows, "packaged_tz_version", lambda: "9999z")
+    windows.use_newest_zone_rules()
+    assert zoneinfo.TZPATH == tzpath  # the operator's choice stands
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert "with `PYTHONTZPATH` set, from the database it names" in text
