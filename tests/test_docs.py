@@ -369,3 +369,21 @@ def test_the_readme_says_pythontzpath_chooses_the_zone_rules(
     assert zoneinfo.TZPATH == tzpath  # the operator's choice stands
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert "with `PYTHONTZPATH` set, from the database it names" in text
+
+
+def test_the_readme_says_a_campaigns_deliveries_come_a_page_at_a_time(tmp_path: Path) -> None:
+    """GET /campaigns/{id}/deliveries answers a page at a time (5c923ca); the Customer
+    webhooks section said it "lists each delivery", as if all at once."""
+    from server import create_app
+
+    settings = dataclasses.replace(
+        Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
+    )
+    spec: dict[str, Any] = create_app(settings)[SPEC]
+    route = spec["paths"]["/campaigns/{campaign_id}/deliveries"]["get"]
+    assert {"limit", "after"} <= {p["name"] for p in route["parameters"]}
+    text = " ".join(section(README.read_text(encoding="utf-8"), "Customer webhooks").split())
+    assert (
+        "for a campaign's own events, a page at a time: `?limit=`, `?after=` its `next_after`)"
+        " lists each delivery" in text
+    )
