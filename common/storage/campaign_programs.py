@@ -369,14 +369,14 @@ def claim_campaigns(
     # ahead of the clock, and it placed no call until the clock caught up. (A range of the
     # same index, empty but after such a step.)
     # The claim's condition stands in the UPDATE itself too: PostgreSQL checks it again on
-    # a row another server claimed meanwhile (it waited for that server's lock), where the
-    # subquery's answer was read before; both servers drove the campaign for a tick.
+    # a row another server claimed (or paused) meanwhile (it waited for that server's lock),
+    # where the subquery's answer was read before; both servers drove the campaign a tick.
     free = "(claimed_by = ? OR claimed_until < ?)"
     stepped = yield Query(
         "UPDATE campaigns SET claimed_by = ?, claimed_until = ? WHERE campaign_id IN ("  # noqa: S608
         " SELECT campaign_id FROM campaigns WHERE status IN ('scheduled', 'running')"
         f" AND start_at > ? AND status = 'running' AND {free}"
-        f" ORDER BY created_at LIMIT ?) AND {free}"
+        f" ORDER BY created_at LIMIT ?) AND status = 'running' AND {free}"
         " RETURNING campaign_id, status, created_at, start_at",
         (holder, now + lease_s, now, holder, now, limit, holder, now),
     )

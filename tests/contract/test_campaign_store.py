@@ -222,6 +222,22 @@ async def test_a_campaign_after_a_clock_step_back_is_claimed_by_one_server(
     assert claimed == []
 
 
+async def test_a_campaign_after_a_clock_step_back_paused_meanwhile_is_not_claimed(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The same claim while another server's pause of the campaign commits: PostgreSQL
+    re-checked who held the row, not that it still ran, and the paused campaign was claimed
+    and driven for a tick (its dials refused). It reads the campaign paused."""
+    await store.create_campaign(campaign(1), clock.now, start_now=True)
+    clock.advance(-3600)
+    async with pausing(store, "cmp-1", clock.now):
+        mine = asyncio.create_task(store.claim_campaigns(clock.now, 10.0, 10))
+        await asyncio.sleep(0.3)  # our claim runs while the other server's pause is open
+        assert not mine.done()
+    claimed, _ = await mine
+    assert claimed == []
+
+
 async def test_attempts_retries_and_completion(store: CallStore, clock: FakeClock) -> None:
     await store.create_campaign(campaign(2), clock.now)
     await store.claim_campaigns(clock.now, 10.0, 10)
