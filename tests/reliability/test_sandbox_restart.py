@@ -36,6 +36,9 @@ WHSEC = "whsec_" + base64.b64encode(b"sandbox-restart-webhook-secret-0123").deco
 KEY = "APIsandboxrestart"
 SECRET = "sandbox-restart-livekit-secret-0123456789abcdef"
 LONG = "+14155557799"  # answered after 3 s, then 99 s of conversation: live when killed
+# The sandboxes' time scale: LONG answered in 0.3 s (waited for up to eight times a run),
+# then live for 9.9 s, longer than a restart and the checks after it take.
+TIME_SCALE = 0.1
 NUMBERS = (LONG,)
 FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
 
@@ -79,11 +82,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def sandbox_env(tmp_path: Path, name: str = "", **extra: str) -> dict[str, str]:
-    """A server on its embedded sandbox, in real time (the long call stays live)."""
+    """A server on its embedded sandbox, at TIME_SCALE (the long call stays live)."""
     return {
         "CONFIG_PATH": str(tmp_path / f"{name}config.json"),
         "CALLS_DB_PATH": str(tmp_path / "calls.db"),
-        "SANDBOX_TIME_SCALE": "1",
+        "SANDBOX_TIME_SCALE": str(TIME_SCALE),
         # The reaper's own passes never come during the test: what settles, settles at start.
         "REAPER_INTERVAL_S": "3600",
         **extra,
@@ -190,7 +193,9 @@ async def test_a_restart_settles_the_calls_its_embedded_sandbox_lost(
         # A clean stop ends the sandbox's rooms too, and settles their calls as it stops
         # (the next start did, dating them to their last event).
         second.proc.send_signal(signal.SIGTERM)
-        assert second.proc.wait(timeout=20) == 0
+        # Waited for off the loop: the receiver answers the call.ended sent as it stops (a
+        # blocking wait held it, and the stop waited out its 5 s for the send in flight).
+        assert await asyncio.to_thread(second.proc.wait, 20) == 0
         assert "stopping with 1 call(s) live in the embedded sandbox" in second.logs()
         third = ServerProcess(tmp_path, "third", env, port=first.port)
         processes.append(third)
@@ -255,7 +260,7 @@ async def test_a_restart_on_a_real_livekit_settles_nothing(
             f"http://127.0.0.1:{port}/webhooks/livekit",
             api_key=KEY,
             api_secret=SECRET,
-            time_scale=1.0,
+            time_scale=TIME_SCALE,
         )
         processes.append(livekit)
         await livekit.wait_ready(session)
