@@ -1189,6 +1189,19 @@ async def test_a_cookie_one_receiver_sets_is_sent_to_no_receiver(start_app: AppF
     assert [cookie for _, cookie in cookies if cookie is not None] == []
 
 
+async def attempted_deliveries(client: TestClient[Any, Any], call_id: str) -> list[dict[str, Any]]:
+    """The call's deliveries, once the first was attempted (within 10 s)."""
+    listed: list[dict[str, Any]] = []
+
+    async def attempted() -> bool:
+        answer = await client.get(f"/calls/{call_id}/deliveries")
+        listed[:] = (await answer.json())["deliveries"]
+        return bool(listed) and listed[0]["attempts"] > 0
+
+    await wait_for(attempted, timeout=10)
+    return listed
+
+
 async def test_a_receiver_answering_101_is_said_to_have_failed(start_app: AppFactory) -> None:
     """Any status under 300 was recorded with no error: a delivery retrying after a 101
     Switching Protocols showed `last_error: null`, as if nothing had gone wrong."""
@@ -1207,14 +1220,7 @@ async def test_a_receiver_answering_101_is_said_to_have_failed(start_app: AppFac
         port = server.sockets[0].getsockname()[1]
         client = await webhook_app(start_app, f"http://127.0.0.1:{port}/hooks")
         call_id = await place(client, SEED_EXAMPLES[0])
-        listed: list[dict[str, Any]] = []
-
-        async def attempted() -> bool:
-            answer = await client.get(f"/calls/{call_id}/deliveries")
-            listed[:] = (await answer.json())["deliveries"]
-            return bool(listed) and listed[0]["attempts"] > 0
-
-        await wait_for(attempted, timeout=10)
+        listed = await attempted_deliveries(client, call_id)
     assert listed[0]["state"] in ("pending", "failed") and listed[0]["last_status"] == 101
     assert listed[0]["last_error"] == "HTTP 101"
 
@@ -1232,14 +1238,7 @@ async def test_a_receiver_that_redirects_is_told_redirects_are_not_followed(
     async with serving(moved, "/hooks", "POST") as url:
         client = await webhook_app(start_app, f"{url}/hooks")
         call_id = await place(client, SEED_EXAMPLES[0])
-        listed: list[dict[str, Any]] = []
-
-        async def attempted() -> bool:
-            answer = await client.get(f"/calls/{call_id}/deliveries")
-            listed[:] = (await answer.json())["deliveries"]
-            return bool(listed) and listed[0]["attempts"] > 0
-
-        await wait_for(attempted, timeout=10)
+        listed = await attempted_deliveries(client, call_id)
     assert listed[0]["last_status"] == 308
     assert listed[0]["last_error"] == (
         "HTTP 308 (redirects are not followed: give the URL it redirects to)"
