@@ -5,6 +5,7 @@ LiveKit has the call, the truth), nothing is half-written, and the server keeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,38 @@ conn.execute("ROLLBACK")
 """
 
 
+@contextlib.asynccontextmanager
+async def _another_process(
+    script: str, db: Path, ready: str
+) -> AsyncIterator[subprocess.Popen[str]]:
+    """`script` run on `db` by another process of this interpreter, once it printed `ready`
+    (it holds what it holds until its stdin closes: `_let_go`); killed if it still runs as
+    the body ends."""
+    proc = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.to_thread(proc.stdout.readline) == f"{ready}\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+async def _let_go(proc: subprocess.Popen[str]) -> None:
+    """The other process lets go of what it holds, and ends well."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert await asyncio.to_thread(proc.wait, 10) == 0
+
+
 async def test_a_database_locked_by_another_process_answers_at_once_and_recovers(
     start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -332,15 +365,7 @@ async def test_a_database_locked_by_another_process_answers_at_once_and_recovers
     db = client.app[STORE]
     busy_s = 2.0  # the app's 5 s, shorter: the test sees the difference all the same
     await db._submit(db.conn.execute, f"PRAGMA busy_timeout={int(busy_s * 1000)}")
-    holder = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "calls.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert await asyncio.to_thread(holder.stdout.readline) == "held\n"
+    async with _another_process(HOLD_LOCK, tmp_path / "calls.db", "held") as holder:
         first = await _place(client, name="First")  # waits the busy timeout once
         assert first.status == 503
         started = time.monotonic()
@@ -354,14 +379,7 @@ async def test_a_database_locked_by_another_process_answers_at_once_and_recovers
         said = [m for m in _store_lines(caplog) if "is locked by" in m]
         assert len(said) == 1, said
         assert f"pid {holder.pid} (python" in said[0]
-        holder.stdin.close()
-        assert await asyncio.to_thread(holder.wait, 10) == 0
-    finally:
-        holder.kill()
-        holder.wait()
-        for pipe in (holder.stdin, holder.stdout):
-            if pipe is not None:
-                pipe.close()
+        await _let_go(holder)
     await _still_serving(client)  # it recovered by itself
     back = [m for m in _store_lines(caplog) if "takes writes again" in m]
     assert len(back) == 1, back
@@ -650,15 +668,7 @@ async def test_a_log_held_by_a_reader_is_said_and_shrinks_once_it_lets_go(
     client = await start_app(sandbox_time_scale=0.01, calls_rate_limit_per_min=100_000)
     wal = tmp_path / "calls.db-wal"
     assert (await _place(client, name="First")).status == 200
-    reader = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", HOLD_SNAPSHOT, str(tmp_path / "calls.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert reader.stdout is not None and reader.stdin is not None
-        assert await asyncio.to_thread(reader.stdout.readline) == "reading\n"
+    async with _another_process(HOLD_SNAPSHOT, tmp_path / "calls.db", "reading") as reader:
         for _ in range(200):
             if any("is held" in m for m in _store_lines(caplog)):
                 break
@@ -669,14 +679,7 @@ async def test_a_log_held_by_a_reader_is_said_and_shrinks_once_it_lets_go(
         assert f"pid {reader.pid} (python" in said[0]
         grown = wal.stat().st_size
         assert grown > 2 * 1024 * 1024
-        reader.stdin.close()
-        assert await asyncio.to_thread(reader.wait, 10) == 0
-    finally:
-        reader.kill()
-        reader.wait()
-        for pipe in (reader.stdin, reader.stdout):
-            if pipe is not None:
-                pipe.close()
+        await _let_go(reader)
     for _ in range(200):  # the next checkpoint empties it, the next write cuts it back
         if any("is back" in m for m in _store_lines(caplog)):
             break
