@@ -11,10 +11,12 @@ real Deepgram / OpenAI / Cartesia plugins, `AgentSession` and `OutboundCaller`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from common.config_store.model import (
+    DEFAULT_CALLER_NAME,
     EMOTIONS,
     LANGUAGES,
     AnalysisRequest,
@@ -23,6 +25,7 @@ from common.config_store.model import (
 )
 from common.contracts import MACHINE_VERDICTS
 from common.settings import Settings
+from common.text import has_visible
 
 STT_PROVIDER = "deepgram"
 STT_MODEL = "nova-3"
@@ -109,6 +112,22 @@ class SessionPlan:
         return doc
 
 
+# Markup Cartesia's sonic-3 acts on in the text it speaks rather than reading it out: its
+# SSML-like tags (`<break time="30s"/>`, `<emotion value="angry"/>`, `<speed ratio="1.5"/>`,
+# `<volume .../>`, `<spell>...</spell>`), its phonemes (`<<k|ɑ|ɹ>>`) and bracketed cues such as
+# `[laughter]`.
+_SPEECH_MARKUP = re.compile(r"<+[^<>]*>+|\[[^\[\]]*\]")
+
+
+def spoken_name(name: str) -> str:
+    """The callee's name as the agent may say it: without the TTS markup in it. The LLM
+    addresses the callee by the name it is given, word for word, and Cartesia acted on the
+    tags it repeated: a name `Alice<break time="30s"/>` (a CSV row, a lead form) put 30 s of
+    silence in the greeting. A name of markup alone is the default name."""
+    text = " ".join(_SPEECH_MARKUP.sub(" ", name).split())
+    return text if has_visible(text) else DEFAULT_CALLER_NAME
+
+
 def _context_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     # One line per call context: newlines in a key or value must not start new "instructions".
@@ -129,17 +148,17 @@ def call_context_line(additional_params: dict[str, Any]) -> str | None:
 def build_instructions(config: CallConfig) -> str:
     """The agent's system instructions: the call's own instructions plus how to behave."""
     language = LANGUAGES[config.tts_language]
+    name = spoken_name(config.caller_name)
     lines = [
         config.agent_instructions.strip(),
         "",
-        f"You are on an outbound phone call with {config.caller_name}. "
-        f"Address them as {config.caller_name}.",
+        f"You are on an outbound phone call with {name}. Address them as {name}.",
         f"Speak {language} for the whole call, even if they switch languages.",
         f"Tone: {config.tts_emotion.lower()} ({EMOTIONS[config.tts_emotion].lower()}).",
         "This is a voice call: keep each reply brief (one or two short sentences) and polite; "
         "no lists, markdown, emojis or symbols read aloud.",
         "If you reach voicemail or an answering machine, call detected_answering_machine.",
-        f"When the conversation is over or {config.caller_name} wants to hang up, call end_call.",
+        f"When the conversation is over or {name} wants to hang up, call end_call.",
     ]
     context = call_context_line(config.additional_params)
     if context:
@@ -150,7 +169,7 @@ def build_instructions(config: CallConfig) -> str:
 def build_greeting(config: CallConfig) -> str:
     """Instructions for the first turn, spoken once the callee has picked up."""
     return (
-        f"The call has just been answered. Greet {config.caller_name} by name in "
+        f"The call has just been answered. Greet {spoken_name(config.caller_name)} by name in "
         f"{LANGUAGES[config.tts_language]}, say briefly why you are calling, and ask whether "
         "now is a good time."
     )
@@ -168,7 +187,7 @@ def plan_session(
     return SessionPlan(
         call_id=call_id if call_id is not None else config.call_id,
         source=source,
-        caller_name=config.caller_name,
+        caller_name=spoken_name(config.caller_name),
         language=language,
         emotion=config.tts_emotion,
         instructions=build_instructions(config),

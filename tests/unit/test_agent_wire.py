@@ -696,3 +696,34 @@ async def test_two_calls_at_once_each_send_only_their_own_parameters(
         finals = [e for e in c.heard if e.type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT]
         expected = heard_in({"language": EXPECTED[c.plan.caller_name]["stt_language"]})
         assert [e.alternatives[0].text for e in finals] == [expected]
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_markup_in_a_callees_name_is_not_sent_to_cartesia(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Cartesia acts on the SSML-like tags and bracketed cues in the text it speaks, and the
+    LLM greets the callee by the name it is given, as written (the stand-in does, too): a
+    name from a CSV row or a lead form holding `<break time="30s"/>` or an emotion tag put 30
+    s of silence, or an angry voice, in the greeting. The name reaches the LLM, and so
+    Cartesia, as plain words."""
+    openai_in = await fake_openai(aiohttp_server, greeting_for)
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    config = CallConfig.create(
+        'Alice<break time="30s"/> <emotion value="angry"/>[laughter]<spell>Smith</spell>'
+        " <<s|m|ɪ|θ>>",
+        ALICE.agent_instructions,
+        "en",
+        "Neutral",
+        call_id="call-3a7c0000004",
+    )
+    call = await answered_call(config, settings_for(openai_in), cartesia_in, deepgram_in)
+
+    [request] = openai_in.completions
+    assert "<" not in json.dumps(request["messages"]) and "[laughter]" not in json.dumps(
+        request["messages"]
+    )
+    [conn] = [c for c in cartesia_in.sockets if c.requests]
+    assert " ".join(conn.transcript().split()) == "Hello Alice Smith, this is your call."
+    assert call.plan.caller_name == "Alice Smith"
