@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 
 import aiohttp
 
+from agent.plan import spoken_name
 from agent.reporting import REPORT_LINGER_S, ReportSender
 from common.config_store.model import AnalysisField, CallConfig
 from common.contracts import (
@@ -60,7 +61,7 @@ class ScriptedTurn:
 
 def conversation(config: CallConfig, talk_s: float) -> list[ScriptedTurn]:
     """The scripted conversation of an answered call that lasts `talk_s` (pure)."""
-    name = config.caller_name
+    name = spoken_name(config.caller_name)  # as our agent says it: without TTS markup
     opening = config.options.first_message or (
         f"Hello {name}, this is your assistant calling. Is now a good time to talk?"
     )

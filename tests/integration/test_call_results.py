@@ -139,6 +139,19 @@ async def test_the_first_message_opens_the_conversation(start_app: AppFactory) -
     assert call["extracted"] == {}
 
 
+async def test_the_sandbox_agent_greets_by_the_name_our_agent_says(start_app: AppFactory) -> None:
+    """The sandbox plays our agent: it says the callee's name as our agent does, without the
+    TTS markup in it (the transcript showed 'Hello Bob<break time="30s"/>', which the real
+    agent never says)."""
+    client = await start_app(sandbox_time_scale=SCALE)
+    name = 'Bob<break time="30s"/> <emotion value="angry"/>Lee'
+    call = await settled_call(client, dict(SEED_EXAMPLES[1], name=name))
+    agent_said = [t["text"] for t in call["transcript"] if t["role"] == "agent"]
+    assert agent_said[0].startswith("Hello Bob Lee, ")
+    assert agent_said[-1] == "Thank you Bob Lee, goodbye!"
+    assert call["name"] == name  # the call keeps the name it was given
+
+
 async def test_a_call_may_opt_out_of_the_summary(start_app: AppFactory) -> None:
     client = await start_app(sandbox_time_scale=SCALE)
     call = await settled_call(client, dict(SEED_EXAMPLES[1], analysis={"summary": False}))
