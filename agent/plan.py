@@ -128,10 +128,20 @@ def spoken_name(name: str) -> str:
     return text if has_visible(text) else DEFAULT_CALLER_NAME
 
 
+# Cartesia's tags and cues by name, and its phonemes (`<<k|oʊ>>`): in a call's context, where
+# other text in brackets (a JSON list) or between `<` and `>` (`x < 5 and y > 3`) is data the
+# agent must keep.
+_CARTESIA_MARKUP = re.compile(
+    r"</?\s*(?:break|emotion|speed|volume|spell)\b[^<>]*>|<<[^<>]*>>|\[laughter\]", re.IGNORECASE
+)
+
+
 def _context_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     # One line per call context: newlines in a key or value must not start new "instructions".
-    return " ".join(text.split())
+    # Without Cartesia's markup: the LLM repeats the context's words (a slot, a company, from
+    # a campaign's CSV columns) as written, and Cartesia would act on the tags among them.
+    return " ".join(_CARTESIA_MARKUP.sub(" ", text).split())
 
 
 def call_context_line(additional_params: dict[str, Any]) -> str | None:
