@@ -900,15 +900,24 @@ def never_dialled(d: Dialect, created_before: float) -> Program[list[str]]:
 
 
 # When the server last heard of a call: its last change, timeline entry or agent report.
+# The agent's final report is not one: it comes after the call, once its analysis is done
+# (seconds to a minute later), and taken as the call's end it was counted as talk time. Its
+# transcript's last turn (`at_s` from the answer) stands for it.
 _LAST_SEEN = (
-    "call_id, dial_started_at, updated_at,"
-    " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id) AS last_event,"
-    " (SELECT MAX(r.received_at) FROM reports r WHERE r.call_id = calls.call_id) AS last_report"
+    "call_id, dial_started_at, updated_at, answered_at, report,"
+    " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id"
+    " AND e.kind <> 'agent_final') AS last_event,"
+    " (SELECT MAX(r.received_at) FROM reports r WHERE r.call_id = calls.call_id"
+    " AND r.kind <> 'final') AS last_report"
 )
 
 
 def _lost(row: Row) -> LostCall:
-    times = (row["updated_at"], row["last_event"], row["last_report"])
+    times = [row["updated_at"], row["last_event"], row["last_report"]]
+    if row["answered_at"] is not None and row["report"]:
+        turns = stored_report(str(row["call_id"]), row["report"]).transcript
+        if turns:
+            times.append(float(row["answered_at"]) + max(t.at_s for t in turns))
     return LostCall(
         str(row["call_id"]),
         row["dial_started_at"] is not None,

@@ -438,6 +438,33 @@ async def test_unfinished_rooms_are_live_dialled_calls_whose_room_never_finished
     assert [c.call_id for c in await store.unfinished_rooms(clock.now - 60, "me")] == ["call-b"]
 
 
+async def test_a_lost_call_was_last_heard_at_its_last_turn_not_its_final_report(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Its webhooks all lost, a call ends when the server last heard of it. The agent's final
+    report comes after its analysis (here 60 s after the answer, the last turn at 12.5 s):
+    counted as heard then, the call's talk_s read 60 s, not 12.5."""
+    from common.contracts import AgentReport, CallReport, TranscriptTurn
+
+    await store.create_call(new_call())
+    await store.start_dial(CALL)
+    clock.advance(2)
+    answered = clock.now
+    await store.record_reports([AgentReport(call_id=CALL, seq=0, kind="answered", at=answered)])
+    clock.advance(60)
+    turns = [
+        TranscriptTurn(role="agent", text="Hello", at_s=0.5),
+        TranscriptTurn(role="callee", text="Bye", at_s=12.5),
+    ]
+    final = CallReport(transcript=turns, summary="short")
+    await store.record_reports(
+        [AgentReport(call_id=CALL, seq=1, kind="final", at=clock.now, final=final)]
+    )
+    clock.advance(61)
+    [lost] = await store.unfinished_rooms(clock.now - 60)
+    assert lost.last_seen == answered + 12.5
+
+
 async def test_unreported_dialled_are_the_calls_whose_agent_may_never_have_joined(
     store: CallStore, clock: FakeClock
 ) -> None:
