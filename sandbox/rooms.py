@@ -18,6 +18,7 @@ from livekit.protocol.agent_dispatch import AgentDispatch
 from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room, TrackInfo, TrackType
 from livekit.protocol.webhook import WebhookEvent
 
+from common.contracts import ATTR_AGENT_NAME
 from sandbox.util import new_id, now_ms
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,16 @@ class SandboxRoom:
         )
 
 
-def agent_participant(identity: str) -> ParticipantInfo:
-    """Our agent's participant, as LiveKit shows it (joined now)."""
+def agent_participant(room: SandboxRoom, identity: str) -> ParticipantInfo:
+    """Our agent's participant, as LiveKit shows it (joined now): named, as livekit-agents
+    names each job's participant (`lk.agent.name`), after the agent its room was dispatched."""
     joined_ms = now_ms()
+    name = room.dispatches[0].agent_name if room.dispatches else ""
     return ParticipantInfo(
         sid=new_id("PA_"),
         identity=identity,
         kind=ParticipantInfo.AGENT,
+        attributes={ATTR_AGENT_NAME: name},
         state=ParticipantInfo.ACTIVE,
         joined_at=joined_ms // 1000,
         joined_at_ms=joined_ms,

@@ -453,7 +453,7 @@ class LiveKitServices:
             return ListParticipantsResponse()
         participants = list(room.participants.values())
         if room.agent_present and not any(p.kind == ParticipantInfo.AGENT for p in participants):
-            participants.append(agent_participant(f"agent-{room.name}"))
+            participants.append(agent_participant(room, f"agent-{room.name}"))
         return ListParticipantsResponse(participants=participants)
 
     def _existing_room(self, name: str) -> SandboxRoom:

@@ -222,7 +222,7 @@ class CallSimulation:
     def _agent_participant(self) -> ParticipantInfo:
         """Our agent's participant, shown only where it matters (the agent_dies scenario):
         the other scenarios keep to the six webhooks a call's callee makes happen."""
-        return agent_participant(self._agent_identity)
+        return agent_participant(self.room, self._agent_identity)
 
     def _agent_dies(self) -> None:
         """Our agent's process dies: its participant leaves the room, which goes on with the

@@ -310,14 +310,16 @@ def _before_its_end(event: RoomEvent, call: CallRecord) -> bool:
 
 def _agent_did(event: RoomEvent, what: str, agent_name: str) -> EventParticipant | None:
     """The agent's participant, if `event` is its `what` (participant_joined, ...): an agent
-    of `agent_name` (livekit-agents' `lk.agent.name`; one that gives none counts), not one
-    of another name the project dispatches to every room."""
+    of `agent_name` (livekit-agents' `lk.agent.name`), not one of another name the project
+    dispatches to every room, nor one that gives none: livekit-agents names every job's
+    participant, so a nameless agent is another program's (counted as the call's, it kept a
+    call whose own agent never came, or died, live, its callee in silence)."""
     who = event.participant
     if (
         event.event == what
         and who is not None
         and who.kind == models.ParticipantInfo.Kind.AGENT
-        and who.attributes.get(ATTR_AGENT_NAME, agent_name) == agent_name
+        and who.attributes.get(ATTR_AGENT_NAME) == agent_name
     ):
         return who
     return None

@@ -360,8 +360,8 @@ async def rooms_alive(lkapi: api.LiveKitAPI, names: list[str]) -> set[str]:
 @dataclass(frozen=True)
 class RoomPresence:
     """Who is in a call's room: our agent's participant (AGENT_NAME's: livekit-agents names
-    it in `lk.agent.name`; one without that attribute counts); a phone line that was answered
-    (its SIP participant's `sip.callStatus` active)."""
+    it in `lk.agent.name`; one without that attribute is another program's); a phone line that
+    was answered (its SIP participant's `sip.callStatus` active)."""
 
     agent: bool
     callee_answered: bool
@@ -383,7 +383,7 @@ async def room_presence(lkapi: api.LiveKitAPI, room: str, agent_name: str) -> Ro
     kinds = models.ParticipantInfo.Kind
     return RoomPresence(
         agent=any(
-            p.kind == kinds.AGENT and p.attributes.get(ATTR_AGENT_NAME, agent_name) == agent_name
+            p.kind == kinds.AGENT and p.attributes.get(ATTR_AGENT_NAME) == agent_name
             for p in listed.participants
         ),
         callee_answered=any(

@@ -395,10 +395,17 @@ async def test_an_agents_failure_on_the_room_is_the_calls_reason(start_app: AppF
     assert (shown["status"], shown["reason"]) == ("completed", reason)
 
 
-def agent_left(room: str, reason: int) -> bytes:
+def agent_left(room: str, reason: int, name: str | None = "outbound-caller") -> bytes:
+    """The agent's participant left; livekit-agents names it (`lk.agent.name`: AGENT_NAME)."""
     agent = models.ParticipantInfo.Kind.AGENT
+    named = {} if name is None else {"lk.agent.name": name}
     return event_json(
-        "participant_left", room, participant_kind=agent, identity="agent", reason=reason
+        "participant_left",
+        room,
+        participant_kind=agent,
+        identity="agent",
+        reason=reason,
+        attributes=named,
     )
 
 
@@ -482,8 +489,7 @@ async def test_an_agent_of_another_name_left_in_the_room_is_not_the_calls_agent(
 ) -> None:
     """An agent the project dispatches to every room (a recorder, named otherwise than
     AGENT_NAME) stays when the call's agent dies: it was counted as the call's agent, and
-    the callee was left in silence until max_duration_s. Only an agent of AGENT_NAME (or
-    one that gives no name) counts."""
+    the callee was left in silence until max_duration_s. Only an agent of AGENT_NAME counts."""
     monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
     client = await quiet_app(start_app)
     call_id = await place(client)
@@ -509,6 +515,50 @@ async def test_an_agent_of_another_name_left_in_the_room_is_not_the_calls_agent(
     await wait_for(lambda: _is_final(shown_now()), timeout=10)
     shown = await shown_now()
     assert (shown["status"], shown["reason"]) == ("completed", AGENT_GONE)
+
+
+async def test_an_agent_that_gives_no_name_is_not_the_calls_agent(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """livekit-agents names every job's participant (`lk.agent.name`); another program's
+    agent that gives no name was counted as the call's: still in the room when the call's
+    agent died, it kept the call live, its callee in silence until max_duration_s; and its
+    own leaving was taken for the call's agent dying."""
+    monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    room = client.app[SANDBOX].rooms[call_id]
+    room.agent_present = False  # the call's agent died
+    room.participants["agent-other"] = models.ParticipantInfo(
+        identity="agent-other", kind=models.ParticipantInfo.Kind.AGENT
+    )
+    active = {"sip.callStatus": "active"}
+    left = int(models.DisconnectReason.CLIENT_INITIATED)
+    for body in [
+        event_json("participant_joined", call_id, attributes=active),
+        agent_left(call_id, left),
+    ]:
+        assert await post(client, body, sign(body)) == 200
+
+    async def shown_now() -> dict[str, Any]:
+        call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+        return call
+
+    await wait_for(lambda: _is_final(shown_now()), timeout=10)
+    shown = await shown_now()
+    assert (shown["status"], shown["reason"]) == ("completed", AGENT_GONE)
+
+    # Its leaving is not the call's agent dying: a live call goes on.
+    other = await place(client)
+    client.app[SANDBOX].rooms[other].agent_present = False
+    for body in [
+        event_json("participant_joined", other, attributes=active),
+        agent_left(other, left, name=None),
+    ]:
+        assert await post(client, body, sign(body)) == 200
+    await asyncio.sleep(0.6)  # well past the grace
+    still = await (await client.get(f"/calls/{other}")).json()
+    assert still["status"] == "in_progress", still
 
 
 async def test_a_callee_leaving_as_the_agent_gone_grace_ends_is_not_overwritten(
