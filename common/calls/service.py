@@ -91,7 +91,12 @@ from common.storage.campaign_programs import (
     PAUSED_BEFORE_DIAL,
     UPLOAD_GIVEN_UP_S,
 )
-from common.storage.programs import LATE_FINISH_S, REPORTS_RETRY_S, happened_at
+from common.storage.programs import (
+    AGENT_LEFT_DETAIL,
+    LATE_FINISH_S,
+    REPORTS_RETRY_S,
+    happened_at,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -544,6 +549,10 @@ class CallService:
     # Calls whose agent this run has waited for, or asked LiveKit about for a wait lost with
     # the server that held it (check_lost_agent_waits): asked once.
     _agent_asked: set[str] = field(default_factory=set)
+    # Calls whose agent left their room: those this run waits on (AGENT_GONE_GRACE_S), and
+    # those it waited on or asked about for a wait lost with its server (check_agent_gone).
+    _agent_gone_waits: set[str] = field(default_factory=set)
+    _agent_gone_asked: set[str] = field(default_factory=set)
     # A live call is stale by the time it has run: a step of the wall clock is no time run
     # (a step forward of an hour made every live call stale, and the reaper settled them).
     wall_steps: WallSteps = field(default_factory=WallSteps)
@@ -960,12 +969,17 @@ class CallService:
         signal = signal_from_event(event)
         finished = event.event == "room_finished"
         callee_left = signal.sip_participant and event.event in CALLEE_GONE_EVENTS
+        agent_name = self.settings.agent_name
+        agent_left = _agent_left(event, agent_name)
+        detail = _signal_detail(signal)
+        if agent_left:  # the wait it starts is taken up from this after a restart
+            detail[AGENT_LEFT_DETAIL] = True
         applied = await self._settle(
             room,
             event.event,
             lambda state: next_state(state, signal),
             event_id=event.id or None,
-            detail=_signal_detail(signal),
+            detail=detail,
             room_finished=finished,
             callee_left=callee_left,
             event_at=event.created_at,
@@ -1003,11 +1017,10 @@ class CallService:
                 extra={"call_id": room},
             )
             self._close_room_soon(room)
-        agent_name = self.settings.agent_name
         if _agent_joined(event, agent_name):
             self._agent_seen(room)
         live = applied.after is not None and not applied.after.is_final
-        if _agent_left(event, agent_name) and live:
+        if agent_left and live:
             self._end_if_agent_stays_gone(room)
         if _line_ended_unanswered(callee_left, applied):
             # Busy, unanswered, a trunk failure: our agent, dispatched into the room, waits
@@ -1154,33 +1167,64 @@ class CallService:
         gone): nobody will speak to the callee, and LiveKit keeps the line up until the
         callee hangs up or `max_duration_s`. Unless the room finished, or the callee left,
         within AGENT_GONE_GRACE_S, the call is settled (AGENT_GONE) and its room deleted.
-        A server that stops meanwhile leaves it to `max_duration_s`, as before."""
+        A server that stops meanwhile leaves it to the reaper of the next (check_agent_gone)."""
 
         async def end() -> None:
-            await asyncio.sleep(AGENT_GONE_GRACE_S * self.settings.time_scale)
             try:
-                call = await self.store.get_call(call_id, with_timeline=False)
-                if call is None or call.is_final or call.callee_left_at is not None:
-                    return
-                if await self._another_agent_stays(call_id):
-                    return
-                applied = await self._settle(
-                    call_id, AGENT_GONE_KIND, _agent_gone, only_if_changed=True
-                )
-            except DatabaseError as exc:
-                logger.error("call %s: could not settle it, its agent gone: %s", call_id, exc)
-                return
-            if applied.change is None or applied.after is None:
-                return
-            logger.warning(
-                "call %s: its agent left the room and the call was still live; ending it (%s)",
-                call_id,
-                applied.after.status.value,
-                extra={"call_id": call_id},
-            )
-            self._close_room_soon(call_id)
+                await asyncio.sleep(AGENT_GONE_GRACE_S * self.settings.time_scale)
+                await self._end_if_agent_gone(call_id)
+            finally:
+                self._agent_gone_waits.discard(call_id)
+                self._agent_gone_asked.add(call_id)
 
+        self._agent_gone_waits.add(call_id)
         self._spawn(end(), f"agent-gone-{call_id}")
+
+    async def _end_if_agent_gone(self, call_id: str) -> bool:
+        """The end of the wait after a call's agent left: the call settled AGENT_GONE unless
+        it ended meanwhile or another agent of ours is in its room. False if the database
+        could not say (asked again by the next reaper pass)."""
+        try:
+            call = await self.store.get_call(call_id, with_timeline=False)
+            if call is None or call.is_final or call.callee_left_at is not None:
+                return True
+            if await self._another_agent_stays(call_id):
+                return True
+            applied = await self._settle(
+                call_id, AGENT_GONE_KIND, _agent_gone, only_if_changed=True
+            )
+        except DatabaseError as exc:
+            logger.error("call %s: could not settle it, its agent gone: %s", call_id, exc)
+            return False
+        if applied.change is None or applied.after is None:
+            return True
+        logger.warning(
+            "call %s: its agent left the room and the call was still live; ending it (%s)",
+            call_id,
+            applied.after.status.value,
+            extra={"call_id": call_id},
+        )
+        self._close_room_soon(call_id)
+        return True
+
+    async def check_agent_gone(self, now: float) -> int:
+        """The wait after a call's agent left its room (`_end_if_agent_stays_gone`) is a timer
+        in the server that got the agent's participant_left: a server stopped or killed in
+        those AGENT_GONE_GRACE_S lost it, and the call stayed live, its callee in silence,
+        until they hung up (then read `completed` as if the agent had talked) or
+        max_duration_s. The live calls whose agent left over the grace ago (their timeline
+        says so), that no wait of this run covers, are asked about here as the wait would
+        have, each once. How many were asked."""
+        owner = self.instance if self.settings.uses_sandbox else None
+        since = now - AGENT_GONE_GRACE_S * self.settings.time_scale
+        candidates = set(await self.store.agent_gone_unsettled(since, owner))
+        self._agent_gone_asked &= candidates | self._agent_gone_waits  # bounded by live calls
+        unasked = sorted(candidates - self._agent_gone_asked - self._agent_gone_waits)
+        for call_id in unasked:
+            if not await self._end_if_agent_gone(call_id):
+                break  # the database cannot say: the rest wait for the next pass
+            self._agent_gone_asked.add(call_id)
+        return len(unasked)
 
     async def _another_agent_stays(self, call_id: str) -> bool:
         """Whether LiveKit has an agent in the room still: the one that left was a second
@@ -1484,6 +1528,7 @@ class CallService:
             await self._settle_never_dialled(call_id)
         await self.settle_gone_rooms(now)
         await self.check_lost_agent_waits(now)
+        await self.check_agent_gone(now)
         # Last: what the rules above can tell settles by them (answered calls whose room is
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.

@@ -379,6 +379,14 @@ class CallStore(CampaignStore, Protocol):
         (None) on a real LiveKit."""
         ...
 
+    async def agent_gone_unsettled(
+        self, left_before: float, sandbox_instance: str | None = None
+    ) -> list[str]:
+        """Live calls whose agent left their room (a timeline `participant_left` marked
+        `agent_left`) before `left_before`, their line and room not known to have ended: in
+        `sandbox_instance`'s embedded sandbox, or (None) on a real LiveKit."""
+        ...
+
     async def sandbox_owners(self, created_before: float) -> list[str]:
         """The servers (Settings.sandbox_owner) whose embedded sandbox holds a live call
         created before `created_before` whose room never reported finishing."""

@@ -957,6 +957,34 @@ def unreported_dialled(
     return _ids(rows)
 
 
+# The timeline detail of a participant_left that was the call's agent leaving its room (not
+# at the room's deletion): the server waits AGENT_GONE_GRACE_S, then ends the call if no
+# agent is back. Kept in the database, a wait lost with its server is taken up again.
+AGENT_LEFT_DETAIL = "agent_left"
+
+
+def agent_gone_unsettled(
+    d: Dialect, left_before: float, sandbox_instance: str | None
+) -> Program[list[str]]:
+    """Live calls whose agent left before `left_before` (a `participant_left` entry whose
+    detail says AGENT_LEFT_DETAIL), whose line and room are not known to have ended: in
+    `sandbox_instance`'s embedded sandbox, or with None, on a real LiveKit."""
+    owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
+    rows = yield Query(
+        f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
+        " AND room_finished_at IS NULL AND callee_left_at IS NULL"
+        f" AND {owner} AND EXISTS (SELECT 1 FROM events e WHERE e.call_id = calls.call_id"
+        " AND e.kind = 'participant_left' AND e.detail LIKE ? AND e.at < ?) ORDER BY call_id",
+        (
+            *LIVE,
+            *([sandbox_instance] if sandbox_instance is not None else []),
+            f"%{dumps(AGENT_LEFT_DETAIL)}:true%",
+            left_before,
+        ),
+    )
+    return _ids(rows)
+
+
 def sandbox_owners(d: Dialect, created_before: float) -> Program[list[str]]:
     rows = yield Query(
         "SELECT DISTINCT sandbox_instance AS owner FROM calls"  # noqa: S608

@@ -268,6 +268,12 @@ class SqlCallStore(CampaignMethods):
         program = programs.unreported_dialled(self.dialect, dialled_before, sandbox_instance)
         return await self._run(program, write=False)
 
+    async def agent_gone_unsettled(
+        self, left_before: float, sandbox_instance: str | None = None
+    ) -> list[str]:
+        program = programs.agent_gone_unsettled(self.dialect, left_before, sandbox_instance)
+        return await self._run(program, write=False)
+
     async def sandbox_owners(self, created_before: float) -> list[str]:
         return await self._run(programs.sandbox_owners(self.dialect, created_before), write=False)
 

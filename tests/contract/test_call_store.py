@@ -495,6 +495,36 @@ async def test_unreported_dialled_are_the_calls_whose_agent_may_never_have_joine
     assert await store.unreported_dialled(clock.now - 20, "me") == ["call-b"]
 
 
+async def test_agent_gone_unsettled_are_the_live_calls_whose_agent_left(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The calls whose wait after their agent left (AGENT_GONE_GRACE_S) a restart may have
+    lost: live, their agent's participant_left before the bound, their line and room not
+    known to have ended; on a sandbox, one server's own only."""
+
+    def call(call_id: str, instance: str | None = None) -> NewCall:
+        return dataclasses.replace(new_call(call_id), sandbox_instance=instance)
+
+    agent: dict[str, object] = {"agent_left": True}
+    for call_id, instance in [("call-a", None), ("call-b", "me"), ("call-c", "them")]:
+        await store.create_call(call(call_id, instance))
+        await store.apply(call_id, "participant_left", lambda _state: None, detail=agent)
+    await store.create_call(call("call-callee"))  # a participant_left of another's
+    await store.apply(
+        "call-callee", "participant_left", lambda _state: None, detail={"sip_call_status": "x"}
+    )
+    await store.create_call(call("call-left"))  # the callee left after the agent
+    await store.apply("call-left", "participant_left", lambda _state: None, detail=agent)
+    await store.apply("call-left", "participant_left", lambda _state: None, callee_left=True)
+    await store.create_call(call("call-over"))
+    await store.apply("call-over", "participant_left", lambda _state: None, detail=agent)
+    await store.apply("call-over", "hangup", set_status(Status.CANCELED))
+    assert await store.agent_gone_unsettled(clock.now - 1) == []  # left too recently
+    clock.advance(6)
+    assert await store.agent_gone_unsettled(clock.now - 5) == ["call-a"]  # a real LiveKit
+    assert await store.agent_gone_unsettled(clock.now - 5, "me") == ["call-b"]
+
+
 async def test_lost_sandbox_calls_are_one_instances_live_calls_from_before(
     backend: Backend, clock: FakeClock
 ) -> None:
