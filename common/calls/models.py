@@ -304,6 +304,16 @@ class Applied:
     released: bool = False  # deliveries held until the dial were made (of earlier events)
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What an erasure on request did: the calls it erased (oldest first), or, when some of
+    the calls asked for were still live, those (and nothing was erased)."""
+
+    erased: tuple[str, ...] = ()
+    live: tuple[str, ...] = ()
+    erased_at: float | None = None
+
+
 Decide = Callable[[CallState], Change | None]
 
 

@@ -18,6 +18,7 @@ from common.calls.models import (
     Decide,
     DeliveryOutcome,
     DncEntry,
+    Erasure,
     IdempotencyClaim,
     LostCall,
     NewCall,
@@ -295,6 +296,14 @@ class CallStore(CampaignStore, Protocol):
     async def erase_call_data(self, ended_before: float, limit: int) -> int:
         """Erase the conversations of at most `limit` calls that ended before `ended_before`
         (the oldest first), in one transaction; how many."""
+        ...
+
+    async def erase_calls_now(
+        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+    ) -> Erasure:
+        """Erase now, on request, the personal data of one call or of every call to one of
+        `numbers`, in one transaction; nothing while one of them is live (see
+        programs.erase_calls_now)."""
         ...
 
     # -- customer webhooks ---------------------------------------------------------------

@@ -30,6 +30,7 @@ from common.calls.models import (
     CallRecord,
     Decide,
     DeliveryOutcome,
+    Erasure,
     IdempotencyClaim,
     LostCall,
     NewCall,
@@ -1419,27 +1420,81 @@ def erase_call_data(d: Dialect, ended_before: float, now: float, limit: int) -> 
         (ended_before, limit),
     )
     for row in rows:
-        report = row["report"]
-        kept = _without_personal_data(stored_report(row["call_id"], report)) if report else None
-        yield Query(
-            "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
-            (kept.model_dump_json() if kept else None, now, row["call_id"]),
-        )
-        # The reports' bodies said it too: the turns, the final report, and the reason of the
-        # answering-machine verdict (what the callee's line said). The verdict itself stays
-        # in the call's `amd`.
-        yield Query(
-            "DELETE FROM reports WHERE call_id = ? AND kind IN ('turn', 'amd', 'final')",
-            (row["call_id"],),
-        )
-        # The call's events carried the conversation too (kept for redelivery): erase it there.
-        events = yield Query("SELECT id, data FROM outbox WHERE call_id = ?", (row["call_id"],))
-        for event in events:
-            yield Query(
-                "UPDATE outbox SET data = ? WHERE id = ?",
-                (dumps(_event_without_personal_data(json.loads(event["data"]), now)), event["id"]),
-            )
+        yield from _erase_call(row["call_id"], row["report"], now, placement=False)
     return len(rows)
+
+
+def erase_calls_now(
+    d: Dialect, now: float, *, call_id: str | None = None, numbers: Sequence[str] = ()
+) -> Program[Erasure]:
+    """Erase on request (POST /calls/{call_id}/erase, POST /calls/erase) the personal data of
+    one call, or of every call to one of `numbers` (a number's forms, see listed_forms):
+    what the retention erases, and also what the call was placed with that names or
+    describes its callee (see _config_without_personal_data), in the call and in its events.
+    The number stays. All or nothing: while one of those calls is live (its conversation
+    still coming), nothing is erased, and the live ones are answered."""
+    args: tuple[str, ...]
+    if call_id is not None:
+        where, args = "call_id = ?", (call_id,)
+    else:
+        where, args = f"phone_number IN ({','.join('?' * len(numbers))})", tuple(numbers)
+    rows = yield Query(
+        f"SELECT call_id, status, report FROM calls WHERE {where}"  # noqa: S608 - marks only
+        f" ORDER BY created_at, call_id{d.for_update}",
+        args,
+    )
+    live = tuple(row["call_id"] for row in rows if row["status"] in LIVE)
+    if live:
+        return Erasure(live=live)
+    for row in rows:
+        yield from _erase_call(row["call_id"], row["report"], now, placement=True)
+    return Erasure(erased=tuple(row["call_id"] for row in rows), erased_at=now)
+
+
+def _erase_call(call_id: str, report: str | None, now: float, *, placement: bool) -> Program[None]:
+    """One call's erasure, the retention's and on request (`placement`: what it was placed
+    with too), in the call, its reports and its events."""
+    kept = _without_personal_data(stored_report(call_id, report)) if report else None
+    yield Query(
+        "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
+        (kept.model_dump_json() if kept else None, now, call_id),
+    )
+    if placement:
+        rows = yield Query("SELECT config FROM calls WHERE call_id = ?", (call_id,))
+        config = rows[0]["config"] if rows else None
+        yield Query(
+            "UPDATE calls SET caller_name = '', config = ? WHERE call_id = ?",
+            (dumps(_config_without_personal_data(json.loads(config))) if config else None, call_id),
+        )
+    # The reports' bodies said it too: the turns, the final report, and the reason of the
+    # answering-machine verdict (what the callee's line said). The verdict itself stays
+    # in the call's `amd`.
+    yield Query(
+        "DELETE FROM reports WHERE call_id = ? AND kind IN ('turn', 'amd', 'final')",
+        (call_id,),
+    )
+    # The call's events carried the conversation too (kept for redelivery): erase it there.
+    events = yield Query("SELECT id, data FROM outbox WHERE call_id = ?", (call_id,))
+    for event in events:
+        data = _event_without_personal_data(json.loads(event["data"]), now)
+        if placement:
+            data["name"] = ""
+            if isinstance(data.get("config"), dict):
+                data["config"] = _config_without_personal_data(data["config"])
+        yield Query("UPDATE outbox SET data = ? WHERE id = ?", (dumps(data), event["id"]))
+
+
+def _config_without_personal_data(config: dict[str, Any]) -> dict[str, Any]:
+    """A call's config (as GET /calls/{id} shows it) without what names or describes its
+    callee: name, instructions, additional_params, first message, voicemail message, success
+    criteria. Its language, voice, limits, voicemail action and analysis fields stay."""
+    kept = {**config, "caller_name": "", "agent_instructions": "", "additional_params": {}}
+    kept.pop("first_message", None)
+    if isinstance(kept.get("voicemail"), dict):
+        kept["voicemail"] = {k: v for k, v in kept["voicemail"].items() if k != "message"}
+    if isinstance(kept.get("analysis"), dict):
+        kept["analysis"] = {k: v for k, v in kept["analysis"].items() if k != "success_criteria"}
+    return kept
 
 
 def _event_without_personal_data(data: dict[str, Any], erased_at: float) -> dict[str, Any]:

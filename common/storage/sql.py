@@ -17,6 +17,7 @@ from common.calls.models import (
     CallRecord,
     Decide,
     DeliveryOutcome,
+    Erasure,
     IdempotencyClaim,
     LostCall,
     NewCall,
@@ -181,6 +182,14 @@ class SqlCallStore(CampaignMethods):
     async def erase_call_data(self, ended_before: float, limit: int) -> int:
         return await self._run(
             programs.erase_call_data(self.dialect, ended_before, self._clock(), limit),
+            write=True,
+        )
+
+    async def erase_calls_now(
+        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+    ) -> Erasure:
+        return await self._run(
+            programs.erase_calls_now(self.dialect, self._clock(), call_id=call_id, numbers=numbers),
             write=True,
         )
 

@@ -23,11 +23,12 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.calls.models import Erasure
 from common.config_store.store import NOT_A_FILE
 from common.storage.base import (
     DatabaseError,
@@ -577,6 +578,15 @@ class SqliteCallStore(SqlCallStore):
         if erased or self._wal_holds_erased:
             self._wal_holds_erased = not await self._submit(self._empty_wal_sync)
         return erased
+
+    async def erase_calls_now(
+        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+    ) -> Erasure:
+        """As every store erases, then the write-ahead log emptied, as the retention's."""
+        erasure = await super().erase_calls_now(call_id=call_id, numbers=numbers)
+        if erasure.erased or self._wal_holds_erased:
+            self._wal_holds_erased = not await self._submit(self._empty_wal_sync)
+        return erasure
 
     def _empty_wal_sync(self) -> bool:
         """`PRAGMA wal_checkpoint(TRUNCATE)`, not waiting for readers; whether it was done."""

@@ -349,3 +349,104 @@ async def test_the_retention_erases_the_oldest_calls_first_and_no_more_than_aske
     assert await store.erase_call_data(clock.now, 2) == 2
     assert await store.erase_call_data(clock.now, 2) == 1
     assert await store.erase_call_data(clock.now, 2) == 0
+
+
+# ---------------------------------------------------------------- erasure on request
+
+PLACED_WITH = {
+    "caller_name": "Ann Lee",
+    "agent_instructions": "Remind Ann Lee of her appointment",
+    "tts_language": "en",
+    "tts_emotion": "Calm",
+    "additional_params": {"account": "Ann Lee 42"},
+    "ringing_timeout_s": 30,
+    "max_duration_s": 600,
+    "first_message": "Hello Ann Lee",
+    "voicemail": {"action": "leave_message", "message": "Ann Lee, please call back"},
+    "analysis": {"success_criteria": "Ann Lee confirms", "fields": {}},
+}
+
+
+async def ended_call(
+    store: CallStore, call_id: str = CALL, number: str = "+14155550100", *, final: bool = True
+) -> None:
+    """A call to `number` placed with PLACED_WITH, whose callee said things, ended."""
+    await store.create_call(NewCall(call_id, number, "Ann Lee", "en", "Calm", config=PLACED_WITH))
+    heard = AmdVerdict(category="human", reason="Ann Lee speaking")
+    turn = TranscriptTurn(role="callee", text="This is Ann Lee", at_s=1.0)
+    reports = [sent(0, "answered"), sent(1, "amd", amd=heard), sent(2, "turn", turn=turn)]
+    if final:
+        reports.append(sent(3, "final", final=CallReport(transcript=[turn], summary="Ann Lee")))
+    await store.record_reports([r.model_copy(update={"call_id": call_id}) for r in reports])
+    ended = Change(Status.COMPLETED, answered=True)
+    await store.apply(call_id, "room_finished", lambda _state: ended, room_finished=True)
+
+
+async def everything_kept_of(store: CallStore, call_id: str) -> str:
+    """Every row the database keeps of a call (its row, reports, timeline, events), as text."""
+    rows = []
+    for table in ("calls", "reports", "events", "outbox"):
+        rows += await execute(store, f"SELECT * FROM {table} WHERE call_id = ?", call_id)  # noqa: S608
+    return repr([dict(r) for r in rows])
+
+
+async def test_erasing_a_call_on_request_leaves_nothing_of_its_callee_but_the_number(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """What the retention erases (the conversation, in the call, its reports and events), and
+    what the call was placed with that names its callee, in the call and its events; status,
+    timings and verdicts stay. A report arriving later keeps none of it either."""
+    await ended_call(store, final=False)
+    assert "Ann Lee" in await everything_kept_of(store, CALL)
+    clock.advance(5)
+
+    erasure = await store.erase_calls_now(call_id=CALL)
+
+    assert (erasure.erased, erasure.live, erasure.erased_at) == ((CALL,), (), clock.now)
+    assert "Ann Lee" not in await everything_kept_of(store, CALL)
+    call = await store.get_call(CALL)
+    assert call is not None and call.data_erased_at == clock.now
+    assert (call.status, call.amd, call.phone_number) == (Status.COMPLETED, "human", "+14155550100")
+    assert call.config is not None and call.config["tts_language"] == "en"
+    assert call.config["voicemail"] == {"action": "leave_message"}
+    # The agent's final report, late: kept without what was said.
+    said = TranscriptTurn(role="callee", text="This is Ann Lee", at_s=1.0)
+    late = CallReport(transcript=[said], summary="Ann Lee", usage={"llm": []})
+    assert not (await record_report(store, sent(3, "final", final=late))).duplicate
+    assert "Ann Lee" not in await everything_kept_of(store, CALL)
+    call = await store.get_call(CALL)
+    assert call is not None and call.report is not None and call.report.usage == {"llm": []}
+
+
+async def test_a_live_call_is_not_erased_and_is_named(store: CallStore, clock: FakeClock) -> None:
+    """Its conversation is still coming: nothing is erased (all or nothing), and the answer
+    names the live call, so the request can be made again once it has ended."""
+    await ended_call(store, "call-00000000000b")
+    await store.create_call(NewCall(CALL, "+14155550100", "Ann Lee", "en", "Calm"))
+    erasure = await store.erase_calls_now(numbers=["+14155550100"])
+    assert (erasure.erased, erasure.live) == ((), (CALL,))
+    assert "Ann Lee" in await everything_kept_of(store, "call-00000000000b")
+    assert (await store.erase_calls_now(call_id=CALL)).live == (CALL,)
+
+
+async def test_erasing_a_number_erases_each_of_its_calls_and_no_other(
+    store: CallStore, clock: FakeClock
+) -> None:
+    first, second, other = "call-000000000001", "call-000000000002", "call-000000000003"
+    await ended_call(store, first)
+    clock.advance(1)
+    await ended_call(store, other, "+14155550199")
+    clock.advance(1)
+    await ended_call(store, second)
+    # One the retention erased already: its name and instructions go too.
+    assert await store.erase_call_data(clock.now + 1, 1) == 1
+
+    erasure = await store.erase_calls_now(numbers=["+14155550100"])
+
+    assert erasure.erased == (first, second)  # oldest first
+    for call_id in (first, second):
+        assert "Ann Lee" not in await everything_kept_of(store, call_id)
+    assert "Ann Lee" in await everything_kept_of(store, other)
+    nobody = await store.erase_calls_now(numbers=["+14155550123"])
+    assert (nobody.erased, nobody.live) == ((), ())
+    assert (await store.erase_calls_now(call_id="call-00000000dead")).erased == ()
