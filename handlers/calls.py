@@ -7,8 +7,10 @@ import json
 from aiohttp import web
 
 from common.calls.admission import Placement
-from common.calls.models import IdempotencyClaim, StoredAnswer
+from common.calls.errors import FieldError, InvalidCall, refuse_unknown
+from common.calls.models import Erasure, IdempotencyClaim, StoredAnswer, iso_time
 from common.calls.outcomes import Status
+from common.calls.phone import compact_e164, e164
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView
 from common.livekit.client import LiveKitError
@@ -32,7 +34,7 @@ from handlers.http import (
     read_body,
 )
 from handlers.keys import CALLS, SETTINGS, STORE
-from handlers.schemas import CallList, CallPlaced, HangupAnswer
+from handlers.schemas import CallList, CallPlaced, Erased, EraseNumberBody, HangupAnswer
 
 MAX_BODY_BYTES = 64 * 1024
 LIST_LIMIT = PageLimit(default=50, maximum=500)
@@ -141,6 +143,38 @@ async def hangup(request: web.Request) -> web.Response:
     return json_answer(HangupAnswer(call_id=call.call_id, call_status=call.status))
 
 
+async def erase_call(request: web.Request) -> web.Response:
+    """POST /calls/{call_id}/erase: erase the call's personal data now."""
+    return json_answer(_erased(await request.app[CALLS].erase(request.match_info["call_id"])))
+
+
+ERASE_BODY_BYTES = 4 * 1024
+
+
+async def erase_number(request: web.Request) -> web.Response:
+    """POST /calls/erase {"phone_number"}: erase the personal data of every call to it now."""
+    doc = decode_json_object(request, await read_body(request, ERASE_BODY_BYTES))
+    if isinstance(doc, dict):
+        refuse_unknown(doc, ("phone_number",))
+    raw = doc.get("phone_number") if isinstance(doc, dict) else None
+    try:
+        number = e164(raw)
+    except ValueError as exc:
+        # Well formed but no country's (the sandbox takes made-up numbers): as written.
+        if not isinstance(raw, str) or (written := compact_e164(raw)) is None:
+            raise InvalidCall([FieldError("phone_number", str(exc))]) from None
+        number = written
+    return json_answer(_erased(await request.app[CALLS].erase_number(number)))
+
+
+def _erased(erasure: Erasure) -> Erased:
+    return Erased(
+        erased=len(erasure.erased),
+        call_ids=list(erasure.erased),
+        personal_data_erased_at=iso_time(erasure.erased_at) if erasure.erased else None,
+    )
+
+
 # ----------------------------------------------------------------------------- the routes
 
 CALL_ID = {
@@ -200,6 +234,29 @@ def setup(app: web.Application) -> None:
     # Any other method of /calls/outbound: 405 naming POST alone (aiohttp's own 405 named
     # GET and HEAD too, those of /calls/{call_id}, whose pattern the path also matches).
     app.router.add_route("*", "/calls/outbound", _post_only)
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            "/calls/erase",
+            "eraseNumber",
+            "Erase now the personal data of every call to a phone number",
+            body=EraseNumberBody,
+            protected=True,
+            replies={
+                200: Reply("Erased (`erased` 0 when no call went to the number)", Erased),
+                400: Reply("The body is not UTF-8 JSON, or any query"),
+                401: UNAUTHORIZED,
+                409: Reply("A call to the number is live: nothing was erased; the error names it"),
+                413: Reply(f"The body is larger than {ERASE_BODY_BYTES} bytes"),
+                422: Reply("An unknown field, or `phone_number` not an E.164 number"),
+                503: DB_DOWN,
+            },
+        ),
+        erase_number,
+    )
+    # Any other method: 405 naming POST alone (not GET /calls/{call_id}'s 404).
+    app.router.add_route("*", "/calls/erase", _post_only)
     add_route(
         app,
         RouteDoc(
@@ -268,4 +325,24 @@ def setup(app: web.Application) -> None:
             },
         ),
         hangup,
+    )
+    add_route(
+        app,
+        RouteDoc(
+            "POST",
+            "/calls/{call_id}/erase",
+            "eraseCall",
+            "Erase now the call's personal data (what the retention erases, and its name and"
+            " instructions)",
+            protected=True,
+            parameters=[CALL_ID],
+            replies={
+                200: Reply("Erased", Erased),
+                401: UNAUTHORIZED,
+                404: Reply("No such call"),
+                409: Reply("The call is live: nothing was erased; erase it once it has ended"),
+                503: DB_DOWN,
+            },
+        ),
+        erase_call,
     )

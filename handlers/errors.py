@@ -21,6 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 from common.calls.errors import (
     CallAlreadyOver,
     CallOnAnotherSandbox,
+    CallsStillLive,
     InvalidCall,
     KeyReused,
     RateLimited,
@@ -99,6 +100,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (CampaignConflict, lambda e: Answer(409, str(e), [])),
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
     (CallOnAnotherSandbox, lambda e: Answer(409, str(e), [])),
+    (CallsStillLive, lambda e: Answer(409, str(e), [])),
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (ConfigWriteError, _config_write_answer),
     # A retry cannot help until the server is restarted: no Retry-After (probe AU).

@@ -48,6 +48,23 @@ class HangupAnswer(BaseModel):
     call_status: Status
 
 
+class EraseNumberBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as erase_number refuses unknown fields
+
+    phone_number: str = Field(
+        description="E.164 (in the body, not the URL: a number in a URL reaches access logs)"
+    )
+
+
+class Erased(BaseModel):
+    status: Literal["success"] = "success"
+    erased: int = Field(description="How many calls had their personal data erased")
+    call_ids: list[str] = Field(description="Those calls, oldest first")
+    personal_data_erased_at: Timestamp | None = Field(
+        description="When (as each call's `personal_data_erased_at` now says); null if none"
+    )
+
+
 class Ok(BaseModel):
     status: Literal["ok"] = "ok"
 

@@ -6,7 +6,7 @@ one table, and the campaign scheduler reads the same errors to decide what to do
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -95,6 +95,22 @@ class CallAlreadyOver(CallError):
     def __init__(self, status: str, why: str | None = None) -> None:
         super().__init__(f"call already ending: {why}" if why else f"call already ended ({status})")
         self.status = status
+
+
+class CallsStillLive(CallError):
+    """An erasure asked for while a call it covers is live: its conversation is still coming,
+    and nothing was erased."""
+
+    SHOWN = 10  # call ids named in the answer, at most
+
+    def __init__(self, call_ids: Sequence[str]) -> None:
+        shown = ", ".join(call_ids[: self.SHOWN])
+        more = f" and {len(call_ids) - self.SHOWN} more" if len(call_ids) > self.SHOWN else ""
+        super().__init__(
+            f"nothing erased: {len(call_ids)} call(s) still live ({shown}{more}); erase once"
+            " they have ended (or hang them up first: POST /calls/{call_id}/hangup)"
+        )
+        self.call_ids = tuple(call_ids)
 
 
 class CallOnAnotherSandbox(CallError):

@@ -27,6 +27,7 @@ from common.calls.admission import Admission, Placement, refusal_error
 from common.calls.errors import (
     CallAlreadyOver,
     CallOnAnotherSandbox,
+    CallsStillLive,
     FieldError,
     InvalidCall,
     OnDoNotCallList,
@@ -39,6 +40,7 @@ from common.calls.models import (
     CallEvent,
     CallRecord,
     Decide,
+    Erasure,
     LostCall,
     NewCall,
     StoredAnswer,
@@ -54,6 +56,7 @@ from common.calls.outcomes import (
     signal_from_event,
     status_for_sip_code,
 )
+from common.calls.phone import listed_forms
 from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
@@ -1448,6 +1451,44 @@ class CallService:
         if call is None:
             raise UnknownCall(call_id)
         return call
+
+    # ------------------------------------------------------------------ erasure on request
+
+    async def erase(self, call_id: str) -> Erasure:
+        """Erase one call's personal data now (POST /calls/{call_id}/erase): what the
+        retention erases, and what it was placed with (see programs.erase_calls_now).
+        Raises UnknownCall, or CallsStillLive (nothing erased) while it is live."""
+        erasure = await self.store.erase_calls_now(call_id=call_id)
+        if not erasure.erased and not erasure.live:
+            raise UnknownCall(call_id)
+        return await self._erased(erasure, f"call {call_id}")
+
+    async def erase_number(self, number: str) -> Erasure:
+        """Erase the personal data of every call to `number` (E.164) now (POST /calls/erase),
+        all or none: CallsStillLive (nothing erased) while one of them is live. None is no
+        error: the answer says so."""
+        erasure = await self.store.erase_calls_now(numbers=listed_forms(number))
+        return await self._erased(erasure, f"number {mask_phone(number)}")
+
+    async def _erased(self, erasure: Erasure, asked: str) -> Erasure:
+        if erasure.live:
+            raise CallsStillLive(erasure.live)
+        logger.info(
+            "erased on request the personal data of %d call(s) (%s)", len(erasure.erased), asked
+        )
+        # A call's config.json record (name, instructions) normally went as it ended; one
+        # still there (its removal pending, or left by a crash) goes now.
+        try:
+            records = await self.config.records_written_async()
+            if left := [c for c in erasure.erased if c in records]:
+                await self.config.remove_calls_async(left)
+        except OSError as exc:
+            logger.error(
+                "erased calls' config records could not be removed from config.json (%s);"
+                " the reaper prunes them",
+                exc.strerror or type(exc).__name__,
+            )
+        return erasure
 
     # ------------------------------------------------------------------ hanging up
 
