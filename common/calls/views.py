@@ -138,7 +138,10 @@ class CallView(CallSummary):
     ]
     personal_data_erased_at: Annotated[
         Timestamp | None,
-        Field(description="When the conversation was erased (CALL_DATA_RETENTION_DAYS)"),
+        Field(
+            description="When the conversation was erased (CALL_DATA_RETENTION_DAYS), or the"
+            " call's personal data on request (POST /calls/{call_id}/erase, POST /calls/erase)"
+        ),
     ]
     timeline: list[TimelineEntryView]
 
