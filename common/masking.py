@@ -40,6 +40,13 @@ _SEPARATOR = (
 )
 # A number: `+` (or `%2B` in a URL), then digits and separators, ending on a digit.
 _PLUS_NUMBER = re.compile(rf"(?:\+|%2B){_SEPARATOR}*(?:{_DIGIT}{_SEPARATOR}*)*{_DIGIT}", re.I)
+# A number without its `+` (forgotten, or a national number: `/dnc/1-415-555-0199`,
+# `?phone_number=(415)%20555-0199`), written with separators: 9+ digits apart by - ( ) or an
+# escaped space; not a date (8 digits), an address (dots) nor a log line's fields (plain
+# spaces: "200 24601 1234"). Not begun inside an escape (`%20` is no digits).
+_NOT_IN_ESCAPE = r"(?<!%)(?<!%[0-9A-Fa-f])"
+_BARE_SEPARATOR = r"(?:[-()]|%2[0D89])"
+_BARE_NUMBER = re.compile(rf"{_NOT_IN_ESCAPE}{_DIGIT}(?:{_BARE_SEPARATOR}*{_DIGIT}){{8,}}", re.I)
 # In a match: any escape (whose hex digits are not the number's) or a digit.
 _TOKEN = re.compile(r"%[0-9A-Fa-f]{2}|[0-9]")
 
@@ -65,7 +72,8 @@ def mask_digits(text: str) -> str:
     its last 4 digits, so a number quoted anywhere in it never reaches a log whole: runs of 7+
     digits, and numbers after a `+` written with separators (`+1-415-555-0199`,
     `%2B1(415)555.0100`), their digits plain or URL-escaped (`%31%34%31...`)."""
-    return _LONG_DIGITS.sub(_mask_number, _PLUS_NUMBER.sub(_mask_number, text))
+    masked = _BARE_NUMBER.sub(_mask_number, _PLUS_NUMBER.sub(_mask_number, text))
+    return _LONG_DIGITS.sub(_mask_number, masked)
 
 
 def redact(text: str) -> str:

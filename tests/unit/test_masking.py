@@ -45,6 +45,13 @@ from common.masking import mask_digits
         ("%E2%80%AA%2B34%E2%81%A0612345678%E2%80%AC", "%E2%80%AA%2B••%E2%81%A0•••••5678%E2%80%AC"),
         ("+34\u2011612\u2011345\u2011678", "+••\u2011•••\u2011••5\u2011678"),
         ("+34\u202a612\u200e345\ufeff678", "+••\u202a•••\u200e••5\ufeff678"),
+        # without the +, written with separators (a client that forgot it, a national number)
+        ("DELETE /dnc/1-415-555-0199 HTTP/1.1", "DELETE /dnc/•-•••-•••-0199 HTTP/1.1"),
+        ("/dnc/1%20415%20555%200199", "/dnc/•%20•••%20•••%200199"),
+        ("/calls?phone_number=(415)%20555-0199", "/calls?phone_number=(•••)%20•••-0199"),
+        ("/dnc/612-345-678", "/dnc/•••-••5-678"),
+        ("/dnc?after=%201-415-555-0199", "/dnc?after=%20•-•••-•••-0199"),
+        ("/dnc?after=%2014155550199", "/dnc?after=%20•••••••0199"),  # the escape kept
     ],
 )
 def test_phone_numbers_are_masked(text: str, masked: str) -> None:
@@ -60,6 +67,8 @@ def test_phone_numbers_are_masked(text: str, masked: str) -> None:
         "start_at=2026-12-07T08:00:00Z",
         "name=%31%32%33",  # three escaped digits
         "/calls?before=%2B%31%32",
+        '"GET /healthz HTTP/1.1" 200 24601 1234',  # a log line's fields
+        "2026-12-07",
     ],
 )
 def test_other_numbers_are_left_alone(text: str) -> None:
