@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import sqlite3
@@ -590,7 +591,10 @@ async def test_a_store_that_counted_closes_twice_and_then_counts_no_more(tmp_pat
     assert not [t for t in threading.enumerate() if t.name.startswith("calls-db")]
 
 
-async def test_an_erased_conversation_leaves_the_database_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_request", [False, True], ids=["retention", "on-request"])
+async def test_an_erased_conversation_leaves_the_database_files(
+    tmp_path: Path, on_request: bool
+) -> None:
     """The erasure deleted a conversation from the tables, but its bytes stayed in the files
     of a running server: in calls.db-wal (every page the call's reports were written in)
     and in calls.db itself until a checkpoint, which an idle server makes hours later. A
@@ -603,7 +607,7 @@ async def test_an_erased_conversation_leaves_the_database_files(tmp_path: Path) 
     path = tmp_path / "calls.db"
     store = await SqliteCallStore.open(path)
     try:
-        call = new_call(1)
+        call = dataclasses.replace(new_call(1), caller_name="Bea Placed-Name")
         await store.create_call(call)
         turn = TranscriptTurn(role="callee", text=said, at_s=1.0)
         final = CallReport(transcript=[turn], summary=f"The callee said {said}")
@@ -615,9 +619,15 @@ async def test_an_erased_conversation_leaves_the_database_files(tmp_path: Path) 
         ended = Change(Status.COMPLETED, answered=True)
         await store.apply(call.call_id, "room_finished", lambda _s: ended, room_finished=True)
         assert any(said.encode() in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-        assert await store.erase_call_data(time.time() + 1, 10) == 1
+        if on_request:  # the name it was placed with goes too
+            assert (await store.erase_calls_now(call_id=call.call_id)).erased == (call.call_id,)
+        else:
+            assert await store.erase_call_data(time.time() + 1, 10) == 1
         for file in (p for p in tmp_path.iterdir() if p.is_file()):
             assert said.encode() not in file.read_bytes(), file.name
             assert b"Ann Lee" not in file.read_bytes(), file.name
+            assert (b"Bea Placed-Name" in file.read_bytes()) is (
+                not on_request and file.suffix == ".db"
+            )
     finally:
         await store.close()
