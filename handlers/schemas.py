@@ -59,7 +59,7 @@ class EraseNumberBody(BaseModel):
 class Erased(BaseModel):
     status: Literal["success"] = "success"
     erased: int = Field(description="How many calls had their personal data erased")
-    call_ids: list[str] = Field(description="Those calls, oldest first")
+    call_ids: list[str] = Field(description="Those calls, in the order they ended")
     personal_data_erased_at: Timestamp | None = Field(
         description="When (as each call's `personal_data_erased_at` now says); null if none"
     )

@@ -306,8 +306,8 @@ class Applied:
 
 @dataclass(frozen=True)
 class Erasure:
-    """What an erasure on request did: the calls it erased (oldest first), or, when some of
-    the calls asked for were still live, those (and nothing was erased)."""
+    """What an erasure on request did: the calls it erased (in the order they ended), or,
+    when some of the calls asked for were still live, those (and nothing was erased)."""
 
     erased: tuple[str, ...] = ()
     live: tuple[str, ...] = ()

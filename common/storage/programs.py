@@ -1416,7 +1416,7 @@ def erase_call_data(d: Dialect, ended_before: float, now: float, limit: int) -> 
     # overwritten with the report read here (none), and lost (PostgreSQL's other writers).
     rows = yield Query(
         "SELECT call_id, report FROM calls WHERE ended_at < ? AND data_erased_at IS NULL"  # noqa: S608
-        f" ORDER BY ended_at LIMIT ?{d.for_update}",
+        f" ORDER BY ended_at, call_id LIMIT ?{d.for_update}",
         (ended_before, limit),
     )
     for row in rows:
@@ -1438,9 +1438,11 @@ def erase_calls_now(
         where, args = "call_id = ?", (call_id,)
     else:
         where, args = f"phone_number IN ({','.join('?' * len(numbers))})", tuple(numbers)
+    # Locked in the order the retention locks them (the order they ended): in another, the
+    # two erasing the same calls at once deadlocked (PostgreSQL).
     rows = yield Query(
         f"SELECT call_id, status, report FROM calls WHERE {where}"  # noqa: S608 - marks only
-        f" ORDER BY created_at, call_id{d.for_update}",
+        f" ORDER BY ended_at, call_id{d.for_update}",
         args,
     )
     live = tuple(row["call_id"] for row in rows if row["status"] in LIVE)

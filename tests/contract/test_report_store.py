@@ -443,10 +443,46 @@ async def test_erasing_a_number_erases_each_of_its_calls_and_no_other(
 
     erasure = await store.erase_calls_now(numbers=["+14155550100"])
 
-    assert erasure.erased == (first, second)  # oldest first
+    assert erasure.erased == (first, second)  # in the order they ended
     for call_id in (first, second):
         assert "Ann Lee" not in await everything_kept_of(store, call_id)
     assert "Ann Lee" in await everything_kept_of(store, other)
     nobody = await store.erase_calls_now(numbers=["+14155550123"])
     assert (nobody.erased, nobody.live) == ((), ())
     assert (await store.erase_calls_now(call_id="call-00000000dead")).erased == ()
+
+
+async def test_an_erasure_of_a_number_and_the_retention_at_once_do_not_deadlock(
+    postgres_dsn: str, clock: FakeClock
+) -> None:
+    """PostgreSQL: the erasure of a number locked its calls in the order they were placed,
+    the retention in the order they ended. Two calls to one number that ended in the other
+    order (A placed first, B ended first), both erased at once while A's row was held a
+    moment (a report of A being stored): the retention held B and waited for A, the erasure
+    held A and waited for B, and PostgreSQL broke the deadlock with an error (a 503, or the
+    reaper's pass lost). Both now lock in the order the calls ended."""
+    store = await PostgresCallStore.open(postgres_dsn, clock=clock, pool_size=6)
+    first, second = "call-000000000001", "call-000000000002"
+    try:
+        for call_id in (first, second):
+            await store.create_call(NewCall(call_id, "+14155550100", "Ann Lee", "en", "Calm"))
+            clock.advance(1)
+        ended = Change(Status.COMPLETED, answered=True)
+        for call_id in (second, first):  # B ends first
+            await store.apply(call_id, "room_finished", lambda _state: ended, room_finished=True)
+            clock.advance(1)
+        async with store._pool.acquire() as conn:
+            holding = conn.transaction()
+            await holding.start()
+            await conn.execute("SELECT 1 FROM calls WHERE call_id = $1 FOR UPDATE", first)
+            erasing = asyncio.ensure_future(store.erase_calls_now(numbers=["+14155550100"]))
+            await asyncio.sleep(0.3)  # waiting for A (and, placed-first, holding nothing)
+            sweeping = asyncio.ensure_future(store.erase_call_data(clock.now, 10))
+            await asyncio.sleep(0.3)
+            await holding.commit()
+        erased, swept = await asyncio.gather(erasing, sweeping, return_exceptions=True)
+        assert not isinstance(erased, BaseException), erased
+        assert not isinstance(swept, BaseException), swept
+        assert set(erased.erased) == {first, second}
+    finally:
+        await store.close()
