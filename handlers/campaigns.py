@@ -143,8 +143,8 @@ class CampaignBody(BaseModel):
     )
     window: dict[str, Any] | None = Field(
         default=None,
-        description='start/end "HH:MM" (default 09:00-20:00), days ["mon", ...], timezone '
-        '"recipient" (default) or an IANA name',
+        description='start/end "HH:MM" (default 09:00-20:00; end "24:00" for midnight), '
+        'days ["mon", ...], timezone "recipient" (default) or an IANA name',
     )
     retry: dict[str, Any] = Field(
         default_factory=dict,
@@ -203,7 +203,7 @@ class CampaignWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     start: str = Field(description="HH:MM, local time")
-    end: str = Field(description="HH:MM, local time (not included)")
+    end: str = Field(description='HH:MM, local time (not included); "24:00" is midnight')
     days: list[DayName]
     timezone: str = Field(description='"recipient" (the number\'s own zones) or an IANA name')
 

@@ -15,7 +15,12 @@ from enum import StrEnum
 from typing import Any
 
 from common.calls.models import iso_time
-from common.campaigns.windows import CallingWindow, after_open_time, recipient_zones
+from common.campaigns.windows import (
+    END_OF_DAY,
+    CallingWindow,
+    after_open_time,
+    recipient_zones,
+)
 
 
 class CampaignStatus(StrEnum):
@@ -91,7 +96,7 @@ class CampaignSpec:
             },
             "window": {
                 "start": w.start.strftime("%H:%M"),
-                "end": w.end.strftime("%H:%M"),
+                "end": "24:00" if w.end == END_OF_DAY else w.end.strftime("%H:%M"),
                 "days": [DAY_NAMES[d] for d in sorted(w.days)],
                 "timezone": w.timezone,
             },

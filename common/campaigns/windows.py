@@ -53,6 +53,9 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS = frozenset(range(7))
 DEFAULT_START = time(9, 0)
 DEFAULT_END = time(20, 0)
+# A window's end of 24:00 (ISO 8601's end of the day: a window calling until midnight) is
+# held as 00:00, which no other end can be (it would come before any start).
+END_OF_DAY = time(0, 0)
 # TCPA: no telephone solicitation before 8 a.m. or after 9 p.m. at the called party's location.
 CALLING_HOURS_START = time(8, 0)
 CALLING_HOURS_END = time(21, 0)
@@ -136,7 +139,7 @@ class InvalidWindow(ValueError):
 @dataclass(frozen=True)
 class CallingWindow:
     """Local times [start, end) on `days` (0=Mon..6=Sun), read in `timezone`: "recipient"
-    (the number's own zones) or an IANA zone name."""
+    (the number's own zones) or an IANA zone name. An `end` of END_OF_DAY (00:00) is 24:00."""
 
     start: time = DEFAULT_START
     end: time = DEFAULT_END
@@ -148,7 +151,7 @@ class CallingWindow:
         for value in (self.start, self.end):
             if value.tzinfo is not None or value.microsecond:
                 raise ValueError("window times must be naive and whole seconds")
-        if self.start >= self.end:
+        if self.end != END_OF_DAY and self.start >= self.end:
             raise ValueError("window start must be before its end")
         if not self.days or not self.days <= ALL_DAYS:
             raise ValueError("window days must be a non-empty subset of 0..6")
@@ -188,9 +191,19 @@ def parse_window(obj: object) -> CallingWindow:
         if key not in _WINDOW_KEYS:
             errors.append((str(key), f"unknown field; expected one of {', '.join(_WINDOW_KEYS)}"))
     start = _parse_hh_mm(obj.get("start"), "start", DEFAULT_START, errors)
-    end = _parse_hh_mm(obj.get("end"), "end", DEFAULT_END, errors)
-    if start is not None and end is not None and start >= end:
-        errors.append(("end", f"must be after start ({start:%H:%M}); windows cannot span midnight"))
+    end_value = obj.get("end")
+    if end_value == "24:00":  # ISO 8601's end of the day: calls until midnight
+        end: time | None = END_OF_DAY
+    else:
+        end = _parse_hh_mm(end_value, "end", DEFAULT_END, errors)
+        if start is not None and end is not None and start >= end:
+            errors.append(
+                (
+                    "end",
+                    f"must be after start ({start:%H:%M}); windows cannot span midnight"
+                    " (24:00 ends one at midnight)",
+                )
+            )
     days = _parse_days(obj.get("days"), errors)
     timezone = _parse_timezone(obj.get("timezone"), errors)
     if errors or start is None or end is None or days is None or timezone is None:
@@ -216,7 +229,10 @@ def _parse_hh_mm(
     if value is None:
         return default
     if not isinstance(value, str) or not (match := _HH_MM.fullmatch(value)):
-        errors.append((name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {_said(value)}"))
+        hint = " (24:00 only as a window's end)" if value == "24:00" else ""
+        errors.append(
+            (name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {_said(value)}{hint}")
+        )
         return None
     return time(int(match[1]), int(match[2]))
 
@@ -355,7 +371,8 @@ def _rules(window: CallingWindow, zones: Sequence[str], enforce: bool) -> tuple[
     for zone in zones:
         if not is_zone(zone):
             raise ValueError(f"unknown time zone {zone!r}")
-    start, end = _seconds(window.start), _seconds(window.end)
+    start = _seconds(window.start)
+    end = _DAY_S if window.end == END_OF_DAY else _seconds(window.end)
     mask = sum(1 << day for day in window.days)
     if window.timezone == RECIPIENT:
         if enforce:

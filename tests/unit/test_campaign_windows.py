@@ -20,6 +20,7 @@ from phonenumbers.tzdata import TIMEZONE_DATA
 
 from common.campaigns.windows import (
     ALL_DAYS,
+    END_OF_DAY,
     HORIZON,
     CallingWindow,
     InvalidWindow,
@@ -106,6 +107,31 @@ def test_start_must_be_before_end(start: str, end: str) -> None:
         parse_window({"start": start, "end": end})
     with pytest.raises(ValueError, match="before its end"):
         window(start, end)
+
+
+def test_a_window_may_end_at_midnight_as_24_00() -> None:
+    """ "09:00-24:00" (calls until midnight) was refused: "must be HH:MM on a 24-hour clock";
+    no other end reached the day's last minute. ISO 8601's 24:00 ends the day."""
+    from common.campaigns.model import CampaignSpec, Pacing, RetryPolicy
+
+    w = parse_window({"start": "09:00", "end": "24:00", "timezone": "Europe/Madrid"})
+    assert w.end == END_OF_DAY
+    madrid = ZoneInfo("Europe/Madrid")
+    at = datetime(2026, 12, 7, 23, 59, 30, tzinfo=madrid)
+    assert allowed(at, w, [], enforce=False)
+    assert nxt(datetime(2026, 12, 8, 0, 0, tzinfo=madrid), w, [], enforce=False) == datetime(
+        2026, 12, 8, 9, 0, tzinfo=madrid
+    )
+    whole_day = parse_window({"start": "00:00", "end": "24:00", "timezone": "UTC"})
+    assert allowed(utc(2026, 12, 7, 0, 0), whole_day, [], enforce=False)
+    assert allowed(utc(2026, 12, 7, 23, 59), whole_day, [], enforce=False)
+    spec = CampaignSpec({}, Pacing(), w, RetryPolicy())
+    assert spec.to_json()["window"]["end"] == "24:00"  # shown (and stored) as given
+    assert CampaignSpec.from_json(spec.to_json()).window == w
+    with pytest.raises(InvalidWindow, match=r"start: .*24:00 only as a window's end"):
+        parse_window({"start": "24:00"})
+    with pytest.raises(InvalidWindow, match="24:00 ends one at midnight"):
+        parse_window({"start": "09:00", "end": "00:00"})
 
 
 def test_bad_days() -> None:
@@ -449,7 +475,8 @@ def oracle(instant: datetime, w: CallingWindow, zones: Sequence[str], enforce: b
         return False
     for zone in window_zones:
         local = instant.astimezone(ZoneInfo(zone))
-        if local.weekday() not in w.days or not w.start <= local.time() < w.end:
+        before_end = w.end == END_OF_DAY or local.time() < w.end  # 24:00: the day's end
+        if local.weekday() not in w.days or not (w.start <= local.time() and before_end):
             return False
     if enforce:
         for zone in zones if recipient or zones else [w.timezone]:
@@ -472,12 +499,13 @@ instants = st.one_of(
 @st.composite
 def windows(draw: st.DrawFn) -> CallingWindow:
     start = draw(st.integers(0, 23 * 4 - 1)) * 15
-    end = draw(st.integers(start // 15 + 1, 23 * 4 + 3)) * 15
+    end = draw(st.integers(start // 15 + 1, 24 * 4)) * 15  # up to 24:00
     days = draw(st.frozensets(st.integers(0, 6), min_size=1))
     timezone = draw(
         st.sampled_from(["recipient", "recipient", "Europe/Madrid", "Pacific/Auckland"])
     )
-    return CallingWindow(time(*divmod(start, 60)), time(*divmod(end, 60)), days, timezone)
+    end_time = END_OF_DAY if end == 24 * 60 else time(*divmod(end, 60))
+    return CallingWindow(time(*divmod(start, 60)), end_time, days, timezone)
 
 
 @settings(max_examples=60, deadline=None)
