@@ -253,20 +253,31 @@ def _start_at(value: object, now: float, errors: list[FieldError]) -> float | No
     if not isinstance(value, str):
         errors.append(FieldError("start_at", problem))
         return None
-    try:  # RFC 3339 lets the zone be a lower-case z, which fromisoformat does not read
-        stamp = dt.datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
+    # RFC 3339 lets the zone be a lower-case z, which fromisoformat does not read; and a leap
+    # second (23:59:60 UTC), which fromisoformat refuses: read as the second after 23:59:59,
+    # as POSIX time counts it.
+    text = value[:-1] + "Z" if value.endswith("z") else value
+    text, leap = _LEAP_SECOND.subn(r"\g<1>59", text, count=1)
+    try:
+        stamp = dt.datetime.fromisoformat(text)
     except ValueError:
         errors.append(FieldError("start_at", problem))
         return None
     if stamp.utcoffset() is None:
         errors.append(FieldError("start_at", problem))
         return None
-    at = stamp.timestamp()
+    if leap and stamp.astimezone(dt.UTC).strftime("%H:%M:%S") != "23:59:59":
+        errors.append(
+            FieldError("start_at", "has second 60, a leap second, which only 23:59:60 UTC has")
+        )
+        return None
+    at = stamp.timestamp() + leap
     if at > now + MAX_START_AHEAD_S:
         errors.append(FieldError("start_at", "must be within a year"))
     return at
 
 
+_LEAP_SECOND = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}.[0-9]{2}:[0-9]{2}:)60(?=[.,Z+-]|$)")
 _SPACED_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}(?::?[0-9]{2})?)$")
 
 

@@ -62,3 +62,18 @@ def test_a_number_sent_as_a_string_is_told_so() -> None:
         ("pacing.calls_per_second", "must be a number from 0.01 to 100"),
         ("retry.max_attempts", "must be a whole number from 1 to 10"),
     ]
+
+
+def test_a_leap_second_start_at_is_the_second_after_23_59_59() -> None:
+    """ "2026-12-31T23:59:60Z" (RFC 3339 allows a leap second) was refused "must be an
+    ISO-8601 time with a UTC offset", which it is; it is now the second after 23:59:59 UTC
+    (as POSIX time counts it), and a :60 at another minute says why it is refused."""
+    new_year = 1_798_761_600.0  # 2027-01-01T00:00:00Z
+    assert options(start_at="2026-12-31T23:59:60Z").start_at == new_year
+    assert options(start_at="2027-01-01T00:59:60.5+01:00").start_at == new_year + 0.5
+    assert refused(start_at="2026-12-31T12:34:60Z") == [
+        ("start_at", "has second 60, a leap second, which only 23:59:60 UTC has")
+    ]
+    assert refused(start_at="2026-12-31T23:59:61Z") == [
+        ("start_at", "must be an ISO-8601 time with a UTC offset, e.g. 2026-12-24T09:00:00Z")
+    ]
