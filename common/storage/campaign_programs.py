@@ -545,9 +545,11 @@ def complete_if_done(
     )
     if rows:
         return []
+    # A paused one too: its last calls, dialled before the pause, ended with nobody left to
+    # call; paused, it waited for a resume that had nothing to do.
     done = yield Query(
         "UPDATE campaigns SET status = 'completed', ended_at = ?, updated_at = ?"
-        " WHERE campaign_id = ? AND status = 'running' RETURNING campaign_id",
+        " WHERE campaign_id = ? AND status IN ('running', 'paused') RETURNING campaign_id",
         (now, now, campaign_id),
     )
     if not done:

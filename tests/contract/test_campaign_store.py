@@ -401,6 +401,39 @@ async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
     assert await store.control_campaign("cmp-nope", "cancel", clock.now) == (None, [])
 
 
+async def test_a_paused_campaign_whose_last_calls_end_completes(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Paused while its last recipients were being called, a campaign whose calls then all
+    ended with nobody left to call stayed `paused`, every recipient final, until someone
+    resumed it for nothing; its campaign.completed never came until then. README: completed
+    is every recipient final. One with a retry still due stays paused."""
+    await store.create_campaign(campaign(2), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    for idx in (0, 1):
+        plan = await store.begin_attempt("cmp-1", idx, clock.now + idx, clock.now)
+        await place(store, plan, f"call-{idx}")
+    await store.control_campaign("cmp-1", "pause", clock.now)
+    clock.advance(5)
+    assert await end_call(store, clock, "call-0", Status.BUSY) == []  # retried: open still
+    got = await store.get_campaign("cmp-1")
+    assert got is not None and got.status.value == "paused"
+    resumed, _ = await store.control_campaign("cmp-1", "resume", clock.now)
+    assert resumed is not None and resumed.status.value == "running"
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    clock.advance(60)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    await place(store, plan, "call-0b")
+    await store.control_campaign("cmp-1", "pause", clock.now)
+    assert await end_call(store, clock, "call-1", Status.COMPLETED) == []
+    assert await end_call(store, clock, "call-0b", Status.BUSY) == ["campaign.completed"]
+    done = await store.get_campaign("cmp-1")
+    assert done is not None and done.status.value == "completed"
+    assert done.counts == {"busy": 1, "completed": 1} and done.ended_at == clock.now
+    with pytest.raises(CampaignConflict):
+        await store.control_campaign("cmp-1", "resume", clock.now)
+
+
 @pytest.mark.parametrize("action", ["pause", "cancel"])
 async def test_pause_or_cancel_takes_back_the_attempts_not_placed_yet(
     store: CallStore, clock: FakeClock, action: str
