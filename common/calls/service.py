@@ -1564,7 +1564,9 @@ class CallService:
         grace, late_grace = self.settings.calls_settle_grace_s, self._late_grace()
         finished = await self.store.graceless_finished(now - grace, now - late_grace)
         await self._settle_all(finished, GRACE_OVER, _grace_over)
-        undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S)
+        # A step of the clock is no time run, for a placement as for a live call
+        steps = self.wall_steps.seen()
+        undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S, steps)
         for call_id in undialled:  # nobody was called: its key and rate share are free again
             await self._settle_never_dialled(call_id)
         await self.settle_gone_rooms(now)
@@ -1573,7 +1575,6 @@ class CallService:
         # Last: what the rules above can tell settles by them (answered calls whose room is
         # gone completed, never-dialled ones released). First, a pass past the bound after an
         # outage settled them all "failed", and kept a never-dialled call's key bound.
-        steps = self.wall_steps.seen()
         latest = steps[-1] if steps else (0.0, 0.0)
         if latest[0] != self._step_said_at:  # once a step
             self._step_said_at = latest[0]

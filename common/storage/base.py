@@ -370,7 +370,12 @@ class CallStore(CampaignStore, Protocol):
         self, finished_before: float, late_finished_before: float | None = None
     ) -> list[str]: ...
 
-    async def never_dialled(self, created_before: float) -> list[str]: ...
+    async def never_dialled(
+        self, created_before: float, steps: Sequence[tuple[float, float]] = ()
+    ) -> list[str]:
+        """Calls recorded before `created_before`, never dialled; `steps` as stale_live_calls
+        reads them (a call recorded before a step of the clock is that much younger)."""
+        ...
 
     async def unfinished_rooms(
         self, dialled_before: float, sandbox_instance: str | None = None

@@ -892,10 +892,23 @@ def graceless_finished(
     return _ids(rows)
 
 
-def never_dialled(d: Dialect, created_before: float) -> Program[list[str]]:
+def never_dialled(
+    d: Dialect, created_before: float, steps: Sequence[tuple[float, float]] = ()
+) -> Program[list[str]]:
+    """Calls recorded before `created_before` and never dialled. `steps` as stale_live_calls
+    reads them: a call recorded before a step of the clock is that much younger (a call
+    being placed as the clock stepped forward an hour was settled never dialled)."""
+    # Created before the first step: younger by all of them; since a step, by the later ones
+    ends = ["created_at < ?"]
+    args: list[Any] = [created_before - (steps[0][1] if steps else 0.0)]
+    for index, (step_at, _) in enumerate(steps):
+        later = steps[index + 1][1] if index + 1 < len(steps) else 0.0
+        ends.append("(created_at >= ? AND created_at < ?)")
+        args += [step_at, created_before - later]
     rows = yield Query(
-        "SELECT call_id FROM calls WHERE status = ? AND dial_started_at IS NULL AND created_at < ?",
-        (Status.DIALING.value, created_before),
+        "SELECT call_id FROM calls WHERE status = ? AND dial_started_at IS NULL"  # noqa: S608
+        f" AND ({' OR '.join(ends)})",
+        (Status.DIALING.value, *args),
     )
     return _ids(rows)
 

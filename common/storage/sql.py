@@ -262,8 +262,12 @@ class SqlCallStore(CampaignMethods):
             write=False,
         )
 
-    async def never_dialled(self, created_before: float) -> list[str]:
-        return await self._run(programs.never_dialled(self.dialect, created_before), write=False)
+    async def never_dialled(
+        self, created_before: float, steps: Sequence[tuple[float, float]] = ()
+    ) -> list[str]:
+        return await self._run(
+            programs.never_dialled(self.dialect, created_before, steps), write=False
+        )
 
     async def unfinished_rooms(
         self, dialled_before: float, sandbox_instance: str | None = None

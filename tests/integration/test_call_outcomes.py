@@ -256,6 +256,38 @@ async def test_a_clock_stepped_forward_does_not_reap_the_calls_still_live(
     assert caplog.text.count("clock stepped forward") == 1
 
 
+async def test_a_clock_stepped_forward_does_not_settle_a_call_being_placed_never_dialled(
+    start_app: AppFactory,
+) -> None:
+    """A call recorded but not dialled yet (its placement takes a second) when the server's
+    clock stepped forward an hour: the reaper's next pass found it recorded more than a
+    minute ago and undialled, and settled it failed 'never dialled', its dial then refused.
+    A step is no time its placement ran: the calls recorded before it are judged by the
+    time they ran, as the stale-call rule judges them (1845230)."""
+    from handlers.keys import STORE
+
+    client = await start_app()
+    service, store = client.app[CALLS], client.app[STORE]
+    moved = {"wall": 0.0, "monotonic": 0.0}  # what the clocks gained besides real time
+    real_clock = service.clock
+    service.wall_steps = WallSteps(
+        wall=lambda: time.time() + moved["wall"],
+        monotonic=lambda: time.monotonic() + moved["monotonic"],
+    )
+    service.clock = lambda: real_clock() + moved["wall"]
+    placing = NewCall("call-0000placing0", "+1234567890", "U", "en", "Calm")
+    await store.create_call(placing)  # its dial about to start
+    moved["wall"] = 3600.0  # the step
+    await service.reap()
+    call = await store.get_call(placing.call_id)
+    assert call is not None and call.status is Status.DIALING
+    for clock in moved:  # past the bound as time ran since: settled as ever
+        moved[clock] += 61.0
+    await service.reap()
+    call = await store.get_call(placing.call_id)
+    assert call is not None and (call.status, call.reason) == (Status.FAILED, NEVER_DIALLED)
+
+
 def test_wall_steps_are_told_from_time_running() -> None:
     wall, monotonic = [1000.0], [5.0]
     steps = WallSteps(wall=lambda: wall[0], monotonic=lambda: monotonic[0])
