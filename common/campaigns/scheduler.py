@@ -65,7 +65,7 @@ from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
 from common.repeats import Repeats
 from common.storage.base import AttemptWithdrawn, CallStore, DatabaseError
-from common.storage.campaign_programs import OnList
+from common.storage.campaign_programs import STEP_BACK_TOLERANCE_S, OnList
 from common.waiting import wait_set
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ class _Driver:
     campaign: CampaignRecord
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The campaign clock's lead over the monotonic clock at the last recovery pass (None
+    # before the first): a drop is the clock stepping back.
+    lead: float | None = None
 
 
 class CampaignScheduler:
@@ -219,7 +222,7 @@ class CampaignScheduler:
         while True:
             try:
                 if time.monotonic() - last_recovery >= RECOVER_EVERY_S:
-                    await self._recover(driver.campaign)
+                    await self._recover(driver)
                     last_recovery = time.monotonic()
                 wait = await self._step(driver, queue)
             except asyncio.CancelledError:
@@ -484,8 +487,24 @@ class CampaignScheduler:
         events = await self._store.end_attempt(ref, status, self.clock(), errors=errors)
         self._events.publish(events)
 
-    async def _recover(self, campaign: CampaignRecord) -> None:
-        """Attempts left `placing` (a crash, a failed write): place them again, same key."""
+    async def _recover(self, driver: _Driver) -> None:
+        """Attempts left `placing` (a crash, a failed write): place them again, same key.
+        Recipients whose wait was counted from a clock since stepped back wait from now
+        (looked for as the driver starts, and after a step back: each look reads the
+        campaign's pending rows, 20-50 ms for 100,000 on SQLite)."""
+        campaign = driver.campaign
+        now = self.clock()
+        lead, driver.lead = driver.lead, now - time.monotonic()
+        stepped_back = lead is None or driver.lead < lead - STEP_BACK_TOLERANCE_S
+        if stepped_back and (
+            pulled := await self._store.pull_back_after_step(campaign.campaign_id, now)
+        ):
+            logger.warning(
+                "campaign %s: this server's clock is behind the time %d recipients' next"
+                " attempt was set at (it stepped back): their wait counts from now",
+                campaign.campaign_id,
+                pulled,
+            )
         _, placing = await self._store.open_attempts(campaign.campaign_id)
         for plan in placing:
             if (plan.campaign_id, plan.idx, plan.attempt) in self._inflight:

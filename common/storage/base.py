@@ -156,6 +156,11 @@ class CampaignStore(Protocol):
 
     async def complete_if_done(self, campaign_id: str, now: float) -> list[CallEvent]: ...
 
+    async def pull_back_after_step(self, campaign_id: str, now: float) -> int:
+        """Recipients whose wait (a retry's, a refusal's) was counted from a clock since
+        stepped back wait it from `now` instead; how many."""
+        ...
+
     async def due_recipients(
         self, campaign_id: str, now: float, limit: int
     ) -> list[RecipientRecord]: ...

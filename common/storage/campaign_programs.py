@@ -80,6 +80,9 @@ _DUE = ",".join(f"'{s}'" for s in DUE_STATES)
 # scheduled since, as it is deferred or its attempt begins.
 _DUE_NOW = f"next_at <= ? AND state IN ({_DUE})"
 _OPEN = ",".join(f"'{s}'" for s in OPEN_STATES)
+# A recipient's row written this far ahead of the clock was written before the clock stepped
+# back (or by a server whose clock is ahead): its wait is counted again from now.
+STEP_BACK_TOLERANCE_S = 1.0
 
 
 class CampaignConflict(Exception):
@@ -687,6 +690,22 @@ def open_attempts(d: Dialect, campaign_id: str) -> Program[tuple[int, list[Attem
         if r["state"] == "placing"
     ]
     return len(rows), placing
+
+
+def pull_back_after_step(d: Dialect, campaign_id: str, now: float) -> Program[int]:
+    """Recipients pending again after a time (a retry's delay, a refusal's Retry-After, a
+    not-dialled attempt's backoff) counted from a clock since stepped back (NTP; or another
+    server's clock ahead of this one's): written at `updated_at`, later than `now`, they were
+    due that delay after it and waited for the step on top. Each is now due that delay
+    after `now` (never later than it was). The number pulled back."""
+    rows = yield Query(
+        "UPDATE campaign_recipients SET next_at = CASE WHEN next_at - updated_at < 0 THEN ?"
+        " ELSE ? + (next_at - updated_at) END, updated_at = ?"
+        " WHERE campaign_id = ? AND state = ? AND updated_at > ? AND next_at > ?"
+        " RETURNING idx",
+        (now, now, now, campaign_id, PENDING, now + STEP_BACK_TOLERANCE_S, now),
+    )
+    return len(rows)
 
 
 def attempt_refused(d: Dialect, ref: AttemptRef, retry_at: float, now: float) -> Program[None]:

@@ -130,6 +130,9 @@ class CampaignMethods:
             write=True,
         )
 
+    async def pull_back_after_step(self, campaign_id: str, now: float) -> int:
+        return await self._run(cp.pull_back_after_step(self.dialect, campaign_id, now), write=True)
+
     async def due_recipients(
         self, campaign_id: str, now: float, limit: int
     ) -> list[RecipientRecord]:

@@ -401,6 +401,33 @@ async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
     assert await store.control_campaign("cmp-nope", "cancel", clock.now) == (None, [])
 
 
+async def test_a_wait_counted_before_the_clock_stepped_back_counts_from_now(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A busy recipient's retry (60 s) set just before the server's clock stepped back an
+    hour was due an hour and a minute later by the stepped clock: the step delayed it. So
+    was a refusal's Retry-After. Pulled back, it is due 60 s from now; a row written since
+    (and one whose time is past) keeps its own."""
+    await store.create_campaign(campaign(3), clock.now)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    start = clock.now
+    clock.advance(3600)
+    busy = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
+    await place(store, busy, "call-0")
+    refused = await store.begin_attempt("cmp-1", 1, clock.now + 1, clock.now)
+    assert refused is not None and not isinstance(refused, OnList)
+    ref = AttemptRef(refused.campaign_id, refused.idx, refused.attempt)
+    await store.attempt_refused(ref, clock.now + 30, clock.now)
+    await end_call(store, clock, "call-0", Status.BUSY)  # retried 60 s on
+    clock.now = start + 10  # the clock steps back (ten seconds after the start)
+    assert await store.pull_back_after_step("cmp-1", clock.now) == 2
+    assert await store.pull_back_after_step("cmp-1", clock.now) == 0  # once
+    due = await store.due_recipients("cmp-1", clock.now + 30, 10)
+    assert sorted(r.idx for r in due) == [1, 2]  # the refused one, and one never tried
+    due = await store.due_recipients("cmp-1", clock.now + 60, 10)
+    assert sorted(r.idx for r in due) == [0, 1, 2]
+
+
 async def test_a_paused_campaign_whose_last_calls_end_completes(
     store: CallStore, clock: FakeClock
 ) -> None:

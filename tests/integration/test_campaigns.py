@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import socket
 import sqlite3
 import time
@@ -262,6 +263,40 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
     # The pace holds after the step back (the dials are timed by the real clock: the second
     # went at once, the campaign's clock moved two hours on by the test as the first went)
     assert all(b - a >= 0.45 for a, b in zip(starts[1:], starts[2:], strict=False)), starts
+
+
+async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy recipient's retry, 2 s on, was set by the clock before it stepped back an hour:
+    due an hour and 2 s later by the stepped clock, it waited for the step. Its wait now
+    counts from the clock after the step."""
+    from common.campaigns import scheduler
+
+    monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
+    clock = ShiftedClock(OPEN_EVERYWHERE + 3600)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    created = await create(
+        client,
+        {
+            "name": "retry stepped back",
+            "recipients": [{"phone_number": "+14155550486"}],  # busy, every time
+            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 2},
+        },
+    )
+    campaign_id = created["campaign_id"]
+
+    async def retry_set() -> bool:
+        (row,) = await all_recipients(client, campaign_id)
+        return bool(row["state"] == "pending" and len(row["attempts"]) == 1)
+
+    await wait_for(retry_set, timeout=15)
+    clock.move_to(OPEN_EVERYWHERE)  # the clock steps back an hour
+    with caplog.at_level(logging.WARNING, logger="common.campaigns.scheduler"):
+        await wait_status(client, campaign_id, "completed", timeout=15)
+    (row,) = await all_recipients(client, campaign_id)
+    assert [a["status"] for a in row["attempts"]] == ["busy", "busy"]
+    assert "their wait counts from now" in caplog.text
 
 
 async def test_windows_per_time_zone_with_a_moved_clock(start_app: AppFactory) -> None:
