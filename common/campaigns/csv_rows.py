@@ -66,6 +66,7 @@ _PHONE_ALIKE = re.compile(
 )
 
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,16 @@ def parse_csv(
 def _decode(data: bytes) -> str:
     """UTF-8 text without its BOM; anything else refused with the offending byte's offset
     (and row), since "not UTF-8" alone does not help anyone find the cell to fix."""
+    if data.startswith(_UTF32_BOMS):  # before UTF-16's: UTF-32-LE's BOM starts as its does
+        raise CsvRejected(
+            [
+                RowError(
+                    HEADER_ROW,
+                    "file",
+                    "is UTF-32 (it starts with a UTF-32 BOM); save it as CSV UTF-8",
+                )
+            ]
+        )
     if data.startswith(_UTF16_BOMS):
         raise CsvRejected(
             [

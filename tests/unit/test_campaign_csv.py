@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
 from common.campaigns.csv_rows import (
@@ -228,6 +230,19 @@ def test_utf16_is_refused(encoding: str) -> None:
     assert error.field == "file"
     assert "UTF-16" in error.error
     assert "UTF-8" in error.error
+
+
+@pytest.mark.parametrize("encoding", ["utf-32", "utf-32-be"])
+def test_utf32_is_told_as_utf32(encoding: str) -> None:
+    """A UTF-32 file (little-endian: its BOM starts as UTF-16's) was refused "is UTF-16 (it
+    starts with a UTF-16 BOM)", and a big-endian one "contains a NUL byte"; its user looked
+    for the wrong export setting."""
+    body = "phone_number\n+14155550123\n".encode(encoding)
+    if encoding == "utf-32-be":
+        body = codecs.BOM_UTF32_BE + body
+    (error,) = rejected(body)
+    assert (error.row, error.field) == (1, "file")
+    assert error.error == "is UTF-32 (it starts with a UTF-32 BOM); save it as CSV UTF-8"
 
 
 def test_unterminated_quote_is_refused_rather_than_swallowing_the_file() -> None:
