@@ -110,6 +110,9 @@ class NewCall:
     """The server (Settings.sandbox_owner) whose embedded sandbox the call's room is in; None
     on a real LiveKit. That room ends with that server's process, and no webhook comes for
     it."""
+    placed_by: tuple[str, str] | None = None
+    """The server placing it (Settings.instance_name) and its run (drawn at each start): a
+    restart of that server settles the calls its earlier run left undialled at once."""
     hold_deliveries: bool = False
     """Its customer webhook deliveries wait until its dial has started: a client waits for
     the answer, and a call refused before its dial is answered an error without its id."""

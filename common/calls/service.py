@@ -534,6 +534,9 @@ class CallService:
     instance: str = field(init=False)
     """This server's embedded sandbox among others on one database (Settings.sandbox_owner:
     host name, port and listen address), read once."""
+    run: str = field(init=False)
+    """This run of the server (drawn as it starts): its calls name it with `instance`, so a
+    restart settles the placements the earlier run left undialled at once (`reap`)."""
     started_at: float = field(init=False)
     """When this service was made, before it placed any call: calls its embedded sandbox
     holds were all created after it (see `settle_lost_sandbox_calls`)."""
@@ -564,6 +567,7 @@ class CallService:
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
         self.instance = self.settings.sandbox_owner
+        self.run = secrets.token_hex(8)
         self.started_at = self.clock()
 
     # ------------------------------------------------------------------ placing
@@ -658,6 +662,7 @@ class CallService:
             webhook_url=call.webhook_url or self.settings.calls_webhook_url,
             campaign=campaign,
             sandbox_instance=self.instance if self.settings.uses_sandbox else None,
+            placed_by=(self.instance, self.run),
             # Its client learns its id from the answer: a refusal before the dial answers an
             # error, and the receiver must not hear of it. A campaign shows each of its calls
             # (their recipients' attempts), refused ones too: theirs go out as they come.
@@ -1564,9 +1569,13 @@ class CallService:
         grace, late_grace = self.settings.calls_settle_grace_s, self._late_grace()
         finished = await self.store.graceless_finished(now - grace, now - late_grace)
         await self._settle_all(finished, GRACE_OVER, _grace_over)
-        # A step of the clock is no time run, for a placement as for a live call
+        # Past the bound (a step of the clock is no time run, for a placement as for a live
+        # call), or (at once) left by an earlier run of this server: its placements ended with
+        # it (another server's, younger than the bound, may be under way).
         steps = self.wall_steps.seen()
-        undialled = await self.store.never_dialled(now - PLACEMENT_BOUND_S, steps)
+        undialled = await self.store.never_dialled(
+            now - PLACEMENT_BOUND_S, steps, (self.instance, self.run)
+        )
         for call_id in undialled:  # nobody was called: its key and rate share are free again
             await self._settle_never_dialled(call_id)
         await self.settle_gone_rooms(now)

@@ -376,10 +376,14 @@ class CallStore(CampaignStore, Protocol):
     ) -> list[str]: ...
 
     async def never_dialled(
-        self, created_before: float, steps: Sequence[tuple[float, float]] = ()
+        self,
+        created_before: float,
+        steps: Sequence[tuple[float, float]] = (),
+        placer: tuple[str, str] | None = None,
     ) -> list[str]:
-        """Calls recorded before `created_before`, never dialled; `steps` as stale_live_calls
-        reads them (a call recorded before a step of the clock is that much younger)."""
+        """Live calls never dialled, recorded before `created_before` (`steps` as
+        stale_live_calls reads them: a call recorded before a step of the clock is that much
+        younger) or (`placer`: a server and its run) placed by that server in another run."""
         ...
 
     async def unfinished_rooms(

@@ -289,8 +289,8 @@ def create_call(
     rows = yield Query(
         "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
         " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client,"
-        " webhook_url, campaign_id, sandbox_instance, deliveries_held)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " webhook_url, campaign_id, sandbox_instance, deliveries_held, placed_by, placed_run)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             call.call_id,
             call.phone_number,
@@ -308,6 +308,7 @@ def create_call(
             call.campaign.campaign_id if call.campaign else None,
             call.sandbox_instance,
             int(call.hold_deliveries and call.webhook_url is not None),
+            *(call.placed_by or (None, None)),
         ),
     )
     if call.campaign is not None:  # the attempt learns its call with the call's own row
@@ -893,11 +894,16 @@ def graceless_finished(
 
 
 def never_dialled(
-    d: Dialect, created_before: float, steps: Sequence[tuple[float, float]] = ()
+    d: Dialect,
+    created_before: float,
+    steps: Sequence[tuple[float, float]] = (),
+    placer: tuple[str, str] | None = None,
 ) -> Program[list[str]]:
-    """Calls recorded before `created_before` and never dialled. `steps` as stale_live_calls
-    reads them: a call recorded before a step of the clock is that much younger (a call
-    being placed as the clock stepped forward an hour was settled never dialled)."""
+    """Live calls whose dial was never marked, recorded before `created_before`; `steps` as
+    stale_live_calls reads them: a call recorded before a step of the clock is that much
+    younger (a call being placed as the clock stepped forward an hour was settled never
+    dialled). With `placer` (a server and its run), also any placed by that server in another
+    run: it is this server, restarted, and its earlier run is gone."""
     # Created before the first step: younger by all of them; since a step, by the later ones
     ends = ["created_at < ?"]
     args: list[Any] = [created_before - (steps[0][1] if steps else 0.0)]
@@ -905,6 +911,9 @@ def never_dialled(
         later = steps[index + 1][1] if index + 1 < len(steps) else 0.0
         ends.append("(created_at >= ? AND created_at < ?)")
         args += [step_at, created_before - later]
+    if placer is not None:
+        ends.append("(placed_by = ? AND placed_run <> ?)")
+        args += list(placer)
     rows = yield Query(
         "SELECT call_id FROM calls WHERE status = ? AND dial_started_at IS NULL"  # noqa: S608
         f" AND ({' OR '.join(ends)})",

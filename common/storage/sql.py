@@ -263,10 +263,13 @@ class SqlCallStore(CampaignMethods):
         )
 
     async def never_dialled(
-        self, created_before: float, steps: Sequence[tuple[float, float]] = ()
+        self,
+        created_before: float,
+        steps: Sequence[tuple[float, float]] = (),
+        placer: tuple[str, str] | None = None,
     ) -> list[str]:
         return await self._run(
-            programs.never_dialled(self.dialect, created_before, steps), write=False
+            programs.never_dialled(self.dialect, created_before, steps, placer), write=False
         )
 
     async def unfinished_rooms(

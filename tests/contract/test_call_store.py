@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from typing import cast
 
+import asyncpg
 import pytest
 
 from common.calls.models import (
@@ -35,6 +37,7 @@ from common.storage.base import (
 from common.storage.paging import Before
 from common.storage.postgres import PostgresCallStore, numbered
 from common.storage.sql import SqlCallStore
+from common.storage.sqlite import SqliteCallStore
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
 
@@ -291,6 +294,65 @@ async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock:
     assert await store.start_dial("call-unknown") is None
     clock.advance(61)
     assert await store.never_dialled(clock.now - 60) == ["call-a"]
+
+
+async def test_never_dialled_finds_an_earlier_runs_placements_at_once(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A server killed between recording a call and dialling it, restarted at once: its
+    earlier run's undialled calls are found without waiting out the bound; another server's,
+    and its own run's, are left to it until then; a dialled one never."""
+    here, there = "host:8000:127.0.0.1", "other:8000:127.0.0.1"
+    placed = {
+        "call-old": (here, "run-1"),
+        "call-dialled": (here, "run-1"),
+        "call-now": (here, "run-2"),
+        "call-theirs": (there, "run-9"),
+        "call-unnamed": None,  # placed by a release from before the column
+    }
+    for call_id, placer in placed.items():
+        await store.create_call(dataclasses.replace(new_call(call_id), placed_by=placer))
+    await store.start_dial("call-dialled")
+    clock.advance(1)
+    assert await store.never_dialled(clock.now - 60, placer=(here, "run-2")) == ["call-old"]
+    assert await store.never_dialled(clock.now - 60) == []
+    clock.advance(60)
+    found = await store.never_dialled(clock.now - 60, placer=(here, "run-2"))
+    assert sorted(found) == ["call-now", "call-old", "call-theirs", "call-unnamed"]
+
+
+async def test_a_database_from_before_the_placer_upgrades_in_place(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """A database of the release before placed_by (SQLite schema 21, PostgreSQL 15), with a
+    call left undialled: the upgrade keeps it, unnamed (found past the bound only), and the
+    calls placed after it name their placer."""
+    store = await backend.open()
+    await store.create_call(new_call("call-old"))
+    undo = "ALTER TABLE calls DROP COLUMN placed_by; ALTER TABLE calls DROP COLUMN placed_run;"
+    if isinstance(store, PostgresCallStore):
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            await conn.execute(undo)
+            await conn.execute("DELETE FROM schema_migrations WHERE version = 16")
+        finally:
+            await conn.close()
+    else:
+        assert isinstance(store, SqliteCallStore)
+        with sqlite3.connect(store.path) as db:
+            db.executescript(f"{undo} PRAGMA user_version = 21;")
+    await store.close()
+    store = await backend.open()
+    try:
+        placer = ("host:8000:127.0.0.1", "run-1")
+        await store.create_call(dataclasses.replace(new_call("call-new"), placed_by=placer))
+        assert await store.never_dialled(
+            clock.now - 60, placer=("host:8000:127.0.0.1", "run-2")
+        ) == ["call-new"]
+        clock.advance(61)
+        assert sorted(await store.never_dialled(clock.now - 60)) == ["call-new", "call-old"]
+    finally:
+        await store.close()
 
 
 # ------------------------------------------------------------------ the reaper

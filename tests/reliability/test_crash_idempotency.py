@@ -10,6 +10,7 @@ for a "real" LiveKit at the sandbox's URL.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from common.calls.service import NEVER_DIALLED
 from sandbox import Sandbox
 from tests.processes import ServerProcess
 from tests.reliability.conftest import Figures, LogGuard
@@ -123,18 +125,18 @@ async def test_a_retry_after_a_crash_mid_dial_never_dials_again(
     )
 
 
-async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_nothing(
+async def test_a_key_whose_call_was_never_dialled_is_freed_by_the_restart(
     tmp_path: Path,
     sandbox: Sandbox,
     processes: list[ServerProcess],
     figures: Figures,
     log_guard: LogGuard,
 ) -> None:
-    """Killed after the call was recorded but before its dial: the retry is told the request
-    is still being placed (409, Retry-After: another server might be placing it right now)
-    and nothing is dialled; the reaper settles such calls as failed and frees the key
-    (tests/integration/test_hardening.py). It answered 200 "dialing" for a call nobody
-    would ever dial."""
+    """Killed after the call was recorded but before its dial: the restarted server knows
+    the call as its own earlier run's (placed_by, placed_run), settles it failed, nobody
+    called, as it starts, and frees its key: the retry places the call, dialled once. Before,
+    the restart could not tell it from another server's placement under way: the retry was
+    answered 409 "still being placed" for a minute (PLACEMENT_BOUND_S), the call live."""
     log_guard.hide(TOKEN, SECRET)
     env = server_env(tmp_path, sandbox)
     first = ServerProcess(tmp_path, "first", env)
@@ -148,14 +150,22 @@ async def test_a_key_whose_call_was_never_dialled_answers_that_call_and_dials_no
     async with aiohttp.ClientSession() as session:
         await first.wait_ready(session)
         await post_killed_midway(session, first)
+        with sqlite3.connect(tmp_path / "calls.db") as db:
+            ((killed, placed_by),) = db.execute("SELECT call_id, placed_by FROM calls").fetchall()
+        assert placed_by  # the server placing it, by name
         second = ServerProcess(tmp_path, "second", env, port=first.port)
         processes.append(second)
         await second.wait_ready(session)
+        async with session.get(f"{second.url}/calls/{killed}", headers=HEADERS) as resp:
+            before = await resp.json()
         async with session.post(f"{second.url}/calls/outbound", json=BODY, headers=HEADERS) as resp:
-            assert resp.status == 409
-            assert resp.headers["Retry-After"] == "2"
-            error = (await resp.json())["error"]
-            assert error.startswith("the request under this Idempotency-Key is still being placed")
+            status, placed = resp.status, await resp.json()
         log_guard.scan(first.logs() + second.logs())
-    assert dials(sandbox) == []
-    figures.add("SIGKILL inside the dispatch: the retry is told it is still being placed (409)")
+    assert (before["status"], before["reason"]) == ("failed", NEVER_DIALLED), before
+    assert status == 200, placed
+    assert placed["call_id"] != killed
+    assert [d["room_name"] for d in dials(sandbox)] == [placed["call_id"]]  # dialled once
+    figures.add(
+        "SIGKILL inside the dispatch, restart: the call settled failed as the server started;"
+        f" the retry under its key placed it ({status}), 1 dial in all"
+    )
