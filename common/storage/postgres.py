@@ -52,6 +52,12 @@ POOL_RETRY_S = (0.02, 0.05, 0.1, 0.2, 0.4)  # then every 0.4 s: each try is a re
 # 30, 45, 60 s), a queue with no bound. Past it the request is answered 503 without being run.
 QUEUE_WAIT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0
+# How long a statement waits for a lock (PostgreSQL's lock_timeout), as long as a request
+# waits for a connection: with only COMMAND_TIMEOUT_S, the first request to find the calls
+# table locked by another session (a DBA's LOCK TABLE) was answered 15 s on, a bare
+# "calls database unavailable", while those queued behind it were told at 10 s that it did
+# not answer in time. Our own transactions hold their locks for milliseconds.
+LOCK_WAIT_S = QUEUE_WAIT_S
 MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 # A session idle this long inside a transaction is ended by PostgreSQL, and its locks with it.
 # Ours run their statements back to back; one that idles is a server stalled mid-transaction
@@ -210,7 +216,8 @@ class PostgresCallStore(SqlCallStore):
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
                 server_settings={
-                    "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000))
+                    "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
+                    "lock_timeout": str(int(LOCK_WAIT_S * 1000)),
                 },
             )
         except asyncpg.ClientConfigurationError as exc:  # `sslmode=required`: a parameter
@@ -273,6 +280,9 @@ class PostgresCallStore(SqlCallStore):
     async def _migrate(self) -> None:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                # Another server's migration, and a table's live transactions, are waited for
+                # as long as a migration's statement may take, not LOCK_WAIT_S.
+                await conn.execute("SET LOCAL lock_timeout = 0")
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
@@ -377,6 +387,16 @@ class PostgresCallStore(SqlCallStore):
                     more,
                 )
             raise DatabaseStalled("database did not answer in time (no connection free)") from None
+        except _LockWaitedOut:  # rolled back: nothing was written
+            if (more := self.repeats.due("lock not available")) is not None:
+                logger.error(
+                    "calls database did not answer in time: a statement waited %.0f s for a"
+                    " lock another session holds (a LOCK TABLE, a long transaction); requests"
+                    " are answered 503 meanwhile%s",
+                    LOCK_WAIT_S,
+                    more,
+                )
+            raise DatabaseStalled("database did not answer in time (waiting for a lock)") from None
         except (*_CONNECTION_ERRORS, asyncpg.InternalClientError) as exc:
             # Before PostgresError: some of these are PostgresErrors too (the connection's).
             slow = isinstance(exc, TimeoutError)  # it answers, but not in time: not "unreachable"
@@ -406,6 +426,11 @@ class _NotBegun(Exception):
     """No connection of the pool came free within QUEUE_WAIT_S: nothing was run."""
 
 
+class _LockWaitedOut(Exception):
+    """A statement waited LOCK_WAIT_S for a lock (lock_timeout), not one that asked for it
+    NOWAIT (the readiness probe's, which names the table it found locked)."""
+
+
 class _Drive(Generic[T]):
     """Runs `program` to its end on a connection: each query's rows are sent back into it.
     The queries it has been answered are kept: in a transaction begun anew they can be
@@ -421,7 +446,12 @@ class _Drive(Generic[T]):
             if self._next is None:
                 self._next = next(self._program)
             while True:
-                rows: list[Row] = await conn.fetch(numbered(self._next.sql), *self._next.args)
+                try:
+                    rows: list[Row] = await conn.fetch(numbered(self._next.sql), *self._next.args)
+                except asyncpg.LockNotAvailableError:
+                    if "NOWAIT" in self._next.sql:
+                        raise
+                    raise _LockWaitedOut from None
                 self._answered.append((self._next, rows))
                 self._next = self._program.send(rows)
         except StopIteration as done:

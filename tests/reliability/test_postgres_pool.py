@@ -95,3 +95,34 @@ async def test_requests_queued_behind_connections_waiting_on_a_lock_are_answered
     finally:
         await locker.close()
         await store.close()
+
+
+async def test_the_first_request_waiting_on_a_lock_is_answered_as_promptly_as_those_queued(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls table locked by another session: the request that took a connection and
+    waited on the lock was answered only at the statement timeout (15 s), a bare "calls
+    database unavailable", its connection thrown away, while those queued behind it were
+    told at QUEUE_WAIT_S (10 s) that the database did not answer in time. It now waits
+    LOCK_WAIT_S at most (lock_timeout) and is told the same; a shorter wait (another of our
+    transactions) is waited out."""
+    monkeypatch.setattr(postgres_module, "LOCK_WAIT_S", 0.5)
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
+    locker = await asyncpg.connect(postgres_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            async with asyncio.timeout(5):
+                with pytest.raises(DatabaseStalled, match="did not answer in time"):
+                    await store.get_call("call-first")
+            assert time.monotonic() - started < 2
+        async with locker.transaction():  # held a moment, as our own transactions hold theirs
+            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+            waiting = asyncio.create_task(store.get_call("call-brief"))
+            await asyncio.sleep(0.2)
+        assert await waiting is None
+        assert await store.get_call("call-after") is None  # the pool serves on
+    finally:
+        await locker.close()
+        await store.close()
