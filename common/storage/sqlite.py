@@ -320,6 +320,7 @@ class SqliteCallStore(SqlCallStore):
         self._closing = False
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its -wal, as opened
+        self._shm_identity: tuple[int, int] | None = None  # and of its -shm, as opened
         self._wal_big_said = False  # its -wal passed WAL_WARN_BYTES (said), not cut back yet
         self._gone_said = False
         self._may_migrate = True
@@ -379,6 +380,7 @@ class SqliteCallStore(SqlCallStore):
             self._prepare(conn)
             self._identity = _file_identity(self.path)
             self._wal_identity = self._wal_identity_now()
+            self._shm_identity = self._side_identity_now("-shm")
         except BaseException:
             conn.close()
             raise
@@ -415,6 +417,12 @@ class SqliteCallStore(SqlCallStore):
                 self._wal_identity = wal
                 return
             self._wal_gone(wal is None)
+        shm = self._side_identity_now("-shm")
+        if shm != self._shm_identity:
+            if self._shm_identity is None:  # none when opened: SQLite made it since
+                self._shm_identity = shm
+            else:
+                self._wal_gone(shm is None, "-shm")
         if found is not None:
             self._watch_wal_size(found.st_size)
 
@@ -440,19 +448,26 @@ class SqliteCallStore(SqlCallStore):
             logger.info("calls database %s-wal is back to %d MB", self.path, size // 2**20)
 
     def _wal_identity_now(self) -> tuple[int, int] | None:
+        return self._side_identity_now("-wal")
+
+    def _side_identity_now(self, suffix: str) -> tuple[int, int] | None:
         try:
-            return _file_identity(Path(f"{self.path}-wal"))
+            return _file_identity(Path(f"{self.path}{suffix}"))
         except OSError:
             return None
 
-    def _wal_gone(self, removed: bool) -> None:
+    def _wal_gone(self, removed: bool, suffix: str = "-wal") -> None:
         """calls.db-wal removed (or replaced) under the running server: SQLite goes on
         writing to the file it opened, answering every write, while what it holds since the
         last checkpoint (every call, on a new server) is nowhere on disk by name: a crash
         loses it, another process opening calls.db reads "disk I/O error". It is copied into
-        calls.db at once, and nothing more is written: the server must reopen the database."""
+        calls.db at once, and nothing more is written: the server must reopen the database.
+        Its calls.db-shm (`suffix`) alike: the server went on with the index of the log it
+        had mapped, and another process opening calls.db made a new one, with a write lock
+        of its own: a write it committed (a `sqlite3` shell's) was overwritten in the log by
+        the server's next, silently, and it read the server's later writes not at all."""
         error = DatabaseGone(
-            f"{self.path}-wal was {'removed' if removed else 'replaced'} under the running"
+            f"{self.path}{suffix} was {'removed' if removed else 'replaced'} under the running"
             " server: nothing more is written to the database; restart the server"
         )
         if not self._gone_said:

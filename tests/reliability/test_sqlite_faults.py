@@ -548,6 +548,34 @@ async def test_a_write_ahead_log_removed_under_the_server_loses_nothing(
     assert kept == [first]
 
 
+async def test_a_shared_memory_index_removed_under_the_server_is_noticed(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calls.db-shm deleted under a running server (a 'cleanup' of a stray file): the server
+    went on with the log's index it had mapped, answering 200, while another process opening
+    calls.db made a new index and a write lock of its own: the call it then wrote (a
+    `sqlite3` shell's insert, committed) was overwritten in the log by the server's next
+    write, and nothing said so. Now the next write copies the log into calls.db and refuses
+    itself and every write after it, saying to restart, as for a removed calls.db-wal."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    client = await _quiet_app(start_app)
+    first = (await (await _place(client, name="Kept")).json())["call_id"]
+    (tmp_path / "calls.db-shm").unlink()
+    resp = await _place(client, name="After The Index Went")
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert error.startswith("calls database unavailable: ") and "restart the server" in error
+    assert (await client.get("/readyz")).status == 503
+    said = [m for m in _store_lines(caplog) if "-shm was removed" in m]
+    assert len(said) == 1 and "restart the server" in said[0], said
+    other = sqlite3.connect(f"{(tmp_path / 'calls.db').as_uri()}?mode=ro", uri=True)
+    try:
+        kept = [r[0] for r in other.execute("SELECT call_id FROM calls")]
+    finally:
+        other.close()
+    assert kept == [first]
+
+
 class BadDiskConnection:
     """Wraps the app's sqlite3 connection: while `bad`, a transaction that writes a call (or
     as much as one) fails at its COMMIT with a real SQLITE_IOERR, as a write-ahead log that
