@@ -161,6 +161,27 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return (stat.st_dev, stat.st_ino)
 
 
+def _content_mark(path: Path) -> tuple[int, int] | None:
+    """When, and to what size, the file at `path` was last written (None: not there)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def _checkpoint_mark(shm: Path) -> bytes | None:
+    """What changes in the log's index (calls.db-shm) whenever any connection copies the log
+    into calls.db or starts the log anew: its salts (bytes 32-39 of the index's header), and
+    nBackfill and nBackfillAttempted (bytes 96-99 and 128-131). None if it cannot be read."""
+    try:
+        with open(shm, "rb") as index:
+            head = index.read(136)
+    except OSError:
+        return None
+    return head[32:40] + head[96:100] + head[128:132] if len(head) == 136 else None
+
+
 @dataclass(frozen=True)
 class _Call:
     loop: asyncio.AbstractEventLoop
@@ -321,6 +342,9 @@ class SqliteCallStore(SqlCallStore):
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its -wal, as opened
         self._shm_identity: tuple[int, int] | None = None  # and of its -shm, as opened
+        # calls.db's size and time of change, and the log's checkpoint mark, after our last
+        # write: calls.db written since with no checkpoint was written over (`_still_ours`).
+        self._marks: tuple[tuple[int, int] | None, bytes | None] = (None, None)
         self._wal_big_said = False  # its -wal passed WAL_WARN_BYTES (said), not cut back yet
         self._gone_said = False
         self._may_migrate = True
@@ -381,6 +405,7 @@ class SqliteCallStore(SqlCallStore):
             self._identity = _file_identity(self.path)
             self._wal_identity = self._wal_identity_now()
             self._shm_identity = self._side_identity_now("-shm")
+            self._note_marks()
         except BaseException:
             conn.close()
             raise
@@ -425,6 +450,34 @@ class SqliteCallStore(SqlCallStore):
                 self._wal_gone(shm is None, "-shm")
         if found is not None:
             self._watch_wal_size(found.st_size)
+        self._written_over()
+
+    def _note_marks(self) -> None:
+        """After our own write (its COMMIT may have copied the log into calls.db)."""
+        self._marks = (_content_mark(self.path), _checkpoint_mark(Path(f"{self.path}-shm")))
+
+    def _written_over(self) -> None:
+        """calls.db written since our last write by something other than a checkpoint (any
+        connection's changes the log's index): `cp backup.db calls.db` over the live file,
+        which keeps its inode. SQLite went on answering from its cache and the log, then
+        copied the log's pages into the other file's: every answer 200, and at the next start
+        'database disk image is malformed', every call lost."""
+        content, checkpoint = self._marks
+        now = _content_mark(self.path)
+        if content is None or now == content:
+            return
+        current = _checkpoint_mark(Path(f"{self.path}-shm"))
+        if checkpoint is None or current != checkpoint:  # a checkpoint by another process
+            self._marks = (now, current)
+            return
+        error = DatabaseGone(
+            f"{self.path} was written over under the running server (a copy onto it?):"
+            " nothing more is written to it; restart the server"
+        )
+        if not self._gone_said:
+            self._gone_said = True
+            logger.critical("%s", error)
+        raise error
 
     def _watch_wal_size(self, size: int) -> None:
         """Say once that the log is past WAL_WARN_BYTES, and who holds it; and once that it
@@ -612,6 +665,7 @@ class SqliteCallStore(SqlCallStore):
             busy = int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
         finally:
             conn.execute("PRAGMA busy_timeout=5000")
+            self._note_marks()
         return busy == 0
 
     # ----------------------------------------------------------------- running programs
@@ -682,6 +736,7 @@ class SqliteCallStore(SqlCallStore):
         finally:
             if locked:
                 conn.execute(f"PRAGMA busy_timeout={busy_timeout}")
+            self._note_marks()
 
     async def _read_aside(self, program: Program[T]) -> T:
         """On a second connection, read-only, on a thread of its own: a count over every

@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -574,6 +576,49 @@ async def test_a_shared_memory_index_removed_under_the_server_is_noticed(
     finally:
         other.close()
     assert kept == [first]
+
+
+async def test_a_backup_copied_over_the_live_database_is_noticed(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`cp backup.db calls.db` under a running server: cp writes into the same file (its
+    inode kept), so the check of its identity passed; the server went on answering 200 from
+    its cache and its log, then copied the log's pages into the other file's, and the next
+    start read 'database disk image is malformed'. Now the next write sees calls.db written
+    with no checkpoint, refuses itself and every write after it, saying to restart."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    client = await _quiet_app(start_app)
+    assert (await _place(client, name="Before The Backup")).status == 200
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(tmp_path / "calls.db", backup)
+    assert (await _place(client, name="After The Backup")).status == 200
+    shutil.copyfile(backup, tmp_path / "calls.db")  # over it: the same file, other contents
+    resp = await _place(client, name="After The Copy")
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert error.startswith("calls database unavailable: ") and "restart the server" in error
+    assert (await client.get("/readyz")).status == 503
+    said = [m for m in _store_lines(caplog) if "written over" in m]
+    assert len(said) == 1 and "restart the server" in said[0], said
+
+
+async def test_a_checkpoint_by_another_process_is_not_taken_for_a_copy(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calls.db written by another connection's checkpoint (a backup tool's, a shell's) is
+    the log copied in, not a file written over: writes go on."""
+    client = await _quiet_app(start_app)
+    assert (await _place(client, name="Before The Checkpoint")).status == 200
+    before = os.stat(tmp_path / "calls.db")
+    other = sqlite3.connect(tmp_path / "calls.db")
+    try:
+        busy, _, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        other.close()
+    assert busy == 0 and copied > 0
+    assert os.stat(tmp_path / "calls.db").st_mtime_ns != before.st_mtime_ns
+    assert (await _place(client, name="After The Checkpoint")).status == 200
+    assert (await client.get("/readyz")).status == 200
 
 
 class BadDiskConnection:
