@@ -9,8 +9,10 @@ for a "real" LiveKit at the sandbox's URL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -168,4 +170,57 @@ async def test_a_key_whose_call_was_never_dialled_is_freed_by_the_restart(
     figures.add(
         "SIGKILL inside the dispatch, restart: the call settled failed as the server started;"
         f" the retry under its key placed it ({status}), 1 dial in all"
+    )
+
+
+async def test_a_campaign_attempt_left_undialled_is_placed_again_soon_after_a_restart(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    processes: list[ServerProcess],
+    figures: Figures,
+    log_guard: LogGuard,
+) -> None:
+    """A campaign's server killed between recording a recipient's call and dialling it,
+    restarted at once: the attempt ends not_dialled as the server starts and the recipient
+    is placed again NOT_DIALLED_RETRY_S (5 s) later, dialled once. Before, its call waited
+    out PLACEMENT_BOUND_S (60 s) live, and the recipient with it."""
+    log_guard.hide(TOKEN, SECRET)
+    env = server_env(tmp_path, sandbox) | {"CAMPAIGN_ENFORCE_CALLING_HOURS": "0"}
+    first = ServerProcess(tmp_path, "first", env)
+    processes.append(first)
+
+    def crash_now(_body: dict[str, Any]) -> bool:
+        first.kill()
+        return True
+
+    sandbox.inject("CreateDispatch", when=crash_now, times=1)
+    body = {
+        "name": "restart",
+        "recipients": [{"phone_number": "+14155557705"}],
+        "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+    }
+    async with aiohttp.ClientSession() as session:
+        await first.wait_ready(session)
+        async with session.post(f"{first.url}/campaigns", json=body, headers=HEADERS) as resp:
+            assert resp.status == 201, await resp.text()
+        async with asyncio.timeout(30):
+            while first.proc.poll() is None:  # killed as its dispatch reaches LiveKit
+                await asyncio.sleep(0.05)
+        second = ServerProcess(tmp_path, "second", env, port=first.port)
+        processes.append(second)
+        started = time.monotonic()
+        await second.wait_ready(session)
+        async with asyncio.timeout(30):
+            while not dials(sandbox):
+                await asyncio.sleep(0.1)
+        waited = time.monotonic() - started
+        log_guard.scan(first.logs() + second.logs())
+    with sqlite3.connect(tmp_path / "calls.db") as db:
+        attempts = db.execute("SELECT attempt, status FROM campaign_attempts").fetchall()
+    assert attempts[0] == (1, "not_dialled"), attempts
+    assert len(dials(sandbox)) == 1
+    assert waited < 20, waited
+    figures.add(
+        f"campaign's server SIGKILLed inside a recipient's dispatch, restarted: dialled"
+        f" {waited:.1f} s after the restart (once)"
     )
