@@ -53,6 +53,7 @@ from common.config_store.model import (
     checked_call_id,
     written_at_of,
 )
+from common.locks import LOCKED_TRY_S, lock_holder
 from common.masking import clip_for_log
 from common.repeats import Repeats
 
@@ -439,6 +440,10 @@ class ConfigStore:
         # probe then tries a write of its own, since config.json itself may refuse what its
         # directory takes (`chattr +i`: every call 503 while /readyz said ready).
         self._write_failed = False
+        # Since when another process holds config.json.lock past a write's whole wait (a
+        # time.monotonic; None: not known to be held), and its name (None: not known).
+        self._locked_since: float | None = None
+        self._holder: str | None = None
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -883,18 +888,50 @@ class ConfigStore:
             raise
 
     def _flock_by(self, fd: int, deadline: float) -> None:
-        """The cross-process lock on `fd`, polled until `deadline` (flock has no timeout)."""
+        """The cross-process lock on `fd`, polled until `deadline` (flock has no timeout).
+
+        Once a write waited its whole wait for another process's lock, each write after it
+        tries LOCKED_TRY_S only, until one gets it: a script holding config.json.lock (the
+        seed's update_config stopped in a debugger, `flock config.json.lock sleep 600`) cost
+        every call 5 s before its 503. Said once with who holds it, and once it is free."""
+        started = time.monotonic()
+        if self._locked_since is not None:
+            deadline = min(deadline, started + LOCKED_TRY_S)
         delay = 0.001
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                break
             except BlockingIOError:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._lock_timeout("another process") from None
+                    raise self._held_elsewhere(started) from None
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, LOCK_POLL_MAX_S)
+        if self._locked_since is not None:
+            logger.warning(
+                "%s is free again: config writes go through (held for %.0f s)",
+                self.lock_path,
+                time.monotonic() - self._locked_since,
+            )
+            self._locked_since = None
+            self._holder = None
+
+    def _held_elsewhere(self, started: float) -> TimeoutError:
+        """The failure of a write that found the lock held by another process past its wait:
+        the first one looks up who holds it and says so (once, until it is free again)."""
+        if self._locked_since is None:
+            self._locked_since = started
+            holder = lock_holder([self.lock_path])
+            self._holder = holder.name if holder is not None else None
+            logger.error(
+                "%s is held by %s: config writes (and the calls that need one) are refused"
+                " (503) until it lets go",
+                self.lock_path,
+                holder or "another process",
+            )
+        named = f" ({self._holder})" if self._holder else ""
+        return TimeoutError(errno.ETIMEDOUT, f"{self.lock_path} is held by another process{named}")
 
     def _lock_timeout(self, holder: str) -> TimeoutError:
         return TimeoutError(
@@ -1048,8 +1085,11 @@ class ConfigStore:
         return target.with_name(name)
 
     def _fail(self, exc: OSError, action: str) -> ConfigWriteError:
-        # A full disk or a held lock fails every write: said once a minute, with how many.
-        if (more := self._failures.due(f"{action} {exc.errno}")) is not None:
+        # A full disk fails every write: said once a minute, with how many. A lock another
+        # process holds is said by `_held_elsewhere`, once.
+        if isinstance(exc, TimeoutError) and self._locked_since is not None:
+            pass
+        elif (more := self._failures.due(f"{action} {exc.errno}")) is not None:
             logger.error("✗ Configuration update failed (%s): %s%s", action, exc, more)
         err = ConfigWriteError(exc.errno, f"could not write config ({action}): {exc.strerror}")
         err.__cause__ = exc

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from common.calls.models import Erasure
 from common.config_store.store import NOT_A_FILE
+from common.locks import LOCKED_TRY_S, lock_holder
 from common.storage.base import (
     DatabaseError,
     DatabaseGone,
@@ -64,7 +65,7 @@ WAL_SWITCH_TIMEOUT_S = 5.0  # as long as the busy timeout every other statement 
 # tries the lock this long only (and says the database is locked), until one gets it: every
 # request queued on the database's one thread waited 5 s more than the one before (6 calls:
 # 503 after 5 to 25 s).
-LOCKED_BUSY_TIMEOUT_MS = 100
+LOCKED_BUSY_TIMEOUT_MS = round(LOCKED_TRY_S * 1000)
 # How long a request waits for its turn on the database's thread before it is answered 503
 # without being run: a write that never returns (a stalled disk) held every request queued
 # behind it, with no answer at all. Past the busy timeout, as a write waiting for the lock
@@ -127,33 +128,12 @@ def _lock_holder(path: Path, reading: bool = False) -> str:
     `reading` a read snapshot of its log (a read mark of the -shm file, bytes 123-127), from
     /proc/locks: "pid 4242 (sqlite3)", or "" where that cannot be told (not Linux, a lock of
     this process's own). Only the process's name: its command line may hold secrets."""
-    files = []
-    for name in (path, Path(f"{path}-shm")):
-        with contextlib.suppress(OSError):
-            found = os.stat(name)
-            files.append(
-                f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
-            )
-    shm = files[-1] if files else ""
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            lines = locks.read().splitlines()
-    except OSError:
-        return ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8 or fields[1] == "->" or fields[3] != ("READ" if reading else "WRITE"):
-            continue
-        pid, file, start = fields[4], fields[5], fields[6]
-        if reading and not (file == shm and start in READ_MARKS):
-            continue
-        if file in files and pid.isdigit() and int(pid) != os.getpid():
-            try:
-                with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
-                    return f"pid {pid} ({comm.read().strip()})"
-            except OSError:
-                return f"pid {pid}"
-    return ""
+    shm = Path(f"{path}-shm")
+    if reading:
+        holder = lock_holder([shm], "READ", READ_MARKS)
+    else:
+        holder = lock_holder([path, shm])
+    return "" if holder is None else str(holder)
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
