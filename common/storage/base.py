@@ -55,8 +55,9 @@ class DatabaseLocked(DatabaseError):
 
 
 class DatabaseStalled(DatabaseError):
-    """The request waited its turn on the database too long: what runs before it has not
-    finished (a disk that stalls, a very long transaction). It was not run at all."""
+    """The request waited on the database too long: what runs before it has not finished
+    (a disk that stalls, a very long transaction), and it was not run at all; or it is what
+    runs, and has not returned (it may still be written once the disk lets it)."""
 
 
 class DatabaseNewer(DatabaseError):

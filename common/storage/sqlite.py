@@ -192,6 +192,7 @@ class _Worker:
         self._queue: deque[_Call] = deque()
         self._taken: deque[_Call] = deque()  # of the batch being run, those not begun yet
         self._finished: list[Outcome] = []  # of the batch being run, those done
+        self._running: list[_Call] = []  # of the batch being run, those begun, not done
         self._stopping = False
         self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
         # The one timer that looks for overdue calls (SqliteCallStore._watch), armed while a
@@ -218,22 +219,24 @@ class _Worker:
             self._ready.notify()
         return future
 
-    def overdue(self, now: float) -> tuple[list[_Call], list[Outcome], float]:
+    def overdue(self, now: float) -> tuple[list[_Call], list[_Call], list[Outcome], float]:
         """The calls whose deadline is past: those not begun (in the queue, or in the batch
-        being run), taken out so that they never run; and those done whose batch still runs,
-        their outcomes taken out to be handed back now. Then the earliest deadline of the
-        calls left (inf: none has one)."""
+        being run), taken out so that they never run; those begun that have not returned
+        (left to finish: their outcome, once it comes, goes to nobody); and those done whose
+        batch still runs, their outcomes taken out to be handed back now. Then the earliest
+        deadline of the calls left (inf: none has one)."""
         with self._ready:
             late = [c for w in (self._queue, self._taken) for c in w if c.deadline <= now]
             if late:
                 self._queue = deque(c for c in self._queue if c.deadline > now)
                 self._taken = deque(c for c in self._taken if c.deadline > now)
+            stuck = [c for c in self._running if c.deadline <= now]
             done = [o for o in self._finished if o[0].deadline <= now]
             self._finished = [o for o in self._finished if o[0].deadline > now]
-            left = (c.deadline for w in (self._queue, self._taken) for c in w)
-            soonest = min(left, default=math.inf)
-            soonest = min(soonest, min((o[0].deadline for o in self._finished), default=math.inf))
-        return late, done, soonest
+            left = [c.deadline for w in (self._queue, self._taken, self._running) for c in w]
+            left += [o[0].deadline for o in self._finished]
+            soonest = min((d for d in left if d > now), default=math.inf)
+        return late, stuck, done, soonest
 
     def shutdown(self, wait: bool = True) -> None:
         with self._ready:
@@ -278,11 +281,13 @@ class _Worker:
                 if run[0].together and self._run_together is not None:
                     while self._taken and self._taken[0].together:
                         run.append(self._taken.popleft())
+                self._running = run
             if len(run) > 1 and self._run_together is not None:
                 outcomes = self._run_together(run)
             else:
                 outcomes = [_run_one(run[0])]
             with self._ready:
+                self._running = []
                 self._finished += outcomes
 
 
@@ -295,7 +300,7 @@ def _run_one(call: _Call) -> Outcome:
 
 def _deliver(outcomes: list[Outcome]) -> None:
     for call, result, exc in outcomes:
-        if call.future.cancelled():
+        if call.future.done():  # cancelled, or answered at its deadline while it ran
             continue
         if exc is None:
             call.future.set_result(result)
@@ -824,14 +829,16 @@ class SqliteCallStore(SqlCallStore):
     def _watch(self, worker: _Worker, waited_s: float) -> None:
         """The calls whose deadline passed (each waited `waited_s` for its turn): taken out of
         the queue and answered DatabaseStalled (said once, then once it answers again). One
-        already begun is left to finish: its own write is what the disk holds, and it may
-        yet commit. One done while a later call of its batch has not returned is handed back
-        now. Then armed again for the next deadline, while a call with one is pending."""
+        already begun is answered so too, and left to finish: its own write is what the disk
+        holds, and it may yet commit (its request had no answer at all, for as long as the
+        disk stalled; a call's row that lands later is never dialled: the reaper settles it).
+        One done while a later call of its batch has not returned is handed back now. Then
+        armed again for the next deadline, while a call with one is pending."""
         loop = asyncio.get_running_loop()
         worker.watchdog = None
-        late, done, soonest = worker.overdue(loop.time())
+        late, stuck, done, soonest = worker.overdue(loop.time())
         _deliver(done)
-        for call in late:
+        for call in [*late, *stuck]:
             if call.future.done():  # its request went meanwhile (cancelled): nothing to answer
                 continue
             if worker.stalled_since is None:

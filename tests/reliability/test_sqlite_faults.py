@@ -447,11 +447,12 @@ async def test_a_request_of_a_stalled_writes_batch_is_answered_by_its_deadline(
             with pytest.raises(DatabaseStalled):
                 await asyncio.wait_for(read_task, 5)
         assert time.monotonic() - started < 2
-        assert not stalled.done()
+        with pytest.raises(DatabaseStalled):  # its own write never returns: by its deadline
+            await asyncio.wait_for(stalled, 5)
+        assert time.monotonic() - started < 2
     finally:
         free.set()
         disk.set()
-    assert await stalled
     await db.close()
 
 
@@ -507,19 +508,64 @@ async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_i
             assert (await answer.json())["error"] == STALLED
             assert answer.headers["Retry-After"] == "2"
         assert elapsed < 5, elapsed
-        assert not stalled.done()  # its own transaction is what the disk holds
         said = [m for m in _store_lines(caplog) if "has not answered" in m]
         assert len(said) == 1, said
     finally:
         stalling.go.set()
-    assert (await stalled).status == 200  # its write went through once the disk let it
+    assert (await stalled).status == 503  # answered at its deadline (its own write stalled)
     db._conn = stalling._conn
-    listed = (await (await client.get("/calls")).json())["calls"]
+    for _ in range(100):  # its write lands once the disk lets it
+        listed = (await (await client.get("/calls")).json())["calls"]
+        if len(listed) > 1:
+            break
+        await asyncio.sleep(0.05)
     assert sorted(c["name"] for c in listed) == ["Placed", "Stalled"]  # none of those refused
-    assert sorted(_config_calls(tmp_path / "config.json")) == sorted(c["call_id"] for c in listed)
+    assert list(_config_calls(tmp_path / "config.json")) == [first]  # never dialled: none
     await _still_serving(client)
     back = [m for m in _store_lines(caplog) if "answers again" in m]
     assert len(back) == 1, back
+
+
+async def test_a_request_whose_own_write_stalls_is_answered_at_its_deadline(
+    start_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request whose own write never returns (a stalled disk) had no answer at all, for
+    as long as the disk stalled (its client's timeout, or a hang). Now it is answered 503 at
+    its deadline like the requests queued behind it; nothing is dialled and its config record
+    is taken back. Its row may still land once the disk lets it: a retry under its
+    Idempotency-Key then finds the key bound (409, still being placed, nothing dialled), and
+    never places a second call."""
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    stalling = StallingConnection(db.conn)
+    db._conn = stalling
+    key = {"Idempotency-Key": "stalled-write-1"}
+    try:
+        stalled = asyncio.ensure_future(client.post("/calls/outbound", json=CALL, headers=key))
+        assert await asyncio.to_thread(stalling.stalled.wait, 10)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(asyncio.shield(stalled), 5)
+        assert time.monotonic() - started < 3
+        assert answer.status == 503
+        assert (await answer.json())["error"] == STALLED
+        assert answer.headers["Retry-After"] == "2"
+        assert _config_calls(tmp_path / "config.json") == {}  # taken back: not dialled
+    finally:
+        stalling.go.set()
+    db._conn = stalling._conn
+    for _ in range(100):  # the write lands once the disk lets it
+        listed = (await (await client.get("/calls")).json())["calls"]
+        if listed:
+            break
+        await asyncio.sleep(0.05)
+    assert [c["status"] for c in listed] == ["dialing"]
+    again = await client.post("/calls/outbound", json=CALL, headers=key)
+    assert again.status == 409, await again.text()
+    assert len((await (await client.get("/calls")).json())["calls"]) == 1
+    dials = [r for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
+    assert dials == []
+    await _still_serving(client)
 
 
 async def test_a_write_ahead_log_removed_under_the_server_loses_nothing(
