@@ -194,6 +194,7 @@ class _Worker:
         self._finished: list[Outcome] = []  # of the batch being run, those done
         self._running: list[_Call] = []  # of the batch being run, those begun, not done
         self._stopping = False
+        self.abandoned = False  # its thread did not answer as the store closed: not joined
         self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
         # The one timer that looks for overdue calls (SqliteCallStore._watch), armed while a
         # call with a deadline may be pending: a timer of its own per call cost ~7 µs each.
@@ -238,15 +239,26 @@ class _Worker:
             soonest = min((d for d in left if d > now), default=math.inf)
         return late, stuck, done, soonest
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def unfinished(self) -> int:
+        """How many calls are queued or running (not handed back yet)."""
+        with self._ready:
+            return len(self._queue) + len(self._taken) + len(self._running)
+
     def shutdown(self, wait: bool = True) -> None:
+        """Nothing more accepted; with `wait`, the thread joined once it ran what is queued
+        (without, it ends by itself then: a thread a stalled disk holds is left to it)."""
         with self._ready:
             self._stopping = True
             self._ready.notify()
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
-            if self.watchdog is not None:  # nothing left for it to look at
-                self.watchdog.cancel()
-                self.watchdog = None
+        if wait and self.watchdog is not None:  # nothing left for it to look at
+            self.watchdog.cancel()
+            self.watchdog = None
 
     def _serve(self) -> None:
         while True:
@@ -603,14 +615,33 @@ class SqliteCallStore(SqlCallStore):
             )
 
     async def close(self) -> None:
+        """Close both connections, each on its thread, once what is queued before ran. A
+        thread that does not answer by QUEUE_WAIT_S (a stalled disk) is left running, said
+        with how many requests it had not finished: a SIGTERM during a stall never finished
+        the server's stop (only SIGKILL ended it)."""
         self._closing = True  # no new reads' thread from here on
         reader, self._reader = self._reader, None  # closing twice closes once
         if reader is not None:
-            await self._submit_to(reader, self._close_reader_sync)
-            reader.shutdown(wait=True)
-        if self._conn is not None:
-            await self._submit(self._close_sync)
-        self._worker.shutdown(wait=True)
+            await self._close_on(reader, self._close_reader_sync)
+        if self._conn is not None and not self._worker.stopping:
+            await self._close_on(self._worker, self._close_sync)
+        self._worker.shutdown(wait=not self._worker.abandoned)
+
+    async def _close_on(self, worker: _Worker, close: Callable[[], None]) -> None:
+        try:
+            await self._submit_to(worker, close, wait_s=QUEUE_WAIT_S)
+        except DatabaseStalled:
+            worker.abandoned = True
+            logger.error(
+                "calls database %s did not answer in %.0f s as the server stops (its disk"
+                " stalls): stopping without it; %d request(s) on it abandoned unfinished (a"
+                " write among them may land if the disk lets it before the process ends, or"
+                " is lost)",
+                self.path,
+                QUEUE_WAIT_S,
+                worker.unfinished(),
+            )
+        worker.shutdown(wait=not worker.abandoned)
 
     def _close_reader_sync(self) -> None:
         if self._reader_conn is not None:

@@ -568,6 +568,32 @@ async def test_a_request_whose_own_write_stalls_is_answered_at_its_deadline(
     await _still_serving(client)
 
 
+async def test_the_server_stops_within_a_bound_while_a_write_stalls(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM while a write never returned (a stalled disk) never finished the stop: the
+    database's close waited its turn behind that write, then for its thread, for good (only
+    SIGKILL ended the server). Now every step of the stop that needs the database gives up
+    at its deadline, and the close leaves the thread to the disk, saying what it abandoned."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    stalling = StallingConnection(db.conn)
+    db._conn = stalling
+    try:
+        stalled = asyncio.ensure_future(_place(client, name="Stalled"))
+        assert await asyncio.to_thread(stalling.stalled.wait, 10)
+        assert (await stalled).status == 503
+        started = time.monotonic()
+        await asyncio.wait_for(client.close(), 15)  # the app's stop, as SIGTERM runs it
+        assert time.monotonic() - started < 10
+        said = [m for m in _store_lines(caplog) if "as the server stops" in m]
+        assert len(said) == 1 and "1 request(s) on it abandoned unfinished" in said[0], said
+    finally:
+        stalling.go.set()
+
+
 async def test_a_write_ahead_log_removed_under_the_server_loses_nothing(
     start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
