@@ -82,6 +82,11 @@ LOCK_WAIT_S = 5.0
 # processes some waited 5 s and failed; at 5 ms none failed, the longest wait was ~1 s, and
 # as many writes went through (probe-AA's contention.py, side by side).
 LOCK_POLL_MAX_S = 0.005
+# How long an async write (a call's) waits to be durable before it fails (503): one whose
+# file operation never returns (a stalled disk under config.json, an NFS server gone) held its
+# call's request, and every call's after it, without an answer for as long as it stalled.
+# Past LOCK_WAIT_S, as a write waiting for the lock takes that long.
+WRITE_WAIT_S = 10.0
 # How many unusable config.json files set aside (`config.json.corrupt-<stamp>`) are kept, the
 # newest: each one set aside was kept for good, and a writer that keeps breaking the file
 # (a script's bug, an editor's) filled the disk with copies of callers' data.
@@ -1158,7 +1163,30 @@ class ConfigStore:
         batch.pending.append((mutation, future))
         self._start_drain(batch, loop)
         # No shield: a cancelled caller only gives up its answer; the batch writes regardless.
-        return await future
+        try:
+            return await asyncio.wait_for(future, WRITE_WAIT_S)
+        except TimeoutError:
+            # Not taken by a write yet (queued behind the one that stalls): never written.
+            with contextlib.suppress(ValueError):
+                batch.pending.remove((mutation, future))
+            raise self._stalled() from None
+
+    def _stalled(self) -> ConfigWriteError:
+        """The failure of a write not durable within WRITE_WAIT_S: its thread runs on (the
+        write may yet land once the disk lets it), its caller is answered. Said once a minute,
+        with how many."""
+        if (more := self._failures.due("stalled")) is not None:
+            logger.error(
+                "✗ %s did not answer in %.0f s (its disk stalls?): the config writes waiting on"
+                " it fail; a write under way may still land%s",
+                self.path,
+                WRITE_WAIT_S,
+                more,
+            )
+        return ConfigWriteError(
+            errno.ETIMEDOUT,
+            f"could not write config: {self.path.name} did not answer in {WRITE_WAIT_S:g} s",
+        )
 
     def _batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
         batch = self._batches.get(loop)

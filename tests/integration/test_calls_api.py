@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -675,6 +676,50 @@ async def test_a_config_lock_held_by_another_process_answers_at_once_and_recover
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 200
     back = [r.getMessage() for r in caplog.records if "is free again" in r.getMessage()]
     assert len(back) == 1, back
+
+
+async def test_a_stalled_config_write_is_answered_at_its_deadline(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write of config.json that never returns (a stalled disk under it, an NFS server
+    gone) held its call's request, and every call's after it, without an answer for as long
+    as it stalled (the calls database's answer such requests 503 at their deadline). Now each
+    is answered 503 by WRITE_WAIT_S, nothing dialled; the call queued behind it is never
+    written, and calls are placed again once the disk lets the stalled write through."""
+    monkeypatch.setattr(config_store_module, "WRITE_WAIT_S", 1.0, raising=False)
+    go, stalled = threading.Event(), threading.Event()
+    real = config_store_module._write_durably
+
+    def stalling(path: Path, data: bytes, mode: int = 0o600) -> None:
+        if b"Stalled" in data and not stalled.is_set():
+            stalled.set()
+            go.wait(30)
+        real(path, data, mode)
+
+    monkeypatch.setattr(config_store_module, "_write_durably", stalling)
+    try:
+        first = asyncio.ensure_future(
+            client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Stalled"))
+        )
+        assert await asyncio.to_thread(stalled.wait, 10)
+        behind = client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Behind"))
+        started = time.monotonic()
+        answers = await asyncio.wait_for(asyncio.gather(first, behind), 5)
+        assert time.monotonic() - started < 3
+        for answer in answers:
+            assert answer.status == 503
+            assert (await answer.json())["error"] == (
+                "could not store the call's configuration: could not write config:"
+                " config.json did not answer in 1 s"
+            )
+            assert answer.headers["Retry-After"] == "2"
+        assert sandbox_requests(client, "CreateSIPParticipant") == []
+    finally:
+        go.set()
+    placed = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="After"))
+    assert placed.status == 200
+    names = [r["caller_name"] for r in config_calls(tmp_path / "config.json").values()]
+    assert "Behind" not in names and "After" in names
 
 
 async def test_a_list_route_refuses_a_query_parameter_it_does_not_take(
