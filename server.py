@@ -16,6 +16,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -98,6 +99,8 @@ logger = logging.getLogger("server")
 # (aiohttp ignores bytes arriving after the signal: a request still uploading its body when it
 # comes is answered 503 at once, handlers/body_reads.py; it never reached our side effects.)
 SHUTDOWN_TIMEOUT_S = 2 * REQUEST_TIMEOUT_S + 5
+# Once stopped, how long the threads the interpreter joins at exit get to end by themselves.
+STUCK_THREAD_WAIT_S = 2.0
 
 SANDBOX: web.AppKey[Any] = web.AppKey("sandbox")
 STORE_GIVEN = web.AppKey("store_given", bool)
@@ -746,6 +749,28 @@ def main() -> None:
         logger.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     logger.info("stopped")
+    _leave_stuck_threads()
+
+
+def _leave_stuck_threads(wait_s: float = STUCK_THREAD_WAIT_S) -> None:
+    """Exit now if a thread the interpreter would join at exit still runs after `wait_s`:
+    a file operation that never returns (a write of config.json on a stalled disk) holds an
+    executor thread, and the server said "stopped" and then ran on for good (only SIGKILL
+    ended it). Its write is abandoned (the stop's log said which); the logs are flushed."""
+    deadline = time.monotonic() + wait_s
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    joined = [t for t in others if not t.daemon]
+    for thread in joined:  # idle executor threads end at once: the loop's close told them
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in joined if t.is_alive()]
+    if stuck:
+        logger.error(
+            "exiting without %d thread(s) still held in a file operation (a stalled disk?): %s",
+            len(stuck),
+            ", ".join(stuck),
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -587,13 +587,25 @@ class ConfigStore:
             batch.timer = loop.call_later(within_s, self._flush_later, batch)
 
     async def flush_async(self) -> None:
-        """Write the removals `forget_call_soon` holds back now (as the server stops)."""
+        """Write the removals `forget_call_soon` holds back now (as the server stops). A
+        write that does not end within WRITE_WAIT_S (a stalled disk) is left to it, said with
+        what it leaves: a SIGTERM then never finished the server's stop."""
         batch = self._batches.get(asyncio.get_running_loop())
         if batch is None:
             return
         self._flush_later(batch)
         if batch.task is not None and not batch.task.done():
-            await asyncio.shield(batch.task)
+            try:
+                await asyncio.wait_for(asyncio.shield(batch.task), WRITE_WAIT_S)
+            except TimeoutError:
+                logger.error(
+                    "✗ %s did not answer in %.0f s as the server stops: stopping without"
+                    " it; the write under way (it may still land) and %d more abandoned"
+                    " (records of finished calls are pruned at the next start)",
+                    self.path,
+                    WRITE_WAIT_S,
+                    len(batch.later) + len(batch.pending),
+                )
 
     async def remove_calls_async(self, call_ids: Iterable[str]) -> int:
         """Drop several records in one write (none if there is nothing to drop)."""

@@ -7,6 +7,7 @@ SIGKILLed at random points of a write.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -17,7 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from common.update_config import ConfigStore
+from tests.processes import SERVER_LAUNCHER, ServerProcess
 from tests.reliability.conftest import Figures, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,3 +281,41 @@ def test_sigkill_mid_write_leaves_old_or_new_document(tmp_path: Path, figures: F
         f"{mid_write} mid-write (temp file left), 0 temp files after the next write; "
         f"{time.monotonic() - started:.1f} s"
     )
+
+
+STALLING_SERVER = f"""
+import os, time
+import common.config_store.store as store
+store.WRITE_WAIT_S = 1.0
+written = store._write_durably
+def stalling(path, data, mode=0o600):
+    if b"Stalled" in data and os.path.exists("stall"):
+        time.sleep(3600)  # a disk that never answers
+    written(path, data, mode)
+store._write_durably = stalling
+{SERVER_LAUNCHER}
+"""
+
+
+async def test_a_server_stops_on_sigterm_though_a_config_write_stalls(
+    tmp_path: Path, processes: list[Any]
+) -> None:
+    """A SIGTERM while a write of config.json never returned (a stalled disk) never ended
+    the server: its stop waited for the write to flush, and then the interpreter for the
+    thread that held it, for good (only SIGKILL ended it). Now the stop gives the write
+    WRITE_WAIT_S, says what it abandons, and the process exits."""
+    server = ServerProcess(tmp_path, "stalling", {}, launcher=STALLING_SERVER)
+    processes.append(server)
+    call = {"phone_number": "+14155550142", "name": "Stalled", "language": "en"}
+    async with aiohttp.ClientSession() as session:
+        await server.wait_ready(session)
+        (tmp_path / "stall").touch()
+        async with session.post(f"{server.url}/calls/outbound", json=call) as resp:
+            assert resp.status == 503
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert time.monotonic() - started < 15
+    logs = server.logs()
+    assert "did not answer in 1 s as the server stops" in logs
+    assert "exiting without 1 thread(s) still held in a file operation" in logs
