@@ -12,6 +12,7 @@ never another call's record.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -31,6 +32,10 @@ ConfigSource = Literal["config.json", "dispatch-metadata", "calls-db"]
 
 # Why a job has no record, when nothing more precise is known.
 NO_RECORD = "no config.json record"
+# A read of config.json not done by then (a stalled disk under it, an NFS server gone) is
+# given up, and the job uses its dispatch's snapshot: the job waited for it, the person it
+# called hearing silence, for as long as the disk stalled.
+RECORD_READ_WAIT_S = 5.0
 
 # A creation time above this many seconds since the epoch (year 5138) can only be milliseconds.
 _MAX_PLAUSIBLE_EPOCH_S = 100_000_000_000
@@ -210,10 +215,23 @@ async def read_call_record(store: ConfigStore, call_id: str) -> tuple[dict[str, 
     A missing file means "no record": the agent must not create config.json (the store's
     auto-initialisation) on a host where the server does not run.
     """
-    try:
+
+    async def read() -> tuple[dict[str, Any] | None, str]:
         if not await aiofiles.os.path.exists(store.path):
             return None, NO_RECORD
         return await store.load_async(call_id=call_id), ""
+
+    try:
+        return await asyncio.wait_for(read(), RECORD_READ_WAIT_S)
+    except TimeoutError:  # an OSError too, with no strerror: said on its own
+        logger.warning(
+            "call %s: %s did not answer in %.0f s (its disk stalls?); record ignored",
+            call_id,
+            store.path,
+            RECORD_READ_WAIT_S,
+        )
+        why = f"config.json record cannot be read: it did not answer in {RECORD_READ_WAIT_S:g} s"
+        return None, why
     except UnknownCallError as exc:
         if exc.problem is not None:
             return None, f"config.json record cannot be read: {exc.problem}"

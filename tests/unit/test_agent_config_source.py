@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -213,3 +214,28 @@ async def test_load_call_record_never_creates_or_guesses(tmp_path: Path) -> None
     assert not store.path.exists()  # an agent on another host must not create config.json
     await store.update_async("Alice Smith", call_id="call-aaaaaaaaaaaa")
     assert await load_call_record(store, CALL) is None  # another call's record is not ours
+
+
+async def test_a_config_read_that_stalls_is_given_up_for_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of config.json that never returns (a stalled disk under it) held the agent's
+    job, and the person it called heard silence, for as long as the disk stalled. Now it is
+    given up after RECORD_READ_WAIT_S, saying why, and the job uses its dispatch's snapshot."""
+    import threading
+
+    from agent import config_source
+
+    monkeypatch.setattr(config_source, "RECORD_READ_WAIT_S", 0.3, raising=False)
+    store = ConfigStore(tmp_path / "config.json")
+    await store.update_async("Alice Smith", call_id=CALL)
+    disk = threading.Event()
+    monkeypatch.setattr(store, "_read_sync", lambda *_args: disk.wait(10))
+    try:
+        started = time.monotonic()
+        record, why = await asyncio.wait_for(config_source.read_call_record(store, CALL), 5)
+        assert time.monotonic() - started < 2
+    finally:
+        disk.set()
+    assert record is None
+    assert why == "config.json record cannot be read: it did not answer in 0.3 s"
