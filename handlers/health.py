@@ -87,6 +87,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 _PATH_ENDS = r"(?=$|[\s/:;,'\"()])"  # where a path named in a message ends
+_DIRECTORY_ENDS = r"(?=$|[\s:;,'\"()])"  # a directory named whole, not a path inside it
 # An absolute path left in a message once the known ones are named (its last part is kept).
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/:;,'\"()]+/)*([^\s/:;,'\"()]+)/?")
 
@@ -96,14 +97,17 @@ def without_paths(text: str, files: Iterable[Path]) -> str:
     name (its directory as "<name>'s directory"), any other absolute path by its last part.
     /readyz named config.json's absolute path (a user's home, a mount), and any web page can
     read it through a name re-pointed at 127.0.0.1: the log line says it in full."""
-    named: dict[str, str] = {}
+    named: dict[str, tuple[str, str]] = {}
     for file in files:
         for form in {str(file), os.path.abspath(file), os.path.realpath(file)}:
-            named[form] = file.name
-            named[os.path.dirname(form)] = f"{file.name}'s directory"
+            named[form] = (file.name, _PATH_ENDS)
+            # Only the directory itself: a file in it (config.json.lock beside config.json)
+            # was named "calls.db's directory/config.json.lock" where both share one.
+            named[os.path.dirname(form)] = (f"{file.name}'s directory", _DIRECTORY_ENDS)
     for path in sorted(named, key=len, reverse=True):  # a file before its directory
         if path not in ("", "/"):  # whole: a directory /app is not the start of /application
-            text = re.sub(re.escape(path) + _PATH_ENDS, _literally(named[path]), text)
+            name, ends = named[path]
+            text = re.sub(re.escape(path) + ends, _literally(name), text)
     return _ABSOLUTE_PATH.sub(r"…/\1", text)
 
 

@@ -301,6 +301,11 @@ async def test_readyz_says_when_a_component_is_ready_again(
         # another path beside the known directory is not taken for it
         ("/application/x.db: disk full", "…/x.db: disk full"),
         ("/app2: gone", "…/app2: gone"),
+        # a file beside a known one, in the same directory, by its own name
+        (
+            "/app/config.json.lock is held by another process",
+            "…/config.json.lock is held by another process",
+        ),
     ],
 )
 def test_readyz_names_a_known_path_only_where_it_is_whole(text: str, shown: str) -> None:
