@@ -170,6 +170,7 @@ class _Call:
     args: tuple[Any, ...]
     together: bool = False  # may share one transaction with the calls queued next to it
     deadline: float = math.inf  # loop time: not begun (or not handed back) by then, overdue
+    wait_s: float = math.inf  # once begun, overdue if not returned this long after it began
 
 
 Outcome = tuple[_Call, Any, BaseException | None]
@@ -193,6 +194,7 @@ class _Worker:
         self._taken: deque[_Call] = deque()  # of the batch being run, those not begun yet
         self._finished: list[Outcome] = []  # of the batch being run, those done
         self._running: list[_Call] = []  # of the batch being run, those begun, not done
+        self._begun_at = math.inf  # loop time (time.monotonic) the running ones began
         self._stopping = False
         self.abandoned = False  # its thread did not answer as the store closed: not joined
         self.stalled_since: float | None = None  # loop time: a call waited QUEUE_WAIT_S
@@ -209,6 +211,7 @@ class _Worker:
         *args: Any,
         together: bool = False,
         deadline: float = math.inf,
+        wait_s: float = math.inf,
     ) -> asyncio.Future[T]:
         """Queue fn(*args); raises RuntimeError once shut down."""
         loop = asyncio.get_running_loop()
@@ -216,25 +219,28 @@ class _Worker:
         with self._ready:
             if self._stopping:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.append(_Call(loop, future, fn, args, together, deadline))
+            self._queue.append(_Call(loop, future, fn, args, together, deadline, wait_s))
             self._ready.notify()
         return future
 
     def overdue(self, now: float) -> tuple[list[_Call], list[_Call], list[Outcome], float]:
         """The calls whose deadline is past: those not begun (in the queue, or in the batch
-        being run), taken out so that they never run; those begun that have not returned
-        (left to finish: their outcome, once it comes, goes to nobody); and those done whose
-        batch still runs, their outcomes taken out to be handed back now. Then the earliest
-        deadline of the calls left (inf: none has one)."""
+        being run), taken out so that they never run; those begun `wait_s` ago or more that
+        have not returned (left to finish: their outcome, once it comes, goes to nobody; one
+        begun just before its deadline is given its whole wait to end, not answered while it
+        would commit a moment later); and those done whose batch still runs, their outcomes
+        taken out to be handed back now. Then the earliest deadline of the calls left (inf:
+        none has one)."""
         with self._ready:
             late = [c for w in (self._queue, self._taken) for c in w if c.deadline <= now]
             if late:
                 self._queue = deque(c for c in self._queue if c.deadline > now)
                 self._taken = deque(c for c in self._taken if c.deadline > now)
-            stuck = [c for c in self._running if c.deadline <= now]
+            stuck = [c for c in self._running if self._begun_at + c.wait_s <= now]
             done = [o for o in self._finished if o[0].deadline <= now]
             self._finished = [o for o in self._finished if o[0].deadline > now]
-            left = [c.deadline for w in (self._queue, self._taken, self._running) for c in w]
+            left = [c.deadline for w in (self._queue, self._taken) for c in w]
+            left += [self._begun_at + c.wait_s for c in self._running]
             left += [o[0].deadline for o in self._finished]
             soonest = min((d for d in left if d > now), default=math.inf)
         return late, stuck, done, soonest
@@ -293,7 +299,7 @@ class _Worker:
                 if run[0].together and self._run_together is not None:
                     while self._taken and self._taken[0].together:
                         run.append(self._taken.popleft())
-                self._running = run
+                self._running, self._begun_at = run, time.monotonic()
             if len(run) > 1 and self._run_together is not None:
                 outcomes = self._run_together(run)
             else:
@@ -835,7 +841,13 @@ class SqliteCallStore(SqlCallStore):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
         try:
-            future = worker.submit(fn, *args, together=together, deadline=deadline)
+            future = worker.submit(
+                fn,
+                *args,
+                together=together,
+                deadline=deadline,
+                wait_s=math.inf if wait_s is None else wait_s,
+            )
         except RuntimeError as exc:  # the worker is shut down: the database was closed
             raise DatabaseError("calls database is closed") from exc
         if wait_s is not None and (worker.watchdog is None or deadline < worker.watchdog.when()):
@@ -860,9 +872,10 @@ class SqliteCallStore(SqlCallStore):
     def _watch(self, worker: _Worker, waited_s: float) -> None:
         """The calls whose deadline passed (each waited `waited_s` for its turn): taken out of
         the queue and answered DatabaseStalled (said once, then once it answers again). One
-        already begun is answered so too, and left to finish: its own write is what the disk
-        holds, and it may yet commit (its request had no answer at all, for as long as the
-        disk stalled; a call's row that lands later is never dialled: the reaper settles it).
+        already begun is answered so too once it has run `waited_s` without returning, and
+        left to finish: its own write is what the disk holds, and it may yet commit (its
+        request had no answer at all, for as long as the disk stalled; a call's row that
+        lands later is never dialled: the reaper settles it).
         One done while a later call of its batch has not returned is handed back now. Then
         armed again for the next deadline, while a call with one is pending."""
         loop = asyncio.get_running_loop()

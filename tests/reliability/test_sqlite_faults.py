@@ -479,6 +479,40 @@ async def test_a_shorter_deadline_is_kept_though_the_watch_waits_for_a_longer_on
     await db.close()
 
 
+async def test_a_write_begun_just_before_its_deadline_is_given_its_whole_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that waited its turn almost QUEUE_WAIT_S (a busy moment, not a stalled disk)
+    and then took a little while was answered 503 'did not answer in time' as its write
+    committed a moment later: its client, told to retry, placed it twice. Once begun, a
+    request is answered so only if it has not returned QUEUE_WAIT_S after it began."""
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    busy, free = threading.Event(), threading.Event()
+    try:
+
+        def hold() -> bool:
+            busy.set()
+            return free.wait(10)
+
+        def slow_write() -> str:
+            time.sleep(0.6)  # begun at 0.8 s of its 1 s wait: ends at 1.4 s
+            return "written"
+
+        holding = asyncio.ensure_future(db._submit(hold))
+        assert await asyncio.to_thread(busy.wait, 10)
+        write = asyncio.ensure_future(
+            db._submit_to(db._worker, slow_write, wait_s=sqlite_store.QUEUE_WAIT_S)
+        )
+        await asyncio.sleep(0.8)
+        free.set()
+        await holding
+        assert await asyncio.wait_for(write, 5) == "written"
+    finally:
+        free.set()
+    await db.close()
+
+
 async def test_a_stalled_disk_under_the_database_holds_requests_no_longer_than_its_deadline(
     start_app: AppFactory,
     tmp_path: Path,
