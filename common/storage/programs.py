@@ -948,17 +948,25 @@ def _lost(row: Row) -> LostCall:
     )
 
 
+def _sandbox_owner(instance: str | None) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its argument) for calls in `instance`'s embedded sandbox, or with
+    None, calls on a real LiveKit (that name no sandbox)."""
+    if instance is None:
+        return "sandbox_instance IS NULL", ()
+    return "sandbox_instance = ?", (instance,)
+
+
 def unfinished_rooms(
     d: Dialect, dialled_before: float, sandbox_instance: str | None
 ) -> Program[list[LostCall]]:
     """Live calls dialled before `dialled_before` whose room never said it finished (the
     rooms to ask LiveKit about): those in `sandbox_instance`'s embedded sandbox, or with None,
     those on a real LiveKit (a sandbox's rooms are known to that sandbox only)."""
-    owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
+    owner, mine = _sandbox_owner(sandbox_instance)
     rows = yield Query(
         f"SELECT {_LAST_SEEN} FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         f" AND dial_started_at < ? AND room_finished_at IS NULL AND {owner} ORDER BY call_id",
-        (*LIVE, dialled_before, *([sandbox_instance] if sandbox_instance is not None else [])),
+        (*LIVE, dialled_before, *mine),
     )
     return [_lost(r) for r in rows]
 
@@ -969,13 +977,13 @@ def unreported_dialled(
     """Live calls dialled before `dialled_before` that no agent has reported on, whose line
     and room are not known to have ended (the calls whose agent may never have joined): in
     `sandbox_instance`'s embedded sandbox, or with None, on a real LiveKit."""
-    owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
+    owner, mine = _sandbox_owner(sandbox_instance)
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         " AND dial_started_at < ? AND room_finished_at IS NULL AND callee_left_at IS NULL"
         f" AND {owner} AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.call_id ="
         " calls.call_id) ORDER BY call_id",
-        (*LIVE, dialled_before, *([sandbox_instance] if sandbox_instance is not None else [])),
+        (*LIVE, dialled_before, *mine),
     )
     return _ids(rows)
 
@@ -992,7 +1000,7 @@ def agent_gone_unsettled(
     """Live calls whose agent left before `left_before` (a `participant_left` entry whose
     detail says AGENT_LEFT_DETAIL), whose line and room are not known to have ended: in
     `sandbox_instance`'s embedded sandbox, or with None, on a real LiveKit."""
-    owner = "sandbox_instance = ?" if sandbox_instance is not None else "sandbox_instance IS NULL"
+    owner, mine = _sandbox_owner(sandbox_instance)
     rows = yield Query(
         f"SELECT call_id FROM calls WHERE status IN ({_LIVE_MARKS})"  # noqa: S608
         " AND room_finished_at IS NULL AND callee_left_at IS NULL"
@@ -1000,7 +1008,7 @@ def agent_gone_unsettled(
         " AND e.kind = 'participant_left' AND e.detail LIKE ? AND e.at < ?) ORDER BY call_id",
         (
             *LIVE,
-            *([sandbox_instance] if sandbox_instance is not None else []),
+            *mine,
             f"%{dumps(AGENT_LEFT_DETAIL)}:true%",
             left_before,
         ),
@@ -1025,12 +1033,12 @@ def lost_sandbox_calls(
     sandbox), created before `created_before`, and whose room never said it finished (those
     settle by the grace rule): each with whether its dial had started and when the server
     last heard of it."""
-    owner = "sandbox_instance = ?" if instance is not None else "sandbox_instance IS NULL"
+    owner, mine = _sandbox_owner(instance)
     rows = yield Query(
         f"SELECT {_LAST_SEEN} FROM calls WHERE {owner}"  # noqa: S608
         f" AND status IN ({_LIVE_MARKS}) AND created_at < ? AND room_finished_at IS NULL"
         " ORDER BY created_at, call_id",
-        (*([instance] if instance is not None else []), *LIVE, created_before),
+        (*mine, *LIVE, created_before),
     )
     return [_lost(r) for r in rows]
 
