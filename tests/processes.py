@@ -23,6 +23,22 @@ _OWN_PREFIXES = ("LIVEKIT_", "CALLS_", "SANDBOX_", "DATABASE_", "CONFIG_", "SIP_
 SERVER_LAUNCHER = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import server; server.main()"
 
 
+def settling_sooner(seconds: float) -> str:
+    """A launcher for a server that settles what a killed server left unfinished after
+    `seconds`, not the bounds set for a real LiveKit and real agents: a call written but never
+    dialled (PLACEMENT_BOUND_S, a minute), one whose room is gone with its webhooks lost
+    (ROOM_CHECK_AFTER_S, a minute: LiveKit's webhook retries last about 15 s), one whose
+    room_finished came late (REPORTS_RETRY_S, 40 s, for the agent's retried report). For a
+    sandbox whose clock runs faster (its webhook retries over in a second or two) and whose
+    agent retries a report from 0.5 s on: a test killing a server waited out those bounds
+    whenever the kill left such a call. A placement settled meanwhile is never dialled."""
+    return (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import common.calls.service as s;"
+        f" s.PLACEMENT_BOUND_S = s.ROOM_CHECK_AFTER_S = s.REPORTS_RETRY_S = {seconds!r};"
+        " import server; server.main()"
+    )
+
+
 def _ephemeral_ports() -> range:
     """The ports the kernel gives out for outgoing connections (and for bind(0))."""
     try:
