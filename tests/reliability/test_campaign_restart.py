@@ -13,25 +13,17 @@ from typing import Any
 import aiohttp
 
 from tests.helpers import wait_for
-from tests.processes import ROOT, SandboxProcess, ServerProcess, free_port
+from tests.processes import SandboxProcess, ServerProcess, free_port, settling_sooner
 from tests.reliability.conftest import Figures, LogGuard, scaled
 
 KEY = "APIcampaignrestart"
 SECRET = "campaign-restart-livekit-secret-0123456789abcdef"
-# The restarted server settles what the kill left unfinished after bounds set for a real
-# LiveKit and real agents: a call the first one wrote but never dialled a minute after it
-# was placed (PLACEMENT_BOUND_S); one whose room is gone with its webhooks lost, a minute
-# after its dial (ROOM_CHECK_AFTER_S: LiveKit's webhook retries last about 15 s); one whose
-# room_finished came late (LiveKit's retry, after the restart), 40 s after it came
-# (REPORTS_RETRY_S: the agent's retried report). The sandbox here runs its clock 10 times
-# faster (its webhook retries span about 1.5 s) and its agent's report retries start at
-# 0.5 s, so the restarted server waits 10 s for each: the test waited out 40 s or a minute
-# whenever the kill left such a call (65-80 s instead of about 25).
-RESTARTED_SERVER = (
-    f"import sys; sys.path.insert(0, {str(ROOT)!r}); import common.calls.service as s;"
-    " s.PLACEMENT_BOUND_S = s.ROOM_CHECK_AFTER_S = s.REPORTS_RETRY_S = 10.0;"
-    " import server; server.main()"
-)
+# The restarted server settles what the kill left unfinished (a call never dialled, one whose
+# webhooks were lost, one whose room_finished came late) after 10 s, not the bounds set for a
+# real LiveKit and agents (a minute, 40 s): the sandbox here runs its clock 10 times faster
+# (its webhook retries span about 1.5 s). The test waited out those bounds whenever the kill
+# left such a call (65-80 s instead of about 25).
+RESTARTED_SERVER = settling_sooner(10.0)
 
 
 async def test_sigkill_mid_campaign_then_restart(
