@@ -799,9 +799,9 @@ class SqliteCallStore(SqlCallStore):
         transaction: each in a savepoint of its own, so one that raises is rolled back alone,
         as if in its own transaction, and one COMMIT for all (a COMMIT costs more than most of
         our statements). If the COMMIT fails, none of them was written: all get the error."""
-        conn = self.conn
         outcomes: list[Outcome] = []
         try:
+            conn = self.conn  # closed: each gets the error (raised here, it killed the thread)
             self._still_ours()
             with self._lock_watch(conn), _Transaction(conn):
                 for n, call in enumerate(calls):

@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.storage import sqlite as sqlite_store
-from common.storage.base import DatabaseStalled
+from common.storage.base import DatabaseError, DatabaseStalled
 from common.storage.sqlite import SqliteCallStore
 from handlers.keys import STORE
 from sandbox import TwirpError
@@ -867,3 +867,30 @@ async def test_a_log_held_by_a_reader_is_said_and_shrinks_once_it_lets_go(
     back = [m for m in _store_lines(caplog) if "is back" in m]
     assert len(back) == 1, back
     assert wal.stat().st_size <= sqlite_store.WAL_KEEP_BYTES < grown
+
+
+async def test_writes_queued_behind_the_close_are_answered(tmp_path: Path) -> None:
+    """Writes queued behind the close of the database (the reaper, a campaign, a webhook as
+    the server stops) are taken together; the first of them raised 'calls database is
+    closed' out of the database's thread, which died with a traceback, and they and every
+    request queued after them waited for ever. Each is now answered that error."""
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    release = threading.Event()
+    try:
+        await db._submit(db._close_sync)  # close() mid-way: the connection gone, its thread on
+        held = asyncio.ensure_future(db._submit(release.wait))
+        await asyncio.sleep(0.05)  # the thread holds it: the writes queue up behind it
+        writes = [asyncio.ensure_future(db.start_dial(f"call-{n}")) for n in range(3)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await held
+        answers = await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 5)
+        assert [str(a) for a in answers] == ["calls database is closed"] * 3, answers
+        assert isinstance(answers[0], DatabaseError)
+        later = await asyncio.wait_for(
+            asyncio.gather(db.start_dial("call-x"), return_exceptions=True), 5
+        )
+        assert [str(a) for a in later] == ["calls database is closed"]
+    finally:
+        release.set()
+        await db.close()
