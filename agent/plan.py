@@ -124,8 +124,18 @@ def spoken_name(name: str) -> str:
     addresses the callee by the name it is given, word for word, and Cartesia acted on the
     tags it repeated: a name `Alice<break time="30s"/>` (a CSV row, a lead form) put 30 s of
     silence in the greeting. A name of markup alone is the default name."""
-    text = " ".join(_SPEECH_MARKUP.sub(" ", name).split())
+    text = _without(_SPEECH_MARKUP, name)
     return text if has_visible(text) else DEFAULT_CALLER_NAME
+
+
+def _without(markup: re.Pattern[str], text: str) -> str:
+    """`text` without `markup`, its whitespace runs one space, taken out until none is left:
+    markup split by markup (`<break<x> time="30s"/>`) is markup once the inner one is out."""
+    while True:
+        kept = " ".join(markup.sub(" ", text).split())
+        if kept == text:
+            return kept
+        text = kept
 
 
 # Cartesia's tags and cues by name, and its phonemes (`<<k|oʊ>>`): in a call's context, where
@@ -141,7 +151,7 @@ def _context_value(value: Any) -> str:
     # One line per call context: newlines in a key or value must not start new "instructions".
     # Without Cartesia's markup: the LLM repeats the context's words (a slot, a company, from
     # a campaign's CSV columns) as written, and Cartesia would act on the tags among them.
-    return " ".join(_CARTESIA_MARKUP.sub(" ", text).split())
+    return _without(_CARTESIA_MARKUP, text)
 
 
 def call_context_line(additional_params: dict[str, Any]) -> str | None:

@@ -21,7 +21,13 @@ from livekit.plugins.deepgram.models import DeepgramLanguages
 from pytest_aiohttp import AiohttpServer
 
 from agent import session as session_module
-from agent.plan import CARTESIA_EMOTIONS, DEEPGRAM_LANGUAGES, call_context_line, plan_session
+from agent.plan import (
+    CARTESIA_EMOTIONS,
+    DEEPGRAM_LANGUAGES,
+    call_context_line,
+    plan_session,
+    spoken_name,
+)
 from agent.session import build_llm, build_session, build_stt, build_tts
 from common.config_store.model import (
     EMOTIONS,
@@ -233,6 +239,16 @@ def test_call_context_holds_no_tts_markup() -> None:
     assert line == (
         'Call context: slot: 9:30; company: Acme Co; tags: ["a", "b"]; rule: x < 5 and y > 3'
     )
+
+
+def test_markup_split_by_markup_is_taken_out_too() -> None:
+    """One pass left the tag that taking out an inner one forms: a name or a context value
+    `<break<x> time="30s"/>` reached Cartesia as `<break time="30s"/>`, 30 s of silence."""
+    assert spoken_name('Alice<break<x> time="30s"/>') == "Alice"
+    assert spoken_name("Bob [[laughter]laughter]") == "Bob"
+    assert spoken_name("<<<x>>>") == "Guest"
+    line = call_context_line({"slot": '9:30<break<break/> time="60s"/>', "v": "<<<<k>>|a>>z"})
+    assert line == "Call context: slot: 9:30; v: z"
 
 
 def test_defaults_when_the_config_has_no_values() -> None:
