@@ -188,10 +188,20 @@ class SqlCallStore(CampaignMethods):
     async def erase_calls_now(
         self, *, call_id: str | None = None, numbers: Sequence[str] = ()
     ) -> Erasure:
-        return await self._run(
-            programs.erase_calls_now(self.dialect, self._clock(), call_id=call_id, numbers=numbers),
-            write=True,
-        )
+        """All or nothing: while one of the calls is live, none is erased (Erasure.live).
+        ERASE_NOW_BATCH calls a transaction: all of a number's in one held the write lock
+        every other write waits for (SQLite; 20,000 calls: 2 s)."""
+        found = programs.calls_to_erase(self.dialect, call_id=call_id, numbers=numbers)
+        call_ids, live = await self._run(found, write=False)
+        if live:
+            return Erasure(live=live)
+        now, erased = self._clock(), list[str]()
+        for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
+            batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
+            erased += await self._run(
+                programs.erase_calls_now(self.dialect, now, batch), write=True
+            )
+        return Erasure(erased=tuple(erased), erased_at=now)
 
     # -- customer webhooks ---------------------------------------------------------------
 

@@ -464,7 +464,7 @@ async def test_erasing_a_number_finds_its_calls_by_index(tmp_path: Path) -> None
     path = tmp_path / "calls.db"
     store = await SqliteCallStore.open(path)
     await store.close()
-    query = next(programs.erase_calls_now(store.dialect, time.time(), numbers=["+14155550100"]))
+    query = next(programs.calls_to_erase(store.dialect, numbers=["+14155550100"]))
     with sqlite3.connect(path) as db:
         plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
     assert "calls_phone" in plan, plan
