@@ -1188,15 +1188,28 @@ class CallService:
         self._agent_gone_waits.add(call_id)
         self._spawn(end(), f"agent-gone-{call_id}")
 
-    async def _end_if_agent_gone(self, call_id: str) -> bool:
+    async def _end_if_agent_gone(self, call_id: str, *, unsure_ends: bool = True) -> bool:
         """The end of the wait after a call's agent left: the call settled AGENT_GONE unless
-        it ended meanwhile or another agent of ours is in its room. False if the database
-        could not say (asked again by the next reaper pass)."""
+        it ended meanwhile or another agent of ours is in its room. With LiveKit unable to
+        say who is in the room, it is settled too (`unsure_ends`: the wait of this run, the
+        agent left seconds ago), or left (the reaper taking up a wait from the timeline,
+        where an agent may have left long ago: a second job of ours leaving at once, the
+        call going on with the first). False if the database, or there LiveKit, could not
+        say (asked again by the next reaper pass)."""
         try:
             call = await self.store.get_call(call_id, with_timeline=False)
             if call is None or call.is_final or call.callee_left_at is not None:
                 return True
-            if await self._another_agent_stays(call_id):
+            stays = await self._another_agent_stays(call_id)
+            if stays is None and not unsure_ends:
+                logger.warning(
+                    "call %s: its agent left the room; LiveKit cannot say whether another is"
+                    " in it now: asked again by the next pass",
+                    call_id,
+                    extra={"call_id": call_id},
+                )
+                return False
+            if stays:
                 return True
             applied = await self._settle(
                 call_id, AGENT_GONE_KIND, _agent_gone, only_if_changed=True
@@ -1229,20 +1242,21 @@ class CallService:
         self._agent_gone_asked &= candidates | self._agent_gone_waits  # bounded by live calls
         unasked = sorted(candidates - self._agent_gone_asked - self._agent_gone_waits)
         for call_id in unasked:
-            if not await self._end_if_agent_gone(call_id):
-                break  # the database cannot say: the rest wait for the next pass
+            if not await self._end_if_agent_gone(call_id, unsure_ends=False):
+                break  # the database, or LiveKit, cannot say: the rest wait for the next pass
             self._agent_gone_asked.add(call_id)
         return len(unasked)
 
-    async def _another_agent_stays(self, call_id: str) -> bool:
+    async def _another_agent_stays(self, call_id: str) -> bool | None:
         """Whether LiveKit has an agent in the room still: the one that left was a second
         job in it (LiveKit dispatched the call twice; the later job leaves at once, see
-        agent/worker.py), and the call goes on with the first. When LiveKit cannot say, the
-        call is ended as before: a callee left in silence is worse than a call cut short."""
+        agent/worker.py), and the call goes on with the first. None when LiveKit cannot say
+        (the wait of this run ends the call then: a callee left in silence is worse than a
+        call cut short)."""
         try:
             present = await room_presence(self.lkapi, call_id, self.settings.agent_name)
         except LiveKitError:
-            return False
+            return None
         if present is not None and present.agent:
             logger.info(
                 "call %s: an agent left its room, another is still in it; the call goes on",

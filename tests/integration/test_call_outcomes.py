@@ -803,6 +803,50 @@ async def test_a_lost_wait_for_an_agent_is_asked_about_once_by_the_reaper(
     assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
 
 
+async def test_the_reaper_leaves_a_call_whose_agent_left_while_livekit_cannot_say(
+    start_app: AppFactory,
+) -> None:
+    """After a restart the reaper takes up the wait for a call whose timeline says an agent
+    of ours left (check_agent_gone). That entry may be long old: a second job that left at
+    once, the call going on with its first agent. A pass finding LiveKit unable to say who
+    is in the room ended the call, its agent still there; it is left to the next pass, which
+    finds the agent and leaves the call alone."""
+    from sandbox import TwirpError
+
+    client = await start_app(sandbox_time_scale=0.1)
+    service = client.app[CALLS]
+    sandbox = client.app[SANDBOX]
+    call_id = await place(client, "+14155550480")  # rings 30 s (3 s here), its agent there
+    ours = {"lk.agent.name": service.settings.agent_name}
+    left = event_json(
+        "participant_left",
+        call_id,
+        participant_kind=ParticipantInfo.Kind.AGENT,
+        identity="agent-second-job",
+        attributes=ours,
+    )
+    assert await post(client, left, sign(left)) == 200
+
+    def asked() -> int:
+        return sum(
+            r.method == "ListParticipants" and r.body.get("room") == call_id
+            for r in sandbox.requests
+        )
+
+    async def wait_over() -> bool:  # this run's wait: the agent is there, the call goes on
+        return asked() == 1 and not service._agent_gone_waits
+
+    await wait_for(wait_over, timeout=5)
+    service._agent_gone_asked.clear()  # a new run: its wait taken up from the timeline
+    sandbox.inject("ListParticipants", error=TwirpError("unavailable", "restarting"), times=1)
+    assert await service.check_agent_gone(service.clock()) == 1
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+    assert await service.check_agent_gone(service.clock()) == 1  # asked again: answered
+    assert await service.check_agent_gone(service.clock()) == 0  # and never again
+    assert asked() == 3
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] not in FINAL
+
+
 async def test_an_agent_of_another_name_is_not_the_agent_the_call_waits_for(
     start_app: AppFactory,
 ) -> None:
