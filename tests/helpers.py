@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,3 +184,22 @@ async def first_call_recorded(client: TestClient[Any, Any]) -> str:
     await wait_for(row_exists)
     call_id: str = listed[0]["call_id"]
     return call_id
+
+
+# A Wednesday 18:00 UTC: 10:00 in California, 13:00 in New York, 19:00 in Madrid: a moment
+# inside the calling hours (CAMPAIGN_ENFORCE_CALLING_HOURS) of every test number's zone.
+OPEN_EVERYWHERE = dt.datetime(2026, 12, 2, 18, 0, tzinfo=dt.UTC).timestamp()
+
+
+class ShiftedClock:
+    """Real time, moved to another moment of the day (and movable by the test): a campaign
+    test that dials must not depend on the hour it runs at."""
+
+    def __init__(self, at: float) -> None:
+        self.offset = at - time.time()
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def move_to(self, at: float) -> None:
+        self.offset = at - time.time()

@@ -29,24 +29,9 @@ from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, STORE, UPLOAD_
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import wait_for
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
 
-# A Wednesday 18:00 UTC: 10:00 in California, 13:00 in New York, 19:00 in Madrid.
-OPEN_EVERYWHERE = dt.datetime(2026, 12, 2, 18, 0, tzinfo=dt.UTC).timestamp()
 FAST = {"calls_rate_limit_per_min": 100_000, "calls_max_active": 100_000}
-
-
-class ShiftedClock:
-    """Real time, moved to another moment of the day (and movable by the test)."""
-
-    def __init__(self, at: float) -> None:
-        self.offset = at - time.time()
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def move_to(self, at: float) -> None:
-        self.offset = at - time.time()
 
 
 async def create(client: TestClient[Any, Any], body: dict[str, Any]) -> dict[str, Any]:
