@@ -564,10 +564,21 @@ def invalid_rows_answer(errors: list[RowError]) -> dict[str, Any]:
 
 def listed(errors: list[RowError]) -> list[dict[str, Any]]:
     """Row errors as answer details (the first MAX_LISTED_ERRORS of them)."""
-    return [e.to_json() for e in errors[:MAX_LISTED_ERRORS]]
+    return [_shown(e) for e in errors[:MAX_LISTED_ERRORS]]
 
 
 def refused(errors: list[RowError]) -> list[dict[str, Any]]:
     """Row errors as an error answer's details: all of them, which the answer lists up to its
     cap and then counts ("and N more", handlers/errors.py json_error), as every error does."""
-    return [e.to_json() for e in errors]
+    return [_shown(e) for e in errors]
+
+
+def _shown(error: RowError) -> dict[str, Any]:
+    """A row error as an answer lists it, its texts cut as a kept invalid row's are: a
+    message quoting the row's value (an unknown language, 50 KB long) came back whole in
+    each of a thousand details, a 64 MiB list answered with as much, and stored with it."""
+    return {
+        "row": error.row,
+        "field": shown_text(error.field, MAX_SHOWN_ERROR_CHARS),
+        "error": shown_text(error.error, MAX_SHOWN_ERROR_CHARS),
+    }

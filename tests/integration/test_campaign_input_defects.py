@@ -815,3 +815,30 @@ async def test_a_csv_of_its_header_alone_says_it_has_no_rows(
     body = await _error(resp, 422)
     assert body["error"] == "no valid recipient"
     assert body["details"] == [{"row": 2, "field": "phone_number", "error": E164_ERROR}]
+
+
+# ----------------------------------------------------------------------------- answer size
+
+
+async def test_row_errors_quoting_a_long_value_are_cut_in_the_answers(
+    client: TestClient[Any, Any],
+) -> None:
+    """An error quoting its row's value (an unknown language) came back whole in each of up
+    to a thousand details: 200 rows of a 50 KB language, a 10 MB body, got a 10 MB 422 (and
+    with invalid_rows=skip a 10 MB 201, stored as the key's answer too)."""
+    long = "x" * 50_000
+    rows = [{"phone_number": f"+1415555{i:04d}", "language": long} for i in range(20)]
+    rows.append({"phone_number": "+14155559999"})
+    resp = await client.post("/campaigns", json={"name": "long", "recipients": rows})
+    refused = await _error(resp, 422)
+    assert len(refused["details"]) == 20
+    assert all(len(d["error"]) <= 500 for d in refused["details"])
+    assert refused["details"][0]["error"].startswith("unsupported language 'xxx")
+    resp = await client.post(
+        "/campaigns", json={"name": "long", "recipients": rows, "invalid_rows": "skip"}
+    )
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["invalid_row_count"] == 20
+    assert all(len(d["error"]) <= 500 for d in created["invalid_rows"])
+    assert len(json.dumps(created["invalid_rows"])) < 20 * 600
