@@ -54,6 +54,7 @@ INVALID_ROWS = ("reject", "skip")
 # An invalid row kept with `skip` keeps what was given, made safe and cut to these lengths.
 MAX_SHOWN_NUMBER_CHARS = 64
 MAX_SHOWN_ERROR_CHARS = 500
+MAX_SHOWN_ZONES = 3  # a row's time zones named in its error
 OPTION_KEYS = ("name", "defaults", "pacing", "window", "retry", "start_at", "invalid_rows")
 _PROBE_NUMBER = "+14155550100"  # stands in for the rows' numbers when checking the defaults
 
@@ -530,7 +531,11 @@ def never_open(
     """Why a number whose window `next_allowed` finds never open from `at` is never called."""
     if window.timezone == RECIPIENT and not zones:
         return "no time zone is known for this number; name one in window.timezone"
-    why = f"is never inside the calling window in its time zones ({', '.join(zones)})"
+    shown = ", ".join(zones[:MAX_SHOWN_ZONES])
+    if len(zones) > MAX_SHOWN_ZONES:  # a number of the whole country's: +1's 42 zones were
+        # each row's message, 900 bytes, and a list of them refused with 900 KB of answer
+        shown += f" and {len(zones) - MAX_SHOWN_ZONES} more"
+    why = f"is never inside the calling window in its time zones ({shown})"
     if enforce_hours and next_allowed(
         at, window, zones, enforce_calling_hours=False
     ):  # the window opens, but only outside 08:00-21:00 there

@@ -73,3 +73,19 @@ def test_emergency_codes_are_those_phonenumbers_knows(country: int, national: st
         for region in phonenumbers.region_codes_for_country_code(country)
     )
     assert _may_reach_emergency(number) == expected
+
+
+def test_a_number_of_many_zones_never_open_names_a_few() -> None:
+    """A +1 toll-free number rings in +1's 42 zones, Guam's to Samoa's, never all inside the
+    window in summer: each row's error named all 42 (900 bytes), and a list of them was
+    refused with 1,000 such details, 900 KB."""
+    rules = RequestRules(strict_numbers=True)
+    options = parse_options({"name": "free", "start_at": "2027-06-21T12:00:00Z"}, rules, NOW)
+    assert options.start_at is not None
+    rows = RowChecker(options.spec, rules, options.start_at, enforce_hours=False)
+    rows.check(Row(0, "", {"phone_number": "+18002345678"}), keep_invalid=False)
+    (error,) = rows.errors
+    assert error.error == (
+        "is never inside the calling window in its time zones"
+        " (America/Adak, America/Anchorage, America/Anguilla and 39 more)"
+    )
