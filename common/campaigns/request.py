@@ -449,6 +449,10 @@ class RowChecker:
         self._enforce_hours = enforce_hours
         self._start_utc = dt.datetime.fromtimestamp(start, dt.UTC)
         self._seen: dict[str, int] = {}
+        # When a number's window first opens, or why it never does, by its zones: a number
+        # never inside it searched two weeks twice, each row anew (a list of them, refused,
+        # cost twice a list of valid ones). Bounded by the zone sets phonenumbers knows.
+        self._opens_in: dict[tuple[str, ...], dt.datetime | str] = {}
         self.recipients: list[NewRecipient] = []
         self.errors: list[RowError] = []
         self.valid = 0
@@ -509,8 +513,14 @@ class RowChecker:
 
     def _opens_at(self, number: str) -> dt.datetime | str:
         """When the number's window is first open from the start, or why it never is."""
-        window = self._spec.window
         zones = recipient_zones(number)
+        found = self._opens_in.get(zones)
+        if found is None:  # the same for every number of these zones: worked out once
+            found = self._opens_in[zones] = self._first_open(zones)
+        return found
+
+    def _first_open(self, zones: tuple[str, ...]) -> dt.datetime | str:
+        window = self._spec.window
         if window.timezone == RECIPIENT and not zones:
             return "no time zone is known for this number; name one in window.timezone"
         opens = next_allowed(

@@ -9,11 +9,13 @@ from types import FrameType
 from typing import Any
 
 import phonenumbers
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from common.calls.phone import _may_reach_emergency
 from common.calls.request import RequestRules
+from common.campaigns import request, windows
 from common.campaigns.request import Row, RowChecker, parse_options
 
 NOW = 1_790_000_000.0
@@ -89,3 +91,26 @@ def test_a_number_of_many_zones_never_open_names_a_few() -> None:
         "is never inside the calling window in its time zones"
         " (America/Adak, America/Anchorage, America/Anguilla and 39 more)"
     )
+
+
+def test_the_window_of_the_same_zones_is_worked_out_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each row searched its window anew, two weeks ahead, twice for a row never inside it
+    (a refused list cost more than a valid one: 0.145 ms a row against 0.13)."""
+    searches = 0
+    search = windows.next_allowed
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal searches
+        searches += 1
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(request, "next_allowed", counted)
+    rules = RequestRules(strict_numbers=True)
+    options = parse_options({"name": "free", "start_at": "2027-06-21T12:00:00Z"}, rules, NOW)
+    assert options.start_at is not None
+    rows = RowChecker(options.spec, rules, options.start_at, enforce_hours=True)
+    for n in range(50):
+        rows.check(Row(n, "", {"phone_number": f"+1800234{n:04d}"}), keep_invalid=False)
+        rows.check(Row(100 + n, "", {"phone_number": f"+1415555{n:04d}"}), keep_invalid=False)
+    assert len(rows.errors) == 50 and rows.valid == 50
+    assert searches <= 3, searches
