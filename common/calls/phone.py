@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 
 import phonenumbers
@@ -45,7 +46,7 @@ def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
         raise ValueError("must be a string in E.164 form, e.g. +14155550123")
     compact = compact_e164(raw)
     if compact is None:
-        raise ValueError("must be E.164: '+' then 8 to 15 digits, e.g. +14155550123")
+        raise ValueError(_malformed(raw))
     try:
         return phonenumbers.parse(compact, None)
     except phonenumbers.NumberParseException as exc:
@@ -56,6 +57,21 @@ def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
             phonenumbers.NumberParseException.TOO_LONG: "too long",
         }.get(exc.error_type, str(exc._msg).rstrip("."))
         raise ValueError(f"is not a phone number: {why}") from None
+
+
+def _malformed(raw: str) -> str:
+    """Why `raw` is no E.164 number: its syntax, and a digit of another script in it (a
+    full-width `７` from a Japanese keyboard or a PDF, an Arabic-Indic `٧`), which looks like
+    a digit and is not one of E.164's: "+1415555７７０５" was told to be "'+' then 8 to 15
+    digits", which its sender could see it was."""
+    why = "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
+    other = next((ch for ch in raw if not ch.isascii() and ch.isdecimal()), None)
+    if other is None:
+        return why
+    return (
+        f"must be E.164 with the digits 0-9: {other!r} (U+{ord(other):04X}) is a digit of"
+        f" another script or width; write it as {unicodedata.decimal(other)}"
+    )
 
 
 def e164(raw: object) -> str:

@@ -842,3 +842,18 @@ async def test_row_errors_quoting_a_long_value_are_cut_in_the_answers(
     assert created["invalid_row_count"] == 20
     assert all(len(d["error"]) <= 500 for d in created["invalid_rows"])
     assert len(json.dumps(created["invalid_rows"])) < 20 * 600
+
+
+async def test_a_csv_number_in_full_width_digits_is_told_so(client: TestClient[Any, Any]) -> None:
+    """ "+1415555７７０５" (full-width digits) was refused as "'+' then 8 to 15 digits"."""
+    data = "phone_number\n+14155550131\n+1415555\uff17\uff17\uff10\uff15\n".encode()
+    resp = await client.post("/campaigns?name=wide", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {
+            "row": 3,
+            "field": "phone_number",
+            "error": "must be E.164 with the digits 0-9: '\uff17' (U+FF17) is a digit of another"
+            " script or width; write it as 7",
+        }
+    ]

@@ -294,6 +294,22 @@ def test_strict_numbers_refuse_what_cannot_be_validated() -> None:
     ).phone_number == ("+14155550123")
 
 
+@pytest.mark.parametrize(
+    ("phone", "digit"),
+    [
+        ("+1415555\uff17\uff17\uff10\uff15", "'\uff17' (U+FF17)"),
+        ("+1415555\u0667705", "'\u0667' (U+0667)"),
+    ],
+)
+def test_digits_of_another_script_are_named(phone: str, digit: str) -> None:
+    """Full-width digits (a Japanese keyboard's, a PDF's) were refused as "must be E.164: '+'
+    then 8 to 15 digits", which "+1415555７７０５" looks to be."""
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": f"must be E.164 with the digits 0-9: {digit} is a digit of another"
+        " script or width; write it as 7"
+    }
+
+
 @pytest.mark.parametrize("phone", ["+44999999999", "+19115550123", "+4911212345678"])
 def test_invalid_numbers_starting_with_an_emergency_code_are_refused(phone: str) -> None:
     assert errors_of(with_(phone_number=phone)) == {
