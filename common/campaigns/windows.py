@@ -286,12 +286,17 @@ def recipient_zones(e164: str) -> tuple[str, ...]:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         return ()
-    zones = pn_timezone.time_zones_for_number(number)
-    if pn_timezone.UNKNOWN_TIMEZONE in zones and (
-        phonenumbers.number_type(number) == PhoneNumberType.UNKNOWN
-    ):
+    # The number's type, asked once: time_zones_for_number asks it, and an unknown zone's
+    # cause was asked again, each a walk over the country code's regions (+1's 25 for an
+    # invalid number), a third of an invalid row's check.
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
         # Invalid per the metadata (a new range, say): the whole country, the strictest.
         zones = TIMEZONE_DATA.get(str(number.country_code), ())
+    elif phonenumbers.is_number_type_geographical(kind, number.country_code or 0):
+        zones = pn_timezone.time_zones_for_geographical_number(number)
+    else:  # toll-free, say: the country's zones (time_zones_for_number's own answer)
+        zones = pn_timezone.time_zones_for_number(number)
     return tuple(z for z in zones if z != pn_timezone.UNKNOWN_TIMEZONE and is_zone(z))
 
 

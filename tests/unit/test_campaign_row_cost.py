@@ -12,6 +12,9 @@ import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberType
+from phonenumbers import timezone as pn_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from common.calls.phone import _may_reach_emergency
 from common.calls.request import RequestRules
@@ -114,3 +117,45 @@ def test_the_window_of_the_same_zones_is_worked_out_once(monkeypatch: pytest.Mon
         rows.check(Row(100 + n, "", {"phone_number": f"+1415555{n:04d}"}), keep_invalid=False)
     assert len(rows.errors) == 50 and rows.valid == 50
     assert searches <= 3, searches
+
+
+def _zones_as_phonenumbers_says(e164: str) -> tuple[str, ...]:
+    """recipient_zones' answer from phonenumbers' own time_zones_for_number."""
+    number = phonenumbers.parse(e164, None)
+    zones = pn_timezone.time_zones_for_number(number)
+    if zones == (pn_timezone.UNKNOWN_TIMEZONE,) and not phonenumbers.is_valid_number(number):
+        zones = TIMEZONE_DATA.get(str(number.country_code), ())
+    return tuple(z for z in zones if z != pn_timezone.UNKNOWN_TIMEZONE and windows.is_zone(z))
+
+
+EXAMPLES = sorted(
+    phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+    for region in phonenumbers.SUPPORTED_REGIONS
+    for kind in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE)
+    if (example := phonenumbers.example_number_for_type(region, kind)) is not None
+)
+
+
+@given(st.sampled_from(EXAMPLES), st.text(alphabet="0123456789", min_size=0, max_size=4))
+def test_a_numbers_zones_are_those_phonenumbers_gives(example: str, tail: str) -> None:
+    number = example[: len(example) - len(tail)] + tail  # valid, or near a valid one
+    assert windows.recipient_zones(number) == _zones_as_phonenumbers_says(number)
+
+
+def test_a_numbers_type_is_asked_once_for_its_zones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invalid +1 number's type was asked twice (time_zones_for_number, then why its zone
+    was unknown), each a walk over +1's 25 regions."""
+    asked = 0
+    number_type = phonenumbers.number_type
+
+    def counted(number: phonenumbers.PhoneNumber) -> int:
+        nonlocal asked
+        asked += 1
+        return number_type(number)
+
+    monkeypatch.setattr(phonenumbers, "number_type", counted)
+    monkeypatch.setattr(pn_timezone, "number_type", counted)
+    for number in ("+14150000123", "+14155550123"):
+        asked = 0
+        assert windows.recipient_zones(number)
+        assert asked == 1, (number, asked)
