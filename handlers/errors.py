@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -56,7 +56,7 @@ class HttpError(Exception):
 class Answer:
     status: int
     message: str
-    details: list[dict[str, Any]]
+    details: Sequence[dict[str, Any]]
     headers: dict[str, str] | None = None
     call_id: str | None = None  # a call the client is told of in an error (its dial may have rung)
 
@@ -153,7 +153,7 @@ MAX_FIELD_CHARS = 200
 def json_error(
     status: int,
     error: str,
-    details: list[dict[str, Any]] | None = None,
+    details: Sequence[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
     call_id: str | None = None,
 ) -> web.Response:

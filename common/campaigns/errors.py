@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from common.campaigns.csv_rows import RowError
@@ -14,7 +15,9 @@ class CampaignError(Exception):
 class InvalidRows(CampaignError):
     """Rows were refused and the campaign asked to reject them all (or none was valid)."""
 
-    def __init__(self, errors: list[RowError], message: str, details: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, errors: list[RowError], message: str, details: Sequence[dict[str, Any]]
+    ) -> None:
         super().__init__(message)
         self.errors = errors
         self.details = details

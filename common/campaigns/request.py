@@ -15,9 +15,9 @@ import datetime as dt
 import heapq
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
 from common.calls.request import FIELDS, OutboundCall, RequestRules
@@ -582,10 +582,31 @@ def listed(errors: list[RowError]) -> list[dict[str, Any]]:
     return [_shown(e) for e in errors[:MAX_LISTED_ERRORS]]
 
 
-def refused(errors: list[RowError]) -> list[dict[str, Any]]:
+def refused(errors: list[RowError]) -> Sequence[dict[str, Any]]:
     """Row errors as an error answer's details: all of them, which the answer lists up to its
-    cap and then counts ("and N more", handlers/errors.py json_error), as every error does."""
-    return [_shown(e) for e in errors]
+    cap and then counts ("and N more", handlers/errors.py json_error), as every error does.
+    Each is made as it is read: the answer reads the first thousand, and making all 100,000
+    of a refused list held the loop for 100 ms at its end (every other request waiting)."""
+    return _Details(errors)
+
+
+class _Details(Sequence[dict[str, Any]]):
+    """Row errors as details, each made when it is read."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        self._errors = errors
+
+    def __len__(self) -> int:
+        return len(self._errors)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [_shown(e) for e in self._errors[index]]
+        return _shown(self._errors[index])
 
 
 def _shown(error: RowError) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -19,7 +20,10 @@ from phonenumbers.tzdata import TIMEZONE_DATA
 from common.calls.phone import _may_reach_emergency
 from common.calls.request import RequestRules
 from common.campaigns import request, windows
+from common.campaigns.csv_rows import RowError
+from common.campaigns.errors import InvalidRows
 from common.campaigns.request import Row, RowChecker, parse_options
+from handlers.errors import error_response
 
 NOW = 1_790_000_000.0
 
@@ -159,3 +163,26 @@ def test_a_numbers_type_is_asked_once_for_its_zones(monkeypatch: pytest.MonkeyPa
         asked = 0
         assert windows.recipient_zones(number)
         assert asked == 1, (number, asked)
+
+
+def test_a_refused_lists_errors_are_made_only_as_far_as_its_answer_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """All 100,000 errors of a refused list were made into details (100 ms of the loop at
+    the end of its check, every other request waiting), for the answer to list 1,000."""
+    made = 0
+    shown = request._shown
+
+    def counted(error: RowError) -> dict[str, Any]:
+        nonlocal made
+        made += 1
+        return shown(error)
+
+    monkeypatch.setattr(request, "_shown", counted)
+    errors = [RowError(n, f"recipients[{n}].phone_number", "is empty") for n in range(100_000)]
+    answer = error_response(InvalidRows(errors, "100000 invalid row(s)", request.refused(errors)))
+    assert answer is not None and isinstance(answer.body, bytes)
+    details = json.loads(answer.body)["details"]
+    assert len(details) == 1001 and details[999]["row"] == 999
+    assert details[-1] == {"field": "", "error": "and 99,000 more"}
+    assert made <= 1000, made
