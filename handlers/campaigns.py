@@ -413,7 +413,7 @@ async def upload_turn(request: web.Request) -> AsyncIterator[None]:
         raise HttpError(
             429,
             f"other campaigns are being created on this server ({UPLOADS_AT_ONCE} at a time,"
-            " ~10 s each for 100,000 rows): this one was not created; send it again",
+            " 10-20 s each for 100,000 rows): this one was not created; send it again",
             {"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
         ) from None
     try:
