@@ -31,6 +31,12 @@ class CampaignMethods:
     async def _read_aside(self, program: Program[T]) -> T:
         raise NotImplementedError
 
+    async def _run_to_its_end(self, program: Program[T]) -> T:
+        """A write whose request is answered only once it has ended, never while it may
+        still commit: a campaign's row, which starts it (the SQLite store answers other
+        writes that run too long 503, and they may land after)."""
+        return await self._run(program, write=True)
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
 
@@ -69,7 +75,7 @@ class CampaignMethods:
                 holder=self.instance,
                 enforce_hours=self.enforce_calling_hours,
             )
-            return await self._run(program, write=True)
+            return await self._run_to_its_end(program)
         except BaseException:
             # What was stored is the reaper's to remove; the database failing, it takes them
             # as given up when UPLOAD_GIVEN_UP_S have passed.

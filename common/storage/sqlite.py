@@ -713,6 +713,23 @@ class SqliteCallStore(SqlCallStore):
         )
         return result
 
+    async def _run_to_its_end(self, program: Program[T]) -> T:
+        """As `_run`, but once begun it is answered only when it returns: a campaign's row
+        that ran QUEUE_WAIT_S (a stalled disk) was answered 503, Retry-After, and landed
+        once the disk let it, the campaign running; the retry without an Idempotency-Key
+        made a second one, every recipient called twice. Not begun by then, it is answered
+        503 without being run, as any request."""
+        result: T = await self._submit_to(
+            self._worker,
+            self._run_sync,
+            program,
+            True,
+            together=True,
+            wait_s=QUEUE_WAIT_S,
+            begun_wait_s=math.inf,
+        )
+        return result
+
     def _run_sync(self, program: Program[T], write: bool) -> T:
         conn = self.conn
         if not write:
@@ -849,9 +866,13 @@ class SqliteCallStore(SqlCallStore):
         *args: Any,
         together: bool = False,
         wait_s: float | None = None,
+        begun_wait_s: float | None = None,
     ) -> T:
-        """fn(*args) on `worker`; with `wait_s`, DatabaseStalled if it has not begun by then."""
+        """fn(*args) on `worker`; with `wait_s`, DatabaseStalled if it has not begun by then,
+        or has run as long (`begun_wait_s`, if given) without returning."""
         deadline = math.inf
+        if begun_wait_s is None:
+            begun_wait_s = math.inf if wait_s is None else wait_s
         if wait_s is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
@@ -861,7 +882,7 @@ class SqliteCallStore(SqlCallStore):
                 *args,
                 together=together,
                 deadline=deadline,
-                wait_s=math.inf if wait_s is None else wait_s,
+                wait_s=begun_wait_s,
             )
         except RuntimeError as exc:  # the worker is shut down: the database was closed
             raise DatabaseError("calls database is closed") from exc

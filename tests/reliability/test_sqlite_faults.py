@@ -628,6 +628,45 @@ async def test_the_server_stops_within_a_bound_while_a_write_stalls(
         stalling.go.set()
 
 
+class StallingCampaign(StallingConnection):
+    """As StallingConnection, for the INSERT of a campaign's row (its creation's last write,
+    the one that makes it run)."""
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if sql.startswith("INSERT INTO campaigns ") and not self.stalled.is_set():
+            self.stalled.set()
+            self.go.wait(30)
+        return self._conn.execute(sql, params)
+
+
+async def test_a_campaign_whose_own_write_stalls_is_not_told_to_send_it_again(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A campaign's last write (its row: it runs once that lands) stalled past QUEUE_WAIT_S
+    was answered 503 'did not answer in time' with Retry-After, and landed once the disk let
+    it: the campaign ran, and the retry its client was told to send, without an
+    Idempotency-Key, made a second one, every recipient called twice (as a lost COMMIT's
+    answer did on PostgreSQL). Its request now waits for that write, and is answered 201."""
+    monkeypatch.setattr(sqlite_store, "QUEUE_WAIT_S", 1.0)
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    stalling = StallingCampaign(db.conn)
+    db._conn = stalling
+    body = {"name": "stalled", "recipients": [{"phone_number": "+14155557702"}]}
+    try:
+        creating = asyncio.ensure_future(client.post("/campaigns", json=body))
+        assert await asyncio.to_thread(stalling.stalled.wait, 10)
+        await asyncio.sleep(2.5)  # past its deadline, its write still held by the disk
+        assert not creating.done(), (await creating).status
+    finally:
+        stalling.go.set()
+    answer = await asyncio.wait_for(creating, 10)
+    assert answer.status == 201, await answer.text()
+    db._conn = stalling._conn
+    listed = (await (await client.get("/campaigns")).json())["campaigns"]
+    assert [c["campaign_id"] for c in listed] == [(await answer.json())["campaign_id"]]
+
+
 async def test_a_write_ahead_log_removed_under_the_server_loses_nothing(
     start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
