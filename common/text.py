@@ -75,6 +75,20 @@ def shown_text(text: str, limit: int) -> str:
     return "".join("\ufffd" if _unshowable(ch) else ch for ch in clipped)
 
 
+# A client's value quoted in an error message: enough to recognise it by (a language code, a
+# field's name), short enough that the message's own advice (what is allowed) stays whole
+# where a message is cut (a campaign's row errors, at 500 characters).
+MAX_QUOTED_CHARS = 41  # 40 characters and an ellipsis, at most
+
+
+def quoted(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """`value` as an error message repeats it: a string quoted as `repr` quotes it, made safe
+    and cut by `shown_text` first; anything else as its `repr`, cut likewise."""
+    if isinstance(value, str):
+        return repr(shown_text(value, limit))
+    return shown_text(repr(value), limit)
+
+
 def _unshowable(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Cs") or ch in _LINE_OR_BIDI
 

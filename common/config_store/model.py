@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from common.json_values import check_plain_json
-from common.text import checked_text, has_visible, is_unicode, visible_name
+from common.text import checked_text, has_visible, is_unicode, quoted, visible_name
 
 DEFAULT_CALLER_NAME = "Guest"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
@@ -270,7 +270,9 @@ def normalize_language(value: object) -> str:
     """Return the catalogue code for `value` (case-insensitive) or raise ValueError."""
     if isinstance(value, str) and value.strip().lower() in LANGUAGES:
         return value.strip().lower()
-    raise ValueError(f"unsupported tts_language {value!r}; allowed: {', '.join(sorted(LANGUAGES))}")
+    raise ValueError(
+        f"unsupported tts_language {quoted(value)}; allowed: {', '.join(sorted(LANGUAGES))}"
+    )
 
 
 _EMOTIONS_BY_LOWER = {name.lower(): name for name in EMOTIONS}
@@ -280,7 +282,7 @@ def normalize_emotion(value: object) -> str:
     """Return the capitalised catalogue emotion for `value` (case-insensitive) or raise."""
     if isinstance(value, str) and value.strip().lower() in _EMOTIONS_BY_LOWER:
         return _EMOTIONS_BY_LOWER[value.strip().lower()]
-    raise ValueError(f"unsupported tts_emotion {value!r}; allowed: {', '.join(EMOTIONS)}")
+    raise ValueError(f"unsupported tts_emotion {quoted(value)}; allowed: {', '.join(EMOTIONS)}")
 
 
 def validate_additional_params(value: object) -> dict[str, Any]:

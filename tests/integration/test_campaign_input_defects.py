@@ -763,6 +763,25 @@ async def test_start_at_takes_every_utc_spelling_rfc_3339_allows(
 # ----------------------------------------------------------------------------- hints
 
 
+@pytest.mark.parametrize("field", ["language", "emotion"])
+async def test_a_campaigns_default_language_of_a_mebibyte_is_not_repeated(
+    client: TestClient[Any, Any], field: str
+) -> None:
+    """A campaign's `defaults` are checked as a call's body, but in a body of up to 64 MiB: a
+    1 MiB default language (or emotion) came back whole, a 1 MB 422."""
+    doc = {
+        "name": "x",
+        "defaults": {field: "x" * (1 << 20)},
+        "recipients": [{"phone_number": "+14155550131"}],
+    }
+    data = io.BytesIO(json.dumps(doc).encode())
+    resp = await client.post("/campaigns", data=data, headers={"Content-Type": "application/json"})
+    body = await _error(resp, 422)
+    assert len(json.dumps(body)) < 1000
+    (detail,) = body["details"]
+    assert detail["field"] == f"defaults.{field}" and "allowed: " in detail["error"]
+
+
 async def test_a_csv_sent_without_its_type_or_separated_otherwise_is_told_why(
     client: TestClient[Any, Any],
 ) -> None:

@@ -559,6 +559,19 @@ def test_unknown_emotion_lists_allowed_values(emotion: object) -> None:
     assert message.split("allowed: ", 1)[1].split(", ") == list(EMOTIONS)
 
 
+@pytest.mark.parametrize("field", ["language", "emotion"])
+def test_a_long_or_unprintable_language_or_emotion_is_quoted_cut_and_safe(field: str) -> None:
+    """A 60 KB language (a body holds up to 64 KiB) came back whole in the 422, and with a
+    campaign's 500-character cut its message lost the allowed values it ends with."""
+    message = errors_of(with_(**{field: "\x1b[31m" + "x" * 60_000}))[field]
+    assert len(message) < 300, len(message)
+    assert message.startswith(f"unsupported {field} '\ufffd[31mxxx")
+    assert "\u2026'; allowed: " in message and "\x1b" not in message
+    assert errors_of(with_(**{field: list(range(20_000))}))[field].startswith(
+        f"unsupported {field} [0, 1, 2"
+    )
+
+
 # ------------------------------------------------------------------ additional_params errors
 
 
