@@ -186,7 +186,7 @@ def _field_name(name: str) -> str:
     """A field's name, checked as its key (beside its spec's other problems: checked once the
     whole request was valid, a bad name was said only after every other error was fixed)."""
     if not FIELD_NAME.fullmatch(name):
-        raise ValueError(f"field names must match {FIELD_NAME.pattern}: {name!r}")
+        raise ValueError(f"field names must match {FIELD_NAME.pattern}: {quoted(name)}")
     return name
 
 

@@ -837,6 +837,14 @@ def test_a_bad_field_name_is_said_with_the_other_errors() -> None:
     }
 
 
+def test_a_long_bad_field_name_is_quoted_cut() -> None:
+    """A 60 KB field name came back whole in its error's message (its detail's field, where
+    the name is too, is cut by the answer at 200 characters): a 60 KB 422."""
+    name = "\u202e" + "X" * 60_000
+    (message,) = errors_of(with_(analysis={"fields": {name: {"type": "string"}}})).values()
+    assert message == "field names must match [a-z][a-z0-9_]{0,39}: '\ufffd" + "X" * 39 + "\u2026'"
+
+
 def test_an_option_given_as_no_object_is_told_its_shape() -> None:
     """`"voicemail": "hang_up"` (the action alone, as a new user writes it) got pydantic's
     "Input should be a valid dictionary or instance of VoicemailPolicy": the name of a class
