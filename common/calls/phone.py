@@ -65,13 +65,28 @@ def _malformed(raw: str) -> str:
     a digit and is not one of E.164's: "+1415555７７０５" was told to be "'+' then 8 to 15
     digits", which its sender could see it was."""
     why = "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
-    other = next((ch for ch in raw if not ch.isascii() and ch.isdecimal()), None)
+    other = next((ch for ch in raw if ch in _OTHER_PLUSES or _other_digit(ch)), None)
     if other is None:
         return why
+    if other in _OTHER_PLUSES:  # "＋14155557705" looks like "+14155557705" too
+        return (
+            f"must be E.164 with the plus sign '+': {other!r} (U+{ord(other):04X}) is a plus"
+            " sign of another script or width; write it as +"
+        )
     return (
         f"must be E.164 with the digits 0-9: {other!r} (U+{ord(other):04X}) is a digit of"
         f" another script or width; write it as {unicodedata.decimal(other)}"
     )
+
+
+# The characters that look like E.164's "+" and are not it: full-width (a Japanese or
+# Chinese keyboard), small, superscript and subscript (a PDF or word processor), heavy (an
+# emoji keyboard), the modifier letter and Hebrew's alternative plus sign.
+_OTHER_PLUSES = frozenset("\uff0b\ufe62\u207a\u208a\u2795\u02d6\ufb29")
+
+
+def _other_digit(ch: str) -> bool:
+    return not ch.isascii() and ch.isdecimal()
 
 
 def e164(raw: object) -> str:

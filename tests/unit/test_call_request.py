@@ -310,6 +310,19 @@ def test_digits_of_another_script_are_named(phone: str, digit: str) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "plus", ["\uff0b", "\ufe62", "\u207a", "\u208a", "\u2795", "\u02d6", "\ufb29"]
+)
+def test_a_plus_sign_of_another_script_is_named(plus: str) -> None:
+    """A full-width plus (a Japanese keyboard's) or a superscript one (a PDF's) was refused
+    as "must be E.164: '+' then 8 to 15 digits", which "＋14155557705" looks to be; digits of
+    another width were already named."""
+    assert errors_of(with_(phone_number=f"{plus}1 415 555 7705")) == {
+        "phone_number": f"must be E.164 with the plus sign '+': {plus!r} (U+{ord(plus):04X}) is"
+        " a plus sign of another script or width; write it as +"
+    }
+
+
 @pytest.mark.parametrize("phone", ["+44999999999", "+19115550123", "+4911212345678"])
 def test_invalid_numbers_starting_with_an_emergency_code_are_refused(phone: str) -> None:
     assert errors_of(with_(phone_number=phone)) == {
