@@ -36,7 +36,7 @@ from common.campaigns.request import (
 from common.own_threads import OwnThreads
 from common.storage.base import KeyTaken
 from common.storage.paging import Before
-from common.text import shown_text
+from common.text import MAX_QUOTED_CHARS, shown_text
 from handlers.errors import HttpError
 from handlers.http import (
     BEFORE_PARAM,
@@ -464,7 +464,8 @@ async def _read_campaign(request: web.Request) -> _Upload:
         doc = await _PARSING.run(decode_json, raw)
     except HttpError as exc:
         if content_type != "application/json":  # a CSV sent as text/plain, or with no type
-            exc.message += f" (read as JSON: send a CSV as text/csv, not {content_type})"
+            shown = shown_text(content_type, MAX_QUOTED_CHARS)  # 8 KB of it came back whole
+            exc.message += f" (read as JSON: send a CSV as text/csv, not {shown})"
         raise
     if not isinstance(doc, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])

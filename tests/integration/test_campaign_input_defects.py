@@ -782,6 +782,17 @@ async def test_a_campaigns_default_language_of_a_mebibyte_is_not_repeated(
     assert detail["field"] == f"defaults.{field}" and "allowed: " in detail["error"]
 
 
+async def test_a_long_or_unprintable_content_type_is_named_cut_and_safe(
+    client: TestClient[Any, Any],
+) -> None:
+    """A JSON campaign sent with an 8 KB Content-Type got it back whole in its 400, bidi
+    overrides and tabs and all."""
+    content_type = "text/\u202e\t" + "x" * 8000
+    resp = await client.post("/campaigns", data=b"x", headers={"Content-Type": content_type})
+    error = (await _error(resp, 400))["error"]
+    assert error.endswith("send a CSV as text/csv, not text/\ufffd\ufffd" + "x" * 33 + "\u2026)")
+
+
 async def test_a_csv_sent_without_its_type_or_separated_otherwise_is_told_why(
     client: TestClient[Any, Any],
 ) -> None:
