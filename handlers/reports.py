@@ -30,6 +30,7 @@ from common.contracts import (
     AgentReport,
 )
 from common.signing import REPORT_CLOCK_AHEAD, REPORT_MAX_AHEAD, BodyVerifier, Unverified
+from common.text import quoted
 from handlers.errors import HttpError, json_error
 from handlers.http import (
     PUBLIC_SECRET,
@@ -74,8 +75,9 @@ async def agent_report(request: web.Request) -> web.Response:
     stray = next((r.call_id for r in reports if r.call_id != covered), None)
     if stray is not None:
         metrics.reports.labels(result="other_call").inc()
-        logger.warning("agent report for call %s refused: its token covers %s", stray, covered)
-        raise HttpError(409, f"the report's token does not cover call {stray}")
+        shown = quoted(stray)  # the report's own call id: control characters and all
+        logger.warning("agent report for call %s refused: its token covers %s", shown, covered)
+        raise HttpError(409, f"the report's token does not cover call {shown}")
     try:
         results = await request.app[CALLS].record_reports(reports)
     except (PydanticSerializationError, UnicodeEncodeError, RecursionError) as exc:

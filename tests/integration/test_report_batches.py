@@ -6,7 +6,10 @@ Real signed reports, the real app."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+import pytest
 
 from common.contracts import MAX_REPORTS_PER_POST
 from tests.conftest import AppFactory
@@ -116,6 +119,23 @@ async def test_a_batch_any_of_whose_reports_is_refused_stores_nothing(
     batch = [turn(call_id, seq, f"t{seq}") for seq in range(MAX_REPORTS_PER_POST)]
     status, answer = await post_text(client, call_id, json.dumps(batch))
     assert status == 200 and len(answer["results"]) == MAX_REPORTS_PER_POST
+
+
+async def test_a_report_of_another_call_is_refused_naming_it_safely(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 409 and its log line repeated the report's call id raw: a terminal escape or a
+    bidi override in it (a call id of up to 100 characters of any kind) reached both."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    stray = "\x1b[2J\u202e" + "x" * 90
+    with caplog.at_level(logging.WARNING, logger="handlers.reports"):
+        status, answer = await post_text(client, call_id, json.dumps([answered(stray, 0)]))
+    assert status == 409, answer
+    shown = "'\ufffd[2J\ufffd" + "x" * 35 + "\u2026'"
+    assert answer["error"] == f"the report's token does not cover call {shown}"
+    (line,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line == f"agent report for call {shown} refused: its token covers {call_id}"
 
 
 async def test_a_batch_for_a_call_the_server_does_not_know_is_404(start_app: AppFactory) -> None:
