@@ -65,13 +65,19 @@ def _malformed(raw: str) -> str:
     a digit and is not one of E.164's: "+1415555７７０５" was told to be "'+' then 8 to 15
     digits", which its sender could see it was."""
     why = "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
-    other = next((ch for ch in raw if ch in _OTHER_PLUSES or _other_digit(ch)), None)
+    other = next((ch for ch in raw if ch in _OTHER_PLUSES or _other_digit_or_separator(ch)), None)
     if other is None:
         return why
     if other in _OTHER_PLUSES:  # "＋14155557705" looks like "+14155557705" too
         return (
             f"must be E.164 with the plus sign '+': {other!r} (U+{ord(other):04X}) is a plus"
             " sign of another script or width; write it as +"
+        )
+    if not other.isdecimal():  # "+1 （415） 555－7705": the separators of a full-width keyboard
+        ascii_form = unicodedata.normalize("NFKC", other)
+        return (
+            f"must be E.164: {other!r} (U+{ord(other):04X}) is a {ascii_form!r} of another width;"
+            f" write it as {ascii_form} or leave it out"
         )
     return (
         f"must be E.164 with the digits 0-9: {other!r} (U+{ord(other):04X}) is a digit of"
@@ -85,8 +91,15 @@ def _malformed(raw: str) -> str:
 _OTHER_PLUSES = frozenset("\uff0b\ufe62\u207a\u208a\u2795\u02d6\ufb29")
 
 
-def _other_digit(ch: str) -> bool:
-    return not ch.isascii() and ch.isdecimal()
+def _other_digit_or_separator(ch: str) -> bool:
+    """A digit of another script or width, or a full-width, small, superscript or subscript
+    form of a separator that is ignored ("（", "－", "．"): written as such, it is ignored too."""
+    if ch.isascii():
+        return False
+    return ch.isdecimal() or unicodedata.normalize("NFKC", ch) in _ASCII_SEPARATORS
+
+
+_ASCII_SEPARATORS = frozenset("().-")
 
 
 def e164(raw: object) -> str:

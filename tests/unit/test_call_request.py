@@ -323,6 +323,28 @@ def test_a_plus_sign_of_another_script_is_named(plus: str) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("phone", "said"),
+    [
+        (
+            "+1 \uff08415\uff09 555 7705",
+            "'\uff08' (U+FF08) is a '(' of another width; write it as (",
+        ),
+        ("+1 415 555\uff0d7705", "'\uff0d' (U+FF0D) is a '-' of another width; write it as -"),
+        (
+            "+1\uff0e415\uff0e555\uff0e7705",
+            "'\uff0e' (U+FF0E) is a '.' of another width; write it as .",
+        ),
+    ],
+)
+def test_a_separator_of_another_width_is_named(phone: str, said: str) -> None:
+    """A full-width keyboard's parentheses, dashes and dots (its plus and digits were named)
+    got "must be E.164: '+' then 8 to 15 digits", which "+1 （415） 555－7705" looks to be."""
+    assert errors_of(with_(phone_number=phone)) == {
+        "phone_number": f"must be E.164: {said} or leave it out"
+    }
+
+
 @pytest.mark.parametrize("phone", ["+44999999999", "+19115550123", "+4911212345678"])
 def test_invalid_numbers_starting_with_an_emergency_code_are_refused(phone: str) -> None:
     assert errors_of(with_(phone_number=phone)) == {
