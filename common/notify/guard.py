@@ -33,7 +33,7 @@ from yarl import URL
 
 from common.http_body import DEFAULT_BODY_LIMIT, read_capped
 from common.own_threads import OwnThreads
-from common.text import is_unicode
+from common.text import is_unicode, quoted, shown_text
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -227,29 +227,35 @@ def _ends_in_number(host: str) -> bool:
     return (last.isascii() and last.isdigit()) or _HEX_NUMBER.fullmatch(last) is not None
 
 
+def _shown(host: str) -> str:
+    """A refused host as its error quotes it: 100 characters are more than a real name needs
+    (a 2 KB one came back whole, as a 7 KB answer once its bidi controls were escaped)."""
+    return quoted(host, 101)
+
+
 def _check_host(host: str, *, allow_private: bool) -> None:
     """Refuse a host that is not a plain DNS name or a canonical, permitted IP literal."""
     if ":" in host:  # yarl unbrackets IPv6 literals
         if "%" in host:
-            raise UnsafeWebhookUrl(f"IPv6 zone identifiers are not allowed: {host!r}")
+            raise UnsafeWebhookUrl(f"IPv6 zone identifiers are not allowed: {_shown(host)}")
         ip = _parse_address(host)
         if ip is None:
-            raise UnsafeWebhookUrl(f"invalid IPv6 address: {host!r}")
+            raise UnsafeWebhookUrl(f"invalid IPv6 address: {_shown(host)}")
     elif _ends_in_number(host):
         ip = _parse_address(host)
         if ip is None or str(ip) != host:
             raise UnsafeWebhookUrl(
-                f"numeric host {host!r} is not a canonical dotted-quad IPv4 address"
+                f"numeric host {_shown(host)} is not a canonical dotted-quad IPv4 address"
             )
     else:
         name = host.removesuffix(".")
         if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
-            raise UnsafeWebhookUrl(f"invalid host name: {host!r}")
+            raise UnsafeWebhookUrl(f"invalid host name: {_shown(host)}")
         if not allow_private and (name == "localhost" or name.endswith(".localhost")):
-            raise UnsafeWebhookUrl(f"host {host!r} is local{PRIVATE_HINT}")
+            raise UnsafeWebhookUrl(f"host {_shown(host)} is local{PRIVATE_HINT}")
         return
     if not allow_private and not is_public_address(ip):
-        raise UnsafeWebhookUrl(f"host {host!r} is not a public address{PRIVATE_HINT}")
+        raise UnsafeWebhookUrl(f"host {_shown(host)} is not a public address{PRIVATE_HINT}")
 
 
 def _has_forbidden_chars(url: str) -> bool:
@@ -276,7 +282,8 @@ def check_url(url: str, *, allow_private: bool) -> str:
         parsed = URL(url)
         port = parsed.port
     except ValueError as exc:
-        raise UnsafeWebhookUrl(f"not a valid URL: {exc}") from exc
+        # yarl's message quotes the host whole, 2 KB of it
+        raise UnsafeWebhookUrl(f"not a valid URL: {shown_text(str(exc), 201)}") from exc
     allowed_schemes = ("https", "http") if allow_private else ("https",)
     if parsed.scheme not in allowed_schemes:
         hint = PRIVATE_HINT if parsed.scheme == "http" else ""
@@ -293,7 +300,7 @@ def check_url(url: str, *, allow_private: bool) -> str:
     try:
         parsed.host  # noqa: B018 - decodes an IDNA label ("xn--..."), as the DNS checks read it
     except UnicodeError:  # "xn--a": no punycode; every later read of the host was a 500
-        raise UnsafeWebhookUrl(f"invalid host name: {host!r}") from None
+        raise UnsafeWebhookUrl(f"invalid host name: {_shown(host)}") from None
     normalised = str(parsed)
     if len(normalised) > MAX_URL_LENGTH:
         raise UnsafeWebhookUrl(f"URL is longer than {MAX_URL_LENGTH} characters once encoded")

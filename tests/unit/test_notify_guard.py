@@ -117,6 +117,23 @@ def test_check_url_refuses(no_network: None, url: str, reason: str) -> None:
 @pytest.mark.parametrize(
     "url",
     [
+        "https://" + "a" * 2000 + "/",
+        "https://" + "a." * 900 + "com/",
+        "https://1." + "2" * 1990 + "/",
+        "https://" + "\u202e" * 1000 + ".com/",
+    ],
+)
+def test_a_refused_host_of_2_kb_is_not_repeated_whole(no_network: None, url: str) -> None:
+    """A webhook_url's host came back whole in its 422, up to 2 KB of it (7 KB of JSON once
+    its bidi controls were escaped), for a call and each campaign row alike."""
+    with pytest.raises(UnsafeWebhookUrl) as refused:
+        check_url(url, allow_private=False)
+    assert len(str(refused.value)) < 260, str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "http://127.0.0.1:8080/hook",
         "http://localhost:8080/hook",
         "https://10.0.0.5/hook",
