@@ -161,15 +161,15 @@ async def test_a_commit_unknown_that_committed_keeps_every_recipient(
     give-up that follows finds no upload to mark; the reaper never touches its rows."""
     from common.storage.base import CommitUnknown
 
-    real_run = store._run
+    real_end = store._run_to_its_end
 
-    async def run(program: Any, *, write: bool) -> Any:
-        result = await real_run(program, write=write)
+    async def run_to_its_end(program: Any) -> Any:  # how the campaign's own write is run
+        result = await real_end(program)
         if program.gi_code.co_name == "create_campaign":
             raise CommitUnknown("connection lost while committing")
         return result
 
-    monkeypatch.setattr(store, "_run", run)
+    monkeypatch.setattr(store, "_run_to_its_end", run_to_its_end)
     with pytest.raises(CommitUnknown):
         await store.create_campaign(campaign(2500, campaign_id="cmp-x"), clock.now)
     clock.advance(cp.UPLOAD_GIVEN_UP_S + 1)
