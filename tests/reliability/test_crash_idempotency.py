@@ -197,7 +197,7 @@ async def test_a_campaign_attempt_left_undialled_is_placed_again_soon_after_a_re
     body = {
         "name": "restart",
         "recipients": [{"phone_number": "+14155557705"}],
-        "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+        "window": {"start": "00:00", "end": "24:00", "timezone": "UTC"},
     }
     async with aiohttp.ClientSession() as session:
         await first.wait_ready(session)

@@ -476,7 +476,7 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
             # reaper's bound (ringing + max duration + 60 s): keep that bound short.
             "defaults": {"ringing_timeout_s": 5, "max_duration_s": 30},
             "pacing": {"calls_per_second": 40, "max_concurrent": 20},
-            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+            "window": {"start": "00:00", "end": "24:00", "timezone": "UTC"},
             "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 0},
         }
         async with session.post(f"{cluster.a.url}/campaigns", json=body) as resp:
