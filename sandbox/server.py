@@ -246,6 +246,14 @@ class Sandbox:
             await runner.cleanup()
             logger.info("sandbox on port %s stopped", self._bound_port)
 
+    async def stop_posting(self) -> None:
+        """Post nothing more to the server (LiveKit's webhooks, the agent's reports), cancelling
+        what is pending; the calls play on. For a server about to close: a connection of ours
+        it accepted just as it stopped listening is one asyncio makes a transport for after
+        the server closed those it knew, left open."""
+        await self._webhooks.close()
+        await self._reports.close()
+
     async def wait_idle(self, timeout: float) -> None:
         """Wait until every call simulation and webhook delivery is done.
 

@@ -62,6 +62,7 @@ import dataclasses  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
+from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from common.settings import Settings  # noqa: E402
@@ -117,7 +118,7 @@ async def start_app(
     does for a server and the code around it in one process.
     """
     from handlers.access_log import CallsAccessLogger
-    from server import create_app
+    from server import SANDBOX, create_app
 
     previous = update_config._default_store
 
@@ -143,10 +144,19 @@ async def start_app(
                     raise
                 await server.close()
                 continue
+            started.append(app)
             return await aiohttp_client(server)
         raise AssertionError("unreachable")
 
+    started: list[web.Application] = []
     yield start
+    # The embedded sandbox stops posting before the server closes (aiohttp_client's teardown
+    # follows this one): a webhook's or report's connection the server accepted as it
+    # stopped listening was never closed (its transport made after the server closed those
+    # it knew), an "unclosed transport" failing a later test now and then under load.
+    for app in started:
+        if (sandbox := app.get(SANDBOX)) is not None:
+            await sandbox.stop_posting()
     update_config._default_store = previous
 
 
