@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from common.calls.models import Erasure
 from common.config_store.store import NOT_A_FILE
@@ -430,14 +430,7 @@ class SqliteCallStore(SqlCallStore):
         that would be gone at the next start. One stat per write transaction (~1 µs)."""
         identity = self._identity_now()
         if identity != self._identity:
-            error = DatabaseGone(
-                f"{self.path} was {'removed' if identity is None else 'replaced'} under the"
-                " running server: nothing more is written to it; restart the server"
-            )
-            if not self._gone_said:
-                self._gone_said = True
-                logger.critical("%s", error)
-            raise error
+            self._refuse_writes("removed" if identity is None else "replaced")
         try:
             found: os.stat_result | None = os.stat(f"{self.path}-wal")
         except OSError:
@@ -485,9 +478,13 @@ class SqliteCallStore(SqlCallStore):
         if checkpoint is None or current != checkpoint:  # a checkpoint by another process
             self._marks = (now, current)
             return
+        self._refuse_writes("written over", " (a copy onto it?)")
+
+    def _refuse_writes(self, what: str, guess: str = "") -> NoReturn:
+        """calls.db `what` under the running server: DatabaseGone, said once at CRITICAL."""
         error = DatabaseGone(
-            f"{self.path} was written over under the running server (a copy onto it?):"
-            " nothing more is written to it; restart the server"
+            f"{self.path} was {what} under the running server{guess}: nothing more is written"
+            " to it; restart the server"
         )
         if not self._gone_said:
             self._gone_said = True
