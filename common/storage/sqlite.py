@@ -141,13 +141,16 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return (stat.st_dev, stat.st_ino)
 
 
-def _content_mark(path: Path) -> tuple[int, int] | None:
-    """When, and to what size, the file at `path` was last written (None: not there)."""
+def _stat(path: Path | str) -> os.stat_result | None:
     try:
-        stat = os.stat(path)
+        return os.stat(path)
     except OSError:
         return None
-    return (stat.st_size, stat.st_mtime_ns)
+
+
+def _content_mark(stat: os.stat_result | None) -> tuple[int, int] | None:
+    """When, and to what size, the file of `stat` was last written (None: not there)."""
+    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
 
 
 def _checkpoint_mark(shm: int) -> bytes | None:
@@ -428,13 +431,11 @@ class SqliteCallStore(SqlCallStore):
         """The file at `path` is still the one we opened. Deleted (or replaced) under a
         running server, SQLite goes on writing to the unlinked file: every call placed after
         that would be gone at the next start. One stat per write transaction (~1 µs)."""
-        identity = self._identity_now()
+        found_db = _stat(self.path)  # one stat for its identity and what was written to it
+        identity = None if found_db is None else (found_db.st_dev, found_db.st_ino)
         if identity != self._identity:
             self._refuse_writes("removed" if identity is None else "replaced")
-        try:
-            found: os.stat_result | None = os.stat(f"{self.path}-wal")
-        except OSError:
-            found = None
+        found = _stat(f"{self.path}-wal")
         wal = None if found is None else (found.st_dev, found.st_ino)
         if wal != self._wal_identity:
             if self._wal_identity is None:  # none when opened: SQLite made it since
@@ -449,11 +450,11 @@ class SqliteCallStore(SqlCallStore):
                 self._wal_gone(shm is None, "-shm")
         if found is not None:
             self._watch_wal_size(found.st_size)
-        self._written_over()
+        self._written_over(_content_mark(found_db))
 
     def _note_marks(self) -> None:
         """After our own write (its COMMIT may have copied the log into calls.db)."""
-        self._marks = (_content_mark(self.path), self._shm_mark())
+        self._marks = (_content_mark(_stat(self.path)), self._shm_mark())
 
     def _shm_mark(self) -> bytes | None:
         """_checkpoint_mark of calls.db-shm (opened the first time it is there)."""
@@ -464,14 +465,13 @@ class SqliteCallStore(SqlCallStore):
                 return None
         return _checkpoint_mark(self._shm_fd)
 
-    def _written_over(self) -> None:
-        """calls.db written since our last write by something other than a checkpoint (any
-        connection's changes the log's index): `cp backup.db calls.db` over the live file,
-        which keeps its inode. SQLite went on answering from its cache and the log, then
-        copied the log's pages into the other file's: every answer 200, and at the next start
-        'database disk image is malformed', every call lost."""
+    def _written_over(self, now: tuple[int, int] | None) -> None:
+        """calls.db (its content mark `now`) written since our last write by something other
+        than a checkpoint (any connection's changes the log's index): `cp backup.db calls.db`
+        over the live file, which keeps its inode. SQLite went on answering from its cache
+        and the log, then copied the log's pages into the other file's: every answer 200, and
+        at the next start 'database disk image is malformed', every call lost."""
         content, checkpoint = self._marks
-        now = _content_mark(self.path)
         if content is None or now == content:
             return
         current = self._shm_mark()
