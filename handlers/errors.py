@@ -35,7 +35,7 @@ from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.masking import redact
 from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked, DatabaseStalled
 from common.storage.campaign_programs import CampaignConflict
-from common.text import is_unicode, shown_text
+from common.text import is_unicode, quoted, shown_text
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +240,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             400, "the request's path or query holds a NUL or bytes that are not UTF-8"
         )
     if (repeated := _repeated_parameter(request)) is not None:
-        shown = repeated if len(repeated) <= 40 else repeated[:40] + "…"
-        return json_error(400, f"query parameter {shown!r} is given more than once")
+        return json_error(400, f"query parameter {quoted(repeated)} is given more than once")
     try:
         return await handler(request)
     except (web.RequestPayloadError, HttpProcessingError):

@@ -24,7 +24,7 @@ from common.json_values import unique_keys
 from common.repeats import Repeats
 from common.settings import DEV_API_SECRET, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
-from common.text import is_unicode, shown_text
+from common.text import is_unicode, quoted, shown_text
 from handlers.errors import HttpError
 from handlers.keys import BODY_READS, QUIET_ROUTES, REFUSALS, ROUTES, SETTINGS
 
@@ -124,8 +124,9 @@ def _only_query(view: View, known: list[str], *, in_body: bool = False) -> View:
     async def checked(request: web.Request) -> web.StreamResponse:
         unknown = next((name for name in request.query if name not in known), None)
         if unknown is not None:
-            shown = unknown if len(unknown) <= 40 else unknown[:40] + "…"
-            raise HttpError(400, f"unknown query parameter {shown!r}; this route takes {expected}")
+            raise HttpError(
+                400, f"unknown query parameter {quoted(unknown)}; this route takes {expected}"
+            )
         return await view(request)
 
     return checked

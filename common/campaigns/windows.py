@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import reprlib
 import zoneinfo
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -47,6 +46,8 @@ import phonenumbers
 from phonenumbers import PhoneNumberType
 from phonenumbers import timezone as pn_timezone
 from phonenumbers.tzdata import TIMEZONE_DATA
+
+from common.text import quoted
 
 RECIPIENT = "recipient"
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -211,18 +212,6 @@ def parse_window(obj: object) -> CallingWindow:
     return CallingWindow(start, end, days, timezone)
 
 
-# A client's value quoted back in an error: cut (a 5 MB time zone came back whole in the 422)
-# and escaped (repr: control and bidi characters as \x.. / \u....).
-_SAYING = reprlib.Repr()
-_SAYING.maxstring = _SAYING.maxother = 60
-_SAYING.maxlist = _SAYING.maxdict = 4
-_SAYING.maxlevel = 2
-
-
-def _said(value: object) -> str:
-    return _SAYING.repr(value)
-
-
 def _parse_hh_mm(
     value: object, name: str, default: time, errors: list[tuple[str, str]]
 ) -> time | None:
@@ -231,7 +220,7 @@ def _parse_hh_mm(
     if not isinstance(value, str) or not (match := _HH_MM.fullmatch(value)):
         hint = " (24:00 only as a window's end)" if value == "24:00" else ""
         errors.append(
-            (name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {_said(value)}{hint}")
+            (name, f"must be HH:MM on a 24-hour clock, e.g. 09:00; got {quoted(value)}{hint}")
         )
         return None
     return time(int(match[1]), int(match[2]))
@@ -251,7 +240,7 @@ def _parse_days(value: object, errors: list[tuple[str, str]]) -> frozenset[int] 
     for i, item in enumerate(value):
         name = item.strip().lower() if isinstance(item, str) else None
         if name not in DAY_NAMES:
-            errors.append((f"days[{i}]", f"unknown day {_said(item)}; use {', '.join(DAY_NAMES)}"))
+            errors.append((f"days[{i}]", f"unknown day {quoted(item)}; use {', '.join(DAY_NAMES)}"))
             ok = False
         else:
             days.add(DAY_NAMES.index(name))
@@ -267,7 +256,7 @@ def _parse_timezone(value: object, errors: list[tuple[str, str]]) -> str | None:
     if value == RECIPIENT or is_zone(value):
         return value
     hint = next((z for z in sorted(_zone_names()) if z.lower() == value.strip().lower()), None)
-    message = f"unknown time zone {_said(value)}"
+    message = f"unknown time zone {quoted(value)}"
     message += f"; did you mean {hint!r}?" if hint else '; use "recipient" or an IANA name'
     errors.append(("timezone", message))
     return None
