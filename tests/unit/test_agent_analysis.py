@@ -228,8 +228,10 @@ async def make_llm() -> AsyncIterator[Callable[[str], openai.LLM]]:
 
 
 async def run_analysis(
-    fake: FakeOpenAI, make_llm: Callable[[str], openai.LLM], timeout_s: float = 10.0
+    fake: FakeOpenAI, make_llm: Callable[[str], openai.LLM], timeout_s: float = 30.0
 ) -> AnalysisResult:
+    # 30 s: the fake answers at once, but a loaded 2-core machine took 13.9 s for the first
+    # exchange of a worker (each attempt gets half), and 10 s read as "analysis failed: timeout"
     return await analyze(
         make_llm(fake.base_url),
         REQUEST,
