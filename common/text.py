@@ -85,7 +85,15 @@ def quoted(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
     """`value` as an error message repeats it: a string quoted as `repr` quotes it, made safe
     and cut by `shown_text` first; anything else as its `repr`, cut likewise."""
     if isinstance(value, str):
-        return repr(shown_text(value, limit))
+        # `repr` writes a character it cannot print as an escape of up to 10 characters
+        # (`\U000e0041`): 40 of them quoted 400, and a campaign row's message lost its advice.
+        # Fewer characters are kept until the quote is `limit` long at most.
+        kept = min(len(value), limit)
+        shown = repr(shown_text(value, limit))
+        while len(shown) > limit + 2 and kept > 1:
+            kept -= 1
+            shown = repr(shown_text(value[:kept] + "\u2026", limit))
+        return shown
     return shown_text(repr(value), limit)
 
 

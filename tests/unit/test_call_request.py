@@ -607,6 +607,20 @@ def test_a_long_or_unprintable_language_or_emotion_is_quoted_cut_and_safe(field:
     )
 
 
+@pytest.mark.parametrize("field", ["language", "emotion"])
+@pytest.mark.parametrize("char", ["\U000e0041", "\u200b", "\ue000"])
+def test_a_language_or_emotion_of_escaped_characters_is_quoted_short(field: str, char: str) -> None:
+    """repr writes a character it cannot print (a tag character, a zero-width space, one of
+    private use) as an escape of 6 to 10 characters: 60 tag characters were quoted as 400,
+    and a campaign row's message (cut at 500) lost the end of its "allowed: ..." list."""
+    message = errors_of(with_(**{field: char * 60}))[field]
+    quote = message.removeprefix(f"unsupported {field} ").split("; allowed: ")[0]
+    assert len(quote) <= 43, quote
+    assert quote.endswith("\u2026'") and len(message) < 300, message
+    allowed = sorted(LANGUAGES) if field == "language" else list(EMOTIONS)
+    assert message.split("; allowed: ", 1)[1].split(", ") == allowed
+
+
 # ------------------------------------------------------------------ additional_params errors
 
 
