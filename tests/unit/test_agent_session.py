@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import socket
 from typing import Any, get_args
 
@@ -20,6 +21,7 @@ from livekit.plugins.cartesia.tts import _to_cartesia_options
 from livekit.plugins.deepgram.models import DeepgramLanguages
 from pytest_aiohttp import AiohttpServer
 
+from agent import plan as plan_module
 from agent import session as session_module
 from agent.plan import (
     CARTESIA_EMOTIONS,
@@ -32,6 +34,7 @@ from agent.session import build_llm, build_session, build_stt, build_tts
 from common.config_store.model import (
     EMOTIONS,
     LANGUAGES,
+    MAX_ADDITIONAL_PARAMS_BYTES,
     AnalysisField,
     AnalysisRequest,
     CallConfig,
@@ -249,6 +252,39 @@ def test_markup_split_by_markup_is_taken_out_too() -> None:
     assert spoken_name("<<<x>>>") == "Guest"
     line = call_context_line({"slot": '9:30<break<break/> time="60s"/>', "v": "<<<<k>>|a>>z"})
     assert line == "Call context: slot: 9:30; v: z"
+
+
+class _CountedSubs:
+    """A pattern whose `sub` calls are counted (the passes over a text)."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.subs = pattern, 0
+
+    def sub(self, repl: str, text: str) -> str:
+        self.subs += 1
+        return self.pattern.sub(repl, text)
+
+
+@pytest.mark.parametrize(
+    "value", ["<<" * 2040 + ">>" * 2040, "<break " * 1020 + ">" * 1020, "<<k|" * 1300 + ">>" * 1300]
+)
+def test_markup_nested_thousands_deep_takes_a_few_passes(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """One pass took one level of nesting out: a context value of 8 KiB nested 2,040 deep
+    (a campaign's CSV column) took 2,041 passes, 2 s of the agent's CPU as its call began.
+    What is left after a few passes loses its brackets: no markup reaches Cartesia."""
+    assert len(json.dumps({"k": value})) <= MAX_ADDITIONAL_PARAMS_BYTES
+    counted = _CountedSubs(plan_module._CARTESIA_MARKUP)
+    monkeypatch.setattr(plan_module, "_CARTESIA_MARKUP", counted)
+    line = call_context_line({"k": value})
+    assert line is not None
+    assert not re.search(r"[<>]", line), line[:80]
+    assert counted.subs <= 20, counted.subs
+    counted = _CountedSubs(plan_module._SPEECH_MARKUP)
+    monkeypatch.setattr(plan_module, "_SPEECH_MARKUP", counted)
+    assert spoken_name("Al" + "[<" * 50 + ">]" * 49) == "Al"
+    assert counted.subs <= 20, counted.subs
 
 
 def test_defaults_when_the_config_has_no_values() -> None:
