@@ -87,6 +87,7 @@ from common.storage.base import (
     CommitUnknown,
     DatabaseError,
     KeyTaken,
+    Placer,
     Refused,
 )
 from common.storage.campaign_programs import (
@@ -1588,7 +1589,7 @@ class CallService:
         # it (another server's, younger than the bound, may be under way).
         steps = self.wall_steps.seen()
         undialled = await self.store.never_dialled(
-            now - PLACEMENT_BOUND_S, steps, (self.instance, self.run)
+            now - PLACEMENT_BOUND_S, steps, Placer(self.instance, self.run, self.started_at)
         )
         for call_id in undialled:  # nobody was called: its key and rate share are free again
             await self._settle_never_dialled(call_id)

@@ -80,6 +80,18 @@ class AdmissionLimits:
 
 
 @dataclass(frozen=True)
+class Placer:
+    """A server placing calls (Settings.instance_name), its run (drawn at each start), and
+    when that run started: what never_dialled settles at once is what this server's earlier
+    run recorded before this run began. Later calls with its name and another run are a
+    second server by the same name (containers given one `hostname`): they are its to dial."""
+
+    server: str
+    run: str
+    started_at: float
+
+
+@dataclass(frozen=True)
 class Refusal:
     """A call the limits refused: which limit, and when trying again may work."""
 
@@ -380,11 +392,11 @@ class CallStore(CampaignStore, Protocol):
         self,
         created_before: float,
         steps: Sequence[tuple[float, float]] = (),
-        placer: tuple[str, str] | None = None,
+        placer: Placer | None = None,
     ) -> list[str]:
         """Live calls never dialled, recorded before `created_before` (`steps` as
         stale_live_calls reads them: a call recorded before a step of the clock is that much
-        younger) or (`placer`: a server and its run) placed by that server in another run."""
+        younger) or (`placer`) placed by that server in another run before this one began."""
         ...
 
     async def unfinished_rooms(

@@ -57,6 +57,7 @@ from common.storage.base import (
     AttemptWithdrawn,
     DatabaseError,
     KeyTaken,
+    Placer,
     Refusal,
     Refused,
 )
@@ -896,13 +897,15 @@ def never_dialled(
     d: Dialect,
     created_before: float,
     steps: Sequence[tuple[float, float]] = (),
-    placer: tuple[str, str] | None = None,
+    placer: Placer | None = None,
 ) -> Program[list[str]]:
     """Live calls whose dial was never marked, recorded before `created_before`; `steps` as
     stale_live_calls reads them: a call recorded before a step of the clock is that much
     younger (a call being placed as the clock stepped forward an hour was settled never
-    dialled). With `placer` (a server and its run), also any placed by that server in another
-    run: it is this server, restarted, and its earlier run is gone."""
+    dialled). With `placer`, also any placed by that server in another run before this run
+    began: it is this server, restarted, and its earlier run is gone. One placed by another
+    run since is another server by the same name, placing it now (settled, it was not
+    dialled, on every pass)."""
     # Created before the first step: younger by all of them; since a step, by the later ones
     ends = ["created_at < ?"]
     args: list[Any] = [created_before - (steps[0][1] if steps else 0.0)]
@@ -911,8 +914,8 @@ def never_dialled(
         ends.append("(created_at >= ? AND created_at < ?)")
         args += [step_at, created_before - later]
     if placer is not None:
-        ends.append("(placed_by = ? AND placed_run <> ?)")
-        args += list(placer)
+        ends.append("(placed_by = ? AND placed_run <> ? AND created_at < ?)")
+        args += [placer.server, placer.run, placer.started_at]
     rows = yield Query(
         "SELECT call_id FROM calls WHERE status = ? AND dial_started_at IS NULL"  # noqa: S608
         f" AND ({' OR '.join(ends)})",

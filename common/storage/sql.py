@@ -29,7 +29,7 @@ from common.calls.outcomes import Status
 from common.contracts import AgentReport
 from common.repeats import Repeats
 from common.storage import programs
-from common.storage.base import AdmissionLimits, Refusal
+from common.storage.base import AdmissionLimits, Placer, Refusal
 from common.storage.campaign_store import CampaignMethods
 from common.storage.paging import Before
 from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
@@ -276,7 +276,7 @@ class SqlCallStore(CampaignMethods):
         self,
         created_before: float,
         steps: Sequence[tuple[float, float]] = (),
-        placer: tuple[str, str] | None = None,
+        placer: Placer | None = None,
     ) -> list[str]:
         return await self._run(
             programs.never_dialled(self.dialect, created_before, steps, placer), write=False

@@ -31,6 +31,7 @@ from common.storage.base import (
     CallStore,
     DatabaseError,
     KeyTaken,
+    Placer,
     Refusal,
     Refused,
 )
@@ -314,11 +315,29 @@ async def test_never_dialled_finds_an_earlier_runs_placements_at_once(
         await store.create_call(dataclasses.replace(new_call(call_id), placed_by=placer))
     await store.start_dial("call-dialled")
     clock.advance(1)
-    assert await store.never_dialled(clock.now - 60, placer=(here, "run-2")) == ["call-old"]
+    run_2 = Placer(here, "run-2", clock.now)
+    assert await store.never_dialled(clock.now - 60, placer=run_2) == ["call-old"]
     assert await store.never_dialled(clock.now - 60) == []
     clock.advance(60)
-    found = await store.never_dialled(clock.now - 60, placer=(here, "run-2"))
+    found = await store.never_dialled(clock.now - 60, placer=run_2)
     assert sorted(found) == ["call-now", "call-old", "call-theirs", "call-unnamed"]
+
+
+async def test_never_dialled_leaves_a_same_named_servers_placements_to_it(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Two servers by one name (containers scaled with one `hostname`, same PORT and HOST):
+    each pass of each settled the other's calls being placed "failed", never dialled, as
+    its own earlier run's. Only what another run recorded before this run began is."""
+    here = "calls:8000@0.0.0.0"
+    await store.create_call(dataclasses.replace(new_call("call-gone"), placed_by=(here, "r1")))
+    clock.advance(5)
+    this_run = Placer(here, "r2", clock.now)
+    clock.advance(5)
+    await store.create_call(dataclasses.replace(new_call("call-twin"), placed_by=(here, "r3")))
+    await store.create_call(dataclasses.replace(new_call("call-mine"), placed_by=(here, "r2")))
+    clock.advance(1)
+    assert await store.never_dialled(clock.now - 60, placer=this_run) == ["call-gone"]
 
 
 async def test_a_database_from_before_the_placer_upgrades_in_place(
@@ -346,10 +365,11 @@ async def test_a_database_from_before_the_placer_upgrades_in_place(
     try:
         placer = ("host:8000:127.0.0.1", "run-1")
         await store.create_call(dataclasses.replace(new_call("call-new"), placed_by=placer))
+        clock.advance(1)  # then the server restarts
         assert await store.never_dialled(
-            clock.now - 60, placer=("host:8000:127.0.0.1", "run-2")
+            clock.now - 60, placer=Placer("host:8000:127.0.0.1", "run-2", clock.now)
         ) == ["call-new"]
-        clock.advance(61)
+        clock.advance(60)
         assert sorted(await store.never_dialled(clock.now - 60)) == ["call-new", "call-old"]
     finally:
         await store.close()
