@@ -100,7 +100,8 @@ UPLOAD_BODIES: dict[str, dict[str, Any]] = {
         " language, emotion, first_message, webhook_url map to call fields; other columns"
         " go to additional_params, but for ringing_timeout_s, max_duration_s, voicemail and"
         " analysis, refused: set them in defaults), then a row per recipient; options in the"
-        " query",
+        " query. A `timezone` column (an IANA zone, or blank) is the recipient's own, read"
+        " as additional_params.timezone is",
     },
     "multipart/form-data": {
         "type": "object",
@@ -132,7 +133,10 @@ class CampaignBody(BaseModel):
     recipients: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_RECIPIENTS,
-        description="Each row: phone_number and any POST /calls/outbound field over defaults",
+        description="Each row: phone_number and any POST /calls/outbound field over defaults;"
+        ' an IANA zone in additional_params.timezone is the recipient\'s own: a "recipient"'
+        " window and the calling-hours floor must be open there too (with its number's zones;"
+        " it narrows the hours, never widens them); any other value is refused",
     )
     defaults: dict[str, Any] = Field(
         default_factory=dict, description="POST /calls/outbound fields every row starts from"
@@ -205,7 +209,10 @@ class CampaignWindow(BaseModel):
     start: str = Field(description="HH:MM, local time")
     end: str = Field(description='HH:MM, local time (not included); "24:00" is midnight')
     days: list[DayName]
-    timezone: str = Field(description='"recipient" (the number\'s own zones) or an IANA name')
+    timezone: str = Field(
+        description="\"recipient\" (the number's own zones, and a row's own timezone) or an"
+        " IANA name"
+    )
 
 
 class CampaignRetry(BaseModel):

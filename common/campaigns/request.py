@@ -35,9 +35,11 @@ from common.campaigns.windows import (
     RECIPIENT,
     CallingWindow,
     InvalidWindow,
+    call_zones,
+    given_zone,
     next_allowed,
     parse_window,
-    recipient_zones,
+    row_zone_problem,
 )
 from common.json_values import RepeatedKey, unique_keys
 from common.text import shown_text, visible_name
@@ -145,6 +147,9 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
             for e in exc.errors
             if e.field != "phone_number"
         )
+    zone = given_zone(defaults.get("additional_params"))
+    if zone is not None and (why := row_zone_problem(zone[1])) is not None:
+        errors.append(FieldError(f"defaults.additional_params.{zone[0]}", why))
     return defaults
 
 
@@ -495,14 +500,31 @@ class RowChecker:
             return list(row.problems)
         if "" in row.fields:
             return [RowError(row.row_number, row.prefix.rstrip(".") or "row", "must be an object")]
+        # The row's own time zone (a CSV's `timezone` column, a JSON row's
+        # additional_params.timezone), in which its calling hours are read too.
+        zone = given_zone(row.fields.get("additional_params"))
+        zone_errors = []
+        if zone is not None and (why := row_zone_problem(zone[1])) is not None:
+            where = f"{row.prefix}additional_params.{zone[0]}" if row.prefix else zone[0]
+            zone_errors.append(RowError(row.row_number, where, why))
         try:
             call = self._rules.parse(merged(self._spec.defaults, row.fields))
         except InvalidCall as exc:
-            return [RowError(row.row_number, row.prefix + e.field, e.error) for e in exc.errors]
+            return [
+                RowError(row.row_number, row.prefix + e.field, e.error) for e in exc.errors
+            ] + zone_errors
+        if zone_errors:
+            return zone_errors
         first = self._seen.setdefault(call.phone_number, row.row_number)
         if first != row.row_number:
             return [RowError(row.row_number, f"{row.prefix}phone_number", f"repeats row {first}")]
-        opens = self._opens_at(call.phone_number)
+        opens = self._opens_at(
+            call_zones(
+                call.phone_number,
+                row.fields.get("additional_params"),
+                self._spec.defaults.get("additional_params"),
+            )
+        )
         if isinstance(opens, str):
             return [RowError(row.row_number, f"{row.prefix}phone_number", opens)]
         self._opens = opens
@@ -511,9 +533,9 @@ class RowChecker:
         self._fields.pop("phone_number", None)
         return []
 
-    def _opens_at(self, number: str) -> dt.datetime | str:
-        """When the number's window is first open from the start, or why it never is."""
-        zones = recipient_zones(number)
+    def _opens_at(self, zones: tuple[str, ...]) -> dt.datetime | str:
+        """When the window of a row in these zones is first open from the start, or why it
+        never is."""
         found = self._opens_in.get(zones)
         if found is None:  # the same for every number of these zones: worked out once
             found = self._opens_in[zones] = self._first_open(zones)

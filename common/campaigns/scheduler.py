@@ -60,7 +60,7 @@ from common.campaigns.model import (
     RecipientRecord,
 )
 from common.campaigns.request import merged, never_open
-from common.campaigns.windows import is_allowed, next_allowed, recipient_zones
+from common.campaigns.windows import call_zones, is_allowed, next_allowed
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
 from common.repeats import Repeats
@@ -293,7 +293,11 @@ class CampaignScheduler:
         """True if the recipient may be called now; else it waits for its window."""
         window = campaign.spec.window
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        zones = recipient_zones(recipient.phone_number)
+        zones = call_zones(
+            recipient.phone_number,
+            recipient.fields.get("additional_params"),
+            campaign.spec.defaults.get("additional_params"),
+        )
         if is_allowed(at, window, zones, enforce_calling_hours=self._enforce):
             return True
         opens = next_allowed(at, window, zones, enforce_calling_hours=self._enforce)

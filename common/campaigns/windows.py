@@ -289,6 +289,49 @@ def recipient_zones(e164: str) -> tuple[str, ...]:
     return tuple(z for z in zones if z != pn_timezone.UNKNOWN_TIMEZONE and is_zone(z))
 
 
+ROW_ZONE = "timezone"  # a recipient's own zone: its additional_params key (a CSV column)
+
+
+def given_zone(*params: object) -> tuple[str, object] | None:
+    """The first `timezone` (any case: a CSV header's "TimeZone") of these additional_params
+    objects, as (its key, its value), a blank one being none; None when none gives one."""
+    for given in params:
+        if not isinstance(given, dict):
+            continue
+        for key, value in given.items():
+            if isinstance(key, str) and key.lower() == ROW_ZONE:
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    break
+                return key, value
+    return None
+
+
+def row_zone_problem(value: object) -> str | None:
+    """Why a recipient's `timezone` is not a zone to read its calling hours in, or None."""
+    if isinstance(value, str) and is_zone(value):
+        return None
+    example = "an IANA time zone name such as America/Chicago"
+    if not isinstance(value, str):
+        return f"must be {example}; got {_said(value)}"
+    hint = next((z for z in sorted(_zone_names()) if z.lower() == value.strip().lower()), None)
+    tail = f"did you mean {hint!r}?" if hint else f"use {example}"
+    return f"unknown time zone {_said(value)}; {tail}"
+
+
+def call_zones(e164: str, *params: object) -> tuple[str, ...]:
+    """The zones a recipient's calling hours are read in: its number's (`recipient_zones`)
+    and the `timezone` its additional_params give (`params`: the row's, then the defaults'),
+    when that is a zone. The window must be open in all of them: a zone given narrows the
+    hours, it never widens them past the number's (the number's zones may be where the
+    person is; a list's zone may be old). One not a zone (a row stored before they were
+    checked) is not read."""
+    zones = recipient_zones(e164)
+    found = given_zone(*params)
+    if found is None or not isinstance(found[1], str) or not is_zone(found[1]):
+        return zones
+    return zones if found[1] in zones else (*zones, found[1])
+
+
 # ------------------------------------------------------------------ allowed instants
 
 # One zone's rule: (zone, local start s, local end s, weekday bitmask 1<<0=Mon..1<<6=Sun).

@@ -39,7 +39,7 @@ from common.campaigns.model import (
     RecipientRecord,
     after_attempt,
 )
-from common.campaigns.windows import next_allowed, recipient_zones
+from common.campaigns.windows import call_zones, next_allowed
 from common.storage.base import UploadGivenUp
 from common.storage.paging import Before, before_clause
 from common.storage.programs import (
@@ -817,13 +817,17 @@ def _retry_in_window(
 ) -> Program[tuple[str, float]]:
     """A retry due at `due`: pending then, or waiting_window until its window next opens."""
     rows = yield Query(
-        "SELECT phone_number FROM campaign_recipients WHERE campaign_id = ? AND idx = ?",
+        "SELECT phone_number, fields FROM campaign_recipients WHERE campaign_id = ? AND idx = ?",
         (ref.campaign_id, ref.idx),
     )
     if not rows:
         return PENDING, due
     at = datetime.fromtimestamp(due, UTC)
-    zones = recipient_zones(rows[0]["phone_number"])
+    zones = call_zones(
+        rows[0]["phone_number"],
+        json.loads(rows[0]["fields"]).get("additional_params"),
+        spec.defaults.get("additional_params"),
+    )
     opens = next_allowed(at, spec.window, zones, enforce_calling_hours=enforce_hours)
     if opens is None or opens <= at:  # open then (or never: the driver ends it invalid)
         return PENDING, due

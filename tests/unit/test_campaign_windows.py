@@ -648,3 +648,25 @@ def test_open_time_matches_a_minute_scan(
         open_s += 60 if oracle(minute, w, zones, False) else 0
         minute += timedelta(minutes=1)
     assert open_s == seconds
+
+
+def test_a_rows_own_zone_is_read_with_its_numbers() -> None:
+    from common.campaigns.windows import call_zones
+
+    ny = "+12125557700"
+    assert call_zones(ny) == ("America/New_York",)
+    assert call_zones(ny, {"TimeZone": "America/Los_Angeles"}) == (
+        "America/New_York",
+        "America/Los_Angeles",
+    )
+    assert call_zones(ny, {"timezone": "America/New_York"}) == ("America/New_York",)
+    # the row's over the defaults'; a blank one is none; one stored unchecked is not read
+    assert call_zones(ny, {"timezone": "Europe/Madrid"}, {"timezone": "Asia/Tokyo"})[1:] == (
+        "Europe/Madrid",
+    )
+    assert call_zones(ny, {"timezone": " "}, {"timezone": "Asia/Tokyo"})[1:] == ("Asia/Tokyo",)
+    assert call_zones(ny, {"timezone": "Mars/Olympus"}) == ("America/New_York",)
+    assert call_zones(ny, {"timezone": 5}, None, "x") == ("America/New_York",)
+    # a number of no known zone has the row's
+    assert call_zones("+80012345678") == ()
+    assert call_zones("+80012345678", {"timezone": "Europe/Paris"}) == ("Europe/Paris",)

@@ -1,0 +1,144 @@
+"""A recipient's own time zone (a CSV's `timezone` column, a JSON row's
+additional_params.timezone): its calling hours are read there too, with its number's."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import ShiftedClock, wait_for
+from tests.integration.test_campaigns import FAST, all_recipients, campaign_of, create
+
+# A Wednesday 15:00 UTC: 10:00 in New York (open 09:00-20:00), 07:00 in Los Angeles (closed
+# until 17:00 UTC), 16:00 in Madrid (open).
+WEDNESDAY_15_UTC = dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC).timestamp()
+NEW_YORK = "+12125557700"
+
+
+async def test_a_rows_time_zone_keeps_its_calls_inside_the_window_there(
+    start_app: AppFactory,
+) -> None:
+    # A New York number whose owner lives in California, in a CSV's timezone column and a
+    # JSON row's additional_params: called at 10:00 New York time, 07:00 where they were.
+    clock = ShiftedClock(WEDNESDAY_15_UTC)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    csv = f"phone_number,TimeZone\n{NEW_YORK},America/Los_Angeles\n+12125557701,Europe/Madrid\n"
+    from_csv = await client.post(
+        "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert from_csv.status == 201, await from_csv.text()
+    from_json = await create(
+        client,
+        {
+            "name": "json",
+            "recipients": [
+                {
+                    "phone_number": NEW_YORK,
+                    "additional_params": {"timezone": "America/Los_Angeles"},
+                },
+                {
+                    "phone_number": "+12125557701",
+                    "additional_params": {"timezone": "Europe/Madrid"},
+                },
+            ],
+        },
+    )
+    for campaign_id in ((await from_csv.json())["campaign_id"], from_json["campaign_id"]):
+
+        async def one_done(campaign_id: str = campaign_id) -> bool:
+            counts = (await campaign_of(client, campaign_id))["counts"]
+            return bool(counts["completed"] == 1 and counts["waiting_window"] == 1)
+
+        await wait_for(one_done)
+        waiting, called = await all_recipients(client, campaign_id)
+        # 09:00 in Los Angeles; the Madrid row, open in Madrid and New York alike, was called
+        assert waiting["state"] == "waiting_window"
+        assert waiting["next_attempt_at"] == "2026-12-02T17:00:00.000Z"
+        assert called["state"] == "completed"
+    assert NEW_YORK not in [d.number for d in client.app[SANDBOX].dials]
+
+
+async def test_a_rows_time_zone_never_widens_the_numbers_hours(start_app: AppFactory) -> None:
+    # 12:00 UTC: 13:00 in Madrid, 07:00 in New York. A New York number said to be in Madrid
+    # waits for 09:00 in New York (14:00 UTC): the number's zone still holds.
+    clock = ShiftedClock(WEDNESDAY_15_UTC - 3 * 3600)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    created = await create(
+        client,
+        {
+            "name": "widen",
+            "recipients": [
+                {"phone_number": NEW_YORK, "additional_params": {"timezone": "Europe/Madrid"}}
+            ],
+        },
+    )
+    (row,) = await all_recipients(client, created["campaign_id"])
+    assert row["state"] == "waiting_window"
+    assert row["next_attempt_at"] == "2026-12-02T14:00:00.000Z"
+
+
+async def test_a_rows_bad_time_zone_is_refused_with_its_row(
+    client: TestClient[Any, Any],
+) -> None:
+    csv = (
+        "phone_number,timezone\n"
+        f"{NEW_YORK},america/los_angeles\n"
+        "+12125557701,Mars/Olympus\n"
+        "+12125557702,\n"  # blank: the number's zones
+    )
+    resp = await client.post(
+        "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert details == [
+        {
+            "row": 2,
+            "field": "timezone",
+            "error": "unknown time zone 'america/los_angeles'; did you mean 'America/Los_Angeles'?",
+        },
+        {
+            "row": 3,
+            "field": "timezone",
+            "error": "unknown time zone 'Mars/Olympus'; use an IANA time zone name such as"
+            " America/Chicago",
+        },
+    ]
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "defaults": {"additional_params": {"timezone": "Nowhere"}},
+            "recipients": [
+                {"phone_number": NEW_YORK, "additional_params": {"timezone": 5}},
+                {"phone_number": "+12125557701"},
+            ],
+        },
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert [(d.get("row"), d["field"]) for d in details] == [
+        (None, "defaults.additional_params.timezone")
+    ]
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "recipients": [
+                {"phone_number": NEW_YORK, "additional_params": {"timezone": 5}},
+                {"phone_number": "x", "additional_params": {"timezone": "Nowhere"}},
+            ],
+        },
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert [(d["row"], d["field"]) for d in details] == [
+        (0, "recipients[0].additional_params.timezone"),
+        (1, "recipients[1].phone_number"),
+        (1, "recipients[1].additional_params.timezone"),
+    ]
+    assert details[0]["error"] == ("must be an IANA time zone name such as America/Chicago; got 5")
