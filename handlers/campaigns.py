@@ -35,6 +35,7 @@ from common.campaigns.request import (
 )
 from common.own_threads import OwnThreads
 from common.storage.base import KeyTaken
+from common.storage.campaign_programs import MAX_RESUMES
 from common.storage.paging import Before
 from common.text import MAX_QUOTED_CHARS, shown_text
 from handlers.errors import HttpError
@@ -823,6 +824,16 @@ def setup(app: web.Application) -> None:
                     401: UNAUTHORIZED,
                     404: Reply("No such campaign"),
                     409: Reply("Not possible in the campaign's status"),
+                    **(
+                        {
+                            429: Reply(
+                                f"Resumed {MAX_RESUMES} times within the last hour already",
+                                headers=("Retry-After",),
+                            )
+                        }
+                        if action == "resume"
+                        else {}
+                    ),
                     503: DB_DOWN,
                 },
             ),

@@ -34,7 +34,7 @@ from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.masking import redact
 from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked, DatabaseStalled
-from common.storage.campaign_programs import CampaignConflict
+from common.storage.campaign_programs import CampaignConflict, TooManyResumes
 from common.text import is_unicode, quoted, shown_text
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (InvalidRows, lambda e: Answer(422, str(e), e.details)),
     (UnknownCampaign, lambda e: Answer(404, "unknown campaign", [])),
     (CampaignConflict, lambda e: Answer(409, str(e), [])),
+    (TooManyResumes, lambda e: Answer(429, str(e), [], _retry(e.retry_after_s))),
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
     (CallOnAnotherSandbox, lambda e: Answer(409, str(e), [])),
     (CallsStillLive, lambda e: Answer(409, str(e), [])),

@@ -93,6 +93,24 @@ class CampaignConflict(Exception):
         self.status = status
 
 
+# Resumes of one campaign in any hour: each pause and resume is an event kept a week and sent
+# to its webhook (up to 28 KB a pair with the largest defaults): a client toggling a campaign
+# in a loop wrote 100 pairs a second, 3 MB/s, with nothing to stop it.
+MAX_RESUMES = 20
+RESUMES_WINDOW_S = 3600.0
+
+
+class TooManyResumes(Exception):
+    """A campaign resumed MAX_RESUMES times within the last RESUMES_WINDOW_S: not again yet."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"campaign was resumed {MAX_RESUMES} times in the last hour, the most it may be;"
+            f" it may be resumed again in {retry_after_s} s"
+        )
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True)
 class OnList:
     """begin_attempt found the recipient's number on the do-not-call list: it is skipped."""
@@ -446,6 +464,8 @@ def control_campaign(
     }[action]
     if status not in allowed:
         raise CampaignConflict(status.value, action)
+    if action == "resume":  # (pause and cancel, which stop calls, are never held back)
+        yield from _check_resumes(campaign_id, now)
     if action == "pause":
         new, event_type, ended = CampaignStatus.PAUSED, CAMPAIGN_PAUSED, None
         yield from _withdraw_placing(campaign_id, PENDING, now)
@@ -469,6 +489,21 @@ def control_campaign(
     event = yield from _event(d, campaign_id, event_type, now, lease_s, holder, enforce_hours)
     after = yield from get_campaign(d, campaign_id)
     return after, [event]
+
+
+def _check_resumes(campaign_id: str, now: float) -> Program[None]:
+    """TooManyResumes when the campaign's last MAX_RESUMES resumes (its events, kept a week)
+    all fall within the last RESUMES_WINDOW_S."""
+    rows = yield Query(
+        "SELECT created_at FROM outbox WHERE call_id = ? AND type = ? AND created_at > ?"
+        " ORDER BY created_at DESC LIMIT ?",
+        (campaign_id, CAMPAIGN_RESUMED, now - RESUMES_WINDOW_S, MAX_RESUMES),
+    )
+    if len(rows) < MAX_RESUMES:
+        return
+    oldest = float(rows[-1]["created_at"])
+    wait = oldest + RESUMES_WINDOW_S - now  # (at most the window: a clock stepped back)
+    raise TooManyResumes(max(1, min(int(RESUMES_WINDOW_S), int(wait) + 1)))
 
 
 def _withdraw_placing(campaign_id: str, state: str, now: float) -> Program[None]:
