@@ -292,14 +292,19 @@ def recipient_zones(e164: str) -> tuple[str, ...]:
 ROW_ZONE = "timezone"  # a recipient's own zone: its additional_params key (a CSV column)
 
 
+_ZONE_KEY_SEPARATORS = re.compile(r"[\s_.-]+")
+
+
 def given_zone(*params: object) -> tuple[str, object] | None:
-    """The first `timezone` (any case: a CSV header's "TimeZone") of these additional_params
-    objects, as (its key, its value), a blank one being none; None when none gives one."""
+    """The first `timezone` of these additional_params objects, as (its key, its value), a
+    blank one being none; None when none gives one. The key in any case and spelling of the
+    two words ("TimeZone", "time_zone", "Time Zone": a spreadsheet's header), since a zone
+    meant for the calling hours and not read there is a call at 07:00 where the person is."""
     for given in params:
         if not isinstance(given, dict):
             continue
         for key, value in given.items():
-            if isinstance(key, str) and key.lower() == ROW_ZONE:
+            if isinstance(key, str) and _ZONE_KEY_SEPARATORS.sub("", key.lower()) == ROW_ZONE:
                 if value is None or (isinstance(value, str) and not value.strip()):
                     break
                 return key, value

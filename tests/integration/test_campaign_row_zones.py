@@ -26,7 +26,7 @@ async def test_a_rows_time_zone_keeps_its_calls_inside_the_window_there(
     # JSON row's additional_params: called at 10:00 New York time, 07:00 where they were.
     clock = ShiftedClock(WEDNESDAY_15_UTC)
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
-    csv = f"phone_number,TimeZone\n{NEW_YORK},America/Los_Angeles\n+12125557701,Europe/Madrid\n"
+    csv = f"phone_number,Time Zone\n{NEW_YORK},America/Los_Angeles\n+12125557701,Europe/Madrid\n"
     from_csv = await client.post(
         "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
     )

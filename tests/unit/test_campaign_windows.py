@@ -660,6 +660,9 @@ def test_a_rows_own_zone_is_read_with_its_numbers() -> None:
         "America/Los_Angeles",
     )
     assert call_zones(ny, {"timezone": "America/New_York"}) == ("America/New_York",)
+    for key in ("time_zone", "Time Zone", "TIME-ZONE"):
+        assert call_zones(ny, {key: "America/Chicago"})[1:] == ("America/Chicago",)
+    assert call_zones(ny, {"zone": "America/Chicago"}) == ("America/New_York",)
     # the row's over the defaults'; a blank one is none; one stored unchecked is not read
     assert call_zones(ny, {"timezone": "Europe/Madrid"}, {"timezone": "Asia/Tokyo"})[1:] == (
         "Europe/Madrid",
