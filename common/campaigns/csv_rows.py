@@ -65,6 +65,9 @@ _PHONE_ALIKE = re.compile(
     re.IGNORECASE,
 )
 
+# What a spreadsheet puts between a call field's words ("First Message", "webhook-url").
+_SEPARATORS = re.compile(r"[\s.-]+")
+
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 
@@ -241,7 +244,20 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
             errors.append(RowError(HEADER_ROW, name, f"column {index} repeats column {seen[key]}"))
         else:
             seen[key] = index
-        if key in _UNMAPPED_FIELDS and key not in known:
+        spelled = _SEPARATORS.sub("_", key)
+        if spelled != key and spelled in known and spelled != PHONE_FIELD:  # (said below)
+            # "First Message", "webhook url": set no call field, but went to additional_params
+            # unsaid: each call opened with the default greeting, its events to another URL.
+            errors.append(
+                RowError(
+                    HEADER_ROW,
+                    name,
+                    f"column {index} is not the call field {spelled}, which a column sets only"
+                    f" so named: rename it {spelled} (or, to pass it to the agent in"
+                    " additional_params, to a name no call field has)",
+                )
+            )
+        elif key in _UNMAPPED_FIELDS and key not in known:
             # ringing_timeout_s went to additional_params, where no call reads it: each row's
             # call rang for the default time, with nothing said.
             errors.append(

@@ -323,3 +323,25 @@ def test_a_column_naming_a_call_field_a_row_cannot_set_is_refused() -> None:
     )
     (error,) = rejected(b"phone_number,additional_params\n+14155550123,x\n")
     assert error.error.startswith("column 2 would go to additional_params")
+
+
+def test_a_column_spelled_as_a_call_field_in_words_is_told_to_be_renamed() -> None:
+    """A "First Message" or "webhook url" column set no call field and went to
+    additional_params unsaid: each call greeted with the default, its events went elsewhere."""
+    errors = rejected(
+        b"phone_number,First Message,webhook-url,Dynamic  Instruction,first_name,Phone Number\n"
+        b"+14155550123,Hi,https://example.com/h,Be brief,Al,+14155550124\n"
+    )
+    assert [(e.row, e.field) for e in errors] == [
+        (1, "First Message"),
+        (1, "webhook-url"),
+        (1, "Dynamic  Instruction"),
+    ]
+    assert errors[0].error == (
+        "column 2 is not the call field first_message, which a column sets only so named:"
+        " rename it first_message (or, to pass it to the agent in additional_params, to a"
+        " name no call field has)"
+    )
+    # A header lacking phone_number is told once, to rename the one that looks like it.
+    (error,) = rejected(b"Phone Number,name\n+14155550123,Al\n")
+    assert error.field == "phone_number"
