@@ -65,6 +65,21 @@ _PHONE_ALIKE = re.compile(
     re.IGNORECASE,
 )
 
+# The campaign's options as query parameters name them (a CSV upload's): none is a row's.
+_CAMPAIGN_OPTIONS = frozenset(
+    {
+        "start_at",
+        "window_start",
+        "window_end",
+        "window_days",
+        "calls_per_second",
+        "max_concurrent",
+        "retry_on",
+        "max_attempts",
+        "delay_s",
+        "invalid_rows",
+    }
+)
 # What a spreadsheet puts between a call field's words ("First Message", "webhook-url").
 _SEPARATORS = re.compile(r"[\s.-]+")
 
@@ -255,6 +270,18 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
                     f"column {index} is not the call field {spelled}, which a column sets only"
                     f" so named: rename it {spelled} (or, to pass it to the agent in"
                     " additional_params, to a name no call field has)",
+                )
+            )
+        elif spelled in _CAMPAIGN_OPTIONS:
+            # A start_at or window_start column went to additional_params: each row was called
+            # at the campaign's time, with nothing said.
+            errors.append(
+                RowError(
+                    HEADER_ROW,
+                    name,
+                    f"column {index} names the campaign option {spelled}, which holds for every"
+                    " row: give it in the options, or rename the column to pass it to the agent"
+                    " in additional_params",
                 )
             )
         elif key in _UNMAPPED_FIELDS and key not in known:

@@ -345,3 +345,23 @@ def test_a_column_spelled_as_a_call_field_in_words_is_told_to_be_renamed() -> No
     # A header lacking phone_number is told once, to rename the one that looks like it.
     (error,) = rejected(b"Phone Number,name\n+14155550123,Al\n")
     assert error.field == "phone_number"
+
+
+def test_a_column_naming_a_campaign_option_is_refused() -> None:
+    """A start_at column went to additional_params: each row was called at the campaign's
+    time, not its own, with nothing said."""
+    errors = rejected(b"phone_number,start_at,Window Start,max_attempts\n+14155550123,x,y,z\n")
+    assert [(e.row, e.field) for e in errors] == [
+        (1, "start_at"),
+        (1, "Window Start"),
+        (1, "max_attempts"),
+    ]
+    assert errors[0].error == (
+        "column 2 names the campaign option start_at, which holds for every row: give it in"
+        " the options, or rename the column to pass it to the agent in additional_params"
+    )
+    # every option a query takes, but name (a row's too), timezone (a row's own) and options
+    from common.campaigns import csv_rows
+    from common.campaigns.request import QUERY_PARAMS
+
+    assert set(QUERY_PARAMS) - {"name", "timezone", "options"} == csv_rows._CAMPAIGN_OPTIONS
