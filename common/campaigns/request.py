@@ -143,7 +143,7 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
         rules.parse({**defaults, "phone_number": _PROBE_NUMBER})
     except InvalidCall as exc:
         errors.extend(
-            FieldError(f"defaults.{e.field}", e.error)
+            FieldError(f"defaults.{e.field}", _hinted(e))
             for e in exc.errors
             if e.field != "phone_number"
         )
@@ -151,6 +151,17 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
     if zone is not None and (why := row_zone_problem(zone[1])) is not None:
         errors.append(FieldError(f"defaults.additional_params.{zone[0]}", why))
     return defaults
+
+
+def _hinted(error: FieldError) -> str:
+    """A call field's error, and where a time zone goes when one was given as a field: a
+    row's `timezone` was "unknown field", with no word of additional_params.timezone."""
+    if error.error == "unknown field" and given_zone({error.field: "x"}) is not None:
+        return (
+            "unknown field; a recipient's own time zone goes in additional_params.timezone,"
+            " the campaign's in window.timezone"
+        )
+    return error.error
 
 
 N = TypeVar("N", int, float)
@@ -511,7 +522,7 @@ class RowChecker:
             call = self._rules.parse(merged(self._spec.defaults, row.fields))
         except InvalidCall as exc:
             return [
-                RowError(row.row_number, row.prefix + e.field, e.error) for e in exc.errors
+                RowError(row.row_number, row.prefix + e.field, _hinted(e)) for e in exc.errors
             ] + zone_errors
         if zone_errors:
             return zone_errors

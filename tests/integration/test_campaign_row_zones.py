@@ -142,3 +142,38 @@ async def test_a_rows_bad_time_zone_is_refused_with_its_row(
         (1, "recipients[1].additional_params.timezone"),
     ]
     assert details[0]["error"] == ("must be an IANA time zone name such as America/Chicago; got 5")
+
+
+async def test_a_time_zone_given_as_a_call_field_is_told_where_it_goes(
+    client: TestClient[Any, Any],
+) -> None:
+    hint = (
+        "unknown field; a recipient's own time zone goes in additional_params.timezone, the"
+        " campaign's in window.timezone"
+    )
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "recipients": [
+                {"phone_number": NEW_YORK, "timezone": "America/Chicago"},
+                {"phone_number": "+12125557701", "time_zone": "America/Chicago", "x": 1},
+            ],
+        },
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert details == [
+        {"row": 0, "field": "recipients[0].timezone", "error": hint},
+        {"row": 1, "field": "recipients[1].time_zone", "error": hint},
+        {"row": 1, "field": "recipients[1].x", "error": "unknown field"},
+    ]
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "defaults": {"timezone": "America/Chicago"},
+            "recipients": [{"phone_number": NEW_YORK}],
+        },
+    )
+    assert (await resp.json())["details"] == [{"field": "defaults.timezone", "error": hint}]
