@@ -177,3 +177,49 @@ async def test_a_time_zone_given_as_a_call_field_is_told_where_it_goes(
         },
     )
     assert (await resp.json())["details"] == [{"field": "defaults.timezone", "error": hint}]
+
+
+async def test_a_rows_time_zone_holds_when_its_turn_comes_and_for_its_retries(
+    start_app: AppFactory,
+) -> None:
+    # 00:55 UTC: 16:55 in California, 19:55 in New York, where the rows' owners live. A busy
+    # row's retry 600 s on is at 20:05 in New York; a row whose campaign starts at 01:00 UTC
+    # (open then) is reached at 01:10, 20:10 in New York. Both wait for 09:00 in California
+    # (17:00 UTC), open in both; they were called at 17:05 and 17:10 California time.
+    at = dt.datetime(2026, 12, 2, 0, 55, tzinfo=dt.UTC).timestamp()
+    clock = ShiftedClock(at)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    own_zone = {"additional_params": {"timezone": "America/New_York"}}
+    busy = await create(
+        client,
+        {
+            "name": "retry",
+            "recipients": [{"phone_number": "+14155550486", **own_zone}],
+            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 600},
+        },
+    )
+    later = await create(
+        client,
+        {
+            "name": "later",
+            "recipients": [{"phone_number": "+14155557700", **own_zone}],
+            "start_at": "2026-12-02T00:58:00Z",
+        },
+    )
+
+    async def retry_waiting() -> bool:
+        counts = (await campaign_of(client, busy["campaign_id"]))["counts"]
+        return bool(counts["waiting_window"] == 1)
+
+    await wait_for(retry_waiting)
+    clock.move_to(at + 15 * 60)
+
+    async def reached() -> bool:
+        rows = await all_recipients(client, later["campaign_id"])
+        return bool(rows[0]["state"] == "waiting_window")
+
+    await wait_for(reached)
+    for campaign_id in (busy["campaign_id"], later["campaign_id"]):
+        (row,) = await all_recipients(client, campaign_id)
+        assert row["next_attempt_at"] == "2026-12-02T17:00:00.000Z"
+    assert [d.number for d in client.app[SANDBOX].dials] == ["+14155550486"]
