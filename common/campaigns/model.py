@@ -19,7 +19,7 @@ from common.campaigns.windows import (
     END_OF_DAY,
     CallingWindow,
     after_open_time,
-    recipient_zones,
+    call_zones,
 )
 
 
@@ -168,6 +168,7 @@ class CampaignRecord:
     counts: dict[str, int] = field(default_factory=dict)
     next_due_at: float | None = None
     next_due_number: str | None = None  # the next recipient due's (its zones for the window)
+    next_due_params: object = None  # and its additional_params (its own time zone)
 
     @property
     def achieved_calls_per_second(self) -> float | None:
@@ -201,7 +202,13 @@ class CampaignRecord:
             waiting,
             self.spec.pacing.interval_s,
             self.spec.window,
-            recipient_zones(self.next_due_number) if self.next_due_number else (),
+            call_zones(
+                self.next_due_number,
+                self.next_due_params,
+                self.spec.defaults.get("additional_params"),
+            )
+            if self.next_due_number
+            else (),
             enforce_calling_hours=enforce_calling_hours,
         )
 

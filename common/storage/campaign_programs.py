@@ -10,7 +10,7 @@ the call's own transaction (programs.link_attempt).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -336,15 +336,17 @@ def get_campaign(
         "SELECT state, COUNT(*) AS n FROM campaign_recipients WHERE campaign_id = ? GROUP BY state",
         (campaign_id,),
     )
-    due = yield Query(  # the next recipient due: its time, and its number (its time zones)
-        "SELECT next_at, phone_number FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
+    due = yield Query(  # the next recipient due: its time, its number and fields (its zones)
+        "SELECT next_at, phone_number, fields FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
         f" AND state IN ({_DUE}) ORDER BY next_at, idx LIMIT 1",  # noqa: S608 - constant text
         (campaign_id,),
     )
     counts = {r["state"]: int(r["n"]) for r in counted}
     if not due:
         return _row_to_campaign(rows[0], counts, None)
-    return _row_to_campaign(rows[0], counts, due[0]["next_at"], due[0]["phone_number"])
+    record = _row_to_campaign(rows[0], counts, due[0]["next_at"], due[0]["phone_number"])
+    params = json.loads(due[0]["fields"]).get("additional_params")
+    return replace(record, next_due_params=params) if params is not None else record
 
 
 def list_campaigns(d: Dialect, limit: int, before: Before | None) -> Program[list[CampaignRecord]]:

@@ -223,3 +223,28 @@ async def test_a_rows_time_zone_holds_when_its_turn_comes_and_for_its_retries(
         (row,) = await all_recipients(client, campaign_id)
         assert row["next_attempt_at"] == "2026-12-02T17:00:00.000Z"
     assert [d.number for d in client.app[SANDBOX].dials] == ["+14155550486"]
+
+
+async def test_the_estimated_finish_reads_the_rows_own_zone(start_app: AppFactory) -> None:
+    """400 New York numbers of people in California at 0.01 calls/s (39,900 s of calls) from
+    09:00 in California: open in both 17:00-01:00 UTC, 8 hours a day, so the last call is at
+    20:05 UTC the next day. The estimate read New York alone (14:00-01:00 UTC): 17:05."""
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=ShiftedClock(WEDNESDAY_15_UTC))
+    answer = await create(
+        client,
+        {
+            "name": "estimate",
+            "recipients": [
+                {
+                    "phone_number": f"+1212{200 + n // 100}{n % 100:04d}",
+                    "additional_params": {"timezone": "America/Los_Angeles"},
+                }
+                for n in range(400)
+            ],
+            "pacing": {"calls_per_second": 0.01},
+            "start_at": "2026-12-04T17:00:00Z",
+        },
+    )
+    assert answer["campaign"]["estimated_finish_at"] == "2026-12-05T20:05:00.000Z"
+    campaign = await campaign_of(client, answer["campaign_id"])
+    assert campaign["estimated_finish_at"] == "2026-12-05T20:05:00.000Z"
