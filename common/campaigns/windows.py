@@ -317,10 +317,10 @@ def row_zone_problem(value: object) -> str | None:
         return None
     example = "an IANA time zone name such as America/Chicago"
     if not isinstance(value, str):
-        return f"must be {example}; got {_said(value)}"
+        return f"must be {example}; got {quoted(value)}"
     hint = next((z for z in sorted(_zone_names()) if z.lower() == value.strip().lower()), None)
     tail = f"did you mean {hint!r}?" if hint else f"use {example}"
-    return f"unknown time zone {_said(value)}; {tail}"
+    return f"unknown time zone {quoted(value)}; {tail}"
 
 
 def call_zones(e164: str, *params: object) -> tuple[str, ...]:
