@@ -153,6 +153,16 @@ def _content_mark(stat: os.stat_result | None) -> tuple[int, int] | None:
     return None if stat is None else (stat.st_size, stat.st_mtime_ns)
 
 
+def _db_header(db: int) -> bytes | None:
+    """calls.db's header (its first 100 bytes, of `db` open on it: the change counter SQLite
+    moves whenever page 1 is written, the page count, the freelist, the schema cookie), or
+    None if unreadable."""
+    try:
+        return os.pread(db, 100, 0)
+    except OSError:
+        return None
+
+
 def _checkpoint_mark(shm: int) -> bytes | None:
     """What changes in the log's index (calls.db-shm, open as `shm`) whenever any connection
     copies the log into calls.db or starts the log anew: its salts (bytes 32-39 of the
@@ -350,10 +360,15 @@ class SqliteCallStore(SqlCallStore):
         self._shm_identity: tuple[int, int] | None = None  # and of its -shm, as opened
         # calls.db's size and time of change, and the log's checkpoint mark, after our last
         # write: calls.db written since with no checkpoint was written over (`_still_ours`).
+        # With them its header, read again only when its size or time of change moved.
         self._marks: tuple[tuple[int, int] | None, bytes | None] = (None, None)
+        self._header: bytes | None = None
         # calls.db-shm, held open for those marks: opening it at each write cost ~20 µs, 7% of
         # the server's CPU per call at 1 client (bench.compare). Replaced, writes are refused.
         self._shm_fd: int | None = None
+        # calls.db, held open for its header: closing a descriptor of it would let go of
+        # every lock SQLite holds on it (POSIX locks are the process's, per file).
+        self._db_fd: int | None = None
         self._wal_big_said = False  # its -wal passed WAL_WARN_BYTES (said), not cut back yet
         self._gone_said = False
         self._may_migrate = True
@@ -454,7 +469,19 @@ class SqliteCallStore(SqlCallStore):
 
     def _note_marks(self) -> None:
         """After our own write (its COMMIT may have copied the log into calls.db)."""
-        self._marks = (_content_mark(_stat(self.path)), self._shm_mark())
+        content = _content_mark(_stat(self.path))
+        if content != self._marks[0]:
+            self._header = self._db_header()
+        self._marks = (content, self._shm_mark())
+
+    def _db_header(self) -> bytes | None:
+        """_db_header of calls.db (opened the first time, closed after the connection)."""
+        if self._db_fd is None:
+            try:
+                self._db_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        return _db_header(self._db_fd)
 
     def _shm_mark(self) -> bytes | None:
         """_checkpoint_mark of calls.db-shm (opened the first time it is there)."""
@@ -470,14 +497,21 @@ class SqliteCallStore(SqlCallStore):
         than a checkpoint (any connection's changes the log's index): `cp backup.db calls.db`
         over the live file, which keeps its inode. SQLite went on answering from its cache
         and the log, then copied the log's pages into the other file's: every answer 200, and
-        at the next start 'database disk image is malformed', every call lost."""
+        at the next start 'database disk image is malformed', every call lost. Its time
+        alone moved, its size and header as they were (`touch calls.db`, a backup tool
+        setting its time), nothing was written: every write was refused for it."""
         content, checkpoint = self._marks
         if content is None or now == content:
             return
         current = self._shm_mark()
         if checkpoint is None or current != checkpoint:  # a checkpoint by another process
             self._marks = (now, current)
+            self._header = self._db_header()
             return
+        if now is not None and now[0] == content[0] and self._header is not None:
+            if self._db_header() == self._header:  # touched: its contents not written
+                self._marks = (now, current)
+                return
         self._refuse_writes("written over", " (a copy onto it?)")
 
     def _refuse_writes(self, what: str, guess: str = "") -> NoReturn:
@@ -667,9 +701,10 @@ class SqliteCallStore(SqlCallStore):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        if self._shm_fd is not None:
-            os.close(self._shm_fd)
-            self._shm_fd = None
+        for fd in (self._shm_fd, self._db_fd):
+            if fd is not None:
+                os.close(fd)
+        self._shm_fd = self._db_fd = None
 
     async def erase_call_data(self, ended_before: float, limit: int) -> int:
         """As every store erases, then the write-ahead log copied into the file and emptied:

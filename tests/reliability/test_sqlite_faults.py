@@ -701,21 +701,36 @@ async def test_a_log_or_its_index_removed_under_the_server_loses_nothing(
     assert kept == [first]
 
 
+async def _checkpoint(client: Client) -> None:
+    """The server's own checkpoint: its log copied into calls.db, as SQLite's every ~4 MB."""
+    store = client.app[STORE]
+    assert await store._submit(store._empty_wal_sync)
+
+
+@pytest.mark.parametrize("same_size", [False, True])
 async def test_a_backup_copied_over_the_live_database_is_noticed(
-    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, same_size: bool
 ) -> None:
     """`cp backup.db calls.db` under a running server: cp writes into the same file (its
     inode kept), so the check of its identity passed; the server went on answering 200 from
     its cache and its log, then copied the log's pages into the other file's, and the next
     start read 'database disk image is malformed'. Now the next write sees calls.db written
-    with no checkpoint, refuses itself and every write after it, saying to restart."""
+    with no checkpoint, refuses itself and every write after it, saying to restart. Of the
+    same size as calls.db too (another version of it: its header's change counter differs)."""
     caplog.set_level(logging.INFO, logger="common.storage.sqlite")
     client = await _quiet_app(start_app)
     assert (await _place(client, name="Before The Backup")).status == 200
-    backup = tmp_path / "backup.db"
-    shutil.copyfile(tmp_path / "calls.db", backup)
+    db, backup = tmp_path / "calls.db", tmp_path / "backup.db"
+    shutil.copyfile(db, backup)
     assert (await _place(client, name="After The Backup")).status == 200
-    shutil.copyfile(backup, tmp_path / "calls.db")  # over it: the same file, other contents
+    await _checkpoint(client)  # calls.db holds the call placed after the backup
+    if same_size:
+        older = bytearray(db.read_bytes())
+        older[24:28] = (int.from_bytes(older[24:28], "big") - 1).to_bytes(4, "big")
+        backup.write_bytes(older)
+    assert backup.read_bytes() != db.read_bytes()
+    assert (backup.stat().st_size == db.stat().st_size) == same_size
+    shutil.copyfile(backup, db)  # over it: the same file, other contents
     resp = await _place(client, name="After The Copy")
     assert resp.status == 503
     error = (await resp.json())["error"]
@@ -723,6 +738,39 @@ async def test_a_backup_copied_over_the_live_database_is_noticed(
     assert (await client.get("/readyz")).status == 503
     said = [m for m in _store_lines(caplog) if "written over" in m]
     assert len(said) == 1 and "restart the server" in said[0], said
+
+
+@pytest.mark.parametrize("change", ["touch", "chmod"])
+async def test_a_database_touched_or_chmodded_is_not_taken_for_a_copy(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    """`touch calls.db` (a backup or monitoring tool resetting its time), or its mode changed,
+    writes none of its contents: every write after it was refused 503 'written over ...
+    restart the server', /readyz 503, CRITICAL. Now writes go on; a copy onto it after that
+    is still refused."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    client = await _quiet_app(start_app)
+    db = tmp_path / "calls.db"
+    assert (await _place(client, name="Before The Touch")).status == 200
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(db, backup)
+    assert (await _place(client, name="After The Backup")).status == 200
+    await _checkpoint(client)
+    before = os.stat(db)
+    if change == "touch":
+        os.utime(db, ns=(before.st_atime_ns, before.st_mtime_ns + 5_000_000_000))
+        assert os.stat(db).st_mtime_ns != before.st_mtime_ns
+    else:
+        os.chmod(db, 0o400)
+    for name in ("After The Touch", "And Again"):
+        resp = await _place(client, name=name)
+        assert resp.status == 200, await resp.text()
+    assert (await client.get("/readyz")).status == 200
+    assert not [m for m in _store_lines(caplog) if "restart the server" in m]
+    os.chmod(db, 0o600)
+    shutil.copyfile(backup, db)  # the copy onto it is still noticed
+    assert (await _place(client, name="After The Copy")).status == 503
+    assert (await client.get("/readyz")).status == 503
 
 
 async def test_a_checkpoint_by_another_process_is_not_taken_for_a_copy(
