@@ -450,6 +450,14 @@ class SqliteCallStore(SqlCallStore):
         identity = None if found_db is None else (found_db.st_dev, found_db.st_ino)
         if identity != self._identity:
             self._refuse_writes("removed" if identity is None else "replaced")
+        # The index first: with it gone, another process may have written, checkpointed and
+        # removed the log since, and a checkpoint through our index would undo its writes.
+        shm = self._side_identity_now("-shm")
+        if shm != self._shm_identity:
+            if self._shm_identity is None:  # none when opened: SQLite made it since
+                self._shm_identity = shm
+            else:
+                self._wal_gone(shm is None, "-shm")
         found = _stat(f"{self.path}-wal")
         wal = None if found is None else (found.st_dev, found.st_ino)
         if wal != self._wal_identity:
@@ -457,12 +465,6 @@ class SqliteCallStore(SqlCallStore):
                 self._wal_identity = wal
                 return
             self._wal_gone(wal is None)
-        shm = self._side_identity_now("-shm")
-        if shm != self._shm_identity:
-            if self._shm_identity is None:  # none when opened: SQLite made it since
-                self._shm_identity = shm
-            else:
-                self._wal_gone(shm is None, "-shm")
         if found is not None:
             self._watch_wal_size(found.st_size)
         self._written_over(_content_mark(found_db))
@@ -565,10 +567,18 @@ class SqliteCallStore(SqlCallStore):
         had mapped, and another process opening calls.db made a new one, with a write lock
         of its own: a write it committed (a `sqlite3` shell's) was overwritten in the log by
         the server's next, silently, and it read the server's later writes not at all."""
+        what = " (the log's shared-memory index)" if suffix == "-shm" else ""
         error = DatabaseGone(
-            f"{self.path}{suffix} was {'removed' if removed else 'replaced'} under the running"
-            " server: nothing more is written to the database; restart the server"
+            f"{self.path}{suffix}{what} was {'removed' if removed else 'replaced'} under the"
+            " running server: nothing more is written to the database; restart the server"
         )
+        if not self._gone_said and suffix == "-shm":
+            # The log is left as it is, for the restart to read: a checkpoint through the
+            # index we hold would not know another process's writes since (a `sqlite3`
+            # shell's, which its exit copies into calls.db), and would put older pages over
+            # them or start the log anew over them (measured: the shell's insert lost).
+            self._gone_said = True
+            logger.critical("%s (the log is left for the restart to read)", error)
         if not self._gone_said:
             self._gone_said = True
             try:

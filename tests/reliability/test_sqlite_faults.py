@@ -678,9 +678,10 @@ async def test_a_log_or_its_index_removed_under_the_server_loses_nothing(
     'cleanup' of a stray file): the server went on with the log's index it had mapped,
     answering 200, while another process opening calls.db made a new index and a write lock
     of its own: the call it then wrote (a `sqlite3` shell's insert, committed) was
-    overwritten in the log by the server's next write, and nothing said so. Now, for either,
-    the next write copies the log into calls.db and refuses itself and every write after it,
-    saying to restart."""
+    overwritten in the log by the server's next write, and nothing said so. Now, for the log,
+    the next write copies it into calls.db and refuses itself and every write after it,
+    saying to restart (for the index, the log is left whole for the restart to read: see
+    test_a_removed_index_loses_no_other_process_write)."""
     caplog.set_level(logging.INFO, logger="common.storage.sqlite")
     client = await _quiet_app(start_app)
     first = (await (await _place(client, name="Kept")).json())["call_id"]
@@ -690,7 +691,7 @@ async def test_a_log_or_its_index_removed_under_the_server_loses_nothing(
     error = (await resp.json())["error"]
     assert error.startswith("calls database unavailable: ") and "restart the server" in error
     assert (await client.get("/readyz")).status == 503
-    said = [m for m in _store_lines(caplog) if f"{side} was removed" in m]
+    said = [m for m in _store_lines(caplog) if f"{side}" in m and "was removed" in m]
     assert len(said) == 1 and "restart the server" in said[0], said
     # What a crash now would leave: calls.db alone, as another process reads it.
     other = sqlite3.connect(f"{(tmp_path / 'calls.db').as_uri()}?mode=ro", uri=True)
@@ -705,6 +706,56 @@ async def _checkpoint(client: Client) -> None:
     """The server's own checkpoint: its log copied into calls.db, as SQLite's every ~4 MB."""
     store = client.app[STORE]
     assert await store._submit(store._empty_wal_sync)
+
+
+INSERT_AND_LEAVE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("INSERT INTO readiness (instance, at) VALUES ('shell', 1.0)")
+conn.close()
+print("done", flush=True)
+sys.stdin.read()
+"""
+
+READ_ALL = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+print(sorted(r[0] for r in conn.execute("SELECT instance FROM readiness")))
+print(sorted(r[0] for r in conn.execute("SELECT caller_name FROM calls")), flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_a_removed_index_loses_no_other_process_write(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calls.db-shm deleted, then another process (a `sqlite3` shell) wrote and committed a
+    row (into the log, through an index of its own): the server's next write was refused,
+    but it first checkpointed and started the log anew through the index it held, which
+    did not know that row: the row was gone at the restart, and the CRITICAL line said the
+    log "was copied into calls.db". Now the log is left for the restart to read (the row and
+    every call kept), and the line says the shared-memory index was removed."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    client = await _quiet_app(start_app)
+    db = tmp_path / "calls.db"
+    assert (await _place(client, name="Kept")).status == 200
+    (tmp_path / "calls.db-shm").unlink()
+    async with _another_process(INSERT_AND_LEAVE, db, "done") as shell:
+        await _let_go(shell)
+    assert (await _place(client, name="After It Went")).status == 503
+    said = [m for m in _store_lines(caplog) if "restart the server" in m]
+    # removed, or replaced by the shell's own where the server wrote as the shell ended
+    assert len(said) == 1 and "-shm (the log's shared-memory index) was re" in said[0], said
+    assert "copied" not in said[0], said
+    proc = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", READ_ALL.replace("sys.stdin.read()", ""), str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    instances, names = proc.stdout.splitlines()
+    assert "'shell'" in instances, instances
+    assert names == "['Kept']", names
 
 
 @pytest.mark.parametrize("same_size", [False, True])
