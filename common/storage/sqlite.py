@@ -470,11 +470,16 @@ class SqliteCallStore(SqlCallStore):
         self._written_over(_content_mark(found_db))
 
     def _note_marks(self) -> None:
-        """After our own write (its COMMIT may have copied the log into calls.db)."""
-        content = _content_mark(_stat(self.path))
-        if content != self._marks[0]:
+        """After our own write (its COMMIT may have copied the log into calls.db). calls.db
+        changed while the log's index did not (no checkpoint: a copy onto it while the write
+        ran) keeps the marks from before it, for the next write's look."""
+        content, checkpoint = _content_mark(_stat(self.path)), self._shm_mark()
+        before, checkpoint_before = self._marks
+        if content != before:
+            if before is not None and checkpoint is not None and checkpoint == checkpoint_before:
+                return
             self._header = self._db_header()
-        self._marks = (content, self._shm_mark())
+        self._marks = (content, checkpoint)
 
     def _db_header(self) -> bytes | None:
         """_db_header of calls.db (opened the first time, closed after the connection)."""

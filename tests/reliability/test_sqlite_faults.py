@@ -791,6 +791,48 @@ async def test_a_backup_copied_over_the_live_database_is_noticed(
     assert len(said) == 1 and "restart the server" in said[0], said
 
 
+class CopyAtCommit:
+    """Wraps the app's sqlite3 connection: the next COMMIT copies `backup` onto calls.db just
+    before it runs, as a `cp` that lands while a write is in flight."""
+
+    def __init__(self, conn: sqlite3.Connection, backup: Path, db: Path) -> None:
+        self._conn = conn
+        self._copy: tuple[Path, Path] | None = (backup, db)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self._copy is not None:
+            shutil.copyfile(*self._copy)
+            self._copy = None
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_backup_copied_over_while_a_write_runs_is_noticed(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """A copy onto calls.db that landed while a write ran was taken, after that write, for
+    what the write itself left (the marks were noted again): every write after it answered
+    200, the log then checkpointed into the backup's pages. Now the next write is refused."""
+    client = await _quiet_app(start_app)
+    assert (await _place(client, name="Before The Backup")).status == 200
+    db, backup = tmp_path / "calls.db", tmp_path / "backup.db"
+    shutil.copyfile(db, backup)
+    assert (await _place(client, name="After The Backup")).status == 200
+    await _checkpoint(client)
+    store = client.app[STORE]
+    real = store.conn
+    store._conn = CopyAtCommit(real, backup, db)
+    try:
+        await _place(client, name="While It Copies")  # begun before the copy: not refused
+        resp = await _place(client, name="After The Copy")
+    finally:
+        store._conn = real
+    assert resp.status == 503, await resp.text()
+    assert (await client.get("/readyz")).status == 503
+
+
 @pytest.mark.parametrize("change", ["touch", "chmod"])
 async def test_a_database_touched_or_chmodded_is_not_taken_for_a_copy(
     start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, change: str
