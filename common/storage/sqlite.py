@@ -141,6 +141,20 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return (stat.st_dev, stat.st_ino)
 
 
+def _db_stat(path: Path) -> tuple[os.stat_result | None, bool]:
+    """The stat of the file at `path` (followed, if `path` is a symbolic link) and whether it
+    is one: one lstat for a file. calls.db moved away and a link to it put in its place
+    stats as the same file, but a restart opens the link's target and reads none of the
+    log, still named calls.db-wal (measured: 'no such table')."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return None, False
+    if stat.S_ISLNK(found.st_mode):
+        return _stat(path), True
+    return found, False
+
+
 def _stat(path: Path | str) -> os.stat_result | None:
     try:
         return os.stat(path)
@@ -355,7 +369,8 @@ class SqliteCallStore(SqlCallStore):
         self._reader: _Worker | None = None
         self._reader_conn: sqlite3.Connection | None = None
         self._closing = False
-        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        # (device, inode) of the file opened, and whether `path` is a symbolic link to it
+        self._identity: tuple[int, int, bool] | None = None
         self._wal_identity: tuple[int, int] | None = None  # and of its -wal, as opened
         self._shm_identity: tuple[int, int] | None = None  # and of its -shm, as opened
         # calls.db's size and time of change, and the log's checkpoint mark, after our last
@@ -426,7 +441,8 @@ class SqliteCallStore(SqlCallStore):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._prepare(conn)
-            self._identity = _file_identity(self.path)
+            _file_identity(self.path)  # OSError if no file is there (`:memory:`)
+            self._identity = self._identity_now()
             self._wal_identity = self._wal_identity_now()
             self._shm_identity = self._side_identity_now("-shm")
             self._note_marks()
@@ -435,19 +451,17 @@ class SqliteCallStore(SqlCallStore):
             raise
         self._conn = conn
 
-    def _identity_now(self) -> tuple[int, int] | None:
+    def _identity_now(self) -> tuple[int, int, bool] | None:
         """The identity of the file at `path` now; None if it is not there."""
-        try:
-            return _file_identity(self.path)
-        except OSError:
-            return None
+        found, link = _db_stat(self.path)
+        return None if found is None else (found.st_dev, found.st_ino, link)
 
     def _still_ours(self) -> None:
         """The file at `path` is still the one we opened. Deleted (or replaced) under a
         running server, SQLite goes on writing to the unlinked file: every call placed after
         that would be gone at the next start. One stat per write transaction (~1 µs)."""
-        found_db = _stat(self.path)  # one stat for its identity and what was written to it
-        identity = None if found_db is None else (found_db.st_dev, found_db.st_ino)
+        found_db, link = _db_stat(self.path)  # its identity and what was written to it
+        identity = None if found_db is None else (found_db.st_dev, found_db.st_ino, link)
         if identity != self._identity:
             self._refuse_writes("removed" if identity is None else "replaced")
         # The index first: with it gone, another process may have written, checkpointed and

@@ -309,6 +309,24 @@ async def test_a_database_removed_under_the_server_says_to_restart_it(
     assert "Retry-After" not in resp.headers
 
 
+async def test_a_database_moved_and_linked_to_under_the_server_is_refused(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """calls.db moved away and a symbolic link to it put in its place: the link stats as the
+    same file, and writes went on (200) into a log named calls.db-wal, which a restart,
+    opening the link's target, never reads (measured: 'no such table', every call gone
+    after a crash). Now the next write is refused, saying to restart."""
+    client = await _quiet_app(start_app)
+    assert (await _place(client, name="Before The Move")).status == 200
+    (tmp_path / "calls.db").rename(tmp_path / "moved.db")
+    (tmp_path / "calls.db").symlink_to("moved.db")
+    resp = await _place(client, name="After The Move")
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert error.startswith("calls database unavailable: ") and "restart the server" in error
+    assert (await client.get("/readyz")).status == 503
+
+
 def _store_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "common.storage.sqlite"]
 
