@@ -171,7 +171,8 @@ def _erased(erasure: Erasure) -> Erased:
     return Erased(
         erased=len(erasure.erased),
         call_ids=list(erasure.erased),
-        personal_data_erased_at=iso_time(erasure.erased_at) if erasure.erased else None,
+        recipients_erased=erasure.recipients,
+        personal_data_erased_at=iso_time(erasure.erased_at) if erasure.erased_at else None,
     )
 
 

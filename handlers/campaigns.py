@@ -175,6 +175,7 @@ RecipientState = Literal[
     "dnc",
     "invalid",
     "canceled",
+    "erased",
 ]
 assert get_args(RecipientState) == RECIPIENT_STATES  # noqa: S101 - one list, read at import
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -196,6 +197,7 @@ class CampaignCounts(BaseModel):
     dnc: int
     invalid: int
     canceled: int
+    erased: int
 
 
 class CampaignPacing(BaseModel):

@@ -60,8 +60,13 @@ class Erased(BaseModel):
     status: Literal["success"] = "success"
     erased: int = Field(description="How many calls had their personal data erased")
     call_ids: list[str] = Field(description="Those calls, in the order they ended")
+    recipients_erased: int = Field(
+        description="How many campaign recipients had their row's fields erased (those still"
+        " waiting to be called end `erased`, never called)"
+    )
     personal_data_erased_at: Timestamp | None = Field(
-        description="When (as each call's `personal_data_erased_at` now says); null if none"
+        description="When (as each call's `personal_data_erased_at` now says); null if"
+        " nothing was erased"
     )
 
 

@@ -315,6 +315,8 @@ class Erasure:
     erased: tuple[str, ...] = ()
     live: tuple[str, ...] = ()
     erased_at: float | None = None
+    # Campaign recipients erased with them (their fields; those still due ended `erased`).
+    recipients: int = 0
 
 
 Decide = Callable[[CallState], Change | None]

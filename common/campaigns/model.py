@@ -37,13 +37,23 @@ OVER_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELED})
 # A recipient waits (pending: due at next_at; waiting_window: next_at is when its calling
 # window opens), is being called (calling), or ended in a final state: its last call's
 # status, dnc (on the do-not-call list when its turn came), invalid (refused at creation with
-# invalid_rows=skip, or when placed), or canceled (the campaign was canceled first).
+# invalid_rows=skip, or when placed), canceled (the campaign was canceled first), or erased
+# (its personal data erased on request while it waited: POST /calls/erase; never called).
 PENDING, WAITING_WINDOW, CALLING = "pending", "waiting_window", "calling"
 OPEN_STATES = (PENDING, WAITING_WINDOW, CALLING)
 DUE_STATES = (PENDING, WAITING_WINDOW)
 CALL_OUTCOMES = ("completed", "busy", "no_answer", "voicemail", "failed", "canceled")
-DNC, INVALID, CANCELED = "dnc", "invalid", "canceled"
-RECIPIENT_STATES = (PENDING, WAITING_WINDOW, CALLING, *CALL_OUTCOMES[:-1], DNC, INVALID, CANCELED)
+DNC, INVALID, CANCELED, ERASED = "dnc", "invalid", "canceled", "erased"
+RECIPIENT_STATES = (
+    PENDING,
+    WAITING_WINDOW,
+    CALLING,
+    *CALL_OUTCOMES[:-1],
+    DNC,
+    INVALID,
+    CANCELED,
+    ERASED,
+)
 RETRYABLE = ("busy", "no_answer", "voicemail", "failed")
 
 CAMPAIGN_STARTED = "campaign.started"

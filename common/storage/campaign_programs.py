@@ -10,6 +10,7 @@ the call's own transaction (programs.link_attempt).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from common.campaigns.model import (
     CANCELED,
     DNC,
     DUE_STATES,
+    ERASED,
     OPEN_STATES,
     OVER_STATUSES,
     PENDING,
@@ -924,6 +926,59 @@ def finish_call_attempt(
             paused=paused,
         )
     )
+
+
+def erase_recipients_now(
+    d: Dialect, now: float, *, call_id: str | None = None, numbers: Sequence[str] = ()
+) -> Program[tuple[int, tuple[str, ...]]]:
+    """Erase on request the campaign recipients of a call (`call_id`: the recipient its
+    attempt called) or of a number (`numbers`, its forms): their row's own fields (the name
+    and every CSV column) go; the number stays, as on the calls. One still due ends `erased`
+    and is never called; one being called (`calling`) is live: nothing is erased, and the
+    answer names its call (the erasure is all or nothing, as for calls). How many were
+    erased, and the live ones.
+
+    Locked in the order (campaign, recipient), as a cancel locks its campaign's: in another,
+    an erasure and a cancel of a campaign with the number twice deadlocked (PostgreSQL). No
+    campaign row is locked: a dial locks its recipient before its campaign."""
+    if call_id is not None:
+        keys = yield Query(
+            "SELECT campaign_id, idx FROM campaign_attempts WHERE call_id = ?", (call_id,)
+        )
+        rows: list[Row] = []
+        for key in keys:
+            rows += yield Query(
+                "SELECT campaign_id, idx, state FROM campaign_recipients"  # noqa: S608 - constant text
+                f" WHERE campaign_id = ? AND idx = ?{d.for_update}",
+                (key["campaign_id"], key["idx"]),
+            )
+    else:
+        marks = ",".join("?" * len(numbers))
+        rows = yield Query(
+            "SELECT campaign_id, idx, state FROM campaign_recipients"  # noqa: S608 - marks only
+            f" WHERE phone_number IN ({marks}) ORDER BY campaign_id, idx{d.for_update}",
+            tuple(numbers),
+        )
+    live: list[str] = []
+    for row in rows:
+        if row["state"] == CALLING:
+            calls = yield Query(
+                "SELECT call_id FROM campaign_attempts WHERE campaign_id = ? AND idx = ?"
+                " AND state != 'ended' ORDER BY attempt DESC LIMIT 1",
+                (row["campaign_id"], row["idx"]),
+            )
+            named = calls[0]["call_id"] if calls and calls[0]["call_id"] else None
+            live.append(named or f"campaign {row['campaign_id']}'s call being placed")
+    if live:
+        return 0, tuple(live)
+    for row in rows:
+        state = ERASED if row["state"] in DUE_STATES else row["state"]
+        yield Query(
+            "UPDATE campaign_recipients SET fields = '{}', state = ?, updated_at = ?"
+            " WHERE campaign_id = ? AND idx = ?",
+            (state, now, row["campaign_id"], row["idx"]),
+        )
+    return len(rows), ()
 
 
 # ----------------------------------------------------------------------------- do not call

@@ -28,7 +28,7 @@ from common.calls.models import (
 from common.calls.outcomes import Status
 from common.contracts import AgentReport
 from common.repeats import Repeats
-from common.storage import programs
+from common.storage import campaign_programs, programs
 from common.storage.base import AdmissionLimits, Placer, Refusal
 from common.storage.campaign_store import CampaignMethods
 from common.storage.paging import Before
@@ -196,12 +196,24 @@ class SqlCallStore(CampaignMethods):
         if live:
             return Erasure(live=live)
         now, erased = self._clock(), list[str]()
+        # The campaign recipients first, in a transaction of their own (locked as a cancel
+        # locks them; no call row with them): one being called is live, nothing erased.
+        recipients = campaign_programs.erase_recipients_now(
+            self.dialect, now, call_id=call_id, numbers=numbers
+        )
+        recipients_erased, live = await self._run(recipients, write=True)
+        if live:
+            return Erasure(live=live)
         for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
             batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
             erased += await self._run(
                 programs.erase_calls_now(self.dialect, now, batch), write=True
             )
-        return Erasure(erased=tuple(erased), erased_at=now)
+        return Erasure(
+            erased=tuple(erased),
+            erased_at=now if erased or recipients_erased else None,
+            recipients=recipients_erased,
+        )
 
     # -- customer webhooks ---------------------------------------------------------------
 

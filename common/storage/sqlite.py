@@ -750,7 +750,7 @@ class SqliteCallStore(SqlCallStore):
     ) -> Erasure:
         """As every store erases, then the write-ahead log emptied, as the retention's."""
         erasure = await super().erase_calls_now(call_id=call_id, numbers=numbers)
-        if erasure.erased or self._wal_holds_erased:
+        if erasure.erased or erasure.recipients or self._wal_holds_erased:
             self._wal_holds_erased = not await self._submit(self._empty_wal_sync)
         return erasure
 

@@ -803,3 +803,46 @@ class _Fetched:
 
     def fetchall(self) -> list[Any]:
         return self.rows
+
+
+async def test_an_erasure_on_request_erases_recipients_and_a_waiting_one_is_never_called(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A recipient's row kept the name and CSV columns of a person erased, and one waiting
+    was still called. Erased by number: its fields go (the number stays, as on calls), one
+    waiting ends `erased` (due no more); one being called is live: nothing is erased. Erased
+    by call: the recipient its attempt called."""
+    rows = [
+        NewRecipient(0, 1, "+14155550100", {"name": "Ann Lee", "notes": "cricket coach"}),
+        NewRecipient(1, 2, "+14155550101", {"name": "Bob Ray"}),
+        NewRecipient(2, 3, "+14155550102", {"name": "Cy Ode"}),
+    ]
+    await store.create_campaign(
+        NewCampaign("cmp-1", "test", "client-a", SPEC, 0.0, None, rows), clock.now, start_now=True
+    )
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    plan = await store.begin_attempt("cmp-1", 1, clock.now + 0.5, clock.now)
+    await place(store, plan, "call-b")
+    refused = await store.erase_calls_now(numbers=["+14155550101"])
+    assert refused.live == ("call-b",) and refused.recipients == 0
+
+    erasure = await store.erase_calls_now(numbers=["+14155550100"])
+
+    assert (erasure.erased, erasure.recipients) == ((), 1)
+    assert erasure.erased_at == clock.now
+    got = await store.list_recipients("cmp-1", state=None, limit=10, after=None)
+    assert [(r.phone_number, r.state, r.fields) for r in got] == [
+        ("+14155550100", "erased", {}),
+        ("+14155550101", "calling", {"name": "Bob Ray"}),
+        ("+14155550102", "pending", {"name": "Cy Ode"}),
+    ]
+    assert [r.idx for r in await store.due_recipients("cmp-1", clock.now, 10)] == [2]
+    assert await store.begin_attempt("cmp-1", 0, clock.now + 1, clock.now) is None
+    campaign_row = await store.get_campaign("cmp-1")
+    assert campaign_row is not None and campaign_row.counts["erased"] == 1
+    # By call, once it has ended (a busy one, waiting for its retry: never called again).
+    await end_call(store, clock, "call-b", Status.BUSY)
+    erased = await store.erase_calls_now(call_id="call-b")
+    assert (erased.erased, erased.recipients) == (("call-b",), 1)
+    got = await store.list_recipients("cmp-1", state=None, limit=10, after=None)
+    assert (got[1].state, got[1].fields) == ("erased", {})

@@ -3,7 +3,10 @@ call) and POST /calls/erase (every call to a number), what they erase, what they
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -11,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from handlers.keys import EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import OPEN_EVERYWHERE, SEED_EXAMPLES, ShiftedClock
 
 Client = TestClient[Any, Any]
 TOKEN = "s3cret-token"
@@ -129,6 +132,7 @@ async def test_erasing_a_number_erases_every_call_to_it_and_no_other(
         "status": "success",
         "erased": 0,
         "call_ids": [],
+        "recipients_erased": 0,
         "personal_data_erased_at": None,
     }
 
@@ -149,3 +153,108 @@ async def test_an_erasure_of_a_number_says_what_is_wrong_with_its_body(
     assert (await client.post("/calls/erase", headers=AUTH)).status == 400  # no body
     resp = await client.post("/calls/erase?phone_number=%2B14155550100", json={}, headers=AUTH)
     assert resp.status == 400
+
+
+def kept_in_files(client: Client) -> bytes:
+    """The bytes of every file the server keeps a callee's data in: calls.db (its -wal too)
+    and config.json."""
+    settings = client.app[SETTINGS]
+    db = Path(settings.calls_db_path)
+    paths = (db, db.with_name(db.name + "-wal"), Path(settings.config_path))
+    return b"".join(path.read_bytes() for path in paths if path.exists())
+
+
+ANN = "+14155557700"  # the sandbox answers it (completed)
+BOB = "+16502007700"
+
+
+async def test_erasing_a_number_erases_its_campaign_recipients_who_are_never_called(
+    start_app: AppFactory,
+) -> None:
+    """A campaign's recipient rows kept the name and every CSV column of the person erased,
+    and one still waiting was called afterwards. Its fields now go (the number stays, as on
+    the calls); one waiting ends `erased` and is never dialled; other recipients are kept."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    csv = f"phone_number,name,notes\n{ANN},Ann Lee-Marsh,cricket coach\n{BOB},Bob Ray,golfer\n"
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "later", "start_at": later},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    assert b"Ann Lee-Marsh" in kept_in_files(client)
+
+    resp = await client.post("/calls/erase", json={"phone_number": ANN}, headers=AUTH)
+
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    kept = kept_in_files(client)
+    assert b"Ann Lee-Marsh" not in kept and b"cricket coach" not in kept
+    assert b"Bob Ray" in kept and b"golfer" in kept
+    assert (answer["erased"], answer["recipients_erased"]) == (0, 1)
+    assert answer["personal_data_erased_at"] is not None
+    campaign = await (await client.get(f"/campaigns/{campaign_id}", headers=AUTH)).json()
+    assert (
+        campaign["campaign"]["counts"]["erased"],
+        campaign["campaign"]["counts"]["pending"],
+    ) == (
+        1,
+        1,
+    )
+    url = f"/campaigns/{campaign_id}/recipients"
+    rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    assert [(r["phone_number"], r["state"]) for r in rows] == [(ANN, "erased"), (BOB, "pending")]
+    # Its start comes: Bob is called, Ann never.
+    clock.move_to(OPEN_EVERYWHERE + 3601)
+    async with asyncio.timeout(30):
+        while True:
+            campaign = await (await client.get(f"/campaigns/{campaign_id}", headers=AUTH)).json()
+            if campaign["campaign"]["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    assert [d.number for d in client.app[SANDBOX].dials] == [BOB]
+
+
+async def test_a_campaign_call_erased_takes_its_recipients_fields_with_it(
+    start_app: AppFactory,
+) -> None:
+    """The call's recipient row held what the call was placed with (its name, its CSV
+    columns): erasing the call left it there. It goes with the call; the recipient's state
+    (its call's outcome) stays."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
+    csv = f"phone_number,name,notes\n{ANN},Ann Lee-Marsh,cricket coach\n{BOB},Bob Ray,golfer\n"
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "now"},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    async with asyncio.timeout(30):
+        while True:
+            campaign = await (await client.get(f"/campaigns/{campaign_id}", headers=AUTH)).json()
+            if campaign["campaign"]["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    await client.app[SANDBOX].wait_idle(15)
+    await client.app[EVENTS].wait_idle()
+    url = f"/campaigns/{campaign_id}/recipients"
+    rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    call_id = rows[0]["attempts"][-1]["call_id"]
+
+    resp = await client.post(f"/calls/{call_id}/erase", headers=AUTH)
+
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    kept = kept_in_files(client)
+    assert b"Ann Lee-Marsh" not in kept and b"cricket coach" not in kept
+    assert b"Bob Ray" in kept
+    assert (answer["call_ids"], answer["recipients_erased"]) == ([call_id], 1)
+    after = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    assert [r["state"] for r in after] == [r["state"] for r in rows] == ["completed"] * 2
