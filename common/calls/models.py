@@ -317,6 +317,9 @@ class Erasure:
     erased_at: float | None = None
     # Campaign recipients erased with them (their fields; those still due ended `erased`).
     recipients: int = 0
+    # What the erased calls were placed with (their configs before the erasure): to erase it
+    # where else it is (config.json's top level, the seed's latest document). Never shown.
+    placed_with: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
 
 Decide = Callable[[CallState], Change | None]

@@ -1508,6 +1508,16 @@ class CallService:
                 " the reaper prunes them",
                 exc.strerror or type(exc).__name__,
             )
+        # The seed's "latest config" (config.json's top level) is the last call's: if that
+        # is an erased one, it goes back to the defaults (a later call's stays).
+        try:
+            await self.config.erase_latest_of_async(erasure.placed_with)
+        except OSError as exc:
+            logger.error(
+                "config.json's latest config (the top level) names an erased call and could"
+                " not be erased (%s); the next call placed replaces it",
+                exc.strerror or type(exc).__name__,
+            )
         return erasure
 
     # ------------------------------------------------------------------ hanging up

@@ -253,6 +253,29 @@ def _replace_top(doc: Document, top: dict[str, Any]) -> None:
     doc[CALLS_KEY] = calls
 
 
+def _latest_of(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The flat document (without `last_updated`) a call placed with `config` (as GET
+    /calls/{id} shows it) wrote at the top level; None if it cannot be told (a config already
+    erased: no name to find)."""
+    try:
+        flat = CallConfig.create(
+            config.get("caller_name"),
+            config.get("agent_instructions"),
+            config.get("tts_language"),
+            config.get("tts_emotion"),
+            config.get("additional_params") or None,
+        ).to_flat(0.0)
+    except (ValueError, TypeError):
+        return None
+    flat.pop("last_updated", None)
+    return flat
+
+
+def _written_by(top: Mapping[str, Any], latest: list[dict[str, Any]]) -> bool:
+    """Whether the flat document `top` is one of `latest` (as _latest_of), whenever written."""
+    return {key: value for key, value in top.items() if key != "last_updated"} in latest
+
+
 def _record_from_line(data: bytes, call_id: str) -> dict[str, Any] | None:
     """`call_id`'s record parsed from its own line of a file `_encode` wrote, else None.
 
@@ -615,6 +638,24 @@ class ConfigStore:
         removed: int = await self._submit(self._drop_all(ids))
         return removed
 
+    async def erase_latest_of_async(self, placed_with: Iterable[Mapping[str, Any]]) -> bool:
+        """The seed's flat document (the top level, the "latest config") back to the defaults
+        if one of `placed_with` wrote it (the configs, as GET /calls/{id} showed them, of
+        calls whose personal data is erased on request): get_config_value("caller_name")
+        went on naming the erased callee until the next call. One another call wrote stays,
+        and so does every call's record. Whether it was erased (no write if not)."""
+        latest = [flat for config in placed_with if (flat := _latest_of(config)) is not None]
+        if not latest:
+            return False
+        with self._tops_lock:  # what a refused call's retraction would give back, too
+            for call_id, replaced in self._tops_before.items():
+                if _written_by(replaced.doc, latest):
+                    self._tops_before[call_id] = replace(replaced, doc=self._defaults())
+        if not _written_by(_top_of(await self.load_async()), latest):
+            return False
+        erased: bool = await self._submit(self._erase_latest(latest))
+        return erased
+
     async def records_written_async(self) -> dict[str, float]:
         """Each call record's call id and written_at (0 where it has none), as on disk now."""
         doc = await self._read_async()
@@ -726,6 +767,16 @@ class ConfigStore:
                                 replaced, doc=taken.doc, owner=taken.owner
                             )
             return doc.get(CALLS_KEY, {}).pop(call_id, None) is not None
+
+        return apply
+
+    def _erase_latest(self, latest: list[dict[str, Any]]) -> Mutation:
+        def apply(doc: Document, now: float) -> bool:
+            if not _written_by(_top_of(doc), latest):
+                return False
+            _replace_top(doc, CallConfig().to_flat(now))
+            self._top_owner = None
+            return True
 
         return apply
 

@@ -1482,11 +1482,14 @@ def calls_to_erase(
     return tuple(row["call_id"] for row in rows), live
 
 
-def erase_calls_now(d: Dialect, now: float, call_ids: Sequence[str]) -> Program[tuple[str, ...]]:
+def erase_calls_now(
+    d: Dialect, now: float, call_ids: Sequence[str]
+) -> Program[tuple[tuple[str, ...], tuple[dict[str, Any], ...]]]:
     """Erase on request the personal data of `call_ids` (ERASE_NOW_BATCH at most, ended, see
     calls_to_erase): what the retention erases, and also what the call was placed with that
     names or describes its callee (see _config_without_personal_data), in the call and in
-    its events. The number stays. The calls erased, in the order they ended."""
+    its events. The number stays. The calls erased, in the order they ended, and what they
+    had been placed with (their configs before, to find where else it is: config.json)."""
     # Locked in the order the retention locks them (the order they ended): in another, the
     # two erasing the same calls at once deadlocked (PostgreSQL).
     marks = ",".join("?" * len(call_ids))
@@ -1495,25 +1498,33 @@ def erase_calls_now(d: Dialect, now: float, call_ids: Sequence[str]) -> Program[
         f" ORDER BY ended_at, call_id{d.for_update}",
         tuple(call_ids),
     )
+    placed_with = []
     for row in rows:
-        yield from _erase_call(row["call_id"], row["report"], now, placement=True)
-    return tuple(row["call_id"] for row in rows)
+        config = yield from _erase_call(row["call_id"], row["report"], now, placement=True)
+        if config is not None:
+            placed_with.append(config)
+    return tuple(row["call_id"] for row in rows), tuple(placed_with)
 
 
-def _erase_call(call_id: str, report: str | None, now: float, *, placement: bool) -> Program[None]:
+def _erase_call(
+    call_id: str, report: str | None, now: float, *, placement: bool
+) -> Program[dict[str, Any] | None]:
     """One call's erasure, the retention's and on request (`placement`: what it was placed
-    with too), in the call, its reports and its events."""
+    with too), in the call, its reports and its events. With `placement`, the call's config
+    as it was before (None if it has none)."""
     kept = _without_personal_data(stored_report(call_id, report)) if report else None
     yield Query(
         "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
         (kept.model_dump_json() if kept else None, now, call_id),
     )
+    placed_with: dict[str, Any] | None = None
     if placement:
         rows = yield Query("SELECT config FROM calls WHERE call_id = ?", (call_id,))
         config = rows[0]["config"] if rows else None
+        placed_with = json.loads(config) if config else None
         yield Query(
             "UPDATE calls SET caller_name = '', config = ? WHERE call_id = ?",
-            (dumps(_config_without_personal_data(json.loads(config))) if config else None, call_id),
+            (dumps(_config_without_personal_data(placed_with)) if placed_with else None, call_id),
         )
     # The reports' bodies said it too: the turns, the final report, and the reason of the
     # answering-machine verdict (what the callee's line said). The verdict itself stays
@@ -1531,6 +1542,7 @@ def _erase_call(call_id: str, report: str | None, now: float, *, placement: bool
             if isinstance(data.get("config"), dict):
                 data["config"] = _config_without_personal_data(data["config"])
         yield Query("UPDATE outbox SET data = ? WHERE id = ?", (dumps(data), event["id"]))
+    return placed_with
 
 
 def _config_without_personal_data(config: dict[str, Any]) -> dict[str, Any]:

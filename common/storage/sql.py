@@ -195,7 +195,7 @@ class SqlCallStore(CampaignMethods):
         call_ids, live = await self._run(found, write=False)
         if live:
             return Erasure(live=live)
-        now, erased = self._clock(), list[str]()
+        now, erased, placed_with = self._clock(), list[str](), list[dict[str, Any]]()
         # The campaign recipients first, in a transaction of their own (locked as a cancel
         # locks them; no call row with them): one being called is live, nothing erased.
         recipients = campaign_programs.erase_recipients_now(
@@ -206,13 +206,16 @@ class SqlCallStore(CampaignMethods):
             return Erasure(live=live)
         for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
             batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
-            erased += await self._run(
+            ids, configs = await self._run(
                 programs.erase_calls_now(self.dialect, now, batch), write=True
             )
+            erased += ids
+            placed_with += configs
         return Erasure(
             erased=tuple(erased),
             erased_at=now if erased or recipients_erased else None,
             recipients=recipients_erased,
+            placed_with=tuple(placed_with),
         )
 
     # -- customer webhooks ---------------------------------------------------------------

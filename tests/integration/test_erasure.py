@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from common import update_config
 from handlers.keys import EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -258,3 +259,29 @@ async def test_a_campaign_call_erased_takes_its_recipients_fields_with_it(
     assert (answer["call_ids"], answer["recipients_erased"]) == ([call_id], 1)
     after = (await (await client.get(url, headers=AUTH)).json())["recipients"]
     assert [r["state"] for r in after] == [r["state"] for r in rows] == ["completed"] * 2
+
+
+async def test_config_jsons_latest_config_of_an_erased_call_goes_and_anothers_stays(
+    start_app: AppFactory,
+) -> None:
+    """config.json's top level (the seed's "latest config": get_config_value("caller_name"))
+    kept the last call's name and instructions after its erasure, until another call. It
+    goes back to the defaults when it is an erased call's; a later call's stays."""
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    await settled(client, dict(ALICE, **FIRST))
+    assert update_config.get_config_value("caller_name") == ALICE["name"]
+
+    resp = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+
+    assert resp.status == 200 and (await resp.json())["erased"] == 1
+    assert update_config.get_config_value("caller_name") == "Guest"
+    assert ALICE["name"].encode() not in config_path.read_bytes()
+    assert b"cricket coach" not in config_path.read_bytes()
+    # A later call's latest config is not the erased call's: it stays.
+    first = await settled(client, dict(ALICE, **FIRST))
+    await settled(client, SEED_EXAMPLES[1])
+    assert (await client.post(f"/calls/{first}/erase", headers=AUTH)).status == 200
+    assert update_config.get_config_value("caller_name") == SEED_EXAMPLES[1]["name"]
