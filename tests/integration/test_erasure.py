@@ -262,12 +262,12 @@ async def test_a_campaign_call_erased_takes_its_recipients_fields_with_it(
 
 
 async def test_config_jsons_latest_config_of_an_erased_call_goes_and_anothers_stays(
-    start_app: AppFactory,
+    start_app_on_each_database: AppFactory,
 ) -> None:
     """config.json's top level (the seed's "latest config": get_config_value("caller_name"))
     kept the last call's name and instructions after its erasure, until another call. It
     goes back to the defaults when it is an erased call's; a later call's stays."""
-    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
+    client = await start_app_on_each_database(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
     config_path = Path(client.app[SETTINGS].config_path)
     await settled(client, dict(ALICE, **FIRST))
     assert update_config.get_config_value("caller_name") == ALICE["name"]
