@@ -928,36 +928,45 @@ def finish_call_attempt(
     )
 
 
-def erase_recipients_now(
-    d: Dialect, now: float, *, call_id: str | None = None, numbers: Sequence[str] = ()
-) -> Program[tuple[int, tuple[str, ...]]]:
-    """Erase on request the campaign recipients of a call (`call_id`: the recipient its
-    attempt called) or of a number (`numbers`, its forms): their row's own fields (the name
-    and every CSV column) go; the number stays, as on the calls. One still due ends `erased`
-    and is never called; one being called (`calling`) is live: nothing is erased, and the
-    answer names its call (the erasure is all or nothing, as for calls). How many were
-    erased, and the live ones.
-
-    Locked in the order (campaign, recipient), as a cancel locks its campaign's: in another,
-    an erasure and a cancel of a campaign with the number twice deadlocked (PostgreSQL). No
-    campaign row is locked: a dial locks its recipient before its campaign."""
+def recipients_to_erase(
+    d: Dialect, *, call_id: str | None = None, numbers: Sequence[str] = ()
+) -> Program[list[tuple[str, int]]]:
+    """The campaign recipients an erasure on request covers: the one a call's attempt
+    called (`call_id`), or every one with a number (`numbers`, its forms), in (campaign,
+    recipient) order. A read of every recipient (no index by number): run aside from the
+    writes, which would otherwise wait for it (SQLite: 300,000 recipients, 0.1 s)."""
     if call_id is not None:
-        keys = yield Query(
+        rows = yield Query(
             "SELECT campaign_id, idx FROM campaign_attempts WHERE call_id = ?", (call_id,)
         )
-        rows: list[Row] = []
-        for key in keys:
-            rows += yield Query(
-                "SELECT campaign_id, idx, state FROM campaign_recipients"  # noqa: S608 - constant text
-                f" WHERE campaign_id = ? AND idx = ?{d.for_update}",
-                (key["campaign_id"], key["idx"]),
-            )
     else:
         marks = ",".join("?" * len(numbers))
         rows = yield Query(
-            "SELECT campaign_id, idx, state FROM campaign_recipients"  # noqa: S608 - marks only
-            f" WHERE phone_number IN ({marks}) ORDER BY campaign_id, idx{d.for_update}",
+            "SELECT campaign_id, idx FROM campaign_recipients"  # noqa: S608 - marks only
+            f" WHERE phone_number IN ({marks})",
             tuple(numbers),
+        )
+    return sorted({(row["campaign_id"], int(row["idx"])) for row in rows})
+
+
+def erase_recipients_now(
+    d: Dialect, now: float, keys: Sequence[tuple[str, int]]
+) -> Program[tuple[int, tuple[str, ...]]]:
+    """Erase on request the campaign recipients `keys` (recipients_to_erase): their row's own
+    fields (the name and every CSV column) go; the number stays, as on the calls. One still
+    due ends `erased` and is never called; one being called (`calling`) is live: nothing is
+    erased, and the answer names its call (the erasure is all or nothing, as for calls). How
+    many were erased, and the live ones.
+
+    Locked in the order (campaign, recipient), as a cancel locks its campaign's: in another,
+    an erasure and a cancel of a campaign with the number twice could deadlock (PostgreSQL).
+    No campaign row is locked: a dial locks its recipient before its campaign."""
+    rows: list[Row] = []
+    for campaign_id, idx in sorted(keys):
+        rows += yield Query(
+            "SELECT campaign_id, idx, state FROM campaign_recipients"  # noqa: S608 - constant text
+            f" WHERE campaign_id = ? AND idx = ?{d.for_update}",
+            (campaign_id, idx),
         )
     live: list[str] = []
     for row in rows:

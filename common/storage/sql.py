@@ -198,9 +198,11 @@ class SqlCallStore(CampaignMethods):
         now, erased, placed_with = self._clock(), list[str](), list[dict[str, Any]]()
         # The campaign recipients first, in a transaction of their own (locked as a cancel
         # locks them; no call row with them): one being called is live, nothing erased.
-        recipients = campaign_programs.erase_recipients_now(
-            self.dialect, now, call_id=call_id, numbers=numbers
+        found_recipients = campaign_programs.recipients_to_erase(
+            self.dialect, call_id=call_id, numbers=numbers
         )
+        keys = await self._read_aside(found_recipients)
+        recipients = campaign_programs.erase_recipients_now(self.dialect, now, keys)
         recipients_erased, live = await self._run(recipients, write=True)
         if live:
             return Erasure(live=live)
