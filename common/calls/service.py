@@ -1494,7 +1494,10 @@ class CallService:
         if erasure.live:
             raise CallsStillLive(erasure.live)
         logger.info(
-            "erased on request the personal data of %d call(s) (%s)", len(erasure.erased), asked
+            "erased on request the personal data of %d call(s) and %d campaign recipient(s) (%s)",
+            len(erasure.erased),
+            erasure.recipients,
+            asked,
         )
         # A call's config.json record (name, instructions) normally went as it ended; one
         # still there (its removal pending, or left by a crash) goes now.

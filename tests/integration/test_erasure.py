@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from common import update_config
@@ -170,11 +172,12 @@ BOB = "+16502007700"
 
 
 async def test_erasing_a_number_erases_its_campaign_recipients_who_are_never_called(
-    start_app: AppFactory,
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A campaign's recipient rows kept the name and every CSV column of the person erased,
     and one still waiting was called afterwards. Its fields now go (the number stays, as on
     the calls); one waiting ends `erased` and is never dialled; other recipients are kept."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
     clock = ShiftedClock(OPEN_EVERYWHERE)
     client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
     later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
@@ -198,6 +201,9 @@ async def test_erasing_a_number_erases_its_campaign_recipients_who_are_never_cal
     assert b"Bob Ray" in kept and b"golfer" in kept
     assert (answer["erased"], answer["recipients_erased"]) == (0, 1)
     assert answer["personal_data_erased_at"] is not None
+    # The log says what was erased (it said "0 call(s)" alone).
+    said = "erased on request the personal data of 0 call(s) and 1 campaign recipient(s)"
+    assert said in caplog.text
     campaign = await (await client.get(f"/campaigns/{campaign_id}", headers=AUTH)).json()
     assert (
         campaign["campaign"]["counts"]["erased"],
