@@ -1512,7 +1512,9 @@ class CallService:
                 exc.strerror or type(exc).__name__,
             )
         # The seed's "latest config" (config.json's top level) is the last call's: if that
-        # is an erased one, it goes back to the defaults (a later call's stays).
+        # is an erased one, it goes back to the defaults (a later call's stays). Unreadable
+        # copies set aside that hold an erased call's name or instructions go.
+        await self.config.remove_set_aside_naming_async(erasure.placed_with)
         try:
             await self.config.erase_latest_of_async(erasure.placed_with)
         except OSError as exc:

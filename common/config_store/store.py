@@ -46,7 +46,9 @@ import aiofiles.base
 import aiofiles.os
 
 from common.config_store.model import (
+    DEFAULT_CALLER_NAME,
     DEFAULT_EMOTION,
+    DEFAULT_INSTRUCTIONS,
     DEFAULT_LANGUAGE,
     CallConfig,
     CallOptions,
@@ -251,6 +253,10 @@ def _replace_top(doc: Document, top: dict[str, Any]) -> None:
     doc.clear()
     doc.update(top)
     doc[CALLS_KEY] = calls
+
+
+# The defaults a call without a name or instructions is placed with: no one's data.
+_DEFAULT_TEXTS = frozenset({DEFAULT_CALLER_NAME, DEFAULT_INSTRUCTIONS})
 
 
 def _latest_of(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -655,6 +661,53 @@ class ConfigStore:
             return False
         erased: bool = await self._submit(self._erase_latest(latest))
         return erased
+
+    async def remove_set_aside_naming_async(self, placed_with: Iterable[Mapping[str, Any]]) -> int:
+        """Remove the unreadable config.json copies set aside (`config.json.corrupt-<stamp>`)
+        that hold the name or the instructions one of `placed_with` (the configs of calls
+        whose personal data is erased on request) was placed with: an erasure left them
+        there, the newest 10 kept for good. Unreadable, they cannot be edited: the whole copy
+        goes, with a WARNING naming it. How many were removed."""
+        needles = set()
+        for config in placed_with:
+            for key in ("caller_name", "agent_instructions"):
+                value = config.get(key)
+                if isinstance(value, str) and value and value not in _DEFAULT_TEXTS:
+                    # As a JSON string whole (a short name is found in nothing else), written
+                    # by this store (UTF-8) or by another (escaped to ASCII).
+                    needles.add(json.dumps(value, ensure_ascii=False).encode())
+                    needles.add(json.dumps(value).encode())
+        if not needles:
+            return 0
+        return await _in_executor(self._remove_set_aside_holding, frozenset(needles))
+
+    def _remove_set_aside_holding(self, needles: frozenset[bytes]) -> int:
+        target = self.target
+        removed = []
+        for name in self._set_aside_names(target):
+            path = target.parent / name
+            try:
+                data = path.read_bytes()
+                if any(needle in data for needle in needles):
+                    os.unlink(path)
+                    removed.append(name)
+            except OSError as exc:
+                logger.error(
+                    "✗ %s set aside beside %s could not be read or removed (%s): it may hold"
+                    " an erased call's data",
+                    name,
+                    self.path,
+                    exc.strerror or type(exc).__name__,
+                )
+        if removed:
+            logger.warning(
+                "removed %d unreadable config file(s) set aside beside %s: they held a call's"
+                " data erased on request: %s",
+                len(removed),
+                self.path,
+                ", ".join(removed),
+            )
+        return len(removed)
 
     async def records_written_async(self) -> dict[str, float]:
         """Each call record's call id and written_at (0 where it has none), as on disk now."""
@@ -1101,9 +1154,27 @@ class ConfigStore:
         return self._defaults() | {CALLS_KEY: {}}
 
     def _remove_old_set_aside(self, target: Path) -> None:
-        """Keep the newest KEEP_SET_ASIDE files set aside, remove older ones. Only files of
-        the set-aside naming (`<name>.corrupt-<UTC stamp>-<4 hex>`) that are regular files
-        count: nothing else in the directory is touched."""
+        """Keep the newest KEEP_SET_ASIDE files set aside, remove older ones (see
+        _set_aside_names: nothing else in the directory is touched)."""
+        removed = []
+        for name in self._set_aside_names(target)[KEEP_SET_ASIDE:]:
+            with contextlib.suppress(OSError):
+                os.unlink(target.parent / name)
+                removed.append(name)
+        if removed:
+            logger.warning(
+                "removed %d older unreadable config file(s) set aside beside %s, keeping the"
+                " newest %d: %s",
+                len(removed),
+                self.path,
+                KEEP_SET_ASIDE,
+                ", ".join(removed),
+            )
+
+    @staticmethod
+    def _set_aside_names(target: Path) -> list[str]:
+        """The files set aside beside `target`, newest first: only regular files of the
+        set-aside naming (`<name>.corrupt-<UTC stamp>-<4 hex>`)."""
         prefix = f"{target.name}.corrupt-"
         found: list[tuple[str, int, str]] = []
         with contextlib.suppress(OSError):  # never the write's failure
@@ -1117,20 +1188,7 @@ class ConfigStore:
                         ctime = entry.stat(follow_symlinks=False).st_ctime_ns
                         found.append((stamp[:15], ctime, entry.name))
         found.sort(reverse=True)
-        removed = []
-        for _, _, name in found[KEEP_SET_ASIDE:]:
-            with contextlib.suppress(OSError):
-                os.unlink(target.parent / name)
-                removed.append(name)
-        if removed:
-            logger.warning(
-                "removed %d older unreadable config file(s) set aside beside %s, keeping the"
-                " newest %d: %s",
-                len(removed),
-                self.path,
-                KEEP_SET_ASIDE,
-                ", ".join(removed),
-            )
+        return [name for _, _, name in found]
 
     def _refuse_a_database(self, data: bytes, target: Path) -> None:
         """A database where config.json should be (CONFIG_PATH naming calls.db) is never set

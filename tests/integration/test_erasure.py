@@ -291,3 +291,27 @@ async def test_config_jsons_latest_config_of_an_erased_call_goes_and_anothers_st
     await settled(client, SEED_EXAMPLES[1])
     assert (await client.post(f"/calls/{first}/erase", headers=AUTH)).status == 200
     assert update_config.get_config_value("caller_name") == SEED_EXAMPLES[1]["name"]
+
+
+async def test_an_unreadable_config_json_set_aside_holding_an_erased_call_goes(
+    start_app: AppFactory,
+) -> None:
+    """An unreadable config.json is set aside (config.json.corrupt-<stamp>, the newest 10
+    kept for good) with whatever it held: an erasure left the erased callee's name and
+    instructions there. A copy holding them goes; one that does not stays."""
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    await settled(client, ALICE)
+    config_path.write_bytes(config_path.read_bytes()[:-5])  # cut short: unreadable
+    await settled(client, SEED_EXAMPLES[1])  # its write sets the file aside
+    other = config_path.with_name("config.json.corrupt-20260101T000000-abcd")
+    other.write_bytes(b'{"caller_name": "Carlos Garc')
+    aside = sorted(config_path.parent.glob("config.json.corrupt-*"))
+    assert len(aside) == 2 and any(b"Alice Smith" in p.read_bytes() for p in aside)
+
+    resp = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+
+    assert resp.status == 200 and (await resp.json())["erased"] == 1
+    assert sorted(config_path.parent.glob("config.json.corrupt-*")) == [other]
