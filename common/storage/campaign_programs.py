@@ -671,6 +671,14 @@ def begin_attempt(
     """The recipient's next attempt, written before its call is placed (None: the recipient is
     no longer due, or the campaign is no longer running on this server). A number on the
     do-not-call list ends the recipient as dnc instead (`_DUE_NOW`)."""
+    if d.for_update:
+        # The campaign's row first, then its recipient's, in the order a cancel (or a pause)
+        # locks them: in the other, a cancel and a dial at once deadlocked (PostgreSQL broke
+        # it with an error: the cancel answered 503, or the dial's tick failed).
+        yield Query(
+            f"SELECT 1 FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
+            (campaign_id,),
+        )
     rows = yield Query(
         "SELECT phone_number, attempts, fields FROM campaign_recipients"  # noqa: S608 - constant text
         f" WHERE campaign_id = ? AND idx = ? AND {_DUE_NOW}{d.for_update}",  # noqa: S608

@@ -869,3 +869,40 @@ async def test_an_erasure_finds_a_numbers_recipients_aside_from_the_writes(
     erasure = await store.erase_calls_now(numbers=["+14155550001"])
 
     assert erasure.recipients == 1 and "recipients_to_erase" in aside
+
+
+async def test_a_cancel_and_a_dial_at_once_do_not_deadlock(
+    postgres_dsn: str, clock: FakeClock
+) -> None:
+    """PostgreSQL: a dial (begin_attempt) locked its recipient, then its campaign; a cancel
+    its campaign, then its waiting recipients. A cancel waiting for the campaign's row (held
+    a moment by another write) and a dial of one of its recipients meanwhile: the cancel took
+    the campaign and waited for the recipient, the dial held the recipient and waited for the
+    campaign, and PostgreSQL broke the deadlock with an error (the cancel's request a 503, or
+    the dial's tick lost). The dial now locks the campaign first: it waits, then finds the
+    recipient canceled and places nothing."""
+    store = await PostgresCallStore.open(postgres_dsn, clock=clock, pool_size=6)
+    try:
+        await store.create_campaign(campaign(3), clock.now, start_now=True)
+        await store.claim_campaigns(clock.now, 10.0, 10)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            holding = conn.transaction()
+            await holding.start()
+            await conn.execute("SELECT 1 FROM campaigns WHERE campaign_id = 'cmp-1' FOR UPDATE")
+            canceling = asyncio.ensure_future(store.control_campaign("cmp-1", "cancel"))
+            await asyncio.sleep(0.3)  # waiting for the campaign's row
+            dialling = asyncio.ensure_future(
+                store.begin_attempt("cmp-1", 0, clock.now + 1, clock.now)
+            )
+            await asyncio.sleep(0.3)
+            await holding.commit()
+        finally:
+            await conn.close()
+        canceled, dialled = await asyncio.gather(canceling, dialling, return_exceptions=True)
+        assert not isinstance(canceled, BaseException), canceled
+        assert not isinstance(dialled, BaseException), dialled
+        assert dialled is None and canceled[0] is not None
+        assert canceled[0].counts == {"canceled": 3}
+    finally:
+        await store.close()
