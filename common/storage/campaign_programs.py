@@ -966,9 +966,9 @@ def erase_recipients_now(
     erased, and the answer names its call (the erasure is all or nothing, as for calls). How
     many were erased, and the live ones.
 
-    Locked in the order (campaign, recipient), as a cancel locks its campaign's: in another,
-    an erasure and a cancel of a campaign with the number twice could deadlock (PostgreSQL).
-    No campaign row is locked: a dial locks its recipient before its campaign."""
+    Locked in the order (campaign, recipient), as a cancel locks its campaign's, and no
+    campaign row or call with them: an erasure and a cancel or a dial at once wait for each
+    other, never deadlock (PostgreSQL; tests/integration/test_erasure_pg_race.py)."""
     rows: list[Row] = []
     for campaign_id, idx in sorted(keys):
         rows += yield Query(
