@@ -319,6 +319,11 @@ def _api_key(name: str, raw: str) -> str:
     text = _text(name, raw)
     if not text.isascii() or any(character.isspace() for character in text):
         raise SettingsError(f"{name} must be printable ASCII without spaces")
+    # The seed's `.env` example (`OPENAI_API_KEY=sk-...`, `DEEPGRAM_API_KEY=...`) copied as
+    # it is: no provider's key holds "..."; taken, the worker started and every call's
+    # request to that provider was refused (401) after the callee had answered.
+    if "..." in text:
+        raise SettingsError(f"{name} holds '...', a placeholder: set the provider's API key")
     return text
 
 

@@ -796,6 +796,17 @@ def test_a_provider_key_that_no_request_could_carry_is_refused_unechoed(
     assert SECRETS[name] not in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"])
+@pytest.mark.parametrize("value", ["sk-...", "..."])
+def test_a_provider_key_left_as_the_seeds_placeholder_is_refused(name: str, value: str) -> None:
+    """The seed's `.env` example (`OPENAI_API_KEY=sk-...`, `DEEPGRAM_API_KEY=...`) copied as
+    it is: the worker started, and every call's request to that provider was refused after
+    the callee had answered."""
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({name: value})
+    assert str(info.value) == f"{name} holds '...', a placeholder: set the provider's API key"
+
+
 def test_repr_hides_dev_secret_too() -> None:
     assert DEV_API_SECRET not in repr(Settings())
 
