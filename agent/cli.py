@@ -28,7 +28,7 @@ from agent.config_source import (
 )
 from agent.plan import plan_session
 from agent.spool import ReportSpool
-from common.calls.models import CallRecord
+from common.calls.models import CallRecord, iso_time
 from common.config_store.store import ConfigStore
 from common.contracts import DispatchMetadata
 from common.settings import (
@@ -187,6 +187,16 @@ def describe_call(
     try:
         selected = select_config(call_id, record, snapshot, room_created_at, no_record=no_record)
     except NoCallConfigError as exc:
+        if from_database and call is not None and call.data_erased_at is not None:
+            # Its name and instructions were erased on request: that config is no session.
+            # It said "unknown call: ... dispatch snapshot is invalid: caller_name must be
+            # 1 to 200 characters", for a call the calls database has.
+            raise DescribeError(
+                f"call {call_id!r} is {call.status.value} and its personal data was erased"
+                f" at {iso_time(call.data_erased_at)}: the"
+                " name, instructions and messages it was placed with are gone, so there is no"
+                " session to describe"
+            ) from None
         # With --metadata, the job that dispatch would start is what is described: the worker
         # refuses it. It was "unknown call", for a call the calls database has.
         what = "unknown call" if metadata_json is None else "the agent would refuse this job"

@@ -695,3 +695,36 @@ def test_a_report_spool_that_cannot_be_written_is_said_at_start(
     assert any(w.startswith(said) for w in warnings), warnings
     assert not any("SPOOL" in w for w in start_warnings(Settings()))
     assert ((tmp_path / "agent-reports").stat().st_mode & 0o777) == 0o700  # made at start
+
+
+def test_describe_a_call_whose_personal_data_was_erased_says_so(tmp_path: Path) -> None:
+    """A call erased on request (POST /calls/{id}/erase) keeps a config without its name and
+    instructions: describe answered "unknown call: ... dispatch snapshot is invalid:
+    caller_name must be 1 to 200 characters", for a call the calls database has."""
+    import sqlite3
+
+    database = {"CALLS_DB_PATH": str(tmp_path / "calls.db")}
+    record_call(database)
+    erased = {**STORED_SNAPSHOT, "caller_name": "", "agent_instructions": ""}
+    erased["additional_params"] = {}
+    with sqlite3.connect(database["CALLS_DB_PATH"]) as db:  # as erase_calls_now leaves it
+        db.execute(
+            "UPDATE calls SET status = 'completed', ended_at = 1796508543.0,"
+            " data_erased_at = 1796508543.2, config = ? WHERE call_id = ?",
+            (json.dumps(erased), CALL),
+        )
+    db.close()
+
+    proc = run_agent_here(
+        ["describe", "--call-id", CALL],
+        tmp_path,
+        CONFIG_PATH=str(tmp_path / "config.json"),
+        **database,
+    )
+
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        f"agent describe: call '{CALL}' is completed and its personal data was erased at"
+        " 2026-12-05T22:09:03.200Z: the name, instructions and messages it was placed with"
+        " are gone, so there is no session to describe\n"
+    )
