@@ -272,7 +272,8 @@ async def _say_if_livekit_answers(lkapi: api.LiveKitAPI, url: str) -> None:
             "LiveKit at %s did not answer as it should at start-up (%s): calls fail until it"
             " does; check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
             url,
-            exc,
+            exc.reason,  # not str(exc): "LiveKit did not answer the readiness probe: readiness
+            # probe: LiveKit unreachable", the probe twice inside a line that says it already
         )
     else:
         logger.info("LiveKit at %s answers", url)

@@ -211,6 +211,29 @@ def test_a_short_livekit_secret_is_warned_of_in_the_log_alone(tmp_path: Path) ->
     assert "server: stopped" in done.stderr
 
 
+def test_an_unreachable_livekit_is_said_once_in_one_plain_line(tmp_path: Path) -> None:
+    """The start-up line said the probe twice: "did not answer as it should at start-up
+    (LiveKit did not answer the readiness probe: readiness probe: LiveKit unreachable
+    (ClientConnectorError))"."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing will listen there: start-up only warns
+    done = run_server_until(
+        tmp_path,
+        "did not answer as it should at start-up",
+        LIVEKIT_URL=f"http://127.0.0.1:{port}",
+        LIVEKIT_API_KEY="APIlocal",
+        LIVEKIT_API_SECRET="local-secret-0123456789abcdef0123456789",
+        SIP_OUTBOUND_TRUNK_ID="ST_local",
+    )
+    (line,) = [line for line in done.stderr.splitlines() if "did not answer as it" in line]
+    assert line.endswith(
+        f"LiveKit at http://127.0.0.1:{port} did not answer as it should at start-up"
+        " (readiness probe: LiveKit unreachable (ClientConnectorError)): calls fail until it"
+        " does; check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+    ), line
+
+
 def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> None:
     done = run_server_here(tmp_path, DATABASE_URL="mysql://x@y/z")
     assert done.returncode == 2
