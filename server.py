@@ -774,5 +774,32 @@ def _leave_stuck_threads(wait_s: float = STUCK_THREAD_WAIT_S) -> None:
         os._exit(0)
 
 
+USAGE = """\
+usage: python server.py    (no arguments: `make run` runs it)
+Its settings come from the environment and the working directory's .env (see .env.example
+and README.md, Configuration), e.g.: PORT=8001 SANDBOX_PORT=0 python server.py"""
+
+
+def refuse_arguments(args: list[str]) -> None:
+    """`python server.py --port 8001` started on PORT (8000), the option unread, and
+    `--help` started a server. Settings are the environment's and .env's alone: `-h`/`--help`
+    prints how to give them, anything else stops with one line naming the options given
+    (their names only: a value may be a secret)."""
+    if not args:
+        return
+    if args[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0)
+    names = [arg.split("=", 1)[0] for arg in args if arg.startswith("-")]
+    given = f" (got {', '.join(names)})" if names else ""
+    print(
+        f"server.py takes no arguments{given}: settings come from the environment or .env,"
+        " e.g. PORT=8001 python server.py (see .env.example; python server.py --help)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
 if __name__ == "__main__":
+    refuse_arguments(sys.argv[1:])
     main()

@@ -234,6 +234,32 @@ def test_an_unreachable_livekit_is_said_once_in_one_plain_line(tmp_path: Path) -
     ), line
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["--help"], 0, "usage: python server.py"),
+        (["--port", "8001"], 2, "server.py takes no arguments (got --port): settings come"),
+        (["--api-secret=s3cret-value"], 2, "server.py takes no arguments (got --api-secret):"),
+    ],
+)
+def test_arguments_are_not_taken_silently(
+    tmp_path: Path, args: list[str], code: int, said: str
+) -> None:
+    """`python server.py --port 8001` started on PORT all the same (8000), the option
+    unread, and `python server.py --help` started a server: settings are the environment's
+    and .env's alone, and arguments now say so, in one line, without their values."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
+    environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
+    environ.update(SANDBOX_PORT="0", PORT=str(free_port()))
+    argv = [sys.executable, str(ROOT / "server.py"), *args]
+    done = run_to_end(argv, tmp_path, environ, timeout=30)
+    assert done.returncode == code, done.stderr
+    assert said in done.stdout + done.stderr
+    assert "s3cret-value" not in done.stdout + done.stderr
+    assert "starting on" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "c.db").exists()  # nothing was started
+
+
 def test_a_malformed_database_url_is_a_configuration_error(tmp_path: Path) -> None:
     done = run_server_here(tmp_path, DATABASE_URL="mysql://x@y/z")
     assert done.returncode == 2
