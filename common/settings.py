@@ -323,7 +323,7 @@ def _api_key(name: str, raw: str) -> str:
     # it is: no provider's key holds "..."; taken, the worker started and every call's
     # request to that provider was refused (401) after the callee had answered.
     if "..." in text:
-        raise SettingsError(f"{name} holds '...', a placeholder: set the provider's API key")
+        raise SettingsError(f"{name} holds '...', a placeholder: set the real key")
     return text
 
 
@@ -484,11 +484,13 @@ class Settings:
     livekit_url: str | None = setting(
         None, _livekit_url, "Unset: the embedded sandbox. Set (wss://...): the real LiveKit."
     )
+    # One word of printable ASCII, as a provider's key (_api_key): `APIxyz # prod` (a comment
+    # `docker run --env-file` keeps) signed every request and checked every webhook with it.
     livekit_api_key: str = setting(
-        DEV_API_KEY, _text, "Required with LIVEKIT_URL; also verifies webhooks."
+        DEV_API_KEY, _api_key, "Required with LIVEKIT_URL; also verifies webhooks."
     )
     livekit_api_secret: str = setting(
-        DEV_API_SECRET, _text, "Required with LIVEKIT_URL; also verifies webhooks.", secret=True
+        DEV_API_SECRET, _api_key, "Required with LIVEKIT_URL; also verifies webhooks.", secret=True
     )
     sip_outbound_trunk_id: str = setting(
         "", _trunk_id, "Outbound SIP trunk (ST_...); required with LIVEKIT_URL."

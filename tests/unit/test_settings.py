@@ -804,7 +804,22 @@ def test_a_provider_key_left_as_the_seeds_placeholder_is_refused(name: str, valu
     the callee had answered."""
     with pytest.raises(SettingsError) as info:
         settings_from_env({name: value})
-    assert str(info.value) == f"{name} holds '...', a placeholder: set the provider's API key"
+    assert str(info.value) == f"{name} holds '...', a placeholder: set the real key"
+
+
+@pytest.mark.parametrize("name", ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"])
+@pytest.mark.parametrize("tail", [" # prod", "\u2011x"])
+def test_a_livekit_key_that_no_token_could_be_signed_with_is_refused_unechoed(
+    name: str, tail: str
+) -> None:
+    """A comment that `docker run --env-file` keeps in the value, or a non-ASCII character
+    pasted in: taken, the server started, every request it signed was refused (401) and
+    every LiveKit webhook failed its check, each call's outcome lost."""
+    value = {**REAL_LIVEKIT, **SECRETS}[name]
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({**REAL_LIVEKIT, **SECRETS, name: value + tail})
+    assert str(info.value) == f"{name} must be printable ASCII without spaces"
+    assert value not in str(info.value)
 
 
 def test_repr_hides_dev_secret_too() -> None:
