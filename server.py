@@ -240,6 +240,13 @@ def _wake(sender: WebhookSender) -> Callable[[CallEvent], Awaitable[None]]:
     return wake
 
 
+def _bind_error(exc: OSError) -> str:
+    """What a failed bind says, as the server's own port says it (`Address already in use`):
+    asyncio's strerror repeats the address, lower-cased ("error while attempting to bind on
+    address ('127.0.0.1', 7880): address already in use")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 async def _start_sandbox(settings: Settings) -> Sandbox:
     from sandbox import Sandbox  # only loaded when it is used
 
@@ -255,7 +262,7 @@ async def _start_sandbox(settings: Settings) -> Sandbox:
     except OSError as exc:
         raise StartupError(
             f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
-            f"{exc.strerror} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+            f"{_bind_error(exc)} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
         ) from exc
     return sandbox
 
