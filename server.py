@@ -490,6 +490,19 @@ def warn_short_record_ttl(settings: Settings) -> None:
         )
 
 
+def warn_zero_retention(settings: Settings) -> None:
+    """CALL_DATA_RETENTION_DAYS=0, as "0: off, keep them" is often written: every call's
+    transcript, summary and extracted fields were erased at the reaper's next pass after it
+    ended, unsaid, before anyone had read them (its value is a number of days, 0 is none)."""
+    if settings.call_data_retention_days == 0:
+        logger.warning(
+            "CALL_DATA_RETENTION_DAYS is 0: every call's transcript, summary and extracted"
+            " fields are erased within REAPER_INTERVAL_S (%g s) of its end; 0 is not 'keep"
+            " them': give the number of days to keep them",
+            settings.reaper_interval_s,
+        )
+
+
 def warn_unused_first_retry_step(settings: Settings) -> None:
     """CALLS_WEBHOOK_RETRY_SCHEDULE's first value is the first attempt's, which is always at
     once: `5,30,120`, written as the retries' delays, silently made the 5 s retry none."""
@@ -715,6 +728,7 @@ def main() -> None:
         warn_open_files(settings)
         warn_livekit_settings(settings)
         warn_short_record_ttl(settings)
+        warn_zero_retention(settings)
         warn_unused_first_retry_step(settings)
         warn_disabled_safeguards(settings)
         for warning in dotenv_warnings():

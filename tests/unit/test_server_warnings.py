@@ -140,6 +140,20 @@ def test_a_record_ttl_shorter_than_a_call_is_warned(
     assert ("records of calls still live will be pruned" in caplog.text) is warned
 
 
+@pytest.mark.parametrize(("days", "warned"), [(0.0, True), (0.5, False), (30.0, False)])
+def test_a_retention_of_zero_days_is_warned(
+    caplog: pytest.LogCaptureFixture, days: float, warned: bool
+) -> None:
+    """CALL_DATA_RETENTION_DAYS=0, meant as "off": every call's conversation was erased at
+    the reaper's next pass after it ended, without a word."""
+    settings = dataclasses.replace(Settings(), call_data_retention_days=days)
+    with caplog.at_level(logging.WARNING, logger="server"):
+        server.warn_zero_retention(settings)
+    said = "CALL_DATA_RETENTION_DAYS is 0: every call's transcript, summary and extracted"
+    assert (said in caplog.text) is warned
+    assert ("within REAPER_INTERVAL_S (30 s) of its end" in caplog.text) is warned
+
+
 @pytest.mark.parametrize("sandbox", [True, False])
 def test_safeguards_turned_off_are_warned_with_a_real_livekit(
     caplog: pytest.LogCaptureFixture, sandbox: bool
