@@ -53,6 +53,7 @@ from common.livekit.client import (
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.notify.guard import AddressRefused, PooledResolver, UnsafeWebhookUrl
+from common.own_threads import OwnThreads
 from common.settings import (
     Settings,
     SettingsError,
@@ -771,6 +772,7 @@ def main() -> None:
         logger.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     logger.info("stopped")
+    OwnThreads.close_all()  # their idle threads end; one held in its work is reported below
     _leave_stuck_threads()
 
 
