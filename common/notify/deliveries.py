@@ -444,7 +444,8 @@ class WebhookSender:
             self._wakeup.set()
 
     async def _sleep_until_due(self) -> None:
-        """Until the next claimable delivery comes due, or a new event comes (`wake`), or a
+        """Until the next claimable delivery comes due or a claim held runs out (a dead
+        server's deliveries are taken over then), or a new event comes (`wake`), or a
         send's record says its call's next one comes due sooner (`_look_by`), or a slot frees
         after a look that found none. A later event of a call whose earlier one is in flight
         is not claimable: the send that records the earlier one takes it. One said due now

@@ -1758,21 +1758,27 @@ def defer_deliveries(d: Dialect, ids: list[int], until: float) -> Program[None]:
 def next_delivery_at(d: Dialect, unclaimed_at: float | None) -> Program[float | None]:
     """When the next pending delivery is due; with `unclaimed_at`, only among those a sender
     could claim then: no server holds it, and it is its call's and URL's earliest pending one
-    (a later one is taken by whoever records the one before it: `record_delivery`)."""
+    (a later one is taken by whoever records the one before it: `record_delivery`), or when
+    the first claim held then runs out (a dead server's deliveries are taken over then: a
+    survivor with nothing else due looked again only after IDLE_WAKE_S, 30 s)."""
     if unclaimed_at is None:
         rows = yield Query(
             "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state = 'pending'"
         )
-    else:
-        rows = yield Query(
-            "SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.state = 'pending'"  # noqa: S608
-            f" AND d.claimed_until < ? AND{_HEAD} ORDER BY d.next_attempt_at LIMIT 1",
-            (unclaimed_at,),
-        )
-        if not rows:
-            return None
-    at = rows[0]["at"]
-    return None if at is None else float(at)
+        at = rows[0]["at"]
+        return None if at is None else float(at)
+    rows = yield Query(
+        "SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.state = 'pending'"  # noqa: S608
+        f" AND d.claimed_until < ? AND{_HEAD} ORDER BY d.next_attempt_at LIMIT 1",
+        (unclaimed_at,),
+    )
+    held = yield Query(
+        "SELECT MIN(claimed_until) AS at FROM deliveries"
+        " WHERE state = 'pending' AND claimed_until >= ?",
+        (unclaimed_at,),
+    )
+    times = [float(r["at"]) for r in (*rows, *held) if r["at"] is not None]
+    return min(times) if times else None
 
 
 def list_deliveries(

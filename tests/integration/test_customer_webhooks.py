@@ -1450,3 +1450,34 @@ async def test_a_campaigns_deliveries_come_a_page_at_a_time(
     again = await client.post(f"/deliveries/{last['id']}/redeliver")
     assert again.status == 202
     assert (await again.json())["delivery"]["waiting_for"] == first["deliveries"][0]["id"]
+
+
+async def test_deliveries_a_dead_server_held_are_sent_when_its_claim_runs_out(
+    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server claimed a call's first delivery and died. With nothing else due, this
+    one looked again only after IDLE_WAKE_S (30 s), however soon that claim ran out: the
+    customer had a dead server's webhooks half a minute late. It looks again as it runs out."""
+    from common.storage import programs
+
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    store = client.app[STORE]
+    real_claim = store.claim_due_deliveries
+    taken: list[int] = []
+
+    async def the_other_server_first(now: float, lease_s: float, limit: int) -> Any:
+        if not taken:  # it won the race for what was due, for a 0.5 s lease, and died
+            other = programs.claim_due_deliveries(store.dialect, now, 0.5, limit, "other:1@host")
+            taken.extend(d.id for d in await store._run(other, write=True))
+            if taken:
+                return []
+        return await real_claim(now, lease_s, limit)
+
+    monkeypatch.setattr(store, "claim_due_deliveries", the_other_server_first)
+    call_id = await place(client, SEED_EXAMPLES[0])
+    started = time.monotonic()
+    await settle(client, timeout=8.0)
+    assert taken and time.monotonic() - started < 8.0
+    assert receiver.types(call_id)[:2] == ["call.dialing", "call.answered"]
+    assert len(receiver.types(call_id)) == 4
