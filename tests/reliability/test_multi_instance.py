@@ -34,6 +34,7 @@ from tests.processes import (
     ServerProcess,
     free_port,
     settling_sooner,
+    webhook_claims_sooner,
 )
 from tests.reliability.conftest import Figures, LogGuard, scaled
 
@@ -337,6 +338,8 @@ async def test_when_one_instance_dies_the_other_finishes_its_work(
             CALLS_WEBHOOK_URL=receiver.url,
             CALLS_WEBHOOK_SECRET=WHSEC,
             CALLS_WEBHOOK_ALLOW_PRIVATE="1",
+            # A's claims run out in 8 s, not 20 s: a run whose kill left one waited that long.
+            launcher=webhook_claims_sooner(3.0),
         )
         placed = []
         for n in range(scaled(20, minimum=6)):
