@@ -28,10 +28,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # One worker per core, at most 4 (each worker starts its own PostgreSQL cluster when it needs
-# one). `$(BIN)/pytest path/to/test.py` alone runs in one process.
+# one); the 20 slowest tests are listed at the end (the suite is meant to stay under 5
+# minutes). `$(BIN)/pytest path/to/test.py` alone runs in one process.
 PYTEST_WORKERS ?= auto
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist worksteal
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist worksteal --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
