@@ -80,12 +80,13 @@ def us(n: int, suffix: str) -> str:
     return f"+1{(415, 650)[area]}{200 + exchange}{suffix}"
 
 
-VALID_ROWS = 450  # and 50 invalid ones
+VALID_ROWS = 200  # and 50 invalid ones
 
 
-async def test_five_hundred_rows_end_with_exact_counts(start_app: AppFactory) -> None:
+async def test_a_large_list_ends_with_exact_counts(start_app: AppFactory) -> None:
     """Every row of a large list ends in exactly one state, each number dialled as its
-    retries allow (620 calls through the whole stack; 1,000 rows took a sixth of the suite)."""
+    retries allow (280 calls through the whole stack, 50 at once: 450 rows took 23 s of a
+    loaded run, 1,000 a sixth of the suite, for what 200 prove as well)."""
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
@@ -101,7 +102,7 @@ async def test_five_hundred_rows_end_with_exact_counts(start_app: AppFactory) ->
     created = await create(
         client,
         {
-            "name": "five hundred",
+            "name": "large list",
             "defaults": {"dynamic_instruction": "Remind them of the appointment."},
             "recipients": recipients,
             "pacing": {"calls_per_second": 100, "max_concurrent": 50},
