@@ -957,11 +957,17 @@ def recipients_to_erase(
     return sorted({(row["campaign_id"], int(row["idx"])) for row in rows})
 
 
+# A recipient's error once its personal data is erased (the message may have quoted it).
+ERASED_ERROR = "(its message was erased on request with the recipient's personal data)"
+
+
 def erase_recipients_now(
     d: Dialect, now: float, keys: Sequence[tuple[str, int]]
 ) -> Program[tuple[int, tuple[str, ...]]]:
     """Erase on request the campaign recipients `keys` (recipients_to_erase): their row's own
-    fields (the name and every CSV column) go; the number stays, as on the calls. One still
+    fields (the name and every CSV column) go, and so do its errors' messages, which quote
+    the values refused (a timezone column holding an address); the number stays, as on the
+    calls. One still
     due ends `erased` and is never called; one being called (`calling`) is live: nothing is
     erased, and the answer names its call (the erasure is all or nothing, as for calls). How
     many were erased, and the live ones.
@@ -972,7 +978,7 @@ def erase_recipients_now(
     rows: list[Row] = []
     for campaign_id, idx in sorted(keys):
         rows += yield Query(
-            "SELECT campaign_id, idx, state FROM campaign_recipients"  # noqa: S608 - constant text
+            "SELECT campaign_id, idx, state, errors FROM campaign_recipients"  # noqa: S608 - constant text
             f" WHERE campaign_id = ? AND idx = ?{d.for_update}",
             (campaign_id, idx),
         )
@@ -990,10 +996,15 @@ def erase_recipients_now(
         return 0, tuple(live)
     for row in rows:
         state = ERASED if row["state"] in DUE_STATES else row["state"]
+        # Which fields were refused stays; what the messages quoted of them goes.
+        errors = [
+            {"field": error.get("field"), "error": ERASED_ERROR}
+            for error in (json.loads(row["errors"]) if row["errors"] else [])
+        ]
         yield Query(
-            "UPDATE campaign_recipients SET fields = '{}', state = ?, updated_at = ?"
+            "UPDATE campaign_recipients SET fields = '{}', state = ?, errors = ?, updated_at = ?"
             " WHERE campaign_id = ? AND idx = ?",
-            (state, now, row["campaign_id"], row["idx"]),
+            (state, dumps(errors) if errors else None, now, row["campaign_id"], row["idx"]),
         )
     return len(rows), ()
 

@@ -226,6 +226,40 @@ async def test_erasing_a_number_erases_its_campaign_recipients_who_are_never_cal
     assert [d.number for d in client.app[SANDBOX].dials] == [BOB]
 
 
+async def test_an_erased_recipients_errors_no_longer_quote_what_it_was_refused_for(
+    start_app_on_each_database: AppFactory,
+) -> None:
+    """A row refused with invalid_rows=skip keeps its errors, and they quote the values
+    refused (a timezone column holding the person's address): the erasure took its fields
+    and left them, shown by GET .../recipients and kept in calls.db. The fields refused stay
+    named; the messages go."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app_on_each_database(
+        sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock
+    )
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    csv = f"phone_number,name,timezone\n{ANN},Ann Lee-Marsh,12 Elm Street\n{BOB},Bob Ray,\n"
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "later", "start_at": later, "invalid_rows": "skip"},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    url = f"/campaigns/{(await resp.json())['campaign_id']}/recipients"
+    rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    assert rows[0]["state"] == "invalid" and "12 Elm Street" in rows[0]["errors"][0]["error"]
+
+    resp = await client.post("/calls/erase", json={"phone_number": ANN}, headers=AUTH)
+
+    assert resp.status == 200 and (await resp.json())["recipients_erased"] == 1
+    rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    assert rows[0]["state"] == "invalid"
+    assert [e["field"] for e in rows[0]["errors"]] == ["timezone"]
+    assert "Elm Street" not in repr(rows)
+    assert b"Elm Street" not in kept_in_files(client)
+
+
 async def test_a_campaign_call_erased_takes_its_recipients_fields_with_it(
     start_app: AppFactory,
 ) -> None:
