@@ -1516,7 +1516,7 @@ class CallService:
         # copies set aside that hold an erased call's name or instructions go.
         await self.config.remove_set_aside_naming_async(erasure.placed_with)
         try:
-            await self.config.erase_latest_of_async(erasure.placed_with)
+            await self.config.erase_latest_of_async(erasure.placed_with, erasure.erased)
         except OSError as exc:
             logger.error(
                 "config.json's latest config (the top level) names an erased call and could"

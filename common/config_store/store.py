@@ -37,7 +37,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -644,22 +644,29 @@ class ConfigStore:
         removed: int = await self._submit(self._drop_all(ids))
         return removed
 
-    async def erase_latest_of_async(self, placed_with: Iterable[Mapping[str, Any]]) -> bool:
+    async def erase_latest_of_async(
+        self, placed_with: Iterable[Mapping[str, Any]], call_ids: Collection[str] = ()
+    ) -> bool:
         """The seed's flat document (the top level, the "latest config") back to the defaults
         if one of `placed_with` wrote it (the configs, as GET /calls/{id} showed them, of
-        calls whose personal data is erased on request): get_config_value("caller_name")
-        went on naming the erased callee until the next call. One another call wrote stays,
-        and so does every call's record. Whether it was erased (no write if not)."""
+        calls whose personal data is erased on request: `call_ids`): get_config_value(
+        "caller_name") went on naming the erased callee until the next call. One another call
+        wrote stays, an equal one too when this process knows whose write it is (two people
+        of one name placed alike), and so does every call's record. Whether it was erased (no
+        write if not)."""
         latest = [flat for config in placed_with if (flat := _latest_of(config)) is not None]
         if not latest:
             return False
+        ids = frozenset(call_ids)
         with self._tops_lock:  # what a refused call's retraction would give back, too
             for call_id, replaced in self._tops_before.items():
-                if _written_by(replaced.doc, latest):
+                if _written_by(replaced.doc, latest) and (
+                    replaced.owner is None or replaced.owner in ids
+                ):
                     self._tops_before[call_id] = replace(replaced, doc=self._defaults())
         if not _written_by(_top_of(await self.load_async()), latest):
             return False
-        erased: bool = await self._submit(self._erase_latest(latest))
+        erased: bool = await self._submit(self._erase_latest(latest, ids))
         return erased
 
     async def remove_set_aside_naming_async(self, placed_with: Iterable[Mapping[str, Any]]) -> int:
@@ -823,10 +830,12 @@ class ConfigStore:
 
         return apply
 
-    def _erase_latest(self, latest: list[dict[str, Any]]) -> Mutation:
+    def _erase_latest(self, latest: list[dict[str, Any]], call_ids: frozenset[str]) -> Mutation:
         def apply(doc: Document, now: float) -> bool:
             if not _written_by(_top_of(doc), latest):
                 return False
+            if self._top_owner is not None and self._top_owner not in call_ids:
+                return False  # a later call's, placed alike: not the erased one's
             _replace_top(doc, CallConfig().to_flat(now))
             self._top_owner = None
             return True

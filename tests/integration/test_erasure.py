@@ -327,6 +327,26 @@ async def test_config_jsons_latest_config_of_an_erased_call_goes_and_anothers_st
     assert update_config.get_config_value("caller_name") == SEED_EXAMPLES[1]["name"]
 
 
+async def test_config_jsons_latest_config_written_alike_by_a_later_call_stays(
+    start_app: AppFactory,
+) -> None:
+    """Two people of one name placed alike (a campaign's rows with a name alone): erasing
+    the first one's number put config.json's top level back to the defaults (Guest),
+    though the later call, not erased, wrote it: get_config_value("caller_name") said
+    "Guest" for the latest call. The top level a later call wrote stays, equal or not."""
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
+    await settled(client, ALICE)
+    await settled(client, dict(ALICE, phone_number="+14155557701"))
+    assert update_config.get_config_value("caller_name") == ALICE["name"]
+
+    resp = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+
+    assert resp.status == 200 and (await resp.json())["erased"] == 1
+    assert update_config.get_config_value("caller_name") == ALICE["name"]
+
+
 async def test_an_unreadable_config_json_set_aside_holding_an_erased_call_goes(
     start_app: AppFactory,
 ) -> None:
