@@ -39,6 +39,7 @@ from common.campaigns.windows import (
     given_zone,
     next_allowed,
     parse_window,
+    recipient_zones,
     row_zone_problem,
 )
 from common.json_values import RepeatedKey, unique_keys
@@ -537,12 +538,34 @@ class RowChecker:
             )
         )
         if isinstance(opens, str):
-            return [RowError(row.row_number, f"{row.prefix}phone_number", opens)]
+            return [self._never_open(row, call.phone_number, opens)]
         self._opens = opens
         self._call = call
         self._fields = {**{k: v for k, v in row.fields.items() if k in FIELDS}}
         self._fields.pop("phone_number", None)
         return []
+
+    def _never_open(self, row: Row, number: str, why: str) -> RowError:
+        """The refusal of a row whose window never opens: its number's, or its own time zone's
+        when the number's zones alone open (a London number said to be in Sydney was refused
+        as "phone_number: is never inside the calling window in its time zones (Europe/
+        Guernsey, Europe/Isle_of_Man, Europe/Jersey and 2 more)", Sydney not named)."""
+        own = given_zone(row.fields.get("additional_params"))
+        zone = own or given_zone(self._spec.defaults.get("additional_params"))
+        zones = recipient_zones(number)
+        if zone is None or zone[1] in zones or isinstance(self._opens_at(zones), str):
+            return RowError(row.row_number, f"{row.prefix}phone_number", why)
+        if own is None:
+            where = f"defaults.additional_params.{zone[0]}"
+        else:
+            where = f"{row.prefix}additional_params.{zone[0]}" if row.prefix else zone[0]
+        return RowError(
+            row.row_number,
+            where,
+            f"the calling window is never open in {zone[1]} and in its number's time zones"
+            f" ({shown_zones(zones)}) at once: a recipient's own time zone narrows its"
+            " number's hours, it never widens them",
+        )
 
     def _opens_at(self, zones: tuple[str, ...]) -> dt.datetime | str:
         """When the window of a row in these zones is first open from the start, or why it
@@ -568,17 +591,22 @@ class RowChecker:
     _opens: dt.datetime
 
 
+def shown_zones(zones: tuple[str, ...]) -> str:
+    """`zones` as a message lists them: the first MAX_SHOWN_ZONES, and how many more."""
+    shown = ", ".join(zones[:MAX_SHOWN_ZONES])
+    if len(zones) > MAX_SHOWN_ZONES:  # a number of the whole country's: +1's 42 zones were
+        # each row's message, 900 bytes, and a list of them refused with 900 KB of answer
+        shown += f" and {len(zones) - MAX_SHOWN_ZONES} more"
+    return shown
+
+
 def never_open(
     at: dt.datetime, window: CallingWindow, zones: tuple[str, ...], *, enforce_hours: bool
 ) -> str:
     """Why a number whose window `next_allowed` finds never open from `at` is never called."""
     if window.timezone == RECIPIENT and not zones:
         return "no time zone is known for this number; name one in window.timezone"
-    shown = ", ".join(zones[:MAX_SHOWN_ZONES])
-    if len(zones) > MAX_SHOWN_ZONES:  # a number of the whole country's: +1's 42 zones were
-        # each row's message, 900 bytes, and a list of them refused with 900 KB of answer
-        shown += f" and {len(zones) - MAX_SHOWN_ZONES} more"
-    why = f"is never inside the calling window in its time zones ({shown})"
+    why = f"is never inside the calling window in its time zones ({shown_zones(zones)})"
     if enforce_hours and next_allowed(
         at, window, zones, enforce_calling_hours=False
     ):  # the window opens, but only outside 08:00-21:00 there

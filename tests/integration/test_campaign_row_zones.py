@@ -248,3 +248,37 @@ async def test_the_estimated_finish_reads_the_rows_own_zone(start_app: AppFactor
     assert answer["campaign"]["estimated_finish_at"] == "2026-12-05T20:05:00.000Z"
     campaign = await campaign_of(client, answer["campaign_id"])
     assert campaign["estimated_finish_at"] == "2026-12-05T20:05:00.000Z"
+
+
+async def test_a_rows_zone_that_shuts_its_window_is_the_field_refused(
+    client: TestClient[Any, Any],
+) -> None:
+    # A London number whose row says Sydney: 09:00-20:00 in both never meet. The refusal
+    # named phone_number ("never inside the calling window in its time zones"), as if the
+    # number were at fault; the number alone is open every day. It names the row's zone.
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "recipients": [
+                {
+                    "phone_number": "+447700900123",
+                    "additional_params": {"timezone": "Australia/Sydney"},
+                }
+            ],
+        },
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert [(d["row"], d["field"]) for d in details] == [
+        (0, "recipients[0].additional_params.timezone")
+    ]
+    assert "Australia/Sydney" in details[0]["error"]
+    assert "its number's time zones (Europe/Guernsey" in details[0]["error"]
+    csv = "phone_number,Time Zone\n+447700900123,Australia/Sydney\n"
+    resp = await client.post(
+        "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert [(d["row"], d["field"]) for d in details] == [(2, "Time Zone")]
