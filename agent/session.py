@@ -100,15 +100,34 @@ def build_tts(plan: SessionPlan, settings: Settings) -> cartesia.TTS:
     )
 
 
+# How long the LLM (OpenAI) or the TTS (Cartesia) may keep the callee waiting for a reply's
+# speech: each attempt may go PROVIDER_TIMEOUT_S without a byte (the plugins give it to their
+# requests, over the OpenAI client's own read timeout), and is tried PROVIDER_RETRIES more
+# times, PROVIDER_RETRY_INTERVAL_S apart. livekit-agents' defaults (10 s, 3 more, 2 s apart)
+# left the callee in silence for 44 s when a provider took the request and never answered.
+PROVIDER_TIMEOUT_S = 5.0
+PROVIDER_RETRIES = 2
+PROVIDER_RETRY_INTERVAL_S = 1.0
+
+
 def session_connect_options() -> SessionConnectOptions:
     """End the session on a provider's first request that failed for good (after the
     plugin's own retries): that speech (the greeting, a reply) never reaches the callee.
     livekit-agents' default tolerates three in a row, and the callee sat in silence while
     they happened; closed on the error, the session ends the call (the worker records why,
-    hangs up and reports the call ended by the system)."""
+    hangs up and reports the call ended by the system). A provider that does not answer
+    gives up within about 16 s (PROVIDER_TIMEOUT_S and its retries)."""
+    from livekit.agents import APIConnectOptions
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
-    return SessionConnectOptions(max_unrecoverable_errors=0)
+    speech = APIConnectOptions(
+        max_retry=PROVIDER_RETRIES,
+        retry_interval=PROVIDER_RETRY_INTERVAL_S,
+        timeout=PROVIDER_TIMEOUT_S,
+    )
+    return SessionConnectOptions(
+        llm_conn_options=speech, tts_conn_options=speech, max_unrecoverable_errors=0
+    )
 
 
 def build_agent(

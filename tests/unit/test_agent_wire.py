@@ -727,3 +727,106 @@ async def test_markup_in_a_callees_name_is_not_sent_to_cartesia(
     [conn] = [c for c in cartesia_in.sockets if c.requests]
     assert " ".join(conn.transcript().split()) == "Hello Alice Smith, this is your call."
     assert call.plan.caller_name == "Alice Smith"
+
+
+# ---------------------------------------------------------------- providers that never answer
+
+
+async def openai_never_answering(aiohttp_server: AiohttpServer) -> tuple[FakeOpenAI, list[float]]:
+    """OpenAI taking each chat completion request (the stream's headers sent) and never
+    sending a chunk: the times its requests came."""
+    asked: list[float] = []
+
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        await request.json()
+        asked.append(asyncio.get_running_loop().time())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await asyncio.sleep(3600)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return FakeOpenAI(await aiohttp_server(app), [], []), asked
+
+
+async def cartesia_never_answering(
+    aiohttp_server: AiohttpServer,
+) -> tuple[FakeCartesia, list[float]]:
+    """Cartesia's websocket taking each generation request and never sending audio (nor
+    `done`): the times each context's first request came."""
+    asked: list[float] = []
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        contexts: set[str] = set()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                context_id = json.loads(msg.data)["context_id"]
+                if context_id not in contexts:
+                    contexts.add(context_id)
+                    asked.append(asyncio.get_running_loop().time())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/tts/websocket", websocket)
+    return FakeCartesia(await aiohttp_server(app), []), asked
+
+
+@pytest.mark.parametrize("silent", ["openai", "cartesia"])
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, silent: str
+) -> None:
+    """OpenAI or Cartesia taking the greeting's request and never answering: each attempt
+    gave up after livekit-agents' default 10 s (the plugins give it to their requests, over
+    the OpenAI client's 5 s read timeout), tried 3 more times 2 s apart, and the callee heard
+    silence for 44 s before the session closed and the call ended. Now each attempt waits
+    PROVIDER_TIMEOUT_S (5 s; 1 s here to keep the test short), PROVIDER_RETRIES (2) more
+    times: the session closes on the provider's timeout within about 16 s (here 4 s)."""
+    from livekit.agents import APITimeoutError, CloseEvent, CloseReason
+    from livekit.agents.llm import LLMError
+    from livekit.agents.tts import TTSError
+
+    from agent import session as session_module
+
+    monkeypatch.setattr(session_module, "PROVIDER_TIMEOUT_S", 1.0)
+    if silent == "openai":
+        openai_in, asked = await openai_never_answering(aiohttp_server)
+        cartesia_in = await fake_cartesia(aiohttp_server)
+    else:
+        openai_in = await fake_openai(aiohttp_server, greeting_for)
+        cartesia_in, asked = await cartesia_never_answering(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    settings = settings_for(openai_in)
+    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
+    session, agent = build_session(plan, settings, NullControl())
+    tts = point_tts(session.tts, cartesia_in)
+    point_stt(session.stt, deepgram_in)
+    line = PhoneLine()
+    session.output.audio = line
+    closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
+
+    def on_close(event: CloseEvent) -> None:
+        if not closed.done():
+            closed.set_result(event)
+
+    session.on("close", on_close)
+    try:
+        await session.start(agent)
+        agent.greet()
+        started = asyncio.get_running_loop().time()
+        event = await asyncio.wait_for(closed, 15)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await session.aclose()
+        await tts.aclose()
+
+    assert event.reason == CloseReason.ERROR
+    assert isinstance(event.error, LLMError if silent == "openai" else TTSError)
+    assert isinstance(event.error.error, APITimeoutError)
+    assert len(asked) == 1 + session_module.PROVIDER_RETRIES == 3
+    # three attempts of 1 s, the retries 0.1 s and 1 s apart; livekit-agents' 10 s each, 44 s
+    assert 3.0 <= waited < 6.0
+    assert line.samples == 0
