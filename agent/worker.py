@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, MutableMapping
@@ -77,7 +78,27 @@ class CalleeWordsOutOfLogs(logging.Filter):
         if record.levelno > logging.DEBUG:
             for key in [k for k in record.__dict__ if k.startswith("lk.pii.")]:
                 del record.__dict__[key]
+            _leave_out_spoken_text(record)
         return True
+
+
+# livekit-agents names the text a TTS could not speak in its error's message (tts.py: "no
+# audio frames were pushed for text: ..."), which it logs at WARNING for each retry and at
+# ERROR when the session closes on it: the agent's words, the callee's name in its greeting,
+# and what it repeated of the callee's (a number, an address), whenever Cartesia sent none.
+SPOKEN_TEXT = re.compile(
+    r"(no audio frames were pushed for text: )(.*?)(, retrying in \S+s)?\Z", re.DOTALL
+)
+
+
+def _leave_out_spoken_text(record: logging.LogRecord) -> None:
+    message = record.getMessage()
+    if SPOKEN_TEXT.search(message) is None:
+        return
+    record.msg = SPOKEN_TEXT.sub(
+        lambda m: f"{m[1]}[{len(m[2].strip())} chars, left out of the log]{m[3] or ''}", message
+    )
+    record.args = None
 
 
 # The loggers that put lk.pii.* fields in their records: livekit-agents' and its plugins'

@@ -830,3 +830,80 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     # three attempts of 1 s, the retries 0.1 s and 1 s apart; livekit-agents' 10 s each, 44 s
     assert 3.0 <= waited < 6.0
     assert line.samples == 0
+
+
+async def cartesia_with_an_unknown_voice(aiohttp_server: AiohttpServer) -> FakeCartesia:
+    """Cartesia's websocket answering each context's first request with the error a voice
+    id it does not know gets (`done`: the context is over), and no audio."""
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        contexts: set[str] = set()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                context_id = json.loads(msg.data)["context_id"]
+                if context_id not in contexts:
+                    contexts.add(context_id)
+                    error = {"type": "error", "context_id": context_id, "status_code": 400}
+                    await ws.send_json(error | {"done": True, "error": "Voice not found"})
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/tts/websocket", websocket)
+    return FakeCartesia(await aiohttp_server(app), [])
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_what_the_agent_could_not_say_stays_out_of_the_log(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cartesia sending no audio for a greeting (here a voice id it does not know):
+    livekit-agents logged the text it could not speak, whole, at WARNING for each retry and
+    at ERROR as the session closed ("no audio frames were pushed for text: Hello Alice
+    Smith, ..."): the callee's name, and whatever the agent repeated of what they said. The
+    log says how long the text was, not what it said."""
+    from livekit.agents import CloseEvent, CloseReason
+    from livekit.agents.tts import TTSError
+
+    from agent import worker
+
+    worker.keep_callee_words_out_of_logs()
+    openai_in = await fake_openai(aiohttp_server, greeting_for)
+    cartesia_in = await cartesia_with_an_unknown_voice(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    settings = settings_for(openai_in)
+    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
+    session, agent = build_session(plan, settings, NullControl())
+    tts = point_tts(session.tts, cartesia_in)
+    point_stt(session.stt, deepgram_in)
+    session.output.audio = PhoneLine()
+    closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
+
+    def on_close(event: CloseEvent) -> None:
+        if not closed.done():
+            closed.set_result(event)
+
+    session.on("close", on_close)
+    try:
+        await session.start(agent)
+        agent.greet()
+        event = await asyncio.wait_for(closed, 15)
+    finally:
+        await session.aclose()
+        await tts.aclose()
+
+    assert event.reason == CloseReason.ERROR and isinstance(event.error, TTSError)
+    said = "Hello Alice Smith, this is your call."
+    logged = [r.getMessage() for r in caplog.records if r.name == "livekit.agents"]
+    unspoken = [m for m in logged if "no audio frames were pushed for text" in m]
+    assert len(unspoken) == 3  # the two retries' WARNINGs, the session's closing ERROR
+    assert unspoken[0] == (
+        f"failed to synthesize speech: no audio frames were pushed for text: [{len(said)} chars,"
+        " left out of the log], retrying in 0.1s"
+    )
+    assert unspoken[-1] == (
+        "AgentSession is closing due to unrecoverable error: no audio frames were pushed for"
+        f" text: [{len(said)} chars, left out of the log]"
+    )
+    assert "Alice" not in caplog.text
