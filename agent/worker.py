@@ -602,7 +602,8 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
         job.end.failed = True
         error = event.error
         what = (
-            f"{error.type.removesuffix('_error')} {failure_name(error.error)}"
+            f"{error.type.removesuffix('_error')}{provider_named(error.label)}"
+            f" {failure_name(error.error)}"
             if error is not None
             else "unknown"
         )
@@ -632,6 +633,16 @@ async def _delete_room_once(ctx: JobContext, room_name: str) -> None:
             logger.warning("call %s: deleting its room failed (%s)", room_name, exc.code)
     except (aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("call %s: deleting its room failed (%s)", room_name, type(exc).__name__)
+
+
+def provider_named(label: str) -> str:
+    """The provider a plugin's error label names, as " (cartesia)" for
+    'livekit.plugins.cartesia.tts.TTS': the call's reason and the log say which provider
+    failed, not only which part ("tts"); "" for a label that names none."""
+    parts = label.split(".")
+    if len(parts) > 2 and parts[:2] == ["livekit", "plugins"] and parts[2].isidentifier():
+        return f" ({parts[2]})"
+    return ""
 
 
 def failure_name(error: BaseException | None) -> str:

@@ -744,7 +744,7 @@ async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
     assert ctx.deleted_rooms == [CALL]
     (update,) = ctx.api.room.metadata_updates
     assert RoomMetadata.parse(update.metadata) == RoomMetadata(
-        outcome="failed", reason="the agent's session failed: tts APIStatusError 401"
+        outcome="failed", reason="the agent's session failed: tts (cartesia) APIStatusError 401"
     )
     final = reports.reports[-1].final
     assert final is not None and final.ended_by == "system"
