@@ -966,8 +966,8 @@ def erase_recipients_now(
 ) -> Program[tuple[int, tuple[str, ...]]]:
     """Erase on request the campaign recipients `keys` (recipients_to_erase): their row's own
     fields (the name and every CSV column) go, and so do its errors' messages, which quote
-    the values refused (a timezone column holding an address); the number stays, as on the
-    calls. One still
+    the values refused (a timezone column holding an address), there and in its campaign's
+    Idempotency-Key answer; the number stays, as on the calls. One still
     due ends `erased` and is never called; one being called (`calling`) is live: nothing is
     erased, and the answer names its call (the erasure is all or nothing, as for calls). How
     many were erased, and the live ones.
@@ -978,8 +978,8 @@ def erase_recipients_now(
     rows: list[Row] = []
     for campaign_id, idx in sorted(keys):
         rows += yield Query(
-            "SELECT campaign_id, idx, state, errors FROM campaign_recipients"  # noqa: S608 - constant text
-            f" WHERE campaign_id = ? AND idx = ?{d.for_update}",
+            "SELECT campaign_id, idx, row_number, state, errors"  # noqa: S608 - constant text
+            f" FROM campaign_recipients WHERE campaign_id = ? AND idx = ?{d.for_update}",
             (campaign_id, idx),
         )
     live: list[str] = []
@@ -994,6 +994,7 @@ def erase_recipients_now(
             live.append(named or f"campaign {row['campaign_id']}'s call being placed")
     if live:
         return 0, tuple(live)
+    refused: dict[str, set[int]] = {}  # each campaign's erased rows that were refused
     for row in rows:
         state = ERASED if row["state"] in DUE_STATES else row["state"]
         # Which fields were refused stays; what the messages quoted of them goes.
@@ -1001,11 +1002,35 @@ def erase_recipients_now(
             {"field": error.get("field"), "error": ERASED_ERROR}
             for error in (json.loads(row["errors"]) if row["errors"] else [])
         ]
+        if errors:
+            refused.setdefault(row["campaign_id"], set()).add(int(row["row_number"]))
         yield Query(
             "UPDATE campaign_recipients SET fields = '{}', state = ?, errors = ?, updated_at = ?"
             " WHERE campaign_id = ? AND idx = ?",
             (state, dumps(errors) if errors else None, now, row["campaign_id"], row["idx"]),
         )
+    # The campaign's Idempotency-Key answer (replayed to its retries: the 201's invalid_rows)
+    # lists its refused rows with the same messages: they go there too.
+    for campaign_id, row_numbers in sorted(refused.items()):
+        answers = yield Query(
+            "SELECT client, key, body FROM idempotency WHERE call_id = ? AND body IS NOT NULL",
+            (campaign_id,),
+        )
+        for answer in answers:
+            body = json.loads(answer["body"])
+            listed = body.get("invalid_rows") if isinstance(body, dict) else None
+            if not isinstance(listed, list):
+                continue
+            body["invalid_rows"] = [
+                {**e, "error": ERASED_ERROR}
+                if isinstance(e, dict) and e.get("row") in row_numbers
+                else e
+                for e in listed
+            ]
+            yield Query(
+                "UPDATE idempotency SET body = ? WHERE client = ? AND key = ?",
+                (dumps(body), answer["client"], answer["key"]),
+            )
     return len(rows), ()
 
 

@@ -849,6 +849,48 @@ async def test_an_erasure_on_request_erases_recipients_and_a_waiting_one_is_neve
     assert (got[1].state, got[1].fields) == ("erased", {})
 
 
+async def test_an_erasure_erases_what_a_refused_rows_errors_quoted_of_it(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A row refused (kept, invalid_rows=skip) kept its errors, which may quote its values
+    ("unsupported language 'Ann Lee'"), in its recipient row and in the campaign's
+    Idempotency-Key answer its retries replay: an erasure of its number left both. Their texts
+    go (which field was wrong stays); another row's stay."""
+    quoted = [{"field": "language", "error": "unsupported language 'Ann Lee'; allowed: en"}]
+    other = [{"field": "language", "error": "unsupported language 'Bob Ray'; allowed: en"}]
+    rows = [
+        NewRecipient(0, 2, "+14155550100", {}, "invalid", quoted),
+        NewRecipient(1, 3, "+14155550101", {}, "invalid", other),
+        NewRecipient(2, 4, "+14155550102", {"name": "Cy Ode"}),
+    ]
+    claim = IdempotencyClaim("client-a", "key-1", "h1")
+    answer = {
+        "invalid_row_count": 2,
+        "invalid_rows": [{"row": 2, **quoted[0]}, {"row": 3, **other[0]}],
+    }
+    new = NewCampaign("cmp-1", "test", "client-a", SPEC, 0.0, None, rows)
+    await store.create_campaign(new, clock.now, claim, answer)
+
+    erasure = await store.erase_calls_now(numbers=["+14155550100"])
+
+    assert erasure.recipients == 1
+    got = await store.list_recipients("cmp-1", state=None, limit=10, after=None)
+    assert [r.errors for r in got] == [
+        [{"field": "language", "error": cp.ERASED_ERROR}],
+        other,
+        None,
+    ]
+    stored = await store.get_idempotent("client-a", "key-1")
+    assert stored is not None and stored.body == {
+        "invalid_row_count": 2,
+        "invalid_rows": [
+            {"row": 2, "field": "language", "error": cp.ERASED_ERROR},
+            {"row": 3, **other[0]},
+        ],
+    }
+    assert "Ann Lee" not in repr(stored.body)
+
+
 async def test_an_erasure_finds_a_numbers_recipients_aside_from_the_writes(
     store: CallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

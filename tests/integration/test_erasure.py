@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common import update_config
+from common.storage.campaign_programs import ERASED_ERROR
 from handlers.keys import EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -369,3 +370,33 @@ async def test_an_unreadable_config_json_set_aside_holding_an_erased_call_goes(
 
     assert resp.status == 200 and (await resp.json())["erased"] == 1
     assert sorted(config_path.parent.glob("config.json.corrupt-*")) == [other]
+
+
+async def test_a_refused_rows_errors_in_the_campaigns_replayed_answer_are_erased_with_it(
+    start_app: AppFactory,
+) -> None:
+    """A row refused with invalid_rows=skip has errors quoting its values (a name in the
+    `language` column: "unsupported language 'Ann Lee-Marsh'"); the campaign's
+    Idempotency-Key answer keeps them, replayed to a retry: an erasure of its number left
+    them there, in calls.db. They go; the other rows' stay."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    csv = f"phone_number,language\n{ANN},Ann Lee-Marsh\n{BOB},en\n"
+    headers = {**AUTH, "Content-Type": "text/csv", "Idempotency-Key": "upload-1"}
+    params = {"name": "later", "start_at": later, "invalid_rows": "skip"}
+    resp = await client.post("/campaigns", params=params, data=csv.encode(), headers=headers)
+    assert resp.status == 201, await resp.text()
+    assert "Ann Lee-Marsh" in (await resp.json())["invalid_rows"][0]["error"]
+    assert b"Ann Lee-Marsh" in kept_in_files(client)
+
+    resp = await client.post("/calls/erase", json={"phone_number": ANN}, headers=AUTH)
+
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["recipients_erased"] == 1
+    assert b"Ann Lee-Marsh" not in kept_in_files(client)
+    replay = await client.post("/campaigns", params=params, data=csv.encode(), headers=headers)
+    assert replay.status == 201 and replay.headers["Idempotent-Replay"] == "1"
+    assert (await replay.json())["invalid_rows"] == [
+        {"row": 2, "field": "language", "error": ERASED_ERROR}
+    ]
