@@ -941,8 +941,9 @@ def recipients_to_erase(
 ) -> Program[list[tuple[str, int]]]:
     """The campaign recipients an erasure on request covers: the one a call's attempt
     called (`call_id`), or every one with a number (`numbers`, its forms), in (campaign,
-    recipient) order. A read of every recipient (no index by number): run aside from the
-    writes, which would otherwise wait for it (SQLite: 300,000 recipients, 0.1 s)."""
+    recipient) order. Found by their number (campaign_recipients_phone; without it, a read
+    of every recipient: 300,000 recipients, 29 ms, 0.1 ms with it), run aside from the
+    writes all the same."""
     if call_id is not None:
         rows = yield Query(
             "SELECT campaign_id, idx FROM campaign_attempts WHERE call_id = ?", (call_id,)

@@ -913,6 +913,52 @@ async def test_an_erasure_finds_a_numbers_recipients_aside_from_the_writes(
     assert erasure.recipients == 1 and "recipients_to_erase" in aside
 
 
+async def test_a_database_from_before_the_recipients_number_index_upgrades_in_place(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """A database of the release before campaign_recipients_phone (SQLite schema 22,
+    PostgreSQL 16), with a campaign in it: the upgrade adds the index and keeps the
+    recipients, which an erasure of a number then finds."""
+    store = await backend.open()
+    await store.create_campaign(campaign(3), clock.now)
+    undo = "DROP INDEX campaign_recipients_phone;"
+    if isinstance(store, PostgresCallStore):
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            await conn.execute(undo)
+            await conn.execute("DELETE FROM schema_migrations WHERE version >= 17")
+        finally:
+            await conn.close()
+    else:
+        assert isinstance(store, SqliteCallStore)
+        with sqlite3.connect(store.path) as db:
+            db.executescript(f"{undo} PRAGMA user_version = 22;")
+    await store.close()
+    store = await backend.open()
+    try:
+        if isinstance(store, PostgresCallStore):
+            conn = await asyncpg.connect(store.dsn)
+            try:
+                found = await conn.fetchval(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = 'campaign_recipients_phone'"
+                )
+                version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            finally:
+                await conn.close()
+        else:
+            assert isinstance(store, SqliteCallStore)
+            with sqlite3.connect(store.path) as db:
+                found = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'campaign_recipients_phone'"
+                ).fetchone()[0]
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+        assert (found, version) == (1, 17 if isinstance(store, PostgresCallStore) else 23)
+        erasure = await store.erase_calls_now(numbers=["+14155550001"])
+        assert erasure.recipients == 1
+    finally:
+        await store.close()
+
+
 async def test_a_cancel_and_a_dial_at_once_do_not_deadlock(
     postgres_dsn: str, clock: FakeClock
 ) -> None:

@@ -45,8 +45,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 22
-    assert len(migrations_for("sqlite")) == 22
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 23
+    assert len(migrations_for("sqlite")) == 23
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -468,6 +468,19 @@ async def test_erasing_a_number_finds_its_calls_by_index(tmp_path: Path) -> None
     with sqlite3.connect(path) as db:
         plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
     assert "calls_phone" in plan, plan
+
+
+async def test_erasing_a_number_finds_its_campaign_recipients_by_index(tmp_path: Path) -> None:
+    """POST /calls/erase read every campaign recipient to find a number's (300,000
+    recipients: 29 ms an erasure; 0.1 ms by the index)."""
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path)
+    await store.close()
+    forms = ["+14155550100", "14155550100"]
+    query = next(campaign_programs.recipients_to_erase(store.dialect, numbers=forms))
+    with sqlite3.connect(path) as db:
+        plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
+    assert "campaign_recipients_phone" in plan, plan
 
 
 @pytest.mark.parametrize("take_own", [False, True])
