@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -33,7 +33,13 @@ from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.masking import redact
-from common.storage.base import DatabaseError, DatabaseGone, DatabaseLocked, DatabaseStalled
+from common.storage.base import (
+    DatabaseError,
+    DatabaseGone,
+    DatabaseLocked,
+    DatabaseStalled,
+    ErasureUnfinished,
+)
 from common.storage.campaign_programs import CampaignConflict, TooManyResumes
 from common.text import is_unicode, quoted, shown_text
 
@@ -104,6 +110,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (CallsStillLive, lambda e: Answer(409, str(e), [])),
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (ConfigWriteError, _config_write_answer),
+    (ErasureUnfinished, lambda e: _unfinished_erasure_answer(e)),
     # A retry cannot help until the server is restarted: no Retry-After (probe AU).
     (
         DatabaseGone,
@@ -135,6 +142,19 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     ),
     (LiveKitError, lambda e: Answer(e.http_status, str(e), [], None, _rung(e))),
 ]
+
+
+def _unfinished_erasure_answer(e: ErasureUnfinished) -> Answer:
+    """The database's own answer, saying what the erasure did erase before it stopped: a bare
+    "calls database unavailable" read as nothing erased."""
+    cause = answer_for(e.cause) or Answer(503, "calls database unavailable", [], _retry(RETRY_S))
+    done = e.done
+    return replace(
+        cause,
+        message=f"{cause.message}: the erasure stopped part way ({done.recipients} campaign"
+        f" recipient(s) and {len(done.erased)} of {e.calls} call(s) erased, not the rest);"
+        " send the same request again to finish it",
+    )
 
 
 def answer_for(exc: BaseException) -> Answer | None:

@@ -86,6 +86,7 @@ from common.storage.base import (
     CallStore,
     CommitUnknown,
     DatabaseError,
+    ErasureUnfinished,
     KeyTaken,
     Placer,
     Refused,
@@ -1478,7 +1479,11 @@ class CallService:
         """Erase one call's personal data now (POST /calls/{call_id}/erase): what the
         retention erases, and what it was placed with (see programs.erase_calls_now).
         Raises UnknownCall, or CallsStillLive (nothing erased) while it is live."""
-        erasure = await self.store.erase_calls_now(call_id=call_id)
+        try:
+            erasure = await self.store.erase_calls_now(call_id=call_id)
+        except ErasureUnfinished as exc:
+            await self._erased(exc.done, f"call {call_id}", unfinished=True)
+            raise
         if not erasure.erased and not erasure.live:
             raise UnknownCall(call_id)
         return await self._erased(erasure, f"call {call_id}")
@@ -1487,17 +1492,28 @@ class CallService:
         """Erase the personal data of every call to `number` (E.164) now (POST /calls/erase),
         all or none: CallsStillLive (nothing erased) while one of them is live. None is no
         error: the answer says so."""
-        erasure = await self.store.erase_calls_now(numbers=listed_forms(number))
-        return await self._erased(erasure, f"number {mask_phone(number)}")
+        asked = f"number {mask_phone(number)}"
+        try:
+            erasure = await self.store.erase_calls_now(numbers=listed_forms(number))
+        except ErasureUnfinished as exc:
+            await self._erased(exc.done, asked, unfinished=True)
+            raise
+        return await self._erased(erasure, asked)
 
-    async def _erased(self, erasure: Erasure, asked: str) -> Erasure:
+    async def _erased(self, erasure: Erasure, asked: str, *, unfinished: bool = False) -> Erasure:
+        """What an erasure erased in the database, erased where else it is (config.json). Of
+        an erasure the database stopped part way (`unfinished`), what it did erase: the
+        configs of its erased calls are erased in the database, and a retry would not find
+        them in config.json any more."""
         if erasure.live:
             raise CallsStillLive(erasure.live)
-        logger.info(
-            "erased on request the personal data of %d call(s) and %d campaign recipient(s) (%s)",
+        logger.log(
+            logging.WARNING if unfinished else logging.INFO,
+            "erased on request the personal data of %d call(s) and %d campaign recipient(s) (%s)%s",
             len(erasure.erased),
             erasure.recipients,
             asked,
+            ", then the database stopped it: not the rest" if unfinished else "",
         )
         # A call's config.json record (name, instructions) normally went as it ended; one
         # still there (its removal pending, or left by a crash) goes now.

@@ -64,6 +64,18 @@ class DatabaseNewer(DatabaseError):
     """The database was migrated by a newer release than this code (a rollback)."""
 
 
+class ErasureUnfinished(DatabaseError):
+    """An erasure on request stopped by the database (`cause`) after it had erased part of
+    what it covers (`done`: its campaign recipients, some of its `calls` calls): erased calls
+    stay erased, and the same request again erases the rest."""
+
+    def __init__(self, cause: DatabaseError, done: Erasure, calls: int) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.done = done
+        self.calls = calls
+
+
 class CommitUnknown(DatabaseError):
     """The connection broke while a transaction committed: it may or may not be written."""
 

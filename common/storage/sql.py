@@ -29,7 +29,13 @@ from common.calls.outcomes import Status
 from common.contracts import AgentReport
 from common.repeats import Repeats
 from common.storage import campaign_programs, programs
-from common.storage.base import AdmissionLimits, Placer, Refusal
+from common.storage.base import (
+    AdmissionLimits,
+    DatabaseError,
+    ErasureUnfinished,
+    Placer,
+    Refusal,
+)
 from common.storage.campaign_store import CampaignMethods
 from common.storage.paging import Before
 from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
@@ -206,13 +212,27 @@ class SqlCallStore(CampaignMethods):
         recipients_erased, live = await self._run(recipients, write=True)
         if live:
             return Erasure(live=live)
-        for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
-            batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
-            ids, configs = await self._run(
-                programs.erase_calls_now(self.dialect, now, batch), write=True
+        try:
+            for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
+                batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
+                ids, configs = await self._run(
+                    programs.erase_calls_now(self.dialect, now, batch), write=True
+                )
+                erased += ids
+                placed_with += configs
+        except DatabaseError as exc:
+            if not erased and not recipients_erased:
+                raise  # nothing erased: all or nothing held
+            # Part of it is erased (the recipients, some batches of calls), the rest not: a
+            # bare "calls database unavailable" read as nothing done, and what the erased
+            # calls were placed with (config.json) was left behind for good.
+            done = Erasure(
+                erased=tuple(erased),
+                erased_at=now,
+                recipients=recipients_erased,
+                placed_with=tuple(placed_with),
             )
-            erased += ids
-            placed_with += configs
+            raise ErasureUnfinished(exc, done, len(call_ids)) from exc
         return Erasure(
             erased=tuple(erased),
             erased_at=now if erased or recipients_erased else None,

@@ -37,6 +37,7 @@ from common.storage.base import (
     DatabaseLocked,
     DatabaseNewer,
     DatabaseStalled,
+    ErasureUnfinished,
 )
 from common.storage.migrations import migrations_for
 from common.storage.programs import SQLITE, Program, Row, probe_write
@@ -749,7 +750,11 @@ class SqliteCallStore(SqlCallStore):
         self, *, call_id: str | None = None, numbers: Sequence[str] = ()
     ) -> Erasure:
         """As every store erases, then the write-ahead log emptied, as the retention's."""
-        erasure = await super().erase_calls_now(call_id=call_id, numbers=numbers)
+        try:
+            erasure = await super().erase_calls_now(call_id=call_id, numbers=numbers)
+        except ErasureUnfinished:
+            self._wal_holds_erased = True  # emptied by the next erasure or retention pass
+            raise
         if erasure.erased or erasure.recipients or self._wal_holds_erased:
             self._wal_holds_erased = not await self._submit(self._empty_wal_sync)
         return erasure

@@ -14,8 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common import update_config
+from common.storage import programs
+from common.storage.base import DatabaseStalled
 from common.storage.campaign_programs import ERASED_ERROR
-from handlers.keys import EVENTS, SETTINGS
+from common.storage.sql import SqlCallStore
+from handlers.keys import EVENTS, SETTINGS, STORE
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import OPEN_EVERYWHERE, SEED_EXAMPLES, ShiftedClock
@@ -400,3 +403,65 @@ async def test_a_refused_rows_errors_in_the_campaigns_replayed_answer_are_erased
     assert (await replay.json())["invalid_rows"] == [
         {"row": 2, "field": "language", "error": ERASED_ERROR}
     ]
+
+
+async def test_an_erasure_the_database_stops_part_way_says_so_and_a_retry_finishes_it(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number's recipients are erased in one transaction, its calls in later batches: the
+    database failing in between was answered a bare 503 "calls database unavailable" (read
+    as nothing erased), and what the erased calls had been placed with was left in
+    config.json's set-aside copies for good (a retry found their configs erased already, and
+    nothing to look for). The answer says what was erased and that the same request again
+    finishes it; the copies go at once; the retry erases the rest."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
+    config_path = Path(client.app[SETTINGS].config_path)
+    await settled(client, ALICE)
+    config_path.write_bytes(config_path.read_bytes()[:-5])  # cut short: unreadable
+    await settled(client, dict(ALICE, name="Alicia Jones"))  # its write sets the file aside
+    assert any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    csv = f"phone_number,name\n{ALICE['phone_number']},Alice Smith\n{BOB},Bob Ray\n"
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "later", "start_at": later},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    monkeypatch.setattr(programs, "ERASE_NOW_BATCH", 1)
+    store = client.app[STORE]
+    assert isinstance(store, SqlCallStore)
+    run, batches = store._run, []
+
+    async def failing(program: Any, *, write: bool) -> Any:
+        if getattr(program, "__name__", "") == "erase_calls_now":
+            batches.append(program)
+            if len(batches) == 2:
+                program.close()
+                raise DatabaseStalled("stalled")
+        return await run(program, write=write)
+
+    monkeypatch.setattr(store, "_run", failing)
+
+    resp = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+
+    assert resp.status == 503 and resp.headers["Retry-After"] == "2"
+    error = (await resp.json())["error"]
+    assert error == (
+        "calls database unavailable: it did not answer in time: the erasure stopped part way"
+        " (1 campaign recipient(s) and 1 of 2 call(s) erased, not the rest); send the same"
+        " request again to finish it"
+    )
+    assert not any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
+    monkeypatch.setattr(store, "_run", run)
+    again = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+    assert again.status == 200, await again.text()
+    assert ((await again.json())["erased"], (await again.json())["recipients_erased"]) == (2, 1)
+    kept = kept_in_files(client)
+    assert b"Alice Smith" not in kept and b"Alicia Jones" not in kept and b"Bob Ray" in kept
