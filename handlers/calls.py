@@ -248,7 +248,10 @@ def setup(app: web.Application) -> None:
                 200: Reply("Erased (`erased` 0 when no call went to the number)", Erased),
                 400: Reply("The body is not UTF-8 JSON, or any query"),
                 401: UNAUTHORIZED,
-                409: Reply("A call to the number is live: nothing was erased; the error names it"),
+                409: Reply(
+                    "A call to the number is live, or a campaign call to it has just ended"
+                    " (Retry-After): nothing was erased; the error names it"
+                ),
                 413: Reply(f"The body is larger than {ERASE_BODY_BYTES} bytes"),
                 422: Reply("An unknown field, or `phone_number` not an E.164 number"),
                 503: DB_DOWN,
@@ -341,7 +344,10 @@ def setup(app: web.Application) -> None:
                 200: Reply("Erased", Erased),
                 401: UNAUTHORIZED,
                 404: Reply("No such call"),
-                409: Reply("The call is live: nothing was erased; erase it once it has ended"),
+                409: Reply(
+                    "The call is live, or a campaign call that has just ended (Retry-After):"
+                    " nothing was erased; erase it once it has ended"
+                ),
                 503: DB_DOWN,
             },
         ),

@@ -21,6 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 from common.calls.errors import (
     CallAlreadyOver,
     CallOnAnotherSandbox,
+    CallsJustEnded,
     CallsStillLive,
     InvalidCall,
     KeyReused,
@@ -108,6 +109,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (CallAlreadyOver, lambda e: Answer(409, str(e), [])),
     (CallOnAnotherSandbox, lambda e: Answer(409, str(e), [])),
     (CallsStillLive, lambda e: Answer(409, str(e), [])),
+    (CallsJustEnded, lambda e: Answer(409, str(e), [], _retry(e.RETRY_AFTER_S))),
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (ConfigWriteError, _config_write_answer),
     (ErasureUnfinished, lambda e: _unfinished_erasure_answer(e)),

@@ -113,6 +113,23 @@ class CallsStillLive(CallError):
         self.call_ids = tuple(call_ids)
 
 
+class CallsJustEnded(CallError):
+    """An erasure asked for a moment after a campaign call it covers ended, before its
+    campaign recorded its end (its recipient is still `calling`): nothing was erased."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, call_ids: Sequence[str]) -> None:
+        shown = ", ".join(call_ids[: CallsStillLive.SHOWN])
+        more = f" and {len(call_ids) - CallsStillLive.SHOWN} more"
+        more = more if len(call_ids) > CallsStillLive.SHOWN else ""
+        super().__init__(
+            f"nothing erased: {len(call_ids)} campaign call(s) just ended ({shown}{more}) and"
+            " their campaign has not recorded it yet; send the request again in a second"
+        )
+        self.call_ids = tuple(call_ids)
+
+
 class CallOnAnotherSandbox(CallError):
     """The call's room is in another server's embedded sandbox: only that server reaches it."""
 

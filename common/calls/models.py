@@ -314,6 +314,9 @@ class Erasure:
 
     erased: tuple[str, ...] = ()
     live: tuple[str, ...] = ()
+    # Campaign calls just ended whose campaign has not recorded their end yet (a moment):
+    # nothing was erased either (see campaign_programs.erase_recipients_now).
+    ending: tuple[str, ...] = ()
     erased_at: float | None = None
     # Campaign recipients erased with them (their fields; those still due ended `erased`).
     recipients: int = 0

@@ -27,6 +27,7 @@ from common.calls.admission import Admission, Placement, refusal_error
 from common.calls.errors import (
     CallAlreadyOver,
     CallOnAnotherSandbox,
+    CallsJustEnded,
     CallsStillLive,
     FieldError,
     InvalidCall,
@@ -137,6 +138,11 @@ ERASE_BATCH = 200  # calls whose conversation is erased in one transaction
 ERASE_BUDGET_S = 1.0  # of each reaper pass, at most, for erasing
 PURGE_BATCH = 2000  # old events (and as many deliveries) dropped in one transaction
 PURGE_BUDGET_S = 1.0  # of each reaper pass, at most, for dropping old events
+# An erasure refused because a campaign call it covers has just ended (its campaign records
+# the end from its call.ended event, a few ms later; seconds if that fails and is retried):
+# tried again this long, every ERASE_ENDING_POLL_S, before it is answered 409, Retry-After.
+ERASE_ENDING_WAIT_S = 2.0
+ERASE_ENDING_POLL_S = 0.1
 # The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before it
 # is taken for a step.
 STEP_TOLERANCE_S = 1.0
@@ -1480,7 +1486,7 @@ class CallService:
         retention erases, and what it was placed with (see programs.erase_calls_now).
         Raises UnknownCall, or CallsStillLive (nothing erased) while it is live."""
         try:
-            erasure = await self.store.erase_calls_now(call_id=call_id)
+            erasure = await self._erase_once_ended(call_id=call_id)
         except ErasureUnfinished as exc:
             await self._erased(exc.done, f"call {call_id}", unfinished=True)
             raise
@@ -1494,11 +1500,27 @@ class CallService:
         error: the answer says so."""
         asked = f"number {mask_phone(number)}"
         try:
-            erasure = await self.store.erase_calls_now(numbers=listed_forms(number))
+            erasure = await self._erase_once_ended(numbers=listed_forms(number))
         except ErasureUnfinished as exc:
             await self._erased(exc.done, asked, unfinished=True)
             raise
         return await self._erased(erasure, asked)
+
+    async def _erase_once_ended(
+        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+    ) -> Erasure:
+        """The store's erasure; one refused because a campaign call it covers has just ended
+        and its campaign has not recorded it yet (its recipient `calling` for a moment more:
+        it was answered 409 "still live" for a call already ended) is tried again for
+        ERASE_ENDING_WAIT_S, then CallsJustEnded (409 with Retry-After)."""
+        waited_until = time.monotonic() + ERASE_ENDING_WAIT_S
+        while True:
+            erasure = await self.store.erase_calls_now(call_id=call_id, numbers=numbers)
+            if erasure.live or not erasure.ending:
+                return erasure
+            if time.monotonic() >= waited_until:
+                raise CallsJustEnded(erasure.ending)
+            await asyncio.sleep(ERASE_ENDING_POLL_S)
 
     async def _erased(self, erasure: Erasure, asked: str, *, unfinished: bool = False) -> Erasure:
         """What an erasure erased in the database, erased where else it is (config.json). Of

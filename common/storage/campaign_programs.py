@@ -45,6 +45,7 @@ from common.campaigns.windows import call_zones, next_allowed
 from common.storage.base import UploadGivenUp
 from common.storage.paging import Before, before_clause
 from common.storage.programs import (
+    LIVE,
     Dialect,
     Program,
     Query,
@@ -964,14 +965,16 @@ ERASED_ERROR = "(its message was erased on request with the recipient's personal
 
 def erase_recipients_now(
     d: Dialect, now: float, keys: Sequence[tuple[str, int]]
-) -> Program[tuple[int, tuple[str, ...]]]:
+) -> Program[tuple[int, tuple[str, ...], tuple[str, ...]]]:
     """Erase on request the campaign recipients `keys` (recipients_to_erase): their row's own
     fields (the name and every CSV column) go, and so do its errors' messages, which quote
     the values refused (a timezone column holding an address), there and in its campaign's
     Idempotency-Key answer; the number stays, as on the calls. One still
     due ends `erased` and is never called; one being called (`calling`) is live: nothing is
     erased, and the answer names its call (the erasure is all or nothing, as for calls). How
-    many were erased, and the live ones.
+    many were erased, the live ones, and those whose call has ended though its campaign has
+    not recorded it yet (its call.ended event, a moment later: the recipient is `calling`
+    until then, and may be due again after it): nothing is erased either.
 
     Locked in the order (campaign, recipient), as a cancel locks its campaign's, and no
     campaign row or call with them: an erasure and a cancel or a dial at once wait for each
@@ -984,17 +987,23 @@ def erase_recipients_now(
             (campaign_id, idx),
         )
     live: list[str] = []
+    ending: list[str] = []
     for row in rows:
         if row["state"] == CALLING:
             calls = yield Query(
-                "SELECT call_id FROM campaign_attempts WHERE campaign_id = ? AND idx = ?"
-                " AND state != 'ended' ORDER BY attempt DESC LIMIT 1",
+                "SELECT a.call_id, c.status FROM campaign_attempts a"
+                " LEFT JOIN calls c ON c.call_id = a.call_id"
+                " WHERE a.campaign_id = ? AND a.idx = ? AND a.state != 'ended'"
+                " ORDER BY a.attempt DESC LIMIT 1",
                 (row["campaign_id"], row["idx"]),
             )
             named = calls[0]["call_id"] if calls and calls[0]["call_id"] else None
-            live.append(named or f"campaign {row['campaign_id']}'s call being placed")
-    if live:
-        return 0, tuple(live)
+            if named is not None and calls[0]["status"] not in (None, *LIVE):
+                ending.append(named)
+            else:
+                live.append(named or f"campaign {row['campaign_id']}'s call being placed")
+    if live or ending:
+        return 0, tuple(live), tuple(ending)
     refused: dict[str, set[int]] = {}  # each campaign's erased rows that were refused
     for row in rows:
         state = ERASED if row["state"] in DUE_STATES else row["state"]
@@ -1032,7 +1041,7 @@ def erase_recipients_now(
                 "UPDATE idempotency SET body = ? WHERE client = ? AND key = ?",
                 (dumps(body), answer["client"], answer["key"]),
             )
-    return len(rows), ()
+    return len(rows), (), ()
 
 
 # ----------------------------------------------------------------------------- do not call

@@ -209,9 +209,9 @@ class SqlCallStore(CampaignMethods):
         )
         keys = await self._read_aside(found_recipients)
         recipients = campaign_programs.erase_recipients_now(self.dialect, now, keys)
-        recipients_erased, live = await self._run(recipients, write=True)
-        if live:
-            return Erasure(live=live)
+        recipients_erased, live, ending = await self._run(recipients, write=True)
+        if live or ending:
+            return Erasure(live=live, ending=ending)
         try:
             for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
                 batch = call_ids[start : start + programs.ERASE_NOW_BATCH]

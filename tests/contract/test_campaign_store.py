@@ -891,6 +891,31 @@ async def test_an_erasure_erases_what_a_refused_rows_errors_quoted_of_it(
     assert "Ann Lee" not in repr(stored.body)
 
 
+async def test_an_erasure_just_after_a_campaign_call_ended_is_not_refused_as_live(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A campaign call ended, its campaign not yet told (its call.ended event, a moment
+    later): its recipient is still `calling`, and an erasure called the ended call "still
+    live". It is told apart (`ending`), nothing erased; once the end is recorded, it goes."""
+    rows = [NewRecipient(0, 1, "+14155550100", {"name": "Ann Lee"})]
+    await store.create_campaign(
+        NewCampaign("cmp-1", "test", "client-a", SPEC, 0.0, None, rows), clock.now, start_now=True
+    )
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    plan = await store.begin_attempt("cmp-1", 0, clock.now + 0.5, clock.now)
+    await place(store, plan, "call-a")
+    await store.apply("call-a", "test", settle(Status.COMPLETED))  # type: ignore[arg-type]
+
+    for asked in ({"call_id": "call-a"}, {"numbers": ["+14155550100"]}):
+        erasure = await store.erase_calls_now(**asked)
+        assert (erasure.live, erasure.ending, erasure.erased) == ((), ("call-a",), ())
+
+    await store.finish_call_attempt("call-a", "completed", clock.now)
+    erasure = await store.erase_calls_now(call_id="call-a")
+    assert (erasure.live, erasure.ending, erasure.erased) == ((), (), ("call-a",))
+    assert erasure.recipients == 1
+
+
 async def test_an_erasure_finds_a_numbers_recipients_aside_from_the_writes(
     store: CallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common import update_config
+from common.calls import service as service_module
 from common.storage import programs
 from common.storage.base import DatabaseStalled
 from common.storage.campaign_programs import ERASED_ERROR
@@ -465,3 +466,59 @@ async def test_an_erasure_the_database_stops_part_way_says_so_and_a_retry_finish
     assert ((await again.json())["erased"], (await again.json())["recipients_erased"]) == (2, 1)
     kept = kept_in_files(client)
     assert b"Alice Smith" not in kept and b"Alicia Jones" not in kept and b"Bob Ray" in kept
+
+
+async def test_an_erasure_just_after_a_campaign_call_ended_waits_for_its_campaign(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a campaign call's end and its campaign recording it (its call.ended event),
+    the recipient is still `calling`: an erasure then was answered 409 calling the ended
+    call "still live". It waits a moment for the campaign and erases; if the campaign takes
+    longer, the 409 says the call just ended and to retry in a second (Retry-After)."""
+    monkeypatch.setattr(service_module, "ERASE_ENDING_WAIT_S", 0.5)
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
+    store = client.app[STORE]
+    finish, recorded = store.finish_call_attempt, asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await recorded.wait()
+        return await finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish_call_attempt", held)
+    csv = f"phone_number,name\n{ANN},Ann Lee-Marsh\n"
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "now"},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    url = f"/campaigns/{campaign_id}/recipients"
+    async with asyncio.timeout(30):
+        while True:
+            rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+            call_id = rows[0]["attempts"][-1]["call_id"] if rows[0]["attempts"] else None
+            if call_id is not None:
+                call = await (await client.get(f"/calls/{call_id}", headers=AUTH)).json()
+                if call["status"] == "completed":
+                    break
+            await asyncio.sleep(0.05)
+    assert rows[0]["state"] == "calling"
+
+    resp = await client.post(f"/calls/{call_id}/erase", headers=AUTH)
+
+    assert resp.status == 409 and resp.headers["Retry-After"] == "1"
+    assert (await resp.json())["error"] == (
+        f"nothing erased: 1 campaign call(s) just ended ({call_id}) and their campaign has not"
+        " recorded it yet; send the request again in a second"
+    )
+    asyncio.get_running_loop().call_later(0.2, recorded.set)
+    resp = await client.post("/calls/erase", json={"phone_number": ANN}, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert ((await resp.json())["call_ids"], (await resp.json())["recipients_erased"]) == (
+        [call_id],
+        1,
+    )
+    assert b"Ann Lee-Marsh" not in kept_in_files(client)
