@@ -34,7 +34,7 @@ import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -422,14 +422,16 @@ class WebhookSender:
         while len(self._prompt) > MAX_PROVEN_KEPT:
             del self._prompt[next(iter(self._prompt))]
 
-    def _start(self, delivery: WebhookDelivery, receiver: str, prompt: bool) -> None:
+    def _start(
+        self, delivery: WebhookDelivery, receiver: str, prompt: bool, *, waited: bool = False
+    ) -> None:
         if not self._in_flight:
             self._progress[""] = self._clock()
         if not self._per_receiver[receiver]:
             self._progress[receiver] = self._clock()
         self._per_receiver[receiver] += 1
         self._in_flight[delivery.id] = _Send(delivery.call_id, receiver, time.monotonic(), prompt)
-        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver))
+        task = asyncio.get_running_loop().create_task(self._send(delivery, receiver, waited))
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
@@ -463,7 +465,7 @@ class WebhookSender:
         finally:
             self._wake_at = math.inf
 
-    async def _send(self, delivery: WebhookDelivery, receiver: str) -> None:
+    async def _send(self, delivery: WebhookDelivery, receiver: str, waited: bool = False) -> None:
         if not await self._still_held(delivery):
             # Its claim ran out before the send could end (this server was stalled, or the
             # delivery waited long behind its receiver's sends) and another server claimed it
@@ -477,6 +479,15 @@ class WebhookSender:
                 extra={"call_id": delivery.call_id},
             )
             return
+        if waited:
+            # It waited here for its receiver's slot with its event as read when it was
+            # claimed: a call erased on request meanwhile (POST /calls/erase answered 200)
+            # went out with its name and conversation. Its event as it is now.
+            fresh = await self._read_again(delivery)
+            if fresh is None:  # not sent now: claimed again once its claim runs out
+                self._free_slot(delivery, receiver, ended=False)
+                return
+            delivery = replace(delivery, event_data=fresh.event_data)
         started = time.monotonic()
         status: int | None = None
         try:
@@ -521,6 +532,21 @@ class WebhookSender:
                     return None
             await asyncio.sleep(pause)
 
+    async def _read_again(self, delivery: WebhookDelivery) -> WebhookDelivery | None:
+        try:
+            fresh = await self._store.get_delivery(delivery.id)
+        except DatabaseError as exc:
+            logger.warning(
+                "webhook %s (%s): could not be read again before its send (%s); it is sent"
+                " once its claim runs out",
+                delivery.webhook_id,
+                delivery.event_type,
+                exc,
+                extra={"call_id": delivery.call_id},
+            )
+            return None
+        return fresh
+
     async def _still_held(self, delivery: WebhookDelivery) -> bool:
         """Whether this server may send `delivery` now: its claim covers the send (15 s), or
         it could be renewed (nobody claimed it since)."""
@@ -541,7 +567,7 @@ class WebhookSender:
         waiting = self._waiting.get(receiver)
         if waiting and not self._stopping:  # its slot, at once
             prompt = self._prompt_now(receiver, self._flight())
-            self._start(waiting.popleft(), receiver, prompt)
+            self._start(waiting.popleft(), receiver, prompt, waited=True)
         if not self._waiting.get(receiver, True):  # one entry per receiver ever sent to
             del self._waiting[receiver]  # would grow for good
         if self._per_receiver[receiver] == 0:

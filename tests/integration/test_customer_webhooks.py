@@ -1481,3 +1481,34 @@ async def test_deliveries_a_dead_server_held_are_sent_when_its_claim_runs_out(
     assert taken and time.monotonic() - started < 8.0
     assert receiver.types(call_id)[:2] == ["call.dialing", "call.answered"]
     assert len(receiver.types(call_id)) == 4
+
+
+async def test_an_event_waiting_for_its_receivers_slot_goes_out_erased_after_an_erasure(
+    start_app: AppFactory, receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery claimed while its receiver's sends were all taken waits here, in memory,
+    with the event as it was read then: erased meanwhile (POST /calls/erase answered 200),
+    the call's name went out in it all the same. It is read again before it is sent."""
+    monkeypatch.setattr(deliveries, "PER_RECEIVER_CONCURRENCY", 1)
+    alice, carlos = SEED_EXAMPLES[0], SEED_EXAMPLES[1]
+
+    def answer(received: Any, n: int) -> tuple[int, float]:
+        held = carlos["name"].encode() in received.body and n == 1
+        return 204, 2.0 if held else 0.0  # its receiver's one slot, taken 2 s
+
+    receiver = await receivers(answer=answer)
+    client = await webhook_app(start_app, receiver.url)
+    await place(client, carlos)
+    await wait_until(lambda: bool(receiver.attempts))
+    call_id = await place(client, alice)
+    async with asyncio.timeout(10):
+        while (await (await client.get(f"/calls/{call_id}")).json())["status"] != "completed":
+            await asyncio.sleep(0.02)
+    assert not receiver.types(call_id)  # its events wait behind the receiver's one send
+
+    resp = await client.post("/calls/erase", json={"phone_number": alice["phone_number"]})
+
+    assert resp.status == 200 and (await resp.json())["call_ids"] == [call_id]
+    await settle(client)
+    sent = [r.body for r in receiver.got if r.call_id == call_id]
+    assert sent and not [body for body in sent if alice["name"].encode() in body]
