@@ -93,8 +93,19 @@ async def agent_report(request: web.Request) -> web.Response:
         )
         details = [{"field": "body", "error": "cannot be stored (it is not plain JSON text)"}]
         return json_error(400, "not an agent report", details)
-    except UnknownCall:  # answered 404 by handlers/errors.py; counted like the others
+    except UnknownCall as exc:  # answered 404 by handlers/errors.py; counted like the others
         metrics.reports.labels(result="unknown_call").inc(len(reports))
+        # Signed with our keys, about a call this database never had: an agent reporting to
+        # the wrong server (PUBLIC_BASE_URL), or a database replaced under a live call.
+        if (more := request.app[REFUSALS].due("report: unknown call")) is not None:
+            logger.warning(
+                "agent report for call %s refused (404): no such call in this server's"
+                " database (does the agent's report URL, PUBLIC_BASE_URL, lead to the server"
+                " that placed it?)%s",
+                quoted(exc.call_id),
+                more,
+                extra={"call_id": exc.call_id},
+            )
         raise
     outcomes = [_outcome(applied) for applied in results]
     for outcome in outcomes:

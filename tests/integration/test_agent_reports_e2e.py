@@ -31,6 +31,7 @@ from common.contracts import (
     TranscriptTurn,
 )
 from common.settings import DEV_API_KEY, DEV_API_SECRET
+from common.signing import sign_body
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
 from tests.integration.test_report_limits import fill_turns
@@ -79,6 +80,33 @@ async def test_a_sender_for_another_call_is_refused(start_app: AppFactory) -> No
     await sender.aclose(1)
     assert sender.delivered == []  # 404: the server knows no such call; nothing retried
     assert (await (await client.get(f"/calls/{mine}")).json())["status"] == "dialing"
+
+
+async def test_reports_for_an_unknown_call_are_logged_once_with_the_call(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent reporting to a server that never placed its call (PUBLIC_BASE_URL pointing
+    at another deployment) was answered 404 and the server's log held only an access line
+    without the call: now one WARNING names the call and the likely cause, and a burst of
+    them is not a line each."""
+    client = await quiet_app(start_app)
+    with caplog.at_level(logging.INFO):
+        for n in range(5):
+            call_id = f"call-00000000000{n}"
+            body = AgentReport(call_id=call_id, seq=0, kind="answered", at=time.time())
+            data = body.to_json()
+            token = sign_body(data, DEV_API_KEY, DEV_API_SECRET, room=call_id)
+            resp = await client.post(
+                REPORTS_PATH,
+                data=data,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            assert resp.status == 404
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "handlers.reports" and "404" in r.msg
+    ]
+    assert len(lines) == 1, lines
+    assert "call 'call-000000000000'" in lines[0] and "PUBLIC_BASE_URL" in lines[0], lines
 
 
 async def test_a_final_report_goes_out_without_what_the_server_would_refuse(
