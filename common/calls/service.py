@@ -905,7 +905,7 @@ class CallService:
         # (each call's reason is in its row, its API answer and the metrics). A busy or
         # unanswered line is an outcome, not a fault: its status line (INFO) says it.
         line_answered = sip in (Status.BUSY, Status.NO_ANSWER)
-        more = None if line_answered else self._repeats.due(f"placement {type(exc).__name__}")
+        more = None if line_answered else self._repeats.due(f"placement {exc.kind}")
         if more is not None:
             logger.error(
                 "call %s could not be placed: %s%s",

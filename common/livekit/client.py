@@ -56,11 +56,20 @@ class LiveKitError(Exception):
     http_status = 502
 
     def __init__(
-        self, reason: str, *, sip_status: int | None = None, maybe_done: bool = False
+        self,
+        reason: str,
+        *,
+        sip_status: int | None = None,
+        maybe_done: bool = False,
+        kind: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sip_status = sip_status
+        # The kind of failure, without LiveKit's own words (they may name the call): what a
+        # failure said once a minute is told apart by (a carrier's SIP 503 is not a key
+        # LiveKit refused).
+        self.kind = kind or type(self).__name__
         # True when the request may have reached LiveKit and been carried out all the same
         # (a timeout, a dropped connection): for a dial, the phone may be ringing.
         self.maybe_done = maybe_done
@@ -231,13 +240,15 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
     if isinstance(exc, api.SipCallError) and exc.sip_status_code is not None:
         status = remote_text(exc.sip_status or "")
         reason = f"{action}: SIP {exc.sip_status_code} {status}".strip()
-        return LiveKitRefused(reason, sip_status=exc.sip_status_code)
+        kind = f"{action}: SIP {exc.sip_status_code}"
+        return LiveKitRefused(reason, sip_status=exc.sip_status_code, kind=kind)
     if isinstance(exc, api.ServerError):
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
         message = remote_text(f"{exc.code}: {exc.message}")  # it may name the room: a call id
         if exc.status == 401:  # our token refused: a key revoked or rotated, or the clocks
             message += " (check LIVEKIT_API_KEY and LIVEKIT_API_SECRET, and this host's clock)"
-        return cls(f"{action}: LiveKit answered {exc.status} {message}")
+        kind = f"{action}: LiveKit answered {exc.status}"
+        return cls(f"{action}: LiveKit answered {exc.status} {message}", kind=kind)
     if isinstance(exc, AnswerRefused):
         return LiveKitUnavailable(f"{action}: {exc.why}", maybe_done=exc.maybe_done)
     if isinstance(exc, TimeoutError):

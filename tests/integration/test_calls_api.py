@@ -297,6 +297,34 @@ async def test_a_dial_refused_with_a_sip_status_ends_as_that_status_maps(
     assert max(r.levelno for r in said) == level, [r.getMessage() for r in said]
 
 
+async def test_another_kind_of_placement_failure_is_said_at_once(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One call's dial refused by the carrier (SIP 503), then LiveKit refusing our key (401)
+    on every call: the 401 is an ERROR of its own at once. Both are LiveKit refusals and
+    shared one once-a-minute slot: the key's failure was held back up to a minute, then
+    said as one of "N more like it" the carrier's 503."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
+    client = await start_app(sandbox_time_scale=0.0)
+    sandbox = client.app[SANDBOX]
+    meta = {"sip_status_code": "503", "sip_status": "Service Unavailable"}
+    sandbox.inject(
+        "CreateSIPParticipant",
+        error=TwirpError("unavailable", "sip status 503: Service Unavailable", meta),
+        times=1,
+    )
+    assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 502
+    sandbox.inject(
+        "CreateDispatch", error=TwirpError("unauthenticated", "invalid authorization token")
+    )
+    for _ in range(3):
+        assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 502
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "SIP 503" in errors[0] and "LiveKit answered 401" in errors[1], errors
+    assert "more like it" not in errors[1], errors
+
+
 async def test_idempotency_key_returns_first_answer(client: Client) -> None:
     headers = {"Idempotency-Key": "order-42"}
     first, second = await asyncio.gather(
