@@ -1024,14 +1024,17 @@ class CallService:
         elif event.event in ROOM_ALIVE_EVENTS and before is not None and before.is_final:
             # A LiveKit request that timed out still ran (a dial landing after the call was
             # settled failed, re-creating the room we deleted): the callee must not be rung,
-            # or left talking to nobody, for a call that is over in our books.
-            logger.warning(
-                "call %s is %s but its room is alive (%s); ending it",
-                room,
-                before.status.value,
-                event.event,
-                extra={"call_id": room},
-            )
+            # or left talking to nobody, for a call that is over in our books. Each of the
+            # room's webhooks ends it again; the call is said once (a minute), not per event.
+            if (more := self._repeats.due(f"room alive {room}")) is not None:
+                logger.warning(
+                    "call %s is %s but its room is alive (%s); ending it%s",
+                    room,
+                    before.status.value,
+                    event.event,
+                    more,
+                    extra={"call_id": room},
+                )
             self._close_room_soon(room)
         if _agent_joined(event, agent_name):
             self._agent_seen(room)

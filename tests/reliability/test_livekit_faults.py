@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,35 @@ async def test_a_dial_landing_after_its_timeout_is_hung_up(start_app: AppFactory
         while call_id in sandbox.rooms:
             await asyncio.sleep(0.02)
     assert (await _only_call(client))["status"] == "failed"
+
+
+@pytest.mark.usefixtures("short_timeouts")
+async def test_a_late_dials_room_is_said_alive_once(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dial landing after its timeout brings the room's webhooks (room_started, the
+    callee's participant_joined, its track_published): the call is said alive once, not
+    once for each of them (three WARNINGs a call; a hundred calls timing out while LiveKit
+    was slow wrote three hundred)."""
+    client = await start_app(sandbox_time_scale=1.0)
+    sandbox = client.app[SANDBOX]
+    sandbox.inject("CreateSIPParticipant", delay_s=SLOW_S)
+    with caplog.at_level(logging.INFO):
+        await _refused(client, 504)
+        call_id = (await _only_call(client))["call_id"]
+        # Deleted as the placement failed, then once for each of the late dial's three
+        # webhooks (each still ends the room: only the line is said once).
+        async with asyncio.timeout(SLOW_S + 5):
+            while _count(client, "DeleteRoom") < 4:
+                await asyncio.sleep(0.02)
+        await sandbox.wait_idle(5)
+    alive = [
+        r.getMessage()
+        for r in caplog.records
+        if "its room is alive" in r.getMessage() and call_id in r.getMessage()
+    ]
+    assert len(alive) == 1, alive
+    assert "(room_started)" in alive[0]
 
 
 async def test_readyz_answers_within_its_bound_when_livekit_is_slow(start_app: AppFactory) -> None:
