@@ -76,7 +76,12 @@ from handlers import (
 )
 from handlers.body_reads import BodyReads
 from handlers.errors import PARSER_ERRORS_AS_JSON, answer_parser_errors_as_json, errors_as_json
-from handlers.http import answers_sent_in_time, shown_status, unread_compressed_bodies_close
+from handlers.http import (
+    answers_sent_in_time,
+    refusals_said,
+    shown_status,
+    unread_compressed_bodies_close,
+)
 from handlers.keys import (
     BODY_READS,
     CALLS,
@@ -397,6 +402,7 @@ def create_app(
     app.on_response_prepare.append(protective_headers)
     # config.json first: a CONFIG_PATH that cannot be written left a new, empty calls.db
     app.cleanup_ctx.extend([_config_writable, _storage, _events, _livekit, _campaigns, _reaper])
+    app.cleanup_ctx.append(refusals_said)
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)

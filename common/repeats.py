@@ -35,6 +35,19 @@ class Repeats:
         self._said[key] = (now, 0)
         return f" ({held} more like it in the last {now - said[0]:.0f} s)" if said and held else ""
 
+    def held_back(self, *, all_kinds: bool = False) -> list[tuple[str, int, float]]:
+        """The kinds with lines held back whose minute ran out (`all_kinds`: all, as the
+        server stops), as (key, how many, over how many seconds); each starts a new minute.
+        Only the next line of a kind said its count: the count of a burst that stopped
+        (5,000 forged webhooks in ten seconds, then none) was never said."""
+        now = self.clock()
+        held = []
+        for key, (at, count) in self._said.items():
+            if count and (all_kinds or now - at >= self.every_s):
+                held.append((key, count, now - at))
+                self._said[key] = (now, 0)
+        return held
+
     def forget(self, key: str) -> None:
         """The failure `key` is over: its next one is said at once."""
         self._said.pop(key, None)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,8 +30,12 @@ from handlers.errors import HttpError
 from handlers.keys import BODY_READS, QUIET_ROUTES, REFUSALS, ROUTES, SETTINGS
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+logger = logging.getLogger(__name__)
+
 JSON = "application/json"
 T = TypeVar("T")
+# How often the refusals held back (REFUSALS) are looked at, to say those whose minute is over.
+REFUSALS_LOOKED_AT_S = 10.0
 # How long a request's body may take to arrive once its headers have.
 BODY_READ_TIMEOUT_S = 30.0
 # How long an answer may take to be taken by its client, once it is ready.
@@ -111,6 +116,33 @@ def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
     if not doc.log_success:  # a machines' route: its refusals are said once a minute
         app.setdefault(QUIET_ROUTES, set()).add(route)
         app.setdefault(REFUSALS, Repeats())
+
+
+def say_refusals_held_back(app: web.Application, *, all_kinds: bool = False) -> None:
+    """The refusals of the machines' routes held back (a burst of forged webhooks, then
+    none) and not said since, each kind in one line."""
+    refusals = app.get(REFUSALS)
+    for key, count, over_s in refusals.held_back(all_kinds=all_kinds) if refusals else []:
+        logger.warning(
+            "%d more like '%s' in the last %.0f s (not logged one by one)", count, key, over_s
+        )
+
+
+async def refusals_said(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context: what was held back of a burst of refusals is said once its minute
+    is over, and at the stop."""
+
+    async def say() -> None:
+        while True:
+            await asyncio.sleep(REFUSALS_LOOKED_AT_S)
+            say_refusals_held_back(app)
+
+    task = asyncio.create_task(say(), name="refusals-said")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    say_refusals_held_back(app, all_kinds=True)
 
 
 def _only_query(view: View, known: list[str], *, in_body: bool = False) -> View:

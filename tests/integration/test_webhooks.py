@@ -30,7 +30,7 @@ from common.settings import DEV_API_KEY, DEV_API_SECRET
 from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import config_forgets, wait_for
+from tests.helpers import FakeClock, config_forgets, wait_for
 
 Client = TestClient[Any, Any]
 PATH = "/webhooks/livekit"
@@ -331,6 +331,48 @@ async def test_an_outage_is_one_access_line_a_minute_per_route(
     assert len([line for line in lines if '" 401 ' in line]) == 1, lines
     refused = [r for r in caplog.records if r.getMessage().startswith("webhook refused from")]
     assert len(refused) == 1  # why, once a minute too
+
+
+async def test_a_burst_of_forged_webhooks_is_counted_once_it_stops(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five forged webhooks, then none: the log said the first one and never the four held
+    back (only a later one of the kind, a minute on, carried the count): a burst of
+    thousands read as one. Once its minute is over, or as the server stops, the count is
+    said."""
+    from handlers.http import say_refusals_held_back
+    from handlers.keys import REFUSALS
+
+    caplog.set_level(logging.INFO)
+    client = await quiet_app(start_app)
+    clock = FakeClock(1000.0)
+    client.app[REFUSALS].clock = clock
+    body = event_json("room_finished", "call-000000000000")
+    for _ in range(5):
+        assert await post(client, body, FORGERIES["other secret"](body)) == 401
+    await client.get("/healthz")  # a line is written once its answer has gone out
+    await asyncio.sleep(0.05)
+    said = "4 more like 'webhook: token rejected (InvalidSignatureError)' in the last"
+    say_refusals_held_back(client.app)
+    assert said not in caplog.text  # its minute is not over
+    clock.advance(61.0)
+    say_refusals_held_back(client.app)
+    lines = [r.getMessage() for r in caplog.records if r.name == "handlers.http"]
+    assert any(line.startswith(said) for line in lines), lines
+    assert any(line.startswith("4 more like '/webhooks/livekit 401'") for line in lines), lines
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "handlers.http")
+    caplog.clear()
+    say_refusals_held_back(client.app)  # said once
+    assert not [r for r in caplog.records if r.name == "handlers.http"]
+    # At the stop, what its minute had not yet seen
+    assert await post(client, body, FORGERIES["other secret"](body)) == 401
+    assert await post(client, body, FORGERIES["other secret"](body)) == 401
+    await client.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "handlers.http"]
+    assert any(
+        line.startswith("2 more like 'webhook: token rejected (InvalidSignatureError)'")
+        for line in lines
+    ), lines
 
 
 async def test_unsigned_posts_on_new_connections_cannot_fill_the_log(
