@@ -40,7 +40,7 @@ from common.calls.service import (
     resolve_webhook_host,
 )
 from common.campaigns.scheduler import CampaignScheduler
-from common.campaigns.service import CampaignService
+from common.campaigns.service import CampaignService, log_campaign_completed
 from common.config_store.store import ConfigStore
 from common.host_header import is_loopback_host
 from common.livekit.client import (
@@ -205,6 +205,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     events = EventDispatcher(app[STORE], clock=time.time, lease_s=settings.claim_lease_s)
     events.subscribe("log", log_status_change)
+    events.subscribe("log campaigns", log_campaign_completed)
     events.subscribe("metrics", count_events(app[METRICS]))
     sender: WebhookSender | None = None
     if settings.calls_webhook_secret is not None:

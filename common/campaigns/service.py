@@ -16,12 +16,17 @@ from yarl import URL
 
 from common.calls.errors import FieldError, InvalidCall
 from common.calls.events import EventDispatcher
-from common.calls.models import IdempotencyClaim
+from common.calls.models import CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
 from common.calls.service import check_webhook_address
 from common.campaigns.csv_rows import RowError
 from common.campaigns.errors import InvalidRows, UnknownCampaign
-from common.campaigns.model import CampaignRecord, NewCampaign, RecipientRecord
+from common.campaigns.model import (
+    CAMPAIGN_COMPLETED,
+    CampaignRecord,
+    NewCampaign,
+    RecipientRecord,
+)
 from common.campaigns.request import (
     MAX_RECIPIENTS,
     CampaignOptions,
@@ -36,6 +41,27 @@ from common.storage.base import CallStore, CommitUnknown, DatabaseError
 from common.turns import Turns
 
 logger = logging.getLogger(__name__)
+
+
+async def log_campaign_completed(event: CallEvent) -> None:
+    """A campaign whose last recipient ended: said, with how its recipients ended. Its start
+    and its pauses, resumes and cancel were said as they came; its end, by nothing."""
+    if event.type != CAMPAIGN_COMPLETED:
+        return
+    data = event.data
+    counts = data.get("counts")
+    ended = (
+        ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+        if isinstance(counts, dict)
+        else ""
+    )
+    logger.info(
+        "campaign %s (%s) completed: %s",
+        event.call_id,
+        data.get("name"),
+        ended or "no recipients",
+    )
+
 
 CAMPAIGN_ID_PREFIX = "cmp-"
 # After a commit whose answer was lost: how long the campaign's row is asked for, how often.

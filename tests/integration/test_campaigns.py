@@ -508,6 +508,23 @@ async def test_pause_resume_and_cancel(start_app: AppFactory) -> None:
     assert (await client.post("/campaigns/cmp-nope/cancel")).status == 404
 
 
+async def test_a_campaign_that_completes_says_so_in_the_log(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its start was logged ("driving it on this server"), its end by nothing: an operator
+    could not tell from the log whether last night's list had finished."""
+    caplog.set_level(logging.INFO, logger="common.campaigns")
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    recipients = [{"phone_number": us(0, "7700")}, {"phone_number": us(1, "0486")}]
+    body = {"name": "Night list", "recipients": recipients, "retry": {"max_attempts": 1}}
+    campaign_id = (await create(client, body))["campaign_id"]
+    await wait_status(client, campaign_id, "completed", timeout=10)
+    said = f"campaign {campaign_id} (Night list) completed: 1 completed, 1 busy"
+    await wait_for(lambda: _true(said in caplog.text), timeout=5)
+
+
 async def test_more_bad_rows_than_an_answer_lists_are_counted_as_every_error_is(
     client: TestClient[Any, Any],
 ) -> None:
