@@ -279,6 +279,15 @@ class WebhookSender:
                 await self._task
         if self._sending:
             await asyncio.wait(set(self._sending), timeout=timeout)
+        if self._sending:  # the stop waited for them, and nothing said why
+            receivers = sorted({send.receiver for send in self._in_flight.values()})
+            logger.info(
+                "stopping with %d customer webhook(s) still unanswered after %g s (%s): sent"
+                " again at the next start, or by another server",
+                len(self._sending),
+                timeout,
+                ", ".join(receivers[:3]) + (", ..." if len(receivers) > 3 else ""),
+            )
         for task in set(self._sending):
             task.cancel()
         if self._session is not None:

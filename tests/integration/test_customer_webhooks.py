@@ -1512,3 +1512,25 @@ async def test_an_event_waiting_for_its_receivers_slot_goes_out_erased_after_an_
     await settle(client)
     sent = [r.body for r in receiver.got if r.call_id == call_id]
     assert sent and not [body for body in sent if alice["name"].encode() in body]
+
+
+async def test_a_stop_that_waits_for_a_slow_receiver_says_so(
+    start_app: AppFactory, receivers: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver that does not answer held the stop 5 s with nothing in the log, and its
+    webhook was cut off: now one line says which receiver and that it is sent again."""
+    caplog.set_level(logging.INFO, logger="common.notify.deliveries")
+    receiver = await receivers(answer=lambda _r, _n: (204, 3.0))
+    client = await webhook_app(start_app, receiver.url)
+    await client.post("/calls/outbound", json=SEED_EXAMPLES[0])
+    await wait_for(lambda: _any(receiver.attempts))
+    await client.app[WEBHOOKS].stop(timeout=0.2)
+    lines = [r.getMessage() for r in caplog.records if "still unanswered" in r.getMessage()]
+    assert lines == [
+        f"stopping with 1 customer webhook(s) still unanswered after 0.2 s (http://127.0.0.1:"
+        f"{receiver.port}): sent again at the next start, or by another server"
+    ], lines
+
+
+async def _any(values: dict[str, int]) -> bool:
+    return bool(values)
