@@ -162,8 +162,9 @@ class CampaignScheduler:
             except DatabaseError as exc:
                 if (more := self._repeats.due("scheduler")) is not None:
                     logger.error("campaign scheduler: %s%s", exc, more)
-            except Exception:
-                logger.exception("campaign scheduler failed; going on")
+            except Exception:  # a defect: its traceback once a minute, not every tick
+                if (more := self._repeats.due("scheduler defect")) is not None:
+                    logger.exception("campaign scheduler failed; going on%s", more)
             self._wake.clear()
             await wait_set(self._wake, self.tick_s)
 
@@ -231,8 +232,11 @@ class CampaignScheduler:
                 if (more := self._repeats.due(f"driver {campaign_id}")) is not None:
                     logger.error("campaign %s: %s; trying again%s", campaign_id, exc, more)
                 wait = IDLE_WAIT_S
-            except Exception:
-                logger.exception("campaign %s: driver step failed; trying again", campaign_id)
+            except Exception:  # a defect: its traceback once a minute, not every second
+                if (more := self._repeats.due(f"driver defect {campaign_id}")) is not None:
+                    logger.exception(
+                        "campaign %s: driver step failed; trying again%s", campaign_id, more
+                    )
                 wait = IDLE_WAIT_S
             if wait is None:
                 return

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from common.calls.request import RequestRules
 from common.calls.service import LISTED_WHILE_PLACING
+from common.campaigns import scheduler as campaign_scheduler
 from common.campaigns.request import QUERY_PARAMS, Row, RowChecker, json_rows, parse_options
 from common.storage import campaign_programs
 from common.storage.base import DatabaseError
@@ -523,6 +524,32 @@ async def test_a_campaign_that_completes_says_so_in_the_log(
     await wait_status(client, campaign_id, "completed", timeout=10)
     said = f"campaign {campaign_id} (Night list) completed: 1 completed, 1 busy"
     await wait_for(lambda: _true(said in caplog.text), timeout=5)
+
+
+async def test_a_driver_step_that_keeps_failing_is_one_traceback_a_minute(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step that raised the unexpected was logged with its 20-line traceback every second
+    it was tried again, for as long as the campaign ran: 72,000 lines an hour per campaign.
+    Once a minute now, as the reaper's and the webhook sender's defects are."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    scheduler = client.app[CAMPAIGNS].scheduler
+    steps = 0
+
+    async def broken_step(*_args: Any) -> float:
+        nonlocal steps
+        steps += 1
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(scheduler, "_step", broken_step)
+    monkeypatch.setattr(campaign_scheduler, "IDLE_WAIT_S", 0.02)
+    with caplog.at_level(logging.ERROR, logger="common.campaigns.scheduler"):
+        await create(client, {"name": "broken", "recipients": [{"phone_number": us(0, "7760")}]})
+        await wait_for(lambda: _true(steps >= 5), timeout=10)
+    failed = [r for r in caplog.records if "driver step failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None, [r.getMessage() for r in failed]
 
 
 async def test_more_bad_rows_than_an_answer_lists_are_counted_as_every_error_is(
