@@ -774,31 +774,13 @@ async def cartesia_never_answering(
     return FakeCartesia(await aiohttp_server(app), []), asked
 
 
-@pytest.mark.parametrize("silent", ["openai", "cartesia"])
-@pytest.mark.usefixtures("loopback_only", "http")
-async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
-    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, silent: str
-) -> None:
-    """OpenAI or Cartesia taking the greeting's request and never answering: each attempt
-    gave up after livekit-agents' default 10 s (the plugins give it to their requests, over
-    the OpenAI client's 5 s read timeout), tried 3 more times 2 s apart, and the callee heard
-    silence for 44 s before the session closed and the call ended. Now each attempt waits
-    PROVIDER_TIMEOUT_S (5 s; 0.4 s here to keep the test short), PROVIDER_RETRIES (2) more
-    times: the session closes on the provider's timeout within about 16 s (here 2.3 s)."""
-    from livekit.agents import APITimeoutError, CloseEvent, CloseReason
-    from livekit.agents.llm import LLMError
-    from livekit.agents.tts import TTSError
+async def greet_until_closed(
+    openai_in: FakeOpenAI, cartesia_in: FakeCartesia, deepgram_in: FakeDeepgram
+) -> tuple[Any, float, PhoneLine]:
+    """ALICE's session on the stand-ins, greeting, until it closes (15 s at most): its close
+    event, the seconds from the greeting to the close, and what reached the phone line."""
+    from livekit.agents import CloseEvent
 
-    from agent import session as session_module
-
-    monkeypatch.setattr(session_module, "PROVIDER_TIMEOUT_S", 0.4)
-    if silent == "openai":
-        openai_in, asked = await openai_never_answering(aiohttp_server)
-        cartesia_in = await fake_cartesia(aiohttp_server)
-    else:
-        openai_in = await fake_openai(aiohttp_server, greeting_for)
-        cartesia_in, asked = await cartesia_never_answering(aiohttp_server)
-    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     settings = settings_for(openai_in)
     plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
     session, agent = build_session(plan, settings, NullControl())
@@ -818,10 +800,38 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
         agent.greet()
         started = asyncio.get_running_loop().time()
         event = await asyncio.wait_for(closed, 15)
-        waited = asyncio.get_running_loop().time() - started
+        return event, asyncio.get_running_loop().time() - started, line
     finally:
         await session.aclose()
         await tts.aclose()
+
+
+@pytest.mark.parametrize("silent", ["openai", "cartesia"])
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, silent: str
+) -> None:
+    """OpenAI or Cartesia taking the greeting's request and never answering: each attempt
+    gave up after livekit-agents' default 10 s (the plugins give it to their requests, over
+    the OpenAI client's 5 s read timeout), tried 3 more times 2 s apart, and the callee heard
+    silence for 44 s before the session closed and the call ended. Now each attempt waits
+    PROVIDER_TIMEOUT_S (5 s; 0.4 s here to keep the test short), PROVIDER_RETRIES (2) more
+    times: the session closes on the provider's timeout within about 16 s (here 2.3 s)."""
+    from livekit.agents import APITimeoutError, CloseReason
+    from livekit.agents.llm import LLMError
+    from livekit.agents.tts import TTSError
+
+    from agent import session as session_module
+
+    monkeypatch.setattr(session_module, "PROVIDER_TIMEOUT_S", 0.4)
+    if silent == "openai":
+        openai_in, asked = await openai_never_answering(aiohttp_server)
+        cartesia_in = await fake_cartesia(aiohttp_server)
+    else:
+        openai_in = await fake_openai(aiohttp_server, greeting_for)
+        cartesia_in, asked = await cartesia_never_answering(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    event, waited, line = await greet_until_closed(openai_in, cartesia_in, deepgram_in)
 
     assert event.reason == CloseReason.ERROR
     assert isinstance(event.error, LLMError if silent == "openai" else TTSError)
@@ -864,7 +874,7 @@ async def test_what_the_agent_could_not_say_stays_out_of_the_log(
     at ERROR as the session closed ("no audio frames were pushed for text: Hello Alice
     Smith, ..."): the callee's name, and whatever the agent repeated of what they said. The
     log says how long the text was, not what it said."""
-    from livekit.agents import CloseEvent, CloseReason
+    from livekit.agents import CloseReason
     from livekit.agents.tts import TTSError
 
     from agent import worker
@@ -873,26 +883,7 @@ async def test_what_the_agent_could_not_say_stays_out_of_the_log(
     openai_in = await fake_openai(aiohttp_server, greeting_for)
     cartesia_in = await cartesia_with_an_unknown_voice(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
-    settings = settings_for(openai_in)
-    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
-    session, agent = build_session(plan, settings, NullControl())
-    tts = point_tts(session.tts, cartesia_in)
-    point_stt(session.stt, deepgram_in)
-    session.output.audio = PhoneLine()
-    closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
-
-    def on_close(event: CloseEvent) -> None:
-        if not closed.done():
-            closed.set_result(event)
-
-    session.on("close", on_close)
-    try:
-        await session.start(agent)
-        agent.greet()
-        event = await asyncio.wait_for(closed, 15)
-    finally:
-        await session.aclose()
-        await tts.aclose()
+    event, _, _ = await greet_until_closed(openai_in, cartesia_in, deepgram_in)
 
     assert event.reason == CloseReason.ERROR and isinstance(event.error, TTSError)
     said = "Hello Alice Smith, this is your call."
