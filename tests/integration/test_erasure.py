@@ -53,6 +53,24 @@ def kept_in_database(client: Client) -> str:
         return repr([list(db.execute(f"SELECT * FROM {t}")) for t in tables])  # noqa: S608
 
 
+LATER = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+
+
+async def upload(client: Any, csv: str, *, later: bool = True, **params: str) -> dict[str, Any]:
+    """The 201 answer to a campaign of `csv`, starting an hour after OPEN_EVERYWHERE (`later`:
+    its recipients wait) or at once."""
+    query = {"name": "later", "start_at": LATER} if later else {"name": "now"}
+    resp = await client.post(
+        "/campaigns",
+        params={**query, **params},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    answer: dict[str, Any] = await resp.json()
+    return answer
+
+
 async def test_a_call_erased_on_request_keeps_nothing_of_its_callee_but_the_number(
     start_app: AppFactory,
 ) -> None:
@@ -185,16 +203,8 @@ async def test_erasing_a_number_erases_its_campaign_recipients_who_are_never_cal
     caplog.set_level(logging.INFO, logger="common.calls.service")
     clock = ShiftedClock(OPEN_EVERYWHERE)
     client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     csv = f"phone_number,name,notes\n{ANN},Ann Lee-Marsh,cricket coach\n{BOB},Bob Ray,golfer\n"
-    resp = await client.post(
-        "/campaigns",
-        params={"name": "later", "start_at": later},
-        data=csv.encode(),
-        headers={**AUTH, "Content-Type": "text/csv"},
-    )
-    assert resp.status == 201, await resp.text()
-    campaign_id = (await resp.json())["campaign_id"]
+    campaign_id = (await upload(client, csv))["campaign_id"]
     assert b"Ann Lee-Marsh" in kept_in_files(client)
 
     resp = await client.post("/calls/erase", json={"phone_number": ANN}, headers=AUTH)
@@ -242,16 +252,8 @@ async def test_an_erased_recipients_errors_no_longer_quote_what_it_was_refused_f
     client = await start_app_on_each_database(
         sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock
     )
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     csv = f"phone_number,name,timezone\n{ANN},Ann Lee-Marsh,12 Elm Street\n{BOB},Bob Ray,\n"
-    resp = await client.post(
-        "/campaigns",
-        params={"name": "later", "start_at": later, "invalid_rows": "skip"},
-        data=csv.encode(),
-        headers={**AUTH, "Content-Type": "text/csv"},
-    )
-    assert resp.status == 201, await resp.text()
-    url = f"/campaigns/{(await resp.json())['campaign_id']}/recipients"
+    url = f"/campaigns/{(await upload(client, csv, invalid_rows='skip'))['campaign_id']}/recipients"
     rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
     assert rows[0]["state"] == "invalid" and "12 Elm Street" in rows[0]["errors"][0]["error"]
 
@@ -274,14 +276,7 @@ async def test_a_campaign_call_erased_takes_its_recipients_fields_with_it(
     clock = ShiftedClock(OPEN_EVERYWHERE)
     client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
     csv = f"phone_number,name,notes\n{ANN},Ann Lee-Marsh,cricket coach\n{BOB},Bob Ray,golfer\n"
-    resp = await client.post(
-        "/campaigns",
-        params={"name": "now"},
-        data=csv.encode(),
-        headers={**AUTH, "Content-Type": "text/csv"},
-    )
-    assert resp.status == 201, await resp.text()
-    campaign_id = (await resp.json())["campaign_id"]
+    campaign_id = (await upload(client, csv, later=False))["campaign_id"]
     async with asyncio.timeout(30):
         while True:
             campaign = await (await client.get(f"/campaigns/{campaign_id}", headers=AUTH)).json()
@@ -385,10 +380,9 @@ async def test_a_refused_rows_errors_in_the_campaigns_replayed_answer_are_erased
     them there, in calls.db. They go; the other rows' stay."""
     clock = ShiftedClock(OPEN_EVERYWHERE)
     client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     csv = f"phone_number,language\n{ANN},Ann Lee-Marsh\n{BOB},en\n"
     headers = {**AUTH, "Content-Type": "text/csv", "Idempotency-Key": "upload-1"}
-    params = {"name": "later", "start_at": later, "invalid_rows": "skip"}
+    params = {"name": "later", "start_at": LATER, "invalid_rows": "skip"}
     resp = await client.post("/campaigns", params=params, data=csv.encode(), headers=headers)
     assert resp.status == 201, await resp.text()
     assert "Ann Lee-Marsh" in (await resp.json())["invalid_rows"][0]["error"]
@@ -422,15 +416,7 @@ async def test_an_erasure_the_database_stops_part_way_says_so_and_a_retry_finish
     config_path.write_bytes(config_path.read_bytes()[:-5])  # cut short: unreadable
     await settled(client, dict(ALICE, name="Alicia Jones"))  # its write sets the file aside
     assert any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
-    csv = f"phone_number,name\n{ALICE['phone_number']},Alice Smith\n{BOB},Bob Ray\n"
-    resp = await client.post(
-        "/campaigns",
-        params={"name": "later", "start_at": later},
-        data=csv.encode(),
-        headers={**AUTH, "Content-Type": "text/csv"},
-    )
-    assert resp.status == 201, await resp.text()
+    await upload(client, f"phone_number,name\n{ALICE['phone_number']},Alice Smith\n{BOB},Bob Ray\n")
     monkeypatch.setattr(programs, "ERASE_NOW_BATCH", 1)
     store = client.app[STORE]
     assert isinstance(store, SqlCallStore)
@@ -486,15 +472,9 @@ async def test_an_erasure_just_after_a_campaign_call_ended_waits_for_its_campaig
         return await finish(*args, **kwargs)
 
     monkeypatch.setattr(store, "finish_call_attempt", held)
-    csv = f"phone_number,name\n{ANN},Ann Lee-Marsh\n"
-    resp = await client.post(
-        "/campaigns",
-        params={"name": "now"},
-        data=csv.encode(),
-        headers={**AUTH, "Content-Type": "text/csv"},
-    )
-    assert resp.status == 201, await resp.text()
-    campaign_id = (await resp.json())["campaign_id"]
+    campaign_id = (await upload(client, f"phone_number,name\n{ANN},Ann Lee-Marsh\n", later=False))[
+        "campaign_id"
+    ]
     url = f"/campaigns/{campaign_id}/recipients"
     async with asyncio.timeout(30):
         while True:
