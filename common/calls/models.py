@@ -323,6 +323,8 @@ class Erasure:
     # What the erased calls were placed with (their configs before the erasure): to erase it
     # where else it is (config.json's top level, the seed's latest document). Never shown.
     placed_with: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # Campaigns it left with every recipient final: their campaign.completed, to dispatch.
+    events: tuple[CallEvent, ...] = ()
 
 
 Decide = Callable[[CallState], Change | None]

@@ -1532,6 +1532,7 @@ class CallService:
         them in config.json any more."""
         if erasure.live:
             raise CallsStillLive(erasure.live)
+        self.events.publish(erasure.events)
         logger.log(
             logging.WARNING if unfinished else logging.INFO,
             "erased on request the personal data of %d call(s) and %d campaign recipient(s) (%s)%s",

@@ -212,7 +212,12 @@ class SqlCallStore(CampaignMethods):
         recipients_erased, live, ending = await self._run(recipients, write=True)
         if live or ending:
             return Erasure(live=live, ending=ending)
+        events: list[CallEvent] = []
         try:
+            # A paused campaign whose last waiting recipients went stayed paused with all of
+            # them final, campaign.completed never sent: it completes (a running one too).
+            for campaign_id in sorted({key[0] for key in keys}) if recipients_erased else ():
+                events += await self.complete_if_done(campaign_id, now)
             for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
                 batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
                 ids, configs = await self._run(
@@ -231,6 +236,7 @@ class SqlCallStore(CampaignMethods):
                 erased_at=now,
                 recipients=recipients_erased,
                 placed_with=tuple(placed_with),
+                events=tuple(events),
             )
             raise ErasureUnfinished(exc, done, len(call_ids)) from exc
         return Erasure(
@@ -238,6 +244,7 @@ class SqlCallStore(CampaignMethods):
             erased_at=now if erased or recipients_erased else None,
             recipients=recipients_erased,
             placed_with=tuple(placed_with),
+            events=tuple(events),
         )
 
     # -- customer webhooks ---------------------------------------------------------------

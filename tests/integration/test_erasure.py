@@ -241,6 +241,47 @@ async def test_erasing_a_number_erases_its_campaign_recipients_who_are_never_cal
     assert [d.number for d in client.app[SANDBOX].dials] == [BOB]
 
 
+async def test_a_paused_campaign_whose_last_waiting_recipient_is_erased_completes(
+    start_app_on_each_database: AppFactory,
+) -> None:
+    """A paused campaign whose last waiting recipient was erased stayed `paused` with every
+    recipient final, and campaign.completed never came until someone resumed it for nothing.
+    The erasure completes it, and its campaign.completed is dispatched."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app_on_each_database(
+        sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock
+    )
+    dispatched: list[tuple[str, str]] = []
+
+    async def seen(event: Any) -> None:
+        dispatched.append((event.call_id, event.type))
+
+    client.app[EVENTS].subscribe("test", seen)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "later", "start_at": later},
+        data=f"phone_number,name\n{ANN},Ann Lee-Marsh\n".encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    campaign_id = (await resp.json())["campaign_id"]
+    paused = await client.post(f"/campaigns/{campaign_id}/pause", headers=AUTH)
+    assert paused.status == 200, await paused.text()
+
+    resp = await client.post("/calls/erase", json={"phone_number": ANN}, headers=AUTH)
+
+    assert resp.status == 200, await resp.text()
+    campaign = (await (await client.get(f"/campaigns/{campaign_id}", headers=AUTH)).json())[
+        "campaign"
+    ]
+    assert (campaign["status"], campaign["counts"]["erased"]) == ("completed", 1)
+    await client.app[EVENTS].wait_idle()
+    assert (campaign_id, "campaign.completed") in dispatched
+    resumed = await client.post(f"/campaigns/{campaign_id}/resume", headers=AUTH)
+    assert resumed.status == 409
+
+
 async def test_an_erased_recipients_errors_no_longer_quote_what_it_was_refused_for(
     start_app_on_each_database: AppFactory,
 ) -> None:
