@@ -256,10 +256,11 @@ class EventDispatcher:
             except DatabaseError as exc:  # an outage, not a defect: one line a minute
                 self._say_database_failed(event, name, exc)
                 failed.add(name)
-            except Exception:
-                logger.exception(
-                    "event %s (%s) failed in subscriber %s", event.id, event.type, name
-                )
+            except Exception:  # a defect: its traceback once a minute, not every retry
+                if (more := self._repeats.due(f"subscriber defect {name}")) is not None:
+                    logger.exception(
+                        "event %s (%s) failed in subscriber %s%s", event.id, event.type, name, more
+                    )
                 failed.add(name)
         return frozenset(failed)
 

@@ -201,6 +201,30 @@ async def test_an_event_that_keeps_failing_is_left_to_its_lease(
     assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
 
 
+async def test_a_subscribers_defect_logs_its_traceback_once_a_minute_not_every_retry(
+    store: SqliteCallStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber raising the unexpected logged a full traceback at every retry of every
+    event (RETRY_TRIES an event, 2 s apart), with no limit: one a minute now, with how many
+    were held back, as the reaper's, the webhook sender's and the campaign driver's."""
+
+    async def broken(event: CallEvent) -> None:
+        raise RuntimeError("a defect")
+
+    dispatcher = EventDispatcher(store, clock, retry_s=0.01)
+    dispatcher.subscribe("broken", broken)
+    dispatcher.start()
+    try:
+        created = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
+        dispatcher.publish(created.events)
+        await soon(lambda: f"failed {RETRY_TRIES} times" in caplog.text)
+    finally:
+        await dispatcher.stop()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1
+    assert tracebacks[0].getMessage() == "event 1 (call.dialing) failed in subscriber broken"
+
+
 async def test_a_failed_mark_is_tried_again(
     store: SqliteCallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
