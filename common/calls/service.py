@@ -149,6 +149,9 @@ STEP_TOLERANCE_S = 1.0
 MAX_STEPS = 16  # the clock's steps kept apart (each a condition of the reaper's query)
 # The event id of a room found gone: one per call, so servers sweeping at once apply it once.
 ROOM_GONE_EVENT_PREFIX = "room-gone-"
+# SIP statuses of a dial to a number that does not exist (Not Found, Address Incomplete,
+# Does Not Exist Anywhere).
+_NO_SUCH_NUMBER_CODES = frozenset({404, 484, 604})
 # LiveKit events that say a call's room is up; for a call that is over, its room is ended.
 ROOM_ALIVE_EVENTS = frozenset({"room_started", "participant_joined", "track_published"})
 # LiveKit events that say a participant's leg is over (for the SIP participant: the callee's).
@@ -906,11 +909,16 @@ class CallService:
         # unanswered line is an outcome, not a fault: its status line (INFO) says it.
         line_answered = sip in (Status.BUSY, Status.NO_ANSWER)
         more = None if line_answered else self._repeats.due(f"placement {exc.kind}")
+        # A number that does not exist (404, 484 incomplete, 604) is the client's data, which
+        # no operator can fix: a WARNING, not an ERROR (for what needs a human).
+        no_such_number = exc.sip_status in _NO_SUCH_NUMBER_CODES
         if more is not None:
-            logger.error(
-                "call %s could not be placed: %s%s",
+            logger.log(
+                logging.WARNING if no_such_number else logging.ERROR,
+                "call %s could not be placed: %s%s%s",
                 call_id,
                 exc.reason,
+                " (the number called does not exist: the client's data)" if no_such_number else "",
                 more,
                 extra={"call_id": call_id},
             )

@@ -263,6 +263,10 @@ async def test_a_busy_dial_keeps_its_key_and_a_retry_dials_nobody_again(
         ("480", "Temporarily Unavailable", "no_answer", logging.INFO),
         ("403", "Forbidden", "failed", logging.ERROR),
         ("503", "Service Unavailable", "failed", logging.ERROR),
+        # A number that does not exist: the client's data, no operator can fix it.
+        ("404", "Not Found", "failed", logging.WARNING),
+        ("484", "Address Incomplete", "failed", logging.WARNING),
+        ("604", "Does Not Exist Anywhere", "failed", logging.WARNING),
     ],
 )
 async def test_a_dial_refused_with_a_sip_status_ends_as_that_status_maps(
@@ -295,6 +299,8 @@ async def test_a_dial_refused_with_a_sip_status_ends_as_that_status_maps(
         r for r in caplog.records if call["call_id"] in r.getMessage() and words in r.getMessage()
     ]
     assert max(r.levelno for r in said) == level, [r.getMessage() for r in said]
+    # Its status line says it in any case (INFO).
+    assert any(r.levelno == logging.INFO and f"-> {status}" in r.getMessage() for r in said)
 
 
 async def test_another_kind_of_placement_failure_is_said_at_once(
