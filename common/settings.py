@@ -785,10 +785,17 @@ class Settings:
                     " unset SIP_OUTBOUND_TRUNK_ID to try the sandbox"
                 )
             return
-        if self.livekit_api_key == DEV_API_KEY:
-            raise SettingsError("LIVEKIT_API_KEY must be set when LIVEKIT_URL is set")
-        if self.livekit_api_secret == DEV_API_SECRET:
-            raise SettingsError("LIVEKIT_API_SECRET must be set when LIVEKIT_URL is set")
+        # Unset, or set to the sandbox's development pair by hand (copied from a sandbox's
+        # .env): "must be set" alone read as wrong for one that is set.
+        for name, value, dev in (
+            ("LIVEKIT_API_KEY", self.livekit_api_key, DEV_API_KEY),
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret, DEV_API_SECRET),
+        ):
+            if value == dev:
+                raise SettingsError(
+                    f"{name} must be set to your LiveKit's when LIVEKIT_URL is set: the"
+                    " sandbox's development one (its default) cannot be used with a real LiveKit"
+                )
         if not self.sip_outbound_trunk_id:
             raise SettingsError("SIP_OUTBOUND_TRUNK_ID must be set when LIVEKIT_URL is set")
 
