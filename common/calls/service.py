@@ -1984,17 +1984,21 @@ def _seconds_between(start_iso: str | None, end: float, end_iso: str | None = No
 
 
 async def log_status_change(event: CallEvent) -> None:
-    """One log line per status change: `call call-ab12 +1•••7890 ringing -> completed (42 s)`."""
+    """One log line per status change: `call call-ab12 +1•••7890 ringing -> completed (42 s)`,
+    `call call-cd34 +1•••0123 (campaign cmp-ef56) dialing -> in_progress (3 s)` for a campaign's
+    call."""
     data = event.data
     if event.type not in STATUS_EVENTS or (
         event.type == CALL_ANSWERED and data["status"] != "in_progress"
     ):
         return  # a new call is logged as it is placed; a late answer is logged with its end
     reason = data.get("reason")
+    campaign_id = data.get("campaign_id")
     logger.info(
-        "call %s %s %s -> %s (%.0f s)%s",
+        "call %s %s%s %s -> %s (%.0f s)%s",
         event.call_id,
         mask_phone(str(data.get("phone_number", ""))),
+        f" (campaign {campaign_id})" if campaign_id else "",
         event.from_status,
         data["status"],
         _seconds_between(data.get("created_at"), event.created_at, data.get("ended_at")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from common.calls import events as events_module
 from common.calls.events import RETRY_TRIES, EventDispatcher, events_for_change
 from common.calls.models import CallEvent, CallRecord, NewCall
 from common.calls.outcomes import Change, Status
+from common.calls.service import log_status_change
 from common.storage.sql import DEFAULT_LEASE_S as LEASE_S
 from common.storage.sqlite import SqliteCallStore
 from tests.helpers import FakeClock, wait_for
@@ -223,6 +225,26 @@ async def test_a_subscribers_defect_logs_its_traceback_once_a_minute_not_every_r
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1
     assert tracebacks[0].getMessage() == "event 1 (call.dialing) failed in subscriber broken"
+
+
+async def test_a_campaign_calls_status_line_names_its_campaign(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A campaign call's status line ("call call-… +1••••••0123 dialing -> in_progress") did
+    not say which campaign it was of: an operator could not tell one list's calls from
+    another's, or from single calls, in the log."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
+    data = {"phone_number": "+14155550123", "status": "in_progress", "created_at": None}
+    single = CallEvent(1, "call-1", "call.answered", {**data, "campaign_id": None}, 0.0, "dialing")
+    of_campaign = CallEvent(
+        2, "call-2", "call.answered", {**data, "campaign_id": "cmp-ab12"}, 0.0, "dialing"
+    )
+    await log_status_change(single)
+    await log_status_change(of_campaign)
+    assert [r.getMessage() for r in caplog.records] == [
+        "call call-1 +1••••••0123 dialing -> in_progress (0 s)",
+        "call call-2 +1••••••0123 (campaign cmp-ab12) dialing -> in_progress (0 s)",
+    ]
 
 
 async def test_a_failed_mark_is_tried_again(
