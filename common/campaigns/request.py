@@ -629,8 +629,12 @@ def _invalid(idx: int, row_number: int, number: str, problems: list[RowError]) -
 def _given_number(value: object) -> str:
     """An invalid row's number as it is kept (state `invalid`), for a user to find the row:
     the text given, with what no store can hold replaced (a lone surrogate cannot be encoded,
-    PostgreSQL's text cannot hold a NUL) and clipped; "" when it is not text at all."""
-    return shown_text(value, MAX_SHOWN_NUMBER_CHARS) if isinstance(value, str) else ""
+    PostgreSQL's text cannot hold a NUL) and clipped; "" when it is not text at all, or holds
+    a letter: no number, but a name from a column shifted ("Ann Lee-Marsh"), personal data
+    kept that no erasure by number could find (the row is found by its row number)."""
+    if not isinstance(value, str) or any(c.isalpha() for c in value):
+        return ""
+    return shown_text(value, MAX_SHOWN_NUMBER_CHARS)
 
 
 def invalid_rows_answer(errors: list[RowError]) -> dict[str, Any]:

@@ -282,6 +282,33 @@ async def test_a_paused_campaign_whose_last_waiting_recipient_is_erased_complete
     assert resumed.status == 409
 
 
+async def test_a_refused_row_with_a_name_for_its_number_does_not_keep_the_name(
+    start_app: AppFactory,
+) -> None:
+    """A row refused with its columns shifted (invalid_rows=skip) kept the name in its
+    `phone_number` (a refused row's number is the text given, to find the row by): personal
+    data that no erasure by number could find. Text with a letter is no number: not kept."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN, campaign_clock=clock)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    csv = f"phone_number,name\nAnn Lee-Marsh,{ANN}\n{BOB},Bob Ray\n+1 415 555,Cy\n"
+    resp = await client.post(
+        "/campaigns",
+        params={"name": "shifted", "start_at": later, "invalid_rows": "skip"},
+        data=csv.encode(),
+        headers={**AUTH, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    url = f"/campaigns/{(await resp.json())['campaign_id']}/recipients"
+    rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    assert [(r["row"], r["phone_number"], r["state"]) for r in rows] == [
+        (2, "", "invalid"),
+        (3, BOB, "pending"),
+        (4, "+1 415 555", "invalid"),  # a number mistyped is kept, to find its row by
+    ]
+    assert b"Ann Lee-Marsh" not in kept_in_files(client)
+
+
 async def test_an_erased_recipients_errors_no_longer_quote_what_it_was_refused_for(
     start_app_on_each_database: AppFactory,
 ) -> None:
