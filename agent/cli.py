@@ -376,9 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     # Asking for help needs no keys.
     missing = [] if "--help" in args else missing_settings(settings, command)
     if missing:
+        # Set by hand to the sandbox's development pair (copied from a sandbox's .env), it
+        # was said "missing", though it was set.
+        dev = {"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"} & set(missing)
         print(
             f"agent: cannot run {command!r}: missing {', '.join(missing)} "
-            "(set in the environment or .env)",
+            "(set in the environment or .env"
+            + (
+                "; the sandbox's development LiveKit key and secret, the defaults, cannot be"
+                " used with a real LiveKit)"
+                if dev
+                else ")"
+            ),
             file=sys.stderr,
         )
         return EXIT_USAGE

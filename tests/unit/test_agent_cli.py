@@ -24,7 +24,7 @@ import pytest
 
 from agent.cli import main, missing_settings
 from common.config_store.model import AnalysisField, AnalysisRequest, CallOptions, VoicemailPolicy
-from common.settings import Settings
+from common.settings import DEV_API_KEY, Settings
 from common.update_config import ConfigStore
 from tests.processes import run_to_end
 
@@ -298,6 +298,27 @@ def test_start_without_keys_names_what_is_missing(tmp_path: Path) -> None:
         "agent: cannot run 'start': missing DEEPGRAM_API_KEY, CARTESIA_API_KEY "
         "(set in the environment or .env)"
     )
+
+
+def test_start_with_the_sandboxs_dev_key_says_it_cannot_be_used(tmp_path: Path) -> None:
+    """LIVEKIT_API_KEY set by hand to the sandbox's development key (copied from a sandbox's
+    .env), with a real LIVEKIT_URL: the agent said it was "missing", though it was set."""
+    proc = run_agent_here(
+        ["start"],
+        tmp_path,
+        LIVEKIT_URL="wss://example.livekit.cloud",
+        **{**LIVEKIT_AND_OPENAI, "LIVEKIT_API_KEY": DEV_API_KEY},
+        DEEPGRAM_API_KEY="dg",
+        CARTESIA_API_KEY="ca",
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "agent: cannot run 'start': missing LIVEKIT_API_KEY (set in the environment or .env;"
+        " the sandbox's development LiveKit key and secret, the defaults, cannot be used with"
+        " a real LiveKit)"
+    )
+    assert DEV_API_KEY not in proc.stderr
 
 
 def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
