@@ -151,11 +151,14 @@ def _unfinished_erasure_answer(e: ErasureUnfinished) -> Answer:
     "calls database unavailable" read as nothing erased."""
     cause = answer_for(e.cause) or Answer(503, "calls database unavailable", [], _retry(RETRY_S))
     done = e.done
+    perhaps = (
+        f", {e.unknown} more perhaps (the database's answer to them was lost)" if e.unknown else ""
+    )
     return replace(
         cause,
         message=f"{cause.message}: the erasure stopped part way ({done.recipients} campaign"
-        f" recipient(s) and {len(done.erased)} of {e.calls} call(s) erased, not the rest);"
-        " send the same request again to finish it",
+        f" recipient(s) and {len(done.erased) - e.unknown} of {e.calls} call(s)"
+        f" erased{perhaps}, not the rest); send the same request again to finish it",
     )
 
 

@@ -69,11 +69,14 @@ class ErasureUnfinished(DatabaseError):
     what it covers (`done`: its campaign recipients, some of its `calls` calls): erased calls
     stay erased, and the same request again erases the rest."""
 
-    def __init__(self, cause: DatabaseError, done: Erasure, calls: int) -> None:
+    def __init__(self, cause: DatabaseError, done: Erasure, calls: int, unknown: int = 0) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.done = done
         self.calls = calls
+        # Calls of the batch whose commit's answer was lost (CommitUnknown): perhaps erased
+        # (counted in `done.erased`, whose configs and config.json copies go as theirs).
+        self.unknown = unknown
 
 
 class CommitUnknown(DatabaseError):

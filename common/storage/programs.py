@@ -1482,6 +1482,16 @@ def calls_to_erase(
     return tuple(row["call_id"] for row in rows), live
 
 
+def configs_of(call_ids: Sequence[str]) -> Program[tuple[dict[str, Any], ...]]:
+    """What `call_ids` were placed with (their configs, as erase_calls_now returns them)."""
+    marks = ",".join("?" * len(call_ids))
+    rows = yield Query(
+        f"SELECT config FROM calls WHERE call_id IN ({marks})",  # noqa: S608 - marks only
+        tuple(call_ids),
+    )
+    return tuple(json.loads(row["config"]) for row in rows if row["config"])
+
+
 def erase_calls_now(
     d: Dialect, now: float, call_ids: Sequence[str]
 ) -> Program[tuple[tuple[str, ...], tuple[dict[str, Any], ...]]]:

@@ -31,6 +31,7 @@ from common.repeats import Repeats
 from common.storage import campaign_programs, programs
 from common.storage.base import (
     AdmissionLimits,
+    CommitUnknown,
     DatabaseError,
     ErasureUnfinished,
     Placer,
@@ -213,6 +214,7 @@ class SqlCallStore(CampaignMethods):
         if live or ending:
             return Erasure(live=live, ending=ending)
         events: list[CallEvent] = []
+        unknown = 0  # calls of a batch whose commit's answer was lost: erased, or not
         try:
             # A paused campaign whose last waiting recipients went stayed paused with all of
             # them final, campaign.completed never sent: it completes (a running one too).
@@ -220,9 +222,19 @@ class SqlCallStore(CampaignMethods):
                 events += await self.complete_if_done(campaign_id, now)
             for start in range(0, len(call_ids), programs.ERASE_NOW_BATCH):
                 batch = call_ids[start : start + programs.ERASE_NOW_BATCH]
-                ids, configs = await self._run(
-                    programs.erase_calls_now(self.dialect, now, batch), write=True
-                )
+                # What the batch was placed with, read first: a commit whose answer was lost
+                # (PostgreSQL's connection) may have erased it, and the retry then found no
+                # name to look for in config.json (its set-aside copies kept it for good).
+                before = await self._read_aside(programs.configs_of(batch))
+                try:
+                    ids, configs = await self._run(
+                        programs.erase_calls_now(self.dialect, now, batch), write=True
+                    )
+                except CommitUnknown:  # taken as erased: its config.json copies go too
+                    unknown = len(batch)
+                    erased += batch
+                    placed_with += before
+                    raise
                 erased += ids
                 placed_with += configs
         except DatabaseError as exc:
@@ -238,7 +250,7 @@ class SqlCallStore(CampaignMethods):
                 placed_with=tuple(placed_with),
                 events=tuple(events),
             )
-            raise ErasureUnfinished(exc, done, len(call_ids)) from exc
+            raise ErasureUnfinished(exc, done, len(call_ids), unknown) from exc
         return Erasure(
             erased=tuple(erased),
             erased_at=now if erased or recipients_erased else None,

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from common import update_config
 from common.calls import service as service_module
 from common.storage import programs
-from common.storage.base import DatabaseStalled
+from common.storage.base import CommitUnknown, DatabaseStalled
 from common.storage.campaign_programs import ERASED_ERROR
 from common.storage.sql import SqlCallStore
 from handlers.keys import EVENTS, SETTINGS, STORE
@@ -570,3 +570,52 @@ async def test_an_erasure_just_after_a_campaign_call_ended_waits_for_its_campaig
         1,
     )
     assert b"Ann Lee-Marsh" not in kept_in_files(client)
+
+
+async def test_an_erasure_whose_commit_was_lost_still_erases_the_set_aside_copies(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's connection lost while a batch of an erasure committed (CommitUnknown):
+    the batch was written, but what its calls had been placed with was never known, so the
+    answer was a bare 503 "calls database unavailable" (read as nothing erased) and
+    config.json's set-aside copy kept the erased callee's name for good: the retry, answered
+    200, found the calls' configs erased already and nothing to look for. The answer says
+    the erasure stopped part way, and the copy goes at once."""
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    await settled(client, ALICE)
+    config_path.write_bytes(config_path.read_bytes()[:-5])  # cut short: unreadable
+    other = dict(ALICE, name="Alicia Jones", dynamic_instruction="You are a chess coach.")
+    await settled(client, other)  # its write sets the file aside
+    assert any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
+    monkeypatch.setattr(programs, "ERASE_NOW_BATCH", 1)
+    store = client.app[STORE]
+    assert isinstance(store, SqlCallStore)
+    run = store._run
+
+    async def commit_lost(program: Any, *, write: bool) -> Any:
+        done = await run(program, write=write)
+        if getattr(program, "__name__", "") == "erase_calls_now":
+            raise CommitUnknown("connection lost while committing (ConnectionResetError)")
+        return done
+
+    monkeypatch.setattr(store, "_run", commit_lost)
+
+    resp = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+
+    assert resp.status == 503, await resp.text()
+    assert (await resp.json())["error"] == (
+        "calls database unavailable: the erasure stopped part way (0 campaign recipient(s) and"
+        " 0 of 2 call(s) erased, 1 more perhaps (the database's answer to them was lost), not"
+        " the rest); send the same request again to finish it"
+    )
+    assert not any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
+    monkeypatch.setattr(store, "_run", run)
+    again = await client.post(
+        "/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH
+    )
+    assert again.status == 200, await again.text()
+    assert b"Alice Smith" not in kept_in_files(client)
+    assert not any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
