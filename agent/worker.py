@@ -92,7 +92,10 @@ SPOKEN_TEXT = re.compile(
 
 
 def _leave_out_spoken_text(record: logging.LogRecord) -> None:
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed log call: its handler reports it, as ever
+        return
     if SPOKEN_TEXT.search(message) is None:
         return
     record.msg = SPOKEN_TEXT.sub(

@@ -1115,6 +1115,30 @@ def test_what_the_callee_said_stays_out_of_the_plugins_log_above_debug() -> None
         deepgram_logger.removeHandler(handler)
 
 
+def test_a_malformed_log_call_of_livekit_agents_does_not_raise_into_it() -> None:
+    """The filter hiding what the agent could not say formats every record above DEBUG
+    itself: a livekit-agents log call whose arguments do not fit its message raised
+    TypeError into livekit-agents' own code (a TTS retry, the session's task) instead of the
+    logging module's "--- Logging error ---" report; the record now passes as it came."""
+    from livekit.agents.log import logger as livekit_logger
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    livekit_logger.addHandler(handler)
+    propagate, livekit_logger.propagate = livekit_logger.propagate, False  # pytest's raise
+    try:
+        livekit_logger.warning("failed to synthesize speech: %s, retrying in %ss", "timeout")
+    finally:
+        livekit_logger.removeHandler(handler)
+        livekit_logger.propagate = propagate
+    assert len(records) == 1 and records[0].args == ("timeout",)
+
+
 async def test_a_job_whose_config_json_is_half_written_says_so_not_using_defaults(
     settings: Settings, built_plans: list[SessionPlan], caplog: pytest.LogCaptureFixture
 ) -> None:
