@@ -105,9 +105,13 @@ def build_tts(plan: SessionPlan, settings: Settings) -> cartesia.TTS:
 # requests, over the OpenAI client's own read timeout), and is tried PROVIDER_RETRIES more
 # times, PROVIDER_RETRY_INTERVAL_S apart. livekit-agents' defaults (10 s, 3 more, 2 s apart)
 # left the callee in silence for 44 s when a provider took the request and never answered.
+# The same retries ride out a refusal (a 429, a 500): livekit-agents retries the first at
+# once (0.1 s), the next PROVIDER_RETRY_INTERVAL_S later. At 1 s apart, a rate limit of 1.5 s
+# (OpenAI's tokens per minute: "Please try again in 1.5s") ended the call 1.1 s after it
+# began; 2 s apart, one of up to 2.1 s is ridden out, for 1 s more of a silent provider's.
 PROVIDER_TIMEOUT_S = 5.0
 PROVIDER_RETRIES = 2
-PROVIDER_RETRY_INTERVAL_S = 1.0
+PROVIDER_RETRY_INTERVAL_S = 2.0
 
 
 def session_connect_options() -> SessionConnectOptions:
@@ -116,7 +120,7 @@ def session_connect_options() -> SessionConnectOptions:
     livekit-agents' default tolerates three in a row, and the callee sat in silence while
     they happened; closed on the error, the session ends the call (the worker records why,
     hangs up and reports the call ended by the system). A provider that does not answer
-    gives up within about 16 s (PROVIDER_TIMEOUT_S and its retries)."""
+    gives up within about 17 s (PROVIDER_TIMEOUT_S and its retries)."""
     from livekit.agents import APIConnectOptions
     from livekit.agents.voice.agent_session import SessionConnectOptions
 

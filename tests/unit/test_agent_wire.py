@@ -219,7 +219,9 @@ def sse(data: object) -> bytes:
 
 
 async def fake_openai(
-    aiohttp_server: AiohttpServer, reply: Callable[[dict[str, Any]], str]
+    aiohttp_server: AiohttpServer,
+    reply: Callable[[dict[str, Any]], str],
+    refuse: Callable[[], web.Response | None] | None = None,
 ) -> FakeOpenAI:
     """OpenAI's chat completions: `reply(request)` streamed back in three pieces as
     `chat.completion.chunk`s (role, content, finish_reason, then the usage the plugin asks
@@ -231,6 +233,8 @@ async def fake_openai(
         body: dict[str, Any] = await request.json()
         completions.append(body)
         authorizations.append(request.headers.get("Authorization"))
+        if refuse is not None and (refused := refuse()) is not None:
+            return refused
         text = reply(body)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -816,7 +820,7 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     the OpenAI client's 5 s read timeout), tried 3 more times 2 s apart, and the callee heard
     silence for 44 s before the session closed and the call ended. Now each attempt waits
     PROVIDER_TIMEOUT_S (5 s; 0.4 s here to keep the test short), PROVIDER_RETRIES (2) more
-    times: the session closes on the provider's timeout within about 16 s (here 2.3 s)."""
+    times: the session closes on the provider's timeout within about 17 s (here 3.3 s)."""
     from livekit.agents import APITimeoutError, CloseReason
     from livekit.agents.llm import LLMError
     from livekit.agents.tts import TTSError
@@ -837,7 +841,7 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     assert isinstance(event.error, LLMError if silent == "openai" else TTSError)
     assert isinstance(event.error.error, APITimeoutError)
     assert len(asked) == 1 + session_module.PROVIDER_RETRIES == 3
-    # three attempts of 0.4 s, the retries 0.1 s and 1 s apart (livekit-agents' own timeout,
+    # three attempts of 0.4 s, the retries 0.1 s and 2 s apart (livekit-agents' own timeout,
     # 10 s an attempt, would outlast the 15 s wait for the close)
     assert 1.2 <= waited < 10.0
     assert line.samples == 0
@@ -899,3 +903,53 @@ async def test_what_the_agent_could_not_say_stays_out_of_the_log(
         f" text: [{len(said)} chars, left out of the log]"
     )
     assert "Alice" not in caplog.text
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_a_short_openai_rate_limit_does_not_end_the_call(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """OpenAI answering 429 for a moment (its tokens-per-minute limit: "Please try again in
+    1.5s"): the greeting's request was tried 0.1 s and 1 s after its first refusal, and
+    the session closed, ending the call, 1.1 s after it (livekit-agents' own 2 s apart had
+    ridden out 4 s). Tried again 2 s apart, the greeting is spoken once the limit lifts."""
+    from livekit.agents import CloseEvent
+
+    refused_until: list[float] = []
+
+    def rate_limited() -> web.Response | None:
+        now = asyncio.get_running_loop().time()
+        if not refused_until:
+            refused_until.append(now + 1.5)
+        if now >= refused_until[0]:
+            return None
+        error = {
+            "message": "Rate limit reached for gpt-4o-mini on tokens per min (TPM): Please"
+            " try again in 1.5s.",
+            "type": "tokens",
+            "code": "rate_limit_exceeded",
+        }
+        return web.json_response({"error": error}, status=429)
+
+    openai_in = await fake_openai(aiohttp_server, greeting_for, rate_limited)
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    settings = settings_for(openai_in)
+    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
+    session, agent = build_session(plan, settings, NullControl())
+    tts = point_tts(session.tts, cartesia_in)
+    point_stt(session.stt, deepgram_in)
+    line = PhoneLine()
+    session.output.audio = line
+    closed: list[CloseEvent] = []
+    session.on("close", closed.append)
+    try:
+        await session.start(agent)
+        await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
+        assert closed == []
+    finally:
+        await session.aclose()
+        await tts.aclose()
+
+    assert len(openai_in.completions) == 3  # refused twice, then answered
+    assert line.samples > 0
