@@ -19,6 +19,9 @@ _E164 = re.compile(E164_PATTERN.strip("^$"))
 # looked like the README's "+34-612-345-678" and was refused as "must be E.164".
 SEPARATOR = r"[\s().\-\u2010-\u2015\u2212\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
 _SEPARATORS = re.compile(SEPARATOR)
+# A number written as a decimal: its digits and ".0" or ".00" (pandas, a spreadsheet's Number
+# format), one dot and nothing else.
+_DECIMAL = re.compile(r"\+?[0-9]+\.00?")
 # After the "+": what `parse_e164` takes, separators and all (for documents: a client built
 # from one must not refuse "+1 (415) 555-0100", nor send what the syntax check refuses).
 DIGITS_SYNTAX = rf"{SEPARATOR}*[1-9](?:{SEPARATOR}*[0-9]){{7,14}}{SEPARATOR}*"
@@ -47,6 +50,14 @@ def parse_e164(raw: object) -> phonenumbers.PhoneNumber:
     compact = compact_e164(raw)
     if compact is None:
         raise ValueError(_malformed(raw))
+    if _DECIMAL.fullmatch(written := raw.strip()):
+        # "+4930123456.0" (a number column read as a number, then written out by a
+        # spreadsheet or pandas): its dot was a separator, and +49301234560 was dialled.
+        decimal = written[written.index(".") :]
+        raise ValueError(
+            f"ends in {decimal!r}, the decimals of a number a spreadsheet or program read as a"
+            f" number, not digits of the phone number: write it without the {decimal!r} (as text)"
+        )
     try:
         return phonenumbers.parse(compact, None)
     except phonenumbers.NumberParseException as exc:

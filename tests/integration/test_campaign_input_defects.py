@@ -887,3 +887,31 @@ async def test_a_csv_number_in_full_width_digits_is_told_so(client: TestClient[A
             " script or width; write it as 7",
         }
     ]
+
+
+async def test_a_number_written_as_a_decimal_is_refused_not_dialled_with_its_zero(
+    client: TestClient[Any, Any],
+) -> None:
+    """A number column a spreadsheet or pandas read as numbers comes back "+4930123456.0":
+    its dot was read as a separator, and +49301234560 (another valid Berlin number) was
+    dialled; the JSON recipient "+14155550123.00" became +1415555012300."""
+    data = b"phone_number,name\r\n+14155550131,Ann\r\n+4930123456.0,Bea\r\n"
+    url = "/campaigns?name=dec&invalid_rows=skip"
+    resp = await client.post(url, data=data, headers=CSV_HEADERS)
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["invalid_rows"] == [
+        {
+            "row": 3,
+            "field": "phone_number",
+            "error": "ends in '.0', the decimals of a number a spreadsheet or program read as a"
+            " number, not digits of the phone number: write it without the '.0' (as text)",
+        }
+    ]
+    resp = await client.get(f"/campaigns/{created['campaign_id']}/recipients")
+    numbers = [r["phone_number"] for r in (await resp.json())["recipients"]]
+    assert "+49301234560" not in numbers, numbers
+    rows = [{"phone_number": "+14155550123.00"}]
+    resp = await client.post("/campaigns", json={"name": "dec", "recipients": rows})
+    body = await _error(resp, 422)
+    assert body["details"][0]["error"].startswith("ends in '.00', the decimals"), body
