@@ -1,7 +1,8 @@
 """Uploaded recipient lists (CSV) into rows of call fields, with row-numbered errors (pure).
 
 The format is what spreadsheets export: UTF-8 with or without a BOM, CRLF or LF line ends,
-RFC 4180 quoting (commas, newlines and doubled quotes inside quoted fields), read by the
+RFC 4180 quoting (commas, newlines and doubled quotes inside quoted fields, spaces between a
+comma and an opening quote skipped), read by the
 stdlib `csv` module in strict mode so that an unterminated quote is an error rather than
 the rest of the file silently swallowed into one cell.
 
@@ -142,7 +143,10 @@ def parse_csv(
     """
     text = _decode(data)
     known = {name.strip().lower() for name in call_fields} | {PHONE_FIELD}
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # A space after a comma before a quoted cell (`, "Lee, Ann"`, as people and some tools
+    # write it) is skipped: the cell is read as quoted. It was read as text starting with a
+    # quote, its comma splitting it: name '"Lee' taken and ' Ann"' in the next column.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
     records = _numbered(reader)
     header = next(records, None)
     if header is None or not any(cell.strip() for cell in header[1]):

@@ -915,3 +915,16 @@ async def test_a_number_written_as_a_decimal_is_refused_not_dialled_with_its_zer
     resp = await client.post("/campaigns", json={"name": "dec", "recipients": rows})
     body = await _error(resp, 422)
     assert body["details"][0]["error"].startswith("ends in '.00', the decimals"), body
+
+
+async def test_a_quoted_cell_after_a_comma_and_a_space_is_one_cell(
+    client: TestClient[Any, Any],
+) -> None:
+    """`+14155550123, "Lee, Ann"` was refused as "has 3 fields but the header names 2
+    columns; quote cells that contain commas", though the cell was quoted (and under a
+    third column, taken with the name '"Lee')."""
+    data = b'phone_number,name\r\n+14155550123, "Lee, Ann"\r\n'
+    resp = await client.post("/campaigns?name=spaced", data=data, headers=CSV_HEADERS)
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["campaign"]["total"] == 1 and created["invalid_row_count"] == 0, created

@@ -365,3 +365,15 @@ def test_a_column_naming_a_campaign_option_is_refused() -> None:
     from common.campaigns.request import QUERY_PARAMS
 
     assert set(QUERY_PARAMS) - {"name", "timezone", "options"} == csv_rows._CAMPAIGN_OPTIONS
+
+
+def test_a_quoted_cell_after_a_comma_and_a_space_is_read_as_quoted() -> None:
+    """`, "Lee, Ann"` was read as two unquoted cells: name '"Lee' and notes ' Ann"', taken
+    without a word (and a header's `, "name"` named no call field but '"name"')."""
+    data = b'phone_number, "name",notes\r\n+14155550123, "Lee, Ann"\r\n+14155550124, "l1\r\nl2"\r\n'
+    result = parse_csv(data)
+    assert result.errors == []
+    assert result.rows == [
+        CsvRow(2, {"phone_number": "+14155550123", "name": "Lee, Ann"}, {}),
+        CsvRow(3, {"phone_number": "+14155550124", "name": "l1\nl2"}, {}),
+    ]
