@@ -76,6 +76,12 @@ def _malformed(raw: str) -> str:
     a digit and is not one of E.164's: "+1415555７７０５" was told to be "'+' then 8 to 15
     digits", which its sender could see it was."""
     why = "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
+    if _SCIENTIFIC.fullmatch(raw.strip()):  # "4.15555E+09": told only the syntax, which
+        # "+4155550000" would pass, and a number rebuilt so is not the one its row had
+        return (
+            f"{why}: this is a number in a spreadsheet's scientific notation, which drops its"
+            " last digits; format the column as text and enter the numbers again"
+        )
     other = next((ch for ch in raw if ch in _OTHER_PLUSES or _other_digit_or_separator(ch)), None)
     if other is None:
         return why
@@ -94,6 +100,11 @@ def _malformed(raw: str) -> str:
         f"must be E.164 with the digits 0-9: {other!r} (U+{ord(other):04X}) is a digit of"
         f" another script or width; write it as {unicodedata.decimal(other)}"
     )
+
+
+# A number as a spreadsheet shows a long one ("4.15555E+09", "1,41556E+10" in a comma
+# decimal locale): its digits past the sixth are gone.
+_SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[eE][+-]?[0-9]+")
 
 
 # The characters that look like E.164's "+" and are not it: full-width (a Japanese or

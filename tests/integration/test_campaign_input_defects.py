@@ -928,3 +928,20 @@ async def test_a_quoted_cell_after_a_comma_and_a_space_is_one_cell(
     created = await resp.json()
     assert resp.status == 201, created
     assert created["campaign"]["total"] == 1 and created["invalid_row_count"] == 0, created
+
+
+async def test_a_number_in_scientific_notation_is_told_so(client: TestClient[Any, Any]) -> None:
+    """Excel shows a long number column as "4.15555E+09" and saves it so: the row was told
+    "'+' then 8 to 15 digits", which a user adding a "+" or its digits back by guess passes
+    with a number that is not the row's."""
+    data = b'phone_number\r\n+14155550131\r\n4.15555E+09\r\n"1,41556E+10"\r\n'
+    resp = await client.post("/campaigns?name=sci", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    told = (
+        f"{E164_ERROR}: this is a number in a spreadsheet's scientific notation, which drops"
+        " its last digits; format the column as text and enter the numbers again"
+    )
+    assert body["details"] == [
+        {"row": 3, "field": "phone_number", "error": told},
+        {"row": 4, "field": "phone_number", "error": told},
+    ]
