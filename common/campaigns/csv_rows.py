@@ -17,7 +17,8 @@ Two kinds of problems:
     or a name additional_params may not use (call_id), malformed quoting, more than `max_rows`;
   * a row is refused (`RowError` in `CsvRows.errors`, the row left out of `rows`): a
     non-blank cell beyond the named columns (typically an unquoted comma that shifted
-    the row), or a blank `phone_number`. Values themselves are validated by the caller.
+    the row), a blank `phone_number`, or a header again (a cell `phone_number`: two lists
+    pasted together). Values themselves are validated by the caller.
 
 Cells are trimmed and a CRLF inside a quoted cell becomes LF; a blank cell is a missing
 value (None for a call field, left out of additional_params). Blank cells past the last
@@ -173,6 +174,13 @@ def parse_csv(
         count += 1
         if count > max_rows:
             raise CsvRejected([RowError(number, "file", f"more than {max_rows} data rows")])
+        if any(cell.lower() == PHONE_FIELD for cell in cells):
+            # Two exports pasted together: the second's header was told "phone_number: must
+            # be E.164", and the rows after one naming the columns otherwise went on being
+            # read in row 1's order.
+            errors.append(_repeated_header(number, cells, columns))
+            refused.append(CsvRow(number, {PHONE_FIELD: None}, errors=(errors[-1],)))
+            continue
         before = len(errors)
         row = _row(number, cells, columns, blank_fields, errors)
         if row is not None:
@@ -181,6 +189,19 @@ def parse_csv(
             phone = cells[phone_at] if phone_at < len(cells) else ""
             refused.append(CsvRow(number, {PHONE_FIELD: phone or None}, errors=(*errors[before:],)))
     return CsvRows(rows, errors, refused)
+
+
+def _repeated_header(number: int, cells: list[str], columns: list[str]) -> RowError:
+    """The refusal of a data row that is a header (a cell of it is `phone_number`)."""
+    names = [cell.lower() for cell in cells if cell]
+    if names == [name.lower() for name in columns if name]:
+        why = "repeats the header (row 1): two lists pasted together? delete this row"
+    else:
+        why = (
+            "is a header naming other columns than row 1 (two lists pasted together?): the"
+            " rows after it are read in row 1's columns; put them in those, and delete this row"
+        )
+    return RowError(number, "row", why)
 
 
 def _decode(data: bytes) -> str:

@@ -945,3 +945,40 @@ async def test_a_number_in_scientific_notation_is_told_so(client: TestClient[Any
         {"row": 3, "field": "phone_number", "error": told},
         {"row": 4, "field": "phone_number", "error": told},
     ]
+
+
+async def test_a_header_pasted_in_again_is_told_as_one(client: TestClient[Any, Any]) -> None:
+    """Two exports pasted together: the second's header row was refused as "phone_number:
+    must be E.164", and one naming its columns in another order said nothing of the rows
+    after it, read in row 1's order."""
+    data = (
+        b"phone_number,name\r\n+14155550131,Ann\r\n"
+        b"Phone_Number,Name\r\n+14155550132,Bob\r\n"
+        b"name,phone_number\r\n"
+    )
+    url = "/campaigns?name=pasted&invalid_rows=skip"
+    resp = await client.post(url, data=data, headers=CSV_HEADERS)
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["invalid_rows"] == [
+        {
+            "row": 3,
+            "field": "row",
+            "error": "repeats the header (row 1): two lists pasted together? delete this row",
+        },
+        {
+            "row": 5,
+            "field": "row",
+            "error": "is a header naming other columns than row 1 (two lists pasted together?):"
+            " the rows after it are read in row 1's columns; put them in those, and delete this"
+            " row",
+        },
+    ]
+    resp = await client.get(f"/campaigns/{created['campaign_id']}/recipients")
+    kept = [(r["row"], r["phone_number"], r["state"]) for r in (await resp.json())["recipients"]]
+    assert [(row, state == "invalid") for row, _, state in kept] == [
+        (2, False),
+        (3, True),
+        (4, False),
+        (5, True),
+    ]
