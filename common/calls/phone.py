@@ -82,6 +82,18 @@ def _malformed(raw: str) -> str:
             f"{why}: this is a number in a spreadsheet's scientific notation, which drops its"
             " last digits; format the column as text and enter the numbers again"
         )
+    written = raw.strip()
+    marked = _FORMULA.fullmatch(written)
+    if marked is not None and compact_e164(marked[1]) is not None:  # ="+14155550123"
+        return (
+            f"{why}: this is a spreadsheet formula of the number; write the number alone,"
+            ' without the formula\'s =" and "'
+        )
+    if written.startswith("'") and compact_e164(written[1:]) is not None:  # '+14155550123
+        return (
+            f"{why}: it starts with an apostrophe, a spreadsheet's mark for text, which is no"
+            " part of the number; remove it"
+        )
     other = next((ch for ch in raw if ch in _OTHER_PLUSES or _other_digit_or_separator(ch)), None)
     if other is None:
         return why
@@ -105,6 +117,10 @@ def _malformed(raw: str) -> str:
 # A number as a spreadsheet shows a long one ("4.15555E+09", "1,41556E+10" in a comma
 # decimal locale): its digits past the sixth are gone.
 _SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[eE][+-]?[0-9]+")
+
+
+# A number a spreadsheet is told to keep as text, ="+14155550123" (how many exports write one).
+_FORMULA = re.compile(r'=\s*"([^"]*)"')
 
 
 # The characters that look like E.164's "+" and are not it: full-width (a Japanese or

@@ -982,3 +982,27 @@ async def test_a_header_pasted_in_again_is_told_as_one(client: TestClient[Any, A
         (4, False),
         (5, True),
     ]
+
+
+async def test_a_number_marked_as_text_for_a_spreadsheet_is_told_so(
+    client: TestClient[Any, Any],
+) -> None:
+    """'+14155550123 (a spreadsheet's text mark) and ="+14155550123" (an export's formula
+    keeping a number as text) were told "'+' then 8 to 15 digits", which they have."""
+    data = b'phone_number\r\n+14155550131\r\n\'+14155550132\r\n"=""+14155550133"""\r\n'
+    resp = await client.post("/campaigns?name=marked", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {
+            "row": 3,
+            "field": "phone_number",
+            "error": f"{E164_ERROR}: it starts with an apostrophe, a spreadsheet's mark for text,"
+            " which is no part of the number; remove it",
+        },
+        {
+            "row": 4,
+            "field": "phone_number",
+            "error": f"{E164_ERROR}: this is a spreadsheet formula of the number; write the"
+            ' number alone, without the formula\'s =" and "',
+        },
+    ]
