@@ -89,6 +89,9 @@ def _malformed(raw: str) -> str:
             f"{why}: this is a spreadsheet formula of the number; write the number alone,"
             ' without the formula\'s =" and "'
         )
+    if written.startswith("00") and compact_e164("+" + written[2:]) is not None:
+        # "0044 20 7946 0958": an international call as dialled from Europe
+        return f"{why}: write '+' in place of its leading 00, the international call prefix"
     if written.startswith("'") and compact_e164(written[1:]) is not None:  # '+14155550123
         return (
             f"{why}: it starts with an apostrophe, a spreadsheet's mark for text, which is no"

@@ -1006,3 +1006,19 @@ async def test_a_number_marked_as_text_for_a_spreadsheet_is_told_so(
             ' number alone, without the formula\'s =" and "',
         },
     ]
+
+
+async def test_a_number_dialled_with_00_is_told_to_use_plus(client: TestClient[Any, Any]) -> None:
+    """ "0044 20 7946 0958" (an international number as dialled from Europe) was told
+    "'+' then 8 to 15 digits" alone, though its 00 is what the "+" stands for."""
+    data = b"phone_number\r\n+14155550131\r\n0044 20 7946 0958\r\n"
+    resp = await client.post("/campaigns?name=zeros", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {
+            "row": 3,
+            "field": "phone_number",
+            "error": f"{E164_ERROR}: write '+' in place of its leading 00, the international"
+            " call prefix",
+        }
+    ]
