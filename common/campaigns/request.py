@@ -639,7 +639,13 @@ def _given_number(value: object) -> str:
 
 def invalid_rows_answer(errors: list[RowError]) -> dict[str, Any]:
     """What a created campaign's answer says of the rows skipped."""
-    return {"invalid_row_count": len(errors), "invalid_rows": listed(errors)}
+    return {"invalid_row_count": rows_of(errors), "invalid_rows": listed(errors)}
+
+
+def rows_of(errors: list[RowError]) -> int:
+    """How many rows `errors` are about: a row refused for its language and its emotion is
+    one row skipped (two errors), as the campaign's `counts.invalid` has it."""
+    return len({e.row for e in errors})
 
 
 def listed(errors: list[RowError]) -> list[dict[str, Any]]:

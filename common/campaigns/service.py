@@ -34,6 +34,7 @@ from common.campaigns.request import (
     RowChecker,
     invalid_rows_answer,
     refused,
+    rows_of,
 )
 from common.campaigns.scheduler import CampaignScheduler
 from common.settings import Settings
@@ -125,7 +126,7 @@ class CampaignService:
         if errors and not options.skip_invalid:
             raise InvalidRows(
                 errors,
-                f"{len(errors)} invalid row(s); fix them, or send invalid_rows=skip",
+                f"{rows_of(errors)} invalid row(s); fix them, or send invalid_rows=skip",
                 refused(errors),
             )
         if count == 0:  # a CSV of its header alone (a JSON list is never empty here)
@@ -169,7 +170,7 @@ class CampaignService:
             campaign_id,
             options.name,
             checker.valid,
-            len(errors),
+            rows_of(errors),
             "skipped" if errors else "",
         )
         self.scheduler.wake()

@@ -1022,3 +1022,24 @@ async def test_a_number_dialled_with_00_is_told_to_use_plus(client: TestClient[A
             " call prefix",
         }
     ]
+
+
+async def test_a_row_refused_for_two_fields_is_counted_as_one_row(
+    client: TestClient[Any, Any],
+) -> None:
+    """A row with a wrong language and a wrong emotion was "2 invalid row(s)", and skipped,
+    invalid_row_count 2, while the campaign's counts.invalid said 1: its user looked for a
+    second bad row that was not there."""
+    data = b"phone_number,language,emotion\r\n+14155550131,en,Calm\r\n"
+    data += b"+14155550132,English,Happy\r\n"
+    resp = await client.post("/campaigns?name=two", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["error"] == "1 invalid row(s); fix them, or send invalid_rows=skip"
+    assert [(d["row"], d["field"]) for d in body["details"]] == [(3, "language"), (3, "emotion")]
+    resp = await client.post(
+        "/campaigns?name=two&invalid_rows=skip", data=data, headers=CSV_HEADERS
+    )
+    created = await resp.json()
+    assert resp.status == 201, created
+    assert created["invalid_row_count"] == 1 == created["campaign"]["counts"]["invalid"]
+    assert len(created["invalid_rows"]) == 2
