@@ -333,7 +333,10 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
             )
     if PHONE_FIELD not in seen:
         why = "the header must have this column"
-        other = next((sep for sep in (";", "\t", "|") if any(sep in c for c in columns)), None)
+        # A header read whole as one column ("phone_number;name") starts with the separator
+        # its file has; one column of several named "Notes; misc" is no sign of one.
+        first = next((name for name in columns if name), "")
+        other = next((sep for sep in (";", "\t", "|") if sep in first), None)
         if other is not None:  # one column named "phone_number;name": another separator
             why += f" (columns are separated by commas, not {other!r})"
         else:  # say what it has: "Phone Number" or "phone" was refused without a word of it

@@ -1043,3 +1043,21 @@ async def test_a_row_refused_for_two_fields_is_counted_as_one_row(
     assert resp.status == 201, created
     assert created["invalid_row_count"] == 1 == created["campaign"]["counts"]["invalid"]
     assert len(created["invalid_rows"]) == 2
+
+
+async def test_a_header_lacking_phone_number_with_a_semicolon_in_a_name_is_told_the_rename(
+    client: TestClient[Any, Any],
+) -> None:
+    """A comma-separated export whose header lacked phone_number and had a column named
+    "Notes; misc" was told "columns are separated by commas, not ';'", which they were,
+    and not to rename its "Phone Number" column."""
+    data = b"Phone Number,Name,Notes; misc\r\n+14155550131,Ann,x\r\n"
+    resp = await client.post("/campaigns?name=semi", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {
+            "field": "row 1: phone_number",
+            "error": "the header must have this column; it names 'Phone Number', 'Name',"
+            " 'Notes; misc': rename 'Phone Number' to phone_number",
+        }
+    ]
