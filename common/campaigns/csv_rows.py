@@ -153,6 +153,19 @@ def parse_csv(
     if header is None or not any(cell.strip() for cell in header[1]):
         what = "the file is empty" if header is None else "row 1 is blank"
         raise CsvRejected([RowError(HEADER_ROW, "header", f"{what}; row 1 must name the columns")])
+    sep = _separator_line(header[1])
+    if sep is not None:
+        # Excel's separator line ("sep=," or "sep=;", which Excel reads and hides): told
+        # "the header must have this column; it names 'sep='", which its user never saw.
+        how = (
+            "delete it, so that row 1 is the header"
+            if sep == ","
+            else f"save the file as CSV UTF-8 (separated by commas, not {sep!r}) with no such line"
+        )
+        line = f"sep={sep}"
+        raise CsvRejected(
+            [RowError(HEADER_ROW, "header", f"row 1 is Excel's separator line {line!r}: {how}")]
+        )
     columns = _columns(header[1], known)
     # Each row starts with every call-field column blank: a row's cost is its own cells,
     # not the header's width (a header of a million columns over short rows).
@@ -202,6 +215,17 @@ def _repeated_header(number: int, cells: list[str], columns: list[str]) -> RowEr
             " rows after it are read in row 1's columns; put them in those, and delete this row"
         )
     return RowError(number, "row", why)
+
+
+def _separator_line(cells: list[str]) -> str | None:
+    """The separator an Excel separator line names ("sep=;" read as one cell, "sep=," as
+    "sep=" and a blank cell), None when row 1 is no such line."""
+    if not cells or any(cell.strip() for cell in cells[1:]):
+        return None
+    found = re.fullmatch(r"sep=(.)", cells[0], re.IGNORECASE)
+    if found is not None:
+        return found[1]
+    return "," if len(cells) == 2 and cells[0].lower() == "sep=" else None
 
 
 def _decode(data: bytes) -> str:

@@ -1061,3 +1061,24 @@ async def test_a_header_lacking_phone_number_with_a_semicolon_in_a_name_is_told_
             " 'Notes; misc': rename 'Phone Number' to phone_number",
         }
     ]
+
+
+async def test_excels_separator_line_is_named_as_such(client: TestClient[Any, Any]) -> None:
+    """A CSV opening with Excel's "sep=," line (which Excel reads and hides) was told "the
+    header must have this column; it names 'sep='", of a row its user never saw."""
+    data = b"sep=,\r\nphone_number,name\r\n+14155550131,Ann\r\n"
+    resp = await client.post("/campaigns?name=sep", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["details"] == [
+        {
+            "field": "row 1: header",
+            "error": "row 1 is Excel's separator line 'sep=,': delete it, so that row 1 is the"
+            " header",
+        }
+    ]
+    resp = await client.post("/campaigns?name=sep", data=b"sep=;\r\n", headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert body["details"][0]["error"] == (
+        "row 1 is Excel's separator line 'sep=;': save the file as CSV UTF-8 (separated by"
+        " commas, not ';') with no such line"
+    )
