@@ -1082,3 +1082,17 @@ async def test_excels_separator_line_is_named_as_such(client: TestClient[Any, An
         "row 1 is Excel's separator line 'sep=;': save the file as CSV UTF-8 (separated by"
         " commas, not ';') with no such line"
     )
+
+
+async def test_a_number_with_its_extension_is_told_to_drop_it(
+    client: TestClient[Any, Any],
+) -> None:
+    """ "+1 415 555 0123 ext. 45" (a CRM's number with its extension) was told "'+' then 8
+    to 15 digits" alone."""
+    data = b"phone_number\r\n+14155550131\r\n+1 415 555 0123 ext. 45\r\n+14155550124 x7\r\n"
+    resp = await client.post("/campaigns?name=ext", data=data, headers=CSV_HEADERS)
+    body = await _error(resp, 422)
+    assert [d["error"] for d in body["details"]] == [
+        f"{E164_ERROR}: an extension is not dialled; remove it ('ext.' and after)",
+        f"{E164_ERROR}: an extension is not dialled; remove it ('x' and after)",
+    ]
