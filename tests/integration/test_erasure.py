@@ -619,3 +619,28 @@ async def test_an_erasure_whose_commit_was_lost_still_erases_the_set_aside_copie
     assert again.status == 200, await again.text()
     assert b"Alice Smith" not in kept_in_files(client)
     assert not any(b"Alice Smith" in p.read_bytes() for p in config_path.parent.glob("*.corrupt-*"))
+
+
+async def test_an_invalid_row_whose_number_has_spaces_is_found_by_its_erasure(
+    start_app: AppFactory,
+) -> None:
+    """A row skipped for its language (a name from a column shifted, which its error
+    quotes) kept its number as written, "+1 650 200 7700": an erasure of +16502007700 found
+    no recipient (recipients_erased 0) and the error kept 'Bob Ray' for good."""
+    client = await start_app(sandbox_time_scale=SCALE, calls_api_token=TOKEN)
+    csv = f"phone_number,language\n{ANN},en\n+1 650 200 7700,Bob Ray\n"
+    created = await upload(client, csv, invalid_rows="skip")
+    assert created["invalid_row_count"] == 1
+    assert b"Bob Ray" in kept_in_files(client)
+
+    resp = await client.post("/calls/erase", json={"phone_number": BOB}, headers=AUTH)
+
+    answer = await resp.json()
+    assert resp.status == 200, answer
+    assert answer["recipients_erased"] == 1
+    url = f"/campaigns/{created['campaign_id']}/recipients"
+    rows = (await (await client.get(url, headers=AUTH)).json())["recipients"]
+    assert [(r["phone_number"], r["errors"]) for r in rows][1] == (
+        BOB,
+        [{"field": "language", "error": ERASED_ERROR}],
+    )
