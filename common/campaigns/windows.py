@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import zoneinfo
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -309,6 +310,20 @@ ROW_ZONE = "timezone"  # a recipient's own zone: its additional_params key (a CS
 _ZONE_KEY_SEPARATORS = re.compile(r"[\s_.-]+")
 
 
+def is_zone_key(key: object) -> bool:
+    """Whether an additional_params key names a recipient's own zone: `timezone` in any case
+    and spelling of the two words, as a spreadsheet writes it (NFKC: full-width letters), with
+    invisible characters (a BOM or zero-width space pasted into a header cell) not counted:
+    such a column went to the agent alone and the hours were read in the number's zones."""
+    if not isinstance(key, str):
+        return False
+    if not key.isascii():  # (no ASCII character is invisible: the usual header's cost alone)
+        key = "".join(
+            c for c in unicodedata.normalize("NFKC", key) if unicodedata.category(c) != "Cf"
+        )
+    return _ZONE_KEY_SEPARATORS.sub("", key.lower()) == ROW_ZONE
+
+
 def given_zone(*params: object) -> tuple[str, object] | None:
     """The first `timezone` of these additional_params objects, as (its key, its value), a
     blank one being none; None when none gives one. The key in any case and spelling of the
@@ -318,7 +333,7 @@ def given_zone(*params: object) -> tuple[str, object] | None:
         if not isinstance(given, dict):
             continue
         for key, value in given.items():
-            if isinstance(key, str) and _ZONE_KEY_SEPARATORS.sub("", key.lower()) == ROW_ZONE:
+            if is_zone_key(key):
                 if value is None or (isinstance(value, str) and not value.strip()):
                     break
                 return key, value
