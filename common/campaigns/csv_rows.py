@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from common.calls.request import FIELDS
+from common.campaigns.windows import is_zone_key
 from common.config_store.model import RESERVED_KEYS
 from common.text import shown_text
 
@@ -300,6 +301,7 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
         )
     errors: list[RowError] = []
     seen: dict[str, int] = {}
+    zone_at: int | None = None  # the column of the recipient's own time zone
     for index, name in enumerate(columns, start=1):
         if not name:
             continue
@@ -308,6 +310,18 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
             errors.append(RowError(HEADER_ROW, name, f"column {index} repeats column {seen[key]}"))
         else:
             seen[key] = index
+            if is_zone_key(name):
+                if zone_at is not None:  # "timezone" and "Time Zone": one read, one not
+                    errors.append(
+                        RowError(
+                            HEADER_ROW,
+                            name,
+                            f"column {index} names the recipient's time zone, as column"
+                            f" {zone_at} does; keep one",
+                        )
+                    )
+                else:
+                    zone_at = index
         spelled = _SEPARATORS.sub("_", key)
         if spelled != key and spelled in known and spelled != PHONE_FIELD:  # (said below)
             # "First Message", "webhook url": set no call field, but went to additional_params

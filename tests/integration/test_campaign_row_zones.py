@@ -297,3 +297,22 @@ async def test_a_zone_column_with_an_invisible_character_is_still_the_rows_zone(
         assert resp.status == 422, (header, await resp.text())
         details = (await resp.json())["details"]
         assert [(d["row"], d["field"]) for d in details] == [(2, header)], details
+
+
+async def test_two_columns_naming_the_rows_zone_are_refused(
+    client: TestClient[Any, Any],
+) -> None:
+    # "timezone" and "Time Zone" (two lists' columns merged): the first was read for the
+    # calling hours, the other went to the agent alone, unchecked (Sydney here, never open
+    # with New York's hours, was not said).
+    csv = f"phone_number,timezone,Time Zone\n{NEW_YORK},America/New_York,Australia/Sydney\n"
+    resp = await client.post(
+        "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["details"] == [
+        {
+            "field": "row 1: Time Zone",
+            "error": "column 3 names the recipient's time zone, as column 2 does; keep one",
+        }
+    ]
