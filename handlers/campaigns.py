@@ -101,7 +101,7 @@ UPLOAD_BODIES: dict[str, dict[str, Any]] = {
         " language, emotion, first_message, webhook_url map to call fields; other columns"
         " go to additional_params, but for ringing_timeout_s, max_duration_s, voicemail and"
         " analysis, refused: set them in defaults, and a call field in other words, First"
-        " Message, refused: rename it), then a row per recipient; options in the"
+        " Message or FirstMessage, refused: rename it), then a row per recipient; options in the"
         " query. A `timezone` column (an IANA zone, or blank) is the recipient's own, read"
         " as additional_params.timezone is",
     },

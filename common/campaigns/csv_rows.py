@@ -83,8 +83,9 @@ _CAMPAIGN_OPTIONS = frozenset(
         "invalid_rows",
     }
 )
-# What a spreadsheet puts between a call field's words ("First Message", "webhook-url").
-_SEPARATORS = re.compile(r"[\s.-]+")
+# What a spreadsheet puts between a call field's words ("First Message", "webhook-url"), or
+# nothing at all ("FirstMessage", a CRM export's): a name is compared without them.
+_SEPARATORS = re.compile(r"[\s._-]+")
 
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
@@ -300,6 +301,8 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
             [RowError(HEADER_ROW, "header", f"names {named} columns; at most {MAX_COLUMNS}")]
         )
     errors: list[RowError] = []
+    fields = {_SEPARATORS.sub("", name): name for name in known}
+    options = {_SEPARATORS.sub("", name): name for name in _CAMPAIGN_OPTIONS}
     seen: dict[str, int] = {}
     zone_at: int | None = None  # the column of the recipient's own time zone
     for index, name in enumerate(columns, start=1):
@@ -322,7 +325,8 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
                     )
                 else:
                     zone_at = index
-        spelled = _SEPARATORS.sub("_", key)
+        squeezed = _SEPARATORS.sub("", key)
+        spelled = fields.get(squeezed) or options.get(squeezed, "")
         if spelled != key and spelled in known and spelled != PHONE_FIELD:  # (said below)
             # "First Message", "webhook url": set no call field, but went to additional_params
             # unsaid: each call opened with the default greeting, its events to another URL.

@@ -347,6 +347,22 @@ def test_a_column_spelled_as_a_call_field_in_words_is_told_to_be_renamed() -> No
     assert error.field == "phone_number"
 
 
+def test_a_column_spelled_as_a_call_field_or_an_option_run_together_is_refused() -> None:
+    """A CRM export's "FirstMessage", "WebhookURL" or "StartAt" went to additional_params
+    unsaid, as "First Message" did: each call greeted with the default first message, its
+    events went to the default webhook, each row was called at the campaign's time."""
+    errors = rejected(
+        b"phone_number,FirstMessage,WebhookURL,DynamicInstruction,StartAt,FirstName\n"
+        b"+14155550123,Hi,https://example.com/h,Be brief,x,Al\n"
+    )
+    assert [(e.field, e.error.split(",")[0]) for e in errors] == [
+        ("FirstMessage", "column 2 is not the call field first_message"),
+        ("WebhookURL", "column 3 is not the call field webhook_url"),
+        ("DynamicInstruction", "column 4 is not the call field dynamic_instruction"),
+        ("StartAt", "column 5 names the campaign option start_at"),
+    ]
+
+
 def test_a_column_naming_a_campaign_option_is_refused() -> None:
     """A start_at column went to additional_params: each row was called at the campaign's
     time, not its own, with nothing said."""
