@@ -42,9 +42,10 @@ from common.campaigns.windows import (
     parse_window,
     recipient_zones,
     row_zone_problem,
+    second_zone,
 )
 from common.json_values import RepeatedKey, unique_keys
-from common.text import shown_text, visible_name
+from common.text import quoted, shown_text, visible_name
 
 MAX_NAME_CHARS = 200
 MAX_RECIPIENTS = 100_000
@@ -152,7 +153,13 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
     zone = given_zone(defaults.get("additional_params"))
     if zone is not None and (why := row_zone_problem(zone[1])) is not None:
         errors.append(FieldError(f"defaults.additional_params.{zone[0]}", why))
+    if (keys := second_zone(defaults.get("additional_params"))) is not None:
+        errors.append(FieldError(f"defaults.additional_params.{keys[1]}", _twice(keys[0])))
     return defaults
+
+
+def _twice(first: str) -> str:
+    return f"names the recipient's time zone, as {quoted(first)} does: keep one"
 
 
 def _hinted(error: FieldError) -> str:
@@ -520,6 +527,10 @@ class RowChecker:
         if zone is not None and (why := row_zone_problem(zone[1])) is not None:
             where = f"{row.prefix}additional_params.{zone[0]}" if row.prefix else zone[0]
             zone_errors.append(RowError(row.row_number, where, why))
+        # (a CSV's header naming two was refused as a whole)
+        if row.prefix and (keys := second_zone(row.fields.get("additional_params"))):
+            where = f"{row.prefix}additional_params.{keys[1]}"
+            zone_errors.append(RowError(row.row_number, where, _twice(keys[0])))
         try:
             call = self._rules.parse(merged(self._spec.defaults, row.fields))
         except InvalidCall as exc:

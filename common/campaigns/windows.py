@@ -340,6 +340,20 @@ def given_zone(*params: object) -> tuple[str, object] | None:
     return None
 
 
+def second_zone(params: object) -> tuple[str, str] | None:
+    """Of an additional_params object giving the recipient's own zone under two keys
+    ("timezone" and "time_zone", a CRM record's both), (the first key, the second): one is
+    read for the calling hours, the other went to the agent alone, unchecked."""
+    if not isinstance(params, dict):
+        return None
+    given = [
+        key
+        for key, value in params.items()
+        if is_zone_key(key) and value is not None and (not isinstance(value, str) or value.strip())
+    ]
+    return (given[0], given[1]) if len(given) > 1 else None
+
+
 def row_zone_problem(value: object) -> str | None:
     """Why a recipient's `timezone` is not a zone to read its calling hours in, or None."""
     if isinstance(value, str) and is_zone(value):

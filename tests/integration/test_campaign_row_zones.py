@@ -316,3 +316,35 @@ async def test_two_columns_naming_the_rows_zone_are_refused(
             "error": "column 3 names the recipient's time zone, as column 2 does; keep one",
         }
     ]
+
+
+async def test_a_json_rows_zone_under_two_keys_is_refused(client: TestClient[Any, Any]) -> None:
+    # A CRM record's timezone and time_zone: the first was read for the calling hours, the
+    # other went to the agent alone, unchecked (Sydney, never open with New York, unsaid).
+    both = {"timezone": "America/New_York", "time_zone": "Australia/Sydney"}
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "defaults": {"additional_params": both},
+            "recipients": [{"phone_number": NEW_YORK, "additional_params": both}],
+        },
+    )
+    assert resp.status == 422, await resp.text()
+    details = (await resp.json())["details"]
+    said = "names the recipient's time zone, as 'timezone' does: keep one"
+    assert [(d.get("row"), d["field"], d["error"]) for d in details] == [
+        (None, "defaults.additional_params.time_zone", said),
+    ]
+    resp = await client.post(
+        "/campaigns",
+        json={
+            "name": "json",
+            "recipients": [{"phone_number": NEW_YORK, "additional_params": both}],
+        },
+    )
+    assert resp.status == 422, await resp.text()
+    details = (await resp.json())["details"]
+    assert [(d.get("row"), d["field"], d["error"]) for d in details] == [
+        (0, "recipients[0].additional_params.time_zone", said),
+    ]
