@@ -248,8 +248,12 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
     await wait_status(client, created["campaign_id"], "completed", timeout=15)
     starts = [d.started for d in client.app[SANDBOX].dials]
     # The pace holds after the step back (the dials are timed by the real clock: the second
-    # went at once, the campaign's clock moved two hours on by the test as the first went)
-    assert all(b - a >= 0.45 for a, b in zip(starts[1:], starts[2:], strict=False)), starts
+    # went at once, the campaign's clock moved two hours on by the test as the first went):
+    # no burst, 2 a second over the last three. Each arrives at the sandbox after its slot by
+    # however long its placing took, so one gap of a loaded run may be short of 0.5 s by that
+    # (0.45 failed once with 4 workers on 2 cores); a burst would be about 0.
+    gaps = [b - a for a, b in zip(starts[1:], starts[2:], strict=False)]
+    assert all(gap >= 0.25 for gap in gaps) and starts[3] - starts[1] >= 0.8, starts
 
 
 async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step(
