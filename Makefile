@@ -27,12 +27,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Four workers (each starts its own PostgreSQL cluster when it needs one): most tests wait on
+# Three workers (each starts its own PostgreSQL cluster when it needs one): most tests wait on
 # sockets, subprocesses and sleeps, and with one worker per core (2 here) the suite kept 0.9 of
-# a core busy and took 377 s; with 4 it took 280 s. The 20 slowest tests are listed at the end
-# (the suite is meant to stay under 5 minutes). `$(BIN)/pytest path/to/test.py` alone runs in
-# one process.
-PYTEST_WORKERS ?= 4
+# a core busy and took 377 s; with 3 it took 280 s, as fast as 4 (280-303 s) with less
+# contention for the timed process tests. The 20 slowest tests are listed at the end (the
+# suite is meant to stay under 5 minutes). `$(BIN)/pytest path/to/test.py` alone runs in one
+# process.
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=20
 
