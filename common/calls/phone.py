@@ -76,13 +76,13 @@ def _malformed(raw: str) -> str:
     a digit and is not one of E.164's: "+1415555７７０５" was told to be "'+' then 8 to 15
     digits", which its sender could see it was."""
     why = "must be E.164: '+' then 8 to 15 digits, e.g. +14155550123"
-    if _SCIENTIFIC.fullmatch(raw.strip()):  # "4.15555E+09": told only the syntax, which
+    written = raw.strip()
+    if _SCIENTIFIC.fullmatch(written):  # "4.15555E+09": told only the syntax, which
         # "+4155550000" would pass, and a number rebuilt so is not the one its row had
         return (
             f"{why}: this is a number in a spreadsheet's scientific notation, which drops its"
             " last digits; format the column as text and enter the numbers again"
         )
-    written = raw.strip()
     marked = _FORMULA.fullmatch(written)
     if marked is not None and compact_e164(marked[1]) is not None:  # ="+14155550123"
         return (
