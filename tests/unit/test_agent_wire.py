@@ -21,7 +21,7 @@ import math
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -754,12 +754,12 @@ async def openai_never_answering(aiohttp_server: AiohttpServer) -> tuple[FakeOpe
     return FakeOpenAI(await aiohttp_server(app), [], []), asked
 
 
-async def cartesia_never_answering(
+async def cartesia_sending_no_audio(
     aiohttp_server: AiohttpServer,
-) -> tuple[FakeCartesia, list[float]]:
-    """Cartesia's websocket taking each generation request and never sending audio (nor
-    `done`): the times each context's first request came."""
-    asked: list[float] = []
+    on_context: Callable[[web.WebSocketResponse, str], Awaitable[None]],
+) -> FakeCartesia:
+    """Cartesia's websocket sending no audio: `on_context(ws, context_id)` once for each
+    context's first generation request, and nothing else."""
 
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -770,12 +770,25 @@ async def cartesia_never_answering(
                 context_id = json.loads(msg.data)["context_id"]
                 if context_id not in contexts:
                     contexts.add(context_id)
-                    asked.append(asyncio.get_running_loop().time())
+                    await on_context(ws, context_id)
         return ws
 
     app = web.Application()
     app.router.add_get("/tts/websocket", websocket)
-    return FakeCartesia(await aiohttp_server(app), []), asked
+    return FakeCartesia(await aiohttp_server(app), [])
+
+
+async def cartesia_never_answering(
+    aiohttp_server: AiohttpServer,
+) -> tuple[FakeCartesia, list[float]]:
+    """Cartesia's websocket taking each generation request and never sending audio (nor
+    `done`): the times each context's first request came."""
+    asked: list[float] = []
+
+    async def note(_ws: web.WebSocketResponse, _context_id: str) -> None:
+        asked.append(asyncio.get_running_loop().time())
+
+    return await cartesia_sending_no_audio(aiohttp_server, note), asked
 
 
 async def greet_until_closed(
@@ -851,22 +864,11 @@ async def cartesia_with_an_unknown_voice(aiohttp_server: AiohttpServer) -> FakeC
     """Cartesia's websocket answering each context's first request with the error a voice
     id it does not know gets (`done`: the context is over), and no audio."""
 
-    async def websocket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        contexts: set[str] = set()
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                context_id = json.loads(msg.data)["context_id"]
-                if context_id not in contexts:
-                    contexts.add(context_id)
-                    error = {"type": "error", "context_id": context_id, "status_code": 400}
-                    await ws.send_json(error | {"done": True, "error": "Voice not found"})
-        return ws
+    async def refuse(ws: web.WebSocketResponse, context_id: str) -> None:
+        error = {"type": "error", "context_id": context_id, "status_code": 400}
+        await ws.send_json(error | {"done": True, "error": "Voice not found"})
 
-    app = web.Application()
-    app.router.add_get("/tts/websocket", websocket)
-    return FakeCartesia(await aiohttp_server(app), [])
+    return await cartesia_sending_no_audio(aiohttp_server, refuse)
 
 
 @pytest.mark.usefixtures("loopback_only", "http")
