@@ -28,7 +28,12 @@ def build_stt(plan: SessionPlan, settings: Settings) -> deepgram.STT:
     from livekit.plugins import deepgram
 
     return deepgram.STT(
-        model=plan.stt.model, language=plan.stt.language, api_key=settings.deepgram_api_key
+        model=plan.stt.model,
+        language=plan.stt.language,
+        api_key=settings.deepgram_api_key,
+        # Deepgram keeps a request's audio and transcript to train its models unless told
+        # not to (mip_opt_out): a callee's voice, heard without their agreement to that.
+        mip_opt_out=settings.deepgram_mip_opt_out,
     )
 
 

@@ -603,6 +603,12 @@ class Settings:
         "https://api.openai.com/v1).",
     )
     deepgram_api_key: str = setting("", _api_key, "Agent STT key (nova-3).", secret=True)
+    deepgram_mip_opt_out: bool = setting(
+        True,
+        _boolean,
+        "Each call's audio opted out of Deepgram's Model Improvement Program (Deepgram keeps it"
+        " only while transcribing; the callee never agreed to more); 0 takes part.",
+    )
     cartesia_api_key: str = setting("", _api_key, "Agent TTS key (sonic-3).", secret=True)
     cartesia_voice_id: str = setting(
         DEFAULT_CARTESIA_VOICE_ID,

@@ -22,7 +22,7 @@ import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import pytest
@@ -39,7 +39,7 @@ from pytest_aiohttp import AiohttpServer
 from agent.plan import SessionPlan, plan_session
 from agent.session import build_llm, build_session, build_stt, build_tts
 from common.config_store.model import CallConfig, CallOptions
-from common.settings import Settings
+from common.settings import Settings, settings_from_env
 from tests.helpers import NullControl
 
 TIMEOUT_S = 5.0
@@ -551,6 +551,29 @@ async def test_deepgram_gets_the_calls_language_and_model(aiohttp_server: Aiohtt
     finals = [e for e in events if e.type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT]
     assert [e.alternatives[0].text for e in finals] == ["Sí, dígame."]
     assert finals[0].alternatives[0].language == "es"
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+@pytest.mark.parametrize(("opt_out", "sent"), [(None, "true"), ("0", "false")])
+async def test_deepgram_is_told_not_to_keep_the_callees_voice(
+    aiohttp_server: AiohttpServer, opt_out: str | None, sent: str
+) -> None:
+    """Deepgram keeps a request's audio to train its models unless `mip_opt_out=true`: by
+    default every call's recognition says so (DEEPGRAM_MIP_OPT_OUT=0 takes part)."""
+    stand_in = await fake_deepgram(aiohttp_server, heard_in)
+    settings = settings_for()
+    if opt_out is not None:
+        settings = replace(
+            settings,
+            deepgram_mip_opt_out=settings_from_env(
+                {"DEEPGRAM_MIP_OPT_OUT": opt_out}
+            ).deepgram_mip_opt_out,
+        )
+    plan = plan_session(CARLOS, settings, call_id=CARLOS.call_id)
+    await listen(point_stt(build_stt(plan, settings), stand_in))
+
+    [conn] = stand_in.sockets
+    assert conn.query["mip_opt_out"] == sent
 
 
 class PhoneLine(io.AudioOutput):
