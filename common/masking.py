@@ -17,6 +17,8 @@ LOG_TEXT_CHARS = 80
 # A call id in log text (`call-<12 hex>`): kept whole by the masking, and the call a line is
 # about when it was logged without the field.
 CALL_ID_IN_TEXT = re.compile(r"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
+# A campaign id in log text (`cmp-<12 hex>`): the campaign a line is about, likewise.
+CAMPAIGN_ID_IN_TEXT = re.compile(r"cmp-[0-9a-f]{12}(?![0-9a-zA-Z])")
 
 
 def clip_for_log(text: str, limit: int = LOG_TEXT_CHARS) -> str:

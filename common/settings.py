@@ -30,7 +30,7 @@ from yarl import URL
 
 from common.config_store.model import LANGUAGES
 from common.contracts import REPORTS_PATH
-from common.masking import CALL_ID_IN_TEXT
+from common.masking import CALL_ID_IN_TEXT, CAMPAIGN_ID_IN_TEXT
 
 # Clearly-marked development credentials, accepted only by the embedded sandbox.
 DEV_API_KEY = "devkey-sandbox-only"
@@ -1063,8 +1063,10 @@ def environment(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str
 
 _JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
-# Fields our log calls pass as `extra=` that JSON logs carry as fields of their own.
-_JSON_FIELDS = ("call_id", "status")
+# Fields our log calls pass as `extra=` that JSON logs carry as fields of their own; a call
+# or campaign named in a line's text and not passed is carried too.
+_JSON_FIELDS = ("call_id", "campaign_id", "status")
+_JSON_IDS_IN_TEXT = (("call_id", CALL_ID_IN_TEXT), ("campaign_id", CAMPAIGN_ID_IN_TEXT))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -1082,8 +1084,9 @@ class _JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 doc[name] = value
-        if "call_id" not in doc and (named := CALL_ID_IN_TEXT.search(message)) is not None:
-            doc["call_id"] = named.group()  # a line about one call, logged without the field
+        for name, pattern in _JSON_IDS_IN_TEXT:
+            if name not in doc and (named := pattern.search(message)) is not None:
+                doc[name] = named.group()  # a line about one, logged without the field
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         # JSON escapes the control characters; these three end a line for some readers too.

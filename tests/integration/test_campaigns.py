@@ -5,6 +5,7 @@ sandbox's own dial log, calling windows per time zone with a moved clock, and co
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -23,6 +24,7 @@ from common.calls.request import RequestRules
 from common.calls.service import LISTED_WHILE_PLACING
 from common.campaigns import scheduler as campaign_scheduler
 from common.campaigns.request import QUERY_PARAMS, Row, RowChecker, json_rows, parse_options
+from common.settings import Settings, configure_logging
 from common.storage import campaign_programs
 from common.storage.base import DatabaseError
 from handlers import campaigns as campaigns_handlers
@@ -1872,3 +1874,34 @@ async def test_a_campaign_created_just_before_the_clock_steps_back_goes_on(
     await wait_for(next_call_before_its_start, timeout=10)
     await wait_for(lambda: dialled(3), timeout=15)
     await wait_status(client, created["campaign_id"], "completed", timeout=15)
+
+
+async def test_json_logs_carry_the_campaign_as_a_field(
+    start_app: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON logs carried `call_id` as a field, never the campaign: an operator filtering last
+    night's list by `campaign_id` found none of its lines (its start, its calls, its end)."""
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging(dataclasses.replace(Settings(), log_format="json"))
+    try:
+        body = {"name": "Night list", "recipients": [{"phone_number": us(0, "7700")}]}
+        campaign_id = (await create(client, body))["campaign_id"]
+        await wait_status(client, campaign_id, "completed", timeout=10)
+        err: list[str] = []
+
+        async def said_completed() -> bool:
+            err.append(capsys.readouterr().err)
+            return f"campaign {campaign_id} (Night list) completed" in "".join(err)
+
+        await wait_for(said_completed, timeout=5)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    docs = [json.loads(line) for line in "".join(err).splitlines() if line]
+    naming = [d for d in docs if campaign_id in d["msg"]]
+    assert any("completed" in d["msg"] for d in naming), naming
+    assert all(d.get("campaign_id") == campaign_id for d in naming), naming
