@@ -38,6 +38,7 @@ from common.calls.service import (
     count_events,
     log_status_change,
     resolve_webhook_host,
+    warn_of_trunk_faults,
 )
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import CampaignService, log_campaign_completed
@@ -54,6 +55,7 @@ from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.notify.guard import AddressRefused, PooledResolver, UnsafeWebhookUrl
 from common.own_threads import OwnThreads
+from common.repeats import Repeats
 from common.settings import (
     Settings,
     SettingsError,
@@ -205,6 +207,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     events = EventDispatcher(app[STORE], clock=time.time, lease_s=settings.claim_lease_s)
     events.subscribe("log", log_status_change)
+    events.subscribe("trunk faults", warn_of_trunk_faults(Repeats()))
     events.subscribe("log campaigns", log_campaign_completed)
     events.subscribe("metrics", count_events(app[METRICS]))
     sender: WebhookSender | None = None

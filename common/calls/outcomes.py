@@ -9,6 +9,7 @@ the agent sets for voicemail) is reduced to a `Signal`; `next_state` is one pure
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -125,6 +126,36 @@ class Change:
     no_report: bool = False
     """No agent can report on the call (none was dispatched to it, or none joined it): a
     final change shows its report `unavailable` at once rather than after REPORT_WAIT_S."""
+
+
+# SIP answers that blame the trunk, not the callee: the carrier refused the trunk's
+# credentials (401, 407), refused the trunk's account or the caller number it sends (403), or
+# failed itself (5xx), and a line LiveKit's SIP service dropped unanswered (DROPPED_UNANSWERED:
+# how the bridge reports a carrier's 5xx, a network or DNS error). One such call is a status;
+# every call so is a trunk to fix.
+_TRUNK_FAULTS = {
+    401: "the carrier refused the trunk's credentials: check its username and password",
+    407: "the carrier refused the trunk's credentials: check its username and password",
+    403: (
+        "the carrier refused the call: check the trunk's credentials, its account (credit,"
+        " the destinations it may call) and the caller number it sends"
+    ),
+}
+_SIP_REASON = re.compile(r"SIP ([1-6][0-9]{2})")
+
+
+def trunk_fault(reason: str | None) -> str | None:
+    """What a call's `reason` (`SIP 403`) says of the outbound trunk, if it blames the trunk
+    rather than the callee; else None (pure)."""
+    if reason == DROPPED_UNANSWERED:
+        return "check the trunk's address and transport, and whether the carrier is up"
+    match = _SIP_REASON.fullmatch(reason or "")
+    if match is None:
+        return None
+    code = int(match.group(1))
+    if 500 <= code <= 599:
+        return "the carrier or the trunk failed"
+    return _TRUNK_FAULTS.get(code)
 
 
 def status_for_sip_code(code: int) -> Status | None:

@@ -34,7 +34,7 @@ from common.calls.errors import (
     OnDoNotCallList,
     UnknownCall,
 )
-from common.calls.events import CALL_ANSWERED, STATUS_EVENTS, EventDispatcher
+from common.calls.events import CALL_ANSWERED, CALL_ENDED, STATUS_EVENTS, EventDispatcher
 from common.calls.models import (
     Applied,
     AttemptRef,
@@ -56,6 +56,7 @@ from common.calls.outcomes import (
     next_state,
     signal_from_event,
     status_for_sip_code,
+    trunk_fault,
 )
 from common.calls.phone import listed_forms
 from common.calls.request import OutboundCall
@@ -2003,8 +2004,32 @@ async def log_status_change(event: CallEvent) -> None:
         data["status"],
         _seconds_between(data.get("created_at"), event.created_at, data.get("ended_at")),
         f" [{reason}]" if reason and data["status"] in {s.value for s in FINAL_STATUSES} else "",
-        extra={"call_id": event.call_id, "status": data["status"]},
+        extra={"call_id": event.call_id, "status": data["status"], "campaign_id": campaign_id},
     )
+
+
+def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    """A WARNING for a call that failed at the carrier in a way that blames the outbound
+    trunk (SIP 401/403/407, 5xx), once a minute per kind (`repeats`): a trunk refused by its
+    carrier fails every call, each otherwise one INFO status line among the others."""
+
+    async def warn(event: CallEvent) -> None:
+        reason = event.data.get("reason")
+        if event.type != CALL_ENDED or event.data.get("status") != Status.FAILED.value:
+            return
+        fault = trunk_fault(reason if isinstance(reason, str) else None)
+        if fault is not None and (more := repeats.due(fault)) is not None:
+            logger.warning(
+                "call %s failed: %s; %s (the outbound trunk SIP_OUTBOUND_TRUNK_ID names, in"
+                " LiveKit): while calls fail so, no call reaches anyone%s",
+                event.call_id,
+                reason,
+                fault,
+                more,
+                extra={"call_id": event.call_id, "status": Status.FAILED.value},
+            )
+
+    return warn
 
 
 def count_events(metrics: Metrics) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:

@@ -1031,3 +1031,30 @@ async def test_a_call_whose_room_is_gone_is_not_said_to_have_had_no_agent(
     call = await (await client.get(f"/calls/{call_id}")).json()
     assert call["status"] not in FINAL, call
     assert not [e for e in call["timeline"] if e["event"] == "no_agent"]
+
+
+async def test_calls_failing_at_the_trunk_are_a_warning_once_a_minute(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trunk its carrier refuses (or a dead carrier) fails every call, each said only by
+    its INFO status line among the others: nothing stood out at 3 a.m. The first is now a
+    WARNING naming the trunk, the next ones in the minute held back; a busy line is none."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
+    client = await start_app(sandbox_time_scale=0.0)
+    busy = await wait_final(client, await place(client, "+14155550486"))
+    first = await wait_final(client, await place(client, "+14155550503"))
+    second = await wait_final(client, await place(client, "+14155550503"))
+    assert (busy["status"], first["status"], second["status"]) == ("busy", "failed", "failed")
+
+    async def warned() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "no call reaches anyone" in r.getMessage()
+        ]
+
+    await wait_for(warned, timeout=5)
+    await asyncio.sleep(0.2)  # the second call's event is handled as soon as the first's
+    [line] = await warned()
+    assert first["call_id"] in line.getMessage()
+    assert "SIP_OUTBOUND_TRUNK_ID" in line.getMessage()

@@ -26,6 +26,7 @@ from common.calls.outcomes import (
     next_state,
     signal_from_event,
     status_for_sip_code,
+    trunk_fault,
 )
 from common.calls.service import NEVER_DIALLED as NOBODY_CALLED
 from common.livekit.events import RoomEvent
@@ -880,3 +881,27 @@ def test_a_room_reason_is_kept_as_text_every_database_can_hold() -> None:
     assert reason is not None and len(reason) == 200
     assert "\x00" not in reason and "\n" not in reason and reason.startswith("bad")
     reason.encode()  # no lone surrogate left
+
+
+@pytest.mark.parametrize(
+    ("reason", "blames_the_trunk"),
+    [
+        ("SIP 401", True),
+        ("SIP 403", True),
+        ("SIP 407", True),
+        ("SIP 500", True),
+        ("SIP 503", True),
+        (DROPPED_UNANSWERED, True),
+        ("SIP 486", False),  # busy: the callee
+        ("SIP 404", False),  # no such number: the client's data
+        ("SIP 480", False),
+        ("SIP 4031", False),
+        ("sip 503", False),
+        ("connection aborted", False),
+        (None, False),
+    ],
+)
+def test_trunk_faults_are_the_answers_that_blame_the_trunk(
+    reason: str | None, blames_the_trunk: bool
+) -> None:
+    assert (trunk_fault(reason) is not None) is blames_the_trunk
