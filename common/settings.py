@@ -394,10 +394,10 @@ def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
 
 
 def _webhook_secret(name: str, raw: str) -> str:
-    from common.notify.signing import parse_secret
+    from common.notify.signing import parse_secrets
 
     try:
-        return parse_secret(raw)
+        return parse_secrets(raw)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
 
@@ -563,7 +563,8 @@ class Settings:
     calls_webhook_secret: str | None = setting(
         None,
         _webhook_secret,
-        "Signs customer webhooks (Standard Webhooks): whsec_ + base64 of >= 24 bytes.",
+        "Signs customer webhooks (Standard Webhooks): whsec_ + base64 of >= 24 bytes; several,"
+        " comma-separated, to rotate it (each delivery is signed with each).",
         secret=True,
     )
     calls_webhook_allow_private: bool = setting(

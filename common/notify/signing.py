@@ -28,6 +28,7 @@ __all__ = [
     "SECRET_PREFIX",
     "WebhookVerificationError",
     "parse_secret",
+    "parse_secrets",
     "sign",
     "verify",
 ]
@@ -58,6 +59,27 @@ def parse_secret(value: str) -> str:
     return secret
 
 
+def parse_secrets(value: str) -> str:
+    """`value` as the signing secrets, comma-separated (`whsec_new,whsec_old` while receivers
+    move to a new one: every delivery is signed with each, and a receiver that checks either
+    accepts it), each as `parse_secret` takes it; ValueError naming the one that is not."""
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) == 1:
+        return parse_secret(value)
+    secrets = []
+    for number, part in enumerate(parts, 1):
+        if not part:
+            raise ValueError(f"{SECRET_ENV}'s secret #{number} of {len(parts)} is empty")
+        try:
+            secrets.append(parse_secret(part))
+        except ValueError as exc:
+            said = str(exc).removeprefix(SECRET_ENV)  # " must start with ..."
+            raise ValueError(f"{SECRET_ENV}'s secret #{number} of {len(parts)}{said}") from None
+    if len(set(secrets)) < len(secrets):
+        raise ValueError(f"{SECRET_ENV} names the same secret twice")
+    return ",".join(secrets)
+
+
 def _check_msg_id(msg_id: str) -> None:
     """The id travels in a header: printable ASCII without spaces, so it cannot split one."""
     if not msg_id or not msg_id.isascii() or not msg_id.isprintable() or " " in msg_id:
@@ -65,7 +87,9 @@ def _check_msg_id(msg_id: str) -> None:
 
 
 def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
-    """The `webhook-id`, `webhook-timestamp` and `webhook-signature` headers for `body`.
+    """The `webhook-id`, `webhook-timestamp` and `webhook-signature` headers for `body`;
+    `secret` may be several, comma-separated (`parse_secrets`): one `v1,` signature each,
+    space-separated, as the spec lets a sender rotate its secret.
 
     Send `body` exactly as passed (e.g. `data=body`, never `json=`), or the signature breaks.
     `timestamp` must be timezone-aware; it is sent in whole seconds, as the spec says.
@@ -78,7 +102,9 @@ def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str
     except UnicodeDecodeError:
         raise ValueError("webhook body must be UTF-8 (Standard Webhooks signs text)") from None
     utc = timestamp.astimezone(UTC)
-    signature = Webhook(parse_secret(secret)).sign(msg_id, utc, text)
+    signature = " ".join(
+        Webhook(one).sign(msg_id, utc, text) for one in parse_secrets(secret).split(",")
+    )
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(math.floor(utc.timestamp())),

@@ -28,6 +28,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.contracts import AgentReport
 from common.notify import deliveries
+from common.settings import settings_from_env
 from common.storage.base import DatabaseError
 from handlers.keys import CALLS, EVENTS, STORE, WEBHOOKS
 from sandbox import TwirpError
@@ -130,12 +131,8 @@ def refusing_port() -> Iterator[int]:
 async def webhook_app(start_app: AppFactory, url: str | None, **overrides: Any) -> Client:
     overrides.setdefault("sandbox_time_scale", 0.02)
     overrides.setdefault("calls_webhook_retry_schedule", LADDER)
-    return await start_app(
-        calls_webhook_url=url,
-        calls_webhook_secret=SECRET,
-        calls_webhook_allow_private=True,
-        **overrides,
-    )
+    overrides.setdefault("calls_webhook_secret", SECRET)
+    return await start_app(calls_webhook_url=url, calls_webhook_allow_private=True, **overrides)
 
 
 async def settle(client: Client, timeout: float = 10.0) -> None:
@@ -462,6 +459,22 @@ async def test_the_signature_covers_the_body_the_id_and_the_time(
     other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     with pytest.raises(WebhookVerificationError):
         Webhook(other).verify(sample.body, sample.headers)
+
+
+async def test_a_secret_being_rotated_signs_with_the_new_and_the_old(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """CALLS_WEBHOOK_SECRET=new,old (read as the server reads it): every delivery verifies
+    with either, so receivers are moved to the new secret one at a time."""
+    new = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    both = settings_from_env({"CALLS_WEBHOOK_SECRET": f"{new},{SECRET}"}).calls_webhook_secret
+    receiver = await receivers()  # it checks the old one, SECRET
+    client = await webhook_app(start_app, receiver.url, calls_webhook_secret=both)
+    await place(client, SEED_EXAMPLES[0])
+    await settle(client)
+    assert receiver.got and receiver.refused == 0
+    for sample in receiver.got:
+        Webhook(new).verify(sample.body, sample.headers)
 
 
 # ------------------------------------------------------------------ retries

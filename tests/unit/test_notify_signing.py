@@ -9,7 +9,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from common.notify.deliveries import _origin
-from common.notify.signing import parse_secret, sign, verify
+from common.notify.signing import parse_secret, parse_secrets, sign, verify
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()
@@ -228,3 +228,43 @@ def test_a_receiver_is_named_as_its_url_would_be(url: str, origin: str) -> None:
     """Its logs and its per-receiver limit: an IPv6 host in brackets (`http://::1:8793` was
     no URL)."""
     assert _origin(url) == origin
+
+
+# ---------------------------------------------------------------------------------------------
+# rotation: several secrets
+
+
+def test_during_a_rotation_each_delivery_verifies_with_the_new_and_the_old_secret() -> None:
+    """One secret could not be rotated: a new one broke every receiver until each had it,
+    and an old one kept could not be retired. With both, each receiver accepts either."""
+    both = parse_secrets(f" {OTHER_SECRET} , {SECRET}\n")
+    assert both == f"{OTHER_SECRET},{SECRET}"
+    headers = sign(both, MSG_ID, now(), BODY)
+    assert [part[:3] for part in headers["webhook-signature"].split(" ")] == ["v1,", "v1,"]
+    for receivers_secret in (SECRET, OTHER_SECRET):
+        verify(receivers_secret, headers, BODY)
+        Webhook(receivers_secret).verify(BODY, headers)
+    third = "whsec_" + base64.b64encode(bytes(range(2, 34))).decode()
+    with pytest.raises(WebhookVerificationError):
+        verify(third, headers, BODY)
+    assert sign(SECRET, MSG_ID, now(), BODY)["webhook-signature"].count("v1,") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (f"{SECRET},", "secret #2 of 2 is empty"),
+        (f"{SECRET},,{OTHER_SECRET}", "secret #2 of 3 is empty"),
+        (
+            f"{SECRET},whsec_{base64.b64encode(bytes(10)).decode()}",
+            "secret #2 of 2 must decode to at least 24 bytes, got 10",
+        ),
+        (f"{SECRET},whsec_short", "secret #2 of 2 is not valid base64"),
+        (f"{SECRET},{base64.b64encode(bytes(32)).decode()}", "secret #2 of 2 must start with"),
+        (f"{SECRET}, {SECRET}", "the same secret twice"),
+    ],
+)
+def test_a_list_of_secrets_names_the_one_that_is_wrong(value: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason) as caught:
+        parse_secrets(value)
+    assert SECRET.removeprefix("whsec_") not in str(caught.value)
