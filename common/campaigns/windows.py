@@ -354,14 +354,35 @@ def second_zone(params: object) -> tuple[str, str] | None:
     return (given[0], given[1]) if len(given) > 1 else None
 
 
+# The North American zone abbreviations a contact list holds, and the zone each means.
+_ABBREVIATED = {
+    **dict.fromkeys(("ET", "EST", "EDT"), "America/New_York"),
+    **dict.fromkeys(("CT", "CST", "CDT"), "America/Chicago"),
+    **dict.fromkeys(("MT", "MST", "MDT"), "America/Denver"),
+    **dict.fromkeys(("PT", "PST", "PDT"), "America/Los_Angeles"),
+    **dict.fromkeys(("AKST", "AKDT"), "America/Anchorage"),
+}
+# Abbreviations that are IANA names too, of a fixed offset all year: where people write them
+# the clocks move in summer, an hour later than they say, and calling hours read in them
+# ended at 22:00 there.
+_FIXED_ALL_YEAR = {
+    "EST": "'EST' is UTC-5 all year, while Eastern time moves an hour in summer: write"
+    " 'America/New_York'",
+    "MST": "'MST' is UTC-7 all year, while Mountain time moves an hour in summer: write"
+    " 'America/Denver' ('America/Phoenix' for Arizona, which stays at UTC-7)",
+}
+
+
 def row_zone_problem(value: object) -> str | None:
     """Why a recipient's `timezone` is not a zone to read its calling hours in, or None."""
+    if isinstance(value, str) and (fixed := _FIXED_ALL_YEAR.get(value.strip())) is not None:
+        return fixed
     if isinstance(value, str) and is_zone(value):
         return None
     example = "an IANA time zone name such as America/Chicago"
     if not isinstance(value, str):
         return f"must be {example}; got {quoted(value)}"
-    hint = zone_spelled(value)
+    hint = _ABBREVIATED.get(value.strip().upper()) or zone_spelled(value)
     tail = f"did you mean {hint!r}?" if hint else f"use {example}"
     return f"unknown time zone {quoted(value)}; {tail}"
 

@@ -348,3 +348,37 @@ async def test_a_json_rows_zone_under_two_keys_is_refused(client: TestClient[Any
     assert [(d.get("row"), d["field"], d["error"]) for d in details] == [
         (0, "recipients[0].additional_params.time_zone", said),
     ]
+
+
+async def test_a_rows_zone_abbreviation_is_refused_with_the_zone_it_means(
+    client: TestClient[Any, Any],
+) -> None:
+    """`EST` is an IANA name, but of UTC-5 all year: a list's `EST` means New York, whose
+    clocks are an hour later in summer, so calling hours read in it ended at 22:00 there
+    (for a number whose own zones allowed it: a California mobile). `PST`, `CDT` were
+    refused with no hint. Each now names the zone to write; `HST` (Hawaii keeps no daylight
+    saving) and `EST5EDT` stay."""
+    csv = (
+        "phone_number,timezone\n"
+        f"{NEW_YORK},EST\n"
+        "+12125557701,PST\n"
+        "+12125557702,mst\n"
+        "+12125557703,HST\n"
+        "+12125557704,EST5EDT\n"
+    )
+    resp = await client.post(
+        "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert resp.status == 422
+    details = (await resp.json())["details"]
+    assert [(d["row"], d["field"]) for d in details] == [
+        (2, "timezone"),
+        (3, "timezone"),
+        (4, "timezone"),
+    ]
+    assert details[0]["error"] == (
+        "'EST' is UTC-5 all year, while Eastern time moves an hour in summer: write"
+        " 'America/New_York'"
+    )
+    assert details[1]["error"] == "unknown time zone 'PST'; did you mean 'America/Los_Angeles'?"
+    assert details[2]["error"] == "unknown time zone 'mst'; did you mean 'America/Denver'?"
