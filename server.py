@@ -732,6 +732,7 @@ def main() -> None:
         settings = load_settings()
         settings.require_livekit()
         settings.require_webhook_secret()
+        settings.require_token_pair()
         configure_logging(settings)
         check_bind(settings)
         check_webhook_host(settings)

@@ -505,6 +505,12 @@ class Settings:
         "Bearer token required on the /calls API (constant-time compare; 16+ characters).",
         secret=True,
     )
+    calls_api_token_previous: str | None = setting(
+        None,
+        _token,
+        "A token still taken besides CALLS_API_TOKEN while its clients move to the new one.",
+        secret=True,
+    )
     calls_allowed_countries: tuple[str, ...] = setting(
         (), _regions, "Comma list of ISO regions that may be called, e.g. US,CA,GB (empty: all)."
     )
@@ -758,6 +764,22 @@ class Settings:
                 " the trunk's name or number?): every dial will be refused if it is not one"
             )
         return warnings
+
+    def require_token_pair(self) -> None:
+        """CALLS_API_TOKEN_PREVIOUS is the old token of a rotation: without a new one it
+        would be the API's only token under a name that says it is going."""
+        if self.calls_api_token_previous is None:
+            return
+        if not self.calls_api_token:
+            raise SettingsError(
+                "CALLS_API_TOKEN_PREVIOUS is set but CALLS_API_TOKEN is not: it is the old token"
+                " kept while clients move to CALLS_API_TOKEN; set CALLS_API_TOKEN to the new one"
+            )
+        if self.calls_api_token_previous == self.calls_api_token:
+            raise SettingsError(
+                "CALLS_API_TOKEN_PREVIOUS is CALLS_API_TOKEN itself: set it to the old token"
+                " (or unset it once no client uses the old one)"
+            )
 
     def require_webhook_secret(self) -> None:
         """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL

@@ -166,10 +166,12 @@ def _only_query(view: View, known: list[str], *, in_body: bool = False) -> View:
 
 def requires_token(view: View) -> View:
     """With CALLS_API_TOKEN set, the request needs `Authorization: Bearer <token>`
-    (compared in constant time); without it the server listens on loopback only."""
+    (compared in constant time), or CALLS_API_TOKEN_PREVIOUS's while a rotation lasts;
+    without it the server listens on loopback only."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        token = request.app[SETTINGS].calls_api_token
+        settings = request.app[SETTINGS]
+        token = settings.calls_api_token
         if not token:
             refuse_web_pages(request)
             refuse_proxied(request)
@@ -177,9 +179,14 @@ def requires_token(view: View) -> View:
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
             # Header bytes that are not UTF-8 arrive as lone surrogates: surrogateescape gives
             # the bytes back (they never match the token) instead of raising.
-            valid = scheme.lower() == "bearer" and hmac.compare_digest(
-                value.strip().encode("utf-8", "surrogateescape"), token.encode()
-            )
+            given = value.strip().encode("utf-8", "surrogateescape")
+            # Both compared, whichever matches: the time says nothing of which one did.
+            matches = [
+                hmac.compare_digest(given, taken.encode())
+                for taken in (token, settings.calls_api_token_previous)
+                if taken
+            ]
+            valid = scheme.lower() == "bearer" and any(matches)
             if not valid:
                 raise HttpError(
                     401,

@@ -179,6 +179,26 @@ async def test_token_required_when_configured(start_app: AppFactory, tmp_path: P
     assert (await client.get("/healthz")).status == 200  # operations need no token
 
 
+async def test_a_token_being_rotated_takes_the_new_and_the_old_one(
+    start_app: AppFactory,
+) -> None:
+    """One token could not be rotated: a new one locked out every client until each had it.
+    CALLS_API_TOKEN_PREVIOUS keeps the old one taken meanwhile; any other is still 401."""
+    client = await start_app(
+        calls_api_token="new-token-0123456789", calls_api_token_previous="old-token-0123456789"
+    )
+    for token, status in (
+        ("new-token-0123456789", 200),
+        ("old-token-0123456789", 200),
+        ("other-token-0123456789", 401),
+        ("old-token-0123456789x", 401),
+    ):
+        resp = await client.get("/calls", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status == status, token
+    resp = await client.get("/calls")
+    assert resp.status == 401
+
+
 async def test_rate_limit_429_with_retry_after(start_app: AppFactory, tmp_path: Path) -> None:
     client = await start_app(calls_rate_limit_per_min=2)
     for _ in range(2):

@@ -150,6 +150,17 @@ def run_server_here(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
             {"LIVEKIT_URL": "ws://xn--a.example", "LIVEKIT_API_KEY": "APIx"},
             "LIVEKIT_URL names no valid host name",
         ),
+        (
+            {"CALLS_API_TOKEN_PREVIOUS": "old-token-0123456789"},
+            "CALLS_API_TOKEN_PREVIOUS is set but CALLS_API_TOKEN is not",
+        ),
+        (
+            {
+                "CALLS_API_TOKEN": "new-token-0123456789",
+                "CALLS_API_TOKEN_PREVIOUS": "new-token-0123456789",
+            },
+            "CALLS_API_TOKEN_PREVIOUS is CALLS_API_TOKEN itself",
+        ),
     ],
 )
 def test_bad_settings_stop_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:
