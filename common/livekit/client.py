@@ -10,8 +10,9 @@ aiohttp for the methods without a timeout argument, which switches the session's
 
 What LIVEKIT_URL answers is read with care (`create_session`): a redirect is not followed (it
 would send the call's number and instructions to another origin, and take that origin's
-answer for LiveKit's), an answer is read up to MAX_ANSWER_BYTES (an endless one took 7.5 GB
-and held the loop 15 s), and an error body that is not Twirp's JSON object is read as no
+answer for LiveKit's), a 200 is LiveKit's only as application/protobuf (an empty body parses
+as a valid, empty message), an answer is read up to MAX_ANSWER_BYTES (an endless one took
+7.5 GB and held the loop 15 s), and an error body that is not Twirp's JSON object is read as no
 error body at all (livekit-api raised AttributeError on `[1]`: a 500, and a dead reaper).
 """
 
@@ -48,6 +49,8 @@ REQUEST_TIMEOUT_S = 10.0
 # ROOMS_PER_REQUEST rooms: a few KiB); a proxy's page or an endless stream is not.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+PROTOBUF = "application/protobuf"  # what LiveKit's Twirp answers carry (its requests too)
+NOT_LIVEKIT = "the answer is not LiveKit's (is LIVEKIT_URL a LiveKit server?)"
 
 
 class LiveKitError(Exception):
@@ -171,6 +174,13 @@ async def _no_redirects(
             f"LIVEKIT_URL answered a redirect ({response.status}); set it to where LiveKit is",
             maybe_done=False,
         )
+    if response.status == 200 and response.content_type != PROTOBUF:
+        # An empty body parses as a valid protobuf message (every field unset): a server
+        # that answers any POST with an empty 200 took every call (answered 200 `dialing`,
+        # dispatch and participant ids empty, nobody called) and /readyz said ready.
+        # LiveKit's Twirp answers are application/protobuf, empty ones too (DeleteRoom).
+        response.close()
+        raise AnswerRefused(NOT_LIVEKIT, maybe_done=True)
     return response
 
 
@@ -256,10 +266,7 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s", maybe_done=True
         )
     if isinstance(exc, DecodeError):
-        return LiveKitUnavailable(
-            f"{action}: the answer is not LiveKit's (is LIVEKIT_URL a LiveKit server?)",
-            maybe_done=True,
-        )
+        return LiveKitUnavailable(f"{action}: {NOT_LIVEKIT}", maybe_done=True)
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
     return LiveKitUnavailable(
