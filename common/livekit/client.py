@@ -253,12 +253,19 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         kind = f"{action}: SIP {exc.sip_status_code}"
         return LiveKitRefused(reason, sip_status=exc.sip_status_code, kind=kind)
     if isinstance(exc, api.ServerError):
-        cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
         message = remote_text(f"{exc.code}: {exc.message}")  # it may name the room: a call id
         if exc.status == 401:  # our token refused: a key revoked or rotated, or the clocks
             message += " (check LIVEKIT_API_KEY and LIVEKIT_API_SECRET, and this host's clock)"
         kind = f"{action}: LiveKit answered {exc.status}"
-        return cls(f"{action}: LiveKit answered {exc.status} {message}", kind=kind)
+        reason = f"{action}: LiveKit answered {exc.status} {message}"
+        if exc.code == "deadline_exceeded" or exc.status == 504:
+            # LiveKit (Twirp's 408: a SIP service that took the dial was late to answer for
+            # it), or a gateway before it (504), gave up waiting for the request's outcome:
+            # it may have been carried out. Read as a refusal, a dial's key was freed and its
+            # client's retry rang the person a second time.
+            return LiveKitTimeout(reason, maybe_done=True, kind=kind)
+        cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
+        return cls(reason, kind=kind)
     if isinstance(exc, AnswerRefused):
         return LiveKitUnavailable(f"{action}: {exc.why}", maybe_done=exc.maybe_done)
     if isinstance(exc, TimeoutError):
