@@ -48,6 +48,7 @@ from common.notify.signing import sign
 from common.repeats import Repeats
 from common.settings import MAX_RETRY_DELAY_S, Settings
 from common.storage.base import CallStore, DatabaseError
+from common.text import shown_text
 from common.waiting import wait_set
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,36 @@ def asked_wait(status: int, retry_after: str | None, now: float) -> float | None
     if when.tzinfo is None:  # an HTTP date is GMT
         when = when.replace(tzinfo=UTC)
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_DELAY_S)
+
+
+def connection_failure(exc: aiohttp.ClientError) -> str:
+    """What a send that got no HTTP answer ran into, as a delivery's `last_error` (the
+    customer's to read) and the log say it: in words its receiver's owner can act on, where
+    "connection failed (ClientConnectorCertificateError)" said only a class name (and a
+    receiver answering something that is not HTTP read as a connection that failed). Never
+    the receiver's own bytes, nor the address connected to."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        why = getattr(error, "verify_message", None) or getattr(error, "reason", None)
+        return (
+            f"connection failed: TLS certificate not accepted ({shown_text(str(why), 120)}):"
+            " it must be valid for the URL's host name and issued by a public authority"
+            if why
+            else "connection failed: TLS certificate not accepted"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "connection failed: the URL's host name did not resolve (DNS)"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "connection failed: TLS handshake failed (does the URL's port serve https?)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection failed: refused or unreachable (is the receiver up, on that port?)"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "no answer: the receiver closed the connection without one"
+    if isinstance(exc, aiohttp.ClientResponseError):  # the parser's: no HTTP status and headers
+        return "the answer is not HTTP, or has a status line or header over 8 KiB"
+    if isinstance(exc, aiohttp.ClientOSError) and exc.strerror:
+        return f"the connection was lost ({shown_text(exc.strerror, 80)})"
+    return f"connection failed ({type(exc).__name__})"
 
 
 def give_back_until(moved_at: float, now: float) -> float:
@@ -628,7 +659,7 @@ class WebhookSender:
                         extra={"call_id": delivery.call_id},
                     )
                 return None, f"address refused: {refused}", None
-            return None, f"connection failed ({type(exc).__name__})", None
+            return None, connection_failure(exc), None
 
     def _count(
         self, delivery: WebhookDelivery, outcome: DeliveryOutcome, receiver: str, now: float
