@@ -114,7 +114,11 @@ async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
 
 
 class ConfigWriteError(OSError):
-    """config.json could not be written; the previous file is left as it was."""
+    """config.json could not be written; the previous file is left as it was, unless
+    `under_way`: the write did not answer in time (WRITE_WAIT_S) but is under way, and may
+    still land."""
+
+    under_way: bool = False
 
 
 class UnknownCallError(KeyError):
@@ -555,7 +559,23 @@ class ConfigStore:
             call_id=call_id,
             options=options,
         )
-        result: dict[str, Any] = await self._submit(self._put(config, placing=placing))
+        try:
+            result: dict[str, Any] = await self._submit(self._put(config, placing=placing))
+        except ConfigWriteError as exc:
+            if placing and config.call_id is not None and exc.under_way:
+                # Its caller is answered that the call was not placed (503), but the write
+                # may yet land once the disk lets it through: config.json then kept the
+                # refused call's record, and its flat document named the refused call until
+                # the next call replaced it. Taken back once it has landed (a retraction
+                # owed: after the write under way, or within RETRACT_AGAIN_S).
+                self._owe(asyncio.get_running_loop(), [config.call_id])
+                logger.warning(
+                    "call %s: its config write is under way and may still land; it is"
+                    " taken back once it has",
+                    config.call_id,
+                    extra={"call_id": config.call_id},
+                )
+            raise
         _log_updated(result)
         return result
 
@@ -1297,11 +1317,14 @@ class ConfigStore:
             return await asyncio.wait_for(future, WRITE_WAIT_S)
         except TimeoutError:
             # Not taken by a write yet (queued behind the one that stalls): never written.
-            with contextlib.suppress(ValueError):
+            # Taken: the write under way holds it, and may still land.
+            try:
                 batch.pending.remove((mutation, future))
+            except ValueError:
+                raise self._stalled(under_way=True) from None
             raise self._stalled() from None
 
-    def _stalled(self) -> ConfigWriteError:
+    def _stalled(self, *, under_way: bool = False) -> ConfigWriteError:
         """The failure of a write not durable within WRITE_WAIT_S: its thread runs on (the
         write may yet land once the disk lets it), its caller is answered. Said once a minute,
         with how many."""
@@ -1313,10 +1336,12 @@ class ConfigStore:
                 WRITE_WAIT_S,
                 more,
             )
-        return ConfigWriteError(
+        error = ConfigWriteError(
             errno.ETIMEDOUT,
             f"could not write config: {self.path.name} did not answer in {WRITE_WAIT_S:g} s",
         )
+        error.under_way = under_way
+        return error
 
     def _batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
         batch = self._batches.get(loop)
