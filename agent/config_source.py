@@ -213,11 +213,15 @@ async def read_call_record(store: ConfigStore, call_id: str) -> tuple[dict[str, 
     `no_record`): a job whose config.json could not be read said "no config.json record".
 
     A missing file means "no record": the agent must not create config.json (the store's
-    auto-initialisation) on a host where the server does not run.
+    auto-initialisation) on a host where the server does not run. A file the job cannot
+    reach (a directory on its path closed to the job's user) is not a missing one: it was
+    said "no config.json record", as on another host, and nothing said what to fix.
     """
 
     async def read() -> tuple[dict[str, Any] | None, str]:
-        if not await aiofiles.os.path.exists(store.path):
+        try:
+            await aiofiles.os.stat(store.path)
+        except (FileNotFoundError, NotADirectoryError):  # (a link to nowhere too)
             return None, NO_RECORD
         return await store.load_async(call_id=call_id), ""
 

@@ -1,0 +1,104 @@
+"""What an agent job of another user says when it cannot reach config.json: the server's
+directory closed to it (a home directory of mode 0700 or 0750, the server's own user) was
+taken for "no config.json record", as if the file were missing (an agent on another host, a
+record pruned): every call used its dispatch snapshot, and nothing said the operator's
+`chmod 640` of config.json could not help.
+
+Run as root only (the job's side drops to `nobody` with setpriv, without capabilities: it
+must not read past permissions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from agent.config_source import NO_RECORD
+from common.update_config import ConfigStore
+
+ROOT = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+
+# An agent job's read of its call's record, as `nobody`: (record found, why not).
+JOB = f"""
+import asyncio, json, sys
+sys.path.insert(0, {str(ROOT)!r})
+from agent.config_source import read_call_record
+from common.config_store.store import ConfigStore
+
+record, why = asyncio.run(read_call_record(ConfigStore(sys.argv[1]), sys.argv[2]))
+print(json.dumps({{"found": record is not None, "why": why}}))
+"""
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+    )
+
+
+def job_reads(config: Path, call_id: str) -> dict[str, object]:
+    result = as_nobody(JOB, str(config), call_id)
+    assert result.returncode == 0, result.stderr
+    read: dict[str, object] = json.loads(result.stdout)
+    return read
+
+
+@pytest.fixture
+def nobody_runs_the_project() -> None:
+    probe = as_nobody(f"import sys; sys.path.insert(0, {str(ROOT)!r}); import agent.config_source")
+    if probe.returncode != 0:
+        pytest.skip(f"nobody cannot run the project from {ROOT}: {probe.stderr.strip()[-200:]}")
+
+
+@pytest.mark.usefixtures("nobody_runs_the_project")
+def test_a_config_json_behind_a_closed_directory_is_said_unreadable() -> None:
+    # Not under tmp_path: pytest's base directory is root's alone (0700), closed to nobody.
+    with tempfile.TemporaryDirectory(prefix="dy-agent-access-") as where:
+        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
+        home = Path(where) / "server-home"
+        home.mkdir(mode=0o755)
+        home.chmod(0o755)
+        a_job_of_another_user_reads(home)
+
+
+def a_job_of_another_user_reads(home: Path) -> None:
+    config = home / "config.json"
+    asyncio.run(ConfigStore(config).update_async("Alice", call_id="call-a"))
+    config.chmod(0o644)  # the file itself readable by all, as the README's chmod allows
+
+    assert job_reads(config, "call-a") == {"found": True, "why": ""}
+    assert job_reads(home / "missing.json", "call-a") == {"found": False, "why": NO_RECORD}
+
+    home.chmod(0o700)  # the server's home directory, closed to other users
+    try:
+        assert job_reads(config, "call-a") == {
+            "found": False,
+            "why": "config.json record cannot be read: Permission denied",
+        }
+    finally:
+        home.chmod(0o755)
