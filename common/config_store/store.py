@@ -366,6 +366,22 @@ def _write_durably(path: Path, data: bytes, mode: int = NEW_FILE_MODE) -> None:
         os.close(fd)
 
 
+def _give_group(path: Path, group: int, mode: int) -> bool:
+    """Give the file at `path` (just written, ours, no link) group `group`, keeping `mode`;
+    False if this process may not (a group its user is not in). By path, not by a file
+    descriptor: one opened for reading needs the owner's read permission, which a mode an
+    operator chose may lack. Durable with the rename's directory fsync (the same journal
+    commit on ext4 and XFS)."""
+    if os.lstat(path).st_gid == group:
+        return True
+    try:
+        os.chown(path, -1, group, follow_symlinks=False)
+    except PermissionError:
+        return False
+    os.chmod(path, mode)  # a change of group may clear set-id bits
+    return True
+
+
 def _head(path: Path) -> bytes:
     """The first bytes of the regular file at `path` (enough to know a database by)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -375,12 +391,14 @@ def _head(path: Path) -> bytes:
         os.close(fd)
 
 
-def _mode_of(path: Path) -> int:
-    """The permissions of the file at `path` (not followed), or NEW_FILE_MODE if none."""
+def _mode_of(path: Path) -> tuple[int, int | None]:
+    """The permissions and the group of the file at `path` (not followed), or
+    (NEW_FILE_MODE, None) if there is none."""
     try:
-        return stat.S_IMODE(os.lstat(path).st_mode)
+        status = os.lstat(path)
     except FileNotFoundError:
-        return NEW_FILE_MODE
+        return NEW_FILE_MODE, None
+    return stat.S_IMODE(status.st_mode), status.st_gid
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -1239,6 +1257,20 @@ class ConfigStore:
         name = f"{prefix or self._temp_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
         return target.with_name(name)
 
+    def _group_not_kept(self, group: int | None) -> None:
+        """Said once a minute: config.json's group, which this user is not in, is lost."""
+        if (more := self._failures.due(f"group {group}")) is not None:
+            logger.warning(
+                "%s belonged to group %s, which this user is not in: rewritten, it has this"
+                " user's group instead, and agents of other users that read it through group"
+                " %s lose access (add this user to that group, or give the file this user's"
+                " group)%s",
+                self.path,
+                group,
+                group,
+                more,
+            )
+
     def _fail(self, exc: OSError, action: str) -> ConfigWriteError:
         # A full disk fails every write: said once a minute, with how many. A lock another
         # process holds is said by `_held_elsewhere`, once.
@@ -1274,13 +1306,18 @@ class ConfigStore:
             self._clean_temp_files(target)
             # Before the read: an unreadable file is set aside by it, and its fresh
             # replacement kept 0600 (probe AO: an agent reading as another user, by the
-            # README's chmod 640, lost access).
-            mode = _mode_of(target)
+            # README's chmod 640, lost access). Its group too: a config.json given to the
+            # agents' group (`chgrp`) was the server's group again after the next write,
+            # and an agent of another user lost its records from the next call on.
+            mode, group = _mode_of(target)
             doc, last = self._current_document(target)
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
             tmp = self._temp_path(target)
             _write_durably(tmp, encoded, mode)
+            # (a file of this process's group, the usual case, costs no look at its group)
+            if group not in (None, os.getegid()) and not _give_group(tmp, group, mode):
+                self._group_not_kept(group)
             os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)

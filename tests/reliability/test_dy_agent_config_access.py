@@ -1,8 +1,8 @@
-"""What an agent job of another user says when it cannot reach config.json: the server's
-directory closed to it (a home directory of mode 0700 or 0750, the server's own user) was
-taken for "no config.json record", as if the file were missing (an agent on another host, a
-record pruned): every call used its dispatch snapshot, and nothing said the operator's
-`chmod 640` of config.json could not help.
+"""An agent job of another user and config.json: what it says when it cannot reach the file
+(the server's directory closed to it, a home directory of mode 0700 or 0750, was taken for "no
+config.json record", as if the file were missing: an agent on another host, a record pruned),
+and the group through which it reads the file (`chgrp agents config.json; chmod 640`), which
+the server's next write kept only the mode of.
 
 Run as root only (the job's side drops to `nobody` with setpriv, without capabilities: it
 must not read past permissions).
@@ -102,3 +102,52 @@ def a_job_of_another_user_reads(home: Path) -> None:
         }
     finally:
         home.chmod(0o755)
+
+
+@pytest.mark.usefixtures("nobody_runs_the_project")
+def test_config_json_keeps_its_group_through_the_servers_writes() -> None:
+    """The operator gave config.json to the agents' group (here nobody's, 65534) with mode
+    640: each write creates the file anew, and it was the server's group again (root's), so
+    the agent lost its records from the next call on (its jobs said `Permission denied` and
+    used their snapshots)."""
+    with tempfile.TemporaryDirectory(prefix="dy-agent-group-") as where:
+        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
+        config = Path(where) / "config.json"
+        store = ConfigStore(config)
+        asyncio.run(store.update_async("Alice", call_id="call-a"))
+        os.chown(config, -1, NOBODY)
+        config.chmod(0o640)
+        assert job_reads(config, "call-a") == {"found": True, "why": ""}
+
+        asyncio.run(store.update_async("Bob", call_id="call-b"))  # the next call's write
+        status = config.stat()
+        assert (status.st_gid, status.st_mode & 0o777) == (NOBODY, 0o640)
+        assert job_reads(config, "call-b") == {"found": True, "why": ""}
+
+
+# A server's write as `nobody`, with its log's WARNING lines.
+WRITER = f"""
+import asyncio, logging, sys
+sys.path.insert(0, {str(ROOT)!r})
+from common.config_store.store import ConfigStore
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+asyncio.run(ConfigStore(sys.argv[1]).update_async("Bob", call_id="call-b"))
+"""
+
+
+@pytest.mark.usefixtures("nobody_runs_the_project")
+def test_a_group_the_server_is_not_in_is_said_lost_and_the_write_goes_through() -> None:
+    with tempfile.TemporaryDirectory(prefix="dy-agent-group-") as where:
+        os.chmod(where, 0o777)  # noqa: S103 - nobody writes config.json here
+        config = Path(where) / "config.json"
+        asyncio.run(ConfigStore(config).update_async("Alice", call_id="call-a"))
+        os.chown(config, NOBODY, 0)  # nobody's file, in root's group (nobody is not in it)
+        config.chmod(0o640)
+
+        written = as_nobody(WRITER, str(config))
+        assert written.returncode == 0, written.stderr
+        status = config.stat()
+        assert (status.st_gid, status.st_mode & 0o777) == (NOBODY, 0o640)
+        assert f"{config} belonged to group 0, which this user is not in" in written.stderr
+        assert set(json.loads(config.read_text())["calls"]) == {"call-a", "call-b"}
