@@ -366,19 +366,24 @@ def _write_durably(path: Path, data: bytes, mode: int = NEW_FILE_MODE) -> None:
         os.close(fd)
 
 
-def _give_group(path: Path, group: int, mode: int) -> bool:
-    """Give the file at `path` (just written, ours, no link) group `group`, keeping `mode`;
-    False if this process may not (a group its user is not in). By path, not by a file
-    descriptor: one opened for reading needs the owner's read permission, which a mode an
-    operator chose may lack. Durable with the rename's directory fsync (the same journal
-    commit on ext4 and XFS)."""
-    if os.lstat(path).st_gid == group:
+def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
+    """Give the file at `path` (just written, ours, no link) the owner (uid, gid) `owner`,
+    keeping `mode`: the user only as root (no other user may give a file away), the group
+    if this process may. False if it may not (a group its user is not in, root without
+    CAP_CHOWN). By path, not by a file descriptor: one opened for reading needs the owner's
+    read permission, which a mode an operator chose may lack. Durable with the rename's
+    directory fsync (the same journal commit on ext4 and XFS)."""
+    uid, gid = owner
+    status = os.lstat(path)
+    if os.geteuid() != 0 or status.st_uid == uid:
+        uid = -1  # left as it is
+    if uid == -1 and status.st_gid == gid:
         return True
     try:
-        os.chown(path, -1, group, follow_symlinks=False)
+        os.chown(path, uid, gid, follow_symlinks=False)
     except PermissionError:
         return False
-    os.chmod(path, mode)  # a change of group may clear set-id bits
+    os.chmod(path, mode)  # a change of owner may clear set-id bits
     return True
 
 
@@ -391,14 +396,14 @@ def _head(path: Path) -> bytes:
         os.close(fd)
 
 
-def _mode_of(path: Path) -> tuple[int, int | None]:
-    """The permissions and the group of the file at `path` (not followed), or
+def _mode_of(path: Path) -> tuple[int, tuple[int, int] | None]:
+    """The permissions and the owner (uid, gid) of the file at `path` (not followed), or
     (NEW_FILE_MODE, None) if there is none."""
     try:
         status = os.lstat(path)
     except FileNotFoundError:
         return NEW_FILE_MODE, None
-    return stat.S_IMODE(status.st_mode), status.st_gid
+    return stat.S_IMODE(status.st_mode), (status.st_uid, status.st_gid)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -1257,17 +1262,20 @@ class ConfigStore:
         name = f"{prefix or self._temp_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
         return target.with_name(name)
 
-    def _group_not_kept(self, group: int | None) -> None:
-        """Said once a minute: config.json's group, which this user is not in, is lost."""
-        if (more := self._failures.due(f"group {group}")) is not None:
+    def _owner_not_kept(self, owner: tuple[int, int] | None) -> None:
+        """Said once a minute: config.json's owner, which this process may not give the
+        file it writes (a group its user is not in), is lost."""
+        if (more := self._failures.due(f"owner {owner}")) is not None:
+            uid, gid = owner or (-1, -1)
             logger.warning(
-                "%s belonged to group %s, which this user is not in: rewritten, it has this"
-                " user's group instead, and agents of other users that read it through group"
-                " %s lose access (add this user to that group, or give the file this user's"
-                " group)%s",
+                "%s belonged to uid %d and group %d, which this process may not give the file"
+                " it writes (a group its user is not in): rewritten, it is this user's, and"
+                " agents of other users that read it through group %d lose access (add this"
+                " user to that group, or give the file this user's group)%s",
                 self.path,
-                group,
-                group,
+                uid,
+                gid,
+                gid,
                 more,
             )
 
@@ -1306,18 +1314,22 @@ class ConfigStore:
             self._clean_temp_files(target)
             # Before the read: an unreadable file is set aside by it, and its fresh
             # replacement kept 0600 (probe AO: an agent reading as another user, by the
-            # README's chmod 640, lost access). Its group too: a config.json given to the
-            # agents' group (`chgrp`) was the server's group again after the next write,
-            # and an agent of another user lost its records from the next call on.
-            mode, group = _mode_of(target)
+            # README's chmod 640, lost access). Its owner too: a config.json given to the
+            # agents' group (`chgrp`) was the server's group again after the next write, and
+            # an agent of another user lost its records from the next call on; one root
+            # rewrote once (the seed's update_config run as root in the service's directory)
+            # was root's, 0600, and every write of the service failed after it.
+            mode, owner = _mode_of(target)
             doc, last = self._current_document(target)
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
             tmp = self._temp_path(target)
             _write_durably(tmp, encoded, mode)
-            # (a file of this process's group, the usual case, costs no look at its group)
-            if group not in (None, os.getegid()) and not _give_group(tmp, group, mode):
-                self._group_not_kept(group)
+            # (a file of this process's own, the usual case, costs no look at its owner)
+            if owner not in (None, (os.geteuid(), os.getegid())) and not _give_owner(
+                tmp, owner, mode
+            ):
+                self._owner_not_kept(owner)
             os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)

@@ -149,5 +149,32 @@ def test_a_group_the_server_is_not_in_is_said_lost_and_the_write_goes_through() 
         assert written.returncode == 0, written.stderr
         status = config.stat()
         assert (status.st_gid, status.st_mode & 0o777) == (NOBODY, 0o640)
-        assert f"{config} belonged to group 0, which this user is not in" in written.stderr
+        said = f"{config} belonged to uid {NOBODY} and group 0, which this process may not give"
+        assert said in written.stderr
         assert set(json.loads(config.read_text())["calls"]) == {"call-a", "call-b"}
+
+
+@pytest.mark.usefixtures("nobody_runs_the_project")
+def test_root_running_the_seeds_update_config_once_leaves_the_file_the_services() -> None:
+    """The service runs as its own user (here nobody) and writes its config.json (0600, its
+    own); root ran the seed's `update_config` once in the service's directory: that write
+    made config.json root's, 0600, and every write of the service after it failed with
+    `Permission denied` (every call 503), its agents reading nothing either."""
+    with tempfile.TemporaryDirectory(prefix="dy-root-once-") as where:
+        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
+        directory = Path(where) / "svc"
+        directory.mkdir()
+        os.chown(directory, NOBODY, NOBODY)
+        config = directory / "config.json"
+
+        first = as_nobody(WRITER, str(config))
+        assert first.returncode == 0, first.stderr
+        assert (config.stat().st_uid, config.stat().st_mode & 0o777) == (NOBODY, 0o600)
+
+        ConfigStore(config).update("Root ran a script")  # as root, once
+        status = config.stat()
+        assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (NOBODY, NOBODY, 0o600)
+
+        again = as_nobody(WRITER, str(config))
+        assert again.returncode == 0, again.stderr
+        assert json.loads(config.read_text())["calls"]["call-b"]["caller_name"] == "Bob"
