@@ -1045,20 +1045,44 @@ class ConfigStore:
         if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise self._lock_timeout("a write of this process")
         try:
-            try:
-                fd = self._open_lock()
-            except FileNotFoundError:
-                self._make_directory()
-                fd = self._open_lock()
-            try:
-                self._flock_by(fd, deadline)
-            except BaseException:
+            while True:
+                try:
+                    fd = self._open_lock()
+                except FileNotFoundError:
+                    self._make_directory()
+                    fd = self._open_lock()
+                try:
+                    self._flock_by(fd, deadline)
+                    if self._lock_file_problem(fd) is None:
+                        return fd
+                except BaseException:
+                    os.close(fd)
+                    raise
+                # Removed or replaced while we waited for it: the lock file writers take
+                # now is another one (the holder's went with it); take that one instead.
                 os.close(fd)
-                raise
-            return fd
+                if time.monotonic() >= deadline:  # it keeps changing: no lock to be had
+                    raise TimeoutError(
+                        errno.ETIMEDOUT,
+                        f"{self.lock_path} keeps being removed or replaced: no lock to take",
+                    )
         except BaseException:
             self._thread_lock.release()
             raise
+
+    def _lock_file_problem(self, fd: int) -> str | None:
+        """Why the lock taken on `fd` no longer keeps other writers out, or None: the lock
+        file was removed (or replaced) since it was opened (an operator's clean-up of a
+        "stale" lock file, a tmp cleaner: it is never written to, so it looks old), and the
+        next writer of another process takes the one it makes anew at once."""
+        held = os.fstat(fd)
+        try:
+            now = os.stat(self.lock_path)
+        except FileNotFoundError:
+            return "was removed"
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            return "was replaced"
+        return None
 
     def _flock_by(self, fd: int, deadline: float) -> None:
         """The cross-process lock on `fd`, polled until `deadline` (flock has no timeout).
@@ -1330,6 +1354,15 @@ class ConfigStore:
                 tmp, owner, mode
             ):
                 self._owner_not_kept(owner)
+            if (problem := self._lock_file_problem(fd)) is not None:
+                # Another process may be writing config.json at the same time, from the
+                # document as it was: replacing it now would drop what that one writes.
+                raise OSError(
+                    errno.ENOLCK,
+                    f"{self.lock_path} {problem} while this write held it: another process"
+                    " may have written config.json meanwhile, so this write is not made (try"
+                    " again); leave the lock file in place",
+                )
             os.replace(tmp, target)
             tmp = None
             self._written = _Written(encoded, doc, lines)
