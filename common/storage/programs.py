@@ -18,7 +18,7 @@ import math
 import threading
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -67,6 +67,7 @@ from common.storage.paging import Before, before_clause
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 Row = Mapping[str, Any]
 
 
@@ -153,7 +154,7 @@ def row_to_call(
         timeline=timeline,
         ringing_timeout_s=row["ringing_timeout_s"],
         max_duration_s=row["max_duration_s"],
-        config=json.loads(config) if config else None,
+        config=stored_config(config) if config else None,
         room_finished_at=row["room_finished_at"],
         callee_left_at=row["callee_left_at"],
         dial_started_at=row["dial_started_at"],
@@ -198,40 +199,51 @@ def stored_turn(call_id: str, seq: int, body: str) -> TranscriptTurn | None:
         return None
 
 
-class _ReadReports:
-    """The final reports last read in full, by their stored text (at most MAX_CHARS of text
-    and MAX_ENTRIES of them; the oldest go first). A call's row is read by every change after
-    its final report came (its webhooks, the report's own apply, its `call.report` and
-    `call.ended` events), and each read parsed and validated the same text again: 6 of a
-    bench call's 14 reads, ~20 µs each for 5 turns, ~0.1 ms for 30. A report is never changed
-    in place (model_copy makes another), so one object stands for every read of its text."""
+class _ReadTexts(Generic[V]):
+    """What stored texts (a call's config, its final report) last parsed to, by their text: at
+    most `max_entries` of them and `max_chars` of text, none over a quarter of it; the oldest
+    go first. A call's row is read by every program that changes the call (14 times for a
+    bench call: its placing, its dial, each webhook and agent report), and each read parsed
+    its config and, once it came, its final report again (6 of the 14; ~20 µs each for 5
+    turns, more for a longer conversation, and a config as long as its instructions). What
+    is kept is never changed in place (a CallRecord is frozen, a report is copied with
+    model_copy, a config copied before it is erased), so one value stands for every read."""
 
-    MAX_ENTRIES = 256
-    MAX_CHARS = 4 * 1024 * 1024
-
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int, max_chars: int) -> None:
+        self.max_entries = max_entries
+        self.max_chars = max_chars
         self._lock = threading.Lock()  # SQLite's thread, its read-aside thread, the loop
-        self._by_text: dict[str, CallReport] = {}
+        self._by_text: dict[str, V] = {}
         self._chars = 0
 
-    def get(self, text: str) -> CallReport | None:
+    def get(self, text: str) -> V | None:
         return self._by_text.get(text)
 
-    def keep(self, text: str, report: CallReport) -> None:
-        if len(text) > self.MAX_CHARS // 4:  # a few very large ones would take it all
+    def keep(self, text: str, value: V) -> None:
+        if len(text) > self.max_chars // 4:  # a few very large ones would take it all
             return
         with self._lock:
             if text in self._by_text:
                 return
-            self._by_text[text] = report
+            self._by_text[text] = value
             self._chars += len(text)
-            while self._chars > self.MAX_CHARS or len(self._by_text) > self.MAX_ENTRIES:
+            while self._chars > self.max_chars or len(self._by_text) > self.max_entries:
                 oldest = next(iter(self._by_text))
                 del self._by_text[oldest]
                 self._chars -= len(oldest)
 
 
-_READ_REPORTS = _ReadReports()
+_READ_REPORTS: _ReadTexts[CallReport] = _ReadTexts(256, 4 * 1024 * 1024)
+_READ_CONFIGS: _ReadTexts[dict[str, Any]] = _ReadTexts(256, 1024 * 1024)
+
+
+def stored_config(text: str) -> dict[str, Any]:
+    """A call's stored config (as it was placed with)."""
+    config = _READ_CONFIGS.get(text)
+    if config is None:
+        config = json.loads(text)
+        _READ_CONFIGS.keep(text, config)
+    return config
 
 
 def stored_report(call_id: str, text: str) -> CallReport:

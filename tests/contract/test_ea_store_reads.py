@@ -4,6 +4,7 @@ the answers stay as they were, and counts the work with spies on the real code."
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -30,6 +31,20 @@ class CountingReports:
 
     def model_validate(self, value: Any) -> CallReport:
         return CallReport.model_validate(value)
+
+
+class CountingJson:
+    """The json module as programs.py uses it, counting the texts it parses."""
+
+    def __init__(self) -> None:
+        self.parsed: list[str] = []
+
+    def loads(self, text: str) -> Any:
+        self.parsed.append(text)
+        return json.loads(text)
+
+    def dumps(self, value: Any, **kwargs: Any) -> str:
+        return json.dumps(value, **kwargs)
 
 
 @pytest.fixture
@@ -97,18 +112,44 @@ async def test_a_report_changed_in_the_row_is_read_as_it_is_now(
     assert again is not None and again.report == erased.report
 
 
-def test_the_reports_kept_are_bounded_by_count_and_by_size() -> None:
-    kept = programs._ReadReports()
+def test_the_texts_kept_are_bounded_by_count_and_by_size() -> None:
+    kept: programs._ReadTexts[CallReport] = programs._ReadTexts(256, 4 * 1024 * 1024)
     report = CallReport(transcript=[HELLO])
-    for n in range(kept.MAX_ENTRIES + 10):
+    for n in range(kept.max_entries + 10):
         kept.keep(f"{n:08d}", report)
     assert kept.get("00000000") is None and kept.get("00000009") is None
-    assert kept.get("00000010") is report and kept.get(f"{kept.MAX_ENTRIES + 9:08d}") is report
-    large = "x" * (kept.MAX_CHARS // 4 - 1)  # with its digit, the largest kept: four fill it
+    assert kept.get("00000010") is report and kept.get(f"{kept.max_entries + 9:08d}") is report
+    large = "x" * (kept.max_chars // 4 - 1)  # with its digit, the largest kept: four fill it
     for n in range(5):
         kept.keep(f"{n}{large}", report)
     assert kept.get(f"0{large}") is None and kept.get(f"4{large}") is report
-    assert sum(len(text) for text in kept._by_text) <= kept.MAX_CHARS
+    assert sum(len(text) for text in kept._by_text) <= kept.max_chars
     larger = large + "xx"  # past a quarter: not kept at all
     kept.keep(larger, report)
     assert kept.get(larger) is None and kept.get(f"4{large}") is report
+
+
+async def test_a_config_is_parsed_once_however_often_its_call_is_read(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read of a call's row parsed the config it was placed with again (14 reads for a
+    bench call); the same text is parsed once, and every read still shows it."""
+    spy = CountingJson()
+    monkeypatch.setattr(programs, "json", spy)
+    call_id = f"call-{uuid.uuid4().hex[:12]}"
+    config = {"caller_name": "Ann", "agent_instructions": f"Greet Ann ({call_id}).", "n": [1]}
+    created = await store.create_call(
+        NewCall(call_id, "+1234567890", "Ann", "en", "Calm", config=config)
+    )
+    dialled = await store.start_dial(call_id)
+    answered = await store.apply(
+        call_id, "answered", lambda _s: Change(Status.IN_PROGRESS, answered=True)
+    )
+    quiet = await store.apply(call_id, "track_published", lambda _s: None, event_id=f"EV_{call_id}")
+    read = await store.get_call(call_id)
+    calls = (created.after, dialled, answered.before, answered.after, quiet.after, read)
+    for call in calls:
+        assert call is not None and call.config == config
+    assert (
+        len([text for text in spy.parsed if call_id in text and "agent_instructions" in text]) == 1
+    )
