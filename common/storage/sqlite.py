@@ -572,10 +572,8 @@ class SqliteCallStore(SqlCallStore):
         return self._side_identity_now("-wal")
 
     def _side_identity_now(self, suffix: str) -> tuple[int, int] | None:
-        try:
-            return _file_identity(Path(f"{self.path}{suffix}"))
-        except OSError:
-            return None
+        found = _stat(f"{self.path}{suffix}")  # a str: a Path built per write cost ~3 µs
+        return None if found is None else (found.st_dev, found.st_ino)
 
     def _wal_gone(self, removed: bool, suffix: str = "-wal") -> None:
         """calls.db-wal removed (or replaced) under the running server: SQLite goes on
