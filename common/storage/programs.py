@@ -16,7 +16,8 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Generator, Mapping, Sequence
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -201,23 +202,37 @@ def stored_turn(call_id: str, seq: int, body: str) -> TranscriptTurn | None:
 
 class _ReadTexts(Generic[V]):
     """What stored texts (a call's config, its final report) last parsed to, by their text: at
-    most `max_entries` of them and `max_chars` of text, none over a quarter of it; the oldest
-    go first. A call's row is read by every program that changes the call (14 times for a
-    bench call: its placing, its dial, each webhook and agent report), and each read parsed
-    its config and, once it came, its final report again (6 of the 14; ~20 µs each for 5
-    turns, more for a longer conversation, and a config as long as its instructions). What
-    is kept is never changed in place (a CallRecord is frozen, a report is copied with
-    model_copy, a config copied before it is erased), so one value stands for every read."""
+    most `max_entries` of them and `max_chars` of text, none over a quarter of it, each for
+    KEEP_S at most; the oldest go first. A call's row is read by every program that changes
+    the call (14 times for a bench call: its placing, its dial, each webhook and agent
+    report), and each read parsed its config and, once it came, its final report again (6 of
+    the 14; ~20 µs each for 5 turns, more for a longer conversation, and a config as long as
+    its instructions). What is kept is never changed in place (a CallRecord is frozen, a
+    report is copied with model_copy, a config copied before it is erased), so one value
+    stands for every read. An erasure forgets the texts it erased (`forget`): the names and
+    conversations it took out of the database are not held here either (another server's
+    copies go within KEEP_S)."""
 
-    def __init__(self, max_entries: int, max_chars: int) -> None:
+    KEEP_S = 300.0  # a call's reads after its final report come within its last minutes
+
+    def __init__(
+        self, max_entries: int, max_chars: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_entries = max_entries
         self.max_chars = max_chars
+        self._clock = clock
         self._lock = threading.Lock()  # SQLite's thread, its read-aside thread, the loop
-        self._by_text: dict[str, V] = {}
+        self._by_text: dict[str, tuple[V, float]] = {}  # oldest first
         self._chars = 0
 
     def get(self, text: str) -> V | None:
-        return self._by_text.get(text)
+        found = self._by_text.get(text)
+        if found is None:
+            return None
+        if self._clock() - found[1] > self.KEEP_S:
+            self._make_room()
+            return None
+        return found[0]
 
     def keep(self, text: str, value: V) -> None:
         if len(text) > self.max_chars // 4:  # a few very large ones would take it all
@@ -225,10 +240,28 @@ class _ReadTexts(Generic[V]):
         with self._lock:
             if text in self._by_text:
                 return
-            self._by_text[text] = value
+            self._by_text[text] = (value, self._clock())
             self._chars += len(text)
-            while self._chars > self.max_chars or len(self._by_text) > self.max_entries:
-                oldest = next(iter(self._by_text))
+        self._make_room()
+
+    def forget(self, *texts: str | None) -> None:
+        with self._lock:
+            for text in texts:
+                if text is not None and self._by_text.pop(text, None) is not None:
+                    self._chars -= len(text)
+
+    def _make_room(self) -> None:
+        """Drop the oldest while they are too many, too large, or kept past KEEP_S."""
+        with self._lock:
+            stale = self._clock() - self.KEEP_S
+            while self._by_text:
+                oldest, (_value, kept_at) = next(iter(self._by_text.items()))
+                if (
+                    self._chars <= self.max_chars
+                    and len(self._by_text) <= self.max_entries
+                    and kept_at >= stale
+                ):
+                    return
                 del self._by_text[oldest]
                 self._chars -= len(oldest)
 
@@ -1578,6 +1611,7 @@ def _erase_call(
     with too), in the call, its reports and its events. With `placement`, the call's config
     as it was before (None if it has none)."""
     kept = _without_personal_data(stored_report(call_id, report)) if report else None
+    _READ_REPORTS.forget(report)
     yield Query(
         "UPDATE calls SET report = ?, data_erased_at = ? WHERE call_id = ?",
         (kept.model_dump_json() if kept else None, now, call_id),
@@ -1587,6 +1621,7 @@ def _erase_call(
         rows = yield Query("SELECT config FROM calls WHERE call_id = ?", (call_id,))
         config = rows[0]["config"] if rows else None
         placed_with = json.loads(config) if config else None
+        _READ_CONFIGS.forget(config)
         yield Query(
             "UPDATE calls SET caller_name = '', config = ? WHERE call_id = ?",
             (dumps(_config_without_personal_data(placed_with)) if placed_with else None, call_id),

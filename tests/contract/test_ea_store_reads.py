@@ -153,3 +153,41 @@ async def test_a_config_is_parsed_once_however_often_its_call_is_read(
     assert (
         len([text for text in spy.parsed if call_id in text and "agent_instructions" in text]) == 1
     )
+
+
+async def test_an_erasure_leaves_no_parsed_copy_of_what_it_erased(store: CallStore) -> None:
+    """Parsed configs and reports are kept by their text: an erasure on request took the
+    callee's name, instructions and conversation out of the database, and this process went
+    on holding them (until 256 newer ones came: on a quiet server, for good)."""
+    call_id = f"call-{uuid.uuid4().hex[:12]}"
+    config = {"caller_name": "Ann", "agent_instructions": f"Remind Ann ({call_id})."}
+    summary = f"Ann agreed ({call_id})."
+    await store.create_call(NewCall(call_id, "+1234567890", "Ann", "en", "Calm", config=config))
+    await store.record_reports([final_report(call_id, 1, summary)])
+    await store.apply(call_id, "room_finished", lambda _s: Change(Status.COMPLETED, "completed"))
+    read = await store.get_call(call_id)
+    assert read is not None and read.config == config and read.report is not None
+    assert any(call_id in text for text in programs._READ_CONFIGS._by_text)
+    assert any(call_id in text for text in programs._READ_REPORTS._by_text)
+    erasure = await store.erase_calls_now(call_id=call_id)
+    assert erasure.erased == (call_id,) and erasure.placed_with == (config,)
+    assert not any(call_id in text for text in programs._READ_CONFIGS._by_text)
+    assert not any(call_id in text for text in programs._READ_REPORTS._by_text)
+    erased = await store.get_call(call_id)
+    assert erased is not None and erased.report is not None and erased.config is not None
+    assert erased.report.summary is None and erased.config["agent_instructions"] == ""
+
+
+def test_what_is_kept_goes_after_a_while() -> None:
+    """Another server's erasure cannot tell this one: what it keeps goes within KEEP_S."""
+    now = [0.0]
+    kept: programs._ReadTexts[str] = programs._ReadTexts(256, 4096, clock=lambda: now[0])
+    kept.keep("a", "parsed a")
+    now[0] += kept.KEEP_S / 2
+    kept.keep("b", "parsed b")
+    assert kept.get("a") == "parsed a" and kept.get("b") == "parsed b"
+    now[0] += kept.KEEP_S / 2 + 1
+    assert kept.get("a") is None and kept.get("b") == "parsed b"
+    assert list(kept._by_text) == ["b"]  # dropped, not only hidden
+    kept.forget("b", None)
+    assert kept.get("b") is None and kept._chars == 0
