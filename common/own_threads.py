@@ -9,7 +9,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -39,6 +39,13 @@ class OwnThreads:
                 pool, threads._pool = threads._pool, None
             if pool is not None:
                 pool.shutdown(wait=False)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """fn(*args) on one of these threads, as soon as one is free (from any thread)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._count, thread_name_prefix=self._name)
+            return self._pool.submit(fn, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) on one of these threads."""

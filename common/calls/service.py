@@ -77,6 +77,7 @@ from common.metrics import Metrics
 from common.notify.guard import (
     CHECK_DNS,
     AddressRefused,
+    LookupsBusy,
     PooledResolver,
     UnsafeWebhookUrl,
     resolve_public,
@@ -437,6 +438,12 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
         raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
     except TimeoutError:  # a name server that does not answer, or lookups queued behind one
         late = f"{target.host} was not resolved within {WEBHOOK_DNS_TIMEOUT_S:g} s; retry later"
+        raise WebhookHostUnresolved([FieldError("webhook_url", late)]) from None
+    except LookupsBusy:  # slow lately, and the threads slow names may hold are all held
+        late = (
+            f"{target.host} was slow to resolve lately and is not looked up again while"
+            " other slow names' lookups run; retry later"
+        )
         raise WebhookHostUnresolved([FieldError("webhook_url", late)]) from None
     except OSError:
         raise WebhookHostUnresolved(

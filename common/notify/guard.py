@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from common.http_body import DEFAULT_BODY_LIMIT, read_capped
-from common.own_threads import OwnThreads
+from common.notify.lookups import SLOW_LANES, LookupsBusy, NameLookups
 from common.text import is_unicode, quoted, shown_text
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -44,6 +44,7 @@ __all__ = [
     "MAX_URL_LENGTH",
     "AddressRefused",
     "GuardedResolver",
+    "LookupsBusy",
     "PooledResolver",
     "UnsafeWebhookUrl",
     "check_url",
@@ -343,49 +344,47 @@ async def resolve_public(
     return results
 
 
-# Webhook host names are looked up on threads of their own, this many. A customer picks the
-# name, and a name server that never answers holds a thread for the resolver's whole timeout
-# (an await's timeout cannot stop getaddrinfo): on the loop's default executor, a few such
-# names held every thread config.json's writes and the readiness probe need, and every call
-# waited (19 s against 0.02 in a probe). Here they can only hold each other up.
+# Webhook host names are looked up on threads of their own (a name server that never answers
+# holds a thread for the resolver's whole timeout, and an await's timeout cannot stop
+# getaddrinfo: on the loop's default executor, a few such names held every thread
+# config.json's writes and the readiness probe need, and every call waited, 19 s against 0.02
+# in a probe), so that they can only hold up each other; `NameLookups` (lookups.py) keeps
+# them from holding up the lookups of other names too.
 # The checks of a call's or a campaign row's webhook_url, when it is given, have threads of
 # their own too: a client can send names that never resolve at no cost (the call is refused),
 # and on the senders' threads that made every delivery's lookup wait (9.9 s in a probe).
-DNS_THREADS = 4
-_DNS = OwnThreads(DNS_THREADS, "webhook-dns")
-CHECK_DNS = OwnThreads(DNS_THREADS, "webhook-check-dns")
-_AI_ADDRCONFIG = socket.AI_ADDRCONFIG
+DNS_THREADS = SLOW_LANES  # the threads names slow lately may hold together
+_DNS = NameLookups("webhook-dns")
+CHECK_DNS = NameLookups("webhook-check-dns")
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 _NAME_FLAGS = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 
 
 class PooledResolver(AbstractResolver):
     """aiohttp's ThreadedResolver (the OS getaddrinfo, whose numeric-host quirks `check_url`
-    is written against), on the DNS_THREADS threads of webhook lookups (or `threads`), not
-    the loop's default executor."""
+    is written against), on the threads of webhook lookups (or `lookups`), not the loop's
+    default executor: each name looked up once at a time, and names slow lately held to a
+    share of the threads (`NameLookups`)."""
 
-    def __init__(self, threads: OwnThreads = _DNS) -> None:
-        self._threads = threads
+    def __init__(self, lookups: NameLookups | None = None) -> None:
+        self._lookups = lookups if lookups is not None else _DNS
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        found_all = await self._threads.run(
-            socket.getaddrinfo, host, port, family, socket.SOCK_STREAM, 0, _AI_ADDRCONFIG
-        )
+        found_all = await self._lookups.getaddrinfo(host, family)
         results: list[ResolveResult] = []
         for found, _, proto, _, address in found_all:
             if found == socket.AF_INET6 and len(address) < 3:  # no IPv6 in this Python or host
                 continue
-            answer_host, answer_port = str(address[0]), int(address[1])
+            answer_host = str(address[0])
             if len(address) == 4 and address[3]:  # IPv6 with a scope id (link-local): the
-                text, port_text = await self._threads.run(socket.getnameinfo, address, _NAME_FLAGS)
-                answer_host, answer_port = text, int(port_text)  # host with it
+                answer_host = socket.getnameinfo(address, _NAME_FLAGS)[0]  # host with it
             results.append(
                 ResolveResult(
                     hostname=host,
                     host=answer_host,
-                    port=answer_port,
+                    port=port,
                     family=found,
                     proto=proto,
                     flags=_NUMERIC,
