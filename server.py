@@ -54,6 +54,7 @@ from common.livekit.client import (
 from common.metrics import Metrics
 from common.notify.deliveries import WebhookSender
 from common.notify.guard import AddressRefused, PooledResolver, UnsafeWebhookUrl
+from common.notify.lookups import NameLookups
 from common.own_threads import OwnThreads
 from common.repeats import Repeats
 from common.settings import (
@@ -799,11 +800,25 @@ def _leave_stuck_threads(wait_s: float = STUCK_THREAD_WAIT_S) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
     stuck = [t.name for t in joined if t.is_alive()]
     if stuck:
-        logger.error(
-            "exiting without %d thread(s) still held in a file operation (a stalled disk?): %s",
-            len(stuck),
-            ", ".join(stuck),
-        )
+        # A webhook host lookup is the customer's name server not answering, not this disk:
+        # reported as a file operation, a stop in the middle of one sent the operator to look
+        # at a disk that was fine.
+        lookups = NameLookups.thread_prefixes()
+        held = [name for name in stuck if not name.startswith(lookups)]
+        if held:
+            logger.error(
+                "exiting without %d thread(s) still held in a file operation (a stalled disk?): %s",
+                len(held),
+                ", ".join(held),
+            )
+        if len(held) < len(stuck):
+            names = NameLookups.names_held()
+            logger.warning(
+                "exiting without %d webhook host lookup(s) still waiting for a name server"
+                " that does not answer (%s)",
+                len(stuck) - len(held),
+                ", ".join(names[:3]) + (", ..." if len(names) > 3 else ""),
+            )
         logging.shutdown()
         os._exit(0)
 

@@ -36,6 +36,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -94,8 +95,26 @@ def _settle(
 
 
 class NameLookups:
-    """getaddrinfo for webhook hosts on up to `lanes` threads named `name-N`, by the rules
+    """getaddrinfo for webhook hosts on up to `lanes` threads named `name_N`, by the rules
     above."""
+
+    _every: weakref.WeakSet[NameLookups] = weakref.WeakSet()
+
+    @classmethod
+    def thread_prefixes(cls) -> tuple[str, ...]:
+        """How the names of the threads of every NameLookups begin."""
+        return tuple(f"{lookups._name}_" for lookups in list(cls._every))
+
+    @classmethod
+    def names_held(cls) -> list[str]:
+        """The names a thread of any NameLookups is looking up now."""
+        held: set[str] = set()
+        for lookups in list(cls._every):
+            with lookups._lock:
+                held.update(
+                    one.name for one in lookups._running.values() if one.started is not None
+                )
+        return sorted(held)
 
     def __init__(
         self,
@@ -113,6 +132,7 @@ class NameLookups:
         self._running: dict[tuple[str, int], _Lookup] = {}
         self._slow: dict[str, float] = {}  # name -> when a lookup of it was last slow
         self._warned_at = -BUSY_WARNING_S
+        NameLookups._every.add(self)
 
     async def getaddrinfo(self, host: str, family: int) -> list[AddrInfo]:
         """socket.getaddrinfo(host, 0, family, SOCK_STREAM, 0, AI_ADDRCONFIG): the port is the

@@ -19,6 +19,7 @@ from common.calls.service import WebhookHostUnresolved, check_webhook_address
 from common.notify import guard, lookups
 from common.notify.guard import PooledResolver
 from common.notify.lookups import LookupsBusy, NameLookups
+from common.own_threads import OwnThreads
 from common.settings import Settings
 
 
@@ -196,3 +197,36 @@ async def test_a_placement_check_of_a_name_slow_lately_says_to_retry_later(
 def test_the_webhook_lookups_are_name_lookups() -> None:
     assert isinstance(PooledResolver()._lookups, NameLookups)
     assert PooledResolver()._lookups is guard._DNS
+
+
+async def test_a_stop_during_a_hanging_lookup_says_so_not_a_stalled_disk(
+    dns: Dns, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop while a customer's name server did not answer said "exiting without 1
+    thread(s) still held in a file operation (a stalled disk?): webhook-dns_0", an ERROR
+    sending the operator to a disk that was fine."""
+    import logging
+    import os
+
+    import server
+
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)  # pytest's handlers stay open
+    names = NameLookups("test-stop-lookups")
+    hanging = asyncio.ensure_future(names.getaddrinfo("hang-stop.test", socket.AF_INET))
+    await until(lambda: dns.blocked == 1)
+    OwnThreads.close_all()  # as the server does first: the idle threads end
+    with caplog.at_level(logging.WARNING, logger="server"):
+        await asyncio.to_thread(server._leave_stuck_threads, 0.05)
+    dns.released.set()
+    with pytest.raises(socket.gaierror):
+        await hanging
+    assert exits == [0]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "server"]
+    assert (
+        "WARNING",
+        "exiting without 1 webhook host lookup(s) still waiting for a name server that does"
+        " not answer (hang-stop.test)",
+    ) in said, said
+    assert not any("test-stop-lookups" in message for _level, message in said), said
