@@ -556,6 +556,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         if not isinstance(part, BodyPartReader):  # a nested multipart (multipart/mixed)
             unknown.append("(nested multipart)")
             continue
+        _refuse_encoded(part)
         chunks = []
         part_size = 0
         while True:
@@ -610,6 +611,36 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
         )
     options = options_from_query({**request.query, **fields})
     return (options if options_part is None else merged_options(options, options_part)), csv
+
+
+# A part's Content-Transfer-Encoding that leaves its bytes as they are (RFC 2045); a
+# multipart/form-data part should carry none (RFC 7578 4.7).
+IDENTITY_TRANSFER_ENCODINGS = frozenset(("", "binary", "8bit", "7bit"))
+
+
+def _refuse_encoded(part: BodyPartReader) -> None:
+    """415 for a part whose bytes are encoded (Content-Transfer-Encoding base64 or
+    quoted-printable, a Content-Encoding): parts are read as they came, and such a part was
+    taken as its encoded text. A quoted-printable list was created as written, its callees
+    greeted as "Jos=C3=A9" (and a row cut by a soft line break, "=" at its end); a base64
+    one was told its header had no phone_number column, a gzip one that it held a NUL."""
+    name = "(no name)" if not part.name else shown_text(part.name, 41)
+    transfer = part.headers.get("Content-Transfer-Encoding", "").strip()
+    if transfer.lower() not in IDENTITY_TRANSFER_ENCODINGS:
+        raise HttpError(
+            415,
+            f"the {name} part's Content-Transfer-Encoding {shown_text(transfer, 41)!r} is not"
+            " supported: send the part's bytes as they are (binary, as multipart/form-data"
+            " does), without a Content-Transfer-Encoding",
+        )
+    encoding = part.headers.get("Content-Encoding", "").strip()
+    if encoding.lower() not in ("", "identity"):
+        raise HttpError(
+            415,
+            f"the {name} part's Content-Encoding {shown_text(encoding, 41)!r} is not"
+            " supported: send the part uncompressed (or the whole body with Content-Encoding:"
+            " gzip)",
+        )
 
 
 def _options_part(data: bytes) -> object:
@@ -723,6 +754,11 @@ def setup(app: web.Application) -> None:
                     f"The body is larger than {MAX_BODY_BYTES} bytes, a multipart options part"
                     f" larger than {MAX_OPTIONS_BYTES}, or a form field larger than"
                     f" {MAX_FIELD_BYTES}"
+                ),
+                415: Reply(
+                    "The body's Content-Encoding is not gzip, deflate or none, or a multipart"
+                    " part has a Content-Transfer-Encoding (base64, quoted-printable) or a"
+                    " Content-Encoding: parts are read as their bytes"
                 ),
                 422: Reply(
                     "Invalid options or rows, or a CSV that cannot be read (not UTF-8, no"
