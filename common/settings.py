@@ -1084,7 +1084,13 @@ def environment(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str
     return merged
 
 
-_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+# The bidi embeddings, overrides and isolates: written raw, one in a client's text (a Referer,
+# a User-Agent: the access log writes them as sent) reorders what the rest of its line shows,
+# `"http://a/\u202eb 002" "-"` reading as `"-" "200 b`. Written as escapes in either format.
+_BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_JSON_LINE_BREAKS = str.maketrans(
+    {ch: f"\\u{ord(ch):04x}" for ch in "\x85\u2028\u2029" + _BIDI_CONTROLS}
+)
 
 # Fields our log calls pass as `extra=` that JSON logs carry as fields of their own; a call
 # or campaign named in a line's text and not passed is carried too.
@@ -1120,13 +1126,17 @@ class _JsonFormatter(logging.Formatter):
 
 # What ends a line in a log reader (str.splitlines' breaks), written as escapes instead.
 _LINE_BREAKS = str.maketrans(
-    {ch: ch.encode("unicode_escape").decode() for ch in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+    {
+        ch: ch.encode("unicode_escape").decode()
+        for ch in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029" + _BIDI_CONTROLS
+    }
 )
 
 
 class _TextFormatter(logging.Formatter):
     """One line per message: a line break in what a client sent (an id, a name) is shown
-    escaped, so it cannot start a line that looks like ours. A traceback keeps its lines."""
+    escaped, so it cannot start a line that looks like ours, and so is a bidi control, so it
+    cannot reorder what the line shows. A traceback keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = record.message.translate(_LINE_BREAKS)
