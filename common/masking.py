@@ -40,8 +40,14 @@ _SEPARATOR = (
     r"|%2[0BDE89]|%0[9A-D]|%1[C-F]|%C2%A0|%C2%85|%E1%9A%80|%E2%80%8[0-9A-F]|%E2%80%9[0-5]"
     r"|%E2%80%A[8-9A-F]|%E2%81%9F|%E2%81%A[06-9]|%E2%88%92|%EF%BB%BF|%E3%80%80)"
 )
-# A number: `+` (or `%2B` in a URL), then digits and separators, ending on a digit.
-_PLUS_NUMBER = re.compile(rf"(?:\+|%2B){_SEPARATOR}*(?:{_DIGIT}{_SEPARATOR}*)*{_DIGIT}", re.I)
+# A number: `+` (or `%2B` in a URL), then digits and separators, ending on a digit. `+` is a
+# separator too, so a pattern for it tried from each `+` read the rest of a run of them again:
+# 8,000 `+` took 2 s (a LiveKit error or SIP reason read before it is cut, a request's path).
+# Found in one pass instead (`_masked_plus_numbers`): in each run of separators and digits,
+# from its first `+` to its last digit, which is what that pattern matched.
+_NUMBER_RUN = re.compile(rf"(?:{_SEPARATOR}|{_DIGIT})++", re.I)
+_RUN_TOKEN = re.compile(rf"({_DIGIT})|{_SEPARATOR}", re.I)
+_PLUS_SIGNS = ("+", "%2b")
 # A number without its `+` (forgotten, or a national number: `/dnc/1-415-555-0199`,
 # `?phone_number=(415)%20555-0199`), written with separators: 9+ digits apart by - ( ) or an
 # escaped space; not a date (8 digits), an address (dots) nor a log line's fields (plain
@@ -56,7 +62,11 @@ _TOKEN = re.compile(r"%[0-9A-Fa-f]{2}|[0-9]")
 def _mask_number(match: re.Match[str]) -> str:
     """Every digit of the match but the last four (a digit's escape counts as its digit)
     becomes one `•`; fewer than seven digits are not a phone number: left alone."""
-    text = match.group()
+    return _masked(match.group())
+
+
+def _masked(text: str) -> str:
+    """`_mask_number` of a number's text."""
     digits = [m for m in _TOKEN.finditer(text) if len(m.group()) == 1 or m.group()[1] == "3"]
     if len(digits) < 7:
         return text
@@ -74,8 +84,27 @@ def mask_digits(text: str) -> str:
     its last 4 digits, so a number quoted anywhere in it never reaches a log whole: runs of 7+
     digits, and numbers after a `+` written with separators (`+1-415-555-0199`,
     `%2B1(415)555.0100`), their digits plain or URL-escaped (`%31%34%31...`)."""
-    masked = _BARE_NUMBER.sub(_mask_number, _PLUS_NUMBER.sub(_mask_number, text))
+    masked = _BARE_NUMBER.sub(_mask_number, _masked_plus_numbers(text))
     return _LONG_DIGITS.sub(_mask_number, masked)
+
+
+def _masked_plus_numbers(text: str) -> str:
+    """`text` with each number written after a `+` masked: in each run of separators and
+    digits, the text from its first `+` (or `%2B`) to its last digit after it."""
+    out: list[str] = []
+    kept_from = 0
+    for run in _NUMBER_RUN.finditer(text):
+        plus = last_digit = None
+        for token in _RUN_TOKEN.finditer(run.group()):
+            if plus is None and token.group().lower() in _PLUS_SIGNS:
+                plus = token.start()
+            elif plus is not None and token.group(1) is not None:
+                last_digit = token.end()
+        if plus is not None and last_digit is not None:
+            start, end = run.start() + plus, run.start() + last_digit
+            out += [text[kept_from:start], _masked(text[start:end])]
+            kept_from = end
+    return "".join(out) + text[kept_from:] if out else text
 
 
 def redact(text: str) -> str:
