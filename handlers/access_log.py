@@ -45,12 +45,22 @@ SERVER_LOGGER = "aiohttp.server"
 SANDBOX_USER_AGENTS = frozenset({"LiveKit-Sandbox"})
 
 
-def _is_sandbox_success(record: logging.LogRecord) -> bool:
-    headers = getattr(record, "request_header", None)
-    status = getattr(record, "response_status", None)
-    if not isinstance(headers, dict) or not isinstance(status, int):
-        return False
-    return headers.get("User-Agent") in SANDBOX_USER_AGENTS and 200 <= status < 300
+# Whether the embedded sandbox's successful posts are left out (install's drop_sandbox).
+_sandbox_posts_dropped: list[bool] = [False]
+
+
+def _is_sandbox_post(request: web.BaseRequest, response: web.StreamResponse) -> bool:
+    """A webhook or report the embedded sandbox posted that succeeded. By its User-Agent on a
+    machines' route only: by the User-Agent alone, any client sending `LiveKit-Sandbox` had
+    its API requests (calls placed, numbers added to the do-not-call list) left out of the
+    log."""
+    return (
+        _sandbox_posts_dropped[0]
+        and request.headers.get("User-Agent") in SANDBOX_USER_AGENTS
+        and 200 <= response.status < 300
+        and not request.get(ANSWER_ABORTED)
+        and _from_machine(request)
+    )
 
 
 HIDDEN = "[redacted]"
@@ -111,17 +121,11 @@ def hide_credentials(text: str) -> str:
 
 
 class RedactAccessLog(logging.Filter):
-    def __init__(self, drop_sandbox: bool) -> None:
-        super().__init__()
-        self.drop_sandbox = drop_sandbox
-
     @staticmethod
     def _clean(text: str) -> str:
         return redact(hide_credentials(text))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.drop_sandbox and _is_sandbox_success(record):
-            return False
         message = record.getMessage()
         redacted = self._clean(message)
         if redacted != message:
@@ -174,7 +178,8 @@ def install(*, drop_sandbox: bool = False, secrets: Iterable[str] = ()) -> None:
     """Put the filters on aiohttp's loggers (one each per process; the latest settings win).
     `secrets`: texts never to log (the settings' secrets)."""
     _set_secrets(secrets)
-    _replace_filter(ACCESS_LOGGER, RedactAccessLog(drop_sandbox))
+    _sandbox_posts_dropped[0] = drop_sandbox
+    _replace_filter(ACCESS_LOGGER, RedactAccessLog())
     _replace_filter(SERVER_LOGGER, QuietMalformedRequests())
 
 
@@ -225,6 +230,8 @@ class CallsAccessLogger(AccessLogger):
         status = response.status
         if not self.logger.isEnabledFor(logging.DEBUG) and _never_routed(request):
             return  # the parser refused it: at DEBUG only, as its own line is
+        if _is_sandbox_post(request, response):
+            return  # most of the log otherwise, at DEBUG; its failures are logged
         if self.logger.isEnabledFor(logging.DEBUG) or not _from_machine(request):
             super().log(request, response, time)
         elif not 200 <= status < 300 or request.get(ANSWER_ABORTED):
