@@ -144,9 +144,15 @@ MAX_FIELD_CHARS = 300
 
 
 def _clipped(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters once its numbers are masked, saying how many
+    more it had. Masked after the cut, a number across it kept the digits before it
+    (`%2B141555…`, or `%2B•••5555…`: its middle digits shown as if they were its last four);
+    masked before, it shows its last four at most. What is masked is cut at four times
+    `limit` first (a masked digit escape, `%31`, is one character), bounding its cost."""
     if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+        return text  # masked with the rest of the line (RedactAccessLog)
+    shown = redact(text[: 4 * limit])[:limit]
+    return f"{shown}… ({len(text) - limit} more characters)"
 
 
 class QuietMalformedRequests(logging.Filter):
