@@ -118,6 +118,15 @@ def redact(text: str) -> str:
     return "".join(out)
 
 
+def redact_cut(text: str, limit: int) -> str:
+    """`redact(text)` cut to `limit` characters: masked before it is cut, so a number across
+    the cut shows no more than its last four digits (cut first, it kept those before the cut,
+    `+141555`, or its middle digits as if they were its last four, `+•••5555`). What is
+    masked is cut at four times `limit` first (a masked digit escape, `%31`, is one
+    character), bounding its cost."""
+    return redact(text[: 4 * limit])[:limit]
+
+
 REMOTE_TEXT_CHARS = 300
 # What reads as a credential in another service's words: a JWT (LiveKit's tokens are), or
 # whatever follows "Bearer" (a proxy echoing our request's Authorization header).

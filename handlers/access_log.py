@@ -36,7 +36,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
-from common.masking import redact
+from common.masking import redact, redact_cut
 from handlers.http import ANSWER_ABORTED, shown_status
 from handlers.keys import QUIET_ROUTES, REFUSALS
 
@@ -144,15 +144,12 @@ MAX_FIELD_CHARS = 300
 
 
 def _clipped(text: str, limit: int) -> str:
-    """`text`, or its first `limit` characters once its numbers are masked, saying how many
-    more it had. Masked after the cut, a number across it kept the digits before it
-    (`%2B141555…`, or `%2B•••5555…`: its middle digits shown as if they were its last four);
-    masked before, it shows its last four at most. What is masked is cut at four times
-    `limit` first (a masked digit escape, `%31`, is one character), bounding its cost."""
+    """`text`, or its first `limit` characters once its numbers are masked (`redact_cut`: a
+    number across the cut showed the digits before it, `%2B141555…`), saying how many more
+    it had."""
     if len(text) <= limit:
         return text  # masked with the rest of the line (RedactAccessLog)
-    shown = redact(text[: 4 * limit])[:limit]
-    return f"{shown}… ({len(text) - limit} more characters)"
+    return f"{redact_cut(text, limit)}… ({len(text) - limit} more characters)"
 
 
 class QuietMalformedRequests(logging.Filter):
@@ -167,7 +164,7 @@ class QuietMalformedRequests(logging.Filter):
             return True  # our own defects stay ERRORs with their tracebacks
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         record.msg = "malformed request from %s refused: %s"
-        record.args = (remote, redact(" ".join(str(error.message).split())[:200]))
+        record.args = (remote, redact_cut(" ".join(str(error.message).split()), 200))
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         record.exc_info = record.exc_text = None
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

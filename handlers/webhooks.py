@@ -14,7 +14,7 @@ from typing import Literal
 from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
-from common.masking import redact
+from common.masking import redact_cut
 from common.signing import WEBHOOK_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import RETRY_S, HttpError
@@ -60,7 +60,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
         metrics.webhooks.labels(result="malformed").inc()
         if (more := request.app[REFUSALS].due("webhook: malformed")) is not None:
             logger.warning(
-                "signed webhook is not a LiveKit event: %s%s", redact(str(exc)[:200]), more
+                "signed webhook is not a LiveKit event: %s%s", redact_cut(str(exc), 200), more
             )
         raise HttpError(400, "webhook body is not a LiveKit event") from None
     try:

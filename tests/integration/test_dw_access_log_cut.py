@@ -5,6 +5,7 @@ they were its last four (`%2B•••5555…`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -37,3 +38,29 @@ async def test_a_number_across_the_cut_shows_no_more_than_its_last_four_digits(
             continue
         digits = "".join(ch for ch in shown.group(1) if ch.isdigit())
         assert "0100".startswith(digits), line  # of its last four, at most
+
+
+async def test_a_refused_requests_debug_line_shows_no_more_than_the_last_four_digits(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's parser quotes the refused header; its line was cut at 200 characters before
+    it was masked (`+141555`, `+•••5555`)."""
+    client: TestClient[Any, Any] = await start_app()
+    caplog.set_level(logging.DEBUG)
+    for pad in range(140, 175):  # the cut falls before the number, in it, after it
+        header = b"X-A: " + b"y" * pad + b"+14155550100\x01"  # \x01: no header value holds it
+        raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n"
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+        assert answer.split()[1] == b"400", answer[:100]
+    lines = [r.getMessage() for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(lines) == 35
+    for line in lines:
+        shown = line.rpartition("y")[2]  # what follows the padding: the number, or some of it
+        digits = "".join(ch for ch in shown.partition("\\")[0] if ch.isdigit())
+        assert "0100".startswith(digits), line
