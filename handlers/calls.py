@@ -154,9 +154,10 @@ ERASE_BODY_BYTES = 4 * 1024
 async def erase_number(request: web.Request) -> web.Response:
     """POST /calls/erase {"phone_number"}: erase the personal data of every call to it now."""
     doc = decode_json_object(request, await read_body(request, ERASE_BODY_BYTES))
-    if isinstance(doc, dict):
-        refuse_unknown(doc, ("phone_number",))
-    raw = doc.get("phone_number") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):  # `[]` was told "phone_number: must be a string"
+        raise InvalidCall([FieldError("body", 'must be a JSON object: {"phone_number": ...}')])
+    refuse_unknown(doc, ("phone_number",))
+    raw = doc.get("phone_number")
     try:
         number = e164(raw)
     except ValueError as exc:

@@ -113,9 +113,10 @@ def _all_normalized(numbers: list[object]) -> list[str]:
 async def add_numbers(request: web.Request) -> web.Response:
     """POST /dnc {"numbers": [...]}: add them (all or none: every bad one is listed)."""
     doc = decode_json_object(request, await read_body(request, MAX_BODY_BYTES))
-    if isinstance(doc, dict):
-        refuse_unknown(doc, ("numbers",))
-    numbers = doc.get("numbers") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):  # a bare list was told "numbers: must be a list"
+        raise InvalidCall([FieldError("body", 'must be a JSON object: {"numbers": [...]}')])
+    refuse_unknown(doc, ("numbers",))
+    numbers = doc.get("numbers")
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
         raise InvalidCall([FieldError("numbers", f"must be a list of 1 to {MAX_NUMBERS} numbers")])
     clean = await _PARSING.run(_all_normalized, numbers)

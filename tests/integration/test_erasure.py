@@ -171,7 +171,7 @@ async def test_an_erasure_of_a_number_says_what_is_wrong_with_its_body(
         ({"phone_number": "14155550100x"}, "phone_number"),
         ({}, "phone_number"),
         ({"phone_number": "+14155550100", "name": "Ann"}, "name"),
-        ([], "phone_number"),
+        ([], "body"),  # not an object: its body is wrong
     ):
         resp = await client.post("/calls/erase", json=body, headers=AUTH)
         assert resp.status == 422, (body, await resp.text())
