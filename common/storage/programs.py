@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import ValidationError
 
@@ -52,7 +52,7 @@ from common.calls.outcomes import (
 )
 from common.calls.phone import listed_forms
 from common.campaigns.model import OVER_STATUSES
-from common.contracts import MAX_TURNS, AgentReport, CallReport, TranscriptTurn
+from common.contracts import MAX_TURNS, AgentReport, CallReport, ReportKind, TranscriptTurn
 from common.repeats import Repeats
 from common.storage.base import (
     AdmissionLimits,
@@ -1015,13 +1015,18 @@ def never_dialled(
 # When the server last heard of a call: its last change, timeline entry or agent report.
 # The agent's final report is not one: it comes after the call, once its analysis is done
 # (seconds to a minute later), and taken as the call's end it was counted as talk time. Its
-# transcript's last turn (`at_s` from the answer) stands for it.
+# transcript's last turn (`at_s` from the answer) stands for it. A report is heard when it
+# happened (its own `at`, as the answer's time is taken), bounded by its arrival: the reports
+# refused while the server restarted mid-call arrive with its return, and taken then, the
+# restart was counted as talk (talk_s 12.5 for a 5 s call). So the timeline lines they
+# made (`agent_<kind>`, dated at their arrival) are left to their reports.
+_REPORT_EVENTS = ", ".join(f"'agent_{kind}'" for kind in get_args(ReportKind))
 _LAST_SEEN = (
-    "call_id, dial_started_at, updated_at, answered_at, report,"
+    "call_id, dial_started_at, updated_at, answered_at, report,"  # noqa: S608 - constants
     " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id"
-    " AND e.kind <> 'agent_final') AS last_event,"
-    " (SELECT MAX(r.received_at) FROM reports r WHERE r.call_id = calls.call_id"
-    " AND r.kind <> 'final') AS last_report"
+    f" AND e.kind NOT IN ({_REPORT_EVENTS})) AS last_event,"
+    " (SELECT MAX(CASE WHEN r.at < r.received_at THEN r.at ELSE r.received_at END)"
+    " FROM reports r WHERE r.call_id = calls.call_id AND r.kind <> 'final') AS last_report"
 )
 
 
