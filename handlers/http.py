@@ -103,19 +103,23 @@ def refuses_unknown_query(doc: RouteDoc) -> bool:
     return doc.protected and (doc.method == "GET" or not query_names(doc))
 
 
-def add_route(app: web.Application, doc: RouteDoc, view: View) -> None:
-    """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`."""
+def add_route(
+    app: web.Application, doc: RouteDoc, view: View, *, also_at: str | None = None
+) -> None:
+    """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`;
+    `also_at`: another spelling of the path that answers the same (not described apart)."""
     if refuses_unknown_query(doc):
         view = _only_query(view, query_names(doc), in_body=doc.body is not None)
     handler = requires_token(view) if doc.protected else view
-    if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
-        route = app.router.add_get(doc.path, handler)
-    else:
-        route = app.router.add_route(doc.method, doc.path, handler)
+    for path in (doc.path,) if also_at is None else (doc.path, also_at):
+        if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
+            route = app.router.add_get(path, handler)
+        else:
+            route = app.router.add_route(doc.method, path, handler)
+        if not doc.log_success:  # a machines' route: its refusals are said once a minute
+            app.setdefault(QUIET_ROUTES, set()).add(route)
+            app.setdefault(REFUSALS, Repeats())
     app.setdefault(ROUTES, []).append(doc)
-    if not doc.log_success:  # a machines' route: its refusals are said once a minute
-        app.setdefault(QUIET_ROUTES, set()).add(route)
-        app.setdefault(REFUSALS, Repeats())
 
 
 def say_refusals_held_back(app: web.Application, *, all_kinds: bool = False) -> None:

@@ -106,4 +106,14 @@ def setup(app: web.Application) -> None:
             },
         ),
         livekit_webhook,
+        # LiveKit posts to the URL its project was given, as the operator typed it: with a
+        # trailing slash (or without the one WEBHOOK_PATH has), every webhook was a 404.
+        also_at=other_spelling(settings.webhook_path),
     )
+
+
+def other_spelling(path: str) -> str | None:
+    """The path with its trailing slash if it has none, without it if it has one."""
+    if path == "/":
+        return None
+    return path[:-1] if path.endswith("/") else path + "/"

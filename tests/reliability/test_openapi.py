@@ -23,6 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from handlers.keys import SETTINGS
+from handlers.webhooks import other_spelling
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import OPEN_EVERYWHERE, ShiftedClock
@@ -62,11 +64,15 @@ async def test_openapi_document_describes_every_route(start_app: AppFactory) -> 
     assert resp.status == 200 and resp.content_type == "application/json"
     spec = await resp.json()
     assert spec["openapi"].startswith("3.1")
+    # The webhook's path with a trailing slash: the same operation, spelled as LiveKit may be told
+    alias = other_spelling(client.app[SETTINGS].webhook_path)
     routes = {
         (route.resource.canonical, route.method.lower())
         for route in client.app.router.routes()
         # "*": a 405 for every method a path does not take (/calls/outbound), no operation
-        if route.resource is not None and route.method not in ("HEAD", "*")
+        if route.resource is not None
+        and route.method not in ("HEAD", "*")
+        and route.resource.canonical != alias
     }
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert documented == routes
