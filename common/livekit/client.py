@@ -253,9 +253,18 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         kind = f"{action}: SIP {exc.sip_status_code}"
         return LiveKitRefused(reason, sip_status=exc.sip_status_code, kind=kind)
     if isinstance(exc, api.ServerError):
-        message = remote_text(f"{exc.code}: {exc.message}")  # it may name the room: a call id
+        # it may name the room: a call id
+        message = remote_text(f"{exc.code}: {exc.message}" if exc.message else exc.code)
         if exc.status == 401:  # our token refused: a key revoked or rotated, or the clocks
             message += " (check LIVEKIT_API_KEY and LIVEKIT_API_SECRET, and this host's clock)"
+        elif exc.status in (404, 405) and exc.code != api.TwirpErrorCode.NOT_FOUND:
+            # No LiveKit route gives it (a room it does not have is its own `not_found`):
+            # LIVEKIT_URL names something else, a path pasted with it, another service.
+            message += (
+                " (no LiveKit API at this address: check LIVEKIT_URL, LiveKit's own URL such"
+                " as wss://<project>.livekit.cloud, with a path only if a proxy serves"
+                " LiveKit under one)"
+            )
         kind = f"{action}: LiveKit answered {exc.status}"
         reason = f"{action}: LiveKit answered {exc.status} {message}"
         if exc.code == "deadline_exceeded" or exc.status == 504:

@@ -1,0 +1,48 @@
+"""LIVEKIT_URL naming something that is not LiveKit's API (a path pasted with it, another
+service on the port): every request is a 404 that no LiveKit route gives. It read
+"readiness probe: LiveKit answered 404 unknown:" (an empty message after its colon), in the
+start-up warning, /readyz and every refused call's answer, with nothing saying that the URL
+is what is wrong. A room LiveKit does not have (its own 404, `not_found`) stays as it was."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+
+from common.livekit.client import LiveKitError, check_reachable, create_client, create_session
+from common.settings import Settings
+from tests.helpers import serving
+
+
+async def _not_found_page(_request: web.Request) -> web.Response:
+    return web.Response(status=404, text="404 page not found\n")  # Go's net/http, as LiveKit's
+
+
+async def _twirp_not_found(_request: web.Request) -> web.Response:
+    body = {"code": "not_found", "msg": "requested room does not exist"}
+    return web.Response(status=404, text=json.dumps(body), content_type="application/json")
+
+
+async def _probe(url: str) -> str:
+    async with create_session() as session:
+        lkapi = create_client(Settings(), url, session)
+        with pytest.raises(LiveKitError) as caught:
+            await check_reachable(lkapi)
+    return str(caught.value)
+
+
+async def test_a_livekit_url_with_no_livekit_api_behind_it_says_to_check_it() -> None:
+    async with serving(_not_found_page) as base:
+        said = await _probe(f"{base}/rtc")
+    assert said.startswith("LiveKit did not answer the readiness probe: readiness probe:")
+    assert "LiveKit answered 404 unknown (" in said, said  # no empty message after a colon
+    assert "LIVEKIT_URL" in said, said
+
+
+async def test_livekits_own_not_found_is_not_said_to_be_the_url() -> None:
+    async with serving(_twirp_not_found) as base:
+        said = await _probe(base)
+    assert "404 not_found: requested room does not exist" in said, said
+    assert "LIVEKIT_URL" not in said, said
