@@ -573,7 +573,10 @@ def apply(
         final = change.status in FINAL_STATUSES
         answer = before.answered_at
         if answer is None and change.answered:
-            answer = now if answered_at is None else answered_at
+            # An answer a late webhook shows (retried after an outage) came no later than that
+            # event: dated at its arrival, it fell after the callee's hang-up it was shown by,
+            # and the outage was counted as ringing (ring_s 41 for a line that rang 3 s).
+            answer = max(happened, before.created_at) if answered_at is None else answered_at
         end = end_of(before, now, ended_at, answer)
         limit = (before.config or {}).get("max_duration_s")
         dialled = before.dial_started_at
@@ -600,7 +603,7 @@ def apply(
                 end,
                 int(change.answered),
                 int(change.answered),
-                now if answered_at is None else answered_at,
+                answer,  # the CASE takes it only for a first answer
                 int(final and change.no_report),
                 call_id,
             ),

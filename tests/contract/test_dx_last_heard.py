@@ -59,3 +59,46 @@ async def test_a_report_dated_ahead_of_its_arrival_is_heard_when_it_came(
     clock.advance(61)
     [lost] = await store.unfinished_rooms(clock.now - 60)
     assert lost.last_seen == arrived
+
+
+async def test_an_answer_shown_by_a_late_webhook_is_no_later_than_that_webhook(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Seen live: the server stopped a second after a dial, started again 40 s later, and
+    LiveKit's retried participant_left (its SIP callStatus `hangup`: the callee had answered,
+    then hung up, 11 s after the dial by LiveKit's createdAt) was the first sign of the
+    answer. The answer was dated at the webhook's arrival, after the callee's hang-up: ring_s
+    read 41 s (the restart counted as ringing) for a line that rang 3 s."""
+    from common.calls.outcomes import Signal, next_state
+
+    await store.create_call(NewCall(CALL, "+14155557708", "Bob", "en", "Calm"))
+    await store.start_dial(CALL)
+    dialled = clock.now
+    clock.advance(41)  # back; the webhooks LiveKit kept retrying come in
+    hung_up = Signal(
+        "participant_left",
+        CALL,
+        sip_participant=True,
+        sip_call_status="hangup",
+        disconnect_reason="CLIENT_INITIATED",
+    )
+    left = await store.apply(
+        CALL,
+        "participant_left",
+        lambda state: next_state(state, hung_up),
+        callee_left=True,
+        event_at=dialled + 11,  # LiveKit's createdAt, whole seconds
+    )
+    assert left.after is not None and left.after.answered_at is not None
+    assert left.after.answered_at <= dialled + 12  # not at its arrival, 41 s after the dial
+    finished = Signal("room_finished", CALL)
+    done = await store.apply(
+        CALL,
+        "room_finished",
+        lambda state: next_state(state, finished),
+        room_finished=True,
+        event_at=dialled + 11,
+    )
+    assert done.after is not None and done.after.status.value == "completed"
+    assert done.after.ring_s is not None and done.after.ring_s <= 12
+    assert done.after.ended_at == dialled + 12
