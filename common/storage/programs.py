@@ -1022,10 +1022,12 @@ def never_dialled(
 # happened (its own `at`, as the answer's time is taken), bounded by its arrival: the reports
 # refused while the server restarted mid-call arrive with its return, and taken then, the
 # restart was counted as talk (talk_s 12.5 for a 5 s call). So the timeline lines they
-# made (`agent_<kind>`, dated at their arrival) are left to their reports.
+# made (`agent_<kind>`, dated at their arrival) are left to their reports, and so is the
+# call's `updated_at` (a late answer's status change dates it at the arrival): every other
+# change of a call writes a timeline line of its own, dated as `updated_at` is.
 _REPORT_EVENTS = ", ".join(f"'agent_{kind}'" for kind in get_args(ReportKind))
 _LAST_SEEN = (
-    "call_id, dial_started_at, updated_at, answered_at, report,"  # noqa: S608 - constants
+    "call_id, dial_started_at, created_at, answered_at, report,"  # noqa: S608 - constants
     " (SELECT MAX(e.at) FROM events e WHERE e.call_id = calls.call_id"
     f" AND e.kind NOT IN ({_REPORT_EVENTS})) AS last_event,"
     " (SELECT MAX(CASE WHEN r.at < r.received_at THEN r.at ELSE r.received_at END)"
@@ -1034,7 +1036,7 @@ _LAST_SEEN = (
 
 
 def _lost(row: Row) -> LostCall:
-    times = [row["updated_at"], row["last_event"], row["last_report"]]
+    times = [row["created_at"], row["last_event"], row["last_report"]]
     if row["answered_at"] is not None and row["report"]:
         turns = stored_report(str(row["call_id"]), row["report"]).transcript
         if turns:

@@ -102,3 +102,25 @@ async def test_an_answer_shown_by_a_late_webhook_is_no_later_than_that_webhook(
     assert done.after is not None and done.after.status.value == "completed"
     assert done.after.ring_s is not None and done.after.ring_s <= 12
     assert done.after.ended_at == dialled + 12
+
+
+async def test_an_answer_reported_after_a_restart_is_heard_when_it_happened(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """The server stopped before the answer: the agent's answered report, retried, comes
+    with its return, and the status change it makes is dated then. That change is the
+    report's, heard at the report's own time; dated at its arrival, the restart was talk."""
+    await store.create_call(NewCall(CALL, "+14155557750", "Bob", "en", "Calm"))
+    await store.start_dial(CALL)
+    dialled = clock.now
+    clock.advance(40)  # back: the answer (3 s after the dial) and the last turn come in
+    goodbye = TranscriptTurn(role="agent", text="Goodbye!", at_s=8.0)
+    await store.record_reports(
+        [
+            AgentReport(call_id=CALL, seq=0, kind="answered", at=dialled + 3),
+            AgentReport(call_id=CALL, seq=1, kind="turn", at=dialled + 11, turn=goodbye),
+        ]
+    )
+    clock.advance(61)
+    [lost] = await store.unfinished_rooms(clock.now - 60)
+    assert lost.last_seen == dialled + 11
