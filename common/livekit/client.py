@@ -283,6 +283,26 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         )
     if isinstance(exc, DecodeError):
         return LiveKitUnavailable(f"{action}: {NOT_LIVEKIT}", maybe_done=True)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # No request was sent. Which certificate check failed is what to fix (a self-signed
+        # or expired certificate, another host's name); the class's name alone said none.
+        refused = exc.certificate_error
+        why = getattr(refused, "verify_message", None) or str(refused)
+        return LiveKitUnavailable(
+            f"{action}: LiveKit's TLS certificate was refused ({remote_text(why)[:200]})",
+            maybe_done=False,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        # wss:// or https:// to a port that speaks no TLS (a LiveKit without it, a proxy's
+        # plain port): it read "LiveKit unreachable (ClientConnectorSSLError)" alone.
+        reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
+        reason = remote_text(str(reason)).lower().replace("_", " ")[:200]
+        return LiveKitUnavailable(
+            f"{action}: the TLS handshake with LiveKit failed ({reason}): wss:// and https://"
+            " need TLS on that port; ws:// or http:// for a LiveKit that speaks none (check"
+            " LIVEKIT_URL)",
+            maybe_done=False,
+        )
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
     return LiveKitUnavailable(

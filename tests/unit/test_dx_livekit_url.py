@@ -46,3 +46,14 @@ async def test_livekits_own_not_found_is_not_said_to_be_the_url() -> None:
         said = await _probe(base)
     assert "404 not_found: requested room does not exist" in said, said
     assert "LIVEKIT_URL" not in said, said
+
+
+async def test_a_tls_url_to_a_livekit_without_tls_says_what_failed() -> None:
+    """LIVEKIT_URL=wss://... (or https://) for a LiveKit that speaks plain HTTP on that port:
+    it read "LiveKit unreachable (ClientConnectorSSLError)", the class's name only, as if
+    nothing answered. It says the TLS handshake failed, why, and which schemes need TLS."""
+    async with serving(_not_found_page) as base:
+        said = await _probe(base.replace("http://", "wss://"))
+    assert "TLS" in said and "wrong version number" in said, said
+    assert "ws:// or http://" in said, said
+    assert "ClientConnectorSSLError" not in said, said
