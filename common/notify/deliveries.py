@@ -42,6 +42,7 @@ import aiohttp
 from yarl import URL
 
 from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
+from common.masking import clip_for_log
 from common.metrics import Metrics
 from common.notify.guard import guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
@@ -690,3 +691,19 @@ class WebhookSender:
             more,
             extra={"call_id": delivery.call_id},
         )
+
+
+def connection_failure(exc: aiohttp.ClientError) -> str:
+    """A delivery's failure to connect, as its `last_error` tells the customer: what failed in
+    TLS is theirs to fix (an https:// URL to a port without TLS, a certificate self-signed,
+    expired or for another name), and the exception's class name alone said none of it. No
+    address (the guard's log line has it)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        refused = exc.certificate_error
+        why = getattr(refused, "verify_message", None) or type(refused).__name__
+        return f"TLS certificate refused ({clip_for_log(str(why))[:200]})"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
+        said = clip_for_log(str(reason)).lower().replace("_", " ")[:200]
+        return f"TLS handshake failed ({said}): does the URL's port speak TLS (https://)?"
+    return f"connection failed ({type(exc).__name__})"
