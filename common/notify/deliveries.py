@@ -42,7 +42,6 @@ import aiohttp
 from yarl import URL
 
 from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
-from common.masking import clip_for_log
 from common.metrics import Metrics
 from common.notify.guard import guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
@@ -160,7 +159,10 @@ def connection_failure(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "connection failed: the URL's host name did not resolve (DNS)"
     if isinstance(exc, aiohttp.ClientSSLError):
-        return "connection failed: TLS handshake failed (does the URL's port serve https?)"
+        # The handshake's own reason ("wrong version number": a port without TLS), if any.
+        reason = getattr(getattr(exc, "os_error", None), "reason", None)
+        said = f" ({shown_text(str(reason).lower().replace('_', ' '), 80)})" if reason else ""
+        return f"connection failed: TLS handshake failed{said}: does the URL's port serve https?"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection failed: refused or unreachable (is the receiver up, on that port?)"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -691,19 +693,3 @@ class WebhookSender:
             more,
             extra={"call_id": delivery.call_id},
         )
-
-
-def connection_failure(exc: aiohttp.ClientError) -> str:
-    """A delivery's failure to connect, as its `last_error` tells the customer: what failed in
-    TLS is theirs to fix (an https:// URL to a port without TLS, a certificate self-signed,
-    expired or for another name), and the exception's class name alone said none of it. No
-    address (the guard's log line has it)."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        refused = exc.certificate_error
-        why = getattr(refused, "verify_message", None) or type(refused).__name__
-        return f"TLS certificate refused ({clip_for_log(str(why))[:200]})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError):
-        reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
-        said = clip_for_log(str(reason)).lower().replace("_", " ")[:200]
-        return f"TLS handshake failed ({said}): does the URL's port speak TLS (https://)?"
-    return f"connection failed ({type(exc).__name__})"
