@@ -1220,14 +1220,37 @@ class ConfigStore:
         self._refuse_a_database(data, target)
         # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
         # string): not a document we can add a record to, so it is kept aside, not patched.
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
-        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
-        os.replace(target, aside)
+        aside = self._keep_aside(data, target)
         logger.error(
             "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
         )
         self._remove_old_set_aside(target)
         return self._defaults() | {CALLS_KEY: {}}
+
+    def _keep_aside(self, data: bytes, target: Path) -> Path:
+        """A copy of the unreadable `target` (whose bytes are `data`) kept aside as
+        `<name>.corrupt-<stamp>`, `target` itself left in place: the write's atomic replace
+        takes it away. It was moved aside first, and until the fresh file was in place
+        (the fsync of a write, a disk that stalls; for good if the write failed) config.json
+        was missing: the seed's load_dynamic_config() in another process then wrote one
+        of its own, and an agent's job could find no file. A hard link (no bytes copied);
+        where none can be made (a file system without them, another user's file under
+        protected_hardlinks), a copy. One already kept aside (a write that failed after
+        keeping it) is not kept again."""
+        status = os.lstat(target)
+        if status.st_nlink > 1:
+            for name in self._set_aside_names(target):
+                with contextlib.suppress(OSError):
+                    kept = os.lstat(target.parent / name)
+                    if (kept.st_dev, kept.st_ino) == (status.st_dev, status.st_ino):
+                        return target.parent / name
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(2)}"
+        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except OSError:
+            _write_durably(aside, data, stat.S_IMODE(status.st_mode))
+        return aside
 
     def _remove_old_set_aside(self, target: Path) -> None:
         """Keep the newest KEEP_SET_ASIDE files set aside, remove older ones (see
