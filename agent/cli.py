@@ -166,7 +166,9 @@ def describe_call(
     snapshot = None
     if metadata_json is not None:
         snapshot = _dispatched_snapshot(metadata_json, call_id)
-    store = ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
+    store = ConfigStore(
+        settings.config_path, record_ttl_s=settings.config_record_ttl_s, read_only=True
+    )
     try:
         record, no_record = asyncio.run(read_call_record(store, call_id))
     except ValueError as exc:  # no call id at all ("", bytes that are not text)

@@ -182,7 +182,9 @@ def job_settings() -> Settings:
 @functools.cache
 def job_config_store() -> ConfigStore:
     settings = job_settings()
-    return ConfigStore(settings.config_path, record_ttl_s=settings.config_record_ttl_s)
+    return ConfigStore(
+        settings.config_path, record_ttl_s=settings.config_record_ttl_s, read_only=True
+    )
 
 
 class JobCallControl:

@@ -464,8 +464,12 @@ class ConfigStore:
         *,
         record_ttl_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        # An agent's: it reads its call's record and never writes config.json (every write
+        # refused, ConfigWriteError EROFS; no read creates it). Only the server writes it.
+        self.read_only = read_only
         # The file writes replace: `path`, or where it leads if it is a symbolic link (a
         # config.json linked into a mounted volume stays a link; its file is rewritten).
         # Resolved once: a link re-pointed later (by anyone who can write its directory)
@@ -538,13 +542,21 @@ class ConfigStore:
         ValueError for a `call_id` that is no non-empty string, as every function says)."""
         checked_call_id(call_id)
         doc = self._read_sync(call_id)
-        if doc is None and not self.path.exists():
+        if doc is None and self._initialises(call_id) and not self.path.exists():
             try:
                 self._mutate_sync([])  # auto-initialise with defaults, as the seed promises
             except ConfigWriteError:  # logged; a read still answers (a read-only directory)
                 return self._view(None, call_id)
             doc = self._read_sync(call_id)
         return self._view(doc, call_id)
+
+    def _initialises(self, call_id: str | None) -> bool:
+        """Whether a read finding no config.json creates it (the seed's auto-initialisation
+        with defaults): a read of the latest config, by a store that may write. Never a read
+        of a call's record, which a new file cannot hold: an agent's job reads its call's
+        record, and one that found config.json gone (an operator's `rm`, a write replacing
+        an unreadable one) wrote a config.json of its own, which an agent must never do."""
+        return call_id is None and not self.read_only
 
     def get(self, key: str, default: Any = None, *, call_id: str | None = None) -> Any:
         """One value of `load`'s answer, `default` when the key is not in it (a call without
@@ -628,7 +640,11 @@ class ConfigStore:
     async def load_async(self, *, call_id: str | None = None) -> dict[str, Any]:
         checked_call_id(call_id)
         doc = await self._read_async(call_id)
-        if doc is None and not await aiofiles.os.path.exists(self.path):
+        if (
+            doc is None
+            and self._initialises(call_id)
+            and not await aiofiles.os.path.exists(self.path)
+        ):
             try:
                 await self._submit(lambda _doc, _now: None)
             except ConfigWriteError:  # logged; a read still answers (a read-only directory)
@@ -732,6 +748,7 @@ class ConfigStore:
         return await _in_executor(self._remove_set_aside_holding, frozenset(needles))
 
     def _remove_set_aside_holding(self, needles: frozenset[bytes]) -> int:
+        self._refuse_if_read_only()
         target = self.target
         removed = []
         for name in self._set_aside_names(target):
@@ -785,6 +802,7 @@ class ConfigStore:
         directory takes a synced file (created if missing, as a write would), and
         config.json, if there, is a regular file this process may replace, and no database
         (which a write refuses to set aside)."""
+        self._refuse_if_read_only()
         target = self.target
         self._still_leads_to_target()
         with contextlib.suppress(FileNotFoundError):
@@ -1348,7 +1366,16 @@ class ConfigStore:
         self._top_owner = None  # someone else's document (or a write of ours that failed)
         return self._start_document(data, target), None
 
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise ConfigWriteError(
+                errno.EROFS,
+                f"could not write config: this process only reads {self.path.name} (an"
+                " agent's); only the server writes it",
+            )
+
     def _mutate_sync(self, mutations: list[Mutation], deadline: float | None = None) -> list[Any]:
+        self._refuse_if_read_only()
         target = self.target
         try:
             fd = self._acquire(deadline)
