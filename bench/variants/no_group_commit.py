@@ -18,7 +18,9 @@ require(store.ConfigStore, "_submit", "_mutate_async", "_guard")
 require(store, "_MutationFailed")
 
 
-async def _submit_alone(self: store.ConfigStore, mutation: store.Mutation) -> Any:
+async def _submit_alone(
+    self: store.ConfigStore, mutation: store.Mutation, *, placing_call: str | None = None
+) -> Any:
     deadline = time.monotonic() + store.LOCK_WAIT_S
     results = await self._mutate_async([self._guard(mutation)], deadline)
     result = results[0]

@@ -595,7 +595,10 @@ class ConfigStore:
             options=options,
         )
         try:
-            result: dict[str, Any] = await self._submit(self._put(config, placing=placing))
+            placing_call = config.call_id if placing else None
+            result: dict[str, Any] = await self._submit(
+                self._put(config, placing=placing), placing_call=placing_call
+            )
         except ConfigWriteError as exc:
             if placing and config.call_id is not None and exc.under_way:
                 # Its caller is answered that the call was not placed (503), but the write
@@ -1435,8 +1438,11 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- writing (async)
 
-    async def _submit(self, mutation: Mutation) -> Any:
-        """Queue a mutation for this loop's next group write; wait until it is durable."""
+    async def _submit(self, mutation: Mutation, *, placing_call: str | None = None) -> Any:
+        """Queue a mutation for this loop's next group write; wait until it is durable.
+
+        `placing_call`: the mutation is that call's placing write, withdrawn if its caller
+        is cancelled (`_withdraw`)."""
         loop = asyncio.get_running_loop()
         batch = self._batch(loop)
         future: asyncio.Future[Any] = loop.create_future()
@@ -1447,6 +1453,10 @@ class ConfigStore:
         # No shield: a cancelled caller only gives up its answer; the batch writes regardless.
         try:
             return await asyncio.wait_for(future, WRITE_WAIT_S)
+        except asyncio.CancelledError:
+            if placing_call is not None:
+                self._withdraw(batch, (mutation, future), placing_call, loop)
+            raise
         except TimeoutError:
             # Not taken by a write yet (queued behind the one that stalls): never written.
             # Taken: the write under way holds it, and may still land.
@@ -1455,6 +1465,39 @@ class ConfigStore:
             except ValueError:
                 raise self._stalled(under_way=True) from None
             raise self._stalled() from None
+
+    def _withdraw(
+        self,
+        batch: _Batch,
+        item: tuple[Mutation, asyncio.Future[Any] | None],
+        call_id: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """A call's placing write whose caller was cancelled (its client gone with
+        aiohttp's handler cancellation, the server's stop cancelling what is left): the call
+        is never placed. Not taken by a write yet, it never is; taken by the write under
+        way, it may land (or has), and is taken back right after it, as a refused call's
+        is: config.json kept the record of a call never placed for a minute (the reaper's),
+        and the flat document named it until the next call replaced it."""
+        try:
+            batch.pending.remove(item)
+        except ValueError:
+            pass
+        else:
+            return
+        with self._tops_lock:
+            self._owed.add(call_id)  # `placed` keeps what its write replaced
+        if call_id not in batch.owed:
+            batch.owed.append(call_id)
+        # Owed retractions join the drain's next write at once while no retry timer runs
+        # (one runs only after a retraction's own write failed).
+        self._start_drain(batch, loop)
+        logger.warning(
+            "call %s: its placement was cancelled while its config write was under way;"
+            " the write is taken back once it has landed",
+            call_id,
+            extra={"call_id": call_id},
+        )
 
     def _stalled(self, *, under_way: bool = False) -> ConfigWriteError:
         """The failure of a write not durable within WRITE_WAIT_S: its thread runs on (the
