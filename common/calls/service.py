@@ -720,6 +720,20 @@ class CallService:
         except DatabaseError as exc:
             await self._retract_config(call_id, f"the calls database failed: {exc}")
             raise
+        except asyncio.CancelledError:
+            # Its client gone (aiohttp's handler cancellation), the server's stop: the call
+            # is never dialled (a row that lands after all is settled failed by the reaper,
+            # nobody called), and its config write stayed: its record until the reaper's
+            # pass, and the flat document named it until the next call. Taken back as a
+            # refused call's is, without waiting (this task is being cancelled).
+            self.config.retract_call_soon(call_id)
+            logger.warning(
+                "call %s: its placement was cancelled while its row was being written; it is"
+                " never dialled, and its config write is taken back",
+                call_id,
+                extra={"call_id": call_id},
+            )
+            raise
         self.events.publish(applied.events)
         return call_id, record
 
@@ -1337,7 +1351,7 @@ class CallService:
             self.wake_deliveries(call_id)
 
     async def _forget_config_if_present(self, call_id: str, why: str) -> None:
-        # Missing (loading would create it), or no file (a directory: nothing was written to
+        # Missing (no record in it), or no file (a directory: nothing was written to
         # it, and a removal would log one more failure for a call that never had a record).
         if not await aiofiles.os.path.isfile(self.config.path):
             return

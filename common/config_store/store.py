@@ -1485,6 +1485,22 @@ class ConfigStore:
             pass
         else:
             return
+        self._retract_soon(batch, call_id, loop)
+        logger.warning(
+            "call %s: its placement was cancelled while its config write was under way;"
+            " the write is taken back once it has landed",
+            call_id,
+            extra={"call_id": call_id},
+        )
+
+    def retract_call_soon(self, call_id: str) -> None:
+        """`retract_call_async` without waiting for it (as a cancelled placement cannot):
+        written right after the write under way, or with the next one."""
+        checked_call_id(call_id)
+        loop = asyncio.get_running_loop()
+        self._retract_soon(self._batch(loop), call_id, loop)
+
+    def _retract_soon(self, batch: _Batch, call_id: str, loop: asyncio.AbstractEventLoop) -> None:
         with self._tops_lock:
             self._owed.add(call_id)  # `placed` keeps what its write replaced
         if call_id not in batch.owed:
@@ -1492,12 +1508,6 @@ class ConfigStore:
         # Owed retractions join the drain's next write at once while no retry timer runs
         # (one runs only after a retraction's own write failed).
         self._start_drain(batch, loop)
-        logger.warning(
-            "call %s: its placement was cancelled while its config write was under way;"
-            " the write is taken back once it has landed",
-            call_id,
-            extra={"call_id": call_id},
-        )
 
     def _stalled(self, *, under_way: bool = False) -> ConfigWriteError:
         """The failure of a write not durable within WRITE_WAIT_S: its thread runs on (the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.config_store import store as config_store_module
-from handlers.keys import CONFIG
+from handlers.keys import CONFIG, METRICS
 from server import SANDBOX
 from tests.helpers import SEED_EXAMPLES
 
@@ -134,3 +135,37 @@ async def test_a_placement_cancelled_while_its_config_write_waits_is_never_writt
     assert "Queued" not in names_in(after) and "Ahead" in names_in(after)
     assert after["caller_name"] == "Ahead"
     assert len(dialled(client)) == 1
+
+
+async def test_a_placement_cancelled_while_its_row_is_written_takes_its_config_write_back(
+    client: Client, tmp_path: Path
+) -> None:
+    """Cancelled after its config write, while the calls database wrote its row (here held
+    up by another connection's write lock): the call is never dialled (a row that lands is
+    settled failed by the reaper), yet its record stayed in config.json and the flat
+    document named it until the next call. Now its config write is taken back."""
+    before = await client.app[CONFIG].load_async()
+    database = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
+    try:
+        database.execute("BEGIN IMMEDIATE")  # the writers' lock, as another process holds it
+        request = asyncio.ensure_future(
+            client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Cancelled"))
+        )
+
+        async def row_under_way() -> None:  # its config write done (measured), its row next
+            registry = client.app[METRICS].registry
+            while not registry.get_sample_value("config_write_seconds_count"):
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(row_under_way(), 10)
+        (handler,) = serving(client)
+        assert "Cancelled" in names_in(config_of(client))
+        await gone_away(client, request, handler)
+    finally:
+        database.execute("ROLLBACK")
+        database.close()
+    await client.app[CONFIG].flush_async()
+    after = config_of(client)
+    assert "Cancelled" not in names_in(after)
+    assert after["caller_name"] == before["caller_name"] != "Cancelled"
+    assert dialled(client) == []
