@@ -637,6 +637,13 @@ class ConfigStore:
         except OSError:
             self._owe(asyncio.get_running_loop(), [call_id])
             raise
+        except asyncio.CancelledError:
+            # Its waiter cancelled (the placing request's client gone, the server's stop):
+            # queued, the retraction was written regardless, but after the placement's end
+            # (`placed`) had dropped what the call's write replaced, and the flat document
+            # went on naming the refused call. Owed: that is kept until one is durable.
+            self.retract_call_soon(call_id)
+            raise
         self._retracted([call_id])
         return removed
 
