@@ -685,12 +685,21 @@ class ConfigStore:
             batch.timer = loop.call_later(within_s, self._flush_later, batch)
 
     async def flush_async(self) -> None:
-        """Write the removals `forget_call_soon` holds back now (as the server stops). A
-        write that does not end within WRITE_WAIT_S (a stalled disk) is left to it, said with
-        what it leaves: a SIGTERM then never finished the server's stop."""
+        """Write the removals `forget_call_soon` holds back, and the retractions owed, now
+        (as the server stops). A write that does not end within WRITE_WAIT_S (a stalled
+        disk) is left to it, said with what it leaves: a SIGTERM then never finished the
+        server's stop."""
         batch = self._batches.get(asyncio.get_running_loop())
         if batch is None:
             return
+        # And the retractions owed (their write failed: a held lock, a full disk), tried
+        # once more now rather than by their timer, which the stop never lets fire: the
+        # flat document went on naming a refused call across the restart.
+        if batch.owed_timer is not None:
+            batch.owed_timer.cancel()
+            batch.owed_timer = None
+        if batch.owed:
+            self._start_drain(batch, asyncio.get_running_loop())
         self._flush_later(batch)
         if batch.task is not None and not batch.task.done():
             try:

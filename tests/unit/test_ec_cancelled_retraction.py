@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.config_store import store as config_store_module
-from common.config_store.store import ConfigStore
+from common.config_store.store import ConfigStore, ConfigWriteError
 
 
 async def test_a_retraction_cancelled_while_queued_still_gives_the_flat_document_back(
@@ -52,3 +53,27 @@ async def test_a_retraction_cancelled_while_queued_still_gives_the_flat_document
     assert "call-refused" not in doc["calls"]
     assert doc["caller_name"] == "Before"
     assert (await store.load_async())["caller_name"] == "Before"
+
+
+async def test_the_stops_flush_writes_a_retraction_owed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused call's retraction whose write failed (config.json.lock held by another
+    process) is owed, tried again within RETRACT_AGAIN_S; the server's stop flushed only the
+    finished calls' removals, so a stop meanwhile left the flat document naming the refused
+    call across the restart (its record pruned, as a finished call's). Now the stop's
+    flush tries the owed retractions too."""
+    monkeypatch.setattr(config_store_module, "LOCK_WAIT_S", 0.2)
+    config = tmp_path / "config.json"
+    store = ConfigStore(config)
+    await store.update_async("Before", "Hi")
+    await store.update_async("Refused", "Hi", call_id="call-refused", placing=True)
+    with (tmp_path / "config.json.lock").open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another process holding it
+        with pytest.raises(ConfigWriteError):
+            await store.retract_call_async("call-refused")
+        store.placed("call-refused")
+    await store.flush_async()  # the server stops
+    doc = json.loads(config.read_bytes())
+    assert "call-refused" not in doc["calls"]
+    assert doc["caller_name"] == "Before"
