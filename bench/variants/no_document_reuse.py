@@ -19,12 +19,12 @@ require(store, "_read_bytes")
 
 
 def _always_parse(
-    self: store.ConfigStore, target: Path
+    self: store.ConfigStore, target: Path, erased: frozenset[bytes] = frozenset()
 ) -> tuple[store.Document, store._Written | None]:
     data = store._read_bytes(target)
     written, self._written = self._written, None  # re-armed only by a completed write
     same = data is not None and written is not None and data == written.data
-    return self._start_document(data, target), written if same else None
+    return self._start_document(data, target, erased), written if same else None
 
 
 store.ConfigStore._current_document = _always_parse  # type: ignore[method-assign]

@@ -752,7 +752,9 @@ class ConfigStore:
         that hold the name or the instructions one of `placed_with` (the configs of calls
         whose personal data is erased on request) was placed with: an erasure left them
         there, the newest 10 kept for good. Unreadable, they cannot be edited: the whole copy
-        goes, with a WARNING naming it. How many were removed."""
+        goes, with a WARNING naming it; an unreadable config.json holding them is replaced
+        by a fresh one, no copy kept (the next write kept it aside). How many were removed
+        or replaced."""
         needles = set()
         for config in placed_with:
             for key in ("caller_name", "agent_instructions"):
@@ -770,6 +772,25 @@ class ConfigStore:
         self._refuse_if_read_only()
         target = self.target
         removed = []
+        replaced = 0
+        # config.json itself unreadable and holding them: the next write kept it aside, the
+        # erased data with it, for good. Replaced now, no copy kept.
+        try:
+            data = _read_bytes(target)
+            if (
+                data is not None
+                and any(needle in data for needle in needles)
+                and self._document_in(data) is None
+            ):
+                self._mutate_sync([], erased=needles)
+                replaced = 1
+        except OSError as exc:
+            logger.error(
+                "✗ %s is unreadable and may hold an erased call's data, but could not be"
+                " replaced (%s): the next write keeps a copy of it aside",
+                self.path,
+                exc.strerror or type(exc).__name__,
+            )
         for name in self._set_aside_names(target):
             path = target.parent / name
             try:
@@ -793,7 +814,7 @@ class ConfigStore:
                 self.path,
                 ", ".join(removed),
             )
-        return len(removed)
+        return len(removed) + replaced
 
     async def records_written_async(self) -> dict[str, float]:
         """Each call record's call id and written_at (0 where it has none), as on disk now."""
@@ -1242,21 +1263,39 @@ class ConfigStore:
                     elif entry.name.startswith(probe) and entry.stat().st_mtime < stale:
                         os.unlink(entry.path)
 
-    def _start_document(self, data: bytes | None, target: Path) -> Document:
-        """The document to mutate: the current one, or a fresh one (bad file kept aside). An
-        empty file (`touch config.json`, `: > config.json`) is none yet, as a missing one:
-        it was logged as unreadable and an empty copy of it kept aside."""
-        if data is None or not data.strip():
-            return self._defaults() | {CALLS_KEY: {}}
+    @staticmethod
+    def _document_in(data: bytes) -> Document | None:
+        """The document `data` holds, or None if it holds none a write can add a record to:
+        unparseable, or no object, or a "calls" that is not an object (a list, null, a
+        string)."""
         try:
             parsed = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            parsed = None
+            return None
         if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
             return parsed
+        return None
+
+    def _start_document(
+        self, data: bytes | None, target: Path, erased: frozenset[bytes] = frozenset()
+    ) -> Document:
+        """The document to mutate: the current one, or a fresh one (bad file kept aside,
+        unless it holds one of `erased`: data erased on request). An empty file (`touch
+        config.json`, `: > config.json`) is none yet, as a missing one: it was logged as
+        unreadable and an empty copy of it kept aside."""
+        if data is None or not data.strip():
+            return self._defaults() | {CALLS_KEY: {}}
+        if (parsed := self._document_in(data)) is not None:
+            return parsed
         self._refuse_a_database(data, target)
-        # Unparseable, or no object, or a "calls" that is not an object (a list, null, a
-        # string): not a document we can add a record to, so it is kept aside, not patched.
+        # Not a document we can add a record to, so it is kept aside, not patched.
+        if any(needle in data for needle in erased):
+            logger.warning(
+                "%s was unreadable and held a call's data erased on request: replaced with a"
+                " fresh file, no copy kept",
+                self.path,
+            )
+            return self._defaults() | {CALLS_KEY: {}}
         aside = self._keep_aside(data, target)
         logger.error(
             "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
@@ -1376,14 +1415,16 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- writing (sync)
 
-    def _current_document(self, target: Path) -> tuple[Document, _Written | None]:
+    def _current_document(
+        self, target: Path, erased: frozenset[bytes] = frozenset()
+    ) -> tuple[Document, _Written | None]:
         """The document on disk, to mutate, and our last write if it is that document."""
         data = _read_bytes(target)
         written, self._written = self._written, None  # re-armed only by a completed write
         if data is not None and written is not None and data == written.data:
             return written.doc, written  # nobody wrote since we did: no need to parse again
         self._top_owner = None  # someone else's document (or a write of ours that failed)
-        return self._start_document(data, target), None
+        return self._start_document(data, target, erased), None
 
     def _refuse_if_read_only(self) -> None:
         if self.read_only:
@@ -1393,7 +1434,12 @@ class ConfigStore:
                 " agent's); only the server writes it",
             )
 
-    def _mutate_sync(self, mutations: list[Mutation], deadline: float | None = None) -> list[Any]:
+    def _mutate_sync(
+        self,
+        mutations: list[Mutation],
+        deadline: float | None = None,
+        erased: frozenset[bytes] = frozenset(),
+    ) -> list[Any]:
         self._refuse_if_read_only()
         target = self.target
         try:
@@ -1413,7 +1459,7 @@ class ConfigStore:
             # rewrote once (the seed's update_config run as root in the service's directory)
             # was root's, 0600, and every write of the service failed after it.
             mode, owner = _mode_of(target)
-            doc, last = self._current_document(target)
+            doc, last = self._current_document(target, erased)
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
             tmp = self._temp_path(target)
