@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpServer
@@ -203,3 +206,34 @@ class ShiftedClock:
 
     def move_to(self, at: float) -> None:
         self.offset = at - time.time()
+
+
+@dataclass
+class HeldWrite:
+    """A durable write of config.json held as a stalled disk holds it: `held` is set once it
+    is, `go` lets it through, `landed` is set once it is written."""
+
+    go: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
+    landed: threading.Event = field(default_factory=threading.Event)
+
+
+def hold_config_write(monkeypatch: pytest.MonkeyPatch, marker: bytes) -> HeldWrite:
+    """Hold the first write of config.json whose bytes hold `marker` (a caller's name) until
+    `go`; every other write goes through."""
+    from common.config_store import store as config_store_module
+
+    held = HeldWrite()
+    real = config_store_module._write_durably
+
+    def holding(path: Path, data: bytes, mode: int = 0o600) -> None:
+        if marker in data and not held.held.is_set():
+            held.held.set()
+            held.go.wait(30)
+            real(path, data, mode)
+            held.landed.set()
+            return
+        real(path, data, mode)
+
+    monkeypatch.setattr(config_store_module, "_write_durably", holding)
+    return held

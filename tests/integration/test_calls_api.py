@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from handlers.keys import CALLS, CONFIG, SETTINGS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, hold_config_write
 
 Client = TestClient[Any, Any]
 
@@ -743,16 +742,8 @@ async def test_a_stalled_config_write_is_answered_at_its_deadline(
     is answered 503 by WRITE_WAIT_S, nothing dialled; the call queued behind it is never
     written, and calls are placed again once the disk lets the stalled write through."""
     monkeypatch.setattr(config_store_module, "WRITE_WAIT_S", 1.0, raising=False)
-    go, stalled = threading.Event(), threading.Event()
-    real = config_store_module._write_durably
-
-    def stalling(path: Path, data: bytes, mode: int = 0o600) -> None:
-        if b"Stalled" in data and not stalled.is_set():
-            stalled.set()
-            go.wait(30)
-        real(path, data, mode)
-
-    monkeypatch.setattr(config_store_module, "_write_durably", stalling)
+    held = hold_config_write(monkeypatch, b"Stalled")
+    go, stalled = held.go, held.held
     try:
         first = asyncio.ensure_future(
             client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Stalled"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from common.config_store import store as config_store_module
 from common.update_config import load_dynamic_config
 from handlers.keys import CONFIG
-from tests.helpers import SEED_EXAMPLES, wait_for
+from tests.helpers import SEED_EXAMPLES, hold_config_write, wait_for
 
 Client = TestClient[Any, Any]
 
@@ -39,19 +38,8 @@ async def test_a_stalled_write_that_lands_after_its_503_is_taken_back(
     assert placed.status == 200
     assert load_dynamic_config()["caller_name"] == "Before"
 
-    go, stalled, landed = threading.Event(), threading.Event(), threading.Event()
-    real = config_store_module._write_durably
-
-    def stalling(path: Path, data: bytes, mode: int = 0o600) -> None:
-        if b"Stalled" in data and not stalled.is_set():
-            stalled.set()
-            go.wait(30)
-            real(path, data, mode)
-            landed.set()
-            return
-        real(path, data, mode)
-
-    monkeypatch.setattr(config_store_module, "_write_durably", stalling)
+    held = hold_config_write(monkeypatch, b"Stalled")
+    go, stalled, landed = held.go, held.held, held.landed
     try:
         refused = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[1], name="Stalled"))
         assert refused.status == 503

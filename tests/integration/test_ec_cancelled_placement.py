@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from common.config_store import store as config_store_module
 from handlers.keys import CONFIG, METRICS
 from server import SANDBOX
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, hold_config_write
 
 Client = TestClient[Any, Any]
 
@@ -41,25 +39,6 @@ def dialled(client: Client) -> list[dict[str, Any]]:
         for r in client.app[SANDBOX].requests
         if r.method == "CreateSIPParticipant" and r.authorized
     ]
-
-
-class PausedWrites:
-    """config.json's writes whose bytes hold `marker` wait (in their thread) until `go`."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, marker: bytes) -> None:
-        self.paused, self.go = threading.Event(), threading.Event()
-        real = config_store_module._write_durably
-
-        def pausing(path: Path, data: bytes, mode: int = 0o600) -> None:
-            if marker in data and not self.paused.is_set():
-                self.paused.set()
-                self.go.wait(30)
-            real(path, data, mode)
-
-        monkeypatch.setattr(config_store_module, "_write_durably", pausing)
-
-    async def wait_paused(self) -> None:
-        assert await asyncio.to_thread(self.paused.wait, 10)
 
 
 def serving(client: Client) -> list[asyncio.Task[None]]:
@@ -85,11 +64,11 @@ async def test_a_placement_cancelled_while_its_config_write_runs_takes_the_write
     flat document (load_dynamic_config()["caller_name"]) named a call never placed until
     the next call. Now both are taken back once the write under way has landed."""
     before = await client.app[CONFIG].load_async()  # the seed's load_dynamic_config()
-    writes = PausedWrites(monkeypatch, b"Cancelled")
+    writes = hold_config_write(monkeypatch, b"Cancelled")
     request = asyncio.ensure_future(
         client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Cancelled"))
     )
-    await writes.wait_paused()
+    assert await asyncio.to_thread(writes.held.wait, 10)
     (handler,) = serving(client)
     await gone_away(client, request, handler)
     writes.go.set()
@@ -110,11 +89,11 @@ async def test_a_placement_cancelled_while_its_config_write_waits_is_never_writt
     """A call's config write queued behind the one under way (group commit) was written
     after its placement had been cancelled: config.json kept a record, and a flat document,
     of a call never placed. Now it is dropped from the queue; the call ahead is placed."""
-    writes = PausedWrites(monkeypatch, b"Ahead")
+    writes = hold_config_write(monkeypatch, b"Ahead")
     ahead = asyncio.ensure_future(
         client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Ahead"))
     )
-    await writes.wait_paused()
+    assert await asyncio.to_thread(writes.held.wait, 10)
     (ahead_handler,) = serving(client)
     queued = asyncio.ensure_future(
         client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Queued"))

@@ -10,13 +10,12 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from common.config_store import store as config_store_module
 from common.config_store.store import ConfigStore, ConfigWriteError
+from tests.helpers import hold_config_write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,16 +35,8 @@ async def test_a_write_whose_lock_file_was_removed_does_not_drop_another_writers
     store = ConfigStore(config)
     await store.update_async("First", call_id="call-first")
 
-    go, holding = threading.Event(), threading.Event()
-    real = config_store_module._write_durably
-
-    def held_mid_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-        if b"Held" in data and not holding.is_set():
-            holding.set()
-            go.wait(30)
-        real(path, data, mode)
-
-    monkeypatch.setattr(config_store_module, "_write_durably", held_mid_write)
+    held = hold_config_write(monkeypatch, b"Held")
+    go, holding = held.go, held.held
     write = asyncio.ensure_future(store.update_async("Held", call_id="call-held"))
     try:
         assert await asyncio.to_thread(holding.wait, 30)  # the lock is held, mid-write
