@@ -27,7 +27,7 @@ from handlers.keys import SETTINGS
 from handlers.webhooks import other_spelling
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
 from tests.reliability.conftest import Figures, scaled
 from tests.reliability.fuzz import fuzz_settings
 
@@ -303,6 +303,15 @@ async def test_the_answers_of_every_outcome_conform(start_app: AppFactory) -> No
         return placed
 
     placed = await asyncio.to_thread(place_all)
+    await client.app[SANDBOX].wait_idle(20)
+
+    async def campaign_over() -> bool:
+        # The sandbox can be idle before the campaign's scheduler dialled its one recipient
+        # (a loaded run): its cancel below is the 409 of a campaign over.
+        resp = await client.get(f"/campaigns/{placed['campaign']}")
+        return (await resp.json())["campaign"]["status"] == "completed"
+
+    await wait_for(campaign_over, timeout=20)
     await client.app[SANDBOX].wait_idle(20)
 
     def read_all() -> None:
