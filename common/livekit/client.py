@@ -303,6 +303,14 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             " LIVEKIT_URL)",
             maybe_done=False,
         )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # A port that speaks TLS drops a plain request unanswered (ws:// or http:// to it):
+        # "LiveKit unreachable (ServerDisconnectedError)" named neither that nor the setting.
+        return LiveKitUnavailable(
+            f"{action}: LiveKit closed the connection without an answer (if it serves TLS on"
+            " that port, LIVEKIT_URL must start with wss:// or https://)",
+            maybe_done=True,
+        )
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
     return LiveKitUnavailable(

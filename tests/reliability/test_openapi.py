@@ -309,7 +309,8 @@ async def test_the_answers_of_every_outcome_conform(start_app: AppFactory) -> No
         # The sandbox can be idle before the campaign's scheduler dialled its one recipient
         # (a loaded run): its cancel below is the 409 of a campaign over.
         resp = await client.get(f"/campaigns/{placed['campaign']}")
-        return (await resp.json())["campaign"]["status"] == "completed"
+        status: str = (await resp.json())["campaign"]["status"]
+        return status == "completed"
 
     await wait_for(campaign_over, timeout=20)
     await client.app[SANDBOX].wait_idle(20)

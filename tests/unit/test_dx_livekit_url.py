@@ -6,6 +6,7 @@ is what is wrong. A room LiveKit does not have (its own 404, `not_found`) stays 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -57,3 +58,23 @@ async def test_a_tls_url_to_a_livekit_without_tls_says_what_failed() -> None:
     assert "TLS" in said and "wrong version number" in said, said
     assert "ws:// or http://" in said, said
     assert "ClientConnectorSSLError" not in said, said
+
+
+async def test_a_plain_url_to_a_livekit_serving_tls_says_to_check_the_scheme() -> None:
+    """LIVEKIT_URL=ws://... to a port that speaks TLS: the server drops the plain request
+    unanswered, and it read "LiveKit unreachable (ServerDisconnectedError)" alone."""
+
+    async def drops(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # a TLS server reads a ClientHello, gets HTTP: it hangs up
+        writer.close()
+
+    server = await asyncio.start_server(drops, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        said = await _probe(f"ws://127.0.0.1:{port}")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "closed the connection without an answer" in said, said
+    assert "LIVEKIT_URL must start with wss://" in said, said
+    assert "ServerDisconnectedError" not in said, said
