@@ -37,6 +37,7 @@ from common.campaigns.windows import (
     CallingWindow,
     InvalidWindow,
     call_zones,
+    fixed_all_year,
     given_zone,
     next_allowed,
     parse_window,
@@ -236,13 +237,19 @@ def _pacing(value: object, errors: list[FieldError]) -> Pacing:
 
 def _window(value: object, errors: list[FieldError]) -> CallingWindow | None:
     try:
-        return parse_window(value)
+        window = parse_window(value)
     except InvalidWindow as exc:
         errors.extend(
             FieldError("window" if name == "window" else f"window.{name}", message)
             for name, message in exc.errors
         )
         return None
+    # Refused in a new campaign as in its rows (a stored campaign's window still reads):
+    # hours read in EST end an hour later than Eastern time's in summer.
+    if (fixed := fixed_all_year(window.timezone)) is not None:
+        errors.append(FieldError("window.timezone", fixed))
+        return None
+    return window
 
 
 def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:

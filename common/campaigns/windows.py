@@ -270,7 +270,7 @@ def _parse_timezone(value: object, errors: list[tuple[str, str]]) -> str | None:
         return None
     if value == RECIPIENT or is_zone(value):
         return value
-    hint = zone_spelled(value)
+    hint = zone_meant(value)
     message = f"unknown time zone {quoted(value)}"
     message += f"; did you mean {hint!r}?" if hint else '; use "recipient" or an IANA name'
     errors.append(("timezone", message))
@@ -373,16 +373,27 @@ _FIXED_ALL_YEAR = {
 }
 
 
+def fixed_all_year(value: str) -> str | None:
+    """Why `value` (`EST`, `MST`), a zone name, is still not the zone its writer meant, or
+    None: a row's time zone and a campaign window's are refused so."""
+    return _FIXED_ALL_YEAR.get(value.strip())
+
+
+def zone_meant(value: str) -> str | None:
+    """The zone an abbreviation (`PST`) or another spelling (`europe/madrid`) means, if any."""
+    return _ABBREVIATED.get(value.strip().upper()) or zone_spelled(value)
+
+
 def row_zone_problem(value: object) -> str | None:
     """Why a recipient's `timezone` is not a zone to read its calling hours in, or None."""
-    if isinstance(value, str) and (fixed := _FIXED_ALL_YEAR.get(value.strip())) is not None:
+    if isinstance(value, str) and (fixed := fixed_all_year(value)) is not None:
         return fixed
     if isinstance(value, str) and is_zone(value):
         return None
     example = "an IANA time zone name such as America/Chicago"
     if not isinstance(value, str):
         return f"must be {example}; got {quoted(value)}"
-    hint = _ABBREVIATED.get(value.strip().upper()) or zone_spelled(value)
+    hint = zone_meant(value)
     tail = f"did you mean {hint!r}?" if hint else f"use {example}"
     return f"unknown time zone {quoted(value)}; {tail}"
 
