@@ -43,7 +43,7 @@ from yarl import URL
 
 from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
 from common.metrics import Metrics
-from common.notify.guard import guard_refusal, make_connector, read_capped
+from common.notify.guard import LookupsBusy, guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
 from common.repeats import Repeats
 from common.settings import MAX_RETRY_DELAY_S, Settings
@@ -157,6 +157,11 @@ def connection_failure(exc: aiohttp.ClientError) -> str:
             else "connection failed: TLS certificate not accepted"
         )
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        if isinstance(exc.os_error, LookupsBusy):  # not asked: it may well resolve now
+            return (
+                "connection failed: the URL's host name was slow to resolve lately and was not"
+                " looked up this time (is its name server answering promptly?)"
+            )
         return "connection failed: the URL's host name did not resolve (DNS)"
     if isinstance(exc, aiohttp.ClientSSLError):
         # The handshake's own reason ("wrong version number": a port without TLS), if any.
