@@ -26,7 +26,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from common.notify.signing import WebhookVerificationError, parse_secret, verify
+from common.notify.signing import WebhookVerificationError, parse_secrets, verify
 from sandbox.util import port_argument
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Receiver:
     """The receiving app: verify, remember ids, print."""
 
     def __init__(self, secret: str, out: TextIO = sys.stdout) -> None:
-        self.secret = parse_secret(secret)
+        self.secret = parse_secrets(secret)  # the server's value, a rotation's list too
         self.out = out
         self.seen: OrderedDict[str, None] = OrderedDict()  # the latest SEEN_IDS, oldest first
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=port_argument, default=9000)
     args = parser.parse_args(argv)
     try:
-        parse_secret(args.secret)
+        parse_secrets(args.secret)
     except ValueError as exc:
         parser.error(str(exc))
     try:

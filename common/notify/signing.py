@@ -114,13 +114,20 @@ def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes) -> None:
     """Check a delivery as a receiver would; raise `WebhookVerificationError` if it fails.
+    `secret` may be several, comma-separated, as CALLS_WEBHOOK_SECRET during a rotation
+    (`parse_secrets`): a signature by any of them is enough.
 
     Includes the package's +-5 minute timestamp tolerance (replay protection).
     """
-    webhook = Webhook(parse_secret(secret))
-    try:
-        webhook.verify(body, dict(headers.items()), json_parse=False)
-    except WebhookVerificationError:
-        raise
-    except ValueError as exc:  # malformed signature list, bad base64, non-UTF-8 body
-        raise WebhookVerificationError(f"malformed webhook: {exc}") from exc
+    failure: WebhookVerificationError | None = None
+    for one in parse_secrets(secret).split(","):
+        try:
+            Webhook(one).verify(body, dict(headers.items()), json_parse=False)
+        except WebhookVerificationError as exc:
+            failure = exc
+        except ValueError as exc:  # malformed signature list, bad base64, non-UTF-8 body
+            raise WebhookVerificationError(f"malformed webhook: {exc}") from exc
+        else:
+            return
+    assert failure is not None  # noqa: S101 - one secret at least: each failed
+    raise failure
