@@ -434,6 +434,11 @@ def check_bind(settings: Settings) -> None:
     )
 
 
+def warn_token_settings(settings: Settings) -> None:
+    for warning in settings.token_warnings():
+        logger.warning("%s", warning)
+
+
 def warn_livekit_settings(settings: Settings) -> None:
     for warning in settings.livekit_warnings():
         logger.warning("%s", warning)
@@ -736,6 +741,7 @@ def main() -> None:
         settings.require_token_pair()
         configure_logging(settings)
         check_bind(settings)
+        warn_token_settings(settings)
         check_webhook_host(settings)
         warn_report_url(settings)
         warn_open_files(settings)

@@ -781,6 +781,25 @@ class Settings:
                 " (or unset it once no client uses the old one)"
             )
 
+    def token_warnings(self) -> list[str]:
+        """A token that reads as a list (`new,old`, as CALLS_WEBHOOK_SECRET is given while it
+        is rotated) is one token, compared whole: every client, on either token, is refused
+        401. Said at start-up; not refused, as a token may hold a comma."""
+        warnings = []
+        for name, token in (
+            ("CALLS_API_TOKEN", self.calls_api_token),
+            ("CALLS_API_TOKEN_PREVIOUS", self.calls_api_token_previous),
+        ):
+            parts = (token or "").split(",")
+            if len(parts) > 1 and all(len(part.strip()) >= MIN_TOKEN_CHARS for part in parts):
+                warnings.append(
+                    f"{name} holds a comma: it is one token, compared whole, not a list (a"
+                    " client sending either part is refused 401); to keep the old token taken"
+                    " while clients move to a new one, set CALLS_API_TOKEN to the new one and"
+                    " CALLS_API_TOKEN_PREVIOUS to the old one"
+                )
+        return warnings
+
     def require_webhook_secret(self) -> None:
         """Customer webhooks are signed: a URL without a secret stops start-up, as does a URL
         the SSRF guard refuses (plain http or a private address, unless allowed)."""
