@@ -211,9 +211,13 @@ class _ReadTexts(Generic[V]):
     report is copied with model_copy, a config copied before it is erased), so one value
     stands for every read. An erasure forgets the texts it erased (`forget`): the names and
     conversations it took out of the database are not held here either (another server's
-    copies go within KEEP_S)."""
+    copies go within KEEP_S). Nor kept again by a read that fetched the row before the
+    erasure committed and parsed it after the forget (another connection's read on
+    PostgreSQL, beside the erasure's transaction): a text forgotten within KEEP_S is not
+    kept (by its hash; a collision only costs a parse)."""
 
     KEEP_S = 300.0  # a call's reads after its final report come within its last minutes
+    FORGOTTEN_MAX = 16384  # texts remembered forgotten at most (the oldest go first)
 
     def __init__(
         self, max_entries: int, max_chars: int, clock: Callable[[], float] = time.monotonic
@@ -224,6 +228,7 @@ class _ReadTexts(Generic[V]):
         self._lock = threading.Lock()  # SQLite's thread, its read-aside thread, the loop
         self._by_text: dict[str, tuple[V, float]] = {}  # oldest first
         self._chars = 0
+        self._forgotten: dict[int, float] = {}  # hash(text) -> when forgotten, oldest first
 
     def get(self, text: str) -> V | None:
         found = self._by_text.get(text)
@@ -238,7 +243,7 @@ class _ReadTexts(Generic[V]):
         if len(text) > self.max_chars // 4:  # a few very large ones would take it all
             return
         with self._lock:
-            if text in self._by_text:
+            if text in self._by_text or self._was_forgotten(text):
                 return
             self._by_text[text] = (value, self._clock())
             self._chars += len(text)
@@ -246,9 +251,26 @@ class _ReadTexts(Generic[V]):
 
     def forget(self, *texts: str | None) -> None:
         with self._lock:
+            now = self._clock()
             for text in texts:
-                if text is not None and self._by_text.pop(text, None) is not None:
+                if text is None:
+                    continue
+                if self._by_text.pop(text, None) is not None:
                     self._chars -= len(text)
+                self._forgotten.pop(hash(text), None)  # re-entered last: oldest first
+                self._forgotten[hash(text)] = now
+            while len(self._forgotten) > self.FORGOTTEN_MAX:
+                del self._forgotten[next(iter(self._forgotten))]
+
+    def _was_forgotten(self, text: str) -> bool:
+        """`text` was forgotten within KEEP_S (under the lock); older marks are dropped."""
+        stale = self._clock() - self.KEEP_S
+        while self._forgotten:
+            oldest, at = next(iter(self._forgotten.items()))
+            if at >= stale:
+                break
+            del self._forgotten[oldest]
+        return hash(text) in self._forgotten
 
     def _make_room(self) -> None:
         """Drop the oldest while they are too many, too large, or kept past KEEP_S."""
