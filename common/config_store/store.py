@@ -68,6 +68,7 @@ FORGET_WITHIN_S = 1.0
 # the next write, or on its own this long after: the flat document went on naming a refused
 # call for good (a probe held the lock 6 s through a burst of refusals).
 RETRACT_AGAIN_S = 5.0
+LOCK_FILE_MODE = 0o644  # config.json.lock: empty, opened by every user that writes config.json
 NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
 # The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -1198,14 +1199,39 @@ class ConfigStore:
         """The lock file, created if missing. flock needs no write access: a lock file made
         by another user (root running the seed's update_config once) is opened read-only,
         instead of failing every write with EACCES. A directory we may not write, with no
-        lock file in it, is that EACCES (not the ENOENT of the read-only try)."""
+        lock file in it, is that EACCES (not the ENOENT of the read-only try).
+
+        One this process makes is 0644 whatever its umask: root's 077 (or a hardened 027)
+        made it root's 0600 when root's write was the first since it was removed (an
+        operator's clean-up of a "stale" lock file), and every write of the service after it
+        failed, `could not write config (lock): Permission denied`. It holds nothing."""
         try:
-            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass  # made below
         except PermissionError as denied:
+            return self._open_lock_read_only(denied)
+        try:
+            fd = os.open(
+                self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, LOCK_FILE_MODE
+            )
+        except FileExistsError:  # made meanwhile by another writer (or a link to nowhere)
             try:
-                return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise denied from None
+                return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except PermissionError as denied:
+                return self._open_lock_read_only(denied)
+        try:
+            os.fchmod(fd, LOCK_FILE_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_lock_read_only(self, denied: PermissionError) -> int:
+        try:
+            return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise denied from None
 
     def _still_leads_to_target(self) -> None:
         """A `path` that was a link at start-up still leads to the file writes replace; else
