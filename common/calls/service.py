@@ -2040,14 +2040,23 @@ def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[An
             return
         fault = trunk_fault(reason if isinstance(reason, str) else None)
         if fault is not None and (more := repeats.due(fault)) is not None:
+            # A campaign's call names its campaign, as its status line does (and JSON logs
+            # filtered by campaign_id show the warning with the campaign's other lines).
+            campaign_id = event.data.get("campaign_id")
+            campaign_id = campaign_id if isinstance(campaign_id, str) else None
             logger.warning(
-                "call %s failed: %s; %s (the outbound trunk SIP_OUTBOUND_TRUNK_ID names, in"
+                "call %s%s failed: %s; %s (the outbound trunk SIP_OUTBOUND_TRUNK_ID names, in"
                 " LiveKit): while calls fail so, no call reaches anyone%s",
                 event.call_id,
+                f" (campaign {campaign_id})" if campaign_id else "",
                 reason,
                 fault,
                 more,
-                extra={"call_id": event.call_id, "status": Status.FAILED.value},
+                extra={
+                    "call_id": event.call_id,
+                    "status": Status.FAILED.value,
+                    "campaign_id": campaign_id,
+                },
             )
 
     return warn
