@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from common.calls import service as call_service
+from common.notify import guard
+from common.notify.lookups import NameLookups
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES, serving_posts
 from tests.integration.test_customer_webhooks import place, wait_until, webhook_app
@@ -61,6 +64,10 @@ class HangingDns:
 def dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[HangingDns]:
     hanging = HangingDns()
     monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    # Pools of their own: the names these tests make slow stay slow for 10 minutes in the
+    # process's pools, and must not refuse a later test's lookups in the same worker.
+    monkeypatch.setattr(guard, "_DNS", NameLookups("test-webhook-dns"))
+    monkeypatch.setattr(call_service, "CHECK_DNS", NameLookups("test-webhook-check-dns"))
     try:
         yield hanging
     finally:
