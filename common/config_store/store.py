@@ -399,10 +399,16 @@ def _head(path: Path) -> bytes:
 
 def _mode_of(path: Path) -> tuple[int, tuple[int, int] | None]:
     """The permissions and the owner (uid, gid) of the file at `path` (not followed), or
-    (NEW_FILE_MODE, None) if there is none."""
+    (NEW_FILE_MODE, None) if there is none; for root, (NEW_FILE_MODE, its directory's owner)
+    in a directory of another user's."""
     try:
         status = os.lstat(path)
     except FileNotFoundError:
+        # Root making it first (the seed's update_config run as root where the service keeps
+        # config.json, before the service ever wrote): root's 0600, the service could neither
+        # read nor write it, every call 503. It is the directory owner's, as theirs would be.
+        if os.geteuid() == 0 and (directory := os.stat(path.parent)).st_uid != 0:
+            return NEW_FILE_MODE, (directory.st_uid, directory.st_gid)
         return NEW_FILE_MODE, None
     return stat.S_IMODE(status.st_mode), (status.st_uid, status.st_gid)
 

@@ -178,3 +178,26 @@ def test_root_running_the_seeds_update_config_once_leaves_the_file_the_services(
         again = as_nobody(WRITER, str(config))
         assert again.returncode == 0, again.stderr
         assert json.loads(config.read_text())["calls"]["call-b"]["caller_name"] == "Bob"
+
+
+@pytest.mark.usefixtures("nobody_runs_the_project")
+def test_root_making_the_services_config_json_first_makes_it_the_services() -> None:
+    """Root ran the seed's `update_config` in the service's directory before the service ever
+    wrote: config.json was root's, 0600, and the service could neither read nor write it. It
+    is the directory owner's now; in root's own directory it stays root's."""
+    with tempfile.TemporaryDirectory(prefix="root-first-") as where:
+        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
+        directory = Path(where) / "svc"
+        directory.mkdir()
+        os.chown(directory, NOBODY, NOBODY)
+        config = directory / "config.json"
+
+        ConfigStore(config).update("Root ran a script first")  # as root
+        status = config.stat()
+        assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (NOBODY, NOBODY, 0o600)
+        written = as_nobody(WRITER, str(config))
+        assert written.returncode == 0, written.stderr
+
+        own = Path(where) / "config.json"  # root's own directory
+        ConfigStore(own).update("Root's own")
+        assert (own.stat().st_uid, own.stat().st_mode & 0o777) == (0, 0o600)
