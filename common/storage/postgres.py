@@ -31,7 +31,7 @@ import asyncpg
 
 from common.repeats import OneLineRepeats
 from common.storage.base import CommitUnknown, DatabaseError, DatabaseNewer, DatabaseStalled
-from common.storage.migrations import migrations_for
+from common.storage.migrations import describe, migrations_for, renumbered
 from common.storage.programs import POSTGRES, Program, Query, Row
 from common.storage.sql import SqlCallStore
 
@@ -296,6 +296,7 @@ class PostgresCallStore(SqlCallStore):
                         f"{masked(self.dsn)} has schema version {version}, newer than this code"
                         f" ({SCHEMA_VERSION})"
                     )
+                await self._apply_renumbered(conn)
                 for migration in MIGRATIONS:
                     if migration.version <= version:
                         continue
@@ -314,6 +315,34 @@ class PostgresCallStore(SqlCallStore):
                     )
         except asyncpg.PostgresError as exc:
             raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {_why(exc)}") from None
+
+    async def _apply_renumbered(self, conn: Any) -> None:
+        """The migrations of RENUMBERED that schema_migrations records under another name
+        (the backed-out release's): never applied, applied now and recorded under their own."""
+        recorded = {
+            row["version"]: row["name"]
+            for row in await conn.fetch("SELECT version, name FROM schema_migrations")
+        }
+        skipped = tuple(
+            m for m in renumbered("postgres") if recorded.get(m.version, m.name) != m.name
+        )
+        for migration in skipped:
+            for statement in migration.statements:
+                await conn.execute(statement, timeout=MIGRATION_STATEMENT_TIMEOUT_S)
+            await conn.execute(
+                "UPDATE schema_migrations SET name = $2, applied_at = $3 WHERE version = $1",
+                migration.version,
+                migration.name,
+                time.time(),
+            )
+        if skipped:
+            logger.warning(
+                "database %s: migrations %s had been skipped (a release of 2026-12-04, since"
+                " backed out, migrated it and gave their numbers to its own: %s); applied now",
+                masked(self.dsn),
+                describe(skipped),
+                ", ".join(recorded[m.version] for m in skipped),
+            )
 
     async def close(self) -> None:
         await self._pool.close()

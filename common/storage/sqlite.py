@@ -39,7 +39,7 @@ from common.storage.base import (
     DatabaseStalled,
     ErasureUnfinished,
 )
-from common.storage.migrations import migrations_for
+from common.storage.migrations import BACKED_OUT, Migration, describe, migrations_for, renumbered
 from common.storage.programs import SQLITE, Program, Row, probe_write
 from common.storage.sql import SqlCallStore
 
@@ -72,6 +72,25 @@ LOCKED_BUSY_TIMEOUT_MS = round(LOCKED_TRY_S * 1000)
 # behind it, with no answer at all. Past the busy timeout, as a write waiting for the lock
 # holds the queue that long.
 QUEUE_WAIT_S = 10.0
+
+
+def _apply_renumbered(conn: sqlite3.Connection, version: int) -> tuple[Migration, ...]:
+    """The migrations of RENUMBERED a database at `version` was never given, applied now:
+    those that made something (one found already made each start costs nothing but a look)."""
+    skipped = tuple(m for m in renumbered("sqlite") if m.version <= version)
+    table, column = BACKED_OUT
+    if not skipped or not any(
+        row[1] == column for row in conn.execute(f"PRAGMA table_info({table})")
+    ):
+        return ()
+    made = []
+    for migration in skipped:
+        before = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        for statement in migration.statements:
+            conn.execute(statement)
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] != before:
+            made.append(migration)
+    return tuple(made)
 
 
 def _enter_wal(conn: sqlite3.Connection, timeout_s: float = WAL_SWITCH_TIMEOUT_S) -> None:
@@ -636,12 +655,21 @@ class SqliteCallStore(SqlCallStore):
                     f"{self.path} has schema version {version}, newer than this code"
                     f" ({SCHEMA_VERSION})"
                 )
+            repaired = _apply_renumbered(conn, version)
             pending = [m for m in MIGRATIONS if m.version > version]
             for migration in pending:
                 for statement in migration.statements:
                     conn.execute(statement)
             if pending:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if repaired:
+            logger.warning(
+                "calls database %s: migrations %s had been skipped (a release of 2026-12-04,"
+                " since backed out, migrated it and gave their numbers to one of its own);"
+                " applied now",
+                self.path,
+                describe(repaired),
+            )
         if pending:
             logger.info(
                 "calls database %s at schema version %d (was %d)",
