@@ -74,6 +74,22 @@ LOCKED_BUSY_TIMEOUT_MS = round(LOCKED_TRY_S * 1000)
 QUEUE_WAIT_S = 10.0
 
 
+# Calls recorded by the releases of 2026-11-26 (schema 1 and 2, before the migration files)
+# have no dial mark: 0003 added dial_started_at empty, and such a call's dial was written as a
+# 'dialed' line of its timeline. Left live by that server and read as never dialled, the
+# upgrade settled each 'failed, nobody was called' and freed its Idempotency-Key: a client's
+# retry under the key called the person again. Each live one is marked at its 'dialed' line
+# or, with none (its server stopped during the dial, which may have rung), as it was recorded.
+# Run as such a database is migrated (no version of its own: the code before it reads the
+# database as it did); those releases wrote no config snapshot, every call since has one.
+MARK_FIRST_RELEASE_DIALS = (
+    "UPDATE calls SET dial_started_at = COALESCE((SELECT MIN(e.at) FROM events e"
+    " WHERE e.call_id = calls.call_id AND e.kind = 'dialed'), created_at)"
+    " WHERE dial_started_at IS NULL AND config IS NULL"
+    " AND status IN ('dialing', 'ringing', 'in_progress')"
+)
+
+
 def _apply_renumbered(conn: sqlite3.Connection, version: int) -> tuple[Migration, ...]:
     """The migrations of RENUMBERED a database at `version` was never given, applied now:
     those that made something (one found already made each start costs nothing but a look)."""
@@ -660,6 +676,8 @@ class SqliteCallStore(SqlCallStore):
             for migration in pending:
                 for statement in migration.statements:
                     conn.execute(statement)
+            if version < 3 <= SCHEMA_VERSION and pending:
+                conn.execute(MARK_FIRST_RELEASE_DIALS)
             if pending:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         if repaired:
