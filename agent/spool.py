@@ -140,19 +140,31 @@ class ReportSpool:
 
     def _remove_stale_temps(self) -> None:
         """Remove what a process killed mid-save left (its transcript in it, never renamed
-        into place nor sent: it stayed on the host for good)."""
+        into place nor sent: it stayed on the host for good), and what an earlier release
+        set aside."""
         before = time.time() - STALE_TEMP_S
         try:
-            leftovers = [
-                p for p in self.directory.iterdir() if p.name[0] == "." and p.name.endswith(".tmp")
-            ]
+            found = list(self.directory.iterdir())
         except OSError:
             return
+        leftovers = [p for p in found if p.name[0] == "." and p.name.endswith(".tmp")]
+        set_aside = [p for p in found if p.name.endswith(f"{_SUFFIX}.bad") and p.name[0] != "."]
         for path in leftovers:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < before:
                     path.unlink()
                     logger.info("report spool: removed %s, left half written", path.name)
+        # Files the release of 2026-12-05 (4b617bc to cba83e5) set aside as unreadable,
+        # `<name>.json.bad`: kept with a call's transcript for good, never sent nor counted,
+        # past any retention. Found after an upgrade, they go as an unreadable file goes now.
+        for path in set_aside:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                logger.error(
+                    "report spool: %s removed: an earlier release set it aside as unreadable;"
+                    " its reports are lost",
+                    path.name,
+                )
 
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
