@@ -671,7 +671,7 @@ class SqliteCallStore(SqlCallStore):
                     f"{self.path} has schema version {version}, newer than this code"
                     f" ({SCHEMA_VERSION})"
                 )
-            repaired = _apply_renumbered(conn, version)
+            repaired = _apply_renumbered(conn, version) if self._may_migrate else ()
             pending = [m for m in MIGRATIONS if m.version > version]
             for migration in pending:
                 for statement in migration.statements:

@@ -157,3 +157,21 @@ def test_the_migrations_applied_again_may_run_twice(backend: str) -> None:
     for migration in renumbered(backend):
         for statement in migration.statements:
             assert statement.startswith(("CREATE INDEX IF NOT EXISTS", "CREATE TABLE IF NOT"))
+
+
+async def test_a_tool_that_only_reads_leaves_the_repair_to_the_server(tmp_path: Path) -> None:
+    """`agent describe` opens calls.db not to migrate it: a database of the backed-out
+    release that an earlier upgrade took to today's version is left for the server."""
+    path = tmp_path / "calls.db"
+    store = await SqliteCallStore.open(path, FakeClock())
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute(SQLITE_LINE_JOINED[0])
+        db.execute("DROP INDEX outbox_undispatched")
+    db.close()
+    store = await SqliteCallStore.open(path, FakeClock(), migrate=False)
+    await store.close()
+    assert "outbox_undispatched" not in outbox_indexes(path)
+    store = await SqliteCallStore.open(path, FakeClock())
+    await store.close()
+    assert "outbox_undispatched" in outbox_indexes(path)
