@@ -297,6 +297,15 @@ class PostgresCallStore(SqlCallStore):
                         f" ({SCHEMA_VERSION})"
                     )
                 await self._apply_renumbered(conn)
+                if 0 < version < SCHEMA_VERSION:  # a new database's schema is made at once
+                    logger.info(
+                        "database %s: migrating from schema version %d to %d; nothing is"
+                        " served until it is done (an index built over a large table holds"
+                        " its writes and takes a while)",
+                        masked(self.dsn),
+                        version,
+                        SCHEMA_VERSION,
+                    )
                 for migration in MIGRATIONS:
                     if migration.version <= version:
                         continue

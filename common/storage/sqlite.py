@@ -673,6 +673,15 @@ class SqliteCallStore(SqlCallStore):
                 )
             repaired = _apply_renumbered(conn, version) if self._may_migrate else ()
             pending = [m for m in MIGRATIONS if m.version > version]
+            if pending and version > 0:  # a new file's schema is made in a blink
+                logger.info(
+                    "calls database %s: migrating from schema version %d to %d; nothing is"
+                    " served until it is done (an index built over a large table takes a"
+                    " while: seconds a GB)",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                )
             for migration in pending:
                 for statement in migration.statements:
                     conn.execute(statement)
