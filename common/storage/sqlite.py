@@ -697,16 +697,6 @@ class SqliteCallStore(SqlCallStore):
                 self.path,
                 describe(repaired),
             )
-        if pending or repaired:
-            # What a migration wrote (an index over a large table: tens of MB) is copied into
-            # calls.db now and the log emptied: left there, the first write after it found
-            # the log past WAL_WARN_BYTES and warned of a reader holding it, nobody's.
-            # Not waiting for readers (another server starting): their log is cut back later.
-            conn.execute("PRAGMA busy_timeout=0")
-            try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.execute("PRAGMA busy_timeout=5000")
         if pending:
             logger.info(
                 "calls database %s at schema version %d (was %d)",
