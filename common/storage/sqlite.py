@@ -225,6 +225,12 @@ def _checkpoint_mark(shm: int) -> bytes | None:
     return head[32:40] + head[96:100] + head[128:132] if len(head) == 136 else None
 
 
+def _checkpointing(mark: bytes | None) -> bool:
+    """A checkpoint is copying the log into calls.db (or one stopped part way): the index's
+    nBackfillAttempted, set as one begins, is past its nBackfill, set as it ends."""
+    return mark is not None and mark[8:12] != mark[12:16]
+
+
 @dataclass(frozen=True)
 class _Call:
     loop: asyncio.AbstractEventLoop
@@ -523,7 +529,14 @@ class SqliteCallStore(SqlCallStore):
         """After our own write (its COMMIT may have copied the log into calls.db). calls.db
         changed while the log's index did not (no checkpoint: a copy onto it while the write
         ran) keeps the marks from before it, for the next write's look."""
-        content, checkpoint = _content_mark(_stat(self.path)), self._shm_mark()
+        # The index first: a checkpoint another process ends between the two looks changes
+        # the index after its last write to calls.db, so that write is seen with it. Looked
+        # at the other way round, its last writes came after the look at calls.db and its
+        # index's change before the one at the index: the next write read calls.db changed
+        # and the index not, 'written over' (a second server starting during the first's
+        # migration refused every write).
+        checkpoint = self._shm_mark()
+        content = _content_mark(_stat(self.path))
         before, checkpoint_before = self._marks
         if content != before:
             if before is not None and checkpoint is not None and checkpoint == checkpoint_before:
@@ -561,8 +574,13 @@ class SqliteCallStore(SqlCallStore):
         if content is None or now == content:
             return
         current = self._shm_mark()
-        if checkpoint is None or current != checkpoint:  # a checkpoint by another process
-            self._marks = (now, current)
+        if checkpoint is None or current != checkpoint or _checkpointing(current):
+            # A checkpoint by another process: done since, or still copying the log into
+            # calls.db (its index says how far it got only once it is done: a second server
+            # starting during the first's migration wrote while the first copied its 64 MB,
+            # read calls.db changed and the index not, and refused every write).
+            # calls.db looked at again after the index (see _note_marks): `now` was before it.
+            self._marks = (_content_mark(_stat(self.path)), current)
             self._header = self._db_header()
             return
         if now is not None and now[0] == content[0] and self._header is not None:
