@@ -640,7 +640,9 @@ def apply(
         inserted = yield Query(
             "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-            _entry_args(call_id, event_id, kind, before, change, detail, now),
+            _entry_args(
+                call_id, event_id, kind, before, change, detail, _line_at(kind, now, happened)
+            ),
         )
         if not inserted:
             raise DuplicateEvent
@@ -674,6 +676,18 @@ MAX_EVENT_DELAY_S = 3600.0
 LATE_FINISH_S = 5.0
 # agent/reporting.py's RetryPolicy: up to 30 s between a report's attempts, each up to 10 s.
 REPORTS_RETRY_S = 40.0
+
+
+def _line_at(kind: str, now: float, happened: float) -> float:
+    """When a webhook's timeline line is dated: at its arrival, or, for one that came after
+    an outage (LATE_FINISH_S late: LiveKit retried it while this server was down), when it
+    happened. Dated at its arrival, such a line was the reaper's last sign of a call whose
+    room_finished was lost, and the outage counted as talk (talk_s 37 for an 8 s call), as
+    an agent's retried report did. A room_finished keeps its arrival: the grace for the
+    reports still being retried runs from it (_ROOM_FINISHED_CAME)."""
+    if kind == "room_finished" or now - happened <= LATE_FINISH_S:
+        return now
+    return happened
 
 
 def happened_at(now: float, event_at: float | None) -> float:
@@ -1046,7 +1060,8 @@ def never_dialled(
 # restart was counted as talk (talk_s 12.5 for a 5 s call). So the timeline lines they
 # made (`agent_<kind>`, dated at their arrival) are left to their reports, and so is the
 # call's `updated_at` (a late answer's status change dates it at the arrival): every other
-# change of a call writes a timeline line of its own, dated as `updated_at` is.
+# change of a call writes a timeline line of its own, dated as `updated_at` is (a webhook's
+# that came after an outage, when it happened: `_line_at`).
 _REPORT_EVENTS = ", ".join(f"'agent_{kind}'" for kind in get_args(ReportKind))
 _LAST_SEEN = (
     "call_id, dial_started_at, created_at, answered_at, report,"  # noqa: S608 - constants
