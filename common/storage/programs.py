@@ -641,7 +641,13 @@ def apply(
             "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             _entry_args(
-                call_id, event_id, kind, before, change, detail, _line_at(kind, now, happened)
+                call_id,
+                event_id,
+                kind,
+                before,
+                change,
+                detail,
+                _line_at(kind, detail, now, happened),
             ),
         )
         if not inserted:
@@ -678,14 +684,16 @@ LATE_FINISH_S = 5.0
 REPORTS_RETRY_S = 40.0
 
 
-def _line_at(kind: str, now: float, happened: float) -> float:
+def _line_at(kind: str, detail: Mapping[str, Any], now: float, happened: float) -> float:
     """When a webhook's timeline line is dated: at its arrival, or, for one that came after
     an outage (LATE_FINISH_S late: LiveKit retried it while this server was down), when it
     happened. Dated at its arrival, such a line was the reaper's last sign of a call whose
     room_finished was lost, and the outage counted as talk (talk_s 37 for an 8 s call), as
-    an agent's retried report did. A room_finished keeps its arrival: the grace for the
-    reports still being retried runs from it (_ROOM_FINISHED_CAME)."""
-    if kind == "room_finished" or now - happened <= LATE_FINISH_S:
+    an agent's retried report did. Two keep their arrival, as waits run from it: a
+    room_finished's (the grace for the reports still being retried, _ROOM_FINISHED_CAME),
+    and an agent's leaving (AGENT_GONE_GRACE_S for its room_finished, retried too, before
+    any server's reaper ends the call as its agent's gone: agent_gone_unsettled)."""
+    if kind == "room_finished" or detail.get(AGENT_LEFT_DETAIL) or now - happened <= LATE_FINISH_S:
         return now
     return happened
 

@@ -67,3 +67,29 @@ async def test_a_webhook_on_time_is_heard_at_its_arrival(
     clock.advance(61)
     [lost] = await store.unfinished_rooms(clock.now - 60)
     assert lost.last_seen == arrived
+
+
+async def test_an_agent_leaving_retried_after_a_restart_keeps_its_arrival(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """An agent's participant_left that came late starts the wait for its room_finished
+    (retried by LiveKit too) from its arrival: dated when it happened, any server's reaper
+    would end the call as its agent's gone at once, before that room_finished could land."""
+    from common.storage.programs import AGENT_LEFT_DETAIL
+
+    await store.create_call(NewCall(CALL, "+14155557701", "Bob", "en", "Calm"))
+    await store.start_dial(CALL)
+    dialled = clock.now
+    clock.advance(40)  # back: LiveKit's retried webhooks come in
+    agent_left = Signal("participant_left", CALL)
+    await store.apply(
+        CALL,
+        "participant_left",
+        lambda state: next_state(state, agent_left),
+        event_id="EV_ef_agent_left",
+        detail={AGENT_LEFT_DETAIL: True},
+        event_at=float(int(dialled + 9)),
+    )
+    assert await store.agent_gone_unsettled(clock.now - 5, None) == []
+    clock.advance(6)
+    assert await store.agent_gone_unsettled(clock.now - 5, None) == [CALL]
