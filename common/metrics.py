@@ -6,7 +6,34 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from common.calls.outcomes import Status
+from common.calls.events import EVENT_TYPES
+from common.calls.outcomes import FINAL_STATUSES, Status
+
+# Every label value each counter can take, exported at 0 from the start: a series that first
+# appears at 1 (the first failed placement after a start) is no increase to Prometheus, so
+# `increase(calls_placed_total{result="failed"}[10m]) > 0` missed the first failure after
+# every restart (and a server restarted daily, with one failure a day, every one).
+PLACED_RESULTS = ("placed", "failed")
+WEBHOOK_RESULTS = (
+    "applied",
+    "duplicate",
+    "ignored",
+    "unverified",
+    "malformed",
+    "too_large",
+    "unreadable",
+    "db_error",
+)
+REPORT_RESULTS = (
+    "applied",
+    "duplicate",
+    "too_many_turns",
+    "unverified",
+    "malformed",
+    "other_call",
+    "unknown_call",
+)
+DELIVERY_RESULTS = ("delivered", "retrying", "failed", "stopped")
 
 
 class Metrics:
@@ -62,6 +89,16 @@ class Metrics:
             "Webhooks refused because their signature did not verify",
             registry=self.registry,
         )
+        for counter, values in (
+            (self.calls_placed, PLACED_RESULTS),
+            (self.webhooks, WEBHOOK_RESULTS),
+            (self.reports, REPORT_RESULTS),
+            (self.webhook_deliveries, DELIVERY_RESULTS),
+            (self.call_events, EVENT_TYPES),
+            (self.calls_ended, sorted(status.value for status in FINAL_STATUSES)),
+        ):
+            for value in values:
+                counter.labels(value)
 
         self.deliveries_pending = Gauge(
             "customer_webhook_deliveries_pending",
