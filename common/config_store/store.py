@@ -114,6 +114,13 @@ async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
     return await aiofiles.base.wrap(fn)(*args)
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Its outcome taken, for a probe whose every waiter gave up on it (no "Future exception
+    was never retrieved" at ERROR for a probe the next check runs again)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class ConfigWriteError(OSError):
     """config.json could not be written; the previous file is left as it was, unless
     `under_way`: the write did not answer in time (WRITE_WAIT_S) but is under way, and may
@@ -516,6 +523,9 @@ class ConfigStore:
         # time.monotonic; None: not known to be held), and its name (None: not known).
         self._locked_since: float | None = None
         self._holder: str | None = None
+        # The readiness probe under way (its thread may be held by a stalled disk): the checks
+        # that follow wait for it rather than each holding another executor thread.
+        self._probe: asyncio.Future[None] | None = None
 
     # ---------------------------------------------------------------- public API (sync)
 
@@ -842,7 +852,18 @@ class ConfigStore:
         config.json itself; and with `rewrite` (at start-up), a write of a config.json that
         is there.
         """
-        await _in_executor(self._probe_sync, rewrite)
+        # One at a time: a check that gave up on a stalled probe (its 2 s bound) left its
+        # thread held in the fsync, and a probe every second held all 6 threads of the loop's
+        # default executor in 6 s, where config.json's writes and aiohttp's DNS lookups (the
+        # LiveKit host's) run too. A later check waits for the probe under way instead.
+        loop = asyncio.get_running_loop()
+        probe = self._probe
+        if rewrite or probe is None or probe.done() or probe.get_loop() is not loop:
+            # the executor's future itself (as _in_executor runs it), not a task: one still
+            # held when the server stops is no "Task was destroyed but it is pending"
+            probe = self._probe = loop.run_in_executor(None, self._probe_sync, rewrite)
+            probe.add_done_callback(_retrieved)
+        await asyncio.shield(probe)  # a check's timeout leaves it to the next check
 
     def _probe_sync(self, rewrite: bool = False) -> None:
         """What a write does, short of replacing config.json: the writers' lock taken, the
