@@ -31,6 +31,17 @@ PROBE_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive unless only a restart can help: no dependency's failure (a database down, a
+    LiveKit not answering) fails it, as restarting would not mend them; a calls.db removed or
+    replaced under the server did answer 200 here for good while every write was refused
+    ("restart the server", /readyz 503), and a platform restarting on liveness never did."""
+    store = request.app.get(STORE)
+    if store is not None and store.restart_needed:
+        return json_error(
+            503,
+            "calls database: its file was removed or replaced under the running server;"
+            " no write can succeed until the server is restarted",
+        )
     return json_answer(Ok())
 
 
@@ -218,7 +229,16 @@ def setup(app: web.Application) -> None:
     app[COUNTS] = SharedCheck[DatabaseCounts](app[SETTINGS].metrics_reuse_s)
     add_route(
         app,
-        RouteDoc("GET", "/healthz", "healthz", "Liveness", replies={200: Reply("Alive", Ok)}),
+        RouteDoc(
+            "GET",
+            "/healthz",
+            "healthz",
+            "Liveness",
+            replies={
+                200: Reply("Alive", Ok),
+                503: Reply("Only a restart can help: the calls database was replaced under it"),
+            },
+        ),
         healthz,
     )
     add_route(

@@ -240,6 +240,9 @@ class CampaignStore(Protocol):
 class CallStore(CampaignStore, Protocol):
     """Calls, their timelines, idempotency keys, the admission limits and the event outbox."""
 
+    # True once no write can succeed until the server is restarted (DatabaseGone).
+    restart_needed: bool
+
     async def close(self) -> None: ...
 
     # -- calls ---------------------------------------------------------------------------

@@ -67,6 +67,9 @@ class SqlCallStore(CampaignMethods):
         self.sandbox_time_scale = 1.0
         # CAMPAIGN_ENFORCE_CALLING_HOURS (the campaigns' events' finish estimates count it).
         self.enforce_calling_hours = True
+        # Nothing more can be written until a restart (a SQLite calls.db removed or replaced
+        # under the server): /healthz fails, so a platform restarts the server.
+        self.restart_needed = False
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError

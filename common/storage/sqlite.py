@@ -591,6 +591,7 @@ class SqliteCallStore(SqlCallStore):
 
     def _refuse_writes(self, what: str, guess: str = "") -> NoReturn:
         """calls.db `what` under the running server: DatabaseGone, said once at CRITICAL."""
+        self.restart_needed = True
         error = DatabaseGone(
             f"{self.path} was {what} under the running server{guess}: nothing more is written"
             " to it; restart the server"
@@ -638,6 +639,7 @@ class SqliteCallStore(SqlCallStore):
         had mapped, and another process opening calls.db made a new one, with a write lock
         of its own: a write it committed (a `sqlite3` shell's) was overwritten in the log by
         the server's next, silently, and it read the server's later writes not at all."""
+        self.restart_needed = True
         what = " (the log's shared-memory index)" if suffix == "-shm" else ""
         error = DatabaseGone(
             f"{self.path}{suffix}{what} was {'removed' if removed else 'replaced'} under the"
