@@ -100,11 +100,14 @@ class Metrics:
             for value in values:
                 counter.labels(value)
 
+        # Registered once counted: until then (the database did not answer since the start)
+        # it said 0, no backlog, where nothing was known; absent now, as `calls` is.
         self.deliveries_pending = Gauge(
             "customer_webhook_deliveries_pending",
             "Customer webhook deliveries not delivered, failed or stopped yet (a backlog)",
-            registry=self.registry,
+            registry=None,
         )
+        self._pending_shown = False
         self.database_read = Gauge(
             "calls_database_read",
             "1 if the database counts above were read for this scrape (within a few seconds);"
@@ -122,6 +125,9 @@ class Metrics:
                     counts.by_status.get(status.value, 0)
                 )
             self.deliveries_pending.set(counts.deliveries_pending)
+            if not self._pending_shown:
+                self.registry.register(self.deliveries_pending)
+                self._pending_shown = True
         self.database_read.set(1 if fresh else 0)
         return generate_latest(self.registry)
 
