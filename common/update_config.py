@@ -35,6 +35,15 @@ _default_store: ConfigStore | None = None
 _default_lock = threading.Lock()
 
 
+def _new_default_lock() -> None:
+    """A forked child's own lock: one held by another thread at the fork stays held."""
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_default_lock)
+
+
 def configure_store(path: str | os.PathLike[str], *, record_ttl_s: float = 86400.0) -> ConfigStore:
     """Point the module-level functions at `path` (the server and agent call this once)."""
     global _default_store

@@ -469,6 +469,26 @@ class _ReadCacheEntry:
     doc: Document | None  # None: empty; _Unreadable: unparseable
 
 
+# Every store of this process, for `_reset_after_fork`.
+_live_stores: weakref.WeakSet[ConfigStore] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    """In a forked child, every store's in-process locks anew.
+
+    A fork copies a lock held by another thread (a write under way there: the server's
+    executor, an application's thread) as held, with no thread left to let go of it: every
+    write of the child waited its 5 s and failed, "held by a write of this process", for
+    good. The child's writes wait for the parent's through config.json.lock, as any other
+    process's do."""
+    for store in list(_live_stores):
+        store._thread_lock = threading.Lock()
+        store._tops_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class ConfigStore:
     """A config.json at `path`, with the seed's operations and per-call records."""
 
@@ -526,6 +546,7 @@ class ConfigStore:
         # The readiness probe under way (its thread may be held by a stalled disk): the checks
         # that follow wait for it rather than each holding another executor thread.
         self._probe: asyncio.Future[None] | None = None
+        _live_stores.add(self)
 
     # ---------------------------------------------------------------- public API (sync)
 

@@ -1,0 +1,75 @@
+"""The seed's Python API used as application code uses it, across `os.fork()` (a pre-forking
+server, multiprocessing's fork start method) while another thread of the parent writes."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from common import update_config
+
+
+def _exit_code_of(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_child_forked_during_another_threads_write_can_write(
+    default_store: update_config.ConfigStore, config_path: Path
+) -> None:
+    update_config.update_config(caller_name="Before")
+    # Another process holds config.json.lock: the parent's writer thread waits for it inside
+    # its write, holding the store's thread lock, when the parent forks.
+    lock_fd = os.open(default_store.lock_path, os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    writer = threading.Thread(target=update_config.update_config, args=("Parent",))
+    writer.start()
+    while not default_store._thread_lock.locked():
+        time.sleep(0.001)
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the other process's lock goes, then it writes
+        code = 1
+        try:
+            os.close(lock_fd)
+            update_config.update_config(caller_name="Child")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(lock_fd)  # the other process lets go: parent and child write, one then the other
+    writer.join()
+    assert _exit_code_of(pid) == 0  # was ConfigWriteError: "held by a write of this process"
+    # Both writes went through, one after the other: the file is whole and holds the last.
+    assert update_config.ConfigStore(config_path).load()["caller_name"] in ("Parent", "Child")
+
+
+def test_a_child_forked_while_the_default_store_is_made_can_use_it() -> None:
+    previous = update_config._default_store
+    held, release = threading.Event(), threading.Event()
+
+    def hold_default_lock() -> None:
+        with update_config._default_lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold_default_lock)
+    holder.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: get_store() waited for good on the lock copied as held
+            code = 1
+            try:
+                signal.alarm(10)
+                update_config.get_store()
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join()
+        update_config._default_store = previous
+    assert _exit_code_of(pid) == 0
