@@ -57,12 +57,25 @@ def get_store() -> ConfigStore:
     global _default_store
     with _default_lock:
         if _default_store is None:
-            from common.settings import load_settings
+            from common.settings import environment, settings_from_env
 
+            # Only the settings the store needs, read as the server reads them: the seed's
+            # .env holds the application's own settings too ("Database URLs, service
+            # endpoints"), and one of ours it gives another meaning (DATABASE_URL=mysql://...
+            # for the application's database, PORT for its own server) failed every call of
+            # these functions with a SettingsError about it. CALLS_DB_PATH only to refuse a
+            # CONFIG_PATH naming the calls database, which is none with a DATABASE_URL.
+            env = environment()
+            wanted = {"CONFIG_PATH", "CONFIG_RECORD_TTL_S"}
+            if not env.get("DATABASE_URL", "").strip():
+                wanted.add("CALLS_DB_PATH")
             # config.json's content is the store's to judge: the seed's "Invalid JSON: logs
             # error and uses fallback defaults" (its next write sets the file aside, as a
             # server's does; a server still refuses to start on a file that is no object).
-            settings = load_settings(config_file_read=False)
+            settings = settings_from_env(
+                {name: value for name, value in env.items() if name in wanted},
+                config_file_read=False,
+            )
             _default_store = ConfigStore(
                 settings.config_path, record_ttl_s=settings.config_record_ttl_s
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common import update_config
+from common.settings import SettingsError
 
 
 @pytest.fixture
@@ -38,3 +39,34 @@ def test_a_relative_config_path_stays_the_file_it_named_after_a_chdir(
     assert list(elsewhere.iterdir()) == []
     assert update_config.get_config_value("caller_name") == "Second"
     assert update_config.get_store().path == project / "config.json"
+
+
+@pytest.mark.usefixtures("unconfigured")
+def test_the_applications_own_settings_in_dotenv_do_not_stop_the_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The seed's layout: one .env for the application, its database URL and port among it.
+    for name in ("DATABASE_URL", "PORT", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text(
+        "DATABASE_URL=mysql://app:secret@db/app\nPORT=web\nLOG_LEVEL=verbose\n"
+        "CONFIG_PATH=app-config.json\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    # Was SettingsError: "DATABASE_URL must start with postgresql:// (or postgres://)".
+    config = update_config.update_config(caller_name="John Doe", tts_emotion="Excited")
+    assert config["caller_name"] == "John Doe"
+    assert update_config.get_config_value("tts_emotion", default="Calm") == "Excited"
+    assert json.loads((tmp_path / "app-config.json").read_text())["caller_name"] == "John Doe"
+
+
+@pytest.mark.usefixtures("unconfigured")
+def test_a_config_path_naming_the_calls_database_is_still_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (tmp_path / ".env").write_text("CONFIG_PATH=calls.db\nPORT=web\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="name the same file"):
+        update_config.update_config(caller_name="John Doe")
+    assert list(tmp_path.iterdir()) == [tmp_path / ".env"]
