@@ -1485,7 +1485,10 @@ class ConfigStore:
         if isinstance(exc, TimeoutError) and self._locked_since is not None:
             pass
         elif (more := self._failures.due(f"{action} {exc.errno}")) is not None:
-            logger.error("✗ Configuration update failed (%s): %s%s", action, exc, more)
+            # Which file, where the error names none: "[Errno 28] No space left on device",
+            # "[Errno 21] not a regular file (...)" said nothing of the config.json it was.
+            named = "" if exc.filename or str(self.path) in str(exc) else f" ({self.path})"
+            logger.error("✗ Configuration update failed (%s): %s%s%s", action, exc, named, more)
         err = ConfigWriteError(exc.errno, f"could not write config ({action}): {exc.strerror}")
         err.__cause__ = exc
         return err

@@ -70,3 +70,16 @@ def test_a_config_path_naming_the_calls_database_is_still_refused(
     with pytest.raises(SettingsError, match="name the same file"):
         update_config.update_config(caller_name="John Doe")
     assert list(tmp_path.iterdir()) == [tmp_path / ".env"]
+
+
+def test_a_failed_write_logs_which_config_file_it_was(
+    default_store: update_config.ConfigStore,
+    config_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config_path.mkdir()  # config.json a directory: the error itself names no file
+    with pytest.raises(update_config.ConfigWriteError):
+        update_config.update_config(caller_name="John Doe")
+    failed = [r.getMessage() for r in caplog.records if "update failed" in r.getMessage()]
+    # Was "✗ Configuration update failed (write): [Errno 21] not a regular file (...)".
+    assert len(failed) == 1 and str(config_path) in failed[0], failed
