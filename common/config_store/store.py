@@ -56,7 +56,7 @@ from common.config_store.model import (
     written_at_of,
 )
 from common.locks import LOCKED_TRY_S, lock_holder
-from common.masking import clip_for_log
+from common.masking import clip_for_log, redact
 from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
@@ -156,18 +156,23 @@ class _Unreadable(dict[str, Any]):
 
 
 def _log_updated(record: Mapping[str, Any]) -> None:
-    """The seed's success line and fields, as one line (one event, one log record)."""
+    """The seed's success line and fields, as one line (one event, one log record). A phone
+    number in the name or the instructions is masked, as everywhere in the logs: a callee
+    without a name is often placed with their number as one (`"name": "+14155552671"`),
+    which this line wrote whole on every call."""
     call = record.get("call_id")
     logger.info(
         "✓ Configuration updated successfully%s - Caller Name: %s - TTS Language: %s"
         " - TTS Emotion: %s",
         f" (call {call})" if call else "",
-        record.get("caller_name"),
+        redact(str(record.get("caller_name"))),
         record.get("tts_language"),
         record.get("tts_emotion"),
         extra={"call_id": call} if call else None,
     )
-    logger.debug("  - Instructions: %s", clip_for_log(str(record.get("agent_instructions", ""))))
+    if logger.isEnabledFor(logging.DEBUG):  # (instructions run to 4000 characters)
+        instructions = str(record.get("agent_instructions", ""))
+        logger.debug("  - Instructions: %s", clip_for_log(redact(instructions)))
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode  # no indent: the C encoder
