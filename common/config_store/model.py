@@ -351,6 +351,15 @@ def checked_call_id(value: object) -> str | None:
     return value
 
 
+def required_call_id(value: object) -> str:
+    """`checked_call_id` for what needs a call: None is refused too (remove_call_config(None)
+    answered False, "no such record", where remove_call_config(5) was a ValueError)."""
+    checked = checked_call_id(value)
+    if checked is None:
+        raise ValueError("call_id must be a non-empty string")
+    return checked
+
+
 @dataclass(frozen=True)
 class CallConfig:
     """A complete, validated configuration for one call."""

@@ -53,6 +53,7 @@ from common.config_store.model import (
     CallConfig,
     CallOptions,
     checked_call_id,
+    required_call_id,
     written_at_of,
 )
 from common.locks import LOCKED_TRY_S, lock_holder
@@ -611,7 +612,7 @@ class ConfigStore:
 
     def remove_call(self, call_id: str) -> bool:
         """Drop a finished call's record; True if there was one."""
-        checked_call_id(call_id)
+        required_call_id(call_id)
         removed: bool = self._mutate_sync([self._drop(call_id)])[0]
         return removed
 
@@ -677,7 +678,7 @@ class ConfigStore:
         (It went on naming a call that was refused, 429 or 409, while another was live.)
         True if there was a record. If the write fails, the error is raised and the
         retraction is owed: tried again with the next write, or within RETRACT_AGAIN_S."""
-        checked_call_id(call_id)
+        required_call_id(call_id)
         try:
             removed: bool = await self._submit(self._retract(call_id))
         except OSError:
@@ -712,7 +713,7 @@ class ConfigStore:
         return (await self.load_async(call_id=call_id)).get(key, default)
 
     async def remove_call_async(self, call_id: str) -> bool:
-        checked_call_id(call_id)
+        required_call_id(call_id)
         removed: bool = await self._submit(self._drop(call_id))
         return removed
 
@@ -1643,7 +1644,7 @@ class ConfigStore:
     def retract_call_soon(self, call_id: str) -> None:
         """`retract_call_async` without waiting for it (as a cancelled placement cannot):
         written right after the write under way, or with the next one."""
-        checked_call_id(call_id)
+        required_call_id(call_id)
         loop = asyncio.get_running_loop()
         self._retract_soon(self._batch(loop), call_id, loop)
 
