@@ -509,7 +509,8 @@ class ConfigStore:
         # Absolute, from the working directory at creation: a relative CONFIG_PATH (the
         # default `config.json`) followed every later os.chdir of the process, and its
         # writes went on to another directory's config.json while its agents read the first.
-        self.path = Path(os.path.abspath(path))
+        # Not normalised (`data/../config.json` through a linked `data` is where it leads).
+        self.path = Path(path).absolute()
         # An agent's: it reads its call's record and never writes config.json (every write
         # refused, ConfigWriteError EROFS; no read creates it). Only the server writes it.
         self.read_only = read_only

@@ -83,3 +83,20 @@ def test_a_failed_write_logs_which_config_file_it_was(
     failed = [r.getMessage() for r in caplog.records if "update failed" in r.getMessage()]
     # Was "✗ Configuration update failed (write): [Errno 21] not a regular file (...)".
     assert len(failed) == 1 and str(config_path) in failed[0], failed
+
+
+def test_a_relative_config_path_through_a_linked_directory_leads_where_it_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # project/data links to a volume's directory: `data/../config.json` is the volume's file.
+    (tmp_path / "volume" / "data").mkdir(parents=True)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "data").symlink_to(tmp_path / "volume" / "data")
+    monkeypatch.chdir(tmp_path / "project")
+    store = update_config.ConfigStore("data/../config.json")
+    store.update("John Doe")
+    # Not project/config.json, as a path normalised before the kernel followed the link.
+    assert json.loads((tmp_path / "volume" / "config.json").read_text())["caller_name"] == (
+        "John Doe"
+    )
+    assert not (tmp_path / "project" / "config.json").exists()
