@@ -1496,9 +1496,26 @@ class ConfigStore:
             # "[Errno 21] not a regular file (...)" said nothing of the config.json it was.
             named = "" if exc.filename or str(self.path) in str(exc) else f" ({self.path})"
             logger.error("✗ Configuration update failed (%s): %s%s%s", action, exc, named, more)
-        err = ConfigWriteError(exc.errno, f"could not write config ({action}): {exc.strerror}")
+        err = ConfigWriteError(
+            exc.errno, f"could not write config ({action}): {exc.strerror}{self._advice(exc)}"
+        )
         err.__cause__ = exc
         return err
+
+    def _advice(self, exc: OSError) -> str:
+        """What to do about a plain "Permission denied": a write makes files beside config.json
+        (its lock, a temp file it renames over it), so the directory must be writable, which
+        the seed's advice (`chmod 644 config.json`) does not give; config.json itself need
+        only be readable."""
+        if exc.errno != errno.EACCES or exc.strerror != os.strerror(errno.EACCES):
+            return ""
+        name = self.path.name
+        if exc.filename is not None and Path(exc.filename) in (self.path, self.target):
+            return f" ({name} is not readable by this user)"
+        return (
+            f" (this user may not create files in {name}'s directory: a write needs write"
+            f" access to the directory, not only to {name})"
+        )
 
     # ------------------------------------------------------------------- writing (sync)
 

@@ -4,11 +4,16 @@ server, multiprocessing's fork start method) while another thread of the parent 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from common import update_config
 
@@ -73,3 +78,46 @@ def test_a_child_forked_while_the_default_store_is_made_can_use_it() -> None:
         holder.join()
         update_config._default_store = previous
     assert _exit_code_of(pid) == 0
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_a_directory_not_writable_says_what_a_write_needs() -> None:
+    # config.json writable by its user, its directory not: `chmod 644 config.json` (the
+    # seed's advice) gives no write, as every write makes files beside it.
+    directory = Path(tempfile.mkdtemp(prefix="eh-config-"))
+    try:
+        directory.chmod(0o755)
+        path = directory / "config.json"
+        update_config.ConfigStore(path).update("Before")
+        os.chown(path, NOBODY, NOBODY)
+        path.chmod(0o644)
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child, as another user, writes; its error's text to the pipe
+            try:
+                os.close(reader)
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                try:
+                    update_config.ConfigStore(path).update("After")
+                    said = "written"
+                except update_config.ConfigWriteError as exc:
+                    said = str(exc)
+                os.write(writer, said.encode())
+            finally:
+                os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as answer:
+            said = answer.read().decode()
+        assert _exit_code_of(pid) == 0
+        # Was "could not write config (write): Permission denied", nothing on what to change.
+        assert "could not write config (write): Permission denied (" in said, said
+        assert "may not create files in config.json's directory" in said, said
+        assert str(directory) not in said  # (an API client's 503 shows this text)
+        assert json.loads(path.read_text())["caller_name"] == "Before"
+    finally:
+        shutil.rmtree(directory)
