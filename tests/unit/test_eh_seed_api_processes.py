@@ -83,6 +83,45 @@ def test_a_child_forked_while_the_default_store_is_made_can_use_it() -> None:
 NOBODY = 65534
 
 
+def _write_as_nobody(path: Path) -> str:
+    """What an update of `path` by another user (a forked child) says."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child, as another user, writes; its error's text to the pipe
+        try:
+            os.close(reader)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                update_config.ConfigStore(path).update("After")
+                said = "written"
+            except update_config.ConfigWriteError as exc:
+                said = str(exc)
+            os.write(writer, said.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answer:
+        said = answer.read().decode()
+    assert _exit_code_of(pid) == 0
+    return said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_a_config_json_not_readable_says_so() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="eh-config-"))
+    try:
+        directory.chmod(0o777)  # the directory takes its files: config.json is the problem
+        path = directory / "config.json"
+        update_config.ConfigStore(path).update("Before")  # root's, 0600
+        said = _write_as_nobody(path)
+        assert "Permission denied (config.json is not readable by this user)" in said, said
+        assert json.loads(path.read_text())["caller_name"] == "Before"
+    finally:
+        shutil.rmtree(directory)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_a_directory_not_writable_says_what_a_write_needs() -> None:
     # config.json writable by its user, its directory not: `chmod 644 config.json` (the
@@ -94,26 +133,7 @@ def test_a_directory_not_writable_says_what_a_write_needs() -> None:
         update_config.ConfigStore(path).update("Before")
         os.chown(path, NOBODY, NOBODY)
         path.chmod(0o644)
-        reader, writer = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child, as another user, writes; its error's text to the pipe
-            try:
-                os.close(reader)
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-                try:
-                    update_config.ConfigStore(path).update("After")
-                    said = "written"
-                except update_config.ConfigWriteError as exc:
-                    said = str(exc)
-                os.write(writer, said.encode())
-            finally:
-                os._exit(0)
-        os.close(writer)
-        with os.fdopen(reader, "rb") as answer:
-            said = answer.read().decode()
-        assert _exit_code_of(pid) == 0
+        said = _write_as_nobody(path)
         # Was "could not write config (write): Permission denied", nothing on what to change.
         assert "could not write config (write): Permission denied (" in said, said
         assert "may not create files in config.json's directory" in said, said
