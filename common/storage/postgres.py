@@ -281,9 +281,19 @@ class PostgresCallStore(SqlCallStore):
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 # Another server's migration, and a table's live transactions, are waited for
-                # as long as a migration's statement may take, not LOCK_WAIT_S.
+                # as long as a migration's statement may take, not LOCK_WAIT_S, nor the
+                # request's COMMAND_TIMEOUT_S, nor a statement_timeout the role has (ALTER
+                # ROLE ... SET statement_timeout): with either, a server started while another
+                # migrated failed to start ("canceling statement due to statement timeout",
+                # or a bare TimeoutError 15 s on), and an index built over a large table could
+                # never be. Each statement is bounded by MIGRATION_STATEMENT_TIMEOUT_S here.
                 await conn.execute("SET LOCAL lock_timeout = 0")
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute("SET LOCAL statement_timeout = 0")
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    MIGRATION_LOCK,
+                    timeout=MIGRATION_STATEMENT_TIMEOUT_S,
+                )
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                     " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -322,7 +332,14 @@ class PostgresCallStore(SqlCallStore):
                     logger.info(
                         "database at schema version %d (%s)", migration.version, migration.name
                     )
-        except asyncpg.PostgresError as exc:
+        except TimeoutError:
+            raise DatabaseError(
+                f"cannot migrate {masked(self.dsn)}: a statement did not finish within"
+                f" {MIGRATION_STATEMENT_TIMEOUT_S:.0f} s (another server's migration, or a"
+                " session holding a lock on a table: see pg_stat_activity); start again once"
+                " it is done"
+            ) from None
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {_why(exc)}") from None
 
     async def _apply_renumbered(self, conn: Any) -> None:

@@ -1,0 +1,113 @@
+"""PostgreSQL as an operator runs it: a role with its own settings, servers started together.
+
+A server started while another migrates waits for that migration (the advisory lock), however
+long it takes, whatever statement_timeout the role has, and never fails with a bare error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from common.storage import postgres as postgres_module
+from common.storage.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresCallStore
+from tests.pg_cluster import PostgresCluster
+
+ROLE = "ei_operator"
+
+
+def _as_role(dsn: str, role: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{role}:pw@{host}", path=f"/{database}"))
+
+
+@pytest.fixture
+def role_dsn(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A database owned by a role whose DBA set a short statement_timeout on it (as many do
+    against runaway queries)."""
+    postgres_cluster.start()
+    postgres_cluster.drop_database(ROLE)
+    postgres_cluster._admin(f"DROP ROLE IF EXISTS {ROLE}")
+    postgres_cluster._admin(f"CREATE ROLE {ROLE} LOGIN PASSWORD 'pw'")
+    postgres_cluster._admin(f"ALTER ROLE {ROLE} SET statement_timeout = '100ms'")
+    postgres_cluster._admin(f"CREATE DATABASE {ROLE} OWNER {ROLE}")
+    yield _as_role(postgres_cluster.dsn(), ROLE, ROLE)
+    postgres_cluster.drop_database(ROLE)
+    postgres_cluster._admin(f"DROP ROLE {ROLE}")
+
+
+@contextlib.asynccontextmanager
+async def _migrating(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another server migrating the database of `dsn`: a session holding the migration lock
+    (advisory locks are the database's) until it commits."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("BEGIN")
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _waiting_for_the_lock(conn: asyncpg.Connection) -> None:
+    """Until a session waits for the migration lock (seen in pg_locks, not guessed)."""
+    for _ in range(500):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND objid = $1",
+            MIGRATION_LOCK,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no session waited for the migration lock")
+
+
+async def _opened_after_the_other_migration(
+    dsn: str, other: asyncpg.Connection, held_s: float
+) -> PostgresCallStore:
+    opening = asyncio.ensure_future(PostgresCallStore.open(dsn))
+    try:
+        await _waiting_for_the_lock(other)
+        await asyncio.sleep(held_s)  # the other server's migration goes on a while
+        await other.execute("COMMIT")
+        return await opening
+    finally:
+        if not opening.done():
+            opening.cancel()
+
+
+async def test_a_role_s_statement_timeout_does_not_stop_a_server_starting_during_a_migration(
+    role_dsn: str, postgres_cluster: PostgresCluster
+) -> None:
+    # Before: "cannot migrate ...: canceling statement due to statement timeout" at start.
+    async with _migrating(postgres_cluster.dsn(ROLE)) as other:
+        store = await _opened_after_the_other_migration(role_dsn, other, held_s=0.3)
+    try:
+        async with store._pool.acquire() as conn:
+            version = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
+            # The role's setting holds for the requests, as its DBA set it.
+            assert await conn.fetchval("SHOW statement_timeout") == "100ms"
+        assert version == SCHEMA_VERSION
+    finally:
+        await store.close()
+
+
+async def test_a_migration_longer_than_a_request_s_timeout_is_waited_for(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # COMMAND_TIMEOUT_S (15 s) bounded the wait for the lock: a server started while another
+    # built an index over a large table crashed with a bare TimeoutError, no message at all.
+    monkeypatch.setattr(postgres_module, "COMMAND_TIMEOUT_S", 0.1)
+    async with _migrating(postgres_dsn) as other:
+        store = await _opened_after_the_other_migration(postgres_dsn, other, held_s=0.4)
+    try:
+        assert await store.count_live() == 0
+    finally:
+        await store.close()
