@@ -59,6 +59,9 @@ COMMAND_TIMEOUT_S = 15.0
 # not answer in time. Our own transactions hold their locks for milliseconds.
 LOCK_WAIT_S = QUEUE_WAIT_S
 MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
+# How far this server's clock may be from PostgreSQL's before start-up warns of it
+# (`_warn_if_clock_apart`): well past NTP's milliseconds, well within the leases' minute.
+CLOCK_APART_S = 5.0
 # A session idle this long inside a transaction is ended by PostgreSQL, and its locks with it.
 # Ours run their statements back to back; one that idles is a server stalled mid-transaction
 # (a VM frozen, a network cut): it held the admission lock, and every server's calls waited
@@ -235,6 +238,7 @@ class PostgresCallStore(SqlCallStore):
             await (store._migrate() if migrate else store._check_version())
             if migrate:
                 await store._warn_unless_commits_wait_for_disk()
+                await store._warn_if_clock_apart()
         except BaseException:
             await pool.close()
             raise
@@ -258,6 +262,34 @@ class PostgresCallStore(SqlCallStore):
                 " unknown, an Idempotency-Key forgotten, so that a retry calls the person"
                 " again). Set it on: ALTER DATABASE <name> SET synchronous_commit = on, or in"
                 " postgresql.conf"
+            )
+
+    async def _warn_if_clock_apart(self) -> None:
+        """Servers on one database compare the times each other wrote by their own clocks
+        (the outbox's and the deliveries' leases, the reaper's bounds, the rate limit's
+        minute), never PostgreSQL's: two servers' clocks minutes apart had the one ahead
+        settle the other's calls as never dialled or lost, send its webhooks twice (its
+        lease looked run out) and count its calls out of the rate's minute, all silently.
+        PostgreSQL's clock is the one all of them can be held to: a server apart from it by
+        more than CLOCK_APART_S (past the query's round trip) says so at start-up, once."""
+        try:
+            async with self._pool.acquire() as conn:
+                sent = self._clock()
+                theirs = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())")
+                answered = self._clock()
+        except asyncpg.PostgresError:
+            return
+        apart = (sent + answered) / 2 - float(theirs)
+        if abs(apart) > CLOCK_APART_S + (answered - sent) / 2:
+            logger.warning(
+                "this server's clock is %.1f s %s PostgreSQL's: servers on one database judge"
+                " the times each other wrote by their own clocks (leases, the reaper's bounds,"
+                " the rate limit's minute), so a server's clock apart from another's settles"
+                " its calls early, sends its webhooks twice or miscounts its rate. Keep every"
+                " server's clock and the database host's in sync (NTP: chrony,"
+                " systemd-timesyncd)",
+                abs(apart),
+                "ahead of" if apart > 0 else "behind",
             )
 
     async def _check_version(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -111,3 +112,24 @@ async def test_a_migration_longer_than_a_request_s_timeout_is_waited_for(
         assert await store.count_live() == 0
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("apart_s", "said"), [(0.0, None), (300.0, "ahead of"), (-90.0, "behind")])
+async def test_a_server_clock_apart_from_the_database_s_is_warned_of_at_start_up(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture, apart_s: float, said: str | None
+) -> None:
+    """Servers on one database judge each other's times by their own clocks; one minutes
+    apart from the rest settled their calls early and sent their webhooks twice, silently."""
+    store = await PostgresCallStore.open(
+        postgres_dsn, pool_size=1, clock=lambda: time.time() + apart_s
+    )
+    await store.close()
+    warned = [
+        r for r in caplog.records if "PostgreSQL's: servers on one database" in r.getMessage()
+    ]
+    if said is None:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and warned[0].levelname == "WARNING"
+        assert f"{abs(apart_s):.0f}" in warned[0].getMessage() and said in warned[0].getMessage()
+        assert "NTP" in warned[0].getMessage()
