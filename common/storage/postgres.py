@@ -231,7 +231,14 @@ class PostgresCallStore(SqlCallStore):
             raise DatabaseError(
                 f"cannot connect to {masked(dsn)}: a port in it is past 65535"
             ) from None
-        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+        except asyncpg.TargetServerAttributeNotMatched as exc:
+            # `h1,h2?target_session_attrs=read-write` started during a failover (no primary
+            # yet), or naming standbys only: it was a traceback, the URL's hosts unsaid.
+            raise DatabaseError(
+                f"cannot connect to {masked(dsn)}: {_why(exc)} (a failover under way, or"
+                " none of its hosts is what target_session_attrs asks for)"
+            ) from None
+        except (asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS) as exc:
             raise DatabaseError(f"cannot connect to {masked(dsn)}: {_why(exc)}") from None
         store = cls(pool, dsn, clock, instance)
         try:

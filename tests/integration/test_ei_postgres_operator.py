@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from common.storage import postgres as postgres_module
-from common.storage.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresCallStore
+from common.storage.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresCallStore, masked
 from tests.pg_cluster import PostgresCluster
+from tests.processes import ROOT, free_port, run_to_end
 
 ROLE = "ei_operator"
 
@@ -133,3 +137,23 @@ async def test_a_server_clock_apart_from_the_database_s_is_warned_of_at_start_up
         assert len(warned) == 1 and warned[0].levelname == "WARNING"
         assert f"{abs(apart_s):.0f}" in warned[0].getMessage() and said in warned[0].getMessage()
         assert "NTP" in warned[0].getMessage()
+
+
+def test_a_url_whose_hosts_none_match_target_session_attrs_stops_start_up_in_one_line(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """`db1,db2?target_session_attrs=read-write` started while a failover has no primary yet
+    (here: a primary asked to be a standby) was a traceback from inside asyncpg."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
+    environ.update(CONFIG_PATH=str(tmp_path / "config.json"), SANDBOX_PORT="0")
+    environ.update(
+        PORT=str(free_port()), DATABASE_URL=f"{postgres_dsn}?target_session_attrs=standby"
+    )
+    done = run_to_end([sys.executable, str(ROOT / "server.py")], tmp_path, environ, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    password = urlsplit(postgres_dsn).password
+    assert password and password not in done.stderr
+    assert "the calls database (DATABASE_URL) cannot be used: cannot connect to" in line
+    assert masked(postgres_dsn) in line and "target_session_attrs" in line
