@@ -379,7 +379,8 @@ class PostgresCallStore(SqlCallStore):
                 " it is done"
             ) from None
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-            raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {_why(exc)}") from None
+            hint = _MIGRATE_HINTS.get(type(exc), "")
+            raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {_why(exc)}{hint}") from None
 
     async def _apply_renumbered(self, conn: Any) -> None:
         """The migrations of RENUMBERED that schema_migrations records under another name
@@ -561,6 +562,29 @@ class _Drive(Generic[T]):
                     " answered otherwise when asked again; not gone on with"
                 )
                 raise DatabaseError("the database changed under a transaction; try again")
+
+
+# What the operator does about a migration PostgreSQL refuses for the role or the session it
+# was given: the bare refusal named neither (PostgreSQL 15 and later give PUBLIC no CREATE on
+# the public schema: every role but the database's owner met "permission denied for schema
+# public"; a URL naming a standby met "cannot execute CREATE TABLE in a read-only
+# transaction").
+_MIGRATE_HINTS: dict[type[BaseException], str] = {
+    asyncpg.InsufficientPrivilegeError: (
+        " (the role of DATABASE_URL makes and alters the tables: make it the database's"
+        " owner, or GRANT CREATE ON SCHEMA <the first of its search_path> TO it, and the"
+        " tables' ownership if another role made them)"
+    ),
+    asyncpg.InvalidSchemaNameError: (
+        " (no schema of the role's search_path exists: create it, or set search_path in"
+        " DATABASE_URL, ?search_path=<schema>, to one that does)"
+    ),
+    asyncpg.ReadOnlySQLTransactionError: (
+        " (the database takes no writes: DATABASE_URL names a standby, or"
+        " default_transaction_read_only is on; name the primary, or list the hosts with"
+        " ?target_session_attrs=read-write)"
+    ),
+}
 
 
 def _why(exc: BaseException) -> str:

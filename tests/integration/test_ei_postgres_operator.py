@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from common.storage import postgres as postgres_module
+from common.storage.base import DatabaseError
 from common.storage.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresCallStore, masked
 from tests.pg_cluster import PostgresCluster
 from tests.processes import ROOT, free_port, run_to_end
@@ -157,3 +158,54 @@ def test_a_url_whose_hosts_none_match_target_session_attrs_stops_start_up_in_one
     assert password and password not in done.stderr
     assert "the calls database (DATABASE_URL) cannot be used: cannot connect to" in line
     assert masked(postgres_dsn) in line and "target_session_attrs" in line
+
+
+@pytest.fixture
+async def weak_role_dsn(postgres_cluster: PostgresCluster) -> AsyncIterator[str]:
+    """A database whose owner is not the role of the URL, on PostgreSQL 15's defaults: PUBLIC
+    has no CREATE on the public schema (revoked here for older versions too)."""
+    postgres_cluster.start()
+    name = "ei_weak"
+    postgres_cluster.drop_database(name)
+    postgres_cluster._admin(f"DROP ROLE IF EXISTS {name}")
+    postgres_cluster._admin(f"CREATE ROLE {name} LOGIN PASSWORD 'pw'")
+    owner = await asyncpg.connect(postgres_cluster.create_database(name))
+    try:
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    finally:
+        await owner.close()
+    yield _as_role(postgres_cluster.dsn(), name, name)
+    postgres_cluster.drop_database(name)
+    postgres_cluster._admin(f"DROP ROLE {name}")
+
+
+async def test_a_role_without_create_on_the_schema_is_told_what_to_grant(
+    weak_role_dsn: str,
+) -> None:
+    with pytest.raises(DatabaseError) as refused:
+        await PostgresCallStore.open(weak_role_dsn)
+    said = str(refused.value)
+    assert said.startswith(f"cannot migrate {masked(weak_role_dsn)}: permission denied for schema")
+    assert "GRANT CREATE ON SCHEMA" in said and "owner" in said
+
+
+@pytest.mark.parametrize(
+    ("query", "refusal", "advice"),
+    [
+        ("search_path=nowhere", "no schema has been selected", "?search_path=<schema>"),
+        (
+            "default_transaction_read_only=on",  # as a standby's sessions are
+            "read-only transaction",
+            "target_session_attrs=read-write",
+        ),
+    ],
+)
+async def test_a_session_that_cannot_migrate_is_told_why_and_what_to_do(
+    postgres_dsn: str, query: str, refusal: str, advice: str
+) -> None:
+    dsn = f"{postgres_dsn}?{query}"
+    with pytest.raises(DatabaseError) as refused:
+        await PostgresCallStore.open(dsn)
+    said = str(refused.value)
+    assert said.startswith(f"cannot migrate {masked(dsn)}: ") and refusal in said
+    assert advice in said
