@@ -328,11 +328,21 @@ class PostgresCallStore(SqlCallStore):
                 # never be. Each statement is bounded by MIGRATION_STATEMENT_TIMEOUT_S here.
                 await conn.execute("SET LOCAL lock_timeout = 0")
                 await conn.execute("SET LOCAL statement_timeout = 0")
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1)",
-                    MIGRATION_LOCK,
-                    timeout=MIGRATION_STATEMENT_TIMEOUT_S,
-                )
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MIGRATION_LOCK):
+                    # Said, as the migrating server says it migrates: a server waiting here
+                    # said nothing at all, for as long as an index build takes.
+                    logger.warning(
+                        "database %s: another session holds the migration lock (another server"
+                        " migrating it, PostgreSQL session %s); waiting for it to finish before"
+                        " serving",
+                        masked(self.dsn),
+                        await conn.fetchval(_MIGRATION_LOCK_HOLDER, MIGRATION_LOCK),
+                    )
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1)",
+                        MIGRATION_LOCK,
+                        timeout=MIGRATION_STATEMENT_TIMEOUT_S,
+                    )
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                     " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -562,6 +572,14 @@ class _Drive(Generic[T]):
                     " answered otherwise when asked again; not gone on with"
                 )
                 raise DatabaseError("the database changed under a transaction; try again")
+
+
+# The process id of the session holding the migration lock (pg_stat_activity's `pid`).
+_MIGRATION_LOCK_HOLDER = (
+    "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory'"
+    " AND granted AND database = (SELECT oid FROM pg_database WHERE datname ="
+    " current_database()) AND ((classid::bigint << 32) | objid::bigint) = $1"
+)
 
 
 # What the operator does about a migration PostgreSQL refuses for the role or the session it

@@ -106,13 +106,18 @@ async def test_a_role_s_statement_timeout_does_not_stop_a_server_starting_during
 
 
 async def test_a_migration_longer_than_a_request_s_timeout_is_waited_for(
-    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # COMMAND_TIMEOUT_S (15 s) bounded the wait for the lock: a server started while another
     # built an index over a large table crashed with a bare TimeoutError, no message at all.
     monkeypatch.setattr(postgres_module, "COMMAND_TIMEOUT_S", 0.1)
     async with _migrating(postgres_dsn) as other:
         store = await _opened_after_the_other_migration(postgres_dsn, other, held_s=0.4)
+        holder = await other.fetchval("SELECT pg_backend_pid()")
+    # The wait is said (it said nothing, for as long as the other's index build took).
+    (waiting,) = [r for r in caplog.records if "holds the migration lock" in r.getMessage()]
+    assert f"PostgreSQL session {holder})" in waiting.getMessage()
+    assert masked(postgres_dsn) in waiting.getMessage()
     try:
         assert await store.count_live() == 0
     finally:
