@@ -171,6 +171,32 @@ def _masked_query(query: str) -> str | None:
     return "&".join(pieces)
 
 
+def _connect_timeout(dsn: str) -> tuple[str, float]:
+    """`dsn` without libpq's `connect_timeout`, and the connect bound it asks for (whole
+    seconds, at least 2, as libpq reads it; 0, libpq's "wait forever", and none: this
+    server's CONNECT_TIMEOUT_S). asyncpg does not read it and sent it to PostgreSQL as a
+    setting: a URL written for libpq (psql, psycopg) stopped start-up with `unrecognized
+    configuration parameter "connect_timeout"`."""
+    base, question, query = dsn.partition("?")
+    if not question:
+        return dsn, CONNECT_TIMEOUT_S
+    kept, timeout = [], CONNECT_TIMEOUT_S
+    for piece in query.split("&"):
+        name, _equals, value = piece.partition("=")
+        if unquote_plus(name).strip() != "connect_timeout":
+            kept.append(piece)
+            continue
+        try:
+            seconds = int(unquote_plus(value).strip())
+        except ValueError:
+            raise DatabaseError(
+                f"{masked(dsn)} is refused: connect_timeout must be a whole number of"
+                " seconds (libpq's, which this server takes as its connect bound)"
+            ) from None
+        timeout = float(max(seconds, 2)) if seconds > 0 else CONNECT_TIMEOUT_S
+    return base + (f"?{'&'.join(kept)}" if kept else ""), timeout
+
+
 @functools.lru_cache(maxsize=1024)
 def numbered(sql: str) -> str:
     """`?` placeholders as PostgreSQL's `$1, $2, ...` (our SQL has no `?` in literals)."""
@@ -211,12 +237,13 @@ class PostgresCallStore(SqlCallStore):
         password masked when the database cannot be reached or used. With `migrate` False
         (a tool that only reads) a database at another schema version is a DatabaseError."""
         _quiet_pool_log()
+        given, connect_timeout = _connect_timeout(dsn)
         try:
             pool = await asyncpg.create_pool(
-                dsn,
+                given,
                 min_size=1,
                 max_size=pool_size,
-                timeout=CONNECT_TIMEOUT_S,
+                timeout=connect_timeout,
                 command_timeout=COMMAND_TIMEOUT_S,
                 server_settings={
                     "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),

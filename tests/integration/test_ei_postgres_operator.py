@@ -214,3 +214,21 @@ async def test_a_session_that_cannot_migrate_is_told_why_and_what_to_do(
     said = str(refused.value)
     assert said.startswith(f"cannot migrate {masked(dsn)}: ") and refusal in said
     assert advice in said
+
+
+async def test_libpq_s_connect_timeout_in_the_url_is_taken_as_the_connect_bound(
+    postgres_dsn: str,
+) -> None:
+    """`?connect_timeout=10`, as psql and psycopg read it, was sent to PostgreSQL as a setting
+    and refused: 'unrecognized configuration parameter "connect_timeout"' at start-up."""
+    store = await PostgresCallStore.open(f"{postgres_dsn}?connect_timeout=10&application_name=ei")
+    try:
+        async with store._pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "ei"  # the rest kept
+        assert await store.count_live() == 0
+    finally:
+        await store.close()
+    with pytest.raises(DatabaseError) as refused:
+        await PostgresCallStore.open(f"{postgres_dsn}?connect_timeout=soon")
+    assert "connect_timeout must be a whole number of seconds" in str(refused.value)
+    assert masked(postgres_dsn) in str(refused.value)
