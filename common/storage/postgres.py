@@ -499,9 +499,16 @@ class PostgresCallStore(SqlCallStore):
                             result = await drive.run(conn)
                             committing = True
                     return result
-                except (*_CONNECTION_ERRORS, asyncpg.InternalClientError):
-                    # The connection is broken or out of step (a query cut off by a restart):
-                    # never hand it out again; the pool opens a fresh one. (A connection the
+                except (
+                    *_CONNECTION_ERRORS,
+                    asyncpg.InternalClientError,
+                    asyncpg.ReadOnlySQLTransactionError,
+                ):
+                    # The connection is broken or out of step (a query cut off by a restart),
+                    # or on a server that takes no writes any more (a primary demoted by a
+                    # failover, left running: kept, every write on it failed until the server
+                    # was restarted): never hand it out again; the pool opens a fresh one, to
+                    # the host DATABASE_URL's target_session_attrs picks. (A connection the
                     # pool already took back refuses terminate(): the first error is the one
                     # to report, not that one.)
                     with contextlib.suppress(asyncpg.InterfaceError):
@@ -550,7 +557,14 @@ class PostgresCallStore(SqlCallStore):
             raise DatabaseError(f"database {what} ({type(exc).__name__})") from None
         except asyncpg.PostgresError as exc:  # the server refused: nothing was written
             if (more := self.repeats.due("error")) is not None:
-                logger.error("calls database error: %s%s", _why(exc), more)
+                hint = ""
+                if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+                    hint = (
+                        " (the database takes no writes: a standby, or a primary a failover"
+                        " demoted; the connection is dropped, the next one goes to the host"
+                        " DATABASE_URL's target_session_attrs=read-write picks)"
+                    )
+                logger.error("calls database error: %s%s%s", _why(exc), hint, more)
             raise DatabaseError(_why(exc)) from None
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from common.calls.models import NewCall
 from common.storage import postgres as postgres_module
 from common.storage.base import DatabaseError
 from common.storage.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresCallStore, masked
@@ -232,3 +233,76 @@ async def test_libpq_s_connect_timeout_in_the_url_is_taken_as_the_connect_bound(
         await PostgresCallStore.open(f"{postgres_dsn}?connect_timeout=soon")
     assert "connect_timeout must be a whole number of seconds" in str(refused.value)
     assert masked(postgres_dsn) in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def second_host() -> Iterator[PostgresCluster]:
+    """The second host of a two-host DATABASE_URL (this module's own cluster)."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+async def _read_only_for_new_sessions(cluster: PostgresCluster, on: bool) -> None:
+    """default_transaction_read_only for every session of `cluster`, once a new one sees it
+    (the postmaster has reloaded: its sessions take it at their next statement)."""
+    setting = (
+        "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+    )
+    cluster._admin(f"ALTER SYSTEM {setting}")
+    cluster._admin("SELECT pg_reload_conf()")
+    for _ in range(500):
+        conn = await asyncpg.connect(cluster.dsn())
+        try:
+            if await conn.fetchval("SHOW default_transaction_read_only") == ("on" if on else "off"):
+                return
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.01)
+    raise AssertionError("the cluster did not reload its configuration")
+
+
+def _new_call(n: int) -> NewCall:
+    return NewCall(f"call-{n:012d}", "+1234567890", "Fail Over", "en", "Calm")
+
+
+async def test_a_primary_demoted_while_the_server_runs_is_left_for_the_new_one(
+    postgres_cluster: PostgresCluster, second_host: PostgresCluster
+) -> None:
+    """`db1,db2?target_session_attrs=read-write`; a failover makes db2 the primary and leaves
+    db1 running, taking no writes. The pool's connection to db1 was kept: every write on it
+    failed (503) until the server was restarted."""
+    name = "ei_failover"
+    second_host._admin(
+        f"ALTER ROLE {PostgresCluster.superuser} PASSWORD '{postgres_cluster.password}'"
+    )
+    second_host.password = postgres_cluster.password  # one password, as a URL has one
+    for cluster in (postgres_cluster, second_host):
+        cluster.start()
+        cluster.drop_database(name)
+        cluster.create_database(name)
+        migrated = await PostgresCallStore.open(cluster.dsn(name))  # as a replica would be
+        await migrated.close()
+    one, two = (urlsplit(c.dsn(name)) for c in (postgres_cluster, second_host))
+    hosts = f"{one.hostname}:{one.port},{two.hostname}:{two.port}"
+    dsn = urlunsplit(
+        one._replace(
+            netloc=f"{one.username}:{one.password}@{hosts}", query="target_session_attrs=read-write"
+        )
+    )
+    store = await PostgresCallStore.open(dsn, pool_size=1)
+    try:
+        await store.create_call(_new_call(1))  # on db1
+        await _read_only_for_new_sessions(postgres_cluster, True)  # the failover
+        with pytest.raises(DatabaseError, match="read-only transaction"):
+            await store.create_call(_new_call(2))
+        await store.create_call(_new_call(3))  # on db2, the new primary
+        assert await store.get_call("call-000000000003") is not None
+    finally:
+        await store.close()
+        await _read_only_for_new_sessions(postgres_cluster, False)
+        postgres_cluster.drop_database(name)
+    on_two = await asyncpg.connect(second_host.dsn(name))
+    try:
+        assert await on_two.fetchval("SELECT count(*) FROM calls") == 1
+    finally:
+        await on_two.close()
