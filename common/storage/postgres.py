@@ -477,43 +477,56 @@ class PostgresCallStore(SqlCallStore):
             # Not the acquire's timeout (asyncpg's default): what was left of QUEUE_WAIT_S.
             await self._pool.release(conn, timeout=COMMAND_TIMEOUT_S)
 
-    async def _run(self, program: Program[T], *, write: bool) -> T:
-        committing = False  # the program ran to its end: a broken connection now hides the COMMIT
-        try:
-            async with self._connection() as conn:
+    async def _attempt(self, drive: _Drive[T], *, write: bool) -> T:
+        """`drive` run to its end on a connection of the pool (in a transaction if `write`)."""
+        async with self._connection() as conn:
+            try:
+                if not write:  # no transaction: asyncpg retries a stale statement itself
+                    return await drive.run(conn)
                 try:
-                    if not write:  # no transaction: asyncpg retries a stale statement itself
-                        return await _Drive(program).run(conn)
-                    drive = _Drive(program)
-                    try:
-                        async with conn.transaction():
-                            result = await drive.run(conn)
-                            committing = True
-                    except asyncpg.InvalidCachedStatementError:
-                        # Another server migrated the schema (a rolling upgrade): a statement
-                        # prepared before returns other columns now, and the transaction is
-                        # rolled back. asyncpg has cleared the pool's statements; the program
-                        # goes on in a new transaction if what it was told holds there too.
-                        async with conn.transaction():
-                            await drive.replay(conn)
-                            result = await drive.run(conn)
-                            committing = True
-                    return result
-                except (
-                    *_CONNECTION_ERRORS,
-                    asyncpg.InternalClientError,
-                    asyncpg.ReadOnlySQLTransactionError,
-                ):
-                    # The connection is broken or out of step (a query cut off by a restart),
-                    # or on a server that takes no writes any more (a primary demoted by a
-                    # failover, left running: kept, every write on it failed until the server
-                    # was restarted): never hand it out again; the pool opens a fresh one, to
-                    # the host DATABASE_URL's target_session_attrs picks. (A connection the
-                    # pool already took back refuses terminate(): the first error is the one
-                    # to report, not that one.)
-                    with contextlib.suppress(asyncpg.InterfaceError):
-                        conn.terminate()
+                    async with conn.transaction():
+                        result = await drive.run(conn)
+                        drive.committing = True
+                except asyncpg.InvalidCachedStatementError:
+                    # Another server migrated the schema (a rolling upgrade): a statement
+                    # prepared before returns other columns now, and the transaction is
+                    # rolled back. asyncpg has cleared the pool's statements; the program
+                    # goes on in a new transaction if what it was told holds there too.
+                    async with conn.transaction():
+                        await drive.replay(conn)
+                        result = await drive.run(conn)
+                        drive.committing = True
+                return result
+            except (
+                *_CONNECTION_ERRORS,
+                asyncpg.InternalClientError,
+                asyncpg.ReadOnlySQLTransactionError,
+            ):
+                # The connection is broken or out of step (a query cut off by a restart),
+                # or on a server that takes no writes any more (a primary demoted by a
+                # failover, left running: kept, every write on it failed until the server
+                # was restarted): never hand it out again; the pool opens a fresh one, to
+                # the host DATABASE_URL's target_session_attrs picks. (A connection the
+                # pool already took back refuses terminate(): the first error is the one
+                # to report, not that one.)
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+                raise
+
+    async def _run(self, program: Program[T], *, write: bool) -> T:
+        drive = _Drive(program)
+        try:
+            try:
+                return await self._attempt(drive, write=write)
+            except asyncpg.ConnectionDoesNotExistError:
+                if drive.committing or drive.answered:
                     raise
+                # Its connection was found closed before anything was answered (PostgreSQL
+                # ended it while the pool held it idle: a DBA's pg_terminate_backend of idle
+                # sessions, a proxy's reset), so nothing was written: asked once more, on a
+                # fresh connection. Each request that drew such a connection was answered
+                # 503 (4 of 4 after their 4 idle connections were ended).
+                return await self._attempt(drive, write=write)
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
         except _NotBegun:
@@ -550,7 +563,7 @@ class PostgresCallStore(SqlCallStore):
                     )
                 else:
                     logger.error("calls database unreachable: %s%s", _why(exc), more)
-            if committing:
+            if drive.committing:
                 raise CommitUnknown(
                     f"connection lost while committing ({type(exc).__name__})"
                 ) from None
@@ -586,6 +599,13 @@ class _Drive(Generic[T]):
         self._program = program
         self._next: Query | None = None  # asked by the program, not answered yet
         self._answered: list[tuple[Query, list[Row]]] = []
+        # The program ran to its end: a broken connection now hides the COMMIT.
+        self.committing = False
+
+    @property
+    def answered(self) -> bool:
+        """A query of the program was answered (it may have gone on on what it was told)."""
+        return bool(self._answered)
 
     async def run(self, conn: Any) -> T:
         try:

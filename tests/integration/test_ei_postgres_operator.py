@@ -306,3 +306,27 @@ async def test_a_primary_demoted_while_the_server_runs_is_left_for_the_new_one(
         assert await on_two.fetchval("SELECT count(*) FROM calls") == 1
     finally:
         await on_two.close()
+
+
+@pytest.mark.parametrize("write", [False, True])
+async def test_a_connection_ended_while_idle_in_the_pool_costs_no_request(
+    postgres_cluster: PostgresCluster, postgres_dsn: str, write: bool
+) -> None:
+    """A DBA ending idle sessions (pg_terminate_backend), a proxy resetting them: the request
+    that drew such a connection from the pool was answered 503, nothing having been sent."""
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        assert await store.count_live() == 0
+        database = urlsplit(postgres_dsn).path.lstrip("/")
+        # Waited for (and the loop held meanwhile): the pool has not seen its connection end.
+        postgres_cluster._admin(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"  # noqa: S608
+            f" WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+        if write:
+            await store.create_call(_new_call(7))
+            assert await store.get_call("call-000000000007") is not None
+        else:
+            assert await store.count_live() == 0
+    finally:
+        await store.close()

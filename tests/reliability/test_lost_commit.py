@@ -63,7 +63,8 @@ async def test_postgres_tells_a_lost_commit_from_a_failed_transaction(
             await store.create_call(_call(2))
         assert not isinstance(raised.value, CommitUnknown)  # it never got to COMMIT
         monkeypatch.setattr(postgres_module._Drive, "run", real_drive)
-        assert calls == 1 and await store.get_call("call-000000000002") is None
+        # Nothing answered, nothing written: asked once more on a fresh connection (ei).
+        assert calls == 2 and await store.get_call("call-000000000002") is None
     finally:
         await store.close()
 
