@@ -287,7 +287,7 @@ class PostgresCallStore(SqlCallStore):
         try:
             async with self._pool.acquire() as conn:
                 value = await conn.fetchval("SELECT current_setting('synchronous_commit')")
-        except asyncpg.PostgresError:
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS):  # a warning only: never fatal
             return
         if value == "off":
             logger.warning(
@@ -311,7 +311,7 @@ class PostgresCallStore(SqlCallStore):
                 sent = self._clock()
                 theirs = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())")
                 answered = self._clock()
-        except asyncpg.PostgresError:
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS):  # a warning only: never fatal
             return
         apart = (sent + answered) / 2 - float(theirs)
         if abs(apart) > CLOCK_APART_S + (answered - sent) / 2:
@@ -335,7 +335,9 @@ class PostgresCallStore(SqlCallStore):
                     if known
                     else 0
                 )
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+            # A connection lost here (`agent describe` opening the database read-only) was a
+            # traceback: only the server's refusals were caught.
             raise DatabaseError(f"cannot read {masked(self.dsn)}: {_why(exc)}") from None
         if version != SCHEMA_VERSION:
             raise DatabaseError(

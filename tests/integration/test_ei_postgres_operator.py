@@ -330,3 +330,29 @@ async def test_a_connection_ended_while_idle_in_the_pool_costs_no_request(
             assert await store.count_live() == 0
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("migrate", [True, False])
+async def test_a_connection_lost_during_the_start_up_checks_is_said_not_a_traceback(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, migrate: bool
+) -> None:
+    """The start-up's warnings (synchronous_commit, the clock) and the read-only version check
+    (`agent describe`) caught only PostgreSQL's refusals: a connection lost in one of them (a
+    failover, a proxy's reset) ended start-up in a bare ConnectionResetError. The warnings are
+    left unsaid; the version check is a DatabaseError naming the database, password masked."""
+    await (await PostgresCallStore.open(postgres_dsn, pool_size=1)).close()  # migrated
+    real = asyncpg.connection.Connection.fetchval
+
+    async def lost(self: asyncpg.Connection, query: str, *args: object) -> object:
+        if "synchronous_commit" in query or "clock_timestamp" in query or "to_regclass" in query:
+            raise ConnectionResetError("connection reset by peer")
+        return await real(self, query, *args)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetchval", lost)
+    if migrate:
+        await (await PostgresCallStore.open(postgres_dsn, pool_size=1)).close()
+        return
+    with pytest.raises(DatabaseError) as caught:
+        await PostgresCallStore.open(postgres_dsn, pool_size=1, migrate=False)
+    assert "cannot read" in str(caught.value) and "connection reset" in str(caught.value)
+    assert masked(postgres_dsn) in str(caught.value)
