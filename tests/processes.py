@@ -253,3 +253,27 @@ def run_on_a_taken_port(
         taken.listen()
         port: int = taken.getsockname()[1]
         return port, run("--port", str(port))
+
+
+NOBODY = 65534  # the `nobody` user and group
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -c *args` as `nobody` (setpriv, no supplementary groups, no capabilities), from
+    `/`: the checkout must be reachable by it, or the script fails to import the project."""
+    return subprocess.run(  # noqa: S603 - fixed arguments
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+    )

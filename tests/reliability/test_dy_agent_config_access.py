@@ -14,8 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,9 +21,8 @@ import pytest
 
 from agent.config_source import NO_RECORD
 from common.update_config import ConfigStore
+from tests.processes import NOBODY, ROOT, as_nobody
 
-ROOT = Path(__file__).resolve().parents[2]
-NOBODY = 65534
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
@@ -40,25 +37,6 @@ from common.config_store.store import ConfigStore
 record, why = asyncio.run(read_call_record(ConfigStore(sys.argv[1]), sys.argv[2]))
 print(json.dumps({{"found": record is not None, "why": why}}))
 """
-
-
-def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd="/",
-    )
 
 
 def job_reads(config: Path, call_id: str) -> dict[str, object]:

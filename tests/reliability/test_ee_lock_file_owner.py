@@ -12,16 +12,14 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from common.config_store.store import ConfigStore
+from tests.processes import NOBODY, ROOT, as_nobody
 
-ROOT = Path(__file__).resolve().parents[2]
-NOBODY = 65534
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
@@ -36,24 +34,7 @@ asyncio.run(ConfigStore(sys.argv[1]).update_async("Svc", call_id=sys.argv[2]))
 
 
 def service_writes(config: Path, call_id: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - fixed arguments
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            SERVICE_WRITES,
-            str(config),
-            call_id,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd="/",
-    )
+    return as_nobody(SERVICE_WRITES, str(config), call_id)
 
 
 @pytest.mark.parametrize("umask", [0o077, 0o027])
