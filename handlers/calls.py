@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from common.calls.admission import Placement
-from common.calls.errors import FieldError, InvalidCall, refuse_unknown
+from common.calls.errors import FieldError, InvalidCall, request_object
 from common.calls.models import Erasure, IdempotencyClaim, StoredAnswer, iso_time
 from common.calls.outcomes import Status
 from common.calls.phone import compact_e164, e164
@@ -153,10 +153,8 @@ ERASE_BODY_BYTES = 4 * 1024
 
 async def erase_number(request: web.Request) -> web.Response:
     """POST /calls/erase {"phone_number"}: erase the personal data of every call to it now."""
-    doc = decode_json_object(request, await read_body(request, ERASE_BODY_BYTES))
-    if not isinstance(doc, dict):  # `[]` was told "phone_number: must be a string"
-        raise InvalidCall([FieldError("body", 'must be a JSON object: {"phone_number": ...}')])
-    refuse_unknown(doc, ("phone_number",))
+    raw_doc = decode_json_object(request, await read_body(request, ERASE_BODY_BYTES))
+    doc = request_object(raw_doc, ("phone_number",), '{"phone_number": ...}')
     raw = doc.get("phone_number")
     try:
         number = e164(raw)

@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.calls.admission import Admission
-from common.calls.errors import FieldError, InvalidCall, refuse_unknown
+from common.calls.errors import FieldError, InvalidCall, request_object
 from common.calls.models import IdempotencyClaim, StoredAnswer, canonical_json
 from common.calls.request import RequestRules
 from common.calls.views import Timestamp
@@ -478,9 +478,7 @@ async def _read_campaign(request: web.Request) -> _Upload:
             shown = shown_text(content_type, MAX_QUOTED_CHARS)  # 8 KB of it came back whole
             exc.message += f" (read as JSON: send a CSV as text/csv, not {shown})"
         raise
-    if not isinstance(doc, dict):
-        raise InvalidCall([FieldError("body", "must be a JSON object")])
-    refuse_unknown(doc, (*OPTION_KEYS, "recipients"))
+    doc = request_object(doc, (*OPTION_KEYS, "recipients"))
     recipients = doc.get("recipients")
     if not isinstance(recipients, list) or not recipients:
         refused = FieldError("recipients", "is required: a non-empty list of rows")

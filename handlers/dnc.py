@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.calls.errors import FieldError, InvalidCall, refuse_unknown
+from common.calls.errors import FieldError, InvalidCall, request_object
 from common.calls.phone import (
     DIGITS_SYNTAX,
     PHONE_SYNTAX,
@@ -112,10 +112,8 @@ def _all_normalized(numbers: list[object]) -> list[str]:
 
 async def add_numbers(request: web.Request) -> web.Response:
     """POST /dnc {"numbers": [...]}: add them (all or none: every bad one is listed)."""
-    doc = decode_json_object(request, await read_body(request, MAX_BODY_BYTES))
-    if not isinstance(doc, dict):  # a bare list was told "numbers: must be a list"
-        raise InvalidCall([FieldError("body", 'must be a JSON object: {"numbers": [...]}')])
-    refuse_unknown(doc, ("numbers",))
+    raw_doc = decode_json_object(request, await read_body(request, MAX_BODY_BYTES))
+    doc = request_object(raw_doc, ("numbers",), '{"numbers": [...]}')
     numbers = doc.get("numbers")
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= MAX_NUMBERS:
         raise InvalidCall([FieldError("numbers", f"must be a list of 1 to {MAX_NUMBERS} numbers")])

@@ -39,6 +39,16 @@ def refuse_unknown(doc: Mapping[str, object], known: Collection[str], where: str
         raise InvalidCall([FieldError(f"{where}{key}", "unknown field") for key in unknown])
 
 
+def request_object(doc: object, known: Collection[str], shape: str = "") -> dict[str, object]:
+    """`doc`, a request's decoded body, as the JSON object it must be, with only `known` keys
+    (refuse_unknown); anything else is the InvalidCall on `body`, `shape` (`{"numbers":
+    [...]}`) saying what to send: a body `[]` was told of the field it then lacked."""
+    if not isinstance(doc, dict):
+        raise InvalidCall([FieldError("body", f"must be a JSON object{shape and ': '}{shape}")])
+    refuse_unknown(doc, known)
+    return doc
+
+
 class TooManyTurns(CallError):
     """The call holds as many transcript turns as a call keeps: a turn report beyond them is
     not stored (sending it again changes nothing)."""
