@@ -48,8 +48,5 @@ class OwnThreads:
             return self._pool.submit(fn, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(*args) on one of these threads."""
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._count, thread_name_prefix=self._name)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """fn(*args) on one of these threads (as `run_in_executor` runs it)."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
