@@ -117,6 +117,10 @@ def _positive_int(value: object) -> int | None:
     return value if type(value) is int and value > 0 else None
 
 
+def _shown(value: object) -> str | None:
+    return shown_text(value, MAX_OUTCOME_REASON_CHARS) if isinstance(value, str) else None
+
+
 class RoomMetadata(BaseModel):
     """The room metadata an agent writes; `outcome` (and why, `reason`) is read back from
     `room_finished`."""
@@ -130,10 +134,11 @@ class RoomMetadata(BaseModel):
     def parse(cls, raw: str) -> RoomMetadata:
         doc = _json_object(raw, "room metadata") or {}
         outcome, reason = doc.get("outcome"), doc.get("reason")
-        # Shown and stored as the call's reason: whatever the metadata holds (a NUL, a lone
-        # surrogate, a line break), it reads as text every database can keep.
-        shown = shown_text(reason, MAX_OUTCOME_REASON_CHARS) if isinstance(reason, str) else None
-        return cls(outcome=outcome if isinstance(outcome, str) else None, reason=shown)
+        # Shown and stored as the call's reason (the outcome in its timeline): whatever the
+        # metadata holds (a NUL, a lone surrogate, a line break), it reads as text every
+        # database can keep. An outcome as `{"outcome": "\\ud800"}` was a 500 for its
+        # room_finished, every time LiveKit retried it, and the call waited for the reaper.
+        return cls(outcome=_shown(outcome), reason=_shown(reason))
 
     @staticmethod
     def with_outcome(current: str, outcome: str, reason: str | None = None) -> str:
