@@ -380,12 +380,19 @@ def _write_durably(path: Path, data: bytes, mode: int = NEW_FILE_MODE) -> None:
         os.close(fd)
 
 
+# chown's refusals of an owner this process may not give (the file stays this user's).
+_OWNER_REFUSED = frozenset(
+    (errno.EPERM, errno.EACCES, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+)
+
+
 def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
     """Give the file at `path` (just written, ours, no link) the owner (uid, gid) `owner`,
     keeping `mode`: the user only as root (no other user may give a file away), the group
     if this process may. False if it may not (a group its user is not in, root without
-    CAP_CHOWN). By path, not by a file descriptor: one opened for reading needs the owner's
-    read permission, which a mode an operator chose may lack. Durable with the rename's
+    CAP_CHOWN, an owner its user namespace does not map, a file system that keeps none). By
+    path, not by a file descriptor: one opened for reading needs the owner's read
+    permission, which a mode an operator chose may lack. Durable with the rename's
     directory fsync (the same journal commit on ext4 and XFS)."""
     uid, gid = owner
     status = os.lstat(path)
@@ -395,8 +402,13 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
         return True
     try:
         os.chown(path, uid, gid, follow_symlinks=False)
-    except PermissionError:
-        return False
+    except OSError as exc:
+        # EINVAL: root in a user namespace (a rootless container) over a file whose owner it
+        # does not map (shown as 65534): failed every write, where the file is only kept as
+        # this user's.
+        if exc.errno in _OWNER_REFUSED:
+            return False
+        raise
     os.chmod(path, mode)  # a change of owner may clear set-id bits
     return True
 
@@ -1471,12 +1483,13 @@ class ConfigStore:
 
     def _owner_not_kept(self, owner: tuple[int, int] | None) -> None:
         """Said once a minute: config.json's owner, which this process may not give the
-        file it writes (a group its user is not in), is lost."""
+        file it writes (a group its user is not in, an unmapped id), is lost."""
         if (more := self._failures.due(f"owner {owner}")) is not None:
             uid, gid = owner or (-1, -1)
             logger.warning(
                 "%s belonged to uid %d and group %d, which this process may not give the file"
-                " it writes (a group its user is not in): rewritten, it is this user's, and"
+                " it writes (a group its user is not in, an id its user namespace does not"
+                " map): rewritten, it is this user's, and"
                 " agents of other users that read it through group %d lose access (add this"
                 " user to that group, or give the file this user's group)%s",
                 self.path,
