@@ -78,6 +78,18 @@ async def wait_for(
             await asyncio.sleep(poll_s)
 
 
+async def raw_answer(client: TestClient[Any, Any], raw: bytes, timeout: float = 5.0) -> bytes:
+    """`raw` sent as it is on a connection of its own (bytes no client library would send):
+    the whole answer, read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
 async def config_forgets(path: Path, *call_ids: str, timeout: float = 5.0) -> dict[str, object]:
     """Until config.json at `path` holds none of `call_ids` (with none given: no call record
     at all); its call records then. A finished call's record goes with the next write, or on

@@ -295,6 +295,13 @@ class PostgresCluster:
             f"{quote(dbname, safe='')}"
         )
 
+    def role_dsn(self, role: str, database: str, password: str = "pw") -> str:  # noqa: S107
+        """The DSN of `database` as `role` (made by the test, with `password`)."""
+        return (
+            f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}@{self.host}:"
+            f"{self.port}/{quote(database, safe='')}"
+        )
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -5,7 +5,6 @@ they were its last four (`%2B•••5555…`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import AppFactory
+from tests.helpers import raw_answer
 
 NUMBER = "14155550100"
 PREFIX = "https://dash.example/view?"
@@ -50,13 +50,7 @@ async def test_a_refused_requests_debug_line_shows_no_more_than_the_last_four_di
     for pad in range(140, 175):  # the cut falls before the number, in it, after it
         header = b"X-A: " + b"y" * pad + b"+14155550100\x01"  # \x01: no header value holds it
         raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n"
-        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-        try:
-            writer.write(raw)
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.read(), 5)
-        finally:
-            writer.close()
+        answer = await raw_answer(client, raw)
         assert answer.split()[1] == b"400", answer[:100]
     lines = [r.getMessage() for r in caplog.records if "malformed request" in r.getMessage()]
     assert len(lines) == 35

@@ -28,12 +28,6 @@ from tests.processes import ROOT, free_port, run_to_end
 ROLE = "ei_operator"
 
 
-def _as_role(dsn: str, role: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{role}:pw@{host}", path=f"/{database}"))
-
-
 @pytest.fixture
 def role_dsn(postgres_cluster: PostgresCluster) -> Iterator[str]:
     """A database owned by a role whose DBA set a short statement_timeout on it (as many do
@@ -44,7 +38,7 @@ def role_dsn(postgres_cluster: PostgresCluster) -> Iterator[str]:
     postgres_cluster._admin(f"CREATE ROLE {ROLE} LOGIN PASSWORD 'pw'")
     postgres_cluster._admin(f"ALTER ROLE {ROLE} SET statement_timeout = '100ms'")
     postgres_cluster._admin(f"CREATE DATABASE {ROLE} OWNER {ROLE}")
-    yield _as_role(postgres_cluster.dsn(), ROLE, ROLE)
+    yield postgres_cluster.role_dsn(ROLE, ROLE)
     postgres_cluster.drop_database(ROLE)
     postgres_cluster._admin(f"DROP ROLE {ROLE}")
 
@@ -180,7 +174,7 @@ async def weak_role_dsn(postgres_cluster: PostgresCluster) -> AsyncIterator[str]
         await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     finally:
         await owner.close()
-    yield _as_role(postgres_cluster.dsn(), name, name)
+    yield postgres_cluster.role_dsn(name, name)
     postgres_cluster.drop_database(name)
     postgres_cluster._admin(f"DROP ROLE {name}")
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_TEST_BODY, wait_for
+from tests.helpers import SEED_TEST_BODY, raw_answer, wait_for
 from tests.integration.test_webhooks import quiet_app, sign
 from tests.processes import ServerProcess
 
@@ -33,13 +33,7 @@ SEED_BODY = json.dumps(SEED_TEST_BODY).encode()
 async def raw_request(client: Client, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
     """Send `head` (request line and headers, as bytes) and `body` over a socket of our own;
     the status and the body of the answer (the connection is closed by the request)."""
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(head + b"Connection: close\r\n\r\n" + body)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
+    answer = await raw_answer(client, head + b"Connection: close\r\n\r\n" + body, 10)
     status_line, _, rest = answer.partition(b"\r\n")
     return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
@@ -373,13 +367,7 @@ async def test_requests_the_http_parser_refuses_are_no_errors_in_the_log(
     client = await start_app()
     caplog.set_level(level)
     for raw in MALFORMED.values():
-        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-        try:
-            writer.write(raw)
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.read(), 5)
-        finally:
-            writer.close()
+        answer = await raw_answer(client, raw)
         assert answer.split()[1] in (b"400", b"415"), answer[:200]
     await still_serving(client)
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
@@ -424,13 +412,7 @@ async def test_requests_the_http_parser_refuses_are_answered_in_json(
     start_app: AppFactory, name: str
 ) -> None:
     client = await start_app()
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(MALFORMED[name])
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
+    answer = await raw_answer(client, MALFORMED[name])
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split()[1] == b"400", head
     assert b"application/json" in head.lower(), head

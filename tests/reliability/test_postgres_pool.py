@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -21,12 +20,6 @@ from tests.pg_cluster import PostgresCluster
 LIMIT = 3  # connections PostgreSQL lets the role have
 
 
-def _as_role(dsn: str, role: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{role}:pw@{host}", path=f"/{database}"))
-
-
 @pytest.fixture
 def limited_dsn(postgres_cluster: PostgresCluster) -> Iterator[str]:
     """A database owned by a role PostgreSQL gives LIMIT connections (as a max_connections
@@ -37,7 +30,7 @@ def limited_dsn(postgres_cluster: PostgresCluster) -> Iterator[str]:
     postgres_cluster._admin(f"DROP ROLE IF EXISTS {role}")
     postgres_cluster._admin(f"CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT {LIMIT}")
     postgres_cluster._admin(f"CREATE DATABASE {name} OWNER {role}")
-    yield _as_role(postgres_cluster.dsn(), role, name)
+    yield postgres_cluster.role_dsn(role, name)
     postgres_cluster.drop_database(name)
     postgres_cluster._admin(f"DROP ROLE {role}")
 
