@@ -521,9 +521,9 @@ class SqliteCallStore(SqlCallStore):
                 self._wal_identity = wal
                 return
             self._wal_gone(wal is None)
-        if found is not None:
-            self._watch_wal_size(found.st_size)
         self._written_over(_content_mark(found_db))
+        if found is not None:  # after the look at calls.db: it may copy the log into it
+            self._watch_wal_size(found.st_size)
 
     def _note_marks(self) -> None:
         """After our own write (its COMMIT may have copied the log into calls.db). calls.db
@@ -606,6 +606,8 @@ class SqliteCallStore(SqlCallStore):
         was cut back. It grew by every write, unsaid, while a reader held it (16 MB in 62
         calls), and filled the disk a weekend later."""
         if size > WAL_WARN_BYTES and not self._wal_big_said:
+            if not self._log_held():
+                return  # all in calls.db: the next write cuts it back, nobody holds it
             self._wal_big_said = True
             holder = _lock_holder(self.path, reading=True)
             logger.warning(
@@ -621,6 +623,21 @@ class SqliteCallStore(SqlCallStore):
         elif size <= WAL_KEEP_BYTES and self._wal_big_said:
             self._wal_big_said = False
             logger.info("calls database %s-wal is back to %d MB", self.path, size // 2**20)
+
+    def _log_held(self) -> bool:
+        """Whether some of the log cannot be copied into calls.db now: a checkpoint that waits
+        for nobody leaves it behind (a reader's snapshot holds it). A log large only because
+        one transaction wrote much of it (an upgrade's index built over a large table: 64 MB
+        after a 1 GB calls.db's migration) is all copied, and the next write cuts the file
+        back: its size alone was said as 'held by a reader' when nobody held it."""
+        conn = self.conn
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._note_marks()
+        return bool(busy == 0 and copied < log)
 
     def _wal_identity_now(self) -> tuple[int, int] | None:
         return self._side_identity_now("-wal")
