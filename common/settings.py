@@ -711,9 +711,14 @@ class Settings:
         return f"{self.public_base_url or self.local_base_url}{REPORTS_PATH}"
 
     def secret_texts(self) -> list[str]:
-        """The values of the settings that are secrets (left out of repr), set ones only."""
+        """The values of the settings that are secrets (left out of repr), set ones only, and
+        each of CALLS_WEBHOOK_SECRET's while it is rotated (`new,old`: one alone in a text is
+        no match for the list)."""
         values = (getattr(self, f.name) for f in fields(self) if not f.repr)
-        return [v for v in values if isinstance(v, str) and v]
+        texts = [v for v in values if isinstance(v, str) and v]
+        if self.calls_webhook_secret and "," in self.calls_webhook_secret:
+            texts += self.calls_webhook_secret.split(",")  # as parse_secrets joined them
+        return texts
 
     def short_secret_warning(self) -> str | None:
         """With a real LiveKit, a secret shorter than LiveKit's usual: often the API key pasted
