@@ -11,10 +11,12 @@ must not read past permissions).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -132,17 +134,24 @@ def test_a_group_the_server_is_not_in_is_said_lost_and_the_write_goes_through() 
         assert set(json.loads(config.read_text())["calls"]) == {"call-a", "call-b"}
 
 
+@contextlib.contextmanager
+def service_directory(prefix: str) -> Iterator[tuple[Path, Path]]:
+    """A directory of root's (0755: nobody reaches through it), with the service's in it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as where:
+        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
+        directory = Path(where) / "svc"
+        directory.mkdir()
+        os.chown(directory, NOBODY, NOBODY)
+        yield Path(where), directory
+
+
 @pytest.mark.usefixtures("nobody_runs_the_project")
 def test_root_running_the_seeds_update_config_once_leaves_the_file_the_services() -> None:
     """The service runs as its own user (here nobody) and writes its config.json (0600, its
     own); root ran the seed's `update_config` once in the service's directory: that write
     made config.json root's, 0600, and every write of the service after it failed with
     `Permission denied` (every call 503), its agents reading nothing either."""
-    with tempfile.TemporaryDirectory(prefix="dy-root-once-") as where:
-        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
-        directory = Path(where) / "svc"
-        directory.mkdir()
-        os.chown(directory, NOBODY, NOBODY)
+    with service_directory("dy-root-once-") as (_, directory):
         config = directory / "config.json"
 
         first = as_nobody(WRITER, str(config))
@@ -163,11 +172,7 @@ def test_root_making_the_services_config_json_first_makes_it_the_services() -> N
     """Root ran the seed's `update_config` in the service's directory before the service ever
     wrote: config.json was root's, 0600, and the service could neither read nor write it. It
     is the directory owner's now; in root's own directory it stays root's."""
-    with tempfile.TemporaryDirectory(prefix="root-first-") as where:
-        os.chmod(where, 0o755)  # noqa: S103 - for nobody to reach the config
-        directory = Path(where) / "svc"
-        directory.mkdir()
-        os.chown(directory, NOBODY, NOBODY)
+    with service_directory("root-first-") as (where, directory):
         config = directory / "config.json"
 
         ConfigStore(config).update("Root ran a script first")  # as root
@@ -176,6 +181,6 @@ def test_root_making_the_services_config_json_first_makes_it_the_services() -> N
         written = as_nobody(WRITER, str(config))
         assert written.returncode == 0, written.stderr
 
-        own = Path(where) / "config.json"  # root's own directory
+        own = where / "config.json"  # root's own directory
         ConfigStore(own).update("Root's own")
         assert (own.stat().st_uid, own.stat().st_mode & 0o777) == (0, 0o600)
