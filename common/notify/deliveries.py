@@ -69,6 +69,10 @@ PROVEN_FOR_S = 3600.0
 MAX_PROVEN_KEPT = 10_000  # receivers remembered as prompt (older ones are forgotten first)
 MAX_FAILURES_SAID = 10_000  # receivers whose recovery is owed to the log, at most
 IDLE_WAKE_S = 30.0  # with nothing due, look again this often (and whenever woken)
+# The database did not say what is due next (an outage): look again this soon. Waiting
+# IDLE_WAKE_S, a delivery due meanwhile (a retry, a redeliver, a dead server's claim run
+# out) went 30 s after a one-second PostgreSQL restart was over.
+DATABASE_RETRY_S = 1.0
 # A receiver at its concurrency cap: this many more of its deliveries wait in memory (claimed)
 # and start the moment one of its sends ends; beyond them, deliveries are given back for a
 # moment, so that one slow receiver never holds the claims the others need.
@@ -503,8 +507,11 @@ class WebhookSender:
         loop."""
         wait = IDLE_WAKE_S
         now = self._clock()
-        with contextlib.suppress(DatabaseError):
+        try:
             due = await self._store.next_delivery_at(unclaimed_at=now)
+        except DatabaseError:  # unknown: what came due meanwhile is claimed once it is back
+            wait = DATABASE_RETRY_S
+        else:
             if due is not None:
                 wait = min(max(due - now, UNCLAIMABLE_WAIT_S), IDLE_WAKE_S)
         self._wake_at = now + wait
