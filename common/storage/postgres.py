@@ -486,7 +486,7 @@ class PostgresCallStore(SqlCallStore):
                 if not write:  # no transaction: asyncpg retries a stale statement itself
                     return await drive.run(conn)
                 try:
-                    async with conn.transaction():
+                    async with _transaction(conn):
                         result = await drive.run(conn)
                         drive.committing = True
                 except asyncpg.InvalidCachedStatementError:
@@ -494,7 +494,7 @@ class PostgresCallStore(SqlCallStore):
                     # prepared before returns other columns now, and the transaction is
                     # rolled back. asyncpg has cleared the pool's statements; the program
                     # goes on in a new transaction if what it was told holds there too.
-                    async with conn.transaction():
+                    async with _transaction(conn):
                         await drive.replay(conn)
                         result = await drive.run(conn)
                         drive.committing = True
@@ -581,6 +581,29 @@ class PostgresCallStore(SqlCallStore):
                     )
                 logger.error("calls database error: %s%s%s", _why(exc), hint, more)
             raise DatabaseError(_why(exc)) from None
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: Any) -> AsyncIterator[None]:
+    """`conn.transaction()`, raising the error that failed its work as itself. Where that
+    error ended the session (PostgreSQL restarted or failed over, a DBA's
+    pg_terminate_backend) asyncpg's rollback on the connection it closed raises its own
+    ("cannot call Transaction.__aexit__(): the underlying connection is closed", "cannot
+    switch to state 15; another operation (2) is in progress"), and that was all the log and
+    the request's error said: PostgreSQL's "terminating connection due to administrator
+    command" went unsaid."""
+    failed: Exception | None = None
+    try:
+        async with conn.transaction():
+            try:
+                yield
+            except Exception as exc:
+                failed = exc
+                raise
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        if failed is None or exc is failed:
+            raise
+        raise failed from None
 
 
 class _NotBegun(Exception):
