@@ -313,8 +313,9 @@ class WebhookSender:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop claiming; let sends in flight finish briefly (unfinished ones are re-sent, as
-        are those waiting for a slot: this server takes its claims back when it restarts)."""
+        """Stop claiming; let sends in flight finish briefly; give back what is left
+        (unfinished sends, those waiting for a slot): the other servers send them now, or
+        this one when it starts again."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -333,8 +334,32 @@ class WebhookSender:
             )
         for task in set(self._sending):
             task.cancel()
+        if self._sending:  # ended before their claims are given back: none is recorded after
+            await asyncio.wait(set(self._sending), timeout=timeout)
+        await self._give_back()
         if self._session is not None:
             await self._session.close()
+
+    async def _give_back(self) -> None:
+        """What this server holds, claimable by the others at once. Left to its lease
+        (CLAIM_LEASE_S, a minute), none of it, nor its calls' later events behind it, went
+        anywhere for that long after a rolling deploy stopped a server: its claims went back
+        only to a server started again under its name, and a new pod has a new one."""
+        try:
+            given = await self._store.release_claims()
+        except DatabaseError as exc:
+            logger.warning(
+                "could not give back the customer webhooks this server held (%s): other"
+                " servers send them once its claims run out",
+                exc,
+            )
+            return
+        if given:
+            logger.info(
+                "gave back %d customer webhook delivery(ies) it held: sent by another server,"
+                " or at the next start",
+                given,
+            )
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no delivery is pending: all delivered, failed or stopped (tests, benchmarks)."""
