@@ -529,21 +529,37 @@ class WebhookSender:
         after a look that found none. A later event of a call whose earlier one is in flight
         is not claimable: the send that records the earlier one takes it. One said due now
         and still not claimed (another server took it): look again shortly, never a busy
-        loop."""
+        loop. With no slot free, what is due waits for one (`_until_a_slot_may_free`):
+        asking the database when it comes due said "now" and looked again every
+        UNCLAIMABLE_WAIT_S, 20 looks a second for as long as a backlog kept every slot busy."""
         wait = IDLE_WAKE_S
         now = self._clock()
         try:
-            due = await self._store.next_delivery_at(unclaimed_at=now)
+            due = None if self._starved else await self._store.next_delivery_at(unclaimed_at=now)
         except DatabaseError:  # unknown: what came due meanwhile is claimed once it is back
             wait = DATABASE_RETRY_S
         else:
             if due is not None:
                 wait = min(max(due - now, UNCLAIMABLE_WAIT_S), IDLE_WAKE_S)
+            elif self._starved:
+                wait = self._until_a_slot_may_free()
         self._wake_at = now + wait
         try:
             await wait_set(self._wakeup, wait)
         finally:
             self._wake_at = math.inf
+
+    def _until_a_slot_may_free(self) -> float:
+        """With no slot free, the seconds until one may free with no send ending (a send that
+        ends wakes the run loop: `_sent`): the oldest send still counted prompt turns suspect
+        PROMPT_S after it started, and leaves its share of the prompt reserve (`_flight`)."""
+        now = time.monotonic()
+        turns = [
+            send.started + PROMPT_S - now
+            for send in self._in_flight.values()
+            if send.prompt and now - send.started < PROMPT_S
+        ]
+        return min(max(min(turns, default=IDLE_WAKE_S), UNCLAIMABLE_WAIT_S), IDLE_WAKE_S)
 
     async def _send(self, delivery: WebhookDelivery, receiver: str, waited: bool = False) -> None:
         if not await self._still_held(delivery):
