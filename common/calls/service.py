@@ -1706,6 +1706,7 @@ class CallService:
         )
         await self._settle_unheard(stale, "reaped", _NO_FINAL_EVENT)
         await self.prune_config()
+        await self.erase_latest_if_erased_elsewhere()
         await self.erase_past_retention(now)
         await self.events.recover()
         await self.purge_old_events(now)
@@ -1956,6 +1957,28 @@ class CallService:
         elif removed:
             logger.info("pruned %d config record(s) of calls that are over%s", removed, of_unknown)
         return removed
+
+    async def erase_latest_if_erased_elsewhere(self) -> bool:
+        """config.json's flat document (the seed's latest config) back to the defaults when
+        the call whose placement wrote it has had its personal data erased on request (its
+        name is gone) through another server: that erasure reached the other server's
+        config.json only, and this one kept the callee's name, instructions and
+        additional_params until its next call. Whether it was erased."""
+        owner = self.config.top_owner
+        if owner is None:
+            return False
+        call = await self.store.get_call(owner, with_timeline=False)
+        if call is None or call.data_erased_at is None or call.caller_name:
+            return False  # being placed, or not erased on request (the retention keeps names)
+        erased = await self.config.erase_latest_written_by_async(owner)
+        if erased:
+            logger.info(
+                "config.json's latest config was call %s's, whose personal data was erased on"
+                " request through another server: back to the defaults",
+                owner,
+                extra={"call_id": owner},
+            )
+        return erased
 
     async def reap_logged(self, *, starting: bool = False) -> None:
         """One reaper pass; a failure is logged (the next pass tries again)."""

@@ -807,6 +807,31 @@ class ConfigStore:
         erased: bool = await self._submit(self._erase_latest(latest, ids))
         return erased
 
+    @property
+    def top_owner(self) -> str | None:
+        """The call whose placement wrote the flat document (the top level), as far as this
+        process knows; None once another write replaced it (a script's, another process's)
+        or config.json was read anew."""
+        return self._top_owner
+
+    async def erase_latest_written_by_async(self, call_id: str) -> bool:
+        """The flat document back to the defaults if `call_id`'s placement wrote it (its
+        top_owner), and the unreadable copies set aside that hold its name or instructions
+        removed: that call's personal data was erased on request through another server
+        (several on one database), whose erasure reached its own config.json only, and not
+        this one's, that placed it. Whether it was erased (no write if not)."""
+        with self._tops_lock:  # what a refused call's retraction would give back, too
+            for other, replaced in self._tops_before.items():
+                if replaced.owner == call_id:
+                    self._tops_before[other] = replace(replaced, doc=self._defaults())
+        if self._top_owner != call_id:
+            return False
+        erased: dict[str, Any] | None = await self._submit(self._erase_latest_of_owner(call_id))
+        if erased is None:
+            return False
+        await self.remove_set_aside_naming_async([erased])
+        return True
+
     async def remove_set_aside_naming_async(self, placed_with: Iterable[Mapping[str, Any]]) -> int:
         """Remove the unreadable config.json copies set aside (`config.json.corrupt-<stamp>`)
         that hold the name or the instructions one of `placed_with` (the configs of calls
@@ -1011,6 +1036,20 @@ class ConfigStore:
             _replace_top(doc, CallConfig().to_flat(now))
             self._top_owner = None
             return True
+
+        return apply
+
+    def _erase_latest_of_owner(self, call_id: str) -> Mutation:
+        """The flat document back to the defaults if `call_id`'s placement wrote it; what it
+        held (None if another write's: nothing changed)."""
+
+        def apply(doc: Document, now: float) -> dict[str, Any] | None:
+            if self._top_owner != call_id:  # (reset when the file was read anew)
+                return None
+            top = _top_of(doc)
+            _replace_top(doc, CallConfig().to_flat(now))
+            self._top_owner = None
+            return top
 
         return apply
 

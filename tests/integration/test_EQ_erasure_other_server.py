@@ -1,0 +1,70 @@
+"""Erasure on request through one server of several (PostgreSQL, a load balancer in front):
+what the server that placed the call keeps of it in its own config.json goes too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from handlers.keys import CALLS, EVENTS, SETTINGS
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+
+Client = TestClient[Any, Any]
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ALICE: dict[str, Any] = {**SEED_EXAMPLES[0], "additional_params": {"account": "ACCT-ALICE-77"}}
+
+
+def top_level(client: Client) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(Path(client.app[SETTINGS].config_path).read_bytes())
+    return {key: value for key, value in doc.items() if key != "calls"}
+
+
+async def settled(client: Client, body: dict[str, Any]) -> str:
+    resp = await client.post("/calls/outbound", json=body, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    call_id: str = (await resp.json())["call_id"]
+    await client.app[SANDBOX].wait_idle(15)
+    await client.app[EVENTS].wait_idle()
+    return call_id
+
+
+async def test_a_call_erased_through_another_server_leaves_the_placing_servers_config_json(
+    postgres_dsn: str, start_app: AppFactory, tmp_path: Path
+) -> None:
+    """Servers A and B on one database, each with its own config.json: a call B placed,
+    erased through A (where the load balancer sent POST /calls/erase), kept its name,
+    instructions and additional_params at the top of B's config.json (the seed's latest
+    config) until B placed another call: A's erasure reaches only A's file. B's reaper
+    finds the erased call, puts its file back to the defaults and removes the unreadable
+    copies set aside that hold the erased name, as A's erasure does with its own."""
+    common = {"database_url": postgres_dsn, "calls_api_token": TOKEN}
+    b = await start_app(config_path=tmp_path / "b" / "config.json", **common)
+    a = await start_app(config_path=tmp_path / "a" / "config.json", **common)
+    call_id = await settled(b, ALICE)
+    assert top_level(b)["caller_name"] == ALICE["name"]
+    # Unreadable copies of B's config.json set aside earlier: one holding Alice's name.
+    b_dir = Path(b.app[SETTINGS].config_path).parent
+    holding = b_dir / "config.json.corrupt-20260101T000000-abcd"
+    holding.write_bytes(b'{"caller_name": "Alice Smith", "agent_instr')
+    other = b_dir / "config.json.corrupt-20260101T000001-abcd"
+    other.write_bytes(b'{"caller_name": "Carlos Garc')
+
+    resp = await a.post("/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH)
+    assert resp.status == 200 and (await resp.json())["call_ids"] == [call_id]
+    await b.app[CALLS].reap()
+
+    kept = Path(b.app[SETTINGS].config_path).read_text()
+    assert "Alice Smith" not in kept and "cricket coach" not in kept, kept
+    assert "ACCT-ALICE-77" not in kept, kept
+    assert top_level(b)["caller_name"] == "Guest"
+    assert sorted(b_dir.glob("config.json.corrupt-*")) == [other]
+    # A later call of B's is its own: the next pass leaves it.
+    await settled(b, SEED_EXAMPLES[1])
+    await b.app[CALLS].reap()
+    assert top_level(b)["caller_name"] == SEED_EXAMPLES[1]["name"]
