@@ -1705,8 +1705,7 @@ class CallService:
             steps=steps,
         )
         await self._settle_unheard(stale, "reaped", _NO_FINAL_EVENT)
-        await self.prune_config()
-        await self.erase_latest_if_erased_elsewhere()
+        await self._tend_config()
         await self.erase_past_retention(now)
         await self.events.recover()
         await self.purge_old_events(now)
@@ -1910,6 +1909,23 @@ class CallService:
         """Settled and released in one transaction, unless its dial was marked meanwhile."""
         applied = await self.store.settle_never_dialled(call_id, _never_dialled)
         self._publish(call_id, applied)
+
+    async def _tend_config(self) -> None:
+        """The pass's config.json work. A config.json that cannot be written (its disk full)
+        is said once a minute and the rest of the pass goes on: it stopped every pass, the
+        retention's erasure after it (conversations kept past CALL_DATA_RETENTION_DAYS for as
+        long as the disk stayed full) and the take-over of a dead server's events with it."""
+        try:
+            await self.prune_config()
+            await self.erase_latest_if_erased_elsewhere()
+        except OSError as exc:
+            if (more := self._repeats.due("reaper config")) is not None:
+                logger.error(
+                    "reaper: %s could not be pruned (%s); the rest of the pass goes on%s",
+                    self.config.path,
+                    exc.strerror or exc,
+                    more,
+                )
 
     async def prune_config(self) -> int:
         """Drop config.json records of calls that are over or unknown to the database.
