@@ -61,7 +61,13 @@ from common.calls.outcomes import (
 from common.calls.phone import listed_forms
 from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
-from common.config_store.store import ConfigStore, ConfigWriteError, UnknownCallError
+from common.config_store.store import (
+    ConfigStore,
+    ConfigWriteError,
+    UnknownCallError,
+    latest_written_by,
+    names_someone,
+)
 from common.contracts import ATTR_AGENT_NAME, AgentReport
 from common.livekit.client import (
     LiveKitError,
@@ -116,6 +122,11 @@ PLACEMENT_BOUND_S = 60.0
 # A config record written this long ago whose call the database does not know is an orphan
 # (the row follows the record within a request: LiveKit's timeouts bound that request).
 UNRECORDED_CONFIG_GRACE_S = 60.0
+# A call's row is recorded within this long of its config.json write (the write first, then
+# the row: a database slow to answer holds it up to its own bounds, 10-15 s), and at most this
+# many calls of one server are recorded in that time and looked at (several placed alike).
+LATEST_RECORDED_WITHIN_S = 60.0
+LATEST_CANDIDATES = 100
 # Stopping, room deletions of calls that failed to place get this long to finish.
 ROOM_CLOSE_WAIT_S = 5.0
 CLOSE_ROOM = "close-room-"  # the name of a room deletion's task, before the call id
@@ -1976,25 +1987,34 @@ class CallService:
 
     async def erase_latest_if_erased_elsewhere(self) -> bool:
         """config.json's flat document (the seed's latest config) back to the defaults when
-        the call whose placement wrote it has had its personal data erased on request (its
-        name is gone) through another server: that erasure reached the other server's
-        config.json only, and this one kept the callee's name, instructions and
-        additional_params until its next call. Whether it was erased."""
-        owner = self.config.top_owner
-        if owner is None:
+        the call of this server whose placement wrote it has had its personal data erased on
+        request through another server (several on one database): that erasure reached the
+        other server's config.json only, and this one kept the callee's name, instructions
+        and additional_params until its next call. The call is found by when the document
+        was written (its row follows its config.json write by moments) and by this server's
+        name, which its restarts keep. Whether it was erased."""
+        latest = await self.config.latest_written_async()
+        written_at = latest.get("last_updated") if latest else None
+        if latest is None or not names_someone(latest) or type(written_at) is not float:
+            return False  # nobody's data, or no time to find its call by (written by hand)
+        placed = await self.store.placed_between(
+            self.instance, written_at, written_at + LATEST_RECORDED_WITHIN_S, LATEST_CANDIDATES
+        )
+        # Erased on request: its name is gone (the retention's erasure keeps names).
+        erased = [c.call_id for c in placed if c.data_erased_at is not None and not c.caller_name]
+        if not erased or any(
+            c.config is not None and c.call_id not in erased and latest_written_by(latest, c.config)
+            for c in placed
+        ):
+            return False  # none erased, or one not erased wrote it (two placed alike)
+        if not await self.config.erase_latest_if_async(latest):
             return False
-        call = await self.store.get_call(owner, with_timeline=False)
-        if call is None or call.data_erased_at is None or call.caller_name:
-            return False  # being placed, or not erased on request (the retention keeps names)
-        erased = await self.config.erase_latest_written_by_async(owner)
-        if erased:
-            logger.info(
-                "config.json's latest config was call %s's, whose personal data was erased on"
-                " request through another server: back to the defaults",
-                owner,
-                extra={"call_id": owner},
-            )
-        return erased
+        logger.info(
+            "config.json's latest config was written by a call erased on request through"
+            " another server (%s): back to the defaults",
+            ", ".join(erased),
+        )
+        return True
 
     async def reap_logged(self, *, starting: bool = False) -> None:
         """One reaper pass; a failure is logged (the next pass tries again)."""

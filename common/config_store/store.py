@@ -295,6 +295,26 @@ def _latest_of(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return flat
 
 
+_FLAT_CORE = frozenset(CallConfig().to_flat(0.0))
+
+
+def names_someone(top: Mapping[str, Any]) -> bool:
+    """Whether the flat document `top` holds more than the defaults a call without a name
+    and instructions is placed with: a name, instructions or additional_params."""
+    return (
+        top.get("caller_name", DEFAULT_CALLER_NAME) != DEFAULT_CALLER_NAME
+        or top.get("agent_instructions", DEFAULT_INSTRUCTIONS) != DEFAULT_INSTRUCTIONS
+        or not set(top) <= _FLAT_CORE
+    )
+
+
+def latest_written_by(top: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether the flat document `top` is the one a call placed with `config` (as GET
+    /calls/{id} shows it) wrote, whenever written."""
+    latest = _latest_of(config)
+    return latest is not None and _written_by(top, [latest])
+
+
 def _written_by(top: Mapping[str, Any], latest: list[dict[str, Any]]) -> bool:
     """Whether the flat document `top` is one of `latest` (as _latest_of), whenever written."""
     return {key: value for key, value in top.items() if key != "last_updated"} in latest
@@ -807,30 +827,29 @@ class ConfigStore:
         erased: bool = await self._submit(self._erase_latest(latest, ids))
         return erased
 
-    @property
-    def top_owner(self) -> str | None:
-        """The call whose placement wrote the flat document (the top level), as far as this
-        process knows; None once another write replaced it (a script's, another process's)
-        or config.json was read anew."""
-        return self._top_owner
+    async def latest_written_async(self) -> dict[str, Any] | None:
+        """The flat document (the top level) as config.json holds it, its `last_updated`
+        included; None when it holds none (no file, an empty or unreadable one)."""
+        doc = await self._read_async()
+        if not doc or isinstance(doc, _Unreadable):
+            return None
+        return copy.deepcopy(_top_of(doc))
 
-    async def erase_latest_written_by_async(self, call_id: str) -> bool:
-        """The flat document back to the defaults if `call_id`'s placement wrote it (its
-        top_owner), and the unreadable copies set aside that hold its name or instructions
-        removed: that call's personal data was erased on request through another server
-        (several on one database), whose erasure reached its own config.json only, and not
-        this one's, that placed it. Whether it was erased (no write if not)."""
+    async def erase_latest_if_async(self, latest: Mapping[str, Any]) -> bool:
+        """The flat document back to the defaults if it is still `latest` (as
+        latest_written_async read it), and the unreadable copies set aside that hold its name
+        or instructions removed: `latest` is a call's whose personal data was erased on
+        request through another server (several on one database), whose erasure reached its
+        own config.json only, not this one of the server that placed the call. Whether it
+        was erased."""
+        expected = dict(latest)
         with self._tops_lock:  # what a refused call's retraction would give back, too
-            for other, replaced in self._tops_before.items():
-                if replaced.owner == call_id:
-                    self._tops_before[other] = replace(replaced, doc=self._defaults())
-        if self._top_owner != call_id:
-            return False
-        erased: dict[str, Any] | None = await self._submit(self._erase_latest_of_owner(call_id))
-        if erased is None:
-            return False
-        await self.remove_set_aside_naming_async([erased])
-        return True
+            for call_id, replaced in self._tops_before.items():
+                if replaced.doc == expected:
+                    self._tops_before[call_id] = replace(replaced, doc=self._defaults())
+        erased: bool = await self._submit(self._erase_latest_if(expected))
+        await self.remove_set_aside_naming_async([expected])
+        return erased
 
     async def remove_set_aside_naming_async(self, placed_with: Iterable[Mapping[str, Any]]) -> int:
         """Remove the unreadable config.json copies set aside (`config.json.corrupt-<stamp>`)
@@ -1039,17 +1058,13 @@ class ConfigStore:
 
         return apply
 
-    def _erase_latest_of_owner(self, call_id: str) -> Mutation:
-        """The flat document back to the defaults if `call_id`'s placement wrote it; what it
-        held (None if another write's: nothing changed)."""
-
-        def apply(doc: Document, now: float) -> dict[str, Any] | None:
-            if self._top_owner != call_id:  # (reset when the file was read anew)
-                return None
-            top = _top_of(doc)
+    def _erase_latest_if(self, expected: dict[str, Any]) -> Mutation:
+        def apply(doc: Document, now: float) -> bool:
+            if _top_of(doc) != expected:  # another write's since it was read
+                return False
             _replace_top(doc, CallConfig().to_flat(now))
             self._top_owner = None
-            return top
+            return True
 
         return apply
 

@@ -269,6 +269,13 @@ class CallStore(CampaignStore, Protocol):
         neither)."""
         ...
 
+    async def placed_between(
+        self, instance: str, start: float, end: float, limit: int
+    ) -> list[CallRecord]:
+        """The calls `instance` placed (any run of it) created from `start` to `end`, oldest
+        first, at most `limit`, with their configs."""
+        ...
+
     async def count_live(self) -> int: ...
 
     async def count_by_status(self) -> dict[str, int]: ...

@@ -515,6 +515,19 @@ def list_calls(
     return [row_to_call(r) for r in rows]
 
 
+def placed_between(
+    d: Dialect, instance: str, start: float, end: float, limit: int
+) -> Program[list[CallRecord]]:
+    """The calls `instance` placed (any run of it) created from `start` to `end`, oldest
+    first, at most `limit`, with their configs (as erased, if they were)."""
+    rows = yield Query(
+        "SELECT * FROM calls WHERE created_at >= ? AND created_at <= ? AND placed_by = ?"
+        " ORDER BY created_at, call_id LIMIT ?",
+        (start, end, instance, limit),
+    )
+    return [row_to_call(r) for r in rows]
+
+
 def count_live(d: Dialect) -> Program[int]:
     rows = yield Query(
         f"SELECT COUNT(*) AS n FROM calls WHERE status IN ({_LIVE_MARKS})",  # noqa: S608

@@ -110,6 +110,12 @@ class SqlCallStore(CampaignMethods):
     ) -> list[CallRecord]:
         return await self._read_aside(programs.list_calls(self.dialect, status, limit, before))
 
+    async def placed_between(
+        self, instance: str, start: float, end: float, limit: int
+    ) -> list[CallRecord]:
+        program = programs.placed_between(self.dialect, instance, start, end, limit)
+        return await self._read_aside(program)
+
     async def count_live(self) -> int:
         return await self._run(programs.count_live(self.dialect), write=False)
 

@@ -13,6 +13,7 @@ from handlers.keys import CALLS, EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
+from tests.processes import free_port
 
 Client = TestClient[Any, Any]
 TOKEN = "s3cret-token"
@@ -68,3 +69,26 @@ async def test_a_call_erased_through_another_server_leaves_the_placing_servers_c
     await settled(b, SEED_EXAMPLES[1])
     await b.app[CALLS].reap()
     assert top_level(b)["caller_name"] == SEED_EXAMPLES[1]["name"]
+
+
+async def test_the_placing_server_restarted_since_still_finds_the_erased_call(
+    postgres_dsn: str, start_app: AppFactory, tmp_path: Path
+) -> None:
+    """B restarted between its call and the erasure through A: its config.json's top level
+    is still the erased call's, and B, known by its name (host, port), finds that call."""
+    common = {"database_url": postgres_dsn, "calls_api_token": TOKEN}
+    port, b_config = free_port(), tmp_path / "b" / "config.json"
+    first_run = await start_app(port=port, config_path=b_config, **common)
+    await settled(first_run, ALICE)
+    await first_run.close()
+    b = await start_app(port=port, config_path=b_config, **common)
+    a = await start_app(config_path=tmp_path / "a" / "config.json", **common)
+    await b.app[CALLS].reap()
+    assert top_level(b)["caller_name"] == ALICE["name"]  # not erased yet: it stays
+
+    resp = await a.post("/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH)
+    assert resp.status == 200 and (await resp.json())["erased"] == 1
+    await b.app[CALLS].reap()
+
+    assert "Alice Smith" not in b_config.read_text()
+    assert top_level(b)["caller_name"] == "Guest"
