@@ -485,13 +485,13 @@ def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecor
 # What a list reads of a call: the columns `row_to_call` reads but the config and the final
 # report, which a list never shows (CallSummary) and which can be large: a report's transcript
 # runs to megabytes, and parsing 500 of them held the database thread (every write) ~1 s.
-_LISTED_COLUMNS = (
+_SMALL_COLUMNS = (
     "call_id, phone_number, caller_name, language, emotion, status, outcome, reason, answered,"
     " hangup_requested, created_at, answered_at, ended_at, updated_at, ringing_timeout_s,"
     " max_duration_s, room_finished_at, callee_left_at, dial_started_at, sandbox_instance, amd,"
-    " ended_by, data_erased_at, webhook_url, campaign_id, deliveries_held, no_report,"
-    " NULL AS config, NULL AS report"
+    " ended_by, data_erased_at, webhook_url, campaign_id, deliveries_held, no_report"
 )
+_LISTED_COLUMNS = f"{_SMALL_COLUMNS}, NULL AS config, NULL AS report"
 
 
 def list_calls(
@@ -519,9 +519,11 @@ def placed_between(
     d: Dialect, instance: str, start: float, end: float, limit: int
 ) -> Program[list[CallRecord]]:
     """The calls `instance` placed (any run of it) created from `start` to `end`, oldest
-    first, at most `limit`, with their configs (as erased, if they were)."""
+    first, at most `limit`, with their configs (as erased, if they were) and without their
+    final reports (megabytes of transcript each, not needed)."""
     rows = yield Query(
-        "SELECT * FROM calls WHERE created_at >= ? AND created_at <= ? AND placed_by = ?"
+        f"SELECT {_SMALL_COLUMNS}, config, NULL AS report FROM calls"  # noqa: S608 - constant
+        " WHERE created_at >= ? AND created_at <= ? AND placed_by = ?"
         " ORDER BY created_at, call_id LIMIT ?",
         (start, end, instance, limit),
     )
