@@ -79,6 +79,21 @@ class SignedBody:
     room: object = None
 
 
+@dataclass(frozen=True)
+class SignedToken:
+    """A token whose signature, issuer and times hold, before the body it signs is read:
+    the SHA-256 it signs, and the room its grant names (if any)."""
+
+    digest: bytes
+    room: object = None
+
+    def covers(self, body: bytes) -> SignedBody:
+        """What the token says of `body` if it signs exactly `body`; else Unverified."""
+        if not hmac.compare_digest(hashlib.sha256(body).digest(), self.digest):
+            raise Unverified("body does not match the signed hash")
+        return SignedBody(room=self.room)
+
+
 class _PreparedHS256(HMACAlgorithm):
     """HS256 that prepares our one secret once.
 
@@ -168,6 +183,13 @@ class BodyVerifier:
 
     def verify(self, header: str, body: bytes) -> SignedBody:
         """What `header` says if it is a valid token for exactly `body`; else Unverified."""
+        return self.verify_token(header).covers(body)
+
+    def verify_token(self, header: str) -> SignedToken:
+        """What `header` says if it is a valid token, for the body it signs to be checked
+        once read (`SignedToken.covers`); else Unverified. A route checks it before reading
+        the body: anyone may post to one, and a forged post's body (up to 1 MiB each) was
+        read and held first, the server growing by as much per connection."""
         token = bearer_token(header)
         if not token:
             raise Unverified("no Authorization header")
@@ -204,12 +226,10 @@ class BodyVerifier:
             expected = base64.b64decode(digest, validate=True)
         except ValueError:
             raise Unverified("sha256 claim is not base64") from None
-        if not hmac.compare_digest(hashlib.sha256(body).digest(), expected):
-            raise Unverified("body does not match the signed hash")
         video = claims.get("video") or {}
         if not isinstance(video, dict):
             raise Unverified("token's video grant is not an object")
-        return SignedBody(room=video.get("room"))
+        return SignedToken(digest=expected, room=video.get("room"))
 
     def _why(self, exc: Exception, token: str) -> str:
         """PyJWT's refusal in the words an operator acts on: the setting to look at, or the

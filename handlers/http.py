@@ -380,10 +380,8 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
     with 408 when it has not all come within BODY_READ_TIMEOUT_S: a client that sends its
     headers and then trickles (or never sends) its body must not hold a connection forever
     (enough of them would use up the server's file descriptors)."""
-    refuse_undecoded_encoding(request, what)
+    refuse_unreadable_body(request, limit, what)
     length = request.content_length
-    if length is not None and length > limit:
-        raise _too_large(what, limit)
     # Content-Length counts the bytes on the wire, total_bytes what came out of the decoder:
     # only without a Content-Encoding are they the same (half a gzip body can unpack to more).
     if (
@@ -394,6 +392,16 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
         return await _read_all(request, limit, what)  # all here already (most requests)
     async with arriving_in_time(request, what):
         return await _read_all(request, limit, what)
+
+
+def refuse_unreadable_body(request: web.Request, limit: int, what: str = "request body") -> None:
+    """What `read_body` refuses before reading a byte: a Content-Encoding or Transfer-Encoding
+    it cannot undo (415, 501), a Content-Length over `limit` (413). A signed route says so
+    before it checks the signature, which it does before reading the body."""
+    refuse_undecoded_encoding(request, what)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(what, limit)
 
 
 # The Content-Encodings aiohttp decodes (br and zstd only with their packages; without, its

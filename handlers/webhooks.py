@@ -8,13 +8,16 @@ A well-signed event never gets a 5xx, except 503 when the database is down, so L
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Literal, TypeVar
 
 from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
 from common.masking import redact_cut
+from common.metrics import Metrics
 from common.signing import WEBHOOK_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import RETRY_S, HttpError
@@ -25,6 +28,7 @@ from handlers.http import (
     add_route,
     json_answer,
     read_body,
+    refuse_unreadable_body,
     signed_by_whom_it_may_be,
 )
 from handlers.keys import CALLS, METRICS, REFUSALS, SETTINGS
@@ -35,24 +39,22 @@ logger = logging.getLogger(__name__)
 MAX_WEBHOOK_BYTES = 1024 * 1024
 Result = Literal["applied", "duplicate", "ignored"]
 VERIFIER = web.AppKey("webhook_verifier", BodyVerifier)
+T = TypeVar("T")
+BODY = "webhook body"
 
 
 async def livekit_webhook(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     signed_by_whom_it_may_be(request)
-    try:
-        body = await read_body(request, MAX_WEBHOOK_BYTES, "webhook body")
-    except HttpError as exc:  # over the limit, or no body to read (slow, its encoding)
-        metrics.webhooks.labels(result="too_large" if exc.status == 413 else "unreadable").inc()
-        raise
-    try:
-        request.app[VERIFIER].verify(request.headers.get("Authorization", ""), body)
-    except Unverified as exc:
-        metrics.webhook_verification_failures.inc()
-        metrics.webhooks.labels(result="unverified").inc()
-        if (more := request.app[REFUSALS].due(f"webhook: {exc.kind}")) is not None:
-            logger.warning("webhook refused from %s: %s%s", request.remote, exc, more)
-        raise HttpError(401, "webhook signature did not verify") from None
+    with _counted_if_unread(metrics):
+        refuse_unreadable_body(request, MAX_WEBHOOK_BYTES, BODY)
+    # The token before the body: anyone may post here, and 1,000 forged posts of 1 MiB each,
+    # read before their token was looked at, took the server to 1 GB for good.
+    verifier = request.app[VERIFIER]
+    token = _verified(request, lambda: verifier.verify_token(_authorization(request)))
+    with _counted_if_unread(metrics):
+        body = await read_body(request, MAX_WEBHOOK_BYTES, BODY)
+    _verified(request, lambda: token.covers(body))
     request.app[CALLS].webhook_heard_at = request.app[CALLS].clock()
     try:
         event = RoomEvent.from_json(body)
@@ -78,6 +80,34 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     )
     metrics.webhooks.labels(result=result).inc()
     return json_answer(WebhookAnswer(result=result))
+
+
+@contextlib.contextmanager
+def _counted_if_unread(metrics: Metrics) -> Iterator[None]:
+    """A body refused unread (over the limit; slow, or in an encoding not undone) counted."""
+    try:
+        yield
+    except HttpError as exc:
+        metrics.webhooks.labels(result="too_large" if exc.status == 413 else "unreadable").inc()
+        raise
+
+
+def _authorization(request: web.Request) -> str:
+    return request.headers.get("Authorization", "")
+
+
+def _verified(request: web.Request, check: Callable[[], T]) -> T:
+    """`check()`'s verdict on the signature; 401 (counted, and said once a minute per kind of
+    refusal) when it does not hold."""
+    try:
+        return check()
+    except Unverified as exc:
+        metrics = request.app[METRICS]
+        metrics.webhook_verification_failures.inc()
+        metrics.webhooks.labels(result="unverified").inc()
+        if (more := request.app[REFUSALS].due(f"webhook: {exc.kind}")) is not None:
+            logger.warning("webhook refused from %s: %s%s", request.remote, exc, more)
+        raise HttpError(401, "webhook signature did not verify") from None
 
 
 def setup(app: web.Application) -> None:
