@@ -141,12 +141,18 @@ _TOKEN_LIKE = re.compile(
 )
 
 
+def without_tokens(text: str) -> str:
+    """`text` with anything shaped like a token (a JWT, whatever follows "Bearer") as
+    `[token]`."""
+    return _TOKEN_LIKE.sub("[token]", text)
+
+
 def remote_text(text: str, limit: int = REMOTE_TEXT_CHARS) -> str:
     """Words another service sent back (LiveKit's error message), fit to store and show:
     anything shaped like a token left out, control characters as spaces and lone surrogates
     (no UTF-8 can hold them: storing one failed) as U+FFFD, on one line of at most `limit`
     characters, digits masked as `redact` masks them."""
-    text = _TOKEN_LIKE.sub("[token]", text)
+    text = without_tokens(text)
     text = "".join(
         " " if unicodedata.category(c) == "Cc" else "\ufffd" if "\ud800" <= c <= "\udfff" else c
         for c in text

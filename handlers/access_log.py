@@ -36,7 +36,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
-from common.masking import redact, redact_cut
+from common.masking import redact, redact_cut, without_tokens
 from handlers.http import ANSWER_ABORTED, shown_status
 from handlers.keys import QUIET_ROUTES, REFUSALS
 
@@ -163,8 +163,11 @@ class QuietMalformedRequests(logging.Filter):
         if not isinstance(error, HttpProcessingError):
             return True  # our own defects stay ERRORs with their tracebacks
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        # The reason quotes the line refused: `Authorization : Bearer <token>` (a space before
+        # the colon), or a token folded onto a line of its own, was logged whole.
+        reason = hide_credentials(without_tokens(" ".join(str(error.message).split())))
         record.msg = "malformed request from %s refused: %s"
-        record.args = (remote, redact_cut(" ".join(str(error.message).split()), 200))
+        record.args = (remote, redact_cut(reason, 200))
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         record.exc_info = record.exc_text = None
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
