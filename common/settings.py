@@ -515,7 +515,9 @@ class Settings:
         (), _regions, "Comma list of ISO regions that may be called, e.g. US,CA,GB (empty: all)."
     )
     calls_rate_limit_per_min: int = setting(
-        60, _integer(1, 1_000_000), "Placed calls per minute per token (or client address)."
+        60,
+        _integer(1, 1_000_000),
+        "Placed calls per minute per token (or, without one, for this machine).",
     )
     calls_max_active: int = setting(
         50, _integer(1, 1_000_000), "Calls not yet in a final state at once."

@@ -368,10 +368,21 @@ def idempotency_param(what_repeats_never_do: str) -> dict[str, Any]:
     }
 
 
+# Without a token the server listens on loopback only: every client is this machine, named
+# as most were before (a key stored under this name still answers its retries).
+LOOPBACK_CLIENT = "127.0.0.1"
+
+
 def client_identity(request: web.Request) -> str:
-    """Who the limits apply to: the API token's holder, else the client address."""
+    """Who the limits and Idempotency-Keys apply to: the API token's holder, else the client
+    address, every loopback one being this machine's. Told apart, a retry under the same key
+    from ::1 (HOST=localhost listens on both) or 127.0.0.2 of a call placed from 127.0.0.1
+    dialled the number again, and each address had a rate limit of its own."""
     if request.app[SETTINGS].calls_api_token:
         return "token"
+    peer = address_of(request.remote)
+    if peer is not None and peer.is_loopback:
+        return LOOPBACK_CLIENT
     return request.remote or "unknown"
 
 
