@@ -54,11 +54,15 @@ def repaired_text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+# What a text holding a lone surrogate (JSON "\ud800"; no UTF-8 can hold it) is told.
+UNICODE_REFUSED = "must be valid Unicode text"
+
+
 def text_problem(text: str) -> str | None:
     """Why `text` cannot be kept, as "must ..." for the caller to prefix with the field's
     name (a lone surrogate, a NUL); None when it can."""
     if not is_unicode(text):
-        return "must be valid Unicode text"
+        return UNICODE_REFUSED
     if "\x00" in text:
         return "must not contain NUL characters"
     return None

@@ -45,7 +45,7 @@ from common.config_store.model import (
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
-from common.text import checked_text, has_visible, text_problem, visible_name
+from common.text import UNICODE_REFUSED, checked_text, has_visible, text_problem, visible_name
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -336,6 +336,10 @@ def field_errors(error: ValidationError) -> list[FieldError]:
             # A key with a lone surrogate (JSON "\ud800"): no field's name, so an unknown
             # one; pydantic stops at it, and said "body: Input should be a valid string".
             unknown.append(FieldError(item["input"], "unknown field"))
+        elif item["type"] == "string_unicode":
+            # A lone surrogate in `voicemail` or `analysis` (a value, or a key of theirs):
+            # pydantic's "Input should be a valid string" was said of a string.
+            known.append(FieldError(where, UNICODE_REFUSED))
         elif item["type"] == "missing":
             known.append(FieldError(where, "is required"))
         elif item["type"] in ("model_type", "dict_type"):
