@@ -517,6 +517,8 @@ class CampaignScheduler:
         for plan in placing:
             if (plan.campaign_id, plan.idx, plan.attempt) in self._inflight:
                 continue
+            if not await self._still_in_window(campaign, plan, now):
+                continue
             logger.warning(
                 "campaign %s: attempt %d of recipient %d was left being placed; placing it "
                 "again under the same key",
@@ -525,6 +527,43 @@ class CampaignScheduler:
                 plan.idx,
             )
             self._spawn(campaign, plan)
+
+    async def _still_in_window(
+        self, campaign: CampaignRecord, plan: AttemptPlan, now: float
+    ) -> bool:
+        """True if an attempt left being placed may be placed again now. Its window was open
+        when it began, but a placing that kept failing (config.json on a full disk, the
+        database) or a server down since (a crash at 20:59, a restart the next morning) found
+        it closed: placed then, it dialled at 22:00 or 07:00 in the recipient's zone. Nothing
+        of it was recorded (it is still `placing`), so it is given back and its recipient
+        waits for the window, as a due one does (or ends invalid if it never opens)."""
+        window = campaign.spec.window
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        zones = call_zones(
+            plan.phone_number,
+            plan.fields.get("additional_params"),
+            campaign.spec.defaults.get("additional_params"),
+        )
+        if is_allowed(at, window, zones, enforce_calling_hours=self._enforce):
+            return True
+        ref = AttemptRef(plan.campaign_id, plan.idx, plan.attempt)
+        opens = next_allowed(at, window, zones, enforce_calling_hours=self._enforce)
+        if opens is None:
+            why = never_open(at, window, zones, enforce_hours=self._enforce)
+            await self._end(ref, INVALID, [{"field": "phone_number", "error": why}])
+            waits = "it is invalid: its calling window never opens"
+        else:
+            await self._store.attempt_refused(ref, opens.timestamp(), now, WAITING_WINDOW)
+            waits = f"it waits for its window to open at {opens:%Y-%m-%dT%H:%M:%SZ}"
+        logger.warning(
+            "campaign %s: attempt %d of recipient %d was left being placed, and its calling"
+            " window has closed since: not placed now; %s",
+            plan.campaign_id,
+            plan.attempt,
+            plan.idx,
+            waits,
+        )
+        return False
 
 
 def next_slot(slot: float, now: float, interval_s: float) -> float:

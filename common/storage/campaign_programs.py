@@ -757,9 +757,12 @@ def pull_back_after_step(d: Dialect, campaign_id: str, now: float) -> Program[in
     return len(rows)
 
 
-def attempt_refused(d: Dialect, ref: AttemptRef, retry_at: float, now: float) -> Program[None]:
+def attempt_refused(
+    d: Dialect, ref: AttemptRef, retry_at: float, now: float, state: str = PENDING
+) -> Program[None]:
     """The limits refused the attempt: nothing was placed; the recipient is due again at
-    `retry_at`, with the attempt given back."""
+    `retry_at`, with the attempt given back (`state`: waiting_window for an attempt left
+    being placed whose calling window has closed since)."""
     gone = yield Query(
         "DELETE FROM campaign_attempts WHERE campaign_id = ? AND idx = ? AND attempt = ?"
         " AND state = 'placing' RETURNING attempt",
@@ -769,7 +772,7 @@ def attempt_refused(d: Dialect, ref: AttemptRef, retry_at: float, now: float) ->
         yield Query(
             "UPDATE campaign_recipients SET state = ?, attempts = attempts - 1, next_at = ?,"
             " updated_at = ? WHERE campaign_id = ? AND idx = ? AND state = ?",
-            (PENDING, retry_at, now, ref.campaign_id, ref.idx, CALLING),
+            (state, retry_at, now, ref.campaign_id, ref.idx, CALLING),
         )
         yield Query(
             "UPDATE campaigns SET placed = placed - 1 WHERE campaign_id = ?", (ref.campaign_id,)
