@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 DUE_BATCH = 50  # due recipients read at once
 IDLE_WAIT_S = 1.0  # a driver with nothing due looks again this often (or when woken)
-RECOVER_EVERY_S = 30.0  # attempts left `placing` by a failure are placed again this often
+RECOVER_EVERY_S = 30.0  # attempts left `placing` by a failure are given back this often
 MAX_DEFECT_TRIES = 3  # an attempt whose placing raised the unexpected this often is ended
 # A webhook host that does not resolve when an attempt is placed: the attempt waits this long
 # and is placed again, this many times in all, before its recipient is `invalid`.
@@ -339,7 +339,7 @@ class CampaignScheduler:
             except DatabaseError as exc:  # recording what placing did: an outage, no defect
                 self._say_not_recorded(plan, exc)
             except Exception as exc:  # a defect: said now, with its context (the attempt stays
-                # placing and is placed again by the recovery pass under the same key)
+                # placing; the recovery pass gives it back, placed again under the same key)
                 logger.exception(
                     "campaign %s: recipient %d attempt %d: unexpected error while placing",
                     plan.campaign_id,
@@ -356,7 +356,7 @@ class CampaignScheduler:
 
     def _say_not_recorded(self, plan: AttemptPlan, exc: DatabaseError) -> None:
         """The database failed as what placing did (a refusal, a listed number) was written:
-        the attempt stays placing, and the recovery pass places it again under its key."""
+        the attempt stays placing; the recovery pass gives it back, placed again under its key."""
         if (more := self._repeats.due(f"recording {plan.campaign_id}")) is not None:
             logger.error(
                 "campaign %s: recipient %d attempt %d: not recorded (%s); it is placed again%s",
@@ -496,10 +496,11 @@ class CampaignScheduler:
         self._events.publish(events)
 
     async def _recover(self, driver: _Driver) -> None:
-        """Attempts left `placing` (a crash, a failed write): place them again, same key.
-        Recipients whose wait was counted from a clock since stepped back wait from now
-        (looked for as the driver starts, and after a step back: each look reads the
-        campaign's pending rows, 20-50 ms for 100,000 on SQLite)."""
+        """Attempts left `placing` (a crash, a failed write): given back, to be placed again
+        by the driver's steps under the same key (the same attempt number). Recipients whose
+        wait was counted from a clock since stepped back wait from now (looked for as the
+        driver starts, and after a step back: each look reads the campaign's pending rows,
+        20-50 ms for 100,000 on SQLite)."""
         campaign = driver.campaign
         now = self.clock()
         lead, driver.lead = driver.lead, now - time.monotonic()
@@ -517,53 +518,26 @@ class CampaignScheduler:
         for plan in placing:
             if (plan.campaign_id, plan.idx, plan.attempt) in self._inflight:
                 continue
-            if not await self._still_in_window(campaign, plan, now):
+            # Nothing of it is recorded (a call recorded links its attempt in its own
+            # transaction), so it is given back, due when it was, and begun again as any due
+            # recipient: in its window, on a pacing slot, the list read again. Placed here
+            # at once, a server restarted in the night dialled it then, and attempts a full
+            # disk had held went out together, whatever calls_per_second said.
+            try:
+                await self._store.attempt_refused(
+                    AttemptRef(plan.campaign_id, plan.idx, plan.attempt), None, now
+                )
+            except DatabaseError as exc:  # the next pass gives it back; the others go on
+                self._say_not_recorded(plan, exc)
                 continue
             logger.warning(
-                "campaign %s: attempt %d of recipient %d was left being placed; placing it "
-                "again under the same key",
+                "campaign %s: attempt %d of recipient %d was left being placed; it is placed"
+                " again in its turn, under the same key",
                 plan.campaign_id,
                 plan.attempt,
                 plan.idx,
             )
-            self._spawn(campaign, plan)
-
-    async def _still_in_window(
-        self, campaign: CampaignRecord, plan: AttemptPlan, now: float
-    ) -> bool:
-        """True if an attempt left being placed may be placed again now. Its window was open
-        when it began, but a placing that kept failing (config.json on a full disk, the
-        database) or a server down since (a crash at 20:59, a restart the next morning) found
-        it closed: placed then, it dialled at 22:00 or 07:00 in the recipient's zone. Nothing
-        of it was recorded (it is still `placing`), so it is given back and its recipient
-        waits for the window, as a due one does (or ends invalid if it never opens)."""
-        window = campaign.spec.window
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        zones = call_zones(
-            plan.phone_number,
-            plan.fields.get("additional_params"),
-            campaign.spec.defaults.get("additional_params"),
-        )
-        if is_allowed(at, window, zones, enforce_calling_hours=self._enforce):
-            return True
-        ref = AttemptRef(plan.campaign_id, plan.idx, plan.attempt)
-        opens = next_allowed(at, window, zones, enforce_calling_hours=self._enforce)
-        if opens is None:
-            why = never_open(at, window, zones, enforce_hours=self._enforce)
-            await self._end(ref, INVALID, [{"field": "phone_number", "error": why}])
-            waits = "it is invalid: its calling window never opens"
-        else:
-            await self._store.attempt_refused(ref, opens.timestamp(), now, WAITING_WINDOW)
-            waits = f"it waits for its window to open at {opens:%Y-%m-%dT%H:%M:%SZ}"
-        logger.warning(
-            "campaign %s: attempt %d of recipient %d was left being placed, and its calling"
-            " window has closed since: not placed now; %s",
-            plan.campaign_id,
-            plan.attempt,
-            plan.idx,
-            waits,
-        )
-        return False
+            driver.wake.set()
 
 
 def next_slot(slot: float, now: float, interval_s: float) -> float:

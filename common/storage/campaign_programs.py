@@ -758,11 +758,11 @@ def pull_back_after_step(d: Dialect, campaign_id: str, now: float) -> Program[in
 
 
 def attempt_refused(
-    d: Dialect, ref: AttemptRef, retry_at: float, now: float, state: str = PENDING
+    d: Dialect, ref: AttemptRef, retry_at: float | None, now: float
 ) -> Program[None]:
     """The limits refused the attempt: nothing was placed; the recipient is due again at
-    `retry_at`, with the attempt given back (`state`: waiting_window for an attempt left
-    being placed whose calling window has closed since)."""
+    `retry_at` (None: when it was due, for an attempt left being placed that the driver
+    begins again), with the attempt given back."""
     gone = yield Query(
         "DELETE FROM campaign_attempts WHERE campaign_id = ? AND idx = ? AND attempt = ?"
         " AND state = 'placing' RETURNING attempt",
@@ -770,9 +770,10 @@ def attempt_refused(
     )
     if gone:
         yield Query(
-            "UPDATE campaign_recipients SET state = ?, attempts = attempts - 1, next_at = ?,"
+            "UPDATE campaign_recipients SET state = ?, attempts = attempts - 1,"
+            " next_at = COALESCE(?, next_at),"
             " updated_at = ? WHERE campaign_id = ? AND idx = ? AND state = ?",
-            (state, retry_at, now, ref.campaign_id, ref.idx, CALLING),
+            (PENDING, retry_at, now, ref.campaign_id, ref.idx, CALLING),
         )
         yield Query(
             "UPDATE campaigns SET placed = placed - 1 WHERE campaign_id = ?", (ref.campaign_id,)

@@ -7,13 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
-from common.campaigns.model import (
-    PENDING,
-    AttemptPlan,
-    CampaignRecord,
-    NewCampaign,
-    RecipientRecord,
-)
+from common.campaigns.model import AttemptPlan, CampaignRecord, NewCampaign, RecipientRecord
 from common.storage import campaign_programs as cp
 from common.storage.campaign_programs import OnList
 from common.storage.paging import Before
@@ -184,10 +178,8 @@ class CampaignMethods:
     async def open_attempts(self, campaign_id: str) -> tuple[int, list[AttemptPlan]]:
         return await self._run(cp.open_attempts(self.dialect, campaign_id), write=False)
 
-    async def attempt_refused(
-        self, ref: AttemptRef, retry_at: float, now: float, state: str = PENDING
-    ) -> None:
-        await self._run(cp.attempt_refused(self.dialect, ref, retry_at, now, state), write=True)
+    async def attempt_refused(self, ref: AttemptRef, retry_at: float | None, now: float) -> None:
+        await self._run(cp.attempt_refused(self.dialect, ref, retry_at, now), write=True)
 
     async def end_attempt(
         self,

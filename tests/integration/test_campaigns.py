@@ -1234,8 +1234,15 @@ async def test_the_database_failing_after_a_refusal_is_no_defect(
             raise TooManyLiveCalls(1, 0)
         return await real_place(*args, **kwargs)
 
+    real_refused = store.attempt_refused
+    downs = 0
+
     async def down(*args: Any, **kwargs: Any) -> Any:
-        raise DatabaseError("database unreachable (ConnectionDoesNotExistError)")
+        nonlocal downs
+        if downs < scheduler.MAX_DEFECT_TRIES:  # as long as the refusals last
+            downs += 1
+            raise DatabaseError("database unreachable (ConnectionDoesNotExistError)")
+        return await real_refused(*args, **kwargs)
 
     calls.place = full
     monkeypatch.setattr(store, "attempt_refused", down)

@@ -1,0 +1,55 @@
+"""Attempts left being placed are placed again at the campaign's pace, not all at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from common.campaigns import scheduler
+from common.config_store.store import ConfigWriteError
+from handlers.keys import CALLS
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
+from tests.integration.test_campaigns import FAST, create, us, wait_status
+
+
+async def test_attempts_left_being_placed_are_placed_again_at_the_pace(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
+    client = await start_app(
+        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
+    )
+    calls = client.app[CALLS]
+    real_place = calls.place
+    disk_full = True
+    tries = 0
+
+    async def place(*args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        if disk_full:
+            raise ConfigWriteError(28, "No space left on device")
+        return await real_place(*args, **kwargs)
+
+    calls.place = place
+    created = await create(
+        client,
+        {
+            "name": "burst",
+            "recipients": [{"phone_number": us(n, "7700")} for n in range(4)],
+            "pacing": {"calls_per_second": 2, "max_concurrent": 4},
+        },
+    )
+
+    async def all_tried() -> bool:
+        return tries >= 4
+
+    await wait_for(all_tried, timeout=10)
+    disk_full = False
+    await wait_status(client, created["campaign_id"], "completed", timeout=20)
+    starts = sorted(d.started for d in client.app[SANDBOX].dials)
+    assert len(starts) == 4
+    assert starts[-1] - starts[0] >= 1.2, starts  # 4 calls at 2/s: 1.5 s apart, not a burst
