@@ -299,7 +299,7 @@ def _start_at(value: object, now: float, errors: list[FieldError]) -> float | No
     if stamp.utcoffset() is None:
         errors.append(FieldError("start_at", problem))
         return None
-    if leap and stamp.astimezone(dt.UTC).strftime("%H:%M:%S") != "23:59:59":
+    if leap and _utc_time(stamp) != "23:59:59":
         errors.append(
             FieldError("start_at", "has second 60, a leap second, which only 23:59:60 UTC has")
         )
@@ -308,6 +308,16 @@ def _start_at(value: object, now: float, errors: list[FieldError]) -> float | No
     if at > now + MAX_START_AHEAD_S:
         errors.append(FieldError("start_at", "must be within a year"))
     return at
+
+
+def _utc_time(stamp: dt.datetime) -> str | None:
+    """HH:MM:SS of `stamp` in UTC; None when UTC falls outside the years datetime holds (a
+    time on 9999-12-31 behind UTC, on 0001-01-01 ahead of it): no leap second's, and read
+    there it raised OverflowError, a 500 for the client's own value."""
+    try:
+        return stamp.astimezone(dt.UTC).strftime("%H:%M:%S")
+    except OverflowError:
+        return None
 
 
 _LEAP_SECOND = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}.[0-9]{2}:[0-9]{2}:)60(?=[.,Z+-]|$)")
