@@ -422,13 +422,17 @@ class CampaignScheduler:
         except (TooManyLiveCalls, RateLimited) as exc:
             now = self.clock()
             await self._store.attempt_refused(ref, now + exc.retry_after_s, now)
-            logger.info(
-                "campaign %s: %s; recipient %d waits %d s",
-                ref.campaign_id,
-                exc,
-                ref.idx,
-                exc.retry_after_s,
-            )
+            # Once a minute a campaign: held at the cap, its driver tries the next recipient
+            # at every pacing slot, each refused alike (a line per slot, 20 a second).
+            if (more := self._repeats.due(f"limited {ref.campaign_id}")) is not None:
+                logger.info(
+                    "campaign %s: %s; recipient %d waits %d s%s",
+                    ref.campaign_id,
+                    exc,
+                    ref.idx,
+                    exc.retry_after_s,
+                    more,
+                )
         except AttemptWithdrawn:
             logger.info(
                 "campaign %s: recipient %d attempt %d not placed: the campaign was paused or"
