@@ -673,14 +673,9 @@ def begin_attempt(
     """The recipient's next attempt, written before its call is placed (None: the recipient is
     no longer due, or the campaign is no longer running on this server). A number on the
     do-not-call list ends the recipient as dnc instead (`_DUE_NOW`)."""
-    if d.for_update:
-        # The campaign's row first, then its recipient's, in the order a cancel (or a pause)
-        # locks them: in the other, a cancel and a dial at once deadlocked (PostgreSQL broke
-        # it with an error: the cancel answered 503, or the dial's tick failed).
-        yield Query(
-            f"SELECT 1 FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
-            (campaign_id,),
-        )
+    # The campaign's row first, then its recipient's: in the other order, a cancel and a
+    # dial at once deadlocked (the cancel answered 503, or the dial's tick failed).
+    yield from _lock_campaign_first(d, campaign_id)
     rows = yield Query(
         "SELECT phone_number, attempts, fields FROM campaign_recipients"  # noqa: S608 - constant text
         f" WHERE campaign_id = ? AND idx = ? AND {_DUE_NOW}{d.for_update}",  # noqa: S608
@@ -716,6 +711,18 @@ def begin_attempt(
         (campaign_id, idx, attempt, now),
     )
     return AttemptPlan(campaign_id, idx, attempt, number, json.loads(rows[0]["fields"]))
+
+
+def _lock_campaign_first(d: Dialect, campaign_id: str) -> Program[None]:
+    """The campaign's row locked before its attempts and recipients (PostgreSQL), in the
+    order a cancel or a pause locks them: in the other, a cancel and a dial or a refused
+    attempt at once deadlocked (PostgreSQL broke it with an error: the cancel answered 503).
+    SQLite's one writer orders them already."""
+    if d.for_update:
+        yield Query(
+            f"SELECT 1 FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
+            (campaign_id,),
+        )
 
 
 def open_attempts(d: Dialect, campaign_id: str) -> Program[tuple[int, list[AttemptPlan]]]:
@@ -763,6 +770,7 @@ def attempt_refused(
     """The limits refused the attempt: nothing was placed; the recipient is due again at
     `retry_at` (None: when it was due, for an attempt left being placed that the driver
     begins again), with the attempt given back."""
+    yield from _lock_campaign_first(d, ref.campaign_id)
     gone = yield Query(
         "DELETE FROM campaign_attempts WHERE campaign_id = ? AND idx = ? AND attempt = ?"
         " AND state = 'placing' RETURNING attempt",
@@ -798,6 +806,11 @@ def end_attempt(
     then, `enforce_hours` as CAMPAIGN_ENFORCE_CALLING_HOURS) or final; the campaign
     completes when no recipient is left open. `paused`: a not_dialled attempt its campaign's
     pause withdrew, due again at once (on resume) and counted towards no limit."""
+    # The campaign's row first, as a cancel (or a pause) locks it before the attempts.
+    campaign = yield Query(
+        f"SELECT status, spec FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
+        (ref.campaign_id,),
+    )
     # The attempt ended when its call did (a call settled late, after a restart say, ended
     # earlier than now), else now (it could not be placed).
     ended = yield Query(
@@ -809,10 +822,6 @@ def end_attempt(
     )
     if not ended:
         return []  # a repeated event
-    campaign = yield Query(
-        f"SELECT status, spec FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
-        (ref.campaign_id,),
-    )
     if not campaign:
         return []
     spec = CampaignSpec.from_json(json.loads(campaign[0]["spec"]))
