@@ -52,4 +52,6 @@ async def test_attempts_left_being_placed_are_placed_again_at_the_pace(
     await wait_status(client, created["campaign_id"], "completed", timeout=20)
     starts = sorted(d.started for d in client.app[SANDBOX].dials)
     assert len(starts) == 4
-    assert starts[-1] - starts[0] >= 1.2, starts  # 4 calls at 2/s: 1.5 s apart, not a burst
+    # 4 calls at 2/s: 1.5 s from the first to the last (less a placing's jitter), where the
+    # recovery pass placed them all at once (21 ms)
+    assert starts[-1] - starts[0] >= 0.9, starts
