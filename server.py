@@ -64,7 +64,13 @@ from common.settings import (
     dotenv_warnings,
     load_settings,
 )
-from common.storage.base import CallStore, DatabaseError, DatabaseLocked, DatabaseNewer
+from common.storage.base import (
+    CallStore,
+    DatabaseAccessDenied,
+    DatabaseError,
+    DatabaseLocked,
+    DatabaseNewer,
+)
 from common.storage.selected import open_store
 from handlers import (
     access_log,
@@ -174,6 +180,8 @@ def _unusable_database(settings: Settings, exc: DatabaseError) -> str:
         )
     if settings.database_url:
         return f"the calls database (DATABASE_URL) cannot be used: {exc}"
+    if isinstance(exc, DatabaseAccessDenied):  # it says whose files, and what to do
+        return f"the calls database (CALLS_DB_PATH={settings.calls_db_path}) cannot be used: {exc}"
     if isinstance(exc, DatabaseLocked):  # the file is fine: another one would hold no calls
         return (
             f"the calls database (CALLS_DB_PATH={settings.calls_db_path}) cannot be used:"

@@ -54,6 +54,12 @@ class DatabaseLocked(DatabaseError):
     lock: writes are refused at once until it lets go (a retry later may succeed)."""
 
 
+class DatabaseAccessDenied(DatabaseError):
+    """The database's files, or the directory they are made in, are not this process's to
+    write (another user's, a read-only file system): the message says which, and what to do.
+    A restart as their owner, or a chown, helps; another file is a new, empty database."""
+
+
 class DatabaseStalled(DatabaseError):
     """The request waited on the database too long: what runs before it has not finished
     (a disk that stalls, a very long transaction), and it was not run at all; or it is what

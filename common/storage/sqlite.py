@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import pwd
 import sqlite3
 import stat
 import threading
@@ -31,7 +32,9 @@ from typing import Any, NoReturn, TypeVar
 from common.calls.models import Erasure
 from common.config_store.store import NOT_A_FILE
 from common.locks import LOCKED_TRY_S, lock_holder
+from common.settings import SQLITE_SIDE_FILES
 from common.storage.base import (
+    DatabaseAccessDenied,
     DatabaseError,
     DatabaseGone,
     DatabaseLocked,
@@ -145,6 +148,72 @@ def _is_not_a_file(path: Path) -> bool:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:  # not there (yet): SQLite creates it, or says why not
         return False
+
+
+def access_problem(path: Path) -> str | None:
+    """What keeps this process from using the database at `path`, by the file system's
+    permissions, and what to do; None when they allow it (the failure is another). SQLite
+    reads and writes `path`, its -wal and its -shm, and makes those two in its directory, and
+    says none of it: "unable to open database file" of another user's calls.db (one a server
+    run as root left), "attempt to write a readonly database" of a calls.db this user may
+    write in a directory it may not, and the server sent the operator to another
+    CALLS_DB_PATH, a new, empty database (no calls, do-not-call list or Idempotency-Keys)."""
+    if str(path) == ":memory:":
+        return None
+    directory = path.parent
+    user = _user_name(os.geteuid())
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None  # no directory (yet): making it says why it cannot be
+    if read_only:
+        return f"{path.name} is on a read-only file system: mount it writable"
+    existing = False
+    for file in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDE_FILES)):
+        try:
+            found = os.stat(file)
+        except OSError:
+            continue
+        existing = True
+        if _may(file, os.R_OK | os.W_OK):
+            continue
+        mode = stat.S_IMODE(found.st_mode)
+        if found.st_uid == os.geteuid():  # its owner's mode leaves out reading or writing
+            return (
+                f"{file.name} is this user's ({user}), but its mode ({mode:04o}) does not let"
+                f" it read and write it: chmod u+rw {file.name}"
+            )
+        return (
+            f"{file.name} may not be written by this user ({user}): it is"
+            f" {_user_name(found.st_uid)}'s, mode {mode:04o}. Give"
+            f" {path.name} and its {path.name}-* files to {user} (chown), or run the server"
+            " as their owner: another CALLS_DB_PATH would be a new, empty database, without"
+            " these calls, do-not-call list and Idempotency-Keys"
+        )
+    if not _may(directory, os.W_OK | os.X_OK):
+        wanted = (
+            f"let {user} write that directory, or run the server as its owner: another"
+            " CALLS_DB_PATH would be a new, empty database"
+            if existing
+            else f"let {user} write that directory, or set CALLS_DB_PATH to a file in one"
+        )
+        return (
+            f"this user ({user}) may not create files in {path.name}'s directory, where SQLite"
+            f" makes {path.name}-wal and {path.name}-shm beside it: {wanted}"
+        )
+    return None
+
+
+def _may(path: Path, mode: int) -> bool:
+    """`os.access` as this process's effective user (its ACLs and capabilities counted)."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -467,8 +536,12 @@ class SqliteCallStore(SqlCallStore):
             if _is_busy(exc):  # the file is fine: who holds it is what to look at
                 holder = _lock_holder(self.path) or "another process"
                 raise DatabaseLocked(f"it is locked by {holder}") from exc
+            if (problem := access_problem(self.path)) is not None:
+                raise DatabaseAccessDenied(problem) from exc
             raise DatabaseError(str(exc)) from exc
         except OSError as exc:
+            if (problem := access_problem(self.path)) is not None:
+                raise DatabaseAccessDenied(problem) from exc
             raise DatabaseError(exc.strerror or str(exc)) from exc
 
     def _connect_sync(self) -> None:
@@ -761,14 +834,21 @@ class SqliteCallStore(SqlCallStore):
         if large:
             with contextlib.suppress(sqlite3.Error):
                 self._empty_wal_sync()
-        with self._lock_watch(conn, probe=True), _Transaction(conn):
-            _drive(conn, program)
-            if large:
-                conn.execute(
-                    "INSERT INTO readiness (instance, at) VALUES (?, zeroblob(?))",
-                    (PROBE_ROW, MIN_FREE_BYTES),
-                )
-                conn.execute("DELETE FROM readiness WHERE instance = ?", (PROBE_ROW,))
+        try:
+            with self._lock_watch(conn, probe=True), _Transaction(conn):
+                _drive(conn, program)
+                if large:
+                    conn.execute(
+                        "INSERT INTO readiness (instance, at) VALUES (?, zeroblob(?))",
+                        (PROBE_ROW, MIN_FREE_BYTES),
+                    )
+                    conn.execute("DELETE FROM readiness WHERE instance = ?", (PROBE_ROW,))
+        except sqlite3.Error as exc:
+            # Opened read-only (another user's calls.db) or no -wal made beside it: the
+            # first write is where SQLite says so, as "attempt to write a readonly database".
+            if not _is_busy(exc) and (problem := access_problem(self.path)) is not None:
+                raise DatabaseAccessDenied(problem) from exc
+            raise
         if large:
             self._disk_failure = False
 
