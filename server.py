@@ -204,7 +204,8 @@ async def _config_writable(app: web.Application) -> AsyncIterator[None]:
     try:
         await app[CONFIG].probe_writable_async(rewrite=True)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        # what a plain "Permission denied" is about: config.json, or its directory
+        reason = (exc.strerror or str(exc)) + app[CONFIG].advice(exc)
         raise StartupError(
             f"config.json ({path}) cannot be written: {reason} (set CONFIG_PATH)"
         ) from exc

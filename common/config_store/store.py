@@ -1564,16 +1564,17 @@ class ConfigStore:
             named = "" if exc.filename or str(self.path) in str(exc) else f" ({self.path})"
             logger.error("✗ Configuration update failed (%s): %s%s%s", action, exc, named, more)
         err = ConfigWriteError(
-            exc.errno, f"could not write config ({action}): {exc.strerror}{self._advice(exc)}"
+            exc.errno, f"could not write config ({action}): {exc.strerror}{self.advice(exc)}"
         )
         err.__cause__ = exc
         return err
 
-    def _advice(self, exc: OSError) -> str:
-        """What to do about a plain "Permission denied": a write makes files beside config.json
-        (its lock, a temp file it renames over it), so the directory must be writable, which
-        the seed's advice (`chmod 644 config.json`) does not give; config.json itself need
-        only be readable."""
+    def advice(self, exc: OSError) -> str:
+        """What to do about a plain "Permission denied" of a write (or of the server's start-up
+        check, which writes as a call does): a write makes files beside config.json (its
+        lock, a temp file it renames over it), so the directory must be writable, which the
+        seed's advice (`chmod 644 config.json`) does not give; config.json itself need only
+        be readable. "" for any other error."""
         if exc.errno != errno.EACCES or exc.strerror != os.strerror(errno.EACCES):
             return ""
         name = self.path.name
