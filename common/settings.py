@@ -1096,6 +1096,7 @@ def environment(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str
     environment. A `.env` that is there but no file (a link to nothing, a directory) is an
     error: read as absent, the server started on every default, the sandbox among them, and
     said nothing."""
+    _refuse_a_working_directory_gone()
     merged: dict[str, str] = {}
     if dotenv_path is not None and os.path.lexists(dotenv_path):
         if not Path(dotenv_path).is_file():
@@ -1108,6 +1109,22 @@ def environment(dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str
     # in a compose file) does not undo what .env sets: LIVEKIT_URL= silently meant the sandbox.
     merged.update({k: v for k, v in os.environ.items() if v.strip() or k not in merged})
     return merged
+
+
+def _refuse_a_working_directory_gone() -> None:
+    """`.env`, calls.db and config.json are found from the working directory, by default. A
+    shell still in a directory removed since (a checkout cloned again, a deploy that
+    replaced it) started the server, an agent or a script of the seed's functions into a
+    FileNotFoundError traceback naming no file: there is no working directory to find them
+    from."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise SettingsError(
+            "the working directory no longer exists (removed since this shell entered it: a"
+            " checkout cloned again, a deploy that replaced it): cd into the project's directory"
+            " again, where .env, calls.db and config.json are found"
+        ) from None
 
 
 # The bidi embeddings, overrides and isolates: written raw, one in a client's text (a Referer,
