@@ -150,9 +150,11 @@ def _is_not_a_file(path: Path) -> bool:
         return False
 
 
-def access_problem(path: Path) -> str | None:
+def access_problem(path: Path, *, writing: bool = True) -> str | None:
     """What keeps this process from using the database at `path`, by the file system's
-    permissions, and what to do; None when they allow it (the failure is another). SQLite
+    permissions, and what to do; None when they allow it (the failure is another). Not
+    `writing` (a tool that only reads, `agent describe`), only a file it may not read is
+    said, without advice to give the server's files to it. SQLite
     reads and writes `path`, its -wal and its -shm, and makes those two in its directory, and
     says none of it: "unable to open database file" of another user's calls.db (one a server
     run as root left), "attempt to write a readonly database" of a calls.db this user may
@@ -162,6 +164,8 @@ def access_problem(path: Path) -> str | None:
         return None
     directory = path.parent
     user = _user_name(os.geteuid())
+    if not writing:
+        return _unreadable(path, user)
     try:
         read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
     except OSError:
@@ -202,6 +206,20 @@ def access_problem(path: Path) -> str | None:
             f" makes {path.name}-wal and {path.name}-shm beside it: {wanted}"
         )
     return None
+
+
+def _unreadable(path: Path, user: str) -> str | None:
+    """`path` there, and not readable by this process's user: whose it is, and its mode."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    if _may(path, os.R_OK):
+        return None
+    return (
+        f"{path.name} may not be read by this user ({user}): it is"
+        f" {_user_name(found.st_uid)}'s, mode {stat.S_IMODE(found.st_mode):04o}"
+    )
 
 
 def _may(path: Path, mode: int) -> bool:
@@ -536,13 +554,17 @@ class SqliteCallStore(SqlCallStore):
             if _is_busy(exc):  # the file is fine: who holds it is what to look at
                 holder = _lock_holder(self.path) or "another process"
                 raise DatabaseLocked(f"it is locked by {holder}") from exc
-            if (problem := access_problem(self.path)) is not None:
+            if (problem := self._access_problem()) is not None:
                 raise DatabaseAccessDenied(problem) from exc
             raise DatabaseError(str(exc)) from exc
         except OSError as exc:
-            if (problem := access_problem(self.path)) is not None:
+            if (problem := self._access_problem()) is not None:
                 raise DatabaseAccessDenied(problem) from exc
             raise DatabaseError(exc.strerror or str(exc)) from exc
+
+    def _access_problem(self) -> str | None:
+        """access_problem of this store's file, as this store uses it (a reader only reads)."""
+        return access_problem(self.path, writing=self._may_migrate)
 
     def _connect_sync(self) -> None:
         if _is_not_a_file(self.path):

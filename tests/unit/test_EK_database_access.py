@@ -45,9 +45,10 @@ def _made_by_root(path: Path) -> None:
     asyncio.run(make())
 
 
-def _opened_as_nobody(path: Path) -> str:
+def _opened_as_nobody(path: Path, *, migrate: bool = True) -> str:
     """What opening `path` and taking a write (the server's start-up) raises, as `nobody`:
-    `<class name>: <message>`, or "opened"."""
+    `<class name>: <message>`, or "opened". Not `migrate`: opened as a tool that only reads
+    (`agent describe`), without a write."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child, as another user: no import from here on (root's files)
@@ -58,9 +59,10 @@ def _opened_as_nobody(path: Path) -> str:
             os.setuid(NOBODY)
 
             async def start() -> str:
-                store = await SqliteCallStore.open(path)
+                store = await SqliteCallStore.open(path, migrate=migrate)
                 try:
-                    await store.probe_write("ek")
+                    if migrate:
+                        await store.probe_write("ek")
                 finally:
                     await store.close()
                 return "opened"
@@ -92,6 +94,22 @@ def test_another_users_database_is_named_with_its_owner_and_mode(directory: Path
     assert said.startswith("DatabaseAccessDenied: calls.db may not be written by"), said
     assert "(nobody)" in said and "root's, mode 0644" in said, said
     assert "chown" in said and "new, empty database" in said, said
+
+
+def test_a_tool_that_only_reads_is_told_it_may_not_read_not_to_take_the_files(
+    directory: Path,
+) -> None:
+    path = directory / "calls.db"
+    _made_by_root(path)  # 0600, root's
+
+    said = _opened_as_nobody(path, migrate=False)
+
+    # Was "unable to open database file"; the server's advice (chown the files to this
+    # user) would take the database from the server that writes it.
+    assert said == (
+        "DatabaseAccessDenied: calls.db may not be read by this user (nobody): it is root's,"
+        " mode 0600"
+    )
 
 
 def test_a_directory_it_may_not_write_is_named_not_the_file(directory: Path) -> None:
