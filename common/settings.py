@@ -903,6 +903,7 @@ def settings_from_env(env: Mapping[str, str], *, config_file_read: bool = True) 
         if len(raw.splitlines()) > 1:  # never echoed: the lines a quote took hold secrets
             _text(variable(item.name), raw)
         _refuse_quoted(variable(item.name), raw)
+        _refuse_an_example(variable(item.name), raw)
         if raw:
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
     settings = Settings(**values)
@@ -910,6 +911,31 @@ def settings_from_env(env: Mapping[str, str], *, config_file_read: bool = True) 
     if config_file_read:
         _refuse_a_config_path_not_json(settings.config_path)
     return settings
+
+
+# Values that only show where a setting goes: .env.example's examples (of the four settings
+# unset by default, which it shows uncommented would turn on) and the seed's `.env`
+# placeholders. Uncommented as they are ("to fill in later"), PUBLIC_BASE_URL sent every
+# agent's reports to a host that is nobody's, unsaid; the others failed every call, with a
+# warning at most. Compared without case or a last `/`.
+EXAMPLE_VALUES = {
+    "PUBLIC_BASE_URL": ("https://calls.example.com",),
+    "DATABASE_URL": ("postgresql://user:password@db-host:5432/calls",),
+    "LIVEKIT_URL": ("wss://your-project.livekit.cloud", "wss://your-livekit-server.com"),
+    "CALLS_WEBHOOK_URL": ("https://hooks.example.com/calls",),
+    "LIVEKIT_API_KEY": ("your_api_key_here",),
+    "LIVEKIT_API_SECRET": ("your_api_secret_here",),
+}
+
+
+def _refuse_an_example(name: str, raw: str) -> None:
+    """An example's value (EXAMPLE_VALUES) stops start-up, naming the setting, never the
+    value (a secret's place)."""
+    if raw.rstrip("/").lower() in EXAMPLE_VALUES.get(name, ()):
+        raise SettingsError(
+            f"{name} is an example's value (.env.example's, or the seed's .env), not yours:"
+            " set your own, or leave it unset (comment it out)"
+        )
 
 
 def _refuse_quoted(name: str, raw: str) -> None:

@@ -134,7 +134,7 @@ def run_server_here(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
         ({"HOST": "0.0.0.0"}, "CALLS_API_TOKEN must be set to listen on HOST=0.0.0.0"),  # noqa: S104
         ({"LIVEKIT_URL": "wss://example.invalid"}, "LIVEKIT_API_KEY must be set"),
         (
-            {"CALLS_WEBHOOK_URL": "https://hooks.example.com/calls"},
+            {"CALLS_WEBHOOK_URL": "https://hooks.acme-corp.com/calls"},
             "CALLS_WEBHOOK_SECRET must be set when CALLS_WEBHOOK_URL is set",
         ),
         ({"CALLS_WEBHOOK_SECRET": "hunter2"}, "CALLS_WEBHOOK_SECRET must start with 'whsec_'"),
