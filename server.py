@@ -60,6 +60,7 @@ from common.repeats import Repeats
 from common.settings import (
     Settings,
     SettingsError,
+    checkout_unread_warning,
     configure_logging,
     dotenv_warnings,
     load_settings,
@@ -582,35 +583,15 @@ CHECKOUT = Path(__file__).resolve().parent
 
 
 def warn_checkout_unread(settings: Settings, checkout: Path = CHECKOUT) -> None:
-    """Started from another working directory than its checkout (a systemd unit without
-    WorkingDirectory, cron, `python /srv/calls/server.py` from a home directory), the server
-    finds `.env`, calls.db and config.json from the working directory, and the checkout's
-    are not read: its `.env`'s LIVEKIT_URL lost, it started on the embedded sandbox (no
-    phone called) with a new, empty calls.db (no do-not-call list), said by an INFO line of
-    paths only. Said when the working directory has none of them and the checkout has."""
-    here = Path.cwd()
-    if here.resolve() == checkout.resolve():
-        return
-    files = [Path(".env")]
+    """Started from another working directory than its checkout, the server finds `.env`,
+    calls.db and config.json from there, not the checkout's (see checkout_unread_warning):
+    its `.env`'s LIVEKIT_URL lost, it started on the embedded sandbox (no phone called) with
+    a new, empty calls.db (no do-not-call list), said by an INFO line of paths only."""
+    files = [settings.config_path]
     if settings.database_url is None:
-        files.append(settings.calls_db_path)
-    files.append(settings.config_path)
-    unread = [
-        str(path)
-        for path in files
-        if not path.is_absolute() and not os.path.lexists(path) and (checkout / path).is_file()
-    ]
-    if unread:
-        logger.warning(
-            "started from %s, not from its checkout %s: the checkout's %s %s not read (they are"
-            " found from the working directory, which has none of them); start the server from %s,"
-            " or give their paths (CALLS_DB_PATH, CONFIG_PATH) and settings in the environment",
-            here,
-            checkout,
-            " and ".join([", ".join(unread[:-1]), unread[-1]] if len(unread) > 1 else unread),
-            "are" if len(unread) > 1 else "is",
-            checkout,
-        )
+        files.insert(0, settings.calls_db_path)
+    if (warning := checkout_unread_warning(checkout, files, "server")) is not None:
+        logger.warning("%s", warning)
 
 
 def warn_report_url(settings: Settings) -> None:

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 from agent.config_source import (
@@ -36,9 +37,14 @@ from common.settings import (
     DEV_API_SECRET,
     Settings,
     SettingsError,
+    checkout_unread_warning,
     dotenv_warnings,
     load_settings,
 )
+
+# The checkout this worker runs from: its `.env` and config.json are read from the working
+# directory, which a systemd unit without WorkingDirectory does not set to it.
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 EXIT_USAGE = 2
 
@@ -100,6 +106,9 @@ def start_warnings(settings: Settings) -> list[str]:
     (a name close to a setting's, one given twice, `${` not expanded) and a LiveKit secret
     shorter than LiveKit's. The server's own (the SIP trunk's) are not the worker's."""
     warnings = dotenv_warnings()
+    unread = checkout_unread_warning(CHECKOUT, [settings.config_path], "agent worker")
+    if unread is not None:  # first: the missing settings said below may be in that .env
+        warnings.insert(0, unread)
     if (short := settings.short_secret_warning()) is not None:
         warnings.append(short)
     warnings += voice_id_warnings(settings)

@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -1066,6 +1066,35 @@ SEED_PER_CALL_NAMES = {
     "TTS_LANGUAGE": "language",
     "TTS_EMOTION": "emotion",
 }
+
+
+def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str) -> str | None:
+    """What of its checkout a `process` (the server, an agent worker) started from another
+    working directory does not read: `.env` and `files` (relative paths: calls.db,
+    config.json) are found from the working directory. A systemd unit without
+    WorkingDirectory, cron, or `python /srv/calls/server.py` from a home directory read no
+    `.env` (LIVEKIT_URL, the trunk, the keys) and made new files there. None when the working
+    directory is the checkout, has any of them (set up on purpose) or the checkout has none."""
+    here = Path.cwd()
+    if here.resolve() == checkout.resolve():
+        return None
+    if os.path.lexists(".env"):
+        return None  # a directory with its own settings: set up on purpose
+    candidates = [Path(".env"), *(path for path in files if not path.is_absolute())]
+    unread = [
+        str(path)
+        for path in candidates
+        if not os.path.lexists(path) and (checkout / path).is_file()
+    ]
+    if not unread:
+        return None
+    named = " and ".join([", ".join(unread[:-1]), unread[-1]] if len(unread) > 1 else unread)
+    return (
+        f"started from {here}, not from its checkout {checkout}: the checkout's {named}"
+        f" {'are' if len(unread) > 1 else 'is'} not read, as .env, calls.db and config.json are"
+        f" found from the working directory; start the {process} from {checkout}, or give its"
+        " settings in the environment (CALLS_DB_PATH and CONFIG_PATH as absolute paths)"
+    )
 
 
 def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:

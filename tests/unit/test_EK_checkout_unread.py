@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli import start_warnings
 from common.settings import Settings
 from server import warn_checkout_unread
 
@@ -41,9 +42,9 @@ def test_a_server_started_elsewhere_says_what_of_its_checkout_it_does_not_read(
 
     assert caplog.messages == [
         f"started from {elsewhere}, not from its checkout {checkout}: the checkout's .env and"
-        " calls.db are not read (they are found from the working directory, which has none of"
-        f" them); start the server from {checkout}, or give their paths (CALLS_DB_PATH,"
-        " CONFIG_PATH) and settings in the environment"
+        " calls.db are not read, as .env, calls.db and config.json are found from the working"
+        f" directory; start the server from {checkout}, or give its settings in the environment"
+        " (CALLS_DB_PATH and CONFIG_PATH as absolute paths)"
     ]
 
 
@@ -65,3 +66,21 @@ def test_nothing_is_said_from_the_checkout_or_with_files_of_its_own(
         warn_checkout_unread(absolute, checkout)
 
     assert caplog.messages == []
+
+
+def test_an_agent_worker_started_elsewhere_says_it_first(
+    checkout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("agent.cli.CHECKOUT", checkout)
+
+    warnings = start_warnings(Settings())
+
+    # above its "missing LIVEKIT_URL, ..." line, whose settings are in that .env
+    assert warnings[0].startswith(
+        f"started from {elsewhere}, not from its checkout {checkout}: the checkout's .env is"
+        " not read, as .env, calls.db and config.json are found from the working directory;"
+        f" start the agent worker from {checkout}"
+    ), warnings
