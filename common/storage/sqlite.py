@@ -222,6 +222,15 @@ def _unreadable(path: Path, user: str) -> str | None:
     )
 
 
+def _not_a_directory(directory: Path) -> Path:
+    """The part of `directory` (or it itself) that is there and is no directory: what keeps
+    it from being made."""
+    for part in (*reversed(directory.parents), directory):
+        if part.exists() and not part.is_dir():
+            return part
+    return directory
+
+
 def _may(path: Path, mode: int) -> bool:
     """`os.access` as this process's effective user (its ACLs and capabilities counted)."""
     return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
@@ -572,6 +581,12 @@ class SqliteCallStore(SqlCallStore):
         if self.path.parent != Path():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                # "cannot create afile: File exists" read as a contradiction
+                raise DatabaseError(
+                    f"cannot create {self.path.parent}: {_not_a_directory(self.path.parent)}"
+                    " is a file, not a directory"
+                ) from exc
             except OSError as exc:
                 raise DatabaseError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
         _create_owner_only(self.path)
