@@ -594,6 +594,30 @@ def warn_checkout_unread(settings: Settings, checkout: Path = CHECKOUT) -> None:
         logger.warning("%s", warning)
 
 
+def warn_sqlite_left_behind(settings: Settings) -> None:
+    """DATABASE_URL set (a move to PostgreSQL, "Running more than one server") with the SQLite
+    calls.db still there: the server started on an empty database without a word, and the
+    numbers on calls.db's do-not-call list were called again."""
+    if settings.database_url is None:
+        return
+    from common.storage.sqlite import rows_held  # the SQLite backend, only when it is there
+
+    held = rows_held(settings.calls_db_path)
+    if held is None or held == (0, 0):
+        return
+    calls, listed = held
+    logger.warning(
+        "DATABASE_URL is set, so the SQLite calls database %s (CALLS_DB_PATH) is not read:"
+        " its %d call(s) and %d do-not-call number(s) are not in PostgreSQL, and nothing moves"
+        " them; put its numbers on PostgreSQL's list (POST /dnc) before calling, or move %s"
+        " aside once you have",
+        settings.calls_db_path,
+        calls,
+        listed,
+        settings.calls_db_path.name,
+    )
+
+
 def warn_report_url(settings: Settings) -> None:
     """With a real LiveKit the agents usually run elsewhere: say where their reports go."""
     if settings.uses_sandbox and settings.public_base_url is not None:
@@ -783,6 +807,7 @@ def main() -> None:
         raise SystemExit(2) from None
     log_where(settings)
     warn_checkout_unread(settings)
+    warn_sqlite_left_behind(settings)
     logger.info(
         "starting on http://%s:%d (webhooks at %s)",
         f"[{settings.host}]" if ":" in settings.host else settings.host,  # IPv6: a URL's form

@@ -222,6 +222,28 @@ def _unreadable(path: Path, user: str) -> str | None:
     )
 
 
+def rows_held(path: Path) -> tuple[int, int] | None:
+    """How many calls and do-not-call numbers the SQLite database at `path` holds, or None
+    when it cannot be told (no file, not a database, another schema). Read as immutable:
+    no lock is taken and no -wal or -shm made beside it (a server that does not use it
+    must leave no files of its user there); a log not emptied into it is not counted."""
+    if not path.is_file():
+        return None
+    uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=0)
+    except sqlite3.Error:
+        return None
+    try:
+        calls = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+        listed = conn.execute("SELECT count(*) FROM dnc").fetchone()[0]
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return int(calls), int(listed)
+
+
 def _not_a_directory(directory: Path) -> Path:
     """The part of `directory` (or it itself) that is there and is no directory: what keeps
     it from being made."""
