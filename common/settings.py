@@ -1135,7 +1135,34 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
                 f"{name} ({path} line {where}) is no setting of this server: did you mean"
                 f" {close[0]}? (it is read as unset)"
             )
+    if (exposed := _secrets_exposed(path, text)) is not None:
+        warnings.insert(0, exposed)
     return warnings
+
+
+# The settings whose values are secrets (left out of repr()).
+_SECRET_VARIABLES = frozenset(variable(item.name) for item in fields(Settings) if not item.repr)
+
+
+def _secrets_exposed(path: str | os.PathLike[str], text: str) -> str | None:
+    """A `.env` that every user of the machine may read, holding secrets (`cp .env.example
+    .env` makes it 0644 under the usual umask): any local user could sign LiveKit webhooks
+    and agent reports with LIVEKIT_API_SECRET, or place calls with CALLS_API_TOKEN. The
+    secrets are named, never shown; group access is left alone, as for config.json."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & 0o004:
+        return None
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    held = [k for k, v in values.items() if k in _SECRET_VARIABLES and (v or "").strip()]
+    if not held:
+        return None
+    return (
+        f"{path} (mode {mode:04o}) may be read by every user of this machine, and it holds"
+        f" {', '.join(held)}: chmod o-rwx it"
+    )
 
 
 def load_settings(

@@ -330,6 +330,7 @@ def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
         "CARTESIA_VOICE_I=a0e99841-438c-4a64-b679-ae501e7d6091\n"
         "LIVEKIT_API_SECRET=${LK_SECRET}\n"
     )
+    (tmp_path / ".env").chmod(0o600)  # a secret's file (one every user may read: a warning)
     proc = run_agent_here(["start"], tmp_path, LIVEKIT_URL="wss://example.livekit.cloud")
 
     assert proc.returncode == 2

@@ -690,6 +690,7 @@ def test_dotenv_values_are_taken_as_written_never_expanded(
         load_settings(dotenv)
     token = "abc${SHLVL}" + "x" * 40
     dotenv.write_text(f"CALLS_API_TOKEN={token}\n")
+    dotenv.chmod(0o600)  # a secret's file (one every user may read is a warning of its own)
     assert load_settings(dotenv).calls_api_token == token
     (warning,) = dotenv_warnings(dotenv)
     assert warning.startswith("CALLS_API_TOKEN (") and "not expanded" in warning
@@ -967,6 +968,7 @@ def test_dotenv_mistakes_that_parse_are_warned_without_values(tmp_path: Path) ->
         "PORT=8420\nCALL_MAX_ACTIV=5\nport=8499\n# PORT=1\nPORT=8422\nUNRELATED_TOOL=x\n"
         "LIVEKIT_API_SECRET=s3cret-value\nLIVEKIT_API_SECRET=s3cret-other\n"
     )
+    dotenv.chmod(0o600)  # a secret's file (one every user may read is a warning of its own)
     warnings = dotenv_warnings(dotenv)
     assert warnings == [
         f"PORT is set on {dotenv} lines 1, 5: line 5's is used",
