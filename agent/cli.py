@@ -106,7 +106,10 @@ def start_warnings(settings: Settings) -> list[str]:
     (a name close to a setting's, one given twice, `${` not expanded) and a LiveKit secret
     shorter than LiveKit's. The server's own (the SIP trunk's) are not the worker's."""
     warnings = dotenv_warnings()
-    unread = checkout_unread_warning(CHECKOUT, [settings.config_path], "agent worker")
+    # Its .env only: a worker reads the server's config.json where it finds it, and falls
+    # back to each call's snapshot (the checkout's config.json, made by `make run`, is no
+    # sign of a mistake on an agent host).
+    unread = checkout_unread_warning(CHECKOUT, [], "agent worker")
     if unread is not None:  # first: the missing settings said below may be in that .env
         warnings.insert(0, unread)
     if (short := settings.short_secret_warning()) is not None:
