@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest bench agent sandbox clean
 
+# A venv whose creation failed is removed: Debian's python3 without python3-venv makes
+# .venv/bin/python before it fails on ensurepip, and that half-made .venv (no pip) failed
+# every later `make run`, python3-venv installed or not, until a `make clean`.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip --version > /dev/null 2>&1 || { echo "$(VENV) has no pip (made by a python without its venv module, before the apt-get install python3-venv): run make clean, then this again" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

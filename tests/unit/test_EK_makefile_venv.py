@@ -1,0 +1,74 @@
+"""`make run` where python3 has no venv module (Debian or Ubuntu without python3-venv, which
+README's Quickstart names): `python3 -m venv .venv` makes .venv/bin/python, then fails on
+ensurepip. make kept that half-made .venv, so after `apt-get install python3-venv`, as the
+error says, every `make run` failed with ".venv/bin/python: No module named pip" until a
+`make clean` nothing mentioned. Now a failed creation leaves no .venv behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What Debian's python3 does without python3-venv: the venv's python made, then exit 1.
+HALF_A_VENV = """#!/bin/sh
+mkdir -p "$3/bin" && touch "$3/bin/python" && chmod +x "$3/bin/python"
+echo "The virtual environment was not created successfully because ensurepip is not available." >&2
+exit 1
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_a_venv_whose_creation_failed_is_not_left_half_made(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    python = tmp_path / "python-without-venv"
+    python.write_text(HALF_A_VENV)
+    python.chmod(0o755)
+
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        ["make", "-s", ".venv/bin/python", f"PYTHON={python}"],  # noqa: S607 - make on PATH
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+
+    assert done.returncode != 0
+    assert "ensurepip is not available" in done.stderr
+    # Was .venv/bin/python left there: the next `make run` skipped making the venv and
+    # failed with "No module named pip" for good.
+    assert not (tmp_path / ".venv").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_a_venv_without_pip_made_before_says_to_make_clean(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    # a .venv an earlier release's Makefile left half-made: its python has no pip
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho 'No module named pip' >&2\nexit 1\n")
+    python.chmod(0o755)
+
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        ["make", "-s", ".venv/.installed"],  # noqa: S607 - make on PATH
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+
+    assert done.returncode != 0
+    assert done.stderr.startswith(".venv has no pip (made by a python without its venv module"), (
+        done.stderr
+    )
+    assert "run make clean, then this again" in done.stderr
