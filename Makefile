@@ -14,6 +14,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(VENV) runs Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'), and this project needs 3.11 or later: run make clean, then this again with PYTHON=python3.11 (or newer)" >&2; exit 1; }
 	@$(BIN)/python -m pip --version > /dev/null 2>&1 || { echo "$(VENV) has no pip (made by a python without its venv module, before the apt-get install python3-venv): run make clean, then this again" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

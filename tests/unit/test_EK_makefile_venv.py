@@ -54,7 +54,10 @@ def test_a_venv_without_pip_made_before_says_to_make_clean(tmp_path: Path) -> No
     # a .venv an earlier release's Makefile left half-made: its python has no pip
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
-    python.write_text("#!/bin/sh\necho 'No module named pip' >&2\nexit 1\n")
+    python.write_text(  # a 3.11 or later without pip
+        '#!/bin/sh\ncase "$2" in *version_info*) exit 0;; esac\n'
+        "echo 'No module named pip' >&2\nexit 1\n"
+    )
     python.chmod(0o755)
 
     done = subprocess.run(  # noqa: S603 - fixed arguments
@@ -72,3 +75,34 @@ def test_a_venv_without_pip_made_before_says_to_make_clean(tmp_path: Path) -> No
         done.stderr
     )
     assert "run make clean, then this again" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_a_venv_of_an_older_python_says_which_and_what_to_do(tmp_path: Path) -> None:
+    """`python3` 3.10 made .venv: pip's "requires a different Python: 3.10.12 not in
+    '>=3.11'" said nothing of `make clean` nor PYTHON=, and the same .venv was reused by
+    `make run PYTHON=python3.12` (README's advice without its `make clean`)."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(  # a 3.10: the version check fails, and it says its version
+        '#!/bin/sh\ncase "$2" in *version_info*) exit 1;; *python_version*) echo 3.10.12;; esac\n'
+    )
+    python.chmod(0o755)
+
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        ["make", "-s", ".venv/.installed", "PYTHON=python3.12"],  # noqa: S607 - make on PATH
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+
+    assert done.returncode != 0
+    assert done.stderr.startswith(
+        ".venv runs Python 3.10.12, and this project needs 3.11 or later: run make clean, then"
+        " this again with PYTHON=python3.11 (or newer)"
+    ), done.stderr
