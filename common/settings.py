@@ -1074,7 +1074,9 @@ def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str)
     config.json) are found from the working directory. A systemd unit without
     WorkingDirectory, cron, or `python /srv/calls/server.py` from a home directory read no
     `.env` (LIVEKIT_URL, the trunk, the keys) and made new files there. None when the working
-    directory is the checkout, has any of them (set up on purpose) or the checkout has none."""
+    directory is the checkout or has a `.env` of its own (set up on purpose), or when the
+    checkout has none of those it lacks; its `.env` is not named when the environment gives
+    every setting in it (systemd's EnvironmentFile= naming it)."""
     here = Path.cwd()
     if here.resolve() == checkout.resolve():
         return None
@@ -1086,6 +1088,8 @@ def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str)
         for path in candidates
         if not os.path.lexists(path) and (checkout / path).is_file()
     ]
+    if ".env" in unread and _given_by_environment(checkout / ".env"):
+        unread.remove(".env")
     if not unread:
         return None
     named = " and ".join([", ".join(unread[:-1]), unread[-1]] if len(unread) > 1 else unread)
@@ -1095,6 +1099,16 @@ def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str)
         f" found from the working directory; start the {process} from {checkout}, or give its"
         " settings in the environment (CALLS_DB_PATH and CONFIG_PATH as absolute paths)"
     )
+
+
+def _given_by_environment(dotenv: Path) -> bool:
+    """Every setting `dotenv` sets is in the process environment: it reached the process
+    another way (systemd's EnvironmentFile=, docker's --env-file)."""
+    try:
+        values = read_dotenv(dotenv)
+    except SettingsError:
+        return False  # one that cannot be parsed cannot have been given whole either
+    return all(name in os.environ for name in values if name in _VARIABLES)
 
 
 def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:

@@ -84,3 +84,23 @@ def test_an_agent_worker_started_elsewhere_says_it_first(
         " not read, as .env, calls.db and config.json are found from the working directory;"
         f" start the agent worker from {checkout}"
     ), warnings
+
+
+def test_a_checkout_dotenv_the_environment_gives_is_not_named(
+    checkout: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # systemd's EnvironmentFile=/srv/calls/.env with WorkingDirectory=/var/lib/calls: the
+    # settings are read, from the environment; calls.db is still new there.
+    elsewhere = tmp_path / "state"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("LIVEKIT_URL", "wss://calls-3f9a.livekit.cloud")
+
+    with caplog.at_level(logging.WARNING):
+        warn_checkout_unread(Settings(), checkout)
+
+    assert len(caplog.messages) == 1
+    assert "the checkout's calls.db is not read" in caplog.messages[0]
