@@ -8,8 +8,10 @@ reads CONFIG_PATH from the settings on first use.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from common.config_store.model import DEFAULT_EMOTION, DEFAULT_LANGUAGE
@@ -30,6 +32,11 @@ __all__ = [
     "update_config",
     "update_config_async",
 ]
+
+logger = logging.getLogger(__name__)
+
+# The checkout (this file is its common/update_config.py): the seed's "project_root".
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 _default_store: ConfigStore | None = None
 _default_lock = threading.Lock()
@@ -57,7 +64,11 @@ def get_store() -> ConfigStore:
     global _default_store
     with _default_lock:
         if _default_store is None:
-            from common.settings import environment, settings_from_env
+            from common.settings import (
+                checkout_unread_warning,
+                environment,
+                settings_from_env,
+            )
 
             # Only the settings the store needs, read as the server reads them: the seed's
             # .env holds the application's own settings too ("Database URLs, service
@@ -76,6 +87,12 @@ def get_store() -> ConfigStore:
                 {name: value for name, value in env.items() if name in wanted},
                 config_file_read=False,
             )
+            # The seed puts config.json in "project_root"; CONFIG_PATH is found from the
+            # working directory, and a script run elsewhere (cron, the user's own project)
+            # wrote a config.json that no server or agent of the checkout read, unsaid.
+            unread = checkout_unread_warning(CHECKOUT, [settings.config_path], "script")
+            if unread is not None:
+                logger.warning("%s", unread)
             _default_store = ConfigStore(
                 settings.config_path, record_ttl_s=settings.config_record_ttl_s
             )
