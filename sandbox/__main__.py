@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from common.host_header import is_loopback_host
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(_serve(args, env))
     except OSError as exc:  # the port taken, the address not this machine's
-        logger.critical("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        # os.strerror: asyncio's strerror says the address again, lower-cased ("error while
+        # attempting to bind on address ('127.0.0.1', 7880): address already in use")
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        logger.critical("cannot listen on %s:%s: %s", args.host, args.port, reason)
         raise SystemExit(2) from None
 
 
