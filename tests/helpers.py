@@ -249,3 +249,35 @@ def hold_config_write(monkeypatch: pytest.MonkeyPatch, marker: bytes) -> HeldWri
 
     monkeypatch.setattr(config_store_module, "_write_durably", holding)
     return held
+
+
+@dataclass
+class FullDisk:
+    """The app's placements refused as a full disk refuses config.json's write (nothing
+    placed, the campaign's attempts left being placed) while `full`; `tries` counts them."""
+
+    full: bool = True
+    tries: int = 0
+
+    def refuse_placements(self, client: TestClient[Any, Any]) -> None:
+        from common.config_store.store import ConfigWriteError
+        from handlers.keys import CALLS
+
+        calls = client.app[CALLS]
+        real_place = calls.place
+
+        async def place(*args: Any, **kwargs: Any) -> Any:
+            self.tries += 1
+            if self.full:
+                raise ConfigWriteError(28, "No space left on device")
+            return await real_place(*args, **kwargs)
+
+        calls.place = place
+
+    async def tried(self, times: int) -> None:
+        """Until placements were refused (or made) `times` times."""
+
+        async def enough() -> bool:
+            return self.tries >= times
+
+        await wait_for(enough, timeout=10)

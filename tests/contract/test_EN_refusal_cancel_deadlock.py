@@ -4,18 +4,16 @@ deadlock."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import asyncpg
 import pytest
 
 from common.calls.models import AttemptRef
 from common.storage.base import CallStore
 from common.storage.campaign_programs import OnList
 from common.storage.postgres import PostgresCallStore
-from tests.contract.test_campaign_store import campaign
+from tests.contract.test_campaign_store import campaign, cancel_racing
 from tests.helpers import FakeClock
 
 REF = AttemptRef("cmp-1", 0, 1)
@@ -50,19 +48,9 @@ async def test_an_attempt_given_back_or_ended_and_a_cancel_at_once_do_not_deadlo
         await store.claim_campaigns(clock.now, 10.0, 10)
         plan = await store.begin_attempt("cmp-1", 0, clock.now + 1, clock.now)
         assert plan is not None and not isinstance(plan, OnList)
-        conn = await asyncpg.connect(postgres_dsn)
-        try:
-            holding = conn.transaction()
-            await holding.start()
-            await conn.execute("SELECT 1 FROM campaigns WHERE campaign_id = 'cmp-1' FOR UPDATE")
-            canceling = asyncio.ensure_future(store.control_campaign("cmp-1", "cancel"))
-            await asyncio.sleep(0.3)  # waiting for the campaign's row
-            refusing = asyncio.ensure_future(OPERATIONS[operation](store, clock.now))
-            await asyncio.sleep(0.3)
-            await holding.commit()
-        finally:
-            await conn.close()
-        canceled, refused = await asyncio.gather(canceling, refusing, return_exceptions=True)
+        canceled, refused = await cancel_racing(
+            postgres_dsn, store, lambda: OPERATIONS[operation](store, clock.now)
+        )
         assert not isinstance(canceled, BaseException), canceled
         assert not isinstance(refused, BaseException), refused
         assert canceled[0] is not None and canceled[0].counts == {"canceled": 3}

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -984,6 +984,27 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
         await store.close()
 
 
+async def cancel_racing(
+    dsn: str, store: SqlCallStore, other: Callable[[], Awaitable[Any]]
+) -> tuple[Any, Any]:
+    """A cancel of cmp-1 waiting for its campaign's row (held a moment by another session),
+    `other` begun meanwhile, then the row let go: what each came to (or raised)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        holding = conn.transaction()
+        await holding.start()
+        await conn.execute("SELECT 1 FROM campaigns WHERE campaign_id = 'cmp-1' FOR UPDATE")
+        canceling = asyncio.ensure_future(store.control_campaign("cmp-1", "cancel"))
+        await asyncio.sleep(0.3)  # waiting for the campaign's row
+        racing = asyncio.ensure_future(other())
+        await asyncio.sleep(0.3)
+        await holding.commit()
+    finally:
+        await conn.close()
+    answers = await asyncio.gather(canceling, racing, return_exceptions=True)
+    return answers[0], answers[1]
+
+
 async def test_a_cancel_and_a_dial_at_once_do_not_deadlock(
     postgres_dsn: str, clock: FakeClock
 ) -> None:
@@ -998,21 +1019,9 @@ async def test_a_cancel_and_a_dial_at_once_do_not_deadlock(
     try:
         await store.create_campaign(campaign(3), clock.now, start_now=True)
         await store.claim_campaigns(clock.now, 10.0, 10)
-        conn = await asyncpg.connect(postgres_dsn)
-        try:
-            holding = conn.transaction()
-            await holding.start()
-            await conn.execute("SELECT 1 FROM campaigns WHERE campaign_id = 'cmp-1' FOR UPDATE")
-            canceling = asyncio.ensure_future(store.control_campaign("cmp-1", "cancel"))
-            await asyncio.sleep(0.3)  # waiting for the campaign's row
-            dialling = asyncio.ensure_future(
-                store.begin_attempt("cmp-1", 0, clock.now + 1, clock.now)
-            )
-            await asyncio.sleep(0.3)
-            await holding.commit()
-        finally:
-            await conn.close()
-        canceled, dialled = await asyncio.gather(canceling, dialling, return_exceptions=True)
+        canceled, dialled = await cancel_racing(
+            postgres_dsn, store, lambda: store.begin_attempt("cmp-1", 0, clock.now + 1, clock.now)
+        )
         assert not isinstance(canceled, BaseException), canceled
         assert not isinstance(dialled, BaseException), dialled
         assert dialled is None and canceled[0] is not None

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from common.campaigns import scheduler
-from common.config_store.store import ConfigWriteError
-from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
+from tests.helpers import OPEN_EVERYWHERE, FullDisk, ShiftedClock
 from tests.integration.test_campaigns import FAST, create, us, wait_status
 
 
@@ -22,19 +18,8 @@ async def test_attempts_left_being_placed_are_placed_again_at_the_pace(
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
-    calls = client.app[CALLS]
-    real_place = calls.place
-    disk_full = True
-    tries = 0
-
-    async def place(*args: Any, **kwargs: Any) -> Any:
-        nonlocal tries
-        tries += 1
-        if disk_full:
-            raise ConfigWriteError(28, "No space left on device")
-        return await real_place(*args, **kwargs)
-
-    calls.place = place
+    disk = FullDisk()
+    disk.refuse_placements(client)
     created = await create(
         client,
         {
@@ -44,11 +29,8 @@ async def test_attempts_left_being_placed_are_placed_again_at_the_pace(
         },
     )
 
-    async def all_tried() -> bool:
-        return tries >= 4
-
-    await wait_for(all_tried, timeout=10)
-    disk_full = False
+    await disk.tried(4)
+    disk.full = False
     await wait_status(client, created["campaign_id"], "completed", timeout=20)
     starts = sorted(d.started for d in client.app[SANDBOX].dials)
     assert len(starts) == 4

@@ -4,16 +4,13 @@ its call) is placed again by the recovery pass: only inside its recipient's call
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pytest
 
 from common.campaigns import scheduler
-from common.config_store.store import ConfigWriteError
-from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
+from tests.helpers import OPEN_EVERYWHERE, FullDisk, ShiftedClock, wait_for
 from tests.integration.test_campaigns import FAST, all_recipients, create
 
 CALIFORNIA = "+14155557700"
@@ -30,28 +27,14 @@ async def test_an_attempt_placed_again_after_its_window_closed_waits_for_it(
     monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
     clock = ShiftedClock(OPEN_EVERYWHERE)  # 10:00 in California
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
-    calls = client.app[CALLS]
-    real_place = calls.place
-    disk_full = True
-    tries = 0
-
-    async def place(*args: Any, **kwargs: Any) -> Any:
-        nonlocal tries
-        tries += 1
-        if disk_full:
-            raise ConfigWriteError(28, "No space left on device")
-        return await real_place(*args, **kwargs)
-
-    calls.place = place
+    disk = FullDisk()
+    disk.refuse_placements(client)
     created = await create(client, {"name": "night", "recipients": [{"phone_number": CALIFORNIA}]})
     campaign_id = created["campaign_id"]
 
-    async def tried() -> bool:
-        return tries >= 1
-
-    await wait_for(tried)
+    await disk.tried(1)
     clock.move_to(NIGHT)
-    disk_full = False
+    disk.full = False
 
     async def settled() -> bool:  # waiting for its window, or (the defect) called
         (row,) = await all_recipients(client, campaign_id)

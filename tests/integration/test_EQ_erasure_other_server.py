@@ -9,30 +9,19 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import CALLS, EVENTS, SETTINGS
-from server import SANDBOX
+from handlers.keys import CALLS, SETTINGS
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
+from tests.integration.test_erasure import AUTH, TOKEN, settled
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ALICE: dict[str, Any] = {**SEED_EXAMPLES[0], "additional_params": {"account": "ACCT-ALICE-77"}}
 
 
 def top_level(client: Client) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(Path(client.app[SETTINGS].config_path).read_bytes())
     return {key: value for key, value in doc.items() if key != "calls"}
-
-
-async def settled(client: Client, body: dict[str, Any]) -> str:
-    resp = await client.post("/calls/outbound", json=body, headers=AUTH)
-    assert resp.status == 200, await resp.text()
-    call_id: str = (await resp.json())["call_id"]
-    await client.app[SANDBOX].wait_idle(15)
-    await client.app[EVENTS].wait_idle()
-    return call_id
 
 
 async def test_a_call_erased_through_another_server_leaves_the_placing_servers_config_json(

@@ -7,24 +7,13 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import EVENTS, SETTINGS
-from server import SANDBOX
+from handlers.keys import SETTINGS
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
+from tests.integration.test_erasure import AUTH, TOKEN, settled
 
 Client = TestClient[Any, Any]
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ALICE = dict(SEED_EXAMPLES[0], name="Alice Smith")
-
-
-async def settled(client: Client, body: dict[str, Any]) -> str:
-    resp = await client.post("/calls/outbound", json=body, headers=AUTH)
-    assert resp.status == 200, await resp.text()
-    call_id: str = (await resp.json())["call_id"]
-    await client.app[SANDBOX].wait_idle(15)
-    await client.app[EVENTS].wait_idle()
-    return call_id
 
 
 def holding(directory: Path, needle: bytes) -> list[str]:
