@@ -99,11 +99,13 @@ from common.storage.base import (
     KeyTaken,
     Placer,
     Refused,
+    WindowClosed,
 )
 from common.storage.campaign_programs import (
     LISTED_BEFORE_DIAL,
     PAUSED_BEFORE_DIAL,
     UPLOAD_GIVEN_UP_S,
+    WINDOW_CLOSED_BEFORE_DIAL,
 )
 from common.storage.programs import (
     AGENT_LEFT_DETAIL,
@@ -222,6 +224,10 @@ LISTED_WHILE_PLACING = (
 )
 PAUSED_WHILE_PLACING = (
     "not dialled: its campaign was paused while the call was being placed; nobody was called"
+)
+WINDOW_CLOSED_WHILE_PLACING = (
+    "not dialled: its recipient's calling window closed while the call was being placed;"
+    " nobody was called"
 )
 
 
@@ -603,12 +609,18 @@ class CallService:
     # ------------------------------------------------------------------ placing
 
     async def place(
-        self, call: OutboundCall, placement: Placement, campaign: AttemptRef | None = None
+        self,
+        call: OutboundCall,
+        placement: Placement,
+        campaign: AttemptRef | None = None,
+        window_open: Callable[[], bool] | None = None,
     ) -> Placed:
         """Admit, write the config durably, record the call, dispatch the agent, dial.
 
+        `window_open`: a campaign call's calling window, asked again as its dial is marked.
         Raises the admission's refusals, KeyReused, ConfigWriteError, DatabaseError or
-        AttemptWithdrawn (its campaign paused or canceled meanwhile): nothing placed; or
+        AttemptWithdrawn (its campaign paused or canceled meanwhile; WindowClosed, its
+        recipient's calling window closed meanwhile): nothing placed; or
         LiveKitError (the call is recorded as failed and its config record removed; a call
         never dialled stops counting against the rate and frees its key). Once LiveKit has
         accepted the dial, the call is never reported as failed. A hang-up that comes while
@@ -624,7 +636,7 @@ class CallService:
             return Placed(bound=recorded)
         call_id, record = recorded
         try:
-            return Placed(call=await self._dispatch_and_dial(call, call_id, record))
+            return Placed(call=await self._dispatch_and_dial(call, call_id, record, window_open))
         except LiveKitError as exc:
             exc.call_id = call_id
             if not exc.may_have_rung:  # nobody was called: the key and the rate share go
@@ -767,7 +779,11 @@ class CallService:
                 await asyncio.sleep(COMMIT_CHECK_POLL_S)
 
     async def _dispatch_and_dial(
-        self, call: OutboundCall, call_id: str, record: dict[str, Any]
+        self,
+        call: OutboundCall,
+        call_id: str,
+        record: dict[str, Any],
+        window_open: Callable[[], bool] | None,
     ) -> CallRecord:
         snapshot = config_snapshot(call, self.settings)
         try:
@@ -786,7 +802,9 @@ class CallService:
                 return hung_up
             raise
         try:
-            current = await self._start_dial(call_id)
+            current = await self._start_dial(call_id, window_open)
+        except WindowClosed:
+            return await self._window_closed_while_placing(call_id)
         except AttemptWithdrawn:
             return await self._paused_while_placing(call_id)
         if current is not None and (current.hangup_requested or current.is_final):
@@ -832,7 +850,9 @@ class CallService:
             return self._dialing_record(call_id, call)
         return applied.after
 
-    async def _start_dial(self, call_id: str) -> CallRecord | None:
+    async def _start_dial(
+        self, call_id: str, window_open: Callable[[], bool] | None
+    ) -> CallRecord | None:
         """Mark the dial as started and read the call: a hang-up may have come meanwhile.
 
         When the database cannot record it, the number is not dialled: DatabaseError (503,
@@ -843,7 +863,7 @@ class CallService:
         calls are asked about). Not dialled, that is what the reaper finds, and it is true.
         """
         try:
-            return await self.store.start_dial(call_id)
+            return await self.store.start_dial(call_id, window_open)
         except CommitUnknown as exc:
             # Written or not: as not written, the call would end no_answer with nobody rung
             # and its key bound for good (the reaper frees only calls never marked).
@@ -898,6 +918,21 @@ class CallService:
         ) is not None:
             return hung_up
         raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
+
+    async def _window_closed_while_placing(self, call_id: str) -> CallRecord:
+        """Its recipient's calling window closed after its attempt was begun, before its
+        dial (the placing took that long): not dialled (its attempt ends not_dialled, and its
+        recipient waits for the window's next opening)."""
+        if (
+            hung_up := await self._withdrawn_while_placing(
+                call_id,
+                "its recipient's calling window closed",
+                WINDOW_CLOSED_BEFORE_DIAL,
+                WINDOW_CLOSED_WHILE_PLACING,
+            )
+        ) is not None:
+            return hung_up
+        raise WindowClosed(f"call {call_id}: its calling window closed before its dial")
 
     async def _withdrawn_while_placing(
         self, call_id: str, what: str, kind: str, reason: str

@@ -64,7 +64,7 @@ from common.campaigns.windows import call_zones, is_allowed, next_allowed
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
 from common.repeats import Repeats
-from common.storage.base import AttemptWithdrawn, CallStore, DatabaseError
+from common.storage.base import AttemptWithdrawn, CallStore, DatabaseError, WindowClosed
 from common.storage.campaign_programs import STEP_BACK_TOLERANCE_S, OnList
 from common.waiting import wait_set
 
@@ -297,11 +297,7 @@ class CampaignScheduler:
         """True if the recipient may be called now; else it waits for its window."""
         window = campaign.spec.window
         at = dt.datetime.fromtimestamp(now, dt.UTC)
-        zones = call_zones(
-            recipient.phone_number,
-            recipient.fields.get("additional_params"),
-            campaign.spec.defaults.get("additional_params"),
-        )
+        zones = _zones(campaign, recipient.phone_number, recipient.fields)
         if is_allowed(at, window, zones, enforce_calling_hours=self._enforce):
             return True
         opens = next_allowed(at, window, zones, enforce_calling_hours=self._enforce)
@@ -410,7 +406,9 @@ class CampaignScheduler:
         try:
             call = self._rules.parse(body)
             placement = Placement(campaign.client, attempt_claim(campaign.client, ref, body))
-            placed = await self._calls.place(call, placement, campaign=ref)
+            placed = await self._calls.place(
+                call, placement, campaign=ref, window_open=self._window_open(campaign, plan)
+            )
         except OnDoNotCallList:
             await self._end(ref, DNC)
         except WebhookHostUnresolved as exc:
@@ -433,6 +431,14 @@ class CampaignScheduler:
                     exc.retry_after_s,
                     more,
                 )
+        except WindowClosed:
+            logger.info(
+                "campaign %s: recipient %d attempt %d not dialled: its calling window closed"
+                " while the call was being placed; it waits for the window to open again",
+                ref.campaign_id,
+                ref.idx,
+                ref.attempt,
+            )
         except AttemptWithdrawn:
             logger.info(
                 "campaign %s: recipient %d attempt %d not placed: the campaign was paused or"
@@ -460,6 +466,18 @@ class CampaignScheduler:
                     ref.idx,
                     placed.bound.call_id,
                 )
+
+    def _window_open(self, campaign: CampaignRecord, plan: AttemptPlan) -> Callable[[], bool]:
+        """Whether the attempt's calling window is open now: asked as its dial is marked,
+        for its window may close while it is being placed (up to ~35 s)."""
+        window = campaign.spec.window
+        zones = _zones(campaign, plan.phone_number, plan.fields)
+
+        def window_open() -> bool:
+            at = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+            return is_allowed(at, window, zones, enforce_calling_hours=self._enforce)
+
+        return window_open
 
     async def _host_unresolved(
         self, ref: AttemptRef, exc: WebhookHostUnresolved, tries: int
@@ -550,6 +568,15 @@ def next_slot(slot: float, now: float, interval_s: float) -> float:
     a whole interval behind (waiting for a free line, a window, a restart) starts a new grid
     from now rather than catching up in a burst."""
     return (slot if slot > now - interval_s else now) + interval_s
+
+
+def _zones(campaign: CampaignRecord, phone_number: str, fields: dict[str, Any]) -> tuple[str, ...]:
+    """The time zones a recipient's number may ring in (its window must be open in each)."""
+    return call_zones(
+        phone_number,
+        fields.get("additional_params"),
+        campaign.spec.defaults.get("additional_params"),
+    )
 
 
 def _with_slot(campaign: CampaignRecord, next_dial_at: float) -> CampaignRecord:

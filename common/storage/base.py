@@ -6,7 +6,7 @@ PostgreSQL) implement this protocol; one contract suite (tests/contract/) runs a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -131,6 +131,11 @@ class Refused(Exception):
 class AttemptWithdrawn(Exception):
     """`create_call` recorded nothing: the campaign attempt it was for is no longer being
     placed (its campaign was paused or canceled meanwhile)."""
+
+
+class WindowClosed(AttemptWithdrawn):
+    """`start_dial` did not mark the dial: the campaign call's calling window closed while
+    it was being placed (its config write, its agent's dispatch: seconds)."""
 
 
 class UploadGivenUp(DatabaseError):
@@ -315,7 +320,13 @@ class CallStore(CampaignStore, Protocol):
         that fails a call never dialled frees its Idempotency-Key and rate share with it."""
         ...
 
-    async def start_dial(self, call_id: str) -> CallRecord | None: ...
+    async def start_dial(
+        self, call_id: str, window_open: Callable[[], bool] | None = None
+    ) -> CallRecord | None:
+        """Mark the dial as started (see programs.start_dial). `window_open`: for a campaign
+        call, whether its recipient's calling window is open now (by the campaign's clock),
+        asked in the same transaction; WindowClosed, unmarked, if it is not."""
+        ...
 
     async def request_hangup(self, call_id: str) -> CallRecord | None:
         """Mark the call to be hung up; None if unknown; unmarked (hangup_requested False) if

@@ -71,6 +71,11 @@ MAX_NOT_DIALLED = 10
 PAUSED_BEFORE_DIAL = "campaign_paused"
 # ... and of one whose number was put on the do-not-call list meanwhile: its recipient is dnc.
 LISTED_BEFORE_DIAL = "dnc_listed"
+# ... and of one whose recipient's calling window closed meanwhile: not_dialled, counted
+# towards nothing, its recipient waiting for the window's next opening.
+WINDOW_CLOSED_BEFORE_DIAL = "window_closed"
+# The kinds of a call withdrawn before its dial with no sign of an outage.
+_WITHDRAWN_KINDS = (PAUSED_BEFORE_DIAL, WINDOW_CLOSED_BEFORE_DIAL)
 INSERT_ROWS = 300  # recipients per INSERT: 9 parameters each, far under either backend's limit
 # Recipients stored in one transaction while a campaign is created: ~10 ms of the database's
 # one thread (SQLite) each; all 100,000 in one held every other request ~2 s (probe AP).
@@ -799,13 +804,14 @@ def end_attempt(
     call_id: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     enforce_hours: bool = True,
-    paused: bool = False,
+    withdrawn: bool = False,
 ) -> Program[list[CallEvent]]:
     """The attempt is over with `status` (a call status, or dnc / invalid when it could not
     be placed): the recipient is due again (a retry: waiting_window if its window is closed
     then, `enforce_hours` as CAMPAIGN_ENFORCE_CALLING_HOURS) or final; the campaign
-    completes when no recipient is left open. `paused`: a not_dialled attempt its campaign's
-    pause withdrew, due again at once (on resume) and counted towards no limit."""
+    completes when no recipient is left open. `withdrawn`: a not_dialled attempt its
+    campaign's pause, or its window's close, withdrew before its dial: due again at once (on
+    resume; when its window next opens) and counted towards no limit."""
     # The campaign's row first, as a cancel (or a pause) locks it before the attempts.
     campaign = yield Query(
         f"SELECT status, spec FROM campaigns WHERE campaign_id = ?{d.for_update}",  # noqa: S608
@@ -828,17 +834,17 @@ def end_attempt(
     retry = spec.retry
     over = CampaignStatus(campaign[0]["status"]) in OVER_STATUSES
     if status == NOT_DIALLED:  # nobody was called: it does not count, the recipient waits
-        # Those a pause withdrew are no sign of LiveKit refusing: ten pauses while a call
-        # was being placed ended its recipient failed, nobody ever called.
+        # Those a pause (or a window's close) withdrew are no sign of LiveKit refusing: ten
+        # pauses while a call was being placed ended its recipient failed, nobody called.
         undialled = yield Query(
             "SELECT COUNT(*) AS n FROM campaign_attempts a WHERE a.campaign_id = ?"
             " AND a.idx = ? AND a.status = ? AND NOT EXISTS (SELECT 1 FROM events e"
-            " WHERE e.call_id = a.call_id AND e.kind = ?)",
-            (ref.campaign_id, ref.idx, NOT_DIALLED, PAUSED_BEFORE_DIAL),
+            " WHERE e.call_id = a.call_id AND e.kind IN (?, ?))",
+            (ref.campaign_id, ref.idx, NOT_DIALLED, *_WITHDRAWN_KINDS),
         )
         if over:
             state, next_at = CANCELED, None
-        elif paused:
+        elif withdrawn:  # a closed window: waiting_window until it opens (_retry_in_window)
             state, next_at = PENDING, now
         elif (tries := int(undialled[0]["n"])) >= MAX_NOT_DIALLED:  # LiveKit keeps refusing
             state, next_at = "failed", None
@@ -925,17 +931,17 @@ def finish_call_attempt(
     dial = yield Query(
         "SELECT dial_started_at, hangup_requested FROM calls WHERE call_id = ?", (call_id,)
     )
-    paused = False
+    withdrawn = False
     if dial and dial[0]["dial_started_at"] is None and not dial[0]["hangup_requested"]:
         status = NOT_DIALLED
-        withdrawn = yield Query(
-            "SELECT kind FROM events WHERE call_id = ? AND kind IN (?, ?)",
-            (call_id, PAUSED_BEFORE_DIAL, LISTED_BEFORE_DIAL),
+        lines = yield Query(
+            "SELECT kind FROM events WHERE call_id = ? AND kind IN (?, ?, ?)",
+            (call_id, LISTED_BEFORE_DIAL, *_WITHDRAWN_KINDS),
         )
-        kinds = {row["kind"] for row in withdrawn}
+        kinds = {row["kind"] for row in lines}
         if LISTED_BEFORE_DIAL in kinds:  # not placed again to be found listed: dnc now
             status = DNC
-        paused = PAUSED_BEFORE_DIAL in kinds
+        withdrawn = not kinds.isdisjoint(_WITHDRAWN_KINDS)
     return (
         yield from end_attempt(
             d,
@@ -946,7 +952,7 @@ def finish_call_attempt(
             holder,
             call_id=call_id,
             enforce_hours=enforce_hours,
-            paused=paused,
+            withdrawn=withdrawn,
         )
     )
 

@@ -62,6 +62,7 @@ from common.storage.base import (
     Placer,
     Refusal,
     Refused,
+    WindowClosed,
 )
 from common.storage.paging import Before, before_clause
 
@@ -876,13 +877,18 @@ def webhook_id(owner: str, event_id: int) -> str:
     return f"msg_{owner}_{event_id}"
 
 
-def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
+def start_dial(
+    d: Dialect, call_id: str, now: float, window_open: Callable[[], bool] | None = None
+) -> Program[CallRecord | None]:
     """Mark the dial as started, unless the call is over (settled by the reaper while its
     server stalled: marked, it read as dialled though nobody was) or its number was put on
     the do-not-call list since it was recorded (its dispatch takes a LiveKit request: a POST
     /dnc answered meanwhile would be followed by the dial); the call as it is, unmarked in
     both cases. AttemptWithdrawn, unmarked, if its campaign was paused since it was recorded
-    (a pause answered meanwhile would be followed by the dial)."""
+    (a pause answered meanwhile would be followed by the dial); WindowClosed, unmarked, if
+    it is a campaign's call and `window_open()` says its recipient's calling window has
+    closed since its attempt was begun (the window is asked as the attempt begins, and the
+    placing takes up to ~35 s: one begun at 19:59:50 rang after 20:00)."""
     # The campaign's status is read under a share lock, which waits for a pause (it holds
     # the row FOR UPDATE) to commit and then reads it paused: read plainly, a dial marked a
     # moment before the pause committed went out after its 200 (PostgreSQL; SQLite's one
@@ -905,6 +911,8 @@ def start_dial(d: Dialect, call_id: str, now: float) -> Program[CallRecord | Non
     if rows and (yield from on_dnc_list(rows[0]["phone_number"])):
         rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
         return row_to_call(rows[0])
+    if campaign and window_open is not None and not window_open():
+        raise WindowClosed(f"call {call_id}: its calling window closed before its dial")
     rows = yield Query(
         "UPDATE calls SET dial_started_at = CASE WHEN status = ? THEN ? ELSE dial_started_at END"
         " WHERE call_id = ? RETURNING *",

@@ -165,9 +165,11 @@ class SqlCallStore(CampaignMethods):
         except DuplicateEvent:  # applied by another server at the same moment
             return Applied(duplicate=True)
 
-    async def start_dial(self, call_id: str) -> CallRecord | None:
+    async def start_dial(
+        self, call_id: str, window_open: Callable[[], bool] | None = None
+    ) -> CallRecord | None:
         return await self._run(
-            programs.start_dial(self.dialect, call_id, self._clock()), write=True
+            programs.start_dial(self.dialect, call_id, self._clock(), window_open), write=True
         )
 
     async def request_hangup(self, call_id: str) -> CallRecord | None:

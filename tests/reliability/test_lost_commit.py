@@ -238,7 +238,7 @@ async def test_a_dial_the_database_cannot_record_is_not_made(
     store = client.app[STORE]
     real_start = store.start_dial
 
-    async def unreachable(call_id: str) -> Any:
+    async def unreachable(call_id: str, window_open: Any = None) -> Any:
         raise DatabaseError("database unreachable (test)")
 
     monkeypatch.setattr(store, "start_dial", unreachable)
@@ -291,9 +291,9 @@ async def test_a_dial_start_whose_commit_answer_is_lost_is_dialled_only_if_writt
     store = client.app[STORE]
     real_start = store.start_dial
 
-    async def lost(call_id: str) -> Any:
+    async def lost(call_id: str, window_open: Any = None) -> Any:
         if written:
-            await real_start(call_id)
+            await real_start(call_id, window_open)
         raise CommitUnknown("connection lost while committing (test)")
 
     monkeypatch.setattr(store, "start_dial", lost)
