@@ -89,6 +89,25 @@ def resolve_call_id(metadata: DispatchMetadata, room_name: str) -> str:
     return room_name
 
 
+def not_our_call(metadata: DispatchMetadata, room_name: str, *, has_record: bool) -> str | None:
+    """Why the job's room cannot be proved one of our calls, or None if it can: the server's
+    dispatch names the room as its call and the number it dials into it, or config.json
+    holds the record the server wrote for a call of that name (`has_record`). Another app
+    of the same LiveKit project dispatching to the same agent name has rooms of its own,
+    which are not ours to end."""
+    if has_record:
+        return None
+    if metadata.call_id is None:
+        why = "its dispatch metadata names no call"
+    elif metadata.call_id != room_name:
+        why = f"its dispatch metadata names call {metadata.call_id!r}, not this room"
+    elif metadata.phone_number is None:
+        why = "its dispatch metadata names no number dialled into it"
+    else:
+        return None
+    return f"{why}, and config.json holds no record of it"
+
+
 def room_creation_time(creation_time: int, creation_time_ms: int = 0) -> RoomCreationTime:
     """Interpret `livekit.Room.creation_time` / `creation_time_ms` from the job's room.
 

@@ -35,6 +35,7 @@ from agent.answer import handle_answer
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
+    not_our_call,
     read_call_record,
     resolve_call_id,
     room_creation_time,
@@ -139,6 +140,7 @@ LIVEKIT_REQUEST_TIMEOUT_S = 10.0
 ANALYSIS_TIMEOUT_S = 60.0
 REPORT_FLUSH_TIMEOUT_S = 220.0
 SHUTDOWN_PROCESS_TIMEOUT_S = 300.0
+NOT_OURS = "not one of our calls"  # the shutdown reason of a job in another app's room
 
 # A callee who picks up and says nothing for 5 s is greeted (verdict "uncertain") rather than
 # left in silence for the detector's default 10 s.
@@ -412,9 +414,28 @@ def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> 
 
 
 async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> None:
+    """Our call, with no config the agent can use: its callee must not hear silence, so the
+    call is ended, the reason on its room."""
     logger.error("call %s: refusing job and hanging up: %s", call_id, error)
     await fail_call(ctx, ctx.job.room.name, "the agent had no config for this call")
     ctx.shutdown(reason="no config for this call")
+
+
+def _leave_alone(ctx: JobContext, why: str, job: _Job | None = None) -> None:
+    """A room that cannot be proved one of our calls (`why`): the job is refused, and the
+    room is left as it is. Refused by deleting it, another app's session dispatched to the
+    same agent name ended (its room's metadata overwritten with our outcome first)."""
+    logger.warning(
+        "room %r is not one of our calls (%s): refusing the job and leaving the room as it"
+        " is. Another app of this LiveKit project dispatches to this agent's name"
+        " (AGENT_NAME=%r): give this service's agent a name of its own, the same on its server",
+        ctx.job.room.name,
+        why,
+        job_settings().agent_name,
+    )
+    if job is not None:
+        job.not_ours = True
+    ctx.shutdown(reason=NOT_OURS)
 
 
 @dataclass
@@ -431,11 +452,13 @@ class _Job:
     """The room's end once the session closed (awaited before the final report)."""
     second: bool = False
     """Another agent had the call already (LiveKit dispatched it twice): this job left."""
+    not_ours: bool = False
+    """The room is not one of our calls: the job refused it, and reports nothing on it."""
 
 
 async def _finish(job: _Job) -> None:
     """The post-call analysis and the final report, then every report delivered (bounded)."""
-    if job.second:  # the call is the other agent's: its reports are the call's
+    if job.second or job.not_ours:  # the other agent's call; another app's room
         job.sender.abandon()
         return
     if job.hang_up is not None:  # the call's line first: the report can wait
@@ -493,8 +516,8 @@ async def entrypoint(ctx: JobContext) -> None:
     metadata = DispatchMetadata.parse(ctx.job.metadata)
     try:
         call_id = resolve_call_id(metadata, room_name)
-    except NoCallConfigError as exc:
-        await _refuse(ctx, room_name, exc)
+    except NoCallConfigError as exc:  # the server names each dispatch after its room
+        _leave_alone(ctx, not_our_call(metadata, room_name, has_record=False) or str(exc))
         return
     ctx.log_context_fields = {"call_id": call_id}
     if metadata.phone_number:
@@ -517,6 +540,11 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
     settings = job_settings()
     call_id = job.call_id
     record, no_record = await read_call_record(job_config_store(), call_id)
+    if not ctx.is_fake_job() and (
+        why := not_our_call(metadata, call_id, has_record=record is not None)
+    ):
+        _leave_alone(ctx, why, job)
+        return
     created = room_creation_time(ctx.job.room.creation_time, ctx.job.room.creation_time_ms)
     try:
         selected = select_config(
