@@ -30,6 +30,7 @@ from common.contracts import (
     REPORTS_PATH,
     AgentReport,
 )
+from common.masking import redact_cut
 from common.signing import REPORT_CLOCK_AHEAD, REPORT_MAX_AHEAD, BodyVerifier, Unverified
 from common.text import quoted
 from handlers.errors import HttpError, json_error
@@ -93,7 +94,7 @@ async def agent_report(request: web.Request) -> web.Response:
             ",".join(str(r.seq) for r in reports),
             reports[0].call_id,
             type(exc).__name__,
-            str(exc)[:200],
+            redact_cut(str(exc), 200),
         )
         details = [{"field": "body", "error": "cannot be stored (it is not plain JSON text)"}]
         return json_error(400, "not an agent report", details)

@@ -63,6 +63,7 @@ from common.campaigns.request import merged, never_open
 from common.campaigns.windows import call_zones, is_allowed, next_allowed
 from common.config_store.store import ConfigWriteError
 from common.livekit.client import LiveKitError
+from common.masking import redact
 from common.repeats import Repeats
 from common.storage.base import AttemptWithdrawn, CallStore, DatabaseError, WindowClosed
 from common.storage.campaign_programs import STEP_BACK_TOLERANCE_S, OnList
@@ -188,7 +189,7 @@ class CampaignScheduler:
                 logger.info(
                     "campaign %s (%s): driving it on this server (%d recipients)",
                     campaign.campaign_id,
-                    campaign.name,
+                    redact(campaign.name),
                     campaign.total,
                 )
             else:  # its slot as the driver has it: one pulled back from a clock's step stays

@@ -37,6 +37,7 @@ from common.campaigns.request import (
     rows_of,
 )
 from common.campaigns.scheduler import CampaignScheduler
+from common.masking import redact
 from common.settings import Settings
 from common.storage.base import CallStore, CommitUnknown, DatabaseError
 from common.turns import Turns
@@ -59,7 +60,7 @@ async def log_campaign_completed(event: CallEvent) -> None:
     logger.info(
         "campaign %s (%s) completed: %s",
         event.call_id,
-        data.get("name"),
+        redact(str(data.get("name"))),
         ended or "no recipients",
     )
 
@@ -168,7 +169,7 @@ class CampaignService:
         logger.info(
             "campaign %s (%s) created: %d recipients, %d invalid row(s) %s",
             campaign_id,
-            options.name,
+            redact(options.name),
             checker.valid,
             rows_of(errors),
             "skipped" if errors else "",
