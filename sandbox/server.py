@@ -24,7 +24,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from livekit.api.access_token import TokenVerifier
 
-from common.masking import mask_digits
+from common.masking import redact
 from common.repeats import Repeats
 from common.text import shown_text
 from sandbox import twirp
@@ -344,10 +344,17 @@ class Sandbox:
         if (more := self._refusals.due(f"{known} {response.status} {error.code}")) is not None:
             logger.info(
                 "sandbox %s -> %d %s: %s%s",
-                shown_text(path, MAX_LOGGED_CHARS),
+                _logged(path),
                 response.status,
                 error.code,
-                mask_digits(shown_text(error.msg, MAX_LOGGED_CHARS)),
+                _logged(error.msg),
                 more,
             )
         return response
+
+
+def _logged(text: str) -> str:
+    """A refused request's path or message as its line shows it: numbers masked before it is
+    cut (cut first, a number across the cut kept its first digits: 6 of them are no number
+    to mask), call ids kept whole, on one line of at most MAX_LOGGED_CHARS characters."""
+    return shown_text(redact(text[: 4 * MAX_LOGGED_CHARS]), MAX_LOGGED_CHARS)
