@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -184,12 +186,63 @@ async def _no_redirects(
     return response
 
 
+class DroppedUnanswered(aiohttp.ServerDisconnectedError):
+    """LiveKit (or what LIVEKIT_URL leads to) closed the connection without answering: on a
+    connection of its own and with a plain URL (`plain`: ws:// or http://), what a port
+    serving TLS does to a plain request; on one `reused` from an earlier request, what a
+    server does to a kept-alive connection it closes as the request is sent."""
+
+    def __init__(self, *, plain: bool, reused: bool) -> None:
+        super().__init__()
+        self.plain = plain
+        self.reused = reused
+
+
+@dataclass
+class _Connection:
+    reused: bool = False
+
+
+# The connection of the request under way in this task, as the session's trace tells it.
+_CONNECTION: ContextVar[_Connection | None] = ContextVar("livekit_connection", default=None)
+
+
+async def _reused(
+    _session: aiohttp.ClientSession,
+    _context: SimpleNamespace,
+    _params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    held = _CONNECTION.get()
+    if held is not None:
+        held.reused = True
+
+
+async def _drops_told_apart(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """A connection closed unanswered raised as DroppedUnanswered, saying whether it was a
+    new one: its TLS advice read wrong for a kept-alive connection LiveKit closed (it had just
+    answered on that port without TLS) and for a wss:// URL."""
+    connection = _Connection()
+    token = _CONNECTION.set(connection)
+    try:
+        return await handler(request)
+    except aiohttp.ServerDisconnectedError as exc:
+        plain = request.url.scheme == "http"  # livekit-api sends ws:// URLs as http://
+        raise DroppedUnanswered(plain=plain, reused=connection.reused) from exc
+    finally:
+        _CONNECTION.reset(token)
+
+
 def create_session() -> aiohttp.ClientSession:
     """The client session of LiveKit's requests (see the module's docstring)."""
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(_reused)
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         response_class=_CarefulResponse,
-        middlewares=(_no_redirects,),
+        middlewares=(_drops_told_apart, _no_redirects),
+        trace_configs=[trace],
     )
 
 
@@ -306,10 +359,17 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         # A port that speaks TLS drops a plain request unanswered (ws:// or http:// to it):
         # "LiveKit unreachable (ServerDisconnectedError)" named neither that nor the setting.
+        # Only a plain request on a connection of its own may be that.
+        why = ""
+        if isinstance(exc, DroppedUnanswered) and exc.reused:
+            why = (
+                " (on a connection kept open since an earlier request: LiveKit, or a proxy"
+                " before it, closed it as the request was sent)"
+            )
+        elif isinstance(exc, DroppedUnanswered) and exc.plain:
+            why = " (if it serves TLS on that port, LIVEKIT_URL must start with wss:// or https://)"
         return LiveKitUnavailable(
-            f"{action}: LiveKit closed the connection without an answer (if it serves TLS on"
-            " that port, LIVEKIT_URL must start with wss:// or https://)",
-            maybe_done=True,
+            f"{action}: LiveKit closed the connection without an answer{why}", maybe_done=True
         )
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
