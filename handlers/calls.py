@@ -27,6 +27,7 @@ from handlers.http import (
     before_param,
     client_identity,
     decode_json_object,
+    expect_continue,
     idempotency_key,
     idempotency_param,
     json_answer,
@@ -233,7 +234,7 @@ def setup(app: web.Application) -> None:
     )
     # Any other method of /calls/outbound: 405 naming POST alone (aiohttp's own 405 named
     # GET and HEAD too, those of /calls/{call_id}, whose pattern the path also matches).
-    app.router.add_route("*", "/calls/outbound", _post_only)
+    app.router.add_route("*", "/calls/outbound", _post_only, expect_handler=expect_continue)
     add_route(
         app,
         RouteDoc(
@@ -259,7 +260,7 @@ def setup(app: web.Application) -> None:
         erase_number,
     )
     # Any other method: 405 naming POST alone (not GET /calls/{call_id}'s 404).
-    app.router.add_route("*", "/calls/erase", _post_only)
+    app.router.add_route("*", "/calls/erase", _post_only, expect_handler=expect_continue)
     add_route(
         app,
         RouteDoc(

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, hdrs, web
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
@@ -110,16 +110,51 @@ def add_route(
     `also_at`: another spelling of the path that answers the same (not described apart)."""
     if refuses_unknown_query(doc):
         view = _only_query(view, query_names(doc), in_body=doc.body is not None)
-    handler = requires_token(view) if doc.protected else view
+    handler = _expectation_met(requires_token(view) if doc.protected else view)
     for path in (doc.path,) if also_at is None else (doc.path, also_at):
         if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
-            route = app.router.add_get(path, handler)
+            route = app.router.add_get(path, handler, expect_handler=expect_continue)
         else:
-            route = app.router.add_route(doc.method, path, handler)
+            route = app.router.add_route(doc.method, path, handler, expect_handler=expect_continue)
         if not doc.log_success:  # a machines' route: its refusals are said once a minute
             app.setdefault(QUIET_ROUTES, set()).add(route)
             app.setdefault(REFUSALS, Repeats())
     app.setdefault(ROUTES, []).append(doc)
+
+
+# Set by expect_continue on a request whose `Expect` asks what no route does (anything but
+# `100-continue`): its value, for `_expectation_met` to refuse.
+EXPECTATION_UNMET = web.RequestKey("expectation_unmet", str)
+
+
+async def expect_continue(request: web.Request) -> None:
+    """A route's `expect_handler`: `Expect: 100-continue` answered `100 Continue` (as aiohttp's
+    default does); any other expectation marked (EXPECTATION_UNMET) and refused in the
+    route's handler, inside the middlewares. aiohttp's default refused it itself, before
+    any of them: a text/plain 417 ("Unknown Expect: foo"), counted in no
+    http_requests_total."""
+    if request.version != HttpVersion11:  # HTTP/1.0 has no Expect: ignored, as aiohttp does
+        return
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # (aiohttp's) the answer's own bytes are counted apart
+    else:
+        request[EXPECTATION_UNMET] = expect
+
+
+def _expectation_met(view: View) -> View:
+    """417 for an expectation expect_continue marked, before anything else of the route."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        unmet = request.get(EXPECTATION_UNMET)
+        if unmet is not None:
+            raise HttpError(
+                417, f"Expect {quoted(unmet)} cannot be met: only 100-continue is supported"
+            )
+        return await view(request)
+
+    return checked
 
 
 def say_refusals_held_back(app: web.Application, *, all_kinds: bool = False) -> None:
