@@ -1,6 +1,7 @@
 """Uploaded recipient lists (CSV) into rows of call fields, with row-numbered errors (pure).
 
-The format is what spreadsheets export: UTF-8 with or without a BOM, CRLF or LF line ends,
+The format is what spreadsheets export: UTF-8 with or without a BOM, CRLF or LF line ends
+(a DOS end-of-file mark, 0x1A, as the last byte is no row),
 RFC 4180 quoting (commas, newlines and doubled quotes inside quoted fields, spaces between a
 comma and an opening quote skipped), read by the
 stdlib `csv` module in strict mode so that an unterminated quote is an error rather than
@@ -87,6 +88,7 @@ _CAMPAIGN_OPTIONS = frozenset(
 # nothing at all ("FirstMessage", a CRM export's): a name is compared without them.
 _SEPARATORS = re.compile(r"[\s._-]+")
 
+_DOS_END_OF_FILE = "\x1a"
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 
@@ -258,12 +260,16 @@ def _decode(data: bytes) -> str:
     if nul >= 0:
         raise CsvRejected([_byte_error(data, nul, "contains a NUL byte (UTF-16 or binary?)")])
     try:
-        return data[start:].decode("utf-8")
+        text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
         offset = start + exc.start
         raise CsvRejected(
             [_byte_error(data, offset, f"is not UTF-8: byte 0x{data[offset]:02X}")]
         ) from None
+    # A DOS end-of-file mark (Ctrl-Z, 0x1A), which old tools and `copy /a` put after the last
+    # line: read as a row of its own, it was refused as a phone_number not E.164 (a row no
+    # spreadsheet shows), or after the last cell as a name holding a control character.
+    return text.removesuffix(_DOS_END_OF_FILE)
 
 
 def _byte_error(data: bytes, offset: int, what: str) -> RowError:

@@ -172,17 +172,27 @@ use_newest_zone_rules()
 
 
 @lru_cache(maxsize=1)
-def _zones_by_lower() -> dict[str, str]:
+def _zones_by_spelling() -> dict[str, str]:
     names: dict[str, str] = {}
     for name in sorted(_zone_names()):
-        names.setdefault(name.lower(), name)
+        names.setdefault(_spelling(name), name)
     return names
 
 
+# IANA names write a place's words apart with `_` ("America/New_York"); people with spaces,
+# and around the `/` too ("America / New York"), which got no hint.
+def _spelling(name: str) -> str:
+    """`name` lower-cased, its words apart by one `_`, no space around a `/`."""
+    parts = ("_".join(part.replace("_", " ").split()) for part in name.split("/"))
+    return "/".join(parts).lower()
+
+
 def zone_spelled(value: str) -> str | None:
-    """The zone `value` names in another case ("europe/madrid"), if any: one lookup, where
-    lower-casing the value once per zone took 5 s for a 5 MB time zone in a window."""
-    return _zones_by_lower().get(value.strip().lower())
+    """The zone `value` names in another case ("europe/madrid") or with spaces for its `_`
+    ("America/New York"), if any: one lookup, where lower-casing the value once per zone took
+    5 s for a 5 MB time zone in a window (none is over 32 characters: one past 100 is none,
+    with spaces or not, and is not looked at)."""
+    return None if len(value) > 100 else _zones_by_spelling().get(_spelling(value))
 
 
 def is_zone(name: str) -> bool:
