@@ -33,6 +33,7 @@ import codecs
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
@@ -300,7 +301,7 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
     phone_number, names a column twice (which cell would win is anyone's guess), names a
     call field a row cannot set (one not in `known`), or one by a name additional_params may
     not use."""
-    columns = [name.strip() for name in header]
+    columns = [_header_name(name) for name in header]
     named = sum(1 for name in columns if name)
     if named > MAX_COLUMNS:
         raise CsvRejected(
@@ -393,6 +394,16 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
     if errors:
         raise CsvRejected(errors)
     return columns
+
+
+def _header_name(cell: str) -> str:
+    """A header cell's column name: trimmed, without the invisible characters (Unicode's
+    format characters: a second BOM, a zero-width space pasted in) a spreadsheet shows
+    nothing of. `name\u200b` went to additional_params, each call placed as "Guest", and
+    `\ufeffphone_number` (a BOM written twice) refused the file for lacking phone_number."""
+    if not cell.isascii():  # (no ASCII character is invisible: the usual header's cost alone)
+        cell = "".join(c for c in cell if unicodedata.category(c) != "Cf")
+    return cell.strip()
 
 
 def _header_names(columns: list[str]) -> str:

@@ -44,6 +44,30 @@ def test_header_names_are_matched_trimmed_and_in_any_case() -> None:
 
 
 @pytest.mark.parametrize(
+    "header",
+    [
+        "phone_number,name\u200b",  # a zero-width space pasted after a name
+        "\ufeffphone_number,name",  # a BOM written twice (one is the file's)
+        "\u200bphone_number,\u2060Name",
+    ],
+    ids=["zero-width-space", "second-bom", "word-joiner"],
+)
+def test_invisible_characters_in_a_header_name_are_not_counted(header: str) -> None:
+    """`name\u200b` went to additional_params (each call placed as "Guest"), and a second
+    BOM refused the file for lacking phone_number, naming '\ufeffphone_number'."""
+    parsed = parse_csv(("\ufeff" + header + "\r\n+14155550123,Ann\r\n").encode())
+    assert parsed.errors == []
+    assert [(r.fields, r.additional_params) for r in parsed.rows] == [
+        ({"phone_number": "+14155550123", "name": "Ann"}, {})
+    ]
+
+
+def test_an_invisible_character_leaves_an_other_columns_name_as_shown() -> None:
+    parsed = parse_csv(b"phone_number,slot\xe2\x81\xa0\r\n+14155550123,9:30\r\n")
+    assert parsed.rows[0].additional_params == {"slot": "9:30"}
+
+
+@pytest.mark.parametrize(
     ("given", "meant"),
     [
         ("America/New York", "America/New_York"),
