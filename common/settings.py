@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -1068,7 +1068,12 @@ SEED_PER_CALL_NAMES = {
 }
 
 
-def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str) -> str | None:
+def checkout_unread_warning(
+    checkout: Path,
+    files: Sequence[Path],
+    process: str,
+    reads: Collection[str] | None = None,
+) -> str | None:
     """What of its checkout a `process` (the server, an agent worker) started from another
     working directory does not read: `.env` and `files` (relative paths: calls.db,
     config.json) are found from the working directory. A systemd unit without
@@ -1076,7 +1081,8 @@ def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str)
     `.env` (LIVEKIT_URL, the trunk, the keys) and made new files there. None when the working
     directory is the checkout or has a `.env` of its own (set up on purpose), or when the
     checkout has none of those it lacks; its `.env` is not named when the environment gives
-    every setting in it (systemd's EnvironmentFile= naming it)."""
+    every setting in it the process `reads` (all, when None) (systemd's EnvironmentFile=
+    naming it), nor when it sets none of those."""
     here = Path.cwd()
     if here.resolve() == checkout.resolve():
         return None
@@ -1088,7 +1094,7 @@ def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str)
         for path in candidates
         if not os.path.lexists(path) and (checkout / path).is_file()
     ]
-    if ".env" in unread and _given_by_environment(checkout / ".env"):
+    if ".env" in unread and _given_by_environment(checkout / ".env", reads):
         unread.remove(".env")
     if not unread:
         return None
@@ -1101,14 +1107,20 @@ def checkout_unread_warning(checkout: Path, files: Sequence[Path], process: str)
     )
 
 
-def _given_by_environment(dotenv: Path) -> bool:
-    """Every setting `dotenv` sets is in the process environment: it reached the process
-    another way (systemd's EnvironmentFile=, docker's --env-file)."""
+def _given_by_environment(dotenv: Path, reads: Collection[str] | None) -> bool:
+    """Every setting `dotenv` sets that the process `reads` (None: any) is in the process
+    environment: it reached the process another way (systemd's EnvironmentFile=, docker's
+    --env-file), or the process needs none of them (a script of the seed's functions reads
+    CONFIG_PATH and little else, not the server's LIVEKIT_URL or trunk)."""
     try:
         values = read_dotenv(dotenv)
     except SettingsError:
         return False  # one that cannot be parsed cannot have been given whole either
-    return all(name in os.environ for name in values if name in _VARIABLES)
+    return all(
+        name in os.environ
+        for name in values
+        if name in _VARIABLES and (reads is None or name in reads)
+    )
 
 
 def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:

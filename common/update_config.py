@@ -90,7 +90,12 @@ def get_store() -> ConfigStore:
             # The seed puts config.json in "project_root"; CONFIG_PATH is found from the
             # working directory, and a script run elsewhere (cron, the user's own project)
             # wrote a config.json that no server or agent of the checkout read, unsaid.
-            unread = checkout_unread_warning(CHECKOUT, [settings.config_path], "script")
+            # Its .env only when it sets what these functions read (a checkout's .env holds
+            # the server's LIVEKIT_URL and trunk too): with CONFIG_PATH absolute, as the
+            # README says, it warned at every run that the .env was not read.
+            unread = checkout_unread_warning(
+                CHECKOUT, [settings.config_path], "script", reads=wanted
+            )
             if unread is not None:
                 logger.warning("%s", unread)
             _default_store = ConfigStore(
