@@ -396,14 +396,36 @@ def _columns(header: list[str], known: Collection[str]) -> list[str]:
     return columns
 
 
+# Format characters that are part of a name's spelling between the letters or emoji they
+# join: the joiners (Persian writes "نام‌خانوادگی", last name, with a ZWNJ; Indic scripts and
+# emoji such as 👩‍💻 use them too) and the tag characters after a flag emoji. Taken out, the
+# column's additional_params key was misspelled, and no longer the key a campaign's defaults
+# (JSON) give that value under. No ASCII letter joins: next to one, or at an end, they go.
+_JOINERS = "\u200c\u200d"
+_TAGS = range(0xE0020, 0xE0080)
+
+
 def _header_name(cell: str) -> str:
     """A header cell's column name: trimmed, without the invisible characters (Unicode's
     format characters: a second BOM, a zero-width space pasted in) a spreadsheet shows
     nothing of. `name\u200b` went to additional_params, each call placed as "Guest", and
-    `\ufeffphone_number` (a BOM written twice) refused the file for lacking phone_number."""
-    if not cell.isascii():  # (no ASCII character is invisible: the usual header's cost alone)
-        cell = "".join(c for c in cell if unicodedata.category(c) != "Cf")
-    return cell.strip()
+    `\ufeffphone_number` (a BOM written twice) refused the file for lacking phone_number.
+    Joiners and tags where they join are its spelling (_JOINERS)."""
+    if cell.isascii():  # (no ASCII character is invisible: the usual header's cost alone)
+        return cell.strip()
+    kept = [c for c in cell if unicodedata.category(c) != "Cf" or c in _JOINERS or ord(c) in _TAGS]
+    return "".join(c for at, c in enumerate(kept) if _spells(kept, at)).strip()
+
+
+def _spells(chars: list[str], at: int) -> bool:
+    """Whether `chars[at]` is kept: any but a joiner or tag; one of those only after a
+    character no ASCII one (a joiner before one too)."""
+    c = chars[at]
+    if c not in _JOINERS and ord(c) not in _TAGS:
+        return True
+    if at == 0 or chars[at - 1].isascii():
+        return False
+    return c not in _JOINERS or (at + 1 < len(chars) and not chars[at + 1].isascii())
 
 
 def _header_names(columns: list[str]) -> str:
