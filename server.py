@@ -64,6 +64,7 @@ from common.settings import (
     configure_logging,
     dotenv_warnings,
     load_settings,
+    others_may_reach,
 )
 from common.storage.base import (
     CallStore,
@@ -569,7 +570,7 @@ def warn_open_files(settings: Settings) -> None:
         mode = stat.S_IMODE(st_mode)
         # A directory or a device (CONFIG_PATH=/dev/null, CALLS_DB_PATH=/tmp) is no file of
         # ours, and its start-up check refuses it: "chmod o-rwx /dev/null" was the advice.
-        if mode & 0o006 and stat.S_ISREG(st_mode):
+        if mode & 0o006 and stat.S_ISREG(st_mode) and others_may_reach(path):
             logger.warning(
                 "%s (mode %04o) may be read by every user of this machine; it holds %s:"
                 " chmod o-rwx it",

@@ -1170,6 +1170,24 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
 _SECRET_VARIABLES = frozenset(variable(item.name) for item in fields(Settings) if not item.repr)
 
 
+def others_may_reach(path: str | os.PathLike[str]) -> bool:
+    """Whether users other than a file's owner and group may get to it: every directory on
+    its way lets them through (o+x). A 0644 `.env` in a checkout under /root (0700), or a
+    home directory of mode 0750, is no other user's to read, and was said to be "read by
+    every user of this machine" at every start. True when that cannot be told."""
+    try:
+        where = Path(path).resolve().parent
+    except (OSError, RuntimeError):  # a link loop: its own check says so
+        return True
+    for directory in (where, *where.parents):
+        try:
+            if not os.stat(directory).st_mode & 0o001:
+                return False
+        except OSError:
+            return True
+    return True
+
+
 def _secrets_exposed(path: str | os.PathLike[str], text: str) -> str | None:
     """A `.env` that every user of the machine may read, holding secrets (`cp .env.example
     .env` makes it 0644 under the usual umask): any local user could sign LiveKit webhooks
@@ -1179,7 +1197,7 @@ def _secrets_exposed(path: str | os.PathLike[str], text: str) -> str | None:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         return None
-    if not mode & 0o004:
+    if not mode & 0o004 or not others_may_reach(path):
         return None
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     held = [k for k, v in values.items() if k in _SECRET_VARIABLES and (v or "").strip()]

@@ -6,15 +6,26 @@ config.json and calls.db, which hold less."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from common.settings import dotenv_warnings
+from tests.unit.test_EW_private_directory import reachable_directory
 
 SECRET = "s3cretS3cretS3cretS3cretS3cretS3cret"
 
 
-def test_a_readable_dotenv_with_secrets_is_warned_of_by_name(tmp_path: Path) -> None:
-    path = tmp_path / ".env"
+@pytest.fixture
+def open_tmp_path() -> Iterator[Path]:
+    """A directory other users may pass through (pytest's tmp_path is under a 0700 one)."""
+    with reachable_directory() as path:
+        yield path
+
+
+def test_a_readable_dotenv_with_secrets_is_warned_of_by_name(open_tmp_path: Path) -> None:
+    path = open_tmp_path / ".env"
     path.write_text(
         f"LIVEKIT_URL=wss://calls-3f9a.livekit.cloud\nLIVEKIT_API_SECRET={SECRET}\n"
         f"CALLS_API_TOKEN={SECRET}\nCALLS_WEBHOOK_SECRET=\n"

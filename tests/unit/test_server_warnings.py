@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import server
 from common.settings import Settings, SettingsError
 from server import check_webhook_host, warn_open_files, warn_report_url
+from tests.unit.test_EW_private_directory import reachable_directory
 
 REAL: dict[str, Any] = {"livekit_url": "wss://example.livekit.cloud", "port": 8123}
 
@@ -193,14 +195,23 @@ def test_a_livekit_url_without_encryption_is_warned(
     assert ("go unencrypted (use wss:// or https://)" in caplog.text) is warned
 
 
+@pytest.fixture
+def open_tmp_path() -> Iterator[Path]:
+    """A directory other users may pass through (pytest's tmp_path is under a 0700 one)."""
+    with reachable_directory() as path:
+        yield path
+
+
 def test_files_every_user_may_read_are_warned_of(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    open_tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An older release made config.json and calls.db 0644 (umask 022), kept on upgrade; the
     -wal and -shm SQLite makes beside a 0644 database are 0644 too (probe AV). Group access
     stays silent: `chmod 640` is how an agent of another user reads config.json."""
     settings = dataclasses.replace(
-        Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
+        Settings(),
+        config_path=open_tmp_path / "config.json",
+        calls_db_path=open_tmp_path / "calls.db",
     )
     copy = "config.json.corrupt-20261205T101010-ab12"  # set aside by an older release: 0644
     for name, mode in (
@@ -209,25 +220,25 @@ def test_files_every_user_may_read_are_warned_of(
         ("calls.db", 0o644),
         ("calls.db-wal", 0o604),
     ):
-        (tmp_path / name).write_text("")
-        (tmp_path / name).chmod(mode)
+        (open_tmp_path / name).write_text("")
+        (open_tmp_path / name).chmod(mode)
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_open_files(settings)
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 3, warned
     # What each holds: config.json's copies no numbers nor transcripts, said they did.
     assert warned[0] == (
-        f"{tmp_path / copy} (mode 0644) may be read by every user of this machine; it holds"
+        f"{open_tmp_path / copy} (mode 0644) may be read by every user of this machine; it holds"
         " names, instructions and extra parameters: chmod o-rwx it"
     )
     assert warned[1] == (
-        f"{tmp_path / 'calls.db'} (mode 0644) may be read by every user of this machine; it"
+        f"{open_tmp_path / 'calls.db'} (mode 0644) may be read by every user of this machine; it"
         " holds names, numbers, instructions and transcripts: chmod o-rwx it"
     )
-    assert warned[2].startswith(f"{tmp_path / 'calls.db-wal'} (mode 0604)")
+    assert warned[2].startswith(f"{open_tmp_path / 'calls.db-wal'} (mode 0604)")
     caplog.clear()
     for name in (copy, "calls.db", "calls.db-wal"):
-        (tmp_path / name).chmod(0o600)
+        (open_tmp_path / name).chmod(0o600)
     with caplog.at_level(logging.WARNING, logger="server"):
         warn_open_files(settings)
     assert caplog.text == ""
