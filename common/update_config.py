@@ -90,11 +90,15 @@ def get_store() -> ConfigStore:
             # The seed puts config.json in "project_root"; CONFIG_PATH is found from the
             # working directory, and a script run elsewhere (cron, the user's own project)
             # wrote a config.json that no server or agent of the checkout read, unsaid.
-            # Its .env only when it sets what these functions read (a checkout's .env holds
-            # the server's LIVEKIT_URL and trunk too): with CONFIG_PATH absolute, as the
-            # README says, it warned at every run that the .env was not read.
+            # Its .env only when it sets what these functions use (a checkout's .env holds
+            # the server's LIVEKIT_URL, trunk and CALLS_DB_PATH too, this last read only to
+            # refuse a CONFIG_PATH naming it): with CONFIG_PATH absolute, as the README
+            # says, it warned at every run that the .env was not read.
             unread = checkout_unread_warning(
-                CHECKOUT, [settings.config_path], "script", reads=wanted
+                CHECKOUT,
+                [settings.config_path],
+                "script",
+                reads={"CONFIG_PATH", "CONFIG_RECORD_TTL_S"},
             )
             if unread is not None:
                 logger.warning("%s", unread)

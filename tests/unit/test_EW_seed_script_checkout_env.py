@@ -21,6 +21,7 @@ def checkout(tmp_path: Path) -> Path:
     (made / "config.json").write_text('{"caller_name": "From the server"}')  # `make run`'s
     (made / ".env").write_text(
         "LIVEKIT_URL=wss://calls-7f3a.livekit.cloud\nSIP_OUTBOUND_TRUNK_ID=ST_4kQx9\n"
+        "CALLS_DB_PATH=/var/lib/calls/calls.db\n"
     )
     return made
 
@@ -35,7 +36,7 @@ def elsewhere(
     cron = tmp_path / "cron"
     cron.mkdir()
     monkeypatch.chdir(cron)
-    for name in ("CONFIG_PATH", "LIVEKIT_URL", "SIP_OUTBOUND_TRUNK_ID"):
+    for name in ("CONFIG_PATH", "LIVEKIT_URL", "SIP_OUTBOUND_TRUNK_ID", "CALLS_DB_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(update_config, "CHECKOUT", checkout)
     monkeypatch.setattr(update_config, "_default_store", None)
