@@ -418,8 +418,8 @@ def _header_name(cell: str) -> str:
 
 
 def _spells(chars: list[str], at: int) -> bool:
-    """Whether `chars[at]` is kept: any but a joiner or tag; one of those only after a
-    character no ASCII one (a joiner before one too)."""
+    """Whether `chars[at]` is kept: any but a joiner or tag; a joiner or tag only after a
+    character that is not ASCII (a joiner before one too)."""
     c = chars[at]
     if c not in _JOINERS and ord(c) not in _TAGS:
         return True
