@@ -45,6 +45,7 @@ from common.campaigns.windows import (
     row_zone_problem,
     second_zone,
 )
+from common.config_store.model import instructions_text
 from common.json_values import RepeatedKey, unique_keys
 from common.text import quoted, shown_text, visible_name
 
@@ -473,8 +474,11 @@ def csv_rows(rows: Iterable[CsvRow], refused: Iterable[CsvRow] = ()) -> Iterator
 def merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """A row's call body: its fields over the defaults (additional_params merged key by key).
     A row's null is a field not given, as in a single call's body: the default holds (as it
-    does under a CSV's blank cell)."""
-    body = {**defaults, **{k: v for k, v in fields.items() if v is not None}}
+    does under a CSV's blank cell). So is a blank instruction, which a single call takes for
+    none given (the default instructions): over the campaign's, a JSON row's `""` (a
+    spreadsheet's empty cell) had its callee called with "You are a helpful assistant.", the
+    campaign's instructions dropped without a word."""
+    body = {**defaults, **{k: v for k, v in fields.items() if _given(k, v)}}
     if isinstance(defaults.get("additional_params"), dict) and isinstance(
         fields.get("additional_params"), dict
     ):
@@ -483,6 +487,18 @@ def merged(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, 
             **fields["additional_params"],
         }
     return body
+
+
+def _given(field: str, value: object) -> bool:
+    """Whether a row gives `field` (to hold over the campaign's default)."""
+    if value is None:
+        return False
+    if field != "dynamic_instruction":
+        return True
+    try:
+        return instructions_text(value) is not None
+    except ValueError:  # no text (a number, a NUL): given, to be refused as the call's would
+        return True
 
 
 class RowChecker:
