@@ -25,7 +25,15 @@ from pathlib import Path
 
 import aiohttp
 from livekit import api, rtc
-from livekit.agents import AgentServer, AgentSession, CloseEvent, CloseReason, JobContext, room_io
+from livekit.agents import (
+    AgentServer,
+    AgentSession,
+    CloseEvent,
+    CloseReason,
+    JobContext,
+    JobRequest,
+    room_io,
+)
 from livekit.agents.llm import LLM
 from livekit.agents.voice.amd.detector import DetectionOptions
 from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
@@ -421,18 +429,41 @@ async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> No
     ctx.shutdown(reason="no config for this call")
 
 
-def _leave_alone(ctx: JobContext, why: str, job: _Job | None = None) -> None:
-    """A room that cannot be proved one of our calls (`why`): the job is refused, and the
-    room is left as it is. Refused by deleting it, another app's session dispatched to the
-    same agent name ended (its room's metadata overwritten with our outcome first)."""
+def _warn_not_ours(room_name: str, why: str) -> None:
     logger.warning(
         "room %r is not one of our calls (%s): refusing the job and leaving the room as it"
         " is. Another app of this LiveKit project dispatches to this agent's name"
         " (AGENT_NAME=%r): give this service's agent a name of its own, the same on its server",
-        ctx.job.room.name,
+        room_name,
         why,
         job_settings().agent_name,
     )
+
+
+async def request_job(request: JobRequest) -> None:
+    """Take a job only for a room that can be proved one of our calls (`not_our_call`).
+    Another app's job is rejected as it is offered, not accepted and then dropped: rejected
+    without `terminate`, LiveKit offers it to another worker of the agent name (that app's
+    own), where a job this worker accepted was that app's no more. The entrypoint checks
+    again (a `console` job is never offered)."""
+    metadata = DispatchMetadata.parse(request.job.metadata)
+    room_name = request.room.name
+    why = not_our_call(metadata, room_name, has_record=False)
+    if why is not None:  # its dispatch does not say: config.json may hold the call's record
+        record, _ = await read_call_record(job_config_store(), room_name)
+        why = not_our_call(metadata, room_name, has_record=record is not None)
+    if why is None:
+        await request.accept()
+        return
+    _warn_not_ours(room_name, why)
+    await request.reject(terminate=False)
+
+
+def _leave_alone(ctx: JobContext, why: str, job: _Job | None = None) -> None:
+    """A room that cannot be proved one of our calls (`why`): the job is refused, and the
+    room is left as it is. Refused by deleting it, another app's session dispatched to the
+    same agent name ended (its room's metadata overwritten with our outcome first)."""
+    _warn_not_ours(ctx.job.room.name, why)
     if job is not None:
         job.not_ours = True
     ctx.shutdown(reason=NOT_OURS)
@@ -731,7 +762,7 @@ def build_server(settings: Settings) -> CallAgentServer:
         # interface by default; like the server, loopback unless told otherwise.
         host=settings.agent_http_host,
     )
-    server.rtc_session(entrypoint, agent_name=settings.agent_name)
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=request_job)
     server.spool = ReportSpool(settings.agent_report_spool_dir, max_age_s=spool_max_age_s(settings))
     return server
 
