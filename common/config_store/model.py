@@ -45,8 +45,17 @@ MAX_ADDITIONAL_PARAMS_DEPTH = 32
 
 T = TypeVar("T")
 
-# Languages that both installed speech plugins declare: Cartesia TTS (`TTSLanguages`) and
-# Deepgram STT (`DeepgramLanguages`). A test keeps this table in step with the plugins.
+# Languages Deepgram's nova-3 serves that the installed Deepgram plugin does not declare yet
+# (its `DeepgramLanguages` is a type hint: it sends any code as given), with the dates of
+# Deepgram's changelog that added them to nova-3: 2025-11-04 bg cs fi hu vi, 2025-11-24 el ms ro
+# sk, 2026-01-21 bn hr kn mr te tl. Cartesia's sonic-3 declares each.
+NOVA3_UNDECLARED = frozenset(
+    {"bg", "cs", "fi", "hu", "vi", "el", "ms", "ro", "sk", "bn", "hr", "kn", "mr", "te", "tl"}
+)
+
+# Languages that both speech services serve: Cartesia TTS (the plugin's `TTSLanguages`) and
+# Deepgram STT (the plugin's `DeepgramLanguages`, and NOVA3_UNDECLARED). A test keeps this
+# table in step with the plugins.
 LANGUAGES: dict[str, str] = {
     "en": "English",
     "es": "Spanish",
@@ -69,6 +78,21 @@ LANGUAGES: dict[str, str] = {
     "no": "Norwegian",
     "th": "Thai",
     "id": "Indonesian",
+    "bg": "Bulgarian",
+    "cs": "Czech",
+    "el": "Greek",
+    "fi": "Finnish",
+    "hr": "Croatian",
+    "hu": "Hungarian",
+    "ms": "Malay",
+    "ro": "Romanian",
+    "sk": "Slovak",
+    "vi": "Vietnamese",
+    "tl": "Tagalog",
+    "bn": "Bengali",
+    "te": "Telugu",
+    "kn": "Kannada",
+    "mr": "Marathi",
 }
 
 # The seed's six emotions with the seed's own descriptions.

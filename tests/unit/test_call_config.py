@@ -22,6 +22,7 @@ from common.config_store.model import (
     MAX_ADDITIONAL_PARAMS_BYTES,
     MAX_INSTRUCTIONS_CHARS,
     MAX_NAME_CHARS,
+    NOVA3_UNDECLARED,
     RESERVED_KEYS,
     CallConfig,
     normalize_emotion,
@@ -176,7 +177,7 @@ def test_from_record_validates() -> None:
 
 def plugin_languages() -> set[str]:
     cartesia = set(typing.get_args(cartesia_models.TTSLanguages))
-    deepgram = set(typing.get_args(deepgram_models.DeepgramLanguages))
+    deepgram = set(typing.get_args(deepgram_models.DeepgramLanguages)) | NOVA3_UNDECLARED
     return {code for code in cartesia & deepgram if len(code) == 2}
 
 
