@@ -103,11 +103,21 @@ def refuses_unknown_query(doc: RouteDoc) -> bool:
     return doc.protected and (doc.method == "GET" or not query_names(doc))
 
 
+def refuses_body(doc: RouteDoc) -> bool:
+    """Whether the route answers 400 to a body that says something: an API write that takes
+    none (a hang-up, an erasure of one call, a campaign's pause, resume or cancel, `DELETE
+    /dnc/{number}`, a redelivery). `POST /campaigns/{id}/cancel {"recipients": [1]}`
+    canceled every recipient of the campaign for good, its body dropped without a word."""
+    return doc.protected and doc.method != "GET" and doc.body is None and not doc.other_bodies
+
+
 def add_route(
     app: web.Application, doc: RouteDoc, view: View, *, also_at: str | None = None
 ) -> None:
     """Register `view` for `doc.method doc.path`, behind the API token if `doc.protected`;
     `also_at`: another spelling of the path that answers the same (not described apart)."""
+    if refuses_body(doc):
+        view = _no_body(view)
     if refuses_unknown_query(doc):
         view = _only_query(view, query_names(doc), in_body=doc.body is not None)
     handler = _expectation_met(requires_token(view) if doc.protected else view)
@@ -201,6 +211,48 @@ def _only_query(view: View, known: list[str], *, in_body: bool = False) -> View:
         return await view(request)
 
     return checked
+
+
+# What a route that takes no body reads of one, to tell a body that says nothing (`{}`,
+# `null`, what some clients send with every POST) from one that does.
+NO_BODY_BYTES = 1024
+NO_BODY = (
+    "this route takes no body (its path says what it does): nothing was done; send it with"
+    " none, or with {}"
+)
+
+
+def _no_body(view: View) -> View:
+    """A route that takes no body refuses one that says something (400, before anything is
+    done): read, it would be ignored. An empty body, `{}` and `null` say nothing."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        if request.body_exists and not _says_nothing(await _body_if_small(request)):
+            raise HttpError(400, NO_BODY)
+        return await view(request)
+
+    return checked
+
+
+async def _body_if_small(request: web.Request) -> bytes | None:
+    """The body, if it is at most NO_BODY_BYTES (None: longer, so it says something)."""
+    try:
+        return await read_body(request, NO_BODY_BYTES)
+    except HttpError as exc:
+        if exc.status == 413:
+            return None
+        raise
+
+
+def _says_nothing(raw: bytes | None) -> bool:
+    if raw is None:
+        return False
+    if not raw.strip():
+        return True
+    try:
+        return decode_json(raw) in (None, {})
+    except HttpError:  # not JSON (a form, text): it says something
+        return False
 
 
 def requires_token(view: View) -> View:

@@ -17,6 +17,7 @@ from handlers.http import (
     Reply,
     RouteDoc,
     add_route,
+    refuses_body,
     refuses_unknown_query,
 )
 from handlers.keys import ROUTES
@@ -70,6 +71,11 @@ UNKNOWN_QUERY = Reply(
     "A query parameter the route does not take, or a path or query holding a NUL or bytes"
     " that are not UTF-8"
 )
+# An API write that takes no body, for those that refuse one (handlers/http.py `_no_body`).
+UNKNOWN_QUERY_OR_BODY = Reply(
+    "A query parameter or a body (other than none, {} or null): the route takes neither; or a"
+    " path or query holding a NUL or bytes that are not UTF-8"
+)
 BODY_TOO_SLOW = Reply("The body did not all arrive within 30 s of the headers")
 BODY_ENCODING = Reply("The body's Content-Encoding is not gzip, deflate or none")
 BODY_TRANSFER = Reply("The body's Transfer-Encoding is not chunked")
@@ -81,6 +87,8 @@ def _has_body(doc: RouteDoc) -> bool:
 
 def _replies(doc: RouteDoc) -> dict[int, Reply]:
     unreadable = UNKNOWN_QUERY if refuses_unknown_query(doc) else UNREADABLE_TARGET
+    if refuses_body(doc):
+        unreadable = UNKNOWN_QUERY_OR_BODY
     replies = {400: unreadable, **doc.replies}
     if _has_body(doc):
         replies.setdefault(408, BODY_TOO_SLOW)
