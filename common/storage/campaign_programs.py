@@ -477,12 +477,17 @@ def control_campaign(
         raise CampaignConflict(status.value, action)
     if action == "resume":  # (pause and cancel, which stop calls, are never held back)
         yield from _check_resumes(campaign_id, now)
+    starts_now = False
     if action == "pause":
         new, event_type, ended = CampaignStatus.PAUSED, CAMPAIGN_PAUSED, None
         yield from _withdraw_placing(campaign_id, PENDING, now)
     elif action == "resume":
-        started = current.started_at is not None
-        new = CampaignStatus.RUNNING if started else CampaignStatus.SCHEDULED
+        # Paused before its start_at and resumed after it: running from now, with its
+        # campaign.started, as one created with a start_at past is (it was answered
+        # `scheduled`, and shown so until the scheduler's next tick, though it had started).
+        starts_now = current.started_at is None and current.start_at <= now
+        running = current.started_at is not None or starts_now
+        new = CampaignStatus.RUNNING if running else CampaignStatus.SCHEDULED
         event_type, ended = CAMPAIGN_RESUMED, None
     else:
         new, event_type, ended = CampaignStatus.CANCELED, CAMPAIGN_CANCELED, now
@@ -494,12 +499,18 @@ def control_campaign(
             (CANCELED, now, campaign_id),
         )
     yield Query(
-        "UPDATE campaigns SET status = ?, ended_at = ?, updated_at = ? WHERE campaign_id = ?",
-        (new.value, ended, now, campaign_id),
+        "UPDATE campaigns SET status = ?, ended_at = ?, updated_at = ?,"
+        " started_at = COALESCE(started_at, ?) WHERE campaign_id = ?",
+        (new.value, ended, now, now if starts_now else None, campaign_id),
     )
-    event = yield from _event(d, campaign_id, event_type, now, lease_s, holder, enforce_hours)
+    events = [(yield from _event(d, campaign_id, event_type, now, lease_s, holder, enforce_hours))]
+    if starts_now:
+        started = yield from _event(
+            d, campaign_id, CAMPAIGN_STARTED, now, lease_s, holder, enforce_hours
+        )
+        events.append(started)
     after = yield from get_campaign(d, campaign_id)
-    return after, [event]
+    return after, events
 
 
 def _check_resumes(campaign_id: str, now: float) -> Program[None]:

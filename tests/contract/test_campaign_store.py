@@ -386,8 +386,10 @@ async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
     with pytest.raises(CampaignConflict):
         await store.control_campaign("cmp-1", "pause", clock.now)
     assert (await store.claim_campaigns(clock.now, 10.0, 10))[0] == []  # paused: not driven
-    resumed, _ = await store.control_campaign("cmp-1", "resume", clock.now)
-    assert resumed is not None and resumed.status.value == "scheduled"  # never started
+    resumed, events = await store.control_campaign("cmp-1", "resume", clock.now)
+    # Never started, its start_at past: it starts as it is resumed
+    assert resumed is not None and resumed.status.value == "running"
+    assert [e.type for e in events] == ["campaign.resumed", "campaign.started"]
     await store.claim_campaigns(clock.now, 10.0, 10)
     plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
     await place(store, plan, "call-1")
