@@ -168,6 +168,19 @@ def e164(raw: object) -> str:
     return _formatted(current_form(parse_e164(raw)))
 
 
+def well_formed_e164(raw: str) -> str | None:
+    """`raw` as a number is looked up by (POST /calls/erase): E.164 in its current form, or,
+    well formed but no country's (+999 ..., a made-up number the sandbox takes), without its
+    separators; None when it is no E.164 at all (a spreadsheet's "+4930123456.0" either:
+    its dot is no separator)."""
+    try:
+        return e164(raw)
+    except ValueError:
+        if _DECIMAL.fullmatch(raw.strip()):
+            return None
+        return compact_e164(raw)
+
+
 def written_e164(raw: object) -> str:
     """`raw` as E.164 exactly as written (no current form): a key stored before numbers were
     keyed in their current form; ValueError if malformed."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar, overload
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
-from common.calls.phone import e164
+from common.calls.phone import well_formed_e164
 from common.calls.request import FIELDS, OutboundCall, RequestRules
 from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
@@ -688,11 +688,10 @@ def _given_number(value: object) -> str:
         return ""
     # A number refused for another field (a language 'Bob Ray' from a column shifted, which
     # its error quotes) is kept as an erasure of it finds it: "+1 415 555 0132" as written
-    # was found by no erasure of +14155550132, and its error kept that name for good.
-    try:
-        return e164(value)
-    except ValueError:
-        return shown_text(value, MAX_SHOWN_NUMBER_CHARS)
+    # was found by no erasure of +14155550132, and its error kept that name for good; so was
+    # "+999 555 0100 22" (no country's, refused for that too) by one of itself.
+    number = well_formed_e164(value)
+    return number if number is not None else shown_text(value, MAX_SHOWN_NUMBER_CHARS)
 
 
 def invalid_rows_answer(errors: list[RowError]) -> dict[str, Any]:
