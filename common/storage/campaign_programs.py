@@ -17,6 +17,7 @@ from typing import Any
 
 from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
 from common.calls.outcomes import Status
+from common.calls.phone import listed_forms
 from common.campaigns.model import (
     CALLING,
     CAMPAIGN_CANCELED,
@@ -38,6 +39,7 @@ from common.campaigns.model import (
     CampaignSpec,
     CampaignStatus,
     NewCampaign,
+    NewRecipient,
     RecipientRecord,
     after_attempt,
 )
@@ -235,6 +237,35 @@ def stage_recipients(
             " AND idx BETWEEN ? AND ? AND state IN (?, ?)"
             " AND phone_number IN (SELECT number FROM dnc)",
             (DNC, created, new.campaign_id, batch[0].idx, batch[-1].idx, PENDING, WAITING_WINDOW),
+        )
+        yield from _listed_in_old_form(new.campaign_id, batch, created)
+
+
+def _listed_in_old_form(
+    campaign_id: str, batch: Sequence[NewRecipient], now: float
+) -> Program[None]:
+    """A batch's recipients whose number an older release listed in its old form (a Mexican
+    mobile's +52 1 ..., see listed_forms) are `dnc` from the start too, as a call to them is
+    refused: they waited for their window (shown pending, the campaign's finish reckoned
+    with them) to be found listed at their turn."""
+    old_forms = {
+        forms[-1]: r.idx
+        for r in batch
+        if r.state in (PENDING, WAITING_WINDOW) and len(forms := listed_forms(r.phone_number)) > 1
+    }
+    if not old_forms:
+        return
+    marks = ",".join("?" * len(old_forms))
+    listed = yield Query(
+        f"SELECT number FROM dnc WHERE number IN ({marks})",  # noqa: S608 - marks only
+        tuple(old_forms),
+    )
+    idxs = [old_forms[row["number"]] for row in listed]
+    if idxs:
+        yield Query(
+            "UPDATE campaign_recipients SET state = ?, updated_at = ? WHERE campaign_id = ?"  # noqa: S608
+            f" AND idx IN ({','.join('?' * len(idxs))})",
+            (DNC, now, campaign_id, *idxs),
         )
 
 
