@@ -10,7 +10,7 @@ from common.calls.admission import Placement
 from common.calls.errors import FieldError, InvalidCall, request_object
 from common.calls.models import Erasure, IdempotencyClaim, StoredAnswer, iso_time
 from common.calls.outcomes import Status
-from common.calls.phone import compact_e164, e164
+from common.calls.phone import e164, well_formed_e164
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView
 from common.livekit.client import LiveKitError
@@ -160,8 +160,11 @@ async def erase_number(request: web.Request) -> web.Response:
     try:
         number = e164(raw)
     except ValueError as exc:
-        # Well formed but no country's (the sandbox takes made-up numbers): as written.
-        if not isinstance(raw, str) or (written := compact_e164(raw)) is None:
+        # Well formed but no country's (the sandbox takes made-up numbers): as written. Not
+        # a spreadsheet's decimal: "+4930123456.0" erased the calls to +49301234560, another
+        # person's, its dot read as a separator.
+        written = well_formed_e164(raw) if isinstance(raw, str) else None
+        if written is None:
             raise InvalidCall([FieldError("phone_number", str(exc))]) from None
         number = written
     return json_answer(_erased(await request.app[CALLS].erase_number(number)))

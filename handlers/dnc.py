@@ -16,6 +16,7 @@ from common.calls.phone import (
     compact_e164,
     e164,
     listed_forms,
+    well_formed_e164,
     written_e164,
 )
 from common.calls.views import Timestamp
@@ -128,7 +129,7 @@ async def remove_number(request: web.Request) -> web.Response:
     try:
         number = e164(written)
     except ValueError as exc:
-        if compact_e164(written) is None:
+        if well_formed_e164(written) is None:  # a spreadsheet's "+4930123456.0" too: 422
             raise InvalidCall([FieldError("number", str(exc))]) from None
         # Well formed but no phone number (no country has its code): never on the list.
         raise HttpError(404, "number is not on the do-not-call list") from None
