@@ -155,7 +155,7 @@ def after_param(request: web.Request) -> str | None:
     if text.startswith(" "):
         text = "+" + text[1:]
     key = compact_e164(text)
-    if key is None:
+    if key is None or well_formed_e164(text) is None:  # (a decimal's dot is no separator)
         raise HttpError(400, "after must be an E.164 number, the next_after of the previous page")
     try:
         return written_e164(text)  # the key as listed, whatever form an older release kept

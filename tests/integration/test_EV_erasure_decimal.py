@@ -45,3 +45,11 @@ async def test_taking_a_decimal_number_off_the_list_says_why(start_app: AppFacto
     answer = await resp.json()
     assert resp.status == 422, answer
     assert answer["details"][0]["error"].startswith("ends in '.0'")
+
+
+async def test_a_decimal_is_no_page_of_the_list(start_app: AppFactory) -> None:
+    """GET /dnc?after= of one paged from +49301234560, another number, answered 200."""
+    client = await start_app(calls_api_token=TOKEN)
+    resp = await client.get("/dnc?after=%2B4930123456.0", headers=AUTH)
+    assert resp.status == 400
+    assert (await client.get("/dnc?after=%2B4930123456", headers=AUTH)).status == 200
