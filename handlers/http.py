@@ -224,7 +224,8 @@ NO_BODY = (
 
 def _no_body(view: View) -> View:
     """A route that takes no body refuses one that says something (400, before anything is
-    done): read, it would be ignored. An empty body, `{}` and `null` say nothing."""
+    done), which it ignored and did as if it were not there. An empty body, `{}` and `null`
+    say nothing."""
 
     async def checked(request: web.Request) -> web.StreamResponse:
         if request.body_exists and not _says_nothing(await _body_if_small(request)):
