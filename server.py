@@ -31,6 +31,7 @@ from yarl import URL
 
 from common.calls.events import EventDispatcher
 from common.calls.models import CallEvent
+from common.calls.phone import load_all_metadata
 from common.calls.request import MAX_DURATION_RANGE, RINGING_TIMEOUT_RANGE, RequestRules
 from common.calls.service import (
     WEBHOOK_DNS_TIMEOUT_S,
@@ -194,6 +195,17 @@ def _unusable_database(settings: Settings, exc: DatabaseError) -> str:
         f"the calls database (CALLS_DB_PATH={settings.calls_db_path}) cannot be used: {exc}"
         " (set CALLS_DB_PATH to a file this server can create and write)"
     )
+
+
+async def _phone_metadata(_app: web.Application) -> AsyncIterator[None]:
+    """Every region's phone number metadata, before any request needs it (load_all_metadata:
+    one phonenumbers failed to load at a request, under a descriptor shortage, hung the
+    server for good)."""
+    try:
+        load_all_metadata()
+    except OSError as exc:
+        raise StartupError(f"cannot load the phone number metadata (phonenumbers): {exc}") from exc
+    yield
 
 
 async def _config_writable(app: web.Application) -> AsyncIterator[None]:
@@ -416,6 +428,7 @@ def create_app(
         app[STORE] = store
     app[CAMPAIGN_CLOCK] = campaign_clock
     app.on_response_prepare.append(protective_headers)
+    app.cleanup_ctx.append(_phone_metadata)
     # config.json first: a CONFIG_PATH that cannot be written left a new, empty calls.db
     app.cleanup_ctx.extend([_config_writable, _storage, _events, _livekit, _campaigns, _reaper])
     app.cleanup_ctx.append(refusals_said)

@@ -35,6 +35,24 @@ _REFUSED_TYPES = {
 }
 
 
+def load_all_metadata() -> None:
+    """Load phonenumbers' metadata of every region now, not at the first number of each.
+
+    phonenumbers loads a region's metadata (an import of its module) at the first number of
+    it, holding `PhoneMetadata._metadata_lock`, which it does not release when the load
+    raises: an import refused "Too many open files" (a burst of connections using every
+    descriptor) left it held, and the next number of a region not loaded yet blocked the
+    event loop for good, no request answered again. Loaded as the server starts, no request
+    loads any (0.2 s, 3 MB); a load that fails then stops the start with its OSError."""
+    metadata = phonenumbers.PhoneMetadata
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        metadata.metadata_for_region(region)
+    for region in phonenumbers.SUPPORTED_SHORT_REGIONS:
+        metadata.short_metadata_for_region(region)
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        metadata.metadata_for_nongeo_region(code)
+
+
 def compact_e164(raw: str) -> str | None:
     """`raw` without separators if that has E.164's syntax ("+" and 8 to 15 digits, the
     first not 0), else None; whether it is a phone number is `parse_e164`'s to say."""
