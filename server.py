@@ -57,7 +57,7 @@ from common.notify.deliveries import WebhookSender
 from common.notify.guard import AddressRefused, PooledResolver, UnsafeWebhookUrl
 from common.notify.lookups import NameLookups
 from common.own_threads import OwnThreads
-from common.repeats import Repeats
+from common.repeats import AcceptFailures, Repeats
 from common.settings import (
     Settings,
     SettingsError,
@@ -390,6 +390,14 @@ async def _reaper(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+def fold_accept_failures() -> None:
+    """asyncio's "socket.accept() out of system resource" once a minute per listening socket
+    (AcceptFailures), once per process."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, AcceptFailures) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(AcceptFailures())
+
+
 def create_app(
     settings: Settings,
     *,
@@ -418,6 +426,7 @@ def create_app(
     app[SETTINGS] = settings
     app[PARSER_ERRORS_AS_JSON] = True
     answer_parser_errors_as_json()
+    fold_accept_failures()
     app[CONFIG] = config or ConfigStore(
         settings.config_path, record_ttl_s=settings.config_record_ttl_s
     )
