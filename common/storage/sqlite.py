@@ -738,10 +738,25 @@ class SqliteCallStore(SqlCallStore):
         was cut back. It grew by every write, unsaid, while a reader held it (16 MB in 62
         calls), and filled the disk a weekend later."""
         if size > WAL_WARN_BYTES and not self._wal_big_said:
-            if not self._log_held():
+            held, failure = self._checkpoint()
+            if not held:
                 return  # all in calls.db: the next write cuts it back, nobody holds it
             self._wal_big_said = True
             holder = _lock_holder(self.path, reading=True)
+            if not holder and failure is not None:
+                logger.error(
+                    "calls database %s-wal is %d MB and grows with every write: it cannot be"
+                    " emptied into %s (%s): that file takes no writes (made immutable:"
+                    " lsattr; a failing disk: dmesg). Nothing is lost meanwhile (the log"
+                    " holds every write), but it fills the disk; it is emptied once %s"
+                    " takes writes again",
+                    self.path,
+                    size // 2**20,
+                    self.path.name,
+                    failure,
+                    self.path.name,
+                )
+                return
             logger.warning(
                 "calls database %s-wal is %d MB and grows with every write: it is held by %s"
                 " (a read transaction left open: a backup tool, a `sqlite3` shell inside"
@@ -756,20 +771,27 @@ class SqliteCallStore(SqlCallStore):
             self._wal_big_said = False
             logger.info("calls database %s-wal is back to %d MB", self.path, size // 2**20)
 
-    def _log_held(self) -> bool:
-        """Whether some of the log cannot be copied into calls.db now: a checkpoint that waits
-        for nobody leaves it behind (a reader's snapshot holds it). A log large only because
-        one transaction wrote much of it (an upgrade's index built over a large table: 64 MB
-        after a 1 GB calls.db's migration) is all copied, and the next write cuts the file
-        back: its size alone was said as 'held by a reader' when nobody held it."""
+    def _checkpoint(self) -> tuple[bool, str | None]:
+        """A checkpoint that waits for nobody: whether some of the log stays out of calls.db
+        (a reader's snapshot holds it, or the checkpoint failed), and why it failed if it did.
+
+        A log large only because one transaction wrote much of it (an upgrade's index built
+        over a large table: 64 MB after a 1 GB calls.db's migration) is all copied, and the
+        next write cuts the file back: its size alone was said as 'held by a reader' when
+        nobody held it. SQLite's own checkpoints, at each commit past 4 MB of log, fail
+        unsaid: with calls.db made immutable (`chattr +i`), the log grew by every write, 55 MB
+        in 8 s of calls, until the disk was full, and only 'database or disk is full' was
+        said."""
         conn = self.conn
         conn.execute("PRAGMA busy_timeout=0")
         try:
             busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            return True, str(exc)
         finally:
             conn.execute("PRAGMA busy_timeout=5000")
             self._note_marks()
-        return bool(busy == 0 and copied < log)
+        return bool(busy == 0 and copied < log), None
 
     def _wal_identity_now(self) -> tuple[int, int] | None:
         return self._side_identity_now("-wal")
