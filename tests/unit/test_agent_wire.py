@@ -856,7 +856,8 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     the OpenAI client's 5 s read timeout), tried 3 more times 2 s apart, and the callee heard
     silence for 44 s before the session closed and the call ended. Now each attempt waits
     PROVIDER_TIMEOUT_S (5 s; 0.4 s here to keep the test short), PROVIDER_RETRIES (2) more
-    times: the session closes on the provider's timeout within about 17 s (here 3.3 s)."""
+    times, PROVIDER_RETRY_INTERVAL_S (2 s; 0.2 s here) apart: the session closes on the
+    provider's timeout within about 17 s (here 1.5 s)."""
     from livekit.agents import APITimeoutError, CloseReason
     from livekit.agents.llm import LLMError
     from livekit.agents.tts import TTSError
@@ -864,6 +865,7 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     from agent import session as session_module
 
     monkeypatch.setattr(session_module, "PROVIDER_TIMEOUT_S", 0.4)
+    monkeypatch.setattr(session_module, "PROVIDER_RETRY_INTERVAL_S", 0.2)
     if silent == "openai":
         openai_in, asked = await openai_never_answering(aiohttp_server)
         cartesia_in = await fake_cartesia(aiohttp_server)
@@ -877,8 +879,8 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     assert isinstance(event.error, LLMError if silent == "openai" else TTSError)
     assert isinstance(event.error.error, APITimeoutError)
     assert len(asked) == 1 + session_module.PROVIDER_RETRIES == 3
-    # three attempts of 0.4 s, the retries 0.1 s and 2 s apart (livekit-agents' own timeout,
-    # 10 s an attempt, would outlast the 15 s wait for the close)
+    # three attempts of 0.4 s, the retries 0.1 s and 0.2 s apart (livekit-agents' own
+    # timeout, 10 s an attempt, would outlast the 15 s wait for the close)
     assert 1.2 <= waited < 10.0
     assert line.samples == 0
 
