@@ -1175,6 +1175,7 @@ async def test_an_attempt_that_keeps_failing_unexpectedly_is_ended(
     from common.campaigns import scheduler
 
     monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
+    monkeypatch.setattr(scheduler, "IDLE_WAIT_S", 0.05)  # nothing due: each try waited 1 s
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
@@ -1220,6 +1221,7 @@ async def test_the_database_failing_after_a_refusal_is_no_defect(
     from common.campaigns import scheduler
 
     monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
+    monkeypatch.setattr(scheduler, "IDLE_WAIT_S", 0.05)  # nothing due: each try waited 1 s
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
