@@ -292,9 +292,13 @@ async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step
     assert "their wait counts from now" in caplog.text
 
 
-async def test_windows_per_time_zone_with_a_moved_clock(start_app: AppFactory) -> None:
+async def test_windows_per_time_zone_with_a_moved_clock(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 15:00 UTC on a Wednesday: 07:00 in California (closed), 10:00 in New York, 16:00 in
     # Madrid (open with a 09:00-20:00 window).
+    # The clock moved under it, an idle driver looks again after IDLE_WAIT_S: 1 s waited.
+    monkeypatch.setattr(campaign_scheduler, "IDLE_WAIT_S", 0.05)
     clock = ShiftedClock(dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC).timestamp())
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
     created = await create(
