@@ -2,8 +2,8 @@
 
 Run with a minimal environment: no API keys, CONFIG_PATH in tmp_path, working directory
 tmp_path (so no developer `.env` is picked up); as real subprocesses (run_agent) for each way
-the process ends (a plan printed, a settings error, a taken port, a reader gone) and for
-livekit-agents' help, the other checks by `main()` in this process (run_agent_here).
+the process ends (a plan printed, a settings error, a reader gone) and for livekit-agents'
+help, the other checks by `main()` in this process (run_agent_here).
 """
 
 from __future__ import annotations
@@ -429,7 +429,10 @@ def test_start_with_its_health_port_taken_is_one_line_and_exit_2(tmp_path: Path)
         with contextlib.suppress(OSError):  # taken already by another program: the same case
             taken.bind(("127.0.0.1", HEALTH_PORT))
             taken.listen()
-        proc = run_agent(
+        # In this process: the check stops it before livekit-agents' CLI (reaching it fails
+        # the test), and the process's exit code is main's (test_bad_setting_stops_with_one_line);
+        # as a process, it imported livekit-agents for its start-up warnings, 2-8 s.
+        proc = run_agent_here(
             ["start"],
             tmp_path,
             LIVEKIT_URL="ws://127.0.0.1:1",
