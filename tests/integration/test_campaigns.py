@@ -332,11 +332,13 @@ async def test_windows_per_time_zone_with_a_moved_clock(
 
 
 async def test_a_list_sent_at_night_is_answered_with_its_first_call_in_the_morning(
-    start_app: AppFactory,
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 07:00 UTC: 23:00 in California, 02:00 in New York, 07:00 in the Canaries. The 201 said
     # every row pending, the next call now and the end a second later (so did the
     # campaign.started event), while nobody could be called before 09:00 local time.
+    # The clock moved under it, an idle driver looks again after IDLE_WAIT_S: 1 s waited.
+    monkeypatch.setattr(campaign_scheduler, "IDLE_WAIT_S", 0.05)
     clock = ShiftedClock(dt.datetime(2026, 12, 2, 7, 0, tzinfo=dt.UTC).timestamp())
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
     assert (await client.post("/dnc", json={"numbers": ["+12125557701"]})).status == 200
