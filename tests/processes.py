@@ -258,6 +258,28 @@ def run_on_a_taken_port(
 NOBODY = 65534  # the `nobody` user and group
 
 
+def forked_as_nobody(work: Callable[[], str]) -> str:
+    """What `work()` says, run in a forked child that became `nobody` (uid, gid, no other
+    groups): what a service user meets of root's files. The child imports nothing after the
+    fork (root's files may be closed to it)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(reader)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(writer, work().encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answer:
+        said = answer.read().decode()
+    os.waitpid(pid, 0)
+    return said
+
+
 def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     """`python -c *args` as `nobody` (setpriv, no supplementary groups, no capabilities), from
     `/`: the checkout must be reachable by it, or the script fails to import the project."""

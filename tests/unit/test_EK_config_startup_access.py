@@ -20,8 +20,7 @@ from common.config_store.store import ConfigStore
 from common.settings import Settings
 from handlers.keys import CONFIG, SETTINGS
 from server import StartupError, _config_writable
-
-NOBODY = 65534
+from tests.processes import NOBODY, forked_as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 
@@ -41,30 +40,15 @@ def _start_up_check_as_nobody(path: Path) -> str:
     app = web.Application()
     app[SETTINGS] = dataclasses.replace(Settings(), config_path=path)
     app[CONFIG] = ConfigStore(path)
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child, as another user: no import from here on (root's files)
+
+    async def check() -> str:
         try:
-            os.close(reader)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            await anext(aiter(_config_writable(app)))
+        except StartupError as exc:
+            return str(exc)
+        return "writable"
 
-            async def check() -> str:
-                try:
-                    await anext(aiter(_config_writable(app)))
-                except StartupError as exc:
-                    return str(exc)
-                return "writable"
-
-            os.write(writer, asyncio.run(check()).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as answer:
-        said = answer.read().decode()
-    os.waitpid(pid, 0)
-    return said
+    return forked_as_nobody(lambda: asyncio.run(check()))
 
 
 def test_a_directory_it_may_not_write_is_said(directory: Path) -> None:

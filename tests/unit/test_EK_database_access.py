@@ -19,8 +19,7 @@ from common.settings import Settings
 from common.storage.base import DatabaseAccessDenied, DatabaseError
 from common.storage.sqlite import SqliteCallStore, access_problem
 from server import _unusable_database
-
-NOBODY = 65534
+from tests.processes import NOBODY, forked_as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 
@@ -49,36 +48,23 @@ def _opened_as_nobody(path: Path, *, migrate: bool = True) -> str:
     """What opening `path` and taking a write (the server's start-up) raises, as `nobody`:
     `<class name>: <message>`, or "opened". Not `migrate`: opened as a tool that only reads
     (`agent describe`), without a write."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child, as another user: no import from here on (root's files)
+
+    async def start() -> str:
+        store = await SqliteCallStore.open(path, migrate=migrate)
         try:
-            os.close(reader)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-
-            async def start() -> str:
-                store = await SqliteCallStore.open(path, migrate=migrate)
-                try:
-                    if migrate:
-                        await store.probe_write("ek")
-                finally:
-                    await store.close()
-                return "opened"
-
-            try:
-                said = asyncio.run(start())
-            except DatabaseError as exc:
-                said = f"{type(exc).__name__}: {exc}"
-            os.write(writer, said.encode())
+            if migrate:
+                await store.probe_write("ek")
         finally:
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as answer:
-        said = answer.read().decode()
-    os.waitpid(pid, 0)
-    return said
+            await store.close()
+        return "opened"
+
+    def opened() -> str:
+        try:
+            return asyncio.run(start())
+        except DatabaseError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    return forked_as_nobody(opened)
 
 
 def test_another_users_database_is_named_with_its_owner_and_mode(directory: Path) -> None:
