@@ -1328,11 +1328,16 @@ def add_dnc(
     d: Dialect, numbers: list[str], source: str, call_id: str | None, now: float
 ) -> Program[int]:
     """Put `numbers` on the do-not-call list (POST /dnc, an agent's do_not_call report); how
-    many were not on it. A dial checking the list meanwhile waits for this (listing_lock)."""
+    many were not on it. A dial checking the list meanwhile waits for this (listing_lock).
+    A number an older release keyed in its old form (listed_forms) is on it already: it was
+    counted added and listed a second time, in its current form."""
     if d.listing_lock is not None:
         yield d.listing_lock
     added = 0
     for number in dict.fromkeys(numbers):
+        if older := listed_forms(number)[1:]:
+            if (yield Query("SELECT 1 AS x FROM dnc WHERE number = ?", older)):
+                continue
         rows = yield Query(
             "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING RETURNING number",
