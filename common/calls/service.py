@@ -631,11 +631,13 @@ class CallService:
             return Placed(bound=bound)
         if call.webhook_url is not None:
             await check_webhook_address(call.webhook_url, self.settings)
-        recorded = await self._record_call(call, placement, campaign)
-        if isinstance(recorded, StoredAnswer):
-            return Placed(bound=recorded)
-        call_id, record = recorded
+        call_id = new_call_id()
         try:
+            # The config record, then the row (admission checked again in its transaction).
+            recorded = await self._write_and_record(call_id, call, placement, campaign)
+            if isinstance(recorded, StoredAnswer):
+                return Placed(bound=recorded)
+            _, record = recorded
             return Placed(call=await self._dispatch_and_dial(call, call_id, record, window_open))
         except LiveKitError as exc:
             exc.call_id = call_id
@@ -644,15 +646,8 @@ class CallService:
                 # settle failed and left the call to the reaper)
                 await self._release(call_id)
             raise
-
-    async def _record_call(
-        self, call: OutboundCall, placement: Placement, campaign: AttemptRef | None
-    ) -> tuple[str, dict[str, Any]] | StoredAnswer:
-        """The config record, then the row (admission checked again in its transaction)."""
-        call_id = new_call_id()
-        try:
-            return await self._write_and_record(call_id, call, placement, campaign)
-        finally:  # recorded, or refused and its write taken back: nothing more to take back
+        finally:  # placed, or refused and its write taken back: nothing more to take back
+            # (until then, a dial that could not be marked takes it back: _start_dial)
             self.config.placed(call_id)
 
     async def _write_and_record(
@@ -879,7 +874,9 @@ class CallService:
             failure,
         )
         self._close_room_soon(call_id)  # the agent's dispatch made it
-        await self._forget_config(call_id)
+        # Taken back whole, as a refused call's write: removed, its record went, but the
+        # seed's flat document went on naming this call, never placed.
+        await self._retract_config(call_id, f"its dial could not be marked as started: {failure}")
         raise failure
 
     async def _hung_up_while_placing(self, call_id: str, current: CallRecord) -> CallRecord:

@@ -141,7 +141,7 @@ def test_file_format_flat_latest_plus_calls(store: ConfigStore, config_path: Pat
 
 async def retraction_fails_while_locked(store: ConfigStore, call_id: str) -> None:
     """`call_id`'s retraction, while another process holds config.json's lock: it fails (and
-    is owed), and the service's `placed` follows, as in `_record_call`."""
+    is owed), and the service's `placed` follows, as in `CallService.place`."""
     holder = os.open(store.lock_path, os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:

@@ -44,7 +44,7 @@ async def test_a_retraction_cancelled_while_queued_still_gives_the_flat_document
         retraction.cancel()
         with pytest.raises(asyncio.CancelledError):
             await retraction
-        store.placed("call-refused")  # the placement ends, as CallService._record_call's does
+        store.placed("call-refused")  # the placement ends, as CallService.place's does
     finally:
         go.set()
     assert await ahead is False
