@@ -20,7 +20,7 @@ from common.calls.errors import FieldError, InvalidCall, request_object
 from common.calls.models import IdempotencyClaim, StoredAnswer, canonical_json
 from common.calls.request import RequestRules
 from common.calls.views import Timestamp
-from common.campaigns.csv_rows import CsvRejected, parse_csv
+from common.campaigns.csv_rows import CsvRejected, UnknownCharset, csv_codec, parse_csv
 from common.campaigns.model import RECIPIENT_STATES
 from common.campaigns.request import (
     MAX_RECIPIENTS,
@@ -343,6 +343,8 @@ class _Upload:
     rows: Any
     parse_errors: list[Any]
     csv: bytes | None = None
+    # The codec the CSV's bytes were read with (csv_codec): another one reads other rows.
+    codec: str = "utf-8"
     # A JSON body's `recipients` that is no list of rows: said with the options' problems
     # (one answer lists them all: a bad rate came only once the list was fixed, probe AU).
     refused: tuple[FieldError, ...] = ()
@@ -352,7 +354,10 @@ class _Upload:
         spelled in any key order or spacing) and a CSV's bytes, whether the options came in
         the query or a multipart part (whose boundary changes with each try). The same list
         in another form (CSV against JSON, CRLF against LF) is another request: 409."""
-        return hashlib.sha256(canonical_json(self.options) + b"\0" + (self.csv or b"")).hexdigest()
+        read_as = b"" if self.codec == "utf-8" else b"\0" + self.codec.encode()  # UTF-8's as before
+        return hashlib.sha256(
+            canonical_json(self.options) + b"\0" + (self.csv or b"") + read_as
+        ).hexdigest()
 
 
 # Campaigns' keys are kept beside calls' keys: the same key names a call and a campaign apart.
@@ -451,7 +456,8 @@ async def _read_campaign(request: web.Request) -> _Upload:
     raw = await read_body(request, MAX_BODY_BYTES)
     if content_type in CSV_TYPES:
         options = options_from_query(request.query)
-        return _Upload(options, *await _PARSING.run(_csv, raw), csv=raw)
+        codec = _codec(request.charset)
+        return _Upload(options, *await _PARSING.run(_csv, raw, codec), csv=raw, codec=codec)
     # A JSON body carries its own options: query values would be dropped (empty ones say
     # nothing, as a form or a generated client sends them).
     if given := [key for key, value in request.query.items() if value]:
@@ -496,9 +502,23 @@ async def _read_campaign(request: web.Request) -> _Upload:
 _PARSING = OwnThreads(1, "campaign-parse")
 
 
-def _csv(raw: bytes) -> tuple[Any, list[Any]]:
+def _codec(charset: str | None, what: str = "request body") -> str:
+    """The codec of a CSV's declared charset (UTF-8 when none is); 415 for one Python cannot
+    decode text with."""
     try:
-        parsed = parse_csv(raw, max_rows=MAX_RECIPIENTS)
+        return csv_codec(charset)
+    except UnknownCharset:
+        shown = shown_text(charset or "", 41)
+        raise HttpError(
+            415,
+            f"{what}'s charset {shown!r} is not known: send the CSV as UTF-8 (no charset, or"
+            " charset=utf-8), or name a known one (windows-1252, iso-8859-1, ...)",
+        ) from None
+
+
+def _csv(raw: bytes, codec: str = "utf-8") -> tuple[Any, list[Any]]:
+    try:
+        parsed = parse_csv(raw, max_rows=MAX_RECIPIENTS, codec=codec)
     except CsvRejected as exc:
         details = [FieldError(f"row {e.row}: {e.field}", e.error) for e in exc.errors]
         raise InvalidCall(details) from None
@@ -527,18 +547,21 @@ async def _read_multipart(request: web.Request) -> _Upload:
     must arrive within the same bound as any other body."""
     refuse_undecoded_encoding(request)
     async with arriving_in_time(request):
-        options, csv = await _multipart_parts(request)
+        options, csv, codec = await _multipart_parts(request)
     if csv is None:
         raise InvalidCall([FieldError("recipients", "a CSV part named recipients is required")])
-    return _Upload(options, *await _PARSING.run(_csv, csv), csv=csv)
+    return _Upload(options, *await _PARSING.run(_csv, csv, codec), csv=csv, codec=codec)
 
 
-async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+async def _multipart_parts(
+    request: web.Request,
+) -> tuple[dict[str, Any], bytes | None, str]:
     with _multipart_parsing():
         reader = await request.multipart()
     options_part: dict[str, Any] | None = None
     fields: dict[str, str] = {}  # a form's options, one field each, as the query's parameters
     csv: bytes | None = None
+    codec = "utf-8"
     seen: set[str] = set()
     unknown: list[str] = []
     size = 0
@@ -594,6 +617,7 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             if csv is not None:
                 raise InvalidCall([FieldError(name, "one list per campaign: recipients or file")])
             csv = data
+            codec = _codec(part.get_charset(""), f"the {name} part")
         else:  # a second list, say: said, not dropped unread
             unknown.append("(no name)" if not name else shown_text(name, 41))
     if unknown:
@@ -608,7 +632,8 @@ async def _multipart_parts(request: web.Request) -> tuple[dict[str, Any], bytes 
             [FieldError(name, "is given both in the query and as a form field") for name in both]
         )
     options = options_from_query({**request.query, **fields})
-    return (options if options_part is None else merged_options(options, options_part)), csv
+    options = options if options_part is None else merged_options(options, options_part)
+    return options, csv, codec
 
 
 # A part's Content-Transfer-Encoding that leaves its bytes as they are (RFC 2045); a
@@ -756,10 +781,12 @@ def setup(app: web.Application) -> None:
                 415: Reply(
                     "The body's Content-Encoding is not gzip, deflate or none, or a multipart"
                     " part has a Content-Transfer-Encoding (base64, quoted-printable) or a"
-                    " Content-Encoding: parts are read as their bytes"
+                    " Content-Encoding: parts are read as their bytes; or the CSV's charset"
+                    " is one the server does not know"
                 ),
                 422: Reply(
-                    "Invalid options or rows, or a CSV that cannot be read (not UTF-8, no"
+                    "Invalid options or rows, or a CSV that cannot be read (not UTF-8 or its"
+                    " declared charset, no"
                     " phone_number column, broken quoting); `details` lists each (with its row)"
                 ),
                 409: Reply("The Idempotency-Key was already used with another campaign"),

@@ -1,6 +1,7 @@
 """Uploaded recipient lists (CSV) into rows of call fields, with row-numbered errors (pure).
 
-The format is what spreadsheets export: UTF-8 with or without a BOM, CRLF or LF line ends
+The format is what spreadsheets export: UTF-8 with or without a BOM (or the charset its
+Content-Type declares, `text/csv; charset=windows-1252`: see `csv_codec`), CRLF or LF line ends
 (a DOS end-of-file mark, 0x1A, as the last byte is no row),
 RFC 4180 quoting (commas, newlines and doubled quotes inside quoted fields, spaces between a
 comma and an opening quote skipped), read by the
@@ -135,19 +136,61 @@ class CsvRejected(ValueError):
         self.errors = errors
 
 
+class UnknownCharset(ValueError):
+    """A declared charset Python has no text codec for (or one that is no text encoding,
+    such as base64)."""
+
+
+# Codecs read as UTF-8: ASCII is a subset of it (clients label plain files us-ascii).
+_UTF8_CODECS = frozenset(("utf-8", "utf-8-sig", "ascii"))
+
+
+def csv_codec(charset: str | None) -> str:
+    """The codec of a declared charset (None, or blank: UTF-8), as Python names it; raise
+    UnknownCharset for one Python cannot decode text with."""
+    if charset is None or not charset.strip():
+        return "utf-8"
+    try:
+        name = codecs.lookup(charset.strip()).name
+        _text_codec(name)
+    except LookupError:
+        raise UnknownCharset(charset) from None
+    if name == "iso8859-1":
+        # What a client labels Latin-1 is Windows-1252 (Excel's "ANSI" on Western Windows),
+        # as the WHATWG Encoding Standard reads the label: its 0x80-0x9F are €, quotes and
+        # dashes, not the control characters Latin-1 has there.
+        return "cp1252"
+    return "utf-8" if name in _UTF8_CODECS else name
+
+
+def _text_codec(name: str) -> None:
+    """LookupError for a codec that is no text encoding (rot13, base64): bytes.decode
+    refuses those before decoding anything."""
+    try:
+        b"-".decode(name)
+    except UnicodeDecodeError:  # a text encoding that a lone "-" is no text of (UTF-16)
+        pass
+
+
 def parse_csv(
     data: bytes,
     *,
     max_rows: int = MAX_ROWS,
     call_fields: Collection[str] = CALL_FIELDS,
+    codec: str = "utf-8",
 ) -> CsvRows:
     """Parse an uploaded recipient list; raise CsvRejected if the file as a whole is unusable.
 
     `call_fields` names the columns that become call fields (matched case-insensitively);
     `phone_number` is always one. Every other named column goes to additional_params under
-    its header name as written (trimmed).
+    its header name as written (trimmed). `codec` (csv_codec) decodes it; a file starting with
+    UTF-8's BOM is UTF-8 whatever its label says (the bytes say which).
     """
-    text = _decode(data)
+    text = (
+        _decode(data)
+        if codec == "utf-8" or data.startswith(codecs.BOM_UTF8)
+        else (_decode_declared(data, codec))
+    )
     known = {name.strip().lower() for name in call_fields} | {PHONE_FIELD}
     # A space after a comma before a quoted cell (`, "Lee, Ann"`, as people and some tools
     # write it) is skipped: the cell is read as quoted. It was read as text starting with a
@@ -273,9 +316,32 @@ def _decode(data: bytes) -> str:
     return text.removesuffix(_DOS_END_OF_FILE)
 
 
-def _byte_error(data: bytes, offset: int, what: str) -> RowError:
+def _decode_declared(data: bytes, codec: str) -> str:
+    """Text in the charset its client declared (not UTF-8): a list a spreadsheet saved in
+    Windows-1252 or Latin-1 was refused as "not UTF-8" although its Content-Type said which
+    it was. Bytes that codec cannot read are refused as UTF-8's are, offset and row."""
+    try:
+        text = data.decode(codec).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise CsvRejected(
+            [
+                _byte_error(
+                    data,
+                    exc.start,
+                    f"is not {codec}, as its Content-Type says: byte 0x{data[exc.start]:02X}",
+                    codec,
+                )
+            ]
+        ) from None
+    if (nul := text.find("\x00")) >= 0:
+        row = sum(1 for _ in csv.reader(io.StringIO(text[:nul] + "x", newline="")))
+        raise CsvRejected([RowError(row, "file", "contains a NUL character (binary?)")])
+    return text.removesuffix(_DOS_END_OF_FILE)
+
+
+def _byte_error(data: bytes, offset: int, what: str, codec: str = "utf-8") -> RowError:
     """The error for a bad byte, numbered by the spreadsheet row that holds it."""
-    before = data[:offset].decode("utf-8", errors="replace").removeprefix("\ufeff")
+    before = data[:offset].decode(codec, errors="replace").removeprefix("\ufeff")
     # A lenient reader over the text before the byte plus one character: its record count
     # is the number of the record the byte falls in, even inside an open quoted cell.
     row = sum(1 for _ in csv.reader(io.StringIO(before + "x", newline="")))

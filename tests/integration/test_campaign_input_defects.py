@@ -509,9 +509,9 @@ async def test_lists_being_parsed_hold_up_no_call(
     waited: list[bool] = []
     real = campaigns_handler._csv
 
-    def slow(raw: bytes) -> Any:
+    def slow(raw: bytes, codec: str) -> Any:
         waited.append(placed.wait(15))
-        return real(raw)
+        return real(raw, codec)
 
     monkeypatch.setattr(campaigns_handler, "_csv", slow)
 
