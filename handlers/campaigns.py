@@ -155,7 +155,7 @@ class CampaignBody(BaseModel):
     retry: dict[str, Any] = Field(
         default_factory=dict,
         description='on (default ["busy", "no_answer"]), max_attempts (default 3), '
-        "delay_s (default 600)",
+        "delay_s (default 600, from 60 to 604800)",
     )
     start_at: str | None = Field(default=None, description="ISO-8601 with a UTC offset")
     invalid_rows: str = Field(default="reject", description='"reject" (default) or "skip"')

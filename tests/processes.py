@@ -39,6 +39,17 @@ def settling_sooner(seconds: float) -> str:
     )
 
 
+def retrying_sooner(launcher: str = SERVER_LAUNCHER) -> str:
+    """`launcher` for a server that takes a campaign's retry.delay_s of 0, not only a minute
+    on: a test whose busy numbers are retried across a killed server cannot move a server
+    process's clock through that minute, as an in-process test moves its campaign clock
+    (ShiftedClock), and waited it out."""
+    return (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import common.campaigns.request as r;"
+        f" r.DELAY_RANGE = (0.0, r.DELAY_RANGE[1]); {launcher}"
+    )
+
+
 def webhook_claims_sooner(request_timeout_s: float) -> str:
     """A launcher for a server whose customer-webhook sends time out after
     `request_timeout_s`, not 15 s, and so whose delivery claims last that and 5 s (or

@@ -54,7 +54,9 @@ MAX_RECIPIENTS = 100_000
 CPS_RANGE = (0.01, 100.0)
 CONCURRENT_RANGE = (1, 1000)
 ATTEMPTS_RANGE = (1, 10)
-DELAY_RANGE = (0.0, 7 * 86400.0)
+# A retry's delay: at least a minute. A busy or unanswered number redialled sooner (0 was
+# taken: up to 10 dials back to back) hounds its callee, and carriers flag the trunk as spam.
+DELAY_RANGE = (60.0, 7 * 86400.0)
 MAX_START_AHEAD_S = 365 * 86400.0
 MAX_LISTED_ERRORS = 1000  # row errors listed in an answer (all are counted)
 INVALID_ROWS = ("reject", "skip")
@@ -273,11 +275,28 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
         errors.append(
             FieldError("retry.max_attempts", "is more than 1, but retry.on names no status")
         )
+    delay = obj.get("delay_s")
+    if _sooner_than_allowed(delay):
+        errors.append(
+            FieldError(
+                "retry.delay_s",
+                f"must be at least {DELAY_RANGE[0]:g} (seconds): a busy or unanswered number"
+                " redialled sooner hounds its callee, and carriers flag the trunk as spam",
+            )
+        )
+        delay = None
     return RetryPolicy(
         tuple(dict.fromkeys(on)),
         max_attempts,
-        _bounded(obj.get("delay_s"), "retry.delay_s", DELAY_RANGE, default.delay_s, errors),
+        _bounded(delay, "retry.delay_s", DELAY_RANGE, default.delay_s, errors),
     )
+
+
+def _sooner_than_allowed(delay: object) -> bool:
+    """A delay given as a number from 0 up to below the minimum (told so, not the range)."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        return False
+    return 0 <= delay < DELAY_RANGE[0]
 
 
 def _start_at(value: object, now: float, errors: list[FieldError]) -> float | None:

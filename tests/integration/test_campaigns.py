@@ -90,9 +90,8 @@ async def test_a_large_list_ends_with_exact_counts(start_app: AppFactory) -> Non
     """Every row of a large list ends in exactly one state, each number dialled as its
     retries allow (280 calls through the whole stack, 50 at once: 450 rows took 23 s of a
     loaded run, 1,000 a sixth of the suite, for what 200 prove as well)."""
-    client = await start_app(
-        sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
-    )
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
     recipients: list[dict[str, Any]] = []
     kinds = ("7700", "0486", "0480", "0999", "0503")  # completed, busy, no_answer, vm, failed
     for n in range(VALID_ROWS):
@@ -109,15 +108,26 @@ async def test_a_large_list_ends_with_exact_counts(start_app: AppFactory) -> Non
             "defaults": {"dynamic_instruction": "Remind them of the appointment."},
             "recipients": recipients,
             "pacing": {"calls_per_second": 100, "max_concurrent": 50},
-            "retry": {"on": ["busy", "no_answer"], "max_attempts": 2, "delay_s": 0},
+            "retry": {"on": ["busy", "no_answer"], "max_attempts": 2, "delay_s": 60},
             "invalid_rows": "skip",
         },
     )
     assert created["invalid_row_count"] == 50
     assert {e["row"] for e in created["invalid_rows"]} == set(range(VALID_ROWS, VALID_ROWS + 50))
+    on_list = set(range(0, VALID_ROWS, VALID_ROWS // 10))
+    called = [kinds[n % 5] for n in range(VALID_ROWS) if n not in on_list]
+    retrying = sum(1 for kind in called if kind in ("0486", "0480"))
+
+    async def first_attempts_over() -> bool:
+        answer = await (await client.get(f"/campaigns/{created['campaign_id']}")).json()
+        counts = answer["campaign"]["counts"]
+        ended = sum(counts[s] for s in ("completed", "voicemail", "failed"))
+        return bool(counts["pending"] == retrying and ended == len(called) - retrying)
+
+    await wait_for(first_attempts_over, timeout=120)
+    clock.move_to(clock() + 61)  # the retries' minute passes: every one is due
     campaign = await wait_status(client, created["campaign_id"], "completed", timeout=120)
     counts = campaign["counts"]
-    on_list = set(range(0, VALID_ROWS, VALID_ROWS // 10))
     expected = Counter(
         {
             "7700": "completed",
@@ -261,9 +271,9 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
 async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A busy recipient's retry, 2 s on, was set by the clock before it stepped back an hour:
-    due an hour and 2 s later by the stepped clock, it waited for the step. Its wait now
-    counts from the clock after the step."""
+    """A busy recipient's retry, a minute on, was set by the clock before it stepped back an
+    hour: due an hour and a minute later by the stepped clock, it waited for the step. Its
+    wait now counts from the clock after the step."""
     from common.campaigns import scheduler
 
     monkeypatch.setattr(scheduler, "RECOVER_EVERY_S", 0.1)
@@ -274,7 +284,7 @@ async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step
         {
             "name": "retry stepped back",
             "recipients": [{"phone_number": "+14155550486"}],  # busy, every time
-            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 2},
+            "retry": {"on": ["busy"], "max_attempts": 2, "delay_s": 60},
         },
     )
     campaign_id = created["campaign_id"]
@@ -283,9 +293,14 @@ async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step
         (row,) = await all_recipients(client, campaign_id)
         return bool(row["state"] == "pending" and len(row["attempts"]) == 1)
 
+    async def pulled_back() -> bool:
+        return "their wait counts from now" in caplog.text
+
     await wait_for(retry_set, timeout=15)
-    clock.move_to(OPEN_EVERYWHERE)  # the clock steps back an hour
     with caplog.at_level(logging.WARNING, logger="common.campaigns.scheduler"):
+        clock.move_to(OPEN_EVERYWHERE)  # the clock steps back an hour
+        await wait_for(pulled_back, timeout=15)
+        clock.move_to(clock() + 61)  # its minute, counted from the step, passes (not the hour)
         await wait_status(client, campaign_id, "completed", timeout=15)
     (row,) = await all_recipients(client, campaign_id)
     assert [a["status"] for a in row["attempts"]] == ["busy", "busy"]
@@ -1412,7 +1427,7 @@ async def test_a_dial_livekit_refused_before_dialling_is_tried_again(
         {
             "name": "one",
             "recipients": [{"phone_number": "+14152007700", "name": "R"}],
-            "retry": {"on": ["busy"], "max_attempts": 3, "delay_s": 0},
+            "retry": {"on": ["busy"], "max_attempts": 3, "delay_s": 60},
         },
     )
     await wait_status(client, created["campaign_id"], "completed", timeout=30)
@@ -1477,7 +1492,7 @@ async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
     before dialling), so the campaign rang the person anyway (review AI). `canceled` is
     not in retry.on: the recipient ends canceled, nobody rung."""
     client, campaign_id = await one_call_slow_to_dispatch(
-        start_app, monkeypatch, {"on": ["busy"], "max_attempts": 3, "delay_s": 0}
+        start_app, monkeypatch, {"on": ["busy"], "max_attempts": 3, "delay_s": 60}
     )
     sandbox = client.app[SANDBOX]
     placing: list[str] = []

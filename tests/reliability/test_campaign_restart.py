@@ -13,7 +13,13 @@ from typing import Any
 import aiohttp
 
 from tests.helpers import wait_for
-from tests.processes import SandboxProcess, ServerProcess, free_port, settling_sooner
+from tests.processes import (
+    SandboxProcess,
+    ServerProcess,
+    free_port,
+    retrying_sooner,
+    settling_sooner,
+)
 from tests.reliability.conftest import Figures, LogGuard, scaled
 
 KEY = "APIcampaignrestart"
@@ -71,7 +77,9 @@ async def test_sigkill_mid_campaign_then_restart(
         processes.append(sandbox)
         await sandbox.wait_ready(session)
         env["LIVEKIT_URL"] = sandbox.url
-        first = ServerProcess(tmp_path, "first", env, port=port)
+        # Its busy numbers retried at once, not a minute on: a server process's clock
+        # cannot be moved through that minute.
+        first = ServerProcess(tmp_path, "first", env, port=port, launcher=retrying_sooner())
         processes.append(first)
         await first.wait_ready(session)
         async with session.post(f"{first.url}/campaigns", json=body) as resp:

@@ -33,6 +33,7 @@ from tests.processes import (
     SandboxProcess,
     ServerProcess,
     free_port,
+    retrying_sooner,
     settling_sooner,
     webhook_claims_sooner,
 )
@@ -471,8 +472,9 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
             balancer=balancer,
             # A call the killed server wrote but never dialled is settled by the survivor
             # (its attempt not_dialled, the recipient called again) 10 s on, not a minute:
-            # the test waited that minute out whenever the kill left one.
-            launcher=settling_sooner(10.0),
+            # the test waited that minute out whenever the kill left one. Its busy numbers
+            # are retried at once (retrying_sooner), not a minute on.
+            launcher=retrying_sooner(settling_sooner(10.0)),
             CAMPAIGN_ENFORCE_CALLING_HOURS="0",
         )
         balancer.target = cluster.a

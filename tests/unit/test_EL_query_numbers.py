@@ -36,7 +36,7 @@ def test_a_number_that_is_no_json_number_is_refused(value: str) -> None:
         ("max_concurrent", "10.0", 10),
         ("calls_per_second", "0.5", 0.5),
         ("calls_per_second", "2E-1", 0.2),
-        ("delay_s", "0", 0),
+        ("delay_s", "6e1", 60),
     ],
 )
 def test_json_numbers_are_read(param: str, value: str, read: float) -> None:

@@ -50,7 +50,7 @@ def test_a_number_sent_as_a_string_is_told_so() -> None:
     ]
     assert refused(retry={"max_attempts": "3", "delay_s": "60"}) == [
         ("retry.max_attempts", "must be a whole number from 1 to 10" + hint),
-        ("retry.delay_s", "must be a number from 0 to 604800" + hint),
+        ("retry.delay_s", "must be a number from 60 to 604800" + hint),
     ]
     # Text that is no number, in a body or a query, and other kinds: the range alone.
     assert refused(pacing={"calls_per_second": "fast", "max_concurrent": True}) == [
