@@ -999,7 +999,10 @@ class CallService:
             logger.error("call %s: could not record the failure: %s", call_id, db_exc)
         else:
             hung_up = _hung_up_first(applied)
-        await self._forget_config(call_id)
+        if exc.may_have_rung:
+            await self._forget_config(call_id)
+        else:  # nobody was called: taken back whole, the flat document named it
+            await self._retract_config(call_id, f"LiveKit refused it: {exc.reason}")
         self._close_room_soon(call_id)
         return hung_up
 

@@ -38,3 +38,23 @@ async def test_a_dial_not_marked_takes_its_config_write_back(
     assert client.app[CONFIG]._tops_before == {}  # nothing kept for either call
     dials = [r for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
     assert len(dials) == 1  # "Never" was not dialled
+
+
+@pytest.mark.parametrize("method", ["CreateDispatch", "CreateSIPParticipant"])
+async def test_a_call_livekit_refused_before_dialling_takes_its_config_write_back(
+    start_app: AppFactory, tmp_path: Path, method: str
+) -> None:
+    """LiveKit refused the agent's dispatch or the dial before dialling (503 unavailable):
+    nobody was called, and the flat document named that call all the same."""
+    from sandbox import TwirpError
+
+    client = await start_app(sandbox_time_scale=100.0)
+    placed = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Before"))
+    assert placed.status == 200
+    client.app[SANDBOX].inject(method, error=TwirpError("unavailable", "restarting"), times=1)
+    refused = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[1], name="Never"))
+    assert refused.status in (502, 503)
+    doc = json.loads((tmp_path / "config.json").read_bytes())
+    assert doc["caller_name"] == "Before"
+    assert [r["caller_name"] for r in doc["calls"].values()] == ["Before"]
+    assert client.app[CONFIG]._tops_before == {}
