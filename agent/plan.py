@@ -103,6 +103,16 @@ class SessionPlan:
     analysis: AnalysisRequest | None = None
     """The post-call analysis the call asks for, or None for none."""
 
+    @property
+    def callee(self) -> str:
+        """The callee as the tools' replies name them: by their name, or by none for a call
+        placed without one (the seed's default Guest, as `known_name` says). The greeting
+        named nobody, and the goodbye was "Adiós, Guest": the LLM was told to say it "to
+        Guest"."""
+        if self.caller_name == DEFAULT_CALLER_NAME:
+            return "the callee (by no name)"
+        return self.caller_name
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (what `python -m agent describe` prints)."""
         doc = asdict(self)
