@@ -89,6 +89,7 @@ from handlers import (
 from handlers.body_reads import BodyReads
 from handlers.errors import PARSER_ERRORS_AS_JSON, answer_parser_errors_as_json, errors_as_json
 from handlers.http import (
+    REFUSALS_LOOKED_AT_S,
     answers_sent_in_time,
     refusals_said,
     shown_status,
@@ -390,12 +391,32 @@ async def _reaper(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def fold_accept_failures() -> None:
+def fold_accept_failures() -> AcceptFailures:
     """asyncio's "socket.accept() out of system resource" once a minute per listening socket
-    (AcceptFailures), once per process."""
+    (AcceptFailures), once per process: its filter."""
     asyncio_logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, AcceptFailures) for f in asyncio_logger.filters):
-        asyncio_logger.addFilter(AcceptFailures())
+    folded = next((f for f in asyncio_logger.filters if isinstance(f, AcceptFailures)), None)
+    if folded is None:
+        folded = AcceptFailures()
+        asyncio_logger.addFilter(folded)
+    return folded
+
+
+async def _accept_failures_said(_app: web.Application) -> AsyncIterator[None]:
+    """How many failed accepts were held back, once their minute is over and at the stop."""
+    folded = fold_accept_failures()
+
+    async def say() -> None:
+        while True:
+            await asyncio.sleep(REFUSALS_LOOKED_AT_S)
+            folded.say_held_back()
+
+    task = asyncio.create_task(say(), name="accept-failures-said")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    folded.say_held_back(all_kinds=True)
 
 
 def create_app(
@@ -440,7 +461,7 @@ def create_app(
     app.cleanup_ctx.append(_phone_metadata)
     # config.json first: a CONFIG_PATH that cannot be written left a new, empty calls.db
     app.cleanup_ctx.extend([_config_writable, _storage, _events, _livekit, _campaigns, _reaper])
-    app.cleanup_ctx.append(refusals_said)
+    app.cleanup_ctx.extend([refusals_said, _accept_failures_said])
     health.setup(app)
     calls.setup(app)
     webhooks.setup(app)

@@ -103,3 +103,13 @@ class AcceptFailures(OneLineRepeats):
         if not str(record.msg).startswith(ACCEPT_FAILED):
             return True
         return super().filter(record)
+
+    def say_held_back(self, *, all_kinds: bool = False) -> None:
+        """The failures held back whose minute ran out (`all_kinds`: all, as the server
+        stops), each socket's in one line. Only the next failure's line said the count: a
+        burst that stopped within its minute left its first line alone, as if one
+        connection had failed, its thousands more never said."""
+        for key, count, over_s in self.repeats.held_back(all_kinds=all_kinds):
+            logging.getLogger("asyncio").error(  # (its text does not start as `key` does)
+                "%d more like '%s' in the last %.0f s (not logged one by one)", count, key, over_s
+            )
