@@ -744,18 +744,7 @@ class SqliteCallStore(SqlCallStore):
             self._wal_big_said = True
             holder = _lock_holder(self.path, reading=True)
             if not holder and failure is not None:
-                logger.error(
-                    "calls database %s-wal is %d MB and grows with every write: it cannot be"
-                    " emptied into %s (%s): that file takes no writes (made immutable:"
-                    " lsattr; a failing disk: dmesg). Nothing is lost meanwhile (the log"
-                    " holds every write), but it fills the disk; it is emptied once %s"
-                    " takes writes again",
-                    self.path,
-                    size // 2**20,
-                    self.path.name,
-                    failure,
-                    self.path.name,
-                )
+                self._say_not_emptied(size, failure)
                 return
             logger.warning(
                 "calls database %s-wal is %d MB and grows with every write: it is held by %s"
@@ -771,7 +760,38 @@ class SqliteCallStore(SqlCallStore):
             self._wal_big_said = False
             logger.info("calls database %s-wal is back to %d MB", self.path, size // 2**20)
 
-    def _checkpoint(self) -> tuple[bool, str | None]:
+    def _say_not_emptied(self, size: int, failure: sqlite3.Error) -> None:
+        """The log past WAL_WARN_BYTES that a checkpoint failed to empty, nobody holding it:
+        why, by its error. A full disk was said as calls.db taking no writes
+        ('made immutable: lsattr'), and 'nothing is lost' while writes needing space failed."""
+        code = getattr(failure, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+            logger.error(
+                "calls database %s-wal is %d MB: it cannot be emptied into %s (%s): the disk is"
+                " full: free space on it (df -h %s); writes that need space fail until then,"
+                " and it is emptied once %s can grow again",
+                self.path,
+                size // 2**20,
+                self.path.name,
+                failure,
+                self.path.parent,
+                self.path.name,
+            )
+            return
+        logger.error(
+            "calls database %s-wal is %d MB and grows with every write: it cannot be"
+            " emptied into %s (%s): that file takes no writes (made immutable:"
+            " lsattr; a failing disk: dmesg). Nothing is lost meanwhile (the log"
+            " holds every write), but it fills the disk; it is emptied once %s"
+            " takes writes again",
+            self.path,
+            size // 2**20,
+            self.path.name,
+            failure,
+            self.path.name,
+        )
+
+    def _checkpoint(self) -> tuple[bool, sqlite3.Error | None]:
         """A checkpoint that waits for nobody: whether some of the log stays out of calls.db
         (a reader's snapshot holds it, or the checkpoint failed), and why it failed if it did.
 
@@ -787,7 +807,7 @@ class SqliteCallStore(SqlCallStore):
         try:
             busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            return True, str(exc)
+            return True, exc
         finally:
             conn.execute("PRAGMA busy_timeout=5000")
             self._note_marks()
