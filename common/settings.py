@@ -1177,15 +1177,29 @@ def others_may_reach(path: str | os.PathLike[str]) -> bool:
     every user of this machine" at every start. True when that cannot be told."""
     try:
         where = Path(path).resolve().parent
+        owner = os.stat(path)
     except (OSError, RuntimeError):  # a link loop: its own check says so
         return True
     for directory in (where, *where.parents):
         try:
-            if not os.stat(directory).st_mode & 0o001:
+            if _stops_others(os.stat(directory), owner):
                 return False
         except OSError:
             return True
     return True
+
+
+def _stops_others(directory: os.stat_result, file: os.stat_result) -> bool:
+    """Whether `directory` lets no user through but the file's owner and group (and root).
+    o-x alone let a 0644 `.env` under a 0750 directory of another group (a team's
+    `root:developers`) go unsaid, every member of that group able to read its secrets; or
+    under another user's 0700 directory, that user able to."""
+    mode = directory.st_mode
+    if mode & 0o001:
+        return False
+    if mode & 0o010 and directory.st_gid != file.st_gid:
+        return False  # its group's members pass: others of the file
+    return not (mode & 0o100 and directory.st_uid not in (file.st_uid, 0))
 
 
 def _secrets_exposed(path: str | os.PathLike[str], text: str) -> str | None:
