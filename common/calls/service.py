@@ -883,7 +883,9 @@ class CallService:
         """The API hung up before we dialled: do not dial; end the room the dispatch made."""
         logger.info("call %s was hung up before it was dialled; not dialling", call_id)
         self._close_room_soon(call_id)
-        await self._forget_config(call_id)
+        # Taken back whole, as a refused call's write: removed, its record went, but the
+        # seed's flat document went on naming this call, never dialled.
+        await self._retract_config(call_id, "hung up through the API before its dial")
         if current.is_final:
             return current
         applied = await self._settle(call_id, "hangup", _CANCELED_BY_API)
@@ -945,7 +947,7 @@ class CallService:
             extra={"call_id": call_id},
         )
         self._close_room_soon(call_id)  # the agent's dispatch made it
-        await self._forget_config(call_id)
+        await self._retract_config(call_id, what)  # never dialled: the flat document too
         try:
             # Its key and rate share freed in the same transaction (release_refused): freed
             # after it, a stop or a lost connection between the two left its key bound to a
@@ -1506,23 +1508,23 @@ class CallService:
             task.cancel()
 
     async def _retract_config(self, call_id: str, why: str) -> None:
-        """Take back the config write of a call refused before it was recorded (`why`, as the
-        log says it): its record, and the seed's flat "latest" document if no later write
-        replaced it (the refused call never was the latest call). A failure here is logged,
-        never fatal."""
+        """Take back the config write of a call never dialled (refused, withdrawn or hung up
+        before its dial; `why`, as the log says it): its record, and the seed's flat "latest"
+        document if no later write replaced it (a call never placed never was the latest
+        call). A failure here is logged, never fatal."""
         try:
             await self.config.retract_call_async(call_id)
         except OSError as exc:
             logger.error(
-                "could not take back the config write of refused call %s (tried again with the"
-                " next write): %s",
+                "could not take back the config write of call %s, never placed (tried again"
+                " with the next write): %s",
                 call_id,
                 exc,
                 extra={"call_id": call_id},
             )
         else:  # its "Configuration updated" line said otherwise
             logger.info(
-                "call %s refused (%s): its config write taken back",
+                "call %s not placed (%s): its config write taken back",
                 call_id,
                 why,
                 extra={"call_id": call_id},
