@@ -534,12 +534,15 @@ def control_campaign(
         " started_at = COALESCE(started_at, ?) WHERE campaign_id = ?",
         (new.value, ended, now, now if starts_now else None, campaign_id),
     )
-    events = [(yield from _event(d, campaign_id, event_type, now, lease_s, holder, enforce_hours))]
-    if starts_now:
+    events = []
+    if starts_now:  # first: a receiver told it resumed had never been told it started
         started = yield from _event(
             d, campaign_id, CAMPAIGN_STARTED, now, lease_s, holder, enforce_hours
         )
         events.append(started)
+    events.append(
+        (yield from _event(d, campaign_id, event_type, now, lease_s, holder, enforce_hours))
+    )
     after = yield from get_campaign(d, campaign_id)
     return after, events
 

@@ -28,7 +28,7 @@ async def test_resumed_after_its_start_at_it_runs_from_the_resume(
     resumed, events = await store.control_campaign("cmp-1", "resume", clock.now)
     assert resumed is not None and resumed.status.value == "running"
     assert resumed.started_at == clock.now
-    assert [e.type for e in events] == ["campaign.resumed", "campaign.started"]
+    assert [e.type for e in events] == ["campaign.started", "campaign.resumed"]
     assert [e.data["status"] for e in events] == ["running", "running"]
     shown = await store.get_campaign("cmp-1")
     assert shown is not None and shown.status.value == "running"

@@ -389,7 +389,7 @@ async def test_pause_resume_cancel(store: CallStore, clock: FakeClock) -> None:
     resumed, events = await store.control_campaign("cmp-1", "resume", clock.now)
     # Never started, its start_at past: it starts as it is resumed
     assert resumed is not None and resumed.status.value == "running"
-    assert [e.type for e in events] == ["campaign.resumed", "campaign.started"]
+    assert [e.type for e in events] == ["campaign.started", "campaign.resumed"]
     await store.claim_campaigns(clock.now, 10.0, 10)
     plan = await store.begin_attempt("cmp-1", 0, clock.now, clock.now)
     await place(store, plan, "call-1")
