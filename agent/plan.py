@@ -109,7 +109,7 @@ class SessionPlan:
         placed without one (the seed's default Guest, as `known_name` says). The greeting
         named nobody, and the goodbye was "Adiós, Guest": the LLM was told to say it "to
         Guest"."""
-        if self.caller_name == DEFAULT_CALLER_NAME:
+        if is_default_name(self.caller_name):
             return "the callee (by no name)"
         return self.caller_name
 
@@ -190,7 +190,14 @@ def known_name(config: CallConfig) -> str | None:
     seed's default `Guest` (a call placed without a name, a CSV row's empty cell) is no name
     to greet anyone by, and the agent said "Hello Guest" ("Hola Guest") to every such callee."""
     name = spoken_name(config.caller_name)
-    return None if name == DEFAULT_CALLER_NAME else name
+    return None if is_default_name(name) else name
+
+
+def is_default_name(name: str) -> bool:
+    """Whether `name` is the seed's default `Guest`, in any case or spacing: a CSV row or a
+    request saying `guest` or ` GUEST ` (its client filling in the default itself) was
+    greeted "Hello GUEST" where `Guest` was greeted by no name."""
+    return " ".join(name.split()).casefold() == DEFAULT_CALLER_NAME.casefold()
 
 
 def build_instructions(config: CallConfig) -> str:
