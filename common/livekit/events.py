@@ -92,14 +92,25 @@ def _participant(doc: Mapping[str, Any]) -> EventParticipant:
         isinstance(v, str) for v in attributes.values()
     ):
         raise MalformedEvent("participant.attributes is not a map of strings")
-    for key, value in attributes.items():
-        _storable(key, "participant.attributes")
-        _storable(value, "participant.attributes")
     return EventParticipant(
         kind=_enum(doc, "kind", models.ParticipantInfo.Kind),
-        attributes=attributes,
+        attributes=_storable_attributes(attributes),
         disconnect_reason=_enum(doc, "disconnectReason", models.DisconnectReason),
     )
+
+
+def _storable_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """The participant's attributes that are text a database can keep; one that is not (a
+    NUL, a lone surrogate) is left out, as if LiveKit had not set it. Any of them made the
+    whole event malformed (400, which LiveKit does not retry): a SIP header the trunk maps to
+    an attribute (`sip.h.*`, the carrier's or the callee's network's words, never read here)
+    holding a NUL lost every event of the callee's participant, its hang-up among them, and
+    the call waited for the reaper."""
+    return {
+        key: value
+        for key, value in attributes.items()
+        if text_problem(key) is None and text_problem(value) is None
+    }
 
 
 def _object(value: object, name: str) -> Mapping[str, Any]:

@@ -57,9 +57,7 @@ def _with_nul(event: dict[str, Any], where: str) -> dict[str, Any]:
     return event
 
 
-@pytest.mark.parametrize(
-    "where", ["id", "event", "room.name", "room.metadata", "participant.attributes.sip.callID"]
-)
+@pytest.mark.parametrize("where", ["id", "event", "room.name", "room.metadata"])
 async def test_a_signed_event_with_a_nul_is_malformed(
     start_app_on_each_database: AppFactory, where: str
 ) -> None:
@@ -69,10 +67,7 @@ async def test_a_signed_event_with_a_nul_is_malformed(
     joined = json.loads(
         event_json("participant_joined", call_id, attributes=attributes, metadata="{}")
     )
-    if where.startswith("participant.attributes."):  # a key with dots of its own
-        joined["participant"]["attributes"]["sip.callID"] += NUL
-    else:
-        _with_nul(joined, where)
+    _with_nul(joined, where)
     status, answer = await post_event(client, joined)
     assert (status, answer["error"]) == (400, "webhook body is not a LiveKit event")
     assert (await shown(client, call_id))["status"] == "dialing"
