@@ -277,9 +277,7 @@ async def test_a_signed_event_with_a_lone_surrogate_is_a_400(start_app: AppFacto
     for body in (
         b'{"event":"room_finished","id":"\\ud800","room":{"name":"call-000000000000"}}',
         b'{"event":"room_started","id":"EV_1","room":{"name":"call-\\udc00"}}',
-        b'{"event":"participant_joined","id":"EV_2","room":{"name":"call-000000000000"},'
-        b'"participant":{"attributes":{"sip.callStatus":"\\ud800"}}}',
-    ):
+    ):  # (one in a participant's attribute leaves it out: test_unstorable_attributes.py)
         resp = await client.post(
             "/webhooks/livekit", data=body, headers={"Authorization": sign(body)}
         )
