@@ -23,6 +23,19 @@ exit 1
 """
 
 
+def run_make(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make -s ARGS` in `directory` (a copy of the Makefile), as a user runs it."""
+    return subprocess.run(  # noqa: S603 - fixed arguments
+        ["make", "-s", *args],  # noqa: S607 - make on PATH
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_a_venv_whose_creation_failed_is_not_left_half_made(tmp_path: Path) -> None:
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
@@ -30,15 +43,7 @@ def test_a_venv_whose_creation_failed_is_not_left_half_made(tmp_path: Path) -> N
     python.write_text(HALF_A_VENV)
     python.chmod(0o755)
 
-    done = subprocess.run(  # noqa: S603 - fixed arguments
-        ["make", "-s", ".venv/bin/python", f"PYTHON={python}"],  # noqa: S607 - make on PATH
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "MAKEFLAGS": ""},
-    )
+    done = run_make(tmp_path, ".venv/bin/python", f"PYTHON={python}")
 
     assert done.returncode != 0
     assert "ensurepip is not available" in done.stderr
@@ -60,15 +65,7 @@ def test_a_venv_without_pip_made_before_says_to_make_clean(tmp_path: Path) -> No
     )
     python.chmod(0o755)
 
-    done = subprocess.run(  # noqa: S603 - fixed arguments
-        ["make", "-s", ".venv/.installed"],  # noqa: S607 - make on PATH
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "MAKEFLAGS": ""},
-    )
+    done = run_make(tmp_path, ".venv/.installed")
 
     assert done.returncode != 0
     assert done.stderr.startswith(".venv has no pip (made by a python without its venv module"), (
@@ -91,15 +88,7 @@ def test_a_venv_of_an_older_python_says_which_and_what_to_do(tmp_path: Path) -> 
     )
     python.chmod(0o755)
 
-    done = subprocess.run(  # noqa: S603 - fixed arguments
-        ["make", "-s", ".venv/.installed", "PYTHON=python3.12"],  # noqa: S607 - make on PATH
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "MAKEFLAGS": ""},
-    )
+    done = run_make(tmp_path, ".venv/.installed", "PYTHON=python3.12")
 
     assert done.returncode != 0
     assert done.stderr.startswith(
