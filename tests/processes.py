@@ -7,12 +7,15 @@ configured only by environment variables, killable with SIGKILL); this is their 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -267,6 +270,19 @@ def run_on_a_taken_port(
 
 
 NOBODY = 65534  # the `nobody` user and group
+
+
+@contextlib.contextmanager
+def reachable_directory(prefix: str = "reachable-") -> Iterator[Path]:
+    """A new directory under /tmp that every user may pass through (0755) up to /, removed
+    afterwards: pytest's tmp_path is under a 0700 directory of its user's, which `nobody`
+    cannot pass and which hides a file's own mode from other users."""
+    made = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # noqa: S108 - the point
+    made.chmod(0o755)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made)
 
 
 def forked_as_nobody(work: Callable[[], str]) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,19 +18,15 @@ from common.config_store.store import ConfigStore
 from common.settings import Settings
 from handlers.keys import CONFIG, SETTINGS
 from server import StartupError, _config_writable
-from tests.processes import NOBODY, forked_as_nobody
+from tests.processes import NOBODY, forked_as_nobody, reachable_directory
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 
 
 @pytest.fixture
 def directory() -> Iterator[Path]:
-    made = Path(tempfile.mkdtemp(prefix="ek-config-access-"))
-    made.chmod(0o755)
-    try:
+    with reachable_directory("ek-config-access-") as made:
         yield made
-    finally:
-        shutil.rmtree(made)
 
 
 def _start_up_check_as_nobody(path: Path) -> str:

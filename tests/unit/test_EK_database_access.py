@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +17,15 @@ from common.settings import Settings
 from common.storage.base import DatabaseAccessDenied, DatabaseError
 from common.storage.sqlite import SqliteCallStore, access_problem
 from server import _unusable_database
-from tests.processes import NOBODY, forked_as_nobody
+from tests.processes import NOBODY, forked_as_nobody, reachable_directory
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 
 
 @pytest.fixture
 def directory() -> Iterator[Path]:
-    made = Path(tempfile.mkdtemp(prefix="ek-db-access-"))
-    made.chmod(0o755)
-    try:
+    with reachable_directory("ek-db-access-") as made:
         yield made
-    finally:
-        shutil.rmtree(made)
 
 
 def _made_by_root(path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import dotenv_warnings
-from tests.unit.test_EW_private_directory import reachable_directory
+from tests.processes import reachable_directory
 
 SECRET = "s3cretS3cretS3cretS3cretS3cretS3cret"
 

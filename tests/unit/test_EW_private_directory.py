@@ -7,30 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from common.settings import Settings, dotenv_warnings
 from server import warn_open_files
+from tests.processes import reachable_directory
 
 SECRET = "s3cretS3cretS3cretS3cretS3cretS3cret"
-
-
-@contextmanager
-def reachable_directory() -> Iterator[Path]:
-    """A directory every user may pass through, up to /: pytest's tmp_path is under a 0700
-    directory of its user's."""
-    made = Path(tempfile.mkdtemp(prefix="reachable-", dir="/tmp"))  # noqa: S108 - the point
-    made.chmod(0o755)
-    try:
-        yield made
-    finally:
-        shutil.rmtree(made)
 
 
 @pytest.mark.parametrize("mode", [0o700, 0o750], ids=["0700", "0750"])

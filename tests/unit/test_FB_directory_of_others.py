@@ -13,8 +13,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import dotenv_warnings
+from tests.processes import reachable_directory
 
 SECRET = "s3cretS3cretS3cretS3cretS3cretS3cret"
 
@@ -41,9 +40,7 @@ def other_user_and_group() -> tuple[int, int]:
 def dotenv_under(mode: int, uid: int, gid: int) -> Iterator[Path]:
     """A 0644 `.env` of this process's, in a directory of `mode` owned by uid:gid, under
     directories every user may pass through."""
-    top = Path(tempfile.mkdtemp(prefix="reachable-", dir="/tmp"))  # noqa: S108 - the point
-    top.chmod(0o755)
-    try:
+    with reachable_directory() as top:
         checkout = top / "checkout"
         checkout.mkdir()
         path = checkout / ".env"
@@ -52,8 +49,6 @@ def dotenv_under(mode: int, uid: int, gid: int) -> Iterator[Path]:
         os.chown(checkout, uid, gid)
         checkout.chmod(mode)
         yield path
-    finally:
-        shutil.rmtree(top)
 
 
 def test_a_directory_of_another_group_lets_its_members_read_the_secrets() -> None:

@@ -14,7 +14,7 @@ import pytest
 import server
 from common.settings import Settings, SettingsError
 from server import check_webhook_host, warn_open_files, warn_report_url
-from tests.unit.test_EW_private_directory import reachable_directory
+from tests.processes import reachable_directory
 
 REAL: dict[str, Any] = {"livekit_url": "wss://example.livekit.cloud", "port": 8123}
 
