@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -281,3 +282,17 @@ class FullDisk:
             return self.tries >= times
 
         await wait_for(enough, timeout=10)
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """`path` made immutable (`chattr +i`: root, on a file system that has the attribute, ext4
+    here; the test is skipped elsewhere) for the block, then writable again."""
+    try:
+        subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)  # noqa: S607
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot make a file immutable here ({type(exc).__name__})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)  # noqa: S607

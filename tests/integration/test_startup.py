@@ -24,6 +24,7 @@ from unittest import mock
 import pytest
 
 from common.storage.sqlite import SqliteCallStore
+from tests.helpers import immutable
 from tests.processes import free_port, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -413,14 +414,8 @@ def test_a_config_json_that_cannot_be_replaced_stops_start_up(tmp_path: Path) ->
     every call with 503. Now start-up writes a config.json that is there, and stops."""
     config = tmp_path / "config.json"
     config.write_text('{"calls": {}}\n')
-    try:
-        subprocess.run(["chattr", "+i", str(config)], check=True, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot make a file immutable here ({type(exc).__name__})")
-    try:
+    with immutable(config):
         done = run_server(tmp_path)
-    finally:
-        subprocess.run(["chattr", "-i", str(config)], check=True, capture_output=True)
     assert done.returncode == 2, done.stderr
     assert (
         f"config.json ({config}) cannot be written: a write of it fails: Operation not"

@@ -4,35 +4,20 @@ with why, not taken for a reader's snapshot, and it shrinks once calls.db takes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from common.storage import sqlite as sqlite_store
 from tests.conftest import AppFactory
+from tests.helpers import immutable
 
 CALL = {"phone_number": "+14155557701", "name": "Ann"}
 
 
 def _store_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "common.storage.sqlite"]
-
-
-@contextlib.contextmanager
-def _immutable(path: Path) -> Iterator[None]:
-    """`chattr +i` (root, on a file system that has the attribute: ext4 here)."""
-    try:
-        subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot make a file immutable here ({type(exc).__name__})")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
 
 
 async def test_a_log_that_cannot_be_emptied_into_an_immutable_database_is_said(
@@ -51,7 +36,7 @@ async def test_a_log_that_cannot_be_emptied_into_an_immutable_database_is_said(
     client = await start_app(sandbox_time_scale=0.01, calls_rate_limit_per_min=100_000)
     assert (await client.post("/calls/outbound", json=CALL)).status == 200
     wal = tmp_path / "calls.db-wal"
-    with _immutable(tmp_path / "calls.db"):
+    with immutable(tmp_path / "calls.db"):
         for _ in range(300):
             if any("cannot be emptied" in m for m in _store_lines(caplog)):
                 break

@@ -23,7 +23,7 @@ from common.storage.base import DatabaseError
 from handlers import health
 from handlers.keys import STORE
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, immutable
 from tests.reliability.conftest import Figures
 from tests.reliability.test_disk_faults import _fill, _tmpfs
 
@@ -105,14 +105,8 @@ def _unreplaceable(path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     (`chattr +i`, where this machine allows it), or a rename onto it refused as the kernel
     refuses one onto an immutable file (EPERM)."""
     if how == "chattr +i":
-        try:
-            subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
-        except (OSError, subprocess.SubprocessError) as exc:
-            pytest.skip(f"cannot make a file immutable here ({type(exc).__name__})")
-        try:
+        with immutable(path):
             yield
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
         return
     real_replace = os.replace
 
