@@ -10,12 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from common.storage.base import DatabaseError
 from handlers.keys import CALLS, CONFIG
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
+
+
+def assert_config_back_to_before(client: TestClient[Any, Any], tmp_path: Path) -> None:
+    """config.json as the call "Before" left it: "Never", not placed, took its write back."""
+    doc = json.loads((tmp_path / "config.json").read_bytes())
+    assert doc["caller_name"] == "Before"
+    assert [r["caller_name"] for r in doc["calls"].values()] == ["Before"]
+    assert client.app[CONFIG]._tops_before == {}  # nothing kept for either call
 
 
 async def test_a_dial_not_marked_takes_its_config_write_back(
@@ -32,10 +41,7 @@ async def test_a_dial_not_marked_takes_its_config_write_back(
     monkeypatch.setattr(store, "start_dial", failing)
     refused = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[1], name="Never"))
     assert refused.status == 503
-    doc = json.loads((tmp_path / "config.json").read_bytes())
-    assert doc["caller_name"] == "Before"
-    assert [r["caller_name"] for r in doc["calls"].values()] == ["Before"]
-    assert client.app[CONFIG]._tops_before == {}  # nothing kept for either call
+    assert_config_back_to_before(client, tmp_path)
     dials = [r for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
     assert len(dials) == 1  # "Never" was not dialled
 
@@ -54,7 +60,4 @@ async def test_a_call_livekit_refused_before_dialling_takes_its_config_write_bac
     client.app[SANDBOX].inject(method, error=TwirpError("unavailable", "restarting"), times=1)
     refused = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[1], name="Never"))
     assert refused.status in (502, 503)
-    doc = json.loads((tmp_path / "config.json").read_bytes())
-    assert doc["caller_name"] == "Before"
-    assert [r["caller_name"] for r in doc["calls"].values()] == ["Before"]
-    assert client.app[CONFIG]._tops_before == {}
+    assert_config_back_to_before(client, tmp_path)

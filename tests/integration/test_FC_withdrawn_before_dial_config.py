@@ -6,7 +6,6 @@ the call placed before it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import CALLS, CONFIG
+from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
+from tests.integration.test_FA_dial_mark_failed_config import assert_config_back_to_before
 
 
 async def _hang_up(client: TestClient[Any, Any], call_id: str) -> None:
@@ -51,9 +51,6 @@ async def test_a_call_withdrawn_before_its_dial_takes_its_config_write_back(
     monkeypatch.setattr(store, "start_dial", withdrawn_first)
     never = await client.post("/calls/outbound", json=dict(SEED_EXAMPLES[1], name="Never"))
     assert never.status in answered, await never.text()
-    doc = json.loads((tmp_path / "config.json").read_bytes())
-    assert doc["caller_name"] == "Before"
-    assert [r["caller_name"] for r in doc["calls"].values()] == ["Before"]
-    assert client.app[CONFIG]._tops_before == {}  # nothing kept for either call
+    assert_config_back_to_before(client, tmp_path)
     dials = [r for r in client.app[SANDBOX].requests if r.method == "CreateSIPParticipant"]
     assert len(dials) == 1  # "Never" was not dialled
