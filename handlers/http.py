@@ -480,6 +480,12 @@ async def read_body(request: web.Request, limit: int, what: str = "request body"
     headers and then trickles (or never sends) its body must not hold a connection forever
     (enough of them would use up the server's file descriptors)."""
     refuse_unreadable_body(request, limit, what)
+    return await read_checked_body(request, limit, what)
+
+
+async def read_checked_body(request: web.Request, limit: int, what: str = "request body") -> bytes:
+    """`read_body` for a route that called `refuse_unreadable_body` itself (a signed route,
+    before its token check): the same reading, without those header checks a second time."""
     length = request.content_length
     # Content-Length counts the bytes on the wire, total_bytes what came out of the decoder:
     # only without a Content-Encoding are they the same (half a gzip body can unpack to more).

@@ -41,7 +41,7 @@ from handlers.http import (
     add_route,
     decode_json,
     json_answer,
-    read_body,
+    read_checked_body,
     refuse_unreadable_body,
     signed_by_whom_it_may_be,
 )
@@ -64,7 +64,7 @@ async def agent_report(request: web.Request) -> web.Response:
     token = _verified(
         request, lambda: verifier.verify_token(request.headers.get("Authorization", ""))
     )
-    body = await read_body(request, MAX_REPORT_BYTES, BODY)
+    body = await read_checked_body(request, MAX_REPORT_BYTES, BODY)
     signed = _verified(request, lambda: token.covers(body))
     doc = decode_json(body)
     batch = isinstance(doc, list)

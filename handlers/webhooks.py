@@ -27,7 +27,7 @@ from handlers.http import (
     RouteDoc,
     add_route,
     json_answer,
-    read_body,
+    read_checked_body,
     refuse_unreadable_body,
     signed_by_whom_it_may_be,
 )
@@ -53,7 +53,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     verifier = request.app[VERIFIER]
     token = _verified(request, lambda: verifier.verify_token(_authorization(request)))
     with _counted_if_unread(metrics):
-        body = await read_body(request, MAX_WEBHOOK_BYTES, BODY)
+        body = await read_checked_body(request, MAX_WEBHOOK_BYTES, BODY)
     _verified(request, lambda: token.covers(body))
     request.app[CALLS].webhook_heard_at = request.app[CALLS].clock()
     try:
