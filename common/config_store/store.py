@@ -503,7 +503,9 @@ class _Replaced:
 
 @dataclass(frozen=True)
 class _ReadCacheEntry:
-    key: tuple[int, int, int, int]
+    """The last document a store parsed, with the very bytes it was parsed from."""
+
+    data: bytes
     doc: Document | None  # None: empty; _Unreadable: unparseable
 
 
@@ -1145,19 +1147,25 @@ class ConfigStore:
 
     # ------------------------------------------------------------------- reading
 
-    def _parse(
-        self, data: bytes, key: tuple[int, int, int, int], call_id: str | None = None
-    ) -> Document | None:
+    def _parse(self, data: bytes, call_id: str | None = None) -> Document | None:
         """The document (None: empty; `_Unreadable`: logged, read as an empty one). With
         `call_id` (a read of that call's record), the log says that no record can be read:
         the defaults were said to be used in the log of an agent's job, which used its
-        dispatch's snapshot."""
+        dispatch's snapshot.
+
+        The same bytes as the last parse give its document again (no parse). Known by the
+        bytes, not by the file's inode, size and times: ext4 and XFS (kernels before 6.13)
+        and ext2/3 time a file by the clock tick (1-10 ms), and reuse the inode a replace
+        freed, so the version after next of a document of the same length (the seed's
+        flat document, names of one length) had the first's key, and a process reading
+        load_dynamic_config() for each call got an earlier call's (seen on ext2: 210 of
+        500 reads between two writes)."""
         cached = self._read_cache
-        if cached is not None and cached.key == key:
+        if cached is not None and cached.data == data:
             return cached.doc
         doc: Document | None
         if not data.strip():  # empty: no config yet, the defaults (as with no file), no error
-            self._read_cache = _ReadCacheEntry(key, None)
+            self._read_cache = _ReadCacheEntry(data, None)
             return None
         problem = None
         try:
@@ -1177,13 +1185,8 @@ class ConfigStore:
             outcome = f"the record of {call_id} is not read" if call_id else "using defaults"
             logger.error("✗ %s %s; %s", self.path, problem, outcome)
             doc = _Unreadable(f"{self.path.name} {problem}")
-        self._read_cache = _ReadCacheEntry(key, doc)
+        self._read_cache = _ReadCacheEntry(data, doc)
         return doc
-
-    @staticmethod
-    def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-        # os.replace gives every version a new inode, so this identifies a version.
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _read_sync(self, call_id: str | None = None) -> Document | None:
         """The document (None: missing or unparseable).
@@ -1203,14 +1206,10 @@ class ConfigStore:
             os.close(fd)
             raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         with open(fd, "rb") as fh:
-            key = self._stat_key(status)
-            cached = self._read_cache
-            if cached is not None and cached.key == key:
-                return cached.doc
             data = fh.read()
         if call_id is not None and (record := _record_from_line(data, call_id)) is not None:
             return {CALLS_KEY: {call_id: record}}
-        return self._parse(data, key, call_id)
+        return self._parse(data, call_id)
 
     async def _read_async(self, call_id: str | None = None) -> Document | None:
         # open, fstat, read and parse in one executor call: each hop costs more than the read.
