@@ -92,6 +92,7 @@ from common.repeats import Repeats
 from common.settings import Settings, owner_parts, reachable
 from common.storage.base import (
     AttemptWithdrawn,
+    CallIdTaken,
     CallStore,
     CommitUnknown,
     DatabaseError,
@@ -175,6 +176,10 @@ CALLEE_GONE_EVENTS = frozenset({"participant_left", "participant_connection_abor
 
 def new_call_id() -> str:
     return f"{CALL_ID_PREFIX}{secrets.token_hex(6)}"
+
+
+# How many ids a placement draws before it gives up (each one taken by an earlier call).
+CALL_ID_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -637,7 +642,7 @@ class CallService:
             recorded = await self._write_and_record(call_id, call, placement, campaign)
             if isinstance(recorded, StoredAnswer):
                 return Placed(bound=recorded)
-            _, record = recorded
+            call_id, record = recorded  # (another id than the one drawn, if that was taken)
             return Placed(call=await self._dispatch_and_dial(call, call_id, record, window_open))
         except LiveKitError as exc:
             exc.call_id = call_id
@@ -656,7 +661,12 @@ class CallService:
         call: OutboundCall,
         placement: Placement,
         campaign: AttemptRef | None,
+        *,
+        draws_left: int = CALL_ID_DRAWS - 1,
     ) -> tuple[str, dict[str, Any]] | StoredAnswer:
+        """The call's config written, then its row: the call id it was recorded under (another
+        one drawn if `call_id` is an earlier call's) and its config record; or the answer its
+        Idempotency-Key is bound to."""
         started = time.perf_counter()
         try:
             record = await self.config.update_async(
@@ -712,6 +722,31 @@ class CallService:
                 claim=placement.claim,
                 limits=self.admission.limits,
             )
+        except CallIdTaken:
+            # Ids are random, 48 bits, and the calls database keeps every call's row: an
+            # earlier call's id is drawn again at times (at 100,000 calls a day, two or three
+            # times in the first year, more each year as the history grows). Its row's primary
+            # key refused it, and the call was answered 503 "calls database unavailable",
+            # nobody called. It takes another id.
+            await self._retract_config(call_id, "its id is an earlier call's; another is drawn")
+            self.config.placed(call_id)  # nothing of that write is left to take back
+            if draws_left <= 0:  # no chance (2**-48 a draw): the random source is broken
+                logger.error(
+                    "call refused: %d call ids drawn in a row were taken already, %s the last",
+                    CALL_ID_DRAWS,
+                    call_id,
+                )
+                raise DatabaseError(
+                    f"{CALL_ID_DRAWS} call ids drawn in a row were taken already"
+                ) from None
+            redrawn = new_call_id()
+            try:
+                return await self._write_and_record(
+                    redrawn, call, placement, campaign, draws_left=draws_left - 1
+                )
+            except BaseException:  # as place() does for the id it drew, in its `finally`
+                self.config.placed(redrawn)
+                raise
         except KeyTaken as taken:  # another request (or server) bound the key meanwhile
             await self._retract_config(call_id, "its Idempotency-Key was taken meanwhile")
             assert placement.claim is not None  # noqa: S101 - only a claim can be taken

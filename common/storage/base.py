@@ -143,6 +143,11 @@ class UploadGivenUp(DatabaseError):
     (not touched for UPLOAD_GIVEN_UP_S: a database that slow answers 503 anyway)."""
 
 
+class CallIdTaken(DatabaseError):
+    """`create_call` recorded nothing: a call of that id is there already (an earlier call's,
+    whose row is kept for its history: ids are random, and one is drawn again at times)."""
+
+
 class KeyTaken(Exception):
     """`create_call` recorded nothing: the Idempotency-Key is bound to a call already."""
 

@@ -57,6 +57,7 @@ from common.repeats import Repeats
 from common.storage.base import (
     AdmissionLimits,
     AttemptWithdrawn,
+    CallIdTaken,
     DatabaseError,
     KeyTaken,
     Placer,
@@ -401,7 +402,8 @@ def create_call(
         "INSERT INTO calls (call_id, phone_number, caller_name, language, emotion,"
         " status, created_at, updated_at, ringing_timeout_s, max_duration_s, config, client,"
         " webhook_url, campaign_id, sandbox_instance, deliveries_held, placed_by, placed_run)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (call_id) DO NOTHING RETURNING *",
         (
             call.call_id,
             call.phone_number,
@@ -422,6 +424,8 @@ def create_call(
             *(call.placed_by or (None, None)),
         ),
     )
+    if not rows:  # an earlier call's id (its key, limits and attempt roll back with this)
+        raise CallIdTaken(call.call_id)
     if call.campaign is not None:  # the attempt learns its call with the call's own row
         yield from link_attempt(call.campaign, call.call_id)
     after = row_to_call(rows[0])
