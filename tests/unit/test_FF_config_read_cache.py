@@ -33,12 +33,18 @@ class _SameIdentity:
 
 
 @contextmanager
-def coarse_file_system(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every version of a file looks alike to fstat for the block (as on a tick-timed file
-    system that reuses inodes, when writes come within one tick)."""
-    real_fstat = os.fstat
+def coarse_file_system(monkeypatch: pytest.MonkeyPatch, path: Path) -> Iterator[None]:
+    """Every version of the file at `path` looks alike to fstat for the block (as on a
+    tick-timed file system that reuses inodes, when writes come within one tick); any other
+    file as it is."""
+    real_fstat, target = os.fstat, str(path.resolve())
+
+    def fstat(fd: int) -> os.stat_result | _SameIdentity:
+        status = real_fstat(fd)
+        return _SameIdentity(status) if os.readlink(f"/proc/self/fd/{fd}") == target else status
+
     with monkeypatch.context() as patch:
-        patch.setattr(os, "fstat", lambda fd: _SameIdentity(real_fstat(fd)))
+        patch.setattr(os, "fstat", fstat)
         yield
 
 
@@ -47,11 +53,11 @@ def test_the_latest_config_is_read_though_the_file_looks_as_before(
 ) -> None:
     writer, reader = ConfigStore(config_path), ConfigStore(config_path)  # two processes
     writer.update("Caller 0001", "Sell shoes.", "en", "Calm")
-    with coarse_file_system(monkeypatch):
+    with coarse_file_system(monkeypatch, config_path):
         assert reader.load()["caller_name"] == "Caller 0001"
     writer.update("Caller 0002", "Sell hats.", "fr", "Excited")
     writer.update("Caller 0003", "Sell bags.", "de", "Serious")
-    with coarse_file_system(monkeypatch):
+    with coarse_file_system(monkeypatch, config_path):
         latest = reader.load()
         assert reader.get("tts_language") == "de"
     assert (latest["caller_name"], latest["agent_instructions"], latest["tts_emotion"]) == (
@@ -66,15 +72,15 @@ def test_a_calls_record_is_read_though_the_file_looks_as_before(
 ) -> None:
     writer, reader = ConfigStore(config_path), ConfigStore(config_path)
     writer.update("Alice Smith", call_id="call-a")
-    with coarse_file_system(monkeypatch):
+    with coarse_file_system(monkeypatch, config_path):
         reader.load()  # the latest config: the whole document parsed and kept
     writer.update("Bob Jones", call_id="call-b")
-    with coarse_file_system(monkeypatch):
+    with coarse_file_system(monkeypatch, config_path):
         assert reader.load(call_id="call-b")["caller_name"] == "Bob Jones"
         with pytest.raises(UnknownCallError):
             reader.load(call_id="call-c")  # a full parse of the new version
     writer.remove_call("call-b")
-    with coarse_file_system(monkeypatch):
+    with coarse_file_system(monkeypatch, config_path):
         with pytest.raises(UnknownCallError):
             reader.load(call_id="call-b")
 
