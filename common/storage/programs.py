@@ -1547,6 +1547,15 @@ def record_report(
     detail: dict[str, Any] = {"seq": report.seq}
     if report.kind == "answered":
         answered_at = min(max(report.at, call["created_at"]), now)
+        # A LiveKit webhook that showed the answer first (a participant_left with its last
+        # sip.callStatus "hangup", ahead of this report held up by an outage) dated it no
+        # later than itself: at the hang-up, and the whole talk counted as ringing (talk_s 0
+        # for a call talked through). The agent's moment of the answer is the truer one.
+        yield Query(
+            "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered = 1"
+            " AND answered_at > ?",
+            (answered_at, call_id, answered_at),
+        )
         return (
             yield from apply(
                 d,
