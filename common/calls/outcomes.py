@@ -74,6 +74,15 @@ NO_WORD = (
     " participant_left of the callee came): no_answer is inferred; it may have been busy or"
     " failed"
 )
+# LiveKit's disconnect reason SIP_TRUNK_FAILURE, as a call's reason (_REASON_STATUS): the
+# protocol's word for a line lost at the trunk; livekit/sip's classifyInviteError files under
+# it the carrier's 5xx, a DNS, address or network error on the way to the trunk's address,
+# and the trunk's calls-per-second or concurrent-call limit at the carrier.
+TRUNK_FAILURE = "sip_trunk_failure"
+_TRUNK_FAILURE_FAULT = (
+    "check the trunk's address and transport, whether the carrier is up, and the trunk's"
+    " limits at the carrier (calls per second, concurrent calls)"
+)
 _REASON_STATUS = {
     "USER_REJECTED": Status.BUSY,
     "USER_UNAVAILABLE": Status.NO_ANSWER,
@@ -149,6 +158,8 @@ def trunk_fault(reason: str | None) -> str | None:
     rather than the callee; else None (pure)."""
     if reason == DROPPED_UNANSWERED:
         return "check the trunk's address and transport, and whether the carrier is up"
+    if reason == TRUNK_FAILURE:
+        return _TRUNK_FAILURE_FAULT
     match = _SIP_REASON.fullmatch(reason or "")
     if match is None:
         return None
