@@ -67,6 +67,13 @@ DROPPED_UNANSWERED = (
     "LiveKit's SIP service dropped the line before an answer (a trunk or network failure)"
 )
 NO_ANSWER_HEARD = "room finished before an answer"
+# The callee answered and hung up on silence before any agent came (no worker registered as
+# AGENT_NAME, or none free): read `completed`, a campaign never called them again, and the
+# operator was told nothing, while a callee who waited AGENT_JOIN_TIMEOUT_S made it `failed`.
+NO_AGENT_BEFORE_END = (
+    "no agent joined the call before it ended (is an agent worker running, registered as"
+    " AGENT_NAME, with room for another job?); the callee had answered and heard nobody"
+)
 # No participant_left of the callee came (LiveKit's webhooks lost in an outage, a room found
 # gone unheard): busy, a trunk failure and no answer read alike, and no_answer is a guess.
 NO_WORD = (
@@ -106,6 +113,10 @@ class CallState:
     such ("nobody was called", its Idempotency-Key freed), whatever its room does."""
     callee_left: bool = False
     """The callee's participant left the room (the call ends with its room_finished)."""
+    agent_seen: bool = True
+    """An agent of ours showed itself in the call (a report, its participant joining or
+    leaving), as far as the server knows when it decides. An answered call with none ends
+    `failed` (NO_AGENT_BEFORE_END) once its room finished and the grace found none either."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,12 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             if state.answered:
                 return Change(Status.COMPLETED, reason, answered=True)
             return Change(Status.FAILED, reason)
+        if state.answered and not state.agent_seen:
+            # No agent came, as far as known: its late reports (retried after an outage)
+            # have the grace to show it did; none by then, nobody talked to the callee.
+            if signal.event == GRACE_OVER:
+                return Change(Status.FAILED, NO_AGENT_BEFORE_END, no_report=True)
+            return None
         if state.answered:
             return Change(Status.COMPLETED)
         if not state.dialled:  # its room (the agent's dispatch) ended: nobody was rung
@@ -324,6 +341,8 @@ def _answered(state: CallState) -> Change:
     if state.room_finished:
         if state.amd in MACHINE_VERDICTS:
             return Change(Status.VOICEMAIL, state.amd, answered=True)
+        if not state.agent_seen:  # the room's grace, still running, decides (next_state)
+            return Change(Status.IN_PROGRESS, answered=True)
         return Change(Status.COMPLETED, "answer reported after the room finished", answered=True)
     return Change(Status.IN_PROGRESS, answered=True)
 

@@ -49,6 +49,7 @@ from common.calls.models import (
 from common.calls.outcomes import (
     FINAL_STATUSES,
     GRACE_OVER,
+    NO_AGENT_BEFORE_END,
     CallState,
     Change,
     Signal,
@@ -109,6 +110,7 @@ from common.storage.campaign_programs import (
     WINDOW_CLOSED_BEFORE_DIAL,
 )
 from common.storage.programs import (
+    AGENT_JOINED_DETAIL,
     AGENT_LEFT_DETAIL,
     LATE_FINISH_S,
     REPORTS_RETRY_S,
@@ -1103,10 +1105,14 @@ class CallService:
         detail = _signal_detail(signal)
         if agent_left:  # the wait it starts is taken up from this after a restart
             detail[AGENT_LEFT_DETAIL] = True
+        if _agent_joined(event, agent_name):  # a sign of the agent, for any server's decision
+            detail[AGENT_JOINED_DETAIL] = True
+        # Whether an agent showed itself matters only where the call may end answered.
+        seen = True if not (finished or callee_left) else await self._agent_came(room)
         applied = await self._settle(
             room,
             event.event,
-            lambda state: next_state(state, signal),
+            lambda state: next_state(replace(state, agent_seen=seen), signal),
             event_id=event.id or None,
             detail=detail,
             room_finished=finished,
@@ -1166,8 +1172,35 @@ class CallService:
                 if grace > 0:
                     self._settle_after_grace(room, grace)
                 else:  # no grace configured: settle now, as the event is handled
-                    return await self._settle(room, GRACE_OVER, _grace_over)
+                    return await self._settle(room, GRACE_OVER, await self._grace_over(room))
         return applied
+
+    async def _agent_came(self, call_id: str) -> bool:
+        """Whether an agent of ours showed itself in the call: to this server (its report,
+        its participant_joined) or in the database (a report of it, its participant joining
+        or leaving, whichever server heard it). With AGENT_JOIN_TIMEOUT_S 0 (no check of the
+        agent), taken as yes."""
+        if self.settings.agent_join_timeout_s <= 0 or self._agent_awaited.get(call_id):
+            return True
+        return await self.store.agent_seen(call_id)
+
+    async def _grace_over(self, call_id: str, *, recheck: bool = False) -> Decide:
+        """The decision when a finished room's grace is over, knowing whether an agent came.
+        An answered call with no sign of one is failed (NO_AGENT_BEFORE_END) only once its
+        room finished the late grace ago (REPORTS_RETRY_S): the agent's reports refused in
+        an outage are still being retried up to that far apart, and a call somebody talked
+        to, failed, is called again by a campaign retrying failures. Until then it waits
+        (`recheck`: a timer decides again when that time is up; else the next reaper pass)."""
+        if await self._agent_came(call_id):
+            return _grace_over
+        call = await self.store.get_call(call_id, with_timeline=False)
+        finished = None if call is None else call.room_finished_at
+        left = 0.0 if finished is None else self._late_grace() - (self.clock() - finished)
+        if left > 0:
+            if recheck:
+                self._settle_after_grace(call_id, left)
+            return lambda state: None if state.answered else _grace_over(state)
+        return lambda state: _grace_over(replace(state, agent_seen=False))
 
     def _grace(self, event: RoomEvent) -> float:
         """How long an unanswered room_finished waits for late evidence of an answer: the
@@ -1198,7 +1231,8 @@ class CallService:
         async def settle() -> None:
             await asyncio.sleep(grace)
             try:
-                await self._settle(call_id, GRACE_OVER, _grace_over)
+                decide = await self._grace_over(call_id, recheck=True)
+                await self._settle(call_id, GRACE_OVER, decide)
             except DatabaseError as exc:
                 logger.error("call %s: could not settle after the grace: %s", call_id, exc)
 
@@ -1428,6 +1462,13 @@ class CallService:
         """A committed change's events, and the news of deliveries held until its dial; a
         call that settled waits for no agent any more."""
         self.events.publish(applied.events)
+        change = applied.change
+        if change is not None and change.reason == NO_AGENT_BEFORE_END:
+            # As a call no agent came to in AGENT_JOIN_TIMEOUT_S: what needs a human.
+            if (more := self._repeats.due("no agent")) is not None:
+                logger.error(
+                    "call %s ended: %s%s", call_id, change.reason, more, extra={"call_id": call_id}
+                )
         if applied.after is not None and applied.after.is_final:
             self._stop_awaiting_agent(call_id)
         if applied.released and self.wake_deliveries is not None:
@@ -1753,7 +1794,10 @@ class CallService:
         now = self.clock()
         grace, late_grace = self.settings.calls_settle_grace_s, self._late_grace()
         finished = await self.store.graceless_finished(now - grace, now - late_grace)
-        await self._settle_all(finished, GRACE_OVER, _grace_over)
+        for call_id in finished:  # as _settle_all, each knowing whether its agent came
+            await self._settle(
+                call_id, GRACE_OVER, await self._grace_over(call_id), only_if_changed=True
+            )
         # Past the bound (a step of the clock is no time run, for a placement as for a live
         # call), or (at once) left by an earlier run of this server: its placements ended with
         # it (another server's, younger than the bound, may be under way).

@@ -464,6 +464,11 @@ class CallStore(CampaignStore, Protocol):
         (None) on a real LiveKit."""
         ...
 
+    async def agent_seen(self, call_id: str) -> bool:
+        """Whether an agent showed itself in the call: a report of it, or a timeline
+        `participant_joined` marked `agent_joined` (or `participant_left`, `agent_left`)."""
+        ...
+
     async def agent_gone_unsettled(
         self, left_before: float, sandbox_instance: str | None = None
     ) -> list[str]:

@@ -1164,6 +1164,26 @@ def unreported_dialled(
 # at the room's deletion): the server waits AGENT_GONE_GRACE_S, then ends the call if no
 # agent is back. Kept in the database, a wait lost with its server is taken up again.
 AGENT_LEFT_DETAIL = "agent_left"
+# The detail of a participant_joined that was the call's agent joining its room.
+AGENT_JOINED_DETAIL = "agent_joined"
+
+
+def agent_seen(call_id: str) -> Program[bool]:
+    """Whether an agent showed itself in the call: it reported on it, or its participant
+    joined or left the room (the timeline's AGENT_JOINED_DETAIL, AGENT_LEFT_DETAIL)."""
+    rows = yield Query(
+        "SELECT 1 AS seen WHERE EXISTS (SELECT 1 FROM reports WHERE call_id = ?)"
+        " OR EXISTS (SELECT 1 FROM events WHERE call_id = ?"
+        " AND kind IN ('participant_joined', 'participant_left')"
+        " AND (detail LIKE ? OR detail LIKE ?))",
+        (
+            call_id,
+            call_id,
+            f"%{dumps(AGENT_JOINED_DETAIL)}:true%",
+            f"%{dumps(AGENT_LEFT_DETAIL)}:true%",
+        ),
+    )
+    return bool(rows)
 
 
 def agent_gone_unsettled(

@@ -361,6 +361,9 @@ class SqlCallStore(CampaignMethods):
         program = programs.unreported_dialled(self.dialect, dialled_before, sandbox_instance)
         return await self._run(program, write=False)
 
+    async def agent_seen(self, call_id: str) -> bool:
+        return await self._run(programs.agent_seen(call_id), write=False)
+
     async def agent_gone_unsettled(
         self, left_before: float, sandbox_instance: str | None = None
     ) -> list[str]:

@@ -36,6 +36,7 @@ from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES, config_forgets, first_call_recorded
+from tests.integration.test_FG_no_agent_short_call import agent_joins
 from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
 
 Client = TestClient[Any, Any]
@@ -158,6 +159,7 @@ async def test_an_answer_arriving_after_room_finished_wins_within_the_grace(
 ) -> None:
     client = await quiet_app_with(start_app, calls_settle_grace_s=5.0)
     call_id = await place(client)
+    await agent_joins(client, call_id)  # somebody talked to the callee
     finished = event_json("room_finished", call_id)
     assert await post(client, finished, sign(finished)) == 200
     assert (await call_json(client, call_id))["status"] == "dialing"  # not frozen as no_answer

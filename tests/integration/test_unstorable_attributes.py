@@ -11,6 +11,7 @@ import json
 from livekit.protocol import models
 
 from tests.conftest import AppFactory
+from tests.integration.test_FG_no_agent_short_call import agent_joins
 from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
 
 
@@ -20,6 +21,7 @@ async def test_a_nul_in_an_attribute_not_read_loses_no_event(
     client = await quiet_app(start_app_on_each_database)
     call_id = await place(client)
     await line_joins(client, call_id)
+    await agent_joins(client, call_id)  # somebody talked to the callee
     # A NUL, and a lone surrogate as JSON escapes it (protobuf cannot write one).
     header = {"sip.h.x-carrier-note": "route\x00 7", "sip.h.x-odd": "ODD"}
     answered = event_json(

@@ -249,6 +249,9 @@ async def test_out_of_order_events_settle_correctly(start_app: AppFactory, tmp_p
         event_json("room_finished", completed),
         event_json("participant_joined", completed, attributes={"sip.callStatus": "ringing"}),
     ]
+    from tests.integration.test_FG_no_agent_short_call import agent_joins
+
+    await agent_joins(client, completed)  # somebody talked to the callee
     for body in events:
         assert await post(client, body, sign(body)) == 200
     assert (await (await client.get(f"/calls/{busy}")).json())["status"] == "busy"
