@@ -246,12 +246,29 @@ def _refusal(request: web.Request, exc: web.HTTPException) -> str:
     """aiohttp's own refusals, said so that a client knows what to send instead: a bare "Not
     Found" or "Method Not Allowed" named neither the path nor the methods it takes (`POST
     /calls`, `GET /calls/outbound`, `POST /outbound` as the seed's FastAPI route had it)."""
+    path = _routed_path(request)
     if isinstance(exc, web.HTTPMethodNotAllowed):
         methods = ", ".join(sorted(exc.allowed_methods))
-        return f"{request.method} is not allowed on {_shown(request.path)}; it takes {methods}"
+        return f"{request.method} is not allowed on {path}; it takes {methods}"
     if isinstance(exc, web.HTTPNotFound):
-        return f"no route {_shown(request.path)}; every route is listed at /openapi.json"
+        return f"no route {path}; every route is listed at /openapi.json"
     return exc.reason
+
+
+# An escaped "/" in a path as the router reads it (aiohttp keeps it escaped, so it splits no
+# segment), and the words that say so.
+_ESCAPED_SLASH = re.compile("%2F", re.IGNORECASE)
+_NO_SEPARATOR = " (an escaped slash, %2F, is no path separator: write '/')"
+
+
+def _routed_path(request: web.Request) -> str:
+    """The path as the router matched it, quoted (`_shown`): with its escaped slashes still
+    escaped. Its decoded form (`request.path`) named a route that is there: `POST
+    /calls/call-x%2Fhangup` was refused "POST is not allowed on '/calls/call-x/hangup'; it
+    takes GET, HEAD", and `POST /calls%2Foutbound` "no route '/calls/outbound'"."""
+    path = request.rel_url.path_safe
+    shown = _shown(path)
+    return shown + _NO_SEPARATOR if _ESCAPED_SLASH.search(path) else shown
 
 
 def _shown(path: str) -> str:
