@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
 from common.host_header import address_of, host_name, is_loopback_host
+from common.http_body import close_if_compressed_body_unread
 from common.json_values import unique_keys
 from common.repeats import Repeats
 from common.settings import DEV_API_SECRET, Settings
@@ -605,10 +606,7 @@ async def unread_compressed_bodies_close(
     zeros sent to any path unpacked to 1 GB there, 3 s of the server's one thread, and two
     clients sending them made /healthz take 2.5 s (8 s at worst) for everyone."""
     response = await handler(request)
-    if "Content-Encoding" in request.headers and not request.content.is_eof():
-        request.protocol.close()  # its next bytes are neither parsed nor unpacked
-        request.content.feed_eof()  # nothing left to read after the answer
-        response.force_close()
+    close_if_compressed_body_unread(request, response)
     return response
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from livekit.api.access_token import TokenVerifier
 
+from common.http_body import close_if_compressed_body_unread
 from common.masking import redact
 from common.repeats import Repeats
 from common.text import shown_text
@@ -213,7 +214,7 @@ class Sandbox:
             return
         await self._webhooks.start()
         await self._reports.start()
-        app = web.Application(middlewares=[self._refuse_web_pages])
+        app = web.Application(middlewares=[_unread_compressed_bodies_close, self._refuse_web_pages])
         app.router.add_get("/", self._handle_root)
         app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)
         runner = web.AppRunner(
@@ -358,3 +359,21 @@ def _logged(text: str) -> str:
     cut (cut first, a number across the cut kept its first digits: 6 of them are no number
     to mask), call ids kept whole, on one line of at most MAX_LOGGED_CHARS characters."""
     return shown_text(redact(text[: 4 * MAX_LOGGED_CHARS]), MAX_LOGGED_CHARS)
+
+
+@web.middleware
+async def _unread_compressed_bodies_close(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """A compressed body left unread (a request refused on its token or as a web page's, a
+    path no route has, a body over the limit) is not unpacked after the answer: this port's
+    loop is the server's, and a 1 MB gzip of zeros posted here held every call, webhook and
+    probe of the server for 3 s as aiohttp unpacked its 1 GB (handlers/http.py's
+    unread_compressed_bodies_close, for the API's port)."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:  # aiohttp's own 404 and 405: answers too
+        close_if_compressed_body_unread(request, exc)
+        raise
+    close_if_compressed_body_unread(request, response)
+    return response
