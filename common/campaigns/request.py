@@ -532,7 +532,10 @@ class RowChecker:
         self._rules = rules
         self._enforce_hours = enforce_hours
         self._start_utc = dt.datetime.fromtimestamp(start, dt.UTC)
-        self._seen: dict[str, int] = {}
+        # The valid rows, in their order: (recipient idx, where the row names its fields).
+        # A number given twice is refused in the later row once every row is read and found
+        # valid or not (`drop_repeats`).
+        self._valid_rows: list[tuple[int, str]] = []
         # When a number's window first opens, or why it never does, by its zones: a number
         # never inside it searched two weeks twice, each row anew (a list of them, refused,
         # cost twice a list of valid ones). Bounded by the zone sets phonenumbers knows.
@@ -558,6 +561,7 @@ class RowChecker:
             if opens > self._start_utc:  # (datetimes: the start's float rounds to a µs)
                 recipient = replace(recipient, state=WAITING_WINDOW, next_at=opens.timestamp())
             self.recipients.append(recipient)
+            self._valid_rows.append((idx, row.prefix))
             self.valid += 1
             if isinstance(fields.get("webhook_url"), str) and call.webhook_url:
                 self.row_webhooks.append((idx, row.prefix, call.webhook_url))
@@ -573,6 +577,25 @@ class RowChecker:
         self.recipients[idx] = _invalid(idx, kept.row_number, kept.phone_number, [problem])
         self.errors.append(problem)
         self.valid -= 1
+
+    def drop_repeats(self) -> Iterator[None]:
+        """Refuse each valid row whose number an earlier valid row calls ("repeats row 2"),
+        once every row was checked and each webhook_url host resolved (`refuse`); yields
+        after each row, for the caller to take turns. Refused as each row was read, a repeat
+        of a row refused only then (its webhook_url's host not public, or its window never
+        open in its own time zone) left its number called by none of its rows, while a row
+        refused for its language left the next one of its number called."""
+        seen: dict[str, int] = {}
+        for idx, prefix in self._valid_rows:
+            kept = self.recipients[idx]
+            if kept.state != INVALID:
+                first = seen.setdefault(kept.phone_number, kept.row_number)
+                if first != kept.row_number:
+                    problem = RowError(
+                        kept.row_number, f"{prefix}phone_number", f"repeats row {first}"
+                    )
+                    self.refuse(idx, problem)
+            yield
 
     def _problems(self, row: Row) -> list[RowError]:
         if row.problems:
@@ -598,9 +621,6 @@ class RowChecker:
             ] + zone_errors
         if zone_errors:
             return zone_errors
-        first = self._seen.setdefault(call.phone_number, row.row_number)
-        if first != row.row_number:
-            return [RowError(row.row_number, f"{row.prefix}phone_number", f"repeats row {first}")]
         opens = self._opens_at(
             call_zones(
                 call.phone_number,

@@ -123,6 +123,8 @@ class CampaignService:
             checker.check(row, keep_invalid=options.skip_invalid)
             await turns.take()
         await self._check_row_webhooks(checker)
+        for _ in checker.drop_repeats():
+            await turns.take()
         errors = sorted([*(parse_errors or []), *checker.errors], key=lambda e: e.row)
         if errors and not options.skip_invalid:
             raise InvalidRows(
