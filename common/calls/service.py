@@ -438,15 +438,16 @@ async def resolve_webhook_host(
 
 
 class WebhookHostUnresolved(InvalidCall):
-    """The webhook URL's host gave no address just now (none, or no answer in time): for one
-    call a 422 like any invalid field; for a campaign's attempt, a reason to try again later
-    (a name server's hiccup must not end its recipients for good)."""
+    """The webhook URL's host gave no usable address just now (none, no answer in time, or a
+    non-public one): for one call a 422 like any invalid field; for a campaign's attempt, a
+    reason to try again later (a name server's hiccup, or a record being moved, must not end
+    its recipients for good)."""
 
 
 async def check_webhook_address(url: str, settings: Settings) -> None:
     """The call's webhook_url must resolve to public addresses only (checked again at each
-    connection: DNS may change); InvalidCall if not (WebhookHostUnresolved if it did not
-    resolve at all)."""
+    connection: DNS may change); InvalidCall if not (WebhookHostUnresolved when its host's
+    answer just now was the reason: no address, or a non-public one)."""
     target = URL(url)
     try:
         await resolve_webhook_host(
@@ -456,8 +457,11 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
         )
     except AddressRefused:  # which address is not said: an API client could map names to
         # the private addresses they have inside our network, a hundred to a campaign
+        # (Said as any refusal to one call; a campaign's attempt waits and asks again: a name
+        # answering 10.x for a minute, a record being moved, made every recipient placed in
+        # that minute `invalid` for good, nobody called, where one not answering waits.)
         not_public = f"{target.host} resolves to a non-public address"
-        raise InvalidCall([FieldError("webhook_url", not_public)]) from None
+        raise WebhookHostUnresolved([FieldError("webhook_url", not_public)]) from None
     except UnsafeWebhookUrl as exc:
         raise InvalidCall([FieldError("webhook_url", str(exc))]) from None
     except TimeoutError:  # a name server that does not answer, or lookups queued behind one
