@@ -58,6 +58,15 @@ CALL_STATUS_ACTIVE: Final = SIP_STATUS_ACTIVE
 CALL_STATUS_HANGUP: Final = SIP_STATUS_HANGUP
 
 DEPARTURE_S: Final = 1.0
+# Real seconds, whatever the time scale, between moments of 0666 and 0404 that the server must
+# see in order: the agent's answer report before its death (counted from the answer), and the
+# server's wait to end a call (5 s after the agent left, AGENT_JOIN_TIMEOUT_S) before the
+# silent callee's hang-up (a minute at scale 1, counted from the agent's death or the answer).
+# At 0 ("instant") each pair came at one instant and raced: the callee's hang-up won, and the
+# calls read `completed` with no reason (0666 `failed`, its answer unseen), not ended by the
+# server as the README's table says.
+ANSWER_SEEN_S: Final = 0.5
+SILENCE_LEAST_S: Final = 1.0
 VOICEMAIL_METADATA: Final = RoomMetadata.with_outcome("", OUTCOME_VOICEMAIL)
 
 
@@ -118,11 +127,13 @@ class CallSimulation:
             self.task.add_done_callback(lambda _: self.agent.retire() if self.agent else None)
         return self.task
 
-    async def _wait_until(self, t: float) -> None:
-        """Sleep until ``t`` seconds (scaled) after the participant joined."""
+    async def _wait_until(self, t: float, *, not_before: float = 0.0) -> None:
+        """Sleep until ``t`` seconds (scaled) after the participant joined, and at least until
+        the loop's time ``not_before``."""
         delay = max(t - self._elapsed, 0.0)
         self._elapsed = max(self._elapsed, t)
-        await asyncio.sleep(delay * self._time_scale)
+        left = not_before - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(delay * self._time_scale, left))
 
     def _resolve(self, result: SipStatus | None) -> None:
         if not self.answered.done():
@@ -162,11 +173,19 @@ class CallSimulation:
         talk_s = self.scenario.talk_s
         if self._max_call_duration_s is not None:
             talk_s = min(talk_s, max(self._max_call_duration_s - answered_at, 0.0))
+        loop = asyncio.get_running_loop()
+        silence_from = loop.time()  # no agent (0404): from the answer
         for at_s, action in self._call_actions(talk_s):
-            await self._wait_until(answered_at + at_s)
+            if action == self._agent_dies:
+                await self._wait_until(answered_at + at_s, not_before=silence_from + ANSWER_SEEN_S)
+                silence_from = loop.time()
+            else:
+                await self._wait_until(answered_at + at_s)
             action()
-        await self._wait_until(answered_at + talk_s)
         full = talk_s == self.scenario.talk_s
+        silent = self.scenario.agent_dies_after_s is not None or not self.scenario.agent_joins
+        until = silence_from + SILENCE_LEAST_S if full and silent else 0.0
+        await self._wait_until(answered_at + talk_s, not_before=until)
         ended_by = "callee hung up" if full else "max_call_duration hit"
         logger.info(
             "sandbox call %s in room %s: %s after %.0f s",
