@@ -143,13 +143,22 @@ def validate_value(spec: AnalysisField, value: Any) -> tuple[Any, str | None]:
             return int(value), None
         return None, f"expected an integer, got {_shown(value)}"
     if kind == "number":
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
             return value, None
         return None, f"expected a number, got {_shown(value)}"
     allowed = spec.enum or []
     if isinstance(value, str) and value in allowed:
         return value, None
     return None, f"expected one of {', '.join(allowed)}, got {_shown(value)}"
+
+
+def _finite(value: float) -> bool:
+    """Whether `value` is a finite number, as JSON readers take one (a double): an integer
+    of 400 digits (JSON allows it, a callee may dictate one) raised OverflowError here."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def validate_extracted(
@@ -288,7 +297,11 @@ async def analyze(
         return _failed(f"unexpected error ({type(exc).__name__})")
     finally:
         await stream.aclose()
-    result = read_answer(request, response.text)
+    try:
+        result = read_answer(request, response.text)
+    except Exception as exc:  # the final report goes out whatever the answer held
+        logger.exception("post-call analysis: its answer could not be read")
+        return _failed(f"unexpected error ({type(exc).__name__})")
     usage = usage_of(llm, response.usage)
     if result.errors:
         # Which parts, not the values: they are what the callee said (a phone number, a
