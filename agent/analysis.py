@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, WithJsonSchema, create_model
 
 from common.config_store.model import AnalysisField, AnalysisRequest
 from common.contracts import SuccessVerdict, TranscriptTurn
+from common.text import repaired_text
 
 if TYPE_CHECKING:
     # Only for the annotation: the plugin registers itself on import, which livekit-agents
@@ -130,7 +131,7 @@ def validate_value(spec: AnalysisField, value: Any) -> tuple[Any, str | None]:
     kind = spec.type
     if kind == "string":
         if isinstance(value, str):
-            return value[:MAX_STRING_VALUE_CHARS], None
+            return _written(value)[:MAX_STRING_VALUE_CHARS], None
         return None, f"expected a string, got {_shown(value)}"
     if kind == "boolean":
         if isinstance(value, bool):
@@ -150,6 +151,14 @@ def validate_value(spec: AnalysisField, value: Any) -> tuple[Any, str | None]:
     if isinstance(value, str) and value in allowed:
         return value, None
     return None, f"expected one of {', '.join(allowed)}, got {_shown(value)}"
+
+
+def _written(text: str) -> str:
+    """What the LLM wrote, as every database keeps it: a lone surrogate (half an emoji, JSON
+    "\\ud83d") or a NUL as U+FFFD. One in a value lost every extracted value (the final report
+    leaves out what the server would refuse), one in the summary the summary, and one in the
+    success verdict's reason raised out of `read_answer`."""
+    return repaired_text(text).replace("\x00", "\ufffd")
 
 
 def _finite(value: float) -> bool:
@@ -185,7 +194,7 @@ def validate_extracted(
 def _summary(answer: dict[str, Any], errors: list[str]) -> str | None:
     value = answer.get("summary")
     if isinstance(value, str) and value.strip():
-        return value.strip()[:MAX_SUMMARY_CHARS]
+        return _written(value.strip())[:MAX_SUMMARY_CHARS]
     errors.append(f"summary: expected a text, got {_shown(value)}")
     return None
 
@@ -198,7 +207,8 @@ def _success(answer: dict[str, Any], errors: list[str]) -> SuccessVerdict | None
         and isinstance(value.get("reason", ""), str)
     ):
         return SuccessVerdict(
-            achieved=value["achieved"], reason=value.get("reason", "")[:MAX_REASON_CHARS]
+            achieved=value["achieved"],
+            reason=_written(value.get("reason", ""))[:MAX_REASON_CHARS],
         )
     errors.append(f"success: expected {{achieved: true|false, reason}}, got {_shown(value)}")
     return None
