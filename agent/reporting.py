@@ -421,7 +421,8 @@ class ReportSender:
                         " report URL (PUBLIC_BASE_URL + /agent/reports) the calls server?",
                         status,
                     )
-                why = _error_text(await _json_of(response))
+                doc = await _json_of(response)
+                why = _error_text(doc)
                 if 300 <= status < 400:  # an http:// URL a load balancer sends to https://
                     leads_to = response.headers.get("Location", "")
                     why = (
@@ -436,6 +437,14 @@ class ReportSender:
             raise _Retry(f"{type(exc).__name__}: {_clip(str(exc))}") from None
         if status >= 500 or status in RETRYABLE_STATUSES:
             raise _Retry(f"HTTP {status} {why}".rstrip())
+        if status == 404 and not _the_servers_error(doc):
+            # Not the calls server's "unknown call" (its JSON error) but a proxy's page in front
+            # of it: Traefik answers 404 while the server's container is being replaced (a
+            # deploy, a restart). Refused for good, every report of those seconds was lost.
+            raise _Retry(
+                "HTTP 404, not the calls server's answer (a proxy in front of it while it is"
+                " away? is the report URL, PUBLIC_BASE_URL + /agent/reports, the calls server?)"
+            )
         if status == 401 and self._unauthorized_retried:  # kept until the keys agree again
             raise _Retry(f"HTTP 401 {why} (check LIVEKIT_API_KEY and LIVEKIT_API_SECRET)".rstrip())
         # The rest of 4xx (and 3xx: a report URL that redirects is misconfigured) will not
@@ -593,6 +602,11 @@ def _json_from(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return None
+
+
+def _the_servers_error(doc: Any) -> bool:
+    """Whether an error answer is the calls server's own: its JSON `{"status": "error", ...}`."""
+    return isinstance(doc, dict) and doc.get("status") == "error"
 
 
 def _error_text(doc: Any) -> str:
