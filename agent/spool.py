@@ -76,6 +76,9 @@ class ReportSpool:
         # A file older than this is removed unsent (the worker's CALL_DATA_RETENTION_DAYS,
         # an hour at least): by then the server keeps none of the conversation it holds.
         self._max_age_s = max_age_s
+        # File name -> (the monotonic clock when a pass first saw it, its age by the wall
+        # clock then): from then on it ages by the monotonic clock (`_age`).
+        self._seen: dict[str, tuple[float, float]] = {}
 
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
@@ -166,6 +169,21 @@ class ReportSpool:
                     path.name,
                 )
 
+    def _age(self, path: Path) -> float:
+        """How long `path` has been in the spool: by the wall clock when a pass first sees it
+        (a pass every 10 s: about when it was written), by the monotonic clock from then on.
+        By the wall clock alone, a host whose clock was far behind (every report then refused
+        as signed with an expired token, and spooled) had every file removed unsent as older
+        than the retention once its clock was set right, though the reports would have been
+        taken by then; a clock that was ahead kept them past it."""
+        now = time.monotonic()
+        seen = self._seen.get(path.name)
+        if seen is None:
+            seen = (now, max(0.0, time.time() - path.stat().st_mtime))
+            self._seen[path.name] = seen
+        first_seen, age_then = seen
+        return age_then + (now - first_seen)
+
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
         one of `skip_urls` (a server still away this pass) is passed over unread. One that
@@ -175,9 +193,10 @@ class ReportSpool:
         files = self._files()
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}
+        self._seen = {name: seen for name, seen in self._seen.items() if name in names}
         for path in files:
             try:
-                if time.time() - path.stat().st_mtime > self._max_age_s:
+                if self._age(path) > self._max_age_s:
                     # Undelivered past the retention (the server away for good, its address
                     # changed): the transcript stayed on the host as long as the worker did.
                     path.unlink()
