@@ -11,7 +11,8 @@ keeps each report once by (call, seq), so a report sent twice is harmless.
 
 The spool is bounded (`MAX_FILES`): past it, a job's reports are dropped with an ERROR as
 they were without a spool. Its files hold transcripts: the directory is made private (0700)
-and each file 0600.
+and each file 0600. A file another user wrote there (a directory made before, writable by
+others) is never sent: the worker would sign what it holds with the LiveKit secret.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,6 +81,7 @@ class ReportSpool:
         # File name -> (the monotonic clock when a pass first saw it, its age by the wall
         # clock then): from then on it ages by the monotonic clock (`_age`).
         self._seen: dict[str, tuple[float, float]] = {}
+        self._foreign: set[str] = set()  # files of another user's, said once each
 
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
@@ -125,11 +128,21 @@ class ReportSpool:
             probe = self.directory / f".probe-{os.getpid()}.tmp"
             probe.write_bytes(b"")
             probe.unlink()
+            info = self.directory.stat()
         except OSError as exc:
             return (
                 f"AGENT_REPORT_SPOOL_DIR cannot be written ({exc.strerror or type(exc).__name__}):"
                 " the reports a job cannot deliver before it ends (the calls server away) would"
                 " be lost"
+            )
+        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            # Made before (by hand, by another user in /tmp): mkdir leaves its mode as it is.
+            return (
+                f"AGENT_REPORT_SPOOL_DIR is not private to this user (mode"
+                f" {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}): other users may"
+                " remove its files (the reports of calls not delivered yet) or add files of"
+                " their own, which the worker does not send; chown it to this user and chmod"
+                " 700 it"
             )
         return None
 
@@ -169,7 +182,7 @@ class ReportSpool:
                     path.name,
                 )
 
-    def _age(self, path: Path) -> float:
+    def _age(self, path: Path, mtime: float) -> float:
         """How long `path` has been in the spool: by the wall clock when a pass first sees it
         (a pass every 10 s: about when it was written), by the monotonic clock from then on.
         By the wall clock alone, a host whose clock was far behind (every report then refused
@@ -179,10 +192,22 @@ class ReportSpool:
         now = time.monotonic()
         seen = self._seen.get(path.name)
         if seen is None:
-            seen = (now, max(0.0, time.time() - path.stat().st_mtime))
+            seen = (now, max(0.0, time.time() - mtime))
             self._seen[path.name] = seen
         first_seen, age_then = seen
         return age_then + (now - first_seen)
+
+    def _not_ours(self, path: Path, owner: int) -> None:
+        if path.name in self._foreign:
+            return
+        self._foreign.add(path.name)
+        logger.error(
+            "report spool: %s is not sent: it was written by another user (uid %d), not by"
+            " this worker's jobs; AGENT_REPORT_SPOOL_DIR must be private to the worker's user"
+            " (chmod 700 it)",
+            path.name,
+            owner,
+        )
 
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
@@ -194,9 +219,16 @@ class ReportSpool:
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}
         self._seen = {name: seen for name, seen in self._seen.items() if name in names}
+        self._foreign &= names
         for path in files:
             try:
-                if self._age(path) > self._max_age_s:
+                info = path.stat()
+                if info.st_uid != os.geteuid():
+                    # Another user's: the worker would sign whatever it holds with the LiveKit
+                    # secret, a report of any call it names, and post it to any URL it names.
+                    self._not_ours(path, info.st_uid)
+                    continue
+                if self._age(path, info.st_mtime) > self._max_age_s:
                     # Undelivered past the retention (the server away for good, its address
                     # changed): the transcript stayed on the host as long as the worker did.
                     path.unlink()
