@@ -310,7 +310,8 @@ async def analyze(
     try:
         result = read_answer(request, response.text)
     except Exception as exc:  # the final report goes out whatever the answer held
-        logger.exception("post-call analysis: its answer could not be read")
+        # The traceback at DEBUG only: its message may quote the answer (what was said).
+        logger.debug("post-call analysis: its answer could not be read", exc_info=True)
         return _failed(f"unexpected error ({type(exc).__name__})")
     usage = usage_of(llm, response.usage)
     if result.errors:

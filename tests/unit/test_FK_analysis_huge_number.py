@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 from livekit.plugins import openai
 
+from agent import analysis
 from agent.analysis import validate_value
 from agent.reporting import ReportSender
 from agent.results import finish_call
@@ -72,3 +74,29 @@ async def test_a_huge_number_in_the_answer_still_sends_the_final_report(
     assert report.extracted["age"] == 30 and report.extracted["level"] == "club"
     assert len(report.analysis_errors) == 1
     assert report.analysis_errors[0].startswith("extracted.budget: expected a number, got 1000")
+
+
+async def test_an_answer_that_cannot_be_read_fails_the_analysis_not_the_report(
+    fake_openai: FakeOpenAI,
+    make_llm: Callable[[str], openai.LLM],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Whatever else reading an answer may raise (a bug not found yet): the analysis fails,
+    # the final report still goes, and the log does not quote the answer (what was said).
+    def broken(_request: object, text: str) -> None:
+        raise ValueError(f"cannot read {text}")
+
+    monkeypatch.setattr(analysis, "read_answer", broken)
+    fake_openai.answer = json.dumps(GOOD_ANSWER)
+
+    result = await analysis.analyze(
+        make_llm(fake_openai.base_url),
+        REQUEST,
+        TRANSCRIPT,
+        context_instructions="You are a cricket coach calling Alice.",
+        timeout_s=30,
+    )
+
+    assert result.errors == ["analysis failed: unexpected error (ValueError)"]
+    assert "club" not in caplog.text  # the answer's words
