@@ -82,6 +82,7 @@ class ReportSpool:
         # clock then): from then on it ages by the monotonic clock (`_age`).
         self._seen: dict[str, tuple[float, float]] = {}
         self._foreign: set[str] = set()  # files of another user's, said once each
+        self._writer: int | None = None  # the owner this user's files get here (`_writer_uid`)
 
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
@@ -125,9 +126,7 @@ class ReportSpool:
         directory is made if missing."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            probe = self.directory / f".probe-{os.getpid()}.tmp"
-            probe.write_bytes(b"")
-            probe.unlink()
+            writer = self._writer_uid(strict=True)
             info = self.directory.stat()
         except OSError as exc:
             return (
@@ -135,7 +134,9 @@ class ReportSpool:
                 " the reports a job cannot deliver before it ends (the calls server away) would"
                 " be lost"
             )
-        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if info.st_uid not in (os.geteuid(), writer) or info.st_mode & (
+            stat.S_IWGRP | stat.S_IWOTH
+        ):
             # Made before (by hand, by another user in /tmp): mkdir leaves its mode as it is.
             return (
                 f"AGENT_REPORT_SPOOL_DIR is not private to this user (mode"
@@ -145,6 +146,24 @@ class ReportSpool:
                 " 700 it"
             )
         return None
+
+    def _writer_uid(self, *, strict: bool = False) -> int:
+        """The owner a file this user writes here gets: its uid, or the one the file system
+        maps it to (root writing to an NFS export with root_squash writes as nobody). Found
+        by writing an empty file once; this process's uid if that fails (`strict`: raises)."""
+        if self._writer is None:
+            probe = self.directory / f".probe-{os.getpid()}.tmp"
+            try:
+                probe.write_bytes(b"")
+                try:
+                    self._writer = probe.stat().st_uid
+                finally:
+                    probe.unlink()
+            except OSError:
+                if strict:
+                    raise
+                return os.geteuid()
+        return self._writer
 
     def _files(self) -> list[Path]:
         try:
@@ -223,7 +242,7 @@ class ReportSpool:
         for path in files:
             try:
                 info = path.stat()
-                if info.st_uid != os.geteuid():
+                if info.st_uid != os.geteuid() and info.st_uid != self._writer_uid():
                     # Another user's: the worker would sign whatever it holds with the LiveKit
                     # secret, a report of any call it names, and post it to any URL it names.
                     self._not_ours(path, info.st_uid)

@@ -96,3 +96,18 @@ def test_a_private_spool_directory_is_no_problem(tmp_path: Path) -> None:
     made_before.mkdir(mode=0o755)
     made_before.chmod(0o755)
     assert ReportSpool(made_before).problem() is None
+
+
+async def test_files_a_mapped_user_wrote_are_still_sent(
+    server: ReportServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root writing to an NFS export with root_squash writes as nobody: its files are owned by
+    # another uid than its own, and are still its jobs' (a probe file tells which uid).
+    spool = ReportSpool(tmp_path / "spool")
+    own = AgentReport(call_id=CALL, seq=0, kind="answered", at=1_800_000_000.0)
+    assert spool.save(server.url, CALL, [own.to_json()]) is not None
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)  # as if the files came out as root's
+
+    assert spool.problem() is None
+    assert await resend(spool, KEY, SECRET, retry=QUICK, timeout_s=5) == 1
+    assert [(r.seq, r.kind) for r in server.reports] == [(0, "answered")]
