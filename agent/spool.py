@@ -216,17 +216,34 @@ class ReportSpool:
         first_seen, age_then = seen
         return age_then + (now - first_seen)
 
-    def _not_ours(self, path: Path, owner: int) -> None:
+    def _foreign_file(self, info: os.stat_result) -> str | None:
+        """Why a file (its `lstat`) is none of this worker's jobs', or None if it is one."""
+        if not stat.S_ISREG(info.st_mode):  # a link (to /dev/zero, to a file of root's), a FIFO
+            return "it is not a regular file"
+        if info.st_uid != os.geteuid() and info.st_uid != self._writer_uid():
+            return f"it was written by another user (uid {info.st_uid})"
+        return None
+
+    def _not_ours(self, path: Path, why: str) -> None:
         if path.name in self._foreign:
             return
         self._foreign.add(path.name)
         logger.error(
-            "report spool: %s is not sent: it was written by another user (uid %d), not by"
-            " this worker's jobs; AGENT_REPORT_SPOOL_DIR must be private to the worker's user"
-            " (chmod 700 it)",
+            "report spool: %s is not sent: %s, not by this worker's jobs; AGENT_REPORT_SPOOL_DIR"
+            " must be private to the worker's user (chmod 700 it)",
             path.name,
-            owner,
+            why,
         )
+
+    def _read(self, path: Path) -> bytes | None:
+        """The file's bytes, or None if it turned out another's as it was opened (replaced
+        since its `lstat`): never through a link, never blocking on a FIFO."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            if (why := self._foreign_file(os.fstat(file.fileno()))) is not None:
+                self._not_ours(path, why)
+                return None
+            return file.read()
 
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
@@ -241,11 +258,11 @@ class ReportSpool:
         self._foreign &= names
         for path in files:
             try:
-                info = path.stat()
-                if info.st_uid != os.geteuid() and info.st_uid != self._writer_uid():
+                info = path.lstat()
+                if (why := self._foreign_file(info)) is not None:
                     # Another user's: the worker would sign whatever it holds with the LiveKit
                     # secret, a report of any call it names, and post it to any URL it names.
-                    self._not_ours(path, info.st_uid)
+                    self._not_ours(path, why)
                     continue
                 if self._age(path, info.st_mtime) > self._max_age_s:
                     # Undelivered past the retention (the server away for good, its address
@@ -259,7 +276,9 @@ class ReportSpool:
                     continue
                 if self._urls.get(path.name) in skip_urls:
                     continue
-                doc = json.loads(path.read_bytes())
+                if (data := self._read(path)) is None:
+                    continue
+                doc = json.loads(data)
                 url, call_id = doc["url"], doc["call_id"]
                 reports = [AgentReport.model_validate(r) for r in doc["reports"]]
                 if not isinstance(url, str) or not isinstance(call_id, str):

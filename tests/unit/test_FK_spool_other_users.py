@@ -111,3 +111,31 @@ async def test_files_a_mapped_user_wrote_are_still_sent(
     assert spool.problem() is None
     assert await resend(spool, KEY, SECRET, retry=QUICK, timeout_s=5) == 1
     assert [(r.seq, r.kind) for r in server.reports] == [(0, "answered")]
+
+
+async def test_a_link_another_user_planted_is_not_followed(
+    server: ReportServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A link is owned by whoever made it, but `stat` answers for what it points to: a link
+    # of nobody's to a file of root's (here a report file elsewhere; /dev/zero would have
+    # been read for ever, the worker's loop blocked) passed for one of the worker's files.
+    elsewhere = tmp_path / "roots-own.json"  # under pytest's 0700 directory: root's alone
+    elsewhere.write_bytes(planted(server.url))
+    with reachable_directory() as top:
+        directory = top / "agent-reports"
+        directory.mkdir()
+        directory.chmod(0o777)
+        link = directory / "00000000000000000002-1-linked.json"
+
+        def make_link() -> str:
+            os.symlink(elsewhere, link)
+            return "ok"
+
+        assert forked_as_nobody(make_link) == "ok"
+        spool = ReportSpool(directory)
+
+        assert await resend(spool, KEY, SECRET, retry=QUICK, timeout_s=5) == 0
+
+        assert server.reports == []
+        assert link.is_symlink() and elsewhere.exists()
+        assert f"{link.name} is not sent: it is not a regular file" in caplog.text
