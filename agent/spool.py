@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -51,6 +52,14 @@ RESEND_RETRY: Final = RetryPolicy(first_delay_s=0.5, max_delay_s=2.0, deadline_s
 # How long one file may take to be delivered once the server answers.
 RESEND_TIMEOUT_S: Final = 120.0
 _SUFFIX: Final = ".json"
+# The names the spool gives its files (`<time_ns>-<pid>-<hex digest>`): the only ones it reads,
+# counts or removes. AGENT_REPORT_SPOOL_DIR set to a directory that holds other files (the
+# server's, beside its config.json; `.`) had every `*.json` there read as a spooled file,
+# found unreadable and removed: config.json, with the records of the calls live then.
+_NAME: Final = r"[0-9]+-[0-9]+-[0-9a-z]+"
+_SPOOLED: Final = re.compile(rf"{_NAME}\.json")
+_LEFT_HALF_WRITTEN: Final = re.compile(rf"\.(?:{_NAME}|probe-[0-9]+)\.tmp")
+_SET_ASIDE: Final = re.compile(rf"{_NAME}\.json\.bad")
 # A file being written (`.<name>.tmp`) older than this was left by a process killed while it
 # wrote it (a job the worker stopped, out of memory): a write takes well under a second.
 STALE_TEMP_S: Final = 600.0
@@ -167,9 +176,7 @@ class ReportSpool:
 
     def _files(self) -> list[Path]:
         try:
-            return sorted(
-                p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX) and p.name[0] != "."
-            )
+            return sorted(p for p in self.directory.iterdir() if _SPOOLED.fullmatch(p.name))
         except FileNotFoundError:
             return []
 
@@ -182,8 +189,8 @@ class ReportSpool:
             found = list(self.directory.iterdir())
         except OSError:
             return
-        leftovers = [p for p in found if p.name[0] == "." and p.name.endswith(".tmp")]
-        set_aside = [p for p in found if p.name.endswith(f"{_SUFFIX}.bad") and p.name[0] != "."]
+        leftovers = [p for p in found if _LEFT_HALF_WRITTEN.fullmatch(p.name)]
+        set_aside = [p for p in found if _SET_ASIDE.fullmatch(p.name)]
         for path in leftovers:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < before:
