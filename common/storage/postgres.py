@@ -1,10 +1,11 @@
 """The PostgreSQL backend (DATABASE_URL=postgresql://...): several servers on one database.
 
 The transaction programs of common/storage/programs.py run on a pooled asyncpg connection,
-one awaited query at a time; a write runs in one transaction (READ COMMITTED; the programs
-lock the call row they change with FOR UPDATE, claim work with FOR UPDATE SKIP LOCKED and
-serialise admission with an advisory lock, so limits hold across servers). Each SQL text's
-`?` placeholders become `$n` once, and asyncpg prepares (and caches) the statement.
+one awaited query at a time; a write runs in one transaction (READ COMMITTED, whatever the
+database's default isolation; the programs lock the call row they change with FOR UPDATE,
+claim work with FOR UPDATE SKIP LOCKED and serialise admission with an advisory lock, so
+limits hold across servers). Each SQL text's `?` placeholders become `$n` once, and asyncpg
+prepares (and caches) the statement.
 
 A lost connection (the database restarted, a network cut) fails the request it was serving
 with DatabaseError (answered 503) and the pool replaces the connection on its next use: the
@@ -591,10 +592,17 @@ async def _transaction(conn: Any) -> AsyncIterator[None]:
     ("cannot call Transaction.__aexit__(): the underlying connection is closed", "cannot
     switch to state 15; another operation (2) is in progress"), and that was all the log and
     the request's error said: PostgreSQL's "terminating connection due to administrator
-    command" went unsaid."""
+    command" went unsaid.
+
+    READ COMMITTED, asked for by each transaction: the programs are written for it (they lock
+    what they change, FOR UPDATE, the admission's advisory lock, SKIP LOCKED claims), and a
+    database or role whose default_transaction_isolation is stronger (serializable, a DBA's
+    policy) failed concurrent placements with "could not serialize access" (8 of 60 calls
+    answered 503 with two servers placing; webhook claims failed alike). In the BEGIN, not a
+    session setting: a pooler (PgBouncer) passes it on."""
     failed: Exception | None = None
     try:
-        async with conn.transaction():
+        async with conn.transaction(isolation="read_committed"):
             try:
                 yield
             except Exception as exc:
