@@ -24,7 +24,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
@@ -68,6 +68,12 @@ CLOCK_APART_S = 5.0
 # (a VM frozen, a network cut): it held the admission lock, and every server's calls waited
 # for it, then failed, for as long as the stall lasted (ten minutes in a probe).
 IDLE_IN_TRANSACTION_S = 10.0
+# What a statement prepared on a connection and not found there when used raises (or one of
+# its name found there already): a pooler in transaction mode in between (_uncached).
+_STATEMENT_NOT_KEPT = (
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.DuplicatePreparedStatementError,
+)
 # What a broken or refused connection raises; the request fails, the pool heals.
 _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
@@ -223,6 +229,11 @@ class PostgresCallStore(SqlCallStore):
         super().__init__(clock, instance)
         self._pool = pool
         self.dsn = dsn
+        # How to open the pool again without prepared statements kept (_uncached), once a
+        # pooler in transaction mode is found between this server and PostgreSQL.
+        self._reopen: Callable[[], Awaitable[asyncpg.Pool]] | None = None
+        self._uncaching: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(
@@ -239,8 +250,9 @@ class PostgresCallStore(SqlCallStore):
         (a tool that only reads) a database at another schema version is a DatabaseError."""
         _quiet_pool_log()
         given, connect_timeout = _connect_timeout(dsn)
-        try:
-            pool = await asyncpg.create_pool(
+
+        def create_pool(**more: Any) -> Awaitable[asyncpg.Pool]:
+            return asyncpg.create_pool(
                 given,
                 min_size=1,
                 max_size=pool_size,
@@ -250,7 +262,11 @@ class PostgresCallStore(SqlCallStore):
                     "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
                     "lock_timeout": str(int(LOCK_WAIT_S * 1000)),
                 },
+                **more,
             )
+
+        try:
+            pool = await create_pool()
         except asyncpg.ClientConfigurationError as exc:  # `sslmode=required`: a parameter
             raise DatabaseError(_refused(dsn, exc)) from None
         except ValueError:  # the URL does not parse: its text may quote the password
@@ -269,6 +285,7 @@ class PostgresCallStore(SqlCallStore):
         except (asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS) as exc:
             raise DatabaseError(f"cannot connect to {masked(dsn)}: {_why(exc)}") from None
         store = cls(pool, dsn, clock, instance)
+        store._reopen = functools.partial(create_pool, statement_cache_size=0)
         try:
             await (store._migrate() if migrate else store._check_version())
             if migrate:
@@ -451,7 +468,46 @@ class PostgresCallStore(SqlCallStore):
             )
 
     async def close(self) -> None:
+        if self._uncaching is not None and not self._uncaching.done():
+            self._uncaching.cancel()
         await self._pool.close()
+        await asyncio.gather(*self._retired, return_exceptions=True)
+
+    def _uncached(self, exc: Exception) -> asyncio.Task[None]:
+        """The pool opened again without prepared statements kept, once: a statement this
+        server prepared on a connection was not there when used (or one of its name was
+        already), so DATABASE_URL leads through a pooler in transaction mode (PgBouncer's
+        pool_mode=transaction before 1.21, or without max_prepared_statements), which gives
+        each transaction whichever PostgreSQL session is free. Every request, the reaper,
+        the webhook sender and the campaigns failed, 503 'prepared statement
+        "__asyncpg_stmt_48__" does not exist', and nothing said why. Each statement is now
+        prepared as it is sent (a round trip more); said once."""
+        if self._uncaching is None:
+            assert self._reopen is not None  # noqa: S101 - set by open(), as the pool is
+            logger.warning(
+                "calls database: a statement this server prepared was not on its connection"
+                " (%s): DATABASE_URL leads through a pooler in transaction mode (PgBouncer's"
+                " pool_mode=transaction), which hands each transaction another PostgreSQL"
+                " session; statements are not kept prepared from now on (each costs a round"
+                " trip more). PgBouncer 1.21 or later with max_prepared_statements set, or"
+                " pool_mode=session, keeps them",
+                _why(exc),
+            )
+            self._uncaching = asyncio.get_running_loop().create_task(self._swap_pool())
+        return self._uncaching
+
+    async def _swap_pool(self) -> None:
+        assert self._reopen is not None  # noqa: S101 - see _uncached
+        try:
+            pool = await self._reopen()
+        except BaseException:
+            self._uncaching = None  # asked again by the next request that fails so
+            raise
+        old, self._pool = self._pool, pool
+        # Closed once the requests holding its connections give them back.
+        closing = asyncio.get_running_loop().create_task(old.close())
+        self._retired.add(closing)
+        closing.add_done_callback(self._retired.discard)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
@@ -462,10 +518,11 @@ class PostgresCallStore(SqlCallStore):
         over 20 slots)."""
         started = time.monotonic()
         deadline = started + POOL_WAIT_S
+        pool = self._pool  # its connection goes back to it, though _uncached replaced it
         for tries in itertools.count():
             try:
                 wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
-                conn = await self._pool.acquire(timeout=wait)
+                conn = await pool.acquire(timeout=wait)
                 break
             except TimeoutError:
                 raise _NotBegun from None
@@ -478,7 +535,7 @@ class PostgresCallStore(SqlCallStore):
             yield conn
         finally:
             # Not the acquire's timeout (asyncpg's default): what was left of QUEUE_WAIT_S.
-            await self._pool.release(conn, timeout=COMMAND_TIMEOUT_S)
+            await pool.release(conn, timeout=COMMAND_TIMEOUT_S)
 
     async def _attempt(self, drive: _Drive[T], *, write: bool) -> T:
         """`drive` run to its end on a connection of the pool (in a transaction if `write`)."""
@@ -521,6 +578,11 @@ class PostgresCallStore(SqlCallStore):
         try:
             try:
                 return await self._attempt(drive, write=write)
+            except _STATEMENT_NOT_KEPT as exc:
+                await self._uncached(exc)
+                if drive.answered:  # rolled back, but the program went on on what it was told
+                    raise DatabaseError(_why(exc)) from None
+                return await self._attempt(drive, write=write)  # nothing was answered
             except asyncpg.ConnectionDoesNotExistError:
                 if drive.committing or drive.answered:
                     raise

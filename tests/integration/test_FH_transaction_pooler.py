@@ -1,0 +1,46 @@
+"""Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction, before 1.21 or
+without max_prepared_statements), each transaction runs on whichever PostgreSQL session is
+free, and the statements asyncpg prepared on one are not on the next: every request, the
+reaper, the webhook sender and the campaigns failed, 503 'prepared statement
+"__asyncpg_stmt_48__" does not exist' (seen with PgBouncer 1.18 in front of the test
+cluster: 20 calls of 20 refused), and nothing said why. Here PostgreSQL's DEALLOCATE ALL
+plays the pooler: the session the pool's connection leads to has none of its statements."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from common.storage.postgres import PostgresCallStore
+
+
+async def _forget_prepared_statements(store: PostgresCallStore) -> None:
+    async with store._pool.acquire() as conn:
+        await conn.execute("DEALLOCATE ALL")
+
+
+@pytest.mark.parametrize("first", ["read", "write"])
+async def test_statements_not_kept_by_the_session_are_prepared_again_and_said_once(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture, first: str
+) -> None:
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        assert await store.count_live() == 0  # its statement prepared, and cached
+        await store.probe_write("one")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="common.storage.postgres"):
+            for _ in range(2):  # the first one met, then no more
+                await _forget_prepared_statements(store)
+                if first == "read":
+                    assert await store.count_live() == 0
+                    await store.probe_write("one")
+                else:
+                    await store.probe_write("one")  # in its transaction
+                    assert await store.count_live() == 0
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == 1, said
+        assert "pooler in transaction mode" in said[0]
+        assert "max_prepared_statements" in said[0]
+    finally:
+        await store.close()
