@@ -583,14 +583,19 @@ class PostgresCallStore(SqlCallStore):
                 if drive.answered:  # rolled back, but the program went on on what it was told
                     raise DatabaseError(_why(exc)) from None
                 return await self._attempt(drive, write=write)  # nothing was answered
-            except asyncpg.ConnectionDoesNotExistError:
+            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InternalClientError):
                 if drive.committing or drive.answered:
                     raise
                 # Its connection was found closed before anything was answered (PostgreSQL
                 # ended it while the pool held it idle: a DBA's pg_terminate_backend of idle
                 # sessions, a proxy's reset), so nothing was written: asked once more, on a
                 # fresh connection. Each request that drew such a connection was answered
-                # 503 (4 of 4 after their 4 idle connections were ended).
+                # 503 (4 of 4 after their 4 idle connections were ended). Or found out of
+                # step, its last exchange cut off by PostgreSQL's restart (asyncpg refuses
+                # to send on it, "cannot switch to state 12; another operation (2) is in
+                # progress"): that was the line the log gave for a restart, and the request
+                # a 503 even once PostgreSQL was back; asked again, the fresh connection
+                # tells what there is to tell.
                 return await self._attempt(drive, write=write)
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
