@@ -535,7 +535,15 @@ class PostgresCallStore(SqlCallStore):
             yield conn
         finally:
             # Not the acquire's timeout (asyncpg's default): what was left of QUEUE_WAIT_S.
-            await pool.release(conn, timeout=COMMAND_TIMEOUT_S)
+            # A reset that fails as the pool takes the connection back (PostgreSQL restarted
+            # meanwhile: "cannot switch to state 15; another operation (2) is in progress")
+            # has asyncpg terminate it, and tells nothing of the work done on it: raised, it
+            # took the place of that work's outcome, a committed write reported as failed
+            # ("connection lost while committing") and a result lost.
+            with contextlib.suppress(
+                asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS
+            ):
+                await pool.release(conn, timeout=COMMAND_TIMEOUT_S)
 
     async def _attempt(self, drive: _Drive[T], *, write: bool) -> T:
         """`drive` run to its end on a connection of the pool (in a transaction if `write`)."""

@@ -55,3 +55,17 @@ async def test_a_connection_out_of_step_before_anything_is_sent_costs_no_request
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     finally:
         await store.close()
+
+
+async def test_a_committed_write_whose_connection_fails_its_reset_is_not_reported_failed(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        assert await store.count_live() == 0
+        refused = _refuse_once(monkeypatch, "reset")  # as the pool takes the connection back
+        await store.probe_write("one")  # committed: not CommitUnknown, nor a DatabaseError
+        assert refused
+        assert await store.count_live() == 0  # the pool opened a fresh connection
+    finally:
+        await store.close()
