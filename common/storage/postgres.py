@@ -287,14 +287,30 @@ class PostgresCallStore(SqlCallStore):
         store = cls(pool, dsn, clock, instance)
         store._reopen = functools.partial(create_pool, statement_cache_size=0)
         try:
-            await (store._migrate() if migrate else store._check_version())
+            await store._migrate_or_check(migrate)
             if migrate:
                 await store._warn_unless_commits_wait_for_disk()
                 await store._warn_if_clock_apart()
         except BaseException:
-            await pool.close()
+            await store.close()
             raise
         return store
+
+    async def _migrate_or_check(self, migrate: bool) -> None:
+        """The schema migrated (or its version checked), again on a pool that keeps no
+        prepared statements if a pooler in transaction mode is found meanwhile (_uncached):
+        two servers starting together behind PgBouncer, the second met the first's
+        statement on the session it was handed and stopped, 'cannot migrate ...: prepared
+        statement "__asyncpg_stmt_1__" already exists'. Rolled back: done again whole."""
+        try:
+            await (self._migrate() if migrate else self._check_version())
+        except _STATEMENT_NOT_KEPT as exc:
+            await self._uncached(exc)
+            try:
+                await (self._migrate() if migrate else self._check_version())
+            except _STATEMENT_NOT_KEPT as again:
+                what = "migrate" if migrate else "read"
+                raise DatabaseError(f"cannot {what} {masked(self.dsn)}: {_why(again)}") from None
 
     async def _warn_unless_commits_wait_for_disk(self) -> None:
         """`synchronous_commit=off` answers a COMMIT before its WAL is written: a crash of
@@ -353,6 +369,8 @@ class PostgresCallStore(SqlCallStore):
                     if known
                     else 0
                 )
+        except _STATEMENT_NOT_KEPT:
+            raise  # _migrate_or_check
         except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             # A connection lost here (`agent describe` opening the database read-only) was a
             # traceback: only the server's refusals were caught.
@@ -435,6 +453,8 @@ class PostgresCallStore(SqlCallStore):
                 " session holding a lock on a table: see pg_stat_activity); start again once"
                 " it is done"
             ) from None
+        except _STATEMENT_NOT_KEPT:
+            raise  # _migrate_or_check
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             hint = _MIGRATE_HINTS.get(type(exc), "")
             raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {_why(exc)}{hint}") from None
@@ -485,12 +505,12 @@ class PostgresCallStore(SqlCallStore):
         if self._uncaching is None:
             assert self._reopen is not None  # noqa: S101 - set by open(), as the pool is
             logger.warning(
-                "calls database: a statement this server prepared was not on its connection"
-                " (%s): DATABASE_URL leads through a pooler in transaction mode (PgBouncer's"
-                " pool_mode=transaction), which hands each transaction another PostgreSQL"
-                " session; statements are not kept prepared from now on (each costs a round"
-                " trip more). PgBouncer 1.21 or later with max_prepared_statements set, or"
-                " pool_mode=session, keeps them",
+                "calls database: its sessions do not keep this server's prepared statements"
+                " as it left them (%s): DATABASE_URL leads through a pooler in transaction"
+                " mode (PgBouncer's pool_mode=transaction), which hands each transaction"
+                " another PostgreSQL session; statements are not kept prepared from now on"
+                " (each costs a round trip more). PgBouncer 1.21 or later with"
+                " max_prepared_statements set, or pool_mode=session, keeps them",
                 _why(exc),
             )
             self._uncaching = asyncio.get_running_loop().create_task(self._swap_pool())

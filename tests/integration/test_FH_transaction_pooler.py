@@ -9,7 +9,9 @@ plays the pooler: the session the pool's connection leads to has none of its sta
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import asyncpg
 import pytest
 
 from common.storage.postgres import PostgresCallStore
@@ -42,5 +44,39 @@ async def test_statements_not_kept_by_the_session_are_prepared_again_and_said_on
         assert len(said) == 1, said
         assert "pooler in transaction mode" in said[0]
         assert "max_prepared_statements" in said[0]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("migrate", [True, False])
+async def test_a_statement_found_on_the_session_handed_at_start_up_does_not_stop_it(
+    postgres_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    migrate: bool,
+) -> None:
+    """Two servers starting together behind PgBouncer in transaction mode: the second was
+    handed the session the first had prepared its first statement on, and stopped, 'cannot
+    migrate ...: prepared statement "__asyncpg_stmt_1__" already exists' (seen with PgBouncer
+    1.18). asyncpg's refusal is made here as the pooler made it, at the first statement."""
+    await (await PostgresCallStore.open(postgres_dsn)).close()  # migrated: a check has a schema
+    original = asyncpg.Connection.fetchval
+    met: list[str] = []
+
+    async def first_one_there(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        if not met:
+            met.append(str(args[0]))
+            raise asyncpg.DuplicatePreparedStatementError(
+                'prepared statement "__asyncpg_stmt_1__" already exists'
+            )
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", first_one_there)
+    with caplog.at_level(logging.WARNING, logger="common.storage.postgres"):
+        store = await PostgresCallStore.open(postgres_dsn, migrate=migrate)
+    try:
+        assert met
+        assert await store.count_live() == 0
+        assert any("pooler in transaction mode" in r.getMessage() for r in caplog.records)
     finally:
         await store.close()
