@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from common.storage.base import DatabaseError
 from common.storage.postgres import PostgresCallStore
 
 
@@ -80,3 +81,24 @@ async def test_a_statement_found_on_the_session_handed_at_start_up_does_not_stop
         assert any("pooler in transaction mode" in r.getMessage() for r in caplog.records)
     finally:
         await store.close()
+
+
+async def test_a_pooler_refusing_the_session_settings_is_told_what_to_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PgBouncer without them in ignore_startup_parameters refuses every connection, as it
+    did here with PgBouncer 1.18: the line said only 'unsupported startup parameter:
+    idle_in_transaction_session_timeout'."""
+
+    async def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise asyncpg.ProtocolViolationError(
+            "unsupported startup parameter: idle_in_transaction_session_timeout"
+        )
+
+    monkeypatch.setattr(asyncpg, "create_pool", refused)
+    with pytest.raises(DatabaseError) as refusal:
+        await PostgresCallStore.open("postgresql://calls:secret@127.0.0.1:6432/calls")
+    said = str(refusal.value)
+    assert "ignore_startup_parameters" in said
+    assert "idle_in_transaction_session_timeout, lock_timeout" in said
+    assert "secret" not in said
