@@ -135,7 +135,7 @@ async def test_a_report_of_another_call_is_refused_naming_it_safely(
     shown = "'\ufffd[2J\ufffd" + "x" * 35 + "\u2026'"
     assert answer["error"] == f"the report's token does not cover call {shown}"
     (line,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert line == f"agent report for call {shown} refused: its token covers {call_id}"
+    assert line == f"agent report for call {shown} refused: its token covers {call_id!r}"
 
 
 async def test_a_batch_for_a_call_the_server_does_not_know_is_404(start_app: AppFactory) -> None:
