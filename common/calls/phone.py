@@ -110,6 +110,9 @@ def _malformed(raw: str) -> str:
     if written.startswith("00") and compact_e164("+" + written[2:]) is not None:
         # "0044 20 7946 0958": an international call as dialled from Europe
         return f"{why}: write '+' in place of its leading 00, the international call prefix"
+    plus_less = _plus_less(written)
+    if plus_less is not None:  # "14155550123": a number column read as numbers lost its "+"
+        return f"{why}: {plus_less}"
     # (A number and its extension are short: the pattern's cost grows as the square of a
     # run of spaces, 1.5 s for 8,000 of them.)
     extended = _EXTENSION.fullmatch(written) if len(written) <= _EXTENDED_CHARS else None
@@ -143,6 +146,31 @@ def _malformed(raw: str) -> str:
 # A number as a spreadsheet shows a long one ("4.15555E+09", "1,41556E+10" in a comma
 # decimal locale): its digits past the sixth are gone.
 _SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[eE][+-]?[0-9]+")
+
+
+def _plus_less(written: str) -> str | None:
+    """The hint for a number that lost its "+" (a spreadsheet, Excel first, reads a column of
+    them as numbers: "+14155550123" comes back 14155550123, or 14155550123.0 from pandas):
+    the number it would be with one, with its country when that is a valid number. It is
+    still refused: which country a bare number is of is no guess to dial on ("4155550123",
+    a San Francisco number without its 1, is with a "+" a Swiss one). None for anything
+    else (a national number starting with 0, letters, a "+" somewhere)."""
+    decimal = _DECIMAL.fullmatch(written)
+    digits = written[: written.index(".")] if decimal else _SEPARATORS.sub("", written)
+    if not digits.isascii() or not digits.isdigit() or compact_e164("+" + digits) is None:
+        return None
+    number = "+" + digits
+    drop = f" and without its {written[written.index('.') :]!r}" if decimal else ""
+    if _valid(number):
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+        return (
+            f"did you mean {number} ({region})? spreadsheets drop the '+': write it with its"
+            f" '+'{drop}, the column formatted as text"
+        )
+    return (
+        f"did you mean {number}? spreadsheets drop the '+': write '+', its country code and"
+        f" the number{drop}"
+    )
 
 
 def _valid(raw: str) -> bool:

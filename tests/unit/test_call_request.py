@@ -155,7 +155,6 @@ def test_missing_phone_number() -> None:
 @pytest.mark.parametrize(
     "phone",
     [
-        "1234567890",  # no plus
         "+1234567",  # 7 digits
         "+1234567890123456",  # 16 digits
         "+1234567abc",  # letters
