@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -461,8 +461,8 @@ async def _read_campaign(request: web.Request) -> _Upload:
     # A JSON body carries its own options: query values would be dropped (empty ones say
     # nothing, as a form or a generated client sends them).
     if given := [key for key, value in request.query.items() if value]:
-        why = "query options are for CSV uploads (Content-Type: text/csv); a JSON body holds"
-        raise InvalidCall([FieldError(key, f"{why} its own") for key in given])
+        why = _query_options_refused(request)
+        raise InvalidCall([FieldError(key, why) for key in given])
     containers = raw.count(b"{") + raw.count(b"[")
     tokens = containers + raw.count(b",")
     if containers > MAX_JSON_CONTAINERS or tokens > MAX_JSON_TOKENS:
@@ -480,9 +480,8 @@ async def _read_campaign(request: web.Request) -> _Upload:
     try:
         doc = await _PARSING.run(decode_json, raw)
     except HttpError as exc:
-        if content_type != "application/json":  # a CSV sent as text/plain, or with no type
-            shown = shown_text(content_type, MAX_QUOTED_CHARS)  # 8 KB of it came back whole
-            exc.message += f" (read as JSON: send a CSV as text/csv, not {shown})"
+        if not _declared_json(content_type):  # a CSV sent as text/plain, or with no type
+            exc.message += f" (read as JSON: {_send_csv_instead(request)})"
         raise
     doc = request_object(doc, (*OPTION_KEYS, "recipients"))
     recipients = doc.get("recipients")
@@ -493,6 +492,41 @@ async def _read_campaign(request: web.Request) -> _Upload:
         refused = FieldError("recipients", f"at most {MAX_RECIPIENTS} rows")
         return _Upload(doc, [], [], refused=(refused,))
     return _Upload(doc, await _PARSING.run(json_rows, recipients), [])
+
+
+# A list saved as tab-separated values (a spreadsheet's "Text (Tab delimited)"): not read.
+TSV_TYPES = ("text/tab-separated-values", "text/tsv")
+
+
+def _declared_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _query_options_refused(request: web.Request) -> str:
+    """Why a body that is no CSV or multipart upload takes no query options. A TSV, a CSV
+    sent as text/plain, one with curl's default type for --data-binary (a form's) or with none
+    were all told "a JSON body holds its own", which none of them was; each is told what its
+    Content-Type is and what to send instead."""
+    why = "query options are for CSV uploads (Content-Type: text/csv) and multipart ones"
+    if _declared_json(request.content_type):
+        return f"{why}; a JSON body holds its own"
+    if request.content_type in TSV_TYPES:
+        return f"{why}; {_send_csv_instead(request)}"
+    return f"{why}; {_send_csv_instead(request)}, or a JSON body (application/json) holding them"
+
+
+def _send_csv_instead(request: web.Request) -> str:
+    """What to send in place of a body of a type POST /campaigns does not read as a list."""
+    content_type = request.content_type
+    if content_type in TSV_TYPES:
+        return (
+            f"a tab-separated list ({content_type}) is not read: save it as CSV"
+            " (comma-separated) and send it as text/csv"
+        )
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return "send a CSV as text/csv (this body came without a Content-Type)"
+    shown = shown_text(content_type, MAX_QUOTED_CHARS)  # 8 KB of it came back whole
+    return f"send a CSV as text/csv, not {shown}"
 
 
 # Lists are parsed on a thread of their own, one at a time: on the loop, a list of 100,000
