@@ -262,6 +262,15 @@ def listed_forms(number: str) -> tuple[str, str] | tuple[str]:
     return (number,)
 
 
+def erased_forms(number: str) -> tuple[str, ...]:
+    """What an erasure of `number` (E.164, current form) looks up: its listed forms, and
+    each without its "+", as an invalid campaign row that lost it keeps its number (as
+    written: "4930123456" from a spreadsheet, its message naming +4930123456 and quoting
+    what else the row had wrong), which an erasure of +4930123456 left as it was."""
+    forms = listed_forms(number)
+    return (*forms, *(form[1:] for form in forms if form.startswith("+")))
+
+
 def normalize_phone(
     raw: object, allowed_countries: tuple[str, ...] = (), *, strict: bool = False
 ) -> str:

@@ -59,7 +59,7 @@ from common.calls.outcomes import (
     status_for_sip_code,
     trunk_fault,
 )
-from common.calls.phone import listed_forms
+from common.calls.phone import erased_forms
 from common.calls.request import OutboundCall
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import (
@@ -1661,7 +1661,7 @@ class CallService:
         error: the answer says so."""
         asked = f"number {mask_phone(number)}"
         try:
-            erasure = await self._erase_once_ended(numbers=listed_forms(number))
+            erasure = await self._erase_once_ended(numbers=erased_forms(number))
         except ErasureUnfinished as exc:
             await self._erased(exc.done, asked, unfinished=True)
             raise
