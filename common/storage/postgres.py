@@ -68,11 +68,17 @@ CLOCK_APART_S = 5.0
 # (a VM frozen, a network cut): it held the admission lock, and every server's calls waited
 # for it, then failed, for as long as the stall lasted (ten minutes in a probe).
 IDLE_IN_TRANSACTION_S = 10.0
-# What every connection asks of its session (a pooler must pass them on, or ignore them).
-_SESSION_SETTINGS = {
-    "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
-    "lock_timeout": str(int(LOCK_WAIT_S * 1000)),
-}
+
+
+def _session_settings() -> dict[str, str]:
+    """What every connection asks of its session (a pooler must pass them on, or ignore
+    them), read as a pool opens (the module's waits, as they are then)."""
+    return {
+        "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION_S * 1000)),
+        "lock_timeout": str(int(LOCK_WAIT_S * 1000)),
+    }
+
+
 # What a statement prepared on a connection and not found there when used raises (or one of
 # its name found there already): a pooler in transaction mode in between (_uncached).
 _STATEMENT_NOT_KEPT = (
@@ -263,7 +269,7 @@ class PostgresCallStore(SqlCallStore):
                 max_size=pool_size,
                 timeout=connect_timeout,
                 command_timeout=COMMAND_TIMEOUT_S,
-                server_settings=_SESSION_SETTINGS,
+                server_settings=_session_settings(),
                 **more,
             )
 
@@ -288,7 +294,7 @@ class PostgresCallStore(SqlCallStore):
             # PgBouncer refusing the session settings every connection asks for said only
             # "unsupported startup parameter: lock_timeout": what to do was in README alone.
             hint = (
-                f" (a pooler in between, PgBouncer: list {', '.join(_SESSION_SETTINGS)} in its"
+                f" (a pooler in between, PgBouncer: list {', '.join(_session_settings())} in its"
                 " ignore_startup_parameters)"
                 if "startup parameter" in str(exc)
                 else ""
