@@ -147,13 +147,32 @@ async def _check(app: web.Application) -> Failures:
     return failures
 
 
+async def _within(probe: Awaitable[None], timeout_s: float) -> None:
+    """`probe` awaited for `timeout_s` at most, then cancelled and left to end on its own:
+    asyncio.wait_for also waited for the cancelled probe to end, and a write cancelled on a
+    PostgreSQL that does not answer (SIGSTOPped, its host frozen, a network cut) ends only
+    once asyncpg gave up its rollback and its connection: /readyz answered after 17 s, not
+    within the probes' bound, and so did every probe sharing that check."""
+    task = asyncio.ensure_future(probe)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    finally:
+        if not task.done():  # past its bound (or the check itself cancelled)
+            task.cancel()
+            task.add_done_callback(_ended_unheard)
+
+
+def _ended_unheard(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a failure after its bound is the one already said: not logged
+
+
 async def _probe(app: web.Application) -> Failures:
     settings = app[SETTINGS]
 
     async def database() -> dict[str, str] | None:
         try:
-            probe = app[STORE].probe_write(settings.instance_name)
-            await asyncio.wait_for(probe, timeout=PROBE_TIMEOUT_S)
+            await _within(app[STORE].probe_write(settings.instance_name), PROBE_TIMEOUT_S)
         except DatabaseError as exc:
             return {"component": "database", "error": str(exc)}
         except TimeoutError:  # was "timeout", alone: of what, and why?

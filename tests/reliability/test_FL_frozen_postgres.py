@@ -1,0 +1,57 @@
+"""/readyz on a PostgreSQL that does not answer (its processes SIGSTOPped, as a frozen host or
+a network cut leaves it): it answered after 17 s, not within the probes' 2 s bound README
+promises, since the cancelled write waited for asyncpg to give up its rollback and its
+connection; every probe sharing that check waited as long, past a load balancer's timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from handlers import health
+from tests.conftest import AppFactory
+from tests.pg_cluster import PostgresCluster, _children_of
+
+
+@contextmanager
+def _frozen(cluster: PostgresCluster) -> Iterator[None]:
+    postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    pids = [postmaster, *_children_of(postmaster)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def _ready(client: TestClient[Any, Any]) -> tuple[int, list[str], float]:
+    started = time.monotonic()
+    resp = await asyncio.wait_for(client.get("/readyz"), 60.0)
+    doc = await resp.json()
+    components = [d["component"] for d in doc.get("details", [])]
+    return resp.status, components, time.monotonic() - started
+
+
+async def test_readyz_answers_within_its_bound_while_postgresql_is_frozen(
+    start_app: AppFactory, postgres_dsn: str, postgres_cluster: PostgresCluster
+) -> None:
+    client = await start_app(database_url=postgres_dsn, readyz_reuse_s=0.0)
+    assert (await _ready(client))[:2] == (200, [])
+    with _frozen(postgres_cluster):
+        for _ in range(2):  # and the next check too, while the first one's write still hangs
+            status, components, took = await _ready(client)
+            assert (status, components) == (503, ["database"])
+            assert took < health.PROBE_TIMEOUT_S + 1.5, f"/readyz took {took:.1f} s"
+    deadline = time.monotonic() + 30.0
+    while (await _ready(client))[0] != 200:  # and ready again, by itself, once it answers
+        assert time.monotonic() < deadline, "not ready again after PostgreSQL came back"
+        await asyncio.sleep(0.5)
