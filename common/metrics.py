@@ -32,6 +32,7 @@ REPORT_RESULTS = (
     "malformed",
     "other_call",
     "unknown_call",
+    "db_error",
 )
 DELIVERY_RESULTS = ("delivered", "retrying", "failed", "stopped")
 

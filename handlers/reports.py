@@ -32,6 +32,7 @@ from common.contracts import (
 )
 from common.masking import redact_cut
 from common.signing import REPORT_CLOCK_AHEAD, REPORT_MAX_AHEAD, BodyVerifier, Unverified
+from common.storage.base import DatabaseError
 from common.text import quoted
 from handlers.errors import HttpError, json_error
 from handlers.http import (
@@ -120,6 +121,11 @@ async def agent_report(request: web.Request) -> web.Response:
                 more,
                 extra={"call_id": exc.call_id},
             )
+        raise
+    except DatabaseError:  # answered 503 by handlers/errors.py; counted as webhooks' are
+        # A database outage refused every report (the transcripts, the verdicts) unseen
+        # here, while webhooks_total said each webhook it refused (db_error).
+        metrics.reports.labels(result="db_error").inc(len(reports))
         raise
     outcomes = [_outcome(applied) for applied in results]
     for outcome in outcomes:
