@@ -1846,8 +1846,11 @@ class ConfigStore:
                     self._owe(asyncio.get_running_loop(), owed)
                 if not isinstance(exc, Exception):  # cancelled: the thread still writes
                     raise
-                if removing:  # the reaper's prune tries again
-                    logger.error("could not remove finished calls' config records: %s", exc)
+                # The reaper's prune tries again. Once a minute: each call's end is a write
+                # of its own, and one fault (a read-only directory, a full disk) logged a
+                # line for every call that ended while it lasted.
+                if removing and (more := self._failures.due("removals")) is not None:
+                    logger.error("could not remove finished calls' config records: %s%s", exc, more)
                 if owed and (more := self._failures.due("owed retractions")) is not None:
                     logger.error(
                         "could not take back the config writes of %d refused call(s) (%s);"
