@@ -1045,7 +1045,7 @@ class CallService:
         if exc.may_have_rung:
             await self._forget_config(call_id)
         else:  # nobody was called: taken back whole, the flat document named it
-            await self._retract_config(call_id, f"LiveKit refused it: {exc.reason}")
+            await self._retract_config(call_id, f"LiveKit did not place it: {exc.reason}")
         self._close_room_soon(call_id)
         return hung_up
 

@@ -1,0 +1,35 @@
+"""LiveKit down or not answering: the line saying a call's config write was taken back said
+'not placed (LiveKit refused it: agent dispatch: LiveKit unreachable (...))' and, for a
+dispatch that timed out (which LiveKit may still carry out: seen on the real server.py with
+the sandbox SIGSTOPped and resumed, its room then created), 'LiveKit refused it: ... did not
+answer within 10 s'. Nothing refused the call: the operator was sent to look for a refusal.
+The line says LiveKit did not place it, as the API's answer does."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from server import SANDBOX
+from tests.conftest import AppFactory
+
+
+async def test_the_taken_back_line_does_not_say_livekit_refused_a_call_it_never_saw(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start_app()
+    await client.app[SANDBOX].stop()  # LiveKit down: nothing answers on its port
+    body: dict[str, Any] = {"phone_number": "+14155550177", "name": "Lk Down"}
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
+        resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 503
+    answer = await resp.json()
+    assert answer["error"].startswith("LiveKit did not place the call: agent dispatch:")
+    lines = [
+        r.getMessage() for r in caplog.records if "its config write taken back" in r.getMessage()
+    ]
+    assert len(lines) == 1, lines
+    assert "LiveKit refused it" not in lines[0], lines[0]
+    assert "not placed (LiveKit did not place it: agent dispatch: LiveKit unreachable" in lines[0]
