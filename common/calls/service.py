@@ -110,6 +110,7 @@ from common.storage.campaign_programs import (
     WINDOW_CLOSED_BEFORE_DIAL,
 )
 from common.storage.programs import (
+    AGENT_IN_CALL_DETAIL,
     AGENT_JOINED_DETAIL,
     AGENT_LEFT_DETAIL,
     LATE_FINISH_S,
@@ -1111,6 +1112,12 @@ class CallService:
             detail[AGENT_LEFT_DETAIL] = True
         if _agent_joined(event, agent_name):  # a sign of the agent, for any server's decision
             detail[AGENT_JOINED_DETAIL] = True
+        elif not agent_left and _agent_did(event, "participant_left", agent_name) is not None:
+            # It left as its room was deleted (our agent deletes it as the callee hangs up): it
+            # was in the call. Its participant_joined may be the webhook LiveKit lost, and an
+            # agent that sends no reports (or cannot reach us) leaves no other sign: the call
+            # it talked through was failed "no agent joined", and called again by a campaign.
+            detail[AGENT_IN_CALL_DETAIL] = True
         # Whether an agent showed itself matters only where the call may end answered.
         seen = True if not (finished or callee_left) else await self._agent_came(room)
         applied = await self._settle(

@@ -466,7 +466,8 @@ class CallStore(CampaignStore, Protocol):
 
     async def agent_seen(self, call_id: str) -> bool:
         """Whether an agent showed itself in the call: a report of it, or a timeline
-        `participant_joined` marked `agent_joined` (or `participant_left`, `agent_left`)."""
+        `participant_joined` marked `agent_joined` (or `participant_left`, `agent_left` or
+        `agent_in_call`)."""
         ...
 
     async def agent_gone_unsettled(

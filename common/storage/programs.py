@@ -1166,21 +1166,26 @@ def unreported_dialled(
 AGENT_LEFT_DETAIL = "agent_left"
 # The detail of a participant_joined that was the call's agent joining its room.
 AGENT_JOINED_DETAIL = "agent_joined"
+# The detail of a participant_left that was the call's agent leaving as its room was deleted
+# (the call's end: not AGENT_LEFT_DETAIL, which starts a wait for the agent to come back).
+AGENT_IN_CALL_DETAIL = "agent_in_call"
 
 
 def agent_seen(call_id: str) -> Program[bool]:
     """Whether an agent showed itself in the call: it reported on it, or its participant
-    joined or left the room (the timeline's AGENT_JOINED_DETAIL, AGENT_LEFT_DETAIL)."""
+    joined or left the room (the timeline's AGENT_JOINED_DETAIL, AGENT_LEFT_DETAIL,
+    AGENT_IN_CALL_DETAIL)."""
     rows = yield Query(
         "SELECT 1 AS seen WHERE EXISTS (SELECT 1 FROM reports WHERE call_id = ?)"
         " OR EXISTS (SELECT 1 FROM events WHERE call_id = ?"
         " AND kind IN ('participant_joined', 'participant_left')"
-        " AND (detail LIKE ? OR detail LIKE ?))",
+        " AND (detail LIKE ? OR detail LIKE ? OR detail LIKE ?))",
         (
             call_id,
             call_id,
             f"%{dumps(AGENT_JOINED_DETAIL)}:true%",
             f"%{dumps(AGENT_LEFT_DETAIL)}:true%",
+            f"%{dumps(AGENT_IN_CALL_DETAIL)}:true%",
         ),
     )
     return bool(rows)
