@@ -1511,7 +1511,10 @@ def record_report(
     nothing. Nothing moves a final status.
     """
     # What the report needs of its call (`apply` reads the whole row when it changes it).
-    columns = "call_id, status, created_at, phone_number, data_erased_at, report_at, no_report"
+    columns = (
+        "call_id, status, created_at, phone_number, data_erased_at, report_at, no_report,"
+        " answered, answered_at"
+    )
     rows = yield Query(
         f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
         (report.call_id,),
@@ -1576,11 +1579,13 @@ def record_report(
         # sip.callStatus "hangup", ahead of this report held up by an outage) dated it no
         # later than itself: at the hang-up, and the whole talk counted as ringing (talk_s 0
         # for a call talked through). The agent's moment of the answer is the truer one.
-        yield Query(
-            "UPDATE calls SET answered_at = ? WHERE call_id = ? AND answered = 1"
-            " AND answered_at > ?",
-            (answered_at, call_id, answered_at),
-        )
+        # (Asked of the row read above: the report normally comes first, and a statement
+        # that changes nothing cost every call's answer a write of its own.)
+        known = call["answered_at"]
+        if call["answered"] and known is not None and known > answered_at:
+            yield Query(
+                "UPDATE calls SET answered_at = ? WHERE call_id = ?", (answered_at, call_id)
+            )
         return (
             yield from apply(
                 d,
