@@ -41,10 +41,10 @@ async def agent_leaves(client: Client, call_id: str, reason: int) -> None:
 
 
 async def test_its_agent_leaving_with_the_deleted_room_keeps_the_call_completed(
-    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+    start_app_on_each_database: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="common.calls.service")
-    client = await quiet_app(start_app)
+    client = await quiet_app(start_app_on_each_database)
     call_id = await place(client, NO_AGENT_NUMBER)
     await line_joins(client, call_id)
     await agent_leaves(client, call_id, models.DisconnectReason.ROOM_DELETED)
