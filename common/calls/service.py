@@ -1208,7 +1208,10 @@ class CallService:
         finished = None if call is None else call.room_finished_at
         left = 0.0 if finished is None else self._late_grace() - (self.clock() - finished)
         if left > 0:
-            if recheck:
+            # Only an answered call waits on (an unanswered one settles now, as it did: asked
+            # again, its end got a second grace line in its timeline, 30 s after it). One
+            # answered between this read and the decision is the reaper's.
+            if recheck and call is not None and call.answered:
                 self._settle_after_grace(call_id, left)
             return lambda state: None if state.answered else _grace_over(state)
         return lambda state: _grace_over(replace(state, agent_seen=False))
