@@ -43,10 +43,15 @@ class Before:
 
 
 def before_clause(before: Before, id_column: str) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE condition for rows after `before` in (created_at DESC, id DESC) order."""
+    """The WHERE condition for rows after `before` in (created_at DESC, id DESC) order.
+
+    Its `created_at <= ?` bounds the created_at index's range: the OR alone is no range to
+    SQLite, which then read the index from the newest row down to the page (300,000 calls:
+    35 ms for the last page, on the database thread every write waits for; paging through
+    them all read the table ~300 times over)."""
     if before.id is None:
         return "created_at < ?", (before.at,)
     return (
-        f"(created_at < ? OR (created_at = ? AND {id_column} < ?))",
-        (before.at, before.at, before.id),
+        f"created_at <= ? AND (created_at < ? OR (created_at = ? AND {id_column} < ?))",
+        (before.at, before.at, before.at, before.id),
     )
