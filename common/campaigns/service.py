@@ -238,7 +238,11 @@ class CampaignService:
     async def recipients(
         self, campaign_id: str, *, state: str | None, limit: int, after: int | None
     ) -> list[RecipientRecord]:
-        await self.get(campaign_id)
+        # By its row alone: `get` counts every recipient by state (a 100,000-recipient
+        # campaign: 41 ms a page, paging through it 100 at a time 40 s), for counts no page
+        # shows.
+        if not await self.store.campaign_exists(campaign_id):
+            raise UnknownCampaign(campaign_id)
         return await self.store.list_recipients(campaign_id, state=state, limit=limit, after=after)
 
 

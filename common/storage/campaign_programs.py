@@ -363,6 +363,12 @@ def discard_given_up_upload(d: Dialect, before: float, limit: int) -> Program[in
     return len(gone)
 
 
+def campaign_exists(d: Dialect, campaign_id: str) -> Program[bool]:
+    """Its row is there (an upload's staged recipients have none yet)."""
+    rows = yield Query("SELECT 1 AS known FROM campaigns WHERE campaign_id = ?", (campaign_id,))
+    return bool(rows)
+
+
 def get_campaign(
     d: Dialect, campaign_id: str, lock: bool = False
 ) -> Program[CampaignRecord | None]:

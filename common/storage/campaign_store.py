@@ -89,6 +89,9 @@ class CampaignMethods:
     async def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
         return await self._read_aside(cp.get_campaign(self.dialect, campaign_id))
 
+    async def campaign_exists(self, campaign_id: str) -> bool:
+        return await self._run(cp.campaign_exists(self.dialect, campaign_id), write=False)
+
     async def list_campaigns(
         self, *, limit: int = 50, before: Before | None = None
     ) -> list[CampaignRecord]:
