@@ -268,6 +268,8 @@ class CallStore(CampaignStore, Protocol):
 
     async def close(self) -> None: ...
 
+    def stop_by(self, deadline: float) -> None: ...
+
     # -- calls ---------------------------------------------------------------------------
 
     async def create_call(

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -245,6 +246,10 @@ class PostgresCallStore(SqlCallStore):
         self._reopen: Callable[[], Awaitable[asyncpg.Pool]] | None = None
         self._uncaching: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()
+        # Set as the server stops (stop_by): its waits end by then, and so do its connections.
+        self._stop_deadline = math.inf
+        self._stop_wait_s = 0.0
+        self._cut_off: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(
@@ -505,10 +510,46 @@ class PostgresCallStore(SqlCallStore):
                 ", ".join(recorded[m.version] for m in skipped),
             )
 
+    def stop_by(self, deadline: float) -> None:
+        """Each step of a stop (the reaper's and the scheduler's work cancelled, claims given
+        back, the sandbox's calls settled, the pool closed) waited on a PostgreSQL that does
+        not answer (frozen, cut off) for a connection or a rollback, 10 to 15 s each: a
+        SIGTERM took 36-46 s, past Kubernetes' 30 s grace, whose SIGKILL left the stop
+        unsaid. From now on no wait goes past `deadline`, and at it the connections still
+        in use are closed: what they were doing ends with a DatabaseError at once."""
+        self._stop_deadline = deadline
+        self._stop_wait_s = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        if self._cut_off is None:
+            self._cut_off = asyncio.get_running_loop().call_at(deadline, self._stop_waiting)
+
+    def _stop_waiting(self) -> None:
+        self._cut_off = None
+        busy = self._pool.get_size() - self._pool.get_idle_size()
+        logger.warning(
+            "calls database: no answer within %.0f s of the stop; its %d connection(s) in"
+            " use are closed, their work unfinished (the next start, or another server,"
+            " takes it over)",
+            self._stop_wait_s,
+            busy,
+        )
+        self._pool.terminate()
+        for closing in self._retired:
+            closing.cancel()
+
     async def close(self) -> None:
         if self._uncaching is not None and not self._uncaching.done():
             self._uncaching.cancel()
-        await self._pool.close()
+        remaining = self._stop_deadline - asyncio.get_running_loop().time()
+        try:
+            # Bounded as the stop is (a connection that never comes back held it for good).
+            async with asyncio.timeout(None if math.isinf(remaining) else max(remaining, 0.0)):
+                await self._pool.close()
+        except TimeoutError:
+            self._stop_waiting()
+        finally:
+            if self._cut_off is not None:
+                self._cut_off.cancel()
+                self._cut_off = None
         await asyncio.gather(*self._retired, return_exceptions=True)
 
     def _uncached(self, exc: Exception) -> asyncio.Task[None]:
@@ -558,11 +599,21 @@ class PostgresCallStore(SqlCallStore):
         deadline = started + POOL_WAIT_S
         pool = self._pool  # its connection goes back to it, though _uncached replaced it
         for tries in itertools.count():
+            # As the server stops, no longer than its stop allows (stop_by).
+            until_stop = self._stop_deadline - asyncio.get_running_loop().time()
+            if until_stop <= 0.0:
+                raise DatabaseStalled(
+                    f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+                ) from None
             try:
                 wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
-                conn = await pool.acquire(timeout=wait)
+                conn = await pool.acquire(timeout=min(wait, until_stop))
                 break
             except TimeoutError:
+                if until_stop < wait:
+                    raise DatabaseStalled(
+                        f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+                    ) from None
                 raise _NotBegun from None
             except asyncpg.TooManyConnectionsError:
                 pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]

@@ -71,6 +71,11 @@ class SqlCallStore(CampaignMethods):
         # under the server): /healthz fails, so a platform restarts the server.
         self.restart_needed = False
 
+    def stop_by(self, deadline: float) -> None:
+        """The server is stopping: its last writes (claims given back, calls settled) may
+        wait on the database until `deadline` (the loop's clock) at most, all of them
+        together. A backend whose waits are bounded otherwise ignores it."""
+
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError
 
