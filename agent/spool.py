@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from agent.reporting import ReportSender, RetryPolicy
 from common.contracts import AgentReport
+from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class ReportSpool:
         self._seen: dict[str, tuple[float, float]] = {}
         self._foreign: set[str] = set()  # files of another user's, said once each
         self._writer: int | None = None  # the owner this user's files get here (`_writer_uid`)
+        # The directory could not be listed (a file, another user's): said once a minute.
+        self._repeats = Repeats()
+        self._unlistable = False
 
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
@@ -180,6 +184,32 @@ class ReportSpool:
         except FileNotFoundError:
             return []
 
+    def _listed(self) -> list[Path] | None:
+        """`_files()`, or None if the directory cannot be listed: said in one line, once a
+        minute. Raised, it failed each pass (every 10 s) with a 20-line traceback that named
+        neither the setting nor the directory."""
+        try:
+            files = self._files()
+        except OSError as exc:
+            self._unlistable = True
+            if (more := self._repeats.due("unlistable")) is not None:
+                logger.error(
+                    "report spool: AGENT_REPORT_SPOOL_DIR (%s) cannot be read (%s): spooled"
+                    " reports are not sent, nor new ones kept, until it can (make it a"
+                    " directory of the worker's user)%s",
+                    self.directory,
+                    exc.strerror or type(exc).__name__,
+                    more,
+                )
+            return None
+        if self._unlistable:
+            self._unlistable = False
+            self._repeats.forget("unlistable")
+            logger.info(
+                "report spool: AGENT_REPORT_SPOOL_DIR (%s) can be read again", self.directory
+            )
+        return files
+
     def _remove_stale_temps(self) -> None:
         """Remove what a process killed mid-save left (its transcript in it, never renamed
         into place nor sent: it stayed on the host for good), and what an earlier release
@@ -258,7 +288,8 @@ class ReportSpool:
         cannot be read is logged and removed, never sent. Files left half written are
         removed first."""
         self._remove_stale_temps()
-        files = self._files()
+        if (files := self._listed()) is None:
+            return
         names = {p.name for p in files}
         self._urls = {name: url for name, url in self._urls.items() if name in names}
         self._seen = {name: seen for name, seen in self._seen.items() if name in names}
