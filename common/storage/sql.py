@@ -74,7 +74,7 @@ class SqlCallStore(CampaignMethods):
     def stop_by(self, deadline: float) -> None:
         """The server is stopping: its last writes (claims given back, calls settled) may
         wait on the database until `deadline` (the loop's clock) at most, all of them
-        together. A backend whose waits are bounded otherwise ignores it."""
+        together (each backend overrides it)."""
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         raise NotImplementedError

@@ -529,6 +529,9 @@ class SqliteCallStore(SqlCallStore):
         self._reader: _Worker | None = None
         self._reader_conn: sqlite3.Connection | None = None
         self._closing = False
+        # Set as the server stops (stop_by): no wait of its steps goes past it.
+        self._stop_deadline = math.inf
+        self._stop_began = math.inf
         # (device, inode) of the file opened, and whether `path` is a symbolic link to it
         self._identity: tuple[int, int, bool] | None = None
         self._wal_identity: tuple[int, int] | None = None  # and of its -wal, as opened
@@ -964,6 +967,14 @@ class SqliteCallStore(SqlCallStore):
                 f"{self.path}: {free // 1024} KiB free on its device; a call's write needs more"
             )
 
+    def stop_by(self, deadline: float) -> None:
+        """Each step of a stop behind a write that never returns (a stalled disk: the
+        campaigns handed over, the sandbox's calls settled, the events acknowledged, the
+        close) waited its own QUEUE_WAIT_S after the one before, 40 s or more, past
+        Kubernetes' 30 s grace; now none waits past `deadline`, all of them together."""
+        self._stop_deadline = deadline
+        self._stop_began = asyncio.get_running_loop().time()
+
     async def close(self) -> None:
         """Close both connections, each on its thread, once what is queued before ran. A
         thread that does not answer by QUEUE_WAIT_S (a stalled disk) is left running, said
@@ -978,17 +989,18 @@ class SqliteCallStore(SqlCallStore):
         self._worker.shutdown(wait=not self._worker.abandoned)
 
     async def _close_on(self, worker: _Worker, close: Callable[[], None]) -> None:
+        started = min(asyncio.get_running_loop().time(), self._stop_began)
         try:
             await self._submit_to(worker, close, wait_s=QUEUE_WAIT_S)
         except DatabaseStalled:
             worker.abandoned = True
             logger.error(
-                "calls database %s did not answer in %.0f s as the server stops (its disk"
-                " stalls): stopping without it; %d request(s) on it abandoned unfinished (a"
+                "calls database %s did not answer as the server stops (its disk stalls;"
+                " waited %.0f s): stopping without it; %d request(s) on it abandoned unfinished (a"
                 " write among them may land if the disk lets it before the process ends, or"
                 " is lost)",
                 self.path,
-                QUEUE_WAIT_S,
+                asyncio.get_running_loop().time() - started,
                 worker.unfinished(),
             )
         worker.shutdown(wait=not worker.abandoned)
@@ -1208,6 +1220,10 @@ class SqliteCallStore(SqlCallStore):
         """fn(*args) on `worker`; with `wait_s`, DatabaseStalled if it has not begun by then,
         or has run as long (`begun_wait_s`, if given) without returning."""
         deadline = math.inf
+        if wait_s is not None and self._stop_deadline < math.inf:  # the stop's budget
+            left = max(self._stop_deadline - asyncio.get_running_loop().time(), 0.0)
+            wait_s = min(wait_s, left)
+            begun_wait_s = None if begun_wait_s is None else min(begun_wait_s, left)
         if begun_wait_s is None:
             begun_wait_s = math.inf if wait_s is None else wait_s
         if wait_s is not None:
