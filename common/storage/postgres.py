@@ -526,11 +526,10 @@ class PostgresCallStore(SqlCallStore):
         self._cut_off = None
         busy = self._pool.get_size() - self._pool.get_idle_size()
         logger.warning(
-            "calls database: no answer within %.0f s of the stop; its %d connection(s) in"
-            " use are closed, their work unfinished (the next start, or another server,"
-            " takes it over)",
+            "calls database: no answer within %.0f s of the stop; stopping without it%s"
+            " (what is left undone, the next start or another server takes over)",
             self._stop_wait_s,
-            busy,
+            f", {busy} connection(s) in use closed" if busy > 0 else "",
         )
         self._pool.terminate()
         for closing in self._retired:
