@@ -253,7 +253,8 @@ def setup(app: web.Application) -> None:
                 401: UNAUTHORIZED,
                 409: Reply(
                     "A call to the number is live, or a campaign call to it has just ended"
-                    " (Retry-After): nothing was erased; the error names it"
+                    " (Retry-After): nothing was erased; the error names it",
+                    headers=("Retry-After",),
                 ),
                 413: Reply(f"The body is larger than {ERASE_BODY_BYTES} bytes"),
                 422: Reply("An unknown field, or `phone_number` not an E.164 number"),
@@ -349,7 +350,8 @@ def setup(app: web.Application) -> None:
                 404: Reply("No such call"),
                 409: Reply(
                     "The call is live, or a campaign call that has just ended (Retry-After):"
-                    " nothing was erased; erase it once it has ended"
+                    " nothing was erased; erase it once it has ended",
+                    headers=("Retry-After",),
                 ),
                 503: DB_DOWN,
             },

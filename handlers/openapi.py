@@ -79,6 +79,8 @@ UNKNOWN_QUERY_OR_BODY = Reply(
 BODY_TOO_SLOW = Reply("The body did not all arrive within 30 s of the headers")
 BODY_ENCODING = Reply("The body's Content-Encoding is not gzip, deflate or none")
 BODY_TRANSFER = Reply("The body's Transfer-Encoding is not chunked")
+# Every route's (handlers/http.py `_expectation_met`), before anything else of it.
+EXPECTATION_UNMET = Reply("An Expect header other than 100-continue: nothing was done")
 
 
 def _has_body(doc: RouteDoc) -> bool:
@@ -89,8 +91,10 @@ def _replies(doc: RouteDoc) -> dict[int, Reply]:
     unreadable = UNKNOWN_QUERY if refuses_unknown_query(doc) else UNREADABLE_TARGET
     if refuses_body(doc):
         unreadable = UNKNOWN_QUERY_OR_BODY
-    replies = {400: unreadable, **doc.replies}
-    if _has_body(doc):
+    replies = {400: unreadable, 417: EXPECTATION_UNMET, **doc.replies}
+    # A route that takes no body still reads one sent to it, to refuse it (`_no_body`): its
+    # reading fails as any route's would.
+    if _has_body(doc) or refuses_body(doc):
         replies.setdefault(408, BODY_TOO_SLOW)
         replies.setdefault(415, BODY_ENCODING)
         replies.setdefault(501, BODY_TRANSFER)
