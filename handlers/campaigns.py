@@ -21,8 +21,12 @@ from common.calls.models import IdempotencyClaim, StoredAnswer, canonical_json
 from common.calls.request import RequestRules
 from common.calls.views import Timestamp
 from common.campaigns.csv_rows import CsvRejected, UnknownCharset, csv_codec, parse_csv
-from common.campaigns.model import RECIPIENT_STATES
+from common.campaigns.model import RECIPIENT_STATES, RETRYABLE
 from common.campaigns.request import (
+    ATTEMPTS_RANGE,
+    CONCURRENT_RANGE,
+    CPS_RANGE,
+    DELAY_RANGE,
     MAX_RECIPIENTS,
     OPTION_KEYS,
     QUERY_PARAMS,
@@ -33,6 +37,7 @@ from common.campaigns.request import (
     options_from_query,
     parse_options,
 )
+from common.campaigns.windows import DAY_NAMES
 from common.own_threads import OwnThreads
 from common.storage.base import KeyTaken
 from common.storage.campaign_programs import MAX_RESUMES
@@ -126,6 +131,58 @@ MAX_FIELD_BYTES = 8 * 1024
 MAX_PARSE_ERROR_CHARS = 200  # of aiohttp's message, which may quote the client's bytes
 
 
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+assert get_args(DayName) == DAY_NAMES  # noqa: S101 - one list, read at import
+RetryOn = Literal["busy", "no_answer", "voicemail", "failed"]
+assert get_args(RetryOn) == RETRYABLE  # noqa: S101 - one list, read at import
+HH_MM = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+# The options as parse_options reads them (common/campaigns/request.py), for /openapi.json
+# only: each key optional, null its default, any other key refused (422). Documented as
+# free objects, a client generated from the document typed them as any dict and sent what
+# the server then refused.
+class PacingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calls_per_second: float | None = Field(
+        default=None, ge=CPS_RANGE[0], le=CPS_RANGE[1], description="Default 1.0"
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=CONCURRENT_RANGE[0], le=CONCURRENT_RANGE[1], description="Default 10"
+    )
+
+
+class WindowOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | None = Field(default=None, pattern=HH_MM, description="HH:MM; default 09:00")
+    end: str | None = Field(
+        default=None,
+        pattern=f"{HH_MM}|^24:00$",
+        description='HH:MM (not included), after start; "24:00" is midnight; default 20:00',
+    )
+    days: list[DayName] | None = Field(default=None, min_length=1, description="Default all")
+    timezone: str | None = Field(default=None, description='"recipient" (default) or an IANA name')
+
+
+class RetryOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on: list[RetryOn] = Field(
+        default=["busy", "no_answer"], description="The call statuses tried again"
+    )
+    max_attempts: int | None = Field(
+        default=None,
+        ge=ATTEMPTS_RANGE[0],
+        le=ATTEMPTS_RANGE[1],
+        description="Default 3 (1 when `on` is empty)",
+    )
+    delay_s: float | None = Field(
+        default=None, ge=DELAY_RANGE[0], le=DELAY_RANGE[1], description="Default 600"
+    )
+
+
 class CampaignBody(BaseModel):
     """POST /campaigns as JSON (CSV: the rows as text/csv, these options in the query)."""
 
@@ -143,22 +200,13 @@ class CampaignBody(BaseModel):
     defaults: dict[str, Any] = Field(
         default_factory=dict, description="POST /calls/outbound fields every row starts from"
     )
-    pacing: dict[str, Any] = Field(
-        default_factory=dict,
-        description="calls_per_second (default 1.0, up to 100), max_concurrent (default 10)",
-    )
-    window: dict[str, Any] | None = Field(
-        default=None,
-        description='start/end "HH:MM" (default 09:00-20:00; end "24:00" for midnight), '
-        'days ["mon", ...], timezone "recipient" (default) or an IANA name',
-    )
-    retry: dict[str, Any] = Field(
-        default_factory=dict,
-        description='on (default ["busy", "no_answer"]), max_attempts (default 3), '
-        "delay_s (default 600, from 60 to 604800)",
-    )
+    pacing: PacingOptions | None = None
+    window: WindowOptions | None = None
+    retry: RetryOptions | None = None
     start_at: str | None = Field(default=None, description="ISO-8601 with a UTC offset")
-    invalid_rows: str = Field(default="reject", description='"reject" (default) or "skip"')
+    invalid_rows: Literal["reject", "skip"] = Field(
+        default="reject", description="Rows that are invalid: refuse them all, or skip them"
+    )
 
 
 # The answers' shapes, as CampaignRecord.to_json and RecipientRecord.to_json write them
@@ -178,7 +226,6 @@ RecipientState = Literal[
     "erased",
 ]
 assert get_args(RecipientState) == RECIPIENT_STATES  # noqa: S101 - one list, read at import
-DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class CampaignCounts(BaseModel):
