@@ -10,6 +10,7 @@ from yarl import URL
 
 from common.calls.models import WebhookDelivery, iso_time
 from common.calls.outcomes import Status
+from common.calls.phone import PHONE_SYNTAX
 from common.calls.views import CallSummary, Timestamp
 
 
@@ -52,7 +53,8 @@ class EraseNumberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")  # as erase_number refuses unknown fields
 
     phone_number: str = Field(
-        description="E.164 (in the body, not the URL: a number in a URL reaches access logs)"
+        description="E.164 (in the body, not the URL: a number in a URL reaches access logs)",
+        json_schema_extra={"pattern": PHONE_SYNTAX},  # as e164 reads it (the do-not-call's)
     )
 
 
