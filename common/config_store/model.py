@@ -214,10 +214,21 @@ def _field_name(name: str) -> str:
     return name
 
 
+def _analysis_schema(schema: dict[str, Any]) -> None:
+    """AnalysisRequest's JSON schema: a field given as null is not given (`_fields_given`),
+    and field names are FIELD_NAME's. /openapi.json said neither: `{"fields": {"x": null}}`,
+    which the server takes, was invalid by it, and `{"fields": {"Bad Name": ...}}`, which
+    the server refuses (422), valid."""
+    fields = schema["properties"]["fields"]
+    fields["additionalProperties"] = {"anyOf": [fields["additionalProperties"], {"type": "null"}]}
+    fields["propertyNames"] = {"pattern": f"^{FIELD_NAME.pattern}$"}
+    null_means_unset(schema)
+
+
 class AnalysisRequest(_NullIsUnset):
     """The post-call analysis the caller wants: a summary, a success verdict, fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_analysis_schema)
 
     summary: StrictBool = True
     success_criteria: Annotated[
