@@ -278,6 +278,7 @@ def setup(app: web.Application) -> None:
                     "name": "status",
                     "in": "query",
                     "required": False,
+                    "allowEmptyValue": True,  # status= is no filter
                     "schema": {"enum": [s.value for s in Status]},
                 },
                 LIST_LIMIT.doc,

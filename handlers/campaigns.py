@@ -931,12 +931,18 @@ def setup(app: web.Application) -> None:
             protected=True,
             parameters=[
                 CAMPAIGN_ID,
-                {"name": "status", "in": "query", "schema": {"enum": list(RECIPIENT_STATES)}},
+                {
+                    "name": "status",
+                    "in": "query",
+                    "allowEmptyValue": True,  # status= is no filter
+                    "schema": {"enum": list(RECIPIENT_STATES)},
+                },
                 LIST_LIMIT.doc,
                 {
                     "name": "after",
                     "in": "query",
                     "description": "next_after of the previous page",
+                    "allowEmptyValue": True,  # after= is from the first
                     "schema": {"type": "integer", "minimum": -1, "maximum": MAX_RECIPIENTS},
                 },
             ],

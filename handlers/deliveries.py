@@ -129,6 +129,7 @@ def setup(app: web.Application) -> None:
                     "name": "after",
                     "in": "query",
                     "description": "next_after of the previous page",
+                    "allowEmptyValue": True,  # after= is from the first
                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_DELIVERY_ID},
                 },
             ],
