@@ -110,12 +110,21 @@ UPLOAD_BODIES: dict[str, dict[str, Any]] = {
         " query. A `timezone` column (an IANA zone, or blank) is the recipient's own, read"
         " as additional_params.timezone is",
     },
+    # Any other part is refused (422, `_multipart_parts`): documented as open, a client generated
+    # from the document knew neither `file` nor the option fields, and sent parts refused.
     "multipart/form-data": {
         "type": "object",
         "properties": {
             "options": {"type": "string", "description": "The options, as JSON"},
             "recipients": {"type": "string", "format": "binary", "description": "The CSV"},
+            "file": {"type": "string", "format": "binary", "description": "The CSV (or this)"},
+            **{
+                name: {"type": "string", "description": "One option, as the query's parameter"}
+                for name in QUERY_PARAMS
+                if name != "options"
+            },
         },
+        "additionalProperties": False,
     },
 }
 # A multipart upload's parts: `options` and `recipients` (or `file`) are read, a form may add a
