@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from common.settings import Settings
 
 # Per-call limits a request may set (seconds); the settings give the defaults.
+# What check_url can take, for /openapi.json (documented as any string, "ftp://x",
+# "https:host" and " https://host" were valid by it): http(s), a host, no credentials, no
+# fragment, no whitespace or backslash. Public addresses only is checked at request time.
+WEBHOOK_URL_SYNTAX = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\\/?#@]+(?:[/?][^\s\\#]*)?$"
 RINGING_TIMEOUT_RANGE = (5, 120)
 MAX_DURATION_RANGE = (30, 3600)
 
@@ -166,6 +170,7 @@ class OutboundCall(BaseModel):
             max_length=MAX_URL_LENGTH,
             description="Where this call's events are POSTed (overrides CALLS_WEBHOOK_URL): "
             "https, on a public address",
+            json_schema_extra={"pattern": WEBHOOK_URL_SYNTAX},
         ),
     ] = None
 
