@@ -75,6 +75,8 @@ LOCKED_BUSY_TIMEOUT_MS = round(LOCKED_TRY_S * 1000)
 # behind it, with no answer at all. Past the busy timeout, as a write waiting for the lock
 # holds the queue that long.
 QUEUE_WAIT_S = 10.0
+# How long a thread with nothing left to do is given to close its connection at a stop.
+IDLE_CLOSE_WAIT_S = 1.0
 
 
 # Calls recorded by the releases of 2026-11-26 (schema 1 and 2, before the migration files)
@@ -990,8 +992,17 @@ class SqliteCallStore(SqlCallStore):
 
     async def _close_on(self, worker: _Worker, close: Callable[[], None]) -> None:
         started = min(asyncio.get_running_loop().time(), self._stop_began)
+        # A thread with nothing to finish (the list reads' one, beside a stalled write) is
+        # closed in its own short wait, not the stop's budget the stall used up: it was said
+        # abandoned, "did not answer", though it had never been asked anything.
+        idle = worker.unfinished() == 0
         try:
-            await self._submit_to(worker, close, wait_s=QUEUE_WAIT_S)
+            await self._submit_to(
+                worker,
+                close,
+                wait_s=IDLE_CLOSE_WAIT_S if idle else QUEUE_WAIT_S,
+                budgeted=not idle,
+            )
         except DatabaseStalled:
             worker.abandoned = True
             logger.error(
@@ -1216,11 +1227,13 @@ class SqliteCallStore(SqlCallStore):
         together: bool = False,
         wait_s: float | None = None,
         begun_wait_s: float | None = None,
+        budgeted: bool = True,
     ) -> T:
         """fn(*args) on `worker`; with `wait_s`, DatabaseStalled if it has not begun by then,
-        or has run as long (`begun_wait_s`, if given) without returning."""
+        or has run as long (`begun_wait_s`, if given) without returning. Once the server
+        stops, `wait_s` is cut to what is left of the stop's budget (unless not `budgeted`)."""
         deadline = math.inf
-        if wait_s is not None and self._stop_deadline < math.inf:  # the stop's budget
+        if wait_s is not None and budgeted and self._stop_deadline < math.inf:  # the budget
             left = max(self._stop_deadline - asyncio.get_running_loop().time(), 0.0)
             wait_s = min(wait_s, left)
             begun_wait_s = None if begun_wait_s is None else min(begun_wait_s, left)
