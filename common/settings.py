@@ -908,6 +908,7 @@ def settings_from_env(env: Mapping[str, str], *, config_file_read: bool = True) 
             values[item.name] = item.metadata["parse"](variable(item.name), raw)
     settings = Settings(**values)
     _refuse_one_file_for_two(settings)
+    _refuse_ringing_past_the_limit(settings)
     if config_file_read:
         _refuse_a_config_path_not_json(settings.config_path)
     return settings
@@ -948,6 +949,19 @@ def _refuse_quoted(name: str, raw: str) -> None:
         raise SettingsError(
             f"{name} is wrapped in quotes ({raw[0]}...{raw[0]}), which would be part of its"
             " value: only .env takes quotes off; give the value without them"
+        )
+
+
+def _refuse_ringing_past_the_limit(settings: Settings) -> None:
+    """CALL_RINGING_TIMEOUT_S over CALL_MAX_DURATION_S: LiveKit counts a call's max duration
+    from the dial, ringing included, so every call that set neither was cut at the max
+    duration while still ringing (600 s of ringing under a 30 s limit rang 30 s), unsaid."""
+    ringing, longest = settings.call_ringing_timeout_s, settings.call_max_duration_s
+    if ringing > longest:
+        raise SettingsError(
+            f"CALL_RINGING_TIMEOUT_S ({ringing}) is longer than CALL_MAX_DURATION_S ({longest}),"
+            " which counts from the dial, ringing included: every call would be cut while"
+            " still ringing; lower CALL_RINGING_TIMEOUT_S or raise CALL_MAX_DURATION_S"
         )
 
 

@@ -141,7 +141,8 @@ class OutboundCall(BaseModel):
         Field(
             ge=MAX_DURATION_RANGE[0],
             le=MAX_DURATION_RANGE[1],
-            description="The longest the call may last; default CALL_MAX_DURATION_S",
+            description="The longest the call may last, counted from the dial, ringing "
+            "included: at least the ringing timeout; default CALL_MAX_DURATION_S",
         ),
     ] = None
     first_message: Annotated[
@@ -361,11 +362,16 @@ def parse_outbound_call(
     strict_numbers: bool = False,
     webhooks_enabled: bool = False,
     allow_private_webhooks: bool = False,
+    default_ringing_timeout_s: int | None = None,
+    default_max_duration_s: int | None = None,
 ) -> OutboundCall:
     """Validate a decoded JSON body; raise InvalidCall listing every problem.
 
     `strict_numbers`: refuse numbers phonenumbers cannot validate (a real LiveKit is in use).
     `webhooks_enabled`: a call may name its own webhook_url (the server signs webhooks).
+    `default_ringing_timeout_s`, `default_max_duration_s`: the server's limits for a call
+    that sets none (CALL_RINGING_TIMEOUT_S, CALL_MAX_DURATION_S), to refuse a ringing
+    timeout the call's max duration would cut (see `_limits_problem`).
     """
     if not isinstance(body, dict):
         raise InvalidCall([FieldError("body", "must be a JSON object")])
@@ -376,9 +382,41 @@ def parse_outbound_call(
         "allow_private_webhooks": allow_private_webhooks,
     }
     try:
-        return OutboundCall.model_validate(body, context=context)
+        call = OutboundCall.model_validate(body, context=context)
     except ValidationError as exc:
         raise InvalidCall(field_errors(exc)) from None
+    problem = _limits_problem(call, default_ringing_timeout_s, default_max_duration_s)
+    if problem is not None:
+        raise InvalidCall([problem])
+    return call
+
+
+def _limits_problem(
+    call: OutboundCall, default_ringing_s: int | None, default_max_s: int | None
+) -> FieldError | None:
+    """A ringing timeout longer than the call's max duration: LiveKit counts
+    max_call_duration from the dial, ringing included, so the line was cut at the max
+    duration, still ringing (`{"ringing_timeout_s": 120, "max_duration_s": 30}` rang 30 s
+    and ended no_answer, "max_duration_s reached before an answer"), and the call was
+    accepted without a word. Named on the field the request set (max_duration_s first)."""
+    ringing = call.ringing_timeout_s or default_ringing_s
+    longest = call.max_duration_s or default_max_s
+    if ringing is None or longest is None or ringing <= longest:
+        return None
+    ringing_from = "" if call.ringing_timeout_s else " (CALL_RINGING_TIMEOUT_S)"
+    longest_from = "" if call.max_duration_s else " (CALL_MAX_DURATION_S)"
+    where = (
+        "max_duration_s"
+        if call.max_duration_s or not call.ringing_timeout_s
+        else "ringing_timeout_s"
+    )
+    return FieldError(
+        where,
+        f"the ringing timeout{ringing_from}, {ringing} s, is longer than max_duration_s"
+        f"{longest_from}, {longest} s, which LiveKit counts from the dial, ringing included:"
+        f" the call would be cut while ringing; set max_duration_s to {ringing} or more, or"
+        f" ringing_timeout_s to {longest} or less",
+    )
 
 
 @dataclass(frozen=True)
@@ -390,6 +428,9 @@ class RequestRules:
     strict_numbers: bool = False
     webhooks_enabled: bool = False
     allow_private_webhooks: bool = False
+    # The limits of a call that sets none: a request's must not ring longer than it may last.
+    default_ringing_timeout_s: int | None = None
+    default_max_duration_s: int | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> RequestRules:
@@ -398,6 +439,8 @@ class RequestRules:
             strict_numbers=not settings.uses_sandbox,
             webhooks_enabled=settings.calls_webhook_secret is not None,
             allow_private_webhooks=settings.calls_webhook_allow_private,
+            default_ringing_timeout_s=settings.call_ringing_timeout_s,
+            default_max_duration_s=settings.call_max_duration_s,
         )
 
     def parse(self, body: object) -> OutboundCall:
@@ -407,4 +450,6 @@ class RequestRules:
             strict_numbers=self.strict_numbers,
             webhooks_enabled=self.webhooks_enabled,
             allow_private_webhooks=self.allow_private_webhooks,
+            default_ringing_timeout_s=self.default_ringing_timeout_s,
+            default_max_duration_s=self.default_max_duration_s,
         )
