@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -99,6 +100,56 @@ def health_port_problem(host: str, port: int = HEALTH_PORT) -> str | None:
             " (AGENT_HTTP_HOST sets its address)"
         )
     return None
+
+
+# How long `sandbox_problem` waits for LIVEKIT_URL's answer: no answer is no verdict.
+SANDBOX_PROBE_TIMEOUT_S = 2.0
+
+
+def sandbox_problem(livekit_url: str, timeout_s: float = SANDBOX_PROBE_TIMEOUT_S) -> str | None:
+    """Why a worker cannot register at `livekit_url`, when it is this project's sandbox
+    (`python -m sandbox`, or a server's embedded one), or None. The sandbox plays the agent's
+    part itself and hosts no worker: livekit-agents retried its 404 on /agent for ~2 minutes
+    (16 tries), a WARNING each naming only the status, then exited. Any other answer, or
+    none (LiveKit not up yet), is left to the worker's own retries."""
+    # In a thread, waited for at most `timeout_s`: a name lookup is bounded by no timeout.
+    found: list[str | None] = [None]
+
+    def probe() -> None:
+        found[0] = _sandbox_problem(livekit_url, timeout_s)
+
+    prober = threading.Thread(target=probe, name="sandbox-probe", daemon=True)
+    prober.start()
+    prober.join(timeout_s)
+    return found[0]
+
+
+def _sandbox_problem(livekit_url: str, timeout_s: float) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    from sandbox.server import AGENT_PATH, SANDBOX_HEADER
+
+    base = re.sub(r"^ws", "http", livekit_url.rstrip("/"), flags=re.IGNORECASE)
+    if not base.lower().startswith(("http://", "https://")):
+        return None
+    # No proxy from the environment: the worker's websocket takes none either.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(base + AGENT_PATH, timeout=timeout_s) as answer:
+            headers = answer.headers
+    except urllib.error.HTTPError as exc:
+        headers = exc.headers
+    except (OSError, ValueError):  # refused, timed out, no such host, a URL urllib refuses
+        return None
+    if headers is None or headers.get(SANDBOX_HEADER) != "no-agent-workers":
+        return None
+    return (
+        f"LIVEKIT_URL ({livekit_url}) is this project's sandbox, which plays the agent's part"
+        " itself and hosts no agent worker (calls placed through it need none): point"
+        " LIVEKIT_URL at a real LiveKit server (`livekit-server --dev` locally), the call"
+        " server's too"
+    )
 
 
 def start_warnings(settings: Settings) -> list[str]:
@@ -406,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_USAGE
 
+    connects = command in ("start", "dev", "connect") and "--help" not in args
+    if connects and settings.livekit_url is not None:  # unset: missing_settings said so
+        problem = sandbox_problem(settings.livekit_url)
+        if problem is not None:
+            print(f"agent: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     if command == "start" and "--help" not in args:
         problem = health_port_problem(settings.agent_http_host)
         if problem is not None:

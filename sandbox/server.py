@@ -90,6 +90,17 @@ class Fault:
         return self.times is not None and self.applied >= self.times
 
 
+# Where a livekit-agents worker registers (its websocket), and the header of the sandbox's
+# answer there, which tells the worker it reached the sandbox.
+AGENT_PATH = "/agent"
+SANDBOX_HEADER = "X-Sandbox"
+NO_AGENT_WORKERS = (
+    "an agent worker tried to register (GET /agent): the sandbox hosts no agent worker, it plays"
+    " the agent's part itself; point the worker's LIVEKIT_URL at a real LiveKit server"
+    " (`livekit-server --dev` locally) and the call server's at the same one"
+)
+
+
 class Sandbox:
     """A LiveKit stand-in on ``host:port`` (port 0 picks a free one)."""
 
@@ -216,6 +227,7 @@ class Sandbox:
         await self._reports.start()
         app = web.Application(middlewares=[_unread_compressed_bodies_close, self._refuse_web_pages])
         app.router.add_get("/", self._handle_root)
+        app.router.add_get(AGENT_PATH, self._handle_agent_worker)
         app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
@@ -289,6 +301,17 @@ class Sandbox:
 
     async def _handle_root(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
+
+    async def _handle_agent_worker(self, request: web.Request) -> web.Response:
+        """An agent worker registering here (`python -m agent start` with LIVEKIT_URL on the
+        sandbox): the sandbox plays the agent's part itself and hosts no worker. It got
+        aiohttp's bare 404 and retried it for ~2 minutes, each side saying nothing of why.
+        Said once a minute here; the header lets the worker's start tell it (agent/cli.py)."""
+        if (more := self._refusals.due("agent worker")) is not None:
+            logger.warning("sandbox: %s%s", NO_AGENT_WORKERS, more)
+        return web.Response(
+            status=404, text=NO_AGENT_WORKERS + "\n", headers={SANDBOX_HEADER: "no-agent-workers"}
+        )
 
     async def _handle_twirp(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
