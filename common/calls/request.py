@@ -170,7 +170,8 @@ class OutboundCall(BaseModel):
         Field(
             max_length=MAX_URL_LENGTH,
             description="Where this call's events are POSTed (overrides CALLS_WEBHOOK_URL): "
-            "https, on a public address",
+            "https, on a public address; only on a server with CALLS_WEBHOOK_SECRET set "
+            "(refused otherwise)",
             json_schema_extra={"pattern": WEBHOOK_URL_SYNTAX},
         ),
     ] = None
@@ -244,7 +245,9 @@ class OutboundCall(BaseModel):
         context = info.context or {}
         if not context.get("webhooks_enabled", False):
             raise ValueError(
-                "customer webhooks are not enabled on this server (CALLS_WEBHOOK_SECRET is unset)"
+                "customer webhooks are not enabled on this server (CALLS_WEBHOOK_SECRET is"
+                " unset): its operator sets CALLS_WEBHOOK_SECRET to enable them; or leave"
+                " webhook_url out"
             )
         return check_url(value, allow_private=context.get("allow_private_webhooks", False))
 
