@@ -12,7 +12,6 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
@@ -213,19 +212,28 @@ def error_response(exc: BaseException) -> web.Response | None:
     return json_error(answer.status, answer.message, answer.details, answer.headers, answer.call_id)
 
 
+# A run of escapes of bytes past ASCII: the only escapes that can make a target not UTF-8.
+_HIGH_ESCAPES = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
+
+
 def _unreadable(target: str) -> bool:
     """The request's path and query as sent (`raw_path`), once its escapes are undone: a NUL,
     or bytes that are not UTF-8. Sent raw, those arrive as lone surrogates; escaped (`%FF`,
     `%C0%AF`), the URL parser would decode them to U+FFFD and the path would name something
-    else. No id, number or parameter of ours holds either, and PostgreSQL refuses them."""
-    if not is_unicode(target):
+    else. No id, number or parameter of ours holds either, and PostgreSQL refuses them.
+    Only the runs of escaped bytes past ASCII are decoded, together in one go (apart by a
+    space, which ends any sequence, as the ASCII or whole character next to each run does):
+    undoing every escape of the target (`unquote_to_bytes`, a Python loop) cost 0.6-3.8 ms
+    of the loop for any 8 KB request line of escapes, no token needed."""
+    if not is_unicode(target) or "\x00" in target or "%00" in target:
         return True
-    if "%" in target:
+    runs = _HIGH_ESCAPES.findall(target)
+    if runs:
         try:
-            target = unquote_to_bytes(target).decode("utf-8")
+            bytes.fromhex("%20".join(runs).replace("%", "")).decode("utf-8")
         except UnicodeDecodeError:
             return True
-    return "\x00" in target
+    return False
 
 
 def _repeated_parameter(request: web.Request) -> str | None:
