@@ -46,8 +46,9 @@ _SEPARATOR = (
 # Found in one pass instead (`_masked_plus_numbers`): in each run of separators and digits,
 # from its first `+` to its last digit, which is what that pattern matched.
 _NUMBER_RUN = re.compile(rf"(?:{_SEPARATOR}|{_DIGIT})++", re.I)
-_RUN_TOKEN = re.compile(rf"({_DIGIT})|{_SEPARATOR}", re.I)
-_PLUS_SIGNS = ("+", "%2b")
+_PLUS_SIGN = re.compile(r"\+|%2b", re.I)
+# From a `+`, the run up to its last digit (the engine backs off the separators after it).
+_TO_LAST_DIGIT = re.compile(rf"(?:{_SEPARATOR}|{_DIGIT})*{_DIGIT}", re.I)
 # A number without its `+` (forgotten, or a national number: `/dnc/1-415-555-0199`,
 # `?phone_number=(415)%20555-0199`), written with separators: 9+ digits apart by - ( ) or an
 # escaped space; not a date (8 digits), an address (dots) nor a log line's fields (plain
@@ -90,20 +91,21 @@ def mask_digits(text: str) -> str:
 
 def _masked_plus_numbers(text: str) -> str:
     """`text` with each number written after a `+` masked: in each run of separators and
-    digits, the text from its first `+` (or `%2B`) to its last digit after it."""
+    digits, the text from its first `+` (or `%2B`) to its last digit after it. Both are found
+    by the regex engine: a loop over each token of each run cost ~0.5 µs a character, and
+    each of an access line's three fields (request line, Referer, User-Agent: 1,200
+    characters of each read, no token needed) up to 0.7 ms of the loop."""
     out: list[str] = []
-    kept_from = 0
-    for run in _NUMBER_RUN.finditer(text):
-        plus = last_digit = None
-        for token in _RUN_TOKEN.finditer(run.group()):
-            if plus is None and token.group().lower() in _PLUS_SIGNS:
-                plus = token.start()
-            elif plus is not None and token.group(1) is not None:
-                last_digit = token.end()
-        if plus is not None and last_digit is not None:
-            start, end = run.start() + plus, run.start() + last_digit
-            out += [text[kept_from:start], _masked(text[start:end])]
-            kept_from = end
+    kept_from = pos = 0
+    # Only the runs holding a `+`: a `%` in a run starts an escape, so a `%2B` found is one,
+    # and the run read on from its first `+` ends where the whole run does.
+    while (plus := _PLUS_SIGN.search(text, pos)) is not None:
+        run = _NUMBER_RUN.match(text, plus.start())
+        pos = run.end() if run else plus.end()
+        number = _TO_LAST_DIGIT.match(text, plus.start(), pos)
+        if number:
+            out += [text[kept_from : number.start()], _masked(number.group())]
+            kept_from = number.end()
     return "".join(out) + text[kept_from:] if out else text
 
 
