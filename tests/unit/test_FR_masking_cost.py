@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import random
 import re
-import sys
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
 import pytest
 
 from common import masking
 from common.masking import mask_digits
+from tests.helpers import calls_made
 
 _RUN_TOKEN = re.compile(rf"({masking._DIGIT})|{masking._SEPARATOR}", re.I)
 
@@ -38,30 +35,14 @@ def _as_it_was(text: str) -> str:
     return "".join(out) + text[kept_from:] if out else text
 
 
-def _calls_made(work: Callable[[], Any]) -> int:
-    calls = 0
-
-    def count(_frame: FrameType, event: str, _arg: object) -> None:
-        nonlocal calls
-        if event in ("call", "c_call"):
-            calls += 1
-
-    sys.setprofile(count)
-    try:
-        work()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 @pytest.mark.parametrize("unit", ["1", "%41", "a1", "1-", "1 ", "%2B%20", "+-", "(+)"])
 def test_a_long_field_costs_what_a_short_one_does(unit: str) -> None:
     """No number to mask in it (or one): the work does not grow with the text."""
     short = unit * 3
     long = unit * (1200 // len(unit))
     assert masking._masked_plus_numbers(long) == _as_it_was(long)
-    work = _calls_made(lambda: masking._masked_plus_numbers(long))
-    assert work <= _calls_made(lambda: masking._masked_plus_numbers(short)) + 10
+    work = calls_made(lambda: masking._masked_plus_numbers(long))
+    assert work <= calls_made(lambda: masking._masked_plus_numbers(short)) + 10
 
 
 @pytest.mark.parametrize(

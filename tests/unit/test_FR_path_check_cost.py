@@ -5,16 +5,13 @@ escape of an 8 KB request line in a Python loop (8,000 `%`: 3.8 ms, no token nee
 from __future__ import annotations
 
 import random
-import sys
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
 
 from common.text import is_unicode
 from handlers.errors import _unreadable
+from tests.helpers import calls_made
 
 
 def _as_it_was(target: str) -> bool:
@@ -28,24 +25,6 @@ def _as_it_was(target: str) -> bool:
     return "\x00" in decoded
 
 
-def _calls_made(check: Callable[[], Any]) -> int:
-    """How many Python and built-in functions `check` called: a measure of its work that a
-    loaded machine does not blur, as a timing would."""
-    calls = 0
-
-    def count(_frame: FrameType, event: str, _arg: object) -> None:
-        nonlocal calls
-        if event in ("call", "c_call"):
-            calls += 1
-
-    sys.setprofile(count)
-    try:
-        check()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 @pytest.mark.parametrize(
     "unit", ["%", "%31", "%41", "%e4%b8%80", "%C3%A9a", "%C3%A9%41", "%2F", "a%"]
 )
@@ -53,7 +32,7 @@ def test_an_8_kb_target_of_escapes_costs_what_a_short_one_does(unit: str) -> Non
     short = "/" + unit * 3
     long = "/" + unit * (8000 // len(unit))
     assert _unreadable(long) is _as_it_was(long)
-    assert _calls_made(lambda: _unreadable(long)) <= _calls_made(lambda: _unreadable(short)) + 5
+    assert calls_made(lambda: _unreadable(long)) <= calls_made(lambda: _unreadable(short)) + 5
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import phonenumbers
@@ -24,26 +21,9 @@ from common.campaigns.csv_rows import RowError
 from common.campaigns.errors import InvalidRows
 from common.campaigns.request import Row, RowChecker, parse_options
 from handlers.errors import error_response
+from tests.helpers import calls_made
 
 NOW = 1_790_000_000.0
-
-
-def calls_made(work: Callable[[], object]) -> int:
-    """How many functions `work` calls (Python's and C's): a count of the work done that,
-    unlike a clock, a loaded machine does not change."""
-    count = 0
-
-    def profile(_frame: FrameType, event: str, _arg: Any) -> None:
-        nonlocal count
-        if event in ("call", "c_call"):
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        work()
-    finally:
-        sys.setprofile(None)
-    return count
 
 
 def checker(rules: RequestRules) -> RowChecker:
