@@ -50,11 +50,11 @@ from common.text import UNICODE_REFUSED, checked_text, has_visible, text_problem
 if TYPE_CHECKING:
     from common.settings import Settings
 
-# Per-call limits a request may set (seconds); the settings give the defaults.
 # What check_url can take, for /openapi.json (documented as any string, "ftp://x",
 # "https:host" and " https://host" were valid by it): http(s), a host, no credentials, no
 # fragment, no whitespace or backslash. Public addresses only is checked at request time.
 WEBHOOK_URL_SYNTAX = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\\/?#@]+(?:[/?][^\s\\#]*)?$"
+# Per-call limits a request may set (seconds); the settings give the defaults.
 RINGING_TIMEOUT_RANGE = (5, 120)
 MAX_DURATION_RANGE = (30, 3600)
 
