@@ -48,9 +48,11 @@ T = TypeVar("T")
 # Languages Deepgram's nova-3 serves that the installed Deepgram plugin does not declare yet
 # (its `DeepgramLanguages` is a type hint: it sends any code as given), with the dates of
 # Deepgram's changelog that added them to nova-3: 2025-11-04 bg cs fi hu vi, 2025-11-24 el ms ro
-# sk, 2026-01-21 bn hr kn mr te tl. Cartesia's sonic-3 declares each.
+# sk, 2026-01-21 bn hr kn mr te tl, 2026-02-03 he ur, 2026-04-23 gu, 2026-08-05 pa. Cartesia's
+# sonic-3 declares each.
 NOVA3_UNDECLARED = frozenset(
     {"bg", "cs", "fi", "hu", "vi", "el", "ms", "ro", "sk", "bn", "hr", "kn", "mr", "te", "tl"}
+    | {"he", "ur", "gu", "pa"}
 )
 
 # Languages that both speech services serve: Cartesia TTS (the plugin's `TTSLanguages`) and
@@ -93,6 +95,10 @@ LANGUAGES: dict[str, str] = {
     "te": "Telugu",
     "kn": "Kannada",
     "mr": "Marathi",
+    "he": "Hebrew",
+    "ur": "Urdu",
+    "gu": "Gujarati",
+    "pa": "Punjabi",
 }
 
 # The seed's six emotions with the seed's own descriptions.
