@@ -32,6 +32,8 @@ ConfigSource = Literal["config.json", "dispatch-metadata", "calls-db"]
 
 # Why a job has no record, when nothing more precise is known.
 NO_RECORD = "no config.json record"
+# Why a job has no snapshot: its dispatch carried none.
+NO_SNAPSHOT = "no config snapshot in the dispatch metadata"
 # A read of config.json not done by then (a stalled disk under it, an NFS server gone) is
 # given up, and the job uses its dispatch's snapshot: the job waited for it, the person it
 # called hearing silence, for as long as the disk stalled.
@@ -51,6 +53,18 @@ class NoCallConfigError(LookupError):
 
     def __str__(self) -> str:
         return f"no usable config for call {self.call_id!r}: {'; '.join(self.reasons)}"
+
+    @property
+    def outcome_reason(self) -> str:
+        """Why the call failed, as its outcome says it: that there was no config, or what was
+        wrong with the one there was. A snapshot the agent could not read (a language or an
+        option of a newer server's than the agent's, during an upgrade; another call's) was
+        "the agent had no config for this call" on every such call, the cause in the agent's
+        log alone."""
+        found = [reason for reason in self.reasons if reason not in (NO_RECORD, NO_SNAPSHOT)]
+        if not found:
+            return "the agent had no config for this call"
+        return "the agent could not use this call's config: " + "; ".join(found)
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,7 @@ def select_config(
     placed: CallConfig | None = None  # the dispatch snapshot's, if it reads
     snapshot_problem = ""  # why it cannot be used
     if metadata_snapshot is None:
-        snapshot_problem = "no config snapshot in the dispatch metadata"
+        snapshot_problem = NO_SNAPSHOT
     elif (owner := metadata_snapshot.get("call_id")) is not None and owner != call_id:
         snapshot_problem = f"dispatch snapshot belongs to call {owner!r}"
     else:

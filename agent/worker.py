@@ -425,7 +425,7 @@ async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> No
     """Our call, with no config the agent can use: its callee must not hear silence, so the
     call is ended, the reason on its room."""
     logger.error("call %s: refusing job and hanging up: %s", call_id, error)
-    await fail_call(ctx, ctx.job.room.name, "the agent had no config for this call")
+    await fail_call(ctx, ctx.job.room.name, error.outcome_reason)
     ctx.shutdown(reason="no config for this call")
 
 
