@@ -14,6 +14,7 @@ import binascii
 import datetime
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections.abc import Callable
@@ -86,6 +87,9 @@ class SignedToken:
 
     digest: bytes
     room: object = None
+    # When the signer signed it, by the signer's clock (its `nbf`, else `iat`; None: neither,
+    # or not a number): set against this server's clock, how far the two clocks are apart.
+    signed_at: float | None = None
 
     def covers(self, body: bytes) -> SignedBody:
         """What the token says of `body` if it signs exactly `body`; else Unverified."""
@@ -229,7 +233,7 @@ class BodyVerifier:
         video = claims.get("video") or {}
         if not isinstance(video, dict):
             raise Unverified("token's video grant is not an object")
-        return SignedToken(digest=expected, room=video.get("room"))
+        return SignedToken(digest=expected, room=video.get("room"), signed_at=_signed_at(claims))
 
     def _why(self, exc: Exception, token: str) -> str:
         """PyJWT's refusal in the words an operator acts on: the setting to look at, or the
@@ -276,6 +280,16 @@ class BodyVerifier:
                     f" clock (over {allowed}: is the signer's clock right?)",
                     kind=f"token not valid yet ({claim} ahead)",
                 )
+
+
+def _signed_at(claims: dict[str, Any]) -> float | None:
+    """When a verified token was signed, by its signer's clock: its `nbf` (LiveKit's and our
+    signers' "now"), else its `iat`; None when it has neither as a number."""
+    for claim in ("nbf", "iat"):
+        value = claims.get(claim)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) if math.isfinite(value) else None
+    return None
 
 
 def _duration(span: datetime.timedelta) -> str:

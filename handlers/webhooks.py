@@ -9,6 +9,7 @@ A well-signed event never gets a 5xx, except 503 when the database is down, so L
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from typing import Literal, TypeVar
@@ -16,6 +17,7 @@ from typing import Literal, TypeVar
 from aiohttp import web
 
 from common.livekit.events import MalformedEvent, RoomEvent
+from common.livekit.skew import LiveKitClock
 from common.masking import redact_cut
 from common.metrics import Metrics
 from common.signing import WEBHOOK_MAX_AHEAD, BodyVerifier, Unverified
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 MAX_WEBHOOK_BYTES = 1024 * 1024
 Result = Literal["applied", "duplicate", "ignored"]
 VERIFIER = web.AppKey("webhook_verifier", BodyVerifier)
+LIVEKIT_CLOCK = web.AppKey("livekit_clock", LiveKitClock)
 T = TypeVar("T")
 BODY = "webhook body"
 
@@ -55,7 +58,9 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     with _counted_if_unread(metrics):
         body = await read_checked_body(request, MAX_WEBHOOK_BYTES, BODY)
     _verified(request, lambda: token.covers(body))
-    request.app[CALLS].webhook_heard_at = request.app[CALLS].clock()
+    heard_at = request.app[CALLS].webhook_heard_at = request.app[CALLS].clock()
+    livekit_clock = request.app[LIVEKIT_CLOCK]
+    livekit_clock.heard(token.signed_at, heard_at)
     try:
         event = RoomEvent.from_json(body)
     except MalformedEvent as exc:
@@ -65,6 +70,8 @@ async def livekit_webhook(request: web.Request) -> web.Response:
                 "signed webhook is not a LiveKit event: %s%s", redact_cut(str(exc), 200), more
             )
         raise HttpError(400, "webhook body is not a LiveKit event") from None
+    # Its time on this server's clock: LiveKit's, minutes behind, dated every hang-up early.
+    event = dataclasses.replace(event, created_at=livekit_clock.on_our_clock(event.created_at))
     try:
         applied = await request.app[CALLS].handle_event(event)
     except DatabaseError:
@@ -115,6 +122,7 @@ def setup(app: web.Application) -> None:
     app[VERIFIER] = BodyVerifier(
         settings.livekit_api_key, settings.livekit_api_secret, max_ahead=WEBHOOK_MAX_AHEAD
     )
+    app[LIVEKIT_CLOCK] = LiveKitClock()
     add_route(
         app,
         RouteDoc(

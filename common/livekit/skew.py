@@ -1,0 +1,91 @@
+"""How far LiveKit's clock is from this server's, read from its webhooks' signatures.
+
+A webhook event's `createdAt` is LiveKit's clock, in whole seconds. The server dates what the
+event says by it (a callee's hang-up, the room's end; a line's answer), since a webhook may
+arrive late (retried after an outage). With LiveKit's clock 45 s behind this server's (it
+refuses our tokens only past a minute: calls are placed), every hang-up was dated that far
+early: a 3 s conversation read `talk_s` 0, its `ended_at` its answer, and its
+`participant_left` line came before the call was placed; and every room_finished was taken
+for a late one.
+
+Each webhook's token carries when LiveKit signed it (`nbf`, LiveKit's clock, as it sent it),
+so its arrival, by this server's clock, minus that is the clocks' distance plus the time the
+webhook took (never less). The least of these over the last minutes is the distance itself,
+LiveKit's prompt webhooks among them. Retries of webhooks held up by an outage of this server
+arrive all together just after it, each with its first signature (that is what makes them
+late): they alone are no measure of the clocks, so a distance is taken only from webhooks
+that have kept coming for a minute or more (LiveKit gives a webhook up after ~15 s of
+retries); until then, and within TOLERANCE_S, the clocks are taken to agree, as they were.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+WINDOW_S = 300.0  # webhooks signed this recently count (a clock stepped since is followed)
+SPAN_S = 60.0  # a distance is taken from webhooks that have kept coming this long
+TOLERANCE_S = 2.0  # within this (two whole-second times), the clocks are taken to agree
+MAX_KEPT = 1024  # arrivals kept at most (the least of each moment only)
+
+
+class LiveKitClock:
+    """The distance of LiveKit's clock behind this server's, from its webhooks' signatures."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        # (when it came, by the monotonic clock; its arrival minus its signing time): only
+        # those that are the least since they came, so the first is the least of the window.
+        self._least: collections.deque[tuple[float, float]] = collections.deque()
+        self._since: float | None = None  # when webhooks started coming without a pause
+        self._said = 0  # the distance the log said last (0: none, or they agree)
+
+    def heard(self, signed_at: float | None, now: float) -> None:
+        """A verified webhook arrived `now` (this server's clock), signed at `signed_at`."""
+        if signed_at is None:
+            return
+        mono = self._monotonic()
+        while self._least and self._least[0][0] < mono - WINDOW_S:
+            self._least.popleft()
+        if not self._least:
+            self._since = mono
+        lag = now - signed_at
+        while self._least and self._least[-1][1] >= lag:
+            self._least.pop()
+        self._least.append((mono, lag))
+        if len(self._least) > MAX_KEPT:
+            self._least.popleft()
+        self._say(self.behind())
+
+    def behind(self) -> int:
+        """Whole seconds LiveKit's clock is behind this server's (negative: ahead); 0 while
+        that is not known, or within TOLERANCE_S."""
+        if not self._least or self._since is None:
+            return 0
+        if self._monotonic() - self._since < SPAN_S:
+            return 0
+        lag = self._least[0][1]
+        return 0 if abs(lag) <= TOLERANCE_S else math.floor(lag)
+
+    def on_our_clock(self, created_at: float | None) -> float | None:
+        """An event's `createdAt` (LiveKit's whole seconds) on this server's clock."""
+        return None if created_at is None else created_at + self.behind()
+
+    def _say(self, behind: int) -> None:
+        if abs(behind - self._said) <= TOLERANCE_S:
+            return
+        if behind == 0:
+            logger.info("LiveKit's clock agrees with this server's again (by its webhooks)")
+        else:
+            logger.warning(
+                "LiveKit's clock is %d s %s this server's (by when it signed its webhooks): its"
+                " events are dated on this server's clock; keep both clocks in sync (NTP)",
+                abs(behind),
+                "behind" if behind > 0 else "ahead of",
+            )
+        self._said = behind
