@@ -30,6 +30,7 @@ from common.contracts import (
     REPORTS_PATH,
     AgentReport,
 )
+from common.livekit.skew import signer_behind
 from common.masking import redact_cut
 from common.signing import REPORT_CLOCK_AHEAD, REPORT_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
@@ -65,6 +66,7 @@ async def agent_report(request: web.Request) -> web.Response:
     token = _verified(
         request, lambda: verifier.verify_token(request.headers.get("Authorization", ""))
     )
+    arrived = request.app[CALLS].clock()
     body = await read_checked_body(request, MAX_REPORT_BYTES, BODY)
     signed = _verified(request, lambda: token.covers(body))
     doc = decode_json(body)
@@ -93,6 +95,7 @@ async def agent_report(request: web.Request) -> web.Response:
                 more,
             )
         raise HttpError(409, f"the report's token does not cover call {shown}")
+    reports = _on_our_clock(request, reports, signer_behind(token.signed_at, arrived))
     try:
         results = await request.app[CALLS].record_reports(reports)
     except (PydanticSerializationError, UnicodeEncodeError, RecursionError) as exc:
@@ -139,6 +142,29 @@ async def agent_report(request: web.Request) -> web.Response:
     if results[0].too_many_turns:
         raise TooManyTurns(reports[0].call_id, MAX_TURNS)  # answered 409 by handlers/errors.py
     return json_answer(ReportAnswer(result="duplicate" if results[0].duplicate else "applied"))
+
+
+def _on_our_clock(
+    request: web.Request, reports: list[AgentReport], behind: float
+) -> list[AgentReport]:
+    """The reports with their `at` (the agent's clock) on this server's: an agent host whose
+    clock was 2 minutes behind dated each answer at its call's placing (ring_s 0, the ringing
+    counted as talk). Each attempt is signed afresh, so its token's `nbf` is the agent's clock
+    as it sent it."""
+    if not behind:
+        return reports
+    if (more := request.app[REFUSALS].due("report: agent clock")) is not None:
+        logger.warning(
+            "agent report for call %s: the agent's clock is %.0f s %s this server's (by when"
+            " it signed it); its times are read on this server's clock: keep the agent"
+            " host's clock in sync (NTP)%s",
+            quoted(reports[0].call_id),
+            abs(behind),
+            "behind" if behind > 0 else "ahead of",
+            more,
+            extra={"call_id": reports[0].call_id},
+        )
+    return [report.model_copy(update={"at": max(0.0, report.at + behind)}) for report in reports]
 
 
 def _verified(request: web.Request, check: Callable[[], T]) -> T:

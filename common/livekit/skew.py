@@ -34,6 +34,15 @@ TOLERANCE_S = 2.0  # within this (two whole-second times), the clocks are taken 
 MAX_KEPT = 1024  # arrivals kept at most (the least of each moment only)
 
 
+def signer_behind(signed_at: float | None, now: float) -> float:
+    """How far behind this server's clock a token arriving `now` was signed (negative: ahead),
+    for a signer that signs each attempt afresh (our agents: their retries are no later for
+    it); 0 within TOLERANCE_S, or with no signing time."""
+    if signed_at is None or abs(now - signed_at) <= TOLERANCE_S:
+        return 0.0
+    return now - signed_at
+
+
 class LiveKitClock:
     """The distance of LiveKit's clock behind this server's, from its webhooks' signatures."""
 

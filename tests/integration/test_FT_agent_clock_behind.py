@@ -1,0 +1,79 @@
+"""An agent host whose clock is minutes behind the server's: its reports' `at` (when the
+callee answered, by the agent's clock) dated the answer that far early. A call that rang 2 s
+and talked 2 s read `ring_s` 0 and `talk_s` 4 (its answer at its placing), the rest of the
+timeline after it. Each report attempt is signed afresh, so its token's `nbf` is the agent's
+clock as it sent it: its `at` is now read on this server's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import time
+from typing import Any
+
+import jwt
+from livekit.protocol import models
+
+from common.contracts import REPORTS_PATH
+from common.settings import DEV_API_KEY, DEV_API_SECRET
+from tests.conftest import AppFactory
+from tests.integration.test_call_results import Client, answered
+from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
+
+BEHIND_S = 120.0  # the agent host's clock this far behind the server's
+
+
+def agent_now() -> float:
+    return time.time() - BEHIND_S
+
+
+async def post_as_agent(client: Client, sent: Any, call_id: str) -> int:
+    """`sent` posted as an agent whose clock is BEHIND_S behind signs it: now, by its clock."""
+    body = json.dumps(sent).encode()
+    claims = {
+        "iss": DEV_API_KEY,
+        "sub": f"agent-{call_id}",
+        "nbf": int(agent_now()),
+        "exp": int(agent_now()) + 300,
+        "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
+        "video": {"room": call_id},
+    }
+    token = jwt.encode(claims, DEV_API_SECRET, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
+    return resp.status
+
+
+async def test_a_calls_answer_holds_with_the_agents_clock_minutes_behind(
+    start_app: AppFactory,
+) -> None:
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    await line_joins(client, call_id)
+    await asyncio.sleep(2.0)  # it rings
+    assert await post_as_agent(client, answered(call_id, at=agent_now()), call_id) == 200
+    await asyncio.sleep(2.0)  # they talk
+    hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
+    left = event_json(
+        "participant_left", call_id, attributes={"sip.callStatus": "hangup"}, reason=hung_up
+    )
+    for body in (left, event_json("room_finished", call_id)):
+        assert await post(client, body, sign(body)) == 200
+    shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] == "completed", shown
+    assert 1.5 <= shown["ring_s"] <= 3.5, shown
+    assert 1.5 <= shown["talk_s"] <= 3.5, shown
+
+
+async def test_a_batch_of_reports_is_read_on_the_servers_clock(start_app: AppFactory) -> None:
+    """Reports held back and sent together (one POST, one token) move alike."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    await line_joins(client, call_id)
+    await asyncio.sleep(1.0)
+    assert await post_as_agent(client, [answered(call_id, at=agent_now())], call_id) == 200
+    shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] == "in_progress" and shown["ring_s"] >= 0.8, shown
