@@ -81,6 +81,9 @@ HOST_BUSY_DEFER_S = 0.2
 DEFECT_WAIT_S = 1.0  # after a pass failed on a defect (logged), before the next
 UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
+# The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before a
+# drop is taken for the clock stepping back.
+STEP_BACK_TOLERANCE_S = 1.0
 
 
 def _origin(url: str) -> str:
@@ -276,6 +279,9 @@ class WebhookSender:
         self._wake_at = math.inf
         # Its last look found no free slot: a send that ends must wake it.
         self._starved = False
+        # The clock's lead over the monotonic clock at the last look (None before the first):
+        # a drop is the clock stepping back (`_after_step_back`).
+        self._lead: float | None = None
 
     def wake(self, call_id: str | None = None) -> None:
         """New deliveries (of `call_id`) were committed, or one became due: look now. Not for
@@ -404,6 +410,7 @@ class WebhookSender:
         if self._starved:
             return False
         now = self._clock()
+        await self._after_step_back(now)
         due = await self._store.claim_due_deliveries(now, self._lease_s, free)
         await self._dispatch(due, flight, now)
         return len(due) == free
@@ -517,6 +524,36 @@ class WebhookSender:
         if self._starved:  # a slot freed (the call's next event was taken by the record)
             self._wakeup.set()
 
+    async def _after_step_back(self, now: float) -> None:
+        """The clock stepped back since the last look (NTP, a VM's clock set right): the
+        retries dated before it (and this server's claims) wait the step less. Dated by the
+        clock before the step, a retry due in 5 s went an hour later after a step back of an
+        hour, and its call's later events waited behind it. (With several servers, those
+        another server dated are pulled back too, at worst tried early once.)"""
+        lead = now - time.monotonic()
+        last, self._lead = self._lead, lead
+        if last is None or lead >= last - STEP_BACK_TOLERANCE_S:
+            return
+        step = last - lead
+        self._lease_until = {key: at - step for key, at in self._lease_until.items()}
+        self._progress = {key: at - step for key, at in self._progress.items()}
+        try:
+            pulled = await self._store.pull_back_deliveries(now, step)
+        except DatabaseError as exc:  # at worst they wait the step: said, not fatal
+            logger.error(
+                "this server's clock stepped back %.0f s; the customer webhooks due after it"
+                " could not be pulled back (%s): they wait that much longer",
+                step,
+                exc,
+            )
+            return
+        logger.warning(
+            "this server's clock stepped back %.0f s: %d customer webhook delivery(ies) due"
+            " after it wait that much less, as their waits were counted by the clock before",
+            step,
+            pulled,
+        )
+
     def _look_by(self, at: float) -> None:
         """Something becomes claimable at `at`: make sure the run loop looks by then."""
         if at < self._wake_at:
@@ -594,6 +631,7 @@ class WebhookSender:
             self._answered(receiver, status, time.monotonic() - started)
             self._free_slot(delivery, receiver)
         now = self._clock()
+        await self._after_step_back(now)  # before a retry is dated by the clock after it
         outcome = next_outcome(delivery, status, error, self._schedule, now, asked_wait_s)
         self._count(delivery, outcome, receiver, now)
         recorded = await self._record(delivery, outcome)

@@ -397,6 +397,11 @@ class CallStore(CampaignStore, Protocol):
         """After a restart: give back the deliveries this server (its instance) held."""
         ...
 
+    async def pull_back_deliveries(self, now: float, step_s: float) -> int:
+        """The server's clock stepped back `step_s`: pending deliveries due after `now`, and
+        this server's claims, wait that much less (never past `now`); how many deliveries."""
+        ...
+
     async def defer_deliveries(self, delivery_ids: list[int], until: float) -> None: ...
 
     async def renew_delivery_claim(self, delivery_id: int, lease_s: float) -> bool:

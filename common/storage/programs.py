@@ -1970,6 +1970,25 @@ def renew_delivery_claim(d: Dialect, delivery_id: int, holder: str, until: float
     return bool(rows)
 
 
+def pull_back_deliveries(d: Dialect, now: float, step_s: float, holder: str) -> Program[int]:
+    """The server's clock stepped back `step_s`: the pending deliveries due after `now` were
+    dated by the clock before the step, and wait `step_s` less (never past now); so do the
+    claims `holder` holds. How many deliveries were pulled back."""
+    rows = yield Query(
+        "UPDATE deliveries SET next_attempt_at = CASE WHEN next_attempt_at - ? < ? THEN ?"
+        " ELSE next_attempt_at - ? END WHERE state = 'pending' AND next_attempt_at > ?"
+        " RETURNING id",
+        (step_s, now, now, step_s, now),
+    )
+    yield Query(
+        "UPDATE deliveries SET claimed_until = CASE WHEN claimed_until - ? < ? THEN ?"
+        " ELSE claimed_until - ? END WHERE claimed_by = ? AND state = 'pending'"
+        " AND claimed_until > ?",
+        (step_s, now, now, step_s, holder, now),
+    )
+    return len(rows)
+
+
 def defer_deliveries(d: Dialect, ids: list[int], until: float) -> Program[None]:
     """Give claimed deliveries back unattempted, due again at `until`."""
     for start in range(0, len(ids), CHUNK):

@@ -297,6 +297,10 @@ class SqlCallStore(CampaignMethods):
     async def release_claims(self) -> int:
         return await self._run(programs.release_claims(self.dialect, self.instance), write=True)
 
+    async def pull_back_deliveries(self, now: float, step_s: float) -> int:
+        program = programs.pull_back_deliveries(self.dialect, now, step_s, self.instance)
+        return await self._run(program, write=True)
+
     async def defer_deliveries(self, delivery_ids: list[int], until: float) -> None:
         await self._run(programs.defer_deliveries(self.dialect, delivery_ids, until), write=True)
 
