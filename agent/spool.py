@@ -36,6 +36,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from agent.reporting import ReportSender, RetryPolicy
+from common.config_store.store import make_directories
 from common.contracts import AgentReport
 from common.repeats import Repeats
 
@@ -97,11 +98,17 @@ class ReportSpool:
         self._repeats = Repeats()
         self._unlistable = False
 
+    def _make_directory(self) -> None:
+        """The spool, 0700, if missing, and its missing parents as config.json's are made:
+        never writable by other users (Path.mkdir made the parents 0777 less the umask)."""
+        make_directories(self.directory.parent)
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+
     def save(self, url: str, call_id: str, bodies: Sequence[bytes]) -> Path | None:
         """Keep `bodies` (reports of `call_id`, in order) to be sent to `url` later: the
         file's path, or None (and an ERROR) if they could not be kept."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._make_directory()
             if len(self._files()) >= self._max_files:
                 logger.error(
                     "call %s: %d reports not kept for later: the report spool is full"
@@ -138,7 +145,7 @@ class ReportSpool:
         """Why reports could not be kept here (`agent start` warns of it), else None; the
         directory is made if missing."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._make_directory()
             writer = self._writer_uid(strict=True)
             info = self.directory.stat()
         except OSError as exc:

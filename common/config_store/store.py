@@ -77,6 +77,13 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # that exists keeps its permissions through every rewrite (an operator's `chmod 640` for an
 # agent of another user in the group stays).
 NEW_FILE_MODE = 0o600
+# A directory made for it (or for calls.db, or above them): other users may read it, never
+# write it, whatever the umask. Path.mkdir made it, and each missing parent, 0777 less the
+# umask: under umask 000 any user of the machine could rename config.json away and put a file
+# of their own (0666) in its place, and the next call's write kept that file's mode and owner
+# (as a file that exists keeps them) and wrote every live call's name, number and
+# instructions into it, with no line saying so.
+NEW_DIRECTORY_MODE = 0o755
 # How long a write waits for the writers' lock (config.json.lock): a script holding it (the
 # seed's update_config stopped in a debugger, `flock config.json.lock sleep`) held every
 # call's placement for as long, with no line saying why; past this, the write fails (503).
@@ -103,6 +110,21 @@ PROBE_FILE_STALE_S = 60.0
 Document = dict[str, Any]
 Mutation = Callable[[Document, float], Any]
 T = TypeVar("T")
+
+
+def make_directories(directory: Path) -> None:
+    """`directory.mkdir(parents=True, exist_ok=True)`, each directory it makes
+    NEW_DIRECTORY_MODE (less what the umask takes) rather than 0777 less the umask."""
+    try:
+        os.mkdir(directory, NEW_DIRECTORY_MODE)
+    except FileNotFoundError:
+        if directory.parent == directory:
+            raise
+        make_directories(directory.parent)
+        make_directories(directory)
+    except OSError:
+        if not directory.is_dir():  # as Path.mkdir(exist_ok=True): a file there is an error
+            raise
 
 
 async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
@@ -1379,7 +1401,7 @@ class ConfigStore:
                 f"{self.path} links to a file in a missing directory",
                 str(self.target),
             )
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(self.target.parent)
 
     def _release(self, fd: int) -> None:
         try:

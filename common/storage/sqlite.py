@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from common.calls.models import Erasure
-from common.config_store.store import NOT_A_FILE
+from common.config_store.store import NOT_A_FILE, make_directories
 from common.locks import LOCKED_TRY_S, lock_holder
 from common.settings import SQLITE_SIDE_FILES
 from common.storage.base import (
@@ -607,7 +607,7 @@ class SqliteCallStore(SqlCallStore):
             raise DatabaseError(NOT_A_FILE)
         if self.path.parent != Path():
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_directories(self.path.parent)
             except (FileExistsError, NotADirectoryError) as exc:
                 # "cannot create afile: File exists" read as a contradiction
                 raise DatabaseError(
