@@ -79,7 +79,7 @@ from common.livekit.client import (
     rooms_alive,
 )
 from common.livekit.events import EventParticipant, RoomEvent
-from common.masking import mask_phone
+from common.masking import mask_phone, redact
 from common.metrics import Metrics
 from common.notify.guard import (
     CHECK_DNS,
@@ -1131,7 +1131,10 @@ class CallService:
             event_at=event.created_at,
         )
         if applied.unknown_call:
-            logger.debug("webhook %s for unknown room %s ignored", event.event, room)
+            # Another app's room in the same LiveKit project may hold a caller's number:
+            # LiveKit names an inbound call's room `<roomPrefix>_<caller>_<random>`, and the
+            # prefix in its docs is "call-" (`call-_+14155550123_aB3x`): masked, as numbers are.
+            logger.debug("webhook %s for unknown room %s ignored", event.event, redact(room))
             return None
         if applied.duplicate:
             logger.debug("webhook %s (%s) already applied", event.id, event.event)
