@@ -637,6 +637,45 @@ def warn_open_files(settings: Settings) -> None:
             )
 
 
+def warn_open_directories(settings: Settings) -> None:
+    """config.json's and calls.db's directory that every user of the machine may write (a
+    0777 one an older release made under umask 000, CONFIG_PATH in /tmp): any user may put a
+    file of their own there under the name, and this server then writes callers' data into it,
+    keeping its owner and mode (a file that exists keeps them), said by no line. With the
+    sticky bit (/tmp) only a missing name can be taken, or one another user holds already:
+    run as root, the server wrote every call into `nobody`'s 0600 config.json in /tmp."""
+    files = [(settings.config_path, "names, instructions and extra parameters")]
+    if settings.database_url is None:
+        files.append((settings.calls_db_path, "names, numbers, instructions and transcripts"))
+    for path, held in files:
+        try:
+            target = path.resolve()
+            directory = os.stat(target.parent)
+        except (OSError, RuntimeError):  # not there yet (made 0755), or its own check says why
+            continue
+        if not directory.st_mode & stat.S_IWOTH or not others_may_reach(target.parent):
+            continue
+        try:
+            owner: int | None = os.stat(target).st_uid
+        except OSError:
+            owner = None
+        if directory.st_mode & stat.S_ISVTX and owner == os.geteuid():
+            continue  # sticky: nobody else may replace this process's own file
+        taken = "" if owner in (None, os.geteuid()) else f" (it is uid {owner}'s now)"
+        logger.warning(
+            "%s (mode %04o) may be written by every user of this machine: any of them may put"
+            " a file of their own there as %s%s, which this server then writes %s into,"
+            " keeping its owner and mode; chmod o-w it, or move %s to a directory of the"
+            " service's own",
+            target.parent,
+            stat.S_IMODE(directory.st_mode),
+            target.name,
+            taken,
+            held,
+            target.name,
+        )
+
+
 CHECKOUT = Path(__file__).resolve().parent
 
 
@@ -852,6 +891,7 @@ def main() -> None:
         check_webhook_host(settings)
         warn_report_url(settings)
         warn_open_files(settings)
+        warn_open_directories(settings)
         warn_livekit_settings(settings)
         warn_short_record_ttl(settings)
         warn_zero_retention(settings)
