@@ -1286,7 +1286,10 @@ def _refuse_a_working_directory_gone() -> None:
 # `"http://a/\u202eb 002" "-"` reading as `"-" "200 b`. Written as escapes in either format.
 _BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _JSON_LINE_BREAKS = str.maketrans(
-    {ch: f"\\u{ord(ch):04x}" for ch in "\x85\u2028\u2029" + _BIDI_CONTROLS}
+    {
+        ch: f"\\u{ord(ch):04x}"
+        for ch in "\x7f" + "".join(map(chr, range(0x80, 0xA0))) + "\u2028\u2029" + _BIDI_CONTROLS
+    }
 )
 
 # Fields our log calls pass as `extra=` that JSON logs carry as fields of their own; a call
@@ -1321,11 +1324,17 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str).translate(_JSON_LINE_BREAKS)
 
 
-# What ends a line in a log reader (str.splitlines' breaks), written as escapes instead.
+# The other control characters but the tab: a terminal showing the log (`tail -f`) acts on
+# them. A call's instructions (the server logs them at DEBUG) may hold any of them: ESC
+# sequences that erase the line above (`\x1b[1A\x1b[2K`), hide the text after them or set the
+# window's title, backspaces that overwrite what the line showed, C1's CSI (`\x9b`).
+_TERMINAL_CONTROLS = "".join(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if chr(c) != "\t")
+# What ends a line in a log reader (str.splitlines' breaks), or acts on the terminal showing
+# it, written as escapes instead.
 _LINE_BREAKS = str.maketrans(
     {
         ch: ch.encode("unicode_escape").decode()
-        for ch in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029" + _BIDI_CONTROLS
+        for ch in "\u2028\u2029" + _TERMINAL_CONTROLS + _BIDI_CONTROLS
     }
 )
 
@@ -1333,7 +1342,8 @@ _LINE_BREAKS = str.maketrans(
 class _TextFormatter(logging.Formatter):
     """One line per message: a line break in what a client sent (an id, a name) is shown
     escaped, so it cannot start a line that looks like ours, and so is a bidi control, so it
-    cannot reorder what the line shows. A traceback keeps its lines."""
+    cannot reorder what the line shows, and any other control character but the tab, so it
+    cannot act on the terminal showing the log. A traceback keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = record.message.translate(_LINE_BREAKS)
