@@ -731,6 +731,21 @@ def warn_report_url(settings: Settings) -> None:
             "balancer's) address as the agents see it",
             settings.report_url,
         )
+    # As LIVEKIT_URL's ws:// is said (warn_disabled_safeguards): the reports carry more than
+    # the dial, each call's transcript, summary and extracted fields, with the token signing
+    # them. A real LiveKit's agents post from other hosts; the sandbox's, from this process.
+    public = URL(settings.public_base_url or "")
+    if (
+        settings.livekit_url is not None
+        and public.scheme == "http"
+        and not is_loopback_host((public.host or "").rstrip("."))
+    ):
+        logger.warning(
+            "PUBLIC_BASE_URL is http:// to %s: every agent report (each call's transcript,"
+            " summary and extracted fields) and the token signing it go unencrypted (use"
+            " https://, a TLS proxy in front of this server)",
+            public.host,
+        )
 
 
 async def webhook_host_refusal(
