@@ -67,7 +67,7 @@ from common.contracts import (
     DispatchMetadata,
     RoomMetadata,
 )
-from common.masking import clip_for_log, mask_phone
+from common.masking import clip_for_log, mask_phone, redact
 from common.settings import Settings, environment, load_settings
 
 # The plugins above are imported here, not where they are used: livekit-agents requires
@@ -88,6 +88,12 @@ class CalleeWordsOutOfLogs(logging.Filter):
             for key in [k for k in record.__dict__ if k.startswith("lk.pii.")]:
                 del record.__dict__[key]
             _leave_out_spoken_text(record)
+        # The job's room, a field of its lines (`received job request`, at INFO): another
+        # app's inbound call dispatched to this agent's name is in a room LiveKit names
+        # `<prefix>_<caller>_<random>`, the caller's number whole. Masked, as numbers are.
+        room = record.__dict__.get("room")
+        if isinstance(room, str):
+            record.__dict__["room"] = redact(room)
         return True
 
 
@@ -430,12 +436,14 @@ async def _refuse(ctx: JobContext, call_id: str, error: NoCallConfigError) -> No
 
 
 def _warn_not_ours(room_name: str, why: str) -> None:
+    # Another app's room may hold a number: LiveKit names an inbound call's room
+    # `<prefix>_<caller>_<random>` (`call-_+14155550188_XyZ1`). Masked, as numbers are.
     logger.warning(
-        "room %r is not one of our calls (%s): refusing the job and leaving the room as it"
+        "room %s is not one of our calls (%s): refusing the job and leaving the room as it"
         " is. Another app of this LiveKit project dispatches to this agent's name"
         " (AGENT_NAME=%r): give this service's agent a name of its own, the same on its server",
-        room_name,
-        why,
+        redact(repr(room_name)),
+        redact(why),
         job_settings().agent_name,
     )
 
