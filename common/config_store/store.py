@@ -116,12 +116,19 @@ def make_directories(directory: Path) -> None:
     """`directory.mkdir(parents=True, exist_ok=True)`, each directory it makes
     NEW_DIRECTORY_MODE (less what the umask takes) rather than 0777 less the umask."""
     try:
-        os.mkdir(directory, NEW_DIRECTORY_MODE)
+        _make_directory(directory)
     except FileNotFoundError:
         if directory.parent == directory:
             raise
         make_directories(directory.parent)
-        make_directories(directory)
+        _make_directory(directory)  # once, as Path.mkdir: no loop if its parent goes again
+
+
+def _make_directory(directory: Path) -> None:
+    try:
+        os.mkdir(directory, NEW_DIRECTORY_MODE)
+    except FileNotFoundError:
+        raise
     except OSError:
         if not directory.is_dir():  # as Path.mkdir(exist_ok=True): a file there is an error
             raise
