@@ -418,12 +418,13 @@ def _log_selected(call_id: str, selected: SelectedConfig, plan: SessionPlan) -> 
     )
     # The callee's name and the instructions' words only at DEBUG, as the server logs them: a
     # short instruction ("remind Ms Lee of the 300 dollars she owes") was logged whole at INFO
-    # on the agent's host, and the name on every call.
+    # on the agent's host, and the name on every call. Numbers in them masked, as the
+    # server's lines mask them (`call back on +1 415 555 0100` was written whole here).
     logger.debug(
         "call %s: caller=%s instructions: %s",
         call_id,
-        plan.caller_name,
-        clip_for_log(plan.instructions),
+        redact(plan.caller_name),
+        clip_for_log(redact(plan.instructions)),
     )
 
 
