@@ -1,7 +1,9 @@
 """A customer webhook receiver for trying the service out: verifies each request's Standard
 Webhooks signature and prints the event, one line each.
 
-    .venv/bin/python -m sandbox.receiver --secret whsec_... [--port 9000]
+    CALLS_WEBHOOK_SECRET=whsec_... .venv/bin/python -m sandbox.receiver [--port 9000]
+
+(`--secret whsec_...` works too, but a command line is every user's to read, in `ps`.)
 
 Point the server at it (plain http on loopback needs CALLS_WEBHOOK_ALLOW_PRIVATE=1):
 
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections import OrderedDict
@@ -26,7 +29,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from common.notify.signing import WebhookVerificationError, parse_secrets, verify
+from common.notify.signing import SECRET_ENV, WebhookVerificationError, parse_secrets, verify
 from sandbox.util import port_argument
 
 logger = logging.getLogger(__name__)
@@ -104,10 +107,19 @@ async def serve(secret: str, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.receiver", description=__doc__)
-    parser.add_argument("--secret", required=True, help="the server's CALLS_WEBHOOK_SECRET")
+    # From the environment by default: a command line is every user's to read (`ps`, and
+    # /proc/<pid>/cmdline), and README's `--secret $SECRET` showed the signing secret to all.
+    parser.add_argument(
+        "--secret",
+        default=os.environ.get(SECRET_ENV) or None,
+        help=f"the server's {SECRET_ENV} (default: ${SECRET_ENV}, which other users cannot"
+        " read in `ps` as they can a command line)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=port_argument, default=9000)
     args = parser.parse_args(argv)
+    if args.secret is None:
+        parser.error(f"set {SECRET_ENV} (the server's), or give --secret")
     try:
         parse_secrets(args.secret)
     except ValueError as exc:
