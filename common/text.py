@@ -15,10 +15,14 @@ in log lines, whichever way it came).
 
 `shown_text`: input that was refused but is kept to say what was refused (an invalid campaign
 row's number), made safe to store and show.
+
+`has_spoken_word`: whether text the agent says word for word (a first message, a voicemail
+message) leaves the text-to-speech anything to say.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Format characters (zero-width, bidi controls), separators and combining marks show nothing
@@ -142,3 +146,34 @@ def visible_name(value: object, limit: int) -> str:
     if not has_visible(name):
         raise ValueError("must contain at least one visible character")
     return name.strip()
+
+
+# What livekit-agents' default TTS text transforms (`filter_markdown`, `filter_emoji` in
+# livekit/agents/voice/transcription/filters.py, on every `session.say` and reply) take out
+# before Cartesia hears the text: the emoji blocks, with the variation selectors, the
+# zero-width joiner and the keycap mark (`filter_emoji`); struck-through text, fenced code's
+# fence and the word glued to it, and a link's or image's target (`filter_markdown`).
+# Cartesia's own tags are acted on, not said (`<break time="30s"/>` is 30 s of silence).
+_UNSPOKEN_EMOJI = re.compile(
+    "[\U0001f000-\U0001fbff\u2600-\u27bf\u2b00-\u2bff\ufe00-\ufe0f\u200d\u20e3]"
+)
+_UNSPOKEN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")  # [text](url) and ![alt](url): the text
+_UNSPOKEN_MARKDOWN = re.compile(r"`{3,4}\S*|~~(?!\s)[^~]*?(?<!\s)~~")
+_UNSPOKEN_TAGS = re.compile(r"</?\s*(?:break|emotion|speed|volume|spell)\b[^<>]*>", re.IGNORECASE)
+
+# Told of a text to be said that would be silence, after "must contain ...".
+NOTHING_TO_SAY = (
+    "must contain a word to say: emoji, symbols, punctuation, struck-through text and"
+    " speech tags alone are not spoken, and the callee would hear silence"
+)
+
+
+def has_spoken_word(text: str) -> bool:
+    """Whether `text`, said as is, gives the callee a word to hear: a letter or a digit
+    (any script) once the agent's TTS pipeline has taken out what it does not say. "👋😊",
+    "~~Hello~~", "..." or "♥" passed as a first message (something visible) and the callee,
+    having picked up, heard nothing at all."""
+    said = _UNSPOKEN_LINK.sub(r"\1", text)
+    for unsaid in (_UNSPOKEN_MARKDOWN, _UNSPOKEN_EMOJI, _UNSPOKEN_TAGS):
+        said = unsaid.sub("", said)
+    return any(unicodedata.category(ch)[0] in "LN" for ch in said)

@@ -45,7 +45,15 @@ from common.config_store.model import (
     validate_additional_params,
 )
 from common.notify.guard import MAX_URL_LENGTH, check_url
-from common.text import UNICODE_REFUSED, checked_text, has_visible, text_problem, visible_name
+from common.text import (
+    NOTHING_TO_SAY,
+    UNICODE_REFUSED,
+    checked_text,
+    has_spoken_word,
+    has_visible,
+    text_problem,
+    visible_name,
+)
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -151,7 +159,9 @@ class OutboundCall(BaseModel):
             min_length=1,
             max_length=MAX_FIRST_MESSAGE_CHARS,
             description="Said first when the callee answers, without waiting for the LLM; "
-            "default: a greeting by name",
+            "it must hold a word to say (a letter or digit: emoji, symbols, punctuation, "
+            "struck-through text and speech tags alone are not spoken); default: a greeting "
+            "by name",
         ),
     ] = None
     voicemail: Annotated[
@@ -233,6 +243,9 @@ class OutboundCall(BaseModel):
         # said to be no "1 to 1000 characters", which it is)
         if not has_visible(text):
             raise ValueError("must contain at least one visible character")
+        # emoji or markup alone: visible, but the agent's TTS says none of it (`has_spoken_word`)
+        if not has_spoken_word(text):
+            raise ValueError(NOTHING_TO_SAY)
         return text
 
     @field_validator("webhook_url", mode="before")
@@ -274,6 +287,16 @@ class OutboundCall(BaseModel):
                 'a message is left only with action "leave_message"; with "hang_up" (the'
                 " default) the agent hangs up on an answering machine and says nothing"
             )
+        return value
+
+    @field_validator("voicemail", mode="after")
+    @classmethod
+    def _message_said(cls, value: VoicemailPolicy | None) -> VoicemailPolicy | None:
+        """A message of emoji or markup alone is left as silence on the machine, as the
+        first message would be said (`has_spoken_word`). (Checked on requests only, as
+        above.)"""
+        if value is not None and value.message is not None and not has_spoken_word(value.message):
+            raise ValueError(f"message {NOTHING_TO_SAY}")
         return value
 
     @field_validator("additional_params", mode="before")

@@ -176,7 +176,8 @@ class VoicemailPolicy(_NullIsUnset):
         Field(
             min_length=1,
             max_length=MAX_VOICEMAIL_MESSAGE_CHARS,
-            description="What to say after the beep (required to leave a message)",
+            description="What to say after the beep (required to leave a message), with a "
+            "word to say: emoji, symbols, punctuation and markup alone are not spoken",
         ),
     ] = None
 
