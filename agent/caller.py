@@ -128,7 +128,7 @@ class OutboundCaller(Agent):
         logger.info("call %s: agent is ending the call", self._plan.call_id)
         self._hang_up_after(ctx.speech_handle)
         return (
-            f"Now say a brief, polite goodbye to {self._plan.callee} in "
+            f"Now say a brief, polite goodbye to {self._plan.callee_as_data} in "
             f"{LANGUAGES[self._plan.language]}. Do not ask anything else."
         )
 
@@ -144,7 +144,7 @@ class OutboundCaller(Agent):
         self._control.do_not_call()
         self._hang_up_after(ctx.speech_handle)
         return (
-            f"The number is on the do-not-call list now. Tell {self._plan.callee} in "
+            f"The number is on the do-not-call list now. Tell {self._plan.callee_as_data} in "
             f"{LANGUAGES[self._plan.language]} that they will not be called again, apologise "
             "for the disturbance, and say goodbye. Do not ask anything else."
         )
