@@ -25,7 +25,7 @@ from common.config_store.model import (
 )
 from common.contracts import MACHINE_VERDICTS
 from common.settings import Settings
-from common.text import has_visible
+from common.text import has_spoken_word
 
 STT_PROVIDER = "deepgram"
 STT_MODEL = "nova-3"
@@ -144,9 +144,11 @@ def spoken_name(name: str) -> str:
     """The callee's name as the agent may say it: without the TTS markup in it. The LLM
     addresses the callee by the name it is given, word for word, and Cartesia acted on the
     tags it repeated: a name `Alice<break time="30s"/>` (a CSV row, a lead form) put 30 s of
-    silence in the greeting. A name of markup alone is the default name."""
+    silence in the greeting. A name of markup alone is the default name, and so is one with
+    no word to say (`has_spoken_word`): a CSV's placeholder "-" or "?", or emoji alone, had
+    the LLM told "Greet - by name" and "Address them as -"."""
     text = _without(_SPEECH_MARKUP, name)
-    return text if has_visible(text) else DEFAULT_CALLER_NAME
+    return text if has_spoken_word(text) else DEFAULT_CALLER_NAME
 
 
 def _without(markup: re.Pattern[str], text: str) -> str:
