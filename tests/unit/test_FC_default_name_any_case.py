@@ -29,5 +29,5 @@ def test_the_default_name_in_any_case_or_spacing_is_no_name(name: str) -> None:
 @pytest.mark.parametrize("name", ["Guesty", "Guest House", "Ann"])
 def test_names_that_only_look_like_it_are_names(name: str) -> None:
     plan = plan_session(CallConfig.create(name), SETTINGS)
-    assert plan.greeting.startswith(f"The call has just been answered. Greet {name} by name")
+    assert plan.greeting.startswith(f'The call has just been answered. Greet "{name}" by name')
     assert plan.callee == name

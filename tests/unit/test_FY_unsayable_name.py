@@ -26,4 +26,4 @@ def test_a_name_with_nothing_to_say_is_no_name(name: str) -> None:
 @pytest.mark.parametrize("name", ["Ana 🌸", "N/A", "Jo", "42", "もも"])
 def test_a_name_with_a_word_is_said(name: str) -> None:
     plan = plan_session(CallConfig.create(name, call_id="call-1"), SETTINGS)
-    assert plan.greeting.startswith(f"The call has just been answered. Greet {name} by name")
+    assert plan.greeting.startswith(f'The call has just been answered. Greet "{name}" by name')
