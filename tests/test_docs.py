@@ -300,7 +300,8 @@ def test_the_agents_stop_is_described_with_the_times_the_code_has() -> None:
 
 def test_the_readme_says_the_agent_takes_its_call_from_its_room() -> None:
     """README said the agent "takes the call id from its dispatch metadata": it takes its
-    room's name, and refuses (hangs up) a dispatch whose metadata names another call."""
+    room's name, and refuses a dispatch whose metadata names another call, leaving that room
+    as it is (agent.worker._leave_alone: it said "hangs up", which the job does not)."""
     from agent.config_source import NoCallConfigError, resolve_call_id
     from common.contracts import DispatchMetadata
 
@@ -310,7 +311,10 @@ def test_the_readme_says_the_agent_takes_its_call_from_its_room() -> None:
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert "takes the call id from its dispatch metadata" not in text
     assert "its call is its room's (the server names each call's room after the call;" in text
-    assert "a dispatch whose metadata names another call is refused, and the job hangs up" in text
+    assert (
+        "a dispatch whose metadata names another call is refused, and the job leaves that room"
+        " alone" in text
+    )
 
 
 def test_openapi_says_a_502_dial_refused_with_a_sip_status_ends_as_it_maps(
