@@ -26,7 +26,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
 import asyncpg
@@ -386,18 +386,26 @@ class PostgresCallStore(SqlCallStore):
     async def _check_version(self) -> None:
         try:
             async with self._pool.acquire() as conn:
-                known = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-                version = (
-                    await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                    if known
-                    else 0
-                )
+                foreign = await _foreign_schema(conn)
+                if foreign is None:
+                    known = await conn.fetchval(
+                        "SELECT to_regclass('schema_migrations') IS NOT NULL"
+                    )
+                    version = (
+                        await conn.fetchval(
+                            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+                        )
+                        if known
+                        else 0
+                    )
         except _STATEMENT_NOT_KEPT:
             raise  # _migrate_or_check
         except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             # A connection lost here (`agent describe` opening the database read-only) was a
             # traceback: only the server's refusals were caught.
             raise DatabaseError(f"cannot read {masked(self.dsn)}: {_why(exc)}") from None
+        if foreign is not None:
+            raise DatabaseError(f"cannot read {masked(self.dsn)}: {foreign}")
         if version != SCHEMA_VERSION:
             raise DatabaseError(
                 f"{masked(self.dsn)} has schema version {version}, this code reads"
@@ -431,6 +439,9 @@ class PostgresCallStore(SqlCallStore):
                         MIGRATION_LOCK,
                         timeout=MIGRATION_STATEMENT_TIMEOUT_S,
                     )
+                foreign = await _foreign_schema(conn)
+                if foreign is not None:  # before anything is made or written in it
+                    raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {foreign}")
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                     " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -837,6 +848,62 @@ _MIGRATION_LOCK_HOLDER = (
     " AND granted AND database = (SELECT oid FROM pg_database WHERE datname ="
     " current_database()) AND ((classid::bigint << 32) | objid::bigint) = $1"
 )
+
+
+# schema_migrations as this code makes it (a later release may add columns), and the tables
+# its first migration makes that another program is likely to have made too.
+_OUR_MIGRATION_COLUMNS: Final = {
+    "version": "integer",
+    "name": "text",
+    "applied_at": "double precision",
+}
+_OUR_TABLES: Final = ("calls", "events", "idempotency", "outbox", "reports", "deliveries", "dnc")
+
+
+async def _foreign_schema(conn: Any) -> str | None:
+    """Why the database DATABASE_URL names is another program's, or None. The seed's .env
+    keeps the application's "Database URLs", DATABASE_URL among them: its schema_migrations
+    (golang-migrate's, Rails', Ecto's, a script's) was read as this server's, and start-up
+    said "schema version 20240101120000, newer than this code: run the release that migrated
+    it, or restore the copy taken before the upgrade", or a bare SQL error (COALESCE types
+    text and integer cannot be matched; relation "calls" already exists)."""
+    columns = {
+        row["attname"]: row["type"]
+        for row in await conn.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute"
+            " WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0"
+            " AND NOT attisdropped"
+        )
+    }
+    why = None
+    if columns:
+        if any(columns.get(name) != kind for name, kind in _OUR_MIGRATION_COLUMNS.items()):
+            shown = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+            why = f"its schema_migrations table is not this server's (columns {shown})"
+        else:
+            first = await conn.fetch("SELECT name FROM schema_migrations WHERE version = 1")
+            if first and first[0]["name"] == MIGRATIONS[0].name:
+                return None  # this server's, since its first migration
+            if first or await conn.fetchval("SELECT count(*) FROM schema_migrations"):
+                # every database this server migrated records its first migration
+                why = (
+                    "its schema_migrations table is not this server's (no version 1"
+                    f" {MIGRATIONS[0].name!r})"
+                )
+    if why is None:
+        taken = await conn.fetchval(
+            "SELECT array_agg(t) FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+            list(_OUR_TABLES),
+        )
+        if not taken:
+            return None
+        why = f"it holds tables named as this server's ({', '.join(taken)}) that it did not make"
+    return (
+        f"{why}: DATABASE_URL names another program's database (an application's, as the"
+        " seed's .env keeps its database URLs); give this server a database of its own"
+        " (CREATE DATABASE calls), or a schema of its own in it (?search_path=<schema> in"
+        " DATABASE_URL); nothing was changed in it"
+    )
 
 
 # What the operator does about a migration PostgreSQL refuses for the role or the session it
