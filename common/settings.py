@@ -915,10 +915,13 @@ def settings_from_env(env: Mapping[str, str], *, config_file_read: bool = True) 
 
 
 # Values that only show where a setting goes: .env.example's examples (of the four settings
-# unset by default, which it shows uncommented would turn on) and the seed's `.env`
-# placeholders. Uncommented as they are ("to fill in later"), PUBLIC_BASE_URL sent every
-# agent's reports to a host that is nobody's, unsaid; the others failed every call, with a
-# warning at most. Compared without case or a last `/`.
+# unset by default, which it shows uncommented would turn on), an earlier release's, and the
+# seed's `.env` placeholders. Uncommented as they are ("to fill in later"), PUBLIC_BASE_URL
+# sent every agent's reports to a host that is nobody's, unsaid; the others failed every call,
+# with a warning at most. The first release's token example (2026-11-26 to 12-03), kept in a
+# `.env` across upgrades, opened the API with HOST=0.0.0.0 to anyone who read that file: it
+# passes every check a token has. Compared without case or a last `/`.
+_FIRST_RELEASE_TOKEN = "change-me-to-a-long-random-string"  # noqa: S105 - refused, not used
 EXAMPLE_VALUES = {
     "PUBLIC_BASE_URL": ("https://calls.example.com",),
     "DATABASE_URL": ("postgresql://user:password@db-host:5432/calls",),
@@ -926,6 +929,9 @@ EXAMPLE_VALUES = {
     "CALLS_WEBHOOK_URL": ("https://hooks.example.com/calls",),
     "LIVEKIT_API_KEY": ("your_api_key_here",),
     "LIVEKIT_API_SECRET": ("your_api_secret_here",),
+    "CALLS_API_TOKEN": (_FIRST_RELEASE_TOKEN,),
+    "CALLS_API_TOKEN_PREVIOUS": (_FIRST_RELEASE_TOKEN,),
+    "SIP_OUTBOUND_TRUNK_ID": ("st_xxxxxxxxxxxx",),
 }
 
 
@@ -934,7 +940,8 @@ def _refuse_an_example(name: str, raw: str) -> None:
     value (a secret's place)."""
     if raw.rstrip("/").lower() in EXAMPLE_VALUES.get(name, ()):
         raise SettingsError(
-            f"{name} is an example's value (.env.example's, or the seed's .env), not yours:"
+            f"{name} is an example's value (.env.example's, this release's or an earlier"
+            " one's, or the seed's .env), not yours:"
             " set your own, or leave it unset (comment it out)"
         )
 
