@@ -176,6 +176,22 @@ class UnknownCallError(KeyError):
         return f"no config record for call {self.call_id!r}"
 
 
+def _document_and_problem(data: bytes) -> tuple[Document | None, str | None]:
+    """The document `data` (a non-empty config.json) holds, or None and why it holds none a
+    write can add a record to: unparseable, no object, or a "calls" that is not one."""
+    try:
+        parsed = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"is not valid JSON ({exc})"
+    except RecursionError:
+        return None, "nests too deeply to read"
+    if not isinstance(parsed, dict):
+        return None, "is not a JSON object"
+    if not isinstance(parsed.get(CALLS_KEY, {}), dict):  # as the next write sees it
+        return None, f"has a {CALLS_KEY!r} that is not an object"
+    return parsed, None
+
+
 class _Unreadable(dict[str, Any]):
     """A config.json that does not read as a document: read as an empty one (the seed's
     defaults, no record), with why (`problem`, naming the file but not its directory)."""
@@ -1196,19 +1212,8 @@ class ConfigStore:
         if not data.strip():  # empty: no config yet, the defaults (as with no file), no error
             self._read_cache = _ReadCacheEntry(data, None)
             return None
-        problem = None
-        try:
-            parsed = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            problem = f"is not valid JSON ({exc})"
-        except RecursionError:
-            problem = "nests too deeply to read"
-        else:
-            if not isinstance(parsed, dict):
-                problem = "is not a JSON object"
-            elif not isinstance(parsed.get(CALLS_KEY, {}), dict):  # as the next write sees it
-                problem = f"has a {CALLS_KEY!r} that is not an object"
-        if problem is None:
+        parsed, problem = _document_and_problem(data)
+        if parsed is not None:
             doc = parsed
         else:
             outcome = f"the record of {call_id} is not read" if call_id else "using defaults"
@@ -1446,13 +1451,7 @@ class ConfigStore:
         """The document `data` holds, or None if it holds none a write can add a record to:
         unparseable, or no object, or a "calls" that is not an object (a list, null, a
         string)."""
-        try:
-            parsed = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None
-        if isinstance(parsed, dict) and isinstance(parsed.get(CALLS_KEY, {}), dict):
-            return parsed
-        return None
+        return _document_and_problem(data)[0]
 
     def _start_document(
         self, data: bytes | None, target: Path, erased: frozenset[bytes] = frozenset()
@@ -1463,7 +1462,8 @@ class ConfigStore:
         unreadable and an empty copy of it kept aside."""
         if data is None or not data.strip():
             return self._defaults() | {CALLS_KEY: {}}
-        if (parsed := self._document_in(data)) is not None:
+        parsed, problem = _document_and_problem(data)
+        if parsed is not None:
             return parsed
         self._refuse_a_database(data, target)
         # Not a document we can add a record to, so it is kept aside, not patched.
@@ -1475,8 +1475,14 @@ class ConfigStore:
             )
             return self._defaults() | {CALLS_KEY: {}}
         aside = self._keep_aside(data, target)
+        # Why, as a read's line says it: a valid JSON file (a seed's config.json whose
+        # application kept its own `calls` list in it) was said to be "unreadable", no more.
         logger.error(
-            "✗ %s was unreadable; kept aside as %s, writing a fresh file", self.path, aside
+            "✗ %s %s, so no call's record can be added to it; kept aside as %s, writing a"
+            " fresh file",
+            self.path,
+            problem,
+            aside,
         )
         self._remove_old_set_aside(target)
         return self._defaults() | {CALLS_KEY: {}}
