@@ -1040,7 +1040,14 @@ class CallService:
                 release_refused=True,  # never dialled: freed with it (_listed_while_placing)
             )
         except DatabaseError as db_exc:  # the reaper settles the row once the db is back
-            logger.error("call %s: could not record the failure: %s", call_id, db_exc)
+            if (more := self._repeats.due("record placement failure")) is not None:
+                logger.error(
+                    "call %s: could not record the failure: %s%s",
+                    call_id,
+                    db_exc,
+                    more,
+                    extra={"call_id": call_id},
+                )
         else:
             hung_up = _hung_up_first(applied)
         if exc.may_have_rung:
@@ -1608,13 +1615,18 @@ class CallService:
         try:
             await self.config.retract_call_async(call_id)
         except OSError as exc:
-            logger.error(
-                "could not take back the config write of call %s, never placed (tried again"
-                " with the next write): %s",
-                call_id,
-                exc,
-                extra={"call_id": call_id},
-            )
+            # What failed the call's own write (a full disk, every file descriptor in use)
+            # fails its retraction too: once a minute, with how many (an ERROR per refused
+            # call was 449 lines in 23 s with the server out of descriptors).
+            if (more := self._repeats.due("config retract")) is not None:
+                logger.error(
+                    "could not take back the config write of call %s, never placed (tried"
+                    " again with the next write): %s%s",
+                    call_id,
+                    exc,
+                    more,
+                    extra={"call_id": call_id},
+                )
         else:  # its "Configuration updated" line said otherwise
             logger.info(
                 "call %s not placed (%s): its config write taken back",
@@ -1627,8 +1639,9 @@ class CallService:
         """Remove a call's config record; a failure here is logged, never fatal."""
         try:
             await self.config.remove_call_async(call_id)
-        except OSError as exc:
-            logger.error("could not remove config record of %s: %s", call_id, exc)
+        except OSError as exc:  # the reaper prunes it later; a full disk fails every one
+            if (more := self._repeats.due("config removal")) is not None:
+                logger.error("could not remove config record of %s: %s%s", call_id, exc, more)
 
     # ------------------------------------------------------------------ agent reports
 
