@@ -39,6 +39,7 @@ from common.contracts import (
     SIP_STATUS_ACTIVE,
     DispatchMetadata,
 )
+from common.descriptors import OUT_OF_DESCRIPTORS, out_of_descriptors
 from common.http_body import read_capped
 from common.masking import mask_phone, remote_text
 from common.settings import Settings
@@ -370,6 +371,11 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             why = " (if it serves TLS on that port, LIVEKIT_URL must start with wss:// or https://)"
         return LiveKitUnavailable(
             f"{action}: LiveKit closed the connection without an answer{why}", maybe_done=True
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError) and out_of_descriptors(exc):
+        # No connection opened: "LiveKit unreachable" sent its operator to check LiveKit.
+        return LiveKitUnavailable(
+            f"{action}: {OUT_OF_DESCRIPTORS}", maybe_done=False, kind=f"{action}: descriptors"
         )
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
