@@ -42,6 +42,7 @@ import aiohttp
 from yarl import URL
 
 from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
+from common.descriptors import OUT_OF_DESCRIPTORS, out_of_descriptors
 from common.metrics import Metrics
 from common.notify.guard import LookupsBusy, guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
@@ -78,12 +79,19 @@ DATABASE_RETRY_S = 1.0
 # moment, so that one slow receiver never holds the claims the others need.
 PER_RECEIVER_WAITING = 8
 HOST_BUSY_DEFER_S = 0.2
+# A send this server had no file descriptor for (every one in use): given back unattempted,
+# due again this much later.
+NO_DESCRIPTOR_DEFER_S = 2.0
 DEFECT_WAIT_S = 1.0  # after a pass failed on a defect (logged), before the next
 UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
 # The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before a
 # drop is taken for the clock stepping back.
 STEP_BACK_TOLERANCE_S = 1.0
+
+
+class _NoDescriptor(Exception):
+    """No connection could be opened for a send: this server is out of file descriptors."""
 
 
 def _origin(url: str) -> str:
@@ -625,11 +633,18 @@ class WebhookSender:
         status: int | None = None
         try:
             status, error, asked_wait_s = await self._post(delivery)
+        except _NoDescriptor:
+            no_descriptor = True
+        else:
+            no_descriptor = False
         finally:
             # How promptly it answered counts before its slot goes to the next one waiting:
             # a send that timed out must not hand its receiver's next one a prompt slot.
             self._answered(receiver, status, time.monotonic() - started)
             self._free_slot(delivery, receiver)
+        if no_descriptor:
+            await self._give_back_unattempted(delivery)
+            return
         now = self._clock()
         await self._after_step_back(now)  # before a retry is dated by the clock after it
         outcome = next_outcome(delivery, status, error, self._schedule, now, asked_wait_s)
@@ -641,6 +656,28 @@ class WebhookSender:
             await self._dispatch([recorded.taken], self._flight(), self._clock())
         elif recorded.next_at is not None:
             self._look_by(recorded.next_at)
+
+    async def _give_back_unattempted(self, delivery: WebhookDelivery) -> None:
+        """A send that could not open a connection, this server being out of file
+        descriptors: not its receiver's failure. Recorded as one ("connection failed: refused
+        or unreachable (is the receiver up, on that port?)" in the delivery the customer
+        reads, a WARNING naming the receiver), it took a step of the retry schedule: a
+        minute of it pushed events minutes to hours back. It is given back, due again in
+        NO_DESCRIPTOR_DEFER_S, and the log says what is wrong once a minute."""
+        if (more := self._repeats.due("no descriptor")) is not None:
+            logger.error(
+                "customer webhooks are not being sent: %s; each is tried again every %g s"
+                " (not counted as an attempt)%s",
+                OUT_OF_DESCRIPTORS,
+                NO_DESCRIPTOR_DEFER_S,
+                more,
+            )
+        until = self._clock() + NO_DESCRIPTOR_DEFER_S
+        try:
+            await self._store.defer_deliveries([delivery.id], until)
+        except DatabaseError:  # sent once its claim runs out
+            return
+        self._look_by(until)
 
     async def _record(
         self, delivery: WebhookDelivery, outcome: DeliveryOutcome
@@ -740,6 +777,8 @@ class WebhookSender:
         except TimeoutError:
             return None, f"no answer within {REQUEST_TIMEOUT_S:g} s", None
         except aiohttp.ClientError as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError) and out_of_descriptors(exc):
+                raise _NoDescriptor from exc  # nothing was sent
             refused = guard_refusal(exc)
             if refused is not None:
                 # The address for the operator's log only: last_error is the customer's to read.
