@@ -62,6 +62,13 @@ MIN_FREE_BYTES = 256 * 1024
 # largest size for good).
 WAL_WARN_BYTES = 64 * 1024 * 1024
 WAL_KEEP_BYTES = 8 * 1024 * 1024
+# SQLite's temporary files (a savepoint's journal past 64 KiB: writes queued together run in
+# one transaction, each in a savepoint; a sort too large for the cache) kept in memory. As
+# files they are opened as needed in $TMPDIR, /var/tmp or /tmp, not beside calls.db: once
+# every file descriptor was in use (seen under `ulimit -n 256`), such writes failed "unable
+# to open database file" while calls.db was open, and a full temporary directory failed
+# them "database or disk is full" while calls.db's own disk had room.
+TEMP_STORE = "MEMORY"
 READ_MARKS = {"123", "124", "125", "126", "127"}  # WAL_READ_LOCK(0..4) in the -shm file
 PROBE_ROW = "(probe)"  # the readiness row a probe writes as large as a call, then deletes
 WAL_SWITCH_TIMEOUT_S = 5.0  # as long as the busy timeout every other statement waits
@@ -877,6 +884,7 @@ class SqliteCallStore(SqlCallStore):
         conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA temp_store={TEMP_STORE}")
         # What is deleted or rewritten is overwritten, not left in free space (an erased
         # conversation's bytes), whatever the SQLite build's default.
         conn.execute("PRAGMA secure_delete=ON")
@@ -1178,6 +1186,7 @@ class SqliteCallStore(SqlCallStore):
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA temp_store={TEMP_STORE}")
             self._reader_conn = conn
         # In one read transaction: one snapshot for all of its queries. Each on its own saw
         # the commits made between them (on the database's one thread no write comes between
