@@ -872,10 +872,15 @@ class CallService:
             applied = await self._settle(
                 call_id, "dialed", lambda _state: None, detail=detail, dial_taken=True
             )
-        except DatabaseError as exc:
-            logger.error(
-                "call %s is dialing but its dial details were not recorded: %s", call_id, exc
-            )
+        except DatabaseError as exc:  # an outage fails every call's: once a minute
+            if (more := self._repeats.due("dial details")) is not None:
+                logger.error(
+                    "call %s is dialing but its dial details were not recorded: %s%s",
+                    call_id,
+                    exc,
+                    more,
+                    extra={"call_id": call_id},
+                )
             return self._dialing_record(call_id, call)
         if applied.before is not None and applied.before.hangup_requested:
             # The hang-up came while we dialled, and its room deletion may have come before the
@@ -910,11 +915,16 @@ class CallService:
             failure: DatabaseError = exc
         except DatabaseError as exc:
             failure = exc
-        logger.error(
-            "call %s: could not mark its dial as started, so it is not dialled: %s",
-            call_id,
-            failure,
-        )
+        # A database outage (or its pool used up) refuses every call here, each answered 503:
+        # said once a minute (88 ERROR lines in a minute on PostgreSQL, `ulimit -n 256`).
+        if (more := self._repeats.due("dial mark")) is not None:
+            logger.error(
+                "call %s: could not mark its dial as started, so it is not dialled: %s%s",
+                call_id,
+                failure,
+                more,
+                extra={"call_id": call_id},
+            )
         self._close_room_soon(call_id)  # the agent's dispatch made it
         # Taken back whole, as a refused call's write: removed, its record went, but the
         # seed's flat document went on naming this call, never placed.
@@ -997,7 +1007,14 @@ class CallService:
             # call its receiver never hears of.
             applied = await self._settle(call_id, kind, _failed(reason), release_refused=True)
         except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
-            logger.error("call %s: could not record that it was not dialled: %s", call_id, exc)
+            if (more := self._repeats.due("record not dialled")) is not None:
+                logger.error(
+                    "call %s: could not record that it was not dialled: %s%s",
+                    call_id,
+                    exc,
+                    more,
+                    extra={"call_id": call_id},
+                )
         else:
             return _hung_up_first(applied)
         return None
@@ -1061,7 +1078,8 @@ class CallService:
         try:
             await self.store.unmark_dial(call_id)
         except DatabaseError as exc:  # the campaign counts a failed dial: no harm beyond that
-            logger.error("call %s: could not unmark its refused dial: %s", call_id, exc)
+            if (more := self._repeats.due("dial unmark")) is not None:
+                logger.error("call %s: could not unmark its refused dial: %s%s", call_id, exc, more)
 
     async def _release(self, call_id: str) -> None:
         try:
