@@ -451,13 +451,17 @@ class CampaignScheduler:
         except LiveKitError:
             pass  # the call is recorded failed: its call.ended event ends the attempt
         except (DatabaseError, ConfigWriteError) as exc:
-            logger.error(
-                "campaign %s: recipient %d attempt %d not placed yet (%s); will try again",
-                ref.campaign_id,
-                ref.idx,
-                ref.attempt,
-                exc,
-            )
+            # A full disk or a database outage refuses every attempt: once a minute a
+            # campaign (each of its slots logged one, max_concurrent lines each round).
+            if (more := self._repeats.due(f"not placed {ref.campaign_id}")) is not None:
+                logger.error(
+                    "campaign %s: recipient %d attempt %d not placed yet (%s); will try again%s",
+                    ref.campaign_id,
+                    ref.idx,
+                    ref.attempt,
+                    exc,
+                    more,
+                )
         else:
             if placed.bound is not None:
                 logger.info(
