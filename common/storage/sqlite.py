@@ -67,7 +67,10 @@ WAL_KEEP_BYTES = 8 * 1024 * 1024
 # files they are opened as needed in $TMPDIR, /var/tmp or /tmp, not beside calls.db: once
 # every file descriptor was in use (seen under `ulimit -n 256`), such writes failed "unable
 # to open database file" while calls.db was open, and a full temporary directory failed
-# them "database or disk is full" while calls.db's own disk had room.
+# them "database or disk is full" while calls.db's own disk had room. The cost: a savepoint's
+# journal is held in memory until its commit (measured: +24 MB while 100,000 rows went into
+# a 1,000,000-row table with an index on random phone numbers, as a large campaign's upload
+# does; given back at the commit).
 TEMP_STORE = "MEMORY"
 READ_MARKS = {"123", "124", "125", "126", "127"}  # WAL_READ_LOCK(0..4) in the -shm file
 PROBE_ROW = "(probe)"  # the readiness row a probe writes as large as a call, then deletes
