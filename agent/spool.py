@@ -125,12 +125,20 @@ class ReportSpool:
             name = f"{time.time_ns():020d}-{os.getpid()}-{digest}"
             temporary = self.directory / f".{name}.tmp"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            path = self.directory / f"{name}{_SUFFIX}"
-            temporary.rename(path)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                path = self.directory / f"{name}{_SUFFIX}"
+                temporary.rename(path)
+            except OSError:
+                # Left there (a full disk), the half-written file held the last free bytes,
+                # and part of a transcript, for STALE_TEMP_S: every report spooled meanwhile,
+                # however small, was refused "No space left on device" too.
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                raise
         except OSError as exc:
             logger.error(
                 "call %s: %d reports not kept for later: the report spool cannot be written (%s)",
