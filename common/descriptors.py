@@ -9,12 +9,24 @@ blamed for what this server must fix (its open files limit, or what holds them).
 from __future__ import annotations
 
 import errno
+import os
 
 OUT_OF_DESCRIPTORS = (
-    "this server is out of file descriptors (Too many open files): no connection could be"
-    " opened; raise its open files limit (LimitNOFILE=, ulimit -n)"
+    "this server is out of file descriptors (Too many open files); raise its open files"
+    " limit (LimitNOFILE=, ulimit -n)"
 )
 _CODES = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+class OutOfDescriptors(OSError):
+    """What this server had to do (a host name's lookup) failed for want of a file
+    descriptor: a 503 to retry, not the client's error."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EMFILE, OUT_OF_DESCRIPTORS)
+
+    def __str__(self) -> str:
+        return OUT_OF_DESCRIPTORS
 
 
 def out_of_descriptors(exc: BaseException) -> bool:
@@ -34,4 +46,16 @@ def out_of_descriptors(exc: BaseException) -> bool:
             [wrapped if isinstance(wrapped, BaseException) else None]
             + [current.__cause__, current.__context__]
         )
+    return False
+
+
+def descriptors_exhausted() -> bool:
+    """Whether this process can open no file now. For failures that do not say why: glibc's
+    getaddrinfo that could not open /etc/hosts nor a socket answers "Name or service not
+    known" (EAI_NONAME), as for a name that does not exist."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError as exc:
+        return exc.errno in _CODES
+    os.close(fd)
     return False

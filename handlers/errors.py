@@ -31,6 +31,7 @@ from common.calls.errors import (
 )
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
+from common.descriptors import OutOfDescriptors
 from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.masking import redact
 from common.storage.base import (
@@ -135,6 +136,8 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
         ),
     ),
     (DatabaseError, lambda e: Answer(503, "calls database unavailable", [], _retry(RETRY_S))),
+    # A webhook_url's host looked up with no descriptor left: not the client's URL's fault.
+    (OutOfDescriptors, lambda e: Answer(503, str(e), [], _retry(RETRY_S))),
     # LiveKit unreachable: nothing was placed (the key is free), a retry may well succeed;
     # not said of a dial that may have rung (the connection lost once LiveKit had it).
     (

@@ -70,6 +70,7 @@ from common.config_store.store import (
     names_someone,
 )
 from common.contracts import ATTR_AGENT_NAME, AgentReport
+from common.descriptors import OutOfDescriptors, descriptors_exhausted, out_of_descriptors
 from common.livekit.client import (
     LiveKitError,
     dial,
@@ -474,7 +475,11 @@ async def check_webhook_address(url: str, settings: Settings) -> None:
             " other slow names' lookups run; retry later"
         )
         raise WebhookHostUnresolved([FieldError("webhook_url", late)]) from None
-    except OSError:
+    except OSError as exc:
+        # getaddrinfo could open no file nor socket (it then says "Name or service not
+        # known" at times): this server's to fix, not the client's URL.
+        if out_of_descriptors(exc) or descriptors_exhausted():
+            raise OutOfDescriptors from exc
         raise WebhookHostUnresolved(
             [FieldError("webhook_url", f"{target.host} does not resolve to an address")]
         ) from None

@@ -62,6 +62,7 @@ from common.campaigns.model import (
 from common.campaigns.request import merged, never_open
 from common.campaigns.windows import call_zones, is_allowed, next_allowed
 from common.config_store.store import ConfigWriteError
+from common.descriptors import OutOfDescriptors
 from common.livekit.client import LiveKitError
 from common.masking import redact
 from common.repeats import Repeats
@@ -450,7 +451,7 @@ class CampaignScheduler:
             )
         except LiveKitError:
             pass  # the call is recorded failed: its call.ended event ends the attempt
-        except (DatabaseError, ConfigWriteError) as exc:
+        except (DatabaseError, ConfigWriteError, OutOfDescriptors) as exc:
             # A full disk or a database outage refuses every attempt: once a minute a
             # campaign (each of its slots logged one, max_concurrent lines each round).
             if (more := self._repeats.due(f"not placed {ref.campaign_id}")) is not None:
