@@ -31,9 +31,10 @@ from common.calls.errors import (
 )
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.config_store.store import ConfigWriteError
-from common.descriptors import OutOfDescriptors
+from common.descriptors import OUT_OF_DESCRIPTORS, OutOfDescriptors, out_of_descriptors
 from common.livekit.client import LiveKitError, LiveKitUnavailable
 from common.masking import redact
+from common.repeats import Repeats
 from common.storage.base import (
     DatabaseError,
     DatabaseGone,
@@ -45,6 +46,7 @@ from common.storage.campaign_programs import CampaignConflict, TooManyResumes
 from common.text import is_unicode, quoted, shown_text
 
 logger = logging.getLogger(__name__)
+_OUT_OF_DESCRIPTORS_SAID = Repeats()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -319,6 +321,20 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         response = error_response(exc)
         if response is not None:
             return response
+        if out_of_descriptors(exc):
+            # A file opened when first needed (the time zones' list, a zone's rules, a
+            # module) refused for want of a descriptor: a 500 "internal error" with a
+            # traceback for each request, for what frees itself (the first campaign after a
+            # start, sent while the server was out of descriptors, was answered 500).
+            if (more := _OUT_OF_DESCRIPTORS_SAID.due("descriptors")) is not None:
+                logger.warning(
+                    "%s %s answered 503: %s%s",
+                    request.method,
+                    redact(request.path),
+                    exc,
+                    more,
+                )
+            return json_error(503, OUT_OF_DESCRIPTORS, headers=_retry(RETRY_S))
         # The path masked as the access log masks it: it may hold a number (/dnc/{number}).
         logger.exception("unhandled error on %s %s", request.method, redact(request.path))
         return json_error(500, "internal error")
