@@ -439,9 +439,9 @@ async def test_a_retry_within_the_window_stays_pending(
 ) -> None:
     # The same retry at 10:00 in California, and one at 20:05 with the window to 23:59 and
     # CAMPAIGN_ENFORCE_CALLING_HOURS=0: due as it was, nothing deferred. Each server has its
-    # own database: on one, the first server (its clock 14 h ahead) could claim the second's
-    # campaign, a lease 14 h long by the second's clock (CI timed out here once, stop 42;
-    # the cause was not seen, this is the one way found for it).
+    # own database: on one, with clocks 14 h apart, either server could take the other's
+    # campaign (a lease by one clock is long over, or 14 h long, by the other's). CI timed
+    # out here once (stop 42); its cause was not found, and this was the one hazard seen.
     for at, window, enforce in (
         (dt.datetime(2026, 12, 2, 18, 0, tzinfo=dt.UTC), None, True),
         (dt.datetime(2026, 12, 2, 3, 55, tzinfo=dt.UTC), {"start": "00:00", "end": "23:59"}, False),
