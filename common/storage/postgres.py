@@ -375,9 +375,10 @@ class PostgresCallStore(SqlCallStore):
             logger.warning(
                 "this server's clock is %.1f s %s PostgreSQL's: servers on one database judge"
                 " the times each other wrote by their own clocks (leases, the reaper's bounds,"
-                " the rate limit's minute), so a server's clock apart from another's settles"
-                " its calls early, sends its webhooks twice or miscounts its rate. Keep every"
-                " server's clock and the database host's in sync (NTP: chrony,"
+                " the rate limit's minute, campaigns' retries), so a server's clock apart from"
+                " another's settles its calls early, sends its webhooks twice, miscounts its"
+                " rate, or (ahead) takes every campaign over and places retries early. Keep"
+                " every server's clock and the database host's in sync (NTP: chrony,"
                 " systemd-timesyncd)",
                 abs(apart),
                 "ahead of" if apart > 0 else "behind",

@@ -439,9 +439,11 @@ async def test_a_retry_within_the_window_stays_pending(
 ) -> None:
     # The same retry at 10:00 in California, and one at 20:05 with the window to 23:59 and
     # CAMPAIGN_ENFORCE_CALLING_HOURS=0: due as it was, nothing deferred. Each server has its
-    # own database: on one, with clocks 14 h apart, either server could take the other's
-    # campaign (a lease by one clock is long over, or 14 h long, by the other's). CI timed
-    # out here once (stop 42); its cause was not found, and this was the one hazard seen.
+    # own database. On one (CI timed out here, stop 42), the first server, its clock 14 h
+    # ahead, took the second's campaign at its next tick (the second's lease ran out 14 h
+    # before, by its clock) and placed the retry at once (due, by its clock): pending, calling
+    # and busy (final) came and went between two polls. Servers on one database share a clock
+    # (PostgreSQL's start-up warns of one apart from it).
     for at, window, enforce in (
         (dt.datetime(2026, 12, 2, 18, 0, tzinfo=dt.UTC), None, True),
         (dt.datetime(2026, 12, 2, 3, 55, tzinfo=dt.UTC), {"start": "00:00", "end": "23:59"}, False),
