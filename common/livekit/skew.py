@@ -34,20 +34,32 @@ TOLERANCE_S = 2.0  # within this (two whole-second times), the clocks are taken 
 MAX_KEPT = 1024  # arrivals kept at most (the least of each moment only)
 
 
-def signer_behind(signed_at: float | None, now: float) -> float:
+def signer_behind(signed_at: float | None, now: float, consistent: int = 0) -> float:
     """How far behind this server's clock a token arriving `now` was signed (negative: ahead),
     for a signer that signs each attempt afresh (our agents: their retries are no later for
-    it); 0 within TOLERANCE_S, or with no signing time."""
+    it); 0 within TOLERANCE_S, or with no signing time.
+
+    A token arrives late, never early: one signed ahead is so by at least as much, but one
+    signed behind may only have been slow on its way (a loaded server, a slow proxy, a lost
+    SYN; a report 3.5 s in transit moved a 1 s ring to 4.5 s). Behind is taken only as far as
+    `consistent` (the signer's tokens' `LiveKitClock.behind()`, which needs them to have said
+    so for a while) agrees."""
     if signed_at is None or abs(now - signed_at) <= TOLERANCE_S:
         return 0.0
-    return now - signed_at
+    lag = now - signed_at
+    if lag < 0:
+        return lag
+    return float(min(math.floor(lag), consistent)) if consistent > TOLERANCE_S else 0.0
 
 
 class LiveKitClock:
     """The distance of LiveKit's clock behind this server's, from its webhooks' signatures."""
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, monotonic: Callable[[], float] = time.monotonic, *, logged: bool = True
+    ) -> None:
         self._monotonic = monotonic
+        self._logged = logged  # False: the caller says what it makes of the distance
         # (when it came, by the monotonic clock; its arrival minus its signing time): only
         # those that are the least since they came, so the first is the least of the window.
         self._least: collections.deque[tuple[float, float]] = collections.deque()
@@ -86,7 +98,7 @@ class LiveKitClock:
         return None if created_at is None else created_at + self.behind()
 
     def _say(self, behind: int) -> None:
-        if abs(behind - self._said) <= TOLERANCE_S:
+        if not self._logged or abs(behind - self._said) <= TOLERANCE_S:
             return
         if behind == 0:
             logger.info("LiveKit's clock agrees with this server's again (by its webhooks)")

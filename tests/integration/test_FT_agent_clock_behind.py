@@ -15,9 +15,11 @@ import time
 from typing import Any
 
 import jwt
+import pytest
 from livekit.protocol import models
 
 from common.contracts import REPORTS_PATH
+from common.livekit import skew
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
 from tests.integration.test_call_results import Client, answered
@@ -48,8 +50,9 @@ async def post_as_agent(client: Client, sent: Any, call_id: str) -> int:
 
 
 async def test_a_calls_answer_holds_with_the_agents_clock_minutes_behind(
-    start_app: AppFactory,
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(skew, "SPAN_S", 0.0)  # the agent's reports have kept coming long enough
     client = await quiet_app(start_app)
     call_id = await place(client)
     await line_joins(client, call_id)
@@ -68,8 +71,11 @@ async def test_a_calls_answer_holds_with_the_agents_clock_minutes_behind(
     assert 1.5 <= shown["talk_s"] <= 3.5, shown
 
 
-async def test_a_batch_of_reports_is_read_on_the_servers_clock(start_app: AppFactory) -> None:
+async def test_a_batch_of_reports_is_read_on_the_servers_clock(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Reports held back and sent together (one POST, one token) move alike."""
+    monkeypatch.setattr(skew, "SPAN_S", 0.0)
     client = await quiet_app(start_app)
     call_id = await place(client)
     await line_joins(client, call_id)
