@@ -176,4 +176,9 @@ def has_spoken_word(text: str) -> bool:
     said = _UNSPOKEN_LINK.sub(r"\1", text)
     for unsaid in (_UNSPOKEN_MARKDOWN, _UNSPOKEN_EMOJI, _UNSPOKEN_TAGS):
         said = unsaid.sub("", said)
-    return any(unicodedata.category(ch)[0] in "LN" for ch in said)
+    return any(unicodedata.category(ch)[0] in "LN" and ch not in _FILLERS for ch in said)
+
+
+# Letters by category that are blanks to read: the Hangul fillers (a "name" of U+3164 alone
+# passed as a word, and the TTS said nothing).
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
