@@ -61,6 +61,7 @@ from common.campaigns.model import (
 )
 from common.campaigns.request import merged, never_open
 from common.campaigns.windows import call_zones, is_allowed, next_allowed
+from common.clock_steps import ClockSteps
 from common.config_store.store import ConfigWriteError
 from common.descriptors import OutOfDescriptors
 from common.livekit.client import LiveKitError
@@ -95,9 +96,8 @@ class _Driver:
     campaign: CampaignRecord
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # The campaign clock's lead over the monotonic clock at the last recovery pass (None
-    # before the first): a drop is the clock stepping back.
-    lead: float | None = None
+    # The campaign clock against the monotonic clock, from one recovery pass to the next.
+    steps: ClockSteps = field(default_factory=ClockSteps)
 
 
 class CampaignScheduler:
@@ -531,8 +531,8 @@ class CampaignScheduler:
         20-50 ms for 100,000 on SQLite)."""
         campaign = driver.campaign
         now = self.clock()
-        lead, driver.lead = driver.lead, now - time.monotonic()
-        stepped_back = lead is None or driver.lead < lead - STEP_BACK_TOLERANCE_S
+        step = driver.steps.step(now)
+        stepped_back = step is None or step < -STEP_BACK_TOLERANCE_S
         if stepped_back and (
             pulled := await self._store.pull_back_after_step(campaign.campaign_id, now)
         ):

@@ -26,6 +26,8 @@ import math
 import time
 from collections.abc import Callable
 
+from common.clock_steps import ClockSteps
+
 logger = logging.getLogger(__name__)
 
 WINDOW_S = 300.0  # webhooks signed this recently count (a clock stepped since is followed)
@@ -64,9 +66,9 @@ class LiveKitClock:
         # those that are the least since they came, so the first is the least of the window.
         self._least: collections.deque[tuple[float, float]] = collections.deque()
         self._since: float | None = None  # when webhooks started coming without a pause
-        # This server's clock's lead over the monotonic clock at the last webhook: a change is
-        # this server's clock stepped (NTP, a VM resumed), which the kept lags follow at once.
-        self._lead: float | None = None
+        # This server's clock against the monotonic clock, from one webhook to the next: a
+        # step (NTP, a VM resumed) the kept lags follow at once.
+        self._steps = ClockSteps(monotonic)
         self._said = 0  # the distance the log said last (0: none, or they agree)
 
     def heard(self, signed_at: float | None, now: float) -> None:
@@ -78,13 +80,11 @@ class LiveKitClock:
             self._least.popleft()
         if not self._least:
             self._since = mono
-        lead = now - mono
-        if self._lead is not None and abs(lead - self._lead) > TOLERANCE_S:
+        step = self._steps.step(now)
+        if step is not None and abs(step) > TOLERANCE_S:
             # Stepped forward 10 s (it was 10 s behind), the lags kept from before were 10 s
             # short: the least of them dated every event 10 s early for 5 minutes.
-            step = lead - self._lead
             self._least = collections.deque((at, kept + step) for at, kept in self._least)
-        self._lead = lead
         lag = now - signed_at
         while self._least and self._least[-1][1] >= lag:
             self._least.pop()

@@ -42,6 +42,7 @@ import aiohttp
 from yarl import URL
 
 from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
+from common.clock_steps import ClockSteps
 from common.descriptors import OUT_OF_DESCRIPTORS, out_of_descriptors
 from common.metrics import Metrics
 from common.notify.guard import LookupsBusy, guard_refusal, make_connector, read_capped
@@ -287,9 +288,8 @@ class WebhookSender:
         self._wake_at = math.inf
         # Its last look found no free slot: a send that ends must wake it.
         self._starved = False
-        # The clock's lead over the monotonic clock at the last look (None before the first):
-        # a drop is the clock stepping back (`_after_step_back`).
-        self._lead: float | None = None
+        # The clock against the monotonic clock, from one look to the next (`_after_step_back`).
+        self._steps = ClockSteps()
 
     def wake(self, call_id: str | None = None) -> None:
         """New deliveries (of `call_id`) were committed, or one became due: look now. Not for
@@ -538,11 +538,10 @@ class WebhookSender:
         clock before the step, a retry due in 5 s went an hour later after a step back of an
         hour, and its call's later events waited behind it. (With several servers, those
         another server dated are pulled back too, at worst tried early once.)"""
-        lead = now - time.monotonic()
-        last, self._lead = self._lead, lead
-        if last is None or lead >= last - STEP_BACK_TOLERANCE_S:
+        moved = self._steps.step(now)
+        if moved is None or moved >= -STEP_BACK_TOLERANCE_S:
             return
-        step = last - lead
+        step = -moved
         self._lease_until = {key: at - step for key, at in self._lease_until.items()}
         self._progress = {key: at - step for key, at in self._progress.items()}
         try:
