@@ -71,7 +71,10 @@ async def livekit_webhook(request: web.Request) -> web.Response:
             )
         raise HttpError(400, "webhook body is not a LiveKit event") from None
     # Its time on this server's clock: LiveKit's, minutes behind, dated every hang-up early.
-    event = dataclasses.replace(event, created_at=livekit_clock.on_our_clock(event.created_at))
+    # (A copy of the event only when that moves it: on every webhook, the clocks agree.)
+    dated = livekit_clock.on_our_clock(event.created_at)
+    if dated != event.created_at:
+        event = dataclasses.replace(event, created_at=dated)
     try:
         applied = await request.app[CALLS].handle_event(event)
     except DatabaseError:
