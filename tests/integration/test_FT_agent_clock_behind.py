@@ -32,14 +32,14 @@ def agent_now() -> float:
     return time.time() - BEHIND_S
 
 
-async def post_as_agent(client: Client, sent: Any, call_id: str) -> int:
-    """`sent` posted as an agent whose clock is BEHIND_S behind signs it: now, by its clock."""
+async def post_signed_at(client: Client, sent: Any, call_id: str, signed_at: float) -> int:
+    """`sent` posted as an agent whose token says it signed it at `signed_at` (its clock)."""
     body = json.dumps(sent).encode()
     claims = {
         "iss": DEV_API_KEY,
         "sub": f"agent-{call_id}",
-        "nbf": int(agent_now()),
-        "exp": int(agent_now()) + 300,
+        "nbf": int(signed_at),
+        "exp": int(signed_at) + 300,
         "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
         "video": {"room": call_id},
     }
@@ -47,6 +47,24 @@ async def post_as_agent(client: Client, sent: Any, call_id: str) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
     return resp.status
+
+
+async def post_as_agent(client: Client, sent: Any, call_id: str) -> int:
+    """`sent` posted as an agent whose clock is BEHIND_S behind signs it: now, by its clock."""
+    return await post_signed_at(client, sent, call_id, agent_now())
+
+
+async def callee_hangs_up(client: Client, call_id: str) -> dict[str, Any]:
+    """The callee hangs up and the room finishes: the call as the server then shows it."""
+    hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
+    left = event_json(
+        "participant_left", call_id, attributes={"sip.callStatus": "hangup"}, reason=hung_up
+    )
+    for body in (left, event_json("room_finished", call_id)):
+        assert await post(client, body, sign(body)) == 200
+    shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["status"] == "completed", shown
+    return shown
 
 
 async def test_a_calls_answer_holds_with_the_agents_clock_minutes_behind(
@@ -59,14 +77,7 @@ async def test_a_calls_answer_holds_with_the_agents_clock_minutes_behind(
     await asyncio.sleep(2.0)  # it rings
     assert await post_as_agent(client, answered(call_id, at=agent_now()), call_id) == 200
     await asyncio.sleep(2.0)  # they talk
-    hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
-    left = event_json(
-        "participant_left", call_id, attributes={"sip.callStatus": "hangup"}, reason=hung_up
-    )
-    for body in (left, event_json("room_finished", call_id)):
-        assert await post(client, body, sign(body)) == 200
-    shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
-    assert shown["status"] == "completed", shown
+    shown = await callee_hangs_up(client, call_id)
     assert 1.5 <= shown["ring_s"] <= 3.5, shown
     assert 1.5 <= shown["talk_s"] <= 3.5, shown
 

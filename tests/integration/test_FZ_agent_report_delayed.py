@@ -8,42 +8,18 @@ have said so for a while (as LiveKit's webhooks must); one ahead is one whatever
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import io
-import json
 import time
 from typing import Any
 
-import jwt
 import pytest
-from livekit.protocol import models
 
-from common.contracts import REPORTS_PATH
 from common.livekit import skew
-from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
 from tests.integration.test_call_results import Client, answered
-from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
+from tests.integration.test_FT_agent_clock_behind import callee_hangs_up, post_signed_at
+from tests.integration.test_webhooks import line_joins, place, quiet_app
 
 DELAY_S = 3.5  # the report's time in transit
-
-
-async def post_signed_at(client: Client, sent: Any, call_id: str, signed_at: float) -> int:
-    """`sent` posted as an agent in sync with the server that signed it at `signed_at`."""
-    body = json.dumps(sent).encode()
-    claims = {
-        "iss": DEV_API_KEY,
-        "sub": f"agent-{call_id}",
-        "nbf": int(signed_at),
-        "exp": int(signed_at) + 300,
-        "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
-        "video": {"room": call_id},
-    }
-    token = jwt.encode(claims, DEV_API_SECRET, algorithm="HS256")
-    headers = {"Authorization": f"Bearer {token}"}
-    resp = await client.post(REPORTS_PATH, data=io.BytesIO(body), headers=headers)
-    return resp.status
 
 
 async def ring_and_answer_late(client: Client) -> dict[str, Any]:
@@ -57,15 +33,7 @@ async def ring_and_answer_late(client: Client) -> dict[str, Any]:
     report = answered(call_id, at=answered_at)
     assert await post_signed_at(client, report, call_id, answered_at) == 200
     await asyncio.sleep(1.0)
-    hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
-    left = event_json(
-        "participant_left", call_id, attributes={"sip.callStatus": "hangup"}, reason=hung_up
-    )
-    for body in (left, event_json("room_finished", call_id)):
-        assert await post(client, body, sign(body)) == 200
-    shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
-    assert shown["status"] == "completed", shown
-    return shown
+    return await callee_hangs_up(client, call_id)
 
 
 async def test_a_late_report_of_a_server_just_started_keeps_its_time(
