@@ -1199,7 +1199,7 @@ class CallService:
                     extra={"call_id": room},
                 )
             self._close_room_soon(room)
-        if _agent_joined(event, agent_name):
+        if agent_left or _agent_joined(event, agent_name):  # an agent that left had come
             self._agent_seen(room)
         live = applied.after is not None and not applied.after.is_final
         if agent_left and live:
@@ -1304,13 +1304,12 @@ class CallService:
             finally:
                 if self._agent_waits.get(call_id) is asyncio.current_task():
                     del self._agent_waits[call_id]
+                    # kept through the check: a sign of the agent during its questions counts
+                    self._agent_awaited.pop(call_id, None)
 
         async def wait_or_check() -> None:
-            try:
-                await asyncio.sleep(timeout_s * self.settings.time_scale)
-            finally:
-                seen = self._agent_awaited.pop(call_id, False)
-            if seen:
+            await asyncio.sleep(timeout_s * self.settings.time_scale)
+            if self._agent_awaited.get(call_id):
                 return
             loop = asyncio.get_running_loop()
             retry_s = AGENT_CHECK_RETRY_S * self.settings.time_scale
@@ -1353,6 +1352,11 @@ class CallService:
                 return True
             present = await room_presence(self.lkapi, call_id, self.settings.agent_name)
             if present is None or present.agent:  # the room is gone (it settles), or an agent
+                return True
+            if await self._agent_came(call_id):
+                # It joined and is gone again (its participant_left, a report, here or on
+                # another server, maybe while LiveKit was asked): the wait after an agent
+                # left decides (AGENT_GONE), not this one, which is for an agent never come.
                 return True
             reason = no_agent_reason(timeout_s, self.settings.agent_name, present.callee_answered)
             applied = await self._settle(
@@ -1603,10 +1607,11 @@ class CallService:
         """Wait (briefly) for background room deletions before the LiveKit client closes.
 
         Grace timers are cancelled at once: the reaper settles their calls after a restart.
-        So are the waits for an agent (AGENT_JOIN_TIMEOUT_S): the reaper asks about those
-        calls instead (check_lost_agent_waits).
+        So are the waits for an agent (AGENT_JOIN_TIMEOUT_S) and those after an agent left
+        (AGENT_GONE_GRACE_S; each held the stop up to its 5 s): the reaper asks about those
+        calls instead (check_lost_agent_waits, check_agent_gone).
         """
-        waits = ("grace-", "agent-join-")
+        waits = ("grace-", "agent-join-", "agent-gone-")
         for task in [t for t in self._background if t.get_name().startswith(waits)]:
             task.cancel()
         if self._background:
