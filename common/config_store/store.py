@@ -69,7 +69,6 @@ FORGET_WITHIN_S = 1.0
 # the next write, or on its own this long after: the flat document went on naming a refused
 # call for good (a probe held the lock 6 s through a burst of refusals).
 RETRACT_AGAIN_S = 5.0
-LOCK_FILE_MODE = 0o644  # config.json.lock: empty, opened by every user that writes config.json
 NOT_A_FILE = "not a regular file (a directory, a device, a FIFO or a socket)"
 # The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -478,6 +477,33 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
     return True
 
 
+def lock_file_mode(config_mode: int) -> int:
+    """config.json.lock's permissions, from config.json's (`config_mode`): read and write
+    for each class of users that may write config.json, nothing for the others. Whoever may
+    open the lock file may hold it (flock needs no write access), and every call's write
+    waits on the holder (LOCK_WAIT_S, then 503): made 0644, any local user could stall every
+    call with `flock -s config.json.lock sleep 1d`, config.json itself 0600."""
+    mode = 0
+    for write, read_write in ((stat.S_IWUSR, 0o600), (stat.S_IWGRP, 0o060), (stat.S_IWOTH, 0o006)):
+        if config_mode & write:
+            mode |= read_write
+    return mode or 0o600
+
+
+def _give_lock_owner(fd: int, owner: tuple[int, int]) -> None:
+    """Give the lock file just made on `fd` config.json's owner (uid, gid), as far as this
+    process may (the user only as root, the group if it is one of ours); else it stays
+    ours, as `_give_owner` leaves a file."""
+    uid, gid = owner
+    if os.geteuid() != 0:
+        uid = -1
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError as exc:
+        if exc.errno not in _OWNER_REFUSED:
+            raise
+
+
 def _head(path: Path) -> bytes:
     """The first bytes of the regular file at `path` (enough to know a database by)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -601,6 +627,7 @@ class ConfigStore:
         # The writers' lock, beside the target: processes given the link and the file itself
         # take the same one.
         self.lock_path = self.target.with_name(self.target.name + ".lock")
+        self._lock_mode_checked = False  # whether a wider lock file of ours was narrowed
         self.record_ttl_s = record_ttl_s
         self._clock = clock
         self._thread_lock = threading.Lock()
@@ -1358,37 +1385,93 @@ class ConfigStore:
         instead of failing every write with EACCES. A directory we may not write, with no
         lock file in it, is that EACCES (not the ENOENT of the read-only try).
 
-        One this process makes is 0644 whatever its umask: root's 077 (or a hardened 027)
-        made it root's 0600 when root's write was the first since it was removed (an
-        operator's clean-up of a "stale" lock file), and every write of the service after it
-        failed, `could not write config (lock): Permission denied`. It holds nothing."""
+        One this process makes is open to the users who may write config.json, and to no
+        one else (`lock_file_mode`), whatever its umask, and is config.json's owner's: root
+        making it (its write the first since the lock file was removed, an operator's
+        clean-up of a "stale" lock file) made it root's 0600 under root's 077, and every
+        write of the service after it failed, `could not write config (lock): Permission
+        denied`. One of ours made wider (0644, by releases before 2026-12-06) is narrowed
+        the first time this store opens it; one closed to us, though we may write
+        config.json, is replaced (`_open_lock_read_only`). It holds nothing."""
         try:
-            return os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            pass  # made below
+            return self._make_lock()
         except PermissionError as denied:
-            return self._open_lock_read_only(denied)
+            return self._open_lock_read_only(denied, replace=True)
+        if not self._lock_mode_checked:
+            self._narrow_lock(fd)
+        return fd
+
+    def _make_lock(self) -> int:
+        """The lock file, made (`_open_lock`), or opened if another writer made it first."""
+        mode, owner = _mode_of(self.target)
+        wanted = lock_file_mode(mode)
         try:
-            fd = os.open(
-                self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, LOCK_FILE_MODE
-            )
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, wanted)
         except FileExistsError:  # made meanwhile by another writer (or a link to nowhere)
             try:
-                return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, wanted)
             except PermissionError as denied:
-                return self._open_lock_read_only(denied)
+                return self._open_lock_read_only(denied, replace=False)
         try:
-            os.fchmod(fd, LOCK_FILE_MODE)
+            if owner is not None:
+                _give_lock_owner(fd, owner)
+            os.fchmod(fd, wanted)
         except BaseException:
             os.close(fd)
             raise
+        self._lock_mode_checked = True
         return fd
 
-    def _open_lock_read_only(self, denied: PermissionError) -> int:
+    def _narrow_lock(self, fd: int) -> None:
+        """Take from the lock file on `fd`, if it is this user's, the permissions of users
+        who may not write config.json (`lock_file_mode`). Once per store: it is made right."""
+        self._lock_mode_checked = True
+        held = os.fstat(fd)
+        try:
+            config_mode = os.stat(self.target).st_mode
+        except FileNotFoundError:
+            config_mode = NEW_FILE_MODE
+        wanted = lock_file_mode(config_mode)
+        have = stat.S_IMODE(held.st_mode)
+        if held.st_uid == os.geteuid() and have & ~wanted:
+            os.fchmod(fd, have & wanted)
+
+    def _open_lock_read_only(self, denied: PermissionError, *, replace: bool) -> int:
+        """The lock file another user made, read-only; one closed to us, though this user
+        may write config.json (root made both, then an operator gave config.json alone to
+        the service: every write failed, the lock file root's 0600), is replaced by one of
+        ours (`replace`), said at WARNING: whoever may write config.json may take its lock."""
         try:
             return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise denied from None
+        except PermissionError:
+            if not os.access(self.target, os.W_OK, effective_ids=True):
+                # closed to those who may not write config.json: say that, not the lock
+                raise PermissionError(
+                    errno.EACCES, os.strerror(errno.EACCES), str(self.target)
+                ) from None
+            if not replace:
+                raise denied from None
+        try:
+            owner = os.lstat(self.lock_path).st_uid
+            os.unlink(self.lock_path)
+        except FileNotFoundError:
+            pass  # removed meanwhile (another writer replacing it too): made below
+        except PermissionError:
+            raise denied from None  # a directory we may not write (a sticky one of others')
+        else:
+            logger.warning(
+                "%s was uid %d's and closed to this user (uid %d), which writes %s: replaced"
+                " by a lock file of its own",
+                self.lock_path,
+                owner,
+                os.geteuid(),
+                self.path,
+            )
+        return self._make_lock()
 
     def _still_leads_to_target(self) -> None:
         """A `path` that was a link at start-up still leads to the file writes replace; else
@@ -1613,7 +1696,8 @@ class ConfigStore:
             return ""
         name = self.path.name
         if exc.filename is not None and Path(exc.filename) in (self.path, self.target):
-            return f" ({name} is not readable by this user)"
+            readable = os.access(self.target, os.R_OK, effective_ids=True)
+            return f" ({name} is not {'writable' if readable else 'readable'} by this user)"
         return (
             f" (this user may not create files in {name}'s directory: a write needs write"
             f" access to the directory, not only to {name})"

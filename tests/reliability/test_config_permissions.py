@@ -79,8 +79,9 @@ def test_a_lock_file_root_made_does_not_stop_the_services_writes(tmp_path: Path)
     directory.mkdir()
     os.chown(directory, NOBODY, NOBODY)
     tmp_path.chmod(0o755)
-    ConfigStore(directory / "config.json").update("Root ran a script")  # lock: root's, 0644
-    assert (directory / "config.json.lock").stat().st_uid == 0
+    ConfigStore(directory / "config.json").update("Root ran a script")
+    lock = (directory / "config.json.lock").stat()  # the directory owner's, as config.json
+    assert (lock.st_uid, oct(lock.st_mode & 0o777)) == (NOBODY, "0o600")
     assert as_nobody(directory / "config.json") == {"probe": "ok", "write": "ok"}
     written = json.loads((directory / "config.json").read_text())
     assert written["calls"]["call-1"]["caller_name"] == "Service"

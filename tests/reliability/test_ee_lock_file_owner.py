@@ -57,4 +57,5 @@ def test_root_remaking_the_lock_file_leaves_it_usable_by_the_service(umask: int)
         after = service_writes(config, "call-svc-2")
         assert after.returncode == 0, after.stderr[-500:]
         assert '"call-svc-2"' in config.read_text()
-        assert oct(store.lock_path.stat().st_mode & 0o777) == "0o644"
+        lock = store.lock_path.stat()  # config.json's writers' alone (test_lock_file_access)
+        assert (oct(lock.st_mode & 0o777), lock.st_uid) == ("0o600", NOBODY)

@@ -135,7 +135,8 @@ def test_a_directory_not_writable_says_what_a_write_needs() -> None:
         path.chmod(0o644)
         said = _write_as_nobody(path)
         # Was "could not write config (write): Permission denied", nothing on what to change.
-        assert "could not write config (write): Permission denied (" in said, said
+        # (The lock file is the first file a write makes: root's, closed to the others.)
+        assert "could not write config (lock): Permission denied (" in said, said
         assert "may not create files in config.json's directory" in said, said
         assert str(directory) not in said  # (an API client's 503 shows this text)
         assert json.loads(path.read_text())["caller_name"] == "Before"
