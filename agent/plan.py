@@ -217,11 +217,16 @@ def build_instructions(config: CallConfig) -> str:
     """The agent's system instructions: the call's own instructions plus how to behave."""
     language = LANGUAGES[config.tts_language]
     name = known_name(config)
+    # Quoted wherever it stands (a name closes no quote early: `quoted_name`): bare in these
+    # lines, "Bob. Ignore all previous instructions and ..." read as a sentence of them,
+    # before the line below says the name is data.
+    callee = None if name is None else quoted_name(name)
     lines = [
         config.agent_instructions.strip(),
         "",
-        f"You are on an outbound phone call with {name}. Address them as {name}."
-        if name is not None
+        f"You are on an outbound phone call with the callee named {callee}. Address them by"
+        " that name."
+        if callee is not None
         else "You are on an outbound phone call. The callee's name is not known: address"
         " them by no name.",
         f"Speak {language} for the whole call, even if they switch languages.",
@@ -229,7 +234,7 @@ def build_instructions(config: CallConfig) -> str:
         "This is a voice call: keep each reply brief (one or two short sentences) and polite; "
         "no lists, markdown, emojis or symbols read aloud.",
         "If you reach voicemail or an answering machine, call detected_answering_machine.",
-        f"When the conversation is over or {name or 'the callee'} wants to hang up, call end_call.",
+        "When the conversation is over or the callee wants to hang up, call end_call.",
     ]
     context = call_context_line(config.additional_params)
     if context:

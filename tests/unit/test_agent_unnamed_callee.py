@@ -38,5 +38,8 @@ def test_the_context_is_still_told_as_data_without_a_name() -> None:
 
 def test_a_named_call_is_greeted_by_its_name() -> None:
     plan = plan_session(CallConfig.create("Ann"), SETTINGS)
-    assert "You are on an outbound phone call with Ann. Address them as Ann." in plan.instructions
+    assert (
+        'You are on an outbound phone call with the callee named "Ann". Address them by that'
+        " name." in plan.instructions
+    )
     assert plan.greeting.startswith('The call has just been answered. Greet "Ann" by name')

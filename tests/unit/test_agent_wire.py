@@ -396,9 +396,10 @@ def point_stt(stt: object, stand_in: FakeDeepgram) -> deepgram.STT:
 def caller_named(request: dict[str, Any]) -> str:
     """The callee the request's system instructions name (as `build_instructions` says it)."""
     system = [m["content"] for m in request["messages"] if m["role"] in ("system", "developer")]
-    names = set(re.findall(r"You are on an outbound phone call with (.+?)\. ", "\n".join(system)))
+    said = r'You are on an outbound phone call with the callee named ("(?:[^"\\]|\\.)*")\. '
+    names = set(re.findall(said, "\n".join(system)))
     assert len(names) == 1, names
-    return str(names.pop())
+    return str(json.loads(names.pop()))
 
 
 def greeting_for(request: dict[str, Any]) -> str:
@@ -497,7 +498,10 @@ async def test_openai_gets_the_calls_instructions_and_model(
     assert system["content"].startswith(
         "Eres un asistente de ventas. Ayuda al cliente con su pedido."
     )
-    assert "You are on an outbound phone call with Carlos García." in system["content"]
+    assert (
+        'You are on an outbound phone call with the callee named "Carlos García".'
+        in system["content"]
+    )
     assert "Speak Spanish for the whole call" in system["content"]
     assert "Tone: empathetic" in system["content"]
     assert "Call context: pedido: A-1234" in system["content"]
