@@ -39,6 +39,10 @@ LONG = "+14155557799"  # answered after 3 s, then 99 s of conversation: live whe
 # The sandboxes' time scale: LONG answered in 0.3 s (waited for up to eight times a run),
 # then live for 9.9 s, longer than a restart and the checks after it take.
 TIME_SCALE = 0.1
+# A real LiveKit's (the standalone sandbox's) in the test of a restart on it: its call must
+# outlive a server's kill and the next one's start (9.9 s at 0.1 were not always enough on a
+# loaded machine: the call had ended meanwhile); LONG live for 29.7 s.
+LIVEKIT_SCALE = 0.3
 NUMBERS = (LONG,)
 FINAL = {"completed", "busy", "no_answer", "failed", "voicemail", "canceled"}
 
@@ -260,7 +264,7 @@ async def test_a_restart_on_a_real_livekit_settles_nothing(
             f"http://127.0.0.1:{port}/webhooks/livekit",
             api_key=KEY,
             api_secret=SECRET,
-            time_scale=TIME_SCALE,
+            time_scale=LIVEKIT_SCALE,
         )
         processes.append(livekit)
         await livekit.wait_ready(session)
