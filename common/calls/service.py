@@ -1189,7 +1189,20 @@ class CallService:
             # settled failed, re-creating the room we deleted): the callee must not be rung,
             # or left talking to nobody, for a call that is over in our books. Each of the
             # room's webhooks ends it again; the call is said once (a minute), not per event.
-            if (more := self._repeats.due(f"room alive {room}")) is not None:
+            if _agent_joined(event, agent_name):
+                # Our agent, dispatched before the dial, joining once its line had ended: no
+                # request ran late. LiveKit says a busy line, an invalid number or a trunk's
+                # refusal within a second of the dial, and the agent's job takes a second or
+                # two to join (its participant_joined comes when it is connected): a WARNING
+                # that the room was alive, as if a dial had landed late, for routine calls
+                # (never seen on the sandbox, which posts no participant_joined of the agent).
+                logger.info(
+                    "call %s is %s; its agent joined its room after its end; ending it",
+                    room,
+                    before.status.value,
+                    extra={"call_id": room},
+                )
+            elif (more := self._repeats.due(f"room alive {room}")) is not None:
                 logger.warning(
                     "call %s is %s but its room is alive (%s); ending it%s",
                     room,
