@@ -9,7 +9,8 @@ them (the reports our agent would post go through the agent's own sender: sandbo
   (a report's token also grants its call's room: common/signing.py).
 - Retried (same body) on connection errors, timeouts, 5xx and 429, up to 5 attempts in all,
   with exponential back-off scaled by the time scale (`Retries.livekit`); any other answer
-  ends the delivery.
+  ends the delivery. A 429 or 503 with a `Retry-After` of seconds waits that long instead, as
+  go-retryablehttp's `DefaultBackoff` does (v0.7.8, LiveKit's notifier's HTTP client).
 - One ordered queue per key (a room): they arrive in the order they happened.
 """
 
@@ -52,6 +53,8 @@ class Retries:
     deadline_s: float
     attempt_timeout_s: float
     statuses: frozenset[int]
+    retry_after_scale: float | None = None
+    """A 429's or 503's `Retry-After` (seconds) is the pause, times this; None: ignored."""
 
     @classmethod
     def livekit(cls, time_scale: float) -> Retries:
@@ -63,15 +66,28 @@ class Retries:
             deadline_s=math.inf,
             attempt_timeout_s=REQUEST_TIMEOUT_S,
             statuses=frozenset({429}),
+            retry_after_scale=time_scale,
         )
 
-    def delay(self, failures: int) -> float:
-        """The pause after the `failures`-th failed attempt."""
+    def delay(self, failures: int, retry_after_s: float | None = None) -> float:
+        """The pause after the `failures`-th failed attempt (answered `Retry-After:
+        retry_after_s`, if it was)."""
+        if retry_after_s is not None and self.retry_after_scale is not None:
+            return max(retry_after_s * self.retry_after_scale, BACKOFF_FLOOR_S)
         backoff = self.first_delay_s * 2.0 ** (failures - 1)
         return max(min(backoff, self.max_delay_s), BACKOFF_FLOOR_S)
 
     def retried(self, status: int) -> bool:
         return status >= 500 or status in self.statuses
+
+
+def retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """A 429's or 503's `Retry-After` in seconds (go-retryablehttp reads it on those alone);
+    None without one, or for one that is no whole number of seconds."""
+    value = resp.headers.get("Retry-After", "")
+    if resp.status not in (429, 503) or not (value.isascii() and value.isdigit()):
+        return None
+    return float(value)
 
 
 def encode_event(event: WebhookEvent) -> bytes:
@@ -167,9 +183,10 @@ class SignedPoster:
                 logger.debug("sandbox: no URL for %s %s, dropping it", what, label)
                 return
             timeout = max(0.1, min(retries.attempt_timeout_s, deadline - loop.time()))
-            problem = await self._attempt(session, url, delivery, timeout)
-            if problem is None:
+            failure = await self._attempt(session, url, delivery, timeout)
+            if failure is None:
                 return
+            problem, asked_s = failure
             remaining = deadline - loop.time()
             if attempt == retries.max_attempts or remaining <= 0:
                 logger.warning(
@@ -182,7 +199,7 @@ class SignedPoster:
                 )
                 self.dropped += 1
                 return
-            delay = min(retries.delay(attempt), remaining)
+            delay = min(retries.delay(attempt, asked_s), remaining)
             # At DEBUG: during an outage every post of every call fails again and again (84
             # lines for 10 calls in 17 s); the server says the outage itself, once a minute.
             logger.debug(
@@ -197,9 +214,9 @@ class SignedPoster:
 
     async def _attempt(
         self, session: aiohttp.ClientSession, url: str, delivery: Delivery, timeout: float
-    ) -> str | None:
+    ) -> tuple[str, float | None] | None:
         """One POST: None when it is done with (taken, or refused for good), else what
-        failed, worth another attempt."""
+        failed, worth another attempt, and the `Retry-After` it was answered with."""
         headers = {
             "Authorization": delivery.authorization,
             "Content-Type": delivery.content_type,
@@ -214,10 +231,11 @@ class SignedPoster:
             ) as resp:
                 await resp.read()
                 status = resp.status
+                asked_s = retry_after(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return type(exc).__name__
+            return type(exc).__name__, None
         if self.retries.retried(status):
-            return f"HTTP {status}"
+            return f"HTTP {status}", asked_s
         if status >= 400:
             self.refused += 1
             logger.warning(
