@@ -22,7 +22,7 @@ from common.masking import redact_cut
 from common.metrics import Metrics
 from common.signing import WEBHOOK_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
-from handlers.errors import RETRY_S, HttpError
+from handlers.errors import HttpError
 from handlers.http import (
     PUBLIC_SECRET,
     Reply,
@@ -39,6 +39,15 @@ from handlers.schemas import WebhookAnswer
 logger = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+# The 503 of a webhook the database could not take asks LiveKit to wait this long between its
+# attempts. LiveKit's notifier (livekit/protocol webhook/resource_url_notifier.go) makes 5
+# attempts through go-retryablehttp, whose DefaultBackoff (v0.7.8) waits a 503's Retry-After
+# instead of its own 1, 2, 4 and 8 s, then drops the event: the 2 s other 503s ask for gave
+# up after 8 s of a database outage (a PostgreSQL restart), half what LiveKit's own back-off
+# allows, and a callee's hang-up so lost left the call to the reaper (its busy line read
+# no_answer). 5 s makes 20 s; longer, the room's next events, queued behind it, would pass
+# the 30 s LiveKit keeps a queued webhook (its MaxAge) and be dropped in turn.
+LIVEKIT_RETRY_AFTER_S = 5
 Result = Literal["applied", "duplicate", "ignored"]
 VERIFIER = web.AppKey("webhook_verifier", BodyVerifier)
 LIVEKIT_CLOCK = web.AppKey("livekit_clock", LiveKitClock)
@@ -80,7 +89,7 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     except DatabaseError:
         metrics.webhooks.labels(result="db_error").inc()
         raise HttpError(
-            503, "calls database unavailable; retry", {"Retry-After": str(RETRY_S)}
+            503, "calls database unavailable; retry", {"Retry-After": str(LIVEKIT_RETRY_AFTER_S)}
         ) from None
     except OSError as exc:  # config record removal is best effort; never 5xx for it
         logger.error("webhook %s: %s", event.id, exc)
