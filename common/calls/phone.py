@@ -263,12 +263,57 @@ def listed_forms(number: str) -> tuple[str, str] | tuple[str]:
 
 
 def erased_forms(number: str) -> tuple[str, ...]:
-    """What an erasure of `number` (E.164, current form) looks up: its listed forms, and
-    each without its "+", as an invalid campaign row that lost it keeps its number (as
-    written: "4930123456" from a spreadsheet, its message naming +4930123456 and quoting
-    what else the row had wrong), which an erasure of +4930123456 left as it was."""
+    """What an erasure of `number` (E.164, current form) looks up: its listed forms, and the
+    digits an invalid campaign row keeps of it when written without its "+" (row_digits):
+    each form without it ("4930123456" from a spreadsheet, its message naming +4930123456
+    and quoting what else the row had wrong, which an erasure of +4930123456 left as it
+    was), with an international call prefix ("0049 30 123456", "011 49 30 123456"), and in
+    its national form ("030 123456", "(415) 555-0123"): whoever else's number those digits
+    may be, the row is one nobody calls, and its errors may quote this callee's data."""
     forms = listed_forms(number)
-    return (*forms, *(form[1:] for form in forms if form.startswith("+")))
+    digits = [form[1:] for form in forms if form.startswith("+")]
+    prefixed = [f"{prefix}{form}" for form in digits for prefix in _INTERNATIONAL_PREFIXES]
+    return tuple(dict.fromkeys((*forms, *digits, *prefixed, *_national_digits(number))))
+
+
+# International call prefixes a list may write a number with: Europe's and most of the
+# world's 00 (which parse_e164's hint names), and North America's 011.
+_INTERNATIONAL_PREFIXES = ("00", "011")
+# The most digits a number written without its "+" holds: 15 and a prefix of 3.
+_MAX_ROW_DIGITS = 18
+
+
+def _national_digits(number: str) -> tuple[str, ...]:
+    """The digits of `number` (E.164) as its own country writes it: its national
+    significant number, and its national form (with a trunk prefix: "030 123456" for
+    +4930123456); none for a number of no country."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return ()
+    if phonenumbers.region_code_for_country_code(parsed.country_code or 0) == "ZZ":
+        return ()
+    national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    found = (
+        phonenumbers.national_significant_number(parsed),
+        "".join(c for c in national if c.isascii() and c.isdigit()),
+    )
+    return tuple(dict.fromkeys(d for d in found if d))
+
+
+def row_digits(raw: str) -> str | None:
+    """The digits of a number written without its "+", separators and all ("1 415 555 0123"
+    from a spreadsheet, "001 415 555 0123" with an international call prefix, "(415)
+    555-0123" in national form), as an invalid campaign row keeps it, so that an erasure of
+    the number finds it (erased_forms); None for anything else (a spreadsheet's decimal,
+    "14155550123.0", whose dot is no separator, stays as written)."""
+    written = raw.strip()
+    if _DECIMAL.fullmatch(written):
+        return None
+    digits = _SEPARATORS.sub("", written)
+    if not digits.isascii() or not digits.isdigit() or len(digits) > _MAX_ROW_DIGITS:
+        return None
+    return digits
 
 
 def normalize_phone(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar, overload
 
 from common.calls.errors import FieldError, InvalidCall, refuse_unknown
-from common.calls.phone import well_formed_e164
+from common.calls.phone import row_digits, well_formed_e164
 from common.calls.request import FIELDS, OutboundCall, RequestRules
 from common.campaigns.csv_rows import CsvRow, RowError
 from common.campaigns.model import (
@@ -730,6 +730,11 @@ def _given_number(value: object) -> str:
     # was found by no erasure of +14155550132, and its error kept that name for good; so was
     # "+999 555 0100 22" (no country's, refused for that too) by one of itself.
     number = well_formed_e164(value)
+    if number is None:
+        # And one without its "+" (a spreadsheet's "1 415 555 0123", an international
+        # prefix's "001 415 555 0123", a national "(415) 555-0123"), as its digits: kept as
+        # written, no erasure of +14155550123 found it, nor the name its errors quoted.
+        number = row_digits(value)
     return number if number is not None else shown_text(value, MAX_SHOWN_NUMBER_CHARS)
 
 

@@ -40,8 +40,8 @@ async def test_a_row_that_lost_its_plus_is_found_by_the_erasure_of_its_number(
 
 
 def test_the_forms_an_erasure_looks_up() -> None:
-    assert erased_forms(BEA) == (BEA, BEA[1:])
-    assert erased_forms("+525512345678") == (
+    assert erased_forms(BEA)[:2] == (BEA, BEA[1:])
+    assert erased_forms("+525512345678")[:4] == (
         "+525512345678",
         "+5215512345678",
         "525512345678",
