@@ -29,6 +29,7 @@ from common.campaigns.model import (
     DNC,
     DUE_STATES,
     ERASED,
+    INVALID,
     OPEN_STATES,
     OVER_STATUSES,
     PENDING,
@@ -292,7 +293,8 @@ def create_campaign(
     started."""
     if claim is not None:
         yield from bind_key(claim, new.campaign_id, now)
-        yield from answer_idempotent(d, claim.client, claim.key, new.campaign_id, 201, answer or {})
+        kept = yield from _without_rows_erased(d, new, answer or {})
+        yield from answer_idempotent(d, claim.client, claim.key, new.campaign_id, 201, kept)
     taken = yield Query(
         "DELETE FROM campaign_uploads WHERE campaign_id = ? AND touched_at >= ?"
         " RETURNING campaign_id",
@@ -324,6 +326,49 @@ def create_campaign(
         d, new.campaign_id, CAMPAIGN_STARTED, now, lease_s, holder, enforce_hours
     )
     return [started]
+
+
+def _without_rows_erased(
+    d: Dialect, new: NewCampaign, answer: dict[str, Any]
+) -> Program[dict[str, Any]]:
+    """The campaign's answer (its refused rows, `invalid_rows`) as its Idempotency-Key keeps
+    it, without the messages of rows erased on request while the campaign was stored: the
+    erasure (POST /calls/erase of their number) found the rows stored before this campaign's
+    row and erased them, but no answer yet, and the one written here quoted what they were
+    refused for (a name in a language column) to every retry, for good. Locked as the
+    erasure locks them (PostgreSQL): one under way is waited for, and one after finds this
+    answer to erase."""
+    listed = answer.get("invalid_rows")
+    if not isinstance(listed, list) or not listed:
+        return answer
+    rows = {e.get("row") for e in listed if isinstance(e, dict)}
+    indexes = []
+    for recipient in new.recipients:  # the listed rows are the first refused ones
+        if recipient.state == INVALID and recipient.row_number in rows:
+            indexes.append(recipient.idx)
+            if len(indexes) == len(rows):
+                break
+    erased: set[int] = set()
+    for start in range(0, len(indexes), CHUNK):
+        chunk = indexes[start : start + CHUNK]
+        found = yield Query(
+            "SELECT row_number, errors FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608
+            f" AND idx IN ({','.join('?' * len(chunk))}) ORDER BY idx{d.for_update}",
+            (new.campaign_id, *chunk),
+        )
+        erased.update(
+            int(row["row_number"])
+            for row in found
+            if row["errors"]
+            and any(e.get("error") == ERASED_ERROR for e in json.loads(row["errors"]))
+        )
+    if not erased:
+        return answer
+    shown = [
+        {**e, "error": ERASED_ERROR} if isinstance(e, dict) and e.get("row") in erased else e
+        for e in listed
+    ]
+    return {**answer, "invalid_rows": shown}
 
 
 def give_up_upload(d: Dialect, campaign_id: str) -> Program[None]:
