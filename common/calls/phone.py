@@ -161,8 +161,23 @@ def _plus_less(written: str) -> str | None:
         return None
     number = "+" + digits
     drop = f" and without its {written[written.index('.') :]!r}" if decimal else ""
+    national = _north_american(digits)
+    if national is not None:
+        # "(201) 577-0604", a US number as the US writes it: with a "+" it is +20 15 770604,
+        # an Egyptian one, which the hint named alone ("did you mean +2015770604 (EG)?"):
+        # followed, it called (or erased the data of) someone in another country.
+        if _valid(number):
+            return (
+                f"did you mean {national} ({_region_of(national)}), written in its national"
+                f" form, or {number} ({_region_of(number)}) without its '+'? write it with its"
+                f" '+' and its country code{drop}"
+            )
+        return (
+            f"did you mean {national} ({_region_of(national)})? it is written in its national"
+            f" form: write it with its '+' and its country code{drop}"
+        )
     if _valid(number):
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+        region = _region_of(number)
         return (
             f"did you mean {number} ({region})? spreadsheets drop the '+': write it with its"
             f" '+'{drop}, the column formatted as text"
@@ -171,6 +186,18 @@ def _plus_less(written: str) -> str | None:
         f"did you mean {number}? spreadsheets drop the '+': write '+', its country code and"
         f" the number{drop}"
     )
+
+
+def _north_american(digits: str) -> str | None:
+    """`digits` as a North American number written in its national form (ten digits, no
+    country code: "2015770604"), in E.164, if it is a valid one; else None."""
+    number = f"+1{digits}"
+    return number if len(digits) == 10 and _valid(number) else None
+
+
+def _region_of(number: str) -> str:
+    """The region of a valid E.164 `number` ("US")."""
+    return phonenumbers.region_code_for_number(phonenumbers.parse(number, None)) or "?"
 
 
 def _valid(raw: str) -> bool:

@@ -29,10 +29,11 @@ AS_TEXT = "spreadsheets drop the '+': write it with its '+', the column formatte
             "did you mean +14155550123 (US)? spreadsheets drop the '+': write it with its '+'"
             " and without its '.0', the column formatted as text",
         ),
-        # +41 55 550 01 23 is no valid (Swiss) number: no country is named for it.
+        # +41 55 550 12 is no valid (Swiss) number: no country is named for it (what is said
+        # of 4155550123, a US number in its national form: test_GC_national_number_hint).
         (
-            "4155550123",
-            "did you mean +4155550123? spreadsheets drop the '+': write '+', its country code"
+            "415555012",
+            "did you mean +415555012? spreadsheets drop the '+': write '+', its country code"
             " and the number",
         ),
     ],
