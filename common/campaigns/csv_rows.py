@@ -197,7 +197,25 @@ def parse_csv(
     # quote, its comma splitting it: name '"Lee' taken and ' Ann"' in the next column.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
     records = _numbered(reader)
-    header = next(records, None)
+    try:
+        header = next(records, None)
+    except CsvRejected:
+        # A header of quoted names in another separator's columns ('"phone_number";"name"',
+        # as Excel in many locales and most CRM exports write it) is malformed read by commas:
+        # told "malformed CSV: ',' expected after '\"'", its user could not tell why. Its
+        # unquoted form is told the separator (_columns); so is this one.
+        if (other := _other_separator(text)) is None:
+            raise
+        raise CsvRejected(
+            [
+                RowError(
+                    HEADER_ROW,
+                    "header",
+                    f"columns are separated by commas, not {other!r} as in this file: save"
+                    " it as CSV UTF-8 (comma-separated)",
+                )
+            ]
+        ) from None
     if header is None or not any(cell.strip() for cell in header[1]):
         what = "the file is empty" if header is None else "row 1 is blank"
         raise CsvRejected([RowError(HEADER_ROW, "header", f"{what}; row 1 must name the columns")])
@@ -274,6 +292,28 @@ def _separator_line(cells: list[str]) -> str | None:
     if found is not None:
         return found[1]
     return "," if len(cells) == 2 and cells[0].lower() == "sep=" else None
+
+
+# How much of a file the separator of a header malformed by commas is looked for in: its
+# first row, and no copy of a whole 64 MiB body per separator tried.
+_HEADER_SNIFF_CHARS = 1 << 20
+
+
+def _other_separator(text: str) -> str | None:
+    """The separator (';', tab or '|') that reads row 1, malformed by commas, as a row of
+    several cells; None when none does (a comma-separated file malformed otherwise)."""
+    head = text[:_HEADER_SNIFF_CHARS]
+    for sep in (";", "\t", "|"):
+        reader = csv.reader(
+            io.StringIO(head, newline=""), delimiter=sep, strict=True, skipinitialspace=True
+        )
+        try:
+            cells = next(reader, [])
+        except csv.Error:
+            continue
+        if len(cells) > 1:
+            return sep
+    return None
 
 
 def _decode(data: bytes) -> str:
