@@ -380,9 +380,29 @@ async def _campaigns(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
     )
     app[CAMPAIGNS] = CampaignService(settings, app[STORE], app[EVENTS], scheduler, clock)
+    await _follow_default_webhook_url(app[STORE], settings.calls_webhook_url)
     scheduler.start()
     yield
     await scheduler.stop()
+
+
+async def _follow_default_webhook_url(store: CallStore, url: str | None) -> None:
+    """Campaigns without a webhook_url of their own send their events where CALLS_WEBHOOK_URL
+    says now, as their calls do (it is read at start-up: a restart is when it changes). A
+    server with webhooks off leaves them as they are: on a shared database, the servers that
+    send webhooks may well be others (a worker started without the secret silenced them)."""
+    if url is None:
+        return
+    try:
+        moved = await store.follow_default_webhook_url(url)
+    except DatabaseError as exc:  # each campaign's next event goes where it went before
+        logger.warning("could not point campaigns' events at CALLS_WEBHOOK_URL: %s", exc)
+        return
+    if moved:
+        logger.info(
+            "%d campaign(s) send their events to CALLS_WEBHOOK_URL as it is now, as their calls do",
+            moved,
+        )
 
 
 async def _reaper(app: web.Application) -> AsyncIterator[None]:

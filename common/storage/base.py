@@ -199,6 +199,11 @@ class CampaignStore(Protocol):
 
     async def release_campaigns(self) -> None: ...
 
+    async def follow_default_webhook_url(self, url: str) -> int:
+        """Campaigns not over, with no webhook_url in their defaults, send their events to
+        `url` (CALLS_WEBHOOK_URL now) from now on, as their calls do; how many were moved."""
+        ...
+
     async def control_campaign(
         self, campaign_id: str, action: str, now: float | None = None
     ) -> tuple[CampaignRecord | None, list[CallEvent]]: ...

@@ -92,6 +92,7 @@ _DUE = ",".join(f"'{s}'" for s in DUE_STATES)
 # scheduled since, as it is deferred or its attempt begins.
 _DUE_NOW = f"next_at <= ? AND state IN ({_DUE})"
 _OPEN = ",".join(f"'{s}'" for s in OPEN_STATES)
+_OVER_CAMPAIGNS = ",".join(f"'{s.value}'" for s in sorted(OVER_STATUSES))
 # A recipient's row written this far ahead of the clock was written before the clock stepped
 # back (or by a server whose clock is ahead): its wait is counted again from now.
 STEP_BACK_TOLERANCE_S = 1.0
@@ -529,6 +530,28 @@ def driving_state(d: Dialect, campaign_id: str) -> Program[CampaignRecord | None
     """The campaign row alone (no counts): what a driver needs, cheap at any size."""
     rows = yield Query("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,))
     return _row_to_campaign(rows[0], {}, None) if rows else None
+
+
+def follow_default_webhook_url(d: Dialect, url: str, now: float) -> Program[int]:
+    """Campaigns not over whose defaults name no webhook_url of their own send their events to
+    `url` (CALLS_WEBHOOK_URL as this server starts), as their calls do: it was fixed at the
+    campaign's creation, so once CALLS_WEBHOOK_URL was changed (a receiver moved) its calls'
+    events went to the new receiver and its campaign.paused, .resumed and .completed to the
+    old one (none, for one created with webhooks off). The number of campaigns moved."""
+    rows = yield Query(
+        "SELECT campaign_id, spec, webhook_url FROM campaigns"  # noqa: S608 - constant text
+        f" WHERE status NOT IN ({_OVER_CAMPAIGNS})",  # noqa: S608 - constant text
+    )
+    moved = 0
+    for row in rows:
+        if row["webhook_url"] == url or json.loads(row["spec"])["defaults"].get("webhook_url"):
+            continue
+        yield Query(
+            "UPDATE campaigns SET webhook_url = ?, updated_at = ? WHERE campaign_id = ?",
+            (url, now, row["campaign_id"]),
+        )
+        moved += 1
+    return moved
 
 
 def release_campaigns(d: Dialect, holder: str) -> Program[None]:

@@ -107,6 +107,10 @@ class CampaignMethods:
             write=True,
         )
 
+    async def follow_default_webhook_url(self, url: str) -> int:
+        program = cp.follow_default_webhook_url(self.dialect, url, self._clock())
+        return await self._run(program, write=True)
+
     async def release_campaigns(self) -> None:
         await self._run(cp.release_campaigns(self.dialect, self.instance), write=True)
 
