@@ -529,6 +529,48 @@ def _mode_of(path: Path) -> tuple[int, tuple[int, int] | None]:
     return stat.S_IMODE(status.st_mode), (status.st_uid, status.st_gid)
 
 
+# The extended attribute holding a file's POSIX ACL (`setfacl`, `getfacl`).
+ACL_XATTR = "system.posix_acl_access"
+# A file's extended attributes that cannot be read or given (none on this file system, or not
+# this process's to set: `security.*` without the privilege): the file keeps what it can.
+_XATTR_REFUSED = frozenset((errno.ENOTSUP, errno.ENODATA, errno.EPERM, errno.EACCES, errno.EINVAL))
+
+
+def _xattrs_of(path: Path) -> list[tuple[str, bytes]]:
+    """The extended attributes of the file at `path` (not followed), its POSIX ACL among
+    them; none if there is no file."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        if exc.errno in _XATTR_REFUSED:
+            return []
+        raise
+    attrs = []
+    for name in names:
+        try:
+            attrs.append((name, os.getxattr(path, name, follow_symlinks=False)))
+        except OSError as exc:
+            if exc.errno not in _XATTR_REFUSED:
+                raise
+    return attrs
+
+
+def _give_xattrs(path: Path, attrs: list[tuple[str, bytes]]) -> list[str]:
+    """Give the file at `path` (just written, ours, no link) the extended attributes `attrs`
+    (config.json's, as `cp --preserve=all` would); the names of those it may not be given."""
+    refused = []
+    for name, value in attrs:
+        try:
+            os.setxattr(path, name, value, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _XATTR_REFUSED:
+                raise
+            refused.append(name)
+    return refused
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -1670,6 +1712,20 @@ class ConfigStore:
                 more,
             )
 
+    def _acl_not_kept(self) -> None:
+        """Said once a minute: config.json's ACL could not be given to the file this process
+        writes: rewritten, it keeps its mode only, whose group bits (the ACL's mask) now
+        give its group what the ACL gave to the users and groups it named."""
+        if (more := self._failures.due("acl")) is not None:
+            logger.warning(
+                "%s had an ACL (setfacl) that this process may not give the file it writes:"
+                " rewritten, it has its mode only, and its group bits now give its group what"
+                " the ACL gave the users it named (give the access by its group instead:"
+                " chgrp and chmod)%s",
+                self.path,
+                more,
+            )
+
     def _fail(self, exc: OSError, action: str) -> ConfigWriteError:
         # A full disk fails every write: said once a minute, with how many. A lock another
         # process holds is said by `_held_elsewhere`, once.
@@ -1749,11 +1805,18 @@ class ConfigStore:
             # rewrote once (the seed's update_config run as root in the service's directory)
             # was root's, 0600, and every write of the service failed after it.
             mode, owner = _mode_of(target)
+            # And its ACL (`setfacl -m u:agent:r config.json`, for an agent of another user):
+            # the file was written anew without it, its mode kept, so the agent lost access
+            # and the ACL's mask bits (0640 shown for `u:agent:r` on a 0600 file) gave the
+            # file's group read access the ACL had not.
+            attrs = _xattrs_of(target)
             doc, last = self._current_document(target, erased)
             results = self._apply(doc, mutations)
             encoded, lines = _encode(doc, last.lines if last else None)
             tmp = self._temp_path(target)
             _write_durably(tmp, encoded, mode)
+            if attrs and ACL_XATTR in _give_xattrs(tmp, attrs):
+                self._acl_not_kept()
             # (a file of this process's own, the usual case, costs no look at its owner)
             if owner not in (None, (os.geteuid(), os.getegid())) and not _give_owner(
                 tmp, owner, mode
