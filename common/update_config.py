@@ -40,6 +40,10 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 
 _default_store: ConfigStore | None = None
 _default_lock = threading.Lock()
+# The store `get_store` made from the settings, and the environment's values of what it read
+# (CONFIG_PATH, CONFIG_RECORD_TTL_S) then: made anew when they change (`_STORE_VARIABLES`).
+_made_from_env: tuple[ConfigStore, tuple[str | None, ...]] | None = None
+_STORE_VARIABLES = ("CONFIG_PATH", "CONFIG_RECORD_TTL_S")
 
 
 def _new_default_lock() -> None:
@@ -60,9 +64,27 @@ def configure_store(path: str | os.PathLike[str], *, record_ttl_s: float = 86400
 
 
 def get_store() -> ConfigStore:
-    """The store behind the module functions: CONFIG_PATH from settings unless configured."""
-    global _default_store
+    """The store behind the module functions: CONFIG_PATH from settings unless configured,
+    made anew when the environment's CONFIG_PATH (or CONFIG_RECORD_TTL_S) changes."""
+    global _default_store, _made_from_env
     with _default_lock:
+        # The environment set after a first use (a notebook's `%env CONFIG_PATH=...`, a
+        # test's monkeypatch.setenv, an application's os.environ before its first call
+        # through another module): every later call went on writing and reading the
+        # config.json named first, unsaid. A relative one still names the file it did
+        # while the variable is unchanged (the working directory changed since).
+        variables = tuple(os.environ.get(name) for name in _STORE_VARIABLES)
+        if (
+            _made_from_env is not None
+            and _default_store is _made_from_env[0]
+            and variables != _made_from_env[1]
+        ):
+            logger.info(
+                "CONFIG_PATH or CONFIG_RECORD_TTL_S changed in the environment since the"
+                " config store was made for %s: the seed's functions read them again",
+                _default_store.path,
+            )
+            _default_store = None
         if _default_store is None:
             from common.settings import (
                 checkout_unread_warning,
@@ -105,6 +127,7 @@ def get_store() -> ConfigStore:
             _default_store = ConfigStore(
                 settings.config_path, record_ttl_s=settings.config_record_ttl_s
             )
+            _made_from_env = (_default_store, variables)
         return _default_store
 
 
