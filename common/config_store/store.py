@@ -1635,6 +1635,9 @@ class ConfigStore:
             os.link(target, aside, follow_symlinks=False)
         except OSError:
             _write_durably(aside, data, stat.S_IMODE(status.st_mode))
+            # With its ACL: without it, the mode's group bits (the ACL's mask) gave the
+            # file's group read access to the callers' data the copy holds.
+            _give_xattrs(aside, _xattrs_of(target))
         return aside
 
     def _remove_old_set_aside(self, target: Path) -> None:

@@ -90,3 +90,27 @@ def test_a_user_the_acl_lets_read_still_reads_after_the_next_write() -> None:
 
         again = as_nobody(read, str(config))
         assert again.returncode == 0, again.stderr  # was: Permission denied
+
+
+def test_a_copy_set_aside_keeps_the_acl_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable config.json is kept aside by a hard link; where none can be made (a file
+    system without them, another user's file under protected_hardlinks), by a copy, which had
+    the mode only: its group bits (the ACL's mask) let the file's group read it."""
+    config = tmp_path / "config.json"
+    config.write_text('{"caller_name": "Alice", ')  # cut short
+    config.chmod(0o600)
+    give_acl(config, NOBODY)
+    acl = os.getxattr(config, ACL_XATTR)
+
+    def no_hard_links(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    ConfigStore(config).update("Bob")
+
+    (aside,) = tmp_path.glob("config.json.corrupt-*")
+    assert aside.read_text() == '{"caller_name": "Alice", '
+    assert os.getxattr(aside, ACL_XATTR) == acl
+    assert os.getxattr(config, ACL_XATTR) == acl
