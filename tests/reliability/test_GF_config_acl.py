@@ -114,3 +114,13 @@ def test_a_copy_set_aside_keeps_the_acl_too(
     assert aside.read_text() == '{"caller_name": "Alice", '
     assert os.getxattr(aside, ACL_XATTR) == acl
     assert os.getxattr(config, ACL_XATTR) == acl
+
+
+def test_writes_go_through_where_the_os_has_no_extended_attributes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "listxattr")  # as on macOS
+    store = ConfigStore(tmp_path / "config.json")
+    store.update("Alice")
+    store.update("Bob")
+    assert store.load()["caller_name"] == "Bob"
