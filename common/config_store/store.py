@@ -56,7 +56,7 @@ from common.config_store.model import (
     required_call_id,
     written_at_of,
 )
-from common.locks import LOCKED_TRY_S, lock_holder
+from common.locks import LOCKED_TRY_S, FifoLock, lock_holder
 from common.masking import clip_for_log, redact
 from common.repeats import Repeats
 
@@ -638,7 +638,7 @@ def _reset_after_fork() -> None:
     good. The child's writes wait for the parent's through config.json.lock, as any other
     process's do."""
     for store in list(_live_stores):
-        store._thread_lock = threading.Lock()
+        store._thread_lock = FifoLock()
         store._tops_lock = threading.Lock()
 
 
@@ -675,7 +675,8 @@ class ConfigStore:
         self._lock_mode_checked = False  # whether a wider lock file of ours was narrowed
         self.record_ttl_s = record_ttl_s
         self._clock = clock
-        self._thread_lock = threading.Lock()
+        # Writers of this process, in turn (see FifoLock).
+        self._thread_lock = FifoLock()
         self._failures = Repeats()
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
             weakref.WeakKeyDictionary()
