@@ -539,7 +539,7 @@ _XATTR_REFUSED = frozenset((errno.ENOTSUP, errno.ENODATA, errno.EPERM, errno.EAC
 def _xattrs_of(path: Path) -> list[tuple[str, bytes]]:
     """The extended attributes of the file at `path` (not followed), its POSIX ACL among
     them; none if there is no file, or no such attributes on this system (os.listxattr is
-    Linux's alone: on macOS every write failed with an AttributeError)."""
+    Linux's alone: on macOS a write would fail with an AttributeError)."""
     if not hasattr(os, "listxattr"):
         return []
     try:
