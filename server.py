@@ -39,6 +39,7 @@ from common.calls.service import (
     count_events,
     log_status_change,
     resolve_webhook_host,
+    warn_of_busy_runs,
     warn_of_trunk_faults,
 )
 from common.campaigns.scheduler import CampaignScheduler
@@ -238,6 +239,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     events = EventDispatcher(app[STORE], clock=time.time, lease_s=settings.claim_lease_s)
     events.subscribe("log", log_status_change)
     events.subscribe("trunk faults", warn_of_trunk_faults(Repeats()))
+    events.subscribe("busy runs", warn_of_busy_runs(Repeats()))
     events.subscribe("log campaigns", log_campaign_completed)
     events.subscribe("metrics", count_events(app[METRICS]))
     sender: WebhookSender | None = None

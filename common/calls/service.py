@@ -134,6 +134,9 @@ UNRECORDED_CONFIG_GRACE_S = 60.0
 # many calls of one server are recorded in that time and looked at (several placed alike).
 LATEST_RECORDED_WITHIN_S = 60.0
 LATEST_CANDIDATES = 100
+# This many calls in a row ended busy (none otherwise) is a WARNING that the trunk may be
+# refused by its carrier (`warn_of_busy_runs`): a callee's busy line is a call in 10 or 20.
+BUSY_RUN_WARN = 10
 # Stopping, room deletions of calls that failed to place get this long to finish.
 ROOM_CLOSE_WAIT_S = 5.0
 CLOSE_ROOM = "close-room-"  # the name of a room deletion's task, before the call id
@@ -2303,6 +2306,42 @@ def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[An
                     "status": Status.FAILED.value,
                     "campaign_id": campaign_id,
                 },
+            )
+
+    return warn
+
+
+def warn_of_busy_runs(
+    repeats: Repeats, least: int = BUSY_RUN_WARN
+) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    """A WARNING when `least` calls in a row ended busy (no call ending otherwise between
+    them), once a minute (`repeats`): LiveKit's SIP service files a carrier's refusal of the
+    trunk itself (its credentials, SIP 401/407; its account or caller number, 403; its call
+    rate) under USER_REJECTED, as a callee's busy line (livekit/sip classifyInviteError), and
+    gives the webhook no SIP code: a trunk refused for every call made every call `busy`,
+    each one INFO status line, and a campaign retried busy numbers on through its list."""
+    run = 0
+
+    async def warn(event: CallEvent) -> None:
+        nonlocal run
+        if event.type != CALL_ENDED:
+            return
+        if event.data.get("status") != Status.BUSY.value:
+            run = 0
+            return
+        run += 1
+        if run >= least and (more := repeats.due("busy run")) is not None:
+            logger.warning(
+                "the last %d calls all ended busy (the last, call %s: %s) and none ended"
+                " otherwise: LiveKit says a carrier's refusal of the trunk (its credentials,"
+                " SIP 401/407; its account or caller number, 403; its call rate) as busy: if"
+                " these numbers are not all busy, check the outbound trunk"
+                " SIP_OUTBOUND_TRUNK_ID names, in LiveKit, and its carrier%s",
+                run,
+                event.call_id,
+                event.data.get("reason"),
+                more,
+                extra={"call_id": event.call_id, "status": Status.BUSY.value},
             )
 
     return warn
