@@ -23,6 +23,10 @@ from common.contracts import CallReport, TranscriptTurn
 REPORT_WAIT_S = 600.0
 
 
+# The request hash of an Idempotency-Key whose call's data was erased on request: the hash of
+# the request (its name and instructions) was what was left of them, and a guess of the two
+# could be confirmed against it. A key so bound takes any retry (its answer holds no data).
+ERASED_REQUEST_HASH = "erased"
 # Campaign attempts are placed under Idempotency-Keys of this prefix, for the client that
 # created the campaign: a client's own key may not start with it, or it could take an
 # attempt's key before the attempt does (and the attempt would never be placed).
@@ -63,8 +67,9 @@ class IdempotencyClaim:
         return cls(client, _sha256(key.encode()), request_hash)
 
     def matches(self, stored_hash: str) -> bool:
-        """Whether a key bound with `stored_hash` was bound by this same request."""
-        return stored_hash in (self.request_hash, self.raw_hash)
+        """Whether a key bound with `stored_hash` was bound by this same request (one whose
+        call was erased since, by any: what it was sent with is no longer known)."""
+        return stored_hash in (self.request_hash, self.raw_hash, ERASED_REQUEST_HASH)
 
 
 def canonical_json(document: object) -> bytes:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from common.calls.errors import TooManyTurns
 from common.calls.events import CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
+    ERASED_REQUEST_HASH,
     Applied,
     AttemptRef,
     CallEvent,
@@ -1751,6 +1752,11 @@ def _erase_call(
         yield Query(
             "UPDATE calls SET caller_name = '', config = ? WHERE call_id = ?",
             (dumps(_config_without_personal_data(placed_with)) if placed_with else None, call_id),
+        )
+        # Its Idempotency-Key's hash of the request it came with (name, instructions)
+        yield Query(
+            "UPDATE idempotency SET request_hash = ? WHERE call_id = ?",
+            (ERASED_REQUEST_HASH, call_id),
         )
     # The reports' bodies said it too: the turns, the final report, and the reason of the
     # answering-machine verdict (what the callee's line said). The verdict itself stays
