@@ -250,6 +250,9 @@ class PostgresCallStore(SqlCallStore):
         self._stop_deadline = math.inf
         self._stop_wait_s = 0.0
         self._cut_off: asyncio.TimerHandle | None = None
+        # Requests waiting for one of the pool's connections now: said when one waited too
+        # long, so a burst bigger than the pool serves is told from PostgreSQL's own trouble.
+        self._queued = 0
 
     @classmethod
     async def open(
@@ -609,28 +612,32 @@ class PostgresCallStore(SqlCallStore):
         started = time.monotonic()
         deadline = started + POOL_WAIT_S
         pool = self._pool  # its connection goes back to it, though _uncached replaced it
-        for tries in itertools.count():
-            # As the server stops, no longer than its stop allows (stop_by).
-            until_stop = self._stop_deadline - asyncio.get_running_loop().time()
-            if until_stop <= 0.0:
-                raise DatabaseStalled(
-                    f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
-                ) from None
-            try:
-                wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
-                conn = await pool.acquire(timeout=min(wait, until_stop))
-                break
-            except TimeoutError:
-                if until_stop < wait:
+        self._queued += 1
+        try:
+            for tries in itertools.count():
+                # As the server stops, no longer than its stop allows (stop_by).
+                until_stop = self._stop_deadline - asyncio.get_running_loop().time()
+                if until_stop <= 0.0:
                     raise DatabaseStalled(
                         f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
                     ) from None
-                raise _NotBegun from None
-            except asyncpg.TooManyConnectionsError:
-                pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
-                if time.monotonic() + pause > deadline:
-                    raise
-                await asyncio.sleep(pause)
+                try:
+                    wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
+                    conn = await pool.acquire(timeout=min(wait, until_stop))
+                    break
+                except TimeoutError:
+                    if until_stop < wait:
+                        raise DatabaseStalled(
+                            f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+                        ) from None
+                    raise _NotBegun(self._queued - 1, pool.get_max_size()) from None
+                except asyncpg.TooManyConnectionsError:
+                    pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    await asyncio.sleep(pause)
+        finally:
+            self._queued -= 1
         try:
             yield conn
         finally:
@@ -707,13 +714,18 @@ class PostgresCallStore(SqlCallStore):
                 return await self._attempt(drive, write=write)
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
-        except _NotBegun:
+        except _NotBegun as not_begun:
             if (more := self.repeats.due("did not answer in time")) is not None:
                 logger.error(
-                    "calls database did not answer in time: no connection came free within"
-                    " %.0f s (each waits on PostgreSQL: down or cut off, overloaded, or a lock"
-                    " another session holds); requests are answered 503 meanwhile%s",
+                    "calls database did not answer in time: none of this server's %d"
+                    " connections (DATABASE_POOL_SIZE) came free within %.0f s, %d more"
+                    " request(s) waiting for one (each connection waits on PostgreSQL: down or"
+                    " cut off, overloaded, or a lock another session holds; or more requests"
+                    " came at once than the connections serve in that time); requests are"
+                    " answered 503 meanwhile%s",
+                    not_begun.connections,
                     QUEUE_WAIT_S,
+                    not_begun.others,
                     more,
                 )
             raise DatabaseStalled("database did not answer in time (no connection free)") from None
@@ -791,6 +803,11 @@ async def _transaction(conn: Any) -> AsyncIterator[None]:
 
 class _NotBegun(Exception):
     """No connection of the pool came free within QUEUE_WAIT_S: nothing was run."""
+
+    def __init__(self, others: int, connections: int) -> None:
+        super().__init__(f"{others} other request(s) waiting for {connections} connection(s)")
+        self.others = others  # requests still waiting for a connection then
+        self.connections = connections  # the pool's size
 
 
 class _LockWaitedOut(Exception):
