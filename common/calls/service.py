@@ -103,6 +103,7 @@ from common.storage.base import (
     Placer,
     Refused,
     WindowClosed,
+    asking_for_a_new_call,
 )
 from common.storage.campaign_programs import (
     LISTED_BEFORE_DIAL,
@@ -646,7 +647,8 @@ class CallService:
         accepted the dial, the call is never reported as failed. A hang-up that comes while
         the call is being placed wins: the number is not dialled, or the room is deleted.
         """
-        bound = await self.admission.check(placement, call.phone_number)
+        with asking_for_a_new_call():
+            bound = await self.admission.check(placement, call.phone_number)
         if bound is not None:
             return Placed(bound=bound)
         if call.webhook_url is not None:

@@ -6,7 +6,9 @@ PostgreSQL) implement this protocol; one contract suite (tests/contract/) runs a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -549,3 +551,19 @@ class CallStore(CampaignStore, Protocol):
         ...
 
     async def purge_dispatched_events(self, before: float, limit: int | None = None) -> int: ...
+
+
+# Set while a request asks for a call not placed yet (its admission and its row): a store with
+# few connections (PostgreSQL's pool) keeps some of them for the calls already placed, whose
+# next step (marking the dial, recording it) must not queue behind a burst of new requests.
+ASKING_FOR_A_NEW_CALL: ContextVar[bool] = ContextVar("asking_for_a_new_call", default=False)
+
+
+@contextlib.contextmanager
+def asking_for_a_new_call() -> Iterator[None]:
+    """The store calls made inside are a new call's admission (see ASKING_FOR_A_NEW_CALL)."""
+    token = ASKING_FOR_A_NEW_CALL.set(True)
+    try:
+        yield
+    finally:
+        ASKING_FOR_A_NEW_CALL.reset(token)

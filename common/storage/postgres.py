@@ -32,7 +32,13 @@ from urllib.parse import unquote_plus, urlsplit
 import asyncpg
 
 from common.repeats import OneLineRepeats
-from common.storage.base import CommitUnknown, DatabaseError, DatabaseNewer, DatabaseStalled
+from common.storage.base import (
+    ASKING_FOR_A_NEW_CALL,
+    CommitUnknown,
+    DatabaseError,
+    DatabaseNewer,
+    DatabaseStalled,
+)
 from common.storage.migrations import describe, migrations_for, renumbered
 from common.storage.programs import POSTGRES, Program, Query, Row
 from common.storage.sql import SqlCallStore
@@ -253,6 +259,9 @@ class PostgresCallStore(SqlCallStore):
         # Requests waiting for one of the pool's connections now: said when one waited too
         # long, so a burst bigger than the pool serves is told from PostgreSQL's own trouble.
         self._queued = 0
+        # The connections new calls' admissions may hold at once: the rest serve the calls
+        # already recorded (marking their dial, recording it), webhooks and reports.
+        self._new_calls = asyncio.Semaphore(new_call_share(pool.get_max_size()))
 
     @classmethod
     async def open(
@@ -612,30 +621,17 @@ class PostgresCallStore(SqlCallStore):
         started = time.monotonic()
         deadline = started + POOL_WAIT_S
         pool = self._pool  # its connection goes back to it, though _uncached replaced it
+        share = self._new_calls if ASKING_FOR_A_NEW_CALL.get() else None
         self._queued += 1
         try:
-            for tries in itertools.count():
-                # As the server stops, no longer than its stop allows (stop_by).
-                until_stop = self._stop_deadline - asyncio.get_running_loop().time()
-                if until_stop <= 0.0:
-                    raise DatabaseStalled(
-                        f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
-                    ) from None
-                try:
-                    wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
-                    conn = await pool.acquire(timeout=min(wait, until_stop))
-                    break
-                except TimeoutError:
-                    if until_stop < wait:
-                        raise DatabaseStalled(
-                            f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
-                        ) from None
-                    raise _NotBegun(self._queued - 1, pool.get_max_size()) from None
-                except asyncpg.TooManyConnectionsError:
-                    pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
-                    if time.monotonic() + pause > deadline:
-                        raise
-                    await asyncio.sleep(pause)
+            if share is not None:  # (not taken if this raises)
+                await self._take_share(share, started)
+            try:
+                conn = await self._acquire(pool, started, deadline)
+            except BaseException:
+                if share is not None:
+                    share.release()
+                raise
         finally:
             self._queued -= 1
         try:
@@ -647,10 +643,54 @@ class PostgresCallStore(SqlCallStore):
             # has asyncpg terminate it, and tells nothing of the work done on it: raised, it
             # took the place of that work's outcome, a committed write reported as failed
             # ("connection lost while committing") and a result lost.
-            with contextlib.suppress(
-                asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS
-            ):
-                await pool.release(conn, timeout=COMMAND_TIMEOUT_S)
+            try:
+                with contextlib.suppress(
+                    asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS
+                ):
+                    await pool.release(conn, timeout=COMMAND_TIMEOUT_S)
+            finally:
+                if share is not None:  # its connection back in the pool first
+                    share.release()
+
+    async def _take_share(self, share: asyncio.Semaphore, started: float) -> None:
+        """One of the connections new calls may hold, waited for within QUEUE_WAIT_S (and the
+        stop's bound), as the pool's own are: _NotBegun (503, nothing run) past it."""
+        until_stop = self._stop_deadline - asyncio.get_running_loop().time()
+        wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
+        try:
+            async with asyncio.timeout(min(wait, until_stop)):
+                await share.acquire()
+        except TimeoutError:
+            if until_stop < wait:
+                raise DatabaseStalled(
+                    f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+                ) from None
+            raise _NotBegun(self._queued - 1, self._pool.get_max_size()) from None
+
+    async def _acquire(self, pool: asyncpg.Pool, started: float, deadline: float) -> Any:
+        """A connection of `pool` (see _connection)."""
+        for tries in itertools.count():
+            # As the server stops, no longer than its stop allows (stop_by).
+            until_stop = self._stop_deadline - asyncio.get_running_loop().time()
+            if until_stop <= 0.0:
+                raise DatabaseStalled(
+                    f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+                ) from None
+            try:
+                wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
+                return await pool.acquire(timeout=min(wait, until_stop))
+            except TimeoutError:
+                if until_stop < wait:
+                    raise DatabaseStalled(
+                        f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+                    ) from None
+                raise _NotBegun(self._queued - 1, pool.get_max_size()) from None
+            except asyncpg.TooManyConnectionsError:
+                pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # itertools.count() never ends
 
     async def _attempt(self, drive: _Drive[T], *, write: bool) -> T:
         """`drive` run to its end on a connection of the pool (in a transaction if `write`)."""
@@ -799,6 +839,12 @@ async def _transaction(conn: Any) -> AsyncIterator[None]:
         if failed is None or exc is failed:
             raise
         raise failed from None
+
+
+def new_call_share(pool_size: int) -> int:
+    """How many of `pool_size` connections new calls' admissions may hold at once: a quarter
+    (at least one) is kept for the calls already recorded, unless the pool has only one."""
+    return max(1, pool_size - max(1, pool_size // 4))
 
 
 class _NotBegun(Exception):
