@@ -101,6 +101,19 @@ _CONNECTION_ERRORS = (
     OSError,
     TimeoutError,
 )
+# A connection that fails as the pool takes it back: asyncpg terminates it, and the pool opens
+# another when one is asked for; nothing to say of it.
+_RELEASE_ERRORS = (asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS)
+
+
+def _release_outcome(release: asyncio.Future[None]) -> None:
+    """The outcome of a release its caller stopped waiting for, taken: a connection cut is
+    nothing to say (as for one waited for); a defect is logged."""
+    if release.cancelled():
+        return
+    exc = release.exception()
+    if exc is not None and not isinstance(exc, _RELEASE_ERRORS):
+        logger.error("calls database: giving a connection back failed", exc_info=exc)
 
 
 def _quiet_pool_log() -> None:
@@ -643,11 +656,18 @@ class PostgresCallStore(SqlCallStore):
             # has asyncpg terminate it, and tells nothing of the work done on it: raised, it
             # took the place of that work's outcome, a committed write reported as failed
             # ("connection lost while committing") and a result lost.
+            # asyncpg shields the release from its caller's cancellation (a probe's or a
+            # scrape's bound, a stop, a client gone): the release went on alone, and its
+            # failure (the connection cut as it was reset) was nobody's to take: asyncio's
+            # "Task exception was never retrieved", an ERROR with a traceback. Taken here.
             try:
-                with contextlib.suppress(
-                    asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS
-                ):
-                    await pool.release(conn, timeout=COMMAND_TIMEOUT_S)
+                release = asyncio.ensure_future(pool.release(conn, timeout=COMMAND_TIMEOUT_S))
+                try:
+                    with contextlib.suppress(*_RELEASE_ERRORS):
+                        await asyncio.shield(release)
+                except asyncio.CancelledError:
+                    release.add_done_callback(_release_outcome)  # it goes on alone
+                    raise
             finally:
                 if share is not None:  # its connection back in the pool first
                     share.release()
