@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import AppFactory
 
+CONCURRENT = 10  # the pool's size (DATABASE_POOL_SIZE's default)
+
 
 @pytest.mark.parametrize("isolation", ["serializable", "repeatable read"])
 async def test_concurrent_calls_are_placed_whatever_the_database_s_default_isolation(
@@ -38,5 +40,9 @@ async def test_concurrent_calls_are_placed_whatever_the_database_s_default_isola
         async with client.post("/calls/outbound", json=body) as resp:
             return resp.status
 
-    statuses = await asyncio.gather(*(place(n) for n in range(40)))
-    assert statuses == [200] * 40
+    # As many at once as the pool has connections: under the database's default, 7 to 9 of
+    # 10 were refused (35 to 37 of 40). 40 queued for the pool's 10 connections, and on a
+    # loaded machine (6-7 s for the 40) one waited out QUEUE_WAIT_S now and then: a 503 for
+    # "no connection came free within 10 s" (3 of 12 runs under heavy load).
+    statuses = await asyncio.gather(*(place(n) for n in range(CONCURRENT)))
+    assert statuses == [200] * CONCURRENT
