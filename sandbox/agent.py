@@ -190,9 +190,15 @@ class AgentReports:
         task = asyncio.get_running_loop().create_task(sender.aclose(RETIRE_TIMEOUT_S))
         self._closing.add(task)
 
-        def done(_: asyncio.Task[None]) -> None:
+        def done(closed: asyncio.Task[None]) -> None:
             self._closing.discard(task)
             self._count(sender)
+            # Taken here, or asyncio says it at the task's collection, without the call:
+            # "Task exception was never retrieved".
+            if not closed.cancelled() and (exc := closed.exception()) is not None:
+                logger.error(
+                    "sandbox agent: its report sender failed closing: %r", exc, exc_info=exc
+                )
 
         task.add_done_callback(done)
 
