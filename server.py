@@ -43,7 +43,11 @@ from common.calls.service import (
     warn_of_trunk_faults,
 )
 from common.campaigns.scheduler import CampaignScheduler
-from common.campaigns.service import CampaignService, log_campaign_completed
+from common.campaigns.service import (
+    CampaignService,
+    log_campaign_completed,
+    pause_on_trunk_faults,
+)
 from common.config_store.store import ConfigStore
 from common.host_header import is_loopback_host
 from common.livekit.client import (
@@ -382,6 +386,9 @@ async def _campaigns(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
     )
     app[CAMPAIGNS] = CampaignService(settings, app[STORE], app[EVENTS], scheduler, clock)
+    if settings.campaign_pause_after_trunk_faults > 0:
+        pause = pause_on_trunk_faults(app[CAMPAIGNS], settings.campaign_pause_after_trunk_faults)
+        app[EVENTS].subscribe("campaign trunk faults", pause)
     await _follow_default_webhook_url(app[STORE], settings.calls_webhook_url)
     scheduler.start()
     yield

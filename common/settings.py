@@ -580,6 +580,11 @@ class Settings:
         _boolean,
         "1: webhook URLs may be plain http and private/loopback addresses (local testing).",
     )
+    campaign_pause_after_trunk_faults: int = setting(
+        10,
+        _integer(0, 100_000),
+        "A campaign whose calls fail at the trunk this many times in a row is paused (0: never).",
+    )
     campaign_enforce_calling_hours: bool = setting(
         True,
         _boolean,

@@ -9,14 +9,16 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from yarl import URL
 
 from common.calls.errors import FieldError, InvalidCall
-from common.calls.events import EventDispatcher
+from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CallEvent, IdempotencyClaim
+from common.calls.outcomes import Status, trunk_fault
 from common.calls.request import RequestRules
 from common.calls.service import check_webhook_address
 from common.campaigns.csv_rows import RowError
@@ -40,6 +42,7 @@ from common.campaigns.scheduler import CampaignScheduler
 from common.masking import redact
 from common.settings import Settings
 from common.storage.base import CallStore, CommitUnknown, DatabaseError
+from common.storage.campaign_programs import CampaignConflict
 from common.turns import Turns
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,56 @@ async def log_campaign_completed(event: CallEvent) -> None:
         redact(str(data.get("name"))),
         ended or "no recipients",
     )
+
+
+def pause_on_trunk_faults(
+    campaigns: CampaignService, least: int
+) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    """Pause a campaign whose calls ended `least` times in a row with a failure that blames
+    the outbound trunk (`trunk_fault`: credentials, account, the carrier or the line to it):
+    a trunk its carrier refuses failed every recipient of a list at the campaign's pace, each
+    `failed` for good, while the trunk-fault WARNING came once a minute. Counted per campaign
+    over the calls this server settles; any other end starts the count again."""
+    runs: dict[str, int] = {}
+
+    async def pause(event: CallEvent) -> None:
+        campaign_id = event.data.get("campaign_id")
+        if event.type != CALL_ENDED or not isinstance(campaign_id, str):
+            return
+        reason = event.data.get("reason")
+        fault = None
+        if event.data.get("status") == Status.FAILED.value and isinstance(reason, str):
+            fault = trunk_fault(reason)
+        if fault is None:
+            runs.pop(campaign_id, None)
+            return
+        runs[campaign_id] = runs.get(campaign_id, 0) + 1
+        if runs[campaign_id] < least:
+            return
+        del runs[campaign_id]
+        try:
+            await campaigns.control(campaign_id, "pause")
+        except (CampaignConflict, UnknownCampaign):
+            return  # paused, canceled or over meanwhile
+        except DatabaseError as exc:
+            logger.error(
+                "campaign %s: could not pause it (its trunk failing): %s", campaign_id, exc
+            )
+            return
+        logger.warning(
+            "campaign %s paused: its last %d calls failed at the trunk (the last, call %s: %s;"
+            " %s); resume it (POST /campaigns/%s/resume) once the outbound trunk"
+            " SIP_OUTBOUND_TRUNK_ID names works",
+            campaign_id,
+            least,
+            event.call_id,
+            reason,
+            fault,
+            campaign_id,
+            extra={"campaign_id": campaign_id, "call_id": event.call_id},
+        )
+
+    return pause
 
 
 CAMPAIGN_ID_PREFIX = "cmp-"
