@@ -490,20 +490,6 @@ def lock_file_mode(config_mode: int) -> int:
     return mode or 0o600
 
 
-def _give_lock_owner(fd: int, owner: tuple[int, int]) -> None:
-    """Give the lock file just made on `fd` config.json's owner (uid, gid), as far as this
-    process may (the user only as root, the group if it is one of ours); else it stays
-    ours, as `_give_owner` leaves a file."""
-    uid, gid = owner
-    if os.geteuid() != 0:
-        uid = -1
-    try:
-        os.fchown(fd, uid, gid)
-    except OSError as exc:
-        if exc.errno not in _OWNER_REFUSED:
-            raise
-
-
 def _head(path: Path) -> bytes:
     """The first bytes of the regular file at `path` (enough to know a database by)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -1461,9 +1447,9 @@ class ConfigStore:
             except PermissionError as denied:
                 return self._open_lock_read_only(denied, replace=False)
         try:
-            if owner is not None:
-                _give_lock_owner(fd, owner)
             os.fchmod(fd, wanted)
+            if owner is not None:  # config.json's, as far as this process may give it
+                _give_owner(self.lock_path, owner, wanted)
         except BaseException:
             os.close(fd)
             raise
@@ -1475,11 +1461,7 @@ class ConfigStore:
         who may not write config.json (`lock_file_mode`). Once per store: it is made right."""
         self._lock_mode_checked = True
         held = os.fstat(fd)
-        try:
-            config_mode = os.stat(self.target).st_mode
-        except FileNotFoundError:
-            config_mode = NEW_FILE_MODE
-        wanted = lock_file_mode(config_mode)
+        wanted = lock_file_mode(_mode_of(self.target)[0])
         have = stat.S_IMODE(held.st_mode)
         if held.st_uid == os.geteuid() and have & ~wanted:
             os.fchmod(fd, have & wanted)
