@@ -681,11 +681,19 @@ class PostgresCallStore(SqlCallStore):
             async with asyncio.timeout(min(wait, until_stop)):
                 await share.acquire()
         except TimeoutError:
-            if until_stop < wait:
-                raise DatabaseStalled(
-                    f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
-                ) from None
-            raise _NotBegun(self._queued - 1, self._pool.get_max_size()) from None
+            raise self._waited_out(until_stop, wait, self._pool) from None
+
+    def _waited_out(self, until_stop: float, wait: float, pool: asyncpg.Pool) -> Exception:
+        """Why a wait for one of `pool`'s connections (or new calls' share of them), bounded
+        by the stop (`until_stop`) and by what was left of QUEUE_WAIT_S (`wait`), ran out."""
+        if until_stop < wait:
+            return self._stop_waited_out()
+        return _NotBegun(self._queued - 1, pool.get_max_size())
+
+    def _stop_waited_out(self) -> DatabaseStalled:
+        return DatabaseStalled(
+            f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
+        )
 
     async def _acquire(self, pool: asyncpg.Pool, started: float, deadline: float) -> Any:
         """A connection of `pool` (see _connection)."""
@@ -693,18 +701,12 @@ class PostgresCallStore(SqlCallStore):
             # As the server stops, no longer than its stop allows (stop_by).
             until_stop = self._stop_deadline - asyncio.get_running_loop().time()
             if until_stop <= 0.0:
-                raise DatabaseStalled(
-                    f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
-                ) from None
+                raise self._stop_waited_out() from None
             try:
                 wait = max(started + QUEUE_WAIT_S - time.monotonic(), 0.0)
                 return await pool.acquire(timeout=min(wait, until_stop))
             except TimeoutError:
-                if until_stop < wait:
-                    raise DatabaseStalled(
-                        f"database did not answer within {self._stop_wait_s:.0f} s of the stop"
-                    ) from None
-                raise _NotBegun(self._queued - 1, pool.get_max_size()) from None
+                raise self._waited_out(until_stop, wait, pool) from None
             except asyncpg.TooManyConnectionsError:
                 pause = POOL_RETRY_S[min(tries, len(POOL_RETRY_S) - 1)]
                 if time.monotonic() + pause > deadline:
