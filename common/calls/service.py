@@ -2280,6 +2280,15 @@ async def log_status_change(event: CallEvent) -> None:
     )
 
 
+def ended_at_the_trunk(event: CallEvent) -> str | None:
+    """What to check on the outbound trunk if `event` is a call's end that blames it (a
+    failure `trunk_fault` names), else None."""
+    reason = event.data.get("reason")
+    if event.type != CALL_ENDED or event.data.get("status") != Status.FAILED.value:
+        return None
+    return trunk_fault(reason if isinstance(reason, str) else None)
+
+
 def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
     """A WARNING for a call that failed at the carrier in a way that blames the outbound
     trunk (SIP 401/403/407, 5xx), once a minute per kind (`repeats`): a trunk refused by its
@@ -2287,9 +2296,7 @@ def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[An
 
     async def warn(event: CallEvent) -> None:
         reason = event.data.get("reason")
-        if event.type != CALL_ENDED or event.data.get("status") != Status.FAILED.value:
-            return
-        fault = trunk_fault(reason if isinstance(reason, str) else None)
+        fault = ended_at_the_trunk(event)
         if fault is not None and (more := repeats.due(fault)) is not None:
             # A campaign's call names its campaign, as its status line does (and JSON logs
             # filtered by campaign_id show the warning with the campaign's other lines).

@@ -18,9 +18,8 @@ from yarl import URL
 from common.calls.errors import FieldError, InvalidCall
 from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CallEvent, IdempotencyClaim
-from common.calls.outcomes import Status, trunk_fault
 from common.calls.request import RequestRules
-from common.calls.service import check_webhook_address
+from common.calls.service import check_webhook_address, ended_at_the_trunk
 from common.campaigns.csv_rows import RowError
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.campaigns.model import (
@@ -82,10 +81,7 @@ def pause_on_trunk_faults(
         campaign_id = event.data.get("campaign_id")
         if event.type != CALL_ENDED or not isinstance(campaign_id, str):
             return
-        reason = event.data.get("reason")
-        fault = None
-        if event.data.get("status") == Status.FAILED.value and isinstance(reason, str):
-            fault = trunk_fault(reason)
+        fault = ended_at_the_trunk(event)
         if fault is None:
             runs.pop(campaign_id, None)
             return
@@ -109,7 +105,7 @@ def pause_on_trunk_faults(
             campaign_id,
             least,
             event.call_id,
-            reason,
+            event.data.get("reason"),
             fault,
             campaign_id,
             extra={"campaign_id": campaign_id, "call_id": event.call_id},
