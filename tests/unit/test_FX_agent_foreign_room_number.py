@@ -7,16 +7,15 @@ wrote `call-_+14155550188_XyZ12` whole, on every inbound call dispatched to this
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 
 import pytest
-from livekit.agents.cli.log import JsonFormatter
 from livekit.agents.log import logger as livekit_logger
 
 from common.settings import Settings
 from tests.unit.test_agent_job_requests import offer
+from tests.unit.test_agent_worker import logged_as_json
 from tests.unit.test_agent_worker import settings as settings  # noqa: F401 - a fixture
 
 ROOM = "call-_+14155550188_XyZ12"
@@ -34,21 +33,12 @@ async def test_another_apps_inbound_room_is_refused_with_its_number_masked(
 
 
 def test_livekits_own_lines_about_the_job_show_its_room_masked() -> None:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    livekit_logger.addHandler(handler)
-    level = livekit_logger.level
-    livekit_logger.setLevel(logging.DEBUG)
-    try:
+    with logged_as_json(livekit_logger, logging.DEBUG) as out:
         # as livekit-agents' worker.py logs each job offered to this agent's name
         extra = {"job_id": "AJ_1", "room": ROOM, "agent_name": "outbound-caller"}
         livekit_logger.info("received job request", extra=extra)
         livekit_logger.debug("received assignment", extra={"room": "call-0123456789ab"})
         request, assignment = (json.loads(line) for line in out.getvalue().splitlines())
-    finally:
-        livekit_logger.removeHandler(handler)
-        livekit_logger.setLevel(level)
     assert request["room"] == "call-_+•••••••0188_XyZ12"
     assert "5550188" not in out.getvalue()
     assert assignment["room"] == "call-0123456789ab"  # our calls' ids stay whole

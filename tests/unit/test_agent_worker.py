@@ -7,10 +7,11 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import io
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -1074,23 +1075,34 @@ def test_an_agent_that_gives_no_name_is_not_a_second_job() -> None:
     assert worker.earlier_agent(cast(rtc.Room, room)) is None
 
 
+@contextlib.contextmanager
+def logged_as_json(logger: logging.Logger, level: int | None = None) -> Iterator[io.StringIO]:
+    """What `logger` writes meanwhile, as livekit-agents' JSON formatter writes it (at
+    `level`, if given, for the while)."""
+    from livekit.agents.cli.log import JsonFormatter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    before = logger.level
+    if level is not None:
+        logger.setLevel(level)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+
 def test_what_the_callee_said_stays_out_of_the_agents_log_above_debug() -> None:
     """livekit-agents logs the callee's first words at INFO on every answered call (`amd
     prediction`), in an `lk.pii.transcript` field its formatters print; the agent's log at
     its default level kept them (a voicemail greeting's name and number) for good."""
-    import io
-
-    from livekit.agents.cli.log import JsonFormatter
     from livekit.agents.log import logger as livekit_logger
 
     assert worker.CalleeWordsOutOfLogs in {type(f) for f in livekit_logger.filters}
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    livekit_logger.addHandler(handler)
-    level = livekit_logger.level
-    livekit_logger.setLevel(logging.DEBUG)
-    try:
+    with logged_as_json(livekit_logger, logging.DEBUG) as out:
         said = {"lk.pii.transcript": "Hi, you reached Zelda Quux at 415 555 0199"}
         livekit_logger.info("amd prediction", extra={"category": "machine-vm", **said})
         livekit_logger.warning("skipping user input", extra={"lk.pii.user_input": "Zelda"})
@@ -1099,32 +1111,20 @@ def test_what_the_callee_said_stays_out_of_the_agents_log_above_debug() -> None:
         assert "Zelda" not in out.getvalue()
         livekit_logger.debug("received user transcript", extra=said)  # DEBUG: README says so
         assert "Zelda Quux" in out.getvalue().splitlines()[-1]
-    finally:
-        livekit_logger.removeHandler(handler)
-        livekit_logger.setLevel(level)
 
 
 def test_what_the_callee_said_stays_out_of_the_plugins_log_above_debug() -> None:
     """livekit-agents' plugins log lk.pii.* fields too, on loggers of their own, which the
     filter on livekit.agents' logger does not reach: Deepgram's STT logs a message it does
     not know, whole (the callee's words in a transcript), at WARNING."""
-    import io
-
-    from livekit.agents.cli.log import JsonFormatter
     from livekit.plugins.deepgram.log import logger as deepgram_logger
 
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter())
-    deepgram_logger.addHandler(handler)
-    try:
+    with logged_as_json(deepgram_logger) as out:
         said = {"lk.pii.data": {"transcript": "Hi, you reached Zelda Quux at 415 555 0199"}}
         deepgram_logger.warning("received unexpected message from deepgram", extra=said)
         (warning,) = (json.loads(line) for line in out.getvalue().splitlines())
         assert warning["message"] == "received unexpected message from deepgram"
         assert "Zelda" not in out.getvalue()
-    finally:
-        deepgram_logger.removeHandler(handler)
 
 
 def test_a_malformed_log_call_of_livekit_agents_does_not_raise_into_it() -> None:
