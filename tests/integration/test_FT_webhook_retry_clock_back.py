@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,27 +21,22 @@ from tests.integration.test_customer_webhooks import (
     Received,
     Receiver,
     place,
-    start_receiver,
     wait_until,
     webhook_app,
 )
-from tests.processes import free_port
+from tests.integration.test_customer_webhooks import receivers as receivers  # noqa: F401
 
 STEP_S = 3600.0
 
 
 async def test_a_retry_set_before_the_clock_stepped_back_goes_on_time(
-    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, receivers: Callable[..., Any]
 ) -> None:
     def first_refused(got: Received, n: int) -> tuple[int, float]:
         return (500, 0.0) if n == 1 else (204, 0.0)
 
-    receiver = Receiver(free_port(), answer=first_refused)
-    runner = await start_receiver(receiver)
-    try:
-        await _retried_across_a_step_back(start_app, receiver, caplog)
-    finally:
-        await runner.cleanup()
+    receiver = await receivers(answer=first_refused)
+    await _retried_across_a_step_back(start_app, receiver, caplog)
 
 
 async def _retried_across_a_step_back(

@@ -18,7 +18,7 @@ import pytest
 from common.campaigns import windows
 from tests.conftest import AppFactory
 from tests.integration.test_customer_webhooks import SECRET
-from tests.unit.test_FW_livekit_out_of_descriptors import no_descriptor_left
+from tests.unit.test_FW_livekit_out_of_descriptors import refused_for_want_of_descriptors
 
 
 async def test_a_campaign_sent_with_no_descriptor_left_is_answered_503(
@@ -39,21 +39,13 @@ async def test_a_campaign_sent_with_no_descriptor_left_is_answered_503(
         "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
     }
     assert (await client.get("/healthz")).status == 200  # a connection kept open
-    with no_descriptor_left():
-        resp = await client.post("/campaigns", json=body)
-        answer: dict[str, Any] = await resp.json()
-    assert resp.status == 503, answer
-    assert "out of file descriptors" in answer["error"], answer
-    assert resp.headers.get("Retry-After"), dict(resp.headers)
+    await refused_for_want_of_descriptors(client, "/campaigns", body)
 
     resp = await client.post("/campaigns", json=body)
     created: dict[str, Any] = await resp.json()
     assert resp.status == 201, created
     assert created["invalid_row_count"] == 0, created
 
-    # The zones' list read now: the row's webhook_url lookup is what finds no descriptor.
-    with no_descriptor_left():
-        resp = await client.post("/campaigns", json={**body, "name": "again"})
-        answer = await resp.json()
-    assert resp.status == 503, answer  # not 201 with the row invalid for good
-    assert "out of file descriptors" in answer["error"], answer
+    # The zones' list read now: the row's webhook_url lookup is what finds no descriptor
+    # (a 503, not 201 with the row invalid for good).
+    await refused_for_want_of_descriptors(client, "/campaigns", {**body, "name": "again"})

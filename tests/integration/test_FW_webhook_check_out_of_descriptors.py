@@ -13,11 +13,9 @@ Retry-After saying this server is out of file descriptors (two runs after: 51 an
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.conftest import AppFactory
 from tests.integration.test_customer_webhooks import SECRET
-from tests.unit.test_FW_livekit_out_of_descriptors import no_descriptor_left
+from tests.unit.test_FW_livekit_out_of_descriptors import refused_for_want_of_descriptors
 
 
 async def test_a_webhook_host_looked_up_with_no_descriptor_left_is_a_503(
@@ -27,9 +25,4 @@ async def test_a_webhook_host_looked_up_with_no_descriptor_left_is_a_503(
     body = {"phone_number": "+14155557701", "webhook_url": "http://localhost:9/hooks"}
     resp = await client.get("/healthz")  # a connection kept open
     assert resp.status == 200
-    with no_descriptor_left():
-        resp = await client.post("/calls/outbound", json=body)
-        answer: dict[str, Any] = await resp.json()
-    assert resp.status == 503, answer
-    assert "out of file descriptors" in answer["error"], answer
-    assert resp.headers.get("Retry-After"), dict(resp.headers)
+    await refused_for_want_of_descriptors(client, "/calls/outbound", body)

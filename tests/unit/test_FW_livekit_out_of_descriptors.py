@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,17 @@ def no_descriptor_left() -> Iterator[None]:
         finally:
             for fd in taken:
                 os.close(fd)
+
+
+async def refused_for_want_of_descriptors(client: Any, path: str, body: dict[str, Any]) -> None:
+    """`body` posted to `path` (the real app's `client`) with no descriptor left: a 503
+    saying this server is out of file descriptors, with Retry-After."""
+    with no_descriptor_left():
+        resp = await client.post(path, json=body)
+        answer: dict[str, Any] = await resp.json()
+    assert resp.status == 503, answer
+    assert "out of file descriptors" in answer["error"], answer
+    assert resp.headers.get("Retry-After"), dict(resp.headers)
 
 
 async def test_a_request_no_descriptor_was_left_for_names_this_server_not_livekit() -> None:
