@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 
 from common.storage import postgres as postgres_module
 from common.storage.base import DatabaseStalled, asking_for_a_new_call
 from common.storage.postgres import PostgresCallStore, new_call_share
+from tests.reliability.test_postgres_pool import calls_table_locked
 
 POOL = 4
 
@@ -33,15 +33,13 @@ async def test_new_calls_never_take_the_connections_kept_for_calls_placed(
 ) -> None:
     monkeypatch.setattr(postgres_module, "QUEUE_WAIT_S", 0.5)
     store = await PostgresCallStore.open(postgres_dsn, pool_size=POOL)
-    locker = await asyncpg.connect(postgres_dsn)
 
     async def admission_read(n: int) -> None:
         with asking_for_a_new_call():
             assert await store.get_call(f"call-new-{n}") is None
 
     try:
-        async with locker.transaction():
-            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+        async with calls_table_locked(postgres_dsn):
             # New calls' admissions, each waiting on the lock with a connection of the pool.
             holding = [asyncio.create_task(admission_read(n)) for n in range(new_call_share(POOL))]
             await asyncio.sleep(0.2)
@@ -57,5 +55,4 @@ async def test_new_calls_never_take_the_connections_kept_for_calls_placed(
         # Every connection of the share was given back.
         await asyncio.gather(*(admission_read(n) for n in range(2 * POOL)))
     finally:
-        await locker.close()
         await store.close()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 import pytest
 
 from common.storage import postgres as postgres_module
 from common.storage.base import DatabaseStalled
 from common.storage.postgres import PostgresCallStore
+from tests.reliability.test_postgres_pool import calls_table_locked
 
 QUEUED = 5
 
@@ -28,10 +28,8 @@ async def test_the_no_connection_line_says_the_pool_size_and_the_queue(
 ) -> None:
     monkeypatch.setattr(postgres_module, "QUEUE_WAIT_S", 0.5)
     store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
-    locker = await asyncpg.connect(postgres_dsn)
     try:
-        async with locker.transaction():
-            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+        async with calls_table_locked(postgres_dsn):
             holding = asyncio.create_task(store.get_call("call-holding"))  # the one connection
             await asyncio.sleep(0.2)
             with caplog.at_level(logging.ERROR, logger=postgres_module.__name__):
@@ -42,7 +40,6 @@ async def test_the_no_connection_line_says_the_pool_size_and_the_queue(
             assert all(isinstance(r, DatabaseStalled) for r in queued), queued
         assert await holding is None
     finally:
-        await locker.close()
         await store.close()
     lines = [
         r.getMessage()

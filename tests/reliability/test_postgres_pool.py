@@ -5,8 +5,9 @@ connections all wait (on a lock, a stalled PostgreSQL) answers those queued behi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -57,6 +58,19 @@ async def test_a_pool_over_the_slots_left_waits_for_its_own_connections(
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def calls_table_locked(dsn: str) -> AsyncIterator[None]:
+    """The calls table locked by another session while inside (a DBA's `LOCK TABLE`, a long
+    transaction): every statement of ours on it waits."""
+    locker = await asyncpg.connect(dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await locker.close()
+
+
 def _sleeping_read() -> Program[int]:
     rows = yield Query("SELECT 1 AS one FROM pg_sleep(0.05)")
     return int(rows[0]["one"])
@@ -71,10 +85,8 @@ async def test_requests_queued_behind_connections_waiting_on_a_lock_are_answered
     that gets no connection within QUEUE_WAIT_S is answered 503, not run."""
     monkeypatch.setattr(postgres_module, "QUEUE_WAIT_S", 0.5)
     store = await PostgresCallStore.open(postgres_dsn, pool_size=2)
-    locker = await asyncpg.connect(postgres_dsn)
     try:
-        async with locker.transaction():
-            await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+        async with calls_table_locked(postgres_dsn):
             waiting = [asyncio.create_task(store.get_call(f"call-{n}")) for n in range(2)]
             await asyncio.sleep(0.2)  # both connections wait on the lock
             started = time.monotonic()
@@ -86,7 +98,6 @@ async def test_requests_queued_behind_connections_waiting_on_a_lock_are_answered
         assert await asyncio.gather(*waiting) == [None, None]  # they ran once it let go
         assert await store.get_call("call-after") is None  # and the pool serves again
     finally:
-        await locker.close()
         await store.close()
 
 
