@@ -393,6 +393,28 @@ def checked_call_id(value: object) -> str | None:
     return value
 
 
+# The longest call id a record may be written for: the longest an agent can report on
+# (AgentReport.call_id). A record's id is repeated in config.json at every write and in the
+# log line of each update: a 100,000-character id was taken, and one holding a newline
+# wrote a forged line into the log ("call abc\nFAKE ERROR ...").
+MAX_CALL_ID_CHARS = 100
+
+
+def new_call_id(value: object) -> str | None:
+    """`checked_call_id` for a record to write: also one line of at most MAX_CALL_ID_CHARS
+    (no control character, line separator or bidi override). Reads and removals take any id
+    `checked_call_id` takes, so a record an earlier release wrote can still be read and
+    dropped."""
+    checked = checked_call_id(value)
+    if checked is None:
+        return None
+    return _named("call_id", checked, _call_id_text)
+
+
+def _call_id_text(value: object) -> str:
+    return checked_text(value, MAX_CALL_ID_CHARS, single_line=True)
+
+
 def required_call_id(value: object) -> str:
     """`checked_call_id` for what needs a call: None is refused too (remove_call_config(None)
     answered False, "no such record", where remove_call_config(5) was a ValueError)."""
@@ -444,7 +466,7 @@ class CallConfig:
             ),
             tts_emotion=normalize_emotion(DEFAULT_EMOTION if tts_emotion is None else tts_emotion),
             additional_params=validate_additional_params(additional_params),
-            call_id=checked_call_id(call_id),
+            call_id=new_call_id(call_id),
             written_at=written_at,
             options=options or CallOptions(),
         )
