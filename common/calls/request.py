@@ -116,7 +116,10 @@ class OutboundCall(BaseModel):
     language: Annotated[
         str,
         Field(
-            description="TTS/STT language (ISO 639-1, case-insensitive); default en",
+            description=(
+                "TTS/STT language (ISO 639-1, case-insensitive; a tag with a region or script,"
+                " es-MX, is its language); default en"
+            ),
             json_schema_extra={"enum": sorted(LANGUAGES)},
         ),
     ] = DEFAULT_LANGUAGE

@@ -308,10 +308,21 @@ class CallOptions(BaseModel):
             raise ValueError(f"invalid options ({problems})") from None
 
 
+# A language tag with subtags (BCP 47: `es-MX`, `pt_BR`, `zh-Hant-TW`, `es-419`), as CRMs
+# and browsers write them: the speech services are told the language alone.
+_SUBTAGS = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]{2,8})+")
+
+
 def normalize_language(value: object) -> str:
-    """Return the catalogue code for `value` (case-insensitive) or raise ValueError."""
-    if isinstance(value, str) and value.strip().lower() in LANGUAGES:
-        return value.strip().lower()
+    """Return the catalogue code for `value` (case-insensitive; a tag with subtags, `es-MX`,
+    is its language, `es`) or raise ValueError."""
+    if isinstance(value, str):
+        code = value.strip().lower()
+        tagged = _SUBTAGS.fullmatch(code)
+        if tagged is not None:
+            code = tagged.group(1)
+        if code in LANGUAGES:
+            return code
     raise ValueError(
         f"unsupported tts_language {quoted(value)}; allowed: {', '.join(sorted(LANGUAGES))}"
     )

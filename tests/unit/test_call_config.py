@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from common.config_store.model import (
     normalize_language,
     validate_additional_params,
 )
+from common.config_store.store import ConfigStore
 
 SEED_LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl", "ja", "zh")
 SEED_EMOTIONS = ("Calm", "Excited", "Serious", "Friendly", "Empathetic", "Neutral")
@@ -211,7 +213,7 @@ def test_every_emotion_normalises_in_any_case(emotion: str) -> None:
     assert normalize_emotion(f"  {emotion.upper()}") == emotion
 
 
-@pytest.mark.parametrize("value", ["xx", "en-US", "english", "", None, 1, ["en"]])
+@pytest.mark.parametrize("value", ["xx", "xx-US", "en-", "english", "", None, 1, ["en"]])
 def test_unknown_language_message_lists_the_catalogue(value: object) -> None:
     with pytest.raises(ValueError) as info:
         normalize_language(value)
@@ -303,3 +305,10 @@ def test_additional_params_size_limit_is_8_kib_of_utf8_json() -> None:
     with pytest.raises(ValueError, match="larger than 8192 bytes"):
         validate_additional_params({"k": "€" * (MAX_ADDITIONAL_PARAMS_BYTES // 3)})
     assert validate_additional_params({"k": "€" * ((MAX_ADDITIONAL_PARAMS_BYTES - overhead) // 3)})
+
+
+def test_the_seed_functions_take_a_language_tag_as_its_language(config_path: Path) -> None:
+    """update_config(tts_language="es-MX") writes `es`, as POST /calls/outbound takes it."""
+    store = ConfigStore(config_path)
+    assert store.update("Ana", tts_language="es-MX", call_id="call-1")["tts_language"] == "es"
+    assert store.load(call_id="call-1")["tts_language"] == "es"

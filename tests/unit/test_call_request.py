@@ -577,13 +577,22 @@ def test_the_same_texts_without_a_nul_are_kept() -> None:
 # ------------------------------------------------------------------ language and emotion errors
 
 
-@pytest.mark.parametrize("language", ["xx", "english", "en-US", "", 5])
+@pytest.mark.parametrize("language", ["xx", "english", "xx-US", "en-", "en US", "", 5])
 def test_unknown_language_lists_allowed_values(language: object) -> None:
     message = errors_of(with_(language=language))["language"]
     assert message.startswith(f"unsupported language {language!r}; allowed: ")
     allowed = message.split("allowed: ", 1)[1].split(", ")
     assert allowed == sorted(LANGUAGES)
     assert {"en", "es", "fr", "de", "it", "pt", "nl", "pl", "ja", "zh"} <= set(allowed)
+
+
+@pytest.mark.parametrize(
+    ("tag", "language"),
+    [("es-MX", "es"), ("pt_BR", "pt"), ("EN-us", "en"), ("zh-Hant-TW", "zh"), ("es-419", "es")],
+)
+def test_a_language_tag_with_a_region_or_script_is_its_language(tag: str, language: str) -> None:
+    """As CRMs, browsers and Deepgram's own docs write them; before, `es-MX` was a 422."""
+    assert parse_outbound_call(with_(language=tag)).language == language
 
 
 @pytest.mark.parametrize("emotion", ["Angry", "", "calm!", 3])
