@@ -412,6 +412,31 @@ def _read_bytes(path: Path) -> bytes | None:
         os.close(fd)
 
 
+def _open_lock_file(path: Path, flags: int, mode: int = NEW_FILE_MODE) -> int:
+    """config.json.lock opened with `flags`, never through a symbolic link and only if it is a
+    regular file, else OSError saying so. Root writes in the service's directory (the seed's
+    update_config run as root), whose user may put a link there: followed, root narrowed the
+    mode of the file it led to (`/etc/passwd` made 0600, no user could log in) or made one
+    where it led to nowhere (`/etc/nologin`). A FIFO there blocked the read-only opening for
+    good, every write of this process waiting on the thread lock behind it."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(
+                errno.ELOOP,
+                f"{path} is a symbolic link: the writers' lock is never taken through one"
+                " (remove it; writes make a lock file of their own)",
+            ) from None
+        raise
+    try:
+        _refuse_unless_regular(os.fstat(fd).st_mode)
+    except OSError as exc:
+        os.close(fd)
+        raise OSError(exc.errno, f"{path} is {NOT_A_FILE}: remove it") from None
+    return fd
+
+
 def _link_target(path: Path) -> Path | None:
     """Where `path` leads if it is a symbolic link (None if it is not one, or cannot be
     looked at: its name too long, a directory not searchable; the write says why)."""
@@ -475,6 +500,26 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
         raise
     os.chmod(path, mode)  # a change of owner may clear set-id bits
     return True
+
+
+def _give_lock_owner(fd: int, owner: tuple[int, int], mode: int) -> None:
+    """Give the lock file just made on `fd` config.json's owner (uid, gid), as far as this
+    process may (the user only as root, the group if it is one of ours; else it stays ours,
+    as `_give_owner` leaves a file), keeping `mode`. Through `fd`, never by its path: root
+    writes in the service's directory (the seed's update_config run as root), whose user may
+    put a link in the lock file's place between its making and this, and `_give_owner`'s
+    chmod by path, which follows links, gave the file the link leads to (`/etc/shadow`) the
+    lock file's mode, read and write for each class that may write config.json: 0666 if
+    that user made config.json 0666."""
+    uid, gid = owner
+    if os.geteuid() != 0:
+        uid = -1
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError as exc:
+        if exc.errno not in _OWNER_REFUSED:
+            raise
+    os.fchmod(fd, mode)  # a change of owner may clear set-id bits
 
 
 def lock_file_mode(config_mode: int) -> int:
@@ -1426,7 +1471,7 @@ class ConfigStore:
         the first time this store opens it; one closed to us, though we may write
         config.json, is replaced (`_open_lock_read_only`). It holds nothing."""
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+            fd = _open_lock_file(self.lock_path, os.O_RDWR)
         except FileNotFoundError:
             return self._make_lock()
         except PermissionError as denied:
@@ -1440,16 +1485,16 @@ class ConfigStore:
         mode, owner = _mode_of(self.target)
         wanted = lock_file_mode(mode)
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, wanted)
-        except FileExistsError:  # made meanwhile by another writer (or a link to nowhere)
+            fd = _open_lock_file(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, wanted)
+        except FileExistsError:  # made meanwhile by another writer (or a link: refused)
             try:
-                return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, wanted)
+                return _open_lock_file(self.lock_path, os.O_RDWR | os.O_CREAT, wanted)
             except PermissionError as denied:
                 return self._open_lock_read_only(denied, replace=False)
         try:
             os.fchmod(fd, wanted)
             if owner is not None:  # config.json's, as far as this process may give it
-                _give_owner(self.lock_path, owner, wanted)
+                _give_lock_owner(fd, owner, wanted)
         except BaseException:
             os.close(fd)
             raise
@@ -1472,7 +1517,7 @@ class ConfigStore:
         the service: every write failed, the lock file root's 0600), is replaced by one of
         ours (`replace`), said at WARNING: whoever may write config.json may take its lock."""
         try:
-            return os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            return _open_lock_file(self.lock_path, os.O_RDONLY)
         except FileNotFoundError:
             raise denied from None
         except PermissionError:
