@@ -479,22 +479,38 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
     """Give the file at `path` (just written, ours, no link) the owner (uid, gid) `owner`,
     keeping `mode`: the user only as root (no other user may give a file away), the group
     if this process may. False if it may not (a group its user is not in, root without
-    CAP_CHOWN, an owner its user namespace does not map, a file system that keeps none). By
-    path, not by a file descriptor: one opened for reading needs the owner's read
-    permission, which a mode an operator chose may lack. Durable with the rename's
-    directory fsync (the same journal commit on ext4 and XFS)."""
+    CAP_CHOWN, an owner its user namespace does not map, a file system that keeps none).
+    Durable with the rename's directory fsync (the same journal commit on ext4 and XFS).
+
+    Root writes in the service's directory (the seed's update_config run as root), whose
+    user sees the temp file come (inotify) and may put a link in its place before this: by
+    path, root's chmod followed it, and the file it led to got config.json's mode (0666, the
+    user's own choice: `/etc/shadow` open to all). Root gives them through a descriptor of
+    the file opened without following a link, and only to the file it made (a regular file
+    of root's with one name; else OSError, the write not made). Another user, who may change
+    no one else's file, does it by path: a descriptor opened for reading needs the owner's
+    read permission, which a mode an operator chose may lack."""
+    if os.geteuid() == 0:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _replaced_since_written(path) from None
+            raise
+        try:
+            made = os.fstat(fd)
+            if not stat.S_ISREG(made.st_mode) or made.st_nlink != 1 or made.st_uid != 0:
+                raise _replaced_since_written(path)
+            return _give_owner_fd(fd, owner, mode)
+        finally:
+            os.close(fd)
     uid, gid = owner
     status = os.lstat(path)
-    if os.geteuid() != 0 or status.st_uid == uid:
-        uid = -1  # left as it is
-    if uid == -1 and status.st_gid == gid:
+    if status.st_gid == gid:
         return True
     try:
-        os.chown(path, uid, gid, follow_symlinks=False)
+        os.chown(path, -1, gid, follow_symlinks=False)
     except OSError as exc:
-        # EINVAL: root in a user namespace (a rootless container) over a file whose owner it
-        # does not map (shown as 65534): failed every write, where the file is only kept as
-        # this user's.
         if exc.errno in _OWNER_REFUSED:
             return False
         raise
@@ -502,24 +518,40 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
     return True
 
 
-def _give_lock_owner(fd: int, owner: tuple[int, int], mode: int) -> None:
-    """Give the lock file just made on `fd` config.json's owner (uid, gid), as far as this
-    process may (the user only as root, the group if it is one of ours; else it stays ours,
-    as `_give_owner` leaves a file), keeping `mode`. Through `fd`, never by its path: root
-    writes in the service's directory (the seed's update_config run as root), whose user may
-    put a link in the lock file's place between its making and this, and `_give_owner`'s
-    chmod by path, which follows links, gave the file the link leads to (`/etc/shadow`) the
-    lock file's mode, read and write for each class that may write config.json: 0666 if
-    that user made config.json 0666."""
+def _replaced_since_written(path: Path) -> OSError:
+    return OSError(
+        errno.EPERM,
+        f"{path} was replaced since this process wrote it (by another user of its directory?):"
+        " not given config.json's owner, not made config.json",
+    )
+
+
+def _give_owner_fd(fd: int, owner: tuple[int, int], mode: int) -> bool:
+    """Give the file just made on `fd` (the lock file, or config.json's temp file as root)
+    config.json's owner (uid, gid), as far as this process may (the user only as root, the
+    group if it is one of ours; else it stays ours, False), keeping `mode`. Through `fd`,
+    never by its path: root writes in the service's directory (the seed's update_config run
+    as root), whose user may put a link in the lock file's place between its making and
+    this, and a chmod by path, which follows links, gave the file the link leads to
+    (`/etc/shadow`) the lock file's mode, read and write for each class that may write
+    config.json: 0666 if that user made config.json 0666."""
     uid, gid = owner
-    if os.geteuid() != 0:
-        uid = -1
+    made = os.fstat(fd)
+    if os.geteuid() != 0 or made.st_uid == uid:
+        uid = -1  # left as it is
+    if uid == -1 and made.st_gid == gid:
+        return True
     try:
         os.fchown(fd, uid, gid)
     except OSError as exc:
-        if exc.errno not in _OWNER_REFUSED:
-            raise
+        # EINVAL: root in a user namespace (a rootless container) over a file whose owner it
+        # does not map (shown as 65534): failed every write, where the file is only kept as
+        # this user's.
+        if exc.errno in _OWNER_REFUSED:
+            return False
+        raise
     os.fchmod(fd, mode)  # a change of owner may clear set-id bits
+    return True
 
 
 def lock_file_mode(config_mode: int) -> int:
@@ -1494,7 +1526,7 @@ class ConfigStore:
         try:
             os.fchmod(fd, wanted)
             if owner is not None:  # config.json's, as far as this process may give it
-                _give_lock_owner(fd, owner, wanted)
+                _give_owner_fd(fd, owner, wanted)
         except BaseException:
             os.close(fd)
             raise
