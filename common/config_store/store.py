@@ -1392,6 +1392,7 @@ class ConfigStore:
         """Take the thread lock, then the cross-process lock, both by `deadline` (a
         time.monotonic; default LOCK_WAIT_S from now), else TimeoutError; return the lock
         file's fd."""
+        self._refuse_another_user_s_link()
         if deadline is None:
             deadline = time.monotonic() + LOCK_WAIT_S
         if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -1589,6 +1590,33 @@ class ConfigStore:
                 f"{self.path} no longer leads to {self.target} (changed since start-up;"
                 " restart to follow it)",
             )
+
+    def _refuse_another_user_s_link(self) -> None:
+        """As root, a `path` that is another user's link leading to a file not theirs
+        (`/etc/passwd`, or a missing one in a directory not theirs) is not written through:
+        OSError (EPERM). Root writes in the service's directory (the seed's update_config
+        run as root, as README says it may be), whose user may put a link there: followed,
+        the file it led to was replaced by config.json's JSON (its old text kept aside as
+        `passwd.corrupt-<time>`), and its lock file made beside it. A link of root's, or
+        one of the service's to its own file (config.json in a volume), is followed."""
+        if self.target == self.path or os.geteuid() != 0:
+            return
+        try:
+            link_owner = os.lstat(self.path).st_uid
+            try:
+                owner = os.stat(self.target).st_uid
+            except FileNotFoundError:
+                owner = os.stat(self.target.parent).st_uid
+        except FileNotFoundError:
+            return  # gone: the write says so (ESTALE)
+        if link_owner in (0, owner):
+            return
+        raise PermissionError(
+            errno.EPERM,
+            f"{self.path} is a link of uid {link_owner}'s to {self.target}, which is uid"
+            f" {owner}'s: root does not write through it (write as uid {link_owner}, or make"
+            " the link root's)",
+        )
 
     def _make_directory(self) -> None:
         """Create the target's directory if missing, as a write does; never through a link:
