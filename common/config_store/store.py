@@ -1536,12 +1536,14 @@ class ConfigStore:
 
     def _narrow_lock(self, fd: int) -> None:
         """Take from the lock file on `fd`, if it is this user's, the permissions of users
-        who may not write config.json (`lock_file_mode`). Once per store: it is made right."""
+        who may not write config.json (`lock_file_mode`). Once per store: it is made right.
+        Not one with other names (a hard link the directory's user made to a file of root's,
+        `/etc/passwd`, where fs.protected_hardlinks is 0): root narrowed that file's mode."""
         self._lock_mode_checked = True
         held = os.fstat(fd)
         wanted = lock_file_mode(_mode_of(self.target)[0])
         have = stat.S_IMODE(held.st_mode)
-        if held.st_uid == os.geteuid() and have & ~wanted:
+        if held.st_uid == os.geteuid() and held.st_nlink == 1 and have & ~wanted:
             os.fchmod(fd, have & wanted)
 
     def _open_lock_read_only(self, denied: PermissionError, *, replace: bool) -> int:

@@ -109,3 +109,14 @@ def test_a_link_put_in_the_new_lock_file_s_place_gets_nothing_of_root(
     assert swapped
     assert mode(victim) == 0o644  # was 0666
     assert victim.stat().st_uid == 0
+
+
+def test_a_lock_file_that_is_a_hard_link_is_not_narrowed(service_dir: tuple[Path, Path]) -> None:
+    """Where fs.protected_hardlinks is 0, the user may link a file of root's into its
+    directory (made here by root, as that user could there)."""
+    config, victim = service_dir
+    os.link(victim, config.with_name("config.json.lock"))
+
+    ConfigStore(config).update("Root ran a script", call_id="call-1")  # its lock, flock only
+
+    assert mode(victim) == 0o644  # was 0600
