@@ -486,8 +486,9 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
     user sees the temp file come (inotify) and may put a link in its place before this: by
     path, root's chmod followed it, and the file it led to got config.json's mode (0666, the
     user's own choice: `/etc/shadow` open to all). Root gives them through a descriptor of
-    the file opened without following a link, and only to the file it made (a regular file
-    of root's with one name; else OSError, the write not made). Another user, who may change
+    the file opened without following a link, and only to a regular file with one name (not
+    a hard link to a file of root's; else OSError, the write not made; not "root's": root's
+    files are nobody's on an NFS export that squashes root). Another user, who may change
     no one else's file, does it by path: a descriptor opened for reading needs the owner's
     read permission, which a mode an operator chose may lack."""
     if os.geteuid() == 0:
@@ -499,7 +500,7 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
             raise
         try:
             made = os.fstat(fd)
-            if not stat.S_ISREG(made.st_mode) or made.st_nlink != 1 or made.st_uid != 0:
+            if not stat.S_ISREG(made.st_mode) or made.st_nlink != 1:
                 raise _replaced_since_written(path)
             return _give_owner_fd(fd, owner, mode)
         finally:

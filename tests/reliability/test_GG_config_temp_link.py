@@ -53,3 +53,35 @@ def test_a_link_swapped_in_for_root_s_temp_file_gets_nothing_of_root(
         assert stat.S_IMODE(victim.stat().st_mode) == 0o640  # was 0666
         assert not config.is_symlink()  # was the link, to the victim
         assert not swapped[0].exists() and not swapped[0].is_symlink()  # removed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root writing in a user's directory")
+def test_a_hard_link_swapped_in_for_root_s_temp_file_gets_nothing_of_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where fs.protected_hardlinks is 0 the user may link a file of root's in its place."""
+    with reachable_directory("gg-temp-hardlink-") as where:
+        service = where / "service"
+        service.mkdir()
+        os.chown(service, NOBODY, NOBODY)
+        config = service / "config.json"
+        config.write_text("{}")
+        os.chown(config, NOBODY, AGENTS)
+        config.chmod(0o666)
+        victim = where / "shadow"
+        victim.write_text("root:$6$secret:::::::\n")
+        victim.chmod(0o640)
+        real = config_store_module._write_durably
+
+        def written_then_linked(path: Path, data: bytes, mode: int = 0o600) -> None:
+            real(path, data, mode)
+            if path.name.startswith(".config.json.tmp-"):
+                path.unlink()
+                os.link(victim, path)
+
+        monkeypatch.setattr(config_store_module, "_write_durably", written_then_linked)
+        with pytest.raises(ConfigWriteError, match="replaced"):
+            ConfigStore(config).update("Root ran a script", call_id="call-1")
+
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o640  # was 0666
+        assert victim.stat().st_uid == 0  # was nobody's
