@@ -9,6 +9,7 @@ made config.json 0666: `/etc/shadow` open to all)."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from common.config_store.store import ConfigStore, ConfigWriteError
-from tests.processes import NOBODY, reachable_directory
+from tests.processes import NOBODY, forked_as_nobody, reachable_directory
 
 AGENTS = 54321  # a group of the service user's, other than its own
 
@@ -120,3 +121,27 @@ def test_a_lock_file_that_is_a_hard_link_is_not_narrowed(service_dir: tuple[Path
     ConfigStore(config).update("Root ran a script", call_id="call-1")  # its lock, flock only
 
     assert mode(victim) == 0o644  # was 0600
+
+
+def test_a_fifo_in_the_lock_file_s_place_fails_the_write_at_once() -> None:
+    """A FIFO of root's (0644) where the service's lock file goes: the service, which may not
+    open it to write, opened it to read, and that waited for a writer for good, its write
+    and every one after it in the process behind it."""
+    with reachable_directory("gg-lock-fifo-") as where:
+        where.chmod(0o777)  # noqa: S103 - the service's directory, as if it were nobody's
+        config = where / "config.json"
+        config.write_text("{}")
+        os.chown(config, NOBODY, NOBODY)
+        os.mkfifo(config.with_name("config.json.lock"), 0o644)
+
+        def write() -> str:
+            signal.alarm(10)  # a write that hangs ends the child: nothing said
+            try:
+                ConfigStore(config).update("Svc", call_id="call-svc")
+            except ConfigWriteError as exc:
+                return f"refused: {exc}"
+            return "written"
+
+        said = forked_as_nobody(write)
+
+    assert said.startswith("refused:") and "not a regular file" in said, said
