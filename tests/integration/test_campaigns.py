@@ -227,8 +227,9 @@ async def test_rate_is_what_was_asked(start_app: AppFactory) -> None:
     assert achieved <= 30 * 1.02
     # Never faster than asked is the promise. Slower is what a starved machine does (0.77 of
     # the rate with another suite's load tests on both cores, 0.58 with four test runs on
-    # two cores); far slower is a pacing bug (a rate read per minute would be 0.5 calls/s).
-    assert achieved >= 30 * 0.25
+    # two cores, 0.23 with a full suite and three others' tests at a load average of 8);
+    # far slower is a pacing bug (a rate read per minute would be 0.5 calls/s).
+    assert achieved >= 30 * 0.1
     assert campaign["achieved_calls_per_second"] <= 30.0
 
 
