@@ -143,6 +143,16 @@ async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
     return await aiofiles.base.wrap(fn)(*args)
 
 
+def _may_write(target: Path) -> bool:
+    """Whether this user may write `target`: the file, or while there is none, its
+    directory, where a write creates it. Root's start-up, no call placed, leaves the lock
+    file (root's, 0600) and no config.json: the service given the directory was refused its
+    lock, "config.json is not readable by this user", of a file that was not there."""
+    if os.path.lexists(target):
+        return os.access(target, os.W_OK, effective_ids=True)
+    return os.access(target.parent, os.W_OK | os.X_OK, effective_ids=True)
+
+
 def _retrieved(future: asyncio.Future[Any]) -> None:
     """Its outcome taken, for a probe whose every waiter gave up on it (no "Future exception
     was never retrieved" at ERROR for a probe the next check runs again)."""
@@ -1557,7 +1567,7 @@ class ConfigStore:
         except FileNotFoundError:
             raise denied from None
         except PermissionError:
-            if not os.access(self.target, os.W_OK, effective_ids=True):
+            if not _may_write(self.target):
                 # closed to those who may not write config.json: say that, not the lock
                 raise PermissionError(
                     errno.EACCES, os.strerror(errno.EACCES), str(self.target)
@@ -1848,7 +1858,11 @@ class ConfigStore:
         if exc.errno != errno.EACCES or exc.strerror != os.strerror(errno.EACCES):
             return ""
         name = self.path.name
-        if exc.filename is not None and Path(exc.filename) in (self.path, self.target):
+        if (
+            exc.filename is not None
+            and Path(exc.filename) in (self.path, self.target)
+            and os.path.lexists(self.target)  # a missing one: its directory took no file
+        ):
             readable = os.access(self.target, os.R_OK, effective_ids=True)
             return f" ({name} is not {'writable' if readable else 'readable'} by this user)"
         return (
