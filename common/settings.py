@@ -914,6 +914,7 @@ def settings_from_env(env: Mapping[str, str], *, config_file_read: bool = True) 
     settings = Settings(**values)
     _refuse_one_file_for_two(settings)
     _refuse_ringing_past_the_limit(settings)
+    _refuse_a_route_as_base_url(settings)
     if config_file_read:
         _refuse_a_config_path_not_json(settings.config_path)
     return settings
@@ -975,6 +976,26 @@ def _refuse_ringing_past_the_limit(settings: Settings) -> None:
             " which counts from the dial, ringing included: every call would be cut while"
             " still ringing; lower CALL_RINGING_TIMEOUT_S or raise CALL_MAX_DURATION_S"
         )
+
+
+def _refuse_a_route_as_base_url(settings: Settings) -> None:
+    """PUBLIC_BASE_URL ending in a route of this server, the reports' own (`<it>/agent/reports`
+    as the README says where they go) or WEBHOOK_PATH (LiveKit's webhook URL copied over):
+    the reports path is added to it, so every report of every call went to
+    `/webhooks/livekit/agent/reports`, 404, which the agents do not retry. Each call's
+    answer, transcript and analysis were lost, and the server logged nothing of it."""
+    path = urlsplit(settings.public_base_url or "").path.rstrip("/")
+    for route, what in (
+        (REPORTS_PATH, "the agents' reports path, which is added to it"),
+        (settings.webhook_path.rstrip("/"), "WEBHOOK_PATH, where LiveKit posts its webhooks"),
+    ):
+        if route and (path == route or path.endswith(route)):
+            base = settings.public_base_url or ""
+            raise SettingsError(
+                f"PUBLIC_BASE_URL ends with {route} ({what}): it is this server's base URL,"
+                f" the agents' reports going to <it>{REPORTS_PATH} (here {base}{REPORTS_PATH},"
+                f" which no route answers); set it to {base.rstrip('/')[: -len(route)]}"
+            )
 
 
 def _refuse_one_file_for_two(settings: Settings) -> None:
