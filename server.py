@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import jwt
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
@@ -49,6 +50,7 @@ from common.campaigns.service import (
     pause_on_trunk_faults,
 )
 from common.config_store.store import ConfigStore
+from common.contracts import REPORTS_PATH
 from common.host_header import is_loopback_host
 from common.livekit.client import (
     REQUEST_TIMEOUT_S,
@@ -332,6 +334,98 @@ async def _say_if_livekit_answers(lkapi: api.LiveKitAPI, url: str) -> None:
         logger.info("LiveKit at %s answers", url)
 
 
+# How long start-up keeps asking whether PUBLIC_BASE_URL leads to a calls server (a load
+# balancer may send nothing to this server, its only one, before its health checks pass),
+# and how often.
+REPORT_URL_CHECK_FOR_S = 120.0
+REPORT_URL_CHECK_EVERY_S = 10.0
+REPORT_URL_TIMEOUT_S = 5.0
+
+
+async def report_url_refusal(url: str, session: aiohttp.ClientSession) -> tuple[str, bool] | None:
+    """Why the agents' reports URL does not lead to a calls server's reports route as this
+    server finds it (a GET, which that route answers 405 with its JSON error, doing nothing),
+    and whether that is for good (a calls server answering that it has no such route);
+    None when it does."""
+    try:
+        async with session.get(
+            url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=REPORT_URL_TIMEOUT_S),
+        ) as response:
+            status = response.status
+            location = response.headers.get("Location", "")
+            allow = response.headers.get("Allow", "")
+            try:
+                doc = await response.json(content_type=None)
+            except (ValueError, aiohttp.ClientError):
+                doc = None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"it cannot be reached ({type(exc).__name__}: {str(exc)[:200]})", False
+    ours = isinstance(doc, dict) and doc.get("status") == "error"
+    if ours and status == 405 and allow == "POST":
+        return None
+    if ours and status == 404:
+        path = URL(url).path
+        return (
+            f"a calls server answers there that has no route {path} (a proxy in front passes"
+            " PUBLIC_BASE_URL's path on rather than taking it off: take it off there, or give"
+            " PUBLIC_BASE_URL no path)",
+            True,
+        )
+    if 300 <= status < 400:
+        return (
+            f"it redirects (HTTP {status} to {location[:200]}), and agents do not follow"
+            " redirects: set PUBLIC_BASE_URL to where it leads",
+            True,
+        )
+    return f"it answers HTTP {status}, not as a calls server does", False
+
+
+async def _say_where_reports_lead(url: str) -> None:
+    """At start-up, whether PUBLIC_BASE_URL leads to a calls server: set wrong (a proxy that
+    keeps its path prefix, a host or port mistyped, a redirect to https), every report of
+    every call (answer, transcript, analysis) was refused or lost on the agents' hosts, and
+    this server said nothing of it. Asked again for REPORT_URL_CHECK_FOR_S, a load balancer
+    may not send here yet; said once, a WARNING (this server may reach it otherwise than the
+    agents do), or an INFO line once it leads to a calls server."""
+    deadline = time.monotonic() + REPORT_URL_CHECK_FOR_S
+    async with aiohttp.ClientSession() as session:
+        while True:
+            refusal = await report_url_refusal(url, session)
+            if refusal is None:
+                logger.info("agents' reports go to %s, which leads to a calls server", url)
+                return
+            why, for_good = refusal
+            if for_good or time.monotonic() + REPORT_URL_CHECK_EVERY_S > deadline:
+                break
+            await asyncio.sleep(REPORT_URL_CHECK_EVERY_S)
+    logger.warning(
+        "agents' reports go to %s (PUBLIC_BASE_URL + %s), but from this server %s: unless"
+        " the agents' hosts reach it otherwise, every call's answer, transcript and analysis"
+        " are lost",
+        url,
+        REPORTS_PATH,
+        why,
+    )
+
+
+async def _report_url_checked(app: web.Application) -> AsyncIterator[None]:
+    """With PUBLIC_BASE_URL set for a real LiveKit, `_say_where_reports_lead` in the
+    background (on the embedded sandbox, warn_report_url says where they go)."""
+    settings = app[SETTINGS]
+    check = None
+    if settings.public_base_url is not None and not settings.uses_sandbox:
+        check = asyncio.get_running_loop().create_task(
+            _say_where_reports_lead(settings.report_url), name="report-url-check"
+        )
+    yield
+    if check is not None:
+        check.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await check
+
+
 async def _livekit(app: web.Application) -> AsyncIterator[None]:
     """The client session, the sandbox (when there is no LIVEKIT_URL), LiveKitAPI, the service."""
     settings = app[SETTINGS]
@@ -503,7 +597,7 @@ def create_app(
     app.cleanup_ctx.append(_phone_metadata)
     # config.json first: a CONFIG_PATH that cannot be written left a new, empty calls.db
     app.cleanup_ctx.extend([_config_writable, _storage, _events, _livekit, _campaigns, _reaper])
-    app.cleanup_ctx.extend([refusals_said, _accept_failures_said])
+    app.cleanup_ctx.extend([refusals_said, _accept_failures_said, _report_url_checked])
     app.cleanup_ctx.append(_stop_database_waits)  # the last set up: the first to clean up
     health.setup(app)
     calls.setup(app)
