@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import resource
@@ -625,6 +626,24 @@ def check_bind(settings: Settings) -> None:
     )
 
 
+def warn_ipv6_only(settings: Settings) -> None:
+    """HOST=:: listens on IPv6 alone (asyncio binds it so, as aiohttp does), where Linux,
+    Go and Node programs given `::` take IPv4 too: a load balancer's or Kubernetes' probes
+    to an IPv4 address were refused (connection refused) while the log said only
+    `starting on http://[::]:8000`."""
+    try:
+        address = ipaddress.ip_address(settings.host.split("%", 1)[0])
+    except ValueError:
+        return
+    if address.version == 6 and address.is_unspecified:
+        logger.warning(
+            "HOST=%s listens on IPv6 only: IPv4 clients (a load balancer's or Kubernetes'"
+            " health checks to an IPv4 address among them) cannot connect; HOST=0.0.0.0"
+            " listens on IPv4",
+            settings.host,
+        )
+
+
 def warn_token_settings(settings: Settings) -> None:
     for warning in settings.token_warnings():
         logger.warning("%s", warning)
@@ -1025,6 +1044,7 @@ def main() -> None:
         settings.require_token_pair()
         configure_logging(settings)
         check_bind(settings)
+        warn_ipv6_only(settings)
         warn_token_settings(settings)
         check_webhook_host(settings)
         warn_report_url(settings)
