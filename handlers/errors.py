@@ -370,12 +370,58 @@ def answer_parser_errors_as_json() -> None:
         plain = original(self, request, status, exc, message)  # its log line, as before
         if not 400 <= status < 500 or not _answers_json(self):
             return plain
+        say_wrong_protocol(request.remote, exc)
         answer = _parser_refusal(status, exc, message)
         answer.force_close()  # as aiohttp's: what follows on the connection is not read
         return answer
 
     handle_error._answers_json = True  # type: ignore[attr-defined]
     RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+
+# What the parser's refusal shows of a peer that speaks another protocol to this plain-HTTP
+# port (a load balancer set up so), and what to do about it. aiohttp logs such a refusal at
+# DEBUG only (a bad method on a connection's first request: scanners' noise), and the server
+# answered every request of that load balancer, its health checks too, 400 with an empty log.
+WRONG_PROTOCOLS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (
+        re.compile(r"Received HTTPS traffic on an HTTP port"),
+        "spoke TLS (https) to this plain-HTTP port",
+        "terminate TLS in front of this server and send it http:// (a load balancer's"
+        " backend or health check protocol set to HTTPS?)",
+    ),
+    (
+        re.compile(r"'PROXY (?:TCP4|TCP6|UNKNOWN)\b"),
+        "began with a PROXY protocol header (v1)",
+        "this server does not read it: turn the PROXY protocol off for it (HAProxy's"
+        " send-proxy, a load balancer's proxy protocol setting)",
+    ),
+    (
+        # The v2 signature, "\r\n\r\n\0\r\nQUIT\n": the parser skips the blank lines and
+        # refuses the line that is a NUL byte alone.
+        re.compile(r"'\\x00'\s*\^?\s*$"),
+        "began as a PROXY protocol v2 header does",
+        "this server does not read it: turn the PROXY protocol off for it (an AWS NLB target"
+        " group's proxy_protocol_v2, HAProxy's send-proxy-v2)",
+    ),
+)
+WRONG_PROTOCOL_SAID = Repeats()
+
+
+def say_wrong_protocol(remote: str | None, exc: BaseException | None) -> None:
+    """A WARNING, once a minute per kind, for a request refused because its peer speaks
+    TLS or the PROXY protocol to this port (WRONG_PROTOCOLS)."""
+    said = str(exc.message) if isinstance(exc, HttpProcessingError) else ""
+    for pattern, seen, advice in WRONG_PROTOCOLS:
+        if pattern.search(said) and (more := WRONG_PROTOCOL_SAID.due(seen)) is not None:
+            logger.warning(
+                "a connection from %s %s, and its requests are refused (400)%s: %s",
+                remote or "?",
+                seen,
+                more,
+                advice,
+            )
+            return
 
 
 def _answers_json(handler: RequestHandler) -> bool:
