@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import resource
@@ -72,6 +71,7 @@ from common.settings import (
     checkout_unread_warning,
     configure_logging,
     dotenv_warnings,
+    ipv6_only_warning,
     load_settings,
     others_may_reach,
 )
@@ -627,21 +627,9 @@ def check_bind(settings: Settings) -> None:
 
 
 def warn_ipv6_only(settings: Settings) -> None:
-    """HOST=:: listens on IPv6 alone (asyncio binds it so, as aiohttp does), where Linux,
-    Go and Node programs given `::` take IPv4 too: a load balancer's or Kubernetes' probes
-    to an IPv4 address were refused (connection refused) while the log said only
-    `starting on http://[::]:8000`."""
-    try:
-        address = ipaddress.ip_address(settings.host.split("%", 1)[0])
-    except ValueError:
-        return
-    if address.version == 6 and address.is_unspecified:
-        logger.warning(
-            "HOST=%s listens on IPv6 only: IPv4 clients (a load balancer's or Kubernetes'"
-            " health checks to an IPv4 address among them) cannot connect; HOST=0.0.0.0"
-            " listens on IPv4",
-            settings.host,
-        )
+    """HOST=:: listens on IPv6 alone (`ipv6_only_warning`)."""
+    if (warning := ipv6_only_warning("HOST", settings.host)) is not None:
+        logger.warning("%s", warning)
 
 
 def warn_token_settings(settings: Settings) -> None:

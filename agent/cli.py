@@ -40,6 +40,7 @@ from common.settings import (
     SettingsError,
     checkout_unread_warning,
     dotenv_warnings,
+    ipv6_only_warning,
     load_settings,
 )
 
@@ -174,6 +175,8 @@ def start_warnings(settings: Settings) -> list[str]:
         )
     if (spool := ReportSpool(settings.agent_report_spool_dir).problem()) is not None:
         warnings.append(spool)
+    if (ipv6_only := ipv6_only_warning("AGENT_HTTP_HOST", settings.agent_http_host)) is not None:
+        warnings.append(ipv6_only)  # its health/status server, which a container's checks ask
     return warnings
 
 

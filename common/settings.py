@@ -874,6 +874,24 @@ def owner_parts(owner: str) -> tuple[str, int, str] | None:
     return (name, int(port), listen) if name and port.isascii() and port.isdigit() else None
 
 
+def ipv6_only_warning(name: str, host: str) -> str | None:
+    """A listen address that is IPv6's wildcard (`::`): asyncio (and aiohttp on it) binds it
+    IPv6 only, where Linux, Go and Node programs given `::` take IPv4 too. A load balancer's
+    or Kubernetes' checks to an IPv4 address were refused (connection refused) while the
+    log said only `starting on http://[::]:8000`. None for any other address."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if address.version != 6 or not address.is_unspecified:
+        return None
+    return (
+        f"{name}={host} listens on IPv6 only: IPv4 clients (a load balancer's or Kubernetes'"
+        f" health checks to an IPv4 address among them) cannot connect; {name}=0.0.0.0"
+        " listens on IPv4"
+    )
+
+
 def reachable(host: str) -> str:
     """Where this machine reaches a server listening on `host`: the wildcard's own loopback
     (a server on `::` listens on IPv6 only, as asyncio binds it, so 127.0.0.1 would reach
