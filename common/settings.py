@@ -1228,6 +1228,8 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
             )
     if (exposed := _secrets_exposed(path, text)) is not None:
         warnings.insert(0, exposed)
+    if (writable := _writable_by_others(path)) is not None:
+        warnings.insert(0, writable)
     return warnings
 
 
@@ -1285,6 +1287,24 @@ def _secrets_exposed(path: str | os.PathLike[str], text: str) -> str | None:
     return (
         f"{path} (mode {mode:04o}) may be read by every user of this machine, and it holds"
         f" {', '.join(held)}: chmod o-rwx it"
+    )
+
+
+def _writable_by_others(path: str | os.PathLike[str]) -> str | None:
+    """A `.env` that every user of the machine may write (`cp .env.example .env` under umask
+    000 makes it 0666): any local user could change this server's settings at its next start,
+    LIVEKIT_URL or CALLS_WEBHOOK_URL among them (where its calls, and their transcripts, go),
+    and nothing said so, a `.env` without secrets not even its mode."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & 0o002 or not others_may_reach(path):
+        return None
+    return (
+        f"{path} (mode {mode:04o}) may be written by every user of this machine: any of them"
+        " may change these settings for the next start (LIVEKIT_URL, CALLS_WEBHOOK_URL:"
+        " where calls and their transcripts go): chmod o-w it"
     )
 
 
