@@ -391,6 +391,13 @@ WRONG_PROTOCOLS: tuple[tuple[re.Pattern[str], str, str], ...] = (
         " backend or health check protocol set to HTTPS?)",
     ),
     (
+        # HTTP/2's connection preface, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" (h2c, prior knowledge)
+        re.compile(r"Pause on PRI/Upgrade"),
+        "spoke HTTP/2 (h2c) to this HTTP/1.1 port",
+        "set the load balancer's backend protocol to HTTP/1.1 (GCP's backend service"
+        " protocol HTTP, not HTTP/2; Envoy without http2_protocol_options)",
+    ),
+    (
         re.compile(r"'PROXY (?:TCP4|TCP6|UNKNOWN)\b"),
         "began with a PROXY protocol header (v1)",
         "this server does not read it: turn the PROXY protocol off for it (HAProxy's"
@@ -410,7 +417,7 @@ WRONG_PROTOCOL_SAID = Repeats()
 
 def say_wrong_protocol(remote: str | None, exc: BaseException | None) -> None:
     """A WARNING, once a minute per kind, for a request refused because its peer speaks
-    TLS or the PROXY protocol to this port (WRONG_PROTOCOLS)."""
+    TLS, HTTP/2 or the PROXY protocol to this port (WRONG_PROTOCOLS)."""
     said = str(exc.message) if isinstance(exc, HttpProcessingError) else ""
     for pattern, seen, advice in WRONG_PROTOCOLS:
         if pattern.search(said) and (more := WRONG_PROTOCOL_SAID.due(seen)) is not None:

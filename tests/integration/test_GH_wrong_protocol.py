@@ -1,10 +1,10 @@
 """A load balancer set up to speak TLS to the server's plain-HTTP port (its backend or health
-check protocol HTTPS), or to send the PROXY protocol (HAProxy's send-proxy, an AWS NLB target
-group's proxy_protocol_v2), had every request, its health checks too, answered 400 while the
-server's log stayed empty: aiohttp's parser refuses them as a bad method on a connection's
-first request, which it logs at DEBUG only (scanners' noise). Seen with the real server.py
-and raw sockets. Each is now a WARNING, once a minute per kind, naming the peer and what to
-change."""
+check protocol HTTPS), HTTP/2 (h2c: GCP's backend protocol HTTP/2), or to send the PROXY
+protocol (HAProxy's send-proxy, an AWS NLB target group's proxy_protocol_v2), had every
+request, its health checks too, answered 400 while the server's log stayed empty: aiohttp's
+parser refuses them before any app sees them, and logs them at DEBUG only (a bad method on a
+connection's first request: scanners' noise). Seen with the real server.py and raw sockets.
+Each is now a WARNING, once a minute per kind, naming the peer and what to change."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.conftest import AppFactory
 
 SENT = {
     "tls": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40),
+    "h2c": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
     "proxy v1": b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8000\r\nGET /healthz HTTP/1.1\r\n"
     b"Host: x\r\n\r\n",
     "proxy v2": b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x07\x7f\x00\x00\x01"
@@ -26,6 +27,7 @@ SENT = {
 }
 SAID = {
     "tls": "spoke TLS (https) to this plain-HTTP port, and its requests are refused (400)",
+    "h2c": "spoke HTTP/2 (h2c) to this HTTP/1.1 port, and its requests are refused (400)",
     "proxy v1": "began with a PROXY protocol header (v1), and its requests are refused (400)",
     "proxy v2": "began as a PROXY protocol v2 header does, and its requests are refused (400)",
 }
