@@ -1076,6 +1076,10 @@ def main() -> None:
             sock=sockets,
             print=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # A load balancer that keeps its idle connections to us longer than we do sends
+            # a request on one just as we close it, and answers its client 502 (GCP's keeps
+            # them 600 s, aiohttp's default is 75 s): HTTP_KEEPALIVE_S outlasts it.
+            keepalive_timeout=settings.http_keepalive_s,
             access_log_class=access_log.CallsAccessLogger,
         )
     except StartupError as exc:

@@ -453,6 +453,12 @@ class Settings:
     port: int = setting(8000, _integer(1, 65535), "Listen port.")
     log_level: str = setting("INFO", _choice(LOG_LEVELS), "DEBUG, INFO, WARNING, ERROR, CRITICAL.")
     log_format: str = setting("text", _choice(LOG_FORMATS), "text, or json (one object per line).")
+    http_keepalive_s: float = setting(
+        75.0,
+        _number(1.0, 3600.0),
+        "How long (s) an idle client connection is kept open for its next request: longer"
+        " than a load balancer's own idle timeout in front (GCP's is 600 s).",
+    )
 
     config_path: Path = setting(
         Path("config.json"), _file_path, "The dynamic config file (seed format + per-call records)."

@@ -31,6 +31,7 @@ VARIABLES = (
     "PORT",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "HTTP_KEEPALIVE_S",
     "CONFIG_PATH",
     "CONFIG_RECORD_TTL_S",
     "CALLS_DB_PATH",
