@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, APITimeoutError
+from livekit.agents import (
+    APIConnectionError,
+    APIConnectOptions,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+)
 from livekit.agents.llm import ChatContext, CompletionUsage
 from pydantic import BaseModel, Field, WithJsonSchema, create_model
 
@@ -296,12 +302,10 @@ async def analyze(
     )
     try:
         response = await asyncio.wait_for(stream.collect(), timeout_s)
-    except (TimeoutError, APITimeoutError):
+    except TimeoutError:
         return _failed("timeout")
-    except APIStatusError as exc:
-        return _failed(f"the LLM API answered HTTP {exc.status_code}")
-    except APIConnectionError:
-        return _failed("connection error")
+    except APIError as exc:
+        return _failed(_failure(exc))
     except Exception as exc:
         logger.exception("post-call analysis failed")
         return _failed(f"unexpected error ({type(exc).__name__})")
@@ -328,6 +332,22 @@ async def analyze(
         errors=result.errors,
         usage=usage,
     )
+
+
+def _failure(error: APIError) -> str:
+    """What failed the analysis's last attempt. Once its retry is spent, livekit-agents raises
+    "failed to generate LLM completion after 2 attempts", an APIConnectionError, from that
+    attempt's error: OpenAI answering 429 or 500 twice read "connection error" in the final
+    report, not the HTTP status it was."""
+    if isinstance(error, APIConnectionError) and isinstance(error.__cause__, APIError):
+        error = error.__cause__
+    if isinstance(error, APITimeoutError):
+        return "timeout"
+    if isinstance(error, APIStatusError):
+        return f"the LLM API answered HTTP {error.status_code}"
+    if isinstance(error, APIConnectionError):
+        return "connection error"
+    return f"unexpected error ({type(error).__name__})"
 
 
 def _failed(kind: str) -> AnalysisResult:
