@@ -93,9 +93,10 @@ def openai_client(api_key: str | None, base_url: str | None = None) -> openai_sd
 
 
 def build_tts(plan: SessionPlan, settings: Settings) -> cartesia.TTS:
-    from livekit.plugins import cartesia
+    # Cartesia's plugin, whose refusals (credits, limits, an unknown voice) are said.
+    from agent.cartesia_tts import CartesiaTTS
 
-    return cartesia.TTS(
+    return CartesiaTTS(
         model=plan.tts.model,
         language=plan.tts.language,
         emotion=plan.tts.emotion,

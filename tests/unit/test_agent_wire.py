@@ -889,22 +889,23 @@ async def test_a_provider_that_never_answers_ends_the_call_within_seconds(
     assert line.samples == 0
 
 
-async def cartesia_with_an_unknown_voice(aiohttp_server: AiohttpServer) -> FakeCartesia:
-    """Cartesia's websocket answering each context's first request with the error a voice
-    id it does not know gets (`done`: the context is over), and no audio."""
+async def cartesia_ending_without_audio(aiohttp_server: AiohttpServer) -> FakeCartesia:
+    """Cartesia's websocket answering each context's first request with its `done` (the
+    context is over), and no audio. (Its refusal, an `error` that is `done` too, is raised
+    as Cartesia's status now: tests/unit/test_GJ_cartesia_refusals.py.)"""
 
-    async def refuse(ws: web.WebSocketResponse, context_id: str) -> None:
-        error = {"type": "error", "context_id": context_id, "status_code": 400}
-        await ws.send_json(error | {"done": True, "error": "Voice not found"})
+    async def end(ws: web.WebSocketResponse, context_id: str) -> None:
+        done = {"type": "done", "context_id": context_id, "status_code": 206}
+        await ws.send_json(done | {"done": True})
 
-    return await cartesia_sending_no_audio(aiohttp_server, refuse)
+    return await cartesia_sending_no_audio(aiohttp_server, end)
 
 
 @pytest.mark.usefixtures("loopback_only", "http")
 async def test_what_the_agent_could_not_say_stays_out_of_the_log(
     aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Cartesia sending no audio for a greeting (here a voice id it does not know):
+    """Cartesia sending no audio for a greeting (here it ends the request with none):
     livekit-agents logged the text it could not speak, whole, at WARNING for each retry and
     at ERROR as the session closed ("no audio frames were pushed for text: Hello Alice
     Smith, ..."): the callee's name, and whatever the agent repeated of what they said. The
@@ -916,7 +917,7 @@ async def test_what_the_agent_could_not_say_stays_out_of_the_log(
 
     worker.keep_callee_words_out_of_logs()
     openai_in = await fake_openai(aiohttp_server, greeting_for)
-    cartesia_in = await cartesia_with_an_unknown_voice(aiohttp_server)
+    cartesia_in = await cartesia_ending_without_audio(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     event, _, _ = await greet_until_closed(openai_in, cartesia_in, deepgram_in)
 
