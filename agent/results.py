@@ -68,6 +68,12 @@ class TranscriptRecorder:
     def turns(self) -> list[TranscriptTurn]:
         return list(self._turns)
 
+    @property
+    def agent_spoke(self) -> bool:
+        """Whether the agent has said a turn to the callee (one finished, or cut off after a
+        word): a call that fails before it is one the callee answered to silence."""
+        return any(turn.role == "agent" for turn in self._turns)
+
     def start(self, answered_at: float) -> None:
         """The call was answered at `answered_at` (unix seconds): turns count from here."""
         self._answered_at = answered_at

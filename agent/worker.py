@@ -243,31 +243,45 @@ class JobCallControl:
 
 
 async def record_outcome(
-    ctx: JobContext, room_name: str, outcome: str, reason: str | None = None
+    ctx: JobContext,
+    room_name: str,
+    outcome: str,
+    reason: str | None = None,
+    *,
+    spoke: bool | None = None,
 ) -> None:
-    """Set the call's outcome (and why) on its room: `room_finished` carries it to the server."""
+    """Set the call's outcome (and why, and with a failure whether the agent had said a turn
+    to the callee) on its room: `room_finished` carries it to the server."""
     if ctx.is_fake_job():
         logger.info("console: outcome %s not recorded (no room)", outcome)
         return
-    metadata = RoomMetadata.with_outcome(ctx.room.metadata, outcome, reason)
+    metadata = RoomMetadata.with_outcome(ctx.room.metadata, outcome, reason, spoke=spoke)
     update = api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata)
     await asyncio.wait_for(ctx.api.room.update_room_metadata(update), LIVEKIT_REQUEST_TIMEOUT_S)
     logger.info("call %s: room metadata outcome=%s", room_name, outcome)
 
 
 async def fail_call(
-    ctx: JobContext, room_name: str, reason: str, decided: str | None = None
+    ctx: JobContext,
+    room_name: str,
+    reason: str,
+    decided: str | None = None,
+    *,
+    spoke: bool = False,
 ) -> bool:
     """End the call as failed: the reason recorded on the room, then the room deleted
     (`end_room`). The server settles the call with that reason: `failed` if nobody answered
-    (not `no_answer`), `completed` if somebody did (not without a word of why). An outcome
-    the agent `decided` before it failed (voicemail: a machine answered) stays the outcome,
-    the failure its reason: recorded as `failed`, the call ended failed (or completed) though
-    the voicemail was reached, and a campaign retrying failures called again."""
+    (not `no_answer`), `completed` if somebody did and the agent had `spoke`n to them (not
+    without a word of why), `failed` if the callee answered to an agent that had said
+    nothing. An outcome the agent `decided` before it failed (voicemail: a machine answered)
+    stays the outcome, the failure its reason: recorded as `failed`, the call ended failed
+    (or completed) though the voicemail was reached, and a campaign retrying failures called
+    again."""
     if decided is not None:
         logger.info("call %s: keeping the outcome %s it had before it failed", room_name, decided)
     try:
-        await record_outcome(ctx, room_name, decided or OUTCOME_FAILED, reason)
+        outcome, said = (OUTCOME_FAILED, spoke) if decided is None else (decided, None)
+        await record_outcome(ctx, room_name, outcome, reason, spoke=said)
     except Exception as exc:  # the hang-up matters more than the outcome
         logger.warning(
             "call %s: could not record its failure on the room (%s: %s)",
@@ -571,7 +585,7 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.exception("call %s: the agent failed; hanging up", call_id)
         job.end.failed = True
         reason = f"the agent failed: {failure_name(exc)}"
-        await fail_call(ctx, room_name, reason, job.end.outcome)
+        await fail_call(ctx, room_name, reason, job.end.outcome, spoke=job.recorder.agent_spoke)
         ctx.shutdown(reason="the agent failed")
 
 
@@ -684,7 +698,8 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
             "call %s: the session closed on an error (%s); the call ends", job.call_id, what
         )
         reason = f"the agent's session failed: {what}"
-        ending = fail_call(ctx, job.call_id, reason, job.end.outcome)
+        spoke = job.recorder.agent_spoke
+        ending = fail_call(ctx, job.call_id, reason, job.end.outcome, spoke=spoke)
     else:  # the callee left, or the call was ended already: the room goes, as cleanup
         ending = _delete_room_once(ctx, job.call_id)
     if job.hang_up is None:

@@ -129,25 +129,36 @@ class RoomMetadata(BaseModel):
 
     outcome: str | None = None
     reason: str | None = None
+    spoke: bool | None = None
+    """With a failure: whether the agent had said a turn to the callee before it (None: not
+    told, as by an agent of an earlier release)."""
 
     @classmethod
     def parse(cls, raw: str) -> RoomMetadata:
         doc = _json_object(raw, "room metadata") or {}
-        outcome, reason = doc.get("outcome"), doc.get("reason")
+        outcome, reason, spoke = doc.get("outcome"), doc.get("reason"), doc.get("spoke")
         # Shown and stored as the call's reason (the outcome in its timeline): whatever the
         # metadata holds (a NUL, a lone surrogate, a line break), it reads as text every
         # database can keep. An outcome as `{"outcome": "\\ud800"}` was a 500 for its
         # room_finished, every time LiveKit retried it, and the call waited for the reaper.
-        return cls(outcome=_shown(outcome), reason=_shown(reason))
+        return cls(
+            outcome=_shown(outcome),
+            reason=_shown(reason),
+            spoke=spoke if isinstance(spoke, bool) else None,
+        )
 
     @staticmethod
-    def with_outcome(current: str, outcome: str, reason: str | None = None) -> str:
-        """The room metadata JSON with `outcome` (and `reason`, if given) set, keeping the
-        other keys of an object."""
+    def with_outcome(
+        current: str, outcome: str, reason: str | None = None, *, spoke: bool | None = None
+    ) -> str:
+        """The room metadata JSON with `outcome` (and `reason` and `spoke`, if given) set,
+        keeping the other keys of an object."""
         doc = _json_object(current, "room metadata") or {}
         doc["outcome"] = outcome
         if reason is not None:
             doc["reason"] = reason[:MAX_OUTCOME_REASON_CHARS]
+        if spoke is not None:
+            doc["spoke"] = spoke
         return json.dumps(doc, separators=(",", ":"))
 
 

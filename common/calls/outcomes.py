@@ -74,6 +74,9 @@ NO_AGENT_BEFORE_END = (
     "no agent joined the call before it ended (is an agent worker running, registered as"
     " AGENT_NAME, with room for another job?); the callee had answered and heard nobody"
 )
+# Added to the reason of an agent that failed on an answered call before it said a word
+# (its room metadata's `spoke: false`): the call is `failed`, not `completed`.
+SAID_NOTHING = "; the callee had answered and the agent had said nothing to them"
 # No participant_left of the callee came (LiveKit's webhooks lost in an outage, a room found
 # gone unheard): busy, a trunk failure and no answer read alike, and no_answer is a guess.
 NO_WORD = (
@@ -131,6 +134,8 @@ class Signal:
     sip_status_code: int | None = None
     room_outcome: str | None = None
     room_reason: str | None = None
+    room_spoke: bool | None = None
+    """With the agent's failure: whether it had said a turn to the callee (None: not told)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,7 @@ def signal_from_event(event: RoomEvent) -> Signal:
         sip_status_code=code,
         room_outcome=room.outcome,
         room_reason=room.reason,
+        room_spoke=room.spoke,
     )
 
 
@@ -264,8 +270,13 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             return Change(Status.CANCELED, "hung up through the API")
         if signal.room_outcome == OUTCOME_FAILED and state.dialled:  # the agent failed
             # Why, in either case; answered, it stays `completed`: somebody talked to the
-            # agent, and as `failed` a campaign retrying failures would call them again.
+            # agent, and as `failed` a campaign retrying failures would call them again. Unless
+            # the agent failed before it said a word (a provider refusing its key, its credits
+            # spent, down): the callee answered to silence and a hang-up, as when no agent
+            # comes (NO_AGENT_BEFORE_END), and nothing the call was for reached them.
             reason = signal.room_reason or "the agent failed"
+            if state.answered and signal.room_spoke is False:
+                return Change(Status.FAILED, f"{reason}{SAID_NOTHING}", answered=True)
             if state.answered:
                 return Change(Status.COMPLETED, reason, answered=True)
             return Change(Status.FAILED, reason)

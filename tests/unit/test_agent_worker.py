@@ -345,7 +345,9 @@ async def test_a_refused_job_still_sends_its_final_report(
     assert ctx.shutdown_reasons == ["no config for this call"]
     (update,) = ctx.api.room.metadata_updates
     reason = "the agent had no config for this call"
-    assert RoomMetadata.parse(update.metadata) == RoomMetadata(outcome="failed", reason=reason)
+    assert RoomMetadata.parse(update.metadata) == RoomMetadata(
+        outcome="failed", reason=reason, spoke=False
+    )
     (on_shutdown,) = ctx.shutdown_callbacks
     await asyncio.wait_for(on_shutdown("no config for this call"), 10)
 
@@ -587,7 +589,9 @@ async def test_an_agent_that_fails_after_joining_hangs_up(
     assert ctx.connected and ctx.deleted_rooms == [CALL]
     (update,) = ctx.api.room.metadata_updates
     reason = "the agent failed: ValueError"
-    assert RoomMetadata.parse(update.metadata) == RoomMetadata(outcome="failed", reason=reason)
+    assert RoomMetadata.parse(update.metadata) == RoomMetadata(
+        outcome="failed", reason=reason, spoke=False
+    )
     assert ctx.shutdown_reasons == ["the agent failed"]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == [f"call {CALL}: the agent failed; hanging up"]
@@ -757,7 +761,9 @@ async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
     assert ctx.deleted_rooms == [CALL]
     (update,) = ctx.api.room.metadata_updates
     assert RoomMetadata.parse(update.metadata) == RoomMetadata(
-        outcome="failed", reason="the agent's session failed: tts (cartesia) APIStatusError 401"
+        outcome="failed",
+        reason="the agent's session failed: tts (cartesia) APIStatusError 401",
+        spoke=False,
     )
     final = reports.reports[-1].final
     assert final is not None and final.ended_by == "system"
