@@ -10,13 +10,16 @@ call as voicemail.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast, get_args
 
-from livekit.agents import AMD, AgentSession
-from livekit.agents.llm import LLM
+from livekit.agents import AMD, AgentSession, APITimeoutError
+from livekit.agents.llm import LLM, LLMError
 from livekit.agents.types import NOT_GIVEN
+from livekit.agents.voice.amd.classifier import AMDPredictionEvent
 from livekit.agents.voice.amd.detector import DetectionOptions
 
 from agent.caller import CallControl, OutboundCaller
@@ -41,6 +44,15 @@ async def detect_machine(
     Either way nothing but our own providers is called. IVR navigation stays off: the
     agent has no menu to get through.
     """
+    classifier = llm if llm is not None else session.llm
+    stalled = asyncio.Event()
+
+    def on_llm_error(error: LLMError) -> None:
+        if isinstance(error.error, APITimeoutError):
+            stalled.set()
+
+    if isinstance(classifier, LLM):
+        classifier.on("error", on_llm_error)
     try:
         async with AMD(
             session,
@@ -53,12 +65,23 @@ async def detect_machine(
             # says it once instead (cli.start_warnings).
             suppress_compatibility_warning=True,
         ) as detector:
-            result = await detector.execute()
+            result = await _unless_stalled(detector.execute(), stalled)
     except RuntimeError as exc:  # closed before a verdict: the call ended while listening
         logger.info("answering-machine detection gave no verdict: %s", exc)
         return None
     except Exception:
         logger.exception("answering-machine detection failed")
+        return None
+    finally:
+        if isinstance(classifier, LLM):
+            classifier.off("error", on_llm_error)
+    if result is None:
+        # The detector waits for its verdict up to its timeout (20 s), the callee who said
+        # "Hello?" in silence all along: greeted now (the first message needs no LLM).
+        logger.warning(
+            "answering-machine detection: the LLM did not answer in time (it timed out);"
+            " greeting without a verdict"
+        )
         return None
     category = result.category.value
     logger.info(
@@ -71,6 +94,23 @@ async def detect_machine(
         category=cast(AmdCategory, category) if category in _CATEGORIES else "uncertain",
         reason=result.reason[:200],
     )
+
+
+async def _unless_stalled(
+    execution: Coroutine[Any, Any, AMDPredictionEvent], stalled: asyncio.Event
+) -> AMDPredictionEvent | None:
+    """The detector's result, or None as soon as `stalled` is set (its LLM timed out)."""
+    detecting = asyncio.ensure_future(execution)
+    waiting = asyncio.ensure_future(stalled.wait())
+    try:
+        await asyncio.wait({detecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        if not detecting.done():
+            detecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await detecting
+    return detecting.result() if not detecting.cancelled() else None
 
 
 async def act_on_answer(action: AnswerAction, agent: OutboundCaller, control: CallControl) -> None:

@@ -18,7 +18,7 @@ from common.settings import Settings
 
 if TYPE_CHECKING:
     import openai as openai_sdk
-    from livekit.agents import AgentSession
+    from livekit.agents import AgentSession, APIConnectOptions
     from livekit.agents.llm import ChatMessage
     from livekit.agents.voice.agent_session import SessionConnectOptions
     from livekit.plugins import cartesia, deepgram, openai
@@ -38,10 +38,12 @@ def build_stt(plan: SessionPlan, settings: Settings) -> deepgram.STT:
 
 
 def build_llm(plan: SessionPlan, settings: Settings) -> openai.LLM:
-    from livekit.plugins import openai
+    # OpenAI's plugin, whose requests without options (the answering-machine detector's)
+    # are bounded as the session's are.
+    from agent.openai_llm import CallLLM
 
     client = openai_client(settings.openai_api_key, settings.openai_base_url)
-    return openai.LLM(model=plan.llm.model, client=client)
+    return CallLLM(model=plan.llm.model, client=client, conn_options=speech_conn_options())
 
 
 # One OpenAI client per agent process (per event loop: an httpx client's connections belong
@@ -120,6 +122,18 @@ PROVIDER_RETRIES = 2
 PROVIDER_RETRY_INTERVAL_S = 2.0
 
 
+def speech_conn_options() -> APIConnectOptions:
+    """How long the LLM or the TTS may keep the callee waiting: PROVIDER_TIMEOUT_S an
+    attempt, PROVIDER_RETRIES more, PROVIDER_RETRY_INTERVAL_S apart."""
+    from livekit.agents import APIConnectOptions
+
+    return APIConnectOptions(
+        max_retry=PROVIDER_RETRIES,
+        retry_interval=PROVIDER_RETRY_INTERVAL_S,
+        timeout=PROVIDER_TIMEOUT_S,
+    )
+
+
 def session_connect_options() -> SessionConnectOptions:
     """End the session on a provider's first request that failed for good (after the
     plugin's own retries): that speech (the greeting, a reply) never reaches the callee.
@@ -127,14 +141,9 @@ def session_connect_options() -> SessionConnectOptions:
     they happened; closed on the error, the session ends the call (the worker records why,
     hangs up and reports the call ended by the system). A provider that does not answer
     gives up within about 17 s (PROVIDER_TIMEOUT_S and its retries)."""
-    from livekit.agents import APIConnectOptions
     from livekit.agents.voice.agent_session import SessionConnectOptions
 
-    speech = APIConnectOptions(
-        max_retry=PROVIDER_RETRIES,
-        retry_interval=PROVIDER_RETRY_INTERVAL_S,
-        timeout=PROVIDER_TIMEOUT_S,
-    )
+    speech = speech_conn_options()
     return SessionConnectOptions(
         llm_conn_options=speech, tts_conn_options=speech, max_unrecoverable_errors=0
     )
