@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
-from livekit.agents import Agent, RunContext, StopResponse, function_tool
-from livekit.agents.llm import ChatContext, ChatMessage
+from livekit.agents import (
+    Agent,
+    FlushSentinel,
+    ModelSettings,
+    RunContext,
+    StopResponse,
+    function_tool,
+)
+from livekit.agents.llm import ChatChunk, ChatContext, ChatMessage, Tool
 from livekit.agents.voice import SpeechHandle
 
 from agent.plan import SessionPlan, answer_action
@@ -90,6 +97,25 @@ class OutboundCaller(Agent):
         ctx.items.append(new_message)
         await self.update_chat_ctx(ctx)
         raise StopResponse()
+
+    async def llm_node(
+        self, chat_ctx: ChatContext, tools: list[Tool], model_settings: ModelSettings
+    ) -> AsyncGenerator[ChatChunk | str | FlushSentinel, None]:
+        """The LLM's reply, as livekit-agents asks for it; one that says nothing (no word, no
+        tool call: an empty completion, a content filter's, a reasoning model that spent
+        its tokens) is a WARNING. The callee heard silence where a reply should be, and
+        nothing told: a model answering every request so made every call mute, each
+        `completed` with the callee's turns alone."""
+        said = False
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            said = said or _says_something(chunk)
+            yield chunk
+        if not said:
+            logger.warning(
+                "call %s: the LLM (%s) answered with nothing to say; the callee heard nothing",
+                self._plan.call_id,
+                self._plan.llm.model,
+            )
 
     @property
     def plan(self) -> SessionPlan:
@@ -172,3 +198,12 @@ class OutboundCaller(Agent):
         else:
             self._hang_up_after(ctx.speech_handle)
         return None
+
+
+def _says_something(chunk: ChatChunk | str | FlushSentinel) -> bool:
+    """Whether a piece of an LLM reply holds words to say or a tool call."""
+    if isinstance(chunk, str):
+        return bool(chunk.strip())
+    if isinstance(chunk, ChatChunk) and chunk.delta is not None:
+        return bool((chunk.delta.content or "").strip() or chunk.delta.tool_calls)
+    return False

@@ -1,0 +1,131 @@
+"""An LLM reply that says nothing (an empty completion) is said in the agent's log: the
+callee heard silence where a reply should be.
+
+The real session (`build_session`) against local stand-ins of OpenAI (a streamed chat
+completion per request, scripted), Cartesia and Deepgram (tests/unit/test_agent_wire.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+
+from agent.plan import plan_session
+from agent.session import build_session
+from tests.unit.test_agent_answer import end_user_turn, eventually
+from tests.unit.test_agent_conversation import FakeCallControl
+from tests.unit.test_agent_wire import (
+    ALICE,
+    FakeOpenAI,
+    PhoneLine,
+    fake_cartesia,
+    fake_deepgram,
+    heard_in,
+    point_stt,
+    point_tts,
+    settings_for,
+    sse,
+)
+from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
+from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
+
+# What OpenAI streams for each request in turn: words, or a tool call (name, arguments).
+SCRIPT: list[str | tuple[str, str]] = [
+    "Hello Alice Smith, this is your coach.",  # the greeting
+    "",  # the reply to the callee's question: an empty completion
+    ("end_call", "{}"),  # the callee says goodbye: the agent ends the call
+    "Goodbye Alice!",  # the reply the tool asks for
+]
+
+
+async def scripted_openai(aiohttp_server: AiohttpServer) -> FakeOpenAI:
+    """OpenAI's chat completions answering each request with the next entry of SCRIPT."""
+    completions: list[dict[str, Any]] = []
+
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = await request.json()
+        completions.append(body)
+        answer = SCRIPT[len(completions) - 1]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-{len(completions)}",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": body["model"],
+        }
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            await response.write(sse(base | {"choices": [choice]}))
+
+        await send({"role": "assistant", "content": ""})
+        if isinstance(answer, str):
+            if answer:
+                await send({"content": answer})
+            await send({}, "stop")
+        else:
+            name, arguments = answer
+            function = {"name": name, "arguments": arguments}
+            call = {"index": 0, "id": "call_1", "type": "function", "function": function}
+            await send({"tool_calls": [call]})
+            await send({}, "tool_calls")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return FakeOpenAI(await aiohttp_server(app), completions, [])
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_an_empty_reply_is_a_warning(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenAI answering the callee's question with an empty completion: the agent said
+    nothing and no line said so (a model answering every request so, a reasoning model
+    that spent its tokens or a content filter, made every call mute, each `completed`
+    with the callee's turns alone, and the log silent). A WARNING names the call; a reply
+    that is a tool call alone is no such reply."""
+    openai_in = await scripted_openai(aiohttp_server)
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    settings = settings_for(openai_in)
+    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
+    control = FakeCallControl()
+    session, agent = build_session(plan, settings, control)
+    tts = point_tts(session.tts, cartesia_in)
+    point_stt(session.stt, deepgram_in)
+    session.output.audio = PhoneLine()
+    empty = (
+        f"call {ALICE.call_id}: the LLM (gpt-4o-mini) answered with nothing to say;"
+        " the callee heard nothing"
+    )
+
+    def warned() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and r.name == "agent.caller"
+        ]
+
+    try:
+        await session.start(agent)
+        await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
+        assert warned() == []
+        end_user_turn(session, "How do I hold the bat?")
+        await eventually(lambda: len(openai_in.completions) == 2 and warned(), "the reply", 10)
+        assert warned() == [empty]
+        end_user_turn(session, "Never mind, bye!")
+        await eventually(lambda: ("hang_up",) in control.actions, "the goodbye", 10)
+    finally:
+        await session.aclose()
+        await tts.aclose()
+
+    assert len(openai_in.completions) == 4
+    assert warned() == [empty]  # the tool call and the goodbye said something
