@@ -736,11 +736,22 @@ def provider_named(label: str) -> str:
 def failure_name(error: BaseException | None) -> str:
     """How a failure is named in the room's outcome reason: its type, and its HTTP status
     when a provider answered with one (`APIStatusError 401`); never its message (which may
-    quote what was said, or a URL)."""
+    quote what was said, or a URL). The plugins give a provider's websocket that closed
+    under them (Cartesia's, Deepgram's) its close code as the status, or -1 when it had
+    none: `APIStatusError 1011` and `APIStatusError -1` read as HTTP statuses there were
+    not. A close code is said as one (`APIStatusError: connection closed, code 1011`), and
+    no status (-1) is not said."""
     if error is None:
         return "unknown"
+    name = type(error).__name__
     status = getattr(error, "status_code", None)
-    return f"{type(error).__name__} {status}" if isinstance(status, int) else type(error).__name__
+    if not isinstance(status, int) or isinstance(status, bool):
+        return name
+    if 100 <= status <= 599:
+        return f"{name} {status}"
+    if 1000 <= status <= 4999:
+        return f"{name}: connection closed, code {status}"
+    return name
 
 
 class CallAgentServer(AgentServer):
