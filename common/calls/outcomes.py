@@ -262,10 +262,14 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
     if state.status in FINAL_STATUSES:
         return None
     if signal.event in ("room_finished", GRACE_OVER):
+        # An agent that failed after it found voicemail (its message, if it had one to leave,
+        # not left) keeps the outcome and says the failure as its reason: the reason.
+        failed = signal.room_reason if signal.room_outcome == Status.VOICEMAIL else None
         if state.amd in MACHINE_VERDICTS:
-            return Change(Status.VOICEMAIL, state.amd, answered=state.answered)
+            return Change(Status.VOICEMAIL, failed or state.amd, answered=state.answered)
         if signal.room_outcome == Status.VOICEMAIL:
-            return Change(Status.VOICEMAIL, "answering machine", answered=state.answered)
+            reason = failed or "answering machine"
+            return Change(Status.VOICEMAIL, reason, answered=state.answered)
         if state.hangup_requested:
             return Change(Status.CANCELED, "hung up through the API")
         if signal.room_outcome == OUTCOME_FAILED and state.dialled:  # the agent failed
