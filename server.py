@@ -47,6 +47,7 @@ from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import (
     CampaignService,
     log_campaign_completed,
+    pause_on_agent_faults,
     pause_on_trunk_faults,
 )
 from common.config_store.store import ConfigStore
@@ -484,6 +485,9 @@ async def _campaigns(app: web.Application) -> AsyncIterator[None]:
     if settings.campaign_pause_after_trunk_faults > 0:
         pause = pause_on_trunk_faults(app[CAMPAIGNS], settings.campaign_pause_after_trunk_faults)
         app[EVENTS].subscribe("campaign trunk faults", pause)
+    if settings.campaign_pause_after_agent_faults > 0:
+        pause = pause_on_agent_faults(app[CAMPAIGNS], settings.campaign_pause_after_agent_faults)
+        app[EVENTS].subscribe("campaign agent faults", pause)
     await _follow_default_webhook_url(app[STORE], settings.calls_webhook_url)
     scheduler.start()
     yield

@@ -591,6 +591,12 @@ class Settings:
         _integer(0, 100_000),
         "A campaign whose calls fail at the trunk this many times in a row is paused (0: never).",
     )
+    campaign_pause_after_agent_faults: int = setting(
+        10,
+        _integer(0, 100_000),
+        "A campaign whose calls its agent's failure ends this many times in a row is paused"
+        " (0: never).",
+    )
     campaign_enforce_calling_hours: bool = setting(
         True,
         _boolean,

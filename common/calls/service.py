@@ -2289,6 +2289,32 @@ def ended_at_the_trunk(event: CallEvent) -> str | None:
     return trunk_fault(reason if isinstance(reason, str) else None)
 
 
+# How the agent begins the reason it records on the room when it fails (agent/worker.py:
+# a provider's error that closed its session, any other error; agent/config_source.py: no
+# config for the call, or one it could not use).
+AGENT_FAILURES = (
+    "the agent's session failed",
+    "the agent failed",
+    "the agent had no config",
+    "the agent could not use this call's config",
+)
+
+
+def ended_by_the_agents_failure(event: CallEvent) -> str | None:
+    """What to check if `event` is the end of a call its agent failed (the reason it recorded:
+    a provider refusing its key, its credits or quota spent, down), else None. Whatever the
+    status it settled (`failed`, `completed` once it had spoken, `voicemail`)."""
+    reason = event.data.get("reason")
+    if event.type != CALL_ENDED or not isinstance(reason, str):
+        return None
+    if not reason.startswith(AGENT_FAILURES):
+        return None
+    return (
+        "check the agent's log, and its providers' API keys, credits and quotas"
+        " (OPENAI_API_KEY, DEEPGRAM_API_KEY, CARTESIA_API_KEY)"
+    )
+
+
 def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
     """A WARNING for a call that failed at the carrier in a way that blames the outbound
     trunk (SIP 401/403/407, 5xx), once a minute per kind (`repeats`): a trunk refused by its

@@ -19,7 +19,11 @@ from common.calls.errors import FieldError, InvalidCall
 from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
-from common.calls.service import check_webhook_address, ended_at_the_trunk
+from common.calls.service import (
+    check_webhook_address,
+    ended_at_the_trunk,
+    ended_by_the_agents_failure,
+)
 from common.campaigns.csv_rows import RowError
 from common.campaigns.errors import InvalidRows, UnknownCampaign
 from common.campaigns.model import (
@@ -75,13 +79,50 @@ def pause_on_trunk_faults(
     a trunk its carrier refuses failed every recipient of a list at the campaign's pace, each
     `failed` for good, while the trunk-fault WARNING came once a minute. Counted per campaign
     over the calls this server settles; any other end starts the count again."""
+    return _pause_on_runs(
+        campaigns,
+        least,
+        ended_at_the_trunk,
+        "failed at the trunk",
+        "the outbound trunk SIP_OUTBOUND_TRUNK_ID names works",
+    )
+
+
+def pause_on_agent_faults(
+    campaigns: CampaignService, least: int
+) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    """Pause a campaign whose calls ended `least` times in a row by their agent's failure
+    (`ended_by_the_agents_failure`: a provider refusing its key, its credits or quota spent,
+    down): each callee answered to silence (or to half a conversation) and a hang-up, and
+    every recipient of the list was called so at the campaign's pace. Counted as the trunk's
+    faults are (`pause_on_trunk_faults`)."""
+    return _pause_on_runs(
+        campaigns,
+        least,
+        ended_by_the_agents_failure,
+        "ended by their agent's failure",
+        "the agent's providers work",
+    )
+
+
+def _pause_on_runs(
+    campaigns: CampaignService,
+    least: int,
+    fault_of: Callable[[CallEvent], str | None],
+    failed: str,
+    until: str,
+) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    """Pause a campaign whose calls ended `least` times in a row with a fault `fault_of`
+    names (what to check), with a WARNING saying its calls `failed` so, the last, what to
+    check, and to resume it once `until`. Counted per campaign over the calls this server
+    settles; any other end starts the count again."""
     runs: dict[str, int] = {}
 
     async def pause(event: CallEvent) -> None:
         campaign_id = event.data.get("campaign_id")
         if event.type != CALL_ENDED or not isinstance(campaign_id, str):
             return
-        fault = ended_at_the_trunk(event)
+        fault = fault_of(event)
         if fault is None:
             runs.pop(campaign_id, None)
             return
@@ -95,19 +136,20 @@ def pause_on_trunk_faults(
             return  # paused, canceled or over meanwhile
         except DatabaseError as exc:
             logger.error(
-                "campaign %s: could not pause it (its trunk failing): %s", campaign_id, exc
+                "campaign %s: could not pause it (its calls %s): %s", campaign_id, failed, exc
             )
             return
         logger.warning(
-            "campaign %s paused: its last %d calls failed at the trunk (the last, call %s: %s;"
-            " %s); resume it (POST /campaigns/%s/resume) once the outbound trunk"
-            " SIP_OUTBOUND_TRUNK_ID names works",
+            "campaign %s paused: its last %d calls %s (the last, call %s: %s; %s); resume it"
+            " (POST /campaigns/%s/resume) once %s",
             campaign_id,
             least,
+            failed,
             event.call_id,
             event.data.get("reason"),
             fault,
             campaign_id,
+            until,
             extra={"campaign_id": campaign_id, "call_id": event.call_id},
         )
 
