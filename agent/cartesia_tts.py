@@ -20,6 +20,7 @@ Imported on use (by `agent.session.build_tts`), as the plugins are.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -37,15 +38,29 @@ REFUSAL_CHARS = 120
 PLUGIN_LABEL = f"{cartesia.TTS.__module__}.{cartesia.TTS.__name__}"
 
 
+# Cartesia refusing the websocket itself for the API key: every request would be refused.
+KEY_REFUSED = frozenset({401, 403})
+
+
 class CartesiaTTS(cartesia.TTS):
-    """`cartesia.TTS` whose websockets raise Cartesia's refusals (`refusal_of`)."""
+    """`cartesia.TTS` whose websockets raise Cartesia's refusals (`refusal_of`), and which
+    tells when Cartesia refused its API key (`key_refused`, set by any connection: the one
+    the session opens ahead, while the phone rings, first)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._label = PLUGIN_LABEL
+        self.key_refused = asyncio.Event()
+        self.refusal: APIStatusError | None = None
 
     async def _connect_ws(self, timeout: float) -> aiohttp.ClientWebSocketResponse:
-        ws = await super()._connect_ws(timeout)
+        try:
+            ws = await super()._connect_ws(timeout)
+        except APIStatusError as exc:
+            if exc.status_code in KEY_REFUSED:
+                self.refusal = exc
+                self.key_refused.set()
+            raise
         say_refusals(ws)
         return ws
 

@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from livekit import api, rtc
 from livekit.agents import (
     AgentServer,
     AgentSession,
+    APIStatusError,
     CloseEvent,
     CloseReason,
     JobContext,
@@ -40,6 +42,7 @@ from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
 from livekit.rtc.room import EventTypes as RoomEvent
 
 from agent.answer import handle_answer
+from agent.cartesia_tts import PLUGIN_LABEL, CartesiaTTS
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
@@ -650,7 +653,17 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
         agent.greet()
         return
     ringing_s = metadata.ringing_timeout_s or settings.call_ringing_timeout_s
-    callee = await wait_for_callee(ctx.room, ringing_s + CALLEE_WAIT_GRACE_S)
+    waiting = asyncio.ensure_future(wait_for_callee(ctx.room, ringing_s + CALLEE_WAIT_GRACE_S))
+    if (refusal := await key_refused_while(waiting, session.tts)) is not None:
+        # Cartesia refused the key as the session connected ahead: nothing could be said to
+        # the callee, who would answer to silence and a hang-up. Ended while it rings.
+        job.end.failed = True
+        what = f"tts{provider_named(PLUGIN_LABEL)} refused its API key ({failure_name(refusal)})"
+        logger.error("call %s: %s; ending the call before it is answered", call_id, what)
+        await fail_call(ctx, room_name, f"the agent failed: {what}; ended before an answer")
+        ctx.shutdown(reason="the agent failed")
+        return
+    callee = waiting.result()
     if callee is None and job.end.failed:  # the session failed meanwhile: that ends the call
         return
     if callee is None:
@@ -671,6 +684,28 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
         participant_identity=callee.identity,
         detection_options=AMD_OPTIONS,
     )
+
+
+async def key_refused_while(
+    waiting: asyncio.Future[rtc.RemoteParticipant | None], tts: object
+) -> APIStatusError | None:
+    """Cartesia's refusal of the agent's API key (`CartesiaTTS.key_refused`), if it comes
+    before `waiting` (the wait for the answer) is done, which is then cancelled; else None."""
+    if not isinstance(tts, CartesiaTTS):
+        await waiting
+        return None
+    refused = asyncio.ensure_future(tts.key_refused.wait())
+    either: set[asyncio.Future[Any]] = {waiting, refused}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refused.cancel()
+    if waiting.done():
+        return None
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    return tts.refusal
 
 
 def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:

@@ -1,0 +1,112 @@
+"""Cartesia refusing the agent's API key as the session connects ahead, while the phone
+still rings: the call is ended before anyone answers it, rather than answered to silence.
+
+The entrypoint (a stand-in JobContext, as tests/unit/test_agent_worker.py drives it), the
+session as `build_session` makes it, with the agent's own Cartesia TTS pointed at a local
+stand-in that refuses the key (401)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from livekit.agents import AgentSession, JobContext
+from pytest_aiohttp import AiohttpServer
+
+from agent import session as session_module
+from agent import worker
+from agent.caller import CallControl, OutboundCaller
+from agent.cartesia_tts import CartesiaTTS
+from agent.plan import SessionPlan
+from agent.worker import entrypoint
+from common.config_store.model import CallOptions
+from common.settings import Settings
+from common.update_config import ConfigStore
+from tests.helpers import cartesia_refusing_the_key
+from tests.unit.test_agent_answer import amd_says
+from tests.unit.test_agent_conversation import ScriptedLLM
+from tests.unit.test_agent_reporting import CALL
+from tests.unit.test_agent_session import NullAudio
+from tests.unit.test_agent_worker import FakeJobContext, FakeRoom, make_job
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    settings = Settings(
+        config_path=tmp_path / "config.json", agent_report_spool_dir=tmp_path / "agent-reports"
+    )
+    store = ConfigStore(settings.config_path)
+    monkeypatch.setattr(worker, "job_settings", lambda: settings)
+    monkeypatch.setattr(worker, "job_config_store", lambda: store)
+    return settings
+
+
+async def test_a_key_cartesia_refuses_ends_the_call_while_it_rings(
+    settings: Settings, aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Cartesia key revoked (or mistyped): the session's connection made ahead, while the
+    phone rang, was refused (livekit-agents logs it as a WARNING, 'failed to prewarm
+    connection pool', and goes on), the callee answered, heard nothing of the first message
+    the TTS could not speak, and was hung up on. The refusal now ends the call as it rings:
+    `failed` with the reason, nobody answered to silence."""
+    options = CallOptions(first_message="Hi Alice, it's your coach.")
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL, options=options)
+    cartesia_server = await cartesia_refusing_the_key(aiohttp_server)
+    http = aiohttp.ClientSession()
+    llm = ScriptedLLM(amd_says("human", "Hello?"))
+    sessions: list[AgentSession[None]] = []
+    ringing = asyncio.Event()
+
+    def refused_tts(_plan: SessionPlan, _settings: Settings) -> CartesiaTTS:
+        base = str(cartesia_server.make_url("")).rstrip("/")
+        return CartesiaTTS(api_key="revoked-key", base_url=base, http_session=http)
+
+    real_build_session = session_module.build_session
+
+    def session_without_room(
+        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
+    ) -> tuple[AgentSession[None], OutboundCaller]:
+        session, agent = real_build_session(plan, settings, control, **kwargs)
+        session.output.audio = NullAudio()
+        start = session.start
+
+        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
+            await start(agent)
+
+        session.start = start_without_room  # type: ignore[assignment,method-assign]
+        sessions.append(session)
+        return session, agent
+
+    async def rings_on(_room: object, _timeout_s: float) -> None:
+        ringing.set()
+        await asyncio.sleep(3600)  # nobody answers yet
+
+    monkeypatch.setattr(session_module, "build_stt", lambda *_args: None)
+    monkeypatch.setattr(session_module, "build_llm", lambda *_args: llm)
+    monkeypatch.setattr(session_module, "build_tts", refused_tts)
+    monkeypatch.setattr(worker, "build_session", session_without_room)
+    monkeypatch.setattr(worker, "wait_for_callee", rings_on)
+    ctx = FakeJobContext(make_job(CALL))
+    ctx.room = FakeRoom()  # type: ignore[assignment]
+
+    try:
+        async with llm:
+            await asyncio.wait_for(entrypoint(cast(JobContext, ctx)), 10)
+            await sessions[0].aclose()
+    finally:
+        await http.close()
+
+    assert ringing.is_set()
+    assert ctx.deleted_rooms == [CALL]
+    (update,) = ctx.api.room.metadata_updates
+    assert json.loads(update.metadata) == {
+        "outcome": "failed",
+        "reason": "the agent failed: tts (cartesia) refused its API key (APIStatusError 401);"
+        " ended before an answer",
+        "spoke": False,
+    }
+    assert ctx.shutdown_reasons[0] == "the agent failed"
