@@ -698,6 +698,9 @@ async def key_refused_while(
     either: set[asyncio.Future[Any]] = {waiting, refused}
     try:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the job ends: no wait is left behind
+        waiting.cancel()
+        raise
     finally:
         refused.cancel()
     if waiting.done():
