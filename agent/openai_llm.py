@@ -12,9 +12,11 @@ Imported on use (by `agent.session.build_llm`), as the plugins are.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from livekit.agents import APIConnectOptions
+import openai as openai_sdk
+from livekit.agents import APIConnectOptions, APIStatusError
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
@@ -24,12 +26,26 @@ PLUGIN_LABEL = f"{openai.LLM.__module__}.{openai.LLM.__name__}"
 
 
 class CallLLM(openai.LLM):
-    """`openai.LLM` whose `chat` without connection options uses `conn_options`."""
+    """`openai.LLM` whose `chat` without connection options uses `conn_options`, and which
+    tells when OpenAI refused its API key (`key_refused`) to the request the session makes
+    ahead (livekit-agents' prewarm, listing the models, as it is built: while the phone
+    rings), which livekit-agents ignores."""
 
     def __init__(self, *, conn_options: APIConnectOptions, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._label = PLUGIN_LABEL
         self._call_conn_options = conn_options
+        self.key_refused = asyncio.Event()
+        self.refusal: APIStatusError | None = None
+
+    async def _prewarm_impl(self) -> None:
+        try:
+            await super()._prewarm_impl()
+        except (openai_sdk.AuthenticationError, openai_sdk.PermissionDeniedError) as exc:
+            # Not its message: OpenAI's quotes part of the key ("sk-...abcd").
+            self.refusal = APIStatusError("OpenAI refused the API key", status_code=exc.status_code)
+            self.key_refused.set()
+            raise
 
     def chat(
         self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS, **kwargs: Any

@@ -29,7 +29,6 @@ from livekit import api, rtc
 from livekit.agents import (
     AgentServer,
     AgentSession,
-    APIStatusError,
     CloseEvent,
     CloseReason,
     JobContext,
@@ -42,7 +41,7 @@ from livekit.plugins import cartesia, deepgram, openai  # noqa: F401
 from livekit.rtc.room import EventTypes as RoomEvent
 
 from agent.answer import handle_answer
-from agent.cartesia_tts import PLUGIN_LABEL, CartesiaTTS
+from agent.cartesia_tts import CartesiaTTS
 from agent.config_source import (
     NoCallConfigError,
     SelectedConfig,
@@ -52,6 +51,7 @@ from agent.config_source import (
     room_creation_time,
     select_config,
 )
+from agent.openai_llm import CallLLM
 from agent.plan import SessionPlan, plan_session
 from agent.reporting import ReportSender
 from agent.results import CallEnd, TranscriptRecorder, finish_call
@@ -654,13 +654,12 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
         return
     ringing_s = metadata.ringing_timeout_s or settings.call_ringing_timeout_s
     waiting = asyncio.ensure_future(wait_for_callee(ctx.room, ringing_s + CALLEE_WAIT_GRACE_S))
-    if (refusal := await key_refused_while(waiting, session.tts)) is not None:
-        # Cartesia refused the key as the session connected ahead: nothing could be said to
-        # the callee, who would answer to silence and a hang-up. Ended while it rings.
+    if (refused := await key_refused_while(waiting, session)) is not None:
+        # A provider refused the key as the session connected ahead: nothing could be said
+        # to the callee, who would answer to silence and a hang-up. Ended while it rings.
         job.end.failed = True
-        what = f"tts{provider_named(PLUGIN_LABEL)} refused its API key ({failure_name(refusal)})"
-        logger.error("call %s: %s; ending the call before it is answered", call_id, what)
-        await fail_call(ctx, room_name, f"the agent failed: {what}; ended before an answer")
+        logger.error("call %s: %s; ending the call before it is answered", call_id, refused)
+        await fail_call(ctx, room_name, f"the agent failed: {refused}; ended before an answer")
         ctx.shutdown(reason="the agent failed")
         return
     callee = waiting.result()
@@ -687,28 +686,36 @@ async def _run_call(ctx: JobContext, job: _Job, metadata: DispatchMetadata, room
 
 
 async def key_refused_while(
-    waiting: asyncio.Future[rtc.RemoteParticipant | None], tts: object
-) -> APIStatusError | None:
-    """Cartesia's refusal of the agent's API key (`CartesiaTTS.key_refused`), if it comes
-    before `waiting` (the wait for the answer) is done, which is then cancelled; else None."""
-    if not isinstance(tts, CartesiaTTS):
-        await waiting
-        return None
-    refused = asyncio.ensure_future(tts.key_refused.wait())
-    either: set[asyncio.Future[Any]] = {waiting, refused}
+    waiting: asyncio.Future[rtc.RemoteParticipant | None], session: AgentSession[None]
+) -> str | None:
+    """What refused the agent's API key (`tts (cartesia) refused its API key (APIStatusError
+    401)`), if Cartesia or OpenAI did (`key_refused` of the agent's own plugins) before
+    `waiting` (the wait for the answer) is done, which is then cancelled; else None."""
+    parts = [
+        (part, plugin)
+        for part, plugin in (("tts", session.tts), ("llm", session.llm))
+        if isinstance(plugin, CartesiaTTS | CallLLM)
+    ]
+    refusals = [asyncio.ensure_future(plugin.key_refused.wait()) for _, plugin in parts]
+    either: set[asyncio.Future[Any]] = {waiting, *refusals}
     try:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the job ends: no wait is left behind
         waiting.cancel()
         raise
     finally:
-        refused.cancel()
+        for refusal in refusals:
+            refusal.cancel()
     if waiting.done():
         return None
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
-    return tts.refusal
+    for part, plugin in parts:
+        if plugin.key_refused.is_set():
+            named = f"{part}{provider_named(plugin.label)}"
+            return f"{named} refused its API key ({failure_name(plugin.refusal)})"
+    return None
 
 
 def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:

@@ -1,5 +1,6 @@
-"""Cartesia refusing the agent's API key as the session connects ahead, while the phone
-still rings: the call is ended before anyone answers it, rather than answered to silence.
+"""Cartesia or OpenAI refusing the agent's API key as the session connects ahead, while the
+phone still rings: the call is ended before anyone answers it, rather than answered to
+silence.
 
 The entrypoint (a stand-in JobContext, as tests/unit/test_agent_worker.py drives it), the
 session as `build_session` makes it, with the agent's own Cartesia TTS pointed at a local
@@ -8,12 +9,14 @@ stand-in that refuses the key (401)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
 import pytest
+from aiohttp import web
 from livekit.agents import AgentSession, JobContext
 from pytest_aiohttp import AiohttpServer
 
@@ -21,6 +24,7 @@ from agent import session as session_module
 from agent import worker
 from agent.caller import CallControl, OutboundCaller
 from agent.cartesia_tts import CartesiaTTS
+from agent.openai_llm import CallLLM
 from agent.plan import SessionPlan
 from agent.worker import entrypoint
 from common.config_store.model import CallOptions
@@ -110,3 +114,74 @@ async def test_a_key_cartesia_refuses_ends_the_call_while_it_rings(
         "spoke": False,
     }
     assert ctx.shutdown_reasons[0] == "the agent failed"
+
+
+async def openai_refusing_the_key(aiohttp_server: AiohttpServer) -> str:
+    """OpenAI's API refusing the key (401, as it answers a revoked one): its base URL."""
+
+    async def refuse(_request: web.Request) -> web.Response:
+        error = {
+            "message": "Incorrect API key provided: sk-rev*****************wxyz.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+        return web.json_response({"error": error}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", refuse)
+    app.router.add_post("/v1/chat/completions", refuse)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/v1"))
+
+
+async def test_a_key_openai_refuses_ends_the_call_while_it_rings(
+    settings: Settings,
+    aiohttp_server: AiohttpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An OpenAI key revoked: the session's request ahead (listing the models, as it is
+    built) was refused and ignored; the callee answered, the answering-machine detector's
+    request was refused, and the call ended on them. Now the refusal ends it as it rings,
+    and the log says so without OpenAI's words (they quote part of the key)."""
+    await ConfigStore(settings.config_path).update_async("Alice", call_id=CALL)
+    base_url = await openai_refusing_the_key(aiohttp_server)
+    keyed = dataclasses.replace(settings, openai_api_key="sk-revoked", openai_base_url=base_url)
+    monkeypatch.setattr(worker, "job_settings", lambda: keyed)
+    sessions: list[AgentSession[None]] = []
+    real_build_session = session_module.build_session
+
+    def session_without_room(
+        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
+    ) -> tuple[AgentSession[None], OutboundCaller]:
+        session, agent = real_build_session(plan, settings, control, **kwargs)
+        assert isinstance(session.llm, CallLLM)  # the agent's own, as built
+        start = session.start
+
+        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
+            await start(agent)
+
+        session.start = start_without_room  # type: ignore[assignment,method-assign]
+        sessions.append(session)
+        return session, agent
+
+    async def rings_on(_room: object, _timeout_s: float) -> None:
+        await asyncio.sleep(3600)  # nobody answers yet
+
+    monkeypatch.setattr(session_module, "build_stt", lambda *_args: None)
+    monkeypatch.setattr(session_module, "build_tts", lambda *_args: None)
+    monkeypatch.setattr(worker, "build_session", session_without_room)
+    monkeypatch.setattr(worker, "wait_for_callee", rings_on)
+    ctx = FakeJobContext(make_job(CALL))
+    ctx.room = FakeRoom()  # type: ignore[assignment]
+
+    await asyncio.wait_for(entrypoint(cast(JobContext, ctx)), 10)
+    await sessions[0].aclose()
+
+    assert ctx.deleted_rooms == [CALL]
+    (update,) = ctx.api.room.metadata_updates
+    assert json.loads(update.metadata)["reason"] == (
+        "the agent failed: llm (openai) refused its API key (APIStatusError 401);"
+        " ended before an answer"
+    )
+    assert "wxyz" not in caplog.text and "sk-rev" not in caplog.text
