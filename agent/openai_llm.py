@@ -41,8 +41,10 @@ class CallLLM(openai.LLM):
     async def _prewarm_impl(self) -> None:
         try:
             await super()._prewarm_impl()
-        except (openai_sdk.AuthenticationError, openai_sdk.PermissionDeniedError) as exc:
-            # Not its message: OpenAI's quotes part of the key ("sk-...abcd").
+        except openai_sdk.AuthenticationError as exc:
+            # 401 only: a restricted key without the models' read scope is refused the list
+            # (403) and may still be given chat completions. Not OpenAI's message: it quotes
+            # part of the key ("sk-...abcd").
             self.refusal = APIStatusError("OpenAI refused the API key", status_code=exc.status_code)
             self.key_refused.set()
             raise

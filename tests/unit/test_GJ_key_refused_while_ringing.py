@@ -25,9 +25,9 @@ from agent import worker
 from agent.caller import CallControl, OutboundCaller
 from agent.cartesia_tts import CartesiaTTS
 from agent.openai_llm import CallLLM
-from agent.plan import SessionPlan
+from agent.plan import SessionPlan, plan_session
 from agent.worker import entrypoint
-from common.config_store.model import CallOptions
+from common.config_store.model import CallConfig, CallOptions
 from common.settings import Settings
 from common.update_config import ConfigStore
 from tests.helpers import cartesia_refusing_the_key
@@ -185,3 +185,27 @@ async def test_a_key_openai_refuses_ends_the_call_while_it_rings(
         " ended before an answer"
     )
     assert "wxyz" not in caplog.text and "sk-rev" not in caplog.text
+
+
+async def test_a_key_refused_the_models_list_alone_is_not_ended(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A restricted OpenAI key without the models' read scope is refused their list (403,
+    'Missing scopes: api.model.read') and may still be given chat completions: the request
+    ahead being refused so is no refusal of the key."""
+
+    async def forbidden(_request: web.Request) -> web.Response:
+        error = {"message": "Missing scopes: api.model.read", "type": "invalid_request_error"}
+        return web.json_response({"error": error}, status=403)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", forbidden)
+    server = await aiohttp_server(app)
+    settings = Settings(openai_api_key="sk-restricted", openai_base_url=str(server.make_url("/v1")))
+    plan = plan_session(CallConfig.create("Alice"), settings, call_id=CALL)
+    llm = session_module.build_llm(plan, settings)
+    assert isinstance(llm, CallLLM)
+    llm.prewarm()
+    await asyncio.sleep(0.5)
+    assert not llm.key_refused.is_set() and llm.refusal is None
+    await llm.aclose()
