@@ -194,7 +194,10 @@ async def test_a_key_refused_the_models_list_alone_is_not_ended(
     'Missing scopes: api.model.read') and may still be given chat completions: the request
     ahead being refused so is no refusal of the key."""
 
+    asked = asyncio.Event()
+
     async def forbidden(_request: web.Request) -> web.Response:
+        asked.set()
         error = {"message": "Missing scopes: api.model.read", "type": "invalid_request_error"}
         return web.json_response({"error": error}, status=403)
 
@@ -206,6 +209,7 @@ async def test_a_key_refused_the_models_list_alone_is_not_ended(
     llm = session_module.build_llm(plan, settings)
     assert isinstance(llm, CallLLM)
     llm.prewarm()
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(asked.wait(), 10)
+    await asyncio.sleep(0.2)  # its answer read
     assert not llm.key_refused.is_set() and llm.refusal is None
     await llm.aclose()
