@@ -23,6 +23,7 @@ from livekit.agents import (
     ModelSettings,
     RunContext,
     StopResponse,
+    UserStateChangedEvent,
     function_tool,
 )
 from livekit.agents.llm import ChatChunk, ChatContext, ChatMessage, Tool
@@ -33,6 +34,11 @@ from common.config_store.model import LANGUAGES
 from common.contracts import OUTCOME_VOICEMAIL
 
 logger = logging.getLogger(__name__)
+
+# How long the callee and the agent may both be silent before the agent asks whether the
+# callee is still there (livekit-agents' user_away_timeout: the user is "away"), and how long
+# the callee may then stay silent before the agent says goodbye and ends the call.
+CALLEE_SILENT_S = 15.0
 
 
 class CallControl(Protocol):
@@ -68,10 +74,76 @@ class OutboundCaller(Agent):
         self._hangup_scheduled = False
         self._greeted = False
         self._on_held_turn = on_held_turn
+        self._asked_if_there = False  # since the callee last spoke
+        self._silence_ends: asyncio.Task[None] | None = None
 
     @property
     def greeted(self) -> bool:
         return self._greeted
+
+    async def on_enter(self) -> None:
+        self.session.on("user_state_changed", self.on_user_state)
+
+    async def on_exit(self) -> None:
+        if self._silence_ends is not None:  # the call is over: no goodbye to say
+            self._silence_ends.cancel()
+
+    def on_user_state(self, event: UserStateChangedEvent) -> None:
+        """A callee silent for CALLEE_SILENT_S (the agent silent too) is asked once whether
+        they are still there; silent as long again after the question, they are told
+        goodbye and the call ends. The line stayed open until the call's max_duration_s
+        (600 s by default) with nobody on it (a phone put down without hanging up, a
+        voicemail box recording silence), its provider sessions and the trunk's minutes
+        running all the while. Speaking again starts over."""
+        if event.new_state == "speaking":
+            self._callee_spoke()
+            return
+        if (
+            event.new_state != "away"
+            or not self._greeted
+            or self._hangup_scheduled
+            or self._asked_if_there
+        ):
+            return
+        self._asked_if_there = True
+        logger.info(
+            "call %s: the callee has said nothing for %.0f s; asking if they are there",
+            self._plan.call_id,
+            CALLEE_SILENT_S,
+        )
+        question = self.session.generate_reply(
+            instructions=f"{self._plan.callee_as_data} has said nothing for a while. Ask them in"
+            f" {LANGUAGES[self._plan.language]}, in a few words, whether they are still there."
+            " Say nothing else."
+        )
+        self._silence_ends = asyncio.get_running_loop().create_task(self._end_if_silent(question))
+
+    def _callee_spoke(self) -> None:
+        """The callee is there: a later silence is asked about again, not ended at once."""
+        self._asked_if_there = False
+        if self._silence_ends is not None:
+            self._silence_ends.cancel()
+            self._silence_ends = None
+
+    async def _end_if_silent(self, question: SpeechHandle) -> None:
+        """Goodbye and hang-up once the callee has been silent CALLEE_SILENT_S after
+        `question` (cancelled if they speak)."""
+        await question.wait_for_playout()
+        await asyncio.sleep(CALLEE_SILENT_S)
+        if self._hangup_scheduled or not self._asked_if_there or self.session.user_state != "away":
+            return
+        logger.info(
+            "call %s: the callee said nothing after being asked if they were there; ending the"
+            " call",
+            self._plan.call_id,
+        )
+        self._hang_up_after(
+            self.session.generate_reply(
+                instructions=f"{self._plan.callee_as_data} is still silent. Say a brief, polite"
+                f" goodbye in {LANGUAGES[self._plan.language]}: you will call another time. Do"
+                " not ask anything."
+            )
+        )
 
     def greet(self) -> SpeechHandle:
         """Open the conversation: the call's first message as is (TTS only, no LLM round
@@ -87,6 +159,7 @@ class OutboundCaller(Agent):
         """Before the greeting, keep what the callee said but do not answer it; what was
         heard before the call was answered (ringback, a carrier's announcement) is dropped."""
         if self._greeted:
+            self._callee_spoke()
             return
         # StopResponse drops the turn from the session's history: hand it to the transcript,
         # which would otherwise never hear of it, and, if it counts, put it in the agent's own

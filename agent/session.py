@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from agent import caller
 from agent.caller import CallControl, OutboundCaller
 from agent.plan import SessionPlan
 from common.settings import Settings
@@ -178,5 +179,6 @@ def build_session(
         llm=build_llm(plan, settings),
         tts=build_tts(plan, settings),
         conn_options=session_connect_options(),
+        user_away_timeout=caller.CALLEE_SILENT_S,  # then OutboundCaller.on_user_state
     )
     return session, build_agent(plan, control, on_held_turn=on_held_turn)

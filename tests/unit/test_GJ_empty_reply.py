@@ -42,14 +42,16 @@ SCRIPT: list[str | tuple[str, str]] = [
 ]
 
 
-async def scripted_openai(aiohttp_server: AiohttpServer) -> FakeOpenAI:
-    """OpenAI's chat completions answering each request with the next entry of SCRIPT."""
+async def scripted_openai(
+    aiohttp_server: AiohttpServer, script: list[str | tuple[str, str]] = SCRIPT
+) -> FakeOpenAI:
+    """OpenAI's chat completions answering each request with the next entry of `script`."""
     completions: list[dict[str, Any]] = []
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         body: dict[str, Any] = await request.json()
         completions.append(body)
-        answer = SCRIPT[len(completions) - 1]
+        answer = script[len(completions) - 1]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         base: dict[str, Any] = {
