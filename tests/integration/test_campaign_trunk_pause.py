@@ -11,7 +11,14 @@ import pytest
 
 from tests.conftest import AppFactory
 from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
-from tests.integration.test_campaigns import FAST, all_recipients, create, us, wait_status
+from tests.integration.test_campaigns import (
+    FAST,
+    all_recipients,
+    campaign_of,
+    create,
+    us,
+    wait_status,
+)
 
 TRUNK_FAILS = "0503"  # the sandbox's trunk failure (SIP 503, the line dropped unanswered)
 ANSWERED = "7700"
@@ -34,9 +41,15 @@ async def test_a_campaign_whose_calls_keep_failing_at_the_trunk_is_paused(
     )
     created = await create(client, body([TRUNK_FAILS] * 25))
     campaign_id = created["campaign_id"]
-    campaign = await wait_status(client, campaign_id, "paused", timeout=60)
+    await wait_status(client, campaign_id, "paused", timeout=60)
+
+    async def settled() -> bool:  # the pause and the tenth recipient's end are told apart
+        return bool((await campaign_of(client, campaign_id))["counts"]["calling"] == 0)
+
+    await wait_for(settled, timeout=10)  # (one more may have been dialled meanwhile)
+    campaign = await campaign_of(client, campaign_id)
     failed = campaign["counts"]["failed"]
-    assert 10 <= failed < 25, campaign["counts"]  # (one more may have been dialled meanwhile)
+    assert 10 <= failed < 25, campaign["counts"]
     states = [r["state"] for r in await all_recipients(client, campaign_id)]
     assert states.count("pending") == 25 - failed - states.count("calling")
     [said] = [r.getMessage() for r in caplog.records if "paused" in r.getMessage()]

@@ -67,6 +67,7 @@ async def test_a_snapshot_of_another_call_is_the_reason(
         outcome="failed",
         reason="the agent could not use this call's config: dispatch snapshot belongs to"
         " call 'call-other'",
+        spoke=False,  # it refused before a word: an answered call settles failed
     )
 
 
@@ -79,7 +80,7 @@ async def test_no_config_at_all_is_still_said_so(
     await entrypoint(cast(JobContext, ctx))
 
     assert outcome_of(ctx) == RoomMetadata(
-        outcome="failed", reason="the agent had no config for this call"
+        outcome="failed", reason="the agent had no config for this call", spoke=False
     )
 
 
