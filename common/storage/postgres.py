@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 import asyncpg
 
@@ -148,10 +148,45 @@ def _refused(dsn: str, exc: Exception) -> str:
     return f"{shown} is refused: {text}"
 
 
+def _split(dsn: str) -> SplitResult:
+    """urlsplit(dsn), its hosts as written where urlsplit refuses them: a bracketed IPv6 host
+    after another (`h1:5432,[::1]:5433`, a list libpq and asyncpg take) is "Invalid IPv6
+    URL" to the Pythons of 2025 on (CPython 3.11.12, 3.12.9, 3.13.2; Debian 12's 3.11.2)."""
+    try:
+        return urlsplit(dsn)
+    except ValueError:
+        head, slashes, rest = dsn.partition("//")
+        if not slashes:
+            raise
+        end = min((at for at in map(rest.find, "/?#") if at >= 0), default=len(rest))
+        return urlsplit(f"{head}//{rest[end:]}")._replace(netloc=rest[:end])
+
+
+def _for_asyncpg(dsn: str) -> str:
+    """`dsn` as asyncpg reads it on any Python: a host list urlsplit refuses (see _split),
+    which asyncpg's own urlparse refused too ("does not parse", on Debian 12's python3),
+    moved to the `host` query parameter, read the same (`host=h1:5432,[::1]:5433`, after
+    any `host=` given there, as the URL's hosts came first). Any other URL as it is."""
+    try:
+        urlsplit(dsn)
+        return dsn
+    except ValueError:
+        pass
+    try:
+        parts = _split(dsn)
+    except ValueError:
+        return dsn
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "#" in dsn or not hosts or not _HOST_LIST.fullmatch(hosts):
+        return dsn  # asyncpg's own refusal: said without quoting it
+    query = "&".join(piece for piece in (parts.query, f"host={hosts}") if piece)
+    return f"{parts.scheme}://{userinfo}{at}{parts.path}?{query}"
+
+
 def _secrets(dsn: str) -> list[str]:
     """The password and the values of secret query parameters in `dsn`, as written and
     decoded."""
-    parts = urlsplit(dsn)
+    parts = _split(dsn)
     userinfo, _at, _hosts = parts.netloc.rpartition("@")
     found = [userinfo.partition(":")[2]]
     for piece in parts.query.split("&"):
@@ -175,7 +210,7 @@ def masked(dsn: str) -> str:
     ports, database, user and other parameters as given. A URL that does not read as one
     (a password's unencoded `/`, `?`, `#` or `@` moved its pieces) is named, not quoted."""
     try:
-        parts = urlsplit(dsn)
+        parts = _split(dsn)
     except ValueError:
         return _UNPARSED
     userinfo, at, hosts = parts.netloc.rpartition("@")
@@ -291,6 +326,7 @@ class PostgresCallStore(SqlCallStore):
         (a tool that only reads) a database at another schema version is a DatabaseError."""
         _quiet_pool_log()
         given, connect_timeout = _connect_timeout(dsn)
+        given = _for_asyncpg(given)
 
         def create_pool(**more: Any) -> Awaitable[asyncpg.Pool]:
             return asyncpg.create_pool(
