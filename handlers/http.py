@@ -639,14 +639,21 @@ async def _read_all(request: web.Request, limit: int, what: str) -> bytes:
 def _trailing_comma(exc: json.JSONDecodeError) -> str | None:
     """The error of a comma before a closing `}` or `]`, said as such: Python's parser calls
     it "Expecting property name enclosed in double quotes" (or "Expecting value"), which sent
-    a user looking for quotes in a body whose only fault was the comma."""
-    before = exc.doc[: exc.pos].rstrip()
-    if not before.endswith(",") or exc.doc[exc.pos : exc.pos + 1] not in ("}", "]"):
+    a user looking for quotes in a body whose only fault was the comma. Python 3.13 says
+    "Illegal trailing comma before end of object", its position the comma's, not the `}`'s
+    (the comma was then left unnamed, in Python's words)."""
+    at = exc.pos
+    if exc.doc[at : at + 1] != ",":
+        before = exc.doc[:at].rstrip()
+        if not before.endswith(","):
+            return None
+        at = len(before) - 1
+    closing = exc.doc[at + 1 :].lstrip()[:1]
+    if closing not in ("}", "]"):
         return None
-    at = len(before) - 1
     line, column = exc.doc.count("\n", 0, at) + 1, at - exc.doc.rfind("\n", 0, at)
     return (
-        f"a trailing comma at line {line} column {column}, before {exc.doc[exc.pos]!r}"
+        f"a trailing comma at line {line} column {column}, before {closing!r}"
         " (JSON allows none: remove it)"
     )
 
