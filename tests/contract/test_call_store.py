@@ -4,6 +4,7 @@ every backend (tests/contract/conftest.py picks them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 from typing import cast
@@ -358,7 +359,7 @@ async def test_a_database_from_before_the_placer_upgrades_in_place(
             await conn.close()
     else:
         assert isinstance(store, SqliteCallStore)
-        with sqlite3.connect(store.path) as db:
+        with contextlib.closing(sqlite3.connect(store.path)) as db, db:
             db.executescript(f"{undo} PRAGMA user_version = 21;")
     await store.close()
     store = await backend.open()

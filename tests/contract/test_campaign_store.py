@@ -958,7 +958,7 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
             await conn.close()
     else:
         assert isinstance(store, SqliteCallStore)
-        with sqlite3.connect(store.path) as db:
+        with contextlib.closing(sqlite3.connect(store.path)) as db, db:
             db.executescript(f"{undo} PRAGMA user_version = 22;")
     await store.close()
     store = await backend.open()
@@ -974,7 +974,7 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
                 await conn.close()
         else:
             assert isinstance(store, SqliteCallStore)
-            with sqlite3.connect(store.path) as db:
+            with contextlib.closing(sqlite3.connect(store.path)) as db, db:
                 found = db.execute(
                     "SELECT count(*) FROM sqlite_master WHERE name = 'campaign_recipients_phone'"
                 ).fetchone()[0]

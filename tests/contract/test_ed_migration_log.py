@@ -5,6 +5,7 @@ PostgreSQL statement). A new database's schema, made at once, is not announced."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 
@@ -44,7 +45,7 @@ async def test_an_upgrade_says_it_migrates_before_it_does(
     else:
         assert isinstance(store, SqliteCallStore)
         before, now = 21, SQLITE_VERSION
-        with sqlite3.connect(store.path) as db:
+        with contextlib.closing(sqlite3.connect(store.path)) as db, db:
             db.executescript(f"{UNDO_PLACED_BY} PRAGMA user_version = 21;")
         db.close()
     await store.close()

@@ -10,6 +10,7 @@ cross-call.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import io
@@ -371,11 +372,11 @@ async def test_conversations_are_erased_after_the_retention(start_app: AppFactor
     for field in ("status", "answered_at", "ended_at", "ring_s", "talk_s", "amd", "ended_by"):
         assert erased[field] == call[field]
     # The call's events (kept for redelivery) no longer carry the conversation either...
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         events = [json.loads(d) for (d,) in db.execute("SELECT data FROM outbox")]
     assert events and all(e["transcript"] == [] and e["summary"] is None for e in events)
     # ...nor do the agent's reports: the turns, the final report, the verdict's reason.
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         kinds = [
             k
             for (k,) in db.execute("SELECT kind FROM reports WHERE call_id = ?", (call["call_id"],))
@@ -422,7 +423,7 @@ async def test_a_call_hung_up_through_the_api_was_ended_by_the_api(start_app: Ap
     assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
     event = event_json("room_finished", call_id)
     assert await post(client, event, sign(event)) == 200
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         db.execute("UPDATE calls SET ended_by = 'agent' WHERE call_id = ?", (call_id,))
     call = await shown(client, call_id)
     assert (call["status"], call["ended_by"]) == ("canceled", "api")
@@ -443,7 +444,7 @@ async def test_the_final_report_stands(start_app: AppFactory) -> None:
     await client.app[EVENTS].wait_idle()
     after = await shown(client, call["call_id"])
     assert after["transcript"] == transcript and after["amd"] == "human"
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         (reports,) = db.execute(
             "SELECT COUNT(*) FROM outbox WHERE call_id = ? AND type = 'call.report'",
             (call["call_id"],),

@@ -5,6 +5,7 @@ sandbox's own dial log, calling windows per time zone with a moved clock, and co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -953,7 +954,10 @@ async def test_a_mexican_mobile_in_its_old_form_is_one_number_for_the_list_and_c
     assert placed.status == 200
     shown = await (await client.get(f"/calls/{(await placed.json())['call_id']}")).json()
     assert shown["phone_number"] == "+525512340003"  # dialled as the number it is now
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:  # as an older release did
+    with (
+        contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db,
+        db,
+    ):  # as an older release did
         db.executemany(
             "INSERT INTO dnc (number, source, call_id, added_at) VALUES (?, 'agent', NULL, 0)",
             [("+5215512340002",), ("+5215512340004",)],

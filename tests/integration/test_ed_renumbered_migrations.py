@@ -10,6 +10,7 @@ migrations below those numbers, then the backed-out release's own statements.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -46,7 +47,7 @@ CAMPAIGN = {
 def sqlite_as_the_backed_out_release_left_it(path: Path, *, with_outbox_index: bool) -> None:
     """a49e7b0 (schema 16: line_joined) or 8f8c863 (17: line_joined, then outbox_by_call)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         for migration in migrations_for("sqlite"):
             if migration.version < 16:
                 for statement in migration.statements:
@@ -58,7 +59,7 @@ def sqlite_as_the_backed_out_release_left_it(path: Path, *, with_outbox_index: b
 
 
 def outbox_indexes(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     db.close()
     return {name for (name,) in rows}
@@ -92,7 +93,7 @@ async def test_a_sqlite_database_without_the_mark_is_left_as_it_is(tmp_path: Pat
     path = tmp_path / "calls.db"
     store = await SqliteCallStore.open(path, FakeClock())
     await store.close()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("DROP INDEX outbox_call")
     db.close()
     store = await SqliteCallStore.open(path, FakeClock())
@@ -165,7 +166,7 @@ async def test_a_tool_that_only_reads_leaves_the_repair_to_the_server(tmp_path: 
     path = tmp_path / "calls.db"
     store = await SqliteCallStore.open(path, FakeClock())
     await store.close()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute(SQLITE_LINE_JOINED[0])
         db.execute("DROP INDEX outbox_undispatched")
     db.close()

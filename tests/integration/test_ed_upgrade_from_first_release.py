@@ -12,6 +12,7 @@ and the client's retry under the key placed a second call to the same person.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ KEY = {"Idempotency-Key": "order-1001"}
 def release_2026_11_26_database(path: Path, age_s: float, *, dial_written: bool) -> None:
     """The fixture's database at `path`, its times moved so its call was placed `age_s` ago;
     without `dial_written`, as if its server stopped before writing its dial's line."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.executescript(FIXTURE.read_text(encoding="utf-8"))
         if not dial_written:
             db.execute("DELETE FROM events WHERE kind = 'dialed'")

@@ -4,6 +4,7 @@ call) and POST /calls/erase (every call to a number), what they erase, what they
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import sqlite3
@@ -48,7 +49,7 @@ async def settled(client: Client, body: dict[str, Any]) -> str:
 
 def kept_in_database(client: Client) -> str:
     """Every row of the tables that hold a call's data, as text."""
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         tables = ("calls", "reports", "events", "outbox")
         return repr([list(db.execute(f"SELECT * FROM {t}")) for t in tables])  # noqa: S608
 

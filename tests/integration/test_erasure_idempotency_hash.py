@@ -5,6 +5,7 @@ gets the call's answer (it holds no data), never a second call."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from typing import Any
@@ -20,7 +21,7 @@ KEY = {"Idempotency-Key": "order-1234-call"}
 
 
 def request_hashes(client: TestClient[Any, Any]) -> list[str]:
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         return [row[0] for row in db.execute("SELECT request_hash FROM idempotency")]
 
 

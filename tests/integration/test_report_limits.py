@@ -5,6 +5,7 @@ objects that no store can hold, more turns than a call keeps. Real signed report
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -47,7 +48,7 @@ def fields(answer: dict[str, Any]) -> list[str]:
 
 
 def stored_reports(client: Client, call_id: str) -> list[tuple[int, str, str]]:
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         rows = db.execute(
             "SELECT seq, kind, body FROM reports WHERE call_id = ? ORDER BY seq", (call_id,)
         ).fetchall()
@@ -112,7 +113,7 @@ async def test_a_stored_turn_that_no_longer_reads_leaves_the_call_readable(
     at_null = dict(report(call_id, 1, "turn", turn=HELLO), at=None)
     broken = report(call_id, 2, "turn", turn=dict(HELLO, at_s=None))
     truncated = json.dumps(report(call_id, 3, "turn", turn=HELLO))[:-9]
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         db.executemany(
             "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
             " VALUES (?, ?, 'turn', ?, ?, ?)",
@@ -225,7 +226,7 @@ def fill_turns(client: Client, call_id: str, first_seq: int = 10_000) -> None:
         seq = first_seq + i
         turn = dict(HELLO, text=f"turn {i}", at_s=float(i))
         rows.append((call_id, seq, json.dumps(report(call_id, seq, "turn", turn=turn))))
-    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
         db.executemany(
             "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
             " VALUES (?, ?, 'turn', ?, 0, 0)",

@@ -4,6 +4,7 @@ LiveKit stand-in's own log, in its own process)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections import Counter
@@ -104,7 +105,7 @@ async def test_sigkill_mid_campaign_then_restart(
                 return bool((await r.json())["campaign"]["status"] == "completed")
 
         await wait_for(completed, timeout=180)
-    with sqlite3.connect(tmp_path / "calls.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "calls.db")) as db, db:
         attempts = db.execute(
             "SELECT idx, attempt, call_id, status FROM campaign_attempts WHERE campaign_id = ?",
             (campaign_id,),

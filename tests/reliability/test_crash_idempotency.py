@@ -10,6 +10,7 @@ for a "real" LiveKit at the sandbox's URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -152,7 +153,7 @@ async def test_a_key_whose_call_was_never_dialled_is_freed_by_the_restart(
     async with aiohttp.ClientSession() as session:
         await first.wait_ready(session)
         await post_killed_midway(session, first)
-        with sqlite3.connect(tmp_path / "calls.db") as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / "calls.db")) as db, db:
             ((killed, placed_by),) = db.execute("SELECT call_id, placed_by FROM calls").fetchall()
         assert placed_by  # the server placing it, by name
         second = ServerProcess(tmp_path, "second", env, port=first.port)
@@ -215,7 +216,7 @@ async def test_a_campaign_attempt_left_undialled_is_placed_again_soon_after_a_re
                 await asyncio.sleep(0.1)
         waited = time.monotonic() - started
         log_guard.scan(first.logs() + second.logs())
-    with sqlite3.connect(tmp_path / "calls.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "calls.db")) as db, db:
         attempts = db.execute("SELECT attempt, status FROM campaign_attempts").fetchall()
     assert attempts[0] == (1, "not_dialled"), attempts
     assert len(dials(sandbox)) == 1

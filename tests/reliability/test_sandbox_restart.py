@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import signal
 import sqlite3
@@ -348,7 +349,10 @@ async def test_a_call_an_older_release_left_live_on_its_sandbox_is_settled_at_st
         await first.wait_ready(session)
         left = await live_call(session, first)
         first.kill()
-        with sqlite3.connect(tmp_path / "calls.db") as db:  # as the older release wrote it
+        with (
+            contextlib.closing(sqlite3.connect(tmp_path / "calls.db")) as db,
+            db,
+        ):  # as the older release wrote it
             db.execute("UPDATE calls SET sandbox_instance = NULL WHERE call_id = ?", (left,))
         second = ServerProcess(tmp_path, "second", env, port=first.port)
         processes.append(second)

@@ -5,6 +5,7 @@ stop, the database closes cleanly, and a second start reads everything back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -183,7 +184,7 @@ async def test_sigterm_graceful_shutdown_and_restart(
         assert stopped_in < 10
         # A clean close checkpoints the WAL and removes it; the file is consistent.
         assert not (tmp_path / "calls.db-wal").exists()
-        with sqlite3.connect(tmp_path / "calls.db") as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / "calls.db")) as db, db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
         # Their rooms went with the first server's embedded sandbox: it settled them as it

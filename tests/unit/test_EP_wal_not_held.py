@@ -10,6 +10,7 @@ waits for nobody cannot copy all of the log: a reader's snapshot holds it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -28,7 +29,7 @@ HELD = "grows with every write"
 def schema_22_with_recipients(path: Path) -> None:
     """A database of the release before 0023 (recipients by number), with a campaign's list:
     0023's index over it is written through the log."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("DROP INDEX campaign_recipients_phone")
         db.executemany(
             "INSERT INTO campaign_recipients (campaign_id, idx, row_number, phone_number,"

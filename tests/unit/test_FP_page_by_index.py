@@ -6,6 +6,7 @@ row (24 ms, 150,000 rows removed by its filter, in the middle of 300,000)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -37,7 +38,7 @@ async def test_sqlite_pages_by_the_created_at_range(tmp_path: Path) -> None:
     path = tmp_path / "calls.db"
     store = await SqliteCallStore.open(path)
     await store.close()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         for query in queries():
             plan = " | ".join(
                 r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args)
@@ -93,7 +94,7 @@ async def test_postgres_pages_without_filtering_newer_calls(postgres_dsn: str) -
 def test_the_bound_keeps_the_page(at: float) -> None:
     """The added bound only narrows the index range: the condition is the same."""
     query = next(programs.list_calls(programs.SQLITE, None, 51, Before(at, "call-x")))
-    with sqlite3.connect(":memory:") as db:
+    with contextlib.closing(sqlite3.connect(":memory:")) as db, db:
         db.execute("CREATE TABLE t (created_at REAL, call_id TEXT)")
         rows = [(at + d, f"call-{c}") for d in (-1, 0, 1) for c in "wxy"]
         db.executemany("INSERT INTO t VALUES (?, ?)", rows)

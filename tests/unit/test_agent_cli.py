@@ -227,7 +227,7 @@ def test_describe_never_migrates_the_calls_database(tmp_path: Path, config_file:
     """A look, not a change: a calls database of another schema version (an agent host on a
     newer release than its server) is left as it is, and config.json still answers."""
     older = tmp_path / "calls.db"
-    with sqlite3.connect(older) as db:
+    with contextlib.closing(sqlite3.connect(older)) as db, db:
         db.execute("CREATE TABLE kept (a)")
     before = older.read_bytes()
     proc = run_agent_here(
@@ -241,7 +241,7 @@ def test_describe_never_migrates_the_calls_database(tmp_path: Path, config_file:
     assert plan["caller_name"] == "Carlos García"
     assert "older than this code's" in plan["reason"]
     assert older.read_bytes() == before
-    with sqlite3.connect(older) as db:
+    with contextlib.closing(sqlite3.connect(older)) as db, db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 0
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["kept"]
 
@@ -758,7 +758,10 @@ def test_describe_a_call_whose_personal_data_was_erased_says_so(tmp_path: Path) 
     record_call(database)
     erased = {**STORED_SNAPSHOT, "caller_name": "", "agent_instructions": ""}
     erased["additional_params"] = {}
-    with sqlite3.connect(database["CALLS_DB_PATH"]) as db:  # as erase_calls_now leaves it
+    with (
+        contextlib.closing(sqlite3.connect(database["CALLS_DB_PATH"])) as db,
+        db,
+    ):  # as erase_calls_now leaves it
         db.execute(
             "UPDATE calls SET status = 'completed', ended_at = 1796508543.0,"
             " data_erased_at = 1796508543.2, config = ? WHERE call_id = ?",

@@ -5,6 +5,7 @@ to break encoders, and one bad writer among a group of good ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -335,7 +336,7 @@ def test_an_sqlite_database_where_config_json_should_be_is_never_replaced(
     import sqlite3
 
     path = tmp_path / "calls.db"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE calls (call_id TEXT)")
     before = path.read_bytes()
     with pytest.raises(store_module.ConfigWriteError, match="is an SQLite database"):

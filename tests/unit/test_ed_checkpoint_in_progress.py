@@ -9,6 +9,7 @@ starts). Here the index is held at what it says mid-copy, around a real checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -62,7 +63,7 @@ async def test_a_write_during_another_process_checkpoint_goes_through(tmp_path: 
     finally:
         other.close()
         await store.close()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT count(*) FROM dnc").fetchone() == (3,)
     db.close()

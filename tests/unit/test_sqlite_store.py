@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -422,7 +423,7 @@ async def test_the_retention_purge_finds_an_events_deliveries_by_index(tmp_path:
     for limit in (None, 2000):  # whole, and by batches as the reaper runs it (review AR)
         program = programs.purge_dispatched_events(store.dialect, time.time(), limit)
         statements += [next(program), program.send([])]
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         for query in statements:
             plan = " | ".join(
                 row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args)
@@ -441,7 +442,7 @@ async def test_erasing_a_conversation_finds_its_events_by_index(tmp_path: Path) 
     await store.close()
     program = programs.erase_call_data(store.dialect, time.time() + 1, time.time(), 10)
     statements = [next(program)]
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE calls SET ended_at = 1")
         rows = db.execute(statements[0].sql, statements[0].args).fetchall()
         assert len(rows) == 1
@@ -465,7 +466,7 @@ async def test_erasing_a_number_finds_its_calls_by_index(tmp_path: Path) -> None
     store = await SqliteCallStore.open(path)
     await store.close()
     query = next(programs.calls_to_erase(store.dialect, numbers=["+14155550100"]))
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
     assert "calls_phone" in plan, plan
 
@@ -478,7 +479,7 @@ async def test_erasing_a_number_finds_its_campaign_recipients_by_index(tmp_path:
     await store.close()
     forms = ["+14155550100", "14155550100"]
     query = next(campaign_programs.recipients_to_erase(store.dialect, numbers=forms))
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
     assert "campaign_recipients_phone" in plan, plan
 
@@ -495,7 +496,7 @@ async def test_taking_over_undispatched_events_reads_only_those(
     await store.close()
     program = programs.claim_stale_events(store.dialect, time.time(), 60, 500, "me", take_own)
     query = next(program)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.args))
     assert "SCAN outbox USING INDEX outbox_undispatched" in plan, plan
     assert not re.search(r"SCAN outbox(?! USING)", plan), plan
