@@ -43,9 +43,13 @@ async def test_csv_options_nested_too_deeply_are_refused(client: TestClient[Any,
         "/campaigns", params={"options": "[" * 2000}, data=CSV_BODY, headers=CSV_HEADERS
     )
     body = await _error(resp, 422)
-    assert body["details"] == [
-        {"field": "options", "error": "must be a JSON object: nested too deeply"}
-    ]
+    try:
+        json.loads("[" * 2000)
+    except RecursionError:  # Python 3.11 and 3.12: 1,000 levels at most
+        said = "must be a JSON object: nested too deeply"
+    except ValueError:  # 3.13 reads 2,000 (its bound is the C stack's): unclosed, invalid
+        said = "must be a JSON object"
+    assert body["details"] == [{"field": "options", "error": said}]
     # Invalid JSON there is still refused as before, and good options still work.
     resp = await client.post(
         "/campaigns", params={"options": "[1"}, data=CSV_BODY, headers=CSV_HEADERS
