@@ -56,7 +56,10 @@ def test_nothing_is_said_without_database_url_or_without_a_file(
 ) -> None:
     path = tmp_path / "calls.db"
     with caplog.at_level(logging.WARNING):
-        warn_sqlite_left_behind(dataclasses.replace(Settings(), database_url=PG))
+        # not the default `calls.db`: the checkout's, after a `make run` there, holds calls
+        warn_sqlite_left_behind(
+            dataclasses.replace(Settings(), database_url=PG, calls_db_path=path)
+        )
         warn_sqlite_left_behind(dataclasses.replace(Settings(), calls_db_path=path))
 
     assert caplog.messages == []
