@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from livekit.agents import AgentSession
 from pytest_aiohttp import AiohttpServer
 
+from agent.caller import OutboundCaller
 from agent.plan import plan_session
 from agent.session import build_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
@@ -85,16 +87,12 @@ async def scripted_openai(
     return FakeOpenAI(await aiohttp_server(app), completions, [])
 
 
-@pytest.mark.usefixtures("loopback_only", "http")
-async def test_an_empty_reply_is_a_warning(
-    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """OpenAI answering the callee's question with an empty completion: the agent said
-    nothing and no line said so (a model answering every request so, a reasoning model
-    that spent its tokens or a content filter, made every call mute, each `completed`
-    with the callee's turns alone, and the log silent). A WARNING names the call; a reply
-    that is a tool call alone is no such reply."""
-    openai_in = await scripted_openai(aiohttp_server)
+async def wired(
+    aiohttp_server: AiohttpServer, script: list[str | tuple[str, str]]
+) -> tuple[FakeOpenAI, FakeCallControl, AgentSession[None], OutboundCaller, Any]:
+    """Alice's real session (`build_session`) on stand-ins of OpenAI (saying `script`),
+    Cartesia and Deepgram, speaking to a PhoneLine; its TTS, for the caller to close."""
+    openai_in = await scripted_openai(aiohttp_server, script)
     cartesia_in = await fake_cartesia(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     settings = settings_for(openai_in)
@@ -104,6 +102,19 @@ async def test_an_empty_reply_is_a_warning(
     tts = point_tts(session.tts, cartesia_in)
     point_stt(session.stt, deepgram_in)
     session.output.audio = PhoneLine()
+    return openai_in, control, session, agent, tts
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_an_empty_reply_is_a_warning(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenAI answering the callee's question with an empty completion: the agent said
+    nothing and no line said so (a model answering every request so, a reasoning model
+    that spent its tokens or a content filter, made every call mute, each `completed`
+    with the callee's turns alone, and the log silent). A WARNING names the call; a reply
+    that is a tool call alone is no such reply."""
+    openai_in, control, session, agent, tts = await wired(aiohttp_server, SCRIPT)
     empty = (
         f"call {ALICE.call_id}: the LLM (gpt-4o-mini) answered with nothing to say;"
         " the callee heard nothing"

@@ -15,23 +15,10 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from agent import caller
-from agent.plan import plan_session
-from agent.session import build_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
-from tests.unit.test_agent_conversation import FakeCallControl
-from tests.unit.test_agent_wire import (
-    ALICE,
-    PhoneLine,
-    fake_cartesia,
-    fake_deepgram,
-    heard_in,
-    point_stt,
-    point_tts,
-    settings_for,
-)
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
-from tests.unit.test_GJ_empty_reply import scripted_openai
+from tests.unit.test_GJ_empty_reply import wired
 
 SILENT_S = 0.4
 
@@ -47,20 +34,6 @@ def quick_silence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(caller, "CALLEE_SILENT_S", SILENT_S)
 
 
-async def start(aiohttp_server: AiohttpServer, script: list[str | tuple[str, str]]) -> Any:
-    openai_in = await scripted_openai(aiohttp_server, script)
-    cartesia_in = await fake_cartesia(aiohttp_server)
-    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
-    settings = settings_for(openai_in)
-    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
-    control = FakeCallControl()
-    session, agent = build_session(plan, settings, control)
-    tts = point_tts(session.tts, cartesia_in)
-    point_stt(session.stt, deepgram_in)
-    session.output.audio = PhoneLine()
-    return openai_in, control, session, agent, tts
-
-
 @pytest.mark.usefixtures("loopback_only", "http", "quick_silence")
 async def test_a_silent_callee_is_asked_then_told_goodbye(aiohttp_server: AiohttpServer) -> None:
     script: list[str | tuple[str, str]] = [
@@ -68,7 +41,7 @@ async def test_a_silent_callee_is_asked_then_told_goodbye(aiohttp_server: Aiohtt
         "Are you still there?",
         "Goodbye, I will call another time.",
     ]
-    openai_in, control, session, agent, tts = await start(aiohttp_server, script)
+    openai_in, control, session, agent, tts = await wired(aiohttp_server, script)
     try:
         await session.start(agent)
         await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
@@ -94,7 +67,7 @@ async def test_a_callee_who_answers_the_question_is_not_hung_up_on(
         "Alice, are you still there?",
         "Goodbye, I will call another time.",
     ]
-    openai_in, control, session, agent, tts = await start(aiohttp_server, script)
+    openai_in, control, session, agent, tts = await wired(aiohttp_server, script)
     try:
         await session.start(agent)
         await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
