@@ -515,18 +515,13 @@ def _give_owner(path: Path, owner: tuple[int, int], mode: int) -> bool:
             return _give_owner_fd(fd, owner, mode)
         finally:
             os.close(fd)
-    uid, gid = owner
-    status = os.lstat(path)
-    if status.st_gid == gid:
-        return True
-    try:
-        os.chown(path, -1, gid, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in _OWNER_REFUSED:
-            return False
-        raise
-    os.chmod(path, mode)  # a change of owner may clear set-id bits
-    return True
+    return _owner_given(
+        os.lstat(path),
+        owner,
+        mode,
+        lambda uid, gid: os.chown(path, uid, gid, follow_symlinks=False),
+        lambda chosen: os.chmod(path, chosen),
+    )
 
 
 def _replaced_since_written(path: Path) -> OSError:
@@ -546,14 +541,32 @@ def _give_owner_fd(fd: int, owner: tuple[int, int], mode: int) -> bool:
     this, and a chmod by path, which follows links, gave the file the link leads to
     (`/etc/shadow`) the lock file's mode, read and write for each class that may write
     config.json: 0666 if that user made config.json 0666."""
+    return _owner_given(
+        os.fstat(fd),
+        owner,
+        mode,
+        lambda uid, gid: os.fchown(fd, uid, gid),
+        lambda chosen: os.fchmod(fd, chosen),
+    )
+
+
+def _owner_given(
+    have: os.stat_result,
+    owner: tuple[int, int],
+    mode: int,
+    chown: Callable[[int, int], None],
+    chmod: Callable[[int], None],
+) -> bool:
+    """Give the file `have` describes the owner (uid, gid) `owner` with `chown`, keeping
+    `mode` with `chmod` (by descriptor or by path, as the caller must): the user only as
+    root, the group if this process may; False if it may not (the file stays this user's)."""
     uid, gid = owner
-    made = os.fstat(fd)
-    if os.geteuid() != 0 or made.st_uid == uid:
+    if os.geteuid() != 0 or have.st_uid == uid:
         uid = -1  # left as it is
-    if uid == -1 and made.st_gid == gid:
+    if uid == -1 and have.st_gid == gid:
         return True
     try:
-        os.fchown(fd, uid, gid)
+        chown(uid, gid)
     except OSError as exc:
         # EINVAL: root in a user namespace (a rootless container) over a file whose owner it
         # does not map (shown as 65534): failed every write, where the file is only kept as
@@ -561,7 +574,7 @@ def _give_owner_fd(fd: int, owner: tuple[int, int], mode: int) -> bool:
         if exc.errno in _OWNER_REFUSED:
             return False
         raise
-    os.fchmod(fd, mode)  # a change of owner may clear set-id bits
+    chmod(mode)  # a change of owner may clear set-id bits
     return True
 
 
