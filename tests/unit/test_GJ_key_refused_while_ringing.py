@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import aiohttp
 import pytest
@@ -22,7 +22,6 @@ from pytest_aiohttp import AiohttpServer
 
 from agent import session as session_module
 from agent import worker
-from agent.caller import CallControl, OutboundCaller
 from agent.cartesia_tts import CartesiaTTS
 from agent.openai_llm import CallLLM
 from agent.plan import SessionPlan, plan_session
@@ -34,8 +33,7 @@ from tests.helpers import cartesia_refusing_the_key
 from tests.unit.test_agent_answer import amd_says
 from tests.unit.test_agent_conversation import ScriptedLLM
 from tests.unit.test_agent_reporting import CALL
-from tests.unit.test_agent_session import NullAudio
-from tests.unit.test_agent_worker import FakeJobContext, FakeRoom, make_job
+from tests.unit.test_agent_worker import FakeJobContext, FakeRoom, built_without_room, make_job
 
 
 @pytest.fixture
@@ -69,22 +67,6 @@ async def test_a_key_cartesia_refuses_ends_the_call_while_it_rings(
         base = str(cartesia_server.make_url("")).rstrip("/")
         return CartesiaTTS(api_key="revoked-key", base_url=base, http_session=http)
 
-    real_build_session = session_module.build_session
-
-    def session_without_room(
-        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
-    ) -> tuple[AgentSession[None], OutboundCaller]:
-        session, agent = real_build_session(plan, settings, control, **kwargs)
-        session.output.audio = NullAudio()
-        start = session.start
-
-        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
-            await start(agent)
-
-        session.start = start_without_room  # type: ignore[assignment,method-assign]
-        sessions.append(session)
-        return session, agent
-
     async def rings_on(_room: object, _timeout_s: float) -> None:
         ringing.set()
         await asyncio.sleep(3600)  # nobody answers yet
@@ -92,7 +74,7 @@ async def test_a_key_cartesia_refuses_ends_the_call_while_it_rings(
     monkeypatch.setattr(session_module, "build_stt", lambda *_args: None)
     monkeypatch.setattr(session_module, "build_llm", lambda *_args: llm)
     monkeypatch.setattr(session_module, "build_tts", refused_tts)
-    monkeypatch.setattr(worker, "build_session", session_without_room)
+    built_without_room(monkeypatch, sessions)
     monkeypatch.setattr(worker, "wait_for_callee", rings_on)
     ctx = FakeJobContext(make_job(CALL))
     ctx.room = FakeRoom()  # type: ignore[assignment]
@@ -149,33 +131,19 @@ async def test_a_key_openai_refuses_ends_the_call_while_it_rings(
     keyed = dataclasses.replace(settings, openai_api_key="sk-revoked", openai_base_url=base_url)
     monkeypatch.setattr(worker, "job_settings", lambda: keyed)
     sessions: list[AgentSession[None]] = []
-    real_build_session = session_module.build_session
-
-    def session_without_room(
-        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
-    ) -> tuple[AgentSession[None], OutboundCaller]:
-        session, agent = real_build_session(plan, settings, control, **kwargs)
-        assert isinstance(session.llm, CallLLM)  # the agent's own, as built
-        start = session.start
-
-        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
-            await start(agent)
-
-        session.start = start_without_room  # type: ignore[assignment,method-assign]
-        sessions.append(session)
-        return session, agent
 
     async def rings_on(_room: object, _timeout_s: float) -> None:
         await asyncio.sleep(3600)  # nobody answers yet
 
     monkeypatch.setattr(session_module, "build_stt", lambda *_args: None)
     monkeypatch.setattr(session_module, "build_tts", lambda *_args: None)
-    monkeypatch.setattr(worker, "build_session", session_without_room)
+    built_without_room(monkeypatch, sessions)
     monkeypatch.setattr(worker, "wait_for_callee", rings_on)
     ctx = FakeJobContext(make_job(CALL))
     ctx.room = FakeRoom()  # type: ignore[assignment]
 
     await asyncio.wait_for(entrypoint(cast(JobContext, ctx)), 10)
+    assert isinstance(sessions[0].llm, CallLLM)  # the agent's own, as built
     await sessions[0].aclose()
 
     assert ctx.deleted_rooms == [CALL]

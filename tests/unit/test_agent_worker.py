@@ -398,6 +398,33 @@ async def test_the_worker_sends_its_spool_again_while_it_runs(
     assert [(r.call_id, r.seq, r.kind) for r in reports.reports] == [(CALL, 7, "answered")]
 
 
+def roomless(session: AgentSession[None], sessions: list[AgentSession[None]]) -> AgentSession[None]:
+    """`session`, started with its agent alone (these jobs have no room), kept in `sessions`."""
+    start = session.start
+
+    async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
+        await start(agent)
+
+    session.start = start_without_room  # type: ignore[assignment,method-assign]
+    sessions.append(session)
+    return session
+
+
+def built_without_room(monkeypatch: pytest.MonkeyPatch, sessions: list[AgentSession[None]]) -> None:
+    """The job's session as `build_session` makes it (with what the test patched into
+    agent.session), speaking to nobody, started without a room, kept in `sessions`."""
+    real_build_session = session_module.build_session
+
+    def build(
+        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
+    ) -> tuple[AgentSession[None], OutboundCaller]:
+        session, agent = real_build_session(plan, settings, control, **kwargs)
+        session.output.audio = NullAudio()
+        return roomless(session, sessions), agent
+
+    monkeypatch.setattr(worker, "build_session", build)
+
+
 class FakeParticipant:
     def __init__(
         self,
@@ -493,15 +520,7 @@ async def test_an_answered_call_from_start_to_final_report(
     def text_only_session(
         plan: SessionPlan, _settings: Settings, control: CallControl, **kwargs: Any
     ) -> tuple[AgentSession[None], OutboundCaller]:
-        session = AgentSession[None](llm=llm)
-        start = session.start
-
-        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
-            await start(agent)
-
-        session.start = start_without_room  # type: ignore[assignment,method-assign]
-        sessions.append(session)
-        return session, build_agent(plan, control, **kwargs)
+        return roomless(AgentSession[None](llm=llm), sessions), build_agent(plan, control, **kwargs)
 
     async def answered(_room: object, _timeout_s: float) -> FakeParticipant:
         return FakeParticipant("sip-" + CALL, SIP, "active")
@@ -717,29 +736,13 @@ async def test_a_greeting_the_tts_cannot_speak_ends_the_call_with_a_report(
         base = str(cartesia_server.make_url("")).rstrip("/")
         return cartesia.TTS(api_key="bad-key", base_url=base, http_session=http)
 
-    real_build_session = session_module.build_session
-
-    def session_without_room(
-        plan: SessionPlan, settings: Settings, control: CallControl, **kwargs: Any
-    ) -> tuple[AgentSession[None], OutboundCaller]:
-        session, agent = real_build_session(plan, settings, control, **kwargs)
-        session.output.audio = NullAudio()
-        start = session.start
-
-        async def start_without_room(agent: OutboundCaller, **_room: Any) -> None:
-            await start(agent)
-
-        session.start = start_without_room  # type: ignore[assignment,method-assign]
-        sessions.append(session)
-        return session, agent
-
     async def answered(_room: object, _timeout_s: float) -> FakeParticipant:
         return FakeParticipant("sip-" + CALL, SIP, "active")
 
     monkeypatch.setattr(session_module, "build_stt", lambda *_args: None)
     monkeypatch.setattr(session_module, "build_llm", lambda *_args: llm)
     monkeypatch.setattr(session_module, "build_tts", refused_tts)
-    monkeypatch.setattr(worker, "build_session", session_without_room)
+    built_without_room(monkeypatch, sessions)
     monkeypatch.setattr(worker, "wait_for_callee", answered)
     monkeypatch.setattr(worker, "AMD_OPTIONS", FAST_AMD)
     ctx = FakeJobContext(make_job(CALL, report_url=url))
