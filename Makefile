@@ -38,9 +38,15 @@ typecheck: $(STAMP)
 # contention for the timed process tests. The 20 slowest tests are listed at the end (the
 # suite is meant to stay under 5 minutes). `$(BIN)/pytest path/to/test.py` alone runs in one
 # process.
+#
+# With PYTHONDONTWRITEBYTECODE set (as on our CI machines), every Python the suite starts
+# (each worker, and the hundreds of servers, agents and writers the tests run) compiled the
+# project's 102 modules again (0.4 s of CPU each time) and each worker rewrote the asserts of
+# every test module (8 s of its 15 s collection): the suite writes its bytecode
+# (__pycache__/, ignored by git), 18% less CPU over the whole run.
 PYTEST_WORKERS ?= 3
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=20
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
