@@ -95,7 +95,9 @@ class OutboundCaller(Agent):
         (600 s by default) with nobody on it (a phone put down without hanging up, a
         voicemail box recording silence), its provider sessions and the trunk's minutes
         running all the while. Speaking again starts over."""
-        if event.new_state == "speaking":
+        if event.new_state == "speaking" or event.old_state == "away":
+            # Out of "away" other than by speaking: a key pressed (RoomIO's DTMF) or words
+            # the STT heard where its speech detection did not; the callee is there too.
             self._callee_spoke()
             return
         if (
@@ -127,7 +129,7 @@ class OutboundCaller(Agent):
 
     async def _end_if_silent(self, question: SpeechHandle) -> None:
         """Goodbye and hang-up once the callee has been silent CALLEE_SILENT_S after
-        `question` (cancelled if they speak)."""
+        `question` (cancelled if they speak, the goodbye's hang-up too until it is said)."""
         await question.wait_for_playout()
         await asyncio.sleep(CALLEE_SILENT_S)
         if self._hangup_scheduled or not self._asked_if_there or self.session.user_state != "away":
@@ -137,13 +139,22 @@ class OutboundCaller(Agent):
             " call",
             self._plan.call_id,
         )
-        self._hang_up_after(
-            self.session.generate_reply(
-                instructions=f"{self._plan.callee_as_data} is still silent. Say a brief, polite"
-                f" goodbye in {LANGUAGES[self._plan.language]}: you will call another time. Do"
-                " not ask anything."
-            )
+        goodbye = self.session.generate_reply(
+            instructions=f"{self._plan.callee_as_data} is still silent. Say a brief, polite"
+            f" goodbye in {LANGUAGES[self._plan.language]}: you will call another time. Do"
+            " not ask anything."
         )
+        # Not _hang_up_after: a callee who speaks while the goodbye is written or said
+        # ("Yes, sorry, I'm here") cancels this task and is answered, not hung up on when
+        # the goodbye ends.
+        self._hangup_scheduled = True
+        try:
+            await goodbye.wait_for_playout()
+        except asyncio.CancelledError:
+            self._hangup_scheduled = False
+            goodbye.interrupt(force=True)  # not said to a callee who is there after all
+            raise
+        self._hangup_task = asyncio.get_running_loop().create_task(self._hang_up())
 
     def greet(self) -> SpeechHandle:
         """Open the conversation: the call's first message as is (TTS only, no LLM round

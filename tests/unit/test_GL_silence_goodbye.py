@@ -1,0 +1,176 @@
+"""A callee asked whether they are still there who speaks as the agent's goodbye is on its
+way (their "Yes, sorry, I'm here" while the LLM writes it, or over it) is not hung up on: the
+goodbye for a silent line is for a line that stayed silent.
+
+The real session (`build_session`) against local stand-ins of OpenAI (scripted streamed
+completions, one of them held until the test lets it go), Cartesia and Deepgram, as in
+tests/unit/test_callee_silent.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from livekit.agents import AgentSession
+from pytest_aiohttp import AiohttpServer
+
+from agent import caller
+from agent.plan import plan_session
+from agent.session import build_session
+from tests.unit.test_agent_answer import end_user_turn, eventually
+from tests.unit.test_agent_conversation import FakeCallControl
+from tests.unit.test_agent_wire import (
+    ALICE,
+    FakeCartesia,
+    FakeOpenAI,
+    PhoneLine,
+    fake_cartesia,
+    fake_deepgram,
+    heard_in,
+    point_stt,
+    point_tts,
+    settings_for,
+    sse,
+)
+from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
+from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
+from tests.unit.test_callee_silent import GOODBYE, GREETING, QUESTION, SILENT_S, instructions
+
+REPLY = "Oh good, so about your batting."
+
+
+@pytest.fixture
+def quick_silence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(caller, "CALLEE_SILENT_S", SILENT_S)
+
+
+async def held_openai(
+    aiohttp_server: AiohttpServer, script: list[str], held: int, release: asyncio.Event
+) -> FakeOpenAI:
+    """OpenAI's chat completions saying `script` in turn; the answer to request number
+    `held` (from 1) waits for `release`."""
+    completions: list[dict[str, Any]] = []
+
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = await request.json()
+        completions.append(body)
+        number = len(completions)
+        if number == held:
+            await release.wait()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-{number}",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": body["model"],
+        }
+        for delta, finish in (
+            ({"role": "assistant", "content": ""}, None),
+            ({"content": script[number - 1]}, None),
+            ({}, "stop"),
+        ):
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            await response.write(sse(base | {"choices": [choice]}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return FakeOpenAI(await aiohttp_server(app), completions, [])
+
+
+@contextlib.asynccontextmanager
+async def greeted(
+    aiohttp_server: AiohttpServer, script: list[str], held: int, release: asyncio.Event
+) -> AsyncIterator[tuple[FakeOpenAI, FakeCartesia, FakeCallControl, AgentSession[None]]]:
+    """Alice's real session, started and its greeting said (OpenAI saying `script`, request
+    `held` held until `release`); closed on leaving."""
+    openai_in = await held_openai(aiohttp_server, script, held, release)
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    settings = settings_for(openai_in)
+    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
+    control = FakeCallControl()
+    session, agent = build_session(plan, settings, control)
+    tts = point_tts(session.tts, cartesia_in)
+    point_stt(session.stt, deepgram_in)
+    session.output.audio = PhoneLine()
+    try:
+        await session.start(agent)
+        await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
+        yield openai_in, cartesia_in, control, session
+    finally:
+        await session.aclose()
+        await tts.aclose()
+
+
+def spoken(cartesia_in: FakeCartesia) -> str:
+    """All the text the session sent Cartesia to say."""
+    return " ".join(r["transcript"] for socket in cartesia_in.sockets for r in socket.requests)
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_silence")
+async def test_a_callee_who_speaks_as_the_goodbye_comes_is_not_hung_up_on(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Silent after the question, Alice says "Yes, sorry, I'm here" while OpenAI writes the
+    goodbye (the third request): she is answered, not told goodbye, and the call goes on.
+    Before, the goodbye was said and its end hung up on her: the hang-up was tied to it
+    whatever she said meanwhile."""
+    release = asyncio.Event()
+    script = [GREETING, QUESTION, GOODBYE, REPLY]
+    async with greeted(aiohttp_server, script, 3, release) as (
+        openai_in,
+        cartesia_in,
+        control,
+        session,
+    ):
+        await eventually(lambda: len(openai_in.completions) == 3, "the goodbye's request", 10)
+        assert "whether they are still there" in instructions(openai_in.completions[1])
+        assert "goodbye" in instructions(openai_in.completions[2])
+        # What her voice does to the session: speaking, then listening, then her turn.
+        session._update_user_state("speaking")
+        session._update_user_state("listening")
+        end_user_turn(session, "Yes, sorry, I'm here.")
+        release.set()
+        await eventually(lambda: len(openai_in.completions) == 4, "the reply to her", 10)
+        await eventually(lambda: "batting" in spoken(cartesia_in), "the reply said", 10)
+        await asyncio.sleep(SILENT_S * 0.5)
+        assert control.actions == []  # she spoke: the call goes on
+        assert "call another time" not in spoken(cartesia_in)  # no goodbye: she is there
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_silence")
+async def test_a_key_pressed_after_the_question_counts_as_the_callee_there(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Asked whether she is still there, Alice presses a key (RoomIO's DTMF: her state goes
+    from away to listening, not speaking), then puts the phone down: she is asked again,
+    then told goodbye and the call ends. Before, the key left the question marked asked
+    for good: no later silence was asked about or ended, and the line stayed open to
+    max_duration_s (600 s)."""
+    release = asyncio.Event()
+    release.set()
+    script = [GREETING, QUESTION, "Alice, are you still there?", GOODBYE]
+    async with greeted(aiohttp_server, script, 0, release) as (
+        openai_in,
+        cartesia_in,
+        control,
+        session,
+    ):
+        await eventually(lambda: QUESTION in spoken(cartesia_in), "the question said", 10)
+        await asyncio.sleep(SILENT_S * 0.25)
+        states = [session.user_state]
+        session.reset_away_timer()  # what RoomIO does for a key she pressed
+        states.append(session.user_state)
+        assert states == ["away", "listening"]
+        await eventually(lambda: len(openai_in.completions) == 3, "the second question", 10)
+        assert "whether they are still there" in instructions(openai_in.completions[2])
+        await eventually(lambda: ("hang_up",) in control.actions, "the hang-up", 10)
+        assert "goodbye" in instructions(openai_in.completions[3])
