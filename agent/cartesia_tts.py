@@ -28,6 +28,7 @@ import aiohttp
 from livekit.agents import APIStatusError
 from livekit.plugins import cartesia
 
+from agent.session import KEY_REFUSAL_RECHECK_S
 from common.masking import clip_for_log, redact
 
 # How much of Cartesia's own words a refusal keeps (its title, or its error for older API
@@ -44,8 +45,8 @@ KEY_REFUSED = frozenset({401, 403})
 
 class CartesiaTTS(cartesia.TTS):
     """`cartesia.TTS` whose websockets raise Cartesia's refusals (`refusal_of`), and which
-    tells when Cartesia refused its API key (`key_refused`, set by any connection: the one
-    the session opens ahead, while the phone rings, first)."""
+    tells when Cartesia refused its API key (`key_refused`, set by any connection refused
+    twice: the one the session opens ahead, while the phone rings, first)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -57,10 +58,17 @@ class CartesiaTTS(cartesia.TTS):
         try:
             ws = await super()._connect_ws(timeout)
         except APIStatusError as exc:
-            if exc.status_code in KEY_REFUSED:
-                self.refusal = exc
-                self.key_refused.set()
-            raise
+            if exc.status_code not in KEY_REFUSED:
+                raise
+            # Asked again before the key counts as refused (KEY_REFUSAL_RECHECK_S).
+            await asyncio.sleep(KEY_REFUSAL_RECHECK_S)
+            try:
+                ws = await super()._connect_ws(timeout)
+            except APIStatusError as again:
+                if again.status_code in KEY_REFUSED:
+                    self.refusal = again
+                    self.key_refused.set()
+                raise
         say_refusals(ws)
         return ws
 

@@ -21,6 +21,8 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
 
+from agent.session import KEY_REFUSAL_RECHECK_S
+
 # The plugin's label: the call's reason names the provider from it (`provider_named`).
 PLUGIN_LABEL = f"{openai.LLM.__module__}.{openai.LLM.__name__}"
 
@@ -41,13 +43,20 @@ class CallLLM(openai.LLM):
     async def _prewarm_impl(self) -> None:
         try:
             await super()._prewarm_impl()
-        except openai_sdk.AuthenticationError as exc:
+        except openai_sdk.AuthenticationError:
             # 401 only: a restricted key without the models' read scope is refused the list
-            # (403) and may still be given chat completions. Not OpenAI's message: it quotes
-            # part of the key ("sk-...abcd").
-            self.refusal = APIStatusError("OpenAI refused the API key", status_code=exc.status_code)
-            self.key_refused.set()
-            raise
+            # (403) and may still be given chat completions. Asked again before the key
+            # counts as refused (KEY_REFUSAL_RECHECK_S).
+            await asyncio.sleep(KEY_REFUSAL_RECHECK_S)
+            try:
+                await super()._prewarm_impl()
+            except openai_sdk.AuthenticationError as exc:
+                # Not OpenAI's message: it quotes part of the key ("sk-...abcd").
+                self.refusal = APIStatusError(
+                    "OpenAI refused the API key", status_code=exc.status_code
+                )
+                self.key_refused.set()
+                raise
 
     def chat(
         self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS, **kwargs: Any

@@ -123,6 +123,14 @@ PROVIDER_RETRIES = 2
 PROVIDER_RETRY_INTERVAL_S = 2.0
 
 
+# How long the agent waits to ask again when OpenAI or Cartesia refuses its API key (401, or
+# Cartesia's 403) to the connection the session makes ahead, while the phone rings: refused
+# twice, the call is ended before it is answered (agent.worker.key_refused_while). Taken at
+# its first word, a refusal of a moment (a provider's auth service blinking, a key rotated a
+# second late) ended a call that would have worked, its callee's phone ringing off.
+KEY_REFUSAL_RECHECK_S = 1.0
+
+
 def speech_conn_options() -> APIConnectOptions:
     """How long the LLM or the TTS may keep the callee waiting: PROVIDER_TIMEOUT_S an
     attempt, PROVIDER_RETRIES more, PROVIDER_RETRY_INTERVAL_S apart."""
