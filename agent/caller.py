@@ -164,6 +164,11 @@ class OutboundCaller(Agent):
         else:
             handle = self.session.generate_reply(instructions=self._plan.greeting)
         self._greeted = True
+        # The callee's silence counts from here. Found "away" before (the session starts as
+        # the phone rings: a long ring, or the detector listening, outlasts CALLEE_SILENT_S),
+        # they stayed so, livekit-agents saying it only once: a line silent from the answer
+        # on (a phone put down, a voicemail box recording silence) was never asked about.
+        self.session.reset_away_timer()
         return handle
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:

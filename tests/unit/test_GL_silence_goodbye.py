@@ -1,6 +1,8 @@
-"""A callee asked whether they are still there who speaks as the agent's goodbye is on its
-way (their "Yes, sorry, I'm here" while the LLM writes it, or over it) is not hung up on: the
-goodbye for a silent line is for a line that stayed silent.
+"""A silent callee's line, as the agent asks whether they are still there and ends the call
+(375589c): one who speaks as the agent's goodbye is on its way (their "Yes, sorry, I'm here"
+while the LLM writes it, or over it) is not hung up on; one who presses a key is there; and a
+line silent since before the greeting (a phone that rang, or a detector that listened, longer
+than CALLEE_SILENT_S) is asked about too.
 
 The real session (`build_session`) against local stand-ins of OpenAI (scripted streamed
 completions, one of them held until the test lets it go), Cartesia and Deepgram, as in
@@ -87,10 +89,17 @@ async def held_openai(
 
 @contextlib.asynccontextmanager
 async def greeted(
-    aiohttp_server: AiohttpServer, script: list[str], held: int, release: asyncio.Event
+    aiohttp_server: AiohttpServer,
+    script: list[str],
+    held: int,
+    release: asyncio.Event,
+    *,
+    away_before: bool = False,
 ) -> AsyncIterator[tuple[FakeOpenAI, FakeCartesia, FakeCallControl, AgentSession[None]]]:
     """Alice's real session, started and its greeting said (OpenAI saying `script`, request
-    `held` held until `release`); closed on leaving."""
+    `held` held until `release`; with `away_before`, once the session has found her away
+    before it: a phone ringing, or the detector listening, longer than CALLEE_SILENT_S);
+    closed on leaving."""
     openai_in = await held_openai(aiohttp_server, script, held, release)
     cartesia_in = await fake_cartesia(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
@@ -103,6 +112,8 @@ async def greeted(
     session.output.audio = PhoneLine()
     try:
         await session.start(agent)
+        if away_before:
+            await eventually(lambda: session.user_state == "away", "away before the greeting", 10)
         await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
         yield openai_in, cartesia_in, control, session
     finally:
@@ -174,3 +185,29 @@ async def test_a_key_pressed_after_the_question_counts_as_the_callee_there(
         assert "whether they are still there" in instructions(openai_in.completions[2])
         await eventually(lambda: ("hang_up",) in control.actions, "the hang-up", 10)
         assert "goodbye" in instructions(openai_in.completions[3])
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_silence")
+async def test_a_line_silent_since_before_the_greeting_is_asked_about_and_ended(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """The session starts as the phone rings (the worker starts it before the answer): a
+    phone that rang, or a detector that listened, CALLEE_SILENT_S found Alice "away" before
+    the greeting, which that question ignores. She stayed "away" after it (livekit-agents
+    says so once, and counts again only after she speaks): a line silent from the answer on
+    (a phone picked up and put down, a voicemail box recording silence), the very line the
+    question is for, stayed open to max_duration_s (600 s). Now greeted, she is counted
+    silent from the greeting: asked, then told goodbye and the call ends."""
+    release = asyncio.Event()
+    release.set()
+    script = [GREETING, QUESTION, GOODBYE]
+    async with greeted(aiohttp_server, script, 0, release, away_before=True) as (
+        openai_in,
+        _cartesia_in,
+        control,
+        _session,
+    ):
+        await eventually(lambda: len(openai_in.completions) == 2, "the question", 10)
+        assert "whether they are still there" in instructions(openai_in.completions[1])
+        await eventually(lambda: ("hang_up",) in control.actions, "the hang-up", 10)
+        assert "goodbye" in instructions(openai_in.completions[2])
