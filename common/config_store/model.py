@@ -310,17 +310,27 @@ class CallOptions(BaseModel):
 
 # A language tag with subtags (BCP 47: `es-MX`, `pt_BR`, `zh-Hant-TW`, `es-419`), as CRMs
 # and browsers write them: the speech services are told the language alone.
-_SUBTAGS = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]{2,8})+")
+_SUBTAGS = re.compile(r"([a-z]{2,3})((?:[-_][a-z0-9]{2,8})+)")
+# A first subtag of three letters is an extended language (BCP 47's extlang: no region or
+# script has three letters), another language than the first: `zh-yue` is Cantonese, `zh-hak`
+# Hakka, `zh-min-nan` Min Nan, each taken as `zh` and called in Mandarin. Those that are the
+# first language's standard form are that language.
+_SAME_LANGUAGE_EXTLANGS = frozenset({("zh", "cmn"), ("ms", "zsm")})
+_EXTLANG = re.compile(r"[-_]([a-z]{3})(?:[-_]|$)")
 
 
 def normalize_language(value: object) -> str:
     """Return the catalogue code for `value` (case-insensitive; a tag with subtags, `es-MX`,
-    is its language, `es`) or raise ValueError."""
+    is its language, `es`, unless they name another language, `zh-yue`) or raise
+    ValueError."""
     if isinstance(value, str):
         code = value.strip().lower()
         tagged = _SUBTAGS.fullmatch(code)
         if tagged is not None:
             code = tagged.group(1)
+            extlang = _EXTLANG.match(tagged.group(2))
+            if extlang is not None and (code, extlang.group(1)) not in _SAME_LANGUAGE_EXTLANGS:
+                code = ""  # another language: refused, not called in this one
         if code in LANGUAGES:
             return code
     raise ValueError(
