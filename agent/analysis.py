@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 MAX_SUMMARY_CHARS: Final = 8000
 MAX_REASON_CHARS: Final = 2000
 MAX_STRING_VALUE_CHARS: Final = 2000
+# The largest integer every JSON reader keeps exactly (I-JSON, RFC 7493: 2**53 - 1). A
+# JavaScript receiver reads a larger one as the nearest double (12345678901234567891 as
+# 12345678901234567000) and Go's into an int64 refuses the whole body past 2**63: a callee
+# who dictated a 20-digit "integer" had it kept, stored and sent to the customer's webhook.
+MAX_SAFE_INTEGER: Final = 2**53 - 1
 NO_CONVERSATION: Final = "no conversation to analyse"
 NOT_JSON: Final = "the analysis answer was not valid JSON"
 
@@ -130,7 +135,8 @@ def validate_value(spec: AnalysisField, value: Any) -> tuple[Any, str | None]:
     """(the value to keep, None) or (None, what is wrong with it) for one extracted value.
 
     None is valid (not stated); required-ness is checked by `validate_extracted`. Integers
-    given as whole floats (3.0) become ints; strings are clipped to MAX_STRING_VALUE_CHARS.
+    given as whole floats (3.0) become ints, and are kept within ±MAX_SAFE_INTEGER; strings
+    are clipped to MAX_STRING_VALUE_CHARS.
     """
     if value is None:
         return None, None
@@ -144,11 +150,19 @@ def validate_value(spec: AnalysisField, value: Any) -> tuple[Any, str | None]:
             return value, None
         return None, f"expected true or false, got {_shown(value)}"
     if kind == "integer":
+        whole: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value, None
-        if isinstance(value, float) and value.is_integer():
-            return int(value), None
-        return None, f"expected an integer, got {_shown(value)}"
+            whole = value
+        elif isinstance(value, float) and value.is_integer():
+            whole = int(value)
+        if whole is None:
+            return None, f"expected an integer, got {_shown(value)}"
+        if abs(whole) > MAX_SAFE_INTEGER:
+            return None, (
+                f"expected an integer within ±{MAX_SAFE_INTEGER} (larger ones are not read"
+                f" exactly by every JSON reader: ask for a string), got {_shown(value)}"
+            )
+        return whole, None
     if kind == "number":
         if isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
             return value, None
