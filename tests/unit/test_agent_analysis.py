@@ -153,8 +153,8 @@ def test_reading_answers() -> None:
 
 def test_the_transcript_as_the_llm_reads_it() -> None:
     assert format_transcript(TRANSCRIPT[1:3]) == (
-        "[2.5 s] Callee: Oh hi! I'm thirty and I play club cricket.\n"
-        "[4.0 s] Agent (interrupted): Want a lesson on Saturday?"
+        '[2.5 s] Callee: "Oh hi! I\'m thirty and I play club cricket."\n'
+        '[4.0 s] Agent (interrupted): "Want a lesson on Saturday?"'
     )
 
 
@@ -274,7 +274,7 @@ async def test_a_good_structured_answer(
     )
     assert "The callee agrees to a batting lesson." in system["content"]
     assert user["content"].splitlines()[2] == (
-        "[2.5 s] Callee: Oh hi! I'm thirty and I play club cricket."
+        '[2.5 s] Callee: "Oh hi! I\'m thirty and I play club cricket."'
     )
 
 
