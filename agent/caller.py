@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
@@ -39,6 +40,16 @@ logger = logging.getLogger(__name__)
 # callee is still there (livekit-agents' user_away_timeout: the user is "away"), and how long
 # the callee may then stay silent before the agent says goodbye and ends the call.
 CALLEE_SILENT_S = 15.0
+
+# How long after the greeting the LLM may still find the line to be an answering machine
+# (its detected_answering_machine tool). A voicemail box the detector took for a person
+# finishes its greeting and beeps well within it, then records silence, which the silence
+# check above ends; later, the callee has been talking with the agent. A callee who said "this
+# is my voicemail, leave a message after the beep" five minutes into a conversation (or an
+# LLM misreading "leave me a message") had a call that was talked through settled
+# `voicemail`: a campaign retrying voicemail called them again, and they were read the
+# call's voicemail message.
+VOICEMAIL_TOOL_WINDOW_S = 60.0
 
 
 class CallControl(Protocol):
@@ -73,6 +84,7 @@ class OutboundCaller(Agent):
         self._hangup_task: asyncio.Task[None] | None = None
         self._hangup_scheduled = False
         self._greeted = False
+        self._greeted_at: float | None = None  # time.monotonic() of the greeting
         self._on_held_turn = on_held_turn
         self._asked_if_there = False  # since the callee last spoke
         self._silence_ends: asyncio.Task[None] | None = None
@@ -169,6 +181,7 @@ class OutboundCaller(Agent):
         # they stayed so, livekit-agents saying it only once: a line silent from the answer
         # on (a phone put down, a voicemail box recording silence) was never asked about.
         self.session.reset_away_timer()
+        self._greeted_at = time.monotonic()
         return handle
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
@@ -265,13 +278,28 @@ class OutboundCaller(Agent):
         )
 
     @function_tool
-    async def detected_answering_machine(self, ctx: RunContext[None]) -> None:
+    async def detected_answering_machine(self, ctx: RunContext[None]) -> str | None:
         """Report that the call reached voicemail or an answering machine, not a person.
 
         Call this after hearing a voicemail greeting or beep. Say nothing yourself: the
         call's own voicemail message, if it has one, is left for you, then the line is
         closed.
         """
+        talked_s = None if self._greeted_at is None else time.monotonic() - self._greeted_at
+        if talked_s is not None and talked_s > VOICEMAIL_TOOL_WINDOW_S:
+            logger.info(
+                "call %s: the LLM found an answering machine %.0f s into the conversation;"
+                " not taken (a machine's greeting is over by %.0f s): the call goes on",
+                self._plan.call_id,
+                talked_s,
+                VOICEMAIL_TOOL_WINDOW_S,
+            )
+            return (
+                "Not recorded: this call has been a conversation for over"
+                f" {VOICEMAIL_TOOL_WINDOW_S:.0f} seconds, so the line is not an answering"
+                f" machine. Go on with the conversation with {self._plan.callee_as_data} in"
+                f" {LANGUAGES[self._plan.language]}."
+            )
         logger.info("call %s: answering machine detected", self._plan.call_id)
         try:
             await self._control.set_outcome(OUTCOME_VOICEMAIL)
