@@ -318,6 +318,7 @@ class ReportSender:
                     return
         else:
             self.refused.extend(q.report.seq for q in batch)
+            self._say_dnc_lost(batch, f"refused for good, HTTP {status}" if status else "refused")
 
     async def _deliver(self, url: str, batch: list[_Queued]) -> int | None:
         """POST `batch` until the server takes it, or refuses it (then its status, or 0 when
@@ -358,6 +359,8 @@ class ReportSender:
                     if self._hold_back:  # what follows goes after it, in a later pass
                         self.dropped.extend(q.report.seq for q in self._waiting)
                         self._waiting.clear()
+                    else:
+                        self._say_dnc_lost(batch, f"not delivered after {attempts} attempts")
                     return None
                 logger.log(
                     logging.INFO if attempts == 1 else logging.DEBUG,
@@ -372,6 +375,20 @@ class ReportSender:
                 self.posts += 1
                 self._taken(batch, answer)
                 return None
+
+    def _say_dnc_lost(self, items: list[_Queued], why: str) -> None:
+        """An ERROR when `items`, lost, hold the callee's request not to be called again: the
+        server alone puts the number on the do-not-call list, and the line that said the
+        report was refused ("do_not_call report #4 refused", a WARNING among a call's other
+        reports) left them to be called again, with nothing saying that someone must list
+        the number by hand."""
+        if any(q.report.kind == "do_not_call" for q in items):
+            logger.error(
+                "call %s: the callee asked not to be called again, and the server was not"
+                " told (%s): put the call's number on the do-not-call list with POST /dnc",
+                self._call_id,
+                why,
+            )
 
     def _taken(self, batch: list[_Queued], answer: Any) -> None:
         """The server took the POST: note what it kept (of a batch, each report's result)."""
@@ -517,6 +534,8 @@ class ReportSender:
         elif kept is not None:  # delivered after all
             kept[0].unlink(missing_ok=True)
         self.dropped.extend(q.report.seq for q in pending)
+        if not self._hold_back:
+            self._say_dnc_lost(pending, "not delivered before the job ended")
         for item in pending:
             logger.log(
                 self._give_up_level,
