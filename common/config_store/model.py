@@ -317,12 +317,17 @@ _SUBTAGS = re.compile(r"([a-z]{2,3})((?:[-_][a-z0-9]{2,8})+)")
 # first language's standard form are that language.
 _SAME_LANGUAGE_EXTLANGS = frozenset({("zh", "cmn"), ("ms", "zsm")})
 _EXTLANG = re.compile(r"[-_]([a-z]{3})(?:[-_]|$)")
+# Other codes of a language in the catalogue, as browsers and older systems send them: `nb`
+# (Norwegian Bokmal, what browsers and phones set for Norway: `nb-NO`), Java's and old
+# ISO 639's `iw` (Hebrew) and `in` (Indonesian), and `fil` (Filipino, Chrome's `fil-PH`),
+# the standard form of Tagalog. Nynorsk (`nn`) is not Bokmal, and is refused.
+_ALIASES = {"nb": "no", "iw": "he", "in": "id", "fil": "tl"}
 
 
 def normalize_language(value: object) -> str:
     """Return the catalogue code for `value` (case-insensitive; a tag with subtags, `es-MX`,
-    is its language, `es`, unless they name another language, `zh-yue`) or raise
-    ValueError."""
+    is its language, `es`, unless they name another language, `zh-yue`; another code of a
+    language, `nb-NO`, is its catalogue code, `no`) or raise ValueError."""
     if isinstance(value, str):
         code = value.strip().lower()
         tagged = _SUBTAGS.fullmatch(code)
@@ -331,6 +336,7 @@ def normalize_language(value: object) -> str:
             extlang = _EXTLANG.match(tagged.group(2))
             if extlang is not None and (code, extlang.group(1)) not in _SAME_LANGUAGE_EXTLANGS:
                 code = ""  # another language: refused, not called in this one
+        code = _ALIASES.get(code, code)
         if code in LANGUAGES:
             return code
     raise ValueError(

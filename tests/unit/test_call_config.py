@@ -213,7 +213,20 @@ def test_every_emotion_normalises_in_any_case(emotion: str) -> None:
     assert normalize_emotion(f"  {emotion.upper()}") == emotion
 
 
-@pytest.mark.parametrize("value", ["xx", "xx-US", "en-", "english", "", None, 1, ["en"]])
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [("nb-NO", "no"), ("nb", "no"), ("NB_no", "no"), ("iw-IL", "he"), ("iw", "he")]
+    + [("in_ID", "id"), ("fil-PH", "tl"), ("fil", "tl")],
+)
+def test_another_code_of_a_language_is_its_catalogue_code(value: str, code: str) -> None:
+    """Browsers set `nb-NO` for Norway, Java writes Hebrew `iw` and Indonesian `in`, Chrome
+    Filipino `fil-PH`: each was a 422 though the catalogue has the language."""
+    assert normalize_language(value) == code
+
+
+@pytest.mark.parametrize(
+    "value", ["xx", "xx-US", "en-", "english", "", None, 1, ["en"], "nn-NO", "fil-x"]
+)
 def test_unknown_language_message_lists_the_catalogue(value: object) -> None:
     with pytest.raises(ValueError) as info:
         normalize_language(value)
