@@ -10,7 +10,8 @@ would be most of the log, so they are dropped (failures stay).
 
 A call is one request from the client and 13 or so from machines (LiveKit's webhooks, the
 agent's reports), whose success the call's own lines already tell (`call ... dialing ->
-ringing`, ...). `CallsAccessLogger` writes those machines' successful requests only at
+ringing`, ...); health probes and metrics scrapes come every few seconds, whatever the
+traffic. `CallsAccessLogger` writes those machines' successful requests only at
 LOG_LEVEL=DEBUG, before aiohttp formats them (a line costs ~20 µs); their failures, and every
 other request, are logged as before. While the database is down, LiveKit and the agents retry
 every post and each gets a 503; and anyone may post unsigned requests there by the thousand:
@@ -227,7 +228,8 @@ def _never_routed(request: web.BaseRequest) -> bool:
 
 
 def _from_machine(request: web.BaseRequest) -> bool:
-    """Whether `request` came to a machines' route (LiveKit's webhooks, agents' reports)."""
+    """Whether `request` came to a machines' route (LiveKit's webhooks, agents' reports,
+    probes: RouteDoc.log_success)."""
     if _never_routed(request):
         return False
     assert isinstance(request, web.Request)  # noqa: S101 - routed requests are

@@ -270,6 +270,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("Alive", Ok),
                 503: Reply("Only a restart can help: the calls database was replaced under it"),
             },
+            log_success=False,
         ),
         healthz,
     )
@@ -284,6 +285,7 @@ def setup(app: web.Application) -> None:
                 200: Reply("Ready", Ok),
                 503: Reply("Not ready; `details` names the failing components"),
             },
+            log_success=False,
         ),
         readyz,
     )
@@ -295,6 +297,7 @@ def setup(app: web.Application) -> None:
             "metrics",
             "Prometheus metrics",
             replies={200: Reply("Prometheus text format", content_type="text/plain")},
+            log_success=False,
         ),
         metrics,
     )

@@ -79,7 +79,9 @@ class RouteDoc:
     parameters: list[dict[str, Any]] = field(default_factory=list)
     protected: bool = False
     # False: a machine's request (LiveKit's webhooks, agents' reports) whose success the call's
-    # own log lines tell; its access-log line is written only at LOG_LEVEL=DEBUG.
+    # own log lines tell, or a probe's (health checks, metrics scrapes: a load balancer's and
+    # Kubernetes' every few seconds, 17,000 lines a day each); its access-log line is written
+    # only at LOG_LEVEL=DEBUG.
     log_success: bool = True
 
 
@@ -125,10 +127,12 @@ def add_route(
     for path in (doc.path,) if also_at is None else (doc.path, also_at):
         if doc.method == "GET":  # and HEAD, as every GET route should answer (monitors use it)
             route = app.router.add_get(path, handler, expect_handler=expect_continue)
+            routes = [r for r in route.resource or () if r.handler is route.handler]
         else:
             route = app.router.add_route(doc.method, path, handler, expect_handler=expect_continue)
+            routes = [route]
         if not doc.log_success:  # a machines' route: its refusals are said once a minute
-            app.setdefault(QUIET_ROUTES, set()).add(route)
+            app.setdefault(QUIET_ROUTES, set()).update(routes)
             app.setdefault(REFUSALS, Repeats())
     app.setdefault(ROUTES, []).append(doc)
 

@@ -31,8 +31,8 @@ LIVEKIT_URL = web.AppKey("livekit_url", str)
 ROUTES = web.AppKey("routes", list[Any])
 # Routes whose successful requests the access log writes only at DEBUG (RouteDoc.log_success).
 QUIET_ROUTES = web.AppKey("quiet_routes", set[Any])
-# Refused machines' requests (LiveKit's webhooks, agents' reports): their log lines, and their
-# access lines, at most once a minute per kind (anyone can send them, unsigned, by the thousand)
+# Refused machines' requests (LiveKit's webhooks, agents' reports, probes): their log lines,
+# and their access lines, at most once a minute per kind (anyone can send them by the thousand)
 REFUSALS = web.AppKey("refusals", Repeats)
 # The request bodies being read: a stop ends their reads at once (handlers/body_reads.py).
 BODY_READS = web.AppKey("body_reads", BodyReads)
