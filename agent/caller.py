@@ -30,6 +30,7 @@ from livekit.agents import (
 from livekit.agents.llm import ChatChunk, ChatContext, ChatMessage, Tool
 from livekit.agents.voice import SpeechHandle
 
+from agent.apology import apology_for
 from agent.plan import SessionPlan, answer_action
 from common.config_store.model import LANGUAGES
 from common.contracts import OUTCOME_VOICEMAIL
@@ -88,6 +89,7 @@ class OutboundCaller(Agent):
         self._on_held_turn = on_held_turn
         self._asked_if_there = False  # since the callee last spoke
         self._silence_ends: asyncio.Task[None] | None = None
+        self._apologising = False
 
     @property
     def greeted(self) -> bool:
@@ -184,9 +186,26 @@ class OutboundCaller(Agent):
         self._greeted_at = time.monotonic()
         return handle
 
+    def apologise(self) -> SpeechHandle:
+        """Say the call's apology (`agent.apology`) by the TTS alone, after what is being
+        said and not to be cut off: a provider failed for good and the call ends once it is
+        said (`agent.session.CallSession`). From now on nothing else is said: the callee's
+        turns get no reply, a silence no question, and a tool no goodbye."""
+        self._apologising = True
+        self._hangup_scheduled = True  # the call ends after the apology, not after a goodbye
+        if self._silence_ends is not None:
+            self._silence_ends.cancel()
+        return self.session.say(apology_for(self._plan.language), allow_interruptions=False)
+
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
         """Before the greeting, keep what the callee said but do not answer it; what was
-        heard before the call was answered (ringback, a carrier's announcement) is dropped."""
+        heard before the call was answered (ringback, a carrier's announcement) is dropped.
+        While the agent apologises (`apologise`), what the callee says is kept in the
+        transcript and not answered: the LLM asked for a reply may be what failed."""
+        if self._apologising:
+            if self._on_held_turn is not None:
+                self._on_held_turn(new_message)
+            raise StopResponse()
         if self._greeted:
             self._callee_spoke()
             return

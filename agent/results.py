@@ -74,6 +74,15 @@ class TranscriptRecorder:
         word): a call that fails before it is one the callee answered to silence."""
         return any(turn.role == "agent" for turn in self._turns)
 
+    def agent_spoke_before(self, at: float) -> bool:
+        """Whether the agent had begun a turn it said to the callee before `at` (unix
+        seconds): a provider's failure then, and the apology said after it
+        (`agent.session.CallSession`) is no turn of the conversation the call was for."""
+        if self._answered_at is None:
+            return False
+        before = at - self._answered_at
+        return any(turn.role == "agent" and turn.at_s < before for turn in self._turns)
+
     def start(self, answered_at: float) -> None:
         """The call was answered at `answered_at` (unix seconds): turns count from here."""
         self._answered_at = answered_at

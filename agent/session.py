@@ -8,9 +8,16 @@ worker imports them up front because they must register on the main thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from livekit.agents import AgentSession
+from livekit.agents.llm import LLMError, RealtimeModelError
+from livekit.agents.stt import STTError
+from livekit.agents.tts import TTSError
+from livekit.agents.voice import SpeechHandle
 
 from agent import caller
 from agent.caller import CallControl, OutboundCaller
@@ -19,7 +26,7 @@ from common.settings import Settings
 
 if TYPE_CHECKING:
     import openai as openai_sdk
-    from livekit.agents import AgentSession, APIConnectOptions
+    from livekit.agents import APIConnectOptions
     from livekit.agents.llm import ChatMessage
     from livekit.agents.voice.agent_session import SessionConnectOptions
     from livekit.plugins import cartesia, deepgram, openai
@@ -158,6 +165,79 @@ def session_connect_options() -> SessionConnectOptions:
     )
 
 
+# How long the apology may take to be said (a TTS that takes it and sends nothing gives up
+# within about 17 s, PROVIDER_TIMEOUT_S and its retries) before the call ends without it.
+APOLOGY_TIMEOUT_S = 12.0
+
+logger = logging.getLogger(__name__)
+
+SessionError = LLMError | STTError | TTSError | RealtimeModelError
+
+
+class CallSession(AgentSession[None]):
+    """The call's `AgentSession`, which apologises before it closes on a provider's failure.
+
+    livekit-agents closes the session on a provider's first request that failed for good
+    (`session_connect_options`), and the worker ends the call on that close. In the middle of
+    a conversation (OpenAI answering 500 past the retries, refusing a key rotated away, its
+    stream cut halfway through a reply; Deepgram's stream lost), the callee heard nothing
+    more, then the line went dead. Once the agent has greeted, such a failure of the LLM or
+    the STT is met with the call's fixed apology (`OutboundCaller.apologise`, TTS only),
+    and the session closes on it once the apology is said (APOLOGY_TIMEOUT_S at most), as
+    before: the same error, the same close. The TTS failing leaves nothing to say it with:
+    the session closes at once, as before, and a TTS failing during the apology cuts it
+    short. `failure` is the error being apologised for: the callee who hangs up meanwhile
+    closes the session without it (`agent.worker` records it all the same)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.failure: SessionError | None = None
+        self._apology: SpeechHandle | None = None
+        self._ending: asyncio.Task[None] | None = None
+
+    def _on_error(self, error: SessionError) -> None:
+        if self._closing_task is not None or error.recoverable:
+            super()._on_error(error)
+            return
+        if self._apology is not None:  # once: a later failure is part of the same end
+            if isinstance(error, TTSError):
+                self._apology.interrupt(force=True)  # nothing can say it: end now
+            return
+        agent = self._agent
+        if (
+            not isinstance(error, LLMError | STTError)
+            or not isinstance(agent, caller.OutboundCaller)
+            or not agent.greeted
+        ):
+            super()._on_error(error)
+            return
+        self.failure = error
+        logger.warning(
+            "call %s: the %s failed for good; apologising to the callee before the call ends",
+            agent.plan.call_id,
+            error.type.removesuffix("_error"),
+        )
+        self._apology = agent.apologise()
+        self._ending = asyncio.get_running_loop().create_task(
+            self._close_after(self._apology, error, agent.plan.call_id)
+        )
+
+    async def _close_after(
+        self, apology: SpeechHandle, error: SessionError, call_id: str | None
+    ) -> None:
+        """Close on `error` (as livekit-agents would have at once) once `apology` is said."""
+        try:
+            await asyncio.wait_for(apology.wait_for_playout(), APOLOGY_TIMEOUT_S)
+        except TimeoutError:
+            apology.interrupt(force=True)
+            logger.warning(
+                "call %s: the apology was not said within %.0f s; the call ends",
+                call_id,
+                APOLOGY_TIMEOUT_S,
+            )
+        super()._on_error(error)
+
+
 def build_agent(
     plan: SessionPlan,
     control: CallControl,
@@ -173,16 +253,14 @@ def build_session(
     control: CallControl,
     *,
     on_held_turn: Callable[[ChatMessage], bool] | None = None,
-) -> tuple[AgentSession[None], OutboundCaller]:
+) -> tuple[CallSession, OutboundCaller]:
     """The real session and agent for a plan (needs the API keys).
 
     Building it already starts pre-warming the LLM connection (livekit-agents does this).
     `on_held_turn` gets the callee's turns the agent holds back before its greeting, and says
     whether they count (False: heard before the call was answered).
     """
-    from livekit.agents import AgentSession
-
-    session: AgentSession[None] = AgentSession(
+    session = CallSession(
         stt=build_stt(plan, settings),
         llm=build_llm(plan, settings),
         tts=build_tts(plan, settings),

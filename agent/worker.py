@@ -55,7 +55,7 @@ from agent.openai_llm import CallLLM
 from agent.plan import SessionPlan, plan_session
 from agent.reporting import ReportSender
 from agent.results import CallEnd, TranscriptRecorder, finish_call
-from agent.session import build_session
+from agent.session import CallSession, build_session
 from agent.spool import ReportSpool, resend_loop
 from common.config_store.model import CallConfig
 from common.config_store.store import ConfigStore
@@ -504,7 +504,7 @@ class _Job:
     recorder: TranscriptRecorder
     end: CallEnd = field(default_factory=CallEnd)
     plan: SessionPlan | None = None
-    session: AgentSession[None] | None = None
+    session: CallSession | None = None
     hang_up: asyncio.Task[object] | None = None
     """The room's end once the session closed (awaited before the final report)."""
     second: bool = False
@@ -730,9 +730,11 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
     WARNING, and the callee stayed on the line with nobody). Otherwise the callee left or
     the call was ended already, and the deletion is cleanup: one attempt, as before."""
     ending: Coroutine[object, object, object]
-    if event.reason == CloseReason.ERROR:
+    error = event.error
+    if event.reason != CloseReason.ERROR and isinstance(job.session, CallSession):
+        error = job.session.failure  # the callee hung up on the apology: failed all the same
+    if event.reason == CloseReason.ERROR or error is not None:
         job.end.failed = True
-        error = event.error
         what = (
             f"{error.type.removesuffix('_error')}{provider_named(error.label)}"
             f" {failure_name(error.error)}"
@@ -743,7 +745,12 @@ def _session_closed(ctx: JobContext, job: _Job, event: CloseEvent) -> None:
             "call %s: the session closed on an error (%s); the call ends", job.call_id, what
         )
         reason = f"the agent's session failed: {what}"
-        spoke = job.recorder.agent_spoke
+        # Not the apology said after the failure (`CallSession`): what the call was for.
+        spoke = (
+            job.recorder.agent_spoke_before(error.timestamp)
+            if error is not None
+            else job.recorder.agent_spoke
+        )
         ending = fail_call(ctx, job.call_id, reason, job.end.outcome, spoke=spoke)
     else:  # the callee left, or the call was ended already: the room goes, as cleanup
         ending = _delete_room_once(ctx, job.call_id)
