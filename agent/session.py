@@ -13,8 +13,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from livekit.agents import AgentSession
-from livekit.agents.llm import LLMError, RealtimeModelError
+from livekit.agents import AgentSession, ConversationItemAddedEvent
+from livekit.agents.llm import ChatMessage, LLMError, RealtimeModelError
 from livekit.agents.stt import STTError
 from livekit.agents.tts import TTSError
 from livekit.agents.voice import SpeechHandle
@@ -194,6 +194,23 @@ class CallSession(AgentSession[None]):
         self.failure: SessionError | None = None
         self._apology: SpeechHandle | None = None
         self._ending: asyncio.Task[None] | None = None
+        # Before anyone else's handler (the worker's transcript): the reply the LLM's
+        # failure cut short is said to be interrupted when it is added.
+        self.on("conversation_item_added", self._mark_cut_reply)
+
+    def _mark_cut_reply(self, event: ConversationItemAddedEvent) -> None:
+        """The agent's reply whose stream the LLM's failure cut (OpenAI's connection lost
+        halfway through it) is added once its words so far are said, as a whole turn:
+        the transcript showed the callee's half sentence as all the agent meant to say. It
+        is `interrupted`, as a reply the callee cut off is."""
+        item, failure = event.item, self.failure
+        if (
+            isinstance(failure, LLMError)
+            and isinstance(item, ChatMessage)
+            and item.role == "assistant"
+            and item.created_at < failure.timestamp
+        ):
+            item.interrupted = True
 
     def _on_error(self, error: SessionError) -> None:
         if self._closing_task is not None or error.recoverable:

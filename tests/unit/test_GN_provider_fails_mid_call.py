@@ -263,6 +263,34 @@ async def test_openai_failing_mid_call_is_met_with_the_apology(
 
 
 @pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
+async def test_a_reply_cut_by_openai_is_reported_as_interrupted(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """OpenAI's stream cut after a reply's first words: the words the callee heard are the
+    reply's turn, marked interrupted (it was reported as a whole, uninterrupted turn), and
+    the words never received are not in it."""
+    openai_in = await openai_failing_after_replies(aiohttp_server, "cut")
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
+    try:
+        await call.talk()
+        await asyncio.wait_for(call.closed, 15)
+    finally:
+        await call.aclose()
+
+    said = [(t.role, t.text, t.interrupted) for t in call.turns]
+    assert said == [
+        ("agent", REPLIES[0], False),
+        ("callee", "How do I hold the bat?", False),
+        ("agent", REPLIES[1], False),
+        ("callee", "And my stance?", False),
+        ("agent", CUT_REPLY[:20].strip(), True),
+        ("agent", apology_for("en"), False),
+    ]
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
 async def test_the_apology_is_said_once_and_nothing_after_it(
     aiohttp_server: AiohttpServer,
 ) -> None:
