@@ -369,6 +369,60 @@ async def test_openai_failing_the_greeting_is_apologised_for_and_said_nothing(
     assert (room["outcome"], room["spoke"]) == ("failed", False)
 
 
+async def deepgram_lost_when(aiohttp_server: AiohttpServer, lost: asyncio.Event) -> Any:
+    """Deepgram's live recognition: the first stream open until `lost` is set, then closed
+    (1011, its internal error); every later connection refused (503)."""
+    sockets: list[str] = []
+
+    async def listen(request: web.Request) -> web.StreamResponse:
+        sockets.append(request.path)
+        if len(sockets) > 1:
+            return web.json_response({"err_msg": "unavailable"}, status=503)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        receiving = asyncio.ensure_future(ws.receive())
+        await lost.wait()
+        receiving.cancel()
+        await ws.close(code=1011, message=b"internal error")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/listen", listen)
+    server = await aiohttp_server(app)
+
+    class StandIn:
+        url = str(server.make_url("/v1/listen"))
+
+    return StandIn()
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
+async def test_deepgram_lost_mid_call_is_met_with_the_apology(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """Deepgram's stream lost mid-call and not to be had again: the agent can no longer hear
+    the callee, who heard nothing more before the line dropped. They hear the apology."""
+    openai_in = await openai_failing_after_replies(aiohttp_server, "500")
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    lost = asyncio.Event()
+    deepgram_in = await deepgram_lost_when(aiohttp_server, lost)
+    call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
+    try:
+        await call.session.start(call.agent)
+        await asyncio.wait_for(call.agent.greet().wait_for_playout(), 10)
+        lost.set()
+        event = await asyncio.wait_for(call.closed, 20)
+    finally:
+        await call.aclose()
+
+    assert event.reason == CloseReason.ERROR and event.error is not None
+    assert event.error.type == "stt_error"
+    assert spoken(cartesia_in).endswith(apology_for("en"))
+    room = await call.outcome_on_the_room(event)
+    assert room["reason"].startswith("the agent's session failed: stt (deepgram) ")
+    assert (room["outcome"], room["spoke"]) == ("failed", True)
+
+
 @pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
 async def test_cartesia_failing_mid_call_ends_it_at_once(aiohttp_server: AiohttpServer) -> None:
     """Cartesia refusing mid-call (its credits spent): nothing can say an apology, so none
@@ -399,6 +453,32 @@ async def test_cartesia_failing_mid_call_ends_it_at_once(aiohttp_server: Aiohttp
     assert apology_for("en") not in sent
     room = await call.outcome_on_the_room(event)
     assert room["reason"] == "the agent's session failed: tts (cartesia) APIStatusError 402"
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
+async def test_cartesia_failing_the_apology_ends_the_call_at_once(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """OpenAI fails mid-call and Cartesia then refuses the apology: it is cut short, and the
+    call ends at once on OpenAI's failure (the one that ended it), not after APOLOGY_TIMEOUT_S."""
+    openai_in = await openai_failing_after_replies(aiohttp_server, "401", REPLIES[:1])
+    cartesia_in = await cartesia_refusing_after_greeting(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
+    try:
+        await call.session.start(call.agent)
+        await asyncio.wait_for(call.agent.greet().wait_for_playout(), 10)
+        end_user_turn(call.session, "How do I hold the bat?")
+        started = time.monotonic()
+        event = await asyncio.wait_for(call.closed, 15)
+        took = time.monotonic() - started
+    finally:
+        await call.aclose()
+
+    assert took < 3
+    assert event.reason == CloseReason.ERROR and isinstance(event.error, LLMError)
+    room = await call.outcome_on_the_room(event)
+    assert room["reason"] == "the agent's session failed: llm (openai) APIStatusError 401"
 
 
 def test_every_language_has_its_apology() -> None:
