@@ -11,7 +11,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from livekit.agents import AgentSession, ConversationItemAddedEvent
 from livekit.agents.llm import ChatMessage, LLMError, RealtimeModelError
@@ -189,8 +189,8 @@ class CallSession(AgentSession[None]):
     short. `failure` is the error being apologised for: the callee who hangs up meanwhile
     closes the session without it (`agent.worker` records it all the same)."""
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.failure: SessionError | None = None
         self._apology: SpeechHandle | None = None
         self._ending: asyncio.Task[None] | None = None
@@ -228,13 +228,17 @@ class CallSession(AgentSession[None]):
         ):
             super()._on_error(error)
             return
+        try:
+            self._apology = agent.apologise()
+        except RuntimeError:  # the session is no longer running: nothing can be said
+            super()._on_error(error)
+            return
         self.failure = error
         logger.warning(
             "call %s: the %s failed for good; apologising to the callee before the call ends",
             agent.plan.call_id,
             error.type.removesuffix("_error"),
         )
-        self._apology = agent.apologise()
         self._ending = asyncio.get_running_loop().create_task(
             self._close_after(self._apology, error, agent.plan.call_id)
         )
