@@ -481,7 +481,7 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
             CAMPAIGN_ENFORCE_CALLING_HOURS="0",
         )
         balancer.target = cluster.a
-        size = scaled(200, minimum=40)
+        size = scaled(120, minimum=40)  # 180 attempts (busy ones twice); the kill after 40
         suffixes = ("7701", "0486")  # answered (1 s, scaled), busy (retried once)
         recipients = [
             {"phone_number": f"+1{(415, 650)[i // 700]}{200 + i % 700}{suffixes[i % 2]}"}
