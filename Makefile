@@ -32,19 +32,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Three workers (each starts its own PostgreSQL cluster when it needs one): most tests wait on
-# sockets, subprocesses and sleeps, and with one worker per core (2 here) the suite kept 0.9 of
-# a core busy and took 377 s; with 3 it took 280 s, as fast as 4 (280-303 s) with less
-# contention for the timed process tests. The 20 slowest tests are listed at the end (the
-# suite is meant to stay under 5 minutes). `$(BIN)/pytest path/to/test.py` alone runs in one
-# process.
+# Four workers on two cores (each starts its own PostgreSQL cluster when it needs one): most
+# tests wait on sockets, subprocesses and sleeps. With one worker per core the suite kept 0.9
+# of a core busy (377 s, when it was smaller); with 3 workers the 4,050 tests took 366 s and
+# kept 1.2 cores busy, with 4 they took 305 s (1.4 cores), every timed test passing. The 20
+# slowest tests are listed at the end (the suite is meant to stay under 5 minutes).
+# `$(BIN)/pytest path/to/test.py` alone runs in one process.
 #
 # With PYTHONDONTWRITEBYTECODE set (as on our CI machines), every Python the suite starts
 # (each worker, and the hundreds of servers, agents and writers the tests run) compiled the
 # project's 102 modules again (0.4 s of CPU each time) and each worker rewrote the asserts of
 # every test module (8 s of its 15 s collection): the suite writes its bytecode
 # (__pycache__/, ignored by git), 18% less CPU over the whole run.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
 	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=20
 
