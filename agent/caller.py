@@ -33,7 +33,7 @@ from livekit.agents.voice import SpeechHandle
 from agent.apology import apology_for
 from agent.plan import SessionPlan, answer_action
 from common.config_store.model import LANGUAGES
-from common.contracts import OUTCOME_VOICEMAIL
+from common.contracts import OUTCOME_CALLEE_SILENT, OUTCOME_VOICEMAIL
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,9 @@ class OutboundCaller(Agent):
             self._hangup_scheduled = False
             goodbye.interrupt(force=True)  # not said to a callee who is there after all
             raise
-        self._hangup_task = asyncio.get_running_loop().create_task(self._hang_up())
+        self._hangup_task = asyncio.get_running_loop().create_task(
+            self._hang_up(OUTCOME_CALLEE_SILENT)
+        )
 
     def greet(self) -> SpeechHandle:
         """Open the conversation: the call's first message as is (TTS only, no LLM round
@@ -247,7 +249,16 @@ class OutboundCaller(Agent):
         """The running or finished hang-up, once one has started."""
         return self._hangup_task
 
-    async def _hang_up(self) -> None:
+    async def _hang_up(self, outcome: str | None = None) -> None:
+        """End the call, first recording `outcome` on its room if given (its failure logged:
+        the hang-up matters more)."""
+        if outcome is not None:
+            try:
+                await self._control.set_outcome(outcome)
+            except Exception:
+                logger.exception(
+                    "call %s: could not record the outcome %s", self._plan.call_id, outcome
+                )
         try:
             await self._control.hang_up()
         except Exception:

@@ -56,6 +56,10 @@ OUTCOME_VOICEMAIL: Final = "voicemail"
 # The agent failed (a provider's error, no config for the call) and ended the call: the call
 # settles with the room metadata's `reason`, `failed` if unanswered (not no_answer).
 OUTCOME_FAILED: Final = "failed"
+# The agent ended an answered call on the callee's silence (asked whether they were there,
+# silent on): the call settles `completed`, its reason saying so (a conversation that ended
+# well has none), so that a call nobody spoke on can be told apart and called again.
+OUTCOME_CALLEE_SILENT: Final = "callee_silent"
 MAX_OUTCOME_REASON_CHARS: Final = 200
 
 

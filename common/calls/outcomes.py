@@ -20,6 +20,7 @@ from common.contracts import (
     ATTR_SIP_CALL_STATUS,
     ATTR_SIP_CALL_STATUS_CODE,
     MACHINE_VERDICTS,
+    OUTCOME_CALLEE_SILENT,
     OUTCOME_FAILED,
     SIP_STATUS_ACTIVE,
     SIP_STATUS_RINGING,
@@ -77,6 +78,11 @@ NO_AGENT_BEFORE_END = (
 # Added to the reason of an agent that failed on an answered call before it said a word
 # (its room metadata's `spoke: false`): the call is `failed`, not `completed`.
 SAID_NOTHING = "; the callee had answered and the agent had said nothing to them"
+# The agent ended the call on the callee's silence (OUTCOME_CALLEE_SILENT).
+CALLEE_SILENT = (
+    "the callee said nothing, even when asked whether they were there: the agent said"
+    " goodbye and ended the call"
+)
 # No participant_left of the callee came (LiveKit's webhooks lost in an outage, a room found
 # gone unheard): busy, a trunk failure and no answer read alike, and no_answer is a guess.
 NO_WORD = (
@@ -284,6 +290,10 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             if state.answered:
                 return Change(Status.COMPLETED, reason, answered=True)
             return Change(Status.FAILED, reason)
+        if signal.room_outcome == OUTCOME_CALLEE_SILENT and state.answered:
+            # A failure after the goodbye (the hang-up's) is its reason, as for voicemail.
+            reason = signal.room_reason or CALLEE_SILENT
+            return Change(Status.COMPLETED, reason, answered=True)
         if state.answered and not state.agent_seen:
             # No agent came, as far as known: its late reports (retried after an outage)
             # have the grace to show it did; none by then, nobody talked to the callee.

@@ -24,8 +24,9 @@ from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
 from common.calls import service
+from common.calls.outcomes import CALLEE_SILENT
 from common.calls.service import AGENT_GONE
-from common.contracts import OUTCOME_FAILED, RoomMetadata
+from common.contracts import OUTCOME_CALLEE_SILENT, OUTCOME_FAILED, RoomMetadata
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from handlers.keys import CALLS
 from server import SANDBOX
@@ -440,18 +441,50 @@ async def test_an_agents_failure_on_the_room_is_the_calls_reason(start_app: AppF
     assert (shown["status"], shown["reason"]) == ("completed", reason)
 
 
-def agent_left(room: str, reason: int, name: str | None = "outbound-caller") -> bytes:
-    """The agent's participant left; livekit-agents names it (`lk.agent.name`: AGENT_NAME)."""
+async def test_a_call_the_agent_ended_on_the_callees_silence_says_so(
+    start_app: AppFactory,
+) -> None:
+    """The agent ended the answered call because the callee said nothing (asked whether they
+    were there): `completed` as before, its reason saying so; a call that ended well has none,
+    and the two read alike, a campaign unable to tell a call nobody spoke on."""
+    client = await quiet_app(start_app)
+    silent, talked = await place(client), await place(client)
+    deleted = int(models.DisconnectReason.ROOM_DELETED)
+    for call_id, metadata in (
+        (silent, RoomMetadata.with_outcome("", OUTCOME_CALLEE_SILENT)),
+        (talked, ""),
+    ):
+        events = [
+            event_json("participant_joined", call_id, attributes={"sip.callStatus": "active"}),
+            agent_event("participant_joined", call_id),
+            event_json(
+                "participant_left", call_id, attributes={"sip.callStatus": "active"}, reason=deleted
+            ),
+            event_json("room_finished", call_id, metadata=metadata),
+        ]
+        for body in events:
+            assert await post(client, body, sign(body)) == 200
+    shown = await (await client.get(f"/calls/{silent}")).json()
+    assert (shown["status"], shown["reason"]) == ("completed", CALLEE_SILENT)
+    shown = await (await client.get(f"/calls/{talked}")).json()
+    assert (shown["status"], shown["reason"]) == ("completed", None)
+
+
+def agent_event(
+    kind: str, room: str, reason: int = 0, name: str | None = "outbound-caller"
+) -> bytes:
+    """The agent's participant's `kind` event (participant_joined, participant_left);
+    livekit-agents names it (`lk.agent.name`: AGENT_NAME)."""
     agent = models.ParticipantInfo.Kind.AGENT
     named = {} if name is None else {"lk.agent.name": name}
     return event_json(
-        "participant_left",
-        room,
-        participant_kind=agent,
-        identity="agent",
-        reason=reason,
-        attributes=named,
+        kind, room, participant_kind=agent, identity="agent", reason=reason, attributes=named
     )
+
+
+def agent_left(room: str, reason: int, name: str | None = "outbound-caller") -> bytes:
+    """The agent's participant left."""
+    return agent_event("participant_left", room, reason, name)
 
 
 @pytest.mark.parametrize(

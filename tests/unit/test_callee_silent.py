@@ -18,6 +18,7 @@ from livekit.agents import AgentSession
 from pytest_aiohttp import AiohttpServer
 
 from agent import caller
+from common.contracts import OUTCOME_CALLEE_SILENT
 from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_conversation import FakeCallControl
 from tests.unit.test_agent_wire import FakeOpenAI
@@ -69,6 +70,9 @@ async def test_a_silent_callee_is_asked_then_told_goodbye(aiohttp_server: Aiohtt
     async with asked_if_there(aiohttp_server, [GOODBYE]) as (openai_in, control, _session):
         assert control.actions == []  # asked, not ended
         await eventually(lambda: ("hang_up",) in control.actions, "the hang-up", 10)
+    # Why, on the room before it goes: the call reads `completed` with the reason that the
+    # callee said nothing, not as a conversation that ended well.
+    assert control.actions == [("set_outcome", OUTCOME_CALLEE_SILENT), ("hang_up",)]
     assert len(openai_in.completions) == 3
     assert "goodbye" in instructions(openai_in.completions[2])
 

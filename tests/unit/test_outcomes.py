@@ -13,6 +13,7 @@ from livekit.protocol import models, webhook
 from common.calls.outcomes import (
     ATTR_CALL_STATUS,
     ATTR_STATUS_CODE,
+    CALLEE_SILENT,
     DROPPED_UNANSWERED,
     FINAL_STATUSES,
     GRACE_OVER,
@@ -121,6 +122,18 @@ TABLE: list[tuple[str, CallState, Signal, Change | None]] = [
         Change(Status.CANCELED, "hung up through the API"),
     ),
     ("finished-answered", ANSWERED, finished(), Change(Status.COMPLETED)),
+    (
+        "finished-callee-silent-answered",
+        ANSWERED,
+        finished("callee_silent"),
+        Change(Status.COMPLETED, CALLEE_SILENT, answered=True),
+    ),
+    (
+        "finished-hangup-beats-callee-silent",
+        HANGUP_ANSWERED,
+        finished("callee_silent"),
+        Change(Status.CANCELED, "hung up through the API"),
+    ),
     (
         "finished-other-outcome-answered",
         ANSWERED,
