@@ -315,6 +315,16 @@ class OutboundCaller(Agent):
         call's own voicemail message, if it has one, is left for you, then the line is
         closed.
         """
+        if self._hangup_scheduled:
+            # Called with add_to_do_not_call in one reply, or twice: the call is ending. Taken,
+            # it recorded `voicemail` on a call a do-not-call request was ending, read the
+            # voicemail message to the person who had asked not to be called, or began the
+            # message twice.
+            logger.info(
+                "call %s: the LLM found an answering machine as the call ends; not taken",
+                self._plan.call_id,
+            )
+            return None
         talked_s = None if self._greeted_at is None else time.monotonic() - self._greeted_at
         if talked_s is not None and talked_s > VOICEMAIL_TOOL_WINDOW_S:
             logger.info(
