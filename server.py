@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import resource
@@ -342,6 +343,10 @@ async def _say_if_livekit_answers(lkapi: api.LiveKitAPI, url: str) -> None:
 REPORT_URL_CHECK_FOR_S = 120.0
 REPORT_URL_CHECK_EVERY_S = 10.0
 REPORT_URL_TIMEOUT_S = 5.0
+# What of its answer is read: a calls server's JSON error is a few hundred bytes. Whatever
+# else answers there (a page, a stream that never ends) was read whole, as fast as it came,
+# for REPORT_URL_TIMEOUT_S, into the server's memory.
+REPORT_URL_MAX_BYTES = 64 * 1024
 
 
 async def report_url_refusal(url: str, session: aiohttp.ClientSession) -> tuple[str, bool] | None:
@@ -358,9 +363,10 @@ async def report_url_refusal(url: str, session: aiohttp.ClientSession) -> tuple[
             status = response.status
             location = response.headers.get("Location", "")
             allow = response.headers.get("Allow", "")
+            body = await response.content.read(REPORT_URL_MAX_BYTES)
             try:
-                doc = await response.json(content_type=None)
-            except (ValueError, aiohttp.ClientError):
+                doc = json.loads(body)
+            except (ValueError, RecursionError):
                 doc = None
     except (aiohttp.ClientError, TimeoutError) as exc:
         return f"it cannot be reached ({type(exc).__name__}: {str(exc)[:200]})", False

@@ -125,3 +125,29 @@ async def test_what_is_not_a_calls_server_is_told_apart(aiohttp_server: Any) -> 
     assert redirect[0].startswith("it redirects (HTTP 301 to https://calls.example.com/"), redirect
     assert other == ("it answers HTTP 404, not as a calls server does", False)
     assert nobody is not None and nobody[0].startswith("it cannot be reached"), nobody
+
+
+async def test_an_answer_that_never_ends_is_not_read_whole(aiohttp_server: Any) -> None:
+    """PUBLIC_BASE_URL leading to something that streams without end (a media server, a
+    misrouted download): what came within the check's 5 s was all read into memory (~1 GB a
+    second on loopback); the check reads a calls server's error's worth and tells."""
+    sent: list[int] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        for _ in range(100_000):  # bounded: 6.5 GB, more than the check's 5 s could take
+            await response.write(chunk)
+            sent.append(len(chunk))
+        return response
+
+    app = web.Application()
+    app.router.add_get("/agent/reports", endless)
+    site = await aiohttp_server(app)
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        refusal = await report_url_refusal(str(site.make_url("/agent/reports")), session)
+    assert refusal == ("it answers HTTP 200, not as a calls server does", False)
+    assert time.monotonic() - started < 3.0  # not the 5 s timeout
+    assert sum(sent) < 64 * 1024 * 1024, sum(sent)  # what the socket's buffers took, not GBs
