@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from pathlib import Path
 from typing import cast
 
 import aiohttp
@@ -34,17 +33,7 @@ from tests.unit.test_agent_answer import amd_says
 from tests.unit.test_agent_conversation import ScriptedLLM
 from tests.unit.test_agent_reporting import CALL
 from tests.unit.test_agent_worker import FakeJobContext, FakeRoom, built_without_room, make_job
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    settings = Settings(
-        config_path=tmp_path / "config.json", agent_report_spool_dir=tmp_path / "agent-reports"
-    )
-    store = ConfigStore(settings.config_path)
-    monkeypatch.setattr(worker, "job_settings", lambda: settings)
-    monkeypatch.setattr(worker, "job_config_store", lambda: store)
-    return settings
+from tests.unit.test_agent_worker import settings as settings  # noqa: F401 - a fixture
 
 
 async def test_a_key_cartesia_refuses_ends_the_call_while_it_rings(

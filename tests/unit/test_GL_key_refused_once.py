@@ -9,7 +9,6 @@ OpenAI LLM pointed at local stand-ins."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import cast
 
 import aiohttp
@@ -31,21 +30,11 @@ from tests.unit.test_agent_answer import amd_says
 from tests.unit.test_agent_conversation import ScriptedLLM
 from tests.unit.test_agent_reporting import CALL
 from tests.unit.test_agent_worker import FakeJobContext, FakeRoom, built_without_room, make_job
+from tests.unit.test_agent_worker import settings as settings  # noqa: F401 - a fixture
 
 # How long the phone rings in these tests before the callee is found not to answer: longer
 # than the recheck and its connection.
 RINGS_S = 3.0
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    settings = Settings(
-        config_path=tmp_path / "config.json", agent_report_spool_dir=tmp_path / "agent-reports"
-    )
-    store = ConfigStore(settings.config_path)
-    monkeypatch.setattr(worker, "job_settings", lambda: settings)
-    monkeypatch.setattr(worker, "job_config_store", lambda: store)
-    return settings
 
 
 async def test_a_key_cartesia_refuses_once_does_not_end_the_ringing_call(
