@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_conversation import FakeCallControl
 from tests.unit.test_agent_wire import (
     ALICE,
+    FakeCartesia,
     FakeOpenAI,
     PhoneLine,
     fake_cartesia,
@@ -45,15 +47,22 @@ SCRIPT: list[str | tuple[str, str]] = [
 
 
 async def scripted_openai(
-    aiohttp_server: AiohttpServer, script: list[str | tuple[str, str]] = SCRIPT
+    aiohttp_server: AiohttpServer,
+    script: Sequence[str | tuple[str, str]] = SCRIPT,
+    *,
+    held: int = 0,
+    release: asyncio.Event | None = None,
 ) -> FakeOpenAI:
-    """OpenAI's chat completions answering each request with the next entry of `script`."""
+    """OpenAI's chat completions answering each request with the next entry of `script`;
+    the answer to request number `held` (from 1) waits for `release`."""
     completions: list[dict[str, Any]] = []
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         body: dict[str, Any] = await request.json()
         completions.append(body)
         answer = script[len(completions) - 1]
+        if len(completions) == held and release is not None:
+            await release.wait()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         base: dict[str, Any] = {
@@ -93,6 +102,15 @@ async def wired(
     """Alice's real session (`build_session`) on stand-ins of OpenAI (saying `script`),
     Cartesia and Deepgram, speaking to a PhoneLine; its TTS, for the caller to close."""
     openai_in = await scripted_openai(aiohttp_server, script)
+    _cartesia_in, control, session, agent, tts = await wired_to(aiohttp_server, openai_in)
+    return openai_in, control, session, agent, tts
+
+
+async def wired_to(
+    aiohttp_server: AiohttpServer, openai_in: FakeOpenAI
+) -> tuple[FakeCartesia, FakeCallControl, AgentSession[None], OutboundCaller, Any]:
+    """Alice's real session on `openai_in` and stand-ins of Cartesia (returned) and Deepgram,
+    speaking to a PhoneLine; its TTS, for the caller to close."""
     cartesia_in = await fake_cartesia(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     settings = settings_for(openai_in)
@@ -102,7 +120,7 @@ async def wired(
     tts = point_tts(session.tts, cartesia_in)
     point_stt(session.stt, deepgram_in)
     session.output.audio = PhoneLine()
-    return openai_in, control, session, agent, tts
+    return cartesia_in, control, session, agent, tts
 
 
 @pytest.mark.usefixtures("loopback_only", "http")

@@ -13,78 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiohttp import web
 from livekit.agents import AgentSession
 from pytest_aiohttp import AiohttpServer
 
-from agent import caller
-from agent.plan import plan_session
-from agent.session import build_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_conversation import FakeCallControl
 from tests.unit.test_agent_wire import (
-    ALICE,
     FakeCartesia,
     FakeOpenAI,
-    PhoneLine,
-    fake_cartesia,
-    fake_deepgram,
-    heard_in,
-    point_stt,
-    point_tts,
-    settings_for,
-    sse,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
 from tests.unit.test_callee_silent import GOODBYE, GREETING, QUESTION, SILENT_S, instructions
+from tests.unit.test_callee_silent import quick_silence as quick_silence  # noqa: F401 - a fixture
+from tests.unit.test_GJ_empty_reply import scripted_openai, wired_to
 
 REPLY = "Oh good, so about your batting."
-
-
-@pytest.fixture
-def quick_silence(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(caller, "CALLEE_SILENT_S", SILENT_S)
-
-
-async def held_openai(
-    aiohttp_server: AiohttpServer, script: list[str], held: int, release: asyncio.Event
-) -> FakeOpenAI:
-    """OpenAI's chat completions saying `script` in turn; the answer to request number
-    `held` (from 1) waits for `release`."""
-    completions: list[dict[str, Any]] = []
-
-    async def chat_completions(request: web.Request) -> web.StreamResponse:
-        body: dict[str, Any] = await request.json()
-        completions.append(body)
-        number = len(completions)
-        if number == held:
-            await release.wait()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        base: dict[str, Any] = {
-            "id": f"chatcmpl-{number}",
-            "object": "chat.completion.chunk",
-            "created": 1_700_000_000,
-            "model": body["model"],
-        }
-        for delta, finish in (
-            ({"role": "assistant", "content": ""}, None),
-            ({"content": script[number - 1]}, None),
-            ({}, "stop"),
-        ):
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await response.write(sse(base | {"choices": [choice]}))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return FakeOpenAI(await aiohttp_server(app), completions, [])
 
 
 @contextlib.asynccontextmanager
@@ -100,16 +46,8 @@ async def greeted(
     `held` held until `release`; with `away_before`, once the session has found her away
     before it: a phone ringing, or the detector listening, longer than CALLEE_SILENT_S);
     closed on leaving."""
-    openai_in = await held_openai(aiohttp_server, script, held, release)
-    cartesia_in = await fake_cartesia(aiohttp_server)
-    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
-    settings = settings_for(openai_in)
-    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
-    control = FakeCallControl()
-    session, agent = build_session(plan, settings, control)
-    tts = point_tts(session.tts, cartesia_in)
-    point_stt(session.stt, deepgram_in)
-    session.output.audio = PhoneLine()
+    openai_in = await scripted_openai(aiohttp_server, script, held=held, release=release)
+    cartesia_in, control, session, agent, tts = await wired_to(aiohttp_server, openai_in)
     try:
         await session.start(agent)
         if away_before:
