@@ -113,6 +113,17 @@ class _Refused(Exception):
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
+def say_dnc_lost(call_id: str, why: str) -> None:
+    """The ERROR for a call whose do_not_call report is lost (`why`): the server alone puts
+    the number on the do-not-call list, so someone must list it by hand."""
+    logger.error(
+        "call %s: the callee asked not to be called again, and the server was not told (%s):"
+        " put the call's number on the do-not-call list with POST /dnc",
+        call_id,
+        why,
+    )
+
+
 class ReportSender:
     """Queues a call's reports with consecutive `seq` numbers and posts them in order.
 
@@ -383,12 +394,7 @@ class ReportSender:
         reports) left them to be called again, with nothing saying that someone must list
         the number by hand."""
         if any(q.report.kind == "do_not_call" for q in items):
-            logger.error(
-                "call %s: the callee asked not to be called again, and the server was not"
-                " told (%s): put the call's number on the do-not-call list with POST /dnc",
-                self._call_id,
-                why,
-            )
+            say_dnc_lost(self._call_id, why)
 
     def _taken(self, batch: list[_Queued], answer: Any) -> None:
         """The server took the POST: note what it kept (of a batch, each report's result)."""

@@ -35,7 +35,7 @@ from typing import Final
 import aiohttp
 from pydantic import ValidationError
 
-from agent.reporting import ReportSender, RetryPolicy
+from agent.reporting import ReportSender, RetryPolicy, say_dnc_lost
 from common.config_store.store import make_directories
 from common.contracts import AgentReport
 from common.repeats import Repeats
@@ -297,6 +297,20 @@ class ReportSpool:
                 return None
             return file.read()
 
+    def _asked_not_to_be_called(self, path: Path) -> str | None:
+        """The call id of the file at `path` if it holds a do_not_call report: removed
+        unsent, the callee who asked not to be called again is called again unless someone
+        lists the number by hand (only the generic line above said it was removed)."""
+        try:
+            if (data := self._read(path)) is None:
+                return None
+            doc = json.loads(data)
+            call_id = doc["call_id"]
+            kinds = {AgentReport.model_validate(r).kind for r in doc["reports"]}
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, ValidationError):
+            return None
+        return call_id if isinstance(call_id, str) and "do_not_call" in kinds else None
+
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
         one of `skip_urls` (a server still away this pass) is passed over unread. One that
@@ -320,12 +334,15 @@ class ReportSpool:
                 if self._age(path, info.st_mtime) > self._max_age_s:
                     # Undelivered past the retention (the server away for good, its address
                     # changed): the transcript stayed on the host as long as the worker did.
+                    asked = self._asked_not_to_be_called(path)
                     path.unlink()
                     logger.warning(
                         "report spool: %s removed unsent: its reports were kept longer than"
                         " CALL_DATA_RETENTION_DAYS",
                         path.name,
                     )
+                    if asked is not None:
+                        say_dnc_lost(asked, "its report was kept undelivered past the retention")
                     continue
                 if self._urls.get(path.name) in skip_urls:
                     continue

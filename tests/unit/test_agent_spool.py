@@ -58,6 +58,31 @@ def test_a_full_spool_keeps_no_more(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert "call call-1: 1 reports not kept for later: the report spool is full" in caplog.text
 
 
+def test_a_do_not_call_request_removed_unsent_is_an_error_naming_its_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The callee asked not to be called again, and the report saying so never reached the
+    server before the retention removed it: only the generic WARNING said a file went, and
+    the callee was called again unless someone listed the number by hand."""
+    spool = ReportSpool(tmp_path, max_age_s=86400)
+    url = "http://127.0.0.1:1/agent/reports"
+    dnc = AgentReport(call_id="call-2", seq=3, kind="do_not_call", at=9.0).to_json()
+    answered = AgentReport(call_id="call-2", seq=0, kind="answered", at=1.0).to_json()
+    asked = spool.save(url, "call-2", [answered, dnc])
+    other = spool.save(url, "call-1", [REPORT])
+    assert asked is not None and other is not None
+    two_days_ago = time.time() - 2 * 86400
+    for path in (asked, other):
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert list(spool.load()) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "call call-2: the callee asked not to be called again, and the server was not told"
+        " (its report was kept undelivered past the retention): put the call's number on the"
+        " do-not-call list with POST /dnc"
+    ]
+
+
 def test_a_file_left_half_written_by_a_killed_job_is_removed(tmp_path: Path) -> None:
     # A job killed between writing its `.tmp` and renaming it left the transcript there
     # for good; one being written now (recent) is left to its writer.
