@@ -165,9 +165,16 @@ def session_connect_options() -> SessionConnectOptions:
     )
 
 
-# How long the apology may take to be said (a TTS that takes it and sends nothing gives up
-# within about 17 s, PROVIDER_TIMEOUT_S and its retries) before the call ends without it.
+# How long the apology may take to be said once its turn comes (a TTS that takes it and
+# sends nothing gives up within about 17 s, PROVIDER_TIMEOUT_S and its retries) before the
+# call ends without it.
 APOLOGY_TIMEOUT_S = 12.0
+# How long what the agent is saying when the provider fails may go on before it is cut for
+# the apology: the words of a reply received before OpenAI's stream was cut (it streams far
+# faster than they are said), a reply being said when Deepgram is lost. Counted in
+# APOLOGY_TIMEOUT_S, a reply with more than a few seconds left to say had the apology cut
+# short or never said, and the call closed in the middle of the reply's sentence.
+APOLOGY_WAITS_S = 8.0
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +190,8 @@ class CallSession(AgentSession[None]):
     stream cut halfway through a reply; Deepgram's stream lost), the callee heard nothing
     more, then the line went dead. Once the agent has greeted, such a failure of the LLM or
     the STT is met with the call's fixed apology (`OutboundCaller.apologise`, TTS only),
-    and the session closes on it once the apology is said (APOLOGY_TIMEOUT_S at most), as
+    and the session closes on it once the apology is said (after what is being said,
+    APOLOGY_WAITS_S at most, then APOLOGY_TIMEOUT_S at most), as
     before: the same error, the same close. The TTS failing leaves nothing to say it with:
     the session closes at once, as before, and a TTS failing during the apology cuts it
     short. `failure` is the error being apologised for: the callee who hangs up meanwhile
@@ -246,9 +254,24 @@ class CallSession(AgentSession[None]):
     async def _close_after(
         self, apology: SpeechHandle, error: SessionError, call_id: str | None
     ) -> None:
-        """Close on `error` (as livekit-agents would have at once) once `apology` is said."""
+        """Close on `error` (as livekit-agents would have at once) once `apology` is said:
+        what is being said before it goes on APOLOGY_WAITS_S at most (then it is cut), and
+        the apology, once its turn comes, APOLOGY_TIMEOUT_S at most."""
+        said = asyncio.ensure_future(apology.wait_for_playout())
+        begun = asyncio.ensure_future(apology._wait_for_authorization())
         try:
-            await asyncio.wait_for(apology.wait_for_playout(), APOLOGY_TIMEOUT_S)
+            await asyncio.wait(
+                {said, begun}, timeout=APOLOGY_WAITS_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            ahead = self.current_speech
+            if not begun.done() and not said.done() and ahead is not None and ahead is not apology:
+                logger.info(
+                    "call %s: what the agent was saying is cut for the apology (%.0f s)",
+                    call_id,
+                    APOLOGY_WAITS_S,
+                )
+                ahead.interrupt(force=True)
+            await asyncio.wait_for(said, APOLOGY_TIMEOUT_S)
         except TimeoutError:
             apology.interrupt(force=True)
             logger.warning(
@@ -256,6 +279,8 @@ class CallSession(AgentSession[None]):
                 call_id,
                 APOLOGY_TIMEOUT_S,
             )
+        finally:
+            begun.cancel()
         super()._on_error(error)
 
 
