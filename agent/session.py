@@ -281,6 +281,7 @@ class CallSession(AgentSession[None]):
             )
         finally:
             begun.cancel()
+            said.cancel()
         super()._on_error(error)
 
 
