@@ -90,10 +90,18 @@ class OutboundCaller(Agent):
         self._asked_if_there = False  # since the callee last spoke
         self._silence_ends: asyncio.Task[None] | None = None
         self._apologising = False
+        self._apology: SpeechHandle | None = None
+        self._reached_machine = False  # the LLM found a voicemail box (its tool)
 
     @property
     def greeted(self) -> bool:
         return self._greeted
+
+    @property
+    def reached_machine(self) -> bool:
+        """Whether the LLM found the line to be an answering machine: nobody to apologise
+        to (`agent.session.CallSession`), only a recording."""
+        return self._reached_machine
 
     async def on_enter(self) -> None:
         self.session.on("user_state_changed", self.on_user_state)
@@ -197,7 +205,9 @@ class OutboundCaller(Agent):
         self._hangup_scheduled = True  # the call ends after the apology, not after a goodbye
         if self._silence_ends is not None:
             self._silence_ends.cancel()
-        return self.session.say(apology_for(self._plan.language), allow_interruptions=False)
+        apology = self.session.say(apology_for(self._plan.language), allow_interruptions=False)
+        self._apology = apology
+        return apology
 
     async def on_user_turn_completed(self, turn_ctx: ChatContext, new_message: ChatMessage) -> None:
         """Before the greeting, keep what the callee said but do not answer it; what was
@@ -272,6 +282,11 @@ class OutboundCaller(Agent):
         self._hangup_scheduled = True
 
         def _on_done(_: SpeechHandle) -> None:
+            # The goodbye's LLM request failed and the apology is on its way (it ends with
+            # a goodbye): hung up at once, the callee heard "Sorry, we—" and the line drop.
+            if self._apology is not None and not self._apology.done():
+                self._apology.add_done_callback(_on_done)
+                return
             self._hangup_task = asyncio.get_running_loop().create_task(self._hang_up())
 
         speech.add_done_callback(_on_done)
@@ -341,6 +356,7 @@ class OutboundCaller(Agent):
                 f" {LANGUAGES[self._plan.language]}."
             )
         logger.info("call %s: answering machine detected", self._plan.call_id)
+        self._reached_machine = True
         try:
             await self._control.set_outcome(OUTCOME_VOICEMAIL)
         except Exception:

@@ -233,6 +233,7 @@ class CallSession(AgentSession[None]):
             not isinstance(error, LLMError | STTError)
             or not isinstance(agent, caller.OutboundCaller)
             or not agent.greeted
+            or agent.reached_machine  # a voicemail box records it: the message ends as before
         ):
             super()._on_error(error)
             return
