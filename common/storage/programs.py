@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -883,9 +884,12 @@ def webhook_id(owner: str, event_id: int) -> str:
     """The Standard Webhooks `webhook-id` of an event (stored with its delivery: the same on
     every retry). The event's call or campaign id (random) keeps it unique beyond this
     database: a bare sequence number would repeat once the server moves to another database
-    (SQLite to PostgreSQL, a restored backup) or a second deployment posts to the same
-    receiver, and a receiver that drops repeats, as it should, would drop new events."""
-    return f"msg_{owner}_{event_id}"
+    (SQLite to PostgreSQL) or a second deployment posts to the same receiver, and a receiver
+    that drops repeats, as it should, would drop new events. The random tail keeps it unique
+    across a restored backup, which numbers the events again from where the backup stood: a
+    call live across it sent its next event under the id of one sent after the backup (its
+    call.ended as its call.answered had been, dropped by the receiver as a repeat)."""
+    return f"msg_{owner}_{event_id}_{secrets.token_hex(4)}"
 
 
 def start_dial(
