@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar, get_args
 from pydantic import ValidationError
 
 from common.calls.errors import TooManyTurns
-from common.calls.events import CALL_REPORT, events_for_change, events_for_new_call
+from common.calls.events import CALL_ENDED, CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
     ERASED_REQUEST_HASH,
     Applied,
@@ -486,13 +486,19 @@ def get_call(d: Dialect, call_id: str, with_timeline: bool) -> Program[CallRecor
         entries = yield Query("SELECT * FROM events WHERE call_id = ? ORDER BY id", (call_id,))
         timeline = tuple(_row_to_entry(e) for e in entries)
         if rows[0]["report"] is None:  # before the final report: the turns reported so far
-            reported = yield Query(
-                "SELECT seq, body FROM reports WHERE call_id = ? AND kind = 'turn' ORDER BY seq",
-                (call_id,),
-            )
-            parsed = (stored_turn(call_id, r["seq"], r["body"]) for r in reported)
-            turns = tuple(turn for turn in parsed if turn is not None)
+            turns = yield from reported_turns(call_id)
     return row_to_call(rows[0], timeline, turns)
+
+
+def reported_turns(call_id: str) -> Program[tuple[TranscriptTurn, ...]]:
+    """The transcript turns a call's agent reported so far, in order (before its final
+    report, whose transcript is the call's from then on)."""
+    reported = yield Query(
+        "SELECT seq, body FROM reports WHERE call_id = ? AND kind = 'turn' ORDER BY seq",
+        (call_id,),
+    )
+    parsed = (stored_turn(call_id, r["seq"], r["body"]) for r in reported)
+    return tuple(turn for turn in parsed if turn is not None)
 
 
 # What a list reads of a call: the columns `row_to_call` reads but the config and the final
@@ -812,6 +818,12 @@ def _add_events(
     # A new event of a dialled call: what its placing held back goes first (in case the
     # transaction that says it was dialled failed).
     after, _ = yield from release_deliveries(after, now)
+    if CALL_ENDED in types and after.report is None:
+        # The call as GET /calls/{id} shows it: before its final report, the turns reported
+        # so far. Left out, a call that ended before its report said "transcript": [], and
+        # one whose agent died mid-call (no report, no call.report) never told its receiver
+        # a word of the conversation.
+        after = replace(after, turns=(yield from reported_turns(after.call_id)))
     data = event_data(after)
     encoded = dumps(data)
     previous = from_status.value if from_status else None
