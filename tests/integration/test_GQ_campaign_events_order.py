@@ -69,3 +69,62 @@ async def test_campaign_completed_is_not_held_behind_its_calls_retried_events(
     assert kinds.index("campaign.completed") < kinds.index("call.ended"), got
     completed = json.loads(got[kinds.index("campaign.completed")][1])
     assert completed["completed"] == 1, completed  # its counts were final all the same
+
+
+async def test_campaign_canceled_is_its_last_event_its_live_calls_going_on(
+    start_app: AppFactory,
+) -> None:
+    """README: campaign.canceled is a canceled campaign's last event; its counts show the
+    calls live then as `calling`, and their own events follow it."""
+    got: list[tuple[str, str]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        event = Webhook(SECRET).verify(await request.read(), dict(request.headers))
+        got.append((event["type"], json.dumps(event["data"].get("counts"))))
+        return web.Response(status=204)
+
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(serving(receive))
+        client = await start_app(
+            calls_webhook_url=url + "/hooks",
+            calls_webhook_secret=SECRET,
+            calls_webhook_allow_private=True,
+            campaign_enforce_calling_hours=False,
+            sandbox_time_scale=0.1,
+        )
+        resp = await client.post(  # answered, then 30 s (3, scaled) on the line
+            "/campaigns",
+            json={"name": "Cancel", "recipients": [{"phone_number": "+14155557730"}]},
+        )
+        assert resp.status == 201, await resp.text()
+        campaign_id = (await resp.json())["campaign_id"]
+
+        async def answered() -> bool:
+            return "call.answered" in [kind for kind, _ in got]
+
+        await wait_for(answered, timeout=20)
+        resp = await client.post(f"/campaigns/{campaign_id}/cancel")
+        assert resp.status == 200, await resp.text()
+
+        async def ended() -> bool:
+            return "call.ended" in [kind for kind, _ in got]
+
+        await wait_for(ended, timeout=20)
+        await client.app[SANDBOX].wait_idle(10)
+        await client.app[EVENTS].wait_idle(10)
+        await client.app[WEBHOOKS].wait_idle(10)
+        shown = (await (await client.get(f"/campaigns/{campaign_id}")).json())["campaign"]
+
+    kinds = [kind for kind, _ in got]
+    assert [kind for kind in kinds if kind.startswith("campaign.")] == [
+        "campaign.started",
+        "campaign.canceled",
+    ], got
+    canceled = json.loads(got[kinds.index("campaign.canceled")][1])
+    assert canceled["calling"] == 1, canceled
+    assert kinds.index("campaign.canceled") < kinds.index("call.ended"), got
+    assert (shown["status"], shown["counts"]["calling"], shown["counts"]["completed"]) == (
+        "canceled",
+        0,
+        1,
+    ), shown
