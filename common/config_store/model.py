@@ -322,6 +322,10 @@ _EXTLANG = re.compile(r"[-_]([a-z]{3})(?:[-_]|$)")
 # ISO 639's `iw` (Hebrew) and `in` (Indonesian), and `fil` (Filipino, Chrome's `fil-PH`),
 # the standard form of Tagalog. Nynorsk (`nn`) is not Bokmal, and is refused.
 _ALIASES = {"nb": "no", "iw": "he", "in": "id", "fil": "tl"}
+# A tag's extensions and private use start at a one-letter subtag (BCP 47's singleton:
+# `en-US-u-hc-h12`, as JavaScript's Intl writes a locale, `de-DE-x-formal`): they say
+# nothing of the language and are left out.
+_SINGLETON = re.compile(r"[-_][a-z0-9][-_][a-z0-9]")
 
 
 def normalize_language(value: object) -> str:
@@ -330,6 +334,8 @@ def normalize_language(value: object) -> str:
     language, `nb-NO`, is its catalogue code, `no`) or raise ValueError."""
     if isinstance(value, str):
         code = value.strip().lower()
+        if (singleton := _SINGLETON.search(code, 2)) is not None:  # not at its start: `x-...`
+            code = code[: singleton.start()]
         tagged = _SUBTAGS.fullmatch(code)
         if tagged is not None:
             code = tagged.group(1)

@@ -216,7 +216,10 @@ def test_every_emotion_normalises_in_any_case(emotion: str) -> None:
 @pytest.mark.parametrize(
     ("value", "code"),
     [("nb-NO", "no"), ("nb", "no"), ("NB_no", "no"), ("iw-IL", "he"), ("iw", "he")]
-    + [("in_ID", "id"), ("fil-PH", "tl"), ("fil", "tl")],
+    + [("in_ID", "id"), ("fil-PH", "tl"), ("fil", "tl")]
+    # Extensions and private use (from a one-letter subtag on) say nothing of the language.
+    + [("en-US-u-hc-h12", "en"), ("de-DE-x-formal", "de"), ("en-u-nu-latn", "en")]
+    + [("es-419-u-ca-gregory", "es"), ("EN-x-twain", "en")],
 )
 def test_another_code_of_a_language_is_its_catalogue_code(value: str, code: str) -> None:
     """Browsers set `nb-NO` for Norway, Java writes Hebrew `iw` and Indonesian `in`, Chrome
@@ -225,7 +228,9 @@ def test_another_code_of_a_language_is_its_catalogue_code(value: str, code: str)
 
 
 @pytest.mark.parametrize(
-    "value", ["xx", "xx-US", "en-", "english", "", None, 1, ["en"], "nn-NO", "fil-x"]
+    "value",
+    ["xx", "xx-US", "en-", "english", "", None, 1, ["en"], "nn-NO"]
+    + ["x-klingon", "i-klingon", "zh-yue-u-nu-hanidec", "en--u-x"],
 )
 def test_unknown_language_message_lists_the_catalogue(value: object) -> None:
     with pytest.raises(ValueError) as info:
