@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from aiohttp import web
 from livekit.agents import AgentSession
 from pytest_aiohttp import AiohttpServer
 
@@ -23,6 +21,7 @@ from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_conversation import FakeCallControl
 from tests.unit.test_agent_wire import (
     ALICE,
+    Answer,
     FakeCartesia,
     FakeOpenAI,
     PhoneLine,
@@ -31,14 +30,14 @@ from tests.unit.test_agent_wire import (
     heard_in,
     point_stt,
     point_tts,
+    scripted_openai,
     settings_for,
-    sse,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
 
 # What OpenAI streams for each request in turn: words, or a tool call (name, arguments).
-SCRIPT: list[str | tuple[str, str]] = [
+SCRIPT: list[Answer] = [
     "Hello Alice Smith, this is your coach.",  # the greeting
     "",  # the reply to the callee's question: an empty completion
     ("end_call", "{}"),  # the callee says goodbye: the agent ends the call
@@ -46,58 +45,8 @@ SCRIPT: list[str | tuple[str, str]] = [
 ]
 
 
-async def scripted_openai(
-    aiohttp_server: AiohttpServer,
-    script: Sequence[str | tuple[str, str]] = SCRIPT,
-    *,
-    held: int = 0,
-    release: asyncio.Event | None = None,
-) -> FakeOpenAI:
-    """OpenAI's chat completions answering each request with the next entry of `script`;
-    the answer to request number `held` (from 1) waits for `release`."""
-    completions: list[dict[str, Any]] = []
-
-    async def chat_completions(request: web.Request) -> web.StreamResponse:
-        body: dict[str, Any] = await request.json()
-        completions.append(body)
-        answer = script[len(completions) - 1]
-        if len(completions) == held and release is not None:
-            await release.wait()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        base: dict[str, Any] = {
-            "id": f"chatcmpl-{len(completions)}",
-            "object": "chat.completion.chunk",
-            "created": 1_700_000_000,
-            "model": body["model"],
-        }
-
-        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await response.write(sse(base | {"choices": [choice]}))
-
-        await send({"role": "assistant", "content": ""})
-        if isinstance(answer, str):
-            if answer:
-                await send({"content": answer})
-            await send({}, "stop")
-        else:
-            name, arguments = answer
-            function = {"name": name, "arguments": arguments}
-            call = {"index": 0, "id": "call_1", "type": "function", "function": function}
-            await send({"tool_calls": [call]})
-            await send({}, "tool_calls")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return FakeOpenAI(await aiohttp_server(app), completions, [])
-
-
 async def wired(
-    aiohttp_server: AiohttpServer, script: list[str | tuple[str, str]]
+    aiohttp_server: AiohttpServer, script: list[Answer]
 ) -> tuple[FakeOpenAI, FakeCallControl, AgentSession[None], OutboundCaller, Any]:
     """Alice's real session (`build_session`) on stand-ins of OpenAI (saying `script`),
     Cartesia and Deepgram, speaking to a PhoneLine; its TTS, for the caller to close."""

@@ -23,12 +23,13 @@ from tests.unit.test_agent_conversation import FakeCallControl
 from tests.unit.test_agent_wire import (
     FakeCartesia,
     FakeOpenAI,
+    scripted_openai,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
 from tests.unit.test_callee_silent import GOODBYE, GREETING, QUESTION, SILENT_S, instructions
 from tests.unit.test_callee_silent import quick_silence as quick_silence  # noqa: F401 - a fixture
-from tests.unit.test_GJ_empty_reply import scripted_openai, wired_to
+from tests.unit.test_GJ_empty_reply import wired_to
 
 REPLY = "Oh good, so about your batting."
 

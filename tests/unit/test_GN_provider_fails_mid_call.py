@@ -38,6 +38,8 @@ from tests.unit.test_agent_reporting import KEY, SECRET
 from tests.unit.test_agent_wire import (
     ALICE,
     CARLOS,
+    Answer,
+    Cut,
     FakeCartesia,
     FakeOpenAI,
     PhoneLine,
@@ -48,8 +50,8 @@ from tests.unit.test_agent_wire import (
     pcm_tone,
     point_stt,
     point_tts,
+    scripted_openai,
     settings_for,
-    sse,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
@@ -60,48 +62,19 @@ REPLIES = ["Hello, this is your coach.", "Hold the bat with both hands."]
 CUT_REPLY = "Keep your head still and watch the ball."
 
 
+# How OpenAI fails once the replies are said: past the retries, a key rotated away, or the
+# reply's stream cut after its first words.
+FAILURES: dict[str, Answer] = {"500": 500, "401": 401, "cut": Cut(CUT_REPLY[:20])}
+
+
 async def openai_failing_after_replies(
     aiohttp_server: AiohttpServer, how: str, replies: list[str] = REPLIES
 ) -> FakeOpenAI:
     """OpenAI's chat completions saying `replies` (the greeting, a reply), then failing every
-    request: `500` (past the retries), `401` (a key rotated away) or `cut` (the reply's
-    stream cut after its first words)."""
-    completions: list[dict[str, Any]] = []
-
-    async def chat_completions(request: web.Request) -> web.StreamResponse:
-        body: dict[str, Any] = await request.json()
-        completions.append(body)
-        index = len(completions) - 1
-        failing = index >= len(replies)
-        if failing and how == "500":
-            return web.json_response({"error": {"message": "The server had an error"}}, status=500)
-        if failing and how == "401":
-            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
-            return web.json_response({"error": error}, status=401)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        base = {"id": f"c-{index}", "object": "chat.completion.chunk", "created": 1}
-
-        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await response.write(sse(base | {"model": body["model"], "choices": [choice]}))
-
-        await send({"role": "assistant", "content": ""})
-        if failing:  # cut: the first words, then the connection drops
-            await send({"content": CUT_REPLY[:20]})
-            await asyncio.sleep(0.3)
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        await send({"content": replies[index]})
-        await send({}, "stop")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return FakeOpenAI(await aiohttp_server(app), completions, [])
+    request as FAILURES[how] says."""
+    return await scripted_openai(
+        aiohttp_server, lambda n: replies[n] if n < len(replies) else FAILURES[how]
+    )
 
 
 async def cartesia_refusing_after_greeting(aiohttp_server: AiohttpServer) -> FakeCartesia:

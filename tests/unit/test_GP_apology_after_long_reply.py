@@ -31,13 +31,14 @@ from agent.apology import apology_for
 from tests.unit.test_agent_wire import (
     ALICE,
     CartesiaSocket,
+    Cut,
     FakeCartesia,
     FakeOpenAI,
     PhoneLine,
     fake_deepgram,
     heard_in,
     pcm_tone,
-    sse,
+    scripted_openai,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
@@ -53,36 +54,9 @@ APOLOGY_SAID_S = SECONDS_PER_WORD * len(APOLOGY.split())
 async def openai_cutting(aiohttp_server: AiohttpServer, cut_after: str) -> FakeOpenAI:
     """OpenAI saying REPLIES (the greeting, a reply), then for the next reply `cut_after`
     and the connection lost (the stream cut: the rest of the reply never comes)."""
-    completions: list[dict[str, Any]] = []
-
-    async def chat_completions(request: web.Request) -> web.StreamResponse:
-        body: dict[str, Any] = await request.json()
-        completions.append(body)
-        index = len(completions) - 1
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        base = {"id": f"c-{index}", "object": "chat.completion.chunk", "created": 1}
-
-        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await response.write(sse(base | {"model": body["model"], "choices": [choice]}))
-
-        await send({"role": "assistant", "content": ""})
-        if index >= len(REPLIES):
-            await send({"content": cut_after})
-            await asyncio.sleep(0.3)
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        await send({"content": REPLIES[index]})
-        await send({}, "stop")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return FakeOpenAI(await aiohttp_server(app), completions, [])
+    return await scripted_openai(
+        aiohttp_server, lambda n: REPLIES[n] if n < len(REPLIES) else Cut(cut_after)
+    )
 
 
 async def cartesia_in_real_time(aiohttp_server: AiohttpServer) -> FakeCartesia:

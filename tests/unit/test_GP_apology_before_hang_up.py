@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import pytest
-from aiohttp import web
 from livekit.agents import APIStatusError, CloseEvent, CloseReason
 from livekit.agents.stt import STTError
 from pytest_aiohttp import AiohttpServer
@@ -32,14 +31,15 @@ from agent.session import build_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_wire import (
     ALICE,
+    Answer,
     FakeOpenAI,
     fake_cartesia,
     fake_deepgram,
     heard_in,
     point_stt,
     point_tts,
+    scripted_openai,
     settings_for,
-    sse,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
@@ -71,38 +71,8 @@ class TimedControl:
 async def openai_calling(aiohttp_server: AiohttpServer, tool: str) -> FakeOpenAI:
     """OpenAI greeting, then answering the callee with a call of `tool` (no words), then
     answering 500 to every request (the tool's goodbye, past the retries)."""
-    completions: list[dict[str, Any]] = []
-
-    async def chat_completions(request: web.Request) -> web.StreamResponse:
-        body: dict[str, Any] = await request.json()
-        completions.append(body)
-        index = len(completions) - 1
-        if index > 1:
-            return web.json_response({"error": {"message": "The server had an error"}}, status=500)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        base = {"id": f"c-{index}", "object": "chat.completion.chunk", "created": 1}
-
-        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            await response.write(sse(base | {"model": body["model"], "choices": [choice]}))
-
-        await send({"role": "assistant", "content": ""})
-        if index == 0:
-            await send({"content": GREETING})
-            await send({}, "stop")
-        else:
-            function = {"name": tool, "arguments": "{}"}
-            call = {"index": 0, "id": "call_1", "type": "function", "function": function}
-            await send({"tool_calls": [call]})
-            await send({}, "tool_calls")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return FakeOpenAI(await aiohttp_server(app), completions, [])
+    answers: list[Answer] = [GREETING, (tool, "{}")]
+    return await scripted_openai(aiohttp_server, lambda n: answers[n] if n < 2 else 500)
 
 
 async def call_until_closed(

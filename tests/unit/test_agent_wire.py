@@ -21,7 +21,7 @@ import math
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
@@ -217,6 +217,90 @@ class FakeOpenAI:
 
 def sse(data: object) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class Cut:
+    """An answer whose stream drops after `words`: the rest of the reply never comes."""
+
+    words: str
+
+
+# What a scripted OpenAI answers a chat completion with: words, a tool call (its name and
+# arguments), an HTTP error status (with OpenAI's error body), or words cut off.
+Answer = str | tuple[str, str] | int | Cut
+OPENAI_ERRORS: dict[int, dict[str, str]] = {
+    401: {"message": "Incorrect API key provided", "code": "invalid_api_key"},
+    500: {"message": "The server had an error"},
+}
+
+
+async def stream_answer(
+    request: web.Request, body: dict[str, Any], number: int, answer: Answer
+) -> web.StreamResponse:
+    """`answer` to the chat completion `body` (request `number`) as OpenAI streams it: the
+    role, the words or the tool call, the finish reason and `[DONE]`."""
+    if isinstance(answer, int):
+        error = OPENAI_ERRORS.get(answer, {"message": f"HTTP {answer}"})
+        return web.json_response({"error": error}, status=answer)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    base: dict[str, Any] = {
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": body["model"],
+    }
+
+    async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        await response.write(sse(base | {"choices": [choice]}))
+
+    await send({"role": "assistant", "content": ""})
+    if isinstance(answer, Cut):  # the first words, then the connection drops
+        await send({"content": answer.words})
+        await asyncio.sleep(0.3)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+    if isinstance(answer, str):
+        if answer:
+            await send({"content": answer})
+        await send({}, "stop")
+    else:
+        name, arguments = answer
+        function = {"name": name, "arguments": arguments}
+        call = {"index": 0, "id": "call_1", "type": "function", "function": function}
+        await send({"tool_calls": [call]})
+        await send({}, "tool_calls")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def scripted_openai(
+    aiohttp_server: AiohttpServer,
+    script: Sequence[Answer] | Callable[[int], Answer],
+    *,
+    held: int = 0,
+    release: asyncio.Event | None = None,
+) -> FakeOpenAI:
+    """OpenAI's chat completions answering request number n (from 0) with `script[n]` (or
+    `script(n)`); the answer to request number `held` (from 1) waits for `release`."""
+    completions: list[dict[str, Any]] = []
+    answer_for = script if callable(script) else script.__getitem__
+
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = await request.json()
+        completions.append(body)
+        number = len(completions)
+        if number == held and release is not None:
+            await release.wait()
+        return await stream_answer(request, body, number, answer_for(number - 1))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return FakeOpenAI(await aiohttp_server(app), completions, [])
 
 
 async def fake_openai(
