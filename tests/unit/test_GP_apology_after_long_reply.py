@@ -13,13 +13,10 @@ in its own duration, as a phone line does, with Cartesia's audio as long as its 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType, web
 from livekit import rtc
 from livekit.agents import CloseReason
 from livekit.agents.llm import LLMError
@@ -30,14 +27,13 @@ from agent import session as session_module
 from agent.apology import apology_for
 from tests.unit.test_agent_wire import (
     ALICE,
-    CartesiaSocket,
     Cut,
     FakeCartesia,
     FakeOpenAI,
     PhoneLine,
+    fake_cartesia,
     fake_deepgram,
     heard_in,
-    pcm_tone,
     scripted_openai,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
@@ -61,32 +57,7 @@ async def openai_cutting(aiohttp_server: AiohttpServer, cut_after: str) -> FakeO
 
 async def cartesia_in_real_time(aiohttp_server: AiohttpServer) -> FakeCartesia:
     """Cartesia's websocket sending SECONDS_PER_WORD of audio for each word it is given."""
-    sockets: list[CartesiaSocket] = []
-
-    async def websocket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        conn = CartesiaSocket(dict(request.query), request.headers.get("X-API-Key"))
-        sockets.append(conn)
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            body: dict[str, Any] = json.loads(msg.data)
-            conn.requests.append(body)
-            context_id = body["context_id"]
-            words = body["transcript"].split()
-            if words:
-                pcm = pcm_tone(SECONDS_PER_WORD * len(words), body["output_format"]["sample_rate"])
-                chunk = {"type": "chunk", "data": base64.b64encode(pcm).decode(), "done": False}
-                await ws.send_json(chunk | {"status_code": 206, "context_id": context_id})
-            if not body.get("continue", False):
-                done = {"type": "done", "done": True, "status_code": 206}
-                await ws.send_json(done | {"context_id": context_id})
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/tts/websocket", websocket)
-    return FakeCartesia(await aiohttp_server(app), sockets)
+    return await fake_cartesia(aiohttp_server, seconds_per_word=SECONDS_PER_WORD)
 
 
 class RealTimeLine(PhoneLine):

@@ -146,10 +146,13 @@ class FakeCartesia:
         return str(self.server.make_url("")).rstrip("/")
 
 
-async def fake_cartesia(aiohttp_server: AiohttpServer) -> FakeCartesia:
-    """Cartesia's TTS websocket: for each request with text, 0.1 s of PCM (a `chunk`) and the
-    words' `timestamps` when asked for; once a context's input ends (`continue: false`), its
-    `done`. Every message names the context it answers, as Cartesia's do."""
+async def fake_cartesia(
+    aiohttp_server: AiohttpServer, seconds_per_word: float | None = None
+) -> FakeCartesia:
+    """Cartesia's TTS websocket: for each request with text, 0.1 s of PCM (a `chunk`; with
+    `seconds_per_word`, that much a word: speech as long as it would be said) and the words'
+    `timestamps` when asked for; once a context's input ends (`continue: false`), its `done`.
+    Every message names the context it answers, as Cartesia's do."""
     sockets: list[CartesiaSocket] = []
 
     async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -166,7 +169,8 @@ async def fake_cartesia(aiohttp_server: AiohttpServer) -> FakeCartesia:
             words = body["transcript"].split()
             rate = body["output_format"]["sample_rate"]
             if words:
-                pcm = pcm_tone(0.1, rate)
+                seconds = 0.1 if seconds_per_word is None else seconds_per_word * len(words)
+                pcm = pcm_tone(seconds, rate)
                 conn.pcm_sent += len(pcm)
                 await ws.send_json(
                     {
@@ -187,8 +191,8 @@ async def fake_cartesia(aiohttp_server: AiohttpServer) -> FakeCartesia:
                             "context_id": context_id,
                             "word_timestamps": {
                                 "words": words,
-                                "start": [0.1 * i / len(words) for i in range(len(words))],
-                                "end": [0.1 * (i + 1) / len(words) for i in range(len(words))],
+                                "start": [seconds * i / len(words) for i in range(len(words))],
+                                "end": [seconds * (i + 1) / len(words) for i in range(len(words))],
                             },
                         }
                     )
