@@ -1232,17 +1232,41 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
                 f" POST /calls/outbound's `{field}` (config.json keeps it per call); remove it"
             )
             continue
-        close = difflib.get_close_matches(name.upper(), _VARIABLES, n=1, cutoff=0.85)
-        if close:
+        if (meant := _setting_meant(name)) is not None:
             warnings.append(
                 f"{name} ({path} line {where}) is no setting of this server: did you mean"
-                f" {close[0]}? (it is read as unset)"
+                f" {meant}? (it is read as unset)"
             )
     if (exposed := _secrets_exposed(path, text)) is not None:
         warnings.insert(0, exposed)
     if (writable := _writable_by_others(path)) is not None:
         warnings.insert(0, writable)
     return warnings
+
+
+def _setting_meant(name: str) -> str | None:
+    """The setting a name this server does not read likely means: one spelt nearly as it
+    (`CALL_MAX_ACTIV`, `port`), or one holding all its words, in order, with a word or more
+    besides (`WEBHOOK_URL`, `LIVEKIT_KEY`, `SIP_TRUNK_ID`, `CALLS_RATE_LIMIT`): the one with
+    the fewest besides, when only one has that few (`API_KEY` could be any provider's).
+    Spelling alone missed those: `WEBHOOK_URL`, as a call's `webhook_url` is named, left
+    customer webhooks off, and `CALLS_RATE_LIMIT=5` the rate at 60, without a word."""
+    upper = name.upper()
+    close = difflib.get_close_matches(upper, _VARIABLES, n=1, cutoff=0.85)
+    if close:
+        return close[0]
+    words = [word for word in upper.split("_") if word]
+    if len(words) < 2:
+        return None
+    holding: dict[int, list[str]] = {}
+    for setting in _VARIABLES:
+        remaining = iter(setting.split("_"))
+        if all(word in remaining for word in words):  # each found after the one before
+            holding.setdefault(len(setting.split("_")) - len(words), []).append(setting)
+    if not holding:
+        return None
+    fewest = holding[min(holding)]
+    return fewest[0] if len(fewest) == 1 else None
 
 
 # The settings whose values are secrets (left out of repr()).
