@@ -255,6 +255,13 @@ def _regions(name: str, raw: str) -> tuple[str, ...]:
     A code no number has (`UK` for GB, a typo) would refuse every call to the country meant,
     with a message naming a country nobody asked about."""
     regions = tuple(part.strip().upper() for part in raw.split(",") if part.strip())
+    if not regions:
+        # `${FIRST},${SECOND}` in a compose file or a template, both unset, gives `,`: it
+        # was read as empty, every country allowed, the list meant to narrow them lost.
+        raise SettingsError(
+            f"{name} holds commas but no region ({raw!r}): name the regions that may be"
+            " called (US,CA), or leave it empty to allow every country"
+        )
     bad = [r for r in regions if len(r) != 2 or not r.isalpha()]
     if bad:
         raise SettingsError(f"{name} must be two-letter ISO regions, got {', '.join(bad)}")
