@@ -51,7 +51,7 @@ from common.campaigns.service import (
     pause_on_agent_faults,
     pause_on_trunk_faults,
 )
-from common.config_store.store import ConfigStore
+from common.config_store.store import SQLITE_HEADER, ConfigStore
 from common.contracts import REPORTS_PATH
 from common.host_header import is_loopback_host
 from common.livekit.client import (
@@ -755,7 +755,7 @@ def warn_open_files(settings: Settings) -> None:
     paths = [(config, holds)]
     with contextlib.suppress(OSError):  # copies an older release (or a 0644 file) left open
         paths += [(p, holds) for p in sorted(config.parent.glob(f"{config.name}.corrupt-*"))]
-    if settings.database_url is None:
+    if settings.database_url is None and _may_be_the_database(settings.calls_db_path):
         db = settings.calls_db_path
         holds = "names, numbers, instructions and transcripts"
         paths += [(db.with_name(db.name + end), holds) for end in ("", "-wal", "-shm")]
@@ -775,6 +775,22 @@ def warn_open_files(settings: Settings) -> None:
                 mode,
                 held,
             )
+
+
+def _may_be_the_database(path: Path) -> bool:
+    """Whether the file at `path` is an SQLite database, or empty (SQLite makes one of it), or
+    cannot be told (none yet, unreadable, no regular file: its start-up check says why). A
+    file that is none (CALLS_DB_PATH=notes.txt, /etc/hosts) is refused by that check as no
+    database, but was first said to hold "names, numbers, instructions and transcripts:
+    chmod o-rwx it", sending the operator to close up a file that holds none of them."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
+        with open(path, "rb") as file:
+            head = file.read(len(SQLITE_HEADER))
+    except OSError:
+        return True
+    return head == b"" or head == SQLITE_HEADER
 
 
 def warn_open_directories(settings: Settings) -> None:
