@@ -814,15 +814,18 @@ class Settings:
 
     def token_warnings(self) -> list[str]:
         """A token that reads as a list (`new,old`, as CALLS_WEBHOOK_SECRET is given while it
-        is rotated) is one token, compared whole: every client, on either token, is refused
-        401. Said at start-up; not refused, as a token may hold a comma."""
+        is rotated, or `new,` with an empty entry) is one token, compared whole: every client,
+        on either token, is refused 401. Said at start-up; not refused, as a token may hold a
+        comma."""
         warnings = []
         for name, token in (
             ("CALLS_API_TOKEN", self.calls_api_token),
             ("CALLS_API_TOKEN_PREVIOUS", self.calls_api_token_previous),
         ):
             parts = (token or "").split(",")
-            if len(parts) > 1 and all(len(part.strip()) >= MIN_TOKEN_CHARS for part in parts):
+            # An empty part too: `${NEW},${OLD}` in a template, the old one unset, gives `new,`
+            given = [part.strip() for part in parts if part.strip()]
+            if len(parts) > 1 and all(len(part) >= MIN_TOKEN_CHARS for part in given):
                 warnings.append(
                     f"{name} holds a comma: it is one token, compared whole, not a list (a"
                     " client sending either part is refused 401); to keep the old token taken"
