@@ -674,7 +674,9 @@ class Settings:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
+        # Any case, as /etc/hosts is read; not `localhost.`, which the resolver may ask DNS
+        # for: what a name server answers for it is not known to be this machine.
+        if self.host.lower() == "localhost":
             return True
         try:
             return ipaddress.ip_address(self.host).is_loopback  # 127.0.0.0/8, ::1

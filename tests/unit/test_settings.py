@@ -727,7 +727,9 @@ def test_an_empty_variable_does_not_undo_dotenv(
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.2", True), ("127.1.2.3", True), ("::1", True), ("localhost", True)]
-    + [("10.0.0.1", False), ("0.0.0.0", False), ("example.com", False)],  # noqa: S104
+    + [("LOCALHOST", True), ("Localhost", True), ("localhost.", False)]
+    + [("10.0.0.1", False), ("0.0.0.0", False), ("example.com", False)]  # noqa: S104
+    + [("localhost.example.com", False), ("notlocalhost", False)],
 )
 def test_every_loopback_address_is_loopback(host: str, loopback: bool) -> None:
     assert settings_from_env({"HOST": host}).is_loopback is loopback
