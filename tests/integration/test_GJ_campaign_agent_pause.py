@@ -37,6 +37,8 @@ async def play_calls(
             recipients = await all_recipients(client, campaign_id)
             calls = [a["call_id"] for r in recipients for a in r["attempts"] if a["call_id"]]
             for call_id in [c for c in calls if c not in played]:
+                if not await dialled(client, call_id):
+                    continue  # LiveKit's webhooks follow the dial LiveKit took (see dialled)
                 failure = ends[len(played)]
                 metadata = (
                     json.dumps({"outcome": "failed", "reason": failure, "spoke": False})
@@ -56,6 +58,15 @@ async def play_calls(
                 played.add(call_id)
             await asyncio.sleep(0.05)
     return len(played)
+
+
+async def dialled(client: TestClient[Any, Any], call_id: str) -> bool:
+    """Whether the call's dial was taken (its timeline's `dialed`). Its attempt names it as
+    its row is written, before the dial: the webhooks played then, on a loaded machine,
+    found a call not dialled yet, whose room_finished (and the agent's failure it carries)
+    waits for the dial, and the call was settled by its grace as one no agent came to."""
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    return "dialed" in [entry["event"] for entry in shown["timeline"]]
 
 
 async def campaign_app(start_app: AppFactory, **settings: Any) -> TestClient[Any, Any]:
