@@ -363,7 +363,14 @@ async def report_url_refusal(url: str, session: aiohttp.ClientSession) -> tuple[
             status = response.status
             location = response.headers.get("Location", "")
             allow = response.headers.get("Allow", "")
-            body = await response.content.read(REPORT_URL_MAX_BYTES)
+            # read(n) gives what has come so far: an answer in pieces (a proxy passing on
+            # what it gets as it comes, a gzip stream) was cut at its first, read as no JSON,
+            # and a calls server behind it said to be none.
+            body = b""
+            while len(body) < REPORT_URL_MAX_BYTES and (
+                piece := await response.content.read(REPORT_URL_MAX_BYTES - len(body))
+            ):
+                body += piece
             try:
                 doc = json.loads(body)
             except (ValueError, RecursionError):
