@@ -1264,10 +1264,11 @@ def _setting_meant(name: str) -> str | None:
     Spelling alone missed those: `WEBHOOK_URL`, as a call's `webhook_url` is named, left
     customer webhooks off, and `CALLS_RATE_LIMIT=5` the rate at 60, without a word."""
     upper = name.upper()
-    close = difflib.get_close_matches(upper, _VARIABLES, n=1, cutoff=0.85)
-    if close:
-        return close[0]
     words = [word for word in upper.split("_") if word]
+    # Not one with another word in a setting's place: another program's (DATABASE_USER).
+    close = difflib.get_close_matches(upper, _VARIABLES, n=3, cutoff=0.85)
+    if spelt := [setting for setting in close if _misspelt(words, setting)]:
+        return spelt[0]
     if len(words) < 2:
         return None
     holding: dict[int, list[str]] = {}
@@ -1279,6 +1280,27 @@ def _setting_meant(name: str) -> str | None:
         return None
     fewest = holding[min(holding)]
     return fewest[0] if len(fewest) == 1 else None
+
+
+def _misspelt(words: list[str], setting: str) -> bool:
+    """Whether a name of `words`, spelt close to `setting`, reads as a misspelling of it,
+    not as another program's name with a word of its own in place of one of the setting's:
+    `DATABASE_USER` (a database's user, beside DATABASE_HOST in a compose file's .env) is
+    not `DATABASE_URL`, nor `SIP_INBOUND_TRUNK_ID` (LiveKit's inbound agents') the outbound
+    one, though their spelling is as close as `CALL_MAX_ACTIV`'s to `CALLS_MAX_ACTIVE`.
+    Words lined up one to one are each the setting's, misspelt (`ACTIV`, `URI`, `COUNTRY`)
+    or cut short (`RING`); a name of other words, fewer or more, is read by its spelling."""
+    theirs = setting.split("_")
+    if len(words) != len(theirs):
+        return True
+    return all(
+        word == their
+        or word.startswith(their)
+        or their.startswith(word)
+        or difflib.SequenceMatcher(None, word, their).ratio() >= 0.75
+        or (len(word) == len(their) and sum(a != b for a, b in zip(word, their, strict=True)) == 1)
+        for word, their in zip(words, theirs, strict=True)
+    )
 
 
 # The settings whose values are secrets (left out of repr()).
