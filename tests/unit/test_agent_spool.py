@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -81,6 +82,25 @@ def test_a_do_not_call_request_removed_unsent_is_an_error_naming_its_call(
         " (its report was kept undelivered past the retention): put the call's number on the"
         " do-not-call list with POST /dnc"
     ]
+
+
+def test_a_do_not_call_request_in_a_file_that_cannot_be_read_is_an_error_naming_its_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spooled file whose other report no longer reads (written by another release, or
+    damaged) is removed as unreadable: its do_not_call report with it, said only as 'its
+    reports are lost'; and one old enough for the retention hid the do_not_call so too."""
+    spool = ReportSpool(tmp_path, max_age_s=86400)
+    url = "http://127.0.0.1:1/agent/reports"
+    dnc = json.loads(AgentReport(call_id="call-3", seq=3, kind="do_not_call", at=9.0).to_json())
+    for call_id, age_s in (("call-3", 0.0), ("call-4", 2 * 86400)):
+        doc = {"url": url, "call_id": call_id, "reports": [{"kind": "answered"}, dnc]}
+        path = tmp_path / f"0000000000000000000{call_id[-1]}-1-abc.json"
+        path.write_text(json.dumps(doc))
+        os.utime(path, (time.time() - age_s, time.time() - age_s))
+    assert list(spool.load()) == []
+    errors = [r.getMessage() for r in caplog.records if "asked not to be called" in r.getMessage()]
+    assert sorted(e.split(":")[0] for e in errors) == ["call call-3", "call call-4"], errors
 
 
 def test_a_file_left_half_written_by_a_killed_job_is_removed(tmp_path: Path) -> None:
