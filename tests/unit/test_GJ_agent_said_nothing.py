@@ -30,6 +30,7 @@ from tests.unit.test_agent_reporting import KEY, SECRET
 from tests.unit.test_agent_wire import (
     ALICE,
     PhoneLine,
+    close_awaited,
     fake_cartesia,
     fake_deepgram,
     fake_openai,
@@ -68,13 +69,7 @@ async def call_failing_on(
     point_stt(session.stt, deepgram_in)
     session.output.audio = PhoneLine()
     session.on("conversation_item_added", recorder.on_item_added)
-    closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
-
-    def on_close(event: CloseEvent) -> None:
-        if not closed.done():
-            closed.set_result(event)
-
-    session.on("close", on_close)
+    closed = close_awaited(session)
     try:
         await session.start(agent)
         agent.greet()

@@ -44,6 +44,7 @@ from tests.unit.test_agent_wire import (
     FakeOpenAI,
     PhoneLine,
     cartesia_sending_no_audio,
+    close_awaited,
     fake_cartesia,
     fake_deepgram,
     heard_in,
@@ -149,13 +150,7 @@ class Call:
         self.line = line
         session.output.audio = line
         session.on("conversation_item_added", self.job.recorder.on_item_added)
-        self.closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
-
-        def on_close(event: CloseEvent) -> None:
-            if not self.closed.done():
-                self.closed.set_result(event)
-
-        session.on("close", on_close)
+        self.closed = close_awaited(session)
 
     async def talk(self) -> None:
         """Greeted, the callee asks a question and hears the reply, then asks another."""

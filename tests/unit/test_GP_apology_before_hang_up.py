@@ -33,6 +33,7 @@ from tests.unit.test_agent_wire import (
     ALICE,
     Answer,
     FakeOpenAI,
+    close_awaited,
     fake_cartesia,
     fake_deepgram,
     heard_in,
@@ -99,13 +100,7 @@ async def call_until_closed(
             said[event.item.text_content or ""] = time.monotonic()
 
     session.on("conversation_item_added", on_item)
-    closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
-
-    def on_close(event: CloseEvent) -> None:
-        if not closed.done():
-            closed.set_result(event)
-
-    session.on("close", on_close)
+    closed = close_awaited(session)
     try:
         await session.start(agent)
         await asyncio.wait_for(agent.greet().wait_for_playout(), 10)

@@ -29,6 +29,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 from livekit import rtc
+from livekit.agents import AgentSession, CloseEvent
 from livekit.agents import stt as agents_stt
 from livekit.agents.llm import ChatContext
 from livekit.agents.utils import http_context
@@ -907,20 +908,8 @@ async def cartesia_never_answering(
     return await cartesia_sending_no_audio(aiohttp_server, note), asked
 
 
-async def greet_until_closed(
-    openai_in: FakeOpenAI, cartesia_in: FakeCartesia, deepgram_in: FakeDeepgram
-) -> tuple[Any, float, PhoneLine]:
-    """ALICE's session on the stand-ins, greeting, until it closes (15 s at most): its close
-    event, the seconds from the greeting to the close, and what reached the phone line."""
-    from livekit.agents import CloseEvent
-
-    settings = settings_for(openai_in)
-    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
-    session, agent = build_session(plan, settings, NullControl())
-    tts = point_tts(session.tts, cartesia_in)
-    point_stt(session.stt, deepgram_in)
-    line = PhoneLine()
-    session.output.audio = line
+def close_awaited(session: AgentSession[None]) -> asyncio.Future[CloseEvent]:
+    """The session's close event, once it closes (the first, should it close again)."""
     closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
 
     def on_close(event: CloseEvent) -> None:
@@ -928,6 +917,22 @@ async def greet_until_closed(
             closed.set_result(event)
 
     session.on("close", on_close)
+    return closed
+
+
+async def greet_until_closed(
+    openai_in: FakeOpenAI, cartesia_in: FakeCartesia, deepgram_in: FakeDeepgram
+) -> tuple[Any, float, PhoneLine]:
+    """ALICE's session on the stand-ins, greeting, until it closes (15 s at most): its close
+    event, the seconds from the greeting to the close, and what reached the phone line."""
+    settings = settings_for(openai_in)
+    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
+    session, agent = build_session(plan, settings, NullControl())
+    tts = point_tts(session.tts, cartesia_in)
+    point_stt(session.stt, deepgram_in)
+    line = PhoneLine()
+    session.output.audio = line
+    closed = close_awaited(session)
     try:
         await session.start(agent)
         agent.greet()
@@ -1041,7 +1046,6 @@ async def test_a_short_openai_rate_limit_does_not_end_the_call(
     1.5s"): the greeting's request was tried 0.1 s and 1 s after its first refusal, and
     the session closed, ending the call, 1.1 s after it (livekit-agents' own 2 s apart had
     ridden out 4 s). Tried again 2 s apart, the greeting is spoken once the limit lifts."""
-    from livekit.agents import CloseEvent
 
     refused_until: list[float] = []
 
