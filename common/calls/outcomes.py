@@ -77,7 +77,9 @@ NO_AGENT_BEFORE_END = (
 )
 # Added to the reason of an agent that failed on an answered call before it said a word
 # (its room metadata's `spoke: false`): the call is `failed`, not `completed`.
-SAID_NOTHING = "; the callee had answered and the agent had said nothing to them"
+# (Said nothing of the call's own: its apology for the failure, which the callee may have heard
+# since 37416ad, is not a turn of the conversation.)
+SAID_NOTHING = "; the callee had answered and the agent had not begun the conversation"
 # The agent ended the call on the callee's silence (OUTCOME_CALLEE_SILENT).
 CALLEE_SILENT = (
     "the callee said nothing, even when asked whether they were there: the agent said"

@@ -12,7 +12,7 @@ from tests.conftest import AppFactory
 from tests.integration.test_webhooks import event_json, place, post, quiet_app, sign
 
 REASON = "the agent's session failed: llm (openai) APIStatusError 401"
-SAID_NOTHING = "; the callee had answered and the agent had said nothing to them"
+SAID_NOTHING = "; the callee had answered and the agent had not begun the conversation"
 
 
 @pytest.mark.parametrize(
