@@ -147,19 +147,33 @@ def _defaults(value: object, rules: RequestRules, errors: list[FieldError]) -> d
     if "phone_number" in defaults:  # said, and the other fields still checked
         errors.append(FieldError("defaults.phone_number", "each recipient has its own number"))
     try:
-        rules.parse({**defaults, "phone_number": _PROBE_NUMBER})
+        probe = rules.parse({**defaults, "phone_number": _PROBE_NUMBER})
     except InvalidCall as exc:
         errors.extend(
             FieldError(f"defaults.{e.field}", _hinted(e))
             for e in exc.errors
             if e.field != "phone_number"
         )
+    else:
+        defaults = _language_as_placed(defaults, probe.language)
     zone = given_zone(defaults.get("additional_params"))
     if zone is not None and (why := row_zone_problem(zone[1])) is not None:
         errors.append(FieldError(f"defaults.additional_params.{zone[0]}", why))
     if (keys := second_zone(defaults.get("additional_params"))) is not None:
         errors.append(FieldError(f"defaults.additional_params.{keys[1]}", _twice(keys[0])))
     return defaults
+
+
+def _language_as_placed(fields: dict[str, Any], language: str) -> dict[str, Any]:
+    """`fields` with a `language` given (as a tag, `es-MX`, or another code of it, `nb`)
+    stored as the catalogue code it was read as (`es`, `no`): a row is parsed again as each
+    of its calls is placed, by whichever server drives the campaign then, and on a database
+    shared with a server of an earlier release (a rolling upgrade) that one took only the
+    catalogue's codes: every row of a campaign accepted here was `invalid` there, nobody
+    called."""
+    if isinstance(fields.get("language"), str):
+        return {**fields, "language": language}
+    return fields
 
 
 def _twice(first: str) -> str:
@@ -632,7 +646,8 @@ class RowChecker:
             return [self._never_open(row, call.phone_number, opens)]
         self._opens = opens
         self._call = call
-        self._fields = {**{k: v for k, v in row.fields.items() if k in FIELDS}}
+        fields = {k: v for k, v in row.fields.items() if k in FIELDS}
+        self._fields = _language_as_placed(fields, call.language)
         self._fields.pop("phone_number", None)
         return []
 
