@@ -292,8 +292,12 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             if state.answered:
                 return Change(Status.COMPLETED, reason, answered=True)
             return Change(Status.FAILED, reason)
-        if signal.room_outcome == OUTCOME_CALLEE_SILENT and state.answered:
-            # A failure after the goodbye (the hang-up's) is its reason, as for voicemail.
+        if signal.room_outcome == OUTCOME_CALLEE_SILENT and state.dialled:
+            # A failure after the goodbye (the hang-up's) is its reason, as for voicemail. The
+            # agent records it only on a line it greeted and asked whether they were there:
+            # answered, also when no answer signal has come (the agent's `answered` report
+            # retried, the callee's participant_left lost). Left to the grace, the call was
+            # no_answer, or completed without this reason once a late answer came.
             reason = signal.room_reason or CALLEE_SILENT
             return Change(Status.COMPLETED, reason, answered=True)
         if state.answered and not state.agent_seen:
