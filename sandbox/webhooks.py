@@ -134,15 +134,18 @@ class SignedPoster:
             )
 
     async def close(self) -> None:
-        """Cancel pending deliveries and close the HTTP session."""
+        """Cancel pending deliveries and close the HTTP session. Nothing is taken from the
+        start: a delivery queued while the workers were being cancelled started a worker of
+        its own, which then posted through the closed session ('Session is closed', an
+        exception nobody retrieved, in a test's log)."""
+        session, self._session = self._session, None
         workers = [q.worker for q in self._queues.values() if q.worker is not None]
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         self._queues.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if session is not None:
+            await session.close()
 
     def pending(self) -> set[asyncio.Task[None]]:
         """Delivery workers still running."""
