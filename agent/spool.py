@@ -93,6 +93,7 @@ class ReportSpool:
         # clock then): from then on it ages by the monotonic clock (`_age`).
         self._seen: dict[str, tuple[float, float]] = {}
         self._foreign: set[str] = set()  # files of another user's, said once each
+        self._unopened: set[str] = set()  # files that could not be opened, said once each
         self._writer: int | None = None  # the owner this user's files get here (`_writer_uid`)
         # The directory could not be listed (a file, another user's): said once a minute.
         self._repeats = Repeats()
@@ -297,6 +298,21 @@ class ReportSpool:
                 return None
             return file.read()
 
+    def _not_opened(self, path: Path, exc: OSError) -> None:
+        """A file that could not be opened or read this pass (the worker out of file
+        descriptors, EMFILE, while its calls hold theirs; an I/O error) is kept for the next
+        pass, said once. It was removed as unreadable, its reports lost, a do_not_call among
+        them with no ERROR naming its call (which could not be read either): the callee who
+        had asked not to be called was called again. Past the retention it goes as any file."""
+        if path.name in self._unopened:
+            return
+        self._unopened.add(path.name)
+        logger.warning(
+            "report spool: %s could not be opened (%s); kept, it is tried again next pass",
+            path.name,
+            exc.strerror or type(exc).__name__,
+        )
+
     def _asked_not_to_be_called(self, path: Path) -> str | None:
         """The call id of the file at `path` if it holds a do_not_call report: removed
         unsent, the callee who asked not to be called again is called again unless someone
@@ -324,6 +340,7 @@ class ReportSpool:
         self._urls = {name: url for name, url in self._urls.items() if name in names}
         self._seen = {name: seen for name, seen in self._seen.items() if name in names}
         self._foreign &= names
+        self._unopened &= names
         for path in files:
             try:
                 info = path.lstat()
@@ -347,8 +364,16 @@ class ReportSpool:
                     continue
                 if self._urls.get(path.name) in skip_urls:
                     continue
-                if (data := self._read(path)) is None:
+                try:
+                    data = self._read(path)
+                except FileNotFoundError:  # sent and removed by another worker meanwhile
                     continue
+                except OSError as exc:
+                    self._not_opened(path, exc)
+                    continue
+                if data is None:
+                    continue
+                self._unopened.discard(path.name)
                 doc = json.loads(data)
                 url, call_id = doc["url"], doc["call_id"]
                 reports = [AgentReport.model_validate(r) for r in doc["reports"]]

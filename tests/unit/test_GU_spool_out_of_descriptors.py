@@ -1,0 +1,65 @@
+"""A spooled file the worker cannot open for the moment is kept for the next pass.
+
+A worker busy with calls can run out of file descriptors (EMFILE) while a resend pass goes
+through the spool: it posts one file, its calls open sockets meanwhile, and the next file's
+`open` fails. That file was taken for unreadable and removed, "cannot be read (OSError);
+removed, its reports are lost", and a do_not_call in it went with no ERROR naming its call
+(the file could not be read for that either): the callee who had asked not to be called was
+called again. Seen here in a real process under RLIMIT_NOFILE 64, as the test does. Now the
+file is kept (a WARNING, once) and the next pass sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# Run apart: the descriptor limit is the process's, not to be lowered under pytest's workers.
+_SCRIPT = r"""
+import json, os, resource, sys, time
+from pathlib import Path
+from agent.spool import ReportSpool
+from common.contracts import AgentReport
+
+spool = ReportSpool(Path(sys.argv[1]))
+for n, kind in enumerate(["answered", "do_not_call"]):
+    call = f"call-0123456789a{n}"
+    report = AgentReport(call_id=call, seq=0, kind=kind, at=1_800_000_000.0).to_json()
+    spool.save("http://127.0.0.1:1/agent/reports", call, [report])
+    time.sleep(0.01)  # oldest first: the do_not_call's file is the second
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+passing = spool.load()
+first = next(passing).call_id
+held = []  # the calls' sockets, opened while the first file is posted
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+rest = [s.call_id for s in passing]
+for fd in held:
+    os.close(fd)
+again = [(s.call_id, [r.kind for r in s.reports]) for s in spool.load()]
+print(json.dumps({"first": first, "rest": rest, "again": again}))
+"""
+
+
+def test_a_file_not_opened_for_want_of_descriptors_is_kept_and_sent_next_pass(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["first"] == "call-0123456789a0"
+    assert seen["rest"] == []  # not this pass: no descriptor to open it with
+    assert ["call-0123456789a1", ["do_not_call"]] in seen["again"], (seen, done.stderr)
+    assert "removed, its reports are lost" not in done.stderr
+    assert "could not be opened (Too many open files); kept" in done.stderr
