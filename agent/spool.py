@@ -316,15 +316,17 @@ class ReportSpool:
     def _asked_not_to_be_called(self, path: Path) -> str | None:
         """The call id of the file at `path` if it holds a do_not_call report: removed
         unsent, the callee who asked not to be called again is called again unless someone
-        lists the number by hand (only the generic line above said it was removed)."""
+        lists the number by hand (only the generic line above said it was removed). OSError
+        if it could not be opened or read: the caller keeps it, not knowing whether it holds
+        one (the worker out of file descriptors removed it with no ERROR naming its call)."""
+        if (data := self._read(path)) is None:
+            return None
         try:
-            if (data := self._read(path)) is None:
-                return None
             doc = json.loads(data)
             call_id = doc["call_id"]
             # As written, not validated: one report that no longer reads hides no other's kind.
             kinds = {r.get("kind") for r in doc["reports"] if isinstance(r, dict)}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
         return call_id if isinstance(call_id, str) and "do_not_call" in kinds else None
 
@@ -352,7 +354,13 @@ class ReportSpool:
                 if self._age(path, info.st_mtime) > self._max_age_s:
                     # Undelivered past the retention (the server away for good, its address
                     # changed): the transcript stayed on the host as long as the worker did.
-                    asked = self._asked_not_to_be_called(path)
+                    try:
+                        asked = self._asked_not_to_be_called(path)
+                    except FileNotFoundError:  # sent and removed by another worker meanwhile
+                        continue
+                    except OSError as exc:  # removed once it is known whether it says so
+                        self._not_opened(path, exc)
+                        continue
                     path.unlink()
                     logger.warning(
                         "report spool: %s removed unsent: its reports were kept longer than"
@@ -385,12 +393,18 @@ class ReportSpool:
                 # Removed, not set aside: it holds a call's transcript, which can never be
                 # sent from it, and a `.bad` copy stayed on the host for good (README: spooled
                 # reports stay only until the server takes or refuses them).
+                try:
+                    asked = self._asked_not_to_be_called(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as read_exc:  # removed once it is known whether it says so
+                    self._not_opened(path, read_exc)
+                    continue
                 logger.error(
                     "report spool: %s cannot be read (%s); removed, its reports are lost",
                     path.name,
                     type(exc).__name__,
                 )
-                asked = self._asked_not_to_be_called(path)
                 with contextlib.suppress(OSError):
                     path.unlink()
                 if asked is not None:

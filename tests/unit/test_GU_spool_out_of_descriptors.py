@@ -6,7 +6,9 @@ through the spool: it posts one file, its calls open sockets meanwhile, and the 
 removed, its reports are lost", and a do_not_call in it went with no ERROR naming its call
 (the file could not be read for that either): the callee who had asked not to be called was
 called again. Seen here in a real process under RLIMIT_NOFILE 64, as the test does. Now the
-file is kept (a WARNING, once) and the next pass sends it.
+file is kept (a WARNING, once) and the next pass sends it. So is one past the retention
+(CALL_DATA_RETENTION_DAYS), which was removed unread, with no do-not-call ERROR (aaf409d's):
+the next pass reads it, removes it, and names the call.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 # Run apart: the descriptor limit is the process's, not to be lowered under pytest's workers.
 _SCRIPT = r"""
@@ -23,12 +26,15 @@ from pathlib import Path
 from agent.spool import ReportSpool
 from common.contracts import AgentReport
 
-spool = ReportSpool(Path(sys.argv[1]))
+spool = ReportSpool(Path(sys.argv[1]), max_age_s=3600)
+paths = []
 for n, kind in enumerate(["answered", "do_not_call"]):
     call = f"call-0123456789a{n}"
     report = AgentReport(call_id=call, seq=0, kind=kind, at=1_800_000_000.0).to_json()
-    spool.save("http://127.0.0.1:1/agent/reports", call, [report])
+    paths.append(spool.save("http://127.0.0.1:1/agent/reports", call, [report]))
     time.sleep(0.01)  # oldest first: the do_not_call's file is the second
+if sys.argv[2] == "expired":  # the do_not_call's file kept past the retention
+    os.utime(paths[1], (time.time() - 7200, time.time() - 7200))
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 passing = spool.load()
 first = next(passing).call_id
@@ -42,24 +48,41 @@ rest = [s.call_id for s in passing]
 for fd in held:
     os.close(fd)
 again = [(s.call_id, [r.kind for r in s.reports]) for s in spool.load()]
-print(json.dumps({"first": first, "rest": rest, "again": again}))
+left = sorted(os.listdir(sys.argv[1]))
+print(json.dumps({"first": first, "rest": rest, "again": again, "left": len(left)}))
 """
 
 
-def test_a_file_not_opened_for_want_of_descriptors_is_kept_and_sent_next_pass(
-    tmp_path: Path,
-) -> None:
+def _passes(tmp_path: Path, age: str) -> tuple[dict[str, Any], str]:
     done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(tmp_path / "spool")],
+        [sys.executable, "-c", _SCRIPT, str(tmp_path / "spool"), age],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    return json.loads(done.stdout), done.stderr
+
+
+def test_a_file_not_opened_for_want_of_descriptors_is_kept_and_sent_next_pass(
+    tmp_path: Path,
+) -> None:
+    seen, stderr = _passes(tmp_path, "fresh")
     assert seen["first"] == "call-0123456789a0"
     assert seen["rest"] == []  # not this pass: no descriptor to open it with
-    assert ["call-0123456789a1", ["do_not_call"]] in seen["again"], (seen, done.stderr)
-    assert "removed, its reports are lost" not in done.stderr
-    assert "could not be opened (Too many open files); kept" in done.stderr
+    assert ["call-0123456789a1", ["do_not_call"]] in seen["again"], (seen, stderr)
+    assert "removed, its reports are lost" not in stderr
+    assert "could not be opened (Too many open files); kept" in stderr
+
+
+def test_a_do_not_call_past_the_retention_not_opened_is_named_when_it_is_removed(
+    tmp_path: Path,
+) -> None:
+    seen, stderr = _passes(tmp_path, "expired")
+    assert seen["rest"] == []
+    assert seen["left"] == 1  # the answered one's, not sent here (nobody listens)
+    assert "could not be opened (Too many open files); kept" in stderr
+    assert "removed unsent" in stderr
+    dnc = "call call-0123456789a1: the callee asked not to be called again"
+    assert dnc in stderr, stderr
