@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -59,6 +60,9 @@ _SUFFIX: Final = ".json"
 # server's, beside its config.json; `.`) had every `*.json` there read as a spooled file,
 # found unreadable and removed: config.json, with the records of the calls live then.
 _NAME: Final = r"[0-9]+-[0-9]+-[0-9a-z]+"
+# What opening or reading a file fails with while the worker is short of a resource, not for
+# the file: it is read again next pass (`ReportSpool._not_opened`).
+_SHORT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR})
 _SPOOLED: Final = re.compile(rf"{_NAME}\.json")
 _LEFT_HALF_WRITTEN: Final = re.compile(rf"\.(?:{_NAME}|probe-[0-9]+)\.tmp")
 _SET_ASIDE: Final = re.compile(rf"{_NAME}\.json\.bad")
@@ -298,27 +302,31 @@ class ReportSpool:
                 return None
             return file.read()
 
-    def _not_opened(self, path: Path, exc: OSError) -> None:
-        """A file that could not be opened or read this pass (the worker out of file
-        descriptors, EMFILE, while its calls hold theirs; an I/O error) is kept for the next
-        pass, said once. It was removed as unreadable, its reports lost, a do_not_call among
-        them with no ERROR naming its call (which could not be read either): the callee who
-        had asked not to be called was called again. Past the retention it goes as any file."""
-        if path.name in self._unopened:
-            return
-        self._unopened.add(path.name)
-        logger.warning(
-            "report spool: %s could not be opened (%s); kept, it is tried again next pass",
-            path.name,
-            exc.strerror or type(exc).__name__,
-        )
+    def _not_opened(self, path: Path, exc: OSError) -> bool:
+        """Whether a file that could not be opened or read this pass is kept for the next
+        (said once): when the worker was short of a resource (out of file descriptors, EMFILE,
+        while its calls hold theirs). It was removed as unreadable, its reports lost, a
+        do_not_call among them with no ERROR naming its call (which could not be read either):
+        the callee who had asked not to be called was called again. Another error (the file
+        itself unreadable) is no reason to keep it."""
+        if exc.errno not in _SHORT_OF_RESOURCES:
+            return False
+        if path.name not in self._unopened:
+            self._unopened.add(path.name)
+            logger.warning(
+                "report spool: %s could not be opened (%s); kept, it is tried again next pass",
+                path.name,
+                exc.strerror or type(exc).__name__,
+            )
+        return True
 
     def _asked_not_to_be_called(self, path: Path) -> str | None:
         """The call id of the file at `path` if it holds a do_not_call report: removed
         unsent, the callee who asked not to be called again is called again unless someone
         lists the number by hand (only the generic line above said it was removed). OSError
-        if it could not be opened or read: the caller keeps it, not knowing whether it holds
-        one (the worker out of file descriptors removed it with no ERROR naming its call)."""
+        if it could not be opened or read: the caller keeps it if that was for want of a
+        resource (`_not_opened`), not knowing whether it holds one (the worker out of file
+        descriptors removed it with no ERROR naming its call)."""
         if (data := self._read(path)) is None:
             return None
         try:
@@ -359,8 +367,9 @@ class ReportSpool:
                     except FileNotFoundError:  # sent and removed by another worker meanwhile
                         continue
                     except OSError as exc:  # removed once it is known whether it says so
-                        self._not_opened(path, exc)
-                        continue
+                        if self._not_opened(path, exc):
+                            continue
+                        asked = None
                     path.unlink()
                     logger.warning(
                         "report spool: %s removed unsent: its reports were kept longer than"
@@ -377,8 +386,9 @@ class ReportSpool:
                 except FileNotFoundError:  # sent and removed by another worker meanwhile
                     continue
                 except OSError as exc:
-                    self._not_opened(path, exc)
-                    continue
+                    if self._not_opened(path, exc):
+                        continue
+                    raise
                 if data is None:
                     continue
                 self._unopened.discard(path.name)
@@ -398,8 +408,9 @@ class ReportSpool:
                 except FileNotFoundError:
                     continue
                 except OSError as read_exc:  # removed once it is known whether it says so
-                    self._not_opened(path, read_exc)
-                    continue
+                    if self._not_opened(path, read_exc):
+                        continue
+                    asked = None
                 logger.error(
                     "report spool: %s cannot be read (%s); removed, its reports are lost",
                     path.name,

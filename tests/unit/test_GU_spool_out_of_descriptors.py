@@ -13,11 +13,20 @@ the next pass reads it, removes it, and names the call.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from agent.spool import ReportSpool
+from common.contracts import AgentReport
+
+CALL = "call-0123456789ab"
 
 # Run apart: the descriptor limit is the process's, not to be lowered under pytest's workers.
 _SCRIPT = r"""
@@ -86,3 +95,24 @@ def test_a_do_not_call_past_the_retention_not_opened_is_named_when_it_is_removed
     assert "removed unsent" in stderr
     dnc = "call call-0123456789a1: the callee asked not to be called again"
     assert dnc in stderr, stderr
+
+
+def test_a_file_that_cannot_be_opened_for_itself_is_still_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a want of resources keeps a file: one refused for itself (EACCES) is removed as
+    unreadable, as before, not kept for good."""
+    spool = ReportSpool(tmp_path / "spool")
+    report = AgentReport(call_id=CALL, seq=0, kind="answered", at=1_800_000_000.0).to_json()
+    path = spool.save("http://127.0.0.1:1/agent/reports", CALL, [report])
+    assert path is not None
+    real_open = os.open
+
+    def refusing(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(file) == path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+    assert list(spool.load()) == []
+    assert not path.exists()
