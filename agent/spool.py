@@ -399,7 +399,14 @@ class ReportSpool:
                     raise TypeError("url and call_id must be strings")
             except FileNotFoundError:  # sent and removed by another worker meanwhile
                 continue
-            except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+            except (
+                OSError,
+                ValueError,
+                KeyError,
+                TypeError,
+                RecursionError,
+                ValidationError,
+            ) as exc:
                 # Removed, not set aside: it holds a call's transcript, which can never be
                 # sent from it, and a `.bad` copy stayed on the host for good (README: spooled
                 # reports stay only until the server takes or refuses them).

@@ -103,6 +103,23 @@ def test_a_do_not_call_request_in_a_file_that_cannot_be_read_is_an_error_naming_
     assert sorted(e.split(":")[0] for e in errors) == ["call call-3", "call call-4"], errors
 
 
+def test_a_file_nested_too_deep_to_read_is_removed_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spooled file of JSON nested past the parser's depth (damaged, or not the worker's
+    own): RecursionError went out of the pass, which stopped there every 10 s, leaving the
+    files after it unsent for good."""
+    spool = ReportSpool(tmp_path)
+    deep = tmp_path / "00000000000000000001-1-abc.json"
+    deep.write_text(
+        '{"url": "x", "call_id": "call-9", "reports": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+    after = spool.save("http://127.0.0.1:1/agent/reports", "call-1", [REPORT])
+    assert [s.call_id for s in spool.load()] == ["call-1"]
+    assert not deep.exists() and after is not None and after.exists()
+    assert f"{deep.name} cannot be read (RecursionError)" in caplog.text
+
+
 def test_a_file_left_half_written_by_a_killed_job_is_removed(tmp_path: Path) -> None:
     # A job killed between writing its `.tmp` and renaming it left the transcript there
     # for good; one being written now (recent) is left to its writer.
