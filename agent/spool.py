@@ -338,6 +338,18 @@ class ReportSpool:
             return None
         return call_id if isinstance(call_id, str) and "do_not_call" in kinds else None
 
+    def _before_removal(self, path: Path) -> tuple[bool, str | None]:
+        """Before the file at `path` is removed unsent: whether it is to be left (gone
+        already, sent and removed by another worker; or not to be opened for now, for want of
+        a resource: `_not_opened`), and the call id if it holds a do_not_call report (None
+        too when it cannot be read: it is removed all the same)."""
+        try:
+            return False, self._asked_not_to_be_called(path)
+        except FileNotFoundError:
+            return True, None
+        except OSError as exc:
+            return self._not_opened(path, exc), None
+
     def load(self, skip_urls: Collection[str] = ()) -> Iterator[Spooled]:
         """The spooled files, oldest first, each read as it is reached; one known to go to
         one of `skip_urls` (a server still away this pass) is passed over unread. One that
@@ -362,14 +374,9 @@ class ReportSpool:
                 if self._age(path, info.st_mtime) > self._max_age_s:
                     # Undelivered past the retention (the server away for good, its address
                     # changed): the transcript stayed on the host as long as the worker did.
-                    try:
-                        asked = self._asked_not_to_be_called(path)
-                    except FileNotFoundError:  # sent and removed by another worker meanwhile
+                    left, asked = self._before_removal(path)
+                    if left:
                         continue
-                    except OSError as exc:  # removed once it is known whether it says so
-                        if self._not_opened(path, exc):
-                            continue
-                        asked = None
                     path.unlink()
                     logger.warning(
                         "report spool: %s removed unsent: its reports were kept longer than"
@@ -410,14 +417,9 @@ class ReportSpool:
                 # Removed, not set aside: it holds a call's transcript, which can never be
                 # sent from it, and a `.bad` copy stayed on the host for good (README: spooled
                 # reports stay only until the server takes or refuses them).
-                try:
-                    asked = self._asked_not_to_be_called(path)
-                except FileNotFoundError:
+                left, asked = self._before_removal(path)
+                if left:
                     continue
-                except OSError as read_exc:  # removed once it is known whether it says so
-                    if self._not_opened(path, read_exc):
-                        continue
-                    asked = None
                 logger.error(
                     "report spool: %s cannot be read (%s); removed, its reports are lost",
                     path.name,
