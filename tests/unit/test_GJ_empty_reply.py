@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from livekit.agents import AgentSession
+from livekit.agents.voice import io
 from pytest_aiohttp import AiohttpServer
 
-from agent.caller import OutboundCaller
+from agent.caller import CallControl, OutboundCaller
 from agent.plan import plan_session
 from agent.session import build_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
@@ -51,25 +52,29 @@ async def wired(
     """Alice's real session (`build_session`) on stand-ins of OpenAI (saying `script`),
     Cartesia and Deepgram, speaking to a PhoneLine; its TTS, for the caller to close."""
     openai_in = await scripted_openai(aiohttp_server, script)
-    _cartesia_in, control, session, agent, tts = await wired_to(aiohttp_server, openai_in)
+    control = FakeCallControl()
+    _cartesia_in, session, agent, tts = await wired_to(aiohttp_server, openai_in, control)
     return openai_in, control, session, agent, tts
 
 
 async def wired_to(
-    aiohttp_server: AiohttpServer, openai_in: FakeOpenAI
-) -> tuple[FakeCartesia, FakeCallControl, AgentSession[None], OutboundCaller, Any]:
+    aiohttp_server: AiohttpServer,
+    openai_in: FakeOpenAI,
+    control: CallControl,
+    line: io.AudioOutput | None = None,
+) -> tuple[FakeCartesia, AgentSession[None], OutboundCaller, Any]:
     """Alice's real session on `openai_in` and stand-ins of Cartesia (returned) and Deepgram,
-    speaking to a PhoneLine; its TTS, for the caller to close."""
+    doing to the call what `control` records, speaking to `line` (a PhoneLine by default);
+    its TTS, for the caller to close."""
     cartesia_in = await fake_cartesia(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     settings = settings_for(openai_in)
     plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
-    control = FakeCallControl()
     session, agent = build_session(plan, settings, control)
     tts = point_tts(session.tts, cartesia_in)
     point_stt(session.stt, deepgram_in)
-    session.output.audio = PhoneLine()
-    return cartesia_in, control, session, agent, tts
+    session.output.audio = PhoneLine() if line is None else line
+    return cartesia_in, session, agent, tts
 
 
 @pytest.mark.usefixtures("loopback_only", "http")

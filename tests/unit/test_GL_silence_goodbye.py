@@ -48,7 +48,8 @@ async def greeted(
     before it: a phone ringing, or the detector listening, longer than CALLEE_SILENT_S);
     closed on leaving."""
     openai_in = await scripted_openai(aiohttp_server, script, held=held, release=release)
-    cartesia_in, control, session, agent, tts = await wired_to(aiohttp_server, openai_in)
+    control = FakeCallControl()
+    cartesia_in, session, agent, tts = await wired_to(aiohttp_server, openai_in, control)
     try:
         await session.start(agent)
         if away_before:

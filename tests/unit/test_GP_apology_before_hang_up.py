@@ -26,24 +26,16 @@ from pytest_aiohttp import AiohttpServer
 
 from agent import session as session_module
 from agent.apology import apology_for
-from agent.plan import plan_session
-from agent.session import build_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_wire import (
-    ALICE,
     Answer,
     FakeOpenAI,
     close_awaited,
-    fake_cartesia,
-    fake_deepgram,
-    heard_in,
-    point_stt,
-    point_tts,
     scripted_openai,
-    settings_for,
 )
 from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
+from tests.unit.test_GJ_empty_reply import wired_to
 from tests.unit.test_GN_provider_fails_mid_call import SlowLine, spoken
 
 GREETING = "Hello Alice, this is your coach."
@@ -84,15 +76,10 @@ async def call_until_closed(
     event, and all that was sent to Cartesia. With `stt_fails`, Deepgram fails for good
     once the tool has run."""
     openai_in = await openai_calling(aiohttp_server, tool)
-    cartesia_in = await fake_cartesia(aiohttp_server)
-    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
-    settings = settings_for(openai_in)
-    plan = plan_session(ALICE, settings, call_id=ALICE.call_id, source="config.json")
     control = TimedControl()
-    session, agent = build_session(plan, settings, control)
-    tts = point_tts(session.tts, cartesia_in)
-    point_stt(session.stt, deepgram_in)
-    session.output.audio = SlowLine()
+    cartesia_in, session, agent, tts = await wired_to(
+        aiohttp_server, openai_in, control, SlowLine()
+    )
     said: dict[str, float] = {}
 
     def on_item(event: Any) -> None:
