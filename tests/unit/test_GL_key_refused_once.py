@@ -86,6 +86,9 @@ async def test_a_key_cartesia_refuses_once_does_not_end_the_ringing_call(
             assert isinstance(tts, CartesiaTTS)
             assert not tts.key_refused.is_set()
             await sessions[0].aclose()
+            # The session does not close its TTS, nor with it the websocket kept open in its
+            # pool: closed before its HTTP session is (a connection left to the collector).
+            await tts.aclose()
     finally:
         await http.close()
 
