@@ -27,7 +27,15 @@ from livekit.agents import (
     UserStateChangedEvent,
     function_tool,
 )
-from livekit.agents.llm import ChatChunk, ChatContext, ChatMessage, Tool
+from livekit.agents.llm import (
+    ChatChunk,
+    ChatContext,
+    ChatItem,
+    ChatMessage,
+    FunctionCall,
+    FunctionCallOutput,
+    Tool,
+)
 from livekit.agents.voice import SpeechHandle
 
 from agent.apology import apology_for
@@ -51,6 +59,16 @@ CALLEE_SILENT_S = 15.0
 # `voicemail`: a campaign retrying voicemail called them again, and they were read the
 # call's voicemail message.
 VOICEMAIL_TOOL_WINDOW_S = 60.0
+
+# How much of the conversation each LLM request carries besides the agent's instructions
+# (always sent): its latest MAX_CONTEXT_ITEMS items (a turn of either side, a tool call, its
+# result), fewer if they exceed MAX_CONTEXT_CHARS of text. The whole history was sent with
+# every request: at turn 400 of a long call, 800 messages (87 KB) a request and growing, the
+# cost of input tokens growing with the square of the call's length, and past the model's
+# context window every reply failing (the callee heard the apology, then the line drop).
+# 100 items are the last 50 exchanges or so, several minutes of conversation.
+MAX_CONTEXT_ITEMS = 100
+MAX_CONTEXT_CHARS = 40_000
 
 
 class CallControl(Protocol):
@@ -92,6 +110,7 @@ class OutboundCaller(Agent):
         self._apologising = False
         self._apology: SpeechHandle | None = None
         self._reached_machine = False  # the LLM found a voicemail box (its tool)
+        self._context_cut_logged = False
 
     @property
     def greeted(self) -> bool:
@@ -240,7 +259,17 @@ class OutboundCaller(Agent):
         nothing told: a model answering every request so made every call mute, each
         `completed` with the callee's turns alone."""
         said = False
-        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+        sent = bounded_context(chat_ctx)
+        if sent is not chat_ctx and not self._context_cut_logged:
+            self._context_cut_logged = True
+            logger.info(
+                "call %s: the conversation is longer than the LLM is sent (%d items, %d"
+                " characters): its earliest turns are left out from now on",
+                self._plan.call_id,
+                MAX_CONTEXT_ITEMS,
+                MAX_CONTEXT_CHARS,
+            )
+        async for chunk in Agent.default.llm_node(self, sent, tools, model_settings):
             said = said or _says_something(chunk)
             yield chunk
         if not said:
@@ -371,6 +400,37 @@ class OutboundCaller(Agent):
         else:
             self._hang_up_after(ctx.speech_handle)
         return None
+
+
+def bounded_context(chat_ctx: ChatContext) -> ChatContext:
+    """What an LLM request carries of `chat_ctx`: `chat_ctx` itself when its items fit
+    within MAX_CONTEXT_ITEMS and MAX_CONTEXT_CHARS, else a copy of its latest items that
+    fit, after the agent's instructions (`ChatContext.truncate` keeps them, and leaves out
+    a tool's result whose call it cut)."""
+    items = chat_ctx.items
+    first = items[0] if items else None
+    instructions = isinstance(first, ChatMessage) and first.role in ("system", "developer")
+    conversation = items[1:] if instructions else items
+    kept = chars = 0
+    for item in reversed(conversation):
+        chars += _chars_of(item)
+        if kept == MAX_CONTEXT_ITEMS or (chars > MAX_CONTEXT_CHARS and kept):
+            break
+        kept += 1
+    if kept == len(conversation):
+        return chat_ctx
+    return chat_ctx.copy().truncate(max_items=kept)
+
+
+def _chars_of(item: ChatItem) -> int:
+    """The text an item of the conversation puts in an LLM request."""
+    if isinstance(item, ChatMessage):
+        return len(item.text_content or "")
+    if isinstance(item, FunctionCall):
+        return len(item.name) + len(item.arguments)
+    if isinstance(item, FunctionCallOutput):
+        return len(item.output)
+    return 0
 
 
 def _says_something(chunk: ChatChunk | str | FlushSentinel) -> bool:

@@ -1,0 +1,148 @@
+"""A long call's LLM requests carry the agent's instructions and the latest turns, not the
+whole conversation.
+
+Every reply was asked of OpenAI with the call's whole history: at turn 400 of a long call,
+801 messages (87 KB) a request and growing by two a turn, so that the input tokens of an
+hour's call grew with the square of its length and, past the model's context window, every
+reply failed (the callee heard the apology, then the line drop). The real session
+(`build_session`) against local stand-ins of OpenAI, Cartesia and Deepgram
+(tests/unit/test_agent_wire.py), and `bounded_context` on contexts made to its limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from livekit.agents.llm import ChatContext, FunctionCall, FunctionCallOutput
+from pytest_aiohttp import AiohttpServer
+
+from agent.caller import MAX_CONTEXT_CHARS, MAX_CONTEXT_ITEMS, bounded_context
+from agent.plan import plan_session
+from tests.unit.test_agent_answer import end_user_turn, eventually
+from tests.unit.test_agent_conversation import FakeCallControl
+from tests.unit.test_agent_wire import ALICE, Answer, scripted_openai, settings_for
+from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
+from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
+from tests.unit.test_GJ_empty_reply import wired_to
+
+TURNS = MAX_CONTEXT_ITEMS // 2 + 30  # past the bound, by 60 items
+
+
+def said_by_callee(turn: int) -> str:
+    return f"At turn {turn} I say a sentence of ordinary length for a phone call."
+
+
+def answer(n: int) -> Answer:
+    """Request n (from 0): the greeting, a reply per turn, then the goodbye's tool call and
+    the goodbye."""
+    if n == TURNS + 1:
+        return ("end_call", "{}")
+    if n == TURNS + 2:
+        return "Goodbye Alice!"
+    return f"Reply {n}: I see, tell me more."
+
+
+def contents(request: dict[str, Any]) -> list[str]:
+    return [str(m.get("content")) for m in request["messages"]]
+
+
+@pytest.mark.usefixtures("loopback_only", "http")
+async def test_a_long_calls_requests_carry_the_latest_turns(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Turn after turn past MAX_CONTEXT_ITEMS, each request carries the call's instructions
+    first, then the latest MAX_CONTEXT_ITEMS items of the conversation in order, ending with
+    what the callee just said; one INFO line says the earliest turns are left out. The
+    goodbye's tool call, past the bound, is answered and ends the call as ever."""
+    caplog.set_level(logging.INFO, "agent.caller")
+    openai_in = await scripted_openai(aiohttp_server, answer)
+    control = FakeCallControl()
+    plan = plan_session(ALICE, settings_for(openai_in), call_id=ALICE.call_id, source="x")
+    _cartesia_in, session, agent, tts = await wired_to(aiohttp_server, openai_in, control)
+    try:
+        await session.start(agent)
+        await asyncio.wait_for(agent.greet().wait_for_playout(), 10)
+        for turn in range(1, TURNS + 1):
+            end_user_turn(session, said_by_callee(turn))
+            await eventually(
+                lambda t=turn: (
+                    len(openai_in.completions) == t + 1 and session.agent_state == "listening"
+                ),
+                f"the reply to turn {turn}",
+                10,
+            )
+        end_user_turn(session, "That's all, bye!")
+        await eventually(lambda: ("hang_up",) in control.actions, "the goodbye", 10)
+    finally:
+        await session.aclose()
+        await tts.aclose()
+
+    requests = openai_in.completions
+    assert len(requests) == TURNS + 3
+    for request in requests:
+        assert len(request["messages"]) <= 1 + MAX_CONTEXT_ITEMS
+        assert request["messages"][0]["role"] == "system"
+        assert request["messages"][0]["content"] == plan.instructions
+    # The last reply's request: the latest 50 exchanges, in order, up to the callee's turn.
+    last = contents(requests[TURNS])
+    assert len(last) == 1 + MAX_CONTEXT_ITEMS
+    assert last[-1] == said_by_callee(TURNS)
+    expected = []
+    for turn in range(TURNS - MAX_CONTEXT_ITEMS // 2 + 1, TURNS + 1):
+        expected += [f"Reply {turn - 1}: I see, tell me more.", said_by_callee(turn)]
+    assert last[1:] == expected
+    # Below the bound, nothing was left out: the whole conversation so far.
+    assert len(requests[10]["messages"]) == 1 + 2 * 10
+    # The goodbye: asked with the tool's call and its result, the latest items.
+    goodbye = requests[-1]["messages"]
+    assert goodbye[-2]["tool_calls"][0]["function"]["name"] == "end_call"
+    assert goodbye[-1]["role"] == "tool"
+    cut = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert cut == [
+        f"call {ALICE.call_id}: the conversation is longer than the LLM is sent"
+        f" ({MAX_CONTEXT_ITEMS} items, {MAX_CONTEXT_CHARS} characters): its earliest turns"
+        " are left out from now on"
+    ]
+
+
+def conversation(items: int, *, words: str = "hello") -> ChatContext:
+    ctx = ChatContext()
+    ctx.add_message(role="system", content="You are a cricket coach.")
+    for n in range(items):
+        ctx.add_message(role="user" if n % 2 == 0 else "assistant", content=f"{words} {n}")
+    return ctx
+
+
+def test_a_context_within_the_bound_is_sent_as_is() -> None:
+    ctx = conversation(MAX_CONTEXT_ITEMS)
+    assert bounded_context(ctx) is ctx
+
+
+def test_the_bound_never_leaves_a_tools_result_without_its_call() -> None:
+    """A tool's call and its result straddling the cut: neither leads the request (OpenAI
+    refuses a `tool` message that answers no call: every reply of the call would fail)."""
+    ctx = conversation(MAX_CONTEXT_ITEMS - 2)
+    ctx.insert(FunctionCall(call_id="call_1", name="end_call", arguments="{}"))
+    ctx.insert(FunctionCallOutput(call_id="call_1", name="end_call", output="ok", is_error=False))
+    ctx.insert(conversation(MAX_CONTEXT_ITEMS - 1).items[1:])
+    sent = bounded_context(ctx)
+    assert sent is not ctx and len(ctx.items) == 1 + 2 * MAX_CONTEXT_ITEMS - 1
+    assert sent.items[0] is ctx.items[0]  # the instructions
+    assert sent.items[1].type == "message"
+    assert [i.type for i in sent.items].count("function_call_output") == 0
+
+
+def test_long_turns_are_bounded_by_their_characters() -> None:
+    """A few long monologues: the latest that fit in MAX_CONTEXT_CHARS, at least the last."""
+    ctx = conversation(10, words="x" * (MAX_CONTEXT_CHARS // 4))
+    sent = bounded_context(ctx)
+    assert sent.items[0] is ctx.items[0]
+    assert [m.text_content for m in sent.messages()[1:]] == [
+        m.text_content for m in ctx.messages()[-3:]
+    ]
+    huge = conversation(3, words="x" * (2 * MAX_CONTEXT_CHARS))
+    assert [m.text_content for m in bounded_context(huge).messages()[1:]] == [
+        huge.messages()[-1].text_content
+    ]
