@@ -57,12 +57,20 @@ class TranscriptRecorder:
     it stops never reaches the session's history or its events.
     """
 
-    def __init__(self, on_turn: Callable[[TranscriptTurn], None]) -> None:
+    def __init__(
+        self, on_turn: Callable[[TranscriptTurn], None], call_id: str | None = None
+    ) -> None:
         self._on_turn = on_turn
+        self._call_id = call_id
         self._answered_at: float | None = None
         self._seen: set[str] = set()
         self._turns: list[TranscriptTurn] = []
-        self._full_logged = False
+        self._dropped = 0  # turns past MAX_TURNS, not kept
+
+    @property
+    def dropped(self) -> int:
+        """How many finished turns came after the transcript's MAX_TURNS: not kept."""
+        return self._dropped
 
     @property
     def turns(self) -> list[TranscriptTurn]:
@@ -107,9 +115,13 @@ class TranscriptRecorder:
         if not text:  # a reply cut off before a word was spoken: nothing was said
             return True
         if len(self._turns) >= MAX_TURNS:
-            if not self._full_logged:
-                logger.warning("transcript is full (%d turns); later turns are dropped", MAX_TURNS)
-                self._full_logged = True
+            if not self._dropped:
+                logger.warning(
+                    "call %s: transcript is full (%d turns); later turns are dropped",
+                    self._call_id,
+                    MAX_TURNS,
+                )
+            self._dropped += 1
             return True
         turn = TranscriptTurn(
             role="agent" if role == "agent" else "callee",
@@ -232,20 +244,35 @@ def build_call_report(
     analysis: AnalysisResult | None,
     usage: dict[str, Any],
     ended_by: EndedBy,
+    *,
+    turns_dropped: int = 0,
 ) -> CallReport:
     """The final report, its transcript shortened (latest turns first) if the whole would
-    exceed the server's body limit; every turn was reported on its own already."""
+    exceed the server's body limit; every turn was reported on its own already.
+    `turns_dropped`: turns the call had after the transcript's MAX_TURNS (not kept, not
+    analysed), which its `analysis_errors` say."""
     found = analysis or AnalysisResult()
+    errors = found.errors[:100]
+    if turns_dropped:
+        errors = [*errors[:99], dropped_turns_note(turns_dropped)]
     parts: dict[str, Any] = {
         "transcript": list(transcript)[:MAX_TURNS],
         "summary": found.summary,
         "success": found.success,
         "extracted": found.extracted,
-        "analysis_errors": found.errors[:100],
+        "analysis_errors": errors,
         "usage": usage,
         "ended_by": ended_by,
     }
     return _fit(_acceptable(parts))
+
+
+def dropped_turns_note(dropped: int) -> str:
+    """What the final report says of the turns past the transcript's MAX_TURNS."""
+    return (
+        f"transcript: the call's {dropped} turn(s) after its first {MAX_TURNS} were not kept"
+        " (a transcript keeps at most that many), nor analysed"
+    )
 
 
 def _acceptable(parts: dict[str, Any]) -> CallReport:
@@ -302,13 +329,15 @@ async def finish_call(
     analysis_timeout_s: float,
     flush_timeout_s: float,
     reached_machine: bool = False,
+    turns_dropped: int = 0,
 ) -> CallReport:
     """Analyse (if asked), send the final report, wait for delivery and close the sender.
 
     `reached_machine`: a machine answered (the call's outcome is voicemail). Unless the agent
     said something to it (the call's voicemail message), there was no conversation: what the
     transcript holds is the machine's greeting, which the LLM was asked to summarise, judge
-    and extract fields from."""
+    and extract fields from. `turns_dropped`: the turns after the transcript's MAX_TURNS
+    (`TranscriptRecorder.dropped`), which the report says were not kept."""
     analysis: AnalysisResult | None = None
     if analysis_request is not None:
         spoken = any(turn.role == "agent" for turn in transcript)
@@ -325,7 +354,7 @@ async def finish_call(
                 timeout_s=analysis_timeout_s,
             )
     usage = usage_to_json(session_usage, analysis.usage if analysis else None)
-    report = build_call_report(transcript, analysis, usage, ended_by)
+    report = build_call_report(transcript, analysis, usage, ended_by, turns_dropped=turns_dropped)
     sender.final(report)
     await sender.aclose(flush_timeout_s)
     return report

@@ -534,6 +534,7 @@ async def _finish(job: _Job) -> None:
             analysis_timeout_s=ANALYSIS_TIMEOUT_S,
             flush_timeout_s=REPORT_FLUSH_TIMEOUT_S,
             reached_machine=job.end.outcome == OUTCOME_VOICEMAIL,
+            turns_dropped=job.recorder.dropped,
         )
     except Exception:
         logger.exception("call %s: the final report failed", job.call_id)
@@ -557,7 +558,7 @@ def _start_job(ctx: JobContext, call_id: str, metadata: DispatchMetadata) -> _Jo
         settings.livekit_api_secret,
         spool=ReportSpool(settings.agent_report_spool_dir),
     )
-    job = _Job(call_id, sender, TranscriptRecorder(sender.turn))
+    job = _Job(call_id, sender, TranscriptRecorder(sender.turn, call_id))
 
     async def on_shutdown(_reason: str) -> None:
         await _finish(job)
