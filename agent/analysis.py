@@ -50,6 +50,10 @@ MAX_STRING_VALUE_CHARS: Final = 2000
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 NO_CONVERSATION: Final = "no conversation to analyse"
 NOT_JSON: Final = "the analysis answer was not valid JSON"
+# OpenAI's error code for a request longer than the model's context window (a 400), which
+# OpenAI-compatible servers (vLLM, LiteLLM) give too or say in their message.
+CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
+TOO_LONG: Final = "the transcript is longer than the model's context window"
 
 SYSTEM_PROMPT: Final = """\
 You analyse a finished outbound phone call between an AI agent and the person it called \
@@ -366,10 +370,23 @@ def _failure(error: APIError) -> str:
     if isinstance(error, APITimeoutError):
         return "timeout"
     if isinstance(error, APIStatusError):
+        if _context_exceeded(error):
+            return f"{TOO_LONG} (the LLM API answered HTTP {error.status_code})"
         return f"the LLM API answered HTTP {error.status_code}"
     if isinstance(error, APIConnectionError):
         return "connection error"
     return f"unexpected error ({type(error).__name__})"
+
+
+def _context_exceeded(error: APIStatusError) -> bool:
+    """Whether the LLM API refused the request as longer than the model's context window: a
+    long call's transcript read "the LLM API answered HTTP 400", as a malformed request
+    would, and nothing said that the call was too long to analyse."""
+    body = error.body
+    if isinstance(body, dict) and body.get("code") == CONTEXT_LENGTH_EXCEEDED:
+        return True
+    message = str(body.get("message", "")) if isinstance(body, dict) else str(error.message)
+    return "maximum context length" in message.lower()
 
 
 def _failed(kind: str) -> AnalysisResult:
