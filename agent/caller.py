@@ -69,6 +69,12 @@ VOICEMAIL_TOOL_WINDOW_S = 60.0
 # 100 items are the last 50 exchanges or so, several minutes of conversation.
 MAX_CONTEXT_ITEMS = 100
 MAX_CONTEXT_CHARS = 40_000
+# The earliest items are left out CONTEXT_STEP at a time (a request carries between
+# MAX_CONTEXT_ITEMS - CONTEXT_STEP + 1 and MAX_CONTEXT_ITEMS of them), not one by one: the
+# beginning of the requests then stays the same for CONTEXT_STEP / 2 exchanges, which
+# OpenAI's prompt caching serves (cheaper input tokens, a faster reply); moved at every turn,
+# only the instructions were ever the same.
+CONTEXT_STEP = 40
 
 
 class CallControl(Protocol):
@@ -406,7 +412,8 @@ def bounded_context(chat_ctx: ChatContext) -> ChatContext:
     """What an LLM request carries of `chat_ctx`: `chat_ctx` itself when its items fit
     within MAX_CONTEXT_ITEMS and MAX_CONTEXT_CHARS, else a copy of its latest items that
     fit, after the agent's instructions (`ChatContext.truncate` keeps them, and leaves out
-    a tool's result whose call it cut)."""
+    a tool's result whose call it cut). Past MAX_CONTEXT_ITEMS, the earliest are left out
+    CONTEXT_STEP at a time."""
     items = chat_ctx.items
     first = items[0] if items else None
     instructions = isinstance(first, ChatMessage) and first.role in ("system", "developer")
@@ -419,6 +426,9 @@ def bounded_context(chat_ctx: ChatContext) -> ChatContext:
         kept += 1
     if kept == len(conversation):
         return chat_ctx
+    if kept == MAX_CONTEXT_ITEMS:  # not cut by the characters: by steps
+        left_out = -(-(len(conversation) - MAX_CONTEXT_ITEMS) // CONTEXT_STEP) * CONTEXT_STEP
+        kept = len(conversation) - left_out
     return chat_ctx.copy().truncate(max_items=kept)
 
 

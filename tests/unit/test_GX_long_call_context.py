@@ -18,7 +18,7 @@ import pytest
 from livekit.agents.llm import ChatContext, FunctionCall, FunctionCallOutput
 from pytest_aiohttp import AiohttpServer
 
-from agent.caller import MAX_CONTEXT_CHARS, MAX_CONTEXT_ITEMS, bounded_context
+from agent.caller import CONTEXT_STEP, MAX_CONTEXT_CHARS, MAX_CONTEXT_ITEMS, bounded_context
 from agent.plan import plan_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_conversation import FakeCallControl
@@ -27,7 +27,7 @@ from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
 from tests.unit.test_GJ_empty_reply import wired_to
 
-TURNS = MAX_CONTEXT_ITEMS // 2 + 30  # past the bound, by 60 items
+TURNS = MAX_CONTEXT_ITEMS // 2 + 2 * CONTEXT_STEP  # past the bound, by several steps
 
 
 def said_by_callee(turn: int) -> str:
@@ -48,13 +48,26 @@ def contents(request: dict[str, Any]) -> list[str]:
     return [str(m.get("content")) for m in request["messages"]]
 
 
+def conversation_at(turn: int) -> list[str]:
+    """The whole conversation when the callee has said `turn` turns: the greeting, then each
+    turn and its reply, up to the callee's last turn."""
+    said = ["Reply 0: I see, tell me more."]
+    for n in range(1, turn + 1):
+        said.append(said_by_callee(n))
+        if n < turn:
+            said.append(f"Reply {n}: I see, tell me more.")
+    return said
+
+
 @pytest.mark.usefixtures("loopback_only", "http")
 async def test_a_long_calls_requests_carry_the_latest_turns(
     aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Turn after turn past MAX_CONTEXT_ITEMS, each request carries the call's instructions
-    first, then the latest MAX_CONTEXT_ITEMS items of the conversation in order, ending with
-    what the callee just said; one INFO line says the earliest turns are left out. The
+    first, then at most the latest MAX_CONTEXT_ITEMS items of the conversation in order,
+    ending with what the callee just said, its earliest items left out CONTEXT_STEP at a time
+    (so that the requests' beginning stays the same for OpenAI's prompt caching); one INFO
+    line says the earliest turns are left out. The
     goodbye's tool call, past the bound, is answered and ends the call as ever."""
     caplog.set_level(logging.INFO, "agent.caller")
     openai_in = await scripted_openai(aiohttp_server, answer)
@@ -85,16 +98,20 @@ async def test_a_long_calls_requests_carry_the_latest_turns(
         assert len(request["messages"]) <= 1 + MAX_CONTEXT_ITEMS
         assert request["messages"][0]["role"] == "system"
         assert request["messages"][0]["content"] == plan.instructions
-    # The last reply's request: the latest 50 exchanges, in order, up to the callee's turn.
-    last = contents(requests[TURNS])
-    assert len(last) == 1 + MAX_CONTEXT_ITEMS
-    assert last[-1] == said_by_callee(TURNS)
-    expected = []
-    for turn in range(TURNS - MAX_CONTEXT_ITEMS // 2 + 1, TURNS + 1):
-        expected += [f"Reply {turn - 1}: I see, tell me more.", said_by_callee(turn)]
-    assert last[1:] == expected
-    # Below the bound, nothing was left out: the whole conversation so far.
-    assert len(requests[10]["messages"]) == 1 + 2 * 10
+    # Each reply's request: the latest of the conversation, in order, up to the callee's
+    # turn; all of it within the bound, past it the earliest left out a step at a time.
+    firsts = []
+    for turn in range(1, TURNS + 1):
+        whole, sent = conversation_at(turn), contents(requests[turn])[1:]
+        if len(whole) < MAX_CONTEXT_ITEMS:
+            assert sent == whole
+            continue
+        assert MAX_CONTEXT_ITEMS - CONTEXT_STEP < len(sent) <= MAX_CONTEXT_ITEMS
+        assert sent == whole[-len(sent) :]
+        firsts.append(sent[0])
+    # Past the bound, the requests' beginning moved once every CONTEXT_STEP / 2 exchanges
+    # (5 beginnings in 81 replies), not at each.
+    assert len(firsts) == 81 and len(set(firsts)) == 5
     # The goodbye: asked with the tool's call and its result, the latest items.
     goodbye = requests[-1]["messages"]
     assert goodbye[-2]["tool_calls"][0]["function"]["name"] == "end_call"
@@ -123,15 +140,19 @@ def test_a_context_within_the_bound_is_sent_as_is() -> None:
 def test_the_bound_never_leaves_a_tools_result_without_its_call() -> None:
     """A tool's call and its result straddling the cut: neither leads the request (OpenAI
     refuses a `tool` message that answers no call: every reply of the call would fail)."""
-    ctx = conversation(MAX_CONTEXT_ITEMS - 2)
+    # The first CONTEXT_STEP items are left out: the last of them is the tool's call.
+    ctx = conversation(CONTEXT_STEP - 1)
     ctx.insert(FunctionCall(call_id="call_1", name="end_call", arguments="{}"))
     ctx.insert(FunctionCallOutput(call_id="call_1", name="end_call", output="ok", is_error=False))
     ctx.insert(conversation(MAX_CONTEXT_ITEMS - 1).items[1:])
+    assert len(ctx.items) == 1 + MAX_CONTEXT_ITEMS + CONTEXT_STEP
+    assert ctx.items[CONTEXT_STEP].type == "function_call"
     sent = bounded_context(ctx)
-    assert sent is not ctx and len(ctx.items) == 1 + 2 * MAX_CONTEXT_ITEMS - 1
+    assert len(sent.items) == 1 + MAX_CONTEXT_ITEMS - 1
     assert sent.items[0] is ctx.items[0]  # the instructions
     assert sent.items[1].type == "message"
     assert [i.type for i in sent.items].count("function_call_output") == 0
+    assert sent.items[-1] is ctx.items[-1]
 
 
 def test_long_turns_are_bounded_by_their_characters() -> None:
