@@ -1223,6 +1223,7 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
     except (OSError, UnicodeDecodeError):
         return []  # load_settings says why it cannot be read
     lines: dict[str, list[int]] = {}
+    given = {name for name, value in os.environ.items() if value.strip()}  # as load_settings
     warnings = []
     for binding in parse_stream(io.StringIO(text)):
         if binding.key in _VARIABLES and binding.value is not None and "${" in binding.value:
@@ -1232,6 +1233,8 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
             )
         if binding.key is not None and not binding.error:
             lines.setdefault(binding.key, []).append(binding.original.line)
+            if (binding.value or "").strip():
+                given.add(binding.key)
     for name, at in lines.items():
         where = ", ".join(str(n) for n in at)
         if name in _VARIABLES:
@@ -1244,7 +1247,7 @@ def dotenv_warnings(path: str | os.PathLike[str] = ".env") -> list[str]:
                 f" POST /calls/outbound's `{field}` (config.json keeps it per call); remove it"
             )
             continue
-        if (meant := _setting_meant(name)) is not None:
+        if (meant := _setting_meant(name)) is not None and not _beside_it(name, meant, given):
             warnings.append(
                 f"{name} ({path} line {where}) is no setting of this server: did you mean"
                 f" {meant}? (it is read as unset)"
@@ -1280,6 +1283,18 @@ def _setting_meant(name: str) -> str | None:
         return None
     fewest = holding[min(holding)]
     return fewest[0] if len(fewest) == 1 else None
+
+
+def _beside_it(name: str, meant: str, given: Collection[str]) -> bool:
+    """Whether `name`, a word short of `meant` or a word over it (`WEBHOOK_SECRET`,
+    `DEEPGRAM_KEY`, `LIVEKIT_WS_URL`, `OPENAI_API_KEY_2`), stands beside `meant` given a
+    value too (in `.env` or the environment): another program's name in a `.env` it shares
+    (the webhook receiver's secret, a web frontend's LiveKit URL, a spare key), not a
+    mistake for the setting, which is not read as unset. Said all the same, they were false
+    alarms at every start, the setting they named set two lines above. A name of the
+    setting's words, misspelt or in another case (`port` beside `PORT`), is still said."""
+    words = [word for word in name.upper().split("_") if word]
+    return meant in given and len(words) != len(meant.split("_"))
 
 
 def _misspelt(words: list[str], setting: str) -> bool:
