@@ -117,6 +117,7 @@ class OutboundCaller(Agent):
         self._apology: SpeechHandle | None = None
         self._reached_machine = False  # the LLM found a voicemail box (its tool)
         self._context_cut_logged = False
+        self._asked_not_to_call = False  # the callee asked not to be called (its tool)
 
     @property
     def greeted(self) -> bool:
@@ -315,6 +316,10 @@ class OutboundCaller(Agent):
         if self._hangup_scheduled:
             return
         self._hangup_scheduled = True
+        self._hang_up_once_said(speech)
+
+    def _hang_up_once_said(self, speech: SpeechHandle) -> None:
+        """The hang-up after `speech`, the call's end already claimed (`_hangup_scheduled`)."""
 
         def _on_done(_: SpeechHandle) -> None:
             # The goodbye's LLM request failed and the apology is on its way (it ends with
@@ -349,6 +354,7 @@ class OutboundCaller(Agent):
         right after it.
         """
         logger.info("call %s: callee asked not to be called again", self._plan.call_id)
+        self._asked_not_to_call = True
         self._control.do_not_call()
         self._hang_up_after(ctx.speech_handle)
         return (
@@ -392,19 +398,35 @@ class OutboundCaller(Agent):
             )
         logger.info("call %s: answering machine detected", self._plan.call_id)
         self._reached_machine = True
+        # The call's end is this tool's from here, before the outcome's request to LiveKit: a
+        # tool called with it in one reply (end_call, add_to_do_not_call) runs while that
+        # request is on its way, and its hang-up is not taken (hung up after the message).
+        self._hangup_scheduled = True
         try:
             await self._control.set_outcome(OUTCOME_VOICEMAIL)
         except Exception:
             logger.exception("call %s: could not record the voicemail outcome", self._plan.call_id)
+        if self._asked_not_to_call:
+            # add_to_do_not_call after this tool in the same reply, run meanwhile: as when it
+            # comes first, the person who asked not to be called is not read the voicemail
+            # message; the line closes after its reply (the apology and goodbye).
+            logger.info(
+                "call %s: the callee asked not to be called as the LLM found an answering"
+                " machine; the voicemail message is not left",
+                self._plan.call_id,
+            )
+            self._reached_machine = False
+            self._hang_up_once_said(ctx.speech_handle)
+            return None
         # The call's voicemail policy, as for the detector's verdict (agent.answer): its own
         # message, said as written, or none (hang_up). No reply from the LLM: it improvised
         # a message on every voicemail box it recognised, one the call said not to leave.
         voicemail = self._plan.voicemail
         if answer_action("machine-vm", voicemail) == "leave_message" and voicemail.message:
             logger.info("call %s: leaving the voicemail message", self._plan.call_id)
-            self._hang_up_after(self.session.say(voicemail.message, allow_interruptions=False))
+            self._hang_up_once_said(self.session.say(voicemail.message, allow_interruptions=False))
         else:
-            self._hang_up_after(ctx.speech_handle)
+            self._hang_up_once_said(ctx.speech_handle)
         return None
 
 
