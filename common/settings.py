@@ -1286,15 +1286,16 @@ def _setting_meant(name: str) -> str | None:
 
 
 def _beside_it(name: str, meant: str, given: Collection[str]) -> bool:
-    """Whether `name`, a word short of `meant` or a word over it (`WEBHOOK_SECRET`,
-    `DEEPGRAM_KEY`, `LIVEKIT_WS_URL`, `OPENAI_API_KEY_2`), stands beside `meant` given a
-    value too (in `.env` or the environment): another program's name in a `.env` it shares
-    (the webhook receiver's secret, a web frontend's LiveKit URL, a spare key), not a
-    mistake for the setting, which is not read as unset. Said all the same, they were false
-    alarms at every start, the setting they named set two lines above. A name of the
-    setting's words, misspelt or in another case (`port` beside `PORT`), is still said."""
+    """Whether `name`, a word or more short of `meant` (`WEBHOOK_SECRET`, `WEBHOOK_URL`,
+    `DEEPGRAM_KEY`), stands beside `meant` given a value too (in `.env` or the environment):
+    another program's more general name in a `.env` it shares (the project's webhook
+    receiver's secret), not a mistake for the setting, which is not read as unset. Said all
+    the same, they were false alarms at every start, the setting they named set two lines
+    above. A name of the setting's words misspelt or in another case (`port` beside `PORT`),
+    or with a word added (`CALLS_API_TOKEN_OLD`, meant as the token kept while it is
+    rotated: CALLS_API_TOKEN_PREVIOUS), is still said."""
     words = [word for word in name.upper().split("_") if word]
-    return meant in given and len(words) != len(meant.split("_"))
+    return meant in given and len(words) < len(meant.split("_"))
 
 
 def _misspelt(words: list[str], setting: str) -> bool:
