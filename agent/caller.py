@@ -118,6 +118,7 @@ class OutboundCaller(Agent):
         self._reached_machine = False  # the LLM found a voicemail box (its tool)
         self._context_cut_logged = False
         self._asked_not_to_call = False  # the callee asked not to be called (its tool)
+        self._ended_by_end_call = False  # the call's end claimed by the LLM's end_call
 
     @property
     def greeted(self) -> bool:
@@ -339,6 +340,8 @@ class OutboundCaller(Agent):
         call is fulfilled. Then say one short goodbye; the line is closed right after it.
         """
         logger.info("call %s: agent is ending the call", self._plan.call_id)
+        if not self._hangup_scheduled:
+            self._ended_by_end_call = True
         self._hang_up_after(ctx.speech_handle)
         return (
             f"Now say a brief, polite goodbye to {self._plan.callee_as_data} in "
@@ -371,7 +374,23 @@ class OutboundCaller(Agent):
         call's own voicemail message, if it has one, is left for you, then the line is
         closed.
         """
+        talked_s = None if self._greeted_at is None else time.monotonic() - self._greeted_at
+        in_window = talked_s is None or talked_s <= VOICEMAIL_TOOL_WINDOW_S
         if self._hangup_scheduled:
+            if self._ended_by_end_call and not self._reached_machine and in_window:
+                # After end_call in one reply: the LLM found a machine and ended the call.
+                # The line closes after end_call's goodbye (no voicemail message begun over
+                # it), and the call is the voicemail it is (a campaign retries those), not a
+                # conversation `completed` with no reason.
+                logger.info("call %s: answering machine detected as it ends", self._plan.call_id)
+                self._reached_machine = True
+                try:
+                    await self._control.set_outcome(OUTCOME_VOICEMAIL)
+                except Exception:
+                    logger.exception(
+                        "call %s: could not record the voicemail outcome", self._plan.call_id
+                    )
+                return None
             # Called with add_to_do_not_call in one reply, or twice: the call is ending. Taken,
             # it recorded `voicemail` on a call a do-not-call request was ending, read the
             # voicemail message to the person who had asked not to be called, or began the
@@ -381,8 +400,7 @@ class OutboundCaller(Agent):
                 self._plan.call_id,
             )
             return None
-        talked_s = None if self._greeted_at is None else time.monotonic() - self._greeted_at
-        if talked_s is not None and talked_s > VOICEMAIL_TOOL_WINDOW_S:
+        if not in_window:
             logger.info(
                 "call %s: the LLM found an answering machine %.0f s into the conversation;"
                 " not taken (a machine's greeting is over by %.0f s): the call goes on",
