@@ -846,6 +846,7 @@ def build_server(settings: Settings) -> CallAgentServer:
         # The job's shutdown callback analyses the call and retries its reports: give the
         # process that long before it is killed (the default is 10 s).
         shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT_S,
+        drain_timeout=drain_timeout_s(settings),
         # livekit-agents' health/status server (port 8081 in production) listens on every
         # interface by default; like the server, loopback unless told otherwise.
         host=settings.agent_http_host,
@@ -853,6 +854,17 @@ def build_server(settings: Settings) -> CallAgentServer:
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=request_job)
     server.spool = ReportSpool(settings.agent_report_spool_dir, max_age_s=spool_max_age_s(settings))
     return server
+
+
+# How long a stopping worker waits for its live calls at least (livekit-agents' default).
+DRAIN_TIMEOUT_S = 3600
+
+
+def drain_timeout_s(settings: Settings) -> int:
+    """How long a stopping worker (SIGTERM) waits for its live calls to end before its jobs
+    are stopped: an hour, or CALL_MAX_DURATION_S when longer. livekit-agents' hour cut a call
+    CALL_MAX_DURATION_S let go on (up to 86,400 s) mid-sentence at every deploy."""
+    return max(DRAIN_TIMEOUT_S, settings.call_max_duration_s)
 
 
 def spool_max_age_s(settings: Settings) -> float:
