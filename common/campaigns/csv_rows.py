@@ -143,6 +143,10 @@ class UnknownCharset(ValueError):
 
 # Codecs read as UTF-8: ASCII is a subset of it (clients label plain files us-ascii).
 _UTF8_CODECS = frozenset(("utf-8", "utf-8-sig", "ascii"))
+# Text codecs Python has that are no charset of a file: `undefined` refuses every decode,
+# and idna and punycode (host names) refuse a list's text with a bare UnicodeError, which
+# neither the decode nor its error message (errors="replace") is ready for: each was a 500.
+_NOT_CHARSETS = frozenset(("undefined", "idna", "punycode"))
 
 
 def csv_codec(charset: str | None) -> str:
@@ -152,6 +156,8 @@ def csv_codec(charset: str | None) -> str:
         return "utf-8"
     try:
         name = codecs.lookup(charset.strip()).name
+        if name in _NOT_CHARSETS:
+            raise LookupError(name)
         _text_codec(name)
     except LookupError:
         raise UnknownCharset(charset) from None
