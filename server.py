@@ -97,7 +97,12 @@ from handlers import (
     webhooks,
 )
 from handlers.body_reads import BodyReads
-from handlers.errors import PARSER_ERRORS_AS_JSON, answer_parser_errors_as_json, errors_as_json
+from handlers.errors import (
+    PARSER_ERRORS_AS_JSON,
+    answer_parser_errors_as_json,
+    errors_as_json,
+    refuse_cut_compressed_bodies,
+)
 from handlers.http import (
     REFUSALS_LOOKED_AT_S,
     answers_sent_in_time,
@@ -601,6 +606,7 @@ def create_app(
     app[SETTINGS] = settings
     app[PARSER_ERRORS_AS_JSON] = True
     answer_parser_errors_as_json()
+    refuse_cut_compressed_bodies()
     fold_accept_failures()
     app[CONFIG] = config or ConfigStore(
         settings.config_path, record_ttl_s=settings.config_record_ttl_s

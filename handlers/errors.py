@@ -7,14 +7,18 @@ JSON `{"status": "error", "error": ..., "details": [...]}`; no stack trace reach
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.compression_utils import ZLibDecompressor
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.http_parser import DeflateBuffer
 from aiohttp.web_protocol import RequestHandler
 
 from common.calls.errors import (
@@ -305,7 +309,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         # aiohttp drained it after the answer (as it does an unread body), it would meet the
         # error again and log an ERROR with its tracebacks for every such request.
         request.content.feed_eof()
-        return json_error(400, _UNREADABLE_BODY, headers={"Connection": "close"})
+        unreadable = json_error(400, _UNREADABLE_BODY, headers={"Connection": "close"})
+        # Closed as it says: a body refused at its end (refuse_cut_compressed_bodies) leaves
+        # the parser ready for another request, and the connection stayed open.
+        unreadable.force_close()
+        return unreadable
     except ConnectionResetError:  # the client left mid-request: nobody to answer, nothing wrong
         logger.debug(
             "client closed the connection during %s %s", request.method, redact(request.path)
@@ -377,6 +385,62 @@ def answer_parser_errors_as_json() -> None:
 
     handle_error._answers_json = True  # type: ignore[attr-defined]
     RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+
+# A gzip member with nothing in it: a decoder between members (or not begun) reads it to its
+# end; one part-way through a member reads it as more of that member's data, and fails.
+_EMPTY_GZIP_MEMBER = gzip.compress(b"", mtime=0)
+
+
+def refuse_cut_compressed_bodies() -> None:
+    """A gzip or deflate body whose compressed stream stops short of its end is refused as
+    unreadable (400), as one that is not what its Content-Encoding says is. aiohttp took a
+    gzip body cut short as whole: a CSV of 20,000 recipients gzipped by a client that never
+    flushed its compressor (or cut in half) made a campaign of its first 16,495 (9,972), with
+    no error; and a deflate body cut short, which it refuses as the request ends, reached no
+    handler, whose read waited for the rest: 408 "did not arrive within 30 s" after 30 s.
+    aiohttp has no hook for this, so its decoder's end is wrapped, once per process, for the
+    requests of apps with PARSER_ERRORS_AS_JSON (not for the client's responses)."""
+    original = DeflateBuffer.feed_eof
+    if getattr(original, "_refuses_cut", False):
+        return
+
+    def feed_eof(self: DeflateBuffer) -> None:
+        protocol = getattr(self.out, "_protocol", None)
+        if (
+            self.size > 0
+            and isinstance(protocol, RequestHandler)
+            and _answers_json(protocol)
+            and not _stream_ended(self)
+        ):
+            # As the parser does with a body it cannot decode part-way: the handler's read
+            # raises it (400); at its end, the stream is not read after the answer.
+            self.set_exception(ContentEncodingError(f"{self.encoding} stream cut short"))
+            self.out.feed_eof()
+            return
+        original(self)
+
+    feed_eof._refuses_cut = True  # type: ignore[attr-defined]
+    DeflateBuffer.feed_eof = feed_eof  # type: ignore[method-assign]
+
+
+def _stream_ended(buffer: DeflateBuffer) -> bool:
+    """Whether the compressed body ended where its last member (gzip) or stream (deflate)
+    ends. aiohttp starts a fresh gzip decoder after each member (for the next one), so a
+    gzip decoder is asked whether it is between members: one that is reads an empty member
+    whole."""
+    decompressor = buffer.decompressor
+    if not isinstance(decompressor, ZLibDecompressor):
+        return True  # br, zstd: not decoded by this server (415)
+    if buffer.encoding != "gzip":
+        return bool(decompressor.eof)
+    # zlib's own decoder (aiohttp's default backend): its protocol type names no copy()
+    probe = cast("zlib._Decompress", decompressor._decompressor).copy()
+    try:
+        probe.decompress(_EMPTY_GZIP_MEMBER)
+    except zlib.error:
+        return False
+    return bool(probe.eof)
 
 
 # What the parser's refusal shows of a peer that speaks another protocol to this plain-HTTP

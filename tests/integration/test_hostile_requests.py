@@ -354,8 +354,9 @@ async def test_separated_phone_numbers_are_masked_in_the_access_log(
     assert "0199" in text and "0111" in text and "0100" in text  # the last four stay
 
 
+# A deflate body cut short ("abcd") is not among them: the app answers it, as any body its
+# Content-Encoding cannot decode (test_GY_cut_compressed_bodies.py).
 MALFORMED = {
-    "deflate body": post_head("/dnc", b"abcd", b"Content-Encoding: deflate") + b"\r\nabcd",
     "brotli body": post_head("/dnc", b"abcd", b"Content-Encoding: br") + b"\r\nabcd",
     "long path": b"GET /calls/+1415555" + b"0" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     "long header": b"GET /healthz HTTP/1.1\r\nX-Long: " + b"y" * 10_000 + b"\r\n\r\n",
