@@ -36,7 +36,7 @@ from typing import Final
 import aiohttp
 from pydantic import ValidationError
 
-from agent.reporting import ReportSender, RetryPolicy, say_dnc_lost
+from agent.reporting import ReportSender, RetryPolicy, _clip, say_dnc_lost
 from common.config_store.store import make_directories
 from common.contracts import AgentReport
 from common.repeats import Repeats
@@ -400,10 +400,12 @@ class ReportSpool:
                     continue
                 self._unopened.discard(path.name)
                 doc = json.loads(data)
-                url, call_id = doc["url"], doc["call_id"]
-                reports = [AgentReport.model_validate(r) for r in doc["reports"]]
+                url, call_id, written = doc["url"], doc["call_id"], doc["reports"]
                 if not isinstance(url, str) or not isinstance(call_id, str):
                     raise TypeError("url and call_id must be strings")
+                if not isinstance(written, list):
+                    raise TypeError("reports must be a list")
+                reports = _readable(path, call_id, written)
             except FileNotFoundError:  # sent and removed by another worker meanwhile
                 continue
             except (
@@ -430,8 +432,53 @@ class ReportSpool:
                 if asked is not None:
                     say_dnc_lost(asked, "its spooled report could not be read, and was removed")
                 continue
+            if not reports:  # each one said as it was left out
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
             self._urls[path.name] = url
             yield Spooled(path, url, call_id, reports)
+
+
+def _readable(path: Path, call_id: str, written: list[object]) -> list[AgentReport]:
+    """The reports of a spooled file that still read as reports; each other one is left out
+    with an ERROR naming the call, the report and why. One that no longer read (an upgrade
+    that validates more, a report an earlier release let through) lost the whole file: the
+    call's answer, turns and final report with it, said only as the file's name."""
+    reports: list[AgentReport] = []
+    for index, raw in enumerate(written):
+        try:
+            reports.append(AgentReport.model_validate(raw))
+        except ValidationError as exc:
+            fields = raw if isinstance(raw, dict) else {}
+            kind, seq = fields.get("kind"), fields.get("seq")
+            what = (
+                f"{kind if isinstance(kind, str) else 'a'} report"
+                f" #{seq if isinstance(seq, int) else '?'}"
+            )
+            logger.error(
+                "report spool: call %s: %s (%d of %d in %s) is not sent, the others are:"
+                " it does not read as a report (%s)",
+                call_id,
+                _clip(what, 80),
+                index + 1,
+                len(written),
+                path.name,
+                _why_invalid(exc),
+            )
+            if kind == "do_not_call":
+                say_dnc_lost(call_id, "its spooled report no longer reads as a report")
+    return reports
+
+
+def _why_invalid(exc: ValidationError) -> str:
+    """Which fields of a report failed and how, without their values (a transcript's text)."""
+    return _clip(
+        "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'report'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+    )
 
 
 async def resend(
