@@ -9,6 +9,8 @@ through the SSRF guard (common/notify/guard.py: public addresses only, checked a
 time; no redirects; the answer read up to a small cap), and records the attempt:
 
 - 2xx: delivered.  410 Gone: stopped, and so are this call's later events to that URL.
+- 413: failed at once (the same bytes never fit the receiver's limit; a redeliver, once the
+  limit is raised, sends it again), and the call's later events go.
 - anything else (other status, timeout after 15 s, connection error, refused address):
   retried on the ladder (CALLS_WEBHOOK_RETRY_SCHEDULE; a 429 or 503 no sooner than its
   Retry-After asks, within the longest step), then failed.
@@ -89,6 +91,9 @@ USER_AGENT = "outbound-caller-webhooks/1"
 # The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before a
 # drop is taken for the clock stepping back.
 STEP_BACK_TOLERANCE_S = 1.0
+# How much of a refusing receiver's answer its delivery's `last_error` quotes (what it said
+# was wrong); the log quotes none of it: a receiver may echo the event it refused.
+SAID_CHARS = 160
 
 
 class _NoDescriptor(Exception):
@@ -126,6 +131,10 @@ def next_outcome(
         return DeliveryOutcome("delivered", status)
     if status == 410:
         return DeliveryOutcome("stopped", status, "410 Gone: no more events of this call")
+    if status == 413:
+        # The same bytes never fit: retried for 31 h, it held every later event of its call
+        # to that URL as long (`call.ended` a day late), then failed all the same.
+        return DeliveryOutcome("failed", status, error, round_start=delivery.round_start)
     attempt = delivery.attempts - delivery.round_start + 1  # this one, counted (this round)
     first_retry_at = now + schedule[1] if len(schedule) > 1 else None
     if attempt < len(schedule):
@@ -136,6 +145,15 @@ def next_outcome(
     return DeliveryOutcome(
         "failed", status, error, round_start=delivery.round_start, first_retry_at=first_retry_at
     )
+
+
+def _quoted_answer(answer: bytes) -> str:
+    """The start of a refusing receiver's answer, quoted on one line ('' if it is blank):
+    its own words on what it found wrong (a field it wants, its body limit). A delivery's
+    `last_error` said only `HTTP 400`, and its owner had to reproduce the request to learn
+    why."""
+    text = " ".join(answer[: SAID_CHARS * 4].decode("utf-8", "replace").split())
+    return json.dumps(shown_text(text, SAID_CHARS), ensure_ascii=False) if text else ""
 
 
 def asked_wait(status: int, retry_after: str | None, now: float) -> float | None:
@@ -631,7 +649,7 @@ class WebhookSender:
         started = time.monotonic()
         status: int | None = None
         try:
-            status, error, asked_wait_s = await self._post(delivery)
+            status, error, asked_wait_s, said = await self._post(delivery)
         except _NoDescriptor:
             no_descriptor = True
         else:
@@ -648,6 +666,8 @@ class WebhookSender:
         await self._after_step_back(now)  # before a retry is dated by the clock after it
         outcome = next_outcome(delivery, status, error, self._schedule, now, asked_wait_s)
         self._count(delivery, outcome, receiver, now)
+        if said:  # for the customer to read, not the log
+            outcome = replace(outcome, error=f"{outcome.error}: {said}")
         recorded = await self._record(delivery, outcome)
         if recorded is None:
             return
@@ -744,11 +764,14 @@ class WebhookSender:
             del self._per_receiver[receiver]
             del self._progress[receiver]
 
-    async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None, float | None]:
-        """The receiver's status (None: no answer), the error to record, and how long it
-        asked us to wait before the next attempt (`asked_wait`)."""
+    async def _post(
+        self, delivery: WebhookDelivery
+    ) -> tuple[int | None, str | None, float | None, str]:
+        """The receiver's status (None: no answer), the error to record, how long it asked
+        us to wait before the next attempt (`asked_wait`), and the start of what a refusing
+        receiver answered, quoted ('' if nothing)."""
         if self._session is None:
-            return None, "sender stopped", None
+            return None, "sender stopped", None, ""
         body = webhook_body(delivery)
         headers = sign(self._secret, delivery.webhook_id, datetime.now(UTC), body)
         headers |= {"Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -760,21 +783,29 @@ class WebhookSender:
                 # The status decides; the body is read (a little of it) only so that the
                 # connection can be used again. One that trickles in is not waited for: a
                 # receiver that said 200 and then dripped its body was sent the event again.
+                answer = b""
                 try:
                     async with asyncio.timeout(BODY_READ_S):
-                        await read_capped(resp)
+                        answer = await read_capped(resp)
                 except (TimeoutError, aiohttp.ClientError):
                     resp.close()
                 if 200 <= status < 300:  # (a 101 Switching Protocols is no delivery either)
-                    return status, None, None
+                    return status, None, None, ""
+                said = _quoted_answer(answer)
                 if 300 <= status < 400:  # a bare "HTTP 301" read as the receiver's fault
                     moved = "redirects are not followed: give the URL it redirects to"
-                    return status, f"HTTP {status} ({moved})", None
+                    return status, f"HTTP {status} ({moved})", None, ""
+                if status == 413:  # the receiver's limit, not a moment's trouble
+                    large = (
+                        f"the receiver takes no body this large: {len(body):,} bytes; not"
+                        " retried: raise its limit, then redeliver it"
+                    )
+                    return status, f"HTTP 413 ({large})", None, said
                 wait = asked_wait(status, resp.headers.get("Retry-After"), time.time())
                 asked = "" if wait is None else f" (Retry-After: {wait:.0f} s)"
-                return status, f"HTTP {status}{asked}", wait
+                return status, f"HTTP {status}{asked}", wait, said
         except TimeoutError:
-            return None, f"no answer within {REQUEST_TIMEOUT_S:g} s", None
+            return None, f"no answer within {REQUEST_TIMEOUT_S:g} s", None, ""
         except aiohttp.ClientError as exc:
             if isinstance(exc, aiohttp.ClientConnectorError) and out_of_descriptors(exc):
                 raise _NoDescriptor from exc  # nothing was sent
@@ -790,8 +821,8 @@ class WebhookSender:
                         more,
                         extra={"call_id": delivery.call_id},
                     )
-                return None, f"address refused: {refused}", None
-            return None, connection_failure(exc), None
+                return None, f"address refused: {refused}", None, ""
+            return None, connection_failure(exc), None, ""
 
     def _count(
         self, delivery: WebhookDelivery, outcome: DeliveryOutcome, receiver: str, now: float
