@@ -119,7 +119,10 @@ class DeliveryView(BaseModel):
     state: Literal["pending", "delivered", "failed", "stopped"]
     attempts: int
     last_status: int | None = Field(description="The receiver's last HTTP status, if any")
-    last_error: str | None
+    last_error: str | None = Field(
+        description="Why the last attempt failed; a refusal quotes the start of the receiver's"
+        " answer"
+    )
     next_attempt_at: Timestamp | None = Field(
         description="When it is tried again (pending); behind an earlier delivery"
         " (`waiting_for`), not before that one's"
