@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from common.calls.outcomes import FINAL_STATUSES, CallState, Change, Status
 from common.contracts import CallReport, TranscriptTurn
@@ -365,6 +365,12 @@ class RecordedDelivery:
 
     taken: WebhookDelivery | None = None
     next_at: float | None = None
+
+
+# Between an attempt's error and the start of the refusing receiver's answer it quotes, in a
+# delivery's `last_error`: `HTTP 400: "{\"error\": ...}"`. An erasure cuts the quote off (a
+# receiver may echo the event: the callee's name, the conversation).
+RECEIVER_SAID: Final = ': "'
 
 
 @dataclass(frozen=True)

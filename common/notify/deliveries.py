@@ -43,7 +43,13 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 from yarl import URL
 
-from common.calls.models import DeliveryOutcome, RecordedDelivery, WebhookDelivery, iso_time
+from common.calls.models import (
+    RECEIVER_SAID,
+    DeliveryOutcome,
+    RecordedDelivery,
+    WebhookDelivery,
+    iso_time,
+)
 from common.clock_steps import ClockSteps
 from common.descriptors import OUT_OF_DESCRIPTORS, out_of_descriptors
 from common.metrics import Metrics
@@ -667,7 +673,7 @@ class WebhookSender:
         outcome = next_outcome(delivery, status, error, self._schedule, now, asked_wait_s)
         self._count(delivery, outcome, receiver, now)
         if said:  # for the customer to read, not the log
-            outcome = replace(outcome, error=f"{outcome.error}: {said}")
+            outcome = replace(outcome, error=f"{outcome.error}{RECEIVER_SAID}{said[1:]}")
         recorded = await self._record(delivery, outcome)
         if recorded is None:
             return

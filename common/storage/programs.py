@@ -28,6 +28,7 @@ from common.calls.errors import TooManyTurns
 from common.calls.events import CALL_ENDED, CALL_REPORT, events_for_change, events_for_new_call
 from common.calls.models import (
     ERASED_REQUEST_HASH,
+    RECEIVER_SAID,
     Applied,
     AttemptRef,
     CallEvent,
@@ -1801,6 +1802,18 @@ def _erase_call(
             if isinstance(data.get("config"), dict):
                 data["config"] = _config_without_personal_data(data["config"])
         yield Query("UPDATE outbox SET data = ? WHERE id = ?", (dumps(data), event["id"]))
+    # What a refusing receiver answered, quoted in its delivery's last_error, may echo the
+    # event it refused (a framework's validation error quoting its input): the name, a turn.
+    said = yield Query(
+        "SELECT id, last_error FROM deliveries WHERE call_id = ? AND last_error LIKE ?",
+        (call_id, f"%{RECEIVER_SAID}%"),
+    )
+    for delivery in said:
+        error = delivery["last_error"].split(RECEIVER_SAID, 1)[0]
+        yield Query(
+            "UPDATE deliveries SET last_error = ? WHERE id = ?",
+            (f"{error} (the receiver's answer: erased)", delivery["id"]),
+        )
     return placed_with
 
 

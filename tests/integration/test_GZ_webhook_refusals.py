@@ -94,3 +94,32 @@ def test_a_413_is_no_retry_a_400_is_and_410_still_stops() -> None:
     assert next_outcome(delivery, 413, "HTTP 413", (0.0, 5.0), 100.0).state == "failed"
     assert next_outcome(delivery, 410, "HTTP 410", (0.0, 5.0), 100.0).state == "stopped"
     assert next_outcome(delivery, 400, "HTTP 400", (0.0, 5.0), 100.0).state == "pending"
+
+
+async def test_an_erasure_erases_what_a_refusing_receiver_echoed(
+    start_app_on_each_database: AppFactory,
+) -> None:
+    """A receiver's error quoting the event (a validation error quoting its input, as
+    FastAPI's 422 does) put the callee's name in the delivery's last_error: an erasure on
+    request cuts the quote off."""
+    alice = SEED_EXAMPLES[0]
+
+    async def receive(request: web.Request) -> web.Response:
+        event = json.loads(await request.read())
+        text = json.dumps({"detail": f"no contact named {event['data']['name']}"})
+        return web.Response(status=422, text=text, content_type="application/json")
+
+    async with serving(receive, "/hooks", "POST") as base:
+        client = await webhook_app(start_app_on_each_database, f"{base}/hooks")
+        call_id = await place(client, alice)
+        async with asyncio.timeout(20):
+            while (listed := await deliveries(client, call_id)) and not (
+                len(listed) == 4 and all(d["state"] == "failed" for d in listed)
+            ):
+                await asyncio.sleep(0.05)
+        assert any(alice["name"] in d["last_error"] for d in listed), listed
+        resp = await client.post("/calls/erase", json={"phone_number": alice["phone_number"]})
+        assert resp.status == 200 and (await resp.json())["call_ids"] == [call_id]
+        listed = await deliveries(client, call_id)
+    errors = [d["last_error"] for d in listed]
+    assert errors == ["HTTP 422 (the receiver's answer: erased)"] * 4, errors
