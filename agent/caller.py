@@ -377,11 +377,17 @@ class OutboundCaller(Agent):
         talked_s = None if self._greeted_at is None else time.monotonic() - self._greeted_at
         in_window = talked_s is None or talked_s <= VOICEMAIL_TOOL_WINDOW_S
         if self._hangup_scheduled:
-            if self._ended_by_end_call and not self._reached_machine and in_window:
+            if (
+                self._ended_by_end_call
+                and not self._asked_not_to_call
+                and not self._reached_machine
+                and in_window
+            ):
                 # After end_call in one reply: the LLM found a machine and ended the call.
                 # The line closes after end_call's goodbye (no voicemail message begun over
                 # it), and the call is the voicemail it is (a campaign retries those), not a
-                # conversation `completed` with no reason.
+                # conversation `completed` with no reason. Not after a do-not-call request
+                # (end_call, add_to_do_not_call, this tool): a person asked, no machine.
                 logger.info("call %s: answering machine detected as it ends", self._plan.call_id)
                 self._reached_machine = True
                 try:

@@ -1,0 +1,61 @@
+"""The LLM's end_call, add_to_do_not_call and detected_answering_machine in one reply, in
+that order.
+
+bbde216 made the voicemail tool after end_call in one reply record the call `voicemail` (the
+LLM that heard a voicemail greeting and ended the call on it), and said that after a
+do-not-call request it is still not taken. It was, when end_call came first: with end_call,
+then add_to_do_not_call, then the voicemail tool in one reply, the room's outcome was set to
+`voicemail` on the call of a person who had just asked not to be called (the call's report,
+GET /calls/{id} and the call.report webhook said the call reached a machine, and the agent
+took the callee for one). Now a do-not-call request in the reply keeps the voicemail tool
+out whichever tool ends the call."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from livekit.agents import AgentSession, ConversationItemAddedEvent
+from livekit.agents.llm import ChatMessage
+
+from agent.session import build_agent
+from tests.unit.test_agent_conversation import FakeCallControl, ScriptedLLM, alice_plan, hung_up
+from tests.unit.test_voicemail_tool_as_the_call_ends import calls
+
+HEARD = "Please take me off your list, bye."
+GOODBYE = "Sorry for the trouble, goodbye."
+TOOLS = ("end_call", "add_to_do_not_call", "detected_answering_machine")
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(TOOLS)), ids="-".join)
+async def test_a_do_not_call_request_keeps_the_voicemail_tool_out(order: tuple[str, ...]) -> None:
+    control = FakeCallControl()
+    llm = ScriptedLLM(
+        {
+            HEARD: ("", calls(*order)),
+            "tool:end_call": (GOODBYE, []),
+            "tool:add_to_do_not_call": (GOODBYE, []),
+        }
+    )
+    agent = build_agent(alice_plan(), control)
+    messages: list[str] = []
+
+    async with llm, AgentSession[None](llm=llm) as session:
+
+        def on_item(event: ConversationItemAddedEvent) -> None:
+            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
+                messages.append(event.item.text_content or "")
+
+        session.on("conversation_item_added", on_item)
+        await session.start(agent)
+        await session.run(user_input=HEARD)
+        await hung_up(agent)
+
+    print(order, control.actions, agent.reached_machine, messages)
+    assert ("do_not_call",) in control.actions
+    assert control.actions.count(("hang_up",)) == 1
+    assert control.actions[-1] == ("hang_up",)
+    if order.index("detected_answering_machine") < order.index("add_to_do_not_call"):
+        return  # the outcome already on its way to LiveKit (b9183b7: left as it is)
+    assert ("set_outcome", "voicemail") not in control.actions
+    assert not agent.reached_machine  # a person, who asked not to be called
