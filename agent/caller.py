@@ -459,17 +459,21 @@ def bounded_context(chat_ctx: ChatContext) -> ChatContext:
     within MAX_CONTEXT_ITEMS and MAX_CONTEXT_CHARS, else a copy of its latest items that
     fit, after the agent's instructions (`ChatContext.truncate` keeps them, and leaves out
     a tool's result whose call it cut). Past MAX_CONTEXT_ITEMS, the earliest are left out
-    CONTEXT_STEP at a time."""
+    CONTEXT_STEP at a time. The characters never leave out the latest turn of either side:
+    a long one before a tool's call and result left them alone to be kept, and truncate
+    (no request leads with a tool's items) sent the instructions and nothing else."""
     items = chat_ctx.items
     first = items[0] if items else None
     instructions = isinstance(first, ChatMessage) and first.role in ("system", "developer")
     conversation = items[1:] if instructions else items
     kept = chars = 0
+    said = False  # a turn of the callee or the agent is among the kept items
     for item in reversed(conversation):
         chars += _chars_of(item)
-        if kept == MAX_CONTEXT_ITEMS or (chars > MAX_CONTEXT_CHARS and kept):
+        if kept == MAX_CONTEXT_ITEMS or (chars > MAX_CONTEXT_CHARS and said):
             break
         kept += 1
+        said = said or (isinstance(item, ChatMessage) and item.role in ("user", "assistant"))
     if kept == len(conversation):
         return chat_ctx
     if kept == MAX_CONTEXT_ITEMS:  # not cut by the characters: by steps
