@@ -283,6 +283,12 @@ class CallSession(AgentSession[None]):
         finally:
             begun.cancel()
             said.cancel()
+        if self._closing or not self._started:
+            # Closing or closed meanwhile (the callee hung up on the apology): the failure
+            # is the call's all the same (`failure`), and closing again logged
+            # livekit-agents' ERROR "closing due to unrecoverable error" for a session
+            # already closing.
+            return
         super()._on_error(error)
 
 

@@ -290,10 +290,11 @@ async def test_the_apology_is_said_once_and_nothing_after_it(
 
 @pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
 async def test_a_callee_hanging_up_on_the_apology_still_fails_the_call(
-    aiohttp_server: AiohttpServer,
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The callee hangs up while the apology plays: the session closes without an error
-    (the callee left), and the call is `failed` with OpenAI named all the same."""
+    (the callee left), and the call is `failed` with OpenAI named all the same; no ERROR
+    says the session closed already is closing (GW's finding)."""
     openai_in = await openai_failing_after_replies(aiohttp_server, "500")
     cartesia_in = await fake_cartesia(aiohttp_server)
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
@@ -308,6 +309,9 @@ async def test_a_callee_hanging_up_on_the_apology_still_fails_the_call(
         await call.aclose()
 
     assert event.reason != CloseReason.ERROR
+    await asyncio.sleep(0.1)  # the apology's close task, ended with the session
+    closing_again = [r for r in caplog.records if "closing due to unrecoverable" in r.message]
+    assert closing_again == []
     room = await call.outcome_on_the_room(event)
     assert room["reason"] == "the agent's session failed: llm (openai) APIStatusError 500"
     assert (room["outcome"], room["spoke"]) == ("failed", True)
