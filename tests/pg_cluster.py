@@ -41,6 +41,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -70,6 +71,37 @@ ShutdownMode = Literal["smart", "fast", "immediate"]
 _REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 _DEFAULT_SEARCH_GLOB = "/usr/lib/postgresql/*/bin"
 _LOG_TAIL_LINES = 50
+
+# The cluster's watchdog (a process of its own session, so that a Ctrl-C or a SIGTERM to the
+# test run's process group does not reach it): it waits for the end of its stdin, whose write
+# end only the process that made the cluster holds. That end comes when the cluster is
+# removed (nothing left to do) or when that process died without removing it (a SIGTERM or
+# SIGKILL of a pytest worker, a `timeout` stopping the run: atexit does not run then), and it
+# stops the postmaster and removes the directory; before, each such run left a postmaster and
+# its /tmp/pg-cluster-* behind for good. argv: the cluster's root, pg_ctl, the prefix running
+# it as the cluster's user.
+_WATCHDOG = """
+import os, shutil, signal, subprocess, sys
+root, pg_ctl, *prefix = sys.argv[1:]
+sys.stdin.buffer.read()
+data = os.path.join(root, "data")
+try:
+    with open(os.path.join(data, "postmaster.pid")) as lock:
+        pid = int(lock.readline())
+except (OSError, ValueError):
+    pid = None
+if pid is not None:
+    stop = [*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "10", "stop"]
+    try:
+        subprocess.run(stop, capture_output=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)  # a postmaster pg_ctl could not stop (one frozen)
+    except OSError:
+        pass
+shutil.rmtree(root, ignore_errors=True)
+"""
 _T = TypeVar("_T")
 
 
@@ -266,6 +298,7 @@ class PostgresCluster:
         # The next test's database, made while this one runs (take_database).
         self._spare: concurrent.futures.Future[str | None] | None = None
         self._spare_maker: concurrent.futures.ThreadPoolExecutor | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- paths and connection details ---------------------------------------------------------
 
@@ -404,6 +437,7 @@ class PostgresCluster:
             self._root = None
             self._initialised = False
             self._port = None
+            self._release_watchdog()
 
     def __enter__(self) -> Self:
         try:
@@ -483,6 +517,8 @@ class PostgresCluster:
             self._root = Path(tempfile.mkdtemp(prefix="pg-cluster-", dir=self._base_dir))
             # Safety net for a process that exits without remove(): no orphaned postmaster.
             atexit.register(self.remove)
+            # And for one killed (atexit does not run then): see _WATCHDOG.
+            self._start_watchdog()
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.password + "\n")
@@ -514,6 +550,29 @@ class PostgresCluster:
         finally:
             pwfile.unlink(missing_ok=True)
         self._initialised = True
+
+    def _start_watchdog(self) -> None:
+        command = [sys.executable, "-c", _WATCHDOG, str(self.root), str(self.binaries.pg_ctl)]
+        self._watchdog = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [*command, *self._prefix],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _release_watchdog(self) -> None:
+        """Tell the watchdog the cluster is gone (the end of its stdin), and reap it."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        if watchdog.stdin is not None:
+            watchdog.stdin.close()
+        try:
+            watchdog.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait(timeout=5)
 
     def _pg_ctl_start(self) -> None:
         self._remove_stale_lock_files()

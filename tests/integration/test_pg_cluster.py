@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -198,3 +202,34 @@ def test_own_cluster_retries_busy_port_and_remove_cleans_up(
     stat = Path(f"/proc/{int(pid_line)}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
     cluster.remove()  # idempotent
+
+
+def test_a_cluster_whose_test_process_is_killed_is_stopped_and_removed() -> None:
+    """A pytest worker killed (SIGKILL here; a SIGTERM or a `timeout` alike: atexit does not
+    run) left its postmaster running and its /tmp/pg-cluster-* behind for good (GW's
+    finding): the cluster's watchdog stops and removes them."""
+    script = (
+        "import os, signal\n"
+        "from tests.pg_cluster import PostgresCluster\n"
+        "cluster = PostgresCluster()\n"
+        "cluster.start()\n"
+        "pid = (cluster.data_dir / 'postmaster.pid').read_text().split(chr(10), 1)[0]\n"
+        "print(cluster.root, pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    project = Path(__file__).resolve().parents[2]
+    made = subprocess.run(
+        [sys.executable, "-c", script], cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == -signal.SIGKILL, made.stderr
+    root_name, pid = made.stdout.split()
+    root, stat = Path(root_name), Path(f"/proc/{int(pid)}/stat")
+
+    def running() -> bool:  # gone, or a zombie its adoptive parent reaps late
+        return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 30
+    while (running() or root.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running()
+    assert not root.exists()
