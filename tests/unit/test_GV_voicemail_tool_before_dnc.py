@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from livekit.agents import AgentSession, ConversationItemAddedEvent
-from livekit.agents.llm import ChatMessage
-
 from agent.session import build_agent
 from common.config_store.model import CallOptions, VoicemailPolicy
-from tests.unit.test_agent_conversation import FakeCallControl, ScriptedLLM, alice_plan, hung_up
+from tests.unit.test_agent_conversation import (
+    FakeCallControl,
+    ScriptedLLM,
+    alice_plan,
+    said_until_hung_up,
+)
 from tests.unit.test_voicemail_tool_as_the_call_ends import MESSAGE, calls
 
 GOODBYE = "Sorry for the trouble, goodbye."
@@ -49,19 +51,10 @@ async def test_a_do_not_call_request_after_the_voicemail_tool_is_not_read_the_me
         }
     )
     agent = build_agent(plan, control)
-    messages: list[str] = []
 
-    async with llm, AgentSession[None](llm=llm) as session:
-
-        def on_item(event: ConversationItemAddedEvent) -> None:
-            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
-                messages.append(event.item.text_content or "")
-
-        session.on("conversation_item_added", on_item)
-        await session.start(agent)
-        await session.run(user_input="Please take me off your list.")
-        await hung_up(agent)
-        await asyncio.sleep(0.2)  # a message begun would be added by now
+    # A message begun would be added 0.2 s after the hang-up.
+    heard = "Please take me off your list."
+    messages = await said_until_hung_up(agent, llm, heard, linger_s=0.2)
 
     assert MESSAGE not in messages  # as with add_to_do_not_call first in the reply
     assert ("do_not_call",) in control.actions
@@ -78,18 +71,8 @@ async def test_the_voicemail_tool_alone_still_leaves_the_message() -> None:
     greeting = "Leave a message after the tone."
     llm = ScriptedLLM({greeting: ("", calls("detected_answering_machine"))})
     agent = build_agent(plan, control)
-    messages: list[str] = []
 
-    async with llm, AgentSession[None](llm=llm) as session:
-
-        def on_item(event: ConversationItemAddedEvent) -> None:
-            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
-                messages.append(event.item.text_content or "")
-
-        session.on("conversation_item_added", on_item)
-        await session.start(agent)
-        await session.run(user_input=greeting)
-        await hung_up(agent)
+    messages = await said_until_hung_up(agent, llm, greeting)
 
     assert MESSAGE in messages
     assert control.actions == [("set_outcome", "voicemail"), ("hang_up",)]

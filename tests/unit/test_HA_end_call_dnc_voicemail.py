@@ -15,11 +15,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from livekit.agents import AgentSession, ConversationItemAddedEvent
-from livekit.agents.llm import ChatMessage
 
 from agent.session import build_agent
-from tests.unit.test_agent_conversation import FakeCallControl, ScriptedLLM, alice_plan, hung_up
+from tests.unit.test_agent_conversation import (
+    FakeCallControl,
+    ScriptedLLM,
+    alice_plan,
+    said_until_hung_up,
+)
 from tests.unit.test_voicemail_tool_as_the_call_ends import calls
 
 HEARD = "Please take me off your list, bye."
@@ -38,18 +41,8 @@ async def test_a_do_not_call_request_keeps_the_voicemail_tool_out(order: tuple[s
         }
     )
     agent = build_agent(alice_plan(), control)
-    messages: list[str] = []
 
-    async with llm, AgentSession[None](llm=llm) as session:
-
-        def on_item(event: ConversationItemAddedEvent) -> None:
-            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
-                messages.append(event.item.text_content or "")
-
-        session.on("conversation_item_added", on_item)
-        await session.start(agent)
-        await session.run(user_input=HEARD)
-        await hung_up(agent)
+    messages = await said_until_hung_up(agent, llm, HEARD)
 
     print(order, control.actions, agent.reached_machine, messages)
     assert ("do_not_call",) in control.actions

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Never
 
 import pytest
@@ -167,6 +168,34 @@ async def hung_up(agent: OutboundCaller) -> None:
     raise AssertionError("the agent never hung up")
 
 
+async def said_until_hung_up(
+    agent: OutboundCaller,
+    llm: ScriptedLLM,
+    heard: str,
+    started: Callable[[], None] | None = None,
+    linger_s: float = 0.0,
+) -> list[str]:
+    """What `agent` said (its messages' text), in a session of `llm` given one turn of the
+    callee's, `heard`, until it hung up, and `linger_s` more (a message begun after the
+    hang-up is added by then); `started`: called once the session has started."""
+    said: list[str] = []
+
+    async with llm, AgentSession[None](llm=llm) as session:
+
+        def on_item(event: ConversationItemAddedEvent) -> None:
+            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
+                said.append(event.item.text_content or "")
+
+        session.on("conversation_item_added", on_item)
+        await session.start(agent)
+        if started is not None:
+            started()
+        await session.run(user_input=heard)
+        await hung_up(agent)
+        await asyncio.sleep(linger_s)
+    return said
+
+
 async def test_agent_is_told_the_callers_name_and_the_calls_instructions() -> None:
     plan = alice_plan()
     llm = ScriptedLLM({"Hi, who is this?": ("Hi Alice, it's your cricket coach!", [])})
@@ -274,18 +303,8 @@ async def test_answering_machine_found_by_the_llm_gets_the_calls_own_message() -
     control = FakeCallControl()
     llm = voicemail_script()
     agent = build_agent(plan, control)
-    said: list[str] = []
 
-    async with llm, AgentSession[None](llm=llm) as session:
-
-        def on_item(event: ConversationItemAddedEvent) -> None:
-            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
-                said.append(event.item.text_content or "")
-
-        session.on("conversation_item_added", on_item)
-        await session.start(agent)
-        await session.run(user_input="Please leave a message after the tone.")
-        await hung_up(agent)
+    said = await said_until_hung_up(agent, llm, "Please leave a message after the tone.")
 
     assert said == [message]
     assert control.actions == [("set_outcome", "voicemail"), ("hang_up",)]

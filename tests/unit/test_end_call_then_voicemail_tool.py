@@ -13,13 +13,16 @@ import dataclasses
 import time
 
 import pytest
-from livekit.agents import AgentSession, ConversationItemAddedEvent
-from livekit.agents.llm import ChatMessage
 
 from agent import caller
 from agent.session import build_agent
 from common.config_store.model import CallOptions, VoicemailPolicy
-from tests.unit.test_agent_conversation import FakeCallControl, ScriptedLLM, alice_plan, hung_up
+from tests.unit.test_agent_conversation import (
+    FakeCallControl,
+    ScriptedLLM,
+    alice_plan,
+    said_until_hung_up,
+)
 from tests.unit.test_voicemail_tool_as_the_call_ends import MESSAGE, calls
 
 HEARD = "You have reached Alice. Please leave a message after the tone."
@@ -39,21 +42,12 @@ async def said_on_end_call_then_voicemail(
         }
     )
     agent = build_agent(plan, control)
-    messages: list[str] = []
 
-    async with llm, AgentSession[None](llm=llm) as session:
-
-        def on_item(event: ConversationItemAddedEvent) -> None:
-            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
-                messages.append(event.item.text_content or "")
-
-        session.on("conversation_item_added", on_item)
-        await session.start(agent)
+    def started() -> None:
         if greeted_s_ago is not None:
             agent._greeted_at = time.monotonic() - greeted_s_ago
-        await session.run(user_input=HEARD)
-        await hung_up(agent)
-    return messages
+
+    return await said_until_hung_up(agent, llm, HEARD, started)
 
 
 async def test_end_call_then_the_voicemail_tool_records_voicemail_without_the_message() -> None:
@@ -80,10 +74,7 @@ async def test_other_tools_first_still_keep_the_voicemail_tool_out(first: str) -
     plan = alice_plan()
     llm = ScriptedLLM({HEARD: ("", calls(first, "end_call", "detected_answering_machine"))})
     agent = build_agent(plan, control)
-    async with llm, AgentSession[None](llm=llm) as session:
-        await session.start(agent)
-        await session.run(user_input=HEARD)
-        await hung_up(agent)
+    await said_until_hung_up(agent, llm, HEARD)
 
     assert control.actions.count(("set_outcome", "voicemail")) == (
         1 if first == "detected_answering_machine" else 0

@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from livekit.agents import AgentSession, ConversationItemAddedEvent
-from livekit.agents.llm import ChatMessage, FunctionToolCall
+from livekit.agents.llm import FunctionToolCall
 
 from agent.session import build_agent
 from common.config_store.model import CallOptions, VoicemailPolicy
-from tests.unit.test_agent_conversation import FakeCallControl, ScriptedLLM, alice_plan, hung_up
+from tests.unit.test_agent_conversation import (
+    FakeCallControl,
+    ScriptedLLM,
+    alice_plan,
+    said_until_hung_up,
+)
 
 MESSAGE = "Hi Alice, this is your coach. Practice is moved to Friday."
 
@@ -56,18 +60,8 @@ async def test_the_voicemail_tool_is_not_taken_once_the_call_is_ending(
         }
     )
     agent = build_agent(plan, control)
-    messages: list[str] = []
 
-    async with llm, AgentSession[None](llm=llm) as session:
-
-        def on_item(event: ConversationItemAddedEvent) -> None:
-            if isinstance(event.item, ChatMessage) and event.item.role == "assistant":
-                messages.append(event.item.text_content or "")
-
-        session.on("conversation_item_added", on_item)
-        await session.start(agent)
-        await session.run(user_input="Please take me off your list.")
-        await hung_up(agent)
+    messages = await said_until_hung_up(agent, llm, "Please take me off your list.")
 
     assert control.actions == actions
     assert [text for text in messages if text == MESSAGE] == said
