@@ -63,6 +63,16 @@ REQUIRED_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Said after the missing settings when LIVEKIT_URL is one: `make agent` run beside a first
+# `make run` (the embedded sandbox, LIVEKIT_URL unset) read as if calls needed a worker and
+# LiveKit credentials, when the sandbox plays the agent itself.
+SANDBOX_NEEDS_NO_WORKER = (
+    ". Without LIVEKIT_URL, `make run` places calls on its embedded sandbox, which plays the"
+    " agent itself: no worker is needed to try calls. This worker is for a real LiveKit"
+    " (README: Running with a real LiveKit project)"
+)
+
+
 def missing_settings(settings: Settings, command: str) -> list[str]:
     """Names of the settings `command` needs that are unset (sandbox dev credentials count)."""
     present = {
@@ -455,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                 " used with a real LiveKit)"
                 if dev
                 else ")"
-            ),
+            )
+            + (SANDBOX_NEEDS_NO_WORKER if "LIVEKIT_URL" in missing else ""),
             file=sys.stderr,
         )
         return EXIT_USAGE
