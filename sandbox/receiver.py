@@ -106,7 +106,13 @@ async def serve(secret: str, host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.receiver", description=__doc__)
+    # Raw: argparse ran the docstring's commands, each on lines of its own, together with
+    # its sentences ("... CALLS_WEBHOOK_ALLOW_PRIVATE=1 make run A request whose ...").
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.receiver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # From the environment by default: a command line is every user's to read (`ps`, and
     # /proc/<pid>/cmdline), and README's `--secret $SECRET` showed the signing secret to all.
     parser.add_argument(
