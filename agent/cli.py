@@ -163,10 +163,13 @@ def _sandbox_problem(livekit_url: str, timeout_s: float) -> str | None:
     )
 
 
-def start_warnings(settings: Settings) -> list[str]:
+def start_warnings(settings: Settings, *, check_spool: bool = True) -> list[str]:
     """The settings that start but are likely mistakes, as the server warns of them: `.env`'s
     (a name close to a setting's, one given twice, `${` not expanded) and a LiveKit secret
-    shorter than LiveKit's. The server's own (the SIP trunk's) are not the worker's."""
+    shorter than LiveKit's. The server's own (the SIP trunk's) are not the worker's.
+    `check_spool`: whether AGENT_REPORT_SPOOL_DIR is usable, which makes it if missing: not
+    for a command that stops for a missing setting (it left an empty `agent-reports/` in
+    whatever directory `make agent` was first tried from)."""
     warnings = dotenv_warnings()
     # Its .env only: a worker reads the server's config.json where it finds it, and falls
     # back to each call's snapshot (the checkout's config.json, made by `make run`, is no
@@ -183,7 +186,7 @@ def start_warnings(settings: Settings) -> list[str]:
             " detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS): voicemail"
             " verdicts may be less reliable"
         )
-    if (spool := ReportSpool(settings.agent_report_spool_dir).problem()) is not None:
+    if check_spool and (spool := ReportSpool(settings.agent_report_spool_dir).problem()):
         warnings.append(spool)
     if (ipv6_only := ipv6_only_warning("AGENT_HTTP_HOST", settings.agent_http_host)) is not None:
         warnings.append(ipv6_only)  # its health/status server, which a container's checks ask
@@ -446,13 +449,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     command = args[0] if args else ""
+    # Asking for help needs no keys.
+    missing = [] if "--help" in args else missing_settings(settings, command)
     if command in REQUIRED_SETTINGS and "--help" not in args:
         # What the server warns of at its start, for this worker's own .env (often on a host
         # with no server): a misspelt name is read as unset, `${...}` is taken as written.
-        for warning in start_warnings(settings):
+        for warning in start_warnings(settings, check_spool=not missing):
             print(f"agent: warning: {warning}", file=sys.stderr)
-    # Asking for help needs no keys.
-    missing = [] if "--help" in args else missing_settings(settings, command)
     if missing:
         # Set by hand to the sandbox's development pair (copied from a sandbox's .env), it
         # was said "missing", though it was set.
