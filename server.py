@@ -316,11 +316,33 @@ async def _start_sandbox(settings: Settings) -> Sandbox:
     try:
         await sandbox.start()
     except OSError as exc:
-        raise StartupError(
-            f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
-            f"{_bind_error(exc)} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
-        ) from exc
+        raise StartupError(_sandbox_unbindable(settings, exc)) from exc
     return sandbox
+
+
+def _sandbox_unbindable(settings: Settings, exc: OSError) -> str:
+    return (
+        f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
+        f"{_bind_error(exc)} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+    )
+
+
+def check_sandbox_port(settings: Settings) -> None:
+    """SANDBOX_PORT taken (another checkout's server on 7880, README's first case) was found
+    when the app started the sandbox, after it had opened the database and started its
+    customer webhook sender: aiohttp does not clean up a start-up that fails, so the process
+    exited with the calls database never closed (calls.db-wal and -shm left beside it) and
+    the deliveries its sender had claimed held for CLAIM_LEASE_S. Tried here first, before
+    anything starts (the sandbox's own bind still says it if the port is taken meanwhile)."""
+    if not settings.uses_sandbox or settings.sandbox_port == 0:
+        return
+    try:
+        probe = _listening(
+            socket.AF_INET, socket.SOCK_STREAM, 0, ("127.0.0.1", settings.sandbox_port)
+        )
+    except OSError as exc:
+        raise StartupError(_sandbox_unbindable(settings, exc)) from exc
+    probe.close()
 
 
 async def _say_if_livekit_answers(lkapi: api.LiveKitAPI, url: str) -> None:
@@ -1106,6 +1128,13 @@ def main() -> None:
             settings.port,
             exc.strerror or exc,
         )
+        raise SystemExit(2) from None
+    try:
+        check_sandbox_port(settings)
+    except StartupError as exc:
+        for sock in sockets:
+            sock.close()
+        logger.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     app = create_app(settings)
     app.on_startup.append(_stop_signals)
