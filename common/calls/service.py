@@ -303,12 +303,19 @@ AGENT_CHECK_RETRY_S = 5.0
 AGENT_CHECK_FOR_S = 60.0
 
 
-def no_agent_reason(timeout_s: float, agent_name: str, callee_answered: bool = False) -> str:
+def no_agent_reason(
+    timeout_s: float, agent_name: str, callee_answered: bool = False, time_scale: float = 1.0
+) -> str:
     """Why; and, when the callee's line was answered, that a person heard silence (the call
-    shows no answer time: nobody reported it)."""
+    shows no answer time: nobody reported it). On a scaled sandbox, the time it really waited
+    too: README's SANDBOX_TIME_SCALE=0.1 ended the call 2 s after its dial, its ring_s 2,
+    and its reason said 20 s."""
+    scaled = f", {timeout_s * time_scale:g} s at SANDBOX_TIME_SCALE={time_scale:g}"
     return (
-        f"no agent joined the call within {timeout_s:g} s of its dial (is an agent worker"
-        f" running, registered as AGENT_NAME={agent_name!r}, with room for another job?)"
+        f"no agent joined the call within {timeout_s:g} s of its dial"
+        + (scaled if time_scale != 1 else "")
+        + f" (is an agent worker running, registered as AGENT_NAME={agent_name!r}, with room"
+        " for another job?)"
     ) + ("; the callee had answered and heard nobody" if callee_answered else "")
 
 
@@ -1376,7 +1383,12 @@ class CallService:
                 # another server, maybe while LiveKit was asked): the wait after an agent
                 # left decides (AGENT_GONE), not this one, which is for an agent never come.
                 return True
-            reason = no_agent_reason(timeout_s, self.settings.agent_name, present.callee_answered)
+            reason = no_agent_reason(
+                timeout_s,
+                self.settings.agent_name,
+                present.callee_answered,
+                self.settings.time_scale,
+            )
             applied = await self._settle(
                 call_id, NO_AGENT_KIND, _no_agent(reason), only_if_changed=True
             )
