@@ -456,10 +456,19 @@ def main(argv: list[str] | None = None) -> int:
         # with no server): a misspelt name is read as unset, `${...}` is taken as written.
         for warning in start_warnings(settings, check_spool=not missing):
             print(f"agent: warning: {warning}", file=sys.stderr)
+    connects = command in ("start", "dev", "connect") and "--help" not in args
+    # Set by hand to the sandbox's development pair (copied from a sandbox's .env), it
+    # was said "missing", though it was set.
+    dev = {"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"} & set(missing)
+    if connects and dev and settings.livekit_url is not None:
+        # LIVEKIT_URL pointed at `make run`'s sandbox, with its keys (the defaults): told to
+        # set a LiveKit's key and secret and the providers' keys, and only once all were set
+        # that the URL was the sandbox, where no worker is needed.
+        problem = sandbox_problem(settings.livekit_url)
+        if problem is not None:
+            print(f"agent: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     if missing:
-        # Set by hand to the sandbox's development pair (copied from a sandbox's .env), it
-        # was said "missing", though it was set.
-        dev = {"LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"} & set(missing)
         print(
             f"agent: cannot run {command!r}: missing {', '.join(missing)} "
             "(set in the environment or .env"
@@ -474,7 +483,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_USAGE
 
-    connects = command in ("start", "dev", "connect") and "--help" not in args
     if connects and settings.livekit_url is not None:  # unset: missing_settings said so
         problem = sandbox_problem(settings.livekit_url)
         if problem is not None:
