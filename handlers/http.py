@@ -594,7 +594,8 @@ async def answers_sent_in_time(
                 await response.prepare(request)
                 await response.write_eof()
                 # (closing after it: among others, a connection whose client closed its side)
-                if request.protocol._close and not await peer_took_answer(request):
+                closing = getattr(request.protocol, "_close", False) is True
+                if closing and not await peer_took_answer(request):
                     request[ANSWER_ABORTED] = True
         except TimeoutError:
             request[ANSWER_ABORTED] = True
