@@ -403,11 +403,7 @@ def answer_half_closed_requests() -> None:
         return
 
     def eof_received(self: RequestHandler) -> bool | None:
-        try:
-            waits = _answers_json(self) and not _idle(self) and _bodies_whole(self)
-        except AttributeError:  # an aiohttp whose handler is not what this was written for
-            waits = False
-        if not waits:
+        if not _answers_json(self) or _idle(self) or not _bodies_whole(self):
             return original(self)  # None: the transport closes
         self.close()  # after the answer (the first request's, if several came)
         if self._current_request is None and not self._messages:

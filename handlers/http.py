@@ -594,8 +594,7 @@ async def answers_sent_in_time(
                 await response.prepare(request)
                 await response.write_eof()
                 # (closing after it: among others, a connection whose client closed its side)
-                closing = getattr(request.protocol, "_close", False) is True
-                if closing and not await peer_took_answer(request):
+                if request.protocol._close and not await peer_took_answer(request):
                     request[ANSWER_ABORTED] = True
         except TimeoutError:
             request[ANSWER_ABORTED] = True
