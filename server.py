@@ -99,7 +99,6 @@ from handlers import (
 from handlers.body_reads import BodyReads
 from handlers.errors import (
     PARSER_ERRORS_AS_JSON,
-    answer_half_closed_requests,
     answer_parser_errors_as_json,
     errors_as_json,
     refuse_cut_compressed_bodies,
@@ -629,7 +628,6 @@ def create_app(
     app[SETTINGS] = settings
     app[PARSER_ERRORS_AS_JSON] = True
     answer_parser_errors_as_json()
-    answer_half_closed_requests()
     refuse_cut_compressed_bodies()
     fold_accept_failures()
     app[CONFIG] = config or ConfigStore(

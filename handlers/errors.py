@@ -7,7 +7,6 @@ JSON `{"status": "error", "error": ..., "details": [...]}`; no stack trace reach
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import re
@@ -386,51 +385,6 @@ def answer_parser_errors_as_json() -> None:
 
     handle_error._answers_json = True  # type: ignore[attr-defined]
     RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
-
-
-def answer_half_closed_requests() -> None:
-    """A client that shuts its sending side once its request is sent (`printf ... | nc -N`,
-    socat, a script's `shutdown(SHUT_WR)`), and waits for the answer, gets it; the connection
-    closes after it (nothing more can come on it). aiohttp closed the connection at the end of
-    the client's input and still ran the request: `POST /calls/outbound` so sent dialled the
-    number and answered nothing, which the client can only take for a failure and send again
-    (a second call). A client gone altogether closes its side just so: its answer is
-    access-logged `-aborted` still, once its connection resets (`peer_took_answer`). A
-    request whose body had not all come is cut off as before (its body's read fails, nothing
-    is done). Wrapped once per process, for the apps with PARSER_ERRORS_AS_JSON."""
-    original = RequestHandler.eof_received
-    if getattr(original, "_answers_half_closed", False):
-        return
-
-    def eof_received(self: RequestHandler) -> bool | None:
-        if not _answers_json(self) or _idle(self) or not _bodies_whole(self):
-            return original(self)  # None: the transport closes
-        self.close()  # after the answer (the first request's, if several came)
-        if self._current_request is None and not self._messages:
-            # Taken from the queue, its handling not begun: its body is seen once it has.
-            asyncio.get_running_loop().call_soon(_cut_off_unless_whole, self)
-        return True  # the transport stays open for the answer
-
-    eof_received._answers_half_closed = True  # type: ignore[attr-defined]
-    RequestHandler.eof_received = eof_received  # type: ignore[assignment,method-assign]
-
-
-def _idle(handler: RequestHandler) -> bool:
-    """The connection waits for a request (none came since the last answer)."""
-    return handler._waiter is not None and not handler._messages
-
-
-def _bodies_whole(handler: RequestHandler) -> bool:
-    """Every request of the connection not yet answered has its body all here."""
-    payloads = [payload for _, payload in handler._messages]
-    if handler._current_request is not None:
-        payloads.append(handler._current_request.content)
-    return all(payload.is_eof() for payload in payloads)
-
-
-def _cut_off_unless_whole(handler: RequestHandler) -> None:
-    if not _bodies_whole(handler):
-        handler.force_close()
 
 
 # A gzip member with nothing in it: a decoder between members (or not begun) reads it to its

@@ -12,8 +12,6 @@ import contextlib
 import hmac
 import json
 import logging
-import socket
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -593,9 +591,6 @@ async def answers_sent_in_time(
             async with asyncio.timeout(ANSWER_SEND_TIMEOUT_S):
                 await response.prepare(request)
                 await response.write_eof()
-                # (closing after it: among others, a connection whose client closed its side)
-                if request.protocol._close and not await peer_took_answer(request):
-                    request[ANSWER_ABORTED] = True
         except TimeoutError:
             request[ANSWER_ABORTED] = True
             if request.transport is not None:
@@ -603,46 +598,6 @@ async def answers_sent_in_time(
         except ConnectionError:  # the client left: aiohttp's own write of it says so
             request[ANSWER_ABORTED] = True
     return response
-
-
-# How long an answer to a client that closed its sending side may take to be acknowledged
-# (its peer's round trip) before it is taken as received.
-HALF_CLOSED_ACK_WAIT_S = 1.0
-# Linux's tcp_states.h: both sides open; the peer closed its side, this one is open.
-_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8
-# struct tcp_info: tcpi_state is its first byte, tcpi_unacked the u32 at byte 24.
-_TCP_INFO = struct.Struct("=B23xI")
-
-
-async def peer_took_answer(request: web.Request) -> bool:
-    """Whether the client took the answer just written, when the connection is half-closed
-    (handlers/errors.py `answer_half_closed_requests`): a client that only closed its sending
-    side acknowledges it, one gone altogether (a timeout, a killed process: the same FIN on
-    the wire) resets the connection instead. Waited for up to HALF_CLOSED_ACK_WAIT_S; True
-    for a connection the client has not closed, or whose TCP state cannot be read (not
-    Linux)."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if transport is None or sock is None or not hasattr(socket, "TCP_INFO"):
-        return True
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HALF_CLOSED_ACK_WAIT_S
-    while True:
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
-            failed = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            state, unacked = _TCP_INFO.unpack_from(info)
-        except (OSError, struct.error):
-            return True
-        if failed:
-            return False  # reset: the answer went nowhere
-        if state == _TCP_ESTABLISHED:
-            return True  # its client has not closed: as any other answer
-        if state != _TCP_CLOSE_WAIT:
-            return False  # reset, or closed under it
-        if (unacked == 0 and not transport.get_write_buffer_size()) or loop.time() >= deadline:
-            return True
-        await asyncio.sleep(0.005)
 
 
 @web.middleware
