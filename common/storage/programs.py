@@ -1809,12 +1809,16 @@ def _erase_call(
         (call_id, f"%{RECEIVER_SAID}%"),
     )
     for delivery in said:
-        error = delivery["last_error"].split(RECEIVER_SAID, 1)[0]
         yield Query(
             "UPDATE deliveries SET last_error = ? WHERE id = ?",
-            (f"{error} (the receiver's answer: erased)", delivery["id"]),
+            (erased_answer(delivery["last_error"]), delivery["id"]),
         )
     return placed_with
+
+
+def erased_answer(error: str) -> str:
+    """A delivery's `last_error` with the receiver's answer it quotes cut off (an erasure)."""
+    return f"{error.split(RECEIVER_SAID, 1)[0]} (the receiver's answer: erased)"
 
 
 def _config_without_personal_data(config: dict[str, Any]) -> dict[str, Any]:
@@ -1949,6 +1953,17 @@ def record_delivery(
     )
     again = "? = 1 AND round_start <> ?"
     decided_in = (int(renewable), outcome.round_start or 0)
+    if outcome.error is not None and RECEIVER_SAID in outcome.error:
+        # A refusal quoting the receiver's answer (it may echo the event: the name, a turn)
+        # that came back after its call was erased: the erasure cut the quotes it found, not
+        # this one. The call's row is read FOR SHARE: an erasure under way is waited for.
+        erased = yield Query(
+            "SELECT data_erased_at FROM calls WHERE call_id ="  # noqa: S608 - dialect text
+            f" (SELECT call_id FROM deliveries WHERE id = ?){d.for_share}",
+            (delivery_id,),
+        )
+        if erased and erased[0]["data_erased_at"] is not None:
+            outcome = replace(outcome, error=erased_answer(outcome.error))
     rows = yield Query(
         f"UPDATE deliveries SET state = CASE WHEN {again} THEN 'pending' ELSE ? END,"  # noqa: S608 - constant text
         " attempts = attempts + 1, last_status = ?, last_error = ?,"
