@@ -98,6 +98,9 @@ class ReportSpool:
         self._seen: dict[str, tuple[float, float]] = {}
         self._foreign: set[str] = set()  # files of another user's, said once each
         self._unopened: set[str] = set()  # files that could not be opened, said once each
+        # Files with a report that no longer reads, said once each: a file is read again
+        # every pass while its server is away, and each pass said the same ERROR again.
+        self._left_out: set[str] = set()
         self._writer: int | None = None  # the owner this user's files get here (`_writer_uid`)
         # The directory could not be listed (a file, another user's): said once a minute.
         self._repeats = Repeats()
@@ -363,6 +366,7 @@ class ReportSpool:
         self._seen = {name: seen for name, seen in self._seen.items() if name in names}
         self._foreign &= names
         self._unopened &= names
+        self._left_out &= names
         for path in files:
             try:
                 info = path.lstat()
@@ -405,7 +409,9 @@ class ReportSpool:
                     raise TypeError("url and call_id must be strings")
                 if not isinstance(written, list):
                     raise TypeError("reports must be a list")
-                reports = _readable(path, call_id, written)
+                reports = _readable(path, call_id, written, say=path.name not in self._left_out)
+                if len(reports) < len(written):
+                    self._left_out.add(path.name)
             except FileNotFoundError:  # sent and removed by another worker meanwhile
                 continue
             except (
@@ -440,16 +446,21 @@ class ReportSpool:
             yield Spooled(path, url, call_id, reports)
 
 
-def _readable(path: Path, call_id: str, written: list[object]) -> list[AgentReport]:
+def _readable(
+    path: Path, call_id: str, written: list[object], *, say: bool = True
+) -> list[AgentReport]:
     """The reports of a spooled file that still read as reports; each other one is left out
-    with an ERROR naming the call, the report and why. One that no longer read (an upgrade
-    that validates more, a report an earlier release let through) lost the whole file: the
-    call's answer, turns and final report with it, said only as the file's name."""
+    with an ERROR naming the call, the report and why (`say`: the file's first read only).
+    One that no longer read (an upgrade that validates more, a report an earlier release let
+    through) lost the whole file: the call's answer, turns and final report with it, said
+    only as the file's name."""
     reports: list[AgentReport] = []
     for index, raw in enumerate(written):
         try:
             reports.append(AgentReport.model_validate(raw))
         except ValidationError as exc:
+            if not say:
+                continue
             fields = raw if isinstance(raw, dict) else {}
             kind, seq = fields.get("kind"), fields.get("seq")
             what = (

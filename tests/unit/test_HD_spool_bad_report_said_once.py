@@ -1,0 +1,38 @@
+"""A spooled file with one report that no longer reads (5d1bf34) is read again on every pass
+of the spool (every 10 s) while its server is away: each pass logged the same ERROR for the
+same report, and, for a do-not-call request, told the operator again to put the number on
+the list: an hour's outage was 360 ERRORs for one report. Said once per file now; the file's
+other reports are still sent once the server is back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from agent.reporting import RetryPolicy
+from agent.spool import ReportSpool, resend
+from common.contracts import AgentReport
+
+QUICK = RetryPolicy(first_delay_s=0.01, max_delay_s=0.01, attempt_timeout_s=0.5, deadline_s=0.05)
+
+
+async def test_a_bad_report_is_said_once_while_its_server_is_away(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = ReportSpool(tmp_path)
+    url = "http://127.0.0.1:1/agent/reports"  # nobody listens: the server is away
+    answered = AgentReport(call_id="call-7", seq=0, kind="answered", at=1.0).to_json()
+    dnc = json.loads(AgentReport(call_id="call-7", seq=1, kind="do_not_call", at=9.0).to_json())
+    dnc["at"] = float("1e300")
+    assert spool.save(url, "call-7", [answered, json.dumps(dnc).encode()]) is not None
+
+    for _ in range(3):
+        assert await resend(spool, "key", "secret" * 6, retry=QUICK, timeout_s=1.0) == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([e for e in errors if "is not sent, the others are" in e]) == 1, errors
+    assert len([e for e in errors if "asked not to be called again" in e]) == 1, errors
+    (item,) = spool.load()  # still there, its good report kept for the server's return
+    assert [r.seq for r in item.reports] == [0]
