@@ -36,3 +36,18 @@ async def test_a_bad_report_is_said_once_while_its_server_is_away(
     assert len([e for e in errors if "asked not to be called again" in e]) == 1, errors
     (item,) = spool.load()  # still there, its good report kept for the server's return
     assert [r.seq for r in item.reports] == [0]
+
+
+def test_the_bound_a_report_broke_is_said_as_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`at` past 2100-01-01 (MAX_REPORT_AT, a check a release added): the ERROR said
+    `at: Input should be less than or equal to ••••••4800`, the bound masked as if it were a
+    phone number. The report's values are still not shown."""
+    spool = ReportSpool(tmp_path)
+    turn = json.loads(AgentReport(call_id="call-8", seq=0, kind="answered", at=1.0).to_json())
+    turn["at"] = 5_000_000_000.0
+    assert spool.save("http://127.0.0.1:1/r", "call-8", [json.dumps(turn).encode()])
+    assert list(spool.load()) == []
+    assert "(at: Input should be less than or equal to 4102444800)" in caplog.text
+    assert "5000000000" not in caplog.text
