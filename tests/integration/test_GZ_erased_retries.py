@@ -27,6 +27,25 @@ async def ended(client: Client, call_id: str) -> None:
             await asyncio.sleep(0.02)
 
 
+async def erasing_and_placing(
+    start_app: AppFactory,
+    url: str,
+    database: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> tuple[Client, Client]:
+    """(the app erasing, the app placing) with customer webhooks to `url`: one app on
+    SQLite; two on one PostgreSQL database (`database` "postgres")."""
+    more: dict[str, Any] = {}
+    if database == "postgres":
+        more["database_url"] = request.getfixturevalue("postgres_dsn")
+    b = await webhook_app(start_app, url, config_path=tmp_path / "b" / "config.json", **more)
+    if database != "postgres":
+        return b, b
+    a = await webhook_app(start_app, url, config_path=tmp_path / "a" / "config.json", **more)
+    return a, b
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 async def test_retries_and_redeliveries_after_an_erasure_carry_the_erased_call(
     database: str, start_app: AppFactory, request: pytest.FixtureRequest, tmp_path: Path
@@ -44,17 +63,9 @@ async def test_retries_and_redeliveries_after_an_erasure_carry_the_erased_call(
             return web.Response(status=503)
         return web.Response(status=204)
 
-    more: dict[str, Any] = {}
-    if database == "postgres":
-        more["database_url"] = request.getfixturevalue("postgres_dsn")
     async with serving(receive, "/hooks", "POST") as base:
-        url = f"{base}/hooks"
-        b = await webhook_app(start_app, url, config_path=tmp_path / "b" / "config.json", **more)
-        a = b
-        if database == "postgres":  # erased through the other server, which sends too
-            a = await webhook_app(
-                start_app, url, config_path=tmp_path / "a" / "config.json", **more
-            )
+        # On PostgreSQL, erased through the other server, which sends too.
+        a, b = await erasing_and_placing(start_app, f"{base}/hooks", database, request, tmp_path)
         call_id = await place(b, ALICE)
         await wait_until(lambda: any(t == "call.report" for t, _, _ in bodies), timeout=15)
         await ended(b, call_id)

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES, serving
-from tests.integration.test_customer_webhooks import place, wait_until, webhook_app
-from tests.integration.test_GZ_erased_retries import ended
+from tests.integration.test_customer_webhooks import place, wait_until
+from tests.integration.test_GZ_erased_retries import ended, erasing_and_placing
 
 ALICE: dict[str, Any] = {**SEED_EXAMPLES[0], "additional_params": {"account": "ACCT-ALICE-77"}}
 TELLING = (ALICE["name"], "ACCT-ALICE-77")
@@ -43,17 +43,9 @@ async def test_a_refusal_recorded_after_the_erasure_does_not_quote_the_erased_ca
             return web.json_response({"error": "bad field", "input": name}, status=400)
         return web.Response(status=204)
 
-    more: dict[str, Any] = {}
-    if database == "postgres":
-        more["database_url"] = request.getfixturevalue("postgres_dsn")
     async with serving(receive, "/hooks", "POST") as base:
-        url = f"{base}/hooks"
-        b = await webhook_app(start_app, url, config_path=tmp_path / "b" / "config.json", **more)
-        a = b
-        if database == "postgres":  # erased through the other server
-            a = await webhook_app(
-                start_app, url, config_path=tmp_path / "a" / "config.json", **more
-            )
+        # On PostgreSQL, erased through the other server.
+        a, b = await erasing_and_placing(start_app, f"{base}/hooks", database, request, tmp_path)
         call_id = await place(b, ALICE)
         await wait_until(lambda: "call.report" in seen, timeout=15)
         await ended(b, call_id)

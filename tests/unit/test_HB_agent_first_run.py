@@ -15,6 +15,14 @@ import pytest
 
 from tests.unit.test_agent_cli import LIVEKIT_AND_OPENAI, run_agent_here, run_agent_to_livekit
 
+# The providers' settings of a worker that runs (its keys, a model it does not warn of).
+PROVIDER_KEYS = {
+    "OPENAI_API_KEY": "sk-test",
+    "OPENAI_MODEL": "gpt-4.1-mini",
+    "DEEPGRAM_API_KEY": "dg",
+    "CARTESIA_API_KEY": "ca",
+}
+
 SANDBOX_HINT = (
     "Without LIVEKIT_URL, `make run` places calls on its embedded sandbox, which plays the"
     " agent itself: no worker is needed to try calls"
@@ -70,10 +78,7 @@ def test_a_worker_that_runs_still_makes_its_spool_directory(tmp_path: Path) -> N
     proc, handed = run_agent_to_livekit(
         ["console"],
         tmp_path,
-        OPENAI_API_KEY="sk-test",
-        OPENAI_MODEL="gpt-4.1-mini",
-        DEEPGRAM_API_KEY="dg",
-        CARTESIA_API_KEY="ca",
+        **PROVIDER_KEYS,
     )
 
     assert proc.returncode == 0, proc.stderr
@@ -86,10 +91,7 @@ def test_a_worker_that_runs_still_warns_of_an_unusable_spool_directory(tmp_path:
     proc, _handed = run_agent_to_livekit(
         ["console"],
         tmp_path,
-        OPENAI_API_KEY="sk-test",
-        OPENAI_MODEL="gpt-4.1-mini",
-        DEEPGRAM_API_KEY="dg",
-        CARTESIA_API_KEY="ca",
+        **PROVIDER_KEYS,
         AGENT_REPORT_SPOOL_DIR=str(tmp_path / "a-file"),
     )
 
