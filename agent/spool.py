@@ -480,6 +480,14 @@ def _readable(
             )
             if kind == "do_not_call":
                 say_dnc_lost(call_id, "its spooled report no longer reads as a report")
+            elif kind == "final":
+                # What GET /calls/{id} will show for it: what to look for, at 3 a.m.
+                logger.error(
+                    "report spool: call %s: its final report lost, the call's report_status"
+                    " stays pending, then reads unavailable 10 minutes after its end (its"
+                    " summary, verdicts and usage not kept)",
+                    call_id,
+                )
     return reports
 
 

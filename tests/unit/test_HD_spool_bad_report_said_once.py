@@ -14,7 +14,7 @@ import pytest
 
 from agent.reporting import RetryPolicy
 from agent.spool import ReportSpool, resend
-from common.contracts import AgentReport
+from common.contracts import AgentReport, CallReport
 
 QUICK = RetryPolicy(first_delay_s=0.01, max_delay_s=0.01, attempt_timeout_s=0.5, deadline_s=0.05)
 
@@ -51,3 +51,23 @@ def test_the_bound_a_report_broke_is_said_as_it_is(
     assert list(spool.load()) == []
     assert "(at: Input should be less than or equal to 4102444800)" in caplog.text
     assert "5000000000" not in caplog.text
+
+
+def test_a_lost_final_report_says_what_the_call_will_show(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The final report the one that no longer reads: the ERROR said only that it was not
+    sent; it says the call's report_status stays pending, then reads unavailable."""
+    spool = ReportSpool(tmp_path)
+    answered = AgentReport(call_id="call-9", seq=0, kind="answered", at=1.0).to_json()
+    report = CallReport(summary="The callee agreed.")
+    final = json.loads(
+        AgentReport(call_id="call-9", seq=1, kind="final", at=9.0, final=report).to_json()
+    )
+    final["at"] = 5_000_000_000.0
+    assert spool.save("http://127.0.0.1:1/r", "call-9", [answered, json.dumps(final).encode()])
+    (item,) = spool.load()
+    assert [r.seq for r in item.reports] == [0]
+    assert "call call-9: its final report lost, the call's report_status stays pending" in (
+        caplog.text
+    )
