@@ -300,17 +300,21 @@ class OutboundCaller(Agent):
         """End the call, first recording `outcome` on its room if given (its failure logged:
         the hang-up matters more)."""
         if outcome is not None:
-            try:
-                await self._control.set_outcome(outcome)
-            except Exception:
-                logger.exception(
-                    "call %s: could not record the outcome %s", self._plan.call_id, outcome
-                )
+            await self._record_outcome(outcome)
         try:
             await self._control.hang_up()
         except Exception:
             # Nothing left to tell the callee; the room's empty timeout ends the call anyway.
             logger.exception("call %s: hang-up failed", self._plan.call_id)
+
+    async def _record_outcome(self, outcome: str) -> None:
+        """Record `outcome` on the call's room; a failure is logged (the call goes on)."""
+        try:
+            await self._control.set_outcome(outcome)
+        except Exception:
+            logger.exception(
+                "call %s: could not record the outcome %s", self._plan.call_id, outcome
+            )
 
     def _hang_up_after(self, speech: SpeechHandle) -> None:
         """Hang up once `speech` is over: the tool's reply (the goodbye) is part of it."""
@@ -390,12 +394,7 @@ class OutboundCaller(Agent):
                 # (end_call, add_to_do_not_call, this tool): a person asked, no machine.
                 logger.info("call %s: answering machine detected as it ends", self._plan.call_id)
                 self._reached_machine = True
-                try:
-                    await self._control.set_outcome(OUTCOME_VOICEMAIL)
-                except Exception:
-                    logger.exception(
-                        "call %s: could not record the voicemail outcome", self._plan.call_id
-                    )
+                await self._record_outcome(OUTCOME_VOICEMAIL)
                 return None
             # Called with add_to_do_not_call in one reply, or twice: the call is ending. Taken,
             # it recorded `voicemail` on a call a do-not-call request was ending, read the
@@ -426,10 +425,7 @@ class OutboundCaller(Agent):
         # tool called with it in one reply (end_call, add_to_do_not_call) runs while that
         # request is on its way, and its hang-up is not taken (hung up after the message).
         self._hangup_scheduled = True
-        try:
-            await self._control.set_outcome(OUTCOME_VOICEMAIL)
-        except Exception:
-            logger.exception("call %s: could not record the voicemail outcome", self._plan.call_id)
+        await self._record_outcome(OUTCOME_VOICEMAIL)
         if self._asked_not_to_call:
             # add_to_do_not_call after this tool in the same reply, run meanwhile: as when it
             # comes first, the person who asked not to be called is not read the voicemail
