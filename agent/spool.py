@@ -395,9 +395,7 @@ class ReportSpool:
                     continue
                 try:
                     data = self._read(path)
-                except FileNotFoundError:  # sent and removed by another worker meanwhile
-                    continue
-                except OSError as exc:
+                except OSError as exc:  # gone meanwhile: the FileNotFoundError below
                     if self._not_opened(path, exc):
                         continue
                     raise
