@@ -54,6 +54,7 @@ from common.campaigns.service import (
 from common.config_store.store import SQLITE_HEADER, ConfigStore
 from common.contracts import REPORTS_PATH
 from common.host_header import is_loopback_host
+from common.http_body import read_capped
 from common.livekit.client import (
     REQUEST_TIMEOUT_S,
     LiveKitError,
@@ -390,14 +391,11 @@ async def report_url_refusal(url: str, session: aiohttp.ClientSession) -> tuple[
             status = response.status
             location = response.headers.get("Location", "")
             allow = response.headers.get("Allow", "")
-            # read(n) gives what has come so far: an answer in pieces (a proxy passing on
-            # what it gets as it comes, a gzip stream) was cut at its first, read as no JSON,
-            # and a calls server behind it said to be none.
-            body = b""
-            while len(body) < REPORT_URL_MAX_BYTES and (
-                piece := await response.content.read(REPORT_URL_MAX_BYTES - len(body))
-            ):
-                body += piece
+            # To its end or REPORT_URL_MAX_BYTES, piece by piece: one read(n) gives what has
+            # come so far, and an answer in pieces (a proxy passing on what it gets as it
+            # comes) was cut at its first, read as no JSON, and a calls server behind it said
+            # to be none.
+            body = await read_capped(response, REPORT_URL_MAX_BYTES)
             try:
                 doc = json.loads(body)
             except (ValueError, RecursionError):
