@@ -8,7 +8,6 @@ call, and of campaign.completed as the campaign's end."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from typing import Any
@@ -16,12 +15,9 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from handlers.keys import EVENTS, WEBHOOKS
-from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import serving, wait_for
-
-SECRET = "whsec_" + base64.b64encode(b"campaign-events-order-secret-0123").decode()
+from tests.integration.test_customer_webhooks import SECRET, settle, webhook_app
 
 
 async def test_campaign_completed_is_not_held_behind_its_calls_retried_events(
@@ -41,13 +37,11 @@ async def test_campaign_completed_is_not_held_behind_its_calls_retried_events(
 
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(serving(receive))
-        client = await start_app(
-            calls_webhook_url=url + "/hooks",
-            calls_webhook_secret=SECRET,
-            calls_webhook_allow_private=True,
+        client = await webhook_app(
+            start_app,
+            url + "/hooks",
             calls_webhook_retry_schedule=(0.0, 1.0),
             campaign_enforce_calling_hours=False,
-            sandbox_time_scale=0.02,
         )
         resp = await client.post(
             "/campaigns",
@@ -59,9 +53,7 @@ async def test_campaign_completed_is_not_held_behind_its_calls_retried_events(
             return [kind for kind, _ in got].count("call.ended") == 1
 
         await wait_for(all_in, timeout=20)
-        await client.app[SANDBOX].wait_idle(10)
-        await client.app[EVENTS].wait_idle(10)
-        await client.app[WEBHOOKS].wait_idle(10)
+        await settle(client)
 
     kinds = [kind for kind, _ in got]
     assert kinds.index("campaign.started") < kinds.index("campaign.completed"), got
@@ -85,12 +77,8 @@ async def test_campaign_canceled_is_its_last_event_its_live_calls_going_on(
 
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(serving(receive))
-        client = await start_app(
-            calls_webhook_url=url + "/hooks",
-            calls_webhook_secret=SECRET,
-            calls_webhook_allow_private=True,
-            campaign_enforce_calling_hours=False,
-            sandbox_time_scale=0.1,
+        client = await webhook_app(
+            start_app, url + "/hooks", campaign_enforce_calling_hours=False, sandbox_time_scale=0.1
         )
         resp = await client.post(  # answered, then 30 s (3, scaled) on the line
             "/campaigns",
@@ -110,9 +98,7 @@ async def test_campaign_canceled_is_its_last_event_its_live_calls_going_on(
             return "call.ended" in [kind for kind, _ in got]
 
         await wait_for(ended, timeout=20)
-        await client.app[SANDBOX].wait_idle(10)
-        await client.app[EVENTS].wait_idle(10)
-        await client.app[WEBHOOKS].wait_idle(10)
+        await settle(client)
         shown = (await (await client.get(f"/campaigns/{campaign_id}")).json())["campaign"]
 
     kinds = [kind for kind, _ in got]

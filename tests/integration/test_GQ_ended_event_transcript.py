@@ -11,7 +11,6 @@ with none and nothing after it, had no word of the conversation.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from typing import Any
@@ -19,12 +18,9 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from handlers.keys import EVENTS, WEBHOOKS
-from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import serving, wait_for
-
-SECRET = "whsec_" + base64.b64encode(b"ended-event-transcript-secret-0123").decode()
+from tests.integration.test_customer_webhooks import SECRET, settle, webhook_app
 
 
 async def test_call_ended_carries_the_turns_reported_before_it(
@@ -39,11 +35,8 @@ async def test_call_ended_carries_the_turns_reported_before_it(
 
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(serving(receive))
-        client = await start_app_on_each_database(
-            calls_webhook_url=url + "/hooks",
-            calls_webhook_secret=SECRET,
-            calls_webhook_allow_private=True,
-            sandbox_time_scale=0.05,
+        client = await webhook_app(
+            start_app_on_each_database, url + "/hooks", sandbox_time_scale=0.05
         )
         # Answered; its agent's process dies mid-call: its turns so far, no final report.
         resp = await client.post("/calls/outbound", json={"phone_number": "+14155550666"})
@@ -54,9 +47,7 @@ async def test_call_ended_carries_the_turns_reported_before_it(
             return any(event["type"] == "call.ended" for event in got)
 
         await wait_for(ended, timeout=20)
-        await client.app[SANDBOX].wait_idle(10)
-        await client.app[EVENTS].wait_idle(10)
-        await client.app[WEBHOOKS].wait_idle(10)
+        await settle(client)
         shown = await (await client.get(f"/calls/{call_id}")).json()
 
     assert shown["report_status"] == "pending", shown  # no final report: no call.report
