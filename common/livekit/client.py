@@ -341,6 +341,13 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             # it may have been carried out. Read as a refusal, a dial's key was freed and its
             # client's retry rang the person a second time.
             return LiveKitTimeout(reason, maybe_done=True, kind=kind)
+        if exc.status == 429 or exc.code == "resource_exhausted":
+            # LiveKit (or a gateway before it) over a limit of its own: it did nothing, and
+            # later it will. Read as a refusal (502, no Retry-After), it told the client the
+            # call could not be placed, as a trunk LiveKit does not have does.
+            return LiveKitUnavailable(
+                f"{reason} (LiveKit is over a limit: try again later)", kind=kind
+            )
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
         return cls(reason, kind=kind)
     if isinstance(exc, AnswerRefused):
