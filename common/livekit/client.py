@@ -348,6 +348,16 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             return LiveKitUnavailable(
                 f"{reason} (LiveKit is over a limit: try again later)", kind=kind
             )
+        if exc.status == 502:
+            # No LiveKit route answers 502 (Twirp maps no error to it): a gateway before
+            # LiveKit passed the request on and got no valid answer back (LiveKit stopped or
+            # reset the connection while carrying it out). A dial may have been made: read
+            # as unavailable (503 Retry-After, the key freed), the retry rang a second time.
+            return LiveKitUnavailable(
+                f"{reason} (a gateway before LiveKit: it may have carried the request out)",
+                kind=kind,
+                maybe_done=True,
+            )
         cls: type[LiveKitError] = LiveKitUnavailable if exc.status >= 500 else LiveKitRefused
         return cls(reason, kind=kind)
     if isinstance(exc, AnswerRefused):
