@@ -485,7 +485,10 @@ async def _about_room(request: Awaitable[T], action: str) -> T | None:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
             return await request
     except api.ServerError as exc:
-        if exc.code == "not_found" or exc.status == 404:
+        # LiveKit's own word only: a 404 of another code (a proxy's page, Twirp's bad_route)
+        # is no LiveKit API at that address, which has not looked for the room. Read as the
+        # room gone, a hang-up was answered 200 `canceled` while the call went on.
+        if exc.code == api.TwirpErrorCode.NOT_FOUND:
             return None
         raise _translate(exc, action) from exc
     except FAILURES as exc:
