@@ -403,6 +403,16 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         return LiveKitUnavailable(
             f"{action}: LiveKit closed the connection without an answer{why}", maybe_done=True
         )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        # LiveKit answered (its status and headers came), and the rest of its answer did not:
+        # the connection closed mid-answer (or its encoding broke). "LiveKit unreachable
+        # (ClientPayloadError)" sent its operator to check a network that had carried the
+        # request, and the answer's start.
+        return LiveKitUnavailable(
+            f"{action}: LiveKit's answer broke off before its end (the connection closed"
+            " mid-answer): the request may have been carried out",
+            maybe_done=True,
+        )
     if isinstance(exc, aiohttp.ClientConnectorError) and out_of_descriptors(exc):
         # No connection opened: "LiveKit unreachable" sent its operator to check LiveKit.
         return LiveKitUnavailable(
