@@ -148,7 +148,13 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     # not said of a dial that may have rung (the connection lost once LiveKit had it).
     (
         LiveKitUnavailable,
-        lambda e: Answer(503, str(e), [], None if e.may_have_rung else _retry(RETRY_S), _rung(e)),
+        lambda e: Answer(
+            503,
+            str(e),
+            [],
+            None if e.may_have_rung else _retry(e.retry_after_s or RETRY_S),
+            _rung(e),
+        ),
     ),
     (LiveKitError, lambda e: Answer(e.http_status, str(e), [], None, _rung(e))),
 ]

@@ -82,6 +82,9 @@ class LiveKitError(Exception):
         # (a timeout, a dropped connection): for a dial, the phone may be ringing.
         self.maybe_done = maybe_done
         self.goal = "place the call"  # what LiveKit did not do, as a client is told
+        # The seconds LiveKit (or a gateway before it) asked to wait, its 429's or 503's
+        # Retry-After: what our 503 asks of its client in turn. None: it asked nothing.
+        self.retry_after_s: int | None = None
         self.call_id: str | None = None  # the call it was about, once the service knows it
 
     def __str__(self) -> str:
@@ -169,6 +172,33 @@ def twirp_error_object(body: object) -> dict[str, Any]:
     return error
 
 
+# The longest wait of LiveKit's Retry-After passed on (a value of hours is read as this).
+MAX_RETRY_AFTER_S = 600
+# The Retry-After of the answer to the request under way in this task, in whole seconds (set
+# by the session's middleware, read as its error is translated); None: none, or not 429/503.
+_ASKED_WAIT: ContextVar[int | None] = ContextVar("livekit_asked_wait", default=None)
+
+
+def asked_wait_s(status: int, retry_after: str | None) -> int | None:
+    """The whole seconds a 429 or 503 answer's `Retry-After` asks (pure), up to
+    MAX_RETRY_AFTER_S; None if it asks nothing read here (an HTTP date, a bad value)."""
+    if status not in (429, 503) or retry_after is None:
+        return None
+    value = retry_after.strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return max(1, min(int(value[:6]), MAX_RETRY_AFTER_S))
+
+
+async def _wait_asked(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    _ASKED_WAIT.set(None)  # this request's own, not an earlier one's in the same task
+    response = await handler(request)
+    _ASKED_WAIT.set(asked_wait_s(response.status, response.headers.get("Retry-After")))
+    return response
+
+
 async def _no_redirects(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
@@ -244,7 +274,7 @@ def create_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         response_class=_CarefulResponse,
-        middlewares=(_drops_told_apart, _no_redirects),
+        middlewares=(_drops_told_apart, _wait_asked, _no_redirects),
         trace_configs=[trace],
     )
 
@@ -309,6 +339,10 @@ FAILURES = (TimeoutError, api.ServerError, aiohttp.ClientError, DecodeError)
 def _translate(exc: BaseException, action: str) -> LiveKitError:
     error = _translated(exc, action)
     error.goal = _GOALS[action]
+    if isinstance(exc, api.ServerError) and exc.status in (429, 503):
+        # LiveKit's wait, passed on: a LiveKit in maintenance answering 503 Retry-After: 120
+        # had its clients told to try again in 2 s, each try a call recorded and refused.
+        error.retry_after_s = _ASKED_WAIT.get()
     return error
 
 
