@@ -365,8 +365,17 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             message += (
                 " (no LiveKit API at this address: check LIVEKIT_URL, LiveKit's own URL such"
                 " as wss://<project>.livekit.cloud, with a path only if a proxy serves"
-                " LiveKit under one)"
+                " LiveKit under one"
             )
+            # A self-hosted LiveKit from before agent dispatch serves the rest of its API
+            # (the readiness probe passed, /readyz ready) and answers this one 404: "check
+            # LIVEKIT_URL" alone sent its operator to a URL that was right.
+            if action == "agent dispatch":
+                message += (
+                    "; if LiveKit answers its other requests there, it is a LiveKit server"
+                    " without agent dispatch, too old for this service: upgrade it"
+                )
+            message += ")"
         kind = f"{action}: LiveKit answered {exc.status}"
         reason = f"{action}: LiveKit answered {exc.status} {message}"
         if exc.code == "deadline_exceeded" or exc.status == 504:
