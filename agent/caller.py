@@ -41,7 +41,7 @@ from livekit.agents.voice import SpeechHandle
 from agent.apology import apology_for
 from agent.plan import SessionPlan, answer_action
 from common.config_store.model import LANGUAGES
-from common.contracts import OUTCOME_CALLEE_SILENT, OUTCOME_VOICEMAIL
+from common.contracts import OUTCOME_CALLEE_SILENT, OUTCOME_NONE, OUTCOME_VOICEMAIL
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class OutboundCaller(Agent):
         self._reached_machine = False  # the LLM found a voicemail box (its tool)
         self._context_cut_logged = False
         self._asked_not_to_call = False  # the callee asked not to be called (its tool)
+        # The voicemail tool's outcome is on the room, no do-not-call request seen by then.
+        self._machine_recorded = False
         self._ended_by_end_call = False  # the call's end claimed by the LLM's end_call
 
     @property
@@ -316,6 +318,30 @@ class OutboundCaller(Agent):
                 "call %s: could not record the outcome %s", self._plan.call_id, outcome
             )
 
+    async def _found_machine(self) -> bool:
+        """Record the call `voicemail` (the LLM's voicemail tool); whether that stands. A
+        do-not-call request in the same reply, run while the outcome went to LiveKit, takes
+        it back (`_withdraw_machine`): left, the call of the person who had just asked not to
+        be called settled `voicemail` ("answering machine"), its analysis skipped, and a
+        campaign retrying voicemail took it for a machine."""
+        self._reached_machine = True
+        await self._record_outcome(OUTCOME_VOICEMAIL)
+        if self._asked_not_to_call:
+            await self._withdraw_machine()
+            return False
+        self._machine_recorded = True  # a do-not-call request from now on takes it back
+        return True
+
+    async def _withdraw_machine(self) -> None:
+        """Take back the `voicemail` outcome the voicemail tool recorded: a person asked not
+        to be called, no machine. The call settles as an answered one does."""
+        logger.info(
+            "call %s: the callee asked not to be called; the voicemail outcome is withdrawn",
+            self._plan.call_id,
+        )
+        self._reached_machine = self._machine_recorded = False
+        await self._record_outcome(OUTCOME_NONE)
+
     def _hang_up_after(self, speech: SpeechHandle) -> None:
         """Hang up once `speech` is over: the tool's reply (the goodbye) is part of it."""
         if self._hangup_scheduled:
@@ -364,6 +390,8 @@ class OutboundCaller(Agent):
         self._asked_not_to_call = True
         self._control.do_not_call()
         self._hang_up_after(ctx.speech_handle)
+        if self._machine_recorded:  # the voicemail tool's, done before this request came
+            await self._withdraw_machine()
         return (
             f"The number is on the do-not-call list now. Tell {self._plan.callee_as_data} in "
             f"{LANGUAGES[self._plan.language]} that they will not be called again, apologise "
@@ -393,8 +421,7 @@ class OutboundCaller(Agent):
                 # conversation `completed` with no reason. Not after a do-not-call request
                 # (end_call, add_to_do_not_call, this tool): a person asked, no machine.
                 logger.info("call %s: answering machine detected as it ends", self._plan.call_id)
-                self._reached_machine = True
-                await self._record_outcome(OUTCOME_VOICEMAIL)
+                await self._found_machine()
                 return None
             # Called with add_to_do_not_call in one reply, or twice: the call is ending. Taken,
             # it recorded `voicemail` on a call a do-not-call request was ending, read the
@@ -420,13 +447,11 @@ class OutboundCaller(Agent):
                 f" {LANGUAGES[self._plan.language]}."
             )
         logger.info("call %s: answering machine detected", self._plan.call_id)
-        self._reached_machine = True
         # The call's end is this tool's from here, before the outcome's request to LiveKit: a
         # tool called with it in one reply (end_call, add_to_do_not_call) runs while that
         # request is on its way, and its hang-up is not taken (hung up after the message).
         self._hangup_scheduled = True
-        await self._record_outcome(OUTCOME_VOICEMAIL)
-        if self._asked_not_to_call:
+        if not await self._found_machine():
             # add_to_do_not_call after this tool in the same reply, run meanwhile: as when it
             # comes first, the person who asked not to be called is not read the voicemail
             # message; the line closes after its reply (the apology and goodbye).
@@ -435,7 +460,6 @@ class OutboundCaller(Agent):
                 " machine; the voicemail message is not left",
                 self._plan.call_id,
             )
-            self._reached_machine = False
             self._hang_up_once_said(ctx.speech_handle)
             return None
         # The call's voicemail policy, as for the detector's verdict (agent.answer): its own

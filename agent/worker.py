@@ -233,7 +233,7 @@ class JobCallControl:
 
     async def set_outcome(self, outcome: str) -> None:
         if self._end is not None:  # decided, even if LiveKit does not take it now
-            self._end.outcome = outcome
+            self._end.outcome = outcome or None  # OUTCOME_NONE: none decided (taken back)
         await record_outcome(self._ctx, self._room_name, outcome)
 
     async def hang_up(self) -> None:

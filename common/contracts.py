@@ -60,6 +60,9 @@ OUTCOME_FAILED: Final = "failed"
 # silent on): the call settles `completed`, its reason saying so (a conversation that ended
 # well has none), so that a call nobody spoke on can be told apart and called again.
 OUTCOME_CALLEE_SILENT: Final = "callee_silent"
+# No outcome: recorded by an agent taking back one it recorded (`voicemail`, when the callee
+# turned out a person asking not to be called), the call settles as any answered call does.
+OUTCOME_NONE: Final = ""
 MAX_OUTCOME_REASON_CHARS: Final = 200
 
 
