@@ -90,16 +90,26 @@ try:
         pid = int(lock.readline())
 except (OSError, ValueError):
     pid = None
-if pid is not None:
+def ours(pid):
+    # The cluster's postmaster still (its command line names the data directory), not a
+    # process given its pid since: a lock left by a postmaster killed earlier (kill()), or
+    # by one pg_ctl just stopped, names a pid the system may have handed to another process.
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return data.encode() in cmdline.read().split(b"\\0")
+    except OSError:
+        return False
+if pid is not None and ours(pid):
     stop = [*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "10", "stop"]
     try:
         subprocess.run(stop, capture_output=True, timeout=20)
     except subprocess.TimeoutExpired:
         pass
-    try:
-        os.kill(pid, signal.SIGKILL)  # a postmaster pg_ctl could not stop (one frozen)
-    except OSError:
-        pass
+    if ours(pid):  # a postmaster pg_ctl could not stop (one frozen)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 shutil.rmtree(root, ignore_errors=True)
 """
 _T = TypeVar("_T")
