@@ -118,8 +118,9 @@ class OutboundCaller(Agent):
         self._reached_machine = False  # the LLM found a voicemail box (its tool)
         self._context_cut_logged = False
         self._asked_not_to_call = False  # the callee asked not to be called (its tool)
-        # The voicemail tool's outcome is on the room, no do-not-call request seen by then.
-        self._machine_recorded = False
+        # The LLM reply whose voicemail tool put its outcome on the room, no do-not-call
+        # request seen by then: one in that reply takes it back.
+        self._machine_reply: SpeechHandle | None = None
         self._ended_by_end_call = False  # the call's end claimed by the LLM's end_call
 
     @property
@@ -318,18 +319,18 @@ class OutboundCaller(Agent):
                 "call %s: could not record the outcome %s", self._plan.call_id, outcome
             )
 
-    async def _found_machine(self) -> bool:
-        """Record the call `voicemail` (the LLM's voicemail tool); whether that stands. A
-        do-not-call request in the same reply, run while the outcome went to LiveKit, takes
-        it back (`_withdraw_machine`): left, the call of the person who had just asked not to
-        be called settled `voicemail` ("answering machine"), its analysis skipped, and a
-        campaign retrying voicemail took it for a machine."""
+    async def _found_machine(self, reply: SpeechHandle) -> bool:
+        """Record the call `voicemail` (the LLM's voicemail tool in `reply`); whether that
+        stands. A do-not-call request in the same reply, run while the outcome went to
+        LiveKit or after, takes it back (`_withdraw_machine`): left, the call of the person
+        who had just asked not to be called settled `voicemail` ("answering machine"), its
+        analysis skipped, and a campaign retrying voicemail took it for a machine."""
         self._reached_machine = True
         await self._record_outcome(OUTCOME_VOICEMAIL)
         if self._asked_not_to_call:
             await self._withdraw_machine()
             return False
-        self._machine_recorded = True  # a do-not-call request from now on takes it back
+        self._machine_reply = reply  # a do-not-call request in it from now on takes it back
         return True
 
     async def _withdraw_machine(self) -> None:
@@ -339,7 +340,8 @@ class OutboundCaller(Agent):
             "call %s: the callee asked not to be called; the voicemail outcome is withdrawn",
             self._plan.call_id,
         )
-        self._reached_machine = self._machine_recorded = False
+        self._reached_machine = False
+        self._machine_reply = None
         await self._record_outcome(OUTCOME_NONE)
 
     def _hang_up_after(self, speech: SpeechHandle) -> None:
@@ -390,7 +392,7 @@ class OutboundCaller(Agent):
         self._asked_not_to_call = True
         self._control.do_not_call()
         self._hang_up_after(ctx.speech_handle)
-        if self._machine_recorded:  # the voicemail tool's, done before this request came
+        if ctx.speech_handle is self._machine_reply:  # its voicemail tool's, run before it
             await self._withdraw_machine()
         return (
             f"The number is on the do-not-call list now. Tell {self._plan.callee_as_data} in "
@@ -421,7 +423,7 @@ class OutboundCaller(Agent):
                 # conversation `completed` with no reason. Not after a do-not-call request
                 # (end_call, add_to_do_not_call, this tool): a person asked, no machine.
                 logger.info("call %s: answering machine detected as it ends", self._plan.call_id)
-                await self._found_machine()
+                await self._found_machine(ctx.speech_handle)
                 return None
             # Called with add_to_do_not_call in one reply, or twice: the call is ending. Taken,
             # it recorded `voicemail` on a call a do-not-call request was ending, read the
@@ -451,7 +453,7 @@ class OutboundCaller(Agent):
         # tool called with it in one reply (end_call, add_to_do_not_call) runs while that
         # request is on its way, and its hang-up is not taken (hung up after the message).
         self._hangup_scheduled = True
-        if not await self._found_machine():
+        if not await self._found_machine(ctx.speech_handle):
             # add_to_do_not_call after this tool in the same reply, run meanwhile: as when it
             # comes first, the person who asked not to be called is not read the voicemail
             # message; the line closes after its reply (the apology and goodbye).
