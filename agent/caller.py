@@ -316,7 +316,9 @@ class OutboundCaller(Agent):
             await self._control.set_outcome(outcome)
         except Exception:
             logger.exception(
-                "call %s: could not record the outcome %s", self._plan.call_id, outcome
+                "call %s: could not record the outcome %s",
+                self._plan.call_id,
+                outcome or "none (the voicemail taken back)",
             )
 
     async def _found_machine(self, reply: SpeechHandle) -> bool:

@@ -97,6 +97,35 @@ async def test_a_do_not_call_request_after_the_outcome_was_recorded_takes_it_bac
     assert not agent.reached_machine
 
 
+class TakingBackFails(LiveKitPaced):
+    async def set_outcome(self, outcome: str) -> None:
+        await super().set_outcome(outcome)
+        if outcome == OUTCOME_NONE:
+            raise ConnectionError("LiveKit is away")
+
+
+async def test_a_taking_back_that_fails_says_which_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its ERROR named a blank outcome ('could not record the outcome ')."""
+    control = TakingBackFails()
+    llm = ScriptedLLM(
+        {
+            HEARD: ("", calls("detected_answering_machine", "add_to_do_not_call")),
+            "tool:add_to_do_not_call": (GOODBYE, []),
+        }
+    )
+    agent = build_agent(alice_plan(), control)
+
+    await said_until_hung_up(agent, llm, HEARD)
+
+    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    assert said == [
+        f"call {agent.plan.call_id}: could not record the outcome none (the voicemail taken back)"
+    ]
+    assert control.actions[-1] == ("hang_up",)
+
+
 async def test_the_voicemail_tool_alone_still_records_voicemail() -> None:
     control = LiveKitPaced()
     greeting = "Leave a message after the tone."
