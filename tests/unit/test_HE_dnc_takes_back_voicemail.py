@@ -55,9 +55,12 @@ def last_outcome(control: FakeCallControl) -> str | None:
     return outcomes[-1] if outcomes else None
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.05], ids=["at once", "LiveKit's pace"])
 @pytest.mark.parametrize("order", list(itertools.permutations(TOOLS)), ids="-".join)
-async def test_a_do_not_call_request_leaves_no_voicemail_outcome(order: tuple[str, ...]) -> None:
-    control = LiveKitPaced()
+async def test_a_do_not_call_request_leaves_no_voicemail_outcome(
+    order: tuple[str, ...], delay_s: float
+) -> None:
+    control = LiveKitPaced(delay_s)
     llm = ScriptedLLM(
         {
             HEARD: ("", calls(*order)),
