@@ -121,6 +121,8 @@ class OutboundCaller(Agent):
         # The LLM reply whose voicemail tool put its outcome on the room, no do-not-call
         # request seen by then: one in that reply takes it back.
         self._machine_reply: SpeechHandle | None = None
+        self._machine_message: SpeechHandle | None = None  # the voicemail message it left
+        self._hang_up_on: SpeechHandle | None = None  # the speech the hang-up waits for
         self._ended_by_end_call = False  # the call's end claimed by the LLM's end_call
 
     @property
@@ -354,9 +356,13 @@ class OutboundCaller(Agent):
         self._hang_up_once_said(speech)
 
     def _hang_up_once_said(self, speech: SpeechHandle) -> None:
-        """The hang-up after `speech`, the call's end already claimed (`_hangup_scheduled`)."""
+        """The hang-up after `speech`, the call's end already claimed (`_hangup_scheduled`);
+        instead of after the speech it was waiting for, if any."""
+        self._hang_up_on = speech
 
         def _on_done(_: SpeechHandle) -> None:
+            if self._hang_up_on is not speech:  # to follow another speech since
+                return
             # The goodbye's LLM request failed and the apology is on its way (it ends with
             # a goodbye): hung up at once, the callee heard "Sorry, we—" and the line drop.
             if self._apology is not None and not self._apology.done():
@@ -395,6 +401,12 @@ class OutboundCaller(Agent):
         self._control.do_not_call()
         self._hang_up_after(ctx.speech_handle)
         if ctx.speech_handle is self._machine_reply:  # its voicemail tool's, run before it
+            message, self._machine_message = self._machine_message, None
+            if message is not None and not message.done():
+                # Begun (or queued) before this request ran: not read on to the person who
+                # asked not to be called; the line closes after this reply instead.
+                self._hang_up_once_said(ctx.speech_handle)
+                message.interrupt(force=True)
             await self._withdraw_machine()
         return (
             f"The number is on the do-not-call list now. Tell {self._plan.callee_as_data} in "
@@ -472,7 +484,8 @@ class OutboundCaller(Agent):
         voicemail = self._plan.voicemail
         if answer_action("machine-vm", voicemail) == "leave_message" and voicemail.message:
             logger.info("call %s: leaving the voicemail message", self._plan.call_id)
-            self._hang_up_once_said(self.session.say(voicemail.message, allow_interruptions=False))
+            self._machine_message = self.session.say(voicemail.message, allow_interruptions=False)
+            self._hang_up_once_said(self._machine_message)
         else:
             self._hang_up_once_said(ctx.speech_handle)
         return None

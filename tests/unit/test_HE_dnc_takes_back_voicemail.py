@@ -81,7 +81,8 @@ async def test_a_do_not_call_request_leaves_no_voicemail_outcome(
 
 async def test_a_do_not_call_request_after_the_outcome_was_recorded_takes_it_back() -> None:
     """The voicemail tool's outcome already on the room when the request runs (its reply's
-    second tool call streamed later than LiveKit answered): taken back all the same."""
+    second tool call streamed later than LiveKit answered): taken back all the same, and the
+    voicemail message it began is stopped."""
     options = CallOptions(voicemail=VoicemailPolicy(action="leave_message", message=MESSAGE))
     plan = dataclasses.replace(alice_plan(), voicemail=options.voicemail)
     control = FakeCallControl()  # recorded at once: before add_to_do_not_call runs
@@ -93,11 +94,17 @@ async def test_a_do_not_call_request_after_the_outcome_was_recorded_takes_it_bac
     )
     agent = build_agent(plan, control)
 
-    await said_until_hung_up(agent, llm, HEARD, linger_s=0.2)
+    messages = await said_until_hung_up(agent, llm, HEARD, linger_s=0.2)
 
     assert ("do_not_call",) in control.actions
     assert last_outcome(control) == OUTCOME_NONE, control.actions
     assert not agent.reached_machine
+    # The message, begun before the request ran, is not read on to the person who asked;
+    # the line closes after the request's reply (it was read whole, then the goodbye).
+    assert MESSAGE not in messages
+    assert messages[-1] == GOODBYE
+    assert control.actions.count(("hang_up",)) == 1
+    assert control.actions[-1] == ("hang_up",)
 
 
 class TakingBackFails(LiveKitPaced):
