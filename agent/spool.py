@@ -67,9 +67,23 @@ _SHORT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM
 _SPOOLED: Final = re.compile(rf"{_NAME}\.json")
 _LEFT_HALF_WRITTEN: Final = re.compile(rf"\.(?:{_NAME}|probe-[0-9]+)\.tmp")
 _SET_ASIDE: Final = re.compile(rf"{_NAME}\.json\.bad")
+# The largest file a job writes (then some): each report it sends, a turn report for each of
+# the transcript's MAX_TURNS turns (MAX_TURN_CHARS characters each, 48 KB as JSON at worst,
+# every one a control character written `\u0001`: 96 MB for 2,000), and a few others of
+# MAX_REPORT_BYTES at most. A larger file is none a job wrote (a disk fault, a file of GBs):
+# read whole, a 1 GB one took the worker to 4.1 GB of memory and held its loop for 20 s,
+# its calls' with it, before it was found unreadable (and read whole again).
+MAX_FILE_BYTES: Final = 128 * 1024 * 1024
 # A file being written (`.<name>.tmp`) older than this was left by a process killed while it
 # wrote it (a job the worker stopped, out of memory): a write takes well under a second.
 STALE_TEMP_S: Final = 600.0
+
+
+class _TooLarge(OSError):
+    """A spooled file larger than any job writes (MAX_FILE_BYTES): not read."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(errno.EFBIG, f"{size} bytes, more than the {MAX_FILE_BYTES} a job writes")
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,8 @@ class ReportSpool:
                 return None
             head = json.dumps({"url": url, "call_id": call_id})[:-1].encode()
             data = head + b', "reports": [' + b",".join(bodies) + b"]}"
+            if len(data) > MAX_FILE_BYTES:  # not expected: no pass would read it back
+                raise _TooLarge(len(data))
             # Unique, and sorting by name sorts by age: the worker sends the oldest first.
             digest = hashlib.sha256(call_id.encode()).hexdigest()[:16]
             name = f"{time.time_ns():020d}-{os.getpid()}-{digest}"
@@ -298,13 +314,20 @@ class ReportSpool:
 
     def _read(self, path: Path) -> bytes | None:
         """The file's bytes, or None if it turned out another's as it was opened (replaced
-        since its `lstat`): never through a link, never blocking on a FIFO."""
+        since its `lstat`): never through a link, never blocking on a FIFO, never more than
+        MAX_FILE_BYTES (`_TooLarge`, an OSError, past them)."""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as file:
-            if (why := self._foreign_file(os.fstat(file.fileno()))) is not None:
+            info = os.fstat(file.fileno())
+            if (why := self._foreign_file(info)) is not None:
                 self._not_ours(path, why)
                 return None
-            return file.read()
+            if info.st_size > MAX_FILE_BYTES:
+                raise _TooLarge(info.st_size)
+            data = file.read(MAX_FILE_BYTES + 1)  # (grown since its fstat)
+            if len(data) > MAX_FILE_BYTES:
+                raise _TooLarge(len(data))
+            return data
 
     def _not_opened(self, path: Path, exc: OSError) -> bool:
         """Whether a file that could not be opened or read this pass is kept for the next
@@ -430,7 +453,7 @@ class ReportSpool:
                 logger.error(
                     "report spool: %s cannot be read (%s); removed, its reports are lost",
                     path.name,
-                    type(exc).__name__,
+                    exc.strerror if isinstance(exc, _TooLarge) else type(exc).__name__,
                 )
                 with contextlib.suppress(OSError):
                     path.unlink()
