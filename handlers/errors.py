@@ -429,6 +429,72 @@ def refuse_cut_compressed_bodies() -> None:
     feed_eof._refuses_cut = True  # type: ignore[attr-defined]
     DeflateBuffer.feed_eof = feed_eof  # type: ignore[method-assign]
 
+    original_feed_data = DeflateBuffer.feed_data
+
+    def feed_data(self: DeflateBuffer, chunk: bytes, size: int) -> bool:
+        if self.size == 0 and self.encoding == "gzip":
+            protocol = getattr(self.out, "_protocol", None)
+            if isinstance(protocol, RequestHandler) and _answers_json(protocol):
+                _take_zero_padding(self.decompressor)
+        return original_feed_data(self, chunk, size)
+
+    DeflateBuffer.feed_data = feed_data  # type: ignore[method-assign]
+
+
+def _take_zero_padding(decompressor: object) -> None:
+    """Zero bytes after a whole gzip member read as padding, as Python's gzip module, GNU
+    gzip and zlib's gzread read them (some clients and proxies pad a body to a block): every
+    such body was refused 400 "could not be read" (aiohttp took the zeros for the next
+    member's header). Only between members: a body that starts with zeros, or one whose
+    bytes after the zeros are not a whole member, is refused as before."""
+    if not isinstance(decompressor, ZLibDecompressor):
+        return
+    new_decompressor = getattr(decompressor, "_new_decompressor", None)
+    if new_decompressor is None or getattr(new_decompressor, "_takes_padding", False):
+        return  # aiohttp's internals changed (its reading stands), or taken already
+
+    def next_member() -> _AfterMember:
+        return _AfterMember(new_decompressor())
+
+    next_member._takes_padding = True  # type: ignore[attr-defined]
+    decompressor._new_decompressor = next_member  # type: ignore[method-assign]
+
+
+class _AfterMember:
+    """A gzip decoder for what follows a whole member: zero bytes before its header are
+    padding, skipped; then it is zlib's own."""
+
+    def __init__(self, decoder: Any, begun: bool = False) -> None:
+        self._decoder = decoder
+        self.begun = begun  # a byte other than zero given to the decoder
+
+    def decompress(self, data: Any, max_length: int = 0) -> bytes:
+        if not self.begun:
+            rest = bytes(data).lstrip(b"\x00")
+            if not rest:
+                return b""
+            self.begun = True
+            data = rest
+        return cast(bytes, self._decoder.decompress(data, max_length))
+
+    def flush(self, *args: Any) -> bytes:
+        return cast(bytes, self._decoder.flush(*args)) if self.begun else b""
+
+    def copy(self) -> _AfterMember:
+        return _AfterMember(self._decoder.copy(), self.begun)
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._decoder.eof) if self.begun else False
+
+    @property
+    def unused_data(self) -> bytes:
+        return cast(bytes, self._decoder.unused_data) if self.begun else b""
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return cast(bytes, self._decoder.unconsumed_tail) if self.begun else b""
+
 
 def _stream_ended(buffer: DeflateBuffer) -> bool:
     """Whether the compressed body ended where its last member (gzip) or stream (deflate)
@@ -441,8 +507,11 @@ def _stream_ended(buffer: DeflateBuffer) -> bool:
             return True  # br, zstd: not decoded by this server (415)
         if buffer.encoding != "gzip":
             return bool(decompressor.eof)
+        current = decompressor._decompressor
+        if isinstance(current, _AfterMember) and not current.begun:
+            return True  # a whole member, then nothing or zero padding
         # zlib's own decoder (aiohttp's default backend): its protocol type names no copy()
-        probe = cast("zlib._Decompress", decompressor._decompressor).copy()
+        probe = cast("zlib._Decompress", current).copy()
     except (AttributeError, TypeError, ValueError):
         # aiohttp's internals changed (a release this was not written for, another zlib
         # backend): its own check stands, rather than every compressed body failing here.
