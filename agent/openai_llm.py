@@ -7,24 +7,34 @@ asks this LLM too, with no options: livekit-agents' defaults, 10 s an attempt an
 and an OpenAI that took its request and sent nothing kept the callee who said "Hello?" in
 silence for the detector's whole 20 s. Its requests are bounded as the session's are.
 
+Each request's stream is checked as the plugin does not: a stream that ends, however
+cleanly, before OpenAI said the reply was over (no finish_reason: a proxy or gateway that gave
+up on its upstream) fails the request, as a stream cut off does, rather than being taken as
+the whole reply.
+
 Imported on use (by `agent.session.build_llm`), as the plugins are.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
 
 import openai as openai_sdk
-from livekit.agents import APIConnectOptions, APIStatusError
+from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
 
 from agent.session import KEY_REFUSAL_RECHECK_S
 
+logger = logging.getLogger(__name__)
+
 # The plugin's label: the call's reason names the provider from it (`provider_named`).
 PLUGIN_LABEL = f"{openai.LLM.__module__}.{openai.LLM.__name__}"
+ENDED_EARLY: Final = "OpenAI's reply stream ended before the reply did"
 
 
 class CallLLM(openai.LLM):
@@ -33,10 +43,13 @@ class CallLLM(openai.LLM):
     ahead (livekit-agents' prewarm, listing the models, as it is built: while the phone
     rings), which livekit-agents ignores."""
 
-    def __init__(self, *, conn_options: APIConnectOptions, **kwargs: Any) -> None:
+    def __init__(
+        self, *, conn_options: APIConnectOptions, call_id: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._label = PLUGIN_LABEL
         self._call_conn_options = conn_options
+        self._call_id = call_id
         self.key_refused = asyncio.Event()
         self.refusal: APIStatusError | None = None
 
@@ -63,4 +76,48 @@ class CallLLM(openai.LLM):
     ) -> LLMStream:
         if conn_options is DEFAULT_API_CONNECT_OPTIONS:
             conn_options = self._call_conn_options
-        return super().chat(conn_options=conn_options, **kwargs)
+        stream = super().chat(conn_options=conn_options, **kwargs)
+        _check(stream, conn_options, self._call_id)
+        return stream
+
+
+@dataclass
+class _Attempt:
+    number: int = -1
+    finished: bool = False  # a choice with its finish_reason came
+    said: bool = False  # words or a tool call went to the session
+
+
+def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | None) -> None:
+    """Wrap `stream`'s attempts (its task starts on the loop's next turn, after this): one
+    whose stream ended without a finish_reason fails (`ENDED_EARLY`), retried only if nothing
+    was said from it yet."""
+    run = stream._run
+    parse_choice = stream._parse_choice
+    attempt = _Attempt()
+
+    def parse(id: str, choice: Any, thinking_filter: Any) -> Any:
+        if choice.finish_reason is not None:
+            attempt.finished = True
+        chunk = parse_choice(id, choice, thinking_filter)
+        if chunk is not None and chunk.has_response():
+            attempt.said = True
+        return chunk
+
+    async def checked_run() -> None:
+        attempt.number += 1
+        attempt.finished = attempt.said = False
+        await run()
+        if not attempt.finished:
+            logger.warning(
+                "call %s: %s (no finish_reason): %s",
+                call_id,
+                ENDED_EARLY,
+                "the words said are all the callee hears of it"
+                if attempt.said
+                else "nothing of it said yet, asked again while tries are left",
+            )
+            raise APIConnectionError(ENDED_EARLY, retryable=not attempt.said)
+
+    stream._parse_choice = parse  # type: ignore[method-assign]
+    stream._run = checked_run  # type: ignore[method-assign]

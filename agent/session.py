@@ -51,7 +51,12 @@ def build_llm(plan: SessionPlan, settings: Settings) -> openai.LLM:
     from agent.openai_llm import CallLLM
 
     client = openai_client(settings.openai_api_key, settings.openai_base_url)
-    return CallLLM(model=plan.llm.model, client=client, conn_options=speech_conn_options())
+    return CallLLM(
+        model=plan.llm.model,
+        client=client,
+        conn_options=speech_conn_options(),
+        call_id=plan.call_id,
+    )
 
 
 # One OpenAI client per agent process (per event loop: an httpx client's connections belong
@@ -201,6 +206,7 @@ class CallSession(AgentSession[None]):
         super().__init__(**kwargs)
         self.failure: SessionError | None = None
         self._apology: SpeechHandle | None = None
+        self._cut: SpeechHandle | None = None  # what was being said when the LLM failed
         self._ending: asyncio.Task[None] | None = None
         # Before anyone else's handler (the worker's transcript): the reply the LLM's
         # failure cut short is said to be interrupted when it is added.
@@ -216,7 +222,14 @@ class CallSession(AgentSession[None]):
             isinstance(failure, LLMError)
             and isinstance(item, ChatMessage)
             and item.role == "assistant"
-            and item.created_at < failure.timestamp
+            and (
+                item.created_at < failure.timestamp
+                # Made once its stream had failed (the failure right after its last words:
+                # OpenAI's stream ending early, or cut at once): the speech that was being
+                # said then is still being said (its item is added before it is done).
+                or (self._cut is not None and self._cut is self.current_speech)
+            )
+            and (self._apology is None or item not in self._apology.chat_items)
         ):
             item.interrupted = True
 
@@ -237,6 +250,7 @@ class CallSession(AgentSession[None]):
         ):
             super()._on_error(error)
             return
+        self._cut = self.current_speech if isinstance(error, LLMError) else None
         try:
             self._apology = agent.apologise()
         except RuntimeError:  # the session is no longer running: nothing can be said
