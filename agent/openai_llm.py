@@ -10,7 +10,8 @@ silence for the detector's whole 20 s. Its requests are bounded as the session's
 Each request's stream is checked as the plugin does not: a stream that ends, however
 cleanly, before OpenAI said the reply was over (no finish_reason: a proxy or gateway that gave
 up on its upstream) fails the request, as a stream cut off does, rather than being taken as
-the whole reply.
+the whole reply; and a refusal that says how long to wait (Retry-After on a 429 or 503) is
+waited out before the request is asked again, when that is short enough for a callee to wait.
 
 Imported on use (by `agent.session.build_llm`), as the plugins are.
 """
@@ -18,7 +19,11 @@ Imported on use (by `agent.session.build_llm`), as the plugins are.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +39,12 @@ logger = logging.getLogger(__name__)
 
 # The plugin's label: the call's reason names the provider from it (`provider_named`).
 PLUGIN_LABEL = f"{openai.LLM.__module__}.{openai.LLM.__name__}"
+# The longest wait a refusal may ask for (Retry-After, retry-after-ms) that the agent waits
+# out before it asks again: a callee waits a few seconds for a reply, not 30. The plugin read
+# no header: it asked again 0.1 s and 2 s later whatever OpenAI said, and a rate limit of 3 s
+# ended the call (its apology) at 2.1 s, one it could have waited out. Past this, the request
+# is not asked again (each such try fails, and counts against the same limit).
+RETRY_AFTER_MAX_S: Final = 4.0
 ENDED_EARLY: Final = "OpenAI's reply stream ended before the reply did"
 
 
@@ -91,7 +102,7 @@ class _Attempt:
 def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | None) -> None:
     """Wrap `stream`'s attempts (its task starts on the loop's next turn, after this): one
     whose stream ended without a finish_reason fails (`ENDED_EARLY`), retried only if nothing
-    was said from it yet."""
+    was said from it yet; a refusal asking for a short wait is waited out (`_wait_as_asked`)."""
     run = stream._run
     parse_choice = stream._parse_choice
     attempt = _Attempt()
@@ -107,7 +118,12 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
     async def checked_run() -> None:
         attempt.number += 1
         attempt.finished = attempt.said = False
-        await run()
+        try:
+            await run()
+        except APIStatusError as exc:
+            if not attempt.said:
+                await _wait_as_asked(exc, attempt.number, conn_options, call_id)
+            raise
         if not attempt.finished:
             logger.warning(
                 "call %s: %s (no finish_reason): %s",
@@ -121,3 +137,53 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
 
     stream._parse_choice = parse  # type: ignore[method-assign]
     stream._run = checked_run  # type: ignore[method-assign]
+
+
+async def _wait_as_asked(
+    exc: APIStatusError, number: int, conn_options: APIConnectOptions, call_id: str | None
+) -> None:
+    """Before livekit-agents asks again after `exc` (attempt `number`, from 0): wait as long
+    as the refusal's Retry-After asks, less livekit-agents' own interval, or mark it not to
+    be asked again when that is longer than RETRY_AFTER_MAX_S. The plugin drops the headers:
+    they are read from OpenAI's error it was raised from."""
+    original = exc.__context__
+    if not exc.retryable or not isinstance(original, openai_sdk.APIStatusError):
+        return
+    delay = retry_after(original.response.headers)
+    if delay is None or number >= conn_options.max_retry:  # not asked for, or no try left
+        return
+    if delay > RETRY_AFTER_MAX_S:
+        exc.retryable = False
+        logger.warning(
+            "call %s: OpenAI answered %d and asked to wait %.0f s before asking again, more"
+            " than a callee waits (%.0f s): not asked again",
+            call_id,
+            exc.status_code,
+            delay,
+            RETRY_AFTER_MAX_S,
+        )
+        return
+    logger.info(
+        "call %s: OpenAI answered %d; asked again in %.1f s, as it asked (Retry-After)",
+        call_id,
+        exc.status_code,
+        delay,
+    )
+    await asyncio.sleep(max(0.0, delay - conn_options._interval_for_retry(number)))
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """How long a refusal asks to wait, in seconds: `retry-after-ms` (OpenAI's), else
+    `Retry-After` (seconds, or an HTTP date); None if neither says (or says nonsense)."""
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            seconds = float(ms) / 1000
+        elif (value := headers.get("retry-after")) is None:
+            return None
+        elif value.strip().replace(".", "", 1).isdigit():
+            seconds = float(value)
+        else:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
