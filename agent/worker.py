@@ -261,7 +261,7 @@ async def record_outcome(
     metadata = RoomMetadata.with_outcome(ctx.room.metadata, outcome, reason, spoke=spoke)
     update = api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata)
     await asyncio.wait_for(ctx.api.room.update_room_metadata(update), LIVEKIT_REQUEST_TIMEOUT_S)
-    logger.info("call %s: room metadata outcome=%s", room_name, outcome)
+    logger.info("call %s: room metadata outcome=%s", room_name, outcome or "(none: taken back)")
 
 
 async def fail_call(
