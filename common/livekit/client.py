@@ -7,6 +7,8 @@ ring the callee twice), so LiveKitAPI is built with `failover=False`.
 
 Every request is bounded by REQUEST_TIMEOUT_S here: livekit-api passes `timeout=None` to
 aiohttp for the methods without a timeout argument, which switches the session's timeout off.
+One that ran out of time before it was sent (no connection in time) was not carried out; one
+sent and unanswered may have been (a dial: the phone may ring).
 
 What LIVEKIT_URL answers is read with care (`create_session`): a redirect is not followed (it
 would send the call's number and instructions to another origin, and take that origin's
@@ -250,12 +252,29 @@ async def _reused(
         held.reused = True
 
 
+# Whether the request under way in this task had its headers sent when it ended, as the
+# session's trace tells it (set False as each request starts: left so after it, for the
+# error's translation). False: it ran out of time before it was sent, waiting for one of the
+# session's connections (all busy with slow requests) or for LiveKit to accept one (a host
+# down, a network dropping packets): LiveKit never saw it. None: not known.
+_SENT: ContextVar[bool | None] = ContextVar("livekit_request_sent", default=None)
+
+
+async def _headers_sent(
+    _session: aiohttp.ClientSession,
+    _context: SimpleNamespace,
+    _params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    _SENT.set(True)
+
+
 async def _drops_told_apart(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
     """A connection closed unanswered raised as DroppedUnanswered, saying whether it was a
     new one: its TLS advice read wrong for a kept-alive connection LiveKit closed (it had just
     answered on that port without TLS) and for a wss:// URL."""
+    _SENT.set(False)
     connection = _Connection()
     token = _CONNECTION.set(connection)
     try:
@@ -271,6 +290,7 @@ def create_session() -> aiohttp.ClientSession:
     """The client session of LiveKit's requests (see the module's docstring)."""
     trace = aiohttp.TraceConfig()
     trace.on_connection_reuseconn.append(_reused)
+    trace.on_request_headers_sent.append(_headers_sent)
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         response_class=_CarefulResponse,
@@ -405,6 +425,16 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         return cls(reason, kind=kind)
     if isinstance(exc, AnswerRefused):
         return LiveKitUnavailable(f"{action}: {exc.why}", maybe_done=exc.maybe_done)
+    if isinstance(exc, TimeoutError) and _SENT.get() is False:
+        # Read as "did not answer" (a 504, the dial one that may have rung), a LiveKit host
+        # that accepted no connection, or a burst of dials waiting for the session's
+        # connections behind slow ones, recorded every call failed and kept its key: nothing
+        # had been sent, and a retry would have placed it.
+        return LiveKitUnavailable(
+            f"{action}: no connection to LiveKit within {REQUEST_TIMEOUT_S:g} s (LiveKit, or"
+            " the network to it, is slow or down): the request was not sent",
+            maybe_done=False,
+        )
     if isinstance(exc, TimeoutError):
         return LiveKitTimeout(
             f"{action}: LiveKit did not answer within {REQUEST_TIMEOUT_S:g} s", maybe_done=True
