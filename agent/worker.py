@@ -97,7 +97,32 @@ class CalleeWordsOutOfLogs(logging.Filter):
         room = record.__dict__.get("room")
         if isinstance(room, str):
             record.__dict__["room"] = redact(room)
+        # A job's whole proto, a field of livekit-agents' WARNING `received assignment for an
+        # unknown job` (LiveKit's assignment came after the worker stopped waiting for it, 7.5
+        # s: a loaded worker, a slow LiveKit): its dispatch metadata is the call's number
+        # whole, the callee's name and the instructions. Left out at every level, as the
+        # server leaves them out of its log; the job's ids stay.
+        job = record.__dict__.get("job")
+        if isinstance(job, dict):
+            record.__dict__["job"] = _without_metadata(job)
         return True
+
+
+def _without_metadata(value: object) -> object:
+    """`value` (a job's proto as a dict) with every `metadata` text left out (its length
+    said) and every other text's phone numbers masked."""
+    if isinstance(value, dict):
+        return {
+            key: f"[{len(item)} chars, left out of the log]"
+            if key == "metadata" and isinstance(item, str)
+            else _without_metadata(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_metadata(item) for item in value]
+    if isinstance(value, str):
+        return redact(value)
+    return value
 
 
 # livekit-agents names the text a TTS could not speak in its error's message (tts.py: "no
