@@ -549,9 +549,13 @@ async def _resend(
 ) -> int:
     sent = 0
     away: set[str] = set()  # report URLs that did not take a file this pass
-    for item in spool.load(away):
+    # The directory is listed, each file read and removed, on a thread: a spool whose disk
+    # stalls (a network volume, an NFS server gone) held the worker's event loop with it,
+    # and livekit-agents kills each job process whose pings went unanswered for 60 s, its
+    # call with it: every call of the worker cut off mid-sentence once the disk came back.
+    files = spool.load(away)
+    while (item := await asyncio.to_thread(next, files, None)) is not None:
         if item.url in away:  # read for its URL only: that server is still away
-            await asyncio.sleep(0)  # (a pass reading many files lets the worker's loop run)
             continue
         sender = ReportSender(
             item.url,
@@ -579,7 +583,7 @@ async def _resend(
             )
             away.add(item.url)
             continue
-        item.path.unlink(missing_ok=True)
+        await asyncio.to_thread(item.path.unlink, missing_ok=True)
         sent += 1
         if sender.refused:  # each refusal was logged as it came (a WARNING)
             logger.warning(
