@@ -398,10 +398,11 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             message += ")"
         kind = f"{action}: LiveKit answered {exc.status}"
         reason = f"{action}: LiveKit answered {exc.status} {message}"
-        if exc.code == "deadline_exceeded" or exc.status == 504:
+        if exc.code in ("deadline_exceeded", "canceled") or exc.status == 504:
             # LiveKit (Twirp's 408: a SIP service that took the dial was late to answer for
-            # it), or a gateway before it (504), gave up waiting for the request's outcome:
-            # it may have been carried out. Read as a refusal, a dial's key was freed and its
+            # it, or the request's handling was canceled under it, as by a LiveKit stopping),
+            # or a gateway before it (504), gave up waiting for the request's outcome: it may
+            # have been carried out. Read as a refusal, a dial's key was freed and its
             # client's retry rang the person a second time.
             return LiveKitTimeout(reason, maybe_done=True, kind=kind)
         if exc.status == 429 or exc.code == "resource_exhausted":

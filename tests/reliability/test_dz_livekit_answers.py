@@ -88,14 +88,16 @@ async def _placed_then_retried(client: Client, status: int) -> None:
     assert await again.json() == answer
 
 
-async def test_a_dial_livekit_timed_out_on_may_have_rung(start_app: AppFactory) -> None:
+@pytest.mark.parametrize("code", ["deadline_exceeded", "canceled"])
+async def test_a_dial_livekit_timed_out_on_may_have_rung(start_app: AppFactory, code: str) -> None:
     """LiveKit answering a dial `deadline_exceeded` (Twirp's 408: the SIP service that took
-    it did not say in time how it went): the phone may be ringing all the same. It was read
-    as a refusal before any dial (502): the call's Idempotency-Key was freed and its id not
-    given, so the client's retry dialled the person a second time."""
+    it did not say in time how it went), or `canceled` (also 408: its handling canceled under
+    it, as by a LiveKit stopping): the phone may be ringing all the same. It was read as a
+    refusal before any dial (502): the call's Idempotency-Key was freed and its id not given,
+    so the client's retry dialled the person a second time."""
     client = await start_app(sandbox_time_scale=0.0)
     sandbox = client.app[SANDBOX]
-    error = TwirpError("deadline_exceeded", "request timed out")
+    error = TwirpError(code, "request timed out")
     sandbox.inject("CreateSIPParticipant", error=error, times=1)
     await _placed_then_retried(client, 408)
     assert [r.method for r in sandbox.requests].count("CreateSIPParticipant") == 1
