@@ -350,6 +350,10 @@ _GOALS = {
 }
 
 
+# The requests that place a call, whose 503 passes on the wait LiveKit asked.
+_PLACING = frozenset({"agent dispatch", "SIP dial"})
+
+
 # What a LiveKit request may fail with: no answer in time, a Twirp error, the connection,
 # or a 200 whose body is not the protobuf asked for (LIVEKIT_URL points at something else:
 # a proxy's page, another service).
@@ -359,9 +363,11 @@ FAILURES = (TimeoutError, api.ServerError, aiohttp.ClientError, DecodeError)
 def _translate(exc: BaseException, action: str) -> LiveKitError:
     error = _translated(exc, action)
     error.goal = _GOALS[action]
-    if isinstance(exc, api.ServerError) and exc.status in (429, 503):
+    if action in _PLACING and isinstance(exc, api.ServerError) and exc.status in (429, 503):
         # LiveKit's wait, passed on: a LiveKit in maintenance answering 503 Retry-After: 120
         # had its clients told to try again in 2 s, each try a call recorded and refused.
+        # A call's placement only: a hang-up told LiveKit's 600 s left the callee on the
+        # line, the call going on, for ten minutes before it was tried again.
         error.retry_after_s = _ASKED_WAIT.get()
     return error
 
