@@ -21,6 +21,7 @@ error body at all (livekit-api raised AttributeError on `[1]`: a 500, and a dead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from contextvars import ContextVar
@@ -192,12 +193,40 @@ def asked_wait_s(status: int, retry_after: str | None) -> int | None:
     return max(1, min(int(value[:6]), MAX_RETRY_AFTER_S))
 
 
+# Whether the answer to the request under way in this task is a gateway's 503 saying its
+# connection to LiveKit broke once the request was passed on (set with _ASKED_WAIT).
+_CUT_BEHIND: ContextVar[bool] = ContextVar("livekit_cut_behind_gateway", default=False)
+# Envoy's own 503 (Istio's, Contour's, Envoy Gateway's) when the connection to its upstream
+# ended before the upstream's answer began, and the reasons of those that never sent it on:
+# no connection made, its circuit breaker (overflow), a stream refused unprocessed.
+_RESET_BEFORE_HEADERS = b"disconnect/reset before headers"
+_NOT_PASSED_ON = (b"connection failure", b"connection timeout", b"overflow", b"refused stream")
+
+
+def reset_after_sent(body: bytes) -> bool:
+    """Whether a 503's `body` is Envoy's for a request it passed on whose connection then
+    broke before the answer began (its `UC`, `connection termination`; a reset), so that
+    LiveKit may have carried it out (pure). Its reset reason, when said, tells those it never
+    passed on apart."""
+    if _RESET_BEFORE_HEADERS not in body:
+        return False
+    reason = body.rpartition(b"reset reason:")[2]
+    return not any(said in reason for said in _NOT_PASSED_ON)
+
+
 async def _wait_asked(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
     _ASKED_WAIT.set(None)  # this request's own, not an earlier one's in the same task
+    _CUT_BEHIND.set(False)
     response = await handler(request)
     _ASKED_WAIT.set(asked_wait_s(response.status, response.headers.get("Retry-After")))
+    if response.status == 503 and response.content_type != "application/json":
+        # Not LiveKit's (Twirp's errors are JSON): a gateway's, read here for what it says
+        # (livekit-api reads no more of it than a JSON error). Read up to MAX_ANSWER_BYTES,
+        # once: livekit-api's read takes it from aiohttp's cache.
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            _CUT_BEHIND.set(reset_after_sent(await response.read()))
     return response
 
 
@@ -425,6 +454,17 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
             # as unavailable (503 Retry-After, the key freed), the retry rang a second time.
             return LiveKitUnavailable(
                 f"{reason} (a gateway before LiveKit: it may have carried the request out)",
+                kind=kind,
+                maybe_done=True,
+            )
+        if exc.status == 503 and _CUT_BEHIND.get():
+            # Envoy before LiveKit passed the request on and its connection to LiveKit broke
+            # before LiveKit answered (LiveKit stopping, restarted, resetting it while carrying
+            # it out): as nginx's 502 above. Read as unavailable, a dial's key was freed and
+            # the client's retry rang the person a second time.
+            return LiveKitUnavailable(
+                f"{reason} (a gateway before LiveKit lost its connection to LiveKit before"
+                " LiveKit answered: it may have carried the request out)",
                 kind=kind,
                 maybe_done=True,
             )
