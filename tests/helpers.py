@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from livekit import api
 from pytest_aiohttp import AiohttpServer
 
 from common.storage.paging import Before
@@ -127,6 +128,29 @@ async def every_page(
             return seen
         before = where_it_ends(page[-1])
     raise AssertionError("more than 100 pages")
+
+
+def livekit_done(method: str) -> web.Response:
+    """A LiveKit stand-in's answer to Twirp `method` (the last part of its path) doing what it
+    is asked: a dispatch made, a participant dialled, nothing listed, a room deleted."""
+    message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom, ListParticipants
+    if method == "CreateDispatch":
+        message = api.AgentDispatch(id="AD_standin")
+    elif method == "CreateSIPParticipant":
+        message = api.SIPParticipantInfo(participant_id="PA_standin", sip_call_id="SCL_standin")
+    return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+
+
+async def app_on_livekit(
+    start_app: Callable[..., Awaitable[TestClient[Any, Any]]], url: str
+) -> TestClient[Any, Any]:
+    """The app (`start_app`) with LIVEKIT_URL at `url`: a LiveKit stand-in (`serving`)."""
+    return await start_app(
+        livekit_url=url,
+        livekit_api_key="APIstandin",
+        livekit_api_secret="stand-in-secret-0123456789abcdef0123456789",
+        sip_outbound_trunk_id="ST_standin",
+    )
 
 
 @contextlib.asynccontextmanager

@@ -6,13 +6,10 @@ freed, so the client's retry under the same key dialled the person a second time
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from livekit import api
 
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550131", "name": "Bad Gateway", "language": "en", "emotion": "Calm"}
 
@@ -27,18 +24,10 @@ async def test_a_dial_a_gateway_answered_502_may_have_rung(start_app: AppFactory
             dials.append(method)
             page = "<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
             return web.Response(status=502, text=page, content_type="text/html")
-        message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom: nothing, done
-        if method == "CreateDispatch":
-            message = api.AgentDispatch(id="AD_gateway")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return livekit_done(method)
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIbadgateway",
-            livekit_api_secret="bad-gateway-secret-0123456789abcdef012345",
-            sip_outbound_trunk_id="ST_gateway",
-        )
+        client = await app_on_livekit(start_app, url)
         headers = {"Idempotency-Key": "bad-gateway"}
         resp = await client.post("/calls/outbound", json=CALL, headers=headers)
         assert resp.status == 503, await resp.text()

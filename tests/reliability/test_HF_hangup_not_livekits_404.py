@@ -7,14 +7,12 @@ in LiveKit. Only LiveKit's own `not_found` means the room is gone now."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from aiohttp import web
-from livekit import api
 
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550133", "name": "Not Gone", "language": "en", "emotion": "Calm"}
 
@@ -50,20 +48,10 @@ async def test_a_404_that_is_not_livekits_not_found_does_not_cancel_a_live_call(
             deletions.append(method)
             if refuse_deletion:
                 return NOT_LIVEKITS[case](request)
-        message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom: nothing, done
-        if method == "CreateDispatch":
-            message = api.AgentDispatch(id="AD_live")
-        elif method == "CreateSIPParticipant":
-            message = api.SIPParticipantInfo(participant_id="PA_live", sip_call_id="SCL_live")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return livekit_done(method)
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APInotgone",
-            livekit_api_secret="not-gone-secret-0123456789abcdef01234567",
-            sip_outbound_trunk_id="ST_live",
-        )
+        client = await app_on_livekit(start_app, url)
         placed = await client.post("/calls/outbound", json=CALL)
         assert placed.status == 200, await placed.text()
         call_id = (await placed.json())["call_id"]

@@ -6,13 +6,11 @@ says the answer broke off, and the call stays one that may have rung."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from livekit import api
 
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550137", "name": "Cut Off", "language": "en", "emotion": "Calm"}
 
@@ -34,18 +32,10 @@ async def test_a_dial_answer_broken_off_says_so_and_may_have_rung(start_app: App
             assert request.transport is not None
             request.transport.close()
             return cut
-        message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom: nothing, done
-        if method == "CreateDispatch":
-            message = api.AgentDispatch(id="AD_cut")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return livekit_done(method)
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIcutoff",
-            livekit_api_secret="cut-off-secret-0123456789abcdef0123456789",
-            sip_outbound_trunk_id="ST_cut",
-        )
+        client = await app_on_livekit(start_app, url)
         headers = {"Idempotency-Key": "cut-off"}
         resp = await client.post("/calls/outbound", json=CALL, headers=headers)
         assert resp.status == 503, await resp.text()

@@ -6,14 +6,12 @@ so a client could not tell the call was worth placing again, nor when."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from aiohttp import web
-from livekit import api
 
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550129", "name": "Over Limit", "language": "en", "emotion": "Calm"}
 
@@ -47,20 +45,10 @@ async def test_livekit_over_its_limit_is_a_503_to_retry(start_app: AppFactory, c
         hits.append(method)
         if method == over and limited:
             return answer(request)
-        message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom: nothing, done
-        if method == "CreateDispatch":
-            message = api.AgentDispatch(id="AD_limit")
-        elif method == "CreateSIPParticipant":
-            message = api.SIPParticipantInfo(participant_id="PA_limit", sip_call_id="SCL_limit")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return livekit_done(method)
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIoverlimit",
-            livekit_api_secret="over-limit-secret-0123456789abcdef012345",
-            sip_outbound_trunk_id="ST_limit",
-        )
+        client = await app_on_livekit(start_app, url)
         headers = {"Idempotency-Key": "over-limit"}
         resp = await client.post("/calls/outbound", json=CALL, headers=headers)
         assert resp.status == 503, await resp.text()

@@ -12,7 +12,7 @@ from livekit import api
 
 from common.livekit.client import MAX_RETRY_AFTER_S, asked_wait_s
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, serving
 
 CALL = {"phone_number": "+14155550139", "name": "Wait Asked", "language": "en", "emotion": "Calm"}
 
@@ -49,12 +49,7 @@ async def test_livekits_retry_after_is_passed_on(start_app: AppFactory, case: st
         return web.Response(body=empty, content_type="application/protobuf")
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIwaitasked",
-            livekit_api_secret="wait-asked-secret-0123456789abcdef0123456",
-            sip_outbound_trunk_id="ST_wait",
-        )
+        client = await app_on_livekit(start_app, url)
         resp = await client.post("/calls/outbound", json=CALL)
         assert resp.status == 503, await resp.text()
         assert resp.headers.get("Retry-After") == told

@@ -9,7 +9,7 @@ from aiohttp import web
 from livekit import api
 
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, serving
 
 CALL = {"phone_number": "+14155550141", "name": "Old LiveKit", "language": "en", "emotion": "Calm"}
 
@@ -23,12 +23,7 @@ async def test_a_livekit_without_agent_dispatch_is_said_to_be_one(start_app: App
         return web.Response(body=empty, content_type="application/protobuf")
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIolder",
-            livekit_api_secret="older-livekit-secret-0123456789abcdef0123",
-            sip_outbound_trunk_id="ST_older",
-        )
+        client = await app_on_livekit(start_app, url)
         assert (await client.get("/readyz")).status == 200
         resp = await client.post("/calls/outbound", json=CALL)
         assert resp.status == 502, await resp.text()

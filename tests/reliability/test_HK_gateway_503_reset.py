@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from livekit import api
 
 from common.livekit.client import reset_after_sent
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550149", "name": "Envoy Reset", "language": "en", "emotion": "Calm"}
 RESET = b"upstream connect error or disconnect/reset before headers. reset reason: "
@@ -33,18 +32,10 @@ async def _dial_answered(start_app: AppFactory, body: str) -> tuple[Any, Any, li
         if method == "CreateSIPParticipant":
             dials.append(method)
             return web.Response(status=503, text=body, content_type="text/plain")
-        message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom: nothing, done
-        if method == "CreateDispatch":
-            message = api.AgentDispatch(id="AD_envoy")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return livekit_done(method)
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIenvoyreset",
-            livekit_api_secret="envoy-reset-secret-0123456789abcdef012345",
-            sip_outbound_trunk_id="ST_envoy",
-        )
+        client = await app_on_livekit(start_app, url)
         headers = {"Idempotency-Key": "envoy-reset"}
         resp = await client.post("/calls/outbound", json=CALL, headers=headers)
         answer = await resp.json()

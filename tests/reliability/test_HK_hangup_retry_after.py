@@ -7,14 +7,11 @@ is tried again `Retry-After: 2` later, as before."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from aiohttp import web
-from livekit import api
 
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550147", "name": "Hang Up", "language": "en", "emotion": "Calm"}
 
@@ -35,20 +32,10 @@ async def test_a_hang_up_is_not_told_to_wait_livekits_long_wait(
                 content_type="text/html",
                 headers={"Retry-After": "600"},
             )
-        message: Any = api.ListRoomsResponse()  # ListRooms, DeleteRoom: nothing, done
-        if method == "CreateDispatch":
-            message = api.AgentDispatch(id="AD_hang")
-        elif method == "CreateSIPParticipant":
-            message = api.SIPParticipantInfo(participant_id="PA_hang", sip_call_id="SCL_hang")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return livekit_done(method)
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIhangwait",
-            livekit_api_secret="hang-wait-secret-0123456789abcdef01234567",
-            sip_outbound_trunk_id="ST_hang",
-        )
+        client = await app_on_livekit(start_app, url)
         placed = await client.post("/calls/outbound", json=CALL)
         assert placed.status == 200, await placed.text()
         call_id = (await placed.json())["call_id"]

@@ -12,7 +12,7 @@ from livekit import api
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import serving
+from tests.helpers import app_on_livekit, serving
 
 Client = TestClient[Any, Any]
 CALL = {"phone_number": "+14155550178", "name": "Not Livekit", "language": "en", "emotion": "Calm"}
@@ -37,12 +37,7 @@ async def test_an_empty_200_is_not_livekit_placing_the_call(
         return web.Response(status=200, body=b"", content_type=content_type)
 
     async with serving(empty_ok) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIemptyanswers",
-            livekit_api_secret="empty-answers-secret-0123456789abcdef0123",
-            sip_outbound_trunk_id="ST_empty",
-        )
+        client = await app_on_livekit(start_app, url)
         resp = await client.post("/calls/outbound", json=CALL)
         assert resp.status == 503, await resp.text()
         answer: dict[str, Any] = await resp.json()
@@ -122,11 +117,6 @@ async def test_a_dial_a_gateway_timed_out_on_may_have_rung(start_app: AppFactory
         return web.Response(body=answer, content_type="application/protobuf")
 
     async with serving(twirp) as url:
-        client = await start_app(
-            livekit_url=url,
-            livekit_api_key="APIgateway",
-            livekit_api_secret="gateway-secret-0123456789abcdef0123456789",
-            sip_outbound_trunk_id="ST_gateway",
-        )
+        client = await app_on_livekit(start_app, url)
         await _placed_then_retried(client, 504)
     assert dials == ["CreateSIPParticipant"]
