@@ -1760,12 +1760,26 @@ class CallService:
         ERASE_ENDING_WAIT_S, then CallsJustEnded (409 with Retry-After)."""
         waited_until = time.monotonic() + ERASE_ENDING_WAIT_S
         while True:
-            erasure = await self.store.erase_calls_now(call_id=call_id, numbers=numbers)
+            erasure = await self.store.erase_calls_now(
+                call_id=call_id, numbers=numbers, before_erasing=self._erase_copies_first
+            )
             if erasure.live or not erasure.ending:
                 return erasure
             if time.monotonic() >= waited_until:
                 raise CallsJustEnded(erasure.ending)
             await asyncio.sleep(ERASE_ENDING_POLL_S)
+
+    async def _erase_copies_first(self, placed_with: Sequence[dict[str, Any]]) -> None:
+        """The unreadable config.json copies set aside (and an unreadable config.json) that
+        hold what calls about to be erased were placed with, removed before their erasure is
+        written: once it is, the database no longer holds the name and instructions to find
+        them by, and a server killed between the two (SIGKILL, the OOM killer) left them
+        there for good, the retried erasure answered 200 all the same. A failure here is
+        left to the same removal after the erasure (_erased)."""
+        try:
+            await self.config.remove_set_aside_naming_async(placed_with)
+        except OSError as exc:
+            logger.debug("config.json copies not removed before the erasure: %s", exc)
 
     async def _erased(self, erasure: Erasure, asked: str, *, unfinished: bool = False) -> Erasure:
         """What an erasure erased in the database, erased where else it is (config.json). Of

@@ -7,7 +7,7 @@ PostgreSQL) implement this protocol; one contract suite (tests/contract/) runs a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
         RecipientRecord,
     )
     from common.storage.campaign_programs import OnList
+
+
+# Given what calls about to be erased on request were placed with (their configs), before
+# their erasure is written (CallStore.erase_calls_now).
+BeforeErasing = Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
 
 
 class DatabaseError(Exception):
@@ -380,11 +385,18 @@ class CallStore(CampaignStore, Protocol):
         ...
 
     async def erase_calls_now(
-        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+        self,
+        *,
+        call_id: str | None = None,
+        numbers: Sequence[str] = (),
+        before_erasing: BeforeErasing | None = None,
     ) -> Erasure:
         """Erase now, on request, the personal data of one call or of every call to one of
         `numbers`, in one transaction; nothing while one of them is live (see
-        programs.erase_calls_now)."""
+        programs.erase_calls_now). `before_erasing` is given what each batch of calls was
+        placed with (their configs) before that batch's erasure is written: once it is, what
+        they were placed with is gone from the database, and a crash before the caller
+        erased it elsewhere (config.json's copies) left it there for good."""
         ...
 
     # -- customer webhooks ---------------------------------------------------------------

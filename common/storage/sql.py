@@ -31,6 +31,7 @@ from common.repeats import Repeats
 from common.storage import campaign_programs, programs
 from common.storage.base import (
     AdmissionLimits,
+    BeforeErasing,
     CommitUnknown,
     DatabaseError,
     ErasureUnfinished,
@@ -209,7 +210,11 @@ class SqlCallStore(CampaignMethods):
         )
 
     async def erase_calls_now(
-        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+        self,
+        *,
+        call_id: str | None = None,
+        numbers: Sequence[str] = (),
+        before_erasing: BeforeErasing | None = None,
     ) -> Erasure:
         """All or nothing: while one of the calls is live, none is erased (Erasure.live).
         ERASE_NOW_BATCH calls a transaction: all of a number's in one held the write lock
@@ -242,6 +247,8 @@ class SqlCallStore(CampaignMethods):
                 # (PostgreSQL's connection) may have erased it, and the retry then found no
                 # name to look for in config.json (its set-aside copies kept it for good).
                 before = await self._read_aside(programs.configs_of(batch))
+                if before_erasing is not None:
+                    await before_erasing(before)
                 try:
                     ids, configs = await self._run(
                         programs.erase_calls_now(self.dialect, now, batch), write=True

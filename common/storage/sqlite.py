@@ -34,6 +34,7 @@ from common.config_store.store import NOT_A_FILE, make_directories
 from common.locks import LOCKED_TRY_S, lock_holder
 from common.settings import SQLITE_SIDE_FILES
 from common.storage.base import (
+    BeforeErasing,
     DatabaseAccessDenied,
     DatabaseError,
     DatabaseGone,
@@ -1052,11 +1053,17 @@ class SqliteCallStore(SqlCallStore):
         return erased
 
     async def erase_calls_now(
-        self, *, call_id: str | None = None, numbers: Sequence[str] = ()
+        self,
+        *,
+        call_id: str | None = None,
+        numbers: Sequence[str] = (),
+        before_erasing: BeforeErasing | None = None,
     ) -> Erasure:
         """As every store erases, then the write-ahead log emptied, as the retention's."""
         try:
-            erasure = await super().erase_calls_now(call_id=call_id, numbers=numbers)
+            erasure = await super().erase_calls_now(
+                call_id=call_id, numbers=numbers, before_erasing=before_erasing
+            )
         except ErasureUnfinished:
             self._wal_holds_erased = True  # emptied by the next erasure or retention pass
             raise

@@ -1,0 +1,113 @@
+"""An erasure on request whose server is SIGKILLed just after the database erased the call,
+retried after the restart, leaves no copy of the callee's name or instructions beside
+config.json.
+
+config.json's unreadable copies set aside (`config.json.corrupt-<stamp>`, the newest 10 kept)
+are found by what the erased call was placed with, which the database no longer holds once the
+erasure is written: a server killed between the two (SIGKILL, the OOM killer) left them
+holding the callee's name and instructions for good, and the client's retry was answered 200
+"erased" all the same. Real processes: the server on its embedded sandbox, restarted on the
+same calls.db and config.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.helpers import wait_for
+from tests.processes import ROOT, ServerProcess
+from tests.reliability.conftest import Figures, LogGuard
+
+NAME = "Zelda Quenby"
+INSTRUCTIONS = "Remind Zelda Quenby of her dental appointment on Friday."
+# The server dies as the erasure's write-ahead log is emptied: at once after the erasure
+# committed, before anything else it does.
+KILLED_AFTER_THE_ERASURE = (
+    f"import sys, os, signal; sys.path.insert(0, {str(ROOT)!r});"
+    " import common.storage.sqlite as s;"
+    " s.SqliteCallStore._empty_wal_sync = lambda self: os.kill(os.getpid(), signal.SIGKILL);"
+    " import server; server.main()"
+)
+
+
+def holding_the_callee(directory: Path) -> list[str]:
+    """The files beside config.json (itself, its copies, its lock) holding the name or the
+    instructions."""
+    return sorted(
+        path.name
+        for path in directory.glob("config.json*")
+        if path.is_file() and (NAME.encode() in (data := path.read_bytes()) or b"dental" in data)
+    )
+
+
+async def call_status(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> Any:
+    async with session.get(f"{server.url}/calls/{call_id}") as resp:
+        return (await resp.json())["status"]
+
+
+async def test_a_retried_erasure_after_a_crash_leaves_no_copy_of_the_callee(
+    tmp_path: Path, processes: list[ServerProcess], figures: Figures, log_guard: LogGuard
+) -> None:
+    env = {
+        "CONFIG_PATH": str(tmp_path / "config.json"),
+        "CALLS_DB_PATH": str(tmp_path / "calls.db"),
+        "SANDBOX_TIME_SCALE": "0.01",
+        "CALLS_SETTLE_GRACE_S": "0",
+    }
+    body = {"phone_number": "+14155557701", "name": NAME, "dynamic_instruction": INSTRUCTIONS}
+    async with aiohttp.ClientSession() as session:
+        first = ServerProcess(tmp_path, "first", env)
+        processes.append(first)
+        await first.wait_ready(session)
+        async with session.post(f"{first.url}/calls/outbound", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            call_id = (await resp.json())["call_id"]
+
+        async def over() -> bool:
+            return bool(await call_status(session, first, call_id) == "completed")
+
+        await wait_for(over, timeout=20)
+        # A torn hand edit: config.json unreadable, still holding the callee; the next call's
+        # write sets it aside.
+        config = tmp_path / "config.json"
+        config.write_bytes(config.read_bytes()[:-3])
+        other = {"phone_number": "+14155557701", "name": "Other Person"}
+        async with session.post(f"{first.url}/calls/outbound", json=other) as resp:
+            assert resp.status == 200, await resp.text()
+        assert [n for n in holding_the_callee(tmp_path) if ".corrupt-" in n], "no copy set aside"
+        first.kill()
+
+        killed = ServerProcess(
+            tmp_path, "killed", env, port=first.port, launcher=KILLED_AFTER_THE_ERASURE
+        )
+        processes.append(killed)
+        await killed.wait_ready(session)
+        try:
+            async with session.post(f"{killed.url}/calls/{call_id}/erase") as resp:
+                answered: object = resp.status
+        except aiohttp.ClientError:
+            answered = None  # no answer: the client retries
+        await asyncio.to_thread(killed.proc.wait, 10)
+        assert answered is None, f"answered {answered} instead of dying:\n{killed.logs()}"
+
+        restarted = ServerProcess(tmp_path, "restarted", env, port=first.port)
+        processes.append(restarted)
+        await restarted.wait_ready(session)
+        async with session.post(f"{restarted.url}/calls/{call_id}/erase") as resp:
+            assert resp.status == 200, await resp.text()
+            retried = await resp.json()
+        async with session.get(f"{restarted.url}/calls/{call_id}") as resp:
+            erased = await resp.json()
+        for server in (first, killed, restarted):
+            log_guard.scan(server.logs())
+    assert retried["call_ids"] == [call_id]
+    assert erased["name"] == "", erased
+    assert holding_the_callee(tmp_path) == []
+    figures.add(
+        "erasure on request SIGKILLed once the database erased the call, retried after the"
+        " restart: no config.json copy holds the callee"
+    )
