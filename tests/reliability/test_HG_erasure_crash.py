@@ -107,6 +107,9 @@ async def test_a_retried_erasure_after_a_crash_leaves_no_copy_of_the_callee(
     assert retried["call_ids"] == [call_id]
     assert erased["name"] == "", erased
     assert holding_the_callee(tmp_path) == []
+    for name in ("calls.db", "calls.db-wal"):  # the retry emptied the log, as an erasure does
+        data = (tmp_path / name).read_bytes() if (tmp_path / name).exists() else b""
+        assert NAME.encode() not in data and b"dental" not in data, name
     figures.add(
         "erasure on request SIGKILLed once the database erased the call, retried after the"
         " restart: no config.json copy holds the callee"
