@@ -563,7 +563,13 @@ class SqliteCallStore(SqlCallStore):
         self._wal_big_said = False  # its -wal passed WAL_WARN_BYTES (said), not cut back yet
         self._gone_said = False
         self._may_migrate = True
-        self._wal_holds_erased = False  # an erasure's checkpoint was held up by a reader
+        # An erasure's checkpoint was held up by a reader; or, at start, may never have run:
+        # a server killed between an erasure's commit and its checkpoint left the erased text
+        # in the log and in calls.db's old pages, and its restart did not know. A log left
+        # behind (a clean close empties and removes it) is emptied by the first retention
+        # pass, the reaper's as the server starts.
+        left = _stat(f"{path}-wal")
+        self._wal_holds_erased = left is not None and left.st_size > 0
         self._locked_since: float | None = None  # monotonic: a write found the lock held
         # A write (not a probe's) failed on the disk, and no probe as large as a call's has
         # gone through since.
