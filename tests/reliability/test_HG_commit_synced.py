@@ -16,10 +16,12 @@ process that notes the time of each dial); skipped where strace is missing or ma
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -112,7 +114,7 @@ async def test_a_call_is_synced_to_disk_before_its_dial_and_its_answer(
                 except aiohttp.ClientError:
                     pass
                 assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)  # noqa: ASYNC251 - a poll of a process, seconds at most
+                await asyncio.sleep(0.05)
             asked: list[float] = []
             answered: list[float] = []
             for _ in range(3):
@@ -124,7 +126,7 @@ async def test_a_call_is_synced_to_disk_before_its_dial_and_its_answer(
                     assert resp.status == 200, await resp.text()
                 answered.append(seconds_of_day())
     finally:
-        os.killpg(server.pid, 9)  # strace and the server with it
+        os.killpg(server.pid, signal.SIGKILL)  # strace and the server with it
         server.wait(timeout=10)
     if "Operation not permitted" in trace.read_text(errors="replace")[:2000]:
         pytest.skip("ptrace is not permitted here")
