@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -25,10 +26,6 @@ from handlers.keys import ROUTES
 from handlers.schemas import ErrorBody, OpenApiDocument
 
 OPENAPI_PATH = "/openapi.json"
-SPEC = web.AppKey("openapi_spec", dict[str, Any])
-# The document as answered, encoded once: it is 67 KB, the same for every request, and needs
-# no token (a flood of requests re-encoding it cost the loop for nothing).
-SPEC_BODY = web.AppKey("openapi_body", bytes)
 REF = "#/components/schemas/{model}"
 HEADERS = {
     "Retry-After": {
@@ -125,19 +122,24 @@ def _operation(doc: RouteDoc) -> dict[str, Any]:
     return operation
 
 
-def build_spec(routes: list[RouteDoc]) -> dict[str, Any]:
-    """The OpenAPI document of `routes` (as registered with add_route)."""
+def _modes(routes: list[RouteDoc]) -> tuple[tuple[type[BaseModel], str], ...]:
+    """The models of `routes`' bodies, in name order, each with the mode of its schema:
+    requests are validated as input, answers are dumped as output (aliases, serialisation)."""
     models: set[type[BaseModel]] = {ErrorBody}
-    paths: dict[str, dict[str, Any]] = {}
     for doc in routes:
-        paths.setdefault(doc.path, {})[doc.method.lower()] = _operation(doc)
         for reply in doc.replies.values():
             models.update(m for m in (reply.model, reply.or_model) if m is not None)
         if doc.body is not None:
             models.add(doc.body)
     ordered = sorted(models, key=lambda m: m.__name__)
-    # Requests are validated as input, answers are dumped as output (aliases, serialisation).
-    modes = tuple((m, "validation" if _is_request(m, routes) else "serialization") for m in ordered)
+    return tuple((m, "validation" if _is_request(m, routes) else "serialization") for m in ordered)
+
+
+def build_spec(routes: list[RouteDoc]) -> dict[str, Any]:
+    """The OpenAPI document of `routes` (as registered with add_route)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for doc in routes:
+        paths.setdefault(doc.path, {})[doc.method.lower()] = _operation(doc)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -148,7 +150,7 @@ def build_spec(routes: list[RouteDoc]) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": json.loads(_schemas_text(modes)),
+            "schemas": json.loads(_schemas_text(_modes(routes))),
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",
@@ -173,8 +175,34 @@ def _is_request(model: type[BaseModel], routes: list[RouteDoc]) -> bool:
     return any(doc.body is model for doc in routes)
 
 
+@dataclass
+class Document:
+    """An app's OpenAPI document, made when first asked for: made with every app, its schemas
+    parsed into a document of its own and the whole encoded, it cost each app ~20 ms of
+    start-up, and the test suite makes thousands of apps that never serve it."""
+
+    routes: list[RouteDoc]
+    _spec: dict[str, Any] | None = None
+    _body: bytes | None = None
+
+    def spec(self) -> dict[str, Any]:
+        if self._spec is None:
+            self._spec = build_spec(self.routes)
+        return self._spec
+
+    def body(self) -> bytes:
+        """The document as answered, encoded once: it is 67 KB, the same for every request,
+        and needs no token (a flood of requests re-encoding it cost the loop for nothing)."""
+        if self._body is None:
+            self._body = json.dumps(self.spec()).encode()
+        return self._body
+
+
+DOCUMENT = web.AppKey("openapi_document", Document)
+
+
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[SPEC_BODY], content_type=JSON)
+    return web.Response(body=request.app[DOCUMENT].body(), content_type=JSON)
 
 
 def setup(app: web.Application) -> None:
@@ -190,5 +218,7 @@ def setup(app: web.Application) -> None:
         ),
         openapi_document,
     )
-    app[SPEC] = build_spec(app[ROUTES])
-    app[SPEC_BODY] = json.dumps(app[SPEC]).encode()
+    # The schemas made now (once per process), so that a model pydantic cannot describe
+    # stops the start, not a request; the document itself when first asked for.
+    _schemas_text(_modes(app[ROUTES]))
+    app[DOCUMENT] = Document(app[ROUTES])

@@ -17,7 +17,7 @@ import pytest
 from dotenv import dotenv_values
 
 from common.settings import Settings, settings_from_env, variable
-from handlers.openapi import SPEC
+from handlers.openapi import DOCUMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -100,7 +100,7 @@ def app_routes(tmp_path: Path) -> set[tuple[str, str]]:
         if route.resource.canonical == alias:
             continue
         routes.add((route.method, route.resource.canonical))
-    spec: dict[str, Any] = app[SPEC]
+    spec: dict[str, Any] = app[DOCUMENT].spec()
     for path, operations in spec["paths"].items():
         routes.update((method.upper(), path) for method in operations)
     return routes
@@ -328,7 +328,7 @@ def test_openapi_says_a_502_dial_refused_with_a_sip_status_ends_as_it_maps(
     settings = dataclasses.replace(
         Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
     )
-    spec: dict[str, Any] = create_app(settings)[SPEC]
+    spec: dict[str, Any] = create_app(settings)[DOCUMENT].spec()
     said = spec["paths"]["/calls/outbound"]["post"]["responses"]["502"]["description"]
     for code in (486, 480):
         status = status_for_sip_code(code)
@@ -388,7 +388,7 @@ def test_the_readme_says_a_campaigns_deliveries_come_a_page_at_a_time(tmp_path: 
     settings = dataclasses.replace(
         Settings(), config_path=tmp_path / "config.json", calls_db_path=tmp_path / "calls.db"
     )
-    spec: dict[str, Any] = create_app(settings)[SPEC]
+    spec: dict[str, Any] = create_app(settings)[DOCUMENT].spec()
     route = spec["paths"]["/campaigns/{campaign_id}/deliveries"]["get"]
     assert {"limit", "after"} <= {p["name"] for p in route["parameters"]}
     text = " ".join(section(README.read_text(encoding="utf-8"), "Customer webhooks").split())
