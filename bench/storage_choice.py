@@ -123,9 +123,9 @@ PROBE_CALLS = 50  # the untimed counting pass
 LIMITS = AdmissionLimits(max_live=50, per_minute=60)
 CALLS_PER_CLIENT = 30  # well under the rate limit: no call is refused, as in a sane load
 MAX_STATEMENTS = 10_000  # per program: a bound on the driver loop
-PRAGMAS = (
+PRAGMAS = (  # the server's (common/storage/sqlite.py): every commit synced
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
+    "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
 )
