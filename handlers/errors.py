@@ -44,6 +44,7 @@ from common.storage.base import (
     DatabaseGone,
     DatabaseLocked,
     DatabaseStalled,
+    ErasureHeldUp,
     ErasureUnfinished,
 )
 from common.storage.campaign_programs import CampaignConflict, TooManyResumes
@@ -119,6 +120,7 @@ ANSWERS: list[tuple[type[BaseException], Callable[[Any], Answer]]] = [
     (TooManyTurns, lambda e: Answer(409, str(e), [])),
     (ConfigWriteError, _config_write_answer),
     (ErasureUnfinished, lambda e: _unfinished_erasure_answer(e)),
+    (ErasureHeldUp, lambda e: Answer(503, str(e), [], _retry(RETRY_S))),
     # A retry cannot help until the server is restarted: no Retry-After (probe AU).
     (
         DatabaseGone,

@@ -98,6 +98,7 @@ from common.storage.base import (
     CallStore,
     CommitUnknown,
     DatabaseError,
+    ErasureHeldUp,
     ErasureUnfinished,
     KeyTaken,
     Placer,
@@ -1774,12 +1775,20 @@ class CallService:
         hold what calls about to be erased were placed with, removed before their erasure is
         written: once it is, the database no longer holds the name and instructions to find
         them by, and a server killed between the two (SIGKILL, the OOM killer) left them
-        there for good, the retried erasure answered 200 all the same. A failure here is
-        left to the same removal after the erasure (_erased)."""
+        there for good, the retried erasure answered 200 all the same. One that may hold
+        them and could not be removed (a directory not writable, a full disk for an unreadable
+        config.json's replacement) holds the erasure up: ErasureHeldUp (503, Retry-After),
+        those calls not erased, for the same request to find them again. It was answered 200
+        "erased", the copy left for good (logged, at DEBUG, as "not removed")."""
         try:
-            await self.config.remove_set_aside_naming_async(placed_with)
+            await self.config.remove_set_aside_naming_async(placed_with, or_raise=True)
         except OSError as exc:
-            logger.debug("config.json copies not removed before the erasure: %s", exc)
+            raise ErasureHeldUp(
+                "the erasure is held up: what a call was placed with (its name, its"
+                f" instructions) may be in config.json's copies set aside, and {exc.strerror};"
+                " the calls left are not erased: send the same request again once they"
+                " can be removed"
+            ) from exc
 
     async def _erased(self, erasure: Erasure, asked: str, *, unfinished: bool = False) -> Erasure:
         """What an erasure erased in the database, erased where else it is (config.json). Of

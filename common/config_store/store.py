@@ -1058,14 +1058,17 @@ class ConfigStore:
         await self.remove_set_aside_naming_async([expected])
         return erased
 
-    async def remove_set_aside_naming_async(self, placed_with: Iterable[Mapping[str, Any]]) -> int:
+    async def remove_set_aside_naming_async(
+        self, placed_with: Iterable[Mapping[str, Any]], *, or_raise: bool = False
+    ) -> int:
         """Remove the unreadable config.json copies set aside (`config.json.corrupt-<stamp>`)
         that hold the name or the instructions one of `placed_with` (the configs of calls
         whose personal data is erased on request) was placed with: an erasure left them
         there, the newest 10 kept for good. Unreadable, they cannot be edited: the whole copy
         goes, with a WARNING naming it; an unreadable config.json holding them is replaced
         by a fresh one, no copy kept (the next write kept it aside). How many were removed
-        or replaced."""
+        or replaced. Each file that may hold them and could not be read, removed or replaced
+        is logged; with `or_raise`, an OSError then says so after the others went."""
         needles = set()
         for config in placed_with:
             for key in ("caller_name", "agent_instructions"):
@@ -1077,13 +1080,14 @@ class ConfigStore:
                     needles.add(json.dumps(value).encode())
         if not needles:
             return 0
-        return await _in_executor(self._remove_set_aside_holding, frozenset(needles))
+        return await _in_executor(self._remove_set_aside_holding, frozenset(needles), or_raise)
 
-    def _remove_set_aside_holding(self, needles: frozenset[bytes]) -> int:
+    def _remove_set_aside_holding(self, needles: frozenset[bytes], or_raise: bool) -> int:
         self._refuse_if_read_only()
         target = self.target
         removed = []
         replaced = 0
+        kept: list[OSError] = []  # a file that may hold them, not read, removed or replaced
         # config.json itself unreadable and holding them: the next write kept it aside, the
         # erased data with it, for good. Replaced now, no copy kept.
         try:
@@ -1096,6 +1100,7 @@ class ConfigStore:
                 self._mutate_sync([], erased=needles)
                 replaced = 1
         except OSError as exc:
+            kept.append(exc)
             logger.error(
                 "✗ %s is unreadable and may hold an erased call's data, but could not be"
                 " replaced (%s): the next write keeps a copy of it aside",
@@ -1110,6 +1115,7 @@ class ConfigStore:
                     os.unlink(path)
                     removed.append(name)
             except OSError as exc:
+                kept.append(exc)
                 logger.error(
                     "✗ %s set aside beside %s could not be read or removed (%s): it may hold"
                     " an erased call's data",
@@ -1124,6 +1130,13 @@ class ConfigStore:
                 len(removed),
                 self.path,
                 ", ".join(removed),
+            )
+        if kept and or_raise:
+            raise OSError(
+                kept[0].errno,
+                f"{len(kept)} file(s) beside {self.path.name} that may hold it could not be"
+                f" read, removed or replaced ({kept[0].strerror or type(kept[0]).__name__});"
+                " the server's log names them",
             )
         return len(removed) + replaced
 

@@ -92,6 +92,13 @@ class ErasureUnfinished(DatabaseError):
         self.unknown = unknown
 
 
+class ErasureHeldUp(DatabaseError):
+    """What calls about to be erased on request were placed with could not first be removed
+    from where else it is (config.json's copies set aside, an unreadable config.json): their
+    erasure is not written, so that the same request again still finds it there (once
+    written, the database no longer holds the name and instructions to look for)."""
+
+
 class CommitUnknown(DatabaseError):
     """The connection broke while a transaction committed: it may or may not be written."""
 

@@ -1,0 +1,89 @@
+"""An erasure on request whose config.json copy holding the callee could not be removed first
+(a directory the server may not write, EACCES) is held up, not answered 200 "erased".
+
+Those copies (`config.json.corrupt-<stamp>`) are found by what the call was placed with, which
+the database no longer holds once the erasure is written: the copy that could not be removed
+was left holding the callee's name and instructions for good, the client told 200 "erased",
+and its retry (once the directory was fixed) found nothing to look for. Now the erasure is
+answered 503 with Retry-After, the call not erased, and the same request again erases both.
+Through the real app and its sandbox; the directory's refusal is os.unlink's (the tests run
+as root, whom a directory's mode does not stop).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from handlers.keys import EVENTS, SETTINGS
+from server import SANDBOX
+from tests.conftest import AppFactory
+from tests.helpers import SEED_EXAMPLES
+
+Client = TestClient[Any, Any]
+TOKEN = "hl-erasure-copy-kept-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ALICE = SEED_EXAMPLES[0]
+NAME = str(ALICE["name"]).encode()
+
+
+async def settled(client: Client, body: dict[str, Any]) -> str:
+    resp = await client.post("/calls/outbound", json=body, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    call_id: str = (await resp.json())["call_id"]
+    await client.app[SANDBOX].wait_idle(15)
+    await client.app[EVENTS].wait_idle()
+    return call_id
+
+
+def copies_holding_the_callee(config_path: Path) -> list[Path]:
+    return [p for p in config_path.parent.glob("config.json.corrupt-*") if NAME in p.read_bytes()]
+
+
+@pytest.mark.parametrize("route", ["call", "number"])
+async def test_an_erasure_whose_copy_cannot_be_removed_is_held_up_and_retried(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    client = await start_app(sandbox_time_scale=0.05, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    call_id = await settled(client, ALICE)
+    config_path.write_bytes(config_path.read_bytes()[:-5])  # a torn edit: unreadable
+    await settled(client, SEED_EXAMPLES[1])  # its write sets the file aside
+    assert copies_holding_the_callee(config_path)
+
+    unlink = os.unlink
+
+    def refused(path: Any, *args: Any, **kwargs: Any) -> None:
+        if ".corrupt-" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        unlink(path, *args, **kwargs)
+
+    async def erase() -> Any:
+        if route == "call":
+            return await client.post(f"/calls/{call_id}/erase", headers=AUTH)
+        body = {"phone_number": ALICE["phone_number"]}
+        return await client.post("/calls/erase", json=body, headers=AUTH)
+
+    monkeypatch.setattr(os, "unlink", refused)
+    resp = await erase()
+    text = await resp.text()
+    assert resp.status == 503, text  # was 200 "erased", the copy kept for good
+    assert "Retry-After" in resp.headers
+    assert "Permission denied" in text and "send the same request again" in text
+    assert NAME.decode() not in text
+    call = await (await client.get(f"/calls/{call_id}", headers=AUTH)).json()
+    assert call["name"] == ALICE["name"]  # not erased: the retry still finds the copy
+    assert copies_holding_the_callee(config_path)
+
+    monkeypatch.setattr(os, "unlink", unlink)  # the directory fixed
+    resp = await erase()
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["call_ids"] == [call_id]
+    assert copies_holding_the_callee(config_path) == []
+    call = await (await client.get(f"/calls/{call_id}", headers=AUTH)).json()
+    assert call["name"] == ""
