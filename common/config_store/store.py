@@ -1114,6 +1114,8 @@ class ConfigStore:
                 if any(needle in data for needle in needles):
                     os.unlink(path)
                     removed.append(name)
+            except FileNotFoundError:  # gone meanwhile (the newest 10 kept, the others pruned)
+                continue
             except OSError as exc:
                 kept.append(exc)
                 logger.error(
