@@ -41,6 +41,12 @@ MAX_BODY_BYTES = 64 * 1024
 LIST_LIMIT = PageLimit(default=50, maximum=500)
 REPLAY = {"Idempotent-Replay": "1"}
 REPLAYED = tuple(REPLAY)  # documented on the answers a retry under a key may get again
+ERASURE_HELD_UP = Reply(
+    "The calls database is unavailable, or a config.json copy set aside that may hold what a"
+    " call was placed with could not be removed (those calls not erased; the error says so,"
+    " and what was erased): send the same request again",
+    headers=("Retry-After",),
+)
 
 
 def placement_of(request: web.Request, document: object, raw: bytes) -> Placement:
@@ -258,7 +264,7 @@ def setup(app: web.Application) -> None:
                 ),
                 413: Reply(f"The body is larger than {ERASE_BODY_BYTES} bytes"),
                 422: Reply("An unknown field, or `phone_number` not an E.164 number"),
-                503: DB_DOWN,
+                503: ERASURE_HELD_UP,
             },
         ),
         erase_number,
@@ -354,7 +360,7 @@ def setup(app: web.Application) -> None:
                     " nothing was erased; erase it once it has ended",
                     headers=("Retry-After",),
                 ),
-                503: DB_DOWN,
+                503: ERASURE_HELD_UP,
             },
         ),
         erase_call,
