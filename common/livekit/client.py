@@ -177,9 +177,25 @@ def twirp_error_object(body: object) -> dict[str, Any]:
 
 # The longest wait of LiveKit's Retry-After passed on (a value of hours is read as this).
 MAX_RETRY_AFTER_S = 600
-# The Retry-After of the answer to the request under way in this task, in whole seconds (set
-# by the session's middleware, read as its error is translated); None: none, or not 429/503.
-_ASKED_WAIT: ContextVar[int | None] = ContextVar("livekit_asked_wait", default=None)
+
+
+@dataclass
+class _Exchange:
+    """What the session saw of the request under way in this task: made as each request
+    starts (`_drops_told_apart`) and left after it, for its error's translation."""
+
+    reused: bool = False  # on a connection kept open since an earlier request
+    # Its headers went out. Not, when it ran out of time: it waited for one of the session's
+    # connections (all busy with slow requests) or for LiveKit to accept one (a host down, a
+    # network dropping packets), and LiveKit never saw it.
+    sent: bool = False
+    asked_wait_s: int | None = None  # a 429's or 503's Retry-After, in whole seconds
+    # A gateway's 503 saying its connection to LiveKit broke once the request was passed on.
+    cut_behind: bool = False
+
+
+# The exchange of the request under way in this task (None: none made through the session).
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("livekit_exchange", default=None)
 
 
 def asked_wait_s(status: int, retry_after: str | None) -> int | None:
@@ -193,9 +209,6 @@ def asked_wait_s(status: int, retry_after: str | None) -> int | None:
     return max(1, min(int(value[:6]), MAX_RETRY_AFTER_S))
 
 
-# Whether the answer to the request under way in this task is a gateway's 503 saying its
-# connection to LiveKit broke once the request was passed on (set with _ASKED_WAIT).
-_CUT_BEHIND: ContextVar[bool] = ContextVar("livekit_cut_behind_gateway", default=False)
 # Envoy's own 503 (Istio's, Contour's, Envoy Gateway's) when the connection to its upstream
 # ended before the upstream's answer began, and the reasons of those that never sent it on:
 # no connection made, its circuit breaker (overflow), a stream refused unprocessed.
@@ -217,16 +230,17 @@ def reset_after_sent(body: bytes) -> bool:
 async def _wait_asked(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
-    _ASKED_WAIT.set(None)  # this request's own, not an earlier one's in the same task
-    _CUT_BEHIND.set(False)
     response = await handler(request)
-    _ASKED_WAIT.set(asked_wait_s(response.status, response.headers.get("Retry-After")))
+    exchange = _EXCHANGE.get()
+    if exchange is None:  # (made by _drops_told_apart, the session's outer middleware)
+        return response
+    exchange.asked_wait_s = asked_wait_s(response.status, response.headers.get("Retry-After"))
     if response.status == 503 and response.content_type != "application/json":
         # Not LiveKit's (Twirp's errors are JSON): a gateway's, read here for what it says
         # (livekit-api reads no more of it than a JSON error). Read up to MAX_ANSWER_BYTES,
         # once: livekit-api's read takes it from aiohttp's cache.
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            _CUT_BEHIND.set(reset_after_sent(await response.read()))
+            exchange.cut_behind = reset_after_sent(await response.read())
     return response
 
 
@@ -262,31 +276,13 @@ class DroppedUnanswered(aiohttp.ServerDisconnectedError):
         self.reused = reused
 
 
-@dataclass
-class _Connection:
-    reused: bool = False
-
-
-# The connection of the request under way in this task, as the session's trace tells it.
-_CONNECTION: ContextVar[_Connection | None] = ContextVar("livekit_connection", default=None)
-
-
 async def _reused(
     _session: aiohttp.ClientSession,
     _context: SimpleNamespace,
     _params: aiohttp.TraceConnectionReuseconnParams,
 ) -> None:
-    held = _CONNECTION.get()
-    if held is not None:
-        held.reused = True
-
-
-# Whether the request under way in this task had its headers sent when it ended, as the
-# session's trace tells it (set False as each request starts: left so after it, for the
-# error's translation). False: it ran out of time before it was sent, waiting for one of the
-# session's connections (all busy with slow requests) or for LiveKit to accept one (a host
-# down, a network dropping packets): LiveKit never saw it. None: not known.
-_SENT: ContextVar[bool | None] = ContextVar("livekit_request_sent", default=None)
+    if (exchange := _EXCHANGE.get()) is not None:
+        exchange.reused = True
 
 
 async def _headers_sent(
@@ -294,7 +290,8 @@ async def _headers_sent(
     _context: SimpleNamespace,
     _params: aiohttp.TraceRequestHeadersSentParams,
 ) -> None:
-    _SENT.set(True)
+    if (exchange := _EXCHANGE.get()) is not None:
+        exchange.sent = True
 
 
 async def _drops_told_apart(
@@ -303,16 +300,13 @@ async def _drops_told_apart(
     """A connection closed unanswered raised as DroppedUnanswered, saying whether it was a
     new one: its TLS advice read wrong for a kept-alive connection LiveKit closed (it had just
     answered on that port without TLS) and for a wss:// URL."""
-    _SENT.set(False)
-    connection = _Connection()
-    token = _CONNECTION.set(connection)
+    exchange = _Exchange()
+    _EXCHANGE.set(exchange)  # this request's own, not an earlier one's in the same task
     try:
         return await handler(request)
     except aiohttp.ServerDisconnectedError as exc:
         plain = request.url.scheme == "http"  # livekit-api sends ws:// URLs as http://
-        raise DroppedUnanswered(plain=plain, reused=connection.reused) from exc
-    finally:
-        _CONNECTION.reset(token)
+        raise DroppedUnanswered(plain=plain, reused=exchange.reused) from exc
 
 
 def create_session() -> aiohttp.ClientSession:
@@ -390,18 +384,19 @@ FAILURES = (TimeoutError, api.ServerError, aiohttp.ClientError, DecodeError)
 
 
 def _translate(exc: BaseException, action: str) -> LiveKitError:
-    error = _translated(exc, action)
+    exchange = _EXCHANGE.get() or _Exchange(sent=True)  # none seen: it may have been sent
+    error = _translated(exc, action, exchange)
     error.goal = _GOALS[action]
     if action in _PLACING and isinstance(exc, api.ServerError) and exc.status in (429, 503):
         # LiveKit's wait, passed on: a LiveKit in maintenance answering 503 Retry-After: 120
         # had its clients told to try again in 2 s, each try a call recorded and refused.
         # A call's placement only: a hang-up told LiveKit's 600 s left the callee on the
         # line, the call going on, for ten minutes before it was tried again.
-        error.retry_after_s = _ASKED_WAIT.get()
+        error.retry_after_s = exchange.asked_wait_s
     return error
 
 
-def _translated(exc: BaseException, action: str) -> LiveKitError:
+def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKitError:
     # LiveKit's words go into the call's reason, the API's answer, logs and customer
     # webhooks: as remote_text makes them (digits masked, tokens and control characters out).
     if isinstance(exc, api.SipCallError) and exc.sip_status_code is not None:
@@ -457,7 +452,7 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
                 kind=kind,
                 maybe_done=True,
             )
-        if exc.status == 503 and _CUT_BEHIND.get():
+        if exc.status == 503 and exchange.cut_behind:
             # Envoy before LiveKit passed the request on and its connection to LiveKit broke
             # before LiveKit answered (LiveKit stopping, restarted, resetting it while carrying
             # it out): as nginx's 502 above. Read as unavailable, a dial's key was freed and
@@ -472,7 +467,7 @@ def _translated(exc: BaseException, action: str) -> LiveKitError:
         return cls(reason, kind=kind)
     if isinstance(exc, AnswerRefused):
         return LiveKitUnavailable(f"{action}: {exc.why}", maybe_done=exc.maybe_done)
-    if isinstance(exc, TimeoutError) and _SENT.get() is False:
+    if isinstance(exc, TimeoutError) and not exchange.sent:
         # Read as "did not answer" (a 504, the dial one that may have rung), a LiveKit host
         # that accepted no connection, or a burst of dials waiting for the session's
         # connections behind slow ones, recorded every call failed and kept its key: nothing
