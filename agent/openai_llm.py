@@ -19,7 +19,6 @@ Imported on use (by `agent.session.build_llm`), as the plugins are.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
 
 from agent.session import KEY_REFUSAL_RECHECK_S
+from common.retry_after import seconds_asked
 
 logger = logging.getLogger(__name__)
 
@@ -175,15 +175,16 @@ async def _wait_as_asked(
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """How long a refusal asks to wait, in seconds: `retry-after-ms` (OpenAI's), else
     `Retry-After` (seconds, or an HTTP date); None if neither says (or says nonsense)."""
+    seconds: float | None
     try:
         if (ms := headers.get("retry-after-ms")) is not None:
             seconds = float(ms) / 1000
         elif (value := headers.get("retry-after")) is None:
             return None
-        elif value.strip().replace(".", "", 1).isdigit():
+        elif value.strip().replace(".", "", 1).isdigit():  # OpenAI's may have decimals
             seconds = float(value)
         else:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-    except (ValueError, TypeError, OverflowError):
+            seconds = seconds_asked(value, time.time())
+    except ValueError:
         return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    return max(0.0, seconds) if seconds is not None and math.isfinite(seconds) else None

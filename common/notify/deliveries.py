@@ -38,7 +38,6 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 from yarl import URL
@@ -56,6 +55,7 @@ from common.metrics import Metrics
 from common.notify.guard import LookupsBusy, guard_refusal, make_connector, read_capped
 from common.notify.signing import sign
 from common.repeats import Repeats
+from common.retry_after import seconds_asked
 from common.settings import MAX_RETRY_DELAY_S, Settings
 from common.storage.base import CallStore, DatabaseError
 from common.text import shown_text
@@ -169,16 +169,8 @@ def asked_wait(status: int, retry_after: str | None, now: float) -> float | None
     can read."""
     if status not in (429, 503) or not retry_after:
         return None
-    value = retry_after.strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), MAX_RETRY_DELAY_S)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, when.timestamp() - now), MAX_RETRY_DELAY_S)
+    seconds = seconds_asked(retry_after, now)
+    return None if seconds is None else min(seconds, MAX_RETRY_DELAY_S)
 
 
 def connection_failure(exc: aiohttp.ClientError) -> str:
