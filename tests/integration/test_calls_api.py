@@ -752,7 +752,7 @@ async def test_a_stalled_config_write_is_answered_at_its_deadline(
         behind = client.post("/calls/outbound", json=dict(SEED_EXAMPLES[0], name="Behind"))
         started = time.monotonic()
         answers = await asyncio.wait_for(asyncio.gather(first, behind), 5)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 4
         for answer in answers:
             assert answer.status == 503
             assert (await answer.json())["error"] == (

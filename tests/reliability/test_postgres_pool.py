@@ -93,7 +93,7 @@ async def test_requests_queued_behind_connections_waiting_on_a_lock_are_answered
             async with asyncio.timeout(5):
                 with pytest.raises(DatabaseStalled, match="did not answer in time"):
                     await store.get_call("call-queued")
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 4
             assert not any(task.done() for task in waiting)
         assert await asyncio.gather(*waiting) == [None, None]  # they ran once it let go
         assert await store.get_call("call-after") is None  # and the pool serves again
@@ -120,7 +120,7 @@ async def test_the_first_request_waiting_on_a_lock_is_answered_as_promptly_as_th
             async with asyncio.timeout(5):
                 with pytest.raises(DatabaseStalled, match="did not answer in time"):
                     await store.get_call("call-first")
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 4
         async with locker.transaction():  # held a moment, as our own transactions hold theirs
             await locker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
             waiting = asyncio.create_task(store.get_call("call-brief"))

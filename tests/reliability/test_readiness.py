@@ -265,7 +265,7 @@ async def test_metrics_answer_in_time_when_the_database_hangs(
     started = time.monotonic()
     try:
         resp = await asyncio.wait_for(client.get("/metrics"), 5.0)  # it waited for good
-        assert resp.status == 200 and time.monotonic() - started < 2.0
+        assert resp.status == 200 and time.monotonic() - started < 4.0
         text = await resp.text()
         assert "calls_database_read 0.0" in text and 'calls{status="dialing"} 0.0' in text
     finally:

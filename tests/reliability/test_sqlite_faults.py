@@ -464,10 +464,10 @@ async def test_a_request_of_a_stalled_writes_batch_is_answered_by_its_deadline(
         else:
             with pytest.raises(DatabaseStalled):
                 await asyncio.wait_for(read_task, 5)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4
         with pytest.raises(DatabaseStalled):  # its own write never returns: by its deadline
             await asyncio.wait_for(stalled, 5)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4
     finally:
         free.set()
         disk.set()
@@ -489,7 +489,7 @@ async def test_a_shorter_deadline_is_kept_though_the_watch_waits_for_a_longer_on
         started = time.monotonic()
         with pytest.raises(DatabaseStalled):
             await asyncio.wait_for(db._submit_to(db._worker, time.time, wait_s=0.3), 5)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4
         assert not patient.done()
     finally:
         free.set()
@@ -598,7 +598,7 @@ async def test_a_request_whose_own_write_stalls_is_answered_at_its_deadline(
         assert await asyncio.to_thread(stalling.stalled.wait, 10)
         started = time.monotonic()
         answer = await asyncio.wait_for(asyncio.shield(stalled), 5)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 4
         assert answer.status == 503
         assert (await answer.json())["error"] == STALLED
         assert answer.headers["Retry-After"] == "2"

@@ -234,7 +234,7 @@ async def test_a_config_read_that_stalls_is_given_up_for_the_snapshot(
     try:
         started = time.monotonic()
         record, why = await asyncio.wait_for(config_source.read_call_record(store, CALL), 5)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4
     finally:
         disk.set()
     assert record is None

@@ -476,7 +476,7 @@ async def test_flush_times_out_and_close_names_what_is_pending(
 
     started = time.monotonic()
     assert await sender.flush(0.2) is False
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0
     await sender.aclose(0.1)
 
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]

@@ -135,7 +135,7 @@ def test_the_switch_to_wal_gives_up_on_a_lock_that_stays(tmp_path: Path) -> None
     started = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _enter_wal(conn, timeout_s=0.3)
-    assert 0.2 <= time.monotonic() - started < 2
+    assert 0.2 <= time.monotonic() - started < 5
     holder.execute("COMMIT")
     _enter_wal(conn, timeout_s=0.3)  # free again: switched
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
