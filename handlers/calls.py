@@ -42,9 +42,10 @@ LIST_LIMIT = PageLimit(default=50, maximum=500)
 REPLAY = {"Idempotent-Replay": "1"}
 REPLAYED = tuple(REPLAY)  # documented on the answers a retry under a key may get again
 ERASURE_HELD_UP = Reply(
-    "The calls database is unavailable, or a config.json copy set aside that may hold what a"
-    " call was placed with could not be removed (those calls not erased; the error says so,"
-    " and what was erased): send the same request again",
+    "The calls database is unavailable, or what a call was placed with could not be removed"
+    " from config.json (its top level, a call's record, a copy set aside that may hold it;"
+    " those calls not erased; the error says so, and what was erased): send the same request"
+    " again",
     headers=("Retry-After",),
 )
 

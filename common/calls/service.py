@@ -1762,7 +1762,7 @@ class CallService:
         waited_until = time.monotonic() + ERASE_ENDING_WAIT_S
         while True:
             erasure = await self.store.erase_calls_now(
-                call_id=call_id, numbers=numbers, before_erasing=self._erase_copies_first
+                call_id=call_id, numbers=numbers, before_erasing=self._erase_config_first
             )
             if erasure.live or not erasure.ending:
                 return erasure
@@ -1770,31 +1770,45 @@ class CallService:
                 raise CallsJustEnded(erasure.ending)
             await asyncio.sleep(ERASE_ENDING_POLL_S)
 
-    async def _erase_copies_first(self, placed_with: Sequence[dict[str, Any]]) -> None:
-        """The unreadable config.json copies set aside (and an unreadable config.json) that
-        hold what calls about to be erased were placed with, removed before their erasure is
-        written: once it is, the database no longer holds the name and instructions to find
-        them by, and a server killed between the two (SIGKILL, the OOM killer) left them
-        there for good, the retried erasure answered 200 all the same. One that may hold
-        them and could not be removed (a directory not writable, a full disk for an unreadable
-        config.json's replacement) holds the erasure up: ErasureHeldUp (503, Retry-After),
-        those calls not erased, for the same request to find them again. It was answered 200
-        "erased", the copy left for good (logged, at DEBUG, as "not removed")."""
+    async def _erase_config_first(
+        self, call_ids: Sequence[str], placed_with: Sequence[dict[str, Any]]
+    ) -> None:
+        """What calls about to be erased were placed with, erased from config.json before
+        their erasure is written: once it is, the database no longer holds the name and
+        instructions to find it by. The unreadable copies set aside (and an unreadable
+        config.json) that hold them are removed, the calls' records still there (their
+        removal pending) dropped, and the top level (the seed's latest config) put back to
+        the defaults if one of them wrote it. Done after the erasure, a failure (a full disk,
+        a directory not writable, a write stalled past its deadline) or a server killed
+        between the two left them there, answered 200 "erased" all the same, and the retry
+        found nothing to look for (get_config_value("caller_name") named the erased callee
+        until the next call). Now that holds the erasure up: ErasureHeldUp (503,
+        Retry-After), those calls not erased, for the same request to find them again."""
         try:
             await self.config.remove_set_aside_naming_async(placed_with, or_raise=True)
         except OSError as exc:
-            raise ErasureHeldUp(
-                "the erasure is held up: what a call was placed with (its name, its"
-                f" instructions) may be in config.json's copies set aside, and {exc.strerror};"
-                " the calls left are not erased: send the same request again once they"
-                " can be removed"
-            ) from exc
+            raise self._held_up("may be in config.json's copies set aside", exc) from exc
+        try:
+            records = await self.config.records_written_async()
+            await self.config.remove_calls_async([c for c in call_ids if c in records])
+            await self.config.erase_latest_of_async(placed_with, call_ids)
+        except OSError as exc:
+            raise self._held_up("is in config.json", exc) from exc
+
+    @staticmethod
+    def _held_up(where: str, exc: OSError) -> ErasureHeldUp:
+        return ErasureHeldUp(
+            f"the erasure is held up: what a call was placed with (its name, its instructions)"
+            f" {where}, and {exc.strerror or type(exc).__name__}; the calls left are not"
+            " erased: send the same request again once it can be erased there"
+        )
 
     async def _erased(self, erasure: Erasure, asked: str, *, unfinished: bool = False) -> Erasure:
-        """What an erasure erased in the database, erased where else it is (config.json). Of
-        an erasure the database stopped part way (`unfinished`), what it did erase: the
-        configs of its erased calls are erased in the database, and a retry would not find
-        them in config.json any more."""
+        """What an erasure erased in the database, erased where else it is (config.json):
+        it went before the erasure was written (_erase_config_first); looked for again now,
+        for a write that put it back meanwhile. Of an erasure the database stopped part way
+        (`unfinished`), what it did erase: the configs of its erased calls are erased in the
+        database, and a retry would not find them in config.json any more."""
         if erasure.live:
             raise CallsStillLive(erasure.live)
         self.events.publish(erasure.events)

@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from common.storage.campaign_programs import OnList
 
 
-# Given what calls about to be erased on request were placed with (their configs), before
-# their erasure is written (CallStore.erase_calls_now).
-BeforeErasing = Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
+# Given the ids of calls about to be erased on request and what they were placed with (their
+# configs), before their erasure is written (CallStore.erase_calls_now).
+BeforeErasing = Callable[[Sequence[str], Sequence[dict[str, Any]]], Awaitable[None]]
 
 
 class DatabaseError(Exception):
@@ -94,9 +94,10 @@ class ErasureUnfinished(DatabaseError):
 
 class ErasureHeldUp(DatabaseError):
     """What calls about to be erased on request were placed with could not first be removed
-    from where else it is (config.json's copies set aside, an unreadable config.json): their
-    erasure is not written, so that the same request again still finds it there (once
-    written, the database no longer holds the name and instructions to look for)."""
+    from where else it is (config.json's top level and records, its copies set aside, an
+    unreadable config.json): their erasure is not written, so that the same request again
+    still finds it there (once written, the database no longer holds the name and
+    instructions to look for)."""
 
 
 class CommitUnknown(DatabaseError):
@@ -400,10 +401,11 @@ class CallStore(CampaignStore, Protocol):
     ) -> Erasure:
         """Erase now, on request, the personal data of one call or of every call to one of
         `numbers`, in one transaction; nothing while one of them is live (see
-        programs.erase_calls_now). `before_erasing` is given what each batch of calls was
-        placed with (their configs) before that batch's erasure is written: once it is, what
-        they were placed with is gone from the database, and a crash before the caller
-        erased it elsewhere (config.json's copies) left it there for good."""
+        programs.erase_calls_now). `before_erasing` is given each batch's call ids and what
+        they were placed with (their configs) before that batch's erasure is written: once it
+        is, what they were placed with is gone from the database, and a failure or a crash
+        before the caller erased it elsewhere (config.json: its top level, its copies) left
+        it there for good. What it raises (a DatabaseError) stops the erasure there."""
         ...
 
     # -- customer webhooks ---------------------------------------------------------------

@@ -248,7 +248,7 @@ class SqlCallStore(CampaignMethods):
                 # name to look for in config.json (its set-aside copies kept it for good).
                 before = await self._read_aside(programs.configs_of(batch))
                 if before_erasing is not None:
-                    await before_erasing(before)
+                    await before_erasing(batch, before)
                 try:
                     ids, configs = await self._run(
                         programs.erase_calls_now(self.dialect, now, batch), write=True
