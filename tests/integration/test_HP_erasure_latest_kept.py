@@ -25,7 +25,7 @@ from common.config_store import store as config_store_module
 from handlers.keys import EVENTS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, hold_config_write
+from tests.helpers import SEED_EXAMPLES, hold_config_write, immutable
 
 Client = TestClient[Any, Any]
 TOKEN = "hp-erasure-latest-kept-token"
@@ -116,3 +116,26 @@ async def test_an_erasure_whose_latest_config_reset_stalls_is_held_up_and_retrie
     assert NAME.encode() not in config_path.read_bytes()
     call = await (await client.get(f"/calls/{call_id}", headers=AUTH)).json()
     assert call["name"] == ""
+
+
+async def test_an_erasure_in_a_directory_made_read_only_is_held_up_and_retried(
+    start_app: AppFactory,
+) -> None:
+    """The real refusal: config.json's directory made immutable (`chattr +i`), so no file
+    can be made in it (EPERM) and config.json cannot be replaced."""
+    client = await start_app(sandbox_time_scale=0.05, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    call_id = await settled(client, ALICE)
+
+    with immutable(config_path.parent):
+        resp = await erase(client, "number", call_id)
+        text = await resp.text()
+    assert resp.status == 503, text  # was 200 "erased", the name kept at the top level
+    assert "Operation not permitted" in text and "Retry-After" in resp.headers
+    call = await (await client.get(f"/calls/{call_id}", headers=AUTH)).json()
+    assert call["name"] == NAME
+
+    resp = await erase(client, "number", call_id)
+    assert resp.status == 200, await resp.text()
+    assert update_config.get_config_value("caller_name") == "Guest"
+    assert NAME.encode() not in config_path.read_bytes()
