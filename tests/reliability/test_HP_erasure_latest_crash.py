@@ -8,7 +8,7 @@ callee's name and instructions there (until a restarted server's reaper guessed,
 it was written, which call wrote it). It is now reset before the erasure is written, so a
 kill after the commit finds it reset already, and one before the commit leaves the call for
 the retry to erase. Real processes: the server on its embedded sandbox, restarted on the same
-calls.db and config.json.
+database (calls.db, or PostgreSQL's) and config.json.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ INSTRUCTIONS = "Remind Ysolde Brannigan that her passport renewal is due."
 KILLED = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
+from common.storage.postgres import PostgresCallStore
 from common.storage.sql import SqlCallStore
 from common.storage.sqlite import SqliteCallStore
 
@@ -41,6 +42,7 @@ async def erase_then_die(self, *, before_erasing=None, **asked):
     os.kill(os.getpid(), signal.SIGKILL)
 
 SqliteCallStore.erase_calls_now = erase_then_die
+PostgresCallStore.erase_calls_now = erase_then_die
 import server
 server.main()
 """
@@ -61,13 +63,16 @@ async def call_of(session: aiohttp.ClientSession, server: ServerProcess, call_id
         return await resp.json()
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
 @pytest.mark.parametrize("killed", ["before the commit", "after the commit"])
 async def test_an_erasure_killed_part_way_leaves_config_json_without_the_callee(
     tmp_path: Path,
     processes: list[ServerProcess],
     figures: Figures,
     log_guard: LogGuard,
+    request: pytest.FixtureRequest,
     killed: str,
+    database: str,
 ) -> None:
     env = {
         "CONFIG_PATH": str(tmp_path / "config.json"),
@@ -75,6 +80,8 @@ async def test_an_erasure_killed_part_way_leaves_config_json_without_the_callee(
         "SANDBOX_TIME_SCALE": "0.01",
         "CALLS_SETTLE_GRACE_S": "0",
     }
+    if database == "postgres":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_dsn")
     body = {"phone_number": "+14155557701", "name": NAME, "dynamic_instruction": INSTRUCTIONS}
     launcher = KILLED.format(root=str(ROOT), before_commit=killed == "before the commit")
     async with aiohttp.ClientSession() as session:
@@ -116,4 +123,7 @@ async def test_an_erasure_killed_part_way_leaves_config_json_without_the_callee(
     for name in ("calls.db", "calls.db-wal"):
         data = (tmp_path / name).read_bytes() if (tmp_path / name).exists() else b""
         assert NAME.encode() not in data and b"passport" not in data, name
-    figures.add(f"erasure on request SIGKILLed {killed}: config.json held nothing of the callee")
+    figures.add(
+        f"erasure on request SIGKILLed {killed} ({database}): config.json held nothing of"
+        " the callee"
+    )
