@@ -250,7 +250,13 @@ async def test_a_second_server_on_the_same_port_settles_nothing(
             await second.wait_ready(session)
         assert "settling" not in second.logs()
         call = await call_of(session, first, live)
-        assert call["status"] == "in_progress" and not settled_by_restart(call)
+        # Live still, or (a loaded machine took the second start past the call's 9.9 s; seen
+        # with the suite beside three other runs) ended by its own callee: never settled lost.
+        assert not settled_by_restart(call), call
+        assert call["status"] == "in_progress" or (
+            call["status"] == "completed"
+            and call["reason"] not in (SANDBOX_RESTARTED, SANDBOX_STOPPED)
+        ), call
 
 
 async def test_a_restart_on_a_real_livekit_settles_nothing(
