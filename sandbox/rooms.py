@@ -44,6 +44,9 @@ class SandboxRoom:
     agent_present: bool = False
     """Our agent is in the room (it joins on its dispatch). The sandbox keeps its participant
     out of the webhooks (a call's six are the callee's) and shows it in ListParticipants."""
+    agent: ParticipantInfo | None = None
+    """Our agent's participant, once it joined: one participant (its sid, its join time) for
+    as long as it stays, as LiveKit lists it."""
 
     @property
     def creation_time(self) -> int:

@@ -307,6 +307,8 @@ class LiveKitServices:
         )
         room.dispatches.append(dispatch)
         room.agent_present = True
+        if room.agent is None:  # it joins as it is dispatched
+            room.agent = agent_participant(room, f"agent-{room.name}")
         self._dispatch_by_request_id.put(ctx.request_id, dispatch)
         self._agent_waits_for_callee(room)
         logger.debug(
@@ -453,7 +455,9 @@ class LiveKitServices:
             return ListParticipantsResponse()
         participants = list(room.participants.values())
         if room.agent_present and not any(p.kind == ParticipantInfo.AGENT for p in participants):
-            participants.append(agent_participant(room, f"agent-{room.name}"))
+            if room.agent is None:  # the same participant on every listing, as LiveKit's
+                room.agent = agent_participant(room, f"agent-{room.name}")
+            participants.append(room.agent)
         return ListParticipantsResponse(participants=participants)
 
     def _existing_room(self, name: str) -> SandboxRoom:

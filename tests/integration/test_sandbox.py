@@ -28,7 +28,12 @@ from livekit.api import (
 from livekit.api.twirp_client import SipCallError
 from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
 from livekit.protocol.models import DisconnectReason, ParticipantInfo
-from livekit.protocol.room import DeleteRoomRequest, ListRoomsRequest, UpdateRoomMetadataRequest
+from livekit.protocol.room import (
+    DeleteRoomRequest,
+    ListParticipantsRequest,
+    ListRoomsRequest,
+    UpdateRoomMetadataRequest,
+)
 from livekit.protocol.sip import CreateSIPParticipantRequest, SIPParticipantInfo
 from livekit.protocol.webhook import WebhookEvent
 from pytest_aiohttp import AiohttpServer
@@ -235,6 +240,27 @@ async def _api_flow(sandbox: Sandbox, lkapi: LiveKitAPI, hook: WebhookSink) -> N
     dial = sandbox.requests[1].body
     assert dial["sip_call_to"] == "+14155550480" and dial["ringing_timeout"] == "20s"
     assert sandbox.requests[1].request_id  # the SDK's idempotency key
+
+
+async def test_list_participants_shows_one_agent_for_as_long_as_it_stays(
+    make_sandbox: SandboxFactory,
+) -> None:
+    """LiveKit lists a participant once it joined, the same sid and join time each time; the
+    sandbox made up a new agent participant (a new sid, joined now) at every listing, so two
+    looks at one room could not be told to show the same agent."""
+    sandbox = await make_sandbox(time_scale=1.0)  # real time: the call is still ringing
+    async with LiveKitAPI(url=sandbox.url, api_key=KEY, api_secret=SECRET) as api:
+        await api.agent_dispatch.create_dispatch(
+            CreateAgentDispatchRequest(agent_name="outbound-caller", room="call-same")
+        )
+        looks = []
+        for _ in range(2):
+            listed = await api.room.list_participants(ListParticipantsRequest(room="call-same"))
+            looks.append([(p.sid, p.joined_at_ms, p.kind) for p in listed.participants])
+            await asyncio.sleep(0.01)
+        await api.room.delete_room(DeleteRoomRequest(room="call-same"))
+    assert len(looks[0]) == 1 and looks[0][0][2] == ParticipantInfo.AGENT
+    assert looks[1] == looks[0]
 
 
 async def test_delete_room_ends_the_call(
