@@ -96,6 +96,7 @@ def make_cluster(
         reports_to: str | None = None,
         balancer: Balancer | None = None,
         launcher: str = SERVER_LAUNCHER,
+        time_scale: float = 0.01,
         **extra: str,
     ) -> Cluster:
         """`reports_to` stands for a load balancer that sends the agents' reports to one
@@ -108,7 +109,9 @@ def make_cluster(
         target = f"{bases[webhooks_to]}/webhooks/livekit"
         if reports_to is not None:
             extra = {**extra, "PUBLIC_BASE_URL": bases[reports_to]}
-        sandbox = SandboxProcess(tmp_path, target, api_key=KEY, api_secret=SECRET)
+        sandbox = SandboxProcess(
+            tmp_path, target, api_key=KEY, api_secret=SECRET, time_scale=time_scale
+        )
         processes.append(sandbox)
         await sandbox.wait_ready(session)
         servers = {}
@@ -268,7 +271,10 @@ async def test_the_live_cap_holds_across_instances(
     make_cluster: Callable[..., Any], figures: Figures
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        cluster = await make_cluster(session, CALLS_MAX_ACTIVE="10")
+        # The calls stay live 12 s (60 s of talk at 0.2), well past the 40 placements: at the
+        # sandbox's usual 0.01 they lived 0.6 s, and on a loaded machine the first had ended
+        # before the last was placed (11 placed, rightly: a slot had come free).
+        cluster = await make_cluster(session, CALLS_MAX_ACTIVE="10", time_scale=0.2)
         body = {"phone_number": "+14155557760", "name": "Capped"}  # answered, talks 60 s
         results = await asyncio.gather(
             *(place(session, cluster.servers[n % 2], body) for n in range(40))
