@@ -54,6 +54,9 @@ NOT_JSON: Final = "the analysis answer was not valid JSON"
 # OpenAI-compatible servers (vLLM, LiteLLM) give too or say in their message.
 CONTEXT_LENGTH_EXCEEDED: Final = "context_length_exceeded"
 TOO_LONG: Final = "the transcript is longer than the model's context window"
+# What agent.openai_llm fails a request whose answer stream ended before the answer did with
+# (here, which imports no plugin): read in the analysis's failure as what it is.
+ENDED_EARLY: Final = "OpenAI's reply stream ended before the reply did"
 
 SYSTEM_PROMPT: Final = """\
 You analyse a finished outbound phone call between an AI agent and the person it called \
@@ -373,6 +376,13 @@ def _failure(error: APIError) -> str:
         if _context_exceeded(error):
             return f"{TOO_LONG} (the LLM API answered HTTP {error.status_code})"
         return f"the LLM API answered HTTP {error.status_code}"
+    if isinstance(error, APIConnectionError) and error.message == ENDED_EARLY:
+        # The answer's stream ended cleanly, part of it sent ("connection error" sent its
+        # operator to look at a network that had carried it): a proxy giving up on its
+        # upstream, or a compatible server that ends a stream without saying it is over.
+        return (
+            "the LLM API's answer stream ended before the answer did (no finish_reason, no [DONE])"
+        )
     if isinstance(error, APIConnectionError):
         return "connection error"
     return f"unexpected error ({type(error).__name__})"

@@ -8,10 +8,12 @@ and an OpenAI that took its request and sent nothing kept the callee who said "H
 silence for the detector's whole 20 s. Its requests are bounded as the session's are.
 
 Each request's stream is checked as the plugin does not: a stream that ends, however
-cleanly, before OpenAI said the reply was over (no finish_reason: a proxy or gateway that gave
-up on its upstream) fails the request, as a stream cut off does, rather than being taken as
-the whole reply; and a refusal that says how long to wait (Retry-After on a 429 or 503) is
-waited out before the request is asked again, when that is short enough for a callee to wait.
+cleanly, before OpenAI said the reply was over (neither a finish_reason nor `data: [DONE]`: a
+proxy or gateway that gave up on its upstream) fails the request, as a stream cut off does,
+rather than being taken as the whole reply (an OpenAI-compatible server, vLLM, llama.cpp's,
+LocalAI, may end a whole reply with `[DONE]` alone); and a refusal that says how long to
+wait (Retry-After on a 429 or 503) is waited out before the request is asked again, when that
+is short enough for a callee to wait.
 
 Imported on use (by `agent.session.build_llm`), as the plugins are.
 """
@@ -22,7 +24,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +36,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
 
+from agent.analysis import ENDED_EARLY
 from agent.session import KEY_REFUSAL_RECHECK_S
 from common.retry_after import seconds_asked
 
@@ -45,7 +50,6 @@ PLUGIN_LABEL = f"{openai.LLM.__module__}.{openai.LLM.__name__}"
 # ended the call (its apology) at 2.1 s, one it could have waited out. Past this, the request
 # is not asked again (each such try fails, and counts against the same limit).
 RETRY_AFTER_MAX_S: Final = 4.0
-ENDED_EARLY: Final = "OpenAI's reply stream ended before the reply did"
 
 
 class CallLLM(openai.LLM):
@@ -58,6 +62,7 @@ class CallLLM(openai.LLM):
         self, *, conn_options: APIConnectOptions, call_id: str | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        _watch_for_done(self._client)
         self._label = PLUGIN_LABEL
         self._call_conn_options = conn_options
         self._call_id = call_id
@@ -96,13 +101,56 @@ class CallLLM(openai.LLM):
 class _Attempt:
     number: int = -1
     finished: bool = False  # a choice with its finish_reason came
+    done: bool = False  # the stream's `data: [DONE]` came
     said: bool = False  # words or a tool call went to the session
+
+
+# The attempt under way in this task (the stream's own): what its SSE decoder tells of [DONE].
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("openai_attempt", default=None)
+# The clients whose SSE decoders tell it (one shared by an agent process's jobs: wrapped once).
+_WATCHED: weakref.WeakSet[openai_sdk.AsyncClient] = weakref.WeakSet()
+
+
+class _DoneTold:
+    """An SSE decoder that marks `attempt` done when the stream's `data: [DONE]` comes. The
+    SDK reads that event itself (it ends its iteration there) and the plugin never sees it:
+    a server that ends a whole reply with `[DONE]` and no finish_reason (vLLM, llama.cpp's,
+    LocalAI, LM Studio) had every reply failed as cut (the apology, the call ended)."""
+
+    def __init__(self, decoder: Any, attempt: _Attempt) -> None:
+        self._decoder = decoder
+        self._attempt = attempt
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[Any]:
+        return self._decoder.iter_bytes(iterator)  # type: ignore[no-any-return]
+
+    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for event in self._decoder.aiter_bytes(iterator):
+            if event.data.startswith("[DONE]"):  # as the SDK reads it
+                self._attempt.done = True
+            yield event
+
+
+def _watch_for_done(client: openai_sdk.AsyncClient) -> None:
+    """`client`'s streams made in an attempt (`_ATTEMPT`) tell it when `[DONE]` came."""
+    if client in _WATCHED:
+        return
+    make = client._make_sse_decoder
+
+    def made() -> Any:
+        decoder = make()
+        attempt = _ATTEMPT.get()
+        return decoder if attempt is None else _DoneTold(decoder, attempt)
+
+    client._make_sse_decoder = made  # type: ignore[method-assign]
+    _WATCHED.add(client)
 
 
 def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | None) -> None:
     """Wrap `stream`'s attempts (its task starts on the loop's next turn, after this): one
-    whose stream ended without a finish_reason fails (`ENDED_EARLY`), retried only if nothing
-    was said from it yet; a refusal asking for a short wait is waited out (`_wait_as_asked`)."""
+    whose stream ended without a finish_reason and without `[DONE]` fails (`ENDED_EARLY`),
+    retried only if nothing was said from it yet; a refusal asking for a short wait is
+    waited out (`_wait_as_asked`)."""
     run = stream._run
     parse_choice = stream._parse_choice
     attempt = _Attempt()
@@ -117,16 +165,17 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
 
     async def checked_run() -> None:
         attempt.number += 1
-        attempt.finished = attempt.said = False
+        attempt.finished = attempt.done = attempt.said = False
+        _ATTEMPT.set(attempt)  # this task's: its stream's decoder is made in run()
         try:
             await run()
         except APIStatusError as exc:
             if not attempt.said:
                 await _wait_as_asked(exc, attempt.number, conn_options, call_id)
             raise
-        if not attempt.finished:
+        if not (attempt.finished or attempt.done):
             logger.warning(
-                "call %s: %s (no finish_reason): %s",
+                "call %s: %s (no finish_reason, no [DONE]): %s",
                 call_id,
                 ENDED_EARLY,
                 "the words said are all the callee hears of it"

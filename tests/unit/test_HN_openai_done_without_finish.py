@@ -1,0 +1,180 @@
+"""An OpenAI-compatible server (vLLM, llama.cpp's server, LocalAI, LM Studio) that ends a whole
+reply's stream with `data: [DONE]` and sends no finish_reason. Since 434e295 a stream without
+a finish_reason failed as cut: every reply of such a server failed (the callee heard the
+greeting's words, then the apology, and the call ended `failed`), and the post-call analysis
+failed on every call. `[DONE]` says the stream is whole; only a stream that ends with neither
+is cut. And the analysis said a cut stream's failure as "connection error".
+
+The real session and the real openai plugin on local stand-ins speaking the SSE wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from livekit.agents import APIConnectOptions
+from livekit.agents.llm import ChatContext
+from pytest_aiohttp import AiohttpServer
+
+from agent.analysis import AnalysisResult, analyze
+from agent.openai_llm import CallLLM
+from tests.unit.test_agent_analysis import GOOD_ANSWER, REQUEST, TRANSCRIPT
+from tests.unit.test_agent_answer import end_user_turn, eventually
+from tests.unit.test_agent_wire import (
+    ALICE,
+    FakeOpenAI,
+    PhoneLine,
+    fake_cartesia,
+    fake_deepgram,
+    heard_in,
+    sse,
+)
+from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
+from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
+from tests.unit.test_GN_provider_fails_mid_call import REPLIES, Call, spoken
+from tests.unit.test_GN_provider_fails_mid_call import quick_retries as quick_retries  # noqa: F401
+
+
+class Compatible:
+    """A chat completions stand-in answering each request with `replies` in turn, streamed in
+    pieces with no finish_reason; each stream ends with `data: [DONE]` when `done`."""
+
+    def __init__(self, replies: list[str], *, done: bool = True) -> None:
+        self.replies = replies
+        self.done = done
+        self.completions: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = await request.json()
+        self.completions.append(body)
+        reply = self.replies[min(len(self.completions), len(self.replies)) - 1]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        pieces = [{"role": "assistant", "content": ""}]
+        pieces += [{"content": reply[i : i + 11]} for i in range(0, len(reply), 11)]
+        for delta in pieces:  # llama.cpp's and LocalAI's: no finish_reason key at all
+            await response.write(sse(base | {"choices": [{"index": 0, "delta": delta}]}))
+        if self.done:
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+async def serve(aiohttp_server: AiohttpServer, fake: Compatible) -> str:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    return str((await aiohttp_server(app, host="127.0.0.1")).make_url("/v1"))
+
+
+@pytest.fixture
+async def made() -> AsyncIterator[list[CallLLM]]:
+    llms: list[CallLLM] = []
+    yield llms
+    for llm in llms:
+        await llm.aclose()
+
+
+def call_llm(base_url: str, made: list[CallLLM]) -> CallLLM:
+    options = APIConnectOptions(max_retry=1, retry_interval=0.1, timeout=10)
+    llm = CallLLM(
+        conn_options=options, call_id="call-hn", model="m", api_key="test", base_url=base_url
+    )
+    made.append(llm)
+    return llm
+
+
+async def test_a_stream_ended_by_done_without_finish_reason_is_the_whole_reply(
+    aiohttp_server: AiohttpServer, made: list[CallLLM], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = Compatible([REPLIES[1]])
+    llm = call_llm(await serve(aiohttp_server, fake), made)
+    chat = ChatContext()
+    chat.add_message(role="user", content="How do I hold the bat?")
+
+    stream = llm.chat(chat_ctx=chat)
+    try:
+        answer = await asyncio.wait_for(stream.collect(), 20)
+    finally:
+        await stream.aclose()
+
+    assert answer.text == REPLIES[1]  # was APIConnectionError "... ended before the reply did"
+    assert len(fake.completions) == 1
+    assert "ended before" not in caplog.text
+
+
+async def test_a_stream_ended_by_neither_is_still_cut(
+    aiohttp_server: AiohttpServer, made: list[CallLLM]
+) -> None:
+    fake = Compatible([REPLIES[1]], done=False)
+    llm = call_llm(await serve(aiohttp_server, fake), made)
+    chat = ChatContext()
+    chat.add_message(role="user", content="How do I hold the bat?")
+
+    stream = llm.chat(chat_ctx=chat)
+    try:
+        with pytest.raises(Exception, match="ended before the reply did"):
+            await asyncio.wait_for(stream.collect(), 20)
+    finally:
+        await stream.aclose()
+
+
+@pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
+async def test_a_call_on_a_compatible_server_hears_its_replies_whole(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """The greeting and the reply said whole, nothing asked twice, no apology."""
+    fake = Compatible(REPLIES)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    openai_in = FakeOpenAI(await aiohttp_server(app), fake.completions, [])
+    cartesia_in = await fake_cartesia(aiohttp_server)
+    deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
+    call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
+    try:
+        await call.session.start(call.agent)
+        await asyncio.wait_for(call.agent.greet().wait_for_playout(), 10)
+        end_user_turn(call.session, "How do I hold the bat?")
+        await eventually(lambda: len(call.turns) >= 3, "the reply", 10)
+        await asyncio.sleep(0.3)  # an apology, were the reply failed, would follow it
+    finally:
+        await call.aclose()
+
+    said = [(t.role, t.text, t.interrupted) for t in call.turns]
+    assert said[0] == ("agent", REPLIES[0], False)
+    assert said[-1] == ("agent", REPLIES[1], False)
+    assert len(fake.completions) == 2  # each asked once
+    assert spoken(cartesia_in).endswith(REPLIES[1])
+
+
+async def test_the_analysis_on_a_compatible_server_reads_its_answer(
+    aiohttp_server: AiohttpServer, made: list[CallLLM]
+) -> None:
+    fake = Compatible([json.dumps(GOOD_ANSWER)])
+    llm = call_llm(await serve(aiohttp_server, fake), made)
+
+    result = await analyze(llm, REQUEST, TRANSCRIPT, context_instructions="A coach.", timeout_s=30)
+
+    assert result.errors == []  # was ["analysis failed: connection error"]
+    assert result.summary == GOOD_ANSWER["summary"]
+
+
+async def test_the_analysis_says_its_answer_stream_ended_early(
+    aiohttp_server: AiohttpServer, made: list[CallLLM]
+) -> None:
+    fake = Compatible([json.dumps(GOOD_ANSWER)], done=False)
+    llm = call_llm(await serve(aiohttp_server, fake), made)
+
+    result = await analyze(llm, REQUEST, TRANSCRIPT, context_instructions="A coach.", timeout_s=30)
+
+    assert result == AnalysisResult(
+        errors=[
+            "analysis failed: the LLM API's answer stream ended before the answer did"
+            " (no finish_reason, no [DONE])"
+        ]
+    )
