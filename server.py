@@ -58,6 +58,7 @@ from common.http_body import read_capped
 from common.livekit.client import (
     REQUEST_TIMEOUT_S,
     LiveKitError,
+    LiveKitOverLimit,
     check_reachable,
     create_client,
     create_session,
@@ -353,6 +354,18 @@ async def _say_if_livekit_answers(lkapi: api.LiveKitAPI, url: str) -> None:
     and /readyz says so meanwhile."""
     try:
         await check_reachable(lkapi)
+    except LiveKitOverLimit as exc:
+        # It answered: "check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET" sent its
+        # operator to settings that were right (a 429 is LiveKit's limit on the project's
+        # requests or calls), while calls were refused for a reason the line did not say.
+        logger.warning(
+            "LiveKit at %s answers, but over a limit of its own (%s): calls placed meanwhile"
+            " are answered 503 with its Retry-After, until it has room again; /readyz stays"
+            " ready and says so. Not a setting of this server: wait, or ask LiveKit for a"
+            " higher limit",
+            url,
+            exc.reason,
+        )
     except LiveKitError as exc:
         logger.warning(
             "LiveKit at %s did not answer as it should at start-up (%s): calls fail until it"

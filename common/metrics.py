@@ -85,6 +85,12 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
             registry=self.registry,
         )
+        self.livekit_over_limit = Gauge(
+            "livekit_over_limit",
+            "1 if LiveKit answered the last readiness check over a limit of its own (HTTP 429,"
+            " resource_exhausted: calls are refused 503 with Retry-After meanwhile); else 0",
+            registry=self.registry,
+        )
         self.webhook_verification_failures = Counter(
             "webhook_verification_failures",
             "Webhooks refused because their signature did not verify",

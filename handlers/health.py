@@ -9,19 +9,20 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from aiohttp import web
 
-from common.livekit.client import LiveKitError, check_reachable
+from common.livekit.client import LiveKitError, LiveKitOverLimit, check_reachable
 from common.metrics import DatabaseCounts
 from common.repeats import Repeats
 from common.storage.base import DatabaseError
 from handlers.errors import json_error
 from handlers.http import Reply, RouteDoc, add_route, json_answer
 from handlers.keys import CALLS, CONFIG, METRICS, SETTINGS, STORE
-from handlers.schemas import Ok
+from handlers.schemas import Ok, Ready
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 Failures = list[dict[str, str]]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A readiness check's verdict: what fails it (`failures`), and what answers but will not
+    serve now without failing it (`degraded`: LiveKit over a limit of its own)."""
+
+    failures: Failures
+    degraded: Failures
+
+
+# How a component that answers but is over a limit is named in the log's lines about it.
+OVER_LIMIT = " over a limit"
 
 
 class SharedCheck(Generic[T]):
@@ -77,7 +91,7 @@ class SharedCheck(Generic[T]):
             self.last, self._ended_at = done.result(), time.monotonic()
 
 
-READINESS = web.AppKey("readiness", SharedCheck[Failures])
+READINESS = web.AppKey("readiness", SharedCheck[Readiness])
 NOT_READY_SAID = web.AppKey("not_ready_said", Repeats)  # each component's failure, a minute
 # The components that failed, and since when (monotonic), until the log says they pass again
 # (once a minute at most, as their failures: a component failing every other probe would
@@ -90,10 +104,13 @@ COUNTS = web.AppKey("database_counts", SharedCheck[DatabaseCounts])
 async def readyz(request: web.Request) -> web.Response:
     """Ready when a call could be placed: the database takes a write, config.json's directory
     takes a file (and config.json itself a write, after one failed), and LiveKit (or the
-    sandbox) accepts our key. The probes run at once."""
-    failures = await request.app[READINESS].run(lambda: _check(request.app))
-    if failures:
-        return json_error(503, "not ready", failures)
+    sandbox) answers our key; LiveKit over a limit of its own is ready, said `degraded`. The
+    probes run at once."""
+    readiness = await request.app[READINESS].run(lambda: _check(request.app))
+    if readiness.failures:
+        return json_error(503, "not ready", readiness.failures)
+    if readiness.degraded:
+        return json_answer(Ready.model_validate({"degraded": readiness.degraded}))
     return json_answer(Ok())
 
 
@@ -126,25 +143,44 @@ def _literally(name: str) -> Callable[[re.Match[str]], str]:
     return lambda _match: name  # a name's backslashes are no group references
 
 
-async def _check(app: web.Application) -> Failures:
-    failures = await _probe(app)
+async def _check(app: web.Application) -> Readiness:
+    readiness = await _probe(app)
     settings = app[SETTINGS]
     files = (settings.config_path, app[CONFIG].target, settings.calls_db_path)
-    for failure in failures:
+    for failure in readiness.failures:
         if (more := app[NOT_READY_SAID].due(failure["component"])) is not None:
             logger.warning("not ready: %s: %s%s", failure["component"], failure["error"], more)
         failure["error"] = without_paths(failure["error"], files)
+    for degraded in readiness.degraded:
+        if (more := app[NOT_READY_SAID].due(degraded["component"] + OVER_LIMIT)) is not None:
+            logger.warning(
+                "ready, but %s is over a limit of its own (it answers: nothing to fix in this"
+                " server's settings; calls placed meanwhile are answered 503 with Retry-After):"
+                " %s%s",
+                degraded["component"],
+                degraded["error"],
+                more,
+            )
+    app[METRICS].livekit_over_limit.set(1 if readiness.degraded else 0)
     since = app[NOT_READY_SINCE]
-    failing = {failure["component"] for failure in failures}
+    failing = {failure["component"] for failure in readiness.failures}
+    failing |= {degraded["component"] + OVER_LIMIT for degraded in readiness.degraded}
     for component in sorted(since.keys() - failing):
         if app[READY_AGAIN_SAID].due(component) is None:
             continue  # said at a later check: the last line must not stay "not ready"
         failed_s = time.monotonic() - since.pop(component)
-        logger.info("ready again: %s (first failed %.0f s ago)", component, failed_s)
+        if component.endswith(OVER_LIMIT):
+            logger.info(
+                "%s is no longer over a limit (first said %.0f s ago)",
+                component.removesuffix(OVER_LIMIT),
+                failed_s,
+            )
+        else:
+            logger.info("ready again: %s (first failed %.0f s ago)", component, failed_s)
         app[NOT_READY_SAID].forget(component)
     for component in failing:
         since.setdefault(component, time.monotonic())
-    return failures
+    return readiness
 
 
 async def _within(probe: Awaitable[None], timeout_s: float) -> None:
@@ -167,8 +203,9 @@ def _ended_unheard(task: asyncio.Future[None]) -> None:
         task.exception()  # a failure after its bound is the one already said: not logged
 
 
-async def _probe(app: web.Application) -> Failures:
+async def _probe(app: web.Application) -> Readiness:
     settings = app[SETTINGS]
+    degraded: Failures = []
 
     async def database() -> dict[str, str] | None:
         try:
@@ -199,6 +236,13 @@ async def _probe(app: web.Application) -> Failures:
     async def livekit() -> dict[str, str] | None:
         try:
             await asyncio.wait_for(check_reachable(app[CALLS].lkapi), PROBE_TIMEOUT_S)
+        except LiveKitOverLimit as exc:
+            # It answered: reachable, our key's to use once it has room. LiveKit limits the
+            # key (the project) every server shares, so every server failed its probe at once
+            # and a load balancer took them all out: LiveKit's webhooks (the calls' outcomes),
+            # the agents' reports and GET /calls were refused with them, a throttle made a
+            # full outage. A call placed meanwhile is answered 503 with LiveKit's Retry-After.
+            degraded.append({"component": "livekit", "error": exc.reason})
         except LiveKitError as exc:
             return {"component": "livekit", "error": exc.reason}
         except TimeoutError:
@@ -208,7 +252,8 @@ async def _probe(app: web.Application) -> Failures:
             }
         return None
 
-    return [f for f in await asyncio.gather(database(), config(), livekit()) if f]
+    failures = [f for f in await asyncio.gather(database(), config(), livekit()) if f]
+    return Readiness(failures, degraded)
 
 
 def _config_part(app: web.Application, exc: BaseException) -> str:
@@ -253,7 +298,7 @@ async def _metrics_page(app: web.Application) -> bytes:
 
 
 def setup(app: web.Application) -> None:
-    app[READINESS] = SharedCheck[Failures](app[SETTINGS].readyz_reuse_s)
+    app[READINESS] = SharedCheck[Readiness](app[SETTINGS].readyz_reuse_s)
     app[NOT_READY_SAID] = Repeats()
     app[NOT_READY_SINCE] = {}
     app[READY_AGAIN_SAID] = Repeats()
@@ -282,7 +327,7 @@ def setup(app: web.Application) -> None:
             "readyz",
             "Readiness: a call could be placed (database write, config.json directory, LiveKit)",
             replies={
-                200: Reply("Ready", Ok),
+                200: Reply("Ready (`degraded` names LiveKit over a limit of its own)", Ready),
                 503: Reply("Not ready; `details` names the failing components"),
             },
             log_success=False,

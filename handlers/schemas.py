@@ -76,6 +76,21 @@ class Ok(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class Degraded(BaseModel):
+    component: Literal["livekit"]
+    error: str = Field(description="What it answered")
+
+
+class Ready(BaseModel):
+    status: Literal["ok"] = "ok"
+    degraded: list[Degraded] = Field(
+        default_factory=list,
+        description="Present only when a component answers but will not serve now: LiveKit"
+        " over a limit of its own (HTTP 429, `resource_exhausted`). Calls placed meanwhile"
+        " are answered 503 with `Retry-After`; everything else is served",
+    )
+
+
 class ReportAnswer(BaseModel):
     status: Literal["success"] = "success"
     result: Literal["applied", "duplicate"]

@@ -112,6 +112,12 @@ class LiveKitUnavailable(LiveKitError):
     http_status = 503
 
 
+class LiveKitOverLimit(LiveKitUnavailable):
+    """LiveKit (or a gateway before it) answered that it is over a limit of its own (HTTP 429,
+    Twirp `resource_exhausted`: a rate limit on our key, a quota): it is there and answering,
+    did nothing, and will take requests again later. No setting of ours is wrong."""
+
+
 class LiveKitTimeout(LiveKitError):
     """LiveKit did not answer in time."""
 
@@ -439,7 +445,7 @@ def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKit
             # LiveKit (or a gateway before it) over a limit of its own: it did nothing, and
             # later it will. Read as a refusal (502, no Retry-After), it told the client the
             # call could not be placed, as a trunk LiveKit does not have does.
-            return LiveKitUnavailable(
+            return LiveKitOverLimit(
                 f"{reason} (LiveKit is over a limit: try again later)", kind=kind
             )
         if exc.status == 502:
