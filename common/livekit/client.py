@@ -59,6 +59,11 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 PROTOBUF = "application/protobuf"  # what LiveKit's Twirp answers carry (its requests too)
 NOT_LIVEKIT = "the answer is not LiveKit's (is LIVEKIT_URL a LiveKit server?)"
+# A 200 whose message lacks the id LiveKit's always carries, as a failure's reason says it.
+NAMES_NO = (
+    "answered 200 naming no {what}, which LiveKit's answers always do (is LIVEKIT_URL a"
+    " LiveKit server?)"
+)
 
 
 class LiveKitError(Exception):
@@ -570,6 +575,11 @@ async def dispatch_agent(
             )
     except FAILURES as exc:
         raise _translate(exc, "agent dispatch") from exc
+    if not dispatch.id:
+        # LiveKit names each dispatch it makes: a 200 without an id is not its answer (an
+        # empty protobuf from a proxy or stand-in), no proof an agent will join. Dialled on
+        # it, the callee would answer to silence.
+        raise LiveKitUnavailable("agent dispatch: " + NAMES_NO.format(what="dispatch"))
     return str(dispatch.id)
 
 
@@ -599,6 +609,19 @@ async def dial(
         )
     except FAILURES as exc:
         raise _translate(exc, "SIP dial") from exc
+    if not participant.participant_id:
+        # LiveKit answers a dial with the participant its SIP service made in the room
+        # (livekit-server's CreateSIPParticipant passes on the SIP service's id, identity and
+        # call id): a 200 without one is not its answer (an empty protobuf from a proxy or
+        # stand-in). Taken as placed, the call was answered 200 `dialing`, participant "",
+        # and waited for a phone nobody may have rung; read as refused, its key would be
+        # freed and a retry could ring the person twice. The dial may have been made.
+        raise LiveKitUnavailable(
+            "SIP dial: "
+            + NAMES_NO.format(what="participant")
+            + ": the number may have been dialled",
+            maybe_done=True,
+        )
     logger.info(
         "call %s dialing %s (participant %s)",
         call_id,
