@@ -19,7 +19,10 @@ driver places its campaign's calls one by one:
   under the same key: the admission answers with the call it already made, if any, so nobody
   is dialled twice for one attempt;
 * every call goes through the admission service like any other (rate limit, live-call cap,
-  do-not-call list): a refusal by a limit gives the attempt back and waits Retry-After.
+  do-not-call list): a refusal by a limit gives the attempt back and waits Retry-After;
+* LiveKit over a limit of its own (429, `resource_exhausted`: its limit on the project, which
+  every campaign shares) holds every campaign's placing for the wait LiveKit asked, else
+  LIVEKIT_HOLD_S doubling while it lasts (`_over_limit`).
 
 A call's end reaches the scheduler as its `call.ended` event (the outbox, on whichever server
 settled it): the attempt ends, and the recipient is due again (a retry `delay_s` later) or
@@ -64,7 +67,7 @@ from common.campaigns.windows import call_zones, is_allowed, next_allowed
 from common.clock_steps import ClockSteps
 from common.config_store.store import ConfigWriteError
 from common.descriptors import OutOfDescriptors
-from common.livekit.client import LiveKitError
+from common.livekit.client import LiveKitError, LiveKitOverLimit
 from common.masking import redact
 from common.repeats import Repeats
 from common.storage.base import AttemptWithdrawn, CallStore, DatabaseError, WindowClosed
@@ -81,6 +84,10 @@ MAX_DEFECT_TRIES = 3  # an attempt whose placing raised the unexpected this ofte
 # and is placed again, this many times in all, before its recipient is `invalid`.
 UNRESOLVED_RETRY_S = 60.0
 MAX_UNRESOLVED_TRIES = 10
+# LiveKit over a limit of its own and saying no wait: no campaign call is placed for this
+# long, twice as long at each over-limit answer while it lasts, up to LIVEKIT_HOLD_MAX_S.
+LIVEKIT_HOLD_S = 5.0
+LIVEKIT_HOLD_MAX_S = 300.0
 CLAIM_BATCH = 100
 
 
@@ -128,6 +135,10 @@ class CampaignScheduler:
         self._unresolved: dict[tuple[str, int, int], int] = {}  # webhook host lookups failed
         self._repeats = Repeats()  # a database outage fails every poll: said once a minute
         self._placing: set[asyncio.Task[None]] = set()
+        # No campaign call placed before this (time.monotonic(): a wait, which a wall clock
+        # stepped back would have lengthened): LiveKit over a limit.
+        self._livekit_hold_until = 0.0
+        self._livekit_holds = 0  # over-limit answers in a row, each hold twice as long
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -259,6 +270,8 @@ class CampaignScheduler:
             driver.campaign = campaign = _with_slot(campaign, now + pacing.interval_s)
         if now < campaign.next_dial_at:
             return campaign.next_dial_at - now
+        if (held_s := self._livekit_hold_until - time.monotonic()) > 0:
+            return held_s
         live, _ = await self._store.open_attempts(campaign.campaign_id)
         if live >= pacing.max_concurrent:
             return IDLE_WAIT_S  # woken as soon as one of its calls ends
@@ -449,6 +462,8 @@ class CampaignScheduler:
                 ref.idx,
                 ref.attempt,
             )
+        except LiveKitOverLimit as exc:
+            self._over_limit(exc)  # the call is recorded failed, its attempt not_dialled
         except LiveKitError:
             pass  # the call is recorded failed: its call.ended event ends the attempt
         except (DatabaseError, ConfigWriteError, OutOfDescriptors) as exc:
@@ -464,6 +479,7 @@ class CampaignScheduler:
                     more,
                 )
         else:
+            self._livekit_holds = 0
             if placed.bound is not None:
                 logger.info(
                     "campaign %s: attempt %d of recipient %d was placed before as %s",
@@ -472,6 +488,27 @@ class CampaignScheduler:
                     ref.idx,
                     placed.bound.call_id,
                 )
+
+    def _over_limit(self, exc: LiveKitOverLimit) -> None:
+        """LiveKit answered a campaign call over a limit of its own: no campaign places a call
+        until the wait it asked is over (else LIVEKIT_HOLD_S, doubling while it lasts). Each
+        driver went on at its pacing: every slot a request LiveKit refused (and a call
+        recorded failed), every recipient's attempt not_dialled in turn, and a throttle of
+        half an hour ended every recipient `failed`, nobody called, the campaign completed."""
+        now = time.monotonic()
+        if now >= self._livekit_hold_until:  # a new hold (not one more of those in flight)
+            self._livekit_holds += 1
+        backoff = LIVEKIT_HOLD_S * 2.0 ** min(self._livekit_holds - 1, 20)
+        wait = exc.retry_after_s or min(backoff, LIVEKIT_HOLD_MAX_S)
+        self._livekit_hold_until = max(self._livekit_hold_until, now + wait)
+        if (more := self._repeats.due("livekit over limit")) is not None:
+            logger.warning(
+                "campaigns: LiveKit is over a limit of its own (%s): no campaign call is"
+                " placed for %.0f s%s",
+                exc.reason,
+                self._livekit_hold_until - now,
+                more,
+            )
 
     def _window_open(self, campaign: CampaignRecord, plan: AttemptPlan) -> Callable[[], bool]:
         """Whether the attempt's calling window is open now: asked as its dial is marked,
