@@ -73,6 +73,7 @@ from common.contracts import ATTR_AGENT_NAME, AgentReport
 from common.descriptors import OutOfDescriptors, descriptors_exhausted, out_of_descriptors
 from common.livekit.client import (
     LiveKitError,
+    LiveKitOverLimit,
     dial,
     dispatch_agent,
     end_room,
@@ -142,6 +143,9 @@ BUSY_RUN_WARN = 10
 # Stopping, room deletions of calls that failed to place get this long to finish.
 ROOM_CLOSE_WAIT_S = 5.0
 CLOSE_ROOM = "close-room-"  # the name of a room deletion's task, before the call id
+# A deletion LiveKit refused as over a limit of its own is asked again after these pauses
+# (about a ringing timeout in all): the room of a dial that may have rung is what stops it.
+CLOSE_ROOM_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 # Nor can one be "being placed" if it is dated this far ahead (config.json's writers share
 # this machine's clock: a hand edit, or a clock stepped back); it was never pruned.
 FUTURE_CONFIG_SKEW_S = 60.0
@@ -1089,7 +1093,9 @@ class CallService:
             await self._forget_config(call_id)
         else:  # nobody was called: taken back whole, the flat document named it
             await self._retract_config(call_id, f"LiveKit did not place it: {exc.reason}")
-        self._close_room_soon(call_id)
+        # Asked again while LiveKit is over a limit only for a phone that may ring: a refused
+        # placement's deletion (its dispatch refused alike, most often) is one more request.
+        self._close_room_soon(call_id, ask_again=exc.may_have_rung)
         return hung_up
 
     async def _unmark_dial(self, call_id: str) -> None:
@@ -1569,25 +1575,35 @@ class CallService:
             pass
         await self._retract_config(call_id, why)
 
-    def _close_room_soon(self, call_id: str) -> None:
+    def _close_room_soon(self, call_id: str, *, ask_again: bool = True) -> None:
         """Best effort, off the request's path: delete the room of a call that failed to place.
 
         The dispatch may have started an agent, and after a dial timeout LiveKit may still be
-        ringing the callee: deleting the room ends both. Failing here changes nothing.
+        ringing the callee: deleting the room ends both. LiveKit over a limit of its own is
+        asked again (CLOSE_ROOM_RETRY_S; `ask_again`); another failure is said, and changes
+        nothing more.
         """
 
         async def close() -> None:
-            try:
-                await end_room(self.lkapi, call_id)
-            except LiveKitError as exc:
-                if (more := self._repeats.due("room deletion")) is not None:
-                    logger.warning(
-                        "call %s: could not delete its room: %s%s",
-                        call_id,
-                        exc.reason,
-                        more,
-                        extra={"call_id": call_id},
-                    )
+            for pause in (*CLOSE_ROOM_RETRY_S, None):
+                try:
+                    await end_room(self.lkapi, call_id)
+                    return
+                except LiveKitError as exc:
+                    # LiveKit over a limit said "later" (loaded, as when a dial is late): one
+                    # request left the room of a dial that may have rung, its phone ringing.
+                    if ask_again and isinstance(exc, LiveKitOverLimit) and pause is not None:
+                        await asyncio.sleep(pause)
+                        continue
+                    if (more := self._repeats.due("room deletion")) is not None:
+                        logger.warning(
+                            "call %s: could not delete its room: %s%s",
+                            call_id,
+                            exc.reason,
+                            more,
+                            extra={"call_id": call_id},
+                        )
+                    return
 
         self._spawn(close(), f"{CLOSE_ROOM}{call_id}")
 
