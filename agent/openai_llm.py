@@ -35,6 +35,7 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
+from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 
 from agent.analysis import ENDED_EARLY
 from agent.session import KEY_REFUSAL_RECHECK_S
@@ -103,6 +104,8 @@ class _Attempt:
     finished: bool = False  # a choice with its finish_reason came
     done: bool = False  # the stream's `data: [DONE]` came
     said: bool = False  # words or a tool call went to the session
+    chunk_id: str | None = None  # the last chunk's id, and the plugin's thinking filter
+    thinking: Any = None
 
 
 # The attempt under way in this task (the stream's own): what its SSE decoder tells of [DONE].
@@ -156,6 +159,7 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
     attempt = _Attempt()
 
     def parse(id: str, choice: Any, thinking_filter: Any) -> Any:
+        attempt.chunk_id, attempt.thinking = id, thinking_filter
         if choice.finish_reason is not None:
             attempt.finished = True
         chunk = parse_choice(id, choice, thinking_filter)
@@ -166,6 +170,7 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
     async def checked_run() -> None:
         attempt.number += 1
         attempt.finished = attempt.done = attempt.said = False
+        attempt.chunk_id = attempt.thinking = None
         _ATTEMPT.set(attempt)  # this task's: its stream's decoder is made in run()
         try:
             await run()
@@ -173,6 +178,8 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
             if not attempt.said:
                 await _wait_as_asked(exc, attempt.number, conn_options, call_id)
             raise
+        if attempt.done and not attempt.finished:
+            _end_as_finished(stream, parse_choice, attempt)
         if not (attempt.finished or attempt.done):
             logger.warning(
                 "call %s: %s (no finish_reason, no [DONE]): %s",
@@ -186,6 +193,19 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
 
     stream._parse_choice = parse  # type: ignore[method-assign]
     stream._run = checked_run  # type: ignore[method-assign]
+
+
+def _end_as_finished(stream: LLMStream, parse_choice: Any, attempt: _Attempt) -> None:
+    """End `attempt`'s reply, whole (ended by [DONE]) with no finish_reason, as a finish_reason
+    ends it. The plugin emits a tool call at its finish_reason only (or at the next call's
+    start): the reply's last one was dropped without a word (end_call: the callee said
+    goodbye and the line stayed open, the agent waiting), as was text its thinking filter
+    held back for the reply's end."""
+    if attempt.chunk_id is None:  # no chunk: nothing held
+        return
+    end = Choice(index=0, delta=ChoiceDelta(), finish_reason="tool_calls")
+    if (chunk := parse_choice(attempt.chunk_id, end, attempt.thinking)) is not None:
+        stream._event_ch.send_nowait(chunk)
 
 
 async def _wait_as_asked(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from livekit.agents import APIConnectOptions
+from livekit.agents import APIConnectOptions, function_tool
 from livekit.agents.llm import ChatContext
 from pytest_aiohttp import AiohttpServer
 
@@ -106,6 +106,49 @@ async def test_a_stream_ended_by_done_without_finish_reason_is_the_whole_reply(
     assert answer.text == REPLIES[1]  # was APIConnectionError "... ended before the reply did"
     assert len(fake.completions) == 1
     assert "ended before" not in caplog.text
+
+
+@function_tool
+async def end_call(reason: str) -> str:
+    """End the call: the callee said goodbye."""
+    return reason
+
+
+async def test_a_tool_call_in_a_stream_ended_by_done_is_not_dropped(
+    aiohttp_server: AiohttpServer, made: list[CallLLM]
+) -> None:
+    """The plugin emits a tool call at its finish_reason: with none, the agent's end_call
+    (or do-not-call, voicemail) was dropped without a word, and the line stayed open."""
+    fake = Compatible([""])
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    call["function"] = {"name": "end_call", "arguments": '{"reason": "goodbye"}'}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        fake.completions.append(await request.json())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": "cmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        for delta in ({"role": "assistant", "content": None}, {"tool_calls": [call]}):
+            await response.write(sse(base | {"choices": [{"index": 0, "delta": delta}]}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    fake.handle = handle  # type: ignore[method-assign]
+    llm = call_llm(await serve(aiohttp_server, fake), made)
+    chat = ChatContext()
+    chat.add_message(role="user", content="Thanks, goodbye.")
+
+    stream = llm.chat(chat_ctx=chat, tools=[end_call])
+    try:
+        answer = await asyncio.wait_for(stream.collect(), 20)
+    finally:
+        await stream.aclose()
+
+    assert [(c.name, c.arguments) for c in answer.tool_calls] == [
+        ("end_call", '{"reason": "goodbye"}')
+    ]
+    assert len(fake.completions) == 1
 
 
 async def test_a_stream_ended_by_neither_is_still_cut(
