@@ -180,6 +180,20 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
             raise
         if attempt.done and not attempt.finished:
             _end_as_finished(stream, parse_choice, attempt)
+        unread = not (attempt.finished or attempt.done) and attempt.chunk_id is None
+        if unread and (kind := _not_streamed(stream)):
+            # One JSON completion (a server that does not stream, or a gateway that buffers
+            # and re-types its answer), read as no event at all: "the stream ended before the
+            # reply did" sent its operator to look for a proxy cutting streams. The same
+            # answer would come again: not asked again.
+            logger.warning(
+                "call %s: %s: its answer was %s, not a stream of events (text/event-stream):"
+                " the LLM endpoint (OPENAI_BASE_URL) must stream its replies",
+                call_id,
+                ENDED_EARLY,
+                kind,
+            )
+            raise APIConnectionError(ENDED_EARLY, retryable=False)
         if not (attempt.finished or attempt.done):
             logger.warning(
                 "call %s: %s (no finish_reason, no [DONE]): %s",
@@ -193,6 +207,14 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
 
     stream._parse_choice = parse  # type: ignore[method-assign]
     stream._run = checked_run  # type: ignore[method-assign]
+
+
+def _not_streamed(stream: LLMStream) -> str | None:
+    """The media type of the attempt's answer when it was no event stream, else None."""
+    response = getattr(getattr(stream, "_oai_stream", None), "response", None)
+    kind = str(response.headers.get("content-type", "")) if response is not None else ""
+    kind = kind.split(";", 1)[0].strip().lower()
+    return kind if kind and kind != "text/event-stream" else None
 
 
 def _end_as_finished(stream: LLMStream, parse_choice: Any, attempt: _Attempt) -> None:

@@ -167,6 +167,37 @@ async def test_a_stream_ended_by_neither_is_still_cut(
         await stream.aclose()
 
 
+async def test_an_answer_that_is_no_stream_is_said_so_and_not_asked_again(
+    aiohttp_server: AiohttpServer, made: list[CallLLM], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that ignores `stream` and answers one JSON completion: read as no event,
+    it was "the stream ended before the reply did" (a proxy cutting streams?), and asked
+    again for the same answer while the callee waited."""
+    fake = Compatible([""])
+
+    async def handle(request: web.Request) -> web.Response:
+        fake.completions.append(await request.json())
+        message = {"role": "assistant", "content": REPLIES[1]}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        completion = {"id": "cmpl-3", "object": "chat.completion", "created": 1, "model": "m"}
+        return web.json_response(completion | {"choices": [choice]})
+
+    fake.handle = handle  # type: ignore[method-assign]
+    llm = call_llm(await serve(aiohttp_server, fake), made)
+    chat = ChatContext()
+    chat.add_message(role="user", content="How do I hold the bat?")
+
+    stream = llm.chat(chat_ctx=chat)
+    try:
+        with pytest.raises(Exception, match="ended before the reply did"):
+            await asyncio.wait_for(stream.collect(), 20)
+    finally:
+        await stream.aclose()
+
+    assert len(fake.completions) == 1  # was 2: the same answer asked for again
+    assert "its answer was application/json, not a stream of events" in caplog.text
+
+
 @pytest.mark.usefixtures("loopback_only", "http", "quick_retries")
 async def test_a_call_on_a_compatible_server_hears_its_replies_whole(
     aiohttp_server: AiohttpServer,
