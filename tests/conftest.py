@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import itertools
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -183,8 +185,30 @@ def start_app_on_each_database(request: pytest.FixtureRequest) -> AppFactory:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow suites first (reliability: processes, restarts, loads), the rest in their
-    order after them. pytest-xdist hands each worker a run of the list and lets an idle one
-    take half of another's remaining run from its end: with reliability/ in the middle of
-    the list, its 10-20 s tests were what a worker was left with at the end, the others idle."""
-    items.sort(key=lambda item: 0 if f"{Path('tests', 'reliability')}" in str(item.path) else 1)
+    """The slow tests (reliability/: processes, restarts, loads; half the suite's CPU) spread
+    through the first three quarters of every worker's run. pytest-xdist's worksteal hands
+    each of its N workers one contiguous run of the list, then lets an idle worker take half
+    of the longest remaining run from its end. With reliability/ in the middle of the list,
+    its 10-60 s tests were what workers were left with at the end; with it first, all of it
+    fell in the first worker's run, which ran those tests one after the other from start to
+    end (156 tests, 418 s, the others stealing them only in the last minutes). At the head
+    of every run, six of them ran at once for the first minutes, each slower for it. Now each
+    run has its share of them among its quick tests, and ends on quick ones."""
+    slow_dir = str(Path("tests", "reliability"))
+    slow = [item for item in items if slow_dir in str(item.path)]
+    quick = iter([item for item in items if slow_dir not in str(item.path)])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for worker in range(workers):
+        size = left // (workers - worker)  # the run xdist's worksteal gives this worker
+        left -= size
+        share = slow[worker::workers]
+        room = max(0, size - len(share))  # for quick tests in this run
+        between = room * 3 // 4 // max(1, len(share))
+        for item in share:
+            ordered += [item, *itertools.islice(quick, between)]
+        ordered += itertools.islice(quick, room - between * len(share))
+    ordered += quick
+    assert len(ordered) == len(items)
+    items[:] = ordered
