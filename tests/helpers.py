@@ -351,3 +351,18 @@ def calls_made(work: Callable[[], object], repeat: int = 1) -> int:
         if collecting:
             gc.enable()
     return count
+
+
+async def placed_and_settled(
+    client: TestClient[Any, Any], body: dict[str, Any], headers: dict[str, str]
+) -> str:
+    """A call placed on the app's embedded sandbox, run to its end, its events dispatched."""
+    from handlers.keys import EVENTS
+    from server import SANDBOX
+
+    resp = await client.post("/calls/outbound", json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    call_id: str = (await resp.json())["call_id"]
+    await client.app[SANDBOX].wait_idle(15)
+    await client.app[EVENTS].wait_idle()
+    return call_id

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import EVENTS, SETTINGS
-from server import SANDBOX
+from handlers.keys import SETTINGS
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, placed_and_settled
 
 Client = TestClient[Any, Any]
 TOKEN = "hl-erasure-copy-kept-token"
@@ -33,12 +32,7 @@ NAME = str(ALICE["name"]).encode()
 
 
 async def settled(client: Client, body: dict[str, Any]) -> str:
-    resp = await client.post("/calls/outbound", json=body, headers=AUTH)
-    assert resp.status == 200, await resp.text()
-    call_id: str = (await resp.json())["call_id"]
-    await client.app[SANDBOX].wait_idle(15)
-    await client.app[EVENTS].wait_idle()
-    return call_id
+    return await placed_and_settled(client, body, AUTH)
 
 
 def copies_holding_the_callee(config_path: Path) -> list[Path]:

@@ -22,10 +22,9 @@ from aiohttp.test_utils import TestClient
 
 from common import update_config
 from common.config_store import store as config_store_module
-from handlers.keys import EVENTS, SETTINGS
-from server import SANDBOX
+from handlers.keys import SETTINGS
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, hold_config_write, immutable
+from tests.helpers import SEED_EXAMPLES, hold_config_write, immutable, placed_and_settled
 
 Client = TestClient[Any, Any]
 TOKEN = "hp-erasure-latest-kept-token"
@@ -35,12 +34,7 @@ NAME = str(ALICE["name"])
 
 
 async def settled(client: Client, body: dict[str, Any]) -> str:
-    resp = await client.post("/calls/outbound", json=body, headers=AUTH)
-    assert resp.status == 200, await resp.text()
-    call_id: str = (await resp.json())["call_id"]
-    await client.app[SANDBOX].wait_idle(15)
-    await client.app[EVENTS].wait_idle()
-    return call_id
+    return await placed_and_settled(client, body, AUTH)
 
 
 async def erase(client: Client, route: str, call_id: str) -> Any:
