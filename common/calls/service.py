@@ -9,6 +9,7 @@ events to the outbox; once it commits, the events go to the dispatcher's subscri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
@@ -610,6 +611,10 @@ class CallService:
     """When this service was made, before it placed any call: calls its embedded sandbox
     holds were all created after it (see `settle_lost_sandbox_calls`)."""
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    # The rooms whose deletion is under way (_close_room_soon), and whether it is asked again
+    # over LiveKit's limit; and the server stopping (aclose): a deletion waiting asks now.
+    _closing_rooms: dict[str, bool] = field(default_factory=dict)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
     _lost_sandbox_settled: bool = False  # by a reaper pass of this run
     webhook_heard_at: float | None = None
@@ -1580,30 +1585,48 @@ class CallService:
 
         The dispatch may have started an agent, and after a dial timeout LiveKit may still be
         ringing the callee: deleting the room ends both. LiveKit over a limit of its own is
-        asked again (CLOSE_ROOM_RETRY_S; `ask_again`); another failure is said, and changes
-        nothing more.
+        asked again (CLOSE_ROOM_RETRY_S; `ask_again`), and once more at once when the server
+        stops (`aclose`); another failure is said, and changes nothing more. A deletion of the
+        room under way is not begun again beside it (each webhook of a room alive for a call
+        that is over asks for one: each was a deletion of its own, asked again five times
+        into the limit that refused it).
         """
+        if call_id in self._closing_rooms:
+            self._closing_rooms[call_id] |= ask_again
+            return
+        self._closing_rooms[call_id] = ask_again
 
         async def close() -> None:
-            for pause in (*CLOSE_ROOM_RETRY_S, None):
-                try:
-                    await end_room(self.lkapi, call_id)
-                    return
-                except LiveKitError as exc:
-                    # LiveKit over a limit said "later" (loaded, as when a dial is late): one
-                    # request left the room of a dial that may have rung, its phone ringing.
-                    if ask_again and isinstance(exc, LiveKitOverLimit) and pause is not None:
-                        await asyncio.sleep(pause)
-                        continue
-                    if (more := self._repeats.due("room deletion")) is not None:
-                        logger.warning(
-                            "call %s: could not delete its room: %s%s",
-                            call_id,
-                            exc.reason,
-                            more,
-                            extra={"call_id": call_id},
-                        )
-                    return
+            try:
+                for pause in (*CLOSE_ROOM_RETRY_S, None):
+                    try:
+                        await end_room(self.lkapi, call_id)
+                        return
+                    except LiveKitError as exc:
+                        # LiveKit over a limit said "later" (loaded, as when a dial is late):
+                        # one request left the room of a dial that may have rung, its phone
+                        # ringing. A stop asks once more at once: it waited out the pause,
+                        # its whole budget (ROOM_CLOSE_WAIT_S), and left the room unasked.
+                        if (
+                            self._closing_rooms.get(call_id, ask_again)
+                            and isinstance(exc, LiveKitOverLimit)
+                            and pause is not None
+                            and not self._stopping.is_set()
+                        ):
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self._stopping.wait(), pause)
+                            continue
+                        if (more := self._repeats.due("room deletion")) is not None:
+                            logger.warning(
+                                "call %s: could not delete its room: %s%s",
+                                call_id,
+                                exc.reason,
+                                more,
+                                extra={"call_id": call_id},
+                            )
+                        return
+            finally:
+                self._closing_rooms.pop(call_id, None)
 
         self._spawn(close(), f"{CLOSE_ROOM}{call_id}")
 
@@ -1658,6 +1681,7 @@ class CallService:
         (AGENT_GONE_GRACE_S; each held the stop up to its 5 s): the reaper asks about those
         calls instead (check_lost_agent_waits, check_agent_gone).
         """
+        self._stopping.set()  # a room deletion waiting to ask LiveKit again asks now
         waits = ("grace-", "agent-join-", "agent-gone-")
         for task in [t for t in self._background if t.get_name().startswith(waits)]:
             task.cancel()
