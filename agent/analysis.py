@@ -57,6 +57,8 @@ TOO_LONG: Final = "the transcript is longer than the model's context window"
 # What agent.openai_llm fails a request whose answer stream ended before the answer did with
 # (here, which imports no plugin): read in the analysis's failure as what it is.
 ENDED_EARLY: Final = "OpenAI's reply stream ended before the reply did"
+# ... and what it adds when the answer was no stream of events at all (one JSON completion).
+NOT_STREAMED: Final = "its answer was not a stream of events"
 
 SYSTEM_PROMPT: Final = """\
 You analyse a finished outbound phone call between an AI agent and the person it called \
@@ -376,6 +378,16 @@ def _failure(error: APIError) -> str:
         if _context_exceeded(error):
             return f"{TOO_LONG} (the LLM API answered HTTP {error.status_code})"
         return f"the LLM API answered HTTP {error.status_code}"
+    if isinstance(error, APIConnectionError) and error.message.startswith(
+        f"{ENDED_EARLY}: {NOT_STREAMED}"
+    ):
+        # One JSON completion (a server that ignores `stream`): "the answer stream ended
+        # before the answer did" in the call's report sent its reader to look for a proxy
+        # cutting streams, when nothing streamed at all.
+        return (
+            "the LLM API's answer was not a stream of events (text/event-stream): the LLM"
+            " endpoint (OPENAI_BASE_URL) must stream its replies"
+        )
     if isinstance(error, APIConnectionError) and error.message == ENDED_EARLY:
         # The answer's stream ended cleanly, part of it sent ("connection error" sent its
         # operator to look at a network that had carried it): a proxy giving up on its

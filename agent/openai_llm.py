@@ -37,7 +37,7 @@ from livekit.plugins import openai
 from livekit.plugins.openai.llm import LLMStream
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 
-from agent.analysis import ENDED_EARLY
+from agent.analysis import ENDED_EARLY, NOT_STREAMED
 from agent.session import KEY_REFUSAL_RECHECK_S
 from common.retry_after import seconds_asked
 
@@ -193,7 +193,9 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
                 ENDED_EARLY,
                 kind,
             )
-            raise APIConnectionError(ENDED_EARLY, retryable=False)
+            # Said as what it is (NOT_STREAMED) in the analysis's failure too, which the call's
+            # report carries: not a stream ended early.
+            raise APIConnectionError(f"{ENDED_EARLY}: {NOT_STREAMED}", retryable=False)
         if not (attempt.finished or attempt.done):
             logger.warning(
                 "call %s: %s (no finish_reason, no [DONE]): %s",
