@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -19,6 +20,29 @@ from tests.conftest import AppFactory
 from tests.helpers import app_on_livekit, livekit_done, serving
 
 CALL = {"phone_number": "+14155550129", "name": "Late", "language": "en", "emotion": "Calm"}
+OVER_LIMIT = '{"code": "resource_exhausted", "msg": "rate limit exceeded"}'
+
+
+def late_dial_deletion_over_limit_twice(
+    deletions: list[int],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A LiveKit whose dial answers 504 (it may have rung: the call's room is deleted) and
+    whose DeleteRoom is over its limit twice, then done; each deletion's status in
+    `deletions`."""
+
+    async def twirp(request: web.Request) -> web.Response:
+        await request.read()
+        method = request.path.rsplit("/", 1)[-1]
+        if method == "CreateSIPParticipant":
+            return web.Response(status=504, text="upstream request timeout")
+        if method == "DeleteRoom":
+            if len(deletions) < 2:
+                deletions.append(429)
+                return web.Response(status=429, text=OVER_LIMIT, content_type="application/json")
+            deletions.append(200)
+        return livekit_done(method)
+
+    return twirp
 
 
 async def test_a_room_deletion_over_livekits_limit_is_asked_again(
@@ -27,20 +51,7 @@ async def test_a_room_deletion_over_livekits_limit_is_asked_again(
     monkeypatch.setattr(calls_service, "CLOSE_ROOM_RETRY_S", (0.1, 0.2, 0.4), raising=False)
     deletions: list[int] = []
 
-    async def twirp(request: web.Request) -> web.Response:
-        await request.read()
-        method = request.path.rsplit("/", 1)[-1]
-        if method == "CreateSIPParticipant":
-            return web.Response(status=504, text="upstream request timeout")
-        if method == "DeleteRoom":
-            if len(deletions) < 2:  # over its limit twice, then it has room
-                deletions.append(429)
-                body = '{"code": "resource_exhausted", "msg": "rate limit exceeded"}'
-                return web.Response(status=429, text=body, content_type="application/json")
-            deletions.append(200)
-        return livekit_done(method)
-
-    async with serving(twirp) as url:
+    async with serving(late_dial_deletion_over_limit_twice(deletions)) as url:
         client = await app_on_livekit(start_app, url)
         resp = await client.post("/calls/outbound", json=CALL)
         assert resp.status == 504, await resp.text()  # may have rung: its room is closed
@@ -63,8 +74,7 @@ async def test_a_refused_placements_room_is_not_asked_again(
         method = request.path.rsplit("/", 1)[-1]
         asked.append(method)
         if method in ("CreateDispatch", "DeleteRoom"):
-            body = '{"code": "resource_exhausted", "msg": "rate limit exceeded"}'
-            return web.Response(status=429, text=body, content_type="application/json")
+            return web.Response(status=429, text=OVER_LIMIT, content_type="application/json")
         return livekit_done(method)
 
     async with serving(twirp) as url:
