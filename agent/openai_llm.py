@@ -178,10 +178,10 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
             if not attempt.said:
                 await _wait_as_asked(exc, attempt.number, conn_options, call_id)
             raise
+        whole = attempt.finished or attempt.done  # a finish_reason, or [DONE]
         if attempt.done and not attempt.finished:
             _end_as_finished(stream, parse_choice, attempt)
-        unread = not (attempt.finished or attempt.done) and attempt.chunk_id is None
-        if unread and (kind := _not_streamed(stream)):
+        if not whole and attempt.chunk_id is None and (kind := _not_streamed(stream)):
             # One JSON completion (a server that does not stream, or a gateway that buffers
             # and re-types its answer), read as no event at all: "the stream ended before the
             # reply did" sent its operator to look for a proxy cutting streams. The same
@@ -196,7 +196,7 @@ def _check(stream: LLMStream, conn_options: APIConnectOptions, call_id: str | No
             # Said as what it is (NOT_STREAMED) in the analysis's failure too, which the call's
             # report carries: not a stream ended early.
             raise APIConnectionError(f"{ENDED_EARLY}: {NOT_STREAMED}", retryable=False)
-        if not (attempt.finished or attempt.done):
+        if not whole:
             logger.warning(
                 "call %s: %s (no finish_reason, no [DONE]): %s",
                 call_id,

@@ -1829,11 +1829,17 @@ class CallService:
         except OSError as exc:
             raise self._held_up("may be in config.json's copies set aside", exc) from exc
         try:
-            records = await self.config.records_written_async()
-            await self.config.remove_calls_async([c for c in call_ids if c in records])
+            await self._drop_config_records(call_ids)
             await self.config.erase_latest_of_async(placed_with, call_ids)
         except OSError as exc:
             raise self._held_up("is in config.json", exc) from exc
+
+    async def _drop_config_records(self, call_ids: Sequence[str]) -> None:
+        """The config.json records of `call_ids` still there (their removal pending, or left
+        by a crash) dropped; no write when none is."""
+        records = await self.config.records_written_async()
+        if left := [c for c in call_ids if c in records]:
+            await self.config.remove_calls_async(left)
 
     @staticmethod
     def _held_up(where: str, exc: OSError) -> ErasureHeldUp:
@@ -1863,9 +1869,7 @@ class CallService:
         # A call's config.json record (name, instructions) normally went as it ended; one
         # still there (its removal pending, or left by a crash) goes now.
         try:
-            records = await self.config.records_written_async()
-            if left := [c for c in erasure.erased if c in records]:
-                await self.config.remove_calls_async(left)
+            await self._drop_config_records(erasure.erased)
         except OSError as exc:
             logger.error(
                 "erased calls' config records could not be removed from config.json (%s);"
