@@ -366,3 +366,13 @@ async def placed_and_settled(
     await client.app[SANDBOX].wait_idle(15)
     await client.app[EVENTS].wait_idle()
     return call_id
+
+
+def config_files_holding(directory: Path, *needles: bytes) -> list[str]:
+    """The files beside config.json (itself, its copies set aside, its lock) holding one of
+    `needles` (a callee's name, a word of their instructions)."""
+    return sorted(
+        path.name
+        for path in directory.glob("config.json*")
+        if path.is_file() and any(needle in path.read_bytes() for needle in needles)
+    )

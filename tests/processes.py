@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -326,3 +327,26 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         cwd="/",
     )
+
+
+async def call_of(
+    session: aiohttp.ClientSession, server: ServerProcess, call_id: str
+) -> dict[str, Any]:
+    """GET /calls/{call_id} of `server`, which must know it."""
+    async with session.get(f"{server.url}/calls/{call_id}") as resp:
+        assert resp.status == 200, await resp.text()
+        call: dict[str, Any] = await resp.json()
+        return call
+
+
+async def placed_and_completed(
+    session: aiohttp.ClientSession, server: ServerProcess, body: dict[str, Any]
+) -> str:
+    """A call placed on `server` and waited for until it is `completed` (20 s at most)."""
+    async with session.post(f"{server.url}/calls/outbound", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        call_id: str = (await resp.json())["call_id"]
+    async with asyncio.timeout(20):
+        while (await call_of(session, server, call_id))["status"] != "completed":
+            await asyncio.sleep(0.05)
+    return call_id

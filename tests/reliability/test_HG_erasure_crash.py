@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import wait_for
-from tests.processes import ROOT, ServerProcess
+from tests.helpers import config_files_holding, wait_for
+from tests.processes import ROOT, ServerProcess, placed_and_completed
 from tests.reliability.conftest import Figures, LogGuard
 
 NAME = "Zelda Quenby"
@@ -45,18 +44,7 @@ server.main()
 
 
 def holding_the_callee(directory: Path) -> list[str]:
-    """The files beside config.json (itself, its copies, its lock) holding the name or the
-    instructions."""
-    return sorted(
-        path.name
-        for path in directory.glob("config.json*")
-        if path.is_file() and (NAME.encode() in (data := path.read_bytes()) or b"dental" in data)
-    )
-
-
-async def call_status(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> Any:
-    async with session.get(f"{server.url}/calls/{call_id}") as resp:
-        return (await resp.json())["status"]
+    return config_files_holding(directory, NAME.encode(), b"dental")
 
 
 async def test_a_retried_erasure_after_a_crash_leaves_no_copy_of_the_callee(
@@ -73,14 +61,7 @@ async def test_a_retried_erasure_after_a_crash_leaves_no_copy_of_the_callee(
         first = ServerProcess(tmp_path, "first", env)
         processes.append(first)
         await first.wait_ready(session)
-        async with session.post(f"{first.url}/calls/outbound", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-            call_id = (await resp.json())["call_id"]
-
-        async def over() -> bool:
-            return bool(await call_status(session, first, call_id) == "completed")
-
-        await wait_for(over, timeout=20)
+        call_id = await placed_and_completed(session, first, body)
         # A torn hand edit: config.json unreadable, still holding the callee; the next call's
         # write sets it aside.
         config = tmp_path / "config.json"
@@ -148,14 +129,7 @@ async def test_the_log_a_crashed_erasure_left_is_emptied_as_the_server_starts(
         first = ServerProcess(tmp_path, "first", env)
         processes.append(first)
         await first.wait_ready(session)
-        async with session.post(f"{first.url}/calls/outbound", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-            call_id = (await resp.json())["call_id"]
-
-        async def over() -> bool:
-            return bool(await call_status(session, first, call_id) == "completed")
-
-        await wait_for(over, timeout=20)
+        call_id = await placed_and_completed(session, first, body)
         first.kill()
         killed = ServerProcess(
             tmp_path, "killed", env, port=first.port, launcher=KILLED_AFTER_THE_ERASURE

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import wait_for
-from tests.processes import ROOT, ServerProcess
+from tests.helpers import config_files_holding
+from tests.processes import ROOT, ServerProcess, call_of, placed_and_completed
 from tests.reliability.conftest import Figures, LogGuard
 
 NAME = "Ysolde Brannigan"
@@ -49,18 +48,7 @@ server.main()
 
 
 def holding_the_callee(directory: Path) -> list[str]:
-    """The files beside config.json (itself, its copies, its lock) holding the name or the
-    instructions."""
-    return sorted(
-        path.name
-        for path in directory.glob("config.json*")
-        if path.is_file() and (NAME.encode() in (data := path.read_bytes()) or b"passport" in data)
-    )
-
-
-async def call_of(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> Any:
-    async with session.get(f"{server.url}/calls/{call_id}") as resp:
-        return await resp.json()
+    return config_files_holding(directory, NAME.encode(), b"passport")
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
@@ -88,14 +76,7 @@ async def test_an_erasure_killed_part_way_leaves_config_json_without_the_callee(
         first = ServerProcess(tmp_path, "first", env, launcher=launcher)
         processes.append(first)
         await first.wait_ready(session)
-        async with session.post(f"{first.url}/calls/outbound", json=body) as resp:
-            assert resp.status == 200, await resp.text()
-            call_id = (await resp.json())["call_id"]
-
-        async def over() -> bool:
-            return bool((await call_of(session, first, call_id))["status"] == "completed")
-
-        await wait_for(over, timeout=20)
+        call_id = await placed_and_completed(session, first, body)
         assert holding_the_callee(tmp_path) == ["config.json"]  # its top level names her
         try:
             async with session.post(f"{first.url}/calls/{call_id}/erase") as resp:

@@ -30,7 +30,7 @@ from standardwebhooks import Webhook
 
 from common.calls.service import SANDBOX_RESTARTED, SANDBOX_STOPPED
 from tests.helpers import serving_posts, wait_for
-from tests.processes import SandboxProcess, ServerProcess, free_port
+from tests.processes import SandboxProcess, ServerProcess, call_of, free_port
 from tests.reliability.conftest import Figures, LogGuard
 
 WHSEC = "whsec_" + base64.b64encode(b"sandbox-restart-webhook-secret-0123").decode()
@@ -102,15 +102,6 @@ async def place(session: aiohttp.ClientSession, server: ServerProcess) -> tuple[
     body = {"phone_number": LONG, "name": "Kept Live", "language": "en"}
     async with session.post(f"{server.url}/calls/outbound", json=body) as resp:
         return resp.status, await resp.json()
-
-
-async def call_of(
-    session: aiohttp.ClientSession, server: ServerProcess, call_id: str
-) -> dict[str, Any]:
-    async with session.get(f"{server.url}/calls/{call_id}") as resp:
-        assert resp.status == 200, await resp.text()
-        call: dict[str, Any] = await resp.json()
-        return call
 
 
 async def answered(session: aiohttp.ClientSession, server: ServerProcess, call_id: str) -> None:
