@@ -240,11 +240,17 @@ class ShiftedClock:
 
     def __init__(self, at: float) -> None:
         self.offset = at - time.time()
+        self.frozen_at: float | None = None
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self.frozen_at if self.frozen_at is not None else time.time() + self.offset
+
+    def freeze(self) -> None:
+        """Stop it where it is (nothing falls due on it) until the next `move_to`."""
+        self.frozen_at = self()
 
     def move_to(self, at: float) -> None:
+        self.frozen_at = None
         self.offset = at - time.time()
 
 

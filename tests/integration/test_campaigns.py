@@ -255,9 +255,15 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
     async def dialled(n: int) -> bool:
         return len(client.app[SANDBOX].dials) >= n
 
+    # The clock stands still between the test's steps, so however slow the machine, each
+    # step lets exactly one more call go before the step back: two are left to tell a
+    # campaign going on at its pace from one held an hour.
+    clock.freeze()
     await wait_for(lambda: dialled(1), timeout=10)
     clock.move_to(OPEN_EVERYWHERE + 7200)  # noon there: the next call goes then
+    clock.freeze()
     await wait_for(lambda: dialled(2), timeout=10)
+    assert len(client.app[SANDBOX].dials) == 2
     clock.move_to(OPEN_EVERYWHERE + 3600)  # and the clock steps back an hour
     await wait_for(lambda: dialled(4), timeout=15)
     await wait_status(client, created["campaign_id"], "completed", timeout=15)
@@ -1902,14 +1908,19 @@ async def test_a_campaign_created_just_before_the_clock_steps_back_goes_on(
         {
             "name": "created, then stepped back",
             "recipients": [{"phone_number": us(n, "7700")} for n in range(3)],
-            "pacing": {"calls_per_second": 2},
+            "pacing": {"calls_per_second": 1},
         },
     )
+    # The clock stands still until the step: however slow the machine, only the first
+    # recipient is dialled before it (the others were due a second or two on, an hour ahead
+    # once it steps back), so the two left tell a campaign going on from one stalled.
+    clock.freeze()
 
     async def dialled(n: int) -> bool:
         return len(client.app[SANDBOX].dials) >= n
 
     await wait_for(lambda: dialled(1), timeout=10)
+    assert len(client.app[SANDBOX].dials) == 1
     clock.move_to(OPEN_EVERYWHERE)  # an hour back
 
     async def next_call_before_its_start() -> bool:
