@@ -24,6 +24,7 @@ from livekit import api
 from pytest_aiohttp import AiohttpServer
 
 from common.storage.paging import Before
+from sandbox import Sandbox
 
 T = TypeVar("T")
 
@@ -252,6 +253,50 @@ class ShiftedClock:
     def move_to(self, at: float) -> None:
         self.frozen_at = None
         self.offset = at - time.time()
+
+
+@dataclass
+class HeldRequests:
+    """Requests to one of the sandbox's LiveKit methods, held as they arrive (a LiveKit slow
+    to answer them) until the test lets each go: what the test does meanwhile (a hang-up, a
+    pause, a number listed) lands before LiveKit's answer however slow the machine, where a
+    delay of a fraction of a second let it land first on a quick machine only."""
+
+    arrived: int = 0
+    let_go: int = 0
+
+    async def arrival(self, count: int = 1) -> None:
+        """Until `count` requests arrived (each held)."""
+
+        async def enough() -> bool:
+            return self.arrived >= count
+
+        await wait_for(enough, timeout=30)
+
+    def release(self) -> None:
+        """The first request still held goes on (to its fault, if any, and its method)."""
+        self.let_go += 1
+
+
+def hold_requests(sandbox: Sandbox, method: str, times: int = 1) -> HeldRequests:
+    """The first `times` requests to `method` (e.g. "CreateDispatch") held on arrival, each
+    until `release()` (or 30 s: a test that failed before letting it go); a fault injected
+    on the method plays once it goes on."""
+    held = HeldRequests()
+    real = sandbox._play_fault
+
+    async def play(name: str, body: dict[str, Any]) -> None:
+        if name == method and held.arrived < times:
+            held.arrived += 1
+            ticket = held.arrived
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    while held.let_go < ticket:
+                        await asyncio.sleep(0.01)
+        await real(name, body)
+
+    sandbox._play_fault = play  # type: ignore[method-assign, assignment]
+    return held
 
 
 @dataclass

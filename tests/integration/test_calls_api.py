@@ -28,7 +28,7 @@ from handlers.keys import CALLS, CONFIG, SETTINGS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, hold_config_write
+from tests.helpers import SEED_EXAMPLES, hold_config_write, hold_requests
 
 Client = TestClient[Any, Any]
 
@@ -873,15 +873,18 @@ async def test_a_retry_while_the_first_request_is_still_placing_its_call_is_told
 ) -> None:
     """A retry arriving while the first request waited on LiveKit's dispatch was answered
     200 "dialing", and, when that request's server then stopped, nobody was ever dialled."""
-    client.app[SANDBOX].inject("CreateDispatch", delay_s=1.0, times=1)
+    # The first request's dispatch held until the retry is answered (a 1 s delay, the retry
+    # sent 0.3 s on: on a loaded machine the first could be not yet recorded, or placed).
+    dispatch = hold_requests(client.app[SANDBOX], "CreateDispatch")
     headers = {"Idempotency-Key": "order-slow"}
     first = asyncio.ensure_future(
         client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
     )
-    await asyncio.sleep(0.3)
+    await dispatch.arrival()
     early = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)
     assert early.status == 409 and early.headers["Retry-After"] == "2"
     assert "still being placed" in (await early.json())["error"]
+    dispatch.release()
     placed = await first
     assert placed.status == 200
     later = await client.post("/calls/outbound", json=SEED_EXAMPLES[0], headers=headers)

@@ -34,7 +34,13 @@ from handlers.keys import BODY_READS, CALLS, CAMPAIGNS, SETTINGS, STORE, UPLOAD_
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
+from tests.helpers import (
+    OPEN_EVERYWHERE,
+    HeldRequests,
+    ShiftedClock,
+    hold_requests,
+    wait_for,
+)
 
 FAST = {"calls_rate_limit_per_min": 100_000, "calls_max_active": 100_000}
 
@@ -906,14 +912,17 @@ async def test_a_number_listed_while_its_call_is_being_placed_is_not_dialled(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
     sandbox = client.app[SANDBOX]
-    dispatches = sandbox.inject("CreateDispatch", delay_s=0.5)
+    # Each dispatch held until the number is listed: a 0.5 s delay could be over first on a
+    # loaded machine (or the call not recorded yet 0.2 s on).
+    dispatches = hold_requests(sandbox, "CreateDispatch", times=2)
     number = us(1, "7705")
     body = {"phone_number": number}
     placing = asyncio.create_task(
         client.post("/calls/outbound", json=body, headers={"Idempotency-Key": "listed-1"})
     )
-    await asyncio.sleep(0.2)  # recorded, its dispatch on its way
+    await dispatches.arrival()  # recorded, its dispatch on its way
     assert (await client.post("/dnc", json={"numbers": [number]})).status == 200
+    dispatches.release()
     refused = await placing
     assert refused.status == 422, await refused.text()
     assert (await refused.json())["details"] == [
@@ -925,14 +934,14 @@ async def test_a_number_listed_while_its_call_is_being_placed_is_not_dialled(
     # A campaign's call: its recipient ends dnc, nobody dialled.
     other = us(2, "7705")
     created = await create(client, {"name": "listed", "recipients": [{"phone_number": other}]})
-    await wait_for(lambda: _true(dispatches.applied == 2))  # its dispatch on its way
+    await dispatches.arrival(2)  # its dispatch on its way
     assert (await client.post("/dnc", json={"numbers": [other]})).status == 200
+    dispatches.release()
     campaign = await wait_status(client, created["campaign_id"], "completed", timeout=20)
     assert campaign["counts"]["dnc"] == 1
     assert sandbox.dials == []  # nobody: neither the call nor the campaign's
     # Off the list again, the key places the call anew (nobody was called under it).
     assert (await client.delete(f"/dnc/{number.replace('+', '%2B')}")).status == 200
-    sandbox.faults.clear()
     again = await client.post("/calls/outbound", json=body, headers={"Idempotency-Key": "listed-1"})
     assert again.status == 200 and "Idempotent-Replay" not in again.headers
     call_id = (await again.json())["call_id"]
@@ -1489,20 +1498,22 @@ async def test_a_dial_answered_with_a_sip_status_counts_as_dialled(
 
 
 async def one_call_slow_to_dispatch(
-    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, retry: dict[str, Any]
-) -> tuple[TestClient[Any, Any], str]:
-    """A campaign of one number (+14152007700) whose first call's agent dispatch takes 1 s
-    (the call recorded, not dialled yet, meanwhile); a not_dialled attempt due again soon."""
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, retry: dict[str, Any], held: int = 1
+) -> tuple[TestClient[Any, Any], str, HeldRequests]:
+    """A campaign of one number (+14152007700) whose first `held` calls' agent dispatches
+    LiveKit holds until the test lets each go (the call recorded, not dialled yet,
+    meanwhile: a 1 s delay could be over before the test's hang-up or pause on a loaded
+    machine); a not_dialled attempt due again soon."""
     monkeypatch.setattr(campaign_programs, "NOT_DIALLED_RETRY_S", 0.2)
     client = await start_app(
         sandbox_time_scale=0.0, campaign_clock=ShiftedClock(OPEN_EVERYWHERE), **FAST
     )
-    client.app[SANDBOX].inject("CreateDispatch", delay_s=1.0, times=1)
+    dispatches = hold_requests(client.app[SANDBOX], "CreateDispatch", times=held)
     created = await create(
         client,
         {"name": "slow dispatch", "recipients": [{"phone_number": "+14152007700"}], "retry": retry},
     )
-    return client, created["campaign_id"]
+    return client, created["campaign_id"], dispatches
 
 
 async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
@@ -1512,7 +1523,7 @@ async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
     canceled, never dialled, and the attempt counted as `not_dialled` (a server that died
     before dialling), so the campaign rang the person anyway (review AI). `canceled` is
     not in retry.on: the recipient ends canceled, nobody rung."""
-    client, campaign_id = await one_call_slow_to_dispatch(
+    client, campaign_id, dispatch = await one_call_slow_to_dispatch(
         start_app, monkeypatch, {"on": ["busy"], "max_attempts": 3, "delay_s": 60}
     )
     sandbox = client.app[SANDBOX]
@@ -1525,6 +1536,7 @@ async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
 
     await wait_for(has_call)
     assert (await client.post(f"/calls/{placing[0]}/hangup")).status == 200
+    dispatch.release()
     await wait_status(client, campaign_id, "completed", timeout=30)
     (row,) = await all_recipients(client, campaign_id)
     assert row["state"] == "canceled" and sandbox.dials == []
@@ -1687,7 +1699,7 @@ async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_no
     same (BS), though pause says no new call is placed. It is not dialled: nobody is called,
     the attempt shows not_dialled (it does not count), and the recipient is called on
     resume."""
-    client, campaign_id = await one_call_slow_to_dispatch(
+    client, campaign_id, dispatch = await one_call_slow_to_dispatch(
         start_app, monkeypatch, {"on": [], "max_attempts": 1}
     )
     sandbox = client.app[SANDBOX]
@@ -1698,6 +1710,7 @@ async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_no
 
     await wait_for(has_call)  # recorded, its dispatch on its way
     assert (await client.post(f"/campaigns/{campaign_id}/pause")).status == 200
+    dispatch.release()
 
     async def given_back() -> bool:
         (row,) = await all_recipients(client, campaign_id)
@@ -1723,11 +1736,10 @@ async def test_pausing_again_and_again_before_a_dial_never_fails_the_recipient(
     (10), and the recipient ended `failed` though nobody was ever called and the user had
     only paused (here with the limit at 3). It is due again on each resume, and called."""
     monkeypatch.setattr(campaign_programs, "MAX_NOT_DIALLED", 3)
-    client, campaign_id = await one_call_slow_to_dispatch(
-        start_app, monkeypatch, {"on": [], "max_attempts": 1}
-    )
+    client, campaign_id, dispatches = await one_call_slow_to_dispatch(
+        start_app, monkeypatch, {"on": [], "max_attempts": 1}, held=4
+    )  # each placing held before its dial
     sandbox = client.app[SANDBOX]
-    sandbox.inject("CreateDispatch", delay_s=1.0, times=4)  # each placing held before its dial
     for n in range(1, 5):
 
         async def recorded(n: int = n) -> bool:
@@ -1736,6 +1748,7 @@ async def test_pausing_again_and_again_before_a_dial_never_fails_the_recipient(
 
         await wait_for(recorded, timeout=30)
         assert (await client.post(f"/campaigns/{campaign_id}/pause")).status == 200
+        dispatches.release()
 
         async def ended(n: int = n) -> bool:
             (row,) = await all_recipients(client, campaign_id)

@@ -34,7 +34,14 @@ from handlers.keys import CALLS, EVENTS, STORE, WEBHOOKS
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, first_call_recorded, serving, serving_posts, wait_for
+from tests.helpers import (
+    SEED_EXAMPLES,
+    first_call_recorded,
+    hold_requests,
+    serving,
+    serving_posts,
+    wait_for,
+)
 from tests.processes import free_port
 
 Client = TestClient[Any, Any]
@@ -247,11 +254,14 @@ async def test_a_call_refused_before_its_dial_tells_the_receiver_nothing(
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[0])).status == 503
     sandbox.inject("CreateSIPParticipant", error=down, times=1)
     assert (await client.post("/calls/outbound", json=SEED_EXAMPLES[1])).status == 503
-    sandbox.inject("CreateDispatch", delay_s=0.5, times=1)
+    # Its dispatch held until the number is listed (a 0.5 s delay could be over first on a
+    # loaded machine, or the call not recorded yet 0.2 s on).
+    dispatch = hold_requests(sandbox, "CreateDispatch")
     listed = {"phone_number": "+14155557705"}
     placing = asyncio.create_task(client.post("/calls/outbound", json=listed))
-    await asyncio.sleep(0.2)  # recorded, its dispatch on its way
+    await dispatch.arrival()  # recorded, its dispatch on its way
     assert (await client.post("/dnc", json={"numbers": [listed["phone_number"]]})).ok
+    dispatch.release()
     assert (await placing).status == 422
     refused = [c["call_id"] for c in (await (await client.get("/calls")).json())["calls"]]
     busy = {"sip_status_code": "486", "sip_status": "Busy Here"}
@@ -347,11 +357,14 @@ async def test_a_call_hung_up_before_its_dial_tells_the_receiver_how_it_ended(
     receiver heard nothing of a call its client was told of."""
     receiver = await receivers()
     client = await webhook_app(start_app, receiver.url, sandbox_time_scale=100.0)
-    client.app[SANDBOX].inject("CreateDispatch", delay_s=0.3, times=1)
+    # The dispatch held until the hang-up is answered (a 0.3 s delay could be over first).
+    dispatch = hold_requests(client.app[SANDBOX], "CreateDispatch")
     placing = asyncio.create_task(client.post("/calls/outbound", json=SEED_EXAMPLES[0]))
     call_id = await first_call_recorded(client)
+    await dispatch.arrival()
     hung_up = await client.post(f"/calls/{call_id}/hangup")
     assert (await hung_up.json())["call_status"] == "canceled"
+    dispatch.release()
     placed = await placing
     assert (await placed.json())["call_id"] == call_id
     await settle(client)
@@ -372,11 +385,15 @@ async def test_a_call_hung_up_and_then_refused_by_livekit_is_answered_as_its_rec
     receiver = await receivers()
     client = await webhook_app(start_app, receiver.url, sandbox_time_scale=100.0)
     down = TwirpError("unavailable", "restarting")
-    fault = client.app[SANDBOX].inject(refused, delay_s=0.5, error=down, times=1)
+    # LiveKit holds the request until the hang-up is answered, then refuses it (a 0.5 s
+    # delay could be over first on a loaded machine).
+    client.app[SANDBOX].inject(refused, error=down, times=1)
+    request = hold_requests(client.app[SANDBOX], refused)
     placing = asyncio.create_task(client.post("/calls/outbound", json=SEED_EXAMPLES[0]))
     call_id = await first_call_recorded(client)
-    await wait_until(lambda: fault.applied == 1)  # LiveKit holds the request
+    await request.arrival()
     assert (await client.post(f"/calls/{call_id}/hangup")).status == 200
+    request.release()
     placed = await placing
     answer = await placed.json()
     assert placed.status == 200, answer

@@ -16,7 +16,7 @@ from handlers.keys import STORE
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, hold_requests
 
 Client = TestClient[Any, Any]
 SAID = ("Retry-After", "Idempotent-Replay")
@@ -48,12 +48,13 @@ async def test_the_headers_answers_carry_are_documented(
     outbound = "/calls/outbound"
     assert (await post(outbound, SEED_EXAMPLES[0], "k1")).status == 200
     assert (await post(outbound, SEED_EXAMPLES[0], "k1")).headers["Idempotent-Replay"] == "1"
-    sandbox.inject("CreateDispatch", delay_s=1.0, times=1)
+    dispatch = hold_requests(sandbox, "CreateDispatch")  # until the retry is answered
     first = asyncio.ensure_future(
         client.post(outbound, json=SEED_EXAMPLES[1], headers={"Idempotency-Key": "k2"})
     )
-    await asyncio.sleep(0.3)
+    await dispatch.arrival()
     assert (await post(outbound, SEED_EXAMPLES[1], "k2")).status == 409  # still being placed
+    dispatch.release()
     assert (await first).status == 200
     busy = {"sip_status_code": "486", "sip_status": "Busy Here"}
     sandbox.inject(

@@ -35,7 +35,7 @@ from handlers.keys import CALLS, CONFIG, STORE
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES, config_forgets, first_call_recorded
+from tests.helpers import SEED_EXAMPLES, config_forgets, first_call_recorded, hold_requests
 from tests.integration.test_FG_no_agent_short_call import agent_joins
 from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
 
@@ -69,14 +69,18 @@ async def test_hangup_during_dispatch_means_the_number_is_never_dialled(
 ) -> None:
     client = await start_app(sandbox_time_scale=100.0)
     sandbox = client.app[SANDBOX]
-    sandbox.inject("CreateDispatch", delay_s=0.3)
+    # LiveKit holds the dispatch until the hang-up is answered (a 0.3 s delay was over
+    # first now and then on a loaded machine: the number dialled, the test failed).
+    dispatch = hold_requests(sandbox, "CreateDispatch")
     placing = asyncio.create_task(
         client.post("/calls/outbound", json={"phone_number": LONG_CALL, "name": "Ann"})
     )
     call_id = await first_call_recorded(client)
+    await dispatch.arrival()
     hung_up = await client.post(f"/calls/{call_id}/hangup")
     assert hung_up.status == 200
     assert (await hung_up.json())["call_status"] == "canceled"
+    dispatch.release()
     placed = await placing
     assert placed.status == 200
     assert (await placed.json())["call_status"] == "canceled"
@@ -89,18 +93,15 @@ async def test_hangup_during_dispatch_means_the_number_is_never_dialled(
 async def test_hangup_during_the_dial_ends_the_ringing_phone(start_app: AppFactory) -> None:
     client = await start_app(sandbox_time_scale=100.0)
     sandbox = client.app[SANDBOX]
-    arrived = asyncio.Event()
-
-    def dial_arrives(_body: dict[str, Any]) -> bool:
-        arrived.set()
-        return True
-
-    # LiveKit is slow to answer the dial, and dials all the same (creating the room again).
-    sandbox.inject("CreateSIPParticipant", delay_s=0.3, when=dial_arrives)
+    # LiveKit is slow to answer the dial (held until the hang-up is answered: a 0.3 s delay
+    # could be over first on a loaded machine), and dials all the same (creating the room
+    # again).
+    dial = hold_requests(sandbox, "CreateSIPParticipant")
     placing = asyncio.create_task(client.post("/calls/outbound", json={"phone_number": LONG_CALL}))
-    await asyncio.wait_for(arrived.wait(), 5)
+    await dial.arrival()
     call_id = next(iter(sandbox.rooms))
     assert (await client.post(f"/calls/{call_id}/hangup")).status == 200  # while dialling
+    dial.release()
     assert (await placing).status == 200
     assert dials(client) == 1
 
