@@ -540,7 +540,10 @@ async def test_pause_resume_and_cancel(start_app: AppFactory) -> None:
     paused = await client.post(f"/campaigns/{campaign_id}/pause")
     assert paused.status == 200
     assert (await paused.json())["campaign"]["status"] == "paused"
-    await asyncio.sleep(0.3)  # a placement in flight may still land
+    # A placement in flight may still land (its dial marked before the pause): its end is
+    # waited for, not 0.3 s, which a loaded machine's placing could outlast.
+    scheduler = client.app[CAMPAIGNS].scheduler
+    await wait_for(lambda: _true(not scheduler._placing), timeout=15)
     dialled = len(sandbox.dials)
     await asyncio.sleep(1.0)
     assert len(sandbox.dials) == dialled  # nothing new while paused
@@ -549,11 +552,15 @@ async def test_pause_resume_and_cancel(start_app: AppFactory) -> None:
     await wait_for(lambda: _true(len(sandbox.dials) >= dialled + 3))
     canceled = await client.post(f"/campaigns/{campaign_id}/cancel")
     assert canceled.status == 200
-    await asyncio.sleep(1.0)  # the live calls finish
+
+    async def live_calls_over() -> bool:  # 0.5 s calls, then their ends: not a fixed 1 s
+        counts = (await campaign_of(client, campaign_id))["counts"]
+        return bool(counts["pending"] == counts["calling"] == 0)
+
+    await wait_for(live_calls_over, timeout=15)
     campaign = await campaign_of(client, campaign_id)
     assert campaign["status"] == "canceled"
     counts = campaign["counts"]
-    assert counts["pending"] == counts["calling"] == 0
     assert counts["canceled"] == 30 - counts["completed"]
     assert len(sandbox.dials) == counts["completed"]
     assert (await client.post(f"/campaigns/{campaign_id}/resume")).status == 409
