@@ -43,6 +43,7 @@ from sandbox import ATTR_SIP_CALL_STATUS_CODE, TEST_NUMBERS_MARKDOWN, Sandbox, s
 from sandbox.rooms import RoomRegistry
 from sandbox.scenarios import AGENT_DIES, BUSY, COMPLETED, NO_ANSWER, TRUNK_FAILURE, VOICEMAIL
 from sandbox.simulation import CallSimulation
+from tests.helpers import wait_for
 
 KEY = "sandbox-test-key"
 SECRET = "sandbox-test-secret-0123456789abcdef"
@@ -738,8 +739,13 @@ async def test_the_agent_ends_a_dispatched_room_no_callee_joins(
         for room, metadata in (("call-lone", ours), ("call-dialled", dialled), ("other", "{}")):
             dispatch = CreateAgentDispatchRequest(agent_name="caller", room=room, metadata=metadata)
             await api.agent_dispatch.create_dispatch(dispatch)
-        await place_call_in(api, "call-dialled", "+14155557790")  # answered, 90 s (0.9 s here)
-        await asyncio.sleep(0.6)
+        await place_call_in(api, "call-dialled", "+14155557799")  # answered, 99 s (~1 s here)
+
+        async def lone_ended() -> bool:  # 0.3 s on (a look 0.6 s on could come after the
+            # dialled call's end too, 0.93 s on, on a loaded machine)
+            return "call-lone" not in sandbox.rooms
+
+        await wait_for(lone_ended, timeout=5)
         assert set(sandbox.rooms) == {"call-dialled", "other"}
         await sandbox.wait_idle(5)
     assert sink[0].names("call-lone") == ["room_started", "room_finished"]
