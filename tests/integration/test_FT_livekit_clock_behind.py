@@ -65,8 +65,10 @@ async def test_a_calls_times_hold_with_livekits_clock_minutes_behind(
     await early_in_a_second()
     with caplog.at_level(logging.WARNING, logger="common.livekit.skew"):
         assert await post(client, *sent_by_livekit(joined)) == 200
+    answer = time.time()
     assert await post_report(client, answered(call_id)) == 200
     await asyncio.sleep(3.0)  # they talk
+    hang_up = time.time()
     hung_up = int(models.DisconnectReason.CLIENT_INITIATED)
     left = event_json(
         "participant_left", call_id, attributes={"sip.callStatus": "hangup"}, reason=hung_up
@@ -75,9 +77,14 @@ async def test_a_calls_times_hold_with_livekits_clock_minutes_behind(
         assert await post(client, *sent_by_livekit(body)) == 200
     shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
     assert shown["status"] == "completed", shown
-    assert 2.0 <= shown["talk_s"] <= 5.0, shown
+    # Around the time the test saw them talk (a loaded machine's sleep runs long), to
+    # LiveKit's whole second; the hang-up dated 45 s early read talk_s 0.
+    talked = hang_up - answer
+    assert talked - 1.2 <= shown["talk_s"] <= talked + 2.0, (shown, talked)
     assert at(shown, "ended_at") - at(shown, "answered_at") >= 2.0, shown
     lines = {line["event"]: line for line in shown["timeline"]}
     assert at(lines["participant_left"], "at") >= at(shown, "answered_at"), shown["timeline"]
     said = [r.getMessage() for r in caplog.records if r.name == "common.livekit.skew"]
-    assert len(said) == 1 and said[0].startswith(f"LiveKit's clock is {BEHIND_S} s behind"), said
+    # 46 s when the first webhook's way took it into LiveKit's next second (a loaded machine)
+    readings = tuple(f"LiveKit's clock is {s} s behind" for s in (BEHIND_S, BEHIND_S + 1))
+    assert len(said) == 1 and said[0].startswith(readings), said
