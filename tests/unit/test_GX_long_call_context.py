@@ -18,6 +18,7 @@ import pytest
 from livekit.agents.llm import ChatContext, FunctionCall, FunctionCallOutput
 from pytest_aiohttp import AiohttpServer
 
+from agent import caller
 from agent.caller import CONTEXT_STEP, MAX_CONTEXT_CHARS, MAX_CONTEXT_ITEMS, bounded_context
 from agent.plan import plan_session
 from tests.unit.test_agent_answer import end_user_turn, eventually
@@ -27,7 +28,12 @@ from tests.unit.test_agent_wire import http as http  # noqa: F401 - a fixture
 from tests.unit.test_agent_wire import loopback_only as loopback_only  # noqa: F401 - a fixture
 from tests.unit.test_GJ_empty_reply import wired_to
 
-TURNS = MAX_CONTEXT_ITEMS // 2 + 2 * CONTEXT_STEP  # past the bound, by several steps
+# The long call runs under a bound of 20 items left out 8 at a time (the module's values, read
+# at each request): 26 turns past it by several steps tell what 130 turns past 100 items did.
+# At 100 the test took 6.9 s of CPU, half of it the OpenAI client going over every message of
+# its 130 requests (up to 101 messages each); at 20, 1.1 s.
+ITEMS, STEP = 20, 8
+TURNS = ITEMS // 2 + 2 * STEP  # past the bound, by several steps
 
 
 def said_by_callee(turn: int) -> str:
@@ -61,7 +67,9 @@ def conversation_at(turn: int) -> list[str]:
 
 @pytest.mark.usefixtures("loopback_only", "http")
 async def test_a_long_calls_requests_carry_the_latest_turns(
-    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Turn after turn past MAX_CONTEXT_ITEMS, each request carries the call's instructions
     first, then at most the latest MAX_CONTEXT_ITEMS items of the conversation in order,
@@ -69,6 +77,8 @@ async def test_a_long_calls_requests_carry_the_latest_turns(
     (so that the requests' beginning stays the same for OpenAI's prompt caching); one INFO
     line says the earliest turns are left out. The
     goodbye's tool call, past the bound, is answered and ends the call as ever."""
+    monkeypatch.setattr(caller, "MAX_CONTEXT_ITEMS", ITEMS)
+    monkeypatch.setattr(caller, "CONTEXT_STEP", STEP)
     caplog.set_level(logging.INFO, "agent.caller")
     openai_in = await scripted_openai(aiohttp_server, answer)
     control = FakeCallControl()
@@ -95,7 +105,7 @@ async def test_a_long_calls_requests_carry_the_latest_turns(
     requests = openai_in.completions
     assert len(requests) == TURNS + 3
     for request in requests:
-        assert len(request["messages"]) <= 1 + MAX_CONTEXT_ITEMS
+        assert len(request["messages"]) <= 1 + ITEMS
         assert request["messages"][0]["role"] == "system"
         assert request["messages"][0]["content"] == plan.instructions
     # Each reply's request: the latest of the conversation, in order, up to the callee's
@@ -103,15 +113,15 @@ async def test_a_long_calls_requests_carry_the_latest_turns(
     firsts = []
     for turn in range(1, TURNS + 1):
         whole, sent = conversation_at(turn), contents(requests[turn])[1:]
-        if len(whole) < MAX_CONTEXT_ITEMS:
+        if len(whole) < ITEMS:
             assert sent == whole
             continue
-        assert MAX_CONTEXT_ITEMS - CONTEXT_STEP < len(sent) <= MAX_CONTEXT_ITEMS
+        assert ITEMS - STEP < len(sent) <= ITEMS
         assert sent == whole[-len(sent) :]
         firsts.append(sent[0])
-    # Past the bound, the requests' beginning moved once every CONTEXT_STEP / 2 exchanges
-    # (5 beginnings in 81 replies), not at each.
-    assert len(firsts) == 81 and len(set(firsts)) == 5
+    # Past the bound, the requests' beginning moved once every STEP / 2 exchanges (5
+    # beginnings in 17 replies), not at each.
+    assert len(firsts) == 17 and len(set(firsts)) == 5
     # The goodbye: asked with the tool's call and its result, the latest items.
     goodbye = requests[-1]["messages"]
     assert goodbye[-2]["tool_calls"][0]["function"]["name"] == "end_call"
@@ -119,7 +129,7 @@ async def test_a_long_calls_requests_carry_the_latest_turns(
     cut = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert cut == [
         f"call {ALICE.call_id}: the conversation is longer than the LLM is sent"
-        f" ({MAX_CONTEXT_ITEMS} items, {MAX_CONTEXT_CHARS} characters): its earliest turns"
+        f" ({ITEMS} items, {MAX_CONTEXT_CHARS} characters): its earliest turns"
         " are left out from now on"
     ]
 
