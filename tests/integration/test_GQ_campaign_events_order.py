@@ -16,7 +16,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from tests.conftest import AppFactory
-from tests.helpers import serving, wait_for
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, serving, wait_for
 from tests.integration.test_customer_webhooks import SECRET, settle, webhook_app
 
 
@@ -42,6 +42,7 @@ async def test_campaign_completed_is_not_held_behind_its_calls_retried_events(
             url + "/hooks",
             calls_webhook_retry_schedule=(0.0, 1.0),
             campaign_enforce_calling_hours=False,
+            campaign_clock=ShiftedClock(OPEN_EVERYWHERE),  # inside the default 09:00-20:00
         )
         resp = await client.post(
             "/campaigns",
@@ -78,7 +79,11 @@ async def test_campaign_canceled_is_its_last_event_its_live_calls_going_on(
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(serving(receive))
         client = await webhook_app(
-            start_app, url + "/hooks", campaign_enforce_calling_hours=False, sandbox_time_scale=0.1
+            start_app,
+            url + "/hooks",
+            campaign_enforce_calling_hours=False,
+            sandbox_time_scale=0.1,
+            campaign_clock=ShiftedClock(OPEN_EVERYWHERE),
         )
         resp = await client.post(  # answered, then 30 s (3, scaled) on the line
             "/campaigns",
