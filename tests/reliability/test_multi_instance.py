@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from common.calls.outcomes import FINAL_STATUSES
 from common.storage.migrations import migrations_for
 from tests.helpers import serving_posts, wait_for
 from tests.pg_cluster import PostgresCluster
@@ -525,11 +526,22 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
             balancer.target = survivor
             before = len(dialled_rooms())
 
+            last: dict[str, Any] = {}
+
             async def over() -> bool:
                 async with session.get(f"{survivor.url}/campaigns/{campaign_id}") as r:
-                    return bool((await r.json())["campaign"]["status"] == "completed")
+                    last.update((await r.json())["campaign"])
+                    return bool(last["status"] == "completed")
 
-            await wait_for(over, timeout=180)
+            try:
+                await wait_for(over, timeout=180)
+            except TimeoutError:  # what it was waiting for, to tell a slow machine from a stall
+                live = [
+                    (r["call_id"], r["status"])
+                    for r in await conn.fetch("SELECT call_id, status FROM calls")
+                    if r["status"] not in {s.value for s in FINAL_STATUSES}
+                ]
+                raise AssertionError(f"not over in 180 s: {last} live calls {live}") from None
             attempts = await conn.fetch(
                 "SELECT idx, attempt, call_id, status FROM campaign_attempts"
                 " WHERE campaign_id = $1",
