@@ -1,7 +1,12 @@
-"""Load: 500 calls (RELIABILITY_SCALE=1) through the sandbox from 50 concurrent clients, every
+"""Load: 200 calls (RELIABILITY_SCALE=1) through the sandbox from 50 concurrent clients, every
 outcome in the mix, all their webhooks delivered. Every call reaches the outcome its test number
 stands for, config.json ends with no live record, the calls table holds every call, and nothing
-is logged at ERROR."""
+is logged at ERROR.
+
+200, not 500: the sandbox held as many calls at once either way (a peak of 53 rooms live with
+500 calls, 65 with 200, one run each), the 50 clients each place several calls one after the
+other, and the calls' list is read a page of 100 at a time (a full page, then the next); 500
+took 15 s of CPU for nothing 200 do not tell. RELIABILITY_SCALE=10 runs 2,000."""
 
 from __future__ import annotations
 
@@ -31,10 +36,10 @@ def number_for(i: int) -> str:
     return f"+1415{200 + i % 700:03d}{ENDINGS[i % len(ENDINGS)]}"
 
 
-async def test_500_calls_from_50_clients(
+async def test_200_calls_from_50_clients(
     start_app: AppFactory, tmp_path: Path, log_guard: LogGuard, figures: Figures
 ) -> None:
-    calls = scaled(500, minimum=len(ENDINGS))
+    calls = scaled(200, minimum=len(ENDINGS))
     client = await start_app(
         sandbox_time_scale=0.01,
         calls_rate_limit_per_min=1_000_000,
@@ -71,7 +76,7 @@ async def test_500_calls_from_50_clients(
     rows: list[dict[str, Any]] = []
     before: float | None = None
     while True:  # page through GET /calls like a client would
-        query = f"/calls?limit=500{'' if before is None else f'&before={before}'}"
+        query = f"/calls?limit=100{'' if before is None else f'&before={before}'}"
         page = await (await client.get(query)).json()
         rows += page["calls"]
         before = page["next_before"]
