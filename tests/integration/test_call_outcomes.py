@@ -981,7 +981,10 @@ async def test_a_call_no_agent_came_to_is_asked_about_again_when_livekit_could_n
     call = await wait_final(client, call_id)
     assert (call["status"], call["ended_by"]) == ("failed", "system"), call
     assert call["reason"].startswith("no agent joined the call within 20 s of its dial")
-    assert call["ring_s"] < CALLEE_WAITS_IN_SILENCE_S * 0.05 * 0.75  # not the callee's hang-up
+    # Ended by the server's third question (1.5 s after the dial here), not by the callee's
+    # hang-up (3 s after their answer): told apart at 3 s, not at 2.25 s, which a loaded
+    # machine's three late timers could pass.
+    assert call["ring_s"] < CALLEE_WAITS_IN_SILENCE_S * 0.05, call
 
 
 async def test_with_the_agent_wait_off_or_livekit_unable_to_say_the_call_goes_on(
