@@ -282,9 +282,11 @@ async def test_a_clock_stepped_back_does_not_hold_the_campaigns_pace(
     # went at once, the campaign's clock moved two hours on by the test as the first went):
     # no burst, 2 a second over the last three. Each arrives at the sandbox after its slot by
     # however long its placing took, so one gap of a loaded run may be short of 0.5 s by that
-    # (0.45 failed once with 4 workers on 2 cores); a burst would be about 0.
+    # (0.45 failed once with 4 workers on 2 cores; a helper saw placings vary by more than a
+    # quarter of a second beside two CPU burners); a burst would be about 0. The last is at
+    # least two slots after the step, which came after the second was seen.
     gaps = [b - a for a, b in zip(starts[1:], starts[2:], strict=False)]
-    assert all(gap >= 0.25 for gap in gaps) and starts[3] - starts[1] >= 0.8, starts
+    assert all(gap >= 0.1 for gap in gaps) and starts[3] - starts[1] >= 0.8, starts
 
 
 async def test_a_retry_set_before_the_clock_stepped_back_is_not_held_by_the_step(
