@@ -152,12 +152,16 @@ class Call:
         session.on("conversation_item_added", self.job.recorder.on_item_added)
         self.closed = close_awaited(session)
 
-    async def talk(self) -> None:
-        """Greeted, the callee asks a question and hears the reply, then asks another."""
+    async def first_reply(self) -> None:
+        """Greeted, the callee asks a question and the reply's turn is recorded."""
         await self.session.start(self.agent)
         await asyncio.wait_for(self.agent.greet().wait_for_playout(), 10)
         end_user_turn(self.session, "How do I hold the bat?")
         await eventually(lambda: len(self.turns) >= 3, "the first reply", 10)
+
+    async def talk(self) -> None:
+        """Greeted, the callee asks a question and hears the reply, then asks another."""
+        await self.first_reply()
         end_user_turn(self.session, "And my stance?")
 
     async def outcome_on_the_room(self, event: CloseEvent) -> dict[str, Any]:

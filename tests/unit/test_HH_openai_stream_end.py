@@ -25,7 +25,6 @@ from livekit.agents.llm import LLMError
 from pytest_aiohttp import AiohttpServer
 
 from agent.apology import apology_for
-from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_wire import (
     ALICE,
     FakeOpenAI,
@@ -133,10 +132,7 @@ async def test_a_stream_that_ends_before_any_word_is_asked_again(
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
     try:
-        await call.session.start(call.agent)
-        await asyncio.wait_for(call.agent.greet().wait_for_playout(), 10)
-        end_user_turn(call.session, "How do I hold the bat?")
-        await eventually(lambda: len(call.turns) >= 3, "the reply", 10)
+        await call.first_reply()
     finally:
         await call.aclose()
 
@@ -158,10 +154,7 @@ async def test_a_tool_call_whose_stream_ends_early_is_not_dropped_in_silence(
     call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
     caplog.set_level(logging.WARNING)
     try:
-        await call.session.start(call.agent)
-        await asyncio.wait_for(call.agent.greet().wait_for_playout(), 10)
-        end_user_turn(call.session, "How do I hold the bat?")
-        await eventually(lambda: len(call.turns) >= 3, "the reply", 10)
+        await call.first_reply()
     finally:
         await call.aclose()
 

@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from livekit.agents import APIConnectOptions, function_tool
-from livekit.agents.llm import ChatContext
+from livekit.agents.llm import ChatContext, CollectedResponse
 from pytest_aiohttp import AiohttpServer
 
 from agent.analysis import AnalysisResult, analyze
 from agent.openai_llm import CallLLM
 from tests.unit.test_agent_analysis import GOOD_ANSWER, REQUEST, TRANSCRIPT
-from tests.unit.test_agent_answer import end_user_turn, eventually
 from tests.unit.test_agent_wire import (
     ALICE,
     FakeOpenAI,
@@ -89,19 +88,24 @@ def call_llm(base_url: str, made: list[CallLLM]) -> CallLLM:
     return llm
 
 
+async def reply_to(
+    llm: CallLLM, question: str = "How do I hold the bat?", tools: list[Any] | None = None
+) -> CollectedResponse:
+    """The callee's one question asked, and the whole reply read (the stream closed after)."""
+    chat = ChatContext()
+    chat.add_message(role="user", content=question)
+    stream = llm.chat(chat_ctx=chat, tools=tools)
+    try:
+        return await asyncio.wait_for(stream.collect(), 20)
+    finally:
+        await stream.aclose()
+
+
 async def test_a_stream_ended_by_done_without_finish_reason_is_the_whole_reply(
     aiohttp_server: AiohttpServer, made: list[CallLLM], caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = Compatible([REPLIES[1]])
-    llm = call_llm(await serve(aiohttp_server, fake), made)
-    chat = ChatContext()
-    chat.add_message(role="user", content="How do I hold the bat?")
-
-    stream = llm.chat(chat_ctx=chat)
-    try:
-        answer = await asyncio.wait_for(stream.collect(), 20)
-    finally:
-        await stream.aclose()
+    answer = await reply_to(call_llm(await serve(aiohttp_server, fake), made))
 
     assert answer.text == REPLIES[1]  # was APIConnectionError "... ended before the reply did"
     assert len(fake.completions) == 1
@@ -136,14 +140,7 @@ async def test_a_tool_call_in_a_stream_ended_by_done_is_not_dropped(
 
     fake.handle = handle  # type: ignore[method-assign]
     llm = call_llm(await serve(aiohttp_server, fake), made)
-    chat = ChatContext()
-    chat.add_message(role="user", content="Thanks, goodbye.")
-
-    stream = llm.chat(chat_ctx=chat, tools=[end_call])
-    try:
-        answer = await asyncio.wait_for(stream.collect(), 20)
-    finally:
-        await stream.aclose()
+    answer = await reply_to(llm, "Thanks, goodbye.", tools=[end_call])
 
     assert [(c.name, c.arguments) for c in answer.tool_calls] == [
         ("end_call", '{"reason": "goodbye"}')
@@ -156,15 +153,8 @@ async def test_a_stream_ended_by_neither_is_still_cut(
 ) -> None:
     fake = Compatible([REPLIES[1]], done=False)
     llm = call_llm(await serve(aiohttp_server, fake), made)
-    chat = ChatContext()
-    chat.add_message(role="user", content="How do I hold the bat?")
-
-    stream = llm.chat(chat_ctx=chat)
-    try:
-        with pytest.raises(Exception, match="ended before the reply did"):
-            await asyncio.wait_for(stream.collect(), 20)
-    finally:
-        await stream.aclose()
+    with pytest.raises(Exception, match="ended before the reply did"):
+        await reply_to(llm)
 
 
 async def test_an_answer_that_is_no_stream_is_said_so_and_not_asked_again(
@@ -184,15 +174,8 @@ async def test_an_answer_that_is_no_stream_is_said_so_and_not_asked_again(
 
     fake.handle = handle  # type: ignore[method-assign]
     llm = call_llm(await serve(aiohttp_server, fake), made)
-    chat = ChatContext()
-    chat.add_message(role="user", content="How do I hold the bat?")
-
-    stream = llm.chat(chat_ctx=chat)
-    try:
-        with pytest.raises(Exception, match="ended before the reply did"):
-            await asyncio.wait_for(stream.collect(), 20)
-    finally:
-        await stream.aclose()
+    with pytest.raises(Exception, match="ended before the reply did"):
+        await reply_to(llm)
 
     assert len(fake.completions) == 1  # was 2: the same answer asked for again
     assert "its answer was application/json, not a stream of events" in caplog.text
@@ -211,10 +194,7 @@ async def test_a_call_on_a_compatible_server_hears_its_replies_whole(
     deepgram_in = await fake_deepgram(aiohttp_server, heard_in)
     call = Call(ALICE, openai_in, cartesia_in, deepgram_in, PhoneLine())
     try:
-        await call.session.start(call.agent)
-        await asyncio.wait_for(call.agent.greet().wait_for_playout(), 10)
-        end_user_turn(call.session, "How do I hold the bat?")
-        await eventually(lambda: len(call.turns) >= 3, "the reply", 10)
+        await call.first_reply()
         await asyncio.sleep(0.3)  # an apology, were the reply failed, would follow it
     finally:
         await call.aclose()
