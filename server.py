@@ -1097,6 +1097,7 @@ async def _stop_signals(app: web.Application) -> None:
 
 
 def main() -> None:
+    warned = False  # .env's mistakes: said once, first when start-up stops
     try:
         settings = load_settings()
         settings.require_livekit()
@@ -1117,8 +1118,13 @@ def main() -> None:
         warn_disabled_safeguards(settings)
         for warning in dotenv_warnings():
             logger.warning("%s", warning)
+        warned = True
         raise_open_files_limit()
     except SettingsError as exc:
+        # A misspelt name, a `${`, a setting given twice: what explains the error (a setting
+        # read as unset, a value taken as written), said before it, as the agent does.
+        for warning in [] if warned else dotenv_warnings():
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     log_where(settings)

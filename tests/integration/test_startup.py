@@ -584,6 +584,28 @@ def test_a_dotenv_line_that_does_not_parse_is_one_configuration_error(tmp_path: 
     ]
 
 
+def test_a_dotenv_mistake_is_said_before_the_configuration_error_it_explains(
+    tmp_path: Path,
+) -> None:
+    """A setting misspelt in .env is read as unset, and the error that follows names the
+    setting as missing: the warning naming the misspelt line was logged only once start-up
+    went on, so it was never said when it was the cause (the agent says it first)."""
+    secret_line = f"CALLS_WEBHOOK_SECRT={WHSEC}"
+    (tmp_path / ".env").write_text(
+        f"CALLS_WEBHOOK_URL=https://hooks.acme-corp.com/calls\n{secret_line}\n"
+    )
+    (tmp_path / ".env").chmod(0o600)
+    done = run_server_here(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "warning: CALLS_WEBHOOK_SECRT (.env line 2) is no setting of this server: did you mean"
+        " CALLS_WEBHOOK_SECRET? (it is read as unset)",
+        "configuration error: CALLS_WEBHOOK_SECRET must be set when CALLS_WEBHOOK_URL is set"
+        " (whsec_ + base64 of at least 24 random bytes)",
+    ]
+    assert WHSEC not in done.stderr  # never a value
+
+
 def test_the_start_line_writes_an_ipv6_host_as_a_url_does(tmp_path: Path) -> None:
     """`starting on http://::1:8000` was no URL (a browser or curl took it apart wrongly)."""
     port = free_port()
