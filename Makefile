@@ -5,7 +5,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench agent sandbox clean
+.PHONY: help run test lint typecheck pytest bench agent sandbox clean
+
+# `make` alone says what there is to run (it made .venv/bin/python and stopped, saying nothing).
+.DEFAULT_GOAL := help
+help:
+	@echo 'make run        start the server on http://127.0.0.1:8000 with the embedded LiveKit sandbox'
+	@echo '                (no credentials, no real phone called; PORT=8001 SANDBOX_PORT=0 make run beside another)'
+	@echo 'make test       ruff, mypy (strict) and the whole pytest suite, as CI runs it (about 7 minutes)'
+	@echo 'make lint       ruff check and ruff format --check'
+	@echo 'make typecheck  mypy'
+	@echo 'make pytest     the pytest suite alone, on PYTEST_WORKERS (6) workers'
+	@echo 'make agent      the agent worker for a real LiveKit project (python -m agent start)'
+	@echo 'make sandbox    the LiveKit sandbox alone, on port 7880'
+	@echo 'make bench      the benchmarks (bench/RESULTS.md)'
+	@echo 'make clean      remove .venv and the tools'"'"' caches'
+	@echo 'All but clean make .venv first if needed (PYTHON=python3.12 to choose its Python). Settings: .env.example, README.md.'
 
 # A venv whose creation failed is removed: Debian's python3 without python3-venv makes
 # .venv/bin/python before it fails on ensurepip, and that half-made .venv (no pip) failed

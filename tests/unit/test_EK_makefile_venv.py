@@ -95,3 +95,20 @@ def test_a_venv_of_an_older_python_says_which_and_what_to_do(tmp_path: Path) -> 
         ".venv runs Python 3.10.12, and this project needs 3.11 or later: run make clean, then"
         " this again with PYTHON=python3.11 (or newer)"
     ), done.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_alone_lists_the_targets_and_makes_nothing(tmp_path: Path) -> None:
+    """`make` with no target made .venv/bin/python (the Makefile's first rule) and stopped,
+    without a word of `make run` or `make test`; `make help` was no rule at all."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    alone = run_make(tmp_path, "PYTHON=false")  # a venv it tried to make would fail here
+    helped = run_make(tmp_path, "help")
+
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout == helped.stdout
+    targets = [line.split()[1] for line in alone.stdout.splitlines() if line.startswith("make ")]
+    assert targets == [
+        "run", "test", "lint", "typecheck", "pytest", "agent", "sandbox", "bench", "clean"
+    ]  # fmt: skip
+    assert not (tmp_path / ".venv").exists()
