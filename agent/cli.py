@@ -184,7 +184,8 @@ def start_warnings(settings: Settings, *, check_spool: bool = True) -> list[str]
         warnings.append(
             "OPENAI_MODEL is not among the models LiveKit evaluated its answering-machine"
             " detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS): voicemail"
-            " verdicts may be less reliable"
+            " verdicts may be less reliable; set OPENAI_MODEL to one it evaluated, such as"
+            " gpt-4.1-mini or gpt-4o (the default, gpt-4o-mini, is not one)"
         )
     if check_spool and (spool := ReportSpool(settings.agent_report_spool_dir).problem()):
         warnings.append(spool)

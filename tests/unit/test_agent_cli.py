@@ -345,7 +345,7 @@ def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
     unset meant the default model and voice for every call, and a `${...}` secret taken as
     written failed every connection, without a word from `python -m agent start`."""
     (tmp_path / ".env").write_text(
-        "OPENAI_MODLE=gpt-4.1\n"
+        "OPENAI_MODLE=gpt-4.1-nano\n"
         "CARTESIA_VOICE_I=a0e99841-438c-4a64-b679-ae501e7d6091\n"
         "LIVEKIT_API_SECRET=${LK_SECRET}\n"
     )
@@ -365,10 +365,11 @@ def test_start_warns_of_what_the_server_would(tmp_path: Path) -> None:
         " for livekit-server --dev's (is it the API key, or cut short?)",
         "agent: warning: OPENAI_MODEL is not among the models LiveKit evaluated its"
         " answering-machine detection with (livekit.agents.voice.amd's EVALUATED_LLM_MODELS):"
-        " voicemail verdicts may be less reliable",  # the default, gpt-4o-mini
+        " voicemail verdicts may be less reliable; set OPENAI_MODEL to one it evaluated, such"
+        " as gpt-4.1-mini or gpt-4o (the default, gpt-4o-mini, is not one)",  # it is the default
     ]
     assert lines[5].startswith("agent: cannot run 'start': missing LIVEKIT_API_KEY")
-    assert "gpt-4.1" not in proc.stderr and "a0e99841" not in proc.stderr  # no values
+    assert "gpt-4.1-nano" not in proc.stderr and "a0e99841" not in proc.stderr  # no values
     # Asking for help warns of nothing: livekit-agents' help itself is test_help_needs_no_keys'.
     help_proc, handed = run_agent_to_livekit(["start", "--help"], tmp_path)
     assert help_proc.returncode == 0 and "warning" not in help_proc.stderr
