@@ -400,13 +400,21 @@ def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
     return values
 
 
+# How to make a CALLS_WEBHOOK_SECRET, said with every error about one (as _token's says how to
+# make a token): "whsec_ + base64 of at least 24 bytes" named a format, not a command.
+WHSEC_RECIPE = (
+    "make one with: python -c 'import base64, os;"
+    ' print("whsec_" + base64.b64encode(os.urandom(32)).decode())\''
+)
+
+
 def _webhook_secret(name: str, raw: str) -> str:
     from common.notify.signing import parse_secrets
 
     try:
         return parse_secrets(raw)
     except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+        raise SettingsError(f"{exc}; {WHSEC_RECIPE}") from None
 
 
 def _database_url(name: str, raw: str) -> str:
@@ -844,7 +852,7 @@ class Settings:
         if self.calls_webhook_secret is None:
             raise SettingsError(
                 "CALLS_WEBHOOK_SECRET must be set when CALLS_WEBHOOK_URL is set "
-                "(whsec_ + base64 of at least 24 random bytes)"
+                f"(whsec_ + base64 of at least 24 random bytes); {WHSEC_RECIPE}"
             )
         from common.notify.guard import UnsafeWebhookUrl, check_url
 

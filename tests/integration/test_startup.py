@@ -601,9 +601,34 @@ def test_a_dotenv_mistake_is_said_before_the_configuration_error_it_explains(
         "warning: CALLS_WEBHOOK_SECRT (.env line 2) is no setting of this server: did you mean"
         " CALLS_WEBHOOK_SECRET? (it is read as unset)",
         "configuration error: CALLS_WEBHOOK_SECRET must be set when CALLS_WEBHOOK_URL is set"
-        " (whsec_ + base64 of at least 24 random bytes)",
+        " (whsec_ + base64 of at least 24 random bytes); " + MAKE_WHSEC,
     ]
     assert WHSEC not in done.stderr  # never a value
+
+
+MAKE_WHSEC = (
+    "make one with: python -c 'import base64, os;"
+    ' print("whsec_" + base64.b64encode(os.urandom(32)).decode())\''
+)
+
+
+@pytest.mark.parametrize("value", ["hunter2", "whsec_c2VjcmV0", "whsec_!!!!", f"{WHSEC},old"])
+def test_a_malformed_webhook_secret_says_how_to_make_one(tmp_path: Path, value: str) -> None:
+    """'CALLS_WEBHOOK_SECRET must decode to at least 24 bytes, got 6' named a format, not the
+    command that makes a secret of it (CALLS_API_TOKEN's error names its own); the command it
+    names now makes one that start-up takes."""
+    done = run_server_here(tmp_path, CALLS_WEBHOOK_SECRET=value)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("configuration error: CALLS_WEBHOOK_SECRET")
+    assert line.endswith("; " + MAKE_WHSEC)
+    command = MAKE_WHSEC.removeprefix("make one with: python -c ").strip("'")
+    made = subprocess.run(  # noqa: S603 - the command the error names
+        [sys.executable, "-c", command], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    from common.notify.signing import parse_secrets
+
+    assert parse_secrets(made) == made
 
 
 def test_the_start_line_writes_an_ipv6_host_as_a_url_does(tmp_path: Path) -> None:
