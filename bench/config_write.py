@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -149,9 +150,12 @@ async def store_write_median(path: Path, live: int, n: int) -> float:
 # ------------------------------------------------------------------------------ throughput
 
 
-async def writer(path: Path, seconds: float, start_at: float, ident: int, tasks: int) -> int:
-    """Write for `seconds` from `start_at` (wall clock); count writes finished in that window."""
+async def writer(path: Path, seconds: float, ident: int, tasks: int) -> int:
+    """Say "ready" once started, read the window's start (wall clock) from stdin, then write
+    for `seconds` from it and count the writes finished in that window."""
     configure_store(path)
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())
     await asyncio.sleep(max(0.0, start_at - time.time()))
     end = start_at + seconds
     done = 0
@@ -175,7 +179,6 @@ def throughput(root: Path, processes: int, tasks: int, seconds: float) -> float:
     path = root / f"tp-{processes}x{tasks}-{time.monotonic_ns()}" / "config.json"
     path.parent.mkdir()
     asyncio.run(fill(path, 10, 0))
-    start_at = time.time() + 1.0 + 0.1 * processes  # after every interpreter has started
     procs = [
         subprocess.Popen(
             [
@@ -185,10 +188,10 @@ def throughput(root: Path, processes: int, tasks: int, seconds: float) -> float:
                 "--writer",
                 str(path),
                 str(seconds),
-                str(start_at),
                 str(p),
                 str(tasks),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=subprocess_env(),
@@ -196,7 +199,18 @@ def throughput(root: Path, processes: int, tasks: int, seconds: float) -> float:
         )
         for p in range(processes)
     ]
+    # The window opens once every writer has said it started: on a loaded machine an
+    # interpreter can take seconds to import, and a fixed start left late writers counting 0.
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"writer process failed to start ({proc.wait()})")
+    start_at = time.time() + 0.1
     counts = []
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at}\n")
+        proc.stdin.flush()
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 60)
         if proc.returncode != 0:
@@ -385,13 +399,11 @@ def run(plan: Plan) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--writer", nargs=5, metavar=("PATH", "S", "START_AT", "ID", "TASKS"))
+    parser.add_argument("--writer", nargs=4, metavar=("PATH", "S", "ID", "TASKS"))
     args = parser.parse_args()
     if args.writer:
-        path, seconds, start_at, ident, tasks = args.writer
-        done = asyncio.run(
-            writer(Path(path), float(seconds), float(start_at), int(ident), int(tasks))
-        )
+        path, seconds, ident, tasks = args.writer
+        done = asyncio.run(writer(Path(path), float(seconds), int(ident), int(tasks)))
         print(done)
         return
     emit(run(QUICK if args.quick else FULL))
