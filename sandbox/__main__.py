@@ -110,7 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         # os.strerror: asyncio's strerror says the address again, lower-cased ("error while
         # attempting to bind on address ('127.0.0.1', 7880): address already in use")
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        logger.critical("cannot listen on %s:%s: %s", args.host, args.port, reason)
+        logger.critical(
+            "cannot listen on %s:%s: %s (give another with --host/--port; --port 0 takes any"
+            " free port)",
+            args.host,
+            args.port,
+            reason,
+        )
         raise SystemExit(2) from None
 
 
