@@ -105,6 +105,14 @@ class _Driver:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # The campaign clock against the monotonic clock, from one recovery pass to the next.
     steps: ClockSteps = field(default_factory=ClockSteps)
+    # With none of its attempts live and nobody due: when its next recipient falls due (a
+    # retry, its calling window), by the campaign clock. Until then its steps read nothing:
+    # each read three queries a second, and 2,000 campaigns waiting for their window (one a
+    # lead, say) took 43% of the server's one thread doing so, /healthz 116 ms at p90.
+    # Forgotten when a call of it ends, at each recovery pass, and when the campaign clock
+    # is found behind where it was when this was read (a step back makes rows due: _claim).
+    idle_until: float | None = None
+    idle_from: float = 0.0
 
 
 class CampaignScheduler:
@@ -225,6 +233,7 @@ class CampaignScheduler:
         self._events.publish(events)
         driver = self._drivers.get(str(event.data["campaign_id"]))
         if driver is not None:
+            driver.idle_until = None
             driver.wake.set()
 
     # ------------------------------------------------------------------ a driver
@@ -236,6 +245,7 @@ class CampaignScheduler:
         while True:
             try:
                 if time.monotonic() - last_recovery >= RECOVER_EVERY_S:
+                    driver.idle_until = None
                     await self._recover(driver)
                     last_recovery = time.monotonic()
                 wait = await self._step(driver, queue)
@@ -272,6 +282,9 @@ class CampaignScheduler:
             return campaign.next_dial_at - now
         if (held_s := self._livekit_hold_until - time.monotonic()) > 0:
             return held_s
+        if driver.idle_until is not None and driver.idle_from <= now < driver.idle_until:
+            return min(IDLE_WAIT_S, driver.idle_until - now)  # the clock is looked at alone
+        driver.idle_until = None
         live, _ = await self._store.open_attempts(campaign.campaign_id)
         if live >= pacing.max_concurrent:
             return IDLE_WAIT_S  # woken as soon as one of its calls ends
@@ -280,7 +293,12 @@ class CampaignScheduler:
             if not queue:
                 events = await self._store.complete_if_done(campaign.campaign_id, now)
                 self._events.publish(events)
-                return None if events else IDLE_WAIT_S
+                if events:
+                    return None
+                if not live:  # nothing of it can fall due sooner but by the clock
+                    driver.idle_until = await self._store.next_due_at(campaign.campaign_id)
+                    driver.idle_from = now
+                return IDLE_WAIT_S
         recipient = queue.pop(0)
         if not await self._in_window(campaign, recipient, now):
             return 0

@@ -234,6 +234,10 @@ class CampaignStore(Protocol):
         self, campaign_id: str, now: float, limit: int
     ) -> list[RecipientRecord]: ...
 
+    async def next_due_at(self, campaign_id: str) -> float | None:
+        """When the campaign's next recipient falls due (None: none waits to be called)."""
+        ...
+
     async def defer_recipient(
         self,
         campaign_id: str,

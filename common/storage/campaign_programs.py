@@ -741,6 +741,18 @@ def due_recipients(
     return [_row_to_recipient(r) for r in rows]
 
 
+def next_due_at(d: Dialect, campaign_id: str) -> Program[float | None]:
+    """When the campaign's next recipient falls due (a retry's time, its calling window's
+    opening), or None when none waits to be called."""
+    rows = yield Query(
+        "SELECT MIN(next_at) AS at FROM campaign_recipients WHERE campaign_id = ?"  # noqa: S608 - constant text
+        f" AND state IN ({_DUE})",  # noqa: S608 - constant text
+        (campaign_id,),
+    )
+    at = rows[0]["at"] if rows else None
+    return None if at is None else float(at)
+
+
 def defer_recipient(
     d: Dialect,
     campaign_id: str,

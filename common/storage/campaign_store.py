@@ -153,6 +153,9 @@ class CampaignMethods:
             cp.due_recipients(self.dialect, campaign_id, now, limit), write=False
         )
 
+    async def next_due_at(self, campaign_id: str) -> float | None:
+        return await self._run(cp.next_due_at(self.dialect, campaign_id), write=False)
+
     async def defer_recipient(
         self,
         campaign_id: str,

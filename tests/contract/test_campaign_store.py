@@ -205,6 +205,23 @@ async def test_a_clock_stepped_back_after_the_start_holds_no_first_call(
     assert row.state == "pending" and row.next_at == clock.now - 1 + 60.0
 
 
+async def test_next_due_at_is_the_earliest_due_recipients_time(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """What an idle campaign driver waits for (HU): the earliest time a recipient still to be
+    called falls due; None once none is."""
+    await store.create_campaign(campaign(2), clock.now, start_now=True)
+    assert await store.next_due_at("cmp-1") == clock.now
+    await store.defer_recipient("cmp-1", 0, "waiting_window", clock.now + 300, clock.now)
+    await store.defer_recipient("cmp-1", 1, "waiting_window", clock.now + 200, clock.now)
+    assert await store.next_due_at("cmp-1") == clock.now + 200
+    await store.defer_recipient("cmp-1", 1, "invalid", clock.now, clock.now + 200)
+    assert await store.next_due_at("cmp-1") == clock.now + 300
+    await store.defer_recipient("cmp-1", 0, "invalid", clock.now, clock.now + 300)
+    assert await store.next_due_at("cmp-1") is None
+    assert await store.next_due_at("cmp-none") is None
+
+
 async def test_a_campaign_after_a_clock_step_back_is_claimed_by_one_server(
     store: CallStore, clock: FakeClock
 ) -> None:
