@@ -9,6 +9,7 @@ the call's own transaction (programs.link_attempt).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -134,6 +135,15 @@ class OnList:
 # ----------------------------------------------------------------------------- rows
 
 
+@functools.lru_cache(maxsize=4096)
+def spec_of(text: str) -> CampaignSpec:
+    """A campaign's spec from its row's JSON, parsed once for each text (a spec is written
+    once, at the campaign's creation): the claim loop reads every campaign it drives each
+    second, and parsing 2,009 specs (their windows too) was 70 ms of a 162 ms tick (HU).
+    Shared by every record of that campaign: read it, never change it."""
+    return CampaignSpec.from_json(json.loads(text))
+
+
 def _row_to_campaign(
     row: Row, counts: dict[str, int], next_due: float | None, next_due_number: str | None = None
 ) -> CampaignRecord:
@@ -142,7 +152,7 @@ def _row_to_campaign(
         name=row["name"],
         client=row["client"],
         status=CampaignStatus(row["status"]),
-        spec=CampaignSpec.from_json(json.loads(row["spec"])),
+        spec=spec_of(row["spec"]),
         webhook_url=row["webhook_url"],
         total=int(row["total"]),
         start_at=row["start_at"],

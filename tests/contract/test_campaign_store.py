@@ -205,6 +205,29 @@ async def test_a_clock_stepped_back_after_the_start_holds_no_first_call(
     assert row.state == "pending" and row.next_at == clock.now - 1 + 60.0
 
 
+async def test_a_campaign_driven_each_second_has_its_spec_parsed_once(
+    store: CallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim loop reads every campaign it drives each second; its spec (written once) is
+    parsed once, not at every read (HU: 70 ms of a 162 ms tick for 2,009 campaigns)."""
+    parsed: list[object] = []
+    real = CampaignSpec.from_json.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[CampaignSpec], data: dict[str, Any]) -> CampaignSpec:
+        parsed.append(data)
+        result: CampaignSpec = real(cls, data)
+        return result
+
+    monkeypatch.setattr(CampaignSpec, "from_json", classmethod(counted))
+    spec = dataclasses.replace(campaign(1).spec, defaults={"name": f"once {id(parsed)}"})
+    await store.create_campaign(dataclasses.replace(campaign(1), spec=spec), clock.now)
+    for _ in range(3):
+        clock.advance(1)
+        claimed, _ = await store.claim_campaigns(clock.now, 10.0, 10)
+        assert [c.spec.defaults for c in claimed] == [spec.defaults]
+    assert len(parsed) <= 1
+
+
 async def test_next_due_at_is_the_earliest_due_recipients_time(
     store: CallStore, clock: FakeClock
 ) -> None:
