@@ -205,7 +205,7 @@ def stored_turn(call_id: str, seq: int, body: str) -> TranscriptTurn | None:
         return None
 
 
-class _ReadTexts(Generic[V]):
+class ReadTexts(Generic[V]):
     """What stored texts (a call's config, its final report) last parsed to, by their text: at
     most `max_entries` of them and `max_chars` of text, none over a quarter of it, each for
     KEEP_S at most; the oldest go first. A call's row is read by every program that changes
@@ -293,8 +293,8 @@ class _ReadTexts(Generic[V]):
                 self._chars -= len(oldest)
 
 
-_READ_REPORTS: _ReadTexts[CallReport] = _ReadTexts(256, 4 * 1024 * 1024)
-_READ_CONFIGS: _ReadTexts[dict[str, Any]] = _ReadTexts(256, 1024 * 1024)
+_READ_REPORTS: ReadTexts[CallReport] = ReadTexts(256, 4 * 1024 * 1024)
+_READ_CONFIGS: ReadTexts[dict[str, Any]] = ReadTexts(256, 1024 * 1024)
 
 
 def stored_config(text: str) -> dict[str, Any]:

@@ -113,7 +113,7 @@ async def test_a_report_changed_in_the_row_is_read_as_it_is_now(
 
 
 def test_the_texts_kept_are_bounded_by_count_and_by_size() -> None:
-    kept: programs._ReadTexts[CallReport] = programs._ReadTexts(256, 4 * 1024 * 1024)
+    kept: programs.ReadTexts[CallReport] = programs.ReadTexts(256, 4 * 1024 * 1024)
     report = CallReport(transcript=[HELLO])
     for n in range(kept.max_entries + 10):
         kept.keep(f"{n:08d}", report)
@@ -181,7 +181,7 @@ async def test_an_erasure_leaves_no_parsed_copy_of_what_it_erased(store: CallSto
 def test_what_is_kept_goes_after_a_while() -> None:
     """Another server's erasure cannot tell this one: what it keeps goes within KEEP_S."""
     now = [0.0]
-    kept: programs._ReadTexts[str] = programs._ReadTexts(256, 4096, clock=lambda: now[0])
+    kept: programs.ReadTexts[str] = programs.ReadTexts(256, 4096, clock=lambda: now[0])
     kept.keep("a", "parsed a")
     now[0] += kept.KEEP_S / 2
     kept.keep("b", "parsed b")

@@ -48,7 +48,7 @@ async def test_a_read_racing_an_erasure_does_not_keep_what_it_erased(store: Call
 
 def test_what_was_forgotten_may_be_kept_again_after_a_while() -> None:
     now = [0.0]
-    kept: programs._ReadTexts[str] = programs._ReadTexts(256, 4096, clock=lambda: now[0])
+    kept: programs.ReadTexts[str] = programs.ReadTexts(256, 4096, clock=lambda: now[0])
     kept.forget("a")
     kept.keep("a", "parsed a")
     assert kept.get("a") is None
