@@ -181,7 +181,9 @@ async def run_answer(
         if words is not None:
             end_user_turn(session, words)
         action = await asyncio.wait_for(answering, 10)
-        await asyncio.sleep(0.1)  # let the greeting play out
+        if action in ("greet", "leave_message"):  # something is said: wait for its turn
+            await eventually(lambda: any(t.role == "agent" for t in turns), "the agent's turn")
+        await asyncio.sleep(0.1)  # and for anything more it would say
     return action, verdicts, control, agent, turns
 
 
