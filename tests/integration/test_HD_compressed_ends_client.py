@@ -75,4 +75,6 @@ async def test_a_list_gzipped_as_many_small_members_is_read_whole(
     )
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["campaign"]["total"] == len(ROWS)
-    assert time.monotonic() - started < 20
+    # 2.3 s alone, 25 s once beside a loaded suite: a bound against minutes (a decoder going
+    # over its members again for each one), not against a slow machine.
+    assert time.monotonic() - started < 90
