@@ -140,22 +140,35 @@ def add_route(
 # Set by expect_continue on a request whose `Expect` asks what no route does (anything but
 # `100-continue`): its value, for `_expectation_met` to refuse.
 EXPECTATION_UNMET = web.RequestKey("expectation_unmet", str)
+# Set by expect_continue on a request that asks `Expect: 100-continue`, until its `100
+# Continue` is sent: when the route begins to read the body (`arriving_in_time`), never if it
+# answers without reading it.
+CONTINUE_OWED = web.RequestKey("continue_owed", bool)
 
 
 async def expect_continue(request: web.Request) -> None:
-    """A route's `expect_handler`: `Expect: 100-continue` answered `100 Continue` (as aiohttp's
-    default does); any other expectation marked (EXPECTATION_UNMET) and refused in the
-    route's handler, inside the middlewares. aiohttp's default refused it itself, before
-    any of them: a text/plain 417 ("Unknown Expect: foo"), counted in no
+    """A route's `expect_handler`: `Expect: 100-continue` marked (CONTINUE_OWED), its `100
+    Continue` sent only once the route reads the body, after its checks (token, size,
+    encodings, rate limits): aiohttp's default sent it at once, before any of them, and a
+    client without the token or over the size limit sent its body (curl 524 KB of a 50 MB
+    file) before it was refused. Any other expectation is marked (EXPECTATION_UNMET) and
+    refused in the route's handler, inside the middlewares. aiohttp's default refused it
+    itself, before any of them: a text/plain 417 ("Unknown Expect: foo"), counted in no
     http_requests_total."""
     if request.version != HttpVersion11:  # HTTP/1.0 has no Expect: ignored, as aiohttp does
         return
     expect = request.headers.get(hdrs.EXPECT, "")
     if expect.lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # (aiohttp's) the answer's own bytes are counted apart
+        request[CONTINUE_OWED] = True
     else:
         request[EXPECTATION_UNMET] = expect
+
+
+async def send_continue_if_owed(request: web.Request) -> None:
+    """The `100 Continue` of a request that asked for it, before its body is first read."""
+    if request.pop(CONTINUE_OWED, False):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # (aiohttp's) the answer's own bytes are counted apart
 
 
 def _expectation_met(view: View) -> View:
@@ -545,9 +558,12 @@ def refuse_undecoded_encoding(request: web.Request, what: str = "request body") 
 async def arriving_in_time(request: web.Request, what: str = "request body") -> AsyncIterator[None]:
     """Bounds reading a body (however it is read: whole, or part by part) to
     BODY_READ_TIMEOUT_S: 408, and the connection closed, when it runs out; 503 when the
-    server stops meanwhile (aiohttp reads nothing more then: see handlers/body_reads.py)."""
+    server stops meanwhile (aiohttp reads nothing more then: see handlers/body_reads.py).
+    A client that asked `Expect: 100-continue` is sent its `100 Continue` here, and only here
+    (it sends the body on it)."""
     bound = asyncio.timeout(BODY_READ_TIMEOUT_S)
     reads = request.app[BODY_READS]
+    await send_continue_if_owed(request)
     try:
         async with bound:
             reads.add(bound)
@@ -620,7 +636,10 @@ def _too_large(what: str, limit: int) -> HttpError:
 
 async def discard_body(request: web.Request, limit: int, what: str = "request body") -> None:
     """Read the body to its end, keeping nothing (bounded as `read_body`): a request refused
-    before its body was read gets its answer, not a connection reset while it still sends."""
+    before its body was read gets its answer, not a connection reset while it still sends.
+    One whose client waits for a `100 Continue` to send it is not read: none is sent."""
+    if request.get(CONTINUE_OWED):
+        return
     async with arriving_in_time(request, what):
         size = 0
         while chunk := await request.content.read(64 * 1024):
