@@ -110,7 +110,7 @@ from handlers.http import (
     answers_sent_in_time,
     refusals_said,
     shown_status,
-    unread_compressed_bodies_close,
+    unread_bodies_close,
 )
 from handlers.keys import (
     BODY_READS,
@@ -630,7 +630,7 @@ def create_app(
         middlewares=[
             count_requests,  # around the send: an answer it aborted is counted so
             answers_sent_in_time,
-            unread_compressed_bodies_close,
+            unread_bodies_close,
             errors_as_json,
         ],
         client_max_size=MAX_WEBHOOK_BYTES,

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
 from common.host_header import address_of, host_name, is_loopback_host
-from common.http_body import close_if_compressed_body_unread
+from common.http_body import close_if_body_unread
 from common.json_values import unique_keys
 from common.repeats import Repeats
 from common.settings import DEV_API_SECRET, Settings
@@ -617,16 +617,14 @@ async def answers_sent_in_time(
 
 
 @web.middleware
-async def unread_compressed_bodies_close(
+async def unread_bodies_close(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """A compressed body the answer leaves unread (refused 413 part-way, or by a route that
-    reads none: 404, 405, 401) is not read after it, and its connection closes. aiohttp reads
-    an unread body to its end after the answer (for up to 10 s), unpacking it: a 1 MB gzip of
-    zeros sent to any path unpacked to 1 GB there, 3 s of the server's one thread, and two
-    clients sending them made /healthz take 2.5 s (8 s at worst) for everyone."""
+    """A body the answer leaves unread (a refusal before the read: 401, 403, 404, 405, 413,
+    415, 429; or one part-way: 413) is not read after it, and its connection closes
+    (`close_if_body_unread`)."""
     response = await handler(request)
-    close_if_compressed_body_unread(request, response)
+    close_if_body_unread(request, response)
     return response
 
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 from livekit.api.access_token import TokenVerifier
 
-from common.http_body import close_if_compressed_body_unread
+from common.http_body import close_if_body_unread
 from common.masking import redact
 from common.repeats import Repeats
 from common.text import shown_text
@@ -225,7 +225,7 @@ class Sandbox:
             return
         await self._webhooks.start()
         await self._reports.start()
-        app = web.Application(middlewares=[_unread_compressed_bodies_close, self._refuse_web_pages])
+        app = web.Application(middlewares=[_unread_bodies_close, self._refuse_web_pages])
         app.router.add_get("/", self._handle_root)
         app.router.add_get(AGENT_PATH, self._handle_agent_worker)
         app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)
@@ -385,18 +385,18 @@ def _logged(text: str) -> str:
 
 
 @web.middleware
-async def _unread_compressed_bodies_close(
+async def _unread_bodies_close(
     request: web.Request, handler: Callable[[web.Request], Any]
 ) -> web.StreamResponse:
-    """A compressed body left unread (a request refused on its token or as a web page's, a
-    path no route has, a body over the limit) is not unpacked after the answer: this port's
-    loop is the server's, and a 1 MB gzip of zeros posted here held every call, webhook and
-    probe of the server for 3 s as aiohttp unpacked its 1 GB (handlers/http.py's
-    unread_compressed_bodies_close, for the API's port)."""
+    """A body left unread (a request refused on its token or as a web page's, a path no
+    route has, a body over the limit) is not read after the answer, nor unpacked: this
+    port's loop is the server's, and a 1 MB gzip of zeros posted here held every call,
+    webhook and probe of the server for 3 s as aiohttp unpacked its 1 GB (handlers/http.py's
+    unread_bodies_close, for the API's port)."""
     try:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:  # aiohttp's own 404 and 405: answers too
-        close_if_compressed_body_unread(request, exc)
+        close_if_body_unread(request, exc)
         raise
-    close_if_compressed_body_unread(request, response)
+    close_if_body_unread(request, response)
     return response
