@@ -100,3 +100,31 @@ async def test_a_refused_request_whose_body_all_came_keeps_its_connection(
     assert answer.split()[1] == b"401", answer
     assert b"Connection: close" not in answer
     assert again.split()[1] == b"200", again
+
+
+async def test_a_small_body_refused_while_it_is_sent_is_read_and_its_connection_kept(
+    start_app: AppFactory,
+) -> None:
+    """A plain body of at most 1 MiB still arriving when it is refused is read to its end, as
+    an accepted one would be: closed on, a client still sending may see a reset, not its 401
+    (a `requests` upload with a wrong token, over a real network)."""
+    client = await start_app(calls_api_token=TOKEN)
+    length = 512 * 1024
+    head = post(
+        "/campaigns", "Content-Type: text/csv", "Authorization: Bearer wrong", length=length
+    )
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head.encode() + b"\r\n" + SENT)
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"x" * (length - len(SENT)))  # the client sends the rest, then more
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            said = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(said)
+            again = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert answer.split()[1] == b"401", answer
+    assert b"Connection: close" not in answer
+    assert again.split()[1] == b"200", again
