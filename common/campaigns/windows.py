@@ -125,6 +125,9 @@ def use_newest_zone_rules() -> None:
     zoneinfo.reset_tzpath(to=[])
     ZoneInfo.clear_cache()
     _zone_names.cache_clear()
+    recipient_zones.cache_clear()
+    _zone_intervals.cache_clear()
+    _open_intervals.cache_clear()
 
 
 # ------------------------------------------------------------------ the window
@@ -166,9 +169,6 @@ def _zone_names() -> frozenset[str]:
     """The IANA names zoneinfo can load, read once: a whitelist, so that user text never
     reaches the filesystem lookup and names like "zone.tab" or "../x" never load."""
     return frozenset(available_timezones()) - _NOT_PLACES
-
-
-use_newest_zone_rules()
 
 
 @lru_cache(maxsize=1)
@@ -290,11 +290,16 @@ def _parse_timezone(value: object, errors: list[tuple[str, str]]) -> str | None:
 # ------------------------------------------------------------------ recipient zones
 
 
+@lru_cache(maxsize=8192)
 def recipient_zones(e164: str) -> tuple[str, ...]:
     """The IANA zones the number may ring in (see the module docstring on unknown zones).
 
     A zone that zoneinfo cannot load is dropped rather than failing every later check; a
     test keeps phonenumbers' zone names and the installed tzdata in step, so none is.
+
+    Kept for the last 8,192 numbers (a number's zones do not change while the process
+    runs): GET /campaigns?limit=1000 asked them for each campaign's next recipient on every
+    page, 0.2 ms each on the event loop.
     """
     try:
         number = phonenumbers.parse(e164, None)
@@ -657,12 +662,20 @@ def after_open_time(
             need -= skip * period
 
 
-def _open_intervals(rules: tuple[_Rule, ...], lo: int, hi: int) -> Sequence[Interval]:
-    """The instants in [lo, hi) where every rule holds (as _allowed, for any span)."""
+@lru_cache(maxsize=4096)
+def _open_intervals(rules: tuple[_Rule, ...], lo: int, hi: int) -> tuple[Interval, ...]:
+    """The instants in [lo, hi) where every rule holds (as _allowed, for any span).
+
+    Kept, as _zone_intervals are: the intersection across a number's zones (11 for a
+    Russian mobile, 25 for a US toll-free number) was made again for every campaign on every
+    GET /campaigns page (its estimated finish), 1.2 ms each on the event loop."""
     result: Sequence[Interval] | None = None
     for zone, start, end, mask in rules:
         intervals = _zone_intervals(zone, start, end, mask, lo, hi)
         result = intervals if result is None else _intersect(result, intervals)
         if not result:
             return ()
-    return result or ()
+    return tuple(result or ())
+
+
+use_newest_zone_rules()  # at the end: it empties the caches above
