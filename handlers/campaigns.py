@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from common.calls.models import IdempotencyClaim, StoredAnswer, canonical_json
 from common.calls.request import RequestRules
 from common.calls.views import Timestamp
 from common.campaigns.csv_rows import CsvRejected, UnknownCharset, csv_codec, parse_csv
-from common.campaigns.model import RECIPIENT_STATES, RETRYABLE
+from common.campaigns.model import RECIPIENT_STATES, RETRYABLE, CampaignRecord
 from common.campaigns.request import (
     ATTEMPTS_RANGE,
     CONCURRENT_RANGE,
@@ -788,12 +789,23 @@ async def list_campaigns(request: web.Request) -> web.Response:
     found, last = page_of(await service.store.list_campaigns(limit=limit + 1, before=before), limit)
     now = service.clock()
     enforce = service.settings.campaign_enforce_calling_hours
-    return web.json_response(
-        {
-            "campaigns": [c.to_json(now, enforce) for c in found],
-            "next_before": Before.after(last.created_at, last.campaign_id).token if last else None,
-        }
-    )
+    next_before = Before.after(last.created_at, last.campaign_id).token if last else None
+    text = await _PAGES.run(_campaigns_page, found, next_before, now, enforce)
+    return web.Response(text=text, content_type="application/json")  # as json_response
+
+
+# A page of campaigns is written on a thread of its own: each campaign's estimated finish
+# reads its next number's zones, and 1,000 of them written on the loop held every other
+# request 40-60 ms (170 ms when their numbers were new to the process), then 12 ms more
+# for the JSON text.
+_PAGES = OwnThreads(1, "campaign-page")
+
+
+def _campaigns_page(
+    found: list[CampaignRecord], next_before: str | None, now: float, enforce: bool
+) -> str:
+    campaigns = [c.to_json(now, enforce) for c in found]
+    return json.dumps({"campaigns": campaigns, "next_before": next_before})
 
 
 async def get_campaign(request: web.Request) -> web.Response:

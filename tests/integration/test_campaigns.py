@@ -847,6 +847,38 @@ async def test_start_at_waits_and_scheduled_shows(start_app: AppFactory) -> None
     assert (await rows.json())["next_after"] is None
 
 
+async def test_a_page_of_campaigns_is_written_off_the_loop(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 campaigns written on the loop held every other request 40-170 ms."""
+    import threading
+
+    from common.campaigns.model import CampaignRecord
+
+    client = await start_app(campaign_clock=ShiftedClock(OPEN_EVERYWHERE))
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    created = await create(
+        client,
+        {"name": "later", "recipients": [{"phone_number": "+79161234567"}], "start_at": later},
+    )
+    written_on: list[str] = []
+    to_json = CampaignRecord.to_json
+
+    def watched(self: CampaignRecord, *args: Any) -> dict[str, Any]:
+        written_on.append(threading.current_thread().name)
+        return to_json(self, *args)
+
+    monkeypatch.setattr(CampaignRecord, "to_json", watched)
+    listed = await client.get("/campaigns")
+    assert listed.content_type == "application/json" and listed.charset == "utf-8"
+    page = await listed.json()
+    assert written_on and threading.current_thread().name not in written_on, written_on
+    assert page == {
+        "campaigns": [await campaign_of(client, created["campaign_id"])],
+        "next_before": None,
+    }
+
+
 async def test_do_not_call_list(start_app: AppFactory) -> None:
     client = await start_app()
     bad = await client.post("/dnc", json={"numbers": ["+1 (415) 555-0100", "nope"]})
