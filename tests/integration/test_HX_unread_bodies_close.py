@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from server import SANDBOX
@@ -38,6 +40,25 @@ async def answer_and_closed(host: str, port: int | None, head: str) -> tuple[byt
     finally:
         writer.close()
     return answer, closed
+
+
+async def answered_then_asked_again(
+    client: TestClient[Any, Any], head: str, sent: bytes, rest: bytes = b""
+) -> tuple[bytes, bytes]:
+    """`head` sent with `sent` of its body; once its answer's head came, `rest` of the body and
+    a `GET /healthz` on the same connection: the two answers' heads."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head.encode() + b"\r\n" + sent)
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            writer.write(rest + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            again = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    return answer, again
 
 
 def post(path: str, *headers: str, length: int = LARGE) -> str:
@@ -86,17 +107,7 @@ async def test_a_refused_request_whose_body_all_came_keeps_its_connection(
     client = await start_app(calls_api_token=TOKEN)
     body = json.dumps({"phone_number": "+14155550123"}).encode()
     head = post("/calls/outbound", "Content-Type: application/json", length=len(body))
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(head.encode() + b"\r\n" + body)
-        async with asyncio.timeout(5):
-            answer = await reader.readuntil(b"\r\n\r\n")
-            length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            again = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    answer, again = await answered_then_asked_again(client, head, body)
     assert answer.split()[1] == b"401", answer
     assert b"Connection: close" not in answer
     assert again.split()[1] == b"200", again
@@ -113,18 +124,8 @@ async def test_a_small_body_refused_while_it_is_sent_is_read_and_its_connection_
     head = post(
         "/campaigns", "Content-Type: text/csv", "Authorization: Bearer wrong", length=length
     )
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    try:
-        writer.write(head.encode() + b"\r\n" + SENT)
-        async with asyncio.timeout(10):
-            answer = await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"x" * (length - len(SENT)))  # the client sends the rest, then more
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            said = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            await reader.readexactly(said)
-            again = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    rest = b"x" * (length - len(SENT))  # sent once the answer came
+    answer, again = await answered_then_asked_again(client, head, SENT, rest)
     assert answer.split()[1] == b"401", answer
     assert b"Connection: close" not in answer
     assert again.split()[1] == b"200", again
