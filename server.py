@@ -1123,8 +1123,9 @@ def main() -> None:
     except SettingsError as exc:
         # A misspelt name, a `${`, a setting given twice: what explains the error (a setting
         # read as unset, a value taken as written), said before it, as the agent does.
-        for warning in [] if warned else dotenv_warnings():
-            print(f"warning: {warning}", file=sys.stderr)
+        if not warned:
+            for warning in dotenv_warnings():
+                print(f"warning: {warning}", file=sys.stderr)
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     log_where(settings)

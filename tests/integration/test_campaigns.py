@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from common.calls.request import RequestRules
 from common.calls.service import LISTED_WHILE_PLACING
 from common.campaigns import scheduler as campaign_scheduler
+from common.campaigns.model import CampaignRecord
 from common.campaigns.request import QUERY_PARAMS, Row, RowChecker, json_rows, parse_options
 from common.settings import Settings, configure_logging
 from common.storage import campaign_programs
@@ -851,10 +853,6 @@ async def test_a_page_of_campaigns_is_written_off_the_loop(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1,000 campaigns written on the loop held every other request 40-170 ms."""
-    import threading
-
-    from common.campaigns.model import CampaignRecord
-
     client = await start_app(campaign_clock=ShiftedClock(OPEN_EVERYWHERE))
     later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     created = await create(
