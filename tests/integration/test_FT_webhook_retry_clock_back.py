@@ -6,7 +6,6 @@ counts the waits set before it from the clock after it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import pytest
 
 from handlers.keys import WEBHOOKS
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, wait_for
 from tests.integration.test_customer_webhooks import (
     Received,
     Receiver,
@@ -46,9 +45,14 @@ async def _retried_across_a_step_back(
     sender = client.app[WEBHOOKS]
     shift = {"s": 0.0}
     sender._clock = lambda: time.time() + shift["s"]
-    await place(client, SEED_EXAMPLES[0])
+    call_id = await place(client, SEED_EXAMPLES[0])
     await wait_until(lambda: bool(receiver.attempts))
-    await asyncio.sleep(0.3)  # its failure recorded: retried 2 s after it, by this clock
+
+    async def refusal_recorded() -> bool:  # retried 2 s after it, by this clock
+        listed = (await (await client.get(f"/calls/{call_id}/deliveries")).json())["deliveries"]
+        return any(d["attempts"] >= 1 and d["last_error"] for d in listed)
+
+    await wait_for(refusal_recorded, timeout=30)  # not a fixed 0.3 s a slow machine outlasts
     shift["s"] = -STEP_S  # the clock steps back an hour
     with caplog.at_level(logging.WARNING, logger="common.notify.deliveries"):
         # Due 2 s on (2.7 s for the whole test alone, beside three CPU burners too); the defect
