@@ -56,6 +56,8 @@ Variants (the first one is the reference of the "vs" column; "current" is always
     dispatch metadata carries no `report_url`, so the sandbox, playing our agent, posts no
     agent reports (since b80321d about 7 per answered call): the server gets the traffic
     910fe35 got, the intake request and LiveKit's webhooks.
+  - `default_gc`: Python's default garbage collection thresholds (700, 10, 10) instead of the
+    server's (`server.collect_garbage_less_often`: 7,000 for the young generation).
   - `exchanges_floor`, `exchanges_floor_verified`, `exchanges_floor_durable` (measurements,
     not fast paths): a bare server that only answers a call's exchanges (the intake with its
     two Twirp calls, the webhooks, the report POSTs), then with their signature checks, then
