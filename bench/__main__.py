@@ -24,6 +24,7 @@ BENCHMARKS = (
     "config_write",
     "http",
     "floors",
+    "gc_cost",
     "agent_start",
     "memory",
     "webhooks",
