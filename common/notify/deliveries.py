@@ -13,7 +13,9 @@ time; no redirects; the answer read up to a small cap), and records the attempt:
   limit is raised, sends it again), and the call's later events go.
 - anything else (other status, timeout after 15 s, connection error, refused address):
   retried on the ladder (CALLS_WEBHOOK_RETRY_SCHEDULE; a 429 or 503 no sooner than its
-  Retry-After asks, within the longest step), then failed.
+  Retry-After asks, within the longest step), then failed. A send that went out on a
+  kept-alive connection its receiver closed as it was sent is sent again at once on a new
+  one, as one attempt (`stale_connection`).
 
 Of one call and one URL only the earliest pending delivery is ever sent (the claim says so),
 so events arrive in order and a later one waits while an earlier one is retrying; the send
@@ -36,6 +38,7 @@ import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -104,6 +107,10 @@ SAID_CHARS = 160
 
 class _NoDescriptor(Exception):
     """No connection could be opened for a send: this server is out of file descriptors."""
+
+
+class _StaleConnection(Exception):
+    """A send went out on a kept-alive connection its receiver had closed (stale_connection)."""
 
 
 def _origin(url: str) -> str:
@@ -209,6 +216,39 @@ def connection_failure(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientOSError) and exc.strerror:
         return f"the connection was lost ({shown_text(exc.strerror, 80)})"
     return f"connection failed ({type(exc).__name__})"
+
+
+# Whether the send under way in this task went out on a kept-alive connection (set by the
+# session's trace as the connection is taken from its pool).
+_REUSED: ContextVar[list[bool] | None] = ContextVar("webhook_connection_reused", default=None)
+
+
+async def _reused(
+    _session: aiohttp.ClientSession,
+    _context: object,
+    _params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    if (reused := _REUSED.get()) is not None:
+        reused[0] = True
+
+
+def _trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(_reused)
+    return trace
+
+
+def stale_connection(exc: BaseException, reused: bool) -> bool:
+    """Whether a send failed because the kept-alive connection it went out on had been
+    closed by its receiver as it was sent (closed or reset before any answer): a receiver
+    closes an idle connection after a few seconds of its own (Node's 5, gunicorn's 2), and
+    the send that takes it from the pool just then is lost. A new connection says nothing
+    of the receiver yet; one that refused to connect was never kept alive."""
+    return (
+        reused
+        and isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+        and not isinstance(exc, aiohttp.ClientConnectorError)
+    )
 
 
 def give_back_until(moved_at: float, now: float) -> float:
@@ -339,6 +379,7 @@ class WebhookSender:
             # No cookies: a receiver's Set-Cookie was kept (for good, however many) and sent
             # to every receiver on its host name or under its Domain, other customers' too.
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[_trace()],
         )
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
 
@@ -774,6 +815,30 @@ class WebhookSender:
         headers = sign(self._secret, delivery.webhook_id, datetime.now(UTC), body)
         headers |= {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         try:
+            return await self._post_once(delivery, body, headers, replayable=True)
+        except _StaleConnection:
+            pass
+        # Sent again at once, on a new connection (the closed one left the pool): one in
+        # ten sends to a receiver that closes idle connections without saying so waited for
+        # the next step of the retry ladder (5 s) otherwise. The same id, as on any retry:
+        # the receiver may have read the first before it closed, and drops a repeat.
+        logger.debug(
+            "webhook %s: its kept-alive connection was closed as it was sent; sent again",
+            delivery.webhook_id,
+            extra={"call_id": delivery.call_id},
+        )
+        return await self._post_once(delivery, body, headers, replayable=False)
+
+    async def _post_once(
+        self, delivery: WebhookDelivery, body: bytes, headers: dict[str, str], replayable: bool
+    ) -> tuple[int | None, str | None, float | None, str]:
+        """One send of `_post`'s; _StaleConnection if it is `replayable` and went out on a
+        kept-alive connection its receiver had closed (`stale_connection`)."""
+        if self._session is None:
+            return None, "sender stopped", None, ""
+        reused = [False]
+        _REUSED.set(reused)
+        try:
             async with self._session.post(
                 delivery.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
@@ -805,6 +870,8 @@ class WebhookSender:
         except TimeoutError:
             return None, f"no answer within {REQUEST_TIMEOUT_S:g} s", None, ""
         except aiohttp.ClientError as exc:
+            if replayable and stale_connection(exc, reused[0]):
+                raise _StaleConnection from exc
             if isinstance(exc, aiohttp.ClientConnectorError) and out_of_descriptors(exc):
                 raise _NoDescriptor from exc  # nothing was sent
             refused = guard_refusal(exc)
