@@ -157,11 +157,10 @@ def run(quick: bool) -> int:
             for r in range(plan.repeats):
                 for c in plan.clients:
                     for pair in compare.rotated(pairs, r):
-                        note(
-                            f"gc: repeat {r + 1}/{plan.repeats}, {c} clients, {pair.variant.label}"
-                        )
+                        measured = pair.variant.label
+                        note(f"gc: repeat {r + 1}/{plan.repeats}, {c} clients, {measured}")
                         got = sample(pair, c, plan)
-                        samples.setdefault(c, {}).setdefault(label, []).append(got)
+                        samples.setdefault(c, {}).setdefault(measured, []).append(got)
         finally:
             for pair in pairs:
                 pair.stop()
