@@ -23,10 +23,8 @@ does; the distance from the server to the floor is what the server's own work co
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +32,7 @@ from pathlib import Path
 
 from bench import compare
 from bench.compare import CURRENT, FULL, QUICK, VARIANTS_DIR, Sample, Variant
-from bench.harness import emit, machine, note, table
+from bench.harness import emit, machine, note, quick_main, table
 
 FLOORS = ("exchanges_floor", "exchanges_floor_verified", "exchanges_floor_durable")
 # The goals' setting (bench.http): the server and hello-world at LOG_LEVEL=INFO, hello-world
@@ -156,19 +154,7 @@ def run(quick: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.floors",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
-    args = parser.parse_args(argv)
-    try:
-        code = run(args.quick)
-    except KeyboardInterrupt:
-        print("bench.floors: interrupted; every process stopped", file=sys.stderr)
-        raise SystemExit(130) from None
-    raise SystemExit(code)
+    quick_main("floors", __doc__, run, argv)
 
 
 if __name__ == "__main__":

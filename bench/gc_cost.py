@@ -14,13 +14,11 @@ longest one, and the server's whole CPU (for the share).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +28,7 @@ from typing import Any
 
 from bench import compare
 from bench.compare import CURRENT, FULL, QUICK, VARIANTS_DIR, Variant
-from bench.harness import emit, machine, note, table
+from bench.harness import emit, machine, note, quick_main, table
 
 DEFAULT = "default_gc"
 PATCHES = {CURRENT: "gc_timed.py", DEFAULT: "gc_timed_default.py"}
@@ -169,19 +167,7 @@ def run(quick: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.gc_cost",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
-    args = parser.parse_args(argv)
-    try:
-        code = run(args.quick)
-    except KeyboardInterrupt:
-        print("bench.gc_cost: interrupted; every process stopped", file=sys.stderr)
-        raise SystemExit(130) from None
-    raise SystemExit(code)
+    quick_main("gc_cost", __doc__, run, argv)
 
 
 if __name__ == "__main__":

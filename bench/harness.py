@@ -5,6 +5,7 @@ Everything binds 127.0.0.1 only, and every loop here is bounded in count or time
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -18,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -122,6 +123,26 @@ def emit(text: str) -> None:
 def note(text: str) -> None:
     """Progress for the person waiting, on stderr so tables stay clean on stdout."""
     print(f"  [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def quick_main(
+    name: str, doc: str | None, run: Callable[[bool], int], argv: Sequence[str] | None
+) -> None:
+    """`python -m bench.NAME [--quick]`: `run(quick)`'s exit code; 130 on Ctrl-C, once `run`
+    has stopped every process it started."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench.{name}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
+    args = parser.parse_args(argv)
+    try:
+        code = run(args.quick)
+    except KeyboardInterrupt:
+        print(f"bench.{name}: interrupted; every process stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code)
 
 
 # ----------------------------------------------------------------------------- processes
