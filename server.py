@@ -1065,11 +1065,11 @@ def collect_garbage_less_often() -> None:
     """Python's default collects its youngest generation every 700 net new objects: every
     millisecond or so here, where a request in flight holds a few hundred (its coroutines,
     headers, record, report), so most of them live through two or three collections, are
-    moved to the older generations and traversed again there. At 50 clients that was ~1.0
-    ms of CPU per call (8% of the server's; its measurement in bench/RESULTS.md), 0.1 ms at
-    7,000, where a request's objects are mostly gone before the next collection: a
-    collection runs a tenth as often and each one takes a few milliseconds longer, while
-    the longest pauses, the rare collections of everything, are no longer."""
+    moved to the older generations and traversed again there. At 50 clients that was 1.0
+    ms of CPU per call (8% of the server's), 0.2 ms at 7,000, where a request's objects are
+    mostly gone before the next collection: a young collection runs a thirtieth as often,
+    and the longest one seen under load was 19 ms against 64 (`python -m bench.gc_cost`).
+    At one client there is little to collect either way."""
     gc.set_threshold(*GC_THRESHOLDS)
 
 
