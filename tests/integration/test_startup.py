@@ -726,10 +726,15 @@ def test_the_server_collects_its_young_garbage_a_tenth_as_often(tmp_path: Path) 
 
     seen: list[tuple[int, ...]] = []
 
+    class Served(Exception):
+        """Out of main() at once: what follows a server's stop (its threads joined, an exit
+        if one is held) would act on this test process."""
+
     def serve(_app: web.Application, **kwargs: Any) -> None:
         seen.append(gc.get_threshold())
         for sock in kwargs["sock"]:
             sock.close()
+        raise Served
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
     environ.update(CONFIG_PATH=str(tmp_path / "config.json"), CALLS_DB_PATH=str(tmp_path / "c.db"))
@@ -743,6 +748,7 @@ def test_the_server_collects_its_young_garbage_a_tenth_as_often(tmp_path: Path) 
             mock.patch.object(web, "run_app", serve),
             mock.patch.object(server, "raise_open_files_limit", lambda: None),
             contextlib.chdir(tmp_path),
+            pytest.raises(Served),
         ):
             server.main()
     finally:
