@@ -105,6 +105,19 @@ def _field_description(spec: AnalysisField) -> str:
     return (spec.description.strip() or "A value from the call.") + note
 
 
+def _inline(model: type[BaseModel], description: str) -> Any:
+    """`model` as a part of the answer, its schema written in place with `description`.
+    Described where it was used, a nested model was a `$ref` with a description beside it,
+    which the strict schema inlines while keeping `$defs`: every field, its enum values and
+    the success criteria went to OpenAI twice, each copy counted against its structured
+    outputs' limits (1,000 enum values, 120,000 characters of names and enum values). In
+    place, with no `$defs` nor `$ref`, nothing is sent twice, and an OpenAI-compatible server
+    (OPENAI_BASE_URL) that resolves no `$ref` reads it as before."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    return Annotated[model, WithJsonSchema({**schema, "description": description})]
+
+
 def build_response_model(request: AnalysisRequest) -> type[BaseModel] | None:
     """The pydantic model of the answer the request asks for, or None if it asks for nothing.
 
@@ -116,10 +129,8 @@ def build_response_model(request: AnalysisRequest) -> type[BaseModel] | None:
     if request.summary:
         parts["summary"] = (str, Field(description="A short summary of the call, 2-4 sentences"))
     if request.success_criteria:
-        parts["success"] = (
-            _Success,
-            Field(description=f"Judged against: {request.success_criteria.strip()}"),
-        )
+        judged = f"Judged against: {request.success_criteria.strip()}"
+        parts["success"] = (_inline(_Success, judged), ...)
     if request.fields:
         values: dict[str, Any] = {
             f"field_{i}": (
@@ -129,7 +140,7 @@ def build_response_model(request: AnalysisRequest) -> type[BaseModel] | None:
             for i, (name, spec) in enumerate(request.fields.items())
         }
         extracted = create_model("ExtractedFields", **values)
-        parts["extracted"] = (extracted, Field(description="Values taken from the call"))
+        parts["extracted"] = (_inline(extracted, "Values taken from the call"), ...)
     if not parts:
         return None
     return create_model("CallAnalysis", **parts)

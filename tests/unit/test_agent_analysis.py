@@ -69,8 +69,7 @@ def test_the_schema_is_built_from_the_request() -> None:
     assert wire["type"] == "json_schema" and wire["json_schema"]["strict"] is True
     schema = wire["json_schema"]["schema"]
     assert set(schema["required"]) == {"summary", "success", "extracted"}
-    defs = schema["$defs"]
-    extracted = defs["ExtractedFields"]
+    extracted = schema["properties"]["extracted"]
     assert set(extracted["properties"]) == {"age", "interested", "level", "budget", "json"}
     assert extracted["additionalProperties"] is False
     assert extracted["properties"]["age"]["type"] == ["integer", "null"]
@@ -78,7 +77,38 @@ def test_the_schema_is_built_from_the_request() -> None:
     assert extracted["properties"]["interested"]["type"] == ["boolean", "null"]
     assert extracted["properties"]["level"]["enum"] == ["beginner", "club", "pro", None]
     assert extracted["properties"]["age"]["description"].startswith("The callee's age")
-    assert set(defs["_Success"]["properties"]) == {"achieved", "reason"}
+    assert set(schema["properties"]["success"]["properties"]) == {"achieved", "reason"}
+
+
+def test_each_field_and_the_criteria_are_sent_once() -> None:
+    """Regression: `extracted` and `success` were described where they were used, a `$ref`
+    with a description beside it, which the strict schema inlines while keeping `$defs`: the
+    fields, their enum values and the criteria went to OpenAI twice, each copy counted against
+    its limits on a schema's enum values (1,000) and their length (120,000 characters). They
+    are written in place, with no `$defs` nor `$ref` (which some OpenAI-compatible servers do
+    not resolve)."""
+    request = AnalysisRequest.model_validate(
+        {
+            "success_criteria": "They book a lesson",
+            "fields": {
+                "level": {"type": "enum", "enum": ["beginner-x", "club-x", "pro-x"]},
+                "plan": {"type": "enum", "enum": ["gold-x"]},
+            },
+        }
+    )
+    model = build_response_model(request)
+    assert model is not None
+    wire = json.dumps(to_openai_response_format(model))
+    for text in ("beginner-x", "club-x", "pro-x", "gold-x", "They book a lesson"):
+        assert wire.count(text) == 1, text
+    schema = to_openai_response_format(model)["json_schema"]["schema"]
+    assert "$defs" not in wire and "$ref" not in wire
+    success, extracted = schema["properties"]["success"], schema["properties"]["extracted"]
+    assert success["description"] == "Judged against: They book a lesson"
+    assert success["additionalProperties"] is False
+    assert success["required"] == ["achieved", "reason"]
+    assert extracted["description"] == "Values taken from the call"
+    assert extracted["additionalProperties"] is False and extracted["required"] == ["level", "plan"]
 
 
 def test_only_what_is_asked_for_is_in_the_schema() -> None:
@@ -267,7 +297,7 @@ async def test_a_good_structured_answer(
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["strict"] is True
     schema = response_format["json_schema"]["schema"]
-    assert set(schema["$defs"]["ExtractedFields"]["properties"]) == set(REQUEST.fields)
+    assert set(schema["properties"]["extracted"]["properties"]) == set(REQUEST.fields)
     system, user = body["messages"]
     assert (
         system["role"] == "system" and "You are a cricket coach calling Alice." in system["content"]
@@ -351,5 +381,5 @@ def test_an_enum_of_one_value_is_sent_as_an_enum_not_a_const() -> None:
     assert model is not None
     wire = to_openai_response_format(model)
     assert '"const"' not in json.dumps(wire)
-    extracted = wire["json_schema"]["schema"]["$defs"]["ExtractedFields"]
+    extracted = wire["json_schema"]["schema"]["properties"]["extracted"]
     assert extracted["properties"]["plan"]["enum"] == ["gold", None]
