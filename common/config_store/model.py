@@ -273,6 +273,50 @@ class AnalysisRequest(_NullIsUnset):
         return data
 
 
+# OpenAI's structured outputs, in which the agent asks for the post-call analysis, take a
+# schema of at most 1,000 enum values and 120,000 characters of property names, definition
+# names and enum values (its guide's "Supported schemas"): past either, OpenAI refuses the
+# request (HTTP 400) and the call's analysis, its summary too, is lost after every call.
+ANALYSIS_SCHEMA_MAX_ENUM_VALUES = 1000
+ANALYSIS_SCHEMA_MAX_CHARS = 120_000
+# The names of the agent's schema besides the fields' (agent.analysis.build_response_model:
+# summary, success, achieved, reason, extracted; a test holds the two together), counted as
+# if all were asked for.
+ANALYSIS_SCHEMA_OWN_CHARS = 37
+
+
+def analysis_schema_size(request: AnalysisRequest) -> tuple[int, int]:
+    """(enum values, characters of names and enum values) of the schema the agent sends for
+    `request`, as OpenAI counts them: each enum field's values and its null (a field not
+    stated is null), each field's name, and the schema's own names."""
+    values = sum(len(spec.enum) + 1 for spec in request.fields.values() if spec.enum)
+    chars = ANALYSIS_SCHEMA_OWN_CHARS + sum(
+        len(name) + sum(map(len, spec.enum or ())) for name, spec in request.fields.items()
+    )
+    return values, chars
+
+
+def analysis_schema_problem(request: AnalysisRequest) -> str | None:
+    """Why OpenAI would refuse the schema of `request`'s analysis, or None."""
+    values, chars = analysis_schema_size(request)
+    if values > ANALYSIS_SCHEMA_MAX_ENUM_VALUES:
+        return (
+            f"fields: the enum fields hold {values:,} values in all, each counted with one more"
+            " (null: not stated); the LLM's structured outputs take at most"
+            f" {ANALYSIS_SCHEMA_MAX_ENUM_VALUES:,} in a schema, and the call's analysis would"
+            " fail: fewer enum fields or values"
+        )
+    own = chars - ANALYSIS_SCHEMA_OWN_CHARS
+    most = ANALYSIS_SCHEMA_MAX_CHARS - ANALYSIS_SCHEMA_OWN_CHARS
+    if own > most:
+        return (
+            f"fields: their names and enum values come to {own:,} characters; the LLM's"
+            f" structured outputs take at most {most:,} in a schema, and the call's analysis"
+            " would fail: shorter or fewer enum values"
+        )
+    return None
+
+
 class CallOptions(BaseModel):
     """What the agent does around the conversation; part of the call's config."""
 

@@ -30,7 +30,14 @@ from agent.analysis import (
     validate_extracted,
     validate_value,
 )
-from common.config_store.model import AnalysisField, AnalysisRequest
+from common.config_store.model import (
+    ANALYSIS_SCHEMA_MAX_CHARS,
+    ANALYSIS_SCHEMA_MAX_ENUM_VALUES,
+    AnalysisField,
+    AnalysisRequest,
+    analysis_schema_problem,
+    analysis_schema_size,
+)
 from common.contracts import SuccessVerdict, TranscriptTurn
 
 REQUEST = AnalysisRequest(
@@ -109,6 +116,44 @@ def test_each_field_and_the_criteria_are_sent_once() -> None:
     assert success["required"] == ["achieved", "reason"]
     assert extracted["description"] == "Values taken from the call"
     assert extracted["additionalProperties"] is False and extracted["required"] == ["level", "plan"]
+
+
+def _schema_size(schema: object) -> tuple[int, int]:
+    """(enum values, characters of property names, definition names and enum values) of a
+    JSON schema, as OpenAI's structured outputs count them against their limits."""
+    values = chars = 0
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("properties", "$defs") and isinstance(value, dict):
+                chars += sum(map(len, value))
+            if key == "enum" and isinstance(value, list):
+                values += len(value)
+                chars += sum(len(v) for v in value if isinstance(v, str))
+            inner = _schema_size(value)
+            values, chars = values + inner[0], chars + inner[1]
+    elif isinstance(schema, list):
+        for value in schema:
+            inner = _schema_size(value)
+            values, chars = values + inner[0], chars + inner[1]
+    return values, chars
+
+
+def test_the_intake_counts_the_schema_as_the_agent_sends_it() -> None:
+    """The intake refuses an analysis OpenAI would refuse (`analysis_schema_problem`), by its
+    count of the schema the agent sends (`analysis_schema_size`): the two held together, and
+    an analysis at the intake's limits is within OpenAI's."""
+    fields: dict[str, object] = {
+        f"field_{i}": {"type": "enum", "enum": [f"{j:02d}".ljust(199, "v") for j in range(50)]}
+        for i in range(12)
+    }
+    fields |= {"age": {"type": "integer"}, "few": {"type": "enum", "enum": ["a", "bc"]}}
+    request = AnalysisRequest.model_validate({"success_criteria": "Agrees", "fields": fields})
+    assert analysis_schema_problem(request) is None
+    model = build_response_model(request)
+    assert model is not None
+    sent = _schema_size(to_openai_response_format(model)["json_schema"]["schema"])
+    assert sent == analysis_schema_size(request)
+    assert sent[0] <= ANALYSIS_SCHEMA_MAX_ENUM_VALUES and sent[1] <= ANALYSIS_SCHEMA_MAX_CHARS
 
 
 def test_only_what_is_asked_for_is_in_the_schema() -> None:

@@ -1034,3 +1034,28 @@ def test_openapi_gives_additional_params_limits_as_the_server_counts_them() -> N
     assert "additional_params" in errors_of(with_(additional_params={"a": deep}))
     wide = {"a": "\u00e9" * 4090}  # 8,188 bytes compact in UTF-8; 24,556 by json.dumps
     parse_outbound_call(with_(additional_params=wide))
+
+
+def _enum_fields(count: int, values: int, length: int = 3) -> dict[str, object]:
+    return {
+        f"f{i}": {"type": "enum", "enum": [f"{j:03d}".ljust(length, "x") for j in range(values)]}
+        for i in range(count)
+    }
+
+
+def test_an_analysis_whose_schema_openai_refuses_is_refused() -> None:
+    """Regression: 20 enum fields of 50 values (1,020 enum values with each field's null),
+    or 12 of 50 values of 200 characters (120,026 characters of names and values), were taken,
+    and OpenAI's structured outputs refuse such a schema (at most 1,000 values, 120,000
+    characters): every call's analysis, its summary too, failed after the call."""
+    too_many = errors_of(with_(analysis={"fields": _enum_fields(20, 50)}))
+    assert too_many["analysis"].startswith("fields: the enum fields hold 1,020 values in all")
+    too_long = errors_of(with_(analysis={"fields": _enum_fields(12, 50, 200)}))
+    assert too_long["analysis"].startswith(
+        "fields: their names and enum values come to 120,026 characters"
+    )
+    # At the limits: 19 fields of 50 values and one of 30 (1,000 with their nulls); 12 of
+    # 50 values of 199 characters (119,426 characters).
+    fields = _enum_fields(19, 50) | {"last": {"type": "enum", "enum": [str(j) for j in range(30)]}}
+    assert parse_outbound_call(with_(analysis={"fields": fields})).analysis is not None
+    assert parse_outbound_call(with_(analysis={"fields": _enum_fields(12, 50, 199)})).analysis
