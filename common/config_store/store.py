@@ -1350,6 +1350,14 @@ class ConfigStore:
             if not isinstance(record, dict):
                 problem = doc.problem if isinstance(doc, _Unreadable) else None
                 raise UnknownCallError(call_id, problem)
+            owner = record.get("call_id")
+            if owner is not None and owner != call_id:
+                # Records swapped or copied under another call's id by hand (a file merged
+                # or restored from two copies): load_dynamic_config(call_id="call-a") gave
+                # call-b's name and instructions, which only the agent refused.
+                raise UnknownCallError(
+                    call_id, f"the record under it in {self.path.name} belongs to call {owner!r}"
+                )
             try:  # a record written by hand may lack some fields: the defaults stand in
                 return self._defaults() | copy.deepcopy(record)
             except RecursionError:  # written by hand or by an old writer: not a usable record

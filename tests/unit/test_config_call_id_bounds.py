@@ -56,7 +56,7 @@ def test_a_record_an_earlier_release_wrote_still_reads_and_drops(
     store.update("Alice", call_id="call-1")
     doc = json.loads(config_path.read_bytes())
     odd = "legacy\t" + "y" * 150
-    doc[CALLS_KEY][odd] = dict(doc[CALLS_KEY]["call-1"], caller_name="Old")
+    doc[CALLS_KEY][odd] = dict(doc[CALLS_KEY]["call-1"], caller_name="Old", call_id=odd)
     config_path.write_text(json.dumps(doc))
     assert store.load(call_id=odd)["caller_name"] == "Old"
     assert store.remove_call(odd) is True

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config_source import read_call_record
 from common.config_store import store as store_module
 from common.config_store.model import MAX_ADDITIONAL_PARAMS_DEPTH
 from common.update_config import ConfigStore, UnknownCallError
@@ -315,6 +316,31 @@ def test_a_hand_written_partial_file_reads_with_the_defaults_filled_in(tmp_path:
     path.write_text('{"calls": {"call-1": {"caller_name": "A"}}}')  # a record, likewise
     record = ConfigStore(path).load(call_id="call-1")
     assert (record["caller_name"], record["tts_language"]) == ("A", "en")
+
+
+async def test_a_record_under_another_calls_id_is_never_that_calls_config(
+    tmp_path: Path,
+) -> None:
+    """Regression: two records swapped by hand (a file merged or restored from two copies),
+    load_dynamic_config(call_id="call-a") answered call-b's name: another call's config,
+    which only the agent refused. Now none is read for either, saying why; a hand-written
+    record naming no call is still its key's (above)."""
+    path = tmp_path / "config.json"
+    store = ConfigStore(path)
+    store.update("Alice", call_id="call-a")
+    store.update("Bob", call_id="call-b")
+    doc = json.loads(path.read_text())
+    doc["calls"]["call-a"], doc["calls"]["call-b"] = doc["calls"]["call-b"], doc["calls"]["call-a"]
+    path.write_text(json.dumps(doc, indent=4) + "\n")
+    for reader in (store, ConfigStore(path, read_only=True)):
+        with pytest.raises(UnknownCallError, match="in config.json belongs to call 'call-b'"):
+            reader.load(call_id="call-a")
+        with pytest.raises(UnknownCallError, match="belongs to call 'call-a'"):
+            await reader.load_async(call_id="call-b")
+        with pytest.raises(UnknownCallError):
+            reader.get("caller_name", call_id="call-a")
+    record, why = await read_call_record(ConfigStore(path, read_only=True), "call-a")
+    assert record is None and why.endswith("belongs to call 'call-b'")
 
 
 def test_calls_that_is_no_object_is_unreadable_to_reads_as_to_writes(
