@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ REPORT_LINGER_S: Final = 5.0
 # Reports that go at once (with whatever waits before them). A verdict too: a machine's may
 # be followed by the agent's hang-up at once, and the call is settled by what the server knows
 # when its room finishes.
+# Who signs this host's reports (their tokens' `name`): the server reads each agent host's
+# clock apart from the others' (common.livekit.skew.SignerClocks).
+AGENT_HOST: Final = socket.gethostname()
 URGENT_KINDS: Final[frozenset[ReportKind]] = frozenset({"answered", "amd", "do_not_call", "final"})
 
 
@@ -419,7 +423,9 @@ class ReportSender:
     async def _attempt(self, url: str, body: bytes, timeout: float) -> Any:
         """One POST; returns the server's JSON answer (None if it has none) when it took it,
         else raises _Retry or _Refused."""
-        token = sign_body(body, self._api_key, self._api_secret, room=self._call_id)
+        token = sign_body(
+            body, self._api_key, self._api_secret, room=self._call_id, signer=AGENT_HOST
+        )
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         try:
             async with self._http().post(

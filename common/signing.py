@@ -63,13 +63,30 @@ def body_digest(body: bytes) -> str:
     return base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
 
 
-def sign_body(body: bytes, api_key: str, api_secret: str, *, room: str | None = None) -> str:
-    """The `Authorization` value for `body` (a bare JWT, as LiveKit sends it)."""
-    signer = _signer(api_key, api_secret)
+# The longest signer name (`sign_body`'s `signer`, a token's `name`) the server tells apart.
+MAX_SIGNER_CHARS = 64
+
+
+def sign_body(
+    body: bytes,
+    api_key: str,
+    api_secret: str,
+    *,
+    room: str | None = None,
+    signer: str | None = None,
+) -> str:
+    """The `Authorization` value for `body` (a bare JWT, as LiveKit sends it). `signer`: who
+    signs it, as its token's `name` (an agent's host: whose clock its `nbf` is)."""
+    name = (signer or "")[:MAX_SIGNER_CHARS]
+    sign = _signer(api_key, api_secret)
     if room is None:
-        return signer.token(TOKEN_TTL, sha256=body_digest(body))
-    return signer.token(
-        TOKEN_TTL, identity=f"agent-{room}", video=VideoGrants(room=room), sha256=body_digest(body)
+        return sign.token(TOKEN_TTL, name=name, sha256=body_digest(body))
+    return sign.token(
+        TOKEN_TTL,
+        identity=f"agent-{room}",
+        name=name,
+        video=VideoGrants(room=room),
+        sha256=body_digest(body),
     )
 
 
@@ -104,11 +121,14 @@ class TokenSigner:
         ttl: datetime.timedelta,
         *,
         identity: str = "",
+        name: str = "",
         video: VideoGrants | None = None,
         sip: SIPGrants | None = None,
         sha256: str = "",
     ) -> str:
         claims: dict[str, Any] = {}
+        if name:
+            claims["name"] = name
         if video is not None:
             claims["video"] = grant_claims(video)
         if sip is not None:
@@ -182,6 +202,9 @@ class SignedToken:
     # When the signer signed it, by the signer's clock (its `nbf`, else `iat`; None: neither,
     # or not a number): set against this server's clock, how far the two clocks are apart.
     signed_at: float | None = None
+    # Who signed it, by its `name` (an agent's host; None: not said, as by LiveKit): whose
+    # clock `signed_at` is.
+    signer: str | None = None
 
     def covers(self, body: bytes) -> SignedBody:
         """What the token says of `body` if it signs exactly `body`; else Unverified."""
@@ -325,7 +348,11 @@ class BodyVerifier:
         video = claims.get("video") or {}
         if not isinstance(video, dict):
             raise Unverified("token's video grant is not an object")
-        return SignedToken(digest=expected, room=video.get("room"), signed_at=_signed_at(claims))
+        name = claims.get("name")
+        signer = name[:MAX_SIGNER_CHARS] if isinstance(name, str) and name else None
+        return SignedToken(
+            digest=expected, room=video.get("room"), signed_at=_signed_at(claims), signer=signer
+        )
 
     def _why(self, exc: Exception, token: str) -> str:
         """PyJWT's refusal in the words an operator acts on: the setting to look at, or the

@@ -30,7 +30,7 @@ from common.contracts import (
     REPORTS_PATH,
     AgentReport,
 )
-from common.livekit.skew import LiveKitClock, signer_behind
+from common.livekit.skew import SignerClocks, signer_behind
 from common.masking import redact_cut
 from common.signing import REPORT_CLOCK_AHEAD, REPORT_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
@@ -53,9 +53,9 @@ from handlers.schemas import ReportAnswer, ReportResult, ReportsAnswer
 logger = logging.getLogger(__name__)
 
 VERIFIER = web.AppKey("report_verifier", BodyVerifier)
-# The agents' tokens' signing times against their arrival: a report late on its way is no
-# agent clock behind (common/livekit/skew.signer_behind).
-AGENT_CLOCK = web.AppKey("agent_clock", LiveKitClock)
+# The agents' tokens' signing times against their arrival, for each agent host (a token's
+# signer): a report late on its way is no agent clock behind (common/livekit/skew.signer_behind).
+AGENT_CLOCKS = web.AppKey("agent_clocks", SignerClocks)
 T = TypeVar("T")
 BODY = "report body"
 
@@ -72,7 +72,7 @@ async def agent_report(request: web.Request) -> web.Response:
     arrived = request.app[CALLS].clock()
     body = await read_checked_body(request, MAX_REPORT_BYTES, BODY)
     signed = _verified(request, lambda: token.covers(body))
-    agent_clock = request.app[AGENT_CLOCK]
+    agent_clock = request.app[AGENT_CLOCKS].of(token.signer)
     agent_clock.heard(token.signed_at, arrived)
     doc = decode_json(body)
     batch = isinstance(doc, list)
@@ -198,7 +198,7 @@ def _outcome(applied: Applied) -> Literal["applied", "duplicate", "too_many_turn
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    app[AGENT_CLOCK] = LiveKitClock(logged=False)  # _on_our_clock says it, once a minute
+    app[AGENT_CLOCKS] = SignerClocks()  # _on_our_clock says it, once a minute
     app[VERIFIER] = BodyVerifier(
         settings.livekit_api_key,
         settings.livekit_api_secret,

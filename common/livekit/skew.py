@@ -120,3 +120,30 @@ class LiveKitClock:
                 "behind" if behind > 0 else "ahead of",
             )
         self._said = behind
+
+
+# The agent hosts told apart at most (each a LiveKitClock of at most MAX_KEPT arrivals); past
+# it, the one heard from least recently is forgotten.
+MAX_SIGNERS = 256
+
+
+class SignerClocks:
+    """A LiveKitClock for each signer of the tokens (`SignedToken.signer`: an agent's host,
+    None for one that names none). One clock for all, with one agent host minutes behind and
+    another in time, took the least of them all (the one in time): the host behind was never
+    allowed for, its answers dated minutes early (ring_s 0), and nothing said so."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._clocks: collections.OrderedDict[str | None, LiveKitClock] = collections.OrderedDict()
+
+    def of(self, signer: str | None) -> LiveKitClock:
+        """`signer`'s clock (made at its first token)."""
+        clock = self._clocks.get(signer)
+        if clock is None:
+            clock = self._clocks[signer] = LiveKitClock(self._monotonic, logged=False)
+            while len(self._clocks) > MAX_SIGNERS:
+                self._clocks.popitem(last=False)
+        else:
+            self._clocks.move_to_end(signer)
+        return clock

@@ -44,10 +44,14 @@ async def early_in_a_second() -> None:
         await asyncio.sleep(0.01)
 
 
-async def post_signed_at(client: Client, sent: Any, call_id: str, signed_at: float) -> int:
-    """`sent` posted as an agent whose token says it signed it at `signed_at` (its clock)."""
+async def post_signed_at(
+    client: Client, sent: Any, call_id: str, signed_at: float, signer: str | None = None
+) -> int:
+    """`sent` posted as an agent whose token says it signed it at `signed_at` (its clock),
+    naming its host `signer` (its token's `name`, as our agents name theirs) if given."""
     body = json.dumps(sent).encode()
-    claims = {
+    claims: dict[str, Any] = {} if signer is None else {"name": signer}
+    claims |= {
         "iss": DEV_API_KEY,
         "sub": f"agent-{call_id}",
         "nbf": int(signed_at),
@@ -114,3 +118,26 @@ async def test_a_batch_of_reports_is_read_on_the_servers_clock(
     assert await post_as_agent(client, [answered(call_id, at=agent_now())], call_id) == 200
     shown: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
     assert shown["status"] == "in_progress" and shown["ring_s"] >= 0.8, shown
+
+
+async def test_an_agent_host_behind_is_allowed_for_beside_one_in_time(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: one clock for every agent's tokens took the least distance of them all, so
+    with another agent host in time, the host 120 s behind was never allowed for: its call's
+    answer was dated at its placing (ring_s 0 for a 1 s ring), and no WARNING said why. Each
+    host (its tokens' `name`) is read on its own now."""
+    monkeypatch.setattr(skew, "SPAN_S", 0.0)
+    client = await quiet_app(start_app)
+    in_time, behind = await place(client), await place(client, "+14155557762")
+    await early_in_a_second()
+    for call_id in (in_time, behind):
+        await line_joins(client, call_id)
+    await asyncio.sleep(1.0)  # they ring
+    sent = answered(in_time, at=time.time())
+    assert await post_signed_at(client, sent, in_time, time.time(), "agent-a") == 200
+    sent = answered(behind, at=agent_now())
+    assert await post_signed_at(client, sent, behind, agent_now(), "agent-b") == 200
+    for call_id in (in_time, behind):
+        call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
+        assert call["status"] == "in_progress" and call["ring_s"] >= 0.8, call

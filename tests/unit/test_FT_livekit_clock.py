@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from common.livekit import skew
 from common.livekit.skew import SPAN_S, WINDOW_S, LiveKitClock
 from tests.helpers import FakeClock
 
@@ -73,3 +74,14 @@ def test_a_token_with_no_signing_time_says_nothing() -> None:
     clock.heard(None, NOW)
     mono.advance(SPAN_S + 1)
     assert clock.behind() == 0
+
+
+def test_each_signer_has_a_clock_of_its_own_and_so_many_at_most() -> None:
+    clocks = skew.SignerClocks()
+    first = clocks.of("host-a")
+    assert clocks.of("host-a") is first and clocks.of("host-b") is not first
+    assert clocks.of(None) is clocks.of(None)  # tokens naming no signer share one
+    for n in range(skew.MAX_SIGNERS):
+        clocks.of(f"host-{n}")
+    assert clocks.of("host-a") is not first  # the one heard from least recently went
+    assert len(clocks._clocks) == skew.MAX_SIGNERS

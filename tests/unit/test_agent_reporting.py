@@ -174,6 +174,18 @@ async def test_reports_arrive_signed_in_order_with_consecutive_seq(server: Repor
     assert server.posts == [[0, 1, 2, 3, 4]] and sender.posts == 1  # queued at once: one POST
 
 
+async def test_reports_are_signed_in_the_name_of_the_agents_host(server: ReportServer) -> None:
+    """The server reads each agent host's clock apart from the others' (by its tokens'
+    `name`): unnamed, one host minutes behind beside another in time was never allowed for."""
+    sender = make_sender(server.url)
+    sender.answered(1_700_000_000.5)
+    assert await within(sender.flush(10))
+    await sender.aclose()
+    assert server.tokens
+    for token in server.tokens:
+        assert server.verifier.verify_token(token).signer == socket.gethostname()[:64]
+
+
 async def test_server_errors_are_retried_and_later_reports_wait(server: ReportServer) -> None:
     """A POST is retried as a whole; what queues meanwhile waits, and goes in the next POST."""
     server.script = {0: [503, 503], 1: [429]}
