@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import pwd
+import resource
 import sqlite3
 import stat
 import threading
@@ -63,6 +64,10 @@ MIN_FREE_BYTES = 256 * 1024
 # largest size for good).
 WAL_WARN_BYTES = 64 * 1024 * 1024
 WAL_KEEP_BYTES = 8 * 1024 * 1024
+# A write that failed on the disk with calls.db or its -wal this close to the process's file
+# size limit (RLIMIT_FSIZE) failed at that limit: a write stops exactly at it, and SQLite
+# writes a page (4 KiB) or a log frame (4 KiB + 24 bytes) at a time.
+SIZE_LIMIT_MARGIN_BYTES = 64 * 1024
 # SQLite's temporary files (a savepoint's journal past 64 KiB: writes queued together run in
 # one transaction, each in a savepoint; a sort too large for the cache) kept in memory. As
 # files they are opened as needed in $TMPDIR, /var/tmp or /tmp, not beside calls.db: once
@@ -288,6 +293,27 @@ def _is_disk_error(exc: BaseException) -> bool:
     """SQLITE_IOERR or SQLITE_FULL: the file could not be written (its disk, a limit)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL)
+
+
+def _at_size_limit(path: Path) -> str | None:
+    """Why a write failed on the disk, when calls.db or its -wal is at this process's file
+    size limit (`ulimit -f`, systemd's LimitFSIZE=, a container's --ulimit fsize): SQLite says
+    only "disk I/O error" (or "database or disk is full"), which sent the operator to a disk
+    that was fine (found running the server under `ulimit -f`: once calls.db
+    reached the limit, every call got 503 and /readyz said `database: disk I/O error`)."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    for name in (str(path), f"{path}-wal"):
+        found = _stat(name)
+        if found is not None and found.st_size + SIZE_LIMIT_MARGIN_BYTES > limit:
+            return (
+                f"{Path(name).name} is at this process's file size limit ({limit} bytes:"
+                " `ulimit -f`, systemd's LimitFSIZE=, a container's --ulimit fsize): no write"
+                " that grows it succeeds: raise or lift the limit where the server is"
+                " started, and restart it"
+            )
+    return None
 
 
 def _lock_holder(path: Path, reading: bool = False) -> str:
@@ -1288,9 +1314,12 @@ class SqliteCallStore(SqlCallStore):
         try:
             result = await future
         except sqlite3.Error as exc:
+            why = str(exc)
+            if _is_disk_error(exc) and (limit := _at_size_limit(self.path)) is not None:
+                why = f"{why}: {limit}"
             if (more := self.repeats.due("error")) is not None:
-                logger.error("calls database error: %s%s", exc, more)
-            raise DatabaseError(str(exc)) from exc
+                logger.error("calls database error: %s%s", why, more)
+            raise DatabaseError(why) from exc
         if worker.stalled_since is not None:
             logger.warning(
                 "calls database %s answers again (held up for %.0f s)",

@@ -1,0 +1,51 @@
+"""A write that fails at the process's file size limit says so.
+
+Found running the server under `ulimit -f`: once calls.db reached the limit, every call got
+503 and the log and /readyz said only `disk I/O error`, which sends the operator to a disk
+that is fine. The error now names the file at the limit and how to raise it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.storage.base import DatabaseError
+from common.storage.sqlite import SqliteCallStore
+
+
+@contextlib.contextmanager
+def files_capped_at(size: int) -> Iterator[None]:
+    """Writes past `size` bytes fail (EFBIG), as under `ulimit -f`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+async def test_a_write_stopped_by_the_file_size_limit_names_it(tmp_path: Path) -> None:
+    db = await SqliteCallStore.open(tmp_path / "calls.db")
+    try:
+        await db.probe_write("one")
+        files = [tmp_path / "calls.db", tmp_path / "calls.db-wal"]
+        limit = max(f.stat().st_size for f in files) + 16 * 1024
+        with files_capped_at(limit), pytest.raises(DatabaseError) as caught:
+            # The probe after a failed write writes as much as a call's (256 KiB).
+            db._disk_failure = True
+            await db.probe_write("one")
+        said = str(caught.value)
+        assert "file size limit" in said, said
+        assert f"({limit} bytes" in said, said
+        assert "ulimit -f" in said, said
+        await db.probe_write("one")  # the limit gone, writes are taken again
+    finally:
+        await db.close()
