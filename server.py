@@ -113,6 +113,7 @@ from handlers.http import (
     shown_status,
     unread_bodies_close,
 )
+from handlers.in_flight import IN_FLIGHT, InFlight, tracked_in_flight
 from handlers.keys import (
     BODY_READS,
     CALLS,
@@ -629,6 +630,7 @@ def create_app(
 
     app = web.Application(
         middlewares=[
+            tracked_in_flight,  # outermost: a stop breaks off what still runs past its wait
             count_requests,  # around the send: an answer it aborted is counted so
             answers_sent_in_time,
             unread_bodies_close,
@@ -647,6 +649,7 @@ def create_app(
     )
     app[METRICS] = Metrics()
     app[BODY_READS] = BodyReads()
+    app[IN_FLIGHT] = InFlight()
     app[STORE_GIVEN] = store is not None
     if store is not None:
         app[STORE] = store
@@ -1073,6 +1076,23 @@ def collect_garbage_less_often() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def begin_stop(app: web.Application, signum: signal.Signals) -> None:
+    """The first stop signal's work: said, uploads answered, and the requests still running
+    once their time is up broken off; then aiohttp's stop (GracefulExit)."""
+    logger.info(
+        "stopping (%s%s): no new connections; requests in flight get up to %d s",
+        signum.name,
+        ": settings are not reloaded, start it again to apply them"
+        if signum == signal.SIGHUP
+        else "",
+        SHUTDOWN_TIMEOUT_S,
+    )
+    app[BODY_READS].stop()  # a request still uploading is answered 503, not left hanging
+    # aiohttp waits SHUTDOWN_TIMEOUT_S, then fails only body reads and waits as long again
+    app[IN_FLIGHT].stop(SHUTDOWN_TIMEOUT_S)
+    raise web.GracefulExit()
+
+
 async def _stop_signals(app: web.Application) -> None:
     """Takes SIGTERM/SIGINT (and SIGHUP) over from aiohttp (whose handler is in place by now):
     the first begins the stop, as aiohttp's does; another one while it runs is said to be
@@ -1091,16 +1111,7 @@ async def _stop_signals(app: web.Application) -> None:
             )
             return
         stopping = True
-        logger.info(
-            "stopping (%s%s): no new connections; requests in flight get up to %d s",
-            signum.name,
-            ": settings are not reloaded, start it again to apply them"
-            if signum == signal.SIGHUP
-            else "",
-            SHUTDOWN_TIMEOUT_S,
-        )
-        app[BODY_READS].stop()  # a request still uploading is answered 503, not left hanging
-        raise web.GracefulExit()
+        begin_stop(app, signum)
 
     # SIGHUP too (a closed terminal, a reload asked of a server that has none): it killed the
     # server outright, calls in flight and all. Unless it came ignored (`nohup`): then a
