@@ -304,16 +304,22 @@ def _at_size_limit(path: Path) -> str | None:
     limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     if limit == resource.RLIM_INFINITY:
         return None
-    for name in (str(path), f"{path}-wal"):
-        found = _stat(name)
-        if found is not None and found.st_size + SIZE_LIMIT_MARGIN_BYTES > limit:
-            return (
-                f"{Path(name).name} is at this process's file size limit ({limit} bytes:"
-                " `ulimit -f`, systemd's LimitFSIZE=, a container's --ulimit fsize): no write"
-                " that grows it succeeds: raise or lift the limit where the server is"
-                " started, and restart it"
-            )
-    return None
+    found = [(_stat(name), name) for name in (str(path), f"{path}-wal")]
+    sizes = [(stat_.st_size, name) for stat_, name in found if stat_ is not None]
+    near = [(size, name) for size, name in sizes if size + SIZE_LIMIT_MARGIN_BYTES > limit]
+    if not near:
+        return None
+    _, name = max(near)  # the one the write stopped at, when both are near it
+    then = (
+        "it is emptied into calls.db and writes go on until it grows back to it"
+        if name.endswith("-wal")
+        else "no write that grows it succeeds until the limit is raised and the server restarted"
+    )
+    return (
+        f"{Path(name).name} reached this process's file size limit ({limit} bytes: `ulimit"
+        f" -f`, systemd's LimitFSIZE=, a container's --ulimit fsize): {then}; raise or lift"
+        " the limit where the server is started"
+    )
 
 
 def _lock_holder(path: Path, reading: bool = False) -> str:
@@ -600,6 +606,9 @@ class SqliteCallStore(SqlCallStore):
         # A write (not a probe's) failed on the disk, and no probe as large as a call's has
         # gone through since.
         self._disk_failure = False
+        # What the last write failing on the disk found at the file size limit (the log, before
+        # it was emptied), for its error to say (`_at_size_limit`).
+        self._size_limit_hit: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -1160,6 +1169,7 @@ class SqliteCallStore(SqlCallStore):
         if not _is_disk_error(exc):
             return
         self._disk_failure |= not probe
+        self._size_limit_hit = _at_size_limit(self.path)  # the log as it failed: emptied below
         with contextlib.suppress(sqlite3.Error, DatabaseError):
             self._empty_wal_sync()
 
@@ -1314,8 +1324,9 @@ class SqliteCallStore(SqlCallStore):
         try:
             result = await future
         except sqlite3.Error as exc:
-            why = str(exc)
-            if _is_disk_error(exc) and (limit := _at_size_limit(self.path)) is not None:
+            why, limit = str(exc), self._size_limit_hit
+            self._size_limit_hit = None
+            if _is_disk_error(exc) and (limit := limit or _at_size_limit(self.path)) is not None:
                 why = f"{why}: {limit}"
             if (more := self.repeats.due("error")) is not None:
                 logger.error("calls database error: %s%s", why, more)
