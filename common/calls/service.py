@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 import socket
@@ -124,6 +125,14 @@ from common.storage.programs import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Told of LiveKit's over-limit refusal of a placement as it comes, before the call is settled
+# failed: that ends a campaign's attempt and wakes its driver, which placed its next
+# recipient before the refusal reached the scheduler's hold (two refused requests a hold, not
+# one, with LiveKit 0.1 s away). The campaign scheduler sets it for its placements.
+OVER_LIMIT_HEARD: contextvars.ContextVar[Callable[[LiveKitOverLimit], None] | None] = (
+    contextvars.ContextVar("over_limit_heard", default=None)
+)
 
 CALL_ID_PREFIX = "call-"
 REAPER_MARGIN_S = 60.0
@@ -1052,6 +1061,8 @@ class CallService:
         """Settled failed, or canceled if a hang-up through the API came first: then the
         call, which its placer is answered (200, as its hanger-up was) rather than the error
         (see _hung_up_first). `no_agent`: its agent was never dispatched (no report comes)."""
+        if isinstance(exc, LiveKitOverLimit) and (heard := OVER_LIMIT_HEARD.get()) is not None:
+            heard(exc)  # before the settle frees a campaign's slot
         self.metrics.calls_placed.labels(result="failed").inc()
         hung_up = None
         # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,

@@ -52,7 +52,7 @@ from common.calls.errors import (
 from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CAMPAIGN_KEY_PREFIX, AttemptRef, CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
-from common.calls.service import CallService, WebhookHostUnresolved
+from common.calls.service import OVER_LIMIT_HEARD, CallService, WebhookHostUnresolved
 from common.campaigns.model import (
     DNC,
     INVALID,
@@ -436,6 +436,7 @@ class CampaignScheduler:
         body = merged(campaign.spec.defaults, {**plan.fields, "phone_number": plan.phone_number})
         key = (plan.campaign_id, plan.idx, plan.attempt)
         unresolved = self._unresolved.pop(key, 0)
+        OVER_LIMIT_HEARD.set(self._over_limit)  # this placement's task (its own context)
         try:
             call = self._rules.parse(body)
             placement = Placement(campaign.client, attempt_claim(campaign.client, ref, body))
