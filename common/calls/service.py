@@ -222,19 +222,35 @@ def _fixed(change: Change) -> Decide:
     return decide
 
 
-def _failed(reason: str, no_report: bool = False, status: Status = Status.FAILED) -> Decide:
+def _failed(
+    reason: str,
+    no_report: bool = False,
+    status: Status = Status.FAILED,
+    *,
+    unless_shown_taken: bool = False,
+) -> Decide:
     """The call could not be placed: failed (or `status`: busy, no_answer, as the SIP status
     LiveKit answered the dial with says), or canceled if a hang-up came first.
-    `no_report`: no agent was dispatched to it (Change.no_report)."""
+    `no_report`: no agent was dispatched to it (Change.no_report). `unless_shown_taken`: a
+    dial whose answer was lost (a timeout, a dropped connection) is no failure once LiveKit's
+    or the agent's events showed the line ringing or answered (_dial_shown_taken)."""
 
     def decide(state: CallState) -> Change | None:
         if state.status in FINAL_STATUSES:
             return None
         if state.hangup_requested:
             return Change(Status.CANCELED, "hung up through the API", no_report=no_report)
+        if unless_shown_taken and _dial_shown_taken(state):
+            return None
         return Change(status, reason, no_report=no_report)
 
     return decide
+
+
+def _dial_shown_taken(state: CallState) -> bool:
+    """LiveKit took the call's dial: its events (or the agent's reports) showed the line
+    ringing or answered."""
+    return state.answered or state.status in (Status.RINGING, Status.IN_PROGRESS)
 
 
 def _grace_over(state: CallState) -> Change | None:
@@ -1063,6 +1079,9 @@ class CallService:
         (see _hung_up_first). `no_agent`: its agent was never dispatched (no report comes)."""
         if isinstance(exc, LiveKitOverLimit) and (heard := OVER_LIMIT_HEARD.get()) is not None:
             heard(exc)  # before the settle frees a campaign's slot
+        lost_answer = exc.maybe_done and exc.sip_status is None
+        if lost_answer and (taken := await self._dial_taken_after_all(call_id, exc)) is not None:
+            return taken
         self.metrics.calls_placed.labels(result="failed").inc()
         hung_up = None
         # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,
@@ -1090,7 +1109,12 @@ class CallService:
             applied = await self._settle(
                 call_id,
                 "placement_failed",
-                _failed(exc.reason, no_report=no_agent, status=sip or Status.FAILED),
+                _failed(
+                    exc.reason,
+                    no_report=no_agent,
+                    status=sip or Status.FAILED,
+                    unless_shown_taken=lost_answer,
+                ),
                 detail={"reason": exc.reason, "sip_status": exc.sip_status},
                 release_refused=True,  # never dialled: freed with it (_listed_while_placing)
             )
@@ -1105,6 +1129,10 @@ class CallService:
                 )
         else:
             hung_up = _hung_up_first(applied)
+            after = applied.after
+            if applied.change is None and after is not None and not after.is_final:
+                # Shown taken between the look above and this decision: as there.
+                return self._dial_taken(call_id, after, exc)
         if exc.may_have_rung:
             await self._forget_config(call_id)
         else:  # nobody was called: taken back whole, the flat document named it
@@ -1113,6 +1141,34 @@ class CallService:
         # placement's deletion (its dispatch refused alike, most often) is one more request.
         self._close_room_soon(call_id, ask_again=exc.may_have_rung)
         return hung_up
+
+    async def _dial_taken_after_all(self, call_id: str, exc: LiveKitError) -> CallRecord | None:
+        """The call, if LiveKit's events (or its agent's reports) showed its line ringing or
+        answered before its dial's answer was lost (a timeout, a dropped connection): LiveKit
+        took that dial. Failed, its room was deleted on a callee talking to the agent, and
+        the call recorded `failed` for a conversation held and reported (found with two
+        servers: the one placing it stalled 18 s past its dial). None: not shown, or the
+        database cannot say (the placement fails as before)."""
+        try:
+            current = await self.store.get_call(call_id, with_timeline=False)
+        except DatabaseError:
+            return None
+        if current is None or current.is_final or not _dial_shown_taken(current.state):
+            return None
+        return self._dial_taken(call_id, current, exc)
+
+    def _dial_taken(self, call_id: str, current: CallRecord, exc: LiveKitError) -> CallRecord:
+        logger.warning(
+            "call %s: its dial's answer was lost (%s), but LiveKit's events show its line %s:"
+            " the call goes on",
+            call_id,
+            exc.reason,
+            "answered" if current.state.answered else current.status.value,
+            extra={"call_id": call_id},
+        )
+        self.metrics.calls_placed.labels(result="placed").inc()
+        self._await_agent(call_id)
+        return current
 
     async def _unmark_dial(self, call_id: str) -> None:
         try:
