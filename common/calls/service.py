@@ -76,6 +76,7 @@ from common.descriptors import OutOfDescriptors, descriptors_exhausted, out_of_d
 from common.livekit.client import (
     LiveKitError,
     LiveKitOverLimit,
+    LiveKitUnavailable,
     dial,
     dispatch_agent,
     end_room,
@@ -265,6 +266,10 @@ NEVER_DIALLED = (
 _NOBODY_CALLED = _failed(NEVER_DIALLED)
 LISTED_WHILE_PLACING = (
     "not dialled: its number was put on the do-not-call list while the call was being placed"
+)
+ROOM_GONE_BEFORE_DIAL = (
+    "not dialled: its room ended (its agent stopped waiting for the callee) before its dial;"
+    " nobody was called"
 )
 PAUSED_WHILE_PLACING = (
     "not dialled: its campaign was paused while the call was being placed; nobody was called"
@@ -898,8 +903,10 @@ class CallService:
             return await self._paused_while_placing(call_id)
         if current is not None and (current.hangup_requested or current.is_final):
             return await self._hung_up_while_placing(call_id, current)
-        if current is not None and current.dial_started_at is None:  # listed meanwhile
-            return await self._listed_while_placing(call_id)
+        if current is not None and current.dial_started_at is None:
+            if current.room_finished_at is not None:  # its agent's room ended meanwhile
+                return await self._room_gone_before_dial(call_id)
+            return await self._listed_while_placing(call_id)  # listed meanwhile
         try:
             placed = await dial(
                 self.lkapi,
@@ -994,6 +1001,16 @@ class CallService:
             return current
         applied = await self._settle(call_id, "hangup", _CANCELED_BY_API)
         return applied.after or current
+
+    async def _room_gone_before_dial(self, call_id: str) -> CallRecord:
+        """The room its agent's dispatch made ended before the dial (the agent stopped waiting
+        for a callee, its server stalled past that between the two): not dialled, as a dial
+        LiveKit refused (a campaign places its attempt again, with a new dispatch). Dialled,
+        LiveKit made a new room for it with no agent, and the callee answered to silence."""
+        exc = LiveKitUnavailable(ROOM_GONE_BEFORE_DIAL, maybe_done=False, kind="room gone")
+        if (hung_up := await self._placement_failed(call_id, exc)) is not None:
+            return hung_up
+        raise exc
 
     async def _listed_while_placing(self, call_id: str) -> CallRecord:
         """The number was put on the do-not-call list after the call was recorded, before its

@@ -909,7 +909,8 @@ def start_dial(
     d: Dialect, call_id: str, now: float, window_open: Callable[[], bool] | None = None
 ) -> Program[CallRecord | None]:
     """Mark the dial as started, unless the call is over (settled by the reaper while its
-    server stalled: marked, it read as dialled though nobody was) or its number was put on
+    server stalled: marked, it read as dialled though nobody was), its room ended (its agent
+    gone: a dial would ring the callee into a room with nobody in it) or its number was put on
     the do-not-call list since it was recorded (its dispatch takes a LiveKit request: a POST
     /dnc answered meanwhile would be followed by the dial); the call as it is, unmarked in
     both cases. AttemptWithdrawn, unmarked, if its campaign was paused since it was recorded
@@ -929,9 +930,15 @@ def start_dial(
     if campaign and campaign[0]["status"] == "paused":
         raise AttemptWithdrawn(f"call {call_id}: its campaign was paused before its dial")
     rows = yield Query(
-        f"SELECT phone_number FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+        f"SELECT phone_number, room_finished_at FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
         (call_id,),
     )
+    if rows and rows[0]["room_finished_at"] is not None:
+        # Its room, made by its agent's dispatch, ended first (the agent stopped waiting for
+        # a callee: its server stalled past the ringing timeout and 15 s here): a dial would
+        # make a new room with no agent in it, and the callee answer to silence.
+        rows = yield Query("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+        return row_to_call(rows[0])
     if rows and d.dial_listing_lock is not None:
         # A POST /dnc committing now is waited for: read before it commits, the number was
         # dialled after its 200 (PostgreSQL).
