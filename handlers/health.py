@@ -59,6 +59,8 @@ class Readiness:
     degraded: Failures
 
 
+# A failure's words for /readyz's answer where the log's name more (a database's hosts).
+PUBLIC = "public"
 # How a component that answers but is over a limit is named in the log's lines about it.
 OVER_LIMIT = " over a limit"
 
@@ -150,7 +152,7 @@ async def _check(app: web.Application) -> Readiness:
     for failure in readiness.failures:
         if (more := app[NOT_READY_SAID].due(failure["component"])) is not None:
             logger.warning("not ready: %s: %s%s", failure["component"], failure["error"], more)
-        failure["error"] = without_paths(failure["error"], files)
+        failure["error"] = without_paths(failure.pop(PUBLIC, failure["error"]), files)
     for degraded in readiness.degraded:
         if (more := app[NOT_READY_SAID].due(degraded["component"] + OVER_LIMIT)) is not None:
             logger.warning(
@@ -213,10 +215,11 @@ async def _probe(app: web.Application) -> Readiness:
         except DatabaseError as exc:
             return {"component": "database", "error": str(exc)}
         except TimeoutError:  # was "timeout", alone: of what, and why?
+            within = f"a write did not finish within {PROBE_TIMEOUT_S:g} s"
             return {
                 "component": "database",
-                "error": f"a write did not finish within {PROBE_TIMEOUT_S:g} s (the database"
-                " is locked by another process, overloaded, or its disk stalls)",
+                "error": f"{within} ({app[STORE].stall_causes(public=False)})",
+                PUBLIC: f"{within} ({app[STORE].stall_causes(public=True)})",
             }
         return None
 

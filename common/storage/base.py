@@ -294,6 +294,11 @@ class CallStore(CampaignStore, Protocol):
 
     def stop_by(self, deadline: float) -> None: ...
 
+    def stall_causes(self, *, public: bool) -> str:
+        """Why a write may not finish in time, and what to look at (the readiness probe's
+        words); `public`: for an answer without a token, naming no host."""
+        ...
+
     # -- calls ---------------------------------------------------------------------------
 
     async def create_call(

@@ -227,6 +227,27 @@ def masked(dsn: str) -> str:
     return f"{parts.scheme}://{hosts}{parts.path}" + (f"?{query}" if query else "")
 
 
+def hosts_of(dsn: str) -> str:
+    """Where `dsn` points, for a line saying it does not answer: its hosts with their ports
+    (`db1:5432,db2:5433`; `host=`/`port=` in the query, libpq's localhost:5432 when none),
+    nothing of its user, password or database. A URL that does not read as one (see
+    `masked`) is named, not quoted."""
+    if masked(dsn) == _UNPARSED:
+        return _UNPARSED
+    parts = _split(dsn)
+    hosts = parts.netloc.rpartition("@")[2]
+    query = dict(piece.partition("=")[::2] for piece in parts.query.split("&") if piece)
+    if not hosts.strip(","):
+        hosts = unquote_plus(query.get("host", "")) or "localhost"
+    port = unquote_plus(query.get("port", "")) or "5432"
+    named = []
+    for host in hosts.split(","):
+        found = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", host)
+        name, own_port = (found.group(1), found.group(2)) if found else (host, None)
+        named.append(f"{name or 'localhost'}:{own_port or port}")
+    return ",".join(named)
+
+
 def _masked_query(query: str) -> str | None:
     """The query with each secret parameter's value as ***; None if a piece is no
     `name=value` (as asyncpg's strict parsing says) or holds a `@` (part of a password)."""
@@ -582,6 +603,16 @@ class PostgresCallStore(SqlCallStore):
                 describe(skipped),
                 ", ".join(recorded[m.version] for m in skipped),
             )
+
+    def stall_causes(self, *, public: bool) -> str:
+        """/readyz said SQLite's "locked by another process, overloaded, or its disk stalls"
+        of a PostgreSQL SIGSTOPped or cut off: it is not answering. Its hosts are the log's
+        to name (/readyz needs no token, as config.json's paths)."""
+        where = "DATABASE_URL's host" if public else hosts_of(self.dsn)
+        return (
+            f"PostgreSQL at {where} is not answering: stopped, frozen or cut off from this"
+            " server, or overloaded; check that it runs and that this server reaches it"
+        )
 
     def stop_by(self, deadline: float) -> None:
         """Each step of a stop (the reaper's and the scheduler's work cancelled, claims given

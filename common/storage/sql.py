@@ -72,6 +72,10 @@ class SqlCallStore(CampaignMethods):
         # under the server): /healthz fails, so a platform restarts the server.
         self.restart_needed = False
 
+    def stall_causes(self, *, public: bool) -> str:
+        """SQLite's (a file on this host); PostgreSQL names its hosts instead."""
+        return "the database is locked by another process, overloaded, or its disk stalls"
+
     def stop_by(self, deadline: float) -> None:
         """The server is stopping: its last writes (claims given back, calls settled) may
         wait on the database until `deadline` (the loop's clock) at most, all of them

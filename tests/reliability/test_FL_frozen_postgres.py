@@ -6,6 +6,7 @@ connection; every probe sharing that check waited as long, past a load balancer'
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from handlers import health
@@ -55,3 +57,29 @@ async def test_readyz_answers_within_its_bound_while_postgresql_is_frozen(
     while (await _ready(client))[0] != 200:  # and ready again, by itself, once it answers
         assert time.monotonic() < deadline, "not ready again after PostgreSQL came back"
         await asyncio.sleep(0.5)
+
+
+async def test_a_frozen_postgresql_is_said_not_to_answer_naming_its_host(
+    start_app: AppFactory,
+    postgres_dsn: str,
+    postgres_cluster: PostgresCluster,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It was said in SQLite's words: "the database is locked by another process,
+    overloaded, or its disk stalls". The log names its host and port (not its password);
+    /readyz, which needs no token, names neither."""
+    monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.5)  # frozen: no bound is long enough
+    client = await start_app(database_url=postgres_dsn, readyz_reuse_s=0.0)
+    caplog.set_level(logging.WARNING, logger="handlers.health")
+    with _frozen(postgres_cluster):
+        resp = await asyncio.wait_for(client.get("/readyz"), 60.0)
+        answered = (await resp.json())["details"][0]["error"]
+    where = f"{postgres_cluster.host}:{postgres_cluster.port}"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("not ready")]
+    assert len(said) == 1, said
+    for text, named in ((said[0], where), (answered, "DATABASE_URL's host")):
+        assert f"PostgreSQL at {named} is not answering" in text, text
+        assert "locked by another process" not in text
+        assert postgres_cluster.password not in text
+    assert where not in answered
