@@ -892,7 +892,11 @@ class CallService:
         except LiveKitError as exc:
             exc.maybe_done = False  # a dispatch never dials
             # (no agent was dispatched: none will report on the call)
-            if (hung_up := await self._placement_failed(call_id, exc, no_agent=True)) is not None:
+            if (
+                hung_up := await self._placement_failed(
+                    call_id, exc, no_agent=True, room_made=exc.sent
+                )
+            ) is not None:
                 return hung_up
             raise
         try:
@@ -1089,11 +1093,12 @@ class CallService:
         return None
 
     async def _placement_failed(
-        self, call_id: str, exc: LiveKitError, *, no_agent: bool = False
+        self, call_id: str, exc: LiveKitError, *, no_agent: bool = False, room_made: bool = True
     ) -> CallRecord | None:
         """Settled failed, or canceled if a hang-up through the API came first: then the
         call, which its placer is answered (200, as its hanger-up was) rather than the error
-        (see _hung_up_first). `no_agent`: its agent was never dispatched (no report comes)."""
+        (see _hung_up_first). `no_agent`: its agent was never dispatched (no report comes).
+        `room_made`: its room may exist (False: its dispatch never reached LiveKit)."""
         if isinstance(exc, LiveKitOverLimit) and (heard := OVER_LIMIT_HEARD.get()) is not None:
             heard(exc)  # before the settle frees a campaign's slot
         lost_answer = exc.maybe_done and exc.sip_status is None
@@ -1156,7 +1161,10 @@ class CallService:
             await self._retract_config(call_id, f"LiveKit did not place it: {exc.reason}")
         # Asked again while LiveKit is over a limit only for a phone that may ring: a refused
         # placement's deletion (its dispatch refused alike, most often) is one more request.
-        self._close_room_soon(call_id, ask_again=exc.may_have_rung)
+        # None for a dispatch that never reached LiveKit (no connection): with LiveKit
+        # unreachable, each such call logged "could not delete its room" of a room never made.
+        if room_made:
+            self._close_room_soon(call_id, ask_again=exc.may_have_rung)
         return hung_up
 
     async def _dial_taken_after_all(self, call_id: str, exc: LiveKitError) -> CallRecord | None:

@@ -78,6 +78,7 @@ class LiveKitError(Exception):
         sip_status: int | None = None,
         maybe_done: bool = False,
         kind: str | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -89,6 +90,9 @@ class LiveKitError(Exception):
         # True when the request may have reached LiveKit and been carried out all the same
         # (a timeout, a dropped connection): for a dial, the phone may be ringing.
         self.maybe_done = maybe_done
+        # False when the request never reached LiveKit (no connection): it did nothing, and
+        # made nothing a later request should undo (a dispatch's room).
+        self.sent = sent
         self.goal = "place the call"  # what LiveKit did not do, as a client is told
         # The seconds LiveKit (or a gateway before it) asked to wait, its 429's or 503's
         # Retry-After: what our 503 asks of its client in turn. None: it asked nothing.
@@ -487,6 +491,7 @@ def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKit
             f"{action}: no connection to LiveKit within {REQUEST_TIMEOUT_S:g} s (LiveKit, or"
             " the network to it, is slow or down): the request was not sent",
             maybe_done=False,
+            sent=False,
         )
     if isinstance(exc, TimeoutError):
         return LiveKitTimeout(
@@ -502,6 +507,7 @@ def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKit
         return LiveKitUnavailable(
             f"{action}: LiveKit's TLS certificate was refused ({remote_text(why)[:200]})",
             maybe_done=False,
+            sent=False,
         )
     if isinstance(exc, aiohttp.ClientConnectorSSLError):
         # wss:// or https:// to a port that speaks no TLS (a LiveKit without it, a proxy's
@@ -513,6 +519,7 @@ def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKit
             " need TLS on that port; ws:// or http:// for a LiveKit that speaks none (check"
             " LIVEKIT_URL)",
             maybe_done=False,
+            sent=False,
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         # A port that speaks TLS drops a plain request unanswered (ws:// or http:// to it):
@@ -542,12 +549,15 @@ def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKit
     if isinstance(exc, aiohttp.ClientConnectorError) and out_of_descriptors(exc):
         # No connection opened: "LiveKit unreachable" sent its operator to check LiveKit.
         return LiveKitUnavailable(
-            f"{action}: {OUT_OF_DESCRIPTORS}", maybe_done=False, kind=f"{action}: descriptors"
+            f"{action}: {OUT_OF_DESCRIPTORS}",
+            maybe_done=False,
+            kind=f"{action}: descriptors",
+            sent=False,
         )
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
     return LiveKitUnavailable(
-        f"{action}: LiveKit unreachable ({type(exc).__name__})", maybe_done=maybe
+        f"{action}: LiveKit unreachable ({type(exc).__name__})", maybe_done=maybe, sent=maybe
     )
 
 

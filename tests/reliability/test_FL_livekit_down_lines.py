@@ -7,11 +7,14 @@ The line says LiveKit did not place it, as the API's answer does."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
+from common.calls.service import CLOSE_ROOM
+from handlers.keys import CALLS
 from server import SANDBOX
 from tests.conftest import AppFactory
 
@@ -33,3 +36,25 @@ async def test_the_taken_back_line_does_not_say_livekit_refused_a_call_it_never_
     assert len(lines) == 1, lines
     assert "LiveKit refused it" not in lines[0], lines[0]
     assert "not placed (LiveKit did not place it: agent dispatch: LiveKit unreachable" in lines[0]
+
+
+async def test_no_room_is_said_undeleted_when_the_dispatch_never_reached_livekit(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LiveKit refusing connections: the dispatch made no room, yet its deletion was tried
+    and failed the same way, logged "call ...: could not delete its room: ... LiveKit
+    unreachable", a room that never was and nothing to do about it."""
+    client = await start_app()
+    await client.app[SANDBOX].stop()
+    body: dict[str, Any] = {"phone_number": "+14155550178", "name": "Lk Down"}
+    with caplog.at_level(logging.INFO, logger="common.calls.service"):
+        resp = await client.post("/calls/outbound", json=body)
+        assert resp.status == 503
+        closing = [t for t in client.app[CALLS]._background if t.get_name().startswith(CLOSE_ROOM)]
+        await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 30.0)
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "common.calls.service" and "room" in r.getMessage()
+    ]
+    assert said == [], said
