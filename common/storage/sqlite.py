@@ -45,6 +45,7 @@ from common.storage.base import (
     ErasureUnfinished,
 )
 from common.storage.migrations import BACKED_OUT, Migration, describe, migrations_for, renumbered
+from common.storage.orphan_wal import keep_orphaned_wal
 from common.storage.programs import SQLITE, Program, Row, probe_write
 from common.storage.sql import SqlCallStore
 
@@ -668,6 +669,8 @@ class SqliteCallStore(SqlCallStore):
                 ) from exc
             except OSError as exc:
                 raise DatabaseError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        if self._may_migrate and str(self.path) != ":memory:":
+            keep_orphaned_wal(self.path)  # before SQLite drops it
         _create_owner_only(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
