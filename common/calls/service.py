@@ -1078,7 +1078,12 @@ class CallService:
             # after it, a stop or a lost connection between the two left its key bound to a
             # call settled failed, and a retry under it was answered 200 with its id, for a
             # call its receiver never hears of.
-            applied = await self._settle(call_id, kind, _failed(reason), release_refused=True)
+            # No report to wait for (no_report): nobody was called, there is no conversation,
+            # and the room its agent was dispatched to is deleted above. GET /calls read
+            # `report_status: "pending"` for REPORT_WAIT_S (10 minutes) all the same.
+            applied = await self._settle(
+                call_id, kind, _failed(reason, no_report=True), release_refused=True
+            )
         except DatabaseError as exc:  # never dialled: the reaper settles it, freeing its key
             if (more := self._repeats.due("record not dialled")) is not None:
                 logger.error(
