@@ -115,14 +115,18 @@ def health_port_problem(host: str, port: int = HEALTH_PORT) -> str | None:
 
 # How long `sandbox_problem` waits for LIVEKIT_URL's answer: no answer is no verdict.
 SANDBOX_PROBE_TIMEOUT_S = 2.0
+# What of that answer is read: a calls server's JSON error is a few hundred bytes.
+PROBE_MAX_BYTES = 64 * 1024
 
 
 def sandbox_problem(livekit_url: str, timeout_s: float = SANDBOX_PROBE_TIMEOUT_S) -> str | None:
     """Why a worker cannot register at `livekit_url`, when it is this project's sandbox
-    (`python -m sandbox`, or a server's embedded one), or None. The sandbox plays the agent's
-    part itself and hosts no worker: livekit-agents retried its 404 on /agent for ~2 minutes
-    (16 tries), a WARNING each naming only the status, then exited. Any other answer, or
-    none (LiveKit not up yet), is left to the worker's own retries."""
+    (`python -m sandbox`, or a server's embedded one) or a calls server, or None. The sandbox
+    plays the agent's part itself and hosts no worker: livekit-agents retried its 404 on
+    /agent for ~2 minutes (16 tries), a WARNING each naming only the status, then exited;
+    and so it did at a calls server's URL (PUBLIC_BASE_URL, or LiveKit's webhook URL, taken
+    for LiveKit's). Any other answer, or none (LiveKit not up yet), is left to the worker's
+    own retries."""
     # In a thread, waited for at most `timeout_s`: a name lookup is bounded by no timeout.
     found: list[str | None] = [None]
 
@@ -147,19 +151,42 @@ def _sandbox_problem(livekit_url: str, timeout_s: float) -> str | None:
     # No proxy from the environment: the worker's websocket takes none either.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(base + AGENT_PATH, timeout=timeout_s) as answer:
-            headers = answer.headers
-    except urllib.error.HTTPError as exc:
-        headers = exc.headers
+        try:
+            with opener.open(base + AGENT_PATH, timeout=timeout_s) as answer:
+                status, headers, body = answer.status, answer.headers, answer.read(PROBE_MAX_BYTES)
+        except urllib.error.HTTPError as exc:
+            status, headers, body = exc.code, exc.headers, exc.read(PROBE_MAX_BYTES)
     except (OSError, ValueError):  # refused, timed out, no such host, a URL urllib refuses
         return None
-    if headers is None or headers.get(SANDBOX_HEADER) != "no-agent-workers":
-        return None
+    if headers is not None and headers.get(SANDBOX_HEADER) == "no-agent-workers":
+        return (
+            f"LIVEKIT_URL ({livekit_url}) is this project's sandbox, which plays the agent's"
+            " part itself and hosts no agent worker (calls placed through it need none): point"
+            " LIVEKIT_URL at a real LiveKit server (`livekit-server --dev` locally), the call"
+            " server's too"
+        )
+    if status == 404 and _calls_server_error(body):
+        return (
+            f"LIVEKIT_URL ({livekit_url}) is a calls server (this project's API answers there),"
+            " not a LiveKit server: the worker registers with LiveKit, which dispatches the"
+            " calls to it; set LIVEKIT_URL to the LiveKit server's URL, the one the calls"
+            " server's LIVEKIT_URL has"
+        )
+    return None
+
+
+def _calls_server_error(body: bytes) -> bool:
+    """Whether `body` is a calls server's JSON error (handlers.schemas.ErrorBody: `status`
+    "error", an `error` text and a `details` list), which no LiveKit answers."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
     return (
-        f"LIVEKIT_URL ({livekit_url}) is this project's sandbox, which plays the agent's part"
-        " itself and hosts no agent worker (calls placed through it need none): point"
-        " LIVEKIT_URL at a real LiveKit server (`livekit-server --dev` locally), the call"
-        " server's too"
+        isinstance(doc, dict)
+        and doc.get("status") == "error"
+        and isinstance(doc.get("error"), str)
+        and isinstance(doc.get("details"), list)
     )
 
 
