@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import math
 import os
@@ -105,10 +106,17 @@ def health_port_problem(host: str, port: int = HEALTH_PORT) -> str | None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
             probe.bind(address)
     except OSError as exc:
+        # Only a port taken is another worker's doing: an address not of this host (a typo,
+        # another machine's) was asked "is another agent worker running on this host?".
+        hint = (
+            "is another agent worker running on this host? (AGENT_HTTP_HOST sets its address)"
+            if exc.errno == errno.EADDRINUSE
+            else "set AGENT_HTTP_HOST to an address of this host (127.0.0.1, or 0.0.0.0 for"
+            " every one), or a name that resolves to one"
+        )
         return (
             f"cannot listen on {host or '*'}:{port} (the worker's health/status server):"
-            f" {exc.strerror or exc}; is another agent worker running on this host?"
-            " (AGENT_HTTP_HOST sets its address)"
+            f" {exc.strerror or exc}; {hint}"
         )
     return None
 
