@@ -628,10 +628,12 @@ async def _json_of(response: aiohttp.ClientResponse) -> Any:
 
 
 def _json_from(body: bytes) -> Any:
-    """`body` as JSON, or None."""
+    """`body` as JSON, or None. One nested too deeply to parse (`[` 200,000 times, a proxy's
+    or a broken server's answer) raised RecursionError through the sender: its batch was
+    neither delivered, retried nor refused, and a spooled file of it removed as delivered."""
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
