@@ -548,13 +548,14 @@ class ReportSender:
         self.dropped.extend(q.report.seq for q in pending)
         if not self._hold_back:
             self._say_dnc_lost(pending, "not delivered before the job ended")
-        for item in pending:
+        if pending:
+            # One line for them all: a line each was 51 ERRORs for a call of 50 turns whose
+            # server was away and spool unwritable (a full disk), thousands for a long call.
             logger.log(
                 self._give_up_level,
-                "call %s: %s report #%d not delivered: still pending after %.0f s at shutdown",
+                "call %s: %s not delivered: still pending after %.0f s at shutdown",
                 self._call_id,
-                item.report.kind,
-                item.report.seq,
+                _counted(pending),
                 timeout,
             )
         if self._owns_session and self._session is not None:
@@ -610,6 +611,16 @@ def _what(batch: list[_Queued]) -> str:
         return f"{first.kind} report #{first.seq}"
     kinds = ", ".join(q.report.kind for q in batch)
     return f"{len(batch)} reports #{first.seq}-#{batch[-1].report.seq} ({_clip(kinds, 80)})"
+
+
+def _counted(items: list[_Queued]) -> str:
+    """`_what`, with the kinds counted (`51 reports #0-#50 (answered, 50 turn)`): a long
+    call's reports named one by one made a line of thousands of words."""
+    if len(items) == 1:
+        return _what(items)
+    counts = collections.Counter(q.report.kind for q in items)
+    kinds = ", ".join(kind if n == 1 else f"{n} {kind}" for kind, n in counts.items())
+    return f"{len(items)} reports #{items[0].report.seq}-#{items[-1].report.seq} ({kinds})"
 
 
 def _clip(text: str, limit: int = 200) -> str:

@@ -492,9 +492,10 @@ async def test_flush_times_out_and_close_names_what_is_pending(
     await sender.aclose(0.1)
 
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 2
-    assert f"call {CALL}: answered report #0 not delivered: still pending" in errors[0]
-    assert f"call {CALL}: turn report #1 not delivered: still pending" in errors[1]
+    assert len(errors) == 1  # one line for them all (a line each: thousands for a long call)
+    assert (
+        f"call {CALL}: 2 reports #0-#1 (answered, turn) not delivered: still pending" in (errors[0])
+    )
     sender.turn(TranscriptTurn(role="callee", text="late", at_s=9.0))  # after close: logged
     assert "turn report not sent: the sender is already closed" in caplog.text
 
