@@ -166,10 +166,12 @@ class ReportSpool:
                 raise
         except OSError as exc:
             logger.error(
-                "call %s: %d reports not kept for later: the report spool cannot be written (%s)",
+                "call %s: %d reports not kept for later: the report spool cannot be written"
+                " (AGENT_REPORT_SPOOL_DIR %s: %s)",
                 call_id,
                 len(bodies),
-                exc.strerror or type(exc).__name__,
+                self.directory,
+                why_unwritable(exc, self.directory),
             )
             return None
         return path
@@ -182,10 +184,11 @@ class ReportSpool:
             writer = self._writer_uid(strict=True)
             info = self.directory.stat()
         except OSError as exc:
+            why = why_unwritable(exc, self.directory)
             return (
-                f"AGENT_REPORT_SPOOL_DIR cannot be written ({exc.strerror or type(exc).__name__}):"
-                " the reports a job cannot deliver before it ends (the calls server away) would"
-                " be lost"
+                f"AGENT_REPORT_SPOOL_DIR ({self.directory}) cannot be written ({why}): the"
+                " reports a job cannot deliver before it ends (the calls server away) would be"
+                " lost"
             )
         if info.st_uid not in (os.geteuid(), writer) or info.st_mode & (
             stat.S_IWGRP | stat.S_IWOTH
@@ -466,6 +469,19 @@ class ReportSpool:
                 continue
             self._urls[path.name] = url
             yield Spooled(path, url, call_id, reports)
+
+
+def why_unwritable(exc: OSError, directory: Path) -> str:
+    """Why the spool at `directory` cannot be made or written, from `exc`. A file in its
+    place (or in a parent's) was said "File exists" (or "Not a directory"), naming no path,
+    which read as if a file of the spool's were in the way."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        for path in (directory, *directory.parents):
+            if os.path.lexists(path):  # the nearest that is there: a file, or a directory
+                if not path.is_dir():
+                    return f"{path} is a file, not a directory"
+                break
+    return exc.strerror or type(exc).__name__
 
 
 def _readable(

@@ -46,3 +46,8 @@ async def test_reports_lost_at_shutdown_are_said_in_one_line(
         " pending after 0 s at shutdown"
     ], lost
     assert records[0].levelno == logging.ERROR
+    # Why they could not be kept, naming the file in the spool's place ("File exists" did not).
+    assert (
+        f"the report spool cannot be written (AGENT_REPORT_SPOOL_DIR {in_its_place}:"
+        f" {in_its_place} is a file, not a directory)"
+    ) in caplog.text

@@ -742,7 +742,12 @@ def test_a_report_spool_that_cannot_be_written_is_said_at_start(
     from agent.cli import start_warnings
 
     monkeypatch.chdir(tmp_path)  # no .env here
-    said = "AGENT_REPORT_SPOOL_DIR cannot be written (File exists): the reports a job cannot"
+    # Naming the file in its place: "(File exists)" named no path, and read as if a file
+    # of the spool's were in the way.
+    said = (
+        f"AGENT_REPORT_SPOOL_DIR ({tmp_path / 'a-file'}) cannot be written ({tmp_path / 'a-file'}"
+        " is a file, not a directory): the reports a job cannot"
+    )
     (tmp_path / "a-file").write_text("")
     warnings = start_warnings(Settings(agent_report_spool_dir=tmp_path / "a-file"))
     assert any(w.startswith(said) for w in warnings), warnings
