@@ -299,8 +299,23 @@ class ReportSender:
                 await self._send(url, self._current)
             except Exception:  # a bug here must not stop the reports after it
                 logger.exception("call %s: %s not delivered", self._call_id, _what(self._current))
+                self._lost_to_a_bug()
             finally:
                 self._current = []
+
+    def _lost_to_a_bug(self) -> None:
+        """What of the batch being sent an unexpected exception left neither delivered nor
+        refused: dropped, as a POST given up is (a spool pass keeps its file for the next;
+        a job says a do_not_call among them lost). Counted nowhere, a spool pass removed its
+        file as delivered."""
+        settled = {*self.delivered, *self.refused, *self.dropped}
+        lost = [q for q in self._current if q.report.seq not in settled]
+        self.dropped.extend(q.report.seq for q in lost)
+        if self._hold_back:  # what follows goes after it, in a later pass
+            self.dropped.extend(q.report.seq for q in self._waiting)
+            self._waiting.clear()
+        else:
+            self._say_dnc_lost(lost, "its POST failed in the agent")
 
     async def _linger(self) -> None:
         """Hold a turn back, up to `linger_s` after it queued, until something that goes at
