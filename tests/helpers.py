@@ -7,6 +7,8 @@ import contextlib
 import datetime as dt
 import gc
 import json
+import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -427,3 +429,17 @@ def config_files_holding(directory: Path, *needles: bytes) -> list[str]:
         for path in directory.glob("config.json*")
         if path.is_file() and any(needle in path.read_bytes() for needle in needles)
     )
+
+
+@contextlib.contextmanager
+def files_capped_at(size: int) -> Iterator[None]:
+    """Writes past `size` bytes fail (EFBIG), as under `ulimit -f` (and as a write on a full
+    disk fails, ENOSPC)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)

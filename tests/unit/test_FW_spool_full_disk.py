@@ -9,28 +9,12 @@ report after it. The half-written file is now removed as the save fails.
 
 from __future__ import annotations
 
-import contextlib
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 from agent.spool import ReportSpool
+from tests.helpers import files_capped_at
 
 URL = "http://127.0.0.1:8000/agent/reports"
-
-
-@contextlib.contextmanager
-def files_capped_at(size: int) -> Iterator[None]:
-    """Writes past `size` bytes fail (EFBIG), as a write on a full disk fails (ENOSPC)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 def test_a_save_refused_for_space_leaves_no_half_written_file(tmp_path: Path) -> None:

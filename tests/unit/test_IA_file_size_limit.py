@@ -7,29 +7,13 @@ that is fine. The error now names the file at the limit and how to raise it.
 
 from __future__ import annotations
 
-import contextlib
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from common.storage.base import DatabaseError
 from common.storage.sqlite import SqliteCallStore
-
-
-@contextlib.contextmanager
-def files_capped_at(size: int) -> Iterator[None]:
-    """Writes past `size` bytes fail (EFBIG), as under `ulimit -f`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
+from tests.helpers import files_capped_at
 
 
 async def test_a_write_stopped_by_the_file_size_limit_names_it(tmp_path: Path) -> None:
