@@ -96,4 +96,6 @@ def test_a_worker_that_runs_still_warns_of_an_unusable_spool_directory(tmp_path:
     )
 
     assert proc.returncode == 0, proc.stderr
-    assert "agent: warning: AGENT_REPORT_SPOOL_DIR cannot be written" in proc.stderr
+    spool = tmp_path / "a-file"
+    said = f"agent: warning: AGENT_REPORT_SPOOL_DIR ({spool}) cannot be written ({spool} is a file"
+    assert said in proc.stderr, proc.stderr
