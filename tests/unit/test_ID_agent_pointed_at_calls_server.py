@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from agent.cli import sandbox_problem
+from tests.helpers import serving
 
 
 async def test_a_calls_servers_url_is_said_to_be_no_livekit(client: TestClient[Any, Any]) -> None:
@@ -31,14 +32,6 @@ async def test_another_json_404_is_left_to_the_worker() -> None:
     async def not_found(_request: web.Request) -> web.Response:
         return web.json_response({"error": "not found"}, status=404)
 
-    app = web.Application()
-    app.router.add_get("/agent", not_found)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        assert await asyncio.to_thread(sandbox_problem, f"ws://127.0.0.1:{port}") is None
-    finally:
-        await runner.cleanup()
+    async with serving(not_found, "/agent", "GET") as base:
+        url = base.replace("http://", "ws://")
+        assert await asyncio.to_thread(sandbox_problem, url) is None

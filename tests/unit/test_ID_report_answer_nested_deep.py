@@ -19,6 +19,7 @@ from aiohttp import web
 from agent.reporting import RetryPolicy
 from agent.spool import ReportSpool, resend
 from common.contracts import AgentReport
+from tests.helpers import serving
 
 QUICK = RetryPolicy(first_delay_s=0.01, max_delay_s=0.01, attempt_timeout_s=2.0, deadline_s=0.05)
 NESTED = "[" * 200_000
@@ -34,15 +35,9 @@ async def answering() -> AsyncIterator[dict[str, object]]:
         state["posts"] = int(str(state["posts"])) + 1
         return web.Response(status=int(str(state["status"])), text=NESTED)
 
-    app = web.Application()
-    app.router.add_post("/agent/reports", reports)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}/agent/reports"
-    yield state
-    await runner.cleanup()
+    async with serving(reports, "/agent/reports", "POST") as base:
+        state["url"] = f"{base}/agent/reports"
+        yield state
 
 
 def _spooled(spool: ReportSpool, url: str) -> None:
