@@ -570,7 +570,7 @@ class ReportSender:
                 self._give_up_level,
                 "call %s: %s not delivered: still pending after %.0f s at shutdown",
                 self._call_id,
-                _counted(pending),
+                _what(pending, counted=True),
                 timeout,
             )
         if self._owns_session and self._session is not None:
@@ -618,24 +618,19 @@ def take_batch(waiting: collections.deque[_Queued]) -> list[_Queued]:
     return batch
 
 
-def _what(batch: list[_Queued]) -> str:
+def _what(batch: list[_Queued], *, counted: bool = False) -> str:
     """How the logs name a POST's reports: `turn report #3`, `3 reports #3-#5 (turn, amd,
-    final)`."""
+    final)`; `counted`, the kinds counted (`51 reports #0-#50 (answered, 50 turn)`), for any
+    number of reports (a long call's named one by one made a line of thousands of words)."""
     first = batch[0].report
     if len(batch) == 1:
         return f"{first.kind} report #{first.seq}"
-    kinds = ", ".join(q.report.kind for q in batch)
-    return f"{len(batch)} reports #{first.seq}-#{batch[-1].report.seq} ({_clip(kinds, 80)})"
-
-
-def _counted(items: list[_Queued]) -> str:
-    """`_what`, with the kinds counted (`51 reports #0-#50 (answered, 50 turn)`): a long
-    call's reports named one by one made a line of thousands of words."""
-    if len(items) == 1:
-        return _what(items)
-    counts = collections.Counter(q.report.kind for q in items)
-    kinds = ", ".join(kind if n == 1 else f"{n} {kind}" for kind, n in counts.items())
-    return f"{len(items)} reports #{items[0].report.seq}-#{items[-1].report.seq} ({kinds})"
+    if counted:
+        counts = collections.Counter(q.report.kind for q in batch)
+        kinds = ", ".join(kind if n == 1 else f"{n} {kind}" for kind, n in counts.items())
+    else:
+        kinds = _clip(", ".join(q.report.kind for q in batch), 80)
+    return f"{len(batch)} reports #{first.seq}-#{batch[-1].report.seq} ({kinds})"
 
 
 def _clip(text: str, limit: int = 200) -> str:
