@@ -144,11 +144,7 @@ _READ_SPECS: ReadTexts[CampaignSpec] = ReadTexts(4096, 8 * 1024 * 1024)
 def spec_of(text: str) -> CampaignSpec:
     """A campaign's spec from its row's JSON, parsed once for each text while kept. Shared by
     every record of that campaign (a frozen CampaignSpec): read it, never change it."""
-    spec = _READ_SPECS.get(text)
-    if spec is None:
-        spec = CampaignSpec.from_json(json.loads(text))
-        _READ_SPECS.keep(text, spec)
-    return spec
+    return _READ_SPECS.read(text, lambda text: CampaignSpec.from_json(json.loads(text)))
 
 
 def _row_to_campaign(

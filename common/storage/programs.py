@@ -244,6 +244,14 @@ class ReadTexts(Generic[V]):
             return None
         return found[0]
 
+    def read(self, text: str, parse: Callable[[str], V]) -> V:
+        """What `text` parsed to, kept; else `parse(text)`, kept from now on."""
+        value = self.get(text)
+        if value is None:
+            value = parse(text)
+            self.keep(text, value)
+        return value
+
     def keep(self, text: str, value: V) -> None:
         if len(text) > self.max_chars // 4:  # a few very large ones would take it all
             return
@@ -299,10 +307,7 @@ _READ_CONFIGS: ReadTexts[dict[str, Any]] = ReadTexts(256, 1024 * 1024)
 
 def stored_config(text: str) -> dict[str, Any]:
     """A call's stored config (as it was placed with)."""
-    config = _READ_CONFIGS.get(text)
-    if config is None:
-        config = json.loads(text)
-        _READ_CONFIGS.keep(text, config)
+    config: dict[str, Any] = _READ_CONFIGS.read(text, json.loads)
     return config
 
 
