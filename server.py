@@ -109,6 +109,7 @@ from handlers.errors import (
 from handlers.http import (
     REFUSALS_LOOKED_AT_S,
     answers_sent_in_time,
+    declared_route,
     refusals_said,
     shown_status,
     unread_bodies_close,
@@ -164,8 +165,7 @@ COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 @web.middleware
 async def count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
     response: web.StreamResponse = await handler(request)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
+    route = declared_route(request) or "unmatched"
     method = request.method if request.method in COUNTED_METHODS else "other"
     code = shown_status(request, response.status)  # 200-aborted: it never reached its client
     request.app[METRICS].requests.labels(route, method, code).inc()

@@ -52,6 +52,13 @@ def shown_status(request: web.BaseRequest, status: int) -> str:
     return f"{status}-aborted" if request.get(ANSWER_ABORTED) else str(status)
 
 
+def declared_route(request: web.Request) -> str | None:
+    """The request's route as declared (`/calls/{call_id}`, never its path's values); None
+    for a path no route has."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 @dataclass(frozen=True)
 class Reply:
     """One documented answer of a route: why, and the model of its body (None: an error)."""

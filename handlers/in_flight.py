@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from handlers.http import declared_route
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,7 +48,7 @@ class InFlight:
         running = [(t, r) for t, r in self._running.items() if not t.done()]
         if not running:
             return
-        routes = sorted({f"{r.method} {_route(r)}" for _, r in running})
+        routes = sorted({f"{r.method} {declared_route(r) or '(no route)'}" for _, r in running})
         logger.warning(
             "stopping: %d request(s) still running %.0f s after the signal broken off,"
             " unanswered (%s): their clients may send them again (a call or campaign with"
@@ -57,12 +59,6 @@ class InFlight:
         )
         for task, _ in running:
             task.cancel(BROKEN_OFF)
-
-
-def _route(request: web.Request) -> str:
-    """The request's route as declared (`/calls/{call_id}`), never its path's values."""
-    info = request.match_info.route.resource
-    return info.canonical if info is not None else "(no route)"
 
 
 @web.middleware
