@@ -297,7 +297,12 @@ async def test_servers_on_one_database_settle_only_their_own_lost_calls(
     # Two servers, each on its own embedded sandbox, one PostgreSQL (as several `make run`s
     # pointed at one DATABASE_URL would be).
     a_env = sandbox_env(tmp_path, "a-", DATABASE_URL=postgres_dsn)
-    b_env = sandbox_env(tmp_path, "b-", DATABASE_URL=postgres_dsn)
+    # B's call must outlive A's kill and restart, which took more than its 9.9 s at TIME_SCALE
+    # in a suite run that loaded the machine (577 s): the call had ended on its own. At
+    # LIVEKIT_SCALE it is live for 29.7 s.
+    b_env = sandbox_env(
+        tmp_path, "b-", DATABASE_URL=postgres_dsn, SANDBOX_TIME_SCALE=str(LIVEKIT_SCALE)
+    )
     a = ServerProcess(tmp_path, "a", a_env)
     b = ServerProcess(tmp_path, "b", b_env)
     processes += [a, b]
