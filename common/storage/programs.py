@@ -1604,16 +1604,21 @@ def record_report(
             if seen:  # one of the turns kept, sent again
                 return Applied(duplicate=True)
             raise TooManyTurns(report.call_id, MAX_TURNS)
+    body = report.to_json().decode()
     stored = yield Query(
         "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
-        (report.call_id, report.seq, report.kind, report.to_json().decode(), report.at, now),
+        (report.call_id, report.seq, report.kind, body, report.at, now),
     )
+    seq = report.seq
     if not stored:
-        return Applied(duplicate=True)
+        kept = yield from _keep_renumbered(report, body, now)
+        if kept is None:
+            return Applied(duplicate=True)
+        seq = kept
     call_id = report.call_id
     kind = f"agent_{report.kind}"
-    detail: dict[str, Any] = {"seq": report.seq}
+    detail: dict[str, Any] = {"seq": seq}
     if report.kind == "answered":
         answered_at = min(max(report.at, call["created_at"]), now)
         # A LiveKit webhook that showed the answer first (a participant_left with its last
@@ -1680,6 +1685,42 @@ def record_report(
             before=applied.before, after=applied.after, events=events, released=applied.released
         )
     return Applied()  # a turn: stored, read back with the call
+
+
+def _keep_renumbered(report: AgentReport, body: str, now: float) -> Program[int | None]:
+    """A report whose `seq` another report of its call holds: None when it is a report kept
+    before (the same body: sent again after an answer was lost) or, for a report a call has
+    one of, the same fact again; else the number it is kept under now, after the call's last.
+    LiveKit gives a job whose worker was lost to another worker with the callee still on the
+    line (`resuming`), and the job, started again, numbers its reports from 0: they were
+    dropped as duplicates, its final report among them."""
+    holder = yield Query(
+        "SELECT kind, body FROM reports WHERE call_id = ? AND seq = ?", (report.call_id, report.seq)
+    )
+    if holder[0]["body"] == body or (
+        holder[0]["kind"] == report.kind and report.kind in ONCE_A_CALL
+    ):
+        return None
+    same = yield Query(
+        "SELECT seq FROM reports WHERE call_id = ? AND body = ? LIMIT 1", (report.call_id, body)
+    )
+    if same:
+        return None
+    last = yield Query("SELECT MAX(seq) AS last FROM reports WHERE call_id = ?", (report.call_id,))
+    seq = int(last[0]["last"]) + 1
+    yield Query(
+        "INSERT INTO reports (call_id, seq, kind, body, at, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (report.call_id, seq, report.kind, body, report.at, now),
+    )
+    logger.info(
+        "call %s: the agent's %s report #%d has the number of another report of the call (a"
+        " job resumed on another worker numbers its reports from 0 again): kept as #%d",
+        report.call_id,
+        report.kind,
+        report.seq,
+        seq,
+    )
+    return seq
 
 
 def _no_change(_state: Any) -> None:

@@ -132,6 +132,30 @@ async def test_a_turn_after_the_final_report_is_a_duplicate_and_not_kept(
 # ------------------------------------------------------------------ rows written before today
 
 
+async def test_a_resumed_jobs_reports_under_numbers_already_held_are_kept_after_the_last(
+    store: CallStore,
+) -> None:
+    """A job LiveKit resumed on another worker numbers its reports from 0 again: a report
+    whose number another holds is kept after the call's last (its final report too), unless
+    it is the same report again or a second answer; sent again, it is a duplicate."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    first = [sent(0, "answered"), sent(1, "turn", turn=HELLO), sent(2, "turn", turn=HELLO)]
+    assert not any(a.duplicate for a in await store.record_reports(first))
+    again = TranscriptTurn(role="agent", text="Sorry, the line dropped", at_s=0.1)
+    final = CallReport(transcript=[again], summary="Asked again")
+    resumed = [
+        sent(0, "answered", at=1_700_000_090.0),
+        sent(1, "turn", at=1_700_000_090.5, turn=again),
+        sent(2, "final", at=1_700_000_091.0, final=final),
+    ]
+    applied = await store.record_reports(resumed)
+    assert [a.duplicate for a in applied] == [True, False, False]
+    assert [a.duplicate for a in await store.record_reports(resumed)] == [True, True, True]
+    assert await kinds_stored(store) == ["answered", "turn", "turn", "turn", "final"]
+    call = await store.get_call(CALL)
+    assert call is not None and call.report is not None and call.report.summary == "Asked again"
+
+
 async def test_stored_reports_that_no_longer_read_leave_the_call_readable(
     store: CallStore, caplog: pytest.LogCaptureFixture, fresh_warnings: None
 ) -> None:

@@ -277,6 +277,53 @@ async def test_reports_are_idempotent(start_app: AppFactory) -> None:
     assert (await resp.json())["result"] == "duplicate"
 
 
+async def test_a_resumed_jobs_reports_numbered_from_0_again_are_kept(
+    start_app: AppFactory,
+) -> None:
+    """LiveKit gives a job whose worker was lost to another worker (`resuming`), with the
+    callee still on the line; the job starts again and numbers its reports from 0. Those
+    whose number an earlier report holds were answered "duplicate" and dropped: its final
+    report among them, and the call had no summary, analysis or call.report. Each is kept
+    now, after the call's last report; sent again, it is a duplicate as any report is."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    at = time.time()
+
+    def turn(seq: int, text: str, at_s: float) -> dict[str, Any]:
+        line = {"role": "callee", "text": text, "at_s": at_s}
+        return report(call_id, seq, "turn", at + at_s, turn=line)
+
+    first_job = [answered(call_id, 0, at), turn(1, "Hello?", 0.5), turn(2, "Who is it?", 1.0)]
+    for sent in first_job:
+        assert await post_report(client, sent) == 200
+    resumed_at = at + 30
+    again = turn(1, "Still there?", 31.0)
+    final = report(
+        call_id,
+        2,
+        "final",
+        resumed_at + 2,
+        final={"transcript": [again["turn"]], "summary": "The callee was asked again."},
+    )
+    assert await post_report(client, answered(call_id, 0, resumed_at)) == 200
+    for sent in (again, again, final, final):  # each sent twice: kept once
+        body = json.dumps(sent).encode()
+        resp = await client.post(
+            REPORTS_PATH,
+            data=io.BytesIO(body),
+            headers={"Authorization": "Bearer " + report_token(body, call_id)},
+        )
+        assert resp.status == 200
+    call = await shown(client, call_id)
+    assert call["report_status"] == "complete"
+    assert call["summary"] == "The callee was asked again."
+    with contextlib.closing(sqlite3.connect(client.app[SETTINGS].calls_db_path)) as db, db:
+        kept = db.execute(
+            "SELECT seq, kind FROM reports WHERE call_id = ? ORDER BY seq", (call_id,)
+        ).fetchall()
+    assert kept == [(0, "answered"), (1, "turn"), (2, "turn"), (3, "turn"), (4, "final")]
+
+
 async def test_forged_cross_call_and_unknown_call_reports_change_nothing(
     start_app: AppFactory,
 ) -> None:
