@@ -1109,7 +1109,6 @@ class CallService:
         lost_answer = exc.maybe_done and exc.sip_status is None
         if lost_answer and (taken := await self._dial_taken_after_all(call_id, exc)) is not None:
             return taken
-        self.metrics.calls_placed.labels(result="failed").inc()
         hung_up = None
         # A dial LiveKit answered with a SIP status reached the callee's line: 486 is busy,
         # 480 no answer, as the same status in a webhook says (README's statuses).
@@ -1146,6 +1145,7 @@ class CallService:
                 release_refused=True,  # never dialled: freed with it (_listed_while_placing)
             )
         except DatabaseError as db_exc:  # the reaper settles the row once the db is back
+            self.metrics.calls_placed.labels(result="failed").inc()
             if (more := self._repeats.due("record placement failure")) is not None:
                 logger.error(
                     "call %s: could not record the failure: %s%s",
@@ -1158,8 +1158,10 @@ class CallService:
             hung_up = _hung_up_first(applied)
             after = applied.after
             if applied.change is None and after is not None and not after.is_final:
-                # Shown taken between the look above and this decision: as there.
+                # Shown taken between the look above and this decision: as there (counted
+                # placed there, not failed here too).
                 return self._dial_taken(call_id, after, exc)
+            self.metrics.calls_placed.labels(result="failed").inc()
         if exc.may_have_rung:
             await self._forget_config(call_id)
         else:  # nobody was called: taken back whole, the flat document named it

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import common.calls.service as service_module
+from common.calls.service import CallService
 from common.livekit.client import LiveKitTimeout, dial
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -24,8 +25,13 @@ from tests.conftest import AppFactory
 CALL = {"phone_number": "+14155557730", "name": "Lost Answer", "language": "en", "emotion": "Calm"}
 
 
+async def missed(*_args: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize("missed_first", [False, True], ids=["seen first", "seen by the settle"])
 async def test_a_dial_timing_out_after_the_callee_answered_is_not_failed(
-    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, missed_first: bool
 ) -> None:
     client = await start_app(sandbox_time_scale=0.01)
     seen: list[str] = []
@@ -43,6 +49,8 @@ async def test_a_dial_timing_out_after_the_callee_answered_is_not_failed(
         raise LiveKitTimeout("SIP dial: LiveKit did not answer within 10 s", maybe_done=True)
 
     monkeypatch.setattr(service_module, "dial", dial_answer_lost)
+    if missed_first:  # shown taken after the first look: the settle's own check finds it
+        monkeypatch.setattr(CallService, "_dial_taken_after_all", missed)
     resp = await client.post("/calls/outbound", json=CALL)
     assert seen == ["in_progress"]
     assert resp.status == 200, await resp.text()
@@ -60,3 +68,7 @@ async def test_a_dial_timing_out_after_the_callee_answered_is_not_failed(
     # Its room was never deleted by the server: the callee hung up in their own time.
     sandbox = client.app[SANDBOX]
     assert not [r for r in sandbox.requests if r.method == "DeleteRoom"]
+    # Counted placed once, never failed too (shown taken only by the settle, it was both).
+    metrics = await (await client.get("/metrics")).text()
+    assert 'calls_placed_total{result="placed"} 1.0' in metrics
+    assert 'calls_placed_total{result="failed"} 0.0' in metrics
