@@ -24,7 +24,7 @@ from common.host_header import address_of, host_name, is_loopback_host
 from common.http_body import close_if_body_unread
 from common.json_values import unique_keys
 from common.repeats import Repeats
-from common.settings import DEV_API_SECRET, Settings
+from common.settings import DEV_API_SECRET, LIVEKIT_DEV_KEYS, Settings
 from common.storage.paging import PAGE_END_PATTERN, Before
 from common.text import is_unicode, quoted, shown_text
 from handlers.errors import HttpError
@@ -96,6 +96,12 @@ class RouteDoc:
 UNAUTHORIZED = Reply("CALLS_API_TOKEN is set and the request lacks `Bearer <token>`")
 PUBLIC_SECRET = Reply(
     "The embedded sandbox's API secret is public: what it signs is taken from this machine only"
+    " (and, with livekit-server --dev's public secret, not from a web page)"
+)
+# What the refusal of a web page's post signed with livekit-server --dev's secret says.
+DEV_PAIR_FROM_A_PAGE = (
+    "LIVEKIT_API_SECRET is livekit-server --dev's public one: a web page may sign with it, and"
+    " this request came from one"
 )
 DB_DOWN = Reply("The calls database is unavailable", headers=("Retry-After",))
 
@@ -418,7 +424,11 @@ def signed_by_whom_it_may_be(request: web.Request) -> None:
     peers only (the sandbox runs in the server's process; a local agent is on this machine),
     or anyone reaching a server listening on HOST=0.0.0.0 could forge them: settle calls, add
     numbers to the do-not-call list, make the server post events to customers' receivers."""
-    if request.app[SETTINGS].livekit_api_secret != DEV_API_SECRET:
+    secret = request.app[SETTINGS].livekit_api_secret
+    if secret == LIVEKIT_DEV_KEYS[1]:
+        refuse_browsers(request)
+        return
+    if secret != DEV_API_SECRET:
         return
     if not _from_this_machine(request):
         raise HttpError(403, PUBLIC_SECRET.description)
@@ -431,6 +441,26 @@ def signed_by_whom_it_may_be(request: web.Request) -> None:
     proxied = proxy_sign(request)
     if proxied is not None:
         raise HttpError(403, f"{PUBLIC_SECRET.description}; a proxy passed this on ({proxied})")
+
+
+# Headers every browser of these years sends with a POST, same-origin ones too (the Fetch
+# standard's Origin for any method but GET and HEAD; Sec-Fetch-* in Chrome 76+, Firefox 90+,
+# Safari 16.4+), and that no server's or SDK's HTTP client sends (LiveKit's Go notifier, our
+# agents' aiohttp).
+BROWSER_HEADERS = ("Origin", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest")
+
+
+def refuse_browsers(request: web.Request) -> None:
+    """With livekit-server --dev's public secret (`secret`), refuse (403) what a browser
+    sent: a page on a name its owner re-pointed at 127.0.0.1 (DNS rebinding) posts to this
+    server as same-origin, may set Authorization, and signed a room_finished that settled a
+    live call `no_answer` (200 applied). Its `Host` is the page's name, but the Host check
+    the sandbox's secret gets would also refuse LiveKit itself, which posts under whatever
+    name its webhook URL gives this machine (host.docker.internal from Docker Desktop); the
+    browser's own headers tell it apart."""
+    found = next((name for name in BROWSER_HEADERS if name in request.headers), None)
+    if found is not None:
+        raise HttpError(403, f"{DEV_PAIR_FROM_A_PAGE} (it carries {found})")
 
 
 def _from_this_machine(request: web.Request) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.settings import LIVEKIT_DEV_KEYS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES
@@ -247,3 +248,53 @@ async def test_the_public_secret_is_not_taken_through_a_proxy(start_app: AppFact
     assert shown["status"] not in ("no_answer", "completed", "failed")
     resp = await client.post(PATH, data=body, headers={"Authorization": sign(body)})
     assert resp.status == 200
+
+
+# PyJWT warns of the 6-byte secret (the suite makes warnings errors).
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+async def test_a_rebound_page_cannot_post_signed_events_with_livekit_devs_secret(
+    start_app: AppFactory,
+) -> None:
+    """livekit-server --dev's key pair (`devkey`, `secret`) is public too: a page on a name
+    re-pointed at 127.0.0.1 posted a room_finished signed with it, as same-origin (its own
+    Origin and Host), and a live call was settled `no_answer` (200 applied). What a browser
+    sends is refused; LiveKit's posts, which carry none of it, are taken, under any Host."""
+    from common.contracts import REPORTS_PATH
+    from common.signing import sign_body
+    from tests.integration.test_webhooks import PATH, event_json
+
+    key, secret = LIVEKIT_DEV_KEYS
+    client = await start_app(livekit_api_key=key, livekit_api_secret=secret)
+    body = event_json("room_finished", "call-0123456789ab")
+    page = "http://rebound.evil.example:8000"
+    for headers in (
+        {"Host": "rebound.evil.example:8000", "Origin": page},
+        {"Host": "rebound.evil.example:8000", "Sec-Fetch-Site": "same-origin"},
+    ):
+        resp = await client.post(
+            PATH,
+            data=body,
+            headers={"Authorization": sign_body(body, key, secret), **headers},
+        )
+        assert resp.status == 403, await resp.text()
+        assert "livekit-server --dev" in (await resp.json())["error"]
+    report = b'{"call_id": "call-0123456789ab", "seq": 0, "kind": "do_not_call", "at": 1}'
+    resp = await client.post(
+        REPORTS_PATH,
+        data=report,
+        headers={
+            "Authorization": sign_body(report, key, secret, room="call-0123456789ab"),
+            "Host": "rebound.evil.example:8000",
+            "Origin": page,
+        },
+    )
+    assert resp.status == 403, await resp.text()
+    resp = await client.post(
+        PATH,
+        data=body,
+        headers={
+            "Authorization": sign_body(body, key, secret),
+            "Host": "host.docker.internal:8000",
+        },
+    )
+    assert resp.status == 200, await resp.text()
