@@ -7,8 +7,13 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-# Host names that only ever lead to this machine: a web page cannot point them elsewhere.
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Host names that only ever lead to this machine, whatever the network's DNS says: a web
+# page cannot point them elsewhere. `localhost` and `*.localhost` (RFC 6761; browsers resolve
+# them to loopback themselves), and no name of a hosts file's convention: macOS's holds
+# `localhost` alone, Fedora's no `ip6-*`, Windows' none, and there the network's name server
+# answers `localhost.localdomain` or `ip6-localhost` (a cafe's Wi-Fi, as it likes). Taken as
+# this machine's, a page on one, rebound to 127.0.0.1, placed calls and read them back.
+LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def host_name(host: str) -> str:

@@ -387,6 +387,9 @@ async def test_a_web_pages_requests_are_refused(
         {"Host": f"rebound.example:{port}"},
         {"Origin": "null"},
         {"Host": "[::1"},
+        # What a hosts file may lack (macOS's), and the network's DNS then answers.
+        {"Host": f"localhost.localdomain:{port}"},
+        {"Host": f"ip6-localhost:{port}"},
     ):
         status, answer = await twirp_post(sandbox, rooms, {}, lister, headers)
         assert (status, answer["code"]) == (403, "permission_denied"), headers

@@ -38,8 +38,21 @@ def dials(client: Client) -> int:
         {"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"},
         {"Host": "rebound.evil.example:8000"},
         {"Host": "rebound.evil.example:8000", "Origin": "http://rebound.evil.example:8000"},
+        # Names only some hosts files hold (macOS's has `localhost` alone, Fedora's no ip6-*,
+        # Windows' none): elsewhere the network's DNS answers them, and can rebind them.
+        {"Host": "localhost.localdomain:8000", "Origin": "http://localhost.localdomain:8000"},
+        {"Host": "ip6-localhost:8000", "Origin": "http://ip6-localhost:8000"},
     ],
-    ids=["other-site", "null", "other-port", "sec-fetch-site", "rebinding", "rebinding-origin"],
+    ids=[
+        "other-site",
+        "null",
+        "other-port",
+        "sec-fetch-site",
+        "rebinding",
+        "rebinding-origin",
+        "rebinding-localdomain",
+        "rebinding-ip6-localhost",
+    ],
 )
 async def test_a_web_pages_request_places_no_call(
     start_app: AppFactory, headers: dict[str, str]
