@@ -30,6 +30,7 @@ from yarl import URL
 
 from common.config_store.model import LANGUAGES
 from common.contracts import REPORTS_PATH
+from common.host_header import is_loopback_host
 from common.masking import CALL_ID_IN_TEXT, CAMPAIGN_ID_IN_TEXT
 
 # Clearly-marked development credentials, accepted only by the embedded sandbox.
@@ -771,14 +772,28 @@ class Settings:
 
     @property
     def public_dev_keys_exposed(self) -> bool:
-        """A real LIVEKIT_URL with livekit-server --dev's well-known key pair, on a HOST
-        beyond loopback: its signature (webhooks, agent reports) proves nothing there. (The
+        """A real LIVEKIT_URL with livekit-server --dev's well-known key pair, on a server
+        others reach: its signature (webhooks, agent reports) proves nothing there. (The
         embedded sandbox's public pair is refused from other machines: handlers/http.py.)"""
-        return (
-            not self.uses_sandbox
-            and (self.livekit_api_key, self.livekit_api_secret) == LIVEKIT_DEV_KEYS
-            and not self.is_loopback
-        )
+        return self._dev_keys_reached_by() is not None
+
+    def _dev_keys_reached_by(self) -> str | None:
+        """How others reach a server that takes livekit-server --dev's public pair (None: they
+        do not, as far as its settings tell): a HOST beyond loopback, or a PUBLIC_BASE_URL
+        whose host is none of this machine's loopback names, where agents elsewhere, through a
+        proxy or a tunnel in front of this server, post their reports (HOST=127.0.0.1 behind
+        one was taken from anywhere without a word)."""
+        if self.uses_sandbox or (self.livekit_api_key, self.livekit_api_secret) != LIVEKIT_DEV_KEYS:
+            return None
+        if not self.is_loopback:
+            return f"HOST={self.host} is not loopback"
+        public = (urlsplit(self.public_base_url or "").hostname or "").rstrip(".")
+        if public and not is_loopback_host(public):
+            return (
+                f"PUBLIC_BASE_URL's host {public} is not loopback (agents, and whoever else,"
+                " reach this server through it)"
+            )
+        return None
 
     def livekit_warnings(self) -> list[str]:
         """LiveKit settings that start but are likely mistakes (probe AO: accepted without a
@@ -787,7 +802,7 @@ class Settings:
         if self.public_dev_keys_exposed:
             warnings.append(
                 "LIVEKIT_API_KEY and LIVEKIT_API_SECRET are livekit-server --dev's public pair"
-                f" and HOST={self.host} is not loopback: anyone who reaches"
+                f" and {self._dev_keys_reached_by()}: anyone who reaches"
                 " this server can sign LiveKit webhooks and agent reports with it (settle calls,"
                 " write their reports, put numbers on the do-not-call list, have customer"
                 " webhooks sent); give LiveKit a key pair of its own (livekit-server --keys)"

@@ -576,6 +576,25 @@ def test_livekit_dev_keys_beyond_loopback_are_warned_of() -> None:
         assert not [w for w in warned if "--dev's public pair" in w], quiet
 
 
+def test_livekit_dev_keys_behind_a_public_base_url_are_warned_of() -> None:
+    """HOST=127.0.0.1 behind a proxy or a tunnel, PUBLIC_BASE_URL its address for the agents:
+    whoever reaches the proxy could sign with livekit-server --dev's pair, and nothing said
+    so (only a HOST beyond loopback was warned of)."""
+    dev = {**REAL_LIVEKIT, "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
+    behind = settings_from_env({**dev, "PUBLIC_BASE_URL": "https://calls.acme.test"})
+    assert [w for w in behind.livekit_warnings() if "--dev's public pair" in w] == [
+        "LIVEKIT_API_KEY and LIVEKIT_API_SECRET are livekit-server --dev's public pair and"
+        " PUBLIC_BASE_URL's host calls.acme.test is not loopback (agents, and whoever else,"
+        " reach this server through it): anyone who reaches this server can sign LiveKit"
+        " webhooks and agent reports with it (settle calls, write their reports, put numbers"
+        " on the do-not-call list, have customer webhooks sent); give LiveKit a key pair of"
+        " its own (livekit-server --keys)"
+    ]
+    for here in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):
+        quiet = settings_from_env({**dev, "PUBLIC_BASE_URL": here})
+        assert not [w for w in quiet.livekit_warnings() if "--dev's public pair" in w], here
+
+
 def test_livekit_settings_that_look_like_mistakes_are_warned_of() -> None:
     """Probe AO: a trunk id that is no LiveKit trunk id, keys set with no LIVEKIT_URL (the
     sandbox runs, with them), started without a word."""
