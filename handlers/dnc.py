@@ -34,7 +34,7 @@ from handlers.http import (
     page_of,
     read_body,
 )
-from handlers.keys import STORE
+from handlers.keys import CALLS, STORE
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_NUMBERS = 10_000
@@ -56,6 +56,9 @@ class DncAdded(BaseModel):
     status: str
     added: int = Field(description="Numbers that were not on the list before")
     numbers: list[str] = Field(description="The numbers, normalized to E.164")
+    hung_up: list[str] = Field(
+        description="Calls to these numbers that were dialling or ringing, hung up (canceled)"
+    )
 
 
 class DncRemoved(BaseModel):
@@ -120,7 +123,8 @@ async def add_numbers(request: web.Request) -> web.Response:
         raise InvalidCall([FieldError("numbers", f"must be a list of 1 to {MAX_NUMBERS} numbers")])
     clean = await _PARSING.run(_all_normalized, numbers)
     added = await request.app[STORE].add_dnc(clean, "api")
-    return web.json_response({"status": "success", "added": added, "numbers": clean})
+    hung_up = await request.app[CALLS].hang_up_unanswered_to(clean)
+    return json_answer(DncAdded(status="success", added=added, numbers=clean, hung_up=hung_up))
 
 
 async def remove_number(request: web.Request) -> web.Response:

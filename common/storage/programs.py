@@ -1417,6 +1417,23 @@ def add_dnc(
     return added
 
 
+def unanswered_calls_to(numbers: list[str]) -> Program[list[str]]:
+    """The calls to `numbers` dialled and still dialling or ringing (nobody answered yet),
+    oldest first. A call whose dial has not started is left to start_dial's look at the list:
+    refused as listed, nobody called, its Idempotency-Key free, its campaign recipient dnc."""
+    found: list[str] = []
+    for start in range(0, len(numbers), CHUNK):
+        chunk = numbers[start : start + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = yield Query(
+            f"SELECT call_id FROM calls WHERE status IN (?, ?) AND phone_number IN ({marks})"  # noqa: S608
+            " AND dial_started_at IS NOT NULL ORDER BY created_at",
+            (Status.DIALING.value, Status.RINGING.value, *chunk),
+        )
+        found.extend(_ids(rows))
+    return found
+
+
 def purge_rate_buckets(d: Dialect, now: float) -> Program[int]:
     """Drop the buckets the rate no longer counts at `now` (nor would later: dated ahead)."""
     rows = yield Query(

@@ -400,6 +400,9 @@ class SqlCallStore(CampaignMethods):
             programs.lost_sandbox_calls(self.dialect, instance, created_before), write=False
         )
 
+    async def unanswered_calls_to(self, numbers: list[str]) -> list[str]:
+        return await self._run(programs.unanswered_calls_to(numbers), write=False)
+
     async def live_among(self, call_ids: list[str]) -> set[str]:
         return await self._run(programs.among(self.dialect, call_ids, LIVE), write=False)
 

@@ -1486,3 +1486,28 @@ async def test_a_scaled_sandbox_call_is_not_said_cut_at_its_max_duration(
     applied = await store.apply(CALL, "room_finished", set_status(Status.COMPLETED))
     assert applied.after is not None and applied.after.status is Status.COMPLETED
     assert applied.after.reason is None
+
+
+async def test_the_calls_nobody_answered_yet_are_found_by_number(store: CallStore) -> None:
+    """What POST /dnc hangs up: calls to the numbers dialled and still dialling or ringing,
+    oldest first; not one whose dial has not started (its dial looks at the list), an
+    answered one, an ended one, or one to another number."""
+    for call_id, phone in (
+        ("call-0000000000a1", "+14155550001"),
+        ("call-0000000000a2", "+14155550001"),
+        ("call-0000000000a3", "+14155550001"),
+        ("call-0000000000a4", "+14155550001"),
+        ("call-0000000000a5", "+14155550002"),
+        ("call-0000000000a6", "+14155550001"),
+    ):
+        await store.create_call(new_call(call_id, phone))
+        if call_id != "call-0000000000a6":
+            await store.start_dial(call_id)
+    await store.apply("call-0000000000a2", "ringing", lambda _s: Change(Status.RINGING))
+    await store.apply(
+        "call-0000000000a3", "answered", lambda _s: Change(Status.IN_PROGRESS, answered=True)
+    )
+    await store.apply("call-0000000000a4", "failed", lambda _s: Change(Status.FAILED, "refused"))
+    found = await store.unanswered_calls_to(["+14155550001", "+14155550009"])
+    assert found == ["call-0000000000a1", "call-0000000000a2"]
+    assert await store.unanswered_calls_to(["+14155550003"]) == []

@@ -1,0 +1,66 @@
+"""A number put on the do-not-call list while a call to it rings: the call is hung up.
+
+A dial past its last look at the list when the number was listed went on: POST /dnc answered
+200, and 18-87 ms later the line rang (found with two servers and a campaign). Now the listing
+hangs up the calls to its numbers that nobody has answered yet, and says which; an answered
+call goes on (its callee may be asking on it, and the agent ends it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from handlers.keys import EVENTS
+from tests.conftest import AppFactory
+from tests.helpers import wait_for
+
+Client = TestClient[Any, Any]
+RINGS = "+14155550480"  # the sandbox rings it until the ringing timeout, unanswered
+TALKS = "+14155557799"  # answered after 3 s (0.3 s at the test's scale), then talks
+
+
+async def place(client: Client, number: str) -> str:
+    # Rings for up to 120 s (12 s at the test's scale) before it is no_answer.
+    body = {"phone_number": number, "name": "Dee", "ringing_timeout_s": 120}
+    resp = await client.post("/calls/outbound", json=body)
+    assert resp.status == 200, await resp.text()
+    call_id: str = (await resp.json())["call_id"]
+    return call_id
+
+
+async def status_of(client: Client, call_id: str) -> str:
+    status: str = (await (await client.get(f"/calls/{call_id}")).json())["status"]
+    return status
+
+
+async def test_listing_a_ringing_number_hangs_its_call_up_and_leaves_answered_ones(
+    start_app: AppFactory,
+) -> None:
+    client = await start_app(sandbox_time_scale=0.1)
+    ringing, talking = await place(client, RINGS), await place(client, TALKS)
+
+    async def both_live() -> bool:
+        rings = await status_of(client, ringing) in ("dialing", "ringing")
+        return rings and await status_of(client, talking) == "in_progress"
+
+    await wait_for(both_live, timeout=10)
+    resp = await client.post("/dnc", json={"numbers": [RINGS, TALKS]})
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer == {
+        "status": "success",
+        "added": 2,
+        "numbers": [RINGS, TALKS],
+        "hung_up": [ringing],
+    }
+
+    async def canceled() -> bool:
+        return await status_of(client, ringing) == "canceled"
+
+    await wait_for(canceled, timeout=10)
+    assert await status_of(client, talking) == "in_progress"
+    await client.app[EVENTS].wait_idle()
+    # Listed again: nothing left ringing, nothing hung up.
+    again = await (await client.post("/dnc", json={"numbers": [RINGS]})).json()
+    assert (again["added"], again["hung_up"]) == (0, [])
