@@ -69,6 +69,7 @@ WAL_KEEP_BYTES = 8 * 1024 * 1024
 # size limit (RLIMIT_FSIZE) failed at that limit: a write stops exactly at it, and SQLite
 # writes a page (4 KiB) or a log frame (4 KiB + 24 bytes) at a time.
 SIZE_LIMIT_MARGIN_BYTES = 64 * 1024
+SQLITE_PAGE_BYTES = 4096  # the page size calls.db is made with (SQLite's default)
 # SQLite's temporary files (a savepoint's journal past 64 KiB: writes queued together run in
 # one transaction, each in a savepoint; a sort too large for the cache) kept in memory. As
 # files they are opened as needed in $TMPDIR, /var/tmp or /tmp, not beside calls.db: once
@@ -310,7 +311,12 @@ def _at_size_limit(path: Path) -> str | None:
     near = [(size, name) for size, name in sizes if size + SIZE_LIMIT_MARGIN_BYTES > limit]
     if not near:
         return None
-    _, name = max(near)  # the one the write stopped at, when both are near it
+    # The one the write stopped at, when both are near it; but a calls.db with no room for one
+    # more page is named even beside a log at the limit: that log can no longer be emptied into
+    # it (found under `ulimit -f 1250`: both files at 1280000 bytes, and the hint named the log
+    # and promised that writes would go on, while every write was refused until a restart).
+    db_full = sizes[0][1] == str(path) and sizes[0][0] + SQLITE_PAGE_BYTES > limit
+    _, name = sizes[0] if db_full else max(near)
     then = (
         "it is emptied into calls.db and writes go on until it grows back to it"
         if name.endswith("-wal")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.storage.base import DatabaseError
-from common.storage.sqlite import SqliteCallStore
+from common.storage.sqlite import SqliteCallStore, _at_size_limit
 from tests.helpers import files_capped_at
 
 
@@ -34,3 +34,19 @@ async def test_a_write_stopped_by_the_file_size_limit_names_it(tmp_path: Path) -
         await db.probe_write("one")  # the limit gone, writes are taken again
     finally:
         await db.close()
+
+
+def test_a_calls_db_at_the_limit_is_named_beside_a_log_at_it_too(tmp_path: Path) -> None:
+    """Both files at the limit (seen under `ulimit -f 1250`: 1280000 bytes each): the log
+    cannot be emptied into calls.db, so no write is taken until a restart; the hint named the
+    log and said writes would go on."""
+    limit = 1_280_000
+    path = tmp_path / "calls.db"
+    for name in (path, tmp_path / "calls.db-wal"):
+        with open(name, "wb") as file:
+            file.truncate(limit)
+    with files_capped_at(limit):
+        said = _at_size_limit(path)
+    assert said is not None
+    assert said.startswith("calls.db reached this process's file size limit"), said
+    assert "no write that grows it succeeds until the limit is raised" in said, said
