@@ -60,7 +60,7 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 # transaction writes a few pages to the WAL, and a checkpoint may grow the file).
 MIN_FREE_BYTES = 256 * 1024
 # calls.db-wal past this much is said (once, naming who holds it): a reader's snapshot keeps
-# it from being emptied into calls.db, and each call adds ~260 KB. SQLite empties it at
+# it from being emptied into calls.db, and each call adds ~420 KB. SQLite empties it at
 # ~4 MB otherwise; once emptied again, the file is cut back to WAL_KEEP_BYTES (it kept its
 # largest size for good).
 WAL_WARN_BYTES = 64 * 1024 * 1024
