@@ -124,7 +124,8 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[^\s/:;,'\"()]+/)*([^\s/:;,'\"()
 
 def without_paths(text: str, files: Iterable[Path]) -> str:
     """`text` as an answer without a token may show it: each of `files` named by its file
-    name (its directory as "<name>'s directory"), any other absolute path by its last part.
+    name (its directory as "<name>'s directory": a directory two of them share is named by the
+    first), any other absolute path by its last part.
     /readyz named config.json's absolute path (a user's home, a mount), and any web page can
     read it through a name re-pointed at 127.0.0.1: the log line says it in full."""
     named: dict[str, tuple[str, str]] = {}
@@ -133,7 +134,7 @@ def without_paths(text: str, files: Iterable[Path]) -> str:
             named[form] = (file.name, _PATH_ENDS)
             # Only the directory itself: a file in it (config.json.lock beside config.json)
             # was named "calls.db's directory/config.json.lock" where both share one.
-            named[os.path.dirname(form)] = (f"{file.name}'s directory", _DIRECTORY_ENDS)
+            named.setdefault(os.path.dirname(form), (f"{file.name}'s directory", _DIRECTORY_ENDS))
     for path in sorted(named, key=len, reverse=True):  # a file before its directory
         if path not in ("", "/"):  # whole: a directory /app is not the start of /application
             name, ends = named[path]
@@ -148,10 +149,17 @@ def _literally(name: str) -> Callable[[re.Match[str]], str]:
 async def _check(app: web.Application) -> Readiness:
     readiness = await _probe(app)
     settings = app[SETTINGS]
-    files = (settings.config_path, app[CONFIG].target, settings.calls_db_path)
+    config_files = (settings.config_path, app[CONFIG].target)
     for failure in readiness.failures:
         if (more := app[NOT_READY_SAID].due(failure["component"])) is not None:
             logger.warning("not ready: %s: %s%s", failure["component"], failure["error"], more)
+        # The component's own file first: a directory config.json and calls.db share is named
+        # by it (config's failure read "calls.db's directory: Too many open files").
+        files = (
+            (settings.calls_db_path, *config_files)
+            if failure["component"] == "database"
+            else (*config_files, settings.calls_db_path)
+        )
         failure["error"] = without_paths(failure.pop(PUBLIC, failure["error"]), files)
     for degraded in readiness.degraded:
         if (more := app[NOT_READY_SAID].due(degraded["component"] + OVER_LIMIT)) is not None:
