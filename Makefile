@@ -78,4 +78,4 @@ sandbox: $(STAMP)
 	$(BIN)/python -m sandbox
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
