@@ -277,7 +277,7 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
     on = obj.get("on", list(RetryPolicy().on))
     valid_on = isinstance(on, list) and all(item in RETRYABLE for item in on)
     if not valid_on:
-        errors.append(FieldError("retry.on", f"must be a list of {', '.join(RETRYABLE)}"))
+        errors.append(FieldError("retry.on", _retry_on_problem(on)))
         on = []
     default = RetryPolicy()
     # Retrying on nothing, a recipient has one attempt: shown as 3, it read as three.
@@ -304,6 +304,28 @@ def _retry(value: object, errors: list[FieldError]) -> RetryPolicy:
         max_attempts,
         _bounded(delay, "retry.delay_s", DELAY_RANGE, default.delay_s, errors),
     )
+
+
+# What is written between a status's words ("no-answer", "No Answer", "noanswer"): a value is
+# compared without it.
+_STATUS_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def _retry_on_problem(on: object) -> str:
+    """Why `retry.on` is refused: the first value that is no status retried, named (with the
+    status meant, when only its case or the separator between its words differ), before the
+    list of them: `["busy", "no-answer"]` was told "must be a list of busy, no_answer, ...",
+    which named neither the value nor what to write instead."""
+    statuses = f"must be a list of {', '.join(RETRYABLE)}"
+    if not isinstance(on, list):
+        return statuses
+    wrong = next(item for item in on if item not in RETRYABLE)
+    if isinstance(wrong, str):
+        unspaced = {status.replace("_", ""): status for status in RETRYABLE}
+        meant = unspaced.get(_STATUS_SEPARATORS.sub("", wrong).lower())
+        if meant is not None:
+            return f"{statuses}; {quoted(wrong)} is written {meant!r}"
+    return f"{statuses}; {quoted(wrong)} is none of them"
 
 
 def _sooner_than_allowed(delay: object) -> bool:
