@@ -151,10 +151,11 @@ _SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[eE][+-]?[0-9]+")
 def _plus_less(written: str) -> str | None:
     """The hint for a number that lost its "+" (a spreadsheet, Excel first, reads a column of
     them as numbers: "+14155550123" comes back 14155550123, or 14155550123.0 from pandas):
-    the number it would be with one, with its country when that is a valid number. It is
-    still refused: which country a bare number is of is no guess to dial on ("4155550123",
-    a San Francisco number without its 1, is with a "+" a Swiss one). None for anything
-    else (a national number starting with 0, letters, a "+" somewhere)."""
+    the number it would be with one, with its country when that is a valid number (when it
+    is none, said so, not offered as the number meant). It is still refused: which country
+    a bare number is of is no guess to dial on ("4155550123", a San Francisco number without
+    its 1, is with a "+" a Swiss one). None for anything else (a national number starting
+    with 0, letters, a "+" somewhere)."""
     decimal = _DECIMAL.fullmatch(written)
     digits = written[: written.index(".")] if decimal else _SEPARATORS.sub("", written)
     if not digits.isascii() or not digits.isdigit() or compact_e164("+" + digits) is None:
@@ -182,9 +183,12 @@ def _plus_less(written: str) -> str | None:
             f"did you mean {number} ({region})? spreadsheets drop the '+': write it with its"
             f" '+'{drop}, the column formatted as text"
         )
+    # No country has `number`: a national form without a trunk prefix, most often (Spain's
+    # "612345678", Italy's "3123456789"), which "did you mean +612345678?" made an Australian
+    # number, one the server takes (well-formed) and dials.
     return (
-        f"did you mean {number}? spreadsheets drop the '+': write '+', its country code and"
-        f" the number{drop}"
+        f"{number} (it with a '+') is no valid number: write '+', its country code and the"
+        f" number{drop}"
     )
 
 

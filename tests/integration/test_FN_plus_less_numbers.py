@@ -2,7 +2,8 @@
 back 14155550123, or 14155550123.0 from pandas) got only "must be E.164: '+' then 8 to 15
 digits" from POST /calls/outbound and from a campaign's CSV row, with no word of what was
 wrong. It is told the number it would be with its "+" (and its country, when that is a valid
-number), and still refused: a bare number's country is no guess to dial on. Real app."""
+number; when it is none, that it is none), and still refused: a bare number's country is no
+guess to dial on. Real app."""
 
 from __future__ import annotations
 
@@ -29,12 +30,20 @@ AS_TEXT = "spreadsheets drop the '+': write it with its '+', the column formatte
             "did you mean +14155550123 (US)? spreadsheets drop the '+': write it with its '+'"
             " and without its '.0', the column formatted as text",
         ),
-        # +41 55 550 12 is no valid (Swiss) number: no country is named for it (what is said
-        # of 4155550123, a US number in its national form: test_GC_national_number_hint).
+        # +41 55 550 12 is no valid (Swiss) number: it is not offered as the number meant,
+        # nor is a country named for it (what is said of 4155550123, a US number in its
+        # national form: test_GC_national_number_hint).
         (
             "415555012",
-            "did you mean +415555012? spreadsheets drop the '+': write '+', its country code"
-            " and the number",
+            "+415555012 (it with a '+') is no valid number: write '+', its country code and"
+            " the number",
+        ),
+        # A Spanish mobile in its national form: "did you mean +612345678?" offered an
+        # Australian number that is none, which the server takes and dials.
+        (
+            "612 345 678",
+            "+612345678 (it with a '+') is no valid number: write '+', its country code and"
+            " the number",
         ),
     ],
 )
