@@ -37,11 +37,15 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from common.calls.request import FIELDS
 from common.campaigns.windows import is_zone_key
 from common.config_store.model import RESERVED_KEYS
 from common.text import shown_text
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 CALL_FIELDS: frozenset[str] = frozenset(
     {
@@ -394,18 +398,39 @@ def _byte_error(data: bytes, offset: int, what: str, codec: str = "utf-8") -> Ro
     return RowError(row, "file", f"{what} at byte offset {offset}; save it as CSV UTF-8")
 
 
-def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+def _numbered(reader: Reader) -> Iterator[tuple[int, list[str]]]:
     """Records with their spreadsheet row numbers; malformed quoting refuses the file."""
     number = 0
     while True:
         number += 1
+        first_line = reader.line_num + 1
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise CsvRejected([RowError(number, "file", f"malformed CSV: {exc}")]) from None
+            lines = reader.line_num - first_line + 1
+            raise CsvRejected([RowError(number, "file", _malformed(str(exc), lines))]) from None
         yield number, cells
+
+
+_FIELD_LIMIT = "field larger than field limit"
+_NEVER_CLOSED = "malformed CSV: a quote opened in this row is never closed"
+_CLOSE_IT = 'close it, or write a quote that is part of a cell\'s text as two ("")'
+
+
+def _malformed(said: str, lines: int) -> str:
+    """What is wrong with a record the csv module refused (`said`), read over `lines` lines
+    of the file. A quote never closed was told "unexpected end of data" or, in a long list
+    (the rows after it read into its cell past the module's limit), "field larger than field
+    limit (131072)": its user looked for a long cell in a row of short ones."""
+    if said == "unexpected end of data" or (said.startswith(_FIELD_LIMIT) and lines > 1):
+        swallowed = ", and the lines after it were read into its cell" if lines > 1 else ""
+        return f"{_NEVER_CLOSED}{swallowed}; {_CLOSE_IT}"
+    if said.startswith(_FIELD_LIMIT):
+        limit = csv.field_size_limit()
+        return f"malformed CSV: a cell in this row is longer than {limit:,} characters"
+    return f"malformed CSV: {said}"
 
 
 def _columns(header: list[str], known: Collection[str]) -> list[str]:
