@@ -417,16 +417,25 @@ def _numbered(reader: Reader) -> Iterator[tuple[int, list[str]]]:
 _FIELD_LIMIT = "field larger than field limit"
 _NEVER_CLOSED = "malformed CSV: a quote opened in this row is never closed"
 _CLOSE_IT = 'close it, or write a quote that is part of a cell\'s text as two ("")'
+_TEXT_AFTER_QUOTE = "',' expected after '\"'"
+_TEXT_AFTER_QUOTE_TOLD = (
+    "malformed CSV: a quoted cell's closing quote is followed by more text before the next"
+    " comma (a space counts); quote the whole cell, writing each quote that is part of its"
+    ' text as two ("""Bob"" Smith")'
+)
 
 
 def _malformed(said: str, lines: int) -> str:
     """What is wrong with a record the csv module refused (`said`), read over `lines` lines
     of the file. A quote never closed was told "unexpected end of data" or, in a long list
     (the rows after it read into its cell past the module's limit), "field larger than field
-    limit (131072)": its user looked for a long cell in a row of short ones."""
+    limit (131072)": its user looked for a long cell in a row of short ones; text after a
+    closing quote, "',' expected after '\"'", which named neither."""
     if said == "unexpected end of data" or (said.startswith(_FIELD_LIMIT) and lines > 1):
         swallowed = ", and the lines after it were read into its cell" if lines > 1 else ""
         return f"{_NEVER_CLOSED}{swallowed}; {_CLOSE_IT}"
+    if said == _TEXT_AFTER_QUOTE:  # `"Bob" Smith`, or `"Bob" ,` with a space before its comma
+        return _TEXT_AFTER_QUOTE_TOLD
     if said.startswith(_FIELD_LIMIT):
         limit = csv.field_size_limit()
         return f"malformed CSV: a cell in this row is longer than {limit:,} characters"

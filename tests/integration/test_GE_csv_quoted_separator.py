@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from common.campaigns.csv_rows import CsvRejected, RowError, parse_csv
+from tests.unit.test_IH_csv_text_after_quote import TEXT_AFTER_QUOTE
 
 CSV_HEADERS = {"Content-Type": "text/csv"}
 
@@ -52,7 +53,7 @@ async def test_a_quoted_header_of_another_separator_is_told_the_separator(
 def test_a_header_malformed_otherwise_keeps_its_error(data: bytes) -> None:
     with pytest.raises(CsvRejected) as refused:
         parse_csv(data)
-    assert refused.value.errors == [RowError(1, "file", "malformed CSV: ',' expected after '\"'")]
+    assert refused.value.errors == [RowError(1, "file", TEXT_AFTER_QUOTE)]
 
 
 def test_a_comma_separated_quoted_header_is_read_as_before() -> None:
