@@ -95,6 +95,9 @@ HOST_BUSY_DEFER_S = 0.2
 # due again this much later.
 NO_DESCRIPTOR_DEFER_S = 2.0
 DEFECT_WAIT_S = 1.0  # after a pass failed on a defect (logged), before the next
+# How often deliveries marked behind one that is over are looked for (`free_behind`): a
+# server of an earlier release beside this one's leaves them so.
+FREE_BEHIND_EVERY_S = 300.0
 UNCLAIMABLE_WAIT_S = 0.05  # due but not claimable (ordering, or another server holds it)
 USER_AGENT = "outbound-caller-webhooks/1"
 # The wall clock's lead over the monotonic clock may drift this much (NTP slewing) before a
@@ -346,6 +349,7 @@ class WebhookSender:
         self._starved = False
         # The clock against the monotonic clock, from one look to the next (`_after_step_back`).
         self._steps = ClockSteps()
+        self._free_behind_at = 0.0  # monotonic: when `_free_behind` looks next
 
     def wake(self, call_id: str | None = None) -> None:
         """New deliveries (of `call_id`) were committed, or one became due: look now. Not for
@@ -445,6 +449,7 @@ class WebhookSender:
     async def _run(self) -> None:
         while True:
             self._wakeup.clear()
+            await self._free_behind()
             try:
                 more_due = await self._claim()
             except DatabaseError as exc:
@@ -460,6 +465,27 @@ class WebhookSender:
                 except Exception:
                     self._defect()
                     await asyncio.sleep(DEFECT_WAIT_S)
+
+    async def _free_behind(self) -> None:
+        """Every FREE_BEHIND_EVERY_S (at the start too), the deliveries marked behind an
+        earlier one that is over, claimable again: else they and their call's later events
+        waited for good."""
+        if time.monotonic() < self._free_behind_at:
+            return
+        self._free_behind_at = time.monotonic() + FREE_BEHIND_EVERY_S
+        try:
+            freed = await self._store.free_behind()
+        except DatabaseError:  # looked for again next time
+            return
+        except Exception:  # a defect: said with its traceback; the sender goes on
+            self._defect()
+            return
+        if freed:
+            logger.info(
+                "%d customer webhook delivery(ies) waited behind one that was over (a server of"
+                " an earlier release recorded it): sent now",
+                freed,
+            )
 
     def _defect(self) -> None:
         if (more := self._repeats.due("sender defect")) is not None:

@@ -434,6 +434,11 @@ class CallStore(CampaignStore, Protocol):
         """After a restart: give back the deliveries this server (its instance) held."""
         ...
 
+    async def free_behind(self) -> int:
+        """Pending deliveries marked behind an earlier one that is over, claimable again
+        (a server of an earlier release recorded that one); how many."""
+        ...
+
     async def pull_back_deliveries(self, now: float, step_s: float) -> int:
         """The server's clock stepped back `step_s`: pending deliveries due after `now`, and
         this server's claims, wait that much less (never past `now`); how many deliveries."""

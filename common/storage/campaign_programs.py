@@ -707,7 +707,7 @@ def _event(
     )
     event_id = int(rows[0]["id"])
     if campaign.webhook_url:  # after a 410 Gone to an earlier one, stopped
-        yield from add_delivery(event_id, campaign_id, campaign.webhook_url, now)
+        yield from add_delivery(d, event_id, campaign_id, campaign.webhook_url, now)
     return CallEvent(event_id, campaign_id, event_type, data, now, None)
 
 

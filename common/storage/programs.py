@@ -432,7 +432,9 @@ def create_call(
         yield from link_attempt(call.campaign, call.call_id)
     after = row_to_call(rows[0])
     yield from add_entry(call.call_id, None, "created", None, Status.DIALING, detail, now)
-    events = yield from _add_events(events_for_new_call(after), None, after, now, lease_s, holder)
+    events = yield from _add_events(
+        d, events_for_new_call(after), None, after, now, lease_s, holder
+    )
     if limits is not None:
         # Last, just before the commit: the admission lock serialises every placement of
         # every server, and each statement under it waits a round trip on its server's busy
@@ -627,7 +629,7 @@ def apply(
     before = row_to_call(rows[0])
     released = False
     if dial_taken:
-        before, released = yield from release_deliveries(before, now)
+        before, released = yield from release_deliveries(d, before, now)
     change = decide(before.state)
     after = before
     events: tuple[CallEvent, ...] = ()
@@ -672,7 +674,7 @@ def apply(
         )
         after = row_to_call(updated[0])
         events = yield from _add_events(
-            events_for_change(before, after), before.status, after, now, lease_s, holder
+            d, events_for_change(before, after), before.status, after, now, lease_s, holder
         )
     if event_id is not None:
         # Two servers applying one event at once: the unique index lets one insert it; the
@@ -811,6 +813,7 @@ def add_entry(
 
 
 def _add_events(
+    d: Dialect,
     types: Sequence[str],
     from_status: Status | None,
     after: CallRecord,
@@ -823,7 +826,7 @@ def _add_events(
         return ()
     # A new event of a dialled call: what its placing held back goes first (in case the
     # transaction that says it was dialled failed).
-    after, _ = yield from release_deliveries(after, now)
+    after, _ = yield from release_deliveries(d, after, now)
     if CALL_ENDED in types and after.report is None:
         # The call as GET /calls/{id} shows it: before its final report, the turns reported
         # so far. Left out, a call that ended before its report said "transcript": [], and
@@ -843,11 +846,13 @@ def _add_events(
         event_id = int(rows[0]["id"])
         events.append(CallEvent(event_id, after.call_id, event_type, data, now, previous))
         if after.webhook_url and not after.deliveries_held:  # in the event's transaction
-            yield from add_delivery(event_id, after.call_id, after.webhook_url, now)
+            yield from add_delivery(d, event_id, after.call_id, after.webhook_url, now)
     return tuple(events)
 
 
-def release_deliveries(call: CallRecord, now: float) -> Program[tuple[CallRecord, bool]]:
+def release_deliveries(
+    d: Dialect, call: CallRecord, now: float
+) -> Program[tuple[CallRecord, bool]]:
     """Make the customer deliveries of a call's events so far, held while its placing was
     undecided (NewCall.hold_deliveries), once LiveKit took its dial (`apply(dial_taken=True)`),
     or with its first event after its dial started (a dial that may have rung, a hang-up
@@ -871,22 +876,46 @@ def release_deliveries(call: CallRecord, now: float) -> Program[tuple[CallRecord
         return call, False
     events = yield Query("SELECT id FROM outbox WHERE call_id = ? ORDER BY id", (call.call_id,))
     for event in events:
-        yield from add_delivery(int(event["id"]), call.call_id, url, now)
+        yield from add_delivery(d, int(event["id"]), call.call_id, url, now)
     return call, bool(events)
 
 
 GONE_EARLIER = "the receiver answered 410 Gone to an earlier event"
 
 
-def add_delivery(event_id: int, owner: str, url: str, now: float) -> Program[None]:
+def add_delivery(d: Dialect, event_id: int, owner: str, url: str, now: float) -> Program[None]:
     """An event's delivery to `url`, pending; stopped (saying why) if that URL answered 410
-    Gone to an earlier event of the same call or campaign (`owner`): it wants no more."""
+    Gone to an earlier event of the same call or campaign (`owner`): it wants no more. Behind
+    (`behind` 1) if an earlier one to that URL is pending: that one's record, when it is
+    over, makes the next one the head (`_next_head`). On PostgreSQL that one's row is locked
+    first: a record committing meanwhile would not see this row to make it the head, and it
+    waited behind nothing for good; locked, the record waits for this commit, or this reads
+    the pending ones after it (none then, at worst: `behind` 0 is never wrong)."""
+    earlier = yield Query(
+        "SELECT id FROM deliveries WHERE call_id = ? AND url = ? AND state = 'pending'"  # noqa: S608
+        f" ORDER BY id LIMIT 1{d.for_update}",
+        (owner, url),
+    )
     yield Query(
         "INSERT INTO deliveries (event_id, call_id, url, webhook_id, state, last_error,"
-        " next_attempt_at, created_at) SELECT ?, ?, ?, ?, CASE WHEN gone THEN 'stopped' ELSE"
-        " 'pending' END, CASE WHEN gone THEN ? END, ?, ? FROM (SELECT EXISTS (SELECT 1 FROM"
-        " deliveries WHERE call_id = ? AND url = ? AND state = 'stopped') AS gone) AS earlier",
-        (event_id, owner, url, webhook_id(owner, event_id), GONE_EARLIER, now, now, owner, url),
+        " next_attempt_at, created_at, behind) SELECT ?, ?, ?, ?, CASE WHEN gone THEN 'stopped'"
+        " ELSE 'pending' END, CASE WHEN gone THEN ? END, ?, ?, ? FROM (SELECT EXISTS (SELECT 1"
+        " FROM deliveries WHERE call_id = ? AND url = ? AND state = 'stopped') AS gone) AS earlier",
+        (
+            *(event_id, owner, url, webhook_id(owner, event_id), GONE_EARLIER, now, now),
+            int(bool(earlier)),
+            *(owner, url),
+        ),
+    )
+
+
+def _next_head(call_id: str, url: str) -> Program[None]:
+    """The earliest pending delivery of `call_id` to `url` is no longer behind another (the
+    one before it is over): claimable when it is due."""
+    yield Query(
+        "UPDATE deliveries SET behind = 0 WHERE behind = 1 AND id = (SELECT MIN(id) FROM"
+        " deliveries WHERE call_id = ? AND url = ? AND state = 'pending')",
+        (call_id, url),
     )
 
 
@@ -1696,7 +1725,7 @@ def record_report(
         if applied.after is None:  # the row is locked since the first read: never
             return applied
         events = yield from _add_events(
-            (CALL_REPORT,), Status(call["status"]), applied.after, now, lease_s, holder
+            d, (CALL_REPORT,), Status(call["status"]), applied.after, now, lease_s, holder
         )
         return Applied(
             before=applied.before, after=applied.after, events=events, released=applied.released
@@ -1984,10 +2013,12 @@ def _claim(
     """Claim up to `limit` deliveries due now that nobody holds, each its call's and URL's
     earliest pending one (of `of_call`'s call and URL only, if given)."""
     only, args = ("", ()) if of_call is None else (" AND d.call_id = ? AND d.url = ?", of_call)
+    # `+claimed_until`: not by the index of claims (every pending delivery is unclaimed), but
+    # by the due heads' (SQLite chose the first, and read every pending delivery again).
     rows = yield Query(
         "UPDATE deliveries SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
-        " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
-        f" AND d.claimed_until < ?{only} AND{_HEAD}"
+        " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.behind = 0"
+        f" AND d.next_attempt_at <= ? AND +d.claimed_until < ?{only} AND{_HEAD}"
         f" ORDER BY d.next_attempt_at, d.id LIMIT ?{d.skip_locked}) RETURNING id",
         (now + lease_s, holder, now, now, *args, limit),
     )
@@ -2057,6 +2088,7 @@ def record_delivery(
     if not rows:  # no longer pending (redelivered meanwhile and recorded by that send)
         return RecordedDelivery()
     of_call = (rows[0]["call_id"], rows[0]["url"])
+    yield from _next_head(*of_call)  # (a no-op while this one is still pending)
     if outcome.state == "stopped":  # 410 Gone: this URL wants no more of this call
         yield Query(
             "UPDATE deliveries SET state = 'stopped', last_error = ?"
@@ -2087,6 +2119,20 @@ def release_claims(d: Dialect, holder: str) -> Program[int]:
         "UPDATE deliveries SET claimed_until = 0 WHERE claimed_by = ? AND state = 'pending'"
         " AND claimed_until > 0 RETURNING id",
         (holder,),
+    )
+    return len(rows)
+
+
+def free_behind(d: Dialect) -> Program[int]:
+    """Pending deliveries marked behind an earlier one that is over (`behind` 1 with none
+    before it): claimable again. None should be, but a server of an earlier release,
+    beside this one's on one database, records a delivery without making the next one
+    the head (`_next_head`); how many there were."""
+    rows = yield Query(
+        "UPDATE deliveries SET behind = 0 WHERE state = 'pending' AND behind = 1 AND NOT EXISTS"
+        " (SELECT 1 FROM deliveries e WHERE e.call_id = deliveries.call_id"
+        " AND e.url = deliveries.url AND e.state = 'pending' AND e.id < deliveries.id)"
+        " RETURNING id",
     )
     return len(rows)
 
@@ -2143,9 +2189,9 @@ def next_delivery_at(d: Dialect, unclaimed_at: float | None) -> Program[float | 
         )
         at = rows[0]["at"]
         return None if at is None else float(at)
-    rows = yield Query(
+    rows = yield Query(  # (`+claimed_until`: by the due heads' index, as `_claim` reads)
         "SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.state = 'pending'"  # noqa: S608
-        f" AND d.claimed_until < ? AND{_HEAD} ORDER BY d.next_attempt_at LIMIT 1",
+        f" AND d.behind = 0 AND +d.claimed_until < ? AND{_HEAD} ORDER BY d.next_attempt_at LIMIT 1",
         (unclaimed_at,),
     )
     held = yield Query(
@@ -2197,7 +2243,7 @@ def redeliver(d: Dialect, delivery_id: int, now: float) -> Program[WebhookDelive
     (a redelivered one showed "pending" beside its earlier delivery's time)."""
     rows = yield Query(
         "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, round_start = attempts,"
-        " delivered_at = NULL,"
+        " delivered_at = NULL, behind = 0,"
         " claimed_until = CASE WHEN state = 'pending' AND claimed_until > ?"
         " THEN claimed_until ELSE 0 END"
         " WHERE id = ? RETURNING id",

@@ -308,6 +308,9 @@ class SqlCallStore(CampaignMethods):
     async def release_claims(self) -> int:
         return await self._run(programs.release_claims(self.dialect, self.instance), write=True)
 
+    async def free_behind(self) -> int:
+        return await self._run(programs.free_behind(self.dialect), write=True)
+
     async def pull_back_deliveries(self, now: float, step_s: float) -> int:
         program = programs.pull_back_deliveries(self.dialect, now, step_s, self.instance)
         return await self._run(program, write=True)

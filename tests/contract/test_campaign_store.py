@@ -999,7 +999,10 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
     else:
         assert isinstance(store, SqliteCallStore)
         with contextlib.closing(sqlite3.connect(store.path)) as db, db:
-            db.executescript(f"{undo} PRAGMA user_version = 22;")
+            db.executescript(
+                f"{undo} DROP INDEX deliveries_due_heads; DROP INDEX deliveries_claimed;"  # 0024
+                f" ALTER TABLE deliveries DROP COLUMN behind; PRAGMA user_version = 22;"
+            )
     await store.close()
     store = await backend.open()
     try:
@@ -1019,7 +1022,7 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
                     "SELECT count(*) FROM sqlite_master WHERE name = 'campaign_recipients_phone'"
                 ).fetchone()[0]
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-        assert (found, version) == (1, 17 if isinstance(store, PostgresCallStore) else 23)
+        assert (found, version) == (1, 18 if isinstance(store, PostgresCallStore) else 24)
         erasure = await store.erase_calls_now(numbers=["+14155550001"])
         assert erasure.recipients == 1
     finally:

@@ -46,7 +46,11 @@ async def test_an_upgrade_says_it_migrates_before_it_does(
         assert isinstance(store, SqliteCallStore)
         before, now = 21, SQLITE_VERSION
         with contextlib.closing(sqlite3.connect(store.path)) as db, db:
-            db.executescript(f"{UNDO_PLACED_BY} PRAGMA user_version = 21;")
+            db.executescript(
+                f"{UNDO_PLACED_BY} DROP INDEX deliveries_due_heads;"  # and 0024's
+                " DROP INDEX deliveries_claimed;"
+                " ALTER TABLE deliveries DROP COLUMN behind; PRAGMA user_version = 21;"
+            )
         db.close()
     await store.close()
     caplog.clear()

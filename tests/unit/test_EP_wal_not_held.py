@@ -39,6 +39,9 @@ def schema_22_with_recipients(path: Path) -> None:
                 for i in range(RECIPIENTS)
             ),
         )
+        db.execute("DROP INDEX deliveries_due_heads")  # and 0024's, after it
+        db.execute("DROP INDEX deliveries_claimed")
+        db.execute("ALTER TABLE deliveries DROP COLUMN behind")
         db.execute("PRAGMA user_version = 22")
     db.close()
 
