@@ -31,12 +31,14 @@ def turn(call_id: str, seq: int, text: str) -> dict[str, Any]:
 async def test_a_batch_is_applied_in_order_with_a_result_each(start_app: AppFactory) -> None:
     client = await quiet_app(start_app)
     call_id = await place(client)
+    hello = turn(call_id, 1, "Hello Ann")
     batch = [
         answered(call_id, 0),
-        turn(call_id, 1, "Hello Ann"),
+        hello,
         report(call_id, 2, "amd", amd={"category": "human", "reason": "llm"}),
         turn(call_id, 3, "Hi"),
-        turn(call_id, 1, "Hello Ann"),  # the same seq again in the batch: a duplicate
+        hello,  # the same report again in the batch: a duplicate (another under its seq is
+        # kept after the call's last: a resumed job's, test_call_results.py)
     ]
     status, answer = await post_text(client, call_id, json.dumps(batch))
     assert status == 200, answer
