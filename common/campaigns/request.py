@@ -568,10 +568,13 @@ class RowChecker:
         self._rules = rules
         self._enforce_hours = enforce_hours
         self._start_utc = dt.datetime.fromtimestamp(start, dt.UTC)
-        # The valid rows, in their order: (recipient idx, where the row names its fields).
         # A number given twice is refused in the later row once every row is read and found
-        # valid or not (`drop_repeats`).
-        self._valid_rows: list[tuple[int, str]] = []
+        # valid or not (`drop_repeats`): the first valid row of each number (recipient idx),
+        # and the later valid rows of a number given before, in their order (idx, where the
+        # row names its fields). Each valid row's (idx, prefix) kept whole, 150 bytes a row,
+        # added 6 MB to a 50,000-row campaign's creation.
+        self._first_of: dict[str, int] = {}
+        self._repeats: list[tuple[int, str]] = []
         # When a number's window first opens, or why it never does, by its zones: a number
         # never inside it searched two weeks twice, each row anew (a list of them, refused,
         # cost twice a list of valid ones). Bounded by the zone sets phonenumbers knows.
@@ -597,7 +600,8 @@ class RowChecker:
             if opens > self._start_utc:  # (datetimes: the start's float rounds to a µs)
                 recipient = replace(recipient, state=WAITING_WINDOW, next_at=opens.timestamp())
             self.recipients.append(recipient)
-            self._valid_rows.append((idx, row.prefix))
+            if self._first_of.setdefault(call.phone_number, idx) != idx:
+                self._repeats.append((idx, row.prefix))
             self.valid += 1
             if isinstance(fields.get("webhook_url"), str) and call.webhook_url:
                 self.row_webhooks.append((idx, row.prefix, call.webhook_url))
@@ -621,14 +625,18 @@ class RowChecker:
         of a row refused only then (its webhook_url's host not public, or its window never
         open in its own time zone) left its number called by none of its rows, while a row
         refused for its language left the next one of its number called."""
-        seen: dict[str, int] = {}
-        for idx, prefix in self._valid_rows:
+        holders: dict[str, int] = {}  # a number's first row still valid: its row number
+        for idx, prefix in self._repeats:
             kept = self.recipients[idx]
             if kept.state != INVALID:
-                first = seen.setdefault(kept.phone_number, kept.row_number)
-                if first != kept.row_number:
+                number = kept.phone_number
+                if number not in holders:
+                    first = self.recipients[self._first_of[number]]
+                    valid = first.state != INVALID
+                    holders[number] = first.row_number if valid else kept.row_number
+                if (holder := holders[number]) != kept.row_number:
                     problem = RowError(
-                        kept.row_number, f"{prefix}phone_number", f"repeats row {first}"
+                        kept.row_number, f"{prefix}phone_number", f"repeats row {holder}"
                     )
                     self.refuse(idx, problem)
             yield
