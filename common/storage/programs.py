@@ -1628,13 +1628,14 @@ def record_report(
         if report.final is not None:
             report = report.model_copy(update={"final": _without_personal_data(report.final)})
     if report.kind in ONCE_A_CALL:
-        # Reported once: another seq of it is the same fact again (each would add a line to
+        # Reported once: under another seq, or under its own again (sent again, or a resumed
+        # job's, numbered from 0 anew), it is the same fact again (each would add a line to
         # the call's timeline: 51,000 of them made its GET 7 MB).
         before = yield Query(
-            "SELECT seq FROM reports WHERE call_id = ? AND kind = ? LIMIT 1",
+            "SELECT 1 AS seen FROM reports WHERE call_id = ? AND kind = ? LIMIT 1",
             (report.call_id, report.kind),
         )
-        if before and int(before[0]["seq"]) != report.seq:
+        if before:
             return Applied(duplicate=True)
     if report.kind == "turn":
         # A call keeps as many turns as its final report may carry, and shows them all.
@@ -1735,20 +1736,15 @@ def record_report(
 
 def _keep_renumbered(report: AgentReport, body: str, now: float) -> Program[int | None]:
     """A report whose `seq` another report of its call holds: None when it is a report kept
-    before (the same body: sent again after an answer was lost) or, for a report a call has
-    one of, the same fact again; else the number it is kept under now, after the call's last.
-    LiveKit gives a job whose worker was lost to another worker with the callee still on the
-    line (`resuming`), and the job, started again, numbers its reports from 0: they were
-    dropped as duplicates, its final report among them."""
-    holder = yield Query(
-        "SELECT kind, body FROM reports WHERE call_id = ? AND seq = ?", (report.call_id, report.seq)
-    )
-    if holder[0]["body"] == body or (
-        holder[0]["kind"] == report.kind and report.kind in ONCE_A_CALL
-    ):
-        return None
+    before (the same body, under this seq or the one it was kept under: sent again after an
+    answer was lost); else the number it is kept under now, after the call's last. LiveKit
+    gives a job whose worker was lost to another worker with the callee still on the line
+    (`resuming`), and the job, started again, numbers its reports from 0: they were dropped
+    as duplicates, its final report among them. (A report a call has one of never gets
+    here a second time: record_report's look for its kind.)"""
     same = yield Query(
-        "SELECT seq FROM reports WHERE call_id = ? AND body = ? LIMIT 1", (report.call_id, body)
+        "SELECT 1 AS seen FROM reports WHERE call_id = ? AND body = ? LIMIT 1",
+        (report.call_id, body),
     )
     if same:
         return None
@@ -2129,10 +2125,8 @@ def free_behind(d: Dialect) -> Program[int]:
     beside this one's on one database, records a delivery without making the next one
     the head (`_next_head`); how many there were."""
     rows = yield Query(
-        "UPDATE deliveries SET behind = 0 WHERE state = 'pending' AND behind = 1 AND NOT EXISTS"
-        " (SELECT 1 FROM deliveries e WHERE e.call_id = deliveries.call_id"
-        " AND e.url = deliveries.url AND e.state = 'pending' AND e.id < deliveries.id)"
-        " RETURNING id",
+        "UPDATE deliveries SET behind = 0 WHERE id IN (SELECT d.id FROM deliveries d"  # noqa: S608
+        f" WHERE d.state = 'pending' AND d.behind = 1 AND{_HEAD}) RETURNING id",
     )
     return len(rows)
 
