@@ -1559,6 +1559,31 @@ async def one_call_slow_to_dispatch(
     return client, created["campaign_id"], dispatches
 
 
+async def paused_before_its_dial(
+    client: TestClient[Any, Any], campaign_id: str, dispatch: HeldRequests
+) -> str:
+    """one_call_slow_to_dispatch's campaign paused once its call is recorded, its dispatch
+    held, then the dispatch let go: its call's id, once the recipient is given back
+    (pending)."""
+    placing: list[str] = []
+
+    async def has_call() -> bool:
+        (row,) = await all_recipients(client, campaign_id)
+        placing[:] = [a["call_id"] for a in row["attempts"] if a["call_id"]][:1]
+        return bool(placing)
+
+    await wait_for(has_call)  # recorded, its dispatch on its way
+    assert (await client.post(f"/campaigns/{campaign_id}/pause")).status == 200
+    dispatch.release()
+
+    async def given_back() -> bool:
+        (row,) = await all_recipients(client, campaign_id)
+        return bool(row["state"] == "pending")
+
+    await wait_for(given_back, timeout=10)
+    return placing[0]
+
+
 async def test_a_campaign_call_hung_up_before_its_dial_is_not_placed_again(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1746,20 +1771,7 @@ async def test_a_call_recorded_but_not_dialled_when_its_campaign_is_paused_is_no
         start_app, monkeypatch, {"on": [], "max_attempts": 1}
     )
     sandbox = client.app[SANDBOX]
-
-    async def has_call() -> bool:
-        (row,) = await all_recipients(client, campaign_id)
-        return any(a["call_id"] for a in row["attempts"])
-
-    await wait_for(has_call)  # recorded, its dispatch on its way
-    assert (await client.post(f"/campaigns/{campaign_id}/pause")).status == 200
-    dispatch.release()
-
-    async def given_back() -> bool:
-        (row,) = await all_recipients(client, campaign_id)
-        return bool(row["state"] == "pending")
-
-    await wait_for(given_back, timeout=10)
+    await paused_before_its_dial(client, campaign_id, dispatch)
     await asyncio.sleep(0.5)  # the driver would place it again by now, were it still running
     assert sandbox.dials == []
     (row,) = await all_recipients(client, campaign_id)
