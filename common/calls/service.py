@@ -2075,15 +2075,47 @@ class CallService:
         return limits * s.sandbox_stretch + REAPER_MARGIN_S
 
     async def reap(self, *, starting: bool = False) -> int:
-        """One pass: (the first time) settle the calls an earlier run of this server left in
+        """One pass: the settling (`_settle_pass`), then the duties that need no call settled
+        first: prune config.json (the settled calls' records too), erase what is past its
+        retention, take over events a stopped server left undispatched, drop old events,
+        what unfinished campaign uploads stored, old rate counts. Each duty runs whether or
+        not the steps before it failed: chained after the settling, a database error in any
+        step before them, pass after pass, left the events a dead server held undispatched
+        for good (a campaign's attempts never ended: its recipients `calling` with no call
+        live, the campaign never over), and config.json, old events and uploads never
+        pruned. A duty's failure is said here, naming it; the settling's is raised once the
+        duties ran. How many calls were reaped."""
+        failed: Exception | None = None
+        reaped = 0
+        try:
+            reaped = await self._settle_pass(starting)
+        except Exception as exc:  # raised once the duties ran
+            failed = exc
+        now = self.clock()
+        duties: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
+            ("pruning config.json", self._tend_config),
+            ("erasing what is past its retention", lambda: self.erase_past_retention(now)),
+            ("taking over undispatched events", self.events.recover),
+            ("dropping old events", lambda: self.purge_old_events(now)),
+            ("dropping given-up uploads", lambda: self.discard_given_up_uploads(now)),
+            ("dropping old rate counts", lambda: self.store.purge_rate_buckets(now)),
+        )
+        for name, duty in duties:
+            try:
+                await duty()
+            except Exception as exc:
+                self._say_reaper_failed(exc, name)
+        if failed is not None:
+            raise failed
+        return reaped
+
+    async def _settle_pass(self, starting: bool) -> int:
+        """(The first time) settle the calls an earlier run of this server left in
         its embedded sandbox; settle calls whose room finished unanswered more than the grace
         ago, calls never dialled, calls whose room LiveKit no longer has, and last, calls
         stuck past any possible end as failed (answered: as their room_finished would have
-        ended them), ended when last heard of; prune
-        config.json (the settled calls' records too); take over events a stopped server left
-        undispatched; drop old events, what unfinished campaign uploads stored, old rate
-        counts. Calls whose wait for their agent was lost with its server are asked about
-        (check_lost_agent_waits)."""
+        ended them), ended when last heard of. Calls whose wait for their agent was lost with
+        its server are asked about (check_lost_agent_waits)."""
         if starting:  # first what the last run left undispatched, before this pass writes
             # events of its own (taken over after it, they were dispatched twice)
             await self.events.recover(restarted=True)
@@ -2131,12 +2163,6 @@ class CallService:
             steps=steps,
         )
         await self._settle_unheard(stale, "reaped", _NO_FINAL_EVENT)
-        await self._tend_config()
-        await self.erase_past_retention(now)
-        await self.events.recover()
-        await self.purge_old_events(now)
-        await self.discard_given_up_uploads(now)
-        await self.store.purge_rate_buckets(now)
         return len(stale)
 
     async def discard_given_up_uploads(self, now: float) -> int:
@@ -2435,12 +2461,20 @@ class CallService:
         """One reaper pass; a failure is logged (the next pass tries again)."""
         try:
             await self.reap(starting=starting)
-        except (DatabaseError, OSError) as exc:
-            if (more := self._repeats.due("reaper")) is not None:  # an outage: once a minute
-                logger.error("reaper pass failed: %s%s", exc, more)
-        except Exception:  # a defect: said with its traceback, and the reaper goes on
-            if (more := self._repeats.due("reaper defect")) is not None:
-                logger.exception("reaper pass failed; the next one tries again%s", more)
+        except Exception as exc:
+            self._say_reaper_failed(exc)
+
+    def _say_reaper_failed(self, exc: Exception, duty: str = "") -> None:
+        """An outage (every step fails) once a minute in all; a defect with its traceback,
+        once a minute for each duty (`duty`: which; none, the settling)."""
+        where = f" ({duty})" if duty else ""
+        if isinstance(exc, DatabaseError | OSError):
+            if (more := self._repeats.due("reaper")) is not None:
+                logger.error("reaper pass failed%s: %s%s", where, exc, more)
+        elif (more := self._repeats.due(f"reaper defect{where}")) is not None:
+            logger.error(
+                "reaper pass failed%s; the next one tries again%s", where, more, exc_info=exc
+            )
 
     async def run_reaper(self) -> None:
         """A pass every REAPER_INTERVAL_S (the first one runs as the server starts)."""

@@ -639,6 +639,44 @@ async def test_a_failing_reaper_is_said_once_a_minute(
     assert len(failed) == 1, [r.getMessage() for r in failed]
 
 
+async def test_a_failing_settle_leaves_the_reapers_other_duties_running(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper took over a dead server's undispatched events (a campaign call's
+    call.ended among them: its attempt ends on it) after the pass's settling, and a database
+    error there, pass after pass, left them undispatched for good: the campaign's recipients
+    `calling` with no call live, never over."""
+    import sqlite3
+
+    from common.storage.base import DatabaseError
+
+    client = await start_app()
+    calls = client.app[CALLS]
+    created = await calls.store.create_call(NewCall("call-dead", "+14155550100", "A", "en", "Calm"))
+    # Its server died before dispatching the call's event, and its lease ran out.
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        db.execute("UPDATE outbox SET claimed_until = 1, claimed_by = 'dead:8000@gone'")
+    taken: list[int] = []
+
+    async def take(event: Any) -> None:
+        taken.append(event.id)
+
+    client.app[EVENTS].subscribe("probe", take)
+
+    async def down(*args: Any) -> list[str]:
+        raise DatabaseError("could not read the finished rooms (test)")
+
+    monkeypatch.setattr(calls.store, "graceless_finished", down)
+    await calls.reap_logged()
+
+    async def taken_over() -> bool:
+        return taken == [created.events[0].id]
+
+    await wait_for(taken_over, timeout=10)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == ["reaper pass failed: could not read the finished rooms (test)"], said
+
+
 async def test_a_dial_that_never_reached_livekit_ends_when_its_agent_gives_up(
     start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
