@@ -541,7 +541,22 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
                     for r in await conn.fetch("SELECT call_id, status FROM calls")
                     if r["status"] not in {s.value for s in FINAL_STATUSES}
                 ]
-                raise AssertionError(f"not over in 180 s: {last} live calls {live}") from None
+                open_attempts = [
+                    dict(r)
+                    for r in await conn.fetch(
+                        "SELECT a.idx, a.attempt, a.state, a.call_id, c.status,"
+                        " c.dial_started_at, o.id AS ended_event, o.dispatched_at,"
+                        " o.claimed_by, o.claimed_until FROM campaign_attempts a"
+                        " LEFT JOIN calls c ON c.call_id = a.call_id"
+                        " LEFT JOIN outbox o ON o.call_id = a.call_id AND o.type = 'call.ended'"
+                        " WHERE a.campaign_id = $1 AND a.state != 'ended'",
+                        campaign_id,
+                    )
+                ]
+                raise AssertionError(
+                    f"not over in 180 s: {last} live calls {live}; attempts not ended"
+                    f" {open_attempts}"
+                ) from None
             attempts = await conn.fetch(
                 "SELECT idx, attempt, call_id, status FROM campaign_attempts"
                 " WHERE campaign_id = $1",
