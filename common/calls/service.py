@@ -1991,13 +1991,15 @@ class CallService:
 
     # ------------------------------------------------------------------ hanging up
 
-    async def hangup(self, call_id: str) -> CallRecord:
+    async def hangup(self, call_id: str, unanswered: bool = False) -> CallRecord:
         """End a live call. It may still be being placed: the placement sees the mark this
         sets, and does not dial (or deletes the room it dialled into), so hang-up wins.
+        `unanswered`: only if nobody has answered it (checked as the mark is set).
 
         Raises UnknownCall, CallAlreadyOver (also once the callee has hung up or the room
         finished: the call is ending, and stays theirs, not canceled; an unanswered one waits
-        out the settle grace for a late answer), or LiveKitError (the mark stays: try again).
+        out the settle grace for a late answer; or, `unanswered`, once it is answered), or
+        LiveKitError (the mark stays: try again).
         """
         call = await self.store.get_call(call_id, with_timeline=False)
         if call is None:
@@ -2013,11 +2015,13 @@ class CallService:
             # Its room is in that server's sandbox: ours would find none and settle the call
             # canceled at once, while it went on there.
             raise CallOnAnotherSandbox(owner)
-        marked = await self.store.request_hangup(call_id)
+        marked = await self.store.request_hangup(call_id, unanswered)
         if marked is None:
             raise UnknownCall(call_id)
         if marked.is_final:  # another hang-up (or the call's end) came first
             raise CallAlreadyOver(marked.status.value)
+        if unanswered and marked.answered:  # (unmarked, or marked by a hang-up LiveKit failed)
+            raise CallAlreadyOver(marked.status.value, "it was answered")
         if not marked.hangup_requested:  # ending already: it stays the callee's or LiveKit's
             why = "the callee has left the call" if marked.callee_left_at else "its room finished"
             raise CallAlreadyOver(marked.status.value, why)
@@ -2044,9 +2048,12 @@ class CallService:
         hung_up = []
         for call_id in await self.store.unanswered_calls_to(numbers):
             try:
-                await self.hangup(call_id)
+                # Only if still unanswered as it is marked: each hang-up before it waits on
+                # LiveKit, and a call read ringing may be answered by then (it was hung up
+                # on its callee).
+                await self.hangup(call_id, unanswered=True)
             except (UnknownCall, CallAlreadyOver):
-                continue  # ended (or answered and ending) meanwhile
+                continue  # ended, or answered, meanwhile
             except (CallOnAnotherSandbox, LiveKitError, DatabaseError) as exc:
                 logger.warning(
                     "call %s: its number was put on the do-not-call list while it rang, and it"

@@ -369,9 +369,10 @@ class CallStore(CampaignStore, Protocol):
         asked in the same transaction; WindowClosed, unmarked, if it is not."""
         ...
 
-    async def request_hangup(self, call_id: str) -> CallRecord | None:
+    async def request_hangup(self, call_id: str, unanswered: bool = False) -> CallRecord | None:
         """Mark the call to be hung up; None if unknown; unmarked (hangup_requested False) if
-        it is ending already: its callee left, or its room finished."""
+        it is ending already: its callee left, or its room finished; or, `unanswered`, if
+        it was answered."""
         ...
 
     async def release_placement(self, call_id: str) -> None:

@@ -990,12 +990,15 @@ def start_dial(
     return row_to_call(rows[0]) if rows else None
 
 
-def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord | None]:
+def request_hangup(
+    d: Dialect, call_id: str, now: float, unanswered: bool = False
+) -> Program[CallRecord | None]:
     """Mark the call to be hung up, with its timeline line, in one transaction (so the
     timeline's order is the order things happened in). None if the call is unknown; the call
     unmarked if it is over or ending already (its callee left, or its room finished: an
-    unanswered call waiting out the settle grace, whose late answer must still count); asked
-    again, the call as it is (no new line)."""
+    unanswered call waiting out the settle grace, whose late answer must still count), or,
+    `unanswered` (POST /dnc's hang-up of calls it read ringing), if it was answered since;
+    asked again, the call as it is (no new line)."""
     rows = yield Query(
         f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
         (call_id,),
@@ -1008,6 +1011,8 @@ def request_hangup(d: Dialect, call_id: str, now: float) -> Program[CallRecord |
     # Over (settled since the caller looked: marked, a refused call's held deliveries would
     # go out with its next event), or ending already: left as it is.
     if call.is_final or call.callee_left_at is not None or call.room_finished_at is not None:
+        return call
+    if unanswered and (call.answered or call.status not in (Status.DIALING, Status.RINGING)):
         return call
     updated = yield Query(
         "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",

@@ -182,9 +182,9 @@ class SqlCallStore(CampaignMethods):
             programs.start_dial(self.dialect, call_id, self._clock(), window_open), write=True
         )
 
-    async def request_hangup(self, call_id: str) -> CallRecord | None:
+    async def request_hangup(self, call_id: str, unanswered: bool = False) -> CallRecord | None:
         return await self._run(
-            programs.request_hangup(self.dialect, call_id, self._clock()), write=True
+            programs.request_hangup(self.dialect, call_id, self._clock(), unanswered), write=True
         )
 
     async def release_placement(self, call_id: str) -> None:

@@ -284,6 +284,26 @@ async def test_once_the_room_finished_a_hangup_is_not_marked(store: CallStore) -
     assert call is not None and not call.hangup_requested
 
 
+async def test_an_unanswered_only_hangup_leaves_an_answered_call_unmarked(
+    store: CallStore,
+) -> None:
+    """POST /dnc's hang-up of a call it read ringing: answered since, it is not marked (the
+    callee is on the line); still ringing, it is."""
+    await store.create_call(new_call("call-a"))
+    await store.create_call(new_call("call-b"))
+    for call_id in ("call-a", "call-b"):
+        await store.start_dial(call_id)
+        await store.apply(call_id, "ringing", lambda _s: Change(Status.RINGING))
+    await store.apply("call-a", "answered", lambda _s: Change(Status.IN_PROGRESS, answered=True))
+    answered = await store.request_hangup("call-a", unanswered=True)
+    assert answered is not None and not answered.hangup_requested
+    call = await store.get_call("call-a")
+    assert call is not None and not call.hangup_requested
+    assert "hangup_requested" not in [e.kind for e in call.timeline]
+    ringing = await store.request_hangup("call-b", unanswered=True)
+    assert ringing is not None and ringing.hangup_requested
+
+
 async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock: FakeClock) -> None:
     await store.create_call(new_call("call-a"))
     await store.create_call(new_call("call-b"))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import EVENTS
+from handlers.keys import EVENTS, STORE
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
+from tests.integration.test_call_results import answered, post_report
 
 Client = TestClient[Any, Any]
 RINGS = "+14155550480"  # the sandbox rings it until the ringing timeout, unanswered
@@ -64,3 +66,38 @@ async def test_listing_a_ringing_number_hangs_its_call_up_and_leaves_answered_on
     # Listed again: nothing left ringing, nothing hung up.
     again = await (await client.post("/dnc", json={"numbers": [RINGS]})).json()
     assert (again["added"], again["hung_up"]) == (0, [])
+
+
+@pytest.mark.parametrize("marked_before", [False, True])
+async def test_a_call_answered_after_the_listing_read_it_ringing_goes_on(
+    start_app: AppFactory, monkeypatch: Any, marked_before: bool
+) -> None:
+    """Answered between the listing's read of the calls ringing and its hang-up (each
+    hang-up before it waits on LiveKit): the callee is on the line, and the call goes on.
+    `marked_before`: an earlier hang-up of it LiveKit failed left its mark (its WARNING
+    says to hang it up again): the answer still stands."""
+    client = await start_app(sandbox_time_scale=0.1)
+    ringing = await place(client, RINGS)
+    store = client.app[STORE]
+    if marked_before:
+        await store.request_hangup(ringing)
+    read = store.unanswered_calls_to
+    seen: list[str] = []
+
+    async def answered_after_the_read(numbers: list[str]) -> list[str]:
+        found: list[str] = await read(numbers)
+        seen.extend(found)
+        assert await post_report(client, answered(ringing)) == 200  # its agent says so
+        return found
+
+    async def dialled() -> bool:
+        call = await store.get_call(ringing, with_timeline=False)
+        return call is not None and call.dial_started_at is not None
+
+    await wait_for(dialled, timeout=10)
+    monkeypatch.setattr(store, "unanswered_calls_to", answered_after_the_read)
+    resp = await client.post("/dnc", json={"numbers": [RINGS]})
+    assert resp.status == 200, await resp.text()
+    assert seen == [ringing]  # read ringing
+    assert (await resp.json())["hung_up"] == []
+    assert await status_of(client, ringing) == "in_progress"
