@@ -101,9 +101,9 @@ async def agent_report(request: web.Request) -> web.Response:
             )
         raise HttpError(409, f"the report's token does not cover call {shown}")
     behind = signer_behind(token.signed_at, arrived, agent_clock.behind())
-    reports = _on_our_clock(request, reports, behind)
+    _say_clock(request, reports, behind)
     try:
-        results = await request.app[CALLS].record_reports(reports)
+        results = await request.app[CALLS].record_reports(reports, behind)
     except (PydanticSerializationError, UnicodeEncodeError, RecursionError) as exc:
         # The contract refuses what cannot be stored; should some value still fail to be
         # written (nothing was: the transaction rolled back), it is the report's, not ours.
@@ -150,15 +150,13 @@ async def agent_report(request: web.Request) -> web.Response:
     return json_answer(ReportAnswer(result="duplicate" if results[0].duplicate else "applied"))
 
 
-def _on_our_clock(
-    request: web.Request, reports: list[AgentReport], behind: float
-) -> list[AgentReport]:
-    """The reports with their `at` (the agent's clock) on this server's: an agent host whose
-    clock was 2 minutes behind dated each answer at its call's placing (ring_s 0, the ringing
-    counted as talk). Each attempt is signed afresh, so its token's `nbf` is the agent's clock
-    as it sent it."""
+def _say_clock(request: web.Request, reports: list[AgentReport], behind: float) -> None:
+    """Say (once a minute) that the reports' `at` (the agent's clock) are read on this
+    server's, `behind` later (record_reports does): an agent host whose clock was 2 minutes
+    behind dated each answer at its call's placing (ring_s 0, the ringing counted as talk).
+    Each attempt is signed afresh, so its token's `nbf` is the agent's clock as it sent it."""
     if not behind:
-        return reports
+        return
     if (more := request.app[REFUSALS].due("report: agent clock")) is not None:
         logger.warning(
             "agent report for call %s: the agent's clock is %.0f s %s this server's (by when"
@@ -170,7 +168,6 @@ def _on_our_clock(
             more,
             extra={"call_id": reports[0].call_id},
         )
-    return [report.model_copy(update={"at": max(0.0, report.at + behind)}) for report in reports]
 
 
 def _verified(request: web.Request, check: Callable[[], T]) -> T:
@@ -198,7 +195,7 @@ def _outcome(applied: Applied) -> Literal["applied", "duplicate", "too_many_turn
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    app[AGENT_CLOCKS] = SignerClocks()  # _on_our_clock says it, once a minute
+    app[AGENT_CLOCKS] = SignerClocks()  # _say_clock says it, once a minute
     app[VERIFIER] = BodyVerifier(
         settings.livekit_api_key,
         settings.livekit_api_secret,

@@ -1843,10 +1843,14 @@ class CallService:
 
     # ------------------------------------------------------------------ agent reports
 
-    async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
+    async def record_reports(
+        self, reports: Sequence[AgentReport], behind: float = 0.0
+    ) -> list[Applied]:
         """Apply an agent's (verified) reports about its own call, in order, in one
-        transaction; UnknownCall if the call is unknown (nothing was stored)."""
-        results = await self.store.record_reports(reports)
+        transaction; UnknownCall if the call is unknown (nothing was stored). `behind`: how
+        far the agent's clock is behind this server's (its reports' `at` read that much
+        later)."""
+        results = await self.store.record_reports(reports, behind)
         for report, applied in zip(reports, results, strict=True):
             if applied.unknown_call:
                 raise UnknownCall(report.call_id)

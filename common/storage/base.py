@@ -392,9 +392,12 @@ class CallStore(CampaignStore, Protocol):
         its call and key: `decide` sees the dial."""
         ...
 
-    async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
+    async def record_reports(
+        self, reports: Sequence[AgentReport], behind: float = 0.0
+    ) -> list[Applied]:
         """Store an agent's reports about one call, each once, and apply what they say, in
-        order, in one transaction (see programs.record_reports)."""
+        order, in one transaction (see programs.record_reports); `behind`: how far the
+        agent's clock is behind this server's, by its token (its reports' `at` read so)."""
         ...
 
     async def erase_call_data(self, ended_before: float, limit: int) -> int:

@@ -1555,19 +1555,25 @@ ONCE_A_CALL = frozenset({"answered", "amd", "do_not_call"})
 
 
 def record_reports(
-    d: Dialect, reports: Sequence[AgentReport], now: float, lease_s: float, holder: str = ""
+    d: Dialect,
+    reports: Sequence[AgentReport],
+    now: float,
+    lease_s: float,
+    holder: str = "",
+    behind: float = 0.0,
 ) -> Program[list[Applied]]:
     """An agent's reports about one call, stored and applied in order (`record_report`), in
     one transaction. A turn beyond the MAX_TURNS a call keeps is refused alone
     (`too_many_turns`; it wrote nothing): the reports around it still count. An answer is
     decided knowing the answering-machine verdict that follows it in the batch (before a
     final report): reports held up by an outage come together after room_finished, and the
-    answer of a call whose room has finished settles it at once (`voicemail` for a machine)."""
+    answer of a call whose room has finished settles it at once (`voicemail` for a machine).
+    `behind`: how far the agent's clock is behind this server's (see record_report)."""
     results: list[Applied] = []
     for n, report in enumerate(reports):
         verdict = _verdict_after(reports[n + 1 :]) if report.kind == "answered" else None
         try:
-            applied = yield from record_report(d, report, now, lease_s, holder, verdict)
+            applied = yield from record_report(d, report, now, lease_s, holder, verdict, behind)
         except TooManyTurns:
             applied = Applied(too_many_turns=True)
         results.append(applied)
@@ -1592,6 +1598,7 @@ def record_report(
     lease_s: float,
     holder: str = "",
     verdict: str | None = None,
+    behind: float = 0.0,
 ) -> Program[Applied]:
     """Store an agent's report once (by its sequence number) and apply what it says.
 
@@ -1600,8 +1607,17 @@ def record_report(
     call as voicemail when it ends); `final` keeps the final report. Once the final report is
     in, a later `amd` or `final` changes nothing (a duplicate). A `turn` beyond the MAX_TURNS
     a call keeps raises TooManyTurns. A report about a call the database does not know stores
-    nothing. Nothing moves a final status.
+    nothing. Nothing moves a final status. `behind`: how far the agent's clock is behind this
+    server's (by its token): its `at` is read that much later.
     """
+    # Stored with the `at` its agent gave it (the `at` column is this server's): the reading
+    # of the agent's clock differs from one send to the next (for an agent ahead, by each
+    # token's time on the way), and a report sent again (its answer lost) was no longer the
+    # same body: kept a second time, under a new number (_keep_renumbered), its turn shown
+    # twice.
+    agents_at = report.at
+    if behind:
+        report = report.model_copy(update={"at": max(0.0, report.at + behind)})
     # What the report needs of its call (`apply` reads the whole row when it changes it).
     columns = (
         "call_id, status, created_at, phone_number, data_erased_at, report_at, no_report,"
@@ -1656,7 +1672,7 @@ def record_report(
             if seen:  # one of the turns kept, sent again
                 return Applied(duplicate=True)
             raise TooManyTurns(report.call_id, MAX_TURNS)
-    body = report.to_json().decode()
+    body = (report.model_copy(update={"at": agents_at}) if behind else report).to_json().decode()
     stored = yield Query(
         "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",

@@ -199,10 +199,12 @@ class SqlCallStore(CampaignMethods):
         )
         return await self._run(program, write=True)
 
-    async def record_reports(self, reports: Sequence[AgentReport]) -> list[Applied]:
+    async def record_reports(
+        self, reports: Sequence[AgentReport], behind: float = 0.0
+    ) -> list[Applied]:
         return await self._run(
             programs.record_reports(
-                self.dialect, reports, self._clock(), self.lease_s, self.instance
+                self.dialect, reports, self._clock(), self.lease_s, self.instance, behind
             ),
             write=True,
         )

@@ -156,6 +156,21 @@ async def test_a_resumed_jobs_reports_under_numbers_already_held_are_kept_after_
     assert call is not None and call.report is not None and call.report.summary == "Asked again"
 
 
+async def test_a_report_sent_again_read_on_another_clock_reading_is_a_duplicate(
+    store: CallStore,
+) -> None:
+    """The server reads a report's `at` on its own clock by each send's token (`behind`),
+    which differs from send to send: sent again, it is the same report, kept once; its
+    `at` column is on the server's clock."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    turn = sent(1, "turn", turn=HELLO)
+    [first] = await store.record_reports([turn], -9.7)
+    [again] = await store.record_reports([turn], -9.4)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    rows = await execute(store, "SELECT at FROM reports WHERE call_id = ?", CALL)
+    assert [r["at"] for r in rows] == [pytest.approx(turn.at - 9.7)]
+
+
 async def test_stored_reports_that_no_longer_read_leave_the_call_readable(
     store: CallStore, caplog: pytest.LogCaptureFixture, fresh_warnings: None
 ) -> None:

@@ -22,7 +22,7 @@ from common.contracts import REPORTS_PATH
 from common.livekit import skew
 from common.settings import DEV_API_KEY, DEV_API_SECRET
 from tests.conftest import AppFactory
-from tests.integration.test_call_results import Client, answered
+from tests.integration.test_call_results import Client, answered, report
 from tests.integration.test_webhooks import event_json, line_joins, place, post, quiet_app, sign
 
 BEHIND_S = 120.0  # the agent host's clock this far behind the server's
@@ -141,3 +141,20 @@ async def test_an_agent_host_behind_is_allowed_for_beside_one_in_time(
     for call_id in (in_time, behind):
         call: dict[str, Any] = await (await client.get(f"/calls/{call_id}")).json()
         assert call["status"] == "in_progress" and call["ring_s"] >= 0.8, call
+
+
+async def test_a_report_sent_again_by_an_agent_ahead_is_kept_once(start_app: AppFactory) -> None:
+    """Regression: a report is moved onto the server's clock by its token's lag, which for an
+    agent host ahead is its own at each send (each is signed afresh; behind, the lag's reading
+    changes too, once its first minute is heard), so a report sent again (its answer lost)
+    was kept again under a new number, as a resumed job's report would be: its turn shown
+    twice in the transcript (and in call.ended). It is the same report, kept once."""
+    client = await quiet_app(start_app)
+    call_id = await place(client)
+    line = {"role": "callee", "text": "Hello?", "at_s": 0.5}
+    sent = report(call_id, 1, "turn", turn=line)
+    for _ in range(2):  # its answer lost: the agent sends it again, signed afresh
+        assert await post_signed_at(client, sent, call_id, time.time() + 10.3) == 200
+        await asyncio.sleep(0.05)
+    shown = await (await client.get(f"/calls/{call_id}")).json()
+    assert shown["transcript"] == [dict(line, interrupted=False)]
