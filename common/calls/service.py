@@ -1157,7 +1157,12 @@ class CallService:
         else:
             hung_up = _hung_up_first(applied)
             after = applied.after
-            if applied.change is None and after is not None and not after.is_final:
+            if (
+                lost_answer
+                and applied.change is None
+                and after is not None
+                and _dial_shown_taken(after.state)
+            ):
                 # Shown taken between the look above and this decision: as there (counted
                 # placed there, not failed here too).
                 return self._dial_taken(call_id, after, exc)
@@ -1185,21 +1190,25 @@ class CallService:
             current = await self.store.get_call(call_id, with_timeline=False)
         except DatabaseError:
             return None
-        if current is None or current.is_final or not _dial_shown_taken(current.state):
+        # (Over already, once answered: the callee talked and hung up while the dial's answer
+        # was out; failed, its placer was answered 504 and it counted failed.)
+        if current is None or not _dial_shown_taken(current.state):
             return None
         return self._dial_taken(call_id, current, exc)
 
     def _dial_taken(self, call_id: str, current: CallRecord, exc: LiveKitError) -> CallRecord:
         logger.warning(
             "call %s: its dial's answer was lost (%s), but LiveKit's events show its line %s:"
-            " the call goes on",
+            " the call %s",
             call_id,
             exc.reason,
             "answered" if current.state.answered else current.status.value,
+            f"is over ({current.status.value})" if current.is_final else "goes on",
             extra={"call_id": call_id},
         )
         self.metrics.calls_placed.labels(result="placed").inc()
-        self._await_agent(call_id)
+        if not current.is_final:
+            self._await_agent(call_id)
         return current
 
     async def _unmark_dial(self, call_id: str) -> None:
