@@ -1860,6 +1860,7 @@ class CallService:
         far the agent's clock is behind this server's (its reports' `at` read that much
         later)."""
         results = await self.store.record_reports(reports, behind)
+        listed: list[CallRecord] = []
         for report, applied in zip(reports, results, strict=True):
             if applied.unknown_call:
                 raise UnknownCall(report.call_id)
@@ -1867,6 +1868,11 @@ class CallService:
             self._agent_seen(report.call_id)
             if applied.change is not None:
                 logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
+            if report.kind == "do_not_call" and not applied.duplicate:
+                if (call := applied.after or applied.before) is not None:
+                    listed.append(call)
+        for call in listed:  # its callee asked: the other calls to them ringing now too
+            await self.hang_up_unanswered_to([call.phone_number], sparing=call.call_id)
         return results
 
     # ------------------------------------------------------------------ reading
@@ -2051,15 +2057,21 @@ class CallService:
             await self._forget_config(call_id)
         return await self.get(call_id)
 
-    async def hang_up_unanswered_to(self, numbers: list[str]) -> list[str]:
+    async def hang_up_unanswered_to(
+        self, numbers: list[str], *, sparing: str | None = None
+    ) -> list[str]:
         """Hang up the calls to `numbers` (just put on the do-not-call list) dialled and not
-        answered yet; the calls hung up (one not dialled yet is refused by its dial's look at
-        the list: nobody called, its key free). A dial past its last look at the list when the
-        numbers were put on it went on: POST /dnc answered 200, and 18-87 ms later the
-        number's line rang (found with two servers and a campaign). Answered calls go on
-        (the callee may be asking on this very call; the agent ends it)."""
+        answered yet, but `sparing` (the call whose callee asked); the calls hung up (one not
+        dialled yet is refused by its dial's look at the list: nobody called, its key free).
+        A dial past its last look at the list when the numbers were put on it went on: POST
+        /dnc answered 200, and 18-87 ms later the number's line rang (found with two servers
+        and a campaign); an agent's do_not_call report listed its callee's number and left
+        another call to it ringing (a second campaign's, say). Answered calls go on (the
+        callee may be asking on this very call; the agent ends it)."""
         hung_up = []
         for call_id in await self.store.unanswered_calls_to(numbers):
+            if call_id == sparing:
+                continue
             try:
                 # Only if still unanswered as it is marked: each hang-up before it waits on
                 # LiveKit, and a call read ringing may be answered by then (it was hung up

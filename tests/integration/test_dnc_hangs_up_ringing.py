@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from handlers.keys import EVENTS, STORE
 from tests.conftest import AppFactory
 from tests.helpers import wait_for
-from tests.integration.test_call_results import answered, post_report
+from tests.integration.test_call_results import answered, post_report, report
 
 Client = TestClient[Any, Any]
 RINGS = "+14155550480"  # the sandbox rings it until the ringing timeout, unanswered
@@ -101,3 +101,30 @@ async def test_a_call_answered_after_the_listing_read_it_ringing_goes_on(
     assert seen == [ringing]  # read ringing
     assert (await resp.json())["hung_up"] == []
     assert await status_of(client, ringing) == "in_progress"
+
+
+async def test_an_agents_do_not_call_report_hangs_up_the_other_calls_ringing_to_its_number(
+    start_app: AppFactory,
+) -> None:
+    """A callee asks the agent not to be called again while another call to the number (a
+    second campaign's, say) rings: the listing hangs that one up too, as POST /dnc does;
+    the call asking goes on (its agent apologises and ends it)."""
+    client = await start_app(sandbox_time_scale=0.1)
+    ringing, asking = await place(client, RINGS), await place(client, RINGS)
+    store = client.app[STORE]
+
+    async def both_dialled() -> bool:
+        calls = [await store.get_call(c, with_timeline=False) for c in (ringing, asking)]
+        return all(c is not None and c.dial_started_at is not None for c in calls)
+
+    await wait_for(both_dialled, timeout=10)
+    assert await post_report(client, answered(asking)) == 200
+    assert await post_report(client, report(asking, 1, "do_not_call")) == 200
+
+    async def canceled() -> bool:
+        return await status_of(client, ringing) == "canceled"
+
+    await wait_for(canceled, timeout=10)
+    assert await status_of(client, asking) == "in_progress"
+    listed = (await (await client.get("/dnc")).json())["numbers"]
+    assert [(n["phone_number"], n["call_id"]) for n in listed] == [(RINGS, asking)]
