@@ -15,7 +15,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -1601,9 +1601,10 @@ class CallService:
         self._agent_gone_asked &= candidates | self._agent_gone_waits  # bounded by live calls
         unasked = sorted(candidates - self._agent_gone_asked - self._agent_gone_waits)
         for call_id in unasked:
-            if not await self._end_if_agent_gone(call_id, unsure_ends=False):
-                break  # the database, or LiveKit, cannot say: the rest wait for the next pass
-            self._agent_gone_asked.add(call_id)
+            with self._one_call(call_id, "agent gone"):  # not asked: asked again next pass
+                if not await self._end_if_agent_gone(call_id, unsure_ends=False):
+                    break  # the database, or LiveKit, cannot say: the rest wait for the next pass
+                self._agent_gone_asked.add(call_id)
         return len(unasked)
 
     async def _another_agent_stays(self, call_id: str) -> bool | None:
@@ -2158,9 +2159,10 @@ class CallService:
         grace, late_grace = self.settings.calls_settle_grace_s, self._late_grace()
         finished = await self.store.graceless_finished(now - grace, now - late_grace)
         for call_id in finished:  # as _settle_all, each knowing whether its agent came
-            await self._settle(
-                call_id, GRACE_OVER, await self._grace_over(call_id), only_if_changed=True
-            )
+            with self._one_call(call_id, "room finished"):
+                await self._settle(
+                    call_id, GRACE_OVER, await self._grace_over(call_id), only_if_changed=True
+                )
         # Past the bound (a step of the clock is no time run, for a placement as for a live
         # call), or (at once) left by an earlier run of this server: its placements ended with
         # it (another server's, younger than the bound, may be under way).
@@ -2169,7 +2171,8 @@ class CallService:
             now - PLACEMENT_BOUND_S, steps, Placer(self.instance, self.run, self.started_at)
         )
         for call_id in undialled:  # nobody was called: its key and rate share are free again
-            await self._settle_never_dialled(call_id)
+            with self._one_call(call_id, "never dialled"):
+                await self._settle_never_dialled(call_id)
         await self.settle_gone_rooms(now)
         await self.check_lost_agent_waits(now)
         await self.check_agent_gone(now)
@@ -2268,7 +2271,8 @@ class CallService:
                 call.call_id,
                 created_at=call.last_seen,
             )
-            await self.handle_event(event)
+            with self._one_call(call.call_id, "room gone"):
+                await self.handle_event(event)
         if gone and (more := self._repeats.due("rooms gone")) is not None:
             # Else nothing told the operator why: LiveKit's webhooks may not reach us at all
             # (its webhook URL wrong, a firewall), and every call stayed live for a minute.
@@ -2302,9 +2306,10 @@ class CallService:
         self._agent_asked &= candidates | self._agent_waits.keys()  # bounded by live calls
         unasked = sorted(candidates - self._agent_asked)
         for call_id in unasked:
-            if not await self._end_if_no_agent(call_id, timeout_s):
-                break  # LiveKit (or the database) cannot say: the rest wait for the next pass
-            self._agent_asked.add(call_id)
+            with self._one_call(call_id, "no agent came"):  # not asked: asked again next pass
+                if not await self._end_if_no_agent(call_id, timeout_s):
+                    break  # LiveKit (or the database) cannot say: the rest wait for the next pass
+                self._agent_asked.add(call_id)
         return len(unasked)
 
     async def settle_lost_sandbox_calls(self) -> int:
@@ -2376,7 +2381,8 @@ class CallService:
         at `ended_at` when that is known (the stop that ended them)."""
         for call in calls:
             end = call.last_seen if ended_at is None else ended_at
-            await self._settle(call.call_id, kind, decide, only_if_changed=True, ended_at=end)
+            with self._one_call(call.call_id, kind):
+                await self._settle(call.call_id, kind, decide, only_if_changed=True, ended_at=end)
 
     async def _settle_lost(
         self, lost: list[LostCall], kind: str, decide: Decide, ended_at: float | None = None
@@ -2387,7 +2393,36 @@ class CallService:
         await self._settle_unheard([c for c in lost if c.dialled], kind, decide, ended_at)
         for call in lost:
             if not call.dialled:
-                await self._settle_never_dialled(call.call_id)
+                with self._one_call(call.call_id, "never dialled"):
+                    await self._settle_never_dialled(call.call_id)
+
+    @contextlib.contextmanager
+    def _one_call(self, call_id: str, rule: str) -> Iterator[None]:
+        """One call's settling by a reaper rule. A defect of that call's own (a row that no
+        longer reads: its config hand-edited, written by another release) is said, once a
+        minute for all such calls (a release that wrote them all would flood the log), and
+        the pass goes on with the other calls and rules; the next
+        pass tries it again. Raised out of the loop, it stopped every pass at that call: the
+        calls after it, and every rule after its rule (never-dialled calls holding their
+        keys, rooms gone, stale calls), were never settled. A database error (an outage, every
+        call's fails alike) ends the pass as before."""
+        try:
+            yield
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            if (more := self._repeats.due("reaper call")) is not None:
+                logger.error(
+                    "reaper: call %s could not be settled (%s): %s: %s; it stays live, the"
+                    " other calls are settled, and the next pass tries it again%s",
+                    call_id,
+                    rule,
+                    type(exc).__name__,
+                    exc,
+                    more,
+                    exc_info=exc,
+                    extra={"call_id": call_id},
+                )
 
     async def _settle_never_dialled(self, call_id: str) -> None:
         """Settled and released in one transaction, unless its dial was marked meanwhile."""

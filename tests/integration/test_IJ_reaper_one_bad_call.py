@@ -1,0 +1,43 @@
+"""One call whose row no longer reads (its config hand-edited, or written by another release)
+stopped every reaper pass at that call: the calls after it, and every rule after its rule,
+were never settled (never-dialled calls kept their Idempotency-Keys and rate shares, calls
+whose room is gone stayed live, holding CALLS_MAX_ACTIVE and their campaigns' slots)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+import pytest
+
+from common.calls.models import NewCall
+from common.calls.outcomes import Status
+from handlers.keys import CALLS
+from tests.conftest import AppFactory
+
+
+@pytest.mark.parametrize("dialled", [None, 1.0], ids=["never-dialled", "room-gone"])
+async def test_a_call_whose_row_no_longer_reads_leaves_the_others_to_be_settled(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, dialled: float | None
+) -> None:
+    client = await start_app()
+    calls = client.app[CALLS]
+    for call_id in ("call-bad", "call-good"):
+        await calls.store.create_call(NewCall(call_id, "+14155550100", "A", "en", "Calm"))
+    # Placed long ago by a server since gone; the first one's config cut short by a hand edit.
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        db.execute("UPDATE calls SET created_at = 1, dial_started_at = ?", (dialled,))
+        db.execute("UPDATE calls SET config = '{\"max_duration_s\": ' WHERE call_id = 'call-bad'")
+    await calls.reap_logged()
+    await calls.reap_logged()  # the bad call is tried again, not said again within the minute
+
+    good = await calls.store.get_call("call-good")
+    assert good is not None
+    assert good.status in {Status.FAILED, Status.NO_ANSWER}, good.status
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        (status,) = db.execute("SELECT status FROM calls WHERE call_id = 'call-bad'").fetchone()
+    assert status == Status.DIALING.value  # kept as it was, for an operator to mend
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1, said
+    assert said[0].startswith("reaper: call call-bad could not be settled"), said
+    assert "JSONDecodeError" in said[0], said
