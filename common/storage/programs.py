@@ -1502,7 +1502,32 @@ def claim_stale_events(
         " RETURNING *",
         (now + lease_s, holder, now, holder, int(take_own and bool(holder)), limit),
     )
-    return sorted((_row_to_event(r) for r in rows), key=lambda e: e.id)
+    return sorted(_readable_events(rows, lease_s), key=lambda e: e.id)
+
+
+def _readable_events(rows: list[Row], lease_s: float) -> list[CallEvent]:
+    """The events of claimed outbox rows that read. One that does not (its data cut short by
+    a hand edit, or written by another release) raised out of the claim, whose transaction
+    rolled back: every pass, no event was taken over, those after it in the batch neither (a
+    dead server's call.ended, its campaign's attempt never ended). It stays claimed, to be
+    read again once its claim runs out, and is said once a minute (for all such rows)."""
+    events = []
+    for row in rows:
+        try:
+            events.append(_row_to_event(row))
+        except (ValueError, TypeError, RecursionError) as exc:
+            if (more := _UNREADABLE.due("event")) is not None:
+                logger.error(
+                    "event %s (%s) of call %s no longer reads (outbox.data: %s): it is not"
+                    " dispatched; taken up again in %.0f s%s",
+                    row["id"],
+                    row["type"],
+                    row["call_id"],
+                    _why(exc),
+                    lease_s,
+                    more,
+                )
+    return events
 
 
 _OVER_CAMPAIGNS = ", ".join(f"'{status}'" for status in sorted(OVER_STATUSES))
