@@ -1,0 +1,57 @@
+"""A campaign whose spec no longer reads (written by a newer release sharing the database: a
+window key this one does not know; or hand-edited) raised out of the scheduler's claim, whose
+transaction rolled back: every tick, no campaign was claimed, none started, none of a stopped
+server's taken over, whatever their own specs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+
+import pytest
+
+from handlers.keys import SETTINGS
+from tests.conftest import AppFactory
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock
+from tests.integration.test_campaigns import FAST, campaign_of, create, us, wait_status
+
+
+async def test_a_campaign_whose_spec_no_longer_reads_leaves_the_others_to_run(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    window = {"start": "00:00", "end": "24:00"}
+    bad, good = [
+        await create(
+            client,
+            {
+                "name": name,
+                "recipients": [{"phone_number": us(n, "7700")}],
+                "start_at": later,
+                "window": window,
+            },
+        )
+        for n, name in enumerate(("bad", "good"))
+    ]
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        db.execute(
+            "UPDATE campaigns SET spec = json_set(spec, '$.window.holidays',"
+            " json('[\"2026-12-25\"]')) WHERE campaign_id = ?",
+            (bad["campaign_id"],),
+        )
+    clock.move_to(OPEN_EVERYWHERE + 3601)
+    await wait_status(client, good["campaign_id"], "completed", timeout=20)
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        row = db.execute(
+            "SELECT status, claimed_by FROM campaigns WHERE campaign_id = ?",
+            (bad["campaign_id"],),
+        ).fetchone()
+    assert row == ("scheduled", ""), row  # as it was, and held by no server
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"campaign {bad['campaign_id']} no longer reads"), said
+    assert "holidays" in said[0], said
+    assert (await campaign_of(client, good["campaign_id"]))["status"] == "completed"
