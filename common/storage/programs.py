@@ -2030,7 +2030,11 @@ def _row_to_delivery(row: Row) -> WebhookDelivery:
     )
 
 
-def _deliveries_by_id(ids: list[int]) -> Program[list[WebhookDelivery]]:
+def _deliveries_by_id(
+    ids: list[int], claimed_for: float | None = None
+) -> Program[list[WebhookDelivery]]:
+    """`claimed_for`: they were just claimed for that long; those that do not read are left
+    out (`_readable_deliveries`)."""
     if not ids:
         return []
     rows = yield Query(
@@ -2038,7 +2042,37 @@ def _deliveries_by_id(ids: list[int]) -> Program[list[WebhookDelivery]]:
         f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.id",
         tuple(ids),
     )
+    if claimed_for is not None:
+        return _readable_deliveries(rows, claimed_for)
     return [_row_to_delivery(r) for r in rows]
+
+
+def _readable_deliveries(rows: list[Row], lease_s: float) -> list[WebhookDelivery]:
+    """The claimed deliveries that read. One whose event does not (its data cut short by a
+    hand edit, or written by another release) raised out of the claim, whose transaction
+    rolled back: every pass, no customer webhook was sent, to any receiver. It stays
+    claimed, to be read again once its claim runs out (its call's later events to that URL
+    wait behind it, as behind any delivery not yet made), and is said once a minute (for
+    all such rows)."""
+    deliveries = []
+    for row in rows:
+        try:
+            deliveries.append(_row_to_delivery(row))
+        except (ValueError, TypeError, RecursionError) as exc:
+            if (more := _UNREADABLE.due("delivery")) is not None:
+                logger.error(
+                    "customer webhook delivery %s (event %s, %s of %s) no longer reads"
+                    " (outbox.data: %s): it is not sent, nor its call's later events to that"
+                    " URL; taken up again in %.0f s%s",
+                    row["id"],
+                    row["event_id"],
+                    row["event_type"],
+                    row["call_id"],
+                    _why(exc),
+                    lease_s,
+                    more,
+                )
+    return deliveries
 
 
 # Of one call and one URL only the earliest pending delivery may be sent (events arrive in
@@ -2064,7 +2098,7 @@ def _claim(
         f" ORDER BY d.next_attempt_at, d.id LIMIT ?{d.skip_locked}) RETURNING id",
         (now + lease_s, holder, now, now, *args, limit),
     )
-    return (yield from _deliveries_by_id(sorted(int(r["id"]) for r in rows)))
+    return (yield from _deliveries_by_id(sorted(int(r["id"]) for r in rows), lease_s))
 
 
 def claim_due_deliveries(

@@ -1,0 +1,71 @@
+"""A customer delivery whose event no longer reads (its outbox data cut short by a hand edit,
+or written by another release) raised out of the sender's claim, whose transaction rolled
+back: every pass, no customer webhook was sent, to any receiver."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+import pytest
+
+from common.calls.models import NewCall
+from common.calls.outcomes import Change, Status
+from handlers.keys import CALLS, WEBHOOKS
+from tests.conftest import AppFactory
+from tests.integration.test_customer_webhooks import receivers as receivers  # noqa: F401
+from tests.integration.test_customer_webhooks import wait_until, webhook_app
+
+
+async def test_a_delivery_whose_event_no_longer_reads_leaves_the_others_to_be_sent(
+    start_app: AppFactory, receivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    calls = client.app[CALLS]
+    # Written by the store alone: the sender, idle, is not woken until the edit is made.
+    created = [
+        await calls.store.create_call(
+            NewCall(call_id, "+14155550100", "A", "en", "Calm", webhook_url=receiver.url)
+        )
+        for call_id in ("call-bad", "call-good")
+    ]
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        db.execute("UPDATE outbox SET data = '{\"status\": ' WHERE call_id = 'call-bad'")
+    client.app[WEBHOOKS].wake()
+    await wait_until(lambda: receiver.types("call-good") == ["call.dialing"])
+    assert receiver.types("call-bad") == []
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        row = db.execute(
+            "SELECT state, claimed_until FROM deliveries WHERE call_id = 'call-bad'"
+        ).fetchone()
+    assert row[0] == "pending" and row[1] > 0, row  # kept, and taken up again later
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1, said
+    bad_event = created[0].events[0].id
+    assert f"(event {bad_event}, call.dialing of call-bad) no longer reads" in said[0], said
+
+
+async def test_a_sent_delivery_is_recorded_when_its_calls_next_one_no_longer_reads(
+    start_app: AppFactory, receivers: Any
+) -> None:
+    """Its record claims its call's next delivery in the same transaction: that one not
+    reading rolled the record back, and the delivery made was sent again, every lease."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    store = client.app[CALLS].store
+    new = NewCall("call-x", "+14155550100", "A", "en", "Calm", webhook_url=receiver.url)
+    await store.create_call(new)
+    ringing = await store.apply("call-x", "test", lambda _state: Change(Status.RINGING))
+    with sqlite3.connect(client.app[CALLS].settings.calls_db_path) as db:
+        db.execute("UPDATE outbox SET data = '{\"status\": ' WHERE id = ?", (ringing.events[0].id,))
+    client.app[WEBHOOKS].wake()
+
+    def states() -> list[str]:
+        with sqlite3.connect(client.app[CALLS].settings.calls_db_path) as db:
+            rows = db.execute("SELECT state FROM deliveries ORDER BY id").fetchall()
+        return [state for (state,) in rows]
+
+    await wait_until(lambda: states() == ["delivered", "pending"])
+    assert receiver.types("call-x") == ["call.dialing"]
