@@ -454,8 +454,20 @@ def get_campaign(
     if not due:
         return _row_to_campaign(rows[0], counts, None)
     record = _row_to_campaign(rows[0], counts, due[0]["next_at"], due[0]["phone_number"])
-    params = json.loads(due[0]["fields"]).get("additional_params")
+    params = _shown_params(due[0]["fields"])
     return replace(record, next_due_params=params) if params is not None else record
+
+
+def _shown_params(fields: str) -> Any:
+    """The next due recipient's additional_params, shown with the campaign (the zones of its
+    next call); None if its fields do not read (the driver's read of the due list says so).
+    Raised, it failed every read of the campaign: its events (a start among them, in the
+    scheduler's claim, which no campaign then passed), its page, the list of campaigns."""
+    try:
+        read = json.loads(fields)
+    except (ValueError, RecursionError):
+        return None
+    return read.get("additional_params") if isinstance(read, dict) else None
 
 
 def list_campaigns(d: Dialect, limit: int, before: Before | None) -> Program[list[CampaignRecord]]:
@@ -795,7 +807,32 @@ def due_recipients(
         " ORDER BY next_at, idx LIMIT ?",
         (campaign_id, now, limit),
     )
-    return [_row_to_recipient(r) for r in rows]
+    return _readable_recipients(campaign_id, rows)
+
+
+def _readable_recipients(campaign_id: str, rows: list[Row]) -> list[RecipientRecord]:
+    """The due recipients that read. One that does not (its fields hand-edited, or written by
+    another release) raised out of the driver's read, each step: none of the campaign's
+    recipients was called again, and it never ended. It stays due, read again with the next
+    due list, and is said once a minute (for all such rows); the campaign stays open while
+    it does. (A full list of them, DUE_BATCH all due before the rest, still holds the rest
+    back.)"""
+    due = []
+    for row in rows:
+        try:
+            due.append(_row_to_recipient(row))
+        except _UNREADABLE_ROW as exc:
+            if (more := _UNREADABLE.due("recipient")) is not None:
+                logger.error(
+                    "campaign %s: recipient %s (row %s) no longer reads (%s): it is not"
+                    " called, the others are; read again with the next due list%s",
+                    campaign_id,
+                    row["idx"],
+                    row["row_number"],
+                    f"{type(exc).__name__}: {exc}"[:300],
+                    more,
+                )
+    return due
 
 
 def next_due_at(d: Dialect, campaign_id: str) -> Program[float | None]:

@@ -12,8 +12,9 @@ import sqlite3
 import pytest
 
 from handlers.keys import SETTINGS
+from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
 from tests.integration.test_campaigns import FAST, campaign_of, create, us, wait_status
 
 
@@ -55,3 +56,45 @@ async def test_a_campaign_whose_spec_no_longer_reads_leaves_the_others_to_run(
     assert said[0].startswith(f"campaign {bad['campaign_id']} no longer reads"), said
     assert "holidays" in said[0], said
     assert (await campaign_of(client, good["campaign_id"]))["status"] == "completed"
+
+
+async def test_a_recipient_whose_fields_no_longer_read_leaves_the_others_to_be_called(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It raised out of the driver's read of the due list, each step: none of the campaign's
+    recipients was called, and the campaign never ended."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    numbers = [us(0, "7700"), us(1, "7700")]
+    created = await create(
+        client,
+        {
+            "name": "one bad row",
+            "recipients": [{"phone_number": n, "name": "Ana"} for n in numbers],
+            "start_at": later,
+            "window": {"start": "00:00", "end": "24:00"},
+        },
+    )
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        db.execute(
+            "UPDATE campaign_recipients SET fields = '{\"name\": '"
+            " WHERE campaign_id = ? AND idx = 0",
+            (created["campaign_id"],),
+        )
+    clock.move_to(OPEN_EVERYWHERE + 3601)
+
+    async def second_called() -> bool:
+        return [d.number for d in client.app[SANDBOX].dials] == [numbers[1]]
+
+    await wait_for(second_called, timeout=20)
+    with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
+        (state,) = db.execute(
+            "SELECT state FROM campaign_recipients WHERE campaign_id = ? AND idx = 0",
+            (created["campaign_id"],),
+        ).fetchone()
+    assert state == "pending"  # kept, for an operator to mend
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"campaign {created['campaign_id']}: recipient 0 (row 0)"), said
+    assert (await campaign_of(client, created["campaign_id"]))["status"] == "running"  # a 200
