@@ -1937,7 +1937,7 @@ def _erase_call(
     # The call's events carried the conversation too (kept for redelivery): erase it there.
     events = yield Query("SELECT id, data FROM outbox WHERE call_id = ?", (call_id,))
     for event in events:
-        data = _event_without_personal_data(json.loads(event["data"]), now)
+        data = _event_without_personal_data(_erasable_data(call_id, event), now)
         if placement:
             data["name"] = ""
             if isinstance(data.get("config"), dict):
@@ -1973,6 +1973,32 @@ def _config_without_personal_data(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(kept.get("analysis"), dict):
         kept["analysis"] = {k: v for k, v in kept["analysis"].items() if k != "success_criteria"}
     return kept
+
+
+def _erasable_data(call_id: str, event: Row) -> dict[str, Any]:
+    """An event's data to erase from; for data that does not read (cut short by a hand edit,
+    written by another release) its call id alone: whatever it said goes. It raised out of
+    the erasure, whose transaction rolled back: every reaper pass, the retention's erasure
+    stopped at its call, and no call's conversation was erased past its retention (nor on
+    request, that call's)."""
+    try:
+        data = json.loads(event["data"])
+    except (ValueError, TypeError, RecursionError) as exc:
+        data, why = None, _why(exc)
+    else:
+        why = f"a JSON {type(data).__name__}, not an object"
+    if isinstance(data, dict):
+        return data
+    if (more := _UNREADABLE.due("erased event")) is not None:
+        logger.warning(
+            "call %s: its event %s no longer reads (outbox.data: %s); erasing its"
+            " conversation erased all of it but the call id%s",
+            call_id,
+            event["id"],
+            why,
+            more,
+        )
+    return {"call_id": call_id}
 
 
 def _event_without_personal_data(data: dict[str, Any], erased_at: float) -> dict[str, Any]:

@@ -5,6 +5,7 @@ whose room is gone stayed live, holding CALLS_MAX_ACTIVE and their campaigns' sl
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 
@@ -41,3 +42,27 @@ async def test_a_call_whose_row_no_longer_reads_leaves_the_others_to_be_settled(
     assert len(said) == 1, said
     assert said[0].startswith("reaper: call call-bad could not be settled"), said
     assert "JSONDecodeError" in said[0], said
+
+
+async def test_an_event_that_no_longer_reads_is_erased_with_the_rest_past_retention(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its data raised out of the retention's erasure, whose transaction rolled back: every
+    pass, no call's conversation was erased past its retention."""
+    client = await start_app()
+    calls = client.app[CALLS]
+    for call_id in ("call-bad", "call-good"):
+        await calls.store.create_call(NewCall(call_id, "+14155550100", "A", "en", "Calm"))
+    with sqlite3.connect(calls.settings.calls_db_path) as db:  # ended long ago
+        db.execute("UPDATE calls SET status = 'completed', ended_at = 1, outcome = 'completed'")
+        db.execute("UPDATE outbox SET data = '{\"summary\": \"Ana said' WHERE call_id = 'call-bad'")
+    await calls.reap_logged()
+
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        erased = db.execute("SELECT call_id FROM calls WHERE data_erased_at IS NOT NULL")
+        assert sorted(c for (c,) in erased) == ["call-bad", "call-good"]
+        (data,) = db.execute("SELECT data FROM outbox WHERE call_id = 'call-bad'").fetchone()
+    assert "Ana" not in data and json.loads(data)["call_id"] == "call-bad"
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    said = [m for m in said if "no longer reads" in m or "reaper" in m]
+    assert len(said) == 1 and said[0].startswith("call call-bad: its event"), said
