@@ -2259,11 +2259,6 @@ class CallService:
             return 0
         gone = [c for c in candidates if c.call_id not in alive]
         for call in gone:
-            logger.warning(
-                "call %s: its room is gone but room_finished never came; finishing it",
-                call.call_id,
-                extra={"call_id": call.call_id},
-            )
             # It went unseen: the last the server heard of the call stands for its end.
             event = RoomEvent(
                 "room_finished",
@@ -2273,6 +2268,13 @@ class CallService:
             )
             with self._one_call(call.call_id, "room gone"):
                 await self.handle_event(event)
+                # Said once it is done: a call that could not be finished was said to be
+                # finished every pass (its failure is said once a minute, above).
+                logger.warning(
+                    "call %s: its room is gone but room_finished never came; finished it",
+                    call.call_id,
+                    extra={"call_id": call.call_id},
+                )
         if gone and (more := self._repeats.due("rooms gone")) is not None:
             # Else nothing told the operator why: LiveKit's webhooks may not reach us at all
             # (its webhook URL wrong, a firewall), and every call stayed live for a minute.

@@ -25,9 +25,13 @@ async def test_a_call_whose_row_no_longer_reads_leaves_the_others_to_be_settled(
     calls = client.app[CALLS]
     for call_id in ("call-bad", "call-good"):
         await calls.store.create_call(NewCall(call_id, "+14155550100", "A", "en", "Calm"))
-    # Placed long ago by a server since gone; the first one's config cut short by a hand edit.
+    # Placed long ago into this server's sandbox (whose rooms it asks about); the first one's
+    # config cut short by a hand edit.
     with sqlite3.connect(calls.settings.calls_db_path) as db:
-        db.execute("UPDATE calls SET created_at = 1, dial_started_at = ?", (dialled,))
+        db.execute(
+            "UPDATE calls SET created_at = 1, dial_started_at = ?, sandbox_instance = ?",
+            (dialled, calls.instance),
+        )
         db.execute("UPDATE calls SET config = '{\"max_duration_s\": ' WHERE call_id = 'call-bad'")
     await calls.reap_logged()
     await calls.reap_logged()  # the bad call is tried again, not said again within the minute
@@ -42,6 +46,8 @@ async def test_a_call_whose_row_no_longer_reads_leaves_the_others_to_be_settled(
     assert len(said) == 1, said
     assert said[0].startswith("reaper: call call-bad could not be settled"), said
     assert "JSONDecodeError" in said[0], said
+    gone = [r.getMessage() for r in caplog.records if "its room is gone" in r.getMessage()]
+    assert len(gone) == (dialled is not None), gone  # the good call's; not the bad's each pass
 
 
 async def test_an_event_that_no_longer_reads_is_erased_with_the_rest_past_retention(
