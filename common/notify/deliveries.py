@@ -117,9 +117,19 @@ class _StaleConnection(Exception):
 
 
 def _origin(url: str) -> str:
-    """Who receives: scheme, host and port (the unit of the per-receiver limit)."""
-    parsed = URL(url)
-    return f"{parsed.scheme}://{parsed.host_subcomponent}:{parsed.port}"  # [::1] bracketed
+    """Who receives: scheme, host and port (the unit of the per-receiver limit). A URL that
+    does not parse (hand-edited, or kept from a release that let it through: a port out of
+    range) is a receiver of its own: its send fails as one to a receiver that cannot be
+    reached does, an attempt on the retry ladder, said as such. Raised here, it stopped the
+    start of the claimed batch at it: the deliveries after it were never sent, claimed again
+    with it each time their claims ran out."""
+    try:
+        parsed = URL(url)
+        return f"{parsed.scheme}://{parsed.host_subcomponent}:{parsed.port}"  # [::1] bracketed
+    except ValueError:  # its scheme and authority as written, without any credentials
+        scheme, _, rest = url.partition("://")
+        authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+        return shown_text(f"{scheme}://{authority}", 200)
 
 
 def webhook_body(delivery: WebhookDelivery) -> bytes:
@@ -216,6 +226,8 @@ def connection_failure(exc: aiohttp.ClientError) -> str:
         return "no answer: the receiver closed the connection without one"
     if isinstance(exc, aiohttp.ClientResponseError):  # the parser's: no HTTP status and headers
         return "the answer is not HTTP, or has a status line or header over 8 KiB"
+    if isinstance(exc, aiohttp.InvalidURL):  # (a stored URL hand-edited, see _origin)
+        return "no request made: the URL does not parse (its host, or its port)"
     if isinstance(exc, aiohttp.ClientOSError) and exc.strerror:
         return f"the connection was lost ({shown_text(exc.strerror, 80)})"
     return f"connection failed ({type(exc).__name__})"

@@ -69,3 +69,34 @@ async def test_a_sent_delivery_is_recorded_when_its_calls_next_one_no_longer_rea
 
     await wait_until(lambda: states() == ["delivered", "pending"])
     assert receiver.types("call-x") == ["call.dialing"]
+
+
+async def test_a_delivery_whose_url_no_longer_parses_leaves_the_others_to_be_sent(
+    start_app: AppFactory, receivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its receiver (scheme, host, port) raised out of the start of the claimed batch: the
+    deliveries after it in the batch were never started, claimed again with it once their
+    claims ran out, and never sent."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    calls = client.app[CALLS]
+    for call_id in ("call-bad", "call-good"):
+        new = NewCall(call_id, "+14155550100", "A", "en", "Calm", webhook_url=receiver.url)
+        await calls.store.create_call(new)
+    bad_url = "http://user:secret@127.0.0.1:99999/hooks?token=t"  # a port out of range
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        db.execute("UPDATE deliveries SET url = ? WHERE call_id = 'call-bad'", (bad_url,))
+    client.app[WEBHOOKS].wake()
+    await wait_until(lambda: receiver.types("call-good") == ["call.dialing"])
+
+    def bad_delivery() -> tuple[str, int, str]:
+        with sqlite3.connect(calls.settings.calls_db_path) as db:
+            query = "SELECT state, attempts, last_error FROM deliveries WHERE call_id = 'call-bad'"
+            row: tuple[str, int, str] = db.execute(query).fetchone()
+        return row
+
+    await wait_until(lambda: bad_delivery()[1] == 1)  # an attempt, on the retry ladder
+    state, _, error = bad_delivery()
+    assert state == "pending" and "URL" in error, (state, error)
+    said = [r.getMessage() for r in caplog.records if r.name == "common.notify.deliveries"]
+    assert len(said) == 1 and "to http://127.0.0.1:99999: no request made" in said[0], said
