@@ -1561,20 +1561,27 @@ class CallService:
                 return True
             stays = await self._another_agent_stays(call_id)
             if stays is None and not unsure_ends:
-                logger.warning(
-                    "call %s: its agent left the room; LiveKit cannot say whether another is"
-                    " in it now: asked again by the next pass",
-                    call_id,
-                    extra={"call_id": call_id},
-                )
+                # Once a minute: LiveKit down, it was said every reaper pass (30 s) for as
+                # long as it stayed down.
+                if (more := self._repeats.due("agent gone unsure")) is not None:
+                    logger.warning(
+                        "call %s: its agent left the room; LiveKit cannot say whether another"
+                        " is in it now: asked again by the next pass%s",
+                        call_id,
+                        more,
+                        extra={"call_id": call_id},
+                    )
                 return False
             if stays:
                 return True
             applied = await self._settle(
                 call_id, AGENT_GONE_KIND, _agent_gone, only_if_changed=True
             )
-        except DatabaseError as exc:
-            logger.error("call %s: could not settle it, its agent gone: %s", call_id, exc)
+        except DatabaseError as exc:  # an outage: every pass's (30 s), once a minute
+            if (more := self._repeats.due("agent gone settle")) is not None:
+                logger.error(
+                    "call %s: could not settle it, its agent gone: %s%s", call_id, exc, more
+                )
             return False
         if applied.change is None or applied.after is None:
             return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from common.calls.models import NewCall
 from common.calls.outcomes import Status
 from handlers.keys import CALLS
 from tests.conftest import AppFactory
+from tests.helpers import wait_for
 
 
 @pytest.mark.parametrize("dialled", [None, 1.0], ids=["never-dialled", "room-gone"])
@@ -72,3 +74,55 @@ async def test_an_event_that_no_longer_reads_is_erased_with_the_rest_past_retent
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     said = [m for m in said if "no longer reads" in m or "reaper" in m]
     assert len(said) == 1 and said[0].startswith("call call-bad: its event"), said
+
+
+@pytest.mark.parametrize("fails", ["livekit", "database"])
+async def test_a_lost_agent_wait_that_cannot_be_told_is_said_once_a_minute(
+    start_app: AppFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    fails: str,
+) -> None:
+    """The reaper takes up a call whose agent left (check_agent_gone); with LiveKit unable to
+    say who is in the room, or the database failing, it was said every pass (30 s) for as
+    long as that lasted."""
+    from livekit.protocol.models import ParticipantInfo
+
+    from common.calls import service as service_module
+    from common.livekit.client import LiveKitError
+    from common.storage.base import DatabaseError
+    from tests.integration.test_webhooks import event_json, place, post, sign
+
+    client = await start_app(sandbox_time_scale=0.1)
+    service = client.app[CALLS]
+    call_id = await place(client, "+14155550480")  # rings 30 s (3 s here), its agent there
+    left = event_json(
+        "participant_left",
+        call_id,
+        participant_kind=ParticipantInfo.Kind.AGENT,
+        identity="agent-second-job",
+        attributes={"lk.agent.name": service.settings.agent_name},
+    )
+    assert await post(client, left, sign(left)) == 200
+
+    async def wait_over() -> bool:
+        return not service._agent_gone_waits
+
+    await wait_for(wait_over, timeout=5)
+
+    async def livekit_down(*_args: Any) -> Any:
+        raise LiveKitError("unavailable (test)")
+
+    async def database_down(*_args: Any, **_kwargs: Any) -> Any:
+        raise DatabaseError("the database is starting up (test)")
+
+    if fails == "livekit":
+        monkeypatch.setattr(service_module, "room_presence", livekit_down)
+    else:
+        monkeypatch.setattr(service.store, "get_call", database_down)
+    caplog.clear()
+    for _ in range(3):  # three passes, within a minute
+        service._agent_gone_asked.clear()
+        assert await service.check_agent_gone(service.clock()) == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].startswith(f"call {call_id}: "), said
