@@ -195,12 +195,17 @@ class EventDispatcher:
             return
         tries += 1
         if tries >= RETRY_TRIES:
-            logger.error(
-                "event %s (%s) failed %d times; it is dispatched again once its lease runs out",
-                event.id,
-                event.type,
-                tries,
-            )
+            # Once a minute: a database down for RETRY_TRIES tries (20 s) gave up on every
+            # event of a backlog, a line each (its subscribers' failures are said already).
+            if (more := self._repeats.due("given up")) is not None:
+                logger.error(
+                    "event %s (%s) failed %d times; it is dispatched again once its lease"
+                    " runs out%s",
+                    event.id,
+                    event.type,
+                    tries,
+                    more,
+                )
             return
         self._failed[event.id] = (event, tries, failed)
         if self._retry_timer is None:

@@ -306,3 +306,31 @@ async def test_stop_dispatches_what_is_queued(store: SqliteCallStore, clock: Fak
     dispatcher.publish(await _placed_and_ended(store, "call-1"))
     await dispatcher.stop()
     assert slow == ["call.dialing", "call.ended"]
+
+
+async def test_events_given_up_in_an_outage_are_said_once_a_minute(
+    store: SqliteCallStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database down for RETRY_TRIES tries gave up on every event of a backlog with an
+    ERROR line each (5 events: 5 lines, a campaign's backlog: thousands)."""
+    from common.storage.base import DatabaseError
+
+    tries: list[int] = []
+
+    async def down(event: CallEvent) -> None:
+        tries.append(event.id)
+        raise DatabaseError("the database is starting up")
+
+    dispatcher = EventDispatcher(store, clock, retry_s=0.01)
+    dispatcher.subscribe("down", down)
+    dispatcher.start()
+    try:
+        for n in range(5):
+            new = NewCall(f"call-{n}", "+1234567890", "A", "en", "Calm")
+            dispatcher.publish((await store.create_call(new)).events)
+        await soon(lambda: len(tries) == 5 * RETRY_TRIES)
+        await dispatcher.wait_idle()
+    finally:
+        await dispatcher.stop()
+    given_up = [r.getMessage() for r in caplog.records if "times; it is dispatched" in r.msg]
+    assert len(given_up) == 1, given_up
