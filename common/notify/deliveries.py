@@ -790,12 +790,16 @@ class WebhookSender:
             except DatabaseError as exc:
                 pause = None if self._stopping else next(pauses, None)
                 if pause is None:  # sent again once its lease runs out: at least once
-                    logger.error(
-                        "could not record webhook delivery %d: %s; it is sent again once its"
-                        " claim runs out",
-                        delivery.id,
-                        exc,
-                    )
+                    # Once a minute: an outage fails the record of every send in flight
+                    # (MAX_CONCURRENCY), an ERROR line each.
+                    if (more := self._repeats.due("record")) is not None:
+                        logger.error(
+                            "could not record webhook delivery %d: %s; it is sent again once"
+                            " its claim runs out%s",
+                            delivery.id,
+                            exc,
+                            more,
+                        )
                     return None
             await asyncio.sleep(pause)
 

@@ -100,3 +100,35 @@ async def test_a_delivery_whose_url_no_longer_parses_leaves_the_others_to_be_sen
     assert state == "pending" and "URL" in error, (state, error)
     said = [r.getMessage() for r in caplog.records if r.name == "common.notify.deliveries"]
     assert len(said) == 1 and "to http://127.0.0.1:99999: no request made" in said[0], said
+
+
+async def test_sends_whose_records_fail_in_an_outage_are_said_once_a_minute(
+    start_app: AppFactory,
+    receivers: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database outage failed the record of every send in flight (up to MAX_CONCURRENCY):
+    an ERROR line each (3 sends: 3 lines)."""
+    from common.notify import deliveries
+    from common.storage.base import DatabaseError
+
+    monkeypatch.setattr(deliveries, "RECORD_RETRY_S", (0.01,))
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    store = client.app[CALLS].store
+    tried: list[int] = []
+
+    async def down(delivery_id: int, *_args: Any) -> Any:
+        tried.append(delivery_id)
+        raise DatabaseError("the database is starting up")
+
+    monkeypatch.setattr(store, "record_delivery", down)
+    for n in range(3):
+        new = NewCall(f"call-{n}", "+14155550100", "A", "en", "Calm", webhook_url=receiver.url)
+        await store.create_call(new)
+    client.app[WEBHOOKS].wake()
+    # Each tried twice, then left to its lease (said as its second try fails, at once)
+    await wait_until(lambda: len(tried) == 3 * 2)
+    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    assert len(said) == 1, said
