@@ -601,6 +601,24 @@ def driving_state(d: Dialect, campaign_id: str) -> Program[CampaignRecord | None
     return _row_to_campaign(rows[0], {}, None) if rows else None
 
 
+def _own_webhook_url(campaign_id: str, spec: str) -> object:
+    """The webhook_url a campaign's defaults name; one whose spec does not read is taken to
+    name one (left as it is, said). Raised, it stopped the server's start (with
+    CALLS_WEBHOOK_URL set), every start, whatever the other campaigns."""
+    try:
+        return json.loads(spec)["defaults"].get("webhook_url")
+    except (*_UNREADABLE_ROW, AttributeError) as exc:
+        if (more := _UNREADABLE.due("campaign webhook")) is not None:
+            logger.error(
+                "campaign %s no longer reads (campaigns.spec: %s): its events are left to go"
+                " where they went, not pointed at CALLS_WEBHOOK_URL%s",
+                campaign_id,
+                f"{type(exc).__name__}: {exc}"[:300],
+                more,
+            )
+        return True
+
+
 def follow_default_webhook_url(d: Dialect, url: str, now: float) -> Program[int]:
     """Campaigns not over whose defaults name no webhook_url of their own send their events to
     `url` (CALLS_WEBHOOK_URL as this server starts), as their calls do: it was fixed at the
@@ -613,7 +631,7 @@ def follow_default_webhook_url(d: Dialect, url: str, now: float) -> Program[int]
     )
     moved = 0
     for row in rows:
-        if row["webhook_url"] == url or json.loads(row["spec"])["defaults"].get("webhook_url"):
+        if row["webhook_url"] == url or _own_webhook_url(row["campaign_id"], row["spec"]):
             continue
         yield Query(
             "UPDATE campaigns SET webhook_url = ?, updated_at = ? WHERE campaign_id = ?",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+import time
 
 import pytest
 
@@ -98,3 +99,32 @@ async def test_a_recipient_whose_fields_no_longer_read_leaves_the_others_to_be_c
     assert len(said) == 1, said
     assert said[0].startswith(f"campaign {created['campaign_id']}: recipient 0 (row 0)"), said
     assert (await campaign_of(client, created["campaign_id"]))["status"] == "running"  # a 200
+
+
+async def test_a_campaign_whose_spec_no_longer_reads_leaves_the_server_to_start(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With CALLS_WEBHOOK_URL set, the start points the campaigns with no webhook_url of
+    their own at it, reading each one's spec: one that no longer read stopped the start,
+    every start, whatever the other campaigns."""
+    url = "http://127.0.0.1:9/hooks"
+    first = await start_app(calls_webhook_url=url, calls_webhook_allow_private=True)
+    later = dt.datetime.fromtimestamp(time.time() + 3600, dt.UTC).isoformat()
+    body = {"recipients": [{"phone_number": us(0, "7700")}], "start_at": later}
+    bad = await create(first, {**body, "name": "bad"})
+    good = await create(first, {**body, "name": "good"})
+    with sqlite3.connect(first.app[SETTINGS].calls_db_path) as db:
+        db.execute(
+            "UPDATE campaigns SET spec = '{\"defaults\": ', webhook_url = NULL"
+            " WHERE campaign_id = ?",
+            (bad["campaign_id"],),
+        )
+        db.execute("UPDATE campaigns SET webhook_url = NULL")  # as if webhooks were off
+    second = await start_app(  # the same database: a restart with CALLS_WEBHOOK_URL set
+        calls_webhook_url=url, calls_webhook_allow_private=True
+    )
+    with sqlite3.connect(second.app[SETTINGS].calls_db_path) as db:
+        rows = dict(db.execute("SELECT campaign_id, webhook_url FROM campaigns").fetchall())
+    assert rows == {bad["campaign_id"]: None, good["campaign_id"]: url}, rows
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and said[0].startswith(f"campaign {bad['campaign_id']} no longer")
