@@ -160,7 +160,7 @@ def row_to_call(
         timeline=timeline,
         ringing_timeout_s=row["ringing_timeout_s"],
         max_duration_s=row["max_duration_s"],
-        config=stored_config(config) if config else None,
+        config=stored_config(row["call_id"], config) if config else None,
         room_finished_at=row["room_finished_at"],
         callee_left_at=row["callee_left_at"],
         dial_started_at=row["dial_started_at"],
@@ -302,13 +302,30 @@ class ReadTexts(Generic[V]):
 
 
 _READ_REPORTS: ReadTexts[CallReport] = ReadTexts(256, 4 * 1024 * 1024)
-_READ_CONFIGS: ReadTexts[dict[str, Any]] = ReadTexts(256, 1024 * 1024)
+_READ_CONFIGS: ReadTexts[object] = ReadTexts(256, 1024 * 1024)  # (stored_config checks it)
 
 
-def stored_config(text: str) -> dict[str, Any]:
-    """A call's stored config (as it was placed with)."""
-    config: dict[str, Any] = _READ_CONFIGS.read(text, json.loads)
-    return config
+def stored_config(call_id: str, text: str) -> dict[str, Any] | None:
+    """A call's stored config (as it was placed with); None (with a warning) if it no longer
+    reads (cut short by a hand edit: a JSON that does not parse, or is no object). Raised, it
+    failed every read of its call: the reaper's passes stopped at it, each pass (the call
+    live for good, holding CALLS_MAX_ACTIVE), and a page of calls that held it."""
+    try:
+        config: object = _READ_CONFIGS.read(text, json.loads)
+    except (ValueError, RecursionError) as exc:
+        why = _why(exc)
+    else:
+        if isinstance(config, dict):
+            return config
+        why = f"a JSON {type(config).__name__}, not an object"
+    if (more := _UNREADABLE.due("config")) is not None:
+        logger.warning(
+            "call %s: its stored config no longer reads (%s); it is read as none%s",
+            call_id,
+            why,
+            more,
+        )
+    return None
 
 
 def stored_report(call_id: str, text: str) -> CallReport:

@@ -39,7 +39,7 @@ async def test_a_read_racing_an_erasure_does_not_keep_what_it_erased(store: Call
     assert erasure.erased == (call_id,)
     # ... and parsed after the erasure's forget: what it parses is kept as any read's
     programs.stored_report(call_id, report_text)
-    programs.stored_config(config_text)
+    programs.stored_config(call_id, config_text)
     assert not any(call_id in text for text in programs._READ_REPORTS._by_text)
     assert not any(call_id in text for text in programs._READ_CONFIGS._by_text)
     erased = await store.get_call(call_id)  # the erased row's texts are kept as any others

@@ -1,7 +1,8 @@
-"""One call whose row no longer reads (its config hand-edited, or written by another release)
-stopped every reaper pass at that call: the calls after it, and every rule after its rule,
-were never settled (never-dialled calls kept their Idempotency-Keys and rate shares, calls
-whose room is gone stayed live, holding CALLS_MAX_ACTIVE and their campaigns' slots)."""
+"""One call whose settling raised (its row not as this release reads it: written by another
+release, or hand-edited) stopped every reaper pass at that call: the calls after it, and
+every rule after its rule, were never settled (never-dialled calls kept their
+Idempotency-Keys and rate shares, calls whose room is gone stayed live, holding
+CALLS_MAX_ACTIVE and their campaigns' slots)."""
 
 from __future__ import annotations
 
@@ -19,37 +20,82 @@ from tests.conftest import AppFactory
 from tests.helpers import wait_for
 
 
-@pytest.mark.parametrize("dialled", [None, 1.0], ids=["never-dialled", "room-gone"])
-async def test_a_call_whose_row_no_longer_reads_leaves_the_others_to_be_settled(
-    start_app: AppFactory, caplog: pytest.LogCaptureFixture, dialled: float | None
-) -> None:
+async def old_calls(start_app: AppFactory, dialled: float | None) -> Any:
+    """The calls service, with call-bad and call-good placed long ago into this server's
+    sandbox (whose rooms it asks about), dialled at `dialled` (None: never)."""
     client = await start_app()
     calls = client.app[CALLS]
     for call_id in ("call-bad", "call-good"):
         await calls.store.create_call(NewCall(call_id, "+14155550100", "A", "en", "Calm"))
-    # Placed long ago into this server's sandbox (whose rooms it asks about); the first one's
-    # config cut short by a hand edit.
     with sqlite3.connect(calls.settings.calls_db_path) as db:
         db.execute(
             "UPDATE calls SET created_at = 1, dial_started_at = ?, sandbox_instance = ?",
             (dialled, calls.instance),
         )
-        db.execute("UPDATE calls SET config = '{\"max_duration_s\": ' WHERE call_id = 'call-bad'")
+    return calls
+
+
+@pytest.mark.parametrize("dialled", [None, 1.0], ids=["never-dialled", "room-gone"])
+async def test_a_call_whose_settling_raises_leaves_the_others_to_be_settled(
+    start_app: AppFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    dialled: float | None,
+) -> None:
+    calls = await old_calls(start_app, dialled)
+    store = calls.store
+
+    def raising_for_call_bad(real: Any) -> Any:
+        async def settle(call_id: str, *args: Any, **kwargs: Any) -> Any:
+            if call_id == "call-bad":  # (no real row raises here since its config reads)
+                raise ValueError("a row another release wrote (test)")
+            return await real(call_id, *args, **kwargs)
+
+        return settle
+
+    monkeypatch.setattr(store, "apply", raising_for_call_bad(store.apply))
+    monkeypatch.setattr(
+        store, "settle_never_dialled", raising_for_call_bad(store.settle_never_dialled)
+    )
     await calls.reap_logged()
     await calls.reap_logged()  # the bad call is tried again, not said again within the minute
 
-    good = await calls.store.get_call("call-good")
+    good = await store.get_call("call-good")
     assert good is not None
     assert good.status in {Status.FAILED, Status.NO_ANSWER}, good.status
-    with sqlite3.connect(calls.settings.calls_db_path) as db:
-        (status,) = db.execute("SELECT status FROM calls WHERE call_id = 'call-bad'").fetchone()
-    assert status == Status.DIALING.value  # kept as it was, for an operator to mend
+    bad = await store.get_call("call-bad")
+    assert bad is not None and bad.status is Status.DIALING  # as it was, for an operator
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(said) == 1, said
     assert said[0].startswith("reaper: call call-bad could not be settled"), said
-    assert "JSONDecodeError" in said[0], said
+    assert "ValueError: a row another release wrote (test)" in said[0], said
     gone = [r.getMessage() for r in caplog.records if "its room is gone" in r.getMessage()]
     assert len(gone) == (dialled is not None), gone  # the good call's; not the bad's each pass
+
+
+async def test_a_call_whose_config_no_longer_reads_is_settled_and_read(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its config cut short by a hand edit failed every read of the call: each reaper pass
+    stopped at it (it stayed live for good, holding CALLS_MAX_ACTIVE, and the calls after it
+    were never settled), and GET /calls/{id} answered 500."""
+    calls = await old_calls(start_app, None)
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        db.execute("UPDATE calls SET config = '{\"max_duration_s\": ' WHERE call_id = 'call-bad'")
+    await calls.reap_logged()
+    await calls.reap_logged()
+    for call_id in ("call-bad", "call-good"):
+        call = await calls.store.get_call(call_id)
+        assert call is not None and call.status is Status.FAILED, call
+    assert call is not None and call.config == {}  # (the good one's, as placed)
+    bad = await calls.store.get_call("call-bad")
+    assert bad is not None and bad.config is None
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    said = [m for m in said if "config" in m or "reaper" in m]
+    assert said == [
+        "call call-bad: its stored config no longer reads (JSONDecodeError: Expecting value:"
+        " line 1 column 20 (char 19)); it is read as none"
+    ], said
 
 
 async def test_an_event_that_no_longer_reads_is_erased_with_the_rest_past_retention(
