@@ -1887,10 +1887,11 @@ def configs_of(call_ids: Sequence[str]) -> Program[tuple[dict[str, Any], ...]]:
     """What `call_ids` were placed with (their configs, as erase_calls_now returns them)."""
     marks = ",".join("?" * len(call_ids))
     rows = yield Query(
-        f"SELECT config FROM calls WHERE call_id IN ({marks})",  # noqa: S608 - marks only
+        f"SELECT call_id, config FROM calls WHERE call_id IN ({marks})",  # noqa: S608 - marks
         tuple(call_ids),
     )
-    return tuple(json.loads(row["config"]) for row in rows if row["config"])
+    read = (stored_config(row["call_id"], row["config"]) for row in rows if row["config"])
+    return tuple(config for config in read if config is not None)  # (see _erase_call)
 
 
 def erase_calls_now(
@@ -1933,7 +1934,9 @@ def _erase_call(
     if placement:
         rows = yield Query("SELECT config FROM calls WHERE call_id = ?", (call_id,))
         config = rows[0]["config"] if rows else None
-        placed_with = json.loads(config) if config else None
+        # (one that no longer reads is read as none, and erased whole: it raised, and the
+        # erasure of every call in the batch, a number's, failed)
+        placed_with = stored_config(call_id, config) if config else None
         _READ_CONFIGS.forget(config)
         yield Query(
             "UPDATE calls SET caller_name = '', config = ? WHERE call_id = ?",

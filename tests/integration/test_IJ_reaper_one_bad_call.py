@@ -172,3 +172,20 @@ async def test_a_lost_agent_wait_that_cannot_be_told_is_said_once_a_minute(
         assert await service.check_agent_gone(service.clock()) == 1
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 1 and said[0].startswith(f"call {call_id}: "), said
+
+
+async def test_a_call_whose_config_no_longer_reads_is_erased_on_request(
+    start_app: AppFactory,
+) -> None:
+    """Its config raised out of the erasure, which failed (a number's: every call of the
+    batch), each time it was asked."""
+    calls = await old_calls(start_app, None)
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        db.execute("UPDATE calls SET status = 'completed', ended_at = 2, outcome = 'completed'")
+        cut = '{"caller_name": "Ana'
+        db.execute("UPDATE calls SET config = ? WHERE call_id = 'call-bad'", (cut,))
+    erasure = await calls.erase_number("+14155550100")  # as POST /calls/erase does
+    assert sorted(erasure.erased) == ["call-bad", "call-good"], erasure
+    with sqlite3.connect(calls.settings.calls_db_path) as db:
+        configs = dict(db.execute("SELECT call_id, config FROM calls").fetchall())
+    assert configs["call-bad"] is None and "Ana" not in str(configs), configs
