@@ -607,7 +607,7 @@ def _own_webhook_url(campaign_id: str, spec: str) -> object:
     CALLS_WEBHOOK_URL set), every start, whatever the other campaigns."""
     try:
         return json.loads(spec)["defaults"].get("webhook_url")
-    except (*_UNREADABLE_ROW, AttributeError) as exc:
+    except _UNREADABLE_ROW as exc:
         if (more := _UNREADABLE.due("campaign webhook")) is not None:
             logger.error(
                 "campaign %s no longer reads (campaigns.spec: %s): its events are left to go"

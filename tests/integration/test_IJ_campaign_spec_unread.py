@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from handlers.keys import SETTINGS
+from handlers.keys import CAMPAIGNS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
@@ -45,6 +45,7 @@ async def test_a_campaign_whose_spec_no_longer_reads_leaves_the_others_to_run(
             (bad["campaign_id"],),
         )
     clock.move_to(OPEN_EVERYWHERE + 3601)
+    client.app[CAMPAIGNS].scheduler.wake()  # (not its next tick, a second away)
     await wait_status(client, good["campaign_id"], "completed", timeout=20)
     with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
         row = db.execute(
@@ -84,6 +85,7 @@ async def test_a_recipient_whose_fields_no_longer_read_leaves_the_others_to_be_c
             (created["campaign_id"],),
         )
     clock.move_to(OPEN_EVERYWHERE + 3601)
+    client.app[CAMPAIGNS].scheduler.wake()  # (not its next tick, a second away)
 
     async def second_called() -> bool:
         return [d.number for d in client.app[SANDBOX].dials] == [numbers[1]]
