@@ -624,6 +624,17 @@ class WebhookSender:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A defect in a send (its record raising the unexpected): said with its
+            # traceback once a minute. Unread, it was said at all only as asyncio's "Task
+            # exception was never retrieved", once the task was collected, if ever; the
+            # delivery is sent again once its claim runs out.
+            if (more := self._repeats.due("send defect")) is not None:
+                logger.error(
+                    "a customer webhook send failed; it is sent again once its claim runs out%s",
+                    more,
+                    exc_info=exc,
+                )
         if self._starved:  # a slot freed (the call's next event was taken by the record)
             self._wakeup.set()
 

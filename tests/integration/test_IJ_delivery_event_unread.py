@@ -132,3 +132,33 @@ async def test_sends_whose_records_fail_in_an_outage_are_said_once_a_minute(
     await wait_until(lambda: len(tried) == 3 * 2)
     said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
     assert len(said) == 1, said
+
+
+async def test_a_send_whose_record_raises_the_unexpected_is_said(
+    start_app: AppFactory,
+    receivers: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A defect in a send's task (its record raising what it did not expect) was read by
+    nobody: said only as asyncio's "Task exception was never retrieved" when the task was
+    collected, if ever."""
+    receiver = await receivers()
+    client = await webhook_app(start_app, receiver.url)
+    store = client.app[CALLS].store
+    tried: list[int] = []
+
+    async def broken(delivery_id: int, *_args: Any) -> Any:
+        tried.append(delivery_id)
+        raise RuntimeError("a defect (test)")
+
+    monkeypatch.setattr(store, "record_delivery", broken)
+    for n in range(2):
+        new = NewCall(f"call-{n}", "+14155550100", "A", "en", "Calm", webhook_url=receiver.url)
+        await store.create_call(new)
+    client.app[WEBHOOKS].wake()
+    await wait_until(lambda: len(tried) == 2 and not client.app[WEBHOOKS]._sending)
+    said = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].getMessage().startswith("a customer webhook send failed"), said[0]
+    assert said[0].exc_info is not None and "a defect (test)" in str(said[0].exc_info[1])
