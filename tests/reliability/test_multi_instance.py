@@ -553,9 +553,15 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
                         campaign_id,
                     )
                 ]
+                said = [
+                    line
+                    for line in survivor.logs().splitlines()
+                    if " WARNING " in line or " ERROR " in line or " CRITICAL " in line
+                ]
                 raise AssertionError(
                     f"not over in 180 s: {last} live calls {live}; attempts not ended"
-                    f" {open_attempts}"
+                    f" {open_attempts}; the survivor ({survivor.port}) said (last 40 of"
+                    f" {len(said)}):\n" + "\n".join(said[-40:])
                 ) from None
             attempts = await conn.fetch(
                 "SELECT idx, attempt, call_id, status FROM campaign_attempts"
