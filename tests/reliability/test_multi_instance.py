@@ -553,6 +553,14 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
                         campaign_id,
                     )
                 ]
+                sessions = [
+                    dict(r)
+                    for r in await conn.fetch(
+                        "SELECT pid, state, wait_event, now() - xact_start AS open_for,"
+                        " left(query, 120) AS query FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ]
                 said = [
                     line
                     for line in survivor.logs().splitlines()
@@ -560,7 +568,8 @@ async def test_a_campaign_goes_on_when_its_driver_dies(
                 ]
                 raise AssertionError(
                     f"not over in 180 s: {last} live calls {live}; attempts not ended"
-                    f" {open_attempts}; the survivor ({survivor.port}) said (last 40 of"
+                    f" {open_attempts}; database sessions {sessions}; the survivor"
+                    f" ({survivor.port}, the killed {killed.port}) said (last 40 of"
                     f" {len(said)}):\n" + "\n".join(said[-40:])
                 ) from None
             attempts = await conn.fetch(
