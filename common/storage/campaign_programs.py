@@ -63,6 +63,7 @@ from common.storage.programs import (
     bind_key,
     dumps,
     on_dnc_list,
+    why_unreadable,
 )
 
 logger = logging.getLogger(__name__)
@@ -584,7 +585,7 @@ def _readable_campaign(
                 "campaign %s no longer reads (campaigns.spec: %s): it is not driven; tried"
                 " again in %.0f s%s",
                 campaign_id,
-                f"{type(exc).__name__}: {exc}"[:300],
+                why_unreadable(exc),
                 lease_s,
                 more,
             )
@@ -613,7 +614,7 @@ def _own_webhook_url(campaign_id: str, spec: str) -> object:
                 "campaign %s no longer reads (campaigns.spec: %s): its events are left to go"
                 " where they went, not pointed at CALLS_WEBHOOK_URL%s",
                 campaign_id,
-                f"{type(exc).__name__}: {exc}"[:300],
+                why_unreadable(exc),
                 more,
             )
         return True
@@ -847,7 +848,7 @@ def _readable_recipients(campaign_id: str, rows: list[Row]) -> list[RecipientRec
                     campaign_id,
                     row["idx"],
                     row["row_number"],
-                    f"{type(exc).__name__}: {exc}"[:300],
+                    why_unreadable(exc),
                     more,
                 )
     return due

@@ -199,7 +199,7 @@ def stored_turn(call_id: str, seq: int, body: str) -> TranscriptTurn | None:
                 " transcript (%s)%s",
                 call_id,
                 seq,
-                _why(exc),
+                why_unreadable(exc),
                 more,
             )
         return None
@@ -313,7 +313,7 @@ def stored_config(call_id: str, text: str) -> dict[str, Any] | None:
     try:
         config: object = _READ_CONFIGS.read(text, json.loads)
     except (ValueError, RecursionError) as exc:
-        why = _why(exc)
+        why = why_unreadable(exc)
     else:
         if isinstance(config, dict):
             return config
@@ -365,7 +365,7 @@ def stored_report(call_id: str, text: str) -> CallReport:
     return CallReport.model_validate(kept)
 
 
-def _why(exc: BaseException) -> str:
+def why_unreadable(exc: BaseException) -> str:
     """One short line: the first problem pydantic found, or the exception's type and text."""
     if isinstance(exc, ValidationError) and exc.errors():
         first = exc.errors(include_url=False)[0]
@@ -1540,7 +1540,7 @@ def _readable_events(rows: list[Row], lease_s: float) -> list[CallEvent]:
                     row["id"],
                     row["type"],
                     row["call_id"],
-                    _why(exc),
+                    why_unreadable(exc),
                     lease_s,
                     more,
                 )
@@ -2004,7 +2004,7 @@ def _erasable_data(call_id: str, event: Row) -> dict[str, Any]:
     try:
         data = json.loads(event["data"])
     except (ValueError, TypeError, RecursionError) as exc:
-        data, why = None, _why(exc)
+        data, why = None, why_unreadable(exc)
     else:
         why = f"a JSON {type(data).__name__}, not an object"
     if isinstance(data, dict):
@@ -2114,7 +2114,7 @@ def _readable_deliveries(rows: list[Row], lease_s: float) -> list[WebhookDeliver
                     row["event_id"],
                     row["event_type"],
                     row["call_id"],
-                    _why(exc),
+                    why_unreadable(exc),
                     lease_s,
                     more,
                 )
