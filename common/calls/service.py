@@ -2097,6 +2097,15 @@ class CallService:
                     extra={"call_id": call_id},
                 )
                 continue
+            except Exception:  # a defect: the calls after it are hung up all the same
+                logger.exception(
+                    "call %s: its number was put on the do-not-call list while it rang, and"
+                    " hanging it up failed; hang it up with POST /calls/%s/hangup",
+                    call_id,
+                    call_id,
+                    extra={"call_id": call_id},
+                )
+                continue
             hung_up.append(call_id)
             logger.info(
                 "call %s hung up: its number was put on the do-not-call list while it rang",

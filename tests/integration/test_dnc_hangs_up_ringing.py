@@ -128,3 +128,39 @@ async def test_an_agents_do_not_call_report_hangs_up_the_other_calls_ringing_to_
     assert await status_of(client, asking) == "in_progress"
     listed = (await (await client.get("/dnc")).json())["numbers"]
     assert [(n["phone_number"], n["call_id"]) for n in listed] == [(RINGS, asking)]
+
+
+async def test_a_hang_up_that_fails_unexpectedly_leaves_the_others_hung_up(
+    start_app: AppFactory, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One of the listed number's ringing calls whose hang-up raised the unexpected (a
+    defect) left the calls after it ringing, and POST /dnc answered 500 for numbers it had
+    listed: now the others are hung up, and that one is said (an ERROR, with what to do)."""
+    from handlers.keys import CALLS
+
+    client = await start_app(sandbox_time_scale=0.1)
+    first, second = await place(client, RINGS), await place(client, RINGS)
+    store, calls = client.app[STORE], client.app[CALLS]
+
+    async def both_dialled() -> bool:
+        found = [await store.get_call(c, with_timeline=False) for c in (first, second)]
+        return all(c is not None and c.dial_started_at is not None for c in found)
+
+    await wait_for(both_dialled, timeout=10)
+    hangup = calls.hangup
+    broken = first  # hung up first (the store reads them in the order they were placed)
+
+    async def failing_once(call_id: str, **kw: Any) -> Any:
+        if call_id == broken:
+            raise RuntimeError("a defect (test)")
+        return await hangup(call_id, **kw)
+
+    monkeypatch.setattr(calls, "hangup", failing_once)
+    resp = await client.post("/dnc", json={"numbers": [RINGS]})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["hung_up"] == [second]
+    said = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in said] == [
+        f"call {broken}: its number was put on the do-not-call list while it rang, and hanging"
+        f" it up failed; hang it up with POST /calls/{broken}/hangup"
+    ]
