@@ -62,6 +62,7 @@ from common.storage.programs import (
     answer_idempotent,
     bind_key,
     dumps,
+    json_object,
     on_dnc_list,
     why_unreadable,
 )
@@ -464,11 +465,8 @@ def _shown_params(fields: str) -> Any:
     next call); None if its fields do not read (the driver's read of the due list says so).
     Raised, it failed every read of the campaign: its events (a start among them, in the
     scheduler's claim, which no campaign then passed), its page, the list of campaigns."""
-    try:
-        read = json.loads(fields)
-    except (ValueError, RecursionError):
-        return None
-    return read.get("additional_params") if isinstance(read, dict) else None
+    read, _ = json_object(lambda: json.loads(fields))
+    return read.get("additional_params") if read is not None else None
 
 
 def list_campaigns(d: Dialect, limit: int, before: Before | None) -> Program[list[CampaignRecord]]:

@@ -310,14 +310,9 @@ def stored_config(call_id: str, text: str) -> dict[str, Any] | None:
     reads (cut short by a hand edit: a JSON that does not parse, or is no object). Raised, it
     failed every read of its call: the reaper's passes stopped at it, each pass (the call
     live for good, holding CALLS_MAX_ACTIVE), and a page of calls that held it."""
-    try:
-        config: object = _READ_CONFIGS.read(text, json.loads)
-    except (ValueError, RecursionError) as exc:
-        why = why_unreadable(exc)
-    else:
-        if isinstance(config, dict):
-            return config
-        why = f"a JSON {type(config).__name__}, not an object"
+    config, why = json_object(lambda: _READ_CONFIGS.read(text, json.loads))
+    if config is not None:
+        return config
     if (more := _UNREADABLE.due("config")) is not None:
         logger.warning(
             "call %s: its stored config no longer reads (%s); it is read as none%s",
@@ -363,6 +358,18 @@ def stored_report(call_id: str, text: str) -> CallReport:
             more,
         )
     return CallReport.model_validate(kept)
+
+
+def json_object(read: Callable[[], object]) -> tuple[dict[str, Any] | None, str]:
+    """What `read` gives (a stored JSON text's parse) if it is an object; else None and why
+    not, in one short line (a text cut short by a hand edit, a JSON that is no object)."""
+    try:
+        value = read()
+    except (ValueError, TypeError, RecursionError) as exc:
+        return None, why_unreadable(exc)
+    if isinstance(value, dict):
+        return value, ""
+    return None, f"a JSON {type(value).__name__}, not an object"
 
 
 def why_unreadable(exc: BaseException) -> str:
@@ -2001,13 +2008,8 @@ def _erasable_data(call_id: str, event: Row) -> dict[str, Any]:
     the erasure, whose transaction rolled back: every reaper pass, the retention's erasure
     stopped at its call, and no call's conversation was erased past its retention (nor on
     request, that call's)."""
-    try:
-        data = json.loads(event["data"])
-    except (ValueError, TypeError, RecursionError) as exc:
-        data, why = None, why_unreadable(exc)
-    else:
-        why = f"a JSON {type(data).__name__}, not an object"
-    if isinstance(data, dict):
+    data, why = json_object(lambda: json.loads(event["data"]))
+    if data is not None:
         return data
     if (more := _UNREADABLE.due("erased event")) is not None:
         logger.warning(
