@@ -1868,7 +1868,7 @@ class CallService:
         far the agent's clock is behind this server's (its reports' `at` read that much
         later)."""
         results = await self.store.record_reports(reports, behind)
-        listed: list[CallRecord] = []
+        listed: dict[str, CallRecord | None] = {}
         for report, applied in zip(reports, results, strict=True):
             if applied.unknown_call:
                 raise UnknownCall(report.call_id)
@@ -1876,11 +1876,17 @@ class CallService:
             self._agent_seen(report.call_id)
             if applied.change is not None:
                 logger.debug("call %s: %s reported by its agent", report.call_id, report.kind)
-            if report.kind == "do_not_call" and not applied.duplicate:
-                if (call := applied.after or applied.before) is not None:
-                    listed.append(call)
-        for call in listed:  # its callee asked: the other calls to them ringing now too
-            await self.hang_up_unanswered_to([call.phone_number], sparing=call.call_id)
+            if report.kind == "do_not_call":  # sent again too, as POST /dnc is (below)
+                listed[report.call_id] = applied.after or applied.before
+        for call_id, call in listed.items():
+            # Its callee asked: the other calls to the number ringing now go too. Also for
+            # the report sent again (a duplicate): its first sending's hang-ups may have
+            # been cut short (the server killed after the listing's commit), and the
+            # agent's retry is the one left to make them.
+            if call is None:  # (a duplicate: the call is not read with it)
+                call = await self.store.get_call(call_id, with_timeline=False)
+            if call is not None:
+                await self.hang_up_unanswered_to([call.phone_number], sparing=call_id)
         return results
 
     # ------------------------------------------------------------------ reading

@@ -164,3 +164,41 @@ async def test_a_hang_up_that_fails_unexpectedly_leaves_the_others_hung_up(
         f"call {broken}: its number was put on the do-not-call list while it rang, and hanging"
         f" it up failed; hang it up with POST /calls/{broken}/hangup"
     ]
+
+
+async def test_an_agents_do_not_call_report_sent_again_makes_the_hang_ups_a_cut_short_one_missed(
+    start_app: AppFactory, monkeypatch: Any
+) -> None:
+    """The server listed the number and stopped before its hang-ups (killed after the
+    listing's commit: the agent's answer lost): the agent sends the report again, a
+    duplicate, and the call to the number still ringing is hung up then, as a client's
+    POST /dnc sent again hangs up what its first left ringing."""
+    from handlers.keys import CALLS
+
+    client = await start_app(sandbox_time_scale=0.1)
+    ringing, asking = await place(client, RINGS), await place(client, RINGS)
+    store, calls = client.app[STORE], client.app[CALLS]
+
+    async def both_dialled() -> bool:
+        found = [await store.get_call(c, with_timeline=False) for c in (ringing, asking)]
+        return all(c is not None and c.dial_started_at is not None for c in found)
+
+    await wait_for(both_dialled, timeout=10)
+    assert await post_report(client, answered(asking)) == 200
+    hang_up = calls.hang_up_unanswered_to
+
+    async def cut_short(numbers: list[str], **kw: Any) -> list[str]:
+        return []  # the server stopped before its hang-ups
+
+    monkeypatch.setattr(calls, "hang_up_unanswered_to", cut_short)
+    asked = report(asking, 1, "do_not_call")
+    assert await post_report(client, asked) == 200
+    assert await status_of(client, ringing) in ("dialing", "ringing")
+    monkeypatch.setattr(calls, "hang_up_unanswered_to", hang_up)
+    assert await post_report(client, asked) == 200  # sent again: a duplicate
+
+    async def canceled() -> bool:
+        return await status_of(client, ringing) == "canceled"
+
+    await wait_for(canceled, timeout=10)
+    assert await status_of(client, asking) == "in_progress"
