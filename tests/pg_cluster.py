@@ -426,6 +426,31 @@ class PostgresCluster:
                     os.kill(child, signal.SIGKILL)
             self._wait_gone(children, "postmaster children")
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The postmaster and its children SIGSTOPped for the block, as a frozen host or a
+        network cut leaves PostgreSQL: connections stay open and nothing answers.
+
+        The postmaster is stopped first (it forks no child after the listing) and continued
+        last. A child may have exited already (a zombie its postmaster reaps once continued):
+        it is skipped, and every other one is still continued, else the cluster would stay
+        frozen for every test after this one."""
+        pid = self._postmaster_pid()
+        if pid is None or not _is_alive(pid):
+            raise PostgresClusterError("frozen(): the server is not running")
+        os.kill(pid, signal.SIGSTOP)
+        stopped = [pid]
+        try:
+            for child in _children_of(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGSTOP)
+                    stopped.append(child)
+            yield
+        finally:
+            for each in reversed(stopped):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(each, signal.SIGCONT)
+
     def is_running(self) -> bool:
         pid = self._postmaster_pid()
         return pid is not None and _is_alive(pid)

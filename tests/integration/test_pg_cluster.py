@@ -120,6 +120,44 @@ async def test_kill_then_start_recovers(
         await fresh.close()
 
 
+async def test_a_frozen_cluster_whose_backend_died_meanwhile_is_all_continued(
+    postgres_cluster: PostgresCluster, postgres_dsn: str
+) -> None:
+    """A child of the postmaster that exited while the cluster was frozen (a backend whose
+    connection had just closed) is reaped as soon as its postmaster runs again. The postmaster
+    was continued first, the child's SIGCONT then raised ProcessLookupError and left the
+    children after it stopped: every later test on that cluster timed out (CI, stop 49). The
+    reaping is made certain here: the postmaster runs alone until the killed backend is gone."""
+    conn = await asyncpg.connect(postgres_dsn)
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    postmaster = int((postgres_cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    with postgres_cluster.frozen():
+        stopped = [postmaster, *pg_cluster._children_of(postmaster)]
+        assert {pg_cluster._process_state(pid) for pid in stopped} == {"T"}
+        os.kill(backend, signal.SIGKILL)
+        os.kill(postmaster, signal.SIGCONT)  # it reaps the backend as soon as it runs
+        deadline = time.monotonic() + 10.0
+        while pg_cluster._process_state(backend) is not None:
+            assert time.monotonic() < deadline, "the killed backend was not reaped"
+            time.sleep(0.01)
+        os.kill(postmaster, signal.SIGSTOP)
+    conn.terminate()
+    for pid in stopped:
+        assert pg_cluster._process_state(pid) in (None, "R", "S", "D", "Z"), pid
+    deadline = time.monotonic() + 30.0
+    while True:  # the postmaster restarts its backends after one was killed, then answers
+        try:
+            fresh = await asyncpg.connect(postgres_dsn, timeout=5.0)
+            break
+        except (OSError, asyncpg.PostgresError):
+            assert time.monotonic() < deadline, "the cluster did not answer again"
+            time.sleep(0.2)
+    try:
+        assert await fresh.fetchval("SELECT 1") == 1
+    finally:
+        await fresh.close()
+
+
 def _listening_addresses(port: int) -> list[str]:
     """Local addresses of LISTEN sockets on ``port``, from /proc/net/tcp and tcp6."""
     found = []

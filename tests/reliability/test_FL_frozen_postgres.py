@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -19,20 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from handlers import health
 from tests.conftest import AppFactory
-from tests.pg_cluster import PostgresCluster, _children_of
-
-
-@contextmanager
-def _frozen(cluster: PostgresCluster) -> Iterator[None]:
-    postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-    pids = [postmaster, *_children_of(postmaster)]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+from tests.pg_cluster import PostgresCluster
 
 
 async def _ready(client: TestClient[Any, Any]) -> tuple[int, list[str], float]:
@@ -48,7 +31,7 @@ async def test_readyz_answers_within_its_bound_while_postgresql_is_frozen(
 ) -> None:
     client = await start_app(database_url=postgres_dsn, readyz_reuse_s=0.0)
     assert (await _ready(client))[:2] == (200, [])
-    with _frozen(postgres_cluster):
+    with postgres_cluster.frozen():
         for _ in range(2):  # and the next check too, while the first one's write still hangs
             status, components, took = await _ready(client)
             assert (status, components) == (503, ["database"])
@@ -72,7 +55,7 @@ async def test_a_frozen_postgresql_is_said_not_to_answer_naming_its_host(
     monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.5)  # frozen: no bound is long enough
     client = await start_app(database_url=postgres_dsn, readyz_reuse_s=0.0)
     caplog.set_level(logging.WARNING, logger="handlers.health")
-    with _frozen(postgres_cluster):
+    with postgres_cluster.frozen():
         resp = await asyncio.wait_for(client.get("/readyz"), 60.0)
         answered = (await resp.json())["details"][0]["error"]
     where = f"{postgres_cluster.host}:{postgres_cluster.port}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from tests.pg_cluster import PostgresCluster, _children_of
+from tests.pg_cluster import PostgresCluster
 from tests.processes import ServerProcess, free_port
 
 TOKEN = "stop-frozen-token-0123456789"
@@ -62,18 +61,9 @@ async def test_a_stop_on_a_frozen_postgresql_ends_within_its_budget(
     try:
         async with aiohttp.ClientSession() as session:
             await proc.wait_ready(session)
-        postmaster = int(
-            (postgres_cluster.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
-        )
-        pids = [postmaster, *_children_of(postmaster)]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with postgres_cluster.frozen():
             await asyncio.sleep(1.0)  # the reaper's and the scheduler's work hang on it by now
             took = await _stop(proc)
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
         logs = proc.logs()
         assert took < STOP_BOUND_S, f"the stop took {took:.1f} s:\n{logs}"
         assert proc.proc.returncode == 0, logs
