@@ -8,8 +8,9 @@ dispatched. An event a subscriber failed (a campaign's write at a call's end whi
 database restarts, say) is given again to that subscriber alone, by this server, RETRY_S
 later, RETRY_TRIES times; a failed mark is tried again ACK_RETRY_S later. Events whose server
 died before marking them (or that kept failing) are taken over (`recover`) when that server's
-lease on them runs out, by any server on the database, and given to every subscriber. Delivery
-is therefore at least once: subscribers must tolerate seeing an event twice.
+lease on them runs out, by any server on the database, and given to every subscriber: every
+`recover_every_s`, on a timer of the dispatcher's own. Delivery is therefore at least once:
+subscribers must tolerate seeing an event twice.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class EventDispatcher:
         lease_s: float = 60.0,
         ack_delay_s: float = ACK_DELAY_S,
         retry_s: float = RETRY_S,
+        recover_every_s: float | None = None,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -103,6 +105,8 @@ class EventDispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._recover_every_s = recover_every_s  # None: only when `recover` is called
+        self._recovering: asyncio.Task[None] | None = None
         self._unacked: list[int] = []  # dispatched, not yet marked so
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_due = False
@@ -127,11 +131,21 @@ class EventDispatcher:
             self._wakeup.set()
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="events")
+            self._task = loop.create_task(self._run(), name="events")
+        if self._recover_every_s is not None and self._recovering is None:
+            self._recovering = loop.create_task(
+                self._recover_now_and_then(self._recover_every_s), name="events-take-over"
+            )
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Dispatch what is queued (within `timeout`), then stop; the rest is recovered later."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovering
+            self._recovering = None
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
@@ -163,6 +177,28 @@ class EventDispatcher:
             )
             self.publish(events)
         return len(events)
+
+    async def _recover_now_and_then(self, every_s: float) -> None:
+        """`recover` every `every_s`, whatever else the server is doing. It was a duty of the
+        reaper's pass, after its settling, which asks LiveKit and the database about a call at
+        a time (each up to 10 s): after a server with many calls died, on a loaded machine, the
+        dead server's call.ended events (its campaign's attempts end on them) waited minutes
+        for the settling of the calls it left, and with LiveKit stalled, as long as it was."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.recover()
+            except DatabaseError as exc:  # an outage: said once a minute, with the others
+                if (more := self._repeats.due("take-over")) is not None:
+                    logger.error("could not take over undispatched events: %s%s", exc, more)
+            except Exception as exc:  # a defect: its traceback, once a minute
+                if (more := self._repeats.due("take-over defect")) is not None:
+                    logger.error(
+                        "could not take over undispatched events; trying again in %.0f s%s",
+                        every_s,
+                        more,
+                        exc_info=exc,
+                    )
 
     async def _run(self) -> None:
         while True:

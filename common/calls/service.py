@@ -2132,14 +2132,13 @@ class CallService:
     async def reap(self, *, starting: bool = False) -> int:
         """One pass: the settling (`_settle_pass`), then the duties that need no call settled
         first: prune config.json (the settled calls' records too), erase what is past its
-        retention, take over events a stopped server left undispatched, drop old events,
-        what unfinished campaign uploads stored, old rate counts. Each duty runs whether or
-        not the steps before it failed: chained after the settling, a database error in any
-        step before them, pass after pass, left the events a dead server held undispatched
-        for good (a campaign's attempts never ended: its recipients `calling` with no call
-        live, the campaign never over), and config.json, old events and uploads never
-        pruned. A duty's failure is said here, naming it; the settling's is raised once the
-        duties ran. How many calls were reaped."""
+        retention, drop old events, what unfinished campaign uploads stored, old rate counts.
+        (The events a stopped server left undispatched are taken over on the dispatcher's own
+        timer, `EventDispatcher.recover_every_s`, not after the settling.) Each duty runs
+        whether or not the steps before it failed: chained after the settling, a database
+        error in any step before them, pass after pass, left config.json, old events and
+        uploads never pruned. A duty's failure is said here, naming it; the settling's is
+        raised once the duties ran. How many calls were reaped."""
         failed: Exception | None = None
         reaped = 0
         try:
@@ -2150,7 +2149,6 @@ class CallService:
         duties: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
             ("pruning config.json", self._tend_config),
             ("erasing what is past its retention", lambda: self.erase_past_retention(now)),
-            ("taking over undispatched events", self.events.recover),
             ("dropping old events", lambda: self.purge_old_events(now)),
             ("dropping given-up uploads", lambda: self.discard_given_up_uploads(now)),
             ("dropping old rate counts", lambda: self.store.purge_rate_buckets(now)),

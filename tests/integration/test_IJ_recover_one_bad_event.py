@@ -43,7 +43,7 @@ async def test_an_event_that_no_longer_reads_leaves_the_others_to_be_taken_over(
     with sqlite3.connect(calls.settings.calls_db_path) as db:
         dead_server_left_them(db)
         db.execute("UPDATE outbox SET data = '{\"status\": ' WHERE id = ?", (bad_id,))
-    await calls.reap_logged()
+    await client.app[EVENTS].recover()
 
     async def taken_over() -> bool:
         return good_id in taken
@@ -55,7 +55,7 @@ async def test_an_event_that_no_longer_reads_leaves_the_others_to_be_taken_over(
         dispatched_at, claimed_until = row.fetchone()
         assert dispatched_at is None and claimed_until > 1  # kept, to be read again
         dead_server_left_them(db)  # its claim ran out: taken up again, not said again
-    await calls.reap_logged()
+    await client.app[EVENTS].recover()
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(said) == 1, said
     assert said[0].startswith(f"event {bad_id} (call.dialing) of call call-bad no longer reads")

@@ -639,19 +639,29 @@ async def test_a_failing_reaper_is_said_once_a_minute(
     assert len(failed) == 1, [r.getMessage() for r in failed]
 
 
-async def test_a_failing_settle_leaves_the_reapers_other_duties_running(
+async def test_a_dead_servers_events_are_taken_over_while_the_settling_hangs(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reaper took over a dead server's undispatched events (a campaign call's
-    call.ended among them: its attempt ends on it) after the pass's settling, and a database
-    error there, pass after pass, left them undispatched for good: the campaign's recipients
-    `calling` with no call live, never over."""
+    """The take-over of a dead server's undispatched events (a campaign call's call.ended
+    among them: its attempt ends on it) was a duty of the reaper's pass, after its settling:
+    a settling that does not end (LiveKit or the database slow to answer, a call at a time)
+    kept them undispatched as long, the campaign's recipients `calling` with no call live.
+    A failing one (a database error, pass after pass) is said and leaves it running too."""
     import sqlite3
 
     from common.storage.base import DatabaseError
 
-    client = await start_app()
+    client = await start_app(reaper_interval_s=0.05)
     calls = client.app[CALLS]
+    settling = asyncio.Event()
+
+    async def hangs(*args: Any) -> list[str]:
+        settling.set()
+        await asyncio.Event().wait()  # never answers
+        return []
+
+    monkeypatch.setattr(calls.store, "graceless_finished", hangs)
+    await asyncio.wait_for(settling.wait(), 10)  # the reaper's pass is stuck in it
     created = await calls.store.create_call(NewCall("call-dead", "+14155550100", "A", "en", "Calm"))
     # Its server died before dispatching the call's event, and its lease ran out.
     with sqlite3.connect(calls.settings.calls_db_path) as db:
@@ -663,18 +673,44 @@ async def test_a_failing_settle_leaves_the_reapers_other_duties_running(
 
     client.app[EVENTS].subscribe("probe", take)
 
-    async def down(*args: Any) -> list[str]:
-        raise DatabaseError("could not read the finished rooms (test)")
-
-    monkeypatch.setattr(calls.store, "graceless_finished", down)
-    await calls.reap_logged()
-
     async def taken_over() -> bool:
         return taken == [created.events[0].id]
 
     await wait_for(taken_over, timeout=10)
+
+    async def down(*args: Any) -> list[str]:
+        raise DatabaseError("could not read the finished rooms (test)")
+
+    monkeypatch.setattr(calls.store, "graceless_finished", down)
+    await calls.reap_logged()  # its failure raised once the duties ran, said as before
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert said == ["reaper pass failed: could not read the finished rooms (test)"], said
+
+
+async def test_a_failing_take_over_is_said_once_a_minute_and_tried_again(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.storage.base import DatabaseError
+
+    client = await start_app(reaper_interval_s=0.02)
+    calls = client.app[CALLS]
+    tries = 0
+
+    async def down(*args: Any, **kwargs: Any) -> list[Any]:
+        nonlocal tries
+        tries += 1
+        raise DatabaseError("the database is restarting (test)")
+
+    monkeypatch.setattr(calls.store, "claim_stale_events", down)
+
+    async def tried_again() -> bool:
+        return tries >= 5
+
+    await wait_for(tried_again, timeout=10)
+    said = [r.getMessage() for r in caplog.records if "take over" in r.getMessage()]
+    assert said == ["could not take over undispatched events: the database is restarting (test)"], (
+        said
+    )
 
 
 async def test_a_dial_that_never_reached_livekit_ends_when_its_agent_gives_up(
