@@ -32,6 +32,7 @@ from aiohttp.abc import AbstractResolver
 from livekit import api
 from yarl import URL
 
+from common.background import kept_running
 from common.calls.events import EventDispatcher
 from common.calls.models import CallEvent
 from common.calls.phone import load_all_metadata
@@ -575,7 +576,7 @@ async def _reaper(app: web.Application) -> AsyncIterator[None]:
     # A first pass before serving: after a crash, config.json is pruned and the events the
     # last run left undispatched are taken over before anything new happens.
     await app[CALLS].reap_logged(starting=True)
-    task = asyncio.create_task(app[CALLS].run_reaper(), name="call-reaper")
+    task = asyncio.create_task(kept_running("reaper", app[CALLS].run_reaper), name="call-reaper")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

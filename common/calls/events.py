@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from common.background import kept_running
 from common.calls.models import CallEvent, CallRecord
 from common.calls.outcomes import FINAL_STATUSES, Status
 from common.repeats import Repeats
@@ -133,10 +134,14 @@ class EventDispatcher:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = loop.create_task(self._run(), name="events")
+            self._task = loop.create_task(
+                kept_running("event dispatcher", self._run), name="events"
+            )
         if self._recover_every_s is not None and self._recovering is None:
+            every_s = self._recover_every_s
             self._recovering = loop.create_task(
-                self._recover_now_and_then(self._recover_every_s), name="events-take-over"
+                kept_running("event take-over", lambda: self._recover_now_and_then(every_s)),
+                name="events-take-over",
             )
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -202,15 +207,24 @@ class EventDispatcher:
 
     async def _run(self) -> None:
         while True:
-            await self._wakeup.wait()
+            if not self._queue and not self._due:  # (started again with some: at once)
+                await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue or self._due:
                 batch, self._queue = self._queue, []
-                for event in batch:
-                    await self._dispatch(event, 0, None)
+                for done, event in enumerate(batch):
+                    try:
+                        await self._dispatch(event, 0, None)
+                    except BaseException:  # the loop ended (kept_running starts it again):
+                        self._queue[:0] = batch[done:]  # what it had not given, kept
+                        raise
                 due, self._due = self._due, []
-                for event, tries, names in due:
-                    await self._dispatch(event, tries, names)
+                for done, (event, tries, names) in enumerate(due):
+                    try:
+                        await self._dispatch(event, tries, names)
+                    except BaseException:
+                        self._due[:0] = due[done:]
+                        raise
             if self._ack_due:
                 await self._ack()
             elif self._unacked and self._ack_timer is None:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from common.background import kept_running
 from common.calls.admission import Placement
 from common.calls.errors import (
     InvalidCall,
@@ -154,7 +155,9 @@ class CampaignScheduler:
 
     def start(self) -> None:
         self._events.subscribe("campaigns", self.on_event)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="campaigns")
+        self._task = asyncio.get_running_loop().create_task(
+            kept_running("campaign scheduler", self._run), name="campaigns"
+        )
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop placing; let placements in flight finish (bounded); hand the campaigns over."""

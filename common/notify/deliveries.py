@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 import aiohttp
 from yarl import URL
 
+from common.background import kept_running
 from common.calls.models import (
     RECEIVER_SAID,
     DeliveryOutcome,
@@ -397,7 +398,9 @@ class WebhookSender:
             cookie_jar=aiohttp.DummyCookieJar(),
             trace_configs=[_trace()],
         )
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
+        self._task = asyncio.get_running_loop().create_task(
+            kept_running("webhook sender", self._run), name="webhooks"
+        )
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop claiming; let sends in flight finish briefly; give back what is left

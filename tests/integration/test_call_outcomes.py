@@ -687,6 +687,34 @@ async def test_a_dead_servers_events_are_taken_over_while_the_settling_hangs(
     assert said == ["reaper pass failed: could not read the finished rooms (test)"], said
 
 
+async def test_the_reaper_goes_on_after_a_cancellation_not_the_stops(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CancelledError out of a pass (let out of a task it awaited) ended the reaper's loop,
+    unsaid: no call was settled again, config.json never pruned, while the server answered."""
+    client = await start_app(reaper_interval_s=0.02)
+    calls = client.app[CALLS]
+    passes = 0
+
+    async def reap(**kwargs: Any) -> int:
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            raise asyncio.CancelledError
+        return 0
+
+    monkeypatch.setattr(calls, "reap", reap)
+
+    async def went_on() -> bool:
+        return passes >= 3
+
+    await wait_for(went_on, timeout=10)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert said == [
+        "reaper loop ended by CancelledError; started again in 1 s (a defect: please report it)"
+    ], said
+
+
 async def test_a_failing_take_over_is_said_once_a_minute_and_tried_again(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

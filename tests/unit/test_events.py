@@ -334,3 +334,32 @@ async def test_events_given_up_in_an_outage_are_said_once_a_minute(
         await dispatcher.stop()
     given_up = [r.getMessage() for r in caplog.records if "times; it is dispatched" in r.msg]
     assert len(given_up) == 1, given_up
+
+
+async def test_a_dispatcher_whose_loop_ended_mid_batch_goes_on_with_the_rest(
+    store: SqliteCallStore, clock: FakeClock
+) -> None:
+    """A subscriber let out a cancellation that was not the stop's: the dispatcher's loop
+    ended, unsaid, and no event was given to anyone again (the batch's rest neither) until
+    their lease ran out, on another server."""
+    seen: list[str] = []
+
+    async def take(event: CallEvent) -> None:
+        if not seen:
+            seen.append("cut")
+            raise asyncio.CancelledError  # let out of a task it awaited
+        seen.append(event.call_id)
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("a", take)
+    dispatcher.start()
+    try:
+        dispatcher.publish(await _placed_and_ended(store, "call-1"))
+
+        async def given() -> bool:
+            return len(seen) == 3
+
+        await wait_for(given, timeout=10)  # once its loop started again, a second on
+    finally:
+        await dispatcher.stop()
+    assert seen == ["cut", "call-1", "call-1"]  # the event cut short given again, then the rest
