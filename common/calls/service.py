@@ -1222,7 +1222,11 @@ class CallService:
         try:
             await self.store.release_placement(call_id)
         except DatabaseError as exc:  # the call keeps counting, its key stays bound: no harm
-            logger.error("call %s: could not release its rate share and key: %s", call_id, exc)
+            # once a minute: an outage failed each call's release, a line each
+            if (more := self._repeats.due("release")) is not None:
+                logger.error(
+                    "call %s: could not release its rate share and key: %s%s", call_id, exc, more
+                )
 
     def _dialing_record(self, call_id: str, call: OutboundCall) -> CallRecord:
         """What we know of a call LiveKit is dialing when the database cannot tell us more."""
@@ -1254,7 +1258,8 @@ class CallService:
         try:
             await self.admission.remember(placement.claim, call_id, status, body)
         except DatabaseError as exc:  # the key is bound to its call already: retries get it
-            logger.error("could not store the answer under an Idempotency-Key: %s", exc)
+            if (more := self._repeats.due("remember")) is not None:  # once a minute, as above
+                logger.error("could not store the answer under an Idempotency-Key: %s%s", exc, more)
 
     # ------------------------------------------------------------------ events
 
@@ -1425,8 +1430,14 @@ class CallService:
             try:
                 decide = await self._grace_over(call_id, recheck=True)
                 await self._settle(call_id, GRACE_OVER, decide)
-            except DatabaseError as exc:
-                logger.error("call %s: could not settle after the grace: %s", call_id, exc)
+            except DatabaseError as exc:  # the reaper settles it (once a minute: a burst)
+                if (more := self._repeats.due("grace settle")) is not None:
+                    logger.error(
+                        "call %s: could not settle after the grace: %s; the reaper settles it%s",
+                        call_id,
+                        exc,
+                        more,
+                    )
 
         self._spawn(settle(), f"grace-{call_id}")
 

@@ -639,6 +639,40 @@ async def test_a_failing_reaper_is_said_once_a_minute(
     assert len(failed) == 1, [r.getMessage() for r in failed]
 
 
+async def test_an_outage_failing_each_calls_follow_up_writes_is_said_once_a_minute(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database outage failed each call's release of its rate share, its settling after the
+    grace and the storing of its answer under an Idempotency-Key, an ERROR per call: a burst of
+    calls, a burst of lines, each saying what the first did."""
+    from common.calls.admission import Placement
+    from common.calls.models import IdempotencyClaim
+    from common.storage.base import DatabaseError
+
+    client = await start_app()
+    calls = client.app[CALLS]
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise DatabaseError("database unreachable (test)")
+
+    monkeypatch.setattr(calls.store, "release_placement", down)
+    monkeypatch.setattr(calls, "_grace_over", down)
+    monkeypatch.setattr(calls.admission, "remember", down)
+    claim = IdempotencyClaim.of("client", "key", {})
+    for n in range(5):
+        await calls._release(f"call-{n}")
+        calls._settle_after_grace(f"call-{n}", 0.0)
+        await calls.remember(Placement("client", claim), f"call-{n}", 200, {})
+    await asyncio.sleep(0.1)  # the settlings after the grace, spawned
+    said = sorted(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert said == [
+        "call call-0: could not release its rate share and key: database unreachable (test)",
+        "call call-0: could not settle after the grace: database unreachable (test); the"
+        " reaper settles it",
+        "could not store the answer under an Idempotency-Key: database unreachable (test)",
+    ], said
+
+
 async def test_a_dead_servers_events_are_taken_over_while_the_settling_hangs(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
