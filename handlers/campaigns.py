@@ -308,10 +308,18 @@ class CampaignView(BaseModel):
         description="When the last waiting recipient's call goes out, at the campaign's pace"
         " inside its window and calling hours (an estimate: see the README's Campaigns)"
     )
-    defaults: dict[str, Any]
-    pacing: CampaignPacing
-    window: CampaignWindow
-    retry: CampaignRetry
+    # null, each, for a campaign whose stored options no longer read (`unreadable`)
+    defaults: dict[str, Any] | None
+    pacing: CampaignPacing | None
+    window: CampaignWindow | None
+    retry: CampaignRetry | None
+    unreadable: str | None = Field(
+        default=None,
+        description="Given only for a campaign whose stored options no longer read (a hand"
+        " edit of the database, or a newer release's option): why. Its defaults, pacing,"
+        " window, retry, next_call_at and estimated_finish_at are null, and no server of this"
+        " release places its calls; it can be paused, resumed, canceled and read as any",
+    )
 
 
 class RowProblem(BaseModel):

@@ -319,7 +319,7 @@ class CampaignScheduler:
         if plan is None:  # not due any more, or the campaign stopped: read it again
             queue.clear()
             fresh = await self._store.get_campaign(campaign.campaign_id)
-            if fresh is None:
+            if fresh is None or fresh.unreadable is not None:  # (the claim says why)
                 return None
             driver.campaign = fresh
             return 0

@@ -141,6 +141,12 @@ class OnList:
 # ----------------------------------------------------------------------------- rows
 
 
+# What a row that no longer reads raises (its spec hand-edited, or written by another
+# release: a window key this one does not know, a time zone its tzdata lacks).
+_UNREADABLE_ROW = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
+_UNREADABLE = Repeats()
+
+
 # A campaign's spec is written once, at its creation, and the claim loop reads every campaign
 # it drives each second: parsing 2,009 specs (their windows too) was 70 ms of a 162 ms tick
 # (HU). Kept by their text, as a call's config is, within the same bounds of count and size.
@@ -156,12 +162,19 @@ def spec_of(text: str) -> CampaignSpec:
 def _row_to_campaign(
     row: Row, counts: dict[str, int], next_due: float | None, next_due_number: str | None = None
 ) -> CampaignRecord:
+    """The campaign; one whose spec no longer reads with its `unreadable` (why), read alike
+    by its page, the list, its controls and its events: what a driver does with it is the
+    claim's (_readable_campaign)."""
+    try:
+        spec, unreadable = spec_of(row["spec"]), None
+    except _UNREADABLE_ROW as exc:
+        spec, unreadable = None, f"campaigns.spec: {why_unreadable(exc)}"
     return CampaignRecord(
         campaign_id=row["campaign_id"],
         name=row["name"],
         client=row["client"],
         status=CampaignStatus(row["status"]),
-        spec=spec_of(row["spec"]),
+        stored_spec=spec,
         webhook_url=row["webhook_url"],
         total=int(row["total"]),
         start_at=row["start_at"],
@@ -176,6 +189,7 @@ def _row_to_campaign(
         counts=counts,
         next_due_at=next_due,
         next_due_number=next_due_number,
+        unreadable=unreadable,
     )
 
 
@@ -560,12 +574,6 @@ def claim_campaigns(
     return claimed, events
 
 
-# What a row that no longer reads raises (its spec hand-edited, or written by another
-# release: a window key this one does not know, a time zone its tzdata lacks).
-_UNREADABLE_ROW = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
-_UNREADABLE = Repeats()
-
-
 def _readable_campaign(
     d: Dialect, campaign_id: str, lease_s: float
 ) -> Program[CampaignRecord | None]:
@@ -575,18 +583,19 @@ def _readable_campaign(
     said once a minute (for all such rows), and not held by this server: once this claim
     runs out, any server may take it (one of a newer release may read it), this one too,
     which tries it again then."""
-    try:
-        return (yield from driving_state(d, campaign_id))
-    except _UNREADABLE_ROW as exc:
-        if (more := _UNREADABLE.due("campaign")) is not None:
-            logger.error(
-                "campaign %s no longer reads (campaigns.spec: %s): it is not driven; tried"
-                " again in %.0f s%s",
-                campaign_id,
-                why_unreadable(exc),
-                lease_s,
-                more,
-            )
+    campaign = yield from driving_state(d, campaign_id)
+    if campaign is None or campaign.unreadable is None:
+        return campaign
+    if (more := _UNREADABLE.due("campaign")) is not None:
+        logger.error(
+            "campaign %s no longer reads (%s): it is not driven; tried again in %.0f s"
+            " (its page shows the rest; POST /campaigns/%s/cancel ends it)%s",
+            campaign_id,
+            campaign.unreadable,
+            lease_s,
+            campaign_id,
+            more,
+        )
     yield Query(
         "UPDATE campaigns SET claimed_by = '' WHERE campaign_id = ?",  # its claim runs out
         (campaign_id,),
