@@ -386,7 +386,7 @@ class CampaignScheduler:
 
         self._track(place())
 
-    def _say_not_recorded(self, plan: AttemptPlan, exc: DatabaseError) -> None:
+    def _say_not_recorded(self, plan: AttemptPlan | AttemptRef, exc: DatabaseError) -> None:
         """The database failed as what placing did (a refusal, a listed number) was written:
         the attempt stays placing; the recovery pass gives it back, placed again under its key."""
         if (more := self._repeats.due(f"recording {plan.campaign_id}")) is not None:
@@ -602,8 +602,8 @@ class CampaignScheduler:
                 pulled,
             )
         _, placing = await self._store.open_attempts(campaign.campaign_id)
-        for plan in placing:
-            if (plan.campaign_id, plan.idx, plan.attempt) in self._inflight:
+        for ref in placing:
+            if (ref.campaign_id, ref.idx, ref.attempt) in self._inflight:
                 continue
             # Nothing of it is recorded (a call recorded links its attempt in its own
             # transaction), so it is given back, due when it was, and begun again as any due
@@ -611,18 +611,16 @@ class CampaignScheduler:
             # at once, a server restarted in the night dialled it then, and attempts a full
             # disk had held went out together, whatever calls_per_second said.
             try:
-                await self._store.attempt_refused(
-                    AttemptRef(plan.campaign_id, plan.idx, plan.attempt), None, now
-                )
+                await self._store.attempt_refused(ref, None, now)
             except DatabaseError as exc:  # the next pass gives it back; the others go on
-                self._say_not_recorded(plan, exc)
+                self._say_not_recorded(ref, exc)
                 continue
             logger.warning(
                 "campaign %s: attempt %d of recipient %d was left being placed; it is placed"
                 " again in its turn, under the same key",
-                plan.campaign_id,
-                plan.attempt,
-                plan.idx,
+                ref.campaign_id,
+                ref.attempt,
+                ref.idx,
             )
             driver.wake.set()
 

@@ -194,11 +194,14 @@ def _row_to_campaign(
 
 
 def _row_to_recipient(row: Row, history: tuple[Attempt, ...] = ()) -> RecipientRecord:
+    fields = json.loads(row["fields"])
+    if not isinstance(fields, dict):  # (its zones, its call's body read it as one)
+        raise TypeError(f"fields: a JSON {type(fields).__name__}, not an object")
     return RecipientRecord(
         idx=int(row["idx"]),
         row_number=int(row["row_number"]),
         phone_number=row["phone_number"],
-        fields=json.loads(row["fields"]),
+        fields=fields,
         state=row["state"],
         attempts=int(row["attempts"]),
         next_at=row["next_at"],
@@ -917,7 +920,30 @@ def list_recipients(
     history: dict[int, list[Attempt]] = {}
     for a in attempts:
         history.setdefault(int(a["idx"]), []).append(_row_to_attempt(a))
-    return [_row_to_recipient(r, tuple(history.get(int(r["idx"]), ()))) for r in rows]
+    return [_shown_recipient(r, tuple(history.get(int(r["idx"]), ()))) for r in rows]
+
+
+def _shown_recipient(row: Row, history: tuple[Attempt, ...]) -> RecipientRecord:
+    """A recipient as its page shows it (its fields are not shown); one whose stored fields
+    or errors no longer read (a hand edit, another release's row) with an error saying so.
+    Raised, it answered its page 500, and no page after it could be reached."""
+    try:
+        return _row_to_recipient(row, history)
+    except _UNREADABLE_ROW as exc:
+        why = why_unreadable(exc)
+    try:
+        kept = json.loads(row["errors"]) if row["errors"] else []
+    except _UNREADABLE_ROW:
+        kept = []
+    errors = [e for e in kept if isinstance(e, dict)] if isinstance(kept, list) else []
+    errors.append(
+        {
+            "field": "row",
+            "error": f"its stored row no longer reads ({why}): it is not called until it is mended",
+        }
+    )
+    shown = _row_to_recipient({**row, "fields": "{}", "errors": None}, history)
+    return replace(shown, errors=errors)
 
 
 # ----------------------------------------------------------------------------- attempts
@@ -981,23 +1007,19 @@ def _lock_campaign_first(d: Dialect, campaign_id: str) -> Program[None]:
         )
 
 
-def open_attempts(d: Dialect, campaign_id: str) -> Program[tuple[int, list[AttemptPlan]]]:
+def open_attempts(d: Dialect, campaign_id: str) -> Program[tuple[int, list[AttemptRef]]]:
     """How many attempts are live (being placed, or placed and not ended), and those still
-    being placed (after a crash: to place again under the same key)."""
+    being placed (after a crash: given back, to be placed again under the same key). Their
+    recipients' fields are not read: parsed here, the fields of one that no longer read
+    (hand-edited while its attempt was being placed) raised out of every driver's step and
+    recovery pass, and none of the campaign's other recipients was called again."""
     rows = yield Query(
-        "SELECT a.idx, a.attempt, a.state, r.phone_number, r.fields FROM campaign_attempts a"
-        " JOIN campaign_recipients r ON r.campaign_id = a.campaign_id AND r.idx = a.idx"
-        " WHERE a.campaign_id = ? AND a.state != 'ended'",
+        "SELECT idx, attempt, state FROM campaign_attempts"
+        " WHERE campaign_id = ? AND state != 'ended'",
         (campaign_id,),
     )
     placing = [
-        AttemptPlan(
-            campaign_id,
-            int(r["idx"]),
-            int(r["attempt"]),
-            r["phone_number"],
-            json.loads(r["fields"]),
-        )
+        AttemptRef(campaign_id, int(r["idx"]), int(r["attempt"]))
         for r in rows
         if r["state"] == "placing"
     ]

@@ -185,7 +185,7 @@ class CampaignMethods:
             write=True,
         )
 
-    async def open_attempts(self, campaign_id: str) -> tuple[int, list[AttemptPlan]]:
+    async def open_attempts(self, campaign_id: str) -> tuple[int, list[AttemptRef]]:
         return await self._run(cp.open_attempts(self.dialect, campaign_id), write=False)
 
     async def attempt_refused(self, ref: AttemptRef, retry_at: float | None, now: float) -> None:
