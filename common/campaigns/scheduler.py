@@ -292,7 +292,12 @@ class CampaignScheduler:
         if live >= pacing.max_concurrent:
             return IDLE_WAIT_S  # woken as soon as one of its calls ends
         if not queue:
-            queue.extend(await self._store.due_recipients(campaign.campaign_id, now, DUE_BATCH))
+            due = await self._store.due_recipients(campaign.campaign_id, now, DUE_BATCH)
+            if due.unreadable:  # set aside (said): the next list reads those after them
+                await self._store.set_aside_recipients(campaign.campaign_id, due.unreadable, now)
+            queue.extend(due.readable)
+            if not queue and due.unreadable:
+                return 0
             if not queue:
                 events = await self._store.complete_if_done(campaign.campaign_id, now)
                 self._events.publish(events)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         NewCampaign,
         RecipientRecord,
     )
-    from common.storage.campaign_programs import OnList
+    from common.storage.campaign_programs import DueRecipients, OnList
 
 
 # Given the ids of calls about to be erased on request and what they were placed with (their
@@ -230,9 +230,13 @@ class CampaignStore(Protocol):
         stepped back wait it from `now` instead; how many."""
         ...
 
-    async def due_recipients(
-        self, campaign_id: str, now: float, limit: int
-    ) -> list[RecipientRecord]: ...
+    async def due_recipients(self, campaign_id: str, now: float, limit: int) -> DueRecipients:
+        """The first `limit` recipients due, those that read and those that do not."""
+        ...
+
+    async def set_aside_recipients(self, campaign_id: str, idxs: Sequence[int], now: float) -> int:
+        """Due recipients whose rows do not read wait UNREADABLE_RETRY_S; how many."""
+        ...
 
     async def next_due_at(self, campaign_id: str) -> float | None:
         """When the campaign's next recipient falls due (None: none waits to be called)."""

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
 from common.calls.outcomes import Status
@@ -828,9 +828,17 @@ def complete_if_done(
 # ----------------------------------------------------------------------------- recipients
 
 
-def due_recipients(
-    d: Dialect, campaign_id: str, now: float, limit: int
-) -> Program[list[RecipientRecord]]:
+# A due recipient whose row no longer reads is set aside for this long (still pending, read
+# again then: called once its row is mended).
+UNREADABLE_RETRY_S = 300.0
+
+
+class DueRecipients(NamedTuple):
+    readable: list[RecipientRecord]
+    unreadable: list[int]  # those that do not read, by idx: for set_aside_recipients
+
+
+def due_recipients(d: Dialect, campaign_id: str, now: float, limit: int) -> Program[DueRecipients]:
     rows = yield Query(
         f"SELECT * FROM campaign_recipients WHERE campaign_id = ? AND {_DUE_NOW}"  # noqa: S608 - constant text
         " ORDER BY next_at, idx LIMIT ?",
@@ -839,29 +847,48 @@ def due_recipients(
     return _readable_recipients(campaign_id, rows)
 
 
-def _readable_recipients(campaign_id: str, rows: list[Row]) -> list[RecipientRecord]:
-    """The due recipients that read. One that does not (its fields hand-edited, or written by
-    another release) raised out of the driver's read, each step: none of the campaign's
-    recipients was called again, and it never ended. It stays due, read again with the next
-    due list, and is said once a minute (for all such rows); the campaign stays open while
-    it does. (A full list of them, DUE_BATCH all due before the rest, still holds the rest
-    back.)"""
-    due = []
+def _readable_recipients(campaign_id: str, rows: list[Row]) -> DueRecipients:
+    """The due recipients that read, and those that do not (their fields hand-edited, or
+    written by another release), said once a minute (for all such rows). Raised, one failed
+    the driver's read each step: none of the campaign's recipients was called again, and it
+    never ended."""
+    due = DueRecipients([], [])
     for row in rows:
         try:
-            due.append(_row_to_recipient(row))
+            due.readable.append(_row_to_recipient(row))
         except _UNREADABLE_ROW as exc:
+            due.unreadable.append(int(row["idx"]))
             if (more := _UNREADABLE.due("recipient")) is not None:
                 logger.error(
                     "campaign %s: recipient %s (row %s) no longer reads (%s): it is not"
-                    " called, the others are; read again with the next due list%s",
+                    " called, the others are; read again in %.0f s (GET"
+                    " /campaigns/%s/recipients shows it)%s",
                     campaign_id,
                     row["idx"],
                     row["row_number"],
                     why_unreadable(exc),
+                    UNREADABLE_RETRY_S,
+                    campaign_id,
                     more,
                 )
     return due
+
+
+def set_aside_recipients(
+    d: Dialect, campaign_id: str, idxs: Sequence[int], now: float
+) -> Program[int]:
+    """Due recipients whose rows no longer read wait UNREADABLE_RETRY_S (pending still, read
+    again then). Left due, a due list of DUE_BATCH of them, all due before the rest, read
+    none that could be called, every step, and the rest were never called. How many."""
+    if not idxs:
+        return 0
+    rows = yield Query(
+        "UPDATE campaign_recipients SET next_at = ?, updated_at = ?"  # noqa: S608 - our own text
+        f" WHERE campaign_id = ? AND idx IN ({','.join('?' * len(idxs))}) AND {_DUE_NOW}"
+        " RETURNING idx",
+        (now + UNREADABLE_RETRY_S, now, campaign_id, *idxs, now),
+    )
+    return len(rows)
 
 
 def next_due_at(d: Dialect, campaign_id: str) -> Program[float | None]:

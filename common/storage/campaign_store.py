@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
@@ -146,11 +146,14 @@ class CampaignMethods:
     async def pull_back_after_step(self, campaign_id: str, now: float) -> int:
         return await self._run(cp.pull_back_after_step(self.dialect, campaign_id, now), write=True)
 
-    async def due_recipients(
-        self, campaign_id: str, now: float, limit: int
-    ) -> list[RecipientRecord]:
+    async def due_recipients(self, campaign_id: str, now: float, limit: int) -> cp.DueRecipients:
         return await self._run(
             cp.due_recipients(self.dialect, campaign_id, now, limit), write=False
+        )
+
+    async def set_aside_recipients(self, campaign_id: str, idxs: Sequence[int], now: float) -> int:
+        return await self._run(
+            cp.set_aside_recipients(self.dialect, campaign_id, idxs, now), write=True
         )
 
     async def next_due_at(self, campaign_id: str) -> float | None:

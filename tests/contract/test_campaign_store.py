@@ -193,14 +193,14 @@ async def test_a_clock_stepped_back_after_the_start_holds_no_first_call(
     clock.advance(-3600)
     claimed, _ = await store.claim_campaigns(clock.now, 10.0, 10)
     assert [c.campaign_id for c in claimed] == ["cmp-1"]
-    due = await store.due_recipients("cmp-1", clock.now, 10)
+    due = (await store.due_recipients("cmp-1", clock.now, 10)).readable
     assert [r.idx for r in due] == [0, 1, 2]
     plan = await store.begin_attempt("cmp-1", 0, clock.now + 0.5, clock.now)
     await place(store, plan, "call-a")
     assert await end_call(store, clock, "call-a", Status.BUSY) == []
     clock.advance(1)
     await store.claim_campaigns(clock.now, 10.0, 10)
-    assert [r.idx for r in await store.due_recipients("cmp-1", clock.now, 10)] == [1, 2]
+    assert [r.idx for r in (await store.due_recipients("cmp-1", clock.now, 10)).readable] == [1, 2]
     row = (await store.list_recipients("cmp-1", state=None, limit=1, after=None))[0]
     assert row.state == "pending" and row.next_at == clock.now - 1 + 60.0
 
@@ -465,9 +465,9 @@ async def test_a_wait_counted_before_the_clock_stepped_back_counts_from_now(
     clock.now = start + 10  # the clock steps back (ten seconds after the start)
     assert await store.pull_back_after_step("cmp-1", clock.now) == 2
     assert await store.pull_back_after_step("cmp-1", clock.now) == 0  # once
-    due = await store.due_recipients("cmp-1", clock.now + 30, 10)
+    due = (await store.due_recipients("cmp-1", clock.now + 30, 10)).readable
     assert sorted(r.idx for r in due) == [1, 2]  # the refused one, and one never tried
-    due = await store.due_recipients("cmp-1", clock.now + 60, 10)
+    due = (await store.due_recipients("cmp-1", clock.now + 60, 10)).readable
     assert sorted(r.idx for r in due) == [0, 1, 2]
 
 
@@ -879,7 +879,7 @@ async def test_an_erasure_on_request_erases_recipients_and_a_waiting_one_is_neve
         ("+14155550101", "calling", {"name": "Bob Ray"}),
         ("+14155550102", "pending", {"name": "Cy Ode"}),
     ]
-    assert [r.idx for r in await store.due_recipients("cmp-1", clock.now, 10)] == [2]
+    assert [r.idx for r in (await store.due_recipients("cmp-1", clock.now, 10)).readable] == [2]
     assert await store.begin_attempt("cmp-1", 0, clock.now + 1, clock.now) is None
     campaign_row = await store.get_campaign("cmp-1")
     assert campaign_row is not None and campaign_row.counts["erased"] == 1
