@@ -9,7 +9,8 @@ database restarts, say) is given again to that subscriber alone, by this server,
 later, RETRY_TRIES times; a failed mark is tried again ACK_RETRY_S later. Events whose server
 died before marking them (or that kept failing) are taken over (`recover`) when that server's
 lease on them runs out, by any server on the database, and given to every subscriber: every
-`recover_every_s`, on a timer of the dispatcher's own. Delivery is therefore at least once:
+`recover_every_s`, on a timer of the dispatcher's own; one taken over MAX_TAKEOVERS times
+is given up then, kept undispatched. Delivery is therefore at least once:
 subscribers must tolerate seeing an event twice.
 """
 
@@ -50,6 +51,13 @@ ACK_RETRY_S = 1.0
 # again, and the log blamed a stopped server.
 RETRY_S = 2.0
 RETRY_TRIES = 10
+# An undispatched event is taken over (its claim ran out: its server stopped, or one of its
+# subscribers kept failing it through those retries) at most this many times; the next time
+# it is given up instead (programs.claim_stale_events): kept in the outbox undispatched, never
+# claimed again. One a subscriber always failed (a defect its data meets) was given to every
+# subscriber again each time its lease ran out, for good. Each take-over comes a lease (60 s)
+# or more after the last: ten are 10 minutes or more of failing.
+MAX_TAKEOVERS = 10
 
 
 def events_for_new_call(call: CallRecord) -> tuple[str, ...]:
@@ -250,10 +258,11 @@ class EventDispatcher:
             if (more := self._repeats.due("given up")) is not None:
                 logger.error(
                     "event %s (%s) failed %d times; it is dispatched again once its lease"
-                    " runs out%s",
+                    " runs out (given up after %d such take-overs)%s",
                     event.id,
                     event.type,
                     tries,
+                    MAX_TAKEOVERS,
                     more,
                 )
             return

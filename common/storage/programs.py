@@ -25,7 +25,13 @@ from typing import Any, Generic, TypeVar, get_args
 from pydantic import ValidationError
 
 from common.calls.errors import TooManyTurns
-from common.calls.events import CALL_ENDED, CALL_REPORT, events_for_change, events_for_new_call
+from common.calls.events import (
+    CALL_ENDED,
+    CALL_REPORT,
+    MAX_TAKEOVERS,
+    events_for_change,
+    events_for_new_call,
+)
 from common.calls.models import (
     ERASED_REQUEST_HASH,
     RECEIVER_SAID,
@@ -1513,20 +1519,51 @@ def ack_events(d: Dialect, event_ids: list[int], now: float) -> Program[None]:
         )
 
 
+GIVEN_UP_NAMED = 20  # given-up events named in one line (the others counted)
+
+
 def claim_stale_events(
     d: Dialect, now: float, lease_s: float, limit: int, holder: str = "", take_own: bool = False
 ) -> Program[list[CallEvent]]:
     """Undispatched events whose holder's lease ran out (it died) and, with `take_own` (as a
-    server starts), those `holder` itself held before a restart: take them, oldest first."""
+    server starts), those `holder` itself held before a restart: take them, oldest first.
+    One taken over more than MAX_TAKEOVERS times is given up (`_give_up_events`)."""
     rows = yield Query(
-        "UPDATE outbox SET claimed_until = ?, claimed_by = ? WHERE id IN ("  # noqa: S608
-        " SELECT id FROM outbox WHERE dispatched_at IS NULL"
+        "UPDATE outbox SET claimed_until = ?, claimed_by = ?, takeovers = takeovers + 1"  # noqa: S608
+        " WHERE id IN (SELECT id FROM outbox WHERE dispatched_at IS NULL AND given_up_at IS NULL"
         " AND (claimed_until < ? OR (claimed_by = ? AND ? = 1))"
         f" ORDER BY id LIMIT ?{d.skip_locked})"
         " RETURNING *",
         (now + lease_s, holder, now, holder, int(take_own and bool(holder)), limit),
     )
-    return sorted(_readable_events(rows, lease_s), key=lambda e: e.id)
+    over = [row for row in rows if int(row["takeovers"]) > MAX_TAKEOVERS]
+    if over:
+        yield from _give_up_events(over, now)
+    taken = [row for row in rows if int(row["takeovers"]) <= MAX_TAKEOVERS]
+    return sorted(_readable_events(taken, lease_s), key=lambda e: e.id)
+
+
+def _give_up_events(rows: list[Row], now: float) -> Program[None]:
+    """Events taken over MAX_TAKEOVERS times already are given up: kept in the outbox (for an
+    operator: their data, their call), undispatched, never claimed again; said at ERROR once,
+    each named (up to GIVEN_UP_NAMED a line), with how to dispatch one again."""
+    ids = sorted(int(row["id"]) for row in rows)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        yield Query(
+            f"UPDATE outbox SET given_up_at = ? WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+            (now, *chunk),
+        )
+    named = sorted(rows, key=lambda row: int(row["id"]))[:GIVEN_UP_NAMED]
+    logger.error(
+        "%s%s given up after %d take-overs undispatched (each gave it to every subscriber"
+        " again; a subscriber kept failing it: see its errors): kept in the outbox, not"
+        " dispatched again. Once that is mended, UPDATE outbox SET given_up_at = NULL,"
+        " takeovers = 0 WHERE id = <its id> dispatches it again",
+        ", ".join(f"event {row['id']} ({row['type']}, {row['call_id']})" for row in named),
+        f" and {len(rows) - len(named)} more" if len(rows) > len(named) else "",
+        MAX_TAKEOVERS,
+    )
 
 
 def _readable_events(rows: list[Row], lease_s: float) -> list[CallEvent]:

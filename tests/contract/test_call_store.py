@@ -382,7 +382,9 @@ async def test_a_database_from_before_the_placer_upgrades_in_place(
         with contextlib.closing(sqlite3.connect(store.path)) as db, db:
             db.executescript(
                 f"{undo} DROP INDEX deliveries_due_heads; DROP INDEX deliveries_claimed;"  # 0024
-                f" ALTER TABLE deliveries DROP COLUMN behind; PRAGMA user_version = 21;"
+                f" ALTER TABLE deliveries DROP COLUMN behind;"
+                " ALTER TABLE outbox DROP COLUMN takeovers;"  # 0025
+                " ALTER TABLE outbox DROP COLUMN given_up_at; PRAGMA user_version = 21;"
             )
     await store.close()
     store = await backend.open()

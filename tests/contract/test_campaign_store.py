@@ -1001,7 +1001,9 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
         with contextlib.closing(sqlite3.connect(store.path)) as db, db:
             db.executescript(
                 f"{undo} DROP INDEX deliveries_due_heads; DROP INDEX deliveries_claimed;"  # 0024
-                f" ALTER TABLE deliveries DROP COLUMN behind; PRAGMA user_version = 22;"
+                f" ALTER TABLE deliveries DROP COLUMN behind;"
+                " ALTER TABLE outbox DROP COLUMN takeovers;"  # 0025
+                " ALTER TABLE outbox DROP COLUMN given_up_at; PRAGMA user_version = 22;"
             )
     await store.close()
     store = await backend.open()
@@ -1022,7 +1024,7 @@ async def test_a_database_from_before_the_recipients_number_index_upgrades_in_pl
                     "SELECT count(*) FROM sqlite_master WHERE name = 'campaign_recipients_phone'"
                 ).fetchone()[0]
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-        assert (found, version) == (1, 18 if isinstance(store, PostgresCallStore) else 24)
+        assert (found, version) == (1, 19 if isinstance(store, PostgresCallStore) else 25)
         erasure = await store.erase_calls_now(numbers=["+14155550001"])
         assert erasure.recipients == 1
     finally:

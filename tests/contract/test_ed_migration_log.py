@@ -49,7 +49,9 @@ async def test_an_upgrade_says_it_migrates_before_it_does(
             db.executescript(
                 f"{UNDO_PLACED_BY} DROP INDEX deliveries_due_heads;"  # and 0024's
                 " DROP INDEX deliveries_claimed;"
-                " ALTER TABLE deliveries DROP COLUMN behind; PRAGMA user_version = 21;"
+                " ALTER TABLE deliveries DROP COLUMN behind;"
+                " ALTER TABLE outbox DROP COLUMN takeovers;"  # and 0025's
+                " ALTER TABLE outbox DROP COLUMN given_up_at; PRAGMA user_version = 21;"
             )
         db.close()
     await store.close()

@@ -42,6 +42,8 @@ def schema_22_with_recipients(path: Path) -> None:
         db.execute("DROP INDEX deliveries_due_heads")  # and 0024's, after it
         db.execute("DROP INDEX deliveries_claimed")
         db.execute("ALTER TABLE deliveries DROP COLUMN behind")
+        db.execute("ALTER TABLE outbox DROP COLUMN takeovers")  # and 0025's
+        db.execute("ALTER TABLE outbox DROP COLUMN given_up_at")
         db.execute("PRAGMA user_version = 22")
     db.close()
 

@@ -46,8 +46,8 @@ async def test_open_creates_the_file_and_schema(tmp_path: Path) -> None:
     await store.close()
     assert path.is_file()  # the missing parent directory was created
     assert raw_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 24
-    assert len(migrations_for("sqlite")) == 24
+    assert SCHEMA_VERSION == migrations_for("sqlite")[-1].version == 25
+    assert len(migrations_for("sqlite")) == 25
     tables = {r[0] for r in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "calls",
@@ -218,6 +218,7 @@ async def test_calls_of_the_last_minute_count_for_the_rate_after_the_upgrade(
         "ALTER TABLE calls DROP COLUMN placed_by; ALTER TABLE calls DROP COLUMN placed_run;"
         "DROP INDEX deliveries_due_heads; DROP INDEX deliveries_claimed;"
         "ALTER TABLE deliveries DROP COLUMN behind;"
+        "ALTER TABLE outbox DROP COLUMN takeovers; ALTER TABLE outbox DROP COLUMN given_up_at;"
         "PRAGMA user_version = 7;"
     )
     conn.close()

@@ -1,0 +1,37 @@
+"""An undispatched event taken over MAX_TAKEOVERS times is given up on each store: kept in the
+outbox, undispatched, never claimed again, said once; the others are taken over as before."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from common.calls.events import MAX_TAKEOVERS
+from common.storage.base import CallStore
+from tests.contract.test_call_store import new_call
+from tests.contract.test_report_store import execute
+from tests.helpers import FakeClock
+
+
+async def test_an_event_taken_over_too_often_is_given_up_and_kept(
+    store: CallStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = (await store.create_call(new_call("call-bad"))).events[0].id
+    good = (await store.create_call(new_call("call-good", "+1234567891"))).events[0].id
+    await execute(store, "UPDATE outbox SET takeovers = ? WHERE id = ?", MAX_TAKEOVERS - 1, bad)
+    taken = []
+    for _ in range(3):
+        clock.advance(61)  # each claim runs out
+        taken.append([e.id for e in await store.claim_stale_events(clock.now, 60.0, 10)])
+    assert taken == [[bad, good], [good], [good]]  # its tenth take-over, then none
+    rows = await execute(
+        store, "SELECT dispatched_at, given_up_at, takeovers FROM outbox WHERE id = ?", bad
+    )
+    assert dict(rows[0]) == {
+        "dispatched_at": None,
+        "given_up_at": clock.now - 61,
+        "takeovers": MAX_TAKEOVERS + 1,
+    }
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and said[0].startswith(f"event {bad} (call.dialing, call-bad) given up")
