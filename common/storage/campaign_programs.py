@@ -43,6 +43,7 @@ from common.campaigns.model import (
     NewCampaign,
     NewRecipient,
     RecipientRecord,
+    RetryPolicy,
     after_attempt,
 )
 from common.campaigns.windows import call_zones, next_allowed
@@ -1130,8 +1131,8 @@ def end_attempt(
         return []  # a repeated event
     if not campaign:
         return []
-    spec = CampaignSpec.from_json(json.loads(campaign[0]["spec"]))
-    retry = spec.retry
+    spec = _spec_at_an_end(ref, campaign[0]["spec"], status)
+    retry = spec.retry if spec is not None else NO_RETRY
     over = CampaignStatus(campaign[0]["status"]) in OVER_STATUSES
     if status == NOT_DIALLED:  # nobody was called: it does not count, the recipient waits
         # Those a pause (or a window's close) withdrew are no sign of LiveKit refusing: ten
@@ -1158,7 +1159,7 @@ def end_attempt(
             (ref.campaign_id, ref.idx, NOT_DIALLED),
         )
         state, next_at = after_attempt(status, int(made[0]["n"]), retry, now, campaign_over=over)
-    if state == PENDING and next_at is not None:
+    if state == PENDING and next_at is not None and spec is not None:
         # A retry due after its window closes waits for it from now on: shown pending at
         # 20:05 (next_call_at too), it was called at 09:00 the next day.
         state, next_at = yield from _retry_in_window(ref, spec, next_at, enforce_hours)
@@ -1180,6 +1181,33 @@ def end_attempt(
     return (yield from complete_if_done(d, ref.campaign_id, now, lease_s, holder, enforce_hours))
 
 
+# The retry policy of a campaign whose spec no longer reads: none (its recipients are never
+# called more often than a policy that may have allowed fewer would have).
+NO_RETRY = RetryPolicy(on=(), max_attempts=1, delay_s=0.0)
+
+
+def _spec_at_an_end(ref: AttemptRef, text: str, status: str) -> CampaignSpec | None:
+    """The spec of an attempt's campaign as the attempt ends; None, said, if it no longer
+    reads (edited while the call was live). Raised, the end of the attempt failed each time
+    its call.ended was given: its recipient stayed `calling` for good, holding one of the
+    campaign's concurrent calls, and the campaign never completed."""
+    try:
+        return spec_of(text)
+    except _UNREADABLE_ROW as exc:
+        if (more := _UNREADABLE.due("campaign attempt")) is not None:
+            logger.error(
+                "campaign %s no longer reads (campaigns.spec: %s): recipient %d's attempt %d"
+                " ended %s, not tried again (its retry policy does not read)%s",
+                ref.campaign_id,
+                why_unreadable(exc),
+                ref.idx,
+                ref.attempt,
+                status,
+                more,
+            )
+        return None
+
+
 def _retry_in_window(
     ref: AttemptRef, spec: CampaignSpec, due: float, enforce_hours: bool
 ) -> Program[tuple[str, float]]:
@@ -1191,9 +1219,10 @@ def _retry_in_window(
     if not rows:
         return PENDING, due
     at = datetime.fromtimestamp(due, UTC)
+    fields, _ = json_object(lambda: json.loads(rows[0]["fields"]))  # (unread: the due list's)
     zones = call_zones(
         rows[0]["phone_number"],
-        json.loads(rows[0]["fields"]).get("additional_params"),
+        fields.get("additional_params") if fields is not None else None,
         spec.defaults.get("additional_params"),
     )
     opens = next_allowed(at, spec.window, zones, enforce_calling_hours=enforce_hours)
