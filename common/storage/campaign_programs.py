@@ -981,8 +981,9 @@ def begin_attempt(
     d: Dialect, campaign_id: str, idx: int, holder: str, next_dial_at: float, now: float
 ) -> Program[AttemptPlan | OnList | None]:
     """The recipient's next attempt, written before its call is placed (None: the recipient is
-    no longer due, or the campaign is no longer running on this server). A number on the
-    do-not-call list ends the recipient as dnc instead (`_DUE_NOW`)."""
+    no longer due, the campaign is no longer running on this server, or the recipient's
+    fields no longer read: the driver reads its due list again, which sets it aside). A
+    number on the do-not-call list ends the recipient as dnc instead (`_DUE_NOW`)."""
     # The campaign's row first, then its recipient's: in the other order, a cancel and a
     # dial at once deadlocked (the cancel answered 503, or the dial's tick failed).
     yield from _lock_campaign_first(d, campaign_id)
@@ -992,6 +993,11 @@ def begin_attempt(
         (campaign_id, idx, now),
     )
     if not rows:
+        return None
+    # Edited since the due list read them (raised, the step failed with a traceback; a JSON
+    # list was placed and failed as a defect three times before its recipient was invalid)
+    fields, _ = json_object(lambda: json.loads(rows[0]["fields"]))
+    if fields is None:
         return None
     number = rows[0]["phone_number"]
     if (yield from on_dnc_list(number)):
@@ -1020,7 +1026,7 @@ def begin_attempt(
         " VALUES (?, ?, ?, 'placing', ?)",
         (campaign_id, idx, attempt, now),
     )
-    return AttemptPlan(campaign_id, idx, attempt, number, json.loads(rows[0]["fields"]))
+    return AttemptPlan(campaign_id, idx, attempt, number, fields)
 
 
 def _lock_campaign_first(d: Dialect, campaign_id: str) -> Program[None]:

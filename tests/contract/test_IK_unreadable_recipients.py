@@ -44,3 +44,20 @@ async def test_unreadable_due_recipients_are_set_aside_and_read_again_later(
     clock.advance(UNREADABLE_RETRY_S)
     due = await store.due_recipients("cmp-1", clock.now, 3)
     assert ([r.idx for r in due.readable], due.unreadable) == ([2, 1], [0])  # by due time
+
+
+async def test_an_attempt_is_not_begun_for_a_recipient_whose_fields_no_longer_read(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """Its fields edited after the due list read it: not begun, nothing written (the driver
+    reads its due list again, which sets it aside)."""
+    await store.create_campaign(campaign(2), clock.now, start_now=True)
+    await store.claim_campaigns(clock.now, 10.0, 10)
+    for idx, fields in ((0, '{"name": '), (1, '["Ann Lee"]')):
+        await execute(store, "UPDATE campaign_recipients SET fields = ? WHERE idx = ?", fields, idx)
+        assert await store.begin_attempt("cmp-1", idx, clock.now + 1, clock.now) is None
+    assert await store.open_attempts("cmp-1") == (0, [])
+    shown = await store.list_recipients("cmp-1", state=None, limit=2, after=None)
+    assert [(r.state, r.attempts) for r in shown] == [("pending", 0)] * 2
+    got = await store.get_campaign("cmp-1")
+    assert got is not None and got.placed == 0
