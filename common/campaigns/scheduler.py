@@ -181,6 +181,10 @@ class CampaignScheduler:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the claim: a wake while it runs (a campaign created or resumed
+            # after its read) claims again at once. Cleared after it, that campaign waited
+            # for the next tick (a second) for its first call.
+            self._wake.clear()
             try:
                 await self._claim()
             except DatabaseError as exc:
@@ -189,7 +193,6 @@ class CampaignScheduler:
             except Exception:  # a defect: its traceback once a minute, not every tick
                 if (more := self._repeats.due("scheduler defect")) is not None:
                     logger.exception("campaign scheduler failed; going on%s", more)
-            self._wake.clear()
             await wait_set(self._wake, self.tick_s)
 
     async def _claim(self) -> None:
