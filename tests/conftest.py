@@ -233,3 +233,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ordered += quick
     assert len(ordered) == len(items)
     items[:] = ordered
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module-wide once-a-minute counters (common/repeats.py) fresh for each test: a line
+    said in one test held back the same kind of line in a later test of the same worker, whose
+    check of it then failed, or not, by the order the tests ran in."""
+    from common.repeats import Repeats
+    from common.storage import campaign_programs, programs
+    from handlers import errors
+
+    for module, name in (
+        (programs, "_UNREADABLE"),
+        (campaign_programs, "_UNREADABLE"),
+        (errors, "_OUT_OF_DESCRIPTORS_SAID"),
+        (errors, "WRONG_PROTOCOL_SAID"),
+    ):
+        monkeypatch.setattr(module, name, Repeats())

@@ -4,22 +4,11 @@ UNREADABLE_RETRY_S (pending still), and the list reads the ones due after them."
 
 from __future__ import annotations
 
-import pytest
-
-from common.repeats import Repeats
-from common.storage import campaign_programs
 from common.storage.base import CallStore
 from common.storage.campaign_programs import UNREADABLE_RETRY_S
 from tests.contract.test_campaign_store import campaign
 from tests.contract.test_report_store import execute
 from tests.helpers import FakeClock
-
-
-@pytest.fixture(autouse=True)
-def own_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lines these reads say, held back apart from the module's own (once a minute: a
-    line said here held back another test's, run after this one in the same worker)."""
-    monkeypatch.setattr(campaign_programs, "_UNREADABLE", Repeats())
 
 
 async def test_unreadable_due_recipients_are_set_aside_and_read_again_later(

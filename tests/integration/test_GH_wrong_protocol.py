@@ -13,8 +13,6 @@ import logging
 
 import pytest
 
-from common.repeats import Repeats
-from handlers import errors
 from tests.conftest import AppFactory
 
 SENT = {
@@ -31,11 +29,6 @@ SAID = {
     "proxy v1": "began with a PROXY protocol header (v1), and its requests are refused (400)",
     "proxy v2": "began as a PROXY protocol v2 header does, and its requests are refused (400)",
 }
-
-
-@pytest.fixture(autouse=True)
-def fresh_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(errors, "WRONG_PROTOCOL_SAID", Repeats(), raising=False)
 
 
 async def send(host: str, port: int | None, data: bytes) -> bytes:
