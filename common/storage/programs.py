@@ -1520,6 +1520,10 @@ def ack_events(d: Dialect, event_ids: list[int], now: float) -> Program[None]:
 
 
 GIVEN_UP_NAMED = 20  # given-up events named in one line (the others counted)
+# A given-up event's claim: past any clock's now, so it leaves the range of claims run out that
+# every take-over reads (outbox_pending, by claimed_until, of the undispatched): kept there, each
+# pass read past every one of them, more each day a subscriber failed.
+GIVEN_UP_UNTIL = 1e15
 
 
 def claim_stale_events(
@@ -1551,15 +1555,16 @@ def _give_up_events(rows: list[Row], now: float) -> Program[None]:
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         yield Query(
-            f"UPDATE outbox SET given_up_at = ? WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-            (now, *chunk),
+            f"UPDATE outbox SET given_up_at = ?, claimed_until = ? WHERE id IN"  # noqa: S608
+            f" ({','.join('?' * len(chunk))})",
+            (now, GIVEN_UP_UNTIL, *chunk),
         )
     named = sorted(rows, key=lambda row: int(row["id"]))[:GIVEN_UP_NAMED]
     logger.error(
         "%s%s given up after %d take-overs undispatched (each gave it to every subscriber"
         " again; a subscriber kept failing it: see its errors): kept in the outbox, not"
         " dispatched again. Once that is mended, UPDATE outbox SET given_up_at = NULL,"
-        " takeovers = 0 WHERE id = <its id> dispatches it again",
+        " takeovers = 0, claimed_until = 0 WHERE id = <its id> dispatches it again",
         ", ".join(f"event {row['id']} ({row['type']}, {row['call_id']})" for row in named),
         f" and {len(rows) - len(named)} more" if len(rows) > len(named) else "",
         MAX_TAKEOVERS,

@@ -9,6 +9,7 @@ import pytest
 
 from common.calls.events import MAX_TAKEOVERS
 from common.storage.base import CallStore
+from common.storage.programs import GIVEN_UP_UNTIL
 from tests.contract.test_call_store import new_call
 from tests.contract.test_report_store import execute
 from tests.helpers import FakeClock
@@ -26,12 +27,21 @@ async def test_an_event_taken_over_too_often_is_given_up_and_kept(
         taken.append([e.id for e in await store.claim_stale_events(clock.now, 60.0, 10)])
     assert taken == [[bad, good], [good], [good]]  # its tenth take-over, then none
     rows = await execute(
-        store, "SELECT dispatched_at, given_up_at, takeovers FROM outbox WHERE id = ?", bad
+        store,
+        "SELECT dispatched_at, given_up_at, takeovers, claimed_until FROM outbox WHERE id = ?",
+        bad,
     )
     assert dict(rows[0]) == {
         "dispatched_at": None,
         "given_up_at": clock.now - 61,
         "takeovers": MAX_TAKEOVERS + 1,
+        # out of the claims run out that each take-over reads (it read past every one kept)
+        "claimed_until": GIVEN_UP_UNTIL,
     }
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(said) == 1 and said[0].startswith(f"event {bad} (call.dialing, call-bad) given up")
+    # What the line says to do once its subscriber is mended has it taken over again.
+    statement = said[0].split("Once that is mended, ")[1].split(" dispatches it again")[0]
+    await execute(store, statement.replace("<its id>", "?"), bad)
+    clock.advance(61)
+    assert [e.id for e in await store.claim_stale_events(clock.now, 60.0, 10)] == [bad, good]
