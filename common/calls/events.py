@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from common.background import kept_running
+from common.background import SlowSteps, kept_running
 from common.calls.models import CallEvent, CallRecord
 from common.calls.outcomes import FINAL_STATUSES, Status
 from common.repeats import Repeats
@@ -51,6 +51,9 @@ ACK_RETRY_S = 1.0
 # again, and the log blamed a stopped server.
 RETRY_S = 2.0
 RETRY_TRIES = 10
+# A subscriber still on one event after this long is said (a WARNING, with where it waits):
+# every event after it waits for it.
+SLOW_SUBSCRIBER_S = 60.0
 # An undispatched event is taken over (its claim ran out: its server stopped, or one of its
 # subscribers kept failing it through those retries) at most this many times; the next time
 # it is given up instead (programs.claim_stale_events): kept in the outbox undispatched, never
@@ -125,6 +128,8 @@ class EventDispatcher:
         self._due: list[tuple[CallEvent, int, frozenset[str]]] = []  # their retries, now
         self._retry_timer: asyncio.TimerHandle | None = None
         self._repeats = Repeats()
+        self._slow = SlowSteps("event dispatcher", SLOW_SUBSCRIBER_S)
+        self._delivering = ""  # the subscriber an event is given to now
 
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
         self._subscribers.append((name, subscriber))
@@ -312,21 +317,34 @@ class EventDispatcher:
     async def _deliver(self, event: CallEvent, names: frozenset[str] | None) -> frozenset[str]:
         """Give `event` to every subscriber (of `names`, if given); the ones that failed."""
         failed: set[str] = set()
-        for name, subscriber in self._subscribers:
-            if names is not None and name not in names:
-                continue
-            try:
-                await subscriber(event)
-            except DatabaseError as exc:  # an outage, not a defect: one line a minute
-                self._say_database_failed(event, name, exc)
-                failed.add(name)
-            except Exception:  # a defect: its traceback once a minute, not every retry
-                if (more := self._repeats.due(f"subscriber defect {name}")) is not None:
-                    logger.exception(
-                        "event %s (%s) failed in subscriber %s%s", event.id, event.type, name, more
-                    )
-                failed.add(name)
+        self._slow.begin(
+            lambda: f"subscriber {self._delivering} on event {event.id} ({event.type})"
+        )
+        try:
+            for name, subscriber in self._subscribers:
+                if names is not None and name not in names:
+                    continue
+                self._delivering = name
+                if not await self._give(event, name, subscriber):
+                    failed.add(name)
+        finally:
+            self._slow.end()
         return frozenset(failed)
+
+    async def _give(self, event: CallEvent, name: str, subscriber: Subscriber) -> bool:
+        """Whether `subscriber` took `event` (a failure is said here)."""
+        try:
+            await subscriber(event)
+        except DatabaseError as exc:  # an outage, not a defect: one line a minute
+            self._say_database_failed(event, name, exc)
+            return False
+        except Exception:  # a defect: its traceback once a minute, not every retry
+            if (more := self._repeats.due(f"subscriber defect {name}")) is not None:
+                logger.exception(
+                    "event %s (%s) failed in subscriber %s%s", event.id, event.type, name, more
+                )
+            return False
+        return True
 
     def _say_database_failed(self, event: CallEvent, name: str, exc: DatabaseError) -> None:
         """A subscriber's write the database failed (restarting, a connection cut): said

@@ -25,6 +25,7 @@ from livekit import api
 from livekit.protocol import models
 from yarl import URL
 
+from common.background import SlowSteps
 from common.calls.admission import Admission, Placement, refusal_error
 from common.calls.errors import (
     CallAlreadyOver,
@@ -137,6 +138,9 @@ OVER_LIMIT_HEARD: contextvars.ContextVar[Callable[[LiveKitOverLimit], None] | No
 
 CALL_ID_PREFIX = "call-"
 REAPER_MARGIN_S = 60.0
+# A reaper pass still running after this long is said (a WARNING, with where it waits): the
+# next pass waits for it, and with it the settling of every stuck call.
+REAPER_SLOW_S = 120.0
 # A placement lasts at most a config write, a database write and one LiveKit request before
 # its dial starts (each request bounded by REQUEST_TIMEOUT_S): older undialled calls are dead.
 PLACEMENT_BOUND_S = 60.0
@@ -2577,10 +2581,16 @@ class CallService:
             )
 
     async def run_reaper(self) -> None:
-        """A pass every REAPER_INTERVAL_S (the first one runs as the server starts)."""
+        """A pass every REAPER_INTERVAL_S (the first one runs as the server starts); one that
+        runs past REAPER_SLOW_S is said, with where it waits."""
+        slow = SlowSteps("reaper", REAPER_SLOW_S)
         while True:
             await asyncio.sleep(self.settings.reaper_interval_s)
-            await self.reap_logged()
+            slow.begin(lambda: "a pass")
+            try:
+                await self.reap_logged()
+            finally:
+                slow.end()
 
 
 def _signal_detail(signal: Signal) -> dict[str, Any]:

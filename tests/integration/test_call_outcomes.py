@@ -685,6 +685,7 @@ async def test_a_dead_servers_events_are_taken_over_while_the_settling_hangs(
 
     from common.storage.base import DatabaseError
 
+    monkeypatch.setattr("common.calls.service.REAPER_SLOW_S", 0.2)
     client = await start_app(reaper_interval_s=0.05)
     calls = client.app[CALLS]
     settling = asyncio.Event()
@@ -711,6 +712,16 @@ async def test_a_dead_servers_events_are_taken_over_while_the_settling_hangs(
         return taken == [created.events[0].id]
 
     await wait_for(taken_over, timeout=10)
+
+    def slow_said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("reaper:")]
+
+    async def said_slow() -> bool:  # and the hung pass is said, with where it waits
+        return bool(slow_said())
+
+    await wait_for(said_slow, timeout=10)
+    assert len(slow_said()) == 1, slow_said()
+    assert " > hangs (test_call_outcomes.py:" in slow_said()[0], slow_said()
 
     async def down(*args: Any) -> list[str]:
         raise DatabaseError("could not read the finished rooms (test)")

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from common.background import kept_running
+from common.background import SlowSteps, kept_running
 
 
 async def test_a_loop_ended_by_a_cancellation_not_the_stops_is_started_again(
@@ -83,3 +83,40 @@ async def test_a_loop_that_swallows_the_stops_cancellation_is_not_started_again(
     task.cancel()
     await asyncio.wait_for(task, 5)
     assert runs == 1
+
+
+async def _stuck_here(never: asyncio.Event) -> None:
+    await never.wait()
+
+
+async def test_a_slow_step_is_said_once_with_where_it_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="common.background")
+    slow = SlowSteps("probe", 0.05)
+    never = asyncio.Event()
+
+    async def step() -> None:
+        slow.begin(lambda: "a step")
+        try:
+            await _stuck_here(never)
+        finally:
+            slow.end()
+
+    task = asyncio.ensure_future(step())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1, said
+    assert said[0].startswith("probe: a step has run for 0 s and goes on; it waits at step ("), said
+    assert " > _stuck_here (test_background.py:" in said[0], said
+
+
+async def test_a_step_that_ends_in_time_is_not_said(caplog: pytest.LogCaptureFixture) -> None:
+    slow = SlowSteps("probe", 0.05)
+    for _ in range(3):
+        slow.begin(lambda: "a step")
+        await asyncio.sleep(0.02)
+        slow.end()
+    await asyncio.sleep(0.1)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -363,3 +363,36 @@ async def test_a_dispatcher_whose_loop_ended_mid_batch_goes_on_with_the_rest(
     finally:
         await dispatcher.stop()
     assert seen == ["cut", "call-1", "call-1"]  # the event cut short given again, then the rest
+
+
+async def test_a_subscriber_that_does_not_end_is_said_with_where_it_waits(
+    store: SqliteCallStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every event after it waits for it (every call's webhooks, campaigns), unsaid."""
+    monkeypatch.setattr(events_module, "SLOW_SUBSCRIBER_S", 0.05)
+    never = asyncio.Event()
+
+    async def fine(event: CallEvent) -> None:
+        pass
+
+    async def hangs(event: CallEvent) -> None:
+        await never.wait()
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("fine", fine)
+    dispatcher.subscribe("hangs", hangs)
+    dispatcher.start()
+    try:
+        dispatcher.publish(await _placed_and_ended(store, "call-1"))
+        await asyncio.sleep(0.3)
+        never.set()
+        await dispatcher.wait_idle()
+    finally:
+        await dispatcher.stop()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1, said
+    assert said[0].startswith("event dispatcher: subscriber hangs on event 1 (call.dialing) has")
+    assert " > hangs (test_events.py:" in said[0], said
