@@ -16,7 +16,14 @@ from handlers.keys import CAMPAIGNS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
-from tests.integration.test_campaigns import FAST, campaign_of, create, us, wait_status
+from tests.integration.test_campaigns import (
+    FAST,
+    campaign_of,
+    create,
+    due_in_an_hour,
+    us,
+    wait_status,
+)
 
 
 async def test_a_campaign_whose_spec_no_longer_reads_leaves_the_others_to_run(
@@ -65,24 +72,13 @@ async def test_a_recipient_whose_fields_no_longer_read_leaves_the_others_to_be_c
 ) -> None:
     """It raised out of the driver's read of the due list, each step: none of the campaign's
     recipients was called, and the campaign never ended."""
-    clock = ShiftedClock(OPEN_EVERYWHERE)
-    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     numbers = [us(0, "7700"), us(1, "7700")]
-    created = await create(
-        client,
-        {
-            "name": "one bad row",
-            "recipients": [{"phone_number": n, "name": "Ana"} for n in numbers],
-            "start_at": later,
-            "window": {"start": "00:00", "end": "24:00"},
-        },
-    )
+    client, clock, campaign_id = await due_in_an_hour(start_app, "one bad row", numbers)
     with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
         db.execute(
             "UPDATE campaign_recipients SET fields = '{\"name\": '"
             " WHERE campaign_id = ? AND idx = 0",
-            (created["campaign_id"],),
+            (campaign_id,),
         )
     clock.move_to(OPEN_EVERYWHERE + 3601)
     client.app[CAMPAIGNS].scheduler.wake()  # (not its next tick, a second away)
@@ -94,13 +90,13 @@ async def test_a_recipient_whose_fields_no_longer_read_leaves_the_others_to_be_c
     with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
         (state,) = db.execute(
             "SELECT state FROM campaign_recipients WHERE campaign_id = ? AND idx = 0",
-            (created["campaign_id"],),
+            (campaign_id,),
         ).fetchone()
     assert state == "pending"  # kept, for an operator to mend
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(said) == 1, said
-    assert said[0].startswith(f"campaign {created['campaign_id']}: recipient 0 (row 0)"), said
-    assert (await campaign_of(client, created["campaign_id"]))["status"] == "running"  # a 200
+    assert said[0].startswith(f"campaign {campaign_id}: recipient 0 (row 0)"), said
+    assert (await campaign_of(client, campaign_id))["status"] == "running"  # a 200
 
 
 async def test_a_campaign_whose_spec_no_longer_reads_leaves_the_server_to_start(

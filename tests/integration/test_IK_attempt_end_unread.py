@@ -13,8 +13,6 @@ import pytest
 
 from common.calls.events import CALL_DIALING
 from common.calls.models import CallEvent
-from common.repeats import Repeats
-from common.storage import campaign_programs
 from handlers.keys import EVENTS, SETTINGS
 from tests.conftest import AppFactory
 from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
@@ -24,7 +22,6 @@ from tests.integration.test_campaigns import FAST, all_recipients, create, us, w
 async def test_a_call_ending_after_its_campaigns_spec_no_longer_reads_ends_its_attempt(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(campaign_programs, "_UNREADABLE", Repeats())  # none said yet here
     clock = ShiftedClock(OPEN_EVERYWHERE)
     client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
     path = client.app[SETTINGS].calls_db_path

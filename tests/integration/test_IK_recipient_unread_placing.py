@@ -6,19 +6,16 @@ recipients was called again, and the campaign never ended."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sqlite3
 
 import pytest
 
-from common.repeats import Repeats
-from common.storage import campaign_programs
 from handlers.keys import CAMPAIGNS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
-from tests.integration.test_campaigns import FAST, create, us
+from tests.helpers import OPEN_EVERYWHERE, wait_for
+from tests.integration.test_campaigns import due_in_an_hour, us
 
 
 @pytest.mark.parametrize("fields", ['{"name": ', '["Ana"]'], ids=["cut short", "no object"])
@@ -28,21 +25,10 @@ async def test_a_recipient_being_placed_whose_fields_no_longer_read_holds_no_oth
     monkeypatch: pytest.MonkeyPatch,
     fields: str,
 ) -> None:
-    monkeypatch.setattr(campaign_programs, "_UNREADABLE", Repeats())  # none said yet here
-    clock = ShiftedClock(OPEN_EVERYWHERE)
-    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     numbers = [us(0, "7700"), us(1, "7700")]
-    created = await create(
-        client,
-        {
-            "name": "one bad row being placed",
-            "recipients": [{"phone_number": n, "name": "Ana"} for n in numbers],
-            "start_at": later,
-            "window": {"start": "00:00", "end": "24:00"},
-        },
+    client, clock, campaign_id = await due_in_an_hour(
+        start_app, "one bad row being placed", numbers
     )
-    campaign_id = created["campaign_id"]
     with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
         # As a server stopped mid-placing leaves it: the attempt written, no call recorded.
         db.execute(

@@ -4,40 +4,24 @@ another release wrote) made a list of none, every step, and the rest were never 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sqlite3
 
 import pytest
 
 from common.campaigns.scheduler import DUE_BATCH
-from common.repeats import Repeats
-from common.storage import campaign_programs
 from handlers.keys import CAMPAIGNS, SETTINGS
 from server import SANDBOX
 from tests.conftest import AppFactory
-from tests.helpers import OPEN_EVERYWHERE, ShiftedClock, wait_for
-from tests.integration.test_campaigns import FAST, all_recipients, create, us
+from tests.helpers import OPEN_EVERYWHERE, wait_for
+from tests.integration.test_campaigns import all_recipients, due_in_an_hour, us
 
 
 async def test_a_full_due_list_of_unreadable_recipients_holds_no_other_back(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(campaign_programs, "_UNREADABLE", Repeats())  # none said yet here
-    clock = ShiftedClock(OPEN_EVERYWHERE)
-    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
-    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
     numbers = [us(n, "7700") for n in range(DUE_BATCH + 1)]
-    created = await create(
-        client,
-        {
-            "name": "bad rows first",
-            "recipients": [{"phone_number": n, "name": "Ana"} for n in numbers],
-            "start_at": later,
-            "window": {"start": "00:00", "end": "24:00"},
-        },
-    )
-    campaign_id = created["campaign_id"]
+    client, clock, campaign_id = await due_in_an_hour(start_app, "bad rows first", numbers)
     with sqlite3.connect(client.app[SETTINGS].calls_db_path) as db:
         db.execute(
             "UPDATE campaign_recipients SET fields = '{\"name\": '"

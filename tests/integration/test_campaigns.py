@@ -86,6 +86,28 @@ async def all_recipients(client: TestClient[Any, Any], campaign_id: str) -> list
             return rows
 
 
+async def due_in_an_hour(
+    start_app: AppFactory, name: str, numbers: list[str]
+) -> tuple[TestClient[Any, Any], ShiftedClock, str]:
+    """A server whose campaigns' clock is at OPEN_EVERYWHERE, and its campaign `name` of
+    `numbers` (each named Ana), open all day, due an hour on: its rows may be edited as a test
+    needs before the clock is moved past OPEN_EVERYWHERE + 3600. The server, its clock, the
+    campaign's id."""
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(sandbox_time_scale=0.0, campaign_clock=clock, **FAST)
+    later = dt.datetime.fromtimestamp(OPEN_EVERYWHERE + 3600, dt.UTC).isoformat()
+    created = await create(
+        client,
+        {
+            "name": name,
+            "recipients": [{"phone_number": n, "name": "Ana"} for n in numbers],
+            "start_at": later,
+            "window": {"start": "00:00", "end": "24:00"},
+        },
+    )
+    return client, clock, created["campaign_id"]
+
+
 def us(n: int, suffix: str) -> str:
     """A distinct, valid California number ending in a sandbox scenario's digits (an invalid
     +1 number would wait for a window open in every +1 time zone at once)."""
