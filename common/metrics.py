@@ -114,6 +114,12 @@ class Metrics:
             "Customer webhook deliveries not delivered, failed or stopped yet (a backlog)",
             registry=None,
         )
+        self.events_given_up = Gauge(
+            "call_events_given_up",
+            "Call events given up undispatched after 10 take-overs (a subscriber kept failing"
+            " them): their customer webhooks unsent, their campaign attempts open",
+            registry=None,
+        )
         self._pending_shown = False
         self.database_read = Gauge(
             "calls_database_read",
@@ -132,8 +138,10 @@ class Metrics:
                     counts.by_status.get(status.value, 0)
                 )
             self.deliveries_pending.set(counts.deliveries_pending)
+            self.events_given_up.set(counts.events_given_up)
             if not self._pending_shown:
                 self.registry.register(self.deliveries_pending)
+                self.registry.register(self.events_given_up)
                 self._pending_shown = True
         self.database_read.set(1 if fresh else 0)
         return generate_latest(self.registry)
@@ -143,3 +151,4 @@ class Metrics:
 class DatabaseCounts:
     by_status: dict[str, int]
     deliveries_pending: int
+    events_given_up: int

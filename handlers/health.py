@@ -295,7 +295,11 @@ async def _metrics_page(app: web.Application) -> bytes:
     store = app[STORE]
 
     async def count() -> DatabaseCounts:
-        return DatabaseCounts(await store.count_by_status(), await store.count_pending_deliveries())
+        return DatabaseCounts(
+            await store.count_by_status(),
+            await store.count_pending_deliveries(),
+            await store.count_given_up_events(),
+        )
 
     try:
         # Bounded as the readiness probe is: a database that does not answer (cut off, its

@@ -472,6 +472,10 @@ class CallStore(CampaignStore, Protocol):
         """Customer webhook deliveries not yet delivered nor given up."""
         ...
 
+    async def count_given_up_events(self) -> int:
+        """Outbox events given up, undispatched, after too many take-overs."""
+        ...
+
     async def get_delivery(self, delivery_id: int) -> WebhookDelivery | None:
         """The delivery of this id, or None if there is none (nothing is changed)."""
         ...

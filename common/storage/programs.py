@@ -600,6 +600,15 @@ def count_pending_deliveries(d: Dialect) -> Program[int]:
     return int(rows[0]["n"])
 
 
+def count_given_up_events(d: Dialect) -> Program[int]:
+    """Outbox events given up (`_give_up_events`), among the undispatched (an index of its
+    own: not a read of the whole outbox)."""
+    rows = yield Query(
+        "SELECT COUNT(*) AS n FROM outbox WHERE dispatched_at IS NULL AND given_up_at IS NOT NULL"
+    )
+    return int(rows[0]["n"])
+
+
 def count_by_status(d: Dialect) -> Program[dict[str, int]]:
     rows = yield Query("SELECT status, COUNT(*) AS n FROM calls GROUP BY status")
     return {str(r["status"]): int(r["n"]) for r in rows}

@@ -132,6 +132,9 @@ class SqlCallStore(CampaignMethods):
     async def count_pending_deliveries(self) -> int:
         return await self._read_aside(programs.count_pending_deliveries(self.dialect))
 
+    async def count_given_up_events(self) -> int:
+        return await self._read_aside(programs.count_given_up_events(self.dialect))
+
     async def count_by_status(self) -> dict[str, int]:
         return await self._read_aside(programs.count_by_status(self.dialect))
 

@@ -19,8 +19,9 @@ from tests.conftest import AppFactory
 async def test_an_event_a_subscriber_always_fails_is_given_up_after_its_take_overs(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await start_app()
+    client = await start_app(metrics_reuse_s=0.0)
     calls, events = client.app[CALLS], client.app[EVENTS]
+    assert "call_events_given_up 0.0" in await (await client.get("/metrics")).text()
     bad = await calls.store.create_call(NewCall("call-bad", "+14155550100", "A", "en", "Calm"))
     good = await calls.store.create_call(NewCall("call-good", "+14155550101", "A", "en", "Calm"))
     # Written by the store alone (not published to this server's dispatcher): undispatched.
@@ -60,3 +61,5 @@ async def test_an_event_a_subscriber_always_fails_is_given_up_after_its_take_ove
     ]
     assert len(said) == 1, said
     assert f"event {bad_id} (call.dialing, call-bad)" in said[0], said
+    # and counted, for an alert: the line is said once
+    assert "call_events_given_up 1.0" in await (await client.get("/metrics")).text()

@@ -39,8 +39,10 @@ async def test_a_backlog_never_counted_is_not_said_to_be_zero(
         await locker.close()
     assert unknown["calls_database_read"] == 0.0
     assert "customer_webhook_deliveries_pending" not in unknown
+    assert "call_events_given_up" not in unknown
     for _ in range(50):  # the count left running ends once the lock is gone
         known = _values(await (await client.get("/metrics")).text())
         if known["calls_database_read"] == 1.0:
             break
     assert known["customer_webhook_deliveries_pending"] == 0.0
+    assert known["call_events_given_up"] == 0.0
