@@ -259,7 +259,6 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         clock=time.time,
         lease_s=settings.claim_lease_s,
-        recover_every_s=settings.reaper_interval_s,
     )
     events.subscribe("log", log_status_change)
     events.subscribe("trunk faults", warn_of_trunk_faults(Repeats()))
@@ -576,8 +575,12 @@ async def _reaper(app: web.Application) -> AsyncIterator[None]:
     # A first pass before serving: after a crash, config.json is pruned and the events the
     # last run left undispatched are taken over before anything new happens.
     await app[CALLS].reap_logged(starting=True)
+    # The take-over of a dead server's events too, on a timer of its own (every subscriber
+    # has subscribed by now; stopped first, as the reaper is).
+    app[EVENTS].take_over_every(app[SETTINGS].reaper_interval_s)
     task = asyncio.create_task(kept_running("reaper", app[CALLS].run_reaper), name="call-reaper")
     yield
+    await app[EVENTS].stop_taking_over()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

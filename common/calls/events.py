@@ -8,10 +8,10 @@ dispatched. An event a subscriber failed (a campaign's write at a call's end whi
 database restarts, say) is given again to that subscriber alone, by this server, RETRY_S
 later, RETRY_TRIES times; a failed mark is tried again ACK_RETRY_S later. Events whose server
 died before marking them (or that kept failing) are taken over (`recover`) when that server's
-lease on them runs out, by any server on the database, and given to every subscriber: every
-`recover_every_s`, on a timer of the dispatcher's own; one taken over MAX_TAKEOVERS times
-is given up then, kept undispatched. Delivery is therefore at least once:
-subscribers must tolerate seeing an event twice.
+lease on them runs out, by any server on the database, and given to every subscriber: on a
+timer of the dispatcher's own (`take_over_every`), from the reaper's first pass to its stop;
+one taken over MAX_TAKEOVERS times is given up then, kept undispatched. Delivery is
+therefore at least once: subscribers must tolerate seeing an event twice.
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ class EventDispatcher:
         lease_s: float = 60.0,
         ack_delay_s: float = ACK_DELAY_S,
         retry_s: float = RETRY_S,
-        recover_every_s: float | None = None,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -117,8 +116,7 @@ class EventDispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._recover_every_s = recover_every_s  # None: only when `recover` is called
-        self._recovering: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None  # take_over_every's
         self._unacked: list[int] = []  # dispatched, not yet marked so
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_due = False
@@ -145,25 +143,34 @@ class EventDispatcher:
             self._wakeup.set()
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = loop.create_task(
+            self._task = asyncio.get_running_loop().create_task(
                 kept_running("event dispatcher", self._run), name="events"
             )
-        if self._recover_every_s is not None and self._recovering is None:
-            every_s = self._recover_every_s
-            self._recovering = loop.create_task(
+
+    def take_over_every(self, every_s: float) -> None:
+        """`recover` every `every_s` until `stop_taking_over`. The server starts it after the
+        reaper's first pass and stops it with the reaper: started with the dispatcher, a
+        take-over came before the campaign scheduler subscribed (a slow start-up step), and a
+        campaign call's call.ended was marked dispatched unseen by it, its attempt never
+        ended; and at the stop, after the scheduler stopped, it held events from the other
+        servers a lease while this one stopped dispatching."""
+        if self._recovering is None:
+            self._recovering = asyncio.get_running_loop().create_task(
                 kept_running("event take-over", lambda: self._recover_now_and_then(every_s)),
                 name="events-take-over",
             )
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Dispatch what is queued (within `timeout`), then stop; the rest is recovered later."""
+    async def stop_taking_over(self) -> None:
         if self._recovering is not None:
             self._recovering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovering
             self._recovering = None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Dispatch what is queued (within `timeout`), then stop; the rest is recovered later."""
+        await self.stop_taking_over()
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):

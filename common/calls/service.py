@@ -2149,7 +2149,7 @@ class CallService:
         first: prune config.json (the settled calls' records too), erase what is past its
         retention, drop old events, what unfinished campaign uploads stored, old rate counts.
         (The events a stopped server left undispatched are taken over on the dispatcher's own
-        timer, `EventDispatcher.recover_every_s`, not after the settling.) Each duty runs
+        timer, `EventDispatcher.take_over_every`, not after the settling.) Each duty runs
         whether or not the steps before it failed: chained after the settling, a database
         error in any step before them, pass after pass, left config.json, old events and
         uploads never pruned. A duty's failure is said here, naming it; the settling's is
