@@ -307,6 +307,14 @@ class EventDispatcher:
             return
         try:
             await self._log.ack_events(delivered, self._clock())
+        except asyncio.CancelledError:
+            # The loop ended as it marked them (the stop, whose last mark makes it; or a
+            # stray cancellation, after which it is started again and marks them): dropped,
+            # they were never marked and, their lease run out, given to every subscriber again.
+            self._unacked = delivered + self._unacked
+            self._ack_due = True
+            self._wakeup.set()
+            raise
         except Exception as exc:
             if (more := self._repeats.due("ack")) is not None:
                 logger.error(

@@ -95,12 +95,14 @@ class MarkingLog:
 
     def __init__(self, store: SqliteCallStore, marks: list[list[int]], failing: int = 0) -> None:
         self._store, self.marks, self._failing = store, marks, failing
+        self.made = 0  # marks written
 
     async def ack_events(self, event_ids: list[int], now: float) -> None:
         self.marks.append(list(event_ids))
         if len(self.marks) <= self._failing:
             raise OSError("database restarting")
         await self._store.ack_events(event_ids, now)
+        self.made += 1
 
     async def claim_stale_events(
         self, now: float, lease_s: float, limit: int, *, take_own: bool = False
@@ -252,14 +254,15 @@ async def test_a_failed_mark_is_tried_again(
 ) -> None:
     marks: list[list[int]] = []
 
-    dispatcher = EventDispatcher(MarkingLog(store, marks, failing=1), clock, ack_delay_s=0.0)
+    log = MarkingLog(store, marks, failing=1)
+    dispatcher = EventDispatcher(log, clock, ack_delay_s=0.0)
     dispatcher.subscribe("take", take)
     monkeypatch.setattr(events_module, "ACK_RETRY_S", 0.01)
     dispatcher.start()
     try:
         created = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
         dispatcher.publish(created.events)
-        await soon(lambda: len(marks) == 2)
+        await soon(lambda: log.made == 1)  # (a mark the stop cuts short is made again)
     finally:
         await dispatcher.stop()
     assert marks == [[created.events[0].id]] * 2
@@ -396,3 +399,35 @@ async def test_a_subscriber_that_does_not_end_is_said_with_where_it_waits(
     assert len(said) == 1, said
     assert said[0].startswith("event dispatcher: subscriber hangs on event 1 (call.dialing) has")
     assert " > hangs (test_events.py:" in said[0], said
+
+
+async def test_a_mark_the_loop_ended_in_is_made_again(
+    store: SqliteCallStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop ended while it marked events dispatched (the stop's cancellation as the mark's
+    write waited, or a stray one, after which kept_running starts it again): the events it was
+    marking were dropped from its list, never marked, and once their lease ran out given to
+    every subscriber again (a take-over, counted towards their giving up)."""
+    ack = store.ack_events
+    writing = asyncio.Event()
+
+    async def waits_once(event_ids: list[int], now: float) -> None:
+        if not writing.is_set():
+            writing.set()
+            await asyncio.Event().wait()  # a write still waiting as the loop ends
+        await ack(event_ids, now)
+
+    monkeypatch.setattr(store, "ack_events", waits_once)
+
+    async def take(event: CallEvent) -> None:
+        pass
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("a", take)
+    dispatcher.start()
+    try:
+        dispatcher.publish(await _placed_and_ended(store, "call-1"))
+        await asyncio.wait_for(writing.wait(), 10)
+    finally:
+        await dispatcher.stop()  # idle: the mark in flight is cut short
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
