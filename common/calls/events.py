@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from common.background import SlowSteps, kept_running
@@ -90,7 +90,13 @@ class EventLog(Protocol):
     async def ack_events(self, event_ids: list[int], now: float) -> None: ...
 
     async def claim_stale_events(
-        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+        self,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        take_own: bool = False,
+        held: Sequence[int] = (),
     ) -> list[CallEvent]: ...
 
 
@@ -127,6 +133,9 @@ class EventDispatcher:
         self._retry_timer: asyncio.TimerHandle | None = None
         self._repeats = Repeats()
         self._slow = SlowSteps("event dispatcher", SLOW_SUBSCRIBER_S)
+        # Taken off the queue (or the retries) to be given now, the first `_given` given.
+        self._giving: list[CallEvent] = []
+        self._given = 0
         self._delivering = ""  # the subscriber an event is given to now
 
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
@@ -192,7 +201,7 @@ class EventDispatcher:
         """Take over events whose writer's lease ran out (it died) and dispatch them; as the
         server starts (`restarted`), also those it wrote itself before it stopped."""
         events = await self._log.claim_stale_events(
-            self._clock(), self._lease_s, RECOVER_BATCH, take_own=restarted
+            self._clock(), self._lease_s, RECOVER_BATCH, take_own=restarted, held=self._held()
         )
         if events:
             logger.warning(
@@ -202,6 +211,16 @@ class EventDispatcher:
             )
             self.publish(events)
         return len(events)
+
+    def _held(self) -> list[int]:
+        """The events this dispatcher still has to give or mark: their claims are renewed as
+        it takes over the others (run out behind a slow subscriber, they were taken over by
+        this server itself, queued again, and counted towards their giving up)."""
+        held = {event.id for event in (*self._queue, *self._giving[self._given :])}
+        held.update(event.id for event, _, _ in self._due)
+        held.update(self._unacked)
+        # (Not those failed, waiting for their retry: a failing event's take-overs count.)
+        return sorted(held)
 
     async def _recover_now_and_then(self, every_s: float) -> None:
         """`recover` every `every_s`, whatever else the server is doing. It was a duty of the
@@ -232,19 +251,26 @@ class EventDispatcher:
             self._wakeup.clear()
             while self._queue or self._due:
                 batch, self._queue = self._queue, []
+                self._giving = batch
                 for done, event in enumerate(batch):
+                    self._given = done
                     try:
                         await self._dispatch(event, 0, None)
                     except BaseException:  # the loop ended (kept_running starts it again):
                         self._queue[:0] = batch[done:]  # what it had not given, kept
+                        self._giving = []
                         raise
                 due, self._due = self._due, []
+                self._giving = [event for event, _, _ in due]
                 for done, (event, tries, names) in enumerate(due):
+                    self._given = done
                     try:
                         await self._dispatch(event, tries, names)
                     except BaseException:
                         self._due[:0] = due[done:]
+                        self._giving = []
                         raise
+                self._giving = []
             if self._ack_due:
                 await self._ack()
             elif self._unacked and self._ack_timer is None:

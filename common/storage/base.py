@@ -595,10 +595,17 @@ class CallStore(CampaignStore, Protocol):
     async def ack_events(self, event_ids: list[int], now: float) -> None: ...
 
     async def claim_stale_events(
-        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+        self,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        take_own: bool = False,
+        held: Sequence[int] = (),
     ) -> list[CallEvent]:
         """Undispatched events of dead servers (lease over); with `take_own`, as this server
-        starts, also those it held itself before a restart."""
+        starts, also those it held itself before a restart. The claims of `held` (events this
+        server's dispatcher still has to give or mark) are renewed first, not taken over."""
         ...
 
     async def purge_dispatched_events(self, before: float, limit: int | None = None) -> int: ...

@@ -1536,11 +1536,29 @@ GIVEN_UP_UNTIL = 1e15
 
 
 def claim_stale_events(
-    d: Dialect, now: float, lease_s: float, limit: int, holder: str = "", take_own: bool = False
+    d: Dialect,
+    now: float,
+    lease_s: float,
+    limit: int,
+    holder: str = "",
+    take_own: bool = False,
+    held: Sequence[int] = (),
 ) -> Program[list[CallEvent]]:
     """Undispatched events whose holder's lease ran out (it died) and, with `take_own` (as a
     server starts), those `holder` itself held before a restart: take them, oldest first.
-    One taken over more than MAX_TAKEOVERS times is given up (`_give_up_events`)."""
+    One taken over more than MAX_TAKEOVERS times is given up (`_give_up_events`). The claims
+    of `held` (events `holder`'s dispatcher still has, queued behind a slow subscriber, say)
+    are renewed first: run out, they were taken over by their own server, each lease, given
+    again (a copy queued each time) and counted, and given up after MAX_TAKEOVERS leases of a
+    backlog that had never failed."""
+    for start in range(0, len(held), CHUNK):
+        chunk = held[start : start + CHUNK]
+        yield Query(
+            "UPDATE outbox SET claimed_until = ? WHERE claimed_by = ?"  # noqa: S608
+            " AND dispatched_at IS NULL AND given_up_at IS NULL"
+            f" AND id IN ({','.join('?' * len(chunk))})",
+            (now + lease_s, holder, *chunk),
+        )
     rows = yield Query(
         "UPDATE outbox SET claimed_until = ?, claimed_by = ?, takeovers = takeovers + 1"  # noqa: S608
         " WHERE id IN (SELECT id FROM outbox WHERE dispatched_at IS NULL AND given_up_at IS NULL"

@@ -445,10 +445,18 @@ class SqlCallStore(CampaignMethods):
         await self._run(programs.ack_events(self.dialect, event_ids, now), write=True)
 
     async def claim_stale_events(
-        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+        self,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        take_own: bool = False,
+        held: Sequence[int] = (),
     ) -> list[CallEvent]:
         return await self._run(
-            programs.claim_stale_events(self.dialect, now, lease_s, limit, self.instance, take_own),
+            programs.claim_stale_events(
+                self.dialect, now, lease_s, limit, self.instance, take_own, held
+            ),
             write=True,
         )
 

@@ -45,3 +45,19 @@ async def test_an_event_taken_over_too_often_is_given_up_and_kept(
     await execute(store, statement.replace("<its id>", "?"), bad)
     clock.advance(61)
     assert [e.id for e in await store.claim_stale_events(clock.now, 60.0, 10)] == [bad, good]
+
+
+async def test_the_claims_of_events_still_held_are_renewed_not_taken_over(
+    store: CallStore, clock: FakeClock
+) -> None:
+    """A server's dispatcher still holding events (queued behind a slow subscriber) took them
+    over itself once their claims ran out, each lease, counting each time."""
+    held = (await store.create_call(new_call("call-held"))).events[0].id
+    other = (await store.create_call(new_call("call-other", "+1234567891"))).events[0].id
+    clock.advance(61)  # both claims ran out
+    taken = await store.claim_stale_events(clock.now, 60.0, 10, held=[held])
+    assert [e.id for e in taken] == [other]
+    rows = await execute(store, "SELECT takeovers, claimed_until FROM outbox WHERE id = ?", held)
+    assert dict(rows[0]) == {"takeovers": 0, "claimed_until": clock.now + 60.0}
+    clock.advance(61)  # no longer held (its dispatcher gave up on it): taken over, counted
+    assert [e.id for e in await store.claim_stale_events(clock.now, 60.0, 10)] == [held, other]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -105,9 +105,17 @@ class MarkingLog:
         self.made += 1
 
     async def claim_stale_events(
-        self, now: float, lease_s: float, limit: int, *, take_own: bool = False
+        self,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        take_own: bool = False,
+        held: Sequence[int] = (),
     ) -> list[CallEvent]:
-        return await self._store.claim_stale_events(now, lease_s, limit, take_own=take_own)
+        return await self._store.claim_stale_events(
+            now, lease_s, limit, take_own=take_own, held=held
+        )
 
 
 async def take(_event: CallEvent) -> None:
@@ -430,4 +438,36 @@ async def test_a_mark_the_loop_ended_in_is_made_again(
         await asyncio.wait_for(writing.wait(), 10)
     finally:
         await dispatcher.stop()  # idle: the mark in flight is cut short
+    assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
+
+
+async def test_events_queued_behind_a_slow_subscriber_are_not_taken_over_by_their_own_server(
+    store: SqliteCallStore, clock: FakeClock
+) -> None:
+    """Their claims ran out while they waited in this server's queue: each lease its own
+    take-over claimed them again, queued them again (given as many times) and counted it, and
+    after MAX_TAKEOVERS leases gave them up (an ERROR blaming a failing subscriber): a server
+    restarted then (a hung one is) left them never dispatched. Their claims are renewed."""
+    hang = asyncio.Event()
+    given: list[int] = []
+
+    async def slow(event: CallEvent) -> None:
+        given.append(event.id)
+        await hang.wait()
+
+    dispatcher = EventDispatcher(store, clock)
+    dispatcher.subscribe("slow", slow)
+    dispatcher.start()
+    try:
+        first = await store.create_call(NewCall("call-1", "+1234567890", "A", "en", "Calm"))
+        second = await store.create_call(NewCall("call-2", "+1234567890", "A", "en", "Calm"))
+        dispatcher.publish([*first.events, *second.events])  # the first hangs, the second waits
+        for _ in range(events_module.MAX_TAKEOVERS + 1):
+            clock.advance(LEASE_S + 1)
+            assert await dispatcher.recover() == 0
+        hang.set()
+        await dispatcher.wait_idle()
+    finally:
+        await dispatcher.stop()
+    assert given == [first.events[0].id, second.events[0].id]
     assert await store.claim_stale_events(clock.now + 10 * LEASE_S, LEASE_S, 10) == []
