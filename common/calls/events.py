@@ -358,8 +358,9 @@ class EventDispatcher:
     async def _deliver(self, event: CallEvent, names: frozenset[str] | None) -> frozenset[str]:
         """Give `event` to every subscriber (of `names`, if given); the ones that failed."""
         failed: set[str] = set()
+        # (timed from the event's first subscriber: "now at" names the one it waits for)
         self._slow.begin(
-            lambda: f"subscriber {self._delivering} on event {event.id} ({event.type})"
+            lambda: f"event {event.id} ({event.type}), now at subscriber {self._delivering},"
         )
         try:
             for name, subscriber in self._subscribers:
