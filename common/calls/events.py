@@ -17,6 +17,7 @@ therefore at least once: subscribers must tolerate seeing an event twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -117,7 +118,9 @@ class EventDispatcher:
         self._lease_s = lease_s  # how long a claim on events taken over lasts
         self._ack_delay_s = ack_delay_s
         self._subscribers: list[tuple[str, Subscriber]] = []
-        self._queue: list[CallEvent] = []
+        # Each stays on its queue until given: a loop that ends (kept_running starts it again)
+        # goes on from the one it was giving, and the take-over renews the claims of all.
+        self._queue: collections.deque[CallEvent] = collections.deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -129,13 +132,10 @@ class EventDispatcher:
         self._retry_s = retry_s
         # Failed events by id: the event, its tries, the subscribers that failed it.
         self._failed: dict[int, tuple[CallEvent, int, frozenset[str]]] = {}
-        self._due: list[tuple[CallEvent, int, frozenset[str]]] = []  # their retries, now
+        self._due: collections.deque[tuple[CallEvent, int, frozenset[str]]] = collections.deque()
         self._retry_timer: asyncio.TimerHandle | None = None
         self._repeats = Repeats()
         self._slow = SlowSteps("event dispatcher", SLOW_SUBSCRIBER_S)
-        # Taken off the queue (or the retries) to be given now, the first `_given` given.
-        self._giving: list[CallEvent] = []
-        self._given = 0
         self._delivering = ""  # the subscriber an event is given to now
 
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
@@ -216,7 +216,7 @@ class EventDispatcher:
         """The events this dispatcher still has to give or mark: their claims are renewed as
         it takes over the others (run out behind a slow subscriber, they were taken over by
         this server itself, queued again, and counted towards their giving up)."""
-        held = {event.id for event in (*self._queue, *self._giving[self._given :])}
+        held = {event.id for event in self._queue}
         held.update(event.id for event, _, _ in self._due)
         held.update(self._unacked)
         # (Not those failed, waiting for their retry: a failing event's take-overs count.)
@@ -250,27 +250,14 @@ class EventDispatcher:
                 await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue or self._due:
-                batch, self._queue = self._queue, []
-                self._giving = batch
-                for done, event in enumerate(batch):
-                    self._given = done
-                    try:
-                        await self._dispatch(event, 0, None)
-                    except BaseException:  # the loop ended (kept_running starts it again):
-                        self._queue[:0] = batch[done:]  # what it had not given, kept
-                        self._giving = []
-                        raise
-                due, self._due = self._due, []
-                self._giving = [event for event, _, _ in due]
-                for done, (event, tries, names) in enumerate(due):
-                    self._given = done
-                    try:
-                        await self._dispatch(event, tries, names)
-                    except BaseException:
-                        self._due[:0] = due[done:]
-                        self._giving = []
-                        raise
-                self._giving = []
+                # Those queued by now, then the retries due by now (what comes meanwhile
+                # waits for the next round, as it did when each list was taken whole).
+                for _ in range(len(self._queue)):
+                    await self._dispatch(self._queue[0], 0, None)
+                    self._queue.popleft()
+                for _ in range(len(self._due)):
+                    await self._dispatch(*self._due[0])
+                    self._due.popleft()
             if self._ack_due:
                 await self._ack()
             elif self._unacked and self._ack_timer is None:
