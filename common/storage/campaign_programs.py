@@ -474,15 +474,16 @@ def get_campaign(
     if not due:
         return _row_to_campaign(rows[0], counts, None)
     record = _row_to_campaign(rows[0], counts, due[0]["next_at"], due[0]["phone_number"])
-    params = _shown_params(due[0]["fields"])
+    params = _params_of(due[0]["fields"])
     return replace(record, next_due_params=params) if params is not None else record
 
 
-def _shown_params(fields: str) -> Any:
-    """The next due recipient's additional_params, shown with the campaign (the zones of its
-    next call); None if its fields do not read (the driver's read of the due list says so).
-    Raised, it failed every read of the campaign: its events (a start among them, in the
-    scheduler's claim, which no campaign then passed), its page, the list of campaigns."""
+def _params_of(fields: str) -> Any:
+    """A recipient's additional_params (where its zones may come from: shown with the
+    campaign for its next due recipient, read for a retry's window); None if its fields do
+    not read (the driver's read of the due list says so). Raised, it failed every read of
+    the campaign: its events (a start among them, in the scheduler's claim, which no
+    campaign then passed), its page, the list of campaigns; and an attempt's end."""
     read, _ = json_object(lambda: json.loads(fields))
     return read.get("additional_params") if read is not None else None
 
@@ -1225,10 +1226,9 @@ def _retry_in_window(
     if not rows:
         return PENDING, due
     at = datetime.fromtimestamp(due, UTC)
-    fields, _ = json_object(lambda: json.loads(rows[0]["fields"]))  # (unread: the due list's)
     zones = call_zones(
         rows[0]["phone_number"],
-        fields.get("additional_params") if fields is not None else None,
+        _params_of(rows[0]["fields"]),
         spec.defaults.get("additional_params"),
     )
     opens = next_allowed(at, spec.window, zones, enforce_calling_hours=enforce_hours)
