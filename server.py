@@ -255,11 +255,7 @@ async def _config_writable(app: web.Application) -> AsyncIterator[None]:
 async def _events(app: web.Application) -> AsyncIterator[None]:
     """The event dispatcher and its subscribers; the customer webhook sender when enabled."""
     settings = app[SETTINGS]
-    events = EventDispatcher(
-        app[STORE],
-        clock=time.time,
-        lease_s=settings.claim_lease_s,
-    )
+    events = EventDispatcher(app[STORE], clock=time.time, lease_s=settings.claim_lease_s)
     events.subscribe("log", log_status_change)
     events.subscribe("trunk faults", warn_of_trunk_faults(Repeats()))
     events.subscribe("busy runs", warn_of_busy_runs(Repeats()))

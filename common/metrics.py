@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from common.calls.events import EVENT_TYPES
+from common.calls.events import EVENT_TYPES, MAX_TAKEOVERS
 from common.calls.outcomes import FINAL_STATUSES, Status
 
 # Every label value each counter can take, exported at 0 from the start: a series that first
@@ -116,8 +116,8 @@ class Metrics:
         )
         self.events_given_up = Gauge(
             "call_events_given_up",
-            "Call events given up undispatched after 10 take-overs (a subscriber kept failing"
-            " them): their customer webhooks unsent, their campaign attempts open",
+            f"Call events given up undispatched after {MAX_TAKEOVERS} take-overs (a subscriber"
+            " kept failing them): their customer webhooks unsent, their campaign attempts open",
             registry=None,
         )
         self._pending_shown = False

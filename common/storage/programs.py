@@ -1578,7 +1578,8 @@ def _give_up_events(rows: list[Row], now: float) -> Program[None]:
     """Events taken over MAX_TAKEOVERS times already are given up: kept in the outbox (for an
     operator: their data, their call), undispatched, never claimed again; said at ERROR once,
     each named (up to GIVEN_UP_NAMED a line), with how to dispatch one again."""
-    ids = sorted(int(row["id"]) for row in rows)
+    rows = sorted(rows, key=lambda row: int(row["id"]))
+    ids = [int(row["id"]) for row in rows]
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         yield Query(
@@ -1586,7 +1587,7 @@ def _give_up_events(rows: list[Row], now: float) -> Program[None]:
             f" ({','.join('?' * len(chunk))})",
             (now, GIVEN_UP_UNTIL, *chunk),
         )
-    named = sorted(rows, key=lambda row: int(row["id"]))[:GIVEN_UP_NAMED]
+    named = rows[:GIVEN_UP_NAMED]
     logger.error(
         "%s%s given up after %d take-overs undispatched (each gave it to every subscriber"
         " again; a subscriber kept failing it: see its errors): kept in the outbox, not"
