@@ -438,19 +438,77 @@ async def report_url_refusal(url: str, session: aiohttp.ClientSession) -> tuple[
     return f"it answers HTTP {status}, not as a calls server does", False
 
 
-async def _say_where_reports_lead(url: str) -> None:
+def api_reached_through(settings: Settings) -> str | None:
+    """PUBLIC_BASE_URL, when it may open the API to others: no CALLS_API_TOKEN, and a host
+    that is not this machine's loopback (agents and LiveKit reach the server through whatever
+    forwards that name to it). None otherwise."""
+    if settings.calls_api_token or settings.public_base_url is None:
+        return None
+    host = URL(settings.public_base_url).host or ""
+    return None if is_loopback_host(host.rstrip(".")) else settings.public_base_url
+
+
+async def api_open_through(base_url: str, session: aiohttp.ClientSession) -> bool | None:
+    """Whether the API, without a token, lists calls to a request sent through `base_url`
+    (PUBLIC_BASE_URL): True when it does; False when it refuses it (as it refuses what a
+    reverse proxy passes on: a proxy header, HTTP/1.0); None when no calls server answered."""
+    try:
+        async with session.get(
+            f"{base_url}/calls?limit=1",
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=REPORT_URL_TIMEOUT_S),
+        ) as response:
+            status = response.status
+            body = await read_capped(response, REPORT_URL_MAX_BYTES)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if status == 200 and isinstance(doc.get("calls"), list):
+        return True
+    return False if status in (401, 403) and doc.get("status") == "error" else None
+
+
+async def say_if_api_open_through(base_url: str, session: aiohttp.ClientSession) -> None:
+    """An ERROR when the API answers through PUBLIC_BASE_URL without a token. Without one the
+    API is open to this machine's programs, and refuses what a reverse proxy passes on by its
+    headers; a forwarder that adds none (a TLS or TCP one: stunnel, an ssh tunnel, nginx
+    passing `Host` on over HTTP/1.1 without X-Forwarded-For) opened it to everyone who
+    reaches PUBLIC_BASE_URL (measured: a TCP forwarder in front, a client elsewhere listed
+    every call, numbers and all, and placed one), and start-up said only that the API was
+    open to every program on this machine."""
+    if await api_open_through(base_url, session):
+        logger.error(
+            "CALLS_API_TOKEN is not set, and the API answers at PUBLIC_BASE_URL %s (GET"
+            " %s/calls listed calls): what forwards it to this server adds no proxy header"
+            " (X-Forwarded-For, Forwarded, Via...) the API refuses its requests by, so whoever"
+            " reaches %s reads every call and places calls; set CALLS_API_TOKEN",
+            base_url,
+            base_url,
+            base_url,
+        )
+
+
+async def _say_where_reports_lead(url: str, api_base: str | None = None) -> None:
     """At start-up, whether PUBLIC_BASE_URL leads to a calls server: set wrong (a proxy that
     keeps its path prefix, a host or port mistyped, a redirect to https), every report of
     every call (answer, transcript, analysis) was refused or lost on the agents' hosts, and
     this server said nothing of it. Asked again for REPORT_URL_CHECK_FOR_S, a load balancer
     may not send here yet; said once, a WARNING (this server may reach it otherwise than the
-    agents do), or an INFO line once it leads to a calls server."""
+    agents do), or an INFO line once it leads to a calls server. `api_base`
+    (api_reached_through): then whether the API answers there without a token."""
     deadline = time.monotonic() + REPORT_URL_CHECK_FOR_S
     async with aiohttp.ClientSession() as session:
         while True:
             refusal = await report_url_refusal(url, session)
             if refusal is None:
                 logger.info("agents' reports go to %s, which leads to a calls server", url)
+                if api_base is not None:
+                    await say_if_api_open_through(api_base, session)
                 return
             why, for_good = refusal
             if for_good or time.monotonic() + REPORT_URL_CHECK_EVERY_S > deadline:
@@ -473,7 +531,8 @@ async def _report_url_checked(app: web.Application) -> AsyncIterator[None]:
     check = None
     if settings.public_base_url is not None and not settings.uses_sandbox:
         check = asyncio.get_running_loop().create_task(
-            _say_where_reports_lead(settings.report_url), name="report-url-check"
+            _say_where_reports_lead(settings.report_url, api_reached_through(settings)),
+            name="report-url-check",
         )
     yield
     if check is not None:
