@@ -103,6 +103,7 @@ from handlers import (
 from handlers.body_reads import BodyReads
 from handlers.errors import (
     PARSER_ERRORS_AS_JSON,
+    SERVER_NAME,
     answer_parser_errors_as_json,
     errors_as_json,
     refuse_cut_compressed_bodies,
@@ -181,6 +182,9 @@ PROTECTIVE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "no
 async def protective_headers(_request: web.Request, response: web.StreamResponse) -> None:
     for name, value in PROTECTIVE_HEADERS.items():
         response.headers.setdefault(name, value)
+    # aiohttp's own (set before this hook) said `Python/3.11 aiohttp/3.14.5` on every answer,
+    # to anyone who asked: which published flaws of those versions to try.
+    response.headers["Server"] = SERVER_NAME
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

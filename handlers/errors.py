@@ -51,6 +51,10 @@ from common.storage.campaign_programs import CampaignConflict, TooManyResumes
 from common.text import is_unicode, quoted, shown_text
 
 logger = logging.getLogger(__name__)
+
+# What every answer's `Server` header says: the product, no versions (aiohttp's own default
+# named Python's and its own, to anyone who asked).
+SERVER_NAME = "outbound-caller"
 _OUT_OF_DESCRIPTORS_SAID = Repeats()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -387,7 +391,7 @@ def answer_parser_errors_as_json() -> None:
         if not 400 <= status < 500 or not _answers_json(self):
             return plain
         say_wrong_protocol(request.remote, exc)
-        answer = _parser_refusal(status, exc, message)
+        answer = _named_as_ours(_parser_refusal(status, exc, message))
         answer.force_close()  # as aiohttp's: what follows on the connection is not read
         return answer
 
@@ -597,3 +601,10 @@ def _parser_refusal(status: int, exc: BaseException | None, message: str | None)
         return json_error(status, _UNREADABLE_BODY)
     shown = shown_text(" ".join(str(said).split()), 201)  # it may quote the client's bytes
     return json_error(status, f"the request is not valid HTTP: {shown}" if shown else "bad request")
+
+
+def _named_as_ours(answer: web.Response) -> web.Response:
+    """A parser refusal's answer, which no app's on_response_prepare sees: its `Server` is
+    ours (no versions), as every other answer's is (server.protective_headers)."""
+    answer.headers["Server"] = SERVER_NAME
+    return answer

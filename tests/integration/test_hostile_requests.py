@@ -423,6 +423,7 @@ async def test_requests_the_http_parser_refuses_are_answered_in_json(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split()[1] == b"400", head
     assert b"application/json" in head.lower(), head
+    assert b"\r\nserver: outbound-caller\r\n" in head.lower(), head  # no versions
     error = json.loads(body)
     assert error["status"] == "error" and error["error"], error
 
@@ -710,6 +711,13 @@ async def test_answers_are_not_cached_or_sniffed(start_app: AppFactory) -> None:
     ):
         assert resp.headers["Cache-Control"] == "no-store"
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Server"] == "outbound-caller"  # aiohttp's named its version
+
+
+async def test_an_unknown_path_names_no_versions(start_app: AppFactory) -> None:
+    client = await start_app()
+    resp = await client.get("/wp-login.php")
+    assert resp.status == 404 and resp.headers["Server"] == "outbound-caller"
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "OPTIONS", "DELETE", "PATCH"])
