@@ -1492,18 +1492,23 @@ def add_dnc(
 
 def unanswered_calls_to(numbers: list[str]) -> Program[list[str]]:
     """The calls to `numbers` dialled and still dialling or ringing (nobody answered yet),
-    oldest first. A call whose dial has not started is left to start_dial's look at the list:
-    refused as listed, nobody called, its Idempotency-Key free, its campaign recipient dnc."""
+    oldest first, whose number is on the do-not-call list now. A call whose dial has not
+    started is left to start_dial's look at the list: refused as listed, nobody called, its
+    Idempotency-Key free, its campaign recipient dnc. A number taken off the list (DELETE
+    /dnc) and called again was hung up by an agent's do_not_call report sent again after
+    that (a retry whose first answer was lost, a captured report replayed)."""
     found: list[str] = []
     for start in range(0, len(numbers), CHUNK):
         chunk = numbers[start : start + CHUNK]
         marks = ",".join("?" * len(chunk))
         rows = yield Query(
-            f"SELECT call_id FROM calls WHERE status IN (?, ?) AND phone_number IN ({marks})"  # noqa: S608
-            " AND dial_started_at IS NOT NULL ORDER BY created_at",
+            f"SELECT call_id, phone_number FROM calls WHERE status IN (?, ?)"  # noqa: S608
+            f" AND phone_number IN ({marks}) AND dial_started_at IS NOT NULL ORDER BY created_at",
             (Status.DIALING.value, Status.RINGING.value, *chunk),
         )
-        found.extend(_ids(rows))
+        for row in rows:  # few: the calls ringing now
+            if (yield from on_dnc_list(row["phone_number"])):
+                found.append(str(row["call_id"]))
     return found
 
 

@@ -202,3 +202,31 @@ async def test_an_agents_do_not_call_report_sent_again_makes_the_hang_ups_a_cut_
 
     await wait_for(canceled, timeout=10)
     assert await status_of(client, asking) == "in_progress"
+
+
+async def test_a_do_not_call_report_sent_again_after_the_number_left_the_list_hangs_up_nothing(
+    start_app: AppFactory,
+) -> None:
+    """The operator took the number off the list (DELETE /dnc) and it was called again: the
+    agent's do_not_call report sent again then (a retry whose first answer was lost, or a
+    captured report replayed within its token's life) hung that new call up, the list no
+    longer holding the number. Only calls to numbers on the list are hung up."""
+    client = await start_app(sandbox_time_scale=0.1)
+    store = client.app[STORE]
+    asking = await place(client, RINGS)
+
+    async def dialled(call_id: str) -> bool:
+        call = await store.get_call(call_id, with_timeline=False)
+        return call is not None and call.dial_started_at is not None
+
+    await wait_for(lambda: dialled(asking), timeout=10)
+    assert await post_report(client, answered(asking)) == 200
+    asked = report(asking, 1, "do_not_call")
+    assert await post_report(client, asked) == 200
+    assert (await client.delete(f"/dnc/{RINGS}")).status == 200
+    again = await place(client, RINGS)  # off the list: called again
+    await wait_for(lambda: dialled(again), timeout=10)
+    assert await post_report(client, asked) == 200  # sent again: a duplicate
+    left = await store.get_call(again, with_timeline=False)  # its hang-up is made by then
+    assert left is not None and not left.hangup_requested and not left.is_final, left
+    assert await status_of(client, asking) == "in_progress"
