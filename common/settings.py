@@ -1389,7 +1389,10 @@ def _secrets_exposed(path: str | os.PathLike[str], text: str) -> str | None:
         return None
     if not mode & 0o004 or not others_may_reach(path):
         return None
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    # The statements that parse, as dotenv_values reads them, without its stderr line for
+    # one that does not ("python-dotenv could not parse statement starting at line 1", said
+    # before the configuration error that names it: two lines, the first naming nothing).
+    values = {b.key: b.value for b in parse_stream(io.StringIO(text)) if b.key and not b.error}
     held = [k for k, v in values.items() if k in _SECRET_VARIABLES and (v or "").strip()]
     if not held:
         return None

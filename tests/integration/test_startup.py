@@ -26,7 +26,7 @@ import pytest
 
 from common.storage.sqlite import SqliteCallStore
 from tests.helpers import immutable
-from tests.processes import free_port, run_to_end
+from tests.processes import free_port, reachable_directory, run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAx"  # 30 bytes, base64
@@ -577,6 +577,22 @@ def test_a_dotenv_line_that_does_not_parse_is_one_configuration_error(tmp_path: 
     here calls to every country were allowed."""
     (tmp_path / ".env").write_text('CALLS_ALLOWED_COUNTRIES="US\nCALLS_MAX_ACTIVE=5\n')
     done = run_server_here(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "configuration error: .env line 1 (CALLS_ALLOWED_COUNTRIES) cannot be parsed (an"
+        " unclosed quote, or not NAME=value); fix or remove it"
+    ]
+
+
+def test_a_dotenv_line_that_does_not_parse_is_one_line_in_a_checkout_others_may_read() -> None:
+    """`cp .env.example .env` in a checkout others may pass through (a 0644 .env under
+    /srv or /home): the check for secrets every user may read parsed the file again with
+    python-dotenv, which printed its own `python-dotenv could not parse statement starting
+    at line 1` on stderr before the configuration error, a second line naming no variable."""
+    with reachable_directory() as here:
+        (here / ".env").write_text('CALLS_ALLOWED_COUNTRIES="US\nCALLS_MAX_ACTIVE=5\n')
+        (here / ".env").chmod(0o644)
+        done = run_server_here(here)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "configuration error: .env line 1 (CALLS_ALLOWED_COUNTRIES) cannot be parsed (an"
