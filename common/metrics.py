@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from common.calls.events import EVENT_TYPES, MAX_TAKEOVERS
 from common.calls.outcomes import FINAL_STATUSES, Status
+from common.campaigns.model import CAMPAIGN_EVENTS
 
 # Every label value each counter can take, exported at 0 from the start: a series that first
 # appears at 1 (the first failed placement after a start) is no increase to Prometheus, so
@@ -101,7 +102,7 @@ class Metrics:
             (self.webhooks, WEBHOOK_RESULTS),
             (self.reports, REPORT_RESULTS),
             (self.webhook_deliveries, DELIVERY_RESULTS),
-            (self.call_events, EVENT_TYPES),
+            (self.call_events, (*EVENT_TYPES, *CAMPAIGN_EVENTS)),  # one outbox for both
             (self.calls_ended, sorted(status.value for status in FINAL_STATUSES)),
         ):
             for value in values:
