@@ -213,6 +213,8 @@ class CallRecord:
     """Its customer webhook deliveries are not made yet (NewCall.hold_deliveries)."""
     no_report: bool = False
     """It ended with no agent to report on it (Change.no_report): no report will come."""
+    hangup_for_dnc: bool = False
+    """Its hang-up was asked for because its number was put on the do-not-call list."""
 
     @property
     def state(self) -> CallState:
@@ -224,6 +226,7 @@ class CallRecord:
             self.amd,
             self.dial_started_at is not None,
             self.callee_left_at is not None,
+            hangup_for_dnc=self.hangup_for_dnc,
         )
 
     @property

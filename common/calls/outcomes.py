@@ -101,6 +101,11 @@ _TRUNK_FAILURE_FAULT = (
     "check the trunk's address and transport, whether the carrier is up, and the trunk's"
     " limits at the carrier (calls per second, concurrent calls)"
 )
+HUNG_UP_BY_API = "hung up through the API"
+HUNG_UP_FOR_DNC = "hung up: its number was put on the do-not-call list while it rang"
+# The calls.hangup_requested mark of a hang-up for the do-not-call list (1: through the API).
+HANGUP_FOR_DNC = 2
+
 _REASON_STATUS = {
     "USER_REJECTED": Status.BUSY,
     "USER_UNAVAILABLE": Status.NO_ANSWER,
@@ -128,6 +133,14 @@ class CallState:
     """An agent of ours showed itself in the call (a report, its participant joining or
     leaving), as far as the server knows when it decides. An answered call with none ends
     `failed` (NO_AGENT_BEFORE_END) once its room finished and the grace found none either."""
+    hangup_for_dnc: bool = False
+    """The hang-up was asked for because the call's number was put on the do-not-call list
+    (POST /dnc, or an agent's do_not_call report on another call), not through its own."""
+
+    @property
+    def hangup_reason(self) -> str:
+        """The reason of a call its hang-up cancels."""
+        return HUNG_UP_FOR_DNC if self.hangup_for_dnc else HUNG_UP_BY_API
 
 
 @dataclass(frozen=True)
@@ -279,7 +292,7 @@ def next_state(state: CallState, signal: Signal) -> Change | None:
             reason = failed or "answering machine"
             return Change(Status.VOICEMAIL, reason, answered=state.answered)
         if state.hangup_requested:
-            return Change(Status.CANCELED, "hung up through the API")
+            return Change(Status.CANCELED, state.hangup_reason)
         if signal.room_outcome == OUTCOME_FAILED and state.dialled:  # the agent failed
             # Why, in either case; answered, it stays `completed`: somebody talked to the
             # agent, and as `failed` a campaign retrying failures would call them again. Unless

@@ -244,7 +244,7 @@ def _failed(
         if state.status in FINAL_STATUSES:
             return None
         if state.hangup_requested:
-            return Change(Status.CANCELED, "hung up through the API", no_report=no_report)
+            return Change(Status.CANCELED, state.hangup_reason, no_report=no_report)
         if unless_shown_taken and _dial_shown_taken(state):
             return None
         return Change(status, reason, no_report=no_report)
@@ -263,7 +263,13 @@ def _grace_over(state: CallState) -> Change | None:
 
 
 _GRACE_OVER = Signal(event=GRACE_OVER, room="")
-_CANCELED_BY_API = _fixed(Change(Status.CANCELED, "hung up through the API"))
+
+
+def _hung_up(state: CallState) -> Change | None:
+    """Canceled by its hang-up (marked: through the API, or for the do-not-call list)."""
+    return None if state.status in FINAL_STATUSES else Change(Status.CANCELED, state.hangup_reason)
+
+
 NEVER_DIALLED = (
     "it was never dialled (its server stopped, or lost the database, first); nobody was called"
 )
@@ -1007,7 +1013,7 @@ class CallService:
         await self._retract_config(call_id, "hung up through the API before its dial")
         if current.is_final:
             return current
-        applied = await self._settle(call_id, "hangup", _CANCELED_BY_API)
+        applied = await self._settle(call_id, "hangup", _hung_up)
         return applied.after or current
 
     async def _room_gone_before_dial(self, call_id: str) -> CallRecord:
@@ -2076,7 +2082,7 @@ class CallService:
         if await end_room(self.lkapi, call_id):
             logger.info("call %s hang-up requested", call_id, extra={"call_id": call_id})
         else:  # the room is gone (or not made yet): no room_finished will come, settle now
-            settled = await self._settle(call_id, "hangup", _CANCELED_BY_API, only_if_changed=True)
+            settled = await self._settle(call_id, "hangup", _hung_up, only_if_changed=True)
             ended = settled.before if settled.change is None else None
             # Settled meanwhile: canceled, by this mark (its room_finished read it) or a
             # concurrent hang-up's: the hang-up was accepted, as both requests were (two at

@@ -52,6 +52,7 @@ from common.calls.models import (
 )
 from common.calls.outcomes import (
     FINAL_STATUSES,
+    HANGUP_FOR_DNC,
     LIVE_STATUSES,
     CallState,
     Change,
@@ -159,6 +160,7 @@ def row_to_call(
         reason=row["reason"],
         answered=bool(row["answered"]),
         hangup_requested=bool(row["hangup_requested"]),
+        hangup_for_dnc=row["hangup_requested"] == HANGUP_FOR_DNC,
         created_at=row["created_at"],
         answered_at=row["answered_at"],
         ended_at=row["ended_at"],
@@ -1053,11 +1055,15 @@ def request_hangup(
         return call
     if unanswered and (call.answered or call.status not in (Status.DIALING, Status.RINGING)):
         return call
+    # 2: hung up for the do-not-call list (`unanswered`: POST /dnc, an agent's do_not_call
+    # report), which the call's reason says; it read "hung up through the API", `by: api`,
+    # though nobody had asked to hang that call up (the agent of another call, say).
+    mark, by = (HANGUP_FOR_DNC, "do_not_call") if unanswered else (1, "api")
     updated = yield Query(
-        "UPDATE calls SET hangup_requested = 1, updated_at = ? WHERE call_id = ? RETURNING *",
-        (now, call_id),
+        "UPDATE calls SET hangup_requested = ?, updated_at = ? WHERE call_id = ? RETURNING *",
+        (mark, now, call_id),
     )
-    yield from add_entry(call_id, None, "hangup_requested", None, None, {"by": "api"}, now)
+    yield from add_entry(call_id, None, "hangup_requested", None, None, {"by": by}, now)
     return row_to_call(updated[0])
 
 

@@ -302,6 +302,13 @@ async def test_an_unanswered_only_hangup_leaves_an_answered_call_unmarked(
     assert "hangup_requested" not in [e.kind for e in call.timeline]
     ringing = await store.request_hangup("call-b", unanswered=True)
     assert ringing is not None and ringing.hangup_requested
+    # For the do-not-call list, as its reason says (it read "hung up through the API").
+    assert ringing.hangup_for_dnc and ringing.state.hangup_reason.startswith("hung up: its number")
+    stored = await store.get_call("call-b")
+    assert stored is not None and stored.hangup_for_dnc
+    assert [e.detail for e in stored.timeline if e.kind == "hangup_requested"] == [
+        {"by": "do_not_call"}
+    ]
 
 
 async def test_start_dial_marks_the_call_and_returns_it(store: CallStore, clock: FakeClock) -> None:

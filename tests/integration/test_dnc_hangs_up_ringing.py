@@ -36,6 +36,16 @@ async def status_of(client: Client, call_id: str) -> str:
     return status
 
 
+LISTED = "hung up: its number was put on the do-not-call list while it rang"
+
+
+async def hung_up_as(client: Client, call_id: str) -> tuple[str, str, dict[str, Any]]:
+    """The call's reason, ended_by and its hang-up's timeline detail."""
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    [line] = [t for t in call["timeline"] if t["event"] == "hangup_requested"]
+    return call["reason"], call["ended_by"], line["detail"]
+
+
 async def test_listing_a_ringing_number_hangs_its_call_up_and_leaves_answered_ones(
     start_app: AppFactory,
 ) -> None:
@@ -62,6 +72,7 @@ async def test_listing_a_ringing_number_hangs_its_call_up_and_leaves_answered_on
 
     await wait_for(canceled, timeout=10)
     assert await status_of(client, talking) == "in_progress"
+    assert await hung_up_as(client, ringing) == (LISTED, "api", {"by": "do_not_call"})
     await client.app[EVENTS].wait_idle()
     # Listed again: nothing left ringing, nothing hung up.
     again = await (await client.post("/dnc", json={"numbers": [RINGS]})).json()
@@ -126,6 +137,9 @@ async def test_an_agents_do_not_call_report_hangs_up_the_other_calls_ringing_to_
 
     await wait_for(canceled, timeout=10)
     assert await status_of(client, asking) == "in_progress"
+    # Nobody asked to hang this call up: its number was listed (it read "hung up through
+    # the API", `by: api`).
+    assert await hung_up_as(client, ringing) == (LISTED, "api", {"by": "do_not_call"})
     listed = (await (await client.get("/dnc")).json())["numbers"]
     assert [(n["phone_number"], n["call_id"]) for n in listed] == [(RINGS, asking)]
 
