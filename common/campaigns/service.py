@@ -260,12 +260,11 @@ class CampaignService:
             events = []  # its campaign.started waits in the outbox until its claim runs out
         self.events.publish(events)
         logger.info(
-            "campaign %s (%s) created: %d recipients, %d invalid row(s) %s",
+            "campaign %s (%s) created: %d recipient(s)%s",
             campaign_id,
             redact(options.name),
             checker.valid,
-            rows_of(errors),
-            "skipped" if errors else "",
+            f", {rows_of(errors)} invalid row(s) skipped" if errors else "",
         )
         self.scheduler.wake()
         return Created(await self.get(campaign_id), errors)
