@@ -1523,7 +1523,8 @@ async def test_a_scaled_sandbox_call_is_not_said_cut_at_its_max_duration(
 async def test_the_calls_nobody_answered_yet_are_found_by_number(store: CallStore) -> None:
     """What POST /dnc hangs up: calls to the numbers dialled and still dialling or ringing,
     oldest first; not one whose dial has not started (its dial looks at the list), an
-    answered one, an ended one, or one to another number."""
+    answered one, an ended one, one to another number, or one to a number not on the
+    do-not-call list (taken off it)."""
     for call_id, phone in (
         ("call-0000000000a1", "+14155550001"),
         ("call-0000000000a2", "+14155550001"),
@@ -1540,6 +1541,10 @@ async def test_the_calls_nobody_answered_yet_are_found_by_number(store: CallStor
         "call-0000000000a3", "answered", lambda _s: Change(Status.IN_PROGRESS, answered=True)
     )
     await store.apply("call-0000000000a4", "failed", lambda _s: Change(Status.FAILED, "refused"))
+    await store.add_dnc(["+14155550001", "+14155550002", "+14155550009"], "api")
     found = await store.unanswered_calls_to(["+14155550001", "+14155550009"])
     assert found == ["call-0000000000a1", "call-0000000000a2"]
+    assert await store.remove_dnc("+14155550001")
+    found = await store.unanswered_calls_to(["+14155550001", "+14155550002"])
+    assert found == ["call-0000000000a5"]
     assert await store.unanswered_calls_to(["+14155550003"]) == []
