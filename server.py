@@ -332,7 +332,8 @@ async def _start_sandbox(settings: Settings) -> Sandbox:
 def _sandbox_unbindable(settings: Settings, exc: OSError) -> str:
     return (
         f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
-        f"{_bind_error(exc)} (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+        f"{_bind_error(exc)} (set SANDBOX_PORT, 0 for any free port, or LIVEKIT_URL for a"
+        " real LiveKit)"
     )
 
 
@@ -1236,11 +1237,19 @@ def main() -> None:
     try:
         sockets = listening_sockets(settings.host, settings.port)
     except OSError as exc:  # in use, not this machine's, a privileged port, no such host
+        # Taken: most often by another checkout's server (README's first case), beside which
+        # this one runs as README says; the message named no way to.
+        beside = (
+            ": from another checkout, PORT=8001 SANDBOX_PORT=0 make run runs beside it"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
         logger.critical(
-            "cannot listen on %s:%d: %s (set HOST/PORT)",
+            "cannot listen on %s:%d: %s (set HOST/PORT%s)",
             settings.host,
             settings.port,
             exc.strerror or exc,
+            beside,
         )
         raise SystemExit(2) from None
     try:

@@ -23,7 +23,8 @@ def test_a_taken_sandbox_port_stops_start_up_before_the_database_opens(
     assert done.returncode == 2
     assert (
         f"cannot start: the embedded sandbox cannot listen on 127.0.0.1:{busy_port}: Address"
-        " already in use (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+        " already in use (set SANDBOX_PORT, 0 for any free port, or LIVEKIT_URL for a real"
+        " LiveKit)"
     ) in done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("c.db")) == []

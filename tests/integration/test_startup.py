@@ -181,7 +181,7 @@ def test_sandbox_port_in_use(tmp_path: Path, busy_port: int) -> None:
     assert done.returncode == 2
     assert (
         f"the embedded sandbox cannot listen on 127.0.0.1:{busy_port}: Address already in use"
-        " (set SANDBOX_PORT, or LIVEKIT_URL for a real LiveKit)"
+        " (set SANDBOX_PORT, 0 for any free port, or LIVEKIT_URL for a real LiveKit)"
     ) in done.stderr  # not asyncio's "error while attempting to bind on address (...)"
     assert "Traceback" not in done.stderr
 
@@ -189,7 +189,10 @@ def test_sandbox_port_in_use(tmp_path: Path, busy_port: int) -> None:
 def test_http_port_in_use(tmp_path: Path, busy_port: int) -> None:
     done = run_server_here(tmp_path, PORT=str(busy_port), SANDBOX_PORT="0")
     assert done.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
+    assert (
+        f"cannot listen on 127.0.0.1:{busy_port}: Address already in use (set HOST/PORT:"
+        " from another checkout, PORT=8001 SANDBOX_PORT=0 make run runs beside it)"
+    ) in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -512,7 +515,7 @@ def test_addresses_this_machine_cannot_bind_are_skipped(monkeypatch: pytest.Monk
 def test_an_address_not_this_machines_is_said_with_host_and_port(tmp_path: Path) -> None:
     done = run_server_here(tmp_path, HOST="192.0.2.1", CALLS_API_TOKEN="t" * 32, PORT="8123")
     assert done.returncode == 2
-    assert "cannot listen on 192.0.2.1:8123" in done.stderr and "set HOST/PORT" in done.stderr
+    assert "cannot listen on 192.0.2.1:8123" in done.stderr and "set HOST/PORT)" in done.stderr
     assert "Traceback" not in done.stderr
 
 
