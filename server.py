@@ -46,6 +46,7 @@ from common.calls.service import (
     warn_of_busy_runs,
     warn_of_trunk_faults,
 )
+from common.calls.unreported import warn_of_unreported_runs
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import (
     CampaignService,
@@ -263,6 +264,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     events.subscribe("log", log_status_change)
     events.subscribe("trunk faults", warn_of_trunk_faults(Repeats()))
     events.subscribe("busy runs", warn_of_busy_runs(Repeats()))
+    events.subscribe("unreported runs", warn_of_unreported_runs(Repeats(), settings.report_url))
     events.subscribe("log campaigns", log_campaign_completed)
     events.subscribe("metrics", count_events(app[METRICS]))
     sender: WebhookSender | None = None

@@ -1,0 +1,73 @@
+"""Answered calls ending with no word from their agents: their reports do not reach us.
+
+An agent whose reports cannot reach this server (PUBLIC_BASE_URL wrong, or a proxy or load
+balancer in front of `/agent/reports` broken after start-up) still joins each call and talks
+to its callee. LiveKit tells the server the answer and the agent joining, so each call ends
+`completed`, an INFO status line, with no transcript, no answering-machine verdict and no
+analysis, and the server said nothing: the start-up check of PUBLIC_BASE_URL runs once, for
+two minutes, and the agents' failed posts are logged on the agents' hosts only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from common.calls.events import CALL_ENDED
+from common.calls.models import CallEvent
+from common.calls.outcomes import Status
+from common.repeats import Repeats
+
+logger = logging.getLogger(__name__)
+
+# This many answered calls in a row ended `completed` with nothing reported by their agents
+# (no transcript turn, no answering-machine verdict) is a WARNING. An agent reports the
+# answer's verdict and its turns as the call goes (a turn at most 5 s late): a callee who hangs
+# up within a second or two may end one such call, not five in a row.
+UNREPORTED_RUN_WARN = 5
+
+
+def _unreported(data: dict[str, Any]) -> bool | None:
+    """Whether an ended call is an answered one its agent said nothing of (None: a call that
+    tells nothing either way: unanswered, failed, canceled)."""
+    if data.get("answered_at") is None:
+        return None
+    if data.get("amd") is not None or data.get("transcript"):
+        return False
+    return True if data.get("status") == Status.COMPLETED.value else None
+
+
+def warn_of_unreported_runs(
+    repeats: Repeats, report_url: str, least: int = UNREPORTED_RUN_WARN
+) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+    """A WARNING, once a minute (`repeats`), when `least` answered calls in a row ended with
+    no report of their agents; an answered call with one in between starts the count again."""
+    run = 0
+
+    async def warn(event: CallEvent) -> None:
+        nonlocal run
+        if event.type != CALL_ENDED:
+            return
+        unreported = _unreported(event.data)
+        if unreported is None:
+            return
+        if not unreported:
+            run = 0
+            return
+        run += 1
+        if run >= least and (more := repeats.due("unreported run")) is not None:
+            logger.warning(
+                "the last %d answered calls all ended with no report from their agents (no"
+                " transcript, no answering-machine verdict; the last, call %s): agents post"
+                " their reports to %s (PUBLIC_BASE_URL + /agent/reports); if the agents' hosts"
+                " do not reach this server there, every call's answer, transcript and analysis"
+                " are lost: check PUBLIC_BASE_URL, what forwards it here, and the agents' logs%s",
+                run,
+                event.call_id,
+                report_url,
+                more,
+                extra={"call_id": event.call_id, "status": event.data.get("status")},
+            )
+
+    return warn
