@@ -48,9 +48,11 @@ class Repeats:
                 self._said[key] = (now, 0)
         return held
 
-    def forget(self, key: str) -> None:
-        """The failure `key` is over: its next one is said at once."""
-        self._said.pop(key, None)
+    def forget(self, key: str) -> int:
+        """The failure `key` is over: its next one is said at once. How many were held back
+        since its last line (0 if none, or none was said)."""
+        said = self._said.pop(key, None)
+        return 0 if said is None else said[1]
 
     def _forget_old(self, now: float) -> None:
         """Keys are a receiver, a campaign, a kind of refusal: without end, one for each a
