@@ -77,6 +77,7 @@ from common.descriptors import OutOfDescriptors, descriptors_exhausted, out_of_d
 from common.livekit.client import (
     LiveKitError,
     LiveKitOverLimit,
+    LiveKitTimeout,
     LiveKitUnavailable,
     dial,
     dispatch_agent,
@@ -657,6 +658,10 @@ class CallService:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
     _lost_sandbox_settled: bool = False  # by a reaper pass of this run
+    # Since when (monotonic) LiveKit has failed placements as unreachable, unavailable or
+    # late, and the kinds of those failures (Repeats keys): said once a call is placed again.
+    _placing_failed_since: float | None = None
+    _placing_failed_kinds: set[str] = field(default_factory=set)
     webhook_heard_at: float | None = None
     """When a LiveKit webhook (signed with our key) last reached this server; None: never
     since it started. Said when the reaper finishes calls whose room_finished never came."""
@@ -939,6 +944,7 @@ class CallService:
                 return hung_up
             raise
         self.metrics.calls_placed.labels(result="placed").inc()
+        self._placing_again(call_id)
         self._await_agent(call_id)
         detail = {"dispatch_id": dispatch_id, "participant_id": placed.participant_id}
         try:
@@ -1128,6 +1134,10 @@ class CallService:
         # unanswered line is an outcome, not a fault: its status line (INFO) says it.
         line_answered = sip in (Status.BUSY, Status.NO_ANSWER)
         more = None if line_answered else self._repeats.due(f"placement {exc.kind}")
+        if isinstance(exc, LiveKitUnavailable | LiveKitTimeout):  # LiveKit's, not the line's
+            self._placing_failed_kinds.add(f"placement {exc.kind}")
+            if self._placing_failed_since is None:
+                self._placing_failed_since = time.monotonic()
         # A number that does not exist (404, 484 incomplete, 604) is the client's data, which
         # no operator can fix: a WARNING, not an ERROR (for what needs a human).
         no_such_number = exc.sip_status in _NO_SUCH_NUMBER_CODES
@@ -1505,6 +1515,26 @@ class CallService:
         del self._agent_waits[call_id]
         self._agent_awaited.pop(call_id, None)
         wait.cancel()
+
+    def _placing_again(self, call_id: str) -> None:
+        """A call placed after LiveKit failed placements (unreachable, 5xx, late): said once,
+        with how long and how many failures were held back since their last line (once a
+        minute: of an outage shorter than that, only the first was said, the rest never
+        counted), so the next outage is said at once. Only /readyz said it, when probed."""
+        since = self._placing_failed_since
+        if since is None:
+            return
+        held = sum(self._repeats.forget(kind) for kind in self._placing_failed_kinds)
+        self._placing_failed_since = None
+        self._placing_failed_kinds.clear()
+        logger.warning(
+            "LiveKit places calls again (call %s) after %.0f s of failed placements; %d more"
+            " failure(s) held back since the last line said one",
+            call_id,
+            time.monotonic() - since,
+            held,
+            extra={"call_id": call_id},
+        )
 
     def _agent_seen(self, call_id: str) -> None:
         if call_id in self._agent_awaited:
