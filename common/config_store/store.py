@@ -765,6 +765,10 @@ class ConfigStore:
         # Writers of this process, in turn (see FifoLock).
         self._thread_lock = FifoLock()
         self._failures = Repeats()
+        # Since when (monotonic) writes failed (_fail), and the kinds said: once a write is
+        # taken again, said once (_writes_again).
+        self._failing_since: float | None = None
+        self._failing_kinds: set[str] = set()
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
             weakref.WeakKeyDictionary()
         )
@@ -1874,7 +1878,7 @@ class ConfigStore:
         # process holds is said by `_held_elsewhere`, once.
         if isinstance(exc, TimeoutError) and self._locked_since is not None:
             pass
-        elif (more := self._failures.due(f"{action} {exc.errno}")) is not None:
+        elif (more := self._failing(f"{action} {exc.errno}")) is not None:
             # Which file, where the error names none: "[Errno 28] No space left on device",
             # "[Errno 21] not a regular file (...)" said nothing of the config.json it was.
             named = "" if exc.filename or str(self.path) in str(exc) else f" ({self.path})"
@@ -1884,6 +1888,28 @@ class ConfigStore:
         )
         err.__cause__ = exc
         return err
+
+    def _failing(self, kind: str) -> str | None:
+        """A failed write of `kind` noted; `Repeats.due`'s answer for it."""
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self._failing_kinds.add(kind)
+        return self._failures.due(kind)
+
+    def _writes_again(self, since: float) -> None:
+        """A write taken after failed ones: said once, with how long they failed and how many
+        were held back since their last line (a disk freed within the minute of the first
+        left them uncounted), so the next failure is said at once."""
+        held = sum(self._failures.forget(kind) for kind in self._failing_kinds)
+        self._failing_since = None
+        self._failing_kinds.clear()
+        logger.warning(
+            "✓ %s takes writes again (refused for %.0f s; %d more failure(s) held back since"
+            " the last line said one)",
+            self.path.name,
+            time.monotonic() - since,
+            held,
+        )
 
     def advice(self, exc: OSError) -> str:
         """What to do about a plain "Permission denied" of a write (or of the server's start-up
@@ -1982,6 +2008,8 @@ class ConfigStore:
             tmp = None
             self._written = _Written(encoded, doc, lines)
             self._write_failed = False
+            if self._failing_since is not None:
+                self._writes_again(self._failing_since)
         except OSError as exc:
             self._write_failed = True
             raise self._fail(exc, "write") from exc
