@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import gc
 import json
+import logging
 import resource
 import signal
 import subprocess
@@ -443,3 +444,12 @@ def files_capped_at(size: int) -> Iterator[None]:
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
+
+
+def warnings_saying(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """The WARNING lines caught so far that say `text`."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and text in r.getMessage()
+    ]

@@ -64,6 +64,7 @@ from common.calls.outcomes import (
 )
 from common.calls.phone import erased_forms
 from common.calls.request import OutboundCall
+from common.calls.runs import Subscriber, warn_of_runs
 from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import (
     ConfigStore,
@@ -2749,40 +2750,31 @@ def warn_of_trunk_faults(repeats: Repeats) -> Callable[[CallEvent], Coroutine[An
     return warn
 
 
-def warn_of_busy_runs(
-    repeats: Repeats, least: int = BUSY_RUN_WARN
-) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+def warn_of_busy_runs(repeats: Repeats, least: int = BUSY_RUN_WARN) -> Subscriber:
     """A WARNING when `least` calls in a row ended busy (no call ending otherwise between
     them), once a minute (`repeats`): LiveKit's SIP service files a carrier's refusal of the
     trunk itself (its credentials, SIP 401/407; its account or caller number, 403; its call
     rate) under USER_REJECTED, as a callee's busy line (livekit/sip classifyInviteError), and
     gives the webhook no SIP code: a trunk refused for every call made every call `busy`,
     each one INFO status line, and a campaign retried busy numbers on through its list."""
-    run = 0
 
-    async def warn(event: CallEvent) -> None:
-        nonlocal run
-        if event.type != CALL_ENDED:
-            return
-        if event.data.get("status") != Status.BUSY.value:
-            run = 0
-            return
-        run += 1
-        if run >= least and (more := repeats.due("busy run")) is not None:
-            logger.warning(
-                "the last %d calls all ended busy (the last, call %s: %s) and none ended"
-                " otherwise: LiveKit says a carrier's refusal of the trunk (its credentials,"
-                " SIP 401/407; its account or caller number, 403; its call rate) as busy: if"
-                " these numbers are not all busy, check the outbound trunk"
-                " SIP_OUTBOUND_TRUNK_ID names, in LiveKit, and its carrier%s",
-                run,
-                event.call_id,
-                event.data.get("reason"),
-                more,
-                extra={"call_id": event.call_id, "status": Status.BUSY.value},
-            )
+    def say(run: int, event: CallEvent, more: str) -> None:
+        logger.warning(
+            "the last %d calls all ended busy (the last, call %s: %s) and none ended"
+            " otherwise: LiveKit says a carrier's refusal of the trunk (its credentials,"
+            " SIP 401/407; its account or caller number, 403; its call rate) as busy: if"
+            " these numbers are not all busy, check the outbound trunk"
+            " SIP_OUTBOUND_TRUNK_ID names, in LiveKit, and its carrier%s",
+            run,
+            event.call_id,
+            event.data.get("reason"),
+            more,
+            extra={"call_id": event.call_id, "status": Status.BUSY.value},
+        )
 
-    return warn
+    return warn_of_runs(
+        "busy run", lambda data: data.get("status") == Status.BUSY.value, least, repeats, say
+    )
 
 
 def count_events(metrics: Metrics) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:

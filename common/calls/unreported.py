@@ -11,12 +11,11 @@ two minutes, and the agents' failed posts are logged on the agents' hosts only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from common.calls.events import CALL_ENDED
 from common.calls.models import CallEvent
 from common.calls.outcomes import Status
+from common.calls.runs import Subscriber, warn_of_runs
 from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
@@ -40,34 +39,22 @@ def _unreported(data: dict[str, Any]) -> bool | None:
 
 def warn_of_unreported_runs(
     repeats: Repeats, report_url: str, least: int = UNREPORTED_RUN_WARN
-) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
+) -> Subscriber:
     """A WARNING, once a minute (`repeats`), when `least` answered calls in a row ended with
     no report of their agents; an answered call with one in between starts the count again."""
-    run = 0
 
-    async def warn(event: CallEvent) -> None:
-        nonlocal run
-        if event.type != CALL_ENDED:
-            return
-        unreported = _unreported(event.data)
-        if unreported is None:
-            return
-        if not unreported:
-            run = 0
-            return
-        run += 1
-        if run >= least and (more := repeats.due("unreported run")) is not None:
-            logger.warning(
-                "the last %d answered calls all ended with no report from their agents (no"
-                " transcript, no answering-machine verdict; the last, call %s): agents post"
-                " their reports to %s (PUBLIC_BASE_URL + /agent/reports); if the agents' hosts"
-                " do not reach this server there, every call's answer, transcript and analysis"
-                " are lost: check PUBLIC_BASE_URL, what forwards it here, and the agents' logs%s",
-                run,
-                event.call_id,
-                report_url,
-                more,
-                extra={"call_id": event.call_id, "status": event.data.get("status")},
-            )
+    def say(run: int, event: CallEvent, more: str) -> None:
+        logger.warning(
+            "the last %d answered calls all ended with no report from their agents (no"
+            " transcript, no answering-machine verdict; the last, call %s): agents post"
+            " their reports to %s (PUBLIC_BASE_URL + /agent/reports); if the agents' hosts"
+            " do not reach this server there, every call's answer, transcript and analysis"
+            " are lost: check PUBLIC_BASE_URL, what forwards it here, and the agents' logs%s",
+            run,
+            event.call_id,
+            report_url,
+            more,
+            extra={"call_id": event.call_id, "status": event.data.get("status")},
+        )
 
-    return warn
+    return warn_of_runs("unreported run", _unreported, least, repeats, say)

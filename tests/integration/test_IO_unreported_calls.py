@@ -13,7 +13,7 @@ import pytest
 from common.calls.unreported import UNREPORTED_RUN_WARN
 from handlers.keys import SETTINGS
 from tests.conftest import AppFactory
-from tests.helpers import wait_for
+from tests.helpers import wait_for, warnings_saying
 from tests.integration.test_call_results import post_report, report
 from tests.integration.test_FG_no_agent_short_call import (
     NO_AGENT_NUMBER,
@@ -29,11 +29,7 @@ SAID = "answered calls all ended with no report from their agents"
 
 
 def said(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and SAID in r.getMessage()
-    ]
+    return warnings_saying(caplog, SAID)
 
 
 async def answered_call(client: Client, *, reported: bool = False) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from common.calls.service import BUSY_RUN_WARN
 from tests.conftest import AppFactory
-from tests.helpers import wait_for
+from tests.helpers import wait_for, warnings_saying
 from tests.integration.test_call_outcomes import place, wait_final
 
 BUSY = "+14155550486"  # the sandbox's busy line
@@ -21,11 +21,7 @@ SAID = "calls all ended busy"
 
 
 def busy_runs_said(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and SAID in r.getMessage()
-    ]
+    return warnings_saying(caplog, SAID)
 
 
 async def calls_to(client: Any, numbers: list[str]) -> None:
