@@ -185,6 +185,24 @@ def start_app_on_each_database(request: pytest.FixtureRequest) -> AppFactory:
     return start_on_database
 
 
+@pytest.fixture
+def start_app_on(database: str, request: pytest.FixtureRequest) -> AppFactory:
+    """`start_app` on the `database` a test is parametrized with ("sqlite", "postgres": every
+    app it starts on one fresh database), set up first as start_app_on_each_database's is.
+    A test that asked for `postgres_dsn` in its body had it torn down first: its database
+    was dropped under the running apps, and the drop (WITH (FORCE)) ran out of its 30 s once
+    in a loaded suite, an error in the test's teardown."""
+    overrides: dict[str, Any] = {}
+    if database == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_dsn")
+    start: AppFactory = request.getfixturevalue("start_app")
+
+    async def start_on(**more: Any) -> TestClient[Any, Any]:
+        return await start(**overrides, **more)
+
+    return start_on
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection() -> Generator[None, object, object]:
     """No garbage collection while the tests are collected, and what collection left frozen.

@@ -28,27 +28,20 @@ async def ended(client: Client, call_id: str) -> None:
 
 
 async def erasing_and_placing(
-    start_app: AppFactory,
-    url: str,
-    database: str,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
+    start: AppFactory, url: str, database: str, tmp_path: Path
 ) -> tuple[Client, Client]:
     """(the app erasing, the app placing) with customer webhooks to `url`: one app on
-    SQLite; two on one PostgreSQL database (`database` "postgres")."""
-    more: dict[str, Any] = {}
-    if database == "postgres":
-        more["database_url"] = request.getfixturevalue("postgres_dsn")
-    b = await webhook_app(start_app, url, config_path=tmp_path / "b" / "config.json", **more)
+    SQLite; two on one PostgreSQL database (`database` "postgres"; `start`: start_app_on)."""
+    b = await webhook_app(start, url, config_path=tmp_path / "b" / "config.json")
     if database != "postgres":
         return b, b
-    a = await webhook_app(start_app, url, config_path=tmp_path / "a" / "config.json", **more)
+    a = await webhook_app(start, url, config_path=tmp_path / "a" / "config.json")
     return a, b
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 async def test_retries_and_redeliveries_after_an_erasure_carry_the_erased_call(
-    database: str, start_app: AppFactory, request: pytest.FixtureRequest, tmp_path: Path
+    database: str, start_app_on: AppFactory, tmp_path: Path
 ) -> None:
     release = asyncio.Event()
     bodies: list[tuple[str, int, bytes]] = []  # (event type, attempt, body)
@@ -65,7 +58,7 @@ async def test_retries_and_redeliveries_after_an_erasure_carry_the_erased_call(
 
     async with serving(receive, "/hooks", "POST") as base:
         # On PostgreSQL, erased through the other server, which sends too.
-        a, b = await erasing_and_placing(start_app, f"{base}/hooks", database, request, tmp_path)
+        a, b = await erasing_and_placing(start_app_on, f"{base}/hooks", database, tmp_path)
         call_id = await place(b, ALICE)
         await wait_until(lambda: any(t == "call.report" for t, _, _ in bodies), timeout=15)
         await ended(b, call_id)

@@ -25,7 +25,7 @@ TELLING = (ALICE["name"], "ACCT-ALICE-77")
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 async def test_a_refusal_recorded_after_the_erasure_does_not_quote_the_erased_call(
-    database: str, start_app: AppFactory, request: pytest.FixtureRequest, tmp_path: Path
+    database: str, start_app_on: AppFactory, tmp_path: Path
 ) -> None:
     release = asyncio.Event()
     answered = asyncio.Event()
@@ -45,7 +45,7 @@ async def test_a_refusal_recorded_after_the_erasure_does_not_quote_the_erased_ca
 
     async with serving(receive, "/hooks", "POST") as base:
         # On PostgreSQL, erased through the other server.
-        a, b = await erasing_and_placing(start_app, f"{base}/hooks", database, request, tmp_path)
+        a, b = await erasing_and_placing(start_app_on, f"{base}/hooks", database, tmp_path)
         call_id = await place(b, ALICE)
         await wait_until(lambda: "call.report" in seen, timeout=15)
         await ended(b, call_id)
