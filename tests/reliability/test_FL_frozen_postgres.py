@@ -27,7 +27,7 @@ async def _ready(client: TestClient[Any, Any]) -> tuple[int, list[str], float]:
 
 
 async def test_readyz_answers_within_its_bound_while_postgresql_is_frozen(
-    start_app: AppFactory, postgres_dsn: str, postgres_cluster: PostgresCluster
+    postgres_dsn: str, start_app: AppFactory, postgres_cluster: PostgresCluster
 ) -> None:
     client = await start_app(database_url=postgres_dsn, readyz_reuse_s=0.0)
     assert (await _ready(client))[:2] == (200, [])
@@ -43,8 +43,8 @@ async def test_readyz_answers_within_its_bound_while_postgresql_is_frozen(
 
 
 async def test_a_frozen_postgresql_is_said_not_to_answer_naming_its_host(
-    start_app: AppFactory,
     postgres_dsn: str,
+    start_app: AppFactory,
     postgres_cluster: PostgresCluster,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,

@@ -17,7 +17,7 @@ from tests.pg_cluster import PostgresCluster
 
 
 async def test_reports_refused_by_a_database_outage_are_counted(
-    start_app: AppFactory, postgres_dsn: str, postgres_cluster: PostgresCluster
+    postgres_dsn: str, start_app: AppFactory, postgres_cluster: PostgresCluster
 ) -> None:
     client = await start_app(database_url=postgres_dsn, sandbox_time_scale=100.0)
     client.app[SANDBOX].webhook_url = None  # the test posts what the call hears

@@ -19,8 +19,8 @@ SAID = "calls database answers again"
 
 
 async def test_postgresql_back_after_an_outage_is_said_once(
-    start_app: AppFactory,
     postgres_dsn: str,
+    start_app: AppFactory,
     postgres_cluster: PostgresCluster,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

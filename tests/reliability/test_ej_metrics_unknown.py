@@ -26,7 +26,7 @@ def _values(text: str) -> dict[str, float]:
 
 
 async def test_a_backlog_never_counted_is_not_said_to_be_zero(
-    start_app: AppFactory, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    postgres_dsn: str, start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.3)
     client = await start_app(database_url=postgres_dsn, metrics_reuse_s=0.0)
