@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 EVERY_S = 60.0
 
@@ -67,6 +68,45 @@ class Repeats:
 
 
 MAX_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An outage over (`Outage.ended`)."""
+
+    first: str  # the kind of its first failure
+    lasted_s: float
+    held: int  # failures held back since their kinds' last lines (Repeats), never said else
+
+
+class Outage:
+    """The failures of one dependency (PostgreSQL, LiveKit's placements, config.json's
+    writes), each said once a minute by its Repeats, and their end, said once: of an outage
+    shorter than its minute only the first failure was said, the rest never counted, and
+    nothing said it was over (only /readyz, when probed)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: float | None = None
+        self._first = ""
+        self._kinds: set[str] = set()
+
+    def failed(self, kind: str) -> None:
+        """A failure of `kind` (its Repeats key) noted."""
+        if self._since is None:
+            self._since, self._first = self._clock(), kind
+        self._kinds.add(kind)
+
+    def ended(self, repeats: Repeats) -> Ended | None:
+        """The outage, if there was one, ended now: its kinds forgotten by `repeats` (the
+        next failure is said at once) and what to say of it; None when nothing failed."""
+        if self._since is None:
+            return None
+        held = sum(repeats.forget(kind) for kind in self._kinds)
+        ended = Ended(self._first, self._clock() - self._since, held)
+        self._since, self._first = None, ""
+        self._kinds.clear()
+        return ended
 
 
 class OneLineRepeats(logging.Filter):

@@ -97,7 +97,7 @@ from common.notify.guard import (
     UnsafeWebhookUrl,
     resolve_public,
 )
-from common.repeats import Repeats
+from common.repeats import Outage, Repeats
 from common.settings import Settings, owner_parts, reachable
 from common.storage.base import (
     AttemptWithdrawn,
@@ -659,10 +659,9 @@ class CallService:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _repeats: Repeats = field(default_factory=Repeats)  # an outage fails every reaper pass
     _lost_sandbox_settled: bool = False  # by a reaper pass of this run
-    # Since when (monotonic) LiveKit has failed placements as unreachable, unavailable or
-    # late, and the kinds of those failures (Repeats keys): said once a call is placed again.
-    _placing_failed_since: float | None = None
-    _placing_failed_kinds: set[str] = field(default_factory=set)
+    # LiveKit failing placements (unreachable, unavailable, late): said once a call is
+    # placed again (_placing_again).
+    _placing_outage: Outage = field(default_factory=Outage)
     webhook_heard_at: float | None = None
     """When a LiveKit webhook (signed with our key) last reached this server; None: never
     since it started. Said when the reaper finishes calls whose room_finished never came."""
@@ -1136,9 +1135,7 @@ class CallService:
         line_answered = sip in (Status.BUSY, Status.NO_ANSWER)
         more = None if line_answered else self._repeats.due(f"placement {exc.kind}")
         if isinstance(exc, LiveKitUnavailable | LiveKitTimeout):  # LiveKit's, not the line's
-            self._placing_failed_kinds.add(f"placement {exc.kind}")
-            if self._placing_failed_since is None:
-                self._placing_failed_since = time.monotonic()
+            self._placing_outage.failed(f"placement {exc.kind}")
         # A number that does not exist (404, 484 incomplete, 604) is the client's data, which
         # no operator can fix: a WARNING, not an ERROR (for what needs a human).
         no_such_number = exc.sip_status in _NO_SUCH_NUMBER_CODES
@@ -1522,18 +1519,14 @@ class CallService:
         with how long and how many failures were held back since their last line (once a
         minute: of an outage shorter than that, only the first was said, the rest never
         counted), so the next outage is said at once. Only /readyz said it, when probed."""
-        since = self._placing_failed_since
-        if since is None:
+        if (ended := self._placing_outage.ended(self._repeats)) is None:
             return
-        held = sum(self._repeats.forget(kind) for kind in self._placing_failed_kinds)
-        self._placing_failed_since = None
-        self._placing_failed_kinds.clear()
         logger.warning(
             "LiveKit places calls again (call %s) after %.0f s of failed placements; %d more"
             " failure(s) held back since the last line said one",
             call_id,
-            time.monotonic() - since,
-            held,
+            ended.lasted_s,
+            ended.held,
             extra={"call_id": call_id},
         )
 

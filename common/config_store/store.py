@@ -58,7 +58,7 @@ from common.config_store.model import (
 )
 from common.locks import LOCKED_TRY_S, FifoLock, lock_holder
 from common.masking import clip_for_log, redact
-from common.repeats import Repeats
+from common.repeats import Outage, Repeats
 
 logger = logging.getLogger(__name__)
 
@@ -765,10 +765,8 @@ class ConfigStore:
         # Writers of this process, in turn (see FifoLock).
         self._thread_lock = FifoLock()
         self._failures = Repeats()
-        # Since when (monotonic) writes failed (_fail), and the kinds said: once a write is
-        # taken again, said once (_writes_again).
-        self._failing_since: float | None = None
-        self._failing_kinds: set[str] = set()
+        # Writes failing (_fail): said once a write is taken again (_writes_again).
+        self._outage = Outage()
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
             weakref.WeakKeyDictionary()
         )
@@ -1891,24 +1889,21 @@ class ConfigStore:
 
     def _failing(self, kind: str) -> str | None:
         """A failed write of `kind` noted; `Repeats.due`'s answer for it."""
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-        self._failing_kinds.add(kind)
+        self._outage.failed(kind)
         return self._failures.due(kind)
 
-    def _writes_again(self, since: float) -> None:
+    def _writes_again(self) -> None:
         """A write taken after failed ones: said once, with how long they failed and how many
         were held back since their last line (a disk freed within the minute of the first
         left them uncounted), so the next failure is said at once."""
-        held = sum(self._failures.forget(kind) for kind in self._failing_kinds)
-        self._failing_since = None
-        self._failing_kinds.clear()
+        if (ended := self._outage.ended(self._failures)) is None:
+            return
         logger.warning(
             "✓ %s takes writes again (refused for %.0f s; %d more failure(s) held back since"
             " the last line said one)",
             self.path.name,
-            time.monotonic() - since,
-            held,
+            ended.lasted_s,
+            ended.held,
         )
 
     def advice(self, exc: OSError) -> str:
@@ -2008,8 +2003,7 @@ class ConfigStore:
             tmp = None
             self._written = _Written(encoded, doc, lines)
             self._write_failed = False
-            if self._failing_since is not None:
-                self._writes_again(self._failing_since)
+            self._writes_again()
         except OSError as exc:
             self._write_failed = True
             raise self._fail(exc, "write") from exc

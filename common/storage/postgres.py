@@ -31,7 +31,7 @@ from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 import asyncpg
 
-from common.repeats import OneLineRepeats
+from common.repeats import OneLineRepeats, Outage
 from common.storage.base import (
     ASKING_FOR_A_NEW_CALL,
     CommitUnknown,
@@ -59,8 +59,6 @@ POOL_RETRY_S = (0.02, 0.05, 0.1, 0.2, 0.4)  # then every 0.4 s: each try is a re
 # requests queued behind them were answered 15 s after each other (40 reads of one call: 15,
 # 30, 45, 60 s), a queue with no bound. Past it the request is answered 503 without being run.
 QUEUE_WAIT_S = 10.0
-# The failures of PostgreSQL not answering (Repeats keys), over once it answers again.
-_OUTAGE_KINDS = ("unreachable", "did not answer in time")
 COMMAND_TIMEOUT_S = 15.0
 # How long a statement waits for a lock (PostgreSQL's lock_timeout), as long as a request
 # waits for a connection: with only COMMAND_TIMEOUT_S, the first request to find the calls
@@ -333,10 +331,8 @@ class PostgresCallStore(SqlCallStore):
         # The connections new calls' admissions may hold at once: the rest serve the calls
         # already recorded (marking their dial, recording it), webhooks and reports.
         self._new_calls = asyncio.Semaphore(new_call_share(pool.get_max_size()))
-        # Since when (monotonic) PostgreSQL was found unreachable or not answering in time,
-        # said once it answers again (_answers_again); None while it answers.
-        self._failing_since: float | None = None
-        self._failing_as = ""  # how: "unreachable", "did not answer in time"
+        # PostgreSQL found unreachable or not answering in time: said once it answers again.
+        self._outage = Outage()
 
     @classmethod
     async def open(
@@ -825,28 +821,17 @@ class PostgresCallStore(SqlCallStore):
 
     async def _run(self, program: Program[T], *, write: bool) -> T:
         result = await self._run_once(program, write=write)
-        if self._failing_since is not None:
-            self._answers_again(self._failing_since)
+        # After failures that were said (`calls database unreachable`, `… did not answer
+        # in time`): said once, with how long and how many were held back since their line.
+        if (ended := self._outage.ended(self.repeats)) is not None:
+            logger.warning(
+                "calls database answers again (%s for %.0f s; %d more failure(s) like it held"
+                " back since its last line)",
+                ended.first,
+                ended.lasted_s,
+                ended.held,
+            )
         return result
-
-    def _answers_again(self, since: float) -> None:
-        """PostgreSQL answers again after failures that were said (`calls database
-        unreachable`, `… did not answer in time`): said once, with how long it failed and
-        how many failures were held back since their last line (never said otherwise when
-        the outage ended within its minute), so the next failure is said at once."""
-        self._failing_since = None
-        held = sum(self.repeats.forget(kind) for kind in _OUTAGE_KINDS)
-        logger.warning(
-            "calls database answers again (%s for %.0f s; %d more failure(s) like it held"
-            " back since its last line)",
-            self._failing_as,
-            time.monotonic() - since,
-            held,
-        )
-
-    def _failing(self, what: str) -> None:
-        if self._failing_since is None:
-            self._failing_since, self._failing_as = time.monotonic(), what
 
     async def _run_once(self, program: Program[T], *, write: bool) -> T:
         drive = _Drive(program)
@@ -875,7 +860,7 @@ class PostgresCallStore(SqlCallStore):
         except asyncpg.UniqueViolationError as exc:
             raise DatabaseError(f"duplicate: {exc.constraint_name}") from None
         except _NotBegun as not_begun:
-            self._failing("did not answer in time")
+            self._outage.failed("did not answer in time")
             if (more := self.repeats.due("did not answer in time")) is not None:
                 logger.error(
                     "calls database did not answer in time: none of this server's %d"
@@ -904,7 +889,7 @@ class PostgresCallStore(SqlCallStore):
             # Before PostgresError: some of these are PostgresErrors too (the connection's).
             slow = isinstance(exc, TimeoutError)  # it answers, but not in time: not "unreachable"
             what = "did not answer in time" if slow else "unreachable"
-            self._failing(what)
+            self._outage.failed(what)
             if (more := self.repeats.due(what)) is not None:
                 if slow:
                     logger.error(
