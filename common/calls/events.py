@@ -20,14 +20,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
 
 from common.background import SlowSteps, kept_running
 from common.calls.models import CallEvent, CallRecord
 from common.calls.outcomes import FINAL_STATUSES, Status
 from common.repeats import Repeats
-from common.storage.base import DatabaseError
+from common.storage.base import DatabaseError, EventLog
 
 logger = logging.getLogger(__name__)
 
@@ -83,22 +82,6 @@ def events_for_change(before: CallRecord, after: CallRecord) -> tuple[str, ...]:
 
 
 Subscriber = Callable[[CallEvent], Awaitable[None]]
-
-
-class EventLog(Protocol):
-    """The outbox operations the dispatcher needs (a CallStore has them)."""
-
-    async def ack_events(self, event_ids: list[int], now: float) -> None: ...
-
-    async def claim_stale_events(
-        self,
-        now: float,
-        lease_s: float,
-        limit: int,
-        *,
-        take_own: bool = False,
-        held: Sequence[int] = (),
-    ) -> list[CallEvent]: ...
 
 
 class EventDispatcher:

@@ -288,7 +288,27 @@ class CampaignStore(Protocol):
     async def list_dnc(self, *, limit: int = 100, after: str | None = None) -> list[DncEntry]: ...
 
 
-class CallStore(CampaignStore, Protocol):
+class EventLog(Protocol):
+    """The outbox operations the event dispatcher needs (a CallStore has them)."""
+
+    async def ack_events(self, event_ids: list[int], now: float) -> None: ...
+
+    async def claim_stale_events(
+        self,
+        now: float,
+        lease_s: float,
+        limit: int,
+        *,
+        take_own: bool = False,
+        held: Sequence[int] = (),
+    ) -> list[CallEvent]:
+        """Undispatched events of dead servers (lease over); with `take_own`, as this server
+        starts, also those it held itself before a restart. The claims of `held` (events this
+        server's dispatcher still has to give or mark) are renewed first, not taken over."""
+        ...
+
+
+class CallStore(CampaignStore, EventLog, Protocol):
     """Calls, their timelines, idempotency keys, the admission limits and the event outbox."""
 
     # True once no write can succeed until the server is restarted (DatabaseGone).
@@ -590,23 +610,7 @@ class CallStore(CampaignStore, Protocol):
         """Drop the per-second rate counts that no longer count at `now` (the reaper)."""
         ...
 
-    # -- the outbox ----------------------------------------------------------------------
-
-    async def ack_events(self, event_ids: list[int], now: float) -> None: ...
-
-    async def claim_stale_events(
-        self,
-        now: float,
-        lease_s: float,
-        limit: int,
-        *,
-        take_own: bool = False,
-        held: Sequence[int] = (),
-    ) -> list[CallEvent]:
-        """Undispatched events of dead servers (lease over); with `take_own`, as this server
-        starts, also those it held itself before a restart. The claims of `held` (events this
-        server's dispatcher still has to give or mark) are renewed first, not taken over."""
-        ...
+    # -- the outbox (its ack and take-over: EventLog's, above) ---------------------------
 
     async def purge_dispatched_events(self, before: float, limit: int | None = None) -> int: ...
 
