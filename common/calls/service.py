@@ -1134,18 +1134,24 @@ class CallService:
         # unanswered line is an outcome, not a fault: its status line (INFO) says it.
         line_answered = sip in (Status.BUSY, Status.NO_ANSWER)
         more = None if line_answered else self._repeats.due(f"placement {exc.kind}")
+        where = ""
         if isinstance(exc, LiveKitUnavailable | LiveKitTimeout):  # LiveKit's, not the line's
             self._placing_outage.failed(f"placement {exc.kind}")
+            # Which LiveKit (the start-up line that named it may be days old): not in the
+            # reason, which the call's row and its API answer keep.
+            if self.settings.livekit_url is not None:
+                where = f" (LiveKit at {self.settings.livekit_url}, LIVEKIT_URL)"
         # A number that does not exist (404, 484 incomplete, 604) is the client's data, which
         # no operator can fix: a WARNING, not an ERROR (for what needs a human).
         no_such_number = exc.sip_status in _NO_SUCH_NUMBER_CODES
         if more is not None:
             logger.log(
                 logging.WARNING if no_such_number else logging.ERROR,
-                "call %s could not be placed: %s%s%s",
+                "call %s could not be placed: %s%s%s%s",
                 call_id,
                 exc.reason,
                 " (the number called does not exist: the client's data)" if no_such_number else "",
+                where,
                 more,
                 extra={"call_id": call_id},
             )

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 from collections.abc import Awaitable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -557,8 +559,38 @@ def _translated(exc: BaseException, action: str, exchange: _Exchange) -> LiveKit
     # No connection at all means LiveKit never saw the request; anything later may have.
     maybe = not isinstance(exc, aiohttp.ClientConnectorError)
     return LiveKitUnavailable(
-        f"{action}: LiveKit unreachable ({type(exc).__name__})", maybe_done=maybe, sent=maybe
+        f"{action}: LiveKit unreachable ({_unreachable_why(exc)})", maybe_done=maybe, sent=maybe
     )
+
+
+def _unreachable_why(exc: BaseException) -> str:
+    """What connecting to LiveKit (or the connection) ran into, in words. The class's name
+    alone ("LiveKit unreachable (ClientConnectorError)") told a port nothing listens on from
+    a host name that does not resolve or a host with no route to it only to who read
+    aiohttp's sources. Never the address (an API answer carries this): the error's own text
+    names it ("Connect call failed ('10.0.0.5', 7880)"), so only its code is put in words."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "its host name did not resolve"
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if code in _CONNECT_FAILURES:
+            return _CONNECT_FAILURES[code]
+        return (
+            f"could not connect: {os.strerror(code)}"
+            if isinstance(code, int)
+            else "could not connect"
+        )
+    if isinstance(exc, aiohttp.ClientOSError) and isinstance(code, int):
+        return f"the connection failed: {os.strerror(code)}"
+    return type(exc).__name__
+
+
+_CONNECT_FAILURES = {
+    errno.ECONNREFUSED: "connection refused: nothing listens on its port",
+    errno.EHOSTUNREACH: "no route to its host",
+    errno.ENETUNREACH: "no route to its network",
+    errno.ETIMEDOUT: "connecting timed out",
+}
 
 
 async def dispatch_agent(

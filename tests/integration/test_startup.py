@@ -248,8 +248,9 @@ def test_an_unreachable_livekit_is_said_once_in_one_plain_line(tmp_path: Path) -
     (line,) = [line for line in done.stderr.splitlines() if "did not answer as it" in line]
     assert line.endswith(
         f"LiveKit at http://127.0.0.1:{port} did not answer as it should at start-up"
-        " (readiness probe: LiveKit unreachable (ClientConnectorError)): calls fail until it"
-        " does; check LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+        " (readiness probe: LiveKit unreachable (connection refused: nothing listens on its"
+        " port)): calls fail until it does; check LIVEKIT_URL, LIVEKIT_API_KEY and"
+        " LIVEKIT_API_SECRET"
     ), line
 
 
