@@ -7,12 +7,22 @@ is what is wrong. A room LiveKit does not have (its own 404, `not_found`) stays 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
 
+import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.client_reqrep import ConnectionKey
 
-from common.livekit.client import LiveKitError, check_reachable, create_client, create_session
+from common.livekit.client import (
+    LiveKitError,
+    _translate,
+    check_reachable,
+    create_client,
+    create_session,
+)
 from common.settings import Settings
 from tests.helpers import serving
 
@@ -78,3 +88,34 @@ async def test_a_plain_url_to_a_livekit_serving_tls_says_to_check_the_scheme() -
     assert "closed the connection without an answer" in said, said
     assert "LIVEKIT_URL must start with wss://" in said, said
     assert "ServerDisconnectedError" not in said, said
+
+
+def _connect_failure(cls: type[aiohttp.ClientOSError], code: int, text: str) -> BaseException:
+    key = ConnectionKey("livekit.internal", 7880, False, True, None, None, None, None)
+    os_error = OSError(code, text)
+    if issubclass(cls, aiohttp.ClientConnectorError):
+        return cls(key, os_error)
+    return cls(code, text)
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "words"),
+    [
+        (aiohttp.ClientConnectorDNSError, socket.EAI_NONAME, "its host name did not resolve"),
+        (aiohttp.ClientConnectorError, errno.EHOSTUNREACH, "no route to its host"),
+        (aiohttp.ClientConnectorError, errno.ETIMEDOUT, "connecting timed out"),
+        (aiohttp.ClientConnectorError, errno.EACCES, "could not connect: Permission denied"),
+        (aiohttp.ClientOSError, errno.ECONNRESET, "the connection failed: Connection reset"),
+    ],
+)
+def test_a_failed_connection_is_said_in_words_without_the_address(
+    cls: type[aiohttp.ClientOSError], code: int, words: str
+) -> None:
+    """It read "LiveKit unreachable (ClientConnectorError)" (or the DNS error's class name)
+    whatever the failure; the error's own text names the address, which an API answer
+    carrying the reason must not ("Connect call failed ('10.0.0.5', 7880)")."""
+    exc = _connect_failure(cls, code, "Connect call failed ('10.0.0.5', 7880)")
+    said = str(_translate(exc, "readiness probe"))
+    assert f"LiveKit unreachable ({words}" in said, said
+    assert "10.0.0.5" not in said and "livekit.internal" not in said, said
+    assert cls.__name__ not in said, said
