@@ -62,7 +62,7 @@ class RoomEvent:
         room = _message(doc, "room")
         participant = _message(doc, "participant")
         return cls(
-            event=_string(doc, "event"),
+            event=_event_name(doc),
             id=_event_id(doc),
             room_name=_string(room, "name"),
             room_metadata=_string(room, "metadata"),
@@ -82,6 +82,19 @@ def _event_id(doc: Mapping[str, Any]) -> str:
     if len(event_id) > MAX_EVENT_ID_CHARS:
         raise MalformedEvent(f"id is longer than {MAX_EVENT_ID_CHARS} characters")
     return event_id
+
+
+# LiveKit's event names are words of up to 30 characters ("participant_connection_aborted").
+# One it does not send is kept, as `applied`, in its call's timeline: of any length, a signed
+# body's whole megabyte went into every listing of that call's timeline.
+MAX_EVENT_NAME_CHARS = 64
+
+
+def _event_name(doc: Mapping[str, Any]) -> str:
+    name = _string(doc, "event")
+    if len(name) > MAX_EVENT_NAME_CHARS:
+        raise MalformedEvent(f"event is longer than {MAX_EVENT_NAME_CHARS} characters")
+    return name
 
 
 def _participant(doc: Mapping[str, Any]) -> EventParticipant:

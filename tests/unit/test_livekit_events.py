@@ -164,3 +164,13 @@ def test_a_string_no_database_can_keep_is_malformed(body: bytes, named: str) -> 
     and the event are stored); a lone surrogate is not even that."""
     with pytest.raises(MalformedEvent, match=rf"^(participant\.|room\.)?{named} must "):
         RoomEvent.from_json(body)
+
+
+def test_an_event_name_longer_than_any_livekit_sends_is_malformed() -> None:
+    """An event name LiveKit does not send is kept in its call's timeline: a signed body's
+    whole megabyte of one went into every listing of that call's timeline."""
+    longest = {"event": "e" * 64}
+    assert RoomEvent.from_json(json.dumps(longest).encode()).event == longest["event"]
+    too_long = {"event": "e" * 65, "id": "EV_1"}
+    with pytest.raises(MalformedEvent, match="^event is longer than 64 characters$"):
+        RoomEvent.from_json(json.dumps(too_long).encode())
