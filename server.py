@@ -331,6 +331,13 @@ async def _start_sandbox(settings: Settings) -> Sandbox:
     return sandbox
 
 
+def _port_beside(settings: Settings) -> str:
+    """The settings that run a server beside one holding PORT and the sandbox's port: 8000
+    taken, PORT=8001 SANDBOX_PORT=0 (README's first case); 8001 taken, PORT=8002 ..."""
+    port = settings.port + 1 if settings.port < 65535 else settings.port - 1
+    return f"PORT={port} SANDBOX_PORT=0"
+
+
 def _sandbox_unbindable(settings: Settings, exc: OSError) -> str:
     return (
         f"the embedded sandbox cannot listen on 127.0.0.1:{settings.sandbox_port}: "
@@ -1240,9 +1247,10 @@ def main() -> None:
         sockets = listening_sockets(settings.host, settings.port)
     except OSError as exc:  # in use, not this machine's, a privileged port, no such host
         # Taken: most often by another checkout's server (README's first case), beside which
-        # this one runs as README says; the message named no way to.
+        # this one runs as README says; the message named no way to. The port named is the
+        # next one: a fixed 8001 named the very port taken to a server started on it.
         beside = (
-            ": from another checkout, PORT=8001 SANDBOX_PORT=0 make run runs beside it"
+            f": from another checkout, {_port_beside(settings)} make run runs beside it"
             if exc.errno == errno.EADDRINUSE
             else ""
         )

@@ -189,9 +189,10 @@ def test_sandbox_port_in_use(tmp_path: Path, busy_port: int) -> None:
 def test_http_port_in_use(tmp_path: Path, busy_port: int) -> None:
     done = run_server_here(tmp_path, PORT=str(busy_port), SANDBOX_PORT="0")
     assert done.returncode == 2
+    # The next port, not a fixed 8001: that named the port taken to a server started on 8001.
     assert (
         f"cannot listen on 127.0.0.1:{busy_port}: Address already in use (set HOST/PORT:"
-        " from another checkout, PORT=8001 SANDBOX_PORT=0 make run runs beside it)"
+        f" from another checkout, PORT={busy_port + 1} SANDBOX_PORT=0 make run runs beside it)"
     ) in done.stderr
     assert "Traceback" not in done.stderr
 
