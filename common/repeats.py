@@ -83,13 +83,22 @@ class Outage:
     """The failures of one dependency (PostgreSQL, LiveKit's placements, config.json's
     writes), each said once a minute by its Repeats, and their end, said once: of an outage
     shorter than its minute only the first failure was said, the rest never counted, and
-    nothing said it was over (only /readyz, when probed)."""
+    nothing said it was over (only /readyz, when probed).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    Its end is said once a minute at most, as its failures are: each end forgets its kinds
+    (the next failure is said at once), so a dependency failing one request in two (a node of
+    several down, a pool short of connections under load) had each failure an ERROR at once
+    and each success after it a WARNING, two lines a request. An end within the minute of
+    the last one said is not one: the outage goes on, its failures held back and counted,
+    until a success once that minute is over."""
+
+    def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self._every_s = every_s
         self._clock = clock
         self._since: float | None = None
         self._first = ""
         self._kinds: set[str] = set()
+        self._ended_at: float | None = None  # when an end was last said
 
     def failed(self, kind: str) -> None:
         """A failure of `kind` (its Repeats key) noted."""
@@ -99,12 +108,16 @@ class Outage:
 
     def ended(self, repeats: Repeats) -> Ended | None:
         """The outage, if there was one, ended now: its kinds forgotten by `repeats` (the
-        next failure is said at once) and what to say of it; None when nothing failed."""
+        next failure is said at once) and what to say of it; None when nothing failed, or
+        an end was said less than a minute ago (the outage goes on)."""
         if self._since is None:
             return None
+        now = self._clock()
+        if self._ended_at is not None and now - self._ended_at < self._every_s:
+            return None
         held = sum(repeats.forget(kind) for kind in self._kinds)
-        ended = Ended(self._first, self._clock() - self._since, held)
-        self._since, self._first = None, ""
+        ended = Ended(self._first, now - self._since, held)
+        self._since, self._first, self._ended_at = None, "", now
         self._kinds.clear()
         return ended
 

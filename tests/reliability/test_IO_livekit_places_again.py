@@ -36,3 +36,24 @@ async def test_livekit_placing_again_after_failures_is_said_once(
     assert said[0].levelno == logging.WARNING
     line = said[0].getMessage()
     assert re.search(r"after \d+ s of failed placements; 2 more failure\(s\) held back", line), line
+
+
+async def test_a_livekit_failing_one_placement_in_two_is_said_once_a_minute(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every other placement refused (LiveKit flapping, a node of several down): each success
+    ended the outage and forgot its kind, so each failure was an ERROR at once and each
+    success a WARNING, two lines a call, where a failure is said once a minute."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
+    client = await start_app()
+    fault = TwirpError("unavailable", "LiveKit is restarting")
+    for _ in range(4):
+        client.app[SANDBOX].inject("CreateDispatch", error=fault, times=1)
+        await _refused(client, 503)
+        assert (await client.post("/calls/outbound", json=CALL)).status == 200
+    lines = [r.getMessage() for r in caplog.records]
+    failed = [line for line in lines if "could not be placed" in line]
+    again = [line for line in lines if SAID in line]
+    # The first failure, the first placement after it, then the next failure (said at once,
+    # as the next outage is); the rest held back within the minute.
+    assert len(failed) == 2 and len(again) == 1, failed + again
