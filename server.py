@@ -589,6 +589,7 @@ async def _livekit(app: web.Application) -> AsyncIterator[None]:
         await app[CALLS].aclose()
         await lkapi.aclose()
         await app[CONFIG].flush_async()  # the finished calls' records held back
+        app[CONFIG].say_failures_held_back()
     finally:
         if sandbox is not None:
             await sandbox.stop()

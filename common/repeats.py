@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 EVERY_S = 60.0
@@ -36,14 +36,19 @@ class Repeats:
         self._said[key] = (now, 0)
         return f" ({held} more like it in the last {now - said[0]:.0f} s)" if said and held else ""
 
-    def held_back(self, *, all_kinds: bool = False) -> list[tuple[str, int, float]]:
+    def held_back(
+        self, *, all_kinds: bool = False, keys: Collection[str] | None = None
+    ) -> list[tuple[str, int, float]]:
         """The kinds with lines held back whose minute ran out (`all_kinds`: all, as the
         server stops), as (key, how many, over how many seconds); each starts a new minute.
         Only the next line of a kind said its count: the count of a burst that stopped
-        (5,000 forged webhooks in ten seconds, then none) was never said."""
+        (5,000 forged webhooks in ten seconds, then none) was never said. `keys`: of these
+        kinds only."""
         now = self.clock()
         held = []
         for key, (at, count) in self._said.items():
+            if keys is not None and key not in keys:
+                continue
             if count and (all_kinds or now - at >= self.every_s):
                 held.append((key, count, now - at))
                 self._said[key] = (now, 0)
@@ -68,6 +73,22 @@ class Repeats:
 
 
 MAX_KEYS = 10_000
+
+
+def say_held_back_at_stop(outage: Outage, repeats: Repeats, log: logging.Logger, what: str) -> None:
+    """As the server stops, an outage not over (PostgreSQL, LiveKit, config.json failing
+    until the stop): the failures of each of its kinds `repeats` held back since their last
+    line, one line a kind. Those were counted only by a line a minute later or by the end of
+    the outage, and a stop came before either: of a LiveKit down for the last 40 s of a
+    server, one failure said, the others never counted."""
+    for key, count, over_s in repeats.held_back(all_kinds=True, keys=outage.kinds):
+        log.error(
+            "%s: %d more failure(s) like '%s' in the last %.0f s held back, as the server stops",
+            what,
+            count,
+            key,
+            over_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,12 @@ class Outage:
         self._first = ""
         self._kinds: set[str] = set()
         self._ended_at: float | None = None  # when an end was last said
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds (Repeats keys) that failed since the outage began: none when there is
+        none."""
+        return frozenset(self._kinds)
 
     def failed(self, kind: str) -> None:
         """A failure of `kind` (its Repeats key) noted."""

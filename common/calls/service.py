@@ -97,7 +97,7 @@ from common.notify.guard import (
     UnsafeWebhookUrl,
     resolve_public,
 )
-from common.repeats import Outage, Repeats
+from common.repeats import Outage, Repeats, say_held_back_at_stop
 from common.settings import Settings, owner_parts, reachable
 from common.storage.base import (
     AttemptWithdrawn,
@@ -1872,6 +1872,7 @@ class CallService:
             )
         for task in set(self._background):
             task.cancel()
+        say_held_back_at_stop(self._placing_outage, self._repeats, logger, "LiveKit")
 
     async def _retract_config(self, call_id: str, why: str) -> None:
         """Take back the config write of a call never dialled (refused, withdrawn or hung up

@@ -58,7 +58,7 @@ from common.config_store.model import (
 )
 from common.locks import LOCKED_TRY_S, FifoLock, lock_holder
 from common.masking import clip_for_log, redact
-from common.repeats import Outage, Repeats
+from common.repeats import Outage, Repeats, say_held_back_at_stop
 
 logger = logging.getLogger(__name__)
 
@@ -1905,6 +1905,11 @@ class ConfigStore:
             ended.lasted_s,
             ended.held,
         )
+
+    def say_failures_held_back(self) -> None:
+        """As the server stops, the failed writes held back since their last line, if writes
+        still fail (else `_writes_again` said them)."""
+        say_held_back_at_stop(self._outage, self._failures, logger, self.path.name)
 
     def advice(self, exc: OSError) -> str:
         """What to do about a plain "Permission denied" of a write (or of the server's start-up

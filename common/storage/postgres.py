@@ -31,7 +31,7 @@ from urllib.parse import SplitResult, unquote_plus, urlsplit
 
 import asyncpg
 
-from common.repeats import OneLineRepeats, Outage
+from common.repeats import OneLineRepeats, Outage, say_held_back_at_stop
 from common.storage.base import (
     ASKING_FOR_A_NEW_CALL,
     CommitUnknown,
@@ -656,6 +656,7 @@ class PostgresCallStore(SqlCallStore):
                 self._cut_off.cancel()
                 self._cut_off = None
         await asyncio.gather(*self._retired, return_exceptions=True)
+        say_held_back_at_stop(self._outage, self.repeats, logger, "calls database")
 
     def _uncached(self, exc: Exception) -> asyncio.Task[None]:
         """The pool opened again without prepared statements kept, once: a statement this

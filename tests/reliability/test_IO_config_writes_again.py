@@ -39,3 +39,23 @@ async def test_config_json_taking_writes_again_is_said_once(
     assert said[0].levelno == logging.WARNING
     line = said[0].getMessage()
     assert re.search(r"config\.json takes writes again \(refused for \d+ s; 3 more", line), line
+
+
+async def test_failed_writes_held_back_when_the_server_stops_are_said(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk still full as the server stops: the first refused write said, the others
+    held back within its minute and never counted (only a write taken after them said them)."""
+    caplog.set_level(logging.INFO, logger="common.config_store.store")
+    fault = DiskFault("write", errno.ENOSPC)
+    fault.install(monkeypatch)
+    fault.active = False
+    client = await start_app(sandbox_time_scale=100.0)
+    fault.active = True
+    for n in range(4):
+        assert (await _place(client, name=f"R{n}")).status == 503
+    await client.close()  # the server stops
+    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
+    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    line = held[0].getMessage()
+    assert re.search(r"^config\.json: [3-9] more failure\(s\) like 'write 28'", line), line

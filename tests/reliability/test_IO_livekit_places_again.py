@@ -57,3 +57,22 @@ async def test_a_livekit_failing_one_placement_in_two_is_said_once_a_minute(
     # The first failure, the first placement after it, then the next failure (said at once,
     # as the next outage is); the rest held back within the minute.
     assert len(failed) == 2 and len(again) == 1, failed + again
+
+
+async def test_failures_held_back_when_the_server_stops_are_said(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LiveKit down until the server stops: the first refused placement said, the next two
+    held back within its minute and never counted (only a placement after them said them)."""
+    caplog.set_level(logging.INFO, logger="common.calls.service")
+    client = await start_app()
+    fault = TwirpError("unavailable", "LiveKit is restarting")
+    client.app[SANDBOX].inject("CreateDispatch", error=fault, times=3)
+    for _ in range(3):
+        await _refused(client, 503)
+    await client.close()  # the server stops
+    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
+    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert held[0].levelno == logging.ERROR
+    line = held[0].getMessage()
+    assert re.search(r"2 more failure\(s\) like 'placement [^']+' in the last \d+ s", line), line

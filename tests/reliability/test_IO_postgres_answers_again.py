@@ -42,3 +42,27 @@ async def test_postgresql_back_after_an_outage_is_said_once(
     line = said[0].getMessage()
     held = r"\(unreachable for \d+ s; [1-9]\d* more failure\(s\) like it held back"
     assert re.search(held, line), line
+
+
+async def test_failures_held_back_when_the_server_stops_are_said(
+    postgres_dsn: str,
+    start_app: AppFactory,
+    postgres_cluster: PostgresCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL still down as the server stops: the first failure said, the others held
+    back within its minute and never counted (only an answer after them said them)."""
+    caplog.set_level(logging.INFO, logger="common.storage.postgres")
+    client = await start_app(database_url=postgres_dsn)
+    assert (await client.get("/calls")).status == 200
+    postgres_cluster.stop()
+    try:
+        for _ in range(3):
+            assert (await client.get("/calls")).status == 503
+        await client.close()  # the server stops
+    finally:
+        postgres_cluster.start()
+    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
+    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    line = held[0].getMessage()
+    assert re.search(r"^calls database: [2-9]\d* more failure\(s\) like 'unreachable'", line), line
