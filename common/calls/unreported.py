@@ -16,6 +16,7 @@ from typing import Any
 from common.calls.models import CallEvent
 from common.calls.outcomes import Status
 from common.calls.runs import Subscriber, warn_of_runs
+from common.calls.service import AGENT_FAILURES, AGENT_GONE
 from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,14 @@ UNREPORTED_RUN_WARN = 5
 
 def _unreported(data: dict[str, Any]) -> bool | None:
     """Whether an ended call is an answered one its agent said nothing of (None: a call that
-    tells nothing either way: unanswered, failed, canceled)."""
+    tells nothing either way: unanswered, failed, canceled, or one whose agent died or
+    failed, which is why it said nothing: calls whose agent crashed once it joined each ended
+    `completed`, their reason saying so, and the WARNING sent the operator to PUBLIC_BASE_URL
+    and what forwards it)."""
     if data.get("answered_at") is None:
+        return None
+    reason = data.get("reason")
+    if isinstance(reason, str) and reason.startswith((AGENT_GONE, *AGENT_FAILURES)):
         return None
     if data.get("amd") is not None or data.get("transcript"):
         return False

@@ -7,11 +7,17 @@ agents post."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pytest
+from livekit.protocol import models
 
-from common.calls.unreported import UNREPORTED_RUN_WARN
-from handlers.keys import SETTINGS
+import server
+from common.calls import service
+from common.calls.service import AGENT_GONE
+from common.calls.unreported import UNREPORTED_RUN_WARN, warn_of_unreported_runs
+from handlers.keys import EVENTS, SETTINGS
+from server import SANDBOX
 from tests.conftest import AppFactory
 from tests.helpers import wait_for, warnings_saying
 from tests.integration.test_call_results import post_report, report
@@ -23,8 +29,16 @@ from tests.integration.test_FG_no_agent_short_call import (
     quiet_app,
     shown,
 )
-from tests.integration.test_webhooks import line_joins, place
+from tests.integration.test_webhooks import (
+    agent_left,
+    event_json,
+    line_joins,
+    place,
+    post,
+    sign,
+)
 
+ACTIVE = {"sip.callStatus": "active"}  # the callee answered
 SAID = "answered calls all ended with no report from their agents"
 
 
@@ -67,3 +81,35 @@ async def test_answered_calls_with_no_report_in_a_row_say_where_reports_go(
     assert line.startswith(f"the last {UNREPORTED_RUN_WARN} {SAID} (")
     assert f"call {last})" in line and client.app[SETTINGS].report_url in line
     assert "PUBLIC_BASE_URL" in line
+
+
+async def test_calls_whose_agent_died_say_nothing_of_where_reports_go(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent whose process dies once it joined (a crash at its start, each call) sends no
+    report: each call ends `completed`, its reason that its agent left the call. The server
+    knows why nothing was reported, and the WARNING sent the operator to PUBLIC_BASE_URL and
+    what forwards it, which work."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(service, "AGENT_GONE_GRACE_S", 0.002)  # x the time scale 100: 0.2 s
+    # Two in a row warn here (five in a real server): the same count, sooner.
+    monkeypatch.setattr(
+        server, "warn_of_unreported_runs", partial(warn_of_unreported_runs, least=2)
+    )
+    client = await quiet_app(start_app)
+    for _ in range(3):
+        call_id = await place(client, NO_AGENT_NUMBER)
+        answered = event_json("participant_joined", call_id, attributes=ACTIVE)
+        assert await post(client, answered, sign(answered)) == 200
+        await agent_joins(client, call_id)
+        died = agent_left(call_id, models.DisconnectReason.CLIENT_INITIATED)
+        assert await post(client, died, sign(died)) == 200
+        client.app[SANDBOX].rooms[call_id].agent_present = False  # LiveKit lists it no more
+
+        async def ended(call_id: str = call_id) -> bool:
+            return bool((await shown(client, call_id))["status"] == "completed")
+
+        await wait_for(ended, timeout=10)
+        assert (await shown(client, call_id))["reason"] == AGENT_GONE
+    await client.app[EVENTS].wait_idle()
+    assert said(caplog) == []
