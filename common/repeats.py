@@ -120,6 +120,7 @@ class Outage:
         self._first = ""
         self._kinds: set[str] = set()
         self._ended_at: float | None = None  # when an end was last said
+        self._back_at: float | None = None  # its first success since its last failure
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -132,6 +133,7 @@ class Outage:
         if self._since is None:
             self._since, self._first = self._clock(), kind
         self._kinds.add(kind)
+        self._back_at = None
 
     def ended(self, repeats: Repeats) -> Ended | None:
         """The outage, if there was one, ended now: its kinds forgotten by `repeats` (the
@@ -140,11 +142,15 @@ class Outage:
         if self._since is None:
             return None
         now = self._clock()
+        if self._back_at is None:
+            self._back_at = now
         if self._ended_at is not None and now - self._ended_at < self._every_s:
             return None
         held = sum(repeats.forget(kind) for kind in self._kinds)
-        ended = Ended(self._first, now - self._since, held)
-        self._since, self._first, self._ended_at = None, "", now
+        # Its length to its first success since its last failure: one held open (said a
+        # minute after the last end) read "for 50 s" of one back after 10.
+        ended = Ended(self._first, self._back_at - self._since, held)
+        self._since, self._first, self._ended_at, self._back_at = None, "", now, None
         self._kinds.clear()
         return ended
 

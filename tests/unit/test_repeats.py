@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from common.repeats import OneLineRepeats, Repeats
+from common.repeats import OneLineRepeats, Outage, Repeats
 from common.storage.postgres import masked
 from tests.helpers import FakeClock
 
@@ -113,3 +113,25 @@ def test_a_database_url_shows_no_password_wherever_it_is(url: str, shown: str | 
     assert "TopSecret9" not in masked(url) and "Secret9" not in masked(url)
     if shown is not None:
         assert masked(url) == shown
+
+
+def test_an_outage_held_open_says_how_long_it_failed_not_how_long_until_said() -> None:
+    """An outage ending within a minute of the last one said goes on unsaid (d285bee) until
+    a success after that minute: its length is to its first success after its last failure,
+    not to that later one (back after 10 s, it read 'for 50 s')."""
+    clock = FakeClock(1000.0)
+    repeats, outage = Repeats(60.0, clock), Outage(60.0, clock)
+    outage.failed("unreachable")
+    assert repeats.due("unreachable") == ""
+    ended = outage.ended(repeats)  # back at once: said
+    assert ended is not None and ended.lasted_s == 0.0
+    clock.advance(10.0)
+    outage.failed("unreachable")  # failing again for 10 s
+    assert repeats.due("unreachable") == ""
+    clock.advance(10.0)
+    outage.failed("unreachable")
+    assert repeats.due("unreachable") is None
+    assert outage.ended(repeats) is None  # back within the minute: not said yet
+    clock.advance(40.0)
+    ended = outage.ended(repeats)  # a success after that minute says it
+    assert ended is not None and (ended.lasted_s, ended.held) == (10.0, 1)
