@@ -19,6 +19,7 @@ from common.calls.errors import FieldError, InvalidCall
 from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
+from common.calls.runs import SeenEvents
 from common.calls.service import (
     check_webhook_address,
     ended_at_the_trunk,
@@ -115,12 +116,16 @@ def _pause_on_runs(
     """Pause a campaign whose calls ended `least` times in a row with a fault `fault_of`
     names (what to check), with a WARNING saying its calls `failed` so, the last, what to
     check, and to resume it once `until`. Counted per campaign over the calls this server
-    settles; any other end starts the count again."""
+    settles; any other end starts the count again; an event given again (the dispatcher's
+    take-over) is not counted again."""
     runs: dict[str, int] = {}
+    seen = SeenEvents()
 
     async def pause(event: CallEvent) -> None:
         campaign_id = event.data.get("campaign_id")
         if event.type != CALL_ENDED or not isinstance(campaign_id, str):
+            return
+        if not seen.first(event.id):
             return
         fault = fault_of(event)
         if fault is None:

@@ -9,12 +9,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from common.calls.events import RETRY_TRIES, EventDispatcher
+from common.calls.events import CALL_ENDED, RETRY_TRIES, EventDispatcher
 from common.calls.models import CallEvent
 from common.calls.service import warn_of_busy_runs
+from common.campaigns.service import CampaignService, pause_on_agent_faults
 from common.repeats import Repeats
 from common.storage.sql import DEFAULT_LEASE_S as LEASE_S
 from common.storage.sqlite import SqliteCallStore
@@ -59,3 +61,23 @@ async def test_an_ended_call_given_again_is_counted_once(
         await dispatcher.stop()
     said = [r for r in caplog.records if r.levelno == logging.WARNING and "ended busy" in r.message]
     assert said == []  # one busy call, not two in a row
+
+
+async def test_a_campaign_calls_fault_given_again_is_counted_once() -> None:
+    """The campaigns' pause on their calls' faults counts as the runs' counters do: one call
+    ended by its agent's failure, given again by the take-over, paused a campaign set to
+    pause after 2 such calls in a row."""
+    paused: list[str] = []
+
+    class Campaigns:
+        async def control(self, campaign_id: str, action: str) -> None:
+            paused.append(campaign_id)
+
+    pause = pause_on_agent_faults(cast(CampaignService, Campaigns()), 2)
+    data = {"campaign_id": "cmp-1", "status": "failed", "reason": "the agent failed: boom"}
+    event = CallEvent(7, "call-1", CALL_ENDED, data, 0.0)
+    await pause(event)
+    await pause(event)  # the same event, given again
+    assert paused == []
+    await pause(CallEvent(8, "call-2", CALL_ENDED, data, 0.0))  # a second call: two in a row
+    assert paused == ["cmp-1"]
