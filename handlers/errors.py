@@ -389,7 +389,8 @@ def answer_parser_errors_as_json() -> None:
     ) -> web.StreamResponse:
         plain = original(self, request, status, exc, message)  # its log line, as before
         if not 400 <= status < 500 or not _answers_json(self):
-            return plain
+            # Versionless too: the sandbox's refusals (a server of this process) named them.
+            return _named_as_ours(plain) if isinstance(plain, web.Response) else plain
         say_wrong_protocol(request.remote, exc)
         answer = _named_as_ours(_parser_refusal(status, exc, message))
         answer.force_close()  # as aiohttp's: what follows on the connection is not read

@@ -101,6 +101,15 @@ NO_AGENT_WORKERS = (
 )
 
 
+# What every answer's `Server` header says: aiohttp's default named Python's version and its
+# own (`Python/3.11 aiohttp/3.14.5`) to whoever reached the sandbox (`--host 0.0.0.0`).
+SERVER_NAME = "livekit-sandbox"
+
+
+async def _named_without_versions(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_NAME
+
+
 class Sandbox:
     """A LiveKit stand-in on ``host:port`` (port 0 picks a free one)."""
 
@@ -226,6 +235,7 @@ class Sandbox:
         await self._webhooks.start()
         await self._reports.start()
         app = web.Application(middlewares=[_unread_bodies_close, self._refuse_web_pages])
+        app.on_response_prepare.append(_named_without_versions)
         app.router.add_get("/", self._handle_root)
         app.router.add_get(AGENT_PATH, self._handle_agent_worker)
         app.router.add_route("*", TWIRP_PREFIX + "{path:.*}", self._handle_twirp)

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from server import SANDBOX
 from tests.conftest import AppFactory
@@ -718,6 +719,25 @@ async def test_an_unknown_path_names_no_versions(start_app: AppFactory) -> None:
     client = await start_app()
     resp = await client.get("/wp-login.php")
     assert resp.status == 404 and resp.headers["Server"] == "outbound-caller"
+
+
+async def test_the_embedded_sandboxs_answers_name_no_versions(start_app: AppFactory) -> None:
+    """The sandbox, a server of the same process on a port of its own, said aiohttp's
+    `Python/3.11 aiohttp/3.14.5` on every answer: a 404, a Twirp answer, its parser's
+    refusals (a sandbox listening beyond loopback: python -m sandbox --host 0.0.0.0)."""
+    client = await start_app()
+    sandbox = client.app[SANDBOX]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{sandbox.url}/wp-login.php") as resp:
+            assert resp.status == 404 and "aiohttp" not in resp.headers["Server"], resp.headers
+    reader, writer = await asyncio.open_connection("127.0.0.1", URL(sandbox.url).port)
+    try:
+        writer.write(b"FOO\x01 / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a method
+        await writer.drain()
+        head = (await asyncio.wait_for(reader.read(), 5)).partition(b"\r\n\r\n")[0]
+    finally:
+        writer.close()
+    assert head.split()[1] == b"400" and b"aiohttp" not in head.lower(), head
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "OPTIONS", "DELETE", "PATCH"])
