@@ -9,6 +9,7 @@ one is, then at most one per `every_s`, and that line says how many were held ba
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ EVERY_S = 60.0
 
 
 class Repeats:
+    """Whether a failure of a kind is said now, and how many were held back. Used from
+    several threads (config.json's writes run in the seed's callers' threads): a lost count
+    is harmless, a loop over a dict another thread changes is not (`_forget_old`)."""
+
     def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic):
         self.every_s = every_s
         self.clock = clock
@@ -46,7 +51,7 @@ class Repeats:
         kinds only."""
         now = self.clock()
         held = []
-        for key, (at, count) in self._said.items():
+        for key, (at, count) in list(self._said.items()):  # a copy: see _forget_old
             if keys is not None and key not in keys:
                 continue
             if count and (all_kinds or now - at >= self.every_s):
@@ -64,12 +69,17 @@ class Repeats:
         """Keys are a receiver, a campaign, a kind of refusal: without end, one for each a
         client names. Those said over `every_s` ago go (their next one is said at once, as
         it would be); if none is that old, the oldest half."""
-        old = [k for k, (at, _) in self._said.items() if now - at >= self.every_s]
+        # Copies, taken at once: config.json's writes note their failures from the threads
+        # the seed's functions are called from, and a key another thread added or forgot
+        # meanwhile made the loop over the dict itself raise ("dictionary changed size
+        # during iteration"), out of a write that had been made.
+        said = list(self._said.items())
+        old = [k for k, (at, _) in said if now - at >= self.every_s]
         if not old:
-            by_age = sorted(self._said, key=lambda k: self._said[k][0])
-            old = by_age[: len(by_age) // 2]
+            by_age = sorted(said, key=lambda item: item[1][0])
+            old = [k for k, _ in by_age[: len(by_age) // 2]]
         for key in old:
-            del self._said[key]
+            self._said.pop(key, None)
 
 
 MAX_KEYS = 10_000
@@ -121,38 +131,44 @@ class Outage:
         self._kinds: set[str] = set()
         self._ended_at: float | None = None  # when an end was last said
         self._back_at: float | None = None  # its first success since its last failure
+        # config.json's writes note failures and successes from the seed's callers' threads:
+        # a failure noted while an end was worked out made its loop over the kinds raise,
+        # or its length None, out of a write that had been made.
+        self._lock = threading.Lock()
 
     @property
     def kinds(self) -> frozenset[str]:
         """The kinds (Repeats keys) that failed since the outage began: none when there is
         none."""
-        return frozenset(self._kinds)
+        with self._lock:
+            return frozenset(self._kinds)
 
     def failed(self, kind: str) -> None:
         """A failure of `kind` (its Repeats key) noted."""
-        if self._since is None:
-            self._since, self._first = self._clock(), kind
-        self._kinds.add(kind)
-        self._back_at = None
+        with self._lock:
+            if self._since is None:
+                self._since, self._first = self._clock(), kind
+            self._kinds.add(kind)
+            self._back_at = None
 
     def ended(self, repeats: Repeats) -> Ended | None:
         """The outage, if there was one, ended now: its kinds forgotten by `repeats` (the
         next failure is said at once) and what to say of it; None when nothing failed, or
         an end was said less than a minute ago (the outage goes on)."""
-        if self._since is None:
-            return None
-        now = self._clock()
-        if self._back_at is None:
-            self._back_at = now
-        if self._ended_at is not None and now - self._ended_at < self._every_s:
-            return None
-        held = sum(repeats.forget(kind) for kind in self._kinds)
-        # Its length to its first success since its last failure: one held open (said a
-        # minute after the last end) read "for 50 s" of one back after 10.
-        ended = Ended(self._first, self._back_at - self._since, held)
-        self._since, self._first, self._ended_at, self._back_at = None, "", now, None
-        self._kinds.clear()
-        return ended
+        with self._lock:
+            if self._since is None:
+                return None
+            now = self._clock()
+            if self._back_at is None:
+                self._back_at = now
+            if self._ended_at is not None and now - self._ended_at < self._every_s:
+                return None
+            # Its length to its first success since its last failure: one held open (said a
+            # minute after the last end) read "for 50 s" of one back after 10.
+            first, lasted_s, kinds = self._first, self._back_at - self._since, tuple(self._kinds)
+            self._since, self._first, self._ended_at, self._back_at = None, "", now, None
+            self._kinds.clear()
+        return Ended(first, lasted_s, sum(repeats.forget(kind) for kind in kinds))
 
 
 class OneLineRepeats(logging.Filter):

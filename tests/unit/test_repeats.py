@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -135,3 +137,55 @@ def test_an_outage_held_open_says_how_long_it_failed_not_how_long_until_said() -
     clock.advance(40.0)
     ended = outage.ended(repeats)  # a success after that minute says it
     assert ended is not None and (ended.lasted_s, ended.held) == (10.0, 1)
+
+
+class _Meanwhile:
+    """A step of another thread run in the middle of a loop (where a thread switch may fall)."""
+
+    def __init__(self, step: Callable[[], object]) -> None:
+        self.step = step
+
+    def __contains__(self, key: object) -> bool:
+        self.step()
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_a_kind_noted_by_another_thread_while_held_back_ones_are_read_is_kept() -> None:
+    """config.json's writes note their failures from the seed's callers' threads: a kind
+    added while `held_back` read the kinds made the loop raise "dictionary changed size
+    during iteration"."""
+    repeats = Repeats(60.0, FakeClock(1000.0))
+    assert repeats.due("write 28") == ""
+    assert repeats.due("write 28") is None
+    meanwhile = _Meanwhile(lambda: repeats.due("lock 37"))
+    assert repeats.held_back(all_kinds=True, keys=meanwhile) == [("write 28", 1, 0.0)]
+    assert repeats.due("lock 37") is None  # noted meanwhile: its minute runs
+
+
+def test_a_kind_failing_in_another_thread_as_an_outage_ends_starts_the_next_one() -> None:
+    """config.json's writes note failures and successes from the seed's callers' threads: a
+    failure noted while an outage's end forgot its kinds made the loop over them raise "set
+    changed size during iteration" (or its length None - None), out of a write that was made.
+    It is the next outage now."""
+    clock = FakeClock(1000.0)
+    outage = Outage(60.0, clock)
+
+    class Forgetting(Repeats):
+        def forget(self, key: str) -> int:
+            other = threading.Thread(target=outage.failed, args=("lock 37",))
+            other.start()  # another thread's write fails meanwhile
+            other.join(timeout=2.0)
+            return super().forget(key)
+
+    repeats = Forgetting(60.0, clock)
+    outage.failed("write 28")
+    assert repeats.due("write 28") == ""
+    ended = outage.ended(repeats)
+    assert ended is not None and (ended.first, ended.held) == ("write 28", 0)
+    assert outage.kinds == {"lock 37"}
