@@ -462,10 +462,16 @@ def api_reached_through(settings: Settings) -> str | None:
     return None if is_loopback_host(host.rstrip(".")) else settings.public_base_url
 
 
+# How many times start-up asks the API through PUBLIC_BASE_URL while nothing answers it (a
+# connection that failed, a timeout, a 5xx), REPORT_URL_CHECK_EVERY_S apart.
+API_OPEN_TRIES = 3
+
+
 async def api_open_through(base_url: str, session: aiohttp.ClientSession) -> bool | None:
     """Whether the API, without a token, lists calls to a request sent through `base_url`
-    (PUBLIC_BASE_URL): True when it does; False when it refuses it (as it refuses what a
-    reverse proxy passes on: a proxy header, HTTP/1.0); None when no calls server answered."""
+    (PUBLIC_BASE_URL): True when it does; False when it does not (it refuses what a reverse
+    proxy passes on: a proxy header, HTTP/1.0; or what forwards that URL answers itself, a
+    404 page); None when nothing answered (the connection failed, a timeout, a 5xx)."""
     try:
         async with session.get(
             f"{base_url}/calls?limit=1",
@@ -476,15 +482,13 @@ async def api_open_through(base_url: str, session: aiohttp.ClientSession) -> boo
             body = await read_capped(response, REPORT_URL_MAX_BYTES)
     except (aiohttp.ClientError, TimeoutError):
         return None
+    if status >= 500:
+        return None
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    if status == 200 and isinstance(doc.get("calls"), list):
-        return True
-    return False if status in (401, 403) and doc.get("status") == "error" else None
+        return False
+    return status == 200 and isinstance(doc, dict) and isinstance(doc.get("calls"), list)
 
 
 async def say_if_api_open_through(base_url: str, session: aiohttp.ClientSession) -> None:
@@ -494,8 +498,14 @@ async def say_if_api_open_through(base_url: str, session: aiohttp.ClientSession)
     passing `Host` on over HTTP/1.1 without X-Forwarded-For) opened it to everyone who
     reaches PUBLIC_BASE_URL (measured: a TCP forwarder in front, a client elsewhere listed
     every call, numbers and all, and placed one), and start-up said only that the API was
-    open to every program on this machine."""
-    if await api_open_through(base_url, session):
+    open to every program on this machine. Asked API_OPEN_TRIES times while nothing answers
+    (asked once, a gateway's 502 or a timeout at that moment left it unsaid for good)."""
+    for tries_left in range(API_OPEN_TRIES - 1, -1, -1):
+        answered = await api_open_through(base_url, session)
+        if answered is not None or not tries_left:
+            break
+        await asyncio.sleep(REPORT_URL_CHECK_EVERY_S)
+    if answered:
         logger.error(
             "CALLS_API_TOKEN is not set, and the API answers at PUBLIC_BASE_URL %s (GET"
             " %s/calls listed calls): what forwards it to this server adds no proxy header"

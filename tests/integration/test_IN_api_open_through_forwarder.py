@@ -16,12 +16,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+import server
 from common.settings import Settings
 from server import _say_where_reports_lead, api_reached_through, say_if_api_open_through
 from tests.conftest import AppFactory
-from tests.helpers import SEED_EXAMPLES
+from tests.helpers import SEED_EXAMPLES, serving
 from tests.processes import free_port
 
 SAID = "CALLS_API_TOKEN is not set, and the API answers at PUBLIC_BASE_URL"
@@ -116,3 +118,44 @@ async def test_start_ups_check_of_public_base_url_asks_the_api_too(
 def test_which_servers_ask(overrides: dict[str, Any], asked: bool) -> None:
     settings = dataclasses.replace(Settings(), **overrides)
     assert (api_reached_through(settings) is not None) == asked
+
+
+async def test_the_api_is_asked_again_when_nothing_answered_it(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked once, a gateway's 502 (or a timeout) at that moment left an open API unsaid for
+    good. Asked again while nothing answers, it is said."""
+    monkeypatch.setattr(server, "REPORT_URL_CHECK_EVERY_S", 0.01)
+    client, base = await _forwarded(start_app)
+    answers = iter([502, 503])
+
+    async def gateway_warming_up(request: web.Request) -> web.StreamResponse:
+        status = next(answers, None)
+        if status is not None:
+            return web.Response(status=status, text="<html>Bad Gateway</html>")
+        async with client.session.get(f"{client.make_url('')}{request.path_qs}") as passed:
+            return web.Response(status=passed.status, body=await passed.read())
+
+    async with serving(gateway_warming_up) as gateway, aiohttp.ClientSession() as session:
+        with caplog.at_level(logging.ERROR, logger="server"):
+            await say_if_api_open_through(gateway, session)
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said.startswith(SAID), said
+    assert next(answers, None) is None  # the third answer was the API's
+
+
+async def test_a_page_of_another_service_there_is_not_asked_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "REPORT_URL_CHECK_EVERY_S", 0.01)
+    asked = 0
+
+    async def not_found(_request: web.Request) -> web.StreamResponse:
+        nonlocal asked
+        asked += 1
+        return web.Response(status=404, text="<html>Not Found</html>")
+
+    async with serving(not_found) as base, aiohttp.ClientSession() as session:
+        with caplog.at_level(logging.ERROR, logger="server"):
+            await say_if_api_open_through(base, session)
+    assert asked == 1 and SAID not in caplog.text
