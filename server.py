@@ -266,7 +266,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     events.subscribe("busy runs", warn_of_busy_runs(Repeats()))
     events.subscribe("unreported runs", warn_of_unreported_runs(Repeats(), settings.report_url))
     events.subscribe("log campaigns", log_campaign_completed)
-    events.subscribe("metrics", count_events(app[METRICS]))
+    events.count_new(count_events(app[METRICS]))
     sender: WebhookSender | None = None
     if settings.calls_webhook_secret is not None:
         sender = WebhookSender(app[STORE], settings, app[METRICS])

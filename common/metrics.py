@@ -64,7 +64,7 @@ class Metrics:
         )
         self.call_events = Counter(
             "call_events",
-            "Call events dispatched from the outbox",
+            "Call events written to the outbox, each counted once, by its writer",
             ["type"],
             registry=self.registry,
         )

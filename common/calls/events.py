@@ -3,7 +3,7 @@
 Every status change writes its events to the outbox table in the same transaction as the
 change (see common/storage/programs.py). Once that transaction commits, the service hands the
 events to this process's `EventDispatcher`, which gives each to every subscriber in order
-(logging, metrics, and later customer webhooks, campaigns, live views) and then marks them
+(logging, customer webhooks, campaigns, the runs' warnings) and then marks them
 dispatched. An event a subscriber failed (a campaign's write at a call's end while the
 database restarts, say) is given again to that subscriber alone, by this server, RETRY_S
 later, RETRY_TRIES times; a failed mark is tried again ACK_RETRY_S later. Events whose server
@@ -101,6 +101,7 @@ class EventDispatcher:
         self._lease_s = lease_s  # how long a claim on events taken over lasts
         self._ack_delay_s = ack_delay_s
         self._subscribers: list[tuple[str, Subscriber]] = []
+        self._counters: list[Callable[[CallEvent], None]] = []
         # Each stays on its queue until given: a loop that ends (kept_running starts it again)
         # goes on from the one it was giving, and the take-over renews the claims of all.
         self._queue: collections.deque[CallEvent] = collections.deque()
@@ -124,8 +125,22 @@ class EventDispatcher:
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
         self._subscribers.append((name, subscriber))
 
+    def count_new(self, counter: Callable[[CallEvent], None]) -> None:
+        """`counter` is told of each event as it is published, once: not of one taken over
+        (`recover`), which its writer counted (the metrics' counters: given to every
+        subscriber again once a subscriber kept failing it, a call's end was counted twice,
+        and with several servers, by a server that took it over)."""
+        self._counters.append(counter)
+
     def publish(self, events: Iterable[CallEvent]) -> None:
         """Queue committed events (call only after their transaction committed)."""
+        events = tuple(events)
+        for event in events:
+            for counter in self._counters:
+                counter(event)
+        self._enqueue(events)
+
+    def _enqueue(self, events: Iterable[CallEvent]) -> None:
         added = False
         for event in events:
             self._queue.append(event)
@@ -192,7 +207,7 @@ class EventDispatcher:
                 " stopped, or they kept failing)",
                 len(events),
             )
-            self.publish(events)
+            self._enqueue(events)  # counted by their writer (count_new)
         return len(events)
 
     def _held(self) -> list[int]:

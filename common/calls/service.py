@@ -2777,10 +2777,13 @@ def warn_of_busy_runs(repeats: Repeats, least: int = BUSY_RUN_WARN) -> Subscribe
     )
 
 
-def count_events(metrics: Metrics) -> Callable[[CallEvent], Coroutine[Any, Any, None]]:
-    async def count(event: CallEvent) -> None:
+def count_events(metrics: Metrics) -> Callable[[CallEvent], None]:
+    """Counts each event once, as its writer publishes it (EventDispatcher.count_new): in
+    the writer's path, after its commit, so it raises nothing."""
+
+    def count(event: CallEvent) -> None:
         metrics.call_events.labels(type=event.type).inc()
         if event.type == "call.ended":
-            metrics.calls_ended.labels(status=str(event.data["status"])).inc()
+            metrics.calls_ended.labels(status=str(event.data.get("status"))).inc()
 
     return count
