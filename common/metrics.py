@@ -31,6 +31,8 @@ REPORT_RESULTS = (
     "too_many_turns",
     "unverified",
     "malformed",
+    "too_large",
+    "unreadable",
     "other_call",
     "unknown_call",
     "db_error",

@@ -12,11 +12,12 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import HttpVersion11, hdrs, web
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from common.calls.models import CAMPAIGN_KEY_PREFIX
@@ -552,6 +553,17 @@ async def read_checked_body(request: web.Request, limit: int, what: str = "reque
         return await _read_all(request, limit, what)  # all here already (most requests)
     async with arriving_in_time(request, what):
         return await _read_all(request, limit, what)
+
+
+@contextlib.contextmanager
+def counted_if_unread(counter: Counter) -> Iterator[None]:
+    """A signed route's body refused unread (over the limit; slow, or in an encoding not
+    undone) counted by `counter`'s result: too_large or unreadable."""
+    try:
+        yield
+    except HttpError as exc:
+        counter.labels(result="too_large" if exc.status == 413 else "unreadable").inc()
+        raise
 
 
 def refuse_unreadable_body(request: web.Request, limit: int, what: str = "request body") -> None:

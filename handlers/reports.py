@@ -41,6 +41,7 @@ from handlers.http import (
     Reply,
     RouteDoc,
     add_route,
+    counted_if_unread,
     decode_json,
     json_answer,
     read_checked_body,
@@ -63,18 +64,24 @@ BODY = "report body"
 async def agent_report(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     signed_by_whom_it_may_be(request)
-    refuse_unreadable_body(request, MAX_REPORT_BYTES, BODY)
+    with counted_if_unread(metrics.reports):
+        refuse_unreadable_body(request, MAX_REPORT_BYTES, BODY)
     # The token before the body, as for LiveKit's webhooks: a forged post's 1 MiB is not read.
     verifier = request.app[VERIFIER]
     token = _verified(
         request, lambda: verifier.verify_token(request.headers.get("Authorization", ""))
     )
     arrived = request.app[CALLS].clock()
-    body = await read_checked_body(request, MAX_REPORT_BYTES, BODY)
+    with counted_if_unread(metrics.reports):
+        body = await read_checked_body(request, MAX_REPORT_BYTES, BODY)
     signed = _verified(request, lambda: token.covers(body))
     agent_clock = request.app[AGENT_CLOCKS].of(token.signer)
     agent_clock.heard(token.signed_at, arrived)
-    doc = decode_json(body)
+    try:
+        doc = decode_json(body)
+    except HttpError:  # signed, not JSON (or not UTF-8): as malformed as a JSON non-report
+        metrics.reports.labels(result="malformed").inc()
+        raise
     batch = isinstance(doc, list)
     try:
         reports = REPORT_BATCH.validate_python(doc) if batch else [AgentReport.model_validate(doc)]

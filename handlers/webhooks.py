@@ -8,10 +8,9 @@ A well-signed event never gets a 5xx, except 503 when the database is down, so L
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from aiohttp import web
@@ -19,7 +18,6 @@ from aiohttp import web
 from common.livekit.events import MalformedEvent, RoomEvent
 from common.livekit.skew import LiveKitClock
 from common.masking import redact_cut
-from common.metrics import Metrics
 from common.signing import WEBHOOK_MAX_AHEAD, BodyVerifier, Unverified
 from common.storage.base import DatabaseError
 from handlers.errors import HttpError
@@ -28,6 +26,7 @@ from handlers.http import (
     Reply,
     RouteDoc,
     add_route,
+    counted_if_unread,
     json_answer,
     read_checked_body,
     refuse_unreadable_body,
@@ -58,13 +57,13 @@ BODY = "webhook body"
 async def livekit_webhook(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     signed_by_whom_it_may_be(request)
-    with _counted_if_unread(metrics):
+    with counted_if_unread(metrics.webhooks):
         refuse_unreadable_body(request, MAX_WEBHOOK_BYTES, BODY)
     # The token before the body: anyone may post here, and 1,000 forged posts of 1 MiB each,
     # read before their token was looked at, took the server to 1 GB for good.
     verifier = request.app[VERIFIER]
     token = _verified(request, lambda: verifier.verify_token(_authorization(request)))
-    with _counted_if_unread(metrics):
+    with counted_if_unread(metrics.webhooks):
         body = await read_checked_body(request, MAX_WEBHOOK_BYTES, BODY)
     _verified(request, lambda: token.covers(body))
     heard_at = request.app[CALLS].webhook_heard_at = request.app[CALLS].clock()
@@ -99,16 +98,6 @@ async def livekit_webhook(request: web.Request) -> web.Response:
     )
     metrics.webhooks.labels(result=result).inc()
     return json_answer(WebhookAnswer(result=result))
-
-
-@contextlib.contextmanager
-def _counted_if_unread(metrics: Metrics) -> Iterator[None]:
-    """A body refused unread (over the limit; slow, or in an encoding not undone) counted."""
-    try:
-        yield
-    except HttpError as exc:
-        metrics.webhooks.labels(result="too_large" if exc.status == 413 else "unreadable").inc()
-        raise
 
 
 def _authorization(request: web.Request) -> str:
