@@ -84,7 +84,7 @@ class Metrics:
         )
         self.webhook_latency = Histogram(
             "customer_webhook_latency_seconds",
-            "From a call event to its customer webhook's delivery",
+            "From a call event to its customer webhook's delivery (not one redelivered by hand)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
             registry=self.registry,
         )

@@ -951,7 +951,11 @@ class WebhookSender:
         result = {"pending": "retrying"}.get(outcome.state, outcome.state)
         self._metrics.webhook_deliveries.labels(result=result).inc()
         if outcome.state == "delivered":
-            self._metrics.webhook_latency.observe(max(0.0, now - delivery.event_created_at))
+            # From the event: not a redelivery by hand (round_start, its attempts when
+            # redelivered), whose wait was the customer's, maybe days (an alert on the
+            # latency paged for a receiver's replay of last week's events).
+            if delivery.round_start == 0:
+                self._metrics.webhook_latency.observe(max(0.0, now - delivery.event_created_at))
             if receiver in self._failure_said and self._recovery.due(receiver) is not None:
                 self._failure_said.discard(receiver)
                 logger.info("customer webhooks to %s are delivered again", receiver)
