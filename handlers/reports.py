@@ -94,7 +94,7 @@ async def agent_report(request: web.Request) -> web.Response:
     covered = signed.room
     stray = next((r.call_id for r in reports if r.call_id != covered), None)
     if stray is not None:
-        metrics.reports.labels(result="other_call").inc()
+        metrics.reports.labels(result="other_call").inc(len(reports))  # the batch refused
         shown = quoted(stray)  # the report's own call id: control characters and all
         # The token's room is a claim of any JSON value (a list of 60 call ids was logged
         # whole, 1.3 KB a line) and the line came once per refused post (a misrouted agent's

@@ -8,6 +8,7 @@ refusal in /metrics."""
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -15,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.contracts import MAX_REPORT_BYTES, REPORTS_PATH
 from tests.conftest import AppFactory
-from tests.integration.test_call_results import report_token
+from tests.integration.test_call_results import answered, report_token
+from tests.integration.test_report_limits import post_text
 from tests.integration.test_webhooks import place
 
 Client = TestClient[Any, Any]
@@ -47,3 +49,19 @@ async def test_each_refused_report_is_counted(start_app: AppFactory) -> None:
     after = await _reports(client)
     counted = {result: after[result] - before.get(result, 0.0) for result in after}
     assert {result: n for result, n in counted.items() if n} == {"malformed": 2, "too_large": 1}
+
+
+async def test_a_batch_refused_for_another_calls_report_counts_each_report(
+    start_app: AppFactory,
+) -> None:
+    """A batch (agent/reporting.py sends what queued in one POST) holding a report of another
+    call is refused whole: each of its reports counted `other_call`, as `unknown_call` and
+    `db_error` count each report of a batch they refuse (it counted 1 for 3 reports)."""
+    client = await start_app(metrics_reuse_s=0.0, sandbox_time_scale=100.0)
+    call_id, other = await place(client), await place(client)
+    before = await _reports(client)
+    batch = [answered(call_id, 0), answered(call_id, 1), answered(other, 0)]
+    status, _ = await post_text(client, call_id, json.dumps(batch))
+    assert status == 409
+    after = await _reports(client)
+    assert after["other_call"] - before["other_call"] == 3
