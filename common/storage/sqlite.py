@@ -65,6 +65,12 @@ MIN_FREE_BYTES = 256 * 1024
 # largest size for good).
 WAL_WARN_BYTES = 64 * 1024 * 1024
 WAL_KEEP_BYTES = 8 * 1024 * 1024
+# After a write failed on the disk, each write empties the log into calls.db first, until its
+# device has this much free again: 4 times what SQLite lets the log grow to before it empties
+# it (4 MB). Space freed on a full disk went to the log, which filled it again before that
+# (a 2 MB tmpfs made 4 MB: full again in 35 s, calls.db still 4 KiB), and a log on a full
+# disk cannot be emptied into a calls.db that has no room to grow.
+ROOM_AGAIN_BYTES = 16 * 1024 * 1024
 # A write that failed on the disk with calls.db or its -wal this close to the process's file
 # size limit (RLIMIT_FSIZE) failed at that limit: a write stops exactly at it, and SQLite
 # writes a page (4 KiB) or a log frame (4 KiB + 24 bytes) at a time.
@@ -613,6 +619,9 @@ class SqliteCallStore(SqlCallStore):
         # A write (not a probe's) failed on the disk, and no probe as large as a call's has
         # gone through since.
         self._disk_failure = False
+        # A write failed on the disk and its device has not had ROOM_AGAIN_BYTES free since:
+        # each write empties the log first (`_make_room`).
+        self._short_of_space = False
         # What the last write failing on the disk found at the file size limit (the log, before
         # it was emptied), for its error to say (`_at_size_limit`).
         self._size_limit_hit: str | None = None
@@ -1167,8 +1176,27 @@ class SqliteCallStore(SqlCallStore):
         if not write:
             return _drive(conn, program)
         self._still_ours()
+        self._make_room()
         with self._lock_watch(conn), _Transaction(conn):
             return _drive(conn, program)
+
+    def _make_room(self) -> None:
+        """Before a write, while short of space (`_short_of_space`): the log emptied into
+        calls.db, so the write takes the space freed on a full disk in calls.db, one
+        transaction's worth of log at a time, rather than in a log that fills it again
+        before SQLite empties it, and which no checkpoint can then empty (calls.db cannot
+        grow by what it holds). A failed write noted it; ROOM_AGAIN_BYTES free ends it."""
+        if not self._short_of_space:
+            return
+        try:
+            status = os.statvfs(self.path.parent)
+        except OSError:
+            return  # its directory gone: the write says what is wrong
+        if status.f_bavail * status.f_frsize >= ROOM_AGAIN_BYTES:
+            self._short_of_space = False
+            return
+        with contextlib.suppress(sqlite3.Error):  # no room yet: the write fails as it would
+            self._empty_wal_sync()
 
     def _failed_on_disk(self, exc: BaseException, probe: bool) -> None:
         """After a write failed: one that failed on the disk is noted for the readiness probe,
@@ -1178,6 +1206,7 @@ class SqliteCallStore(SqlCallStore):
         if not _is_disk_error(exc):
             return
         self._disk_failure |= not probe
+        self._short_of_space = True
         self._size_limit_hit = _at_size_limit(self.path)  # the log as it failed: emptied below
         with contextlib.suppress(sqlite3.Error, DatabaseError):
             self._empty_wal_sync()
@@ -1269,6 +1298,7 @@ class SqliteCallStore(SqlCallStore):
         try:
             conn = self.conn  # closed: each gets the error (raised here, it killed the thread)
             self._still_ours()
+            self._make_room()
             with self._lock_watch(conn), _Transaction(conn):
                 for n, call in enumerate(calls):
                     conn.execute("SAVEPOINT program")

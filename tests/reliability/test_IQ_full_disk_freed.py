@@ -1,0 +1,49 @@
+"""Space freed on a full disk under calls.db is what the server writes into next.
+
+Found on a 2 MB tmpfs holding calls.db and config.json under 30 calls a go: every write of
+the server since start-up was in calls.db-wal (SQLite empties it into calls.db only at 4 MB),
+calls.db 4 KiB; the log filled the disk, each write then failed 'database or disk is full',
+and emptying it (a failed write's checkpoint) needed calls.db to grow by what the log held:
+no room. The disk made 2 MB larger, the retried webhooks' and the reaper's writes went into
+the log again, which took the whole 2 MB within 35 s, none of it ever in calls.db: still
+full, every call 503, 21 calls left dialing (the sandbox gave up their webhooks). Only a
+/readyz probe coming first, whose write empties the log beforehand, got it out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.conftest import AppFactory
+from tests.reliability.test_disk_faults import _fill, _tmpfs
+from tests.reliability.test_sqlite_faults import Client, _place, _quiet_app
+
+
+async def test_space_freed_on_a_full_disk_takes_calls_again(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    with _tmpfs(tmp_path / "mnt", "1m") as mount:
+        client = await _quiet_app(
+            start_app, calls_db_path=mount / "calls.db", calls_rate_limit_per_min=100_000
+        )
+        try:
+            await _fill_and_free(client, mount)
+        finally:
+            await client.close()  # before the tmpfs goes
+
+
+async def _fill_and_free(client: Client, mount: Path) -> None:
+    """A call placed, the disk filled until one is refused, then 512 KiB freed: 20 calls."""
+    assert (await _place(client, name="Before")).status == 200
+    filler = _fill(mount)
+    for _ in range(20):  # SQLite may still find room in pages it already has
+        if (await _place(client, name="No Room")).status == 503:
+            break
+    else:
+        raise AssertionError("the full disk refused no call")
+    # Freed: less than the log takes before SQLite's own checkpoint (4 MB), more than
+    # the calls below and what calls.db needs of the log.
+    os.truncate(filler, filler.stat().st_size - 512 * 1024)
+    placed = [(await _place(client, name="Room Again")).status for _ in range(20)]
+    assert placed == [200] * 20, " ".join(map(str, placed))
