@@ -33,6 +33,7 @@ from typing import Any, NoReturn, TypeVar
 from common.calls.models import Erasure
 from common.config_store.store import NOT_A_FILE, make_directories
 from common.locks import LOCKED_TRY_S, lock_holder
+from common.repeats import Outage
 from common.settings import SQLITE_SIDE_FILES
 from common.storage.base import (
     BeforeErasing,
@@ -622,6 +623,13 @@ class SqliteCallStore(SqlCallStore):
         # A write failed on the disk and its device has not had ROOM_AGAIN_BYTES free since:
         # each write empties the log first (`_make_room`).
         self._short_of_space = False
+        # The space free on calls.db's device as a write began, measured while short of it
+        # (0 after a write failed on the disk): a write that changed nothing, or fit in the
+        # pages calls.db had, is no sign of room (`_writes_taken`).
+        self._free_bytes = 0
+        # Writes failing on the disk (said once a minute as 'calls database error'): said
+        # once a write is taken again (`_writes_taken`).
+        self._disk_outage = Outage()
         # What the last write failing on the disk found at the file size limit (the log, before
         # it was emptied), for its error to say (`_at_size_limit`).
         self._size_limit_hit: str | None = None
@@ -1003,6 +1011,7 @@ class SqliteCallStore(SqlCallStore):
         await self._submit(self._enough_space)
         program = probe_write(SQLITE, instance, self._clock())
         await self._submit_to(self._worker, self._probe_sync, program, wait_s=QUEUE_WAIT_S)
+        self._writes_taken()
 
     def _probe_sync(self, program: Program[None]) -> None:
         """The probe's write. After a write failed on the disk, with as much written as a
@@ -1152,6 +1161,8 @@ class SqliteCallStore(SqlCallStore):
         result: T = await self._submit_to(
             self._worker, self._run_sync, program, write, together=write, wait_s=QUEUE_WAIT_S
         )
+        if write:
+            self._writes_taken()
         return result
 
     async def _run_to_its_end(self, program: Program[T]) -> T:
@@ -1169,7 +1180,28 @@ class SqliteCallStore(SqlCallStore):
             wait_s=QUEUE_WAIT_S,
             begun_wait_s=math.inf,
         )
+        self._writes_taken()
         return result
+
+    def _writes_taken(self) -> None:
+        """A write went through: after writes failed on the disk, said once, with for how
+        long and how many failures were held back. The log said 'calls database error:
+        database or disk is full' once a minute, and nothing once the disk took writes again
+        (only /readyz's 'ready again', when probed), nor the failures after that line (1302
+        in its minute, on a full 2 MB tmpfs under calls and their webhooks). Only with
+        room on the disk (MIN_FREE_BYTES, as /readyz asks): on a full one, a write that
+        changed nothing (the campaign scheduler's poll, each second) went through, and
+        this line and the next failure's were said, a pair a second."""
+        if self._short_of_space and self._free_bytes < MIN_FREE_BYTES:
+            return
+        if (ended := self._disk_outage.ended(self.repeats)) is not None:
+            logger.warning(
+                "calls database %s takes writes again (writes failed on its disk for %.0f s;"
+                " %d more failure(s) held back since the last line said one)",
+                self.path,
+                ended.lasted_s,
+                ended.held,
+            )
 
     def _run_sync(self, program: Program[T], write: bool) -> T:
         conn = self.conn
@@ -1192,7 +1224,8 @@ class SqliteCallStore(SqlCallStore):
             status = os.statvfs(self.path.parent)
         except OSError:
             return  # its directory gone: the write says what is wrong
-        if status.f_bavail * status.f_frsize >= ROOM_AGAIN_BYTES:
+        self._free_bytes = status.f_bavail * status.f_frsize
+        if self._free_bytes >= ROOM_AGAIN_BYTES:
             self._short_of_space = False
             return
         with contextlib.suppress(sqlite3.Error):  # no room yet: the write fails as it would
@@ -1206,7 +1239,7 @@ class SqliteCallStore(SqlCallStore):
         if not _is_disk_error(exc):
             return
         self._disk_failure |= not probe
-        self._short_of_space = True
+        self._short_of_space, self._free_bytes = True, 0
         self._size_limit_hit = _at_size_limit(self.path)  # the log as it failed: emptied below
         with contextlib.suppress(sqlite3.Error, DatabaseError):
             self._empty_wal_sync()
@@ -1365,8 +1398,10 @@ class SqliteCallStore(SqlCallStore):
         except sqlite3.Error as exc:
             why, limit = str(exc), self._size_limit_hit
             self._size_limit_hit = None
-            if _is_disk_error(exc) and (limit := limit or _at_size_limit(self.path)) is not None:
-                why = f"{why}: {limit}"
+            if _is_disk_error(exc):
+                self._disk_outage.failed("error")  # (its Repeats key, below)
+                if (limit := limit or _at_size_limit(self.path)) is not None:
+                    why = f"{why}: {limit}"
             if (more := self.repeats.due("error")) is not None:
                 logger.error("calls database error: %s%s", why, more)
             raise DatabaseError(why) from exc

@@ -1,4 +1,5 @@
-"""Space freed on a full disk under calls.db is what the server writes into next.
+"""Space freed on a full disk under calls.db is what the server writes into next, and its
+taking writes again is said.
 
 Found on a 2 MB tmpfs holding calls.db and config.json under 30 calls a go: every write of
 the server since start-up was in calls.db-wal (SQLite empties it into calls.db only at 4 MB),
@@ -7,22 +8,33 @@ and emptying it (a failed write's checkpoint) needed calls.db to grow by what th
 no room. The disk made 2 MB larger, the retried webhooks' and the reaper's writes went into
 the log again, which took the whole 2 MB within 35 s, none of it ever in calls.db: still
 full, every call 503, 21 calls left dialing (the sandbox gave up their webhooks). Only a
-/readyz probe coming first, whose write empties the log beforehand, got it out.
+/readyz probe coming first, whose write empties the log beforehand, got it out. And once
+writes were taken again, nothing said so ('calls database error: database or disk is full'
+once a minute, then silence; only /readyz's 'ready again', when probed), nor how many writes
+had failed after that line (1302 in its minute, never counted had it ended within it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import AppFactory
+from tests.helpers import warnings_saying
 from tests.reliability.test_disk_faults import _fill, _tmpfs
 from tests.reliability.test_sqlite_faults import Client, _place, _quiet_app
 
+SAID = "takes writes again"
+
 
 async def test_space_freed_on_a_full_disk_takes_calls_again(
-    start_app: AppFactory, tmp_path: Path
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
     with _tmpfs(tmp_path / "mnt", "1m") as mount:
         client = await _quiet_app(
             start_app, calls_db_path=mount / "calls.db", calls_rate_limit_per_min=100_000
@@ -31,10 +43,14 @@ async def test_space_freed_on_a_full_disk_takes_calls_again(
             await _fill_and_free(client, mount)
         finally:
             await client.close()  # before the tmpfs goes
+    said = warnings_saying(caplog, SAID)
+    assert len(said) == 1, said
+    held = r"\(writes failed on its disk for \d+ s; [1-9]\d* more failure\(s\) held back"
+    assert re.search(rf"calls database \S+calls\.db {SAID} {held}", said[0]), said[0]
 
 
 async def _fill_and_free(client: Client, mount: Path) -> None:
-    """A call placed, the disk filled until one is refused, then 512 KiB freed: 20 calls."""
+    """A call placed, the disk filled until calls are refused, then 512 KiB freed: 20 calls."""
     assert (await _place(client, name="Before")).status == 200
     filler = _fill(mount)
     for _ in range(20):  # SQLite may still find room in pages it already has
@@ -42,6 +58,13 @@ async def _fill_and_free(client: Client, mount: Path) -> None:
             break
     else:
         raise AssertionError("the full disk refused no call")
+    for _ in range(2):  # failures after the first line: held back, counted at the end
+        assert (await _place(client, name="No Room")).status == 503
+    # A write that changes nothing fits on the full disk (as the campaign scheduler's poll
+    # does each second): no sign of room. Taken for one, the log said 'takes writes again'
+    # and the failure after it at once, a pair of lines a second on a full 2 MB tmpfs.
+    assert (await client.delete("/dnc/+14155550100")).status == 404
+    assert (await _place(client, name="No Room")).status == 503
     # Freed: less than the log takes before SQLite's own checkpoint (4 MB), more than
     # the calls below and what calls.db needs of the log.
     os.truncate(filler, filler.stat().st_size - 512 * 1024)
