@@ -46,7 +46,7 @@ from common.calls.service import (
     warn_of_busy_runs,
     warn_of_trunk_faults,
 )
-from common.calls.unreported import warn_of_unreported_runs
+from common.calls.unreported import ReportsRefused, warn_of_unreported_runs
 from common.campaigns.scheduler import CampaignScheduler
 from common.campaigns.service import (
     CampaignService,
@@ -126,6 +126,7 @@ from handlers.keys import (
     EVENTS,
     LIVEKIT_URL,
     METRICS,
+    REPORTS_REFUSED,
     SETTINGS,
     STORE,
     WEBHOOKS,
@@ -264,7 +265,8 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     events.subscribe("log", log_status_change)
     events.subscribe("trunk faults", warn_of_trunk_faults(Repeats()))
     events.subscribe("busy runs", warn_of_busy_runs(Repeats()))
-    events.subscribe("unreported runs", warn_of_unreported_runs(Repeats(), settings.report_url))
+    unreported = warn_of_unreported_runs(Repeats(), settings.report_url, app[REPORTS_REFUSED])
+    events.subscribe("unreported runs", unreported)
     events.subscribe("log campaigns", log_campaign_completed)
     events.count_new(count_events(app[METRICS]))
     sender: WebhookSender | None = None
@@ -738,6 +740,7 @@ def create_app(
     )
     app[METRICS] = Metrics()
     app[BODY_READS] = BodyReads()
+    app[REPORTS_REFUSED] = ReportsRefused()
     app[IN_FLIGHT] = InFlight()
     app[STORE_GIVEN] = store is not None
     if store is not None:

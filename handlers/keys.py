@@ -9,6 +9,7 @@ from aiohttp import web
 
 from common.calls.events import EventDispatcher
 from common.calls.service import CallService
+from common.calls.unreported import ReportsRefused
 from common.campaigns.service import CampaignService
 from common.config_store.store import ConfigStore
 from common.metrics import Metrics
@@ -34,6 +35,9 @@ QUIET_ROUTES = web.AppKey("quiet_routes", set[Any])
 # Refused machines' requests (LiveKit's webhooks, agents' reports, probes): their log lines,
 # and their access lines, at most once a minute per kind (anyone can send them by the thousand)
 REFUSALS = web.AppKey("refusals", Repeats)
+# Calls whose agents' reports were refused for a failure of this server's (503): not counted
+# as calls whose reports do not reach it (common/calls/unreported.py).
+REPORTS_REFUSED = web.AppKey("reports_refused", ReportsRefused)
 # The request bodies being read: a stop ends their reads at once (handlers/body_reads.py).
 BODY_READS = web.AppKey("body_reads", BodyReads)
 # Campaign uploads read and checked at once (handlers/campaigns.py's upload_turn).

@@ -48,7 +48,7 @@ from handlers.http import (
     refuse_unreadable_body,
     signed_by_whom_it_may_be,
 )
-from handlers.keys import CALLS, METRICS, REFUSALS, SETTINGS
+from handlers.keys import CALLS, METRICS, REFUSALS, REPORTS_REFUSED, SETTINGS
 from handlers.schemas import ReportAnswer, ReportResult, ReportsAnswer
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ async def agent_report(request: web.Request) -> web.Response:
         # A database outage refused every report (the transcripts, the verdicts) unseen
         # here, while webhooks_total said each webhook it refused (db_error).
         metrics.reports.labels(result="db_error").inc(len(reports))
+        request.app[REPORTS_REFUSED].note(r.call_id for r in reports)
         raise
     outcomes = [_outcome(applied) for applied in results]
     for outcome in outcomes:

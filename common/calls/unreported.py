@@ -11,6 +11,7 @@ two minutes, and the agents' failed posts are logged on the agents' hosts only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from common.calls.models import CallEvent
@@ -28,27 +29,61 @@ logger = logging.getLogger(__name__)
 UNREPORTED_RUN_WARN = 5
 
 
-def _unreported(data: dict[str, Any]) -> bool | None:
+# Calls whose refused reports are remembered, at most (the oldest forgotten first): far more
+# than end within an outage and an agent's retries after it.
+REFUSED_KEPT = 10_000
+
+
+class ReportsRefused:
+    """Calls whose agents' reports this server refused for a failure of its own (503: the
+    calls database): those reports reached it, and come again (an agent retries, then sends
+    them from its spool). Settled meanwhile, such calls counted as unreported: a database
+    outage that outlasted the agents' retries (a full disk, a PostgreSQL failover) sent the
+    operator to check PUBLIC_BASE_URL."""
+
+    def __init__(self, kept: int = REFUSED_KEPT) -> None:
+        self._kept = kept
+        self._calls: dict[str, None] = {}  # oldest first
+
+    def note(self, call_ids: Iterable[str]) -> None:
+        for call_id in call_ids:
+            self._calls.pop(call_id, None)
+            self._calls[call_id] = None
+        while len(self._calls) > self._kept:
+            del self._calls[next(iter(self._calls))]
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
+
+
+def _unreported(data: dict[str, Any], refused: ReportsRefused) -> bool | None:
     """Whether an ended call is an answered one its agent said nothing of (None: a call that
     tells nothing either way: unanswered, failed, canceled, or one whose agent died or
     failed, which is why it said nothing: calls whose agent crashed once it joined each ended
     `completed`, their reason saying so, and the WARNING sent the operator to PUBLIC_BASE_URL
-    and what forwards it)."""
+    and what forwards it). One whose reports this server refused is not: they reached it."""
     if data.get("answered_at") is None:
         return None
     reason = data.get("reason")
     if isinstance(reason, str) and reason.startswith((AGENT_GONE, *AGENT_FAILURES)):
         return None
+    if data.get("call_id") in refused:
+        return False
     if data.get("amd") is not None or data.get("transcript"):
         return False
     return True if data.get("status") == Status.COMPLETED.value else None
 
 
 def warn_of_unreported_runs(
-    repeats: Repeats, report_url: str, least: int = UNREPORTED_RUN_WARN
+    repeats: Repeats,
+    report_url: str,
+    refused: ReportsRefused | None = None,
+    least: int = UNREPORTED_RUN_WARN,
 ) -> Subscriber:
     """A WARNING, once a minute (`repeats`), when `least` answered calls in a row ended with
-    no report of their agents; an answered call with one in between starts the count again."""
+    no report of their agents; an answered call with one in between, or one whose reports
+    this server refused (`refused`), starts the count again."""
+    refused = ReportsRefused() if refused is None else refused
 
     def say(run: int, event: CallEvent, more: str) -> None:
         logger.warning(
@@ -64,4 +99,6 @@ def warn_of_unreported_runs(
             extra={"call_id": event.call_id, "status": event.data.get("status")},
         )
 
-    return warn_of_runs("unreported run", _unreported, least, repeats, say)
+    return warn_of_runs(
+        "unreported run", lambda data: _unreported(data, refused), least, repeats, say
+    )
