@@ -72,6 +72,10 @@ WAL_KEEP_BYTES = 8 * 1024 * 1024
 # (a 2 MB tmpfs made 4 MB: full again in 35 s, calls.db still 4 KiB), and a log on a full
 # disk cannot be emptied into a calls.db that has no room to grow.
 ROOM_AGAIN_BYTES = 16 * 1024 * 1024
+# And so below it, looked at this often: a disk filled by other files (logs) held the writes
+# since the last checkpoint in the log only, which no checkpoint could then empty into a
+# calls.db with no room to grow: the little room freed after took no call.
+SPACE_LOOK_EVERY_S = 1.0
 # A write that failed on the disk with calls.db or its -wal this close to the process's file
 # size limit (RLIMIT_FSIZE) failed at that limit: a write stops exactly at it, and SQLite
 # writes a page (4 KiB) or a log frame (4 KiB + 24 bytes) at a time.
@@ -627,6 +631,7 @@ class SqliteCallStore(SqlCallStore):
         # (0 after a write failed on the disk): a write that changed nothing, or fit in the
         # pages calls.db had, is no sign of room (`_writes_taken`).
         self._free_bytes = 0
+        self._space_looked_at = -math.inf  # (monotonic) while not short of space
         # Writes failing on the disk (said once a minute as 'calls database error'): said
         # once a write is taken again (`_writes_taken`).
         self._disk_outage = Outage()
@@ -1217,16 +1222,20 @@ class SqliteCallStore(SqlCallStore):
         calls.db, so the write takes the space freed on a full disk in calls.db, one
         transaction's worth of log at a time, rather than in a log that fills it again
         before SQLite empties it, and which no checkpoint can then empty (calls.db cannot
-        grow by what it holds). A failed write noted it; ROOM_AGAIN_BYTES free ends it."""
+        grow by what it holds). A failed write, or under ROOM_AGAIN_BYTES free (looked at
+        every SPACE_LOOK_EVERY_S), begins it; ROOM_AGAIN_BYTES free ends it."""
         if not self._short_of_space:
-            return
+            now = time.monotonic()
+            if now - self._space_looked_at < SPACE_LOOK_EVERY_S:
+                return
+            self._space_looked_at = now
         try:
             status = os.statvfs(self.path.parent)
         except OSError:
             return  # its directory gone: the write says what is wrong
         self._free_bytes = status.f_bavail * status.f_frsize
-        if self._free_bytes >= ROOM_AGAIN_BYTES:
-            self._short_of_space = False
+        self._short_of_space = self._free_bytes < ROOM_AGAIN_BYTES
+        if not self._short_of_space:
             return
         with contextlib.suppress(sqlite3.Error):  # no room yet: the write fails as it would
             self._empty_wal_sync()

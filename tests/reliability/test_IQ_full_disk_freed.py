@@ -70,3 +70,31 @@ async def _fill_and_free(client: Client, mount: Path) -> None:
     os.truncate(filler, filler.stat().st_size - 512 * 1024)
     placed = [(await _place(client, name="Room Again")).status for _ in range(20)]
     assert placed == [200] * 20, " ".join(map(str, placed))
+
+
+async def test_a_small_disk_filled_by_others_takes_calls_in_the_little_freed(
+    start_app: AppFactory, tmp_path: Path
+) -> None:
+    """The disk filled by other files: every write since start-up was still in the log (no
+    checkpoint under 4 MB of it), which the failed write's checkpoint could not empty into
+    a calls.db with no room to grow, nor could the next writes once 128 KiB were freed: as
+    long as the log held more than the room freed, every call was refused. Now, with less
+    than 16 MB free on its device (looked at once a second), each write empties the log
+    first: what fills the disk is in calls.db, and the room freed takes calls."""
+    with _tmpfs(tmp_path / "mnt", "1m") as mount:
+        client = await _quiet_app(
+            start_app, calls_db_path=mount / "calls.db", calls_rate_limit_per_min=100_000
+        )
+        try:
+            assert (await _place(client, name="Before")).status == 200
+            filler = _fill(mount)
+            for _ in range(20):  # SQLite may still find room in pages it already has
+                if (await _place(client, name="No Room")).status == 503:
+                    break
+            else:
+                raise AssertionError("the full disk refused no call")
+            os.truncate(filler, filler.stat().st_size - 128 * 1024)
+            placed = [(await _place(client, name="Room Again")).status for _ in range(3)]
+            assert placed == [200] * 3, " ".join(map(str, placed))
+        finally:
+            await client.close()
