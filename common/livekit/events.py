@@ -62,8 +62,8 @@ class RoomEvent:
         room = _message(doc, "room")
         participant = _message(doc, "participant")
         return cls(
-            event=_event_name(doc),
-            id=_event_id(doc),
+            event=_short_string(doc, "event", MAX_EVENT_NAME_CHARS),
+            id=_short_string(doc, "id", MAX_EVENT_ID_CHARS),
             room_name=_string(room, "name"),
             room_metadata=_string(room, "metadata"),
             participant=None if participant is None else _participant(participant),
@@ -77,24 +77,17 @@ class RoomEvent:
 MAX_EVENT_ID_CHARS = 256
 
 
-def _event_id(doc: Mapping[str, Any]) -> str:
-    event_id = _string(doc, "id")
-    if len(event_id) > MAX_EVENT_ID_CHARS:
-        raise MalformedEvent(f"id is longer than {MAX_EVENT_ID_CHARS} characters")
-    return event_id
-
-
 # LiveKit's event names are words of up to 30 characters ("participant_connection_aborted").
 # One it does not send is kept, as `applied`, in its call's timeline: of any length, a signed
 # body's whole megabyte went into every listing of that call's timeline.
 MAX_EVENT_NAME_CHARS = 64
 
 
-def _event_name(doc: Mapping[str, Any]) -> str:
-    name = _string(doc, "event")
-    if len(name) > MAX_EVENT_NAME_CHARS:
-        raise MalformedEvent(f"event is longer than {MAX_EVENT_NAME_CHARS} characters")
-    return name
+def _short_string(doc: Mapping[str, Any], name: str, most: int) -> str:
+    value = _string(doc, name)
+    if len(value) > most:
+        raise MalformedEvent(f"{name} is longer than {most} characters")
+    return value
 
 
 def _participant(doc: Mapping[str, Any]) -> EventParticipant:
