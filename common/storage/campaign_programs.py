@@ -16,7 +16,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from common.calls.models import AttemptRef, CallEvent, DncEntry, IdempotencyClaim
+from common.calls.models import (
+    ERASED_REQUEST_HASH,
+    AttemptRef,
+    CallEvent,
+    DncEntry,
+    IdempotencyClaim,
+)
 from common.calls.outcomes import Status
 from common.calls.phone import listed_forms
 from common.campaigns.model import (
@@ -1394,6 +1400,15 @@ def erase_recipients_now(
                 f" updated_at = ? WHERE campaign_id = ? AND idx IN ({','.join('?' * len(chunk))})",
                 (state, errors_json, now, campaign_id, *chunk),
             )
+    # The campaign's Idempotency-Key kept the hash of the upload, every row in it: with the
+    # other rows, the options and the number still here, a guess of the erased row's fields
+    # was confirmed against it. Replaced as an erased call's is (any retry under the key
+    # then gets the campaign, never a second one).
+    for campaign_id in sorted(by_campaign):
+        yield Query(
+            "UPDATE idempotency SET request_hash = ? WHERE call_id = ?",
+            (ERASED_REQUEST_HASH, campaign_id),
+        )
     # The campaign's Idempotency-Key answer (replayed to its retries: the 201's invalid_rows)
     # lists its refused rows with the same messages: they go there too.
     for campaign_id, row_numbers in sorted(refused.items()):
