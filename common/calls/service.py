@@ -2511,6 +2511,7 @@ class CallService:
         try:
             await self.prune_config()
             await self.erase_latest_if_erased_elsewhere()
+            await self.erase_set_aside_of_erased_elsewhere()
         except OSError as exc:
             if (more := self._repeats.due("reaper config")) is not None:
                 logger.error(
@@ -2597,6 +2598,37 @@ class CallService:
             ", ".join(erased),
         )
         return True
+
+    async def erase_set_aside_of_erased_elsewhere(self) -> int:
+        """Remove the unreadable config.json copies set aside here that hold a call of this
+        server's erased on request through another server: its record (by its id), or a top
+        level written as it was placed (by when, as erase_latest_if_erased_elsewhere finds
+        it). That erasure removed the copies of its own server's directory holding the name,
+        and this server's top level if still the call's; a copy set aside here since (by
+        the next call's write, the file unreadable) kept the name and instructions for good.
+        How many were removed."""
+        copies = await self.config.set_aside_async()
+        if not copies:
+            return 0
+        named = sorted(set().union(*(c.call_ids for c in copies)))
+        erased = await self.store.erased_among(named) if named else set()
+        holding = []
+        for copy in copies:
+            if copy.call_ids & erased or await self._placed_erased(copy.top_written_at):
+                holding.append(copy.name)
+        if not holding:
+            return 0
+        return await self.config.remove_set_aside_async(holding, "a call's data erased on request")
+
+    async def _placed_erased(self, written_at: float | None) -> bool:
+        """Whether a call this server placed as config.json's top level was written at
+        `written_at` has had its personal data erased on request."""
+        if written_at is None:
+            return False
+        placed = await self.store.placed_between(
+            self.instance, written_at, written_at + LATEST_RECORDED_WITHIN_S, LATEST_CANDIDATES
+        )
+        return any(c.data_erased_at is not None and not c.caller_name for c in placed)
 
     async def reap_logged(self, *, starting: bool = False) -> None:
         """One reaper pass; a failure is logged (the next pass tries again)."""

@@ -103,6 +103,29 @@ WRITE_WAIT_S = 10.0
 KEEP_SET_ASIDE = 10
 # A set-aside file's name after `<config.json's name>.corrupt-`: what `_start_document` makes.
 _SET_ASIDE_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{4}")
+# Whose data a copy set aside holds, read from its text (it does not parse): the call ids of
+# its records, and when its top level was written (the first `last_updated`: the top level
+# comes before the records, as this store writes them).
+_CALL_ID_BYTES = re.compile(rb"call-[0-9a-f]{12}(?![0-9a-zA-Z])")
+_TOP_WRITTEN_BYTES = re.compile(rb'"last_updated"\s*:\s*([0-9]{1,12}(?:\.[0-9]+)?)')
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """An unreadable config.json copy set aside: its file name, the call ids its records name
+    and when its top level was written (None if that does not read)."""
+
+    name: str
+    call_ids: frozenset[str]
+    top_written_at: float | None
+
+
+def _set_aside_of(name: str, data: bytes) -> SetAside:
+    ids = frozenset(m.group().decode() for m in _CALL_ID_BYTES.finditer(data))
+    written = _TOP_WRITTEN_BYTES.search(data)
+    return SetAside(name, ids, float(written.group(1)) if written else None)
+
+
 # A readiness probe's file older than this was left by a crash (a probe takes seconds at most).
 PROBE_FILE_STALE_S = 60.0
 
@@ -1143,6 +1166,50 @@ class ConfigStore:
                 " the server's log names them",
             )
         return len(removed) + replaced
+
+    async def set_aside_async(self) -> list[SetAside]:
+        """The unreadable config.json copies set aside (`config.json.corrupt-<stamp>`), newest
+        first, with whose data each holds (SetAside); one that cannot be read is left out."""
+        return await _in_executor(self._set_aside_sync)
+
+    def _set_aside_sync(self) -> list[SetAside]:
+        found = []
+        for name in self._set_aside_names(self.target):
+            with contextlib.suppress(OSError):
+                found.append(_set_aside_of(name, (self.target.parent / name).read_bytes()))
+        return found
+
+    async def remove_set_aside_async(self, names: Collection[str], why: str) -> int:
+        """Remove the copies set aside `names` (`why`: whose data they held), with a WARNING
+        naming them; one that could not be removed is an ERROR. How many were removed."""
+        return await _in_executor(self._remove_set_aside_sync, names, why)
+
+    def _remove_set_aside_sync(self, names: Collection[str], why: str) -> int:
+        self._refuse_if_read_only()
+        removed = []
+        for name in names:
+            try:
+                os.unlink(self.target.parent / name)
+                removed.append(name)
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+            except OSError as exc:
+                logger.error(
+                    "✗ %s set aside beside %s could not be removed (%s): it may hold %s",
+                    name,
+                    self.path,
+                    exc.strerror or type(exc).__name__,
+                    why,
+                )
+        if removed:
+            logger.warning(
+                "removed %d unreadable config file(s) set aside beside %s: they held %s: %s",
+                len(removed),
+                self.path,
+                why,
+                ", ".join(removed),
+            )
+        return len(removed)
 
     async def records_written_async(self) -> dict[str, float]:
         """Each call record's call id and written_at (0 where it has none), as on disk now."""

@@ -585,6 +585,10 @@ class CallStore(CampaignStore, EventLog, Protocol):
 
     async def known_among(self, call_ids: list[str]) -> set[str]: ...
 
+    async def erased_among(self, call_ids: list[str]) -> set[str]:
+        """Which of `call_ids` had their personal data erased on request."""
+        ...
+
     async def probe_write(self, instance: str) -> None: ...
 
     # -- idempotency ---------------------------------------------------------------------

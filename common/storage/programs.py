@@ -1369,6 +1369,21 @@ def among(d: Dialect, call_ids: list[str], statuses: tuple[str, ...]) -> Program
     return found
 
 
+def erased_among(d: Dialect, call_ids: list[str]) -> Program[set[str]]:
+    """Which of `call_ids` had their personal data erased on request (their name is gone;
+    the retention's erasure keeps names)."""
+    found: set[str] = set()
+    for start in range(0, len(call_ids), CHUNK):
+        chunk = call_ids[start : start + CHUNK]
+        rows = yield Query(
+            f"SELECT call_id FROM calls WHERE call_id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            " AND data_erased_at IS NOT NULL AND caller_name = ''",
+            tuple(chunk),
+        )
+        found.update(_ids(rows))
+    return found
+
+
 def probe_write(d: Dialect, instance: str, now: float) -> Program[None]:
     if d.write_check is not None:
         yield d.write_check

@@ -417,6 +417,9 @@ class SqlCallStore(CampaignMethods):
     async def known_among(self, call_ids: list[str]) -> set[str]:
         return await self._run(programs.among(self.dialect, call_ids, ()), write=False)
 
+    async def erased_among(self, call_ids: list[str]) -> set[str]:
+        return await self._run(programs.erased_among(self.dialect, call_ids), write=False)
+
     async def probe_write(self, instance: str) -> None:
         await self._run(programs.probe_write(self.dialect, instance, self._clock()), write=True)
 

@@ -81,3 +81,31 @@ async def test_the_placing_server_restarted_since_still_finds_the_erased_call(
 
     assert "Alice Smith" not in b_config.read_text()
     assert top_level(b)["caller_name"] == "Guest"
+
+
+async def test_a_copy_set_aside_by_the_placing_server_goes_after_its_next_call(
+    postgres_dsn: str, start_app: AppFactory, tmp_path: Path
+) -> None:
+    """B's config.json, holding Alice's call (the top level, her record), could not be read
+    (cut short) when B placed its next call, which set it aside: erased through A, Alice's
+    name and instructions stayed in that copy for good (B's reaper looked at copies only
+    when its top level was still hers, and it was Bob's). The copies set aside on B go when
+    they hold a call of B's erased on request: its record, or a top level written as it was
+    placed."""
+    common = {"database_url": postgres_dsn, "calls_api_token": TOKEN}
+    b = await start_app(config_path=tmp_path / "b" / "config.json", **common)
+    a = await start_app(config_path=tmp_path / "a" / "config.json", **common)
+    await settled(b, ALICE)
+    b_config = Path(b.app[SETTINGS].config_path)
+    b_config.write_bytes(b_config.read_bytes()[:-5])  # cut short: unreadable
+    await settled(b, SEED_EXAMPLES[1])  # its write sets it aside
+    assert top_level(b)["caller_name"] == SEED_EXAMPLES[1]["name"]
+    copies = sorted(b_config.parent.glob("config.json.corrupt-*"))
+    assert len(copies) == 1 and b"Alice Smith" in copies[0].read_bytes()
+
+    resp = await a.post("/calls/erase", json={"phone_number": ALICE["phone_number"]}, headers=AUTH)
+    assert resp.status == 200 and (await resp.json())["erased"] == 1
+    await b.app[CALLS].reap()
+
+    assert sorted(b_config.parent.glob("config.json.corrupt-*")) == []
+    assert top_level(b)["caller_name"] == SEED_EXAMPLES[1]["name"]  # Bob's call is his own
