@@ -2511,7 +2511,7 @@ class CallService:
         try:
             await self.prune_config()
             await self.erase_latest_if_erased_elsewhere()
-            await self.erase_set_aside_of_erased_elsewhere()
+            await self.remove_set_aside_of_erased()
         except OSError as exc:
             if (more := self._repeats.due("reaper config")) is not None:
                 logger.error(
@@ -2599,14 +2599,14 @@ class CallService:
         )
         return True
 
-    async def erase_set_aside_of_erased_elsewhere(self) -> int:
+    async def remove_set_aside_of_erased(self) -> int:
         """Remove the unreadable config.json copies set aside here that hold a call of this
-        server's erased on request through another server: its record (by its id), or a top
-        level written as it was placed (by when, as erase_latest_if_erased_elsewhere finds
-        it). That erasure removed the copies of its own server's directory holding the name,
-        and this server's top level if still the call's; a copy set aside here since (by
-        the next call's write, the file unreadable) kept the name and instructions for good.
-        How many were removed."""
+        server's erased on request: its record (by its id), or a top level written as it was
+        placed (by when, as erase_latest_if_erased_elsewhere finds it). An erasure finds the
+        copies of its own server's directory by the name and instructions: through another
+        server, a copy set aside here (by the next call's write, the file unreadable) kept
+        them for good, and so did one of a call placed with neither, only
+        additional_params, on any server. How many were removed."""
         copies = await self.config.set_aside_async()
         if not copies:
             return 0

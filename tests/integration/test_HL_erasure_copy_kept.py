@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.keys import SETTINGS
+from handlers.keys import CALLS, SETTINGS
 from tests.conftest import AppFactory
 from tests.helpers import SEED_EXAMPLES, placed_and_settled
 
@@ -81,3 +81,26 @@ async def test_an_erasure_whose_copy_cannot_be_removed_is_held_up_and_retried(
     assert copies_holding_the_callee(config_path) == []
     call = await (await client.get(f"/calls/{call_id}", headers=AUTH)).json()
     assert call["name"] == ""
+
+
+async def test_a_copy_holding_a_nameless_calls_params_goes_at_the_next_reaper_pass(
+    start_app: AppFactory,
+) -> None:
+    """A call placed with no name nor instructions, only additional_params (a campaign's CSV
+    columns without a name column), gives an erasure nothing to find its copies by: the copy
+    set aside after it (config.json unreadable at the next call's write) kept them after the
+    erasure's 200. The next reaper pass finds it by the call's record in it."""
+    client = await start_app(sandbox_time_scale=0.05, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    nameless = {"phone_number": "+14155557701", "additional_params": {"account": "ACCT-55-X"}}
+    call_id = await settled(client, nameless)
+    config_path.write_bytes(config_path.read_bytes()[:-5])  # cut short: unreadable
+    await settled(client, SEED_EXAMPLES[1])  # its write sets it aside
+    held = list(config_path.parent.glob("config.json.corrupt-*"))
+    assert len(held) == 1 and b"ACCT-55-X" in held[0].read_bytes()
+
+    resp = await client.post(f"/calls/{call_id}/erase", headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    await client.app[CALLS].reap()
+
+    assert list(config_path.parent.glob("config.json.corrupt-*")) == []
