@@ -23,7 +23,8 @@ MAX_FIELD_CHARS.
 A client may also put its API token where it is logged (`?access_token=...` in a URL, a
 Referer holding one, a User-Agent): the server's secrets (CALLS_API_TOKEN and the others
 the settings mark secret) are cut out of every line, as are the values of query parameters
-named as credentials are (a token of another deployment).
+named as credentials are (a token of another deployment), and as a call's fields that name or
+describe its callee (`?name=...&dynamic_instruction=...`, refused: they go in the body).
 """
 
 from __future__ import annotations
@@ -77,8 +78,23 @@ _CREDENTIAL_WORD = re.compile(r"token|secret|passw|signature|api[_\-]?key|auth|c
 _CREDENTIAL_NAMES = frozenset(("key", "sig"))
 
 
+# A call's fields that name or describe its callee, sent in a URL (refused: they go in the
+# body), and a campaign's name: their values are not logged either. The log names a callee
+# in the seed's line alone, and shows the instructions' first 80 characters at DEBUG only.
+_CALLEE_FIELDS = frozenset(
+    ("name", "dynamic_instruction", "first_message", "additional_params", "voicemail", "analysis")
+)
+
+
 def _is_credential(name: str) -> bool:
-    return name.lower() in _CREDENTIAL_NAMES or _CREDENTIAL_WORD.search(name) is not None
+    """Whether a query parameter's value is left out of the log: a credential's, or one of
+    the callee's fields."""
+    lowered = name.lower()
+    return (
+        lowered in _CREDENTIAL_NAMES
+        or lowered in _CALLEE_FIELDS
+        or _CREDENTIAL_WORD.search(name) is not None
+    )
 
 
 def _hide_credential_values(text: str) -> str:

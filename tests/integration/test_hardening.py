@@ -603,6 +603,25 @@ async def test_access_log_never_holds_a_token_a_client_put_in_it(
     assert sum(line.count("[redacted]") for line in lines) == 4
 
 
+async def test_access_log_never_holds_a_callees_name_or_instructions_sent_in_a_query(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that puts a call's fields in the URL (`?name=...&dynamic_instruction=...`,
+    refused 400) had the callee's name and 300 characters of the instructions written at
+    INFO, where the log names a callee only in the seed's line (and the instructions' first
+    80 characters at DEBUG). Those parameters' values are left out, as a credential's."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    client = await start_app()
+    query = (
+        "?name=Zebulon%20Quagmire&dynamic_instruction=Discuss+his+pachyderm+invoice"
+        "&first_message=Hi%20Zebulon&additional_params=%7B%22acct%22%3A%22XQ-77%22%7D"
+    )
+    assert (await client.post(f"/calls/outbound{query}", json={})).status == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 1 and "/calls/outbound?name=[redacted]&" in lines[0], lines
+    assert not any(w in lines[0] for w in ("Zebulon", "pachyderm", "XQ-77")), lines
+
+
 async def test_access_log_never_holds_a_token_percent_encoded_or_across_its_cut(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
