@@ -803,6 +803,10 @@ class ConfigStore:
         # was (a call being placed, or None), and the flat document it wrote.
         self._tops_before: dict[str, _Replaced] = {}
         self._tops_lock = threading.Lock()
+        # What each copy set aside holds (set_aside_async), by its name, inode, size and
+        # mtime: the reaper asks every pass, and a copy of a large config.json is not read
+        # and scanned again while it stays as it was.
+        self._set_aside_read: dict[str, tuple[tuple[int, int, int], SetAside]] = {}
         # The call being placed whose write the flat document is, as far as this process
         # knows (None: another write's, or config.json was read anew). Writers only (the
         # thread lock). Values cannot tell: two calls placed alike at once write equal ones.
@@ -1173,10 +1177,19 @@ class ConfigStore:
         return await _in_executor(self._set_aside_sync)
 
     def _set_aside_sync(self) -> list[SetAside]:
-        found = []
+        found, read = [], {}
         for name in self._set_aside_names(self.target):
+            path = self.target.parent / name
             with contextlib.suppress(OSError):
-                found.append(_set_aside_of(name, (self.target.parent / name).read_bytes()))
+                st = os.stat(path, follow_symlinks=False)
+                identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+                known = self._set_aside_read.get(name)
+                held = known[1] if known and known[0] == identity else None
+                if held is None:
+                    held = _set_aside_of(name, path.read_bytes())
+                read[name] = (identity, held)
+                found.append(held)
+        self._set_aside_read = read  # (the copies gone since are forgotten)
         return found
 
     async def remove_set_aside_async(self, names: Collection[str], why: str) -> int:
