@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from common.livekit.client import LiveKitError, LiveKitOverLimit, check_reachable
 from common.metrics import DatabaseCounts
@@ -285,9 +285,17 @@ METRICS_PAGE_REUSE_S = 1.0
 PAGE = web.AppKey("metrics_page", SharedCheck[bytes])
 
 
+# The text format's media type with its version, as the format's content negotiation names
+# it (PrometheusText0.0.4: what prometheus_client renders here, every name of ours a legacy
+# one). The page said `text/plain` alone: Prometheus 3 reads the Content-Type strictly (a type
+# it does not take fails the scrape unless the job sets fallback_scrape_protocol), and
+# projects serving bare text/plain (Apache Pulsar, BookKeeper) added the version for it.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = await request.app[PAGE].run(lambda: _metrics_page(request.app))
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
 
 async def _metrics_page(app: web.Application) -> bytes:

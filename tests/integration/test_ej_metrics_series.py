@@ -74,3 +74,13 @@ def test_the_handlers_results_are_all_known() -> None:
     assert set(typing.get_args(webhooks.Result)) <= set(metrics.WEBHOOK_RESULTS)
     outcome = typing.get_type_hints(reports._outcome)["return"]
     assert set(typing.get_args(outcome)) <= set(metrics.REPORT_RESULTS)
+
+
+async def test_the_page_names_the_text_formats_version(start_app: AppFactory) -> None:
+    """It said `text/plain; charset=utf-8`: Prometheus 3 chooses its parser by the
+    Content-Type, and the text format's is `text/plain; version=0.0.4`."""
+    client = await start_app()
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert resp.content_type == "text/plain" and resp.charset == "utf-8"
