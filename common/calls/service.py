@@ -69,6 +69,7 @@ from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import (
     ConfigStore,
     ConfigWriteError,
+    SetAside,
     UnknownCallError,
     latest_written_by,
     names_someone,
@@ -2614,21 +2615,33 @@ class CallService:
         erased = await self.store.erased_among(named) if named else set()
         holding = []
         for copy in copies:
-            if copy.call_ids & erased or await self._placed_erased(copy.top_written_at):
+            if copy.call_ids & erased or await self._placed_erased(copy):
                 holding.append(copy.name)
         if not holding:
             return 0
         return await self.config.remove_set_aside_async(holding, "a call's data erased on request")
 
-    async def _placed_erased(self, written_at: float | None) -> bool:
-        """Whether a call this server placed as config.json's top level was written at
-        `written_at` has had its personal data erased on request."""
+    async def _placed_erased(self, copy: SetAside) -> bool:
+        """Whether the call of this server whose placement wrote the copy's top level has
+        had its personal data erased on request: one placed within LATEST_RECORDED_WITHIN_S
+        after it was written was, and no call placed then that was not erased wrote it (as
+        erase_latest_if_erased_elsewhere finds it). Any call erased within that minute
+        removed the copy: Alice's top level set aside by Bob's write went when Bob was
+        erased, the operator's copy of config.json with it, holding nothing of Bob's."""
+        written_at = copy.top_written_at
         if written_at is None:
             return False
         placed = await self.store.placed_between(
             self.instance, written_at, written_at + LATEST_RECORDED_WITHIN_S, LATEST_CANDIDATES
         )
-        return any(c.data_erased_at is not None and not c.caller_name for c in placed)
+        erased = {c.call_id for c in placed if c.data_erased_at is not None and not c.caller_name}
+        if not erased:
+            return False
+        top = copy.top
+        return top is None or not any(
+            c.config is not None and c.call_id not in erased and latest_written_by(top, c.config)
+            for c in placed
+        )
 
     async def reap_logged(self, *, starting: bool = False) -> None:
         """One reaper pass; a failure is logged (the next pass tries again)."""

@@ -118,12 +118,36 @@ class SetAside:
     name: str
     call_ids: frozenset[str]
     top_written_at: float | None
+    # Its top level (the seed's flat document, `last_updated` too), None if a line of it
+    # does not read: which call wrote it (latest_written_by), not only when.
+    top: Mapping[str, Any] | None = None
 
 
 def _set_aside_of(name: str, data: bytes) -> SetAside:
     ids = frozenset(m.group().decode() for m in _CALL_ID_BYTES.finditer(data))
     written = _TOP_WRITTEN_BYTES.search(data)
-    return SetAside(name, ids, float(written.group(1)) if written else None)
+    return SetAside(name, ids, float(written.group(1)) if written else None, _set_aside_top(data))
+
+
+def _set_aside_top(data: bytes) -> dict[str, Any] | None:
+    """The top level of a copy set aside, read from its own lines as `_encode` writes them
+    (`  "key": value`, one a line; the records' block left out): the copy does not parse
+    as a whole. None if one of those lines does not read (cut short in it, or a file not
+    written by this store)."""
+    top: dict[str, Any] = {}
+    opening = b'  "%s": {' % CALLS_KEY.encode()
+    for line in data.split(b"\n")[1:]:
+        if line.startswith((b"    ", b"  }")) or line == opening:
+            continue  # the records' block
+        if line in (b"}", b""):
+            break
+        try:
+            entry = json.loads(b"{" + line.removesuffix(b",") + b"}")
+        except ValueError:
+            return None
+        top.update(entry)
+    top.pop(CALLS_KEY, None)
+    return top
 
 
 # A readiness probe's file older than this was left by a crash (a probe takes seconds at most).

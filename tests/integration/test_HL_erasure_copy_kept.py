@@ -104,3 +104,25 @@ async def test_a_copy_holding_a_nameless_calls_params_goes_at_the_next_reaper_pa
     await client.app[CALLS].reap()
 
     assert list(config_path.parent.glob("config.json.corrupt-*")) == []
+
+
+async def test_a_copy_of_another_calls_top_level_stays_when_the_next_call_is_erased(
+    start_app: AppFactory,
+) -> None:
+    """The reaper's pass finds a copy's top level's call by when it was written: the calls
+    this server placed within a minute after. Alice's top level set aside by Bob's write,
+    then Bob erased on request: the copy holds nothing of Bob's (it was set aside before
+    his write), and it was removed, the operator's copy of config.json with it, because
+    Bob was placed within that minute. A call not erased wrote that top level: it stays."""
+    client = await start_app(sandbox_time_scale=0.05, calls_api_token=TOKEN)
+    config_path = Path(client.app[SETTINGS].config_path)
+    await settled(client, ALICE)
+    config_path.write_bytes(config_path.read_bytes()[:-5])  # cut short: unreadable
+    bob = await settled(client, SEED_EXAMPLES[1])  # its write sets it aside
+    assert len(copies_holding_the_callee(config_path)) == 1
+
+    resp = await client.post(f"/calls/{bob}/erase", headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    await client.app[CALLS].reap()
+
+    assert len(copies_holding_the_callee(config_path)) == 1
