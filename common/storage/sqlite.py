@@ -33,7 +33,7 @@ from typing import Any, NoReturn, TypeVar
 from common.calls.models import Erasure
 from common.config_store.store import NOT_A_FILE, make_directories
 from common.locks import LOCKED_TRY_S, lock_holder
-from common.repeats import Outage
+from common.repeats import Outage, say_held_back_at_stop
 from common.settings import SQLITE_SIDE_FILES
 from common.storage.base import (
     BeforeErasing,
@@ -1078,6 +1078,10 @@ class SqliteCallStore(SqlCallStore):
         if self._conn is not None and not self._worker.stopping:
             await self._close_on(self._worker, self._close_sync)
         self._worker.shutdown(wait=not self._worker.abandoned)
+        # Writes still failing on its disk: those held back since the last line, never
+        # counted else (as PostgreSQL's, LiveKit's and config.json's at the stop).
+        what = f"calls database {self.path} (writes failing on its disk)"
+        say_held_back_at_stop(self._disk_outage, self.repeats, logger, what)
 
     async def _close_on(self, worker: _Worker, close: Callable[[], None]) -> None:
         started = min(asyncio.get_running_loop().time(), self._stop_began)

@@ -98,3 +98,34 @@ async def test_a_small_disk_filled_by_others_takes_calls_in_the_little_freed(
             assert placed == [200] * 3, " ".join(map(str, placed))
         finally:
             await client.close()
+
+
+async def test_failed_writes_held_back_when_the_server_stops_are_said(
+    start_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk under calls.db still full as the server stops: the first refused write
+    said, the others held back within its minute and never counted (README has those of
+    the database still failing at the stop said then, as PostgreSQL's, LiveKit's and
+    config.json's are: SQLite's were not)."""
+    caplog.set_level(logging.INFO, logger="common.storage.sqlite")
+    with _tmpfs(tmp_path / "mnt", "1m") as mount:
+        client = await _quiet_app(
+            start_app, calls_db_path=mount / "calls.db", calls_rate_limit_per_min=100_000
+        )
+        try:
+            assert (await _place(client, name="Before")).status == 200
+            _fill(mount)
+            for _ in range(20):  # SQLite may still find room in pages it already has
+                if (await _place(client, name="No Room")).status == 503:
+                    break
+            else:
+                raise AssertionError("the full disk refused no call")
+            for _ in range(2):  # held back within the first line's minute
+                assert (await _place(client, name="No Room")).status == 503
+        finally:
+            await client.close()  # the server stops, the disk still full
+    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
+    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    line = held[0].getMessage()
+    said = r"^calls database \S+calls\.db \(writes failing on its disk\): [2-9]\d* more failure"
+    assert re.search(said, line), line
