@@ -72,7 +72,8 @@ HIDDEN = "[redacted]"
 # every place a credential word could sit in a long name without its `=`, and a Referer,
 # User-Agent and request line of 8 KB of "&token" each (no token needed, any route) took
 # 150 ms of the server's one thread per request, every other request waiting.
-_PARAMETER = re.compile(r"[?&;]([\w.\-]*+)=")
+# (Brackets, raw or percent-encoded, in a name: a form serializer's nested field.)
+_PARAMETER = re.compile(r"[?&;]([\w.\-\[\]%]*+)=")
 _VALUE = re.compile(r"[^&;\s\"]++")
 _CREDENTIAL_WORD = re.compile(r"token|secret|passw|signature|api[_\-]?key|auth|credential", re.I)
 _CREDENTIAL_NAMES = frozenset(("key", "sig"))
@@ -84,6 +85,10 @@ _CREDENTIAL_NAMES = frozenset(("key", "sig"))
 _CALLEE_FIELDS = frozenset(
     ("name", "dynamic_instruction", "first_message", "additional_params", "voicemail", "analysis")
 )
+# A field's object members as form serializers write them (qs, jQuery.param, Rails):
+# `additional_params[acct]=`, `additional_params%5Bacct%5D=`, `voicemail.message=`: judged
+# by the field's name before them (only the bare names were, and the account was logged).
+_MEMBER = re.compile(r"\[|%5b|\.", re.I)
 
 
 def _is_credential(name: str) -> bool:
@@ -92,7 +97,7 @@ def _is_credential(name: str) -> bool:
     lowered = name.lower()
     return (
         lowered in _CREDENTIAL_NAMES
-        or lowered in _CALLEE_FIELDS
+        or _MEMBER.split(lowered, maxsplit=1)[0] in _CALLEE_FIELDS
         or _CREDENTIAL_WORD.search(name) is not None
     )
 

@@ -622,6 +622,26 @@ async def test_access_log_never_holds_a_callees_name_or_instructions_sent_in_a_q
     assert not any(w in lines[0] for w in ("Zebulon", "pachyderm", "XQ-77")), lines
 
 
+async def test_access_log_never_holds_a_callees_nested_fields_sent_in_a_query(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call's object fields (additional_params, voicemail, analysis) reach a query string
+    as a form serializer writes them (qs, jQuery.param, Rails): `additional_params[acct]=`,
+    percent-encoded or not, or `voicemail.message=`. Only the bare names were left out:
+    the account number and the voicemail message were logged at INFO."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")  # before the first connection
+    client = await start_app()
+    query = (
+        "?additional_params%5Bacct%5D=XQ-77&additional_params[plan]=Gold-Pachyderm"
+        "&voicemail.message=Hi%20Zebulon&analysis%5bsuccess_criteria%5d=Quagmire+paid"
+    )
+    assert (await client.post(f"/calls/outbound{query}", json={})).status == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 1, lines
+    assert not any(w in lines[0] for w in ("XQ-77", "Pachyderm", "Zebulon", "Quagmire")), lines
+    assert lines[0].count("[redacted]") == 4, lines
+
+
 async def test_access_log_never_holds_a_token_percent_encoded_or_across_its_cut(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
