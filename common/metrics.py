@@ -49,8 +49,9 @@ DELIVERY_RESULTS = ("delivered", "retrying", "failed", "stopped")
 # prometheus_client gave each counter's and histogram's series a gauge beside it, its creation
 # time: `calls_placed_created{result="placed"} 1.79e+09`, under the HELP "Calls handed to
 # LiveKit". The text format has no place for it (Prometheus stores it as one more series), and
-# it was 43 of the page's 126 series. The process's start is `process_start_time_seconds`'s
-# business; a counter's reset shows in the counter.
+# it was 43 of the page's 126 series. A restart shows as the counters' reset (Prometheus's
+# rate() and increase() take it); this page's registry has no process collector, so no
+# `process_start_time_seconds` either.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # (not annotated)
 
 
