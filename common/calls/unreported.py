@@ -17,7 +17,7 @@ from typing import Any
 from common.calls.models import CallEvent
 from common.calls.outcomes import Status
 from common.calls.runs import Subscriber, warn_of_runs
-from common.calls.service import AGENT_FAILURES, AGENT_GONE
+from common.calls.service import AGENT_FAILURES, AGENT_GONE, SANDBOX_RESTARTED, SANDBOX_STOPPED
 from common.repeats import Repeats
 
 logger = logging.getLogger(__name__)
@@ -61,11 +61,15 @@ def _unreported(data: dict[str, Any], refused: ReportsRefused) -> bool | None:
     tells nothing either way: unanswered, failed, canceled, or one whose agent died or
     failed, which is why it said nothing: calls whose agent crashed once it joined each ended
     `completed`, their reason saying so, and the WARNING sent the operator to PUBLIC_BASE_URL
-    and what forwards it). One whose reports this server refused is not: they reached it."""
+    and what forwards it). So is one whose room went with the embedded sandbox (the server
+    killed or stopped), and its agent, the sandbox's, with it. One whose reports this server
+    refused is not: they reached it."""
     if data.get("answered_at") is None:
         return None
     reason = data.get("reason")
-    if isinstance(reason, str) and reason.startswith((AGENT_GONE, *AGENT_FAILURES)):
+    if isinstance(reason, str) and reason.startswith(
+        (AGENT_GONE, *AGENT_FAILURES, SANDBOX_RESTARTED, SANDBOX_STOPPED)
+    ):
         return None
     if data.get("call_id") in refused:
         return False
