@@ -16,6 +16,7 @@ had failed after that line (1302 in its minute, never counted had it ended withi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -63,7 +64,14 @@ async def _fill_and_free(client: Client, mount: Path) -> None:
     # A write that changes nothing fits on the full disk (as the campaign scheduler's poll
     # does each second): no sign of room. Taken for one, the log said 'takes writes again'
     # and the failure after it at once, a pair of lines a second on a full 2 MB tmpfs.
-    assert (await client.delete("/dnc/+14155550100")).status == 404
+    # (Sharing its transaction with a write that needs room, the dispatcher's retried mark
+    # of the first call's event, it fails with it: 503, as a loaded machine saw. Asked
+    # again until it goes through alone.)
+    unlisted = [(await client.delete("/dnc/+14155550100")).status]
+    while unlisted[-1] == 503 and len(unlisted) < 20:
+        await asyncio.sleep(0.05)
+        unlisted.append((await client.delete("/dnc/+14155550100")).status)
+    assert unlisted[-1] == 404, unlisted
     assert (await _place(client, name="No Room")).status == 503
     # Freed: less than the log takes before SQLite's own checkpoint (4 MB), more than
     # the calls below and what calls.db needs of the log.
