@@ -50,15 +50,19 @@ async def test_space_freed_on_a_full_disk_takes_calls_again(
     assert re.search(rf"calls database \S+calls\.db {SAID} {held}", said[0]), said[0]
 
 
-async def _fill_and_free(client: Client, mount: Path) -> None:
-    """A call placed, the disk filled until calls are refused, then 512 KiB freed: 20 calls."""
-    assert (await _place(client, name="Before")).status == 200
+async def _filled_until_refused(client: Client, mount: Path) -> Path:
+    """The disk filled (the file that fills it) until a call is refused."""
     filler = _fill(mount)
     for _ in range(20):  # SQLite may still find room in pages it already has
         if (await _place(client, name="No Room")).status == 503:
-            break
-    else:
-        raise AssertionError("the full disk refused no call")
+            return filler
+    raise AssertionError("the full disk refused no call")
+
+
+async def _fill_and_free(client: Client, mount: Path) -> None:
+    """A call placed, the disk filled until calls are refused, then 512 KiB freed: 20 calls."""
+    assert (await _place(client, name="Before")).status == 200
+    filler = await _filled_until_refused(client, mount)
     for _ in range(2):  # failures after the first line: held back, counted at the end
         assert (await _place(client, name="No Room")).status == 503
     # A write that changes nothing fits on the full disk (as the campaign scheduler's poll
@@ -95,12 +99,7 @@ async def test_a_small_disk_filled_by_others_takes_calls_in_the_little_freed(
         )
         try:
             assert (await _place(client, name="Before")).status == 200
-            filler = _fill(mount)
-            for _ in range(20):  # SQLite may still find room in pages it already has
-                if (await _place(client, name="No Room")).status == 503:
-                    break
-            else:
-                raise AssertionError("the full disk refused no call")
+            filler = await _filled_until_refused(client, mount)
             os.truncate(filler, filler.stat().st_size - 128 * 1024)
             placed = [(await _place(client, name="Room Again")).status for _ in range(3)]
             assert placed == [200] * 3, " ".join(map(str, placed))
@@ -122,12 +121,7 @@ async def test_failed_writes_held_back_when_the_server_stops_are_said(
         )
         try:
             assert (await _place(client, name="Before")).status == 200
-            _fill(mount)
-            for _ in range(20):  # SQLite may still find room in pages it already has
-                if (await _place(client, name="No Room")).status == 503:
-                    break
-            else:
-                raise AssertionError("the full disk refused no call")
+            await _filled_until_refused(client, mount)
             for _ in range(2):  # held back within the first line's minute
                 assert (await _place(client, name="No Room")).status == 503
         finally:
