@@ -15,7 +15,15 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -69,7 +77,6 @@ from common.config_store.model import DEFAULT_INSTRUCTIONS
 from common.config_store.store import (
     ConfigStore,
     ConfigWriteError,
-    SetAside,
     UnknownCallError,
     latest_written_by,
     names_someone,
@@ -2581,16 +2588,9 @@ class CallService:
         written_at = latest.get("last_updated") if latest else None
         if latest is None or not names_someone(latest) or type(written_at) is not float:
             return False  # nobody's data, or no time to find its call by (written by hand)
-        placed = await self.store.placed_between(
-            self.instance, written_at, written_at + LATEST_RECORDED_WITHIN_S, LATEST_CANDIDATES
-        )
-        # Erased on request: its name is gone (the retention's erasure keeps names).
-        erased = [c.call_id for c in placed if c.data_erased_at is not None and not c.caller_name]
-        if not erased or any(
-            c.config is not None and c.call_id not in erased and latest_written_by(latest, c.config)
-            for c in placed
-        ):
-            return False  # none erased, or one not erased wrote it (two placed alike)
+        erased = await self._erased_writers_of(latest, written_at)
+        if not erased:
+            return False
         if not await self.config.erase_latest_if_async(latest):
             return False
         logger.info(
@@ -2615,33 +2615,40 @@ class CallService:
         erased = await self.store.erased_among(named) if named else set()
         holding = []
         for copy in copies:
-            if copy.call_ids & erased or await self._placed_erased(copy):
+            written_at = copy.top_written_at  # its top level's writer erased, too
+            if copy.call_ids & erased or (
+                written_at is not None and await self._erased_writers_of(copy.top, written_at)
+            ):
                 holding.append(copy.name)
         if not holding:
             return 0
         return await self.config.remove_set_aside_async(holding, "a call's data erased on request")
 
-    async def _placed_erased(self, copy: SetAside) -> bool:
-        """Whether the call of this server whose placement wrote the copy's top level has
-        had its personal data erased on request: one placed within LATEST_RECORDED_WITHIN_S
-        after it was written was, and no call placed then that was not erased wrote it (as
-        erase_latest_if_erased_elsewhere finds it). Any call erased within that minute
-        removed the copy: Alice's top level set aside by Bob's write went when Bob was
-        erased, the operator's copy of config.json with it, holding nothing of Bob's."""
-        written_at = copy.top_written_at
-        if written_at is None:
-            return False
+    async def _erased_writers_of(
+        self, top: Mapping[str, Any] | None, written_at: float
+    ) -> list[str]:
+        """The calls of this server erased on request whose placement wrote config.json's
+        flat document `top`, written at `written_at`: found by when (a call's row follows
+        its config.json write by moments, within LATEST_RECORDED_WITHIN_S) and by this
+        server's name, which its restarts keep. None ([]) when no call placed then was erased,
+        or one that was not wrote it (two placed alike). `top` None (a copy set aside whose
+        top level does not read): any erased call placed then. Any call erased within that
+        minute removed a copy set aside: Alice's top level set aside by Bob's write went
+        when Bob was erased, the operator's copy of config.json with it."""
         placed = await self.store.placed_between(
             self.instance, written_at, written_at + LATEST_RECORDED_WITHIN_S, LATEST_CANDIDATES
         )
-        erased = {c.call_id for c in placed if c.data_erased_at is not None and not c.caller_name}
+        # Erased on request: its name is gone (the retention's erasure keeps names).
+        erased = [c.call_id for c in placed if c.data_erased_at is not None and not c.caller_name]
         if not erased:
-            return False
-        top = copy.top
-        return top is None or not any(
+            return []
+        # One not erased wrote it (two placed alike): not theirs.
+        if top is not None and any(
             c.config is not None and c.call_id not in erased and latest_written_by(top, c.config)
             for c in placed
-        )
+        ):
+            return []
+        return erased
 
     async def reap_logged(self, *, starting: bool = False) -> None:
         """One reaper pass; a failure is logged (the next pass tries again)."""
