@@ -9,8 +9,8 @@ whose `call.ended` it dispatches.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Hashable, Iterable
+from typing import Any, Generic, TypeVar
 
 from common.calls.events import CALL_ENDED
 from common.calls.models import CallEvent
@@ -18,29 +18,40 @@ from common.repeats import Repeats
 
 Subscriber = Callable[[CallEvent], Coroutine[Any, Any, None]]
 
-# The ended calls' events each counter remembers, to count one given again once: a take-over
-# comes a lease (60 s) or more after the first giving; 10,000 is that many calls ending in
-# under 2 minutes at 100 a second (under 1 MB).
-SEEN_KEPT = 10_000
+# How many keys a Recent remembers: the ended calls' events each counter counted (a take-over
+# gives one again a lease, 60 s, or more after the first giving), the calls whose reports
+# were refused (far more than end within an outage and an agent's retries after it). 10,000
+# is that many calls ending in under 2 minutes at 100 a second (under 1 MB).
+RECENT_KEPT = 10_000
+
+K = TypeVar("K", bound=Hashable)
 
 
-class SeenEvents:
-    """The events a counter of ended calls counted lately, to count one given again once."""
+class Recent(Generic[K]):
+    """The keys noted lately: the last `kept` of them, the oldest forgotten first."""
 
-    def __init__(self, kept: int = SEEN_KEPT) -> None:
+    def __init__(self, kept: int = RECENT_KEPT) -> None:
         self._kept = kept
-        self._seen: set[int] = set()
-        self._order: collections.deque[int] = collections.deque()  # oldest out first
+        self._keys: collections.OrderedDict[K, None] = collections.OrderedDict()
 
-    def first(self, event_id: int) -> bool:
-        """Whether `event_id` is given for the first time (as far as the last `kept` go)."""
-        if event_id in self._seen:
+    def note(self, keys: Iterable[K]) -> None:
+        """`keys` noted now (one noted before is the newest again)."""
+        for key in keys:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+        while len(self._keys) > self._kept:
+            self._keys.popitem(last=False)
+
+    def first(self, key: K) -> bool:
+        """Whether `key` is noted for the first time (as far as the last `kept` go), noting
+        it: an event a counter counted, given again, is not counted again."""
+        if key in self._keys:
             return False
-        self._seen.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self._kept:
-            self._seen.discard(self._order.popleft())
+        self.note((key,))
         return True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
 
 def warn_of_runs(
@@ -56,7 +67,7 @@ def warn_of_runs(
     event given again (the dispatcher's take-over of one a subscriber kept failing gives it
     to every subscriber again) is not counted again: one busy call read as two in a row."""
     run = 0
-    seen = SeenEvents()
+    seen = Recent[int]()
 
     async def count(event: CallEvent) -> None:
         nonlocal run

@@ -11,12 +11,11 @@ two minutes, and the agents' failed posts are logged on the agents' hosts only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from common.calls.models import CallEvent
 from common.calls.outcomes import Status
-from common.calls.runs import Subscriber, warn_of_runs
+from common.calls.runs import Recent, Subscriber, warn_of_runs
 from common.calls.service import AGENT_FAILURES, AGENT_GONE, SANDBOX_RESTARTED, SANDBOX_STOPPED
 from common.repeats import Repeats
 
@@ -29,31 +28,12 @@ logger = logging.getLogger(__name__)
 UNREPORTED_RUN_WARN = 5
 
 
-# Calls whose refused reports are remembered, at most (the oldest forgotten first): far more
-# than end within an outage and an agent's retries after it.
-REFUSED_KEPT = 10_000
-
-
-class ReportsRefused:
+class ReportsRefused(Recent[str]):
     """Calls whose agents' reports this server refused for a failure of its own (503: the
     calls database): those reports reached it, and come again (an agent retries, then sends
     them from its spool). Settled meanwhile, such calls counted as unreported: a database
     outage that outlasted the agents' retries (a full disk, a PostgreSQL failover) sent the
     operator to check PUBLIC_BASE_URL."""
-
-    def __init__(self, kept: int = REFUSED_KEPT) -> None:
-        self._kept = kept
-        self._calls: dict[str, None] = {}  # oldest first
-
-    def note(self, call_ids: Iterable[str]) -> None:
-        for call_id in call_ids:
-            self._calls.pop(call_id, None)
-            self._calls[call_id] = None
-        while len(self._calls) > self._kept:
-            del self._calls[next(iter(self._calls))]
-
-    def __contains__(self, call_id: object) -> bool:
-        return call_id in self._calls
 
 
 def _unreported(data: dict[str, Any], refused: ReportsRefused) -> bool | None:

@@ -19,7 +19,7 @@ from common.calls.errors import FieldError, InvalidCall
 from common.calls.events import CALL_ENDED, EventDispatcher
 from common.calls.models import CallEvent, IdempotencyClaim
 from common.calls.request import RequestRules
-from common.calls.runs import SeenEvents
+from common.calls.runs import Recent
 from common.calls.service import (
     check_webhook_address,
     ended_at_the_trunk,
@@ -119,7 +119,7 @@ def _pause_on_runs(
     settles; any other end starts the count again; an event given again (the dispatcher's
     take-over) is not counted again."""
     runs: dict[str, int] = {}
-    seen = SeenEvents()
+    seen = Recent[int]()
 
     async def pause(event: CallEvent) -> None:
         campaign_id = event.data.get("campaign_id")
