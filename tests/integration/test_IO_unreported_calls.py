@@ -46,15 +46,27 @@ def said(caplog: pytest.LogCaptureFixture) -> list[str]:
     return warnings_saying(caplog, SAID)
 
 
-async def answered_call(client: Client, *, reported: bool = False) -> str:
-    """A call answered, joined by its agent, hung up: its agent's reports never came (or,
-    `reported`, its answering-machine verdict did)."""
+async def the_line_said(caplog: pytest.LogCaptureFixture) -> str:
+    """The one WARNING, once said (the events' subscribers run after each call settled)."""
+
+    async def said_once() -> bool:
+        return len(said(caplog)) >= 1
+
+    await wait_for(said_once, timeout=10)
+    [line] = said(caplog)
+    return line
+
+
+async def answered_call(client: Client, *, verdict_answered: int | None = None) -> str:
+    """A call answered, joined by its agent, hung up: its agent's reports never came (or its
+    answering-machine verdict did, answered `verdict_answered`: 200, or 503 when this
+    server's database refused it)."""
     call_id = await place(client, NO_AGENT_NUMBER)
     await line_joins(client, call_id)
     await agent_joins(client, call_id)
-    if reported:
+    if verdict_answered is not None:
         verdict = report(call_id, 0, "amd", amd={"category": "human"})
-        assert await post_report(client, verdict) == 200
+        assert await post_report(client, verdict) == verdict_answered
     await hangs_up_answered(client, call_id)
     assert (await shown(client, call_id))["status"] == "completed"
     return call_id
@@ -67,17 +79,12 @@ async def test_answered_calls_with_no_report_in_a_row_say_where_reports_go(
     client = await quiet_app(start_app)
     for _ in range(UNREPORTED_RUN_WARN - 1):
         await answered_call(client)
-    await answered_call(client, reported=True)  # one reported: the count starts again
+    await answered_call(client, verdict_answered=200)  # one reported: the count starts again
     for _ in range(UNREPORTED_RUN_WARN - 1):
         await answered_call(client)
     assert said(caplog) == []
     last = await answered_call(client)
-
-    async def said_once() -> bool:  # the events' subscribers run after each call settled
-        return len(said(caplog)) >= 1
-
-    await wait_for(said_once, timeout=10)
-    [line] = said(caplog)
+    line = await the_line_said(caplog)
     assert line.startswith(f"the last {UNREPORTED_RUN_WARN} {SAID} (")
     assert f"call {last})" in line and client.app[SETTINGS].report_url in line
     assert "PUBLIC_BASE_URL" in line
