@@ -446,6 +446,15 @@ def files_capped_at(size: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, previous)
 
 
+def held_back_at_stop(caplog: pytest.LogCaptureFixture) -> str:
+    """The one ERROR line an outage still going on as the server stopped said of the
+    failures held back since its last line (common/repeats.py say_held_back_at_stop)."""
+    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
+    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert held[0].levelno == logging.ERROR
+    return held[0].getMessage()
+
+
 def warnings_saying(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     """The WARNING lines caught so far that say `text`."""
     return [

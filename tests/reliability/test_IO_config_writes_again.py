@@ -14,6 +14,7 @@ import re
 import pytest
 
 from tests.conftest import AppFactory
+from tests.helpers import held_back_at_stop
 from tests.reliability.test_disk_faults import DiskFault, _place
 
 SAID = "takes writes again"
@@ -55,7 +56,5 @@ async def test_failed_writes_held_back_when_the_server_stops_are_said(
     for n in range(4):
         assert (await _place(client, name=f"R{n}")).status == 503
     await client.close()  # the server stops
-    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
-    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    line = held[0].getMessage()
+    line = held_back_at_stop(caplog)
     assert re.search(r"^config\.json: [3-9] more failure\(s\) like 'write 28'", line), line

@@ -14,6 +14,7 @@ import pytest
 from sandbox import TwirpError
 from server import SANDBOX
 from tests.conftest import AppFactory
+from tests.helpers import held_back_at_stop
 from tests.reliability.test_livekit_faults import CALL, _refused
 
 SAID = "LiveKit places calls again"
@@ -71,8 +72,5 @@ async def test_failures_held_back_when_the_server_stops_are_said(
     for _ in range(3):
         await _refused(client, 503)
     await client.close()  # the server stops
-    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
-    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert held[0].levelno == logging.ERROR
-    line = held[0].getMessage()
+    line = held_back_at_stop(caplog)
     assert re.search(r"2 more failure\(s\) like 'placement [^']+' in the last \d+ s", line), line

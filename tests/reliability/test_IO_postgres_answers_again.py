@@ -13,6 +13,7 @@ import re
 import pytest
 
 from tests.conftest import AppFactory
+from tests.helpers import held_back_at_stop
 from tests.pg_cluster import PostgresCluster
 
 SAID = "calls database answers again"
@@ -62,7 +63,5 @@ async def test_failures_held_back_when_the_server_stops_are_said(
         await client.close()  # the server stops
     finally:
         postgres_cluster.start()
-    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
-    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    line = held[0].getMessage()
+    line = held_back_at_stop(caplog)
     assert re.search(r"^calls database: [2-9]\d* more failure\(s\) like 'unreachable'", line), line

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AppFactory
-from tests.helpers import warnings_saying
+from tests.helpers import held_back_at_stop, warnings_saying
 from tests.reliability.test_disk_faults import _fill, _tmpfs
 from tests.reliability.test_sqlite_faults import Client, _place, _quiet_app
 
@@ -126,8 +126,6 @@ async def test_failed_writes_held_back_when_the_server_stops_are_said(
                 assert (await _place(client, name="No Room")).status == 503
         finally:
             await client.close()  # the server stops, the disk still full
-    held = [r for r in caplog.records if "held back, as the server stops" in r.getMessage()]
-    assert len(held) == 1, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    line = held[0].getMessage()
+    line = held_back_at_stop(caplog)
     said = r"^calls database \S+calls\.db \(writes failing on its disk\): [2-9]\d* more failure"
     assert re.search(said, line), line
