@@ -42,7 +42,7 @@ async def test_attempts_refused_by_a_full_disk_log_one_line_a_campaign(
             "name": "full disk",
             "recipients": [{"phone_number": f"+1415555{7700 + n}"} for n in range(8)],
             "pacing": {"calls_per_second": 50, "max_concurrent": 8},
-            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+            "window": {"start": "00:00", "end": "24:00", "timezone": "UTC"},
         },
     )
     for _ in range(100):  # until every recipient was tried: each is left being placed

@@ -36,7 +36,7 @@ async def test_a_campaign_sent_with_no_descriptor_left_is_answered_503(
     body = {
         "name": "descriptors",
         "recipients": [{"phone_number": "+14155557701", "webhook_url": "http://localhost:9/h"}],
-        "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+        "window": {"start": "00:00", "end": "24:00", "timezone": "UTC"},
     }
     assert (await client.get("/healthz")).status == 200  # a connection kept open
     await refused_for_want_of_descriptors(client, "/campaigns", body)

@@ -1077,7 +1077,7 @@ async def two_call_campaign(client: Client) -> str:
             "name": "hooks",
             "recipients": [{"phone_number": "+14155557700"}, {"phone_number": "+14155550486"}],
             "pacing": {"calls_per_second": 50},
-            "window": {"start": "00:00", "end": "23:59", "timezone": "UTC"},
+            "window": {"start": "00:00", "end": "24:00", "timezone": "UTC"},
             "retry": {"on": []},
         },
     )

@@ -146,7 +146,11 @@ async def test_livekit_fault(
         assert call["call_id"] not in sandbox.rooms
 
     sandbox.faults.clear()  # LiveKit is back: the same app places calls again
-    assert (await client.post("/calls/outbound", json=CALL)).status == 200
+    for _ in range(3):  # a loaded machine can exceed the shortened 0.5 s: 504, then try again
+        placed = await client.post("/calls/outbound", json=CALL)
+        if placed.status != 504:
+            break
+    assert placed.status == 200
     figures.add(f"{status} '{answer['error']}'")
 
 

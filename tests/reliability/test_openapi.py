@@ -313,7 +313,7 @@ async def test_the_answers_of_every_outcome_conform(
             {
                 "name": "Contract",
                 "recipients": [{"phone_number": "+34612347701"}, {"phone_number": "+34612347702"}],
-                "window": {"start": "00:00", "end": "23:59"},
+                "window": {"start": "00:00", "end": "24:00"},
             },
         )
         placed["campaign"] = campaign["campaign_id"]
