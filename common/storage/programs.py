@@ -1715,14 +1715,32 @@ def record_reports(
     answer of a call whose room has finished settles it at once (`voicemail` for a machine).
     `behind`: how far the agent's clock is behind this server's (see record_report)."""
     results: list[Applied] = []
+    known = _Known("")
     for n, report in enumerate(reports):
         verdict = _verdict_after(reports[n + 1 :]) if report.kind == "answered" else None
+        if known.call_id != report.call_id:
+            known = _Known(report.call_id)
         try:
-            applied = yield from record_report(d, report, now, lease_s, holder, verdict, behind)
+            applied = yield from record_report(
+                d, report, now, lease_s, holder, verdict, behind, known
+            )
         except TooManyTurns:
             applied = Applied(too_many_turns=True)
         results.append(applied)
     return results
+
+
+@dataclass
+class _Known:
+    """What a batch of reports' transaction knows of their call (record_reports), so that
+    each report does not read it again: its row as the reports before left it (None: not
+    read yet, or changed since), and how many turns it keeps (None: not counted yet). From
+    its first read to the commit nothing else writes them (the row is locked FOR UPDATE on
+    PostgreSQL; SQLite has one writer)."""
+
+    call_id: str
+    row: Row | None = None
+    turns: int | None = None
 
 
 def _verdict_after(reports: Sequence[AgentReport]) -> str | None:
@@ -1744,6 +1762,7 @@ def record_report(
     holder: str = "",
     verdict: str | None = None,
     behind: float = 0.0,
+    known: _Known | None = None,
 ) -> Program[Applied]:
     """Store an agent's report once (by its sequence number) and apply what it says.
 
@@ -1768,13 +1787,16 @@ def record_report(
         "call_id, status, created_at, phone_number, data_erased_at, report_at, no_report,"
         " answered, answered_at"
     )
-    rows = yield Query(
-        f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
-        (report.call_id,),
-    )
-    if not rows:
-        return Applied(unknown_call=True)
-    call = rows[0]
+    known = _Known(report.call_id) if known is None else known
+    if known.row is None:
+        rows = yield Query(
+            f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+            (report.call_id,),
+        )
+        if not rows:
+            return Applied(unknown_call=True)
+        known.row = rows[0]
+    call = known.row
     if (call["report_at"] is not None or call["no_report"]) and report.kind in ("amd", "final"):
         # The call's final report is in: it stands, with the verdict it was made with. A
         # later one (another seq) would rewrite what the customer was already sent. So does
@@ -1805,11 +1827,13 @@ def record_report(
             return Applied(duplicate=True)
     if report.kind == "turn":
         # A call keeps as many turns as its final report may carry, and shows them all.
-        counted = yield Query(
-            "SELECT COUNT(*) AS n FROM reports WHERE call_id = ? AND kind = 'turn'",
-            (report.call_id,),
-        )
-        if int(counted[0]["n"]) >= MAX_TURNS:
+        if known.turns is None:
+            counted = yield Query(
+                "SELECT COUNT(*) AS n FROM reports WHERE call_id = ? AND kind = 'turn'",
+                (report.call_id,),
+            )
+            known.turns = int(counted[0]["n"])
+        if known.turns >= MAX_TURNS:
             seen = yield Query(
                 "SELECT 1 AS seen FROM reports WHERE call_id = ? AND seq = ?",
                 (report.call_id, report.seq),
@@ -1832,6 +1856,11 @@ def record_report(
     call_id = report.call_id
     kind = f"agent_{report.kind}"
     detail: dict[str, Any] = {"seq": seq}
+    if report.kind == "turn":
+        known.turns = (known.turns or 0) + 1  # (counted above)
+        return Applied()  # a turn: stored, read back with the call
+    if report.kind != "amd":  # its row changes (an amd verdict changes none of `columns`)
+        known.row = None
     if report.kind == "answered":
         answered_at = min(max(report.at, call["created_at"]), now)
         # A LiveKit webhook that showed the answer first (a participant_left with its last
@@ -1897,7 +1926,7 @@ def record_report(
         return Applied(
             before=applied.before, after=applied.after, events=events, released=applied.released
         )
-    return Applied()  # a turn: stored, read back with the call
+    return Applied()
 
 
 def _keep_renumbered(report: AgentReport, body: str, now: float) -> Program[int | None]:

@@ -278,6 +278,21 @@ async def test_a_call_keeps_at_most_max_turns(
     assert len(await kinds_stored(store)) == limit + 1
 
 
+async def test_the_turns_of_one_batch_past_max_turns_are_refused_alone(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch counts the call's turns once and each turn it keeps after (record_reports):
+    those past the limit are refused, the reports around them applied."""
+    monkeypatch.setattr(programs, "MAX_TURNS", 3)
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    await record_report(store, sent(0, "turn", turn=HELLO))
+    batch = [*(sent(seq, "turn", turn=HELLO) for seq in range(1, 5)), sent(5, "answered")]
+    applied = await store.record_reports(batch)
+    assert [a.too_many_turns for a in applied] == [False, False, True, True, False]
+    assert applied[-1].after is not None and applied[-1].after.answered
+    assert await kinds_stored(store) == ["turn", "turn", "turn", "answered"]
+
+
 # ------------------------------------------------------------------ retention
 
 
