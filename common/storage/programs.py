@@ -635,6 +635,7 @@ def apply(
     sandbox_time_scale: float = 1.0,
     dial_taken: bool = False,
     release_refused: bool = False,
+    row: Row | None = None,
 ) -> Program[Applied]:
     """One decision about one call. `answered_at`: when the callee answered, if the decision
     is the answer and its moment is known (an agent's report); else the time of the change.
@@ -645,7 +646,9 @@ def apply(
     took the call's dial, so the deliveries it held until then are made (release_deliveries)
     even if nothing changes. `release_refused`: a decision that fails a call never dialled
     (its placement refused) frees its Idempotency-Key and rate share in the same transaction
-    (release_placement), as the reaper's settle_never_dialled does."""
+    (release_placement), as the reaper's settle_never_dialled does. `row`: the call's whole
+    row as this transaction just wrote it (an UPDATE's RETURNING *, the row locked), not read
+    again."""
     if event_id is not None:
         seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
         if seen:
@@ -661,13 +664,15 @@ def apply(
             "UPDATE calls SET callee_left_at = COALESCE(callee_left_at, ?) WHERE call_id = ?",
             (happened, call_id),
         )
-    rows = yield Query(
-        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
-        (call_id,),
-    )
-    if not rows:
-        return Applied(unknown_call=True)
-    before = row_to_call(rows[0])
+    if row is None:
+        rows = yield Query(
+            f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
+            (call_id,),
+        )
+        if not rows:
+            return Applied(unknown_call=True)
+        row = rows[0]
+    before = row_to_call(row)
     released = False
     if dial_taken:
         before, released = yield from release_deliveries(d, before, now)
@@ -1900,23 +1905,46 @@ def record_report(
             )
         )
     if report.kind == "amd" and report.amd is not None:
-        yield Query("UPDATE calls SET amd = ? WHERE call_id = ?", (report.amd.category, call_id))
+        rows = yield Query(
+            "UPDATE calls SET amd = ? WHERE call_id = ? RETURNING *",
+            (report.amd.category, call_id),
+        )
         detail["amd"] = report.amd.category
         return (
             yield from apply(
-                d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+                d,
+                call_id,
+                kind,
+                _no_change,
+                None,
+                detail,
+                False,
+                now,
+                lease_s,
+                holder=holder,
+                row=rows[0],
             )
         )
     if report.kind == "final" and report.final is not None:
         final = report.final
-        yield Query(
+        rows = yield Query(
             "UPDATE calls SET report = ?, report_at = ?, ended_by = COALESCE(?, ended_by)"
-            " WHERE call_id = ?",
+            " WHERE call_id = ? RETURNING *",
             (final.model_dump_json(), now, final.ended_by, call_id),
         )
         detail["turns"] = len(final.transcript)
         applied = yield from apply(
-            d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+            d,
+            call_id,
+            kind,
+            _no_change,
+            None,
+            detail,
+            False,
+            now,
+            lease_s,
+            holder=holder,
+            row=rows[0],
         )
         if applied.after is None:  # the row is locked since the first read: never
             return applied

@@ -1,7 +1,9 @@
 """A batch of an agent's reports (one POST, one transaction) reads its call's row and counts
 its turns once, not once per report: the row is locked from its first read, and only the
 batch's own reports change it. A call's usual batch after its answer (the machine verdict,
-four turns, the final report) read the row six times and counted the turns four times."""
+four turns, the final report) read the row six times and counted the turns four times. And
+the verdict's and the final report's UPDATEs return the whole row (RETURNING *), where it
+was read again right after each."""
 
 from __future__ import annotations
 
@@ -61,5 +63,8 @@ async def test_a_batch_reads_its_call_and_counts_its_turns_once(
         assert [seq for (seq,) in kept] == [2, 3, 4, 5, 6]
         assert len([s for s in statements if s.startswith(ROW_READ)]) == 1  # was 9
         assert len([s for s in statements if s.startswith(TURNS_COUNTED)]) == 1  # was 7
+        # The verdict's and the final report's changes return the row that their timeline
+        # lines are decided on (apply), not read again after them.
+        assert [s for s in statements if s.startswith("SELECT * FROM calls")] == []  # was 2
     finally:
         await store.close()
