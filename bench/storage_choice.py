@@ -99,7 +99,6 @@ from common.storage.programs import (
     LIVE,
     RATE_WINDOW_S,
     SQLITE,
-    DuplicateEvent,
     Program,
     Query,
     _row_to_entry,
@@ -135,6 +134,11 @@ TIMELINE_ENTRIES = 8  # created, dialed and the 6 webhooks
 OUTBOX_TYPES = ("call.dialing", "call.answered", "call.ended")
 # The status each apply moves the call to (None: no change): dialed, then the 6 webhooks.
 EXPECTED_CHANGES = (None, None, None, None, None, "in_progress", "completed")
+
+
+class DuplicateEvent(Exception):
+    """Raised inside the SQLAlchemy store's apply to roll back: the event was applied
+    concurrently elsewhere."""
 
 
 # ----------------------------------------------------------------------------- the workload

@@ -649,21 +649,42 @@ def apply(
     (release_placement), as the reaper's settle_never_dialled does. `row`: the call's whole
     row as this transaction just wrote it (an UPDATE's RETURNING *, the row locked), not read
     again."""
-    if event_id is not None:
-        seen = yield Query("SELECT 1 AS seen FROM events WHERE event_id = ?", (event_id,))
-        if seen:
-            return Applied(duplicate=True)
     happened = happened_at(now, event_at)
+    line = None  # the event's timeline line (event_id), written before anything else
+    if event_id is not None:
+        if row is None:
+            rows = yield Query(
+                f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
+                (call_id,),
+            )
+            if not rows:
+                return Applied(unknown_call=True)
+            row = rows[0]
+        # An event applied before (sent again; or by another server at the same moment, whose
+        # insert the unique index makes this one wait for) inserts nothing here, and nothing
+        # else is written. Its statuses are filled in below if it changes the call.
+        inserted = yield Query(
+            "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
+            " VALUES (?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            (call_id, event_id, kind, dumps(detail), _line_at(kind, detail, now, happened)),
+        )
+        if not inserted:
+            return Applied(duplicate=True)
+        line = inserted[0]["id"]
     if room_finished:
-        yield Query(
-            "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?) WHERE call_id = ?",
+        rows = yield Query(
+            "UPDATE calls SET room_finished_at = COALESCE(room_finished_at, ?) WHERE call_id = ?"
+            " RETURNING *",
             (happened, call_id),
         )
+        row = rows[0] if rows else None
     if callee_left:
-        yield Query(
-            "UPDATE calls SET callee_left_at = COALESCE(callee_left_at, ?) WHERE call_id = ?",
+        rows = yield Query(
+            "UPDATE calls SET callee_left_at = COALESCE(callee_left_at, ?) WHERE call_id = ?"
+            " RETURNING *",
             (happened, call_id),
         )
+        row = rows[0] if rows else None
     if row is None:
         rows = yield Query(
             f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
@@ -722,24 +743,12 @@ def apply(
         events = yield from _add_events(
             d, events_for_change(before, after), before.status, after, now, lease_s, holder
         )
-    if event_id is not None:
-        # Two servers applying one event at once: the unique index lets one insert it; the
-        # other's transaction sees a duplicate and must change nothing.
-        inserted = yield Query(
-            "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-            _entry_args(
-                call_id,
-                event_id,
-                kind,
-                before,
-                change,
-                detail,
-                _line_at(kind, detail, now, happened),
-            ),
-        )
-        if not inserted:
-            raise DuplicateEvent
+    if line is not None:
+        if change is not None:
+            yield Query(
+                "UPDATE events SET from_status = ?, to_status = ? WHERE id = ?",
+                (before.status.value, change.status.value, line),
+            )
     elif change is not None or not only_if_changed:
         yield from add_entry(
             call_id,
@@ -808,30 +817,6 @@ def end_of(before: CallRecord, now: float, ended_at: float | None, answer: float
         return now
     floor = answer if answer is not None else before.created_at
     return min(now, max(min(signs), floor))
-
-
-class DuplicateEvent(Exception):
-    """Raised inside `apply` to roll back: the event was applied concurrently elsewhere."""
-
-
-def _entry_args(
-    call_id: str,
-    event_id: str | None,
-    kind: str,
-    before: CallRecord,
-    change: Any,
-    detail: dict[str, Any],
-    at: float,
-) -> tuple[Any, ...]:
-    return (
-        call_id,
-        event_id,
-        kind,
-        before.status.value if change else None,
-        change.status.value if change else None,
-        dumps(detail),
-        at,
-    )
 
 
 def add_entry(

@@ -40,7 +40,7 @@ from common.storage.base import (
 )
 from common.storage.campaign_store import CampaignMethods
 from common.storage.paging import Before
-from common.storage.programs import LIVE, Dialect, DuplicateEvent, Program
+from common.storage.programs import LIVE, Dialect, Program
 
 T = TypeVar("T")
 DEFAULT_LEASE_S = 60.0
@@ -173,10 +173,7 @@ class SqlCallStore(CampaignMethods):
             dial_taken=dial_taken,
             release_refused=release_refused,
         )
-        try:
-            return await self._run(program, write=True)
-        except DuplicateEvent:  # applied by another server at the same moment
-            return Applied(duplicate=True)
+        return await self._run(program, write=True)
 
     async def start_dial(
         self, call_id: str, window_open: Callable[[], bool] | None = None
