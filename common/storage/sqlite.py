@@ -82,14 +82,14 @@ SPACE_LOOK_EVERY_S = 1.0
 SIZE_LIMIT_MARGIN_BYTES = 64 * 1024
 SQLITE_PAGE_BYTES = 4096  # the page size calls.db is made with (SQLite's default)
 # SQLite's temporary files (a savepoint's journal past 64 KiB: writes queued together run in
-# one transaction, each in a savepoint; a sort too large for the cache) kept in memory. As
-# files they are opened as needed in $TMPDIR, /var/tmp or /tmp, not beside calls.db: once
-# every file descriptor was in use (seen under `ulimit -n 256`), such writes failed "unable
-# to open database file" while calls.db was open, and a full temporary directory failed
-# them "database or disk is full" while calls.db's own disk had room. The cost: a savepoint's
-# journal is held in memory until its commit (measured: +24 MB while 100,000 rows went into
-# a 1,000,000-row table with an index on random phone numbers, as a large campaign's upload
-# does; given back at the commit).
+# one transaction, each after the first in a savepoint; a sort too large for the cache) kept
+# in memory. As files they are opened as needed in $TMPDIR, /var/tmp or /tmp, not beside
+# calls.db: once every file descriptor was in use (seen under `ulimit -n 256`), such writes
+# failed "unable to open database file" while calls.db was open, and a full temporary
+# directory failed them "database or disk is full" while calls.db's own disk had room. The
+# cost: a savepoint's journal is held in memory until its commit (measured: +24 MB while
+# 100,000 rows went into a 1,000,000-row table with an index on random phone numbers, as a
+# large campaign's upload does; given back at the commit).
 TEMP_STORE = "MEMORY"
 READ_MARKS = {"123", "124", "125", "126", "127"}  # WAL_READ_LOCK(0..4) in the -shm file
 PROBE_ROW = "(probe)"  # the readiness row a probe writes as large as a call, then deletes
@@ -1339,23 +1339,32 @@ class SqliteCallStore(SqlCallStore):
         """Write programs queued at once (each call is `_run_sync(program, True)`), in one
         transaction: each in a savepoint of its own, so one that raises is rolled back alone,
         as if in its own transaction, and one COMMIT for all (a COMMIT costs more than most of
-        our statements). If the COMMIT fails, none of them was written: all get the error."""
+        our statements). If the COMMIT fails, none of them was written: all get the error.
+        The first needs no savepoint (nothing is before it: the transaction is rolled back
+        and begun again), and the last's is released by the COMMIT."""
         outcomes: list[Outcome] = []
+        last = len(calls) - 1
         try:
             conn = self.conn  # closed: each gets the error (raised here, it killed the thread)
             self._still_ours()
             self._make_room()
             with self._lock_watch(conn), _Transaction(conn):
                 for n, call in enumerate(calls):
-                    conn.execute("SAVEPOINT program")
+                    if n:
+                        conn.execute("SAVEPOINT program")
                     try:
                         outcomes.append((call, _drive(conn, call.args[0]), None))
                     except BaseException as exc:
                         if not conn.in_transaction:
                             raise _TransactionLost(n, exc) from None
-                        conn.execute("ROLLBACK TO program")
+                        if n:
+                            conn.execute("ROLLBACK TO program")
+                        else:
+                            conn.execute("ROLLBACK")
+                            conn.execute("BEGIN IMMEDIATE")
                         outcomes.append((call, None, exc))
-                    conn.execute("RELEASE program")
+                    if 0 < n < last:
+                        conn.execute("RELEASE program")
         except _TransactionLost as lost:
             # SQLite rolled the whole transaction back itself (disk full, I/O error): the
             # programs before the failing one were not written either; the rest run anew.

@@ -272,6 +272,56 @@ async def test_a_failing_call_in_a_batch_fails_alone(tmp_path: Path) -> None:
         await db.close()
 
 
+async def test_a_batchs_first_write_has_no_savepoint_and_its_last_no_release(
+    tmp_path: Path,
+) -> None:
+    """Writes queued together run in one transaction, each but the first in a savepoint
+    (nothing comes before the first: it is rolled back with the transaction, which begins
+    again), and the last one's savepoint is released by the COMMIT. A batch of three ran
+    three SAVEPOINTs and three RELEASEs. The first one failing after it wrote is still
+    rolled back alone."""
+    path = tmp_path / "calls.db"
+    db = await SqliteCallStore.open(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await db.create_call(new_call(1))
+
+        def boom(_state: CallState) -> Change:
+            raise ValueError("no decision")
+
+        statements: list[str] = []
+        db.conn.set_trace_callback(statements.append)
+        other.execute("BEGIN IMMEDIATE")  # another process's write: the store's waits for it
+        waiting = asyncio.ensure_future(db.create_call(new_call(0)))
+        while db._worker.unfinished() != 1 or db._worker._queue:  # taken, waiting for the lock
+            await asyncio.sleep(0.01)
+        batch = asyncio.gather(
+            # its line and the room's mark written, then its decision fails
+            db.apply("call-000000000001", "x", boom, event_id="e1", room_finished=True),
+            db.create_call(new_call(2)),
+            db.apply("call-000000000001", "c", lambda _s: Change(Status.RINGING), event_id="e3"),
+            return_exceptions=True,
+        )
+        while db._worker.unfinished() != 4:  # the three queued behind the first
+            await asyncio.sleep(0.01)
+        other.execute("ROLLBACK")
+        await waiting
+        results = await batch
+        db.conn.set_trace_callback(None)
+        assert isinstance(results[0], ValueError)
+        assert not isinstance(results[2], BaseException) and results[2].change is not None
+        assert statements.count("SAVEPOINT program") == 2  # was 3
+        assert statements.count("RELEASE program") == 1  # was 3
+        call = await db.get_call("call-000000000001")
+        assert call is not None and call.status is Status.RINGING
+        assert call.room_finished_at is None
+        assert [e.kind for e in call.timeline] == ["created", "c"]
+        assert await db.get_call("call-000000000002") is not None
+    finally:
+        other.close()
+        await db.close()
+
+
 class Watched:
     """The store's connection, counting COMMITs; `fail(sql)` picks statements that fail."""
 
