@@ -1772,15 +1772,10 @@ def record_report(
     agents_at = report.at
     if behind:
         report = report.model_copy(update={"at": max(0.0, report.at + behind)})
-    # What the report needs of its call (`apply` reads the whole row when it changes it).
-    columns = (
-        "call_id, status, created_at, phone_number, data_erased_at, report_at, no_report,"
-        " answered, answered_at"
-    )
     known = _Known(report.call_id) if known is None else known
-    if known.row is None:
+    if known.row is None:  # the whole row: what `apply` decides on, if the report changes it
         rows = yield Query(
-            f"SELECT {columns} FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608
+            f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
             (report.call_id,),
         )
         if not rows:
@@ -1849,8 +1844,7 @@ def record_report(
     if report.kind == "turn":
         known.turns = (known.turns or 0) + 1  # (counted above)
         return Applied()  # a turn: stored, read back with the call
-    if report.kind != "amd":  # its row changes (an amd verdict changes none of `columns`)
-        known.row = None
+    known.row = None  # the reports below change it (an amd verdict returns it as changed)
     if report.kind == "answered":
         answered_at = min(max(report.at, call["created_at"]), now)
         # A LiveKit webhook that showed the answer first (a participant_left with its last
@@ -1859,8 +1853,9 @@ def record_report(
         # for a call talked through). The agent's moment of the answer is the truer one.
         # (Asked of the row read above: the report normally comes first, and a statement
         # that changes nothing cost every call's answer a write of its own.)
-        known = call["answered_at"]
-        if call["answered"] and known is not None and known > answered_at:
+        shown = call["answered_at"]
+        redated = call["answered"] and shown is not None and shown > answered_at
+        if redated:
             yield Query(
                 "UPDATE calls SET answered_at = ? WHERE call_id = ?", (answered_at, call_id)
             )
@@ -1880,13 +1875,24 @@ def record_report(
                 lease_s,
                 answered_at=answered_at,
                 holder=holder,
+                row=None if redated else call,
             )
         )
-    if report.kind == "do_not_call":
+    if report.kind == "do_not_call":  # (the list only: its call's row is as read)
         yield from add_dnc(d, [call["phone_number"]], "agent", call_id, now)
         return (
             yield from apply(
-                d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder
+                d,
+                call_id,
+                kind,
+                _no_change,
+                None,
+                detail,
+                False,
+                now,
+                lease_s,
+                holder=holder,
+                row=call,
             )
         )
     if report.kind == "amd" and report.amd is not None:
@@ -1894,6 +1900,7 @@ def record_report(
             "UPDATE calls SET amd = ? WHERE call_id = ? RETURNING *",
             (report.amd.category, call_id),
         )
+        known.row = rows[0]  # as the reports after it find it (its line changes no call)
         detail["amd"] = report.amd.category
         return (
             yield from apply(

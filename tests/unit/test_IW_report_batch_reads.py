@@ -3,7 +3,7 @@ its turns once, not once per report: the row is locked from its first read, and 
 batch's own reports change it. A call's usual batch after its answer (the machine verdict,
 four turns, the final report) read the row six times and counted the turns four times. And
 the verdict's and the final report's UPDATEs return the whole row (RETURNING *), where it
-was read again right after each."""
+was read again right after each; an answer is decided on the row the report read."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from common.storage import programs
 from common.storage.sqlite import SqliteCallStore
 
 CALL = "call-0000000iw001"
-ROW_READ = "SELECT call_id, status, created_at, phone_number"
+ROW_READ = "SELECT * FROM calls"
 TURNS_COUNTED = "SELECT COUNT(*) AS n FROM reports"
 
 
@@ -61,10 +61,30 @@ async def test_a_batch_reads_its_call_and_counts_its_turns_once(
             "SELECT seq FROM reports WHERE kind = 'turn' ORDER BY seq"
         )
         assert [seq for (seq,) in kept] == [2, 3, 4, 5, 6]
-        assert len([s for s in statements if s.startswith(ROW_READ)]) == 1  # was 9
+        # Once for the batch: not again for each report (9 times), nor after the verdict's
+        # and the final report's changes (2), which return the row their lines are decided on
+        assert len([s for s in statements if s.startswith(ROW_READ)]) == 1
         assert len([s for s in statements if s.startswith(TURNS_COUNTED)]) == 1  # was 7
-        # The verdict's and the final report's changes return the row that their timeline
-        # lines are decided on (apply), not read again after them.
-        assert [s for s in statements if s.startswith("SELECT * FROM calls")] == []  # was 2
+    finally:
+        await store.close()
+
+
+async def test_an_answer_report_reads_its_call_once(tmp_path: Path) -> None:
+    """The row the report is checked against is the one its answer is decided on: it was
+    read twice, a few columns for the report, then the whole row for the answer (apply)."""
+    store = await SqliteCallStore.open(tmp_path / "calls.db")
+    try:
+        await store.create_call(NewCall(CALL, "+14155557701", "Bob", "en", "Calm"))
+        await store.start_dial(CALL)
+        at = (await store.get_call(CALL, with_timeline=False)).created_at  # type: ignore[union-attr]
+        statements: list[str] = []
+        store.conn.set_trace_callback(statements.append)
+        [applied] = await store.record_reports(
+            [AgentReport(call_id=CALL, seq=0, kind="answered", at=at)]
+        )
+        store.conn.set_trace_callback(None)
+        assert applied.after is not None and applied.after.answered_at == at
+        assert len([s for s in statements if s.startswith("SELECT ")]) == 2  # was 3
+        assert len([s for s in statements if s.startswith(ROW_READ)]) == 1  # was 1 and 1 more
     finally:
         await store.close()
