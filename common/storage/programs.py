@@ -1800,16 +1800,6 @@ def record_report(
             report = report.model_copy(update={"amd": report.amd.model_copy(update={"reason": ""})})
         if report.final is not None:
             report = report.model_copy(update={"final": _without_personal_data(report.final)})
-    if report.kind in ONCE_A_CALL:
-        # Reported once: under another seq, or under its own again (sent again, or a resumed
-        # job's, numbered from 0 anew), it is the same fact again (each would add a line to
-        # the call's timeline: 51,000 of them made its GET 7 MB).
-        before = yield Query(
-            "SELECT 1 AS seen FROM reports WHERE call_id = ? AND kind = ? LIMIT 1",
-            (report.call_id, report.kind),
-        )
-        if before:
-            return Applied(duplicate=True)
     if report.kind == "turn":
         # A call keeps as many turns as its final report may carry, and shows them all.
         if known.turns is None:
@@ -1827,13 +1817,35 @@ def record_report(
                 return Applied(duplicate=True)
             raise TooManyTurns(report.call_id, MAX_TURNS)
     body = (report.model_copy(update={"at": agents_at}) if behind else report).to_json().decode()
-    stored = yield Query(
-        "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
-        (report.call_id, report.seq, report.kind, body, report.at, now),
-    )
+    values = (report.call_id, report.seq, report.kind, body, report.at, now)
+    once = report.kind in ONCE_A_CALL
+    if once:
+        # Reported once: under another seq, or under its own again (sent again, or a resumed
+        # job's, numbered from 0 anew), it is the same fact again (each would add a line to
+        # the call's timeline: 51,000 of them made its GET 7 MB). Kept only if none of its
+        # kind is (the call's row is locked: no other report of it is being kept meanwhile).
+        stored = yield Query(
+            "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
+            " SELECT ?, ?, ?, ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM reports WHERE call_id = ? AND kind = ?)"
+            " ON CONFLICT DO NOTHING RETURNING seq",
+            (*values, report.call_id, report.kind),
+        )
+    else:
+        stored = yield Query(
+            "INSERT INTO reports (call_id, seq, kind, body, at, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+            values,
+        )
     seq = report.seq
     if not stored:
+        if once and (
+            yield Query(
+                "SELECT 1 AS seen FROM reports WHERE call_id = ? AND kind = ? LIMIT 1",
+                (report.call_id, report.kind),
+            )
+        ):
+            return Applied(duplicate=True)
         kept = yield from _keep_renumbered(report, body, now)
         if kept is None:
             return Applied(duplicate=True)

@@ -156,6 +156,26 @@ async def test_a_resumed_jobs_reports_under_numbers_already_held_are_kept_after_
     assert call is not None and call.report is not None and call.report.summary == "Asked again"
 
 
+async def test_a_report_a_call_has_one_of_is_kept_once_under_any_number(
+    store: CallStore,
+) -> None:
+    """An answer and a machine verdict are kept once: sent again under a new number (no
+    number taken: its insert is what checks), or under a number another report holds."""
+    await store.create_call(NewCall(CALL, "+1234567890", "Ann", "en", "Calm"))
+    verdict = AmdVerdict(category="human")
+    first = [sent(0, "answered"), sent(1, "amd", amd=verdict), sent(2, "turn", turn=HELLO)]
+    assert not any(a.duplicate for a in await store.record_reports(first))
+    again = [
+        sent(7, "answered"),
+        sent(8, "amd", amd=AmdVerdict(category="machine-vm")),
+        sent(2, "answered", at=1_700_000_090.0),
+    ]
+    assert [a.duplicate for a in await store.record_reports(again)] == [True, True, True]
+    assert await kinds_stored(store) == ["answered", "amd", "turn"]
+    call = await store.get_call(CALL)
+    assert call is not None and call.amd == "human"
+
+
 async def test_a_report_sent_again_read_on_another_clock_reading_is_a_duplicate(
     store: CallStore,
 ) -> None:
