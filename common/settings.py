@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import stat
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -1531,6 +1532,13 @@ class _TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = record.message.translate(_LINE_BREAKS)
         return super().formatMessage(record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """The line's time in UTC, as the API writes times (`2026-12-08T00:07:00.123Z`): the
+        machine's local time, with no zone said, was read as UTC hours off (TZ=Asia/Kolkata:
+        05:37 for 00:07 UTC; an hour jumped back and repeated at a DST change)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
 
 
 def configure_logging(settings: Settings) -> None:

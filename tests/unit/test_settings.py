@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -896,6 +897,25 @@ def test_configure_logging(root_logger: logging.Logger, log_format: str) -> None
     line = handler.format(record)
     traceback = json.loads(line)["exc"] if log_format == "json" else line
     assert len(traceback.splitlines()) > 2 and "ValueError: boom" in traceback
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/St_Johns", "Pacific/Chatham"])
+def test_a_text_line_says_its_time_in_utc_wherever_the_machine_is(
+    root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """A line's time was the machine's local time with no zone said (`2026-12-08 05:37:00,123`
+    in Kolkata for 00:07 UTC): read against the API's UTC times, hours off."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        configure_logging(settings_from_env({"LOG_FORMAT": "text"}))
+        (handler,) = root_logger.handlers
+        record = logging.LogRecord("x.y", logging.INFO, __file__, 1, "stopped", (), None)
+        record.created, record.msecs = 1796688420.123, 123.0  # 2026-12-08 00:07:00.123 UTC
+        assert handler.format(record).startswith("2026-12-08T00:07:00.123Z INFO    x.y: stopped")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize(
