@@ -7,21 +7,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-import time
 from typing import Any
 
 import schemathesis
 
 from handlers.keys import SETTINGS
 from tests.conftest import AppFactory
+from tests.helpers import OPEN_EVERYWHERE, ShiftedClock
 from tests.integration.test_campaigns import create, us
 
 
 async def test_a_campaign_whose_spec_no_longer_reads_is_shown_and_controlled(
     start_app: AppFactory,
 ) -> None:
-    client = await start_app()
-    later = dt.datetime.fromtimestamp(time.time() + 3600, dt.UTC).isoformat()
+    # Its California recipient is pending an hour ahead only when 09:00-20:00 is open there
+    # then: on the real clock, between 03:00 and 16:00 UTC it waited its window instead.
+    clock = ShiftedClock(OPEN_EVERYWHERE)
+    client = await start_app(campaign_clock=clock)
+    later = dt.datetime.fromtimestamp(clock() + 3600, dt.UTC).isoformat()
     body = {"recipients": [{"phone_number": us(0, "7700")}], "start_at": later}
     bad = await create(client, {**body, "name": "bad"})
     good = await create(client, {**body, "name": "good"})
