@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, quote_plus
 
 from aiohttp import web
@@ -257,6 +258,18 @@ def _from_machine(request: web.BaseRequest) -> bool:
     return request.match_info.route in request.app.get(QUIET_ROUTES, ())
 
 
+_REQUEST_START = AccessLogger.LOG_FORMAT_MAP["t"]
+
+
+def _started_utc(took: float) -> str:
+    """When the request came (`%t`), in UTC as the line's own time: aiohttp writes the
+    machine's local time (`[08/Dec/2026:13:52:00 +1345]` on Chatham Island for 00:07 UTC), its
+    offset read again on the hour and half hour only: a quarter of an hour an hour off after
+    Chatham's clocks move at 02:45."""
+    started = datetime.now(UTC) - timedelta(seconds=took)
+    return started.strftime("[%d/%b/%Y:%H:%M:%S +0000]")
+
+
 class CallsAccessLogger(AccessLogger):
     """aiohttp's access logger, quiet about machines' successful requests below DEBUG, and
     about their repeated failures (see the module's docstring)."""
@@ -271,7 +284,9 @@ class CallsAccessLogger(AccessLogger):
         return [
             (
                 key,
-                _shown_field(value)
+                _started_utc(time)
+                if key == _REQUEST_START
+                else _shown_field(value)
                 if isinstance(value, str)
                 else shown_status(request, value)
                 if key == "response_status" and request.get(ANSWER_ABORTED)

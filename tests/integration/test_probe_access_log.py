@@ -8,11 +8,15 @@ LiveKit's webhooks are); a failure is written, once a minute per route and statu
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import re
+import time
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from aiohttp.web_log import AccessLogger
 
 from handlers.keys import STORE
 from tests.conftest import AppFactory
@@ -64,3 +68,27 @@ async def test_a_failing_probe_is_logged_once_a_minute(
     await asyncio.sleep(0.05)
     lines = [line for line in access_lines(caplog) if "/readyz" in line]
     assert len(lines) == 1 and '" 503 ' in lines[0], lines
+
+
+async def test_a_request_is_logged_at_its_utc_time_wherever_the_machine_is(
+    start_app: AppFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An access line's `%t` was the machine's local time (`[08/Dec/2026:13:52:00 +1345]` on
+    Chatham Island for 00:07 UTC), beside the line's own UTC time."""
+    monkeypatch.setenv("TZ", "Pacific/Chatham")
+    monkeypatch.setattr(AccessLogger, "_cached_tz", None)  # aiohttp's offset, read again
+    time.tzset()
+    try:
+        caplog.set_level(logging.INFO, logger="aiohttp.access")
+        client = await start_app()
+        before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        assert (await client.get("/calls")).status == 200
+        await asyncio.sleep(0.05)  # a line is written once its answer has gone out
+        after = dt.datetime.now(dt.UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    (line,) = [line for line in access_lines(caplog) if '"GET /calls ' in line]
+    shown = re.search(r"\[([^]]+)\]", line)
+    assert shown is not None and shown[1].endswith(" +0000"), line
+    assert before <= dt.datetime.strptime(shown[1], "%d/%b/%Y:%H:%M:%S %z") <= after, line
