@@ -1523,7 +1523,7 @@ _LINE_BREAKS = str.maketrans(
 )
 
 
-class _TextFormatter(logging.Formatter):
+class TextLogFormatter(logging.Formatter):
     """One line per message: a line break in what a client sent (an id, a name) is shown
     escaped, so it cannot start a line that looks like ours, and so is a bidi control, so it
     cannot reorder what the line shows, and any other control character but the tab, so it
@@ -1547,7 +1547,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

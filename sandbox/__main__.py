@@ -19,6 +19,7 @@ from common.settings import (
     DEV_API_SECRET,
     MAX_SANDBOX_TIME_SCALE,
     SettingsError,
+    TextLogFormatter,
     environment,
     http_url,
 )
@@ -90,9 +91,9 @@ async def _serve(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()  # its lines' times in UTC, as the server's
+    handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = _parse_args(argv)
     try:  # the server's keys where the server reads them: a .env of its own (probe AU)
         env = environment()

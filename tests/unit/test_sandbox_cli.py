@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
+import functools
 import importlib
 import io
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -104,10 +107,17 @@ def test_a_time_scale_out_of_range_is_a_usage_error(scale: str) -> None:
 
 
 def test_a_port_in_use_is_one_line_and_exit_2() -> None:
-    port, done = run_on_a_taken_port(run)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    port, done = run_on_a_taken_port(functools.partial(run, env={"TZ": "Asia/Kolkata"}))
+    after = dt.datetime.now(dt.UTC)
     assert done.returncode == 2, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+    # Its time in UTC, as the server's lines (Kolkata's local time was written, unlabelled)
+    (line,) = [line for line in done.stderr.splitlines() if "cannot listen" in line]
+    stamp = re.match(r"(\S+Z) CRITICAL ", line)
+    assert stamp is not None, line
+    assert before <= dt.datetime.fromisoformat(stamp[1]) <= after, line
 
 
 def test_the_development_keys_beyond_loopback_are_warned_of() -> None:
