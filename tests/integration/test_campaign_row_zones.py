@@ -253,9 +253,11 @@ async def test_the_estimated_finish_reads_the_rows_own_zone(start_app: AppFactor
 async def test_a_rows_zone_that_shuts_its_window_is_the_field_refused(
     client: TestClient[Any, Any],
 ) -> None:
-    # A London number whose row says Sydney: 09:00-20:00 in both never meet. The refusal
-    # named phone_number ("never inside the calling window in its time zones"), as if the
-    # number were at fault; the number alone is open every day. It names the row's zone.
+    # A London number whose row says Auckland: 09:00-20:00 in both never meet, whatever the
+    # date (Sydney's did from late March to late October, London on summer time or Sydney
+    # off it: 08:00-10:00 UTC, and the test failed then). The refusal named phone_number
+    # ("never inside the calling window in its time zones"), as if the number were at fault;
+    # the number alone is open every day. It names the row's zone.
     resp = await client.post(
         "/campaigns",
         json={
@@ -263,7 +265,7 @@ async def test_a_rows_zone_that_shuts_its_window_is_the_field_refused(
             "recipients": [
                 {
                     "phone_number": "+447700900123",
-                    "additional_params": {"timezone": "Australia/Sydney"},
+                    "additional_params": {"timezone": "Pacific/Auckland"},
                 }
             ],
         },
@@ -273,9 +275,9 @@ async def test_a_rows_zone_that_shuts_its_window_is_the_field_refused(
     assert [(d["row"], d["field"]) for d in details] == [
         (0, "recipients[0].additional_params.timezone")
     ]
-    assert "Australia/Sydney" in details[0]["error"]
+    assert "Pacific/Auckland" in details[0]["error"]
     assert "its number's time zones (Europe/Guernsey" in details[0]["error"]
-    csv = "phone_number,Time Zone\n+447700900123,Australia/Sydney\n"
+    csv = "phone_number,Time Zone\n+447700900123,Pacific/Auckland\n"
     resp = await client.post(
         "/campaigns?name=csv", data=csv.encode(), headers={"Content-Type": "text/csv"}
     )
