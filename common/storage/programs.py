@@ -662,11 +662,22 @@ def apply(
             row = rows[0]
         # An event applied before (sent again; or by another server at the same moment, whose
         # insert the unique index makes this one wait for) inserts nothing here, and nothing
-        # else is written. Its statuses are filled in below if it changes the call.
+        # else is written. Its statuses are filled in below if it changes the call. (Not
+        # found first, a conflict alone took one of SQLite's AUTOINCREMENT numbers: a write,
+        # and a duplicate on a full disk was answered 503.)
         inserted = yield Query(
             "INSERT INTO events (call_id, event_id, kind, from_status, to_status, detail, at)"
-            " VALUES (?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-            (call_id, event_id, kind, dumps(detail), _line_at(kind, detail, now, happened)),
+            " SELECT ?, ?, ?, NULL, NULL, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = ?)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            (
+                call_id,
+                event_id,
+                kind,
+                dumps(detail),
+                _line_at(kind, detail, now, happened),
+                event_id,
+            ),
         )
         if not inserted:
             return Applied(duplicate=True)

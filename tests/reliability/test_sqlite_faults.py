@@ -268,7 +268,8 @@ async def test_real_full_disk_under_the_database(
     with _tmpfs(tmp_path / "mnt", "1m") as mount:
         client = await _quiet_app(start_app, calls_db_path=mount / "calls.db")
         first = (await (await _place(client)).json())["call_id"]
-        await line_joins(client, first)
+        joined = event_json("participant_joined", first, attributes={"sip.callStatus": "dialing"})
+        assert await _webhook(client, joined) == 200
         before = await _call(client, first)
         filler = _fill(mount)
         refused = 0
@@ -278,6 +279,12 @@ async def test_real_full_disk_under_the_database(
                 refused += 1
                 assert (await resp.json())["error"] == "calls database unavailable"
         assert refused > 0
+        # A webhook sent again (its first answer lost) is answered as applied: it writes
+        # nothing, in whatever room the refused writes' emptied log left (filled too).
+        (mount / "more").mkdir()
+        more = _fill(mount / "more")
+        assert await _webhook(client, joined) == 200
+        more.unlink()
         finished = event_json("room_finished", first)
         assert await _webhook(client, finished) in (200, 503)
         filler.unlink()

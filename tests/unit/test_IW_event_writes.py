@@ -5,6 +5,7 @@ a call. A duplicate still writes nothing, and a line's statuses are those of its
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from common.calls.models import NewCall
@@ -41,12 +42,17 @@ async def test_a_webhook_is_one_read_and_one_line_and_a_duplicate_writes_nothing
         ]  # was SELECT 1 AS seen FROM events first
 
         await store.apply(CALL, "participant_joined", answered, event_id="EV_2")
+        other = sqlite3.connect(tmp_path / "calls.db")  # sees each commit that wrote calls.db
         for event_id in ("EV_1", "EV_2"):  # sent again: nothing written, room flag or not
             changes = store.conn.total_changes
+            version = other.execute("PRAGMA data_version").fetchone()
             again = await store.apply(
                 CALL, "participant_joined", answered, event_id=event_id, room_finished=True
             )
             assert again.duplicate and store.conn.total_changes == changes
+            # (the conflict alone took an AUTOINCREMENT number: total_changes does not count it)
+            assert other.execute("PRAGMA data_version").fetchone() == version
+        other.close()
         call = await store.get_call(CALL)
         assert call is not None and call.status is Status.IN_PROGRESS
         assert call.room_finished_at is None
