@@ -1,0 +1,104 @@
+"""ServerProcess forks its servers from a Python that has imported the server
+(tests/processes.py): what such a process sees is what `python -c launcher` saw."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.processes import ROOT, ForkedProcess, ServerProcess
+
+# What a launcher's process sees of how it was started, written to its log as JSON.
+SEEN = f"""
+import json, os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import server
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+print(json.dumps({{
+    "cwd": os.getcwd(),
+    "environ": dict(os.environ),
+    "fds": [fd for fd in fds if os.path.exists(f"/proc/self/fd/{{fd}}")],
+    "stdin": os.readlink("/proc/self/fd/0"),
+    "argv": sys.argv,
+    "main": __name__,
+    "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM,
+                                                   signal.SIGCHLD, signal.SIGPIPE)],
+    "umask": os.umask(0o022),
+    "threads": __import__("threading").active_count(),
+}}))
+sys.stdout.flush()
+sys.exit(int(os.environ["EXIT_WITH"]))
+"""
+
+
+def _seen(log: Path) -> dict[str, object]:
+    seen: dict[str, object] = json.loads(log.read_text().splitlines()[-1])
+    return seen
+
+
+def test_a_forked_server_process_sees_what_a_fresh_one_did(tmp_path: Path) -> None:
+    forked_dir, fresh_dir = tmp_path / "forked", tmp_path / "fresh"
+    forked_dir.mkdir()
+    fresh_dir.mkdir()
+    server = ServerProcess(forked_dir, "seen", {"EXIT_WITH": "3"}, launcher=SEEN)
+    try:
+        assert isinstance(server.proc, ForkedProcess)
+        assert server.proc.wait(timeout=30) == 3
+        assert server.proc.poll() == 3
+        forked = _seen(server.log_path)
+    finally:
+        server.stop()
+    # The same launcher as ServerProcess ran it before: its own interpreter, same environment.
+    env = dict(forked["environ"])  # type: ignore[call-overload]
+    with open(fresh_dir / "seen.log", "ab") as log:
+        fresh_proc = subprocess.run(
+            [sys.executable, "-c", SEEN],
+            cwd=fresh_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+            check=False,
+        )
+    assert fresh_proc.returncode == 3
+    fresh = _seen(fresh_dir / "seen.log")
+    assert forked["cwd"] == str(forked_dir) and fresh["cwd"] == str(fresh_dir)
+    del forked["cwd"], fresh["cwd"]
+    assert forked == fresh
+    assert forked["fds"] == [0, 1, 2] and forked["stdin"] == "/dev/null"
+
+
+def test_a_killed_forked_server_process_ends_by_its_signal(tmp_path: Path) -> None:
+    hangs = f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import server; time.sleep(60)"
+    server = ServerProcess(tmp_path, "killed", {}, launcher=hangs)
+    try:
+        assert server.proc.poll() is None
+        try:
+            server.proc.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            raise AssertionError("a process asleep for a minute ended")
+        server.proc.send_signal(signal.SIGKILL)
+        assert server.proc.wait(timeout=10) == -signal.SIGKILL
+        server.proc.kill()  # reaped: nothing is signalled
+    finally:
+        server.stop()
+
+
+def test_a_server_process_with_its_own_python_settings_is_started_afresh(
+    tmp_path: Path,
+) -> None:
+    """PYTHON* and locale variables are read as Python starts: a forked child, started long
+    before, would not have them."""
+    server = ServerProcess(
+        tmp_path, "afresh", {"EXIT_WITH": "0", "PYTHONTZPATH": "/nowhere"}, launcher=SEEN
+    )
+    try:
+        assert isinstance(server.proc, subprocess.Popen)
+        assert server.proc.wait(timeout=60) == 0
+    finally:
+        server.stop()
