@@ -357,23 +357,26 @@ class SandboxProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
         env = base | {"LIVEKIT_API_KEY": api_key, "LIVEKIT_API_SECRET": api_secret}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandbox",
-                "--port",
-                str(self.port),
-                "--webhook-url",
-                webhook_url,
-                "--time-scale",
-                str(time_scale),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        args = ["--port", str(self.port), "--webhook-url", webhook_url]
+        args += ["--time-scale", str(time_scale)]
+        # `python -m sandbox`, forked as servers are (ServerProcess): runpy sets sys.argv[0]
+        # to sandbox/__main__.py as -m did.
+        as_main = (
+            f"import runpy, sys; sys.argv = ['-m', *{args!r}];"
+            " runpy.run_module('sandbox', run_name='__main__', alter_sys=True)"
         )
+        self.proc: subprocess.Popen[bytes] | ForkedProcess
+        forked = _forked_if_alike(as_main, ROOT, env, self.log_path)
+        if forked is not None:
+            self.proc = forked
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sandbox", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 30) -> None:
         async with asyncio.timeout(timeout):
