@@ -158,14 +158,16 @@ def serve():
 asked = serve()
 os.chdir(asked["cwd"])
 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-log = os.open(asked["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-os.dup2(log, 1)
-os.dup2(log, 2)
+os.dup2(os.open(asked["out"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), 1)
+if asked["err"] == asked["out"]:
+    os.dup2(1, 2)
+else:
+    os.dup2(os.open(asked["err"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), 2)
 os.closerange(3, os.sysconf("SC_OPEN_MAX"))
 os.environ.clear()
 os.environ.update(asked["env"])
 time.tzset()
-del asked["env"], log
+del asked["env"]
 exec(compile(asked["launcher"], "<string>", "exec"), {{"__name__": "__main__"}})
 """
 
@@ -236,8 +238,12 @@ class _Forker:
         assert line, f"the server forker exited ({self._proc.poll()})"
         return json.loads(line)
 
-    def start(self, launcher: str, cwd: Path, env: dict[str, str], log: Path) -> ForkedProcess:
-        pid = self._ask(op="fork", launcher=launcher, cwd=str(cwd), env=env, log=str(log))
+    def start(
+        self, launcher: str, cwd: Path, env: dict[str, str], out: Path, err: Path
+    ) -> ForkedProcess:
+        pid = self._ask(
+            op="fork", launcher=launcher, cwd=str(cwd), env=env, out=str(out), err=str(err)
+        )
         assert isinstance(pid, int), pid
         return ForkedProcess(self, pid, [sys.executable, "-c", launcher])
 
@@ -255,10 +261,11 @@ _forker: _Forker | None = None
 
 
 def _forked_if_alike(
-    launcher: str, cwd: Path, env: dict[str, str], log: Path
+    launcher: str, cwd: Path, env: dict[str, str], log: Path, err: Path | None = None
 ) -> ForkedProcess | None:
-    """`launcher` forked from the worker's forker; None (to be started afresh) when `env`
-    differs from the worker's in what Python reads as it starts."""
+    """`launcher` forked from the worker's forker, its stdout to `log` and its stderr too (or
+    to `err`); None (to be started afresh) when `env` differs from the worker's in what Python
+    reads as it starts."""
     global _forker
     ours = os.environ
     changed = {k for k in env.keys() | ours.keys() if env.get(k) != ours.get(k)}
@@ -266,7 +273,28 @@ def _forked_if_alike(
         return None
     if _forker is None:
         _forker = _Forker()
-    return _forker.start(launcher, cwd, env, log)
+    return _forker.start(launcher, cwd, env, log, err or log)
+
+
+def _as_launcher(argv: list[str]) -> str | None:
+    """`argv`'s Python source to run in a forked child, when it is `python server.py ...`
+    (sys.argv and sys.path as the script's, runpy.run_path) or `python -m sandbox...`
+    (runpy.run_module, as -m); None for any other command."""
+    if len(argv) < 2 or argv[0] != sys.executable:
+        return None
+    if argv[1] == str(ROOT / "server.py"):
+        root = str(ROOT)
+        return (
+            f"import runpy, sys; sys.argv = {argv[1:]!r};"
+            f" sys.path[:] = [{root!r}, *(p for p in sys.path if p not in ('', {root!r}))];"
+            f" runpy.run_path({argv[1]!r}, run_name='__main__')"
+        )
+    if len(argv) >= 3 and argv[1] == "-m" and argv[2] in ("sandbox", "sandbox.receiver"):
+        return (
+            f"import runpy, sys; sys.argv = ['-m', *{argv[3:]!r}];"
+            f" runpy.run_module({argv[2]!r}, run_name='__main__', alter_sys=True)"
+        )
+    return None
 
 
 class ServerProcess:
@@ -404,10 +432,31 @@ class SandboxProcess:
         self._log.close()
 
 
+def _text_of(path: Path) -> str:
+    """What a process wrote to `path`, decoded as subprocess's text mode does."""
+    return path.read_text() if path.exists() else ""
+
+
 def run_to_end(
     argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """`argv` run to its end in `cwd` with exactly `env`, its output kept as text."""
+    """`argv` run to its end in `cwd` with exactly `env`, its output kept as text. The server
+    and the sandbox are forked, as ServerProcess's are (_as_launcher)."""
+    launcher = _as_launcher(argv)
+    if launcher is not None:
+        with tempfile.TemporaryDirectory(prefix="run-to-end-") as kept:
+            out, err = Path(kept, "stdout"), Path(kept, "stderr")
+            forked = _forked_if_alike(launcher, cwd, env, out, err)
+            if forked is not None:
+                try:
+                    code = forked.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    forked.kill()
+                    forked.wait()
+                    raise subprocess.TimeoutExpired(
+                        argv, timeout, _text_of(out), _text_of(err)
+                    ) from None
+                return subprocess.CompletedProcess(argv, code, _text_of(out), _text_of(err))
     return subprocess.run(
         argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )

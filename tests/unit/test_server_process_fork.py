@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from tests.processes import ROOT, ForkedProcess, ServerProcess
+import pytest
+
+from tests import processes
+from tests.processes import ROOT, ForkedProcess, ServerProcess, run_to_end
 
 # What a launcher's process sees of how it was started, written to its log as JSON.
 SEEN = f"""
@@ -102,3 +107,34 @@ def test_a_server_process_with_its_own_python_settings_is_started_afresh(
         assert server.proc.wait(timeout=60) == 0
     finally:
         server.stop()
+
+
+def test_server_py_run_to_its_end_forked_answers_as_run_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_to_end forks `python server.py`: the exit code, stdout and stderr of the same
+    runs afresh (its help, its one line for a refused setting and for an argument)."""
+    forked_runs: list[object] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> ForkedProcess | None:
+        forked_runs.append(forking(*args, **kwargs))
+        return forked_runs[-1]  # type: ignore[return-value]
+
+    forking = processes._forked_if_alike
+    monkeypatch.setattr(processes, "_forked_if_alike", recorded)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CALLS_"))}
+    env.update(SANDBOX_PORT="0", CONFIG_PATH=str(tmp_path / "config.json"))
+    for args, more in (["--help"], {}), ([], {"PORT": "abc"}), (["--port", "8001"], {}):
+        argv = [sys.executable, str(ROOT / "server.py"), *args]
+        forked = run_to_end(argv, tmp_path, env | more, timeout=30)
+        fresh = subprocess.run(
+            argv, cwd=tmp_path, env=env | more, capture_output=True, text=True, check=False
+        )
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode,
+            fresh.stdout,
+            fresh.stderr,
+        ), args
+        assert forked.returncode in (0, 2) and (forked.stdout or forked.stderr), args
+    assert len(forked_runs) == 3
+    assert all(isinstance(run, ForkedProcess) for run in forked_runs)
