@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -297,6 +297,20 @@ def _as_launcher(argv: list[str]) -> str | None:
     return None
 
 
+def python_c(
+    launcher: str, cwd: Path, env: dict[str, str], log_path: Path, log: IO[bytes]
+) -> subprocess.Popen[bytes] | ForkedProcess:
+    """`python -c launcher` in `cwd` with exactly `env`, its stdout and stderr appended to
+    `log_path` (open as `log`): forked from the worker's forker, or afresh when `env`
+    differs from the worker's in what Python reads as it starts."""
+    forked = _forked_if_alike(launcher, cwd, env, log_path)
+    if forked is not None:
+        return forked
+    return subprocess.Popen(
+        [sys.executable, "-c", launcher], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
 class ServerProcess:
     """`python server.py` (or `launcher`, Python source) with `env` on a free loopback port.
 
@@ -326,18 +340,7 @@ class ServerProcess:
             "SANDBOX_PORT": "0",
         }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc: subprocess.Popen[bytes] | ForkedProcess
-        forked = _forked_if_alike(launcher, workdir, full_env | env, self.log_path)
-        if forked is not None:
-            self.proc = forked
-        else:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", launcher],
-                cwd=workdir,
-                env=full_env | env,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = python_c(launcher, workdir, full_env | env, self.log_path, self._log)
 
     async def wait_ready(
         self, session: aiohttp.ClientSession, timeout: float = 30, path: str = "/readyz"

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.processes import free_port
+from tests.processes import free_port, python_c
 from tests.reliability.conftest import Figures, LogGuard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,18 +65,12 @@ class ServerProcess:
         }
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # cwd: a directory with no .env, so only this environment configures the server.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER],
-            cwd=tmp_path,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # As `nohup` starts it: SIGHUP ignored, which exec keeps; else as a terminal does,
-            # whatever this test run inherited (run under nohup, every server was).
-            preexec_fn=lambda: signal.signal(
-                signal.SIGHUP, signal.SIG_IGN if nohup else signal.SIG_DFL
-            ),
-        )
+        # As `nohup` starts it: SIGHUP ignored (which exec keeps) before Python starts the
+        # server; else as a terminal does, whatever this test run inherited (run under nohup,
+        # every server was).
+        hup = "SIG_IGN" if nohup else "SIG_DFL"
+        launcher = f"import signal; signal.signal(signal.SIGHUP, signal.{hup}){LAUNCHER}"
+        self.proc = python_c(launcher, tmp_path, env, self.log_path, self._log)
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 30) -> None:
