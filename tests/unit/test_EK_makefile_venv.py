@@ -112,3 +112,25 @@ def test_make_alone_lists_the_targets_and_makes_nothing(tmp_path: Path) -> None:
         "run", "test", "lint", "typecheck", "pytest", "agent", "sandbox", "bench", "clean"
     ]  # fmt: skip
     assert not (tmp_path / ".venv").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_test_runs_mypy_at_the_lowest_priority_and_typecheck_as_is(tmp_path: Path) -> None:
+    """`make test` runs mypy beside the suite under `nice -n 19` (its CPU in the time the
+    suite leaves a core idle, not taken from the workers); `make typecheck` runs it plain."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    (tmp_path / ".venv" / ".installed").touch()  # installed, newer than pyproject.toml
+
+    planned = run_make(tmp_path, "-n", "test")
+    alone = run_make(tmp_path, "-n", "typecheck")
+
+    assert planned.returncode == 0 and alone.returncode == 0, planned.stderr + alone.stderr
+    assert "nice -n 19 .venv/bin/mypy" in planned.stdout.splitlines(), planned.stdout
+    assert any(
+        line.startswith("PYTHONDONTWRITEBYTECODE= .venv/bin/pytest -n")
+        for line in planned.stdout.splitlines()
+    ), planned.stdout
+    assert alone.stdout.splitlines() == [".venv/bin/mypy"]
