@@ -1901,23 +1901,17 @@ def record_report(
                 row=None if redated else call,
             )
         )
+
+    def noted(row: Row) -> Program[Applied]:
+        """The report's line in its call's timeline, changing no status: `row` is the call
+        as this transaction left it."""
+        return apply(
+            d, call_id, kind, _no_change, None, detail, False, now, lease_s, holder=holder, row=row
+        )
+
     if report.kind == "do_not_call":  # (the list only: its call's row is as read)
         yield from add_dnc(d, [call["phone_number"]], "agent", call_id, now)
-        return (
-            yield from apply(
-                d,
-                call_id,
-                kind,
-                _no_change,
-                None,
-                detail,
-                False,
-                now,
-                lease_s,
-                holder=holder,
-                row=call,
-            )
-        )
+        return (yield from noted(call))
     if report.kind == "amd" and report.amd is not None:
         rows = yield Query(
             "UPDATE calls SET amd = ? WHERE call_id = ? RETURNING *",
@@ -1925,21 +1919,7 @@ def record_report(
         )
         known.row = rows[0]  # as the reports after it find it (its line changes no call)
         detail["amd"] = report.amd.category
-        return (
-            yield from apply(
-                d,
-                call_id,
-                kind,
-                _no_change,
-                None,
-                detail,
-                False,
-                now,
-                lease_s,
-                holder=holder,
-                row=rows[0],
-            )
-        )
+        return (yield from noted(rows[0]))
     if report.kind == "final" and report.final is not None:
         final = report.final
         rows = yield Query(
@@ -1948,19 +1928,7 @@ def record_report(
             (final.model_dump_json(), now, final.ended_by, call_id),
         )
         detail["turns"] = len(final.transcript)
-        applied = yield from apply(
-            d,
-            call_id,
-            kind,
-            _no_change,
-            None,
-            detail,
-            False,
-            now,
-            lease_s,
-            holder=holder,
-            row=rows[0],
-        )
+        applied = yield from noted(rows[0])
         if applied.after is None:  # the row is locked since the first read: never
             return applied
         events = yield from _add_events(
