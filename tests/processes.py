@@ -171,9 +171,29 @@ del asked["env"]
 exec(compile(asked["launcher"], "<string>", "exec"), {{"__name__": "__main__"}})
 """
 
-# What Python reads as it starts (a forked child started long ago): a server process whose
-# environment differs from the worker's in one of these is started afresh.
-_READ_AT_START = ("PYTHON", "LANG", "LC_", "LANGUAGE")
+# What Python reads as it starts, and what importing the server reads (the TLS context
+# aiohttp makes on import: OpenSSL's SSL_CERT_FILE/DIR, ssl's SSLKEYLOGFILE; the switches to
+# pure-Python code of aiohttp, yarl, multidict, frozenlist, propcache; prometheus_client's
+# multiprocess mode; pydantic's plugins; protobuf's implementation): a forked child was started
+# long ago and imported the server then, so a server process whose environment differs from
+# the worker's in one of these is started afresh.
+_READ_AT_START = (
+    "PYTHON",
+    "LANG",
+    "LC_",
+    "LANGUAGE",
+    "SSL_CERT_",
+    "SSLKEYLOGFILE",
+    "AIOHTTP_",
+    "YARL_",
+    "MULTIDICT_",
+    "FROZENLIST_",
+    "PROPCACHE_",
+    "PROMETHEUS_",
+    "prometheus_multiproc_dir",
+    "PYDANTIC_",
+    "PROTOCOL_BUFFERS_",
+)
 
 
 class ForkedProcess:
@@ -265,7 +285,7 @@ def _forked_if_alike(
 ) -> ForkedProcess | None:
     """`launcher` forked from the worker's forker, its stdout to `log` and its stderr too (or
     to `err`); None (to be started afresh) when `env` differs from the worker's in what Python
-    reads as it starts."""
+    reads as it starts or importing the server reads (_READ_AT_START)."""
     global _forker
     ours = os.environ
     changed = {k for k in env.keys() | ours.keys() if env.get(k) != ours.get(k)}
@@ -302,7 +322,7 @@ def python_c(
 ) -> subprocess.Popen[bytes] | ForkedProcess:
     """`python -c launcher` in `cwd` with exactly `env`, its stdout and stderr appended to
     `log_path` (open as `log`): forked from the worker's forker, or afresh when `env`
-    differs from the worker's in what Python reads as it starts."""
+    differs from the worker's in what Python or the server's import reads (_READ_AT_START)."""
     forked = _forked_if_alike(launcher, cwd, env, log_path)
     if forked is not None:
         return forked

@@ -138,3 +138,45 @@ def test_server_py_run_to_its_end_forked_answers_as_run_afresh(
         assert forked.returncode in (0, 2) and (forked.stdout or forked.stderr), args
     assert len(forked_runs) == 3
     assert all(isinstance(run, ForkedProcess) for run in forked_runs)
+
+
+# What importing the server made of variables it read then: aiohttp's choice of its C
+# extensions, and the certificates of the TLS context it made (its sessions' default).
+IMPORTED = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r})
+import server
+from aiohttp import connector, helpers
+print(json.dumps([helpers.NO_EXTENSIONS, connector._SSL_CONTEXT_VERIFIED.cert_store_stats()]))
+"""
+
+
+@pytest.mark.parametrize("name", ["AIOHTTP_NO_EXTENSIONS", "SSL_CERT_FILE"])
+def test_a_server_process_given_what_the_servers_import_reads_sees_it(
+    tmp_path: Path, name: str
+) -> None:
+    """A forked child imported the server long before, under its forker's environment: one
+    given AIOHTTP_NO_EXTENSIONS went on with aiohttp's C parser, one given SSL_CERT_FILE
+    (a test's own certificate authority) with the system's certificates."""
+    no_certificates = tmp_path / "none.pem"
+    no_certificates.write_text("")
+    value = {"AIOHTTP_NO_EXTENSIONS": "1", "SSL_CERT_FILE": str(no_certificates)}[name]
+    server = ServerProcess(tmp_path, "imported", {name: value}, launcher=IMPORTED)
+    try:
+        assert server.proc.wait(timeout=60) == 0, server.logs()
+        seen = json.loads(server.logs().splitlines()[-1])
+    finally:
+        server.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(processes._OWN_PREFIXES)}
+    fresh = subprocess.run(
+        [sys.executable, "-c", IMPORTED],
+        cwd=tmp_path,
+        env=env | {name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert seen == json.loads(fresh.stdout.splitlines()[-1])
+    no_extensions, certificates = seen
+    assert no_extensions if name == "AIOHTTP_NO_EXTENSIONS" else certificates["x509_ca"] == 0
