@@ -176,7 +176,7 @@ exec(compile(asked["launcher"], "<string>", "exec"), {{"__name__": "__main__"}})
 # pure-Python code of aiohttp, yarl, multidict, frozenlist, propcache; prometheus_client's
 # multiprocess mode; pydantic's plugins; protobuf's implementation): a forked child was started
 # long ago and imported the server then, so a server process whose environment differs from
-# the worker's in one of these is started afresh.
+# its forker's in one of these is started afresh.
 _READ_AT_START = (
     "PYTHON",
     "LANG",
@@ -238,11 +238,12 @@ class _Forker:
     """The worker's forker process (_FORKER), started when a test first needs a server."""
 
     def __init__(self) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
+        # What it started with: what its children were given of _READ_AT_START.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
         self._proc = subprocess.Popen(
             [sys.executable, "-c", _FORKER],
             cwd=ROOT,
-            env=base,
+            env=self.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -284,15 +285,16 @@ def _forked_if_alike(
     launcher: str, cwd: Path, env: dict[str, str], log: Path, err: Path | None = None
 ) -> ForkedProcess | None:
     """`launcher` forked from the worker's forker, its stdout to `log` and its stderr too (or
-    to `err`); None (to be started afresh) when `env` differs from the worker's in what Python
-    reads as it starts or importing the server reads (_READ_AT_START)."""
+    to `err`); None (to be started afresh) when `env` differs from the forker's (the worker's
+    environment when it first needed one, not now) in what Python reads as it starts or
+    importing the server reads (_READ_AT_START)."""
     global _forker
-    ours = os.environ
-    changed = {k for k in env.keys() | ours.keys() if env.get(k) != ours.get(k)}
-    if any(k.startswith(_READ_AT_START) for k in changed):
-        return None
     if _forker is None:
         _forker = _Forker()
+    started = _forker.env
+    changed = {k for k in env.keys() | started.keys() if env.get(k) != started.get(k)}
+    if any(k.startswith(_READ_AT_START) for k in changed):
+        return None
     return _forker.start(launcher, cwd, env, log, err or log)
 
 
@@ -322,7 +324,7 @@ def python_c(
 ) -> subprocess.Popen[bytes] | ForkedProcess:
     """`python -c launcher` in `cwd` with exactly `env`, its stdout and stderr appended to
     `log_path` (open as `log`): forked from the worker's forker, or afresh when `env`
-    differs from the worker's in what Python or the server's import reads (_READ_AT_START)."""
+    differs from the forker's in what Python or the server's import reads (_READ_AT_START)."""
     forked = _forked_if_alike(launcher, cwd, env, log_path)
     if forked is not None:
         return forked

@@ -180,3 +180,29 @@ def test_a_server_process_given_what_the_servers_import_reads_sees_it(
     assert seen == json.loads(fresh.stdout.splitlines()[-1])
     no_extensions, certificates = seen
     assert no_extensions if name == "AIOHTTP_NO_EXTENSIONS" else certificates["x509_ca"] == 0
+
+
+def test_a_server_process_is_forked_only_from_a_forker_started_as_it_would_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's forker starts with the worker's environment of the moment it is first
+    needed: within a test that set PYTHONHASHSEED (or LC_ALL, PYTHONUTF8...), its later
+    server processes, started without it, were forked from an interpreter started with it."""
+    flags = "import sys; print(sys.flags.hash_randomization)"
+    before = processes._forker
+    monkeypatch.setattr(processes, "_forker", None)
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    seen = []
+    try:
+        for name in ("with", "without"):
+            server = ServerProcess(tmp_path, name, {}, launcher=flags)
+            try:
+                assert server.proc.wait(timeout=60) == 0, server.logs()
+                seen.append(server.logs().split())
+            finally:
+                server.stop()
+            monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    finally:
+        if processes._forker not in (None, before):
+            processes._forker.stop()
+    assert seen == [["0"], ["1"]]
