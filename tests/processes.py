@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import select
 import shutil
 import socket
@@ -128,14 +129,15 @@ def free_port() -> int:
 
 
 # The parent of the server processes of a test worker: a Python that has imported the server,
-# and forks one child per server process, which takes its working directory, environment and
-# log, then runs its launcher as `python -c` would (the imports before `import server` in a
+# and forks one child per server process, which takes its working directory, environment, log,
+# and the umask and resource limits the worker has now (a fixture's os.umask, a test's setrlimit),
+# then runs its launcher as `python -c` would (the imports before `import server` in a
 # launcher patch what is looked up as the server runs, as they did before it was imported).
 # A fresh interpreter spent ~0.7 s of CPU importing the server before it served: some 80
 # server processes a run, 6 workers' time. It reaps a child only when asked to (the worker
 # has seen it end on its pidfd), so that a pid signalled is never another process's.
 _FORKER = f"""
-import json, os, sys, threading, time
+import json, os, resource, sys, threading, time
 sys.path.insert(0, {str(ROOT)!r})
 import server
 
@@ -168,6 +170,10 @@ os.environ.clear()
 os.environ.update(asked["env"])
 time.tzset()
 del asked["env"]
+os.umask(asked["umask"])
+for name, limits in asked["limits"].items():
+    if resource.getrlimit(getattr(resource, name)) != tuple(limits):
+        resource.setrlimit(getattr(resource, name), limits)
 exec(compile(asked["launcher"], "<string>", "exec"), {{"__name__": "__main__"}})
 """
 
@@ -194,6 +200,20 @@ _READ_AT_START = (
     "PYDANTIC_",
     "PROTOCOL_BUFFERS_",
 )
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise AssertionError("no Umask in /proc/self/status")
+
+
+def _limits() -> dict[str, tuple[int, int]]:
+    """This process's resource limits (ulimit), by name."""
+    names = (name for name in dir(resource) if name.startswith("RLIMIT_"))
+    return {name: resource.getrlimit(getattr(resource, name)) for name in names}
 
 
 class ForkedProcess:
@@ -263,7 +283,14 @@ class _Forker:
         self, launcher: str, cwd: Path, env: dict[str, str], out: Path, err: Path
     ) -> ForkedProcess:
         pid = self._ask(
-            op="fork", launcher=launcher, cwd=str(cwd), env=env, out=str(out), err=str(err)
+            op="fork",
+            launcher=launcher,
+            cwd=str(cwd),
+            env=env,
+            out=str(out),
+            err=str(err),
+            umask=_umask(),
+            limits=_limits(),
         )
         assert isinstance(pid, int), pid
         return ForkedProcess(self, pid, [sys.executable, "-c", launcher])

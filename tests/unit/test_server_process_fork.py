@@ -206,3 +206,32 @@ def test_a_server_process_is_forked_only_from_a_forker_started_as_it_would_be(
         if processes._forker not in (None, before):
             processes._forker.stop()
     assert seen == [["0"], ["1"]]
+
+
+def test_a_server_process_has_the_umask_and_limits_the_worker_has_as_it_starts(
+    tmp_path: Path,
+) -> None:
+    """A forked child had its forker's umask and resource limits, the worker's when it first
+    needed a server: a test's os.umask(0o077) or RLIMIT_CORE, which a server started
+    afresh took on, was not taken, and the first test to need a server gave its own to every
+    later one."""
+    import resource
+
+    said = "import os, resource; print(os.umask(0), resource.getrlimit(resource.RLIMIT_CORE))"
+    first = ServerProcess(tmp_path, "first", {}, launcher=said)  # the forker is up by now
+    first.proc.wait(timeout=60)
+    first.stop()
+    umask = os.umask(0o077)
+    core = resource.getrlimit(resource.RLIMIT_CORE)
+    soft = 1 << 20 if core[1] == resource.RLIM_INFINITY else min(core[1], 1 << 20)
+    resource.setrlimit(resource.RLIMIT_CORE, (soft, core[1]))
+    try:
+        server = ServerProcess(tmp_path, "server", {}, launcher=said)
+        try:
+            assert server.proc.wait(timeout=60) == 0, server.logs()
+        finally:
+            server.stop()
+    finally:
+        os.umask(umask)
+        resource.setrlimit(resource.RLIMIT_CORE, core)
+    assert server.logs().strip() == f"{0o077} ({soft}, {core[1]})"
