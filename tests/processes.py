@@ -174,7 +174,17 @@ os.umask(asked["umask"])
 for name, limits in asked["limits"].items():
     if resource.getrlimit(getattr(resource, name)) != tuple(limits):
         resource.setrlimit(getattr(resource, name), limits)
-exec(compile(asked["launcher"], "<string>", "exec"), {{"__name__": "__main__"}})
+
+def as_python_c():
+    # The launcher runs in the __main__ module, as `python -c` runs it, with none of the
+    # forker's names left in it.
+    code = compile(asked["launcher"], "<string>", "exec")
+    main = vars(sys.modules["__main__"])
+    for name in [name for name in main if not name.startswith("__")]:
+        del main[name]
+    return code, main
+
+exec(*as_python_c())
 """
 
 # What Python reads as it starts, and what importing the server reads (the TLS context

@@ -33,6 +33,8 @@ print(json.dumps({{
                                                    signal.SIGCHLD, signal.SIGPIPE)],
     "umask": os.umask(0o022),
     "threads": __import__("threading").active_count(),
+    "__main__": sorted(vars(sys.modules["__main__"])),
+    "__main__ is the launcher's": vars(sys.modules["__main__"]) is globals(),
 }}))
 sys.stdout.flush()
 sys.exit(int(os.environ["EXIT_WITH"]))
