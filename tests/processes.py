@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -235,6 +236,9 @@ class ForkedProcess:
         self.args = args
         self.returncode: int | None = None
         self._pidfd = os.pidfd_open(pid)
+        # One thread at a time looks and reaps (as Popen's _waitpid_lock): two that saw the
+        # pidfd readable both asked the forker to reap, and the second reap ended the forker.
+        self._reaping = threading.Lock()
 
     def poll(self) -> int | None:
         return self._ended(0)
@@ -246,12 +250,19 @@ class ForkedProcess:
         return code
 
     def _ended(self, timeout: float | None) -> int | None:
-        if self.returncode is None:
-            readable, _, _ = select.select([self._pidfd], [], [], timeout)
-            if readable:
-                self.returncode = self._forker.reap(self.pid)
-                os.close(self._pidfd)
-        return self.returncode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._reaping.acquire(timeout=-1 if timeout is None else timeout):
+            return self.returncode  # another thread is looking: not ended as far as known
+        try:
+            if self.returncode is None:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                readable, _, _ = select.select([self._pidfd], [], [], left)
+                if readable:
+                    self.returncode = self._forker.reap(self.pid)
+                    os.close(self._pidfd)
+            return self.returncode
+        finally:
+            self._reaping.release()
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:  # not reaped: its pid is still its own

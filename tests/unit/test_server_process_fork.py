@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,36 @@ def test_a_server_process_has_the_umask_and_limits_the_worker_has_as_it_starts(
         os.umask(umask)
         resource.setrlimit(resource.RLIMIT_CORE, core)
     assert server.logs().strip() == f"{0o077} ({soft}, {core[1]})"
+
+
+def test_a_forked_server_process_waited_on_by_two_threads_is_reaped_once(tmp_path: Path) -> None:
+    """Two threads waiting on one forked process (a test's own wait beside a fixture's stop)
+    both saw its pidfd readable and both asked the forker to reap it: the second reap of a pid
+    already reaped ended the forker, and every later server of the worker with it. As
+    Popen's, one thread reaps; the other gets the same code."""
+    ends = "import time; time.sleep(0.3)"
+    for n in range(5):  # the two must wake together; each run gives them a chance
+        proc = _forked(ends, tmp_path, f"{n}.log")
+        barrier = threading.Barrier(2)
+        codes: list[int] = []
+
+        def wait(
+            p: ForkedProcess = proc, b: threading.Barrier = barrier, got: list[int] = codes
+        ) -> None:
+            b.wait()
+            got.append(p.wait(timeout=10))
+
+        threads = [threading.Thread(target=wait) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=15)
+        assert codes == [0, 0]
+    assert _forked("pass", tmp_path, "after.log").wait(timeout=10) == 0  # the forker lives
+
+
+def _forked(launcher: str, tmp_path: Path, name: str) -> ForkedProcess:
+    with (tmp_path / name).open("ab") as log:
+        proc = processes.python_c(launcher, tmp_path, dict(os.environ), tmp_path / name, log)
+    assert isinstance(proc, ForkedProcess)
+    return proc
