@@ -214,6 +214,16 @@ def _process_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+def _until_stopped(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait until each of `pids` has taken its SIGSTOP (stopped, or gone: a zombie or none)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _process_state(pid) not in ("T", "t", "Z", "X", None):
+            if time.monotonic() > deadline:
+                raise PostgresClusterError(f"frozen(): process {pid} did not stop")
+            time.sleep(0.001)
+
+
 def _is_alive(pid: int) -> bool:
     if Path("/proc").is_dir():
         # A zombie has exited already; it only waits for a parent that may never reap it
@@ -441,10 +451,15 @@ class PostgresCluster:
         os.kill(pid, signal.SIGSTOP)
         stopped = [pid]
         try:
+            # A signal is taken when its process next runs: a postmaster on the other core
+            # could fork a child after the listing, and a child read as running (R) had not
+            # stopped yet (a loaded CI machine: {'R', 'T'} just after the freeze).
+            _until_stopped([pid])
             for child in _children_of(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGSTOP)
                     stopped.append(child)
+            _until_stopped(stopped)
             yield
         finally:
             for each in reversed(stopped):

@@ -129,19 +129,21 @@ async def test_a_frozen_cluster_whose_backend_died_meanwhile_is_all_continued(
     children after it stopped: every later test on that cluster timed out (CI, stop 49). The
     reaping is made certain here: the postmaster runs alone until the killed backend is gone."""
     conn = await asyncpg.connect(postgres_dsn)
-    backend = await conn.fetchval("SELECT pg_backend_pid()")
-    postmaster = int((postgres_cluster.data_dir / "postmaster.pid").read_text().split()[0])
-    with postgres_cluster.frozen():
-        stopped = [postmaster, *pg_cluster._children_of(postmaster)]
-        assert {pg_cluster._process_state(pid) for pid in stopped} == {"T"}
-        os.kill(backend, signal.SIGKILL)
-        os.kill(postmaster, signal.SIGCONT)  # it reaps the backend as soon as it runs
-        deadline = time.monotonic() + 10.0
-        while pg_cluster._process_state(backend) is not None:
-            assert time.monotonic() < deadline, "the killed backend was not reaped"
-            time.sleep(0.01)
-        os.kill(postmaster, signal.SIGSTOP)
-    conn.terminate()
+    try:  # (left open by a failure, it failed the worker's next test as a ResourceWarning)
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        postmaster = int((postgres_cluster.data_dir / "postmaster.pid").read_text().split()[0])
+        with postgres_cluster.frozen():
+            stopped = [postmaster, *pg_cluster._children_of(postmaster)]
+            assert {pg_cluster._process_state(pid) for pid in stopped} == {"T"}
+            os.kill(backend, signal.SIGKILL)
+            os.kill(postmaster, signal.SIGCONT)  # it reaps the backend as soon as it runs
+            deadline = time.monotonic() + 10.0
+            while pg_cluster._process_state(backend) is not None:
+                assert time.monotonic() < deadline, "the killed backend was not reaped"
+                time.sleep(0.01)
+            os.kill(postmaster, signal.SIGSTOP)
+    finally:
+        conn.terminate()
     for pid in stopped:
         assert pg_cluster._process_state(pid) in (None, "R", "S", "D", "Z"), pid
     deadline = time.monotonic() + 30.0
