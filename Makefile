@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo 'make run        start the server on http://127.0.0.1:8000 with the embedded LiveKit sandbox'
 	@echo '                (no credentials, no real phone called; PORT=8001 SANDBOX_PORT=0 make run beside another)'
-	@echo 'make test       ruff, mypy (strict) and the whole pytest suite, as CI runs it (about 6 minutes on 2 cores)'
+	@echo 'make test       ruff, mypy (strict) and the whole pytest suite, as CI runs it (about 5 minutes on 2 cores)'
 	@echo 'make lint       ruff check and ruff format --check'
 	@echo 'make typecheck  mypy'
 	@echo 'make pytest     the pytest suite alone, on PYTEST_WORKERS (6) workers'
