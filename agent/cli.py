@@ -31,7 +31,7 @@ from agent.config_source import (
 )
 from agent.plan import plan_session
 from agent.spool import ReportSpool
-from common.calls.models import CallRecord, iso_time
+from common.calls.models import CallRecord
 from common.config_store.store import ConfigStore
 from common.contracts import DispatchMetadata
 from common.settings import (
@@ -44,6 +44,7 @@ from common.settings import (
     ipv6_only_warning,
     load_settings,
 )
+from common.times import iso_time
 
 # The checkout this worker runs from: its `.env` and config.json are read from the working
 # directory, which a systemd unit without WorkingDirectory does not set to it.

@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import stat
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -33,6 +32,7 @@ from common.config_store.model import LANGUAGES
 from common.contracts import REPORTS_PATH
 from common.host_header import is_loopback_host
 from common.masking import CALL_ID_IN_TEXT, CAMPAIGN_ID_IN_TEXT
+from common.times import iso_time
 
 # Clearly-marked development credentials, accepted only by the embedded sandbox.
 DEV_API_KEY = "devkey-sandbox-only"
@@ -1537,8 +1537,7 @@ class TextLogFormatter(logging.Formatter):
         """The line's time in UTC, as the API writes times (`2026-12-08T00:07:00.123Z`): the
         machine's local time, with no zone said, was read as UTC hours off (TZ=Asia/Kolkata:
         05:37 for 00:07 UTC; an hour jumped back and repeated at a DST change)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z"
+        return iso_time(record.created)
 
 
 def configure_logging(settings: Settings) -> None:

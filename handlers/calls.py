@@ -8,13 +8,14 @@ from aiohttp import web
 
 from common.calls.admission import Placement
 from common.calls.errors import FieldError, InvalidCall, request_object
-from common.calls.models import Erasure, IdempotencyClaim, StoredAnswer, iso_time
+from common.calls.models import Erasure, IdempotencyClaim, StoredAnswer
 from common.calls.outcomes import Status
 from common.calls.phone import e164, well_formed_e164
 from common.calls.request import OutboundCall, RequestRules
 from common.calls.views import CallSummary, CallView
 from common.livekit.client import LiveKitError
 from common.storage.paging import Before
+from common.times import iso_time
 from handlers.errors import RETRY_S, HttpError, error_response
 from handlers.http import (
     BEFORE_PARAM,

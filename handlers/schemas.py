@@ -8,10 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
-from common.calls.models import WebhookDelivery, iso_time
+from common.calls.models import WebhookDelivery
 from common.calls.outcomes import Status
 from common.calls.phone import PHONE_SYNTAX
 from common.calls.views import CallSummary, Timestamp
+from common.times import iso_time
 
 
 class ErrorBody(BaseModel):

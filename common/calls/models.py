@@ -6,7 +6,6 @@ about them, and `to_json` is what `GET /calls/{id}` shows (and customer webhooks
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import time
@@ -16,6 +15,7 @@ from typing import Any, Final
 
 from common.calls.outcomes import FINAL_STATUSES, CallState, Change, Status
 from common.contracts import CallReport, TranscriptTurn
+from common.times import iso_time
 
 # How long after a call ended its agent's final report may still come (post-call analysis
 # runs after the call); after that, a call with none shows report_status "unavailable" (at
@@ -149,14 +149,6 @@ class AttemptRef:
     campaign_id: str
     idx: int
     attempt: int
-
-
-def iso_time(at: float | None) -> str | None:
-    """Unix seconds as an ISO 8601 UTC string with milliseconds (None stays None)."""
-    if at is None:
-        return None
-    stamp = datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

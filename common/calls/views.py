@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.calls.outcomes import Status
 from common.contracts import AmdCategory, EndedBy, SuccessVerdict, TranscriptTurn
+from common.times import iso_time
 
 if TYPE_CHECKING:
     from common.calls.models import CallRecord, TimelineEntry
@@ -32,8 +33,6 @@ class TimelineEntryView(BaseModel):
 
     @classmethod
     def of(cls, entry: TimelineEntry) -> TimelineEntryView:
-        from common.calls.models import iso_time
-
         return cls.model_construct(
             event=entry.kind,
             from_=entry.from_status,
@@ -70,8 +69,6 @@ class CallSummary(BaseModel):
 
     @staticmethod
     def fields_of(call: CallRecord) -> dict[str, Any]:
-        from common.calls.models import iso_time
-
         return {
             "call_id": call.call_id,
             "room": call.call_id,
@@ -147,8 +144,6 @@ class CallView(CallSummary):
 
     @classmethod
     def of(cls, call: CallRecord, now: float | None = None) -> CallView:
-        from common.calls.models import iso_time
-
         report = call.report
         return cls.model_construct(
             **CallSummary.fields_of(call),

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from common.calls.models import iso_time
 from common.campaigns.windows import (
     END_OF_DAY,
     CallingWindow,
     after_open_time,
     call_zones,
 )
+from common.times import iso_time
 
 
 class CampaignStatus(StrEnum):

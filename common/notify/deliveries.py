@@ -51,7 +51,6 @@ from common.calls.models import (
     DeliveryOutcome,
     RecordedDelivery,
     WebhookDelivery,
-    iso_time,
 )
 from common.clock_steps import ClockSteps
 from common.descriptors import OUT_OF_DESCRIPTORS, out_of_descriptors
@@ -63,6 +62,7 @@ from common.retry_after import seconds_asked
 from common.settings import MAX_RETRY_DELAY_S, Settings
 from common.storage.base import CallStore, DatabaseError
 from common.text import shown_text
+from common.times import iso_time
 from common.waiting import wait_set
 
 logger = logging.getLogger(__name__)

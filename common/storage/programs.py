@@ -48,7 +48,6 @@ from common.calls.models import (
     StoredAnswer,
     TimelineEntry,
     WebhookDelivery,
-    iso_time,
 )
 from common.calls.outcomes import (
     FINAL_STATUSES,
@@ -76,6 +75,7 @@ from common.storage.base import (
     WindowClosed,
 )
 from common.storage.paging import Before, before_clause
+from common.times import iso_time
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from common.calls.models import (
     RecordedDelivery,
     StoredAnswer,
     TimelineEntry,
-    iso_time,
 )
 from common.calls.outcomes import CallState, Change, Signal, Status, next_state
 from common.notify.deliveries import next_outcome
@@ -40,6 +39,7 @@ from common.storage.paging import Before
 from common.storage.postgres import PostgresCallStore, numbered
 from common.storage.sql import SqlCallStore
 from common.storage.sqlite import SqliteCallStore
+from common.times import iso_time
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
 

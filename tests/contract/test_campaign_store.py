@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from common.calls.models import AttemptRef, DeliveryOutcome, IdempotencyClaim, NewCall, iso_time
+from common.calls.models import AttemptRef, DeliveryOutcome, IdempotencyClaim, NewCall
 from common.calls.outcomes import CallState, Change, Status
 from common.campaigns.model import (
     CampaignSpec,
@@ -41,6 +41,7 @@ from common.storage.postgres import PostgresCallStore, numbered
 from common.storage.programs import SQLITE, Dialect, Program, add_dnc
 from common.storage.sql import SqlCallStore
 from common.storage.sqlite import SqliteCallStore, _drive
+from common.times import iso_time
 from tests.contract.conftest import Backend
 from tests.helpers import FakeClock, every_page
 
