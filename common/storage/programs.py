@@ -1358,28 +1358,25 @@ def lost_sandbox_calls(
 
 def among(d: Dialect, call_ids: list[str], statuses: tuple[str, ...]) -> Program[set[str]]:
     """Which of `call_ids` have a row (in one of `statuses`, if any are given)."""
-    found: set[str] = set()
     where = f" AND status IN ({','.join('?' * len(statuses))})" if statuses else ""
-    for start in range(0, len(call_ids), CHUNK):
-        chunk = call_ids[start : start + CHUNK]
-        rows = yield Query(
-            f"SELECT call_id FROM calls WHERE call_id IN ({','.join('?' * len(chunk))}){where}",  # noqa: S608
-            (*chunk, *statuses),
-        )
-        found.update(_ids(rows))
-    return found
+    return (yield from _among(call_ids, where, statuses))
 
 
 def erased_among(d: Dialect, call_ids: list[str]) -> Program[set[str]]:
     """Which of `call_ids` had their personal data erased on request (their name is gone;
     the retention's erasure keeps names)."""
+    where = " AND data_erased_at IS NOT NULL AND caller_name = ''"
+    return (yield from _among(call_ids, where, ()))
+
+
+def _among(call_ids: list[str], where: str, args: tuple[str, ...]) -> Program[set[str]]:
+    """Which of `call_ids` have a row meeting `where` (its parameters `args`), CHUNK at a time."""
     found: set[str] = set()
     for start in range(0, len(call_ids), CHUNK):
         chunk = call_ids[start : start + CHUNK]
         rows = yield Query(
-            f"SELECT call_id FROM calls WHERE call_id IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            " AND data_erased_at IS NOT NULL AND caller_name = ''",
-            tuple(chunk),
+            f"SELECT call_id FROM calls WHERE call_id IN ({','.join('?' * len(chunk))}){where}",  # noqa: S608
+            (*chunk, *args),
         )
         found.update(_ids(rows))
     return found
