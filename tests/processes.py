@@ -373,12 +373,18 @@ def python_c(
     """`python -c launcher` in `cwd` with exactly `env`, its stdout and stderr appended to
     `log_path` (open as `log`): forked from the worker's forker, or afresh when `env`
     differs from the forker's in what Python or the server's import reads (_READ_AT_START)."""
+    return _forked_or_started([sys.executable, "-c", launcher], launcher, cwd, env, log_path, log)
+
+
+def _forked_or_started(
+    argv: list[str], launcher: str, cwd: Path, env: dict[str, str], log_path: Path, log: IO[bytes]
+) -> subprocess.Popen[bytes] | ForkedProcess:
+    """`launcher` (`argv`'s Python source) forked, or `argv` started afresh (_forked_if_alike),
+    its stdout and stderr appended to `log_path` (open as `log`)."""
     forked = _forked_if_alike(launcher, cwd, env, log_path)
     if forked is not None:
         return forked
-    return subprocess.Popen(
-        [sys.executable, "-c", launcher], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 class ServerProcess:
@@ -461,23 +467,11 @@ class SandboxProcess:
         args = ["--port", str(self.port), "--webhook-url", webhook_url]
         args += ["--time-scale", str(time_scale)]
         # `python -m sandbox`, forked as servers are (ServerProcess): runpy sets sys.argv[0]
-        # to sandbox/__main__.py as -m did.
-        as_main = (
-            f"import runpy, sys; sys.argv = ['-m', *{args!r}];"
-            " runpy.run_module('sandbox', run_name='__main__', alter_sys=True)"
-        )
-        self.proc: subprocess.Popen[bytes] | ForkedProcess
-        forked = _forked_if_alike(as_main, ROOT, env, self.log_path)
-        if forked is not None:
-            self.proc = forked
-        else:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sandbox", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-            )
+        # to sandbox/__main__.py as -m did (_as_launcher).
+        argv = [sys.executable, "-m", "sandbox", *args]
+        launcher = _as_launcher(argv)
+        assert launcher is not None
+        self.proc = _forked_or_started(argv, launcher, ROOT, env, self.log_path, self._log)
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 30) -> None:
         async with asyncio.timeout(timeout):
