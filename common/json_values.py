@@ -6,25 +6,34 @@ to inf, which pydantic writes as null and stdlib JSON as a bare `Infinity` (not 
 surrogate (`"\\ud800"`) cannot be encoded, so no database or log can hold it; a NUL
 (`"\\u0000"`, in a key or a value) is JSON, but PostgreSQL's jsonb refuses it and so does its
 text once a reader takes the value out of the document; a few hundred levels of nesting make
-encoders and decoders recurse past their limits (pydantic stops at 255, reading back sooner).
+encoders and decoders recurse past their limits (pydantic stops at 255, reading back sooner);
+an integer of more than 4,300 digits is written by a process that raised Python's limit on
+them (`PYTHONINTMAXSTRDIGITS=0`), and every other Python process's json.loads refuses the
+whole document holding it (config.json, a dispatch's metadata).
 `check_plain_json` refuses all of these, and values too large, before anything is stored.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 # Deeper is no data anyone reads, and a few hundred levels break JSON encoders downstream.
 MAX_DEPTH: Final = 32
+# The most digits an integer may have for a Python process with the default limit to read it
+# (4,300): what one process writes, every reader of the file must take back.
+MAX_INT_DIGITS: Final = sys.int_info.default_max_str_digits
+_UNREADABLE_INT: Final = 10**MAX_INT_DIGITS
 
 
 def check_plain_json(value: object, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> None:
     """Raise ValueError (its message fit for a client, without the field's name) unless
-    `value` is JSON with string keys, finite numbers and valid Unicode without NUL, nested at
-    most `max_depth` levels and at most `max_bytes` as compact UTF-8 JSON (no spaces: the
-    size a client measures of what it sends compactly)."""
+    `value` is JSON with string keys, finite numbers (integers of at most MAX_INT_DIGITS
+    digits) and valid Unicode without NUL, nested at most `max_depth` levels and at most
+    `max_bytes` as compact UTF-8 JSON (no spaces: the size a client measures of what it sends
+    compactly)."""
     depth, nul, at_least = _shape(value, max_depth, max_bytes)
     if at_least > max_bytes:  # known before the walk (or the encoding) took it all in
         raise ValueError(f"is larger than {max_bytes} bytes as JSON")
@@ -76,6 +85,8 @@ def _shape(value: object, depth_limit: int, size_limit: int) -> tuple[int, bool,
             at_least += max(len(item) - 1, 0)
             children = item
         else:
+            if isinstance(item, int) and abs(item) >= _UNREADABLE_INT:
+                raise ValueError(f"must not hold an integer of more than {MAX_INT_DIGITS} digits")
             at_least += 1
             continue
         at_least += 2  # the brackets

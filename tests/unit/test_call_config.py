@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,31 @@ def test_additional_params_keys_must_be_strings() -> None:
 def test_additional_params_must_be_json_serialisable(params: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="^additional_params must be JSON-serialisable"):
         validate_additional_params(params)
+
+
+def test_an_integer_no_default_python_reads_is_refused_by_a_writer_that_could(
+    config_path: Path,
+) -> None:
+    """The seed's update_config in a process that raised Python's limit on integer digits
+    (PYTHONINTMAXSTRDIGITS=0, sys.set_int_max_str_digits(0)) wrote {"n": 10**5000} (5,001
+    digits, 5 KB: under the 8 KiB limit), and every other process's json.loads refused
+    config.json whole: the seed's load_dynamic_config() read the defaults ('Guest'), and the
+    server's next write set the file aside, every live call's record with it
+    (UnknownCallError for a call still live). Refused before the write, as a NaN is."""
+    ConfigStore(config_path).update("Live Call", call_id="call-live")
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(ValueError, match="more than 4300 digits"):
+            ConfigStore(config_path).update("Script", additional_params={"n": 10**5000})
+        ConfigStore(config_path).update("Script", additional_params={"n": 10**4299})
+    finally:
+        sys.set_int_max_str_digits(limit)
+    reader = ConfigStore(config_path)  # a process with the default limit
+    assert reader.load()["caller_name"] == "Script"
+    assert reader.load(call_id="call-live")["caller_name"] == "Live Call"
+    with pytest.raises(ValueError, match="^additional_params must not hold an integer"):
+        validate_additional_params({"n": -(10**4300)})
 
 
 def test_additional_params_size_limit_is_8_kib_of_utf8_json() -> None:
