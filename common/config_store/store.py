@@ -273,8 +273,15 @@ def _log_updated(record: Mapping[str, Any]) -> None:
         extra={"call_id": call} if call else None,
     )
     if logger.isEnabledFor(logging.DEBUG):  # (instructions run to 4000 characters)
+        # Its call named too: another call's lines may come between the two (the seed's
+        # update_config from threads), and a JSON line without call_id is no call's.
         instructions = str(record.get("agent_instructions", ""))
-        logger.debug("  - Instructions: %s", clip_for_log(redact(instructions)))
+        logger.debug(
+            "  - Instructions%s: %s",
+            f" (call {call})" if call else "",
+            clip_for_log(redact(instructions)),
+            extra={"call_id": call} if call else None,
+        )
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode  # no indent: the C encoder

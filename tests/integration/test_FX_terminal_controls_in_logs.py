@@ -39,12 +39,20 @@ async def test_control_characters_in_instructions_are_logged_escaped(
             }
             async with session.post(f"{server.url}/calls/outbound", json=body) as resp:
                 assert resp.status == 200, await resp.text()
+                call_id = (await resp.json())["call_id"]
     finally:
         server.stop()
-    lines = [line for line in server.logs().splitlines() if "Instructions:" in line]
+    lines = [line for line in server.logs().splitlines() if "- Instructions" in line]
     assert len(lines) == 1, server.logs()
     (line,) = lines
     assert not any(ch in line for ch in CONTROLS), ascii(line)
+    # The line names its call, as the success line before it does: it had no call_id field in
+    # JSON, and in text another call's line could come between the two (the seed's
+    # update_config from threads), the instructions then read as that call's.
+    if log_format == "text":
+        assert f"(call {call_id})" in line
+    else:
+        assert json.loads(line)["call_id"] == call_id
     if log_format == "text":
         shown = "Remind them.\\x1b[1A\\x1b[2K\\x1b]0;pwned\\x07 Be\\x08\\x08 kind\\x9b31m\\x7f"
         assert shown in line
