@@ -522,7 +522,9 @@ def csv_rows(rows: Iterable[CsvRow], refused: Iterable[CsvRow] = ()) -> Iterator
     for row in heapq.merge(rows, refused, key=lambda row: row.number):
         fields: dict[str, Any] = {k: v for k, v in row.fields.items() if v is not None}
         if row.additional_params:
-            fields["additional_params"] = dict(row.additional_params)
+            # Not copied: a copy held each row's other columns twice until the campaign was
+            # stored (54,548 rows of 598 cells, 13 KB each as a dict: 1.58 GB, 1.18 once).
+            fields["additional_params"] = row.additional_params
         yield Row(row.number, "", fields, row.errors)
 
 
