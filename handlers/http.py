@@ -300,7 +300,17 @@ def requires_token(view: View) -> View:
             refuse_web_pages(request)
             refuse_proxied(request)
         else:
-            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            given_headers = request.headers.getall("Authorization", [])
+            if len(given_headers) > 1:
+                # Which one counts? Here it was the first, while a proxy in front may read the
+                # last (or join them): a wrong token beside a right one passed or failed by
+                # their order. Refused, as a repeated Idempotency-Key is.
+                raise HttpError(
+                    401,
+                    "Authorization given more than once: send one",
+                    {"WWW-Authenticate": 'Bearer realm="calls"'},
+                )
+            scheme, _, value = (given_headers[0] if given_headers else "").partition(" ")
             # Header bytes that are not UTF-8 arrive as lone surrogates: surrogateescape gives
             # the bytes back (they never match the token) instead of raising.
             given = value.strip().encode("utf-8", "surrogateescape")

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from agent.config_source import select_config
 from common.calls.models import IdempotencyClaim, NewCall
@@ -166,6 +167,18 @@ async def test_token_required_when_configured(start_app: AppFactory, tmp_path: P
         resp = await client.post("/calls/outbound", json=body, headers=headers)
         assert resp.status == 401
         assert (await resp.json())["error"] == "missing or invalid API token"
+    # The token twice, or beside another: 401 whichever comes first (the first was taken,
+    # and a wrong one after the right one passed).
+    for pair in (
+        ("Bearer s3cret-token", "Bearer wrong"),
+        ("Bearer wrong", "Bearer s3cret-token"),
+        ("Bearer s3cret-token", "Bearer s3cret-token"),
+    ):
+        twice = CIMultiDict([("Authorization", value) for value in pair])
+        resp = await client.post("/calls/outbound", json=body, headers=twice)
+        assert resp.status == 401, pair
+        assert (await resp.json())["error"] == "Authorization given more than once: send one"
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="calls"'
     # 401 comes before anything about the body is looked at.
     resp = await client.post("/calls/outbound", data=b"{nope")
     assert resp.status == 401
