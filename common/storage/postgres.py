@@ -901,7 +901,7 @@ class PostgresCallStore(SqlCallStore):
                     )
                 else:
                     logger.error("calls database unreachable: %s%s", _why(exc), more)
-            if drive.committing:
+            if drive.committing and not _unsent(exc):
                 raise CommitUnknown(
                     f"connection lost while committing ({type(exc).__name__})"
                 ) from None
@@ -1102,5 +1102,21 @@ _MIGRATE_HINTS: dict[type[BaseException], str] = {
 
 
 def _why(exc: BaseException) -> str:
+    if _unsent(exc):
+        return _CUT_OFF
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+# asyncpg's refusal to send on a connection still taking in an error PostgreSQL sent it
+# unasked (its FATAL as a fast shutdown or pg_terminate_backend ends the session, read as the
+# connection sat between two statements): raised before anything is written to the socket.
+_OUT_OF_STEP = "cannot switch to state"
+_CUT_OFF = "its session was ended by PostgreSQL (a restart or shutdown, or a terminated backend)"
+
+
+def _unsent(exc: BaseException) -> bool:
+    """asyncpg refused to send the statement (the connection out of step): nothing of it
+    reached PostgreSQL. A COMMIT so refused was never sent: the transaction is not written
+    (its session ends, and its transaction with it, as the pool terminates the connection)."""
+    return isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith(_OUT_OF_STEP)

@@ -14,9 +14,14 @@ from typing import Any
 import asyncpg
 import pytest
 
+from common.storage.base import CommitUnknown, DatabaseError
 from common.storage.postgres import PostgresCallStore
 
 OUT_OF_STEP = "cannot switch to state 12; another operation (2) is in progress"
+# The COMMIT's own refusal: PostgreSQL's fast shutdown (a restart) sent its FATAL to a session
+# whose transaction had run its statements, and asyncpg, still taking that in, refused to send
+# the COMMIT (seen: 2 of 3 such refusals restarting PostgreSQL twice under 20 loops of writes).
+COMMIT_OUT_OF_STEP = "cannot switch to state 15; another operation (2) is in progress"
 
 
 def _refuse_once(monkeypatch: pytest.MonkeyPatch, method: str) -> list[str]:
@@ -67,5 +72,50 @@ async def test_a_committed_write_whose_connection_fails_its_reset_is_not_reporte
         await store.probe_write("one")  # committed: not CommitUnknown, nor a DatabaseError
         assert refused
         assert await store.count_live() == 0  # the pool opened a fresh connection
+    finally:
+        await store.close()
+
+
+async def test_a_commit_refused_unsent_is_no_commit_of_unknown_outcome(
+    postgres_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncpg refuses a COMMIT before sending it: nothing was committed, and that is known.
+    It was CommitUnknown ('connection lost while committing'), which sends a placement to ask
+    the database for 5 s whether its row was written, and the outage's line was asyncpg's
+    'cannot switch to state 15 …' rather than what happened to the session."""
+    store = await PostgresCallStore.open(postgres_dsn, pool_size=1)
+    try:
+        assert await store.count_live() == 0
+        original = asyncpg.Connection.execute
+        refused: list[str] = []
+
+        async def refusing(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+            if query.strip().upper().startswith("COMMIT") and not refused:
+                refused.append(query)
+                raise asyncpg.InternalClientError(COMMIT_OUT_OF_STEP)
+            return await original(self, query, *args, **kw)
+
+        monkeypatch.setattr(asyncpg.Connection, "execute", refusing)
+        with caplog.at_level(logging.ERROR, logger="common.storage.postgres"):
+            with pytest.raises(DatabaseError) as raised:
+                await store.probe_write("never-committed")
+        assert refused
+        assert not isinstance(raised.value, CommitUnknown)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert lines
+        assert not [line for line in lines if "cannot switch to state" in line]
+        assert any("its session was ended by PostgreSQL" in line for line in lines)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:  # and indeed not written
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM readiness WHERE instance = 'never-committed'"
+                )
+                == 0
+            )
+        finally:
+            await conn.close()
     finally:
         await store.close()
