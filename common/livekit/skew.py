@@ -67,7 +67,7 @@ class LiveKitClock:
         self._least: collections.deque[tuple[float, float]] = collections.deque()
         self._since: float | None = None  # when webhooks started coming without a pause
         # This server's clock against the monotonic clock, from one webhook to the next: a
-        # step (NTP, a VM resumed) the kept lags follow at once.
+        # step forward (NTP, a VM resumed) the kept lags follow at once.
         self._steps = ClockSteps(monotonic)
         self._said = 0  # the distance the log said last (0: none, or they agree)
 
@@ -81,9 +81,12 @@ class LiveKitClock:
         if not self._least:
             self._since = mono
         step = self._steps.step(now)
-        if step is not None and abs(step) > TOLERANCE_S:
+        if step is not None and step > TOLERANCE_S:
             # Stepped forward 10 s (it was 10 s behind), the lags kept from before were 10 s
-            # short: the least of them dated every event 10 s early for 5 minutes.
+            # short: the least of them dated every event 10 s early for 5 minutes. Not moved
+            # back by a step back: a LiveKit that did not step shows it at once (its lag, now
+            # the least), and one on this host that stepped with it (the embedded sandbox) was
+            # read 600 s ahead for 5 minutes after a step back of 10, each event dated so.
             self._least = collections.deque((at, kept + step) for at, kept in self._least)
         lag = now - signed_at
         while self._least and self._least[-1][1] >= lag:
