@@ -2326,7 +2326,17 @@ class CallService:
         own rooms are asked about (another server's live in its own sandbox); on a real
         LiveKit, only calls placed through one (never a sandbox's). When LiveKit
         cannot answer, nothing is settled (once a minute in the log); the next pass asks
-        again."""
+        again.
+
+        Not before this run of the server has run the late grace (REPORTS_RETRY_S): the rooms
+        that went while it was down went with no webhook it could take, and the agents'
+        reports it could not take then are retried up to that far apart. A call is dated to
+        the last the server heard of it: finished by the first pass after a restart (at once),
+        before its agent's reports came, an answered call read the talk_s of its answer and
+        first report (0.25 s for a 5 s conversation, beside the transcript that came a second
+        later)."""
+        if now - self.started_at < self._late_grace():
+            return 0
         owner = self.instance if self.settings.uses_sandbox else None
         candidates = await self.store.unfinished_rooms(now - ROOM_CHECK_AFTER_S, owner)
         if not candidates:

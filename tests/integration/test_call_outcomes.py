@@ -18,7 +18,14 @@ from livekit.protocol.models import ParticipantInfo
 
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import DROPPED_UNANSWERED, NO_WORD, Change, Status
-from common.calls.service import AGENT_GONE, MAX_STEPS, NEVER_DIALLED, WallSteps
+from common.calls.service import (
+    AGENT_GONE,
+    MAX_STEPS,
+    NEVER_DIALLED,
+    ROOM_CHECK_AFTER_S,
+    WallSteps,
+)
+from common.storage.programs import REPORTS_RETRY_S
 from handlers.keys import CALLS, EVENTS
 from sandbox.scenarios import CALLEE_WAITS_IN_SILENCE_S
 from server import SANDBOX
@@ -416,6 +423,36 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
     await service.reap()  # a second pass, or another server's, applies it once
     done_again = await (await client.get(f"/calls/{answered}")).json()
     assert done_again["timeline"] == done["timeline"]
+
+
+async def test_rooms_gone_while_the_server_was_down_wait_for_the_agents_reports(
+    start_app: AppFactory,
+) -> None:
+    """A server killed under live calls and started again a minute on: their rooms went while
+    it was down (their webhooks given up by LiveKit), and the agents' reports it refused are
+    retried up to REPORTS_RETRY_S apart. Its first reaper pass, at once, finished an answered
+    call by what it had heard (its answer and first report): talk_s 0.25 for a 5 s
+    conversation, the transcript arriving a second later (seen on server.py beside a
+    `python -m sandbox`). The gone rooms wait until the run is REPORTS_RETRY_S old."""
+    client = await start_app(sandbox_time_scale=0.05, calls_settle_grace_s=10.0)
+    sandbox = client.app[SANDBOX]
+    sandbox.webhook_url = None  # every LiveKit webhook lost
+    call_id = await place(client, "+14155557702")
+
+    async def room_gone() -> bool:
+        return call_id not in sandbox.rooms
+
+    await wait_for(room_gone, timeout=10)
+    await sandbox.wait_idle(10)
+    service = client.app[CALLS]
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
+    service.started_at = service.clock()  # a run begun just now: the reports may be on the way
+    await service.reap()
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "in_progress"
+    service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1 + REPORTS_RETRY_S
+    await service.reap()
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "completed"
 
 
 def _as_a_crash(client: Client) -> None:
