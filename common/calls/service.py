@@ -2368,8 +2368,11 @@ class CallService:
         if gone and (more := self._repeats.due("rooms gone")) is not None:
             # Else nothing told the operator why: LiveKit's webhooks may not reach us at all
             # (its webhook URL wrong, a firewall), and every call stayed live for a minute.
+            # (by the clock as it is said: one heard during the pass, after its `now`, was
+            # said to be '-0 s ago')
             heard = self.webhook_heard_at
-            last = "none since it started" if heard is None else f"{now - heard:.0f} s ago"
+            ago = None if heard is None else max(0.0, self.clock() - heard)
+            last = "none since it started" if ago is None else f"{ago:.0f} s ago"
             logger.warning(
                 "%d call(s) finished with no room_finished from LiveKit (its last webhook"
                 " here: %s): unless LiveKit gave them up in an outage, check that LiveKit's"
