@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import secrets
 import socket
 import time
@@ -690,6 +691,10 @@ class CallService:
     # (a step forward of an hour made every live call stale, and the reaper settled them).
     wall_steps: WallSteps = field(default_factory=WallSteps)
     _step_said_at: float = 0.0
+    # When (this server's clock) the reaper found the server had not run for a while (its
+    # wait woke LATE_FINISH_S late: SIGSTOPped, a VM paused): the rooms that went meanwhile
+    # wait for the reports it could not take then, as after a restart (settle_gone_rooms).
+    _running_again_at: float = -math.inf
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
@@ -2334,8 +2339,10 @@ class CallService:
         the last the server heard of it: finished by the first pass after a restart (at once),
         before its agent's reports came, an answered call read the talk_s of its answer and
         first report (0.25 s for a 5 s conversation, beside the transcript that came a second
-        later)."""
-        if now - self.started_at < self._late_grace():
+        later). So after the server did not run (SIGSTOPped, a VM paused; see run_reaper):
+        continued, its overdue pass came at once (0.25 s for a 5 s conversation, SIGSTOPped
+        75 s)."""
+        if now - max(self.started_at, self._running_again_at) < self._late_grace():
             return 0
         owner = self.instance if self.settings.uses_sandbox else None
         candidates = await self.store.unfinished_rooms(now - ROOM_CHECK_AFTER_S, owner)
@@ -2687,7 +2694,10 @@ class CallService:
         runs past REAPER_SLOW_S is said, with where it waits."""
         slow = SlowSteps("reaper", REAPER_SLOW_S)
         while True:
+            due = time.monotonic() + self.settings.reaper_interval_s
             await asyncio.sleep(self.settings.reaper_interval_s)
+            if time.monotonic() - due > LATE_FINISH_S:  # the server did not run meanwhile
+                self._running_again_at = self.clock()
             slow.begin(lambda: "a pass")
             try:
                 await self.reap_logged()

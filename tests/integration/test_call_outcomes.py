@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from livekit.api import DeleteRoomRequest
 from livekit.protocol.models import ParticipantInfo
 
+from common.calls import service as service_module
 from common.calls.models import IdempotencyClaim, NewCall
 from common.calls.outcomes import DROPPED_UNANSWERED, NO_WORD, Change, Status
 from common.calls.service import (
@@ -466,6 +467,39 @@ async def test_rooms_gone_while_the_server_was_down_wait_for_the_agents_reports(
         await service.reap()
     assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "completed"
     assert "(its last webhook here: 0 s ago)" in caplog.text
+
+
+async def test_rooms_gone_while_the_server_was_stopped_wait_for_the_agents_reports(
+    start_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same after the server did not run a while (SIGSTOPped, a VM paused): continued, its
+    overdue reaper pass found the rooms gone at once, before the agents' reports retried then
+    (seen on server.py beside a `python -m sandbox`, SIGSTOPped 75 s: talk_s 0.251 for a 5 s
+    conversation). Here the loop is held (time.sleep) past the reaper's wait and
+    LATE_FINISH_S, as a stop holds it."""
+    monkeypatch.setattr(service_module, "LATE_FINISH_S", 0.3)
+    client = await start_app(
+        sandbox_time_scale=0.05, calls_settle_grace_s=10.0, reaper_interval_s=0.1
+    )
+    sandbox = client.app[SANDBOX]
+    sandbox.webhook_url = None  # every LiveKit webhook lost
+    call_id = await place(client, "+14155557702")
+
+    async def room_gone() -> bool:
+        return call_id not in sandbox.rooms
+
+    await wait_for(room_gone, timeout=10)
+    await sandbox.wait_idle(10)
+    service = client.app[CALLS]
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
+    time.sleep(0.6)  # noqa: ASYNC251 - the server stopped: its loop does not run
+    await asyncio.sleep(0.3)  # its overdue passes
+    await service.reap()
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "in_progress"
+    service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 2 + REPORTS_RETRY_S
+    await service.reap()
+    assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "completed"
 
 
 def _as_a_crash(client: Client) -> None:
