@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import math
 import secrets
 import socket
 import time
@@ -691,16 +690,20 @@ class CallService:
     # (a step forward of an hour made every live call stale, and the reaper settled them).
     wall_steps: WallSteps = field(default_factory=WallSteps)
     _step_said_at: float = 0.0
-    # When (this server's clock) the reaper found the server had not run for a while (its
-    # wait woke LATE_FINISH_S late: SIGSTOPped, a VM paused): the rooms that went meanwhile
-    # wait for the reports it could not take then, as after a restart (settle_gone_rooms).
-    _running_again_at: float = -math.inf
+    # The clock no step moves: how long this run has run is told by it. By the wall clock, a
+    # server started before a step back of an hour held every gone room live for that hour.
+    monotonic: Callable[[], float] = time.monotonic
+    # When (by `monotonic`) this run began, or the reaper found the server had not run for a
+    # while (its wait woke LATE_FINISH_S late: SIGSTOPped, a VM paused): the rooms that went
+    # before wait for the reports it could not take then (settle_gone_rooms).
+    _running_since: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.store, self.settings, self.clock)
         self.instance = self.settings.sandbox_owner
         self.run = secrets.token_hex(8)
         self.started_at = self.clock()
+        self._running_since = self.monotonic()
 
     # ------------------------------------------------------------------ placing
 
@@ -2341,8 +2344,10 @@ class CallService:
         first report (0.25 s for a 5 s conversation, beside the transcript that came a second
         later). So after the server did not run (SIGSTOPped, a VM paused; see run_reaper):
         continued, its overdue pass came at once (0.25 s for a 5 s conversation, SIGSTOPped
-        75 s)."""
-        if now - max(self.started_at, self._running_again_at) < self._late_grace():
+        75 s). The time run is the monotonic clock's: by the wall clock, after a step back of
+        an hour a gone room's call stayed live (counted against CALLS_MAX_ACTIVE) for that
+        hour, or until the reaper's bound for a stale call settled it 'no final event'."""
+        if self.monotonic() - self._running_since < self._late_grace():
             return 0
         owner = self.instance if self.settings.uses_sandbox else None
         candidates = await self.store.unfinished_rooms(now - ROOM_CHECK_AFTER_S, owner)
@@ -2697,7 +2702,7 @@ class CallService:
             due = time.monotonic() + self.settings.reaper_interval_s
             await asyncio.sleep(self.settings.reaper_interval_s)
             if time.monotonic() - due > LATE_FINISH_S:  # the server did not run meanwhile
-                self._running_again_at = self.clock()
+                self._running_since = self.monotonic()
             slow.begin(lambda: "a pass")
             try:
                 await self.reap_logged()

@@ -448,9 +448,10 @@ async def test_rooms_gone_while_the_server_was_down_wait_for_the_agents_reports(
     service = client.app[CALLS]
     real_clock = service.clock
     service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
-    service.started_at = service.clock()  # a run begun just now: the reports may be on the way
-    await service.reap()
+    await service.reap()  # the run begun just now: the reports may be on the way
     assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "in_progress"
+    real_monotonic = service.monotonic
+    service.monotonic = lambda: real_monotonic() + REPORTS_RETRY_S
     service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1 + REPORTS_RETRY_S
     # A webhook heard while the pass runs (LiveKit's, after the pass read its clock) is heard
     # 0 s ago, not '-0 s ago'.
@@ -493,13 +494,42 @@ async def test_rooms_gone_while_the_server_was_stopped_wait_for_the_agents_repor
     service = client.app[CALLS]
     real_clock = service.clock
     service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
+    service.monotonic = lambda: time.monotonic() + ROOM_CHECK_AFTER_S + 1  # run that long
     time.sleep(0.6)  # noqa: ASYNC251 - the server stopped: its loop does not run
     await asyncio.sleep(0.3)  # its overdue passes
     await service.reap()
     assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "in_progress"
+    service.monotonic = lambda: time.monotonic() + ROOM_CHECK_AFTER_S + 2 + REPORTS_RETRY_S
     service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 2 + REPORTS_RETRY_S
     await service.reap()
     assert (await (await client.get(f"/calls/{call_id}")).json())["status"] == "completed"
+
+
+async def test_rooms_gone_after_a_step_back_of_the_clock_wait_the_time_run_alone(
+    start_app: AppFactory,
+) -> None:
+    """The wait for the agents' reports after a start is of time run, not of the wall clock:
+    read by it, a server started with its clock an hour ahead (NTP stepped it back since)
+    held every gone room's call live for that hour (or the reaper's bound for a stale call),
+    counted against CALLS_MAX_ACTIVE."""
+    client = await start_app(sandbox_time_scale=0.05, calls_settle_grace_s=10.0)
+    sandbox = client.app[SANDBOX]
+    sandbox.webhook_url = None  # every LiveKit webhook lost
+    call_id = await place(client, "+14155557702")  # placed after the step
+
+    async def room_gone() -> bool:
+        return call_id not in sandbox.rooms
+
+    await wait_for(room_gone, timeout=10)
+    await sandbox.wait_idle(10)
+    service = client.app[CALLS]
+    real_clock = service.clock
+    service.started_at = real_clock() + 3600  # its clock read an hour on as it started
+    service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
+    service.monotonic = lambda: time.monotonic() + ROOM_CHECK_AFTER_S + 1  # run since
+    await service.reap()
+    call = await (await client.get(f"/calls/{call_id}")).json()
+    assert (call["status"], call["reason"]) == ("completed", None), call
 
 
 def _as_a_crash(client: Client) -> None:

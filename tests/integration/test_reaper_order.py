@@ -183,7 +183,7 @@ async def _placed_with_its_room_gone(
 ) -> tuple[Any, str, Callable[[float], Awaitable[None]]]:
     """A call placed without webhooks (its room_finished lost), LiveKit listing none of the
     rooms, and a reaper pass run as if `later` seconds had passed (the service's and the
-    store's clock moved together, as in production)."""
+    store's clock and the time run moved together, as in production)."""
     client = await start_app(sandbox_time_scale=100.0, calls_settle_grace_s=10.0)
     client.app[SANDBOX].webhook_url = None
     call_id = await place(client)
@@ -197,6 +197,7 @@ async def _placed_with_its_room_gone(
 
     async def reap_at(later: float) -> None:
         service.clock = store._clock = lambda: real_clock() + later
+        service.monotonic = lambda: time.monotonic() + later  # the time run, too
         await service.reap()
 
     return client, call_id, reap_at
