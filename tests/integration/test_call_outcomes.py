@@ -426,6 +426,20 @@ async def test_rooms_that_finished_unheard_are_finished_by_the_reaper(
     assert done_again["timeline"] == done["timeline"]
 
 
+async def _answered_with_its_room_gone(client: Client) -> str:
+    """An answered call placed with every LiveKit webhook lost, its room gone since."""
+    sandbox = client.app[SANDBOX]
+    sandbox.webhook_url = None  # every LiveKit webhook lost
+    call_id = await place(client, "+14155557702")
+
+    async def room_gone() -> bool:
+        return call_id not in sandbox.rooms
+
+    await wait_for(room_gone, timeout=10)
+    await sandbox.wait_idle(10)
+    return call_id
+
+
 async def test_rooms_gone_while_the_server_was_down_wait_for_the_agents_reports(
     start_app: AppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -436,15 +450,7 @@ async def test_rooms_gone_while_the_server_was_down_wait_for_the_agents_reports(
     conversation, the transcript arriving a second later (seen on server.py beside a
     `python -m sandbox`). The gone rooms wait until the run is REPORTS_RETRY_S old."""
     client = await start_app(sandbox_time_scale=0.05, calls_settle_grace_s=10.0)
-    sandbox = client.app[SANDBOX]
-    sandbox.webhook_url = None  # every LiveKit webhook lost
-    call_id = await place(client, "+14155557702")
-
-    async def room_gone() -> bool:
-        return call_id not in sandbox.rooms
-
-    await wait_for(room_gone, timeout=10)
-    await sandbox.wait_idle(10)
+    call_id = await _answered_with_its_room_gone(client)
     service = client.app[CALLS]
     real_clock = service.clock
     service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
@@ -482,15 +488,7 @@ async def test_rooms_gone_while_the_server_was_stopped_wait_for_the_agents_repor
     client = await start_app(
         sandbox_time_scale=0.05, calls_settle_grace_s=10.0, reaper_interval_s=0.1
     )
-    sandbox = client.app[SANDBOX]
-    sandbox.webhook_url = None  # every LiveKit webhook lost
-    call_id = await place(client, "+14155557702")
-
-    async def room_gone() -> bool:
-        return call_id not in sandbox.rooms
-
-    await wait_for(room_gone, timeout=10)
-    await sandbox.wait_idle(10)
+    call_id = await _answered_with_its_room_gone(client)
     service = client.app[CALLS]
     real_clock = service.clock
     service.clock = lambda: real_clock() + ROOM_CHECK_AFTER_S + 1
@@ -513,15 +511,7 @@ async def test_rooms_gone_after_a_step_back_of_the_clock_wait_the_time_run_alone
     held every gone room's call live for that hour (or the reaper's bound for a stale call),
     counted against CALLS_MAX_ACTIVE."""
     client = await start_app(sandbox_time_scale=0.05, calls_settle_grace_s=10.0)
-    sandbox = client.app[SANDBOX]
-    sandbox.webhook_url = None  # every LiveKit webhook lost
-    call_id = await place(client, "+14155557702")  # placed after the step
-
-    async def room_gone() -> bool:
-        return call_id not in sandbox.rooms
-
-    await wait_for(room_gone, timeout=10)
-    await sandbox.wait_idle(10)
+    call_id = await _answered_with_its_room_gone(client)  # placed after the step
     service = client.app[CALLS]
     real_clock = service.clock
     service.started_at = real_clock() + 3600  # its clock read an hour on as it started
