@@ -527,10 +527,15 @@ class PostgresCallStore(SqlCallStore):
                 foreign = await _foreign_schema(conn)
                 if foreign is not None:  # before anything is made or written in it
                     raise DatabaseError(f"cannot migrate {masked(self.dsn)}: {foreign}")
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                    " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-                )
+                # Made only where it is missing: PostgreSQL checks CREATE on the schema before
+                # it looks for the table, so `CREATE TABLE IF NOT EXISTS` refused a role that
+                # may only read and write ("permission denied for schema public") on a
+                # database its owner had migrated already, with nothing to make.
+                if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY"
+                        " KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                    )
                 version = await conn.fetchval(
                     "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
                 )
@@ -1087,7 +1092,8 @@ _MIGRATE_HINTS: dict[type[BaseException], str] = {
     asyncpg.InsufficientPrivilegeError: (
         " (the role of DATABASE_URL makes and alters the tables: make it the database's"
         " owner, or GRANT CREATE ON SCHEMA <the first of its search_path> TO it, and the"
-        " tables' ownership if another role made them)"
+        " tables' ownership if another role made them; a role that may only read and write"
+        " them serves a database migrated already: start this release once with the owner's)"
     ),
     asyncpg.InvalidSchemaNameError: (
         " (no schema of the role's search_path exists: create it, or set search_path in"
