@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.calls.outcomes import GRACE_OVER
 from common.storage import sqlite as sqlite_store
 from common.storage.base import DatabaseError, DatabaseStalled
 from common.storage.sqlite import SqliteCallStore
@@ -240,6 +241,31 @@ async def test_database_failing_after_livekit_dialed_answers_the_call(
     assert call["status"] == "completed"
     assert await config_forgets(tmp_path / "config.json") == {}
     figures.add("db fails after the dial: 200 with the call id, 1 dial, settles completed")
+
+
+async def test_a_room_finished_sent_again_settles_the_call_its_first_left_live(
+    start_app: AppFactory,
+) -> None:
+    """An unanswered call's room_finished is two writes: the event (its line, the room's end),
+    then the settle (no_answer). With the settle refused (a full disk, a lock) after the event
+    was stored, the answer is 503 and LiveKit sends it again; that second one was a duplicate
+    and changed nothing, so the call stayed `dialing` (counted live, against
+    CALLS_MAX_ACTIVE) until the reaper's next pass (found as a flaky full-disk test)."""
+    client = await _quiet_app(start_app)
+    db = client.app[STORE]
+    first = (await (await _place(client)).json())["call_id"]
+    joined = event_json("participant_joined", first, attributes={"sip.callStatus": "dialing"})
+    assert await _webhook(client, joined) == 200
+    finished = event_json("room_finished", first)
+    failing = _fail_on(db, event_kind(GRACE_OVER), times=1)
+    try:
+        assert await _webhook(client, finished) == 503
+    finally:
+        _heal(db, failing)
+    assert failing.failures == 1
+    assert (await _call(client, first))["status"] == "dialing"  # the event stored, not settled
+    assert await _webhook(client, finished) == 200
+    assert (await _call(client, first))["status"] == "no_answer"
 
 
 async def test_database_failing_when_livekit_refuses(start_app: AppFactory, tmp_path: Path) -> None:
