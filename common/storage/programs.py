@@ -616,6 +616,16 @@ def count_by_status(d: Dialect) -> Program[dict[str, int]]:
     return {str(r["status"]): int(r["n"]) for r in rows}
 
 
+def _locked_row(d: Dialect, call_id: str) -> Program[Row | None]:
+    """The call's whole row, locked for this transaction's writes (FOR UPDATE on PostgreSQL;
+    SQLite has one writer); None if there is no such call."""
+    rows = yield Query(
+        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
+        (call_id,),
+    )
+    return rows[0] if rows else None
+
+
 def apply(
     d: Dialect,
     call_id: str,
@@ -653,13 +663,9 @@ def apply(
     line = None  # the event's timeline line (event_id), written before anything else
     if event_id is not None:
         if row is None:
-            rows = yield Query(
-                f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect
-                (call_id,),
-            )
-            if not rows:
+            row = yield from _locked_row(d, call_id)
+            if row is None:
                 return Applied(unknown_call=True)
-            row = rows[0]
         # An event applied before (sent again; or by another server at the same moment, whose
         # insert the unique index makes this one wait for) inserts nothing here, and nothing
         # else is written. Its statuses are filled in below if it changes the call. (Not
@@ -697,13 +703,9 @@ def apply(
         )
         row = rows[0] if rows else None
     if row is None:
-        rows = yield Query(
-            f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
-            (call_id,),
-        )
-        if not rows:
+        row = yield from _locked_row(d, call_id)
+        if row is None:
             return Applied(unknown_call=True)
-        row = rows[0]
     before = row_to_call(row)
     released = False
     if dial_taken:
@@ -1041,13 +1043,10 @@ def request_hangup(
     unanswered call waiting out the settle grace, whose late answer must still count), or,
     `unanswered` (POST /dnc's hang-up of calls it read ringing), if it was answered since;
     asked again, the call as it is (no new line)."""
-    rows = yield Query(
-        f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
-        (call_id,),
-    )
-    if not rows:
+    row = yield from _locked_row(d, call_id)
+    if row is None:
         return None
-    call = row_to_call(rows[0])
+    call = row_to_call(row)
     if call.hangup_requested:
         return call
     # Over (settled since the caller looked: marked, a refused call's held deliveries would
@@ -1782,13 +1781,9 @@ def record_report(
         report = report.model_copy(update={"at": max(0.0, report.at + behind)})
     known = _Known(report.call_id) if known is None else known
     if known.row is None:  # the whole row: what `apply` decides on, if the report changes it
-        rows = yield Query(
-            f"SELECT * FROM calls WHERE call_id = ?{d.for_update}",  # noqa: S608 - dialect text
-            (report.call_id,),
-        )
-        if not rows:
+        known.row = yield from _locked_row(d, report.call_id)
+        if known.row is None:
             return Applied(unknown_call=True)
-        known.row = rows[0]
     call = known.row
     if (call["report_at"] is not None or call["no_report"]) and report.kind in ("amd", "final"):
         # The call's final report is in: it stands, with the verdict it was made with. A
