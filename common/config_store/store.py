@@ -263,24 +263,23 @@ def _log_updated(record: Mapping[str, Any]) -> None:
     without a name is often placed with their number as one (`"name": "+14155552671"`),
     which this line wrote whole on every call."""
     call = record.get("call_id")
+    # Both lines name the call: another call's lines may come between the two (the seed's
+    # update_config from threads), and a JSON line without call_id is no call's.
+    named = f" (call {call})" if call else ""
+    extra = {"call_id": call} if call else None
     logger.info(
         "✓ Configuration updated successfully%s - Caller Name: %s - TTS Language: %s"
         " - TTS Emotion: %s",
-        f" (call {call})" if call else "",
+        named,
         redact(str(record.get("caller_name"))),
         record.get("tts_language"),
         record.get("tts_emotion"),
-        extra={"call_id": call} if call else None,
+        extra=extra,
     )
     if logger.isEnabledFor(logging.DEBUG):  # (instructions run to 4000 characters)
-        # Its call named too: another call's lines may come between the two (the seed's
-        # update_config from threads), and a JSON line without call_id is no call's.
         instructions = str(record.get("agent_instructions", ""))
         logger.debug(
-            "  - Instructions%s: %s",
-            f" (call {call})" if call else "",
-            clip_for_log(redact(instructions)),
-            extra={"call_id": call} if call else None,
+            "  - Instructions%s: %s", named, clip_for_log(redact(instructions)), extra=extra
         )
 
 
