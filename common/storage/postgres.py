@@ -49,6 +49,8 @@ T = TypeVar("T")
 MIGRATIONS = migrations_for("postgres")
 SCHEMA_VERSION = MIGRATIONS[-1].version
 MIGRATION_LOCK = 7246000  # pg_advisory_xact_lock key: one migrating server at a time
+# Whether the schema has this server's version table (the search_path's, as CREATE sees it).
+_HAS_MIGRATIONS_TABLE = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 CONNECT_TIMEOUT_S = 10.0
 # How long a request waits for a connection while PostgreSQL has no slot left (`_connection`):
 # under the readiness probe's 2 s, which then says "too many clients", not "timeout".
@@ -473,9 +475,7 @@ class PostgresCallStore(SqlCallStore):
             async with self._pool.acquire() as conn:
                 foreign = await _foreign_schema(conn)
                 if foreign is None:
-                    known = await conn.fetchval(
-                        "SELECT to_regclass('schema_migrations') IS NOT NULL"
-                    )
+                    known = await conn.fetchval(_HAS_MIGRATIONS_TABLE)
                     version = (
                         await conn.fetchval(
                             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
@@ -531,7 +531,7 @@ class PostgresCallStore(SqlCallStore):
                 # it looks for the table, so `CREATE TABLE IF NOT EXISTS` refused a role that
                 # may only read and write ("permission denied for schema public") on a
                 # database its owner had migrated already, with nothing to make.
-                if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                if not await conn.fetchval(_HAS_MIGRATIONS_TABLE):
                     await conn.execute(
                         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY"
                         " KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
