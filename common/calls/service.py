@@ -1345,14 +1345,15 @@ class CallService:
             return None
         if applied.duplicate:
             logger.debug("webhook %s (%s) already applied", event.id, event.event)
-            if finished:
+            if finished and self._grace(event) <= 0:
                 # Sent again because its first delivery was answered 503: that one stored the
-                # event, and its settle (the second write) failed. As a duplicate it changed
-                # nothing, and the call stayed live (against CALLS_MAX_ACTIVE) until the
-                # reaper's next pass: settled as the first delivery would have.
-                call = await self.store.get_call(room, with_timeline=False)
-                if call is not None and not call.is_final:
-                    await self._settle_finished(room, event)
+                # event, and its settle (the second write, made as the event is handled when
+                # no grace is configured; a grace's timer answers nothing) failed. As a
+                # duplicate it changed nothing, and the call stayed live (against
+                # CALLS_MAX_ACTIVE) until the reaper's next pass. Settled here as the first
+                # would have, if it is still to settle: several sent again at once, one line.
+                decide = await self._grace_over(room)
+                await self._settle(room, GRACE_OVER, decide, only_if_changed=True)
             return applied
         before = applied.before
         if (
@@ -1410,19 +1411,12 @@ class CallService:
         if finished:  # its record leaves config.json with the next write (nobody waits)
             self.config.forget_call_soon(room)
             if applied.after is not None and not applied.after.is_final:
-                settled = await self._settle_finished(room, event)
-                if settled is not None:
-                    return settled
+                grace = self._grace(event)
+                if grace > 0:
+                    self._settle_after_grace(room, grace)
+                else:  # no grace configured: settle now, as the event is handled
+                    return await self._settle(room, GRACE_OVER, await self._grace_over(room))
         return applied
-
-    async def _settle_finished(self, room: str, event: RoomEvent) -> Applied | None:
-        """An unanswered room_finished's settle: after its grace (a timer; None), or at once
-        with no grace configured (as the event is handled: what it applied)."""
-        grace = self._grace(event)
-        if grace > 0:
-            self._settle_after_grace(room, grace)
-            return None
-        return await self._settle(room, GRACE_OVER, await self._grace_over(room))
 
     async def _agent_came(self, call_id: str) -> bool:
         """Whether an agent of ours showed itself in the call: to this server (its report,
